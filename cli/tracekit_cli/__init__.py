@@ -1,0 +1,1 @@
+"""The ``tracekit`` command line: thin click commands over the tracekit library."""

@@ -1,0 +1,154 @@
+"""Plain span and log records: the common currency of the read side.
+
+The embedded store, the Tempo client and the Jaeger client each produce these records; the path
+reconstruction engine consumes them. They carry no OpenTelemetry SDK objects, so every reader can
+build them from its own wire format, and tests can write them by hand.
+
+Conventions: ids are lower-case hex strings (trace ids 32 characters, span ids 16); times are unix
+nanoseconds; ``kind`` is one of ``SPAN_KINDS`` and ``status`` one of ``STATUS_CODES``; attribute
+values are JSON-compatible (str, bool, int, float, or lists of those; bytes are hex-encoded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+AttributeValue: TypeAlias = "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
+Attributes: TypeAlias = dict[str, AttributeValue]
+
+SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_CODES = ("UNSET", "OK", "ERROR")
+
+CORRELATION_ATTRIBUTE = "correlation.id"
+
+
+@dataclass(slots=True)
+class SpanLink:
+    """A link from one span to another span's context (possibly in another trace)."""
+
+    trace_id: str
+    span_id: str
+    attributes: Attributes = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """A timestamped annotation on a span (exceptions are events named ``exception``)."""
+
+    name: str
+    time_unix_nano: int
+    attributes: Attributes = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One finished span, as any backend can describe it."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    service: str
+    name: str
+    kind: str
+    start_unix_nano: int
+    end_unix_nano: int
+    status: str = "UNSET"
+    status_message: str = ""
+    attributes: Attributes = field(default_factory=dict)
+    links: list[SpanLink] = field(default_factory=list)
+    events: list[SpanEvent] = field(default_factory=list)
+    resource: Attributes = field(default_factory=dict)
+    service_version: str | None = None
+    scope: str | None = None
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The request's correlation ID (span attribute ``correlation.id``), if any."""
+        value = self.attributes.get(CORRELATION_ATTRIBUTE)
+        return value if isinstance(value, str) else None
+
+    @property
+    def duration_ms(self) -> float:
+        """Span duration in milliseconds."""
+        return (self.end_unix_nano - self.start_unix_nano) / 1e6
+
+
+@dataclass(slots=True)
+class LogRecordData:
+    """One log record, tied to a span when it was emitted inside one."""
+
+    time_unix_nano: int
+    service: str
+    severity_text: str
+    severity_number: int
+    body: str
+    trace_id: str | None = None
+    span_id: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+    resource: Attributes = field(default_factory=dict)
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation ID stamped on the record (attribute ``correlation.id``), if any."""
+        value = self.attributes.get(CORRELATION_ATTRIBUTE)
+        return value if isinstance(value, str) else None
+
+
+@dataclass(slots=True)
+class RequestSummary:
+    """One request in a listing (``tracekit search``): a root span and what hangs below it."""
+
+    correlation_id: str | None
+    trace_id: str
+    root_service: str
+    root_name: str
+    start_unix_nano: int
+    duration_ms: float
+    span_count: int
+    error: bool
+
+
+class BackendError(Exception):
+    """A read backend is unreachable or answered something unusable."""
+
+
+class SpanSource(Protocol):
+    """What the reconstruction engine and the CLI need from a read backend.
+
+    Implemented by the embedded store, the Tempo client and the Jaeger client. Methods raise
+    ``BackendError`` when the backend cannot answer; an empty result means "not found".
+    """
+
+    def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
+        """Every span whose ``correlation.id`` attribute equals ``correlation_id``."""
+        ...
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
+        """Every span of the given traces."""
+        ...
+
+    def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
+        """Traces that hold a span with a link pointing into any of ``trace_ids``."""
+        ...
+
+    def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
+        """Log records emitted inside spans of the given traces."""
+        ...
+
+    def recent_requests(
+        self,
+        *,
+        service: str | None = None,
+        since_unix_nano: int | None = None,
+        min_duration_ms: float | None = None,
+        errors_only: bool = False,
+        limit: int = 20,
+    ) -> Sequence[RequestSummary]:
+        """Most recent requests (root spans) first, filtered."""
+        ...
+
+    def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
+        """Spans that started at or after ``since_unix_nano`` (for the service map)."""
+        ...
