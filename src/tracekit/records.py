@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
-AttributeValue: TypeAlias = "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
+AttributeValue: TypeAlias = (
+    "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
+)
 Attributes: TypeAlias = dict[str, AttributeValue]
 
 SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")

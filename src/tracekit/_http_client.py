@@ -1,0 +1,165 @@
+"""What every HTTP client instrumentation shares: the CLIENT span and header injection."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracekit import _state, correlation, propagation, semconv
+from tracekit._guard import report_once
+from tracekit._http_server import KNOWN_METHODS
+from tracekit.instrumentation._base import instrumentation_suppressed
+
+R = TypeVar("R")
+
+_tracer = trace.get_tracer("tracekit")
+_propagator = propagation.TracekitPropagator()
+
+
+@dataclass(slots=True)
+class ClientCall:
+    """An outgoing request between ``start_call`` and ``end_call``."""
+
+    span: trace.Span
+    token: object
+
+
+def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
+    """Open a CLIENT span for ``method url`` and inject context into ``headers``.
+
+    Returns None when instrumentation is suppressed (an exporter's own request, or another
+    instrumentation already traces this call; headers are then left alone), and in
+    correlation-only mode (headers get the correlation ID and incoming context, no span).
+    """
+    if instrumentation_suppressed():
+        return None
+    if _state.current_options().correlation_only:
+        inject_only(headers)
+        return None
+    method = method.upper()
+    span = _tracer.start_span(
+        method if method in KNOWN_METHODS else "HTTP",
+        kind=SpanKind.CLIENT,
+        attributes=_attributes(method, url),
+    )
+    ctx = trace.set_span_in_context(span)
+    _propagator.inject(headers, ctx)
+    # Below our span, nested HTTP instrumentation (urllib3 under requests, contrib) stays quiet.
+    token = suppress_nested_http_in(ctx)
+    return ClientCall(span, token)
+
+
+def suppress_nested_http_in(ctx: otel_context.Context) -> object:
+    """Attach ``ctx`` with nested HTTP instrumentation suppressed."""
+    return otel_context.attach(
+        otel_context.set_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
+    )
+
+
+def end_call(call: ClientCall, status_code: int | None, error: BaseException | None = None) -> None:
+    """Close the CLIENT span with the response status or the exception."""
+    otel_context.detach(call.token)  # type: ignore[arg-type]
+    span = call.span
+    if status_code:
+        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
+    if error is not None:
+        span.record_exception(error)
+        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    elif status_code and status_code >= 400:
+        span.set_attribute(semconv.ERROR_TYPE, str(status_code))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def inject_only(headers: MutableMapping[str, Any]) -> None:
+    """Inject the current context without a span (correlation-only mode, suppressed calls)."""
+    if correlation.correlation_id() is not None:
+        _propagator.inject(headers)
+
+
+def _attributes(method: str, url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    attributes: dict[str, Any] = {
+        semconv.HTTP_REQUEST_METHOD: method if method in KNOWN_METHODS else semconv.OTHER_METHOD,
+        # userinfo and query dropped: they carry credentials and tokens too often
+        semconv.URL_FULL: f"{parts.scheme}://{parts.hostname or ''}"
+        + (f":{parts.port}" if parts.port else "")
+        + parts.path,
+    }
+    if parts.hostname:
+        attributes[semconv.SERVER_ADDRESS] = parts.hostname
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    if port:
+        attributes[semconv.SERVER_PORT] = port
+    return attributes
+
+
+def run_traced(
+    method: str,
+    url: str,
+    headers: MutableMapping[str, Any],
+    send: Callable[[], R],
+    status_of: Callable[[R], int | None],
+) -> R:
+    """Run ``send()`` inside a CLIENT span; tracekit's own failures never reach the caller."""
+    call = _safe_start(method, url, headers)
+    if call is None:
+        return send()
+    try:
+        result = send()
+    except BaseException as error:
+        _safe_end(call, None, error)
+        raise
+    _safe_end(call, _safe_status(status_of, result))
+    return result
+
+
+async def run_traced_async(
+    method: str,
+    url: str,
+    headers: MutableMapping[str, Any],
+    send: Callable[[], Awaitable[R]],
+    status_of: Callable[[R], int | None],
+) -> R:
+    """The ``run_traced`` of async clients."""
+    call = _safe_start(method, url, headers)
+    if call is None:
+        return await send()
+    try:
+        result = await send()
+    except BaseException as error:
+        _safe_end(call, None, error)
+        raise
+    _safe_end(call, _safe_status(status_of, result))
+    return result
+
+
+def _safe_start(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
+    try:
+        return start_call(method, url, headers)
+    except Exception as error:
+        report_once("http client span start", error)
+        return None
+
+
+def _safe_end(
+    call: ClientCall, status_code: int | None, error: BaseException | None = None
+) -> None:
+    try:
+        end_call(call, status_code, error)
+    except Exception as exc:
+        report_once("http client span end", exc)
+
+
+def _safe_status(status_of: Callable[[R], int | None], result: R) -> int | None:
+    try:
+        return status_of(result)
+    except Exception:
+        return None

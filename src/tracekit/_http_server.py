@@ -1,0 +1,187 @@
+"""What the ASGI and WSGI middleware share: one SERVER span and one correlation ID per request.
+
+The middleware modules only translate their protocol (scope/environ, send/start_response) into
+calls on ``ServerRequests``; everything about IDs, context, span naming and attributes lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from contextvars import Token
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+from urllib.parse import unquote
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+
+from tracekit import correlation, propagation, semconv
+from tracekit.config import Options
+from tracekit.metrics import HttpServerMetrics
+
+_log = logging.getLogger("tracekit")
+
+KNOWN_METHODS = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
+)
+_TRACE_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, propagation.BAGGAGE)
+
+
+@dataclass(slots=True)
+class ActiveRequest:
+    """State of one request between ``ServerRequests.start`` and ``finish``."""
+
+    correlation_id: str
+    method: str
+    span: trace.Span | None
+    context_token: object | None
+    correlation_token: Token[str | None]
+    started: float
+    status_code: int = 0
+
+
+class ServerRequests:
+    """Starts and finishes the SERVER span and correlation context of incoming HTTP requests."""
+
+    def __init__(
+        self,
+        options: Options,
+        tracer_provider: TracerProvider | None = None,
+        metrics: HttpServerMetrics | None = None,
+    ) -> None:
+        self.options = options
+        self.correlation_headers = tuple(h.lower() for h in options.correlation_headers)
+        self.response_header = options.response_header
+        self.wanted_headers = frozenset((*self.correlation_headers, *_TRACE_HEADERS))
+        self._excluded = _compile_excluded(options.excluded_urls)
+        self._tracer = None
+        if not options.correlation_only:
+            self._tracer = trace.get_tracer("tracekit", tracer_provider=tracer_provider)
+        self._metrics = None if options.correlation_only else metrics
+
+    def is_excluded(self, path: str) -> bool:
+        """True for paths (health checks, metrics) that get no span and no metrics."""
+        return self._excluded is not None and self._excluded.search(path) is not None
+
+    def start(
+        self, method: str, path: str, headers: Mapping[str, list[str]], attributes: dict[str, Any]
+    ) -> ActiveRequest:
+        """Begin a request: pick the correlation ID, extract context, open the SERVER span."""
+        cid = self._choose_correlation_id(headers)
+        cid_token = correlation.set_correlation_id(cid)
+        method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
+        span = context_token = None
+        if self._tracer is not None:
+            span, context_token = self._start_span(method, path, headers, attributes, cid)
+        if self._metrics is not None:
+            self._metrics.request_started()
+        return ActiveRequest(cid, method, span, context_token, cid_token, perf_counter())
+
+    def finish(
+        self, request: ActiveRequest, route: str | None, error: BaseException | None = None
+    ) -> None:
+        """End the request's span, record metrics and restore the caller's context."""
+        try:
+            if request.span is not None:
+                _end_span(request, route, error)
+            if self._metrics is not None:
+                self._metrics.request_finished(
+                    request.method,
+                    route,
+                    request.status_code,
+                    perf_counter() - request.started,
+                    request.span,
+                )
+        finally:
+            if request.context_token is not None:
+                otel_context.detach(request.context_token)  # type: ignore[arg-type]
+            correlation.reset_correlation_id(request.correlation_token)
+
+    def _choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
+        for name in self.correlation_headers:
+            values = headers.get(name)
+            # A header repeated with several values is ambiguous: trust none of them.
+            if values and len(values) == 1 and correlation.is_valid(values[0]):
+                return values[0]
+        if not self.options.public_endpoint:
+            from_baggage = _correlation_from_baggage(headers.get(propagation.BAGGAGE))
+            if from_baggage is not None:
+                return from_baggage
+        return correlation.new_correlation_id()
+
+    def _start_span(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, list[str]],
+        attributes: dict[str, Any],
+        cid: str,
+    ) -> tuple[trace.Span, object]:
+        assert self._tracer is not None
+        parent = _extract(headers)
+        links = None
+        if self.options.public_endpoint:
+            remote = trace.get_current_span(parent).get_span_context()
+            links = [Link(remote)] if remote.is_valid else None
+            parent = otel_context.Context()
+        attributes[semconv.HTTP_REQUEST_METHOD] = method
+        attributes[semconv.URL_PATH] = path
+        attributes[semconv.CORRELATION_ID] = cid
+        span = self._tracer.start_span(
+            "HTTP" if method == semconv.OTHER_METHOD else method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            links=links,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+
+def _extract(headers: Mapping[str, list[str]]) -> otel_context.Context:
+    if not headers:
+        return otel_context.Context()
+    return propagation.TracekitPropagator().extract(headers)
+
+
+def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
+    span = request.span
+    assert span is not None
+    if route:
+        span.update_name(f"{request.method} {route}" if request.method != "_OTHER" else "HTTP")
+        span.set_attribute(semconv.HTTP_ROUTE, route)
+    if request.status_code:
+        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
+    if error is not None:
+        span.record_exception(error)
+        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, _bounded(str(error))))
+    elif request.status_code >= 500:
+        span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def _bounded(text: str, limit: int = 512) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _correlation_from_baggage(values: list[str] | None) -> str | None:
+    if not values:
+        return None
+    for value in values:
+        for member in value.split(","):
+            key, _, rest = member.partition("=")
+            if key.strip() == propagation.CORRELATION_BAGGAGE_KEY:
+                candidate = unquote(rest.split(";", 1)[0].strip())
+                return candidate if correlation.is_valid(candidate) else None
+    return None
+
+
+def _compile_excluded(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    patterns = tuple(patterns)
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None

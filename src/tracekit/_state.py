@@ -1,0 +1,35 @@
+"""Process-wide state set by ``tracekit.init()``: the options the middleware and clients read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from tracekit import config
+from tracekit._http_server import ServerRequests
+from tracekit.metrics import HttpServerMetrics
+
+options: config.Options | None = None
+
+
+def current_options(**overrides: Any) -> config.Options:
+    """The options given to ``tracekit.init()`` (or read from the environment), with overrides."""
+    base = options if options is not None else config.resolve()
+    if not overrides:
+        return base
+    return config.resolve(**{**base.__dict__, **overrides})
+
+
+def server_requests(
+    tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
+    overrides: dict[str, Any],
+) -> ServerRequests:
+    """Build the request handling shared by every server middleware flavour."""
+    opts = current_options(**overrides)
+    metrics = None
+    if not opts.correlation_only:
+        metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
+    return ServerRequests(opts, tracer_provider, metrics)

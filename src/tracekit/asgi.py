@@ -1,0 +1,127 @@
+"""ASGI middleware: one correlation ID and one SERVER span per HTTP or WebSocket connection.
+
+Pure ASGI, so it works under Starlette, FastAPI and any other ASGI framework::
+
+    from tracekit.asgi import TracekitMiddleware
+    app.add_middleware(TracekitMiddleware)      # Starlette / FastAPI
+    app = TracekitMiddleware(app)               # any ASGI app
+
+Lifespan and other scope types pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from tracekit import _state, semconv
+from tracekit._guard import report_once
+from tracekit._http_server import ActiveRequest
+
+__all__ = ["TracekitMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_TRACED_SCOPES = frozenset(("http", "websocket"))
+
+
+class TracekitMiddleware:
+    """Correlates and traces every HTTP request and WebSocket connection of an ASGI app.
+
+    ``tracer_provider`` and ``registry`` default to the global ones; keyword ``options`` override
+    those given to ``tracekit.init()`` (for example ``mode="correlation"`` for IDs without spans).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._echo_name = self._requests.response_header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = self._start(scope)
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        echo = (self._echo_name, request.correlation_id.encode("ascii"))
+
+        async def send_with_correlation(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.accept":
+                request.status_code = message.get("status", 101)
+                message = _with_header(message, echo)
+            await send(message)
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_with_correlation)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(request, scope, error)
+
+    def _start(self, scope: Scope) -> ActiveRequest | None:
+        try:
+            wanted = self._requests.wanted_headers
+            headers: dict[str, list[str]] = {}
+            for raw_name, raw_value in scope["headers"]:
+                name = raw_name.decode("latin-1").lower()
+                if name in wanted:
+                    headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+            method = scope.get("method", "GET")
+            return self._requests.start(method, scope["path"], headers, _attributes(scope))
+        except Exception as error:
+            report_once("asgi request start", error)
+            return None
+
+    def _finish(self, request: ActiveRequest, scope: Scope, error: BaseException | None) -> None:
+        try:
+            self._requests.finish(request, _route(scope), error)
+        except Exception as exc:
+            report_once("asgi request finish", exc)
+
+
+def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    headers = list(message.get("headers") or ())
+    if all(name.lower() != header[0] for name, _ in headers):
+        headers.append(header)
+    return {**message, "headers": headers}
+
+
+def _attributes(scope: Scope) -> dict[str, Any]:
+    attributes: dict[str, Any] = {semconv.URL_SCHEME: scope.get("scheme", "http")}
+    server = scope.get("server")
+    if server:
+        attributes[semconv.SERVER_ADDRESS] = server[0]
+        if server[1] is not None:
+            attributes[semconv.SERVER_PORT] = server[1]
+    if "http_version" in scope:
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = scope["http_version"]
+    return attributes
+
+
+def _route(scope: Scope) -> str | None:
+    """The matched route template that Starlette/FastAPI routing left in the scope."""
+    template = getattr(scope.get("route"), "path", None)
+    if not isinstance(template, str):
+        return None
+    root_path: str = scope.get("root_path", "")
+    mount_prefix = root_path[len(scope.get("app_root_path", "")) :]
+    return mount_prefix + template

@@ -1,0 +1,64 @@
+"""The correlation ID: one business-level identifier that follows a request everywhere.
+
+It lives in a context variable (so asyncio tasks and threads started with ``contextvars`` see the
+right value), arrives in a request header or message property, and is validated before it is
+trusted: a bounded length and a character set that covers what gateways really send (UUIDs with or
+without dashes, nginx's 32-hex ``$request_id``, Kong's ``uuid#counter``, ALB/X-Ray's ``Root=1-…``,
+ULIDs) and nothing that could inject into a log line or a header.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
+
+MAX_LENGTH = 128
+
+# Letters, digits and the separators gateways use. No whitespace, quotes, angle brackets or
+# control characters, so a valid ID can be written into logs and headers as it is.
+_VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:;=#@+/\-]*")
+
+_current: ContextVar[str | None] = ContextVar("tracekit_correlation_id", default=None)
+
+
+def correlation_id() -> str | None:
+    """Return the correlation ID of the request being handled, or None outside a request."""
+    return _current.get()
+
+
+def set_correlation_id(value: str | None) -> Token[str | None]:
+    """Make ``value`` the current correlation ID; pass the token to ``reset_correlation_id``."""
+    return _current.set(value)
+
+
+def reset_correlation_id(token: Token[str | None]) -> None:
+    """Restore the correlation ID that was current before ``set_correlation_id``."""
+    _current.reset(token)
+
+
+def new_correlation_id() -> str:
+    """Generate a fresh correlation ID (32 lower-case hex characters)."""
+    return uuid.uuid4().hex
+
+
+def is_valid(value: object) -> bool:
+    """True when ``value`` is a string that is safe and sensible as a correlation ID."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_LENGTH
+        and _VALID.fullmatch(value) is not None
+    )
+
+
+def first_valid(candidates: Iterable[object]) -> str | None:
+    """The first valid correlation ID among ``candidates`` (str or bytes), else None."""
+    for candidate in candidates:
+        if isinstance(candidate, bytes | bytearray):
+            if len(candidate) > MAX_LENGTH:
+                continue
+            candidate = candidate.decode("latin-1")
+        if is_valid(candidate):
+            return candidate  # type: ignore[return-value]
+    return None

@@ -1,0 +1,61 @@
+"""Automatic instrumentation of HTTP clients and message-queue libraries.
+
+Each entry names the tracekit module and class that instruments one library. Importing this package
+imports none of the target libraries: each instrumentor hooks its target's import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor
+
+# name -> "module:class"; TRACEKIT_INSTRUMENT and TRACEKIT_DISABLED_INSTRUMENTATIONS take the names
+INSTRUMENTORS = {
+    "aio_pika": "tracekit.instrumentation.aio_pika:AioPikaInstrumentor",
+    "aiohttp": "tracekit.instrumentation.aiohttp:AiohttpInstrumentor",
+    "botocore": "tracekit.instrumentation.botocore:BotocoreInstrumentor",
+    "celery": "tracekit.instrumentation.celery:CeleryInstrumentor",
+    "confluent_kafka": "tracekit.instrumentation.confluent_kafka:ConfluentKafkaInstrumentor",
+    "httpx": "tracekit.instrumentation.httpx:HttpxInstrumentor",
+    "kafka": "tracekit.instrumentation.kafka:KafkaInstrumentor",
+    "pika": "tracekit.instrumentation.pika:PikaInstrumentor",
+    "redis": "tracekit.instrumentation.redis:RedisInstrumentor",
+    "requests": "tracekit.instrumentation.requests:RequestsInstrumentor",
+    "urllib3": "tracekit.instrumentation.urllib3:Urllib3Instrumentor",
+}
+
+_active: dict[str, Instrumentor] = {}
+
+
+def selected(include: Iterable[str], exclude: Iterable[str]) -> list[str]:
+    """The instrumentation names that ``include`` ("all" or names) minus ``exclude`` select."""
+    include, exclude = set(include), set(exclude)
+    unknown = (include | exclude) - set(INSTRUMENTORS) - {"all"}
+    if unknown:
+        raise ValueError(f"unknown instrumentation(s): {', '.join(sorted(unknown))}")
+    names = set(INSTRUMENTORS) if "all" in include else include
+    return sorted(names - exclude)
+
+
+def instrument(names: Iterable[str]) -> None:
+    """Instrument the named libraries (now if imported, otherwise when they are imported)."""
+    for name in names:
+        if name in _active:
+            continue
+        try:
+            module_name, _, class_name = INSTRUMENTORS[name].partition(":")
+            instrumentor: Instrumentor = getattr(importlib.import_module(module_name), class_name)()
+            instrumentor.instrument()
+            _active[name] = instrumentor
+        except Exception as error:
+            report_once(f"instrumentation {name}", error)
+
+
+def uninstrument() -> None:
+    """Undo every instrumentation tracekit applied."""
+    for instrumentor in _active.values():
+        instrumentor.uninstrument()
+    _active.clear()

@@ -1,0 +1,100 @@
+"""Lazy, reversible, idempotent patching on wrapt's post-import hooks.
+
+An ``Instrumentor`` names its target module; ``instrument()`` registers a hook that patches the
+module when (or if already) it is imported, so importing tracekit never imports the target.
+``uninstrument()`` restores an attribute only if it still holds the exact wrapper put there.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, ClassVar
+
+import wrapt
+from opentelemetry import context as otel_context
+
+from tracekit._guard import report_once
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def instrumentation_suppressed() -> bool:
+    """True inside an exporter's call, or below another instrumentation's span for the same call."""
+    return bool(
+        otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY)
+        or otel_context.get_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+    )
+
+
+@dataclass(slots=True)
+class Patch:
+    """One attribute replaced by a wrapt wrapper."""
+
+    owner: Any
+    attribute: str
+    wrapper: wrapt.FunctionWrapper
+
+    def undo(self) -> None:
+        """Restore the original, unless someone else has wrapped over us since."""
+        if self.owner.__dict__.get(self.attribute) is self.wrapper:
+            setattr(self.owner, self.attribute, self.wrapper.__wrapped__)
+
+
+class Instrumentor:
+    """Base of every library instrumentation: subclasses set ``target`` and implement ``patch``."""
+
+    target: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._enabled = False
+        self._hooked = False
+        self._patches: list[Patch] = []
+
+    @property
+    def active(self) -> bool:
+        """True while the target library is patched."""
+        return bool(self._patches)
+
+    def instrument(self) -> None:
+        """Patch the target now if imported, else on import. Calling it twice is harmless."""
+        if self._enabled:
+            return
+        self._enabled = True
+        if not self._hooked:
+            self._hooked = True
+            wrapt.register_post_import_hook(self._on_import, self.target)
+        elif self.target in sys.modules:
+            self._on_import(sys.modules[self.target])
+
+    def uninstrument(self) -> None:
+        """Undo every patch this instrumentor made."""
+        self._enabled = False
+        for patch in reversed(self._patches):
+            patch.undo()
+        self._patches = []
+
+    def patch(self, module: ModuleType) -> None:
+        """Apply the patches to the freshly imported ``module`` (use ``wrap``)."""
+        raise NotImplementedError
+
+    def wrap(self, owner: Any, attribute: str, wrapper: Wrapper) -> None:
+        """Replace ``owner.attribute`` with a wrapt wrapper calling ``wrapper``."""
+        original = owner.__dict__[attribute]
+        if isinstance(original, staticmethod | classmethod):
+            raise TypeError("tracekit does not wrap static or class methods")
+        function_wrapper = wrapt.FunctionWrapper(original, wrapper)
+        setattr(owner, attribute, function_wrapper)
+        self._patches.append(Patch(owner, attribute, function_wrapper))
+
+    def _on_import(self, module: ModuleType) -> None:
+        if not self._enabled or self._patches:
+            return
+        try:
+            self.patch(module)
+        except Exception as error:
+            report_once(f"instrumenting {self.target}", error)
+            self.uninstrument()
+            self._enabled = True  # stays requested; a failed patch is not retried on every import

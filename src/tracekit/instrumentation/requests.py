@@ -1,0 +1,32 @@
+"""requests: a CLIENT span and injected context for every ``Session.send``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from tracekit import _http_client
+from tracekit.instrumentation._base import Instrumentor
+
+
+class RequestsInstrumentor(Instrumentor):
+    """Traces requests' ``Session.send``, which every requests call goes through."""
+
+    target = "requests.sessions"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.Session, "send", _traced_send)
+
+
+def _traced_send(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    request = args[0] if args else kwargs["request"]
+    return _http_client.run_traced(
+        request.method or "GET",
+        request.url or "",
+        request.headers,
+        lambda: wrapped(*args, **kwargs),
+        lambda response: response.status_code,
+    )

@@ -1,0 +1,34 @@
+"""Attribute names: the stable OpenTelemetry semantic conventions, plus tracekit's own.
+
+One module so that a renamed convention is one edit, and so that readers of tracekit's data (the
+reconstruction engine, dashboards' documentation) can import the same names.
+"""
+
+from typing import Final
+
+# HTTP (stable)
+HTTP_REQUEST_METHOD: Final = "http.request.method"
+HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"
+HTTP_ROUTE: Final = "http.route"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+URL_PATH: Final = "url.path"
+URL_SCHEME: Final = "url.scheme"
+URL_FULL: Final = "url.full"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+ERROR_TYPE: Final = "error.type"
+OTHER_METHOD: Final = "_OTHER"
+
+# Messaging (stable names of the messaging conventions)
+MESSAGING_SYSTEM: Final = "messaging.system"
+MESSAGING_DESTINATION_NAME: Final = "messaging.destination.name"
+MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
+MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
+MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
+MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
+
+# tracekit's own
+CORRELATION_ID: Final = "correlation.id"
+QUEUE_WAIT_MS: Final = "tracekit.queue_wait_ms"
+PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"

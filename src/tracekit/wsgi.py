@@ -1,0 +1,163 @@
+"""WSGI middleware: one correlation ID and one SERVER span per request.
+
+Works for Flask, Django and any WSGI app::
+
+    from tracekit.wsgi import TracekitMiddleware
+    app.wsgi_app = TracekitMiddleware(app.wsgi_app)   # Flask (or tracekit.flask.init_app(app))
+    application = TracekitMiddleware(get_wsgi_application())   # Django's wsgi.py
+
+The span ends when the server closes the response iterable, so streamed responses are covered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from tracekit import _state, semconv
+from tracekit._guard import report_once
+from tracekit._http_server import ActiveRequest, ServerRequests
+
+__all__ = ["TracekitMiddleware"]
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
+_FLASK_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+class TracekitMiddleware:
+    """Correlates and traces every request of a WSGI app.
+
+    ``tracer_provider`` and ``registry`` default to the global ones; keyword ``options`` override
+    those given to ``tracekit.init()`` (for example ``mode="correlation"``).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        registry: CollectorRegistry | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._environ_keys = tuple(
+            ("HTTP_" + name.upper().replace("-", "_"), name)
+            for name in sorted(self._requests.wanted_headers)
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        if self._requests.is_excluded(path):
+            return self.app(environ, start_response)
+        request = self._start(environ, path)
+        if request is None:
+            return self.app(environ, start_response)
+        echo = (self._requests.response_header, request.correlation_id)
+
+        def start_with_correlation(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            request.status_code = _status_code(status)
+            if all(name.lower() != echo[0].lower() for name, _ in headers):
+                headers.append(echo)
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start_with_correlation)
+        except BaseException as error:
+            _finish(self._requests, request, environ, error)
+            raise
+        return _Response(body, self._requests, request, environ)
+
+    def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
+        try:
+            headers = {name: [environ[key]] for key, name in self._environ_keys if key in environ}
+            return self._requests.start(
+                environ.get("REQUEST_METHOD", "GET"), path, headers, _attributes(environ)
+            )
+        except Exception as error:
+            report_once("wsgi request start", error)
+            return None
+
+
+class _Response:
+    """The app's response iterable; finishing the request when the server closes it."""
+
+    def __init__(
+        self,
+        body: Iterable[bytes],
+        requests: ServerRequests,
+        request: ActiveRequest,
+        environ: Environ,
+    ) -> None:
+        self._body = body
+        self._requests = requests
+        self._request = request
+        self._environ = environ
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except BaseException as error:
+            self._error = error
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _finish(self._requests, self._request, self._environ, self._error)
+
+
+def _finish(
+    requests: ServerRequests, request: ActiveRequest, environ: Environ, error: BaseException | None
+) -> None:
+    try:
+        requests.finish(request, route_of(environ), error)
+    except Exception as exc:
+        report_once("wsgi request finish", exc)
+
+
+def route_of(environ: Environ) -> str | None:
+    """The matched route template: set by an adapter, or found on Flask/werkzeug's request."""
+    route = environ.get(ROUTE_KEY)
+    if isinstance(route, str):
+        return route
+    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    template = getattr(rule, "rule", None)
+    return _FLASK_CONVERTER.sub(r"{\1}", template) if isinstance(template, str) else None
+
+
+def _status_code(status: str) -> int:
+    try:
+        return int(status[:3])
+    except ValueError:
+        return 0
+
+
+def _attributes(environ: Environ) -> dict[str, Any]:
+    attributes: dict[str, Any] = {semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http")}
+    host = environ.get("SERVER_NAME")
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host
+    port = environ.get("SERVER_PORT")
+    if port and port.isdigit():
+        attributes[semconv.SERVER_PORT] = int(port)
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    if protocol.startswith("HTTP/"):
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
+    return attributes

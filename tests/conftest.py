@@ -1,0 +1,39 @@
+"""Shared fixtures: one SDK tracer provider for the whole session, recording finished spans.
+
+OpenTelemetry allows one global tracer provider per process, so tests install it once and clear
+the recorded spans before each test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracekit import propagation
+from tracekit._setup import CorrelationSpanProcessor
+
+_EXPORTER = InMemorySpanExporter()
+_PROVIDER = TracerProvider()
+_PROVIDER.add_span_processor(CorrelationSpanProcessor())
+_PROVIDER.add_span_processor(SimpleSpanProcessor(_EXPORTER))
+trace.set_tracer_provider(_PROVIDER)
+propagate.set_global_textmap(propagation.TracekitPropagator())
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The finished spans of this test (global provider), cleared before and after."""
+    _EXPORTER.clear()
+    yield _EXPORTER
+    _EXPORTER.clear()
+
+
+@pytest.fixture
+def tracer_provider() -> TracerProvider:
+    """The session's global SDK tracer provider."""
+    return _PROVIDER
