@@ -1,0 +1,80 @@
+"""Opening SQLite connections for one writer and many readers across processes."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from tracekit.store._schema import migrate
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000
+# journal_size_limit keeps the WAL file from staying huge after a burst.
+_WRITE_PRAGMAS = (
+    "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: a commit survives a process crash (kill -9)
+    "PRAGMA journal_size_limit = 67108864",
+    "PRAGMA cache_size = -16000",
+    "PRAGMA temp_store = MEMORY",
+)
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = _connect(str(path), uri=False)
+    # auto_vacuum only takes effect before the first table exists: size retention needs the file
+    # to shrink again, which FULL would do on every commit and INCREMENTAL does when asked.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+    for pragma in _WRITE_PRAGMAS:
+        conn.execute(pragma)
+    retry_busy(lambda: migrate(conn))
+    return conn
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A connection for reading only; never creates the file (``FileNotFoundError`` if absent)."""
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    conn = _connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        target,
+        uri=uri,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def is_busy(error: sqlite3.OperationalError) -> bool:
+    """Whether an error means another connection holds the lock (worth retrying)."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def retry_busy(action: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``action``, retrying with jittered backoff while the database is locked.
+
+    busy_timeout already waits inside SQLite; this covers the cases it cannot (a lock held past
+    the timeout by a long checkpoint, or SQLITE_BUSY returned without waiting to avoid deadlock).
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or attempt == attempts - 1:
+                raise
+            time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")

@@ -1,0 +1,179 @@
+"""Compact encodings shared by the writer and the reader: ids, enums, interned attributes.
+
+Attributes are stored as a JSON list ``[k1, v1, k2, v2, ...]``. ``k`` is the id of the interned
+key in ``strings``; a negative ``-k`` says the value is itself an interned string and ``v`` is its
+id. Keys and low-cardinality string values (methods, routes, host names) thereby cost a few bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+
+from tracekit.records import SPAN_KINDS, STATUS_CODES, Attributes, AttributeValue
+
+KIND_CODES = {name: code for code, name in enumerate(SPAN_KINDS)}
+STATUS_CODE_OF = {name: code for code, name in enumerate(STATUS_CODES)}
+
+# A string value is interned when it is short and its key has not yet shown itself to be
+# high-cardinality in this process (url.path with ids, message ids, timestamps...).
+INTERN_MAX_LENGTH = 64
+INTERN_MAX_VALUES_PER_KEY = 512
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
+
+
+def id_bytes(hex_id: str, length: int, what: str) -> bytes:
+    """Parse a hex id of ``length`` bytes (case-insensitive), or raise ``ValueError``."""
+    try:
+        raw = bytes.fromhex(hex_id)
+    except (ValueError, TypeError):
+        raise ValueError(f"{what} is not hex") from None
+    if len(raw) != length:
+        raise ValueError(f"{what} must be {length} bytes")
+    return raw
+
+
+def clean_text(text: str) -> str:
+    """``text`` made storable as UTF-8 (lone surrogates from JSON input become U+FFFD)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def dumps(value: object) -> str:
+    """Compact JSON (ASCII-escaped, so any Python string survives the round trip)."""
+    return _dumps(value)
+
+
+class StringTable:
+    """Interns strings into the ``strings`` table for one writer connection.
+
+    Ids learned inside a transaction stay ``pending`` until it commits, so a rolled-back id is
+    never reused from the cache (another process may hand it to a different string).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._pending: dict[str, int] = {}
+        self._values_per_key: dict[int, int] = {}
+        self.conn: sqlite3.Connection | None = None
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        """Start resolving inside ``conn``'s open write transaction."""
+        self.conn = conn
+        self._pending = {}
+
+    def commit(self) -> None:
+        """The transaction committed: pending ids are now safe to cache."""
+        self._ids.update(self._pending)
+        self._pending = {}
+
+    def rollback(self) -> None:
+        """The transaction rolled back: forget ids learned in it."""
+        self._pending = {}
+
+    def ref(self, value: str) -> int:
+        """The id of ``value``, inserting it if new."""
+        known = self._ids.get(value)
+        if known is not None:
+            return known
+        known = self._pending.get(value)
+        if known is None:
+            known = self._lookup_or_insert(clean_text(value))
+            self._pending[value] = known
+        return known
+
+    def _lookup_or_insert(self, value: str) -> int:
+        assert self.conn is not None, "StringTable.ref outside a transaction"
+        row = self.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+        if row is None:
+            row = self.conn.execute(
+                "INSERT INTO strings (value) VALUES (?) RETURNING id", (value,)
+            ).fetchone()
+        return int(row[0])
+
+    def encode(
+        self, attributes: Mapping[str, AttributeValue], skip: str | None = None
+    ) -> list[object]:
+        """The flat ``[key-ref, value, ...]`` list for ``attributes`` (``skip`` left out)."""
+        items: list[object] = []
+        for key, value in attributes.items():
+            if key == skip:
+                continue
+            key_ref = self.ref(key)
+            if type(value) is str and self._should_intern(key_ref, value):
+                items.append(-key_ref)
+                items.append(self.ref(value))
+            else:
+                items.append(key_ref)
+                items.append(value)
+        return items
+
+    def _should_intern(self, key_ref: int, value: str) -> bool:
+        if value in self._ids or value in self._pending:
+            return True
+        if len(value) > INTERN_MAX_LENGTH:
+            return False
+        seen = self._values_per_key.get(key_ref, 0)
+        if seen >= INTERN_MAX_VALUES_PER_KEY:
+            return False
+        self._values_per_key[key_ref] = seen + 1
+        return True
+
+
+def encoded_attributes(
+    table: StringTable, attributes: Attributes, skip: str | None = None
+) -> str | None:
+    """Attributes as stored in a row (None when there are none)."""
+    items = table.encode(attributes, skip)
+    return dumps(items) if items else None
+
+
+class StringResolver:
+    """Read side of ``strings``: id -> value, cached (strings are never rewritten or deleted)."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, str] = {}
+
+    def load(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+        """Fetch every id in ``ids`` not yet cached."""
+        missing = sorted({i for i in ids if i not in self._values})
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, value FROM strings WHERE id IN ({marks})"  # noqa: S608 - only '?'
+            self._values.update(conn.execute(query, chunk).fetchall())
+
+    def get(self, ref: int | None) -> str | None:
+        """The string for ``ref`` (None for None or an id the table does not hold)."""
+        return None if ref is None else self._values.get(ref)
+
+    def decode(self, items: list[object]) -> Attributes:
+        """Attributes from a flat list whose refs were already ``load``-ed."""
+        values = self._values
+        out: Attributes = {}
+        for index in range(0, len(items) - 1, 2):
+            key_ref = items[index]
+            value = items[index + 1]
+            if not isinstance(key_ref, int):
+                continue
+            if key_ref < 0:
+                out[values.get(-key_ref, "")] = (
+                    values.get(value, "") if isinstance(value, int) else ""
+                )
+            else:
+                out[values.get(key_ref, "")] = value  # type: ignore[assignment]
+        return out
+
+
+def attribute_refs(items: list[object]) -> Iterable[int]:
+    """Every string id a flat attribute list refers to."""
+    for index in range(0, len(items) - 1, 2):
+        key_ref = items[index]
+        if isinstance(key_ref, int):
+            yield abs(key_ref)
+            value = items[index + 1]
+            if key_ref < 0 and isinstance(value, int):
+                yield value

@@ -1,0 +1,283 @@
+"""Reading records back out of the store (the SpanSource side)."""
+
+# ruff: noqa: S608 - queries are built from constant fragments and "?" placeholders only
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tracekit.records import (
+    CORRELATION_ATTRIBUTE,
+    SPAN_KINDS,
+    STATUS_CODES,
+    Attributes,
+    LogRecordData,
+    RequestSummary,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+)
+from tracekit.store._encoding import StringResolver, attribute_refs
+
+_SPAN_SELECT = (
+    "SELECT s.trace_ref, t.trace_id, s.span_id, s.parent_id, s.service_ref, s.name_ref, s.kind,"
+    " s.start_ns, s.duration_ns, s.status, s.status_message, c.value, s.resource_ref,"
+    " s.scope_ref, s.attributes, s.events, s.has_links"
+    " FROM spans s JOIN traces t ON t.id = s.trace_ref"
+    " LEFT JOIN correlations c ON c.id = s.correlation_ref"
+)
+_LOG_SELECT = (
+    "SELECT l.time_ns, l.service_ref, l.severity_ref, l.severity_number, l.body, t.trace_id,"
+    " l.span_id, c.value, l.resource_ref, l.attributes"
+    " FROM logs l LEFT JOIN traces t ON t.id = l.trace_ref"
+    " LEFT JOIN correlations c ON c.id = l.correlation_ref"
+)
+# A root is a span without a parent, or whose parent this store does not hold.
+_IS_ROOT = (
+    "(s.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans p"
+    " WHERE p.trace_ref = s.trace_ref AND p.span_id = s.parent_id))"
+)
+_TRACE_HAS_ERROR = "EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref AND e.status = 2)"
+
+
+def marks(count: int) -> str:
+    """``?,?,...`` for an IN list of ``count`` values."""
+    return ",".join("?" * count)
+
+
+def hex_ids(values: Iterable[str], length: int) -> list[bytes]:
+    """Valid ids among ``values`` as bytes; anything else cannot match and is dropped."""
+    out = []
+    for value in values:
+        try:
+            raw = bytes.fromhex(value)
+        except (ValueError, TypeError):
+            continue
+        if len(raw) == length:
+            out.append(raw)
+    return out
+
+
+class StoreReader:
+    """Queries over one read connection, decoding rows into records."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.strings = StringResolver()
+        self._resources: dict[int, tuple[Attributes, str | None]] = {}
+
+    def spans_where(self, condition: str, params: Sequence[object]) -> list[SpanRecord]:
+        """Spans matching a SQL condition over ``s``, oldest first."""
+        query = f"{_SPAN_SELECT} WHERE {condition} ORDER BY s.start_ns, s.id"
+        rows = self.conn.execute(query, params).fetchall()
+        return self._spans(rows)
+
+    def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
+        """Every span tagged with ``correlation_id``."""
+        return self.spans_where(
+            "s.correlation_ref = (SELECT id FROM correlations WHERE value = ?)", (correlation_id,)
+        )
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
+        """Every span of the given traces."""
+        ids = hex_ids(trace_ids, 16)
+        if not ids:
+            return []
+        return self.spans_where(
+            f"s.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(len(ids))}))", ids
+        )
+
+    def spans_since(self, since_unix_nano: int, limit: int) -> list[SpanRecord]:
+        """Spans that started at or after ``since_unix_nano``, oldest first."""
+        query = f"{_SPAN_SELECT} WHERE s.start_ns >= ? ORDER BY s.start_ns LIMIT ?"
+        return self._spans(self.conn.execute(query, (since_unix_nano, limit)).fetchall())
+
+    def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
+        """Traces holding a span whose link points into any of ``trace_ids``."""
+        ids = hex_ids(trace_ids, 16)
+        if not ids:
+            return set()
+        query = (
+            "SELECT DISTINCT t.trace_id FROM links l JOIN traces t ON t.id = l.trace_ref"
+            f" WHERE l.linked_trace_id IN ({marks(len(ids))})"
+        )
+        return {row[0].hex() for row in self.conn.execute(query, ids)}
+
+    def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
+        """Spans with a link pointing at exactly this span (follow a link backwards)."""
+        trace, span = hex_ids([trace_id], 16), hex_ids([span_id], 8)
+        if not trace or not span:
+            return []
+        return self.spans_where(
+            "EXISTS (SELECT 1 FROM links l WHERE l.linked_trace_id = ? AND l.linked_span_id = ?"
+            " AND l.trace_ref = s.trace_ref AND l.span_id = s.span_id)",
+            (trace[0], span[0]),
+        )
+
+    def logs_where(self, condition: str, params: Sequence[object]) -> list[LogRecordData]:
+        """Log records matching a SQL condition over ``l``, oldest first."""
+        query = f"{_LOG_SELECT} WHERE {condition} ORDER BY l.time_ns, l.id"
+        return self._logs(self.conn.execute(query, params).fetchall())
+
+    def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
+        """Log records emitted inside spans of the given traces."""
+        ids = hex_ids(trace_ids, 16)
+        if not ids:
+            return []
+        return self.logs_where(
+            f"l.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(len(ids))}))", ids
+        )
+
+    def recent_requests(
+        self,
+        service: str | None,
+        since_unix_nano: int | None,
+        min_duration_ms: float | None,
+        errors_only: bool,
+        limit: int,
+    ) -> list[RequestSummary]:
+        """Root spans newest first, filtered, each with its trace's span count and error flag."""
+        conditions: list[str] = [_IS_ROOT]
+        params: list[object] = []
+        if service is not None:
+            conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
+            params.append(service)
+        if since_unix_nano is not None:
+            conditions.append("s.start_ns >= ?")
+            params.append(since_unix_nano)
+        if min_duration_ms is not None:
+            conditions.append("s.duration_ns >= ?")
+            params.append(int(min_duration_ms * 1e6))
+        if errors_only:
+            conditions.append(_TRACE_HAS_ERROR)
+        query = (
+            "SELECT c.value, t.trace_id, s.service_ref, s.name_ref, s.start_ns, s.duration_ns,"
+            f" (SELECT count(*) FROM spans n WHERE n.trace_ref = s.trace_ref), {_TRACE_HAS_ERROR}"
+            " FROM spans s JOIN traces t ON t.id = s.trace_ref"
+            " LEFT JOIN correlations c ON c.id = s.correlation_ref"
+            f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC LIMIT ?"
+        )
+        rows = self.conn.execute(query, [*params, max(0, limit)]).fetchall()
+        self.strings.load(self.conn, [r[2] for r in rows] + [r[3] for r in rows])
+        return [self._summary(row) for row in rows]
+
+    def _summary(self, row: Sequence[Any]) -> RequestSummary:
+        correlation, trace_id, service_ref, name_ref, start, duration, count, error = row
+        return RequestSummary(
+            correlation_id=correlation,
+            trace_id=trace_id.hex(),
+            root_service=self.strings.get(service_ref) or "",
+            root_name=self.strings.get(name_ref) or "",
+            start_unix_nano=start,
+            duration_ms=duration / 1e6,
+            span_count=count,
+            error=bool(error),
+        )
+
+    def _spans(self, rows: list[Any]) -> list[SpanRecord]:
+        decoded = [(row, _loads(row[14]), _loads(row[15])) for row in rows]
+        refs: list[int] = []
+        for row, attributes, events in decoded:
+            refs.extend(r for r in (row[4], row[5], row[13]) if r is not None)
+            refs.extend(attribute_refs(attributes))
+            for event in events:
+                refs.extend(attribute_refs(event[2]))
+        links = self._links([row for row in rows if row[16]])
+        for span_links in links.values():
+            for link in span_links:
+                refs.extend(attribute_refs(link[2]))
+        self.strings.load(self.conn, refs)
+        self._load_resources({row[12] for row in rows})
+        return [self._span(row, a, e, links.get((row[0], row[2]), [])) for row, a, e in decoded]
+
+    def _links(
+        self, rows: list[Any]
+    ) -> dict[tuple[int, bytes], list[tuple[bytes, bytes, list[object]]]]:
+        out: dict[tuple[int, bytes], list[tuple[bytes, bytes, list[object]]]] = {}
+        trace_refs = sorted({row[0] for row in rows})
+        if not trace_refs:
+            return out
+        query = (
+            "SELECT trace_ref, span_id, linked_trace_id, linked_span_id, attributes FROM links"
+            f" WHERE trace_ref IN ({marks(len(trace_refs))}) ORDER BY trace_ref, span_id, position"
+        )
+        for trace_ref, span_id, linked_trace, linked_span, attributes in self.conn.execute(
+            query, trace_refs
+        ):
+            out.setdefault((trace_ref, span_id), []).append(
+                (linked_trace, linked_span, _loads(attributes))
+            )
+        return out
+
+    def _load_resources(self, refs: Iterable[int]) -> None:
+        missing = [r for r in refs if r not in self._resources]
+        if not missing:
+            return
+        query = f"SELECT id, attributes FROM resources WHERE id IN ({marks(len(missing))})"
+        for ref, text in self.conn.execute(query, missing):
+            parts = json.loads(text)
+            self._resources[ref] = (parts[0], parts[1] if len(parts) > 1 else None)
+
+    def _span(
+        self, row: Sequence[Any], attributes: list[object], events: list[Any], links: list[Any]
+    ) -> SpanRecord:
+        decode = self.strings.decode
+        attrs = decode(attributes)
+        if row[11] is not None:
+            attrs[CORRELATION_ATTRIBUTE] = row[11]
+        resource, version = self._resources.get(row[12], ({}, None))
+        return SpanRecord(
+            trace_id=row[1].hex(),
+            span_id=row[2].hex(),
+            parent_span_id=row[3].hex() if row[3] is not None else None,
+            service=self.strings.get(row[4]) or "",
+            name=self.strings.get(row[5]) or "",
+            kind=SPAN_KINDS[row[6]] if 0 <= row[6] < len(SPAN_KINDS) else "INTERNAL",
+            start_unix_nano=row[7],
+            end_unix_nano=row[7] + row[8],
+            status=STATUS_CODES[row[9]] if 0 <= row[9] < len(STATUS_CODES) else "UNSET",
+            status_message=row[10] or "",
+            attributes=attrs,
+            links=[SpanLink(t.hex(), s.hex(), decode(a)) for t, s, a in links],
+            events=[SpanEvent(e[1], e[0], decode(e[2])) for e in events],
+            resource=dict(resource),
+            service_version=version,
+            scope=self.strings.get(row[13]),
+        )
+
+    def _logs(self, rows: list[Any]) -> list[LogRecordData]:
+        decoded = [(row, _loads(row[9])) for row in rows]
+        refs: list[int] = []
+        for row, attributes in decoded:
+            refs.extend(r for r in (row[1], row[2]) if r is not None)
+            refs.extend(attribute_refs(attributes))
+        self.strings.load(self.conn, refs)
+        self._load_resources({row[8] for row in rows})
+        return [self._log(row, attributes) for row, attributes in decoded]
+
+    def _log(self, row: Sequence[Any], attributes: list[object]) -> LogRecordData:
+        attrs = self.strings.decode(attributes)
+        if row[7] is not None:
+            attrs[CORRELATION_ATTRIBUTE] = row[7]
+        resource, _ = self._resources.get(row[8], ({}, None))
+        return LogRecordData(
+            time_unix_nano=row[0],
+            service=self.strings.get(row[1]) or "",
+            severity_text=self.strings.get(row[2]) or "",
+            severity_number=row[3],
+            body=row[4],
+            trace_id=row[5].hex() if row[5] is not None else None,
+            span_id=row[6].hex() if row[6] is not None else None,
+            attributes=attrs,
+            resource=dict(resource),
+        )
+
+
+def _loads(text: str | None) -> list[Any]:
+    if not text:
+        return []
+    value = json.loads(text)
+    return value if isinstance(value, list) else []

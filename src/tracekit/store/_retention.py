@@ -1,0 +1,194 @@
+"""Retention by age and by size, applied in short transactions so ingest keeps flowing."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+
+from tracekit.store._connection import retry_busy
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_POWERS = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+CHUNK_ROWS = 5000
+
+
+def parse_duration(text: str) -> int:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` (bare numbers are seconds) -> ns."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text[:40]!r} (use e.g. 7d, 12h, 30m)")
+    seconds = float(match.group(1)) * _SECONDS[(match.group(2) or "s").lower()]
+    if seconds <= 0:
+        raise ValueError("retention must be positive")
+    return int(seconds * 1e9)
+
+
+def parse_size(text: str) -> int:
+    """``"2GB"`` (powers of 1000), ``"2GiB"`` (powers of 1024), or bytes -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text[:40]!r} (use e.g. 500MB, 2GB)")
+    unit = (match.group(2) or "").lower()
+    base = 1024 if "i" in unit else 1000
+    size = int(float(match.group(1)) * base ** _POWERS[unit[:1]])
+    if size < 1_000_000:
+        raise ValueError("max size must be at least 1MB")
+    return size
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much the store keeps: records younger than ``max_age_ns``, file under ``max_bytes``."""
+
+    max_age_ns: int | None = None
+    max_bytes: int | None = None
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database file holding live pages (free pages excluded)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def delete_older_than(conn: sqlite3.Connection, cutoff_ns: int) -> int:
+    """Delete spans and logs that started before ``cutoff_ns``; returns rows deleted."""
+    total = 0
+    while True:
+        deleted = _delete_chunk(conn, "s.start_ns < ?", "time_ns < ?", (cutoff_ns,))
+        total += deleted
+        if deleted == 0:
+            return total
+
+
+def shrink_to(conn: sqlite3.Connection, max_bytes: int) -> int:
+    """Delete the oldest records until live pages fit in 90% of ``max_bytes``; returns the count."""
+    target = int(max_bytes * 0.9)
+    total = 0
+    for _ in range(1000):  # bounded: each pass deletes at least one chunk
+        if used_bytes(conn) <= target:
+            break
+        cutoff = _oldest_cutoff(conn)
+        if cutoff is None:
+            break
+        deleted = _delete_chunk(conn, "s.start_ns <= ?", "time_ns <= ?", (cutoff,))
+        total += deleted
+        if deleted == 0:
+            break
+    return total
+
+
+def _oldest_cutoff(conn: sqlite3.Connection) -> int | None:
+    """Start time of the CHUNK_ROWS-th oldest span (or newest log if there are no spans)."""
+    row = (
+        conn.execute(
+            "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?", (CHUNK_ROWS - 1,)
+        ).fetchone()
+        or conn.execute("SELECT max(start_ns) FROM spans").fetchone()
+    )
+    if row is None or row[0] is None:
+        row = conn.execute("SELECT max(time_ns) FROM logs").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _delete_chunk(
+    conn: sqlite3.Connection, span_condition: str, log_condition: str, params: tuple[int, ...]
+) -> int:
+    return retry_busy(lambda: _delete_chunk_once(conn, span_condition, log_condition, params))
+
+
+def _delete_chunk_once(
+    conn: sqlite3.Connection, span_condition: str, log_condition: str, params: tuple[int, ...]
+) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = _delete_spans(conn, span_condition, params)
+        logs = conn.execute(
+            f"DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE {log_condition}"  # noqa: S608
+            " ORDER BY time_ns LIMIT ?) RETURNING trace_ref, correlation_ref",
+            (*params, CHUNK_ROWS),
+        ).fetchall()
+        _touch(conn, logs)
+        deleted += len(logs)
+        _delete_orphans(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return deleted
+
+
+def _delete_spans(conn: sqlite3.Connection, condition: str, params: tuple[int, ...]) -> int:
+    rows = conn.execute(
+        f"DELETE FROM spans WHERE id IN (SELECT s.id FROM spans s WHERE {condition}"  # noqa: S608
+        " ORDER BY s.start_ns LIMIT ?) RETURNING trace_ref, correlation_ref, span_id, has_links",
+        (*params, CHUNK_ROWS),
+    ).fetchall()
+    conn.executemany(
+        "DELETE FROM links WHERE trace_ref = ? AND span_id = ?",
+        [(row[0], row[2]) for row in rows if row[3]],
+    )
+    _touch(conn, rows)
+    return len(rows)
+
+
+def _touch(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Remember the trace and correlation refs of deleted rows, to check them for orphans."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO temp.touched_traces VALUES (?)",
+        [r[:1] for r in rows if r[0] is not None],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO temp.touched_correlations VALUES (?)",
+        [r[1:2] for r in rows if r[1] is not None],
+    )
+
+
+def _delete_orphans(conn: sqlite3.Connection) -> None:
+    """Drop trace and correlation ids no span or log refers to any more."""
+    conn.execute(
+        "DELETE FROM traces WHERE id IN (SELECT ref FROM temp.touched_traces)"
+        " AND NOT EXISTS (SELECT 1 FROM spans WHERE trace_ref = traces.id)"
+        " AND NOT EXISTS (SELECT 1 FROM logs WHERE trace_ref = traces.id)"
+    )
+    conn.execute(
+        "DELETE FROM correlations WHERE id IN (SELECT ref FROM temp.touched_correlations)"
+        " AND NOT EXISTS (SELECT 1 FROM spans WHERE correlation_ref = correlations.id)"
+        " AND NOT EXISTS (SELECT 1 FROM logs WHERE correlation_ref = correlations.id)"
+    )
+    conn.execute("DELETE FROM temp.touched_traces")
+    conn.execute("DELETE FROM temp.touched_correlations")
+
+
+def prepare(conn: sqlite3.Connection) -> None:
+    """Create the connection-local scratch table retention uses."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_traces (ref INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_correlations (ref INTEGER PRIMARY KEY)")
+
+
+def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
+    """Apply ``retention`` once; returns rows deleted. Frees file space afterwards."""
+    prepare(conn)
+    deleted = 0
+    if retention.max_age_ns is not None:
+        deleted += delete_older_than(conn, now_ns - retention.max_age_ns)
+    if retention.max_bytes is not None:
+        deleted += shrink_to(conn, retention.max_bytes)
+    if deleted:
+        release_free_pages(conn)
+    return deleted
+
+
+def release_free_pages(conn: sqlite3.Connection, pages_per_step: int = 2048) -> None:
+    """Give free pages back to the file system a few MB at a time (each step is one transaction)."""
+    for _ in range(100_000):
+        if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+            return
+        retry_busy(
+            lambda: conn.execute(f"PRAGMA incremental_vacuum({int(pages_per_step)})").fetchall()
+        )

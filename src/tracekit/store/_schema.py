@@ -1,0 +1,117 @@
+"""Schema of the embedded store, as numbered migrations.
+
+``PRAGMA user_version`` records the last migration applied. Each migration runs inside one
+``BEGIN IMMEDIATE`` transaction, so two processes opening a fresh file at once cannot both apply it.
+
+Compactness choices (measured in ``bench/store_size.py``): ids are stored as binary blobs; trace
+ids, correlation ids, resources and every repeated string (service, span name, attribute keys,
+low-cardinality attribute values) are interned into side tables and referenced by small integers;
+attributes are a compact JSON list of ``key-ref, value`` pairs; events live inline in the span row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE strings (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
+    CREATE TABLE traces (id INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
+    CREATE TABLE correlations (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE);
+    CREATE TABLE resources (
+        id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE, attributes TEXT NOT NULL
+    );
+    CREATE TABLE spans (
+        id INTEGER PRIMARY KEY,
+        trace_ref INTEGER NOT NULL,
+        span_id BLOB NOT NULL,
+        parent_id BLOB,
+        service_ref INTEGER NOT NULL,
+        name_ref INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        duration_ns INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        status_message TEXT,
+        correlation_ref INTEGER,
+        resource_ref INTEGER NOT NULL,
+        scope_ref INTEGER,
+        attributes TEXT,
+        events TEXT,
+        has_links INTEGER
+    );
+    CREATE UNIQUE INDEX spans_by_trace ON spans (trace_ref, span_id);
+    CREATE INDEX spans_by_correlation ON spans (correlation_ref)
+        WHERE correlation_ref IS NOT NULL;
+    -- start first: retention, spans_since and recent_requests walk time, and service rides along so
+    -- a service filter is answered from the index without touching rows.
+    CREATE INDEX spans_by_time ON spans (start_ns, service_ref);
+    CREATE TABLE links (
+        trace_ref INTEGER NOT NULL,
+        span_id BLOB NOT NULL,
+        position INTEGER NOT NULL,
+        linked_trace_id BLOB NOT NULL,
+        linked_span_id BLOB NOT NULL,
+        attributes TEXT,
+        PRIMARY KEY (trace_ref, span_id, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX links_by_target ON links (linked_trace_id, linked_span_id);
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        time_ns INTEGER NOT NULL,
+        service_ref INTEGER NOT NULL,
+        severity_number INTEGER NOT NULL,
+        severity_ref INTEGER,
+        body TEXT NOT NULL,
+        trace_ref INTEGER,
+        span_id BLOB,
+        correlation_ref INTEGER,
+        resource_ref INTEGER NOT NULL,
+        attributes TEXT
+    );
+    CREATE INDEX logs_by_trace ON logs (trace_ref) WHERE trace_ref IS NOT NULL;
+    CREATE INDEX logs_by_correlation ON logs (correlation_ref) WHERE correlation_ref IS NOT NULL;
+    CREATE INDEX logs_by_time ON logs (time_ns);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The file was written by a newer tracekit than this one."""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The number of migrations applied to the open database."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration the database lacks (the connection must be in autocommit mode)."""
+    if schema_version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = schema_version(conn)  # re-read under the write lock: another process may have won
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNewError(f"store schema {current} is newer than {SCHEMA_VERSION}")
+        for number in range(current, SCHEMA_VERSION):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    return [part.strip() for part in script.split(";") if part.strip() and not _only_comment(part)]
+
+
+def _only_comment(part: str) -> bool:
+    return all(line.strip().startswith("--") or not line.strip() for line in part.splitlines())

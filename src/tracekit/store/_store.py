@@ -1,0 +1,221 @@
+"""The embedded span store: SQLite in WAL mode, one writer and many readers across processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
+from tracekit.store import _retention
+from tracekit.store._connection import open_reader, open_writer
+from tracekit.store._paths import default_store_path
+from tracekit.store._reader import StoreReader
+from tracekit.store._retention import Retention
+from tracekit.store._schema import SCHEMA_VERSION, schema_version
+from tracekit.store._writer import StoreWriter
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEdge:
+    """Calls from one service to another: a parent/child span pair or a link across traces."""
+
+    from_service: str
+    to_service: str
+    count: int
+
+
+class Store:
+    """Spans and logs in one SQLite file; implements ``tracekit.records.SpanSource``.
+
+    Writing opens (and if needed creates) the file; reading never creates it and raises
+    ``BackendError`` when it is missing. Both sides are safe to use from several threads, and any
+    number of processes may read while others write.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._writer: StoreWriter | None = None
+        self._reader: StoreReader | None = None
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write_spans(self, records: Iterable[SpanRecord]) -> None:
+        """Store span records (a span already stored, same trace and span id, is skipped)."""
+        self.write(list(records), [])
+
+    def write_logs(self, records: Iterable[LogRecordData]) -> None:
+        """Store log records."""
+        self.write([], list(records))
+
+    def write(self, spans: Sequence[SpanRecord], logs: Sequence[LogRecordData]) -> None:
+        """Store spans and logs in one transaction: all of them or, on error, none."""
+        with self._write_lock:
+            self._writer_side().write(spans, logs)
+
+    def apply_retention(self, retention: Retention, now_ns: int | None = None) -> int:
+        """Delete what ``retention`` no longer keeps; returns the number of records deleted."""
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._write_lock:
+            return _retention.apply(self._writer_side().conn, retention, now)
+
+    def _writer_side(self) -> StoreWriter:
+        if self._writer is None:
+            self._writer = StoreWriter(open_writer(self.path))
+        return self._writer
+
+    # -- reading (SpanSource) --------------------------------------------------------------------
+
+    def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
+        """Every span whose ``correlation.id`` attribute equals ``correlation_id``."""
+        return self._read(lambda r: r.spans_by_correlation_id(correlation_id))
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
+        """Every span of the given traces (ids are hex, any case)."""
+        ids = list(trace_ids)
+        return self._read(lambda r: r.spans_by_trace_ids(ids))
+
+    def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
+        """Traces that hold a span with a link pointing into any of ``trace_ids``."""
+        ids = list(trace_ids)
+        return self._read(lambda r: r.trace_ids_linking_to(ids))
+
+    def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
+        """Log records emitted inside spans of the given traces, oldest first."""
+        ids = list(trace_ids)
+        return self._read(lambda r: r.logs_by_trace_ids(ids))
+
+    def recent_requests(
+        self,
+        *,
+        service: str | None = None,
+        since_unix_nano: int | None = None,
+        min_duration_ms: float | None = None,
+        errors_only: bool = False,
+        limit: int = 20,
+    ) -> Sequence[RequestSummary]:
+        """Root spans (no parent, or parent not stored) newest first.
+
+        ``errors_only`` keeps requests whose trace holds any span with status ERROR.
+        """
+        return self._read(
+            lambda r: r.recent_requests(
+                service, since_unix_nano, min_duration_ms, errors_only, limit
+            )
+        )
+
+    def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
+        """Spans that started at or after ``since_unix_nano``, oldest first."""
+        return self._read(lambda r: r.spans_since(since_unix_nano, limit))
+
+    # -- reading (beyond SpanSource) -------------------------------------------------------------
+
+    def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
+        """Spans that carry a link to the span ``trace_id``/``span_id``."""
+        return self._read(lambda r: r.spans_linking_to(trace_id, span_id))
+
+    def logs_by_correlation_id(self, correlation_id: str) -> list[LogRecordData]:
+        """Log records stamped with ``correlation_id``, oldest first."""
+        return self._read(
+            lambda r: r.logs_where(
+                "l.correlation_ref = (SELECT id FROM correlations WHERE value = ?)",
+                (correlation_id,),
+            )
+        )
+
+    def service_edges(self, since_unix_nano: int | None = None) -> list[ServiceEdge]:
+        """Service-to-service calls seen since ``since_unix_nano`` (parent/child and links)."""
+        since = since_unix_nano or 0
+        return self._read(lambda r: _service_edges(r, since))
+
+    def count_spans(self) -> int:
+        """Number of spans stored."""
+        return self._read(lambda r: int(r.conn.execute("SELECT count(*) FROM spans").fetchone()[0]))
+
+    def count_logs(self) -> int:
+        """Number of log records stored."""
+        return self._read(lambda r: int(r.conn.execute("SELECT count(*) FROM logs").fetchone()[0]))
+
+    def _read(self, query: Callable[[StoreReader], T]) -> T:
+        """Run ``query`` in one read transaction (a consistent snapshot while writers go on)."""
+        with self._read_lock:
+            try:
+                reader = self._reader_side()
+                reader.conn.execute("BEGIN")
+                try:
+                    return query(reader)
+                finally:
+                    reader.conn.execute("COMMIT")
+            except FileNotFoundError:
+                raise BackendError(f"no tracekit store at {self.path}") from None
+            except (sqlite3.Error, ValueError) as error:
+                raise BackendError(f"store {self.path}: {_one_line(error)}") from error
+
+    def _reader_side(self) -> StoreReader:
+        if self._reader is None:
+            conn = open_reader(self.path)
+            version = schema_version(conn)
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise BackendError(f"store {self.path} was written by a newer tracekit")
+            if version < SCHEMA_VERSION:
+                conn.close()
+                raise BackendError(f"store {self.path} is empty or not initialised yet")
+            self._reader = StoreReader(conn)
+        return self._reader
+
+    def close(self) -> None:
+        """Close both connections (the store can be used again; they reopen)."""
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.conn.close()
+                self._writer = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.conn.close()
+                self._reader = None
+
+
+def _service_edges(reader: StoreReader, since: int) -> list[ServiceEdge]:
+    query = """
+        SELECT ps.service_ref, cs.service_ref, count(*) FROM spans cs
+        JOIN spans ps ON ps.trace_ref = cs.trace_ref AND ps.span_id = cs.parent_id
+        WHERE cs.start_ns >= ? AND ps.service_ref != cs.service_ref
+        GROUP BY 1, 2
+        UNION ALL
+        SELECT target.service_ref, source.service_ref, count(*) FROM links l
+        JOIN spans source ON source.trace_ref = l.trace_ref AND source.span_id = l.span_id
+        JOIN traces tt ON tt.trace_id = l.linked_trace_id
+        JOIN spans target ON target.trace_ref = tt.id AND target.span_id = l.linked_span_id
+        WHERE source.start_ns >= ? AND target.service_ref != source.service_ref
+        GROUP BY 1, 2
+    """
+    rows = reader.conn.execute(query, (since, since)).fetchall()
+    reader.strings.load(reader.conn, [r[0] for r in rows] + [r[1] for r in rows])
+    totals: dict[tuple[str, str], int] = {}
+    for source, target, count in rows:
+        key = (reader.strings.get(source) or "", reader.strings.get(target) or "")
+        totals[key] = totals.get(key, 0) + int(count)
+    return [ServiceEdge(a, b, n) for (a, b), n in sorted(totals.items())]
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]

@@ -1,0 +1,184 @@
+"""OpenTelemetry SDK exporters that write straight into the embedded store.
+
+Chosen with ``TRACEKIT_EXPORTER=store``: the demo and local setups then need no collector. Several
+service processes may export into one file at once; SQLite's WAL lock, the busy timeout and the
+store's retry loop serialise their short transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogExporter, LogRecordExportResult
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from tracekit.records import (
+    Attributes,
+    AttributeValue,
+    LogRecordData,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+)
+from tracekit.store._store import Store
+
+_log = logging.getLogger("tracekit")
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
+
+
+class StoreSpanExporter(SpanExporter):
+    """Writes finished spans into the store at ``path`` (default: ``default_store_path()``)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
+        self.store = store if store is not None else Store(path)
+        self._failed_once = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Store ``spans``; never raises (a failure is logged once and reported to the SDK)."""
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
+        try:
+            self.store.write_spans([span_record(s) for s in spans])
+            return SpanExportResult.SUCCESS
+        except Exception as error:
+            self._failed_once = _log_once(self._failed_once, "span", error)
+            return SpanExportResult.FAILURE
+        finally:
+            otel_context.detach(token)
+
+    def shutdown(self) -> None:
+        """Close the store's connections."""
+        self.store.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here: every export commits before returning."""
+        return True
+
+
+class StoreLogExporter(LogExporter):
+    """Writes log records into the store at ``path`` (default: ``default_store_path()``)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
+        self.store = store if store is not None else Store(path)
+        self._failed_once = False
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        """Store ``batch``; never raises."""
+        token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
+        try:
+            self.store.write_logs([log_record(r) for r in batch])
+            return LogRecordExportResult.SUCCESS
+        except Exception as error:
+            self._failed_once = _log_once(self._failed_once, "log", error)
+            return LogRecordExportResult.FAILURE
+        finally:
+            otel_context.detach(token)
+
+    def shutdown(self) -> None:
+        """Close the store's connections."""
+        self.store.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here."""
+        return True
+
+
+def _log_once(already: bool, signal: str, error: Exception) -> bool:
+    if not already:
+        _log.warning("tracekit: writing %ss to the store failed: %s", signal, type(error).__name__)
+    return True
+
+
+def span_record(span: ReadableSpan) -> SpanRecord:
+    """A ``SpanRecord`` from an SDK span."""
+    context = span.get_span_context()
+    assert context is not None  # the SDK always sets it on a finished span
+    resource = plain_attributes(span.resource.attributes)
+    return SpanRecord(
+        trace_id=format_trace_id(context.trace_id),
+        span_id=format_span_id(context.span_id),
+        parent_span_id=format_span_id(span.parent.span_id) if span.parent else None,
+        service=_service(span.resource),
+        name=span.name,
+        kind=span.kind.name,
+        start_unix_nano=span.start_time or 0,
+        end_unix_nano=span.end_time or span.start_time or 0,
+        status=span.status.status_code.name,
+        status_message=span.status.description or "",
+        attributes=plain_attributes(span.attributes),
+        links=[
+            SpanLink(
+                format_trace_id(link.context.trace_id),
+                format_span_id(link.context.span_id),
+                plain_attributes(link.attributes),
+            )
+            for link in span.links
+        ],
+        events=[
+            SpanEvent(e.name, e.timestamp, plain_attributes(e.attributes)) for e in span.events
+        ],
+        resource=resource,
+        service_version=_version(span.resource),
+        scope=span.instrumentation_scope.name if span.instrumentation_scope else None,
+    )
+
+
+def log_record(readable: ReadableLogRecord) -> LogRecordData:
+    """A ``LogRecordData`` from an SDK log record."""
+    record = readable.log_record
+    trace_id = record.trace_id or 0
+    span_id = record.span_id or 0
+    severity = record.severity_number
+    return LogRecordData(
+        time_unix_nano=record.timestamp or record.observed_timestamp or 0,
+        service=_service(readable.resource),
+        severity_text=record.severity_text or "",
+        severity_number=severity.value if severity is not None else 0,
+        body=record.body if isinstance(record.body, str) else _body_text(record.body),
+        trace_id=format_trace_id(trace_id) if trace_id else None,
+        span_id=format_span_id(span_id) if span_id else None,
+        attributes=plain_attributes(record.attributes),
+        resource=plain_attributes(readable.resource.attributes),
+    )
+
+
+def plain_attributes(attributes: Mapping[str, object] | None) -> Attributes:
+    """SDK attributes as JSON-compatible values (tuples become lists, bytes become hex)."""
+    if not attributes:
+        return {}
+    return {str(k): plain_value(v) for k, v in attributes.items()}
+
+
+def plain_value(value: object) -> AttributeValue:
+    """One SDK attribute value as a JSON-compatible value."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    return str(value)
+
+
+def _body_text(body: object) -> str:
+    import json
+
+    return "" if body is None else json.dumps(plain_value(body), ensure_ascii=False)
+
+
+def _service(resource: Resource) -> str:
+    value = resource.attributes.get("service.name")
+    return value if isinstance(value, str) and value else "unknown_service"
+
+
+def _version(resource: Resource) -> str | None:
+    value = resource.attributes.get("service.version")
+    return value if isinstance(value, str) else None
