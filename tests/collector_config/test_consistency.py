@@ -1,0 +1,87 @@
+"""The configs agree with tracekit's defaults: OTLP ports, metrics port, correlation attribute."""
+
+from __future__ import annotations
+
+from . import tracekit_defaults as tk
+from .otelcol import CONFIG_DIR, Config, config_paths, load, port_of, strings, with_defaults
+
+SIDECARS = ("sidecar.yaml", "sidecar-aws.yaml")
+
+
+def otlp_protocols(config: Config) -> dict[str, str]:
+    """protocol -> endpoint of the otlp receiver."""
+    protocols = config["receivers"]["otlp"]["protocols"]
+    return {name: settings["endpoint"] for name, settings in protocols.items()}
+
+
+def test_otlp_receivers_listen_on_the_standard_ports(any_config: tuple[str, Config]) -> None:
+    name, config = any_config
+    endpoints = otlp_protocols(config)
+    assert port_of(endpoints["http"]) == tk.OTLP_HTTP_PORT, name
+    assert port_of(endpoints["grpc"]) == tk.OTLP_GRPC_PORT, name
+
+
+def test_sidecars_receive_what_the_app_sends_by_default() -> None:
+    assert f"http://localhost:{tk.OTLP_HTTP_PORT}" == tk.APP_OTLP_ENDPOINT
+    for name in SIDECARS:
+        http = with_defaults(otlp_protocols(load(CONFIG_DIR / name))["http"])
+        # Bound on every interface, so localhost inside the task/pod reaches it.
+        assert http == f"0.0.0.0:{tk.OTLP_HTTP_PORT}", name
+
+
+def test_sidecars_scrape_the_app_metrics_port() -> None:
+    for name in SIDECARS:
+        (job,) = load(CONFIG_DIR / name)["receivers"]["prometheus"]["config"]["scrape_configs"]
+        (target,) = job["static_configs"][0]["targets"]
+        assert f"${{env:{tk.METRICS_PORT_ENV}:-" in target, name
+        assert with_defaults(target) == f"localhost:{tk.METRICS_PORT}", name
+        assert job["metrics_path"] == tk.METRICS_PATH, name
+
+
+def test_xray_indexes_the_correlation_attribute() -> None:
+    exporter = load(CONFIG_DIR / "sidecar-aws.yaml")["exporters"]["awsxray"]
+    assert tk.CORRELATION_ATTR in exporter["indexed_attributes"]
+
+
+def test_correlation_attribute_is_spelled_one_way(any_config: tuple[str, Config]) -> None:
+    name, config = any_config
+    spellings = {s for s in strings(config) if s.startswith("correlation")}
+    assert spellings <= {tk.CORRELATION_ATTR}, name
+
+
+def test_correlation_id_is_never_a_metric_dimension() -> None:
+    connectors = load(CONFIG_DIR / "gateway-sampling.yaml")["connectors"]
+    span_dims = [d["name"] for d in connectors["spanmetrics"]["dimensions"]]
+    graph_dims = connectors["servicegraph"]["dimensions"]
+    assert tk.CORRELATION_ATTR not in span_dims + graph_dims
+
+
+def test_local_flavour_forwards_to_tracekit_collector_without_a_loop() -> None:
+    config = load(CONFIG_DIR / "local.yaml")
+    target = config["exporters"]["otlphttp/tracekit"]["endpoint"]
+    assert with_defaults(target).startswith(f"http://{tk.TRACEKIT_COLLECTOR_HOST}:")
+    # The collector itself holds 4318, so the receiver must listen elsewhere (README says how).
+    assert port_of(target) != port_of(otlp_protocols(config)["http"])
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"tracekit collector --port {port_of(target)}" in readme
+    assert set(config["service"]["pipelines"]) == {"traces", "logs"}
+
+
+def test_gateway_tiers_meet_on_the_same_port() -> None:
+    lb = load(CONFIG_DIR / "gateway.yaml")["exporters"]["loadbalancing"]
+    sampling = load(CONFIG_DIR / "gateway-sampling.yaml")
+    assert lb["routing_key"] == "traceID"
+    assert int(lb["resolver"]["dns"]["port"]) == port_of(otlp_protocols(sampling)["grpc"])
+
+
+def test_tail_sampling_keeps_errors_slow_and_a_share() -> None:
+    processor = load(CONFIG_DIR / "gateway-sampling.yaml")["processors"]["tail_sampling"]
+    policies = {p["type"]: p for p in processor["policies"]}
+    assert policies["status_code"]["status_code"]["status_codes"] == ["ERROR"]
+    assert int(with_defaults(policies["latency"]["latency"]["threshold_ms"])) > 0
+    share = float(with_defaults(policies["probabilistic"]["probabilistic"]["sampling_percentage"]))
+    assert 0 < share < 100
+
+
+def test_every_config_file_is_covered() -> None:
+    assert {p.name for p in config_paths()} >= {"sidecar.yaml", "sidecar-aws.yaml", "local.yaml"}

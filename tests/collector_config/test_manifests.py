@@ -1,0 +1,163 @@
+"""The ECS task definition and the Kubernetes manifests wire app and sidecar consistently."""
+
+from __future__ import annotations
+
+import yaml
+
+from . import tracekit_defaults as tk
+from .manifests import (
+    ecs_container,
+    ecs_env,
+    ecs_task,
+    k8s_container,
+    k8s_env,
+    k8s_object,
+    k8s_ports,
+    pod_spec,
+)
+from .otelcol import CONFIG_DIR, Config, env_defaults, load, port_of, with_defaults
+
+SSM_STANDARD_TIER_LIMIT = 4096
+
+
+def health_port(config: Config) -> int:
+    return port_of(config["extensions"]["health_check"]["endpoint"])
+
+
+def queue_dir(config: Config) -> str:
+    return with_defaults(config["extensions"]["file_storage/queue"]["directory"])
+
+
+def required_variables(config: Config) -> set[str]:
+    return {name for name, defaults in env_defaults(config).items() if None in defaults}
+
+
+# --- ECS ---------------------------------------------------------------------------------------
+
+
+def ecs_config() -> tuple[str, Config]:
+    """The config the ECS sidecar loads, found through the SSM parameter the task names."""
+    (secret,) = ecs_container("otel-collector")["secrets"]
+    assert secret["name"] == "AOT_CONFIG_CONTENT"
+    file_name = secret["valueFrom"].rsplit("/", 1)[-1]
+    return file_name, load(CONFIG_DIR / file_name)
+
+
+def test_ecs_config_parameter_names_a_real_file_that_fits_ssm() -> None:
+    file_name, _ = ecs_config()
+    assert (CONFIG_DIR / file_name).stat().st_size <= SSM_STANDARD_TIER_LIMIT
+
+
+def test_ecs_app_exports_to_the_sidecar() -> None:
+    _, config = ecs_config()
+    app_env = ecs_env(ecs_container("app"))
+    assert app_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == tk.APP_OTLP_ENDPOINT
+    assert app_env["TRACEKIT_EXPORTER"] == "otlp"
+    collector_ports = {m["containerPort"] for m in ecs_container("otel-collector")["portMappings"]}
+    assert collector_ports == {tk.OTLP_GRPC_PORT, tk.OTLP_HTTP_PORT}
+    assert port_of(config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]) in collector_ports
+
+
+def test_ecs_metrics_port_is_the_same_on_both_sides() -> None:
+    app = ecs_env(ecs_container("app"))[tk.METRICS_PORT_ENV]
+    collector = ecs_env(ecs_container("otel-collector"))[tk.METRICS_PORT_ENV]
+    assert app == collector == str(tk.METRICS_PORT)
+
+
+def test_ecs_app_waits_for_a_healthy_sidecar() -> None:
+    _, config = ecs_config()
+    assert {"containerName": "otel-collector", "condition": "HEALTHY"} in ecs_container("app")[
+        "dependsOn"
+    ]
+    collector = ecs_container("otel-collector")
+    assert collector["healthCheck"]["command"] == ["CMD", "/healthcheck"]
+    # ADOT's /healthcheck probes the health_check extension on its default port.
+    assert health_port(config) == 13133
+
+
+def test_ecs_queue_volume_is_mounted_where_the_config_writes() -> None:
+    _, config = ecs_config()
+    volumes = {v["name"] for v in ecs_task()["volumes"]}
+    for name in ("otel-collector", "otelcol-queue-init"):
+        (mount,) = ecs_container(name)["mountPoints"]
+        assert mount["sourceVolume"] in volumes
+        assert mount["containerPath"] == queue_dir(config)
+    assert ecs_env(ecs_container("otel-collector"))["TRACEKIT_OTELCOL_QUEUE_DIR"] == queue_dir(
+        config
+    )
+    init = {"containerName": "otelcol-queue-init", "condition": "SUCCESS"}
+    assert init in ecs_container("otel-collector")["dependsOn"]
+    assert ecs_container("otelcol-queue-init")["essential"] is False
+
+
+def test_ecs_sets_every_required_variable() -> None:
+    _, config = ecs_config()
+    assert required_variables(config) <= set(ecs_env(ecs_container("otel-collector")))
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+
+def k8s_config() -> tuple[str, Config]:
+    """The config the pod's sidecar loads: its --config path, through the ConfigMap mount."""
+    collector = k8s_container("otel-collector")
+    (arg,) = [a for a in collector["args"] if a.startswith("--config=")]
+    path = arg.removeprefix("--config=")
+    mount_dir, file_name = path.rsplit("/", 1)
+    (mount,) = [m for m in collector["volumeMounts"] if m["mountPath"] == mount_dir]
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mount["name"]]
+    configmap = k8s_object("ConfigMap")
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    assert {"key": file_name, "path": file_name} in volume["configMap"]["items"]
+    return file_name, yaml.safe_load(configmap["data"][file_name])
+
+
+def test_k8s_configmap_is_the_config_file_verbatim() -> None:
+    file_name, _ = k8s_config()
+    data = k8s_object("ConfigMap")["data"][file_name]
+    assert data == (CONFIG_DIR / file_name).read_text(encoding="utf-8")
+
+
+def test_k8s_sidecar_is_native_and_probed_on_the_health_port() -> None:
+    _, config = k8s_config()
+    collector = k8s_container("otel-collector")
+    assert collector["restartPolicy"] == "Always"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert collector[probe]["httpGet"]["port"] == health_port(config)
+    assert health_port(config) in k8s_ports(collector)
+
+
+def test_k8s_app_exports_to_the_sidecar() -> None:
+    _, config = k8s_config()
+    app_env = k8s_env(k8s_container("app"))
+    assert app_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == tk.APP_OTLP_ENDPOINT
+    collector = k8s_container("otel-collector")
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert {port_of(p["endpoint"]) for p in protocols.values()} <= k8s_ports(collector)
+    assert {tk.OTLP_GRPC_PORT, tk.OTLP_HTTP_PORT} <= k8s_ports(collector)
+
+
+def test_k8s_metrics_port_is_the_same_on_both_sides() -> None:
+    app = k8s_env(k8s_container("app"))[tk.METRICS_PORT_ENV]
+    collector = k8s_env(k8s_container("otel-collector"))[tk.METRICS_PORT_ENV]
+    assert app == collector == str(tk.METRICS_PORT)
+
+
+def test_k8s_queue_volume_is_mounted_where_the_config_writes() -> None:
+    _, config = k8s_config()
+    mounts = {m["mountPath"]: m["name"] for m in k8s_container("otel-collector")["volumeMounts"]}
+    volume_name = mounts[queue_dir(config)]
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == volume_name]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume
+
+
+def test_k8s_sets_every_required_variable() -> None:
+    _, config = k8s_config()
+    assert required_variables(config) <= set(k8s_env(k8s_container("otel-collector")))
+
+
+def test_both_manifests_name_the_same_service() -> None:
+    ecs_names = {ecs_env(ecs_container(c))["OTEL_SERVICE_NAME"] for c in ("app", "otel-collector")}
+    k8s_names = {k8s_env(k8s_container(c))["OTEL_SERVICE_NAME"] for c in ("app", "otel-collector")}
+    assert len(ecs_names) == 1
+    assert len(k8s_names) == 1
