@@ -15,7 +15,8 @@ K8S_DIR = CONFIG_DIR / "k8s"
 
 def ecs_task() -> dict[str, Any]:
     """The ECS task definition."""
-    return json.loads(ECS_TASK.read_text(encoding="utf-8"))
+    task: dict[str, Any] = json.loads(ECS_TASK.read_text(encoding="utf-8"))
+    return task
 
 
 def ecs_container(name: str) -> dict[str, Any]:
@@ -39,12 +40,13 @@ def k8s_documents() -> list[dict[str, Any]]:
 def k8s_object(kind: str) -> dict[str, Any]:
     """The single object of a kind."""
     (found,) = [d for d in k8s_documents() if d["kind"] == kind]
-    return found
+    return dict(found)
 
 
 def pod_spec() -> dict[str, Any]:
     """The Deployment's pod template spec."""
-    return k8s_object("Deployment")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = k8s_object("Deployment")["spec"]["template"]["spec"]
+    return spec
 
 
 def k8s_container(name: str) -> dict[str, Any]:
