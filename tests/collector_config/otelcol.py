@@ -32,12 +32,31 @@ CONNECTOR_SIGNALS: dict[str, set[tuple[str, str]]] = {
 Config = dict[str, Any]
 
 
+class StrictLoader(yaml.SafeLoader):
+    """Refuses duplicate keys, as the collector's YAML parser does (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = sorted({str(key) for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key(s) {duplicates}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse(text: str, name: str = "<config>") -> Config:
+    """Parse collector config text strictly."""
+    # StrictLoader derives from SafeLoader: no arbitrary Python objects.
+    document = yaml.load(text, Loader=StrictLoader)
+    if not isinstance(document, dict):
+        raise ValueError(f"{name}: not a YAML mapping")
+    return document
+
+
 def load(path: Path) -> Config:
     """Parse one collector config file."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict):
-        raise ValueError(f"{path.name}: not a YAML mapping")
-    return document
+    return parse(path.read_text(encoding="utf-8"), path.name)
 
 
 def config_paths() -> list[Path]:

@@ -6,8 +6,11 @@ CI; these tests re-state its graph rules, and the negative tests prove each rule
 
 from __future__ import annotations
 
+import pytest
+import yaml
+
 from .conftest import EXPECTED, FreshConfig
-from .otelcol import CONFIG_DIR, Config, graph_problems
+from .otelcol import CONFIG_DIR, Config, graph_problems, parse
 
 
 def test_every_flavour_has_its_config() -> None:
@@ -61,3 +64,12 @@ def test_pipeline_without_receivers_is_reported(fresh: FreshConfig) -> None:
     config = fresh("local.yaml")
     config["service"]["pipelines"]["logs"]["receivers"] = []
     assert "pipeline 'logs' has no receivers" in graph_problems(config)
+
+
+def test_duplicate_keys_are_refused_like_the_collector_does() -> None:
+    text = (CONFIG_DIR / "local.yaml").read_text(encoding="utf-8")
+    doubled = text.replace(
+        "processors:\n  memory_limiter:", "processors:\n  batch: {}\n  memory_limiter:"
+    )
+    with pytest.raises(yaml.YAMLError, match="duplicate key"):
+        parse(doubled)
