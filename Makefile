@@ -1,33 +1,43 @@
-# One command each: `make demo` runs the demo, `make test` runs the whole suite.
+# Two commands: `make demo` runs the demo, `make test` runs every check and the whole test suite.
+# Both create the virtual environment in .venv and install what they need into it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEV := $(VENV)/.installed-dev
+DEMO := $(VENV)/.installed-demo
 
-.PHONY: demo test check lint format bench clean
+.PHONY: demo test install check lint format bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(DEMO): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(DEMO)
+
+demo: $(DEMO)
 	$(BIN)/tracekit demo
 
-test: $(STAMP) check
+install: $(DEV)
+
+test: $(DEV) check
 	$(BIN)/python -m pytest
 
-check: $(STAMP)
+check: $(DEV)
 	$(BIN)/ruff check src cli tests bench
 	$(BIN)/ruff format --check src cli tests bench
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff format src cli tests bench
 	$(BIN)/ruff check --fix src cli tests bench
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
 clean:
