@@ -1,0 +1,54 @@
+"""Path reconstruction: from span and log records to one request's journey across services.
+
+Pure library code (no click, no rich): the CLI, tests and other tools call ``reconstruct`` with any
+``SpanSource`` (the embedded store, Tempo, Jaeger) and render the ``Path`` it returns, or call
+``build_path`` on records they already hold.
+"""
+
+from __future__ import annotations
+
+from tracekit.path.build import build_path, error_message
+from tracekit.path.collect import collect, looks_like_trace_id
+from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
+from tracekit.path.schema import load_schema
+from tracekit.path.servicemap import ServiceEdge, service_map
+from tracekit.records import SpanSource
+
+__all__ = [
+    "SCHEMA_ID",
+    "Hop",
+    "Path",
+    "PathError",
+    "PathLog",
+    "PathSpan",
+    "ServiceEdge",
+    "build_path",
+    "collect",
+    "error_message",
+    "load_schema",
+    "looks_like_trace_id",
+    "reconstruct",
+    "service_map",
+]
+
+
+def reconstruct(
+    source: SpanSource, query: str, *, with_logs: bool = True, adjust_skew: bool = True
+) -> Path | None:
+    """The path of the request ``query`` names (correlation ID or trace ID); None if not found.
+
+    Raises ``tracekit.records.BackendError`` when the source cannot answer.
+    """
+    found = collect(source, query)
+    if not found.spans:
+        return None
+    logs = source.logs_by_trace_ids(found.trace_ids) if with_logs else []
+    return build_path(
+        query,
+        found.spans,
+        logs,
+        correlation_id=found.correlation_id,
+        trace_ids=found.trace_ids,
+        warnings=found.warnings,
+        adjust_skew=adjust_skew,
+    )

@@ -1,0 +1,109 @@
+"""Assemble the path model from span and log records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tracekit.path.critical import critical_path
+from tracekit.path.hops import find_hops
+from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
+from tracekit.path.skew import adjust_clock_skew
+from tracekit.path.tree import build_tree, index_spans, preorder
+from tracekit.records import LogRecordData, SpanRecord
+
+MAX_MESSAGE_CHARS = 1_000
+MAX_LOG_BODY_CHARS = 4_000
+MAX_QUERY_CHARS = 256
+
+
+def build_path(
+    query: str,
+    spans: Iterable[SpanRecord],
+    logs: Iterable[LogRecordData] = (),
+    *,
+    correlation_id: str | None = None,
+    trace_ids: Iterable[str] = (),
+    warnings: Iterable[str] = (),
+    adjust_skew: bool = True,
+) -> Path | None:
+    """The path through ``spans`` (None if empty); ``adjust_skew=False`` keeps raw times."""
+    nodes = index_spans(spans)
+    if not nodes:
+        return None
+    notes = list(warnings)
+    roots = build_tree(nodes, notes)
+    ordered = preorder(roots)
+    if adjust_skew:
+        adjust_clock_skew(ordered, notes)
+    start = min(n.start_unix_nano for n in ordered)
+    end = max(n.end_unix_nano for n in ordered)
+    return Path(
+        query=query[:MAX_QUERY_CHARS],
+        correlation_id=correlation_id,
+        trace_ids=_trace_ids(trace_ids, ordered),
+        services=_services_by_first_start(ordered),
+        start_unix_nano=start,
+        duration_ms=(end - start) / 1e6,
+        spans=ordered,
+        hops=_hops_by_start(ordered, nodes),
+        critical_path=critical_path(ordered, roots),
+        errors=[_error(n) for n in ordered if n.record.status == "ERROR"],
+        logs=_place_logs(logs, nodes),
+        warnings=notes,
+    )
+
+
+def _trace_ids(requested: Iterable[str], ordered: list[PathSpan]) -> list[str]:
+    present = {n.record.trace_id for n in ordered}
+    in_order = [t for t in requested if t in present]
+    by_start = sorted(ordered, key=lambda n: n.start_unix_nano)
+    return list(dict.fromkeys([*in_order, *(n.record.trace_id for n in by_start)]))
+
+
+def _services_by_first_start(ordered: list[PathSpan]) -> list[str]:
+    by_start = sorted(ordered, key=lambda n: (n.start_unix_nano, n.depth))
+    return list(dict.fromkeys(n.service for n in by_start))
+
+
+def _hops_by_start(ordered: list[PathSpan], nodes: dict[tuple[str, str], PathSpan]) -> list[Hop]:
+    starts = {n.record.span_id: n.start_unix_nano for n in ordered}
+    return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(hop.to_span_id, 0))
+
+
+def _error(node: PathSpan) -> PathError:
+    return PathError(node.record.span_id, node.service, error_message(node.record))
+
+
+def error_message(record: SpanRecord) -> str:
+    """The most telling reason a span failed: status message, exception, or HTTP status."""
+    if record.status_message:
+        return record.status_message[:MAX_MESSAGE_CHARS]
+    for event in record.events:
+        if event.name == "exception":
+            kind = event.attributes.get("exception.type")
+            text = event.attributes.get("exception.message")
+            parts = [str(p) for p in (kind, text) if p]
+            if parts:
+                return ": ".join(parts)[:MAX_MESSAGE_CHARS]
+    status = record.attributes.get("http.response.status_code")
+    return f"HTTP {status}" if status is not None else "error"
+
+
+def _place_logs(
+    logs: Iterable[LogRecordData], nodes: dict[tuple[str, str], PathSpan]
+) -> list[PathLog]:
+    placed: list[PathLog] = []
+    for log in logs:
+        node = nodes.get((log.trace_id or "", log.span_id or ""))
+        shift = node.shift_ns if node is not None else 0
+        span_id = node.record.span_id if node is not None else log.span_id
+        placed.append(
+            PathLog(
+                log.time_unix_nano + shift,
+                span_id,
+                log.service,
+                log.severity_text or str(log.severity_number),
+                log.body[:MAX_LOG_BODY_CHARS],
+            )
+        )
+    return sorted(placed, key=lambda log: log.time_unix_nano)

@@ -1,0 +1,83 @@
+"""Hops between services: HTTP client -> server, and producer -> consumer through a queue.
+
+An HTTP hop is a CLIENT span with a SERVER child in another service. A queue hop is a PRODUCER
+(or a messaging CLIENT "send") span and a CONSUMER span that is its child or links to it; a batch
+consumer makes one hop per message it links to. Latency is what the sending side experienced for
+HTTP (the client span) and publish start -> handler end for messaging; queue wait is
+consumer start - producer end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tracekit.path.model import Hop, PathSpan
+from tracekit.records import SpanRecord
+
+Key = tuple[str, str]
+
+
+def hop_type(sender: SpanRecord, receiver: SpanRecord) -> str | None:
+    """``"http"``, ``"messaging"`` or None when the pair is not a hop between services."""
+    if receiver.kind == "CONSUMER" and _is_sender(sender):
+        return "messaging"
+    if sender.kind == "CLIENT" and receiver.kind == "SERVER" and sender.service != receiver.service:
+        return "http"
+    return None
+
+
+def _is_sender(record: SpanRecord) -> bool:
+    if record.kind == "PRODUCER":
+        return True
+    return record.kind == "CLIENT" and "messaging.system" in record.attributes
+
+
+def _text(record: SpanRecord, name: str) -> str | None:
+    value = record.attributes.get(name)
+    return None if value is None else str(value)
+
+
+def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
+    """Build the hop between two placed spans, using their (skew-adjusted) times."""
+    s, r = sender.record, receiver.record
+    system: str | None
+    if kind == "http":
+        route = _text(r, "http.route") or _text(r, "url.path") or _text(s, "url.path")
+        method = _text(r, "http.request.method") or _text(s, "http.request.method")
+        latency_ns, wait = sender.end_unix_nano - sender.start_unix_nano, None
+        system, destination = "http", f"{method} {route}" if method and route else route
+    else:
+        system = _text(r, "messaging.system") or _text(s, "messaging.system")
+        destination = _text(s, "messaging.destination.name") or _text(
+            r, "messaging.destination.name"
+        )
+        latency_ns = receiver.end_unix_nano - sender.start_unix_nano
+        wait = round((receiver.start_unix_nano - sender.end_unix_nano) / 1e6, 3)
+    return Hop(
+        s.service, r.service, kind, system, destination, s.span_id, r.span_id,
+        round(latency_ns / 1e6, 3), wait,
+    )  # fmt: skip
+
+
+def find_hops(ordered: list[PathSpan], nodes: dict[Key, PathSpan]) -> list[Hop]:
+    """Every hop in the path, ordered by when the receiving side started."""
+    found: dict[tuple[Key, Key], Hop] = {}
+    for node in ordered:
+        for sender in _senders(node, nodes):
+            kind = hop_type(sender.record, node.record)
+            if kind is not None and (sender.key, node.key) not in found:
+                found[(sender.key, node.key)] = make_hop(kind, sender, node)
+    return list(found.values())
+
+
+def _senders(node: PathSpan, nodes: dict[Key, PathSpan]) -> Iterable[PathSpan]:
+    """The span's real parent and every known span it links to."""
+    record = node.record
+    if record.parent_span_id:
+        parent = nodes.get((record.trace_id, record.parent_span_id))
+        if parent is not None:
+            yield parent
+    for link in record.links:
+        target = nodes.get((link.trace_id, link.span_id))
+        if target is not None:
+            yield target

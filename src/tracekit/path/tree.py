@@ -1,0 +1,142 @@
+"""Hang span records into one tree: by parent id, across traces by link, orphans by time.
+
+A request's spans come from several traces (a queue hop may start a new one) and some parents may
+be missing (a service in the middle exported nothing). Every span still gets a place: a trace root
+that links to a known span hangs under it; a span whose parent is missing hangs under the smallest
+known span of its trace that encloses it in time, else under its trace's root, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tracekit.path.model import (
+    ATTACHED_AS_ORPHAN,
+    ATTACHED_BY_LINK,
+    ATTACHED_BY_PARENT,
+    PathSpan,
+)
+from tracekit.records import SpanRecord
+
+Key = tuple[str, str]
+
+# Looking for an enclosing span scans the orphan's trace; past this many orphans in one trace the
+# rest go straight under the trace root so a badly broken trace cannot make the engine quadratic.
+MAX_ORPHAN_SCANS = 64
+
+
+def index_spans(records: Iterable[SpanRecord]) -> dict[Key, PathSpan]:
+    """One node per (trace id, span id); a duplicate export of the same span is dropped."""
+    nodes: dict[Key, PathSpan] = {}
+    for record in records:
+        key = (record.trace_id, record.span_id)
+        if key not in nodes:
+            nodes[key] = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
+    return nodes
+
+
+def attach(child: PathSpan, parent: PathSpan, how: str) -> None:
+    """Hang ``child`` under ``parent``."""
+    child.parent = parent
+    child.attached_by = how
+    parent.children.append(child)
+
+
+def would_cycle(child: PathSpan, parent: PathSpan) -> bool:
+    """True when ``child`` is ``parent`` or one of its ancestors."""
+    node: PathSpan | None = parent
+    while node is not None:
+        if node is child:
+            return True
+        node = node.parent
+    return False
+
+
+def build_tree(nodes: dict[Key, PathSpan], warnings: list[str]) -> list[PathSpan]:
+    """Link every node to its parent and return the roots, earliest first."""
+    orphans: list[PathSpan] = []
+    for node in nodes.values():
+        parent_id = node.record.parent_span_id
+        parent = nodes.get((node.record.trace_id, parent_id)) if parent_id else None
+        if parent is not None and parent is not node:
+            attach(node, parent, ATTACHED_BY_PARENT)
+        elif parent_id:
+            orphans.append(node)
+    for node in nodes.values():
+        if node.parent is None and not node.record.parent_span_id:
+            _attach_by_link(node, nodes)
+    _attach_orphans(orphans, nodes, warnings)
+    return sorted((n for n in nodes.values() if n.parent is None), key=_start_order)
+
+
+def _start_order(node: PathSpan) -> tuple[int, str]:
+    return (node.start_unix_nano, node.record.span_id)
+
+
+def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> None:
+    """A trace root that links to known spans hangs under the one that ended last.
+
+    The latest-ending linked span is what the linked work had to wait for (the last message of a
+    batch), so it is the parent that explains when this span could start.
+    """
+    targets = [nodes.get((link.trace_id, link.span_id)) for link in node.record.links]
+    known = [t for t in targets if t is not None and t.record.trace_id != node.record.trace_id]
+    for target in sorted(known, key=lambda t: t.end_unix_nano, reverse=True):
+        if not would_cycle(node, target):
+            attach(node, target, ATTACHED_BY_LINK)
+            return
+
+
+def _attach_orphans(
+    orphans: list[PathSpan], nodes: dict[Key, PathSpan], warnings: list[str]
+) -> None:
+    by_trace: dict[str, list[PathSpan]] = {}
+    for node in nodes.values():
+        by_trace.setdefault(node.record.trace_id, []).append(node)
+    scans: dict[str, int] = {}
+    for orphan in sorted(orphans, key=_start_order):
+        trace_id = orphan.record.trace_id
+        scans[trace_id] = scans.get(trace_id, 0) + 1
+        scan = scans[trace_id] <= MAX_ORPHAN_SCANS
+        host = _host_for_orphan(orphan, by_trace[trace_id], scan)
+        missing = orphan.record.parent_span_id
+        if host is None:
+            warnings.append(f"parent span missing for {orphan.label()}: parent {missing}")
+            continue
+        attach(orphan, host, ATTACHED_AS_ORPHAN)
+        warnings.append(
+            f"parent span missing for {orphan.label()}: parent {missing}; "
+            f"attached under {host.label()}"
+        )
+
+
+def _host_for_orphan(orphan: PathSpan, trace: list[PathSpan], scan: bool) -> PathSpan | None:
+    """The smallest span of the trace enclosing the orphan in time, else the trace's root."""
+    if scan:
+        enclosing = [
+            n
+            for n in trace
+            if n.start_unix_nano <= orphan.start_unix_nano
+            and n.end_unix_nano >= orphan.end_unix_nano
+            and not would_cycle(orphan, n)
+        ]
+        if enclosing:
+            return min(enclosing, key=lambda n: n.end_unix_nano - n.start_unix_nano)
+    roots = [n for n in trace if n.parent is None and not would_cycle(orphan, n)]
+    return min(roots, key=_start_order) if roots else None
+
+
+def preorder(roots: list[PathSpan]) -> list[PathSpan]:
+    """All nodes, parents before children, siblings by start time; sets ``depth``.
+
+    Iterative, so a 10,000-span chain does not hit the recursion limit.
+    """
+    ordered: list[PathSpan] = []
+    stack = [(root, 0) for root in reversed(roots)]
+    while stack:
+        node, depth = stack.pop()
+        node.depth = depth
+        ordered.append(node)
+        node.children.sort(key=_start_order)
+        stack.extend((child, depth + 1) for child in reversed(node.children))
+    return ordered

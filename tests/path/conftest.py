@@ -1,0 +1,14 @@
+"""Make the shared topology builders importable as ``trace_topologies``.
+
+The suite runs with ``--import-mode=importlib``, which does not put test directories on
+``sys.path``; the CLI tests reuse the same builders, so the directory is added here once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
