@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tracekit.store._connection import retry_busy
@@ -55,31 +56,41 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return int((pages - free) * size)
 
 
-def delete_older_than(conn: sqlite3.Connection, cutoff_ns: int) -> int:
-    """Delete spans and logs that started before ``cutoff_ns``; returns rows deleted."""
-    total = 0
-    while True:
-        deleted = _delete_chunk(conn, "s.start_ns < ?", "time_ns < ?", (cutoff_ns,))
-        total += deleted
-        if deleted == 0:
-            return total
+def steps(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> Iterator[int]:
+    """Apply ``retention`` one short transaction at a time, yielding rows deleted by each.
+
+    Between steps the caller may write: the receiver interleaves retention with ingest.
+    """
+    prepare(conn)
+    if retention.max_age_ns is not None:
+        cutoff = now_ns - retention.max_age_ns
+        while deleted := _delete_chunk(conn, "s.start_ns < ?", "time_ns < ?", (cutoff,)):
+            yield deleted
+    if retention.max_bytes is not None:
+        yield from _shrink_steps(conn, int(retention.max_bytes * 0.9))
+    while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+        # give free pages back to the file system a few MB per transaction
+        retry_busy(lambda: conn.execute("PRAGMA incremental_vacuum(2048)").fetchall())
+        yield 0
 
 
-def shrink_to(conn: sqlite3.Connection, max_bytes: int) -> int:
-    """Delete the oldest records until live pages fit in 90% of ``max_bytes``; returns the count."""
-    target = int(max_bytes * 0.9)
-    total = 0
-    for _ in range(1000):  # bounded: each pass deletes at least one chunk
-        if used_bytes(conn) <= target:
-            break
+def _shrink_steps(conn: sqlite3.Connection, target_bytes: int) -> Iterator[int]:
+    """Delete the oldest records until the live pages fit in ``target_bytes``."""
+    for _ in range(100_000):  # bounded: each pass deletes at least one row or stops
+        if used_bytes(conn) <= target_bytes:
+            return
         cutoff = _oldest_cutoff(conn)
         if cutoff is None:
-            break
+            return
         deleted = _delete_chunk(conn, "s.start_ns <= ?", "time_ns <= ?", (cutoff,))
-        total += deleted
-        if deleted == 0:
-            break
-    return total
+        if not deleted:
+            return
+        yield deleted
+
+
+def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
+    """Apply ``retention`` fully; returns the number of records deleted."""
+    return sum(steps(conn, retention, now_ns))
 
 
 def _oldest_cutoff(conn: sqlite3.Connection) -> int | None:
@@ -169,26 +180,3 @@ def prepare(conn: sqlite3.Connection) -> None:
     """Create the connection-local scratch table retention uses."""
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_traces (ref INTEGER PRIMARY KEY)")
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched_correlations (ref INTEGER PRIMARY KEY)")
-
-
-def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
-    """Apply ``retention`` once; returns rows deleted. Frees file space afterwards."""
-    prepare(conn)
-    deleted = 0
-    if retention.max_age_ns is not None:
-        deleted += delete_older_than(conn, now_ns - retention.max_age_ns)
-    if retention.max_bytes is not None:
-        deleted += shrink_to(conn, retention.max_bytes)
-    if deleted:
-        release_free_pages(conn)
-    return deleted
-
-
-def release_free_pages(conn: sqlite3.Connection, pages_per_step: int = 2048) -> None:
-    """Give free pages back to the file system a few MB at a time (each step is one transaction)."""
-    for _ in range(100_000):
-        if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
-            return
-        retry_busy(
-            lambda: conn.execute(f"PRAGMA incremental_vacuum({int(pages_per_step)})").fetchall()
-        )

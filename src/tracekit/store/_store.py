@@ -6,7 +6,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -76,6 +76,21 @@ class Store:
         now = time.time_ns() if now_ns is None else now_ns
         with self._write_lock:
             return _retention.apply(self._writer_side().conn, retention, now)
+
+    def retention_steps(self, retention: Retention, now_ns: int | None = None) -> Iterator[int]:
+        """Apply ``retention`` one short transaction per step (rows deleted by each step).
+
+        Writes from other threads may run between steps; the receiver interleaves them.
+        """
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._write_lock:
+            steps = _retention.steps(self._writer_side().conn, retention, now)
+        while True:
+            with self._write_lock:
+                deleted = next(steps, None)
+            if deleted is None:
+                return
+            yield deleted
 
     def _writer_side(self) -> StoreWriter:
         if self._writer is None:

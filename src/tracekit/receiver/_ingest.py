@@ -1,0 +1,176 @@
+"""Decoupling HTTP from SQLite: a bounded queue drained by one batching writer thread.
+
+A request's records are acknowledged only after the transaction holding them commits: the
+handler waits on its ``Ticket``. Many requests share one transaction, so waiting costs latency,
+not throughput. When the queue is full the handler answers 503 with Retry-After at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+from tracekit.records import LogRecordData, SpanRecord
+from tracekit.store import Retention, Store
+
+_log = logging.getLogger("tracekit.receiver")
+
+
+class QueueFull(Exception):
+    """The write queue has no room; the client should retry later."""
+
+
+class Ticket:
+    """One request's records on their way into the store."""
+
+    __slots__ = ("done", "error", "logs", "spans")
+
+    def __init__(self, spans: list[SpanRecord], logs: list[LogRecordData]) -> None:
+        self.spans = spans
+        self.logs = logs
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def size(self) -> int:
+        """Records carried (what the queue bound counts)."""
+        return len(self.spans) + len(self.logs)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Mark committed (or failed) and wake the waiting handler."""
+        self.error = error
+        self.done.set()
+
+
+class IngestQueue:
+    """Bounded queue of tickets plus the writer thread that commits them in batches."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        capacity: int = 200_000,
+        batch_size: int = 20_000,
+        retention: Retention | None = None,
+        retention_interval: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.retention = retention
+        self.retention_interval = retention_interval
+        self.committed = 0
+        self._items: deque[Ticket] = deque()
+        self._queued = 0
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written."""
+        return self._queued
+
+    def submit(self, spans: list[SpanRecord], logs: list[LogRecordData]) -> Ticket:
+        """Queue records; ``QueueFull`` when there is no room (an empty queue takes any size)."""
+        ticket = Ticket(spans, logs)
+        with self._cond:
+            if self._closing:
+                raise QueueFull("receiver is shutting down")
+            if self._queued and self._queued + ticket.size > self.capacity:
+                raise QueueFull("write queue is full")
+            self._items.append(ticket)
+            self._queued += ticket.size
+            self._cond.notify()
+        return ticket
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, then stop the writer thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _take(self, wait: float) -> list[Ticket]:
+        with self._cond:
+            if not self._items and not self._closing:
+                self._cond.wait(wait)
+            batch: list[Ticket] = []
+            count = 0
+            while self._items and (not batch or count + self._items[0].size <= self.batch_size):
+                ticket = self._items.popleft()
+                batch.append(ticket)
+                count += ticket.size
+            self._queued -= count
+            return batch
+
+    def _finished(self) -> bool:
+        with self._cond:
+            return self._closing and not self._items
+
+    def _run(self) -> None:
+        retention = _RetentionRunner(self.store, self.retention, self.retention_interval)
+        while not self._finished():
+            batch = self._take(wait=0.5 if retention.idle else 0.0)
+            if batch:
+                self._commit(batch)
+            retention.step()
+
+    def _commit(self, batch: list[Ticket]) -> None:
+        try:
+            self.store.write(
+                [s for t in batch for s in t.spans], [r for t in batch for r in t.logs]
+            )
+        except Exception as error:
+            if len(batch) == 1:
+                _log.warning("tracekit receiver: write failed: %s", type(error).__name__)
+                batch[0].finish(error)
+                return
+            for ticket in batch:  # find the request that cannot be written; keep the others
+                self._commit([ticket])
+            return
+        self.committed += sum(t.size for t in batch)
+        for ticket in batch:
+            ticket.finish()
+
+
+class _RetentionRunner:
+    """Runs retention one short chunk at a time between write batches."""
+
+    def __init__(self, store: Store, retention: Retention | None, interval: float) -> None:
+        self.store = store
+        self.retention = retention
+        self.interval = interval
+        self._next = time.monotonic()
+        self._steps: Iterator[int] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No retention pass in progress."""
+        return self._steps is None
+
+    def step(self) -> None:
+        """Advance the current pass by one chunk, or start a pass when one is due."""
+        if self.retention is None:
+            return
+        if self._steps is None:
+            if time.monotonic() < self._next:
+                return
+            self._next = time.monotonic() + self.interval
+            self._steps = self.store.retention_steps(self.retention)
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+        except sqlite3.Error as error:
+            _log.warning("tracekit receiver: retention failed: %s", type(error).__name__)
+            self._steps = None

@@ -1,0 +1,312 @@
+"""OTLP/JSON requests -> records, following the OTLP spec's JSON mapping.
+
+The OTLP rules on top of proto3's JSON mapping: trace and span ids are hex (any case), not
+base64; enums are integers (names are accepted too); 64-bit integers may be strings or numbers;
+field names are lowerCamelCase (the proto names are accepted too); unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+from tracekit.receiver._decoded import (
+    MAX_VALUE_DEPTH,
+    Decoded,
+    MalformedRequest,
+    check_id,
+    kind_name,
+    service_of,
+    status_name,
+)
+from tracekit.records import (
+    Attributes,
+    AttributeValue,
+    LogRecordData,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+)
+
+_KIND_BY_NAME = {
+    "SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
+    "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
+}  # fmt: skip
+_STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT64 = (-(2**63), 2**64 - 1)  # signed and unsigned 64-bit fields share this decoder
+
+
+def load(body: bytes) -> dict[str, Any]:
+    """Parse the body as a JSON object."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise MalformedRequest("body is not valid JSON (UTF-8)") from error
+    if not isinstance(document, dict):
+        raise MalformedRequest("body must be a JSON object")
+    return document
+
+
+def get(obj: dict[str, Any], camel: str, snake: str) -> Any:
+    """A field by its lowerCamelCase name, else its proto name (both are valid proto3 JSON)."""
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
+def as_object(value: Any, where: str) -> dict[str, Any]:
+    """A JSON object (null or absent means empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"{where} must be an object")
+    return value
+
+
+def as_list(value: Any, where: str) -> list[Any]:
+    """A JSON array (null or absent means empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedRequest(f"{where} must be an array")
+    return value
+
+
+def as_str(value: Any, where: str) -> str:
+    """A JSON string (null or absent means empty)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedRequest(f"{where} must be a string")
+    return value
+
+
+def as_int(value: Any, where: str) -> int:
+    """A 64-bit integer given as a number or a decimal string (proto3 JSON allows both)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise MalformedRequest(f"{where} must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and 0 < len(value) <= 21:
+        try:
+            value = int(value.strip(), 10)
+        except ValueError:
+            raise MalformedRequest(f"{where} must be an integer") from None
+    if not isinstance(value, int) or not _INT64[0] <= value <= _INT64[1]:
+        raise MalformedRequest(f"{where} must be a 64-bit integer")
+    return value
+
+
+def as_enum(value: Any, names: dict[str, int], where: str) -> int:
+    """An enum as its integer (the OTLP rule) or, leniently, its proto name."""
+    if isinstance(value, str) and value in names:
+        return names[value]
+    return as_int(value, where)
+
+
+def as_id(value: Any, length: int, where: str) -> str | None:
+    """A hex id of ``length`` bytes, any case; None when empty or all zero."""
+    text = as_str(value, where)
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise MalformedRequest(f"{where} must be hex") from None
+    return check_id(raw, length, where)
+
+
+def any_value(value: Any, where: str, depth: int = 0) -> AttributeValue:
+    """An AnyValue object as a JSON-compatible value (bytes become hex)."""
+    obj = as_object(value, where)
+    for field, convert in _SCALARS:
+        if field in obj:
+            return convert(obj[field], where)
+    if depth >= MAX_VALUE_DEPTH:
+        raise MalformedRequest(f"attribute value nested deeper than {MAX_VALUE_DEPTH}")
+    if "arrayValue" in obj or "array_value" in obj:
+        array = as_object(get(obj, "arrayValue", "array_value"), where)
+        return [any_value(v, where, depth + 1) for v in as_list(array.get("values"), where)]
+    if "kvlistValue" in obj or "kvlist_value" in obj:
+        kvlist = as_object(get(obj, "kvlistValue", "kvlist_value"), where)
+        return attributes(kvlist.get("values"), where, depth + 1)
+    if "bytesValue" in obj or "bytes_value" in obj:
+        return _bytes(get(obj, "bytesValue", "bytes_value"), where)
+    return None
+
+
+def _string(value: Any, where: str) -> str:
+    return as_str(value, where)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise MalformedRequest(f"{where} boolValue must be true or false")
+    return value
+
+
+def _double(value: Any, where: str) -> float:
+    if isinstance(value, str) and value in _SPECIAL_FLOATS:
+        return _SPECIAL_FLOATS[value]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise MalformedRequest(f"{where} doubleValue must be a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise MalformedRequest(f"{where} doubleValue must be a number") from None
+
+
+def _bytes(value: Any, where: str) -> str:
+    text = as_str(value, where)
+    try:  # proto3 JSON accepts standard and URL-safe base64, padded or not
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequest(f"{where} bytesValue must be base64") from None
+    return raw.hex()
+
+
+_SCALARS = (
+    ("stringValue", _string), ("string_value", _string),
+    ("intValue", as_int), ("int_value", as_int),
+    ("boolValue", _bool), ("bool_value", _bool),
+    ("doubleValue", _double), ("double_value", _double),
+)  # fmt: skip
+
+
+def attributes(value: Any, where: str, depth: int = 0) -> Attributes:
+    """A KeyValue array as a dict."""
+    out: Attributes = {}
+    for item in as_list(value, where):
+        kv = as_object(item, where)
+        out[as_str(kv.get("key"), where)] = any_value(kv.get("value"), where, depth)
+    return out
+
+
+def decode_traces(body: bytes) -> Decoded:
+    """Spans of an ExportTraceServiceRequest in JSON."""
+    out = Decoded()
+    for resource_spans in as_list(
+        get(load(body), "resourceSpans", "resource_spans"), "resourceSpans"
+    ):
+        rs = as_object(resource_spans, "resourceSpans[]")
+        resource = _resource(rs)
+        for scope_spans in as_list(get(rs, "scopeSpans", "scope_spans"), "scopeSpans"):
+            ss = as_object(scope_spans, "scopeSpans[]")
+            scope = as_str(as_object(ss.get("scope"), "scope").get("name"), "scope.name") or None
+            for span in as_list(ss.get("spans"), "spans"):
+                out.total += 1
+                record = _span(as_object(span, "spans[]"), resource, scope)
+                if record is None:
+                    out.reject("span with an empty or all-zero trace id or span id")
+                else:
+                    out.spans.append(record)
+    return out
+
+
+def _resource(container: dict[str, Any]) -> Attributes:
+    resource = as_object(container.get("resource"), "resource")
+    return attributes(resource.get("attributes"), "resource.attributes")
+
+
+def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> SpanRecord | None:
+    trace_id = as_id(get(span, "traceId", "trace_id"), 16, "span.traceId")
+    span_id = as_id(get(span, "spanId", "span_id"), 8, "span.spanId")
+    parent = as_id(get(span, "parentSpanId", "parent_span_id"), 8, "span.parentSpanId")
+    status = as_object(span.get("status"), "span.status")
+    service, version = service_of(resource)
+    record = SpanRecord(
+        trace_id=trace_id or "",
+        span_id=span_id or "",
+        parent_span_id=parent,
+        service=service,
+        name=as_str(span.get("name"), "span.name"),
+        kind=kind_name(as_enum(span.get("kind"), _KIND_BY_NAME, "span.kind")),
+        start_unix_nano=as_int(
+            get(span, "startTimeUnixNano", "start_time_unix_nano"), "span.start"
+        ),
+        end_unix_nano=as_int(get(span, "endTimeUnixNano", "end_time_unix_nano"), "span.end"),
+        status=status_name(as_enum(status.get("code"), _STATUS_BY_NAME, "status.code")),
+        status_message=as_str(status.get("message"), "status.message"),
+        attributes=attributes(span.get("attributes"), "span.attributes"),
+        links=[
+            _link(as_object(link, "span.links[]")) for link in as_list(span.get("links"), "links")
+        ],
+        events=[
+            _event(as_object(e, "span.events[]")) for e in as_list(span.get("events"), "events")
+        ],
+        resource=resource,
+        service_version=version,
+        scope=scope,
+    )
+    return record if trace_id and span_id else None
+
+
+def _link(link: dict[str, Any]) -> SpanLink:
+    trace_id = as_id(get(link, "traceId", "trace_id"), 16, "link.traceId")
+    span_id = as_id(get(link, "spanId", "span_id"), 8, "link.spanId")
+    if trace_id is None or span_id is None:
+        raise MalformedRequest("link with an empty or all-zero trace id or span id")
+    return SpanLink(trace_id, span_id, attributes(link.get("attributes"), "link.attributes"))
+
+
+def _event(event: dict[str, Any]) -> SpanEvent:
+    return SpanEvent(
+        name=as_str(event.get("name"), "event.name"),
+        time_unix_nano=as_int(get(event, "timeUnixNano", "time_unix_nano"), "event.time"),
+        attributes=attributes(event.get("attributes"), "event.attributes"),
+    )
+
+
+def decode_logs(body: bytes) -> Decoded:
+    """Log records of an ExportLogsServiceRequest in JSON."""
+    out = Decoded()
+    for resource_logs in as_list(get(load(body), "resourceLogs", "resource_logs"), "resourceLogs"):
+        rl = as_object(resource_logs, "resourceLogs[]")
+        resource = _resource(rl)
+        for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
+            sl = as_object(scope_logs, "scopeLogs[]")
+            for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
+                out.total += 1
+                out.logs.append(_log(as_object(record, "logRecords[]"), resource))
+    return out
+
+
+def _log(record: dict[str, Any], resource: Attributes) -> LogRecordData:
+    time = as_int(get(record, "timeUnixNano", "time_unix_nano"), "log.timeUnixNano")
+    observed = as_int(
+        get(record, "observedTimeUnixNano", "observed_time_unix_nano"), "log.observed"
+    )
+    body = any_value(record.get("body"), "log.body") if record.get("body") is not None else ""
+    return LogRecordData(
+        time_unix_nano=time or observed,
+        service=service_of(resource)[0],
+        severity_text=as_str(get(record, "severityText", "severity_text"), "log.severityText"),
+        severity_number=as_enum(get(record, "severityNumber", "severity_number"), {}, "severity"),
+        body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
+        trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
+        span_id=as_id(get(record, "spanId", "span_id"), 8, "log.spanId"),
+        attributes=attributes(record.get("attributes"), "log.attributes"),
+        resource=resource,
+    )
+
+
+def decode_metrics(body: bytes) -> Decoded:
+    """Metrics are checked for shape and acknowledged, never stored."""
+    out = Decoded()
+    for resource_metrics in as_list(get(load(body), "resourceMetrics", "resource_metrics"), "rm"):
+        rm = as_object(resource_metrics, "resourceMetrics[]")
+        for scope in as_list(get(rm, "scopeMetrics", "scope_metrics"), "scopeMetrics"):
+            out.total += len(as_list(as_object(scope, "scopeMetrics[]").get("metrics"), "metrics"))
+    return out
+
+
+def response(signal: str, decoded: Decoded) -> bytes:
+    """The Export*ServiceResponse in JSON (int64 counts as strings, per proto3 JSON)."""
+    if not decoded.rejected:
+        return b"{}"
+    field = "rejectedSpans" if signal == "traces" else "rejectedLogRecords"
+    partial = {field: str(decoded.rejected), "errorMessage": decoded.reason}
+    return json.dumps({"partialSuccess": partial}).encode()

@@ -1,0 +1,181 @@
+"""OTLP/protobuf requests -> records, using opentelemetry-proto's generated classes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from tracekit.receiver._decoded import (
+    MAX_VALUE_DEPTH,
+    Decoded,
+    MalformedRequest,
+    check_id,
+    kind_name,
+    service_of,
+    status_name,
+)
+from tracekit.records import (
+    Attributes,
+    AttributeValue,
+    LogRecordData,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+)
+
+
+def parse(message: Any, body: bytes) -> Any:
+    """Parse ``body`` into ``message``; any protobuf error becomes ``MalformedRequest``."""
+    try:
+        message.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as error:
+        raise MalformedRequest("body is not a valid OTLP protobuf message") from error
+    return message
+
+
+def any_value(value: Any, depth: int = 0) -> AttributeValue:
+    """An OTLP AnyValue as a JSON-compatible value (bytes become hex)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return str(value.string_value)
+    if kind == "int_value" or kind == "bool_value" or kind == "double_value":
+        return getattr(value, kind)  # type: ignore[no-any-return]
+    if kind is None:
+        return None
+    if depth >= MAX_VALUE_DEPTH:
+        raise MalformedRequest(f"attribute value nested deeper than {MAX_VALUE_DEPTH}")
+    if kind == "array_value":
+        return [any_value(v, depth + 1) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    return bytes(value.bytes_value).hex()
+
+
+def attributes(key_values: Any) -> Attributes:
+    """A repeated KeyValue as a dict (a repeated key keeps its last value)."""
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def decode_traces(body: bytes) -> Decoded:
+    """Spans of an ExportTraceServiceRequest."""
+    request = parse(ExportTraceServiceRequest(), body)
+    out = Decoded()
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        service, version = service_of(resource)
+        for scope_spans in resource_spans.scope_spans:
+            scope = scope_spans.scope.name or None
+            for span in scope_spans.spans:
+                out.total += 1
+                record = _span(span, service, version, resource, scope)
+                if record is None:
+                    out.reject("span with an empty or all-zero trace id or span id")
+                else:
+                    out.spans.append(record)
+    return out
+
+
+def _span(
+    span: Any, service: str, version: str | None, resource: Attributes, scope: str | None
+) -> SpanRecord | None:
+    trace_id = check_id(span.trace_id, 16, "trace_id")
+    span_id = check_id(span.span_id, 8, "span_id")
+    parent = check_id(span.parent_span_id, 8, "parent_span_id")
+    if trace_id is None or span_id is None:
+        return None
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        service=service,
+        name=span.name,
+        kind=kind_name(span.kind),
+        start_unix_nano=span.start_time_unix_nano,
+        end_unix_nano=span.end_time_unix_nano,
+        status=status_name(span.status.code),
+        status_message=span.status.message,
+        attributes=attributes(span.attributes),
+        links=[_link(link) for link in span.links],
+        events=[SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events],
+        resource=resource,
+        service_version=version,
+        scope=scope,
+    )
+
+
+def _link(link: Any) -> SpanLink:
+    trace_id = check_id(link.trace_id, 16, "link trace_id")
+    span_id = check_id(link.span_id, 8, "link span_id")
+    if trace_id is None or span_id is None:
+        raise MalformedRequest("link with an empty or all-zero trace id or span id")
+    return SpanLink(trace_id, span_id, attributes(link.attributes))
+
+
+def decode_logs(body: bytes) -> Decoded:
+    """Log records of an ExportLogsServiceRequest."""
+    request = parse(ExportLogsServiceRequest(), body)
+    out = Decoded()
+    for resource_logs in request.resource_logs:
+        resource = attributes(resource_logs.resource.attributes)
+        service, _ = service_of(resource)
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                out.total += 1
+                out.logs.append(_log(record, service, resource))
+    return out
+
+
+def _log(record: Any, service: str, resource: Attributes) -> LogRecordData:
+    body = any_value(record.body) if record.HasField("body") else ""
+    return LogRecordData(
+        time_unix_nano=record.time_unix_nano or record.observed_time_unix_nano,
+        service=service,
+        severity_text=record.severity_text,
+        severity_number=record.severity_number,
+        body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
+        trace_id=check_id(record.trace_id, 16, "log trace_id"),
+        span_id=check_id(record.span_id, 8, "log span_id"),
+        attributes=attributes(record.attributes),
+        resource=resource,
+    )
+
+
+def decode_metrics(body: bytes) -> Decoded:
+    """Metrics are checked and acknowledged, never stored (they belong in Prometheus)."""
+    request = parse(ExportMetricsServiceRequest(), body)
+    out = Decoded()
+    out.total = sum(
+        len(scope.metrics) for rm in request.resource_metrics for scope in rm.scope_metrics
+    )
+    return out
+
+
+def response(signal: str, decoded: Decoded) -> bytes:
+    """The Export*ServiceResponse, with partial success filled in when records were refused."""
+    if signal == "traces":
+        message: Any = ExportTraceServiceResponse()
+        if decoded.rejected:
+            message.partial_success.rejected_spans = decoded.rejected
+    elif signal == "logs":
+        message = ExportLogsServiceResponse()
+        if decoded.rejected:
+            message.partial_success.rejected_log_records = decoded.rejected
+    else:
+        message = ExportMetricsServiceResponse()
+    if decoded.rejected:
+        message.partial_success.error_message = decoded.reason
+    return bytes(message.SerializeToString())

@@ -1,0 +1,90 @@
+"""``Receiver``: the OTLP/HTTP receiver behind ``tracekit collector``, usable in-process too."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from tracekit.receiver._http import ReceiverHTTPServer
+from tracekit.receiver._ingest import IngestQueue
+from tracekit.store import Retention, Store
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4318
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # after decompression; larger requests get 413
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    """How a receiver listens, how much it accepts and buffers, and what it keeps."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    queue_capacity: int = 200_000  # records waiting for the writer before 503s start
+    batch_size: int = 20_000  # records per transaction at most
+    commit_timeout: float = 30.0  # a handler waits this long for its commit before a 503
+    retention: Retention | None = None
+    retention_interval: float = 60.0
+
+
+class Receiver:
+    """An OTLP/HTTP receiver writing into ``store``.
+
+    ``start()`` binds and serves in a background thread; ``stop()`` stops accepting, lets
+    in-flight requests finish, writes everything acknowledged, and closes the store.
+    """
+
+    def __init__(self, store: Store, config: ReceiverConfig | None = None) -> None:
+        self.store = store
+        self.config = config or ReceiverConfig()
+        self.queue = IngestQueue(
+            store,
+            capacity=self.config.queue_capacity,
+            batch_size=self.config.batch_size,
+            retention=self.config.retention,
+            retention_interval=self.config.retention_interval,
+        )
+        self.httpd = ReceiverHTTPServer(
+            (self.config.host, self.config.port), self.queue, self.config.max_body_bytes
+        )
+        self.httpd.commit_timeout = self.config.commit_timeout
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (the real port when 0 was asked for)."""
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL for OTLP exporters (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+        host, port = self.address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def start(self) -> Receiver:
+        """Start the writer and serve in a background thread."""
+        self.queue.start()
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tracekit-http"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Graceful shutdown: nothing acknowledged is lost."""
+        self.httpd.stopping = True
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join()
+        self.httpd.server_close()
+        self.httpd.close_connections(wait=self.config.commit_timeout + 5)
+        self.queue.close()
+        self.store.close()
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
