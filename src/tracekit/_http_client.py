@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from tracekit import _state, correlation, propagation, semconv
 from tracekit._guard import report_once
 from tracekit._http_server import KNOWN_METHODS
 from tracekit.instrumentation._base import instrumentation_suppressed
+from tracekit.metrics import HttpClientMetrics
 
 R = TypeVar("R")
 
@@ -28,6 +30,8 @@ class ClientCall:
 
     span: trace.Span
     token: object
+    attributes: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=perf_counter)
 
 
 def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
@@ -43,16 +47,15 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         inject_only(headers)
         return None
     method = method.upper()
+    attributes = _attributes(method, url)
     span = _tracer.start_span(
-        method if method in KNOWN_METHODS else "HTTP",
-        kind=SpanKind.CLIENT,
-        attributes=_attributes(method, url),
+        method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
     )
     ctx = trace.set_span_in_context(span)
     _propagator.inject(headers, ctx)
     # Below our span, nested HTTP instrumentation (urllib3 under requests, contrib) stays quiet.
     token = suppress_nested_http_in(ctx)
-    return ClientCall(span, token)
+    return ClientCall(span, token, attributes)
 
 
 def suppress_nested_http_in(ctx: otel_context.Context) -> object:
@@ -76,6 +79,17 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
         span.set_attribute(semconv.ERROR_TYPE, str(status_code))
         span.set_status(Status(StatusCode.ERROR))
     span.end()
+    _record_metrics(call, status_code, error)
+
+
+def _record_metrics(call: ClientCall, status_code: int | None, error: BaseException | None) -> None:
+    try:
+        opts = _state.current_options()
+        metrics = HttpClientMetrics.get(opts.service_name, opts.service_version)
+        seconds = perf_counter() - call.started
+        metrics.request_finished(call.attributes, status_code, error, seconds, call.span)
+    except Exception as exc:
+        report_once("http client metrics", exc)
 
 
 def inject_only(headers: MutableMapping[str, Any]) -> None:

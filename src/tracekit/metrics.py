@@ -3,20 +3,81 @@
 Every metric family takes a ``registry`` (default: prometheus-client's global one), so tests and
 benchmarks build fresh registries. Names translate the OpenTelemetry semantic conventions to
 Prometheus conventions; docs/metrics.md lists every name, label and unit.
+
+Exposition: ``install`` (called by ``tracekit.init()``) serves the registry on
+``TRACEKIT_METRICS_PORT`` with prometheus-client's own HTTP server; ``asgi_metrics_app`` and
+``wsgi_metrics_app`` mount it in an application instead. Both aggregate every worker's values when
+``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import weakref
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
+
+from tracekit import semconv
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+
+    from tracekit.config import Options
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "OTHER_VALUE",
+    "QUEUE_WAIT_BUCKETS",
+    "UNMATCHED_ROUTE",
+    "BoundedLabel",
+    "HttpClientMetrics",
+    "HttpServerMetrics",
+    "MessagingMetrics",
+    "asgi_metrics_app",
+    "exemplar_of",
+    "exposition_registry",
+    "install",
+    "mark_process_dead",
+    "uninstall",
+    "wsgi_metrics_app",
+]
+
+_log = logging.getLogger("tracekit")
 
 # OpenTelemetry's recommended boundaries for HTTP durations, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 UNMATCHED_ROUTE = "_unmatched"
+OTHER_VALUE = "_other"
+MAX_LABEL_LENGTH = 128
+
+
+class BoundedLabel:
+    """Caps the distinct values one open-ended label takes in this process.
+
+    The first ``limit`` values pass through (truncated to ``MAX_LABEL_LENGTH``); later new values
+    collapse into ``OTHER_VALUE``, so a misbehaving caller can add at most one extra series.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        value = value[:MAX_LABEL_LENGTH]
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self.limit:
+                return OTHER_VALUE
+            self._seen.add(value)
+        return value
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
@@ -62,6 +123,7 @@ class HttpServerMetrics:
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         self._service = (service_name, service_version or "")
+        self._route = BoundedLabel(500)
         self.duration = Histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
@@ -80,6 +142,7 @@ class HttpServerMetrics:
             "Number of HTTP server requests in flight.",
             ("service_name", "service_version"),
             registry=registry,
+            multiprocess_mode="livesum",  # one number for the server: the sum over live workers
         ).labels(*self._service)
 
     def request_started(self) -> None:
@@ -93,7 +156,7 @@ class HttpServerMetrics:
         self.active.dec()
         self.duration.labels(
             method,
-            route or UNMATCHED_ROUTE,
+            self._route(route) if route else UNMATCHED_ROUTE,
             str(status_code) if status_code else "",
             *self._service,
         ).observe(seconds, exemplar_of(span))
@@ -131,6 +194,7 @@ class MessagingMetrics:
         self, service_name: str, service_version: str | None, registry: CollectorRegistry
     ) -> None:
         self._service = (service_name, service_version or "")
+        self._destination = BoundedLabel(200)
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
         self.publish_duration = Histogram(
             "messaging_client_operation_duration_seconds",
@@ -168,6 +232,7 @@ class MessagingMetrics:
 
     def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record one publish."""
+        destination = self._destination(destination)
         self.publish_duration.labels(system, destination, *self._service).observe(
             seconds, exemplar_of(span)
         )
@@ -182,6 +247,8 @@ class MessagingMetrics:
         error_type: str | None = None,
     ) -> None:
         """Record one consumed message whose handler took ``seconds`` (and failed if error_type)."""
+        destination = self._destination(destination)
+        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else None
         self.process_duration.labels(system, destination, *self._service, error_type or "").observe(
             seconds, exemplar_of(span)
         )
@@ -191,6 +258,162 @@ class MessagingMetrics:
 
     def waited(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record how long one message waited in its queue."""
+        destination = self._destination(destination)
         self.queue_wait.labels(system, destination, *self._service).observe(
             max(0.0, seconds), exemplar_of(span)
         )
+
+
+_CLIENT_LABELS = (
+    "http_request_method",
+    "server_address",
+    "server_port",
+    "http_response_status_code",
+    "error_type",
+    *_SERVICE_LABELS,
+)
+
+
+class HttpClientMetrics:
+    """Duration histogram of the outgoing HTTP requests of one service."""
+
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, HttpClientMetrics]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def get(
+        cls,
+        service_name: str,
+        service_version: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> HttpClientMetrics:
+        """The metrics of ``registry`` (default: the global one), created on first use."""
+        registry = REGISTRY if registry is None else registry
+        with cls._lock:
+            if registry not in cls._instances:
+                cls._instances[registry] = cls(service_name, service_version, registry)
+            return cls._instances[registry]
+
+    def __init__(
+        self, service_name: str, service_version: str | None, registry: CollectorRegistry
+    ) -> None:
+        self._service = (service_name, service_version or "")
+        # Hosts come from URLs the application builds (webhooks may be user-supplied): bound them.
+        self._host = BoundedLabel(100)
+        self.duration = Histogram(
+            "http_client_request_duration_seconds",
+            "Duration of outgoing HTTP requests.",
+            _CLIENT_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+
+    def request_finished(
+        self,
+        attributes: Mapping[str, Any],
+        status_code: int | None,
+        error: BaseException | None,
+        seconds: float,
+        span: Span | None,
+    ) -> None:
+        """Record one outgoing request described by its CLIENT span ``attributes``."""
+        host = str(attributes.get(semconv.SERVER_ADDRESS, ""))
+        self.duration.labels(
+            str(attributes.get(semconv.HTTP_REQUEST_METHOD, semconv.OTHER_METHOD)),
+            self._host(host) if host else "",
+            str(attributes.get(semconv.SERVER_PORT, "")),
+            str(status_code) if status_code else "",
+            _client_error_type(status_code, error),
+            *self._service,
+        ).observe(seconds, exemplar_of(span))
+
+
+def _client_error_type(status_code: int | None, error: BaseException | None) -> str:
+    if error is not None:
+        return type(error).__qualname__[:MAX_LABEL_LENGTH]
+    if status_code and status_code >= 400:
+        return str(status_code)
+    return ""
+
+
+# --- exposition -------------------------------------------------------------------------------
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_server: tuple[Any, threading.Thread] | None = None
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus-client's multiprocess mode is configured for this process."""
+    return bool(os.environ.get(MULTIPROC_DIR_ENV))
+
+
+def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
+    """What to serve: ``registry``, or in multiprocess mode every worker's files summed."""
+    if registry is not None:
+        return registry
+    if not multiprocess_enabled():
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    # Reads the files afresh on every scrape.
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return combined
+
+
+def asgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """An ASGI app serving the metrics (mount it at ``/metrics``)."""
+    from prometheus_client import make_asgi_app
+
+    app: Callable[..., Any] = make_asgi_app(exposition_registry(registry))
+    return app
+
+
+def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
+    """A WSGI app serving the metrics (mount it at ``/metrics``)."""
+    from prometheus_client import make_wsgi_app
+
+    app: Callable[..., Any] = make_wsgi_app(exposition_registry(registry))
+    return app
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead worker's live gauges (multiprocess mode; call from gunicorn's child_exit)."""
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def install(options: Options, resource: Resource | None = None) -> None:
+    """Serve metrics on ``options.metrics_port`` (0: don't) from a daemon thread."""
+    global _server
+    if options.correlation_only or options.metrics_port == 0 or _server is not None:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        _server = start_http_server(options.metrics_port, registry=exposition_registry())
+    except OSError as error:
+        # Expected in multiprocess mode: the first worker serves everyone's values.
+        level = logging.DEBUG if multiprocess_enabled() else logging.WARNING
+        _log.log(
+            level,
+            "tracekit: metrics port %d unavailable (%s); not serving metrics from this process",
+            options.metrics_port,
+            error.strerror or type(error).__name__,
+        )
+
+
+def uninstall() -> None:
+    """Stop the metrics server that ``install`` started."""
+    global _server
+    if _server is None:
+        return
+    httpd, thread = _server
+    _server = None
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
