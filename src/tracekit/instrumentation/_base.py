@@ -35,11 +35,17 @@ class Patch:
 
     owner: Any
     attribute: str
-    wrapper: wrapt.FunctionWrapper
+    wrapper: wrapt.FunctionWrapper | None = None
+    live: bool = True
 
     def undo(self) -> None:
-        """Restore the original, unless someone else has wrapped over us since."""
-        if self.owner.__dict__.get(self.attribute) is self.wrapper:
+        """Restore the original, unless someone else has wrapped over us since.
+
+        In that case the wrapper stays in their chain but turns into a plain pass-through, so an
+        uninstrumented tracekit never traces again whatever order the patches are removed in.
+        """
+        self.live = False
+        if self.wrapper is not None and self.owner.__dict__.get(self.attribute) is self.wrapper:
             setattr(self.owner, self.attribute, self.wrapper.__wrapped__)
 
 
@@ -85,9 +91,18 @@ class Instrumentor:
         original = owner.__dict__[attribute]
         if isinstance(original, staticmethod | classmethod):
             raise TypeError("tracekit does not wrap static or class methods")
-        function_wrapper = wrapt.FunctionWrapper(original, wrapper)
-        setattr(owner, attribute, function_wrapper)
-        self._patches.append(Patch(owner, attribute, function_wrapper))
+        patch = Patch(owner, attribute)
+
+        def call(
+            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+        ) -> Any:
+            if not patch.live:
+                return wrapped(*args, **kwargs)
+            return wrapper(wrapped, instance, args, kwargs)
+
+        patch.wrapper = wrapt.FunctionWrapper(original, call)
+        setattr(owner, attribute, patch.wrapper)
+        self._patches.append(patch)
 
     def _on_import(self, module: ModuleType) -> None:
         if not self._enabled or self._patches:

@@ -1,0 +1,142 @@
+"""Django middleware that needs nothing but a settings line::
+
+    MIDDLEWARE = ["tracekit.django.TracekitMiddleware", ...]   # first, so it sees everything
+
+It works under WSGI and ASGI (sync and async capable), names spans by the resolver's route
+template (``GET /orders/{order_id}``), records the view's exception (Django turns it into a 500
+response before middleware sees the response) and, for ``StreamingHttpResponse``, ends the span
+when the server closes the response. Optional settings: ``TRACEKIT = {"excluded_urls": [...]}``
+takes any ``tracekit.init`` option.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from tracekit import _state, semconv
+from tracekit._guard import report_once
+from tracekit._http_server import ActiveRequest, ServerRequests
+
+__all__ = ["TracekitMiddleware"]
+
+_ERROR_ATTRIBUTE = "_tracekit_error"
+_PATH_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+class TracekitMiddleware:
+    """Correlates and traces every request Django handles, in sync or async mode."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
+        self._requests = _state.server_requests(None, None, overrides)
+        self._environ_keys = tuple(
+            ("HTTP_" + name.upper().replace("-", "_"), name)
+            for name in sorted(self._requests.wanted_headers)
+        )
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        active = self._start(request)
+        if active is None:
+            return self.get_response(request)
+        try:
+            response = self.get_response(request)
+        except BaseException as error:
+            _finish(self._requests, active, request, error)
+            raise
+        return self._respond(active, request, response)
+
+    async def __acall__(self, request: Any) -> Any:
+        """The async path, used when Django runs this middleware chain under ASGI."""
+        active = self._start(request)
+        if active is None:
+            return await self.get_response(request)
+        try:
+            response = await self.get_response(request)
+        except BaseException as error:
+            _finish(self._requests, active, request, error)
+            raise
+        return self._respond(active, request, response)
+
+    def process_exception(self, request: Any, exception: BaseException) -> None:
+        """Remember the view's exception for the span; Django goes on to build its 500 page."""
+        setattr(request, _ERROR_ATTRIBUTE, exception)
+
+    def _start(self, request: Any) -> ActiveRequest | None:
+        if self._requests.is_excluded(request.path):
+            return None
+        try:
+            meta = request.META
+            headers = {name: [meta[key]] for key, name in self._environ_keys if key in meta}
+            return self._requests.start(request.method, request.path, headers, _attributes(meta))
+        except Exception as error:
+            report_once("django request start", error)
+            return None
+
+    def _respond(self, active: ActiveRequest, request: Any, response: Any) -> Any:
+        try:
+            active.status_code = response.status_code
+            if self._requests.response_header not in response:
+                response[self._requests.response_header] = active.correlation_id
+        except Exception as error:
+            report_once("django response header", error)
+        if getattr(response, "streaming", False):
+            _finish_on_close(self._requests, active, request, response)
+        else:
+            _finish(self._requests, active, request, getattr(request, _ERROR_ATTRIBUTE, None))
+        return response
+
+
+def _finish_on_close(
+    requests: ServerRequests, active: ActiveRequest, request: Any, response: Any
+) -> None:
+    """A streamed body is still being produced after the view returns: end the span on close."""
+    close = response.close
+
+    def close_and_finish() -> None:
+        try:
+            close()
+        finally:
+            _finish(requests, active, request, getattr(request, _ERROR_ATTRIBUTE, None))
+
+    response.close = close_and_finish
+
+
+def _finish(
+    requests: ServerRequests, active: ActiveRequest, request: Any, error: BaseException | None
+) -> None:
+    try:
+        requests.finish(active, route_of(request), error)
+    except Exception as exc:
+        report_once("django request finish", exc)
+
+
+def route_of(request: Any) -> str | None:
+    """``/orders/{order_id}`` from the resolver's ``orders/<int:order_id>``; None if unresolved."""
+    route = getattr(getattr(request, "resolver_match", None), "route", None)
+    if not isinstance(route, str):
+        return None
+    return "/" + _PATH_CONVERTER.sub(r"{\1}", route).lstrip("^").rstrip("$")
+
+
+def _attributes(meta: dict[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {semconv.URL_SCHEME: meta.get("wsgi.url_scheme", "http")}
+    if meta.get("SERVER_NAME"):
+        attributes[semconv.SERVER_ADDRESS] = meta["SERVER_NAME"]
+    port = str(meta.get("SERVER_PORT", ""))
+    if port.isdigit():
+        attributes[semconv.SERVER_PORT] = int(port)
+    return attributes

@@ -1,0 +1,44 @@
+"""Flask helper: ``tracekit.flask.init_app(app)`` wraps ``app.wsgi_app`` once.
+
+Spans are named by Flask's url rule (``GET /orders/{id}``). Flask turns a view's exception into a
+500 response before the WSGI middleware sees it, so ``init_app`` also listens to Flask's
+``got_request_exception`` signal and records the exception on the request's SERVER span.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from tracekit import semconv
+from tracekit._guard import guarded
+from tracekit.wsgi import TracekitMiddleware
+
+__all__ = ["init_app"]
+
+
+def init_app(app: Any, **options: Any) -> Any:
+    """Trace and correlate every request of Flask ``app``; calling it twice is harmless.
+
+    ``options`` are those of ``tracekit.wsgi.TracekitMiddleware`` (``tracer_provider``,
+    ``registry`` and any ``tracekit.init`` option such as ``excluded_urls``). Returns ``app``.
+    """
+    if isinstance(app.wsgi_app, TracekitMiddleware):
+        return app
+    import flask
+
+    app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)
+    flask.got_request_exception.connect(_record_exception, app, weak=False)
+    return app
+
+
+@guarded(None)
+def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    span.record_exception(exception)
+    span.set_attribute(semconv.ERROR_TYPE, type(exception).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, type(exception).__qualname__))

@@ -1,0 +1,79 @@
+"""aiohttp client: CLIENT spans through aiohttp's own ``TraceConfig`` extension point.
+
+Every ``ClientSession`` created while instrumented gets tracekit's ``TraceConfig`` appended to its
+``trace_configs``. The hooks open the span and inject context into the request headers on
+``on_request_start`` and close it on ``on_request_end``/``on_request_exception``; sessions created
+before ``uninstrument()`` keep the hooks but they do nothing once tracekit is uninstrumented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+from tracekit import _http_client
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor
+
+
+class AiohttpInstrumentor(Instrumentor):
+    """Adds tracekit's ``TraceConfig`` to every new aiohttp ``ClientSession``."""
+
+    target = "aiohttp.client"
+
+    def patch(self, module: ModuleType) -> None:
+        trace_config = _trace_config(module, lambda: self.active)
+        self.wrap(module.ClientSession, "__init__", _with_trace_config(trace_config))
+
+
+def _with_trace_config(trace_config: Any) -> Callable[..., Any]:
+    def init(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        configs = list(kwargs.get("trace_configs") or ())
+        if trace_config not in configs:
+            kwargs = {**kwargs, "trace_configs": [*configs, trace_config]}
+        return wrapped(*args, **kwargs)
+
+    return init
+
+
+def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
+    """A ``TraceConfig`` whose hooks run only while ``enabled()``."""
+
+    async def on_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        ctx.tracekit_call = None
+        if enabled():
+            ctx.tracekit_call = _start(params.method, str(params.url), params.headers)
+
+    async def on_end(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        _end(ctx, params.response.status, None)
+
+    async def on_exception(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        _end(ctx, None, params.exception)
+
+    trace_config = module.TraceConfig()
+    trace_config.on_request_start.append(on_start)
+    trace_config.on_request_end.append(on_end)
+    trace_config.on_request_exception.append(on_exception)
+    return trace_config
+
+
+def _start(method: str, url: str, headers: Any) -> _http_client.ClientCall | None:
+    try:
+        return _http_client.start_call(method, url, headers)
+    except Exception as error:
+        report_once("aiohttp span start", error)
+        return None
+
+
+def _end(ctx: SimpleNamespace, status: int | None, error: BaseException | None) -> None:
+    call = getattr(ctx, "tracekit_call", None)
+    if call is None:
+        return
+    ctx.tracekit_call = None
+    try:
+        _http_client.end_call(call, status, error)
+    except Exception as exc:
+        report_once("aiohttp span end", exc)

@@ -1,0 +1,61 @@
+"""urllib3: a CLIENT span and injected context for every ``HTTPConnectionPool.urlopen``.
+
+``PoolManager`` and ``requests`` both end in a pool's ``urlopen``; below a requests span (or any
+other HTTP client span) the call is already traced, and tracekit's suppression keeps it quiet.
+Retries and redirects re-enter ``urlopen`` below our own span and are not traced twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from tracekit import _http_client
+from tracekit.instrumentation._base import Instrumentor
+
+_HEADERS_POSITION = 3  # urlopen(method, url, body=None, headers=None, ...)
+
+
+class Urllib3Instrumentor(Instrumentor):
+    """Traces urllib3's connection pools, which every urllib3 request goes through."""
+
+    target = "urllib3.connectionpool"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.HTTPConnectionPool, "urlopen", _traced_urlopen)
+
+
+def _traced_urlopen(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    method = args[0] if args else kwargs.get("method", "GET")
+    url = args[1] if len(args) > 1 else kwargs.get("url", "/")
+    args, kwargs, headers = _with_own_headers(instance, args, kwargs)
+    return _http_client.run_traced(
+        str(method),
+        _full_url(instance, str(url)),
+        headers,
+        lambda: wrapped(*args, **kwargs),
+        lambda response: response.status,
+    )
+
+
+def _with_own_headers(
+    pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """A copy of the call's headers (the caller may reuse its dict) put back into the call."""
+    given = args[_HEADERS_POSITION] if len(args) > _HEADERS_POSITION else kwargs.get("headers")
+    headers = (given if given is not None else pool.headers).copy()
+    if len(args) > _HEADERS_POSITION:
+        args = (*args[:_HEADERS_POSITION], headers, *args[_HEADERS_POSITION + 1 :])
+    else:
+        kwargs = {**kwargs, "headers": headers}
+    return args, kwargs, headers
+
+
+def _full_url(pool: Any, url: str) -> str:
+    if "://" in url:
+        return url
+    port = f":{pool.port}" if pool.port else ""
+    return f"{pool.scheme}://{pool.host}{port}{url}"
