@@ -1,0 +1,359 @@
+"""The consumer side of a queue hop: ``Delivery``, the CONSUMER span around one handler.
+
+``tracekit.messaging.consume`` and ``consume_batch`` build a ``Delivery`` from a message's headers
+(read safely by ``_message_headers``); this module holds that machinery and the span helpers the
+producer side shares.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
+from time import perf_counter
+from types import TracebackType
+from typing import Any, TypeVar
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from prometheus_client import CollectorRegistry
+
+from tracekit import _message_headers, _state, config, correlation, propagation, semconv
+from tracekit._guard import report_once
+from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit.metrics import MessagingMetrics
+
+T = TypeVar("T")
+
+_tracer = trace.get_tracer("tracekit.messaging")
+
+
+class Delivery:
+    """The handling of one message (or one batch): what ``consume`` and ``consume_batch`` return.
+
+    Use it as ``with`` or ``async with``; integrations whose handler is not a block (a consume
+    generator) call ``start()`` and ``end(error)`` themselves. Inside, ``correlation_id``,
+    ``span`` and ``queue_wait_ms`` describe the message.
+    """
+
+    def __init__(
+        self,
+        received: Sequence[Received],
+        target: Target | None,
+        *,
+        batch: bool,
+    ) -> None:
+        self._received = received
+        self._target = target  # None when tracekit failed to set up: the handler runs bare
+        self._batch = batch
+        self.correlation_id: str | None = None
+        self.span: trace.Span | None = None
+        self.queue_wait_ms: float | None = None
+        self._tokens: tuple[Token[str | None], Token[otel_context.Context] | None] | None = None
+        self._started = 0.0
+
+    def start(self) -> Delivery:
+        """Open the CONSUMER span and make the message's correlation ID and context current."""
+        safe("messaging consume start", self._start)
+        return self
+
+    def end(self, error: BaseException | None = None) -> None:
+        """Close the span (failed if ``error``) and restore the consumer's previous context."""
+        safe("messaging consume end", lambda: self._end(error))
+
+    def __enter__(self) -> Delivery:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(error)
+
+    async def __aenter__(self) -> Delivery:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(error)
+
+    def _start(self) -> None:
+        if self._tokens is not None or self._target is None or not self._received:
+            return
+        now_ns = time.time_ns()
+        self._started = perf_counter()
+        received = self._received
+        self.correlation_id = (
+            next(
+                (r.correlation_id for r in received if r.correlation_id),
+                None,
+            )
+            or correlation.new_correlation_id()
+        )
+        waits = [w for w in (r.wait_ms(now_ns) for r in received) if w is not None]
+        self.queue_wait_ms = max(waits) if waits else None
+        cid_token = correlation.set_correlation_id(self.correlation_id)
+        context_token = None
+        if not self._target.options.correlation_only:
+            context_token = self._start_span(now_ns)
+        self._tokens = (cid_token, context_token)
+
+    def _start_span(self, now_ns: int) -> Token[otel_context.Context]:
+        target = self._target
+        assert target is not None
+        parent = otel_context.Context() if self._batch else self._received[0].context
+        self.span = target.tracer.start_span(
+            f"{target.operation_name} {target.destination}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=self._attributes(),
+            links=[r.link(now_ns) for r in self._received if r.has_parent] if self._batch else None,
+            start_time=now_ns,
+        )
+        for received in self._received:
+            wait_ms = received.wait_ms(now_ns)
+            if wait_ms is not None:
+                target.metrics().waited(target.system, target.destination, wait_ms / 1e3, self.span)
+        return otel_context.attach(trace.set_span_in_context(self.span, parent))
+
+    def _attributes(self) -> dict[str, Any]:
+        target = self._target
+        assert target is not None
+        message_id = None if self._batch else self._received[0].message_id
+        attributes = base_attributes(
+            target.system,
+            target.destination,
+            "process",
+            target.operation_name,
+            message_id,
+            target.attributes,
+        )
+        attributes[semconv.CORRELATION_ID] = self.correlation_id
+        if self._batch:
+            attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] = len(self._received)
+        elif self._received[0].publish_time_ns is not None:
+            attributes[semconv.PUBLISH_TIME] = self._received[0].publish_time_ns
+        if self.queue_wait_ms is not None:
+            attributes[semconv.QUEUE_WAIT_MS] = round(self.queue_wait_ms, 3)
+        return attributes
+
+    def _end(self, error: BaseException | None) -> None:
+        if self._tokens is None:
+            return
+        cid_token, context_token = self._tokens
+        self._tokens = None
+        try:
+            if self.span is not None:
+                self._end_span(self.span, error)
+        finally:
+            if context_token is not None:
+                otel_context.detach(context_token)
+            correlation.reset_correlation_id(cid_token)
+
+    def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
+        mark_error(span, error)
+        span.end()
+        target = self._target
+        assert target is not None
+        error_type = type(error).__qualname__ if error is not None else None
+        seconds = perf_counter() - self._started
+        metrics = target.metrics()
+        for _ in self._received:  # the duration is the batch's; the count is per message
+            metrics.processed(target.system, target.destination, seconds, span, error_type)
+
+
+class Target:
+    """Where messages are consumed, and the options, tracer and metrics that apply there."""
+
+    def __init__(
+        self,
+        system: str,
+        destination: str,
+        operation_name: str,
+        attributes: Mapping[str, Any] | None,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+    ) -> None:
+        self.system = system
+        self.destination = destination
+        self.operation_name = operation_name
+        self.attributes = attributes
+        self.options = _state.current_options()
+        self.tracer = tracer_for(tracer_provider)
+        self._registry = registry
+
+    @classmethod
+    def make(
+        cls,
+        system: str,
+        destination: str,
+        operation_name: str,
+        attributes: Mapping[str, Any] | None,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+    ) -> Target | None:
+        """The target, or None when tracekit cannot set up (bad configuration): reported once."""
+        return safe(
+            "messaging consume setup",
+            lambda: cls(system, destination, operation_name, attributes, tracer_provider, registry),
+        )
+
+    def metrics(self) -> MessagingMetrics:
+        return MessagingMetrics.get(
+            self.options.service_name, self.options.service_version, self._registry
+        )
+
+
+class Received:
+    """What tracekit learned from one message's headers."""
+
+    def __init__(
+        self,
+        context: otel_context.Context,
+        correlation_id: str | None,
+        publish_time_ns: int | None,
+        message_id: object,
+    ) -> None:
+        self.context = context
+        self.correlation_id = correlation_id
+        self.publish_time_ns = publish_time_ns
+        self.message_id = message_id
+        self.parent = trace.get_current_span(context).get_span_context()
+
+    @classmethod
+    def parse(
+        cls, headers: Headers | None, prop: object, message_id: object, options: config.Options
+    ) -> Received:
+        names = (*options.correlation_headers, options.response_header)
+        fields = _message_headers.read(headers, names)
+        context = otel_context.Context()
+        if _traceparent_usable(fields):
+            context = _extractor.extract(fields, context, getter=_getter)
+        cid = _correlation_from(fields, names, prop, context)
+        return cls(context, cid, _publish_time(fields), message_id)
+
+    @classmethod
+    def empty(cls, message_id: object) -> Received:
+        """A message whose headers could not be read: a new trace and a new correlation ID."""
+        return cls(otel_context.Context(), None, None, message_id)
+
+    @property
+    def has_parent(self) -> bool:
+        return self.parent.is_valid
+
+    def wait_ms(self, now_ns: int) -> float | None:
+        if self.publish_time_ns is None:
+            return None
+        return max(0.0, (now_ns - self.publish_time_ns) / 1e6)
+
+    def link(self, now_ns: int) -> Link:
+        attributes: dict[str, Any] = {}
+        if self.correlation_id:
+            attributes[semconv.CORRELATION_ID] = self.correlation_id
+        wait_ms = self.wait_ms(now_ns)
+        if wait_ms is not None:
+            attributes[semconv.QUEUE_WAIT_MS] = round(wait_ms, 3)
+        return Link(self.parent, attributes)
+
+
+# Extraction reads the already validated, lower-cased fields: the correlation header is chosen
+# separately, so the propagator's own header name does not matter here.
+_extractor = propagation.TracekitPropagator()
+_getter = propagation.HeaderGetter()
+
+
+def _traceparent_usable(fields: _message_headers.Fields) -> bool:
+    values = fields.get(propagation.TRACEPARENT)
+    if not values:
+        return False
+    if len(values) > 1:
+        _message_headers.bad_header.warn(propagation.TRACEPARENT, "repeated")
+        return False
+    if propagation.parse_traceparent(values[0]) is None:
+        _message_headers.bad_header.warn(propagation.TRACEPARENT, "malformed")
+        return False
+    return True
+
+
+def _correlation_from(
+    fields: _message_headers.Fields,
+    names: Sequence[str],
+    prop: object,
+    context: otel_context.Context,
+) -> str | None:
+    """Headers first, then the W3C baggage member, then the message property."""
+    for name in names:
+        values = fields.get(name.lower())
+        if not values:
+            continue
+        if len(values) == 1 and correlation.is_valid(values[0]):
+            return values[0]
+        _message_headers.bad_header.warn(name.lower(), "invalid correlation ID")
+    from_baggage = baggage.get_baggage(propagation.CORRELATION_BAGGAGE_KEY, context)
+    if correlation.is_valid(from_baggage):
+        return str(from_baggage)
+    return correlation.first_valid([prop]) if prop is not None else None
+
+
+def _publish_time(fields: _message_headers.Fields) -> int | None:
+    values = fields.get(PUBLISH_TIME_HEADER)
+    if not values:
+        return None
+    if len(values) == 1 and values[0].isdigit():
+        return int(values[0])
+    _message_headers.bad_header.warn(PUBLISH_TIME_HEADER, "not a unix time in nanoseconds")
+    return None
+
+
+def base_attributes(
+    system: str,
+    destination: str,
+    operation_type: str,
+    operation_name: str,
+    message_id: object,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = dict(extra or {})
+    attributes[semconv.MESSAGING_SYSTEM] = system
+    attributes[semconv.MESSAGING_DESTINATION_NAME] = destination
+    attributes[semconv.MESSAGING_OPERATION_TYPE] = operation_type
+    attributes[semconv.MESSAGING_OPERATION_NAME] = operation_name
+    if message_id is not None:
+        attributes[semconv.MESSAGING_MESSAGE_ID] = bounded_id(message_id)
+    return attributes
+
+
+def bounded_id(message_id: object) -> str:
+    if isinstance(message_id, bytes | bytearray):
+        message_id = bytes(message_id[:256]).decode("utf-8", "replace")
+    return str(message_id)[:256]
+
+
+def mark_error(span: trace.Span, error: BaseException | None) -> None:
+    if error is None:
+        return
+    span.record_exception(error)
+    span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+
+
+def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
+    if tracer_provider is None:
+        return _tracer
+    return trace.get_tracer("tracekit.messaging", tracer_provider=tracer_provider)
+
+
+def safe(where: str, action: Callable[[], T]) -> T | None:
+    """Run tracekit's own step; a failure is reported once and the user's work goes on."""
+    try:
+        return action()
+    except Exception as error:
+        report_once(where, error)
+        return None

@@ -1,0 +1,126 @@
+"""Reading tracekit's fields out of untrusted message headers, safely.
+
+Brokers hand consumers whatever a producer put in a message: keys and values as ``str`` or
+``bytes`` (Kafka, AMQP tables, Redis stream fields), repeated keys (Kafka), numbers, nested tables,
+binary blobs. ``read`` keeps only the few fields tracekit understands, each bounded in size, valid
+UTF-8 and printable ASCII; anything else is dropped and counted in a rate-limited warning that
+names the field and the reason, never the value.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tracekit import propagation
+
+_log = logging.getLogger("tracekit")
+
+PUBLISH_TIME_HEADER = "tracekit-publish-time"
+
+# W3C limits: traceparent is 55 characters; tracestate 32 members of at most 256+256 characters
+# (vendors must propagate at least 512); baggage at most 8192 bytes.
+_LIMITS = {
+    propagation.TRACEPARENT: 128,
+    propagation.TRACESTATE: 8192,
+    propagation.BAGGAGE: 8192,
+    PUBLISH_TIME_HEADER: 20,
+}
+CORRELATION_LIMIT = 256  # longer than any valid ID so that correlation.is_valid says why not
+MAX_KEY_LENGTH = 256
+WARNING_INTERVAL_S = 60.0
+
+Headers = Mapping[Any, Any] | Iterable[tuple[Any, Any]]
+Fields = dict[str, list[str]]
+
+
+class _RateLimitedWarning:
+    """At most one warning per interval; the next one says how many were suppressed."""
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def warn(self, field: str, reason: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_at:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next_at = now + self._interval_s
+        _log.warning(
+            "tracekit: ignored message header %s (%s); %d more ignored since the last warning",
+            field,
+            reason,
+            suppressed,
+        )
+
+
+bad_header = _RateLimitedWarning(WARNING_INTERVAL_S)
+
+
+def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
+    """The tracekit fields of ``headers`` (mapping or ``(key, value)`` pairs), lower-case keys.
+
+    Values are lists because a key may repeat (Kafka); callers decide what a repeat means.
+    """
+    limits = dict(_LIMITS)
+    limits.update((name.lower(), CORRELATION_LIMIT) for name in correlation_names)
+    fields: Fields = {}
+    for raw_key, raw_value in _pairs(headers):
+        key = _key(raw_key, limits)
+        if key is None:
+            continue
+        value, reason = _value(raw_value, limits[key])
+        if value is None:
+            bad_header.warn(key, reason)
+            continue
+        fields.setdefault(key, []).append(value)
+    return fields
+
+
+def _pairs(headers: Headers | None) -> Iterable[tuple[Any, Any]]:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    if isinstance(headers, list | tuple):
+        return (pair for pair in headers if isinstance(pair, tuple) and len(pair) == 2)
+    return ()
+
+
+def _key(raw: object, limits: Mapping[str, int]) -> str | None:
+    """The lower-case key if it is one tracekit reads, else None (silently: not ours)."""
+    if isinstance(raw, bytes | bytearray):
+        if len(raw) > MAX_KEY_LENGTH or not raw.isascii():
+            return None
+        raw = raw.decode("ascii")
+    if not isinstance(raw, str) or len(raw) > MAX_KEY_LENGTH:
+        return None
+    key = raw.lower()
+    return key if key in limits else None
+
+
+def _value(raw: object, limit: int) -> tuple[str | None, str]:
+    """The value as text, or None and the reason it was refused."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raw = bytes(raw)
+        if len(raw) > limit:
+            return None, "oversized"
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "not UTF-8"
+    if not isinstance(raw, str):
+        return None, "not text"
+    if len(raw) > limit:
+        return None, "oversized"
+    if not (raw.isascii() and raw.isprintable()):
+        return None, "non-printable or non-ASCII characters"
+    return raw, ""

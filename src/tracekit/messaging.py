@@ -1,0 +1,285 @@
+"""Queue hops for any transport: the primitives every tracekit queue integration is built on.
+
+Producer side::
+
+    with messaging.publish(headers, system="rabbitmq", destination="orders") as sent:
+        channel.basic_publish("", "orders", body, BasicProperties(headers=headers))
+        sent.set_message_id(...)        # when the broker assigns one after the call
+
+``publish`` opens a PRODUCER span ``"send orders"`` that ends when the block ends (so queue wait
+starts when the broker call returns) and writes into ``headers`` (any mutable mapping):
+``traceparent``, ``tracestate``, ``baggage``, the correlation header (``x-correlation-id``, or the
+configured ``response_header`` in lower case) and ``tracekit-publish-time`` (unix nanoseconds,
+taken just before the broker call). ``inject(headers, ...)`` is the one-shot form for
+fire-and-forget publishing: it returns the headers with a zero-length PRODUCER span already ended.
+
+Consumer side::
+
+    with messaging.consume(headers, system="rabbitmq", destination="orders") as message:
+        handle(body)                    # async handlers: ``async with messaging.consume(...)``
+
+``consume`` reads those headers (mapping or ``(key, value)`` pairs; str or bytes), opens a CONSUMER
+span ``"process orders"`` as a child of the producer's span, makes the message's correlation ID
+current for the handler's logs and outgoing calls, and records the queue wait (consume start minus
+publish time) as ``tracekit.queue_wait_ms`` and in ``messaging`` metrics. A handler's exception
+marks the span as failed and propagates unchanged. ``consume_batch`` opens one span linked to every
+message. Bad headers are ignored (new trace, rate-limited warning without the value). In
+correlation-only mode no spans or metrics are made; IDs and headers still travel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from contextvars import Token
+from time import perf_counter
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, TracerProvider
+from prometheus_client import CollectorRegistry
+
+from tracekit import _state, config, correlation, propagation, semconv
+from tracekit._consumer import (
+    Delivery,
+    Received,
+    Target,
+    base_attributes,
+    bounded_id,
+    mark_error,
+    safe,
+    tracer_for,
+)
+from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit.metrics import MessagingMetrics
+
+__all__ = [
+    "PUBLISH_TIME_HEADER",
+    "Delivery",
+    "Publication",
+    "consume",
+    "consume_batch",
+    "correlation_property_of",
+    "inject",
+    "publish",
+    "publishing",
+]
+
+# Set while a publish block runs, so an instrumented client below it does not publish twice.
+_PUBLISHING = otel_context.create_key("tracekit-messaging-publishing")
+
+
+class Publication:
+    """The message being published inside a ``publish`` block."""
+
+    def __init__(self, span: trace.Span | None = None) -> None:
+        self.span = span
+        self._started = perf_counter()
+
+    def set_message_id(self, message_id: object) -> None:
+        """Record an ID the broker assigned during the call (SQS MessageId, Kafka offset...)."""
+        if self.span is not None and message_id is not None:
+            self.span.set_attribute(semconv.MESSAGING_MESSAGE_ID, bounded_id(message_id))
+
+
+def publishing() -> bool:
+    """True inside a ``publish`` block: instrumented clients then leave the message alone."""
+    return bool(otel_context.get_value(_PUBLISHING))
+
+
+@contextmanager
+def publish(
+    headers: MutableMapping[str, Any],
+    *,
+    system: str,
+    destination: str,
+    message_id: object = None,
+    operation_name: str = "send",
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Iterator[Publication]:
+    """Trace publishing one message: wrap the broker call; see the module documentation."""
+    if publishing() or otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY):
+        yield Publication()
+        return
+    started = safe(
+        "messaging publish start",
+        lambda: _start_publish(
+            headers, system, destination, message_id, operation_name, attributes, tracer_provider
+        ),
+    )
+    if started is None:
+        yield Publication()
+        return
+    publication, token, opts = started
+    error: BaseException | None = None
+    try:
+        yield publication
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        otel_context.detach(token)
+        safe(
+            "messaging publish end",
+            lambda: _end_publish(publication, opts, system, destination, registry, error),
+        )
+
+
+def inject(
+    headers: MutableMapping[str, Any],
+    *,
+    system: str,
+    destination: str,
+    message_id: object = None,
+    operation_name: str = "send",
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> MutableMapping[str, Any]:
+    """Write trace context, correlation ID and publish time into ``headers`` and return them.
+
+    The one-shot form of ``publish`` for fire-and-forget sends: its PRODUCER span ends at once.
+    """
+    with publish(
+        headers,
+        system=system,
+        destination=destination,
+        message_id=message_id,
+        operation_name=operation_name,
+        attributes=attributes,
+        tracer_provider=tracer_provider,
+        registry=registry,
+    ):
+        pass
+    return headers
+
+
+def correlation_property_of(properties: object, options: config.Options | None = None) -> object:
+    """The configured correlation property of a message's properties (object or mapping).
+
+    ``TRACEKIT_MESSAGE_CORRELATION_PROPERTY`` names it (default ``correlation_id``, AMQP's
+    property); None when absent. Pass the result to ``consume(correlation_property=...)``.
+    """
+    name = (options or _state.current_options()).message_correlation_property
+    if isinstance(properties, Mapping):
+        value = properties.get(name)
+        return value if value is not None else properties.get(name.encode("ascii", "ignore"))
+    return getattr(properties, name, None)
+
+
+def _start_publish(
+    headers: MutableMapping[str, Any],
+    system: str,
+    destination: str,
+    message_id: object,
+    operation_name: str,
+    attributes: Mapping[str, Any] | None,
+    tracer_provider: TracerProvider | None,
+) -> tuple[Publication, Token[otel_context.Context], config.Options]:
+    opts = _state.current_options()
+    span = None
+    ctx = otel_context.get_current()
+    if not opts.correlation_only:
+        span_attributes = base_attributes(
+            system, destination, "send", operation_name, message_id, attributes
+        )
+        cid = correlation.correlation_id()
+        if cid is not None:
+            span_attributes[semconv.CORRELATION_ID] = cid
+        span = tracer_for(tracer_provider).start_span(
+            f"{operation_name} {destination}", kind=SpanKind.PRODUCER, attributes=span_attributes
+        )
+        ctx = trace.set_span_in_context(span, ctx)
+    _write_headers(headers, ctx, opts)
+    token = otel_context.attach(otel_context.set_value(_PUBLISHING, True, ctx))
+    return Publication(span), token, opts
+
+
+def _write_headers(
+    headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
+) -> None:
+    propagation.TracekitPropagator(opts.response_header).inject(headers, ctx)
+    headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+
+
+def _end_publish(
+    publication: Publication,
+    opts: config.Options,
+    system: str,
+    destination: str,
+    registry: CollectorRegistry | None,
+    error: BaseException | None,
+) -> None:
+    span = publication.span
+    if span is None:
+        return
+    mark_error(span, error)
+    span.end()
+    metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
+    metrics.published(system, destination, perf_counter() - publication._started, span)
+
+
+def consume(
+    headers: Headers | None,
+    *,
+    system: str,
+    destination: str,
+    message_id: object = None,
+    correlation_property: object = None,
+    operation_name: str = "process",
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Delivery:
+    """Handle one message inside a CONSUMER span: ``with consume(...)`` or ``async with``.
+
+    ``headers`` is the message's header mapping or list of ``(key, value)`` pairs.
+    ``correlation_property`` is the message property a producer without tracekit may have set
+    (for AMQP, ``properties.correlation_id``; ``correlation_property_of(properties)`` reads the
+    configured one): it is the correlation ID when the headers carry none.
+    """
+    target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
+    if target is None:
+        return Delivery([], None, batch=False)
+    received = safe(
+        "messaging header extraction",
+        lambda: Received.parse(headers, correlation_property, message_id, target.options),
+    )
+    return Delivery([received or Received.empty(message_id)], target, batch=False)
+
+
+def consume_batch(
+    messages: Sequence[Headers | None],
+    *,
+    system: str,
+    destination: str,
+    correlation_properties: Sequence[object] | None = None,
+    operation_name: str = "process",
+    attributes: Mapping[str, Any] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+) -> Delivery:
+    """Handle a batch inside one CONSUMER span linked to every message's producer.
+
+    The span starts a new trace; each link carries its message's correlation ID and queue wait.
+    The handler runs with the first message's correlation ID; ``tracekit.queue_wait_ms`` is the
+    longest wait in the batch. ``correlation_properties`` aligns with ``messages``.
+    """
+    target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
+    if target is None:
+        return Delivery([], None, batch=True)
+    properties = list(correlation_properties or ())
+    properties += [None] * (len(messages) - len(properties))
+    received = [
+        safe(
+            "messaging header extraction",
+            lambda h=headers, p=prop: Received.parse(h, p, None, target.options),  # type: ignore[misc]
+        )
+        or Received.empty(None)
+        for headers, prop in zip(messages, properties, strict=False)
+    ]
+    return Delivery(received, target, batch=True)
