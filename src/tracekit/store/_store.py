@@ -71,6 +71,11 @@ class Store:
         with self._write_lock:
             self._writer_side().write(spans, logs)
 
+    def create(self) -> None:
+        """Create the file and schema now (writers otherwise do it on first write)."""
+        with self._write_lock:
+            self._writer_side()
+
     def apply_retention(self, retention: Retention, now_ns: int | None = None) -> int:
         """Delete what ``retention`` no longer keeps; returns the number of records deleted."""
         now = time.time_ns() if now_ns is None else now_ns

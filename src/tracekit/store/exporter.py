@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -61,7 +61,7 @@ class StoreSpanExporter(SpanExporter):
         return True
 
 
-class StoreLogExporter(LogExporter):
+class StoreLogExporter(LogRecordExporter):
     """Writes log records into the store at ``path`` (default: ``default_store_path()``)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):

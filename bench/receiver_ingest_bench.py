@@ -1,0 +1,136 @@
+"""Ingest rate of ``tracekit collector`` over HTTP (protobuf and JSON) next to the in-process
+parse + insert limit, measured in the same run on the same machine.
+
+The receiver runs in its own process (as ``tracekit collector`` would); the load generator sends
+pre-encoded 512-span requests (the SDK's default batch) over keep-alive connections from another
+process, so its cost is not counted against the receiver. Run: ``python -m bench.receiver_ingest_bench``
+(``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing as mp
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToJson
+
+from bench._report import machine, markdown_table, replace_section, text_table
+from bench._store_data import otlp_request, typical_spans
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.receiver._protobuf import decode_traces
+from tracekit.store import Store
+
+BATCH = 512
+
+
+def _serve(path: str, port_queue: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    receiver = Receiver(Store(path), ReceiverConfig(port=0)).start()
+    port_queue.put(receiver.address[1])
+    stop.wait()
+    receiver.stop()
+
+
+def _payloads(total: int, as_json: bool) -> list[bytes]:
+    spans = typical_spans(total, seed=11)
+    out = []
+    for start in range(0, total, BATCH):
+        request = otlp_request(spans[start : start + BATCH])
+        out.append(_otlp_json(request) if as_json else request.SerializeToString())
+    return out
+
+
+def _otlp_json(request: object) -> bytes:
+    """OTLP/JSON: proto3 JSON with hex ids (MessageToJson writes ids as base64)."""
+    import base64
+    import json
+
+    doc = json.loads(MessageToJson(request))  # type: ignore[arg-type]
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for span in ss["spans"]:
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return json.dumps(doc).encode()
+
+
+def _send_all(port: int, payloads: list[bytes], content_type: str, connections: int) -> float:
+    def worker(items: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for body in items:
+            conn.request("POST", "/v1/traces", body, {"Content-Type": content_type})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+
+    threads = [threading.Thread(target=worker, args=(payloads[i::connections],)) for i in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def over_http(total: int, as_json: bool) -> float:
+    """Spans/s through a receiver process, from a client in this process."""
+    payloads = _payloads(total, as_json)
+    with tempfile.TemporaryDirectory() as tmp:
+        port_queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        stop = mp.Event()
+        server = mp.Process(target=_serve, args=(str(Path(tmp) / "s.db"), port_queue, stop))
+        server.start()
+        port = port_queue.get(timeout=30)
+        kind = "application/json" if as_json else "application/x-protobuf"
+        elapsed = _send_all(port, payloads, kind, connections=4)
+        stop.set()
+        server.join()
+        stored = Store(Path(tmp) / "s.db").count_spans()
+    assert stored == total, (stored, total)
+    return total / elapsed
+
+
+def in_process(total: int) -> tuple[float, float, float]:
+    """Spans/s for protobuf parse alone, insert alone, and both, in this process, no HTTP."""
+    payloads = _payloads(total, as_json=False)
+    started = time.perf_counter()
+    decoded = [decode_traces(body).spans for body in payloads]
+    parse = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "s.db")
+        store.create()
+        started = time.perf_counter()
+        for start in range(0, len(decoded), 8):
+            store.write([s for batch in decoded[start : start + 8] for s in batch], [])
+        insert = time.perf_counter() - started
+        store.close()
+    return total / parse, total / insert, total / (parse + insert)
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    total = 50 * BATCH if quick else 400 * BATCH
+    parse, insert, both = in_process(total)
+    protobuf = over_http(total, as_json=False)
+    json_rate = over_http(total // 2, as_json=True)
+    header = ("measurement", "spans/s")
+    rows = [
+        ("in-process protobuf parse only", f"{parse:,.0f}"),
+        ("in-process insert only (batches of 4096)", f"{insert:,.0f}"),
+        ("in-process parse + insert (the limit)", f"{both:,.0f}"),
+        ("HTTP protobuf, 512-span requests, 4 connections", f"{protobuf:,.0f}"),
+        ("HTTP JSON, 512-span requests, 4 connections", f"{json_rate:,.0f}"),
+    ]
+    print(text_table(header, rows))
+    print(f"{total:,} spans per run; target >= 40,000 spans/s over HTTP protobuf")
+    if not quick:
+        replace_section("Store and receiver: ingest", f"{machine()}\n\n{markdown_table(header, rows)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""A real receiver on a free loopback port, writing into a fresh SQLite store per test."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+
+@dataclass
+class Reply:
+    """What a client sees: status, headers, body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def post(
+    receiver: Receiver, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> Reply:
+    """POST ``body`` over a fresh HTTP/1.1 connection and read the whole answer."""
+    host, port = receiver.address
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        sent = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        conn.request("POST", path, body, sent)
+        response = conn.getresponse()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """Where this test's store lives."""
+    return tmp_path / "tracekit.db"
+
+
+@pytest.fixture
+def receiver(store_path: Path) -> Iterator[Receiver]:
+    """A started receiver (stopped, gracefully, after the test)."""
+    started = Receiver(Store(store_path), ReceiverConfig(port=0, max_body_bytes=4 * 1024 * 1024))
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def reader(store_path: Path, receiver: Receiver) -> Iterator[Store]:
+    """A separate Store object reading the receiver's file, as ``tracekit trace`` would."""
+    store = Store(store_path)
+    yield store
+    store.close()
