@@ -1,0 +1,138 @@
+"""Options shared by the read commands (trace, search, services) and the helpers behind them.
+
+Backend choice: ``--store PATH`` (default: the embedded store tracekit writes), ``--tempo URL`` or
+``--jaeger URL``. Output: ``--format rich|text|json``, rich on a terminal and text when piped;
+``NO_COLOR`` turns colour off in the rich view too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from tracekit.records import SpanSource
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+FORMATS = ("rich", "text", "json")
+MAX_ID_CHARS = 256
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+
+
+def backend_options(command: F) -> F:
+    """``--store``, ``--tempo``, ``--jaeger`` and ``--timeout`` for remote backends."""
+    decorators = [
+        click.option("--store", "store", metavar="PATH", help="Embedded store file "
+                     "[default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db]."),
+        click.option("--tempo", metavar="URL", help="Read from Grafana Tempo's HTTP API."),
+        click.option("--jaeger", metavar="URL", help="Read from Jaeger's api_v3 (HTTP)."),
+        click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+                     help="Seconds to wait for a remote backend per request."),
+    ]  # fmt: skip
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def format_option(command: F) -> F:
+    """``--format rich|text|json`` (default: rich on a terminal, text when piped)."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(FORMATS),
+        default=None,
+        help="Output format [default: rich on a terminal, text when piped].",
+    )(command)
+
+
+def resolve_format(requested: str | None) -> str:
+    """The format to use: the one asked for, else rich on a terminal and text otherwise."""
+    if requested:
+        return requested
+    return "rich" if sys.stdout.isatty() else "text"
+
+
+def open_source(
+    store: str | None, tempo: str | None, jaeger: str | None, *, timeout: float = 10.0,
+    service: str | None = None,
+) -> SpanSource:  # fmt: skip
+    """The read backend the options name (the embedded store when none does)."""
+    if sum(1 for choice in (store, tempo, jaeger) if choice) > 1:
+        fail("choose one backend: --store, --tempo or --jaeger", EXIT_ERROR)
+    if tempo:
+        from tracekit.backends.tempo import TempoSource
+
+        return TempoSource(tempo, timeout=timeout)
+    if jaeger:
+        from tracekit.backends.jaeger import JaegerSource
+
+        return JaegerSource(jaeger, timeout=timeout, service=service)
+    from tracekit.store import Store, default_store_path
+
+    return Store(store or default_store_path())
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print one clear line on stderr and exit with ``code``."""
+    click.echo(f"tracekit: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` without control characters or line breaks, at most ``limit`` characters."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def check_id(value: str) -> str:
+    """A correlation or trace ID as typed, refused when empty, too long or unprintable."""
+    stripped = value.strip()
+    if not stripped or len(stripped) > MAX_ID_CHARS or not stripped.isprintable():
+        fail(f"not a usable ID (1-{MAX_ID_CHARS} printable characters): {stripped!r:.60}", 2)
+    return stripped
+
+
+def parse_since(value: str | None, now: float | None = None) -> int | None:
+    """``15m``/``2h``/``7d`` ago or an ISO 8601 time, as unix nanoseconds (None for None)."""
+    if value is None:
+        return None
+    match = DURATION.match(value)
+    current = time.time() if now is None else now
+    if match:
+        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+        return int((current - seconds) * 1e9)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time"
+        ) from None
+    return int(moment.timestamp() * 1e9)
+
+
+def terminal_width(default: int = 100) -> int:
+    """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to 40-400)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return max(40, min(int(columns), 400))
+    try:
+        return max(40, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))
+    except (OSError, ValueError):
+        return default
+
+
+def no_color() -> bool:
+    """True when the ``NO_COLOR`` convention asks for no colour (any non-empty value)."""
+    return bool(os.environ.get("NO_COLOR"))

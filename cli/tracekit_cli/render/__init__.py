@@ -1,0 +1,1 @@
+"""Renderers: the rich and text views of the engine's results (``--format json`` needs none)."""

@@ -1,0 +1,126 @@
+"""The view model both trace renderers draw: one row per span, with what goes around it.
+
+Everything here is computed from the engine's ``Path`` alone, so the rich and the text view show
+the same thing and differ only in glyphs and colour. Untrusted strings (names, messages, log
+bodies) are flattened to one printable line here, before any renderer sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tracekit.path import Hop, Path, PathLog, PathSpan
+from tracekit_cli.options import one_line
+
+# Deeper spans are drawn at this indentation with their depth written out, so a 10,000-deep
+# chain still fits on a line.
+MAX_GUIDES = 12
+
+
+@dataclass(slots=True)
+class Row:
+    """One span as drawn: tree guides, timings, waterfall position and annotations."""
+
+    span: PathSpan
+    guides: tuple[bool, ...]  # per ancestor level shown: does a vertical line continue there?
+    last: bool  # last child of its parent (corner instead of tee)
+    offset_ms: float
+    duration_ms: float
+    critical: bool
+    service: str
+    name: str
+    error: str | None = None
+    queue: Hop | None = None  # the messaging hop that delivered this span's message
+    logs: list[PathLog] = field(default_factory=list)
+
+
+def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
+    """Rows in tree order for ``path``."""
+    critical = path.critical_span_ids()
+    errors = {e.span_id: e.message for e in path.errors}
+    arriving = {h.to_span_id: h for h in path.hops if h.type == "messaging"}
+    logs = _logs_by_span(path.logs) if with_logs else {}
+    rows = []
+    for span, guides, last in _walk(path.spans):
+        span_id = span.record.span_id
+        rows.append(
+            Row(
+                span, guides, last,
+                (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
+                span_id in critical, one_line(span.service, 60), one_line(span.record.name, 200),
+                one_line(errors[span_id]) if span_id in errors else None,
+                arriving.get(span_id), logs.get(span_id, []),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _logs_by_span(logs: list[PathLog]) -> dict[str | None, list[PathLog]]:
+    grouped: dict[str | None, list[PathLog]] = {}
+    for log in logs:
+        grouped.setdefault(log.span_id, []).append(log)
+    return grouped
+
+
+def _walk(spans: list[PathSpan]) -> list[tuple[PathSpan, tuple[bool, ...], bool]]:
+    """Each span with its guide flags, from the pre-order list and the parent links."""
+    guides_of: dict[int, tuple[bool, ...]] = {}
+    out = []
+    for span in spans:
+        parent = span.parent
+        siblings = parent.children if parent is not None else []
+        last = parent is None or siblings[-1] is span
+        inherited = guides_of.get(id(parent), ()) if parent is not None else ()
+        mine = (*inherited, not last)[-MAX_GUIDES:] if parent is not None else ()
+        guides_of[id(span)] = mine
+        out.append((span, inherited, last))
+    return out
+
+
+def bar_span(row: Row, total_ms: float, width: int) -> tuple[int, int]:
+    """(first column, length) of the row's waterfall bar in a ``width``-column lane."""
+    if total_ms <= 0:
+        return 0, width
+    start = min(width - 1, int(row.offset_ms / total_ms * width))
+    length = max(1, round(row.duration_ms / total_ms * width))
+    return start, min(length, width - start)
+
+
+def format_ms(value: float) -> str:
+    """Milliseconds for humans: 0.4 ms, 12.5 ms, 1.24 s."""
+    if abs(value) >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.1f} ms"
+
+
+def format_time(unix_nano: int) -> str:
+    """UTC wall-clock time with milliseconds."""
+    moment = datetime.fromtimestamp(unix_nano / 1e9, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
+
+
+def summary_line(path: Path, sep: str = ", ") -> str:
+    """Start, duration and counts in one line."""
+    traces = len(path.trace_ids)
+    parts = [
+        f"start {format_time(path.start_unix_nano)}",
+        format_ms(path.duration_ms),
+        f"{len(path.spans)} spans",
+        f"{len(path.services)} services",
+        f"{traces} trace{'s' if traces != 1 else ''}",
+        f"{len(path.hops)} hops",
+        f"{len(path.errors)} errors",
+    ]
+    return sep.join(parts)
+
+
+def hop_text(hop: Hop) -> str:
+    """``kafka orders.created`` / ``http POST /orders``."""
+    parts = [one_line(p, 80) for p in (hop.system, hop.destination) if p]
+    return " ".join(parts) or hop.type
+
+
+def depth_marker(row: Row) -> str:
+    """For rows deeper than the drawn guides: their depth, so the nesting is still readable."""
+    return f"[{row.span.depth}] " if row.span.depth > MAX_GUIDES else ""

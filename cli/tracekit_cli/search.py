@@ -1,0 +1,69 @@
+"""``tracekit search``: recent requests, newest first, with filters."""
+
+from __future__ import annotations
+
+import click
+
+from tracekit.records import BackendError, RequestSummary
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    backend_options,
+    fail,
+    format_option,
+    open_source,
+    parse_since,
+    resolve_format,
+)
+from tracekit_cli.output import emit_json, emit_rich, emit_text
+
+
+@click.command()
+@backend_options
+@format_option
+@click.option("--service", metavar="NAME", help="Only requests whose root is in this service.")
+@click.option("--since", metavar="WHEN", help="Only since then: 15m, 2h, 7d or an ISO 8601 time.")
+@click.option("--min-duration", type=click.FloatRange(min=0), metavar="MS",
+              help="Only requests that took at least this many milliseconds.")  # fmt: skip
+@click.option("--errors", is_flag=True, help="Only requests with an error anywhere in them.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+def search(
+    store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
+    output_format: str | None, service: str | None, since: str | None,
+    min_duration: float | None, errors: bool, limit: int,
+) -> None:  # fmt: skip
+    """List recent requests: correlation ID, root service and route, start, duration, spans."""
+    since_ns = parse_since(since)
+    source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
+    try:
+        found = list(source.recent_requests(
+            service=service, since_unix_nano=since_ns, min_duration_ms=min_duration,
+            errors_only=errors, limit=limit,
+        ))  # fmt: skip
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    if not found:
+        fail("no requests match", EXIT_NOT_FOUND)
+    _emit(found, resolve_format(output_format))
+
+
+def _emit(found: list[RequestSummary], chosen: str) -> None:
+    if chosen == "json":
+        emit_json({"requests": [_summary_json(r) for r in found]})
+    elif chosen == "text":
+        from tracekit_cli.render.text import render_requests
+
+        emit_text(lambda width: render_requests(found, width))
+    else:
+        from tracekit_cli.render import rich_view
+
+        emit_rich(lambda console: rich_view.render_requests(console, found))
+
+
+def _summary_json(r: RequestSummary) -> dict[str, object]:
+    return {
+        "correlation_id": r.correlation_id, "trace_id": r.trace_id,
+        "root_service": r.root_service, "root_name": r.root_name,
+        "start_unix_nano": r.start_unix_nano, "duration_ms": round(r.duration_ms, 3),
+        "span_count": r.span_count, "error": r.error,
+    }  # fmt: skip

@@ -1,0 +1,56 @@
+"""``tracekit services``: the service map (who calls whom, calls, latency, error rate)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from tracekit.records import BackendError
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    backend_options,
+    fail,
+    format_option,
+    open_source,
+    parse_since,
+    resolve_format,
+)
+from tracekit_cli.output import emit_json, emit_rich, emit_text
+
+MAX_SPANS = 200_000
+
+
+@click.command()
+@backend_options
+@format_option
+@click.option("--since", metavar="WHEN", default="1h", show_default=True,
+              help="Window: 15m, 2h, 7d or an ISO 8601 time.")  # fmt: skip
+@click.option("--service", metavar="NAME", help="Jaeger only: the service to start from.")
+def services(
+    store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
+    output_format: str | None, since: str, service: str | None,
+) -> None:  # fmt: skip
+    """Show the service map: edges with type, calls, error rate, p50 and p95 latency."""
+    from tracekit.path import service_map
+
+    since_ns = parse_since(since) or int((time.time() - 3600) * 1e9)
+    source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
+    try:
+        edges = service_map(source.spans_since(since_ns, limit=MAX_SPANS))
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    if not edges:
+        fail(f"no calls between services since {since}", EXIT_NOT_FOUND)
+    chosen = resolve_format(output_format)
+    if chosen == "json":
+        emit_json({"since_unix_nano": since_ns, "edges": [e.to_json() for e in edges]})
+    elif chosen == "text":
+        from tracekit_cli.render.text import render_edges
+
+        emit_text(lambda width: render_edges(edges, width))
+    else:
+        from tracekit_cli.render import rich_view
+
+        emit_rich(lambda console: rich_view.render_edges(console, edges))

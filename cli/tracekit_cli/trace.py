@@ -1,0 +1,58 @@
+"""``tracekit trace ID``: one request's path across services, traces and queue hops.
+
+Start-up is kept light: click, the engine and the chosen backend only; rich loads for
+``--format rich`` alone.
+"""
+
+from __future__ import annotations
+
+import click
+
+from tracekit.records import BackendError
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    backend_options,
+    check_id,
+    fail,
+    format_option,
+    open_source,
+    resolve_format,
+)
+from tracekit_cli.output import emit_json, emit_rich, emit_text
+
+
+@click.command()
+@click.argument("request_id", metavar="ID")
+@backend_options
+@format_option
+@click.option("--logs/--no-logs", default=True, show_default=True,
+              help="Show log lines under their span.")  # fmt: skip
+@click.option("--raw-times", is_flag=True, help="Show recorded times, without clock-skew fixes.")
+@click.option("--service", metavar="NAME", help="Jaeger only: search this service's spans.")
+def trace(
+    request_id: str, store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
+    output_format: str | None, logs: bool, raw_times: bool, service: str | None,
+) -> None:  # fmt: skip
+    """Show the path of one request: ID is a correlation ID or a 32-hex trace ID."""
+    from tracekit.path import reconstruct
+
+    query = check_id(request_id)
+    source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
+    try:
+        path = reconstruct(source, query, with_logs=logs, adjust_skew=not raw_times)
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    if path is None:
+        fail(f"no request found for {query!r:.80}", EXIT_NOT_FOUND)
+    chosen = resolve_format(output_format)
+    if chosen == "json":
+        emit_json(path.to_json())
+    elif chosen == "text":
+        from tracekit_cli.render.text import render_path
+
+        emit_text(lambda width: render_path(path, width, with_logs=logs))
+    else:
+        from tracekit_cli.render import rich_view
+
+        emit_rich(lambda console: rich_view.render_path(console, path, with_logs=logs))
