@@ -1,12 +1,15 @@
 """Flask helper: ``tracekit.flask.init_app(app)`` wraps ``app.wsgi_app`` once.
 
-Spans are named by Flask's url rule (``GET /orders/{id}``). Flask turns a view's exception into a
-500 response before the WSGI middleware sees it, so ``init_app`` also listens to Flask's
-``got_request_exception`` signal and records the exception on the request's SERVER span.
+Spans are named by Flask's url rule (``GET /orders/{id}``): Flask clears the request object from
+the environ when its request context ends, before the server closes the response and the span
+ends, so ``init_app`` copies the rule into the environ on Flask's ``request_started`` signal. Flask
+also turns a view's exception into a 500 response before the WSGI middleware sees it, so the
+``got_request_exception`` signal records the exception on the request's SERVER span.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry import trace
@@ -14,9 +17,11 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracekit import semconv
 from tracekit._guard import guarded
-from tracekit.wsgi import TracekitMiddleware
+from tracekit.wsgi import ROUTE_KEY, TracekitMiddleware
 
 __all__ = ["init_app"]
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def init_app(app: Any, **options: Any) -> Any:
@@ -30,8 +35,18 @@ def init_app(app: Any, **options: Any) -> Any:
     import flask
 
     app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)
+    flask.request_started.connect(_remember_route, app, weak=False)
     flask.got_request_exception.connect(_record_exception, app, weak=False)
     return app
+
+
+@guarded(None)
+def _remember_route(sender: Any, **extra: Any) -> None:
+    import flask
+
+    rule = flask.request.url_rule
+    if rule is not None:
+        flask.request.environ[ROUTE_KEY] = _CONVERTER.sub(r"{\1}", rule.rule)
 
 
 @guarded(None)

@@ -1,0 +1,140 @@
+"""Real servers on loopback for the HTTP tests: uvicorn (ASGI) and werkzeug (WSGI) in threads.
+
+Each server binds port 0 so parallel runs never collide; fixtures return the base URL and stop
+the servers after the test. ``wait_for_spans`` exists because a server ends its SERVER span just
+after the client has read the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from werkzeug.serving import make_server
+
+from tracekit import instrumentation
+
+# --import-mode=importlib keeps test directories off sys.path; the raw-socket helper lives here.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+
+def _start_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="auto", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+
+
+def _start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+    return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@pytest.fixture
+def serve_asgi() -> Iterator[Callable[[Any], str]]:
+    """Start an ASGI app under uvicorn; returns its base URL."""
+    stops: list[Callable[[], None]] = []
+
+    def start(app: Any) -> str:
+        url, stop = _start_uvicorn(app)
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def serve_wsgi() -> Iterator[Callable[[Any], str]]:
+    """Start a WSGI app under werkzeug's threaded server; returns its base URL."""
+    stops: list[Callable[[], None]] = []
+
+    def start(app: Any) -> str:
+        url, stop = _start_werkzeug(app)
+        stops.append(stop)
+        return url
+
+    yield start
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture
+def http_clients() -> Iterator[None]:
+    """tracekit's HTTP client instrumentation, removed again after the test."""
+    instrumentation.instrument(["aiohttp", "httpx", "requests", "urllib3"])
+    yield
+    instrumentation.uninstrument()
+
+
+@pytest.fixture
+def wait_for_spans(
+    spans: InMemorySpanExporter,
+) -> Callable[..., list[ReadableSpan]]:
+    """Wait until at least ``count`` spans have finished; return them all."""
+
+    def wait(count: int, timeout: float = 5.0) -> list[ReadableSpan]:
+        deadline = time.monotonic() + timeout
+        while len(spans.get_finished_spans()) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # let a straggler show up, so "exactly n" assertions mean something
+        return list(spans.get_finished_spans())
+
+    return wait
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every formatted log line (any logger, any level, server threads too) during the test."""
+    handler = _ListHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.lines
+    root.removeHandler(handler)
+    root.setLevel(old_level)
