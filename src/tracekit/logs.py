@@ -1,0 +1,383 @@
+"""Correlated logs: every stdlib record carries the request's IDs, on stdout and over OTLP.
+
+``install`` (called by ``tracekit.init()``) does two independent things, each with an option:
+
+- ``logs`` (``TRACEKIT_LOGS``): wraps the LogRecord factory so that every record, from every
+  logger, gets ``correlation_id``, ``trace_id``, ``span_id`` and ``service``. A factory wrapper
+  rather than a ``logging.Filter``, because a filter only sees records of the handlers it was added
+  to, and handlers added later (by the app, by gunicorn, by a framework) would miss it. The
+  application's handlers and formatters are left alone, so ``%(correlation_id)s`` just works in
+  them. Values the application passes itself with ``extra=`` win over ours.
+- ``export_logs`` (``TRACEKIT_EXPORT_LOGS``): adds one handler to the root logger that hands
+  records to the OpenTelemetry SDK's log pipeline (``LoggerProvider`` +
+  ``BatchLogRecordProcessor``) and on to the OTLP exporter, or to the embedded store when
+  ``TRACEKIT_EXPORTER=store``. The correlation ID travels as the log attribute ``correlation.id``.
+
+``JsonFormatter`` writes the one-JSON-object-per-line format the collector's filelog receiver reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from time import time_ns
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+
+from tracekit import correlation, semconv
+from tracekit._guard import report_once
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.resources import Resource
+
+    from tracekit.config import Options
+
+__all__ = [
+    "EMPTY",
+    "STAMPED_FIELDS",
+    "JsonFormatter",
+    "LogExportHandler",
+    "current_fields",
+    "install",
+    "json_stdout_handler",
+    "uninstall",
+]
+
+STAMPED_FIELDS = ("correlation_id", "trace_id", "span_id", "service")
+EMPTY = "-"  # what a text format shows outside a request or span; JSON output omits the key
+MAX_MESSAGE = 16_384
+MAX_VALUE = 1_024
+MAX_EXTRA_FIELDS = 32
+
+_service = "unknown_service"
+_stamping = False
+_previous_factory: Callable[..., logging.LogRecord] | None = None
+_handler: LogExportHandler | None = None
+_lock = threading.Lock()
+
+
+def current_fields() -> dict[str, str]:
+    """The correlation fields of the current context (``EMPTY`` where there is none)."""
+    span_context = trace.get_current_span().get_span_context()
+    valid = span_context.is_valid
+    return {
+        "correlation_id": correlation.correlation_id() or EMPTY,
+        "trace_id": f"{span_context.trace_id:032x}" if valid else EMPTY,
+        "span_id": f"{span_context.span_id:016x}" if valid else EMPTY,
+        "service": _service,
+    }
+
+
+# --- stamping records -------------------------------------------------------------------------
+
+
+class _CorrelatedRecord(logging.LogRecord):
+    """A LogRecord whose correlation fields give way to same-named ``extra=`` values.
+
+    ``Logger.makeRecord`` refuses ``extra`` keys already in the record's ``__dict__``, so the
+    fields wait in a slot and move into ``__dict__`` (without overwriting) when the record is
+    formatted; attribute access finds them before that.
+    """
+
+    __slots__ = ("_tracekit_fields",)
+    _tracekit_fields: dict[str, str]
+
+    def getMessage(self) -> str:
+        for key, value in self._tracekit_fields.items():
+            self.__dict__.setdefault(key, value)
+        return super().getMessage()
+
+    def __getattr__(self, name: str) -> str:
+        if name in STAMPED_FIELDS:
+            return self._tracekit_fields[name]
+        raise AttributeError(name)
+
+
+def _safe_fields() -> dict[str, str]:
+    try:
+        return current_fields()
+    except Exception as error:
+        report_once("log record correlation fields", error)
+        return dict.fromkeys(STAMPED_FIELDS, EMPTY)
+
+
+def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    previous = _previous_factory or logging.LogRecord
+    if not _stamping:
+        return previous(*args, **kwargs)
+    if previous is logging.LogRecord:
+        record = _CorrelatedRecord(*args, **kwargs)
+        record._tracekit_fields = _safe_fields()
+        return record
+    # Another library's factory made the record: stamp it directly.
+    plain = previous(*args, **kwargs)
+    for key, value in _safe_fields().items():
+        plain.__dict__.setdefault(key, value)
+    return plain
+
+
+def _start_stamping() -> None:
+    global _previous_factory, _stamping
+    if logging.getLogRecordFactory() is not _make_record:
+        _previous_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_make_record)
+    _stamping = True
+
+
+def _stop_stamping() -> None:
+    global _stamping
+    _stamping = False
+    # Restore only our own wrapper; if someone wrapped it since, it now passes records through.
+    if logging.getLogRecordFactory() is _make_record and _previous_factory is not None:
+        logging.setLogRecordFactory(_previous_factory)
+
+
+# --- bounded values ---------------------------------------------------------------------------
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD_ATTRIBUTES = frozenset(
+    (*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "taskName")
+) | frozenset(STAMPED_FIELDS)
+
+
+def _bounded_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…[truncated]"
+
+
+def _bounded_value(value: object) -> str | int | float | bool | None:
+    """A JSON/OTLP-safe scalar: strings truncated, non-finite floats and objects as text."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:
+        text = f"<unrepresentable {type(value).__name__}>"
+    return _bounded_text(text, MAX_VALUE)
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:
+    extras: dict[str, str | int | float | bool | None] = {}
+    for key, value in vars(record).items():
+        if key in _STANDARD_ATTRIBUTES or key.startswith("_"):
+            continue
+        if len(extras) >= MAX_EXTRA_FIELDS:
+            break
+        extras[key[:64]] = _bounded_value(value)
+    return extras
+
+
+def _record_fields(record: logging.LogRecord) -> dict[str, str]:
+    """The record's correlation fields that hold a value, bounded.
+
+    An application may set ``correlation_id`` itself with ``extra=``: only a valid ID is kept.
+    """
+    fields = {}
+    for name in STAMPED_FIELDS:
+        value = getattr(record, name, None)
+        if not isinstance(value, str) or value in (EMPTY, ""):
+            continue
+        if name != "correlation_id" or correlation.is_valid(value):
+            fields[name] = value[:MAX_VALUE]
+    return fields
+
+
+# --- JSON on stdout ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the correlation fields, extras.
+
+    Every value is bounded (messages to 16 KiB, other values to 1 KiB, 32 extra fields) and JSON-
+    escaped, so a hostile value can neither forge a line nor flood the log pipeline.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        document: dict[str, Any] = {
+            "time": _iso_time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _bounded_text(record.getMessage(), MAX_MESSAGE),
+        }
+        document.update(_record_fields(record))
+        if record.exc_info:
+            document["exception"] = _bounded_text(
+                self.formatException(record.exc_info), MAX_MESSAGE
+            )
+        for key, value in _extra_fields(record).items():
+            document.setdefault(key, value)
+        return json.dumps(document, ensure_ascii=True, default=str)
+
+
+def _iso_time(created: float) -> str:
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return f"{_utc(seconds)}.{millis:03d}Z"
+
+
+def _utc(seconds: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def json_stdout_handler(level: int = logging.NOTSET) -> logging.Handler:
+    """A stdout handler with ``JsonFormatter``: add it where the filelog receiver should read."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setLevel(level)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
+# --- OTLP export ------------------------------------------------------------------------------
+
+# The export pipeline's own loggers: exporting their records could feed back into itself.
+_PIPELINE_LOGGERS = ("opentelemetry", "urllib3", "requests")
+
+
+class LogExportHandler(logging.Handler):
+    """Hands stdlib records to an OpenTelemetry SDK ``LoggerProvider`` (the logs bridge)."""
+
+    def __init__(self, provider: LoggerProvider, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.provider = provider
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Translate and emit ``record``; never raises into the application."""
+        if record.name.startswith(_PIPELINE_LOGGERS) or otel_context.get_value(
+            otel_context._SUPPRESS_INSTRUMENTATION_KEY
+        ):
+            return
+        try:
+            self.provider.get_logger(record.name).emit(
+                timestamp=int(record.created * 1e9),
+                observed_timestamp=time_ns(),
+                context=otel_context.get_current(),
+                severity_number=severity_number(record.levelno),
+                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+                body=_bounded_text(record.getMessage(), MAX_MESSAGE),
+                attributes=log_attributes(record),
+            )
+        except Exception as error:
+            report_once("log export", error)
+
+    def flush(self) -> None:
+        """Push buffered records to the exporter."""
+        self.provider.force_flush(timeout_millis=5_000)
+
+
+_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_SEVERITY_BANDS = (
+    (logging.CRITICAL, SeverityNumber.FATAL),
+    (logging.ERROR, SeverityNumber.ERROR),
+    (logging.WARNING, SeverityNumber.WARN),
+    (logging.INFO, SeverityNumber.INFO),
+    (logging.DEBUG, SeverityNumber.DEBUG),
+)
+
+
+def severity_number(levelno: int) -> SeverityNumber:
+    """The OpenTelemetry severity of a stdlib level (custom levels land between the bands)."""
+    for threshold, severity in _SEVERITY_BANDS:
+        if levelno >= threshold:
+            return SeverityNumber(severity.value + min(3, levelno - threshold))
+    return SeverityNumber.TRACE if levelno > 0 else SeverityNumber.UNSPECIFIED
+
+
+def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
+    """OTLP attributes of ``record``: correlation ID, code location, exception, bounded extras."""
+    attributes: dict[str, Any] = {
+        key: value for key, value in _extra_fields(record).items() if value is not None
+    }
+    cid = _record_fields(record).get("correlation_id")
+    if cid is not None:
+        attributes[semconv.CORRELATION_ID] = cid
+    attributes["code.file.path"] = record.pathname
+    attributes["code.function.name"] = record.funcName
+    attributes["code.line.number"] = record.lineno
+    if record.exc_info and record.exc_info[0] is not None:
+        attributes.update(_exception_attributes(record.exc_info))
+    return attributes
+
+
+def _exception_attributes(exc_info: Any) -> Mapping[str, str]:
+    kind, value, _ = exc_info
+    stacktrace = "".join(traceback.format_exception(*exc_info))
+    return {
+        "exception.type": kind.__qualname__,
+        "exception.message": _bounded_text(str(value), MAX_VALUE),
+        "exception.stacktrace": _bounded_text(stacktrace, MAX_MESSAGE),
+    }
+
+
+def build_log_exporter(options: Options) -> LogRecordExporter | None:
+    """The log exporter matching ``options.exporter`` (None for ``none``)."""
+    if options.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter()
+    if options.exporter == "store":
+        from tracekit.store.exporter import StoreLogExporter
+
+        return StoreLogExporter(options.store)
+    if options.exporter == "console":
+        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+
+        return ConsoleLogRecordExporter()
+    return None
+
+
+def _start_export(options: Options, resource: Resource | None) -> None:
+    global _handler
+    exporter = build_log_exporter(options)
+    if exporter is None:
+        return
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    _handler = LogExportHandler(provider)
+    logging.getLogger().addHandler(_handler)
+
+
+def _stop_export() -> None:
+    global _handler
+    if _handler is None:
+        return
+    logging.getLogger().removeHandler(_handler)
+    _handler.provider.shutdown()  # flushes what is still batched
+    _handler = None
+
+
+# --- install / uninstall ----------------------------------------------------------------------
+
+
+def install(options: Options, resource: Resource | None = None) -> None:
+    """Stamp records (``options.logs``) and export them (``options.export_logs``)."""
+    global _service
+    with _lock:
+        _service = options.service_name
+        if options.logs:
+            _start_stamping()
+        if options.export_logs and _handler is None:
+            _start_export(options, resource)
+
+
+def uninstall() -> None:
+    """Undo ``install``: flush and remove the export handler, stop stamping records."""
+    with _lock:
+        _stop_export()
+        _stop_stamping()

@@ -1,0 +1,195 @@
+"""Log correlation in-process: stamped stdlib records, the JSON line format, structlog, severities.
+
+``tracekit.logs.install`` is called directly (with export off) so the test session's own SDK
+provider stays in place; ``uninstall`` puts the original LogRecord factory back after each test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from tracekit import config, correlation, logs
+from tracekit.structlog import add_tracekit_context
+
+
+@pytest.fixture
+def stamping() -> Iterator[None]:
+    original = logging.getLogRecordFactory()
+    logs.install(config.resolve("billing", environ={}, export_logs=False))
+    yield
+    logs.uninstall()
+    assert logging.getLogRecordFactory() is original
+
+
+@pytest.fixture
+def text_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger with the application's own handler and %-format, captured in memory."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(correlation_id)s %(trace_id)s %(message)s")
+    )
+    logger = logging.getLogger("tests.logs.app")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+
+
+def _in_request(cid: str, tracer_provider: TracerProvider, emit: object) -> str:
+    token = correlation.set_correlation_id(cid)
+    try:
+        tracer = trace.get_tracer("tests", tracer_provider=tracer_provider)
+        with tracer.start_as_current_span("request") as span:
+            emit()  # type: ignore[operator]
+            return f"{span.get_span_context().trace_id:032x}"
+    finally:
+        correlation.reset_correlation_id(token)
+
+
+def test_application_format_shows_correlation_fields(
+    stamping: None, text_log: tuple[logging.Logger, io.StringIO], tracer_provider: TracerProvider
+) -> None:
+    logger, stream = text_log
+    trace_id = _in_request("order-42", tracer_provider, lambda: logger.info("paid"))
+    logger.info("idle")
+    lines = stream.getvalue().splitlines()
+    assert lines == [f"INFO order-42 {trace_id} paid", "INFO - - idle"]
+
+
+def test_extra_with_the_same_names_wins_and_does_not_raise(
+    stamping: None, text_log: tuple[logging.Logger, io.StringIO], tracer_provider: TracerProvider
+) -> None:
+    logger, stream = text_log
+    _in_request(
+        "order-1", tracer_provider, lambda: logger.info("x", extra={"correlation_id": "mine"})
+    )
+    assert stream.getvalue().startswith("INFO mine ")
+
+
+def test_records_carry_fields_as_attributes_before_formatting(
+    stamping: None, tracer_provider: TracerProvider
+) -> None:
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger = logging.getLogger("tests.logs.attrs")
+    logger.addHandler(keep := Keep())
+    logger.setLevel(logging.INFO)
+    try:
+        _in_request("abc-1", tracer_provider, lambda: logger.info("hello"))
+    finally:
+        logger.removeHandler(keep)
+    record = seen[0]
+    assert (record.correlation_id, record.service) == ("abc-1", "billing")  # type: ignore[attr-defined]
+    assert len(record.span_id) == 16  # type: ignore[attr-defined]
+
+
+def test_uninstall_stops_stamping() -> None:
+    logs.install(config.resolve("billing", environ={}, export_logs=False))
+    logs.uninstall()
+    record = logging.getLogger("tests.logs.after").makeRecord("n", 20, "f", 1, "m", None, None)
+    assert not hasattr(record, "correlation_id")
+
+
+def _json_line(logger_name: str, emit: object) -> dict[str, object]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        emit(logger)  # type: ignore[operator]
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert text.count("\n") == 1, "one record must be exactly one line"
+    parsed: dict[str, object] = json.loads(text)
+    return parsed
+
+
+def test_json_line_has_correlation_fields(stamping: None, tracer_provider: TracerProvider) -> None:
+    box: dict[str, object] = {}
+
+    def emit(logger: logging.Logger) -> None:
+        box["trace_id"] = _in_request(
+            "req-7", tracer_provider, lambda: logger.warning("charged %s", "EUR 5", extra={"n": 3})
+        )
+
+    line = _json_line("tests.logs.json", emit)
+    assert line["message"] == "charged EUR 5"
+    assert line["level"] == "WARNING"
+    assert line["correlation_id"] == "req-7"
+    assert line["trace_id"] == box["trace_id"]
+    assert line["service"] == "billing"
+    assert line["n"] == 3
+    assert str(line["time"]).endswith("Z")
+
+
+def test_json_line_escapes_and_bounds_hostile_values(stamping: None) -> None:
+    hostile = 'x"}\n{"level":"CRITICAL"}\r\x00' + "A" * 100_000
+
+    def emit(logger: logging.Logger) -> None:
+        logger.info(
+            "got %s",
+            hostile,
+            extra={"correlation_id": "bad id\n", "blob": object(), "big": "B" * 5000},
+        )
+
+    line = _json_line("tests.logs.hostile", emit)
+    assert line["level"] == "INFO"
+    assert str(line["message"]).startswith('got x"}\n{"level"')
+    assert len(str(line["message"])) <= logs.MAX_MESSAGE + 20
+    assert "correlation_id" not in line  # an invalid ID from extra= is dropped, not written
+    assert len(str(line["big"])) <= logs.MAX_VALUE + 20
+    assert str(line["blob"]).startswith("<object object")
+
+
+def test_json_line_includes_bounded_exception(stamping: None) -> None:
+    def emit(logger: logging.Logger) -> None:
+        try:
+            raise ValueError("bad order")
+        except ValueError:
+            logger.exception("failed")
+
+    line = _json_line("tests.logs.exc", emit)
+    assert "ValueError: bad order" in str(line["exception"])
+
+
+def test_structlog_processor_adds_fields(tracer_provider: TracerProvider) -> None:
+    out = io.StringIO()
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[add_tracekit_context, structlog.processors.JSONRenderer()],
+    )
+    trace_id = _in_request("sl-1", tracer_provider, lambda: logger.info("shipped", order=9))
+    logger.info("outside")
+    inside, outside = (json.loads(line) for line in out.getvalue().splitlines())
+    assert inside["correlation_id"] == "sl-1"
+    assert inside["trace_id"] == trace_id
+    assert inside["order"] == 9
+    assert "correlation_id" not in outside and "trace_id" not in outside
+
+
+def test_severity_numbers_follow_the_otel_data_model() -> None:
+    assert logs.severity_number(logging.DEBUG).name == "DEBUG"
+    assert logs.severity_number(logging.INFO).name == "INFO"
+    assert logs.severity_number(logging.WARNING).name == "WARN"
+    assert logs.severity_number(logging.ERROR).name == "ERROR"
+    assert logs.severity_number(logging.CRITICAL).name == "FATAL"
+    assert logs.severity_number(21).name == "INFO2"
+    assert logs.severity_number(25).name == "INFO4"  # the SDK's own bridge maps it the same way
