@@ -1,0 +1,161 @@
+"""Logs emitted inside a real request: the JSON stdout line and the exported OTLP record agree.
+
+The service runs in a subprocess (it calls ``tracekit.init()``, which installs a global provider)
+under uvicorn. OTLP export is checked twice: into the embedded store (``TRACEKIT_EXPORTER=store``)
+and on the wire, against a loopback HTTP server that decodes the OTLP/HTTP protobuf the SDK's
+exporter sends — no otel collector binary is available here, so that server stands in for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from tracekit.store import Store
+
+APP = Path(__file__).parent / "apps" / "log_service.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"service exited early: {process.stderr.read()}")  # type: ignore[union-attr]
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("service did not start")
+
+
+def _run_service(exporter: str, store: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Start the service, send one correlated request, stop it; return (stdout, trace id)."""
+    port = _free_port()
+    env = {**os.environ, **env, "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    process = subprocess.Popen(
+        [sys.executable, str(APP), str(port), exporter, str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        _wait_for_port(port, process)
+        response = httpx.get(
+            f"http://127.0.0.1:{port}/orders/7", headers={"X-Correlation-ID": "checkout-77"}
+        )
+        assert response.status_code == 200
+        assert response.headers["x-correlation-id"] == "checkout-77"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    return stdout, stderr
+
+
+def _charge_line(stdout: str) -> dict[str, object]:
+    for line in stdout.splitlines():
+        document: dict[str, object] = json.loads(line)
+        if document.get("message") == "charging order 7":
+            return document
+    raise AssertionError(f"no JSON line for the request in {stdout!r}")
+
+
+def test_request_logs_reach_stdout_json_and_the_store(tmp_path: Path) -> None:
+    store_path = tmp_path / "tracekit.db"
+    stdout, _ = _run_service("store", store_path, {})
+    line = _charge_line(stdout)
+    assert line["correlation_id"] == "checkout-77"
+    assert line["service"] == "logsvc"
+    assert line["amount"] == 12.5
+    trace_id = str(line["trace_id"])
+
+    with Store(store_path) as store:
+        exported = store.logs_by_trace_ids([trace_id])
+        server_spans = [s for s in store.spans_by_trace_ids([trace_id]) if s.kind == "SERVER"]
+    charge = next(r for r in exported if r.body == "charging order 7")
+    assert charge.correlation_id == "checkout-77"  # the correlation.id attribute
+    assert charge.span_id == line["span_id"] == server_spans[0].span_id
+    assert charge.service == "logsvc"
+    assert charge.severity_text == "INFO"
+
+
+class _OtlpSink(BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP protobuf posts and keeps the decoded log requests."""
+
+    received: ClassVar[list[ExportLogsServiceRequest]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/logs":
+            request = ExportLogsServiceRequest()
+            request.ParseFromString(body)
+            self.received.append(request)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_sink() -> Iterator[tuple[str, list[ExportLogsServiceRequest]]]:
+    _OtlpSink.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _OtlpSink.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_request_logs_are_exported_over_otlp_http(
+    tmp_path: Path, otlp_sink: tuple[str, list[ExportLogsServiceRequest]]
+) -> None:
+    endpoint, received = otlp_sink
+    stdout, _ = _run_service(
+        "otlp", tmp_path / "unused.db", {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    )
+    line = _charge_line(stdout)
+    records = [
+        (resource_logs.resource, record)
+        for request in received
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+        for record in scope_logs.log_records
+        if record.body.string_value == "charging order 7"
+    ]
+    assert len(records) == 1
+    resource, record = records[0]
+    attributes = {a.key: a.value for a in record.attributes}
+    assert attributes["correlation.id"].string_value == "checkout-77"
+    assert record.trace_id.hex() == line["trace_id"]
+    assert record.span_id.hex() == line["span_id"]
+    assert record.severity_text == "INFO"
+    service = {a.key: a.value.string_value for a in resource.attributes}["service.name"]
+    assert service == "logsvc"
