@@ -74,7 +74,7 @@ def test_fan_out_and_fan_in_across_queues() -> None:
     t.new_trace()
     aggregator = t.consume("aggregator", "results", 200, 260, links=results, correlated=False)
     path = run(t)
-    assert path.trace_ids == [f"{1:032x}", f"{2:032x}"]
+    assert path.trace_ids == [root.trace_id, aggregator.trace_id]
     assert len(path.hops) == 6
     fan_in = [h for h in path.hops if h.to_service == "aggregator"]
     assert sorted((h.from_service, h.queue_wait_ms) for h in fan_in) == [

@@ -8,6 +8,7 @@ milliseconds from a fixed instant so expected numbers can be worked out by hand 
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,8 +35,12 @@ class Topology:
         self.trace = self.new_trace()
 
     def new_trace(self) -> str:
-        """Start a new trace id and make it current for spans without a parent."""
-        self.trace = f"{next(self._trace_ids):032x}"
+        """Start a new trace id and make it current for spans without a parent.
+
+        Ids start with a hash of the correlation ID so topologies can share one store.
+        """
+        prefix = zlib.crc32((self.correlation_id or "").encode())
+        self.trace = f"{prefix:08x}{next(self._trace_ids):024x}"
         return self.trace
 
     def span(
@@ -198,4 +203,28 @@ def checkout() -> Topology:
     t.log(payments, 70, "charging card for order 1042")
     _, bank = t.http(payments, "bank", "/charge", 80, 190, method="POST")
     t.log(bank, 150, "charge approved")
+    return t
+
+
+def incident() -> Topology:
+    """A failing request: retry, a queue hop into a new trace, clock skew, a silent service.
+
+    web -> api (HTTP, first attempt 503, retried) -> kafka "jobs" -> worker (new trace, linked;
+    its clock runs 200 ms behind) -> a span whose parent (a service that exported nothing) is
+    missing, and a deep error in "ledger".
+    """
+    t = Topology("req-incident-9")
+    root = t.span("web", "POST /jobs", "SERVER", 0, 90, status="ERROR",
+                  message="job failed downstream")  # fmt: skip
+    t.http(root, "api", "/jobs", 5, 25, method="POST", status_code=503)
+    _, api = t.http(root, "api", "/jobs", 30, 80, method="POST")
+    t.log(api, 40, "queued job 77", "INFO")
+    producer = t.publish(api, "jobs", 50, 55)
+    t.new_trace()
+    worker = t.consume("worker", "jobs", -100, 60, links=[producer], correlated=False)
+    t.log(worker, -90, "starting job 77", "INFO")
+    orphan = t.span("ledger", "POST /entries", "SERVER", -80, -20, correlated=False,
+                    parent_span_id="cd" * 8, trace_id=worker.trace_id,
+                    status="ERROR", message="duplicate entry for job 77")  # fmt: skip
+    t.log(orphan, -30, "rejecting duplicate entry", "ERROR")
     return t

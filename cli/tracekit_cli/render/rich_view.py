@@ -83,7 +83,8 @@ def _guides(row: Row) -> str:
 
 def _label(row: Row, colour: str) -> Text:
     connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
-    label = Text(_guides(row) + connector + depth_marker(row), style="dim")
+    label = Text()
+    label.append(_guides(row) + connector + depth_marker(row), style="dim")
     label.append("◆ " if row.critical else "  ", style="bold yellow" if row.critical else "")
     label.append(row.service, style=f"bold {colour}")
     label.append(" " + row.name, style="red" if row.error else "")
@@ -128,7 +129,7 @@ def _footer(path: Path, colours: dict[str, str]) -> Group:
         line.append(one_line(hop.from_service, 40), colours.get(hop.from_service, ""))
         line.append(" → ")
         line.append(one_line(hop.to_service, 40), colours.get(hop.to_service, ""))
-        line.append(f"  {hop.type} {hop_text(hop)}  {format_ms(hop.latency_ms)}")
+        line.append(f"  {hop_text(hop)}  {format_ms(hop.latency_ms)}")
         if hop.queue_wait_ms is not None:
             line.append(f"  queue wait {format_ms(hop.queue_wait_ms)}", style="yellow")
         parts.append(line)

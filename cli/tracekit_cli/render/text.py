@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
@@ -34,8 +35,13 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     ]
     for row in build_rows(path, with_logs=with_logs):
         lines.extend(_row_lines(row, path.duration_ms, label_width, lane))
-    lines.extend(_footer(path))
+    lines.extend(_wrap(line, width) for line in _footer(path))
     return "\n".join(line[:width].rstrip() for line in lines) + "\n"
+
+
+def _wrap(line: str, width: int) -> str:
+    """Footer lines wrap instead of being cut: a warning's end is often its point."""
+    return "\n".join(textwrap.wrap(line, width, subsequent_indent="    ")) if line else line
 
 
 def _prefix(row: Row) -> str:
@@ -83,7 +89,7 @@ def _footer(path: Path) -> list[str]:
             )
             lines.append(
                 f"  {one_line(hop.from_service, 40)} -> {one_line(hop.to_service, 40)}  "
-                f"{hop.type} {hop_text(hop)}  latency {format_ms(hop.latency_ms)}{wait}"
+                f"{hop_text(hop)}  latency {format_ms(hop.latency_ms)}{wait}"
             )
     if path.errors:
         lines += ["", "errors:"]

@@ -5,7 +5,7 @@ the span that caused it (or, for a synchronous call, ends after it), the clocks 
 child's subtree is shifted, keeping its duration, so that it fits. Synchronous children are
 centred inside their caller (the network time is split evenly, as Jaeger does); a consumer that
 "started" before its producer is placed at the producer's end. Spans of the same service share a
-clock and inherit their parent's shift.
+clock and inherit their parent's shift, as do orphans (placed by their host's recorded times).
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         parent = node.parent
         if parent is None:
             continue
-        if parent.service == node.service:
+        if parent.service == node.service or node.attached_by == ATTACHED_AS_ORPHAN:
+            # same clock; or an orphan, placed by its host's recorded times: keep that relation
             _shift(node, parent.shift_ns)
             continue
-        if node.attached_by == ATTACHED_AS_ORPHAN:
-            continue  # its real parent is unknown, so there is nothing sound to align against
         delta = _needed_shift(node, parent)
         if delta:
             _shift(node, delta)

@@ -1,0 +1,181 @@
+"""`tracekit trace` end to end: a real SQLite store written by tracekit.store, the real command.
+
+Most tests call the click command in-process (CliRunner runs the real code, nothing replaced);
+exit codes, stderr and the terminal default run the installed console script in a subprocess.
+Snapshots in tests/cli/snapshots/ pin the text and rich views at 100 columns; regenerate them
+with TRACEKIT_UPDATE_SNAPSHOTS=1 after an intended change and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import Topology, checkout, incident
+
+from tracekit.path import load_schema
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+
+
+def write_store(path: Path, *topologies: Topology) -> Path:
+    with Store(path) as store:
+        for t in topologies:
+            store.write_spans(t.spans)
+            store.write_logs(t.logs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_store(tmp_path_factory.mktemp("store") / "tracekit.db", checkout(), incident())
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env={"COLUMNS": "100", **(env or {})})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def check_snapshot(name: str, actual: str) -> None:
+    path = SNAPSHOTS / name
+    if os.environ.get("TRACEKIT_UPDATE_SNAPSHOTS") or not path.exists():
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("request_id", ["req-checkout-1", "req-incident-9"])
+def test_text_view_matches_snapshot(store: Path, request_id: str) -> None:
+    code, out, err = run("trace", request_id, "--store", str(store), "--format", "text")
+    assert (code, err) == (0, "")
+    assert max(len(line) for line in out.splitlines()) <= 100
+    check_snapshot(f"trace_{request_id}.txt", out)
+
+
+@pytest.mark.parametrize("request_id", ["req-checkout-1", "req-incident-9"])
+def test_rich_view_matches_snapshot(store: Path, request_id: str) -> None:
+    code, out, _ = run("trace", request_id, "--store", str(store), "--format", "rich")
+    assert code == 0 and "\x1b[" in out  # coloured
+    check_snapshot(f"trace_{request_id}.rich.ansi", out)
+
+
+def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
+    _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
+    assert "path: web -> api -> worker -> ledger" in out
+    assert "~ waited 0.0 ms in queue kafka jobs" in out  # skew-fixed consumer
+    assert "! ERROR duplicate entry for job 77" in out
+    assert "ERROR rejecting duplicate entry" in out
+    assert "clock skew adjusted on worker: shifted +155.0 ms" in out
+    assert "parent span missing for ledger 'POST /entries'" in out
+
+
+def test_json_is_the_documented_schema(store: Path) -> None:
+    code, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "json")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert code == 0 and doc["schema"] == "tracekit.path/v1"
+    assert len(doc["trace_ids"]) == 2
+    assert [h["type"] for h in doc["hops"]] == ["http", "http", "messaging"]
+    assert {e["service"] for e in doc["errors"]} == {"web", "api", "ledger"}
+
+
+def test_trace_id_finds_the_same_path(store: Path) -> None:
+    doc = json.loads(run("trace", "req-checkout-1", "--store", str(store), "--format", "json")[1])
+    by_trace = json.loads(
+        run("trace", doc["trace_ids"][0], "--store", str(store), "--format", "json")[1]
+    )
+    assert by_trace["correlation_id"] == "req-checkout-1"
+    assert by_trace["spans"] == doc["spans"]
+
+
+def test_no_logs_and_raw_times(store: Path) -> None:
+    _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text",
+                    "--no-logs", "--raw-times")  # fmt: skip
+    assert "starting job 77" not in out and "clock skew" not in out
+    assert "-100.0 ms" in out or "+0.0 ms" in out
+
+
+def test_no_color_keeps_rich_layout_without_escape_codes(store: Path) -> None:
+    code, out, _ = run("trace", "req-checkout-1", "--store", str(store), "--format", "rich",
+                       env={"NO_COLOR": "1"})  # fmt: skip
+    assert code == 0 and "\x1b" not in out and "◆" in out
+
+
+def test_hostile_span_names_cannot_reach_the_terminal(tmp_path: Path) -> None:
+    t = Topology("req-evil")
+    t.span("web\x1b[2J", "GET /\x1b]0;pwned\x07\nnext", "SERVER", 0, 5, status="ERROR",
+           message="boom\x1b[31m red\r\n")  # fmt: skip
+    db = write_store(tmp_path / "evil.db", t)
+    for fmt in ("text", "rich"):
+        _, out, _ = run("trace", "req-evil", "--store", str(db), "--format", fmt,
+                        env={"NO_COLOR": "1"})  # fmt: skip
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+        assert "GET / ]0;pwned  next" in out or "GET / ]0;pwned next" in out
+
+
+def cli_process(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TRACEKIT, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "100", **env})  # fmt: skip
+
+
+def test_exit_status_and_one_line_errors(store: Path, tmp_path: Path) -> None:
+    not_found = cli_process("trace", "req-unknown", "--store", str(store))
+    assert not_found.returncode == 1 and not_found.stdout == ""
+    assert not_found.stderr == "tracekit: no request found for 'req-unknown'\n"
+    missing = cli_process("trace", "x", "--store", str(tmp_path / "nothing.db"))
+    assert missing.returncode == 2
+    assert missing.stderr == f"tracekit: no tracekit store at {tmp_path / 'nothing.db'}\n"
+    down = cli_process("trace", "x", "--tempo", "http://127.0.0.1:9", "--timeout", "0.5")
+    assert down.returncode == 2 and len(down.stderr.splitlines()) == 1
+    assert "Traceback" not in down.stderr and "Tempo at http://127.0.0.1:9" in down.stderr
+    both = cli_process("trace", "x", "--tempo", "http://a", "--jaeger", "http://b")
+    assert both.returncode == 2 and "choose one backend" in both.stderr
+    usage = cli_process("trace", "x", "--format", "xml")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
+    piped = cli_process("trace", "req-checkout-1", "--store", str(store))
+    assert piped.stdout.startswith("request req-checkout-1\n") and "\x1b" not in piped.stdout
+    primary, replica = pty.openpty()
+    proc = subprocess.Popen([TRACEKIT, "trace", "req-checkout-1", "--store", str(store)],
+                            stdout=replica, stderr=replica, env={**os.environ, "COLUMNS": "100"})  # fmt: skip
+    os.close(replica)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=60) == 0
+    shown = b"".join(chunks).decode()
+    assert "\x1b[" in shown and "◆" in shown and "│" in shown
+
+
+def test_text_and_json_never_import_rich_or_the_sdk(store: Path) -> None:
+    probe = (
+        "import sys\nfrom tracekit_cli.main import main\n"
+        f"sys.argv = ['tracekit', 'trace', 'req-checkout-1', '--store', {str(store)!r}, "
+        "'--format', 'text']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'opentelemetry', 'google', 'uvicorn') or m.startswith('tracekit.receiver'))\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60).stdout  # fmt: skip
+    assert "HEAVY []" in out
