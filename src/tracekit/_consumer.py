@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import Token
+from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +27,15 @@ from tracekit.metrics import MessagingMetrics
 T = TypeVar("T")
 
 _tracer = trace.get_tracer("tracekit.messaging")
+_current: ContextVar[Delivery | None] = ContextVar("tracekit_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery whose handler is running (in this thread or task), if any."""
+    return _current.get()
+
+
+_Tokens = tuple[Token[str | None], Token[otel_context.Context] | None, Token["Delivery | None"]]
 
 
 class Delivery:
@@ -50,7 +59,7 @@ class Delivery:
         self.correlation_id: str | None = None
         self.span: trace.Span | None = None
         self.queue_wait_ms: float | None = None
-        self._tokens: tuple[Token[str | None], Token[otel_context.Context] | None] | None = None
+        self._tokens: _Tokens | None = None
         self._started = 0.0
 
     def start(self) -> Delivery:
@@ -103,7 +112,7 @@ class Delivery:
         context_token = None
         if not self._target.options.correlation_only:
             context_token = self._start_span(now_ns)
-        self._tokens = (cid_token, context_token)
+        self._tokens = (cid_token, context_token, _current.set(self))
 
     def _start_span(self, now_ns: int) -> Token[otel_context.Context]:
         target = self._target
@@ -147,7 +156,7 @@ class Delivery:
     def _end(self, error: BaseException | None) -> None:
         if self._tokens is None:
             return
-        cid_token, context_token = self._tokens
+        cid_token, context_token, delivery_token = self._tokens
         self._tokens = None
         try:
             if self.span is not None:
@@ -155,6 +164,7 @@ class Delivery:
         finally:
             if context_token is not None:
                 otel_context.detach(context_token)
+            _current.reset(delivery_token)
             correlation.reset_correlation_id(cid_token)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:

@@ -30,6 +30,7 @@ correlation-only mode no spans or metrics are made; IDs and headers still travel
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from contextvars import Token
@@ -48,6 +49,7 @@ from tracekit._consumer import (
     Target,
     base_attributes,
     bounded_id,
+    current_delivery,
     mark_error,
     safe,
     tracer_for,
@@ -58,10 +60,12 @@ from tracekit.metrics import MessagingMetrics
 __all__ = [
     "PUBLISH_TIME_HEADER",
     "Delivery",
+    "HeldDeliveries",
     "Publication",
     "consume",
     "consume_batch",
     "correlation_property_of",
+    "current_delivery",
     "inject",
     "publish",
     "publishing",
@@ -283,3 +287,37 @@ def consume_batch(
         for headers, prop in zip(messages, properties, strict=False)
     ]
     return Delivery(received, target, batch=True)
+
+
+class HeldDeliveries:
+    """At most one open ``Delivery`` per consumer object, for pull APIs without a handler block.
+
+    A consume generator, ``basic_get`` or ``poll()`` returns a message and the handler runs after
+    the call returns; its CONSUMER span must stay open until the consumer fetches the next
+    message (or closes). ``hold(consumer, delivery)`` ends the consumer's previous delivery and
+    starts this one; ``release(consumer)`` ends it.
+    """
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakKeyDictionary[object, Delivery] = weakref.WeakKeyDictionary()
+        self._by_id: dict[int, Delivery] = {}  # consumers that cannot be weakly referenced
+
+    def hold(self, consumer: object, delivery: Delivery) -> Delivery:
+        """End ``consumer``'s open delivery, then start and keep ``delivery``."""
+        self.release(consumer)
+        delivery.start()
+        try:
+            self._weak[consumer] = delivery
+        except TypeError:
+            self._by_id[id(consumer)] = delivery
+        return delivery
+
+    def release(self, consumer: object, error: BaseException | None = None) -> None:
+        """End ``consumer``'s open delivery, if any."""
+        try:
+            delivery = self._weak.pop(consumer, None)
+        except TypeError:
+            delivery = None
+        delivery = delivery or self._by_id.pop(id(consumer), None)
+        if delivery is not None:
+            delivery.end(error)

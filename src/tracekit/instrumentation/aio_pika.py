@@ -1,0 +1,153 @@
+"""aio-pika (RabbitMQ, asyncio): PRODUCER spans on publish, CONSUMER spans around handlers.
+
+- ``Exchange.publish`` runs inside ``messaging.publish``; context goes into ``message.headers``.
+  The destination is the exchange, or the routing key (the queue) on the default exchange.
+- ``Queue.consume(callback)``: the CONSUMER span covers each ``await callback(message)``.
+- ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
+  loop body runs; it ends when the iterator fetches the next message, stops, or is closed.
+- ``IncomingMessage.process()``: for a message no span covers yet (one from ``Queue.get``), the
+  ``async with message.process():`` block is the CONSUMER span.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any
+
+from tracekit import messaging
+from tracekit.instrumentation._base import Instrumentor
+
+SYSTEM = "rabbitmq"
+ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+
+_held = messaging.HeldDeliveries()
+
+
+class AioPikaInstrumentor(Instrumentor):
+    """Traces aio-pika's publish, consume callbacks, queue iterators and ``process()`` blocks."""
+
+    target = "aio_pika"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.Exchange, "publish", _traced_publish)
+        self.wrap(module.Queue, "consume", self._traced_consume)
+        iterator = module.queue.QueueIterator
+        self.wrap(iterator, "__anext__", _traced_next)
+        self.wrap(iterator, "close", _release_on_close)
+        self.wrap(module.IncomingMessage, "process", _traced_process)
+
+    def _traced_consume(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        callback = args[0] if args else kwargs.get("callback")
+        # The queue iterator consumes through its own ``on_message``: it gets spans per item.
+        if not callable(callback) or _is_iterator_callback(callback):
+            return wrapped(*args, **kwargs)
+        traced = self._traced_callback(str(getattr(instance, "name", "")), callback)
+        if args:
+            return wrapped(traced, *args[1:], **kwargs)
+        return wrapped(**{**kwargs, "callback": traced})
+
+    def _traced_callback(
+        self, queue: str, callback: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Any], Awaitable[Any]]:
+        async def on_message(message: Any) -> Any:
+            if not self.active:
+                return await callback(message)
+            async with delivery_of(queue, message):
+                return await callback(message)
+
+        return on_message
+
+
+def delivery_of(queue: str, message: Any) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of one incoming aio-pika message."""
+    return messaging.consume(
+        getattr(message, "headers", None),
+        system=SYSTEM,
+        destination=queue,
+        message_id=getattr(message, "message_id", None),
+        correlation_property=messaging.correlation_property_of(message),
+        attributes=_routing(getattr(message, "routing_key", None)),
+    )
+
+
+async def _traced_publish(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    message = args[0] if args else kwargs.get("message")
+    routing_key = args[1] if len(args) > 1 else kwargs.get("routing_key", "")
+    headers = getattr(message, "headers", None)
+    if not isinstance(headers, dict):
+        return await wrapped(*args, **kwargs)
+    with messaging.publish(
+        headers,
+        system=SYSTEM,
+        destination=str(getattr(instance, "name", "") or routing_key),
+        message_id=getattr(message, "message_id", None),
+        attributes=_routing(routing_key),
+    ):
+        return await wrapped(*args, **kwargs)
+
+
+async def _traced_next(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    message = await wrapped(*args, **kwargs)
+    queue = getattr(instance, "_amqp_queue", None)
+    _held.hold(instance, delivery_of(str(getattr(queue, "name", "")), message))
+    return message
+
+
+async def _release_on_close(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    return await wrapped(*args, **kwargs)
+
+
+def _traced_process(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    process_context = wrapped(*args, **kwargs)
+    if messaging.current_delivery() is not None:
+        return process_context  # the consume callback or the iterator already covers it
+    return _ProcessWithDelivery(process_context, instance)
+
+
+class _ProcessWithDelivery:
+    """``message.process()`` whose block is also the message's CONSUMER span."""
+
+    def __init__(self, process_context: Any, message: Any) -> None:
+        self._process = process_context
+        self._delivery = delivery_of(str(getattr(message, "routing_key", "")), message)
+
+    async def __aenter__(self) -> Any:
+        self._delivery.start()
+        try:
+            return await self._process.__aenter__()
+        except BaseException as error:
+            self._delivery.end(error)
+            raise
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> Any:
+        try:
+            return await self._process.__aexit__(kind, error, tb)
+        finally:
+            self._delivery.end(error)
+
+
+def _is_iterator_callback(callback: Callable[..., Any]) -> bool:
+    from aio_pika.queue import QueueIterator
+
+    return isinstance(getattr(callback, "__self__", None), QueueIterator)
+
+
+def _routing(routing_key: object) -> dict[str, Any]:
+    return {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}

@@ -1,0 +1,190 @@
+"""pika (RabbitMQ, ``BlockingChannel``): PRODUCER spans on publish, CONSUMER spans around handlers.
+
+- ``basic_publish`` runs inside ``messaging.publish``: trace context, correlation ID and publish
+  time go into ``properties.headers`` (a ``BasicProperties`` is created when none is given).
+  The destination is the exchange, or the routing key (the queue) on the default exchange.
+- ``basic_consume`` callbacks run inside ``messaging.consume``: the span covers the callback.
+- ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
+  stays open while the caller handles it: it ends when the same channel fetches the next message
+  (next ``basic_get``, next item of the generator), when the generator stops or is closed, or
+  when the channel closes.
+
+Messages without tracekit headers start a new trace and take the correlation ID from the
+configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+from tracekit import messaging
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor
+
+SYSTEM = "rabbitmq"
+ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+
+_PUBLISH_PARAMETERS = ("exchange", "routing_key", "body", "properties", "mandatory")
+_CONSUME_PARAMETERS = (
+    "queue",
+    "on_message_callback",
+    "auto_ack",
+    "exclusive",
+    "consumer_tag",
+    "arguments",
+)
+
+_held = messaging.HeldDeliveries()
+
+
+class PikaInstrumentor(Instrumentor):
+    """Traces pika's ``BlockingChannel``: publish, consume callbacks, ``basic_get``, ``consume``."""
+
+    target = "pika.adapters.blocking_connection"
+
+    def patch(self, module: ModuleType) -> None:
+        channel = module.BlockingChannel
+        self.wrap(channel, "basic_publish", _traced_publish)
+        self.wrap(channel, "basic_consume", self._traced_basic_consume)
+        self.wrap(channel, "basic_get", _traced_basic_get)
+        self.wrap(channel, "consume", _traced_consume)
+        self.wrap(channel, "close", _release_on_close)
+
+    def _traced_basic_consume(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        try:
+            bound = _bind(_CONSUME_PARAMETERS, args, kwargs)
+            callback = bound["on_message_callback"]
+        except (TypeError, KeyError):
+            return wrapped(*args, **kwargs)  # pika reports the bad call itself
+        if callable(callback):
+            bound["on_message_callback"] = self._traced_callback(str(bound.get("queue")), callback)
+        return wrapped(**bound)
+
+    def _traced_callback(self, queue: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> Any:
+            if not self.active:  # uninstrumented since: consumers already registered run bare
+                return callback(channel, method, properties, body)
+            with delivery_of(queue, method, properties):
+                return callback(channel, method, properties, body)
+
+        return on_message
+
+
+def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of one message consumed from ``queue``."""
+    return messaging.consume(
+        getattr(properties, "headers", None),
+        system=SYSTEM,
+        destination=queue,
+        message_id=getattr(properties, "message_id", None),
+        correlation_property=messaging.correlation_property_of(properties),
+        attributes=_routing(getattr(method, "routing_key", None)),
+    )
+
+
+def _traced_publish(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    try:
+        bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
+    except TypeError:
+        return wrapped(*args, **kwargs)  # pika reports the bad call itself
+    headers = _headers_of(bound)
+    if headers is None:
+        return wrapped(*args, **kwargs)
+    exchange, routing_key = str(bound.get("exchange") or ""), str(bound.get("routing_key") or "")
+    with messaging.publish(
+        headers,
+        system=SYSTEM,
+        destination=exchange or routing_key,
+        message_id=getattr(bound["properties"], "message_id", None),
+        attributes=_routing(routing_key),
+    ):
+        return wrapped(**bound)
+
+
+def _headers_of(bound: dict[str, Any]) -> dict[str, Any] | None:
+    """The message's header table, created when absent; None if tracekit cannot add one."""
+    try:
+        properties = bound.get("properties")
+        if properties is None:
+            from pika.spec import BasicProperties
+
+            properties = bound["properties"] = BasicProperties()
+        if properties.headers is None:
+            properties.headers = {}
+        headers: dict[str, Any] = properties.headers
+        return headers if isinstance(headers, dict) else None
+    except Exception as error:
+        report_once("pika publish headers", error)
+        return None
+
+
+def _traced_basic_get(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    result = wrapped(*args, **kwargs)
+    method, properties, _ = result
+    if method is not None:
+        _held.hold(instance, delivery_of(_queue_of(args, kwargs), method, properties))
+    return result
+
+
+def _traced_consume(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    return _held_generator(wrapped(*args, **kwargs), instance, _queue_of(args, kwargs))
+
+
+def _held_generator(
+    messages: Iterator[tuple[Any, Any, Any]], channel: Any, queue: str
+) -> Iterator[tuple[Any, Any, Any]]:
+    """Re-yield pika's messages; each one's span lasts until the next is fetched."""
+    try:
+        for message in messages:
+            _held.release(channel)
+            method, properties, _ = message
+            if method is not None:  # (None, None, None) marks an inactivity timeout
+                _held.hold(channel, delivery_of(queue, method, properties))
+            yield message
+    except BaseException as error:
+        _held.release(channel, error if isinstance(error, Exception) else None)
+        raise
+    finally:
+        _held.release(channel)
+        close = getattr(messages, "close", None)
+        if close is not None:
+            close()
+
+
+def _release_on_close(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    return wrapped(*args, **kwargs)
+
+
+def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Positional and keyword arguments as one keyword dict (pika's own parameter names)."""
+    bound = dict(zip(names, args, strict=False))
+    if len(args) > len(names):
+        raise TypeError("unexpected positional arguments")
+    bound.update(kwargs)
+    return bound
+
+
+def _queue_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    return str(args[0] if args else kwargs.get("queue", ""))
+
+
+def _routing(routing_key: object) -> dict[str, Any]:
+    return {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}
