@@ -149,8 +149,9 @@ def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
     piped = cli_process("trace", "req-checkout-1", "--store", str(store))
     assert piped.stdout.startswith("request req-checkout-1\n") and "\x1b" not in piped.stdout
     primary, replica = pty.openpty()
-    proc = subprocess.Popen([TRACEKIT, "trace", "req-checkout-1", "--store", str(store)],
-                            stdout=replica, stderr=replica, env={**os.environ, "COLUMNS": "100"})  # fmt: skip
+    command = [TRACEKIT, "trace", "req-checkout-1", "--store", str(store)]
+    env = {**os.environ, "COLUMNS": "100"}
+    proc = subprocess.Popen(command, stdout=replica, stderr=replica, env=env)
     os.close(replica)
     chunks = []
     while True:

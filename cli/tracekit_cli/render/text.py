@@ -35,13 +35,14 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     ]
     for row in build_rows(path, with_logs=with_logs):
         lines.extend(_row_lines(row, path.duration_ms, label_width, lane))
-    lines.extend(_wrap(line, width) for line in _footer(path))
+    for line in _footer(path):
+        lines.extend(_wrap(line, width))
     return "\n".join(line[:width].rstrip() for line in lines) + "\n"
 
 
-def _wrap(line: str, width: int) -> str:
+def _wrap(line: str, width: int) -> list[str]:
     """Footer lines wrap instead of being cut: a warning's end is often its point."""
-    return "\n".join(textwrap.wrap(line, width, subsequent_indent="    ")) if line else line
+    return textwrap.wrap(line, width, subsequent_indent="    ") or [""]
 
 
 def _prefix(row: Row) -> str:

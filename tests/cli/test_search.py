@@ -1,0 +1,66 @@
+"""`tracekit search` over a real store written by tracekit.store (CliRunner runs the real command)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import T0, checkout, incident
+
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("search") / "tracekit.db"
+    with Store(path) as s:
+        for t in (checkout(), incident()):
+            s.write_spans(t.spans)
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["search", *args], env={"COLUMNS": "120"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+SINCE = "2023-11-14T22:00:00+00:00"
+
+
+def test_lists_requests_newest_first_as_text(store: Path) -> None:
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--format", "text")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("start (UTC)")
+    assert "req-checkout-1" in out and "req-incident-9" in out
+    checkout_line = next(line for line in lines if "req-checkout-1" in line)
+    assert "gateway: POST /checkout" in checkout_line and "120.0 ms" in checkout_line
+
+
+def test_filters_and_json(store: Path) -> None:
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--errors", "--format", "json")
+    found = json.loads(out)["requests"]
+    assert code == 0 and found and all(r["error"] for r in found)
+    assert "req-incident-9" in {r["correlation_id"] for r in found}
+    assert "req-checkout-1" not in {r["correlation_id"] for r in found}
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--service", "gateway",
+                       "--format", "json")  # fmt: skip
+    assert [r["root_service"] for r in json.loads(out)["requests"]] == ["gateway"]
+    assert json.loads(out)["requests"][0]["start_unix_nano"] == T0
+
+
+def test_nothing_matching_exits_1_and_bad_since_exits_2(store: Path) -> None:
+    code, out, err = run("--store", str(store), "--since", "5m")  # the data is from 2023
+    assert (code, out) == (1, "") and err == "tracekit: no requests match\n"
+    code, _, err = run("--store", str(store), "--since", "yesterday-ish")
+    assert code == 2 and "use a duration like 15m" in err
+
+
+def test_rich_table(store: Path) -> None:
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--format", "rich")
+    assert code == 0 and "correlation id" in out and "req-checkout-1" in out
