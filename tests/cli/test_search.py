@@ -1,4 +1,4 @@
-"""`tracekit search` over a real store written by tracekit.store (CliRunner runs the real command)."""
+"""`tracekit search` over a real store written by tracekit.store (CliRunner, real command)."""
 
 from __future__ import annotations
 
