@@ -15,7 +15,9 @@ ROUTES = ("/orders/{order_id}", "/orders", "/payments/{id}", "/stock/{sku}", "/s
 RESOURCE = {"service.name": "orders", "service.version": "1.4.2", "host.name": "ip-10-0-3-17"}
 
 
-def typical_span(rng: random.Random, trace_id: str, parent: str | None, correlation: str) -> SpanRecord:
+def typical_span(
+    rng: random.Random, trace_id: str, parent: str | None, correlation: str
+) -> SpanRecord:
     """One SERVER span with the ten attributes an HTTP hop typically carries."""
     route = rng.choice(ROUTES)
     start = 1_700_000_000_000_000_000 + rng.randrange(10**12)
@@ -77,7 +79,10 @@ def otlp_request(spans: list[SpanRecord]) -> ExportTraceServiceRequest:
         if record.parent_span_id:
             span.parent_span_id = bytes.fromhex(record.parent_span_id)
         span.name, span.kind = record.name, 2
-        span.start_time_unix_nano, span.end_time_unix_nano = record.start_unix_nano, record.end_unix_nano
+        span.start_time_unix_nano, span.end_time_unix_nano = (
+            record.start_unix_nano,
+            record.end_unix_nano,
+        )
         for key, value in record.attributes.items():
             span.attributes.append(KeyValue(key=key, value=_any(value)))
     return request

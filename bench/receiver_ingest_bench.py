@@ -68,7 +68,10 @@ def _send_all(port: int, payloads: list[bytes], content_type: str, connections: 
             response.read()
             assert response.status == 200, response.status
 
-    threads = [threading.Thread(target=worker, args=(payloads[i::connections],)) for i in range(connections)]
+    threads = [
+        threading.Thread(target=worker, args=(payloads[i::connections],))
+        for i in range(connections)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -129,7 +132,9 @@ def main() -> None:
     print(text_table(header, rows))
     print(f"{total:,} spans per run; target >= 40,000 spans/s over HTTP protobuf")
     if not quick:
-        replace_section("Store and receiver: ingest", f"{machine()}\n\n{markdown_table(header, rows)}\n")
+        replace_section(
+            "Store and receiver: ingest", f"{machine()}\n\n{markdown_table(header, rows)}\n"
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def post(
         sent = {"Content-Type": "application/x-protobuf", **(headers or {})}
         conn.request("POST", path, body, sent)
         response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        return Reply(
+            response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        )
     finally:
         conn.close()
 

@@ -162,7 +162,8 @@ def _double(value: Any, where: str) -> float:
 def _bytes(value: Any, where: str) -> str:
     text = as_str(value, where)
     try:  # proto3 JSON accepts standard and URL-safe base64, padded or not
-        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "==", validate=True)
+        standard = text.replace("-", "+").replace("_", "/").rstrip("=")
+        raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise MalformedRequest(f"{where} bytesValue must be base64") from None
     return raw.hex()

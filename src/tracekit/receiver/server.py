@@ -64,7 +64,8 @@ class Receiver:
         return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
     def start(self) -> Receiver:
-        """Start the writer and serve in a background thread."""
+        """Create the store if needed, start the writer, and serve in a background thread."""
+        self.store.create()
         self.queue.start()
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tracekit-http"

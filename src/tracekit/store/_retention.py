@@ -77,9 +77,10 @@ def steps(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> Iterat
 def _shrink_steps(conn: sqlite3.Connection, target_bytes: int) -> Iterator[int]:
     """Delete the oldest records until the live pages fit in ``target_bytes``."""
     for _ in range(100_000):  # bounded: each pass deletes at least one row or stops
-        if used_bytes(conn) <= target_bytes:
+        used = used_bytes(conn)
+        if used <= target_bytes:
             return
-        cutoff = _oldest_cutoff(conn)
+        cutoff = _oldest_cutoff(conn, _rows_to_free(conn, used, target_bytes))
         if cutoff is None:
             return
         deleted = _delete_chunk(conn, "s.start_ns <= ?", "time_ns <= ?", (cutoff,))
@@ -93,11 +94,19 @@ def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
     return sum(steps(conn, retention, now_ns))
 
 
-def _oldest_cutoff(conn: sqlite3.Connection) -> int | None:
-    """Start time of the CHUNK_ROWS-th oldest span (or newest log if there are no spans)."""
+def _rows_to_free(conn: sqlite3.Connection, used: int, target: int) -> int:
+    """About how many of the oldest spans to delete next: the excess share, at most a chunk."""
+    # max(id) - min(id) approximates the row count in O(log n): deletes only trim the start.
+    row = conn.execute("SELECT max(id) - min(id) + 1 FROM spans").fetchone()
+    rows = int(row[0] or 0)
+    return max(50, min(CHUNK_ROWS, rows * (used - target) // max(used, 1)))
+
+
+def _oldest_cutoff(conn: sqlite3.Connection, rows: int) -> int | None:
+    """Start time of the ``rows``-th oldest span (or newest log if there are no spans)."""
     row = (
         conn.execute(
-            "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?", (CHUNK_ROWS - 1,)
+            "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?", (rows - 1,)
         ).fetchone()
         or conn.execute("SELECT max(start_ns) FROM spans").fetchone()
     )

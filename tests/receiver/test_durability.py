@@ -1,0 +1,109 @@
+"""Crash safety and a bounded load test against ``tracekit collector`` running as a subprocess."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver._collector_process import start_collector
+
+from tracekit.store import Store
+
+
+def _request(trace_id: bytes, span_ids: list[bytes]) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "load"
+    scope = resource_spans.scope_spans.add()
+    for span_id in span_ids:
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = trace_id, span_id, "op"
+        span.start_time_unix_nano, span.end_time_unix_nano = time.time_ns(), time.time_ns() + 1000
+        span.attributes.add(key="http.route").value.string_value = "/orders/{id}"
+    return request.SerializeToString()
+
+
+def _send(
+    port: int, body: bytes, conn: http.client.HTTPConnection | None
+) -> tuple[int, http.client.HTTPConnection]:
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+    response = conn.getresponse()
+    response.read()
+    return response.status, conn
+
+
+def test_kill_9_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """Every span answered with 200 before SIGKILL is in the store after a restart."""
+    store_path = tmp_path / "crash.db"
+    process, port = start_collector(store_path)
+    acked: list[bytes] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        conn = None
+        while not stop.is_set():
+            ids = [os.urandom(8) for _ in range(200)]
+            try:
+                status, conn = _send(port, _request(os.urandom(16), ids), conn)
+            except OSError:
+                return  # the collector died mid-request: that batch was never acknowledged
+            if status == 200:
+                acked.extend(ids)
+
+    threads = [threading.Thread(target=sender) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(acked) > 1000  # the kill really landed during ingest
+
+    restarted, port = start_collector(store_path)
+    try:
+        assert _send(port, _request(os.urandom(16), [os.urandom(8)]), None)[0] == 200
+        with Store(store_path) as store:
+            stored = {s.span_id for s in store.spans_since(0, limit=10_000_000)}
+        missing = {i.hex() for i in acked} - stored
+        assert not missing, f"{len(missing)} acknowledged spans lost"
+    finally:
+        restarted.terminate()
+        assert restarted.wait(30) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sixty_second_load_count_sent_equals_count_stored(tmp_path: Path) -> None:
+    """Sustained ingest for 60 s at a fixed pace (3,000 spans/s, 180,000 spans in all)."""
+    store_path = tmp_path / "load.db"
+    process, port = start_collector(store_path)
+    per_request, rate, seconds = 300, 3000, 60
+    total = rate * seconds
+    sent, retried = 0, 0
+    conn = None
+    started = time.monotonic()
+    while sent < total:
+        body = _request(os.urandom(16), [os.urandom(8) for _ in range(per_request)])
+        status, conn = _send(port, body, conn)
+        while status == 503:  # back-pressure: the receiver asked us to retry
+            retried += 1
+            time.sleep(0.2)
+            status, conn = _send(port, body, conn)
+        assert status == 200
+        sent += per_request
+        time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+    elapsed = time.monotonic() - started
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+    with Store(store_path) as store:
+        assert store.count_spans() == sent == total
+    assert elapsed >= seconds - 1

@@ -1,0 +1,110 @@
+"""HTTP behaviour of the receiver: gzip, partial success, back-pressure, health, metrics, shutdown."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from tests.receiver.conftest import Reply, post
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+
+def _spans(count: int, trace: str = "0af7651916cd43dd8448eb211c80319c", first: int = 1) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for number in range(first, first + count):
+        span = scope.spans.add()
+        span.trace_id, span.span_id = bytes.fromhex(trace), number.to_bytes(8, "big")
+        span.name = f"op-{number}"
+    return request.SerializeToString()
+
+
+def test_gzip_body_is_accepted(receiver: Receiver, reader: Store) -> None:
+    reply = post(receiver, "/v1/traces", gzip.compress(_spans(3)), {"Content-Encoding": "gzip"})
+    assert reply.status == 200 and reply.headers["content-type"] == "application/x-protobuf"
+    assert reader.count_spans() == 3
+
+
+def test_protobuf_partial_success(receiver: Receiver, reader: Store) -> None:
+    request = ExportTraceServiceRequest.FromString(_spans(2))
+    request.resource_spans[0].scope_spans[0].spans[1].span_id = b"\0" * 8
+    reply = post(receiver, "/v1/traces", request.SerializeToString())
+    assert reply.status == 200
+    partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
+    assert partial.rejected_spans == 1 and partial.error_message
+    assert reader.count_spans() == 1
+
+
+def test_metrics_are_acknowledged_not_stored(receiver: Receiver, reader: Store) -> None:
+    request = ExportMetricsServiceRequest()
+    request.resource_metrics.add().scope_metrics.add().metrics.add(name="http.server.duration")
+    assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
+    assert reader.count_spans() == 0 and reader.count_logs() == 0
+
+
+def test_health_endpoint(receiver: Receiver) -> None:
+    conn = http.client.HTTPConnection(*receiver.address, timeout=10)
+    conn.request("GET", "/health")
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["status"] == "ok"
+    conn.close()
+
+
+def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
+    """Hold the database lock from outside so the writer stalls, then overfill the queue."""
+    store = Store(store_path)
+    store.create()
+    config = ReceiverConfig(port=0, queue_capacity=10, commit_timeout=20)
+    receiver = Receiver(store, config).start()
+    blocker = sqlite3.connect(store_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    replies: list[Reply] = []
+    try:
+        first = threading.Thread(
+            target=lambda: replies.append(post(receiver, "/v1/traces", _spans(10)))
+        )
+        first.start()  # taken by the writer, which now waits for the lock
+        _wait_until(lambda: receiver.queue.depth == 0 and first.is_alive())
+        second = threading.Thread(
+            target=lambda: replies.append(post(receiver, "/v1/traces", _spans(10, first=100)))
+        )
+        second.start()
+        _wait_until(lambda: receiver.queue.depth == 10)
+        full = post(receiver, "/v1/traces", _spans(5, first=200))
+        assert full.status == 503 and full.headers["retry-after"] == "1"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    first.join()
+    second.join()
+    receiver.stop()
+    assert [r.status for r in replies] == [200, 200]
+    assert Store(store_path).count_spans() == 20
+
+
+def test_stop_writes_everything_acknowledged(store_path: Path) -> None:
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    statuses = [post(receiver, "/v1/traces", _spans(50, first=1 + 50 * i)).status for i in range(5)]
+    receiver.stop()
+    assert statuses == [200] * 5
+    assert Store(store_path).count_spans() == 250
+
+
+def _wait_until(condition: object, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)

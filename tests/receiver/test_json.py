@@ -1,0 +1,219 @@
+"""OTLP/JSON written by hand to the spec, with its quirks; property tests for the JSON decoder."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.receiver.conftest import post
+
+from tracekit.receiver import Receiver
+from tracekit.receiver._decoded import MalformedRequest
+from tracekit.receiver._json import decode_traces
+from tracekit.records import SpanEvent, SpanLink, SpanRecord
+from tracekit.store import Store
+
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+# Spec quirks on purpose: upper-case hex ids, int64 as string and as number, integer enums,
+# an enum by name, proto field names next to lowerCamelCase, unknown fields at every level.
+HAND_WRITTEN = {
+    "resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "checkout"}},
+            {"key": "service.version", "value": {"stringValue": "9.9"}},
+        ], "droppedAttributesCount": 0, "futureField": {"x": 1}},
+        "scopeSpans": [{
+            "scope": {"name": "hand.written", "version": "1"},
+            "spans": [{
+                "traceId": "5B8EFFF798038103D269B633813FC60C",
+                "spanId": "EEE19B7EC3C1B174",
+                "parent_span_id": "eee19b7ec3c1b173",
+                "name": "POST /checkout",
+                "kind": 2,
+                "startTimeUnixNano": "1544712660000000000",
+                "endTimeUnixNano": 1544712661000000000,
+                "attributes": [
+                    {"key": "http.response.status_code", "value": {"intValue": "201"}},
+                    {"key": "retries", "value": {"intValue": 2}},
+                    {"key": "ratio", "value": {"doubleValue": 0.25}},
+                    {"key": "cached", "value": {"boolValue": False}},
+                    {"key": "payload", "value": {"bytesValue": base64.b64encode(b"\x01\xff").decode()}},
+                    {"key": "tags", "value": {"arrayValue": {"values": [
+                        {"stringValue": "a"}, {"intValue": "-3"}]}}},
+                    {"key": "map", "value": {"kvlistValue": {"values": [
+                        {"key": "k", "value": {"stringValue": "v"}}]}}},
+                    {"key": "correlation.id", "value": {"stringValue": "json-corr-1"}},
+                ],
+                "events": [{"timeUnixNano": "1544712660500000000", "name": "retry",
+                            "attributes": [{"key": "n", "value": {"intValue": "1"}}]}],
+                "links": [{"traceId": "00000000000000000000000000000ABC",
+                           "spanId": "0000000000000DEF", "attributes": []}],
+                "status": {"code": "STATUS_CODE_ERROR", "message": "card declined"},
+                "flags": 257,
+                "unknownSpanField": [1, 2, 3],
+            }],
+        }],
+    }],
+    "unknownTopLevel": True,
+}  # fmt: skip
+
+EXPECTED = SpanRecord(
+    trace_id="5b8efff798038103d269b633813fc60c",
+    span_id="eee19b7ec3c1b174",
+    parent_span_id="eee19b7ec3c1b173",
+    service="checkout",
+    name="POST /checkout",
+    kind="SERVER",
+    start_unix_nano=1544712660000000000,
+    end_unix_nano=1544712661000000000,
+    status="ERROR",
+    status_message="card declined",
+    attributes={
+        "http.response.status_code": 201,
+        "retries": 2,
+        "ratio": 0.25,
+        "cached": False,
+        "payload": "01ff",
+        "tags": ["a", -3],
+        "map": {"k": "v"},
+        "correlation.id": "json-corr-1",
+    },  # fmt: skip
+    links=[SpanLink("00000000000000000000000000000abc", "0000000000000def", {})],
+    events=[SpanEvent("retry", 1544712660500000000, {"n": 1})],
+    resource={"service.name": "checkout", "service.version": "9.9"},
+    service_version="9.9",
+    scope="hand.written",
+)
+
+
+def test_hand_written_json_reads_back_the_same(receiver: Receiver, reader: Store) -> None:
+    reply = post(receiver, "/v1/traces", json.dumps(HAND_WRITTEN).encode(), JSON)
+    assert reply.status == 200 and json.loads(reply.body) == {}
+    assert reader.spans_by_correlation_id("json-corr-1") == [EXPECTED]
+
+
+def test_json_logs_with_quirks(receiver: Receiver, reader: Store) -> None:
+    body = {"resourceLogs": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "worker"}}]},
+        "scopeLogs": [{"logRecords": [{
+            "observedTimeUnixNano": "1700000000000000001", "severityNumber": 17,
+            "severityText": "ERROR", "body": {"kvlistValue": {"values": [
+                {"key": "msg", "value": {"stringValue": "boom"}}]}},
+            "traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174",
+            "someNewField": 1}]}]}]}  # fmt: skip
+    assert post(receiver, "/v1/logs", json.dumps(body).encode(), JSON).status == 200
+    (log,) = reader.logs_by_trace_ids(["5b8efff798038103d269b633813fc60c"])
+    assert log.time_unix_nano == 1700000000000000001 and log.severity_number == 17
+    assert json.loads(log.body) == {"msg": "boom"} and log.service == "worker"
+
+
+def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:
+    spans = [
+        {"traceId": "01" * 16, "spanId": "02" * 8, "name": "kept"},
+        {"traceId": "00" * 16, "spanId": "03" * 8, "name": "zero trace id"},
+    ]
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    reply = post(receiver, "/v1/traces", json.dumps(body).encode(), JSON)
+    assert reply.status == 200
+    partial = json.loads(reply.body)["partialSuccess"]
+    assert partial["rejectedSpans"] == "1" and "zero" in partial["errorMessage"]
+    assert [s.name for s in reader.spans_by_trace_ids(["01" * 16])] == ["kept"]
+
+
+# -- property tests -------------------------------------------------------------------------------
+
+hex_id = lambda n: st.binary(min_size=n, max_size=n).filter(any).map(bytes.hex)  # noqa: E731
+int64 = st.integers(-(2**63), 2**63 - 1)
+scalar = st.one_of(st.text(max_size=20), int64, st.booleans(), st.floats(allow_nan=False, width=64))
+values = st.recursive(
+    scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+attributes = st.dictionaries(st.text(max_size=12), values, max_size=5)
+
+
+def _any_json(value: object, draw: st.DrawFn) -> dict[str, object]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": draw(st.sampled_from([str(value), value]))}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, str):
+        return {draw(st.sampled_from(["stringValue", "string_value"])): value}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [_any_json(v, draw) for v in value]}}
+    assert isinstance(value, dict)
+    return {"kvlistValue": {"values": _kv_json(value, draw)}}
+
+
+def _kv_json(attrs: dict[str, object], draw: st.DrawFn) -> list[dict[str, object]]:
+    return [{"key": k, "value": _any_json(v, draw)} for k, v in attrs.items()]
+
+
+@st.composite
+def span_documents(draw: st.DrawFn) -> tuple[dict[str, object], dict[str, object]]:
+    """An OTLP/JSON document with random spec-allowed spellings, and what it must decode to."""
+    trace_id, span_id = draw(hex_id(16)), draw(hex_id(8))
+    start = draw(st.integers(0, 2**63 - 1))
+    attrs = draw(attributes)
+    kind = draw(st.integers(0, 5))
+    status = draw(st.integers(0, 2))
+    case = draw(st.sampled_from([str.upper, str.lower]))
+    span = {
+        "traceId": case(trace_id), "spanId": case(span_id), "name": draw(st.text(max_size=10)),
+        "kind": kind, "startTimeUnixNano": draw(st.sampled_from([str(start), start])),
+        "endTimeUnixNano": str(start), "attributes": _kv_json(attrs, draw),
+        "status": {"code": status}, draw(st.sampled_from(["zzUnknown", "extra"])): {"a": [1]},
+    }  # fmt: skip
+    expected = {"trace_id": trace_id, "span_id": span_id, "start": start, "attributes": attrs,
+                "kind": ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")[kind],
+                "status": ("UNSET", "OK", "ERROR")[status]}  # fmt: skip
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(span_documents())
+def test_json_decoder_accepts_every_spec_spelling(
+    case: tuple[dict[str, object], dict[str, object]],
+) -> None:
+    document, expected = case
+    (span,) = decode_traces(json.dumps(document).encode()).spans
+    assert span.trace_id == expected["trace_id"] and span.span_id == expected["span_id"]
+    assert span.start_unix_nano == expected["start"] and span.attributes == expected["attributes"]
+    assert span.kind == expected["kind"] and span.status == expected["status"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(
+        ["resourceSpans", "scopeSpans", "spans", "traceId", "spanId", "attributes", "value",
+         "key", "intValue", "arrayValue", "values", "kind", "status", "code", "links"]), inner,
+        max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_json_decoder_only_ever_raises_malformed_request(document: object) -> None:
+    try:
+        decoded = decode_traces(json.dumps(document).encode())
+    except MalformedRequest:
+        return
+    for span in decoded.spans:
+        assert len(span.trace_id) == 32 and len(span.span_id) == 16
+
+
+@pytest.mark.parametrize("bad", ["1.5", "abc", "99999999999999999999999", True, [1]])
+def test_int64_fields_refuse_non_integers(bad: object) -> None:
+    span = {"traceId": "01" * 16, "spanId": "02" * 8, "startTimeUnixNano": bad}
+    with pytest.raises(MalformedRequest):
+        decode_traces(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode())

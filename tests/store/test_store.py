@@ -1,0 +1,140 @@
+"""The embedded store on real SQLite files: round trips, lookups, roots, retention, paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tracekit.records import BackendError, LogRecordData, SpanEvent, SpanLink, SpanRecord
+from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
+
+T1, T2, T3 = "a" * 32, "b" * 32, "c" * 32
+
+
+def span(trace: str, span_id: str, parent: str | None = None, **fields: object) -> SpanRecord:
+    base: dict[str, object] = dict(
+        service="gateway", name="GET /", kind="SERVER", start_unix_nano=1_000, end_unix_nano=3_000
+    )
+    base.update(fields)
+    return SpanRecord(trace_id=trace, span_id=span_id, parent_span_id=parent, **base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "s.db")
+
+
+def test_every_field_round_trips(store: Store) -> None:
+    record = span(
+        T1, "1" * 16, None, status="ERROR", status_message="boom", scope="lib", service_version="2",
+        attributes={"correlation.id": "c-1", "n": 7, "f": 0.5, "b": False, "l": ["x", 1],
+                    "m": {"k": [True]}, "long": "y" * 500, "none": None},
+        links=[SpanLink(T2, "2" * 16, {"why": "batch"})],
+        events=[SpanEvent("exception", 2_000, {"exception.type": "KeyError"})],
+        resource={"service.name": "gateway", "host.name": "h"},
+    )  # fmt: skip
+    store.write_spans([record, record])  # a retried export must not duplicate
+    assert store.spans_by_correlation_id("c-1") == [record]
+    assert store.spans_by_trace_ids([T1.upper()]) == [record]
+    assert store.count_spans() == 1
+
+
+def test_links_can_be_followed_both_ways(store: Store) -> None:
+    producer = span(T2, "2" * 16, kind="PRODUCER")
+    consumer = span(T3, "3" * 16, kind="CONSUMER", links=[SpanLink(T2, "2" * 16)], service="worker")
+    store.write_spans([producer, consumer])
+    assert store.trace_ids_linking_to([T2]) == {T3}
+    assert store.spans_linking_to(T2, "2" * 16) == [consumer]
+    assert store.spans_by_trace_ids([T3])[0].links == [SpanLink(T2, "2" * 16, {})]
+    assert [(e.from_service, e.to_service) for e in store.service_edges()] == [
+        ("gateway", "worker")
+    ]
+
+
+def test_recent_requests_lists_roots_newest_first(store: Store) -> None:
+    store.write_spans([
+        span(T1, "1" * 16, start_unix_nano=100, end_unix_nano=200, attributes={"correlation.id": "c1"}),
+        span(T1, "2" * 16, "1" * 16, service="orders", status="ERROR"),
+        span(T2, "3" * 16, "f" * 16, start_unix_nano=500, end_unix_nano=5_000_600),  # parent absent
+    ])  # fmt: skip
+    requests = store.recent_requests()
+    assert [(r.trace_id, r.span_count, r.error) for r in requests] == [
+        (T2, 1, False),
+        (T1, 2, True),
+    ]
+    assert requests[1].correlation_id == "c1"
+    assert [r.trace_id for r in store.recent_requests(errors_only=True)] == [T1]
+    assert [r.trace_id for r in store.recent_requests(min_duration_ms=1)] == [T2]
+    assert store.recent_requests(service="nobody") == []
+    assert [r.trace_id for r in store.recent_requests(since_unix_nano=400)] == [T2]
+    assert [s.span_id for s in store.spans_since(1000)] == ["2" * 16]
+
+
+def test_logs_round_trip_and_follow_their_trace(store: Store) -> None:
+    log = LogRecordData(5, "orders", "ERROR", 17, "failed", T1, "1" * 16, {"correlation.id": "c9"},
+                        {"service.name": "orders"})  # fmt: skip
+    store.write_logs([log])
+    assert store.logs_by_trace_ids([T1]) == [log]
+    assert store.logs_by_correlation_id("c9") == [log]
+
+
+def test_reading_a_missing_store_is_a_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="no tracekit store"):
+        Store(tmp_path / "absent.db").spans_by_correlation_id("x")
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_bad_ids_are_refused_before_anything_is_written(store: Store) -> None:
+    with pytest.raises(ValueError, match="span id"):
+        store.write_spans([span(T1, "1" * 16), span(T1, "nothex")])
+    store.create()
+    assert store.count_spans() == 0
+
+
+def test_retention_by_age_removes_old_records_and_their_ids(store: Store) -> None:
+    store.write_spans([span(T1, "1" * 16, start_unix_nano=10, attributes={"correlation.id": "old"}),
+                       span(T2, "2" * 16, start_unix_nano=10_000)])  # fmt: skip
+    deleted = store.apply_retention(Retention(max_age_ns=1_000), now_ns=10_500)
+    assert deleted == 1
+    assert store.spans_by_correlation_id("old") == [] and store.count_spans() == 1
+
+
+def test_retention_by_size_keeps_the_file_under_the_limit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "big.db")
+    filler = {"payload": "z" * 400}
+    for batch in range(20):
+        store.write_spans(
+            span(os.urandom(16).hex(), os.urandom(8).hex(), start_unix_nano=batch * 1000 + i,
+                 attributes=filler)
+            for i in range(500)
+        )  # fmt: skip
+    before = (tmp_path / "big.db").stat().st_size
+    store.apply_retention(Retention(max_bytes=2_000_000))
+    store.close()
+    with Store(tmp_path / "big.db") as reopened:
+        kept = reopened.spans_since(0, limit=100_000)
+        assert 0 < len(kept) < 10_000
+        assert min(s.start_unix_nano for s in kept) > 0  # the oldest went first
+    assert before > 4_000_000 and (tmp_path / "big.db").stat().st_size <= 2_000_000
+
+
+def test_default_path_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TRACEKIT_STORE", str(tmp_path / "x.db"))
+    assert default_store_path() == tmp_path / "x.db"
+    monkeypatch.delenv("TRACEKIT_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_store_path() == tmp_path / "tracekit" / "tracekit.db"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
+    assert default_store_path() == Path.home() / ".local/share/tracekit/tracekit.db"
+
+
+def test_parsing_retention_flags() -> None:
+    assert parse_duration("7d") == 7 * 86400 * 10**9 and parse_duration("90") == 90 * 10**9
+    assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5GiB") == int(1.5 * 2**30)
+    for bad in ("7 days", "-1d", "0s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(ValueError):
+        parse_size("12 parsecs")
