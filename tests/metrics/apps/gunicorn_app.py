@@ -1,0 +1,30 @@
+"""A plain WSGI app served by several gunicorn workers in test_gunicorn_multiprocess.py.
+
+Each worker imports this module, so each calls tracekit.init() (TRACEKIT_* variables come from the
+test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+import tracekit
+from tracekit.metrics import wsgi_metrics_app
+from tracekit.wsgi import ROUTE_KEY, TracekitMiddleware
+
+tracekit.init("gunisvc")
+
+
+def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    environ[ROUTE_KEY] = "/hello"
+    time.sleep(0.2)  # long enough that concurrent requests must spread over the workers
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+app = DispatcherMiddleware(TracekitMiddleware(hello), {"/metrics": wsgi_metrics_app()})

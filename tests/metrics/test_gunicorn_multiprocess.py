@@ -1,0 +1,122 @@
+"""gunicorn with several workers: prometheus-client's multiprocess mode sums every worker.
+
+Requests are spread over three sync workers (each request holds its worker for 0.2 s and twelve
+arrive at once); whichever worker answers the scrape — the ``/metrics`` mount, or the metrics port
+that the first worker bound — reports the whole server's count.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+APPS = Path(__file__).parent / "apps"
+REQUESTS = 12
+GUNICORN_CONF = """
+from tracekit.metrics import mark_process_dead
+
+def child_exit(server, worker):
+    mark_process_dead(worker.pid)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gunicorn exited"
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("gunicorn did not start")
+
+
+@pytest.fixture(params=["mount", "port"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(app URL, metrics URL) of a 3-worker gunicorn in multiprocess mode."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_CONF)
+    port, metrics_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        "TRACEKIT_EXPORTER": "none",
+        "TRACEKIT_EXPORT_LOGS": "false",
+        "TRACEKIT_METRICS_PORT": str(metrics_port if request.param == "port" else 0),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "3",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-c",
+            str(conf),
+            "--chdir",
+            str(APPS),
+            "gunicorn_app:app",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    app_url = f"http://127.0.0.1:{port}"
+    metrics_url = (
+        f"{app_url}/metrics" if request.param == "mount" else f"http://127.0.0.1:{metrics_port}/"
+    )
+    try:
+        _wait_for(f"{app_url}/metrics", process)
+        yield app_url, metrics_url
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_metrics_are_summed_over_workers(server: tuple[str, str]) -> None:
+    app_url, metrics_url = server
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        # A new connection per request, so gunicorn hands them to whichever worker is free.
+        responses = list(pool.map(lambda _: httpx.get(f"{app_url}/hello"), range(REQUESTS)))
+    pids = {r.text for r in responses}
+    assert len(pids) >= 2, "the requests must have been served by several workers"
+
+    for _ in range(4):  # successive scrapes may be answered by different workers
+        text = httpx.get(metrics_url).text
+        counts = _samples(text, "http_server_request_duration_seconds_count")
+        assert sum(counts.values()) == REQUESTS
+        (labels,) = counts
+        assert ("http_route", "/hello") in labels and ("service_name", "gunisvc") in labels
+        active = _samples(text, "http_server_active_requests")
+        assert sum(active.values()) == 0  # livesum over the live workers, none in flight
