@@ -56,6 +56,14 @@ def test_correlation_id_is_never_a_metric_dimension() -> None:
     assert tk.CORRELATION_ATTR not in span_dims + graph_dims
 
 
+def test_tracekit_collector_is_a_drop_in_for_the_app_default() -> None:
+    """README: a service alone exports straight to `tracekit collector` with no settings."""
+    assert tk.TRACEKIT_COLLECTOR_HOST == "127.0.0.1"
+    assert tk.TRACEKIT_COLLECTOR_PORT == tk.OTLP_HTTP_PORT
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"`{tk.TRACEKIT_COLLECTOR_HOST}:{tk.TRACEKIT_COLLECTOR_PORT}`" in readme
+
+
 def test_local_flavour_forwards_to_tracekit_collector_without_a_loop() -> None:
     config = load(CONFIG_DIR / "local.yaml")
     target = config["exporters"]["otlphttp/tracekit"]["endpoint"]

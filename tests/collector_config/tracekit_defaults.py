@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import DEFAULT_ENDPOINT
 
 from tracekit.config import Options, env_var
+from tracekit.receiver import DEFAULT_HOST, DEFAULT_PORT
 from tracekit.records import CORRELATION_ATTRIBUTE
 
 # The app's OTLP/HTTP exporter target when OTEL_EXPORTER_OTLP_ENDPOINT is unset.
@@ -26,5 +27,5 @@ METRICS_PATH = "/metrics"
 CORRELATION_ATTR = CORRELATION_ATTRIBUTE
 
 # `tracekit collector` (the embedded OTLP/HTTP receiver) binds here unless told otherwise.
-TRACEKIT_COLLECTOR_HOST = "127.0.0.1"
-TRACEKIT_COLLECTOR_PORT = OTLP_HTTP_PORT
+TRACEKIT_COLLECTOR_HOST = DEFAULT_HOST
+TRACEKIT_COLLECTOR_PORT = DEFAULT_PORT
