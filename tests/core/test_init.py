@@ -1,0 +1,247 @@
+"""``tracekit.init()`` in fresh interpreters (one global tracer provider per process).
+
+A real OTLP/HTTP endpoint on loopback (a small capture server in this process) receives what the
+child exports; the payloads are decoded with the OTLP protobuf classes.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+QUIET = {"TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORT_LOGS": "false"}
+
+
+class Capture(http.server.ThreadingHTTPServer):
+    """Records every OTLP/HTTP trace export it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CaptureHandler)
+        self.exports: list[ExportTraceServiceRequest] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """(resource attributes, span) for every exported span."""
+        found = []
+        for export in self.exports:
+            for resource_spans in export.resource_spans:
+                resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+                found += [(resource, s) for ss in resource_spans.scope_spans for s in ss.spans]
+        return found
+
+
+def _value(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value"))
+
+
+class _CaptureHandler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/traces":
+            self.server.exports.append(ExportTraceServiceRequest.FromString(body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[Capture]:
+    server = Capture()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def run(script: str, env: dict[str, str], timeout: float = 60) -> str:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    full_env.update(QUIET)
+    full_env.update(env)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_resource_attributes_and_shutdown_flush(collector: Capture) -> None:
+    run(
+        """
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init("orders", service_version="1.2.3")
+        trace.get_tracer("t").start_span("work").end()
+        tracekit.shutdown()
+        """,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_RESOURCE_ATTRIBUTES": "team=payments,deployment.region=eu-west-1",
+            "TRACEKIT_ENVIRONMENT": "staging",
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",  # only shutdown's flush can deliver the span
+        },
+    )
+
+    ((resource, span),) = collector.spans()
+    assert span.name == "work"
+    assert resource["service.name"] == "orders"
+    assert resource["service.version"] == "1.2.3"
+    assert resource["deployment.environment"] == "staging"
+    assert resource["deployment.environment.name"] == "staging"
+    assert resource["team"] == "payments"
+    assert resource["deployment.region"] == "eu-west-1"
+
+
+def test_service_name_from_otel_service_name(collector: Capture) -> None:
+    run(
+        """
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init()
+        trace.get_tracer("t").start_span("work").end()
+        tracekit.shutdown()
+        """,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_SERVICE_NAME": "from-otel"},
+    )
+
+    ((resource, _),) = collector.spans()
+    assert resource["service.name"] == "from-otel"
+
+
+def test_otel_traces_sampler_is_honoured_and_parent_based(collector: Capture) -> None:
+    run(
+        """
+        import tracekit
+        from opentelemetry import propagate, trace
+        tracekit.init("sampled")
+        tracer = trace.get_tracer("t")
+        tracer.start_span("root-dropped").end()
+        parent = propagate.extract(
+            {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        tracer.start_span("child-kept", context=parent).end()
+        tracekit.shutdown()
+        """,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0",
+        },
+    )
+
+    assert [span.name for _, span in collector.spans()] == ["child-kept"]
+
+
+def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
+    out = run(
+        """
+        import tracekit, requests
+        from tracekit import _setup
+        first = tracekit.init("first", exporter="console")
+        processors = len(_setup._processors)
+        send = requests.Session.__dict__["send"]
+        second = tracekit.init("second", exporter="none")
+        print(first.service_name, second.service_name, second is first)
+        print(processors == len(_setup._processors), requests.Session.__dict__["send"] is send)
+        tracekit.shutdown()
+        print(requests.Session.__dict__["send"] is not send, len(_setup._processors))
+        third = tracekit.init("third", exporter="none")
+        print(third.service_name)
+        tracekit.shutdown()
+        """,
+        {},
+    )
+
+    assert out.split("\n")[:4] == ["first first True", "True True", "True 0", "third"]
+
+
+SERVICE = """
+import sys, tracekit
+from werkzeug.serving import make_server
+from tracekit.wsgi import TracekitMiddleware
+tracekit.init("latency")
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+server = make_server("127.0.0.1", 0, TracekitMiddleware(app), threaded=True)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def _median_latency(env: dict[str, str], requests: int = 150) -> float:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    full_env.update({**QUIET, **env})
+    child = subprocess.Popen(
+        [sys.executable, "-c", SERVICE],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        durations = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                reply = b"".join(iter(lambda: sock.recv(4096), b""))
+            durations.append(time.perf_counter() - started)
+            assert reply.startswith(b"HTTP/1.1 200") and b"X-Correlation-ID" in reply
+        return statistics.median(durations)
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_unreachable_otlp_endpoint_never_slows_requests() -> None:
+    # A listener that never accepts: the exporter's connection hangs until its timeout, the worst
+    # case (a refused connection fails fast). Batches leave every 10 ms, so exports are in
+    # flight during the whole measurement.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    try:
+        baseline = _median_latency({"TRACEKIT_EXPORTER": "none"})
+        hanging = _median_latency(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+                "OTEL_BSP_SCHEDULE_DELAY": "10",
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1",
+            }
+        )
+    finally:
+        blackhole.close()
+
+    print(
+        f"median latency: exporter none {baseline * 1e3:.2f} ms,"
+        f" blackholed otlp {hanging * 1e3:.2f} ms"
+    )
+    assert hanging < baseline * 2 + 0.002
