@@ -1,0 +1,253 @@
+"""Metric families in-process, each test on a fresh registry: what a scrape shows a user.
+
+Real servers on loopback: uvicorn in a thread for the ASGI app with the ``/metrics`` mount,
+werkzeug for the HTTP client's target, and prometheus-client's own server for ``install``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import uvicorn
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from tracekit import config, instrumentation, metrics
+from tracekit.asgi import TracekitMiddleware
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def _uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+
+
+@pytest.fixture
+def asgi_service() -> Iterator[str]:
+    """A Starlette app with tracekit's middleware and its own registry mounted at /metrics."""
+    registry = CollectorRegistry()
+
+    async def order(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", status_code=int(request.query_params.get("status", 200)))
+
+    routes = [
+        Route("/orders/{order_id}", order),
+        Mount("/metrics", metrics.asgi_metrics_app(registry)),
+    ]
+    app = TracekitMiddleware(
+        Starlette(routes=routes),
+        registry=registry,
+        service_name="shop",
+        excluded_urls=["^/metrics"],
+    )
+    url, stop = _uvicorn(app)
+    yield url
+    stop()
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_openmetrics_scrape_shows_route_templates_and_exemplars(
+    asgi_service: str, spans: InMemorySpanExporter
+) -> None:
+    with httpx.Client(base_url=asgi_service) as client:
+        client.get("/orders/17", headers={"X-Correlation-ID": "scrape-1"})
+        client.get("/orders/18?status=503")
+        client.get("/no/such/page", headers={"X-Tenant": "tenant-from-header"})
+        response = client.get("/metrics/", headers={"Accept": OPENMETRICS})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert "tenant-from-header" not in response.text and "/orders/17" not in response.text
+    family = _families(response.text)["http_server_request_duration_seconds"]
+    counts = {
+        (s.labels["http_route"], s.labels["http_response_status_code"]): s.value
+        for s in family.samples
+        if s.name.endswith("_count")
+    }
+    assert counts == {
+        ("/orders/{order_id}", "200"): 1,
+        ("/orders/{order_id}", "503"): 1,
+        ("_unmatched", "404"): 1,
+    }
+
+    server_spans = {
+        (f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}")
+        for s in spans.get_finished_spans()
+        if s.kind.name == "SERVER"
+    }
+    exemplars = [s.exemplar for s in family.samples if s.exemplar is not None]
+    assert exemplars, "histogram buckets must carry exemplars in OpenMetrics"
+    for exemplar in exemplars:
+        assert (exemplar.labels["trace_id"], exemplar.labels["span_id"]) in server_spans
+
+
+def test_plain_prometheus_format_still_served(asgi_service: str) -> None:
+    httpx.get(f"{asgi_service}/orders/1")
+    response = httpx.get(f"{asgi_service}/metrics/")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert (
+        'http_server_active_requests{service_name="shop",service_version=""} 0.0' in response.text
+    )
+
+
+@pytest.fixture
+def werkzeug_target() -> Iterator[str]:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        status = 404 if environ["PATH_INFO"] == "/missing" else 200
+        return Response("body", status=status)(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+def _client_count(**labels: str) -> float:
+    base = {"http_request_method": "GET", "server_address": "127.0.0.1", "service_version": ""}
+    value = REGISTRY.get_sample_value(
+        "http_client_request_duration_seconds_count",
+        {"service_name": "unknown_service", "error_type": "", **base, **labels},
+    )
+    return value or 0.0
+
+
+def test_http_client_requests_are_measured(werkzeug_target: str) -> None:
+    port = werkzeug_target.rsplit(":", 1)[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = str(closed.getsockname()[1])
+    closed.close()
+    before_ok = _client_count(server_port=port, http_response_status_code="200")
+    before_404 = _client_count(server_port=port, http_response_status_code="404", error_type="404")
+    instrumentation.instrument(["requests"])
+    try:
+        requests.get(f"{werkzeug_target}/fine", timeout=5)
+        requests.get(f"{werkzeug_target}/missing", timeout=5)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{closed_port}/", timeout=5)
+    finally:
+        instrumentation.uninstrument()
+    assert _client_count(server_port=port, http_response_status_code="200") == before_ok + 1
+    assert (
+        _client_count(server_port=port, http_response_status_code="404", error_type="404")
+        == before_404 + 1
+    )
+    failed = _client_count(
+        server_port=closed_port, http_response_status_code="", error_type="ConnectionError"
+    )
+    assert failed == 1
+
+
+def test_open_ended_labels_are_capped() -> None:
+    registry = CollectorRegistry()
+    server = metrics.HttpServerMetrics("svc", registry=registry)
+    for i in range(600):
+        server.request_started()
+        server.request_finished("GET", f"/generated/{i}", 200, 0.001, None)
+    routes = {
+        s.labels["http_route"]
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "http_server_request_duration_seconds_count"
+    }
+    assert len(routes) == 501 and metrics.OTHER_VALUE in routes
+    assert (
+        registry.get_sample_value(
+            "http_server_request_duration_seconds_count",
+            {
+                "http_request_method": "GET",
+                "http_route": metrics.OTHER_VALUE,
+                "http_response_status_code": "200",
+                "service_name": "svc",
+                "service_version": "",
+            },
+        )
+        == 100
+    )
+
+
+def test_messaging_destinations_are_capped_and_truncated() -> None:
+    registry = CollectorRegistry()
+    messaging = metrics.MessagingMetrics("svc", None, registry)
+    for i in range(250):
+        messaging.published("kafka", f"topic-{i}" + "x" * 300, 0.01, None)
+    destinations = {
+        s.labels["messaging_destination_name"]
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "messaging_client_sent_messages_total"
+    }
+    assert len(destinations) == 201
+    assert max(len(d) for d in destinations) == metrics.MAX_LABEL_LENGTH
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_install_serves_the_metrics_port_until_uninstall() -> None:
+    port = _free_port()
+    metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS})
+        assert response.status_code == 200
+        assert response.text.rstrip().endswith("# EOF")
+    finally:
+        metrics.uninstall()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/")
+
+
+def test_install_with_port_zero_or_correlation_mode_serves_nothing() -> None:
+    metrics.install(config.resolve("svc", environ={}, metrics_port=0))
+    metrics.install(
+        config.resolve("svc", environ={}, metrics_port=_free_port(), mode="correlation")
+    )
+    assert metrics._server is None
+
+
+def test_taken_port_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.WARNING, logger="tracekit"):
+            metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert metrics._server is None
+    assert f"metrics port {port} unavailable" in caplog.text
