@@ -1,0 +1,244 @@
+"""redis-py: streams and pub/sub as queue hops.
+
+Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
+``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
+span records the entry ID. ``XREAD``/``XREADGROUP`` return raw data and the handler runs after
+the call, so tracekit cannot know where handling an entry ends; consumers say so themselves::
+
+    for stream, entry_id, fields in tracekit.instrumentation.redis.entries(response):
+        with tracekit.instrumentation.redis.consume_entry(stream, entry_id, fields):
+            handle(fields)
+
+(``consume_entries`` gives one span linked to every entry of a batch.)
+
+Pub/sub. A published message has no headers, so tracekit wraps it in an envelope: the payload
+becomes ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. Subscribers with tracekit
+(``get_message``, ``listen``, channel handlers of the sync ``PubSub``) strip it and get the
+original payload; subscribers *without* tracekit would see the envelope, so set
+``PUBSUB_ENVELOPE = False`` (or disable the ``redis`` instrumentation) until every subscriber
+runs tracekit. A message's CONSUMER span covers a registered channel handler; for messages
+returned by ``get_message``/``listen`` it stays open until the next message is read or the
+``PubSub`` closes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from tracekit import messaging
+from tracekit.instrumentation._base import Instrumentor
+
+SYSTEM = "redis"
+PUBSUB_ENVELOPE = True
+ENVELOPE_MARK = "\x1etracekit1\x1e"
+SEPARATOR = "\x1e"
+MAX_ENVELOPE_HEADERS = 16384
+
+_held = messaging.HeldDeliveries()
+
+
+class RedisInstrumentor(Instrumentor):
+    """Traces ``XADD``, ``PUBLISH`` and the sync ``PubSub`` message handling of redis-py."""
+
+    target = "redis"
+
+    def patch(self, module: ModuleType) -> None:
+        commands = module.commands.core
+        self.wrap(commands.StreamCommands, "xadd", _traced_xadd)
+        self.wrap(commands.PubSubCommands, "publish", _traced_publish)
+        self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
+        self.wrap(module.client.PubSub, "close", _release_on_close)
+
+
+def entries(response: object) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
+    """``(stream, entry_id, fields)`` of every entry in an XREAD/XREADGROUP reply (RESP2 or 3)."""
+    streams: Any = response.items() if isinstance(response, Mapping) else (response or ())
+    for stream_and_entries in streams:
+        stream, stream_entries = stream_and_entries
+        for item in stream_entries[0] if _is_resp3_nesting(stream_entries) else stream_entries:
+            entry_id, fields = item
+            yield _text(stream), _text(entry_id), fields or {}
+
+
+def consume_entry(
+    stream: object, entry_id: object, fields: Mapping[Any, Any]
+) -> messaging.Delivery:
+    """The CONSUMER span of one stream entry: ``with consume_entry(...)`` around its handler."""
+    return messaging.consume(
+        fields,
+        system=SYSTEM,
+        destination=_text(stream),
+        message_id=_text(entry_id),
+        correlation_property=messaging.correlation_property_of(fields),
+    )
+
+
+def consume_entries(
+    stream: object, stream_entries: Sequence[tuple[Any, Mapping[Any, Any]]]
+) -> messaging.Delivery:
+    """One CONSUMER span linked to every entry of a batch read from ``stream``."""
+    return messaging.consume_batch(
+        [fields for _, fields in stream_entries],
+        system=SYSTEM,
+        destination=_text(stream),
+        correlation_properties=[messaging.correlation_property_of(f) for _, f in stream_entries],
+    )
+
+
+def _traced_xadd(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    name = args[0] if args else kwargs.get("name")
+    fields = args[1] if len(args) > 1 else kwargs.get("fields")
+    if not isinstance(fields, Mapping) or messaging.publishing():
+        return wrapped(*args, **kwargs)
+    headers: dict[str, Any] = {}
+    publication = messaging.publish(headers, system=SYSTEM, destination=_text(name))
+    sent = publication.__enter__()
+    traced_fields = {**fields, **headers}
+    call_args = (args[0], traced_fields, *args[2:]) if len(args) > 1 else args
+    call_kwargs = kwargs if len(args) > 1 else {**kwargs, "fields": traced_fields}
+    return _finish(publication, sent, lambda: wrapped(*call_args, **call_kwargs))
+
+
+def _traced_publish(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    channel = args[0] if args else kwargs.get("channel")
+    message = args[1] if len(args) > 1 else kwargs.get("message")
+    if not PUBSUB_ENVELOPE or not isinstance(message, str | bytes) or messaging.publishing():
+        return wrapped(*args, **kwargs)
+    headers: dict[str, Any] = {}
+    publication = messaging.publish(headers, system=SYSTEM, destination=_text(channel))
+    publication.__enter__()
+    enveloped = _envelope(headers, message)
+    return _finish(
+        publication,
+        None,
+        lambda: wrapped(
+            channel,
+            enveloped,
+            *args[2:],
+            **{k: v for k, v in kwargs.items() if k not in ("channel", "message")},
+        ),
+    )
+
+
+def _finish(publication: Any, sent: messaging.Publication | None, call: Callable[[], Any]) -> Any:
+    """Run the command; end the PRODUCER span now, or after the await on asyncio clients."""
+    try:
+        result = call()
+    except BaseException as error:
+        publication.__exit__(type(error), error, error.__traceback__)
+        raise
+    if inspect.isawaitable(result):
+        return _finish_async(publication, sent, result)
+    if sent is not None:
+        sent.set_message_id(_text(result) if isinstance(result, bytes | str) else None)
+    publication.__exit__(None, None, None)
+    return result
+
+
+async def _finish_async(publication: Any, sent: messaging.Publication | None, result: Any) -> Any:
+    try:
+        value = await result
+    except BaseException as error:
+        publication.__exit__(type(error), error, error.__traceback__)
+        raise
+    if sent is not None and isinstance(value, bytes | str):
+        sent.set_message_id(_text(value))
+    publication.__exit__(None, None, None)
+    return value
+
+
+def _traced_handle_message(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    response = args[0] if args else kwargs.get("response")
+    _held.release(instance)
+    unwrapped = _opened(response)
+    if unwrapped is None:
+        return wrapped(*args, **kwargs)
+    response, headers = unwrapped
+    channel = response[2] if len(response) == 4 else response[1]
+    delivery = messaging.consume(headers, system=SYSTEM, destination=_text(channel))
+    _held.hold(instance, delivery)
+    try:
+        message = wrapped(
+            response, *args[1:], **{k: v for k, v in kwargs.items() if k != "response"}
+        )
+    except BaseException as error:
+        _held.release(instance, error)
+        raise
+    if message is None:  # a channel handler ran (inside the span) or the message was ignored
+        _held.release(instance)
+    return message
+
+
+def _opened(response: object) -> tuple[list[Any], dict[str, str]] | None:
+    """The response with the envelope removed from its payload, and the envelope's headers."""
+    if not isinstance(response, list) or len(response) not in (3, 4):
+        return None
+    if _text(response[0]) not in ("message", "pmessage"):
+        return None
+    opened = _open_envelope(response[-1])
+    if opened is None:
+        return None
+    headers, payload = opened
+    return [*response[:-1], payload], headers
+
+
+def _envelope(headers: Mapping[str, Any], message: str | bytes) -> str | bytes:
+    prefix = ENVELOPE_MARK + urlencode(headers) + SEPARATOR
+    return prefix.encode("ascii") + message if isinstance(message, bytes) else prefix + message
+
+
+def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
+    """Split a payload into (headers, original payload), or None if it is not an envelope."""
+    if isinstance(payload, bytes):
+        if not payload.startswith(ENVELOPE_MARK.encode("ascii")):
+            return None
+        end = payload.find(SEPARATOR.encode("ascii"), len(ENVELOPE_MARK))
+        raw = payload[len(ENVELOPE_MARK) : end].decode("ascii", "replace") if end > 0 else ""
+    elif isinstance(payload, str):
+        if not payload.startswith(ENVELOPE_MARK):
+            return None
+        end = payload.find(SEPARATOR, len(ENVELOPE_MARK))
+        raw = payload[len(ENVELOPE_MARK) : end] if end > 0 else ""
+    else:
+        return None
+    if end < 0 or end > MAX_ENVELOPE_HEADERS:
+        return None  # not ours after all (or hostile): hand the payload over untouched
+    try:
+        headers = dict(parse_qsl(raw, max_num_fields=16))
+    except ValueError:
+        headers = {}  # a mangled envelope still yields the original payload, with a new trace
+    return headers, payload[end + 1 :]
+
+
+def _is_resp3_nesting(stream_entries: Any) -> bool:
+    """RESP3 replies nest each stream's entries one list deeper."""
+    return (
+        isinstance(stream_entries, list)
+        and len(stream_entries) == 1
+        and isinstance(stream_entries[0], list)
+        and bool(stream_entries[0])
+        and isinstance(stream_entries[0][0], list | tuple)
+    )
+
+
+def _release_on_close(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    return wrapped(*args, **kwargs)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value[:256]).decode("utf-8", "replace")
+    return str(value)[:256] if value is not None else ""

@@ -1,0 +1,268 @@
+"""RabbitMQ via pika (real broker): HTTP entry -> publish -> consume -> the consumer's HTTP call."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pika
+import pytest
+import requests
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+DELAY_S = 0.4
+SLACK_MS = 150.0  # consumer registration and delivery on loopback
+
+
+def _connection(amqp_url: str) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(amqp_url))
+
+
+class _Publisher:
+    """An entry-service handler that publishes ``count`` messages with pika (instrumented)."""
+
+    def __init__(self, amqp_url: str, queue: str, count: int = 1) -> None:
+        self.amqp_url, self.queue, self.count = amqp_url, queue, count
+        self.published_at = 0.0  # time.monotonic() when the last publish returned
+
+    def __call__(self, request: Any) -> None:
+        connection = _connection(self.amqp_url)
+        channel = connection.channel()
+        for n in range(self.count):
+            channel.basic_publish("", self.queue, f"job {n}".encode())
+        self.published_at = time.monotonic()
+        connection.close()
+
+
+_publisher = _Publisher
+
+
+def _one(spans: list[ReadableSpan], kind: SpanKind, name: str) -> ReadableSpan:
+    found = [s for s in spans if s.kind == kind and s.name == name]
+    assert len(found) == 1, [(s.name, s.kind) for s in spans]
+    return found[0]
+
+
+def _assert_covers(outer: ReadableSpan, inner: ReadableSpan) -> None:
+    assert outer.start_time is not None and outer.end_time is not None
+    assert inner.start_time is not None and inner.end_time is not None
+    assert outer.start_time <= inner.start_time and inner.end_time <= outer.end_time
+    assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
+
+
+def test_basic_consume_callback_continues_the_request(
+    amqp_url, queue_name, spans, downstream, entry_service
+) -> None:
+    publisher = _Publisher(amqp_url, queue_name)
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    with entry_service(publisher) as entry:
+        response = requests.post(f"{entry}/orders", headers={"X-Correlation-ID": "order-4711"})
+    assert response.headers["X-Correlation-ID"] == "order-4711"
+    # The message waits in the queue for DELAY_S after its publish returned.
+    time.sleep(max(0.0, publisher.published_at + DELAY_S - time.monotonic()))
+    seen: list[str | None] = []
+
+    def handler(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        import tracekit
+
+        seen.append(tracekit.correlation_id())
+        requests.get(f"{downstream.url}/stock")
+        ch.basic_ack(method.delivery_tag)
+        ch.stop_consuming()
+
+    channel.basic_consume(queue_name, handler)
+    channel.start_consuming()
+    connection.close()
+
+    finished = spans.get_finished_spans()
+    server = _one(finished, SpanKind.SERVER, "POST")
+    producer = _one(finished, SpanKind.PRODUCER, f"send {queue_name}")
+    consumer = _one(finished, SpanKind.CONSUMER, f"process {queue_name}")
+    call = [
+        s for s in finished if s.kind == SpanKind.CLIENT and "/stock" in s.attributes["url.full"]
+    ]
+    assert seen == ["order-4711"]
+    # one correlation ID from the HTTP entry to the consumer's own outgoing call, on the wire
+    assert downstream.requests[0]["x-correlation-id"] == "order-4711"
+    assert downstream.requests[0]["traceparent"].split("-")[2] == f"{call[0].context.span_id:016x}"
+    assert producer.parent.span_id == server.context.span_id
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.context.trace_id == server.context.trace_id
+    _assert_covers(consumer, call[0])
+    wait_ms = consumer.attributes["tracekit.queue_wait_ms"]
+    assert DELAY_S * 1000 <= wait_ms <= DELAY_S * 1000 + SLACK_MS
+    actual_ms = (consumer.start_time - producer.end_time) / 1e6
+    assert abs(wait_ms - actual_ms) < 50  # the header's publish time is taken just before the send
+    for span in (server, producer, consumer, call[0]):
+        assert span.attributes["correlation.id"] == "order-4711"
+    assert consumer.attributes["messaging.system"] == "rabbitmq"
+    assert consumer.attributes["messaging.operation.type"] == "process"
+    assert producer.attributes["messaging.operation.type"] == "send"
+
+
+def test_consume_generator_span_lasts_until_the_next_message(
+    amqp_url, queue_name, spans, downstream, entry_service
+) -> None:
+    with entry_service(_publisher(amqp_url, queue_name, count=2)) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "batch-7"})
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    messages = channel.consume(queue_name, inactivity_timeout=5)
+    for handled, (method, _properties, _body) in enumerate(messages, start=1):
+        assert method is not None
+        requests.get(f"{downstream.url}/item/{handled}")
+        channel.basic_ack(method.delivery_tag)
+        if handled == 2:
+            break
+    channel.cancel()
+    connection.close()
+
+    finished = spans.get_finished_spans()
+    consumers = sorted(
+        (s for s in finished if s.kind == SpanKind.CONSUMER), key=lambda s: s.start_time
+    )
+    calls = sorted(
+        (s for s in finished if s.kind == SpanKind.CLIENT and "/item/" in s.attributes["url.full"]),
+        key=lambda s: s.start_time,
+    )
+    producers = {s.context.span_id for s in finished if s.kind == SpanKind.PRODUCER}
+    assert len(consumers) == 2 and len(calls) == 2
+    for consumer, call in zip(consumers, calls, strict=True):
+        _assert_covers(consumer, call)  # the loop body's work is inside the message's span
+        assert consumer.parent.span_id in producers
+        assert consumer.attributes["correlation.id"] == "batch-7"
+    assert consumers[0].end_time <= consumers[1].start_time  # ended when the next was fetched
+    assert [r["x-correlation-id"] for r in downstream.requests] == ["batch-7", "batch-7"]
+
+
+def test_basic_get_and_producer_without_tracekit(amqp_url, queue_name, spans, downstream) -> None:
+    """A message from a producer without tracekit: new trace, correlation ID from the property."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    # Publish the raw AMQP frame without going through the instrumented method.
+    channel._impl.basic_publish(
+        "", queue_name, b"legacy", pika.BasicProperties(correlation_id="legacy-42")
+    )
+    connection.process_data_events(0.1)
+    method, _, _ = channel.basic_get(queue_name, auto_ack=True)
+    assert method is not None
+    import tracekit
+
+    assert tracekit.correlation_id() == "legacy-42"
+    requests.get(downstream.url)
+    channel.close()  # ends the basic_get span
+    connection.close()
+    assert tracekit.correlation_id() is None
+
+    finished = spans.get_finished_spans()
+    consumer = _one(finished, SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.parent is None  # a new trace
+    assert consumer.attributes["correlation.id"] == "legacy-42"
+    assert "tracekit.queue_wait_ms" not in consumer.attributes  # no publish time to measure from
+    assert downstream.requests[0]["x-correlation-id"] == "legacy-42"
+    assert not [s for s in finished if s.kind == SpanKind.PRODUCER]
+
+
+def test_handler_error_marks_the_span_and_propagates(amqp_url, queue_name, spans) -> None:
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"poison")
+
+    def handler(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        raise ValueError("cannot parse order")
+
+    channel.basic_consume(queue_name, handler, auto_ack=True)
+    with pytest.raises(ValueError, match="cannot parse order"):
+        channel.start_consuming()
+    connection.close()
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "ValueError"
+
+
+def test_scatter_gather_every_span_reachable_from_the_correlation_id(
+    amqp_url, spans, downstream, entry_service, reachable
+) -> None:
+    """One request fans out N jobs, N workers reply, an aggregator takes the replies as a batch."""
+    workers = 3
+    work, replies = _declare(amqp_url, "work"), _declare(amqp_url, "replies")
+    with entry_service(_publisher(amqp_url, work, count=workers)) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "quote-99"})
+    threads = [
+        threading.Thread(target=_worker, args=(amqp_url, work, replies, downstream.url))
+        for _ in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    headers = _gather(amqp_url, replies, workers)
+    from tracekit import messaging
+
+    with messaging.consume_batch(headers, system="rabbitmq", destination=replies) as batch:
+        requests.post(f"{downstream.url}/quote")
+    assert batch.correlation_id == "quote-99"
+    _delete(amqp_url, work, replies)
+
+    finished = spans.get_finished_spans()
+    batch = [s for s in finished if s.kind == SpanKind.CONSUMER and s.links]
+    assert len(batch) == 1 and len(batch[0].links) == workers
+    reply_producers = {s.context.span_id for s in finished if s.name == f"send {replies}"}
+    assert {link.context.span_id for link in batch[0].links} == reply_producers
+    assert len([s for s in finished if s.name == f"process {work}"]) == workers
+    assert len([s for s in finished if s.name == f"process {replies}" and not s.links]) == workers
+    assert len(downstream.requests) == workers + 1
+    assert {r["x-correlation-id"] for r in downstream.requests} == {"quote-99"}
+    assert reachable("quote-99", finished) == {s.context.span_id for s in finished}
+
+
+def _declare(amqp_url: str, prefix: str) -> str:
+    import uuid
+
+    name = f"tracekit-{prefix}-{uuid.uuid4().hex[:8]}"
+    connection = _connection(amqp_url)
+    connection.channel().queue_declare(name)
+    connection.close()
+    return name
+
+
+def _delete(amqp_url: str, *queues: str) -> None:
+    connection = _connection(amqp_url)
+    for queue in queues:
+        connection.channel().queue_delete(queue)
+    connection.close()
+
+
+def _worker(amqp_url: str, work: str, replies: str, downstream_url: str) -> None:
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=1)
+
+    def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        requests.get(f"{downstream_url}/price")
+        ch.basic_publish("", replies, b"price")
+        ch.basic_ack(method.delivery_tag)
+        ch.stop_consuming()
+
+    channel.basic_consume(work, handle)
+    channel.start_consuming()
+    connection.close()
+
+
+def _gather(amqp_url: str, replies: str, count: int) -> list[dict[str, Any]]:
+    """Fetch the replies (each basic_get is a CONSUMER span of its own) and keep their headers."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    gathered: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(gathered) < count and time.monotonic() < deadline:
+        method, properties, _ = channel.basic_get(replies, auto_ack=True)
+        if method is None:
+            time.sleep(0.02)
+            continue
+        gathered.append(properties.headers)
+    connection.close()
+    return gathered
