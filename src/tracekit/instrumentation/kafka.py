@@ -1,0 +1,178 @@
+"""kafka-python: PRODUCER spans on ``KafkaProducer.send``, CONSUMER spans on iteration and ``poll``.
+
+- ``send`` runs inside ``messaging.publish``: trace context, correlation ID and publish time are
+  appended to the record headers as ``(str, bytes)`` pairs, the form kafka-python sends. Headers
+  of the same names the caller passed are replaced, never duplicated (a repeated ``traceparent``
+  would make every consumer restart the trace). The span covers ``send()`` handing the record to
+  the producer's buffer; delivery is asynchronous, so queue wait includes the producer's linger.
+- Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
+  producer's span and opens when the record is returned, so the loop body runs inside it.
+- ``poll()`` returns a batch: one record gets the same single-message span, several get one span
+  linked to every record's producer (``messaging.consume_batch``).
+
+When the span ends, since a pull API has no handler boundary: when the same consumer fetches
+again (next iteration step or next ``poll``, before it waits for new records), when it is closed,
+when its ``with`` block exits (failed if the block raised), or when ``finish(consumer)`` is
+called — the way to end it promptly after leaving a loop with ``break``. It never ends before the
+caller's code has the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
+from types import ModuleType
+from typing import Any
+
+from tracekit import messaging
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor
+
+SYSTEM = "kafka"
+PARTITION = "messaging.destination.partition.id"
+OFFSET = "messaging.kafka.offset"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+
+_HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
+
+_held = messaging.HeldDeliveries()
+# Set while kafka-python fetches for us: its iterator calls poll() internally.
+_fetching: ContextVar[bool] = ContextVar("tracekit_kafka_fetching", default=False)
+
+__all__ = ["KafkaInstrumentor", "finish"]
+
+
+class KafkaInstrumentor(Instrumentor):
+    """Traces kafka-python's ``KafkaProducer.send`` and ``KafkaConsumer`` iteration and poll."""
+
+    target = "kafka"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.KafkaProducer, "send", _traced_send)
+        consumer = module.KafkaConsumer
+        self.wrap(consumer, "__next__", _traced_next)
+        self.wrap(consumer, "poll", _traced_poll)
+        self.wrap(consumer, "close", _release_then_call)
+        self.wrap(consumer, "__exit__", _release_on_exit)
+
+
+def finish(consumer: object, error: BaseException | None = None) -> None:
+    """End the CONSUMER span of the record(s) ``consumer`` handed out last (failed if ``error``)."""
+    _held.release(consumer, error)
+
+
+def _traced_send(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    topic = args[0] if args else kwargs.get("topic")
+    if not isinstance(topic, str) or messaging.publishing():
+        return wrapped(*args, **kwargs)
+    carrier: dict[str, str] = {}
+    with messaging.publish(carrier, system=SYSTEM, destination=topic):
+        args, kwargs = _with_headers(args, kwargs, carrier)
+        return wrapped(*args, **kwargs)
+
+
+def _with_headers(
+    args: tuple[Any, ...], kwargs: dict[str, Any], carrier: dict[str, str]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The call's arguments with tracekit's headers merged into ``headers``."""
+    positional = len(args) > _HEADERS_POSITION
+    given = args[_HEADERS_POSITION] if positional else kwargs.get("headers")
+    merged = merged_headers(given, carrier)
+    if merged is None:
+        return args, kwargs
+    if positional:
+        return (*args[:_HEADERS_POSITION], merged, *args[_HEADERS_POSITION + 1 :]), kwargs
+    return args, {**kwargs, "headers": merged}
+
+
+def merged_headers(given: object, carrier: dict[str, str]) -> list[tuple[str, bytes]] | None:
+    """``given`` pairs without tracekit's names, then tracekit's; None to leave the call alone."""
+    if not carrier or not (given is None or isinstance(given, list | tuple)):
+        return None  # a header form the client would reject anyway: let it say so
+    ours = {name.lower() for name in carrier}
+    kept = [
+        pair
+        for pair in (given or ())
+        if not (isinstance(pair, tuple) and isinstance(pair[0], str) and pair[0].lower() in ours)
+    ]
+    return kept + [(name, value.encode("utf-8")) for name, value in carrier.items()]
+
+
+def _traced_next(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)  # the caller is back for more: the previous record is handled
+    token = _fetching.set(True)
+    try:
+        record = wrapped(*args, **kwargs)
+    finally:
+        _fetching.reset(token)
+    _hold(instance, [record])
+    return record
+
+
+def _traced_poll(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if _fetching.get():
+        return wrapped(*args, **kwargs)
+    _held.release(instance)
+    batches = wrapped(*args, **kwargs)
+    if isinstance(batches, dict) and batches:
+        _hold(instance, [record for records in batches.values() for record in records])
+    return batches
+
+
+def _release_then_call(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    _held.release(instance)
+    return wrapped(*args, **kwargs)
+
+
+def _release_on_exit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    error = args[1] if len(args) > 1 and isinstance(args[1], BaseException) else None
+    _held.release(instance, error)
+    return wrapped(*args, **kwargs)
+
+
+def _hold(consumer: Any, records: Sequence[Any]) -> None:
+    try:
+        delivery = delivery_of(records, _group_of(consumer))
+    except Exception as error:
+        report_once("kafka consumer span", error)
+        return
+    _held.hold(consumer, delivery)
+
+
+def _group_of(consumer: Any) -> str | None:
+    config = getattr(consumer, "config", None)
+    group = config.get("group_id") if isinstance(config, dict) else None
+    return group if isinstance(group, str) else None
+
+
+def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of kafka-python ``ConsumerRecord`` objects."""
+    extra: dict[str, Any] = {CONSUMER_GROUP: group} if group else {}
+    if len(records) == 1:
+        record = records[0]
+        extra.update({PARTITION: str(record.partition), OFFSET: int(record.offset)})
+        return messaging.consume(
+            record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
+        )
+    return messaging.consume_batch(
+        [record.headers for record in records],
+        system=SYSTEM,
+        destination=destination_of(record.topic for record in records),
+        attributes=extra,
+    )
+
+
+def destination_of(topics: Iterable[object]) -> str:
+    """The one topic of a batch, or the sorted topics joined by commas (bounded)."""
+    names = sorted({str(topic) for topic in topics})
+    return ",".join(names)[:256]

@@ -1,0 +1,155 @@
+"""A queue hop between two HTTP services on loopback, shared by the Kafka, SQS and Celery tests.
+
+``start_scene(publish)`` starts two real WSGI servers (werkzeug threads):
+
+- the entry service, behind tracekit's WSGI middleware: ``POST /order`` calls ``publish()`` (the
+  test's producer code) inside the request, so the message inherits the request's correlation ID
+  and trace;
+- a downstream service without tracekit, which records the headers of every request it gets: the
+  consumer's handler calls it with requests (instrumented by tracekit), so the test sees on the
+  wire what the consumer really sent.
+
+``check_hop`` asserts what every queue integration must prove.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from tracekit import semconv
+from tracekit.wsgi import TracekitMiddleware
+
+
+@dataclass
+class Scene:
+    """The two services of a hop."""
+
+    entry_url: str
+    downstream_url: str
+    downstream_seen: list[dict[str, str]] = field(default_factory=list)
+
+    def call_entry(self, correlation_id: str) -> str:
+        """POST /order with an incoming correlation ID (no tracekit in this client)."""
+        request = urllib.request.Request(
+            f"{self.entry_url}/order", data=b"{}", headers={"X-Correlation-ID": correlation_id}
+        )
+        with urllib.request.urlopen(request, timeout=15) as response:
+            assert response.status == 200, response.read()
+            return str(response.headers["X-Correlation-ID"])
+
+    def call_downstream(self) -> None:
+        """What a consumer's handler does: an outgoing HTTP call (traced by tracekit)."""
+        requests.get(f"{self.downstream_url}/work", timeout=10).raise_for_status()
+
+
+@contextmanager
+def start_scene(publish: Callable[[], None]) -> Iterator[Scene]:
+    """Run the entry and downstream services until the block ends."""
+    seen: list[dict[str, str]] = []
+
+    @Request.application  # type: ignore[arg-type]
+    def downstream(request: Request) -> Response:
+        seen.append({name.lower(): value for name, value in request.headers.items()})
+        return Response("ok")
+
+    @Request.application  # type: ignore[arg-type]
+    def entry(request: Request) -> Response:
+        publish()
+        return Response("queued")
+
+    with _serve(downstream) as downstream_url, _serve(TracekitMiddleware(entry)) as entry_url:
+        yield Scene(entry_url, downstream_url, seen)
+
+
+@contextmanager
+def _serve(app: Any) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+def need(available: bool, what: str) -> None:
+    """Skip when ``what`` is missing here; in CI (CI=true) a missing server fails the run."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def one(spans: list[ReadableSpan], kind: SpanKind, name: str | None = None) -> ReadableSpan:
+    """The single finished span of ``kind`` (and ``name``)."""
+    found = [s for s in spans if s.kind == kind and (name is None or s.name == name)]
+    assert len(found) == 1, [(s.name, s.kind) for s in spans]
+    return found[0]
+
+
+def check_hop(
+    spans: list[ReadableSpan],
+    scene: Scene,
+    correlation_id: str,
+    consumer: ReadableSpan,
+    delay_s: float,
+    slack_ms: float = 1500.0,
+) -> None:
+    """One correlation ID entry -> queue -> consumer's own HTTP call; parentage; handler; wait."""
+    server = one(spans, SpanKind.SERVER)
+    producer = one(spans, SpanKind.PRODUCER)
+    client = one(
+        [s for s in spans if semconv.HTTP_REQUEST_METHOD in (s.attributes or {})], SpanKind.CLIENT
+    )
+    assert [seen.get("x-correlation-id") for seen in scene.downstream_seen] == [correlation_id]
+    for span in (server, producer, consumer, client):
+        assert span.attributes is not None
+        assert span.attributes[semconv.CORRELATION_ID] == correlation_id, span.name
+    assert producer.parent is not None and producer.parent.span_id == server.context.span_id
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert consumer.context.trace_id == server.context.trace_id
+    # The handler's work happens inside the consumer span.
+    assert client.parent is not None and client.parent.span_id == consumer.context.span_id
+    assert consumer.start_time is not None and client.start_time is not None
+    assert consumer.start_time <= client.start_time
+    assert client.end_time is not None and consumer.end_time is not None
+    assert client.end_time <= consumer.end_time
+    traceparent = scene.downstream_seen[0]["traceparent"]
+    assert traceparent.split("-")[1] == f"{server.context.trace_id:032x}"
+    check_wait(consumer, delay_s, slack_ms)
+
+
+def check_wait(consumer: ReadableSpan, delay_s: float, slack_ms: float = 1500.0) -> None:
+    """The recorded queue wait covers the delay the test introduced, and not much more."""
+    assert consumer.attributes is not None
+    wait_ms = consumer.attributes[semconv.QUEUE_WAIT_MS]
+    assert isinstance(wait_ms, float | int)
+    assert delay_s * 1000 <= wait_ms <= delay_s * 1000 + slack_ms, wait_ms
