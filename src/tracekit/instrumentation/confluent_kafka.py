@@ -1,0 +1,206 @@
+"""confluent-kafka: PRODUCER spans on ``Producer.produce``, CONSUMER spans on ``poll``/``consume``.
+
+confluent-kafka's ``Producer`` and ``Consumer`` are C extension types whose methods cannot be
+patched, so instrumenting replaces ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``
+with subclasses that trace (``isinstance`` checks against the originals still hold);
+uninstrumenting puts the originals back and turns objects already built into pass-throughs.
+Code that bound the classes before tracekit instrumented (``from confluent_kafka.cimpl import
+Producer``, the ``SerializingProducer``/``DeserializingConsumer`` wrappers) is not traced.
+
+- ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
+  are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
+  headers. The span covers the hand-over to librdkafka's queue; delivery is asynchronous.
+- ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
+  ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
+  Messages carrying an error (``msg.error()``) get no span.
+
+The span stays open while the caller handles the message(s) and ends when the same consumer
+fetches again (next ``poll``/``consume``, before it waits), when it is closed, when its ``with``
+block exits (failed if the block raised), or when ``finish(consumer)`` is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from tracekit import messaging
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor, Patch
+
+SYSTEM = "kafka"
+PARTITION = "messaging.destination.partition.id"
+OFFSET = "messaging.kafka.offset"
+CONSUMER_GROUP = "messaging.consumer.group.name"
+
+_HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, timestamp, headers)
+
+_held = messaging.HeldDeliveries()
+
+__all__ = ["ConfluentKafkaInstrumentor", "finish"]
+
+
+@dataclass(slots=True)
+class _ClassSwap(Patch):
+    """A module attribute that holds tracekit's subclass instead of the library's class."""
+
+    original: Any = None
+
+    def undo(self) -> None:
+        proxy = self.owner.__dict__.get(self.attribute)
+        proxy_live = getattr(proxy, "_tracekit_live", None)
+        if proxy_live is not None and self.original is not None and proxy.__base__ is self.original:
+            proxy._tracekit_live = False
+            setattr(self.owner, self.attribute, self.original)
+        self.live = False
+
+
+class ConfluentKafkaInstrumentor(Instrumentor):
+    """Swaps in tracing subclasses of ``confluent_kafka.Producer`` and ``Consumer``."""
+
+    target = "confluent_kafka"
+
+    def patch(self, module: ModuleType) -> None:
+        self._swap(module, "Producer", _traced_producer_class)
+        self._swap(module, "Consumer", _traced_consumer_class)
+
+    def _swap(self, module: ModuleType, name: str, build: Callable[[type], type]) -> None:
+        original = module.__dict__[name]
+        setattr(module, name, build(original))
+        self._patches.append(_ClassSwap(module, name, original=original))
+
+
+def finish(consumer: object, error: BaseException | None = None) -> None:
+    """End the CONSUMER span of what ``consumer`` handed out last (failed if ``error``)."""
+    _held.release(consumer, error)
+
+
+def _traced_producer_class(base: type) -> type:
+    class Producer(base):  # type: ignore[misc]
+        __doc__ = base.__doc__
+        _tracekit_live = True
+
+        def produce(self, *args: Any, **kwargs: Any) -> Any:
+            if not type(self)._tracekit_live:
+                return super().produce(*args, **kwargs)
+            return traced_produce(super().produce, args, kwargs)
+
+    Producer.__module__ = base.__module__
+    return Producer
+
+
+def _traced_consumer_class(base: type) -> type:
+    class Consumer(base):  # type: ignore[misc]
+        __doc__ = base.__doc__
+        _tracekit_live = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            config = args[0] if args and isinstance(args[0], dict) else kwargs
+            group = config.get("group.id")
+            self._tracekit_group = group if isinstance(group, str) else None
+
+        def poll(self, *args: Any, **kwargs: Any) -> Any:
+            _held.release(self)
+            message = super().poll(*args, **kwargs)
+            if message is not None and type(self)._tracekit_live:
+                _hold(self, [message], self._tracekit_group)
+            return message
+
+        def consume(self, *args: Any, **kwargs: Any) -> Any:
+            _held.release(self)
+            messages = super().consume(*args, **kwargs)
+            if messages and type(self)._tracekit_live:
+                _hold(self, messages, self._tracekit_group)
+            return messages
+
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            _held.release(self)
+            return super().close(*args, **kwargs)
+
+        def __exit__(self, *args: Any) -> Any:
+            _held.release(self, args[1] if len(args) > 1 else None)
+            return super().__exit__(*args)
+
+    Consumer.__module__ = base.__module__
+    return Consumer
+
+
+def traced_produce(
+    produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call ``produce(*args, **kwargs)`` inside a PRODUCER span, with context in its headers."""
+    topic = args[0] if args else kwargs.get("topic")
+    if not isinstance(topic, str) or messaging.publishing():
+        return produce(*args, **kwargs)
+    carrier: dict[str, str] = {}
+    with messaging.publish(carrier, system=SYSTEM, destination=topic):
+        args, kwargs = _with_headers(args, kwargs, carrier)
+        return produce(*args, **kwargs)
+
+
+def _with_headers(
+    args: tuple[Any, ...], kwargs: dict[str, Any], carrier: dict[str, str]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    positional = len(args) > _HEADERS_POSITION
+    given = args[_HEADERS_POSITION] if positional else kwargs.get("headers")
+    merged = merged_headers(given, carrier)
+    if merged is None:
+        return args, kwargs
+    if positional:
+        return (*args[:_HEADERS_POSITION], merged, *args[_HEADERS_POSITION + 1 :]), kwargs
+    return args, {**kwargs, "headers": merged}
+
+
+def merged_headers(given: object, carrier: dict[str, str]) -> Any:
+    """``given`` (pairs or dict) with tracekit's headers replacing same-named ones; None: leave."""
+    if not carrier:
+        return None
+    ours = {name.lower() for name in carrier}
+    encoded = [(name, value.encode("utf-8")) for name, value in carrier.items()]
+    if isinstance(given, dict):
+        kept = {k: v for k, v in given.items() if not _named(k, ours)}
+        return {**kept, **dict(encoded)}
+    if given is None or isinstance(given, list | tuple):
+        kept_pairs = [
+            pair
+            for pair in (given or ())
+            if not (
+                isinstance(pair, tuple) and isinstance(pair[0], str) and pair[0].lower() in ours
+            )
+        ]
+        return kept_pairs + encoded
+    return None  # a header form librdkafka would reject anyway: let it say so
+
+
+def _named(name: object, names: set[str]) -> bool:
+    return isinstance(name, str) and name.lower() in names
+
+
+def _hold(consumer: Any, messages: Sequence[Any], group: str | None) -> None:
+    try:
+        valid = [message for message in messages if message.error() is None]
+        if valid:
+            _held.hold(consumer, delivery_of(valid, group))
+    except Exception as error:
+        report_once("confluent-kafka consumer span", error)
+
+
+def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of confluent-kafka ``Message`` objects."""
+    extra: dict[str, Any] = {CONSUMER_GROUP: group} if group else {}
+    if len(messages) == 1:
+        message = messages[0]
+        extra.update({PARTITION: str(message.partition()), OFFSET: int(message.offset())})
+        return messaging.consume(
+            message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
+        )
+    topics = sorted({str(message.topic()) for message in messages})
+    return messaging.consume_batch(
+        [message.headers() for message in messages],
+        system=SYSTEM,
+        destination=",".join(topics)[:256],
+        attributes=extra,
+    )

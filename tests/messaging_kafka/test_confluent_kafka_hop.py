@@ -1,0 +1,128 @@
+"""confluent-kafka through librdkafka's mock cluster: a real Kafka wire protocol on loopback.
+
+Stated gap: the broker is librdkafka's in-process mock, not Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import confluent_kafka
+import pytest
+from hopscene import check_hop, check_wait, one, start_scene
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import tracekit
+from tracekit import instrumentation, semconv
+
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+DELAY_S = 0.4
+
+
+def consumer(bootstrap: str, topic: str, partitions: int = 4) -> Any:
+    """A consumer assigned every partition from the beginning (no group join to wait for)."""
+    cc = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "workers", "enable.auto.commit": False}
+    )
+    cc.assign(
+        [
+            confluent_kafka.TopicPartition(topic, n, confluent_kafka.OFFSET_BEGINNING)
+            for n in range(partitions)
+        ]
+    )
+    return cc
+
+
+def poll_one(cc: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = cc.poll(0.1)
+        if message is not None and message.error() is None:
+            return message
+    raise AssertionError("no message")
+
+
+def test_polled_message_continues_the_request(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def publish() -> None:
+        producer.produce(topic, b"order-1", headers={"app": "1"})
+        producer.flush(10)
+
+    with start_scene(publish) as scene:
+        cid = scene.call_entry("order-" + uuid.uuid4().hex)
+        time.sleep(DELAY_S)
+        cc = consumer(kafka_bootstrap, topic)
+        message = poll_one(cc)
+        inside = tracekit.correlation_id()
+        scene.call_downstream()
+        cc.close()
+        assert tracekit.correlation_id() is None
+    finished = list(spans.get_finished_spans())
+    consumer_span = one(finished, SpanKind.CONSUMER, f"process {topic}")
+    assert inside == cid
+    names = [name for name, _ in message.headers()]
+    assert names[0] == "app" and "traceparent" in names and "tracekit-publish-time" in names
+    assert consumer_span.attributes is not None
+    assert consumer_span.attributes["messaging.consumer.group.name"] == "workers"
+    check_hop(finished, scene, cid, consumer_span, DELAY_S)
+
+
+def test_consume_batch_links_every_message(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 50})
+    for n in range(3):
+        producer.produce(topic, f"m{n}".encode(), partition=0)
+    producer.flush(10)
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    time.sleep(DELAY_S)
+    cc = consumer(kafka_bootstrap, topic)
+    messages: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(messages) < 3 and time.monotonic() < deadline:
+        messages += cc.consume(num_messages=3, timeout=0.5)
+    cc.close()
+    consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert len(messages) == 3 and len(producers) == 3
+    assert len(consumers) == 1, "the three messages arrived in one consume() call"
+    span = consumers[0]
+    assert span.attributes is not None
+    assert span.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 3
+    assert {link.context.span_id for link in span.links} == {p.context.span_id for p in producers}
+    check_wait(span, DELAY_S)
+
+
+def test_handler_error_in_with_block_fails_the_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"boom")
+    producer.flush(10)
+    with pytest.raises(ValueError, match="handler failed"), consumer(kafka_bootstrap, topic) as cc:
+        poll_one(cc)
+        raise ValueError("handler failed")
+    span = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert span.status.is_ok is False
+    assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "ValueError"
+
+
+def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> None:
+    traced = confluent_kafka.Producer
+    assert traced.__base__ is confluent_kafka.cimpl.Producer
+    instrumentation.uninstrument()
+    assert confluent_kafka.Producer is confluent_kafka.cimpl.Producer
+    assert confluent_kafka.Consumer is confluent_kafka.cimpl.Consumer
+    already_built = traced({"bootstrap.servers": kafka_bootstrap})
+    already_built.produce(topic, b"plain", partition=1)  # a pass-through now
+    already_built.flush(10)
+    cc = consumer(kafka_bootstrap, topic)
+    message = poll_one(cc)
+    cc.close()
+    assert message.headers() is None
