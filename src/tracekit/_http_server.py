@@ -161,7 +161,9 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
         span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
         span.set_status(Status(StatusCode.ERROR, _bounded(str(error))))
     elif request.status_code >= 500:
-        span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
+        # A framework hook (Flask's got_request_exception) may already have named the exception.
+        if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
+            span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
         span.set_status(Status(StatusCode.ERROR))
     span.end()
 

@@ -131,10 +131,13 @@ def log_lines() -> Iterator[list[str]]:
     """Every formatted log line (any logger, any level, server threads too) during the test."""
     handler = _ListHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
+    # uvicorn's loggers do not propagate to the root logger: listen to them directly.
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    old_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+    loggers[0].setLevel(logging.DEBUG)
     yield handler.lines
-    root.removeHandler(handler)
-    root.setLevel(old_level)
+    for logger, level in zip(loggers, old_levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -1,0 +1,286 @@
+"""Middleware behaviour on real servers: streaming, exceptions, 5xx, exclusions, websockets,
+lifespan, and span names from Starlette routes, Flask url rules and Django resolvers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import flask
+import pytest
+import requests
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.sync.client import connect
+
+import tracekit
+import tracekit.flask
+from tracekit import asgi, wsgi
+
+events: dict[str, Any] = {}
+
+
+async def stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield f"chunk{i}-{tracekit.correlation_id()}\n".encode()
+            await _sleep()
+        events["asgi_last_chunk_ns"] = time.time_ns()
+
+    return StreamingResponse(chunks())
+
+
+async def _sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.02)
+
+
+async def boom(request: Request) -> PlainTextResponse:
+    raise RuntimeError("kaboom")
+
+
+async def unavailable(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("down", status_code=503)
+
+
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def items(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.path_params["item_id"])
+
+
+async def echo_socket(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(f"cid={tracekit.correlation_id()}")
+    await websocket.close()
+
+
+def lifespan(app: Any) -> Any:
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def run(app: Any) -> AsyncIterator[None]:
+        events["lifespan_started"] = True
+        yield
+
+    return run(app)
+
+
+@pytest.fixture
+def asgi_url(serve_asgi: Any) -> str:
+    events.clear()
+    app = Starlette(
+        routes=[
+            Route("/stream", stream),
+            Route("/boom", boom),
+            Route("/unavailable", unavailable),
+            Route("/health", health),
+            Route("/items/{item_id}", items),
+            WebSocketRoute("/ws/{room}", echo_socket),
+        ],
+        middleware=[Middleware(asgi.TracekitMiddleware, excluded_urls=["^/health$"])],
+        lifespan=lifespan,
+    )
+    return serve_asgi(app)
+
+
+def test_asgi_streaming_response_is_covered(asgi_url: str, wait_for_spans: Any) -> None:
+    response = requests.get(asgi_url + "/stream", timeout=10)
+
+    cid = response.headers["X-Correlation-ID"]
+    assert response.text == "".join(f"chunk{i}-{cid}\n" for i in range(3))
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /stream"
+    assert span.end_time >= events["asgi_last_chunk_ns"]
+
+
+def test_asgi_exception_recorded_and_reraised(asgi_url: str, wait_for_spans, log_lines) -> None:
+    response = requests.get(asgi_url + "/boom", timeout=10)
+
+    assert response.status_code == 500
+    (span,) = wait_for_spans(1)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert [e.attributes["exception.message"] for e in span.events] == ["kaboom"]
+    # Starlette's error middleware (outside ours) saw the same exception: it was re-raised.
+    assert any("RuntimeError: kaboom" in line for line in log_lines)
+
+
+def test_5xx_marks_error_and_2xx_does_not(asgi_url: str, wait_for_spans: Any) -> None:
+    requests.get(asgi_url + "/unavailable", timeout=10)
+    requests.get(asgi_url + "/items/42", timeout=10)
+
+    by_name = {span.name: span for span in wait_for_spans(2)}
+    assert by_name["GET /unavailable"].status.status_code is StatusCode.ERROR
+    assert by_name["GET /unavailable"].attributes["http.response.status_code"] == 503
+    assert by_name["GET /items/{item_id}"].status.status_code is StatusCode.UNSET
+    assert by_name["GET /items/{item_id}"].attributes["http.route"] == "/items/{item_id}"
+
+
+def test_excluded_url_gets_no_span_but_works(asgi_url: str, wait_for_spans: Any) -> None:
+    response = requests.get(asgi_url + "/health", timeout=10)
+
+    assert response.text == "ok"
+    assert wait_for_spans(1, timeout=0.3) == []
+
+
+def test_websocket_scope_is_traced(asgi_url: str, wait_for_spans: Any) -> None:
+    ws_url = asgi_url.replace("http://", "ws://") + "/ws/lobby"
+    with connect(ws_url, additional_headers={"X-Correlation-ID": "ws-conn-1"}) as socket:
+        message = socket.recv(timeout=10)
+        echoed = socket.response.headers["X-Correlation-ID"]
+
+    assert message == "cid=ws-conn-1"
+    assert echoed == "ws-conn-1"
+    (span,) = wait_for_spans(1)
+    assert span.kind is SpanKind.SERVER
+    assert span.name == "GET /ws/{room}"
+    assert span.attributes["correlation.id"] == "ws-conn-1"
+
+
+def test_lifespan_passes_through(asgi_url: str, spans: Any) -> None:
+    assert events["lifespan_started"] is True
+    assert spans.get_finished_spans() == ()
+
+
+def wsgi_stream(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        for i in range(3):
+            time.sleep(0.02)
+            yield f"part{i}-{tracekit.correlation_id()}\n".encode()
+        events["wsgi_last_chunk_ns"] = time.time_ns()
+    finally:
+        events["wsgi_generator_closed"] = True
+
+
+def test_wsgi_generator_is_covered_and_closed(serve_wsgi: Any, wait_for_spans: Any) -> None:
+    events.clear()
+    url = serve_wsgi(wsgi.TracekitMiddleware(wsgi_stream))
+
+    response = requests.get(url + "/gen", timeout=10)
+
+    cid = response.headers["X-Correlation-ID"]
+    assert response.text == "".join(f"part{i}-{cid}\n" for i in range(3))
+    (span,) = wait_for_spans(1)
+    assert events["wsgi_generator_closed"] is True
+    assert span.end_time >= events["wsgi_last_chunk_ns"]
+    assert span.attributes["correlation.id"] == cid
+
+
+def flask_app() -> flask.Flask:
+    app = flask.Flask("routes")
+
+    @app.get("/orders/<int:order_id>/lines/<line>")
+    def line(order_id: int, line: str) -> str:
+        return f"{order_id}/{line}"
+
+    @app.get("/fail")
+    def fail() -> str:
+        raise ValueError("flask view failed")
+
+    return tracekit.flask.init_app(app)
+
+
+def test_flask_url_rules_name_spans_and_errors_are_recorded(serve_wsgi, wait_for_spans, caplog):
+    caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception; not this test's concern
+    url = serve_wsgi(flask_app())
+
+    assert requests.get(url + "/orders/7/lines/a", timeout=10).text == "7/a"
+    assert requests.get(url + "/fail", timeout=10).status_code == 500
+
+    by_name = {span.name: span for span in wait_for_spans(2)}
+    assert set(by_name) == {"GET /orders/{order_id}/lines/{line}", "GET /fail"}
+    failed = by_name["GET /fail"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "ValueError"
+    assert [e.attributes["exception.type"] for e in failed.events] == ["ValueError"]
+
+
+def test_flask_init_app_is_idempotent() -> None:
+    app = flask_app()
+    wrapped = app.wsgi_app
+    assert tracekit.flask.init_app(app).wsgi_app is wrapped
+
+
+@pytest.fixture(scope="module")
+def django_application() -> Any:
+    """A Django project configured in code: only settings name tracekit's middleware."""
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            ALLOWED_HOSTS=["*"],
+            SECRET_KEY="test-only",
+            ROOT_URLCONF=__name__ + "_urls",
+            MIDDLEWARE=["tracekit.django.TracekitMiddleware"],
+            TRACEKIT={"excluded_urls": ["^/ping$"]},
+            LOGGING_CONFIG=None,
+        )
+    import sys
+
+    import django
+    from django.http import HttpResponse, StreamingHttpResponse
+    from django.urls import path
+
+    def order(request: Any, order_id: int) -> HttpResponse:
+        return HttpResponse(f"order {order_id} {tracekit.correlation_id()}")
+
+    def crash(request: Any) -> HttpResponse:
+        raise KeyError("django view failed")
+
+    def streamed(request: Any) -> StreamingHttpResponse:
+        def body() -> Iterator[bytes]:
+            for i in range(3):
+                time.sleep(0.02)
+                yield f"row{i}\n".encode()
+            events["django_last_chunk_ns"] = time.time_ns()
+
+        return StreamingHttpResponse(body())
+
+    sys.modules[__name__ + "_urls"] = SimpleNamespace(  # type: ignore[assignment]
+        urlpatterns=[
+            path("orders/<int:order_id>", order),
+            path("crash", crash),
+            path("stream", streamed),
+            path("ping", lambda request: HttpResponse("pong")),
+        ]
+    )
+    django.setup()
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_for_spans, caplog):
+    caplog.set_level(logging.CRITICAL)
+    url = serve_wsgi(django_application)
+
+    ok = requests.get(url + "/orders/12", headers={"X-Request-ID": "dj-1"}, timeout=10)
+    crashed = requests.get(url + "/crash", timeout=10)
+    streamed = requests.get(url + "/stream", timeout=10)
+    assert requests.get(url + "/ping", timeout=10).text == "pong"
+
+    assert ok.text == "order 12 dj-1"
+    assert ok.headers["X-Correlation-ID"] == "dj-1"
+    assert crashed.status_code == 500
+    assert streamed.text == "row0\nrow1\nrow2\n"
+    by_name = {span.name: span for span in wait_for_spans(3)}
+    assert set(by_name) == {"GET /orders/{order_id}", "GET /crash", "GET /stream"}
+    assert by_name["GET /orders/{order_id}"].attributes["correlation.id"] == "dj-1"
+    assert by_name["GET /crash"].status.status_code is StatusCode.ERROR
+    assert by_name["GET /crash"].attributes["error.type"] == "KeyError"
+    assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
