@@ -1,0 +1,149 @@
+"""botocore (and boto3) SQS: PRODUCER spans on sends, receives that ask for tracekit's attributes.
+
+- ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
+  within SQS's limit of 10 (see ``tracekit.sqs``). ``SendMessageBatch`` is one PRODUCER span
+  whose context every entry carries.
+- ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
+  ``SentTimestamp`` to ``MessageSystemAttributeNames`` unless the caller already asked for all.
+  The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
+  there is no handler boundary to trace automatically.
+
+Why a wrapper on ``BaseClient._make_api_call`` and not botocore's events: ``before-parameter-build``
+fires before parameter validation, and no event follows a validation failure, so a PRODUCER span
+(and its attached context) opened there could never be closed. The wrapper sees exactly one call
+and re-raises its exception unchanged. Other services and operations pass straight through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from tracekit import _state, messaging, semconv, sqs
+from tracekit._guard import report_once
+from tracekit.instrumentation._base import Instrumentor
+
+_ALL = frozenset(("All", ".*"))
+
+
+class BotocoreInstrumentor(Instrumentor):
+    """Traces SQS sends and prepares SQS receives on every botocore client."""
+
+    target = "botocore.client"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.BaseClient, "_make_api_call", _traced_api_call)
+
+
+def _traced_api_call(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    operation, params = _bind(*args, **kwargs)
+    handler = _HANDLERS.get(operation) if _service_of(instance) == "sqs" else None
+    if handler is None or not isinstance(params, dict):
+        return wrapped(*args, **kwargs)
+    return handler(lambda new_params: wrapped(operation, new_params), params)
+
+
+def _bind(operation_name: Any, api_params: Any) -> tuple[Any, Any]:
+    return operation_name, api_params
+
+
+def _service_of(client: Any) -> str | None:
+    try:
+        return str(client.meta.service_model.service_name)
+    except AttributeError:
+        return None
+
+
+def _send_message(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+    carrier: dict[str, str] = {}
+    queue = sqs.queue_name(str(params.get("QueueUrl", "")))
+    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue) as sent:
+        result = call(_with_attributes(params, carrier))
+        if isinstance(result, dict):
+            sent.set_message_id(result.get("MessageId"))
+        return result
+
+
+def _send_message_batch(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+    entries = params.get("Entries")
+    if not isinstance(entries, list):
+        return call(params)
+    carrier: dict[str, str] = {}
+    queue = sqs.queue_name(str(params.get("QueueUrl", "")))
+    count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
+    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue, attributes=count):
+        entries = [_with_attributes(entry, carrier) for entry in entries]
+        return call({**params, "Entries": entries})
+
+
+def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
+    """``message`` (params or a batch entry) with tracekit's attributes; unchanged if unsure."""
+    attributes = message.get("MessageAttributes") if isinstance(message, dict) else None
+    if not carrier or not (attributes is None or isinstance(attributes, dict)):
+        return message
+    merged = sqs.add_context(attributes, carrier)
+    if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
+        _no_room_once()
+    return {**message, "MessageAttributes": merged}
+
+
+def _no_room_once() -> None:
+    report_once(
+        "sqs context injection",
+        ValueError("a message already has 10 attributes: sent without trace context"),
+    )
+
+
+def _receive_message(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+    try:
+        params = _asking_for_context(params)
+    except Exception as error:
+        report_once("sqs receive attributes", error)
+    return call(params)
+
+
+def _asking_for_context(params: dict[str, Any]) -> dict[str, Any]:
+    names = _attribute_names()
+    wanted = _with_names(params.get("MessageAttributeNames"), names)
+    system = params.get("MessageSystemAttributeNames")
+    legacy = params.get("AttributeNames")
+    asked_all = any(_asks_all(given) for given in (system, legacy))
+    new = {**params, "MessageAttributeNames": wanted}
+    if not asked_all:
+        new["MessageSystemAttributeNames"] = _with_names(system, ["SentTimestamp"])
+    return new
+
+
+def _attribute_names() -> list[str]:
+    correlation_header = _state.current_options().response_header.lower()
+    return [
+        "traceparent",
+        "tracestate",
+        "baggage",
+        correlation_header,
+        messaging.PUBLISH_TIME_HEADER,
+        sqs.PACKED_ATTRIBUTE,
+    ]
+
+
+def _asks_all(given: object) -> bool:
+    return isinstance(given, list | tuple) and any(name in _ALL for name in given)
+
+
+def _with_names(given: object, names: Iterable[str]) -> Any:
+    if given is not None and not isinstance(given, list | tuple):
+        return given  # botocore will reject it with its own message
+    if _asks_all(given):
+        return given
+    current = list(given or [])
+    return current + [name for name in names if name not in current]
+
+
+_HANDLERS: dict[str, Callable[[Callable[[dict[str, Any]], Any], dict[str, Any]], Any]] = {
+    "SendMessage": _send_message,
+    "SendMessageBatch": _send_message_batch,
+    "ReceiveMessage": _receive_message,
+}

@@ -1,0 +1,129 @@
+"""Amazon SQS messages: where tracekit's context travels in them, and the consumer side.
+
+SQS gives a message at most 10 message attributes. tracekit's producer side (the ``botocore``
+instrumentation) writes its fields — ``traceparent``, ``tracestate``, ``baggage``, the
+correlation header and ``tracekit-publish-time`` — as one String attribute each when they fit
+beside the caller's own, else packs them as JSON into the single attribute ``tracekit-context``,
+and adds nothing when the caller already uses all 10 (the message goes out unchanged).
+
+A receiver opens the CONSUMER span around its handler::
+
+    response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+    for message in response.get("Messages", []):
+        with tracekit.sqs.consume(message, queue=url):
+            handle(message["Body"])
+
+The instrumented ``ReceiveMessage`` asks SQS for the attributes this needs. Messages from
+producers without tracekit start a new trace; their queue wait comes from SQS's ``SentTimestamp``
+(millisecond precision) when the receive asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from tracekit import messaging
+
+SYSTEM = "aws_sqs"
+PACKED_ATTRIBUTE = "tracekit-context"
+MAX_ATTRIBUTES = 10
+MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "PACKED_ATTRIBUTE",
+    "SYSTEM",
+    "add_context",
+    "consume",
+    "consume_batch",
+    "headers_of",
+    "queue_name",
+]
+
+
+def queue_name(queue: str) -> str:
+    """The queue's name from its URL (or the name itself), bounded."""
+    return queue.rstrip("/").rsplit("/", 1)[-1][:256]
+
+
+def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str]) -> dict[str, Any]:
+    """``attributes`` plus tracekit's ``fields``, as separate or packed String attributes.
+
+    Same-named attributes the caller set are replaced. When there is no room even for the packed
+    attribute, the caller's attributes come back unchanged.
+    """
+    own = {name: value for name, value in (attributes or {}).items() if name not in fields}
+    own.pop(PACKED_ATTRIBUTE, None)
+    if len(own) + len(fields) <= MAX_ATTRIBUTES:
+        return {**own, **{name: _string(value) for name, value in fields.items()}}
+    if len(own) < MAX_ATTRIBUTES:
+        return {**own, PACKED_ATTRIBUTE: _string(json.dumps(dict(fields), sort_keys=True))}
+    return dict(attributes or {})
+
+
+def _string(value: str) -> dict[str, str]:
+    return {"DataType": "String", "StringValue": value}
+
+
+def headers_of(message: Mapping[str, Any]) -> dict[str, str]:
+    """The text message attributes of a received ``message``, with packed context unpacked."""
+    headers: dict[str, str] = {}
+    attributes = message.get("MessageAttributes")
+    if isinstance(attributes, Mapping):
+        for name, attribute in attributes.items():
+            value = attribute.get("StringValue") if isinstance(attribute, Mapping) else None
+            if isinstance(name, str) and isinstance(value, str):
+                headers[name] = value
+    _unpack(headers)
+    if messaging.PUBLISH_TIME_HEADER not in headers:
+        _publish_time_from_sent_timestamp(message, headers)
+    return headers
+
+
+def _unpack(headers: MutableMapping[str, str]) -> None:
+    packed = headers.pop(PACKED_ATTRIBUTE, None)
+    if packed is None or len(packed) > MAX_PACKED_LENGTH:
+        return
+    try:
+        fields = json.loads(packed)
+    except ValueError:
+        return  # not ours, or damaged: the message is handled as one without context
+    if isinstance(fields, dict):
+        headers.update((k, v) for k, v in fields.items() if isinstance(v, str) and k not in headers)
+
+
+def _publish_time_from_sent_timestamp(
+    message: Mapping[str, Any], headers: MutableMapping[str, str]
+) -> None:
+    system = message.get("Attributes")
+    sent = system.get("SentTimestamp") if isinstance(system, Mapping) else None
+    if isinstance(sent, str) and sent.isdigit() and len(sent) <= 16:
+        headers[messaging.PUBLISH_TIME_HEADER] = str(int(sent) * 1_000_000)
+
+
+def consume(message: Mapping[str, Any], *, queue: str, **options: Any) -> messaging.Delivery:
+    """``with consume(message, queue=url_or_name):`` — the CONSUMER span around one handler.
+
+    ``options`` go to ``tracekit.messaging.consume`` (``tracer_provider``, ``registry``...).
+    """
+    return messaging.consume(
+        headers_of(message),
+        system=SYSTEM,
+        destination=queue_name(queue),
+        message_id=message.get("MessageId"),
+        **options,
+    )
+
+
+def consume_batch(
+    messages: Sequence[Mapping[str, Any]], *, queue: str, **options: Any
+) -> messaging.Delivery:
+    """One CONSUMER span around a handler of several messages, linked to each producer."""
+    return messaging.consume_batch(
+        [headers_of(message) for message in messages],
+        system=SYSTEM,
+        destination=queue_name(queue),
+        **options,
+    )

@@ -1,0 +1,61 @@
+"""A local moto server on loopback stands in for Amazon SQS (real HTTP, real boto3 clients)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracekit import instrumentation
+
+_COMMON = str(Path(__file__).resolve().parent.parent / "messaging_common")
+if _COMMON not in sys.path:
+    sys.path.insert(0, _COMMON)
+
+from hopscene import need  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sqs_endpoint() -> Iterator[str]:
+    """The URL of a moto server (ThreadedMotoServer, free loopback port) standing in for SQS."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        need(False, "moto[server] (it stands in for SQS)")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def sqs_client(sqs_endpoint: str) -> Any:
+    """A boto3 SQS client pointed at the moto server."""
+    import boto3
+
+    return boto3.client(
+        "sqs",
+        endpoint_url=sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture
+def queue_url(sqs_client: Any) -> str:
+    """A fresh queue."""
+    return str(sqs_client.create_queue(QueueName=f"orders-{uuid.uuid4().hex[:8]}")["QueueUrl"])
+
+
+@pytest.fixture
+def instrumented() -> Iterator[None]:
+    """tracekit's botocore and requests instrumentation, removed after the test."""
+    instrumentation.instrument(["botocore", "requests"])
+    yield
+    instrumentation.uninstrument()

@@ -1,0 +1,128 @@
+"""SQS via boto3 against a local moto server, which stands in for Amazon SQS on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hopscene import check_hop, check_wait, one, start_scene
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import tracekit
+import tracekit.sqs
+from tracekit import instrumentation, semconv
+
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+DELAY_S = 0.4
+
+
+def receive(client: Any, queue_url: str, count: int = 1, **params: Any) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(messages) < count and time.monotonic() < deadline:
+        response = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, **params
+        )
+        messages += response.get("Messages", [])
+    return messages
+
+
+def test_message_continues_the_request(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    with start_scene(lambda: sqs_client.send_message(QueueUrl=queue_url, MessageBody="o")) as scene:
+        cid = scene.call_entry("order-" + uuid.uuid4().hex)
+        time.sleep(DELAY_S)
+        [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
+        with tracekit.sqs.consume(message, queue=queue_url) as delivery:
+            inside = tracekit.correlation_id()
+            scene.call_downstream()
+    finished = list(spans.get_finished_spans())
+    producer = one(finished, SpanKind.PRODUCER)
+    consumer = one(finished, SpanKind.CONSUMER)
+    assert inside == delivery.correlation_id == cid
+    assert producer.attributes is not None and consumer.attributes is not None
+    assert producer.attributes[semconv.MESSAGING_MESSAGE_ID] == message["MessageId"]
+    assert consumer.attributes[semconv.MESSAGING_DESTINATION_NAME] == queue_url.rsplit("/")[-1]
+    assert set(message["MessageAttributes"]) >= {"traceparent", "x-correlation-id"}
+    check_hop(finished, scene, cid, consumer, DELAY_S)
+
+
+def test_many_user_attributes_fall_back_to_one_packed_attribute(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    # Outside a request tracekit writes two fields (traceparent, publish time): 9 + 2 > 10.
+    own = {f"a{n}": {"DataType": "String", "StringValue": str(n)} for n in range(9)}
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="x", MessageAttributes=own)
+    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    attributes = message["MessageAttributes"]
+    assert len(attributes) == 10 and "tracekit-context" in attributes
+    packed = json.loads(attributes["tracekit-context"]["StringValue"])
+    assert packed["traceparent"].startswith("00-")
+    with tracekit.sqs.consume(message, queue=queue_url):
+        pass
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+
+
+def test_ten_user_attributes_are_sent_unchanged(sqs_client: Any, queue_url: str) -> None:
+    own = {f"a{n}": {"DataType": "String", "StringValue": str(n)} for n in range(10)}
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="x", MessageAttributes=own)
+    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    assert message["MessageAttributes"] == own
+
+
+def test_batch_send_and_batch_consume_link_each_message(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    entries = [{"Id": str(n), "MessageBody": f"m{n}"} for n in range(3)]
+    assert (
+        len(sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)["Successful"]) == 3
+    )
+    time.sleep(DELAY_S)
+    messages = receive(sqs_client, queue_url, count=3)
+    with tracekit.sqs.consume_batch(messages, queue=queue_url):
+        pass
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert producer.attributes is not None
+    assert producer.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 3
+    assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 3
+    assert consumer.parent is None
+    check_wait(consumer, DELAY_S)
+
+
+def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    instrumentation.uninstrument()
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="plain")
+    instrumentation.instrument(["botocore"])
+    time.sleep(DELAY_S)
+    [message] = receive(sqs_client, queue_url)
+    assert "SentTimestamp" in message["Attributes"]
+    with tracekit.sqs.consume(message, queue=queue_url) as delivery:
+        assert delivery.correlation_id is not None
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is None
+    check_wait(consumer, DELAY_S - 0.001)  # SentTimestamp has millisecond precision
+
+
+def test_damaged_packed_context_is_ignored(queue_url: str, spans: InMemorySpanExporter) -> None:
+    hostile = {
+        "MessageId": "m-1",
+        "MessageAttributes": {
+            "tracekit-context": {"DataType": "String", "StringValue": "{not json" * 3000},
+            "traceparent": {"DataType": "Binary", "BinaryValue": b"\xff" * 60},
+        },
+    }
+    with tracekit.sqs.consume(hostile, queue=queue_url):
+        pass
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is None
