@@ -1,0 +1,154 @@
+"""RabbitMQ via aio-pika (real broker): publish, consume callbacks, queue iterators, process()."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aio_pika
+import requests
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+import tracekit
+
+DELAY_S = 0.5
+SLACK_MS = 150.0
+
+
+class _AsyncPublisher:
+    """An entry-service handler that publishes with aio-pika (instrumented) on its own loop."""
+
+    def __init__(self, amqp_url: str, queue: str, count: int = 1) -> None:
+        self.amqp_url, self.queue, self.count = amqp_url, queue, count
+        self.published_at = 0.0
+
+    def __call__(self, request: Any) -> None:
+        asyncio.run(self._publish())
+
+    async def _publish(self) -> None:
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for n in range(self.count):
+                message = aio_pika.Message(f"job {n}".encode(), message_id=f"m-{n}")
+                await channel.default_exchange.publish(message, routing_key=self.queue)
+            self.published_at = time.monotonic()
+
+
+def _kind(spans: list[ReadableSpan], kind: SpanKind) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.kind == kind), key=lambda s: s.start_time or 0)
+
+
+def _calls(spans: list[ReadableSpan], path: str) -> list[ReadableSpan]:
+    return [s for s in _kind(spans, SpanKind.CLIENT) if path in str(s.attributes["url.full"])]
+
+
+def _covers(outer: ReadableSpan, inner: ReadableSpan) -> bool:
+    assert outer.start_time and outer.end_time and inner.start_time and inner.end_time
+    return (
+        outer.start_time <= inner.start_time
+        and inner.end_time <= outer.end_time
+        and inner.parent is not None
+        and inner.parent.span_id == outer.context.span_id
+    )
+
+
+def test_consume_callback_continues_the_request(
+    amqp_url, queue_name, spans, downstream, entry_service
+) -> None:
+    publisher = _AsyncPublisher(amqp_url, queue_name)
+    with entry_service(publisher) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "aio-1"})
+    seen: list[str | None] = []
+
+    async def consume() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            queue = await (await connection.channel()).declare_queue(queue_name)
+            done = asyncio.Event()
+            # The message waits in the queue for DELAY_S after its publish returned.
+            await asyncio.sleep(max(0.0, publisher.published_at + DELAY_S - time.monotonic()))
+
+            async def on_message(message: Any) -> None:
+                seen.append(tracekit.correlation_id())
+                requests.get(f"{downstream.url}/stock")
+                await message.ack()
+                done.set()
+
+            await queue.consume(on_message)
+            await asyncio.wait_for(done.wait(), 10)
+
+    asyncio.run(consume())
+    finished = spans.get_finished_spans()
+    (server,) = _kind(finished, SpanKind.SERVER)
+    (producer,) = _kind(finished, SpanKind.PRODUCER)
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    (call,) = _calls(finished, "/stock")
+    assert seen == ["aio-1"]
+    assert downstream.requests[0]["x-correlation-id"] == "aio-1"
+    assert producer.parent.span_id == server.context.span_id
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.attributes["messaging.message.id"] == "m-0"
+    assert _covers(consumer, call)
+    wait_ms = consumer.attributes["tracekit.queue_wait_ms"]
+    assert DELAY_S * 1000 <= wait_ms <= DELAY_S * 1000 + SLACK_MS
+
+
+def test_iterator_spans_cover_the_loop_body_and_process_adds_none(
+    amqp_url, queue_name, spans, downstream, entry_service
+) -> None:
+    with entry_service(_AsyncPublisher(amqp_url, queue_name, count=2)) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "aio-iter"})
+
+    async def consume() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            queue = await (await connection.channel()).declare_queue(queue_name)
+            handled = 0
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    async with message.process():
+                        requests.get(f"{downstream.url}/item")
+                    handled += 1
+                    if handled == 2:
+                        break
+
+    asyncio.run(consume())
+    finished = spans.get_finished_spans()
+    consumers = _kind(finished, SpanKind.CONSUMER)
+    calls = _calls(finished, "/item")
+    assert len(consumers) == 2 and len(calls) == 2  # process() inside the loop adds no span
+    for consumer, call in zip(consumers, calls, strict=True):
+        assert _covers(consumer, call)
+        assert consumer.attributes["correlation.id"] == "aio-iter"
+    assert consumers[0].end_time <= consumers[1].start_time
+    assert {r["x-correlation-id"] for r in downstream.requests} == {"aio-iter"}
+
+
+def test_get_then_process_block_is_the_consumer_span(amqp_url, queue_name, spans) -> None:
+    """A message from a producer without tracekit: new trace, ID from ``correlation_id``."""
+
+    async def run() -> tuple[str | None, str | None]:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            legacy = aio_pika.Message(b"legacy", correlation_id="legacy-aio")
+            # aiormq's own publish: what a producer without tracekit sends.
+            underlay = await channel.get_underlay_channel()
+            await underlay.basic_publish(
+                legacy.body, routing_key=queue_name, properties=legacy.properties
+            )
+            queue = await channel.declare_queue(queue_name)
+            message = await queue.get(timeout=5)
+            async with message.process():
+                inside = tracekit.correlation_id()
+            return inside, tracekit.correlation_id()
+
+    inside, after = asyncio.run(run())
+    assert (inside, after) == ("legacy-aio", None)
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.parent is None
+    assert consumer.attributes["correlation.id"] == "legacy-aio"
+    assert not _kind(spans.get_finished_spans(), SpanKind.PRODUCER)

@@ -1,0 +1,192 @@
+"""The transport-neutral primitives: headers written, context restored, bad input survived."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+
+import tracekit
+from tracekit import correlation, messaging
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+PARENT_SPAN = 0xB7AD6B7169203331
+
+
+def _consumer(spans: Any) -> Any:
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    return span
+
+
+def test_publish_writes_every_header_and_ends_after_the_broker_call(spans) -> None:
+    headers: dict[str, Any] = {}
+    token = correlation.set_correlation_id("order-1")
+    try:
+        with messaging.publish(headers, system="test", destination="orders") as sent:
+            time.sleep(0.02)  # the broker call
+            sent.set_message_id(b"id-9")
+    finally:
+        correlation.reset_correlation_id(token)
+    (producer,) = spans.get_finished_spans()
+    assert producer.kind == SpanKind.PRODUCER and producer.name == "send orders"
+    assert headers["traceparent"].split("-")[2] == f"{producer.context.span_id:016x}"
+    assert headers["x-correlation-id"] == "order-1"
+    assert headers["baggage"] == "correlation.id=order-1"
+    assert producer.start_time <= int(headers[messaging.PUBLISH_TIME_HEADER]) <= producer.end_time
+    assert producer.end_time - producer.start_time >= 20_000_000
+    assert producer.attributes["messaging.message.id"] == "id-9"
+    assert producer.attributes["messaging.operation.type"] == "send"
+    assert producer.attributes["correlation.id"] == "order-1"
+
+
+def test_inject_is_one_shot_and_consume_continues_it(spans) -> None:
+    headers = messaging.inject({}, system="test", destination="jobs")
+    time.sleep(0.05)
+    with messaging.consume(headers, system="test", destination="jobs") as message:
+        inner = trace.get_current_span()
+    producer = next(s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER)
+    consumer = _consumer(spans)
+    assert inner.get_span_context().span_id == consumer.context.span_id
+    assert consumer.parent.span_id == producer.context.span_id
+    assert 50 <= message.queue_wait_ms < 150
+    assert message.correlation_id == consumer.attributes["correlation.id"]
+
+
+def test_async_with_restores_the_correlation_id_for_the_handler(spans) -> None:
+    headers = {b"x-correlation-id": b"async-1", b"traceparent": TRACEPARENT.encode()}
+
+    async def handle() -> tuple[str | None, str | None]:
+        async with messaging.consume(headers, system="test", destination="q"):
+            await asyncio.sleep(0)
+            inside = tracekit.correlation_id()
+        return inside, tracekit.correlation_id()
+
+    assert asyncio.run(handle()) == ("async-1", None)
+    assert _consumer(spans).parent.span_id == PARENT_SPAN
+
+
+def test_handler_exception_propagates_unchanged_and_marks_the_span(spans) -> None:
+    error = KeyError("missing sku")
+    with pytest.raises(KeyError) as raised, messaging.consume({}, system="test", destination="q"):
+        raise error
+    assert raised.value is error
+    consumer = _consumer(spans)
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "KeyError"
+
+
+def test_nested_publish_makes_one_span(spans) -> None:
+    outer: dict[str, Any] = {}
+    inner: dict[str, Any] = {}
+    with (
+        messaging.publish(outer, system="test", destination="q"),
+        messaging.publish(inner, system="test", destination="q"),
+    ):
+        pass
+    assert len(spans.get_finished_spans()) == 1
+    assert "traceparent" in outer and inner == {}
+
+
+def test_metrics_count_and_measure_the_wait(spans) -> None:
+    registry = CollectorRegistry()
+    headers = messaging.inject({}, system="test", destination="m", registry=registry)
+    time.sleep(0.1)
+    with messaging.consume(headers, system="test", destination="m", registry=registry):
+        pass
+    labels = {"messaging_system": "test", "messaging_destination_name": "m"}
+    value = registry.get_sample_value
+    labels_with_service = {**labels, "service_name": "unknown_service", "service_version": ""}
+    assert value("messaging_client_sent_messages_total", labels_with_service) == 1
+    assert value("messaging_client_consumed_messages_total", labels_with_service) == 1
+    wait = value("tracekit_messaging_queue_wait_seconds_sum", labels_with_service)
+    assert 0.1 <= wait < 0.2
+
+
+def test_correlation_only_mode_moves_ids_without_spans(spans, monkeypatch) -> None:
+    monkeypatch.setenv("TRACEKIT_MODE", "correlation")
+    token = correlation.set_correlation_id("quiet-1")
+    try:
+        headers = messaging.inject({}, system="test", destination="q")
+    finally:
+        correlation.reset_correlation_id(token)
+    assert headers["x-correlation-id"] == "quiet-1" and "traceparent" not in headers
+    with messaging.consume(headers, system="test", destination="q") as message:
+        assert tracekit.correlation_id() == "quiet-1"
+    assert message.span is None and message.queue_wait_ms is not None
+    assert spans.get_finished_spans() == ()
+
+
+def test_broken_configuration_never_stops_the_handler(spans, monkeypatch) -> None:
+    monkeypatch.setenv("TRACEKIT_MODE", "bogus")
+    handled = []
+    with messaging.publish({}, system="test", destination="q"):
+        handled.append("published")
+    with messaging.consume({}, system="test", destination="q"):
+        handled.append("consumed")
+    assert handled == ["published", "consumed"]
+    assert spans.get_finished_spans() == ()
+
+
+BAD_HEADERS = {
+    "non-UTF-8 traceparent": ({"traceparent": b"\xff\xfeEVIL"}, False),
+    "oversized traceparent": ({"traceparent": "00-" + "EVIL" * 2000}, False),
+    "malformed traceparent": ({"traceparent": "00-EVIL-01"}, False),
+    "zero trace id": ({"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"}, False),
+    "repeated traceparent": ([("traceparent", TRACEPARENT), ("traceparent", TRACEPARENT)], False),
+    "control characters": ({"traceparent": TRACEPARENT + "\nEVIL"}, False),
+    "number value": ({"traceparent": 42, "x-correlation-id": 7}, False),
+    "table value": ({"traceparent": {"EVIL": 1}}, False),
+    "non-ASCII key": ({b"\xfftraceparent": TRACEPARENT}, False),
+    "not a mapping": ("EVIL", False),
+    "pairs that are not pairs": ([("traceparent",), "EVIL"], False),
+    "log injection in correlation ID": (
+        {"traceparent": TRACEPARENT, "x-correlation-id": "ok\r\nEVIL: forged"},
+        True,
+    ),
+    "oversized correlation ID": ({"traceparent": TRACEPARENT, "X-Request-ID": "EVIL" * 5000}, True),
+    "bad publish time": ({"traceparent": TRACEPARENT, "tracekit-publish-time": "EVIL"}, True),
+    "oversized tracestate": ({"traceparent": TRACEPARENT, "tracestate": "a=EVIL" * 3000}, True),
+    "non-ASCII baggage": ({"traceparent": TRACEPARENT, "baggage": "correlation.id=ÉVIL"}, True),
+}
+
+
+@pytest.mark.parametrize(("headers", "keeps_parent"), BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
+def test_bad_headers_are_ignored_safely(spans, caplog, headers, keeps_parent) -> None:
+    caplog.set_level(logging.DEBUG)
+    with messaging.consume(
+        headers, system="test", destination="q", correlation_property="prop-id"
+    ) as message:
+        assert tracekit.correlation_id() == "prop-id"  # the headers' own ID was refused
+    consumer = _consumer(spans)
+    assert (consumer.parent is not None) is keeps_parent
+    if keeps_parent:
+        assert consumer.parent.span_id == PARENT_SPAN
+    assert message.queue_wait_ms is None
+    assert "tracekit.queue_wait_ms" not in consumer.attributes
+    assert "EVIL" not in caplog.text and "ÉVIL" not in caplog.text
+
+
+def test_bad_header_warnings_are_rate_limited_and_name_no_value() -> None:
+    script = (
+        "import logging; from tracekit import messaging\n"
+        "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+        "for _ in range(500):\n"
+        "    with messaging.consume({'traceparent': b'\\xffEVIL'}, system='t', destination='q'):\n"
+        "        pass\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = [line for line in result.stderr.splitlines() if "tracekit" in line]
+    assert lines == [
+        "tracekit: ignored message header traceparent (not UTF-8); "
+        "0 more ignored since the last warning"
+    ]

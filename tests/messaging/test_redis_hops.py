@@ -1,0 +1,168 @@
+"""Redis streams and pub/sub (a real redis-server started for the session)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+import requests
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+import tracekit
+from tracekit.instrumentation import redis as traced_redis
+
+DELAY_S = 0.3
+SLACK_MS = 150.0
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def client(redis_url: str, request: pytest.FixtureRequest) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, protocol=request.param)
+
+
+def _kind(spans: list[ReadableSpan], kind: SpanKind) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.kind == kind), key=lambda s: s.start_time or 0)
+
+
+def _covers(outer: ReadableSpan, inner: ReadableSpan) -> bool:
+    assert outer.start_time and outer.end_time and inner.start_time and inner.end_time
+    return (
+        outer.start_time <= inner.start_time <= inner.end_time <= outer.end_time
+        and inner.parent is not None
+        and inner.parent.span_id == outer.context.span_id
+    )
+
+
+class _Producer:
+    """Entry-service handler that XADDs ``count`` entries (instrumented) and notes when."""
+
+    def __init__(self, client: redis.Redis, stream: str, count: int = 1) -> None:
+        self.client, self.stream, self.count = client, stream, count
+        self.published_at = 0.0
+
+    def __call__(self, request: Any) -> None:
+        for n in range(self.count):
+            self.client.xadd(self.stream, {"order": str(n)})
+        self.published_at = time.monotonic()
+
+
+def test_stream_entry_continues_the_request(client, spans, downstream, entry_service) -> None:
+    stream = f"orders-{uuid.uuid4().hex[:8]}"
+    client.xgroup_create(stream, "billing", id="0", mkstream=True)
+    producer = _Producer(client, stream)
+    with entry_service(producer) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "stream-1"})
+    time.sleep(max(0.0, producer.published_at + DELAY_S - time.monotonic()))
+    response = client.xreadgroup("billing", "worker-1", {stream: ">"}, count=10)
+    handled = []
+    for name, entry_id, fields in traced_redis.entries(response):
+        with traced_redis.consume_entry(name, entry_id, fields):
+            handled.append((fields[b"order"], tracekit.correlation_id()))
+            requests.get(f"{downstream.url}/bill")
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    (server,) = _kind(finished, SpanKind.SERVER)
+    (sent,) = _kind(finished, SpanKind.PRODUCER)
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    (call,) = [s for s in _kind(finished, SpanKind.CLIENT) if "/bill" in s.attributes["url.full"]]
+    assert handled == [(b"0", "stream-1")]
+    assert downstream.requests[0]["x-correlation-id"] == "stream-1"
+    assert sent.name == f"send {stream}" and consumer.name == f"process {stream}"
+    assert sent.parent.span_id == server.context.span_id
+    assert consumer.parent.span_id == sent.context.span_id
+    assert sent.attributes["messaging.message.id"] == consumer.attributes["messaging.message.id"]
+    assert _covers(consumer, call)
+    assert (
+        DELAY_S * 1000 <= consumer.attributes["tracekit.queue_wait_ms"] <= DELAY_S * 1000 + SLACK_MS
+    )
+
+
+def test_stream_batch_links_every_entry(client, spans, entry_service) -> None:
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    for cid in ("a-1", "a-2", "a-3"):
+        with entry_service(_Producer(client, stream)) as entry:
+            requests.post(entry, headers={"X-Correlation-ID": cid})
+    ((name, stream_entries),) = _streams(client.xread({stream: "0"}))
+    with traced_redis.consume_entries(name, stream_entries) as batch:
+        assert tracekit.correlation_id() == "a-1"
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    producers = {s.context.span_id: s for s in _kind(finished, SpanKind.PRODUCER)}
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    assert consumer.parent is None and batch.span is not None
+    assert consumer.attributes["messaging.batch.message_count"] == 3
+    assert [link.context.span_id for link in consumer.links] == list(producers)
+    assert [link.attributes["correlation.id"] for link in consumer.links] == ["a-1", "a-2", "a-3"]
+
+
+def _streams(response: Any) -> list[tuple[Any, Any]]:
+    entries = list(traced_redis.entries(response))
+    return [(entries[0][0], [(entry_id, fields) for _, entry_id, fields in entries])]
+
+
+def test_stream_entry_from_producer_without_tracekit(client, spans) -> None:
+    stream = f"legacy-{uuid.uuid4().hex[:8]}"
+    client.execute_command("XADD", stream, "*", "correlation_id", "legacy-7", "body", "x")
+    (_, entry_id, fields), *_ = traced_redis.entries(client.xread({stream: "0"}))
+    with traced_redis.consume_entry(stream, entry_id, fields) as delivery:
+        assert tracekit.correlation_id() == "legacy-7"
+    client.delete(stream)
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.parent is None and delivery.queue_wait_ms is None
+    assert consumer.attributes["correlation.id"] == "legacy-7"
+
+
+def test_pubsub_get_message_strips_the_envelope(client, spans, downstream, entry_service) -> None:
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+
+    def publish(request: Any) -> None:
+        client.publish(channel, "price changed")
+
+    with entry_service(publish) as entry:
+        requests.post(entry, headers={"X-Correlation-ID": "pubsub-1"})
+    message = subscriber.get_message(timeout=5)
+    assert message is not None
+    assert message["data"] in (b"price changed", "price changed")  # the original payload
+    assert tracekit.correlation_id() == "pubsub-1"
+    requests.get(f"{downstream.url}/reprice")
+    subscriber.close()  # ends the message's span
+    assert tracekit.correlation_id() is None
+
+    finished = spans.get_finished_spans()
+    (sent,) = _kind(finished, SpanKind.PRODUCER)
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    (call,) = [
+        s for s in _kind(finished, SpanKind.CLIENT) if "/reprice" in s.attributes["url.full"]
+    ]
+    assert consumer.parent.span_id == sent.context.span_id
+    assert _covers(consumer, call)
+    assert downstream.requests[0]["x-correlation-id"] == "pubsub-1"
+
+
+def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
+    channel = f"alerts-{uuid.uuid4().hex[:8]}"
+    received: list[tuple[Any, str | None]] = []
+    subscriber = client.pubsub()
+    subscriber.subscribe(
+        **{channel: lambda m: received.append((m["data"], tracekit.correlation_id()))}
+    )
+    subscriber.get_message(timeout=1)
+    token = tracekit.correlation.set_correlation_id("alert-5")
+    client.publish(channel, b"\x00binary\xff")
+    tracekit.correlation.reset_correlation_id(token)
+    deadline = time.monotonic() + 5
+    while not received and time.monotonic() < deadline:
+        subscriber.get_message(timeout=0.5)
+    subscriber.close()
+    assert received == [(b"\x00binary\xff", "alert-5")]
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.attributes["correlation.id"] == "alert-5"
