@@ -52,7 +52,9 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
             r, "messaging.destination.name"
         )
         latency_ns = receiver.end_unix_nano - sender.start_unix_nano
-        wait = round((receiver.start_unix_nano - sender.end_unix_nano) / 1e6, 3)
+        # A fast consumer can take the message before the producer's broker call has returned
+        # (and its span ended): no time was spent queued then, never a negative wait.
+        wait = max(0.0, round((receiver.start_unix_nano - sender.end_unix_nano) / 1e6, 3))
     return Hop(
         s.service, r.service, kind, system, destination, s.span_id, r.span_id,
         round(latency_ns / 1e6, 3), wait,

@@ -1,0 +1,5 @@
+"""``python -m tracekit_cli``: the same as the ``tracekit`` command."""
+
+from tracekit_cli.main import main
+
+main()

@@ -1,0 +1,156 @@
+"""``tracekit demo``: run a multi-service topology on this machine and show what tracekit saw."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path as FilePath
+from typing import Any
+
+import click
+
+from tracekit_cli.options import no_color, terminal_width
+
+PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
+
+
+@click.command()
+@click.option(
+    "--requests",
+    "count",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="How many checkouts to send through the gateway.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Store to write into [default: TRACEKIT_STORE, else the data directory].",
+)
+@click.option(
+    "--queue",
+    type=click.Choice(["auto", "redis", "embedded"]),
+    default="auto",
+    show_default=True,
+    help="auto: Redis if redis-server is installed, else embedded.",
+)
+@click.option(
+    "--keep-running", is_flag=True, help="Leave the services up after the summary, until Ctrl-C."
+)
+def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
+    """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
+    from rich.console import Console
+
+    from tracekit.demo.topology import Topology
+    from tracekit.store import default_store_path
+
+    console = Console(width=terminal_width(), no_color=no_color(), highlight=False)
+    store_path = FilePath(store) if store else default_store_path()
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        with Topology(store_path, queue=queue) as topology:
+            console.print(f"[bold]tracekit demo[/] → store {store_path}")
+            console.print(f"queue: {topology.queue_description}")
+            sent = _run_traffic(console, topology, count)
+            if keep_running:
+                _show_ports(console, topology)
+                _wait_for_ctrl_c()
+    except KeyboardInterrupt:
+        console.print("stopped: every demo process was shut down")
+        raise SystemExit(130) from None
+    _show_results(console, store_path, sent, time.monotonic() - started)
+
+
+def _run_traffic(console: Any, topology: Any, count: int) -> list[Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting 8 services", total=1)
+        topology.start()
+        progress.update(task, completed=1)
+        task = progress.add_task("sending checkouts", total=count)
+        sent = []
+        for number in range(count):
+            sent.append(topology.send(number))
+            progress.advance(task)
+            time.sleep(PACING_SECONDS)
+        task = progress.add_task("waiting for workers", total=1)
+        topology.wait_until_idle()
+        progress.update(task, completed=1)
+        task = progress.add_task("flushing telemetry", total=1)
+        topology.stop()
+        progress.update(task, completed=1)
+    return sent
+
+
+def _show_ports(console: Any, topology: Any) -> None:
+    for role, port in topology.ports.items():
+        console.print(f"  {role:<10} http://127.0.0.1:{port}")
+    console.print("services are running; press Ctrl-C to stop them")
+
+
+def _wait_for_ctrl_c() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: float) -> None:
+    from rich.table import Table
+
+    from tracekit.path import reconstruct
+    from tracekit.store import Store
+    from tracekit_cli.render.rich_view import render_path
+
+    source = Store(store_path)
+    paths = [(request, reconstruct(source, request.correlation_id or "")) for request in sent]
+    table = Table(title=f"{len(sent)} checkouts", title_justify="left")
+    for header in ("#", "correlation id", "order", "services", "spans", "duration", "errors"):
+        table.add_column(
+            header, justify="right" if header in ("#", "spans", "duration") else "left"
+        )
+    for request, path in paths:
+        table.add_row(
+            str(request.number),
+            request.correlation_id or "-",
+            f"{request.sku} x{request.quantity}",
+            str(len(path.services)) if path else "-",
+            str(len(path.spans)) if path else "-",
+            f"{path.duration_ms:.0f} ms" if path else "-",
+            ", ".join(sorted({e.service for e in path.errors})) if path and path.errors else "",
+        )
+    console.print(table)
+    found = [(r, p) for r, p in paths if p is not None]
+    slowest = max(found, key=lambda item: item[1].duration_ms, default=None)
+    failed = next(((r, p) for r, p in found if p.errors), None)
+    for title, item in (("slowest request", slowest), ("a failed request", failed)):
+        if item is not None:
+            console.rule(title)
+            render_path(console, item[1])
+    console.rule()
+    _show_next_steps(console, store_path, slowest, elapsed)
+
+
+def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: float) -> None:
+    from rich.markup import escape
+
+    from tracekit.store import default_store_path
+
+    example = slowest[0].correlation_id if slowest else "<correlation-id>"
+    store_flag = "" if store_path == default_store_path() else f" --store {store_path}"
+    console.print(f"done in {elapsed:.1f} s. Explore further:")
+    for command in (
+        f"tracekit trace {example}",
+        f"tracekit trace {example} --format json",
+        "tracekit search --errors",
+        "tracekit search --min-duration 500",
+        "tracekit services",
+    ):
+        console.print(f"  [bold]{escape(command + store_flag)}[/]")

@@ -1,0 +1,1 @@
+"""tracekit demo: a small multi-service topology that runs on one machine."""

@@ -1,0 +1,234 @@
+"""Start the demo's services as processes, send them traffic, and stop them cleanly.
+
+Library code with no terminal output of its own: ``tracekit demo`` (the CLI) drives it and draws
+the progress; tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tracekit.demo.queue import open_queue
+from tracekit.demo.services import BULK_QUANTITY, FAILING_SKU, ROLES
+
+HTTP_ROLES = ("gateway", "orders", "inventory")
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class SentRequest:
+    """One checkout the demo sent through the gateway, and what it expects to happen."""
+
+    number: int
+    sku: str
+    quantity: int
+    status: int
+    correlation_id: str | None
+
+    @property
+    def should_fail(self) -> bool:
+        """The inventory fails for this SKU."""
+        return self.sku == FAILING_SKU
+
+    @property
+    def should_be_slow(self) -> bool:
+        """Pricing replica 3 is slow for this order."""
+        return self.quantity >= BULK_QUANTITY
+
+
+def checkout_for(number: int) -> tuple[str, int]:
+    """The demo's traffic pattern: every 4th order is bulk (slow), every 7th is discontinued."""
+    sku = FAILING_SKU if number % 7 == 5 else f"sku-{100 + number}"
+    quantity = BULK_QUANTITY + 2 if number % 4 == 1 else 1 + number % 3
+    return sku, quantity
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Topology:
+    """The demo's eight processes, a queue and a store; use as a context manager."""
+
+    def __init__(self, store_path: Path, queue: str = "auto") -> None:
+        self.store_path = store_path
+        self.workdir = Path(tempfile.mkdtemp(prefix="tracekit-demo-"))
+        self.ports = {role: _free_port() for role in HTTP_ROLES}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._redis: subprocess.Popen[bytes] | None = None
+        self.queue_url, self.queue_description = self._choose_queue(queue)
+
+    def _choose_queue(self, choice: str) -> tuple[str, str]:
+        redis_server = shutil.which("redis-server")
+        if choice in ("auto", "redis") and redis_server and _has_module("redis"):
+            port = _free_port()
+            self._redis = subprocess.Popen(  # noqa: S603 (redis-server found on PATH, fixed args)
+                [
+                    redis_server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            return f"redis://127.0.0.1:{port}/0", f"Redis (redis-server on 127.0.0.1:{port})"
+        if choice == "redis":
+            raise RuntimeError("--queue redis needs redis-server on PATH and the redis package")
+        path = self.workdir / "queue.db"
+        return f"sqlite:{path}", f"embedded SQLite queue ({path})"
+
+    def __enter__(self) -> Topology:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def environment(self, role: str) -> dict[str, str]:
+        """What one service process runs with: tracekit writes straight into the store."""
+        return {
+            **os.environ,
+            "TRACEKIT_EXPORTER": "store",
+            "TRACEKIT_STORE": str(self.store_path),
+            "TRACEKIT_METRICS_PORT": "0",
+            "TRACEKIT_DEMO_PORTS": json.dumps(self.ports),
+            "TRACEKIT_DEMO_QUEUE": self.queue_url,
+            "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={role}",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every service and wait until the HTTP ones answer."""
+        self._wait_for_queue(timeout)
+        for role in ROLES:
+            log = (self.workdir / f"{role}.log").open("wb")
+            self.processes[role] = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
+                [sys.executable, "-m", "tracekit.demo.services", role],
+                env=self.environment(role),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+            )
+        deadline = time.monotonic() + timeout
+        for role in HTTP_ROLES:
+            self._wait_healthy(role, deadline)
+        for role in ROLES:
+            if role not in HTTP_ROLES:
+                self._wait_ready(role, deadline)
+
+    def _wait_for_queue(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                open_queue(self.queue_url).pending()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _wait_healthy(self, role: str, deadline: float) -> None:
+        url = f"http://127.0.0.1:{self.ports[role]}/health"
+        while True:
+            if self.processes[role].poll() is not None:
+                raise RuntimeError(f"demo service {role} exited; see {self.workdir / role}.log")
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"demo service {role} did not start") from None
+                time.sleep(0.1)
+
+    def _wait_ready(self, role: str, deadline: float) -> None:
+        """A consumer prints ``ready`` once its tracekit setup is done and it polls its queue."""
+        log = self.workdir / f"{role}.log"
+        while b"ready" not in log.read_bytes():
+            if self.processes[role].poll() is not None:
+                raise RuntimeError(f"demo service {role} exited; see {log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"demo service {role} did not start")
+            time.sleep(0.05)
+
+    def send(self, number: int) -> SentRequest:
+        """Send checkout number ``number`` through the gateway, as an outside client would."""
+        sku, quantity = checkout_for(number)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports['gateway']}/checkout",
+            data=json.dumps({"sku": sku, "quantity": quantity}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                status, headers = response.status, response.headers
+        except urllib.error.HTTPError as error:
+            status, headers = error.code, error.headers
+        return SentRequest(number, sku, quantity, status, headers.get("X-Correlation-ID"))
+
+    def wait_until_idle(self, timeout: float = 15.0, settle: float = 1.0) -> bool:
+        """Wait until every queued message was taken and handlers had time to finish."""
+        queue = open_queue(self.queue_url)
+        deadline = time.monotonic() + timeout
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            if queue.pending() == 0:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= settle:
+                    return True
+            else:
+                idle_since = None
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """SIGTERM every process (they flush their telemetry), then make sure they are gone."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        if self._redis is not None:
+            self._redis.terminate()
+            self._redis.wait()
+            self._redis = None
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

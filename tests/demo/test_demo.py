@@ -1,0 +1,133 @@
+"""The demo runs its real topology (eight processes, real HTTP, a real queue) into a real store,
+and the stored telemetry reconstructs to the topology the demo is known to have."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracekit.demo.topology import SentRequest, Topology
+from tracekit.path import reconstruct
+from tracekit.store import Store
+
+REQUESTS = 9  # covers plain, bulk (slow) and discontinued (failing) orders
+
+HTTP_HOPS = {("gateway", "orders"), ("fulfilment", "inventory"), ("aggregator", "orders")}
+QUEUE_HOPS = {
+    ("orders", "fulfilment", "orders.created"),
+    ("fulfilment", "pricing", "pricing.1"),
+    ("fulfilment", "pricing", "pricing.2"),
+    ("fulfilment", "pricing", "pricing.3"),
+    ("pricing", "aggregator", "pricing.replies"),
+}
+
+
+def run_demo(tmp_path: Path, queue: str) -> tuple[list[SentRequest], Store, str]:
+    store_path = tmp_path / "demo.db"
+    with Topology(store_path, queue=queue) as topology:
+        topology.start()
+        sent = []
+        for number in range(REQUESTS):
+            sent.append(topology.send(number))
+            time.sleep(0.05)
+        assert topology.wait_until_idle(timeout=30)
+        description = topology.queue_description
+    return sent, Store(store_path), description
+
+
+def path_of(store: Store, request: SentRequest) -> dict[str, Any]:
+    """The ``tracekit.path/v1`` document, as ``tracekit trace --format json`` prints it."""
+    assert request.correlation_id, "the gateway echoes X-Correlation-ID"
+    path = reconstruct(store, request.correlation_id)
+    assert path is not None, f"request {request.number} left no spans"
+    return path.to_json()
+
+
+def check_topology(sent: list[SentRequest], store: Store) -> None:
+    assert [r.status for r in sent] == [202] * REQUESTS
+    for request in sent:
+        path = path_of(store, request)
+        http = {(h["from_service"], h["to_service"]) for h in path["hops"] if h["type"] == "http"}
+        queued = {
+            (h["from_service"], h["to_service"], h["destination"])
+            for h in path["hops"]
+            if h["type"] == "messaging"
+        }
+        assert all(
+            h["queue_wait_ms"] is not None and h["queue_wait_ms"] >= 0
+            for h in path["hops"]
+            if h["type"] == "messaging"
+        )
+        if request.should_fail:
+            check_failed(path, http, queued)
+        else:
+            assert http == HTTP_HOPS, request
+            assert queued == QUEUE_HOPS, request
+            assert len(path["trace_ids"]) == 2, "the gather's batch span starts a linked trace"
+            assert not path["errors"]
+        if request.should_be_slow and not request.should_fail:
+            check_slow_hop_on_critical_path(path)
+
+
+def check_failed(
+    path: dict[str, Any], http: set[tuple[str, str]], queued: set[tuple[str, str, str]]
+) -> None:
+    assert http == {("gateway", "orders"), ("fulfilment", "inventory")}
+    assert queued == {("orders", "fulfilment", "orders.created")}
+    by_id = {s["span_id"]: s for s in path["spans"]}
+    failed = [by_id[e["span_id"]] for e in path["errors"]]
+    servers = [s for s in failed if s["service"] == "inventory" and s["kind"] == "SERVER"]
+    assert servers, "the error is located in the inventory service"
+    assert servers[0]["attributes"]["http.response.status_code"] == 500
+    assert any(
+        log["service"] == "inventory" and "no stock record" in log["body"] for log in path["logs"]
+    )
+
+
+def check_slow_hop_on_critical_path(path: dict[str, Any]) -> None:
+    by_id = {s["span_id"]: s for s in path["spans"]}
+    critical = [by_id[span_id] for span_id in path["critical_path"]]
+    slow = [s for s in critical if s["service"] == "pricing" and s["duration_ms"] >= 550]
+    assert slow, "the slow pricing replica's work is on the critical path"
+    assert slow[0]["attributes"]["messaging.destination.name"] == "pricing.3"
+
+
+def test_demo_on_the_embedded_queue(tmp_path: Path) -> None:
+    sent, store, description = run_demo(tmp_path, "embedded")
+    assert description.startswith("embedded SQLite queue")
+    check_topology(sent, store)
+
+
+def test_demo_on_redis(tmp_path: Path) -> None:
+    """Where redis-server is installed (CI installs it), the demo uses it as its broker."""
+    sent, store, description = run_demo(tmp_path, "redis")
+    assert description.startswith("Redis")
+    check_topology(sent, store)
+
+
+def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -> None:
+    store = tmp_path / "cli.db"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "8", "--store", str(store)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "140", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60
+    out = result.stdout
+    assert "8 checkouts" in out
+    assert "slowest request" in out and "a failed request" in out
+    assert "gateway → orders → fulfilment → inventory" in out
+    assert "tracekit trace " in out and f"--store {store}" in out
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> None:
+    """Each demo run stops every process it started (the Topology context manager)."""
