@@ -3,8 +3,8 @@ parse + insert limit, measured in the same run on the same machine.
 
 The receiver runs in its own process (as ``tracekit collector`` would); the load generator sends
 pre-encoded 512-span requests (the SDK's default batch) over keep-alive connections from another
-process, so its cost is not counted against the receiver. Run: ``python -m bench.receiver_ingest_bench``
-(``--quick`` for a short run).
+process, so its cost is not counted against the receiver.
+Run: ``python -m bench.receiver_ingest_bench`` (``--quick`` for a short run).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToJson
 
-from bench._report import machine, markdown_table, replace_section, text_table
+from bench._report import machine, text_table
 from bench._store_data import otlp_request, typical_spans
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.receiver._protobuf import decode_traces
@@ -129,12 +129,9 @@ def main() -> None:
         ("HTTP protobuf, 512-span requests, 4 connections", f"{protobuf:,.0f}"),
         ("HTTP JSON, 512-span requests, 4 connections", f"{json_rate:,.0f}"),
     ]
+    print(machine())
     print(text_table(header, rows))
     print(f"{total:,} spans per run; target >= 40,000 spans/s over HTTP protobuf")
-    if not quick:
-        replace_section(
-            "Store and receiver: ingest", f"{machine()}\n\n{markdown_table(header, rows)}\n"
-        )
 
 
 if __name__ == "__main__":

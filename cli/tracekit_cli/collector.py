@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any, NoReturn
 
 import click
 
@@ -71,32 +73,42 @@ def collector(
     path = store_path if store_path is not None else default_store_path()
     store = Store(path)
     try:
+        store.create()
+    except (sqlite3.Error, OSError) as error:
+        _fail(f"cannot open store {path}: {error}")
+    try:
         receiver = Receiver(store, ReceiverConfig(host=host, port=port, retention=retention))
     except OSError as error:
-        click.echo(
-            f"tracekit collector: cannot listen on {host}:{port}: {error.strerror}", err=True
-        )
-        sys.exit(EXIT_ERROR)
-    receiver.start()
-    click.echo(
-        f"tracekit collector listening on {receiver.endpoint} (OTLP/HTTP), storing in {path}"
-    )
-    _wait_for_stop_signal()
-    receiver.stop()
-
-
-def _wait_for_stop_signal() -> None:
-    """Block until Ctrl-C or SIGTERM."""
+        _fail(f"cannot listen on {host}:{port}: {error.strerror}")
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
     try:
+        receiver.start()
+        click.echo(
+            f"tracekit collector listening on {receiver.endpoint} (OTLP/HTTP), storing in {path}"
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        receiver.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"tracekit collector: {' '.join(message.split())[:300]}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
+    """Make SIGTERM and SIGINT set ``stop``; returns the handlers they replaced.
+
+    SIGINT is set explicitly too: a process started in the background inherits it ignored.
+    """
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+ENTRY = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector"]
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 def start_collector(store: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
     """Start the collector on a free port; returns the process and its port."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector", "--port", "0", "--store", str(store), *extra],
+        [*ENTRY, "--port", "0", "--store", str(store), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Hostile and malformed requests: each gets a 4xx, the receiver stays up, nothing stored is lost."""
+"""Hostile and malformed requests: each gets a 4xx, the receiver stays up, nothing is lost."""
 
 from __future__ import annotations
 

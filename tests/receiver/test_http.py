@@ -1,4 +1,4 @@
-"""HTTP behaviour of the receiver: gzip, partial success, back-pressure, health, metrics, shutdown."""
+"""Receiver HTTP behaviour: gzip, partial success, back-pressure, health, metrics, shutdown."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from tracekit.receiver._json import decode_traces
 from tracekit.records import SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Store
 
+PAYLOAD = base64.b64encode(b"\x01\xff").decode()
 JSON = {"Content-Type": "application/json; charset=utf-8"}
 
 # Spec quirks on purpose: upper-case hex ids, int64 as string and as number, integer enums,
@@ -41,7 +42,7 @@ HAND_WRITTEN = {
                     {"key": "retries", "value": {"intValue": 2}},
                     {"key": "ratio", "value": {"doubleValue": 0.25}},
                     {"key": "cached", "value": {"boolValue": False}},
-                    {"key": "payload", "value": {"bytesValue": base64.b64encode(b"\x01\xff").decode()}},
+                    {"key": "payload", "value": {"bytesValue": PAYLOAD}},
                     {"key": "tags", "value": {"arrayValue": {"values": [
                         {"stringValue": "a"}, {"intValue": "-3"}]}}},
                     {"key": "map", "value": {"kvlistValue": {"values": [
@@ -81,7 +82,7 @@ EXPECTED = SpanRecord(
         "tags": ["a", -3],
         "map": {"k": "v"},
         "correlation.id": "json-corr-1",
-    },  # fmt: skip
+    },
     links=[SpanLink("00000000000000000000000000000abc", "0000000000000def", {})],
     events=[SpanEvent("retry", 1544712660500000000, {"n": 1})],
     resource={"service.name": "checkout", "service.version": "9.9"},

@@ -18,8 +18,10 @@ def _service_process(path: str, name: str) -> None:
     from tracekit.store.exporter import StoreSpanExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    provider.add_span_processor(BatchSpanProcessor(StoreSpanExporter(path), max_export_batch_size=20,
-                                                   schedule_delay_millis=5))  # fmt: skip
+    processor = BatchSpanProcessor(
+        StoreSpanExporter(path), max_export_batch_size=20, schedule_delay_millis=5
+    )
+    provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
     for number in range(SPANS_PER_PROCESS):
         with tracer.start_as_current_span(f"op-{number}", attributes={"correlation.id": name}):

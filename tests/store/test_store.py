@@ -55,7 +55,8 @@ def test_links_can_be_followed_both_ways(store: Store) -> None:
 
 def test_recent_requests_lists_roots_newest_first(store: Store) -> None:
     store.write_spans([
-        span(T1, "1" * 16, start_unix_nano=100, end_unix_nano=200, attributes={"correlation.id": "c1"}),
+        span(T1, "1" * 16, start_unix_nano=100, end_unix_nano=200,
+             attributes={"correlation.id": "c"}),
         span(T1, "2" * 16, "1" * 16, service="orders", status="ERROR"),
         span(T2, "3" * 16, "f" * 16, start_unix_nano=500, end_unix_nano=5_000_600),  # parent absent
     ])  # fmt: skip
@@ -64,7 +65,7 @@ def test_recent_requests_lists_roots_newest_first(store: Store) -> None:
         (T2, 1, False),
         (T1, 2, True),
     ]
-    assert requests[1].correlation_id == "c1"
+    assert requests[1].correlation_id == "c"
     assert [r.trace_id for r in store.recent_requests(errors_only=True)] == [T1]
     assert [r.trace_id for r in store.recent_requests(min_duration_ms=1)] == [T2]
     assert store.recent_requests(service="nobody") == []

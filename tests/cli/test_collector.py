@@ -1,0 +1,83 @@
+"""``tracekit collector`` as a user runs it: one line saying where, SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver._collector_process import start_collector
+
+from tracekit.store import Store
+
+ENTRY = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector"]
+
+
+def _one_span() -> bytes:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x02" * 8, "hello"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()  # inside --retention
+    return request.SerializeToString()
+
+
+def test_collector_prints_where_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    store_path = tmp_path / "c.db"
+    process, port = start_collector(store_path, "--retention", "7d", "--max-size", "2GB")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/traces", _one_span(), {"Content-Type": "application/x-protobuf"})
+    response = conn.getresponse()
+    assert response.status == 200
+    response.read()
+    conn.request("GET", "/health")
+    assert json.loads(conn.getresponse().read())["status"] == "ok"
+    conn.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert [s.name for s in Store(store_path).spans_by_trace_ids(["01" * 16])] == ["hello"]
+
+
+def test_collector_line_names_endpoint_and_store(tmp_path: Path) -> None:
+    process, _ = start_collector(tmp_path / "line.db")
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    assert process.wait(30) == 0
+    assert store_exists(tmp_path / "line.db")
+
+
+def store_exists(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def test_collector_defaults_store_to_tracekit_store_env(tmp_path: Path) -> None:
+    env = {**os.environ, "TRACEKIT_STORE": str(tmp_path / "env.db"), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([*ENTRY, "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert line.startswith("tracekit collector listening on http://127.0.0.1:")
+    assert line.rstrip().endswith(f"storing in {tmp_path / 'env.db'}")
+
+
+def test_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([*ENTRY, "--port", str(port), "--store", str(tmp_path / "p.db")],
+                                capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_bad_retention_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run([*ENTRY, "--retention", "soon", "--store", str(tmp_path / "r.db")],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2 and "not a duration" in result.stderr
