@@ -91,6 +91,8 @@ def fail(message: str, code: int) -> NoReturn:
 
 def one_line(text: str, limit: int = 300) -> str:
     """``text`` without control characters or line breaks, at most ``limit`` characters."""
+    if len(text) <= limit and text.isprintable() and "  " not in text and text == text.strip():
+        return text  # the common case, checked in C: 10,000-span views stay fast
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
     cleaned = " ".join(cleaned.split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

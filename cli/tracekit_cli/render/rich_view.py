@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +28,8 @@ from tracekit_cli.render.layout import (
     summary_line,
 )
 
+MAX_FOOTER_HOPS = 40  # a terminal summary; text and JSON list every hop
+TIMING_WIDTH = 20  # "+offset duration " before the tree
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
 
@@ -47,7 +51,6 @@ def service_colours(path: Path) -> dict[str, str]:
 def render_path(console: Console, path: Path, *, with_logs: bool = True) -> None:
     """Print the trace view."""
     colours = service_colours(path)
-    lane = max(10, console.width // 4)
     title = one_line(path.correlation_id or path.query, 120)
     console.print(Text("request " + title, style="bold"))
     console.print(Text(summary_line(path, " · "), style="dim"))
@@ -56,25 +59,65 @@ def render_path(console: Console, path: Path, *, with_logs: bool = True) -> None
         route.append(" → " if i else "")
         route.append(one_line(service, 40), style=colours.get(service, ""))
     console.print(route)
-    console.print(_span_table(path, colours, lane, with_logs))
+    console.print(_SpanLines(path, colours, console.width, with_logs), crop=True)
     console.print(_footer(path, colours))
 
 
-def _span_table(path: Path, colours: dict[str, str], lane: int, with_logs: bool) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False, expand=True, padding=(0, 1))
-    table.add_column("offset", justify="right", no_wrap=True, style="dim")
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("span", ratio=1, no_wrap=True, overflow="ellipsis")
-    table.add_column("waterfall", width=lane, no_wrap=True)
-    for row in build_rows(path, with_logs=with_logs):
-        colour = colours.get(row.span.service, "")
-        table.add_row(
-            "+" + format_ms(row.offset_ms), format_ms(row.duration_ms),
-            _label(row, colour), _bar(row, path.duration_ms, lane, colour),
-        )  # fmt: skip
-        for note in _notes(row):
-            table.add_row("", "", note, "")
-    return table
+class _SpanLines:
+    """The span rows as pre-styled segments, one line each.
+
+    Laid out by hand rather than with rich's Table or Text: those wrap and measure every cell,
+    which takes seconds on a 10,000-span request; segments go straight to the terminal.
+    """
+
+    def __init__(self, path: Path, colours: dict[str, str], width: int, with_logs: bool):
+        self.path, self.colours, self.width = path, colours, width
+        self.rows = build_rows(path, with_logs=with_logs)
+        self.lane = max(10, width // 4)
+        self.label_width = max(20, width - TIMING_WIDTH - self.lane - 2)
+        self.styles: dict[str, Style] = {}
+
+    def style(self, name: str) -> Style:
+        if name not in self.styles:
+            self.styles[name] = Style.parse(name) if name else Style.null()
+        return self.styles[name]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        header = f"{'offset':>9} {'duration':>9} {'span':<{self.label_width}}  waterfall"
+        yield Segment(header[: self.width], self.style("bold"))
+        yield Segment.line()
+        for row in self.rows:
+            yield from self.row_segments(row)
+            yield Segment.line()
+            for note in _notes(row):
+                yield Segment(" " * TIMING_WIDTH)
+                yield from note.render(console)
+                yield Segment.line()
+
+    def row_segments(self, row: Row) -> list[Segment]:
+        colour = self.colours.get(row.span.service, "")
+        connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
+        guides = (_guides(row) + connector + depth_marker(row))[: self.label_width // 2]
+        marker = "◆ " if row.critical else "  "
+        room = self.label_width - len(guides) - len(marker)
+        service = _fit(row.service, max(room, 1))
+        name = _fit(" " + row.name, max(room - len(service), 0))
+        pad = " " * max(room - len(service) - len(name), 0)
+        start, length = bar_span(row, self.path.duration_ms, self.lane)
+        bar_style = "red" if row.error else colour
+        return [
+            Segment(f"{'+' + format_ms(row.offset_ms):>9} ", self.style("dim")),
+            Segment(f"{format_ms(row.duration_ms):>9} "),
+            Segment(guides, self.style("dim")),
+            Segment(marker, self.style("bold yellow" if row.critical else "")),
+            Segment(service, self.style(f"bold {colour}")),
+            Segment(name + pad + "  ", self.style("red" if row.error else "")),
+            Segment(" " * start + "█" * length, self.style(bar_style)),
+        ]
+
+
+def _fit(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: max(room - 1, 0)] + "…"[: max(room, 0)]
 
 
 def _guides(row: Row) -> str:
@@ -124,7 +167,7 @@ def _severity_style(severity: str) -> str:
 
 def _footer(path: Path, colours: dict[str, str]) -> Group:
     parts: list[Text] = [Text("◆ critical path   ⏳ queue wait   ✗ error", style="dim")]
-    for hop in path.hops:
+    for hop in path.hops[:MAX_FOOTER_HOPS]:
         line = Text("  ")
         line.append(one_line(hop.from_service, 40), colours.get(hop.from_service, ""))
         line.append(" → ")
@@ -133,6 +176,9 @@ def _footer(path: Path, colours: dict[str, str]) -> Group:
         if hop.queue_wait_ms is not None:
             line.append(f"  queue wait {format_ms(hop.queue_wait_ms)}", style="yellow")
         parts.append(line)
+    if len(path.hops) > MAX_FOOTER_HOPS:
+        hidden = len(path.hops) - MAX_FOOTER_HOPS
+        parts.append(Text(f"  … {hidden} more hops (--format text or json lists them all)", "dim"))
     for error in path.errors:
         parts.append(Text(f"  ✗ {one_line(error.service, 40)} ({error.span_id}): "
                           f"{one_line(error.message)}", style="red"))  # fmt: skip

@@ -42,7 +42,9 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
 
 def _wrap(line: str, width: int) -> list[str]:
     """Footer lines wrap instead of being cut: a warning's end is often its point."""
-    return textwrap.wrap(line, width, subsequent_indent="    ") or [""]
+    if len(line) <= width:
+        return [line]
+    return textwrap.wrap(line, width, subsequent_indent="    ")
 
 
 def _prefix(row: Row) -> str:

@@ -1,0 +1,80 @@
+"""Reconstruct and render a 10,000-span request (target: under 1 s for each view).
+
+python -m bench.trace_render
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+
+from tracekit.path import build_path
+from tracekit.records import SpanRecord
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+def ten_thousand_spans() -> list[SpanRecord]:
+    """A root calling 1,999 services in turn, each doing 3 steps (1 + 1999 * 5 + 4 spans)."""
+    trace = "ab" * 16
+    ids = iter(range(1, 20_000))
+    root = SpanRecord(trace, f"{next(ids):016x}", None, "gateway", "POST /bulk", "SERVER",
+                      T0, T0 + 20_000 * MS, attributes={"correlation.id": "bench-10k"})  # fmt: skip
+    spans = [root]
+    for i in range(1999):
+        start = T0 + (5 + 10 * i) * MS
+        client = SpanRecord(trace, f"{next(ids):016x}", root.span_id, "gateway", f"GET /items/{i}",
+                            "CLIENT", start, start + 9 * MS)  # fmt: skip
+        server = SpanRecord(trace, f"{next(ids):016x}", client.span_id, f"svc-{i % 20}",
+                            f"GET /items/{i}", "SERVER", start + MS, start + 8 * MS)  # fmt: skip
+        spans += [client, server]
+        for j in range(3):
+            s = start + (2 + 2 * j) * MS
+            spans.append(SpanRecord(trace, f"{next(ids):016x}", server.span_id, server.service,
+                                    f"step {j}", "INTERNAL", s, s + MS))  # fmt: skip
+    for k in range(4):
+        parent = spans[-1].span_id if k else root.span_id
+        spans.append(SpanRecord(trace, f"{next(ids):016x}", parent,
+                                "gateway", f"flush {k}", "INTERNAL",
+                                T0 + (19_995 + k) * MS, T0 + 19_999 * MS))  # fmt: skip
+    return spans
+
+
+def best_of(runs: int, work: object) -> tuple[float, float]:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()  # type: ignore[operator]
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples), max(samples)
+
+
+def main() -> None:
+    from tracekit_cli.render import rich_view
+    from tracekit_cli.render.text import render_path
+
+    spans = ten_thousand_spans()
+    path = build_path("bench-10k", spans)
+    assert path is not None and len(path.spans) == 10_000
+
+    def rich() -> None:
+        console = rich_view.make_console(120, color=True, file=io.StringIO())
+        rich_view.render_path(console, path)
+
+    rows = [
+        ("reconstruct (build_path)", best_of(5, lambda: build_path("bench-10k", spans))),
+        ("render --format text", best_of(5, lambda: render_path(path, 120))),
+        ("render --format json", best_of(5, lambda: json.dumps(path.to_json()))),
+        ("render --format rich", best_of(3, rich)),
+    ]
+    print("10,000-span request (target < 1000 ms per view, reconstruct included)\n")
+    print(f"{'step':<28} {'median ms':>10} {'max ms':>8}")
+    for name, (median, worst) in rows:
+        print(f"{name:<28} {median * 1000:>10.1f} {worst * 1000:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

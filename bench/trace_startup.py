@@ -1,0 +1,110 @@
+"""`tracekit trace ID` from process start to exit on a 1,000,000-span store.
+
+Compared in the same run with the floor `python -c "import click, rich.table, sqlite3, json"`
+(what any click + rich + SQLite tool pays before doing anything). Target: at most 1.5x that floor.
+
+    python -m bench.trace_startup [--spans 1000000] [--runs 15] [--store PATH]
+
+The store is built once (about a minute for a million spans) and reused from
+$TMPDIR/tracekit-bench-1000000.db on later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+
+T0 = 1_700_000_000_000_000_000
+SPANS_PER_REQUEST = 20
+SERVICES = [f"svc-{i}" for i in range(12)]
+
+
+def request_spans(n: int, rng: random.Random) -> list[SpanRecord]:
+    """One request of SPANS_PER_REQUEST spans: a root and CLIENT/SERVER pairs below it."""
+    trace_id = f"{rng.getrandbits(128):032x}"
+    start = T0 + n * 1_000_000
+    root = SpanRecord(trace_id, f"{rng.getrandbits(64):016x}", None, "gateway", "GET /api",
+                      "SERVER", start, start + 50_000_000,
+                      attributes={"correlation.id": f"bench-{n}"})  # fmt: skip
+    spans = [root]
+    for i in range((SPANS_PER_REQUEST - 1) // 2):
+        service = SERVICES[(n + i) % len(SERVICES)]
+        t = start + (i + 1) * 2_000_000
+        client = SpanRecord(trace_id, f"{rng.getrandbits(64):016x}", root.span_id, "gateway",
+                            f"GET /{service}", "CLIENT", t, t + 1_500_000,
+                            attributes={"correlation.id": f"bench-{n}"})  # fmt: skip
+        server = SpanRecord(trace_id, f"{rng.getrandbits(64):016x}", client.span_id, service,
+                            f"GET /{service}", "SERVER", t + 100_000, t + 1_400_000,
+                            attributes={"correlation.id": f"bench-{n}"})  # fmt: skip
+        spans += [client, server]
+    return spans[:SPANS_PER_REQUEST]
+
+
+def build_store(path: Path, total: int) -> None:
+    rng = random.Random(7)
+    batch: list[SpanRecord] = []
+    with Store(path) as store:
+        for n in range(total // SPANS_PER_REQUEST + 1):
+            batch += request_spans(n, rng)
+            if len(batch) >= 20_000:
+                store.write_spans(batch)
+                batch = []
+        if batch:
+            store.write_spans(batch)
+
+
+def timed(command: list[str], runs: int) -> list[float]:
+    results = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(
+            command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "120"}
+        )
+        results.append(time.perf_counter() - started)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--store", type=Path)
+    args = parser.parse_args()
+    path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}.db"
+    if not path.exists():
+        print(f"building {args.spans:,} spans into {path} ...", flush=True)
+        started = time.perf_counter()
+        build_store(path, args.spans)
+        print(f"built in {time.perf_counter() - started:.1f} s", flush=True)
+    with Store(path) as store:
+        count = store.count_spans()
+    middle = f"bench-{count // SPANS_PER_REQUEST // 2}"
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    floor_cmd = [sys.executable, "-c", "import click, rich.table, sqlite3, json"]
+    rows = [
+        ("floor: import click, rich.table, sqlite3, json", timed(floor_cmd, args.runs)),
+    ]
+    for fmt in ("text", "json", "rich"):
+        command = [tracekit, "trace", middle, "--store", str(path), "--format", fmt]
+        rows.append((f"tracekit trace ID --format {fmt}", timed(command, args.runs)))
+    floor = statistics.median(rows[0][1])
+    print(f"\nstore: {count:,} spans; request {middle}; {args.runs} runs each (median, p90)\n")
+    print(f"{'command':<50} {'median ms':>10} {'p90 ms':>8} {'x floor':>8}")
+    for name, samples in rows:
+        median = statistics.median(samples)
+        p90 = sorted(samples)[int(0.9 * (len(samples) - 1))]
+        print(f"{name:<50} {median * 1000:>10.1f} {p90 * 1000:>8.1f} {median / floor:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
