@@ -42,6 +42,7 @@ class ActiveRequest:
     correlation_token: Token[str | None]
     started: float
     status_code: int = 0
+    owns_span: bool = True
 
 
 class ServerRequests:
@@ -75,18 +76,24 @@ class ServerRequests:
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
         span = context_token = None
-        if self._tracer is not None:
+        enclosing = _enclosing_server_span() if self._tracer is not None else None
+        if enclosing is not None:
+            enclosing.set_attribute(semconv.CORRELATION_ID, cid)
+        elif self._tracer is not None:
             span, context_token = self._start_span(method, path, headers, attributes, cid)
         if self._metrics is not None:
             self._metrics.request_started()
-        return ActiveRequest(cid, method, span, context_token, cid_token, perf_counter())
+        return ActiveRequest(
+            cid, method, span or enclosing, context_token, cid_token, perf_counter(),
+            owns_span=enclosing is None,
+        )  # fmt: skip
 
     def finish(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
         """End the request's span, record metrics and restore the caller's context."""
         try:
-            if request.span is not None:
+            if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
             if self._metrics is not None:
                 self._metrics.request_finished(
@@ -140,6 +147,18 @@ class ServerRequests:
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
+
+
+def _enclosing_server_span() -> trace.Span | None:
+    """The SERVER span someone else already opened for this request, if any.
+
+    FastAPI's native telemetry and OpenTelemetry's contrib ASGI/WSGI middleware open their SERVER
+    span outside tracekit's middleware; tracekit then stamps that span instead of adding a second.
+    """
+    span = trace.get_current_span()
+    if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
+        return span
+    return None
 
 
 def _extract(headers: Mapping[str, list[str]]) -> otel_context.Context:

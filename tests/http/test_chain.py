@@ -36,8 +36,8 @@ Chain = Callable[..., str]
 
 
 def third_service() -> FastAPI:
-    # FastAPI >= 0.16x has native OpenTelemetry spans of its own, outside any middleware added
-    # with add_middleware; with both on, every request gets two SERVER spans (see docs).
+    # FastAPI's own spans off, so the three SERVER spans are tracekit's (with them on, tracekit
+    # stamps FastAPI's SERVER span instead: test_enclosing_server_span.py).
     app = FastAPI(telemetry={"tracing": False})
 
     @app.get("/c/{name}")
