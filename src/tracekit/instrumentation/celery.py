@@ -1,0 +1,175 @@
+"""Celery, through its signals: context in task headers, the task run as the CONSUMER span.
+
+- ``before_task_publish`` writes trace context, correlation ID and publish time into the task
+  message's headers with ``messaging.inject``: a PRODUCER span ``send <queue>`` that ends at
+  once. (A span closed by ``after_task_publish`` would never close when the broker call raises,
+  since no signal follows a failed publish.)
+- ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
+  makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
+  ends it. The span covers the task function, and queue wait covers any ``countdown``/``eta``.
+- A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
+  N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
+  links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
+  ``tracekit.retry_count``.
+
+Signals are Celery's own extension point: nothing is patched, and uninstrumenting disconnects.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from tracekit import messaging, propagation
+from tracekit._guard import guarded
+from tracekit.instrumentation._base import Instrumentor, Patch
+
+SYSTEM = "celery"
+TASK_NAME = "tracekit.celery.task_name"
+RETRY_COUNT = "tracekit.retry_count"
+FIRST_ATTEMPT_HEADER = "tracekit-first-attempt"
+
+_HEADER_NAMES = (
+    propagation.TRACEPARENT,
+    propagation.TRACESTATE,
+    propagation.BAGGAGE,
+    messaging.PUBLISH_TIME_HEADER,
+    FIRST_ATTEMPT_HEADER,
+)
+
+
+@dataclass
+class _Running:
+    delivery: messaging.Delivery
+    first_attempt: str | None
+    error: BaseException | None = None
+
+
+_running: dict[str, _Running] = {}  # task id -> its run in this worker
+_lock = threading.Lock()
+
+
+@dataclass(slots=True)
+class _Connection(Patch):
+    """A receiver connected to a Celery signal; undone by disconnecting it."""
+
+    receiver: Any = None
+
+    def undo(self) -> None:
+        self.live = False
+        self.owner.disconnect(self.receiver, dispatch_uid=self.attribute)
+
+
+class CeleryInstrumentor(Instrumentor):
+    """Connects tracekit's receivers to Celery's publish and task-run signals."""
+
+    target = "celery.signals"
+
+    def patch(self, module: ModuleType) -> None:
+        self._connect(module.before_task_publish, _before_publish)
+        self._connect(module.task_prerun, _task_prerun)
+        self._connect(module.task_failure, _task_failure)
+        self._connect(module.task_postrun, _task_postrun)
+
+    def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
+        uid = f"tracekit.{receiver.__name__}"
+        signal.connect(receiver, weak=False, dispatch_uid=uid)
+        self._patches.append(_Connection(signal, uid, receiver=receiver))
+
+
+@guarded(None)
+def _before_publish(
+    sender: Any = None, headers: Any = None, routing_key: Any = None, **_: Any
+) -> None:
+    if not isinstance(headers, MutableMapping):
+        return  # task message protocol 1 has no headers to carry context
+    carrier: dict[str, str] = {}
+    queue = str(routing_key or "celery")
+    messaging.inject(carrier, system=SYSTEM, destination=queue, attributes=_task(sender))
+    headers.update(carrier)
+    first = _first_attempt_of(headers)
+    if first is not None:
+        headers[FIRST_ATTEMPT_HEADER] = first
+
+
+def _task(name: object) -> dict[str, str]:
+    return {TASK_NAME: str(name)[:256]} if name else {}
+
+
+def _first_attempt_of(headers: MutableMapping[str, Any]) -> str | None:
+    """For a retry published by the running attempt: the first attempt's traceparent."""
+    running = _running.get(str(headers.get("id")))
+    if running is None or not headers.get("retries"):
+        return None
+    if running.first_attempt is not None:
+        return running.first_attempt
+    span = running.delivery.span
+    if span is None:
+        return None
+    context = span.get_span_context()
+    return propagation.format_traceparent(context.trace_id, context.span_id, context.trace_flags)
+
+
+@guarded(None)
+def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    if task_id is None or request is None:
+        return
+    headers = {name: getattr(request, name, None) for name in _header_names()}
+    delivery = messaging.consume(
+        {name: value for name, value in headers.items() if value is not None},
+        system=SYSTEM,
+        destination=_queue_of(request),
+        message_id=task_id,
+        attributes=_task(getattr(task, "name", None)),
+    )
+    first = headers.get(FIRST_ATTEMPT_HEADER)
+    first = first if isinstance(first, str) else None
+    with _lock:
+        _running[str(task_id)] = _Running(delivery.start(), first)
+    _mark_retry(delivery, getattr(request, "retries", 0), first)
+
+
+def _header_names() -> tuple[str, ...]:
+    from tracekit import _state
+
+    options = _state.current_options()
+    correlation = (*options.correlation_headers, options.response_header)
+    return (*_HEADER_NAMES, *{name.lower() for name in correlation})
+
+
+def _queue_of(request: Any) -> str:
+    info = getattr(request, "delivery_info", None)
+    queue = info.get("routing_key") if isinstance(info, dict) else None
+    return str(queue or "celery")[:256]
+
+
+def _mark_retry(delivery: messaging.Delivery, retries: object, first: str | None) -> None:
+    span = delivery.span
+    if span is None or not isinstance(retries, int) or retries <= 0:
+        return
+    span.set_attribute(RETRY_COUNT, retries)
+    parsed = propagation.parse_traceparent(first) if first else None
+    if parsed is not None:
+        context = SpanContext(parsed.trace_id, parsed.span_id, True, TraceFlags(parsed.flags & 1))
+        span.add_link(context, {"tracekit.link": "retry_of"})
+
+
+@guarded(None)
+def _task_failure(task_id: Any = None, exception: Any = None, **_: Any) -> None:
+    running = _running.get(str(task_id))
+    if running is not None and isinstance(exception, BaseException):
+        running.error = exception
+
+
+@guarded(None)
+def _task_postrun(task_id: Any = None, **_: Any) -> None:
+    with _lock:
+        running = _running.pop(str(task_id), None)
+    if running is not None:
+        running.delivery.end(running.error)

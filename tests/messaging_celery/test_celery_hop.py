@@ -1,0 +1,108 @@
+"""Celery with a real worker (in-process, ``start_worker``) on a real redis-server broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from hopscene import Scene, check_hop, start_scene, wait_for
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+import tracekit
+from tracekit import semconv
+from tracekit.instrumentation.celery import RETRY_COUNT
+
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+DELAY_S = 0.5
+seen: dict[str, Any] = {}
+scene_of: dict[str, Scene] = {}
+
+
+def finished_of(spans: InMemorySpanExporter, kind: SpanKind) -> list[Any]:
+    return [s for s in spans.get_finished_spans() if s.kind == kind]
+
+
+def make_app(broker: str) -> Celery:
+    app = Celery("shop", broker=broker, backend=None, set_as_current=False)
+    app.conf.update(task_default_queue="orders", broker_connection_retry_on_startup=True)
+
+    @app.task(name="shop.fulfil")
+    def fulfil(order: str) -> None:
+        seen["correlation_id"] = tracekit.correlation_id()
+        scene_of["scene"].call_downstream()
+
+    @app.task(name="shop.flaky", bind=True, max_retries=2)
+    def flaky(self: Any) -> None:
+        seen.setdefault("attempt_ids", []).append(tracekit.correlation_id())
+        if self.request.retries < 2:
+            raise self.retry(countdown=0.1)
+
+    @app.task(name="shop.broken")
+    def broken() -> None:
+        raise RuntimeError("out of stock")
+
+    return app
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Celery]:
+    seen.clear()
+    celery_app = make_app(redis_url)
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        yield celery_app
+
+
+def test_task_continues_the_request(app: Celery, spans: InMemorySpanExporter) -> None:
+    fulfil = app.tasks["shop.fulfil"]
+    with start_scene(lambda: fulfil.apply_async(("o-1",), countdown=DELAY_S)) as scene:
+        scene_of["scene"] = scene
+        cid = scene.call_entry("order-" + uuid.uuid4().hex)
+        consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+        wait_for(lambda: finished_of(spans, SpanKind.SERVER), what="the entry's SERVER span")
+    finished = list(spans.get_finished_spans())
+    assert seen["correlation_id"] == cid
+    assert consumer.name == "process orders"
+    assert consumer.attributes is not None
+    assert consumer.attributes["tracekit.celery.task_name"] == "shop.fulfil"
+    # Celery computes the eta before before_task_publish stamps the publish time, and its timer
+    # may run a task a few milliseconds early: allow 100 ms below the countdown.
+    check_hop(finished, scene, cid, consumer, DELAY_S - 0.1)
+
+
+def test_retries_continue_the_trace_and_link_the_first_attempt(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    app.tasks["shop.flaky"].apply_async()
+
+    def three_attempts() -> list[Any]:
+        found = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+        return found if len(found) == 3 else []
+
+    attempts = sorted(wait_for(three_attempts, what="three attempts"), key=lambda s: s.start_time)
+    first = attempts[0]
+    assert len(set(seen["attempt_ids"])) == 1  # one correlation ID across attempts
+    assert {a.context.trace_id for a in attempts} == {first.context.trace_id}
+    for n, attempt in enumerate(attempts[1:], start=1):
+        assert attempt.attributes is not None and attempt.attributes[RETRY_COUNT] == n
+        assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
+    producers = {s.context.span_id: s for s in finished_of(spans, SpanKind.PRODUCER)}
+    assert attempts[1].parent is not None
+    second_parent = producers[attempts[1].parent.span_id]  # published by the first attempt
+    assert (
+        second_parent.parent is not None and second_parent.parent.span_id == first.context.span_id
+    )
+
+
+def test_failing_task_marks_its_span(app: Celery, spans: InMemorySpanExporter) -> None:
+    app.tasks["shop.broken"].apply_async()
+    span = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    assert span.status.is_ok is False
+    assert span.attributes is not None
+    assert span.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+    assert tracekit.correlation_id() is None  # the worker's context did not leak here
