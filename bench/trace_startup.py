@@ -6,7 +6,7 @@ Compared in the same run with the floor `python -c "import click, rich.table, sq
     python -m bench.trace_startup [--spans 1000000] [--runs 15] [--store PATH]
 
 The store is built once (about a minute for a million spans) and reused from
-$TMPDIR/tracekit-bench-1000000.db on later runs.
+$TMPDIR/tracekit-bench-1000000-v2.db on later runs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def request_spans(n: int, rng: random.Random) -> list[SpanRecord]:
                       "SERVER", start, start + 50_000_000,
                       attributes={"correlation.id": f"bench-{n}"})  # fmt: skip
     spans = [root]
-    for i in range((SPANS_PER_REQUEST - 1) // 2):
+    for i in range(SPANS_PER_REQUEST // 2):
         service = SERVICES[(n + i) % len(SERVICES)]
         t = start + (i + 1) * 2_000_000
         client = SpanRecord(trace_id, f"{rng.getrandbits(64):016x}", root.span_id, "gateway",
@@ -54,7 +54,7 @@ def build_store(path: Path, total: int) -> None:
     rng = random.Random(7)
     batch: list[SpanRecord] = []
     with Store(path) as store:
-        for n in range(total // SPANS_PER_REQUEST + 1):
+        for n in range(total // SPANS_PER_REQUEST):
             batch += request_spans(n, rng)
             if len(batch) >= 20_000:
                 store.write_spans(batch)
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--store", type=Path)
     args = parser.parse_args()
-    path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}.db"
+    path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}-v2.db"
     if not path.exists():
         print(f"building {args.spans:,} spans into {path} ...", flush=True)
         started = time.perf_counter()
