@@ -30,14 +30,17 @@ def init_app(app: Any, **options: Any) -> Any:
     ``options`` are those of ``tracekit.wsgi.TracekitMiddleware`` (``tracer_provider``,
     ``registry`` and any ``tracekit.init`` option such as ``excluded_urls``). Returns ``app``.
     """
-    if isinstance(app.wsgi_app, TracekitMiddleware):
-        return app
+    if not isinstance(app.wsgi_app, TracekitMiddleware):
+        app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)  # connects the signals
+    return app
+
+
+def connect_signals(app: Any) -> None:
+    """Name spans by ``app``'s url rules and record its views' exceptions (idempotent)."""
     import flask
 
-    app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)
     flask.request_started.connect(_remember_route, app, weak=False)
     flask.got_request_exception.connect(_record_exception, app, weak=False)
-    return app
 
 
 @guarded(None)

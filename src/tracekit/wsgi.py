@@ -11,7 +11,7 @@ The span ends when the server closes the response iterable, so streamed response
 
 from __future__ import annotations
 
-import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,6 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
-_FLASK_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class TracekitMiddleware:
@@ -51,6 +50,7 @@ class TracekitMiddleware:
     ) -> None:
         self.app = app
         self._requests = _state.server_requests(tracer_provider, registry, options)
+        _connect_flask(app)
         self._environ_keys = tuple(
             ("HTTP_" + name.upper().replace("-", "_"), name)
             for name in sorted(self._requests.wanted_headers)
@@ -133,13 +133,19 @@ def _finish(
 
 
 def route_of(environ: Environ) -> str | None:
-    """The matched route template: set by an adapter, or found on Flask/werkzeug's request."""
+    """The matched route template that a framework adapter left in the environ."""
     route = environ.get(ROUTE_KEY)
-    if isinstance(route, str):
-        return route
-    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-    template = getattr(rule, "rule", None)
-    return _FLASK_CONVERTER.sub(r"{\1}", template) if isinstance(template, str) else None
+    return route if isinstance(route, str) else None
+
+
+def _connect_flask(app: WSGIApp) -> None:
+    """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
+    flask = sys.modules.get("flask")
+    owner = getattr(app, "__self__", None)
+    if flask is not None and isinstance(owner, flask.Flask):
+        from tracekit.flask import connect_signals
+
+        connect_signals(owner)
 
 
 def _status_code(status: str) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -180,7 +180,7 @@ def test_wsgi_generator_is_covered_and_closed(serve_wsgi: Any, wait_for_spans: A
     assert span.attributes["correlation.id"] == cid
 
 
-def flask_app() -> flask.Flask:
+def flask_app(wrap: Callable[[flask.Flask], flask.Flask] = tracekit.flask.init_app) -> flask.Flask:
     app = flask.Flask("routes")
 
     @app.get("/orders/<int:order_id>/lines/<line>")
@@ -191,12 +191,21 @@ def flask_app() -> flask.Flask:
     def fail() -> str:
         raise ValueError("flask view failed")
 
-    return tracekit.flask.init_app(app)
+    return wrap(app)
 
 
-def test_flask_url_rules_name_spans_and_errors_are_recorded(serve_wsgi, wait_for_spans, caplog):
+def wrap_wsgi_app(app: flask.Flask) -> flask.Flask:
+    """The plain WSGI way, without tracekit.flask: ``app.wsgi_app = TracekitMiddleware(...)``."""
+    app.wsgi_app = wsgi.TracekitMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+@pytest.mark.parametrize("wrap", [tracekit.flask.init_app, wrap_wsgi_app])
+def test_flask_url_rules_name_spans_and_errors_are_recorded(
+    serve_wsgi, wait_for_spans, caplog, wrap
+):
     caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception; not this test's concern
-    url = serve_wsgi(flask_app())
+    url = serve_wsgi(flask_app(wrap))
 
     assert requests.get(url + "/orders/7/lines/a", timeout=10).text == "7/a"
     assert requests.get(url + "/fail", timeout=10).status_code == 500
