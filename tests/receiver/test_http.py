@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.receiver.conftest import Reply, post
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 
@@ -65,17 +66,14 @@ def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
     """Hold the database lock from outside so the writer stalls, then overfill the queue."""
     store = Store(store_path)
     store.create()
-    config = ReceiverConfig(port=0, queue_capacity=10, commit_timeout=20)
+    config = ReceiverConfig(port=0, queue_capacity=10, commit_timeout=60)
     receiver = Receiver(store, config).start()
     blocker = sqlite3.connect(store_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     replies: list[Reply] = []
     try:
-        first = threading.Thread(
-            target=lambda: replies.append(post(receiver, "/v1/traces", _spans(10)))
-        )
-        first.start()  # taken by the writer, which now waits for the lock
-        _wait_until(lambda: receiver.queue.depth == 0 and first.is_alive())
+        stalled = receiver.queue.submit(_decoded_spans(10), [])
+        _wait_until(lambda: receiver.queue.depth == 0)  # the writer took it and waits for the lock
         second = threading.Thread(
             target=lambda: replies.append(post(receiver, "/v1/traces", _spans(10, first=100)))
         )
@@ -86,11 +84,17 @@ def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    first.join()
     second.join()
+    assert stalled.done.wait(60) and stalled.error is None
     receiver.stop()
-    assert [r.status for r in replies] == [200, 200]
+    assert [r.status for r in replies] == [200]
     assert Store(store_path).count_spans() == 20
+
+
+def _decoded_spans(count: int) -> list[SpanRecord]:
+    from tracekit.receiver._protobuf import decode_traces
+
+    return decode_traces(_spans(count)).spans
 
 
 def test_stop_writes_everything_acknowledged(store_path: Path) -> None:
@@ -101,7 +105,7 @@ def test_stop_writes_everything_acknowledged(store_path: Path) -> None:
     assert Store(store_path).count_spans() == 250
 
 
-def _wait_until(condition: object, timeout: float = 10.0) -> None:
+def _wait_until(condition: object, timeout: float = 30.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout
