@@ -1,0 +1,123 @@
+"""Reading tracekit's dashboards the way Grafana does: panels, targets, variables, interpolation.
+
+Only what the tests need of Grafana's classic dashboard model: panels nest one level inside rows;
+template variables are referenced as ``$name``, ``${name}``, ``${name:format}`` or ``[[name]]``;
+names starting with ``__`` are Grafana's built-ins. Interpolation follows the Prometheus data
+source: a variable that is multi-value or has "All" becomes a regex-escaped alternation
+``(a|b)`` (its custom ``allValue`` for "All"); any other variable is inserted as its value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+DASHBOARD_FILES = (
+    "service-overview.json",
+    "endpoint.json",
+    "messaging.json",
+    "canary.json",
+    "service-graph.json",
+    "collector-health.json",
+)
+# Dashboards on metrics that only the OpenTelemetry Collector produces (cannot be scraped here).
+COLLECTOR_DASHBOARDS = ("service-graph.json", "collector-health.json")
+DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+ALL = "$__all"
+# Grafana's range and interval macros, at the values a 1 s scrape interval gives.
+MACROS = {"__rate_interval": "5s", "__interval": "1s", "__range": "10s"}
+
+_REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]")
+_LABEL_VALUES = re.compile(r"^\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*$", re.S)
+_REGEX_SPECIAL = re.compile(r"([\\^$*+?.()|{}\[\]])")
+
+
+def load(name: str) -> dict[str, Any]:
+    """One dashboard file, parsed."""
+    board: dict[str, Any] = json.loads((DASHBOARDS / name).read_text(encoding="utf-8"))
+    return board
+
+
+def panels(board: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, rows' nested panels included."""
+    for panel in board.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def targets(board: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) for every query of the dashboard."""
+    for panel in panels(board):
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def variables(board: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Template variables by name, in dashboard order."""
+    return {var["name"]: var for var in board["templating"]["list"]}
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def references(text: str) -> set[str]:
+    """Names of the variables ``text`` refers to (built-ins excluded)."""
+    names = {
+        next(group for group in match.groups() if group) for match in _REFERENCE.finditer(text)
+    }
+    return {name for name in names if not name.startswith("__")}
+
+
+def variable_query(var: Mapping[str, Any]) -> str:
+    """The query string of a query variable (classic string or editor object form)."""
+    query = var["query"]
+    return str(query["query"] if isinstance(query, Mapping) else query)
+
+
+def parse_label_values(query: str) -> tuple[str, str]:
+    """(series selector, label) of a ``label_values(selector, label)`` variable query."""
+    match = _LABEL_VALUES.match(query)
+    if match is None:
+        raise ValueError(f"not a label_values(selector, label) query: {query!r}")
+    return match["selector"].strip(), match["label"]
+
+
+def _regex_escape(value: str) -> str:
+    return _REGEX_SPECIAL.sub(r"\\\1", value)
+
+
+def _format(var: Mapping[str, Any], chosen: list[str]) -> str:
+    if not (var.get("multi") or var.get("includeAll")):
+        return chosen[0]
+    if chosen == [ALL]:
+        return str(var.get("allValue") or "(" + "|".join(map(_regex_escape, chosen)) + ")")
+    if len(chosen) == 1:
+        return _regex_escape(chosen[0])
+    return "(" + "|".join(_regex_escape(value) for value in chosen) + ")"
+
+
+def interpolate(
+    text: str, definitions: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, list[str]]
+) -> str:
+    """``text`` with Grafana's macros and the ``chosen`` values of its variables substituted."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        if name in MACROS:
+            return MACROS[name]
+        return _format(definitions[name], chosen[name])
+
+    return _REFERENCE.sub(replace, text)

@@ -1,0 +1,247 @@
+"""Every dashboard against Grafana's classic JSON model, and its PromQL against the metric contract.
+
+No Grafana server can run here; these checks cover what Grafana's import needs and what makes a
+dashboard break silently (overlapping panels, undefined variables, a hard-coded data source uid,
+a metric or label name that nothing emits). Whether the queries return data is checked against a
+real Prometheus in test_dashboard_queries.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from grafana_model import (
+    COLLECTOR_DASHBOARDS,
+    DASHBOARD_FILES,
+    DASHBOARDS,
+    DATASOURCE_REF,
+    load,
+    panels,
+    parse_label_values,
+    references,
+    strings,
+    targets,
+    variable_query,
+    variables,
+)
+from metric_contract import (
+    COLLECTOR_SIDE,
+    COLLECTOR_SIDE_VALUES,
+    SCRAPE_LABELS,
+    grouping_labels,
+    selectors,
+    tracekit_metrics,
+)
+
+# Links, bookmarks and provisioning refer to these: changing one breaks them.
+STABLE_UIDS = {
+    "service-overview.json": "tracekit-service-overview",
+    "endpoint.json": "tracekit-endpoint",
+    "messaging.json": "tracekit-messaging",
+    "canary.json": "tracekit-canary",
+    "service-graph.json": "tracekit-service-graph",
+    "collector-health.json": "tracekit-collector-health",
+}
+BUILTIN_ANNOTATIONS = {"type": "grafana", "uid": "-- Grafana --"}
+
+every_dashboard = pytest.mark.parametrize("name", DASHBOARD_FILES)
+
+
+def test_the_directory_holds_exactly_the_documented_dashboards() -> None:
+    assert sorted(p.name for p in DASHBOARDS.glob("*.json")) == sorted(DASHBOARD_FILES)
+
+
+@every_dashboard
+def test_importable_classic_model(name: str) -> None:
+    board = load(name)
+    assert board["id"] is None, "an exported dashboard carries no database id"
+    assert board["uid"] == STABLE_UIDS[name]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{8,40}", board["uid"])
+    assert isinstance(board["schemaVersion"], int) and 36 <= board["schemaVersion"] <= 41
+    assert board["title"].startswith("tracekit / ")
+    assert "tracekit" in board["tags"]
+    assert isinstance(board["panels"], list) and board["panels"]
+    assert isinstance(board["templating"]["list"], list)
+
+
+def test_uids_and_titles_are_unique_across_dashboards() -> None:
+    boards = [load(name) for name in DASHBOARD_FILES]
+    assert len({b["uid"] for b in boards}) == len({b["title"] for b in boards}) == len(boards)
+
+
+@every_dashboard
+def test_panel_ids_are_unique_positive_integers(name: str) -> None:
+    ids = [panel["id"] for panel in panels(load(name))]
+    assert all(isinstance(i, int) and i > 0 for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+def _cells(grid: Mapping[str, int]) -> set[tuple[int, int]]:
+    return {
+        (x, y)
+        for x in range(grid["x"], grid["x"] + grid["w"])
+        for y in range(grid["y"], grid["y"] + grid["h"])
+    }
+
+
+@every_dashboard
+def test_grid_positions_fit_the_24_column_grid_and_never_overlap(name: str) -> None:
+    placed = list(panels(load(name)))
+    for panel in placed:
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) for k in ("x", "y", "w", "h")), panel["title"]
+        assert grid["w"] >= 1 and grid["h"] >= 1 and grid["x"] >= 0 and grid["y"] >= 0
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+    for first, second in itertools.combinations(placed, 2):
+        overlap = _cells(first["gridPos"]) & _cells(second["gridPos"])
+        assert not overlap, f"{first['title']!r} overlaps {second['title']!r}"
+
+
+@every_dashboard
+def test_every_query_names_the_datasource_variable(name: str) -> None:
+    board = load(name)
+    for panel in panels(board):
+        if panel["type"] == "row":
+            assert not panel.get("targets")
+            continue
+        assert panel["title"] and panel["description"], panel["id"]
+        assert panel["datasource"] == DATASOURCE_REF, panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+    for panel, target in targets(board):
+        assert target["datasource"] == DATASOURCE_REF, panel["title"]
+        assert target["expr"].strip(), panel["title"]
+
+
+def _datasource_refs(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        own = [value["datasource"]] if "datasource" in value else []
+        return own + [ref for item in value.values() for ref in _datasource_refs(item)]
+    if isinstance(value, list):
+        return [ref for item in value for ref in _datasource_refs(item)]
+    return []
+
+
+@every_dashboard
+def test_no_hard_coded_datasource_uid(name: str) -> None:
+    board = load(name)
+    for ref in _datasource_refs(board):
+        assert ref in (DATASOURCE_REF, BUILTIN_ANNOTATIONS), ref
+    assert "__inputs" not in board, "import must not ask for a data source: the variable does"
+
+
+@every_dashboard
+def test_every_variable_used_is_defined_and_every_defined_one_used(name: str) -> None:
+    board = load(name)
+    defined = variables(board)
+    outside_templating = {k: v for k, v in board.items() if k != "templating"}
+    used = {ref for text in strings(outside_templating) for ref in references(text)}
+    seen: list[str] = []
+    for var_name, var in defined.items():
+        # Grafana resolves variables in order: a chained query may only use earlier ones.
+        own = {ref for text in strings(var) for ref in references(text)}
+        assert own <= set(seen), f"{var_name} uses {own - set(seen)} before they are defined"
+        used |= own
+        seen.append(var_name)
+    assert used <= set(defined), f"undefined: {used - set(defined)}"
+    assert set(defined) <= used, f"defined but unused: {set(defined) - used}"
+
+
+@every_dashboard
+def test_variables_are_prometheus_label_values_queries(name: str) -> None:
+    defined = variables(load(name))
+    first = next(iter(defined.values()))
+    assert (first["name"], first["type"], first["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+    for var in list(defined.values())[1:]:
+        assert var["type"] == "query"
+        assert var["datasource"] == DATASOURCE_REF
+        assert var["refresh"] in (1, 2), "refresh on load or on time range change"
+        parse_label_values(variable_query(var))
+        if var["multi"] or var["includeAll"]:
+            assert var["allValue"] == ".*", "All must also match series without the label"
+
+
+def _expressions(board: Mapping[str, Any]) -> list[str]:
+    queries = [target["expr"] for _, target in targets(board)]
+    for var in list(variables(board).values())[1:]:
+        selector = parse_label_values(variable_query(var))[0]
+        queries.append(selector if "{" in selector else selector + "{}")
+    return queries
+
+
+_BARE_NAME = re.compile(r"\b[a-z_]+_(total|bucket|count|sum|requests|size|capacity)\b(?!\{)")
+
+
+def _check_against(
+    promql: str, known: Mapping[str, frozenset[str]], values: Mapping[str, set[str]]
+) -> None:
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', promql)
+    assert not _BARE_NAME.search(unquoted), f"write metrics as name{{...}}: {promql}"
+    found = selectors(promql, frozenset(known))
+    assert found, f"no series selector in {promql!r}"
+    allowed: set[str] = set()
+    for selector in found:
+        assert selector.names, f"{selector.name_pattern!r} matches no documented metric: {promql}"
+        labels = frozenset.union(*(known[n] for n in selector.names))
+        allowed |= labels
+        for label, op, value in selector.matchers:
+            assert label == "__name__" or label in labels, f"{label} not on {selector.name_pattern}"
+            if label in values and op == "=" and "$" not in value:
+                assert value in values[label], f"{label}={value!r} is not a documented value"
+    assert grouping_labels(promql) <= allowed | {"le"}, promql
+
+
+@pytest.mark.parametrize("name", [n for n in DASHBOARD_FILES if n not in COLLECTOR_DASHBOARDS])
+def test_tracekit_dashboards_use_only_names_and_labels_of_docs_metrics(name: str) -> None:
+    known = tracekit_metrics()
+    for promql in _expressions(load(name)):
+        _check_against(promql, known, {})
+
+
+@pytest.mark.parametrize("name", COLLECTOR_DASHBOARDS)
+def test_collector_dashboards_use_only_documented_connector_and_collector_names(name: str) -> None:
+    for promql in _expressions(load(name)):
+        _check_against(promql, COLLECTOR_SIDE, COLLECTOR_SIDE_VALUES)
+
+
+def test_collector_health_groups_by_scrape_labels_only_where_the_collector_has_them() -> None:
+    board = load("collector-health.json")
+    for promql in _expressions(board):
+        assert grouping_labels(promql) <= {"receiver", "exporter"} | SCRAPE_LABELS, promql
+
+
+def test_endpoint_latency_panels_show_exemplars() -> None:
+    board = load("endpoint.json")
+    latency = [p for p in panels(board) if p["type"] != "row" and p["title"].startswith("Latency")]
+    assert {p["type"] for p in latency} == {"timeseries", "heatmap"}
+    for panel in latency:
+        assert panel["targets"] and all(t["exemplar"] for t in panel["targets"]), panel["title"]
+        assert all("_bucket{" in t["expr"] for t in panel["targets"])
+
+
+def test_service_overview_links_each_series_to_its_endpoint_drill_down() -> None:
+    board = load("service-overview.json")
+    endpoint_uid = STABLE_UIDS["endpoint.json"]
+    links = [
+        link
+        for panel in panels(board)
+        for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+    ]
+    assert links and all(f"/d/{endpoint_uid}/" in link["url"] for link in links)
+    assert all("var-service=${__field.labels.service_name}" in link["url"] for link in links)
+
+
+def test_files_are_stable_pretty_printed_json() -> None:
+    """Two-space indentation and a final newline: reviewable diffs after a Grafana export."""
+    for name in DASHBOARD_FILES:
+        text = (DASHBOARDS / name).read_text(encoding="utf-8")
+        assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n", name
