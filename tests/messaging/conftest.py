@@ -114,7 +114,7 @@ def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def instrumented() -> Iterator[None]:
+def instrumented() -> Iterator[dict[str, Any]]:
     """requests, pika, aio-pika and redis instrumented by tracekit for this module's tests."""
     instrumentors = [
         RequestsInstrumentor(),
@@ -124,7 +124,7 @@ def instrumented() -> Iterator[None]:
     ]
     for instrumentor in instrumentors:
         instrumentor.instrument()
-    yield
+    yield {type(i).__name__: i for i in instrumentors}
     for instrumentor in instrumentors:
         instrumentor.uninstrument()
 

@@ -266,3 +266,22 @@ def _gather(amqp_url: str, replies: str, count: int) -> list[dict[str, Any]]:
         gathered.append(properties.headers)
     connection.close()
     return gathered
+
+
+def test_uninstrument_restores_plain_pika(amqp_url, queue_name, spans, instrumented) -> None:
+    pika_instrumentor = instrumented["PikaInstrumentor"]
+    blocking = pika.adapters.blocking_connection.BlockingChannel
+    traced = blocking.__dict__["basic_publish"]
+    pika_instrumentor.uninstrument()
+    try:
+        assert blocking.__dict__["basic_publish"] is traced.__wrapped__
+        connection = _connection(amqp_url)
+        channel = connection.channel()
+        channel.basic_publish("", queue_name, b"plain", pika.BasicProperties(headers={}))
+        _, properties, _ = channel.basic_get(queue_name, auto_ack=True)
+        connection.close()
+    finally:
+        pika_instrumentor.instrument()
+    assert properties.headers == {}  # nothing injected, no span
+    assert spans.get_finished_spans() == ()
+    assert blocking.__dict__["basic_publish"] is not traced  # instrumenting again wraps anew

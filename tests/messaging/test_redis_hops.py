@@ -166,3 +166,26 @@ def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     assert received == [(b"\x00binary\xff", "alert-5")]
     (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
     assert consumer.attributes["correlation.id"] == "alert-5"
+
+
+def test_asyncio_client_xadd_span_ends_after_the_await(redis_url, spans) -> None:
+    import asyncio
+
+    from redis import asyncio as aioredis
+
+    stream = f"async-{uuid.uuid4().hex[:8]}"
+
+    async def produce() -> bytes:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            entry_id = await client.xadd(stream, {"n": "1"})
+            ((_, entries),) = await client.xread({stream: "0"})
+            assert b"traceparent" in entries[0][1]
+            await client.delete(stream)
+            return entry_id
+        finally:
+            await client.aclose()
+
+    entry_id = asyncio.run(produce())
+    (sent,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert sent.attributes["messaging.message.id"] == entry_id.decode()
