@@ -9,6 +9,7 @@ names the field and the reason, never the value.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -70,8 +71,7 @@ def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
 
     Values are lists because a key may repeat (Kafka); callers decide what a repeat means.
     """
-    limits = dict(_LIMITS)
-    limits.update((name.lower(), CORRELATION_LIMIT) for name in correlation_names)
+    limits = _limits(tuple(correlation_names))
     fields: Fields = {}
     for raw_key, raw_value in _pairs(headers):
         key = _key(raw_key, limits)
@@ -83,6 +83,14 @@ def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
             continue
         fields.setdefault(key, []).append(value)
     return fields
+
+
+@functools.lru_cache(maxsize=16)
+def _limits(correlation_names: tuple[str, ...]) -> dict[str, int]:
+    """Size limit of every field tracekit reads (the correlation header names are configurable)."""
+    limits = dict(_LIMITS)
+    limits.update((name.lower(), CORRELATION_LIMIT) for name in correlation_names)
+    return limits
 
 
 def _pairs(headers: Headers | None) -> Iterable[tuple[Any, Any]]:
