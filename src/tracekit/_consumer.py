@@ -7,6 +7,7 @@ producer side shares.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -163,9 +164,13 @@ class Delivery:
                 self._end_span(self.span, error)
         finally:
             if context_token is not None:
-                otel_context.detach(context_token)
-            _current.reset(delivery_token)
-            correlation.reset_correlation_id(cid_token)
+                otel_context.detach(context_token)  # logs, never raises, on a foreign context
+            # A delivery held by a pull API may end in another context (a closed generator
+            # collected elsewhere): the caller's own values are then not ours to restore.
+            with contextlib.suppress(ValueError):
+                _current.reset(delivery_token)
+            with contextlib.suppress(ValueError):
+                correlation.reset_correlation_id(cid_token)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         mark_error(span, error)
@@ -245,7 +250,8 @@ class Received:
         fields = _message_headers.read(headers, names)
         context = otel_context.Context()
         if _traceparent_usable(fields):
-            context = _extractor.extract(fields, context, getter=_getter)
+            context = propagation.extract_trace_context(fields, context, _getter)
+        context = _with_baggage(fields, context)
         cid = _correlation_from(fields, names, prop, context)
         return cls(context, cid, _publish_time(fields), message_id)
 
@@ -273,10 +279,22 @@ class Received:
         return Link(self.parent, attributes)
 
 
-# Extraction reads the already validated, lower-cased fields: the correlation header is chosen
-# separately, so the propagator's own header name does not matter here.
-_extractor = propagation.TracekitPropagator()
 _getter = propagation.HeaderGetter()
+
+
+def _with_baggage(
+    fields: _message_headers.Fields, context: otel_context.Context
+) -> otel_context.Context:
+    values = fields.get(propagation.BAGGAGE)
+    if not values:
+        return context
+    members = _message_headers.parse_baggage(values[0]) if len(values) == 1 else None
+    if members is None:
+        _message_headers.bad_header.warn(propagation.BAGGAGE, "malformed or repeated")
+        return context
+    for key, value in members:
+        context = baggage.set_baggage(key, value, context)
+    return context
 
 
 def _traceparent_usable(fields: _message_headers.Fields) -> bool:

@@ -155,6 +155,12 @@ BAD_HEADERS = {
     "bad publish time": ({"traceparent": TRACEPARENT, "tracekit-publish-time": "EVIL"}, True),
     "oversized tracestate": ({"traceparent": TRACEPARENT, "tracestate": "a=EVIL" * 3000}, True),
     "non-ASCII baggage": ({"traceparent": TRACEPARENT, "baggage": "correlation.id=ÉVIL"}, True),
+    "malformed baggage": ({"traceparent": TRACEPARENT, "baggage": "EVILnoequals,a=b"}, True),
+    "baggage with a bad value": ({"traceparent": TRACEPARENT, "baggage": "k=EVIL\\x"}, True),
+    "repeated baggage": (
+        [("traceparent", TRACEPARENT), ("baggage", "a=1"), ("baggage", "a=2")],
+        True,
+    ),
 }
 
 
@@ -190,3 +196,15 @@ def test_bad_header_warnings_are_rate_limited_and_name_no_value() -> None:
         "tracekit: ignored message header traceparent (not UTF-8); "
         "0 more ignored since the last warning"
     ]
+
+
+def test_baggage_travels_and_supplies_the_correlation_id(spans) -> None:
+    from opentelemetry import baggage
+
+    headers = {
+        "traceparent": TRACEPARENT,
+        "baggage": "correlation.id=from-baggage, tenant=acme%20corp;p=1",
+    }
+    with messaging.consume(headers, system="test", destination="q"):
+        assert tracekit.correlation_id() == "from-baggage"
+        assert baggage.get_baggage("tenant") == "acme corp"
