@@ -4,7 +4,8 @@ Only what the tests need of Grafana's classic dashboard model: panels nest one l
 template variables are referenced as ``$name``, ``${name}``, ``${name:format}`` or ``[[name]]``;
 names starting with ``__`` are Grafana's built-ins. Interpolation follows the Prometheus data
 source: a variable that is multi-value or has "All" becomes a regex-escaped alternation
-``(a|b)`` (its custom ``allValue`` for "All"); any other variable is inserted as its value.
+``(a|b)`` (its custom ``allValue`` for "All"), escaped once more for the PromQL string literal
+it sits in; any other variable is inserted as its value, string-escaped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ MACROS = {"__rate_interval": "5s", "__interval": "1s", "__range": "10s"}
 
 _REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*$", re.S)
-_REGEX_SPECIAL = re.compile(r"([\\^$*+?.()|{}\[\]])")
+_REGEX_SPECIAL = re.compile(r"([$^*+?.()|{}\[\]'])")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -96,12 +97,17 @@ def parse_label_values(query: str) -> tuple[str, str]:
 
 
 def _regex_escape(value: str) -> str:
-    return _REGEX_SPECIAL.sub(r"\\\1", value)
+    # Escaped for the regex AND for the PromQL string literal around it: `{` becomes `\\{`.
+    return _REGEX_SPECIAL.sub(r"\\\\\1", value.replace("\\", "\\\\\\\\"))
+
+
+def _plain_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _format(var: Mapping[str, Any], chosen: list[str]) -> str:
     if not (var.get("multi") or var.get("includeAll")):
-        return chosen[0]
+        return _plain_escape(chosen[0])
     if chosen == [ALL]:
         return str(var.get("allValue") or "(" + "|".join(map(_regex_escape, chosen)) + ")")
     if len(chosen) == 1:
