@@ -5,6 +5,8 @@ each WSGI stack with an environ and ``start_response`` (no sockets, no server), 
 middleware's own cost dominates. Every request carries a ``traceparent`` and an
 ``X-Correlation-ID`` header and hits a route with a path parameter. Rounds interleave the stacks
 in rotating order to cancel drift; the table reports the median and the minimum per round.
+Time is the process's CPU time (all its threads, so the span processor's export thread counts),
+which other load on a shared machine inflates far less than wall-clock time.
 
     python -m bench.middleware_bench            # full run; rewrites docs/benchmarks.md's section
     python -m bench.middleware_bench --quick    # a smoke run; prints only
@@ -20,7 +22,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import process_time
 from typing import Any
 
 from bench import _middleware_apps as apps
@@ -91,14 +93,14 @@ def _start_response(status: str, headers: list[tuple[str, str]], exc_info: Any =
 
 
 async def _asgi_loop(app: Callable[..., Any], n: int) -> float:
-    started = perf_counter()
+    started = process_time()
     for _ in range(n):
         await app(dict(SCOPE), _receive, _discard)
-    return perf_counter() - started
+    return process_time() - started
 
 
 def _wsgi_loop(app: Callable[..., Any], n: int) -> float:
-    started = perf_counter()
+    started = process_time()
     for _ in range(n):
         environ = dict(ENVIRON)
         environ["wsgi.input"] = io.BytesIO()
@@ -108,7 +110,7 @@ def _wsgi_loop(app: Callable[..., Any], n: int) -> float:
         close = getattr(body, "close", None)
         if close is not None:
             close()
-    return perf_counter() - started
+    return process_time() - started
 
 
 @dataclass
@@ -271,7 +273,8 @@ def _document(results: str, ratios: str, checks: list[str], rounds: int, n: int)
         "full mode also records its Prometheus metrics (with exemplars) into a fresh\n"
         '`CollectorRegistry`. Correlation-only mode (`mode="correlation"`) makes no spans and\n'
         f'no metrics. {rounds} interleaved rounds of {n} requests per stack; "added" is the\n'
-        "median per-request time minus the bare app's median.\n\n"
+        "median per-request time minus the bare app's median. Times are the process's CPU time\n"
+        "(all threads), so other load on the machine does not count.\n\n"
         f"Measured on {machine()}; {peers}.\n\n"
         f"{results}\n\n{ratios}\n\nSanity checks of the same run:\n\n"
         + "\n".join(f"- {line}" for line in checks)

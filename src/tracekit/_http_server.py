@@ -63,6 +63,8 @@ class ServerRequests:
         if not options.correlation_only:
             self._tracer = trace.get_tracer("tracekit", tracer_provider=tracer_provider)
         self._metrics = None if options.correlation_only else metrics
+        # False in correlation-only mode: the middleware then skips span attributes and routes.
+        self.records = self._tracer is not None or self._metrics is not None
 
     def is_excluded(self, path: str) -> bool:
         """True for paths (health checks, metrics) that get no span and no metrics."""
@@ -162,9 +164,7 @@ def _enclosing_server_span() -> trace.Span | None:
 
 
 def _extract(headers: Mapping[str, list[str]]) -> otel_context.Context:
-    if not headers:
-        return otel_context.Context()
-    return propagation.TracekitPropagator().extract(headers)
+    return propagation.extract_header_lists(headers)
 
 
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:

@@ -50,6 +50,8 @@ class TracekitMiddleware:
         self.app = app
         self._requests = _state.server_requests(tracer_provider, registry, options)
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
+        # Compared as bytes, so only the few wanted headers are ever decoded.
+        self._wanted = frozenset(n.encode("latin-1") for n in self._requests.wanted_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
@@ -79,30 +81,35 @@ class TracekitMiddleware:
 
     def _start(self, scope: Scope) -> ActiveRequest | None:
         try:
-            wanted = self._requests.wanted_headers
+            wanted = self._wanted
             headers: dict[str, list[str]] = {}
             for raw_name, raw_value in scope["headers"]:
-                name = raw_name.decode("latin-1").lower()
+                name = raw_name.lower()
                 if name in wanted:
-                    headers.setdefault(name, []).append(raw_value.decode("latin-1"))
+                    headers.setdefault(name.decode("latin-1"), []).append(
+                        raw_value.decode("latin-1")
+                    )
             method = scope.get("method", "GET")
-            return self._requests.start(method, scope["path"], headers, _attributes(scope))
+            attributes = _attributes(scope) if self._requests.records else {}
+            return self._requests.start(method, scope["path"], headers, attributes)
         except Exception as error:
             report_once("asgi request start", error)
             return None
 
     def _finish(self, request: ActiveRequest, scope: Scope, error: BaseException | None) -> None:
         try:
-            self._requests.finish(request, _route(scope), error)
+            route = _route(scope) if self._requests.records else None
+            self._requests.finish(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
 
 def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
-    headers = list(message.get("headers") or ())
-    if all(name.lower() != header[0] for name, _ in headers):
-        headers.append(header)
-    return {**message, "headers": headers}
+    headers = message.get("headers") or ()
+    for name, _ in headers:
+        if name.lower() == header[0]:
+            return message
+    return {**message, "headers": [*headers, header]}
 
 
 def _attributes(scope: Scope) -> dict[str, Any]:

@@ -9,8 +9,8 @@ ULIDs) and nothing that could inject into a log line or a header.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
@@ -39,8 +39,12 @@ def reset_correlation_id(token: Token[str | None]) -> None:
 
 
 def new_correlation_id() -> str:
-    """Generate a fresh correlation ID (32 lower-case hex characters)."""
-    return uuid.uuid4().hex
+    """Generate a fresh correlation ID (32 lower-case hex characters of a random UUID4)."""
+    # uuid.uuid4().hex without building a UUID object: 16 random bytes, version and variant set.
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def is_valid(value: object) -> bool:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -55,11 +54,14 @@ _OWS = " \t"
 # Flags of the traceparent we continued, so that inject can re-emit bits OpenTelemetry's
 # SpanContext does not keep (the Level 2 random flag).
 _REMOTE_FLAGS = create_key("tracekit-remote-flags")
+# Immutable, so every request can share them instead of building its own.
+_TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
+_NO_TRACE_STATE = TraceState()
+_BAGGAGE = W3CBaggagePropagator()
 
 
-@dataclass(frozen=True, slots=True)
-class TraceParent:
-    """A parsed, valid ``traceparent`` header."""
+class TraceParent(NamedTuple):
+    """A parsed, valid ``traceparent`` header (a NamedTuple: immutable and cheap to build)."""
 
     trace_id: int
     span_id: int
@@ -178,16 +180,35 @@ def extract_trace_context(
     parents = _header_values(getter, carrier, TRACEPARENT)
     if len(parents) != 1:  # absent, or duplicated: the spec says restart
         return context
-    parent = parse_traceparent(parents[0])
+    return _with_remote_parent(parents[0], _header_values(getter, carrier, TRACESTATE), context)
+
+
+def extract_header_lists(headers: Mapping[str, Sequence[str]]) -> Context:
+    """``TracekitPropagator().extract(headers)`` for lower-case names mapped to lists of values.
+
+    The server middleware collects request headers in this shape; reading them directly saves
+    the getter round trips on every request.
+    """
+    context = Context()
+    parents = headers.get(TRACEPARENT)
+    if parents is not None and len(parents) == 1:
+        context = _with_remote_parent(parents[0], headers.get(TRACESTATE) or (), context)
+    if headers.get(BAGGAGE):
+        context = _BAGGAGE.extract(headers, context)
+    return context
+
+
+def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: Context) -> Context:
+    parent = parse_traceparent(traceparent)
     if parent is None:
         return context
-    members = parse_tracestate(_header_values(getter, carrier, TRACESTATE)) or []
+    members = parse_tracestate(tracestates)
     span_context = SpanContext(
         trace_id=parent.trace_id,
         span_id=parent.span_id,
         is_remote=True,
-        trace_flags=TraceFlags(parent.flags & SAMPLED),
-        trace_state=TraceState(members),
+        trace_flags=_TRACE_FLAGS[parent.flags & SAMPLED],
+        trace_state=TraceState(members) if members else _NO_TRACE_STATE,
     )
     context = trace.set_span_in_context(NonRecordingSpan(span_context), context)
     return set_value(_REMOTE_FLAGS, (parent.trace_id, parent.flags), context)

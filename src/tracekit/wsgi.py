@@ -51,6 +51,7 @@ class TracekitMiddleware:
         self.app = app
         self._requests = _state.server_requests(tracer_provider, registry, options)
         _connect_flask(app)
+        self._echo_lower = self._requests.response_header.lower()
         self._environ_keys = tuple(
             ("HTTP_" + name.upper().replace("-", "_"), name)
             for name in sorted(self._requests.wanted_headers)
@@ -64,12 +65,16 @@ class TracekitMiddleware:
         if request is None:
             return self.app(environ, start_response)
         echo = (self._requests.response_header, request.correlation_id)
+        echo_lower = self._echo_lower
 
         def start_with_correlation(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
             request.status_code = _status_code(status)
-            if all(name.lower() != echo[0].lower() for name, _ in headers):
+            for name, _ in headers:
+                if name.lower() == echo_lower:
+                    break
+            else:
                 headers.append(echo)
             return start_response(status, headers, exc_info)
 
@@ -83,8 +88,9 @@ class TracekitMiddleware:
     def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
         try:
             headers = {name: [environ[key]] for key, name in self._environ_keys if key in environ}
+            attributes = _attributes(environ) if self._requests.records else {}
             return self._requests.start(
-                environ.get("REQUEST_METHOD", "GET"), path, headers, _attributes(environ)
+                environ.get("REQUEST_METHOD", "GET"), path, headers, attributes
             )
         except Exception as error:
             report_once("wsgi request start", error)
@@ -127,7 +133,7 @@ def _finish(
     requests: ServerRequests, request: ActiveRequest, environ: Environ, error: BaseException | None
 ) -> None:
     try:
-        requests.finish(request, route_of(environ), error)
+        requests.finish(request, route_of(environ) if requests.records else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
 
