@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,16 @@ def _start_shop(version: str) -> Shop:
     return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
 
 
+def _warm_up(shop: Shop) -> int:
+    return httpx.get(f"{shop.url}/orders/warmup").status_code
+
+
 @pytest.fixture(scope="module")
 def shops() -> Iterator[dict[str, Shop]]:
     started = {version: _start_shop(version) for version in (BASELINE, CANARY)}
     try:
         for shop in started.values():
-            wait_until(lambda s=shop: httpx.get(f"{s.url}/orders/warmup").status_code, "shop")
+            wait_until(partial(_warm_up, shop), f"shop {shop.version} to answer")
         yield started
     finally:
         for shop in started.values():
