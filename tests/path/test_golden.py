@@ -174,7 +174,7 @@ def test_clock_skew_of_200_ms_is_adjusted_and_reported(skew_ms: int) -> None:
     shift = 5 - skew_ms
     assert path.warnings == [
         f"clock skew adjusted on cart: shifted {shift:+.1f} ms "
-        "(1 span and their children in the same service)"
+        "(1 span and their children on the same clock)"
     ]
     raw = run(t, adjust_skew=False)
     raw_server = next(s for s in raw.spans if s.record is server)

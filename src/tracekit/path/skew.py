@@ -1,18 +1,31 @@
 """Clock-skew adjustment between services.
 
-Each service stamps its spans with its own clock. When a span in another service starts before
-the span that caused it (or, for a synchronous call, ends after it), the clocks disagree: the
-child's subtree is shifted, keeping its duration, so that it fits. Synchronous children are
-centred inside their caller (the network time is split evenly, as Jaeger does); a consumer that
-"started" before its producer is placed at the producer's end. Spans of the same service share a
-clock and inherit their parent's shift, as do orphans (placed by their host's recorded times).
+Each host stamps its spans with its own clock, so only a relation that one clock could never
+produce is evidence of skew:
+
+- a child that *starts* before its parent starts (a call cannot be handled, nor a message
+  consumed, before it was made);
+- for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended.
+
+A child that merely *ends* later is no evidence: a WSGI server span ends when the server closes the
+response iterable, after the client has read the body; an asynchronous child may outlive its
+parent. Such spans keep their recorded times. A skewed synchronous child is centred in its caller
+(the network time split evenly, as Jaeger's adjuster does) or, when it lasts longer than its caller
+and cannot fit, made to start with it; a consumer that "started" before its producer is placed at
+the producer's end.
+
+Spans that share a clock are never moved against each other: two spans whose resources both name
+the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
+service. They inherit their parent's shift, as do orphans (placed by their host's recorded times).
 """
 
 from __future__ import annotations
 
 from tracekit.path.model import ATTACHED_AS_ORPHAN, PathSpan
+from tracekit.records import SpanRecord
 
 ASYNC_KINDS = ("PRODUCER", "CONSUMER")
+HOST_ATTRIBUTES = ("host.id", "host.name")
 
 
 def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
@@ -22,8 +35,8 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         parent = node.parent
         if parent is None:
             continue
-        if parent.service == node.service or node.attached_by == ATTACHED_AS_ORPHAN:
-            # same clock; or an orphan, placed by its host's recorded times: keep that relation
+        if node.attached_by == ATTACHED_AS_ORPHAN or same_clock(node.record, parent.record):
+            # one clock; or an orphan, placed by its host's recorded times: keep that relation
             _shift(node, parent.shift_ns)
             continue
         delta = _needed_shift(node, parent)
@@ -31,6 +44,20 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
             _shift(node, delta)
             shifts.setdefault(node.service, []).append(delta)
     warnings.extend(_describe(service, deltas) for service, deltas in shifts.items())
+
+
+def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
+    """True when both spans were timed by one clock.
+
+    Decided by the hosts when both resources name one (``host.id``, else ``host.name``): two
+    replicas of a service on different machines have two clocks. Without that, a service is
+    assumed to keep one clock and two services two.
+    """
+    for name in HOST_ATTRIBUTES:
+        first, second = a.resource.get(name), b.resource.get(name)
+        if first is not None and second is not None:
+            return first == second
+    return a.service == b.service
 
 
 def _shift(node: PathSpan, delta: int) -> None:
@@ -44,10 +71,20 @@ def _needed_shift(node: PathSpan, parent: PathSpan) -> int:
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
     if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
         return parent.end_unix_nano - start if start < parent.start_unix_nano else 0
-    if start >= parent.start_unix_nano and end <= parent.end_unix_nano:
+    if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent):
         return 0
     slack = (parent.end_unix_nano - parent.start_unix_nano) - (end - start)
-    return parent.start_unix_nano + max(slack, 0) // 2 - start
+    if slack < 0:
+        # longer than its caller: it cannot fit, so its length says nothing about the clocks;
+        # only an impossible early start is corrected (a late start is left as recorded)
+        return parent.start_unix_nano - start if start < parent.start_unix_nano else 0
+    return parent.start_unix_nano + slack // 2 - start
+
+
+def _served_after_call_ended(node: PathSpan, parent: PathSpan) -> bool:
+    """A SERVER span that starts after its CLIENT span ended: no single clock shows that."""
+    is_call = parent.record.kind == "CLIENT" and node.record.kind == "SERVER"
+    return is_call and node.record.start_unix_nano > parent.end_unix_nano
 
 
 def _describe(service: str, deltas: list[int]) -> str:
@@ -55,5 +92,5 @@ def _describe(service: str, deltas: list[int]) -> str:
     spans = "span" if len(deltas) == 1 else "spans"
     return (
         f"clock skew adjusted on {service}: shifted {largest / 1e6:+.1f} ms "
-        f"({len(deltas)} {spans} and their children in the same service)"
+        f"({len(deltas)} {spans} and their children on the same clock)"
     )

@@ -1,0 +1,141 @@
+"""Clock skew: what is evidence of two clocks disagreeing, and what one clock produces anyway.
+
+One machine's spans must come out as recorded, with no warning: a WSGI server span that ends after
+its client read the body, a consumer that outlives its producer, two services on one host. Spans
+from different hosts that no single clock could produce are moved and reported.
+"""
+
+from __future__ import annotations
+
+import pytest
+from trace_topologies import MS, T0, MemorySource, Topology
+
+from tracekit.path import Path, reconstruct
+from tracekit.records import SpanRecord
+
+
+def run(t: Topology, **options: bool) -> Path:
+    path = reconstruct(MemorySource(t.spans, t.logs), t.correlation_id or "", **options)
+    assert path is not None
+    return path
+
+
+def on_host(host: str, *spans: SpanRecord, attribute: str = "host.name") -> None:
+    for span in spans:
+        span.resource = {"service.name": span.service, attribute: host}
+
+
+def placed_start_ms(path: Path, span: SpanRecord) -> float:
+    node = next(s for s in path.spans if s.record is span)
+    return (node.start_unix_nano - T0) / MS
+
+
+def late_ending_call(t: Topology) -> tuple[SpanRecord, SpanRecord, SpanRecord]:
+    """gateway calls orders; orders' WSGI span ends 70 ms after the client read the response."""
+    root = t.span("gateway", "POST /checkout", "SERVER", 0, 100)
+    client = t.span("gateway", "POST /orders", "CLIENT", 10, 60, root)
+    server = t.span("orders", "POST /orders", "SERVER", 12, 130, client)
+    return root, client, server
+
+
+def test_server_ending_after_its_client_on_one_host_is_left_alone() -> None:
+    t = Topology()
+    root, client, server = late_ending_call(t)
+    on_host("node-1", root, client, server)
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, server) == 12.0
+    assert path.to_json()["duration_ms"] == 130.0
+
+
+def test_server_ending_after_its_client_without_host_attributes_is_no_skew() -> None:
+    """The demo's case: processes on one machine whose resources do not name the host."""
+    t = Topology()
+    _, _, server = late_ending_call(t)
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, server) == 12.0
+
+
+def test_services_on_one_host_are_never_shifted_even_when_a_child_starts_first() -> None:
+    t = Topology()
+    root = t.span("web", "GET /a", "SERVER", 0, 100)
+    client = t.span("web", "GET /a", "CLIENT", 10, 90, root)
+    server = t.span("api", "GET /a", "SERVER", 5, 80, client)  # odd, but one clock measured it
+    on_host("i-0abc", root, client, server, attribute="host.id")
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, server) == 5.0
+
+
+@pytest.mark.parametrize("skew_ms", [200, -200])
+def test_skew_of_200_ms_across_hosts_is_adjusted(skew_ms: int) -> None:
+    t = Topology()
+    root = t.span("gateway", "GET /cart", "SERVER", 0, 300)
+    client = t.span("gateway", "GET /cart", "CLIENT", 100, 300, root)
+    server = t.span("cart", "GET /cart", "SERVER", 110 + skew_ms, 280 + skew_ms, client)
+    db = t.span("cart-db", "SELECT", "SERVER", 130 + skew_ms, 150 + skew_ms, server)
+    on_host("edge-1", root, client)
+    on_host("app-7", server, db)  # cart-db runs on cart's host: it moves with cart
+    path = run(t)
+    assert placed_start_ms(path, server) == 115.0  # centred: 15 ms of network each side
+    assert placed_start_ms(path, db) == 135.0
+    assert path.warnings == [
+        f"clock skew adjusted on cart: shifted {5 - skew_ms:+.1f} ms "
+        "(1 span and their children on the same clock)"
+    ]
+
+
+def test_replicas_of_one_service_on_two_hosts_have_two_clocks() -> None:
+    t = Topology()
+    root = t.span("orders", "GET /o", "SERVER", 300, 400)
+    client = t.span("orders", "GET /o/1", "CLIENT", 310, 390, root)
+    server = t.span("orders", "GET /o/1", "SERVER", 110, 170, client)  # 200 ms behind
+    on_host("a", root, client)
+    on_host("b", server)
+    path = run(t)
+    assert placed_start_ms(path, server) == 320.0
+    assert path.warnings[0].startswith("clock skew adjusted on orders: shifted +210.0 ms")
+
+
+def test_child_longer_than_its_caller_is_left_where_it_started() -> None:
+    """A server that outlasts its client cannot be fitted inside it: no evidence of skew."""
+    t = Topology()
+    root = t.span("gateway", "GET /report", "SERVER", 0, 50)
+    client = t.span("gateway", "GET /report", "CLIENT", 5, 30, root)  # client gave up early
+    server = t.span("reports", "GET /report", "SERVER", 8, 400, client)
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, server) == 8.0
+
+
+def test_longer_child_that_starts_before_its_caller_is_made_to_start_with_it() -> None:
+    t = Topology()
+    root = t.span("gateway", "GET /report", "SERVER", 500, 600)
+    client = t.span("gateway", "GET /report", "CLIENT", 505, 530, root)
+    server = t.span("reports", "GET /report", "SERVER", 300, 400, client)  # 100 ms > 25 ms
+    path = run(t)
+    assert placed_start_ms(path, server) == 505.0
+    assert path.warnings[0].startswith("clock skew adjusted on reports: shifted +205.0 ms")
+
+
+def test_server_that_starts_after_its_client_ended_is_moved_into_it() -> None:
+    t = Topology()
+    root = t.span("gateway", "GET /a", "SERVER", 0, 100)
+    client = t.span("gateway", "GET /a", "CLIENT", 10, 90, root)
+    server = t.span("a", "GET /a", "SERVER", 300, 340, client)
+    path = run(t)
+    assert placed_start_ms(path, server) == 30.0
+    assert path.warnings[0].startswith("clock skew adjusted on a: shifted -270.0 ms")
+
+
+def test_consumer_outliving_its_producer_keeps_its_times() -> None:
+    t = Topology()
+    root = t.span("shop", "POST /pay", "SERVER", 0, 20)
+    producer = t.publish(root, "payments", 5, 10)
+    consumer = t.consume("ledger", "payments", 15, 900, producer)
+    t.span("ledger", "INSERT", "CLIENT", 20, 880, consumer)
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, consumer) == 15.0
+    assert path.hops[0].queue_wait_ms == 5.0
