@@ -245,3 +245,11 @@ def test_files_are_stable_pretty_printed_json() -> None:
     for name in DASHBOARD_FILES:
         text = (DASHBOARDS / name).read_text(encoding="utf-8")
         assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n", name
+
+
+def test_canary_dashboard_opens_on_two_different_versions() -> None:
+    """Grafana selects a variable's first value: opposite sort orders pick lowest and highest."""
+    defined = variables(load("canary.json"))
+    baseline, canary = defined["baseline"], defined["canary"]
+    assert variable_query(baseline) == variable_query(canary)
+    assert (baseline["sort"], canary["sort"]) == (1, 2)

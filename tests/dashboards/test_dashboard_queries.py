@@ -188,7 +188,8 @@ def _resolve(
         if pick_all and (var["multi"] or var["includeAll"]):
             chosen[name] = [ALL]
         else:
-            chosen[name] = [listed[name][-1 if name == "canary" else 0]]
+            # Grafana's default: the first value in the variable's sort order (2: descending).
+            chosen[name] = [listed[name][-1 if var.get("sort") == 2 else 0]]
     return chosen, listed
 
 
