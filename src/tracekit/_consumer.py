@@ -288,7 +288,7 @@ def _with_baggage(
     values = fields.get(propagation.BAGGAGE)
     if not values:
         return context
-    members = _message_headers.parse_baggage(values[0]) if len(values) == 1 else None
+    members = propagation.parse_baggage(values[0]) if len(values) == 1 else None
     if members is None:
         _message_headers.bad_header.warn(propagation.BAGGAGE, "malformed or repeated")
         return context

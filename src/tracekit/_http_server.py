@@ -13,7 +13,6 @@ from contextvars import Token
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
-from urllib.parse import unquote
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -192,14 +191,9 @@ def _bounded(text: str, limit: int = 512) -> str:
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
-    if not values:
-        return None
-    for value in values:
-        for member in value.split(","):
-            key, _, rest = member.partition("=")
-            if key.strip() == propagation.CORRELATION_BAGGAGE_KEY:
-                candidate = unquote(rest.split(";", 1)[0].strip())
-                return candidate if correlation.is_valid(candidate) else None
+    for key, value in propagation.parse_baggage(",".join(values or ())) or ():
+        if key == propagation.CORRELATION_BAGGAGE_KEY:
+            return value if correlation.is_valid(value) else None
     return None
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote
 
 from tracekit import propagation
 
@@ -32,7 +30,6 @@ _LIMITS = {
     propagation.BAGGAGE: 8192,
     PUBLISH_TIME_HEADER: 20,
 }
-MAX_BAGGAGE_MEMBERS = 180  # W3C baggage: at most 180 list-members
 CORRELATION_LIMIT = 256  # longer than any valid ID so that correlation.is_valid says why not
 MAX_KEY_LENGTH = 256
 WARNING_INTERVAL_S = 60.0
@@ -135,26 +132,3 @@ def _value(raw: object, limit: int) -> tuple[str | None, str]:
     if not (raw.isascii() and raw.isprintable()):
         return None, "non-printable or non-ASCII characters"
     return raw, ""
-
-
-# W3C baggage grammar: key is an RFC 7230 token; value is baggage-octets (percent-encoded text).
-_BAGGAGE_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAGGAGE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
-
-
-def parse_baggage(value: str) -> list[tuple[str, str]] | None:
-    """The ``(key, decoded value)`` members of a baggage header, or None if any is malformed.
-
-    tracekit parses message baggage itself: OpenTelemetry's propagator logs rejected entries
-    verbatim, and a message header's value must never reach a log line.
-    """
-    members: list[tuple[str, str]] = []
-    for raw in value.split(","):
-        member = raw.split(";", 1)[0]  # properties (metadata) are not propagated
-        key, separator, text = (part.strip(" \t") for part in member.partition("="))
-        if not raw.strip(" \t"):
-            continue
-        if not separator or not _BAGGAGE_KEY.fullmatch(key) or not _BAGGAGE_VALUE.fullmatch(text):
-            return None
-        members.append((key, unquote(text)))
-    return members if len(members) <= MAX_BAGGAGE_MEMBERS else None

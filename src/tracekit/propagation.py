@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -134,6 +135,44 @@ def _header_values(getter: Getter[Any], carrier: Any, name: str) -> list[str]:
     return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
 
 
+MAX_BAGGAGE_MEMBERS = 180  # W3C baggage: at most 180 list-members
+MAX_BAGGAGE_LENGTH = 8192  # W3C baggage: at most 8192 bytes in all
+# W3C baggage grammar: key is an RFC 7230 token; value is baggage-octets (percent-encoded text).
+_BAGGAGE_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAGGAGE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+
+
+def parse_baggage(value: str) -> list[tuple[str, str]] | None:
+    """The ``(key, decoded value)`` members of a baggage header, or None if any is malformed.
+
+    tracekit parses baggage itself: OpenTelemetry's propagator logs rejected entries verbatim,
+    and an untrusted header's value must never reach a log line.
+    """
+    members: list[tuple[str, str]] = []
+    for raw in value.split(","):
+        member = raw.split(";", 1)[0]  # properties (metadata) are not propagated
+        key, separator, text = (part.strip(" \t") for part in member.partition("="))
+        if not raw.strip(" \t"):
+            continue
+        if not separator or not _BAGGAGE_KEY.fullmatch(key) or not _BAGGAGE_VALUE.fullmatch(text):
+            return None
+        members.append((key, unquote(text)))
+    return members if len(members) <= MAX_BAGGAGE_MEMBERS else None
+
+
+def extract_baggage(
+    carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
+) -> Context:
+    """Put the members of ``carrier``'s baggage headers into ``context``; drop it if malformed."""
+    context = context if context is not None else Context()
+    combined = ",".join(_header_values(getter, carrier, BAGGAGE))
+    if not combined or len(combined) > MAX_BAGGAGE_LENGTH:
+        return context
+    for key, value in parse_baggage(combined) or ():
+        context = baggage.set_baggage(key, value, context)
+    return context
+
+
 class TracekitPropagator(TextMapPropagator):
     """Extracts and injects W3C trace context, W3C baggage and the correlation header together."""
 
@@ -149,7 +188,7 @@ class TracekitPropagator(TextMapPropagator):
     ) -> Context:
         """Return ``context`` updated with the remote parent and baggage found in ``carrier``."""
         context = extract_trace_context(carrier, context, getter)
-        return self._baggage.extract(carrier, context, getter)
+        return extract_baggage(carrier, context, getter)
 
     def inject(
         self,

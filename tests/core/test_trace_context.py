@@ -11,10 +11,11 @@ Level 2: the random flag (0x02) is kept when the trace is continued.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from tracekit import propagation
@@ -259,3 +260,30 @@ def test_adding_a_33rd_member_drops_from_the_end() -> None:
 def test_update_rejects_invalid_members(key: str, value: str) -> None:
     with pytest.raises(ValueError):
         propagation.update_tracestate([], key, value)
+
+
+BAGGAGE_CASES = [
+    ("members and properties", ["a=1,b=two%20words;prop=x"], {"a": "1", "b": "two words"}),
+    ("several headers combine", ["a=1", "b=2"], {"a": "1", "b": "2"}),
+    ("empty members are skipped", [" , a=1 ,, "], {"a": "1"}),
+    ("no equals sign: dropped whole", ["a=1,oops"], {}),
+    ("bad key: dropped whole", ['a=1,"k"=2'], {}),
+    ("control characters: dropped whole", ["a=1\r\nX-Injected: yes"], {}),
+    ("log injection text: dropped whole", ["a=1,k=\x1b[31mFAKE ERROR\x1b[0m"], {}),
+    ("over 8192 bytes: dropped whole", ["k=" + "v" * 9000], {}),
+    ("over 180 members: dropped whole", [",".join(f"k{i}=v" for i in range(181))], {}),
+]
+
+
+@pytest.mark.parametrize(("case", "values", "expected"), BAGGAGE_CASES, ids=lambda v: str(v)[:30])
+def test_incoming_baggage_is_parsed_strictly_and_never_logged(
+    case: str, values: list[str], expected: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    context = propagation.TracekitPropagator().extract({"baggage": values})
+
+    assert dict(baggage.get_all(context)) == expected
+    for value in values:
+        for record in caplog.records:
+            assert value not in record.getMessage()
+            assert "FAKE ERROR" not in record.getMessage()
