@@ -1,6 +1,8 @@
 """The applications and middleware stacks that bench/middleware_bench.py compares.
 
-Every stack wraps the same Starlette (ASGI) or Flask (WSGI) app serving ``/orders/{order_id}``.
+Every stack wraps its own instance of the same Starlette (ASGI) or Flask (WSGI) app serving
+``/orders/{order_id}`` (own instances, because tracekit connects to a Flask app's signals and those
+receivers must not run in the other stacks).
 Spans from OpenTelemetry's contrib middleware and from tracekit go through one real SDK
 ``TracerProvider`` with a ``BatchSpanProcessor`` and an exporter that discards what it receives,
 so the measured cost is the instrumentation's, not an exporter's.
@@ -20,7 +22,7 @@ PATH = f"/orders/{ORDER_ID}"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # A UUID4, so asgi-correlation-id's default validator accepts it just as tracekit's does.
 CORRELATION_ID = "6f1c9a2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
-CORRELATION_HEADER = "X-Correlation-ID"
+HEADER = "X-Correlation-ID"
 
 
 class DiscardingExporter(SpanExporter):
@@ -94,23 +96,23 @@ def asgi_stacks() -> list[Stack]:
 
     from tracekit.asgi import TracekitMiddleware
 
-    app = starlette_app()
+    app = starlette_app
     otel_provider, otel_exporter = traced_provider()
     tk_provider, tk_exporter = traced_provider()
     registry = CollectorRegistry()
     return [
-        Stack("bare Starlette", app),
-        Stack("asgi-correlation-id", CorrelationIdMiddleware(app, header_name=CORRELATION_HEADER)),
+        Stack("bare Starlette", app()),
+        Stack("asgi-correlation-id", CorrelationIdMiddleware(app(), header_name=HEADER)),
         Stack(
             "OpenTelemetry ASGI",
-            OpenTelemetryMiddleware(app, tracer_provider=otel_provider),
+            OpenTelemetryMiddleware(app(), tracer_provider=otel_provider),
             otel_exporter,
             otel_provider,
         ),
-        Stack("tracekit correlation", TracekitMiddleware(app, mode="correlation")),
+        Stack("tracekit correlation", TracekitMiddleware(app(), mode="correlation")),
         Stack(
             "tracekit full",
-            TracekitMiddleware(app, tracer_provider=tk_provider, registry=registry),
+            TracekitMiddleware(app(), tracer_provider=tk_provider, registry=registry),
             tk_exporter,
             tk_provider,
             registry,
@@ -125,22 +127,24 @@ def wsgi_stacks() -> list[Stack]:
 
     from tracekit.wsgi import TracekitMiddleware
 
-    app = flask_app().wsgi_app  # what ``app.wsgi_app = Middleware(app.wsgi_app)`` wraps
+    def app() -> Any:
+        return flask_app().wsgi_app  # what ``app.wsgi_app = Middleware(app.wsgi_app)`` wraps
+
     otel_provider, otel_exporter = traced_provider()
     tk_provider, tk_exporter = traced_provider()
     registry = CollectorRegistry()
     return [
-        Stack("bare Flask", app),
+        Stack("bare Flask", app()),
         Stack(
             "OpenTelemetry WSGI",
-            OpenTelemetryMiddleware(app, tracer_provider=otel_provider),
+            OpenTelemetryMiddleware(app(), tracer_provider=otel_provider),
             otel_exporter,
             otel_provider,
         ),
-        Stack("tracekit correlation", TracekitMiddleware(app, mode="correlation")),
+        Stack("tracekit correlation", TracekitMiddleware(app(), mode="correlation")),
         Stack(
             "tracekit full",
-            TracekitMiddleware(app, tracer_provider=tk_provider, registry=registry),
+            TracekitMiddleware(app(), tracer_provider=tk_provider, registry=registry),
             tk_exporter,
             tk_provider,
             registry,

@@ -11,6 +11,8 @@ The span ends when the server closes the response iterable, so streamed response
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -31,6 +33,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
+_FLASK_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class TracekitMiddleware:
@@ -50,7 +53,8 @@ class TracekitMiddleware:
     ) -> None:
         self.app = app
         self._requests = _state.server_requests(tracer_provider, registry, options)
-        _connect_flask(app)
+        # Correlation-only mode needs no route names, so no Flask hooks either.
+        self._flask = self._requests.records and _connect_flask(app)
         self._echo_lower = self._requests.response_header.lower()
         self._environ_keys = tuple(
             ("HTTP_" + name.upper().replace("-", "_"), name)
@@ -65,12 +69,14 @@ class TracekitMiddleware:
         if request is None:
             return self.app(environ, start_response)
         echo = (self._requests.response_header, request.correlation_id)
-        echo_lower = self._echo_lower
+        echo_lower, flask = self._echo_lower, self._flask
 
         def start_with_correlation(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
             request.status_code = _status_code(status)
+            if flask:
+                _remember_flask_route(environ)
             for name, _ in headers:
                 if name.lower() == echo_lower:
                     break
@@ -144,7 +150,7 @@ def route_of(environ: Environ) -> str | None:
     return route if isinstance(route, str) else None
 
 
-def _connect_flask(app: WSGIApp) -> None:
+def _connect_flask(app: WSGIApp) -> bool:
     """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
     flask = sys.modules.get("flask")
     owner = getattr(app, "__self__", None)
@@ -152,6 +158,30 @@ def _connect_flask(app: WSGIApp) -> None:
         from tracekit.flask import connect_signals
 
         connect_signals(owner)
+        return True
+    return False
+
+
+def _remember_flask_route(environ: Environ) -> None:
+    """Keep Flask's matched url rule as the route template, unless an adapter already did.
+
+    Flask calls ``start_response`` inside its request context, while ``werkzeug.request`` in
+    the environ is still the request; reading it there costs far less than a signal receiver.
+    """
+    try:
+        if ROUTE_KEY not in environ:
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            template = getattr(rule, "rule", None)
+            if isinstance(template, str):
+                environ[ROUTE_KEY] = _flask_template(template)
+    except Exception as error:
+        report_once("wsgi flask route", error)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flask_template(rule: str) -> str:
+    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: cached)."""
+    return _FLASK_CONVERTER.sub(r"{\1}", rule)
 
 
 def _status_code(status: str) -> int:
