@@ -19,13 +19,13 @@ from tracekit_cli.render.layout import (
     summary_line,
 )
 
-TIMING_WIDTH = 21  # "+offset duration *" columns before the tree
+TIMING_WIDTH = 22  # "   +offset  duration * " columns before the tree
 
 
 def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     """The whole trace view as text, each line at most ``width`` columns."""
     lane = max(10, width // 4)
-    label_width = max(20, width - TIMING_WIDTH - lane - 3)
+    label_width = max(20, width - TIMING_WIDTH - lane - 3)  # " |" and "|" around the lane
     lines = [
         f"request {one_line(path.correlation_id or path.query, 120)}",
         summary_line(path),
@@ -64,7 +64,7 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
         f"{'+' + format_ms(row.offset_ms):>9} {format_ms(row.duration_ms):>9} {mark} "
         f"{label:<{label_width}} |{bar:<{lane}}|"
     ]
-    pad = " " * (TIMING_WIDTH + 1) + _continuation(row)
+    pad = " " * TIMING_WIDTH + _continuation(row)
     if row.queue is not None:
         wait = row.queue.queue_wait_ms or 0.0
         lines.append(f"{pad}~ waited {format_ms(wait)} in queue {hop_text(row.queue)}")
