@@ -169,11 +169,14 @@ def _extract(headers: Mapping[str, list[str]]) -> otel_context.Context:
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
     span = request.span
     assert span is not None
+    ending: dict[str, Any] = {}  # one set_attributes call: the SDK locks once per call
     if route:
         span.update_name(f"{request.method} {route}" if request.method != "_OTHER" else "HTTP")
-        span.set_attribute(semconv.HTTP_ROUTE, route)
+        ending[semconv.HTTP_ROUTE] = route
     if request.status_code:
-        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
+        ending[semconv.HTTP_RESPONSE_STATUS_CODE] = request.status_code
+    if ending:
+        span.set_attributes(ending)
     if error is not None:
         span.record_exception(error)
         span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
