@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -55,6 +55,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 UNMATCHED_ROUTE = "_unmatched"
 OTHER_VALUE = "_other"
 MAX_LABEL_LENGTH = 128
+_SERVICE_LABELS = ("service_name", "service_version")
 
 
 class BoundedLabel:
@@ -90,17 +91,19 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
     return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
 
 
-class HttpServerMetrics:
-    """Request duration histogram and in-flight gauge of one service's HTTP server.
+class _ServiceMetrics:
+    """Metric families of one service, held once per registry: build them with ``get``.
 
-    Use ``HttpServerMetrics.get(...)``: a registry holds each metric family once, however many
-    middleware instances share it.
+    A registry refuses a second family of the same name, however many middleware instances or
+    consumers share it, hence one instance per registry.
     """
 
-    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, HttpServerMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Any]]
     _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._instances = weakref.WeakKeyDictionary()
 
     @classmethod
     def get(
@@ -108,39 +111,53 @@ class HttpServerMetrics:
         service_name: str,
         service_version: str | None = None,
         registry: CollectorRegistry | None = None,
-    ) -> HttpServerMetrics:
+    ) -> Self:
         """The metrics of ``registry`` (default: the global one), created on first use."""
         registry = REGISTRY if registry is None else registry
         with cls._lock:
-            if registry not in cls._instances:
-                cls._instances[registry] = cls(service_name, service_version, registry)
-            return cls._instances[registry]
+            instance = cls._instances.get(registry)
+            if instance is None:
+                instance = cls._instances[registry] = cls(service_name, service_version, registry)
+            return instance
 
     def __init__(
-        self,
-        service_name: str,
-        service_version: str | None = None,
-        registry: CollectorRegistry | None = REGISTRY,
+        self, service_name: str, service_version: str | None, registry: CollectorRegistry
     ) -> None:
         self._service = (service_name, service_version or "")
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(*labels, service_name, service_version)``, cached.
+
+        prometheus-client locks and validates on every ``labels()`` call; the label values here
+        are already bounded, so the cache stays small.
+        """
+        child = self._children.get((family, labels))
+        if child is None:
+            child = family.labels(*labels, *self._service)
+            self._children[(family, labels)] = child
+        return child
+
+
+class HttpServerMetrics(_ServiceMetrics):
+    """Request duration histogram and in-flight gauge of one service's HTTP server."""
+
+    def __init__(
+        self, service_name: str, service_version: str | None, registry: CollectorRegistry
+    ) -> None:
+        super().__init__(service_name, service_version, registry)
         self._route = BoundedLabel(500)
         self.duration = Histogram(
             "http_server_request_duration_seconds",
             "Duration of HTTP server requests.",
-            (
-                "http_request_method",
-                "http_route",
-                "http_response_status_code",
-                "service_name",
-                "service_version",
-            ),
+            ("http_request_method", "http_route", "http_response_status_code", *_SERVICE_LABELS),
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.active = Gauge(
             "http_server_active_requests",
             "Number of HTTP server requests in flight.",
-            ("service_name", "service_version"),
+            _SERVICE_LABELS,
             registry=registry,
             multiprocess_mode="livesum",  # one number for the server: the sum over live workers
         ).labels(*self._service)
@@ -154,48 +171,26 @@ class HttpServerMetrics:
     ) -> None:
         """Record one finished request; the route template only, never the raw path."""
         self.active.dec()
-        self.duration.labels(
-            method,
-            self._route(route) if route else UNMATCHED_ROUTE,
-            str(status_code) if status_code else "",
-            *self._service,
-        ).observe(seconds, exemplar_of(span))
+        route = self._route(route) if route else UNMATCHED_ROUTE
+        status = str(status_code) if status_code else ""
+        self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
 
 
 # Queue waits range from milliseconds to minutes.
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
-_SERVICE_LABELS = ("service_name", "service_version")
 _MESSAGING_LABELS = ("messaging_system", "messaging_destination_name")
 
 
-class MessagingMetrics:
+class MessagingMetrics(_ServiceMetrics):
     """Publish and process durations, queue wait, and consumed/failed counters of one service."""
-
-    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, MessagingMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def get(
-        cls,
-        service_name: str,
-        service_version: str | None = None,
-        registry: CollectorRegistry | None = None,
-    ) -> MessagingMetrics:
-        """The metrics of ``registry`` (default: the global one), created on first use."""
-        registry = REGISTRY if registry is None else registry
-        with cls._lock:
-            if registry not in cls._instances:
-                cls._instances[registry] = cls(service_name, service_version, registry)
-            return cls._instances[registry]
 
     def __init__(
         self, service_name: str, service_version: str | None, registry: CollectorRegistry
     ) -> None:
-        self._service = (service_name, service_version or "")
+        super().__init__(service_name, service_version, registry)
         self._destination = BoundedLabel(200)
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
+        with_error = (*_MESSAGING_LABELS, "error_type", *_SERVICE_LABELS)
         self.publish_duration = Histogram(
             "messaging_client_operation_duration_seconds",
             "Duration of publishing a message.",
@@ -209,7 +204,7 @@ class MessagingMetrics:
         self.process_duration = Histogram(
             "messaging_process_duration_seconds",
             "Duration of processing a consumed message (the handler).",
-            (*labels, "error_type"),
+            with_error,
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
@@ -219,7 +214,7 @@ class MessagingMetrics:
         self.failed = Counter(
             "tracekit_messaging_failed_messages",
             "Consumed messages whose handler raised.",
-            (*labels, "error_type"),
+            with_error,
             registry=registry,
         )
         self.queue_wait = Histogram(
@@ -233,10 +228,8 @@ class MessagingMetrics:
     def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record one publish."""
         destination = self._destination(destination)
-        self.publish_duration.labels(system, destination, *self._service).observe(
-            seconds, exemplar_of(span)
-        )
-        self.sent.labels(system, destination, *self._service).inc()
+        self._child(self.publish_duration, system, destination).observe(seconds, exemplar_of(span))
+        self._child(self.sent, system, destination).inc()
 
     def processed(
         self,
@@ -249,17 +242,17 @@ class MessagingMetrics:
         """Record one consumed message whose handler took ``seconds`` (and failed if error_type)."""
         destination = self._destination(destination)
         error_type = error_type[:MAX_LABEL_LENGTH] if error_type else None
-        self.process_duration.labels(system, destination, *self._service, error_type or "").observe(
+        self._child(self.process_duration, system, destination, error_type or "").observe(
             seconds, exemplar_of(span)
         )
-        self.consumed.labels(system, destination, *self._service).inc()
+        self._child(self.consumed, system, destination).inc()
         if error_type:
-            self.failed.labels(system, destination, *self._service, error_type).inc()
+            self._child(self.failed, system, destination, error_type).inc()
 
     def waited(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record how long one message waited in its queue."""
         destination = self._destination(destination)
-        self.queue_wait.labels(system, destination, *self._service).observe(
+        self._child(self.queue_wait, system, destination).observe(
             max(0.0, seconds), exemplar_of(span)
         )
 
@@ -274,32 +267,13 @@ _CLIENT_LABELS = (
 )
 
 
-class HttpClientMetrics:
+class HttpClientMetrics(_ServiceMetrics):
     """Duration histogram of the outgoing HTTP requests of one service."""
-
-    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, HttpClientMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def get(
-        cls,
-        service_name: str,
-        service_version: str | None = None,
-        registry: CollectorRegistry | None = None,
-    ) -> HttpClientMetrics:
-        """The metrics of ``registry`` (default: the global one), created on first use."""
-        registry = REGISTRY if registry is None else registry
-        with cls._lock:
-            if registry not in cls._instances:
-                cls._instances[registry] = cls(service_name, service_version, registry)
-            return cls._instances[registry]
 
     def __init__(
         self, service_name: str, service_version: str | None, registry: CollectorRegistry
     ) -> None:
-        self._service = (service_name, service_version or "")
+        super().__init__(service_name, service_version, registry)
         # Hosts come from URLs the application builds (webhooks may be user-supplied): bound them.
         self._host = BoundedLabel(100)
         self.duration = Histogram(
@@ -320,13 +294,13 @@ class HttpClientMetrics:
     ) -> None:
         """Record one outgoing request described by its CLIENT span ``attributes``."""
         host = str(attributes.get(semconv.SERVER_ADDRESS, ""))
-        self.duration.labels(
+        self._child(
+            self.duration,
             str(attributes.get(semconv.HTTP_REQUEST_METHOD, semconv.OTHER_METHOD)),
             self._host(host) if host else "",
             str(attributes.get(semconv.SERVER_PORT, "")),
             str(status_code) if status_code else "",
             _client_error_type(status_code, error),
-            *self._service,
         ).observe(seconds, exemplar_of(span))
 
 

@@ -8,59 +8,25 @@ after the client has read the response.
 from __future__ import annotations
 
 import logging
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from werkzeug.serving import make_server
 
 from tracekit import instrumentation
 
-# --import-mode=importlib keeps test directories off sys.path; the raw-socket helper lives here.
+# --import-mode=importlib keeps test directories off sys.path; the raw-socket and server helpers
+# live here, under names no other test directory uses.
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-
-def _start_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="auto", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
-
-
-def _start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-    return f"http://127.0.0.1:{server.server_port}", stop
+from loopback import start_uvicorn, start_werkzeug  # noqa: E402
 
 
 @pytest.fixture
@@ -69,7 +35,7 @@ def serve_asgi() -> Iterator[Callable[[Any], str]]:
     stops: list[Callable[[], None]] = []
 
     def start(app: Any) -> str:
-        url, stop = _start_uvicorn(app)
+        url, stop = start_uvicorn(app)
         stops.append(stop)
         return url
 
@@ -84,7 +50,7 @@ def serve_wsgi() -> Iterator[Callable[[Any], str]]:
     stops: list[Callable[[], None]] = []
 
     def start(app: Any) -> str:
-        url, stop = _start_werkzeug(app)
+        url, stop = start_werkzeug(app)
         stops.append(stop)
         return url
 

@@ -68,15 +68,15 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 @pytest.fixture(scope="module", params=["asgi", "wsgi"])
 def server_url(request: pytest.FixtureRequest) -> Any:
-    import conftest as http_conftest  # the loopback helpers of this directory
+    from loopback import start_uvicorn, start_werkzeug
 
     if request.param == "asgi":
         app = Starlette(
             routes=[Route("/", asgi_endpoint)], middleware=[Middleware(asgi.TracekitMiddleware)]
         )
-        url, stop = http_conftest._start_uvicorn(app)
+        url, stop = start_uvicorn(app)
     else:
-        url, stop = http_conftest._start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
+        url, stop = start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
     yield url
     stop()
 

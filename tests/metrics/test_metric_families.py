@@ -173,7 +173,7 @@ def test_http_client_requests_are_measured(werkzeug_target: str) -> None:
 
 def test_open_ended_labels_are_capped() -> None:
     registry = CollectorRegistry()
-    server = metrics.HttpServerMetrics("svc", registry=registry)
+    server = metrics.HttpServerMetrics("svc", None, registry)
     for i in range(600):
         server.request_started()
         server.request_finished("GET", f"/generated/{i}", 200, 0.001, None)
