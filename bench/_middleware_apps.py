@@ -14,8 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 ORDER_ID = "8271"
 PATH = f"/orders/{ORDER_ID}"
@@ -23,6 +26,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # A UUID4, so asgi-correlation-id's default validator accepts it just as tracekit's does.
 CORRELATION_ID = "6f1c9a2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 HEADER = "X-Correlation-ID"
+REFERENCE = "reference: SDK span only"
 
 
 class DiscardingExporter(SpanExporter):
@@ -53,6 +57,62 @@ class Stack:
     exporter: DiscardingExporter | None = None
     provider: TracerProvider | None = None
     registry: Any = None
+
+
+# The attributes tracekit's SERVER span carries, for the reference stacks below.
+_SPAN_ATTRIBUTES: dict[str, str | int] = {
+    "url.scheme": "http",
+    "server.address": "orders.internal",
+    "server.port": 8000,
+    "network.protocol.version": "1.1",
+    "http.request.method": "GET",
+    "url.path": PATH,
+    "correlation.id": CORRELATION_ID,
+}
+
+
+class _SpanOnly:
+    """Reference, not a product: only the SDK work any tracing middleware pays for one request.
+
+    One SERVER span with tracekit's nine attributes, made current while the app runs; no
+    context extraction, no correlation ID, no metrics. Its added cost is the floor under every
+    tracing stack in the table.
+    """
+
+    def __init__(self, app: Callable[..., Any], provider: TracerProvider) -> None:
+        self.app = app
+        self.tracer = provider.get_tracer("bench.reference")
+
+    def _open(self) -> tuple[Any, object]:
+        span = self.tracer.start_span("GET", kind=SpanKind.SERVER, attributes=_SPAN_ATTRIBUTES)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _close(self, span: Any, token: object) -> None:
+        span.set_attributes({"http.route": "/orders/{order_id}", "http.response.status_code": 200})
+        span.end()
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+class AsgiSpanOnly(_SpanOnly):
+    """``_SpanOnly`` as ASGI middleware."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        span, token = self._open()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._close(span, token)
+
+
+class WsgiSpanOnly(_SpanOnly):
+    """``_SpanOnly`` as WSGI middleware (the body is read before the span ends)."""
+
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        span, token = self._open()
+        try:
+            return list(self.app(environ, start_response))
+        finally:
+            self._close(span, token)
 
 
 def traced_provider() -> tuple[TracerProvider, DiscardingExporter]:
@@ -89,7 +149,7 @@ def flask_app() -> Any:
 
 
 def asgi_stacks() -> list[Stack]:
-    """Bare Starlette, asgi-correlation-id, OpenTelemetry's ASGI middleware, tracekit x2."""
+    """Bare Starlette, asgi-correlation-id, OpenTelemetry's ASGI middleware, tracekit x2, floor."""
     from asgi_correlation_id import CorrelationIdMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from prometheus_client import CollectorRegistry
@@ -99,6 +159,7 @@ def asgi_stacks() -> list[Stack]:
     app = starlette_app
     otel_provider, otel_exporter = traced_provider()
     tk_provider, tk_exporter = traced_provider()
+    ref_provider, ref_exporter = traced_provider()
     registry = CollectorRegistry()
     return [
         Stack("bare Starlette", app()),
@@ -117,11 +178,12 @@ def asgi_stacks() -> list[Stack]:
             tk_provider,
             registry,
         ),
+        Stack(REFERENCE, AsgiSpanOnly(app(), ref_provider), ref_exporter, ref_provider),
     ]
 
 
 def wsgi_stacks() -> list[Stack]:
-    """Bare Flask, OpenTelemetry's WSGI middleware, tracekit correlation-only and full."""
+    """Bare Flask, OpenTelemetry's WSGI middleware, tracekit correlation-only and full, floor."""
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
     from prometheus_client import CollectorRegistry
 
@@ -132,6 +194,7 @@ def wsgi_stacks() -> list[Stack]:
 
     otel_provider, otel_exporter = traced_provider()
     tk_provider, tk_exporter = traced_provider()
+    ref_provider, ref_exporter = traced_provider()
     registry = CollectorRegistry()
     return [
         Stack("bare Flask", app()),
@@ -149,4 +212,5 @@ def wsgi_stacks() -> list[Stack]:
             tk_provider,
             registry,
         ),
+        Stack(REFERENCE, WsgiSpanOnly(app(), ref_provider), ref_exporter, ref_provider),
     ]
