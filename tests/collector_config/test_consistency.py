@@ -29,13 +29,15 @@ def test_sidecars_receive_what_the_app_sends_by_default() -> None:
         assert http == f"0.0.0.0:{tk.OTLP_HTTP_PORT}", name
 
 
-def test_sidecars_scrape_the_app_metrics_port() -> None:
+def test_sidecars_scrape_the_app_metrics_port_and_their_own_telemetry() -> None:
     for name in SIDECARS:
-        (job,) = load(CONFIG_DIR / name)["receivers"]["prometheus"]["config"]["scrape_configs"]
-        (target,) = job["static_configs"][0]["targets"]
+        app, own = load(CONFIG_DIR / name)["receivers"]["prometheus"]["config"]["scrape_configs"]
+        (target,) = app["static_configs"][0]["targets"]
         assert f"${{env:{tk.METRICS_PORT_ENV}:-" in target, name
         assert with_defaults(target) == f"localhost:{tk.METRICS_PORT}", name
-        assert job["metrics_path"] == tk.METRICS_PATH, name
+        assert app["metrics_path"] == tk.METRICS_PATH, name
+        # the collector serves its own metrics on localhost:8888 by default (collector-health)
+        assert own["static_configs"][0]["targets"] == ["localhost:8888"], name
 
 
 def test_xray_indexes_the_correlation_attribute() -> None:
