@@ -241,7 +241,7 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
     parent = parse_traceparent(traceparent)
     if parent is None:
         return context
-    members = parse_tracestate(tracestates)
+    members = parse_tracestate(tracestates) if tracestates else None
     span_context = SpanContext(
         trace_id=parent.trace_id,
         span_id=parent.span_id,
