@@ -27,6 +27,9 @@ MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
 MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
 MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
 MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
+MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
+MESSAGING_CONSUMER_GROUP_NAME: Final = "messaging.consumer.group.name"
+MESSAGING_KAFKA_OFFSET: Final = "messaging.kafka.offset"
 
 # tracekit's own
 CORRELATION_ID: Final = "correlation.id"

@@ -26,14 +26,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from tracekit import messaging
+from tracekit import _kafka, messaging, semconv
 from tracekit._guard import report_once
+from tracekit._kafka import SYSTEM
 from tracekit.instrumentation._base import Instrumentor, Patch
-
-SYSTEM = "kafka"
-PARTITION = "messaging.destination.partition.id"
-OFFSET = "messaging.kafka.offset"
-CONSUMER_GROUP = "messaging.consumer.group.name"
 
 _HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, timestamp, headers)
 
@@ -85,7 +81,7 @@ def _traced_producer_class(base: type) -> type:
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not type(self)._tracekit_live:
                 return super().produce(*args, **kwargs)
-            return traced_produce(super().produce, args, kwargs)
+            return _kafka.traced_send(super().produce, args, kwargs, _HEADERS_POSITION)
 
     Producer.__module__ = base.__module__
     return Producer
@@ -128,57 +124,6 @@ def _traced_consumer_class(base: type) -> type:
     return Consumer
 
 
-def traced_produce(
-    produce: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Call ``produce(*args, **kwargs)`` inside a PRODUCER span, with context in its headers."""
-    topic = args[0] if args else kwargs.get("topic")
-    if not isinstance(topic, str) or messaging.publishing():
-        return produce(*args, **kwargs)
-    carrier: dict[str, str] = {}
-    with messaging.publish(carrier, system=SYSTEM, destination=topic):
-        args, kwargs = _with_headers(args, kwargs, carrier)
-        return produce(*args, **kwargs)
-
-
-def _with_headers(
-    args: tuple[Any, ...], kwargs: dict[str, Any], carrier: dict[str, str]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    positional = len(args) > _HEADERS_POSITION
-    given = args[_HEADERS_POSITION] if positional else kwargs.get("headers")
-    merged = merged_headers(given, carrier)
-    if merged is None:
-        return args, kwargs
-    if positional:
-        return (*args[:_HEADERS_POSITION], merged, *args[_HEADERS_POSITION + 1 :]), kwargs
-    return args, {**kwargs, "headers": merged}
-
-
-def merged_headers(given: object, carrier: dict[str, str]) -> Any:
-    """``given`` (pairs or dict) with tracekit's headers replacing same-named ones; None: leave."""
-    if not carrier:
-        return None
-    ours = {name.lower() for name in carrier}
-    encoded = [(name, value.encode("utf-8")) for name, value in carrier.items()]
-    if isinstance(given, dict):
-        kept = {k: v for k, v in given.items() if not _named(k, ours)}
-        return {**kept, **dict(encoded)}
-    if given is None or isinstance(given, list | tuple):
-        kept_pairs = [
-            pair
-            for pair in (given or ())
-            if not (
-                isinstance(pair, tuple) and isinstance(pair[0], str) and pair[0].lower() in ours
-            )
-        ]
-        return kept_pairs + encoded
-    return None  # a header form librdkafka would reject anyway: let it say so
-
-
-def _named(name: object, names: set[str]) -> bool:
-    return isinstance(name, str) and name.lower() in names
-
-
 def _hold(consumer: Any, messages: Sequence[Any], group: str | None) -> None:
     try:
         valid = [message for message in messages if message.error() is None]
@@ -190,10 +135,15 @@ def _hold(consumer: Any, messages: Sequence[Any], group: str | None) -> None:
 
 def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of confluent-kafka ``Message`` objects."""
-    extra: dict[str, Any] = {CONSUMER_GROUP: group} if group else {}
+    extra: dict[str, Any] = {semconv.MESSAGING_CONSUMER_GROUP_NAME: group} if group else {}
     if len(messages) == 1:
         message = messages[0]
-        extra.update({PARTITION: str(message.partition()), OFFSET: int(message.offset())})
+        extra.update(
+            {
+                semconv.MESSAGING_DESTINATION_PARTITION_ID: str(message.partition()),
+                semconv.MESSAGING_KAFKA_OFFSET: int(message.offset()),
+            }
+        )
         return messaging.consume(
             message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )

@@ -24,14 +24,10 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from tracekit import messaging
+from tracekit import _kafka, messaging, semconv
 from tracekit._guard import report_once
+from tracekit._kafka import SYSTEM
 from tracekit.instrumentation._base import Instrumentor
-
-SYSTEM = "kafka"
-PARTITION = "messaging.destination.partition.id"
-OFFSET = "messaging.kafka.offset"
-CONSUMER_GROUP = "messaging.consumer.group.name"
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
 
@@ -64,40 +60,7 @@ def finish(consumer: object, error: BaseException | None = None) -> None:
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    topic = args[0] if args else kwargs.get("topic")
-    if not isinstance(topic, str) or messaging.publishing():
-        return wrapped(*args, **kwargs)
-    carrier: dict[str, str] = {}
-    with messaging.publish(carrier, system=SYSTEM, destination=topic):
-        args, kwargs = _with_headers(args, kwargs, carrier)
-        return wrapped(*args, **kwargs)
-
-
-def _with_headers(
-    args: tuple[Any, ...], kwargs: dict[str, Any], carrier: dict[str, str]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call's arguments with tracekit's headers merged into ``headers``."""
-    positional = len(args) > _HEADERS_POSITION
-    given = args[_HEADERS_POSITION] if positional else kwargs.get("headers")
-    merged = merged_headers(given, carrier)
-    if merged is None:
-        return args, kwargs
-    if positional:
-        return (*args[:_HEADERS_POSITION], merged, *args[_HEADERS_POSITION + 1 :]), kwargs
-    return args, {**kwargs, "headers": merged}
-
-
-def merged_headers(given: object, carrier: dict[str, str]) -> list[tuple[str, bytes]] | None:
-    """``given`` pairs without tracekit's names, then tracekit's; None to leave the call alone."""
-    if not carrier or not (given is None or isinstance(given, list | tuple)):
-        return None  # a header form the client would reject anyway: let it say so
-    ours = {name.lower() for name in carrier}
-    kept = [
-        pair
-        for pair in (given or ())
-        if not (isinstance(pair, tuple) and isinstance(pair[0], str) and pair[0].lower() in ours)
-    ]
-    return kept + [(name, value.encode("utf-8")) for name, value in carrier.items()]
+    return _kafka.traced_send(wrapped, args, kwargs, _HEADERS_POSITION)
 
 
 def _traced_next(
@@ -157,10 +120,15 @@ def _group_of(consumer: Any) -> str | None:
 
 def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of kafka-python ``ConsumerRecord`` objects."""
-    extra: dict[str, Any] = {CONSUMER_GROUP: group} if group else {}
+    extra: dict[str, Any] = {semconv.MESSAGING_CONSUMER_GROUP_NAME: group} if group else {}
     if len(records) == 1:
         record = records[0]
-        extra.update({PARTITION: str(record.partition), OFFSET: int(record.offset)})
+        extra.update(
+            {
+                semconv.MESSAGING_DESTINATION_PARTITION_ID: str(record.partition),
+                semconv.MESSAGING_KAFKA_OFFSET: int(record.offset),
+            }
+        )
         return messaging.consume(
             record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
         )
