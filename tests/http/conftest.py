@@ -8,25 +8,16 @@ after the client has read the response.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracekit import instrumentation
-
-# --import-mode=importlib keeps test directories off sys.path; the raw-socket and server helpers
-# live here, under names no other test directory uses.
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from loopback import start_uvicorn, start_werkzeug  # noqa: E402
 
 
 @pytest.fixture

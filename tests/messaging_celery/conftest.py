@@ -5,20 +5,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from hopscene import need
 
 from tracekit import instrumentation
-
-_COMMON = str(Path(__file__).resolve().parent.parent / "messaging_common")
-if _COMMON not in sys.path:
-    sys.path.insert(0, _COMMON)
-
-from hopscene import need  # noqa: E402
 
 
 def _free_port() -> int:

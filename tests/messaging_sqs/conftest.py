@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from hopscene import need
 
 from tracekit import instrumentation
-
-_COMMON = str(Path(__file__).resolve().parent.parent / "messaging_common")
-if _COMMON not in sys.path:
-    sys.path.insert(0, _COMMON)
-
-from hopscene import need  # noqa: E402
 
 
 @pytest.fixture(scope="module")

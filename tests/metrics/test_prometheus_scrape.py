@@ -10,9 +10,7 @@ Outside CI a missing binary skips; with CI=true it fails.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_server import free_port, running_prometheus, wait_until
+from prometheus_server import prometheus_binary as find_prometheus
 
 from tracekit.store import Store
 
@@ -35,34 +35,9 @@ DURATION_METRIC = "http_server_request_duration_seconds"
 ORDERS = "/orders/{order_id}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_until(check: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except (httpx.HTTPError, OSError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is not installed; CI must install it (.ci/run)")
-        pytest.skip("prometheus binary not installed")
-    return binary
+    return find_prometheus()
 
 
 @dataclass
@@ -84,7 +59,7 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    app_port, metrics_port = _free_port(), _free_port()
+    app_port, metrics_port = free_port(), free_port()
     store = tmp_path_factory.mktemp("prom") / "tracekit.db"
     env = {**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "100", "TRACEKIT_EXPORT_LOGS": "false"}
     process = subprocess.Popen(
@@ -96,7 +71,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     service = Service(f"http://127.0.0.1:{app_port}", metrics_port, store, process)
     try:
-        _wait_until(lambda: httpx.get(f"{service.url}/orders/warmup").status_code, "the service")
+        wait_until(lambda: httpx.get(f"{service.url}/orders/warmup").status_code, "the service")
         yield service
     finally:
         service.stop()
@@ -107,34 +82,10 @@ def prometheus(
     prometheus_binary: str, service: Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("prometheus")
-    config = directory / "prometheus.yml"
-    config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: promsvc\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{service.metrics_port}']}}]\n"
-    )
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--enable-feature=exemplar-storage",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, "prometheus ready")
-        _wait_until(lambda: _scalar(url, 'up{job="promsvc"}') == 1.0, "first scrape")
+    targets = [f"127.0.0.1:{service.metrics_port}"]
+    with running_prometheus(prometheus_binary, directory, "promsvc", targets) as url:
+        wait_until(lambda: _scalar(url, 'up{job="promsvc"}') == 1.0, "first scrape")
         yield url
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def _query(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
@@ -189,7 +140,7 @@ def traffic(service: Service, prometheus: str) -> Traffic:
     assert statuses.count(500) == paths.count("/fail")
     sent = len(paths) + 5 + 1  # + probes + the fixture's warm-up request
     total = f'sum({DURATION_METRIC}_count{{service_name="promsvc"}})'
-    _wait_until(lambda: _scalar(prometheus, total) == sent, "the last requests to be scraped")
+    wait_until(lambda: _scalar(prometheus, total) == sent, "the last requests to be scraped")
     return Traffic(paths, start, end)
 
 
