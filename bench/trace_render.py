@@ -5,7 +5,6 @@ python -m bench.trace_render
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import time
@@ -61,8 +60,7 @@ def main() -> None:
     assert path is not None and len(path.spans) == 10_000
 
     def rich() -> None:
-        console = rich_view.make_console(120, color=True, file=io.StringIO())
-        rich_view.render_path(console, path)
+        rich_view.format_path(path, 120, color=True)
 
     rows = [
         ("reconstruct (build_path)", best_of(5, lambda: build_path("bench-10k", spans))),

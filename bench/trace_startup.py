@@ -3,7 +3,7 @@
 Compared in the same run with the floor `python -c "import click, rich.table, sqlite3, json"`
 (what any click + rich + SQLite tool pays before doing anything). Target: at most 1.5x that floor.
 
-    python -m bench.trace_startup [--spans 1000000] [--runs 15] [--store PATH]
+    python -m bench.trace_startup [--spans 1000000] [--runs 15] [--store PATH] [--uncached]
 
 The store is built once (about a minute for a million spans) and reused from
 $TMPDIR/tracekit-bench-1000000-v2.db on later runs.
@@ -64,14 +64,30 @@ def build_store(path: Path, total: int) -> None:
             store.write_spans(batch)
 
 
-def timed(command: list[str], runs: int) -> tuple[list[float], list[float]]:
-    """Wall-clock and CPU (user + system of the child) seconds per run.
+def child_env(uncached: bool = False) -> dict[str, str]:
+    """The environment of the timed processes: bytecode cached, as an installed package runs.
+
+    ``pip install`` compiles every module to bytecode; an editable checkout with
+    ``PYTHONDONTWRITEBYTECODE=1`` (as on the development machines) recompiles tracekit's sources
+    on every start, which would time the compiler. The cache lives in a private directory, so
+    the checkout gets no ``__pycache__``, and a warm-up run fills it.
+    """
+    env = {**os.environ, "COLUMNS": "120"}
+    if uncached:  # --uncached: the environment as it is (sources recompiled if it says so)
+        return env
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "tracekit-bench-pycache")
+    return env
+
+
+def timed(command: list[str], runs: int, env: dict[str, str]) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (user + system of the child) seconds per run, after one warm-up.
 
     CPU time is reported too because on a shared 2-core machine wall time mostly measures the
     neighbours; compare the CPU ratio when the machine is busy.
     """
     walls, cpus = [], []
-    env = {**os.environ, "COLUMNS": "120"}
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
@@ -87,6 +103,11 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--store", type=Path)
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="keep the environment's bytecode settings (PYTHONDONTWRITEBYTECODE)",
+    )
     args = parser.parse_args()
     path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}-v2.db"
     if not path.exists():
@@ -99,12 +120,13 @@ def main() -> None:
     middle = f"bench-{count // SPANS_PER_REQUEST // 2}"
     tracekit = str(Path(sys.executable).with_name("tracekit"))
     floor_cmd = [sys.executable, "-c", "import click, rich.table, sqlite3, json"]
+    env = child_env(args.uncached)
     rows = [
-        ("floor: import click, rich.table, sqlite3, json", timed(floor_cmd, args.runs)),
+        ("floor: import click, rich.table, sqlite3, json", timed(floor_cmd, args.runs, env)),
     ]
     for fmt in ("text", "json", "rich"):
         command = [tracekit, "trace", middle, "--store", str(path), "--format", fmt]
-        rows.append((f"tracekit trace ID --format {fmt}", timed(command, args.runs)))
+        rows.append((f"tracekit trace ID --format {fmt}", timed(command, args.runs, env)))
     floor_wall = statistics.median(rows[0][1][0])
     floor_cpu = statistics.median(rows[0][1][1])
     print(f"\nstore: {count:,} spans; request {middle}; {args.runs} runs each (medians)\n")

@@ -23,7 +23,7 @@ def emit_text(render: Callable[[int], str]) -> None:
 
 
 def emit_rich(draw: Callable[[Any], None]) -> None:
-    """Rich output; rich is imported only here, only for ``--format rich``."""
+    """Rich tables on a console (``search``, ``services``); only for ``--format rich``."""
     from tracekit_cli.render.rich_view import make_console
 
     draw(make_console(terminal_width(), color=not no_color()))

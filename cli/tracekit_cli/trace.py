@@ -1,7 +1,7 @@
 """``tracekit trace ID``: one request's path across services, traces and queue hops.
 
-Start-up is kept light: click, the engine and the chosen backend only; rich loads for
-``--format rich`` alone.
+Start-up is kept light: click, the engine and the chosen backend only; rich's styles load for
+``--format rich`` alone (never ``rich.console``: see ``render/rich_view.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from tracekit_cli.options import (
     check_id,
     fail,
     format_option,
+    no_color,
     open_source,
     resolve_format,
 )
-from tracekit_cli.output import emit_json, emit_rich, emit_text
+from tracekit_cli.output import emit_json, emit_text
 
 
 @click.command()
@@ -55,4 +56,5 @@ def trace(
     else:
         from tracekit_cli.render import rich_view
 
-        emit_rich(lambda console: rich_view.render_path(console, path, with_logs=logs))
+        color = not no_color()
+        emit_text(lambda width: rich_view.format_path(path, width, color=color, with_logs=logs))

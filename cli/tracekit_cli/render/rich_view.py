@@ -1,18 +1,22 @@
 """Rich views for a terminal: a tree with waterfall bars, a colour per service.
 
-Only imported for ``--format rich``, so the text and JSON paths never load rich. Every untrusted
-string goes in as ``rich.text.Text`` (never markup), so a span name cannot inject styles.
+Only imported for ``--format rich``, so the text and JSON paths never load rich. The trace view is
+laid out by hand, line by line, and styled with rich's ``Style`` (standard 16 colours); it never
+goes through ``rich.console``: that module and its render pipeline cost more start-up time than
+everything else ``tracekit trace`` loads, and seconds on a 10,000-span request. The search and
+service tables do use a console (``make_console``). Untrusted strings are flattened to one
+printable line before they are styled, so a span name cannot inject escape codes or markup.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich.console import Console, ConsoleOptions, Group, RenderResult
-from rich.segment import Segment
+from rich.cells import cell_len, set_cell_size
+from rich.color import ColorSystem
 from rich.style import Style
-from rich.table import Table
-from rich.text import Text
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
@@ -28,14 +32,25 @@ from tracekit_cli.render.layout import (
     summary_line,
 )
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+Piece = tuple[str, str]  # (text, style name)
+Line = list[Piece]
+
 MAX_FOOTER_HOPS = 40  # a terminal summary; text and JSON list every hop
 TIMING_WIDTH = 20  # "+offset duration " before the tree
+WRAP_INDENT = "    "
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
+_WORDS = re.compile(r"\s+|\S+")
 
 
 def make_console(width: int, *, color: bool, file: object = None) -> Console:
     """A console of fixed width; ``color=False`` (NO_COLOR) keeps the layout without colour."""
+    from rich.console import Console
+
     return Console(
         width=width, no_color=not color, highlight=False, soft_wrap=False,
         color_system="standard" if color else None, force_terminal=color,
@@ -48,53 +63,131 @@ def service_colours(path: Path) -> dict[str, str]:
     return {service: PALETTE[i % len(PALETTE)] for i, service in enumerate(path.services)}
 
 
-def render_path(console: Console, path: Path, *, with_logs: bool = True) -> None:
-    """Print the trace view."""
+class Painter:
+    """Turns styled pieces into terminal text: ANSI codes, or plain text without colour."""
+
+    def __init__(self, color: bool) -> None:
+        self.system = ColorSystem.STANDARD if color else None
+        self.codes: dict[str, tuple[str, str]] = {"": ("", "")}
+
+    def paint(self, text: str, style: str) -> str:
+        """``text`` in ``style`` (a rich style name such as ``"bold red"``)."""
+        if self.system is None or not text:
+            return text
+        if style not in self.codes:
+            # rich renders the codes once per style; rows then only concatenate strings
+            before, _, after = (
+                Style.parse(style).render("\0", color_system=self.system).partition("\0")
+            )
+            self.codes[style] = (before, after)
+        before, after = self.codes[style]
+        return before + text + after
+
+    def line(self, pieces: Line) -> str:
+        """One line, each piece in its own style."""
+        return "".join([self.paint(text, style) for text, style in pieces])
+
+
+def format_path(path: Path, width: int, *, color: bool, with_logs: bool = True) -> str:
+    """The trace view as terminal text, every line at most ``width`` cells."""
+    painter = Painter(color)
     colours = service_colours(path)
-    title = one_line(path.correlation_id or path.query, 120)
-    console.print(Text("request " + title, style="bold"))
-    console.print(Text(summary_line(path, " · "), style="dim"))
-    route = Text("path: ")
+    wrapped = [part for line in _header(path, colours) for part in wrap(line, width)]
+    rows = _SpanLines(path, colours, width, with_logs).lines()
+    footer = [part for line in _footer(path, colours) for part in wrap(line, width)]
+    return "".join(painter.line(line) + "\n" for line in [*wrapped, *rows, *footer])
+
+
+def render_path(console: Console, path: Path, *, with_logs: bool = True) -> None:
+    """Print the trace view on ``console`` (its width; colour unless it has none)."""
+    color = console.color_system is not None and not console.no_color
+    console.file.write(format_path(path, console.width, color=color, with_logs=with_logs))
+
+
+def _header(path: Path, colours: dict[str, str]) -> list[Line]:
+    route: Line = [("path: ", "")]
     for i, service in enumerate(path.services):
-        route.append(" → " if i else "")
-        route.append(one_line(service, 40), style=colours.get(service, ""))
-    console.print(route)
-    console.print(_SpanLines(path, colours, console.width, with_logs), crop=True)
-    console.print(_footer(path, colours))
+        route += [(" → " if i else "", ""), (one_line(service, 40), colours.get(service, ""))]
+    title = one_line(path.correlation_id or path.query, 120)
+    return [[("request " + title, "bold")], [(summary_line(path, " · "), "dim")], route]
+
+
+def wrap(line: Line, width: int) -> list[Line]:
+    """Word-wrap styled pieces at ``width`` cells; continuation lines are indented."""
+    if sum(cell_len(text) for text, _ in line) <= width:
+        return [line]
+    out: list[Line] = [[]]
+    used = 0
+    for text, style in line:
+        for word in _WORDS.findall(text):
+            size = cell_len(word)
+            if used + size > width and used > len(WRAP_INDENT):
+                if word.isspace():
+                    continue  # the break itself
+                _strip_end(out[-1])
+                out.append([(WRAP_INDENT, "")])
+                used = len(WRAP_INDENT)
+            if size > width - used:  # a word longer than the line: cut it
+                size = max(width - used, 1)
+                word = set_cell_size(word, size)
+            _append(out[-1], word, style)
+            used += size
+    return out
+
+
+def _strip_end(line: Line) -> None:
+    if line:
+        line[-1] = (line[-1][0].rstrip(), line[-1][1])
+
+
+def _append(line: Line, text: str, style: str) -> None:
+    """Add a piece, merged into the last one when it has the same style (fewer escape codes)."""
+    if line and line[-1][1] == style:
+        line[-1] = (line[-1][0] + text, style)
+    else:
+        line.append((text, style))
+
+
+def crop(line: Line, width: int) -> Line:
+    """The pieces that fit in ``width`` cells (a row never wraps: the tree would break)."""
+    sizes = [len(text) if text.isascii() else cell_len(text) for text, _ in line]
+    if sum(sizes) <= width:
+        return line
+    out: Line = []
+    room = width
+    for (text, style), size in zip(line, sizes, strict=True):
+        if size > room:
+            if room > 0:
+                out.append((set_cell_size(text, room), style))
+            return out
+        out.append((text, style))
+        room -= size
+    return out
 
 
 class _SpanLines:
-    """The span rows as pre-styled segments, one line each.
-
-    Laid out by hand rather than with rich's Table or Text: those wrap and measure every cell,
-    which takes seconds on a 10,000-span request; segments go straight to the terminal.
-    """
+    """The span rows and their notes (queue wait, error, log lines) as styled pieces."""
 
     def __init__(self, path: Path, colours: dict[str, str], width: int, with_logs: bool):
         self.path, self.colours, self.width = path, colours, width
         self.rows = build_rows(path, with_logs=with_logs)
         self.lane = max(10, width // 4)
         self.label_width = max(20, width - TIMING_WIDTH - self.lane - 2)
-        self.styles: dict[str, Style] = {}
+        # rows are laid out to the width; only narrow terminals (or wide characters) need cropping
+        self.fits = TIMING_WIDTH + self.label_width + 2 + self.lane <= width
 
-    def style(self, name: str) -> Style:
-        if name not in self.styles:
-            self.styles[name] = Style.parse(name) if name else Style.null()
-        return self.styles[name]
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+    def lines(self) -> list[Line]:
         header = f"{'offset':>9} {'duration':>9} {'span':<{self.label_width}}  waterfall"
-        yield Segment(header[: self.width], self.style("bold"))
-        yield Segment.line()
+        out: list[Line] = [[(header[: self.width], "bold")]]
         for row in self.rows:
-            yield from self.row_segments(row)
-            yield Segment.line()
-            for note in _notes(row):
-                yield Segment(" " * TIMING_WIDTH)
-                yield from note.render(console)
-                yield Segment.line()
+            pieces = self.row_pieces(row)
+            fits = self.fits and row.service.isascii() and row.name.isascii()
+            out.append(pieces if fits else crop(pieces, self.width))
+            if row.queue is not None or row.error or row.logs:
+                out += [crop([(" " * TIMING_WIDTH, ""), *note], self.width) for note in _notes(row)]
+        return out
 
-    def row_segments(self, row: Row) -> list[Segment]:
+    def row_pieces(self, row: Row) -> Line:
         colour = self.colours.get(row.span.service, "")
         connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
         guides = (_guides(row) + connector + depth_marker(row))[: self.label_width // 2]
@@ -104,15 +197,15 @@ class _SpanLines:
         name = _fit(" " + row.name, max(room - len(service), 0))
         pad = " " * max(room - len(service) - len(name), 0)
         start, length = bar_span(row, self.path.duration_ms, self.lane)
-        bar_style = "red" if row.error else colour
         return [
-            Segment(f"{'+' + format_ms(row.offset_ms):>9} ", self.style("dim")),
-            Segment(f"{format_ms(row.duration_ms):>9} "),
-            Segment(guides, self.style("dim")),
-            Segment(marker, self.style("bold yellow" if row.critical else "")),
-            Segment(service, self.style(f"bold {colour}")),
-            Segment(name + pad + "  ", self.style("red" if row.error else "")),
-            Segment(" " * start + "█" * length, self.style(bar_style)),
+            (f"{'+' + format_ms(row.offset_ms):>9} ", "dim"),
+            (f"{format_ms(row.duration_ms):>9} ", ""),
+            (guides, "dim"),
+            (marker, "bold yellow" if row.critical else ""),
+            (service, f"bold {colour}"),
+            (name + pad + "  ", "red" if row.error else ""),
+            (" " * start, ""),
+            ("█" * length, "red" if row.error else colour),
         ]
 
 
@@ -120,41 +213,32 @@ def _fit(text: str, room: int) -> str:
     return text if len(text) <= room else text[: max(room - 1, 0)] + "…"[: max(room, 0)]
 
 
+_GUIDES: dict[tuple[bool, ...], str] = {}
+
+
 def _guides(row: Row) -> str:
-    return "".join("│  " if more else "   " for more in row.guides)
+    """The vertical lines of the ancestors (few distinct shapes: cached)."""
+    drawn = _GUIDES.get(row.guides)
+    if drawn is None:
+        drawn = _GUIDES[row.guides] = "".join("│  " if more else "   " for more in row.guides)
+    return drawn
 
 
-def _label(row: Row, colour: str) -> Text:
-    connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
-    label = Text()
-    label.append(_guides(row) + connector + depth_marker(row), style="dim")
-    label.append("◆ " if row.critical else "  ", style="bold yellow" if row.critical else "")
-    label.append(row.service, style=f"bold {colour}")
-    label.append(" " + row.name, style="red" if row.error else "")
-    return label
-
-
-def _bar(row: Row, total_ms: float, lane: int, colour: str) -> Text:
-    start, length = bar_span(row, total_ms, lane)
-    bar = Text(" " * start)
-    bar.append("█" * length, style="red" if row.error else colour)
-    return bar
-
-
-def _notes(row: Row) -> list[Text]:
+def _notes(row: Row) -> list[Line]:
     below = "" if row.span.parent is None else ("   " if row.last else "│  ")
     pad = _guides(row) + below + ("│  " if row.span.children else "   ") + "  "
-    notes = []
+    notes: list[Line] = []
     if row.queue is not None:
         wait = format_ms(row.queue.queue_wait_ms or 0.0)
-        notes.append(Text(pad + f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow"))
+        notes.append([(pad, "dim"), (f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")])
     if row.error:
-        notes.append(Text(pad + f"✗ {row.error}", style="bold red"))
+        notes.append([(pad, "dim"), (f"✗ {row.error}", "bold red")])
     for log in row.logs:
-        line = Text(pad + "│ " + format_time(log.time_unix_nano)[11:23] + " ", style="dim")
-        line.append(one_line(log.severity, 10) + " ", style=_severity_style(log.severity))
-        line.append(one_line(log.body))
-        notes.append(line)
+        notes.append([
+            (pad + "│ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
+            (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
+            (one_line(log.body), "dim"),
+        ])  # fmt: skip
     return notes
 
 
@@ -165,30 +249,32 @@ def _severity_style(severity: str) -> str:
     return "yellow" if upper.startswith("WARN") else "dim"
 
 
-def _footer(path: Path, colours: dict[str, str]) -> Group:
-    parts: list[Text] = [Text("◆ critical path   ⏳ queue wait   ✗ error", style="dim")]
+def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
+    lines: list[Line] = [[("◆ critical path   ⏳ queue wait   ✗ error", "dim")]]
     for hop in path.hops[:MAX_FOOTER_HOPS]:
-        line = Text("  ")
-        line.append(one_line(hop.from_service, 40), colours.get(hop.from_service, ""))
-        line.append(" → ")
-        line.append(one_line(hop.to_service, 40), colours.get(hop.to_service, ""))
-        line.append(f"  {hop_text(hop)}  {format_ms(hop.latency_ms)}")
+        line: Line = [
+            ("  ", ""), (one_line(hop.from_service, 40), colours.get(hop.from_service, "")),
+            (" → ", ""), (one_line(hop.to_service, 40), colours.get(hop.to_service, "")),
+            (f"  {hop_text(hop)}  {format_ms(hop.latency_ms)}", ""),
+        ]  # fmt: skip
         if hop.queue_wait_ms is not None:
-            line.append(f"  queue wait {format_ms(hop.queue_wait_ms)}", style="yellow")
-        parts.append(line)
+            line.append((f"  queue wait {format_ms(hop.queue_wait_ms)}", "yellow"))
+        lines.append(line)
     if len(path.hops) > MAX_FOOTER_HOPS:
         hidden = len(path.hops) - MAX_FOOTER_HOPS
-        parts.append(Text(f"  … {hidden} more hops (--format text or json lists them all)", "dim"))
+        lines.append([(f"  … {hidden} more hops (--format text or json lists them all)", "dim")])
     for error in path.errors:
-        parts.append(Text(f"  ✗ {one_line(error.service, 40)} ({error.span_id}): "
-                          f"{one_line(error.message)}", style="red"))  # fmt: skip
-    parts.extend(Text(f"  ⚠ {one_line(w)}", style="yellow") for w in path.warnings)
-    return Group(*parts)
+        message = f"  ✗ {one_line(error.service, 40)} ({error.span_id}): {one_line(error.message)}"
+        lines.append([(message, "red")])
+    lines += [[(f"  ⚠ {one_line(w)}", "yellow")] for w in path.warnings]
+    return lines
 
 
 def render_requests(console: Console, requests: Sequence[RequestSummary]) -> None:
     """``tracekit search`` as a table."""
-    table = Table(show_edge=False, header_style="bold")
+    from rich.text import Text
+
+    table = _table()
     for name in ("start (UTC)", "duration", "spans", "error", "correlation id", "root"):
         right = name in ("duration", "spans")
         table.add_column(name, justify="right" if right else "left", no_wrap=True)
@@ -204,7 +290,9 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
 
 def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
     """``tracekit services`` as a table."""
-    table = Table(show_edge=False, header_style="bold")
+    from rich.text import Text
+
+    table = _table()
     for name in ("from", "to", "type", "calls", "errors", "p50", "p95"):
         table.add_column(name, justify="left" if name in ("from", "to", "type") else "right")
     for e in edges:
@@ -214,3 +302,10 @@ def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
             format_ms(e.p50_ms), format_ms(e.p95_ms),
         )  # fmt: skip
     console.print(table)
+
+
+def _table() -> Table:
+    # imported here: the trace view, the start-up-sensitive path, never draws a table
+    from rich.table import Table
+
+    return Table(show_edge=False, header_style="bold")
