@@ -73,7 +73,7 @@ class ServerRequests:
         self, method: str, path: str, headers: Mapping[str, list[str]], attributes: dict[str, Any]
     ) -> ActiveRequest:
         """Begin a request: pick the correlation ID, extract context, open the SERVER span."""
-        cid = self._choose_correlation_id(headers)
+        cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
         span = context_token = None
@@ -109,7 +109,8 @@ class ServerRequests:
                 otel_context.detach(request.context_token)  # type: ignore[arg-type]
             correlation.reset_correlation_id(request.correlation_token)
 
-    def _choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
+    def choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
+        """The first valid ID among the accepted headers, else from baggage, else a new one."""
         for name in self.correlation_headers:
             values = headers.get(name)
             # A header repeated with several values is ambiguous: trust none of them.

@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, semconv
+from tracekit import _state, correlation, semconv
 from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest
 
@@ -57,6 +57,9 @@ class TracekitMiddleware:
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
+        if not self._requests.records:
+            await self._correlate(scope, receive, send)
+            return
         request = self._start(scope)
         if request is None:
             await self.app(scope, receive, send)
@@ -79,27 +82,56 @@ class TracekitMiddleware:
         finally:
             self._finish(request, scope, error)
 
+    async def _correlate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Correlation-only mode: the ID in context and on the response, and nothing else.
+
+        Its own short path: no span, no metrics, so none of the request bookkeeping either.
+        """
+        try:
+            cid = self._requests.choose_correlation_id(self._headers(scope))
+            token = correlation.set_correlation_id(cid)
+        except Exception as error:
+            report_once("asgi request start", error)
+            await self.app(scope, receive, send)
+            return
+        echo = (self._echo_name, cid.encode("ascii"))
+
+        async def send_with_correlation(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.accept":
+                message = _with_header(message, echo)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_correlation)
+        finally:
+            try:
+                correlation.reset_correlation_id(token)
+            except Exception as error:
+                report_once("asgi request finish", error)
+
+    def _headers(self, scope: Scope) -> dict[str, list[str]]:
+        """The request headers tracekit reads, by lower-case name, decoded."""
+        wanted = self._wanted
+        headers: dict[str, list[str]] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.lower()
+            if name in wanted:
+                headers.setdefault(name.decode("latin-1"), []).append(raw_value.decode("latin-1"))
+        return headers
+
     def _start(self, scope: Scope) -> ActiveRequest | None:
         try:
-            wanted = self._wanted
-            headers: dict[str, list[str]] = {}
-            for raw_name, raw_value in scope["headers"]:
-                name = raw_name.lower()
-                if name in wanted:
-                    headers.setdefault(name.decode("latin-1"), []).append(
-                        raw_value.decode("latin-1")
-                    )
             method = scope.get("method", "GET")
-            attributes = _attributes(scope) if self._requests.records else {}
-            return self._requests.start(method, scope["path"], headers, attributes)
+            attributes = _attributes(scope)
+            return self._requests.start(method, scope["path"], self._headers(scope), attributes)
         except Exception as error:
             report_once("asgi request start", error)
             return None
 
     def _finish(self, request: ActiveRequest, scope: Scope, error: BaseException | None) -> None:
         try:
-            route = _route(scope) if self._requests.records else None
-            self._requests.finish(request, route, error)
+            self._requests.finish(request, _route(scope), error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
