@@ -1,4 +1,6 @@
-"""``python -m bench``: run every ``bench/*_bench.py`` module, each in a fresh interpreter.
+"""``python -m bench``: run every benchmark module in ``bench/``, each in a fresh interpreter.
+
+Every module whose name does not start with ``_`` is a benchmark (``_name.py`` are helpers).
 
 A fresh interpreter per module keeps one benchmark's global state (OpenTelemetry's one tracer
 provider per process, imported libraries, garbage) from skewing the next one. Arguments after
@@ -13,12 +15,12 @@ import sys
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-SUFFIX = "_bench"
 
 
 def discover(directory: Path = BENCH_DIR) -> list[str]:
-    """Module names (``bench.x_bench``) of every benchmark in ``directory``, sorted."""
-    return [f"bench.{path.stem}" for path in sorted(directory.glob(f"*{SUFFIX}.py"))]
+    """Module names (``bench.x``) of every benchmark in ``directory``, sorted; helpers skipped."""
+    paths = sorted(directory.glob("*.py"))
+    return [f"bench.{path.stem}" for path in paths if not path.stem.startswith("_")]
 
 
 def split_only(argv: list[str]) -> tuple[str | None, list[str]]:
