@@ -113,3 +113,10 @@ def test_backend_refusal_is_a_backend_error(serve: Any) -> None:
     with pytest.raises(BackendError) as caught:
         JaegerSource(backend.url, retries=0).spans_by_correlation_id("x")
     assert str(caught.value) == f"Jaeger at {backend.url}: HTTP 502: upstream connect error"
+
+
+def test_a_linked_consumer_trace_is_not_a_request_of_its_own(serve: Any) -> None:
+    """incident(): worker's trace starts with a consumer linked to api's producer."""
+    backend = serve(jaeger_app(incident().spans))
+    found = JaegerSource(backend.url).recent_requests(since_unix_nano=1, limit=5)
+    assert [(r.root_service, r.root_name) for r in found] == [("web", "POST /jobs")]

@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import T0, checkout, incident
+from trace_topologies import T0, Topology, checkout, incident
 
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 from tracekit_cli.main import cli
 
@@ -64,3 +65,38 @@ def test_nothing_matching_exits_1_and_bad_since_exits_2(store: Path) -> None:
 def test_rich_table(store: Path) -> None:
     code, out, _ = run("--store", str(store), "--since", SINCE, "--format", "rich")
     assert code == 0 and "correlation id" in out and "req-checkout-1" in out
+
+
+def entry_point_topologies() -> list[Topology]:
+    """Traces whose entry points are not simply "every span without a stored parent"."""
+    silent = Topology("req-silent-middle")
+    root = silent.span("gateway", "GET /orders", "SERVER", 0, 300)
+    silent.span("gateway", "GET /orders", "CLIENT", 10, 290, root)
+    silent.span("payments", "POST /charge", "SERVER", 50, 150, parent_span_id="ab" * 8)
+    public = Topology("req-public")  # a public endpoint links to its untrusted caller's context
+    caller = SpanRecord("ee" * 16, "ef" * 8, None, "internet", "GET", "CLIENT", 0, 0)  # not stored
+    public.span("edge", "GET /home", "SERVER", 400, 420, links=[caller])
+    rootless = Topology("req-rootless")  # the ingress exported nothing: its callees are orphans
+    rootless.span("api", "GET /b", "SERVER", 520, 560, parent_span_id="cc" * 8)
+    rootless.span("api", "GET /a", "SERVER", 500, 510, parent_span_id="cc" * 8)
+    return [silent, public, rootless]
+
+
+def test_only_entry_points_are_requests(tmp_path: Path) -> None:
+    """A consumer root linked to a stored producer, and spans whose parent is missing in a trace
+    that has its root, continue a request: they are not listed as requests of their own."""
+    path = tmp_path / "entries.db"
+    with Store(path) as s:
+        for t in (checkout(), incident(), *entry_point_topologies()):
+            s.write_spans(t.spans)
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    found = [(r["correlation_id"], r["root_service"], r["root_name"])
+             for r in json.loads(out)["requests"]]  # fmt: skip
+    assert code == 0
+    assert sorted(found, key=str) == sorted([
+        ("req-checkout-1", "gateway", "POST /checkout"),
+        ("req-incident-9", "web", "POST /jobs"),  # not worker's linked trace, not ledger
+        ("req-silent-middle", "gateway", "GET /orders"),  # not the orphaned payments span
+        ("req-public", "edge", "GET /home"),  # its link leads nowhere stored: an entry point
+        ("req-rootless", "api", "GET /a"),  # the earliest orphan stands for the missing root
+    ], key=str)  # fmt: skip

@@ -41,6 +41,24 @@ _IS_ROOT = (
     " WHERE p.trace_ref = s.trace_ref AND p.span_id = s.parent_id))"
 )
 _TRACE_HAS_ERROR = "EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref AND e.status = 2)"
+# A request is an entry point. Only one per trace: a true root before spans whose parent is
+# missing (a silent service in the middle), then the earliest of them.
+_FIRST_ROOT_OF_TRACE = (
+    "NOT EXISTS (SELECT 1 FROM spans o WHERE o.trace_ref = s.trace_ref AND o.id != s.id"
+    " AND (o.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans q"
+    " WHERE q.trace_ref = o.trace_ref AND q.span_id = o.parent_id))"
+    " AND ((o.parent_id IS NULL) > (s.parent_id IS NULL) OR ((o.parent_id IS NULL) ="
+    " (s.parent_id IS NULL) AND (o.start_ns, o.id) < (s.start_ns, s.id))))"
+)
+# A root linking to a stored span continues that request (a consumer that started a new trace);
+# links to contexts not stored (a public endpoint's untrusted caller) do not.
+_CONTINUES_STORED_REQUEST = (
+    "coalesce(s.has_links, 0) != 0 AND EXISTS (SELECT 1 FROM links l"
+    " JOIN traces lt ON lt.trace_id = l.linked_trace_id"
+    " JOIN spans ls ON ls.trace_ref = lt.id AND ls.span_id = l.linked_span_id"
+    " WHERE l.trace_ref = s.trace_ref AND l.span_id = s.span_id)"
+)
+_IS_ENTRY = f"{_IS_ROOT} AND {_FIRST_ROOT_OF_TRACE} AND NOT ({_CONTINUES_STORED_REQUEST})"
 
 
 def marks(count: int) -> str:
@@ -139,8 +157,8 @@ class StoreReader:
         errors_only: bool,
         limit: int,
     ) -> list[RequestSummary]:
-        """Root spans newest first, filtered, each with its trace's span count and error flag."""
-        conditions: list[str] = [_IS_ROOT]
+        """Entry points newest first, filtered, each with its trace's span count and error flag."""
+        conditions: list[str] = [_IS_ENTRY]
         params: list[object] = []
         if service is not None:
             conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
