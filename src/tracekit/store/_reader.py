@@ -58,7 +58,8 @@ _CONTINUES_STORED_REQUEST = (
     " JOIN spans ls ON ls.trace_ref = lt.id AND ls.span_id = l.linked_span_id"
     " WHERE l.trace_ref = s.trace_ref AND l.span_id = s.span_id)"
 )
-_IS_ENTRY = f"{_IS_ROOT} AND {_FIRST_ROOT_OF_TRACE} AND NOT ({_CONTINUES_STORED_REQUEST})"
+# checked after the filters: SQLite evaluates the terms in order, and these are the costliest
+_IS_ENTRY = f"{_FIRST_ROOT_OF_TRACE} AND NOT ({_CONTINUES_STORED_REQUEST})"
 
 
 def marks(count: int) -> str:
@@ -158,7 +159,7 @@ class StoreReader:
         limit: int,
     ) -> list[RequestSummary]:
         """Entry points newest first, filtered, each with its trace's span count and error flag."""
-        conditions: list[str] = [_IS_ENTRY]
+        conditions: list[str] = [_IS_ROOT]
         params: list[object] = []
         if service is not None:
             conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
@@ -171,6 +172,7 @@ class StoreReader:
             params.append(int(min_duration_ms * 1e6))
         if errors_only:
             conditions.append(_TRACE_HAS_ERROR)
+        conditions.append(_IS_ENTRY)
         query = (
             "SELECT c.value, t.trace_id, s.service_ref, s.name_ref, s.start_ns, s.duration_ns,"
             f" (SELECT count(*) FROM spans n WHERE n.trace_ref = s.trace_ref), {_TRACE_HAS_ERROR}"
