@@ -140,8 +140,12 @@ class Suite:
         return statistics.median(self.samples[name])
 
     def added(self, name: str) -> float:
-        """Median microseconds ``name`` adds over the bare app of this suite."""
-        return self.median(name) - self.median(self.stacks[0].name)
+        """Median over rounds of what ``name`` adds to the bare app measured in the same round.
+
+        Pairing by round cancels drift (CPU frequency, other load) that moves both alike.
+        """
+        bare = self.samples[self.stacks[0].name]
+        return statistics.median(s - b for s, b in zip(self.samples[name], bare, strict=True))
 
 
 def asgi_suite() -> Suite:
@@ -160,7 +164,7 @@ def wsgi_suite() -> Suite:
 
 
 def result_rows(suites: list[Suite]) -> list[list[str]]:
-    """One row per stack: median, minimum, and median added over the bare app, in µs."""
+    """One row per stack: median, minimum, and median (paired by round) added over bare, in µs."""
     rows = []
     for suite in suites:
         for stack in suite.stacks:
@@ -271,8 +275,8 @@ tracekit's full mode go through the SDK's `TracerProvider` and `BatchSpanProcess
 exporter that discards them; tracekit's full mode also records its Prometheus metrics (duration
 histogram with trace exemplars, in-flight gauge) into a fresh `CollectorRegistry`.
 Correlation-only mode (`mode="correlation"`) makes no spans and no metrics. "Added" is the median
-per-request time minus the bare app's median; times are the process's CPU time (all threads), so
-other load on the machine does not count.
+over rounds of the stack's per-request time minus the bare app's in the same round; times are
+the process's CPU time (all threads), so other load on the machine counts far less.
 
 The reference row is not a product: one SERVER span with tracekit's nine attributes through the
 same SDK and nothing else (no context extraction, correlation ID, route lookup or metrics). Its
@@ -305,7 +309,7 @@ def _version(distribution: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Measure, print the tables, and (unless ``--quick`` or ``--no-docs``) update the docs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--requests", type=int, default=2000, help="per stack per round")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 300; no docs")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")

@@ -50,8 +50,8 @@ class TracekitMiddleware:
         self.app = app
         self._requests = _state.server_requests(tracer_provider, registry, options)
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
-        # Compared as bytes, so only the few wanted headers are ever decoded.
-        self._wanted = frozenset(n.encode("latin-1") for n in self._requests.wanted_headers)
+        # Looked up as bytes, so only the few wanted headers are ever decoded.
+        self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
@@ -115,9 +115,13 @@ class TracekitMiddleware:
         wanted = self._wanted
         headers: dict[str, list[str]] = {}
         for raw_name, raw_value in scope["headers"]:
-            name = raw_name.lower()
-            if name in wanted:
-                headers.setdefault(name.decode("latin-1"), []).append(raw_value.decode("latin-1"))
+            name = wanted.get(raw_name.lower())
+            if name is not None:
+                values = headers.get(name)
+                if values is None:
+                    headers[name] = [raw_value.decode("latin-1")]
+                else:
+                    values.append(raw_value.decode("latin-1"))
         return headers
 
     def _start(self, scope: Scope) -> ActiveRequest | None:
@@ -162,5 +166,7 @@ def _route(scope: Scope) -> str | None:
     if not isinstance(template, str):
         return None
     root_path: str = scope.get("root_path", "")
+    if not root_path:
+        return template
     mount_prefix = root_path[len(scope.get("app_root_path", "")) :]
     return mount_prefix + template
