@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -46,7 +47,11 @@ def build_resource(options: config.Options) -> Resource:
     if options.environment:
         attributes["deployment.environment.name"] = options.environment
         attributes["deployment.environment"] = options.environment  # pre-1.27 name, still common
-    return Resource.create(attributes)
+    resource = Resource.create(attributes)
+    if "host.name" in resource.attributes:
+        return resource
+    # Spans of services on one host share a clock: path reconstruction never "fixes" skew there.
+    return resource.merge(Resource({"host.name": socket.gethostname()}))
 
 
 def build_exporter(options: config.Options) -> SpanExporter | None:

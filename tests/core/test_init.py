@@ -113,6 +113,26 @@ def test_resource_attributes_and_shutdown_flush(collector: Capture) -> None:
     assert resource["deployment.environment.name"] == "staging"
     assert resource["team"] == "payments"
     assert resource["deployment.region"] == "eu-west-1"
+    assert resource["host.name"] == socket.gethostname()
+
+
+def test_host_name_from_otel_resource_attributes_wins(collector: Capture) -> None:
+    run(
+        """
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init("orders")
+        trace.get_tracer("t").start_span("work").end()
+        tracekit.shutdown()
+        """,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_RESOURCE_ATTRIBUTES": "host.name=node-7",
+        },
+    )
+
+    ((resource, _),) = collector.spans()
+    assert resource["host.name"] == "node-7"
 
 
 def test_service_name_from_otel_service_name(collector: Capture) -> None:
