@@ -1,0 +1,97 @@
+"""Correlation-only mode (``mode="correlation"``): the ID in context and on the response, and no
+spans or metrics, for teams that only want IDs in their logs. Real servers on loopback."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import flask
+import pytest
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+from rawhttp import send
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tracekit
+from tracekit import asgi, wsgi
+
+NEW_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def asgi_app(registry: CollectorRegistry) -> Any:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(tracekit.correlation_id() or "none")
+
+    async def fail(request: Request) -> PlainTextResponse:
+        raise RuntimeError("handler failed")
+
+    app = Starlette(routes=[Route("/hello", hello), Route("/fail", fail)])
+    return asgi.TracekitMiddleware(app, mode="correlation", registry=registry)
+
+
+def wsgi_app(registry: CollectorRegistry) -> Any:
+    app = flask.Flask("correlation_only")
+
+    @app.get("/hello")
+    def hello() -> str:
+        return tracekit.correlation_id() or "none"
+
+    app.wsgi_app = wsgi.TracekitMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, mode="correlation", registry=registry
+    )
+    return app
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def served(request: pytest.FixtureRequest, serve_asgi: Any, serve_wsgi: Any) -> tuple[str, Any]:
+    registry = CollectorRegistry()
+    if request.param == "asgi":
+        return serve_asgi(asgi_app(registry)) + "/hello", registry
+    return serve_wsgi(wsgi_app(registry)) + "/hello", registry
+
+
+CASES: list[tuple[str, list[bytes], Callable[[str], bool]]] = [
+    ("valid header kept", [b"X-Correlation-ID: order-77"], lambda cid: cid == "order-77"),
+    ("request id accepted", [b"X-Request-ID: req-5"], lambda cid: cid == "req-5"),
+    ("from baggage", [b"baggage: correlation.id=bag-9"], lambda cid: cid == "bag-9"),
+    ("invalid replaced", [b"X-Correlation-ID: <script>"], lambda cid: NEW_ID.fullmatch(cid)),
+    ("absent generated", [], lambda cid: NEW_ID.fullmatch(cid) is not None),
+]
+
+
+@pytest.mark.parametrize(("case", "lines", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_id_in_handler_and_response_without_spans_or_metrics(
+    served: tuple[str, CollectorRegistry],
+    spans: Any,
+    case: str,
+    lines: list[bytes],
+    expected: Callable[[str], bool],
+) -> None:
+    url, registry = served
+    response = send(url, lines)
+
+    assert response.status == 200
+    cid = response.body.decode()
+    assert expected(cid), cid
+    assert response.header("X-Correlation-ID") == cid
+    assert not [s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert not [m for m in registry.collect() if m.name.startswith("http_server")]
+
+
+def test_asgi_handler_exception_propagates_and_the_id_does_not_leak(
+    serve_asgi: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the handler's exception
+    url = serve_asgi(asgi_app(CollectorRegistry()))
+
+    failed = send(url + "/fail", [b"X-Correlation-ID: first-1"])
+    after = send(url + "/hello", [])
+
+    assert failed.status == 500
+    assert NEW_ID.fullmatch(after.body.decode()), "the next request does not inherit first-1"
