@@ -114,7 +114,10 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
     table = Table(title=f"{len(sent)} checkouts", title_justify="left")
     for header in ("#", "correlation id", "order", "services", "spans", "duration", "errors"):
         table.add_column(
-            header, justify="right" if header in ("#", "spans", "duration") else "left"
+            header,
+            justify="right" if header in ("#", "spans", "duration") else "left",
+            no_wrap=header == "correlation id",  # users copy it into `tracekit trace`
+            min_width=32 if header == "correlation id" else None,
         )
     for request, path in paths:
         table.add_row(

@@ -190,7 +190,7 @@ class _SpanLines:
     def row_pieces(self, row: Row) -> Line:
         colour = self.colours.get(row.span.service, "")
         connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
-        guides = (_guides(row) + connector + depth_marker(row))[: self.label_width // 2]
+        guides = _keep_right(_guides(row) + connector + depth_marker(row), self.label_width - 14)
         marker = "◆ " if row.critical else "  "
         room = self.label_width - len(guides) - len(marker)
         service = _fit(row.service, max(room, 1))
@@ -222,6 +222,11 @@ def _guides(row: Row) -> str:
     if drawn is None:
         drawn = _GUIDES[row.guides] = "".join("│  " if more else "   " for more in row.guides)
     return drawn
+
+
+def _keep_right(guides: str, limit: int) -> str:
+    """Deep trees keep their nearest guides and the connector; the outermost give way to '…'."""
+    return guides if len(guides) <= limit else "…" + guides[len(guides) - limit + 1 :]
 
 
 def _notes(row: Row) -> list[Line]:
