@@ -1,15 +1,16 @@
 """Flask helper: ``tracekit.flask.init_app(app)`` wraps ``app.wsgi_app`` once.
 
-Spans are named by Flask's url rule (``GET /orders/{id}``): Flask clears the request object from
-the environ when its request context ends, before the server closes the response and the span
-ends, so ``init_app`` copies the rule into the environ on Flask's ``request_started`` signal. Flask
-also turns a view's exception into a 500 response before the WSGI middleware sees it, so the
-``got_request_exception`` signal records the exception on the request's SERVER span.
+Spans are named by Flask's url rule (``GET /orders/{id}``). The WSGI middleware reads the rule
+while Flask calls ``start_response`` inside its request context (Flask clears the request from
+the environ when that context ends, before the server closes the response and the span ends).
+Flask also turns a view's exception into a 500 response before the WSGI middleware sees it, so
+the ``got_request_exception`` signal records the exception on the request's SERVER span, and keeps
+the route for the one case where no response starts in the request context: an exception Flask
+propagates (``PROPAGATE_EXCEPTIONS``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from opentelemetry import trace
@@ -17,11 +18,9 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracekit import semconv
 from tracekit._guard import guarded
-from tracekit.wsgi import ROUTE_KEY, TracekitMiddleware
+from tracekit.wsgi import TracekitMiddleware, remember_flask_route
 
 __all__ = ["init_app"]
-
-_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def init_app(app: Any, **options: Any) -> Any:
@@ -36,24 +35,21 @@ def init_app(app: Any, **options: Any) -> Any:
 
 
 def connect_signals(app: Any) -> None:
-    """Name spans by ``app``'s url rules and record its views' exceptions (idempotent)."""
+    """Record the exceptions of ``app``'s views on their SERVER spans (idempotent).
+
+    Route names need no signal: a receiver of ``request_started`` would run on every request,
+    while the middleware reads the url rule for free when the response starts.
+    """
     import flask
 
-    flask.request_started.connect(_remember_route, app, weak=False)
     flask.got_request_exception.connect(_record_exception, app, weak=False)
 
 
 @guarded(None)
-def _remember_route(sender: Any, **extra: Any) -> None:
+def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
     import flask
 
-    rule = flask.request.url_rule
-    if rule is not None:
-        flask.request.environ[ROUTE_KEY] = _CONVERTER.sub(r"{\1}", rule.rule)
-
-
-@guarded(None)
-def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    remember_flask_route(flask.request.environ)
     span = trace.get_current_span()
     if not span.is_recording():
         return

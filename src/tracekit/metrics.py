@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
+from tracekit._local_metrics import LocalGauge, LocalHistogram, local_values
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -56,6 +57,11 @@ UNMATCHED_ROUTE = "_unmatched"
 OTHER_VALUE = "_other"
 MAX_LABEL_LENGTH = 128
 _SERVICE_LABELS = ("service_name", "service_version")
+_SERVER_DURATION = "http_server_request_duration_seconds"
+_SERVER_DURATION_HELP = "Duration of HTTP server requests."
+_SERVER_LABELS = ("http_request_method", "http_route", "http_response_status_code")
+_SERVER_ACTIVE = "http_server_active_requests"
+_SERVER_ACTIVE_HELP = "Number of HTTP server requests in flight."
 
 
 class BoundedLabel:
@@ -140,23 +146,43 @@ class _ServiceMetrics:
 
 
 class HttpServerMetrics(_ServiceMetrics):
-    """Request duration histogram and in-flight gauge of one service's HTTP server."""
+    """Request duration histogram and in-flight gauge of one service's HTTP server.
+
+    In a single process the families count in ``tracekit._local_metrics`` (same exposition, a
+    fraction of the per-request cost); in multiprocess mode they are prometheus-client's own,
+    whose values live in the shared files every worker's scrape sums.
+    """
 
     def __init__(
-        self, service_name: str, service_version: str | None, registry: CollectorRegistry
+        self,
+        service_name: str,
+        service_version: str | None,
+        registry: CollectorRegistry,
+        *,
+        local: bool | None = None,
     ) -> None:
+        """``local``: count in this process (default: unless in multiprocess mode)."""
         super().__init__(service_name, service_version, registry)
         self._route = BoundedLabel(500)
+        service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
+        self._local = local_values() if local is None else local
+        if self._local:
+            self.duration: Any = LocalHistogram(
+                _SERVER_DURATION, _SERVER_DURATION_HELP, _SERVER_LABELS, DURATION_BUCKETS,
+                registry, service,
+            )  # fmt: skip
+            self.active: Any = LocalGauge(_SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry)
+            return
         self.duration = Histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP server requests.",
-            ("http_request_method", "http_route", "http_response_status_code", *_SERVICE_LABELS),
+            _SERVER_DURATION,
+            _SERVER_DURATION_HELP,
+            (*_SERVER_LABELS, *_SERVICE_LABELS),
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
         self.active = Gauge(
-            "http_server_active_requests",
-            "Number of HTTP server requests in flight.",
+            _SERVER_ACTIVE,
+            _SERVER_ACTIVE_HELP,
             _SERVICE_LABELS,
             registry=registry,
             multiprocess_mode="livesum",  # one number for the server: the sum over live workers
@@ -173,7 +199,16 @@ class HttpServerMetrics(_ServiceMetrics):
         self.active.dec()
         route = self._route(route) if route else UNMATCHED_ROUTE
         status = str(status_code) if status_code else ""
-        self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
+        if not self._local:
+            self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
+            return
+        span_context = span.get_span_context() if span is not None else None
+        if span_context is not None and span_context.trace_flags.sampled:
+            self.duration.observe(
+                (method, route, status), seconds, span_context.trace_id, span_context.span_id
+            )
+        else:
+            self.duration.observe((method, route, status), seconds)
 
 
 # Queue waits range from milliseconds to minutes.

@@ -76,7 +76,7 @@ class TracekitMiddleware:
         ) -> Callable[[bytes], object]:
             request.status_code = _status_code(status)
             if flask:
-                _remember_flask_route(environ)
+                remember_flask_route(environ)
             for name, _ in headers:
                 if name.lower() == echo_lower:
                     break
@@ -162,11 +162,12 @@ def _connect_flask(app: WSGIApp) -> bool:
     return False
 
 
-def _remember_flask_route(environ: Environ) -> None:
+def remember_flask_route(environ: Environ) -> None:
     """Keep Flask's matched url rule as the route template, unless an adapter already did.
 
     Flask calls ``start_response`` inside its request context, while ``werkzeug.request`` in
     the environ is still the request; reading it there costs far less than a signal receiver.
+    ``tracekit.flask`` calls it too when a view's exception is about to propagate.
     """
     try:
         if ROUTE_KEY not in environ:

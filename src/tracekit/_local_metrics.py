@@ -1,0 +1,169 @@
+"""Single-process metric families that count under one lock and format only when scraped.
+
+prometheus-client's ``Histogram.observe`` takes a lock for the sum and another for the bucket,
+validates the exemplar and builds it (trace id formatted as hex) on every call; its gauge takes
+a lock per ``inc``/``dec``. On a request path that is a large share of tracekit's cost, so for
+the single-process case (no ``PROMETHEUS_MULTIPROC_DIR``) the HTTP server metrics count here and
+the collector builds exactly the samples prometheus-client's own classes would: the same names,
+labels, ``le`` values, ``_created`` series and exemplars, in both exposition formats.
+Multiprocess mode keeps prometheus-client's classes, whose values live in shared files.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Sequence
+from time import time
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import metrics as _prometheus_metrics
+from prometheus_client import values as _prometheus_values
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import INF, floatToGoString
+
+__all__ = ["LocalGauge", "LocalHistogram", "local_values"]
+
+
+def local_values() -> bool:
+    """True when prometheus-client keeps values in this process (not in multiprocess files)."""
+    return _prometheus_values.ValueClass is _prometheus_values.MutexValue
+
+
+def _created_series_enabled() -> bool:
+    # prometheus-client's own switch (env PROMETHEUS_DISABLE_CREATED_SERIES or
+    # disable_created_metrics()), read at scrape time as its classes do.
+    return bool(getattr(_prometheus_metrics, "_use_created", True))
+
+
+class _Series:
+    """Counts of one label set: per-bucket (not cumulative), sum, last exemplar per bucket."""
+
+    __slots__ = ("counts", "created", "exemplars", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.exemplars: list[tuple[int, int, float, float] | None] = [None] * buckets
+        self.total = 0.0
+        self.created = time()
+
+
+class LocalHistogram(Collector):
+    """A labelled histogram whose ``observe`` is one bisect and one short locked update.
+
+    ``labelnames`` are the per-observation labels; ``constant`` labels (the service's) follow
+    them in every sample, as if they were trailing label values.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+        constant: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        bounds = [float(b) for b in buckets]
+        if bounds[-1] != INF:
+            bounds.append(INF)
+        self.name, self.documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._constant = dict(constant)
+        self._bounds = tuple(bounds)
+        self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(
+        self, labels: tuple[str, ...], amount: float, trace_id: int = 0, span_id: int = 0
+    ) -> None:
+        """Count ``amount`` for ``labels``; a non-zero ``trace_id`` makes the bucket's exemplar."""
+        index = bisect_left(self._bounds, amount)  # the first bucket whose bound is >= amount
+        exemplar = (trace_id, span_id, amount, time()) if trace_id else None
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = _Series(len(self._bounds))
+            series.total += amount
+            if amount == amount:  # NaN falls in no bucket, as in prometheus-client
+                series.counts[index] += 1
+                if exemplar is not None:
+                    series.exemplars[index] = exemplar
+
+    def describe(self) -> list[Metric]:
+        """The family's name and type, which the registry reserves (with the suffixes)."""
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> list[Metric]:
+        """The samples prometheus-client's ``Histogram`` would expose for the same counts."""
+        with self._lock:
+            snapshot = [
+                (labels, list(s.counts), list(s.exemplars), s.total, s.created)
+                for labels, s in self._series.items()
+            ]
+        metric = Metric(self.name, self.documentation, "histogram")
+        with_created = _created_series_enabled()
+        for labels, counts, exemplars, total, created in snapshot:
+            base = {**dict(zip(self._labelnames, labels, strict=True)), **self._constant}
+            accumulated = 0.0
+            for le, count, exemplar in zip(self._le, counts, exemplars, strict=True):
+                accumulated += count
+                bucket = {**base, "le": le}
+                metric.add_sample(
+                    self.name + "_bucket", bucket, accumulated, None, _exemplar(exemplar)
+                )
+            metric.add_sample(self.name + "_count", base, accumulated)
+            if self._bounds[0] >= 0:
+                metric.add_sample(self.name + "_sum", base, total)
+            if with_created:
+                metric.add_sample(self.name + "_created", base, created)
+        return [metric]
+
+
+def _exemplar(raw: tuple[int, int, float, float] | None) -> Exemplar | None:
+    if raw is None:
+        return None
+    trace_id, span_id, value, timestamp = raw
+    labels = {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
+    return Exemplar(labels, value, timestamp)
+
+
+class LocalGauge(Collector):
+    """A gauge with one series (fixed label values) moved by ``inc`` and ``dec``."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[tuple[str, str]],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._labels = dict(labels)
+        self._value = 0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def inc(self) -> None:
+        """Add one."""
+        with self._lock:
+            self._value += 1
+
+    def dec(self) -> None:
+        """Subtract one."""
+        with self._lock:
+            self._value -= 1
+
+    def describe(self) -> list[Metric]:
+        """The family's name and type."""
+        return [Metric(self.name, self.documentation, "gauge")]
+
+    def collect(self) -> list[Metric]:
+        """One sample, a float as prometheus-client's ``Gauge`` exposes it."""
+        metric = Metric(self.name, self.documentation, "gauge")
+        metric.add_sample(self.name, dict(self._labels), float(self._value))
+        return [metric]
