@@ -11,6 +11,7 @@ import click
 from tracekit_cli.options import no_color, terminal_width
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
+EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 
 
 @click.command()
@@ -53,17 +54,17 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
         with Topology(store_path, queue=queue) as topology:
             console.print(f"[bold]tracekit demo[/] → store {store_path}")
             console.print(f"queue: {topology.queue_description}")
-            sent = _run_traffic(console, topology, count)
+            sent = _run_traffic(console, topology, count, stop=not keep_running)
+            _show_results(console, store_path, sent, time.monotonic() - started)
             if keep_running:
                 _show_ports(console, topology)
                 _wait_for_ctrl_c()
     except KeyboardInterrupt:
         console.print("stopped: every demo process was shut down")
         raise SystemExit(130) from None
-    _show_results(console, store_path, sent, time.monotonic() - started)
 
 
-def _run_traffic(console: Any, topology: Any, count: int) -> list[Any]:
+def _run_traffic(console: Any, topology: Any, count: int, *, stop: bool) -> list[Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -86,7 +87,10 @@ def _run_traffic(console: Any, topology: Any, count: int) -> list[Any]:
         topology.wait_until_idle()
         progress.update(task, completed=1)
         task = progress.add_task("flushing telemetry", total=1)
-        topology.stop()
+        if stop:
+            topology.stop()  # each service flushes what it still holds as it exits
+        else:
+            time.sleep(EXPORT_INTERVAL_SECONDS * 3)  # the services export every 200 ms
         progress.update(task, completed=1)
     return sent
 

@@ -4,6 +4,7 @@ and the stored telemetry reconstructs to the topology the demo is known to have.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -131,3 +132,36 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> None:
     """Each demo run stops every process it started (the Topology context manager)."""
+
+
+def _demo_services() -> set[int]:
+    """PIDs of demo service processes running on this machine now."""
+    found = subprocess.run(
+        ["pgrep", "-f", "tracekit.demo.services"], capture_output=True, text=True, check=False
+    )
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    before = _demo_services()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--keep-running",
+         "--store", str(tmp_path / "keep.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert demo.stdout is not None
+    lines = []
+    for line in demo.stdout:
+        lines.append(line)
+        if "press Ctrl-C" in line:
+            break
+    running = _demo_services() - before
+    assert len(running) == 8, "".join(lines)
+
+    demo.send_signal(signal.SIGINT)
+    rest, _ = demo.communicate(timeout=60)
+
+    assert demo.returncode == 130
+    assert "stopped: every demo process was shut down" in rest
+    assert not (_demo_services() & running)
