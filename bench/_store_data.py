@@ -16,11 +16,11 @@ RESOURCE = {"service.name": "orders", "service.version": "1.4.2", "host.name": "
 
 
 def typical_span(
-    rng: random.Random, trace_id: str, parent: str | None, correlation: str
+    rng: random.Random, trace_id: str, parent: str | None, correlation: str, trace_start: int
 ) -> SpanRecord:
     """One SERVER span with the ten attributes an HTTP hop typically carries."""
     route = rng.choice(ROUTES)
-    start = 1_700_000_000_000_000_000 + rng.randrange(10**12)
+    start = trace_start + rng.randrange(20_000_000)  # within 20 ms of the request's start
     attributes = {
         "http.request.method": rng.choice(("GET", "POST")),
         "http.route": route,
@@ -42,15 +42,21 @@ def typical_span(
 
 
 def typical_spans(count: int, seed: int = 7, spans_per_request: int = 8) -> list[SpanRecord]:
-    """``count`` spans grouped into requests of ``spans_per_request`` spans each."""
+    """``count`` spans grouped into requests of ``spans_per_request`` spans each.
+
+    Requests start about 1 ms apart in the order they are exported, as live traffic does (an
+    exporter sends what just ended), so the time index grows at its end as it would in service.
+    """
     rng = random.Random(seed)
     spans: list[SpanRecord] = []
+    clock = 1_700_000_000_000_000_000 + seed * 10**12
     while len(spans) < count:
         trace_id, correlation = os.urandom(16).hex(), os.urandom(16).hex()
-        root = typical_span(rng, trace_id, None, correlation)
+        clock += rng.randrange(2_000_000)
+        root = typical_span(rng, trace_id, None, correlation, clock)
         spans.append(root)
         for _ in range(spans_per_request - 1):
-            spans.append(typical_span(rng, trace_id, root.span_id, correlation))
+            spans.append(typical_span(rng, trace_id, root.span_id, correlation, clock))
     return spans[:count]
 
 

@@ -21,13 +21,15 @@ from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 
-def _spans(count: int, trace: str = "0af7651916cd43dd8448eb211c80319c", first: int = 1) -> bytes:
+def _spans(
+    count: int, trace: str = "0af7651916cd43dd8448eb211c80319c", first: int = 1, name: str = ""
+) -> bytes:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for number in range(first, first + count):
         span = scope.spans.add()
         span.trace_id, span.span_id = bytes.fromhex(trace), number.to_bytes(8, "big")
-        span.name = f"op-{number}"
+        span.name = name or f"op-{number}"
     return request.SerializeToString()
 
 
@@ -63,23 +65,31 @@ def test_health_endpoint(receiver: Receiver) -> None:
 
 
 def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
-    """Hold the database lock from outside so the writer stalls, then overfill the queue."""
+    """Hold the database lock from outside so the writer stalls, then overfill the queue.
+
+    The requests reuse one span name, interned before the lock is taken: a never-seen string
+    needs the write lock too (a request that brings one waits for it, then gets 503).
+    """
     store = Store(store_path)
     store.create()
     config = ReceiverConfig(port=0, queue_capacity=10, commit_timeout=60)
     receiver = Receiver(store, config).start()
+    rows = store.encoder.encode(_decoded_spans(10))  # interns op-1..op-10 and the resource
+    assert post(receiver, "/v1/traces", _spans(1, first=99, name="op")).status == 200  # and "op"
     blocker = sqlite3.connect(store_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     replies: list[Reply] = []
     try:
-        stalled = receiver.queue.submit(_decoded_spans(10), [])
+        stalled = receiver.queue.submit(rows, [])
         _wait_until(lambda: receiver.queue.depth == 0)  # the writer took it and waits for the lock
         second = threading.Thread(
-            target=lambda: replies.append(post(receiver, "/v1/traces", _spans(10, first=100)))
+            target=lambda: replies.append(
+                post(receiver, "/v1/traces", _spans(10, first=100, name="op"))
+            )
         )
         second.start()
         _wait_until(lambda: receiver.queue.depth == 10)
-        full = post(receiver, "/v1/traces", _spans(5, first=200))
+        full = post(receiver, "/v1/traces", _spans(5, first=200, name="op"))
         assert full.status == 503 and full.headers["retry-after"] == "1"
     finally:
         blocker.execute("ROLLBACK")
@@ -88,7 +98,7 @@ def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
     assert stalled.done.wait(60) and stalled.error is None
     receiver.stop()
     assert [r.status for r in replies] == [200]
-    assert Store(store_path).count_spans() == 20
+    assert Store(store_path).count_spans() == 21
 
 
 def _decoded_spans(count: int) -> list[SpanRecord]:

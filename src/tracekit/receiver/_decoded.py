@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
+from tracekit.store._rows import SpanRows
 
 # OTLP SpanKind and StatusCode numbers -> tracekit's names (unknown numbers: the safe default).
 SPAN_KIND_NAMES = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -23,7 +24,8 @@ class MalformedRequest(ValueError):
 class Decoded:
     """Records decoded from one request, plus what was rejected (for partial success)."""
 
-    spans: list[SpanRecord] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)  # JSON: records, encoded later
+    rows: SpanRows = field(default_factory=SpanRows)  # protobuf: spans decoded into rows
     logs: list[LogRecordData] = field(default_factory=list)
     rejected: int = 0
     total: int = 0

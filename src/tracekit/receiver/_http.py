@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 import zlib
@@ -19,6 +20,7 @@ from google.rpc import code_pb2, status_pb2
 from tracekit.receiver import _json, _protobuf
 from tracekit.receiver._decoded import Decoded, MalformedRequest
 from tracekit.receiver._ingest import IngestQueue, QueueFull
+from tracekit.receiver._protobuf_spans import SpanRowDecoder
 
 _log = logging.getLogger("tracekit.receiver")
 
@@ -57,6 +59,7 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], queue: IngestQueue, max_body: int) -> None:
         self.queue = queue
+        self.span_decoder = SpanRowDecoder(queue.store.encoder)
         self.max_body = max_body
         self.commit_timeout = 30.0
         self.stopping = False
@@ -199,21 +202,32 @@ class OtlpHandler(BaseHTTPRequestHandler):
             return
 
     def _decode(self, content_type: str, signal: str, body: bytes) -> Decoded:
+        decode = _DECODERS[content_type, signal]
+        if decode is _protobuf.decode_traces:  # the hot path: straight into rows
+            decode = self.server.span_decoder.decode
         try:
-            decoded = _DECODERS[content_type, signal](body)
+            decoded = decode(body)
         except MalformedRequest as error:
             raise HttpError(400, str(error)) from None
+        except sqlite3.Error:  # interning new strings failed (store locked too long, disk full)
+            raise HttpError(503, "store unavailable, retry later", retry_after=5) from None
         if decoded.total and decoded.rejected == decoded.total:
             raise HttpError(400, f"every record was rejected: {decoded.reason}")
         return decoded
 
     def _store(self, decoded: Decoded) -> None:
-        if not decoded.spans and not decoded.logs:
+        if not decoded.rows.spans and not decoded.spans and not decoded.logs:
             return
         if self.server.stopping:
             raise HttpError(503, "collector is shutting down", retry_after=5)
+        rows = decoded.rows
+        if decoded.spans:  # JSON decodes into records
+            try:
+                rows.extend(self.server.queue.store.encoder.encode(decoded.spans))
+            except sqlite3.Error:
+                raise HttpError(503, "store unavailable, retry later", retry_after=5) from None
         try:
-            ticket = self.server.queue.submit(decoded.spans, decoded.logs)
+            ticket = self.server.queue.submit(rows, decoded.logs)
         except QueueFull:
             raise HttpError(503, "write queue is full, retry later", retry_after=1) from None
         if not ticket.done.wait(self.server.commit_timeout):

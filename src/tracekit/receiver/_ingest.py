@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from tracekit.records import LogRecordData, SpanRecord
+from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
+from tracekit.store._process import WriterProcess
+from tracekit.store._rows import SpanRows
 
 _log = logging.getLogger("tracekit.receiver")
 
@@ -29,7 +31,7 @@ class Ticket:
 
     __slots__ = ("done", "error", "logs", "spans")
 
-    def __init__(self, spans: list[SpanRecord], logs: list[LogRecordData]) -> None:
+    def __init__(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
         self.spans = spans
         self.logs = logs
         self.done = threading.Event()
@@ -38,7 +40,7 @@ class Ticket:
     @property
     def size(self) -> int:
         """Records carried (what the queue bound counts)."""
-        return len(self.spans) + len(self.logs)
+        return len(self.spans.spans) + len(self.logs)
 
     def finish(self, error: BaseException | None = None) -> None:
         """Mark committed (or failed) and wake the waiting handler."""
@@ -57,8 +59,10 @@ class IngestQueue:
         batch_size: int = 20_000,
         retention: Retention | None = None,
         retention_interval: float = 60.0,
+        writer_process: bool = True,
     ) -> None:
         self.store = store
+        self._process = WriterProcess(store.path) if writer_process else None
         self.capacity = capacity
         self.batch_size = batch_size
         self.retention = retention
@@ -79,7 +83,7 @@ class IngestQueue:
         """Records waiting to be written."""
         return self._queued
 
-    def submit(self, spans: list[SpanRecord], logs: list[LogRecordData]) -> Ticket:
+    def submit(self, spans: SpanRows, logs: list[LogRecordData]) -> Ticket:
         """Queue records; ``QueueFull`` when there is no room (an empty queue takes any size)."""
         ticket = Ticket(spans, logs)
         with self._cond:
@@ -99,6 +103,8 @@ class IngestQueue:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._process is not None:
+            self._process.close()
 
     def _take(self, wait: float) -> list[Ticket]:
         with self._cond:
@@ -126,10 +132,15 @@ class IngestQueue:
             retention.step()
 
     def _commit(self, batch: list[Ticket]) -> None:
+        rows = SpanRows()
+        for ticket in batch:
+            rows.extend(ticket.spans)
+        logs = [r for t in batch for r in t.logs]
         try:
-            self.store.write(
-                [s for t in batch for s in t.spans], [r for t in batch for r in t.logs]
-            )
+            if self._process is not None:
+                self._process.write_rows(rows, logs)
+            else:
+                self.store.write_rows(rows, logs)
         except Exception as error:
             if len(batch) == 1:
                 _log.warning("tracekit receiver: write failed: %s", type(error).__name__)

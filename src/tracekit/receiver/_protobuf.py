@@ -81,7 +81,7 @@ def decode_traces(body: bytes) -> Decoded:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
                 out.total += 1
-                record = _span(span, service, version, resource, scope)
+                record = span_record(span, service, version, resource, scope)
                 if record is None:
                     out.reject("span with an empty or all-zero trace id or span id")
                 else:
@@ -89,9 +89,10 @@ def decode_traces(body: bytes) -> Decoded:
     return out
 
 
-def _span(
+def span_record(
     span: Any, service: str, version: str | None, resource: Attributes, scope: str | None
 ) -> SpanRecord | None:
+    """One OTLP Span as a record (None when its trace or span id is empty or all zero)."""
     trace_id = check_id(span.trace_id, 16, "trace_id")
     span_id = check_id(span.span_id, 8, "span_id")
     parent = check_id(span.parent_span_id, 8, "parent_span_id")

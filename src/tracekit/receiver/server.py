@@ -26,6 +26,8 @@ class ReceiverConfig:
     commit_timeout: float = 30.0  # a handler waits this long for its commit before a 503
     retention: Retention | None = None
     retention_interval: float = 60.0
+    # SQLite work in a child process: decoding and writing then use two cores (see docs/store.md)
+    writer_process: bool = True
 
 
 class Receiver:
@@ -44,6 +46,7 @@ class Receiver:
             batch_size=self.config.batch_size,
             retention=self.config.retention,
             retention_interval=self.config.retention_interval,
+            writer_process=self.config.writer_process,
         )
         self.httpd = ReceiverHTTPServer(
             (self.config.host, self.config.port), self.queue, self.config.max_body_bytes

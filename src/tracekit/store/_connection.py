@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tracekit.store._schema import migrate
+from tracekit.store._schema import migrate, schema_version
 
 T = TypeVar("T")
 
@@ -28,8 +28,10 @@ def open_writer(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(str(path), uri=False)
     # auto_vacuum only takes effect before the first table exists: size retention needs the file
-    # to shrink again, which FULL would do on every commit and INCREMENTAL does when asked.
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # to shrink again, which FULL would do on every commit and INCREMENTAL does when asked. (On
+    # an existing file it would only wait for a lock another writer may hold.)
+    if schema_version(conn) == 0:
+        retry_busy(lambda: conn.execute("PRAGMA auto_vacuum = INCREMENTAL"))
     retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     for pragma in _WRITE_PRAGMAS:
         conn.execute(pragma)

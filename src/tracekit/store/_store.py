@@ -14,9 +14,11 @@ from typing import TypeVar
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 from tracekit.store import _retention
 from tracekit.store._connection import open_reader, open_writer
+from tracekit.store._interner import Interner
 from tracekit.store._paths import default_store_path
 from tracekit.store._reader import StoreReader
 from tracekit.store._retention import Retention
+from tracekit.store._rows import RowEncoder, SpanRows
 from tracekit.store._schema import SCHEMA_VERSION, schema_version
 from tracekit.store._writer import StoreWriter
 
@@ -46,6 +48,8 @@ class Store:
         self._read_lock = threading.Lock()
         self._writer: StoreWriter | None = None
         self._reader: StoreReader | None = None
+        self._encoder: RowEncoder | None = None
+        self._encoder_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -68,8 +72,20 @@ class Store:
 
     def write(self, spans: Sequence[SpanRecord], logs: Sequence[LogRecordData]) -> None:
         """Store spans and logs in one transaction: all of them or, on error, none."""
+        self.write_rows(self.encoder.encode(spans), logs)
+
+    def write_rows(self, spans: SpanRows, logs: Sequence[LogRecordData] = ()) -> None:
+        """Store rows built by ``encoder`` (and log records) in one transaction."""
         with self._write_lock:
             self._writer_side().write(spans, logs)
+
+    @property
+    def encoder(self) -> RowEncoder:
+        """Turns spans into rows, interning their strings (in a short transaction of its own)."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = RowEncoder(Interner(self.path))
+            return self._encoder
 
     def create(self) -> None:
         """Create the file and schema now (writers otherwise do it on first write)."""
@@ -212,6 +228,9 @@ class Store:
             if self._reader is not None:
                 self._reader.conn.close()
                 self._reader = None
+        with self._encoder_lock:
+            if self._encoder is not None:
+                self._encoder.interner.close()
 
 
 def _service_edges(reader: StoreReader, since: int) -> list[ServiceEdge]:

@@ -1,0 +1,73 @@
+"""A wire-compatible view of ExportTraceServiceRequest whose repeating parts stay bytes.
+
+The receiver's hot path reads spans through these message classes instead of
+opentelemetry-proto's: a length-delimited field parses the same whether it is declared as a
+message or as ``bytes``, so attributes, status, resource and scope arrive as the exact bytes of
+their KeyValue/Status/Resource/InstrumentationScope messages. Those bytes repeat from span to span
+and from request to request (keys, methods, routes, the resource), so they key caches, and only
+a never-seen attribute is parsed into a KeyValue (which also validates it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_F = descriptor_pb2.FieldDescriptorProto
+_PACKAGE = "tracekit.lazy_otlp"
+
+# (message, [(number, name, type, repeated, message type)]); numbers follow trace.proto
+_MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
+    ("Request", [(1, "resource_spans", _F.TYPE_MESSAGE, True, "ResourceSpans")]),
+    (
+        "ResourceSpans",
+        [
+            (1, "resource", _F.TYPE_BYTES, False, ""),
+            (2, "scope_spans", _F.TYPE_MESSAGE, True, "ScopeSpans"),
+        ],
+    ),
+    (
+        "ScopeSpans",
+        [(1, "scope", _F.TYPE_BYTES, False, ""), (2, "spans", _F.TYPE_MESSAGE, True, "Span")],
+    ),
+    (
+        "Span",
+        [
+            (1, "trace_id", _F.TYPE_BYTES, False, ""),
+            (2, "span_id", _F.TYPE_BYTES, False, ""),
+            (4, "parent_span_id", _F.TYPE_BYTES, False, ""),
+            (5, "name", _F.TYPE_STRING, False, ""),  # string: parsing checks UTF-8, as before
+            (6, "kind", _F.TYPE_INT32, False, ""),  # an enum on the wire is an int32 varint
+            (7, "start_time_unix_nano", _F.TYPE_FIXED64, False, ""),
+            (8, "end_time_unix_nano", _F.TYPE_FIXED64, False, ""),
+            (9, "attributes", _F.TYPE_BYTES, True, ""),
+            (11, "events", _F.TYPE_BYTES, True, ""),
+            (13, "links", _F.TYPE_BYTES, True, ""),
+            (15, "status", _F.TYPE_BYTES, False, ""),
+        ],
+    ),
+)
+
+
+def _file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tracekit_lazy_otlp_trace.proto", package=_PACKAGE, syntax="proto3"
+    )
+    for name, fields in _MESSAGES:
+        message = proto.message_type.add(name=name)
+        for number, field_name, kind, repeated, type_name in fields:
+            field = message.field.add(name=field_name, number=number, type=kind)
+            field.label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
+            if type_name:
+                field.type_name = f".{_PACKAGE}.{type_name}"
+    return proto
+
+
+def _request_class() -> Any:
+    pool = descriptor_pool.DescriptorPool()  # private pool: never clashes with the real protos
+    pool.Add(_file())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
+
+
+LazyTraceRequest: Any = _request_class()

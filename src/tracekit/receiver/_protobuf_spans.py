@@ -1,0 +1,183 @@
+"""OTLP/protobuf trace requests straight into store rows: the receiver's hot path.
+
+A span whose strings are all interned already becomes a row without any intermediate object:
+its attribute bytes, status, resource and scope are looked up in caches (see ``_lazy_proto``).
+A span that needs something new interned, or that carries events or links, takes the general
+path (a ``SpanRecord``, then ``RowEncoder.encode``); after a few requests that is rare.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracekit.receiver._decoded import Decoded, service_of
+from tracekit.receiver._lazy_proto import LazyTraceRequest
+from tracekit.receiver._protobuf import any_value, attributes, parse, span_record
+from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, SpanRecord
+from tracekit.store._encoding import clean_text
+from tracekit.store._interner import resource_digest, resource_document
+from tracekit.store._rows import RowEncoder, indexed_correlation, span_ids
+
+# OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
+_KIND_CODES = (0, 0, 1, 2, 3, 4)
+_MAX_TIME = 2**63 - 1  # SQLite integers are signed 64-bit
+_MAX_CACHED = 100_000
+_ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resource:
+    ref: int
+    service: str
+    service_ref: int
+    version: str | None
+    attributes: Attributes
+
+
+class SpanRowDecoder:
+    """Decodes ExportTraceServiceRequest bodies into ``Decoded.rows``; shared by request threads."""
+
+    def __init__(self, encoder: RowEncoder) -> None:
+        self.encoder = encoder
+        self._pairs: dict[bytes, str] = {}
+        self._correlations: dict[bytes, str] = {}
+        self._statuses: dict[bytes, tuple[int, str]] = {}
+        self._resources: dict[bytes, _Resource] = {}
+        self._scopes: dict[bytes, tuple[int, str | None]] = {}
+
+    def decode(self, body: bytes) -> Decoded:
+        """Rows for every valid span of the request; spans without ids are counted as rejected."""
+        request = parse(LazyTraceRequest(), body)
+        out = Decoded()
+        slow: list[SpanRecord] = []
+        for resource_spans in request.resource_spans:
+            resource = self._resource(resource_spans.resource)
+            for scope_spans in resource_spans.scope_spans:
+                scope_ref, scope = self._scope(scope_spans.scope)
+                for span in scope_spans.spans:
+                    out.total += 1
+                    if not self._row(span, resource, scope_ref, out):
+                        self._slow(span, resource, scope, out, slow)
+        if slow:
+            out.rows.extend(self.encoder.encode(slow))
+        return out
+
+    def _row(self, span: Any, resource: _Resource, scope_ref: int, out: Decoded) -> bool:
+        """Append the span's row if every part of it is cached; False means "take the slow path"."""
+        trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+        start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        name_ref = self.encoder.strings.get(span.name)
+        status = self._statuses.get(span.status)
+        if name_ref is None or status is None or span.events or span.links:
+            return False
+        attributes = self._attributes(span.attributes)
+        if attributes is None or not _plain(trace_id, span_id, parent, start, end):
+            return False
+        text, correlation = attributes
+        kind = span.kind
+        out.rows.add(trace_id, correlation, (
+            span_ids(trace_id, span_id, parent), resource.service_ref,
+            name_ref, _KIND_CODES[kind] if 0 <= kind < 6 else 0, start, end - start, status[0],
+            status[1], correlation, resource.ref, scope_ref, text, "", 0,
+        ))  # fmt: skip
+        return True
+
+    def _attributes(self, repeated: Any) -> tuple[str, str] | None:
+        """The stored attribute text and the correlation id, or None if something is new.
+
+        Each attribute's bytes map to its ``k,v`` fragment, or to ``''`` for the correlation id
+        (which has a column of its own).
+        """
+        get = self._pairs.get
+        parts: list[str] = []
+        correlation = ""
+        for raw in repeated:
+            part = get(raw)
+            if part is None:
+                part = self._pair(raw)
+                if part is None:
+                    return None
+            if part:
+                parts.append(part)
+            else:
+                correlation = self._correlation(raw)
+        return (f"[{','.join(parts)}]" if parts else "", correlation)
+
+    def _pair(self, raw: bytes) -> str | None:
+        """Encode one never-seen attribute (None when its strings are not interned yet)."""
+        pair = parse(KeyValue(), raw)
+        value = any_value(pair.value)
+        correlation = indexed_correlation(value) if pair.key == CORRELATION_ATTRIBUTE else None
+        if correlation:
+            _remember(self._correlations, raw, correlation)
+        found = "" if correlation else self.encoder.pair(pair.key, value)
+        if found is not None:
+            _remember(self._pairs, raw, found)
+        return found
+
+    def _correlation(self, raw: bytes) -> str:
+        found = self._correlations.get(raw)
+        if found is None:  # its cache was just cleared
+            found = indexed_correlation(any_value(parse(KeyValue(), raw).value)) or ""
+        return found
+
+    def _slow(
+        self, span: Any, resource: _Resource, scope: str | None, out: Decoded, slow: list[Any]
+    ) -> None:
+        """The general path: the span as a record (validating ids and every nested message)."""
+        full = parse(Span(), span.SerializeToString())
+        record = span_record(full, resource.service, resource.version, resource.attributes, scope)
+        if record is None:
+            out.reject("span with an empty or all-zero trace id or span id")
+        elif record.start_unix_nano > _MAX_TIME or record.end_unix_nano > _MAX_TIME:
+            out.reject("span timestamp out of range")
+        else:
+            slow.append(record)
+            self._status(span.status, full.status)
+
+    def _status(self, raw: bytes, status: Any) -> None:
+        code = status.code if 0 <= status.code <= 2 else 0
+        _remember(self._statuses, raw, (code, clean_text(status.message)))
+
+    def _resource(self, raw: bytes) -> _Resource:
+        found = self._resources.get(raw)
+        if found is None:
+            resource = attributes(parse(Resource(), raw).attributes)
+            service, version = service_of(resource)
+            document = resource_document(resource, version)
+            self.encoder.interner.add([service], [document])
+            ref = self.encoder.interner.resources[resource_digest(document)]
+            found = _Resource(ref, service, self.encoder.strings[service], version, resource)
+            _remember(self._resources, raw, found)
+        return found
+
+    def _scope(self, raw: bytes) -> tuple[int, str | None]:
+        found = self._scopes.get(raw)
+        if found is None:
+            name = parse(InstrumentationScope(), raw).name or None
+            if name:
+                self.encoder.interner.add([name], [])
+            found = (self.encoder.strings[name] if name else 0, name)
+            _remember(self._scopes, raw, found)
+        return found
+
+
+def _plain(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> bool:
+    """Ids and times the fast path can store as they are (the rest: rejected or refused)."""
+    if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return False
+    if parent and (len(parent) != 8 or parent == _ZERO_SPAN):
+        return False
+    return start <= _MAX_TIME and end <= _MAX_TIME
+
+
+def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+    """Cache ``value``; a cache that grew past its bound starts over (high-cardinality input)."""
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    cache[key] = value

@@ -1,0 +1,96 @@
+"""Interned strings and resources, resolved outside the span-writing transaction.
+
+Rows can then be built (by the receiver's request threads, or before a write) while the writer
+commits earlier rows: the ids they carry are committed already. Strings and resources are never
+deleted, so a committed id stays valid for the life of the file, in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from tracekit.records import Attributes
+from tracekit.store._connection import open_writer, retry_busy
+from tracekit.store._encoding import clean_text
+
+
+class Interner:
+    """Committed ids of strings and resources, with a connection of its own to add new ones.
+
+    Lookups (``strings.get``, ``resources.get``) are plain dict reads, safe from any thread;
+    ``add`` inserts what is missing in one short transaction.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.strings: dict[str, int] = {}
+        self.resources: dict[bytes, int] = {}
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def add(self, strings: Iterable[str], resources: Iterable[str]) -> None:
+        """Make sure every string and resource (canonical JSON text) has a committed id."""
+        texts = [s for s in set(strings) if s not in self.strings]
+        docs = {resource_digest(r): r for r in resources}
+        docs = {d: r for d, r in docs.items() if d not in self.resources}
+        if texts or docs:
+            with self._lock:
+                retry_busy(lambda: self._add_once(texts, docs), attempts=2)
+
+    def _add_once(self, texts: list[str], docs: dict[bytes, str]) -> None:
+        if self._conn is None:
+            self._conn = open_writer(self.path)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = {text: _intern(conn, text) for text in texts}
+            found_docs = {digest: _resource(conn, digest, doc) for digest, doc in docs.items()}
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.strings.update(found)  # only now: a rolled-back id must never be cached
+        self.resources.update(found_docs)
+
+    def close(self) -> None:
+        """Close the connection (caches stay valid; it reopens when needed)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def resource_document(resource: Attributes, version: str | None) -> str:
+    """The stored form of a resource: canonical JSON of ``[attributes, service.version]``."""
+    return json.dumps([resource, version], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def resource_digest(document: str) -> bytes:
+    """The key a resource is stored under."""
+    return hashlib.blake2b(document.encode(), digest_size=12).digest()
+
+
+def _intern(conn: sqlite3.Connection, text: str) -> int:
+    value = clean_text(text)
+    row = conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO strings (value) VALUES (?) RETURNING id", (value,)
+        ).fetchone()
+    return int(row[0])
+
+
+def _resource(conn: sqlite3.Connection, digest: bytes, document: str) -> int:
+    row = conn.execute("SELECT id FROM resources WHERE digest = ?", (digest,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO resources (digest, attributes) VALUES (?, ?) RETURNING id",
+            (digest, document),
+        ).fetchone()
+    return int(row[0])

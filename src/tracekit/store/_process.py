@@ -1,0 +1,94 @@
+"""The store's writer in a process of its own, for the receiver.
+
+In one Python process, threads that decode requests and a thread that inserts rows fight over
+the GIL: sqlite3 releases it for every row it steps, and gets it back only when a decoding thread
+lets go (up to the 5 ms switch interval later), so inserts slowed to a few thousand rows a second
+while requests were being decoded (measured; see docs/store.md). A child process with its own
+interpreter does the SQLite work while the parent decodes, and the two use both cores.
+
+Rows travel pickled with protocol 5, which writes a bytearray as raw bytes (the default
+protocol 4 goes through ``__reduce__`` and costs five times as much). The child only ever writes
+what it is sent and answers when it has committed; it exits when the parent closes the pipe, or
+dies (the pipe then reads end-of-file), so it never outlives it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from tracekit.records import LogRecordData
+from tracekit.store._rows import SpanRows
+from tracekit.store._store import Store
+
+
+class WriterProcessError(RuntimeError):
+    """The writer process failed to write a batch, or died while writing it."""
+
+
+class WriterProcess:
+    """Writes rows into the store at ``path`` from a child process (started on first use).
+
+    Not thread-safe: one thread (the receiver's batching writer) uses it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+
+    def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
+        """Write in one transaction in the child; returns once it has committed."""
+        conn = self._connection()
+        try:
+            conn.send_bytes(pickle.dumps((spans, logs), protocol=5))
+            error = conn.recv()
+        except (EOFError, OSError) as lost:
+            self.close()  # the next write starts a new child
+            raise WriterProcessError("the writer process died") from lost
+        if error is not None:
+            raise WriterProcessError(str(error))
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            context = multiprocessing.get_context("spawn")  # fork would copy our threads' locks
+            parent_end, child_end = context.Pipe()
+            self._process = context.Process(
+                target=_serve, args=(str(self.path), child_end), name="tracekit-writer", daemon=True
+            )
+            self._process.start()
+            child_end.close()  # so that the child alone holds it, and sees our end close
+            self._conn = parent_end
+        return self._conn
+
+    def close(self) -> None:
+        """Stop the child after the write in progress (nothing is queued inside it)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            self._process.join(30)
+            self._process = None
+
+
+def _serve(path: str, conn: Connection) -> None:
+    """The child: write each batch received, answer None or an error text, until end-of-file."""
+    # Ctrl-C reaches the whole process group; the parent decides when writing stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    store = Store(path)
+    while True:
+        try:
+            # S301: the bytes come from our own parent over a private pipe, never from outside
+            spans, logs = pickle.loads(conn.recv_bytes())  # noqa: S301
+        except (EOFError, OSError):
+            break
+        try:
+            store.write_rows(spans, logs)
+            conn.send(None)
+        except Exception as error:
+            conn.send(f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
+    store.close()
