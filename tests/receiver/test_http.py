@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import multiprocessing
+import os
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -122,3 +125,34 @@ def _wait_until(condition: object, timeout: float = 30.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+def _writer_processes() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == "tracekit-writer"]
+
+
+def test_writer_process_killed_is_replaced_and_nothing_acknowledged_is_lost(
+    receiver: Receiver, reader: Store
+) -> None:
+    """SIGKILL the writer process: requests get 503 rather than a false 200, then a new one."""
+    assert post(receiver, "/v1/traces", _spans(3)).status == 200
+    (writer,) = _writer_processes()
+    os.kill(writer.pid or 0, signal.SIGKILL)
+    writer.join(10)
+    statuses = [post(receiver, "/v1/traces", _spans(2, first=10 + 2 * i)).status for i in range(3)]
+    assert statuses[0] in (200, 503) and statuses[1:] == [
+        200,
+        200,
+    ]  # the first may meet the dead one
+    acknowledged = 3 + 2 * statuses.count(200)
+    assert reader.count_spans() == acknowledged
+    assert len(_writer_processes()) == 1
+
+
+def test_writer_process_ends_with_the_receiver(store_path: Path) -> None:
+    """The SQLite writer runs in a child process; stopping the receiver ends it."""
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    assert post(receiver, "/v1/traces", _spans(1)).status == 200
+    assert len(_writer_processes()) == 1
+    receiver.stop()
+    assert _writer_processes() == []

@@ -75,7 +75,9 @@ class IngestQueue:
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
-        """Start the writer thread."""
+        """Start the writer thread (and the writer process)."""
+        if self._process is not None:
+            self._process.start()
         self._thread.start()
 
     @property

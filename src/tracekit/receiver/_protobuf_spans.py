@@ -21,7 +21,7 @@ from tracekit.receiver._protobuf import any_value, attributes, parse, span_recor
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
-from tracekit.store._rows import RowEncoder, indexed_correlation, span_ids
+from tracekit.store._rows import RowEncoder, indexed_correlation
 
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
 _KIND_CODES = (0, 0, 1, 2, 3, 4)
@@ -68,48 +68,50 @@ class SpanRowDecoder:
         return out
 
     def _row(self, span: Any, resource: _Resource, scope_ref: int, out: Decoded) -> bool:
-        """Append the span's row if every part of it is cached; False means "take the slow path"."""
+        """Append the span's row if every part of it is cached; False means "take the slow path".
+
+        This runs for every span received, so it is written for speed: one pass, no calls
+        but dict lookups for the common case.
+        """
         trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
         start, end = span.start_time_unix_nano, span.end_time_unix_nano
         name_ref = self.encoder.strings.get(span.name)
         status = self._statuses.get(span.status)
-        if name_ref is None or status is None or span.events or span.links:
+        if name_ref is None or status is None or not _plain(trace_id, span_id, parent, start, end):
             return False
-        attributes = self._attributes(span.attributes)
-        if attributes is None or not _plain(trace_id, span_id, parent, start, end):
+        if span.events or span.links:
             return False
-        text, correlation = attributes
-        kind = span.kind
-        out.rows.add(trace_id, correlation, (
-            span_ids(trace_id, span_id, parent), resource.service_ref,
-            name_ref, _KIND_CODES[kind] if 0 <= kind < 6 else 0, start, end - start, status[0],
-            status[1], correlation, resource.ref, scope_ref, text, "", 0,
-        ))  # fmt: skip
-        return True
-
-    def _attributes(self, repeated: Any) -> tuple[str, str] | None:
-        """The stored attribute text and the correlation id, or None if something is new.
-
-        Each attribute's bytes map to its ``k,v`` fragment, or to ``''`` for the correlation id
-        (which has a column of its own).
-        """
         get = self._pairs.get
         parts: list[str] = []
         correlation = ""
-        for raw in repeated:
+        for raw in span.attributes:
+            # each attribute's bytes map to its "k,v" fragment, or "" for the correlation id
             part = get(raw)
             if part is None:
                 part = self._pair(raw)
                 if part is None:
-                    return None
+                    return False
             if part:
                 parts.append(part)
             else:
                 correlation = self._correlation(raw)
-        return (f"[{','.join(parts)}]" if parts else "", correlation)
+        kind = span.kind
+        rows = out.rows
+        rows.spans.append((
+            bytearray(trace_id + span_id + (parent or _ZERO_SPAN)), resource.service_ref, name_ref,
+            _KIND_CODES[kind] if 0 <= kind < 6 else 0, start, end - start, status[0], status[1],
+            correlation, resource.ref, scope_ref, f"[{','.join(parts)}]" if parts else "", "", 0,
+        ))  # fmt: skip
+        rows.trace_ids.add(trace_id)
+        if correlation:
+            rows.correlations.add(correlation)
+        return True
 
     def _pair(self, raw: bytes) -> str | None:
-        """Encode one never-seen attribute (None when its strings are not interned yet)."""
+        """Encode one never-seen attribute (None when its strings are not interned yet).
+
+        ``''`` stands for the correlation id, which is stored in a column of its own.
+        """
         pair = parse(KeyValue(), raw)
         value = any_value(pair.value)
         correlation = indexed_correlation(value) if pair.key == CORRELATION_ATTRIBUTE else None

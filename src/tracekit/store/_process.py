@@ -40,6 +40,10 @@ class WriterProcess:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
 
+    def start(self) -> None:
+        """Start the child now rather than on the first write (it takes a moment to import)."""
+        self._connection()
+
     def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
         """Write in one transaction in the child; returns once it has committed."""
         conn = self._connection()
