@@ -35,7 +35,7 @@ class Interner:
 
     def add(self, strings: Iterable[str], resources: Iterable[str]) -> None:
         """Make sure every string and resource (canonical JSON text) has a committed id."""
-        texts = [s for s in set(strings) if s not in self.strings]
+        texts = [s for s in dict.fromkeys(strings) if s not in self.strings]  # keeps the order
         docs = {resource_digest(r): r for r in resources}
         docs = {d: r for d, r in docs.items() if d not in self.resources}
         if texts or docs:

@@ -108,14 +108,14 @@ class RowEncoder:
             and self._values_per_key.get(key, 0) < INTERN_MAX_VALUES_PER_KEY
         )
 
-    def needed(self, key: str, value: AttributeValue, out: set[str]) -> None:
-        """Add the strings that ``pair(key, value)`` needs interned to ``out``."""
+    def needed(self, key: str, value: AttributeValue, out: dict[str, None]) -> None:
+        """Add the strings that ``pair(key, value)`` needs interned to ``out`` (an ordered set)."""
         if key not in self.strings:
-            out.add(key)
+            out[key] = None
         if type(value) is str and value not in self.strings and self._wants_interning(key, value):
             if value not in out:
                 self._values_per_key[key] = self._values_per_key.get(key, 0) + 1
-            out.add(value)
+            out[value] = None
 
     def attributes(self, attributes: Attributes, skip: str | None = None) -> str:
         """The stored attribute list (``''`` when empty); every string must be interned."""
@@ -153,12 +153,14 @@ class RowEncoder:
 
     def prepare(self, records: Iterable[SpanRecord], documents: _ResourceDocuments) -> None:
         """Intern every string and resource ``records`` need."""
-        needed: set[str] = set()
+        # In order of first appearance: keys and names (in every span) get the small ids, which
+        # are the short ones in the stored attribute text.
+        needed: dict[str, None] = {}
         for record in records:
             documents.digest(record)
-            needed.update((record.service, record.name))
+            needed.update(dict.fromkeys((record.service, record.name)))
             if record.scope:
-                needed.add(record.scope)
+                needed[record.scope] = None
             for key, value in _all_attributes(record):
                 self.needed(key, value, needed)
             correlation = record.attributes.get(CORRELATION_ATTRIBUTE)
