@@ -174,10 +174,7 @@ class RowEncoder:
         span_id = id_bytes(record.span_id, 8, "span id")
         parent = record.parent_span_id
         correlation = indexed_correlation(record.attributes.get(CORRELATION_ATTRIBUTE))
-        out.trace_ids.add(trace_id)
-        if correlation:
-            out.correlations.add(correlation)
-        out.spans.append((
+        out.add(trace_id, correlation or "", (
             span_ids(trace_id, span_id, id_bytes(parent, 8, "parent span id") if parent else b""),
             self.strings[record.service], self.strings[record.name],
             KIND_CODES.get(record.kind, 0), record.start_unix_nano,
@@ -187,13 +184,20 @@ class RowEncoder:
             self.attributes(record.attributes, CORRELATION_ATTRIBUTE if correlation else None),
             self.events(record), 1 if record.links else 0,
         ))  # fmt: skip
-        for position, link in enumerate(record.links):
-            out.links.append((
-                bytearray(trace_id), bytearray(span_id), position,
+        out.links.extend(self._link_rows(record, trace_id, span_id))
+
+    def _link_rows(self, record: SpanRecord, trace_id: bytes, span_id: bytes) -> list[LinkRow]:
+        return [
+            (
+                bytearray(trace_id),
+                bytearray(span_id),
+                position,
                 bytearray(id_bytes(link.trace_id, 16, "linked trace id")),
                 bytearray(id_bytes(link.span_id, 8, "linked span id")),
                 self.attributes(link.attributes),
-            ))  # fmt: skip
+            )
+            for position, link in enumerate(record.links)
+        ]
 
     def events(self, record: SpanRecord) -> str:
         """The stored event list ``[[time, name, [k, v, ...]], ...]`` (``''`` when none)."""
