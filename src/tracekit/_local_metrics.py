@@ -11,9 +11,10 @@ Multiprocess mode keeps prometheus-client's classes, whose values live in shared
 
 from __future__ import annotations
 
+import itertools
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import time
 
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import INF, floatToGoString
 
-__all__ = ["LocalGauge", "LocalHistogram", "local_values"]
+__all__ = ["LocalGauge", "LocalHistogram", "LockFreeCounter", "local_values"]
 
 
 def local_values() -> bool:
@@ -76,6 +77,7 @@ class LocalHistogram(Collector):
         self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
         self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
+        self.observations = 0  # over every series: lets a caller count finished requests
         registry.register(self)
 
     def observe(
@@ -88,6 +90,7 @@ class LocalHistogram(Collector):
             series = self._series.get(labels)
             if series is None:
                 series = self._series[labels] = _Series(len(self._bounds))
+            self.observations += 1
             series.total += amount
             if amount == amount:  # NaN falls in no bucket, as in prometheus-client
                 series.counts[index] += 1
@@ -133,7 +136,7 @@ def _exemplar(raw: tuple[int, int, float, float] | None) -> Exemplar | None:
 
 
 class LocalGauge(Collector):
-    """A gauge with one series (fixed label values) moved by ``inc`` and ``dec``."""
+    """A gauge with one series (fixed label values) whose value ``read`` returns at scrape time."""
 
     def __init__(
         self,
@@ -141,22 +144,12 @@ class LocalGauge(Collector):
         documentation: str,
         labels: Sequence[tuple[str, str]],
         registry: CollectorRegistry,
+        read: Callable[[], float],
     ) -> None:
         self.name, self.documentation = name, documentation
         self._labels = dict(labels)
-        self._value = 0
-        self._lock = threading.Lock()
+        self._read = read
         registry.register(self)
-
-    def inc(self) -> None:
-        """Add one."""
-        with self._lock:
-            self._value += 1
-
-    def dec(self) -> None:
-        """Subtract one."""
-        with self._lock:
-            self._value -= 1
 
     def describe(self) -> list[Metric]:
         """The family's name and type."""
@@ -165,5 +158,29 @@ class LocalGauge(Collector):
     def collect(self) -> list[Metric]:
         """One sample, a float as prometheus-client's ``Gauge`` exposes it."""
         metric = Metric(self.name, self.documentation, "gauge")
-        metric.add_sample(self.name, dict(self._labels), float(self._value))
+        metric.add_sample(self.name, dict(self._labels), float(self._read()))
         return [metric]
+
+
+class LockFreeCounter:
+    """Counts events without a lock: ``next()`` on ``itertools.count`` is one atomic C call.
+
+    Reading advances the count too, so reads are counted (under a lock, off the hot path) and
+    subtracted.
+    """
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self._reads = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        """Count one event."""
+        next(self._count)
+
+    def value(self) -> int:
+        """Events counted so far."""
+        with self._lock:
+            value = next(self._count) - self._reads
+            self._reads += 1
+        return value

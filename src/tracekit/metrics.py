@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
-from tracekit._local_metrics import LocalGauge, LocalHistogram, local_values
+from tracekit._local_metrics import LocalGauge, LocalHistogram, LockFreeCounter, local_values
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -62,6 +62,8 @@ _SERVER_DURATION_HELP = "Duration of HTTP server requests."
 _SERVER_LABELS = ("http_request_method", "http_route", "http_response_status_code")
 _SERVER_ACTIVE = "http_server_active_requests"
 _SERVER_ACTIVE_HELP = "Number of HTTP server requests in flight."
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}
+_SAMPLED = 0x01  # W3C trace-flags bit
 
 
 class BoundedLabel:
@@ -77,6 +79,8 @@ class BoundedLabel:
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
+        if value in self._seen:  # the usual case; every member is already short enough
+            return value
         value = value[:MAX_LABEL_LENGTH]
         if value in self._seen:
             return value
@@ -171,7 +175,11 @@ class HttpServerMetrics(_ServiceMetrics):
                 _SERVER_DURATION, _SERVER_DURATION_HELP, _SERVER_LABELS, DURATION_BUCKETS,
                 registry, service,
             )  # fmt: skip
-            self.active: Any = LocalGauge(_SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry)
+            # In flight = started - finished; the histogram counts the finished ones anyway.
+            self._started = LockFreeCounter()
+            self.active: Any = LocalGauge(
+                _SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry, self._in_flight
+            )
             return
         self.duration = Histogram(
             _SERVER_DURATION,
@@ -190,25 +198,32 @@ class HttpServerMetrics(_ServiceMetrics):
 
     def request_started(self) -> None:
         """Count a request in flight."""
-        self.active.inc()
+        if self._local:
+            self._started.add()
+        else:
+            self.active.inc()
 
     def request_finished(
         self, method: str, route: str | None, status_code: int, seconds: float, span: Span | None
     ) -> None:
         """Record one finished request; the route template only, never the raw path."""
-        self.active.dec()
         route = self._route(route) if route else UNMATCHED_ROUTE
-        status = str(status_code) if status_code else ""
+        status = _STATUS_LABELS.get(status_code) or (str(status_code) if status_code else "")
         if not self._local:
+            self.active.dec()
             self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
             return
         span_context = span.get_span_context() if span is not None else None
-        if span_context is not None and span_context.trace_flags.sampled:
+        if span_context is not None and span_context.trace_flags & _SAMPLED:
             self.duration.observe(
                 (method, route, status), seconds, span_context.trace_id, span_context.span_id
             )
         else:
             self.duration.observe((method, route, status), seconds)
+
+    def _in_flight(self) -> int:
+        finished = self.duration.observations  # first: a request finishing now is not negative
+        return int(self._started.value() - finished)
 
 
 # Queue waits range from milliseconds to minutes.

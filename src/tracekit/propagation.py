@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context, create_key, get_value, set_value
+from opentelemetry.context import Context, create_key, get_value
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
@@ -44,7 +44,7 @@ SAMPLED = 0x01
 RANDOM = 0x02
 MAX_TRACESTATE_MEMBERS = 32
 
-_TRACEPARENT_PREFIX = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACEPARENT_PREFIX = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _SIMPLE_KEY = r"[a-z][a-z0-9_\-*/]{0,255}"
 _TENANT_KEY = r"[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
 _MEMBER = re.compile(
@@ -58,6 +58,9 @@ _REMOTE_FLAGS = create_key("tracekit-remote-flags")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
+# The key under which OpenTelemetry keeps the current span, learnt through its public API.
+_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+_HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
 _BAGGAGE = W3CBaggagePropagator()
 
 
@@ -71,19 +74,23 @@ class TraceParent(NamedTuple):
 
 def parse_traceparent(value: str) -> TraceParent | None:
     """Parse one ``traceparent`` value; None when it is invalid and the trace must restart."""
+    fields = _traceparent_fields(value)
+    return None if fields is None else TraceParent(*fields)
+
+
+def _traceparent_fields(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` of a valid traceparent: the server's per-request path."""
     value = value.strip(_OWS)
-    match = _TRACEPARENT_PREFIX.match(value)
-    if match is None:
+    # The pattern checks every field's length and lower-case hex; slicing is then safe.
+    if _TRACEPARENT_PREFIX.match(value) is None:
         return None
-    version, trace_hex, span_hex, flags_hex = match.groups()
-    if version == "ff":
+    version = value[:2]
+    if version == "ff" or (len(value) > 55 and (version == "00" or value[55] != "-")):
         return None
-    if len(value) > 55 and (version == "00" or value[55] != "-"):
-        return None
-    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return TraceParent(trace_id, span_id, int(flags_hex, 16))
+    return trace_id, span_id, _HEX_BYTE[value[53:55]]
 
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
@@ -238,19 +245,18 @@ def extract_header_lists(headers: Mapping[str, Sequence[str]]) -> Context:
 
 
 def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: Context) -> Context:
-    parent = parse_traceparent(traceparent)
+    parent = _traceparent_fields(traceparent)
     if parent is None:
         return context
+    trace_id, span_id, flags = parent
     members = parse_tracestate(tracestates) if tracestates else None
-    span_context = SpanContext(
-        trace_id=parent.trace_id,
-        span_id=parent.span_id,
-        is_remote=True,
-        trace_flags=_TRACE_FLAGS[parent.flags & SAMPLED],
-        trace_state=TraceState(members) if members else _NO_TRACE_STATE,
+    trace_state = TraceState(members) if members else _NO_TRACE_STATE
+    # Positional arguments: SpanContext.__new__ is Python code, and keywords cost more there.
+    span_context = SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state)
+    # Both values in one new Context (an immutable dict) rather than a copy per value.
+    return Context(
+        {**context, _SPAN_KEY: NonRecordingSpan(span_context), _REMOTE_FLAGS: (trace_id, flags)}
     )
-    context = trace.set_span_in_context(NonRecordingSpan(span_context), context)
-    return set_value(_REMOTE_FLAGS, (parent.trace_id, parent.flags), context)
 
 
 def inject_trace_context(

@@ -11,7 +11,6 @@ The span ends when the server closes the response iterable, so streamed response
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +33,9 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
 _FLASK_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+_CACHE_LIMIT = 256  # entries per cache below: bounded whatever clients send
+_FLASK_TEMPLATES: dict[str, str] = {}
+_STATUS_CODES: dict[str, int] = {}
 
 
 class TracekitMiddleware:
@@ -60,6 +62,7 @@ class TracekitMiddleware:
             ("HTTP_" + name.upper().replace("-", "_"), name)
             for name in sorted(self._requests.wanted_headers)
         )
+        self._attributes = _ServerAttributes()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
@@ -74,7 +77,7 @@ class TracekitMiddleware:
         def start_with_correlation(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
-            request.status_code = _status_code(status)
+            request.status_code = _STATUS_CODES.get(status) or _status_code(status)
             if flask:
                 remember_flask_route(environ)
             for name, _ in headers:
@@ -94,7 +97,7 @@ class TracekitMiddleware:
     def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
         try:
             headers = {name: [environ[key]] for key, name in self._environ_keys if key in environ}
-            attributes = _attributes(environ) if self._requests.records else {}
+            attributes = self._attributes(environ) if self._requests.records else {}
             return self._requests.start(
                 environ.get("REQUEST_METHOD", "GET"), path, headers, attributes
             )
@@ -179,17 +182,48 @@ def remember_flask_route(environ: Environ) -> None:
         report_once("wsgi flask route", error)
 
 
-@functools.lru_cache(maxsize=1024)
 def _flask_template(rule: str) -> str:
-    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: cached)."""
-    return _FLASK_CONVERTER.sub(r"{\1}", rule)
+    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: kept)."""
+    template = _FLASK_TEMPLATES.get(rule)
+    if template is None:
+        template = _FLASK_CONVERTER.sub(r"{\1}", rule)
+        if len(_FLASK_TEMPLATES) < _CACHE_LIMIT:
+            _FLASK_TEMPLATES[rule] = template
+    return template
 
 
 def _status_code(status: str) -> int:
+    """The code of a status line (``"404 Not Found"``), remembered for the next response."""
     try:
-        return int(status[:3])
+        code = int(status[:3])
     except ValueError:
         return 0
+    if len(_STATUS_CODES) < _CACHE_LIMIT:
+        _STATUS_CODES[status] = code
+    return code
+
+
+class _ServerAttributes:
+    """The span attributes describing the server, built once per distinct server environ.
+
+    They repeat on every request of a server. Some servers fill ``SERVER_NAME`` from the Host
+    header, so the cache is bounded; past the bound each request builds its own.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[object, ...], dict[str, Any]] = {}
+
+    def __call__(self, environ: Environ) -> dict[str, Any]:
+        key = (
+            environ.get("wsgi.url_scheme"), environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"), environ.get("SERVER_PROTOCOL"),
+        )  # fmt: skip
+        attributes = self._built.get(key)
+        if attributes is None:
+            attributes = _attributes(environ)
+            if len(self._built) < _CACHE_LIMIT:
+                self._built[key] = attributes
+        return attributes.copy()  # the span start adds per-request attributes to the copy
 
 
 def _attributes(environ: Environ) -> dict[str, Any]:
