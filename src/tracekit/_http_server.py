@@ -58,6 +58,9 @@ class ServerRequests:
         self.response_header = options.response_header
         self.wanted_headers = frozenset((*self.correlation_headers, *_TRACE_HEADERS))
         self._excluded = _compile_excluded(options.excluded_urls)
+        # Read on every request: plain attributes rather than a walk through options.
+        self.excluded_search = self._excluded.search if self._excluded is not None else None
+        self._public_endpoint = options.public_endpoint
         self._tracer = None
         if not options.correlation_only:
             self._tracer = trace.get_tracer("tracekit", tracer_provider=tracer_provider)
@@ -77,7 +80,10 @@ class ServerRequests:
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
         span = context_token = None
-        enclosing = _enclosing_server_span() if self._tracer is not None else None
+        enclosing = None
+        # An empty current context (the usual case) holds no enclosing span: skip the lookup.
+        if self._tracer is not None and otel_context.get_current():
+            enclosing = _enclosing_server_span()
         if enclosing is not None:
             enclosing.set_attribute(semconv.CORRELATION_ID, cid)
         elif self._tracer is not None:
@@ -85,8 +91,8 @@ class ServerRequests:
         if self._metrics is not None:
             self._metrics.request_started()
         return ActiveRequest(
-            cid, method, span or enclosing, context_token, cid_token, perf_counter(),
-            owns_span=enclosing is None,
+            cid, method, span or enclosing, context_token, cid_token, perf_counter(), 0,
+            enclosing is None,
         )  # fmt: skip
 
     def finish(
@@ -116,7 +122,7 @@ class ServerRequests:
             # A header repeated with several values is ambiguous: trust none of them.
             if values and len(values) == 1 and correlation.is_valid(values[0]):
                 return values[0]
-        if not self.options.public_endpoint:
+        if not self._public_endpoint:
             from_baggage = _correlation_from_baggage(headers.get(propagation.BAGGAGE))
             if from_baggage is not None:
                 return from_baggage
@@ -131,9 +137,9 @@ class ServerRequests:
         cid: str,
     ) -> tuple[trace.Span, object]:
         assert self._tracer is not None
-        parent = _extract(headers)
+        parent = propagation.extract_header_lists(headers)
         links = None
-        if self.options.public_endpoint:
+        if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()
             links = [Link(remote)] if remote.is_valid else None
             parent = otel_context.Context()
@@ -147,7 +153,10 @@ class ServerRequests:
             attributes=attributes,
             links=links,
         )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        # One new Context holding the span (what trace.set_span_in_context builds, minus a call).
+        token = otel_context.attach(
+            otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
+        )
         return span, token
 
 
@@ -157,16 +166,10 @@ def _enclosing_server_span() -> trace.Span | None:
     FastAPI's native telemetry and OpenTelemetry's contrib ASGI/WSGI middleware open their SERVER
     span outside tracekit's middleware; tracekit then stamps that span instead of adding a second.
     """
-    if not otel_context.get_current():  # the usual case: nothing in context, so no span either
-        return None
     span = trace.get_current_span()
     if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
         return span
     return None
-
-
-def _extract(headers: Mapping[str, list[str]]) -> otel_context.Context:
-    return propagation.extract_header_lists(headers)
 
 
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:

@@ -75,19 +75,19 @@ class BoundedLabel:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._seen: set[str] = set()
+        self.seen: set[str] = set()  # the values passed through so far (read-only to callers)
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
-        if value in self._seen:  # the usual case; every member is already short enough
+        if value in self.seen:  # the usual case; every member is already short enough
             return value
         value = value[:MAX_LABEL_LENGTH]
-        if value in self._seen:
+        if value in self.seen:
             return value
         with self._lock:
-            if len(self._seen) >= self.limit:
+            if len(self.seen) >= self.limit:
                 return OTHER_VALUE
-            self._seen.add(value)
+            self.seen.add(value)
         return value
 
 
@@ -168,6 +168,7 @@ class HttpServerMetrics(_ServiceMetrics):
         """``local``: count in this process (default: unless in multiprocess mode)."""
         super().__init__(service_name, service_version, registry)
         self._route = BoundedLabel(500)
+        self._known_routes = self._route.seen
         service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
         self._local = local_values() if local is None else local
         if self._local:
@@ -207,7 +208,10 @@ class HttpServerMetrics(_ServiceMetrics):
         self, method: str, route: str | None, status_code: int, seconds: float, span: Span | None
     ) -> None:
         """Record one finished request; the route template only, never the raw path."""
-        route = self._route(route) if route else UNMATCHED_ROUTE
+        if not route:
+            route = UNMATCHED_ROUTE
+        elif route not in self._known_routes:  # known routes pass as they are, without a call
+            route = self._route(route)
         status = _STATUS_LABELS.get(status_code) or (str(status_code) if status_code else "")
         if not self._local:
             self.active.dec()

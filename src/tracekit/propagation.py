@@ -58,8 +58,9 @@ _REMOTE_FLAGS = create_key("tracekit-remote-flags")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
-# The key under which OpenTelemetry keeps the current span, learnt through its public API.
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+# The key under which OpenTelemetry keeps the current span, learnt through its public API, so
+# that a Context holding a span and other values can be built in one step.
+CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
 _BAGGAGE = W3CBaggagePropagator()
 
@@ -87,7 +88,8 @@ def _traceparent_fields(value: str) -> tuple[int, int, int] | None:
     version = value[:2]
     if version == "ff" or (len(value) > 55 and (version == "00" or value[55] != "-")):
         return None
-    trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
+    ids = int(value[3:35] + value[36:52], 16)  # one conversion for both ids
+    trace_id, span_id = ids >> 64, ids & 0xFFFFFFFFFFFFFFFF
     if trace_id == 0 or span_id == 0:
         return None
     return trace_id, span_id, _HEX_BYTE[value[53:55]]
@@ -255,7 +257,11 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
     span_context = SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state)
     # Both values in one new Context (an immutable dict) rather than a copy per value.
     return Context(
-        {**context, _SPAN_KEY: NonRecordingSpan(span_context), _REMOTE_FLAGS: (trace_id, flags)}
+        {
+            **context,
+            CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
+            _REMOTE_FLAGS: (trace_id, flags),
+        }
     )
 
 

@@ -66,7 +66,8 @@ class TracekitMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
-        if self._requests.is_excluded(path):
+        excluded = self._requests.excluded_search
+        if excluded is not None and excluded(path) is not None:
             return self.app(environ, start_response)
         request = self._start(environ, path)
         if request is None:
@@ -78,7 +79,7 @@ class TracekitMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
         ) -> Callable[[bytes], object]:
             request.status_code = _STATUS_CODES.get(status) or _status_code(status)
-            if flask:
+            if flask and ROUTE_KEY not in environ:
                 remember_flask_route(environ)
             for name, _ in headers:
                 if name.lower() == echo_lower:
@@ -108,6 +109,8 @@ class TracekitMiddleware:
 
 class _Response:
     """The app's response iterable; finishing the request when the server closes it."""
+
+    __slots__ = ("_body", "_environ", "_error", "_request", "_requests")
 
     def __init__(
         self,
@@ -142,7 +145,8 @@ def _finish(
     requests: ServerRequests, request: ActiveRequest, environ: Environ, error: BaseException | None
 ) -> None:
     try:
-        requests.finish(request, route_of(environ) if requests.records else None, error)
+        route = environ.get(ROUTE_KEY) if requests.records else None
+        requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
 
