@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -33,22 +33,26 @@ _log = logging.getLogger("tracekit")
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
 
 
-class StoreSpanExporter(SpanExporter):
-    """Writes finished spans into the store at ``path`` (default: ``default_store_path()``)."""
+class _StoreWriter:
+    """What both exporters share: the store, untraced writes, one warning for repeated failures."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
         self.store = store if store is not None else Store(path)
         self._failed_once = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Store ``spans``; never raises (a failure is logged once and reported to the SDK)."""
+    def _write(self, write: Callable[[], None], signal: str) -> bool:
+        """Run ``write`` with instrumentation suppressed; False (logged once) if it failed."""
         token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
         try:
-            self.store.write_spans([span_record(s) for s in spans])
-            return SpanExportResult.SUCCESS
+            write()
+            return True
         except Exception as error:
-            self._failed_once = _log_once(self._failed_once, "span", error)
-            return SpanExportResult.FAILURE
+            if not self._failed_once:
+                _log.warning(
+                    "tracekit: writing %ss to the store failed: %s", signal, type(error).__name__
+                )
+            self._failed_once = True
+            return False
         finally:
             otel_context.detach(token)
 
@@ -61,38 +65,24 @@ class StoreSpanExporter(SpanExporter):
         return True
 
 
-class StoreLogExporter(LogRecordExporter):
-    """Writes log records into the store at ``path`` (default: ``default_store_path()``)."""
+class StoreSpanExporter(_StoreWriter, SpanExporter):
+    """Writes finished spans into the store at ``path`` (default: ``default_store_path()``)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
-        self.store = store if store is not None else Store(path)
-        self._failed_once = False
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Store ``spans``; never raises (a failure is logged once and reported to the SDK)."""
+        if self._write(lambda: self.store.write_spans([span_record(s) for s in spans]), "span"):
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
+
+
+class StoreLogExporter(_StoreWriter, LogRecordExporter):
+    """Writes log records into the store at ``path`` (default: ``default_store_path()``)."""
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Store ``batch``; never raises."""
-        token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
-        try:
-            self.store.write_logs([log_record(r) for r in batch])
+        if self._write(lambda: self.store.write_logs([log_record(r) for r in batch]), "log"):
             return LogRecordExportResult.SUCCESS
-        except Exception as error:
-            self._failed_once = _log_once(self._failed_once, "log", error)
-            return LogRecordExportResult.FAILURE
-        finally:
-            otel_context.detach(token)
-
-    def shutdown(self) -> None:
-        """Close the store's connections."""
-        self.store.close()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Nothing is buffered here."""
-        return True
-
-
-def _log_once(already: bool, signal: str, error: Exception) -> bool:
-    if not already:
-        _log.warning("tracekit: writing %ss to the store failed: %s", signal, type(error).__name__)
-    return True
+        return LogRecordExportResult.FAILURE
 
 
 def span_record(span: ReadableSpan) -> SpanRecord:
