@@ -20,34 +20,30 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tracekit import instrumentation
 
 
-@pytest.fixture
-def serve_asgi() -> Iterator[Callable[[Any], str]]:
-    """Start an ASGI app under uvicorn; returns its base URL."""
+def _serving(start_server: Callable[[Any], tuple[str, Callable[[], None]]]) -> Any:
+    """A fixture body: start apps with ``start_server``, stop them all after the test."""
     stops: list[Callable[[], None]] = []
 
     def start(app: Any) -> str:
-        url, stop = start_uvicorn(app)
+        url, stop = start_server(app)
         stops.append(stop)
         return url
 
     yield start
     for stop in reversed(stops):
         stop()
+
+
+@pytest.fixture
+def serve_asgi() -> Iterator[Callable[[Any], str]]:
+    """Start an ASGI app under uvicorn; returns its base URL."""
+    yield from _serving(start_uvicorn)
 
 
 @pytest.fixture
 def serve_wsgi() -> Iterator[Callable[[Any], str]]:
     """Start a WSGI app under werkzeug's threaded server; returns its base URL."""
-    stops: list[Callable[[], None]] = []
-
-    def start(app: Any) -> str:
-        url, stop = start_werkzeug(app)
-        stops.append(stop)
-        return url
-
-    yield start
-    for stop in reversed(stops):
-        stop()
+    yield from _serving(start_werkzeug)
 
 
 @pytest.fixture

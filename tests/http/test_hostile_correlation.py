@@ -12,15 +12,12 @@ import re
 from typing import Any
 
 import pytest
+from loopback import start_traced
 from rawhttp import send
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
 
 import tracekit
-from tracekit import asgi, wsgi
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("hostile.app")
@@ -68,15 +65,7 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 @pytest.fixture(scope="module", params=["asgi", "wsgi"])
 def server_url(request: pytest.FixtureRequest) -> Any:
-    from loopback import start_uvicorn, start_werkzeug
-
-    if request.param == "asgi":
-        app = Starlette(
-            routes=[Route("/", asgi_endpoint)], middleware=[Middleware(asgi.TracekitMiddleware)]
-        )
-        url, stop = start_uvicorn(app)
-    else:
-        url, stop = start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
+    url, stop = start_traced(request.param, asgi_endpoint, wsgi_app)
     yield url
     stop()
 

@@ -8,15 +8,11 @@ import json
 from typing import Any
 
 import pytest
+from loopback import start_traced
 from opentelemetry import propagate
 from rawhttp import send
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-from tracekit import asgi, wsgi
 
 TRACE = "12345678901234567890123456789012"
 TP = f"00-{TRACE}-1234567890123456-01".encode()
@@ -39,15 +35,7 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 @pytest.fixture(scope="module", params=["asgi", "wsgi"])
 def server_url(request: pytest.FixtureRequest) -> Any:
-    from loopback import start_uvicorn, start_werkzeug
-
-    if request.param == "asgi":
-        app = Starlette(
-            routes=[Route("/", asgi_endpoint)], middleware=[Middleware(asgi.TracekitMiddleware)]
-        )
-        url, stop = start_uvicorn(app)
-    else:
-        url, stop = start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
+    url, stop = start_traced(request.param, asgi_endpoint, wsgi_app)
     yield url + "/"
     stop()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 import time
 import urllib.request
@@ -32,7 +31,7 @@ from typing import Any
 
 import flask
 import requests
-import uvicorn
+from loopback import start_uvicorn, start_werkzeug
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider
@@ -45,7 +44,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from werkzeug.serving import make_server
 
 import tracekit.flask
 from tracekit import asgi, instrumentation, messaging
@@ -229,34 +227,12 @@ def _start_thread(d: Deployment, target: Callable[[], None]) -> None:
 
 
 def _serve_asgi(d: Deployment, app: Any) -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
+    url, stop = start_uvicorn(app)
     d.stops.append(stop)
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return url
 
 
 def _serve_wsgi(d: Deployment, app: Any) -> str:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
+    url, stop = start_werkzeug(app)
     d.stops.append(stop)
-    return f"http://127.0.0.1:{server.server_port}"
+    return url

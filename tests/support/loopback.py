@@ -45,3 +45,18 @@ def start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
         server.server_close()
 
     return f"http://127.0.0.1:{server.server_port}", stop
+
+
+def start_traced(kind: str, asgi_endpoint: Any, wsgi_app: Any) -> tuple[str, Callable[[], None]]:
+    """``asgi_endpoint`` (a Starlette endpoint at ``/``) or ``wsgi_app`` behind tracekit's
+    middleware, by ``kind`` ("asgi" or "wsgi"), served on loopback."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    from tracekit import asgi, wsgi
+
+    if kind == "asgi":
+        middleware = [Middleware(asgi.TracekitMiddleware)]
+        return start_uvicorn(Starlette(routes=[Route("/", asgi_endpoint)], middleware=middleware))
+    return start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
