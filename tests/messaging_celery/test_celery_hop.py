@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -54,8 +55,14 @@ def make_app(broker: str) -> Celery:
 def app(redis_url: str) -> Iterator[Celery]:
     seen.clear()
     celery_app = make_app(redis_url)
-    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        yield celery_app
+    # start_worker sets up Celery's logging (root logger at ERROR): put the process's back after.
+    root_level, root_handlers = logging.root.level, logging.root.handlers[:]
+    try:
+        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            yield celery_app
+    finally:
+        logging.root.setLevel(root_level)
+        logging.root.handlers[:] = root_handlers
 
 
 def test_task_continues_the_request(app: Celery, spans: InMemorySpanExporter) -> None:

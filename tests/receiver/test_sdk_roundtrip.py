@@ -81,6 +81,7 @@ def test_sdk_logs_round_trip_every_field(receiver: Receiver, reader: Store) -> N
     )
     logger = logging.getLogger("tests.roundtrip.logs")
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # independent of whatever the root logger was left at
     logger.addHandler(LoggingHandler(logger_provider=provider))
     tracer = TracerProvider(resource=RESOURCE).get_tracer("t")
     with tracer.start_as_current_span("handler"):
