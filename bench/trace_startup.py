@@ -108,7 +108,10 @@ def main() -> None:
         action="store_true",
         help="keep the environment's bytecode settings (PYTHONDONTWRITEBYTECODE)",
     )
+    parser.add_argument("--quick", action="store_true", help="100,000 spans and 5 runs")
     args = parser.parse_args()
+    if args.quick:  # `python -m bench --quick` passes it to every benchmark
+        args.spans, args.runs = min(args.spans, 100_000), min(args.runs, 5)
     path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}-v2.db"
     if not path.exists():
         print(f"building {args.spans:,} spans into {path} ...", flush=True)
