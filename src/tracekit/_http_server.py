@@ -6,7 +6,6 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import Token
@@ -21,8 +20,6 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvid
 from tracekit import correlation, propagation, semconv
 from tracekit.config import Options
 from tracekit.metrics import HttpServerMetrics
-
-_log = logging.getLogger("tracekit")
 
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")

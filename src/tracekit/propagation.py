@@ -15,7 +15,7 @@ carries trace context, baggage and the correlation ID together.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -306,10 +306,3 @@ class HeaderGetter(Getter[Mapping[str, Any]]):
 
     def keys(self, carrier: Mapping[str, Any]) -> list[str]:
         return list(carrier)
-
-
-class DictSetter(Setter[MutableMapping[str, Any]]):
-    """Writes headers into any mutable mapping."""
-
-    def set(self, carrier: MutableMapping[str, Any], key: str, value: str) -> None:
-        carrier[key] = value

@@ -84,7 +84,6 @@ class RedisQueue:
         import redis
 
         self._client = redis.Redis.from_url(url)
-        self._queues: set[str] = set()
 
     def put(self, queue: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         self._client.lpush(_redis_key(queue), json.dumps({"body": body, "headers": headers}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import socket
 import sqlite3
 import threading
@@ -21,8 +20,6 @@ from tracekit.receiver import _json, _protobuf
 from tracekit.receiver._decoded import Decoded, MalformedRequest
 from tracekit.receiver._ingest import IngestQueue, QueueFull
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
-
-_log = logging.getLogger("tracekit.receiver")
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
