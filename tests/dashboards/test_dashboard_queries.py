@@ -16,7 +16,6 @@ components' documentation in test_dashboard_model.py.
 from __future__ import annotations
 
 import math
-import signal
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from grafana_model import (
     variable_query,
     variables,
 )
+from loopback import interrupt
 from prometheus_server import (
     api,
     free_port,
@@ -76,12 +76,8 @@ class Shop:
     process: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """SIGINT: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
+        interrupt(self.process)
 
 
 def _start_shop(version: str) -> Shop:

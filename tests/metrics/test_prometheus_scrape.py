@@ -10,7 +10,6 @@ Outside CI a missing binary skips; with CI=true it fails.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from loopback import interrupt
 from prometheus_server import free_port, running_prometheus, wait_until
 from prometheus_server import prometheus_binary as find_prometheus
 
@@ -48,13 +48,8 @@ class Service:
     process: subprocess.Popen[str]
 
     def stop(self) -> None:
-        """SIGINT: uvicorn runs the lifespan shutdown, which flushes spans into the store."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """SIGINT: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
+        interrupt(self.process)
 
 
 @pytest.fixture(scope="module")

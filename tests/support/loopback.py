@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -60,3 +62,14 @@ def start_traced(kind: str, asgi_endpoint: Any, wsgi_app: Any) -> tuple[str, Cal
         middleware = [Middleware(asgi.TracekitMiddleware)]
         return start_uvicorn(Starlette(routes=[Route("/", asgi_endpoint)], middleware=middleware))
     return start_werkzeug(wsgi.TracekitMiddleware(wsgi_app))
+
+
+def interrupt(process: subprocess.Popen[Any], timeout: float = 20) -> None:
+    """Ctrl-C a served app (uvicorn then runs its shutdown, which flushes telemetry); kill it if
+    it does not exit within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
