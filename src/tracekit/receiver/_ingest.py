@@ -16,10 +16,13 @@ from collections.abc import Iterator
 
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
-from tracekit.store._process import WriterProcess
+from tracekit.store._process import WriterProcess, WriterProcessDied, WriterProcessError
 from tracekit.store._rows import SpanRows
 
 _log = logging.getLogger("tracekit.receiver")
+# Batches handed to the writer process at once: while it commits one, the next is already in
+# its pipe, so it never waits for this process (whose threads take turns with the GIL).
+_IN_FLIGHT = 2
 
 
 class QueueFull(Exception):
@@ -127,17 +130,63 @@ class IngestQueue:
 
     def _run(self) -> None:
         retention = _RetentionRunner(self.store, self.retention, self.retention_interval)
-        while not self._finished():
-            batch = self._take(wait=0.5 if retention.idle else 0.0)
+        sent: deque[list[Ticket]] = deque()  # batches the writer process holds, oldest first
+        while sent or not self._finished():
+            if retention.due:  # retention writes on our own connection: the child must be idle
+                while sent:
+                    self._settle(sent)
+                retention.step()
+            batch = self._take(wait=0.0 if sent or not retention.idle else 0.5)
             if batch:
-                self._commit(batch)
-            retention.step()
+                self._send(batch, sent)
+            if sent and (len(sent) == _IN_FLIGHT or not batch):
+                self._settle(sent)
+
+    def _send(self, batch: list[Ticket], sent: deque[list[Ticket]]) -> None:
+        """Start writing ``batch``; the writer process answers while we gather the next one."""
+        if self._process is None:
+            self._commit(batch)
+            return
+        try:
+            self._process.send(*_merged(batch))
+        except WriterProcessDied:
+            self._recover([*sent, batch], sent)
+            return
+        except Exception:  # not even handed over (cannot happen with rows the decoders build)
+            self._isolate(batch, sent)
+            return
+        sent.append(batch)
+
+    def _settle(self, sent: deque[list[Ticket]]) -> None:
+        """Wait for the oldest batch sent, and answer its requests."""
+        assert self._process is not None
+        batch = sent.popleft()
+        try:
+            self._process.receive()
+        except WriterProcessDied:
+            self._recover([batch, *sent], sent)
+            return
+        except WriterProcessError:  # this batch only: the child goes on with the next ones
+            self._isolate(batch, sent)
+            return
+        self._acknowledge(batch)
+
+    def _isolate(self, batch: list[Ticket], sent: deque[list[Ticket]]) -> None:
+        """``batch`` failed: settle the batches after it, then write its requests one by one."""
+        while sent:
+            self._settle(sent)
+        for ticket in batch:  # find the request that cannot be written; keep the others
+            self._commit([ticket])
+
+    def _recover(self, lost: list[list[Ticket]], sent: deque[list[Ticket]]) -> None:
+        """The writer process died: write again, one at a time, every batch it had."""
+        sent.clear()
+        for batch in lost:
+            self._commit(batch)
 
     def _commit(self, batch: list[Ticket]) -> None:
-        rows = SpanRows()
-        for ticket in batch:
-            rows.extend(ticket.spans)
-        logs = [r for t in batch for r in t.logs]
+        """Write ``batch`` and wait for it (nothing else may be in flight)."""
+        rows, logs = _merged(batch)
         try:
             if self._process is not None:
                 self._process.write_rows(rows, logs)
@@ -151,9 +200,20 @@ class IngestQueue:
             for ticket in batch:  # find the request that cannot be written; keep the others
                 self._commit([ticket])
             return
+        self._acknowledge(batch)
+
+    def _acknowledge(self, batch: list[Ticket]) -> None:
         self.committed += sum(t.size for t in batch)
         for ticket in batch:
             ticket.finish()
+
+
+def _merged(batch: list[Ticket]) -> tuple[SpanRows, list[LogRecordData]]:
+    """One transaction's worth of rows from several requests."""
+    rows = SpanRows()
+    for ticket in batch:
+        rows.extend(ticket.spans)
+    return rows, [r for t in batch for r in t.logs]
 
 
 class _RetentionRunner:
@@ -170,6 +230,13 @@ class _RetentionRunner:
     def idle(self) -> bool:
         """No retention pass in progress."""
         return self._steps is None
+
+    @property
+    def due(self) -> bool:
+        """A pass is in progress or should start now."""
+        if self.retention is None:
+            return False
+        return self._steps is not None or time.monotonic() >= self._next
 
     def step(self) -> None:
         """Advance the current pass by one chunk, or start a pass when one is due."""

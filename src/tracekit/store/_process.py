@@ -8,8 +8,10 @@ interpreter does the SQLite work while the parent decodes, and the two use both 
 
 Rows travel pickled with protocol 5, which writes a bytearray as raw bytes (the default
 protocol 4 goes through ``__reduce__`` and costs five times as much). The child only ever writes
-what it is sent and answers when it has committed; it exits when the parent closes the pipe, or
-dies (the pipe then reads end-of-file), so it never outlives it.
+what it is sent, in order, and answers each batch when it has committed it; the parent may send
+the next batch before that answer arrives, so the child need not wait for the parent between
+batches. It exits when the parent closes the pipe, or dies (the pipe then reads end-of-file), so
+it never outlives it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pickle
 import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NoReturn
 
 from tracekit.records import LogRecordData
 from tracekit.store._rows import SpanRows
@@ -26,13 +29,18 @@ from tracekit.store._store import Store
 
 
 class WriterProcessError(RuntimeError):
-    """The writer process failed to write a batch, or died while writing it."""
+    """The writer process failed to write a batch (it goes on with the next one)."""
+
+
+class WriterProcessDied(WriterProcessError):
+    """The writer process died: every batch sent and not yet answered may be lost."""
 
 
 class WriterProcess:
     """Writes rows into the store at ``path`` from a child process (started on first use).
 
-    Not thread-safe: one thread (the receiver's batching writer) uses it.
+    Not thread-safe: one thread (the receiver's batching writer) uses it. Each ``send`` is
+    answered by one ``receive``, in order.
     """
 
     def __init__(self, path: Path) -> None:
@@ -46,15 +54,32 @@ class WriterProcess:
 
     def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
         """Write in one transaction in the child; returns once it has committed."""
+        self.send(spans, logs)
+        self.receive()
+
+    def send(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
+        """Hand the child one batch to write in one transaction; ``receive`` tells how it went."""
+        payload = pickle.dumps((spans, logs), protocol=5)
         conn = self._connection()
         try:
-            conn.send_bytes(pickle.dumps((spans, logs), protocol=5))
-            error = conn.recv()
+            conn.send_bytes(payload)
+        except OSError as lost:
+            self._lost(lost)
+
+    def receive(self) -> None:
+        """Wait for the answer to the oldest batch sent and not yet answered."""
+        if self._conn is None:
+            raise WriterProcessDied("the writer process died")
+        try:
+            error = self._conn.recv()
         except (EOFError, OSError) as lost:
-            self.close()  # the next write starts a new child
-            raise WriterProcessError("the writer process died") from lost
+            self._lost(lost)
         if error is not None:
             raise WriterProcessError(str(error))
+
+    def _lost(self, cause: BaseException) -> NoReturn:
+        self.close()  # the next send starts a new child
+        raise WriterProcessDied("the writer process died") from cause
 
     def _connection(self) -> Connection:
         if self._conn is None:
