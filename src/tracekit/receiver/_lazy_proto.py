@@ -71,3 +71,25 @@ def _request_class() -> Any:
 
 
 LazyTraceRequest: Any = _request_class()
+
+
+def string_attribute(raw: bytes) -> tuple[str, str] | None:
+    """Key and value of a KeyValue's bytes when its value is a short string, read off the wire.
+
+    The common shape of an attribute, ``0A klen key 12 alen 0A slen value`` with every length
+    under 128 (one varint byte each), costs a few byte reads here against a message parse.
+    Anything else, including invalid UTF-8, gives None: the caller then parses a ``KeyValue``.
+    """
+    size = len(raw)
+    if size < 6 or raw[0] != 0x0A:
+        return None
+    key_end = 2 + raw[1]
+    if raw[1] > 127 or size < key_end + 4 or raw[key_end] != 0x12 or raw[key_end + 2] != 0x0A:
+        return None
+    value_size = raw[key_end + 3]
+    if value_size > 127 or raw[key_end + 1] != value_size + 2 or size != key_end + 4 + value_size:
+        return None
+    try:
+        return raw[2:key_end].decode(), raw[key_end + 4 :].decode()
+    except UnicodeDecodeError:
+        return None

@@ -16,9 +16,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracekit.receiver._decoded import Decoded, service_of
-from tracekit.receiver._lazy_proto import LazyTraceRequest
+from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
 from tracekit.receiver._protobuf import any_value, attributes, parse, span_record
-from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, SpanRecord
+from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._rows import RowEncoder, indexed_correlation
@@ -112,12 +112,11 @@ class SpanRowDecoder:
 
         ``''`` stands for the correlation id, which is stored in a column of its own.
         """
-        pair = parse(KeyValue(), raw)
-        value = any_value(pair.value)
-        correlation = indexed_correlation(value) if pair.key == CORRELATION_ATTRIBUTE else None
+        key, value = string_attribute(raw) or _key_value(raw)
+        correlation = indexed_correlation(value) if key == CORRELATION_ATTRIBUTE else None
         if correlation:
             _remember(self._correlations, raw, correlation)
-        found = "" if correlation else self.encoder.pair(pair.key, value)
+        found = "" if correlation else self.encoder.pair(key, value)
         if found is not None:
             _remember(self._pairs, raw, found)
         return found
@@ -176,6 +175,11 @@ def _plain(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int)
     if parent and (len(parent) != 8 or parent == _ZERO_SPAN):
         return False
     return start <= _MAX_TIME and end <= _MAX_TIME
+
+
+def _key_value(raw: bytes) -> tuple[str, AttributeValue]:
+    pair = parse(KeyValue(), raw)
+    return pair.key, any_value(pair.value)
 
 
 def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
