@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import requests
-import uvicorn
+from loopback import start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -24,32 +22,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
 from tracekit.asgi import TracekitMiddleware
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-def _uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
 
 
 @pytest.fixture
@@ -70,7 +48,7 @@ def asgi_service() -> Iterator[str]:
         service_name="shop",
         excluded_urls=["^/metrics"],
     )
-    url, stop = _uvicorn(app)
+    url, stop = start_uvicorn(app)
     yield url
     stop()
 
@@ -127,12 +105,9 @@ def werkzeug_target() -> Iterator[str]:
         status = 404 if environ["PATH_INFO"] == "/missing" else 200
         return Response("body", status=status)(environ, start_response)
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
+    url, stop = start_werkzeug(app)
+    yield url
+    stop()
 
 
 def _client_count(**labels: str) -> float:
