@@ -240,11 +240,9 @@ class _RetentionRunner:
 
     def step(self) -> None:
         """Advance the current pass by one chunk, or start a pass when one is due."""
-        if self.retention is None:
+        if self.retention is None or not self.due:
             return
         if self._steps is None:
-            if time.monotonic() < self._next:
-                return
             self._next = time.monotonic() + self.interval
             self._steps = self.store.retention_steps(self.retention)
         try:

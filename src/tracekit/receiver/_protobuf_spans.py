@@ -124,7 +124,7 @@ class SpanRowDecoder:
     def _correlation(self, raw: bytes) -> str:
         found = self._correlations.get(raw)
         if found is None:  # its cache was just cleared
-            found = indexed_correlation(any_value(parse(KeyValue(), raw).value)) or ""
+            found = indexed_correlation(_key_value(raw)[1]) or ""
         return found
 
     def _slow(
