@@ -47,6 +47,28 @@ def dumps(value: object) -> str:
     return _dumps(value)
 
 
+def intern_string(conn: sqlite3.Connection, text: str) -> int:
+    """The id of ``text`` in ``strings``, inserted if new (inside the caller's transaction)."""
+    value = clean_text(text)
+    row = conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO strings (value) VALUES (?) RETURNING id", (value,)
+        ).fetchone()
+    return int(row[0])
+
+
+def intern_resource(conn: sqlite3.Connection, digest: bytes, document: str) -> int:
+    """The id of a resource document in ``resources``, inserted if new (caller's transaction)."""
+    row = conn.execute("SELECT id FROM resources WHERE digest = ?", (digest,)).fetchone()
+    if row is None:
+        row = conn.execute(
+            "INSERT INTO resources (digest, attributes) VALUES (?, ?) RETURNING id",
+            (digest, document),
+        ).fetchone()
+    return int(row[0])
+
+
 class StringTable:
     """Interns strings into the ``strings`` table for one writer connection.
 
@@ -81,18 +103,10 @@ class StringTable:
             return known
         known = self._pending.get(value)
         if known is None:
-            known = self._lookup_or_insert(clean_text(value))
+            assert self.conn is not None, "StringTable.ref outside a transaction"
+            known = intern_string(self.conn, value)
             self._pending[value] = known
         return known
-
-    def _lookup_or_insert(self, value: str) -> int:
-        assert self.conn is not None, "StringTable.ref outside a transaction"
-        row = self.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
-        if row is None:
-            row = self.conn.execute(
-                "INSERT INTO strings (value) VALUES (?) RETURNING id", (value,)
-            ).fetchone()
-        return int(row[0])
 
     def encode(
         self, attributes: Mapping[str, AttributeValue], skip: str | None = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
-from tracekit.store._encoding import clean_text
+from tracekit.store._encoding import intern_resource, intern_string
 
 
 class Interner:
@@ -48,8 +48,8 @@ class Interner:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            found = {text: _intern(conn, text) for text in texts}
-            found_docs = {digest: _resource(conn, digest, doc) for digest, doc in docs.items()}
+            found = {text: intern_string(conn, text) for text in texts}
+            found_docs = {d: intern_resource(conn, d, doc) for d, doc in docs.items()}
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -74,23 +74,3 @@ def resource_document(resource: Attributes, version: str | None) -> str:
 def resource_digest(document: str) -> bytes:
     """The key a resource is stored under."""
     return hashlib.blake2b(document.encode(), digest_size=12).digest()
-
-
-def _intern(conn: sqlite3.Connection, text: str) -> int:
-    value = clean_text(text)
-    row = conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
-    if row is None:
-        row = conn.execute(
-            "INSERT INTO strings (value) VALUES (?) RETURNING id", (value,)
-        ).fetchone()
-    return int(row[0])
-
-
-def _resource(conn: sqlite3.Connection, digest: bytes, document: str) -> int:
-    row = conn.execute("SELECT id FROM resources WHERE digest = ?", (digest,)).fetchone()
-    if row is None:
-        row = conn.execute(
-            "INSERT INTO resources (digest, attributes) VALUES (?, ?) RETURNING id",
-            (digest, document),
-        ).fetchone()
-    return int(row[0])

@@ -7,7 +7,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
 from tracekit.store._connection import retry_busy
-from tracekit.store._encoding import StringTable, clean_text, encoded_attributes, id_bytes
+from tracekit.store._encoding import (
+    StringTable,
+    clean_text,
+    encoded_attributes,
+    id_bytes,
+    intern_resource,
+)
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._rows import SpanRows, indexed_correlation
 
@@ -138,14 +144,6 @@ class StoreWriter:
         digest = resource_digest(text)
         known = self._resources.get(digest) or self._pending_resources.get(digest)
         if known is None:
-            row = self.conn.execute(
-                "SELECT id FROM resources WHERE digest = ?", (digest,)
-            ).fetchone()
-            if row is None:
-                row = self.conn.execute(
-                    "INSERT INTO resources (digest, attributes) VALUES (?, ?) RETURNING id",
-                    (digest, text),
-                ).fetchone()
-            known = int(row[0])
+            known = intern_resource(self.conn, digest, text)
             self._pending_resources[digest] = known
         return known
