@@ -15,7 +15,7 @@ from tracekit._version import __version__
 # command name -> "module:attribute" of its click command
 COMMANDS = {
     "collector": "tracekit_cli.collector:collector",
-    "demo": "tracekit_cli.demo:demo",
+    "demo": "tracekit_cli.demo.command:demo",
     "search": "tracekit_cli.search:search",
     "services": "tracekit_cli.services:services",
     "trace": "tracekit_cli.trace:trace",

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tracekit.demo.topology import SentRequest, Topology
 from tracekit.path import reconstruct
 from tracekit.store import Store
+from tracekit_cli.demo.topology import SentRequest, Topology
 
 REQUESTS = 9  # covers plain, bulk (slow) and discontinued (failing) orders
 
@@ -137,7 +137,7 @@ def _no_leftover_processes() -> None:
 def _demo_services() -> set[int]:
     """PIDs of demo service processes running on this machine now."""
     found = subprocess.run(
-        ["pgrep", "-f", "tracekit.demo.services"], capture_output=True, text=True, check=False
+        ["pgrep", "-f", "tracekit_cli.demo.services"], capture_output=True, text=True, check=False
     )
     return {int(pid) for pid in found.stdout.split()}
 

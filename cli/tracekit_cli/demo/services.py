@@ -1,4 +1,4 @@
-"""The demo's services, each run as its own process: ``python -m tracekit.demo.services ROLE``.
+"""The demo's services, each run as its own process: ``python -m tracekit_cli.demo.services ROLE``.
 
     client -> gateway (ASGI) -> orders (WSGI) --orders.created--> fulfilment worker
     fulfilment -> inventory (WSGI); fulfilment --pricing.N--> pricing replicas 1..3
@@ -25,7 +25,7 @@ import requests
 
 import tracekit
 from tracekit import messaging
-from tracekit.demo.queue import Message, Queue, open_queue
+from tracekit_cli.demo.queue import Message, Queue, open_queue
 
 log = logging.getLogger("tracekit.demo")
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tracekit.demo.queue import open_queue
-from tracekit.demo.services import BULK_QUANTITY, FAILING_SKU, ROLES
+from tracekit_cli.demo.queue import open_queue
+from tracekit_cli.demo.services import BULK_QUANTITY, FAILING_SKU, ROLES
 
 HTTP_ROLES = ("gateway", "orders", "inventory")
 STOP_GRACE_SECONDS = 10.0
@@ -131,7 +131,7 @@ class Topology:
         for role in ROLES:
             log = (self.workdir / f"{role}.log").open("wb")
             self.processes[role] = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
-                [sys.executable, "-m", "tracekit.demo.services", role],
+                [sys.executable, "-m", "tracekit_cli.demo.services", role],
                 env=self.environment(role),
                 stdout=log,
                 stderr=subprocess.STDOUT,

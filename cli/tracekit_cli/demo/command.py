@@ -43,8 +43,8 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
     from rich.console import Console
 
-    from tracekit.demo.topology import Topology
     from tracekit.store import default_store_path
+    from tracekit_cli.demo.topology import Topology
 
     console = Console(width=terminal_width(), no_color=no_color(), highlight=False)
     store_path = FilePath(store) if store else default_store_path()
