@@ -32,6 +32,9 @@ class PathSpan:
     attached_by: str = ATTACHED_AS_ROOT
     depth: int = 0
     shift_ns: int = 0
+    self_ns: int = 0  # duration minus the time its synchronous children covered
+    critical_ns: int = 0  # its own time on the critical path
+    critical_wait_ns: int = 0  # the wait before it on the critical path (a queue wait)
 
     @property
     def key(self) -> tuple[str, str]:
