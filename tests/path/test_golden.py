@@ -60,6 +60,12 @@ def test_checkout_path_has_every_service_hop_log_and_the_critical_path() -> None
         ("bank", "charge approved"),
     ]
     assert [s["depth"] for s in doc["spans"]] == [0, 1, 2, 3, 3, 4, 5, 6]
+    # own time, and own time on the path: the gateway's last 20 ms, after orders answered, are not
+    # on it (the request ends with payments' work); payments waited 15 ms in the queue
+    assert [(s["self_ms"], s["critical_ms"], s["critical_wait_ms"]) for s in doc["spans"]] == [
+        (25.0, 5.0, 0.0), (4.0, 2.0, 0.0), (66.0, 13.0, 0.0), (20.0, 20.0, 0.0),
+        (5.0, 5.0, 0.0), (30.0, 30.0, 15.0), (4.0, 4.0, 0.0), (106.0, 106.0, 0.0),
+    ]  # fmt: skip
     assert doc["errors"] == [] and doc["warnings"] == []
 
 
