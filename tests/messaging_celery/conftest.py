@@ -1,7 +1,9 @@
-"""A real redis-server on a free loopback port as Celery's broker, and an in-process worker."""
+"""Celery's brokers: a real redis-server on a free loopback port, and the shared RabbitMQ at
+``TRACEKIT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import pytest
 from hopscene import need
 
 from tracekit import instrumentation
+
+AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _free_port() -> int:
@@ -51,6 +55,19 @@ def redis_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of the reachable RabbitMQ."""
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception:
+        need(False, f"RabbitMQ at {AMQP_URL}")
+    return AMQP_URL
 
 
 @pytest.fixture
