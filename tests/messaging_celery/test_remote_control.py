@@ -65,12 +65,6 @@ class Worker:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(params=["redis", "rabbitmq"])
-def broker(request: pytest.FixtureRequest) -> str:
-    fixture = "redis_url" if request.param == "redis" else "amqp_url"
-    return str(request.getfixturevalue(fixture))
-
-
 @pytest.fixture
 def every_instrumentation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """All of tracekit's instrumentations in the test process, every pub/sub channel named."""
@@ -81,7 +75,7 @@ def every_instrumentation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def worker(broker: str, tmp_path: Path) -> Iterator[Worker]:
+def worker(broker: str, tmp_path: Path, leave_no_names: Any) -> Iterator[Worker]:
     uid = uuid.uuid4().hex[:10]
     (tmp_path / "remote_app.py").write_text(TASKS_MODULE)
     conf = {
@@ -98,6 +92,7 @@ def worker(broker: str, tmp_path: Path) -> Iterator[Worker]:
         "TRACEKIT_EXPORTER": "none",
         "TRACEKIT_METRICS_PORT": "0",
     }
+    leave_no_names(broker, conf)
     nodename = f"remote-{uid}@{socket.gethostname()}"
     log = tmp_path / "worker.log"
     command = [celery_command(), "-A", "remote_app", "worker", "--pool=solo", "-E"]
@@ -115,25 +110,10 @@ def worker(broker: str, tmp_path: Path) -> Iterator[Worker]:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
-        _delete_names(broker, conf)
 
 
 def celery_command() -> str:
     return str(Path(sys.executable).parent / "celery")
-
-
-def _delete_names(broker: str, conf: dict[str, Any]) -> None:
-    """Leave nothing of ours behind on the shared RabbitMQ."""
-    if not broker.startswith("amqp"):
-        return
-    from kombu import Connection
-
-    with Connection(broker) as connection:
-        channel = connection.channel()
-        channel.queue_delete(conf["task_default_queue"])
-        for name in (conf["control_exchange"], conf["event_exchange"]):
-            channel.exchange_delete(f"{name}.pidbox" if name == conf["control_exchange"] else name)
-        channel.exchange_delete(f"reply.{conf['control_exchange']}.pidbox")
 
 
 def test_celery_inspect_ping_cli_gets_the_workers_pong(worker: Worker) -> None:
