@@ -71,6 +71,9 @@ class Options:
     message_correlation_property: str = field(
         default="correlation_id", metadata={"env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY"}
     )
+    redis_pubsub_channels: tuple[str, ...] = field(
+        default=(), metadata={"env": "TRACEKIT_REDIS_PUBSUB_CHANNELS", "parse": _split}
+    )
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
