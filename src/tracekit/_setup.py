@@ -13,7 +13,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from tracekit import _runtime, config, correlation, instrumentation, propagation, semconv
+from tracekit import (
+    _lifecycle,
+    _runtime,
+    config,
+    correlation,
+    instrumentation,
+    propagation,
+    semconv,
+)
 from tracekit._guard import report_once
 
 _log = logging.getLogger("tracekit")
@@ -91,6 +99,7 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
             instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
         )
         instrumentation.instrument(runtime.instrumented)
+        _lifecycle.install()
         return opts
 
 
@@ -123,3 +132,4 @@ def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
 def shutdown() -> None:
     """Flush and stop everything ``init`` started; ``init`` may be called again afterwards."""
     _runtime.stop_current()
+    _lifecycle.uninstall()
