@@ -6,7 +6,7 @@ Pure ASGI, so it works under Starlette, FastAPI and any other ASGI framework::
     app.add_middleware(TracekitMiddleware)      # Starlette / FastAPI
     app = TracekitMiddleware(app)               # any ASGI app
 
-Lifespan and other scope types pass straight through.
+Lifespan passes through (tracekit flushes at its shutdown); other scope types pass straight through.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, correlation, semconv
+from tracekit import _lifecycle, _state, correlation, semconv
 from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest
 
@@ -54,6 +54,9 @@ class TracekitMiddleware:
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
+            await self.app(scope, receive, _lifecycle.lifespan_send(send))
+            return
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
             await self.app(scope, receive, send)
             return

@@ -48,6 +48,7 @@ __all__ = [
     "JsonFormatter",
     "LogExportHandler",
     "current_fields",
+    "flush",
     "install",
     "json_stdout_handler",
     "uninstall",
@@ -381,3 +382,10 @@ def uninstall() -> None:
     with _lock:
         _stop_export()
         _stop_stamping()
+
+
+def flush(timeout_millis: int = 30_000) -> None:
+    """Export the log records still batched (the export handler's, if ``install`` added one)."""
+    handler = _handler
+    if handler is not None:
+        handler.provider.force_flush(timeout_millis)
