@@ -59,7 +59,9 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        from tracekit._export_watch import WatchedSpanExporter
+
+        return WatchedSpanExporter(OTLPSpanExporter())
     if options.exporter == "store":
         from tracekit.store.exporter import StoreSpanExporter
 
