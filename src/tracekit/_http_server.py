@@ -6,8 +6,7 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
 from time import perf_counter
@@ -18,7 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
 from tracekit import correlation, propagation, semconv
-from tracekit.config import Options
+from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
 KNOWN_METHODS = frozenset(
@@ -54,7 +53,7 @@ class ServerRequests:
         self.correlation_headers = tuple(h.lower() for h in options.correlation_headers)
         self.response_header = options.response_header
         self.wanted_headers = frozenset((*self.correlation_headers, *_TRACE_HEADERS))
-        self._excluded = _compile_excluded(options.excluded_urls)
+        self._excluded = compile_excluded(options.excluded_urls)
         # Read on every request: plain attributes rather than a walk through options.
         self.excluded_search = self._excluded.search if self._excluded is not None else None
         self._public_endpoint = options.public_endpoint
@@ -199,8 +198,3 @@ def _correlation_from_baggage(values: list[str] | None) -> str | None:
         if key == propagation.CORRELATION_BAGGAGE_KEY:
             return value if correlation.is_valid(value) else None
     return None
-
-
-def _compile_excluded(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    patterns = tuple(patterns)
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None

@@ -44,9 +44,9 @@ class CorrelationSpanProcessor(SpanProcessor):
 
 def build_resource(options: config.Options) -> Resource:
     """The service's resource: our options over ``OTEL_RESOURCE_ATTRIBUTES`` and SDK defaults."""
-    attributes: dict[str, Any] = {}
-    if options.service_name != "unknown_service":
-        attributes["service.name"] = options.service_name
+    # config resolved the name as the SDK would (OTEL_* variables, then unknown_service:python),
+    # so spans, logs and metric labels all carry the same one
+    attributes: dict[str, Any] = {"service.name": options.service_name}
     if options.service_version:
         attributes["service.version"] = options.service_version
     if options.environment:
@@ -64,7 +64,9 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        from tracekit._export_watch import WatchedSpanExporter
+
+        return WatchedSpanExporter(OTLPSpanExporter())
     if options.exporter == "store":
         from tracekit.store.exporter import StoreSpanExporter
 

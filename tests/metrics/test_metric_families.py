@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
 from tracekit.asgi import TracekitMiddleware
+from tracekit.config import default_service_name
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -114,7 +115,7 @@ def _client_count(**labels: str) -> float:
     base = {"http_request_method": "GET", "server_address": "127.0.0.1", "service_version": ""}
     value = REGISTRY.get_sample_value(
         "http_client_request_duration_seconds_count",
-        {"service_name": "unknown_service", "error_type": "", **base, **labels},
+        {"service_name": default_service_name(), "error_type": "", **base, **labels},
     )
     return value or 0.0
 
