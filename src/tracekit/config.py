@@ -107,6 +107,11 @@ def _header_names(values: object) -> None:
         _header_name(value)
 
 
+def _texts(values: object) -> None:
+    for value in _sequence(values):
+        _text(value)
+
+
 def compile_excluded(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     """One regular expression searching for any of ``patterns`` (None when there are none)."""
     return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
@@ -201,7 +206,8 @@ class Options:
         metadata={"env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY", "check": _text},
     )
     redis_pubsub_channels: tuple[str, ...] = field(
-        default=(), metadata={"env": "TRACEKIT_REDIS_PUBSUB_CHANNELS", "parse": _split}
+        default=(),
+        metadata={"env": "TRACEKIT_REDIS_PUBSUB_CHANNELS", "parse": _split, "check": _texts},
     )
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ BAD_VALUES = [
     ("TRACEKIT_ENVIRONMENT", "x" * 300, "at most 256"),
     ("TRACEKIT_STORE", "", "non-empty string"),
     ("TRACEKIT_MESSAGE_CORRELATION_PROPERTY", "\n", "non-empty string"),
+    ("TRACEKIT_REDIS_PUBSUB_CHANNELS", "prices.*,bad\x1b[0m", "printable characters"),
 ]
 
 
