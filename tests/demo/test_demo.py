@@ -134,16 +134,20 @@ def _no_leftover_processes() -> None:
     """Each demo run stops every process it started (the Topology context manager)."""
 
 
-def _demo_services() -> set[int]:
-    """PIDs of demo service processes running on this machine now."""
+def _demo_services(parent: int | None = None) -> set[int]:
+    """PIDs of demo service processes running now (children of ``parent`` when given).
+
+    Other demos may run on the same machine; the parent filter counts only this test's.
+    """
+    only_children = ["-P", str(parent)] if parent is not None else []
     found = subprocess.run(
-        ["pgrep", "-f", "tracekit_cli.demo.services"], capture_output=True, text=True, check=False
-    )
+        ["pgrep", *only_children, "-f", "tracekit_cli.demo.services"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     return {int(pid) for pid in found.stdout.split()}
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
-    before = _demo_services()
     demo = subprocess.Popen(
         [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--keep-running",
          "--store", str(tmp_path / "keep.db")],
@@ -156,7 +160,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         lines.append(line)
         if "press Ctrl-C" in line:
             break
-    running = _demo_services() - before
+    running = _demo_services(parent=demo.pid)
     assert len(running) == 8, "".join(lines)
 
     demo.send_signal(signal.SIGINT)
