@@ -305,10 +305,13 @@ def test_unusable_urls_are_refused_up_front(url: str) -> None:
         TempoSource(url)
 
 
-def test_a_refused_url_never_shows_what_precedes_an_at_sign() -> None:
+@pytest.mark.parametrize(
+    "url", ["admin:hunter2@tempo:3200?x=1", "http://tempo:3200/?token=hunter2"]
+)
+def test_a_refused_url_never_shows_its_credentials_or_query(url: str) -> None:
     with pytest.raises(BackendError) as refused:
-        TempoSource("admin:hunter2@tempo:3200")
-    assert "hunter2" not in str(refused.value) and "'tempo:3200'" in str(refused.value)
+        TempoSource(url)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_traceql_strings_are_escaped() -> None:

@@ -142,9 +142,11 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     """The URL without credentials, and the Authorization header its ``user:password@`` gives."""
     parsed = urllib.parse.urlsplit(raw.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query:
-        shown = raw.strip().rpartition("@")[2][:80]  # never echo what precedes an "@"
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        shown = raw.strip().rpartition("@")[2].partition("?")[0][:80]  # no userinfo, no query
         raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
+    if parsed.query:
+        raise BackendError(f"{name} URL must not carry a query string (send headers instead)")
     try:
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError:

@@ -179,7 +179,10 @@ class TempoSource:
         try:
             answer = self.client.get("/api/search", params)
         except NotFound:
-            raise BackendError(f"Tempo at {self.client.base_url} has no /api/search") from None
+            raise BackendError(
+                f"Tempo at {self.client.base_url} has no /api/search: is "
+                "this Tempo's HTTP API (with its path prefix)?"
+            ) from None
         except BackendError as error:
             learnt = window_limit(error)
             if learnt is None or learnt[0] >= end - start:
