@@ -95,17 +95,18 @@ class JaegerSource:
         since = since_unix_nano / 1e9 if since_unix_nano else time.time() - 3600
         services = [service] if service else self._services()
         spans = self._find(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
-        found = summaries(spans)
         if errors_only:
             self.notes.once(
                 f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
                 f"in error among the newest {limit} it reads per service"
             )
-            found = [s for s in found if s.error]
-        if service:
-            found = [s for s in found if s.root_service == service]
-        if min_duration_ms is not None:
-            found = [s for s in found if s.duration_ms >= min_duration_ms]
+        found = [
+            s
+            for s in summaries(spans)
+            if (s.error or not errors_only)
+            and (service is None or s.root_service == service)  # a root, not any span, there
+            and (min_duration_ms is None or s.duration_ms >= min_duration_ms)
+        ]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
