@@ -14,7 +14,8 @@ import time
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from rawhttp import RawResponse, parse
+from rawhttp import RawResponse
+from tests.receiver.conftest import read_response
 
 from tracekit.receiver import Receiver
 from tracekit.store import Store
@@ -46,20 +47,7 @@ def _exchange(receiver: Receiver, data: bytes) -> RawResponse:
     """Send ``data`` and read one response (the receiver closes or answers with a length)."""
     with socket.create_connection(receiver.address, timeout=30) as sock:
         sock.sendall(data)
-        return _read_response(sock)
-
-
-def _read_response(sock: socket.socket) -> RawResponse:
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed before an answer: {received!r}"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(parse(head + b"\r\n\r\n").header("Content-Length") or 0)
-    while len(body) < length:
-        body += sock.recv(65536)
-    return parse(head + b"\r\n\r\n" + body)
+        return read_response(sock)
 
 
 PROTOBUF = "Content-Type: application/x-protobuf"
@@ -92,7 +80,7 @@ def test_keep_alive_after_a_chunked_request(receiver: Receiver, reader: Store) -
     with socket.create_connection(receiver.address, timeout=30) as sock:
         for first in (1, 11):
             sock.sendall(_head([PROTOBUF, CHUNKED]) + _chunked(_spans(first, 10)))
-            assert _read_response(sock).status == 200
+            assert read_response(sock).status == 200
     assert reader.count_spans() == 20
 
 
@@ -137,7 +125,7 @@ def test_chunked_body_over_the_limit_gets_413_before_it_ends(receiver: Receiver)
         piece = b"\0" * 65536
         for _ in range(LIMIT // len(piece) + 1):
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
-        assert _read_response(sock).status == 413
+        assert read_response(sock).status == 413
 
 
 def test_chunked_gzip_bomb_gets_413_before_it_ends(receiver: Receiver, reader: Store) -> None:
@@ -148,7 +136,7 @@ def test_chunked_gzip_bomb_gets_413_before_it_ends(receiver: Receiver, reader: S
         while sent < len(bomb) // 2:  # half the bomb already decodes past the limit
             sock.sendall(b"%x\r\n%s\r\n" % (4096, bomb[sent : sent + 4096]))
             sent += 4096
-        assert _read_response(sock).status == 413
+        assert read_response(sock).status == 413
     assert reader.count_spans() == 0
 
 
@@ -187,5 +175,5 @@ def test_malformed_chunks_are_400(framed: bytes, receiver: Receiver, reader: Sto
     with socket.create_connection(receiver.address, timeout=30) as sock:
         sock.sendall(_head([PROTOBUF, CHUNKED]) + framed)
         sock.shutdown(socket.SHUT_WR)  # a truncated body ends with the connection
-        assert _read_response(sock).status == 400
+        assert read_response(sock).status == 400
     assert reader.count_spans() == 0

@@ -149,13 +149,9 @@ class OtlpHandler(BaseHTTPRequestHandler):
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors the HTTP parser finds (bad request line, headers too long...), in JSON."""
-        if self.stream.evicted:
-            code, message = 503, "too many connections, retry later"
         if self.request_version == "HTTP/0.9":  # never spoken here: always send a status line
             self.request_version = "HTTP/1.1"
-        error = RequestError(code, message or HTTPStatus(code).phrase, close=True)
-        error.retry_after = 1 if code == 503 else None
-        self._send_error(error, JSON)
+        self._send_error(RequestError(code, message or HTTPStatus(code).phrase, close=True), JSON)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs stay off: a collector at full rate would drown its terminal."""
@@ -184,6 +180,10 @@ class OtlpHandler(BaseHTTPRequestHandler):
                 raise RequestError(404, "unknown path: use /v1/traces, /v1/logs or /v1/metrics")
             content_type = self._content_type()
             answer = self._export(signal, content_type)
+        except TimeoutError:  # the body did not arrive whole within the request's deadline
+            self._pieces = None
+            self._send_error(RequestError(408, "request body too slow", close=True), content_type)
+            return
         except RequestError as error:
             self._send_error(error, content_type)
             self._drain()
@@ -256,6 +256,9 @@ class OtlpHandler(BaseHTTPRequestHandler):
     def _send_error(
         self, error: RequestError, content_type: str, extra: dict[str, str] | None = None
     ) -> None:
+        if self.stream.evicted:  # whatever broke, it broke because we made room for another
+            error = RequestError(503, "too many connections, retry later", retry_after=1)
+            self.close_connection = True
         status = status_pb2.Status(
             code=_RPC_CODES.get(error.status, code_pb2.UNKNOWN), message=error.message
         )
