@@ -24,8 +24,9 @@ def start_collector(
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
+    grpc = [] if "--grpc-port" in extra else ["--grpc-port", "0"]  # never the shared 4317
     process = subprocess.Popen(
-        [*ENTRY, "--port", "0", "--store", str(store), *extra],
+        [*ENTRY, "--port", "0", *grpc, "--store", str(store), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=limit_files,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tracekit.receiver._admission import ConnectionTable, MemoryBudget
 from tracekit.receiver._http import ReceiverHTTPServer
@@ -12,8 +13,12 @@ from tracekit.receiver._ingest import IngestQueue
 from tracekit.receiver._service import IngestService
 from tracekit.store import Retention, Store
 
+if TYPE_CHECKING:
+    from tracekit.receiver._grpc import GrpcReceiver
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
+DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # after decompression; larger requests get 413
 # File descriptors kept free of client connections (SQLite, the writer's pipe, gRPC, logs).
 _RESERVED_DESCRIPTORS = 64
@@ -25,6 +30,7 @@ class ReceiverConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    grpc_port: int | None = None  # OTLP/gRPC as well (0: any free port); needs grpcio
     max_body_bytes: int = DEFAULT_MAX_BODY
     queue_capacity: int = 200_000  # records waiting for the writer before 503s start
     batch_size: int = 20_000  # records per transaction at most
@@ -70,13 +76,38 @@ class Receiver:
                 self.config.request_timeout,
             ),
         )
+        self.grpc = self._grpc_side()
         self._thread: threading.Thread | None = None
+
+    def _grpc_side(self) -> GrpcReceiver | None:
+        if self.config.grpc_port is None:
+            return None
+        try:
+            from tracekit.receiver._grpc import GrpcReceiver
+        except ImportError:
+            self.httpd.server_close()
+            raise RuntimeError(
+                "OTLP/gRPC needs grpcio: pip install 'tracekit[cli]' (or pass grpc_port=None)"
+            ) from None
+        try:
+            return GrpcReceiver(
+                self.config.host, self.config.grpc_port, self.service, self.budget,
+                self.config.max_body_bytes,
+            )  # fmt: skip
+        except OSError:
+            self.httpd.server_close()
+            raise
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port (the real port when 0 was asked for)."""
         host, port = self.httpd.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def grpc_address(self) -> tuple[str, int] | None:
+        """The gRPC host and bound port, or None when gRPC is off."""
+        return None if self.grpc is None else (self.config.host, self.grpc.port)
 
     @property
     def endpoint(self) -> str:
@@ -92,11 +123,15 @@ class Receiver:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tracekit-http"
         )
         self._thread.start()
+        if self.grpc is not None:
+            self.grpc.start()
         return self
 
     def stop(self) -> None:
         """Graceful shutdown: nothing acknowledged is lost."""
         self.service.stopping = True
+        if self.grpc is not None:
+            self.grpc.stop(grace=self.config.commit_timeout + 5)
         if self._thread is not None:
             self.httpd.shutdown()
             self._thread.join()
