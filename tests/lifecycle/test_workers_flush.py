@@ -165,3 +165,36 @@ def test_multiprocessing_children_flush_before_they_exit(
     assert f"exit codes {expected}" in service.output()
     names = sorted(s.name for s in service.spans())
     assert names == [f"child-{n}" for n in range(N)], service.output()
+
+
+FORKED_EXPORTER = """
+import os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from tracekit.store.exporter import StoreSpanExporter
+
+exporter = StoreSpanExporter(sys.argv[1])
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+provider.get_tracer("t").start_span("parent-before-fork").end()  # opens the parent's connection
+parent_store = exporter.store
+pid = os.fork()
+if pid == 0:
+    provider.get_tracer("t").start_span("child").end()
+    os._exit(0 if exporter.store is not parent_store else 3)
+print("child status:", os.waitpid(pid, 0)[1])
+provider.get_tracer("t").start_span("parent-after-fork").end()
+print("same store in parent:", exporter.store is parent_store)
+"""
+
+
+def test_store_exporter_opens_its_own_connection_in_a_forked_child(service: Service) -> None:
+    service.write("forked.py", FORKED_EXPORTER)
+    service.start("forked.py", str(service.store))
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    assert "child status: 0" in service.output()  # the child wrote through a store of its own
+    assert "same store in parent: True" in service.output()
+    names = sorted(s.name for s in service.spans())
+    assert names == ["child", "parent-after-fork", "parent-before-fork"], service.output()
