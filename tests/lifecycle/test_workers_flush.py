@@ -12,6 +12,7 @@ import signal
 
 import pytest
 from celery import Celery
+from hopscene import wait_for
 from stopping import Service
 
 N = 5
@@ -104,13 +105,9 @@ def test_children_recycled_by_max_tasks_per_child_flush_as_they_go(
     _send_tasks(redis_url)
     _wait_until_done(service)
 
-    # Each child exited after its task, long before the batch delay: all stored already.
-    for _ in range(100):
-        if len([s for s in service.spans() if s.kind == "CONSUMER"]) >= N:
-            break
-        import time
-
-        time.sleep(0.1)
+    # Each child exited after its task, long before the batch delay: all stored already (the
+    # last child's log records land just after its spans).
+    wait_for(lambda: len([b for b in service.log_bodies() if b.endswith(" ran")]) == N, 30)
     _assert_every_task_stored(service)
     assert service.terminate() == 0
 
