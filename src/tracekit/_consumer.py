@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _message_headers, _state, config, correlation, propagation, semconv
+from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
 from tracekit._guard import report_once
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
@@ -286,15 +286,7 @@ def _with_baggage(
     fields: _message_headers.Fields, context: otel_context.Context
 ) -> otel_context.Context:
     values = fields.get(propagation.BAGGAGE)
-    if not values:
-        return context
-    members = propagation.parse_baggage(values[0]) if len(values) == 1 else None
-    if members is None:
-        _message_headers.bad_header.warn(propagation.BAGGAGE, "malformed or repeated")
-        return context
-    for key, value in members:
-        context = baggage.set_baggage(key, value, context)
-    return context
+    return _baggage.extract(values, context, "baggage message") if values else context
 
 
 def _traceparent_usable(fields: _message_headers.Fields) -> bool:

@@ -16,7 +16,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
-from tracekit import correlation, propagation, semconv
+from tracekit import _baggage, correlation, propagation, semconv
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
@@ -133,7 +133,8 @@ class ServerRequests:
         cid: str,
     ) -> tuple[trace.Span, object]:
         assert self._tracer is not None
-        parent = propagation.extract_header_lists(headers)
+        # Public-endpoint mode drops incoming baggage: it is not even parsed.
+        parent = propagation.extract_header_lists(headers, with_baggage=not self._public_endpoint)
         links = None
         if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()
@@ -194,7 +195,5 @@ def _bounded(text: str, limit: int = 512) -> str:
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
-    for key, value in propagation.parse_baggage(",".join(values or ())) or ():
-        if key == propagation.CORRELATION_BAGGAGE_KEY:
-            return value if correlation.is_valid(value) else None
-    return None
+    value = _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
+    return value if correlation.is_valid(value) else None

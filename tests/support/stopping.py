@@ -126,3 +126,16 @@ def redis_binary() -> str:
     need(binary is not None, "redis-server")
     assert binary is not None
     return binary
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Wait until something accepts connections on loopback ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, "the server exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"nothing listens on port {port}"
+            time.sleep(0.05)
