@@ -14,6 +14,7 @@ from tracekit._version import __version__
 
 # command name -> "module:attribute" of its click command
 COMMANDS = {
+    "canary": "tracekit_cli.canary:canary",
     "collector": "tracekit_cli.collector:collector",
     "demo": "tracekit_cli.demo.command:demo",
     "search": "tracekit_cli.search:search",

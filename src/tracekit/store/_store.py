@@ -17,6 +17,7 @@ from tracekit.store._connection import open_reader, open_writer
 from tracekit.store._interner import Interner
 from tracekit.store._paths import default_store_path
 from tracekit.store._reader import StoreReader
+from tracekit.store._requests import RequestGroup, request_groups
 from tracekit.store._retention import Retention
 from tracekit.store._rows import RowEncoder, SpanRows
 from tracekit.store._schema import SCHEMA_VERSION, schema_version
@@ -181,6 +182,13 @@ class Store:
         """Service-to-service calls seen since ``since_unix_nano`` (parent/child and links)."""
         since = since_unix_nano or 0
         return self._read(lambda r: _service_edges(r, since))
+
+    def request_groups(
+        self, service: str, versions: Sequence[str], start_ns: int, end_ns: int
+    ) -> list[RequestGroup]:
+        """The service's SERVER and CONSUMER spans of ``versions`` that started in the window,
+        grouped by version and route (``tracekit canary`` compares them)."""
+        return self._read(lambda r: request_groups(r, service, versions, start_ns, end_ns))
 
     def count_spans(self) -> int:
         """Number of spans stored."""

@@ -1,0 +1,203 @@
+"""``tracekit canary``: is the canary version of a service worse than its baseline?
+
+The command parses options, reads the samples (embedded store or Prometheus), asks the library for
+a verdict (``tracekit.canary``) and renders it. Exit status: 0 pass, 1 fail, 2 usage or backend
+error, 3 marginal, 4 inconclusive; ``--gate strict`` makes 3 and 4 a 1 for pipelines that only
+know zero and non-zero.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from tracekit.records import BackendError
+from tracekit_cli.options import EXIT_ERROR, fail, format_option, parse_since, resolve_format
+from tracekit_cli.output import emit_json, emit_rich, emit_text
+
+if TYPE_CHECKING:
+    from tracekit.canary import Subject, Verdict, VersionSamples
+
+METRIC_NAMES = ("latency", "tail_latency", "error_rate")  # tracekit.canary.METRICS
+MAX_NAME = 256
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A service or version as typed: refused when empty, too long or unprintable."""
+    stripped = value.strip()
+    if not stripped or len(stripped) > MAX_NAME or not stripped.isprintable():
+        raise click.BadParameter(f"1-{MAX_NAME} printable characters, got {stripped[:40]!r}")
+    return stripped
+
+
+@click.command()
+@click.option(
+    "--service",
+    required=True,
+    metavar="NAME",
+    callback=_name,
+    help="The service (service.name) whose versions are compared.",
+)
+@click.option(
+    "--baseline",
+    required=True,
+    metavar="VERSION",
+    callback=_name,
+    help="The version running now (service.version).",
+)
+@click.option(
+    "--canary",
+    "canary_version",
+    required=True,
+    metavar="VERSION",
+    callback=_name,
+    help="The new version under test.",
+)
+@click.option(
+    "--store",
+    metavar="PATH",
+    help="Embedded store file [default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db].",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Window start: 30m, 2h, or an ISO 8601 time [default: 30m, when --start is not given].",
+)
+@click.option("--start", metavar="WHEN", help="Window start (same forms as --since).")
+@click.option("--end", metavar="WHEN", help="Window end [default: now].")
+@click.option(
+    "--route",
+    "routes",
+    multiple=True,
+    metavar="ROUTE",
+    help="Only this route or destination (repeatable) [default: every route with data].",
+)
+@format_option
+@click.option(
+    "--gate",
+    type=click.Choice(["normal", "strict"]),
+    default="normal",
+    show_default=True,
+    help="strict: exit 1 instead of 3 (marginal) or 4 (inconclusive).",
+)
+@click.option(
+    "--max-looks",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Looks planned during this rollout; each spends alpha/N of the error budget.",
+)
+@click.option(
+    "--critical",
+    multiple=True,
+    type=click.Choice(METRIC_NAMES),
+    help="A metric whose failure fails the verdict (repeatable) [default: error_rate].",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0.001, 0.2),
+    default=0.05,
+    show_default=True,
+    help="Error budget: chance of failing a canary that is no worse.",
+)
+@click.option(
+    "--max-latency-increase",
+    type=click.FloatRange(1, 1000),
+    default=20.0,
+    show_default=True,
+    metavar="PERCENT",
+    help="Tolerated slowdown of the typical request.",
+)
+@click.option(
+    "--max-tail-increase",
+    type=click.FloatRange(1, 1000),
+    default=50.0,
+    show_default=True,
+    metavar="PERCENT",
+    help="Tolerated growth of the tail quantile.",
+)
+@click.option(
+    "--max-error-increase",
+    type=click.FloatRange(0.01, 50),
+    default=1.0,
+    show_default=True,
+    metavar="POINTS",
+    help="Tolerated rise of the error rate, in percentage points.",
+)
+@click.option(
+    "--tail-quantile",
+    type=click.FloatRange(0.5, 0.999),
+    default=0.95,
+    show_default=True,
+    help="The quantile the tail test looks above.",
+)
+def canary(
+    service: str, baseline: str, canary_version: str, store: str | None, since: str | None,
+    start: str | None, end: str | None,
+    routes: tuple[str, ...], output_format: str | None, gate: str, max_looks: int,
+    critical: tuple[str, ...], alpha: float, max_latency_increase: float,
+    max_tail_increase: float, max_error_increase: float, tail_quantile: float,
+) -> None:  # fmt: skip
+    """Judge a canary version against its baseline: pass, marginal, fail or inconclusive."""
+    _require_numpy()
+    from tracekit.canary import Settings, Subject, exit_code, judge
+
+    window = _window(since, start, end)
+    settings = Settings(
+        alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
+        tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,
+        tail_quantile=tail_quantile, critical=frozenset(critical or ["error_rate"]),
+    )  # fmt: skip
+    subject = Subject(service, baseline, canary_version, *window, "store")
+    try:
+        samples = _read(subject, store)
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    verdict = judge(subject, *samples, settings, routes or None)
+    _emit(verdict, resolve_format(output_format), strict=gate == "strict")
+    sys.exit(exit_code(verdict.verdict, strict=gate == "strict"))
+
+
+def _require_numpy() -> None:
+    """The statistics run on numpy, which the ``canary`` extra installs."""
+    try:
+        import numpy  # noqa: F401 - only whether it imports
+    except ImportError:
+        fail("tracekit canary needs numpy: pip install 'tracekit[canary]'", EXIT_ERROR)
+
+
+def _window(since: str | None, start: str | None, end: str | None) -> tuple[int, int]:
+    if since and start:
+        raise click.UsageError("give --since or --start, not both")
+    now = time.time()
+    end_ns = parse_since(end, now) or int(now * 1e9)
+    start_ns = parse_since(start or since or "30m", now)
+    assert start_ns is not None
+    if start_ns >= end_ns:
+        raise click.UsageError("the window must start before it ends")
+    return start_ns, end_ns
+
+
+def _read(subject: Subject, store: str | None) -> tuple[VersionSamples, VersionSamples]:
+    versions = (subject.baseline_version, subject.canary_version)
+    window = (subject.start_unix_nano, subject.end_unix_nano)
+    from tracekit.canary import samples_from_store
+    from tracekit.store import Store, default_store_path
+
+    return samples_from_store(Store(store or default_store_path()), subject.service, versions,
+                              *window)  # fmt: skip
+
+
+def _emit(verdict: Verdict, chosen: str, *, strict: bool) -> None:
+    from tracekit.canary import to_json
+    from tracekit_cli.render import canary as view
+
+    if chosen == "json":
+        emit_json(to_json(verdict))
+    elif chosen == "text":
+        emit_text(lambda width: view.render_text(verdict, width, strict=strict))
+    else:
+        emit_rich(lambda console: view.render_rich(console, verdict, strict=strict))

@@ -1,0 +1,84 @@
+"""What the analysis works on: per version and route, one duration per request and an error count.
+
+The store gives real per-request durations. Prometheus gives histogram bucket counts; those are
+turned into durations spread evenly inside each bucket, the assumption ``histogram_quantile``
+makes, so both sources feed the same statistics (see ``spread_histogram``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "HTTP",
+    "MESSAGING",
+    "UNMATCHED_ROUTE",
+    "RouteKey",
+    "RouteSamples",
+    "VersionSamples",
+    "spread_histogram",
+]
+
+HTTP = "http"  # SERVER spans, routed by http.route
+MESSAGING = "messaging"  # CONSUMER spans, routed by messaging.destination.name
+UNMATCHED_ROUTE = "_unmatched"  # no route: the value tracekit's metrics use too
+
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RouteKey:
+    """Where requests entered the service: an HTTP route or a messaging destination."""
+
+    kind: str  # HTTP or MESSAGING
+    route: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSamples:
+    """One version's requests on one route: durations in seconds (sorted) and how many failed."""
+
+    durations: Floats
+    errors: int
+
+    @classmethod
+    def of(cls, seconds: Iterable[float], errors: int) -> RouteSamples:
+        """Samples from durations in any order."""
+        durations = np.sort(np.fromiter(seconds, dtype=np.float64))
+        return cls(durations, min(max(0, errors), len(durations)))
+
+    @property
+    def requests(self) -> int:
+        """Number of requests."""
+        return len(self.durations)
+
+    def quantile(self, q: float) -> float:
+        """The ``q``-quantile in seconds, interpolated linearly between order statistics."""
+        return float(np.quantile(self.durations, q)) if self.requests else math.nan
+
+
+VersionSamples = dict[RouteKey, RouteSamples]
+
+
+def spread_histogram(bounds: Sequence[float], counts: Sequence[int]) -> Floats:
+    """Durations for per-bucket ``counts``, evenly spaced inside each bucket.
+
+    ``bounds`` are the buckets' upper bounds (ascending, finite); ``counts`` has one more entry,
+    the requests above the last bound, which sit on that bound as ``histogram_quantile`` puts
+    them. Bucket i spans (bounds[i-1], bounds[i]], the first starting at 0.
+    """
+    parts = []
+    lower = 0.0
+    for upper, count in zip(bounds, counts, strict=False):
+        if count > 0:
+            parts.append(lower + (upper - lower) * (np.arange(count) + 0.5) / count)
+        lower = upper
+    above = counts[len(bounds)] if len(counts) > len(bounds) else 0
+    if above > 0:
+        parts.append(np.full(above, bounds[-1] if bounds else 0.0))
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.float64)

@@ -1,0 +1,35 @@
+"""Samples from the embedded store: one duration per request, per version and route."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracekit.canary.samples import HTTP, MESSAGING, UNMATCHED_ROUTE, RouteKey, RouteSamples
+from tracekit.canary.samples import VersionSamples as Samples
+from tracekit.store import RequestGroup, Store
+
+__all__ = ["samples_from_store"]
+
+_KINDS = {"SERVER": HTTP, "CONSUMER": MESSAGING}
+
+
+def samples_from_store(
+    store: Store, service: str, versions: tuple[str, str], start_ns: int, end_ns: int
+) -> tuple[Samples, Samples]:
+    """(baseline, canary) samples of ``service`` from requests that started in the window.
+
+    Raises ``tracekit.records.BackendError`` when the store cannot be read.
+    """
+    found: dict[str, Samples] = {version: {} for version in versions}
+    for group in store.request_groups(service, versions, start_ns, end_ns):
+        found[group.version][_key(group)] = _samples(group)
+    return found[versions[0]], found[versions[1]]
+
+
+def _key(group: RequestGroup) -> RouteKey:
+    return RouteKey(_KINDS[group.kind], group.route or UNMATCHED_ROUTE)
+
+
+def _samples(group: RequestGroup) -> RouteSamples:
+    seconds = np.sort(np.asarray(group.durations_ns, dtype=np.float64) / 1e9)
+    return RouteSamples(seconds, group.errors)

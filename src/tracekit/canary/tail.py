@@ -1,0 +1,123 @@
+"""The tail test: does the canary put more requests above the shared p95 than the baseline does?
+
+A rank test weighs the whole distribution and barely moves when only the slowest few percent get
+slower (a wider tail at the same median). This test looks only there: pool both versions, take
+the pooled q-quantile (nearest rank), count each version's requests strictly above it, and ask
+Fisher's exact test whether the canary's share is larger. Under the null hypothesis the version
+labels are exchangeable and the pooled threshold does not depend on them, so the test is exact.
+
+Its effect is the ratio of the two versions' q-quantiles, with an interval found by inverting the
+same test: the ratios r for which "canary / r" is not significantly heavier-tailed nor lighter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tracekit.canary.proportions import fisher_greater, fisher_less
+
+__all__ = ["Exceedance", "exceedance_test", "quantile_shift_interval"]
+
+Ticks = npt.NDArray[np.int64]
+_RESOLUTION = 10_000  # interval ends to 1e-5 on the log scale (0.001% of the ratio)
+
+
+@dataclass(frozen=True, slots=True)
+class Exceedance:
+    """The canary's and the baseline's counts above the pooled quantile, and the one-sided p."""
+
+    threshold: int  # in the samples' units
+    canary_above: int
+    baseline_above: int
+    p_value: float
+
+
+def exceedance_test(canary: Ticks, baseline: Ticks, q: float, offset: int = 0) -> Exceedance:
+    """Fisher's test on counts above the pooled ``q``-quantile; ``offset`` is taken off the canary.
+
+    The p-value is for "the canary has more above the threshold".
+    """
+    rank = math.ceil(q * (len(canary) + len(baseline)))
+    threshold = _pooled_order_statistic(canary, baseline, offset, rank)
+    canary_above = len(canary) - int(np.searchsorted(canary, threshold + offset, side="right"))
+    baseline_above = len(baseline) - int(np.searchsorted(baseline, threshold, side="right"))
+    p = fisher_greater(canary_above, len(canary), baseline_above, len(baseline))
+    return Exceedance(threshold, canary_above, baseline_above, p)
+
+
+def _pooled_order_statistic(canary: Ticks, baseline: Ticks, offset: int, rank: int) -> int:
+    """The ``rank``-th smallest (1-based) of ``baseline`` together with ``canary - offset``.
+
+    Binary search on how many of the ``rank`` smallest come from the canary: O(log n).
+    """
+    low, high = max(0, rank - len(baseline)), min(rank, len(canary))
+    while low < high:
+        from_canary = (low + high) // 2
+        from_baseline = rank - from_canary
+        if int(canary[from_canary]) - offset < int(baseline[from_baseline - 1]):
+            low = from_canary + 1
+        else:
+            high = from_canary
+    from_canary = low
+    candidates = []
+    if from_canary > 0:
+        candidates.append(int(canary[from_canary - 1]) - offset)
+    if rank - from_canary > 0:
+        candidates.append(int(baseline[rank - from_canary - 1]))
+    return max(candidates)
+
+
+def quantile_shift_interval(
+    canary: Ticks, baseline: Ticks, q: float, alpha: float, scale: float
+) -> tuple[float | None, float | None]:
+    """The (1 - 2 alpha) interval of the log-ratio of q-quantiles, in units of ``1 / scale``.
+
+    None at an end the samples cannot bound (too few requests above the quantile).
+    """
+    low = int(canary[0]) - int(baseline[-1]) - 1
+    high = int(canary[-1]) - int(baseline[0]) + 1
+    step = max(1, round(scale / _RESOLUTION))
+
+    def heavier(offset: int) -> bool:  # canary - offset still significantly heavier-tailed
+        return exceedance_test(canary, baseline, q, offset).p_value < alpha
+
+    def lighter(offset: int) -> bool:
+        return _lighter_p(canary, baseline, q, offset) < alpha
+
+    lower = _boundary(heavier, low, high, step, rising=False)
+    upper = _boundary(lighter, low, high, step, rising=True)
+    return (
+        None if lower is None else lower / scale,
+        None if upper is None else upper / scale,
+    )
+
+
+def _lighter_p(canary: Ticks, baseline: Ticks, q: float, offset: int) -> float:
+    test = exceedance_test(canary, baseline, q, offset)
+    return fisher_less(test.canary_above, len(canary), test.baseline_above, len(baseline))
+
+
+def _boundary(
+    rejects: Callable[[int], bool], low: int, high: int, step: int, *, rising: bool
+) -> int | None:
+    """Where ``rejects`` stops (``rising=False``: lowest offset not rejected) or starts.
+
+    ``rising=False``: rejected at ``low``, accepted at ``high`` -> the first accepted offset.
+    ``rising=True``: accepted at ``low``, rejected at ``high`` -> the last accepted offset.
+    None when the extreme offset is not rejected: that side has no bound.
+    """
+    extreme = high if rising else low
+    if not rejects(extreme):
+        return None
+    while high - low > step:
+        middle = (low + high) // 2
+        if rejects(middle) == rising:
+            high = middle
+        else:
+            low = middle
+    return low if rising else high

@@ -1,0 +1,227 @@
+"""From checks to a verdict: Holm's correction, one class per metric, a score and the reasons.
+
+A metric's class combines two questions, each at the look's error budget:
+
+- is the canary significantly worse? (its one-sided p, Holm-corrected over every route and
+  metric tested, below alpha)
+- is "worse than the tolerance" ruled out? (the interval's upper end at or under the tolerance)
+
+worse and not ruled out: fail; worse but within tolerance: marginal; not worse and ruled out:
+pass; neither: inconclusive, with the number of requests that would settle it. A pass needs every
+metric ruled within tolerance (an intersection of tests, valid at alpha without correction), so
+too little data can never pass.
+
+The score (as Kayenta's) is the share of decided metrics that pass, a marginal one counting half;
+a failing critical metric fails the verdict and scores 0; a failing non-critical one fails it when
+the score drops below ``MARGINAL_SCORE``, else makes it marginal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tracekit.canary.checks import Check, check_route
+from tracekit.canary.explain import FAIL, INCONCLUSIVE, MARGINAL, PASS, explain, round_requests
+from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, VersionSamples
+from tracekit.canary.settings import Settings
+
+__all__ = ["MARGINAL_SCORE", "MetricResult", "Subject", "Verdict", "holm", "judge"]
+
+MARGINAL_SCORE = 75.0  # Kayenta's usual marginal threshold
+_CREDIT = {PASS: 1.0, MARGINAL: 0.5, FAIL: 0.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What is compared: one service's two versions over one window, read from one source."""
+
+    service: str
+    baseline_version: str
+    canary_version: str
+    start_unix_nano: int
+    end_unix_nano: int
+    source: str  # "store" or "prometheus"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric on one route, classified and explained."""
+
+    check: Check
+    critical: bool
+    adjusted_p: float | None
+    classification: str
+    explanation: str
+
+    @property
+    def label(self) -> str:
+        """``latency of GET /orders``-style name for reasons and tables."""
+        return f"{self.check.metric} of {self.check.key.route}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one canary analysis; ``tracekit.canary.report`` turns it into JSON."""
+
+    subject: Subject
+    settings: Settings
+    baseline_requests: int
+    canary_requests: int
+    verdict: str
+    score: float | None
+    metrics: tuple[MetricResult, ...]
+    decided_by: tuple[MetricResult, ...]
+    reasons: tuple[str, ...]
+    more_requests: int | None
+    warnings: tuple[str, ...]
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values (None stays None and does not count as a test)."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for order, (p, index) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - order) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def judge(
+    subject: Subject,
+    baseline: VersionSamples,
+    canary: VersionSamples,
+    settings: Settings | None = None,
+    routes: Sequence[str] | None = None,
+) -> Verdict:
+    """Compare ``canary`` with ``baseline`` route by route and decide."""
+    settings = settings or Settings()
+    keys, warnings = _routes(subject, baseline, canary, routes)
+    checks = [
+        check
+        for key in keys
+        for check in check_route(key, baseline[key], canary[key], settings, 3 * len(keys))
+    ]
+    results = _classify(checks, settings)
+    verdict, score, decided = _decide(results)
+    reasons = _reasons(subject, verdict, decided, results, baseline, canary)
+    more = _more_requests(decided) if verdict == INCONCLUSIVE else None
+    return Verdict(
+        subject, settings, _total(baseline, routes), _total(canary, routes), verdict, score,
+        tuple(results), tuple(decided), tuple(reasons), more, tuple(warnings),
+    )  # fmt: skip
+
+
+def _routes(
+    subject: Subject,
+    baseline: VersionSamples,
+    canary: VersionSamples,
+    routes: Sequence[str] | None,
+) -> tuple[list[RouteKey], list[str]]:
+    """Routes with requests in both versions (those asked for, else all but unmatched ones)."""
+    warnings = []
+    wanted = set(routes) if routes else None
+    keys = sorted(set(baseline) | set(canary))
+    if wanted is not None:
+        for route in sorted(wanted - {key.route for key in keys}):
+            warnings.append(f"route {route!r}: no requests of either version in the window")
+        keys = [key for key in keys if key.route in wanted]
+    elif any(key.route == UNMATCHED_ROUTE for key in keys):
+        warnings.append(
+            f"requests that matched no route ({UNMATCHED_ROUTE}) are not compared;"
+            f" name it with --route to include them"
+        )
+        keys = [key for key in keys if key.route != UNMATCHED_ROUTE]
+    both = [key for key in keys if key in baseline and key in canary]
+    for key in keys:
+        if key not in both:
+            only, count = (
+                (subject.canary_version, canary[key].requests)
+                if key in canary
+                else (subject.baseline_version, baseline[key].requests)
+            )
+            warnings.append(f"route {key.route!r}: only version {only} has requests ({count})")
+    return both, warnings
+
+
+def _classify(checks: list[Check], settings: Settings) -> list[MetricResult]:
+    adjusted = holm([check.p_value for check in checks])
+    results = []
+    for check, p in zip(checks, adjusted, strict=True):
+        cls = _class_of(check, p, settings.alpha_per_look)
+        words = explain(check, cls, p, settings.confidence, settings.tail_quantile)
+        results.append(MetricResult(check, check.metric in settings.critical, p, cls, words))
+    return results
+
+
+def _class_of(check: Check, adjusted_p: float | None, alpha: float) -> str:
+    if adjusted_p is None:
+        return INCONCLUSIVE
+    worse = adjusted_p < alpha
+    within = check.upper is not None and check.upper <= check.tolerance
+    if worse:
+        return MARGINAL if within else FAIL
+    return PASS if within else INCONCLUSIVE
+
+
+def _decide(results: list[MetricResult]) -> tuple[str, float | None, list[MetricResult]]:
+    """The verdict, the score and the metrics that decided it."""
+    by_class = {cls: [r for r in results if r.classification == cls] for cls in _CREDIT}
+    decided = [r for r in results if r.classification != INCONCLUSIVE]
+    critical_fails = [r for r in by_class[FAIL] if r.critical]
+    score = None
+    if decided:
+        score = 100 * sum(_CREDIT[r.classification] for r in decided) / len(decided)
+    if critical_fails:
+        return FAIL, 0.0, critical_fails
+    if by_class[FAIL] and score is not None and score < MARGINAL_SCORE:
+        return FAIL, score, by_class[FAIL]
+    if by_class[FAIL] or by_class[MARGINAL]:
+        return MARGINAL, score, by_class[FAIL] + by_class[MARGINAL]
+    inconclusive = [r for r in results if r.classification == INCONCLUSIVE]
+    if inconclusive or not results:
+        return INCONCLUSIVE, score, inconclusive
+    return PASS, score, results
+
+
+def _reasons(
+    subject: Subject,
+    verdict: str,
+    decided: list[MetricResult],
+    results: list[MetricResult],
+    baseline: VersionSamples,
+    canary: VersionSamples,
+) -> list[str]:
+    if not results:
+        return [_why_nothing_compared(subject, baseline, canary)]
+    if verdict == PASS:
+        routes = len({r.check.key for r in results})
+        return [f"all {len(results)} metrics on {routes} route(s) are within their tolerance"]
+    worse = [r for r in results if r.classification in (FAIL, MARGINAL) and r not in decided]
+    return [f"{r.label}: {r.explanation}" for r in decided] + [
+        f"also {r.label}: {r.explanation}" for r in worse
+    ]
+
+
+def _why_nothing_compared(
+    subject: Subject, baseline: VersionSamples, canary: VersionSamples
+) -> str:
+    if not canary:
+        return f"no requests of canary version {subject.canary_version} in the window"
+    if not baseline:
+        return f"no requests of baseline version {subject.baseline_version} in the window"
+    return "no route has requests of both versions in the window"
+
+
+def _more_requests(decided: list[MetricResult]) -> int | None:
+    """The most any undecided metric still needs (None: some need more than can be said)."""
+    counts = [r.check.more_requests for r in decided]
+    if not counts or any(count is None for count in counts):
+        return None
+    return round_requests(max(count for count in counts if count is not None))
+
+
+def _total(samples: VersionSamples, routes: Sequence[str] | None) -> int:
+    """Requests of one version in the window (on the routes asked for, if any)."""
+    return sum(s.requests for key, s in samples.items() if not routes or key.route in routes)

@@ -1,0 +1,158 @@
+"""Requests one service handled, grouped by version and route: what ``tracekit canary`` compares.
+
+A request is one SERVER span (routed by ``http.route``) or one CONSUMER span (routed by
+``messaging.destination.name``); it failed when its status is ERROR or its
+``http.response.status_code`` is 5xx. Rows are read without decoding whole spans: the two
+attributes are picked out of the stored attribute text in bulk (``_attribute_text``), so a window
+of 100,000 requests a version reads in a fraction of a second.
+"""
+
+# ruff: noqa: S608 - queries are built from constant fragments and "?" placeholders only
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracekit.store._attribute_text import Picked, TextBatch, ValuePicker, value_of
+from tracekit.store._encoding import KIND_CODES, STATUS_CODE_OF
+from tracekit.store._reader import StoreReader, marks
+
+__all__ = ["RequestGroup", "request_groups"]
+
+_ROUTE_KEYS = {
+    KIND_CODES["SERVER"]: "http.route",
+    KIND_CODES["CONSUMER"]: "messaging.destination.name",
+}
+_KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
+_STATUS_KEY = "http.response.status_code"
+_ERROR = STATUS_CODE_OF["ERROR"]
+_Rows = list[tuple[Any, ...]]
+_GroupKey = tuple[int, int, Picked | None]  # resource id, kind, route as picked
+
+
+@dataclass(slots=True)
+class RequestGroup:
+    """The requests of one version on one route (``route`` None: the span named none)."""
+
+    version: str
+    kind: str  # "SERVER" or "CONSUMER"
+    route: str | None
+    durations_ns: list[int] = field(default_factory=list)
+    errors: int = 0
+
+
+def request_groups(
+    reader: StoreReader, service: str, versions: Sequence[str], start_ns: int, end_ns: int
+) -> list[RequestGroup]:
+    """The service's requests started in [start_ns, end_ns), a group per version and route."""
+    service_ref = _string_ref(reader, service)
+    resources = _resources_of(reader, versions)
+    if service_ref is None or not resources:
+        return []
+    query = (
+        "SELECT resource_ref, kind, duration_ns, status, attributes FROM spans"
+        " WHERE start_ns >= ? AND start_ns < ? AND service_ref = ? AND kind IN (?, ?)"
+        f" AND resource_ref IN ({marks(len(resources))})"
+    )
+    params = [start_ns, end_ns, service_ref, *_ROUTE_KEYS, *resources]
+    rows = reader.conn.execute(query, params).fetchall()
+    status = _ServerErrors(reader)
+    groups: dict[_GroupKey, RequestGroup] = {}
+    for kind, key in _ROUTE_KEYS.items():
+        of_kind = [row for row in rows if row[1] == kind]
+        if of_kind:
+            route = ValuePicker(_string_ref(reader, key))
+            _group(of_kind, route, status, resources, groups)
+    return _resolve_routes(reader, groups)
+
+
+def _group(
+    rows: _Rows,
+    route: ValuePicker,
+    status: _ServerErrors,
+    resources: dict[int, str],
+    groups: dict[_GroupKey, RequestGroup],
+) -> None:
+    """Add ``rows`` (all of one kind) to their groups: durations first, then the few errors."""
+    refs, kinds, durations, statuses, texts = zip(*rows, strict=True)
+    batch = TextBatch(texts)
+    keys = list(zip(refs, kinds, route.pick_all(batch), strict=True))
+    for key, duration in zip(keys, durations, strict=True):
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = RequestGroup(resources[key[0]], _KIND_NAMES[key[1]], None)
+        group.durations_ns.append(duration)
+    failed = {index for index, code in enumerate(statuses) if code == _ERROR}
+    failed.update(status.lines(batch))
+    for index in failed:
+        groups[keys[index]].errors += 1
+
+
+class _ServerErrors:
+    """Finds the texts whose ``http.response.status_code`` is 500-599: a number or a string
+    (which the store may hold interned, as a string id)."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        self.picker = ValuePicker(_string_ref(reader, _STATUS_KEY))
+        query = "SELECT id FROM strings WHERE value GLOB '5[0-9][0-9]'"
+        self.interned = {str(row[0]) for row in reader.conn.execute(query)}
+        ids = "".join(f"|{ref}" for ref in sorted(self.interned))
+        self.pattern = rf'"?5[0-9][0-9]"?{ids}'
+
+    def lines(self, batch: TextBatch) -> list[int]:
+        """Indexes of the failed requests' texts in ``batch``."""
+        return self.picker.lines_where(batch, self.pattern, self._accept)
+
+    def _accept(self, picked: Picked) -> bool:
+        interned, text = picked
+        if interned:
+            return text in self.interned
+        value = value_of(picked)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        return isinstance(value, int) and 500 <= value <= 599
+
+
+def _string_ref(reader: StoreReader, value: str) -> int | None:
+    row = reader.conn.execute("SELECT id FROM strings WHERE value = ?", (value,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _resources_of(reader: StoreReader, versions: Sequence[str]) -> dict[int, str]:
+    """Resource id -> service.version, for the resources of the versions asked for."""
+    wanted = set(versions)
+    found = {}
+    for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
+        document = json.loads(text)
+        version = document[1] if len(document) > 1 else None
+        if version in wanted:
+            found[int(ref)] = version
+    return found
+
+
+def _resolve_routes(
+    reader: StoreReader, groups: dict[_GroupKey, RequestGroup]
+) -> list[RequestGroup]:
+    """Give each group its route's text, merging groups that name the same route."""
+    values = {key[2]: value_of(key[2]) for key in groups if key[2] is not None}
+    ids = [value for picked, value in values.items() if picked[0] and isinstance(value, int)]
+    reader.strings.load(reader.conn, ids)
+    merged: dict[tuple[str, str, str | None], RequestGroup] = {}
+    for (_, _, picked), group in groups.items():
+        text = None if picked is None else _route_text(reader, picked[0], values[picked])
+        key = (group.version, group.kind, text)
+        target = merged.setdefault(key, RequestGroup(group.version, group.kind, text))
+        target.durations_ns.extend(group.durations_ns)
+        target.errors += group.errors
+    return [merged[key] for key in sorted(merged, key=lambda k: (k[0], k[1], k[2] or ""))]
+
+
+def _route_text(reader: StoreReader, interned: bool, value: Any) -> str | None:
+    if interned:
+        return reader.strings.get(value) if isinstance(value, int) else None
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

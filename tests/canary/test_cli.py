@@ -1,0 +1,180 @@
+"""`tracekit canary` over a real store: exit codes for gates, the views, the JSON document.
+
+Spans are written with the store's own writer at fixed times, and every run names its window
+with --start/--end, so the same command gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from tracekit.canary import load_schema
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+T0 = 1_700_000_000_000_000_000
+WINDOW = ("--start", "2023-11-14T22:13:20+00:00", "--end", "2023-11-14T22:43:20+00:00")
+_ids = iter(range(1, 10**9))
+
+
+def requests(
+    version: str, route: str, n: int, *, seed: int, scale: float = 1.0, errors: int = 0
+) -> list[SpanRecord]:
+    rng = random.Random(seed)
+    spans = []
+    for i in range(n):
+        number = next(_ids)
+        start = T0 + rng.randrange(1_800 * 10**9)
+        duration = int(0.05e9 * scale * rng.lognormvariate(0, 0.5))
+        code = 500 if i < errors else 200
+        spans.append(SpanRecord(
+            f"{number:032x}", f"{number:016x}", None, "orders", f"GET {route}", "SERVER",
+            start, start + duration, status="ERROR" if code == 500 else "UNSET",
+            attributes={"http.route": route, "http.response.status_code": code},
+            resource={"service.name": "orders"}, service_version=version,
+        ))  # fmt: skip
+    return spans
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Canaries of one baseline: same (1.1), slower (1.2), erroring (1.3), barely tried (1.4)."""
+    path = tmp_path_factory.mktemp("canary") / "tracekit.db"
+    spans = requests("1.0", "/orders/{id}", 400, seed=1)
+    spans += requests("1.1", "/orders/{id}", 400, seed=2)
+    spans += requests("1.2", "/orders/{id}", 400, seed=3, scale=1.5)
+    spans += requests("1.3", "/orders/{id}", 400, seed=4, errors=12)
+    spans += requests("1.4", "/orders/{id}", 30, seed=5)
+    spans += requests("1.0", "/stock/\x1b[31m{sku}", 50, seed=6)  # a hostile route name
+    spans += requests("1.5", "/stock/\x1b[31m{sku}", 50, seed=7, scale=1.05)
+    with Store(path) as writer:
+        writer.write_spans(spans)
+    return path
+
+
+def run(store: Path, canary: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(
+        cli,
+        ["canary", "--service", "orders", "--baseline", "1.0", "--canary", canary,
+         "--store", str(store), *WINDOW, *args],
+        env={"COLUMNS": "120"},
+    )  # fmt: skip
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    "canary,verdict,code,strict",
+    [("1.1", "pass", 0, 0), ("1.2", "fail", 1, 1), ("1.3", "fail", 1, 1),
+     ("1.4", "inconclusive", 4, 1)],
+)  # fmt: skip
+def test_exit_status_follows_the_verdict_and_the_gate(
+    store: Path, canary: str, verdict: str, code: int, strict: int
+) -> None:
+    normal = run(store, canary, "--route", "/orders/{id}", "--format", "json")
+    gated = run(store, canary, "--route", "/orders/{id}", "--format", "json", "--gate", "strict")
+
+    assert json.loads(normal[1])["verdict"] == verdict
+    assert normal[0] == code
+    assert gated[0] == strict
+
+
+def test_a_marginal_canary_exits_3_and_1_under_a_strict_gate(store: Path) -> None:
+    args = (
+        "--route",
+        "/orders/{id}",
+        "--max-latency-increase",
+        "70",
+        "--max-tail-increase",
+        "100",
+        "--format",
+        "json",
+    )
+    code, out, _ = run(store, "1.2", *args)
+    strict, _, _ = run(store, "1.2", *args, "--gate", "strict")
+
+    assert json.loads(out)["verdict"] == "marginal"  # 1.5x slower, 1.7x tolerated
+    assert (code, strict) == (3, 1)
+
+
+def test_the_json_document_follows_the_schema_and_repeats_byte_for_byte(store: Path) -> None:
+    first = run(store, "1.3", "--format", "json")
+    second = run(store, "1.3", "--format", "json")
+
+    assert first == second
+    document = json.loads(first[1])
+    jsonschema.validate(document, load_schema())
+    assert document["window"] == {
+        "start_unix_nano": T0, "end_unix_nano": T0 + 1_800 * 10**9, "seconds": 1800.0,
+    }  # fmt: skip
+    assert document["baseline"] == {"version": "1.0", "requests": 450}
+    assert document["canary"] == {"version": "1.3", "requests": 400}
+    assert [(m["name"], m["class"]) for m in document["decided_by"]] == [("error_rate", "fail")]
+    assert (
+        "route '/stock/\\x1b[31m{sku}': only version 1.0 has requests (50)"
+        in (document["warnings"])
+    )
+
+
+def test_text_view_gives_the_verdict_its_reasons_and_a_row_per_metric(store: Path) -> None:
+    code, out, _ = run(store, "1.2", "--format", "text", "--route", "/orders/{id}")
+
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[:4] == [
+        "canary orders: 1.2 against baseline 1.0 (store)",
+        "window 2023-11-14 22:13:20 to 2023-11-14 22:43:20 UTC (30 min)",
+        "requests: baseline 400, canary 400",
+        "verdict: FAIL (score 33.3, exit 1)",
+    ]
+    assert lines[6].startswith("  - latency of /orders/{id}: typical request 1.4x (p50 ")
+    header = next(i for i, line in enumerate(lines) if line.startswith("route "))
+    metric, cls, values = (lines[header].index(name) for name in ("metric", "class", "baseline"))
+    rows = lines[header + 1 : header + 4]
+    assert [(row[:metric].strip(), row[metric:cls].strip(), row[cls:values].strip())
+            for row in rows] == [
+        ("/orders/{id}", "latency", "fail"), ("", "tail_latency", "fail"),
+        ("", "error_rate*", "pass"),
+    ]  # fmt: skip
+    assert out.isascii()
+
+
+def test_terminal_views_never_print_control_characters_from_route_names(store: Path) -> None:
+    for view in ("text", "rich"):
+        code, out, _ = run(store, "1.5", "--format", view, "--route", "/stock/\x1b[31m{sku}")
+
+        assert code == 4  # 50 requests each: too few to decide
+        assert "\x1b[31m{sku}" not in out
+        assert "/stock/ [31m{sku}" in out
+
+
+def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Path) -> None:
+    versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    missing = CliRunner().invoke(cli, [*versions, "--store", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2
+    assert missing.stderr == f"tracekit: no tracekit store at {tmp_path / 'none.db'}\n"
+
+    both = run(store, "1.1", "--since", "30m")
+    assert both[0] == 2 and "give --since or --start, not both" in both[2]
+
+    backwards = CliRunner().invoke(cli, [*versions, "--start", "1h", "--end", "2h"])
+    assert backwards.exit_code == 2 and "must start before it ends" in backwards.stderr
+
+
+def test_the_installed_command_exits_with_the_verdict(store: Path) -> None:
+    """The console script itself, as a pipeline step runs it."""
+    command = [sys.executable, "-m", "tracekit_cli", "canary", "--service", "orders",
+               "--baseline", "1.0", "--canary", "1.3", "--store", str(store), *WINDOW]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert finished.returncode == 1
+    assert finished.stderr == ""
+    assert "verdict: FAIL" in finished.stdout

@@ -1,0 +1,226 @@
+"""The verdict on plain samples: sparse errors, critical metrics, scores, reasons and the JSON.
+
+Several cases are the failures of other canary judges the issue lists (Kayenta, Flagger): each is
+reproduced here and must not pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import jsonschema
+import numpy as np
+import pytest
+
+from tracekit.canary import (
+    HTTP,
+    RouteKey,
+    RouteSamples,
+    Settings,
+    Subject,
+    Verdict,
+    exit_code,
+    judge,
+    load_schema,
+    to_json,
+)
+from tracekit.canary.verdict import holm
+
+SUBJECT = Subject("orders", "1.0", "1.1", 0, 1_800_000_000_000, "store")
+ORDERS = RouteKey(HTTP, "/orders/{id}")
+
+
+def lognormal(n: int, seed: int, *, scale: float = 1.0, sigma: float = 0.5) -> list[float]:
+    rng = random.Random(seed)
+    return [0.05 * scale * rng.lognormvariate(0, sigma) for _ in range(n)]
+
+
+def verdict_of(
+    n: int,
+    baseline_errors: int,
+    canary_errors: int,
+    *,
+    seed: int = 1,
+    scale: float = 1.0,
+    settings: Settings | None = None,
+) -> Verdict:
+    baseline = {ORDERS: RouteSamples.of(lognormal(n, seed), baseline_errors)}
+    canary = {ORDERS: RouteSamples.of(lognormal(n, seed + 1000, scale=scale), canary_errors)}
+    return judge(SUBJECT, baseline, canary, settings)
+
+
+def metric(verdict: Verdict, name: str) -> dict:
+    return next(m for m in to_json(verdict)["metrics"] if m["name"] == name)
+
+
+def test_zero_against_three_errors_in_fifty_is_inconclusive_with_a_number() -> None:
+    verdict = verdict_of(50, 0, 3)
+
+    errors = metric(verdict, "error_rate")
+    assert errors["class"] == "inconclusive"
+    assert verdict.verdict == "inconclusive"
+    assert errors["more_requests_needed"] > 0
+    assert (
+        f"about {errors['more_requests_needed']} more canary requests needed"
+        in (errors["explanation"])
+    )
+    assert verdict.more_requests is not None and verdict.more_requests >= 50
+
+
+def test_zero_against_zero_errors_in_fifty_is_inconclusive() -> None:
+    verdict = verdict_of(50, 0, 0)
+
+    assert metric(verdict, "error_rate")["class"] == "inconclusive"
+    assert verdict.verdict == "inconclusive"
+    # 0 of n allows up to z^2/(n + z^2): n = 266 brings that under 1% (about 220 more)
+    assert 150 <= metric(verdict, "error_rate")["more_requests_needed"] <= 300
+
+
+def test_zero_against_zero_errors_in_four_hundred_can_pass() -> None:
+    verdict = verdict_of(400, 0, 0)
+
+    assert metric(verdict, "error_rate")["class"] == "pass"
+    assert verdict.verdict == "pass"
+    assert exit_code(verdict.verdict) == 0
+
+
+def test_errors_on_a_canary_against_a_clean_baseline_do_not_pass() -> None:
+    """kayenta#426: canary errors [0,1,2,1,0,0] over six intervals, baseline all zero, passed."""
+    verdict = verdict_of(300, 0, 4)
+
+    errors = metric(verdict, "error_rate")
+    assert errors["class"] == "inconclusive"
+    assert errors["effect"]["estimate"] == pytest.approx(4 / 300, abs=1e-6)
+    assert verdict.verdict == "inconclusive"
+
+
+def test_a_zero_baseline_gives_numbers_not_nan() -> None:
+    """spinnaker#5622: a zero baseline mean made the ratio NaN and the check was skipped."""
+    document = to_json(verdict_of(300, 0, 10))
+    text = json.dumps(document, allow_nan=False)  # raises on NaN or infinity
+
+    errors = metric(verdict_of(300, 0, 10), "error_rate")
+    assert errors["class"] == "fail"
+    assert errors["summary"]["baseline"]["error_rate"] == 0.0
+    assert errors["effect"]["interval"][0] > 0
+    assert "NaN" not in text
+
+
+def test_a_huge_imprecise_shift_does_not_pass() -> None:
+    """spinnaker#6278: interval [6.8e-5, 99] around a ratio of 70 passed."""
+    rng = random.Random(0)
+    baseline = [0.05 * rng.lognormvariate(0, 4) for _ in range(10)]
+    canary = [70 * 0.05 * rng.lognormvariate(0, 4) for _ in range(10)]
+    verdict = judge(
+        SUBJECT, {ORDERS: RouteSamples.of(baseline, 0)}, {ORDERS: RouteSamples.of(canary, 0)}
+    )
+
+    latency = metric(verdict, "latency")
+    lower, upper = latency["effect"]["interval"]
+    assert lower < 1 and upper > 1000 and latency["effect"]["estimate"] > 50
+    assert latency["class"] == "inconclusive"
+    assert "more canary requests needed" in latency["explanation"]
+    assert verdict.verdict == "inconclusive"
+
+
+def test_a_failing_critical_metric_fails_the_verdict_with_score_zero() -> None:
+    routes = [RouteKey(HTTP, f"/r{i}") for i in range(6)]
+    baseline = {key: RouteSamples.of(lognormal(400, i), 0) for i, key in enumerate(routes)}
+    canary = {key: RouteSamples.of(lognormal(400, 100 + i), 0) for i, key in enumerate(routes)}
+    canary[routes[2]] = RouteSamples.of(lognormal(400, 102), 20)
+
+    verdict = judge(SUBJECT, baseline, canary)
+
+    assert verdict.verdict == "fail"
+    assert verdict.score == 0
+    assert [(r.check.metric, r.check.key.route) for r in verdict.decided_by] == [
+        ("error_rate", "/r2")
+    ]
+    assert verdict.reasons[0].startswith("error_rate of /r2: errors 0.00% -> 5.00%")
+
+
+def test_a_non_critical_failure_fails_a_small_service_and_is_marginal_in_a_large_one() -> None:
+    def with_slow_route(routes: int) -> Verdict:
+        keys = [RouteKey(HTTP, f"/r{i}") for i in range(routes)]
+        baseline = {key: RouteSamples.of(lognormal(400, i), 0) for i, key in enumerate(keys)}
+        canary = {key: RouteSamples.of(lognormal(400, 50 + i), 0) for i, key in enumerate(keys)}
+        canary[keys[0]] = RouteSamples.of(lognormal(400, 50, scale=2.0), 0)
+        return judge(SUBJECT, baseline, canary)
+
+    small, large = with_slow_route(1), with_slow_route(8)
+
+    assert small.verdict == "fail"
+    assert large.verdict == "marginal"
+    assert large.score is not None and large.score >= 75
+    for verdict in (small, large):
+        failed = {(r.check.metric, r.check.key.route) for r in verdict.decided_by}
+        assert ("latency", "/r0") in failed
+        assert exit_code(verdict.verdict, strict=True) == 1
+
+
+def test_latency_can_be_made_critical() -> None:
+    settings = Settings(critical=frozenset({"latency", "error_rate"}))
+    keys = [RouteKey(HTTP, f"/r{i}") for i in range(8)]
+    baseline = {key: RouteSamples.of(lognormal(400, i), 0) for i, key in enumerate(keys)}
+    canary = {key: RouteSamples.of(lognormal(400, 50 + i), 0) for i, key in enumerate(keys)}
+    canary[keys[0]] = RouteSamples.of(lognormal(400, 50, scale=2.0), 0)
+
+    assert judge(SUBJECT, baseline, canary, settings).verdict == "fail"
+
+
+def test_more_looks_spend_less_of_the_error_budget_each() -> None:
+    one = to_json(verdict_of(400, 0, 0))
+    five = to_json(verdict_of(400, 0, 0, settings=Settings(max_looks=5)))
+
+    assert five["settings"]["alpha_per_look"] == 0.01
+    assert five["settings"]["confidence"] == 0.98
+    first, later = one["metrics"][2]["effect"], five["metrics"][2]["effect"]
+    assert later["interval"][1] > first["interval"][1]  # a wider interval at each look
+    assert five["verdict"] == "inconclusive"  # 0 of 400 no longer rules out +1 pp at 1%
+
+
+def test_holm_matches_the_step_down_definition() -> None:
+    p = [0.01, 0.04, None, 0.03, 0.2]
+    # sorted: 0.01 (x4) = 0.04, 0.03 (x3) = 0.09, 0.04 (x2) = 0.08 -> 0.09, 0.2 (x1) -> 0.2
+    assert holm(p) == pytest.approx([0.04, 0.09, None, 0.09, 0.2])
+
+
+def test_the_document_follows_the_schema_and_is_byte_identical_across_runs() -> None:
+    first = json.dumps(to_json(verdict_of(300, 2, 9, scale=1.3)), indent=2, ensure_ascii=False)
+    second = json.dumps(to_json(verdict_of(300, 2, 9, scale=1.3)), indent=2, ensure_ascii=False)
+
+    assert first == second
+    jsonschema.validate(json.loads(first), load_schema())
+
+
+def test_routes_only_one_version_served_are_warned_about_not_compared() -> None:
+    new = RouteKey(HTTP, "/new-endpoint")
+    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
+    canary = {ORDERS: RouteSamples.of(lognormal(400, 2), 0), new: RouteSamples.of([0.1] * 5, 0)}
+
+    verdict = judge(SUBJECT, baseline, canary)
+
+    assert {r.check.key for r in verdict.metrics} == {ORDERS}
+    assert verdict.warnings == ("route '/new-endpoint': only version 1.1 has requests (5)",)
+
+
+def test_no_canary_traffic_is_inconclusive_not_an_error() -> None:
+    verdict = judge(SUBJECT, {ORDERS: RouteSamples.of(lognormal(100, 1), 0)}, {})
+
+    assert verdict.verdict == "inconclusive"
+    assert verdict.reasons == ("no requests of canary version 1.1 in the window",)
+    assert exit_code(verdict.verdict) == 4
+    assert exit_code(verdict.verdict, strict=True) == 1
+
+
+def test_every_number_in_the_document_is_finite() -> None:
+    tiny = {ORDERS: RouteSamples(np.array([0.0, 0.0, 1e-9]), 0)}
+    document = to_json(judge(SUBJECT, tiny, tiny))
+
+    json.dumps(document, allow_nan=False)
+    assert all(
+        m["effect"]["estimate"] is None or math.isfinite(m["effect"]["estimate"])
+        for m in document["metrics"]
+    )
