@@ -51,8 +51,8 @@ def text_view(store_file: FilePath, query: str) -> str:
     return result.stdout
 
 
-def row_and_notes(view: str, label: str) -> tuple[str, list[str]]:
-    """The row whose label ends with ``label``, and the note lines under it (stripped)."""
+def mark_and_notes(view: str, label: str) -> tuple[str, list[str]]:
+    """The critical-path mark of the row labelled ``label``, and the note lines under it."""
     lines = view.splitlines()
     at = next(i for i, line in enumerate(lines) if ROW.match(line) and f" {label} " in line)
     notes = []
@@ -60,7 +60,7 @@ def row_and_notes(view: str, label: str) -> tuple[str, list[str]]:
         if ROW.match(line) or not line.strip():
             break
         notes.append(line.strip(" |`"))
-    return lines[at], notes
+    return lines[at].split()[4], notes  # after "+offset ms duration ms"
 
 
 def on_path(path: Path) -> list[str]:
@@ -222,14 +222,12 @@ def test_aggregator_waits_for_the_slow_middle_reply(store_file: FilePath) -> Non
     assert path_total_ms(path) == pytest.approx(path.duration_ms)
     # the view: the wait under the batch is the slow reply's, then the two it also consumed
     # (links in send order: the last link is the quick pricing.3 reply)
-    row, notes = row_and_notes(text_view(store_file, "req-scatter-1"),
-                               "aggregator: process pricing.replies")  # fmt: skip
-    assert row.split()[4] == "*"
-    assert notes == [
+    view = text_view(store_file, "req-scatter-1")
+    assert mark_and_notes(view, "aggregator: process pricing.replies") == ("*", [
         "~ waited 0.0 ms in queue redis pricing.replies",
         "~ also consumed pricing.replies from pricing: waited 601.8 ms, sent +46.4 ms",
         "~ also consumed pricing.replies from pricing: waited 593.7 ms, sent +54.5 ms",
-    ]
+    ])  # fmt: skip
 
 
 def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: FilePath) -> None:
@@ -246,12 +244,11 @@ def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: 
     ]  # fmt: skip
     assert wait_ms(path, mailer) == pytest.approx(22)
     assert path_total_ms(path) == pytest.approx(90)
-    row, notes = row_and_notes(text_view(store_file, "req-7f3a"), "mailer: process emails")
-    assert row.split()[4] == "*"
-    assert notes == [
+    view = text_view(store_file, "req-7f3a")
+    assert mark_and_notes(view, "mailer: process emails") == ("*", [
         "~ waited 22.0 ms in queue redis emails",
         "* request ends here, 70.0 ms after the entry span ended",
-    ]
+    ])  # fmt: skip
 
 
 def test_fire_and_forget_consumer_that_ends_early_is_off_the_path(store_file: FilePath) -> None:
