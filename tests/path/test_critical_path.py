@@ -276,19 +276,32 @@ def test_self_time_leaves_out_synchronous_children_only(store_file: FilePath) ->
 
 @st.composite
 def request_trees(draw: st.DrawFn) -> Topology:
-    """Random requests: synchronous calls, late-closing servers, queue hops and batches."""
+    """Random requests: calls, late-closing servers, background work, queue hops and a batch."""
     t = Topology("req-random")
     spans = [t.span("s0", "root", "SERVER", 0, draw(st.integers(1, 500)))]
     for i in range(draw(st.integers(0, 25))):
         parent = spans[draw(st.integers(0, len(spans) - 1))]
-        p_start = (parent.start_unix_nano - spans[0].start_unix_nano) // MS
-        p_end = (parent.end_unix_nano - spans[0].start_unix_nano) // MS
-        start = draw(st.integers(p_start, p_end))
+        p_start, p_end = (
+            int((at - T0) // MS) for at in (parent.start_unix_nano, parent.end_unix_nano)
+        )
         kind = draw(st.sampled_from(["INTERNAL", "CLIENT", "PRODUCER", "CONSUMER"]))
-        if kind == "CONSUMER" and parent.kind == "PRODUCER":
-            start = draw(st.integers(p_end, p_end + 300))
-        end = start + draw(st.integers(0, 300 if kind == "CONSUMER" else p_end - start + 3))
+        # consumers of a producer start after it; other spans start inside their parent, or
+        # (background work) a little after it ended
+        late = kind == "CONSUMER" and parent.kind == "PRODUCER"
+        start = draw(st.integers(p_end if late else p_start, p_end + (300 if late else 20)))
+        end = start + draw(st.integers(0, 300))
         spans.append(t.span(f"s{i % 4}", f"op{i}", kind, start, end, parent))
+    producers = [s for s in spans if s.kind == "PRODUCER"]
+    if producers and draw(st.booleans()):
+        picked = st.lists(
+            st.sampled_from(range(len(producers))), min_size=1, max_size=3, unique=True
+        )
+        links = [producers[i] for i in draw(picked)]
+        arrived = max(int((s.end_unix_nano - T0) // MS) for s in links)
+        start = draw(st.integers(arrived - 5, arrived + 200))
+        t.new_trace()
+        t.span("batch", "process", "CONSUMER", start, start + draw(st.integers(0, 100)),
+               links=links, correlated=False)  # fmt: skip
     return t
 
 

@@ -35,7 +35,7 @@ class Row:
     error: str | None = None
     queue: Hop | None = None  # the messaging hop of the message this span waited for
     consumed: list[str] = field(default_factory=list)  # a batch's other messages, described
-    ends_request: str | None = None  # said under the request's last span when it is async work
+    ends_request: str | None = None  # under the last span to end, if after the entry span
     logs: list[PathLog] = field(default_factory=list)
 
     @property
