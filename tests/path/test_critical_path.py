@@ -9,9 +9,11 @@ while fulfilment was still publishing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path as FilePath
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trace_topologies import MS, T0, MemorySource, Topology
@@ -19,6 +21,9 @@ from trace_topologies import MS, T0, MemorySource, Topology
 from tracekit.path import Path, PathSpan, reconstruct
 from tracekit.records import SpanRecord
 from tracekit.store import Store
+from tracekit_cli.main import cli
+
+ROW = re.compile(r"^ *\+\d")  # a span row starts with its offset; notes are indented
 
 
 @pytest.fixture
@@ -34,6 +39,28 @@ def stored_path(store_file: FilePath, t: Topology) -> Path:
         path = reconstruct(store, t.correlation_id or "")
     assert path is not None
     return path
+
+
+def text_view(store_file: FilePath, query: str) -> str:
+    """What ``tracekit trace QUERY --format text`` prints, 160 columns wide."""
+    result = CliRunner().invoke(
+        cli, ["trace", query, "--store", str(store_file), "--format", "text"],
+        env={"COLUMNS": "160"},
+    )  # fmt: skip
+    assert (result.exit_code, result.stderr) == (0, "")
+    return result.stdout
+
+
+def mark_and_notes(view: str, label: str) -> tuple[str, list[str]]:
+    """The critical-path mark of the row labelled ``label``, and the note lines under it."""
+    lines = view.splitlines()
+    at = next(i for i, line in enumerate(lines) if ROW.match(line) and f" {label} " in line)
+    notes = []
+    for line in lines[at + 1 :]:
+        if ROW.match(line) or not line.strip():
+            break
+        notes.append(line.strip(" |`"))
+    return lines[at].split()[4], notes  # after "+offset ms duration ms"
 
 
 def on_path(path: Path) -> list[str]:
@@ -193,6 +220,14 @@ def test_aggregator_waits_for_the_slow_middle_reply(store_file: FilePath) -> Non
     # fulfilment's third publish came after the slow request was sent: nobody waited for it
     assert shape.sends[2].span_id not in critical and shape.sends[1].span_id in critical
     assert path_total_ms(path) == pytest.approx(path.duration_ms)
+    # the view: the wait under the batch is the slow reply's, then the two it also consumed
+    # (links in send order: the last link is the quick pricing.3 reply)
+    view = text_view(store_file, "req-scatter-1")
+    assert mark_and_notes(view, "aggregator: process pricing.replies") == ("*", [
+        "~ waited 0.0 ms in queue redis pricing.replies",
+        "~ also consumed pricing.replies from pricing: waited 601.8 ms, sent +46.4 ms",
+        "~ also consumed pricing.replies from pricing: waited 593.7 ms, sent +54.5 ms",
+    ])  # fmt: skip
 
 
 def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: FilePath) -> None:
@@ -209,6 +244,11 @@ def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: 
     ]  # fmt: skip
     assert wait_ms(path, mailer) == pytest.approx(22)
     assert path_total_ms(path) == pytest.approx(90)
+    view = text_view(store_file, "req-7f3a")
+    assert mark_and_notes(view, "mailer: process emails") == ("*", [
+        "~ waited 22.0 ms in queue redis emails",
+        "* request ends here, 70.0 ms after the entry span ended",
+    ])  # fmt: skip
 
 
 def test_fire_and_forget_consumer_that_ends_early_is_off_the_path(store_file: FilePath) -> None:
@@ -221,6 +261,7 @@ def test_fire_and_forget_consumer_that_ends_early_is_off_the_path(store_file: Fi
     assert mailer.span_id not in path.critical_path
     assert {producer.span_id, insert.span_id} <= set(path.critical_path)
     assert path_total_ms(path) == pytest.approx(100)
+    assert "request ends here" not in text_view(store_file, "req-7f3a")
 
 
 def test_self_time_leaves_out_synchronous_children_only(store_file: FilePath) -> None:
@@ -235,19 +276,32 @@ def test_self_time_leaves_out_synchronous_children_only(store_file: FilePath) ->
 
 @st.composite
 def request_trees(draw: st.DrawFn) -> Topology:
-    """Random requests: synchronous calls, late-closing servers, queue hops and batches."""
+    """Random requests: calls, late-closing servers, background work, queue hops and a batch."""
     t = Topology("req-random")
     spans = [t.span("s0", "root", "SERVER", 0, draw(st.integers(1, 500)))]
     for i in range(draw(st.integers(0, 25))):
         parent = spans[draw(st.integers(0, len(spans) - 1))]
-        p_start = (parent.start_unix_nano - spans[0].start_unix_nano) // MS
-        p_end = (parent.end_unix_nano - spans[0].start_unix_nano) // MS
-        start = draw(st.integers(p_start, p_end))
+        p_start, p_end = (
+            int((at - T0) // MS) for at in (parent.start_unix_nano, parent.end_unix_nano)
+        )
         kind = draw(st.sampled_from(["INTERNAL", "CLIENT", "PRODUCER", "CONSUMER"]))
-        if kind == "CONSUMER" and parent.kind == "PRODUCER":
-            start = draw(st.integers(p_end, p_end + 300))
-        end = start + draw(st.integers(0, 300 if kind == "CONSUMER" else p_end - start + 3))
+        # consumers of a producer start after it; other spans start inside their parent, or
+        # (background work) a little after it ended
+        late = kind == "CONSUMER" and parent.kind == "PRODUCER"
+        start = draw(st.integers(p_end if late else p_start, p_end + (300 if late else 20)))
+        end = start + draw(st.integers(0, 300))
         spans.append(t.span(f"s{i % 4}", f"op{i}", kind, start, end, parent))
+    producers = [s for s in spans if s.kind == "PRODUCER"]
+    if producers and draw(st.booleans()):
+        picked = st.lists(
+            st.sampled_from(range(len(producers))), min_size=1, max_size=3, unique=True
+        )
+        links = [producers[i] for i in draw(picked)]
+        arrived = max(int((s.end_unix_nano - T0) // MS) for s in links)
+        start = draw(st.integers(arrived - 5, arrived + 200))
+        t.new_trace()
+        t.span("batch", "process", "CONSUMER", start, start + draw(st.integers(0, 100)),
+               links=links, correlated=False)  # fmt: skip
     return t
 
 

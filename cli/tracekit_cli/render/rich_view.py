@@ -183,7 +183,7 @@ class _SpanLines:
             pieces = self.row_pieces(row)
             fits = self.fits and row.service.isascii() and row.name.isascii()
             out.append(pieces if fits else crop(pieces, self.width))
-            if row.queue is not None or row.error or row.logs:
+            if row.has_notes:
                 out += [crop([(" " * TIMING_WIDTH, ""), *note], self.width) for note in _notes(row)]
         return out
 
@@ -236,6 +236,9 @@ def _notes(row: Row) -> list[Line]:
     if row.queue is not None:
         wait = format_ms(row.queue.queue_wait_ms or 0.0)
         notes.append([(pad, "dim"), (f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")])
+    notes += [[(pad, "dim"), (f"⏳ {note}", "dim yellow")] for note in row.consumed]
+    if row.ends_request:
+        notes.append([(pad, "dim"), (f"◆ {row.ends_request}", "bold yellow")])
     if row.error:
         notes.append([(pad, "dim"), (f"✗ {row.error}", "bold red")])
     for log in row.logs:

@@ -68,6 +68,9 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
     if row.queue is not None:
         wait = row.queue.queue_wait_ms or 0.0
         lines.append(f"{pad}~ waited {format_ms(wait)} in queue {hop_text(row.queue)}")
+    lines += [f"{pad}~ {note}" for note in row.consumed]
+    if row.ends_request:
+        lines.append(f"{pad}* {row.ends_request}")
     if row.error:
         lines.append(f"{pad}! ERROR {row.error}")
     for log in row.logs:

@@ -21,7 +21,7 @@ from the request's end. Each span gets ``critical_ns``, its own time on the path
 from __future__ import annotations
 
 from tracekit.path.hops import hop_type
-from tracekit.path.model import ATTACHED_BY_LINK, PathSpan
+from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 Window = tuple[int, int]
 
@@ -34,15 +34,6 @@ def is_async_child(node: PathSpan) -> bool:
     if node.attached_by == ATTACHED_BY_LINK or hop_type(parent.record, node.record) == "messaging":
         return True
     return node.start_unix_nano > parent.end_unix_nano
-
-
-def request_end(ordered: list[PathSpan]) -> PathSpan:
-    """The span that ended last (on a tie, the last in tree order: the deepest)."""
-    end = ordered[0]
-    for node in ordered:
-        if node.end_unix_nano >= end.end_unix_nano:
-            end = node
-    return end
 
 
 def set_self_times(ordered: list[PathSpan], detached: set[int]) -> None:
@@ -116,7 +107,7 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
         return []
     detached = {id(n) for n in ordered if is_async_child(n)}
     set_self_times(ordered, detached)
-    end = request_end(ordered)
+    end = last_to_end(ordered)
     spans = windows(ordered, end, detached)
     walk = _Walk(spans, roots, detached)
     node: PathSpan | None = end

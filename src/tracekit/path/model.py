@@ -166,6 +166,10 @@ class Path:
         """The span ids on the critical path, for quick membership tests in renderers."""
         return set(self.critical_path)
 
+    def request_end(self) -> PathSpan | None:
+        """The span that ended last: where the request ends and the critical path starts."""
+        return last_to_end(self.spans) if self.spans else None
+
     def to_json(self) -> dict[str, Any]:
         """The ``tracekit.path/v1`` document."""
         return {
@@ -183,3 +187,12 @@ class Path:
             "logs": [log.to_json() for log in self.logs],
             "warnings": list(self.warnings),
         }
+
+
+def last_to_end(ordered: list[PathSpan]) -> PathSpan:
+    """The span that ended last (on a tie, the last in tree order: the deepest)."""
+    end = ordered[0]
+    for node in ordered:
+        if node.end_unix_nano >= end.end_unix_nano:
+            end = node
+    return end
