@@ -6,6 +6,7 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from contextvars import Token
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
 from tracekit import correlation, propagation, semconv
@@ -25,6 +26,8 @@ KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
 _TRACE_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, propagation.BAGGAGE)
+_log = logging.getLogger("tracekit")
+_warned_outer_span = False
 
 
 @dataclass(slots=True)
@@ -80,10 +83,8 @@ class ServerRequests:
         enclosing = None
         # An empty current context (the usual case) holds no enclosing span: skip the lookup.
         if self._tracer is not None and otel_context.get_current():
-            enclosing = _enclosing_server_span()
-        if enclosing is not None:
-            enclosing.set_attribute(semconv.CORRELATION_ID, cid)
-        elif self._tracer is not None:
+            enclosing = self._stamped_enclosing_span(cid)
+        if enclosing is None and self._tracer is not None:
             span, context_token = self._start_span(method, path, headers, attributes, cid)
         if self._metrics is not None:
             self._metrics.request_started()
@@ -125,6 +126,18 @@ class ServerRequests:
                 return from_baggage
         return correlation.new_correlation_id()
 
+    def _stamped_enclosing_span(self, cid: str) -> trace.Span | None:
+        """The SERVER span someone else opened, stamped with the correlation ID; None when
+        tracekit opens its own (none there, or public-endpoint mode, whose new root it must be)."""
+        enclosing = _enclosing_server_span()
+        if enclosing is None:
+            return None
+        if self._public_endpoint:
+            _warn_outer_span_continues_caller()
+            return None
+        enclosing.set_attribute(semconv.CORRELATION_ID, cid)
+        return enclosing
+
     def _start_span(
         self,
         method: str,
@@ -139,7 +152,7 @@ class ServerRequests:
         if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()
             links = [Link(remote)] if remote.is_valid else None
-            parent = otel_context.Context()
+            parent = _without_caller(otel_context.get_current())
         attributes[semconv.HTTP_REQUEST_METHOD] = method
         attributes[semconv.URL_PATH] = path
         attributes[semconv.CORRELATION_ID] = cid
@@ -167,6 +180,28 @@ def _enclosing_server_span() -> trace.Span | None:
     if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
         return span
     return None
+
+
+def _without_caller(context: otel_context.Context) -> otel_context.Context:
+    """``context`` with no parent span and no baggage: the root of a public endpoint's trace.
+
+    Other values stay (FastAPI keeps its request telemetry there); an outer SERVER span that
+    continued the caller's trace is no longer the parent.
+    """
+    return baggage.clear(trace.set_span_in_context(trace.INVALID_SPAN, context))
+
+
+def _warn_outer_span_continues_caller() -> None:
+    global _warned_outer_span
+    if _warned_outer_span:
+        return
+    _warned_outer_span = True
+    _log.warning(
+        "tracekit: public_endpoint: a SERVER span opened outside tracekit's middleware (FastAPI's "
+        "own telemetry, or OpenTelemetry's ASGI/WSGI middleware) continues the caller's trace; "
+        "tracekit starts the request's new root trace beside it. For a single root span turn "
+        "the outer one off, e.g. FastAPI(telemetry={'tracing': False})."
+    )
 
 
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
