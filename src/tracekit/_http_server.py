@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
 from tracekit import correlation, propagation, semconv
+from tracekit._errors import mark_failed
 from tracekit.config import Options
 from tracekit.metrics import HttpServerMetrics
 
@@ -214,19 +215,13 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     if request.status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
     if error is not None:
-        span.record_exception(error)
-        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, _bounded(str(error))))
+        mark_failed(span, error)
     elif request.status_code >= 500:
         # A framework hook (Flask's got_request_exception) may already have named the exception.
         if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
             span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
         span.set_status(Status(StatusCode.ERROR))
     span.end()
-
-
-def _bounded(text: str, limit: int = 512) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:

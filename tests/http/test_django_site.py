@@ -20,6 +20,7 @@ import pytest
 import requests
 from hopscene import wait_for
 
+from tracekit._errors import MAX_MESSAGE
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 from tracekit.store import Store
@@ -130,7 +131,7 @@ def test_route_names_and_client_errors(
     assert any(all(label in line for label in labels) for line in lines)  # the metrics label
 
 
-def test_server_error_is_recorded(site: tuple[str, Path, str]) -> None:
+def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) -> None:
     url, store, _ = site
     cid = "dj-" + uuid.uuid4().hex[:12]
     response = requests.get(url + "/crash", headers={"X-Correlation-ID": cid}, timeout=10)
@@ -140,5 +141,10 @@ def test_server_error_is_recorded(site: tuple[str, Path, str]) -> None:
     path = path_of(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert span["status"] == "ERROR" and span["attributes"]["error.type"] == "LookupError"
-    (error,) = path["errors"]
-    assert error["message"].startswith("card service said:")
+    # The exception's own words, as for a failed task: bounded, on one printable line.
+    start = "card service said:  [31mdeclined [0m "
+    message = start + "x" * (MAX_MESSAGE - len(start)) + "…"
+    assert span["status_message"] == f"LookupError: {message}"
+    assert path["errors"] == [
+        {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"]}
+    ]
