@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
+from tracekit._errors import mark_failed
 from tracekit._guard import report_once
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
@@ -357,11 +358,8 @@ def bounded_id(message_id: object) -> str:
 
 
 def mark_error(span: trace.Span, error: BaseException | None) -> None:
-    if error is None:
-        return
-    span.record_exception(error)
-    span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    if error is not None:
+        mark_failed(span, error)
 
 
 def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:

@@ -42,6 +42,11 @@ app.conf.update(json.loads(os.environ["CELERY_CONF"]))
 @app.task(name="remote.touch")
 def touch(path):
     pathlib.Path(path).write_text("ran")
+
+
+@app.task(name="remote.add")
+def add(x, y):
+    return x + y
 """
 
 
@@ -84,6 +89,8 @@ def worker(broker: str, tmp_path: Path, leave_no_names: Any) -> Iterator[Worker]
         "event_exchange": f"remote-ev-{uid}",
         "broker_connection_retry_on_startup": True,
     }
+    if broker.startswith("redis"):
+        conf["result_backend"] = broker  # results travel over Redis pub/sub too
     env = {
         "PATH": str(Path(sys.executable).parent),
         "BROKER_URL": broker,
@@ -164,3 +171,20 @@ def _worker_heartbeats(app: Celery) -> set[str]:
         with contextlib.suppress(TimeoutError):
             receiver.capture(limit=3, timeout=10, wakeup=True)
     return seen
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+@pytest.mark.usefixtures("every_instrumentation")
+def test_redis_result_backend_messages_travel_as_celery_sent_them(
+    worker: Worker, broker: str
+) -> None:
+    import redis
+
+    watcher = redis.Redis.from_url(broker).pubsub()
+    watcher.psubscribe("celery-task-meta-*")
+    watcher.parse_response(timeout=5)  # the subscription's confirmation
+    result = worker.app(broker).send_task("remote.add", (2, 3))
+    assert result.get(timeout=20) == 5
+    published = watcher.parse_response(timeout=5)  # read raw, as a subscriber without tracekit
+    watcher.close()
+    assert json.loads(published[-1])["result"] == 5
