@@ -35,8 +35,9 @@ class Row:
     logs: list[PathLog] = field(default_factory=list)
 
 
-def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
-    """Rows in tree order for ``path``."""
+def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) -> list[Row]:
+    """Rows in tree order for ``path``; ``limit`` bounds every name and message (the text view
+    passes a generous one: piped output must not lose content)."""
     critical = path.critical_span_ids()
     errors = {e.span_id: e.message for e in path.errors}
     arriving = {h.to_span_id: h for h in path.hops if h.type == "messaging"}
@@ -48,8 +49,9 @@ def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
             Row(
                 span, guides, last,
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
-                span_id in critical, one_line(span.service, 60), one_line(span.record.name, 200),
-                one_line(errors[span_id]) if span_id in errors else None,
+                span_id in critical, one_line(span.service, limit or 60),
+                one_line(span.record.name, limit or 200),
+                one_line(errors[span_id], limit or 300) if span_id in errors else None,
                 arriving.get(span_id), logs.get(span_id, []),
             )
         )  # fmt: skip
@@ -115,9 +117,9 @@ def summary_line(path: Path, sep: str = ", ") -> str:
     return sep.join(parts)
 
 
-def hop_text(hop: Hop) -> str:
+def hop_text(hop: Hop, limit: int = 80) -> str:
     """``kafka orders.created`` / ``http POST /orders``."""
-    parts = [one_line(p, 80) for p in (hop.system, hop.destination) if p]
+    parts = [one_line(p, limit) for p in (hop.system, hop.destination) if p]
     return " ".join(parts) or hop.type
 
 
