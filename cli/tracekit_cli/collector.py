@@ -14,6 +14,7 @@ import click
 
 from tracekit.receiver import DEFAULT_HOST, DEFAULT_PORT, Receiver, ReceiverConfig
 from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
+from tracekit_cli.options import StoreOption
 
 EXIT_ERROR = 2
 
@@ -44,7 +45,7 @@ def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
     "store_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Store file [default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db].",
+    cls=StoreOption,
 )
 @click.option(
     "--retention",
