@@ -24,6 +24,7 @@ from tracekit.receiver import (
     ReceiverConfig,
 )
 from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
+from tracekit_cli.options import StoreOption
 
 EXIT_ERROR = 2
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
@@ -74,7 +75,7 @@ def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
     "store_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Store file [default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db].",
+    cls=StoreOption,
 )
 @click.option(
     "--retention",

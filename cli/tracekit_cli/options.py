@@ -32,11 +32,24 @@ EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
 
 
+class StoreOption(click.Option):
+    """``--store``, whose help shows the default this environment resolves to."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        """Help with the default path worked out now (``$TRACEKIT_STORE``, ``$XDG_DATA_HOME``)."""
+        from tracekit.store import default_store_path
+
+        self.help = (
+            f"Embedded store file [default: {default_store_path()}; $TRACEKIT_STORE, else"
+            " $XDG_DATA_HOME/tracekit/tracekit.db, else ~/.local/share/tracekit/tracekit.db]."
+        )
+        return super().get_help_record(ctx)
+
+
 def backend_options(command: F) -> F:
     """``--store``, ``--tempo``, ``--jaeger`` and ``--timeout`` for remote backends."""
     decorators = [
-        click.option("--store", "store", metavar="PATH", help="Embedded store file "
-                     "[default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db]."),
+        click.option("--store", "store", metavar="PATH", cls=StoreOption),
         click.option("--tempo", metavar="URL", help="Read from Grafana Tempo's HTTP API."),
         click.option("--jaeger", metavar="URL", help="Read from Jaeger's api_v3 (HTTP)."),
         click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
@@ -154,7 +167,8 @@ def parse_since(value: str | None, now: float | None = None) -> int | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(
-            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time"
+            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time",
+            param_hint="'--since'",
         ) from None
     return int(moment.timestamp() * 1e9)
 

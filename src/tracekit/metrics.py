@@ -403,12 +403,23 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
     return combined
 
 
-def asgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
-    """An ASGI app serving the metrics (mount it at ``/metrics``)."""
+class MetricsASGIApp:
+    """The metrics as an ASGI app object (not a function), so that Starlette's ``Route`` serves it
+    at exactly ``/metrics``; a ``Mount`` would answer ``GET /metrics`` with a redirect."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one scrape."""
+        await self._app(scope, receive, send)
+
+
+def asgi_metrics_app(registry: CollectorRegistry | None = None) -> MetricsASGIApp:
+    """An ASGI app serving the metrics: ``Route("/metrics", asgi_metrics_app())``."""
     from prometheus_client import make_asgi_app
 
-    app: Callable[..., Any] = make_asgi_app(exposition_registry(registry))
-    return app
+    return MetricsASGIApp(make_asgi_app(exposition_registry(registry)))
 
 
 def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:

@@ -44,8 +44,9 @@ class Row:
         return bool(self.queue or self.consumed or self.ends_request or self.error or self.logs)
 
 
-def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
-    """Rows in tree order for ``path``."""
+def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) -> list[Row]:
+    """Rows in tree order for ``path``; ``limit`` bounds every name and message (the text view
+    passes a generous one: piped output must not lose content)."""
     critical = path.critical_span_ids()
     errors = {e.span_id: e.message for e in path.errors}
     arriving: dict[str, list[Hop]] = {}
@@ -62,9 +63,10 @@ def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
             Row(
                 span, guides, last,
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
-                span_id in critical, one_line(span.service, 60), one_line(span.record.name, 200),
-                one_line(errors[span_id]) if span_id in errors else None,
-                waited, _consumed(others, senders, path.start_unix_nano), None,
+                span_id in critical, one_line(span.service, limit or 60),
+                one_line(span.record.name, limit or 200),
+                one_line(errors[span_id], limit or 300) if span_id in errors else None,
+                waited, _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(span_id, []),
             )
         )  # fmt: skip
@@ -81,16 +83,19 @@ def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
     return waited, [h for h in hops if h is not waited]
 
 
-def _consumed(hops: list[Hop], senders: dict[str, PathSpan], start: int) -> list[str]:
+def _consumed(
+    hops: list[Hop], senders: dict[str, PathSpan], start: int, limit: int | None
+) -> list[str]:
     """One line per other message a batch consumer took: where from, how long queued, when sent."""
     lines = []
     for hop in hops[:MAX_CONSUMED_NOTES]:
         sender = senders.get(hop.from_span_id)
         sent = f", sent +{format_ms((sender.end_unix_nano - start) / 1e6)}" if sender else ""
-        what = one_line(hop.destination or hop.type, 80)
+        what = one_line(hop.destination or hop.type, limit or 80)
         wait = format_ms(hop.queue_wait_ms or 0.0)
         lines.append(
-            f"also consumed {what} from {one_line(hop.from_service, 40)}: waited {wait}{sent}"
+            f"also consumed {what} from {one_line(hop.from_service, limit or 40)}: "
+            f"waited {wait}{sent}"
         )
     if len(hops) > MAX_CONSUMED_NOTES:
         hidden = len(hops) - MAX_CONSUMED_NOTES
@@ -177,9 +182,9 @@ def summary_line(path: Path, sep: str = ", ") -> str:
     return sep.join(parts)
 
 
-def hop_text(hop: Hop) -> str:
+def hop_text(hop: Hop, limit: int = 80) -> str:
     """``kafka orders.created`` / ``http POST /orders``."""
-    parts = [one_line(p, 80) for p in (hop.system, hop.destination) if p]
+    parts = [one_line(p, limit) for p in (hop.system, hop.destination) if p]
     return " ".join(parts) or hop.type
 
 

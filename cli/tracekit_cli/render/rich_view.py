@@ -283,17 +283,29 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
     from rich.text import Text
 
     table = _table()
+    ids = [_request_id(r) for r in requests]
     for name in ("start (UTC)", "duration", "spans", "error", "correlation id", "root"):
         right = name in ("duration", "spans")
-        table.add_column(name, justify="right" if right else "left", no_wrap=True)
-    for r in requests:
+        table.add_column(
+            name, justify="right" if right else "left", no_wrap=True,
+            # never cut: it is what the user copies into `tracekit trace`
+            min_width=max(len(i) for i in ids) if name == "correlation id" else None,
+        )  # fmt: skip
+    for r, request_id in zip(requests, ids, strict=True):
         table.add_row(
             format_time(r.start_unix_nano)[:23], format_ms(r.duration_ms), str(r.span_count),
             Text("✗", style="bold red") if r.error else "",
-            Text(one_line(r.correlation_id or r.trace_id, 64)),
+            Text(request_id, style="" if r.correlation_id else "dim"),
             Text(f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"),
         )  # fmt: skip
     console.print(table)
+
+
+def _request_id(request: RequestSummary) -> str:
+    """The correlation ID, or (labelled) the trace ID of a request that has none."""
+    if request.correlation_id:
+        return one_line(request.correlation_id, 128)
+    return f"trace {request.trace_id}"
 
 
 def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:

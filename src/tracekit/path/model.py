@@ -1,7 +1,7 @@
 """The path model: what the engine produces and what renderers and ``--format json`` consume.
 
-``Path.to_json()`` is the ``tracekit.path/v1`` document described in ARCHITECTURE.md and pinned by
-``schema.json`` next to this module.
+``Path.to_json()`` is the ``tracekit.path/v1`` document described in docs/architecture.md and
+pinned by ``schema.json`` next to this module.
 """
 
 from __future__ import annotations
