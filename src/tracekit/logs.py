@@ -58,6 +58,7 @@ __all__ = [
     "JsonFormatter",
     "LogExportHandler",
     "current_fields",
+    "force_flush",
     "install",
     "json_stdout_handler",
     "uninstall",
@@ -431,6 +432,12 @@ def install(options: Options, resource: Resource | None = None) -> None:
             _start_stamping()
         if options.export_logs and _handler is None:
             _start_export(options, resource)
+
+
+def force_flush(timeout_millis: int = 5_000) -> bool:
+    """Export the log records still batched (for a process about to exit); True when done."""
+    handler = _handler
+    return True if handler is None else handler.provider.force_flush(timeout_millis)
 
 
 def uninstall() -> None:
