@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from tracekit.store._connection import write_transaction
+
 GENERATION = "SELECT value FROM meta WHERE key = 'generation'"
 # Integers in attribute, event and link lists: key ids, value ids and plain integer values. Any
 # of them may be a string id; keeping a string some integer happens to equal is safe.
@@ -47,15 +49,9 @@ def string_heavy(conn: sqlite3.Connection) -> bool:
 
 def reclaim(conn: sqlite3.Connection) -> int:
     """Delete unreferenced strings and resources in one transaction; returns how many."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         deleted = _sweep_strings(conn) + _sweep_resources(conn)
         conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return deleted
 
 
