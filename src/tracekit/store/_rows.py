@@ -96,12 +96,14 @@ class RowEncoder:
         self._pairs: dict[tuple[str, type, AttributeValue], str] = {}
 
     def sync(self) -> bool:
-        """Drop cached fragments if ids were reclaimed since they were built; True if so."""
+        """Drop cached fragments if ids were reclaimed since they were built; True if so.
+
+        (Values counted per key stay: they measure cardinality, not ids.)
+        """
         if self.generation == self.interner.generation:
             return False
         self.generation = self.interner.generation
         self._pairs = {}
-        self._values_per_key = {}
         return True
 
     def pair(self, key: str, value: AttributeValue) -> str | None:
@@ -131,8 +133,6 @@ class RowEncoder:
             out[key] = None
         if type(value) is str and value not in self.strings and self._wants_interning(key, value):
             if value not in out:
-                if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: start over
-                    self._values_per_key = {}
                 self._values_per_key[key] = self._values_per_key.get(key, 0) + 1
             out[value] = None
 
@@ -163,6 +163,8 @@ class RowEncoder:
 
     def encode(self, records: Sequence[SpanRecord]) -> SpanRows:
         """Rows for span records (interning what they need first, in one transaction)."""
+        if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh, but
+            self._values_per_key = {}  # never between prepare() and the rows it decided for
         documents = _ResourceDocuments()
         self.prepare(records, documents)
         self.sync()
