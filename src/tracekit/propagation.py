@@ -5,9 +5,12 @@ Incoming baggage is read by ``tracekit._baggage`` (bounded, member by member, si
 tracekit parses ``traceparent`` and ``tracestate`` itself rather than through OpenTelemetry's
 propagator, which accepts extra fields after a version-00 traceparent, ignores duplicated
 traceparent headers and writes rejected header values raw into its warnings. The rules here follow
-the spec's grammar: any invalid traceparent restarts the trace; an invalid tracestate (bad key or
-value, duplicate key, more than 32 members) is dropped whole; empty members and optional whitespace
-are allowed.
+the spec's grammar at its current main: any invalid traceparent restarts the trace; a tracestate
+with an invalid member (bad key or value) or more than 32 members is dropped whole; of a key
+repeated, the first member is kept and the others discarded (the spec allows either); empty
+members and optional whitespace are allowed. Keys follow the June 2026 grammar,
+``key = (lcalpha / DIGIT) 0*255(keychar)`` with ``@`` among the key characters, which replaced
+the ``tenant@system`` form.
 
 ``TracekitPropagator`` is installed as OpenTelemetry's global propagator by ``tracekit.init()``, so
 any instrumentation that injects or extracts context (ours or OpenTelemetry's contrib packages)
@@ -46,11 +49,9 @@ RANDOM = 0x02
 MAX_TRACESTATE_MEMBERS = 32
 
 _TRACEPARENT_PREFIX = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_SIMPLE_KEY = r"[a-z][a-z0-9_\-*/]{0,255}"
-_TENANT_KEY = r"[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
-_MEMBER = re.compile(
-    rf"({_SIMPLE_KEY}|{_TENANT_KEY})=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{{0,255}}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
-)
+_KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
+_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_MEMBER = re.compile(rf"({_KEY})=({_VALUE})")
 _OWS = " \t"
 
 # Flags of the traceparent we continued, so that inject can re-emit bits OpenTelemetry's
@@ -63,6 +64,18 @@ _NO_TRACE_STATE = TraceState()
 # that a Context holding a span and other values can be built in one step.
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
+
+
+class ParsedTraceState(TraceState):
+    """A ``TraceState`` of members ``parse_tracestate`` already validated.
+
+    OpenTelemetry's constructor validates keys by the grammar before June 2026 (it would drop,
+    and log, keys like ``foo@`` or ``foo@bar@baz``) and logs duplicates: both are settled here.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self._dict = dict(members)
 
 
 class TraceParent(NamedTuple):
@@ -103,21 +116,20 @@ def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
 def parse_tracestate(values: Iterable[str]) -> list[tuple[str, str]] | None:
     """Parse (possibly several) ``tracestate`` header values into ordered members.
 
-    Returns None when the combined list is invalid and must be dropped whole.
+    Returns None when the combined list is invalid and must be dropped whole. A repeated key
+    keeps its first member.
     """
-    members: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    members: dict[str, str] = {}
     for value in values:
         for raw in value.split(","):
             raw = raw.strip(_OWS)
             if not raw:
                 continue
             match = _MEMBER.fullmatch(raw)
-            if match is None or match.group(1) in seen:
+            if match is None:
                 return None
-            seen.add(match.group(1))
-            members.append((match.group(1), match.group(2)))
-    return members if len(members) <= MAX_TRACESTATE_MEMBERS else None
+            members.setdefault(match.group(1), match.group(2))
+    return list(members.items()) if len(members) <= MAX_TRACESTATE_MEMBERS else None
 
 
 def format_tracestate(members: Iterable[tuple[str, str]]) -> str:
@@ -224,7 +236,7 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
         return context
     trace_id, span_id, flags = parent
     members = parse_tracestate(tracestates) if tracestates else None
-    trace_state = TraceState(members) if members else _NO_TRACE_STATE
+    trace_state = ParsedTraceState(members) if members else _NO_TRACE_STATE
     # Positional arguments: SpanContext.__new__ is Python code, and keywords cost more there.
     span_context = SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state)
     # Both values in one new Context (an immutable dict) rather than a copy per value.
