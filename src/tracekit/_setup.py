@@ -88,7 +88,7 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
         runtime = _runtime.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
         _runtime.activate(runtime)
-        propagate.set_global_textmap(propagation.TracekitPropagator(opts.response_header))
+        propagate.set_global_textmap(propagation.configured(opts.response_header))
         resource = build_resource(opts)
         if not opts.correlation_only:
             runtime.span_processors = _tracing(opts, resource)
