@@ -27,10 +27,10 @@ def app(redis_url: str) -> Iterator[Celery]:
     celery_app = Celery("mesh", broker=redis_url, backend=None, set_as_current=False)
     celery_app.conf.update(task_default_queue="mesh", broker_connection_retry_on_startup=True)
 
-    @celery_app.task(name="mesh.work")
-    def work() -> None:
-        seen["carried"] = {n: getattr(work.request, n, None) for n in ("X-Amzn-Trace-Id", "b3")}
-        seen["traceparent"] = getattr(work.request, "traceparent", None)
+    @celery_app.task(name="mesh.work", bind=True)
+    def work(self: Any) -> None:
+        seen["carried"] = {n: getattr(self.request, n, None) for n in ("X-Amzn-Trace-Id", "b3")}
+        seen["traceparent"] = getattr(self.request, "traceparent", None)
         seen["correlation_id"] = tracekit.correlation_id()
 
     root_level, root_handlers = logging.root.level, logging.root.handlers[:]
