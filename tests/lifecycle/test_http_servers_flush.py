@@ -8,6 +8,8 @@ tracekit flushes on the way out. The exit status is the server's own.
 from __future__ import annotations
 
 import signal
+import socket
+import time
 
 import httpx
 import pytest
@@ -69,6 +71,14 @@ urlpatterns = [path("hello/<str:n>", hello)]
 django.setup()
 from django.core.wsgi import get_wsgi_application
 app = get_wsgi_application()
+"""
+
+
+SERVE_WERKZEUG = """
+import sys
+from werkzeug.serving import make_server
+from wsgi_app import app
+make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
 """
 
 
@@ -151,15 +161,7 @@ def test_gunicorn_workers_flush_when_the_master_is_stopped(
 def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service) -> None:
     """A werkzeug server (or any script) with no SIGTERM handler of its own."""
     service.write("wsgi_app.py", WSGI_APP)
-    service.write(
-        "serve.py",
-        """
-        import sys
-        from werkzeug.serving import make_server
-        from wsgi_app import app
-        make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
-        """,
-    )
+    service.write("serve.py", SERVE_WERKZEUG)
     port = free_port()
     service.start("serve.py", str(port))
     service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
@@ -167,3 +169,31 @@ def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service)
 
     assert service.terminate() == -signal.SIGTERM  # what SIGTERM's default action gives
     _assert_all_flushed(service)
+
+
+def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service: Service) -> None:
+    """The collector accepts connections but never answers: SIGTERM still ends the process."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    service.write("wsgi_app.py", WSGI_APP)
+    service.write("serve.py", SERVE_WERKZEUG)
+    port = free_port()
+    service.start(
+        "serve.py", str(port),
+        TRACEKIT_EXPORTER="otlp", TRACEKIT_EXPORT_LOGS="false",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="2000",
+    )  # fmt: skip
+    try:
+        service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+        _send_requests(port)
+
+        started = time.monotonic()
+        status = service.terminate()
+        stopped_after = time.monotonic() - started
+    finally:
+        blackhole.close()
+
+    assert status == -signal.SIGTERM
+    assert 2.0 <= stopped_after < 2.0 + 2.0  # it waited the export timeout, and no longer
