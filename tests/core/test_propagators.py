@@ -9,28 +9,17 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.aws import AwsXRayPropagator
-from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
-from opentelemetry.propagators.jaeger import JaegerPropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from reference_propagators import REFERENCES
 from werkzeug.test import Client
 
 from tracekit import correlation, messaging, propagation
 
 TRACE_ID = 0x5759E988BD862E3FE1BE46A994272793
 SPAN_ID = 0x53995C3F42CD8AD8
-REFERENCES: dict[str, TextMapPropagator] = {
-    "tracecontext": TraceContextTextMapPropagator(),
-    "b3": B3SingleFormat(),
-    "b3multi": B3MultiFormat(),
-    "jaeger": JaegerPropagator(),
-    "xray": AwsXRayPropagator(),
-}
 
 
 def remote_context(sampled: bool) -> Context:

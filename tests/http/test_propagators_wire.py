@@ -14,22 +14,11 @@ from typing import Any
 import pytest
 from loopback import start_werkzeug
 from opentelemetry import trace
-from opentelemetry.propagators.aws import AwsXRayPropagator
-from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
-from opentelemetry.propagators.jaeger import JaegerPropagator
-from opentelemetry.propagators.textmap import DefaultGetter, TextMapPropagator
+from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace import SpanContext, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from rawhttp import send
+from reference_propagators import REFERENCES
 from stopping import Service, free_port
-
-REFERENCES: dict[str, TextMapPropagator] = {
-    "tracecontext": TraceContextTextMapPropagator(),
-    "b3": B3SingleFormat(),
-    "b3multi": B3MultiFormat(),
-    "jaeger": JaegerPropagator(),
-    "xray": AwsXRayPropagator(),
-}
 
 
 class HttpHeaders(DefaultGetter):

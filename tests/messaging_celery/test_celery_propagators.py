@@ -3,13 +3,12 @@ on a real redis-server broker)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
+from celery_worker import running_worker
 from hopscene import wait_for
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -33,13 +32,8 @@ def app(redis_url: str) -> Iterator[Celery]:
         seen["traceparent"] = getattr(self.request, "traceparent", None)
         seen["correlation_id"] = tracekit.correlation_id()
 
-    root_level, root_handlers = logging.root.level, logging.root.handlers[:]
-    try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-            yield celery_app
-    finally:
-        logging.root.setLevel(root_level)
-        logging.root.handlers[:] = root_handlers
+    with running_worker(celery_app):
+        yield celery_app
 
 
 @pytest.mark.parametrize(("name", "header"), [("xray", "X-Amzn-Trace-Id"), ("b3", "b3")])
