@@ -88,11 +88,16 @@ def _send_requests(port: int) -> None:
 
 
 def _assert_all_flushed(service: Service) -> None:
-    """The warm-up request and the N requests: every SERVER span and every app log record."""
-    assert len(server_spans(service.spans())) == N + 1, service.output()
-    logs = sorted(b for b in service.log_bodies() if b.startswith("handled request"))
-    expected = ["handled request warmup", *(f"handled request {n}" for n in range(N))]
-    assert logs == sorted(expected), service.output()
+    """Every SERVER span and every app log record of the N requests (and of the warm-up ones:
+    a slow first answer on a loaded machine makes the readiness check ask twice)."""
+    paths = [s.attributes.get("url.path") for s in server_spans(service.spans())]
+    assert sorted(p for p in paths if p != "/hello/warmup") == [f"/hello/{n}" for n in range(N)]
+    assert "/hello/warmup" in paths, service.output()
+    logs = [b for b in service.log_bodies() if b.startswith("handled request")]
+    assert sorted(b for b in logs if not b.endswith("warmup")) == [
+        f"handled request {n}" for n in range(N)
+    ], service.output()
+    assert logs.count("handled request warmup") == paths.count("/hello/warmup")
 
 
 def test_uvicorn_lifespan_shutdown_flushes_before_sigterm_is_re_raised(service: Service) -> None:
