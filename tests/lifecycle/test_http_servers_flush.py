@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from hopscene import wait_for
 from stopping import Service, free_port, server_spans
 
 N = 4
@@ -202,3 +203,19 @@ def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service:
 
     assert status == -signal.SIGTERM
     assert 2.0 <= stopped_after < 2.0 + 2.0  # it waited the export timeout, and no longer
+
+
+def test_gunicorn_workers_recycled_by_max_requests_flush_as_they_exit(service: Service) -> None:
+    service.write("app_module.py", WSGI_APP)
+    port = free_port()
+    service.start(
+        "-m", "gunicorn", "-w", "1", "--max-requests", "2", "-b", f"127.0.0.1:{port}",
+        "app_module:app",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)  # the worker restarts after every second request
+
+    # Recycled workers exited long before the batch delay: their spans are stored already.
+    wait_for(lambda: len(server_spans(service.spans())) >= N, 30, "the recycled workers' spans")
+    assert service.terminate() == 0
+    _assert_all_flushed(service)
