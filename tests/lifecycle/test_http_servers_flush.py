@@ -116,6 +116,18 @@ def test_uvicorn_lifespan_shutdown_flushes_before_sigterm_is_re_raised(service: 
     _assert_all_flushed(service)
 
 
+def test_uvicorn_workers_each_flush_at_their_lifespan_shutdown(service: Service) -> None:
+    service.write("asgi_app.py", ASGI_APP)
+    port = free_port()
+    service.start("-m", "uvicorn", "asgi_app:app", "--port", str(port), "--workers", "2")
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    assert service.terminate() == 0  # the supervisor's own exit status after stopping workers
+    assert service.output().count("Application shutdown complete") == 2
+    _assert_all_flushed(service)
+
+
 def test_uvicorn_without_lifespan_flushes_on_its_re_raised_sigterm(service: Service) -> None:
     """``uvicorn.run`` after ``tracekit.init``: uvicorn restores our handler and re-raises it."""
     service.write("asgi_app.py", ASGI_APP)
