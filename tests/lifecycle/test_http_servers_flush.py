@@ -116,7 +116,7 @@ def test_uvicorn_lifespan_shutdown_flushes_before_sigterm_is_re_raised(service: 
     _assert_all_flushed(service)
 
 
-def test_uvicorn_workers_each_flush_at_their_lifespan_shutdown(service: Service) -> None:
+def test_uvicorn_workers_each_flush_when_the_supervisor_stops(service: Service) -> None:
     service.write("asgi_app.py", ASGI_APP)
     port = free_port()
     service.start("-m", "uvicorn", "asgi_app:app", "--port", str(port), "--workers", "2")
