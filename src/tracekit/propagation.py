@@ -160,15 +160,6 @@ def _header_values(getter: Getter[Any], carrier: Any, name: str) -> list[str]:
     return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def extract_baggage(
-    carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
-) -> Context:
-    """Put the valid members of ``carrier``'s baggage headers into ``context`` (``_baggage``)."""
-    context = context if context is not None else Context()
-    values = _header_values(getter, carrier, BAGGAGE)
-    return _baggage.extract(values, context) if values else context
-
-
 class TracekitPropagator(TextMapPropagator):
     """Extracts and injects trace headers, W3C baggage and the correlation header together.
 
@@ -317,24 +308,6 @@ def carried_fields() -> tuple[str, ...]:
     return configured().carried_fields
 
 
-def extract_trace_context(
-    carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
-) -> Context:
-    """Put the remote span context of ``carrier``'s traceparent/tracestate into ``context``."""
-    context = context if context is not None else Context()
-    parents = _header_values(getter, carrier, TRACEPARENT)
-    if len(parents) != 1:  # absent, or duplicated: the spec says restart
-        return context
-    return _with_remote_parent(parents[0], _header_values(getter, carrier, TRACESTATE), context)
-
-
-def extract_header_lists(
-    headers: Mapping[str, Sequence[str]], *, with_baggage: bool = True
-) -> Context:
-    """W3C trace context and baggage of lower-case header names mapped to lists of values."""
-    return _W3C.extract_header_lists(headers, with_baggage=with_baggage)
-
-
 def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: Context) -> Context:
     parent = _traceparent_fields(traceparent)
     if parent is None:
@@ -414,6 +387,3 @@ class HeaderGetter(Getter[Mapping[str, Any]]):
 
     def keys(self, carrier: Mapping[str, Any]) -> list[str]:
         return list(carrier)
-
-
-_W3C = TracekitPropagator()
