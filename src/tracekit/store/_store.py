@@ -163,6 +163,17 @@ class Store:
         ids = list(trace_ids)
         return self._read(lambda r: r.spans_by_trace_ids(ids))
 
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """Traces carrying ``correlation_id`` with their first start (``LimitedSpanSource``)."""
+        return self._read(lambda r: r.trace_starts_by_correlation_id(correlation_id, limit))
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """The ``limit`` earliest spans of the given traces (``LimitedSpanSource``)."""
+        ids = list(trace_ids)
+        return self._read(lambda r: r.spans_by_trace_ids(ids, limit))
+
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces that hold a span with a link pointing into any of ``trace_ids``."""
         ids = list(trace_ids)
