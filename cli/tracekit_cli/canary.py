@@ -62,6 +62,18 @@ def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Embedded store file [default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db].",
 )
 @click.option(
+    "--prometheus",
+    metavar="URL",
+    help="Read tracekit's histograms from Prometheus' HTTP API instead of the store.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 300),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for Prometheus per query.",
+)
+@click.option(
     "--since",
     metavar="WHEN",
     help="Window start: 30m, 2h, or an ISO 8601 time [default: 30m, when --start is not given].",
@@ -135,8 +147,8 @@ def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="The quantile the tail test looks above.",
 )
 def canary(
-    service: str, baseline: str, canary_version: str, store: str | None, since: str | None,
-    start: str | None, end: str | None,
+    service: str, baseline: str, canary_version: str, store: str | None, prometheus: str | None,
+    timeout: float, since: str | None, start: str | None, end: str | None,
     routes: tuple[str, ...], output_format: str | None, gate: str, max_looks: int,
     critical: tuple[str, ...], alpha: float, max_latency_increase: float,
     max_tail_increase: float, max_error_increase: float, tail_quantile: float,
@@ -146,14 +158,17 @@ def canary(
     from tracekit.canary import Settings, Subject, exit_code, judge
 
     window = _window(since, start, end)
+    if store and prometheus:
+        raise click.UsageError("choose one source: --store or --prometheus")
     settings = Settings(
         alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
         tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,
         tail_quantile=tail_quantile, critical=frozenset(critical or ["error_rate"]),
     )  # fmt: skip
-    subject = Subject(service, baseline, canary_version, *window, "store")
+    source = "prometheus" if prometheus else "store"
+    subject = Subject(service, baseline, canary_version, *window, source)
     try:
-        samples = _read(subject, store)
+        samples = _read(subject, store, prometheus, timeout)
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
@@ -181,9 +196,15 @@ def _window(since: str | None, start: str | None, end: str | None) -> tuple[int,
     return start_ns, end_ns
 
 
-def _read(subject: Subject, store: str | None) -> tuple[VersionSamples, VersionSamples]:
+def _read(
+    subject: Subject, store: str | None, prometheus: str | None, timeout: float
+) -> tuple[VersionSamples, VersionSamples]:
     versions = (subject.baseline_version, subject.canary_version)
     window = (subject.start_unix_nano, subject.end_unix_nano)
+    if prometheus:
+        from tracekit.canary.prometheus import samples_from_prometheus
+
+        return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout)
     from tracekit.canary import samples_from_store
     from tracekit.store import Store, default_store_path
 
