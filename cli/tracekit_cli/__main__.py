@@ -1,5 +1,5 @@
 """``python -m tracekit_cli``: the same as the ``tracekit`` command."""
 
-from tracekit_cli.main import main
+from tracekit_cli import main
 
 main()

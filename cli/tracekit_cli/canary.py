@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 import click
 
 from tracekit.records import BackendError
-from tracekit_cli.options import EXIT_ERROR, fail, format_option, parse_since, resolve_format
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    StoreOption,
+    fail,
+    format_option,
+    parse_since,
+    resolve_format,
+)
 from tracekit_cli.output import emit_json, emit_rich, emit_text
 
 if TYPE_CHECKING:
@@ -56,11 +63,7 @@ def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     callback=_name,
     help="The new version under test.",
 )
-@click.option(
-    "--store",
-    metavar="PATH",
-    help="Embedded store file [default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db].",
-)
+@click.option("--store", metavar="PATH", cls=StoreOption)
 @click.option(
     "--prometheus",
     metavar="URL",

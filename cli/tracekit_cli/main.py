@@ -7,11 +7,14 @@ demo, and ``tracekit --help`` stays quick.
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
 from tracekit._version import __version__
+from tracekit_cli.options import EXIT_ERROR, fail
 
+_NO_ARGS: type[click.UsageError] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 # command name -> "module:attribute" of its click command
 COMMANDS = {
     "canary": "tracekit_cli.canary:canary",
@@ -46,5 +49,17 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Run the ``tracekit`` command."""
-    cli()
+    """Run the ``tracekit`` command; usage errors are one line on stderr and exit 2."""
+    try:
+        code = cli.main(standalone_mode=False, prog_name="tracekit")
+    except _NO_ARGS as error:  # bare `tracekit`: the help is the answer (click 8.2+)
+        error.show()
+        sys.exit(error.exit_code)
+    except click.UsageError as error:
+        where = error.ctx.command_path if error.ctx is not None else "tracekit"
+        fail(f"{error.format_message()} (see '{where} --help')", EXIT_ERROR)
+    except click.ClickException as error:
+        fail(error.format_message(), error.exit_code)
+    except click.Abort:
+        fail("aborted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

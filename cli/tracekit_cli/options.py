@@ -1,8 +1,9 @@
 """Options shared by the read commands (trace, search, services) and the helpers behind them.
 
 Backend choice: ``--store PATH`` (default: the embedded store tracekit writes), ``--tempo URL`` or
-``--jaeger URL``. Output: ``--format rich|text|json``, rich on a terminal and text when piped;
-``NO_COLOR`` turns colour off in the rich view too.
+``--jaeger URL``, with ``--header NAME=VALUE`` (and ``TRACEKIT_BACKEND_HEADERS``) for a remote
+backend's tenant and credentials. Output: ``--format rich|text|json``, rich on a terminal and
+text when piped; ``NO_COLOR`` turns colour off in the rich view too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from tracekit.records import SpanSource
+from tracekit.records import BackendError, SpanSource
+from tracekit_cli.headers import HEADERS_ENV, parse_headers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,19 +32,40 @@ EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
 
 
+class StoreOption(click.Option):
+    """``--store``, whose help shows the default this environment resolves to."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        """Help with the default path worked out now (``$TRACEKIT_STORE``, ``$XDG_DATA_HOME``)."""
+        from tracekit.store import default_store_path
+
+        self.help = (
+            f"Embedded store file [default: {default_store_path()}; $TRACEKIT_STORE, else"
+            " $XDG_DATA_HOME/tracekit/tracekit.db, else ~/.local/share/tracekit/tracekit.db]."
+        )
+        return super().get_help_record(ctx)
+
+
 def backend_options(command: F) -> F:
     """``--store``, ``--tempo``, ``--jaeger`` and ``--timeout`` for remote backends."""
     decorators = [
-        click.option("--store", "store", metavar="PATH", help="Embedded store file "
-                     "[default: $TRACEKIT_STORE or ~/.local/share/tracekit/tracekit.db]."),
+        click.option("--store", "store", metavar="PATH", cls=StoreOption),
         click.option("--tempo", metavar="URL", help="Read from Grafana Tempo's HTTP API."),
         click.option("--jaeger", metavar="URL", help="Read from Jaeger's api_v3 (HTTP)."),
         click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
                      help="Seconds to wait for a remote backend per request."),
+        click.option("--header", metavar="NAME=VALUE", multiple=True, expose_value=False,
+                     callback=_keep_headers, help="Send this header to --tempo or --jaeger "
+                     f"(tenant, credentials); repeatable [also: ${HEADERS_ENV}]."),
     ]  # fmt: skip
     for decorator in reversed(decorators):
         command = decorator(command)
     return command
+
+
+def _keep_headers(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
+    """Keep ``--header`` values for ``open_source`` (commands need no parameter of their own)."""
+    ctx.meta["tracekit.backend_headers"] = value
 
 
 def format_option(command: F) -> F:
@@ -67,20 +90,45 @@ def open_source(
     store: str | None, tempo: str | None, jaeger: str | None, *, timeout: float = 10.0,
     service: str | None = None,
 ) -> SpanSource:  # fmt: skip
-    """The read backend the options name (the embedded store when none does)."""
+    """The read backend the options name (the embedded store when none does); exit 2 with one
+    line when the options cannot make one (two backends, a bad URL or header)."""
     if sum(1 for choice in (store, tempo, jaeger) if choice) > 1:
         fail("choose one backend: --store, --tempo or --jaeger", EXIT_ERROR)
+    typed = click.get_current_context().meta.get("tracekit.backend_headers", ())
+    if typed and not (tempo or jaeger):
+        fail("--header is for a remote backend: use it with --tempo or --jaeger", EXIT_ERROR)
+    try:
+        return _remote_source(tempo, jaeger, timeout, service, typed) or _store(store)
+    except (BackendError, ValueError) as error:
+        fail(str(error), EXIT_ERROR)
+
+
+def _remote_source(
+    tempo: str | None, jaeger: str | None, timeout: float, service: str | None,
+    typed: tuple[str, ...],
+) -> SpanSource | None:  # fmt: skip
+    if not (tempo or jaeger):
+        return None
+    headers = parse_headers(typed, os.environ.get(HEADERS_ENV))
     if tempo:
         from tracekit.backends.tempo import TempoSource
 
-        return TempoSource(tempo, timeout=timeout)
-    if jaeger:
-        from tracekit.backends.jaeger import JaegerSource
+        return TempoSource(tempo, timeout=timeout, headers=headers, notify=warn)
+    from tracekit.backends.jaeger import JaegerSource
 
-        return JaegerSource(jaeger, timeout=timeout, service=service)
+    return JaegerSource(jaeger or "", timeout=timeout, service=service, headers=headers,
+                        notify=warn)  # fmt: skip
+
+
+def _store(store: str | None) -> SpanSource:
     from tracekit.store import Store, default_store_path
 
     return Store(store or default_store_path())
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command (a backend's notice)."""
+    click.echo(f"tracekit: warning: {one_line(message)}", err=True)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -119,7 +167,8 @@ def parse_since(value: str | None, now: float | None = None) -> int | None:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(
-            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time"
+            f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time",
+            param_hint="'--since'",
         ) from None
     return int(moment.timestamp() * 1e9)
 

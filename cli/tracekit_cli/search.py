@@ -26,7 +26,8 @@ from tracekit_cli.output import emit_json, emit_rich, emit_text
 @click.option("--min-duration", type=click.FloatRange(min=0), metavar="MS",
               help="Only requests that took at least this many milliseconds.")  # fmt: skip
 @click.option("--errors", is_flag=True, help="Only requests with an error anywhere in them.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="List at most this many requests (the newest).")  # fmt: skip
 def search(
     store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
     output_format: str | None, service: str | None, since: str | None,

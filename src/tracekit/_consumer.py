@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _message_headers, _state, config, correlation, propagation, semconv
+from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
+from tracekit._errors import mark_failed
 from tracekit._guard import report_once
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
@@ -286,15 +287,7 @@ def _with_baggage(
     fields: _message_headers.Fields, context: otel_context.Context
 ) -> otel_context.Context:
     values = fields.get(propagation.BAGGAGE)
-    if not values:
-        return context
-    members = propagation.parse_baggage(values[0]) if len(values) == 1 else None
-    if members is None:
-        _message_headers.bad_header.warn(propagation.BAGGAGE, "malformed or repeated")
-        return context
-    for key, value in members:
-        context = baggage.set_baggage(key, value, context)
-    return context
+    return _baggage.extract(values, context, "baggage message") if values else context
 
 
 def _traceparent_usable(fields: _message_headers.Fields) -> bool:
@@ -365,11 +358,8 @@ def bounded_id(message_id: object) -> str:
 
 
 def mark_error(span: trace.Span, error: BaseException | None) -> None:
-    if error is None:
-        return
-    span.record_exception(error)
-    span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    if error is not None:
+        mark_failed(span, error)
 
 
 def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:

@@ -6,25 +6,28 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
 
-from tracekit import correlation, propagation, semconv
-from tracekit.config import Options
+from tracekit import _baggage, correlation, propagation, semconv
+from tracekit._errors import mark_failed
+from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
 _TRACE_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, propagation.BAGGAGE)
+_log = logging.getLogger("tracekit")
+_warned_outer_span = False
 
 
 @dataclass(slots=True)
@@ -54,7 +57,7 @@ class ServerRequests:
         self.correlation_headers = tuple(h.lower() for h in options.correlation_headers)
         self.response_header = options.response_header
         self.wanted_headers = frozenset((*self.correlation_headers, *_TRACE_HEADERS))
-        self._excluded = _compile_excluded(options.excluded_urls)
+        self._excluded = compile_excluded(options.excluded_urls)
         # Read on every request: plain attributes rather than a walk through options.
         self.excluded_search = self._excluded.search if self._excluded is not None else None
         self._public_endpoint = options.public_endpoint
@@ -80,10 +83,8 @@ class ServerRequests:
         enclosing = None
         # An empty current context (the usual case) holds no enclosing span: skip the lookup.
         if self._tracer is not None and otel_context.get_current():
-            enclosing = _enclosing_server_span()
-        if enclosing is not None:
-            enclosing.set_attribute(semconv.CORRELATION_ID, cid)
-        elif self._tracer is not None:
+            enclosing = self._stamped_enclosing_span(cid)
+        if enclosing is None and self._tracer is not None:
             span, context_token = self._start_span(method, path, headers, attributes, cid)
         if self._metrics is not None:
             self._metrics.request_started()
@@ -125,6 +126,18 @@ class ServerRequests:
                 return from_baggage
         return correlation.new_correlation_id()
 
+    def _stamped_enclosing_span(self, cid: str) -> trace.Span | None:
+        """The SERVER span someone else opened, stamped with the correlation ID; None when
+        tracekit opens its own (none there, or public-endpoint mode, whose new root it must be)."""
+        enclosing = _enclosing_server_span()
+        if enclosing is None:
+            return None
+        if self._public_endpoint:
+            _warn_outer_span_continues_caller()
+            return None
+        enclosing.set_attribute(semconv.CORRELATION_ID, cid)
+        return enclosing
+
     def _start_span(
         self,
         method: str,
@@ -134,12 +147,13 @@ class ServerRequests:
         cid: str,
     ) -> tuple[trace.Span, object]:
         assert self._tracer is not None
-        parent = propagation.extract_header_lists(headers)
+        # Public-endpoint mode drops incoming baggage: it is not even parsed.
+        parent = propagation.extract_header_lists(headers, with_baggage=not self._public_endpoint)
         links = None
         if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()
             links = [Link(remote)] if remote.is_valid else None
-            parent = otel_context.Context()
+            parent = _without_caller(otel_context.get_current())
         attributes[semconv.HTTP_REQUEST_METHOD] = method
         attributes[semconv.URL_PATH] = path
         attributes[semconv.CORRELATION_ID] = cid
@@ -169,6 +183,28 @@ def _enclosing_server_span() -> trace.Span | None:
     return None
 
 
+def _without_caller(context: otel_context.Context) -> otel_context.Context:
+    """``context`` with no parent span and no baggage: the root of a public endpoint's trace.
+
+    Other values stay (FastAPI keeps its request telemetry there); an outer SERVER span that
+    continued the caller's trace is no longer the parent.
+    """
+    return baggage.clear(trace.set_span_in_context(trace.INVALID_SPAN, context))
+
+
+def _warn_outer_span_continues_caller() -> None:
+    global _warned_outer_span
+    if _warned_outer_span:
+        return
+    _warned_outer_span = True
+    _log.warning(
+        "tracekit: public_endpoint: a SERVER span opened outside tracekit's middleware (FastAPI's "
+        "own telemetry, or OpenTelemetry's ASGI/WSGI middleware) continues the caller's trace; "
+        "tracekit starts the request's new root trace beside it. For a single root span turn "
+        "the outer one off, e.g. FastAPI(telemetry={'tracing': False})."
+    )
+
+
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
     span = request.span
     assert span is not None
@@ -179,9 +215,7 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     if request.status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
     if error is not None:
-        span.record_exception(error)
-        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, _bounded(str(error))))
+        mark_failed(span, error)
     elif request.status_code >= 500:
         # A framework hook (Flask's got_request_exception) may already have named the exception.
         if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
@@ -190,17 +224,6 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     span.end()
 
 
-def _bounded(text: str, limit: int = 512) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
-    for key, value in propagation.parse_baggage(",".join(values or ())) or ():
-        if key == propagation.CORRELATION_BAGGAGE_KEY:
-            return value if correlation.is_valid(value) else None
-    return None
-
-
-def _compile_excluded(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    patterns = tuple(patterns)
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+    value = _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
+    return value if correlation.is_valid(value) else None

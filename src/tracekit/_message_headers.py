@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit import propagation
+from tracekit._ratelimit import RateLimitedWarning
 
 _log = logging.getLogger("tracekit")
 
 PUBLISH_TIME_HEADER = "tracekit-publish-time"
 
 # W3C limits: traceparent is 55 characters; tracestate 32 members of at most 256+256 characters
-# (vendors must propagate at least 512); baggage at most 8192 bytes.
+# (vendors must propagate at least 512). Baggage is read member by member (tracekit._baggage,
+# which reads its first 8192 bytes): only an absurd size refuses it whole here.
 _LIMITS = {
     propagation.TRACEPARENT: 128,
     propagation.TRACESTATE: 8192,
-    propagation.BAGGAGE: 8192,
+    propagation.BAGGAGE: 65536,
     PUBLISH_TIME_HEADER: 20,
 }
+_READ_BY_MEMBER = frozenset((propagation.BAGGAGE,))
 CORRELATION_LIMIT = 256  # longer than any valid ID so that correlation.is_valid says why not
 MAX_KEY_LENGTH = 256
 WARNING_INTERVAL_S = 60.0
@@ -38,32 +39,10 @@ Headers = Mapping[Any, Any] | Iterable[tuple[Any, Any]]
 Fields = dict[str, list[str]]
 
 
-class _RateLimitedWarning:
-    """At most one warning per interval; the next one says how many were suppressed."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._next_at = 0.0
-        self._suppressed = 0
-
-    def warn(self, field: str, reason: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now < self._next_at:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed = self._suppressed, 0
-            self._next_at = now + self._interval_s
-        _log.warning(
-            "tracekit: ignored message header %s (%s); %d more ignored since the last warning",
-            field,
-            reason,
-            suppressed,
-        )
-
-
-bad_header = _RateLimitedWarning(WARNING_INTERVAL_S)
+bad_header = RateLimitedWarning(
+    WARNING_INTERVAL_S,
+    "tracekit: ignored message header %s (%s); %d more ignored since the last warning",
+)
 
 
 def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
@@ -77,7 +56,7 @@ def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
         key = _key(raw_key, limits)
         if key is None:
             continue
-        value, reason = _value(raw_value, limits[key])
+        value, reason = _value(raw_value, limits[key], key in _READ_BY_MEMBER)
         if value is None:
             bad_header.warn(key, reason)
             continue
@@ -115,8 +94,12 @@ def _key(raw: object, limits: Mapping[str, int]) -> str | None:
     return key if key in limits else None
 
 
-def _value(raw: object, limit: int) -> tuple[str | None, str]:
-    """The value as text, or None and the reason it was refused."""
+def _value(raw: object, limit: int, by_member: bool = False) -> tuple[str | None, str]:
+    """The value as text, or None and the reason it was refused.
+
+    ``by_member``: the field's own reader drops bad members one by one, so bad characters do
+    not refuse the whole value here.
+    """
     if isinstance(raw, bytes | bytearray | memoryview):
         raw = bytes(raw)
         if len(raw) > limit:
@@ -129,6 +112,6 @@ def _value(raw: object, limit: int) -> tuple[str | None, str]:
         return None, "not text"
     if len(raw) > limit:
         return None, "oversized"
-    if not (raw.isascii() and raw.isprintable()):
+    if not by_member and not (raw.isascii() and raw.isprintable()):
         return None, "non-printable or non-ASCII characters"
     return raw, ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
-import threading
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -14,15 +13,21 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from tracekit import _state, config, correlation, instrumentation, propagation, semconv
+from tracekit import (
+    _lifecycle,
+    _runtime,
+    config,
+    correlation,
+    instrumentation,
+    propagation,
+    semconv,
+)
 from tracekit._guard import report_once
 
 _log = logging.getLogger("tracekit")
-_lock = threading.Lock()
 # The SDK allows one global provider per process: tracekit creates it once and, across
-# init/shutdown cycles, adds and shuts down only its own processors.
+# init/shutdown cycles, starts and stops only its own processors (behind _runtime's one).
 _own_provider: TracerProvider | None = None
-_processors: list[SpanProcessor] = []
 
 
 class CorrelationSpanProcessor(SpanProcessor):
@@ -39,9 +44,9 @@ class CorrelationSpanProcessor(SpanProcessor):
 
 def build_resource(options: config.Options) -> Resource:
     """The service's resource: our options over ``OTEL_RESOURCE_ATTRIBUTES`` and SDK defaults."""
-    attributes: dict[str, Any] = {}
-    if options.service_name != "unknown_service":
-        attributes["service.name"] = options.service_name
+    # config resolved the name as the SDK would (OTEL_* variables, then unknown_service:python),
+    # so spans, logs and metric labels all carry the same one
+    attributes: dict[str, Any] = {"service.name": options.service_name}
     if options.service_version:
         attributes["service.version"] = options.service_version
     if options.environment:
@@ -59,7 +64,9 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter()
+        from tracekit._export_watch import WatchedSpanExporter
+
+        return WatchedSpanExporter(OTLPSpanExporter())
     if options.exporter == "store":
         from tracekit.store.exporter import StoreSpanExporter
 
@@ -74,63 +81,57 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
 
 def init(service_name: str | None = None, **options: Any) -> config.Options:
     """Configure tracing, log correlation, metrics and instrumentation; see ``tracekit.init``."""
-    with _lock:
-        if _state.options is not None:
+    with _runtime.lock:
+        running = _runtime.current()
+        if running is not None:
             _log.debug("tracekit.init() called again; keeping the first configuration")
-            return _state.options
+            return running.options
         opts = config.resolve(service_name, **options)
-        _state.options = opts
+        runtime = _runtime.Runtime(opts)
+        # Active first: instrumentation hooks may fire at once and read the options.
+        _runtime.activate(runtime)
         propagate.set_global_textmap(propagation.TracekitPropagator(opts.response_header))
         resource = build_resource(opts)
         if not opts.correlation_only:
-            _install_tracing(opts, resource)
-        _install_optional("logs", opts, resource)
-        _install_optional("metrics", opts, resource)
-        instrumentation.instrument(
+            runtime.span_processors = _tracing(opts, resource)
+        runtime.logs_started = True  # uninstalling undoes whatever part of it did start
+        _start_optional("logs", opts, resource)
+        runtime.metrics_server = _start_optional("metrics", opts, resource)
+        runtime.instrumented = tuple(
             instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
         )
+        instrumentation.instrument(runtime.instrumented)
+        _lifecycle.install()
         return opts
 
 
-def _install_tracing(opts: config.Options, resource: Resource) -> None:
+def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, ...]:
+    """tracekit's span processors, behind its one forwarding processor on the global provider."""
     global _own_provider
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
         _own_provider = current = TracerProvider(resource=resource)
         trace.set_tracer_provider(current)
-    _add_processor(current, CorrelationSpanProcessor())
+    _runtime.attach_to(current)
     if current is not _own_provider:
         # The application configured the SDK itself: add correlation stamping, keep its export.
-        return
+        return (CorrelationSpanProcessor(),)
     exporter = build_exporter(opts)
-    if exporter is not None:
-        _add_processor(current, BatchSpanProcessor(exporter))
+    if exporter is None:
+        return (CorrelationSpanProcessor(),)
+    return (CorrelationSpanProcessor(), BatchSpanProcessor(exporter))
 
 
-def _add_processor(provider: TracerProvider, processor: SpanProcessor) -> None:
-    provider.add_span_processor(processor)
-    _processors.append(processor)
-
-
-def _install_optional(part: str, opts: config.Options, resource: Resource) -> None:
-    """Logs and metrics must never stop tracing from starting."""
+def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
+    """Logs and metrics must never stop tracing from starting; returns what ``install`` did."""
     try:
-        module = importlib.import_module(f"tracekit.{part}")
-        module.install(opts, resource)
+        return importlib.import_module(f"tracekit.{part}").install(opts, resource)
     except Exception as error:
         report_once(f"tracekit {part} setup", error)
+        return None
 
 
 def shutdown() -> None:
     """Flush and stop everything ``init`` started; ``init`` may be called again afterwards."""
-    with _lock:
-        instrumentation.uninstrument()
-        for part in ("logs", "metrics"):
-            try:
-                importlib.import_module(f"tracekit.{part}").uninstall()
-            except Exception as error:
-                report_once(f"tracekit {part} shutdown", error)
-        for processor in _processors:
-            processor.shutdown()
-        _processors.clear()
-        _state.options = None
+    _runtime.stop_current()
+    _lifecycle.uninstall()

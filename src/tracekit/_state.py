@@ -1,4 +1,4 @@
-"""Process-wide state set by ``tracekit.init()``: the options the middleware and clients read."""
+"""What the middleware and clients read of ``tracekit.init()``'s state (held by ``_runtime``)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import config
+from tracekit import _runtime, config
 from tracekit._http_server import ServerRequests
 from tracekit.metrics import HttpServerMetrics
-
-options: config.Options | None = None
 
 
 def current_options(**overrides: Any) -> config.Options:
     """The options given to ``tracekit.init()`` (or read from the environment), with overrides."""
-    base = options if options is not None else config.resolve()
+    runtime = _runtime.current()
+    base = runtime.options if runtime is not None else config.resolve()
     if not overrides:
         return base
     return config.resolve(**{**base.__dict__, **overrides})

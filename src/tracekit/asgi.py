@@ -6,7 +6,10 @@ Pure ASGI, so it works under Starlette, FastAPI and any other ASGI framework::
     app.add_middleware(TracekitMiddleware)      # Starlette / FastAPI
     app = TracekitMiddleware(app)               # any ASGI app
 
-Lifespan and other scope types pass straight through.
+Lifespan passes through (tracekit flushes at its shutdown); other scope types pass straight through.
+The correlation header is echoed on every response the app sends, and on the 500 page Starlette's
+``ServerErrorMiddleware`` sends for an unhandled exception outside any ``add_middleware``
+middleware (``tracekit._server_errors``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, correlation, semconv
+from tracekit import _lifecycle, _state, correlation, semconv
 from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest
+from tracekit._server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 
 __all__ = ["TracekitMiddleware"]
 
@@ -52,8 +56,12 @@ class TracekitMiddleware:
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
+        echo_on_server_error_pages()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
+            await self.app(scope, receive, _lifecycle.lifespan_send(send))
+            return
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -65,12 +73,13 @@ class TracekitMiddleware:
             await self.app(scope, receive, send)
             return
         echo = (self._echo_name, request.correlation_id.encode("ascii"))
+        scope[ECHO_KEY] = echo
 
         async def send_with_correlation(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
                 request.status_code = message.get("status", 101)
-                message = _with_header(message, echo)
+                message = with_header(message, echo)
             await send(message)
 
         error: BaseException | None = None
@@ -95,11 +104,12 @@ class TracekitMiddleware:
             await self.app(scope, receive, send)
             return
         echo = (self._echo_name, cid.encode("ascii"))
+        scope[ECHO_KEY] = echo
 
         async def send_with_correlation(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start" or kind == "websocket.accept":
-                message = _with_header(message, echo)
+                message = with_header(message, echo)
             await send(message)
 
         try:
@@ -138,14 +148,6 @@ class TracekitMiddleware:
             self._requests.finish(request, _route(scope), error)
         except Exception as exc:
             report_once("asgi request finish", exc)
-
-
-def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
-    headers = message.get("headers") or ()
-    for name, _ in headers:
-        if name.lower() == header[0]:
-            return message
-    return {**message, "headers": [*headers, header]}
 
 
 def _attributes(scope: Scope) -> dict[str, Any]:

@@ -2,18 +2,39 @@
 
 Precedence: an explicit keyword argument, then the environment variable, then the default. The
 standard ``OTEL_*`` variables are read by the OpenTelemetry SDK itself (endpoint, headers, sampler,
-resource attributes); ``OTEL_SERVICE_NAME`` also names the service when nothing else does.
+resource attributes); ``OTEL_SERVICE_NAME`` (then ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``)
+also names the service when nothing else does.
+
+Every value is checked here, once, when the options are resolved: a bad one raises
+``ConfigError`` naming the variable (and the keyword, when it came as one), so a mistake fails
+``init`` instead of every request.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote
 
 EXPORTERS = ("otlp", "store", "console", "none")
 MODES = ("full", "correlation")
+MAX_TEXT = 256
+# RFC 9110 field-name: a token
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class ConfigError(ValueError):
+    """An option or ``TRACEKIT_*`` variable holds a value tracekit cannot use."""
+
+
+def default_service_name() -> str:
+    """OpenTelemetry's fallback name: ``unknown_service:`` and the interpreter's file name."""
+    executable = os.path.basename(sys.executable) if sys.executable else ""
+    return f"unknown_service:{executable}" if executable else "unknown_service"
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -29,56 +50,169 @@ def _bool(value: str) -> bool:
 
 
 def _int(value: str) -> int:
-    return int(value.strip())
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+# --- checks: each raises ValueError saying what is wrong, without naming the option -----------
+
+
+def _text(value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r:.80}")
+    if len(value) > MAX_TEXT or not value.isprintable():
+        raise ValueError(f"expected at most {MAX_TEXT} printable characters, got {value!r:.80}")
+
+
+def _optional_text(value: object) -> None:
+    if value is not None:
+        _text(value)
+
+
+def _flag(value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r:.80}")
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[object], None]:
+    def check(value: object) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r:.80}")
+
+    return check
+
+
+def _port(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"expected a port number from 0 to 65535, got {value!r:.80}")
+
+
+def _header_name(value: object) -> None:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value) or len(value) > MAX_TEXT:
+        raise ValueError(f"not a valid HTTP header name: {value!r:.80}")
+
+
+def _sequence(values: object) -> tuple[object, ...]:
+    if not isinstance(values, tuple):
+        raise ValueError(f"expected a list, got {values!r:.80}")
+    return values
+
+
+def _header_names(values: object) -> None:
+    if not _sequence(values):
+        raise ValueError("expected at least one header name")
+    for value in _sequence(values):
+        _header_name(value)
+
+
+def _texts(values: object) -> None:
+    for value in _sequence(values):
+        _text(value)
+
+
+def compile_excluded(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression searching for any of ``patterns`` (None when there are none)."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def _patterns(values: object) -> None:
+    for value in _sequence(values):
+        if not isinstance(value, str):
+            raise ValueError(f"expected regular expressions, got {value!r:.80}")
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"invalid regular expression {value!r:.80}: {error}") from None
+    try:
+        compile_excluded(values)  # type: ignore[arg-type]  # every item is a str by now
+    except re.error as error:
+        raise ValueError(f"the expressions do not combine into one: {error}") from None
+
+
+def _instrumentations(allow_all: bool) -> Callable[[object], None]:
+    def check(values: object) -> None:
+        from tracekit.instrumentation import INSTRUMENTORS
+
+        known = (*(("all",) if allow_all else ()), *sorted(INSTRUMENTORS))
+        unknown = ", ".join(repr(v) for v in _sequence(values) if v not in known)
+        if unknown:
+            raise ValueError(f"unknown {unknown}; known names: {', '.join(known)}")
+
+    return check
 
 
 @dataclass(frozen=True)
 class Options:
     """Every setting of ``tracekit.init()``; see docs/configuration.md for the table."""
 
-    service_name: str = field(default="unknown_service", metadata={"env": "TRACEKIT_SERVICE_NAME"})
-    service_version: str | None = field(default=None, metadata={"env": "TRACEKIT_SERVICE_VERSION"})
-    environment: str | None = field(default=None, metadata={"env": "TRACEKIT_ENVIRONMENT"})
-    exporter: str = field(default="otlp", metadata={"env": "TRACEKIT_EXPORTER"})
-    store: str | None = field(default=None, metadata={"env": "TRACEKIT_STORE"})
-    mode: str = field(default="full", metadata={"env": "TRACEKIT_MODE"})
+    service_name: str = field(
+        default_factory=default_service_name,
+        metadata={"env": "TRACEKIT_SERVICE_NAME", "check": _text},
+    )
+    service_version: str | None = field(
+        default=None, metadata={"env": "TRACEKIT_SERVICE_VERSION", "check": _optional_text}
+    )
+    environment: str | None = field(
+        default=None, metadata={"env": "TRACEKIT_ENVIRONMENT", "check": _optional_text}
+    )
+    exporter: str = field(
+        default="otlp", metadata={"env": "TRACEKIT_EXPORTER", "check": _one_of(EXPORTERS)}
+    )
+    store: str | None = field(
+        default=None, metadata={"env": "TRACEKIT_STORE", "check": _optional_text}
+    )
+    mode: str = field(default="full", metadata={"env": "TRACEKIT_MODE", "check": _one_of(MODES)})
     correlation_headers: tuple[str, ...] = field(
         default=("X-Correlation-ID", "X-Request-ID"),
-        metadata={"env": "TRACEKIT_CORRELATION_HEADERS", "parse": _split},
+        metadata={"env": "TRACEKIT_CORRELATION_HEADERS", "parse": _split, "check": _header_names},
     )
     response_header: str = field(
-        default="X-Correlation-ID", metadata={"env": "TRACEKIT_RESPONSE_HEADER"}
+        default="X-Correlation-ID",
+        metadata={"env": "TRACEKIT_RESPONSE_HEADER", "check": _header_name},
     )
     public_endpoint: bool = field(
-        default=False, metadata={"env": "TRACEKIT_PUBLIC_ENDPOINT", "parse": _bool}
+        default=False, metadata={"env": "TRACEKIT_PUBLIC_ENDPOINT", "parse": _bool, "check": _flag}
     )
     excluded_urls: tuple[str, ...] = field(
-        default=(), metadata={"env": "TRACEKIT_EXCLUDED_URLS", "parse": _split}
+        default=(),
+        metadata={"env": "TRACEKIT_EXCLUDED_URLS", "parse": _split, "check": _patterns},
     )
     instrument: tuple[str, ...] = field(
-        default=("all",), metadata={"env": "TRACEKIT_INSTRUMENT", "parse": _split}
-    )
+        default=("all",),
+        metadata={
+            "env": "TRACEKIT_INSTRUMENT", "parse": _split, "check": _instrumentations(True)
+        },
+    )  # fmt: skip
     disabled_instrumentations: tuple[str, ...] = field(
-        default=(), metadata={"env": "TRACEKIT_DISABLED_INSTRUMENTATIONS", "parse": _split}
+        default=(),
+        metadata={
+            "env": "TRACEKIT_DISABLED_INSTRUMENTATIONS", "parse": _split,
+            "check": _instrumentations(False),
+        },
+    )  # fmt: skip
+    logs: bool = field(
+        default=True, metadata={"env": "TRACEKIT_LOGS", "parse": _bool, "check": _flag}
     )
-    logs: bool = field(default=True, metadata={"env": "TRACEKIT_LOGS", "parse": _bool})
     export_logs: bool = field(
-        default=True, metadata={"env": "TRACEKIT_EXPORT_LOGS", "parse": _bool}
+        default=True, metadata={"env": "TRACEKIT_EXPORT_LOGS", "parse": _bool, "check": _flag}
     )
     metrics_port: int = field(
-        default=9464, metadata={"env": "TRACEKIT_METRICS_PORT", "parse": _int}
+        default=9464, metadata={"env": "TRACEKIT_METRICS_PORT", "parse": _int, "check": _port}
     )
     message_correlation_property: str = field(
-        default="correlation_id", metadata={"env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY"}
+        default="correlation_id",
+        metadata={"env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY", "check": _text},
+    )
+    redis_pubsub_channels: tuple[str, ...] = field(
+        default=(),
+        metadata={"env": "TRACEKIT_REDIS_PUBSUB_CHANNELS", "parse": _split, "check": _texts},
     )
 
     def __post_init__(self) -> None:
-        if self.exporter not in EXPORTERS:
-            raise ValueError(
-                f"exporter must be one of {', '.join(EXPORTERS)}, not {self.exporter!r}"
-            )
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        for option in fields(self):
+            _check(option, getattr(self, option.name), _keyword_label(option))
 
     @property
     def correlation_only(self) -> bool:
@@ -91,12 +225,27 @@ def env_var(name: str) -> str:
     return str(Options.__dataclass_fields__[name].metadata["env"])
 
 
+def _keyword_label(option: Field[Any]) -> str:
+    return f"{option.name} ({option.metadata['env']})"
+
+
+def _check(option: Field[Any], value: object, label: str) -> None:
+    try:
+        option.metadata["check"](value)
+    except ValueError as error:
+        raise ConfigError(f"{label}: {error}") from None
+
+
 def resolve(
     service_name: str | None = None,
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Options:
-    """Build ``Options`` from keyword arguments, then ``TRACEKIT_*`` variables, then defaults."""
+    """Build ``Options`` from keyword arguments, then ``TRACEKIT_*`` variables, then defaults.
+
+    Raises ``ConfigError`` (a ``ValueError``) naming the variable, or the keyword and its
+    variable, of the first value that cannot be used.
+    """
     environ = os.environ if environ is None else environ
     unknown = set(options) - {f.name for f in fields(Options)}
     if unknown:
@@ -104,19 +253,48 @@ def resolve(
     values: dict[str, Any] = {}
     for option in fields(Options):
         if option.name in options:
-            value = options[option.name]
-            values[option.name] = tuple(value) if isinstance(value, list) else value
+            values[option.name] = _keyword_value(option, options[option.name])
         elif option.metadata["env"] in environ:
-            parse: Callable[[str], Any] = option.metadata.get("parse", str)
-            values[option.name] = _parse_env(option.metadata["env"], environ, parse)
-    name = service_name or values.get("service_name") or environ.get("OTEL_SERVICE_NAME")
+            values[option.name] = _env_value(option, environ)
+    name_field = Options.__dataclass_fields__["service_name"]
+    if service_name:
+        _check(name_field, service_name, "service_name")
+    name = service_name or values.get("service_name") or _otel_service_name(environ, name_field)
     if name:
         values["service_name"] = name
     return Options(**values)
 
 
-def _parse_env(name: str, environ: Mapping[str, str], parse: Callable[[str], Any]) -> Any:
+def _keyword_value(option: Field[Any], value: Any) -> Any:
+    if option.metadata.get("parse") is _split and isinstance(value, str):
+        value = (value,)  # excluded_urls="^/health$" means that one expression
+    elif isinstance(value, list):
+        value = tuple(value)
+    _check(option, value, _keyword_label(option))
+    return value
+
+
+def _env_value(option: Field[Any], environ: Mapping[str, str]) -> Any:
+    name = option.metadata["env"]
+    parse: Callable[[str], Any] = option.metadata.get("parse", str)
     try:
-        return parse(environ[name])
+        value = parse(environ[name])
     except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
+        raise ConfigError(f"{name}: {error}") from None
+    _check(option, value, name)
+    return value
+
+
+def _otel_service_name(environ: Mapping[str, str], name_field: Field[Any]) -> str | None:
+    """``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES`` (as the SDK)."""
+    name = environ.get("OTEL_SERVICE_NAME", "").strip()
+    if name:
+        _check(name_field, name, "OTEL_SERVICE_NAME")
+        return name
+    for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = pair.partition("=")
+        name = unquote(value.strip())
+        if key.strip() == "service.name" and name:
+            _check(name_field, name, "OTEL_RESOURCE_ATTRIBUTES service.name")
+            return name
+    return None

@@ -3,28 +3,28 @@
     MIDDLEWARE = ["tracekit.django.TracekitMiddleware", ...]   # first, so it sees everything
 
 It works under WSGI and ASGI (sync and async capable), names spans by the resolver's route
-template (``GET /orders/{order_id}``), records the view's exception (Django turns it into a 500
-response before middleware sees the response) and, for ``StreamingHttpResponse``, ends the span
-when the server closes the response. Optional settings: ``TRACEKIT = {"excluded_urls": [...]}``
-takes any ``tracekit.init`` option.
+template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i18n_patterns``:
+``tracekit._django_routes``), records the view's exception when Django answers it with a 500
+(``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
+for ``StreamingHttpResponse``, ends the span when the server closes the response. Optional
+settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from tracekit import _state, semconv
+from tracekit._django_routes import route_of
 from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest, ServerRequests
 
 __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
-_PATH_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 class TracekitMiddleware:
@@ -96,7 +96,7 @@ class TracekitMiddleware:
         if getattr(response, "streaming", False):
             _finish_on_close(self._requests, active, request, response)
         else:
-            _finish(self._requests, active, request, getattr(request, _ERROR_ATTRIBUTE, None))
+            _finish(self._requests, active, request, _server_error(request, active))
         return response
 
 
@@ -110,9 +110,17 @@ def _finish_on_close(
         try:
             close()
         finally:
-            _finish(requests, active, request, getattr(request, _ERROR_ATTRIBUTE, None))
+            _finish(requests, active, request, _server_error(request, active))
 
     response.close = close_and_finish
+
+
+def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:
+    """The view's exception if Django answered it with a server error. ``Http404``,
+    ``PermissionDenied``, ``SuspiciousOperation``, ``BadRequest``... become 4xx responses: the
+    client's error, recorded by its status code alone."""
+    error: BaseException | None = getattr(request, _ERROR_ATTRIBUTE, None)
+    return error if active.status_code >= 500 or not active.status_code else None
 
 
 def _finish(
@@ -122,14 +130,6 @@ def _finish(
         requests.finish(active, route_of(request), error)
     except Exception as exc:
         report_once("django request finish", exc)
-
-
-def route_of(request: Any) -> str | None:
-    """``/orders/{order_id}`` from the resolver's ``orders/<int:order_id>``; None if unresolved."""
-    route = getattr(getattr(request, "resolver_match", None), "route", None)
-    if not isinstance(route, str):
-        return None
-    return "/" + _PATH_CONVERTER.sub(r"{\1}", route).lstrip("^").rstrip("$")
 
 
 def _attributes(meta: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,20 @@
   to, and handlers added later (by the app, by gunicorn, by a framework) would miss it. The
   application's handlers and formatters are left alone, so ``%(correlation_id)s`` just works in
   them. Values the application passes itself with ``extra=`` win over ours.
-- ``export_logs`` (``TRACEKIT_EXPORT_LOGS``): adds one handler to the root logger that hands
-  records to the OpenTelemetry SDK's log pipeline (``LoggerProvider`` +
-  ``BatchLogRecordProcessor``) and on to the OTLP exporter, or to the embedded store when
-  ``TRACEKIT_EXPORTER=store``. The correlation ID travels as the log attribute ``correlation.id``.
+- ``export_logs`` (``TRACEKIT_EXPORT_LOGS``): hands every record that reaches the root logger
+  (and Celery's task loggers, which stop short of it) to the OpenTelemetry SDK's log pipeline
+  (``LoggerProvider`` + ``BatchLogRecordProcessor``) and on to the OTLP exporter, or to the
+  embedded store when ``TRACEKIT_EXPORTER=store``. The correlation ID travels as the log attribute
+  ``correlation.id``.
+
+  Not a handler on the root logger: the root's handler list belongs to the host. A handler there
+  would switch off Python's last-resort stderr output in an app that configured nothing, make a
+  later ``logging.basicConfig()`` do nothing, and be thrown away by every framework that
+  reconfigures logging after ``init`` (Celery's ``worker_hijack_root_logger``, Django's
+  ``LOGGING``, uvicorn's ``--log-config``, gunicorn's ``logconfig_dict``). Instead tracekit wraps
+  ``logging.Logger.callHandlers``, the step that runs a record's handlers: the host's handlers run
+  exactly as before, then the record is exported if its propagation reaches the root. Nothing the
+  host configures, before or after ``init``, can see or remove it.
 
 ``JsonFormatter`` writes the one-JSON-object-per-line format the collector's filelog receiver reads.
 """
@@ -48,6 +58,7 @@ __all__ = [
     "JsonFormatter",
     "LogExportHandler",
     "current_fields",
+    "flush",
     "install",
     "json_stdout_handler",
     "uninstall",
@@ -327,7 +338,9 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
-        return OTLPLogExporter()
+        from tracekit._export_watch import WatchedLogExporter
+
+        return WatchedLogExporter(OTLPLogExporter())
     if options.exporter == "store":
         from tracekit.store.exporter import StoreLogExporter
 
@@ -337,6 +350,51 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
 
         return ConsoleLogRecordExporter()
     return None
+
+
+# Celery's task loggers (``get_task_logger``) hang under ``celery.task``, which Celery sets to
+# propagate=False so its worker does not print task lines twice: they are the task's log lines.
+EXPORT_POINTS = frozenset(("celery.task",))
+
+
+def _reaches_export(logger: logging.Logger) -> bool:
+    """True when ``logger``'s records propagate to the root (or stop at an export point)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current is logging.root or current.name in EXPORT_POINTS:
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
+
+
+_previous_call_handlers = logging.Logger.callHandlers
+_hooked = False  # our wrapper is in Logger.callHandlers' chain (perhaps under someone else's)
+
+
+def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+    """``Logger.callHandlers``: the host's handlers exactly as before, then tracekit's export."""
+    _previous_call_handlers(self, record)
+    handler = _handler
+    if handler is not None and _reaches_export(self):
+        handler.handle(record)
+
+
+def _hook_call_handlers() -> None:
+    global _previous_call_handlers, _hooked
+    if not _hooked:
+        _previous_call_handlers = logging.Logger.callHandlers
+        logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
+        _hooked = True
+
+
+def _unhook_call_handlers() -> None:
+    global _hooked
+    # Restore only our own wrapper; if someone wrapped it since, ours stays and passes through.
+    if logging.Logger.callHandlers is _call_handlers:
+        logging.Logger.callHandlers = _previous_call_handlers  # type: ignore[method-assign]
+        _hooked = False
 
 
 def _start_export(options: Options, resource: Resource | None) -> None:
@@ -350,16 +408,16 @@ def _start_export(options: Options, resource: Resource | None) -> None:
     provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     _handler = LogExportHandler(provider)
-    logging.getLogger().addHandler(_handler)
+    _hook_call_handlers()
 
 
 def _stop_export() -> None:
     global _handler
     if _handler is None:
         return
-    logging.getLogger().removeHandler(_handler)
-    _handler.provider.shutdown()  # flushes what is still batched
-    _handler = None
+    handler, _handler = _handler, None
+    _unhook_call_handlers()
+    handler.provider.shutdown()  # flushes what is still batched
 
 
 # --- install / uninstall ----------------------------------------------------------------------
@@ -381,3 +439,10 @@ def uninstall() -> None:
     with _lock:
         _stop_export()
         _stop_stamping()
+
+
+def flush(timeout_millis: int = 30_000) -> None:
+    """Export the log records still batched (the export handler's, if ``install`` added one)."""
+    handler = _handler
+    if handler is not None:
+        handler.provider.force_flush(timeout_millis)

@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -40,12 +40,12 @@ __all__ = [
     "HttpClientMetrics",
     "HttpServerMetrics",
     "MessagingMetrics",
+    "MetricsServer",
     "asgi_metrics_app",
     "exemplar_of",
     "exposition_registry",
     "install",
     "mark_process_dead",
-    "uninstall",
     "wsgi_metrics_app",
 ]
 
@@ -369,7 +369,19 @@ def _client_error_type(status_code: int | None, error: BaseException | None) -> 
 # --- exposition -------------------------------------------------------------------------------
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_server: tuple[Any, threading.Thread] | None = None
+
+
+class MetricsServer(NamedTuple):
+    """The exposition server ``install`` started: prometheus-client's HTTP server and thread."""
+
+    httpd: Any
+    thread: threading.Thread
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop serving and release the port."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=timeout_s)
 
 
 def multiprocess_enabled() -> bool:
@@ -391,12 +403,23 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
     return combined
 
 
-def asgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
-    """An ASGI app serving the metrics (mount it at ``/metrics``)."""
+class MetricsASGIApp:
+    """The metrics as an ASGI app object (not a function), so that Starlette's ``Route`` serves it
+    at exactly ``/metrics``; a ``Mount`` would answer ``GET /metrics`` with a redirect."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one scrape."""
+        await self._app(scope, receive, send)
+
+
+def asgi_metrics_app(registry: CollectorRegistry | None = None) -> MetricsASGIApp:
+    """An ASGI app serving the metrics: ``Route("/metrics", asgi_metrics_app())``."""
     from prometheus_client import make_asgi_app
 
-    app: Callable[..., Any] = make_asgi_app(exposition_registry(registry))
-    return app
+    return MetricsASGIApp(make_asgi_app(exposition_registry(registry)))
 
 
 def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[..., Any]:
@@ -415,15 +438,20 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
-def install(options: Options, resource: Resource | None = None) -> None:
-    """Serve metrics on ``options.metrics_port`` (0: don't) from a daemon thread."""
-    global _server
-    if options.correlation_only or options.metrics_port == 0 or _server is not None:
-        return
+def install(options: Options, resource: Resource | None = None) -> MetricsServer | None:
+    """Serve metrics on ``options.metrics_port`` (0: don't) from a daemon thread.
+
+    Returns the server (``tracekit.init()``'s runtime keeps it and closes it at shutdown), or
+    None when nothing is served.
+    """
+    if options.correlation_only or options.metrics_port == 0:
+        return None
     from prometheus_client import start_http_server
 
     try:
-        _server = start_http_server(options.metrics_port, registry=exposition_registry())
+        return MetricsServer(
+            *start_http_server(options.metrics_port, registry=exposition_registry())
+        )
     except OSError as error:
         # Expected in multiprocess mode: the first worker serves everyone's values.
         level = logging.DEBUG if multiprocess_enabled() else logging.WARNING
@@ -433,15 +461,4 @@ def install(options: Options, resource: Resource | None = None) -> None:
             options.metrics_port,
             error.strerror or type(error).__name__,
         )
-
-
-def uninstall() -> None:
-    """Stop the metrics server that ``install`` started."""
-    global _server
-    if _server is None:
-        return
-    httpd, thread = _server
-    _server = None
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+        return None

@@ -1,5 +1,7 @@
 """W3C Trace Context (Level 1, plus Level 2's random flag), baggage and the correlation header.
 
+Incoming baggage is read by ``tracekit._baggage`` (bounded, member by member, silent).
+
 tracekit parses ``traceparent`` and ``tracestate`` itself rather than through OpenTelemetry's
 propagator, which accepts extra fields after a version-00 traceparent, ignores duplicated
 traceparent headers and writes rejected header values raw into its warnings. The rules here follow
@@ -17,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
-from urllib.parse import unquote
 
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -32,7 +33,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracekit import correlation
+from tracekit import _baggage, correlation
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -62,7 +63,6 @@ _NO_TRACE_STATE = TraceState()
 # that a Context holding a span and other values can be built in one step.
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
-_BAGGAGE = W3CBaggagePropagator()
 
 
 class TraceParent(NamedTuple):
@@ -144,42 +144,13 @@ def _header_values(getter: Getter[Any], carrier: Any, name: str) -> list[str]:
     return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
 
 
-MAX_BAGGAGE_MEMBERS = 180  # W3C baggage: at most 180 list-members
-MAX_BAGGAGE_LENGTH = 8192  # W3C baggage: at most 8192 bytes in all
-# W3C baggage grammar: key is an RFC 7230 token; value is baggage-octets (percent-encoded text).
-_BAGGAGE_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAGGAGE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
-
-
-def parse_baggage(value: str) -> list[tuple[str, str]] | None:
-    """The ``(key, decoded value)`` members of a baggage header, or None if any is malformed.
-
-    tracekit parses baggage itself: OpenTelemetry's propagator logs rejected entries verbatim,
-    and an untrusted header's value must never reach a log line.
-    """
-    members: list[tuple[str, str]] = []
-    for raw in value.split(","):
-        member = raw.split(";", 1)[0]  # properties (metadata) are not propagated
-        key, separator, text = (part.strip(" \t") for part in member.partition("="))
-        if not raw.strip(" \t"):
-            continue
-        if not separator or not _BAGGAGE_KEY.fullmatch(key) or not _BAGGAGE_VALUE.fullmatch(text):
-            return None
-        members.append((key, unquote(text)))
-    return members if len(members) <= MAX_BAGGAGE_MEMBERS else None
-
-
 def extract_baggage(
     carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
 ) -> Context:
-    """Put the members of ``carrier``'s baggage headers into ``context``; drop it if malformed."""
+    """Put the valid members of ``carrier``'s baggage headers into ``context`` (``_baggage``)."""
     context = context if context is not None else Context()
-    combined = ",".join(_header_values(getter, carrier, BAGGAGE))
-    if not combined or len(combined) > MAX_BAGGAGE_LENGTH:
-        return context
-    for key, value in parse_baggage(combined) or ():
-        context = baggage.set_baggage(key, value, context)
-    return context
+    values = _header_values(getter, carrier, BAGGAGE)
+    return _baggage.extract(values, context) if values else context
 
 
 class TracekitPropagator(TextMapPropagator):
@@ -231,19 +202,20 @@ def extract_trace_context(
     return _with_remote_parent(parents[0], _header_values(getter, carrier, TRACESTATE), context)
 
 
-def extract_header_lists(headers: Mapping[str, Sequence[str]]) -> Context:
+def extract_header_lists(
+    headers: Mapping[str, Sequence[str]], *, with_baggage: bool = True
+) -> Context:
     """``TracekitPropagator().extract(headers)`` for lower-case names mapped to lists of values.
 
     The server middleware collects request headers in this shape; reading them directly saves
-    the getter round trips on every request.
+    the getter round trips on every request. ``with_baggage=False``: trace context only.
     """
     context = Context()
     parents = headers.get(TRACEPARENT)
     if parents is not None and len(parents) == 1:
         context = _with_remote_parent(parents[0], headers.get(TRACESTATE) or (), context)
-    if headers.get(BAGGAGE):
-        context = _BAGGAGE.extract(headers, context)
-    return context
+    values = headers.get(BAGGAGE) if with_baggage else None
+    return _baggage.extract(values, context) if values else context
 
 
 def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: Context) -> Context:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 AttributeValue: TypeAlias = (
     "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
@@ -153,4 +153,17 @@ class SpanSource(Protocol):
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans that started at or after ``since_unix_nano`` (for the service map)."""
+        ...
+
+
+@runtime_checkable
+class WarningSource(Protocol):
+    """A read backend that can say what a path built from its traces should warn about.
+
+    Remote backends implement it (Tempo returned a trace partially, a link search failed); the
+    reconstruction engine adds these warnings to the path's own.
+    """
+
+    def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
+        """Warnings about the given traces, each once."""
         ...

@@ -1,7 +1,8 @@
-"""A real HTTP server on loopback (werkzeug, in a thread) that answers like Tempo or Jaeger.
+"""A real HTTP server on loopback (werkzeug, in a thread) for the backend tests.
 
-No Tempo or Jaeger can run on these machines; these servers answer in each API's documented
-format from documents encoded in ``otlp_fixtures.py``, including errors and empty answers.
+No Tempo or Jaeger can run on these machines; ``tempo_fake`` and ``jaeger_fake`` are WSGI apps
+that answer as those servers do (their encodings from ``otlp_fixtures``, their status codes and
+error bodies), and tests serve them, or a one-off handler, with ``serve``.
 """
 
 from __future__ import annotations

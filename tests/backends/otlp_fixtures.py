@@ -1,15 +1,24 @@
-"""Encoders for the answers Tempo and Jaeger give, written from their API documentation.
+"""Span records encoded the way Tempo and Jaeger really answer (learnt from their own code and
+golden bodies; no Tempo or Jaeger can run on these machines).
 
-No Tempo or Jaeger server can run on these machines, so the tests serve these documents from a
-real HTTP server on loopback. The encoders deliberately use the variants the backends are known
-to emit: Tempo v1 (``{"batches": ...}``) with base64 ids, enum names and 64-bit ints as strings;
-Tempo v2 (``{"trace": {"resourceSpans": ...}}``) and Jaeger api_v3 (``{"result": ...}``) with hex
-ids and integer enums.
+- Tempo (gogo ``jsonpb.Marshaler{}``): ids base64, enums by name (``SPAN_KIND_SERVER``,
+  ``STATUS_CODE_ERROR``), 64-bit numbers as strings, zero values left out (an unset status is
+  ``{}``; an unspecified kind has no ``kind``). ``/api/v2/traces/<id>`` wraps the trace as
+  ``{"trace": {"resourceSpans"}, "metrics": {...}}`` plus ``"status": "PARTIAL"`` and a
+  ``"message"`` when Tempo cut it at its size limit; ``/api/traces/<id>`` answers ``{"batches"}``.
+- Jaeger api_v3 (pdata's JSON marshaler): ids lower-case hex, enums as numbers, 64-bit numbers
+  as strings, zero values left out, the traces under ``{"result": {"resourceSpans"}}``.
+- Tempo's search hit (``TraceSearchMetadata``): ``traceID`` hex without leading zeros, up to three
+  matched spans per span set with ``matched``, both ``spanSet`` and ``spanSets``, and
+  ``serviceStats`` (Tempo >= 2.5) counting the whole trace.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from tracekit.records import SpanRecord
@@ -18,15 +27,45 @@ KIND_NUMBERS = {"INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUME
 STATUS_NUMBERS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """How one server writes ids and enums."""
+
+    base64_ids: bool
+    enum_names: bool
+
+    def id(self, hex_id: str) -> str:
+        return base64.b64encode(bytes.fromhex(hex_id)).decode() if self.base64_ids else hex_id
+
+    def kind(self, kind: str) -> str | int:
+        return f"SPAN_KIND_{kind}" if self.enum_names else KIND_NUMBERS[kind]
+
+    def status(self, status: str, message: str) -> dict[str, Any]:
+        encoded: dict[str, Any] = {}
+        if status != "UNSET":
+            encoded["code"] = f"STATUS_CODE_{status}" if self.enum_names else STATUS_NUMBERS[status]
+        if message:
+            encoded["message"] = message
+        return encoded
+
+
+TEMPO = Encoding(base64_ids=True, enum_names=True)
+JAEGER = Encoding(base64_ids=False, enum_names=False)
+
+
 def any_value(value: object) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
-        return {"intValue": str(value)}  # OTLP/JSON: 64-bit ints are strings
+        return {"intValue": str(value)}  # int64 as a string, as both marshalers write it
     if isinstance(value, float):
         return {"doubleValue": value}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode()}
     if isinstance(value, list):
         return {"arrayValue": {"values": [any_value(v) for v in value]}}
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": key_values(value)}}
     return {"stringValue": str(value)}
 
 
@@ -34,35 +73,40 @@ def key_values(attributes: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": any_value(v)} for k, v in attributes.items()]
 
 
-def encode_id(hex_id: str, style: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_id)).decode() if style == "base64" else hex_id
-
-
-def otlp_span(span: SpanRecord, style: str) -> dict[str, Any]:
-    named = style == "base64"  # Tempo v1 style also uses enum names
+def otlp_span(span: SpanRecord, encoding: Encoding) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "traceId": encode_id(span.trace_id, style),
-        "spanId": encode_id(span.span_id, style),
+        "traceId": encoding.id(span.trace_id),
+        "spanId": encoding.id(span.span_id),
         "name": span.name,
-        "kind": f"SPAN_KIND_{span.kind}" if named else KIND_NUMBERS[span.kind],
+        "kind": encoding.kind(span.kind),
         "startTimeUnixNano": str(span.start_unix_nano),
         "endTimeUnixNano": str(span.end_unix_nano),
-        "attributes": key_values(span.attributes),
-        "status": {"code": f"STATUS_CODE_{span.status}" if named else STATUS_NUMBERS[span.status]},
+        "status": encoding.status(span.status, span.status_message),
     }
-    if span.status_message:
-        document["status"]["message"] = span.status_message
     if span.parent_span_id:
-        document["parentSpanId"] = encode_id(span.parent_span_id, style)
+        document["parentSpanId"] = encoding.id(span.parent_span_id)
+    if span.attributes:
+        document["attributes"] = key_values(span.attributes)
+    if span.events:
+        document["events"] = [_event(e.name, e.time_unix_nano, e.attributes) for e in span.events]
     if span.links:
         document["links"] = [
-            {"traceId": encode_id(ln.trace_id, style), "spanId": encode_id(ln.span_id, style)}
+            {"traceId": encoding.id(ln.trace_id), "spanId": encoding.id(ln.span_id)}
             for ln in span.links
         ]
     return document
 
 
-def resource_spans(spans: list[SpanRecord], style: str) -> list[dict[str, Any]]:
+def _event(name: str, time_unix_nano: int, attributes: dict[str, Any]) -> dict[str, Any]:
+    event: dict[str, Any] = {"timeUnixNano": str(time_unix_nano)}
+    if name:
+        event["name"] = name
+    if attributes:
+        event["attributes"] = key_values(attributes)
+    return event
+
+
+def resource_spans(spans: list[SpanRecord], encoding: Encoding) -> list[dict[str, Any]]:
     by_service: dict[str, list[SpanRecord]] = {}
     for span in spans:
         by_service.setdefault(span.service, []).append(span)
@@ -70,38 +114,94 @@ def resource_spans(spans: list[SpanRecord], style: str) -> list[dict[str, Any]]:
         {
             "resource": {"attributes": key_values({"service.name": service})},
             "scopeSpans": [
-                {"scope": {"name": "tracekit"}, "spans": [otlp_span(s, style) for s in group]}
+                {"scope": {"name": "tracekit"}, "spans": [otlp_span(s, encoding) for s in group]}
             ],
         }
         for service, group in by_service.items()
     ]
 
 
+def tempo_v2(spans: list[SpanRecord], *, partial_of_bytes: int | None = None) -> dict[str, Any]:
+    """``/api/v2/traces/<id>``; ``partial_of_bytes``: Tempo's size limit cut the trace."""
+    document: dict[str, Any] = {
+        "trace": {"resourceSpans": resource_spans(spans, TEMPO)},
+        "metrics": {"inspectedBytes": str(300 * len(spans))},
+    }
+    if partial_of_bytes is not None:
+        document["status"] = "PARTIAL"
+        document["message"] = (
+            f"Trace exceeds maximum size of {partial_of_bytes} bytes, a partial trace is returned"
+        )
+    return document
+
+
 def tempo_v1(spans: list[SpanRecord]) -> dict[str, Any]:
-    return {"batches": resource_spans(spans, "base64")}
-
-
-def tempo_v2(spans: list[SpanRecord]) -> dict[str, Any]:
-    return {"trace": {"resourceSpans": resource_spans(spans, "hex")}}
+    return {"batches": resource_spans(spans, TEMPO)}
 
 
 def jaeger_v3(spans: list[SpanRecord]) -> dict[str, Any]:
-    return {"result": {"resourceSpans": resource_spans(spans, "hex")}}
+    return {"result": {"resourceSpans": resource_spans(spans, JAEGER)}}
 
 
-def tempo_search_hit(spans: list[SpanRecord]) -> dict[str, Any]:
-    root = min(spans, key=lambda s: (s.parent_span_id is not None, s.start_unix_nano))
-    end = max(s.end_unix_nano for s in spans)
-    cid = next((s.correlation_id for s in spans if s.correlation_id), None)
-    matched = [{"spanID": s.span_id, "startTimeUnixNano": str(s.start_unix_nano),
-                "durationNanos": str(s.end_unix_nano - s.start_unix_nano),
-                "attributes": key_values({"correlation.id": cid} if cid else {})}
-               for s in spans[:3]]  # fmt: skip
-    return {
-        "traceID": root.trace_id.lstrip("0"),  # Tempo drops leading zeros here
-        "rootServiceName": root.service,
-        "rootTraceName": root.name,
-        "startTimeUnixNano": str(root.start_unix_nano),
-        "durationMs": (end - root.start_unix_nano) // 1_000_000,
-        "spanSets": [{"spans": matched, "matched": len(spans)}],
+def tempo_search_hit(
+    trace: list[SpanRecord],
+    matched: list[SpanRecord],
+    *,
+    service_stats: bool = True,
+    selected: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One ``TraceSearchMetadata``: the trace's root and size, the spans the query matched."""
+    root = next((s for s in trace if not s.parent_span_id), None)
+    start = min(s.start_unix_nano for s in trace)
+    span_set = {
+        "spans": [_hit_span(s, selected) for s in matched[:3]],  # the default spss is 3
+        "matched": len(matched),
     }
+    hit: dict[str, Any] = {
+        "traceID": trace[0].trace_id.lstrip("0"),
+        "rootServiceName": root.service if root else "<root span not yet received>",
+        "startTimeUnixNano": str(root.start_unix_nano if root else start),
+        "spanSet": span_set,
+        "spanSets": [span_set],
+    }
+    if root:
+        hit["rootTraceName"] = root.name
+    if duration_ms := (max(s.end_unix_nano for s in trace) - start) // 1_000_000:
+        hit["durationMs"] = duration_ms
+    if service_stats:
+        hit["serviceStats"] = _service_stats(trace)
+    return hit
+
+
+def _hit_span(span: SpanRecord, selected: tuple[str, ...]) -> dict[str, Any]:
+    attributes = {k: span.attributes[k] for k in selected if k in span.attributes}
+    document: dict[str, Any] = {
+        "spanID": span.span_id,
+        "startTimeUnixNano": str(span.start_unix_nano),
+        "durationNanos": str(span.end_unix_nano - span.start_unix_nano),
+    }
+    if attributes:
+        document["attributes"] = key_values(attributes)
+    return document
+
+
+def _service_stats(trace: list[SpanRecord]) -> dict[str, dict[str, int]]:
+    stats: dict[str, dict[str, int]] = {}
+    for span in trace:
+        entry = stats.setdefault(span.service, {"spanCount": 0})
+        entry["spanCount"] += 1
+        if span.status == "ERROR":
+            entry["errorCount"] = entry.get("errorCount", 0) + 1  # a zero count is left out
+    return stats
+
+
+def recent(spans: list[SpanRecord], seconds_ago: float = 600) -> list[SpanRecord]:
+    """The same spans, moved so the earliest starts ``seconds_ago`` before now (a backend
+    searches recent traces; the topologies are dated 2023)."""
+    shift = int((time.time() - seconds_ago) * 1e9) - min(s.start_unix_nano for s in spans)
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in spans
+    ]

@@ -1,110 +1,165 @@
-"""JaegerSource against a loopback server answering in Jaeger's documented api_v3 HTTP format.
+"""JaegerSource against a real HTTP server on loopback answering as jaeger-query's api_v3 does
+(``jaeger_fake``).
 
-No real Jaeger can run here: the server below answers /api/v3/services, /api/v3/traces/<id> and
-/api/v3/traces?query.* (OTLP/JSON under "result"), refusing searches without a service name as
-most Jaeger storages do, plus not-found and streamed (one JSON object per line) answers.
+No Jaeger can run here; the fake answers with Jaeger's encoding and its error bodies: Go's
+``time.ParseDuration`` refusals, ``404 No traces found``, a bare ``404 page not found`` on a
+server without api_v3, ``query.attributes`` ignored before 2.19.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import pytest
-from otlp_fixtures import jaeger_v3
+from jaeger_fake import FakeJaeger
+from otlp_fixtures import recent
 from trace_topologies import MemorySource, checkout, incident
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Response
 
 from tracekit.backends.jaeger import JaegerSource
 from tracekit.path import reconstruct
-from tracekit.records import BackendError, SpanRecord
-
-JSON = "application/json"
+from tracekit.records import BackendError
 
 
-def jaeger_app(spans: list[SpanRecord], *, stream: bool = False) -> Callable[[Request], Response]:
-    traces: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        traces.setdefault(span.trace_id, []).append(span)
-
-    def not_found() -> Response:
-        body = {"error": {"httpCode": 404, "message": "trace not found"}}
-        return Response(json.dumps(body), 404, mimetype=JSON)
-
-    def handle(request: Request) -> Response:
-        if request.path == "/api/v3/services":
-            return Response(json.dumps({"services": sorted({s.service for s in spans})}), 200)
-        if match := re.fullmatch(r"/api/v3/traces/([0-9a-f]{32})", request.path):
-            found = traces.get(match.group(1))
-            return Response(json.dumps(jaeger_v3(found)), 200) if found else not_found()
-        if request.path == "/api/v3/traces":
-            return find(request.args)
-        return Response("404 page not found", 404)
-
-    def find(args: Any) -> Response:
-        service = args.get("query.service_name")
-        if not service or not args.get("query.start_time_min"):
-            return Response(
-                json.dumps(
-                    {
-                        "error": {
-                            "httpCode": 400,
-                            "message": "service_name and start_time_min are required",
-                        }
-                    }
-                ),
-                400,
-            )
-        wanted = json.loads(args.get("query.attributes") or "{}")
-
-        def matches(s: SpanRecord) -> bool:
-            return s.service == service and all(s.attributes.get(k) == v for k, v in wanted.items())
-
-        hits = [t for t, group in traces.items() if any(matches(s) for s in group)]
-        if not hits:
-            return not_found()
-        if stream:  # one chunk per trace, newline-delimited, as a streaming gateway sends them
-            return Response("\n".join(json.dumps(jaeger_v3(traces[t])) for t in hits), 200)
-        return Response(json.dumps(jaeger_v3([s for t in hits for s in traces[t]])), 200)
-
-    return handle
+def searched(backend: Any) -> list[Any]:
+    return [r.args for r in backend.requests if r.path.endswith("/api/v3/traces")]
 
 
 def test_correlation_search_discovers_services(serve: Any) -> None:
-    spans = checkout().spans + incident().spans
-    backend = serve(jaeger_app(spans))
-    path = reconstruct(JaegerSource(backend.url), "req-checkout-1")
+    spans = recent(checkout().spans + incident().spans)
+    backend = serve(FakeJaeger(spans))
+    notices: list[str] = []
+    path = reconstruct(JaegerSource(backend.url, notify=notices.append), "req-checkout-1")
     expected = reconstruct(MemorySource(spans), "req-checkout-1", with_logs=False)
     assert path is not None and expected is not None
     assert path.to_json() == expected.to_json()
     assert "/api/v3/services" in backend.paths()
-    searched = [r.args for r in backend.requests if r.path == "/api/v3/traces"]
-    assert json.loads(searched[0]["query.attributes"]) == {"correlation.id": "req-checkout-1"}
+    assert json.loads(searched(backend)[0]["query.attributes"]) == {
+        "correlation.id": "req-checkout-1"
+    }
+    assert notices == []  # Jaeger 2.19+ filtered by the attribute itself
 
 
-def test_given_service_skips_discovery_and_streamed_answers_are_read(serve: Any) -> None:
-    backend = serve(jaeger_app(checkout().spans, stream=True))
+def test_older_jaeger_ignores_attributes_and_tracekit_says_it_filters_itself(serve: Any) -> None:
+    spans = recent(checkout().spans + incident().spans)
+    backend = serve(FakeJaeger(spans, version=(2, 18)))
+    notices: list[str] = []
+    source = JaegerSource(backend.url, notify=notices.append)
+    path = reconstruct(source, "req-checkout-1")
+    assert path is not None and path.services == ["gateway", "orders", "payments", "bank"]
+    assert reconstruct(source, "req-incident-9") is not None
+    assert notices == [
+        f"Jaeger at {backend.url} ignores query.attributes (it needs Jaeger 2.19 or later): "
+        "tracekit filters client-side among the newest 100 traces of each service, so older "
+        "requests can be missed"
+    ]
+
+
+def test_given_service_skips_discovery(serve: Any) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans)))
     path = reconstruct(JaegerSource(backend.url, service="gateway"), "req-checkout-1")
     assert path is not None and path.services == ["gateway", "orders", "payments", "bank"]
     assert "/api/v3/services" not in backend.paths()
 
 
 def test_trace_by_id_and_not_found(serve: Any) -> None:
-    spans = checkout().spans
-    backend = serve(jaeger_app(spans))
+    spans = recent(checkout().spans)
+    backend = serve(FakeJaeger(spans))
     source = JaegerSource(backend.url)
     assert len(source.spans_by_trace_ids([spans[0].trace_id.upper()])) == len(spans)
     assert reconstruct(source, "0" * 31 + "1") is None
     assert reconstruct(source, "req-nobody") is None
 
 
+@pytest.mark.parametrize(
+    ("typed_ms", "sent"), [(0.05, "50us"), (1500, "1500ms"), (2000, "2s"), (0.0000015, "2ns")]
+)
+def test_min_duration_is_sent_as_go_parses_it(serve: Any, typed_ms: float, sent: str) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans)))
+    JaegerSource(backend.url).recent_requests(service="gateway", min_duration_ms=typed_ms)
+    assert [args["query.duration_min"] for args in searched(backend)] == [sent]
+
+
+def test_the_fake_refuses_exponents_as_jaeger_does(serve: Any) -> None:
+    """What tracekit used to send: the fake must answer it as Jaeger does, or the test above
+    proves nothing."""
+    backend = serve(FakeJaeger(recent(checkout().spans)))
+    query = urllib.parse.urlencode(
+        {
+            "query.service_name": "gateway",
+            "query.duration_min": "5e-05s",
+            "query.start_time_min": "2026-01-01T00:00:00Z",
+            "query.start_time_max": "2030-01-01T00:00:00Z",
+        }
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{backend.url}/api/v3/traces?{query}")
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {
+        "error": {
+            "httpCode": 400,
+            "message": "malformed parameter query.duration_min: "
+            'time: unknown unit "e-" in duration "5e-05s"',
+        }
+    }
+
+
+def test_a_jaeger_without_api_v3_is_a_clear_error(serve: Any) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans), api_v3=False))
+    for source in (JaegerSource(backend.url, service="gateway"), JaegerSource(backend.url)):
+        with pytest.raises(BackendError) as refused:
+            source.recent_requests(service=source.service)
+        assert str(refused.value).startswith(f"Jaeger at {backend.url} has no api_v3 (")
+        assert "answered 404 page not found): tracekit needs Jaeger 1.54 or later" in str(
+            refused.value
+        )
+    with pytest.raises(BackendError, match="has no api_v3"):
+        reconstruct(JaegerSource(backend.url, service="gateway"), "req-checkout-1")
+
+
 def test_recent_requests_grouped_by_trace(serve: Any) -> None:
-    backend = serve(jaeger_app(checkout().spans + incident().spans))
+    backend = serve(FakeJaeger(recent(checkout().spans + incident().spans)))
     found = JaegerSource(backend.url).recent_requests(service="web", since_unix_nano=1, limit=5)
-    assert [(r.root_service, r.correlation_id, r.error) for r in found] == [
-        ("web", "req-incident-9", True)
+    assert [(r.root_service, r.correlation_id, r.span_count, r.error) for r in found] == [
+        ("web", "req-incident-9", 6, True)
+    ]
+
+
+def test_errors_only_is_filtered_client_side_and_said_once(serve: Any) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans + incident().spans)))
+    notices: list[str] = []
+    source = JaegerSource(backend.url, notify=notices.append)
+    for _ in range(2):
+        found = source.recent_requests(errors_only=True, since_unix_nano=1)
+        assert [r.correlation_id for r in found] == ["req-incident-9"]
+    assert notices == [
+        "Jaeger's api_v3 cannot search by status: tracekit keeps the traces in "
+        "error among the newest 20 it reads per service"
+    ]
+
+
+def test_a_linked_consumer_trace_is_not_a_request_of_its_own(serve: Any) -> None:
+    """incident(): worker's trace starts with a consumer linked to api's producer."""
+    backend = serve(FakeJaeger(recent(incident().spans)))
+    found = JaegerSource(backend.url).recent_requests(since_unix_nano=1, limit=5)
+    assert [(r.root_service, r.root_name) for r in found] == [("web", "POST /jobs")]
+
+
+def test_tenant_header_and_base_path(serve: Any) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans), tenant="blue", base_path="/jaeger"))
+    with pytest.raises(BackendError) as refused:
+        JaegerSource(backend.url + "/jaeger", retries=0).recent_requests()
+    assert str(refused.value) == (
+        f"Jaeger at {backend.url}/jaeger answered HTTP 401: missing "
+        "tenant header (check the tenant and credential headers)"
+    )
+    source = JaegerSource(backend.url + "/jaeger", headers={"x-tenant": "blue"})
+    assert [r.correlation_id for r in source.recent_requests(since_unix_nano=1)] == [
+        "req-checkout-1"
     ]
 
 
@@ -115,8 +170,7 @@ def test_backend_refusal_is_a_backend_error(serve: Any) -> None:
     assert str(caught.value) == f"Jaeger at {backend.url}: HTTP 502: upstream connect error"
 
 
-def test_a_linked_consumer_trace_is_not_a_request_of_its_own(serve: Any) -> None:
-    """incident(): worker's trace starts with a consumer linked to api's producer."""
-    backend = serve(jaeger_app(incident().spans))
-    found = JaegerSource(backend.url).recent_requests(since_unix_nano=1, limit=5)
-    assert [(r.root_service, r.root_name) for r in found] == [("web", "POST /jobs")]
+def test_an_answer_that_is_not_api_v3_is_a_backend_error(serve: Any) -> None:
+    backend = serve(lambda request: Response(json.dumps({"data": []}), 200))
+    with pytest.raises(BackendError, match="not an api_v3 traces document"):
+        JaegerSource(backend.url).spans_by_trace_ids(["a" * 32])

@@ -1,71 +1,28 @@
-"""TempoSource against a loopback server answering in Tempo's documented HTTP API format.
+"""TempoSource against a real HTTP server on loopback answering as Tempo does (``tempo_fake``).
 
-No real Tempo can run here: the server below answers /api/v2/traces/<id> (hex ids, integer
-enums), /api/traces/<id> (v1: base64 ids, enum names) and /api/search (TraceQL), from documents
-written from Tempo's API documentation, plus error, empty and slow answers.
+No Tempo can run here; the fake answers with Tempo's own encodings, status codes and error
+bodies: the 168h search refusal, ``PARTIAL`` traces, ``404 page not found`` for routes an older
+Tempo lacks, ``401 no org id`` without a tenant.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from otlp_fixtures import tempo_search_hit, tempo_v1, tempo_v2
-from trace_topologies import MemorySource, checkout, incident
+from otlp_fixtures import recent
+from tempo_fake import FakeTempo
+from trace_topologies import MemorySource, Topology, checkout, incident
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends.tempo import TempoSource, traceql_string
 from tracekit.path import reconstruct
 from tracekit.records import BackendError, SpanRecord
 
-JSON = "application/json"
-
-
-def tempo_app(
-    spans: list[SpanRecord], *, v2: bool = True, links: bool = True
-) -> Callable[[Request], Response]:
-    traces: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        traces.setdefault(span.trace_id, []).append(span)
-
-    def handle(request: Request) -> Response:
-        if match := re.fullmatch(r"/api/v2/traces/([0-9a-f]+)", request.path):
-            if not v2 or match.group(1) not in traces:
-                return Response("trace not found", 404)
-            return Response(json.dumps(tempo_v2(traces[match.group(1)])), 200, mimetype=JSON)
-        if match := re.fullmatch(r"/api/traces/([0-9a-f]+)", request.path):
-            if match.group(1) not in traces:
-                return Response("trace not found", 404)
-            return Response(json.dumps(tempo_v1(traces[match.group(1)])), 200, mimetype=JSON)
-        if request.path == "/api/search":
-            return search(request.args["q"])
-        return Response("404 page not found", 404)
-
-    def search(query: str) -> Response:
-        hits = list(traces)
-        if m := re.search(r'span\.correlation\.id = "([^"]*)"', query):
-            hits = [t for t in hits if any(s.correlation_id == m.group(1) for s in traces[t])]
-        if m := re.search(r'link:traceID = "([0-9a-f]+)"', query):
-            if not links:
-                return Response('parse error: unknown intrinsic "link:traceID"', 400)
-            hits = [
-                t
-                for t in hits
-                if any(ln.trace_id == m.group(1) for s in traces[t] for ln in s.links)
-            ]
-        if m := re.search(r'trace:rootService = "([^"]*)"', query):
-            hits = [t for t in hits if tempo_search_hit(traces[t])["rootServiceName"] == m.group(1)]
-        body = {
-            "traces": [tempo_search_hit(traces[t]) for t in hits],
-            "metrics": {"inspectedTraces": len(traces)},
-        }
-        return Response(json.dumps(body), 200, mimetype=JSON)
-
-    return handle
+WEEK = 168 * 3600
 
 
 def memory_path(spans: list[SpanRecord], query: str) -> dict[str, Any]:
@@ -74,44 +31,197 @@ def memory_path(spans: list[SpanRecord], query: str) -> dict[str, Any]:
     return path.to_json()
 
 
-def test_linked_traces_joined_through_traceql_link_search(serve: Any) -> None:
-    spans = checkout().spans + incident().spans
-    backend = serve(tempo_app(spans))
+def searches(backend: Any) -> list[Request]:
+    return [r for r in backend.requests if r.path.endswith("/api/search")]
+
+
+def failed_requests(spans: int = 15, errors: int = 3) -> list[SpanRecord]:
+    """One request of ``spans`` spans, ``errors`` of them failed (deepest first)."""
+    t = Topology("req-failing-15")
+    parent = t.span("edge", "GET /report", "SERVER", 0, 100)
+    for i in range(1, spans):
+        status = "ERROR" if i > spans - 1 - errors else "UNSET"
+        parent = t.span(f"svc{i % 3}", f"step {i}", "INTERNAL", i, 100 - i, parent, status=status)
+    return recent(t.spans)
+
+
+def test_paths_are_found_on_a_default_tempo_within_its_168h_limit(serve: Any) -> None:
+    spans = recent(checkout().spans + incident().spans)
+    backend = serve(FakeTempo(spans))
     path = reconstruct(TempoSource(backend.url), "req-incident-9")
-    assert path is not None
-    assert path.to_json() == memory_path(spans, "req-incident-9")
-    assert len(path.trace_ids) == 2
-    queries = [r.args.get("q") for r in backend.requests if r.path == "/api/search"]
+    assert path is not None and path.to_json() == memory_path(spans, "req-incident-9")
+    assert len(path.trace_ids) == 2  # the consumer's trace, joined through link:traceID
+    windows = [int(r.args["end"]) - int(r.args["start"]) for r in searches(backend)]
+    assert windows and all(w <= WEEK for w in windows)
+    queries = [r.args["q"] for r in searches(backend)]
     assert queries[0] == '{ span.correlation.id = "req-incident-9" }'
-    assert any(q and q.startswith("{ link:traceID = ") for q in queries)
+    assert any(q.startswith("{ link:traceID = ") for q in queries)
 
 
-def test_v1_fallback_with_base64_ids_and_enum_names(serve: Any) -> None:
-    spans = checkout().spans
-    backend = serve(tempo_app(spans, v2=False))
+def test_a_seven_day_search_is_not_refused(serve: Any) -> None:
+    backend = serve(FakeTempo(recent(checkout().spans)))
+    notices: list[str] = []
+    source = TempoSource(backend.url, notify=notices.append)
+    found = source.recent_requests(since_unix_nano=int((time.time() - 7 * 86400) * 1e9))
+    assert [r.correlation_id for r in found] == ["req-checkout-1"]
+    assert notices == [] and [r.args["q"] for r in searches(backend)] != []
+    assert all(int(r.args["end"]) - int(r.args["start"]) <= WEEK for r in searches(backend))
+
+
+def test_a_shorter_limit_is_read_from_the_refusal_and_said_once(serve: Any) -> None:
+    today = recent(checkout().spans, seconds_ago=600)
+    two_days_ago = recent(incident().spans, seconds_ago=48 * 3600)
+    backend = serve(FakeTempo(today + two_days_ago, max_search="24h0m0s"))
+    notices: list[str] = []
+    source = TempoSource(backend.url, notify=notices.append)
+    assert [r.correlation_id for r in source.recent_requests()] == ["req-checkout-1"]
+    assert reconstruct(source, "req-checkout-1") is not None
+    assert reconstruct(source, "req-incident-9") is None  # older than this Tempo lets us search
+    refused = [r for r in searches(backend) if int(r.args["end"]) - int(r.args["start"]) > 86400]
+    assert len(refused) == 1  # learnt once, then every search fits
+    assert len(notices) == 1
+    assert notices[0].startswith(
+        f"Tempo at {backend.url} searches at most 24h0m0s at a time: searching only since "
+    )
+
+
+def test_span_count_and_error_flag_come_from_service_stats(serve: Any) -> None:
+    spans = failed_requests(15, 3) + recent(checkout().spans)
+    backend = serve(FakeTempo(spans))
+    source = TempoSource(backend.url)
+    errors = source.recent_requests(errors_only=True)
+    assert [(r.correlation_id, r.span_count, r.error) for r in errors] == [
+        ("req-failing-15", 15, True)  # Tempo matched 3 spans; the trace has 15
+    ]
+    every = {r.correlation_id: (r.span_count, r.error) for r in source.recent_requests()}
+    assert every == {"req-failing-15": (15, True), "req-checkout-1": (8, False)}
+    assert not [r for r in backend.requests if "/traces/" in r.path]  # no trace had to be read
+
+
+def test_without_service_stats_the_traces_are_counted_and_that_is_said_once(serve: Any) -> None:
+    backend = serve(FakeTempo(failed_requests(15, 3) + recent(checkout().spans), version=(2, 4)))
+    notices: list[str] = []
+    found = TempoSource(backend.url, notify=notices.append).recent_requests(errors_only=True)
+    assert [(r.span_count, r.error) for r in found] == [(15, True)]
+    assert len(notices) == 1 and "sent no serviceStats" in notices[0]
+
+
+def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
+    backend = serve(FakeTempo(recent(checkout().spans + incident().spans)))
+    found = TempoSource(backend.url).recent_requests(
+        service="web", min_duration_ms=0.05, errors_only=True, limit=5
+    )
+    assert [(r.root_service, r.root_name, r.correlation_id) for r in found] == [
+        ("web", "POST /jobs", "req-incident-9")
+    ]
+    assert searches(backend)[-1].args["q"] == (
+        '{ trace:rootService = "web" && trace:duration >= 50us && status = error }'
+        " | select(span.correlation.id)"
+    )
+
+
+def test_a_partial_trace_is_a_warning_of_the_path(serve: Any) -> None:
+    spans = recent(checkout().spans)
+    backend = serve(FakeTempo(spans, max_bytes_per_trace=1500))  # 5 of 8 spans fit
+    path = reconstruct(TempoSource(backend.url), "req-checkout-1")
+    assert path is not None and len(path.spans) == 5
+    assert (
+        f"Tempo returned trace {spans[0].trace_id} only in part: Trace exceeds maximum size "
+        "of 1500 bytes, a partial trace is returned"
+    ) in path.warnings
+
+
+@pytest.mark.parametrize("status", [500, 504])
+def test_a_failed_link_search_is_a_warning_not_an_older_tempo(serve: Any, status: int) -> None:
+    spans = recent(incident().spans)
+    backend = serve(FakeTempo(spans, link_search_status=status))
+    path = reconstruct(TempoSource(backend.url, retries=1), "req-incident-9")
+    assert path is not None and len(path.trace_ids) == 1
+    reason = {500: "internal error", 504: "context deadline exceeded"}[status]
+    expected = (
+        f"traces linking to {path.trace_ids[0]} could not be searched (Tempo at "
+        f"{backend.url}{'' if status == 500 else ':'} "
+    )
+    assert any(w.startswith(expected) and reason in w for w in path.warnings), path.warnings
+
+
+def test_an_older_tempo_without_link_search_says_so_in_the_path(serve: Any) -> None:
+    backend = serve(FakeTempo(recent(incident().spans), version=(2, 5)))
+    path = reconstruct(TempoSource(backend.url), "req-incident-9")
+    assert path is not None and len(path.trace_ids) == 1  # the consumer trace stays unseen
+    assert (
+        f"Tempo at {backend.url} cannot search span links (TraceQL link:traceID needs Tempo "
+        "2.6 or later): traces that only link into this request are not shown"
+    ) in path.warnings
+
+
+def test_before_2_6_traces_are_read_from_the_v1_endpoint(serve: Any) -> None:
+    spans = recent(checkout().spans)
+    backend = serve(FakeTempo(spans, version=(2, 5)))
     source = TempoSource(backend.url)
     path = reconstruct(source, spans[0].trace_id)
     assert (
         path is not None
         and path.to_json()["spans"] == memory_path(spans, spans[0].trace_id)["spans"]
     )
-    assert [s.kind for s in source.spans_by_trace_ids([spans[0].trace_id])][:2] == [
-        "SERVER",
-        "CLIENT",
-    ]
-    assert "/api/traces/" + spans[0].trace_id in backend.paths()
+    paths = [r.path for r in backend.requests if "/traces/" in r.path]
+    assert paths == [f"/api/v2/traces/{spans[0].trace_id}", f"/api/traces/{spans[0].trace_id}"]
 
 
-def test_older_tempo_without_link_search_still_finds_the_request(serve: Any) -> None:
-    backend = serve(tempo_app(incident().spans, links=False))
-    path = reconstruct(TempoSource(backend.url), "req-incident-9")
-    assert path is not None and len(path.trace_ids) == 1  # the consumer trace stays unseen
-
-
-def test_unknown_request_is_not_found(serve: Any) -> None:
-    backend = serve(tempo_app(checkout().spans))
+def test_unknown_requests_are_not_found_without_a_second_request(serve: Any) -> None:
+    backend = serve(FakeTempo(recent(checkout().spans)))
     assert reconstruct(TempoSource(backend.url), "req-nobody") is None
     assert reconstruct(TempoSource(backend.url), "f" * 32) is None
+    assert [r.path for r in backend.requests if "/traces/" in r.path] == [
+        "/api/v2/traces/" + "f" * 32
+    ]
+
+
+def test_a_url_that_is_not_tempo_is_an_error_not_nothing_found(serve: Any) -> None:
+    backend = serve(FakeTempo(recent(checkout().spans), prefix="/tempo"))
+    with pytest.raises(BackendError, match="has no /api/traces: is this Tempo's HTTP API"):
+        TempoSource(backend.url).spans_by_trace_ids(["f" * 32])
+
+
+def test_tenant_header_and_path_prefix(serve: Any) -> None:
+    spans = recent(checkout().spans)
+    backend = serve(FakeTempo(spans, tenant="team-a", prefix="/tempo"))
+    with pytest.raises(BackendError) as refused:
+        TempoSource(backend.url + "/tempo", retries=0).spans_by_correlation_id("req-checkout-1")
+    assert str(refused.value) == (
+        f"Tempo at {backend.url}/tempo answered HTTP 401: no org id "
+        "(check the tenant and credential headers)"
+    )
+    source = TempoSource(backend.url + "/tempo/", headers={"X-Scope-OrgID": "team-a"})
+    path = reconstruct(source, "req-checkout-1")
+    assert path is not None and len(path.spans) == len(spans)
+    assert {r.headers["X-Scope-OrgID"] for r in backend.requests[1:]} == {"team-a"}
+    assert all(r.path.startswith("/tempo/api/") for r in backend.requests)
+
+
+def test_url_credentials_are_sent_as_basic_auth_and_never_shown(serve: Any) -> None:
+    def echo(request: Request) -> Response:  # a proxy that repeats what it got
+        return Response(f"denied {request.headers.get('Authorization')}", 403)
+
+    backend = serve(echo)
+    url = backend.url.replace("http://", "http://grafana:s3cr%40t@")
+    with pytest.raises(BackendError) as refused:
+        TempoSource(url, retries=0).spans_by_trace_ids(["a" * 32])
+    token = base64.b64encode(b"grafana:s3cr@t").decode()
+    assert backend.requests[0].headers["Authorization"] == f"Basic {token}"
+    assert str(refused.value) == (
+        f"Tempo at {backend.url} answered HTTP 403: denied "
+        "[redacted] (check the tenant and credential headers)"
+    )
+
+
+def test_a_redirect_to_another_host_is_not_followed_with_the_headers(serve: Any) -> None:
+    elsewhere = serve(lambda request: Response("{}", 200))
+    moved = serve(lambda r: Response("", 302, headers={"Location": elsewhere.url + "/api/x"}))
+    source = TempoSource(moved.url, retries=0, headers={"Authorization": "Bearer tok3n"})
+    with pytest.raises(BackendError, match="answered HTTP 302"):
+        source.spans_by_trace_ids(["a" * 32])
+    assert elsewhere.requests == []
 
 
 def test_server_error_is_one_clear_backend_error(serve: Any) -> None:
@@ -149,24 +259,59 @@ def test_garbage_answers_are_backend_errors(serve: Any) -> None:
     backend = serve(lambda request: Response("<html>proxy login</html>", 200))
     with pytest.raises(BackendError, match="not JSON"):
         TempoSource(backend.url).spans_by_trace_ids(["a" * 32])
-    broken = serve(lambda r: Response(json.dumps({"batches": [{"scopeSpans": [{"spans": [
-        {"traceId": "!!", "spanId": "zz", "startTimeUnixNano": "soon"}]}]}]}), 200))  # fmt: skip
-    with pytest.raises(BackendError):
+    broken = serve(
+        lambda r: Response(
+            json.dumps(
+                {
+                    "trace": {
+                        "resourceSpans": [
+                            {
+                                "scopeSpans": [
+                                    {
+                                        "spans": [
+                                            {
+                                                "traceId": "!!",
+                                                "spanId": "zz",
+                                                "startTimeUnixNano": "soon",
+                                            }
+                                        ]
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            ),
+            200,
+        )
+    )
+    with pytest.raises(BackendError, match="unreadable id"):
         TempoSource(broken.url).spans_by_trace_ids(["a" * 32])
-    with pytest.raises(BackendError, match="must be http"):
-        TempoSource("file:///etc/passwd")
 
 
-def test_search_summaries(serve: Any) -> None:
-    spans = checkout().spans + incident().spans
-    backend = serve(tempo_app(spans))
-    found = TempoSource(backend.url).recent_requests(service="web", errors_only=True, limit=5)
-    assert [(r.root_service, r.root_name, r.correlation_id) for r in found] == [
-        ("web", "POST /jobs", "req-incident-9")
-    ]
-    assert found[0].trace_id == spans[-1].trace_id or len(found[0].trace_id) == 32
-    query = backend.requests[-1].args["q"]
-    assert query == '{ trace:rootService = "web" && status = error } | select(span.correlation.id)'
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:3200",
+        "file:///etc/passwd",
+        "http://",
+        "http://h:x/",
+        "http://h/?tenant=a",
+        "tempo.internal/tempo",
+    ],
+)
+def test_unusable_urls_are_refused_up_front(url: str) -> None:
+    with pytest.raises(BackendError, match="Tempo URL "):
+        TempoSource(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["admin:hunter2@tempo:3200?x=1", "http://tempo:3200/?token=hunter2"]
+)
+def test_a_refused_url_never_shows_its_credentials_or_query(url: str) -> None:
+    with pytest.raises(BackendError) as refused:
+        TempoSource(url)
+    assert "hunter2" not in str(refused.value)
 
 
 def test_traceql_strings_are_escaped() -> None:

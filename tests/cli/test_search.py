@@ -40,7 +40,8 @@ def test_lists_requests_newest_first_as_text(store: Path) -> None:
     assert code == 0 and lines[0].startswith("start (UTC)")
     assert "req-checkout-1" in out and "req-incident-9" in out
     checkout_line = next(line for line in lines if "req-checkout-1" in line)
-    assert "gateway: POST /checkout" in checkout_line and "120.0 ms" in checkout_line
+    # the request's duration, as `tracekit trace` shows it (the entry root alone took 120 ms)
+    assert "gateway: POST /checkout" in checkout_line and "200.0 ms" in checkout_line
 
 
 def test_filters_and_json(store: Path) -> None:
@@ -53,6 +54,60 @@ def test_filters_and_json(store: Path) -> None:
                        "--format", "json")  # fmt: skip
     assert [r["root_service"] for r in json.loads(out)["requests"]] == ["gateway"]
     assert json.loads(out)["requests"][0]["start_unix_nano"] == T0
+
+
+def test_search_measures_what_trace_shows(store: Path) -> None:
+    """Duration, span count and errors over every trace joined into the request: the incident's
+    worker ran in a trace of its own (linked), 125 ms after the entry trace ended."""
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--format", "json")
+    assert code == 0
+    for request in json.loads(out)["requests"]:
+        shown = CliRunner().invoke(
+            cli, ["trace", request["correlation_id"], "--store", str(store), "--format", "json",
+                  "--raw-times"],
+        )  # fmt: skip
+        path = json.loads(shown.stdout)
+        assert request["duration_ms"] == path["duration_ms"]
+        assert request["span_count"] == len(path["spans"])
+        assert request["error"] == bool(path["errors"])
+        assert request["start_unix_nano"] == path["start_unix_nano"]
+
+
+def test_min_duration_and_errors_filter_the_whole_request(store: Path) -> None:
+    """Recorded times: checkout 200 ms, incident 190 ms (its worker's clock runs behind); their
+    entry roots alone took 120 and 90 ms."""
+
+    def found(*args: str) -> list[str]:
+        code, out, _ = run("--store", str(store), "--since", SINCE, "--format", "json", *args)
+        assert code == 0
+        return [r["correlation_id"] for r in json.loads(out)["requests"]]
+
+    assert found("--min-duration", "195") == ["req-checkout-1"]
+    assert sorted(found("--min-duration", "185")) == ["req-checkout-1", "req-incident-9"]
+    assert found("--min-duration", "185", "--errors") == ["req-incident-9"]
+
+
+def test_a_request_is_listed_once_with_every_trace_joined_into_it(tmp_path: Path) -> None:
+    """A client retrying with the same correlation ID, and a batch consumer's uncorrelated trace
+    reached only through its link: one row, measured over all of them, as `trace` shows it."""
+    t = Topology("req-retried")
+    first = t.span("edge", "POST /pay", "SERVER", 0, 30, status="ERROR", message="timeout")
+    t.new_trace()
+    second = t.span("edge", "POST /pay", "SERVER", 100, 140)
+    publish = t.publish(second, "payments", 110, 112)
+    t.new_trace()
+    t.consume("batcher", "payments", 300, 900, links=[publish], correlated=False)
+    path = tmp_path / "joined.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    assert code == 0
+    assert json.loads(out)["requests"] == [{
+        "correlation_id": "req-retried", "trace_id": second.trace_id, "root_service": "edge",
+        "root_name": "POST /pay", "start_unix_nano": first.start_unix_nano,
+        "duration_ms": 900.0, "span_count": 4, "error": True,
+    }]  # fmt: skip
+    assert first.trace_id != second.trace_id
 
 
 def test_nothing_matching_exits_1_and_bad_since_exits_2(store: Path) -> None:

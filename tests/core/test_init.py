@@ -178,15 +178,15 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
     out = run(
         """
         import tracekit, requests
-        from tracekit import _setup
+        from tracekit import _runtime
         first = tracekit.init("first", exporter="console")
-        processors = len(_setup._processors)
+        runtime = _runtime.current()
         send = requests.Session.__dict__["send"]
         second = tracekit.init("second", exporter="none")
         print(first.service_name, second.service_name, second is first)
-        print(processors == len(_setup._processors), requests.Session.__dict__["send"] is send)
+        print(_runtime.current() is runtime, requests.Session.__dict__["send"] is send)
         tracekit.shutdown()
-        print(requests.Session.__dict__["send"] is not send, len(_setup._processors))
+        print(requests.Session.__dict__["send"] is not send, _runtime.current())
         third = tracekit.init("third", exporter="none")
         print(third.service_name)
         tracekit.shutdown()
@@ -194,7 +194,58 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
         {},
     )
 
-    assert out.split("\n")[:4] == ["first first True", "True True", "True 0", "third"]
+    assert out.split("\n")[:4] == ["first first True", "True True", "True None", "third"]
+
+
+def test_init_shutdown_cycles_leave_one_working_set_of_processors(tmp_path: Any) -> None:
+    """Test runners, notebooks and reloaders init and shut down again and again."""
+    store = tmp_path / "cycles.db"
+    result = subprocess.run(
+        [sys.executable, "-c", CYCLES],
+        env={**_clean_env(), "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    # The provider holds tracekit's one forwarding processor however often init ran.
+    assert lines[0] == "processors on the provider: 1"
+    assert lines[1] == "tracekit processors: 2"  # correlation stamping + one batch exporter
+    assert "Shutdown called" not in result.stderr
+    assert "ignoring" not in result.stderr
+    from tracekit.store import Store
+
+    with Store(store) as reader:
+        names = sorted(span.name for span in reader.spans_since(0))
+    assert names == ["after", "round-0", "round-1", "round-2", "round-3"]
+
+
+CYCLES = """
+import logging, tracekit
+from opentelemetry import trace
+from tracekit import _runtime
+logging.basicConfig(level=logging.DEBUG)  # any SDK warning about stopped processors shows up
+for round in range(4):
+    tracekit.init("cycles")
+    trace.get_tracer("t").start_span(f"round-{round}").end()
+    tracekit.shutdown()
+    tracekit.shutdown()  # idempotent
+trace.get_tracer("t").start_span("between").end()  # nothing running: goes nowhere, silently
+tracekit.init("cycles")
+provider = trace.get_tracer_provider()
+print("processors on the provider:", len(provider._active_span_processor._span_processors))
+print("tracekit processors:", len(_runtime.current().span_processors))
+trace.get_tracer("t").start_span("after").end()
+tracekit.shutdown()
+"""
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env.update(QUIET)
+    return env
 
 
 SERVICE = """

@@ -3,6 +3,7 @@ and the stored telemetry reconstructs to the topology the demo is known to have.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ import pytest
 
 from tracekit.path import reconstruct
 from tracekit.store import Store
-from tracekit_cli.demo.topology import SentRequest, Topology
+from tracekit_cli.demo.services import BULK_QUANTITY, FAILING_SKU
+from tracekit_cli.demo.topology import SentRequest, Topology, checkout_for
 
 REQUESTS = 9  # covers plain, bulk (slow) and discontinued (failing) orders
 
@@ -114,11 +116,13 @@ def test_demo_on_redis(tmp_path: Path) -> None:
 
 def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -> None:
     store = tmp_path / "cli.db"
+    scratch = tmp_path / "tmp"  # the demo's TMPDIR: its work folder must be gone afterwards
+    scratch.mkdir()
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "8", "--store", str(store)],
         capture_output=True, text=True, timeout=120,
-        env={**os.environ, "COLUMNS": "140", "NO_COLOR": "1"},
+        env={**os.environ, "COLUMNS": "140", "NO_COLOR": "1", "TMPDIR": str(scratch)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 60
@@ -127,6 +131,38 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
     assert "slowest request" in out and "a failed request" in out
     assert "gateway → orders → fulfilment → inventory" in out
     assert "tracekit trace " in out and f"--store {store}" in out
+    assert list(scratch.iterdir()) == []
+    check_the_hints_work(out, store)
+
+
+def check_the_hints_work(out: str, store: Path) -> None:
+    """The demo's closing hints find what they promise; its /health probes are no requests."""
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") == 8]
+    ids = {int(cells[1]): cells[2].strip() for cells in rows if cells[1].strip().isdigit()}
+    assert sorted(ids) == list(range(8)), out
+    slow_numbers = [n for n in ids if checkout_for(n)[1] >= BULK_QUANTITY]
+    failing = [n for n in ids if checkout_for(n)[0] == FAILING_SKU]
+    bulk = {ids[n] for n in slow_numbers if n not in failing}  # a failing order ends early
+    assert bulk, "the demo sends bulk orders that pricing replica 3 answers slowly"
+
+    def search(*args: str) -> list[dict[str, Any]]:
+        result = subprocess.run(
+            [sys.executable, "-m", "tracekit_cli", "search", "--store", str(store),
+             "--format", "json", "--limit", "100", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        found: list[dict[str, Any]] = json.loads(result.stdout)["requests"]
+        return found
+
+    slow = {r["correlation_id"] for r in search("--min-duration", "500")}
+    assert bulk <= slow, (bulk, slow)
+    everything = search()
+    assert {r["root_name"] for r in everything} == {"POST /checkout"}
+    assert len(everything) == 8
+    assert {r["correlation_id"] for r in search("--errors")} <= {
+        r["correlation_id"] for r in everything
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -134,21 +170,27 @@ def _no_leftover_processes() -> None:
     """Each demo run stops every process it started (the Topology context manager)."""
 
 
-def _demo_services() -> set[int]:
-    """PIDs of demo service processes running on this machine now."""
+def _demo_services(parent: int | None = None) -> set[int]:
+    """PIDs of demo service processes running now (children of ``parent`` when given).
+
+    Other demos may run on the same machine; the parent filter counts only this test's.
+    """
+    only_children = ["-P", str(parent)] if parent is not None else []
     found = subprocess.run(
-        ["pgrep", "-f", "tracekit_cli.demo.services"], capture_output=True, text=True, check=False
-    )
+        ["pgrep", *only_children, "-f", "tracekit_cli.demo.services"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     return {int(pid) for pid in found.stdout.split()}
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
-    before = _demo_services()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     demo = subprocess.Popen(
         [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--keep-running",
          "--store", str(tmp_path / "keep.db")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(scratch)},
     )  # fmt: skip
     assert demo.stdout is not None
     lines = []
@@ -156,7 +198,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         lines.append(line)
         if "press Ctrl-C" in line:
             break
-    running = _demo_services() - before
+    running = _demo_services(parent=demo.pid)
     assert len(running) == 8, "".join(lines)
 
     demo.send_signal(signal.SIGINT)
@@ -165,3 +207,4 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     assert demo.returncode == 130
     assert "stopped: every demo process was shut down" in rest
     assert not (_demo_services() & running)
+    assert list(scratch.iterdir()) == [], "the demo's work folder is removed on Ctrl-C too"

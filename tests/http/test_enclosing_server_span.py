@@ -1,12 +1,17 @@
 """When a framework or OpenTelemetry's contrib middleware already opened the request's SERVER span
-outside tracekit's middleware, tracekit stamps that span instead of adding a second one."""
+outside tracekit's middleware, tracekit stamps that span instead of adding a second one; in
+public-endpoint mode it starts the request's new root trace itself. Real uvicorn on loopback."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
+from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.trace import SpanKind
 from rawhttp import send
@@ -16,7 +21,14 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
-from tracekit import asgi
+from tracekit import _http_server, asgi
+
+CALLER_TRACE = "ab" * 16
+CALLER_SPAN = "cd" * 8
+UNTRUSTED = [
+    b"traceparent: 00-" + CALLER_TRACE.encode() + b"-" + CALLER_SPAN.encode() + b"-01",
+    b"baggage: correlation.id=from-baggage,tenant=evil",
+]
 
 
 def server_spans(spans: Any) -> list[Any]:
@@ -57,3 +69,69 @@ def test_contrib_asgi_middleware_outside_tracekit_gives_one_server_span(
     time.sleep(0.1)
     (server,) = server_spans(spans)
     assert server.attributes["correlation.id"] == "r-9"
+
+
+def public_app(telemetry: dict[str, Any] | None = None) -> FastAPI:
+    app = FastAPI(telemetry=telemetry)
+
+    @app.get("/pay/{order_id}")
+    async def pay(order_id: int) -> dict[str, Any]:
+        current = trace.get_current_span().get_span_context()
+        return {
+            "trace_id": format(current.trace_id, "032x"),
+            "baggage": dict(baggage.get_all()),
+            "correlation_id": tracekit.correlation_id(),
+        }
+
+    app.add_middleware(asgi.TracekitMiddleware, public_endpoint=True)
+    return app
+
+
+def check_new_root(response: Any, spans: Any) -> Any:
+    """The handler ran in a new trace, without the caller's baggage; tracekit's SERVER span is
+    its root and links to the caller."""
+    assert response.status == 200
+    seen = json.loads(response.body)
+    assert seen["trace_id"] != CALLER_TRACE
+    assert seen["baggage"] == {}
+    assert seen["correlation_id"] == "pub-1"
+    assert response.header("X-Correlation-ID") == "pub-1"
+    time.sleep(0.1)
+    (root,) = [s for s in server_spans(spans) if s.attributes.get("correlation.id") == "pub-1"]
+    assert root.parent is None and root.name == "GET /pay/{order_id}"
+    assert format(root.context.trace_id, "032x") == seen["trace_id"]
+    (link,) = root.links
+    assert format(link.context.trace_id, "032x") == CALLER_TRACE
+    assert format(link.context.span_id, "016x") == CALLER_SPAN
+    return root
+
+
+def test_public_endpoint_with_fastapi_native_telemetry_starts_the_new_root_itself(
+    serve_asgi: Any, spans: Any, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(_http_server, "_warned_outer_span", False)
+    caplog.set_level(logging.WARNING, logger="tracekit")
+    url = serve_asgi(public_app())  # FastAPI opens a SERVER span of its own, outside tracekit
+    response = send(url + "/pay/9", [*UNTRUSTED, b"X-Correlation-ID: pub-1"])
+    send(url + "/pay/10", UNTRUSTED)
+
+    root = check_new_root(response, spans)
+    in_new_trace = [
+        s for s in spans.get_finished_spans() if s.context.trace_id == root.context.trace_id
+    ]
+    assert "fastapi.endpoint" in {s.name for s in in_new_trace}  # FastAPI's work is inside
+    assert [s.kind for s in in_new_trace].count(SpanKind.SERVER) == 1
+    # FastAPI's own span still continued the caller's trace (documented), and says nothing more.
+    fastapi_own = [
+        s for s in server_spans(spans) if format(s.context.trace_id, "032x") == CALLER_TRACE
+    ]
+    assert len(fastapi_own) == 2 and all("correlation.id" not in s.attributes for s in fastapi_own)
+    warnings = [r.getMessage() for r in caplog.records if "public_endpoint" in r.getMessage()]
+    assert len(warnings) == 1 and "FastAPI(telemetry={'tracing': False})" in warnings[0]
+
+
+def test_public_endpoint_with_fastapi_tracing_off_has_one_root(serve_asgi: Any, spans: Any) -> None:
+    url = serve_asgi(public_app({"tracing": False}))
+    response = send(url + "/pay/9", [*UNTRUSTED, b"X-Correlation-ID: pub-1"])
+    check_new_root(response, spans)
+    assert len(server_spans(spans)) == 1

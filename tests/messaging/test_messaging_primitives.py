@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 import tracekit
 from tracekit import correlation, messaging
+from tracekit.config import default_service_name
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 PARENT_SPAN = 0xB7AD6B7169203331
@@ -103,7 +104,7 @@ def test_metrics_count_and_measure_the_wait(spans) -> None:
         pass
     labels = {"messaging_system": "test", "messaging_destination_name": "m"}
     value = registry.get_sample_value
-    labels_with_service = {**labels, "service_name": "unknown_service", "service_version": ""}
+    labels_with_service = {**labels, "service_name": default_service_name(), "service_version": ""}
     assert value("messaging_client_sent_messages_total", labels_with_service) == 1
     assert value("messaging_client_consumed_messages_total", labels_with_service) == 1
     wait = value("tracekit_messaging_queue_wait_seconds_sum", labels_with_service)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from typing import Any
@@ -118,6 +120,13 @@ def test_stream_entry_from_producer_without_tracekit(client, spans) -> None:
     assert consumer.attributes["correlation.id"] == "legacy-7"
 
 
+@pytest.fixture
+def named_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channels these tests publish on are named for tracing (globs)."""
+    monkeypatch.setenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", "prices-*, alerts-*")
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_get_message_strips_the_envelope(client, spans, downstream, entry_service) -> None:
     channel = f"prices-{uuid.uuid4().hex[:8]}"
     subscriber = client.pubsub(ignore_subscribe_messages=True)
@@ -148,6 +157,7 @@ def test_pubsub_get_message_strips_the_envelope(client, spans, downstream, entry
     assert downstream.requests[0]["x-correlation-id"] == "pubsub-1"
 
 
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     channel = f"alerts-{uuid.uuid4().hex[:8]}"
     received: list[tuple[Any, str | None]] = []
@@ -166,6 +176,58 @@ def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     assert received == [(b"\x00binary\xff", "alert-5")]
     (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
     assert consumer.attributes["correlation.id"] == "alert-5"
+
+
+def _raw_subscriber(client: redis.Redis, pattern: str) -> Any:
+    """A subscriber that reads replies the way kombu does (``parse_response``), so it sees the
+    payload exactly as it travelled, with no tracekit on the receiving side."""
+    subscriber = client.pubsub()
+    subscriber.psubscribe(pattern)
+    assert subscriber.parse_response(timeout=5)[0] in (b"psubscribe", "psubscribe")
+    return subscriber
+
+
+def _raw_payload(subscriber: Any) -> Any:
+    reply = subscriber.parse_response(timeout=5)
+    assert reply is not None and reply[0] in (b"pmessage", "pmessage")
+    return reply[-1]
+
+
+@pytest.mark.usefixtures("named_channels")
+def test_pubsub_leaves_channels_not_named_untouched(client, spans) -> None:
+    channel = f"ticks-{uuid.uuid4().hex[:8]}"
+    subscriber = _raw_subscriber(client, channel)
+    token = tracekit.correlation.set_correlation_id("tick-1")
+    client.publish(channel, b"\x1e{raw}")
+    tracekit.correlation.reset_correlation_id(token)
+    assert _raw_payload(subscriber) == b"\x1e{raw}"
+    subscriber.close()
+    assert _kind(spans.get_finished_spans(), SpanKind.PRODUCER) == []
+
+
+def test_pubsub_is_off_by_default(client, spans, monkeypatch) -> None:
+    monkeypatch.delenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", raising=False)
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    subscriber = _raw_subscriber(client, channel)
+    client.publish(channel, "42.0")
+    assert _raw_payload(subscriber) in (b"42.0", "42.0")
+    subscriber.close()
+    assert _kind(spans.get_finished_spans(), SpanKind.PRODUCER) == []
+
+
+def test_kombu_publishes_are_never_enveloped(redis_url, client, spans, monkeypatch) -> None:
+    from kombu import Connection, Exchange, Producer
+
+    monkeypatch.setenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", "*")  # every channel named
+    exchange = Exchange(f"bcast-{uuid.uuid4().hex[:8]}", type="fanout")
+    subscriber = _raw_subscriber(client, f"*{exchange.name}*")
+    with Connection(redis_url) as connection:
+        producer = Producer(connection.channel(), exchange=exchange)
+        producer.publish({"method": "ping"}, declare=[exchange], serializer="json")
+    message = json.loads(_raw_payload(subscriber))  # what kombu's subscriber does with it
+    subscriber.close()
+    assert json.loads(base64.b64decode(message["body"])) == {"method": "ping"}
+    assert _kind(spans.get_finished_spans(), SpanKind.PRODUCER) == []
 
 
 def test_asyncio_client_xadd_span_ends_after_the_await(redis_url, spans) -> None:

@@ -1,17 +1,22 @@
-"""A real redis-server on a free loopback port as Celery's broker, and an in-process worker."""
+"""Celery's brokers: a real redis-server on a free loopback port, and the shared RabbitMQ at
+``TRACEKIT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hopscene import need
 
 from tracekit import instrumentation
+
+AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _free_port() -> int:
@@ -51,6 +56,50 @@ def redis_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of the reachable RabbitMQ."""
+    from kombu import Connection
+
+    try:
+        with Connection(AMQP_URL, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception:
+        need(False, f"RabbitMQ at {AMQP_URL}")
+    return AMQP_URL
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> str:
+    """Each broker in turn: the private Redis, then the shared RabbitMQ."""
+    fixture = "redis_url" if request.param == "redis" else "amqp_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def leave_no_names() -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """``leave_no_names(broker, conf)``: after the test, delete the task queue and exchanges that
+    Celery configuration ``conf`` declared on the shared RabbitMQ (a private Redis just stops)."""
+    registered: list[tuple[str, dict[str, Any]]] = []
+    yield lambda broker, conf: registered.append((broker, conf))
+    for broker, conf in registered:
+        if broker.startswith("amqp"):
+            _delete_names(broker, conf)
+
+
+def _delete_names(broker: str, conf: dict[str, Any]) -> None:
+    from kombu import Connection
+
+    control = conf.get("control_exchange", "celery")
+    with Connection(broker) as connection:
+        channel = connection.channel()
+        channel.queue_delete(conf["task_default_queue"])
+        for exchange in (conf["task_default_queue"], conf.get("event_exchange", "celeryev")):
+            channel.exchange_delete(exchange)
+        channel.exchange_delete(f"{control}.pidbox")
+        channel.exchange_delete(f"reply.{control}.pidbox")
 
 
 @pytest.fixture

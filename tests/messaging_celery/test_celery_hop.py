@@ -12,17 +12,26 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from hopscene import Scene, check_hop, start_scene, wait_for
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import semconv
-from tracekit.instrumentation.celery import RETRY_COUNT
+from tracekit._errors import MAX_MESSAGE
+from tracekit.instrumentation.celery import RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 DELAY_S = 0.5
 seen: dict[str, Any] = {}
 scene_of: dict[str, Scene] = {}
+
+
+class GatewayTimeout(Exception):
+    """What the warehouse client raises when the warehouse is slow."""
+
+
+class CardDeclined(Exception):
+    """A payment failure that retrying does not fix."""
 
 
 def finished_of(spans: InMemorySpanExporter, kind: SpanKind) -> list[Any]:
@@ -41,12 +50,25 @@ def make_app(broker: str) -> Celery:
     @app.task(name="shop.flaky", bind=True, max_retries=2)
     def flaky(self: Any) -> None:
         seen.setdefault("attempt_ids", []).append(tracekit.correlation_id())
-        if self.request.retries < 2:
-            raise self.retry(countdown=0.1)
+        try:
+            if self.request.retries < 2:
+                raise GatewayTimeout("upstream took 30s")
+        except GatewayTimeout:
+            raise self.retry(countdown=0.1)  # noqa: B904 - written as Celery's docs write it
+
+    @app.task(
+        name="shop.charge",
+        autoretry_for=(CardDeclined,),
+        max_retries=1,
+        default_retry_delay=0.1,
+        retry_jitter=False,
+    )
+    def charge() -> None:
+        raise CardDeclined("card ending 4242 declined")
 
     @app.task(name="shop.broken")
     def broken() -> None:
-        raise RuntimeError("out of stock")
+        raise RuntimeError("out of stock\x1b[2J\n" + "x" * 1000)
 
     return app
 
@@ -104,6 +126,35 @@ def test_retries_continue_the_trace_and_link_the_first_attempt(
     assert (
         second_parent.parent is not None and second_parent.parent.span_id == first.context.span_id
     )
+    for failed in attempts[:2]:  # each failed attempt says why it was retried
+        assert failed.status.status_code is StatusCode.ERROR
+        assert failed.status.description == "GatewayTimeout: upstream took 30s"
+        assert failed.attributes[semconv.ERROR_TYPE] == "GatewayTimeout"
+        assert failed.attributes[TASK_STATE] == "RETRY"
+        (event,) = failed.events
+        assert event.name == "exception"
+        assert event.attributes["exception.type"].endswith("GatewayTimeout")
+        assert event.attributes["exception.message"] == "upstream took 30s"
+    assert attempts[2].status.status_code is StatusCode.UNSET
+    assert attempts[2].attributes[TASK_STATE] == "SUCCESS"
+
+
+def test_autoretry_then_failure_records_both_attempts(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    app.tasks["shop.charge"].apply_async()
+
+    def two_attempts() -> list[Any]:
+        found = finished_of(spans, SpanKind.CONSUMER)
+        return found if len(found) == 2 else []
+
+    retried, failed = sorted(
+        wait_for(two_attempts, what="two attempts"), key=lambda s: s.start_time
+    )
+    for attempt, state in ((retried, "RETRY"), (failed, "FAILURE")):
+        assert attempt.status.status_code is StatusCode.ERROR
+        assert attempt.status.description == "CardDeclined: card ending 4242 declined"
+        assert attempt.attributes[TASK_STATE] == state
 
 
 def test_failing_task_marks_its_span(app: Celery, spans: InMemorySpanExporter) -> None:
@@ -112,4 +163,11 @@ def test_failing_task_marks_its_span(app: Celery, spans: InMemorySpanExporter) -
     assert span.status.is_ok is False
     assert span.attributes is not None
     assert span.attributes[semconv.ERROR_TYPE] == "RuntimeError"
+    assert span.attributes[TASK_STATE] == "FAILURE"
+    # The exception's own words, bounded, on one printable line (no escape codes, no newline).
+    start = "out of stock [2J "  # ESC and the newline became spaces
+    message = start + "x" * (MAX_MESSAGE - len(start)) + "…"
+    assert span.status.description == f"RuntimeError: {message}"
+    (event,) = span.events
+    assert event.attributes["exception.message"] == message
     assert tracekit.correlation_id() is None  # the worker's context did not leak here

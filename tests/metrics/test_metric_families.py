@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
 from tracekit.asgi import TracekitMiddleware
+from tracekit.config import default_service_name
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -114,7 +115,7 @@ def _client_count(**labels: str) -> float:
     base = {"http_request_method": "GET", "server_address": "127.0.0.1", "service_version": ""}
     value = REGISTRY.get_sample_value(
         "http_client_request_duration_seconds_count",
-        {"service_name": "unknown_service", "error_type": "", **base, **labels},
+        {"service_name": default_service_name(), "error_type": "", **base, **labels},
     )
     return value or 0.0
 
@@ -198,23 +199,26 @@ def _free_port() -> int:
 
 def test_install_serves_the_metrics_port_until_uninstall() -> None:
     port = _free_port()
-    metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS})
         assert response.status_code == 200
         assert response.text.rstrip().endswith("# EOF")
     finally:
-        metrics.uninstall()
+        server.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/")
 
 
 def test_install_with_port_zero_or_correlation_mode_serves_nothing() -> None:
-    metrics.install(config.resolve("svc", environ={}, metrics_port=0))
-    metrics.install(
-        config.resolve("svc", environ={}, metrics_port=_free_port(), mode="correlation")
+    assert metrics.install(config.resolve("svc", environ={}, metrics_port=0)) is None
+    assert (
+        metrics.install(
+            config.resolve("svc", environ={}, metrics_port=_free_port(), mode="correlation")
+        )
+        is None
     )
-    assert metrics._server is None
 
 
 def test_taken_port_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
@@ -223,6 +227,6 @@ def test_taken_port_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -
         taken.listen()
         port = taken.getsockname()[1]
         with caplog.at_level(logging.WARNING, logger="tracekit"):
-            metrics.install(config.resolve("svc", environ={}, metrics_port=port))
-    assert metrics._server is None
+            server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is None
     assert f"metrics port {port} unavailable" in caplog.text

@@ -60,6 +60,12 @@ def test_checkout_path_has_every_service_hop_log_and_the_critical_path() -> None
         ("bank", "charge approved"),
     ]
     assert [s["depth"] for s in doc["spans"]] == [0, 1, 2, 3, 3, 4, 5, 6]
+    # own time, and own time on the path: the gateway's last 20 ms, after orders answered, are not
+    # on it (the request ends with payments' work); payments waited 15 ms in the queue
+    assert [(s["self_ms"], s["critical_ms"], s["critical_wait_ms"]) for s in doc["spans"]] == [
+        (25.0, 5.0, 0.0), (4.0, 2.0, 0.0), (66.0, 13.0, 0.0), (20.0, 20.0, 0.0),
+        (5.0, 5.0, 0.0), (30.0, 30.0, 15.0), (4.0, 4.0, 0.0), (106.0, 106.0, 0.0),
+    ]  # fmt: skip
     assert doc["errors"] == [] and doc["warnings"] == []
 
 
@@ -80,11 +86,13 @@ def test_fan_out_and_fan_in_across_queues() -> None:
     assert sorted((h.from_service, h.queue_wait_ms) for h in fan_in) == [
         ("billing", 51.0), ("inventory", 121.0), ("shipping", 111.0),
     ]  # fmt: skip
-    # the batch hangs under the last message it waited for, and that chain decides the end
+    # the batch hangs under the last message it waited for, and that chain decides the end;
+    # the gateway published inventory's request before billing's, one after the other
     placed = next(s for s in path.spans if s.record is aggregator)
     assert placed.parent is not None and placed.parent.service == "billing"
     assert names(path, path.critical_path) == [
-        "gateway:POST /shipments", "gateway:publish billing.requests",
+        "gateway:POST /shipments", "gateway:publish inventory.requests",
+        "gateway:publish billing.requests",
         "billing:process billing.requests", "billing:publish results",
         "aggregator:process results",
     ]  # fmt: skip

@@ -43,7 +43,14 @@ VOLATILE = {
     "messaging.message.id": "<message-id>", "tracekit.publish_time_unix_nano": "<unix-nano>",
 }  # fmt: skip
 TIME_KEYS = {"start_unix_nano", "end_unix_nano", "time_unix_nano"}
-MS_KEYS = {"duration_ms", "latency_ms", "queue_wait_ms"}
+MS_KEYS = {
+    "duration_ms",
+    "latency_ms",
+    "queue_wait_ms",
+    "self_ms",
+    "critical_ms",
+    "critical_wait_ms",
+}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +160,12 @@ def test_json_of_a_real_request_matches_the_golden_file(store_path: Path) -> Non
         parent = spans.get(span["parent_span_id"] or "")
         if parent is not None and parent["kind"] in ("SERVER", "CLIENT"):
             assert span["start_unix_nano"] >= parent["start_unix_nano"]
+    # time on the critical path: only its spans have any, and it adds up to the duration
+    for span in doc["spans"]:
+        if span["span_id"] not in doc["critical_path"]:
+            assert span["critical_ms"] == span["critical_wait_ms"] == 0
+    on_path = sum(s["critical_ms"] + s["critical_wait_ms"] for s in doc["spans"])
+    assert on_path == pytest.approx(doc["duration_ms"], abs=0.01)
     ids = IdNames()
     normalized = normalize(doc, ids)
     check_golden("real_services.json", json.dumps(normalized, indent=2, sort_keys=True) + "\n")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rawhttp import RawResponse, parse
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
@@ -37,6 +39,21 @@ def post(
         )
     finally:
         conn.close()
+
+
+def read_response(sock: socket.socket) -> RawResponse:
+    """Read one response (head, then Content-Length bytes); IndexError if closed unanswered."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return parse(received)
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(parse(head + b"\r\n\r\n").header("Content-Length") or 0)
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return parse(head + b"\r\n\r\n" + body)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import http.client
 import json
 import random
 import socket
+import time
 
 import pytest
 from google.rpc import status_pb2
@@ -23,6 +24,7 @@ def _good_request(span_id: str = "b7ad6b7169203331") -> bytes:
     request = ExportTraceServiceRequest()
     span = request.resource_spans.add().scope_spans.add().spans.add()
     span.trace_id, span.span_id, span.name = bytes.fromhex(TRACE), bytes.fromhex(span_id), "ok"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
     return request.SerializeToString()
 
 
@@ -37,6 +39,7 @@ def _nested_value(depth: int) -> bytes:
     request = ExportTraceServiceRequest()
     span = request.resource_spans.add().scope_spans.add().spans.add()
     span.trace_id, span.span_id = bytes.fromhex(TRACE), bytes.fromhex("00000000000000aa")
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
     value = span.attributes.add(key="deep").value
     for _ in range(depth):
         value = value.array_value.values.add()

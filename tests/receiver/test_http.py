@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -33,6 +34,7 @@ def _spans(
         span = scope.spans.add()
         span.trace_id, span.span_id = bytes.fromhex(trace), number.to_bytes(8, "big")
         span.name = name or f"op-{number}"
+        span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
     return request.SerializeToString()
 
 

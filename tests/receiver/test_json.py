@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -11,13 +12,15 @@ from hypothesis import strategies as st
 from tests.receiver.conftest import post
 
 from tracekit.receiver import Receiver
-from tracekit.receiver._decoded import MalformedRequest
+from tracekit.receiver._decoded import EARLIEST_NS, MalformedRequest
 from tracekit.receiver._json import decode_traces
 from tracekit.records import SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Store
 
 PAYLOAD = base64.b64encode(b"\x01\xff").decode()
 JSON = {"Content-Type": "application/json; charset=utf-8"}
+NOW = time.time_ns()
+WHEN = {"startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000100000000"}
 
 # Spec quirks on purpose: upper-case hex ids, int64 as string and as number, integer enums,
 # an enum by name, proto field names next to lowerCamelCase, unknown fields at every level.
@@ -114,8 +117,8 @@ def test_json_logs_with_quirks(receiver: Receiver, reader: Store) -> None:
 
 def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:
     spans = [
-        {"traceId": "01" * 16, "spanId": "02" * 8, "name": "kept"},
-        {"traceId": "00" * 16, "spanId": "03" * 8, "name": "zero trace id"},
+        {"traceId": "01" * 16, "spanId": "02" * 8, "name": "kept", **WHEN},
+        {"traceId": "00" * 16, "spanId": "03" * 8, "name": "zero trace id", **WHEN},
     ]
     body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
     reply = post(receiver, "/v1/traces", json.dumps(body).encode(), JSON)
@@ -163,7 +166,7 @@ def _kv_json(attrs: dict[str, object], draw: st.DrawFn) -> list[dict[str, object
 def span_documents(draw: st.DrawFn) -> tuple[dict[str, object], dict[str, object]]:
     """An OTLP/JSON document with random spec-allowed spellings, and what it must decode to."""
     trace_id, span_id = draw(hex_id(16)), draw(hex_id(8))
-    start = draw(st.integers(0, 2**63 - 1))
+    start = draw(st.integers(EARLIEST_NS, NOW))  # the range a record may be dated in
     attrs = draw(attributes)
     kind = draw(st.integers(0, 5))
     status = draw(st.integers(0, 2))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from tracekit_cli.options import no_color, terminal_width
+from tracekit_cli.options import StoreOption, no_color, terminal_width
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
@@ -23,18 +23,14 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
     type=click.IntRange(1, 500),
     help="How many checkouts to send through the gateway.",
 )
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Store to write into [default: TRACEKIT_STORE, else the data directory].",
-)
+@click.option("--store", type=click.Path(dir_okay=False), default=None, cls=StoreOption)
 @click.option(
     "--queue",
     type=click.Choice(["auto", "redis", "embedded"]),
     default="auto",
     show_default=True,
-    help="auto: Redis if redis-server is installed, else embedded.",
+    help="The demo's queue: redis (a redis-server of its own; needs redis-server on PATH),"
+    " embedded (a SQLite queue in a temporary folder), or auto: Redis when installed.",
 )
 @click.option(
     "--keep-running", is_flag=True, help="Leave the services up after the summary, until Ctrl-C."

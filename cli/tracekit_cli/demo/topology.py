@@ -109,6 +109,9 @@ class Topology:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        if error is None or isinstance(error, KeyboardInterrupt):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        # else keep it: the error names a service log in it
 
     def environment(self, role: str) -> dict[str, str]:
         """What one service process runs with: tracekit writes straight into the store."""
@@ -117,6 +120,7 @@ class Topology:
             "TRACEKIT_EXPORTER": "store",
             "TRACEKIT_STORE": str(self.store_path),
             "TRACEKIT_METRICS_PORT": "0",
+            "TRACEKIT_EXCLUDED_URLS": "^/health$",  # start-up probes are not requests
             "TRACEKIT_DEMO_PORTS": json.dumps(self.ports),
             "TRACEKIT_DEMO_QUEUE": self.queue_url,
             "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={role}",

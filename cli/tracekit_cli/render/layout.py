@@ -16,6 +16,8 @@ from tracekit_cli.options import one_line
 # Deeper spans are drawn at this indentation with their depth written out, so a 10,000-deep
 # chain still fits on a line.
 MAX_GUIDES = 12
+# A batch consumer may link to thousands of messages; the view names this many, JSON has all.
+MAX_CONSUMED_NOTES = 5
 
 
 @dataclass(slots=True)
@@ -31,29 +33,94 @@ class Row:
     service: str
     name: str
     error: str | None = None
-    queue: Hop | None = None  # the messaging hop that delivered this span's message
+    queue: Hop | None = None  # the messaging hop of the message this span waited for
+    consumed: list[str] = field(default_factory=list)  # a batch's other messages, described
+    ends_request: str | None = None  # under the last span to end, if after the entry span
     logs: list[PathLog] = field(default_factory=list)
 
+    @property
+    def has_notes(self) -> bool:
+        """Whether anything is written under the row."""
+        return bool(self.queue or self.consumed or self.ends_request or self.error or self.logs)
 
-def build_rows(path: Path, *, with_logs: bool = True) -> list[Row]:
-    """Rows in tree order for ``path``."""
+
+def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) -> list[Row]:
+    """Rows in tree order for ``path``; ``limit`` bounds every name and message (the text view
+    passes a generous one: piped output must not lose content)."""
     critical = path.critical_span_ids()
     errors = {e.span_id: e.message for e in path.errors}
-    arriving = {h.to_span_id: h for h in path.hops if h.type == "messaging"}
+    arriving: dict[str, list[Hop]] = {}
+    for hop in path.hops:
+        if hop.type == "messaging":
+            arriving.setdefault(hop.to_span_id, []).append(hop)
     logs = _logs_by_span(path.logs) if with_logs else {}
+    senders = {s.record.span_id: s for s in path.spans} if arriving else {}
     rows = []
     for span, guides, last in _walk(path.spans):
         span_id = span.record.span_id
+        waited, others = _arrivals(span, arriving.get(span_id, []))
         rows.append(
             Row(
                 span, guides, last,
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
-                span_id in critical, one_line(span.service, 60), one_line(span.record.name, 200),
-                one_line(errors[span_id]) if span_id in errors else None,
-                arriving.get(span_id), logs.get(span_id, []),
+                span_id in critical, one_line(span.service, limit or 60),
+                one_line(span.record.name, limit or 200),
+                one_line(errors[span_id], limit or 300) if span_id in errors else None,
+                waited, _consumed(others, senders, path.start_unix_nano, limit), None,
+                logs.get(span_id, []),
             )
         )  # fmt: skip
+    _note_request_end(path, rows)
     return rows
+
+
+def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
+    """The hop of the message the span waited for (it hangs under it), and the others."""
+    if not hops:
+        return None, []
+    parent_id = span.parent.record.span_id if span.parent is not None else None
+    waited = next((h for h in hops if h.from_span_id == parent_id), hops[0])
+    return waited, [h for h in hops if h is not waited]
+
+
+def _consumed(
+    hops: list[Hop], senders: dict[str, PathSpan], start: int, limit: int | None
+) -> list[str]:
+    """One line per other message a batch consumer took: where from, how long queued, when sent."""
+    lines = []
+    for hop in hops[:MAX_CONSUMED_NOTES]:
+        sender = senders.get(hop.from_span_id)
+        sent = f", sent +{format_ms((sender.end_unix_nano - start) / 1e6)}" if sender else ""
+        what = one_line(hop.destination or hop.type, limit or 80)
+        wait = format_ms(hop.queue_wait_ms or 0.0)
+        lines.append(
+            f"also consumed {what} from {one_line(hop.from_service, limit or 40)}: "
+            f"waited {wait}{sent}"
+        )
+    if len(hops) > MAX_CONSUMED_NOTES:
+        hidden = len(hops) - MAX_CONSUMED_NOTES
+        lines.append(f"also consumed {hidden} more messages (--format json lists every link)")
+    return lines
+
+
+def _note_request_end(path: Path, rows: list[Row]) -> None:
+    """Say where the request ends when that is work its entry span did not wait for.
+
+    The critical path starts at the span that ended last; when that span ended after the entry
+    span it descends from (the tree's root: fire-and-forget work, a queue consumer), it is on the
+    path because it is the request's end, and the reader is told so.
+    """
+    end = path.request_end()
+    if end is None or end.parent is None:
+        return
+    entry = end
+    while entry.parent is not None:
+        entry = entry.parent
+    after = (end.end_unix_nano - entry.end_unix_nano) / 1e6
+    if after <= 0:
+        return
+    row = next(r for r in rows if r.span is end)
+    row.ends_request = f"request ends here, {format_ms(after)} after the entry span ended"
 
 
 def _logs_by_span(logs: list[PathLog]) -> dict[str | None, list[PathLog]]:
@@ -115,9 +182,9 @@ def summary_line(path: Path, sep: str = ", ") -> str:
     return sep.join(parts)
 
 
-def hop_text(hop: Hop) -> str:
+def hop_text(hop: Hop, limit: int = 80) -> str:
     """``kafka orders.created`` / ``http POST /orders``."""
-    parts = [one_line(p, 80) for p in (hop.system, hop.destination) if p]
+    parts = [one_line(p, limit) for p in (hop.system, hop.destination) if p]
     return " ".join(parts) or hop.type
 
 

@@ -183,7 +183,7 @@ class _SpanLines:
             pieces = self.row_pieces(row)
             fits = self.fits and row.service.isascii() and row.name.isascii()
             out.append(pieces if fits else crop(pieces, self.width))
-            if row.queue is not None or row.error or row.logs:
+            if row.has_notes:
                 out += [crop([(" " * TIMING_WIDTH, ""), *note], self.width) for note in _notes(row)]
         return out
 
@@ -236,6 +236,9 @@ def _notes(row: Row) -> list[Line]:
     if row.queue is not None:
         wait = format_ms(row.queue.queue_wait_ms or 0.0)
         notes.append([(pad, "dim"), (f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")])
+    notes += [[(pad, "dim"), (f"⏳ {note}", "dim yellow")] for note in row.consumed]
+    if row.ends_request:
+        notes.append([(pad, "dim"), (f"◆ {row.ends_request}", "bold yellow")])
     if row.error:
         notes.append([(pad, "dim"), (f"✗ {row.error}", "bold red")])
     for log in row.logs:
@@ -280,17 +283,29 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
     from rich.text import Text
 
     table = _table()
+    ids = [_request_id(r) for r in requests]
     for name in ("start (UTC)", "duration", "spans", "error", "correlation id", "root"):
         right = name in ("duration", "spans")
-        table.add_column(name, justify="right" if right else "left", no_wrap=True)
-    for r in requests:
+        table.add_column(
+            name, justify="right" if right else "left", no_wrap=True,
+            # never cut: it is what the user copies into `tracekit trace`
+            min_width=max(len(i) for i in ids) if name == "correlation id" else None,
+        )  # fmt: skip
+    for r, request_id in zip(requests, ids, strict=True):
         table.add_row(
             format_time(r.start_unix_nano)[:23], format_ms(r.duration_ms), str(r.span_count),
             Text("✗", style="bold red") if r.error else "",
-            Text(one_line(r.correlation_id or r.trace_id, 64)),
+            Text(request_id, style="" if r.correlation_id else "dim"),
             Text(f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"),
         )  # fmt: skip
     console.print(table)
+
+
+def _request_id(request: RequestSummary) -> str:
+    """The correlation ID, or (labelled) the trace ID of a request that has none."""
+    if request.correlation_id:
+        return one_line(request.correlation_id, 128)
+    return f"trace {request.trace_id}"
 
 
 def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:

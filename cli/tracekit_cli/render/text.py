@@ -1,4 +1,10 @@
-"""Plain-text views: ASCII only, no colour, stable for pipes, grep and snapshots."""
+"""Plain-text views: ASCII only, no colour, stable for pipes, grep and snapshots.
+
+Nothing is cut to fit the width: the width sizes the waterfall and where footers wrap, and a
+column grows to its longest value, so piped output keeps every name, ID and message whole.
+Values are still flattened to one printable line and bounded at ``VALUE_LIMIT`` (longer than
+anything tracekit's own exporters write), so a hostile span cannot flood a pipe.
+"""
 
 from __future__ import annotations
 
@@ -20,31 +26,45 @@ from tracekit_cli.render.layout import (
 )
 
 TIMING_WIDTH = 22  # "   +offset  duration * " columns before the tree
+VALUE_LIMIT = 16_384
+
+
+def _text(value: str) -> str:
+    return one_line(value, VALUE_LIMIT)
 
 
 def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
-    """The whole trace view as text, each line at most ``width`` columns."""
+    """The whole trace view as text: ``width`` columns unless a span's label needs more."""
     lane = max(10, width // 4)
-    label_width = max(20, width - TIMING_WIDTH - lane - 3)  # " |" and "|" around the lane
+    rows = build_rows(path, with_logs=with_logs, limit=VALUE_LIMIT)
+    longest = max((len(_label(row)) for row in rows), default=0)
+    label_width = max(20, width - TIMING_WIDTH - lane - 3, longest)  # " |" and "|" by the lane
     lines = [
-        f"request {one_line(path.correlation_id or path.query, 120)}",
+        f"request {_text(path.correlation_id or path.query)}",
         summary_line(path),
-        "path: " + " -> ".join(one_line(s, 40) for s in path.services),
+        "path: " + " -> ".join(_text(s) for s in path.services),
         "",
         f"{'offset':>9} {'duration':>9}   {'span':<{label_width}} |{'waterfall':^{lane}}|",
     ]
-    for row in build_rows(path, with_logs=with_logs):
+    for row in rows:
         lines.extend(_row_lines(row, path.duration_ms, label_width, lane))
     for line in _footer(path):
         lines.extend(_wrap(line, width))
-    return "\n".join(line[:width].rstrip() for line in lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _label(row: Row) -> str:
+    return f"{_prefix(row)}{row.service}: {row.name}"
 
 
 def _wrap(line: str, width: int) -> list[str]:
     """Footer lines wrap instead of being cut: a warning's end is often its point."""
     if len(line) <= width:
         return [line]
-    return textwrap.wrap(line, width, subsequent_indent="    ")
+    # words stay whole: a route or an ID split across lines would defeat grep
+    return textwrap.wrap(
+        line, width, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _prefix(row: Row) -> str:
@@ -54,9 +74,7 @@ def _prefix(row: Row) -> str:
 
 
 def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[str]:
-    label = f"{_prefix(row)}{row.service}: {row.name}"
-    if len(label) > label_width:
-        label = label[: label_width - 3] + "..."
+    label = _label(row)
     start, length = bar_span(row, total_ms, lane)
     bar = " " * start + ("!" if row.error else "#") * length
     mark = "*" if row.critical else " "
@@ -67,12 +85,15 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
     pad = " " * TIMING_WIDTH + _continuation(row)
     if row.queue is not None:
         wait = row.queue.queue_wait_ms or 0.0
-        lines.append(f"{pad}~ waited {format_ms(wait)} in queue {hop_text(row.queue)}")
+        lines.append(f"{pad}~ waited {format_ms(wait)} in queue {hop_text(row.queue, VALUE_LIMIT)}")
+    lines += [f"{pad}~ {note}" for note in row.consumed]
+    if row.ends_request:
+        lines.append(f"{pad}* {row.ends_request}")
     if row.error:
         lines.append(f"{pad}! ERROR {row.error}")
     for log in row.logs:
         clock = format_time(log.time_unix_nano)[11:23]
-        lines.append(f"{pad}> {clock} {one_line(log.severity, 10)} {one_line(log.body)}")
+        lines.append(f"{pad}> {clock} {one_line(log.severity, 10)} {_text(log.body)}")
     return lines
 
 
@@ -91,42 +112,46 @@ def _footer(path: Path) -> list[str]:
                 "" if hop.queue_wait_ms is None else f", queue wait {format_ms(hop.queue_wait_ms)}"
             )
             lines.append(
-                f"  {one_line(hop.from_service, 40)} -> {one_line(hop.to_service, 40)}  "
-                f"{hop_text(hop)}  latency {format_ms(hop.latency_ms)}{wait}"
+                f"  {_text(hop.from_service)} -> {_text(hop.to_service)}  "
+                f"{hop_text(hop, VALUE_LIMIT)}  latency {format_ms(hop.latency_ms)}{wait}"
             )
     if path.errors:
         lines += ["", "errors:"]
-        lines += [f"  {one_line(e.service, 40)} ({e.span_id}): {one_line(e.message)}"
-                  for e in path.errors]  # fmt: skip
+        lines += [f"  {_text(e.service)} ({e.span_id}): {_text(e.message)}" for e in path.errors]
     if path.warnings:
-        lines += ["", "warnings:"] + [f"  {one_line(w)}" for w in path.warnings]
+        lines += ["", "warnings:"] + [f"  {_text(w)}" for w in path.warnings]
     return lines
 
 
 def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
-    """``tracekit search`` as a text table."""
+    """``tracekit search`` as a text table (``-`` where a request has no correlation ID)."""
+    ids = [_text(r.correlation_id) if r.correlation_id else "-" for r in requests]
+    id_width = max([len("correlation id"), *map(len, ids)])
     lines = [
         f"{'start (UTC)':<23}  {'duration':>9}  {'spans':>5}  {'err':<3}  "
-        f"{'correlation id':<36}  root"
+        f"{'correlation id':<{id_width}}  {'trace id':<32}  root"
     ]
-    for r in requests:
-        root = f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"
+    for r, cid in zip(requests, ids, strict=True):
         lines.append(
             f"{format_time(r.start_unix_nano)[:23]:<23}  {format_ms(r.duration_ms):>9}  "
-            f"{r.span_count:>5}  {'yes' if r.error else '':<3}  "
-            f"{one_line(r.correlation_id or r.trace_id, 36):<36}  {root}"
+            f"{r.span_count:>5}  {'yes' if r.error else '':<3}  {cid:<{id_width}}  "
+            f"{r.trace_id:<32}  {_text(r.root_service)}: {_text(r.root_name)}"
         )
-    return "\n".join(line[:width].rstrip() for line in lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def render_edges(edges: Sequence[ServiceEdge], width: int) -> str:
     """``tracekit services`` as a text table."""
+    ends = [(_text(e.from_service), _text(e.to_service)) for e in edges]
+    first = max([20, *(len(caller) for caller, _ in ends)])
+    second = max([20, *(len(callee) for _, callee in ends)])
     lines = [
-        f"{'from':<20} {'to':<20} {'type':<9} {'calls':>7} {'errors':>7} {'p50':>10} {'p95':>10}"
+        f"{'from':<{first}} {'to':<{second}} {'type':<9} {'calls':>7} {'errors':>7} "
+        f"{'p50':>10} {'p95':>10}"
     ]
-    for e in edges:
+    for e, (caller, callee) in zip(edges, ends, strict=True):
         lines.append(
-            f"{one_line(e.from_service, 20):<20} {one_line(e.to_service, 20):<20} {e.type:<9} "
-            f"{e.calls:>7} {e.error_rate:>7.1%} {format_ms(e.p50_ms):>10} {format_ms(e.p95_ms):>10}"
+            f"{caller:<{first}} {callee:<{second}} {e.type:<9} {e.calls:>7} "
+            f"{e.error_rate:>7.1%} {format_ms(e.p50_ms):>10} {format_ms(e.p95_ms):>10}"
         )
-    return "\n".join(line[:width].rstrip() for line in lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,40 +1,68 @@
 """A small JSON-over-HTTP getter for the read backends: bounded time, bounded retries, one error.
 
-stdlib urllib only, so ``tracekit trace --tempo`` adds no import cost and no dependency.
+stdlib urllib only, so ``tracekit trace --tempo`` adds no import cost and no dependency. Header
+values (tenant ids, tokens) and URL credentials are secrets: they are sent, never repeated in an
+error, and never sent on to another host by a redirect.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+REDACTED = "[redacted]"
 
 
 class NotFound(Exception):
-    """The backend answered 404: the thing asked for does not exist (not an error)."""
+    """The backend answered 404; ``body`` (short, printable) tells a missing thing from a missing
+    endpoint (Go servers answer ``404 page not found`` for a route they do not have)."""
+
+    def __init__(self, body: str) -> None:
+        super().__init__(body)
+        self.body = body
+
+    @property
+    def no_such_endpoint(self) -> bool:
+        """True for the router's own 404 (the API is not there), not the API's "not found"."""
+        return self.body == "404 page not found"
+
+
+class HTTPStatusError(BackendError):
+    """The backend refused the request with an HTTP status; ``detail`` is its short reason."""
+
+    def __init__(self, message: str, status: int, detail: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 class JsonClient:
-    """GET JSON documents from one base URL."""
+    """GET JSON documents from one base URL (which may carry a path prefix) with fixed headers."""
 
-    def __init__(self, base_url: str, *, name: str, timeout: float = 10.0, retries: int = 2):
-        parsed = urllib.parse.urlsplit(base_url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise BackendError(f"{name} URL must be http(s)://host[:port], got {base_url[:80]!r}")
-        self.base_url = base_url.strip().rstrip("/")
+    def __init__(
+        self, base_url: str, *, name: str, timeout: float = 10.0, retries: int = 2,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
+        self.base_url, credentials = _split_url(base_url, name)
+        sent = {**credentials, **(headers or {})}
+        self.headers = {"Accept": "application/json", **sent}
+        self._secrets = _secrets(sent.values())
         self.timeout = timeout
         self.retries = retries
+        self._opener = urllib.request.build_opener(_SameOriginRedirects())
 
-    def get(self, path: str, params: dict[str, str] | None = None) -> Any:
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The decoded JSON at ``path``; raises NotFound on 404 and BackendError otherwise."""
         url = self.base_url + path
         if params:
@@ -48,49 +76,103 @@ class JsonClient:
                 time.sleep(min(0.2 * 2**attempt, 1.0))
         raise AssertionError("unreachable")
 
+    def redact(self, text: str) -> str:
+        """``text`` with every header value this client sends replaced (a server may echo one)."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
     def _get_once(self, url: str) -> Any:
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+        request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with self._opener.open(request, timeout=self.timeout) as response:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
-            raise _Retryable(f"unreachable ({_short(str(reason))})") from None
+            raise _Retryable(f"unreachable ({self._short(str(reason))})") from None
         if len(body) > MAX_RESPONSE_BYTES:
             raise BackendError(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
         return self._decode(body)
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
+        detail = self._short(_reason(error.read(2000).decode("utf-8", "replace")))
         if error.code == 404:
-            return NotFound()
-        detail = _short(error.read(300).decode("utf-8", "replace"))
+            return NotFound(detail)
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message)
-        return BackendError(f"{self.name} at {self.base_url} answered {message}")
+        hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
+        return HTTPStatusError(
+            f"{self.name} at {self.base_url} answered {message}{hint}", error.code, detail
+        )
 
     def _decode(self, body: bytes) -> Any:
-        """One JSON document, or a list of them for a streamed (newline-delimited) answer."""
         if not body.strip():
             return {}
         try:
             return json.loads(body)
         except ValueError:
-            pass
-        try:
-            return [json.loads(line) for line in body.splitlines() if line.strip()]
-        except ValueError:
             raise BackendError(
                 f"{self.name} at {self.base_url} answered something not JSON"
             ) from None
+
+    def _short(self, text: str, limit: int = 200) -> str:
+        flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+        return self.redact(flat)[:limit]
 
 
 class _Retryable(Exception):
     """A failure worth another try (connection refused, timeout, 502/503/504, 429)."""
 
 
-def _short(text: str, limit: int = 160) -> str:
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return flat[:limit]
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only within the same scheme, host and port: the headers are secrets."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+            return None  # urllib then raises the 3xx as an HTTPError
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
+    """The URL without credentials, and the Authorization header its ``user:password@`` gives."""
+    parsed = urllib.parse.urlsplit(raw.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        shown = raw.strip().rpartition("@")[2].partition("?")[0][:80]  # no userinfo, no query
+        raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
+    if parsed.query:
+        raise BackendError(f"{name} URL must not carry a query string (send headers instead)")
+    try:
+        parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        raise BackendError(f"{name} URL has an invalid port: {parsed.hostname}") from None
+    host = parsed.netloc.rpartition("@")[2]
+    url = urllib.parse.urlunsplit((parsed.scheme, host, parsed.path.rstrip("/"), "", ""))
+    if parsed.username is None:
+        return url, {}
+    user = urllib.parse.unquote(parsed.username)
+    password = urllib.parse.unquote(parsed.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return url, {"Authorization": f"Basic {token}"}
+
+
+def _secrets(values: Iterable[str]) -> list[str]:
+    """Each value, and its credentials without the scheme (``Bearer``, ``Basic``), longest first."""
+    found = {part for v in values for part in (v, v.partition(" ")[2]) if len(part) >= 3}
+    return sorted(found, key=len, reverse=True)
+
+
+def _reason(body: str) -> str:
+    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), else the body."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    error = document.get("error") if isinstance(document, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else body

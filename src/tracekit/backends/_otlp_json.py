@@ -1,9 +1,15 @@
-"""OTLP/JSON traces (as Tempo and Jaeger's api_v3 return them) -> SpanRecords.
+"""OTLP/JSON resource spans, as Tempo and Jaeger's api_v3 really encode them -> SpanRecords.
 
-Tolerant on purpose, because the backends differ from the OTLP/JSON spec and from each other:
-ids may be hex or base64, enums integers or names (``2`` or ``SPAN_KIND_SERVER``), 64-bit numbers
-strings or numbers, and the resource spans may sit under ``resourceSpans`` or ``batches`` with the
-scope list under ``scopeSpans`` or ``instrumentationLibrarySpans``.
+Two encodings reach this module, and only these:
+
+- Tempo (gogo ``jsonpb``): ids base64, enums by name (``SPAN_KIND_SERVER``,
+  ``STATUS_CODE_ERROR``), 64-bit numbers as strings, zero values (an unspecified kind, an unset
+  status code) left out.
+- Jaeger api_v3 (pdata's JSON marshaler): ids lower-case hex, enums as numbers, 64-bit numbers as
+  strings, zero values left out.
+
+Each backend takes the resource-spans list out of its own envelope (Tempo v2 ``{"trace":
+{"resourceSpans"}}``, Tempo v1 ``{"batches"}``, Jaeger ``{"result": {"resourceSpans"}}``).
 """
 
 from __future__ import annotations
@@ -16,50 +22,45 @@ from typing import Any
 
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
 
-HEX = re.compile(r"^[0-9a-fA-F]+$")
+HEX = re.compile(r"^[0-9a-f]+$")
+# OTLP numbers; an unspecified kind (0) reads as INTERNAL, as OpenTelemetry's SDKs treat it
 KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+KIND_NAMES = {"SPAN_KIND_UNSPECIFIED": "INTERNAL"} | {f"SPAN_KIND_{k}": k for k in KINDS.values()}
+STATUS_NAMES = {f"STATUS_CODE_{s}": s for s in STATUSES.values()}
 
 
 def decode_id(value: Any, size: int) -> str:
-    """A trace id (16 bytes) or span id (8 bytes) from hex or base64, as lower-case hex."""
-    if not isinstance(value, str) or not value:
+    """A trace id (16 bytes) or span id (8 bytes), hex (Jaeger) or base64 (Tempo), as hex."""
+    if value is None or value == "":
         return ""
-    if len(value) == size * 2 and HEX.match(value):
-        return value.lower()
+    if isinstance(value, str) and len(value) == size * 2 and HEX.match(value):
+        return value
     try:
         raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, TypeError):
         raw = b""
-    if len(raw) == size:
-        return raw.hex()
-    if HEX.match(value) and len(value) <= size * 2:
-        return value.lower().rjust(size * 2, "0")  # Tempo drops leading zeros in places
-    raise BackendError(f"unreadable id {value[:40]!r} in backend answer")
+    if len(raw) != size:
+        raise BackendError(f"unreadable id {str(value)[:40]!r} in backend answer")
+    return raw.hex()
 
 
-def decode_enum(value: Any, names: dict[int, str], prefix: str) -> str:
-    """``2``, ``"2"``, ``"SPAN_KIND_SERVER"`` or ``"SERVER"`` -> ``"SERVER"``."""
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        return names.get(int(value), names[0])
-    if isinstance(value, str):
-        name = value.upper().removeprefix(prefix)
-        if name in names.values():
-            return name
-        if name == "UNSPECIFIED":
-            return names[0]
-    return names[0]
+def decode_enum(value: Any, numbers: dict[int, str], names: dict[str, str]) -> str:
+    """A kind or status code by number (Jaeger) or name (Tempo); left out means the zero value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return numbers.get(value, numbers[0])
+    return names.get(value, numbers[0]) if isinstance(value, str) else numbers[0]
 
 
 def decode_value(value: Any) -> AttributeValue:
-    """An OTLP AnyValue object -> a plain JSON value."""
+    """An OTLP AnyValue object -> a plain JSON value (bytes as hex)."""
     if not isinstance(value, dict) or not value:
         return None
     kind, inner = next(iter(value.items()))
     if kind == "intValue":
         return int(inner)
     if kind == "doubleValue":
-        return float(inner)
+        return float(inner)  # jsonpb writes NaN and infinities as strings
     if kind == "arrayValue":
         return [decode_value(v) for v in (inner or {}).get("values", [])]
     if kind == "kvlistValue":
@@ -80,37 +81,23 @@ def decode_attributes(items: Any) -> dict[str, AttributeValue]:
     }
 
 
-def resource_spans(document: Any) -> list[Any]:
-    """The resource-spans list of a Tempo (v1 or v2) or Jaeger (api_v3) trace document."""
-    if not isinstance(document, dict):
-        raise BackendError("backend answered a trace that is not a JSON object")
-    for container in (document.get("trace"), document.get("result"), document):
-        if isinstance(container, dict):
-            found = container.get("resourceSpans", container.get("batches"))
-            if isinstance(found, list):
-                return found
-    return []
-
-
-def spans_from_document(document: Any) -> list[SpanRecord]:
-    """Every span in one OTLP/JSON traces document; BackendError if it is malformed."""
+def spans_from_batches(batches: Any) -> list[SpanRecord]:
+    """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed."""
+    if not isinstance(batches, list):
+        raise BackendError("unreadable trace in backend answer (no resource spans list)")
     try:
         return [
-            span
-            for batch in resource_spans(document)
-            if isinstance(batch, dict)
-            for span in _spans_of_batch(batch)
+            span for batch in batches if isinstance(batch, dict) for span in _spans_of_batch(batch)
         ]
-    except (ValueError, TypeError, AttributeError, KeyError) as error:
+    except (ValueError, TypeError, AttributeError, KeyError, binascii.Error) as error:
         raise BackendError(f"unreadable trace in backend answer ({type(error).__name__})") from None
 
 
 def _spans_of_batch(batch: dict[str, Any]) -> Iterator[SpanRecord]:
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"))
     service = str(resource.get("service.name") or "unknown_service")
-    scopes = batch.get("scopeSpans") or batch.get("instrumentationLibrarySpans") or []
-    for scope_spans in scopes:
-        scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
+    for scope_spans in batch.get("scopeSpans") or []:
+        scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:
             yield _span(span, service, resource, scope.get("name"))
 
@@ -125,10 +112,10 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         parent_span_id=decode_id(span.get("parentSpanId"), 8) or None,
         service=service,
         name=str(span.get("name", "")),
-        kind=decode_enum(span.get("kind"), KINDS, "SPAN_KIND_"),
+        kind=decode_enum(span.get("kind"), KINDS, KIND_NAMES),
         start_unix_nano=int(span.get("startTimeUnixNano") or 0),
         end_unix_nano=int(span.get("endTimeUnixNano") or 0),
-        status=decode_enum(status.get("code"), STATUSES, "STATUS_CODE_"),
+        status=decode_enum(status.get("code"), STATUSES, STATUS_NAMES),
         status_message=str(status.get("message") or ""),
         attributes=decode_attributes(span.get("attributes")),
         links=[_link(link) for link in span.get("links") or []],

@@ -1,11 +1,15 @@
-"""Jaeger as a read backend (api_v3 over HTTP, as served by jaeger-query on port 16686).
+"""Jaeger as a read backend (api_v3 over HTTP, as jaeger-query serves it on port 16686).
 
-- trace by id: ``GET /api/v3/traces/<id>`` answering ``{"result": {"resourceSpans": [...]}}``
-  (OTLP/JSON; a streamed answer is several such objects, one per line);
+Jaeger 1.54 or later, or any 2.x (the base URL may carry Jaeger's ``--query.base-path``):
+
+- trace by id: ``GET /api/v3/traces/<id>`` answering ``{"result": {"resourceSpans": [...]}}``;
 - search: ``GET /api/v3/traces?query.service_name=&query.attributes=&query.start_time_min=
-  &query.start_time_max=&query.num_traces=`` (RFC 3339 times). Most storages need a service
-  name to search, so without ``--service`` the client asks ``GET /api/v3/services`` and searches
-  each service (a bounded number of them);
+  &query.start_time_max=&query.num_traces=&query.duration_min=`` (RFC 3339 times, Go durations).
+  Most storages need a service name, so without one the client asks ``GET /api/v3/services`` and
+  searches each service (a bounded number of them). Jaeger before 2.19 ignores
+  ``query.attributes``: tracekit then filters the traces it gets client-side and says so once;
+- Jaeger answers ``404 {"error": {"message": "No traces found"}}`` for an empty search; a bare
+  ``404 page not found`` means the server has no api_v3, which is an error;
 - Jaeger cannot search by span link and stores no logs: ``trace_ids_linking_to`` and
   ``logs_by_trace_ids`` find nothing (a consumer trace without the correlation ID is joined only
   when a span already found links to it).
@@ -15,12 +19,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tracekit.backends._duration import go_duration
 from tracekit.backends._http import JsonClient, NotFound
-from tracekit.backends._otlp_json import spans_from_document
+from tracekit.backends._jaeger_summary import summaries
+from tracekit.backends._notes import Notes, Notify
+from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.records import (
     CORRELATION_ATTRIBUTE,
     BackendError,
@@ -40,13 +47,21 @@ def rfc3339(unix_seconds: float) -> str:
 
 
 class JaegerSource:
-    """Reads spans from Jaeger's api_v3; implements ``tracekit.records.SpanSource``."""
+    """Reads spans from Jaeger's api_v3; implements ``tracekit.records.SpanSource``.
+
+    ``headers`` go with every request (a tenant header, ``Authorization``); ``notify`` hears
+    notices such as a fallback to client-side filtering (default: a log warning).
+    """
 
     def __init__(
-        self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None
-    ) -> None:
-        self.client = JsonClient(base_url, name="Jaeger", timeout=timeout, retries=retries)
+        self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
+        headers: Mapping[str, str] | None = None, notify: Notify | None = None,
+    ) -> None:  # fmt: skip
+        self.client = JsonClient(
+            base_url, name="Jaeger", timeout=timeout, retries=retries, headers=headers
+        )
         self.service = service
+        self.notes = Notes(notify)
         self._traces: dict[str, list[SpanRecord]] = {}
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
@@ -80,9 +95,18 @@ class JaegerSource:
         since = since_unix_nano / 1e9 if since_unix_nano else time.time() - 3600
         services = [service] if service else self._services()
         spans = self._find(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
-        found = [s for s in _summaries(spans) if s.error or not errors_only]
-        if service:
-            found = [s for s in found if s.root_service == service]
+        if errors_only:
+            self.notes.once(
+                f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
+                f"in error among the newest {limit} it reads per service"
+            )
+        found = [
+            s
+            for s in summaries(spans)
+            if (s.error or not errors_only)
+            and (service is None or s.root_service == service)  # a root, not any span, there
+            and (min_duration_ms is None or s.duration_ms >= min_duration_ms)
+        ]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
@@ -93,20 +117,13 @@ class JaegerSource:
     def _services(self) -> list[str]:
         if self.service:
             return [self.service]
-        try:
-            answer = self.client.get("/api/v3/services")
-        except NotFound:
-            raise BackendError(f"Jaeger at {self.client.base_url} has no api_v3") from None
+        answer = self._get("/api/v3/services")
         services = answer.get("services") if isinstance(answer, dict) else None
         return sorted(str(s) for s in services or [])[:MAX_SERVICES]
 
     def _trace(self, trace_id: str) -> list[SpanRecord]:
         if trace_id not in self._traces:
-            try:
-                answer = self.client.get(f"/api/v3/traces/{trace_id}")
-            except NotFound:
-                answer = {}
-            self._traces[trace_id] = _spans(answer)
+            self._traces[trace_id] = _spans(self._get(f"/api/v3/traces/{trace_id}"))
         return self._traces[trace_id]
 
     def _find(
@@ -115,57 +132,61 @@ class JaegerSource:
     ) -> list[SpanRecord]:  # fmt: skip
         seen: dict[tuple[str, str], SpanRecord] = {}
         for service in services:
-            params = {"query.service_name": service, "query.start_time_min": rfc3339(since),
-                      "query.start_time_max": rfc3339(time.time() + 60),
-                      "query.num_traces": str(limit)}  # fmt: skip
-            if attributes:
-                params["query.attributes"] = json.dumps(attributes)
-            if min_duration_ms is not None:
-                params["query.duration_min"] = f"{min_duration_ms / 1000:g}s"
-            try:
-                answer = self.client.get("/api/v3/traces", params)
-            except NotFound:
-                continue  # Jaeger answers 404 when a search finds no trace
-            for span in _spans(answer):
+            params = _search_params(service, attributes, since, limit, min_duration_ms)
+            found = _spans(self._get("/api/v3/traces", params))
+            self._check_attributes_applied(found, attributes, limit)
+            for span in found:
                 seen.setdefault((span.trace_id, span.span_id), span)
         return list(seen.values())
 
+    def _check_attributes_applied(
+        self, spans: list[SpanRecord], attributes: dict[str, str], limit: int
+    ) -> None:
+        """Jaeger before 2.19 ignores ``query.attributes``: a trace without them gives it away."""
+        by_trace: dict[str, bool] = {}
+        for span in spans:
+            matches = all(span.attributes.get(k) == v for k, v in attributes.items())
+            by_trace[span.trace_id] = by_trace.get(span.trace_id, False) or matches
+        if attributes and not all(by_trace.values()):
+            self.notes.once(
+                f"Jaeger at {self.client.base_url} ignores query.attributes (it needs "
+                "Jaeger 2.19 or later): tracekit filters client-side among the newest "
+                f"{limit} traces of each service, so older requests can be missed"
+            )
+
+    def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The answer at ``path``; None for Jaeger's own "not found"."""
+        try:
+            return self.client.get(path, params)
+        except NotFound as missing:
+            if missing.no_such_endpoint:
+                raise BackendError(
+                    f"Jaeger at {self.client.base_url} has no api_v3 ({path} "
+                    "answered 404 page not found): tracekit needs Jaeger 1.54 or "
+                    "later, and the URL with Jaeger's base path"
+                ) from None
+            return None
+
+
+def _search_params(
+    service: str, attributes: dict[str, str], since: float, limit: int, min_ms: float | None
+) -> dict[str, str]:
+    """api_v3 search parameters (the snake_case names every api_v3 release accepts)."""
+    params = {"query.service_name": service, "query.start_time_min": rfc3339(since),
+              "query.start_time_max": rfc3339(time.time() + 60),
+              "query.num_traces": str(limit)}  # fmt: skip
+    if attributes:
+        params["query.attributes"] = json.dumps(attributes)
+    if min_ms is not None:
+        params["query.duration_min"] = go_duration(round(min_ms * 1e6))
+    return params
+
 
 def _spans(answer: Any) -> list[SpanRecord]:
-    """Spans from one answer, or from each chunk of a streamed one."""
-    chunks = answer if isinstance(answer, list) else [answer]
-    return [span for chunk in chunks for span in spans_from_document(chunk)]
-
-
-def _summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
-    """One request per trace found, except traces that continue another one found.
-
-    A trace whose root links to a span of the answer (a consumer that started a new trace) is
-    part of that request, as ``tracekit trace`` shows it; a link to a context not in the answer
-    (a public endpoint's caller) leaves the trace an entry point.
-    """
-    by_trace: dict[str, list[SpanRecord]] = {}
-    for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
-    known = {(s.trace_id, s.span_id) for s in spans}
-    found = []
-    for trace in by_trace.values():
-        root = _root(trace)
-        if not any((link.trace_id, link.span_id) in known for link in root.links):
-            found.append(_summary(trace, root))
-    return found
-
-
-def _root(trace: list[SpanRecord]) -> SpanRecord:
-    """The true root, else the earliest span whose parent is missing, else the earliest span."""
-    ids = {s.span_id for s in trace}
-    roots = [s for s in trace if not s.parent_span_id or s.parent_span_id not in ids]
-    return min(roots or trace, key=lambda s: (s.parent_span_id is not None, s.start_unix_nano))
-
-
-def _summary(trace: list[SpanRecord], root: SpanRecord) -> RequestSummary:
-    end = max(s.end_unix_nano for s in trace)
-    return RequestSummary(
-        root.correlation_id, root.trace_id, root.service, root.name, root.start_unix_nano,
-        (end - root.start_unix_nano) / 1e6, len(trace), any(s.status == "ERROR" for s in trace),
-    )  # fmt: skip
+    """The spans of one api_v3 answer (``{"result": {"resourceSpans": [...]}}``)."""
+    if answer is None:
+        return []
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if not isinstance(result, dict):
+        raise BackendError("Jaeger answered something that is not an api_v3 traces document")
+    return spans_from_batches(result.get("resourceSpans") or [])

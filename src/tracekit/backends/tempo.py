@@ -1,42 +1,61 @@
-"""Grafana Tempo as a read backend (HTTP API).
+"""Grafana Tempo as a read backend (HTTP API, Tempo 2.x; the base URL may carry a path prefix).
 
-- trace by id: ``GET /api/v2/traces/<id>`` (``{"trace": {"resourceSpans": [...]}}``), falling back
-  to ``GET /api/traces/<id>`` (``{"batches": [...]}``) on Tempo versions without v2;
-- search: ``GET /api/search?q=<TraceQL>&limit=&start=&end=`` answering
-  ``{"traces": [{"traceID", "rootServiceName", "rootTraceName", "startTimeUnixNano",
-  "durationMs", "spanSets": [...]}]}``;
-- spans linking into a trace: TraceQL ``{ link:traceID = "..." }`` (newer Tempo); when the server
-  refuses that query the link walk simply finds nothing more.
+- trace by id: ``GET /api/v2/traces/<id>`` (Tempo >= 2.6: ``{"trace": {"resourceSpans"},
+  "metrics", "status", "message"}``; ``"status": "PARTIAL"`` when Tempo cut the trace at its size
+  limit, which becomes a warning of the path), else ``GET /api/traces/<id>`` (``{"batches"}``);
+- search: TraceQL on ``GET /api/search`` (see ``_tempo_search``), over at most Tempo's
+  ``search.max_duration`` (168h by default; a shorter limit is read from Tempo's refusal, the
+  window narrowed and the reader told once);
+- spans linking into a trace: TraceQL ``{ link:traceID = "..." }`` (Tempo >= 2.6). Where Tempo
+  cannot search links, or the search fails, the path says so in its warnings.
 Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from tracekit.backends._http import JsonClient, NotFound
-from tracekit.backends._otlp_json import decode_id, spans_from_document
+from tracekit.backends._notes import Notes, Notify
+from tracekit.backends._otlp_json import spans_from_batches
+from tracekit.backends._tempo_search import (
+    Hit,
+    read_hits,
+    refused_traceql,
+    search_query,
+    traceql_string,
+    window,
+    window_limit,
+)
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
-LOOKBACK_SECONDS = 7 * 24 * 3600
+__all__ = ["TempoSource", "traceql_string"]
+
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200
 
 
-def traceql_string(value: str) -> str:
-    """``value`` as a TraceQL string literal (quotes and backslashes escaped)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 class TempoSource:
-    """Reads spans from Tempo's HTTP API; implements ``tracekit.records.SpanSource``."""
+    """Reads spans from Tempo's HTTP API; implements ``tracekit.records.SpanSource``.
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, retries: int = 2) -> None:
-        self.client = JsonClient(base_url, name="Tempo", timeout=timeout, retries=retries)
+    ``headers`` go with every request (``X-Scope-OrgID`` for a multi-tenant Tempo,
+    ``Authorization``); ``notify`` hears notices about the search (default: a log warning).
+    """
+
+    def __init__(
+        self, base_url: str, *, timeout: float = 10.0, retries: int = 2,
+        headers: Mapping[str, str] | None = None, notify: Notify | None = None,
+    ) -> None:  # fmt: skip
+        self.client = JsonClient(
+            base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers
+        )
+        self.notes = Notes(notify)
         self._traces: dict[str, list[SpanRecord]] = {}
         self._use_v2 = True
+        self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
+        self._can_search_links = True
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
         """Every span of the given traces (unknown ids contribute nothing)."""
@@ -45,24 +64,23 @@ class TempoSource:
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
         query = "{ span.correlation.id = " + traceql_string(correlation_id) + " }"
-        trace_ids = [t["trace_id"] for t in self._search(query, MAX_TRACES_PER_SEARCH)]
+        trace_ids = [hit.trace_id for hit in self._search(query, MAX_TRACES_PER_SEARCH)]
         spans = self.spans_by_trace_ids(trace_ids)
         return [s for s in spans if s.correlation_id == correlation_id]
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
-        """Traces with a span linking into ``trace_ids`` (empty where Tempo cannot search links)."""
-        found: set[str] = set()
-        for trace_id in trace_ids:
-            query = "{ link:traceID = " + traceql_string(trace_id) + " }"
-            try:
-                found.update(t["trace_id"] for t in self._search(query, MAX_TRACES_PER_SEARCH))
-            except BackendError:
-                return found  # older Tempo: no link intrinsics; nothing more can be found
-        return found - set(trace_ids)
+        """Traces with a span linking into ``trace_ids`` (what cannot be searched is warned)."""
+        wanted = list(trace_ids)
+        return {found for t in wanted for found in self._linking_to(t)} - set(wanted)
 
     def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
         """Tempo holds no logs."""
         return []
+
+    def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
+        """What a path built from these traces should warn about (partial traces, failed or
+        impossible link searches)."""
+        return self.notes.warnings_for(trace_ids)
 
     def recent_requests(
         self,
@@ -74,77 +92,118 @@ class TempoSource:
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
         """Newest traces matching the filters, from one TraceQL search."""
-        query = _search_query(service, min_duration_ms, errors_only)
-        start = since_unix_nano // 10**9 if since_unix_nano else None
-        found = [_summary(t, errors_only) for t in self._search(query, limit, start)]
+        query = search_query(service, min_duration_ms, errors_only)
+        since = since_unix_nano / 1e9 if since_unix_nano else None
+        found = [self._summary(hit) for hit in self._search(query, limit, since)]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces since then (at most a few hundred traces are read)."""
-        found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano // 10**9)
-        spans = self.spans_by_trace_ids(t["trace_id"] for t in found)
+        found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano / 1e9)
+        spans = self.spans_by_trace_ids(hit.trace_id for hit in found)
         return [s for s in spans if s.start_unix_nano >= since_unix_nano][:limit]
+
+    def _linking_to(self, trace_id: str) -> list[str]:
+        if not self._can_search_links:
+            self.notes.warn(trace_id, self._no_link_search())
+            return []
+        query = "{ link:traceID = " + traceql_string(trace_id) + " }"
+        try:
+            return [hit.trace_id for hit in self._search(query, MAX_TRACES_PER_SEARCH)]
+        except BackendError as error:
+            if refused_traceql(error):
+                self._can_search_links = False
+                return self._linking_to(trace_id)
+            self.notes.warn(
+                trace_id,
+                f"traces linking to {trace_id} could not be searched "
+                f"({error}); a trace joined only by such a link may be missing",
+            )
+            return []
+
+    def _no_link_search(self) -> str:
+        return (
+            f"Tempo at {self.client.base_url} cannot search span links (TraceQL link:traceID "
+            "needs Tempo 2.6 or later): traces that only link into this request are not shown"
+        )
+
+    def _summary(self, hit: Hit) -> RequestSummary:
+        spans, errors = hit.span_count, hit.error_count
+        if spans is None or errors is None:  # no serviceStats: count the trace itself
+            self.notes.once(
+                f"Tempo at {self.client.base_url} sent no serviceStats (Tempo before "
+                "2.5, or blocks older than vParquet4): reading each trace found to "
+                "count its spans and errors"
+            )
+            trace = self._trace(hit.trace_id)
+            spans, errors = len(trace), sum(1 for s in trace if s.status == "ERROR")
+        return RequestSummary(
+            hit.correlation_id, hit.trace_id, hit.root_service, hit.root_name,
+            hit.start_unix_nano, hit.duration_ms, spans, errors > 0,
+        )  # fmt: skip
 
     def _trace(self, trace_id: str) -> list[SpanRecord]:
         if trace_id not in self._traces:
-            self._traces[trace_id] = spans_from_document(self._fetch_trace(trace_id))
+            self._traces[trace_id] = self._fetch_trace(trace_id)
         return self._traces[trace_id]
 
-    def _fetch_trace(self, trace_id: str) -> Any:
+    def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
             try:
-                return self.client.get(f"/api/v2/traces/{trace_id}")
-            except NotFound:
-                pass  # not there, or a Tempo without the v2 endpoint: v1 tells which
+                return self._read_v2(trace_id, self.client.get(f"/api/v2/traces/{trace_id}"))
+            except NotFound as missing:
+                if not missing.no_such_endpoint:
+                    return []
+                self._use_v2 = False  # a Tempo before 2.6: the v1 endpoint it is
         try:
             document = self.client.get(f"/api/traces/{trace_id}")
-        except NotFound:
-            return {}
-        self._use_v2 = False
-        return document
+        except NotFound as missing:
+            if missing.no_such_endpoint:
+                raise BackendError(
+                    f"Tempo at {self.client.base_url} has no /api/traces: is "
+                    "this Tempo's HTTP API (with its path prefix)?"
+                ) from None
+            return []
+        return spans_from_batches(_field(document, "batches"))
 
-    def _search(self, query: str, limit: int, start: int | None = None) -> list[dict[str, Any]]:
-        now = int(time.time())
-        params = {"q": query, "limit": str(limit), "start": str(start or now - LOOKBACK_SECONDS),
-                  "end": str(now + 60)}  # fmt: skip
+    def _read_v2(self, trace_id: str, document: Any) -> list[SpanRecord]:
+        spans = spans_from_batches(_field(_field(document, "trace", {}), "resourceSpans"))
+        if isinstance(document, dict) and document.get("status") == "PARTIAL":
+            reason = self.client.redact(str(document.get("message") or "no reason given"))[:200]
+            self.notes.warn(trace_id, f"Tempo returned trace {trace_id} only in part: {reason}")
+        return spans
+
+    def _search(self, query: str, limit: int, since: float | None = None) -> list[Hit]:
+        start, end, cut = window(since, self._max_window[0] if self._max_window else None)
+        params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
         except NotFound:
-            raise BackendError(f"Tempo at {self.client.base_url} has no /api/search") from None
-        traces = answer.get("traces") if isinstance(answer, dict) else None
-        return [_trace_hit(t) for t in traces or [] if isinstance(t, dict) and t.get("traceID")]
+            raise BackendError(
+                f"Tempo at {self.client.base_url} has no /api/search: is "
+                "this Tempo's HTTP API (with its path prefix)?"
+            ) from None
+        except BackendError as error:
+            learnt = window_limit(error)
+            if learnt is None or learnt[0] >= end - start:
+                raise
+            self._max_window = learnt
+            return self._search(query, limit, since)
+        if cut:
+            self._say_window_narrowed(start)
+        return read_hits(answer)
+
+    def _say_window_narrowed(self, start: int) -> None:
+        assert self._max_window is not None
+        moment = datetime.fromtimestamp(start, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.notes.once(
+            f"Tempo at {self.client.base_url} searches at most {self._max_window[1]} "
+            f"at a time: searching only since {moment}"
+        )
 
 
-def _search_query(service: str | None, min_duration_ms: float | None, errors: bool) -> str:
-    conditions = []
-    if service:
-        conditions.append("trace:rootService = " + traceql_string(service))
-    if min_duration_ms is not None:
-        conditions.append(f"trace:duration >= {min_duration_ms:g}ms")
-    if errors:
-        conditions.append("status = error")
-    selector = "{ " + " && ".join(conditions) + " }" if conditions else "{ }"
-    return selector + " | select(span.correlation.id)"
-
-
-def _trace_hit(hit: dict[str, Any]) -> dict[str, Any]:
-    """One search hit, normalised (Tempo drops leading zeros of trace ids in search results)."""
-    return {**hit, "trace_id": decode_id(str(hit["traceID"]), 16)}
-
-
-def _summary(hit: dict[str, Any], error: bool) -> RequestSummary:
-    matched = 0
-    correlation_id: str | None = None
-    for span_set in hit.get("spanSets") or ([hit["spanSet"]] if hit.get("spanSet") else []):
-        matched += int(span_set.get("matched") or 0)
-        for span in span_set.get("spans") or []:
-            for attribute in span.get("attributes") or []:
-                if attribute.get("key") in ("correlation.id", "span.correlation.id"):
-                    value = (attribute.get("value") or {}).get("stringValue")
-                    correlation_id = correlation_id or value
-    root_service = str(hit.get("rootServiceName") or "<root span not yet received>")
-    return RequestSummary(
-        correlation_id, hit["trace_id"], root_service,
-        str(hit.get("rootTraceName") or ""), int(hit.get("startTimeUnixNano") or 0),
-        float(hit.get("durationMs") or 0), matched, error,
-    )  # fmt: skip
+def _field(document: Any, name: str, default: Any = None) -> Any:
+    """``document[name]``; BackendError when the document is not a JSON object."""
+    if not isinstance(document, dict):
+        raise BackendError("Tempo answered a trace that is not a JSON object")
+    return document.get(name, [] if default is None else default)

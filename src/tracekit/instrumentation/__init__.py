@@ -54,8 +54,9 @@ def instrument(names: Iterable[str]) -> None:
             report_once(f"instrumentation {name}", error)
 
 
-def uninstrument() -> None:
-    """Undo every instrumentation tracekit applied."""
-    for instrumentor in _active.values():
-        instrumentor.uninstrument()
-    _active.clear()
+def uninstrument(names: Iterable[str] | None = None) -> None:
+    """Undo the named instrumentations (default: every one tracekit applied)."""
+    for name in list(_active) if names is None else names:
+        instrumentor = _active.pop(name, None)
+        if instrumentor is not None:
+            instrumentor.uninstrument()

@@ -6,11 +6,14 @@
   since no signal follows a failed publish.)
 - ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
-  ends it. The span covers the task function, and queue wait covers any ``countdown``/``eta``.
+  ends it, with Celery's final state (``tracekit.celery.task_state``). The span covers the task
+  function, and queue wait covers any ``countdown``/``eta``.
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
   N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
-  ``tracekit.retry_count``.
+  ``tracekit.retry_count``. ``task_retry`` marks the failed attempt: ERROR with the retry's cause
+  (the ``exc`` given to ``retry()``, else the exception being handled when it was called) and
+  state ``RETRY``.
 
 Signals are Celery's own extension point: nothing is patched, and uninstrumenting disconnects.
 """
@@ -31,6 +34,7 @@ from tracekit.instrumentation._base import Instrumentor, Patch
 
 SYSTEM = "celery"
 TASK_NAME = "tracekit.celery.task_name"
+TASK_STATE = "tracekit.celery.task_state"
 RETRY_COUNT = "tracekit.retry_count"
 FIRST_ATTEMPT_HEADER = "tracekit-first-attempt"
 
@@ -74,6 +78,7 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(module.before_task_publish, _before_publish)
         self._connect(module.task_prerun, _task_prerun)
         self._connect(module.task_failure, _task_failure)
+        self._connect(module.task_retry, _task_retry)
         self._connect(module.task_postrun, _task_postrun)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
@@ -168,8 +173,27 @@ def _task_failure(task_id: Any = None, exception: Any = None, **_: Any) -> None:
 
 
 @guarded(None)
-def _task_postrun(task_id: Any = None, **_: Any) -> None:
+def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
+    running = _running.get(str(getattr(request, "id", None)))
+    if running is not None and isinstance(reason, BaseException):
+        running.error = _retry_cause(reason)
+
+
+def _retry_cause(retry: BaseException) -> BaseException:
+    """What made the attempt retry: ``retry(exc=...)``, else the exception being handled."""
+    given = getattr(retry, "exc", None)
+    if isinstance(given, BaseException):
+        return given
+    return retry.__cause__ or retry.__context__ or retry
+
+
+@guarded(None)
+def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     with _lock:
         running = _running.pop(str(task_id), None)
-    if running is not None:
-        running.delivery.end(running.error)
+    if running is None:
+        return
+    span = running.delivery.span
+    if span is not None and isinstance(state, str):
+        span.set_attribute(TASK_STATE, state[:32])
+    running.delivery.end(running.error)

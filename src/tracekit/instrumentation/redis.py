@@ -11,32 +11,40 @@ the call, so tracekit cannot know where handling an entry ends; consumers say so
 
 (``consume_entries`` gives one span linked to every entry of a batch.)
 
-Pub/sub. A published message has no headers, so tracekit wraps it in an envelope: the payload
-becomes ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. Subscribers with tracekit
-(``get_message``, ``listen``, channel handlers of the sync ``PubSub``) strip it and get the
-original payload; subscribers *without* tracekit would see the envelope, so set
-``PUBSUB_ENVELOPE = False`` (or disable the ``redis`` instrumentation) until every subscriber
-runs tracekit. A message's CONSUMER span covers a registered channel handler; for messages
+Pub/sub. A published message has no headers, so tracekit can only carry context inside the
+payload: ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. A subscriber without tracekit
+would see that envelope, and tracekit cannot know who subscribes, so publishing is left alone
+except on the channels the user names (option ``redis_pubsub_channels``, names or globs), and
+never when kombu or Celery publish (their subscribers parse the raw payload). Subscribers with
+tracekit (``get_message``, ``listen``, channel handlers of the sync ``PubSub``) strip an envelope
+on any channel. A message's CONSUMER span covers a registered channel handler; for messages
 returned by ``get_message``/``listen`` it stays open until the next message is read or the
 ``PubSub`` closes.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import inspect
+import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import messaging
+from tracekit import _state, messaging
 from tracekit.instrumentation._base import Instrumentor
 
 SYSTEM = "redis"
-PUBSUB_ENVELOPE = True
 ENVELOPE_MARK = "\x1etracekit1\x1e"
 SEPARATOR = "\x1e"
 MAX_ENVELOPE_HEADERS = 16384
+# Callers whose pub/sub subscribers parse the raw payload themselves (kombu's fanout exchanges,
+# Celery's remote control and events, Celery's Redis result backend).
+_HOST_PUBLISHERS = ("kombu.", "celery.")
+_OWN_FRAMES = ("tracekit.", "wrapt.")
 
 _held = messaging.HeldDeliveries()
 
@@ -110,7 +118,11 @@ def _traced_publish(
 ) -> Any:
     channel = args[0] if args else kwargs.get("channel")
     message = args[1] if len(args) > 1 else kwargs.get("message")
-    if not PUBSUB_ENVELOPE or not isinstance(message, str | bytes) or messaging.publishing():
+    if (
+        not isinstance(message, str | bytes)
+        or messaging.publishing()
+        or not _envelope_wanted(channel)
+    ):
         return wrapped(*args, **kwargs)
     headers: dict[str, Any] = {}
     publication = messaging.publish(headers, system=SYSTEM, destination=_text(channel))
@@ -126,6 +138,40 @@ def _traced_publish(
             **{k: v for k, v in kwargs.items() if k not in ("channel", "message")},
         ),
     )
+
+
+def _envelope_wanted(channel: object) -> bool:
+    """Only channels the user named carry an envelope, and never a publish by kombu or Celery."""
+    matcher = _channel_matcher(_state.current_options().redis_pubsub_channels)
+    if matcher is None or matcher.fullmatch(_channel_name(channel)) is None:
+        return False
+    return not _published_by_host_library()
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_matcher(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One expression for the configured names and globs (``*``, ``?``, ``[...]``)."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def _channel_name(channel: object) -> str:
+    if isinstance(channel, bytes | bytearray):
+        return bytes(channel).decode("utf-8", "replace")
+    return str(channel)
+
+
+def _published_by_host_library() -> bool:
+    """True when the code calling ``publish`` (past tracekit's and wrapt's frames) is kombu's or
+    Celery's: the user's globs cannot reach the channels of Celery's own machinery."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if not module.startswith(_OWN_FRAMES):
+            return module.startswith(_HOST_PUBLISHERS)
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _finish(publication: Any, sent: messaging.Publication | None, call: Callable[[], Any]) -> Any:

@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tracekit.records import SpanRecord, SpanSource
+from tracekit.records import SpanRecord, SpanSource, WarningSource
 
 TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_TRACES = 500
@@ -47,6 +47,8 @@ def collect(source: SpanSource, query: str) -> Collected:
         _expand(source, found, _ordered_trace_ids(seed))
         # a trace id typed for a consumer's trace: the ID may only live on linked traces
         found.correlation_id = found.correlation_id or dominant_correlation_id(found.spans)
+    if isinstance(source, WarningSource):
+        found.warnings.extend(source.warnings_for(found.trace_ids))
     return found
 
 

@@ -1,38 +1,150 @@
-"""The critical path: the chain of spans that decides when the request finished.
+"""The critical path: the chain of work the request's end waited for.
 
-Walk back from the end: in each span, the child whose subtree finished last is on the path; before
-that child started, the child that finished last before that moment is, and so on. A subtree's end
-includes asynchronous work below it (a consumer that ran after its producer returned), so the path
-follows queue hops when they are what the request waited for. Spans that overlap an already chosen
-sibling ran in parallel and are not on the path.
+The walk starts at the span that ended last, across every joined trace, and goes back in time:
+
+- inside a span, the synchronous child that ended last before the current moment is on the path,
+  then the one that ended last before that child started, and so on; a synchronous child's time
+  counts only inside its parent's (a WSGI server span that closes after its client read the
+  response ends, for the path, when the client did); children that overlap a chosen one ran in
+  parallel and are not on the path;
+- at a span's start the walk moves to what started it: its caller for a synchronous span; for a
+  consumer, the message it waited for (its producer, or for a batch consumer the linked message
+  that arrived last, the one it hangs under in the tree), with the queue wait on the path.
+
+Asynchronous work (a consumer under its producer, a linked trace, work started after its parent
+ended) is never a "child the parent waited for"; it is on the path only where the walk reaches it
+from the request's end. Each span gets ``critical_ns``, its own time on the path, and
+``critical_wait_ns``, the wait before it on the path; together they add up to the path's length.
+``self_ns`` is a span's duration minus the time its synchronous children covered.
 """
 
 from __future__ import annotations
 
-from tracekit.path.model import PathSpan
+from tracekit.path.hops import hop_type
+from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
+
+Window = tuple[int, int]
 
 
-def subtree_ends(ordered: list[PathSpan]) -> dict[int, int]:
-    """id(node) -> latest end in its subtree (``ordered`` lists parents before children)."""
-    ends: dict[int, int] = {}
-    for node in reversed(ordered):
-        ends[id(node)] = max([node.end_unix_nano, *(ends[id(c)] for c in node.children)])
-    return ends
+def is_async_child(node: PathSpan) -> bool:
+    """True when ``node``'s parent did not wait for it: a queue hop, a link, or a later start."""
+    parent = node.parent
+    if parent is None:
+        return False
+    if node.attached_by == ATTACHED_BY_LINK or hop_type(parent.record, node.record) == "messaging":
+        return True
+    return node.start_unix_nano > parent.end_unix_nano
+
+
+def set_self_times(ordered: list[PathSpan], detached: set[int]) -> None:
+    """``self_ns`` of every span: its duration minus the union of its synchronous children.
+
+    ``detached`` holds id() of the asynchronous children (``is_async_child``).
+    """
+    for node in ordered:
+        lo, hi = node.start_unix_nano, node.end_unix_nano
+        covered, reach = 0, lo
+        for child in node.children:  # sorted by start
+            if id(child) in detached:
+                continue
+            start, end = max(child.start_unix_nano, reach), min(child.end_unix_nano, hi)
+            if end > start:
+                covered, reach = covered + end - start, end
+        node.self_ns = hi - lo - covered
+
+
+def windows(ordered: list[PathSpan], end: PathSpan, detached: set[int]) -> dict[int, Window]:
+    """id(node) -> the part of its time that can be on the path (``ordered``: parents first).
+
+    A synchronous child is clamped into its parent's window; the request's end and asynchronous
+    spans keep their own times.
+    """
+    out: dict[int, Window] = {}
+    for node in ordered:
+        own = (node.start_unix_nano, node.end_unix_nano)
+        parent = node.parent
+        if parent is None or node is end or id(node) in detached:
+            out[id(node)] = own
+            continue
+        lo, hi = out[id(parent)]
+        out[id(node)] = (min(max(own[0], lo), hi), min(max(own[1], lo), hi))
+    return out
+
+
+class _Walk:
+    """The backward walk's state: each span's untried synchronous children, latest end last."""
+
+    def __init__(self, spans: dict[int, Window], roots: list[PathSpan], detached: set[int]):
+        self.spans = spans
+        self.roots = roots
+        self.detached = detached
+        self.untried: dict[int, list[PathSpan]] = {}
+        self.on_path: set[int] = set()
+
+    def latest_child_before(self, node: PathSpan | None, moment: int) -> PathSpan | None:
+        """The untried synchronous child of ``node`` (None: the roots) that ended last by then."""
+        children = self.roots if node is None else node.children
+        if not children:
+            return None
+        key = id(node)
+        if key not in self.untried:
+            candidates = [c for c in children if id(c) not in self.detached]
+            # by end, and on a tie the earlier start (the longer span) is tried first
+            candidates.sort(key=lambda c: (self.spans[id(c)][1], -self.spans[id(c)][0]))
+            self.untried[key] = candidates
+        untried = self.untried[key]
+        while untried:
+            child = untried.pop()
+            # a child still running at ``moment`` ran in parallel; the walk only goes back
+            if self.spans[id(child)][1] <= moment and id(child) not in self.on_path:
+                return child
+        return None
 
 
 def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
-    """Span ids on the critical path, in tree order."""
-    if not roots:
+    """Span ids on the critical path, in tree order; sets each span's time fields."""
+    if not ordered:
         return []
-    ends = subtree_ends(ordered)
-    chosen: set[int] = set()
-    # the roots behave like children of one virtual span covering the whole request
-    stack: list[tuple[list[PathSpan], int]] = [(roots, max(ends[id(r)] for r in roots))]
-    while stack:
-        candidates, until = stack.pop()
-        for node in sorted(candidates, key=lambda n: ends[id(n)], reverse=True):
-            if ends[id(node)] <= until:
-                chosen.add(id(node))
-                stack.append((node.children, ends[id(node)]))
-                until = node.start_unix_nano
-    return [node.record.span_id for node in ordered if id(node) in chosen]
+    detached = {id(n) for n in ordered if is_async_child(n)}
+    set_self_times(ordered, detached)
+    end = last_to_end(ordered)
+    spans = windows(ordered, end, detached)
+    walk = _Walk(spans, roots, detached)
+    node: PathSpan | None = end
+    moment = end.end_unix_nano
+    while True:
+        if node is not None:
+            walk.on_path.add(id(node))
+        child = walk.latest_child_before(node, moment)
+        if child is not None:
+            _credit(node, spans[id(child)][1], moment)
+            node, moment = child, spans[id(child)][1]
+        elif node is None:
+            break
+        else:
+            node, moment = _cause(node, spans, moment)
+    return [n.record.span_id for n in ordered if id(n) in walk.on_path]
+
+
+def _credit(node: PathSpan | None, start: int, end: int) -> None:
+    """``node`` itself was the work on the path from ``start`` to ``end``."""
+    if node is not None and end > start:
+        node.critical_ns += end - start
+
+
+def _cause(node: PathSpan, spans: dict[int, Window], moment: int) -> tuple[PathSpan | None, int]:
+    """Past ``node``'s start: what started it and when; the wait in between is on the path.
+
+    A span's cause is its parent in the tree: the caller, the producer of a consumer's message,
+    or the linked message a batch consumer waited for. The roots hang under a virtual span
+    covering the whole request (None).
+    """
+    start = min(spans[id(node)][0], moment)  # never forward, even on raw (unadjusted) times
+    _credit(node, start, moment)
+    cause = node.parent
+    if cause is None:
+        return None, start
+    lo, hi = spans[id(cause)]
+    resumed = min(max(lo, min(hi, start)), start)
+    node.critical_wait_ns += start - resumed
+    return cause, resumed

@@ -1,7 +1,7 @@
 """The path model: what the engine produces and what renderers and ``--format json`` consume.
 
-``Path.to_json()`` is the ``tracekit.path/v1`` document described in ARCHITECTURE.md and pinned by
-``schema.json`` next to this module.
+``Path.to_json()`` is the ``tracekit.path/v1`` document described in docs/architecture.md and
+pinned by ``schema.json`` next to this module.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ class PathSpan:
     attached_by: str = ATTACHED_AS_ROOT
     depth: int = 0
     shift_ns: int = 0
+    self_ns: int = 0  # duration minus the time its synchronous children covered
+    critical_ns: int = 0  # its own time on the critical path
+    critical_wait_ns: int = 0  # the wait before it on the critical path (a queue wait)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -65,6 +68,9 @@ class PathSpan:
             "start_unix_nano": self.start_unix_nano,
             "end_unix_nano": self.end_unix_nano,
             "duration_ms": round(self.duration_ms, 3),
+            "self_ms": round(self.self_ns / 1e6, 3),
+            "critical_ms": round(self.critical_ns / 1e6, 3),
+            "critical_wait_ms": round(self.critical_wait_ns / 1e6, 3),
             "status": record.status,
             "status_message": record.status_message,
             "attributes": dict(record.attributes),
@@ -160,6 +166,10 @@ class Path:
         """The span ids on the critical path, for quick membership tests in renderers."""
         return set(self.critical_path)
 
+    def request_end(self) -> PathSpan | None:
+        """The span that ended last: where the request ends and the critical path starts."""
+        return last_to_end(self.spans) if self.spans else None
+
     def to_json(self) -> dict[str, Any]:
         """The ``tracekit.path/v1`` document."""
         return {
@@ -177,3 +187,12 @@ class Path:
             "logs": [log.to_json() for log in self.logs],
             "warnings": list(self.warnings),
         }
+
+
+def last_to_end(ordered: list[PathSpan]) -> PathSpan:
+    """The span that ended last (on a tie, the last in tree order: the deepest)."""
+    end = ordered[0]
+    for node in ordered:
+        if node.end_unix_nano >= end.end_unix_nano:
+            end = node
+    return end

@@ -2,8 +2,10 @@
 
 A request's spans come from several traces (a queue hop may start a new one) and some parents may
 be missing (a service in the middle exported nothing). Every span still gets a place: a trace root
-that links to a known span hangs under it; a span whose parent is missing hangs under the smallest
-known span of its trace that encloses it in time, else under its trace's root, with a warning.
+that links to known spans (a batch consumer) hangs under the message it waited for, the one that
+arrived last; a span whose parent is missing hangs under the smallest known span of its trace that
+encloses it in time, else under its trace's root, with a warning. The tree is built from recorded
+times, before any clock-skew adjustment (which needs the tree).
 """
 
 from __future__ import annotations
@@ -74,17 +76,24 @@ def _start_order(node: PathSpan) -> tuple[int, str]:
 
 
 def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> None:
-    """A trace root that links to known spans hangs under the one that ended last.
-
-    The latest-ending linked span is what the linked work had to wait for (the last message of a
-    batch), so it is the parent that explains when this span could start.
-    """
+    """A trace root that links to known spans hangs under the message it waited for."""
     targets = [nodes.get((link.trace_id, link.span_id)) for link in node.record.links]
     known = [t for t in targets if t is not None and t.record.trace_id != node.record.trace_id]
-    for target in sorted(known, key=lambda t: t.end_unix_nano, reverse=True):
+    for target in sorted(known, key=lambda t: arrival(t, node), reverse=True):
         if not would_cycle(node, target):
             attach(node, target, ATTACHED_BY_LINK)
             return
+
+
+def arrival(sender: PathSpan, receiver: PathSpan) -> tuple[int, int]:
+    """Sort key: which linked message ``receiver`` waited for (the largest key).
+
+    A message arrives when its producer's span ends; one the receiver took before that call
+    returned arrived when it was taken. A batch consumer starts once its last message is in, so
+    the one that arrived last is what it waited for; among messages taken while still being
+    published, the one published last.
+    """
+    return (min(sender.end_unix_nano, receiver.start_unix_nano), sender.start_unix_nano)
 
 
 def _attach_orphans(

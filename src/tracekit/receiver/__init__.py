@@ -1,10 +1,17 @@
-"""tracekit's OTLP/HTTP receiver: traces and logs (protobuf or JSON) into the embedded store.
+"""tracekit's OTLP receiver: traces and logs over HTTP (protobuf or JSON) and gRPC into the
+embedded store.
 
-Metrics are acknowledged but not stored: they belong in Prometheus.
+Metrics are acknowledged and dropped: they belong in Prometheus.
 """
 
 from __future__ import annotations
 
-from tracekit.receiver.server import DEFAULT_HOST, DEFAULT_PORT, Receiver, ReceiverConfig
+from tracekit.receiver.server import (
+    DEFAULT_GRPC_PORT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Receiver,
+    ReceiverConfig,
+)
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Receiver", "ReceiverConfig"]
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_HOST", "DEFAULT_PORT", "Receiver", "ReceiverConfig"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +15,12 @@ STATUS_NAMES = ("UNSET", "OK", "ERROR")
 # Attribute values nest (arrays, key-value lists); deeper than this is refused, not recursed into.
 MAX_VALUE_DEPTH = 32
 UNKNOWN_SERVICE = "unknown_service"
+# A record dated before 2000 or more than a day ahead is refused (partial success): it could
+# only be a broken clock or a hostile client, and it would escape age retention or fill every
+# "latest" view. The bounds also keep every duration inside SQLite's signed 64 bits.
+EARLIEST_NS = 946_684_800 * 10**9
+AHEAD_NS = 86_400 * 10**9
+_MAX_REASONS = 3
 
 
 class MalformedRequest(ValueError):
@@ -29,12 +36,49 @@ class Decoded:
     logs: list[LogRecordData] = field(default_factory=list)
     rejected: int = 0
     total: int = 0
-    reason: str = ""
+    reasons: dict[str, None] = field(default_factory=dict)  # distinct, in order of first use
 
     def reject(self, reason: str) -> None:
         """Count one record refused while the rest of the request is accepted."""
         self.rejected += 1
-        self.reason = reason
+        if len(self.reasons) < _MAX_REASONS:
+            self.reasons[reason] = None
+
+    @property
+    def reason(self) -> str:
+        """Why records were refused (the first few distinct reasons)."""
+        return "; ".join(self.reasons)
+
+
+def time_bounds() -> tuple[int, int]:
+    """The earliest and latest timestamps a record may carry, as of now (unix ns)."""
+    return EARLIEST_NS, time.time_ns() + AHEAD_NS
+
+
+def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:
+    """Why a span's start and end cannot be stored, or None when they can."""
+    low, high = bounds
+    if not low <= start <= high:
+        return "span start time before 2000 or more than a day ahead"
+    if not low <= end <= high:
+        return "span end time before 2000 or more than a day ahead"
+    if end < start:
+        return "span ends before it starts"
+    return None
+
+
+def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | None:
+    """A log record's time: its own, else when it was observed, else now; None if out of range.
+
+    A record that carries neither time is stamped with the time it arrived rather than lost.
+    """
+    value = time_ns or observed_ns
+    if not value:
+        return time.time_ns()
+    return value if bounds[0] <= value <= bounds[1] else None
+
+
+LOG_TIME_PROBLEM = "log time before 2000 or more than a day ahead"
 
 
 def kind_name(number: int) -> str:

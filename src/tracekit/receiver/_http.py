@@ -1,80 +1,108 @@
-"""The OTLP/HTTP request handler: routing, body limits, gzip, content types, status codes."""
+"""The OTLP/HTTP side: routing, body framing and limits, content types, status codes.
+
+One thread per connection, at most ``ConnectionTable.cap`` of them; a connection over the cap is
+answered 503 by the accepting thread and closed at once (see ``_admission``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
+import os
 import socket
-import sqlite3
-import threading
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from google.rpc import code_pb2, status_pb2
 
-from tracekit.receiver import _json, _protobuf
-from tracekit.receiver._decoded import Decoded, MalformedRequest
-from tracekit.receiver._ingest import IngestQueue, QueueFull
-from tracekit.receiver._protobuf_spans import SpanRowDecoder
+from tracekit.receiver._admission import BUSY, ClientStream, ConnectionTable, MemoryBudget
+from tracekit.receiver._body import PIECE, BodySink, body_length, raw_pieces
+from tracekit.receiver._errors import RequestError
+from tracekit.receiver._service import JSON, PROTOBUF, IngestService
 
-PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 _SIGNALS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
-_DECODERS: dict[tuple[str, str], Callable[[bytes], Decoded]] = {
-    (PROTOBUF, "traces"): _protobuf.decode_traces,
-    (PROTOBUF, "logs"): _protobuf.decode_logs,
-    (PROTOBUF, "metrics"): _protobuf.decode_metrics,
-    (JSON, "traces"): _json.decode_traces,
-    (JSON, "logs"): _json.decode_logs,
-    (JSON, "metrics"): _json.decode_metrics,
-}
 _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED,
               415: code_pb2.INVALID_ARGUMENT, 503: code_pb2.UNAVAILABLE}  # fmt: skip
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop at most this much of a refused body
-
-
-class HttpError(Exception):
-    """An answer other than 200, with a short message safe to send back."""
-
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
+_WRITE_TIMEOUT = 10.0
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BUSY_ANSWER = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 61\r\nConnection: close\r\n\r\n"
+    b'{"code": 14, "message": "too many connections, retry later"}\n'
+)
 
 
 class ReceiverHTTPServer(ThreadingHTTPServer):
-    """Threading HTTP server that knows its ingest queue and limits, and can drain on stop."""
+    """Threading HTTP server with a connection cap, a memory budget and a drain on stop."""
 
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], queue: IngestQueue, max_body: int) -> None:
-        self.queue = queue
-        self.span_decoder = SpanRowDecoder(queue.store.encoder)
-        # One request decodes at a time. Decoding is pure Python, so threads could only take turns
-        # with the GIL anyway; doing so every 5 ms, eight requests used to finish together, late,
-        # and reach the writer in a clump. In turn, each is written while the next decodes (about
-        # 15% more spans a second with eight exporters, and less CPU per span: docs/store.md).
-        self.decode_lock = threading.Lock()
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: IngestService,
+        *,
+        max_body: int,
+        budget: MemoryBudget,
+        connections: ConnectionTable,
+    ) -> None:
+        self.service = service
         self.max_body = max_body
-        self.commit_timeout = 30.0
-        self.stopping = False
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
+        self.budget = budget
+        self.connections = connections
+        self._spare: int | None = _spare_descriptor()
         super().__init__(address, OtlpHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Start a handler thread, or answer 503 at once when no connection can make room."""
+        if self.connections.admit(request):
+            super().process_request(request, client_address)
+        else:
+            _refuse(request)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; out of file descriptors, shed one waiting client instead of spinning."""
+        try:
+            return self.socket.accept()
+        except OSError as error:
+            if error.errno in _OUT_OF_DESCRIPTORS:
+                self._shed_one()
+            raise
+
+    def _shed_one(self) -> None:
+        """Free the spare descriptor to accept and refuse one client, then take it back.
+
+        The listening socket stays readable while clients wait, so without this the accept loop
+        would retry as fast as it can; a short pause bounds it when even that fails.
+        """
+        if self._spare is not None:
+            os.close(self._spare)
+            with contextlib.suppress(OSError):
+                _refuse(self.socket.accept()[0])
+            self._spare = _spare_descriptor()
+        time.sleep(0.05)
+
+    def server_close(self) -> None:
+        """Close the listening socket (and the spare descriptor)."""
+        super().server_close()
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
 
     def close_connections(self, wait: float) -> None:
         """Wake idle keep-alive handlers and wait (up to ``wait`` s) for every handler to end."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            with self.connections_lock:
-                open_connections = list(self.connections)
+            open_connections = self.connections.sockets()
             if not open_connections:
                 return
             for sock in open_connections:
@@ -89,19 +117,41 @@ class OtlpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tracekit-collector"
     sys_version = ""
-    timeout = 30  # seconds a client may stay silent mid-request or idle between requests
 
     def setup(self) -> None:
-        """Register the connection so a stopping server can wake it."""
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
+        """Read the socket through a deadline-keeping stream."""
+        self.stream: ClientStream = self.server.connections.stream(self.request)
+        self.connection = self.request
+        self.rfile = io.BufferedReader(self.stream, PIECE)
+        self.wfile = _SocketWriter(self.connection)  # type: ignore[assignment]
+        self._pieces: Iterator[bytes] | None = None
+        self._answered = False
 
     def finish(self) -> None:
         """Forget the connection."""
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
+        self.server.connections.forget(self.connection)
+        with contextlib.suppress(OSError):
+            self.rfile.close()
+
+    def handle_one_request(self) -> None:
+        """One request, under the connection's deadlines; an evicted connection gets 503."""
+        self.stream.arm()
+        self._answered = False
+        if not self.stream.evicted:
+            try:
+                super().handle_one_request()
+            except ConnectionError:
+                self.close_connection = True
+        if self.stream.evicted:
+            if not self._answered:
+                self.send_error(503)
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the HTTP parser finds (bad request line, headers too long...), in JSON."""
+        if self.request_version == "HTTP/0.9":  # never spoken here: always send a status line
+            self.request_version = "HTTP/1.1"
+        self._send_error(RequestError(code, message or HTTPStatus(code).phrase, close=True), JSON)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access logs stay off: a collector at full rate would drown its terminal."""
@@ -110,33 +160,35 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """Health check, or 405 on the OTLP paths."""
         path = self.path.split("?", 1)[0]
         if path in ("/health", "/healthz", "/"):
+            stopping = self.server.service.stopping
             body = {
-                "status": "stopping" if self.server.stopping else "ok",
-                "queued": self.server.queue.depth,
-                "written": self.server.queue.committed,
+                "status": "stopping" if stopping else "ok",
+                "queued": self.server.service.queue.depth,
+                "written": self.server.service.queue.committed,
             }
-            status = 503 if self.server.stopping else 200
-            self._send(status, JSON, json.dumps(body).encode())
+            self._send(503 if stopping else 200, JSON, json.dumps(body).encode())
         else:
             self._refuse_method()
 
     def do_POST(self) -> None:
         """One OTLP export request."""
-        path = self.path.split("?", 1)[0]
-        signal = _SIGNALS.get(path)
+        signal = _SIGNALS.get(self.path.split("?", 1)[0])
         content_type = JSON
+        self._pieces = None
         try:
             if signal is None:
-                raise HttpError(404, "unknown path: use /v1/traces, /v1/logs or /v1/metrics")
+                raise RequestError(404, "unknown path: use /v1/traces, /v1/logs or /v1/metrics")
             content_type = self._content_type()
-            body = self._body()
-            decoded = self._decode(content_type, signal, body)
-            self._store(decoded)
-        except HttpError as error:
-            self._send_error(error, content_type)
+            answer = self._export(signal, content_type)
+        except TimeoutError:  # the body did not arrive whole within the request's deadline
+            self._pieces = None
+            self._send_error(RequestError(408, "request body too slow", close=True), content_type)
             return
-        encode = _protobuf.response if content_type == PROTOBUF else _json.response
-        self._send(200, content_type, encode(signal, decoded))
+        except RequestError as error:
+            self._send_error(error, content_type)
+            self._drain()
+            return
+        self._send(200, content_type, answer)
 
     def do_PUT(self) -> None:
         """Only POST is accepted."""
@@ -145,108 +197,76 @@ class OtlpHandler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_PUT
 
     def _refuse_method(self) -> None:
+        self.close_connection = True  # whatever body came with it was not read
+        self._pieces = None
         path = self.path.split("?", 1)[0]
         if path in _SIGNALS:
-            error = HttpError(405, "use POST")
+            error = RequestError(405, "use POST")
             self._send_error(error, JSON, extra={"Allow": "POST"})
         else:
-            self._send_error(HttpError(404, "not found"), JSON)
+            self._send_error(RequestError(404, "not found"), JSON)
 
     def _content_type(self) -> str:
         raw = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         content_type = _CONTENT_TYPES.get(raw)
         if content_type is None:
-            self.close_connection = True  # the body was not read
-            raise HttpError(415, "Content-Type must be application/x-protobuf or application/json")
+            raise RequestError(
+                415, "Content-Type must be application/x-protobuf or application/json", close=True
+            )
         return content_type
 
-    def _body(self) -> bytes:
-        """The request body, decompressed, never larger than the server's limit."""
+    def _export(self, signal: str, content_type: str) -> bytes:
+        """Read the body (bytes held count against the memory budget until decoded), store it."""
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding not in ("gzip", "identity"):
-            self.close_connection = True
-            raise HttpError(415, "Content-Encoding must be gzip or identity")
-        raw = self._read_raw()
-        return _gunzip(raw, self.server.max_body) if encoding == "gzip" else raw
+            raise RequestError(415, "Content-Encoding must be gzip or identity")
+        length = body_length(self.headers)
+        limit = self.server.max_body
+        self._pieces = raw_pieces(self.rfile, length, limit)
+        if length is not None and length > limit:
+            raise RequestError(413, f"body larger than {limit} bytes")
+        with self.server.budget.reservation() as reservation:
+            if length:  # a Content-Length says up front what the body will hold: 503 at once
+                reservation.grow(length)
+            sink = BodySink(limit, encoding == "gzip", reservation)
+            for piece in self._pieces:
+                sink.write(piece)
+            self._pieces = None  # read to its end: the connection may serve another request
+            body = sink.finish()
+            self.stream.state = BUSY
+            return self.server.service.export(signal, content_type, body)
 
-    def _read_raw(self) -> bytes:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise HttpError(411, "send a Content-Length (chunked bodies are not accepted)")
-        try:
-            length = int(self.headers.get("Content-Length") or "")
-        except ValueError:
-            self.close_connection = True
-            raise HttpError(411, "Content-Length is required") from None
-        if length < 0:
-            self.close_connection = True
-            raise HttpError(400, "bad Content-Length")
-        if length > self.server.max_body:
-            self._drain(length)
-            raise HttpError(413, f"body larger than {self.server.max_body} bytes")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            self.close_connection = True
-            raise HttpError(400, "body shorter than Content-Length")
-        return body
+    def _drain(self) -> None:
+        """After an error: read and drop the rest of the body so the client can read our answer.
 
-    def _drain(self, length: int) -> None:
-        """Read and drop a refused body so the client can read our 413 before we close."""
+        A body that was not read at all (unknown path, bad content type) or whose framing broke
+        cannot be drained; the connection closes either way.
+        """
+        pieces, self._pieces = self._pieces, None
+        if pieces is None and not self.close_connection:
+            return  # the body was read whole: keep-alive goes on
         self.close_connection = True
-        remaining = min(length, _DRAIN_LIMIT)
-        try:
-            while remaining > 0:
-                chunk = self.rfile.read(min(remaining, 1 << 20))
-                if not chunk:
+        dropped = 0
+        with contextlib.suppress(RequestError, OSError, TimeoutError):
+            for piece in pieces or ():
+                dropped += len(piece)
+                if dropped > _DRAIN_LIMIT:
                     return
-                remaining -= len(chunk)
-        except OSError:
-            return
-
-    def _decode(self, content_type: str, signal: str, body: bytes) -> Decoded:
-        decode = _DECODERS[content_type, signal]
-        if decode is _protobuf.decode_traces:  # the hot path: straight into rows
-            decode = self.server.span_decoder.decode
-        try:
-            with self.server.decode_lock:
-                decoded = decode(body)
-        except MalformedRequest as error:
-            raise HttpError(400, str(error)) from None
-        except sqlite3.Error:  # interning new strings failed (store locked too long, disk full)
-            raise HttpError(503, "store unavailable, retry later", retry_after=5) from None
-        if decoded.total and decoded.rejected == decoded.total:
-            raise HttpError(400, f"every record was rejected: {decoded.reason}")
-        return decoded
-
-    def _store(self, decoded: Decoded) -> None:
-        if not decoded.rows.spans and not decoded.spans and not decoded.logs:
-            return
-        if self.server.stopping:
-            raise HttpError(503, "collector is shutting down", retry_after=5)
-        rows = decoded.rows
-        if decoded.spans:  # JSON decodes into records
-            try:
-                rows.extend(self.server.queue.store.encoder.encode(decoded.spans))
-            except sqlite3.Error:
-                raise HttpError(503, "store unavailable, retry later", retry_after=5) from None
-        try:
-            ticket = self.server.queue.submit(rows, decoded.logs)
-        except QueueFull:
-            raise HttpError(503, "write queue is full, retry later", retry_after=1) from None
-        if not ticket.done.wait(self.server.commit_timeout):
-            raise HttpError(503, "store is too slow, retry later", retry_after=5)
-        if ticket.error is not None:
-            raise HttpError(503, "store write failed, retry later", retry_after=5)
 
     def _send_error(
-        self, error: HttpError, content_type: str, extra: dict[str, str] | None = None
+        self, error: RequestError, content_type: str, extra: dict[str, str] | None = None
     ) -> None:
+        if self.stream.evicted:  # whatever broke, it broke because we made room for another
+            error = RequestError(503, "too many connections, retry later", retry_after=1)
+            self.close_connection = True
         status = status_pb2.Status(
             code=_RPC_CODES.get(error.status, code_pb2.UNKNOWN), message=error.message
         )
         headers = dict(extra or {})
         if error.retry_after is not None:
             headers["Retry-After"] = str(error.retry_after)
+        if error.close:
+            self.close_connection = True
         if content_type == PROTOBUF:
             body = status.SerializeToString()
         else:
@@ -257,32 +277,50 @@ class OtlpHandler(BaseHTTPRequestHandler):
         self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None
     ) -> None:
         try:
+            self.connection.settimeout(_WRITE_TIMEOUT)
             self.send_response(status, HTTPStatus(status).phrase)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
-            if self.close_connection or self.server.stopping:
+            if self.close_connection or self.server.service.stopping:
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
+            self._answered = True
         except OSError:
             self.close_connection = True  # the client went away; nothing to tell it
 
 
-def _gunzip(raw: bytes, limit: int) -> bytes:
-    """Decompress gzip, refusing (413) output beyond ``limit``: a gzip bomb stops at the limit."""
-    inflater = zlib.decompressobj(wbits=31)
+class _SocketWriter:
+    """What ``BaseHTTPRequestHandler`` writes to: every write sent whole."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def write(self, data: bytes) -> int:
+        self._sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer 503 without reading the request, and close (never blocks)."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.send(_BUSY_ANSWER)
+        sock.shutdown(socket.SHUT_WR)
+    sock.close()
+
+
+def _spare_descriptor() -> int | None:
     try:
-        out = inflater.decompress(raw, limit + 1)
-    except zlib.error:
-        raise HttpError(400, "body is not valid gzip") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise HttpError(413, f"decompressed body larger than {limit} bytes")
-    if not inflater.eof:
-        raise HttpError(400, "gzip body is truncated")
-    return out
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def shutdown_socket(sock: socket.socket) -> None:

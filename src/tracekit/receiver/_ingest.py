@@ -71,6 +71,9 @@ class IngestQueue:
         self.retention = retention
         self.retention_interval = retention_interval
         self.committed = 0
+        # Held while a request decodes (see IngestService): whoever holds it knows that no row
+        # is being built from cached string ids.
+        self.decode_lock = threading.Lock()
         self._items: deque[Ticket] = deque()
         self._queued = 0
         self._closing = False

@@ -14,13 +14,17 @@ import math
 from typing import Any
 
 from tracekit.receiver._decoded import (
+    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
     Decoded,
     MalformedRequest,
     check_id,
     kind_name,
+    log_time,
     service_of,
+    span_time_problem,
     status_name,
+    time_bounds,
 )
 from tracekit.records import (
     Attributes,
@@ -189,6 +193,7 @@ def attributes(value: Any, where: str, depth: int = 0) -> Attributes:
 def decode_traces(body: bytes) -> Decoded:
     """Spans of an ExportTraceServiceRequest in JSON."""
     out = Decoded()
+    bounds = time_bounds()
     for resource_spans in as_list(
         get(load(body), "resourceSpans", "resource_spans"), "resourceSpans"
     ):
@@ -200,11 +205,18 @@ def decode_traces(body: bytes) -> Decoded:
             for span in as_list(ss.get("spans"), "spans"):
                 out.total += 1
                 record = _span(as_object(span, "spans[]"), resource, scope)
-                if record is None:
-                    out.reject("span with an empty or all-zero trace id or span id")
+                problem = _span_problem(record, bounds)
+                if problem is None:
+                    out.spans.append(record)  # type: ignore[arg-type]
                 else:
-                    out.spans.append(record)
+                    out.reject(problem)
     return out
+
+
+def _span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
+    if record is None:
+        return "span with an empty or all-zero trace id or span id"
+    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def _resource(container: dict[str, Any]) -> Attributes:
@@ -264,6 +276,7 @@ def _event(event: dict[str, Any]) -> SpanEvent:
 def decode_logs(body: bytes) -> Decoded:
     """Log records of an ExportLogsServiceRequest in JSON."""
     out = Decoded()
+    bounds = time_bounds()
     for resource_logs in as_list(get(load(body), "resourceLogs", "resource_logs"), "resourceLogs"):
         rl = as_object(resource_logs, "resourceLogs[]")
         resource = _resource(rl)
@@ -271,18 +284,27 @@ def decode_logs(body: bytes) -> Decoded:
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
                 out.total += 1
-                out.logs.append(_log(as_object(record, "logRecords[]"), resource))
+                log = _log(as_object(record, "logRecords[]"), resource, bounds)
+                if log is None:
+                    out.reject(LOG_TIME_PROBLEM)
+                else:
+                    out.logs.append(log)
     return out
 
 
-def _log(record: dict[str, Any], resource: Attributes) -> LogRecordData:
-    time = as_int(get(record, "timeUnixNano", "time_unix_nano"), "log.timeUnixNano")
-    observed = as_int(
-        get(record, "observedTimeUnixNano", "observed_time_unix_nano"), "log.observed"
+def _log(
+    record: dict[str, Any], resource: Attributes, bounds: tuple[int, int]
+) -> LogRecordData | None:
+    time = log_time(
+        as_int(get(record, "timeUnixNano", "time_unix_nano"), "log.timeUnixNano"),
+        as_int(get(record, "observedTimeUnixNano", "observed_time_unix_nano"), "log.observed"),
+        bounds,
     )
+    if time is None:
+        return None
     body = any_value(record.get("body"), "log.body") if record.get("body") is not None else ""
     return LogRecordData(
-        time_unix_nano=time or observed,
+        time_unix_nano=time,
         service=service_of(resource)[0],
         severity_text=as_str(get(record, "severityText", "severity_text"), "log.severityText"),
         severity_number=as_enum(get(record, "severityNumber", "severity_number"), {}, "severity"),

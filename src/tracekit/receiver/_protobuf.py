@@ -20,13 +20,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tracekit.receiver._decoded import (
+    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
     Decoded,
     MalformedRequest,
     check_id,
     kind_name,
+    log_time,
     service_of,
+    span_time_problem,
     status_name,
+    time_bounds,
 )
 from tracekit.records import (
     Attributes,
@@ -74,6 +78,7 @@ def decode_traces(body: bytes) -> Decoded:
     """Spans of an ExportTraceServiceRequest."""
     request = parse(ExportTraceServiceRequest(), body)
     out = Decoded()
+    bounds = time_bounds()
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         service, version = service_of(resource)
@@ -82,11 +87,19 @@ def decode_traces(body: bytes) -> Decoded:
             for span in scope_spans.spans:
                 out.total += 1
                 record = span_record(span, service, version, resource, scope)
-                if record is None:
-                    out.reject("span with an empty or all-zero trace id or span id")
+                problem = record_problem(record, bounds)
+                if problem is None:
+                    out.spans.append(record)  # type: ignore[arg-type]
                 else:
-                    out.spans.append(record)
+                    out.reject(problem)
     return out
+
+
+def record_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
+    """Why a decoded span is refused (None: it is stored)."""
+    if record is None:
+        return "span with an empty or all-zero trace id or span id"
+    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def span_record(
@@ -130,20 +143,30 @@ def decode_logs(body: bytes) -> Decoded:
     """Log records of an ExportLogsServiceRequest."""
     request = parse(ExportLogsServiceRequest(), body)
     out = Decoded()
+    bounds = time_bounds()
     for resource_logs in request.resource_logs:
         resource = attributes(resource_logs.resource.attributes)
         service, _ = service_of(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 out.total += 1
-                out.logs.append(_log(record, service, resource))
+                log = _log(record, service, resource, bounds)
+                if log is None:
+                    out.reject(LOG_TIME_PROBLEM)
+                else:
+                    out.logs.append(log)
     return out
 
 
-def _log(record: Any, service: str, resource: Attributes) -> LogRecordData:
+def _log(
+    record: Any, service: str, resource: Attributes, bounds: tuple[int, int]
+) -> LogRecordData | None:
+    time = log_time(record.time_unix_nano, record.observed_time_unix_nano, bounds)
+    if time is None:
+        return None
     body = any_value(record.body) if record.HasField("body") else ""
     return LogRecordData(
-        time_unix_nano=record.time_unix_nano or record.observed_time_unix_nano,
+        time_unix_nano=time,
         service=service,
         severity_text=record.severity_text,
         severity_number=record.severity_number,

@@ -15,9 +15,9 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracekit.receiver._decoded import Decoded, service_of
+from tracekit.receiver._decoded import Decoded, service_of, time_bounds
 from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
-from tracekit.receiver._protobuf import any_value, attributes, parse, span_record
+from tracekit.receiver._protobuf import any_value, attributes, parse, record_problem, span_record
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
@@ -25,7 +25,6 @@ from tracekit.store._rows import RowEncoder, indexed_correlation
 
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
 _KIND_CODES = (0, 0, 1, 2, 3, 4)
-_MAX_TIME = 2**63 - 1  # SQLite integers are signed 64-bit
 _MAX_CACHED = 100_000
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 
@@ -55,19 +54,22 @@ class SpanRowDecoder:
         request = parse(LazyTraceRequest(), body)
         out = Decoded()
         slow: list[SpanRecord] = []
+        bounds = time_bounds()
         for resource_spans in request.resource_spans:
             resource = self._resource(resource_spans.resource)
             for scope_spans in resource_spans.scope_spans:
                 scope_ref, scope = self._scope(scope_spans.scope)
                 for span in scope_spans.spans:
                     out.total += 1
-                    if not self._row(span, resource, scope_ref, out):
-                        self._slow(span, resource, scope, out, slow)
+                    if not self._row(span, resource, scope_ref, out, bounds):
+                        self._slow(span, resource, scope, out, slow, bounds)
         if slow:
             out.rows.extend(self.encoder.encode(slow))
         return out
 
-    def _row(self, span: Any, resource: _Resource, scope_ref: int, out: Decoded) -> bool:
+    def _row(
+        self, span: Any, resource: _Resource, scope_ref: int, out: Decoded, bounds: tuple[int, int]
+    ) -> bool:
         """Append the span's row if every part of it is cached; False means "take the slow path".
 
         This runs for every span received, so it is written for speed: one pass, no calls
@@ -77,7 +79,9 @@ class SpanRowDecoder:
         start, end = span.start_time_unix_nano, span.end_time_unix_nano
         name_ref = self.encoder.strings.get(span.name)
         status = self._statuses.get(span.status)
-        if name_ref is None or status is None or not _plain(trace_id, span_id, parent, start, end):
+        if name_ref is None or status is None or not _plain(trace_id, span_id, parent):
+            return False
+        if not bounds[0] <= start <= end <= bounds[1]:
             return False
         if span.events or span.links:
             return False
@@ -128,18 +132,23 @@ class SpanRowDecoder:
         return found
 
     def _slow(
-        self, span: Any, resource: _Resource, scope: str | None, out: Decoded, slow: list[Any]
+        self,
+        span: Any,
+        resource: _Resource,
+        scope: str | None,
+        out: Decoded,
+        slow: list[Any],
+        bounds: tuple[int, int],
     ) -> None:
         """The general path: the span as a record (validating ids and every nested message)."""
         full = parse(Span(), span.SerializeToString())
         record = span_record(full, resource.service, resource.version, resource.attributes, scope)
-        if record is None:
-            out.reject("span with an empty or all-zero trace id or span id")
-        elif record.start_unix_nano > _MAX_TIME or record.end_unix_nano > _MAX_TIME:
-            out.reject("span timestamp out of range")
-        else:
+        problem = record_problem(record, bounds)
+        if problem is None:
             slow.append(record)
             self._status(span.status, full.status)
+        else:
+            out.reject(problem)
 
     def _status(self, raw: bytes, status: Any) -> None:
         code = status.code if 0 <= status.code <= 2 else 0
@@ -168,13 +177,11 @@ class SpanRowDecoder:
         return found
 
 
-def _plain(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> bool:
-    """Ids and times the fast path can store as they are (the rest: rejected or refused)."""
+def _plain(trace_id: bytes, span_id: bytes, parent: bytes) -> bool:
+    """Ids the fast path can store as they are (the rest: rejected or refused)."""
     if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return False
-    if parent and (len(parent) != 8 or parent == _ZERO_SPAN):
-        return False
-    return start <= _MAX_TIME and end <= _MAX_TIME
+    return not parent or (len(parent) == 8 and parent != _ZERO_SPAN)
 
 
 def _key_value(raw: bytes) -> tuple[str, AttributeValue]:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from tracekit.receiver._admission import ConnectionTable, MemoryBudget
 from tracekit.receiver._http import ReceiverHTTPServer
 from tracekit.receiver._ingest import IngestQueue
+from tracekit.receiver._service import IngestService
 from tracekit.store import Retention, Store
+
+if TYPE_CHECKING:
+    from tracekit.receiver._grpc import GrpcReceiver
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
+DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # after decompression; larger requests get 413
+# File descriptors kept free of client connections (SQLite, the writer's pipe, gRPC, logs).
+_RESERVED_DESCRIPTORS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +30,15 @@ class ReceiverConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    grpc_port: int | None = None  # OTLP/gRPC as well (0: any free port); needs grpcio
     max_body_bytes: int = DEFAULT_MAX_BODY
     queue_capacity: int = 200_000  # records waiting for the writer before 503s start
     batch_size: int = 20_000  # records per transaction at most
     commit_timeout: float = 30.0  # a handler waits this long for its commit before a 503
+    max_connections: int = 512  # HTTP connections at once (also held under the fd limit)
+    max_memory_bytes: int = 64 * 1024 * 1024  # request bodies held at once, HTTP and gRPC
+    idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
+    request_timeout: float = 30.0  # seconds from a request's first byte to its last
     retention: Retention | None = None
     retention_interval: float = 60.0
     # SQLite work in a child process: decoding and writing then use two cores (see docs/store.md)
@@ -48,17 +63,51 @@ class Receiver:
             retention_interval=self.config.retention_interval,
             writer_process=self.config.writer_process,
         )
+        self.service = IngestService(self.queue, self.config.commit_timeout)
+        self.budget = MemoryBudget(self.config.max_memory_bytes)
         self.httpd = ReceiverHTTPServer(
-            (self.config.host, self.config.port), self.queue, self.config.max_body_bytes
+            (self.config.host, self.config.port),
+            self.service,
+            max_body=self.config.max_body_bytes,
+            budget=self.budget,
+            connections=ConnectionTable(
+                connection_cap(self.config.max_connections),
+                self.config.idle_timeout,
+                self.config.request_timeout,
+            ),
         )
-        self.httpd.commit_timeout = self.config.commit_timeout
+        self.grpc = self._grpc_side()
         self._thread: threading.Thread | None = None
+
+    def _grpc_side(self) -> GrpcReceiver | None:
+        if self.config.grpc_port is None:
+            return None
+        try:
+            from tracekit.receiver._grpc import GrpcReceiver
+        except ImportError:
+            self.httpd.server_close()
+            raise RuntimeError(
+                "OTLP/gRPC needs grpcio: pip install 'tracekit[cli]' (or pass grpc_port=None)"
+            ) from None
+        try:
+            return GrpcReceiver(
+                self.config.host, self.config.grpc_port, self.service, self.budget,
+                self.config.max_body_bytes,
+            )  # fmt: skip
+        except OSError:
+            self.httpd.server_close()
+            raise
 
     @property
     def address(self) -> tuple[str, int]:
         """The bound host and port (the real port when 0 was asked for)."""
         host, port = self.httpd.server_address[:2]
         return str(host), int(port)
+
+    @property
+    def grpc_address(self) -> tuple[str, int] | None:
+        """The gRPC host and bound port, or None when gRPC is off."""
+        return None if self.grpc is None else (self.config.host, self.grpc.port)
 
     @property
     def endpoint(self) -> str:
@@ -74,11 +123,15 @@ class Receiver:
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tracekit-http"
         )
         self._thread.start()
+        if self.grpc is not None:
+            self.grpc.start()
         return self
 
     def stop(self) -> None:
         """Graceful shutdown: nothing acknowledged is lost."""
-        self.httpd.stopping = True
+        self.service.stopping = True
+        if self.grpc is not None:
+            self.grpc.stop(grace=self.config.commit_timeout + 5)
         if self._thread is not None:
             self.httpd.shutdown()
             self._thread.join()
@@ -92,3 +145,11 @@ class Receiver:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, lowered to fit under this process's file descriptor limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - _RESERVED_DESCRIPTORS))

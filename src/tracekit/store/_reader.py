@@ -40,7 +40,6 @@ _IS_ROOT = (
     "(s.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans p"
     " WHERE p.trace_ref = s.trace_ref AND p.span_id = s.parent_id))"
 )
-_TRACE_HAS_ERROR = "EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref AND e.status = 2)"
 # A request is an entry point. Only one per trace: a true root before spans whose parent is
 # missing (a silent service in the middle), then the earliest of them.
 _FIRST_ROOT_OF_TRACE = (
@@ -60,6 +59,31 @@ _CONTINUES_STORED_REQUEST = (
 )
 # checked after the filters: SQLite evaluates the terms in order, and these are the costliest
 _IS_ENTRY = f"{_FIRST_ROOT_OF_TRACE} AND NOT ({_CONTINUES_STORED_REQUEST})"
+# The correlation ID most of the entry's trace carries: what `tracekit trace <trace-id>` follows.
+_DOMINANT_CORRELATION = (
+    "coalesce(s.correlation_ref, (SELECT d.correlation_ref FROM spans d"
+    " WHERE d.trace_ref = s.trace_ref AND d.correlation_ref IS NOT NULL"
+    " GROUP BY d.correlation_ref ORDER BY count(*) DESC, min(d.start_ns) LIMIT 1))"
+)
+ENTRY_PAGE = 200  # entries measured per query once the first page (of ``limit``) is short
+MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot read the whole store
+# Every trace `tracekit trace` joins to an entry (path/collect.py): its own, those carrying its
+# correlation ID, and, transitively, those linked to or from them. Then the request's measures
+# over all their spans. UNION drops pairs already found, so the walk ends.
+_REQUEST_EXTENT = (
+    "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES {values}),"
+    " joined(entry, trace_ref) AS ("
+    " SELECT entry, trace_ref FROM page"
+    " UNION SELECT p.entry, c.trace_ref FROM page p"
+    " JOIN spans c ON c.correlation_ref = p.correlation_ref"
+    " UNION SELECT j.entry, lt.id FROM joined j JOIN links l ON l.trace_ref = j.trace_ref"
+    " JOIN traces lt ON lt.trace_id = l.linked_trace_id"
+    " UNION SELECT j.entry, l.trace_ref FROM joined j JOIN traces t ON t.id = j.trace_ref"
+    " JOIN links l ON l.linked_trace_id = t.trace_id"
+    " LIMIT ?)"
+    " SELECT j.entry, min(s.start_ns), max(s.start_ns + s.duration_ns), count(*),"
+    " max(s.status = 2) FROM joined j JOIN spans s ON s.trace_ref = j.trace_ref GROUP BY j.entry"
+)
 
 
 def marks(count: int) -> str:
@@ -158,7 +182,40 @@ class StoreReader:
         errors_only: bool,
         limit: int,
     ) -> list[RequestSummary]:
-        """Entry points newest first, filtered, each with its trace's span count and error flag."""
+        """Requests newest first, each measured over every trace ``tracekit trace`` joins to it.
+
+        Entry points are read a page at a time (filtered by root service and start); each page's
+        requests are then measured at once (``_REQUEST_EXTENT``), and the duration and error
+        filters apply to those measures. Entries sharing a correlation ID are one request, listed
+        once (as its newest entry).
+        """
+        found: list[RequestSummary] = []
+        seen: set[str] = set()
+        before: tuple[int, int] | None = None
+        size = max(1, limit)
+        while len(found) < limit:
+            page = self._entry_page(service, since_unix_nano, before, size)
+            if not page:
+                break
+            size = ENTRY_PAGE
+            before = (page[-1][4], page[-1][0])
+            for summary in self._measured(page):
+                key = summary.correlation_id or summary.trace_id
+                if key in seen or not _matches(summary, min_duration_ms, errors_only):
+                    continue
+                seen.add(key)
+                found.append(summary)
+        found.sort(key=lambda summary: summary.start_unix_nano, reverse=True)
+        return found[: max(0, limit)]
+
+    def _entry_page(
+        self,
+        service: str | None,
+        since_unix_nano: int | None,
+        before: tuple[int, int] | None,
+        size: int,
+    ) -> list[Any]:
+        """The next ``size`` entry points older than ``before`` (start, span row id)."""
         conditions: list[str] = [_IS_ROOT]
         params: list[object] = []
         if service is not None:
@@ -167,32 +224,52 @@ class StoreReader:
         if since_unix_nano is not None:
             conditions.append("s.start_ns >= ?")
             params.append(since_unix_nano)
-        if min_duration_ms is not None:
-            conditions.append("s.duration_ns >= ?")
-            params.append(int(min_duration_ms * 1e6))
-        if errors_only:
-            conditions.append(_TRACE_HAS_ERROR)
+        if before is not None:
+            conditions.append("(s.start_ns, s.id) < (?, ?)")
+            params.extend(before)
         conditions.append(_IS_ENTRY)
         query = (
-            "SELECT c.value, t.trace_id, s.service_ref, s.name_ref, s.start_ns, s.duration_ns,"
-            f" (SELECT count(*) FROM spans n WHERE n.trace_ref = s.trace_ref), {_TRACE_HAS_ERROR}"
-            " FROM spans s JOIN traces t ON t.id = s.trace_ref"
-            " LEFT JOIN correlations c ON c.id = s.correlation_ref"
-            f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC LIMIT ?"
+            f"SELECT s.id, s.trace_ref, {_DOMINANT_CORRELATION}, t.trace_id, s.start_ns,"
+            " s.service_ref, s.name_ref FROM spans s JOIN traces t ON t.id = s.trace_ref"
+            f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC, s.id DESC LIMIT ?"
         )
-        rows = self.conn.execute(query, [*params, max(0, limit)]).fetchall()
-        self.strings.load(self.conn, [r[2] for r in rows] + [r[3] for r in rows])
-        return [self._summary(row) for row in rows]
+        return self.conn.execute(query, [*params, size]).fetchall()
 
-    def _summary(self, row: Sequence[Any]) -> RequestSummary:
-        correlation, trace_id, service_ref, name_ref, start, duration, count, error = row
+    def _measured(self, page: list[Any]) -> list[RequestSummary]:
+        """Each entry of ``page`` with its request's start, duration, span count and errors."""
+        values = ",".join("(?,?,?)" for _ in page)
+        params = [value for row in page for value in row[:3]]
+        extents = {
+            row[0]: row[1:]
+            for row in self.conn.execute(
+                _REQUEST_EXTENT.format(values=values), [*params, MAX_JOINED_TRACES * len(page)]
+            )
+        }
+        correlations = self._correlation_values([row[2] for row in page if row[2] is not None])
+        self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page])
+        return [
+            self._summary(row, correlations.get(row[2]), extents[row[0]])
+            for row in page
+            if row[0] in extents
+        ]
+
+    def _correlation_values(self, refs: list[int]) -> dict[int, str]:
+        if not refs:
+            return {}
+        query = f"SELECT id, value FROM correlations WHERE id IN ({marks(len(refs))})"
+        return dict(self.conn.execute(query, refs).fetchall())
+
+    def _summary(
+        self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any]
+    ) -> RequestSummary:
+        start, end, count, error = extent
         return RequestSummary(
             correlation_id=correlation,
-            trace_id=trace_id.hex(),
-            root_service=self.strings.get(service_ref) or "",
-            root_name=self.strings.get(name_ref) or "",
+            trace_id=row[3].hex(),
+            root_service=self.strings.get(row[5]) or "",
+            root_name=self.strings.get(row[6]) or "",
             start_unix_nano=start,
-            duration_ms=duration / 1e6,
+            duration_ms=(end - start) / 1e6,
             span_count=count,
             error=bool(error),
         )
@@ -294,6 +371,12 @@ class StoreReader:
             attributes=attrs,
             resource=dict(resource),
         )
+
+
+def _matches(summary: RequestSummary, min_duration_ms: float | None, errors_only: bool) -> bool:
+    if errors_only and not summary.error:
+        return False
+    return min_duration_ms is None or summary.duration_ms >= min_duration_ms
 
 
 def _loads(text: str | None) -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
@@ -30,6 +31,7 @@ from tracekit.records import (
 from tracekit.store._store import Store
 
 _log = logging.getLogger("tracekit")
+_inherited: list[Store] = []  # stores a forked child must neither use nor close
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
 
 
@@ -39,6 +41,16 @@ class _StoreWriter:
     def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
         self.store = store if store is not None else Store(path)
         self._failed_once = False
+        # An SQLite connection must not be used across fork(): a forked child (a prefork worker,
+        # a multiprocessing child) opens its own.
+        reopen = weakref.WeakMethod(self._reopen_after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := reopen()) and method())
+
+    def _reopen_after_fork(self) -> None:
+        # The parent's connections stay referenced and unclosed: closing them here could release
+        # locks that are the parent's business.
+        _inherited.append(self.store)
+        self.store = Store(self.store.path)
 
     def _write(self, write: Callable[[], None], signal: str) -> bool:
         """Run ``write`` with instrumentation suppressed; False (logged once) if it failed."""

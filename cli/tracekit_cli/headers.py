@@ -1,0 +1,58 @@
+"""Headers for a remote read backend: ``--header NAME=VALUE`` and ``TRACEKIT_BACKEND_HEADERS``.
+
+The variable uses the format of ``OTEL_EXPORTER_OTLP_HEADERS``: ``name=value`` pairs separated by
+commas, values percent-encoded (``Authorization=Basic%20dXNlcjp0b2tlbg==``). ``--header`` values
+are taken as typed and win over the variable's for the same name. Values are secrets (tokens,
+tenant ids): an error names the header, never its value.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+HEADERS_ENV = "TRACEKIT_BACKEND_HEADERS"
+MAX_HEADERS = 32
+MAX_VALUE_CHARS = 8192
+# RFC 9110 token characters
+_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+# what urllib would send as the request line and framing: never set by hand
+_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "accept"}
+
+
+def parse_headers(typed: Iterable[str], environment: str | None) -> dict[str, str]:
+    """The headers to send: the variable's, then ``--header``'s; ValueError names a bad one."""
+    headers: dict[str, str] = {}
+    for name, value in _from_environment(environment) + [_pair(t, "--header") for t in typed]:
+        for known in [k for k in headers if k.lower() == name.lower()]:
+            del headers[known]
+        headers[name] = value
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} backend headers")
+    return headers
+
+
+def _from_environment(text: str | None) -> list[tuple[str, str]]:
+    items = [item for item in (text or "").split(",") if item.strip()]
+    return [_pair(item, HEADERS_ENV, decode=True) for item in items]
+
+
+def _pair(item: str, origin: str, *, decode: bool = False) -> tuple[str, str]:
+    """``NAME=VALUE`` -> (NAME, VALUE), checked; the error never repeats the value."""
+    name, equals, value = item.partition("=")
+    name, value = name.strip(), value.strip()
+    if not equals or not _NAME.match(name):
+        shown = repr(name[:40]) if _NAME.match(name[:40] or "-") else "a header"
+        raise ValueError(f"{origin}: {shown} is not NAME=VALUE with a valid header name")
+    if name.lower() in _RESERVED:
+        raise ValueError(f"{origin}: {name} is set by tracekit itself")
+    value = urllib.parse.unquote(value) if decode else value
+    if len(value) > MAX_VALUE_CHARS or not _sendable(value):
+        raise ValueError(f"{origin}: the value of {name} is too long or has control characters")
+    return name, value
+
+
+def _sendable(value: str) -> bool:
+    """Visible Latin-1 text, spaces and tabs: no line break can split the request."""
+    return all(ch == "\t" or (" " <= ch <= "~") or ("\xa0" <= ch <= "\xff") for ch in value)

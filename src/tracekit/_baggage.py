@@ -1,0 +1,99 @@
+"""The one reader of incoming W3C baggage: bounded, silent about values, never all-or-nothing.
+
+Every path that reads a ``baggage`` header (ASGI, WSGI, Django, Flask, queue consumers, the
+global propagator that OpenTelemetry's own instrumentations call) goes through ``extract``.
+OpenTelemetry's ``W3CBaggagePropagator.extract`` is never given untrusted input: it writes
+rejected members verbatim into its warnings.
+
+Rules (W3C Baggage): only the first ``MAX_BYTES`` characters of the combined header are read,
+and at most ``MAX_MEMBERS`` members are kept (the spec asks to propagate at least 64 members and
+8,192 bytes); a member cut by the byte limit, a member beyond the count and an invalid member are
+dropped one by one, the valid ones kept. Properties (``;p=v``) are not propagated. Dropped members
+are counted in a rate-limited warning that names the header, never a value. A 128 KiB header
+thus costs what its first 8 KiB cost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+from opentelemetry import baggage
+from opentelemetry.context import Context
+
+from tracekit._ratelimit import RateLimitedWarning
+
+BAGGAGE = "baggage"
+MAX_MEMBERS = 64
+MAX_BYTES = 8192
+WARNING_INTERVAL_S = 60.0
+
+# key: an RFC 7230 token; value: baggage-octets (anything else arrives percent-encoded).
+_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+_OWS = " \t"
+
+dropped_members = RateLimitedWarning(
+    WARNING_INTERVAL_S,
+    "tracekit: dropped members of the %s header (%s); %d more such warnings suppressed",
+)
+
+
+def parse(values: Iterable[str]) -> tuple[list[tuple[str, str]], str]:
+    """The kept ``(key, decoded value)`` members of baggage header values, and why any were
+    dropped ("" when none was)."""
+    combined = ",".join(values)
+    members: list[tuple[str, str]] = []
+    raw_members = combined[:MAX_BYTES].split(",")
+    over_limits = len(combined) > MAX_BYTES
+    if over_limits and combined[MAX_BYTES] != ",":
+        raw_members.pop()  # cut by the byte limit: never half-read
+    invalid = 0
+    for raw in raw_members:
+        member = _member(raw)
+        if member is None:
+            invalid += raw.strip(_OWS) != ""  # empty members are allowed, not dropped
+        elif len(members) < MAX_MEMBERS:
+            members.append(member)
+        else:
+            over_limits = True
+    return members, _reason(invalid, over_limits)
+
+
+def _reason(invalid: int, over_limits: bool) -> str:
+    reasons = [f"{invalid} invalid"] if invalid else []
+    if over_limits:
+        reasons.append(f"beyond {MAX_MEMBERS} members or {MAX_BYTES} bytes")
+    return ", ".join(reasons)
+
+
+def _member(raw: str) -> tuple[str, str] | None:
+    """One ``key=value[;properties]`` member, or None when it is invalid (or empty)."""
+    key, separator, rest = raw.partition("=")
+    key = key.strip(_OWS)
+    value = rest.partition(";")[0].strip(_OWS)
+    if not separator or _KEY.fullmatch(key) is None or _VALUE.fullmatch(value) is None:
+        return None
+    try:
+        return key, unquote(value, errors="strict")
+    except UnicodeDecodeError:  # percent-escapes that are not UTF-8
+        return None
+
+
+def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> Context:
+    """``context`` with the kept members of ``values`` as its baggage (replacing none of it)."""
+    members, dropped = parse(values)
+    if dropped:
+        dropped_members.warn(header, dropped)
+    for key, value in members:
+        context = baggage.set_baggage(key, value, context)
+    return context
+
+
+def value_of(values: Iterable[str], key: str) -> str | None:
+    """The decoded value of member ``key`` (the first one), without building a context."""
+    for name, value in parse(values)[0]:
+        if name == key:
+            return value
+    return None

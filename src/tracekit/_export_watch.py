@@ -1,0 +1,102 @@
+"""A one-time warning when the OTLP endpoint takes nothing: telemetry must not vanish silently.
+
+The SDK's exporter retries and then drops the batch, logging each attempt under
+``opentelemetry.*``; tracekit adds one warning of its own per signal that says where it tried to
+send and what to do about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+_log = logging.getLogger("tracekit")
+DEFAULT_ENDPOINT = "http://localhost:4318"
+
+
+def otlp_endpoint(signal: str) -> str:
+    """Where the OTLP/HTTP exporter sends ``signal`` (traces, logs), by the SDK's variables."""
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if specific:
+        return _without_credentials(specific)
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
+    return _without_credentials(f"{base.rstrip('/')}/v1/{signal}")
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+class ExportWatch:
+    """Warns once, the first time an export of ``what`` to ``endpoint`` fails."""
+
+    def __init__(self, what: str, endpoint: str) -> None:
+        self.what = what
+        self.endpoint = endpoint
+        self.warned = False
+
+    def saw(self, failed: bool) -> None:
+        """Record one export's outcome."""
+        if failed and not self.warned:
+            self.warned = True
+            _log.warning(
+                "tracekit: could not export %s to the OTLP endpoint %s (unreachable or refusing);"
+                " they are dropped until it answers. Start a collector there (or `tracekit"
+                " collector`), or set TRACEKIT_EXPORTER=store to write to the local store.",
+                self.what,
+                self.endpoint,
+            )
+
+
+class WatchedSpanExporter(SpanExporter):
+    """A span exporter that warns once when its exports fail."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.watch = ExportWatch("spans", otlp_endpoint("traces"))
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export through the wrapped exporter and note a failure."""
+        result = self.inner.export(spans)
+        self.watch.saw(result is SpanExportResult.FAILURE)
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the wrapped exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.inner.force_flush(timeout_millis)
+
+
+class WatchedLogExporter(LogRecordExporter):
+    """A log record exporter that warns once when its exports fail."""
+
+    def __init__(self, inner: LogRecordExporter) -> None:
+        self.inner = inner
+        self.watch = ExportWatch("log records", otlp_endpoint("logs"))
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        """Export through the wrapped exporter and note a failure."""
+        result = self.inner.export(batch)
+        self.watch.saw(result is LogRecordExportResult.FAILURE)
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the wrapped exporter down."""
+        self.inner.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Flush the wrapped exporter."""
+        return self.inner.force_flush(timeout_millis)

@@ -1,0 +1,156 @@
+"""Flushing before the process stops: every way a service's process ends gracefully.
+
+The batch processors hold up to ``OTEL_BSP_SCHEDULE_DELAY`` of spans (and log records); a process
+that ends without flushing loses them. ``install`` (called by ``tracekit.init()``) hooks each
+way out, preferring the host's own extension points over its signals:
+
+- interpreter exit: ``atexit`` (gunicorn workers and master leave through ``sys.exit``, Celery's
+  main process too);
+- ASGI servers: the lifespan protocol's shutdown (``lifespan_send``; uvicorn then re-raises
+  SIGTERM, which ends the process without exit hooks);
+- Celery: ``worker_process_shutdown`` in a prefork child (which ends with ``os._exit``) and
+  ``worker_shutdown`` in the main process;
+- multiprocessing children, which also end with ``os._exit``: a multiprocessing finalizer;
+- SIGTERM, only where nobody handles it (the default action, which would end the process at
+  once): flush, then restore the default and raise the signal again, so the exit status is the
+  one it would have been.
+
+Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from types import FrameType, ModuleType
+from typing import Any
+
+import wrapt
+
+from tracekit import _runtime
+from tracekit._guard import guarded
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+_LIFESPAN_ENDS = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
+_installed = False
+_terminating = False
+
+
+def install() -> None:
+    """Hook every way this process can end (once per process; SIGTERM on every init)."""
+    global _installed
+    _hook_sigterm()
+    if _installed:
+        return
+    _installed = True
+    atexit.register(_stop)
+    wrapt.register_post_import_hook(_hook_celery, "celery.signals")
+    wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
+
+
+def uninstall() -> None:
+    """Give SIGTERM back its default action if tracekit's handler is still the one installed."""
+    if _in_main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def lifespan_send(send: Send) -> Send:
+    """Wrap an ASGI lifespan ``send``: flush before the server hears that shutdown is done."""
+
+    async def send_after_flushing(message: Message) -> None:
+        if message.get("type") in _LIFESPAN_ENDS:
+            # Blocking, on purpose: at lifespan shutdown every request has finished, and the
+            # server may end the process (uvicorn re-raises SIGTERM) as soon as it is told.
+            _flush()
+        await send(message)
+
+    return send_after_flushing
+
+
+@guarded(None)
+def _flush() -> None:
+    _runtime.flush_current()
+
+
+@guarded(None)
+def _stop(*_: Any, **__: Any) -> None:
+    _runtime.stop_current()
+
+
+# --- SIGTERM ------------------------------------------------------------------------------------
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _hook_sigterm() -> None:
+    """Handle SIGTERM only where its action is the default; a host's own handler stays."""
+    if _in_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Stop tracekit (bounded), then let SIGTERM do what it would have done without us."""
+    global _terminating
+    if not _terminating:  # a second SIGTERM while stopping ends the process at once
+        _terminating = True
+        _stop_bounded()
+    if signal.getsignal(signum) is _on_sigterm:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def _stop_bounded() -> None:
+    """Stop in a helper thread: the interrupted main thread may hold a lock the stop needs."""
+    timeout_s = _runtime.export_timeout_millis() / 1000
+    helper = threading.Thread(target=_stop, name="tracekit-stop", daemon=True)
+    helper.start()
+    helper.join(timeout_s + 1)
+
+
+# --- Celery and multiprocessing ---------------------------------------------------------------
+
+
+@guarded(None)
+def _hook_celery(signals: ModuleType) -> None:
+    # A prefork child ends with os._exit right after this signal: no exit hook runs after it.
+    signals.worker_process_shutdown.connect(
+        _stop, weak=False, dispatch_uid="tracekit.lifecycle.worker_process_shutdown"
+    )
+    # The main process: flush only (an in-process test worker goes on living); atexit stops.
+    signals.worker_shutdown.connect(
+        _flush_receiver, weak=False, dispatch_uid="tracekit.lifecycle.worker_shutdown"
+    )
+
+
+def _flush_receiver(*_: Any, **__: Any) -> None:
+    _flush()
+
+
+class _ForkToken:
+    """What multiprocessing's after-fork registry holds (it keeps only a weak reference)."""
+
+
+_FORK_TOKEN = _ForkToken()
+
+
+@guarded(None)
+def _hook_multiprocessing(util: ModuleType) -> None:
+    import multiprocessing
+
+    util.register_after_fork(_FORK_TOKEN, _in_child)
+    if multiprocessing.parent_process() is not None:  # init ran inside a child
+        _in_child(_FORK_TOKEN)
+
+
+def _in_child(_: object) -> None:
+    """In a multiprocessing child (which ends with os._exit): stop when it finishes."""
+    import multiprocessing.util
+
+    # A negative priority runs after the children's own finalizers (pools, queues).
+    multiprocessing.util.Finalize(None, _stop, exitpriority=-100)

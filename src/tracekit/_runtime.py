@@ -1,0 +1,188 @@
+"""The one object that owns what ``tracekit.init()`` started, and the process's pointer to it.
+
+A ``Runtime`` holds the options in force, tracekit's span processors, the log pipeline, the
+metrics server and the instrumented libraries. ``tracekit.shutdown()`` stops exactly that, once;
+the next ``init`` builds a fresh runtime.
+
+The SDK cannot remove a processor from a tracer provider, so tracekit adds a single
+``RuntimeSpanProcessor`` to a provider, once per process, and it forwards to the running
+runtime's processors: init/shutdown cycles never pile processors up, and a span that ends after
+``shutdown`` goes nowhere instead of into a stopped processor ("Shutdown called, ignoring Span").
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from tracekit._guard import report_once
+
+if TYPE_CHECKING:
+    from tracekit.config import Options
+    from tracekit.metrics import MetricsServer
+
+DEFAULT_TIMEOUT_MS = 30_000  # the SDK's default export timeout
+
+
+def export_timeout_millis() -> int:
+    """The SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``): the bound of a flush or stop."""
+    try:
+        value = int(os.environ.get("OTEL_BSP_EXPORT_TIMEOUT", DEFAULT_TIMEOUT_MS))
+    except ValueError:
+        return DEFAULT_TIMEOUT_MS
+    return value if value > 0 else DEFAULT_TIMEOUT_MS
+
+
+class Deadline:
+    """What is left of a time budget, in the milliseconds the SDK's calls take."""
+
+    def __init__(self, timeout_millis: int) -> None:
+        self._end = time.monotonic() + timeout_millis / 1000
+
+    def left_millis(self) -> int:
+        return max(0, int((self._end - time.monotonic()) * 1000))
+
+
+class Runtime:
+    """Everything one ``tracekit.init()`` started; ``stop`` undoes it once."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.span_processors: tuple[SpanProcessor, ...] = ()
+        self.logs_started = False
+        self.metrics_server: MetricsServer | None = None
+        self.instrumented: tuple[str, ...] = ()
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        """True once ``stop`` has run."""
+        return self._stopped
+
+    def flush(self, timeout_millis: int | None = None) -> None:
+        """Export the spans and log records still batched; everything keeps running."""
+        deadline = Deadline(timeout_millis or export_timeout_millis())
+        _safely("span flush", lambda: _flush_spans(deadline))
+        if self.logs_started:
+            _safely("log flush", lambda: _part("logs").flush(deadline.left_millis()))
+
+    def stop(self, timeout_millis: int | None = None) -> None:
+        """Flush and close everything this runtime started, in dependency order. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        deadline = Deadline(timeout_millis or export_timeout_millis())
+        instrumented = self.instrumented
+        if instrumented:
+            _safely("uninstrument", lambda: _part("instrumentation").uninstrument(instrumented))
+        _safely("span flush", lambda: _flush_spans(deadline))
+        processors, self.span_processors = self.span_processors, ()
+        for processor in processors:
+            _safely("span processor shutdown", processor.shutdown)
+        if self.logs_started:
+            _safely("logs shutdown", _part("logs").uninstall)
+        if self.metrics_server is not None:
+            _safely("metrics shutdown", self.metrics_server.close)
+
+
+def _part(name: str) -> Any:
+    return importlib.import_module(f"tracekit.{name}")
+
+
+def _safely(where: str, action: Any) -> None:
+    """Stopping one part must never keep the others from stopping, nor reach the host."""
+    try:
+        action()
+    except Exception as error:
+        report_once(f"tracekit {where}", error)
+
+
+def _flush_spans(deadline: Deadline) -> None:
+    """Flush the global provider: tracekit's processors and, kindly, the host's own."""
+    provider = trace.get_tracer_provider()
+    flush = getattr(provider, "force_flush", None)
+    if callable(flush):
+        flush(deadline.left_millis())
+
+
+# --- the process's pointer ----------------------------------------------------------------------
+
+_current: Runtime | None = None
+# Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
+lock = threading.Lock()
+
+
+def current() -> Runtime | None:
+    """The running runtime (None before ``init`` and after ``shutdown``)."""
+    return _current
+
+
+def activate(runtime: Runtime | None) -> None:
+    """Make ``runtime`` the one every part of tracekit reads (None: nothing is running)."""
+    global _current
+    _current = runtime
+
+
+def stop_current(timeout_millis: int | None = None) -> None:
+    """Stop the running runtime, if any, and clear the pointer: ``tracekit.shutdown()``."""
+    with lock:
+        runtime = _current
+        activate(None)
+    if runtime is not None:
+        runtime.stop(timeout_millis)
+
+
+def flush_current(timeout_millis: int | None = None) -> None:
+    """Flush the running runtime, if any."""
+    runtime = _current
+    if runtime is not None:
+        runtime.flush(timeout_millis)
+
+
+class RuntimeSpanProcessor(SpanProcessor):
+    """The one processor tracekit adds to a provider: forwards to the running runtime's."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        runtime = _current
+        if runtime is not None:
+            for processor in runtime.span_processors:
+                processor.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        runtime = _current
+        if runtime is not None:
+            for processor in runtime.span_processors:
+                processor.on_end(span)
+
+    def shutdown(self) -> None:
+        """The provider is shutting down (the SDK's own exit hook): so is tracekit."""
+        stop_current()
+
+    def force_flush(self, timeout_millis: int = DEFAULT_TIMEOUT_MS) -> bool:
+        runtime = _current
+        deadline = Deadline(timeout_millis)
+        for processor in runtime.span_processors if runtime is not None else ():
+            if not processor.force_flush(deadline.left_millis()):
+                return False
+        return True
+
+
+_DISPATCH = RuntimeSpanProcessor()
+_dispatching: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
+
+
+def attach_to(provider: TracerProvider) -> None:
+    """Add tracekit's forwarding processor to ``provider`` unless it already has it."""
+    if provider not in _dispatching:
+        provider.add_span_processor(_DISPATCH)
+        _dispatching.add(provider)

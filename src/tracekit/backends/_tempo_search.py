@@ -1,0 +1,138 @@
+"""Tempo's search API, ``GET /api/search?q=<TraceQL>&limit=&start=&end=``: queries, time
+windows, and the hits it answers.
+
+A hit (``TraceSearchMetadata``) carries ``traceID`` as hex without leading zeros, the root's
+service and name, start and duration, up to three matched spans per span set (``spanSets``, and
+the deprecated ``spanSet``) with ``matched`` -- the number of spans the *query* matched, not the
+trace's size -- and, from Tempo 2.5 on vParquet4 blocks, ``serviceStats`` ``{service: {spanCount,
+errorCount}}`` for the whole trace.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tracekit.backends._duration import go_duration, parse_go_duration
+from tracekit.backends._http import HTTPStatusError
+from tracekit.records import BackendError
+
+DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
+CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
+NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
+_TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
+
+
+def traceql_string(value: str) -> str:
+    """``value`` as a TraceQL string literal (quotes and backslashes escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def search_query(service: str | None, min_duration_ms: float | None, errors: bool) -> str:
+    """The TraceQL for ``tracekit search``: trace-level filters, error spans, correlation ids."""
+    conditions = []
+    if service:
+        conditions.append("trace:rootService = " + traceql_string(service))
+    if min_duration_ms is not None:
+        conditions.append(f"trace:duration >= {go_duration(round(min_duration_ms * 1e6))}")
+    if errors:
+        conditions.append("status = error")
+    selector = "{ " + " && ".join(conditions) + " }" if conditions else "{ }"
+    return selector + " | select(span.correlation.id)"
+
+
+def window(since: float | None, max_seconds: float | None) -> tuple[int, int, bool]:
+    """Unix seconds (start, end) to search, and whether ``max_seconds`` cut the window short.
+
+    From ``since`` (default: as far back as a default Tempo allows) to a minute from now, never
+    longer than ``max_seconds`` when that is known.
+    """
+    now = time.time()
+    end = now + CLOCK_SLACK_SECONDS
+    start = end - DEFAULT_WINDOW_SECONDS if since is None else since
+    if end - start > DEFAULT_WINDOW_SECONDS:  # spend the slack only where a default Tempo allows
+        end = max(now, start + DEFAULT_WINDOW_SECONDS)
+    cut = max_seconds is not None and end - start > max_seconds
+    if max_seconds is not None and cut:
+        start = end - max_seconds
+    return math.ceil(start), math.floor(end), cut
+
+
+def window_limit(error: BackendError) -> tuple[float, str] | None:
+    """Tempo's longest search (seconds, and as Tempo wrote it) when ``error`` is its refusal of
+    a longer one: ``400 range specified by start and end exceeds 168h0m0s. received ...``."""
+    if not isinstance(error, HTTPStatusError) or error.status != 400:
+        return None
+    match = _TOO_LONG.match(error.detail)
+    seconds = parse_go_duration(match.group(1)) if match else None
+    return (seconds, match.group(1)) if match and seconds else None
+
+
+def refused_traceql(error: BackendError) -> bool:
+    """True when Tempo refused the query itself (a version that lacks part of TraceQL)."""
+    return (
+        isinstance(error, HTTPStatusError)
+        and error.status == 400
+        and error.detail.startswith("invalid TraceQL query")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One trace a search found, as far as the hit itself tells."""
+
+    trace_id: str
+    root_service: str
+    root_name: str
+    start_unix_nano: int
+    duration_ms: float
+    correlation_id: str | None
+    span_count: int | None  # None: this Tempo sent no serviceStats
+    error_count: int | None
+
+
+def read_hits(answer: Any) -> list[Hit]:
+    """The hits of one search answer; BackendError if they are malformed."""
+    traces = answer.get("traces") if isinstance(answer, dict) else None
+    try:
+        return [_hit(t) for t in traces or [] if isinstance(t, dict) and t.get("traceID")]
+    except (ValueError, TypeError, AttributeError) as error:
+        raise BackendError(
+            f"unreadable search answer from Tempo ({type(error).__name__})"
+        ) from None
+
+
+def _hit(hit: dict[str, Any]) -> Hit:
+    stats = hit.get("serviceStats") or {}
+    return Hit(
+        trace_id=hit_trace_id(hit["traceID"]),
+        root_service=str(hit.get("rootServiceName") or NO_ROOT),
+        root_name=str(hit.get("rootTraceName") or ""),
+        start_unix_nano=int(hit.get("startTimeUnixNano") or 0),
+        duration_ms=float(hit.get("durationMs") or 0),
+        correlation_id=_correlation_id(hit),
+        span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,
+        error_count=sum(int(s.get("errorCount") or 0) for s in stats.values()) if stats else None,
+    )
+
+
+def hit_trace_id(value: Any) -> str:
+    """A search hit's ``traceID`` (hex; Tempo drops leading zeros here) as 32 hex digits."""
+    text = str(value).lower()
+    if not 0 < len(text) <= 32 or not re.fullmatch(r"[0-9a-f]+", text):
+        raise ValueError("trace id")
+    return text.rjust(32, "0")
+
+
+def _correlation_id(hit: dict[str, Any]) -> str | None:
+    """The selected ``span.correlation.id`` (keyed by its unscoped name) of a matched span."""
+    for span_set in hit.get("spanSets") or ([hit["spanSet"]] if hit.get("spanSet") else []):
+        for span in span_set.get("spans") or []:
+            for attribute in span.get("attributes") or []:
+                value = (attribute.get("value") or {}).get("stringValue")
+                if attribute.get("key") == "correlation.id" and isinstance(value, str):
+                    return value
+    return None

@@ -1,0 +1,171 @@
+"""Admission control, like the OpenTelemetry Collector's memory limiter.
+
+Two caps: open connections (each one costs a thread and a file descriptor) and request bytes held
+in memory at once. Over either, a client is told 503 (HTTP, with Retry-After) or UNAVAILABLE
+(gRPC) at once instead of waiting or growing a buffer. At the connection cap a newcomer first
+displaces the connection that has waited longest without sending a whole request (a client
+trickling bytes, or an idle keep-alive connection), so a handful of slow clients cannot starve
+the exporters that send whole requests. Every request must arrive whole within a deadline that
+trickling bytes cannot extend (``ClientStream``).
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from tracekit.receiver._errors import RequestError
+
+# States of a connection, in the order it is chosen to make room: a request arriving slowly
+# first, then an idle keep-alive connection; one whose request is being handled never.
+READING, IDLE, BUSY = 0, 1, 2
+MIN_AGE = 1.0  # seconds a connection keeps its place before a newcomer may displace it
+
+
+class MemoryBudget:
+    """Request bytes the receiver holds in memory at once, across every connection and RPC."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Reserve ``size`` bytes if they fit."""
+        with self._lock:
+            if self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        """Return ``size`` reserved bytes."""
+        with self._lock:
+            self.used -= size
+
+    @contextmanager
+    def reservation(self) -> Iterator[Reservation]:
+        """A reservation that grows as a request's body arrives and is returned at the end."""
+        held = Reservation(self)
+        try:
+            yield held
+        finally:
+            held.release()
+
+
+class Reservation:
+    """The bytes one request holds."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self._budget = budget
+        self.held = 0
+
+    def grow(self, total: int) -> None:
+        """Hold ``total`` bytes in all; 503 at once when the budget has no room."""
+        if total <= self.held:
+            return
+        if not self._budget.take(total - self.held):
+            raise RequestError(503, "collector memory limit reached, retry later", retry_after=1)
+        self.held = total
+
+    def release(self) -> None:
+        """Give everything back (idempotent)."""
+        self._budget.give(self.held)
+        self.held = 0
+
+
+class ClientStream(io.RawIOBase):
+    """One client connection's socket, read under deadlines.
+
+    ``arm`` starts a request: the client has ``idle`` seconds to send its first byte, and from
+    that byte ``whole`` seconds to send the rest of the request (line, headers and body). Every
+    read waits only for what is left of that time, so trickling bytes cannot extend it.
+    """
+
+    def __init__(self, sock: socket.socket, idle: float, whole: float) -> None:
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.whole = whole
+        self.state = IDLE
+        self.since = time.monotonic()
+        self.evicted = False
+        self._deadline = self.since + idle
+
+    def readable(self) -> bool:
+        """A raw stream for ``io.BufferedReader``."""
+        return True
+
+    def arm(self) -> None:
+        """Wait for the next request."""
+        self.state, self.since = IDLE, time.monotonic()
+        self._deadline = self.since + self.idle
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        """Read what has arrived, waiting no longer than the request's deadline allows."""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self.sock.settimeout(remaining)
+        count = self.sock.recv_into(buffer)
+        if count and self.state == IDLE:
+            self.state, self.since = READING, time.monotonic()
+            self._deadline = self.since + self.whole
+        return count
+
+    def evict(self) -> None:
+        """Make room for a newcomer: wake this connection's reader, which then answers 503."""
+        self.evicted = True
+        with suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)
+
+
+class ConnectionTable:
+    """Open connections, at most ``cap``; makes room for a newcomer by evicting a slow one."""
+
+    def __init__(self, cap: int, idle: float, whole: float) -> None:
+        self.cap = cap
+        self.idle = idle
+        self.whole = whole
+        self.streams: dict[socket.socket, ClientStream] = {}
+        self.lock = threading.Lock()
+
+    def admit(self, sock: socket.socket) -> bool:
+        """Register ``sock``; False when it must be refused (full of busy or young connections)."""
+        with self.lock:
+            if len(self.streams) >= self.cap:
+                victim = self._victim()
+                if victim is None:
+                    return False
+                victim.evict()
+                del self.streams[victim.sock]
+            self.streams[sock] = ClientStream(sock, self.idle, self.whole)
+            return True
+
+    def _victim(self) -> ClientStream | None:
+        oldest = time.monotonic() - MIN_AGE
+        candidates = [s for s in self.streams.values() if s.state != BUSY and s.since <= oldest]
+        return min(candidates, key=lambda s: (s.state, s.since), default=None)
+
+    def stream(self, sock: socket.socket) -> ClientStream:
+        """The stream registered for ``sock`` (a fresh one if it was evicted meanwhile)."""
+        with self.lock:
+            found = self.streams.get(sock)
+        if found is None:
+            found = ClientStream(sock, self.idle, self.whole)
+            found.evicted = True
+        return found
+
+    def forget(self, sock: socket.socket) -> None:
+        """The connection closed."""
+        with self.lock:
+            self.streams.pop(sock, None)
+
+    def sockets(self) -> list[socket.socket]:
+        """Every open connection."""
+        with self.lock:
+            return list(self.streams)

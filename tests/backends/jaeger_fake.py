@@ -1,0 +1,133 @@
+"""A WSGI app that answers like jaeger-query's api_v3 HTTP gateway, for a real server on loopback.
+
+No Jaeger can run on these machines. What this app does is what Jaeger's code does (read from
+jaegertracing/jaeger: ``cmd/jaeger/internal/extension/jaegerquery/internal/apiv3/http_gateway.go``
+and ``query_parser.go``, ``internal/tenancy/http.go``, the query server's routes):
+
+- success: ``{"result": {"resourceSpans": [...]}}`` (every trace found in one document);
+- errors through Go's ``http.Error`` (``text/plain``, a trailing newline) as
+  ``{"error":{"httpCode":N,"message":"..."}}``: ``404 No traces found`` for an empty answer,
+  ``400 malformed parameter query.duration_min: time: unknown unit "e-" in duration "5e-05s"``
+  for what Go's ``time.ParseDuration`` refuses;
+- ``query.attributes`` applied from Jaeger 2.19 on, silently ignored before;
+- an unknown route under ``/api/`` (or every api_v3 route on a server without it) is a bare
+  ``404 page not found``;
+- multi-tenancy: ``401 missing tenant header`` without ``x-tenant``; an optional base path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from go_answers import PAGE_NOT_FOUND, json_answer, text_answer
+from go_time import parse_duration
+from otlp_fixtures import jaeger_v3
+from werkzeug.wrappers import Request, Response
+
+from tracekit.records import SpanRecord
+
+
+def gateway_error(status: int, message: str) -> Response:
+    """``http.Error(w, json(GRPCGatewayError), status)`` as the gateway writes it."""
+    body = json.dumps({"error": {"httpCode": status, "message": message}}, separators=(",", ":"))
+    return text_answer(body, status)
+
+
+class FakeJaeger:
+    """Serves ``spans`` as one jaeger-query (of ``version``) would."""
+
+    def __init__(
+        self,
+        spans: list[SpanRecord],
+        *,
+        version: tuple[int, int] = (2, 20),
+        api_v3: bool = True,
+        tenant: str | None = None,
+        base_path: str = "",
+    ) -> None:
+        self.spans = spans
+        self.traces: dict[str, list[SpanRecord]] = {}
+        for span in spans:
+            self.traces.setdefault(span.trace_id, []).append(span)
+        self.version = version
+        self.api_v3 = api_v3
+        self.tenant = tenant
+        self.base_path = base_path
+
+    def __call__(self, request: Request) -> Response:
+        if self.tenant and not request.headers.get("x-tenant"):
+            return Response("missing tenant header", 401)  # written raw, no newline
+        if self.tenant and request.headers.get("x-tenant") != self.tenant:
+            return Response("unknown tenant", 401)
+        path = request.path.removeprefix(self.base_path) if self.base_path else request.path
+        if not request.path.startswith(self.base_path + "/api/") or not self.api_v3:
+            return text_answer(PAGE_NOT_FOUND, 404)
+        if path == "/api/v3/services":
+            services = sorted({s.service for s in self.spans})
+            return json_answer({"services": services})
+        if m := re.fullmatch(r"/api/v3/traces/([0-9a-fA-F]{1,32})", path):
+            found = self.traces.get(m.group(1).lower().rjust(32, "0"))
+            return json_answer(jaeger_v3(found)) if found else gateway_error(404, "No traces found")
+        if path == "/api/v3/traces":
+            return self.find(request.args)
+        return text_answer(PAGE_NOT_FOUND, 404)
+
+    def find(self, args: Any) -> Response:
+        try:
+            wanted = Search(args, attributes=self.version >= (2, 19))
+        except ValueError as error:
+            return gateway_error(400, str(error))
+        if not wanted.service:
+            return gateway_error(500, "service name must be set")  # what the storage says
+        hits = [t for t in self.traces.values() if any(wanted.matches(s) for s in t)]
+        hits.sort(key=lambda t: -min(s.start_unix_nano for s in t))
+        if not hits[: wanted.depth]:
+            return gateway_error(404, "No traces found")
+        return json_answer(jaeger_v3([s for t in hits[: wanted.depth] for s in t]))
+
+
+class Search:
+    """The search parameters as ``parseFindTracesQuery`` reads them (snake_case names)."""
+
+    def __init__(self, args: Any, *, attributes: bool) -> None:
+        self.service = args.get("query.service_name", "")
+        self.attributes: dict[str, str] = {}
+        if attributes and args.get("query.attributes"):
+            try:
+                self.attributes = json.loads(args["query.attributes"])
+            except ValueError as error:
+                raise ValueError(f"malformed parameter query.attributes: {error}") from None
+        low, high = args.get("query.start_time_min"), args.get("query.start_time_max")
+        if not low or not high:
+            raise ValueError("query.startTimeMin and query.startTimeMax are required")
+        self.low, self.high = (
+            _time(low, "query.start_time_min"),
+            _time(high, "query.start_time_max"),
+        )
+        self.depth = int(args.get("query.num_traces") or 100)
+        self.min_nanos = _duration(args.get("query.duration_min"), "query.duration_min")
+
+    def matches(self, span: SpanRecord) -> bool:
+        return (
+            span.service == self.service
+            and self.low <= span.start_unix_nano <= self.high
+            and span.end_unix_nano - span.start_unix_nano >= self.min_nanos
+            and all(span.attributes.get(k) == v for k, v in self.attributes.items())
+        )
+
+
+def _time(value: str, name: str) -> int:
+    try:
+        return int(datetime.fromisoformat(value).timestamp() * 1e9)
+    except ValueError:
+        raise ValueError(f"malformed parameter {name}: cannot parse {value!r}") from None
+
+
+def _duration(value: str | None, name: str) -> int:
+    try:
+        return parse_duration(value) if value else 0
+    except ValueError as error:
+        raise ValueError(f"malformed parameter {name}: {error}") from None

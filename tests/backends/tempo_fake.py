@@ -1,0 +1,183 @@
+"""A WSGI app that answers like Tempo's query frontend, for a real server on loopback.
+
+No Tempo can run on these machines. What this app does is what Tempo's code does (read from
+grafana/tempo: ``modules/frontend``, ``pkg/api``, ``pkg/traceql``), for the requests tracekit
+sends:
+
+- ``GET /api/v2/traces/<id>`` (Tempo >= 2.6): ``{"trace", "metrics"}``; a trace over
+  ``max_bytes_per_trace`` comes back cut with ``"status": "PARTIAL"`` (Tempo >= 2.7); an unknown
+  trace is ``404`` with no body. Before 2.6 the route does not exist: ``404 page not found``.
+- ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
+- ``GET /api/search?q=&start=&end=&limit=``: ``400 range specified by start and end exceeds
+  168h0m0s. received start=.. end=..`` over ``search.max_duration``; TraceQL limited to the forms
+  tracekit writes (anything else is refused as ``invalid TraceQL query``, as is
+  ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
+- multi-tenancy: no ``X-Scope-OrgID`` is ``401 no org id``; another tenant sees no data.
+- an optional path prefix (Grafana Cloud serves Tempo under ``/tempo``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from go_answers import PAGE_NOT_FOUND, json_answer, text_answer
+from go_time import parse_duration
+from otlp_fixtures import tempo_search_hit, tempo_v1, tempo_v2
+from werkzeug.wrappers import Request, Response
+
+from tracekit.records import SpanRecord
+
+BYTES_PER_SPAN = 300  # this fake's measure of a trace's size against max_bytes_per_trace
+SpanTest = Callable[[SpanRecord], bool]
+TraceTest = Callable[[list[SpanRecord]], bool]
+
+
+class FakeTempo:
+    """Serves ``spans`` as one Tempo (of ``version``) would."""
+
+    def __init__(
+        self,
+        spans: list[SpanRecord],
+        *,
+        version: tuple[int, int] = (2, 9),
+        max_search: str = "168h0m0s",
+        max_bytes_per_trace: int | None = None,
+        tenant: str | None = None,
+        prefix: str = "",
+        link_search_status: int | None = None,
+    ) -> None:
+        self.traces: dict[str, list[SpanRecord]] = {}
+        for span in spans:
+            self.traces.setdefault(span.trace_id, []).append(span)
+        self.version = version
+        self.max_search = max_search
+        self.max_bytes = max_bytes_per_trace
+        self.tenant = tenant
+        self.prefix = prefix
+        self.link_search_status = link_search_status
+
+    def __call__(self, request: Request) -> Response:
+        path = request.path
+        if not path.startswith(self.prefix + "/api/"):
+            return text_answer(PAGE_NOT_FOUND, 404)
+        path = path.removeprefix(self.prefix)
+        if self.tenant and not request.headers.get("X-Scope-OrgID"):
+            return text_answer("no org id\n", 401)
+        visible = not self.tenant or request.headers.get("X-Scope-OrgID") == self.tenant
+        traces = self.traces if visible else {}
+        if (m := re.fullmatch(r"/api/v2/traces/([0-9a-f]{1,32})", path)) and self.version >= (2, 6):
+            return self.trace_v2(traces.get(m.group(1).rjust(32, "0")))
+        if m := re.fullmatch(r"/api/traces/([0-9a-f]{1,32})", path):
+            return self.trace_v1(traces.get(m.group(1).rjust(32, "0")))
+        if path == "/api/search":
+            return self.search(traces, request.args)
+        return text_answer(PAGE_NOT_FOUND, 404)
+
+    def too_large(self, trace: list[SpanRecord]) -> bool:
+        return self.max_bytes is not None and len(trace) * BYTES_PER_SPAN > self.max_bytes
+
+    def trace_v2(self, trace: list[SpanRecord] | None) -> Response:
+        if not trace:
+            return Response(b"", 404)
+        if self.too_large(trace) and self.max_bytes is not None:
+            kept = trace[: self.max_bytes // BYTES_PER_SPAN]
+            return json_answer(tempo_v2(kept, partial_of_bytes=self.max_bytes))
+        return json_answer(tempo_v2(trace))
+
+    def trace_v1(self, trace: list[SpanRecord] | None) -> Response:
+        if not trace:
+            return Response(b"", 404)
+        if self.too_large(trace):
+            return text_answer("trace exceeds max size", 422)
+        return json_answer(tempo_v1(trace))
+
+    def search(self, traces: dict[str, list[SpanRecord]], args: Any) -> Response:
+        start, end = int(args["start"]), int(args["end"])
+        if (end - start) * 10**9 > parse_duration(self.max_search):
+            return text_answer(
+                f"range specified by start and end exceeds {self.max_search}. "
+                f"received start={start} end={end}",
+                400,
+            )
+        parsed = self.parse(args["q"])
+        if parsed is None:
+            return text_answer(
+                "invalid TraceQL query: parse error at line 1, col 3: syntax error: "
+                "unexpected IDENTIFIER",
+                400,
+            )
+        if "link:traceID" in args["q"] and self.link_search_status:
+            body = {500: "internal error", 504: "context deadline exceeded"}
+            return text_answer(body[self.link_search_status], self.link_search_status)
+        hits = [h for t in traces.values() if (h := self.hit(t, parsed, start, end))]
+        hits.sort(key=lambda h: -int(h["startTimeUnixNano"]))
+        metrics = {"inspectedTraces": len(traces), "completedJobs": 1, "totalJobs": 1}
+        return json_answer({"traces": hits[: int(args["limit"])], "metrics": metrics})
+
+    def hit(self, trace: list[SpanRecord], parsed: Query, start: int, end: int) -> Any:
+        first = min(s.start_unix_nano for s in trace) / 1e9
+        if not start <= first <= end or not all(test(trace) for test in parsed.trace_tests):
+            return None
+        matched = [s for s in trace if all(test(s) for test in parsed.span_tests)]
+        if not matched:
+            return None
+        stats = self.version >= (2, 5)
+        return tempo_search_hit(trace, matched, service_stats=stats, selected=parsed.selected)
+
+    def parse(self, query: str) -> Query | None:
+        """The TraceQL forms tracekit writes; None for anything this Tempo would refuse."""
+        selected: tuple[str, ...] = ()
+        if query.endswith(" | select(span.correlation.id)"):
+            query, selected = (
+                query.removesuffix(" | select(span.correlation.id)"),
+                ("correlation.id",),
+            )
+        if not (query.startswith("{ ") or query == "{ }") or not query.endswith(" }"):
+            return None
+        parsed = Query(selected)
+        inner = query[2:-2].strip()
+        try:
+            added = [parsed.add(c, links=self.version >= (2, 6)) for c in inner.split(" && ")]
+        except ValueError:  # a duration Go cannot parse
+            return None
+        return parsed if not inner or all(added) else None
+
+
+class Query:
+    """A parsed TraceQL spanset filter: trace-level tests, span-level tests, selected names."""
+
+    def __init__(self, selected: tuple[str, ...]) -> None:
+        self.selected = selected
+        self.trace_tests: list[TraceTest] = []
+        self.span_tests: list[SpanTest] = []
+
+    def add(self, condition: str, *, links: bool) -> bool:
+        if m := re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', condition):
+            wanted = _unquote(m.group(1))
+            self.span_tests.append(lambda s: s.correlation_id == wanted)
+        elif (m := re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', condition)) and links:
+            linked = m.group(1)
+            self.span_tests.append(lambda s: any(ln.trace_id == linked for ln in s.links))
+        elif m := re.fullmatch(r'trace:rootService = "((?:[^"\\]|\\.)*)"', condition):
+            service = _unquote(m.group(1))
+            self.trace_tests.append(
+                lambda t: any(not s.parent_span_id and s.service == service for s in t)
+            )
+        elif m := re.fullmatch(r"trace:duration >= (\S+)", condition):
+            least = parse_duration(m.group(1))  # the lexer refuses what Go cannot parse
+            self.trace_tests.append(lambda t: _trace_nanos(t) >= least)
+        elif condition == "status = error":
+            self.span_tests.append(lambda s: s.status == "ERROR")
+        else:
+            return False
+        return True
+
+
+def _trace_nanos(trace: list[SpanRecord]) -> int:
+    return max(s.end_unix_nano for s in trace) - min(s.start_unix_nano for s in trace)
+
+
+def _unquote(literal: str) -> str:
+    return re.sub(r"\\(.)", r"\1", literal)

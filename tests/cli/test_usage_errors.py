@@ -1,0 +1,65 @@
+"""The installed ``tracekit``: usage errors are one line and exit 2; help tells the truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from tracekit_cli.main import COMMANDS, cli
+
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+
+
+def tracekit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("TRACEKIT_STORE", "XDG_DATA_HOME")}
+    return subprocess.run(
+        [TRACEKIT, *args], capture_output=True, text=True, timeout=60, env={**environ, **env}
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["search", "--since", "yesterday-ish"], "Invalid value for '--since'"),
+        (["search", "--limit", "0"], "Invalid value for '--limit'"),
+        (["search", "--bogus"], "No such option '--bogus'"),
+        (["trace"], "Missing argument 'ID'"),
+        (["trace", "x", "--format", "xml"], "Invalid value for '--format'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["collector", "--port", "70000"], "Invalid value for '--port'"),
+        (["demo", "--queue", "kafka"], "Invalid value for '--queue'"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(args: list[str], says: str) -> None:
+    result = tracekit(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("tracekit: "), result.stderr
+    assert says in result.stderr
+    assert result.stderr.rstrip().endswith("--help')")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_shows_the_store_default_this_environment_uses(name: str) -> None:
+    result = tracekit(name, "--help", XDG_DATA_HOME="/srv/xdg")  # short: click wraps at 80
+    assert result.returncode == 0 and "--store" in result.stdout
+    words = " ".join(result.stdout.split())
+    assert "[default: /srv/xdg/tracekit/tracekit.db;" in words
+    explicit = tracekit(name, "--help", TRACEKIT_STORE="/srv/t.db")
+    assert "[default: /srv/t.db;" in " ".join(explicit.stdout.split())
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    context = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None
+        for param in command.params:
+            if isinstance(param, click.Option):
+                record = param.get_help_record(click.Context(command))
+                assert record and record[1].strip(), f"tracekit {name} {param.opts[0]}"

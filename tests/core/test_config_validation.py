@@ -1,0 +1,124 @@
+"""Every TRACEKIT_* value is checked when the options are resolved, with a message naming it.
+
+A bad value must fail ``init`` (the application's start), never each request afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+
+from tracekit import config
+from tracekit.config import ConfigError
+
+BAD_VALUES = [
+    ("TRACEKIT_EXCLUDED_URLS", "(", "invalid regular expression '('"),
+    ("TRACEKIT_EXCLUDED_URLS", "^/x$,(?i)^/a$", "do not combine"),
+    ("TRACEKIT_METRICS_PORT", "70000", "port number from 0 to 65535, got 70000"),
+    ("TRACEKIT_METRICS_PORT", "-1", "port number"),
+    ("TRACEKIT_METRICS_PORT", "ninety", "whole number, got 'ninety'"),
+    ("TRACEKIT_EXPORTER", "jaeger", "must be one of otlp, store, console, none, not 'jaeger'"),
+    ("TRACEKIT_MODE", "half", "must be one of full, correlation"),
+    ("TRACEKIT_PUBLIC_ENDPOINT", "maybe", "expected true or false"),
+    ("TRACEKIT_LOGS", "2", "expected true or false"),
+    ("TRACEKIT_EXPORT_LOGS", "nope", "expected true or false"),
+    ("TRACEKIT_CORRELATION_HEADERS", "X-Id,Bad Header", "not a valid HTTP header name"),
+    ("TRACEKIT_CORRELATION_HEADERS", " , ", "at least one header name"),
+    ("TRACEKIT_RESPONSE_HEADER", "X:Id", "not a valid HTTP header name"),
+    ("TRACEKIT_INSTRUMENT", "requests,pyka", "unknown 'pyka'"),
+    ("TRACEKIT_DISABLED_INSTRUMENTATIONS", "all", "unknown 'all'"),
+    ("TRACEKIT_SERVICE_NAME", "  ", "non-empty string"),
+    ("TRACEKIT_SERVICE_VERSION", "1.0\x1b[31m", "printable characters"),
+    ("TRACEKIT_ENVIRONMENT", "x" * 300, "at most 256"),
+    ("TRACEKIT_STORE", "", "non-empty string"),
+    ("TRACEKIT_MESSAGE_CORRELATION_PROPERTY", "\n", "non-empty string"),
+    ("TRACEKIT_REDIS_PUBSUB_CHANNELS", "prices.*,bad\x1b[0m", "printable characters"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "says"), BAD_VALUES)
+def test_a_bad_variable_is_refused_with_its_name(variable: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        config.resolve(environ={variable: value})
+
+    message = str(refused.value)
+    assert message.startswith(f"{variable}: "), message
+    assert says in message
+
+
+def test_every_variable_is_covered_by_a_bad_value() -> None:
+    checked = {variable for variable, _, _ in BAD_VALUES}
+    assert {config.env_var(f.name) for f in fields(config.Options)} <= checked
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("excluded_urls", ["^/ok$", "("], "invalid regular expression '('"),
+        ("metrics_port", 70000, "port number"),
+        ("metrics_port", True, "port number"),
+        ("exporter", "jaeger", "must be one of"),
+        ("public_endpoint", "yes", "expected true or false"),
+        ("correlation_headers", 7, "expected a list"),
+    ],
+)
+def test_a_bad_keyword_names_the_keyword_and_its_variable(option: str, value: object, says: str):
+    with pytest.raises(ConfigError) as refused:
+        config.resolve(environ={}, **{option: value})
+
+    assert str(refused.value).startswith(f"{option} ({config.env_var(option)}): ")
+    assert says in str(refused.value)
+
+
+def test_good_values_pass_and_a_string_is_one_expression() -> None:
+    options = config.resolve(
+        environ={"TRACEKIT_METRICS_PORT": "0", "TRACEKIT_INSTRUMENT": "requests, httpx"},
+        excluded_urls="^/health$",
+        correlation_headers=["X-Request-ID"],
+    )
+    assert options.metrics_port == 0
+    assert options.instrument == ("requests", "httpx")
+    assert options.excluded_urls == ("^/health$",)
+    assert options.correlation_headers == ("X-Request-ID",)
+
+
+def test_middleware_overrides_are_checked_too() -> None:
+    from tracekit.asgi import TracekitMiddleware
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    with pytest.raises(ConfigError, match=r"^excluded_urls \(TRACEKIT_EXCLUDED_URLS\): "):
+        TracekitMiddleware(app, excluded_urls=["[unclosed"])
+
+
+def test_init_fails_at_start_in_a_real_process() -> None:
+    """What a user sees: the application does not start, and the message names the variable."""
+    env = {**os.environ, "TRACEKIT_EXCLUDED_URLS": "(", "TRACEKIT_EXPORTER": "none"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import tracekit; tracekit.init('svc'); print('started')"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and "started" not in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tracekit.config.ConfigError: TRACEKIT_EXCLUDED_URLS: "), last
+
+
+def test_service_name_is_the_same_for_spans_and_metrics_when_nobody_names_it() -> None:
+    options = config.resolve(environ={})
+    assert options.service_name == config.default_service_name()
+    assert options.service_name == f"unknown_service:{os.path.basename(sys.executable)}"
+    from opentelemetry.sdk.resources import Resource
+
+    assert Resource.create({}).attributes["service.name"] == options.service_name
+
+
+def test_service_name_from_otel_resource_attributes() -> None:
+    environ = {"OTEL_RESOURCE_ATTRIBUTES": "team=a,service.name=billing%20api"}
+    assert config.resolve(environ=environ).service_name == "billing api"
+    both = {**environ, "OTEL_SERVICE_NAME": "billing"}
+    assert config.resolve(environ=both).service_name == "billing"

@@ -1,0 +1,29 @@
+"""Routes of every kind: path, re_path (named and unnamed groups), include prefixes of both
+kinds, and i18n_patterns."""
+
+from django.conf.urls.i18n import i18n_patterns
+from django.urls import include, path, re_path
+
+from django_site import views
+
+api = [
+    path("orders/<int:order_id>/", views.show),
+    re_path(r"^legacy/(?P<slug>[a-z]+)/$", views.show),
+]
+
+urlpatterns = [
+    path("orders/<int:order_id>", views.show),
+    re_path(r"^legacy/(?P<slug>[a-z]+)/$", views.show),
+    re_path(r"^archive/([0-9]{4})/([0-9]{2})/$", views.show),
+    re_path(r"^files/(?P<name>[\w.-]+)\.json$", views.show),
+    path("api/v<int:version>/", include(api)),
+    re_path(r"^shop/(?P<shop>[a-z]+)/", include(api)),
+    path("missing/<int:item_id>", views.missing),
+    path("forbidden", views.forbidden),
+    path("suspicious", views.suspicious),
+    path("crash", views.crash),
+]
+urlpatterns += i18n_patterns(
+    path("about/", views.show),
+    re_path(r"^news/(?P<year>[0-9]{4})/$", views.show),
+)

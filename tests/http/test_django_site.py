@@ -1,0 +1,150 @@
+"""A Django project (tests/http/django_site) as users run it: under gunicorn (WSGI) and uvicorn
+(ASGI), ``tracekit.init`` in its wsgi.py/asgi.py, exporting into the embedded store. Asserts the
+route names of path, re_path (named and unnamed groups), include prefixes of both kinds and
+i18n_patterns, and that what Django answers with a 4xx is not a server error, on the path
+``tracekit trace`` shows (the same reconstruction the CLI renders)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from hopscene import wait_for
+
+from tracekit._errors import MAX_MESSAGE
+from tracekit.path import reconstruct
+from tracekit.records import BackendError
+from tracekit.store import Store
+
+HERE = Path(__file__).resolve().parent
+
+ROUTES = [  # (request path, route template, status)
+    ("/orders/7", "/orders/{order_id}", 200),
+    ("/legacy/abc/", "/legacy/{slug}/", 200),
+    ("/archive/2024/05/", "/archive/{0}/{1}/", 200),
+    ("/files/report.v2.json", "/files/{name}.json", 200),
+    ("/api/v2/orders/7/", "/api/v{version}/orders/{order_id}/", 200),
+    ("/api/v2/legacy/abc/", "/api/v{version}/legacy/{slug}/", 200),
+    ("/shop/acme/orders/7/", "/shop/{shop}/orders/{order_id}/", 200),
+    ("/en/about/", "/{language}/about/", 200),
+    ("/fr/about/", "/{language}/about/", 200),
+    ("/fr/news/2024/", "/{language}/news/{year}/", 200),
+    ("/missing/9001", "/missing/{item_id}", 404),
+    ("/forbidden", "/forbidden", 403),
+    ("/suspicious", "/suspicious", 400),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _command(server: str, port: int) -> list[str]:
+    bind = ["--bind", f"127.0.0.1:{port}"]
+    if server == "gunicorn":
+        return [sys.executable, "-m", "gunicorn", *bind, "--workers", "1", "django_site.wsgi"]
+    return [sys.executable, "-m", "uvicorn", "--port", str(port), "django_site.asgi:application"]
+
+
+@pytest.fixture(scope="module", params=["gunicorn", "uvicorn"])
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """(base URL, store path, metrics URL) of the site served by ``request.param``."""
+    store = tmp_path_factory.mktemp("django") / "tracekit.db"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(HERE),
+        "DJANGO_SETTINGS_MODULE": "django_site.settings",
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(store),
+        "TRACEKIT_METRICS_PORT": str(metrics_port := _free_port()),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    port = _free_port()
+    process = subprocess.Popen(
+        _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url) or process.poll() is not None, 30, "the site")
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        yield url, store, f"http://127.0.0.1:{metrics_port}/metrics"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url + "/orders/0", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+def path_of(store: Path, correlation_id: str) -> dict[str, Any]:
+    """The JSON document ``tracekit trace ID --format json`` prints, once the span is stored."""
+
+    def found() -> dict[str, Any] | None:
+        try:
+            with Store(store) as source:
+                path = reconstruct(source, correlation_id)
+        except BackendError:
+            return None  # the server's first export has not created the store yet
+
+        return path.to_json() if path is not None and path.spans else None
+
+    result: dict[str, Any] = wait_for(found, 15, f"the path of {correlation_id}")
+    return result
+
+
+@pytest.mark.parametrize(("request_path", "route", "status"), ROUTES)
+def test_route_names_and_client_errors(
+    site: tuple[str, Path, str], request_path: str, route: str, status: int
+) -> None:
+    url, store, metrics = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + request_path, headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code == status
+    assert response.headers["X-Correlation-ID"] == cid
+
+    path = path_of(store, cid)
+    (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
+    assert span["name"] == f"GET {route}"
+    assert span["attributes"]["http.route"] == route
+    assert span["attributes"]["http.response.status_code"] == status
+    assert span["status"] != "ERROR"
+    assert "error.type" not in span["attributes"]
+    assert path["errors"] == []
+    labels = (f'http_route="{route}"', f'http_response_status_code="{status}"')
+    lines = requests.get(metrics, timeout=10).text.splitlines()
+    assert any(all(label in line for label in labels) for line in lines)  # the metrics label
+
+
+def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) -> None:
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + "/crash", headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code == 500
+    assert response.headers["X-Correlation-ID"] == cid
+    time.sleep(0.1)
+    path = path_of(store, cid)
+    (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
+    assert span["status"] == "ERROR" and span["attributes"]["error.type"] == "LookupError"
+    # The exception's own words, as for a failed task: bounded, on one printable line.
+    start = "card service said:  [31mdeclined [0m "
+    message = start + "x" * (MAX_MESSAGE - len(start)) + "…"
+    assert span["status_message"] == f"LookupError: {message}"
+    assert path["errors"] == [
+        {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"]}
+    ]

@@ -1,0 +1,169 @@
+"""No span lost when a pod stops: HTTP servers stopped with SIGTERM after N requests.
+
+Each server runs the app as its users deploy it (``tracekit.init`` at the top of the app module),
+with minute-long batch delays: the N SERVER spans and the N log records reach the store only if
+tracekit flushes on the way out. The exit status is the server's own.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+from stopping import Service, free_port, server_spans
+
+N = 4
+
+ASGI_APP = """
+import logging, tracekit
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from tracekit.asgi import TracekitMiddleware
+
+tracekit.init("stopping-asgi")
+log = logging.getLogger("app")
+
+async def hello(request):
+    log.warning("handled request %s", request.path_params["n"])
+    return PlainTextResponse("ok")
+
+app = TracekitMiddleware(Starlette(routes=[Route("/hello/{n}", hello)]))
+"""
+
+WSGI_APP = """
+import logging, tracekit
+from tracekit.wsgi import TracekitMiddleware
+
+tracekit.init("stopping-wsgi")
+log = logging.getLogger("app")
+
+def hello(environ, start_response):
+    log.warning("handled request %s", environ["PATH_INFO"].rsplit("/", 1)[-1])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+app = TracekitMiddleware(hello)
+"""
+
+DJANGO_APP = """
+import logging, tracekit
+from django.conf import settings
+
+tracekit.init("stopping-django")
+settings.configure(
+    DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="test",
+    MIDDLEWARE=["tracekit.django.TracekitMiddleware"],
+)
+import django
+from django.http import HttpResponse
+from django.urls import path
+log = logging.getLogger("app")
+
+def hello(request, n):
+    log.warning("handled request %s", n)
+    return HttpResponse("ok")
+
+urlpatterns = [path("hello/<str:n>", hello)]
+django.setup()
+from django.core.wsgi import get_wsgi_application
+app = get_wsgi_application()
+"""
+
+
+def _send_requests(port: int) -> None:
+    for n in range(N):
+        assert httpx.get(f"http://127.0.0.1:{port}/hello/{n}", timeout=10).status_code == 200
+
+
+def _assert_all_flushed(service: Service) -> None:
+    """The warm-up request and the N requests: every SERVER span and every app log record."""
+    assert len(server_spans(service.spans())) == N + 1, service.output()
+    logs = sorted(b for b in service.log_bodies() if b.startswith("handled request"))
+    expected = ["handled request warmup", *(f"handled request {n}" for n in range(N))]
+    assert logs == sorted(expected), service.output()
+
+
+def test_uvicorn_lifespan_shutdown_flushes_before_sigterm_is_re_raised(service: Service) -> None:
+    service.write("asgi_app.py", ASGI_APP)
+    port = free_port()
+    service.start("-m", "uvicorn", "asgi_app:app", "--port", str(port))
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    status = service.terminate()
+
+    # uvicorn shuts down gracefully, then raises SIGTERM again: the process dies of it.
+    assert status == -signal.SIGTERM
+    assert "Application shutdown complete" in service.output()
+    _assert_all_flushed(service)
+
+
+def test_uvicorn_without_lifespan_flushes_on_its_re_raised_sigterm(service: Service) -> None:
+    """``uvicorn.run`` after ``tracekit.init``: uvicorn restores our handler and re-raises it."""
+    service.write("asgi_app.py", ASGI_APP)
+    service.write(
+        "serve.py",
+        """
+        import sys, uvicorn
+        from asgi_app import app
+        uvicorn.run(app, port=int(sys.argv[1]), lifespan="off")
+        """,
+    )
+    port = free_port()
+    service.start("serve.py", str(port))
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    assert service.terminate() == -signal.SIGTERM
+    _assert_all_flushed(service)
+
+
+@pytest.mark.parametrize(
+    ("app_source", "worker_class"),
+    [
+        (WSGI_APP, "sync"),
+        (WSGI_APP, "gthread"),
+        (DJANGO_APP, "sync"),
+        (ASGI_APP, "uvicorn.workers.UvicornWorker"),
+    ],
+    ids=["wsgi-sync", "wsgi-gthread", "django-sync", "asgi-uvicorn-worker"],
+)
+def test_gunicorn_workers_flush_when_the_master_is_stopped(
+    service: Service, app_source: str, worker_class: str
+) -> None:
+    service.write("app_module.py", app_source)
+    port = free_port()
+    service.start(
+        "-m", "gunicorn", "-w", "2", "-k", worker_class, "-b", f"127.0.0.1:{port}",
+        "app_module:app",
+        PYTHONWARNINGS="ignore::DeprecationWarning",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+    assert service.spans() == []  # nothing yet: batches wait a minute
+
+    assert service.terminate() == 0  # gunicorn's master exits cleanly after a graceful stop
+    _assert_all_flushed(service)
+
+
+def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service) -> None:
+    """A werkzeug server (or any script) with no SIGTERM handler of its own."""
+    service.write("wsgi_app.py", WSGI_APP)
+    service.write(
+        "serve.py",
+        """
+        import sys
+        from werkzeug.serving import make_server
+        from wsgi_app import app
+        make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
+        """,
+    )
+    port = free_port()
+    service.start("serve.py", str(port))
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    assert service.terminate() == -signal.SIGTERM  # what SIGTERM's default action gives
+    _assert_all_flushed(service)

@@ -1,0 +1,197 @@
+"""No span lost when a worker stops: Celery (prefork, recycled children, solo) on a real
+redis-server broker, and multiprocessing children, with minute-long batch delays.
+
+Prefork children and multiprocessing children end with ``os._exit``, so no exit hook of the
+interpreter runs there: they flush through Celery's ``worker_process_shutdown`` and
+multiprocessing's finalizers.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from celery import Celery
+from hopscene import wait_for
+from stopping import Service
+
+N = 5
+
+TASKS = """
+import logging, os, tracekit
+from celery import Celery
+from celery.signals import worker_process_init
+
+logging.basicConfig(level=logging.INFO)  # before init: host logging is another issue's
+if os.environ["INIT_WHERE"] == "module":
+    tracekit.init("stopping-celery")
+
+@worker_process_init.connect
+def start_tracekit(**_):
+    if os.environ["INIT_WHERE"] == "child":
+        tracekit.init("stopping-celery")
+
+app = Celery("tasks", broker=os.environ["BROKER"])
+# Celery's root logger takeover is another issue's: here the records must reach tracekit.
+app.conf.worker_hijack_root_logger = False
+log = logging.getLogger("tasks")
+
+@app.task(name="tasks.work")
+def work(n):
+    log.warning("task %s ran", n)
+    return n
+"""
+
+
+def _start_worker(service: Service, redis_url: str, *options: str, init_where: str) -> None:
+    service.write("tasks.py", TASKS)
+    service.start(
+        "-m", "celery", "-A", "tasks", "worker", "-l", "info", "--without-heartbeat",
+        "--without-gossip", "--without-mingle", *options,
+        BROKER=redis_url, INIT_WHERE=init_where,
+    )  # fmt: skip
+    service.wait_output("ready.")
+
+
+def _send_tasks(redis_url: str) -> None:
+    producer = Celery("producer", broker=redis_url)
+    for n in range(N):
+        producer.send_task("tasks.work", args=[n])
+
+
+def _wait_until_done(service: Service) -> None:
+    for n in range(N):
+        service.wait_output(f"task {n} ran")
+    service.wait_output("succeeded", timeout=30)
+
+
+def _assert_every_task_stored(service: Service) -> None:
+    consumers = [s for s in service.spans() if s.kind == "CONSUMER"]
+    assert len(consumers) == N, service.output()
+    logs = sorted(b for b in service.log_bodies() if b.endswith(" ran"))
+    assert logs == [f"task {n} ran" for n in range(N)], service.output()
+
+
+@pytest.mark.parametrize(
+    ("pool", "init_where"),
+    [
+        (["--pool", "prefork", "-c", "2"], "module"),
+        (["--pool", "prefork", "-c", "2"], "child"),
+        (["--pool", "solo"], "module"),
+    ],
+    ids=["prefork-init-in-module", "prefork-init-in-child", "solo"],
+)
+def test_warm_shutdown_flushes_every_task(
+    service: Service, redis_url: str, pool: list[str], init_where: str
+) -> None:
+    _start_worker(service, redis_url, *pool, init_where=init_where)
+    _send_tasks(redis_url)
+    _wait_until_done(service)
+
+    status = service.terminate()
+
+    assert status == 0, service.output()  # Celery's warm shutdown, its own exit status
+    assert "worker: Warm shutdown" in service.output()
+    _assert_every_task_stored(service)
+
+
+def test_children_recycled_by_max_tasks_per_child_flush_as_they_go(
+    service: Service, redis_url: str
+) -> None:
+    _start_worker(
+        service, redis_url, "--pool", "prefork", "-c", "1", "--max-tasks-per-child", "1",
+        init_where="module",
+    )  # fmt: skip
+    _send_tasks(redis_url)
+    _wait_until_done(service)
+
+    # Each child exited after its task, long before the batch delay: all stored already (the
+    # last child's log records land just after its spans).
+    wait_for(lambda: len([b for b in service.log_bodies() if b.endswith(" ran")]) == N, 30)
+    _assert_every_task_stored(service)
+    assert service.terminate() == 0
+
+
+MULTIPROCESSING = """
+import sys, time, tracekit
+import multiprocessing as mp
+from opentelemetry import trace
+
+def child(n, init_in_child):
+    if init_in_child:
+        tracekit.init("stopping-mp")
+    trace.get_tracer("t").start_span(f"child-{n}").end()
+    if n == 0 and sys.argv[2] == "terminate":
+        time.sleep(60)  # stopped by Process.terminate(), which sends SIGTERM
+
+if __name__ == "__main__":
+    start_method, how, where = sys.argv[1], sys.argv[2], sys.argv[3]
+    if where == "parent":
+        tracekit.init("stopping-mp")
+    context = mp.get_context(start_method)
+    children = [context.Process(target=child, args=(n, where == "child")) for n in range(5)]
+    for process in children:
+        process.start()
+    if how == "terminate":
+        time.sleep(3)
+        children[0].terminate()
+    for process in children:
+        process.join()
+    print("exit codes", [process.exitcode for process in children], flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("start_method", "how", "where"),
+    [
+        ("fork", "exit", "child"),
+        ("fork", "exit", "parent"),
+        ("spawn", "exit", "child"),
+        ("fork", "terminate", "parent"),
+    ],
+)
+def test_multiprocessing_children_flush_before_they_exit(
+    service: Service, start_method: str, how: str, where: str
+) -> None:
+    service.write("children.py", MULTIPROCESSING)
+    service.start("children.py", start_method, how, where)
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    expected = [-signal.SIGTERM if how == "terminate" else 0] + [0] * (N - 1)
+    assert f"exit codes {expected}" in service.output()
+    names = sorted(s.name for s in service.spans())
+    assert names == [f"child-{n}" for n in range(N)], service.output()
+
+
+FORKED_EXPORTER = """
+import os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from tracekit.store.exporter import StoreSpanExporter
+
+exporter = StoreSpanExporter(sys.argv[1])
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+provider.get_tracer("t").start_span("parent-before-fork").end()  # opens the parent's connection
+parent_store = exporter.store
+pid = os.fork()
+if pid == 0:
+    provider.get_tracer("t").start_span("child").end()
+    os._exit(0 if exporter.store is not parent_store else 3)
+print("child status:", os.waitpid(pid, 0)[1])
+provider.get_tracer("t").start_span("parent-after-fork").end()
+print("same store in parent:", exporter.store is parent_store)
+"""
+
+
+def test_store_exporter_opens_its_own_connection_in_a_forked_child(service: Service) -> None:
+    service.write("forked.py", FORKED_EXPORTER)
+    service.start("forked.py", str(service.store))
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    assert "child status: 0" in service.output()  # the child wrote through a store of its own
+    assert "same store in parent: True" in service.output()
+    names = sorted(s.name for s in service.spans())
+    assert names == ["child", "parent-after-fork", "parent-before-fork"], service.output()

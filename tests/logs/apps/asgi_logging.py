@@ -1,0 +1,35 @@
+"""A Starlette app that logs inside a request, for uvicorn with a logging config.
+
+As a module (``uvicorn asgi_logging:app --log-config FILE``) uvicorn applies the file before it
+imports the app; run as a script (``python asgi_logging.py PORT FILE``) the app calls
+``uvicorn.run(app, log_config=FILE)`` after ``tracekit.init``, so the file is applied after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tracekit
+from tracekit.asgi import TracekitMiddleware
+
+tracekit.init("asgi-shop", metrics_port=0)
+
+
+async def order(request: Request) -> PlainTextResponse:
+    """Log one line inside the request."""
+    logging.getLogger("shop.asgi").info("asgi view: order page")
+    return PlainTextResponse("ok")
+
+
+app = TracekitMiddleware(Starlette(routes=[Route("/order", order)]))
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=sys.argv[2])

@@ -1,0 +1,12 @@
+"""The WSGI entry of the Django site: tracekit first, then Django (which applies LOGGING)."""
+
+import os
+
+import tracekit
+
+tracekit.init("django-site", metrics_port=0)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_settings")
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402 - after init, as documented
+
+application = get_wsgi_application()

@@ -1,0 +1,174 @@
+"""Frameworks that set up logging themselves keep tracekit's correlation and export (issue #21).
+
+Each test runs the framework as its users do, as a real process with ``tracekit.init`` where its
+docs put it: a Celery worker (``worker_hijack_root_logger``) on a real redis-server, Django under
+gunicorn (``LOGGING`` applied by ``django.setup()`` after init), uvicorn with ``--log-config``
+(and ``uvicorn.run(log_config=...)`` after init), gunicorn with a logger class that replaces the
+root's handlers (reloaded by SIGHUP after a preloaded init). Each asserts both sides: the
+framework's own output still shows the line, with ``%(correlation_id)s`` filled in, and
+``tracekit trace`` shows the same line under the request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_server import free_port, wait_until
+from redis_server import running_redis
+
+APPS = Path(__file__).parent / "apps"
+
+
+def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The apps' environment: export into the test's store, batches every 100 ms."""
+    return {
+        **os.environ,
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(tmp_path / "t.db"),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        "PYTHONPATH": str(APPS),
+        **extra,
+    }
+
+
+@contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[Any]]:
+    """Run ``command`` in the apps folder, its output in ``log``; SIGTERM (then kill) after."""
+    with log.open("w") as output:
+        process = subprocess.Popen(command, cwd=APPS, env=env, stdout=output, stderr=output)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+
+
+def trace_logs(tmp_path: Path, correlation_id: str) -> list[dict[str, Any]]:
+    """The log lines ``tracekit trace ID --format json`` shows (none while nothing is stored)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "trace", correlation_id, "--format", "json",
+         "--store", str(tmp_path / "t.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return []
+    logs: list[dict[str, Any]] = json.loads(result.stdout)["logs"]
+    return logs
+
+
+def wait_for_logs(tmp_path: Path, correlation_id: str, bodies: set[str]) -> list[dict[str, Any]]:
+    """The request's log lines once every one of ``bodies`` is among them."""
+
+    def complete() -> list[dict[str, Any]] | None:
+        logs = trace_logs(tmp_path, correlation_id)
+        return logs if bodies <= {log["body"] for log in logs} else None
+
+    found: list[dict[str, Any]] = wait_until(complete, f"log lines {bodies} in tracekit trace")
+    return found
+
+
+def get_when_up(url: str, correlation_id: str, process: subprocess.Popen[Any]) -> None:
+    """GET ``url`` with a correlation ID as soon as the server answers."""
+
+    def answer() -> httpx.Response | None:
+        assert process.poll() is None, "the server exited"
+        try:
+            return httpx.get(url, headers={"X-Correlation-ID": correlation_id}, timeout=5)
+        except httpx.TransportError:
+            return None
+
+    response: httpx.Response = wait_until(answer, f"an answer from {url}", timeout=40)
+    assert response.status_code == 200, response.text
+
+
+def test_celery_worker_hijacking_the_root_logger(tmp_path: Path) -> None:
+    bodies = {"module logger: charging order 7", "task logger: charged order 7"}
+    with running_redis() as port:
+        env = environment(tmp_path, CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+        worker = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--pool=solo",
+                  "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
+        with running(worker, env, tmp_path / "worker.log"):
+            send = (
+                "import tracekit; from tracekit import correlation\n"
+                "tracekit.init('web', metrics_port=0)\n"
+                "from celery_tasks import charge\n"
+                "correlation.set_correlation_id('celery-log-1')\n"
+                "charge.delay(7)\n"
+                "tracekit.shutdown()\n"
+            )
+            subprocess.run([sys.executable, "-c", send], cwd=APPS, env=env, check=True, timeout=60)
+            logs = wait_for_logs(tmp_path, "celery-log-1", bodies)
+    worker_output = (tmp_path / "worker.log").read_text()
+    for body in bodies:
+        assert body in worker_output, worker_output  # Celery's own handlers still print them
+    for log in logs:
+        if log["body"] in bodies:
+            assert log["service"] == "celery-worker" and log["span_id"], log
+
+
+def test_django_logging_applied_after_init_under_gunicorn(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "django_wsgi:application"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "django-log-1", server)
+        logs = wait_for_logs(tmp_path, "django-log-1", {"django view: order page"})
+    output = (tmp_path / "server.log").read_text()
+    assert "django-site INFO [django-log-1] django view: order page" in output, output
+    assert [log["service"] for log in logs if log["body"] == "django view: order page"] == [
+        "django-site"
+    ]
+
+
+def test_uvicorn_log_config_on_the_command_line(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "asgi_logging:app", "--port", str(port),
+               "--log-config", "uvicorn_log_config.json"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-cli-1", server)
+        wait_for_logs(tmp_path, "uvicorn-cli-1", {"asgi view: order page"})
+    output = (tmp_path / "server.log").read_text()
+    assert "uvicorn-config INFO [uvicorn-cli-1] asgi view: order page" in output, output
+
+
+def test_uvicorn_run_with_log_config_after_init(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-run-1", server)
+        wait_for_logs(tmp_path, "uvicorn-run-1", {"asgi view: order page"})
+    output = (tmp_path / "server.log").read_text()
+    assert "uvicorn-config INFO [uvicorn-run-1] asgi view: order page" in output, output
+
+
+def test_gunicorn_logger_class_reloaded_after_a_preloaded_init(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "--preload", "--logger-class", "gunicorn_logging.RootTakingLogger",
+               "gunicorn_logging:app"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-log-1", server)
+        server.send_signal(signal.SIGHUP)  # logger set up again in the master, new workers
+        time.sleep(1)
+        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-log-2", server)
+        for cid in ("gunicorn-log-1", "gunicorn-log-2"):
+            wait_for_logs(tmp_path, cid, {"wsgi view: order page"})
+    output = (tmp_path / "server.log").read_text()
+    for cid in ("gunicorn-log-1", "gunicorn-log-2"):
+        assert f"gunicorn-class INFO [{cid}] wsgi view: order page" in output, output

@@ -1,0 +1,153 @@
+"""``tracekit.init()`` leaves the host's logging as it was, and still exports every record.
+
+Each case runs in a fresh interpreter: the point is what a process that configured (or did not
+configure) logging sees on its own stderr once tracekit is in, and what lands in the store.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+
+def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter; fail with its output if it exits non-zero."""
+    environ = {**os.environ, "TRACEKIT_STORE": str(tmp_path / "t.db"), **env}
+    for name in ("TRACEKIT_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        if name not in env:
+            environ.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environ, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def stored_bodies(tmp_path: Path) -> list[str]:
+    """Bodies of the log records in the test's store, oldest first."""
+    path = tmp_path / "t.db"
+    if not path.exists():
+        return []
+    with closing(sqlite3.connect(path)) as conn:
+        return [row[0] for row in conn.execute("SELECT body FROM logs ORDER BY time_ns, id")]
+
+
+def test_last_resort_output_is_kept_when_the_app_configured_nothing(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    result = run_python(
+        f"""
+        import logging, tracekit
+        log = logging.getLogger("shop")
+        log.warning("before init")
+        tracekit.init("shop", exporter="store", metrics_port={port})
+        log.warning("after init")
+        log.info("below the default level")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    busy.close()
+    lines = result.stderr.splitlines()
+    assert lines[0] == "before init"
+    assert "after init" in lines
+    assert any(f"metrics port {port} unavailable" in line for line in lines), lines
+    assert "below the default level" not in result.stderr
+    assert "after init" in stored_bodies(tmp_path)
+
+
+def test_basic_config_after_init_still_configures_the_root(tmp_path: Path) -> None:
+    result = run_python(
+        """
+        import logging, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        form = "%(levelname)s [%(correlation_id)s] %(message)s"
+        logging.basicConfig(level=logging.INFO, format=form)
+        logging.getLogger("shop").info("configured after init")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert result.stderr.splitlines() == ["INFO [-] configured after init"]
+    assert "configured after init" in stored_bodies(tmp_path)
+
+
+def test_the_host_handler_list_is_untouched_and_shutdown_restores_the_stdlib(tmp_path) -> None:
+    result = run_python(
+        """
+        import logging, tracekit
+        original = logging.Logger.callHandlers
+        before = list(logging.root.handlers)
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        assert logging.root.handlers == before, logging.root.handlers
+        tracekit.shutdown()
+        assert logging.Logger.callHandlers is original
+        logging.getLogger("shop").warning("after shutdown")
+        """,
+        tmp_path,
+    )
+    assert result.stderr == "after shutdown\n"
+    assert stored_bodies(tmp_path) == []
+
+
+def test_non_propagating_loggers_are_not_exported_but_celery_task_loggers_are(tmp_path) -> None:
+    run_python(
+        """
+        import logging, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        quiet = logging.getLogger("quiet")
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+        quiet.warning("kept inside")
+        task = logging.getLogger("celery.task")
+        task.propagate = False
+        task.addHandler(logging.NullHandler())
+        logging.getLogger("celery.task.shop").warning("task line")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert stored_bodies(tmp_path) == ["task line"]
+
+
+def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    result = run_python(
+        """
+        import logging, time, tracekit
+        from opentelemetry import trace
+        tracekit.init("shop", metrics_port=0)
+        tracer = trace.get_tracer("t")
+        for _ in range(3):
+            with tracer.start_as_current_span("work"):
+                logging.getLogger("shop").warning("working")
+            time.sleep(1.5)
+        tracekit.shutdown()
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_BLRP_SCHEDULE_DELAY="100",
+    )
+    ours = sorted(line for line in result.stderr.splitlines() if line.startswith("tracekit: "))
+    assert ours == [
+        f"tracekit: could not export {what} to the OTLP endpoint {endpoint}/v1/{signal}"
+        " (unreachable or refusing); they are dropped until it answers. Start a collector there"
+        " (or `tracekit collector`), or set TRACEKIT_EXPORTER=store to write to the local store."
+        for what, signal in (("log records", "logs"), ("spans", "traces"))
+    ], result.stderr
+    assert result.stderr.count("working") == 3

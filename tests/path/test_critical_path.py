@@ -1,0 +1,318 @@
+"""The critical path is what the request's end waited for: shapes real services produce.
+
+Each topology is the span records a deployment exports (times in ms from a fixed instant, worked
+out by hand), written into a real store and read back through the engine. The scatter-gather is
+the one ``tracekit demo`` produces, with the times of a run where the old path went wrong: the
+inventory call ended 1 ms after fulfilment's client span, and a quick pricing replica answered
+while fulfilment was still publishing.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path as FilePath
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from trace_topologies import MS, T0, MemorySource, Topology
+
+from tracekit.path import Path, PathSpan, reconstruct
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+ROW = re.compile(r"^ *\+\d")  # a span row starts with its offset; notes are indented
+
+
+@pytest.fixture
+def store_file(tmp_path: FilePath) -> FilePath:
+    return tmp_path / "tracekit.db"
+
+
+def stored_path(store_file: FilePath, t: Topology) -> Path:
+    """Write the topology into a real store and reconstruct its request from there."""
+    with Store(store_file) as store:
+        store.write_spans(t.spans)
+        store.write_logs(t.logs)
+        path = reconstruct(store, t.correlation_id or "")
+    assert path is not None
+    return path
+
+
+def text_view(store_file: FilePath, query: str) -> str:
+    """What ``tracekit trace QUERY --format text`` prints, 160 columns wide."""
+    result = CliRunner().invoke(
+        cli, ["trace", query, "--store", str(store_file), "--format", "text"],
+        env={"COLUMNS": "160"},
+    )  # fmt: skip
+    assert (result.exit_code, result.stderr) == (0, "")
+    return result.stdout
+
+
+def mark_and_notes(view: str, label: str) -> tuple[str, list[str]]:
+    """The critical-path mark of the row labelled ``label``, and the note lines under it."""
+    lines = view.splitlines()
+    at = next(i for i, line in enumerate(lines) if ROW.match(line) and f" {label} " in line)
+    notes = []
+    for line in lines[at + 1 :]:
+        if ROW.match(line) or not line.strip():
+            break
+        notes.append(line.strip(" |`"))
+    return lines[at].split()[4], notes  # after "+offset ms duration ms"
+
+
+def on_path(path: Path) -> list[str]:
+    by_id = {s.record.span_id: f"{s.service}:{s.record.name}" for s in path.spans}
+    return [by_id[span_id] for span_id in path.critical_path]
+
+
+def node(path: Path, record: SpanRecord) -> PathSpan:
+    """The placed span of ``record`` (read back from the store: a different object)."""
+    return next(s for s in path.spans if s.key == (record.trace_id, record.span_id))
+
+
+def critical_ms(path: Path, record: SpanRecord) -> float:
+    return node(path, record).critical_ns / MS
+
+
+def wait_ms(path: Path, record: SpanRecord) -> float:
+    return node(path, record).critical_wait_ns / MS
+
+
+def path_total_ms(path: Path) -> float:
+    return sum(s.critical_ns + s.critical_wait_ns for s in path.spans) / MS
+
+
+def messaging(queue: str, operation: str) -> dict[str, object]:
+    return {"messaging.system": "redis", "messaging.destination.name": queue,
+            "messaging.operation.type": operation}  # fmt: skip
+
+
+def send(t: Topology, caller: SpanRecord, queue: str, start: float, end: float) -> SpanRecord:
+    return t.span(caller.service, f"send {queue}", "PRODUCER", start, end, caller,
+                  attrs=messaging(queue, "send"))  # fmt: skip
+
+
+def process(
+    t: Topology, service: str, queue: str, start: float, end: float,
+    parent: SpanRecord | None = None, links: tuple[SpanRecord, ...] = (),
+) -> SpanRecord:  # fmt: skip
+    return t.span(service, f"process {queue}", "CONSUMER", start, end, parent, links=links,
+                  correlated=parent is not None, attrs=messaging(queue, "process"))  # fmt: skip
+
+
+def call(
+    t: Topology, caller: SpanRecord, service: str, route: str,
+    client: tuple[float, float], server: tuple[float, float],
+) -> tuple[SpanRecord, SpanRecord]:  # fmt: skip
+    """An HTTP call whose server span may end after the client's (WSGI closes late)."""
+    out = t.span(caller.service, "GET", "CLIENT", *client, caller, attrs={"url.path": route})
+    return out, t.span(service, f"GET {route}", "SERVER", *server, out,
+                       attrs={"http.route": route})  # fmt: skip
+
+
+class ScatterGather:
+    """The demo's checkout: gateway -> orders -> fulfilment -> inventory, then pricing.1..3
+    scattered to replicas and gathered by an aggregator's batch span (a new trace)."""
+
+    def __init__(self, slow: int = 3, link_order: tuple[int, ...] = (1, 2, 3)) -> None:
+        t = self.t = Topology("req-scatter-1")
+        root = self.root = t.span("gateway", "POST /checkout", "SERVER", 0, 22)
+        client = t.span("gateway", "POST", "CLIENT", 0.5, 21.5, root)
+        orders = t.span("orders", "POST /orders", "SERVER", 7.6, 22.3, client)
+        created = send(t, orders, "orders.created", 8, 19)
+        # the worker took the message before the producer's broker call had returned
+        fulfil = self.fulfil = process(t, "fulfilment", "orders.created", 12.5, 63.5, created)
+        self.get, self.inventory = call(t, fulfil, "inventory", "/stock/{sku}",
+                                        (13.5, 40.5), (14.5, 41.5))  # fmt: skip
+        self.sends: list[SpanRecord] = []
+        self.pricing: list[SpanRecord] = []
+        self.replies: list[SpanRecord] = []
+        for i, (start, end) in enumerate([(40.8, 44), (44.2, 48.5), (48.7, 52.1)], start=1):
+            self.sends.append(send(t, fulfil, f"pricing.{i}", start, end))
+            took = end + 0.3
+            done = took + (600 if i == slow else 2.5)
+            self.pricing.append(process(t, "pricing", f"pricing.{i}", took, done, self.sends[-1]))
+            self.replies.append(send(t, self.pricing[-1], "pricing.replies", done - 1, done - 0.4))
+        t.new_trace()
+        # the gather starts once the last reply is in, before that reply's publish call returned
+        gather_start = max(r.end_unix_nano - T0 for r in self.replies) / MS - 0.2
+        links = tuple(self.replies[i - 1] for i in link_order)
+        agg = self.aggregator = process(t, "aggregator", "pricing.replies", gather_start,
+                                        gather_start + 13, links=links)  # fmt: skip
+        self.put, self.priced = call(t, agg, "orders", "/orders/{order_id}/price",
+                                     (gather_start + 0.3, gather_start + 11.8),
+                                     (gather_start + 0.8, gather_start + 14.3))  # fmt: skip
+
+
+def test_scatter_gather_path_is_the_inventory_call_and_the_slow_replica(
+    store_file: FilePath,
+) -> None:
+    shape = ScatterGather()
+    path = stored_path(store_file, shape.t)
+    assert on_path(path) == [
+        "gateway:POST /checkout", "gateway:POST", "orders:POST /orders",
+        "orders:send orders.created", "fulfilment:process orders.created",
+        "fulfilment:GET", "inventory:GET /stock/{sku}",
+        "fulfilment:send pricing.1", "fulfilment:send pricing.2", "fulfilment:send pricing.3",
+        "pricing:process pricing.3", "pricing:send pricing.replies",
+        "aggregator:process pricing.replies", "aggregator:GET",
+        "orders:GET /orders/{order_id}/price",
+    ]  # fmt: skip
+    # the quick replicas answered while fulfilment was still publishing: nobody waited for them
+    for quick in (*shape.pricing[:2], *shape.replies[:2]):
+        assert quick.span_id not in path.critical_path
+    # inventory ended 1 ms after its client: on the path up to the client's end
+    assert critical_ms(path, shape.inventory) == pytest.approx(26.0)
+    assert critical_ms(path, shape.get) == pytest.approx(1.0)
+    assert wait_ms(path, shape.pricing[2]) == pytest.approx(0.3)
+    # the orders service's price update ended last: it is where the request ends
+    assert path.spans[-1].record.span_id == shape.priced.span_id
+    assert critical_ms(path, shape.priced) == pytest.approx(13.5)
+    assert path_total_ms(path) == pytest.approx(path.duration_ms)
+
+
+def test_server_ending_after_its_client_stays_on_the_path_before_the_next_call(
+    store_file: FilePath,
+) -> None:
+    t = Topology()
+    root = t.span("fulfilment", "process orders.created", "CONSUMER", 0, 100)
+    # werkzeug closes the response after the client has read it: the server ends 1 ms later
+    client, server = call(t, root, "inventory", "/stock/{sku}", (2, 40), (3, 41))
+    db = t.span("inventory", "SELECT stock", "CLIENT", 5, 35, server)
+    second, _ = call(t, root, "inventory", "/reserve", (40.5, 90), (41, 89))
+    path = stored_path(store_file, t)
+    assert {client.span_id, server.span_id, db.span_id, second.span_id} <= set(path.critical_path)
+    assert critical_ms(path, server) == pytest.approx(2 + 5)  # 3..5 and 35..40, not 40..41
+    assert path_total_ms(path) == pytest.approx(100)
+
+
+def test_queue_wait_of_a_consumer_started_long_after_its_producer_is_on_the_path(
+    store_file: FilePath,
+) -> None:
+    t = Topology()
+    root = t.span("orders", "POST /orders", "SERVER", 0, 20)
+    producer = send(t, root, "orders.created", 5, 8)
+    consumer = process(t, "payments", "orders.created", 408, 430, producer)
+    charge = t.span("payments", "POST /charge", "CLIENT", 410, 425, consumer)
+    path = stored_path(store_file, t)
+    assert on_path(path) == [
+        "orders:POST /orders", "orders:send orders.created",
+        "payments:process orders.created", "payments:POST /charge",
+    ]  # fmt: skip
+    assert wait_ms(path, consumer) == pytest.approx(400)
+    assert critical_ms(path, charge) == pytest.approx(15)
+    assert critical_ms(path, root) == pytest.approx(5)  # its work after publishing waited for none
+    assert path_total_ms(path) == pytest.approx(path.duration_ms) == pytest.approx(430)
+
+
+def test_aggregator_waits_for_the_slow_middle_reply(store_file: FilePath) -> None:
+    shape = ScatterGather(slow=2)
+    path = stored_path(store_file, shape.t)
+    aggregator = node(path, shape.aggregator)
+    assert aggregator.parent is not None
+    assert aggregator.parent.record.span_id == shape.replies[1].span_id
+    critical = set(path.critical_path)
+    assert {shape.pricing[1].span_id, shape.replies[1].span_id} <= critical
+    assert not {s.span_id for s in (*shape.pricing[::2], *shape.replies[::2])} & critical
+    # fulfilment's third publish came after the slow request was sent: nobody waited for it
+    assert shape.sends[2].span_id not in critical and shape.sends[1].span_id in critical
+    assert path_total_ms(path) == pytest.approx(path.duration_ms)
+    # the view: the wait under the batch is the slow reply's, then the two it also consumed
+    # (links in send order: the last link is the quick pricing.3 reply)
+    view = text_view(store_file, "req-scatter-1")
+    assert mark_and_notes(view, "aggregator: process pricing.replies") == ("*", [
+        "~ waited 0.0 ms in queue redis pricing.replies",
+        "~ also consumed pricing.replies from pricing: waited 601.8 ms, sent +46.4 ms",
+        "~ also consumed pricing.replies from pricing: waited 593.7 ms, sent +54.5 ms",
+    ])  # fmt: skip
+
+
+def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: FilePath) -> None:
+    t = Topology()
+    root = t.span("web", "POST /signup", "SERVER", 0, 20)
+    producer = send(t, root, "emails", 5, 8)
+    t.span("web", "INSERT users", "CLIENT", 9, 18, root)
+    t.new_trace()
+    mailer = process(t, "mailer", "emails", 30, 90, links=(producer,))
+    t.span("mailer", "smtp send", "CLIENT", 32, 88, mailer, correlated=False)
+    path = stored_path(store_file, t)
+    assert on_path(path) == [
+        "web:POST /signup", "web:send emails", "mailer:process emails", "mailer:smtp send",
+    ]  # fmt: skip
+    assert wait_ms(path, mailer) == pytest.approx(22)
+    assert path_total_ms(path) == pytest.approx(90)
+    view = text_view(store_file, "req-7f3a")
+    assert mark_and_notes(view, "mailer: process emails") == ("*", [
+        "~ waited 22.0 ms in queue redis emails",
+        "* request ends here, 70.0 ms after the entry span ended",
+    ])  # fmt: skip
+
+
+def test_fire_and_forget_consumer_that_ends_early_is_off_the_path(store_file: FilePath) -> None:
+    t = Topology()
+    root = t.span("web", "POST /signup", "SERVER", 0, 100)
+    producer = send(t, root, "emails", 5, 8)
+    insert = t.span("web", "INSERT users", "CLIENT", 9, 95, root)
+    mailer = process(t, "mailer", "emails", 10, 60, producer)
+    path = stored_path(store_file, t)
+    assert mailer.span_id not in path.critical_path
+    assert {producer.span_id, insert.span_id} <= set(path.critical_path)
+    assert path_total_ms(path) == pytest.approx(100)
+    assert "request ends here" not in text_view(store_file, "req-7f3a")
+
+
+def test_self_time_leaves_out_synchronous_children_only(store_file: FilePath) -> None:
+    shape = ScatterGather()
+    path = stored_path(store_file, shape.t)
+    # 51 ms long; the call (13.5..40.5) and three publishes (10.9 ms) ran inside it
+    assert node(path, shape.fulfil).self_ns / MS == pytest.approx(51 - 27 - 3.2 - 4.3 - 3.4)
+    # the late-closing inventory span counts inside its client only: the client has none left
+    assert node(path, shape.get).self_ns / MS == pytest.approx(1.0)
+    assert node(path, shape.sends[2]).self_ns / MS == pytest.approx(3.4)  # not its consumer's
+
+
+@st.composite
+def request_trees(draw: st.DrawFn) -> Topology:
+    """Random requests: calls, late-closing servers, background work, queue hops and a batch."""
+    t = Topology("req-random")
+    spans = [t.span("s0", "root", "SERVER", 0, draw(st.integers(1, 500)))]
+    for i in range(draw(st.integers(0, 25))):
+        parent = spans[draw(st.integers(0, len(spans) - 1))]
+        p_start, p_end = (
+            int((at - T0) // MS) for at in (parent.start_unix_nano, parent.end_unix_nano)
+        )
+        kind = draw(st.sampled_from(["INTERNAL", "CLIENT", "PRODUCER", "CONSUMER"]))
+        # consumers of a producer start after it; other spans start inside their parent, or
+        # (background work) a little after it ended
+        late = kind == "CONSUMER" and parent.kind == "PRODUCER"
+        start = draw(st.integers(p_end if late else p_start, p_end + (300 if late else 20)))
+        end = start + draw(st.integers(0, 300))
+        spans.append(t.span(f"s{i % 4}", f"op{i}", kind, start, end, parent))
+    producers = [s for s in spans if s.kind == "PRODUCER"]
+    if producers and draw(st.booleans()):
+        picked = st.lists(
+            st.sampled_from(range(len(producers))), min_size=1, max_size=3, unique=True
+        )
+        links = [producers[i] for i in draw(picked)]
+        arrived = max(int((s.end_unix_nano - T0) // MS) for s in links)
+        start = draw(st.integers(arrived - 5, arrived + 200))
+        t.new_trace()
+        t.span("batch", "process", "CONSUMER", start, start + draw(st.integers(0, 100)),
+               links=links, correlated=False)  # fmt: skip
+    return t
+
+
+@settings(max_examples=150, deadline=None)
+@given(request_trees())
+def test_time_on_the_path_adds_up_to_the_request_duration(t: Topology) -> None:
+    path = reconstruct(MemorySource(t.spans), "req-random")
+    assert path is not None
+    assert path_total_ms(path) == pytest.approx(path.duration_ms, abs=1e-6)
+    for span in path.spans:
+        assert 0 <= span.self_ns <= span.end_unix_nano - span.start_unix_nano
+        assert span.critical_ns <= span.end_unix_nano - span.start_unix_nano
+        if span.critical_ns or span.critical_wait_ns:
+            assert span.record.span_id in path.critical_path

@@ -1,0 +1,136 @@
+"""Admission control in a receiver of this process: the connection cap, the memory budget and
+the request deadline each answer at once, and a slow client makes room for a whole request."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver.conftest import post, read_response
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+
+def _request(span_id: int = 1) -> bytes:
+    request = ExportTraceServiceRequest()
+    now = time.time_ns()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(name="op", start_time_unix_nano=now, end_time_unix_nano=now)
+    )
+    span.trace_id, span.span_id = b"\x01" * 16, span_id.to_bytes(8, "big")
+    return request.SerializeToString()
+
+
+def _head(length: int) -> bytes:
+    return (
+        "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[Receiver]:
+    """A receiver with small caps: 4 connections, 1 MiB of bodies, 2 s per request."""
+    config = ReceiverConfig(
+        port=0, max_connections=4, max_memory_bytes=1024 * 1024, request_timeout=2.0,
+        idle_timeout=5.0,
+    )  # fmt: skip
+    receiver = Receiver(Store(tmp_path / "small.db"), config).start()
+    yield receiver
+    receiver.stop()
+
+
+def test_over_the_connection_cap_a_client_gets_503_at_once(small: Receiver) -> None:
+    held = [socket.create_connection(small.address, timeout=10) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # the receiver has accepted all four
+        with socket.create_connection(small.address, timeout=10) as fifth:
+            started = time.monotonic()
+            answer = read_response(fifth)
+        assert answer.status == 503 and answer.header("Retry-After") == "1"
+        assert time.monotonic() - started < 1.0
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_slow_client_makes_room_for_a_whole_request(small: Receiver, tmp_path: Path) -> None:
+    """Four clients trickle a request; after a second, a fifth (whole) request displaces one."""
+    slow = [socket.create_connection(small.address, timeout=10) for _ in range(4)]
+    for sock in slow:
+        sock.sendall(b"PO")
+    time.sleep(1.2)
+    started = time.monotonic()
+    assert post(small, "/v1/traces", _request()).status == 200
+    assert time.monotonic() - started < 1.0
+    answers = []
+    for sock in slow:
+        sock.settimeout(0.2)
+        try:
+            answers.append(read_response(sock).status)
+        except (TimeoutError, IndexError):  # still waiting, or cut off at its deadline since
+            answers.append(None)
+        sock.close()
+    assert answers.count(503) == 1  # the one displaced was told to come back
+
+
+def test_over_the_memory_budget_a_request_gets_503_before_sending_its_body(
+    small: Receiver,
+) -> None:
+    with socket.create_connection(small.address, timeout=10) as sock:
+        sock.sendall(_head(2 * 1024 * 1024))  # fits the body limit, not the 1 MiB budget
+        started = time.monotonic()
+        answer = read_response(sock)
+    assert answer.status == 503 and answer.header("Retry-After") == "1"
+    assert time.monotonic() - started < 1.0
+    assert small.budget.used == 0
+
+
+def test_trickling_bytes_cannot_extend_the_request_deadline(small: Receiver) -> None:
+    body = _request()
+    with socket.create_connection(small.address, timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(_head(len(body)))
+        answer = None
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.3)
+            try:
+                answer = read_response(sock)
+                break
+            except TimeoutError:
+                continue
+        elapsed = time.monotonic() - started
+    assert answer is not None and answer.status == 408
+    assert 1.8 < elapsed < 3.0  # the 2 s deadline, not 0.3 s per byte times the body
+
+
+def test_a_trickled_request_head_is_cut_off_at_the_deadline(small: Receiver) -> None:
+    with socket.create_connection(small.address, timeout=10) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"POST /v1/traces HTTP/1.1\r\nHost: c\r\n" * 3:
+            try:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.25)
+            except OSError:
+                closed = True
+                break
+            if time.monotonic() - started > 4:
+                break
+        sock.settimeout(1)
+        try:
+            closed = closed or sock.recv(100) == b""
+        except OSError:
+            closed = True
+    assert closed and time.monotonic() - started < 3.5

@@ -1,0 +1,246 @@
+"""OTLP/gRPC: the OpenTelemetry Python SDK's gRPC exporters, and raw calls for what they never send.
+
+Every answer is the one the HTTP side gives, in gRPC terms: partial success, INVALID_ARGUMENT for
+a malformed message, RESOURCE_EXHAUSTED for one over the size limit, UNAVAILABLE when the memory
+budget is spent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.receiver._collector_process import ENTRY, start_collector
+from tests.receiver.conftest import post
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def grpc_receiver(store_path: Path) -> Iterator[Receiver]:
+    """A receiver with gRPC on a free port (4 MiB messages, 6 MiB of bodies in memory)."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=4 * MIB, max_memory_bytes=6 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    yield receiver
+    receiver.stop()
+
+
+def _target(receiver: Receiver) -> str:
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    return f"{host}:{port}"
+
+
+def _finished_spans(count: int) -> list[object]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "grpc-python"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("grpc-test")
+    for n in range(count // 2):
+        with tracer.start_as_current_span("GET /orders/{id}", attributes={"n": n}):
+            tracer.start_span("SELECT orders").end()
+    return list(memory.get_finished_spans())
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.NoCompression, grpc.Compression.Gzip])
+def test_sdk_grpc_span_exporter_acknowledged_equals_stored(
+    compression: grpc.Compression, grpc_receiver: Receiver, store_path: Path
+) -> None:
+    exporter = OTLPSpanExporter(
+        endpoint=_target(grpc_receiver), insecure=True, compression=compression
+    )
+    spans = _finished_spans(600)
+    acknowledged = 0
+    for start in range(0, len(spans), 100):
+        if exporter.export(spans[start : start + 100]) == SpanExportResult.SUCCESS:  # type: ignore[arg-type]
+            acknowledged += 100
+    exporter.shutdown()
+    with Store(store_path) as reader:
+        stored = reader.spans_since(0)
+    assert acknowledged == len(stored) == 600
+    by_id = {s.span_id: s for s in stored}
+    children = [s for s in stored if s.name == "SELECT orders"]
+    assert all(by_id[c.parent_span_id or ""].name == "GET /orders/{id}" for c in children)
+
+
+def test_sdk_grpc_log_exporter(grpc_receiver: Receiver, store_path: Path) -> None:
+    provider = LoggerProvider(resource=Resource.create({"service.name": "grpc-logs"}))
+    provider.add_log_record_processor(
+        SimpleLogRecordProcessor(OTLPLogExporter(endpoint=_target(grpc_receiver), insecure=True))
+    )
+    logger = logging.getLogger("tests.grpc.logs")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(LoggingHandler(logger_provider=provider))
+    with TracerProvider().get_tracer("t").start_as_current_span("handler") as span:
+        logger.warning("stock low for %s", "sku-1")
+    provider.shutdown()
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    with Store(store_path) as reader:
+        (record,) = reader.logs_by_trace_ids([trace_id])
+    assert record.body == "stock low for sku-1" and record.service == "grpc-logs"
+
+
+def _call(receiver: Receiver, body: bytes, compression: grpc.Compression | None = None) -> bytes:
+    with grpc.insecure_channel(_target(receiver)) as channel:
+        export = channel.unary_unary(TRACES)
+        return export(body, timeout=30, compression=compression)  # type: ignore[no-any-return]
+
+
+def _spans(times: list[tuple[int, int]], name: str = "op") -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n, (start, end) in enumerate(times):
+        span = scope.spans.add(name=name, start_time_unix_nano=start, end_time_unix_nano=end)
+        span.trace_id, span.span_id = b"\x07" * 16, (n + 1).to_bytes(8, "big")
+    return request.SerializeToString()
+
+
+def test_partial_success_over_grpc(grpc_receiver: Receiver, store_path: Path) -> None:
+    now = time.time_ns()
+    answer = _call(grpc_receiver, _spans([(now, now), (2**64 - 1, 2**64 - 1), (now, now - 5)]))
+    partial = ExportTraceServiceResponse.FromString(answer).partial_success
+    assert partial.rejected_spans == 2 and "before 2000" in partial.error_message
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 1
+
+
+def _code(receiver: Receiver, body: bytes, compression: grpc.Compression | None = None) -> object:
+    with pytest.raises(grpc.RpcError) as raised:
+        _call(receiver, body, compression)
+    return raised.value.code()  # type: ignore[attr-defined]
+
+
+def test_malformed_message_is_invalid_argument(grpc_receiver: Receiver) -> None:
+    assert _code(grpc_receiver, b"\xff\xff\xff not protobuf") == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_oversized_message_is_resource_exhausted(grpc_receiver: Receiver) -> None:
+    now = time.time_ns()
+    big = _spans([(now, now)], name="x" * (5 * MIB))
+    assert _code(grpc_receiver, big) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # small on the wire, too large once decompressed
+    assert len(gzip.compress(big)) < 100_000
+    assert _code(grpc_receiver, big, grpc.Compression.Gzip) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_spent_memory_budget_is_unavailable(grpc_receiver: Receiver) -> None:
+    now = time.time_ns()
+    grpc_receiver.budget.take(4 * MIB)  # as if requests held 4 of the 6 MiB
+    try:
+        body = _spans([(now, now)], name="x" * (3 * MIB))
+        assert _code(grpc_receiver, body) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        grpc_receiver.budget.give(4 * MIB)
+    assert _call(grpc_receiver, body) is not None  # with room again, the same request is stored
+
+
+def test_metrics_are_accepted_and_dropped_with_one_log_line(
+    grpc_receiver: Receiver, store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("m").create_counter("orders").add(3)
+    data = reader.get_metrics_data()
+    exporter = OTLPMetricExporter(endpoint=_target(grpc_receiver), insecure=True)
+    with caplog.at_level(logging.WARNING, logger="tracekit.receiver"):
+        for _ in range(3):
+            assert exporter.export(data).name == "SUCCESS"  # type: ignore[arg-type]
+        empty = b""  # an ExportMetricsServiceRequest with nothing in it, over HTTP
+        assert post(grpc_receiver, "/v1/metrics", empty).status == 200
+    exporter.shutdown()
+    dropped = [r for r in caplog.records if "metrics received and dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    with Store(store_path) as store:
+        assert store.count_spans() == 0 and store.count_logs() == 0
+
+
+def test_collector_line_names_both_endpoints(tmp_path: Path) -> None:
+    port = _free_port()
+    process, http_port = start_collector(tmp_path / "g.db", "--grpc-port", str(port))
+    try:
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
+        assert exporter.export(_finished_spans(2)) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        exporter.shutdown()
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
+    assert Store(tmp_path / "g.db").count_spans() == 2
+    assert http_port != port
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*ENTRY, "--port", "0", "--grpc-port", str(port), "--store", str(tmp_path / "t.db")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
+    """4317 held by someone else: one line on stderr, OTLP/HTTP serves on."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 4317))
+        holder.listen()
+    except OSError:
+        pass  # someone on this machine holds it already: just as good
+    try:
+        process = subprocess.Popen(
+            [*ENTRY, "--port", "0", "--store", str(tmp_path / "d.db")], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        process.terminate()
+        assert process.wait(60) == 0
+        warning = process.stderr.read()
+    finally:
+        holder.close()
+    assert "(OTLP/HTTP)" in line and "OTLP/gRPC" not in line
+    assert warning.count("\n") == 1 and "OTLP/gRPC not started" in warning
+
+
+def test_importing_tracekit_does_not_import_grpc() -> None:
+    code = "import sys, tracekit, tracekit.asgi, tracekit.wsgi; print('grpc' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

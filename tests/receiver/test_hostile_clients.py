@@ -1,0 +1,216 @@
+"""Hostile clients against ``tracekit collector`` running as a subprocess, measured from /proc.
+
+- 1,100 connections that each send one byte every 10 s, with the collector's file descriptor
+  limit at 1024: a normal exporter (the OpenTelemetry Python SDK's) is still answered within 1 s,
+  the collector's threads stay bounded and it does not spin.
+- File descriptors exhausted: waiting clients are shed with 503, without a busy accept loop.
+- 40 concurrent 16 MiB uploads: the collector (with its writer process) stays under 300 MiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.receiver._collector_process import cpu_seconds, start_collector, threads, tree_rss
+from tests.receiver.conftest import read_response
+
+from tracekit.store import Store
+
+MIB = 1024 * 1024
+
+
+class Tricklers:
+    """``count`` connections each sending one byte of a request line every ``every`` seconds;
+    one the collector closed is opened again on the next round (as a hostile script would)."""
+
+    def __init__(self, port: int, count: int, every: float) -> None:
+        self.port, self.every = port, every
+        self.socks: list[socket.socket | None] = [None] * count
+        self.stop = threading.Event()
+        self.round_done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        sent = 0
+        while not self.stop.is_set():
+            byte = b"POST /v1/traces HTTP/1.1\r\n"[sent % 26 : sent % 26 + 1]
+            for index, sock in enumerate(self.socks):
+                self.socks[index] = self._poke(sock, byte)
+            self.round_done.set()
+            sent += 1
+            self.stop.wait(self.every)
+
+    def _poke(self, sock: socket.socket | None, byte: bytes) -> socket.socket | None:
+        try:
+            if sock is None:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            sock.sendall(byte)
+            return sock
+        except OSError:
+            if sock is not None:
+                sock.close()
+            return None
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()
+
+
+def _finished_spans(count: int) -> list[object]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "normal"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("hostile")
+    for n in range(count):
+        tracer.start_span(f"op-{n % 3}").end()
+    return list(memory.get_finished_spans())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_trickling_connections_at_the_fd_limit_do_not_starve_an_exporter(tmp_path: Path) -> None:
+    process, port = start_collector(tmp_path / "t.db", open_files=1024)
+    tricklers = Tricklers(port, count=1100, every=10.0)
+    try:
+        tricklers.thread.start()
+        assert tricklers.round_done.wait(60)  # every trickler has connected and sent a byte
+        time.sleep(1.0)
+        assert threads(process.pid) > 400  # a handler thread held by each trickler admitted
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=5)
+        cpu_before, started = cpu_seconds(process.pid), time.monotonic()
+        took = []
+        for _ in range(10):
+            batch = _finished_spans(50)
+            began = time.monotonic()
+            assert exporter.export(batch) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+            took.append(time.monotonic() - began)
+            time.sleep(0.8)
+        cpu_share = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - started)
+        collector_threads = threads(process.pid)
+        exporter.shutdown()
+    finally:
+        tricklers.close()
+        process.terminate()
+        assert process.wait(60) == 0
+    assert max(took) < 1.0, took
+    assert collector_threads < 512 + 32  # the connection cap, plus the collector's own
+    assert cpu_share < 0.5, f"the collector used {cpu_share:.0%} of a core while clients trickled"
+    assert Store(tmp_path / "t.db").count_spans() == 500
+
+
+EXHAUSTED = textwrap.dedent(
+    """
+    import os, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    from tracekit.receiver import Receiver, ReceiverConfig
+    from tracekit.store import Store
+
+    receiver = Receiver(Store(sys.argv[1]), ReceiverConfig(port=0)).start()
+    hog = []
+    while True:
+        try:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    print(receiver.address[1], flush=True)
+    sys.stdin.readline()
+    for fd in hog:
+        os.close(fd)
+    print("released", flush=True)
+    sys.stdin.readline()
+    receiver.stop()
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_out_of_file_descriptors_sheds_clients_without_spinning(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", EXHAUSTED, str(tmp_path / "fd.db")], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stdout is not None
+    port = int(process.stdout.readline())
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(60)]
+    cpu_before, started = cpu_seconds(process.pid), time.monotonic()
+    time.sleep(4.0)
+    cpu_share = (cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - started)
+    answers = []
+    for sock in clients:
+        sock.settimeout(0.1)
+        try:
+            answers.append(read_response(sock).status)
+        except (OSError, IndexError):
+            answers.append(None)
+        sock.close()
+    process.stdin.write("\n")
+    process.stdin.flush()
+    assert process.stdout.readline().strip() == "released"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: c\r\n\r\n")
+        healthy = read_response(sock).status
+    process.stdin.write("\n")
+    process.stdin.close()
+    assert process.wait(60) == 0
+    assert cpu_share < 0.3, f"the accept loop used {cpu_share:.0%} of a core"
+    assert answers.count(503) >= 30  # shed, one per spare-descriptor round
+    assert healthy == 200
+
+
+@pytest.mark.timeout(180)
+def test_forty_concurrent_16_mib_uploads_stay_under_300_mib(tmp_path: Path) -> None:
+    process, port = start_collector(tmp_path / "m.db")
+    junk = os.urandom(16 * MIB)  # framed right, not a valid message: read whole, then 400
+    statuses: list[int | None] = []
+    peak = [tree_rss(process.pid)]
+    done = threading.Event()
+
+    def upload() -> None:
+        head = (
+            "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Type: application/x-protobuf\r\n"
+            f"Content-Length: {len(junk)}\r\n\r\n"
+        ).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            with contextlib.suppress(OSError):  # answered (503) and closed before all was sent
+                sock.sendall(head + junk)
+            try:
+                statuses.append(read_response(sock).status)
+            except (OSError, IndexError):
+                statuses.append(None)
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(tree_rss(process.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    uploads = [threading.Thread(target=upload) for _ in range(40)]
+    for thread in uploads:
+        thread.start()
+    for thread in uploads:
+        thread.join()
+    done.set()
+    sampler.join()
+    process.terminate()
+    assert process.wait(60) == 0
+    assert max(peak) < 300 * MIB, f"peak RSS {max(peak) / MIB:.0f} MiB"
+    assert len(statuses) == 40 and set(statuses) <= {400, 503}
+    assert statuses.count(400) >= 4  # bodies were really read and decoded, 4 at a time at least

@@ -1,0 +1,183 @@
+"""The official OpenTelemetry JS SDK exporting to the receiver, as a Node.js service would.
+
+The SDK is installed at the exact versions of ``js_sdk/package-lock.json`` with ``npm ci``. Its
+OTLP/HTTP exporters (``exporter-trace-otlp-proto`` and ``-http``) always stream the body with
+``Transfer-Encoding: chunked``, gzip or not. A Node service and a tracekit Python service call
+each other, and the store must hold one trace with the parents right in both directions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tracekit.receiver import Receiver
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+
+JS = Path(__file__).parent / "js_sdk"
+T = TypeVar("T")
+
+
+def _required(what: str) -> str:
+    found = shutil.which(what)
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} is required in CI but is not installed")
+        pytest.skip(f"{what} is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary, with the pinned SDK installed by ``npm ci`` (again if the lock changed)."""
+    binary, npm = _required("node"), _required("npm")
+    lock = hashlib.sha256((JS / "package-lock.json").read_bytes()).hexdigest()
+    stamp = JS / "node_modules" / ".tracekit-lock-sha256"
+    if not stamp.is_file() or stamp.read_text() != lock:
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
+        stamp.write_text(lock)
+    return binary
+
+
+def _export(node: str, receiver: Receiver, encoding: str, compression: str, count: int) -> dict:  # type: ignore[type-arg]
+    done = subprocess.run(
+        [node, str(JS / "export_spans.js"), receiver.endpoint, encoding, compression, str(count)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_js_exporters_acknowledged_equals_stored(
+    node: str, encoding: str, compression: str, receiver: Receiver, reader: Store
+) -> None:
+    result = _export(node, receiver, encoding, compression, count=1000)
+    assert result == {**result, "acknowledged": 1000, "refused": 0}
+    stored = reader.spans_by_trace_ids(result["traceIds"])
+    assert len(stored) == 1000
+    assert {s.service for s in stored} == {f"node-{encoding}-{compression}"}
+    children = [s for s in stored if s.name == "SELECT items"]
+    parents = {s.span_id: s for s in stored if s.name == "GET /items/{id}"}
+    assert len(children) == 500 and all(c.parent_span_id in parents for c in children)
+    assert reader.count_spans() == 1000
+
+
+PYTHON_SERVICE = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    import requests
+    import tracekit
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+    from tracekit.wsgi import TracekitMiddleware
+
+    tracekit.init(service_name="pricing-python", exporter="otlp")
+
+    def app(environ, start_response):
+        if Request(environ).path != "/price":
+            return Response("not found", status=404)(environ, start_response)
+        stock = requests.get(os.environ["NODE"] + "/stock", timeout=10).text
+        return Response(f"12.50 x{stock}")(environ, start_response)
+
+    server = make_server("127.0.0.1", int(sys.argv[1]), TracekitMiddleware(app), threaded=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print("listening", flush=True)
+    server.serve_forever()
+    tracekit.shutdown()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("listening"), f"{command[:2]} did not start: {process.stderr.read()}"  # type: ignore[union-attr]
+    return process
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
+
+
+@pytest.fixture
+def services(node: str, receiver: Receiver) -> Iterator[str]:
+    """The Node service and the Python service, exporting to the receiver; yields Node's URL."""
+    node_port, python_port = _free_port(), _free_port()
+    node_url, python_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{python_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
+    env |= {"TRACEKIT_METRICS_PORT": str(_free_port())}
+    python = _start([sys.executable, "-c", PYTHON_SERVICE, str(python_port)], env)
+    try:
+        node_env = {**env, "COLLECTOR": receiver.endpoint, "PEER": python_url}
+        js = _start([node, str(JS / "service.js")], {**node_env, "PORT": str(node_port)})
+        try:
+            yield node_url
+        finally:
+            _stop(js)
+    finally:
+        _stop(python)
+
+
+def _poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 15.0) -> T:
+    deadline = time.monotonic() + timeout
+    found = read()
+    while not done(found) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        found = read()
+    return found
+
+
+def test_node_and_python_services_make_one_trace(
+    services: str, receiver: Receiver, reader: Store
+) -> None:
+    with urllib.request.urlopen(f"{services}/checkout", timeout=30) as response:
+        assert response.read() == b"price 12.50 x7\n"
+    spans = _poll(lambda: reader.spans_since(0), lambda found: len(found) >= 5)
+    assert len({s.trace_id for s in spans}) == 1, "one trace across both languages"
+    by_id = {s.span_id: s for s in spans}
+
+    def one(service: str, kind: str, parent: SpanRecord | None) -> SpanRecord:
+        (found,) = [
+            s for s in spans if s.service == service and s.kind == kind
+            and s.parent_span_id == (parent.span_id if parent else None)
+        ]  # fmt: skip
+        return found
+
+    entry = one("storefront-node", "SERVER", None)
+    call = one("storefront-node", "CLIENT", entry)
+    priced = one("pricing-python", "SERVER", call)
+    callback = one("pricing-python", "CLIENT", priced)
+    stock = one("storefront-node", "SERVER", callback)
+    assert len(by_id) == 5 and stock.trace_id == entry.trace_id

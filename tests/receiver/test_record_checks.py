@@ -1,0 +1,135 @@
+"""Bad records never sink good ones, in all four decoders (JSON and protobuf, spans and logs).
+
+A record dated before 2000 or more than a day ahead, a span that ends before it starts, or
+timestamps whose difference would overflow is refused in ``partial_success`` (a count and a
+message); the rest of the request is stored and the answer is 200.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from tests.receiver.conftest import post
+
+from tracekit.receiver import Receiver
+from tracekit.store import Store
+
+NOW = time.time_ns()
+YEAR = 365 * 86_400 * 10**9
+MAX_U64, MIN_I64 = 2**64 - 1, -(2**63)
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+# (start, end) of spans that must be refused; protobuf times are unsigned, so no negatives there
+BAD_SPANS = [
+    (MAX_U64, MAX_U64), (NOW + 100 * YEAR, NOW + 100 * YEAR), (NOW, NOW - 1),
+    (631_152_000 * 10**9, NOW), (0, NOW), (NOW, MAX_U64), (1, MAX_U64),
+]  # fmt: skip
+BAD_JSON_SPANS = [*BAD_SPANS, (MIN_I64, NOW), (MIN_I64, MAX_U64)]
+BAD_LOG_TIMES = [MAX_U64, NOW + 100 * YEAR, NOW + 2 * 86_400 * 10**9, 631_152_000 * 10**9]
+
+
+def _json_spans(times: list[tuple[int, int]]) -> bytes:
+    spans = [
+        {"traceId": TRACE, "spanId": f"{n + 1:016x}", "name": f"s{n}",
+         "startTimeUnixNano": str(start), "endTimeUnixNano": end}
+        for n, (start, end) in enumerate(times)
+    ]  # fmt: skip
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
+
+
+def _protobuf_spans(times: list[tuple[int, int]]) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n, (start, end) in enumerate(times):
+        span = scope.spans.add(name=f"s{n}", start_time_unix_nano=start, end_time_unix_nano=end)
+        span.trace_id, span.span_id = bytes.fromhex(TRACE), (n + 1).to_bytes(8, "big")
+    return request.SerializeToString()
+
+
+def _json_logs(times: list[int]) -> bytes:
+    records = [{"timeUnixNano": str(t), "body": {"stringValue": f"l{n}"}, "traceId": TRACE}
+               for n, t in enumerate(times)]  # fmt: skip
+    return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+
+
+def _protobuf_logs(times: list[int]) -> bytes:
+    request = ExportLogsServiceRequest()
+    scope = request.resource_logs.add().scope_logs.add()
+    for n, t in enumerate(times):
+        record = scope.log_records.add(time_unix_nano=t)
+        record.body.string_value, record.trace_id = f"l{n}", bytes.fromhex(TRACE)
+    return request.SerializeToString()
+
+
+def _partial(reply_body: bytes, content_type: str, signal: str) -> tuple[int, str]:
+    if content_type == "application/json":
+        partial = json.loads(reply_body)["partialSuccess"]
+        count = partial["rejectedSpans" if signal == "traces" else "rejectedLogRecords"]
+        return int(count), partial["errorMessage"]
+    if signal == "traces":
+        traces = ExportTraceServiceResponse.FromString(reply_body).partial_success
+        return traces.rejected_spans, traces.error_message
+    logs = ExportLogsServiceResponse.FromString(reply_body).partial_success
+    return logs.rejected_log_records, logs.error_message
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_bad_spans_are_refused_and_good_ones_stored(
+    encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    bad = BAD_JSON_SPANS if encoding == "json" else BAD_SPANS
+    times = [(NOW, NOW + 5), *bad, (NOW - 10, NOW)]
+    content_type = f"application/{'json' if encoding == 'json' else 'x-protobuf'}"
+    body = (_json_spans if encoding == "json" else _protobuf_spans)(times)
+    reply = post(receiver, "/v1/traces", body, {"Content-Type": content_type})
+    assert reply.status == 200
+    count, message = _partial(reply.body, content_type, "traces")
+    assert count == len(bad) and "before 2000 or more than a day ahead" in message
+    stored = sorted(s.name for s in reader.spans_by_trace_ids([TRACE]))
+    assert stored == ["s0", f"s{len(times) - 1}"]
+    assert reader.recent_requests(since_unix_nano=NOW - 15 * 60 * 10**9)  # search --since 15m
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_bad_log_records_are_refused_and_good_ones_stored(
+    encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    times = [NOW, *BAD_LOG_TIMES, NOW - 1]
+    content_type = f"application/{'json' if encoding == 'json' else 'x-protobuf'}"
+    body = (_json_logs if encoding == "json" else _protobuf_logs)(times)
+    reply = post(receiver, "/v1/logs", body, {"Content-Type": content_type})
+    assert reply.status == 200
+    count, message = _partial(reply.body, content_type, "logs")
+    assert count == len(BAD_LOG_TIMES) and "log time before 2000" in message
+    assert sorted(r.body for r in reader.logs_by_trace_ids([TRACE])) == ["l0", f"l{len(times) - 1}"]
+
+
+def test_a_span_ending_before_it_starts_says_so(receiver: Receiver, reader: Store) -> None:
+    body = _protobuf_spans([(NOW, NOW), (NOW, NOW - 1)])
+    reply = post(receiver, "/v1/traces", body)
+    assert reply.status == 200
+    assert _partial(reply.body, "application/x-protobuf", "traces") == (
+        1, "span ends before it starts"
+    )  # fmt: skip
+
+
+def test_a_log_without_any_time_is_stamped_on_arrival(receiver: Receiver, reader: Store) -> None:
+    before = time.time_ns()
+    assert post(receiver, "/v1/logs", _protobuf_logs([0])).status == 200
+    (record,) = reader.logs_by_trace_ids([TRACE])
+    assert before <= record.time_unix_nano <= time.time_ns()
+
+
+def test_every_record_refused_is_400(receiver: Receiver, reader: Store) -> None:
+    reply = post(receiver, "/v1/traces", _protobuf_spans([(MAX_U64, MAX_U64)]))
+    assert reply.status == 400
+    assert reader.count_spans() == 0
