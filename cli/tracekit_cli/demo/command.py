@@ -37,7 +37,13 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 @click.option(
     "--keep-running", is_flag=True, help="Leave the services up after the summary, until Ctrl-C."
 )
-def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
+@click.option(
+    "--canary/--no-canary",
+    default=True,
+    show_default=True,
+    help="End with a canary verdict: one service in two versions, the new one slower.",
+)
+def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: bool) -> None:
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
     from rich.console import Console
 
@@ -54,6 +60,10 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
             console.print(f"queue: {topology.queue_description}")
             sent = _run_traffic(console, topology, count, stop=not keep_running)
             _show_results(console, store_path, sent, time.monotonic() - started)
+            if canary:
+                from tracekit_cli.demo.canary import run_canary_step
+
+                run_canary_step(console, store_path)
             if keep_running:
                 _show_ports(console, topology)
                 _wait_for_ctrl_c()
