@@ -2,10 +2,11 @@
 
 prometheus-client's ``Histogram.observe`` takes a lock for the sum and another for the bucket,
 validates the exemplar and builds it (trace id formatted as hex) on every call; its gauge takes
-a lock per ``inc``/``dec``. On a request path that is a large share of tracekit's cost, so for
-the single-process case (no ``PROMETHEUS_MULTIPROC_DIR``) the HTTP server metrics count here and
-the collector builds exactly the samples prometheus-client's own classes would: the same names,
-labels, ``le`` values, ``_created`` series and exemplars, in both exposition formats.
+a lock per ``inc``/``dec``. On a request path or a queue hop that is a large share of tracekit's
+cost, so for the single-process case (no ``PROMETHEUS_MULTIPROC_DIR``) the HTTP server and
+messaging metrics count here and the collector builds exactly the samples prometheus-client's own
+classes would: the same names, labels, ``le`` values, ``_created`` series and exemplars, in both
+exposition formats.
 Multiprocess mode keeps prometheus-client's classes, whose values live in shared files.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from time import time
 
 from prometheus_client import CollectorRegistry
@@ -25,7 +26,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import INF, floatToGoString
 
-__all__ = ["LocalGauge", "LocalHistogram", "LockFreeCounter", "local_values"]
+__all__ = ["LocalCounter", "LocalGauge", "LocalHistogram", "LockFreeCounter", "local_values"]
 
 
 def local_values() -> bool:
@@ -40,14 +41,16 @@ def _created_series_enabled() -> bool:
 
 
 class _Series:
-    """Counts of one label set: per-bucket (not cumulative), sum, last exemplar per bucket."""
+    """Counts of one label set: per-bucket (not cumulative), sum, last exemplar per bucket, and
+    every observation (NaN too: what a counter beside the histogram would have counted)."""
 
-    __slots__ = ("counts", "created", "exemplars", "total")
+    __slots__ = ("counts", "created", "exemplars", "observed", "total")
 
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * buckets
         self.exemplars: list[tuple[int, int, float, float] | None] = [None] * buckets
         self.total = 0.0
+        self.observed = 0
         self.created = time()
 
 
@@ -91,6 +94,7 @@ class LocalHistogram(Collector):
             if series is None:
                 series = self._series[labels] = _Series(len(self._bounds))
             self.observations += 1
+            series.observed += 1
             series.total += amount
             if amount == amount:  # NaN falls in no bucket, as in prometheus-client
                 series.counts[index] += 1
@@ -100,6 +104,11 @@ class LocalHistogram(Collector):
     def describe(self) -> list[Metric]:
         """The family's name and type, which the registry reserves (with the suffixes)."""
         return [Metric(self.name, self.documentation, "histogram")]
+
+    def series_counts(self) -> list[tuple[tuple[str, ...], int, float]]:
+        """``(labels, observations, created)`` of every series, in the order they appeared."""
+        with self._lock:
+            return [(labels, s.observed, s.created) for labels, s in self._series.items()]
 
     def collect(self) -> list[Metric]:
         """The samples prometheus-client's ``Histogram`` would expose for the same counts."""
@@ -133,6 +142,45 @@ def _exemplar(raw: tuple[int, int, float, float] | None) -> Exemplar | None:
     trace_id, span_id, value, timestamp = raw
     labels = {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
     return Exemplar(labels, value, timestamp)
+
+
+class LocalCounter(Collector):
+    """A labelled counter whose series ``read`` returns at scrape time.
+
+    ``read`` gives ``(labels, count, created)`` per series in the order prometheus-client's
+    ``Counter`` would have created them: a count derived from a histogram's observations costs
+    nothing when the event happens.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        read: Callable[[], Iterable[tuple[tuple[str, ...], int, float]]],
+        constant: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.name, self.documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._constant = dict(constant)
+        self._read = read
+        registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        """The family's name and type (the registry reserves ``_total`` and ``_created``)."""
+        return [Metric(self.name, self.documentation, "counter")]
+
+    def collect(self) -> list[Metric]:
+        """The samples prometheus-client's ``Counter`` would expose for the same counts."""
+        metric = Metric(self.name, self.documentation, "counter")
+        with_created = _created_series_enabled()
+        for labels, count, created in self._read():
+            base = {**dict(zip(self._labelnames, labels, strict=True)), **self._constant}
+            metric.add_sample(self.name + "_total", base, float(count))
+            if with_created:
+                metric.add_sample(self.name + "_created", base, created)
+        return [metric]
 
 
 class LocalGauge(Collector):

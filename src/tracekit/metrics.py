@@ -24,7 +24,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
-from tracekit._local_metrics import LocalGauge, LocalHistogram, LockFreeCounter, local_values
+from tracekit._local_metrics import (
+    LocalCounter,
+    LocalGauge,
+    LocalHistogram,
+    LockFreeCounter,
+    local_values,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -116,11 +122,15 @@ class _ServiceMetrics:
     """
 
     _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Any]]
+    # The registry asked for last and its instance: every queue hop asks, nearly always for
+    # the same registry, and this answers without a lock or a weak reference.
+    _last: ClassVar[tuple[CollectorRegistry, Any] | None]
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._instances = weakref.WeakKeyDictionary()
+        cls._last = None
 
     @classmethod
     def get(
@@ -131,10 +141,15 @@ class _ServiceMetrics:
     ) -> Self:
         """The metrics of ``registry`` (default: the global one), created on first use."""
         registry = REGISTRY if registry is None else registry
+        last = cls._last
+        if last is not None and last[0] is registry:
+            known: Self = last[1]
+            return known
         with cls._lock:
             instance = cls._instances.get(registry)
             if instance is None:
                 instance = cls._instances[registry] = cls(service_name, service_version, registry)
+            cls._last = (registry, instance)
             return instance
 
     def __init__(
@@ -243,52 +258,85 @@ _MESSAGING_LABELS = ("messaging_system", "messaging_destination_name")
 
 
 class MessagingMetrics(_ServiceMetrics):
-    """Publish and process durations, queue wait, and consumed/failed counters of one service."""
+    """Publish and process durations, queue wait, and consumed/failed counters of one service.
+
+    In a single process the histograms count in ``tracekit._local_metrics`` and the counters are
+    read from them at scrape time (a message sent is a publish observed, a message consumed a
+    process duration observed, a failed one a duration observed with an ``error_type``): one
+    short locked update per observation instead of prometheus-client's locks, exemplar checks
+    and counter increments. Multiprocess mode keeps prometheus-client's classes.
+    """
 
     def __init__(
-        self, service_name: str, service_version: str | None, registry: CollectorRegistry
+        self,
+        service_name: str,
+        service_version: str | None,
+        registry: CollectorRegistry,
+        *,
+        local: bool | None = None,
     ) -> None:
+        """``local``: count in this process (default: unless in multiprocess mode)."""
         super().__init__(service_name, service_version, registry)
         self._destination = BoundedLabel(200)
+        self._known_destinations = self._destination.seen
+        self._local = local_values() if local is None else local
+        if self._local:
+            self._local_families(registry)
+        else:
+            self._shared_families(registry)
+
+    def _local_families(self, registry: CollectorRegistry) -> None:
+        service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
+        with_error = (*_MESSAGING_LABELS, "error_type")
+        publish = LocalHistogram(
+            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, _MESSAGING_LABELS, DURATION_BUCKETS,
+            registry, service,
+        )  # fmt: skip
+        LocalCounter(_SENT, _SENT_HELP, _MESSAGING_LABELS, registry, publish.series_counts, service)
+        process = LocalHistogram(
+            _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, DURATION_BUCKETS, registry,
+            service,
+        )  # fmt: skip
+        LocalCounter(
+            _CONSUMED, _CONSUMED_HELP, _MESSAGING_LABELS, registry,
+            lambda: _per_destination(process.series_counts()), service,
+        )  # fmt: skip
+        LocalCounter(
+            _FAILED, _FAILED_HELP, with_error, registry,
+            lambda: [series for series in process.series_counts() if series[0][2]], service,
+        )  # fmt: skip
+        wait = LocalHistogram(
+            _QUEUE_WAIT, _QUEUE_WAIT_HELP, _MESSAGING_LABELS, QUEUE_WAIT_BUCKETS, registry, service
+        )
+        self.publish_duration: Any = publish
+        self.process_duration: Any = process
+        self.queue_wait: Any = wait
+
+    def _shared_families(self, registry: CollectorRegistry) -> None:
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
         with_error = (*_MESSAGING_LABELS, "error_type", *_SERVICE_LABELS)
         self.publish_duration = Histogram(
-            "messaging_client_operation_duration_seconds",
-            "Duration of publishing a message.",
-            labels,
-            buckets=DURATION_BUCKETS,
+            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, labels, buckets=DURATION_BUCKETS,
             registry=registry,
-        )
-        self.sent = Counter(
-            "messaging_client_sent_messages", "Messages published.", labels, registry=registry
-        )
+        )  # fmt: skip
+        self.sent = Counter(_SENT, _SENT_HELP, labels, registry=registry)
         self.process_duration = Histogram(
-            "messaging_process_duration_seconds",
-            "Duration of processing a consumed message (the handler).",
-            with_error,
-            buckets=DURATION_BUCKETS,
+            _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, buckets=DURATION_BUCKETS,
             registry=registry,
-        )
-        self.consumed = Counter(
-            "messaging_client_consumed_messages", "Messages consumed.", labels, registry=registry
-        )
-        self.failed = Counter(
-            "tracekit_messaging_failed_messages",
-            "Consumed messages whose handler raised.",
-            with_error,
-            registry=registry,
-        )
+        )  # fmt: skip
+        self.consumed = Counter(_CONSUMED, _CONSUMED_HELP, labels, registry=registry)
+        self.failed = Counter(_FAILED, _FAILED_HELP, with_error, registry=registry)
         self.queue_wait = Histogram(
-            "tracekit_messaging_queue_wait_seconds",
-            "Time a message spent queued: consumer start minus publish end.",
-            labels,
-            buckets=QUEUE_WAIT_BUCKETS,
-            registry=registry,
+            _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, buckets=QUEUE_WAIT_BUCKETS, registry=registry
         )
 
     def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record one publish."""
-        destination = self._destination(destination)
+        if destination not in self._known_destinations:
+            destination = self._destination(destination)
+        if self._local:
+            self.publish_duration.observe((system, destination), seconds, *_exemplar_ids(span))
+            return
         self._child(self.publish_duration, system, destination).observe(seconds, exemplar_of(span))
         self._child(self.sent, system, destination).inc()
 
@@ -301,9 +349,14 @@ class MessagingMetrics(_ServiceMetrics):
         error_type: str | None = None,
     ) -> None:
         """Record one consumed message whose handler took ``seconds`` (and failed if error_type)."""
-        destination = self._destination(destination)
-        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else None
-        self._child(self.process_duration, system, destination, error_type or "").observe(
+        if destination not in self._known_destinations:
+            destination = self._destination(destination)
+        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else ""
+        if self._local:
+            labels = (system, destination, error_type)
+            self.process_duration.observe(labels, seconds, *_exemplar_ids(span))
+            return
+        self._child(self.process_duration, system, destination, error_type).observe(
             seconds, exemplar_of(span)
         )
         self._child(self.consumed, system, destination).inc()
@@ -312,10 +365,50 @@ class MessagingMetrics(_ServiceMetrics):
 
     def waited(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record how long one message waited in its queue."""
-        destination = self._destination(destination)
-        self._child(self.queue_wait, system, destination).observe(
-            max(0.0, seconds), exemplar_of(span)
-        )
+        if destination not in self._known_destinations:
+            destination = self._destination(destination)
+        seconds = max(0.0, seconds)
+        if self._local:
+            self.queue_wait.observe((system, destination), seconds, *_exemplar_ids(span))
+            return
+        self._child(self.queue_wait, system, destination).observe(seconds, exemplar_of(span))
+
+
+_PUBLISH_DURATION = "messaging_client_operation_duration_seconds"
+_PUBLISH_DURATION_HELP = "Duration of publishing a message."
+_SENT = "messaging_client_sent_messages"
+_SENT_HELP = "Messages published."
+_PROCESS_DURATION = "messaging_process_duration_seconds"
+_PROCESS_DURATION_HELP = "Duration of processing a consumed message (the handler)."
+_CONSUMED = "messaging_client_consumed_messages"
+_CONSUMED_HELP = "Messages consumed."
+_FAILED = "tracekit_messaging_failed_messages"
+_FAILED_HELP = "Consumed messages whose handler raised."
+_QUEUE_WAIT = "tracekit_messaging_queue_wait_seconds"
+_QUEUE_WAIT_HELP = "Time a message spent queued: consumer start minus publish end."
+
+
+def _exemplar_ids(span: Span | None) -> tuple[int, int]:
+    """``(trace_id, span_id)`` of a sampled span, else ``(0, 0)``: no exemplar."""
+    if span is None:
+        return 0, 0
+    span_context = span.get_span_context()
+    if not span_context.trace_flags & _SAMPLED:
+        return 0, 0
+    return span_context.trace_id, span_context.span_id
+
+
+def _per_destination(
+    series: list[tuple[tuple[str, ...], int, float]],
+) -> list[tuple[tuple[str, ...], int, float]]:
+    """Counts of ``(system, destination, error_type)`` series summed per (system, destination),
+    in order of first appearance, created when the first of them was."""
+    totals: dict[tuple[str, ...], tuple[int, float]] = {}
+    for labels, count, created in series:
+        key = labels[:2]
+        previous = totals.get(key)
+        totals[key] = (count, created) if previous is None else (previous[0] + count, previous[1])
+    return [(key, count, created) for key, (count, created) in totals.items()]
 
 
 _CLIENT_LABELS = (
