@@ -17,11 +17,11 @@ short members cost.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from urllib.parse import unquote
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote_plus, unquote
 
 from opentelemetry import baggage
-from opentelemetry.context import Context
+from opentelemetry.context import Context, set_value
 
 from tracekit._ratelimit import RateLimitedWarning
 
@@ -37,6 +37,13 @@ WARNING_INTERVAL_S = 60.0
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _OWS = " \t"
+# Characters quote_plus never escapes. A header of at most this many members and characters is
+# within every limit of OpenTelemetry's writer (180 members, 4,096 characters per member).
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+_SHORT_MEMBERS = 180
+_SHORT_HEADER = 4096
+# OpenTelemetry's key for the baggage in a Context (the public API sets it member by member).
+_BAGGAGE_CONTEXT_KEY = next(iter(baggage.set_baggage("k", "v", Context())))
 
 dropped_members = RateLimitedWarning(
     WARNING_INTERVAL_S,
@@ -96,9 +103,29 @@ def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> C
     members, dropped = parse(values)
     if dropped:
         dropped_members.warn(header, dropped)
-    for key, value in members:
-        context = baggage.set_baggage(key, value, context)
-    return context
+    if not members:
+        return context
+    # What set_baggage member by member gives (a later key wins), in one new Context.
+    entries = dict(baggage.get_all(context))
+    entries.update(members)
+    return set_value(_BAGGAGE_CONTEXT_KEY, entries, context)
+
+
+def header(entries: Mapping[str, object]) -> str | None:
+    """The ``baggage`` header OpenTelemetry's W3C propagator writes for ``entries``, built
+    directly when none of its limits can apply; None otherwise: the propagator writes it then,
+    warnings and all.
+    """
+    if len(entries) > _SHORT_MEMBERS:
+        return None
+    text = ",".join(f"{_quoted(key)}={_quoted(value)}" for key, value in entries.items())
+    return text if len(text) <= _SHORT_HEADER else None
+
+
+def _quoted(value: object) -> str:
+    """``quote_plus(str(value))``, skipping the call for text it would leave as it is."""
+    text = value if type(value) is str else str(value)
+    return text if _UNRESERVED.fullmatch(text) is not None else quote_plus(text)
 
 
 def value_of(values: Iterable[str], key: str) -> str | None:

@@ -241,12 +241,9 @@ class TracekitPropagator(TextMapPropagator):
             self._inject_trace(carrier, span_context, context, setter)
         cid = correlation.correlation_id()
         if cid is not None:
-            in_baggage = baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context)
-            if self.carries_baggage and in_baggage is None:
-                context = baggage.set_baggage(CORRELATION_BAGGAGE_KEY, cid, context)
             setter.set(carrier, self._correlation_header, cid)
         if self.carries_baggage:
-            _BAGGAGE_WRITER.inject(carrier, context, setter)
+            _inject_baggage(carrier, context, cid, setter)
 
     def _inject_trace(
         self, carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
@@ -272,8 +269,29 @@ class TracekitPropagator(TextMapPropagator):
 TRACECONTEXT = "tracecontext"
 DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
 KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
-# Injection only: this writer serialises tracekit's own context, never parses a header.
+# Injection only, of baggage too long for ``_baggage.header``: this writer serialises
+# tracekit's own context, never parses a header.
 _BAGGAGE_WRITER = W3CBaggagePropagator()
+
+
+def _inject_baggage(
+    carrier: Any, context: Context | None, cid: str | None, setter: Setter[Any]
+) -> None:
+    """Write the context's baggage, with the correlation ID as a member unless it has one."""
+    entries: Mapping[str, object] = baggage.get_all(context)
+    if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) is None:
+        entries = {**entries, CORRELATION_BAGGAGE_KEY: cid}
+    if not entries:
+        return
+    value = _baggage.header(entries)
+    if value is not None:
+        setter.set(carrier, BAGGAGE, value)
+        return
+    if cid is not None:  # long or large baggage: OpenTelemetry's writer applies the limits
+        context = baggage.set_baggage(
+            CORRELATION_BAGGAGE_KEY, entries[CORRELATION_BAGGAGE_KEY], context
+        )
+    _BAGGAGE_WRITER.inject(carrier, context, setter)
 
 
 def propagator_names(value: str | None) -> tuple[str, ...]:
