@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -66,12 +66,18 @@ class Delivery:
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
-        safe("messaging consume start", self._start)
+        try:
+            self._start()
+        except Exception as failure:
+            report_once("messaging consume start", failure)
         return self
 
     def end(self, error: BaseException | None = None) -> None:
         """Close the span (failed if ``error``) and restore the consumer's previous context."""
-        safe("messaging consume end", lambda: self._end(error))
+        try:
+            self._end(error)
+        except Exception as failure:
+            report_once("messaging consume end", failure)
 
     def __enter__(self) -> Delivery:
         return self.start()
@@ -96,61 +102,60 @@ class Delivery:
         self.end(error)
 
     def _start(self) -> None:
-        if self._tokens is not None or self._target is None or not self._received:
+        target, received = self._target, self._received
+        if self._tokens is not None or target is None or not received:
             return
         now_ns = time.time_ns()
         self._started = perf_counter()
-        received = self._received
-        self.correlation_id = (
-            next(
-                (r.correlation_id for r in received if r.correlation_id),
-                None,
-            )
-            or correlation.new_correlation_id()
-        )
-        waits = [w for w in (r.wait_ms(now_ns) for r in received) if w is not None]
-        self.queue_wait_ms = max(waits) if waits else None
+        if self._batch:
+            self.correlation_id, self.queue_wait_ms = _batch_id_and_wait(received, now_ns)
+        else:
+            first = received[0]
+            self.correlation_id = first.correlation_id or correlation.new_correlation_id()
+            self.queue_wait_ms = first.wait_ms(now_ns)
         cid_token = correlation.set_correlation_id(self.correlation_id)
         context_token = None
-        if not self._target.options.correlation_only:
-            context_token = self._start_span(now_ns)
+        if not target.options.correlation_only:
+            context_token = self._start_span(target, now_ns)
         self._tokens = (cid_token, context_token, _current.set(self))
 
-    def _start_span(self, now_ns: int) -> Token[otel_context.Context]:
-        target = self._target
-        assert target is not None
-        parent = otel_context.Context() if self._batch else self._received[0].context
-        self.span = target.tracer.start_span(
+    def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
+        received = self._received
+        parent = _NO_CONTEXT if self._batch else received[0].context
+        links = [r.link(now_ns) for r in received if r.has_parent] if self._batch else None
+        self.span = span = target.tracer.start_span(
             f"{target.operation_name} {target.destination}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=self._attributes(),
-            links=[r.link(now_ns) for r in self._received if r.has_parent] if self._batch else None,
-            start_time=now_ns,
+            parent,
+            SpanKind.CONSUMER,
+            self._attributes(target),
+            links,
+            now_ns,
         )
-        for received in self._received:
-            wait_ms = received.wait_ms(now_ns)
+        metrics = target.metrics()
+        for message in received:
+            wait_ms = message.wait_ms(now_ns)
             if wait_ms is not None:
-                target.metrics().waited(target.system, target.destination, wait_ms / 1e3, self.span)
-        return otel_context.attach(trace.set_span_in_context(self.span, parent))
+                metrics.waited(target.system, target.destination, wait_ms / 1e3, span)
+        # One new Context holding the span (what trace.set_span_in_context builds).
+        return otel_context.attach(
+            otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
+        )
 
-    def _attributes(self) -> dict[str, Any]:
-        target = self._target
-        assert target is not None
-        message_id = None if self._batch else self._received[0].message_id
+    def _attributes(self, target: Target) -> dict[str, Any]:
+        first = self._received[0]
         attributes = base_attributes(
             target.system,
             target.destination,
             "process",
             target.operation_name,
-            message_id,
+            None if self._batch else first.message_id,
             target.attributes,
         )
         attributes[semconv.CORRELATION_ID] = self.correlation_id
         if self._batch:
             attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] = len(self._received)
-        elif self._received[0].publish_time_ns is not None:
-            attributes[semconv.PUBLISH_TIME] = self._received[0].publish_time_ns
+        elif first.publish_time_ns is not None:
+            attributes[semconv.PUBLISH_TIME] = first.publish_time_ns
         if self.queue_wait_ms is not None:
             attributes[semconv.QUEUE_WAIT_MS] = round(self.queue_wait_ms, 3)
         return attributes
@@ -185,8 +190,19 @@ class Delivery:
             metrics.processed(target.system, target.destination, seconds, span, error_type)
 
 
+def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:
+    """The first message's correlation ID (new if none has one) and the longest wait."""
+    cid = next((r.correlation_id for r in received if r.correlation_id), None)
+    waits = [w for w in (r.wait_ms(now_ns) for r in received) if w is not None]
+    return cid or correlation.new_correlation_id(), max(waits) if waits else None
+
+
 class Target:
     """Where messages are consumed, and the options, tracer and metrics that apply there."""
+
+    __slots__ = (
+        "_registry", "attributes", "destination", "operation_name", "options", "system", "tracer"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -216,10 +232,11 @@ class Target:
         registry: CollectorRegistry | None,
     ) -> Target | None:
         """The target, or None when tracekit cannot set up (bad configuration): reported once."""
-        return safe(
-            "messaging consume setup",
-            lambda: cls(system, destination, operation_name, attributes, tracer_provider, registry),
-        )
+        try:
+            return cls(system, destination, operation_name, attributes, tracer_provider, registry)
+        except Exception as error:
+            report_once("messaging consume setup", error)
+            return None
 
     def metrics(self) -> MessagingMetrics:
         return MessagingMetrics.get(
@@ -229,6 +246,8 @@ class Target:
 
 class Received:
     """What tracekit learned from one message's headers."""
+
+    __slots__ = ("context", "correlation_id", "message_id", "publish_time_ns")
 
     def __init__(
         self,
@@ -241,26 +260,35 @@ class Received:
         self.correlation_id = correlation_id
         self.publish_time_ns = publish_time_ns
         self.message_id = message_id
-        self.parent = trace.get_current_span(context).get_span_context()
 
     @classmethod
     def parse(
         cls, headers: Headers | None, prop: object, message_id: object, options: config.Options
     ) -> Received:
-        names = (*options.correlation_headers, options.response_header)
-        fields = _message_headers.read(headers, names)
-        propagator = propagation.configured(options.response_header)
+        """Read a message's headers. In correlation-only mode, where no span continues the
+        trace, only the correlation ID is looked for (as the HTTP server does there)."""
+        reading = _reading(options)
+        fields = _message_headers.read(headers, reading.limits)
+        if options.correlation_only:
+            cid = _correlation_only_from(fields, reading, prop)
+            return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
+        propagator = reading.propagator
         _warn_unusable_traceparent(fields)
         context = propagator.extract_header_lists(fields, with_baggage=False)
         if propagator.carries_baggage:
             context = _with_baggage(fields, context)
-        cid = _correlation_from(fields, names, prop, context)
+        cid = _correlation_from(fields, reading.names, prop, context)
         return cls(context, cid, _publish_time(fields), message_id)
 
     @classmethod
     def empty(cls, message_id: object) -> Received:
         """A message whose headers could not be read: a new trace and a new correlation ID."""
         return cls(otel_context.Context(), None, None, message_id)
+
+    @property
+    def parent(self) -> trace.SpanContext:
+        """The producer's span context (invalid when the message carried none)."""
+        return trace.get_current_span(self.context).get_span_context()
 
     @property
     def has_parent(self) -> bool:
@@ -279,6 +307,34 @@ class Received:
         if wait_ms is not None:
             attributes[semconv.QUEUE_WAIT_MS] = round(wait_ms, 3)
         return Link(self.parent, attributes)
+
+
+_NO_CONTEXT = otel_context.Context()
+
+
+class _Reading(NamedTuple):
+    """How to read messages under one set of options and ``OTEL_PROPAGATORS``."""
+
+    names: tuple[str, ...]  # correlation headers, lower case, in the order they are trusted
+    propagator: propagation.TracekitPropagator
+    limits: dict[str, int]
+
+
+_last_reading: tuple[config.Options, propagation.TracekitPropagator, _Reading] | None = None
+
+
+def _reading(options: config.Options) -> _Reading:
+    """The ``_Reading`` of ``options``; the last one is kept, since options rarely change."""
+    global _last_reading
+    propagator = propagation.configured(options.response_header)  # OTEL_PROPAGATORS, read now
+    last = _last_reading
+    if last is not None and last[0] is options and last[1] is propagator:
+        return last[2]
+    names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
+    limits = _message_headers.field_limits(names, propagator.carried_fields)
+    reading = _Reading(names, propagator, limits)
+    _last_reading = (options, propagator, reading)
+    return reading
 
 
 def _with_baggage(
@@ -306,17 +362,40 @@ def _correlation_from(
     context: otel_context.Context,
 ) -> str | None:
     """Headers first, then the W3C baggage member, then the message property."""
-    for name in names:
-        values = fields.get(name.lower())
-        if not values:
-            continue
-        if len(values) == 1 and correlation.is_valid(values[0]):
-            return values[0]
-        _message_headers.bad_header.warn(name.lower(), "invalid correlation ID")
+    from_headers = _correlation_from_headers(fields, names)
+    if from_headers is not None:
+        return from_headers
     from_baggage = baggage.get_baggage(propagation.CORRELATION_BAGGAGE_KEY, context)
     if correlation.is_valid(from_baggage):
         return str(from_baggage)
     return correlation.first_valid([prop]) if prop is not None else None
+
+
+def _correlation_only_from(
+    fields: _message_headers.Fields, reading: _Reading, prop: object
+) -> str | None:
+    """``_correlation_from`` without a context: the baggage member is read on its own."""
+    from_headers = _correlation_from_headers(fields, reading.names)
+    if from_headers is not None:
+        return from_headers
+    values = fields.get(propagation.BAGGAGE) if reading.propagator.carries_baggage else None
+    from_baggage = (
+        _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
+    )
+    if correlation.is_valid(from_baggage):
+        return from_baggage
+    return correlation.first_valid([prop]) if prop is not None else None
+
+
+def _correlation_from_headers(fields: _message_headers.Fields, names: Sequence[str]) -> str | None:
+    for name in names:
+        values = fields.get(name)
+        if not values:
+            continue
+        if len(values) == 1 and correlation.is_valid(values[0]):
+            return values[0]
+        _message_headers.bad_header.warn(name, "invalid correlation ID")
+    return None
 
 
 def _publish_time(fields: _message_headers.Fields) -> int | None:

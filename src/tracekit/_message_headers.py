@@ -46,27 +46,37 @@ bad_header = RateLimitedWarning(
 )
 
 
-def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
-    """The tracekit fields of ``headers`` (mapping or ``(key, value)`` pairs), lower-case keys.
+def read(headers: Headers | None, limits: Mapping[str, int]) -> Fields:
+    """The fields of ``headers`` (mapping or ``(key, value)`` pairs) that ``limits`` names, keyed
+    by lower-case name (``field_limits`` gives the limits).
 
     Values are lists because a key may repeat (Kafka); callers decide what a repeat means.
     """
-    limits = _limits(tuple(correlation_names), propagation.carried_fields())
     fields: Fields = {}
     for raw_key, raw_value in _pairs(headers):
-        key = _key(raw_key, limits)
-        if key is None:
-            continue
-        value, reason = _value(raw_value, limits[key], key in _READ_BY_MEMBER)
-        if value is None:
-            bad_header.warn(key, reason)
-            continue
-        fields.setdefault(key, []).append(value)
+        key = _key(raw_key)
+        if key is None or key not in limits:
+            continue  # not a field tracekit reads: silently not ours
+        value = _text(key, raw_value, limits[key])
+        if value is not None:
+            fields.setdefault(key, []).append(value)
     return fields
 
 
+def _text(key: str, raw: object, limit: int) -> str | None:
+    """The value as text, or None after a warning naming the field and the reason."""
+    if type(raw) is str and len(raw) <= limit and raw.isascii() and raw.isprintable():
+        return raw  # the usual case, in one line of checks
+    value, reason = _value(raw, limit, key in _READ_BY_MEMBER)
+    if value is None:
+        bad_header.warn(key, reason)
+    return value
+
+
 @functools.lru_cache(maxsize=16)
-def _limits(correlation_names: tuple[str, ...], trace_fields: tuple[str, ...]) -> dict[str, int]:
+def field_limits(
+    correlation_names: tuple[str, ...], trace_fields: tuple[str, ...]
+) -> dict[str, int]:
     """Size limit of every field tracekit reads (correlation and trace headers are configurable).
 
     B3, Jaeger and X-Ray values are shorter than ``OTHER_TRACE_LIMIT`` when valid.
@@ -80,23 +90,24 @@ def _limits(correlation_names: tuple[str, ...], trace_fields: tuple[str, ...]) -
 def _pairs(headers: Headers | None) -> Iterable[tuple[Any, Any]]:
     if headers is None:
         return ()
-    if isinstance(headers, Mapping):
+    if type(headers) is dict or isinstance(headers, Mapping):
         return headers.items()
     if isinstance(headers, list | tuple):
         return (pair for pair in headers if isinstance(pair, tuple) and len(pair) == 2)
     return ()
 
 
-def _key(raw: object, limits: Mapping[str, int]) -> str | None:
-    """The lower-case key if it is one tracekit reads, else None (silently: not ours)."""
+def _key(raw: object) -> str | None:
+    """The lower-case key as text, else None (not a key tracekit could read: not ours)."""
+    if type(raw) is str and len(raw) <= MAX_KEY_LENGTH:
+        return raw.lower()
     if isinstance(raw, bytes | bytearray):
         if len(raw) > MAX_KEY_LENGTH or not raw.isascii():
             return None
         raw = raw.decode("ascii")
     if not isinstance(raw, str) or len(raw) > MAX_KEY_LENGTH:
         return None
-    key = raw.lower()
-    return key if key in limits else None
+    return raw.lower()
 
 
 def _value(raw: object, limit: int, by_member: bool = False) -> tuple[str | None, str]:

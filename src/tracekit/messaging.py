@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping, Sequence
 from contextvars import Token
 from time import perf_counter
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -54,6 +54,7 @@ from tracekit._consumer import (
     safe,
     tracer_for,
 )
+from tracekit._guard import report_once
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
 
@@ -62,6 +63,7 @@ __all__ = [
     "Delivery",
     "HeldDeliveries",
     "Publication",
+    "Publishing",
     "consume",
     "consume_batch",
     "correlation_property_of",
@@ -93,7 +95,6 @@ def publishing() -> bool:
     return bool(otel_context.get_value(_PUBLISHING))
 
 
-@contextmanager
 def publish(
     headers: MutableMapping[str, Any],
     *,
@@ -104,33 +105,54 @@ def publish(
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
-) -> Iterator[Publication]:
+) -> Publishing:
     """Trace publishing one message: wrap the broker call; see the module documentation."""
-    if publishing() or otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY):
-        yield Publication()
-        return
-    started = safe(
-        "messaging publish start",
-        lambda: _start_publish(
-            headers, system, destination, message_id, operation_name, attributes, tracer_provider
-        ),
-    )
-    if started is None:
-        yield Publication()
-        return
-    publication, token, opts = started
-    error: BaseException | None = None
-    try:
-        yield publication
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        otel_context.detach(token)
-        safe(
-            "messaging publish end",
-            lambda: _end_publish(publication, opts, system, destination, registry, error),
-        )
+    return Publishing(
+        headers, system, destination, message_id, operation_name, attributes, tracer_provider,
+        registry,
+    )  # fmt: skip
+
+
+class Publishing:
+    """What ``publish`` returns: ``with`` it around the broker call (it yields a ``Publication``).
+
+    A class rather than a generator-based context manager: this runs once per message.
+    """
+
+    __slots__ = ("_call", "_publication", "_started")
+
+    def __init__(self, *call: Any) -> None:
+        self._call = call
+        self._publication: Publication | None = None
+        self._started: tuple[Token[otel_context.Context], config.Options] | None = None
+
+    def __enter__(self) -> Publication:
+        ctx = otel_context.get_current()
+        if ctx.get(_PUBLISHING) or ctx.get(otel_context._SUPPRESS_INSTRUMENTATION_KEY):
+            return Publication()
+        try:
+            publication, token, opts = _start_publish(ctx, *self._call)
+        except Exception as error:
+            report_once("messaging publish start", error)
+            return Publication()
+        self._publication, self._started = publication, (token, opts)
+        return publication
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        started, publication = self._started, self._publication
+        if started is None or publication is None:
+            return
+        self._started = None
+        otel_context.detach(started[0])
+        try:
+            _end_publish(publication, started[1], self._call, error)
+        except Exception as failure:
+            report_once("messaging publish end", failure)
 
 
 def inject(
@@ -176,6 +198,7 @@ def correlation_property_of(properties: object, options: config.Options | None =
 
 
 def _start_publish(
+    ctx: otel_context.Context,
     headers: MutableMapping[str, Any],
     system: str,
     destination: str,
@@ -183,10 +206,10 @@ def _start_publish(
     operation_name: str,
     attributes: Mapping[str, Any] | None,
     tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
 ) -> tuple[Publication, Token[otel_context.Context], config.Options]:
     opts = _state.current_options()
     span = None
-    ctx = otel_context.get_current()
     if not opts.correlation_only:
         span_attributes = base_attributes(
             system, destination, "send", operation_name, message_id, attributes
@@ -195,11 +218,15 @@ def _start_publish(
         if cid is not None:
             span_attributes[semconv.CORRELATION_ID] = cid
         span = tracer_for(tracer_provider).start_span(
-            f"{operation_name} {destination}", kind=SpanKind.PRODUCER, attributes=span_attributes
+            f"{operation_name} {destination}",
+            ctx,
+            SpanKind.PRODUCER,
+            span_attributes,
         )
-        ctx = trace.set_span_in_context(span, ctx)
+        # One new Context holding the span (what trace.set_span_in_context builds).
+        ctx = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
     _write_headers(headers, ctx, opts)
-    token = otel_context.attach(otel_context.set_value(_PUBLISHING, True, ctx))
+    token = otel_context.attach(otel_context.Context({**ctx, _PUBLISHING: True}))
     return Publication(span), token, opts
 
 
@@ -213,9 +240,7 @@ def _write_headers(
 def _end_publish(
     publication: Publication,
     opts: config.Options,
-    system: str,
-    destination: str,
-    registry: CollectorRegistry | None,
+    call: tuple[Any, ...],
     error: BaseException | None,
 ) -> None:
     span = publication.span
@@ -223,6 +248,7 @@ def _end_publish(
         return
     mark_error(span, error)
     span.end()
+    _, system, destination, *_rest, registry = call
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
     metrics.published(system, destination, perf_counter() - publication._started, span)
 

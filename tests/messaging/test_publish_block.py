@@ -1,0 +1,75 @@
+"""``messaging.publish`` as a block around the broker call: what is current inside, what is left
+after, and the ways integrations drive it (``with``, or ``__enter__``/``__exit__`` by hand as the
+Redis integration does around a call that may return an awaitable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from tracekit import correlation, messaging
+
+
+def test_the_producer_span_is_current_inside_and_the_caller_context_after(spans: Any) -> None:
+    headers: dict[str, Any] = {}
+    with trace.get_tracer("test").start_as_current_span("caller") as caller:
+        with messaging.publish(headers, system="test", destination="q") as sent:
+            inside = trace.get_current_span()
+            assert messaging.publishing()
+        assert trace.get_current_span() is caller
+        assert not messaging.publishing()
+    assert sent.span is inside
+    producer = next(s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER)
+    assert (
+        producer.parent is not None and producer.parent.span_id == caller.get_span_context().span_id
+    )
+    assert headers["traceparent"].split("-")[2] == f"{producer.context.span_id:016x}"
+
+
+def test_a_failed_broker_call_propagates_unchanged_and_marks_the_span(spans: Any) -> None:
+    error = ConnectionError("broker gone")
+    headers: dict[str, Any] = {}
+    with (
+        pytest.raises(ConnectionError) as raised,
+        messaging.publish(headers, system="test", destination="q"),
+    ):
+        raise error
+    assert raised.value is error
+    (producer,) = spans.get_finished_spans()
+    assert producer.status.status_code.name == "ERROR"
+    assert producer.attributes["error.type"] == "ConnectionError"
+    assert "traceparent" in headers and not messaging.publishing()
+
+
+def test_driven_by_hand_like_the_redis_integration(spans: Any) -> None:
+    headers: dict[str, Any] = {}
+    token = correlation.set_correlation_id("by-hand-1")
+    try:
+        block = messaging.publish(headers, system="test", destination="stream")
+        sent = block.__enter__()
+        sent.set_message_id(b"1700000000000-0")
+        block.__exit__(None, None, None)
+        block.__exit__(None, None, None)  # a second exit changes nothing
+    finally:
+        correlation.reset_correlation_id(token)
+    (producer,) = spans.get_finished_spans()
+    assert producer.attributes["messaging.message.id"] == "1700000000000-0"
+    assert headers["x-correlation-id"] == "by-hand-1"
+    assert not messaging.publishing()
+
+
+def test_suppressed_instrumentation_publishes_bare(spans: Any) -> None:
+    headers: dict[str, Any] = {}
+    token = otel_context.attach(
+        otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+    )
+    try:
+        with messaging.publish(headers, system="test", destination="q") as sent:
+            assert sent.span is None
+    finally:
+        otel_context.detach(token)
+    assert headers == {} and spans.get_finished_spans() == ()
