@@ -37,6 +37,10 @@ WARNING_INTERVAL_S = 60.0
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _OWS = " \t"
+# A list of members that ``_member`` would keep exactly as written: a key, "=", a value without
+# "%" (nothing to decode), no whitespace or properties.
+_PLAIN_MEMBER = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=[\x21\x23\x24\x26-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+_PLAIN_LIST = re.compile(rf"{_PLAIN_MEMBER}(?:,{_PLAIN_MEMBER})*")
 # Characters quote_plus never escapes. A header of at most this many members and characters is
 # within every limit of OpenTelemetry's writer (180 members, 4,096 characters per member).
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -55,6 +59,16 @@ def parse(values: Iterable[str]) -> tuple[list[tuple[str, str]], str]:
     """The kept ``(key, decoded value)`` members of baggage header values, and why any were
     dropped ("" when none was)."""
     combined = ",".join(values)
+    if len(combined) <= MAX_BYTES and _PLAIN_LIST.fullmatch(combined) is not None:
+        # The usual header: no whitespace, properties or escapes; every member valid as it is.
+        members = [_split(member) for member in combined.split(",")]
+        if len(members) <= MAX_MEMBERS:
+            return members, ""
+    return parse_member_by_member(combined)
+
+
+def parse_member_by_member(combined: str) -> tuple[list[tuple[str, str]], str]:
+    """``parse`` of the combined header value without the shortcut for plain lists."""
     window = combined[:MAX_BYTES]
     over_limits = len(combined) > MAX_BYTES
     if over_limits and combined[MAX_BYTES] != ",":
@@ -74,6 +88,11 @@ def parse(values: Iterable[str]) -> tuple[list[tuple[str, str]], str]:
         else:
             over_limits = True
     return members, _reason(invalid, over_limits)
+
+
+def _split(member: str) -> tuple[str, str]:
+    key, _, value = member.partition("=")
+    return key, value
 
 
 def _reason(invalid: int, over_limits: bool) -> str:

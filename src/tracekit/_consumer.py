@@ -7,7 +7,6 @@ producer side shares.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -171,12 +170,7 @@ class Delivery:
         finally:
             if context_token is not None:
                 otel_context.detach(context_token)  # logs, never raises, on a foreign context
-            # A delivery held by a pull API may end in another context (a closed generator
-            # collected elsewhere): the caller's own values are then not ours to restore.
-            with contextlib.suppress(ValueError):
-                _current.reset(delivery_token)
-            with contextlib.suppress(ValueError):
-                correlation.reset_correlation_id(cid_token)
+            _restore(delivery_token, cid_token)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         mark_error(span, error)
@@ -188,6 +182,20 @@ class Delivery:
         metrics = target.metrics()
         for _ in self._received:  # the duration is the batch's; the count is per message
             metrics.processed(target.system, target.destination, seconds, span, error_type)
+
+
+def _restore(delivery_token: Token[Delivery | None], cid_token: Token[str | None]) -> None:
+    # A delivery held by a pull API may end in another context (a closed generator collected
+    # elsewhere): the caller's own values are then not ours to restore. (try/except, not
+    # contextlib.suppress: this runs for every message.)
+    try:  # noqa: SIM105
+        _current.reset(delivery_token)
+    except ValueError:
+        pass
+    try:  # noqa: SIM105
+        correlation.reset_correlation_id(cid_token)
+    except ValueError:
+        pass
 
 
 def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:
@@ -267,14 +275,14 @@ class Received:
     ) -> Received:
         """Read a message's headers. In correlation-only mode, where no span continues the
         trace, only the correlation ID is looked for (as the HTTP server does there)."""
-        reading = _reading(options)
+        reading = reading_for(options)
         fields = _message_headers.read(headers, reading.limits)
         if options.correlation_only:
             cid = _correlation_only_from(fields, reading, prop)
             return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
         propagator = reading.propagator
-        _warn_unusable_traceparent(fields)
         context = propagator.extract_header_lists(fields, with_baggage=False)
+        _warn_unusable_traceparent(fields, context, reading.w3c_only)
         if propagator.carries_baggage:
             context = _with_baggage(fields, context)
         cid = _correlation_from(fields, reading.names, prop, context)
@@ -312,28 +320,33 @@ class Received:
 _NO_CONTEXT = otel_context.Context()
 
 
-class _Reading(NamedTuple):
-    """How to read messages under one set of options and ``OTEL_PROPAGATORS``."""
+class Reading(NamedTuple):
+    """How messages are written and read under one set of options and ``OTEL_PROPAGATORS``."""
 
     names: tuple[str, ...]  # correlation headers, lower case, in the order they are trusted
     propagator: propagation.TracekitPropagator
     limits: dict[str, int]
+    w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
 
 
-_last_reading: tuple[config.Options, propagation.TracekitPropagator, _Reading] | None = None
+_last_reading: tuple[config.Options, Reading] | None = None
 
 
-def _reading(options: config.Options) -> _Reading:
-    """The ``_Reading`` of ``options``; the last one is kept, since options rarely change."""
+def reading_for(options: config.Options) -> Reading:
+    """The ``Reading`` of ``options``, with ``OTEL_PROPAGATORS`` as it was when these options were
+    first used: the options ``tracekit.init()`` resolved are one object for the process's life
+    (read once, as the server middleware does); without ``init`` every call resolves options
+    anew, so every message reads the environment again."""
     global _last_reading
-    propagator = propagation.configured(options.response_header)  # OTEL_PROPAGATORS, read now
     last = _last_reading
-    if last is not None and last[0] is options and last[1] is propagator:
-        return last[2]
+    if last is not None and last[0] is options:
+        return last[1]
+    propagator = propagation.configured(options.response_header)
     names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
     limits = _message_headers.field_limits(names, propagator.carried_fields)
-    reading = _Reading(names, propagator, limits)
-    _last_reading = (options, propagator, reading)
+    w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
+    reading = Reading(names, propagator, limits, w3c_only)
+    _last_reading = (options, reading)
     return reading
 
 
@@ -344,13 +357,17 @@ def _with_baggage(
     return _baggage.extract(values, context, "baggage message") if values else context
 
 
-def _warn_unusable_traceparent(fields: _message_headers.Fields) -> None:
+def _warn_unusable_traceparent(
+    fields: _message_headers.Fields, context: otel_context.Context, w3c_only: bool
+) -> None:
     """A repeated or malformed traceparent restarts the trace: say so (never its value)."""
     values = fields.get(propagation.TRACEPARENT)
     if not values:
         return
     if len(values) > 1:
         _message_headers.bad_header.warn(propagation.TRACEPARENT, "repeated")
+    elif w3c_only and propagation.CURRENT_SPAN_KEY in context:
+        return  # extracted from this very value: usable, and not parsed twice
     elif propagation.parse_traceparent(values[0]) is None:
         _message_headers.bad_header.warn(propagation.TRACEPARENT, "malformed")
 
@@ -372,7 +389,7 @@ def _correlation_from(
 
 
 def _correlation_only_from(
-    fields: _message_headers.Fields, reading: _Reading, prop: object
+    fields: _message_headers.Fields, reading: Reading, prop: object
 ) -> str | None:
     """``_correlation_from`` without a context: the baggage member is read on its own."""
     from_headers = _correlation_from_headers(fields, reading.names)

@@ -53,11 +53,27 @@ def read(headers: Headers | None, limits: Mapping[str, int]) -> Fields:
     Values are lists because a key may repeat (Kafka); callers decide what a repeat means.
     """
     fields: Fields = {}
+    # Once per header of every message: the usual case (text keys and values) is checked inline.
     for raw_key, raw_value in _pairs(headers):
-        key = _key(raw_key)
-        if key is None or key not in limits:
+        if type(raw_key) is str and len(raw_key) <= MAX_KEY_LENGTH:
+            key = raw_key.lower()
+        else:
+            other = _key(raw_key)
+            if other is None:
+                continue
+            key = other
+        limit = limits.get(key)
+        if limit is None:
             continue  # not a field tracekit reads: silently not ours
-        value = _text(key, raw_value, limits[key])
+        if (
+            type(raw_value) is str
+            and len(raw_value) <= limit
+            and raw_value.isascii()
+            and raw_value.isprintable()
+        ):
+            value: str | None = raw_value
+        else:
+            value = _text(key, raw_value, limit)
         if value is not None:
             fields.setdefault(key, []).append(value)
     return fields
@@ -65,8 +81,6 @@ def read(headers: Headers | None, limits: Mapping[str, int]) -> Fields:
 
 def _text(key: str, raw: object, limit: int) -> str | None:
     """The value as text, or None after a warning naming the field and the reason."""
-    if type(raw) is str and len(raw) <= limit and raw.isascii() and raw.isprintable():
-        return raw  # the usual case, in one line of checks
     value, reason = _value(raw, limit, key in _READ_BY_MEMBER)
     if value is None:
         bad_header.warn(key, reason)
@@ -99,8 +113,6 @@ def _pairs(headers: Headers | None) -> Iterable[tuple[Any, Any]]:
 
 def _key(raw: object) -> str | None:
     """The lower-case key as text, else None (not a key tracekit could read: not ours)."""
-    if type(raw) is str and len(raw) <= MAX_KEY_LENGTH:
-        return raw.lower()
     if isinstance(raw, bytes | bytearray):
         if len(raw) > MAX_KEY_LENGTH or not raw.isascii():
             return None

@@ -51,6 +51,7 @@ from tracekit._consumer import (
     bounded_id,
     current_delivery,
     mark_error,
+    reading_for,
     safe,
     tracer_for,
 )
@@ -233,7 +234,7 @@ def _start_publish(
 def _write_headers(
     headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
 ) -> None:
-    propagation.configured(opts.response_header).inject(headers, ctx)
+    reading_for(opts).propagator.inject(headers, ctx)
     headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
 
 
@@ -275,11 +276,12 @@ def consume(
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:
         return Delivery([], None, batch=False)
-    received = safe(
-        "messaging header extraction",
-        lambda: Received.parse(headers, correlation_property, message_id, target.options),
-    )
-    return Delivery([received or Received.empty(message_id)], target, batch=False)
+    try:
+        received = Received.parse(headers, correlation_property, message_id, target.options)
+    except Exception as error:
+        report_once("messaging header extraction", error)
+        received = Received.empty(message_id)
+    return Delivery((received,), target, batch=False)
 
 
 def consume_batch(

@@ -1,5 +1,6 @@
-"""The outgoing ``baggage`` header: tracekit writes short baggage itself and must write exactly what
-OpenTelemetry's W3C propagator writes for the same context (escaping, order, limits, warnings)."""
+"""The ``baggage`` header's shortcuts. Outgoing: tracekit writes short baggage itself and must write
+exactly what OpenTelemetry's W3C propagator writes for the same context (escaping, order, limits,
+warnings). Incoming: plain lists are split without the member-by-member reader, with its result."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import logging
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 
-from tracekit import correlation, propagation
+from tracekit import _baggage, correlation, propagation
 
 CASES: dict[str, dict[str, Any]] = {
     "plain": {"tenant": "acme", "region": "eu-west-1"},
@@ -76,3 +79,16 @@ def test_the_correlation_id_alone_is_one_member() -> None:
         "x-correlation-id": "order-7",
         "baggage": "correlation.id=order-7",
     }
+
+
+_TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~azAZ09", min_size=1, max_size=6)
+_OCTETS = st.text(alphabet="!#$%&'()*+-./:<=>?@[]^_`{|}~az09\"\\;, \t\u00e9", max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_TOKEN, _OCTETS), max_size=70), st.sampled_from([",", ", ", ",,"]))
+def test_reading_plain_lists_quickly_changes_nothing(
+    members: list[tuple[str, str]], separator: str
+) -> None:
+    header = separator.join(f"{key}={value}" for key, value in members)
+    assert _baggage.parse([header]) == _baggage.parse_member_by_member(header)
