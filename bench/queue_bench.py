@@ -1,233 +1,133 @@
-"""Per-message cost of publishing and consuming with pika against a real RabbitMQ.
+"""Per-message CPU cost of queue hops, on every broker tracekit instruments, against the bare client
+and OpenTelemetry's instrumentation of it, in the same run against the same broker.
 
-Three stacks in one run: bare pika, pika with tracekit's instrumentation, and pika with
-OpenTelemetry's (opentelemetry-instrumentation-pika). Both instrumented stacks export through the
-same SDK tracer provider, whose batch processor hands spans to an exporter that drops them, so
-the numbers are the instrumentation's cost, not an exporter's. Each round publishes N messages
-(no publisher confirms: ``basic_publish`` is a socket write) with a correlation ID current, then
-consumes them with a ``basic_consume`` callback. Time is the process's CPU time per message
-(all threads, so the span processor's export thread counts); rounds rotate the stacks' order and
-the table shows the median round. The overhead columns subtract bare pika's cost.
+Brokers: pika and aio-pika against the real RabbitMQ at ``TRACEKIT_TEST_AMQP_URL`` (default
+amqp://guest:guest@127.0.0.1:5672/), Redis streams against a private redis-server, Celery with
+that RabbitMQ as its broker, confluent-kafka against librdkafka's mock cluster. Stacks and
+measurement: ``bench/_queue_stacks.py``; each broker's round: ``bench/_queue_<broker>.py``.
+Rounds run every stack in an order that rotates each round; the tables show the median round,
+and the overheads subtract the bare client. A breakdown of tracekit's CPU per part (headers,
+span, metrics) is measured in process (``bench/_queue_parts.py``).
 
-    python -m bench.queue_bench            # full run; rewrites docs/benchmarks.md's section
-    python -m bench.queue_bench --quick    # a smoke run; prints only
-
-The broker is ``TRACEKIT_TEST_AMQP_URL`` (default amqp://guest:guest@127.0.0.1:5672/).
+    python -m bench.queue_bench                # all brokers; rewrites docs/benchmarks.md's section
+    python -m bench.queue_bench --quick        # a smoke run; prints only
+    python -m bench.queue_bench --broker pika  # some brokers (repeatable); prints only
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import statistics
 import sys
-import uuid
-from collections.abc import Callable, Sequence
-from time import process_time
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
-import pika
-from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-from bench._report import machine, markdown_table, replace_section, text_table
-from tracekit import _runtime, config, correlation, propagation
-from tracekit._setup import CorrelationSpanProcessor
+from bench import _queue_parts
+from bench._queue_docs import HEADER, PARTS_HEADER, parts_rows, rows, section
+from bench._queue_stacks import (
+    CORRELATION,
+    FULL,
+    Broker,
+    Providers,
+    Result,
+    measure,
+    providers,
+)
+from bench._report import machine, replace_section, text_table
 
 SECTION = "Queue hops"
-_OPTIONS = {
-    "full": config.resolve("queue-bench"),
-    "correlation": config.resolve("queue-bench", mode="correlation"),
-}
-AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-STACKS = ("bare pika", "tracekit", "tracekit correlation-only", "OpenTelemetry pika")
+BROKERS = ("pika", "aio-pika", "redis", "celery", "kafka")
+MESSAGES = {"pika": 3000, "aio-pika": 3000, "redis": 3000, "celery": 1000, "kafka": 3000}
+TARGETS = {FULL: 0.6, CORRELATION: 0.15}  # tracekit's overhead / OpenTelemetry's, at most
+NO_HOP_PEER = ("redis",)  # OpenTelemetry traces Redis commands, not hops: no target
 
 
-class _DropExporter(SpanExporter):
-    """Accepts every span and keeps none."""
+@contextmanager
+def opened(name: str, stack: ExitStack) -> Iterator[Broker]:
+    """The broker ``name``; raises RuntimeError with a reason when it cannot be reached."""
+    from bench import _queue_pika
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
+    if name in ("pika", "aio-pika", "celery"):
+        problem = _queue_pika.reachable()
+        if problem is not None:
+            raise RuntimeError(problem)
+    if name == "pika":
+        yield _queue_pika.Pika()
+    elif name == "aio-pika":
+        yield _queue_pika.AioPika()
+    elif name == "redis":
+        from bench import _queue_redis
 
-    def shutdown(self) -> None:
-        pass
+        yield _queue_redis.RedisStreams(stack.enter_context(_queue_redis.running_redis()))
+    elif name == "celery":
+        from bench import _queue_celery
 
+        yield _queue_celery.Celery()
+    else:
+        from bench import _queue_kafka
 
-def _provider() -> TracerProvider:
-    # What tracekit.init() leaves behind, without init's other work (metrics endpoint,
-    # instrumenting every library): options resolved once, not re-read per message.
-    _runtime.activate(_runtime.Runtime(_OPTIONS["full"]))
-    provider = TracerProvider()
-    provider.add_span_processor(CorrelationSpanProcessor())
-    provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
-    trace.set_tracer_provider(provider)
-    propagate.set_global_textmap(propagation.TracekitPropagator())
-    return provider
-
-
-def _instrumentation(stack: str, provider: TracerProvider) -> tuple[Callable[[], None], Any]:
-    """(instrument, uninstrument handle) for ``stack``."""
-    if stack.startswith("tracekit"):
-        from tracekit.instrumentation.pika import PikaInstrumentor
-
-        ours = PikaInstrumentor()
-        mode = "correlation" if stack.endswith("correlation-only") else "full"
-
-        def instrument() -> None:
-            _runtime.activate(_runtime.Runtime(_OPTIONS[mode]))
-            ours.instrument()
-
-        return instrument, ours.uninstrument
-    if stack == "OpenTelemetry pika":
-        from opentelemetry.instrumentation.pika import PikaInstrumentor as OtelPika
-
-        theirs = OtelPika()
-        return lambda: theirs.instrument(tracer_provider=provider), theirs.uninstrument
-    return (lambda: None), (lambda: None)
+        yield _queue_kafka.ConfluentKafka()
 
 
-def _round(stack: str, provider: TracerProvider, messages: int) -> tuple[float, float]:
-    """CPU seconds per message for (publish, consume) of one round of ``stack``."""
-    instrument, uninstrument = _instrumentation(stack, provider)
-    instrument()
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        channel = connection.channel()
-        queue = f"tracekit-bench-{uuid.uuid4().hex[:8]}"
-        channel.queue_declare(queue, auto_delete=True)
-        publish = _publish(channel, queue, messages)
-        consume = _consume(connection, channel, queue, messages)
-        connection.close()
-    finally:
-        uninstrument()
-    provider.force_flush()
-    return publish / messages, consume / messages
+def run(names: Sequence[str], rounds: int, scale: float, shared: Providers) -> list[Result]:
+    results = []
+    for name in names:
+        with ExitStack() as stack, opened(name, stack) as broker:
+            messages = max(20, int(MESSAGES[name] * scale))
+            print(f"{broker.name}: {rounds} rounds of {messages} messages", flush=True)
+            result = measure(broker, shared, rounds, messages)
+            print(text_table(HEADER, rows(result)), flush=True)
+            print("\n".join(verdicts(name, result)) + "\n", flush=True)
+            results.append(result)
+    return results
 
 
-def _publish(channel: Any, queue: str, messages: int) -> float:
-    body = b'{"order": 4711, "sku": "A-1"}'
-    token = correlation.set_correlation_id("bench-correlation-0001")
-    gc.collect()
-    started = process_time()
-    for _ in range(messages):
-        channel.basic_publish("", queue, body)
-    elapsed = process_time() - started
-    correlation.reset_correlation_id(token)
-    return elapsed
-
-
-def _consume(connection: Any, channel: Any, queue: str, messages: int) -> float:
-    received = 0
-
-    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-        nonlocal received
-        received += 1
-
-    gc.collect()
-    started = process_time()
-    channel.basic_consume(queue, on_message, auto_ack=True)
-    while received < messages:
-        connection.process_data_events(time_limit=1)
-    return process_time() - started
-
-
-def _measure(rounds: int, messages: int) -> dict[str, tuple[float, float]]:
-    provider = _provider()
-    results: dict[str, list[tuple[float, float]]] = {stack: [] for stack in STACKS}
-    _round("bare pika", provider, min(messages, 200))  # warm-up: imports, broker connection
-    for n in range(rounds):
-        order = STACKS[n % len(STACKS) :] + STACKS[: n % len(STACKS)]
-        for stack in order:
-            results[stack].append(_round(stack, provider, messages))
-    return {
-        stack: (
-            statistics.median(p for p, _ in rounds_of),
-            statistics.median(c for _, c in rounds_of),
-        )
-        for stack, rounds_of in results.items()
-    }
-
-
-def _rows(medians: dict[str, tuple[float, float]]) -> list[list[str]]:
-    bare_publish, bare_consume = medians["bare pika"]
-    rows = []
-    for stack in STACKS:
-        publish, consume = medians[stack]
-        rows.append(
-            [
-                stack,
-                f"{publish * 1e6:.1f}",
-                f"{(publish - bare_publish) * 1e6:+.1f}",
-                f"{consume * 1e6:.1f}",
-                f"{(consume - bare_consume) * 1e6:+.1f}",
-            ]
-        )
-    return rows
-
-
-def _ratios(medians: dict[str, tuple[float, float]]) -> list[str]:
-    bare = medians["bare pika"]
-    ours, theirs = medians["tracekit"], medians["OpenTelemetry pika"]
+def verdicts(name: str, result: Result) -> list[str]:
+    """One line per target: the ratio measured and whether it is met."""
+    if name in NO_HOP_PEER:
+        return [f"{result.broker}: no target ({result.peer} traces commands, not hops)"]
     lines = []
-    for index, phase in enumerate(("publish", "consume")):
-        our_overhead = ours[index] - bare[index]
-        their_overhead = theirs[index] - bare[index]
-        ratio = our_overhead / their_overhead if their_overhead > 0 else float("nan")
-        lines.append(
-            f"{phase}: tracekit / bare = {ours[index] / bare[index]:.2f}x, "
-            f"OpenTelemetry / bare = {theirs[index] / bare[index]:.2f}x, "
-            f"tracekit overhead / OpenTelemetry overhead = {ratio:.2f}"
-        )
+    for stack, target in TARGETS.items():
+        for phase, what in enumerate(("publish", "consume")):
+            ratio = result.ratio(stack, phase)
+            met = "met" if ratio <= target else "NOT met"
+            verdict = f"{ratio:.2f} (target <= {target}, {met})"
+            lines.append(f"{result.broker} {what}, {stack}: {verdict}")
     return lines
-
-
-HEADER = ["stack", "publish µs/msg", "overhead", "consume µs/msg", "overhead"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run; prints only")
-    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--broker", action="append", choices=BROKERS, help="repeatable")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--scale", type=float, default=None, help="times the default messages")
     args = parser.parse_args(argv)
-    messages = args.messages or (300 if args.quick else 3000)
+    names = args.broker or list(BROKERS)
     rounds = args.rounds or (1 if args.quick else 5)
+    scale = args.scale or (0.1 if args.quick else 1.0)
+    shared = providers()
+    load_before = os.getloadavg()
     try:
-        pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
-    except Exception as error:
-        print(f"queue_bench: RabbitMQ at {AMQP_URL} is not reachable ({type(error).__name__})",
-              file=sys.stderr)  # fmt: skip
+        results = run(names, rounds, scale, shared)
+    except RuntimeError as error:
+        print(f"queue_bench: {error}", file=sys.stderr)
         return 2
-    medians = _measure(rounds, messages)
-    rows = _rows(medians)
-    print(text_table(HEADER, rows))
-    print("\n".join(_ratios(medians)))
-    if not args.quick:
-        _write_docs(rows, _ratios(medians), rounds, messages)
+    measured = _queue_parts.parts(2_000 if args.quick else 20_000, 1 if args.quick else 5)
+    print(text_table(PARTS_HEADER, parts_rows(measured)))
+    load = (load_before, os.getloadavg())
+    if not args.quick and not args.broker:
+        _write_docs(results, measured, rounds, load)
     return 0
 
 
-def _write_docs(rows: list[list[str]], ratios: list[str], rounds: int, messages: int) -> None:
-    body = (
-        "`python -m bench.queue_bench`: CPU time per message of publishing (`basic_publish`) and\n"
-        "consuming (`basic_consume` callback) with pika against a real RabbitMQ on loopback;\n"
-        f"median of {rounds} rounds of {messages} messages, stacks in rotating order; spans go\n"
-        "through a batch processor to an exporter that drops them. The overhead columns\n"
-        "subtract bare pika. tracekit writes five headers per message (trace context, baggage,\n"
-        "correlation ID, publish time) where OpenTelemetry writes the propagator's fields, and\n"
-        "its consumer span additionally restores the correlation ID and records the queue wait.\n"
-        "tracekit's full rows also pay for its Prometheus metrics, which OpenTelemetry's pika\n"
-        "instrumentation does not record: per message published one histogram observation and\n"
-        "one counter, per message consumed two histogram observations (process duration, queue\n"
-        "wait) and one counter, each with an exemplar.\n\n"
-        + markdown_table(HEADER, rows)
-        + "\n\n"
-        + "\n".join(f"- {line}" for line in ratios)
-        + f"\n\nMeasured on {machine()}.\n"
-    )
-    replace_section(SECTION, body)
+def _write_docs(
+    results: list[Result],
+    measured: dict[str, dict[str, float]],
+    rounds: int,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+) -> None:
+    replace_section(SECTION, section(results, measured, rounds, load, machine()))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tracekit import messaging, propagation
+from tracekit import _state, messaging, propagation
+from tracekit._consumer import reading_for
 from tracekit._guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
 
@@ -141,11 +142,18 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
 
 
 def _header_names() -> tuple[str, ...]:
-    from tracekit import _state
+    """The request attributes that may hold headers tracekit reads (looked up once per reading)."""
+    global _last_header_names
+    reading = reading_for(_state.current_options())
+    last = _last_header_names
+    if last is not None and last[0] is reading:
+        return last[1]
+    names = (*_HEADER_NAMES, *reading.propagator.carried_fields, *dict.fromkeys(reading.names))
+    _last_header_names = (reading, names)
+    return names
 
-    options = _state.current_options()
-    correlation = (*options.correlation_headers, options.response_header)
-    return (*_HEADER_NAMES, *propagation.carried_fields(), *{name.lower() for name in correlation})
+
+_last_header_names: tuple[object, tuple[str, ...]] | None = None
 
 
 def _queue_of(request: Any) -> str:

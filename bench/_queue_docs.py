@@ -1,0 +1,89 @@
+"""The "Queue hops" section of docs/benchmarks.md, written from one run of ``bench.queue_bench``."""
+
+from __future__ import annotations
+
+from bench._queue_stacks import BARE, CORRELATION, FULL, PEER, STACKS, Result
+from bench._report import markdown_table
+
+HEADER = [
+    "stack", "publish µs/msg", "overhead", "/ OTel", "consume µs/msg", "overhead", "/ OTel",
+]  # fmt: skip
+PARTS_HEADER = [
+    "side", "headers", "span", "metrics", "the rest", "full: whole", "correlation-only: headers",
+    "correlation-only: whole",
+]  # fmt: skip
+INTRO = """\
+`python -m bench.queue_bench`: CPU time per message (`process_time`: every thread of the process,
+so span export counts) of publishing and of consuming with a handler that does nothing, for each
+client tracekit instruments, in one run against the same broker: the bare client, tracekit (spans
+and its Prometheus metrics), tracekit in correlation-only mode, and OpenTelemetry's instrumentation
+of the same client (its own tracer provider, its default W3C propagators). Every round runs the four
+stacks in an order that rotates each round; the tables show the median of {rounds} rounds, the
+overhead subtracts the bare client, and "/ OTel" divides tracekit's overhead by OpenTelemetry's.
+Spans go through a batch processor to an exporter that drops them.
+
+Machine: {machine}, shared with other engineers' test suites (1-minute load average {load}). CPU
+time is far steadier than wall time there, but a busy neighbour still costs a few µs per message
+through the caches: compare rows of one table, not tables of two runs.
+"""
+
+
+def section(
+    results: list[Result],
+    parts: dict[str, dict[str, float]],
+    rounds: int,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    machine: str,
+) -> str:
+    """The whole section body."""
+    start, end = load
+    load_text = f"{start[0]:.1f} at the start, {end[0]:.1f} at the end"
+    text = [INTRO.format(rounds=rounds, machine=machine, load=load_text)]
+    for result in results:
+        text.append(_broker(result))
+    text.append(_parts(parts))
+    return "\n".join(text)
+
+
+def _broker(result: Result) -> str:
+    rounds_load = f"load average {result.load[0]:.1f} to {result.load[1]:.1f}"
+    return (
+        f"### {result.broker}\n\n"
+        + markdown_table(HEADER, rows(result))
+        + f"\n\n{len(result.rounds[BARE])} rounds of {result.messages} messages, {rounds_load}.\n"
+    )
+
+
+def rows(result: Result) -> list[list[str]]:
+    """One row per stack: median µs per message, overhead over the bare client, ratio."""
+
+    def cells(stack: str, phase: int) -> list[str]:
+        ratio = "" if stack in (BARE, PEER) else f"{result.ratio(stack, phase):.2f}"
+        overhead = result.overhead(stack, phase) * 1e6
+        return [f"{result.median(stack, phase) * 1e6:.1f}", f"{overhead:+.1f}", ratio]
+
+    label = {BARE: "bare client", PEER: result.peer, FULL: "tracekit", CORRELATION: CORRELATION}
+    return [[label[stack], *cells(stack, 0), *cells(stack, 1)] for stack in STACKS]
+
+
+def parts_rows(measured: dict[str, dict[str, float]]) -> list[list[str]]:
+    """Per side: CPU µs of each part in full mode, the rest, and correlation-only's."""
+    full, only = measured["full"], measured["correlation"]
+    out = []
+    for side in ("publish", "consume"):
+        known = sum(full[f"{side} {part}"] for part in ("headers", "span", "metrics"))
+        out.append(
+            [side, f"{full[f'{side} headers']:.1f}", f"{full[f'{side} span']:.1f}",
+             f"{full[f'{side} metrics']:.1f}", f"{full[side] - known:.1f}", f"{full[side]:.1f}",
+             f"{only[f'{side} headers']:.1f}", f"{only[side]:.1f}"]
+        )  # fmt: skip
+    return out
+
+
+def _parts(measured: dict[str, dict[str, float]]) -> str:
+    return (
+        "### Where tracekit's time goes\n\n"
+        "CPU µs per message of each part of `messaging.publish` and `messaging.consume`, each run "
+        "on its own in a loop in process, no broker (`bench/_queue_parts.py`; median of 5 loops "
+        "of 20,000):\n\n" + markdown_table(PARTS_HEADER, parts_rows(measured)) + "\n"
+    )

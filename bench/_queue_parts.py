@@ -1,0 +1,128 @@
+"""Where a queue hop's CPU goes, measured in process (no broker): each part of tracekit's publish
+and consume on its own, in a loop, next to the whole of ``messaging.publish``/``consume``.
+
+Parts: the headers (written by the producer: trace context, baggage, correlation ID, publish
+time; read by the consumer: bounded and checked, trace context and baggage extracted), the span
+(the SDK's start and end with tracekit's attributes, through the global provider's processors,
+with the consumer's context made current and restored), the metrics (one histogram observation
+with its exemplar per publish; queue wait and process duration per message consumed). "The
+rest" is the whole minus those parts: the correlation ID made current and restored, the
+publishing flag, the clocks, and the calls in between.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from time import process_time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+
+from bench._queue_stacks import CORRELATION_ID
+from tracekit import _consumer, _runtime, config, correlation, messaging, propagation
+from tracekit.metrics import MessagingMetrics
+
+ROUTING = {"messaging.rabbitmq.destination.routing_key": "orders"}
+HOP: dict[str, Any] = {"system": "rabbitmq", "destination": "orders", "attributes": ROUTING}
+
+
+def cpu_us(action: Callable[[], object], n: int, rounds: int) -> float:
+    """Median over ``rounds`` of the CPU microseconds one call of ``action`` takes."""
+    samples = []
+    for _ in range(rounds):
+        started = process_time()
+        for _ in range(n):
+            action()
+        samples.append((process_time() - started) / n * 1e6)
+    return statistics.median(samples)
+
+
+def parts(n: int = 20_000, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """CPU µs per message of each part and of the whole, per mode (a tracer provider is set)."""
+    token = correlation.set_correlation_id(CORRELATION_ID)
+    try:
+        return {
+            mode: _Parts(config.resolve("queue-bench", mode=mode), n, rounds).measure()
+            for mode in ("full", "correlation")
+        }
+    finally:
+        correlation.reset_correlation_id(token)
+
+
+class _Parts:
+    def __init__(self, options: config.Options, n: int, rounds: int) -> None:
+        _runtime.activate(_runtime.Runtime(options))
+        self.options, self.n, self.rounds = options, n, rounds
+        self.registry = CollectorRegistry()
+        self.tracer = trace.get_tracer("tracekit.messaging")
+        self.span = self.tracer.start_span("send orders")
+        self.headers = messaging.inject({}, registry=self.registry, **HOP)
+        # What a consumer span is built from: one message read, its target, its delivery.
+        self.received = _consumer.Received.parse(self.headers, None, None, options)
+        self.target = _consumer.Target("rabbitmq", "orders", "process", ROUTING, None, None)
+        self.delivery = _consumer.Delivery([self.received], self.target, batch=False)
+        self.delivery.correlation_id, self.delivery.queue_wait_ms = CORRELATION_ID, 1.5
+
+    def time(self, action: Callable[[], object]) -> float:
+        return cpu_us(action, self.n, self.rounds)
+
+    def measure(self) -> dict[str, float]:
+        options, headers = self.options, self.headers
+        result = {
+            "publish": self.time(self.publish),
+            "publish headers": self.time(self.write_headers),
+            "consume": self.time(self.consume),
+            "consume headers": self.time(
+                lambda: _consumer.Received.parse(headers, None, None, options)
+            ),
+        }
+        if not options.correlation_only:
+            result.update(self.spans_and_metrics())
+        return result
+
+    def publish(self) -> None:
+        with messaging.publish({}, registry=self.registry, **HOP):
+            pass
+
+    def consume(self) -> None:
+        with messaging.consume(self.headers, registry=self.registry, **HOP):
+            pass
+
+    def write_headers(self) -> None:
+        context = otel_context.Context({propagation.CURRENT_SPAN_KEY: self.span})
+        messaging._write_headers({}, context, self.options)
+
+    def spans_and_metrics(self) -> dict[str, float]:
+        options, span = self.options, self.span
+        metrics = MessagingMetrics.get(options.service_name, options.service_version, self.registry)
+        return {
+            "publish span": self.time(self.producer_span),
+            "publish metrics": self.time(
+                lambda: metrics.published("rabbitmq", "orders", 0.0001, span)
+            ),
+            "consume span": self.time(self.consumer_span),
+            "consume metrics": self.time(lambda: _consumer_metrics(metrics, span)),
+        }
+
+    def producer_span(self) -> None:
+        attributes = _consumer.base_attributes("rabbitmq", "orders", "send", "send", None, ROUTING)
+        attributes["correlation.id"] = CORRELATION_ID
+        self.tracer.start_span("send orders", None, SpanKind.PRODUCER, attributes).end()
+
+    def consumer_span(self) -> None:
+        received, delivery, target = self.received, self.delivery, self.target
+        span = self.tracer.start_span(
+            "process orders", received.context, SpanKind.CONSUMER, delivery._attributes(target)
+        )
+        context = otel_context.Context({**received.context, propagation.CURRENT_SPAN_KEY: span})
+        otel_context.detach(otel_context.attach(context))
+        span.end()
+
+
+def _consumer_metrics(metrics: MessagingMetrics, span: Any) -> None:
+    metrics.waited("rabbitmq", "orders", 0.0015, span)
+    metrics.processed("rabbitmq", "orders", 0.0002, span)

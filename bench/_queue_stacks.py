@@ -1,0 +1,188 @@
+"""What every queue benchmark shares: the stacks compared, their tracer providers and propagators,
+and rounds that interleave the stacks and keep the median.
+
+Four stacks per broker: the bare client, tracekit (spans and its Prometheus metrics), tracekit in
+correlation-only mode, and OpenTelemetry's instrumentation of the same client. Each is set up the
+way its users get it:
+
+- tracekit: what ``tracekit.init()`` leaves behind, without init's other work: options resolved
+  once, tracekit's propagator as the global one, and a global tracer provider with tracekit's
+  correlation span processor and a batch processor.
+- OpenTelemetry: its instrumentation with a tracer provider of its own (just the batch
+  processor) and OpenTelemetry's default propagators (W3C trace context and baggage).
+
+Both batch processors hand spans to an exporter that drops them, so the numbers are the
+instrumentation's cost, not an exporter's. Time is the process's CPU time (``process_time``: every
+thread, so the export thread counts, and on a shared machine far steadier than wall time).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from time import process_time
+from typing import Any, Protocol
+
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from tracekit import _runtime, config, propagation
+from tracekit._setup import CorrelationSpanProcessor
+
+BARE, FULL, CORRELATION, PEER = "bare", "tracekit", "tracekit correlation-only", "OpenTelemetry"
+STACKS = (BARE, FULL, CORRELATION, PEER)
+CORRELATION_ID = "bench-correlation-0001"
+_OPTIONS = {
+    FULL: config.resolve("queue-bench"),
+    CORRELATION: config.resolve("queue-bench", mode="correlation"),
+}
+
+
+class DropExporter(SpanExporter):
+    """Accepts every span and keeps none."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass
+class Providers:
+    """tracekit's (global) and OpenTelemetry's tracer providers, and both propagators."""
+
+    tracekit: TracerProvider
+    peer: TracerProvider
+    tracekit_propagator: Any
+    peer_propagator: Any
+
+    def flush(self) -> None:
+        self.tracekit.force_flush()
+        self.peer.force_flush()
+
+
+def providers() -> Providers:
+    """Build both stacks' providers once per process; tracekit's becomes the global one."""
+    ours = TracerProvider()
+    ours.add_span_processor(CorrelationSpanProcessor())
+    ours.add_span_processor(BatchSpanProcessor(DropExporter()))
+    trace.set_tracer_provider(ours)
+    theirs = TracerProvider()
+    theirs.add_span_processor(BatchSpanProcessor(DropExporter()))
+    opentelemetry_default = CompositePropagator(
+        [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+    )
+    return Providers(ours, theirs, propagation.TracekitPropagator(), opentelemetry_default)
+
+
+class Instrumentation(Protocol):
+    """An instrumentor with OpenTelemetry's or tracekit's two calls."""
+
+    def instrument(self, **kwargs: Any) -> None: ...
+
+    def uninstrument(self, **kwargs: Any) -> None: ...
+
+
+class Broker(Protocol):
+    """One client library against its broker: how to instrument it and run one round."""
+
+    name: str  # the client, as the tables name it
+    peer: str  # OpenTelemetry's instrumentation, as the tables name it
+
+    def tracekit(self) -> Instrumentation: ...
+
+    def opentelemetry(self) -> Instrumentation: ...
+
+    def run(self, stack: str, messages: int, cpu: CpuClock) -> tuple[float, float]:
+        """Publish then consume ``messages`` under ``stack``; CPU seconds of (publishing,
+        consuming)."""
+        ...
+
+
+class CpuClock:
+    """CPU seconds of the process between ``start`` and ``stop`` (a collection first)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def start(self) -> None:
+        gc.collect()
+        self._started = process_time()
+
+    def stop(self) -> float:
+        return process_time() - self._started
+
+
+def in_stack(
+    stack: str, broker: Broker, shared: Providers
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(set up, tear down) of ``stack`` on ``broker``."""
+    if stack in (FULL, CORRELATION):
+        ours = broker.tracekit()
+
+        def set_up() -> None:
+            _runtime.activate(_runtime.Runtime(_OPTIONS[stack]))
+            propagate.set_global_textmap(shared.tracekit_propagator)
+            ours.instrument()
+
+        return set_up, ours.uninstrument
+    theirs = broker.opentelemetry() if stack == PEER else None
+
+    def set_up_peer() -> None:
+        propagate.set_global_textmap(shared.peer_propagator)
+        if theirs is not None:
+            theirs.instrument(tracer_provider=shared.peer)
+
+    return set_up_peer, (theirs.uninstrument if theirs is not None else lambda: None)
+
+
+def one_round(stack: str, broker: Broker, shared: Providers, messages: int) -> tuple[float, float]:
+    """CPU seconds per message of (publishing, consuming) under ``stack``."""
+    set_up, tear_down = in_stack(stack, broker, shared)
+    set_up()
+    try:
+        publish, consume = broker.run(stack, messages, CpuClock())
+    finally:
+        tear_down()
+    shared.flush()
+    return publish / messages, consume / messages
+
+
+@dataclass
+class Result:
+    """Medians per stack, with every round kept for the record."""
+
+    broker: str
+    peer: str
+    messages: int
+    rounds: dict[str, list[tuple[float, float]]]
+    load: tuple[float, float]  # 1-minute load average at the start and the end
+
+    def median(self, stack: str, phase: int) -> float:
+        return statistics.median(r[phase] for r in self.rounds[stack])
+
+    def overhead(self, stack: str, phase: int) -> float:
+        return self.median(stack, phase) - self.median(BARE, phase)
+
+    def ratio(self, stack: str, phase: int) -> float:
+        peer = self.overhead(PEER, phase)
+        return self.overhead(stack, phase) / peer if peer > 0 else float("nan")
+
+
+def measure(broker: Broker, shared: Providers, rounds: int, messages: int) -> Result:
+    """``rounds`` rounds of every stack, in an order that rotates each round."""
+    started = os.getloadavg()[0]
+    one_round(BARE, broker, shared, max(50, messages // 10))  # warm-up: imports, connections
+    results: dict[str, list[tuple[float, float]]] = {stack: [] for stack in STACKS}
+    for n in range(rounds):
+        for stack in STACKS[n % len(STACKS) :] + STACKS[: n % len(STACKS)]:
+            results[stack].append(one_round(stack, broker, shared, messages))
+    return Result(broker.name, broker.peer, messages, results, (started, os.getloadavg()[0]))
