@@ -211,7 +211,9 @@ def _start_publish(
 ) -> tuple[Publication, Token[otel_context.Context], config.Options]:
     opts = _state.current_options()
     span = None
-    if not opts.correlation_only:
+    if opts.correlation_only:
+        inside = otel_context.Context({**ctx, _PUBLISHING: True})
+    else:
         span_attributes = base_attributes(
             system, destination, "send", operation_name, message_id, attributes
         )
@@ -224,11 +226,12 @@ def _start_publish(
             SpanKind.PRODUCER,
             span_attributes,
         )
-        # One new Context holding the span (what trace.set_span_in_context builds).
-        ctx = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
-    _write_headers(headers, ctx, opts)
-    token = otel_context.attach(otel_context.Context({**ctx, _PUBLISHING: True}))
-    return Publication(span), token, opts
+        # One new Context holding the span (as trace.set_span_in_context would) and the flag.
+        inside = otel_context.Context(
+            {**ctx, propagation.CURRENT_SPAN_KEY: span, _PUBLISHING: True}
+        )
+    _write_headers(headers, inside, opts)
+    return Publication(span), otel_context.attach(inside), opts
 
 
 def _write_headers(
