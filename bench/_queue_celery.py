@@ -26,6 +26,7 @@ class Celery:
 
     name = "Celery (RabbitMQ broker)"
     peer = "OpenTelemetry Celery"
+    hop_peer = True
 
     def tracekit(self) -> Instrumentation:
         from tracekit.instrumentation.celery import CeleryInstrumentor

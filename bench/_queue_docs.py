@@ -28,29 +28,90 @@ through the caches: compare rows of one table, not tables of two runs.
 """
 
 
+TARGETS = {FULL: 0.6, CORRELATION: 0.15}  # tracekit's overhead / OpenTelemetry's, at most
+NOTES = {
+    "pika": "OpenTelemetry's pika instrumentation wraps both the `BlockingChannel` and the channel "
+    "beneath it, so every `basic_publish` makes two PRODUCER spans and injects twice: its publish "
+    "costs two spans, its consume one.",
+    "aio-pika": "Both make one span per publish and one per delivery, around the callback.",
+    "Redis streams (redis-py)": "OpenTelemetry's redis instrumentation traces commands, not "
+    "hops: a CLIENT span per `XADD` and one per `XREAD` (a batch of 500 here), no context in "
+    "the entries, no span around the handler, hence no target. tracekit's consume rows include "
+    "`consume_entry` around each handler, the span a user opens.",
+    "Celery (RabbitMQ broker)": "A task costs Celery about 0.2 ms each way, so these rows move "
+    "most from round to round. Both make one PRODUCER span per `delay()` and one CONSUMER span "
+    "per task run.",
+    "confluent-kafka (mock cluster)": "librdkafka's mock cluster runs in the benchmark's process, "
+    "so its CPU (and what larger messages cost it) is in every row. OpenTelemetry's consumer "
+    "makes two spans per `poll` (`recv` and the message's).",
+}
+
+
+def verdicts(result: Result) -> list[str]:
+    """One line per target: the ratio measured and whether it is met."""
+    if not result.hop_peer:
+        return [f"{result.broker}: no target ({result.peer} traces commands, not hops)"]
+    lines = []
+    for stack, target in TARGETS.items():
+        for phase, what in enumerate(("publish", "consume")):
+            ratio = result.ratio(stack, phase)
+            met = "met" if ratio <= target else "NOT met"
+            lines.append(
+                f"{result.broker} {what}, {stack}: {ratio:.2f} (target <= {target}, {met})"
+            )
+    return lines
+
+
 def section(
     results: list[Result],
     parts: dict[str, dict[str, float]],
     rounds: int,
     load: tuple[tuple[float, ...], tuple[float, ...]],
     machine: str,
+    instructions: dict[str, tuple[float, float]] | None = None,
 ) -> str:
     """The whole section body."""
     start, end = load
     load_text = f"{start[0]:.1f} at the start, {end[0]:.1f} at the end"
     text = [INTRO.format(rounds=rounds, machine=machine, load=load_text)]
-    for result in results:
-        text.append(_broker(result))
+    text.extend(_broker(result) for result in results)
     text.append(_parts(parts))
+    if instructions is not None:
+        text.append(instructions_table(instructions))
     return "\n".join(text)
 
 
 def _broker(result: Result) -> str:
     rounds_load = f"load average {result.load[0]:.1f} to {result.load[1]:.1f}"
+    summary = f"{len(result.rounds[BARE])} rounds of {result.messages} messages, {rounds_load}."
+    lines = "\n".join(f"- {line}" for line in verdicts(result))
     return (
-        f"### {result.broker}\n\n"
-        + markdown_table(HEADER, rows(result))
-        + f"\n\n{len(result.rounds[BARE])} rounds of {result.messages} messages, {rounds_load}.\n"
+        f"### {result.broker}\n\n{markdown_table(HEADER, rows(result))}\n\n{summary} "
+        f"{NOTES.get(result.broker, '')}\n\n{lines}\n"
+    )
+
+
+def instructions_table(counts: dict[str, tuple[float, float]]) -> str:
+    """The instruction counts of the pika stacks, as a Markdown subsection."""
+    bare = counts[BARE]
+    peer = counts[PEER]
+    header = ["stack", "publish", "overhead", "/ OTel", "consume", "overhead", "/ OTel"]
+    body = []
+    for stack in STACKS:
+        cells = [{BARE: "bare client", PEER: "OpenTelemetry pika"}.get(stack, stack)]
+        for phase in (0, 1):
+            overhead = counts[stack][phase] - bare[phase]
+            ratio = overhead / (peer[phase] - bare[phase])
+            shown = "" if stack in (BARE, PEER) else f"{ratio:.2f}"
+            cells += [f"{counts[stack][phase] / 1e3:.0f}k", f"{overhead / 1e3:+.0f}k", shown]
+        body.append(cells)
+    return (
+        "### pika in instructions\n\n"
+        "Instructions per message (user space) counted by valgrind's callgrind, which the "
+        "neighbours do not move (`bench/_queue_instructions.py`: each stack in a child process, "
+        "400 and 1,200 messages, the difference divided by 800):\n\n"
+        + markdown_table(header, body)
+        + "\n"
     )
 
 

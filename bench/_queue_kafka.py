@@ -23,6 +23,7 @@ class ConfluentKafka:
 
     name = "confluent-kafka (mock cluster)"
     peer = "OpenTelemetry confluent-kafka"
+    hop_peer = True
 
     def __init__(self) -> None:
         import confluent_kafka

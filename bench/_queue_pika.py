@@ -35,6 +35,7 @@ class Pika:
 
     name = "pika"
     peer = "OpenTelemetry pika"
+    hop_peer = True
 
     def tracekit(self) -> Instrumentation:
         from tracekit.instrumentation.pika import PikaInstrumentor
@@ -89,6 +90,7 @@ class AioPika:
 
     name = "aio-pika"
     peer = "OpenTelemetry aio-pika"
+    hop_peer = True
 
     def tracekit(self) -> Instrumentation:
         from tracekit.instrumentation.aio_pika import AioPikaInstrumentor

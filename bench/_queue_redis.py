@@ -70,6 +70,7 @@ class RedisStreams:
 
     name = "Redis streams (redis-py)"
     peer = "OpenTelemetry redis (commands)"
+    hop_peer = False
 
     def __init__(self, port: int) -> None:
         self.port = port

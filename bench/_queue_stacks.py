@@ -96,6 +96,7 @@ class Broker(Protocol):
 
     name: str  # the client, as the tables name it
     peer: str  # OpenTelemetry's instrumentation, as the tables name it
+    hop_peer: bool  # False when OpenTelemetry's instrumentation traces something else than hops
 
     def tracekit(self) -> Instrumentation: ...
 
@@ -162,6 +163,7 @@ class Result:
 
     broker: str
     peer: str
+    hop_peer: bool
     messages: int
     rounds: dict[str, list[tuple[float, float]]]
     load: tuple[float, float]  # 1-minute load average at the start and the end
@@ -185,4 +187,5 @@ def measure(broker: Broker, shared: Providers, rounds: int, messages: int) -> Re
     for n in range(rounds):
         for stack in STACKS[n % len(STACKS) :] + STACKS[: n % len(STACKS)]:
             results[stack].append(one_round(stack, broker, shared, messages))
-    return Result(broker.name, broker.peer, messages, results, (started, os.getloadavg()[0]))
+    load = (started, os.getloadavg()[0])
+    return Result(broker.name, broker.peer, broker.hop_peer, messages, results, load)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote_plus, unquote
 
 from opentelemetry import baggage
-from opentelemetry.context import Context, set_value
+from opentelemetry.context import Context
 
 from tracekit._ratelimit import RateLimitedWarning
 
@@ -125,9 +125,9 @@ def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> C
     if not members:
         return context
     # What set_baggage member by member gives (a later key wins), in one new Context.
-    entries = dict(baggage.get_all(context))
-    entries.update(members)
-    return set_value(_BAGGAGE_CONTEXT_KEY, entries, context)
+    current = context.get(_BAGGAGE_CONTEXT_KEY)
+    entries = {**current, **dict(members)} if isinstance(current, dict) else dict(members)
+    return Context({**context, _BAGGAGE_CONTEXT_KEY: entries})
 
 
 def header(entries: Mapping[str, object]) -> str | None:

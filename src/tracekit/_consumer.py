@@ -27,7 +27,6 @@ from tracekit.metrics import MessagingMetrics
 
 T = TypeVar("T")
 
-_tracer = trace.get_tracer("tracekit.messaging")
 _current: ContextVar[Delivery | None] = ContextVar("tracekit_delivery", default=None)
 
 
@@ -455,9 +454,22 @@ def mark_error(span: trace.Span, error: BaseException | None) -> None:
 
 
 def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
-    if tracer_provider is None:
-        return _tracer
-    return trace.get_tracer("tracekit.messaging", tracer_provider=tracer_provider)
+    """tracekit's messaging tracer of ``tracer_provider`` (default: the global provider).
+
+    The tracer of the provider asked for last is kept: the SDK builds a new tracer on every
+    ``get_tracer``, and the global proxy's tracer forwards every call through the proxy.
+    """
+    global _last_tracer
+    provider = trace.get_tracer_provider() if tracer_provider is None else tracer_provider
+    last = _last_tracer
+    if last is not None and last[0] is provider:
+        return last[1]
+    tracer = trace.get_tracer("tracekit.messaging", tracer_provider=provider)
+    _last_tracer = (provider, tracer)
+    return tracer
+
+
+_last_tracer: tuple[TracerProvider, trace.Tracer] | None = None
 
 
 def safe(where: str, action: Callable[[], T]) -> T | None:

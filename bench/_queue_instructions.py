@@ -1,0 +1,108 @@
+"""Instructions per message of a pika hop, counted by valgrind's callgrind: a repeatable view.
+
+CPU time on a shared machine moves with the neighbours; the number of instructions the process
+executes does not. Each stack runs in a child process under ``valgrind --tool=callgrind``, once
+publishing N messages and once publishing and consuming them, for two values of N: the
+difference between the two N cancels the start-up, publishing is the first difference, and
+consuming is the second minus the first. User-space instructions only (the kernel's work for the
+sockets is not counted), so they weigh Python code more than CPU time does.
+
+    python -m bench._queue_instructions STACK N publish|hop    # the child (one count)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from typing import Any
+
+from bench import _queue_stacks
+from bench._queue_pika import AMQP_URL, BODY, Pika
+from bench._queue_stacks import STACKS
+
+SIZES = (400, 1200)
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def available() -> bool:
+    """True when valgrind is installed."""
+    return shutil.which("valgrind") is not None
+
+
+def per_message() -> dict[str, tuple[float, float]]:
+    """Instructions per message of (publishing, consuming), per stack."""
+    counts = {
+        (stack, size, what): _count(stack, size, what)
+        for stack in STACKS
+        for size in SIZES
+        for what in ("publish", "hop")
+    }
+    span = SIZES[1] - SIZES[0]
+    result = {}
+    for stack in STACKS:
+        publish = (counts[stack, SIZES[1], "publish"] - counts[stack, SIZES[0], "publish"]) / span
+        hop = (counts[stack, SIZES[1], "hop"] - counts[stack, SIZES[0], "hop"]) / span
+        result[stack] = (publish, hop - publish)
+    return result
+
+
+def _count(stack: str, size: int, what: str) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [
+            "valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out",
+            sys.executable, "-m", "bench._queue_instructions", stack, str(size), what,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every child
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=1800, env=env
+        )
+    match = _COLLECTED.search(done.stderr)
+    if match is None:
+        raise RuntimeError(f"callgrind counted nothing for {stack}: {done.stderr[-500:]}")
+    return int(match.group(1))
+
+
+def _child(stack: str, size: int, what: str) -> None:
+    import pika
+
+    from tracekit import correlation
+
+    shared = _queue_stacks.providers()
+    set_up, tear_down = _queue_stacks.in_stack(stack, Pika(), shared)
+    set_up()  # before the connection: OpenTelemetry instruments channels as they are opened
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    channel = connection.channel()
+    queue = f"tracekit-bench-{uuid.uuid4().hex[:8]}"
+    channel.queue_declare(queue, auto_delete=True)
+    token = correlation.set_correlation_id(_queue_stacks.CORRELATION_ID)
+    for _ in range(size):
+        channel.basic_publish("", queue, BODY)
+    correlation.reset_correlation_id(token)
+    if what == "hop":
+        _consume(connection, channel, queue, size)
+    else:
+        channel.queue_purge(queue)
+    connection.close()
+    tear_down()
+    shared.flush()
+
+
+def _consume(connection: Any, channel: Any, queue: str, size: int) -> None:
+    received = 0
+
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        nonlocal received
+        received += 1
+
+    channel.basic_consume(queue, on_message, auto_ack=True)
+    while received < size:
+        connection.process_data_events(time_limit=1)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]), sys.argv[3])
