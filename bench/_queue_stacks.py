@@ -73,14 +73,20 @@ def providers() -> Providers:
     """Build both stacks' providers once per process; tracekit's becomes the global one."""
     ours = TracerProvider()
     ours.add_span_processor(CorrelationSpanProcessor())
-    ours.add_span_processor(BatchSpanProcessor(DropExporter()))
+    ours.add_span_processor(_batch())
     trace.set_tracer_provider(ours)
     theirs = TracerProvider()
-    theirs.add_span_processor(BatchSpanProcessor(DropExporter()))
+    theirs.add_span_processor(_batch())
     opentelemetry_default = CompositePropagator(
         [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
     )
     return Providers(ours, theirs, propagation.TracekitPropagator(), opentelemetry_default)
+
+
+def _batch() -> BatchSpanProcessor:
+    # A queue that holds a whole round: no span is dropped (and spared its export) when the
+    # export thread falls behind a busy event loop.
+    return BatchSpanProcessor(DropExporter(), max_queue_size=65536)
 
 
 class Instrumentation(Protocol):
