@@ -184,6 +184,11 @@ class Result:
         peer = self.overhead(PEER, phase)
         return self.overhead(stack, phase) / peer if peer > 0 else float("nan")
 
+    def noise(self, phase: int) -> float:
+        """Half the spread of the bare client's rounds: an overhead below it is not measured."""
+        bare = [r[phase] for r in self.rounds[BARE]]
+        return (max(bare) - min(bare)) / 2
+
 
 def measure(broker: Broker, shared: Providers, rounds: int, messages: int) -> Result:
     """``rounds`` rounds of every stack, in an order that rotates each round."""

@@ -45,7 +45,7 @@ from bench._report import machine, replace_section, text_table
 
 SECTION = "Queue hops"
 BROKERS = ("pika", "aio-pika", "redis", "celery", "kafka")
-MESSAGES = {"pika": 3000, "aio-pika": 3000, "redis": 3000, "celery": 2000, "kafka": 3000}
+MESSAGES = {"pika": 3000, "aio-pika": 3000, "redis": 3000, "celery": 4000, "kafka": 3000}
 
 
 @contextmanager
