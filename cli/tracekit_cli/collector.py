@@ -23,7 +23,14 @@ from tracekit.receiver import (
     Receiver,
     ReceiverConfig,
 )
-from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
+from tracekit.store import (
+    Retention,
+    SchemaTooNewError,
+    Store,
+    default_store_path,
+    parse_duration,
+    parse_size,
+)
 from tracekit_cli.options import StoreOption
 
 EXIT_ERROR = 2
@@ -114,7 +121,7 @@ def collector(
     store = Store(path)
     try:
         store.create()
-    except (sqlite3.Error, OSError) as error:
+    except (sqlite3.Error, OSError, SchemaTooNewError) as error:
         _fail(f"cannot open store {path}: {error}")
     receiver = _receiver(
         store, ReceiverConfig(host=host, port=port, retention=retention), grpc_port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,10 +12,21 @@ import click
 
 from tracekit_cli.options import no_color, terminal_width
 
+# json escapes C0 controls only; these a terminal may act on too (C1 such as CSI and OSC, DEL,
+# bidirectional overrides, line separators). They can only stand inside JSON strings, where the
+# \uXXXX form decodes to the same text.
+_TERMINAL_ACTIVE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
 
 def emit_json(document: Any) -> None:
-    """Indented JSON on stdout (non-ASCII kept, control characters escaped by json)."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    """Indented JSON on stdout: non-ASCII kept, every character a terminal acts on escaped."""
+    click.echo(json_for_terminal(document))
+
+
+def json_for_terminal(document: Any) -> str:
+    """``document`` as indented JSON with no raw control, bidi or line-separator character."""
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return _TERMINAL_ACTIVE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def emit_text(render: Callable[[int], str]) -> None:

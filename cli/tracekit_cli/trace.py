@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from tracekit.path.collect import MAX_SPANS
 from tracekit.records import BackendError
 from tracekit_cli.options import (
     EXIT_ERROR,
@@ -31,9 +32,11 @@ from tracekit_cli.output import emit_json, emit_text
               help="Show log lines under their span.")  # fmt: skip
 @click.option("--raw-times", is_flag=True, help="Show recorded times, without clock-skew fixes.")
 @click.option("--service", metavar="NAME", help="Jaeger only: search this service's spans.")
+@click.option("--max-spans", type=click.IntRange(min=1), default=MAX_SPANS, show_default=True,
+              help="Show at most this many spans, the earliest (a warning says so).")  # fmt: skip
 def trace(
     request_id: str, store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
-    output_format: str | None, logs: bool, raw_times: bool, service: str | None,
+    output_format: str | None, logs: bool, raw_times: bool, service: str | None, max_spans: int,
 ) -> None:  # fmt: skip
     """Show the path of one request: ID is a correlation ID or a 32-hex trace ID."""
     from tracekit.path import reconstruct
@@ -41,7 +44,9 @@ def trace(
     query = check_id(request_id)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
-        path = reconstruct(source, query, with_logs=logs, adjust_skew=not raw_times)
+        path = reconstruct(
+            source, query, with_logs=logs, adjust_skew=not raw_times, max_spans=max_spans
+        )
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     if path is None:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DURATION_BUCKETS",
+    "MAX_CLIENT_DESTINATIONS",
+    "MAX_LABEL_LENGTH",
     "OTHER_VALUE",
     "QUEUE_WAIT_BUCKETS",
     "UNMATCHED_ROUTE",
@@ -56,6 +58,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 UNMATCHED_ROUTE = "_unmatched"
 OTHER_VALUE = "_other"
 MAX_LABEL_LENGTH = 128
+MAX_CLIENT_DESTINATIONS = 100  # distinct (server.address, server.port) pairs per process
 _SERVICE_LABELS = ("service_name", "service_version")
 _SERVER_DURATION = "http_server_request_duration_seconds"
 _SERVER_DURATION_HELP = "Duration of HTTP server requests."
@@ -82,13 +85,17 @@ class BoundedLabel:
         if value in self.seen:  # the usual case; every member is already short enough
             return value
         value = value[:MAX_LABEL_LENGTH]
-        if value in self.seen:
-            return value
+        return value if self.admit(value) else OTHER_VALUE
+
+    def admit(self, key: str) -> bool:
+        """Whether ``key`` is one of the first ``limit`` distinct keys (remembered if it is)."""
+        if key in self.seen:
+            return True
         with self._lock:
             if len(self.seen) >= self.limit:
-                return OTHER_VALUE
-            self.seen.add(value)
-        return value
+                return False
+            self.seen.add(key)
+        return True
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
@@ -328,8 +335,9 @@ class HttpClientMetrics(_ServiceMetrics):
         self, service_name: str, service_version: str | None, registry: CollectorRegistry
     ) -> None:
         super().__init__(service_name, service_version, registry)
-        # Hosts come from URLs the application builds (webhooks may be user-supplied): bound them.
-        self._host = BoundedLabel(100)
+        # Hosts and ports come from URLs the application builds (webhooks may be user-supplied):
+        # bound the destinations, an address and port together, so neither can multiply series.
+        self._destination = BoundedLabel(MAX_CLIENT_DESTINATIONS)
         self.duration = Histogram(
             "http_client_request_duration_seconds",
             "Duration of outgoing HTTP requests.",
@@ -347,15 +355,25 @@ class HttpClientMetrics(_ServiceMetrics):
         span: Span | None,
     ) -> None:
         """Record one outgoing request described by its CLIENT span ``attributes``."""
-        host = str(attributes.get(semconv.SERVER_ADDRESS, ""))
+        host, port = self._bounded_destination(attributes)
         self._child(
             self.duration,
             str(attributes.get(semconv.HTTP_REQUEST_METHOD, semconv.OTHER_METHOD)),
-            self._host(host) if host else "",
-            str(attributes.get(semconv.SERVER_PORT, "")),
+            host,
+            port,
             str(status_code) if status_code else "",
             _client_error_type(status_code, error),
         ).observe(seconds, exemplar_of(span))
+
+    def _bounded_destination(self, attributes: Mapping[str, Any]) -> tuple[str, str]:
+        """``server.address`` and ``server.port`` as labels; past the cap both are ``_other``."""
+        host = str(attributes.get(semconv.SERVER_ADDRESS, ""))[:MAX_LABEL_LENGTH]
+        port = str(attributes.get(semconv.SERVER_PORT, ""))[:MAX_LABEL_LENGTH]
+        if not host and not port:
+            return "", ""
+        if self._destination.admit(f"{len(host)}:{host}{port}"):
+            return host, port
+        return OTHER_VALUE, OTHER_VALUE
 
 
 def _client_error_type(status_code: int | None, error: BaseException | None) -> str:

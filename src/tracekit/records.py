@@ -157,6 +157,26 @@ class SpanSource(Protocol):
 
 
 @runtime_checkable
+class LimitedSpanSource(Protocol):
+    """A read backend that can stop after the first spans (the embedded store).
+
+    The engine reads at most as many spans as it will show from such a source; from any other
+    it reads what the backend returns and keeps the earliest.
+    """
+
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """Traces holding spans that carry ``correlation_id``, each with the earliest such span's
+        start, earliest first, the first ``limit`` of them."""
+        ...
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """The ``limit`` earliest spans of the given traces, earliest first."""
+        ...
+
+
+@runtime_checkable
 class WarningSource(Protocol):
     """A read backend that can say what a path built from its traces should warn about.
 

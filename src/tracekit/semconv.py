@@ -1,4 +1,8 @@
-"""Attribute names: the stable OpenTelemetry semantic conventions, plus tracekit's own.
+"""Attribute names: OpenTelemetry's semantic conventions, plus tracekit's own.
+
+HTTP's conventions are stable; the messaging conventions are still in Development status
+upstream: names may still change between releases of the conventions, and tracekit follows
+their current ones.
 
 One module so that a renamed convention is one edit, and so that readers of tracekit's data (the
 reconstruction engine, dashboards' documentation) can import the same names.
@@ -20,7 +24,7 @@ NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 ERROR_TYPE: Final = "error.type"
 OTHER_METHOD: Final = "_OTHER"
 
-# Messaging (stable names of the messaging conventions)
+# Messaging (Development status upstream: current names)
 MESSAGING_SYSTEM: Final = "messaging.system"
 MESSAGING_DESTINATION_NAME: Final = "messaging.destination.name"
 MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -81,3 +82,16 @@ def test_bad_retention_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run([*ENTRY, "--retention", "soon", "--store", str(tmp_path / "r.db")],
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert result.returncode == 2 and "not a duration" in result.stderr
+
+
+def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    Store(path).create()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    result = subprocess.run([*ENTRY, "--port", "0", "--store", str(path)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"tracekit collector: cannot open store {path}: ")
+    assert "newer" in result.stderr

@@ -230,3 +230,30 @@ def test_taken_port_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -
             server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
     assert server is None
     assert f"metrics port {port} unavailable" in caplog.text
+
+
+def _client_destinations(registry: CollectorRegistry) -> set[tuple[str, str]]:
+    return {
+        (s.labels["server_address"], s.labels["server_port"])
+        for f in registry.collect()
+        for s in f.samples
+        if s.name == "http_client_request_duration_seconds_count"
+    }
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [lambda i: ("10.0.0.1", 1024 + i), lambda i: (f"h{i}.example", 443), lambda i: (f"h{i}", i)],
+    ids=["ports of one host", "hosts", "both"],
+)
+def test_client_destinations_are_capped_for_ports_as_for_hosts(destination: Any) -> None:
+    registry = CollectorRegistry()
+    client = metrics.HttpClientMetrics("svc", None, registry)
+    for i in range(2000):
+        host, port = destination(i)
+        attributes = {"http.request.method": "GET", "server.address": host, "server.port": port}
+        client.request_finished(attributes, 200, None, 0.01, None)
+    found = _client_destinations(registry)
+    assert len(found) == metrics.MAX_CLIENT_DESTINATIONS + 1
+    assert (metrics.OTHER_VALUE, metrics.OTHER_VALUE) in found
+    assert (destination(0)[0], str(destination(0)[1])) in found  # the first ones keep their names

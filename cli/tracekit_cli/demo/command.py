@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from pathlib import Path as FilePath
 from typing import Any
@@ -158,12 +160,30 @@ def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: 
 
     example = slowest[0].correlation_id if slowest else "<correlation-id>"
     store_flag = "" if store_path == default_store_path() else f" --store {store_path}"
+    tracekit = command_as_typed()
     console.print(f"done in {elapsed:.1f} s. Explore further:")
     for command in (
-        f"tracekit trace {example}",
-        f"tracekit trace {example} --format json",
-        "tracekit search --errors",
-        "tracekit search --min-duration 500",
-        "tracekit services",
+        f"{tracekit} trace {example}",
+        f"{tracekit} trace {example} --format json",
+        f"{tracekit} search --errors",
+        f"{tracekit} search --min-duration 500",
+        f"{tracekit} services",
     ):
-        console.print(f"  [bold]{escape(command + store_flag)}[/]")
+        # soft wrap: a hint broken across lines could not be pasted
+        console.print(f"  [bold]{escape(command + store_flag)}[/]", soft_wrap=True)
+    if tracekit != "tracekit":
+        activate = FilePath(tracekit).parent / "activate"
+        console.print(f"(to type just tracekit, activate the venv: . {activate})", soft_wrap=True)
+
+
+def command_as_typed() -> str:
+    """``tracekit`` when PATH finds this installation's command, else its path (relative to here
+    when below): after ``make demo`` it is ``.venv/bin/tracekit`` until the venv is activated."""
+    script = FilePath(sys.executable).with_name("tracekit")
+    found = shutil.which("tracekit")
+    if not script.exists() or (found and FilePath(found).resolve() == script.resolve()):
+        return "tracekit"
+    try:
+        return str(script.relative_to(FilePath.cwd()))
+    except ValueError:
+        return str(script)

@@ -8,13 +8,14 @@ Pure library code (no click, no rich): the CLI, tests and other tools call ``rec
 from __future__ import annotations
 
 from tracekit.path.build import build_path, error_message
-from tracekit.path.collect import collect, looks_like_trace_id
+from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
 from tracekit.path.servicemap import ServiceEdge, service_map
 from tracekit.records import SpanSource
 
 __all__ = [
+    "MAX_SPANS",
     "SCHEMA_ID",
     "Hop",
     "Path",
@@ -33,13 +34,19 @@ __all__ = [
 
 
 def reconstruct(
-    source: SpanSource, query: str, *, with_logs: bool = True, adjust_skew: bool = True
+    source: SpanSource,
+    query: str,
+    *,
+    with_logs: bool = True,
+    adjust_skew: bool = True,
+    max_spans: int = MAX_SPANS,
 ) -> Path | None:
     """The path of the request ``query`` names (correlation ID or trace ID); None if not found.
 
-    Raises ``tracekit.records.BackendError`` when the source cannot answer.
+    A request of more than ``max_spans`` spans is cut to the earliest, with a warning. Raises
+    ``tracekit.records.BackendError`` when the source cannot answer.
     """
-    found = collect(source, query)
+    found = collect(source, query, max_spans=max_spans)
     if not found.spans:
         return None
     logs = source.logs_by_trace_ids(found.trace_ids) if with_logs else []

@@ -3,7 +3,8 @@
 Start from the correlation ID (or the trace ID the user typed), then follow span links in both
 directions until nothing new turns up: a consumer's trace may carry no correlation ID at all and be
 reachable only because its spans link to a producer's context. The walk is bounded so a link storm
-cannot make one query read the whole store.
+cannot make one query read the whole store, and so is the number of spans read: past
+``max_spans`` the path holds the earliest spans and says so.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tracekit.records import SpanRecord, SpanSource, WarningSource
+from tracekit.records import LimitedSpanSource, SpanRecord, SpanSource, WarningSource
 
 TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_TRACES = 500
 MAX_LINK_ROUNDS = 16
+MAX_SPANS = 50_000
 
 
 @dataclass(slots=True)
@@ -34,17 +36,23 @@ def looks_like_trace_id(query: str) -> bool:
     return bool(TRACE_ID_PATTERN.match(query))
 
 
-def collect(source: SpanSource, query: str) -> Collected:
-    """Every span of every trace joined to ``query`` (a correlation ID or a trace ID)."""
-    seed: list[SpanRecord] = []
+def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Collected:
+    """Every span of every trace joined to ``query`` (a correlation ID or a trace ID).
+
+    At most ``max_spans`` spans, the earliest, with a warning when there were more.
+    """
+    starts: list[tuple[str, int]] = []
+    correlation_id: str | None = query
     if looks_like_trace_id(query):
-        seed = source.spans_by_trace_ids([query.lower()])
-    correlation_id = dominant_correlation_id(seed) if seed else query
+        typed = _first_spans_of_traces(source, [query.lower()], max_spans + 1)
+        starts = _trace_starts(typed)
+        correlation_id = dominant_correlation_id(typed) if typed else query
     if correlation_id is not None:
-        seed = seed + source.spans_by_correlation_id(correlation_id)
-    found = Collected(correlation_id if seed else None)
-    if seed:
-        _expand(source, found, _ordered_trace_ids(seed))
+        starts += _correlated_trace_starts(source, correlation_id)
+    found = Collected(correlation_id if starts else None)
+    if starts:
+        ordered = sorted(starts, key=lambda pair: pair[1])
+        _expand(source, found, list(dict.fromkeys(t for t, _ in ordered)), max_spans)
         # a trace id typed for a consumer's trace: the ID may only live on linked traces
         found.correlation_id = found.correlation_id or dominant_correlation_id(found.spans)
     if isinstance(source, WarningSource):
@@ -58,11 +66,35 @@ def dominant_correlation_id(spans: list[SpanRecord]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
-def _ordered_trace_ids(spans: list[SpanRecord]) -> list[str]:
-    return list(dict.fromkeys(s.trace_id for s in sorted(spans, key=lambda s: s.start_unix_nano)))
+def _trace_starts(spans: list[SpanRecord]) -> list[tuple[str, int]]:
+    """Each trace of ``spans`` with its earliest start, earliest first."""
+    first: dict[str, int] = {}
+    for span in sorted(spans, key=lambda s: s.start_unix_nano):
+        first.setdefault(span.trace_id, span.start_unix_nano)
+    return list(first.items())
 
 
-def _expand(source: SpanSource, found: Collected, frontier: list[str]) -> None:
+def _correlated_trace_starts(source: SpanSource, correlation_id: str) -> list[tuple[str, int]]:
+    if isinstance(source, LimitedSpanSource):  # one more than followed, so the cap is reported
+        return source.trace_starts_by_correlation_id(correlation_id, MAX_TRACES + 1)
+    return _trace_starts(source.spans_by_correlation_id(correlation_id))
+
+
+def _first_spans_of_traces(
+    source: SpanSource, trace_ids: list[str], limit: int
+) -> list[SpanRecord]:
+    if isinstance(source, LimitedSpanSource):
+        return source.first_spans_by_trace_ids(trace_ids, limit)
+    return _earliest(source.spans_by_trace_ids(trace_ids), limit)
+
+
+def _earliest(spans: list[SpanRecord], limit: int) -> list[SpanRecord]:
+    if len(spans) <= limit:
+        return spans
+    return sorted(spans, key=lambda s: s.start_unix_nano)[:limit]
+
+
+def _expand(source: SpanSource, found: Collected, frontier: list[str], max_spans: int) -> None:
     """Read whole traces, then follow links out of them and into them, round by round."""
     known: set[str] = set()
     for _ in range(MAX_LINK_ROUNDS):
@@ -75,10 +107,27 @@ def _expand(source: SpanSource, found: Collected, frontier: list[str]) -> None:
             return
         known.update(frontier)
         found.trace_ids.extend(frontier)
-        spans = source.spans_by_trace_ids(frontier)
-        found.spans.extend(spans)
+        spans = _read_traces(source, found, frontier, max_spans)
+        if spans is None:
+            return
         frontier = _linked_out(spans) + sorted(source.trace_ids_linking_to(frontier))
     found.warnings.append(f"stopped following links after {MAX_LINK_ROUNDS} rounds")
+
+
+def _read_traces(
+    source: SpanSource, found: Collected, trace_ids: list[str], max_spans: int
+) -> list[SpanRecord] | None:
+    """Add the spans of ``trace_ids`` to ``found``; None once ``max_spans`` cut them short."""
+    room = max_spans - len(found.spans)
+    spans = _first_spans_of_traces(source, trace_ids, room + 1)
+    if len(spans) <= room:
+        found.spans.extend(spans)
+        return spans
+    found.spans.extend(spans[:room])
+    found.warnings.append(
+        f"more than {max_spans} spans: showing the first {max_spans} by start time"
+    )
+    return None
 
 
 def _linked_out(spans: list[SpanRecord]) -> list[str]:

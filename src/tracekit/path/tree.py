@@ -57,10 +57,13 @@ def would_cycle(child: PathSpan, parent: PathSpan) -> bool:
 def build_tree(nodes: dict[Key, PathSpan], warnings: list[str]) -> list[PathSpan]:
     """Link every node to its parent and return the roots, earliest first."""
     orphans: list[PathSpan] = []
-    for node in nodes.values():
+    # latest first, so a loop of parent ids is cut at its earliest span, whatever the input order
+    for node in sorted(nodes.values(), key=_start_order, reverse=True):
         parent_id = node.record.parent_span_id
         parent = nodes.get((node.record.trace_id, parent_id)) if parent_id else None
-        if parent is not None and parent is not node:
+        if parent is not None and would_cycle(node, parent):
+            _break_cycle(node, warnings)
+        elif parent is not None:
             attach(node, parent, ATTACHED_BY_PARENT)
         elif parent_id:
             orphans.append(node)
@@ -69,6 +72,15 @@ def build_tree(nodes: dict[Key, PathSpan], warnings: list[str]) -> list[PathSpan
             _attach_by_link(node, nodes)
     _attach_orphans(orphans, nodes, warnings)
     return sorted((n for n in nodes.values() if n.parent is None), key=_start_order)
+
+
+def _break_cycle(node: PathSpan, warnings: list[str]) -> None:
+    """A parent id that closes a loop (corrupt or hostile export): the span becomes a root."""
+    parent_id = node.record.parent_span_id
+    warnings.append(
+        f"parent cycle: {node.label()} is its own ancestor through parent {parent_id}; "
+        "shown as a root"
+    )
 
 
 def _start_order(node: PathSpan) -> tuple[int, str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -14,6 +16,10 @@ from tracekit.store._schema import migrate, schema_version
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
+# Span attributes and log bodies are private: the file (and so SQLite's -wal and -shm, which it
+# creates with the file's mode) is the owner's alone, and so is every folder tracekit creates.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_FOLDER_MODE = 0o700
 # journal_size_limit keeps the WAL file from staying huge after a burst.
 _WRITE_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: a commit survives a process crash (kill -9)
@@ -25,7 +31,7 @@ _WRITE_PRAGMAS = (
 
 def open_writer(path: Path) -> sqlite3.Connection:
     """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = _connect(str(path), uri=False)
     # auto_vacuum only takes effect before the first table exists: size retention needs the file
     # to shrink again, which FULL would do on every commit and INCREMENTAL does when asked. (On
@@ -37,6 +43,36 @@ def open_writer(path: Path) -> sqlite3.Connection:
         conn.execute(pragma)
     retry_busy(lambda: migrate(conn))
     return conn
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` (empty: SQLite makes it a database) 0600 and missing folders 0700.
+
+    The modes are set explicitly after creation, so they hold whatever the umask; an existing
+    file or folder keeps the mode its owner gave it.
+    """
+    _create_private_folders(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _create_private_folders(folder: Path) -> None:
+    missing: list[Path] = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(PRIVATE_FOLDER_MODE)
+        except FileExistsError:  # another process made it first: its mode is its business
+            continue
+        created.chmod(PRIVATE_FOLDER_MODE)
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
@@ -80,3 +116,16 @@ def retry_busy(action: Callable[[], T], attempts: int = 8) -> T:
                 raise
             time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

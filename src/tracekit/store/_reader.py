@@ -86,6 +86,9 @@ _REQUEST_EXTENT = (
 )
 
 
+_CORRELATED = "s.correlation_ref = (SELECT id FROM correlations WHERE value = ?)"
+
+
 def marks(count: int) -> str:
     """``?,?,...`` for an IN list of ``count`` values."""
     return ",".join("?" * count)
@@ -112,25 +115,40 @@ class StoreReader:
         self.strings = StringResolver()
         self._resources: dict[int, tuple[Attributes, str | None]] = {}
 
-    def spans_where(self, condition: str, params: Sequence[object]) -> list[SpanRecord]:
-        """Spans matching a SQL condition over ``s``, oldest first."""
-        query = f"{_SPAN_SELECT} WHERE {condition} ORDER BY s.start_ns, s.id"
-        rows = self.conn.execute(query, params).fetchall()
+    def spans_where(
+        self, condition: str, params: Sequence[object], limit: int = -1
+    ) -> list[SpanRecord]:
+        """Spans matching a SQL condition over ``s``, oldest first (the first ``limit``)."""
+        query = f"{_SPAN_SELECT} WHERE {condition} ORDER BY s.start_ns, s.id LIMIT ?"
+        rows = self.conn.execute(query, (*params, limit)).fetchall()
         return self._spans(rows)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Every span tagged with ``correlation_id``."""
-        return self.spans_where(
-            "s.correlation_ref = (SELECT id FROM correlations WHERE value = ?)", (correlation_id,)
-        )
+        return self.spans_where(_CORRELATED, (correlation_id,))
 
-    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
-        """Every span of the given traces."""
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """The first ``limit`` traces holding spans tagged ``correlation_id``, with the earliest
+        such span's start, earliest first (no span is decoded)."""
+        query = (
+            "SELECT t.trace_id, min(s.start_ns) FROM spans s JOIN traces t ON t.id = s.trace_ref"
+            f" WHERE {_CORRELATED} GROUP BY s.trace_ref ORDER BY min(s.start_ns), min(s.id)"
+            " LIMIT ?"
+        )
+        rows = self.conn.execute(query, (correlation_id, limit))
+        return [(trace_id.hex(), start) for trace_id, start in rows]
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int = -1) -> list[SpanRecord]:
+        """Every span of the given traces (the first ``limit``, oldest first)."""
         ids = hex_ids(trace_ids, 16)
         if not ids:
             return []
         return self.spans_where(
-            f"s.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(len(ids))}))", ids
+            f"s.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(len(ids))}))",
+            ids,
+            limit,
         )
 
     def spans_since(self, since_unix_nano: int, limit: int) -> list[SpanRecord]:
@@ -225,8 +243,9 @@ class StoreReader:
             conditions.append("s.start_ns >= ?")
             params.append(since_unix_nano)
         if before is not None:
-            conditions.append("(s.start_ns, s.id) < (?, ?)")
-            params.extend(before)
+            # spelled out so that the time index bounds the scan (a row value would not use it)
+            conditions.append("s.start_ns <= ? AND (s.start_ns < ? OR s.id < ?)")
+            params.extend((before[0], *before))
         conditions.append(_IS_ENTRY)
         query = (
             f"SELECT s.id, s.trace_ref, {_DOMINANT_CORRELATION}, t.trace_id, s.start_ns,"

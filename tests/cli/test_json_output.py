@@ -1,0 +1,74 @@
+"""`--format json` is safe to print: no character a terminal could act on leaves tracekit raw.
+
+Span names, services and attributes come from any process that can reach the collector. JSON
+already escapes C0 controls; C1 controls (U+009B is CSI, U+009D is OSC on terminals that read
+them in UTF-8), DEL, bidirectional overrides and the Unicode line separators are escaped too, so
+the output is still valid JSON that decodes to exactly what was stored, and other non-ASCII text
+stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import Topology
+
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+SINCE = "2023-11-14T22:00:00+00:00"
+HOSTILE = "\x7f\x80\x9b31m\x9d0;title\x07\x9f\u200e\u200f\u202a\u202e\u2066\u2069\u2028\u2029"
+UNSAFE = (
+    {chr(c) for c in range(0x7F, 0xA0)}
+    | set("\u200e\u200f\u2028\u2029")
+    | {chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    t = Topology("req-hostile")
+    root = t.span(f"gate{HOSTILE}way", f"GET /é{HOSTILE}", "SERVER", 0, 100,
+                  attrs={"note": f"日本{HOSTILE}"})  # fmt: skip
+    t.http(root, f"orders{HOSTILE}", "/orders", 10, 90)
+    path = tmp_path_factory.mktemp("hostile") / "tracekit.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    return path
+
+
+def strings(value: object) -> list[str]:
+    """Every string in a decoded JSON document, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in (k, *strings(v))]
+    if isinstance(value, list):
+        return [t for item in value for t in strings(item)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "req-hostile"],
+        ["search", "--since", SINCE],
+        ["services", "--since", SINCE],
+    ],
+)
+def test_json_escapes_what_a_terminal_could_act_on(store: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--store", str(store), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert HOSTILE not in out
+    assert not UNSAFE & set(out), sorted(f"U+{ord(c):04X}" for c in UNSAFE & set(out))
+    assert "\\u009b" in out and "\\u202e" in out and "\\u2028" in out
+    # nothing lost: the document decodes to the stored strings; other text stays readable
+    assert any(HOSTILE in text for text in strings(json.loads(out)))
+    assert "\\u00e9" not in out and "\\u65e5" not in out

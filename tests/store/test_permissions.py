@@ -1,0 +1,118 @@
+"""The store holds span attributes and log bodies: private to its owner whatever the umask.
+
+Each writer runs in a subprocess with its own umask (the umask is per process): the library's
+``Store``, the SDK exporter behind ``TRACEKIT_EXPORTER=store``, and ``tracekit collector`` with
+its writer process. The file, SQLite's ``-wal`` and ``-shm`` files and every folder tracekit
+created are checked while the writer still has the store open.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracekit.store import Store
+
+UMASKS = [0o000, 0o022, 0o027]
+
+# Writes one span, then prints the modes while the connection (and so the WAL) is still open.
+WRITERS = {
+    "store": """
+        from tracekit.store import Store
+        from tracekit.records import SpanRecord
+        store = Store(path)
+        store.write_spans([SpanRecord("a" * 32, "b" * 16, None, "svc", "GET /", "SERVER", 1, 2)])
+    """,
+    "exporter": """
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from tracekit.store.exporter import StoreSpanExporter
+        provider = TracerProvider()
+        exporter = StoreSpanExporter(path)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.get_tracer("t").start_span("work").end()
+    """,
+}
+REPORT = """
+    import os, sys
+    for p in [path, path + "-wal", path + "-shm", *sys.argv[3:]]:
+        print(p, oct(os.stat(p).st_mode & 0o777))
+"""
+
+
+def modes(output: str) -> dict[str, str]:
+    return dict(line.rsplit(" ", 1) for line in output.splitlines())
+
+
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
+
+
+def expected(path: Path, made: list[Path]) -> dict[str, str]:
+    files = {str(path) + suffix: "0o600" for suffix in ("", "-wal", "-shm")}
+    return {**files, **{str(d): "0o700" for d in made}}
+
+
+@pytest.mark.parametrize("umask", UMASKS, ids=oct)
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_library_writers_create_private_files_and_folders(
+    tmp_path: Path, writer: str, umask: int
+) -> None:
+    made = [tmp_path / "data", tmp_path / "data" / "tracekit"]
+    path = made[-1] / "tracekit.db"
+    script = "import os, sys\nos.umask(int(sys.argv[2]))\npath = sys.argv[1]\n"
+    script += textwrap.dedent(WRITERS[writer]) + textwrap.dedent(REPORT)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path), str(umask), *map(str, made)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert modes(result.stdout) == expected(path, made)
+
+
+def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    with Store(tmp_path / "s.db") as store:
+        store.create()
+    assert mode(tmp_path) == "0o755"
+    assert mode(tmp_path / "s.db") == "0o600"
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022], ids=oct)
+def test_collector_and_its_writer_process_create_private_files(tmp_path: Path, umask: int) -> None:
+    import http.client
+
+    made = [tmp_path / "new"]
+    path = made[0] / "c.db"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector",
+         "--port", "0", "--grpc-port", "0", "--store", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=lambda: os.umask(umask),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().split("127.0.0.1:")[1].split(" ")[0])
+        request = ExportTraceServiceRequest()
+        span = request.resource_spans.add().scope_spans.add().spans.add()
+        span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x02" * 8, "hello"
+        span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/v1/traces", request.SerializeToString(),
+                     {"Content-Type": "application/x-protobuf"})  # fmt: skip
+        assert conn.getresponse().status == 200
+        conn.close()
+        found = {str(p): mode(p) for p in [path, *made, *path.parent.glob("c.db-*")]}
+        assert found == expected(path, made)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
