@@ -47,9 +47,12 @@ def _share(node: int | None, component: str, delta: float, total: float) -> Shar
 
 def headline(
     nodes: list[Node], parts: list[Share], a_ns: float, b_ns: float, thresholds: Thresholds,
-    what: str = "end to end",
+    what: str = "end to end", notes: dict[int, str] | None = None,
 ) -> str:  # fmt: skip
-    """``+412.0 ms end to end (+343%): 95% queue wait on orders.created``."""
+    """``+412.0 ms end to end (+343%): 95% queue wait on orders.created``.
+
+    ``notes`` add a word on a node named (``1 retry after HTTP 503``).
+    """
     delta = b_ns - a_ns
     if not thresholds.exceeded(a_ns, b_ns):
         return (
@@ -60,7 +63,8 @@ def headline(
     for part in parts[:HEADLINE_PARTS]:
         if part.share is None or part.share <= 0 or covered >= HEADLINE_COVERS:
             break
-        named.append(f"{part.share:.0%} {_where(nodes, part)}")
+        note = (notes or {}).get(part.node) if part.node is not None else None
+        named.append(f"{part.share:.0%} {_where(nodes, part)}" + (f" ({note})" if note else ""))
         covered += part.share
     head = f"{signed(delta)} {what} ({signed_pct(delta, a_ns)})"
     return f"{head}: {', '.join(named)}" if named else head

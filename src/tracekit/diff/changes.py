@@ -19,6 +19,7 @@ __all__ = [
     "changed_metrics",
     "duration_change",
     "error_changes",
+    "retries",
     "structure_changes",
     "timing_changes",
 ]
@@ -64,10 +65,10 @@ def call_changes(
         if a is not None and b is not None and a.calls - a.retries != b.calls - b.retries:
             yield Change("calls", STRUCTURE, n, f"{label}: {a.calls} -> {b.calls} calls")
         if (a.retries if a else 0) != (b.retries if b else 0):
-            yield Change("retries", RETRIES, n, f"{label}: {_retries(b)} (A: {_retries(a)})")
+            yield Change("retries", RETRIES, n, f"{label}: {retries(b)} (A: {retries(a)})")
 
 
-def _retries(measure: Measure | None) -> str:
+def retries(measure: Measure | None) -> str:
     if measure is None or not measure.retries:
         return "no retries"
     count = measure.retries

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .nodes import Measure, Node
-from .settings import SLOWER, FailOn
+from .settings import CATEGORIES, SLOWER, FailOn
 
 __all__ = [
     "ADDED",
@@ -95,14 +95,11 @@ class PairDiff:
 
 
 def reasons(changes: Sequence[Change], fail_on: FailOn) -> list[str]:
-    """The ``--fail-on`` categories the changes fall in (empty: no difference that counts)."""
-    found: list[str] = []
-    for change in changes:
-        if change.category in fail_on.categories and change.category not in found:
-            found.append(change.category)
-        if SLOWER not in found and fail_on.slower and _slow_enough(change, fail_on):
-            found.append(SLOWER)
-    return found
+    """The ``--fail-on`` categories the changes fall in, in ``CATEGORIES`` order then ``slower``
+    (empty: no difference that counts)."""
+    found = {c.category for c in changes if c.category in fail_on.categories}
+    slower = fail_on.slower and any(_slow_enough(c, fail_on) for c in changes)
+    return [name for name in CATEGORIES if name in found] + ([SLOWER] if slower else [])
 
 
 def _slow_enough(change: Change, fail_on: FailOn) -> bool:

@@ -18,6 +18,7 @@ from .changes import (
     changed_metrics,
     duration_change,
     error_changes,
+    retries,
     structure_changes,
     timing_changes,
 )
@@ -53,13 +54,15 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     )
     touched = _touched(changes)
     parts = shares(order, _parts(before), _parts(after), b_side.duration_ns - a_side.duration_ns)
+    lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
+                    notes=_notes(changes, after))  # fmt: skip
     return PairDiff(
         a=a_side,
         b=b_side,
         nodes=[_node_diff(nodes[n], before, after, touched, timing[n]) for n in order],
         changes=changes,
         attribution=parts,
-        headline=headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits),
+        headline=lead,
         min_delta_ms=limits.min_delta_ms,
         min_delta_pct=limits.min_delta_pct,
         warnings=[f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings],
@@ -104,6 +107,19 @@ def _side(path: Path) -> Side:
 
 def _parts(measures: Measures) -> Parts:
     return {n: (m.critical_ns, m.critical_wait_ns) for n, m in measures.items()}
+
+
+def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
+    """A word for the headline on nodes that retried or stopped (or started) running in parallel."""
+    out: dict[int, str] = {}
+    for change in changes:
+        if change.kind == "retries" and change.node is not None:
+            out[change.node] = retries(after.get(change.node))
+        elif change.kind == "concurrency":
+            serial = "one after another in B" in change.message
+            for n in change.related:
+                out[n] = "no longer in parallel" if serial else "now in parallel"
+    return out
 
 
 def _touched(changes: list[Change]) -> set[int]:

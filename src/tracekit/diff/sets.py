@@ -223,8 +223,8 @@ def _too_few_warnings(
     durations: tuple[list[float], list[float]], labels: tuple[str, str], needed: int
 ) -> list[str]:
     return [
-        f"{label} has {len(found)} request{'s' if len(found) != 1 else ''}, fewer than the "
-        f"{needed} needed (--min-requests): too few to tell"
-        for label, found in zip(labels, durations, strict=True)
+        f"set {name} ({label}) has {len(found)} request{'s' if len(found) != 1 else ''}, fewer "
+        f"than the {needed} needed (--min-requests): too few to tell"
+        for name, label, found in zip("AB", labels, durations, strict=True)
         if len(found) < needed
     ]
