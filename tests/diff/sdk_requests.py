@@ -16,6 +16,7 @@ out by hand. ``tracekit diff`` then reads the store like any other.
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Span, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -37,6 +39,23 @@ MS = 1_000_000
 W3C = TraceContextTextMapPropagator()
 _KINDS = {"SERVER": SpanKind.SERVER, "CLIENT": SpanKind.CLIENT, "PRODUCER": SpanKind.PRODUCER,
           "CONSUMER": SpanKind.CONSUMER, "INTERNAL": SpanKind.INTERNAL}  # fmt: skip
+
+
+class PrivateIdGenerator(IdGenerator):
+    """Random ids from a generator of its own.
+
+    The SDK's default draws from the global ``random``, which hypothesis reseeds for every
+    example: the same ids would come back, and the store skips a span it already holds.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.SystemRandom()
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self._random.getrandbits(128) or 1
 
 
 def recent_origin(minutes_ago: float = 10) -> int:
@@ -60,7 +79,7 @@ class Deployment:
             resource = Resource.create(
                 {"service.name": service, "service.version": version, "host.name": host}
             )
-            provider = TracerProvider(resource=resource)
+            provider = TracerProvider(resource=resource, id_generator=PrivateIdGenerator())
             provider.add_span_processor(CorrelationSpanProcessor())
             batch = BatchSpanProcessor(self.exporter, max_export_batch_size=512)
             provider.add_span_processor(batch)
