@@ -352,3 +352,25 @@ def test_random_jitter_keeps_the_document_valid(deployment: Deployment) -> None:
     a, b = pair(deployment, Shape(jitter=rng), Shape(jitter=rng, cache_ms=4))
     code, doc = document(deployment, a, b)
     assert code == 1 and "added" in kinds(doc)
+
+
+def test_the_demo_diffs_its_fastest_and_slowest_checkout_that_did_not_fail(
+    deployment: Deployment,
+) -> None:
+    from tracekit.path import reconstruct
+    from tracekit_cli.demo.diff_step import fastest_and_slowest
+
+    requests = [deployment.request() for _ in range(3)]
+    build(requests[0], Shape(queue_delay=200))
+    build(requests[1], Shape())
+    build(requests[2], Shape(inventory=((1, 503),)))  # failed: shortest of all
+    deployment.flush()
+    paths = [reconstruct(deployment.store, r.correlation_id) for r in requests]
+    assert all(p is not None for p in paths)
+
+    picked = fastest_and_slowest([p for p in paths if p is not None])
+
+    assert picked is not None
+    assert [p.correlation_id for p in picked] == [requests[1].correlation_id,
+                                                  requests[0].correlation_id]  # fmt: skip
+    assert fastest_and_slowest([p for p in paths[1:] if p is not None]) is None
