@@ -9,7 +9,6 @@ every joined trace is linked, so no time falls between traces.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -21,7 +20,6 @@ from sdk_requests import Deployment, Request
 from tracekit.diff import compare_paths
 from tracekit.diff.attribution import GAP
 from tracekit.path import Path, reconstruct
-from tracekit.store import Store
 
 SERVICES = ("edge", "orders", "stock", "billing")
 KINDS = ("call", "message", "internal")
@@ -66,14 +64,6 @@ def request_pairs(draw: st.DrawFn) -> tuple[list[Step], list[Step], list[Timing]
         b = b[:-1] if draw(st.booleans()) else [*b, Step(draw(st.integers(-1, len(b) - 1)),
                                                           "call", "extra")]  # fmt: skip
     return a, b, draw(timings(len(a))), draw(timings(len(b)))
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with Store(tmp_path_factory.mktemp("property") / "tracekit.db") as store:
-        running = Deployment(store)
-        yield running
-        running.shutdown()
 
 
 def emit(req: Request, steps: list[Step], times: list[Timing], batch: bool) -> None:

@@ -11,7 +11,6 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,10 @@ from click.testing import CliRunner
 from sdk_requests import Deployment, recent_origin
 
 from tracekit.diff import load_schema
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 HOUR_NS = 3600 * 10**9
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
-
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with Store(tmp_path_factory.mktemp("diff") / "tracekit.db") as store:
-        running = Deployment(store)
-        yield running
-        running.shutdown()
 
 
 def pair(deployment: Deployment, a: Shape, b: Shape, **b_request: Any) -> tuple[str, str]:
