@@ -18,6 +18,7 @@ import click
 from tracekit.records import BackendError, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
+    MAX_ID_CHARS,
     backend_options,
     check_id,
     fail,
@@ -157,7 +158,7 @@ def _compare_sets(
     if not service or not a_match or not b_match:
         fail("the set form needs --service S, --a KEY=VALUE and --b KEY=VALUE", EXIT_ERROR)
     try:
-        a = Selector(check_id(service), parse_match(a_match), route)
+        a = Selector(_service_name(service), parse_match(a_match), route)
         b = Selector(a.service, parse_match(b_match), route)
     except ValueError as error:
         fail(f"--a/--b {error}", EXIT_ERROR)
@@ -175,6 +176,13 @@ def _compare_sets(
                  f"since {since!r:.40} (set {name})", EXIT_MISSING)  # fmt: skip
     settings = SetSettings(thresholds, min_requests)
     return compare_sets(a_paths, b_paths, settings, (a.describe(), b.describe()))
+
+
+def _service_name(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or len(stripped) > MAX_ID_CHARS or not stripped.isprintable():
+        fail(f"--service: 1-{MAX_ID_CHARS} printable characters, not {stripped[:40]!r}", EXIT_ERROR)
+    return stripped
 
 
 def _emit(result: PairDiff | SetDiff, chosen: str, counted: FailOn) -> None:

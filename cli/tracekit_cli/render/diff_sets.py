@@ -35,8 +35,7 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
         document.note((f"{name} ", "bold"), (one_line(side.label, 120), "bold"),
                       (f"  {side.requests} requests, mean {duration(side.mean_ns)}, "
                        f"median {duration(side.median_ns)}", "dim"))  # fmt: skip
-    headline(document, diff.headline, diff.duration_test.verdict == "changed"
-             and diff.b.mean_ns > diff.a.mean_ns)  # fmt: skip
+    headline(document, diff.headline, diff.changes)
     document.row(("", ""))
     document.row(("  contribution  node (ranked by contribution to the change in mean duration)",
                   "bold"))  # fmt: skip

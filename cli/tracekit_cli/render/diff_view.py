@@ -99,8 +99,9 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
 # --- shared parts ---------------------------------------------------------------------------
 
 
-def headline(document: Document, text: str, slower: bool) -> None:
-    """Where the time went, first thing under the header."""
+def headline(document: Document, text: str, changes: Sequence[Change]) -> None:
+    """Where the time went, first thing under the header (yellow when it is a slowdown)."""
+    slower = any(c.kind == "duration" and (c.delta_ms or 0) > 0 for c in changes)
     document.note((document.text(text), "bold yellow" if slower else "bold"))
 
 
@@ -190,7 +191,7 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
         document.note((f"{name} ", "bold"), (title, "bold"),
                       (f"  {duration(side.duration_ns)}, start "
                        f"{format_time(side.start_unix_nano)}", "dim"))  # fmt: skip
-    headline(document, diff.headline, diff.duration_delta_ns > 0)
+    headline(document, diff.headline, diff.changes)
     document.row(("", ""))
     document.row((f"  {'A':>9} {'B':>9} {'delta':>10}  node", "bold"))
     by_node: dict[int, list[Change]] = {}

@@ -9,6 +9,7 @@ path, ids stripped, so two calls from one caller to different places stay two no
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from tracekit.records import SpanRecord
@@ -34,6 +35,7 @@ _ID = re.compile(
 _TOKEN = re.compile(r"[^/\s:=?&,;#]+")
 
 
+@lru_cache(maxsize=4096)  # a request repeats a few names many times
 def strip_ids(text: str) -> str:
     """``text`` with each id-like token (numbers, UUIDs, hex, ``sku-42``) replaced by ``{id}``."""
     return _TOKEN.sub(lambda m: ID_PLACEHOLDER if _ID.match(m.group()) else m.group(), text)
