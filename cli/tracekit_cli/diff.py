@@ -106,7 +106,8 @@ def diff(
     b_match: tuple[str, ...], route: str | None, since: str, limit: int, min_requests: int,
     min_delta_ms: float, min_delta_pct: float, fail_on: str | None,
 ) -> None:  # fmt: skip
-    """Show what differs between two requests (A B: correlation or trace IDs) or two sets."""
+    """Show what differs between two requests (A B: correlation or trace IDs), or between two
+    sets of requests (--service S --a KEY=VALUE --b KEY=VALUE)."""
     from tracekit.diff import Thresholds, parse_fail_on
 
     try:
