@@ -45,8 +45,15 @@ class Patch:
         uninstrumented tracekit never traces again whatever order the patches are removed in.
         """
         self.live = False
-        if self.wrapper is not None and self.owner.__dict__.get(self.attribute) is self.wrapper:
-            setattr(self.owner, self.attribute, self.wrapper.__wrapped__)
+        current = self.owner.__dict__.get(self.attribute)
+        # Someone who unwrapped a layer above ours through getattr() put back our wrapper bound
+        # to the class (wrapt's BoundFunctionWrapper, whose parent is ours): that is ours too.
+        ours = self.wrapper
+        if ours is None:
+            return
+        original = ours.__wrapped__
+        if current is ours or getattr(current, "_self_parent", None) is ours:
+            setattr(self.owner, self.attribute, original)
 
 
 class Instrumentor:
