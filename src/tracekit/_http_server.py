@@ -7,6 +7,7 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from tracekit.metrics import HttpServerMetrics
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
+# Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
+_ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _TRACE_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, propagation.BAGGAGE)
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
@@ -227,3 +230,8 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
     value = _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
     return value if correlation.is_valid(value) else None
+
+
+def braced_route(rule: str) -> str:
+    """``/orders/<int:order_id>`` -> ``/orders/{order_id}``: one route syntax for all frameworks."""
+    return _ANGLE_PARAMETER.sub(r"{\1}", rule)

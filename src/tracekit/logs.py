@@ -54,13 +54,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMPTY",
+    "EXPORT_POINTS",
+    "MAX_EXTRA_FIELDS",
+    "MAX_MESSAGE",
+    "MAX_VALUE",
     "STAMPED_FIELDS",
     "JsonFormatter",
     "LogExportHandler",
+    "build_log_exporter",
     "current_fields",
     "flush",
     "install",
     "json_stdout_handler",
+    "log_attributes",
+    "severity_number",
     "uninstall",
 ]
 

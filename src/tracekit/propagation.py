@@ -35,6 +35,30 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 
 from tracekit import _baggage, correlation
 
+__all__ = [
+    "BAGGAGE",
+    "CORRELATION_BAGGAGE_KEY",
+    "CORRELATION_HEADER",
+    "CURRENT_SPAN_KEY",
+    "MAX_TRACESTATE_MEMBERS",
+    "RANDOM",
+    "SAMPLED",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "HeaderGetter",
+    "TraceParent",
+    "TracekitPropagator",
+    "extract_baggage",
+    "extract_header_lists",
+    "extract_trace_context",
+    "format_traceparent",
+    "format_tracestate",
+    "inject_trace_context",
+    "parse_traceparent",
+    "parse_tracestate",
+    "update_tracestate",
+]
+
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 BAGGAGE = "baggage"

@@ -15,6 +15,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
 
+__all__ = [
+    "CORRELATION_ATTRIBUTE",
+    "SPAN_KINDS",
+    "STATUS_CODES",
+    "AttributeValue",
+    "Attributes",
+    "BackendError",
+    "LimitedSpanSource",
+    "LogRecordData",
+    "RequestSummary",
+    "SpanEvent",
+    "SpanLink",
+    "SpanRecord",
+    "SpanSource",
+    "WarningSource",
+]
+
 AttributeValue: TypeAlias = (
     "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
 )

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
+__all__ = ["Key", "find_hops", "hop_type", "make_hop"]
+
 Key = tuple[str, str]
 
 

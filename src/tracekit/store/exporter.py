@@ -30,6 +30,15 @@ from tracekit.records import (
 )
 from tracekit.store._store import Store
 
+__all__ = [
+    "StoreLogExporter",
+    "StoreSpanExporter",
+    "log_record",
+    "plain_attributes",
+    "plain_value",
+    "span_record",
+]
+
 _log = logging.getLogger("tracekit")
 _inherited: list[Store] = []  # stores a forked child must neither use nor close
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
