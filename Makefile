@@ -29,13 +29,13 @@ test: $(DEV) check
 	$(BIN)/python -m pytest
 
 check: $(DEV)
-	$(BIN)/ruff check src cli tests bench
-	$(BIN)/ruff format --check src cli tests bench
+	$(BIN)/ruff check src cli tests bench tools
+	$(BIN)/ruff format --check src cli tests bench tools
 	$(BIN)/mypy
 
 format: $(DEV)
-	$(BIN)/ruff format src cli tests bench
-	$(BIN)/ruff check --fix src cli tests bench
+	$(BIN)/ruff format src cli tests bench tools
+	$(BIN)/ruff check --fix src cli tests bench tools
 
 bench: $(DEV)
 	$(BIN)/python -m bench

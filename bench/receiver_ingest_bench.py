@@ -1,10 +1,12 @@
-"""Ingest rate of ``tracekit collector`` over HTTP (protobuf and JSON) next to the in-process
-parse + insert limit, measured in the same run on the same machine.
+"""Ingest rate of ``tracekit collector`` over OTLP/gRPC and OTLP/HTTP (protobuf and JSON) next
+to the in-process parse + insert limit, measured in the same run on the same machine.
 
 The receiver runs in its own process (as ``tracekit collector`` would, with its writer child);
 the load generator sends pre-encoded 512-span requests (the SDK's default batch) over keep-alive
-connections from this process, so encoding requests is not counted against the receiver. The
-in-process rows are the receiver's own decoder and writer called in one thread, without HTTP.
+HTTP connections or gRPC channels from this process, so encoding requests is not counted against
+the receiver. gRPC and HTTP protobuf rounds alternate, each with a fresh receiver and store. CPU
+per span is the receiver's and its writer process's user + system time (``/proc``) over the run.
+The in-process rows are the receiver's own decoder and writer called in one thread.
 Run: ``python -m bench.receiver_ingest_bench`` (``--quick`` for a short run).
 """
 
@@ -17,8 +19,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 from google.protobuf.json_format import MessageToJson
 
 from bench._report import machine, text_table
@@ -34,11 +38,31 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 ROUNDS = 3
 
 
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def _serve(path: str, port_queue: mp.Queue, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    receiver = Receiver(Store(path), ReceiverConfig(port=0)).start()
-    port_queue.put(receiver.address[1])
+    receiver = Receiver(Store(path), ReceiverConfig(port=0, grpc_port=0)).start()
+    assert receiver.grpc_address is not None
+    port_queue.put((receiver.address[1], receiver.grpc_address[1]))
     stop.wait()
     receiver.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system time of ``pid`` and its children still running (the writer process)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
 def _payloads(total: int, as_json: bool) -> list[bytes]:
@@ -65,7 +89,7 @@ def _otlp_json(request: object) -> bytes:
     return json.dumps(doc).encode()
 
 
-def _send_all(port: int, payloads: list[bytes], content_type: str, connections: int) -> float:
+def _http_worker(port: int, content_type: str) -> Callable[[list[bytes]], None]:
     def worker(items: list[bytes]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for body in items:
@@ -74,6 +98,22 @@ def _send_all(port: int, payloads: list[bytes], content_type: str, connections: 
             response.read()
             assert response.status == 200, response.status
 
+    return worker
+
+
+def _grpc_worker(port: int) -> Callable[[list[bytes]], None]:
+    def worker(items: list[bytes]) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            export = channel.unary_unary(TRACES)
+            for body in items:
+                export(body, timeout=60)
+
+    return worker
+
+
+def _send_all(
+    worker: Callable[[list[bytes]], None], payloads: list[bytes], connections: int
+) -> float:
     threads = [
         threading.Thread(target=worker, args=(payloads[i::connections],))
         for i in range(connections)
@@ -86,22 +126,31 @@ def _send_all(port: int, payloads: list[bytes], content_type: str, connections: 
     return time.perf_counter() - started
 
 
-def over_http(total: int, as_json: bool) -> float:
-    """Spans/s through a receiver process, from a client in this process."""
-    payloads = _payloads(total, as_json)
+def over_the_wire(total: int, transport: str) -> tuple[float, float]:
+    """Spans/s and receiver CPU us/span through a receiver process, from this process.
+
+    ``transport``: "grpc", "http" (protobuf) or "json" (HTTP).
+    """
+    payloads = _payloads(total, as_json=transport == "json")
     with tempfile.TemporaryDirectory() as tmp:
         port_queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
         stop = mp.Event()
         server = mp.Process(target=_serve, args=(str(Path(tmp) / "s.db"), port_queue, stop))
         server.start()
-        port = port_queue.get(timeout=30)
-        kind = "application/json" if as_json else "application/x-protobuf"
-        elapsed = _send_all(port, payloads, kind, connections=CONNECTIONS)
+        http_port, grpc_port = port_queue.get(timeout=30)
+        if transport == "grpc":
+            worker = _grpc_worker(grpc_port)
+        else:
+            kind = "application/json" if transport == "json" else "application/x-protobuf"
+            worker = _http_worker(http_port, kind)
+        cpu_before = _cpu_seconds(server.pid or 0)
+        elapsed = _send_all(worker, payloads, connections=CONNECTIONS)
+        cpu = _cpu_seconds(server.pid or 0) - cpu_before
         stop.set()
         server.join()
         stored = Store(Path(tmp) / "s.db").count_spans()
     assert stored == total, (stored, total)
-    return total / elapsed
+    return total / elapsed, cpu / total * 1e6
 
 
 def in_process(total: int) -> tuple[float, float, float]:
@@ -133,24 +182,40 @@ def in_process(total: int) -> tuple[float, float, float]:
 def main() -> None:
     quick = "--quick" in sys.argv
     total = 50 * BATCH if quick else 400 * BATCH
+    load_before = os.getloadavg()
     parse, insert, both = in_process(total)
-    # Three fresh receivers: on a shared machine one run can land on a busy moment.
-    protobuf = sorted(over_http(total, as_json=False) for _ in range(ROUNDS))
-    json_rate = over_http(total // 2, as_json=True)
-    header = ("measurement", "spans/s")
-    http = f"512-span requests, {CONNECTIONS} connections"
+    # Fresh receivers, gRPC and HTTP taking turns: on a shared machine one run can land on a
+    # busy moment, and taking turns spreads such moments over both.
+    runs: dict[str, list[tuple[float, float]]] = {"grpc": [], "http": []}
+    for _ in range(ROUNDS):
+        for transport in runs:
+            runs[transport].append(over_the_wire(total, transport))
+    json_rate, json_cpu = over_the_wire(total // 2, "json")
+    header = ("measurement", "spans/s", "receiver CPU us/span")
+    wire = f"512-span requests, {CONNECTIONS} connections"
     rows = [
-        ("in-process protobuf decode into rows only", f"{parse:,.0f}"),
-        ("in-process insert only (4,096 rows per transaction)", f"{insert:,.0f}"),
-        ("in-process decode + insert, one thread", f"{both:,.0f}"),
-        (f"HTTP protobuf, {http}: median of {ROUNDS}", f"{protobuf[ROUNDS // 2]:,.0f}"),
-        (f"HTTP protobuf, {http}: slowest / fastest", f"{protobuf[0]:,.0f} / {protobuf[-1]:,.0f}"),
-        (f"HTTP JSON, {http}", f"{json_rate:,.0f}"),
+        ("in-process protobuf decode into rows only", f"{parse:,.0f}", ""),
+        ("in-process insert only (4,096 rows per transaction)", f"{insert:,.0f}", ""),
+        ("in-process decode + insert, one thread", f"{both:,.0f}", ""),
+        *_rows("gRPC", wire, runs["grpc"]),
+        *_rows("HTTP protobuf", wire, runs["http"]),
+        (f"HTTP JSON, {wire}", f"{json_rate:,.0f}", f"{json_cpu:.1f}"),
     ]
     print(machine())
     print(text_table(header, rows))
-    print(f"{total:,} spans per run; target >= 40,000 spans/s over HTTP protobuf")
+    print(f"{total:,} spans per run; target >= 40,000 spans/s over gRPC and HTTP protobuf each")
+    print(f"load average at the start: {' / '.join(f'{x:.1f}' for x in load_before)}")
     print(f"load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def _rows(name: str, wire: str, runs: list[tuple[float, float]]) -> list[tuple[str, str, str]]:
+    rates = sorted(rate for rate, _ in runs)
+    cpus = sorted(cpu for _, cpu in runs)
+    return [
+        (f"{name}, {wire}: median of {ROUNDS}", f"{rates[ROUNDS // 2]:,.0f}",
+         f"{cpus[ROUNDS // 2]:.1f}"),
+        (f"{name}: slowest / fastest", f"{rates[0]:,.0f} / {rates[-1]:,.0f}", ""),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

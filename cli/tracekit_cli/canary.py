@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -28,6 +29,7 @@ from tracekit_cli.output import emit_json, emit_rich, emit_text
 if TYPE_CHECKING:
     from tracekit.canary import Subject, Verdict, VersionSamples
 
+F = TypeVar("F", bound=Callable[..., Any])
 METRIC_NAMES = ("latency", "tail_latency", "error_rate")  # tracekit.canary.METRICS
 MAX_NAME = 256
 
@@ -40,106 +42,68 @@ def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return stripped
 
 
+def _options(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """Apply ``decorators`` in the order listed (as --help shows them)."""
+
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+_what_and_where = _options([
+    click.option("--service", required=True, metavar="NAME", callback=_name,
+                 help="The service (service.name) whose versions are compared."),
+    click.option("--baseline", required=True, metavar="VERSION", callback=_name,
+                 help="The version running now (service.version)."),
+    click.option("--canary", "canary_version", required=True, metavar="VERSION", callback=_name,
+                 help="The new version under test."),
+    click.option("--store", metavar="PATH", cls=StoreOption),
+    click.option("--prometheus", metavar="URL",
+                 help="Read tracekit's histograms from Prometheus' HTTP API instead."),
+    click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+                 help="Seconds to wait for Prometheus per query."),
+    click.option("--since", metavar="WHEN", help="Window start: 30m, 2h, or an ISO 8601 time "
+                 "[default: 30m, when --start is not given]."),
+    click.option("--start", metavar="WHEN", help="Window start (same forms as --since)."),
+    click.option("--end", metavar="WHEN", help="Window end [default: now]."),
+    click.option("--route", "routes", multiple=True, metavar="ROUTE", help="Only this route or "
+                 "destination (repeatable) [default: every route with data]."),
+])  # fmt: skip
+
+_how_strict = _options([
+    click.option("--gate", type=click.Choice(["normal", "strict"]), default="normal",
+                 show_default=True,
+                 help="strict: exit 1 instead of 3 (marginal) or 4 (inconclusive)."),
+    click.option("--max-looks", type=click.IntRange(1, 1000), default=1, show_default=True,
+                 help="Looks planned during this rollout; each spends alpha/N of the budget."),
+    click.option("--critical", multiple=True, type=click.Choice(METRIC_NAMES), help="A metric "
+                 "whose failure fails the verdict (repeatable) [default: error_rate]."),
+    click.option("--alpha", type=click.FloatRange(0.001, 0.2), default=0.05, show_default=True,
+                 help="Error budget: chance of failing a canary that is no worse."),
+    click.option("--max-latency-increase", type=click.FloatRange(1, 1000), default=20.0,
+                 show_default=True, metavar="PERCENT",
+                 help="Tolerated slowdown of the typical request."),
+    click.option("--max-tail-increase", type=click.FloatRange(1, 1000), default=50.0,
+                 show_default=True, metavar="PERCENT",
+                 help="Tolerated growth of the tail quantile."),
+    click.option("--max-error-increase", type=click.FloatRange(0.01, 50), default=1.0,
+                 show_default=True, metavar="POINTS",
+                 help="Tolerated rise of the error rate, in percentage points."),
+    click.option("--tail-quantile", type=click.FloatRange(0.5, 0.999), default=0.95,
+                 show_default=True, help="The quantile the tail test looks above."),
+])  # fmt: skip
+
+
 @click.command()
-@click.option(
-    "--service",
-    required=True,
-    metavar="NAME",
-    callback=_name,
-    help="The service (service.name) whose versions are compared.",
-)
-@click.option(
-    "--baseline",
-    required=True,
-    metavar="VERSION",
-    callback=_name,
-    help="The version running now (service.version).",
-)
-@click.option(
-    "--canary",
-    "canary_version",
-    required=True,
-    metavar="VERSION",
-    callback=_name,
-    help="The new version under test.",
-)
-@click.option("--store", metavar="PATH", cls=StoreOption)
-@click.option(
-    "--since",
-    metavar="WHEN",
-    help="Window start: 30m, 2h, or an ISO 8601 time [default: 30m, when --start is not given].",
-)
-@click.option("--start", metavar="WHEN", help="Window start (same forms as --since).")
-@click.option("--end", metavar="WHEN", help="Window end [default: now].")
-@click.option(
-    "--route",
-    "routes",
-    multiple=True,
-    metavar="ROUTE",
-    help="Only this route or destination (repeatable) [default: every route with data].",
-)
+@_what_and_where
 @format_option
-@click.option(
-    "--gate",
-    type=click.Choice(["normal", "strict"]),
-    default="normal",
-    show_default=True,
-    help="strict: exit 1 instead of 3 (marginal) or 4 (inconclusive).",
-)
-@click.option(
-    "--max-looks",
-    type=click.IntRange(1, 1000),
-    default=1,
-    show_default=True,
-    help="Looks planned during this rollout; each spends alpha/N of the error budget.",
-)
-@click.option(
-    "--critical",
-    multiple=True,
-    type=click.Choice(METRIC_NAMES),
-    help="A metric whose failure fails the verdict (repeatable) [default: error_rate].",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0.001, 0.2),
-    default=0.05,
-    show_default=True,
-    help="Error budget: chance of failing a canary that is no worse.",
-)
-@click.option(
-    "--max-latency-increase",
-    type=click.FloatRange(1, 1000),
-    default=20.0,
-    show_default=True,
-    metavar="PERCENT",
-    help="Tolerated slowdown of the typical request.",
-)
-@click.option(
-    "--max-tail-increase",
-    type=click.FloatRange(1, 1000),
-    default=50.0,
-    show_default=True,
-    metavar="PERCENT",
-    help="Tolerated growth of the tail quantile.",
-)
-@click.option(
-    "--max-error-increase",
-    type=click.FloatRange(0.01, 50),
-    default=1.0,
-    show_default=True,
-    metavar="POINTS",
-    help="Tolerated rise of the error rate, in percentage points.",
-)
-@click.option(
-    "--tail-quantile",
-    type=click.FloatRange(0.5, 0.999),
-    default=0.95,
-    show_default=True,
-    help="The quantile the tail test looks above.",
-)
+@_how_strict
 def canary(
-    service: str, baseline: str, canary_version: str, store: str | None, since: str | None,
-    start: str | None, end: str | None,
+    service: str, baseline: str, canary_version: str, store: str | None, prometheus: str | None,
+    timeout: float, since: str | None, start: str | None, end: str | None,
     routes: tuple[str, ...], output_format: str | None, gate: str, max_looks: int,
     critical: tuple[str, ...], alpha: float, max_latency_increase: float,
     max_tail_increase: float, max_error_increase: float, tail_quantile: float,
@@ -149,14 +113,17 @@ def canary(
     from tracekit.canary import Settings, Subject, exit_code, judge
 
     window = _window(since, start, end)
+    if store and prometheus:
+        raise click.UsageError("choose one source: --store or --prometheus")
     settings = Settings(
         alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
         tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,
         tail_quantile=tail_quantile, critical=frozenset(critical or ["error_rate"]),
     )  # fmt: skip
-    subject = Subject(service, baseline, canary_version, *window, "store")
+    source = "prometheus" if prometheus else "store"
+    subject = Subject(service, baseline, canary_version, *window, source)
     try:
-        samples = _read(subject, store)
+        samples = _read(subject, store, prometheus, timeout)
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
@@ -184,9 +151,15 @@ def _window(since: str | None, start: str | None, end: str | None) -> tuple[int,
     return start_ns, end_ns
 
 
-def _read(subject: Subject, store: str | None) -> tuple[VersionSamples, VersionSamples]:
+def _read(
+    subject: Subject, store: str | None, prometheus: str | None, timeout: float
+) -> tuple[VersionSamples, VersionSamples]:
     versions = (subject.baseline_version, subject.canary_version)
     window = (subject.start_unix_nano, subject.end_unix_nano)
+    if prometheus:
+        from tracekit.canary.prometheus import samples_from_prometheus
+
+        return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout)
     from tracekit.canary import samples_from_store
     from tracekit.store import Store, default_store_path
 

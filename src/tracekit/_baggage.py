@@ -6,11 +6,12 @@ OpenTelemetry's ``W3CBaggagePropagator.extract`` is never given untrusted input:
 rejected members verbatim into its warnings.
 
 Rules (W3C Baggage): only the first ``MAX_BYTES`` characters of the combined header are read,
-and at most ``MAX_MEMBERS`` members are kept (the spec asks to propagate at least 64 members and
-8,192 bytes); a member cut by the byte limit, a member beyond the count and an invalid member are
-dropped one by one, the valid ones kept. Properties (``;p=v``) are not propagated. Dropped members
-are counted in a rate-limited warning that names the header, never a value. A 128 KiB header
-thus costs what its first 8 KiB cost.
+at most ``MAX_EXAMINED`` list members of them looked at, and at most ``MAX_MEMBERS`` kept (the
+spec asks to propagate at least 64 members and 8,192 bytes); a member cut by the byte limit, a
+member beyond the counts and an invalid member are dropped one by one, the valid ones kept.
+Properties (``;p=v``) are not propagated. Dropped members are counted in a rate-limited warning
+that names the header, never a value. Whatever its size or content, a header costs what 180
+short members cost.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from tracekit._ratelimit import RateLimitedWarning
 BAGGAGE = "baggage"
 MAX_MEMBERS = 64
 MAX_BYTES = 8192
+# At most this many list members (valid, invalid or empty) are looked at: the W3C's former limit
+# of 180 members, so that a header of tiny invalid members costs no more than a valid one.
+MAX_EXAMINED = 180
 WARNING_INTERVAL_S = 60.0
 
 # key: an RFC 7230 token; value: baggage-octets (anything else arrives percent-encoded).
@@ -44,13 +48,17 @@ def parse(values: Iterable[str]) -> tuple[list[tuple[str, str]], str]:
     """The kept ``(key, decoded value)`` members of baggage header values, and why any were
     dropped ("" when none was)."""
     combined = ",".join(values)
-    members: list[tuple[str, str]] = []
-    raw_members = combined[:MAX_BYTES].split(",")
+    window = combined[:MAX_BYTES]
     over_limits = len(combined) > MAX_BYTES
     if over_limits and combined[MAX_BYTES] != ",":
-        raw_members.pop()  # cut by the byte limit: never half-read
+        window = window.rpartition(",")[0]  # the member cut by the byte limit: never half-read
+    pieces = window.split(",", MAX_EXAMINED)
+    if len(pieces) > MAX_EXAMINED:
+        pieces.pop()  # the unsplit rest: a bound on the work, whatever the members are like
+        over_limits = True
+    members: list[tuple[str, str]] = []
     invalid = 0
-    for raw in raw_members:
+    for raw in pieces:
         member = _member(raw)
         if member is None:
             invalid += raw.strip(_OWS) != ""  # empty members are allowed, not dropped
@@ -75,6 +83,8 @@ def _member(raw: str) -> tuple[str, str] | None:
     value = rest.partition(";")[0].strip(_OWS)
     if not separator or _KEY.fullmatch(key) is None or _VALUE.fullmatch(value) is None:
         return None
+    if "%" not in value:
+        return key, value
     try:
         return key, unquote(value, errors="strict")
     except UnicodeDecodeError:  # percent-escapes that are not UTF-8

@@ -249,10 +249,11 @@ class Received:
     ) -> Received:
         names = (*options.correlation_headers, options.response_header)
         fields = _message_headers.read(headers, names)
-        context = otel_context.Context()
-        if _traceparent_usable(fields):
-            context = propagation.extract_trace_context(fields, context, _getter)
-        context = _with_baggage(fields, context)
+        propagator = propagation.configured(options.response_header)
+        _warn_unusable_traceparent(fields)
+        context = propagator.extract_header_lists(fields, with_baggage=False)
+        if propagator.carries_baggage:
+            context = _with_baggage(fields, context)
         cid = _correlation_from(fields, names, prop, context)
         return cls(context, cid, _publish_time(fields), message_id)
 
@@ -280,9 +281,6 @@ class Received:
         return Link(self.parent, attributes)
 
 
-_getter = propagation.HeaderGetter()
-
-
 def _with_baggage(
     fields: _message_headers.Fields, context: otel_context.Context
 ) -> otel_context.Context:
@@ -290,17 +288,15 @@ def _with_baggage(
     return _baggage.extract(values, context, "baggage message") if values else context
 
 
-def _traceparent_usable(fields: _message_headers.Fields) -> bool:
+def _warn_unusable_traceparent(fields: _message_headers.Fields) -> None:
+    """A repeated or malformed traceparent restarts the trace: say so (never its value)."""
     values = fields.get(propagation.TRACEPARENT)
     if not values:
-        return False
+        return
     if len(values) > 1:
         _message_headers.bad_header.warn(propagation.TRACEPARENT, "repeated")
-        return False
-    if propagation.parse_traceparent(values[0]) is None:
+    elif propagation.parse_traceparent(values[0]) is None:
         _message_headers.bad_header.warn(propagation.TRACEPARENT, "malformed")
-        return False
-    return True
 
 
 def _correlation_from(

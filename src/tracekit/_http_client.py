@@ -21,7 +21,6 @@ from tracekit.metrics import HttpClientMetrics
 R = TypeVar("R")
 
 _tracer = trace.get_tracer("tracekit")
-_propagator = propagation.TracekitPropagator()
 
 
 @dataclass(slots=True)
@@ -52,7 +51,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
     )
     ctx = trace.set_span_in_context(span)
-    _propagator.inject(headers, ctx)
+    propagation.configured().inject(headers, ctx)
     # Below our span, nested HTTP instrumentation (urllib3 under requests, contrib) stays quiet.
     token = suppress_nested_http_in(ctx)
     return ClientCall(span, token, attributes)
@@ -95,7 +94,7 @@ def _record_metrics(call: ClientCall, status_code: int | None, error: BaseExcept
 def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
-        _propagator.inject(headers)
+        propagation.configured().inject(headers)
 
 
 def _attributes(method: str, url: str) -> dict[str, Any]:

@@ -28,7 +28,6 @@ KNOWN_METHODS = frozenset(
 )
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-_TRACE_HEADERS = (propagation.TRACEPARENT, propagation.TRACESTATE, propagation.BAGGAGE)
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 
@@ -59,7 +58,11 @@ class ServerRequests:
         self.options = options
         self.correlation_headers = tuple(h.lower() for h in options.correlation_headers)
         self.response_header = options.response_header
-        self.wanted_headers = frozenset((*self.correlation_headers, *_TRACE_HEADERS))
+        # The trace headers OTEL_PROPAGATORS names (W3C's by default) and the correlation headers.
+        self._propagator = propagation.configured(options.response_header)
+        self.wanted_headers = frozenset(
+            (*self.correlation_headers, *(f.lower() for f in self._propagator.carried_fields))
+        )
         self._excluded = compile_excluded(options.excluded_urls)
         # Read on every request: plain attributes rather than a walk through options.
         self.excluded_search = self._excluded.search if self._excluded is not None else None
@@ -151,7 +154,9 @@ class ServerRequests:
     ) -> tuple[trace.Span, object]:
         assert self._tracer is not None
         # Public-endpoint mode drops incoming baggage: it is not even parsed.
-        parent = propagation.extract_header_lists(headers, with_baggage=not self._public_endpoint)
+        parent = self._propagator.extract_header_lists(
+            headers, with_baggage=not self._public_endpoint
+        )
         links = None
         if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()

@@ -107,7 +107,7 @@ def _stop_bounded() -> None:
     timeout_s = _runtime.export_timeout_millis() / 1000
     helper = threading.Thread(target=_stop, name="tracekit-stop", daemon=True)
     helper.start()
-    helper.join(timeout_s + 1)
+    helper.join(timeout_s)
 
 
 # --- Celery and multiprocessing ---------------------------------------------------------------

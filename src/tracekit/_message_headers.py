@@ -31,6 +31,7 @@ _LIMITS = {
     PUBLISH_TIME_HEADER: 20,
 }
 _READ_BY_MEMBER = frozenset((propagation.BAGGAGE,))
+OTHER_TRACE_LIMIT = 512
 CORRELATION_LIMIT = 256  # longer than any valid ID so that correlation.is_valid says why not
 MAX_KEY_LENGTH = 256
 WARNING_INTERVAL_S = 60.0
@@ -50,7 +51,7 @@ def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
 
     Values are lists because a key may repeat (Kafka); callers decide what a repeat means.
     """
-    limits = _limits(tuple(correlation_names))
+    limits = _limits(tuple(correlation_names), propagation.carried_fields())
     fields: Fields = {}
     for raw_key, raw_value in _pairs(headers):
         key = _key(raw_key, limits)
@@ -65,9 +66,13 @@ def read(headers: Headers | None, correlation_names: Iterable[str]) -> Fields:
 
 
 @functools.lru_cache(maxsize=16)
-def _limits(correlation_names: tuple[str, ...]) -> dict[str, int]:
-    """Size limit of every field tracekit reads (the correlation header names are configurable)."""
-    limits = dict(_LIMITS)
+def _limits(correlation_names: tuple[str, ...], trace_fields: tuple[str, ...]) -> dict[str, int]:
+    """Size limit of every field tracekit reads (correlation and trace headers are configurable).
+
+    B3, Jaeger and X-Ray values are shorter than ``OTHER_TRACE_LIMIT`` when valid.
+    """
+    limits = {field.lower(): OTHER_TRACE_LIMIT for field in trace_fields}
+    limits.update(_LIMITS)
     limits.update((name.lower(), CORRELATION_LIMIT) for name in correlation_names)
     return limits
 

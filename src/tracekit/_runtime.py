@@ -143,10 +143,14 @@ def stop_current(timeout_millis: int | None = None) -> None:
 
 
 def flush_current(timeout_millis: int | None = None) -> None:
-    """Flush the running runtime, if any."""
+    """Flush the running runtime; without one (the middleware on a host's own SDK setup), the
+    global provider."""
     runtime = _current
     if runtime is not None:
         runtime.flush(timeout_millis)
+    else:
+        deadline = Deadline(timeout_millis or export_timeout_millis())
+        _safely("span flush", lambda: _flush_spans(deadline))
 
 
 class RuntimeSpanProcessor(SpanProcessor):

@@ -7,7 +7,7 @@ import logging
 import socket
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -90,7 +90,7 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
         runtime = _runtime.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
         _runtime.activate(runtime)
-        propagate.set_global_textmap(propagation.TracekitPropagator(opts.response_header))
+        _set_global_propagator(propagation.configured(opts.response_header))
         resource = build_resource(opts)
         if not opts.correlation_only:
             runtime.span_processors = _tracing(opts, resource)
@@ -103,6 +103,18 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
         instrumentation.instrument(runtime.instrumented)
         _lifecycle.install()
         return opts
+
+
+def _set_global_propagator(propagator: propagation.TracekitPropagator) -> None:
+    """Make tracekit's propagator the one OpenTelemetry's own instrumentations use."""
+    try:
+        from opentelemetry import propagate
+    except ValueError as error:
+        # OTEL_PROPAGATORS names a propagator OpenTelemetry cannot load (not installed): its
+        # module refuses to import. tracekit's own middleware, clients and queues go on.
+        report_once("OpenTelemetry's global propagator (check OTEL_PROPAGATORS)", error)
+        return
+    propagate.set_global_textmap(propagator)
 
 
 def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, ...]:

@@ -448,8 +448,7 @@ def uninstall() -> None:
         _stop_stamping()
 
 
-def flush(timeout_millis: int = 30_000) -> None:
-    """Export the log records still batched (the export handler's, if ``install`` added one)."""
+def flush(timeout_millis: int = 30_000) -> bool:
+    """Export the log records still batched (for a process about to exit); True when done."""
     handler = _handler
-    if handler is not None:
-        handler.provider.force_flush(timeout_millis)
+    return True if handler is None else bool(handler.provider.force_flush(timeout_millis))

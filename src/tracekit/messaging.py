@@ -206,7 +206,7 @@ def _start_publish(
 def _write_headers(
     headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
 ) -> None:
-    propagation.TracekitPropagator(opts.response_header).inject(headers, ctx)
+    propagation.configured(opts.response_header).inject(headers, ctx)
     headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
 
 

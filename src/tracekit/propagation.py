@@ -5,9 +5,12 @@ Incoming baggage is read by ``tracekit._baggage`` (bounded, member by member, si
 tracekit parses ``traceparent`` and ``tracestate`` itself rather than through OpenTelemetry's
 propagator, which accepts extra fields after a version-00 traceparent, ignores duplicated
 traceparent headers and writes rejected header values raw into its warnings. The rules here follow
-the spec's grammar: any invalid traceparent restarts the trace; an invalid tracestate (bad key or
-value, duplicate key, more than 32 members) is dropped whole; empty members and optional whitespace
-are allowed.
+the spec's grammar at its current main: any invalid traceparent restarts the trace; a tracestate
+with an invalid member (bad key or value) or more than 32 members is dropped whole; of a key
+repeated, the first member is kept and the others discarded (the spec allows either); empty
+members and optional whitespace are allowed. Keys follow the June 2026 grammar,
+``key = (lcalpha / DIGIT) 0*255(keychar)`` with ``@`` among the key characters, which replaced
+the ``tenant@system`` form.
 
 ``TracekitPropagator`` is installed as OpenTelemetry's global propagator by ``tracekit.init()``, so
 any instrumentation that injects or extracts context (ours or OpenTelemetry's contrib packages)
@@ -16,6 +19,9 @@ carries trace context, baggage and the correlation ID together.
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -33,29 +39,33 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracekit import _baggage, correlation
+from tracekit import _baggage, _trace_formats, correlation
 
 __all__ = [
     "BAGGAGE",
     "CORRELATION_BAGGAGE_KEY",
     "CORRELATION_HEADER",
     "CURRENT_SPAN_KEY",
+    "DEFAULT_PROPAGATORS",
+    "KNOWN_PROPAGATORS",
     "MAX_TRACESTATE_MEMBERS",
     "RANDOM",
     "SAMPLED",
+    "TRACECONTEXT",
     "TRACEPARENT",
     "TRACESTATE",
     "HeaderGetter",
+    "ParsedTraceState",
     "TraceParent",
     "TracekitPropagator",
-    "extract_baggage",
-    "extract_header_lists",
-    "extract_trace_context",
+    "carried_fields",
+    "configured",
     "format_traceparent",
     "format_tracestate",
     "inject_trace_context",
     "parse_traceparent",
     "parse_tracestate",
+    "propagator_names",
     "update_tracestate",
 ]
 
@@ -70,11 +80,9 @@ RANDOM = 0x02
 MAX_TRACESTATE_MEMBERS = 32
 
 _TRACEPARENT_PREFIX = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_SIMPLE_KEY = r"[a-z][a-z0-9_\-*/]{0,255}"
-_TENANT_KEY = r"[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13}"
-_MEMBER = re.compile(
-    rf"({_SIMPLE_KEY}|{_TENANT_KEY})=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{{0,255}}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
-)
+_KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
+_VALUE = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+_MEMBER = re.compile(rf"({_KEY})=({_VALUE})")
 _OWS = " \t"
 
 # Flags of the traceparent we continued, so that inject can re-emit bits OpenTelemetry's
@@ -86,7 +94,20 @@ _NO_TRACE_STATE = TraceState()
 # The key under which OpenTelemetry keeps the current span, learnt through its public API, so
 # that a Context holding a span and other values can be built in one step.
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+_log = logging.getLogger("tracekit")
 _HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
+
+
+class ParsedTraceState(TraceState):
+    """A ``TraceState`` of members ``parse_tracestate`` already validated.
+
+    OpenTelemetry's constructor validates keys by the grammar before June 2026 (it would drop,
+    and log, keys like ``foo@`` or ``foo@bar@baz``) and logs duplicates: both are settled here.
+    """
+
+    def __init__(self, members: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self._dict = dict(members)
 
 
 class TraceParent(NamedTuple):
@@ -127,21 +148,20 @@ def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
 def parse_tracestate(values: Iterable[str]) -> list[tuple[str, str]] | None:
     """Parse (possibly several) ``tracestate`` header values into ordered members.
 
-    Returns None when the combined list is invalid and must be dropped whole.
+    Returns None when the combined list is invalid and must be dropped whole. A repeated key
+    keeps its first member.
     """
-    members: list[tuple[str, str]] = []
-    seen: set[str] = set()
+    members: dict[str, str] = {}
     for value in values:
         for raw in value.split(","):
             raw = raw.strip(_OWS)
             if not raw:
                 continue
             match = _MEMBER.fullmatch(raw)
-            if match is None or match.group(1) in seen:
+            if match is None:
                 return None
-            seen.add(match.group(1))
-            members.append((match.group(1), match.group(2)))
-    return members if len(members) <= MAX_TRACESTATE_MEMBERS else None
+            members.setdefault(match.group(1), match.group(2))
+    return list(members.items()) if len(members) <= MAX_TRACESTATE_MEMBERS else None
 
 
 def format_tracestate(members: Iterable[tuple[str, str]]) -> str:
@@ -168,21 +188,33 @@ def _header_values(getter: Getter[Any], carrier: Any, name: str) -> list[str]:
     return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def extract_baggage(
-    carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
-) -> Context:
-    """Put the valid members of ``carrier``'s baggage headers into ``context`` (``_baggage``)."""
-    context = context if context is not None else Context()
-    values = _header_values(getter, carrier, BAGGAGE)
-    return _baggage.extract(values, context) if values else context
-
-
 class TracekitPropagator(TextMapPropagator):
-    """Extracts and injects W3C trace context, W3C baggage and the correlation header together."""
+    """Extracts and injects trace headers, W3C baggage and the correlation header together.
 
-    def __init__(self, correlation_header: str = CORRELATION_HEADER) -> None:
-        self._baggage = W3CBaggagePropagator()
+    ``propagators`` are ``OTEL_PROPAGATORS`` names in order (default: ``tracecontext``,
+    ``baggage``). Extraction runs them in order and the last trace header found wins, as in
+    OpenTelemetry's composite propagator; injection writes every one. The correlation header
+    travels whatever the trace headers are.
+    """
+
+    def __init__(
+        self, correlation_header: str = CORRELATION_HEADER, propagators: Sequence[str] | None = None
+    ) -> None:
+        self.names = DEFAULT_PROPAGATORS if propagators is None else tuple(propagators)
         self._correlation_header = correlation_header.lower()
+        # (name, format); None stands for W3C trace context, which lives in this module.
+        self._trace_formats = [
+            (name, None if name == TRACECONTEXT else _trace_formats.FORMATS[name]())
+            for name in self.names
+            if name == TRACECONTEXT or name in _trace_formats.FORMATS
+        ]
+        self.carries_baggage = BAGGAGE in self.names
+        self.trace_fields = tuple(
+            field
+            for name, format_ in self._trace_formats
+            for field in (format_.fields if format_ is not None else (TRACEPARENT, TRACESTATE))
+        )
+        self.carried_fields = self.trace_fields + ((BAGGAGE,) if self.carries_baggage else ())
 
     def extract(
         self,
@@ -191,8 +223,39 @@ class TracekitPropagator(TextMapPropagator):
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
         """Return ``context`` updated with the remote parent and baggage found in ``carrier``."""
-        context = extract_trace_context(carrier, context, getter)
-        return extract_baggage(carrier, context, getter)
+        headers = {
+            name.lower(): _header_values(getter, carrier, name)
+            or _header_values(getter, carrier, name.lower())
+            for name in self.carried_fields
+        }
+        return self.extract_header_lists(headers, context)
+
+    def extract_header_lists(
+        self,
+        headers: Mapping[str, Sequence[str]],
+        context: Context | None = None,
+        *,
+        with_baggage: bool = True,
+    ) -> Context:
+        """``extract`` for lower-case header names mapped to lists of values.
+
+        The server middleware and the message-header reader collect headers in this shape;
+        reading them directly saves the getter round trips. ``with_baggage=False``: trace
+        headers only.
+        """
+        context = context if context is not None else Context()
+        for _, format_ in self._trace_formats:
+            if format_ is None:
+                parents = headers.get(TRACEPARENT)
+                if parents is not None and len(parents) == 1:  # duplicated: the spec says restart
+                    states = headers.get(TRACESTATE) or ()
+                    context = _with_remote_parent(parents[0], states, context)
+                continue
+            remote = format_.extract(headers)
+            if remote is not None:
+                context = _with_foreign_parent(remote, context)
+        values = headers.get(BAGGAGE) if with_baggage and self.carries_baggage else None
+        return _baggage.extract(values, context) if values else context
 
     def inject(
         self,
@@ -200,46 +263,77 @@ class TracekitPropagator(TextMapPropagator):
         context: Context | None = None,
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
-        """Write traceparent, tracestate, baggage and the correlation header into ``carrier``."""
-        inject_trace_context(carrier, context, setter)
+        """Write the trace headers, baggage and the correlation header into ``carrier``."""
+        span_context = trace.get_current_span(context).get_span_context()
+        if span_context.is_valid:
+            self._inject_trace(carrier, span_context, context, setter)
         cid = correlation.correlation_id()
         if cid is not None:
-            if baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context) is None:
+            in_baggage = baggage.get_baggage(CORRELATION_BAGGAGE_KEY, context)
+            if self.carries_baggage and in_baggage is None:
                 context = baggage.set_baggage(CORRELATION_BAGGAGE_KEY, cid, context)
             setter.set(carrier, self._correlation_header, cid)
-        self._baggage.inject(carrier, context, setter)
+        if self.carries_baggage:
+            _BAGGAGE_WRITER.inject(carrier, context, setter)
+
+    def _inject_trace(
+        self, carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
+    ) -> None:
+        sampled = bool(span_context.trace_flags & SAMPLED)
+        for _, format_ in self._trace_formats:
+            if format_ is None:
+                _inject_w3c(carrier, span_context, context, setter)
+            else:
+                format_.inject(
+                    span_context.trace_id,
+                    span_context.span_id,
+                    sampled,
+                    lambda name, value: setter.set(carrier, name, value),
+                )
 
     @property
     def fields(self) -> set[str]:
         """Header names this propagator writes."""
-        return {TRACEPARENT, TRACESTATE, BAGGAGE, self._correlation_header}
+        return {*self.carried_fields, self._correlation_header}
 
 
-def extract_trace_context(
-    carrier: Any, context: Context | None = None, getter: Getter[Any] = default_getter
-) -> Context:
-    """Put the remote span context of ``carrier``'s traceparent/tracestate into ``context``."""
-    context = context if context is not None else Context()
-    parents = _header_values(getter, carrier, TRACEPARENT)
-    if len(parents) != 1:  # absent, or duplicated: the spec says restart
-        return context
-    return _with_remote_parent(parents[0], _header_values(getter, carrier, TRACESTATE), context)
+TRACECONTEXT = "tracecontext"
+DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
+KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
+# Injection only: this writer serialises tracekit's own context, never parses a header.
+_BAGGAGE_WRITER = W3CBaggagePropagator()
 
 
-def extract_header_lists(
-    headers: Mapping[str, Sequence[str]], *, with_baggage: bool = True
-) -> Context:
-    """``TracekitPropagator().extract(headers)`` for lower-case names mapped to lists of values.
+def propagator_names(value: str | None) -> tuple[str, ...]:
+    """The propagators an ``OTEL_PROPAGATORS`` value names, in order (unset: the default).
 
-    The server middleware collects request headers in this shape; reading them directly saves
-    the getter round trips on every request. ``with_baggage=False``: trace context only.
+    ``none`` adds nothing; a name tracekit does not carry is ignored with one warning.
     """
-    context = Context()
-    parents = headers.get(TRACEPARENT)
-    if parents is not None and len(parents) == 1:
-        context = _with_remote_parent(parents[0], headers.get(TRACESTATE) or (), context)
-    values = headers.get(BAGGAGE) if with_baggage else None
-    return _baggage.extract(values, context) if values else context
+    if value is None or not value.strip():
+        return DEFAULT_PROPAGATORS
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = sorted({name for name in names if name not in KNOWN_PROPAGATORS})
+    if unknown:
+        _log.warning(
+            "tracekit: OTEL_PROPAGATORS names %s, which tracekit does not carry; ignored",
+            ", ".join(repr(name[:64]) for name in unknown[:8]),
+        )
+    return tuple(dict.fromkeys(n for n in names if n in KNOWN_PROPAGATORS and n != "none"))
+
+
+def configured(correlation_header: str = CORRELATION_HEADER) -> TracekitPropagator:
+    """The propagator ``OTEL_PROPAGATORS`` (read now) asks for, with ``correlation_header``."""
+    return _configured(os.environ.get("OTEL_PROPAGATORS"), correlation_header)
+
+
+@functools.lru_cache(maxsize=16)
+def _configured(value: str | None, correlation_header: str) -> TracekitPropagator:
+    return TracekitPropagator(correlation_header, propagator_names(value))
+
+
+def carried_fields() -> tuple[str, ...]:
+    """The trace and baggage header names the configured propagators read and write."""
+    return configured().carried_fields
 
 
 def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: Context) -> Context:
@@ -248,7 +342,7 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
         return context
     trace_id, span_id, flags = parent
     members = parse_tracestate(tracestates) if tracestates else None
-    trace_state = TraceState(members) if members else _NO_TRACE_STATE
+    trace_state = ParsedTraceState(members) if members else _NO_TRACE_STATE
     # Positional arguments: SpanContext.__new__ is Python code, and keywords cost more there.
     span_context = SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state)
     # Both values in one new Context (an immutable dict) rather than a copy per value.
@@ -261,13 +355,32 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
     )
 
 
+def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Context:
+    """A parent read from B3, Jaeger or X-Ray headers: no tracestate, and no random flag."""
+    span_context = SpanContext(
+        remote.trace_id, remote.span_id, True, _TRACE_FLAGS[remote.flags & SAMPLED]
+    )
+    return Context(
+        {
+            **context,
+            CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
+            _REMOTE_FLAGS: (remote.trace_id, remote.flags & SAMPLED),
+        }
+    )
+
+
 def inject_trace_context(
     carrier: Any, context: Context | None = None, setter: Setter[Any] = default_setter
 ) -> None:
     """Write the current span's traceparent and tracestate into ``carrier``."""
     span_context = trace.get_current_span(context).get_span_context()
-    if not span_context.is_valid:
-        return
+    if span_context.is_valid:
+        _inject_w3c(carrier, span_context, context, setter)
+
+
+def _inject_w3c(
+    carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
+) -> None:
     setter.set(
         carrier,
         TRACEPARENT,

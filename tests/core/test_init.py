@@ -248,6 +248,35 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def test_a_propagator_opentelemetry_cannot_load_does_not_stop_init() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UNKNOWN_PROPAGATOR],
+        env={**_clean_env(), "OTEL_PROPAGATORS": "b3,ottrace", "TRACEKIT_EXPORTER": "none"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["b3", "x-correlation-id", "order-9"]
+    assert "OTEL_PROPAGATORS names 'ottrace', which tracekit does not carry" in result.stderr
+    assert "check OTEL_PROPAGATORS" in result.stderr  # OpenTelemetry's own refusal, reported
+
+
+UNKNOWN_PROPAGATOR = """
+import tracekit
+from opentelemetry import trace
+from tracekit import _http_client, correlation
+tracekit.init("mesh")
+headers = {}
+correlation.set_correlation_id("order-9")
+with trace.get_tracer("t").start_as_current_span("call"):
+    _http_client.inject_only(headers)
+print(*sorted(headers))
+print(headers["x-correlation-id"])
+"""
+
+
 SERVICE = """
 import sys, tracekit
 from werkzeug.serving import make_server

@@ -2,10 +2,11 @@
 
 Level 1 rules: an invalid traceparent restarts the trace and its tracestate is ignored; version 00
 allows nothing after the flags; a higher version is parsed by the version-00 prefix when what
-follows is a dash; version ff is invalid. tracestate: keys are ``simple-key`` (lcalpha first, up
-to 256) or ``tenant@system`` (tenant up to 241, system up to 14, lcalpha first); values up to 256
-printable characters without ``,`` and ``=`` ending in a non-space; at most 32 members; a duplicate
-key, an invalid member or a 33rd member drops the whole list; empty members and OWS are fine.
+follows is a dash; version ff is invalid. tracestate, at the spec's current main: keys are
+``(lcalpha / DIGIT) 0*255(keychar)`` where keychar includes ``@`` (the June 2026 grammar, which
+replaced ``tenant@system``); values up to 256 printable characters without ``,`` and ``=`` ending
+in a non-space; at most 32 members; an invalid member or a 33rd distinct member drops the whole
+list; a repeated key keeps its first member; empty members and OWS are fine.
 Level 2: the random flag (0x02) is kept when the trace is continued.
 """
 
@@ -178,9 +179,24 @@ TRACESTATES: list[tuple[str, list[str], list[tuple[str, str]] | None]] = [
         ["foo=1", "t" * 241 + "@" + "v" * 14 + "=1"],
         [("foo", "1"), ("t" * 241 + "@" + "v" * 14, "1")],
     ),
-    ("242-char tenant", ["foo=1", "t" * 242 + "@v=1"], None),
-    ("15-char system", ["foo=1", "t@" + "v" * 15 + "=1"], None),
-    ("system starting with digit", ["t@1v=1"], None),
+    # June 2026 grammar: '@' is a key character anywhere after the first; 256 characters in all.
+    (
+        "242 characters before @",
+        ["foo=1", "t" * 242 + "@v=1"],
+        [("foo", "1"), ("t" * 242 + "@v", "1")],
+    ),
+    (
+        "15 characters after @",
+        ["foo=1", "t@" + "v" * 15 + "=1"],
+        [("foo", "1"), ("t@" + "v" * 15, "1")],
+    ),
+    ("digit after @", ["t@1v=1"], [("t@1v", "1")]),
+    (
+        "256 characters with @",
+        ["z" * 128 + "@" + "z" * 127 + "=1"],
+        [("z" * 128 + "@" + "z" * 127, "1")],
+    ),
+    ("257 characters with @", ["foo=1", "z" * 128 + "@" + "z" * 128 + "=1"], None),
     (
         "32 members",
         [
@@ -192,17 +208,28 @@ TRACESTATES: list[tuple[str, list[str], list[tuple[str, str]] | None]] = [
         [(f"bar{i:02d}", f"{i:02d}") for i in range(1, 33)],
     ),
     ("33 members", [_members(33)], None),
-    ("duplicate key", ["foo=1,foo=1"], None),
-    ("duplicate key different values", ["foo=1,foo=2"], None),
-    ("duplicate key across headers", ["foo=1", "foo=2"], None),
+    # A repeated key is inherited, not a reason to drop the list: the first member is kept.
+    ("duplicate key", ["foo=1,foo=1"], [("foo", "1")]),
+    ("duplicate key different values", ["foo=1,foo=2"], [("foo", "1")]),
+    ("duplicate key across headers", ["foo=1", "foo=2"], [("foo", "1")]),
+    (
+        "duplicate key among others",
+        ["a=1,foo=1,b=2", "foo=2,c=3"],
+        [("a", "1"), ("foo", "1"), ("b", "2"), ("c", "3")],
+    ),
+    (
+        "33 members of which one repeated",
+        [_members(32) + ",bar01=x"],
+        [(f"bar{i:02d}", f"{i:02d}") for i in range(1, 33)],
+    ),
     ("space inside key", ["foo =1"], None),
     ("uppercase key", ["FOO=1"], None),
     ("dot in key", ["foo.bar=1"], None),
-    ("key starting with digit", ["1foo=1"], None),
-    ("empty tenant", ["@foo=1,bar=2"], None),
-    ("empty system", ["foo@=1,bar=2"], None),
-    ("double at", ["foo@@bar=1,bar=2"], None),
-    ("two ats", ["foo@bar@baz=1,bar=2"], None),
+    ("key starting with digit", ["1foo=1"], [("1foo", "1")]),
+    ("key starting with @", ["@foo=1,bar=2"], None),
+    ("ending in @", ["foo@=1,bar=2"], [("foo@", "1"), ("bar", "2")]),
+    ("double at", ["foo@@bar=1,bar=2"], [("foo@@bar", "1"), ("bar", "2")]),
+    ("two ats", ["foo@bar@baz=1,bar=2"], [("foo@bar@baz", "1"), ("bar", "2")]),
     ("equals in value", ["foo=bar=baz"], None),
     ("empty value", ["foo=,bar=3"], None),
     ("value ending in space only", ["foo= "], None),
@@ -291,3 +318,26 @@ def test_incoming_baggage_is_parsed_strictly_and_never_logged(
         for record in caplog.records:
             assert value not in record.getMessage()
             assert "FAKE ERROR" not in record.getMessage()
+
+
+@pytest.mark.parametrize("members", ["foo@=1,bar=2", "foo@bar@baz=1,1x=2", "foo=1,foo=2"])
+def test_new_grammar_keys_and_duplicates_travel_through_an_sdk_span_silently(
+    members: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenTelemetry's TraceState predates the grammar: it would drop these keys, and log them."""
+    caplog.set_level(logging.DEBUG)
+    parent = extract({"traceparent": [VALID], "tracestate": [members]})
+    span = (
+        TracerProvider()
+        .get_tracer("test")
+        .start_span("child", context=trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    )
+    out: dict[str, str] = {}
+
+    propagation.inject_trace_context(out, trace.set_span_in_context(span))
+
+    assert out["tracestate"] == propagation.format_tracestate(
+        propagation.parse_tracestate([members]) or []
+    )
+    assert out["tracestate"].split(",")[0] == members.split(",")[0]
+    assert caplog.records == []

@@ -119,10 +119,12 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
     scratch = tmp_path / "tmp"  # the demo's TMPDIR: its work folder must be gone afterwards
     scratch.mkdir()
     started = time.monotonic()
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)
+    env = {**os.environ, "COLUMNS": "140", "NO_COLOR": "1", "TMPDIR": str(scratch), "PATH": path}
     result = subprocess.run(
         [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "8", "--store", str(store)],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "COLUMNS": "140", "NO_COLOR": "1", "TMPDIR": str(scratch)},
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 60
@@ -133,6 +135,12 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
     assert "tracekit trace " in out and f"--store {store}" in out
     assert list(scratch.iterdir()) == []
     check_the_hints_work(out, store)
+    # `tracekit` is not on this PATH (as after `make demo`): the hints work as typed all the same
+    hint = next(line.strip() for line in out.splitlines() if "search --min-duration 500" in line)
+    assert hint.split()[0].endswith("bin/tracekit"), hint
+    typed = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, env=env,
+                           timeout=60)  # fmt: skip
+    assert typed.returncode == 0 and "POST /checkout" in typed.stdout, typed.stderr
 
 
 def check_the_hints_work(out: str, store: Path) -> None:

@@ -106,5 +106,6 @@ def test_hostile_baggage_never_reaches_the_log(service: Service, server: str, pu
     assert "pwned" not in output
     assert not CONTROL_BYTES.search(output), CONTROL_BYTES.findall(output)[:5]
     dropped = [line for line in output.splitlines() if "dropped members" in line]
-    assert len(dropped) == (0 if public else 1)  # rate-limited, and naming the header only
-    assert all("baggage header" in line for line in dropped)
+    assert all("baggage header" in line for line in dropped)  # naming the header only
+    logged = [line for line in dropped if line.startswith("WARNING tracekit")]
+    assert len(logged) == (0 if public else 1)  # rate-limited (the console exporter may echo it)

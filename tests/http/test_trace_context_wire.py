@@ -54,10 +54,16 @@ CASES = [
         "a=1,b=2",
     ),
     (
-        "tracestate duplicate across headers",
+        "tracestate duplicate across headers: the first kept",
         [b"traceparent: " + TP, b"tracestate: a=1", b"tracestate: a=2"],
         True,
-        None,
+        "a=1",
+    ),
+    (
+        "tracestate keys with @ anywhere after the first character",
+        [b"traceparent: " + TP, b"tracestate: foo@=1,foo@bar@baz=2,1x=3"],
+        True,
+        "foo@=1,foo@bar@baz=2,1x=3",
     ),
     ("tracestate without traceparent", [b"tracestate: a=1"], False, None),
 ]

@@ -129,6 +129,13 @@ if __name__ == "__main__":
     if where == "parent":
         tracekit.init("stopping-mp")
     context = mp.get_context(start_method)
+    if how == "pool":
+        with context.Pool(2) as pool:
+            pool.starmap(child, [(n, where == "child") for n in range(5)])
+            pool.close()
+            pool.join()
+        print("exit codes", [0] * 5, flush=True)
+        sys.exit(0)
     children = [context.Process(target=child, args=(n, where == "child")) for n in range(5)]
     for process in children:
         process.start()
@@ -148,6 +155,8 @@ if __name__ == "__main__":
         ("fork", "exit", "parent"),
         ("spawn", "exit", "child"),
         ("fork", "terminate", "parent"),
+        ("fork", "pool", "parent"),
+        ("spawn", "pool", "child"),
     ],
 )
 def test_multiprocessing_children_flush_before_they_exit(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_server import free_port, wait_until
 from redis_server import running_redis
 
@@ -136,25 +137,25 @@ def test_django_logging_applied_after_init_under_gunicorn(tmp_path: Path) -> Non
     ]
 
 
-def test_uvicorn_log_config_on_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("how", "command"),
+    [
+        # the file is applied before uvicorn imports the app (and so before init)
+        ("cli", ["-m", "uvicorn", "asgi_logging:app", "--port", "{port}",
+                 "--log-config", "uvicorn_log_config.json"]),
+        # the app calls uvicorn.run(app, log_config=...) after its init
+        ("run", ["asgi_logging.py", "{port}", "uvicorn_log_config.json"]),
+    ],
+)  # fmt: skip
+def test_uvicorn_log_config(how: str, command: list[str], tmp_path: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "asgi_logging:app", "--port", str(port),
-               "--log-config", "uvicorn_log_config.json"]  # fmt: skip
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-cli-1", server)
-        wait_for_logs(tmp_path, "uvicorn-cli-1", {"asgi view: order page"})
+    argv = [sys.executable, *(part.format(port=port) for part in command)]
+    cid = f"uvicorn-{how}-1"
+    with running(argv, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", cid, server)
+        wait_for_logs(tmp_path, cid, {"asgi view: order page"})
     output = (tmp_path / "server.log").read_text()
-    assert "uvicorn-config INFO [uvicorn-cli-1] asgi view: order page" in output, output
-
-
-def test_uvicorn_run_with_log_config_after_init(tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-run-1", server)
-        wait_for_logs(tmp_path, "uvicorn-run-1", {"asgi view: order page"})
-    output = (tmp_path / "server.log").read_text()
-    assert "uvicorn-config INFO [uvicorn-run-1] asgi view: order page" in output, output
+    assert f"uvicorn-config INFO [{cid}] asgi view: order page" in output, output
 
 
 def test_gunicorn_logger_class_reloaded_after_a_preloaded_init(tmp_path: Path) -> None:

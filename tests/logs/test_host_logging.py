@@ -151,3 +151,19 @@ def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None
         for what, signal in (("log records", "logs"), ("spans", "traces"))
     ], result.stderr
     assert result.stderr.count("working") == 3
+
+
+def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
+    """What a worker calls before it exits (issue #14 uses it): the batch goes out now."""
+    run_python(
+        """
+        import logging, os, tracekit, tracekit.logs
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        logging.getLogger("shop").warning("batched")
+        assert tracekit.logs.flush() is True
+        os._exit(0)  # no shutdown, no atexit: only what flush exported is stored
+        """,
+        tmp_path,
+        OTEL_BLRP_SCHEDULE_DELAY="60000",
+    )
+    assert stored_bodies(tmp_path) == ["batched"]

@@ -112,7 +112,7 @@ def test_trickling_bytes_cannot_extend_the_request_deadline(small: Receiver) -> 
                 continue
         elapsed = time.monotonic() - started
     assert answer is not None and answer.status == 408
-    assert 1.8 < elapsed < 3.0  # the 2 s deadline, not 0.3 s per byte times the body
+    assert 1.8 < elapsed < 3.5  # the 2 s deadline, not 0.3 s per byte times the body (~20 s)
 
 
 def test_a_trickled_request_head_is_cut_off_at_the_deadline(small: Receiver) -> None:

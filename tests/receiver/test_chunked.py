@@ -177,3 +177,18 @@ def test_malformed_chunks_are_400(framed: bytes, receiver: Receiver, reader: Sto
         sock.shutdown(socket.SHUT_WR)  # a truncated body ends with the connection
         assert read_response(sock).status == 400
     assert reader.count_spans() == 0
+
+
+def test_a_body_left_unread_closes_the_connection(receiver: Receiver, reader: Store) -> None:
+    """An unknown path is refused before its body is read: the body must not be taken for the
+    next request on the connection."""
+    body = _spans(1, 2)
+    head = (
+        f"POST /v2/traces HTTP/1.1\r\nHost: c\r\n{PROTOBUF}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(receiver.address, timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        reply = read_response(sock)
+        assert reply.status == 404 and reply.header("Connection") == "close"
+        assert sock.recv(100) == b""
+    assert reader.count_spans() == 0

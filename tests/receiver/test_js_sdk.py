@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import pytest
 
+from tracekit.path import reconstruct
 from tracekit.receiver import Receiver
 from tracekit.records import SpanRecord
 from tracekit.store import Store
@@ -181,3 +182,11 @@ def test_node_and_python_services_make_one_trace(
     callback = one("pricing-python", "CLIENT", priced)
     stock = one("storefront-node", "SERVER", callback)
     assert len(by_id) == 5 and stock.trace_id == entry.trace_id
+    # Node's HTTP instrumentation writes the older conventions (http.method, http.target...):
+    # the hops read the same as for tracekit's stable names.
+    path = reconstruct(reader, entry.trace_id)
+    assert path is not None
+    assert [(h.from_service, h.to_service, h.destination) for h in path.hops] == [
+        ("storefront-node", "pricing-python", "GET /price"),
+        ("pricing-python", "storefront-node", "GET /stock"),
+    ]

@@ -221,3 +221,19 @@ def test_int64_fields_refuse_non_integers(bad: object) -> None:
     span = {"traceId": "01" * 16, "spanId": "02" * 8, "startTimeUnixNano": bad}
     with pytest.raises(MalformedRequest):
         decode_traces(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode())
+
+
+def test_first_request_with_many_distinct_values_per_key(receiver: Receiver, reader: Store) -> None:
+    """Past 512 distinct values a key's values are stored inline: the encoder must decide that
+    the same way while interning and while building rows, on the very first request too."""
+    spans = [
+        {"traceId": "0c" * 16, "spanId": f"{n + 1:016x}", "name": "op", **WHEN,
+         "attributes": [{"key": "order.id", "value": {"stringValue": f"order-{n}"}}]}
+        for n in range(1500)
+    ]  # fmt: skip
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    assert post(receiver, "/v1/traces", json.dumps(body).encode(), JSON).status == 200
+    stored = reader.spans_by_trace_ids(["0c" * 16])
+    assert sorted(s.attributes["order.id"] for s in stored) == sorted(
+        f"order-{n}" for n in range(1500)
+    )

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
@@ -92,3 +94,24 @@ def test_sdk_logs_round_trip_every_field(receiver: Receiver, reader: Store) -> N
     stored = reader.logs_by_trace_ids([expected[0].trace_id or ""])
     assert stored == expected
     assert stored[0].body == "payment p-1 declined" and stored[0].severity_text == "WARN"
+
+
+@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+def test_sdk_http_exporter_acknowledged_equals_stored(
+    compression: Compression, receiver: Receiver, reader: Store
+) -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.count")
+    for n in range(300):
+        with tracer.start_as_current_span("GET /orders/{id}", attributes={"n": n}):
+            tracer.start_span("SELECT orders").end()
+    spans = memory.get_finished_spans()
+    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", compression=compression)
+    acknowledged = sum(
+        100 for start in range(0, len(spans), 100)
+        if exporter.export(spans[start : start + 100]) == SpanExportResult.SUCCESS
+    )  # fmt: skip
+    exporter.shutdown()
+    assert acknowledged == reader.count_spans() == 600

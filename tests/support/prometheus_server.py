@@ -59,12 +59,13 @@ def prometheus_binary() -> str:
 
 @contextmanager
 def running_prometheus(
-    binary: str, directory: Path, job: str, targets: Sequence[str]
+    binary: str, directory: Path, job: str, targets: Sequence[str], interval: str = "1s"
 ) -> Iterator[str]:
-    """Prometheus scraping ``targets`` every second as ``job``; yields its base URL."""
+    """Prometheus scraping ``targets`` every ``interval`` as ``job``; yields its base URL."""
     config = directory / "prometheus.yml"
     config.write_text(
-        "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+        f"global: {{scrape_interval: {interval}, scrape_timeout: {interval},"
+        " evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: {job}\n"
         f"    static_configs: [{{targets: [{', '.join(repr(t) for t in targets)}]}}]\n"

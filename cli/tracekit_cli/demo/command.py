@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from pathlib import Path as FilePath
 from typing import Any
@@ -35,7 +37,13 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 @click.option(
     "--keep-running", is_flag=True, help="Leave the services up after the summary, until Ctrl-C."
 )
-def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
+@click.option(
+    "--canary/--no-canary",
+    default=True,
+    show_default=True,
+    help="End with a canary verdict: one service in two versions, the new one slower.",
+)
+def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: bool) -> None:
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
     from rich.console import Console
 
@@ -52,6 +60,10 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool) -> None:
             console.print(f"queue: {topology.queue_description}")
             sent = _run_traffic(console, topology, count, stop=not keep_running)
             _show_results(console, store_path, sent, time.monotonic() - started)
+            if canary:
+                from tracekit_cli.demo.canary import run_canary_step
+
+                run_canary_step(console, store_path)
             if keep_running:
                 _show_ports(console, topology)
                 _wait_for_ctrl_c()
@@ -148,12 +160,30 @@ def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: 
 
     example = slowest[0].correlation_id if slowest else "<correlation-id>"
     store_flag = "" if store_path == default_store_path() else f" --store {store_path}"
+    tracekit = command_as_typed()
     console.print(f"done in {elapsed:.1f} s. Explore further:")
     for command in (
-        f"tracekit trace {example}",
-        f"tracekit trace {example} --format json",
-        "tracekit search --errors",
-        "tracekit search --min-duration 500",
-        "tracekit services",
+        f"{tracekit} trace {example}",
+        f"{tracekit} trace {example} --format json",
+        f"{tracekit} search --errors",
+        f"{tracekit} search --min-duration 500",
+        f"{tracekit} services",
     ):
-        console.print(f"  [bold]{escape(command + store_flag)}[/]")
+        # soft wrap: a hint broken across lines could not be pasted
+        console.print(f"  [bold]{escape(command + store_flag)}[/]", soft_wrap=True)
+    if tracekit != "tracekit":
+        activate = FilePath(tracekit).parent / "activate"
+        console.print(f"(to type just tracekit, activate the venv: . {activate})", soft_wrap=True)
+
+
+def command_as_typed() -> str:
+    """``tracekit`` when PATH finds this installation's command, else its path (relative to here
+    when below): after ``make demo`` it is ``.venv/bin/tracekit`` until the venv is activated."""
+    script = FilePath(sys.executable).with_name("tracekit")
+    found = shutil.which("tracekit")
+    if not script.exists() or (found and FilePath(found).resolve() == script.resolve()):
+        return "tracekit"
+    try:
+        return str(script.relative_to(FilePath.cwd()))
+    except ValueError:
+        return str(script)

@@ -155,6 +155,7 @@ def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> 
     console.print(Text(lines[-1], style=STYLES[verdict.verdict]))
     for line in reason_lines(verdict):
         console.print(Text(line, style="yellow" if line.startswith("warning") else ""))
+    console.print()
     table = Table(show_edge=False, header_style="bold")
     for name in HEADERS:
         table.add_column(Text(name), no_wrap=name != "route")

@@ -10,6 +10,7 @@ document. Deterministic: the same samples give the same document, byte for byte.
 
 from __future__ import annotations
 
+from tracekit.canary.prometheus import samples_from_prometheus
 from tracekit.canary.report import EXIT_CODES, SCHEMA_ID, exit_code, load_schema, to_json
 from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, VersionSamples
 from tracekit.canary.settings import ERROR_RATE, LATENCY, METRICS, TAIL_LATENCY, Settings
@@ -35,6 +36,7 @@ __all__ = [
     "exit_code",
     "judge",
     "load_schema",
+    "samples_from_prometheus",
     "samples_from_store",
     "to_json",
 ]

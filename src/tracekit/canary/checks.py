@@ -51,17 +51,43 @@ class Check:
     detail: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One route's two samples and what every check of it shares."""
+
+    key: RouteKey
+    baseline: RouteSamples
+    canary: RouteSamples
+    settings: Settings
+    z_decide: float  # normal quantile a test must pass to decide (Bonferroni over the run)
+    ticks: tuple[Ticks, Ticks]  # canary, baseline log-durations
+
+    def check(
+        self, metric: str, method: str, p: float | None, effect: tuple[float | None, ...],
+        tolerance: float, more: int | None, detail: Mapping[str, float] | None = None,
+    ) -> Check:  # fmt: skip
+        """A check of this route; ``effect`` is (estimate, lower, upper)."""
+        estimate, lower, upper = effect
+        return Check(metric, self.key, self.baseline, self.canary, method, p, estimate, lower,
+                     upper, tolerance, more, detail or {})  # fmt: skip
+
+    def too_few(self, metric: str, method: str, tolerance: float, floor: int) -> Check | None:
+        """An untested check when a version has fewer than ``floor`` requests, else None."""
+        fewest = min(self.baseline.requests, self.canary.requests)
+        if fewest >= floor:
+            return None
+        more = _more_at(floor / max(1, fewest), self.canary)
+        return self.check(metric, method, None, (None, None, None), tolerance, more)
+
+
 def check_route(
     key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
 ) -> list[Check]:
     """The three checks of one route; ``tests`` is how many are run in all (for projections)."""
     z_decide = NormalDist().inv_cdf(1 - settings.alpha_per_look / max(1, tests))
     ticks = (log_ticks(canary.durations), log_ticks(baseline.durations))
-    return [
-        _latency(key, baseline, canary, ticks, settings, z_decide),
-        _tail(key, baseline, canary, ticks, settings, z_decide),
-        _errors(key, baseline, canary, settings, z_decide),
-    ]
+    route = _Route(key, baseline, canary, settings, z_decide, ticks)
+    return [_latency(route), _tail(route), _errors(route)]
 
 
 def tail_floor(q: float) -> int:
@@ -69,81 +95,55 @@ def tail_floor(q: float) -> int:
     return math.ceil(_EXPECTED_ABOVE / (1 - q))
 
 
-def _latency(
-    key: RouteKey,
-    baseline: RouteSamples,
-    canary: RouteSamples,
-    ticks: tuple[Ticks, Ticks],
-    settings: Settings,
-    z_decide: float,
-) -> Check:
-    tolerance = settings.log_tolerance(LATENCY)
+def _latency(route: _Route) -> Check:
+    tolerance = route.settings.log_tolerance(LATENCY)
     method = "mann-whitney-u"
-    if min(baseline.requests, canary.requests) < MIN_RANK_REQUESTS:
-        more: int | None = _more_for_floor(baseline, canary, MIN_RANK_REQUESTS)
-        return Check(
-            LATENCY, key, baseline, canary, method, None, None, None, None, tolerance, more
-        )
-    test = mann_whitney(canary.durations, baseline.durations, "greater")
-    found = shift(ticks[0], ticks[1], settings.alpha_per_look)
-    more = _more_for_log_effect(
-        found.estimate, found.upper, tolerance, settings.z, z_decide, canary
-    )
-    return Check(
-        LATENCY, key, baseline, canary, method, test.p_value, found.estimate, found.lower,
-        found.upper, tolerance, more, {"u": test.u},
-    )  # fmt: skip
+    untested = route.too_few(LATENCY, method, tolerance, MIN_RANK_REQUESTS)
+    if untested is not None:
+        return untested
+    test = mann_whitney(route.canary.durations, route.baseline.durations, "greater")
+    found = shift(*route.ticks, route.settings.alpha_per_look)
+    effect = (found.estimate, found.lower, found.upper)
+    more = _more_for_log_effect(effect, tolerance, route)
+    return route.check(LATENCY, method, test.p_value, effect, tolerance, more, {"u": test.u})
 
 
-def _tail(
-    key: RouteKey,
-    baseline: RouteSamples,
-    canary: RouteSamples,
-    ticks: tuple[Ticks, Ticks],
-    settings: Settings,
-    z_decide: float,
-) -> Check:
-    q = settings.tail_quantile
-    tolerance = settings.log_tolerance(TAIL_LATENCY)
+def _tail(route: _Route) -> Check:
+    q = route.settings.tail_quantile
+    tolerance = route.settings.log_tolerance(TAIL_LATENCY)
     method = "fisher-exact-above-pooled-quantile"
-    floor = tail_floor(q)
-    if min(baseline.requests, canary.requests) < floor:
-        more: int | None = _more_for_floor(baseline, canary, floor)
-        return Check(TAIL_LATENCY, key, baseline, canary, method, None, None, None, None,
-                     tolerance, more)  # fmt: skip
-    test = exceedance_test(ticks[0], ticks[1], q)
+    untested = route.too_few(TAIL_LATENCY, method, tolerance, tail_floor(q))
+    if untested is not None:
+        return untested
+    test = exceedance_test(*route.ticks, q)
     lower, upper = quantile_shift_interval(
-        ticks[0], ticks[1], q, settings.alpha_per_look, LOG_TICKS
+        *route.ticks, q, route.settings.alpha_per_look, LOG_TICKS
     )
-    estimate = math.log(
-        max(canary.quantile(q), _SMALLEST_SECONDS) / max(baseline.quantile(q), _SMALLEST_SECONDS)
-    )
-    more = _more_for_log_effect(estimate, upper, tolerance, settings.z, z_decide, canary)
+    canary_q, baseline_q = route.canary.quantile(q), route.baseline.quantile(q)
+    estimate = math.log(max(canary_q, _SMALLEST_SECONDS) / max(baseline_q, _SMALLEST_SECONDS))
+    more = _more_for_log_effect((estimate, lower, upper), tolerance, route)
     detail = {
         "threshold_seconds": math.exp(test.threshold / LOG_TICKS),
         "canary_above": test.canary_above,
         "baseline_above": test.baseline_above,
     }
-    return Check(TAIL_LATENCY, key, baseline, canary, method, test.p_value, estimate, lower,
-                 upper, tolerance, more, detail)  # fmt: skip
+    return route.check(TAIL_LATENCY, method, test.p_value, (estimate, lower, upper), tolerance,
+                       more, detail)  # fmt: skip
 
 
-def _errors(
-    key: RouteKey,
-    baseline: RouteSamples,
-    canary: RouteSamples,
-    settings: Settings,
-    z_decide: float,
-) -> Check:
+def _errors(route: _Route) -> Check:
+    canary, baseline, settings = route.canary, route.baseline, route.settings
     counts = (canary.errors, canary.requests, baseline.errors, baseline.requests)
-    p = fisher_greater(*counts)
     lower, upper = newcombe_difference(*counts, settings.z)
     estimate = canary.errors / canary.requests - baseline.errors / baseline.requests
-    factor = _error_factor(counts, settings.error_tolerance, settings.z, z_decide)
+    factor = _error_factor(counts, settings.error_tolerance, settings.z, route.z_decide)
     more = None if factor is None else _more_at(factor, canary)
     detail = {"canary_errors": canary.errors, "baseline_errors": baseline.errors}
-    return Check(ERROR_RATE, key, baseline, canary, "fisher-exact", p, estimate, lower, upper,
-                 settings.error_tolerance, more, detail)  # fmt: skip
+    effect = (estimate, lower, upper)
+    p = fisher_greater(*counts)
+    return route.check(
+        ERROR_RATE, "fisher-exact", p, effect, settings.error_tolerance, more, detail
+    )
 
 
 # -- how many more requests ----------------------------------------------------------------------
@@ -154,31 +154,27 @@ def _more_at(factor: float, canary: RouteSamples) -> int:
     return max(1, math.ceil(canary.requests * (factor - 1)))
 
 
-def _more_for_floor(baseline: RouteSamples, canary: RouteSamples, floor: int) -> int:
-    fewest = max(1, min(baseline.requests, canary.requests))
-    return _more_at(floor / fewest, canary)
-
-
 def _more_for_log_effect(
-    estimate: float, upper: float | None, tolerance: float, z: float, z_decide: float,
-    canary: RouteSamples,
-) -> int | None:  # fmt: skip
+    effect: tuple[float | None, ...], tolerance: float, route: _Route
+) -> int | None:
     """Requests until the interval clears the tolerance or the test turns significant.
 
     Interval half-widths shrink with the square root of the requests; the current half-width
     gives the spread, and the effect is assumed to stay where it is.
     """
-    if upper is None or upper <= estimate:
+    estimate, _, upper = effect
+    if estimate is None or upper is None or upper <= estimate:
         return None
+    z = route.settings.z
     spread = (upper - estimate) / z
     factors = []
     if estimate < tolerance:
         factors.append((z * spread / (tolerance - estimate)) ** 2)
     if estimate > 0:
-        factors.append((z_decide * spread / estimate) ** 2)
+        factors.append((route.z_decide * spread / estimate) ** 2)
     if not factors or min(factors) > _MAX_FACTOR:
         return None
-    return _more_at(max(min(factors), 1.1), canary)
+    return _more_at(max(min(factors), 1.1), route.canary)
 
 
 def _error_factor(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from tracekit import _state, messaging, semconv, sqs
+from tracekit import _state, messaging, propagation, semconv, sqs
 from tracekit._guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
@@ -122,9 +122,7 @@ def _asking_for_context(params: dict[str, Any]) -> dict[str, Any]:
 def _attribute_names() -> list[str]:
     correlation_header = _state.current_options().response_header.lower()
     return [
-        "traceparent",
-        "tracestate",
-        "baggage",
+        *dict.fromkeys(("traceparent", "tracestate", "baggage", *propagation.carried_fields())),
         correlation_header,
         messaging.PUBLISH_TIME_HEADER,
         sqs.PACKED_ATTRIBUTE,

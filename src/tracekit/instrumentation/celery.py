@@ -154,7 +154,7 @@ def _header_names() -> tuple[str, ...]:
 
     options = _state.current_options()
     correlation = (*options.correlation_headers, options.response_header)
-    return (*_HEADER_NAMES, *{name.lower() for name in correlation})
+    return (*_HEADER_NAMES, *propagation.carried_fields(), *{name.lower() for name in correlation})
 
 
 def _queue_of(request: Any) -> str:

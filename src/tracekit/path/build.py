@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tracekit import semconv
+from tracekit.path.conventions import attribute
 from tracekit.path.critical import critical_path
 from tracekit.path.hops import find_hops
 from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
@@ -93,7 +95,7 @@ def error_message(record: SpanRecord) -> str:
             parts = [str(p) for p in (kind, text) if p]
             if parts:
                 return ": ".join(parts)[:MAX_MESSAGE_CHARS]
-    status = record.attributes.get("http.response.status_code")
+    status = attribute(record, semconv.HTTP_RESPONSE_STATUS_CODE)
     return f"HTTP {status}" if status is not None else "error"
 
 

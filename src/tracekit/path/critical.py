@@ -38,16 +38,16 @@ def is_async_child(node: PathSpan) -> bool:
     return node.start_unix_nano > parent.end_unix_nano
 
 
-def set_self_times(ordered: list[PathSpan], detached: set[int]) -> None:
+def set_self_times(ordered: list[PathSpan], detached: set[PathSpan]) -> None:
     """``self_ns`` of every span: its duration minus the union of its synchronous children.
 
-    ``detached`` holds id() of the asynchronous children (``is_async_child``).
+    ``detached`` holds the asynchronous children (``is_async_child``).
     """
     for node in ordered:
         lo, hi = node.start_unix_nano, node.end_unix_nano
         covered, reach = 0, lo
         for child in node.children:  # sorted by start
-            if id(child) in detached:
+            if child in detached:
                 continue
             start, end = max(child.start_unix_nano, reach), min(child.end_unix_nano, hi)
             if end > start:
@@ -55,50 +55,54 @@ def set_self_times(ordered: list[PathSpan], detached: set[int]) -> None:
         node.self_ns = hi - lo - covered
 
 
-def windows(ordered: list[PathSpan], end: PathSpan, detached: set[int]) -> dict[int, Window]:
-    """id(node) -> the part of its time that can be on the path (``ordered``: parents first).
+def windows(
+    ordered: list[PathSpan], end: PathSpan, detached: set[PathSpan]
+) -> dict[PathSpan, Window]:
+    """Each span -> the part of its time that can be on the path (``ordered``: parents first).
 
     A synchronous child is clamped into its parent's window; the request's end and asynchronous
     spans keep their own times.
     """
-    out: dict[int, Window] = {}
+    out: dict[PathSpan, Window] = {}
     for node in ordered:
         own = (node.start_unix_nano, node.end_unix_nano)
         parent = node.parent
-        if parent is None or node is end or id(node) in detached:
-            out[id(node)] = own
+        if parent is None or node is end or node in detached:
+            out[node] = own
             continue
-        lo, hi = out[id(parent)]
-        out[id(node)] = (min(max(own[0], lo), hi), min(max(own[1], lo), hi))
+        lo, hi = out[parent]
+        out[node] = (min(max(own[0], lo), hi), min(max(own[1], lo), hi))
     return out
 
 
 class _Walk:
     """The backward walk's state: each span's untried synchronous children, latest end last."""
 
-    def __init__(self, spans: dict[int, Window], roots: list[PathSpan], detached: set[int]):
+    def __init__(
+        self, spans: dict[PathSpan, Window], roots: list[PathSpan], detached: set[PathSpan]
+    ) -> None:
         self.spans = spans
         self.roots = roots
         self.detached = detached
-        self.untried: dict[int, list[PathSpan]] = {}
-        self.on_path: set[int] = set()
+        self.untried: dict[PathSpan | None, list[PathSpan]] = {}
+        self.on_path: set[PathSpan] = set()
 
     def latest_child_before(self, node: PathSpan | None, moment: int) -> PathSpan | None:
         """The untried synchronous child of ``node`` (None: the roots) that ended last by then."""
         children = self.roots if node is None else node.children
         if not children:
             return None
-        key = id(node)
-        if key not in self.untried:
-            candidates = [c for c in children if id(c) not in self.detached]
+        untried = self.untried.get(node)
+        if untried is None:
+            spans = self.spans
+            untried = [c for c in children if c not in self.detached]
             # by end, and on a tie the earlier start (the longer span) is tried first
-            candidates.sort(key=lambda c: (self.spans[id(c)][1], -self.spans[id(c)][0]))
-            self.untried[key] = candidates
-        untried = self.untried[key]
+            untried.sort(key=lambda c: (spans[c][1], -spans[c][0]))
+            self.untried[node] = untried
         while untried:
             child = untried.pop()
             # a child still running at ``moment`` ran in parallel; the walk only goes back
-            if self.spans[id(child)][1] <= moment and id(child) not in self.on_path:
+            if self.spans[child][1] <= moment and child not in self.on_path:
                 return child
         return None
 
@@ -107,7 +111,7 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     """Span ids on the critical path, in tree order; sets each span's time fields."""
     if not ordered:
         return []
-    detached = {id(n) for n in ordered if is_async_child(n)}
+    detached = {n for n in ordered if is_async_child(n)}
     set_self_times(ordered, detached)
     end = last_to_end(ordered)
     spans = windows(ordered, end, detached)
@@ -116,16 +120,17 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     moment = end.end_unix_nano
     while True:
         if node is not None:
-            walk.on_path.add(id(node))
+            walk.on_path.add(node)
         child = walk.latest_child_before(node, moment)
         if child is not None:
-            _credit(node, spans[id(child)][1], moment)
-            node, moment = child, spans[id(child)][1]
+            child_end = spans[child][1]
+            _credit(node, child_end, moment)
+            node, moment = child, child_end
         elif node is None:
             break
         else:
             node, moment = _cause(node, spans, moment)
-    return [n.record.span_id for n in ordered if id(n) in walk.on_path]
+    return [n.record.span_id for n in ordered if n in walk.on_path]
 
 
 def _credit(node: PathSpan | None, start: int, end: int) -> None:
@@ -134,19 +139,21 @@ def _credit(node: PathSpan | None, start: int, end: int) -> None:
         node.critical_ns += end - start
 
 
-def _cause(node: PathSpan, spans: dict[int, Window], moment: int) -> tuple[PathSpan | None, int]:
+def _cause(
+    node: PathSpan, spans: dict[PathSpan, Window], moment: int
+) -> tuple[PathSpan | None, int]:
     """Past ``node``'s start: what started it and when; the wait in between is on the path.
 
     A span's cause is its parent in the tree: the caller, the producer of a consumer's message,
     or the linked message a batch consumer waited for. The roots hang under a virtual span
     covering the whole request (None).
     """
-    start = min(spans[id(node)][0], moment)  # never forward, even on raw (unadjusted) times
+    start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
     cause = node.parent
     if cause is None:
         return None, start
-    lo, hi = spans[id(cause)]
+    lo, hi = spans[cause]
     resumed = min(max(lo, min(hi, start)), start)
     node.critical_wait_ns += start - resumed
     return cause, resumed

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tracekit import semconv
+from tracekit.path.conventions import text, url_path
 from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
@@ -34,24 +36,19 @@ def _is_sender(record: SpanRecord) -> bool:
     return record.kind == "CLIENT" and "messaging.system" in record.attributes
 
 
-def _text(record: SpanRecord, name: str) -> str | None:
-    value = record.attributes.get(name)
-    return None if value is None else str(value)
-
-
 def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
     """Build the hop between two placed spans, using their (skew-adjusted) times."""
     s, r = sender.record, receiver.record
     system: str | None
     if kind == "http":
-        route = _text(r, "http.route") or _text(r, "url.path") or _text(s, "url.path")
-        method = _text(r, "http.request.method") or _text(s, "http.request.method")
+        route = text(r, semconv.HTTP_ROUTE) or url_path(r) or url_path(s)
+        method = text(r, semconv.HTTP_REQUEST_METHOD) or text(s, semconv.HTTP_REQUEST_METHOD)
         latency_ns, wait = sender.end_unix_nano - sender.start_unix_nano, None
         system, destination = "http", f"{method} {route}" if method and route else route
     else:
-        system = _text(r, "messaging.system") or _text(s, "messaging.system")
-        destination = _text(s, "messaging.destination.name") or _text(
-            r, "messaging.destination.name"
+        system = text(r, semconv.MESSAGING_SYSTEM) or text(s, semconv.MESSAGING_SYSTEM)
+        destination = text(s, semconv.MESSAGING_DESTINATION_NAME) or text(
+            r, semconv.MESSAGING_DESTINATION_NAME
         )
         latency_ns = receiver.end_unix_nano - sender.start_unix_nano
         # A fast consumer can take the message before the producer's broker call has returned

@@ -124,7 +124,11 @@ class OtlpHandler(BaseHTTPRequestHandler):
         self.connection = self.request
         self.rfile = io.BufferedReader(self.stream, PIECE)
         self.wfile = _SocketWriter(self.connection)  # type: ignore[assignment]
+        # headers and body go out in two writes: without this the second waits for an ACK
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._pieces: Iterator[bytes] | None = None
+        self._body_read = False
         self._answered = False
 
     def finish(self) -> None:
@@ -174,7 +178,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """One OTLP export request."""
         signal = _SIGNALS.get(self.path.split("?", 1)[0])
         content_type = JSON
-        self._pieces = None
+        self._pieces, self._body_read = None, False
         try:
             if signal is None:
                 raise RequestError(404, "unknown path: use /v1/traces, /v1/logs or /v1/metrics")
@@ -185,6 +189,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
             self._send_error(RequestError(408, "request body too slow", close=True), content_type)
             return
         except RequestError as error:
+            self.close_connection = self.close_connection or not self._body_read
             self._send_error(error, content_type)
             self._drain()
             return
@@ -231,7 +236,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
             sink = BodySink(limit, encoding == "gzip", reservation)
             for piece in self._pieces:
                 sink.write(piece)
-            self._pieces = None  # read to its end: the connection may serve another request
+            self._pieces, self._body_read = None, True  # the connection may serve another request
             body = sink.finish()
             self.stream.state = BUSY
             return self.server.service.export(signal, content_type, body)
@@ -243,7 +248,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         cannot be drained; the connection closes either way.
         """
         pieces, self._pieces = self._pieces, None
-        if pieces is None and not self.close_connection:
+        if self._body_read:
             return  # the body was read whole: keep-alive goes on
         self.close_connection = True
         dropped = 0

@@ -12,7 +12,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
@@ -73,7 +74,7 @@ class IngestQueue:
         self.committed = 0
         # Held while a request decodes (see IngestService): whoever holds it knows that no row
         # is being built from cached string ids.
-        self.decode_lock = threading.Lock()
+        self.decode_lock = threading.RLock()
         self._items: deque[Ticket] = deque()
         self._queued = 0
         self._closing = False
@@ -131,8 +132,18 @@ class IngestQueue:
         with self._cond:
             return self._closing and not self._items
 
+    @contextmanager
+    def _quiesced(self) -> Iterator[None]:
+        """No request decodes, and every row decoded so far is written (strings are reclaimed)."""
+        with self.decode_lock:
+            while batch := self._take(wait=0.0):
+                self._commit(batch)
+            yield
+
     def _run(self) -> None:
-        retention = _RetentionRunner(self.store, self.retention, self.retention_interval)
+        retention = _RetentionRunner(
+            self.store, self.retention, self.retention_interval, self._quiesced
+        )
         sent: deque[list[Ticket]] = deque()  # batches the writer process holds, oldest first
         while sent or not self._finished():
             if retention.due:  # retention writes on our own connection: the child must be idle
@@ -197,13 +208,21 @@ class IngestQueue:
                 self.store.write_rows(rows, logs)
         except Exception as error:
             if len(batch) == 1:
-                _log.warning("tracekit receiver: write failed: %s", type(error).__name__)
-                batch[0].finish(error)
+                self._failed(batch[0], error)
                 return
             for ticket in batch:  # find the request that cannot be written; keep the others
                 self._commit([ticket])
             return
         self._acknowledge(batch)
+
+    def _failed(self, ticket: Ticket, error: Exception) -> None:
+        if "StaleRows" in str(error) or type(error).__name__ == "StaleRows":
+            # another process reclaimed strings: forget our ids; the client's retry re-encodes
+            with self.decode_lock:
+                self.store.encoder.interner.refresh()
+        else:
+            _log.warning("tracekit receiver: write failed: %s", type(error).__name__)
+        ticket.finish(error)
 
     def _acknowledge(self, batch: list[Ticket]) -> None:
         self.committed += sum(t.size for t in batch)
@@ -222,10 +241,17 @@ def _merged(batch: list[Ticket]) -> tuple[SpanRows, list[LogRecordData]]:
 class _RetentionRunner:
     """Runs retention one short chunk at a time between write batches."""
 
-    def __init__(self, store: Store, retention: Retention | None, interval: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention: Retention | None,
+        interval: float,
+        quiesce: Callable[[], AbstractContextManager[object]],
+    ) -> None:
         self.store = store
         self.retention = retention
         self.interval = interval
+        self.quiesce = quiesce
         self._next = time.monotonic()
         self._steps: Iterator[int] | None = None
 
@@ -247,7 +273,7 @@ class _RetentionRunner:
             return
         if self._steps is None:
             self._next = time.monotonic() + self.interval
-            self._steps = self.store.retention_steps(self.retention)
+            self._steps = self.store.retention_steps(self.retention, quiesce=self.quiesce)
         try:
             next(self._steps)
         except StopIteration:

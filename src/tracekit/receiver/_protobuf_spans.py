@@ -48,11 +48,25 @@ class SpanRowDecoder:
         self._statuses: dict[bytes, tuple[int, str]] = {}
         self._resources: dict[bytes, _Resource] = {}
         self._scopes: dict[bytes, tuple[int, str | None]] = {}
+        self._generation = -1
+
+    def _sync(self) -> None:
+        """Forget every cached id when strings were reclaimed since (see store ``_reclaim``)."""
+        interner = self.encoder.interner
+        if interner.generation < 0:
+            interner.refresh()
+        self.encoder.sync()
+        if self._generation != interner.generation:
+            self._generation = interner.generation
+            for cache in (self._pairs, self._correlations, self._resources, self._scopes):
+                cache.clear()
 
     def decode(self, body: bytes) -> Decoded:
         """Rows for every valid span of the request; spans without ids are counted as rejected."""
         request = parse(LazyTraceRequest(), body)
+        self._sync()
         out = Decoded()
+        out.rows.generation = self._generation
         slow: list[SpanRecord] = []
         bounds = time_bounds()
         for resource_spans in request.resource_spans:

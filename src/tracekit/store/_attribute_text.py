@@ -19,8 +19,9 @@ from typing import Any
 
 __all__ = ["Picked", "TextBatch", "ValuePicker"]
 
-# One JSON scalar: a string (with escapes) or anything up to the next separator.
-_TOKEN = r'(?:"(?:[^"\\]|\\.)*"|[^,\[\]{}"\n]+)'  # noqa: S105 - a pattern, not a password
+# One JSON scalar: anything up to the next separator, or a string (with escapes). Possessive:
+# a token never gives characters back, which spares the engine backtracking on every pair.
+_TOKEN = r'(?:[^,\[\]{}"\n]++|"(?:[^"\\]|\\.)*+")'  # noqa: S105 - a pattern, not a password
 
 Picked = tuple[bool, str]  # (the value is an interned string id, the value's JSON text)
 
@@ -36,7 +37,8 @@ class TextBatch:
     def line_of(self, offset: int) -> int:
         """Index of the text that holds character ``offset`` of ``joined``."""
         if self._starts is None:
-            self._starts = [0, *accumulate(len(text) + 1 for text in self.texts)]
+            # every text and its newline: len + 1, summed without a Python-level loop
+            self._starts = [0, *accumulate(map((1).__add__, map(len, self.texts)))]
         return bisect_right(self._starts, offset) - 1
 
 

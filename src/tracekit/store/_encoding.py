@@ -20,6 +20,7 @@ STATUS_CODE_OF = {name: code for code, name in enumerate(STATUS_CODES)}
 # high-cardinality in this process (url.path with ids, message ids, timestamps...).
 INTERN_MAX_LENGTH = 64
 INTERN_MAX_VALUES_PER_KEY = 512
+_MAX_KEYS_COUNTED = 100_000
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
 
@@ -133,6 +134,8 @@ class StringTable:
         seen = self._values_per_key.get(key_ref, 0)
         if seen >= INTERN_MAX_VALUES_PER_KEY:
             return False
+        if len(self._values_per_key) >= _MAX_KEYS_COUNTED:  # unique keys: start counting over
+            self._values_per_key = {}
         self._values_per_key[key_ref] = seen + 1
         return True
 

@@ -1,8 +1,9 @@
 """Interned strings and resources, resolved outside the span-writing transaction.
 
 Rows can then be built (by the receiver's request threads, or before a write) while the writer
-commits earlier rows: the ids they carry are committed already. Strings and resources are never
-deleted, so a committed id stays valid for the life of the file, in every process.
+commits earlier rows: the ids they carry are committed already. Retention may reclaim strings and
+resources nothing refers to any more; it then bumps the store's generation, and an interner that
+sees a new generation forgets every id it cached (see ``_reclaim``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
 from tracekit.store._encoding import intern_resource, intern_string
+from tracekit.store._reclaim import generation
+
+# Cached ids at most (a cache, not the table: past this it starts over, rows keep their ids).
+MAX_CACHED = 200_000
 
 
 class Interner:
@@ -30,24 +35,56 @@ class Interner:
         self.path = path
         self.strings: dict[str, int] = {}
         self.resources: dict[bytes, int] = {}
+        self.generation = -1  # of the ids cached; -1: not read yet
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     def add(self, strings: Iterable[str], resources: Iterable[str]) -> None:
         """Make sure every string and resource (canonical JSON text) has a committed id."""
-        texts = [s for s in dict.fromkeys(strings) if s not in self.strings]  # keeps the order
-        docs = {resource_digest(r): r for r in resources}
-        docs = {d: r for d, r in docs.items() if d not in self.resources}
-        if texts or docs:
+        if len(self.strings) > MAX_CACHED or len(self.resources) > MAX_CACHED:
+            self.strings.clear()  # in place: encoders share this dict
+            self.resources.clear()
+        wanted = list(dict.fromkeys(strings))  # keeps the order
+        all_docs = {resource_digest(r): r for r in resources}
+        texts = [s for s in wanted if s not in self.strings]
+        docs = {d: r for d, r in all_docs.items() if d not in self.resources}
+        if texts or docs or self.generation < 0:
             with self._lock:
-                retry_busy(lambda: self._add_once(texts, docs), attempts=2)
+                retry_busy(lambda: self._add_once(texts, docs, wanted, all_docs), attempts=2)
 
-    def _add_once(self, texts: list[str], docs: dict[bytes, str]) -> None:
+    def forget(self, new_generation: int) -> None:
+        """Ids were reclaimed: drop every cached one (in place: encoders share these dicts)."""
+        self.strings.clear()
+        self.resources.clear()
+        self.generation = new_generation
+
+    def refresh(self) -> None:
+        """Read the store's generation now, forgetting cached ids if it moved on."""
+        with self._lock:
+            conn = self._connection()
+            current = generation(conn)
+            if current != self.generation:
+                self.forget(current)
+
+    def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = open_writer(self.path)
-        conn = self._conn
+        return self._conn
+
+    def _add_once(
+        self,
+        texts: list[str],
+        docs: dict[bytes, str],
+        wanted: list[str],
+        all_docs: dict[bytes, str],
+    ) -> None:
+        conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            current = generation(conn)
+            if current != self.generation:  # ids were reclaimed: trust none cached
+                self.forget(current)
+                texts, docs = wanted, all_docs
             found = {text: intern_string(conn, text) for text in texts}
             found_docs = {d: intern_resource(conn, d, doc) for d, doc in docs.items()}
             conn.execute("COMMIT")

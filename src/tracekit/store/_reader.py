@@ -243,8 +243,9 @@ class StoreReader:
             conditions.append("s.start_ns >= ?")
             params.append(since_unix_nano)
         if before is not None:
-            conditions.append("(s.start_ns, s.id) < (?, ?)")
-            params.extend(before)
+            # spelled out so that the time index bounds the scan (a row value would not use it)
+            conditions.append("s.start_ns <= ? AND (s.start_ns < ? OR s.id < ?)")
+            params.extend((before[0], *before))
         conditions.append(_IS_ENTRY)
         query = (
             f"SELECT s.id, s.trace_ref, {_DOMINANT_CORRELATION}, t.trace_id, s.start_ns,"

@@ -12,6 +12,7 @@ of 100,000 requests a version reads in a fraction of a second.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,11 +81,14 @@ def _group(
     refs, kinds, durations, statuses, texts = zip(*rows, strict=True)
     batch = TextBatch(texts)
     keys = list(zip(refs, kinds, route.pick_all(batch), strict=True))
+    durations_of: defaultdict[_GroupKey, list[int]] = defaultdict(list)
     for key, duration in zip(keys, durations, strict=True):
+        durations_of[key].append(duration)
+    for key, found in durations_of.items():
         group = groups.get(key)
         if group is None:
             group = groups[key] = RequestGroup(resources[key[0]], _KIND_NAMES[key[1]], None)
-        group.durations_ns.append(duration)
+        group.durations_ns.extend(found)
     failed = {index for index, code in enumerate(statuses) if code == _ERROR}
     failed.update(status.lines(batch))
     for index in failed:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tracekit.store._connection import retry_busy
+from tracekit.store._reclaim import string_heavy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -56,28 +57,56 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return int((pages - free) * size)
 
 
-def steps(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> Iterator[int]:
+Reclaim = Callable[[], int]
+
+
+def steps(
+    conn: sqlite3.Connection, retention: Retention, now_ns: int, reclaim: Reclaim
+) -> Iterator[int]:
     """Apply ``retention`` one short transaction at a time, yielding rows deleted by each.
 
     Between steps the caller may write: the receiver interleaves retention with ingest.
+    ``reclaim`` deletes the strings no record refers to any more (see ``_reclaim``); it runs
+    once records were deleted and strings are a large share of the store.
     """
     prepare(conn)
+    deleted_any = False
     if retention.max_age_ns is not None:
         cutoff = now_ns - retention.max_age_ns
         while deleted := _delete_chunk(conn, "s.start_ns < ?", "time_ns < ?", (cutoff,)):
+            deleted_any = True
             yield deleted
     if retention.max_bytes is not None:
-        yield from _shrink_steps(conn, int(retention.max_bytes * 0.9))
+        for deleted in _shrink_steps(conn, int(retention.max_bytes * 0.9), reclaim):
+            deleted_any = deleted_any or deleted > 0
+            yield deleted
+    if deleted_any and string_heavy(conn):
+        reclaim()
+        yield 0
+    vacuumed = False
     while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
         # give free pages back to the file system a few MB per transaction
         retry_busy(lambda: conn.execute("PRAGMA incremental_vacuum(2048)").fetchall())
+        vacuumed = True
         yield 0
+    if vacuumed:  # the file itself shrinks when the WAL is copied back into it
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
-def _shrink_steps(conn: sqlite3.Connection, target_bytes: int) -> Iterator[int]:
-    """Delete the oldest records until the live pages fit in ``target_bytes``."""
+def _shrink_steps(conn: sqlite3.Connection, target_bytes: int, reclaim: Reclaim) -> Iterator[int]:
+    """Delete the oldest records until the live pages fit in ``target_bytes``.
+
+    Where strings weigh much (unique names or keys), the strings of the records deleted are
+    reclaimed before measuring again; otherwise every record would go and the file still be big.
+    """
+    fresh = True  # nothing deleted since the last reclaim
     for _ in range(100_000):  # bounded: each pass deletes at least one row or stops
         used = used_bytes(conn)
+        if used > target_bytes and not fresh and string_heavy(conn):
+            reclaim()
+            fresh = True
+            yield 0
+            used = used_bytes(conn)
         if used <= target_bytes:
             return
         cutoff = _oldest_cutoff(conn, _rows_to_free(conn, used, target_bytes))
@@ -86,12 +115,13 @@ def _shrink_steps(conn: sqlite3.Connection, target_bytes: int) -> Iterator[int]:
         deleted = _delete_chunk(conn, "s.start_ns <= ?", "time_ns <= ?", (cutoff,))
         if not deleted:
             return
+        fresh = False
         yield deleted
 
 
-def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int) -> int:
+def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int, reclaim: Reclaim) -> int:
     """Apply ``retention`` fully; returns the number of records deleted."""
-    return sum(steps(conn, retention, now_ns))
+    return sum(steps(conn, retention, now_ns, reclaim))
 
 
 def _rows_to_free(conn: sqlite3.Connection, used: int, target: int) -> int:

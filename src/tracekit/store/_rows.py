@@ -58,6 +58,8 @@ class SpanRows:
     links: list[LinkRow] = field(default_factory=list)
     trace_ids: set[bytes] = field(default_factory=set)
     correlations: set[str] = field(default_factory=set)
+    # The store generation whose ids the rows carry (None: not known, not checked; see _reclaim)
+    generation: int | None = None
 
     def add(self, trace_id: bytes, correlation: str, row: SpanRow) -> None:
         """Append one span row (``correlation``: its indexed correlation id, or ``''``)."""
@@ -68,6 +70,11 @@ class SpanRows:
 
     def extend(self, other: SpanRows) -> None:
         """Append ``other``'s rows (several requests become one transaction)."""
+        if other.spans:
+            if not self.spans:
+                self.generation = other.generation
+            elif other.generation != self.generation:
+                self.generation = -1  # mixed: some rows are stale, so the write is refused
         self.spans.extend(other.spans)
         self.links.extend(other.links)
         self.trace_ids |= other.trace_ids
@@ -84,8 +91,20 @@ class RowEncoder:
     def __init__(self, interner: Interner) -> None:
         self.interner = interner
         self.strings = interner.strings
+        self.generation = interner.generation
         self._values_per_key: dict[str, int] = {}
         self._pairs: dict[tuple[str, type, AttributeValue], str] = {}
+
+    def sync(self) -> bool:
+        """Drop cached fragments if ids were reclaimed since they were built; True if so.
+
+        (Values counted per key stay: they measure cardinality, not ids.)
+        """
+        if self.generation == self.interner.generation:
+            return False
+        self.generation = self.interner.generation
+        self._pairs = {}
+        return True
 
     def pair(self, key: str, value: AttributeValue) -> str | None:
         """The ``k,v`` fragment of one attribute, or None when a string needs interning first."""
@@ -144,9 +163,12 @@ class RowEncoder:
 
     def encode(self, records: Sequence[SpanRecord]) -> SpanRows:
         """Rows for span records (interning what they need first, in one transaction)."""
+        if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh, but
+            self._values_per_key = {}  # never between prepare() and the rows it decided for
         documents = _ResourceDocuments()
         self.prepare(records, documents)
-        out = SpanRows()
+        self.sync()
+        out = SpanRows(generation=self.interner.generation)
         for record in records:
             self.add_record(out, record, self.interner.resources[documents.digest(record)])
         return out

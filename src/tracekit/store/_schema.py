@@ -74,6 +74,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX logs_by_correlation ON logs (correlation_ref) WHERE correlation_ref IS NOT NULL;
     CREATE INDEX logs_by_time ON logs (time_ns);
     """,
+    # 2: the generation of string and resource ids, bumped when retention reclaims them
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta (key, value) VALUES ('generation', 0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
-from tracekit.store import _retention
+from tracekit.store import _reclaim, _retention
 from tracekit.store._connection import open_reader, open_writer
 from tracekit.store._interner import Interner
 from tracekit.store._paths import default_store_path
@@ -45,7 +47,8 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # reentrant: a reclaim may flush pending writes
+        self._encode_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._writer: StoreWriter | None = None
         self._reader: StoreReader | None = None
@@ -73,7 +76,16 @@ class Store:
 
     def write(self, spans: Sequence[SpanRecord], logs: Sequence[LogRecordData]) -> None:
         """Store spans and logs in one transaction: all of them or, on error, none."""
-        self.write_rows(self.encoder.encode(spans), logs)
+        for attempt in range(3):
+            with self._encode_lock:  # one encoding at a time: a reclaim may reset the caches
+                rows = self.encoder.encode(spans)
+            try:
+                self.write_rows(rows, logs)
+                return
+            except _reclaim.StaleRows:
+                if attempt == 2:
+                    raise
+                self.encoder.interner.refresh()  # ids were reclaimed meanwhile: encode again
 
     def write_rows(self, spans: SpanRows, logs: Sequence[LogRecordData] = ()) -> None:
         """Store rows built by ``encoder`` (and log records) in one transaction."""
@@ -97,22 +109,43 @@ class Store:
         """Delete what ``retention`` no longer keeps; returns the number of records deleted."""
         now = time.time_ns() if now_ns is None else now_ns
         with self._write_lock:
-            return _retention.apply(self._writer_side().conn, retention, now)
+            conn = self._writer_side().conn
+            return _retention.apply(conn, retention, now, lambda: self._reclaim(conn, None))
 
-    def retention_steps(self, retention: Retention, now_ns: int | None = None) -> Iterator[int]:
+    def retention_steps(
+        self,
+        retention: Retention,
+        now_ns: int | None = None,
+        quiesce: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> Iterator[int]:
         """Apply ``retention`` one short transaction per step (rows deleted by each step).
 
         Writes from other threads may run between steps; the receiver interleaves them.
+        ``quiesce`` is entered around a reclaim of strings: while in it, no rows may be encoded
+        and every row encoded before it must have been written (the receiver's decode lock).
         """
         now = time.time_ns() if now_ns is None else now_ns
         with self._write_lock:
-            steps = _retention.steps(self._writer_side().conn, retention, now)
+            conn = self._writer_side().conn
+            steps = _retention.steps(conn, retention, now, lambda: self._reclaim(conn, quiesce))
         while True:
             with self._write_lock:
                 deleted = next(steps, None)
             if deleted is None:
                 return
             yield deleted
+
+    def _reclaim(
+        self,
+        conn: sqlite3.Connection,
+        quiesce: Callable[[], AbstractContextManager[object]] | None,
+    ) -> int:
+        """Reclaim unreferenced strings, then make this process's encoder forget its ids."""
+        with (quiesce or contextlib.nullcontext)(), self._encode_lock:
+            deleted = _reclaim.reclaim(conn)
+            if self._encoder is not None:
+                self._encoder.interner.forget(_reclaim.generation(conn))
+        return deleted
 
     def _writer_side(self) -> StoreWriter:
         if self._writer is None:

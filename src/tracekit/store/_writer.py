@@ -15,6 +15,7 @@ from tracekit.store._encoding import (
     intern_resource,
 )
 from tracekit.store._interner import resource_digest, resource_document
+from tracekit.store._reclaim import StaleRows, generation
 from tracekit.store._rows import SpanRows, indexed_correlation
 
 # A row's first value holds its ids: trace id (16 bytes), span id (8), parent span id (8, zeros
@@ -49,6 +50,7 @@ class StoreWriter:
         self._resources: dict[bytes, int] = {}
         self._pending_resources: dict[bytes, int] = {}
         self._batch_resources: dict[tuple[int, str | None], int] = {}
+        self._generation = -1
 
     def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> None:
         """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped)."""
@@ -57,6 +59,7 @@ class StoreWriter:
 
     def _write_once(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+        self._check_generation(spans)
         self.strings.begin(self.conn)
         self._pending_resources = {}
         self._batch_resources = {}
@@ -71,6 +74,17 @@ class StoreWriter:
             raise
         self.strings.commit()
         self._resources.update(self._pending_resources)
+
+    def _check_generation(self, spans: SpanRows) -> None:
+        """Forget cached ids after a reclaim; refuse rows encoded before it (inside BEGIN)."""
+        current = generation(self.conn)
+        if current != self._generation:
+            self.strings = StringTable()
+            self._resources = {}
+            self._generation = current
+        if spans.spans and spans.generation is not None and spans.generation != current:
+            self.conn.execute("ROLLBACK")
+            raise StaleRows("rows carry ids from before strings were reclaimed")
 
     def _insert_spans(self, rows: SpanRows) -> None:
         execute = self.conn.executemany

@@ -1,0 +1,211 @@
+"""The demo's canary step: one service in two versions, the new one slower on one route.
+
+``catalog`` 2.3.0 (the baseline) and 2.4.0 (the canary) run side by side as two processes on
+loopback, each writing its spans into one store (beside the demo's), as two deployments behind a
+mesh would.
+Both serve ``/products/{product_id}`` alike; the canary's ``/search`` takes about twice as long.
+Traffic goes to both evenly, then ``tracekit.canary`` judges the canary from the store and the
+verdict is printed with its reasons: what ``tracekit canary`` says in a pipeline.
+
+``python -m tracekit_cli.demo.canary VERSION PORT`` runs one version of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import tracekit
+from tracekit_cli.demo.topology import _free_port
+
+SERVICE, BASELINE, CANARY = "catalog", "2.3.0", "2.4.0"
+ROUTES = ("/products/{product_id}", "/search")
+REQUESTS_PER_ROUTE = 300  # per version: enough for every metric to decide
+SEARCH_SECONDS = {BASELINE: 0.015, CANARY: 0.03}  # the canary's regression
+PRODUCT_SECONDS = 0.008
+CONCURRENCY = 8
+START_TIMEOUT = 30.0
+
+
+def catalog_app(version: str) -> Any:
+    """One version of the catalog: Starlette behind tracekit's middleware."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tracekit.asgi import TracekitMiddleware
+
+    async def product(request: Request) -> JSONResponse:
+        await _work(PRODUCT_SECONDS)
+        return JSONResponse({"id": request.path_params["product_id"], "version": version})
+
+    async def search(request: Request) -> JSONResponse:
+        await _work(SEARCH_SECONDS[version])
+        return JSONResponse({"hits": [], "version": version})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    routes = [Route("/products/{product_id}", product), Route("/search", search),
+              Route("/health", health)]  # fmt: skip
+    return TracekitMiddleware(Starlette(routes=routes))
+
+
+async def _work(median_seconds: float) -> None:
+    """A handler's work: about ``median_seconds``, varying as real requests do."""
+    await asyncio.sleep(median_seconds * random.lognormvariate(0, 0.3))
+
+
+def main(version: str, port: int) -> None:
+    """Serve one version until SIGTERM; its spans are flushed into the store on the way out."""
+    import uvicorn
+
+    tracekit.init(SERVICE, service_version=version, environment="demo")
+    try:
+        uvicorn.run(catalog_app(version), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        tracekit.shutdown()
+
+
+# --- the step, as ``tracekit demo`` runs it ---------------------------------------------------
+
+
+def environment(store_path: Path, version: str) -> dict[str, str]:
+    """What a version's process runs with: spans straight into the demo's store."""
+    return {
+        **os.environ,
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(store_path),
+        "TRACEKIT_METRICS_PORT": "0",
+        "TRACEKIT_EXCLUDED_URLS": "^/health$",  # start-up probes are not requests
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={SERVICE}-{version}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "TRACEKIT_EXPORT_LOGS": "false",
+    }
+
+
+@contextmanager
+def deployed(store_path: Path) -> Iterator[dict[str, int]]:
+    """Both versions running; yields version -> port, and stops both (flushing) on the way out."""
+    ports = {version: _free_port() for version in (BASELINE, CANARY)}
+    processes = {
+        version: subprocess.Popen(  # noqa: S603 (this interpreter, our module)
+            [sys.executable, "-m", "tracekit_cli.demo.canary", version, str(port)],
+            env=environment(store_path, version),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for version, port in ports.items()
+    }
+    try:
+        for version, port in ports.items():
+            _wait_until_up(processes[version], port)
+        yield ports
+    finally:
+        _stop(processes.values())
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the demo's {SERVICE} service exited before it answered")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the demo's {SERVICE} service did not start") from None
+            time.sleep(0.1)
+
+
+def _stop(processes: Any) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def send_traffic(ports: dict[str, int], per_route: int = REQUESTS_PER_ROUTE) -> int:
+    """``per_route`` requests to each route of each version, a few at a time; returns how many."""
+    paths = [f"/products/p-{n}" if route != "/search" else f"/search?q=item-{n}"
+             for n in range(per_route) for route in ROUTES]  # fmt: skip
+    urls = [f"http://127.0.0.1:{port}{path}" for path in paths for port in ports.values()]
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(_get, urls))
+    return len(urls)
+
+
+def _get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback, ours)
+        response.read()
+
+
+def canary_store(store_path: Path) -> Path:
+    """The step's own store beside the demo's (``tracekit.db`` -> ``tracekit-canary.db``), so the
+    checkouts stay the newest requests in the demo's store and its search hints keep working."""
+    return store_path.with_name(f"{store_path.stem}-canary{store_path.suffix}")
+
+
+def run_canary_step(console: Any, store_path: Path) -> Any:
+    """Deploy both versions, send traffic, judge the canary from the store, print the verdict."""
+    from tracekit_cli.render.canary import render_rich
+
+    store = canary_store(store_path)
+    console.rule("canary")
+    console.print(
+        f"{SERVICE} {BASELINE} (baseline) and {CANARY} (canary) side by side;"
+        f" the canary's /search is about twice as slow"
+    )
+    start_ns = time.time_ns()
+    with deployed(store) as ports:
+        sent = send_traffic(ports)
+    console.print(f"sent {sent} requests, half to each version; the verdict:")
+    verdict = _judge(store, start_ns, time.time_ns())
+    render_rich(console, verdict)
+    _show_command(console, store)
+    return verdict
+
+
+def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
+    from tracekit.canary import Subject, judge, samples_from_store
+    from tracekit.store import Store
+
+    subject = Subject(SERVICE, BASELINE, CANARY, start_ns, end_ns, "store")
+    with Store(store_path) as store:
+        samples = samples_from_store(store, SERVICE, (BASELINE, CANARY), start_ns, end_ns)
+    return judge(subject, *samples)
+
+
+def _show_command(console: Any, store_path: Path) -> None:
+    from rich.markup import escape
+
+    command = (
+        f"tracekit canary --service {SERVICE} --baseline {BASELINE} --canary {CANARY}"
+        f" --since 10m --store {store_path}"
+    )
+    console.print("The same from the command line (exit status 1: fail):")
+    console.print(f"  [bold]{escape(command)}[/]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,184 @@
+"""Trace headers other than W3C's, both ways: B3 (single and multi), Jaeger and AWS X-Ray.
+
+Service meshes speak these (Envoy, Istio and Zipkin-era services B3; AWS App Mesh, ALB, API
+Gateway and Lambda X-Ray). Each format reads lower-case header names mapped to their values (the
+shape the server middleware and the message-header reader collect) and writes through a
+``put(name, value)`` callable. The wire formats follow OpenTelemetry's reference propagators
+(``opentelemetry-propagator-b3``, ``-jaeger``, ``-aws-xray``), which tests compare against in
+both directions; unlike them, parsing here is bounded and silent (an untrusted value is never
+logged), and a repeated header is ambiguous and ignored, as for ``traceparent``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, Protocol
+from urllib.parse import unquote
+
+Headers = Mapping[str, Sequence[str]]
+Put = Callable[[str, str], None]
+
+SAMPLED = 0x01
+_MAX_VALUE = 512  # longer than any valid value of these formats
+_HEX16_32 = re.compile(r"[0-9a-fA-F]{16}|[0-9a-fA-F]{32}")
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
+_HEX_UP_TO_32 = re.compile(r"[0-9a-fA-F]{1,32}")
+_HEX_UP_TO_16 = re.compile(r"[0-9a-fA-F]{1,16}")
+
+
+class Remote(NamedTuple):
+    """A caller's span read from trace headers: ids and W3C trace-flags bits."""
+
+    trace_id: int
+    span_id: int
+    flags: int
+
+
+class TraceFormat(Protocol):
+    """One trace-header format: the headers it uses, how to read and write them."""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The header names it writes; it reads them in lower case (as every reader keys them)."""
+        ...
+
+    def extract(self, headers: Headers) -> Remote | None:
+        """The caller's span, or None when the headers are absent, repeated or invalid."""
+        ...
+
+    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+        """Write the headers naming this span as the parent."""
+        ...
+
+
+def one(headers: Headers, name: str) -> str | None:
+    """The single, bounded value of header ``name``; None if absent, repeated or oversized."""
+    values = headers.get(name)
+    if not values or len(values) != 1 or len(values[0]) > _MAX_VALUE:
+        return None
+    return values[0].strip(" \t")
+
+
+def _remote(trace_id: int, span_id: int, sampled: bool) -> Remote | None:
+    if trace_id == 0 or span_id == 0:
+        return None
+    return Remote(trace_id, span_id, SAMPLED if sampled else 0)
+
+
+class B3:
+    """Zipkin's B3: one ``b3`` header, or ``x-b3-*`` headers; both are read either way."""
+
+    SINGLE = "b3"
+    TRACE_ID, SPAN_ID = "x-b3-traceid", "x-b3-spanid"
+    SAMPLED_KEY, FLAGS = "x-b3-sampled", "x-b3-flags"
+    _SAMPLED_VALUES = frozenset(("1", "d", "true", "True"))
+
+    def __init__(self, *, single: bool) -> None:
+        self.single = single
+        self.fields: tuple[str, ...] = (
+            self.SINGLE, self.TRACE_ID, self.SPAN_ID, self.SAMPLED_KEY, self.FLAGS
+        )  # fmt: skip
+
+    def extract(self, headers: Headers) -> Remote | None:
+        value = one(headers, self.SINGLE)
+        if value is not None:
+            return self._single(value)
+        trace_id, span_id = one(headers, self.TRACE_ID), one(headers, self.SPAN_ID)
+        if trace_id is None or span_id is None:
+            return None
+        sampled = one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
+        return self._ids(trace_id, span_id, sampled or one(headers, self.FLAGS) == "1")
+
+    def _single(self, value: str) -> Remote | None:
+        # {trace}-{span}[-{sampling}[-{parent}]]; a sampling state alone carries no parent.
+        fields = value.split("-")
+        if len(fields) < 2 or len(fields) > 4:
+            return None
+        sampled = len(fields) == 2 or fields[2] in self._SAMPLED_VALUES  # absent: deferred
+        return self._ids(fields[0], fields[1], sampled)
+
+    @staticmethod
+    def _ids(trace_id: str, span_id: str, sampled: bool) -> Remote | None:
+        if _HEX16_32.fullmatch(trace_id) is None or _HEX16.fullmatch(span_id) is None:
+            return None
+        return _remote(int(trace_id, 16), int(span_id, 16), sampled)
+
+    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+        if self.single:
+            put(self.SINGLE, f"{trace_id:032x}-{span_id:016x}-{int(sampled)}")
+            return
+        put(self.TRACE_ID, f"{trace_id:032x}")
+        put(self.SPAN_ID, f"{span_id:016x}")
+        put(self.SAMPLED_KEY, "1" if sampled else "0")
+
+
+class Jaeger:
+    """Jaeger's ``uber-trace-id: {trace}:{span}:{parent}:{flags}`` (``uberctx-*`` not carried)."""
+
+    HEADER = "uber-trace-id"
+    _DEBUG = 0x02
+    fields: tuple[str, ...] = (HEADER,)
+
+    def extract(self, headers: Headers) -> Remote | None:
+        value = one(headers, self.HEADER)
+        if value is None:
+            return None
+        fields = unquote(value).split(":")
+        if len(fields) != 4:
+            return None
+        trace_id, span_id, _, flags = fields
+        if not (
+            _HEX_UP_TO_32.fullmatch(trace_id)
+            and _HEX_UP_TO_16.fullmatch(span_id)
+            and _HEX_UP_TO_16.fullmatch(flags)
+        ):
+            return None
+        return _remote(int(trace_id, 16), int(span_id, 16), bool(int(flags, 16) & SAMPLED))
+
+    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+        flags = SAMPLED | self._DEBUG if sampled else 0  # the reference marks sampled as debug too
+        put(self.HEADER, f"{trace_id:032x}:{span_id:016x}:{0:016x}:{flags:02x}")
+
+
+class XRay:
+    """AWS X-Ray's ``X-Amzn-Trace-Id: Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1}``.
+
+    Written with that capitalisation, as the reference does: a message header or an SQS message
+    attribute name is case-sensitive to a consumer that is not tracekit.
+    """
+
+    HEADER = "x-amzn-trace-id"
+    WRITTEN = "X-Amzn-Trace-Id"
+    fields: tuple[str, ...] = (WRITTEN,)
+    _ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
+
+    def extract(self, headers: Headers) -> Remote | None:
+        value = one(headers, self.HEADER)
+        if value is None:
+            return None
+        pairs = {}
+        for pair in value.split(";"):
+            key, separator, text = pair.partition("=")
+            if not separator:
+                return None
+            pairs[key.strip(" \t")] = text.strip(" \t")
+        root = self._ROOT.fullmatch(pairs.get("Root", ""))
+        parent = pairs.get("Parent", "")
+        sampled = pairs.get("Sampled", "0")
+        if root is None or _HEX16.fullmatch(parent) is None or sampled not in ("0", "1"):
+            return None
+        return _remote(int(root.group(1) + root.group(2), 16), int(parent, 16), sampled == "1")
+
+    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+        hex_id = f"{trace_id:032x}"
+        root = f"1-{hex_id[:8]}-{hex_id[8:]}"
+        put(self.WRITTEN, f"Root={root};Parent={span_id:016x};Sampled={int(sampled)}")
+
+
+FORMATS: dict[str, Callable[[], TraceFormat]] = {
+    "b3": lambda: B3(single=True),
+    "b3multi": lambda: B3(single=False),
+    "jaeger": Jaeger,
+    "xray": XRay,
+}

@@ -1,0 +1,162 @@
+"""Samples from Prometheus: tracekit's own histograms, by ``service_version``, over the window.
+
+For a team without the store. Per version and family, two instant queries at the window's end:
+the bucket counts per route, ``sum by (route, le) (increase(<histogram>_bucket{...}[window]))``,
+and the failed requests per route from the histogram's ``_count``. ``increase()`` copes with
+counter resets (pods restarting mid-rollout) and extrapolates to the window's edges, so counts can
+differ from the requests served by about a scrape interval's worth; they are rounded to whole
+requests. Durations inside a bucket are spread evenly (``samples.spread_histogram``), the
+assumption ``histogram_quantile`` makes; a bucket boundary is as fine as the latencies get.
+
+The Grafana canary dashboard (dashboards/canary.json) reads the same series.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, spread_histogram
+from tracekit.canary.samples import VersionSamples as Samples
+from tracekit.records import BackendError
+
+__all__ = ["FAMILIES", "MAX_SERIES", "Family", "samples_from_prometheus"]
+
+MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One histogram tracekit records per request, and how its failed requests are told apart."""
+
+    kind: str
+    histogram: str
+    route_label: str
+    failed: str  # label matcher selecting the failed requests
+
+    def selector(self, service: str, version: str, extra: str = "") -> str:
+        """``{service_name="...", service_version="..."}`` plus an optional matcher."""
+        labels = f"service_name={_string(service)}, service_version={_string(version)}"
+        return "{" + labels + (f", {extra}" if extra else "") + "}"
+
+    def buckets_query(self, service: str, version: str, seconds: int) -> str:
+        """Bucket counts per route over the last ``seconds``."""
+        series = f"{self.histogram}_bucket{self.selector(service, version)}"
+        return f"sum by ({self.route_label}, le) (increase({series}[{seconds}s]))"
+
+    def failed_query(self, service: str, version: str, seconds: int) -> str:
+        """Failed requests per route over the last ``seconds``."""
+        series = f"{self.histogram}_count{self.selector(service, version, self.failed)}"
+        return f"sum by ({self.route_label}) (increase({series}[{seconds}s]))"
+
+
+FAMILIES = (
+    # 5xx, or no status at all: the application raised before it responded
+    Family(HTTP, "http_server_request_duration_seconds", "http_route",
+           'http_response_status_code=~"5..|"'),
+    Family(MESSAGING, "messaging_process_duration_seconds", "messaging_destination_name",
+           'error_type!=""'),
+)  # fmt: skip
+
+
+def samples_from_prometheus(
+    url: str,
+    service: str,
+    versions: tuple[str, str],
+    start_ns: int,
+    end_ns: int,
+    timeout: float = 10.0,
+) -> tuple[Samples, Samples]:
+    """(baseline, canary) samples from tracekit's histograms; raises ``BackendError``."""
+    from tracekit.backends._http import JsonClient, NotFound
+
+    client = JsonClient(url, name="Prometheus", timeout=timeout)
+    seconds = max(1, round((end_ns - start_ns) / 1e9))
+    at = f"{end_ns / 1e9:.3f}"
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        try:
+            answer = client.get("/api/v1/query", {"query": promql, "time": at})
+        except NotFound:
+            raise BackendError(f"no Prometheus query API at {client.base_url}") from None
+        return _vector(answer)
+
+    found = []
+    for version in versions:
+        samples: Samples = {}
+        for family in FAMILIES:
+            buckets = query(family.buckets_query(service, version, seconds))
+            failed = query(family.failed_query(service, version, seconds))
+            samples.update(_family_samples(family, buckets, failed))
+        found.append(samples)
+    return found[0], found[1]
+
+
+def _vector(answer: Any) -> list[dict[str, Any]]:
+    if not isinstance(answer, dict) or answer.get("status") != "success":
+        error = answer.get("error") if isinstance(answer, dict) else None
+        raise BackendError(f"Prometheus query failed: {str(error or 'unexpected answer')[:200]}")
+    data = answer.get("data") or {}
+    result = data.get("result") if data.get("resultType") == "vector" else None
+    if not isinstance(result, list):
+        raise BackendError("Prometheus answered something other than an instant vector")
+    if len(result) > MAX_SERIES:
+        raise BackendError(f"Prometheus answered more than {MAX_SERIES} series")
+    return result
+
+
+def _family_samples(
+    family: Family, buckets: list[dict[str, Any]], failed: list[dict[str, Any]]
+) -> Samples:
+    """Samples per route from bucket series and failed-request series."""
+    by_route: dict[str, dict[float, float]] = {}
+    for series in buckets:
+        labels = series.get("metric") or {}
+        bound = _number(labels.get("le"))
+        if bound is not None:
+            by_route.setdefault(str(labels.get(family.route_label, "")), {})[bound] = _value(series)
+    errors = {
+        str((s.get("metric") or {}).get(family.route_label, "")): round(_value(s)) for s in failed
+    }
+    out: Samples = {}
+    for route, cumulative in sorted(by_route.items()):
+        durations = _durations(cumulative.items())
+        if len(durations):
+            out[RouteKey(family.kind, route)] = RouteSamples(durations, errors.get(route, 0))
+    return out
+
+
+def _durations(cumulative: Iterable[tuple[float, float]]) -> Any:
+    """Per-request durations from cumulative bucket counts (``le`` -> count), rounded."""
+    bounds, counts, previous = [], [], 0
+    for bound, value in sorted(cumulative):
+        total = max(previous, round(value))  # cumulative counts never fall, whatever rounding did
+        if math.isfinite(bound):
+            bounds.append(bound)
+        counts.append(total - previous)
+        previous = total
+    if len(counts) == len(bounds):  # no +Inf bucket: nothing above the last bound
+        counts.append(0)
+    return spread_histogram(bounds, counts)
+
+
+def _number(text: object) -> float | None:
+    try:
+        value = float(str(text))
+    except ValueError:
+        return None
+    return None if math.isnan(value) else value
+
+
+def _value(series: dict[str, Any]) -> float:
+    pair = series.get("value")
+    number = _number(pair[1]) if isinstance(pair, list) and len(pair) == 2 else None
+    return number if number is not None and math.isfinite(number) and number > 0 else 0.0
+
+
+def _string(value: str) -> str:
+    """A PromQL string literal: double-quoted, with Go's escapes (JSON's are a subset)."""
+    return json.dumps(value, ensure_ascii=False)

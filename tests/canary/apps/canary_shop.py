@@ -1,0 +1,108 @@
+"""One version of the "shop" service for the canary tests: scraped by a real Prometheus, spans in
+the store, so both of ``tracekit canary``'s sources see the same requests.
+
+argv: app-port metrics-port version store-path slow-seconds fail-every. Routes:
+
+- ``/fast/{n}``: answers at once.
+- ``/slow/{n}``: sleeps slow-seconds (the canary is given a longer sleep).
+- ``/pay/{n}``: HTTP 500 when n is a multiple of fail-every (0: never).
+- ``/publish/{n}``: queues n in-process; a consumer thread handles it inside
+  ``tracekit.messaging.consume`` (destination ``orders.paid``), raising for the same n as /pay.
+- ``/health``: for the readiness probe, not part of the comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tracekit
+from tracekit import messaging
+from tracekit.asgi import TracekitMiddleware
+
+app_port, metrics_port, version, store = (
+    int(sys.argv[1]),
+    int(sys.argv[2]),
+    sys.argv[3],
+    sys.argv[4],
+)
+slow_seconds, fail_every = float(sys.argv[5]), int(sys.argv[6])
+tracekit.init("shop", service_version=version, exporter="store", store=store,
+              metrics_port=metrics_port)  # fmt: skip
+SYSTEM, QUEUE = "inproc", "orders.paid"
+inbox: queue.Queue[tuple[dict[str, str], int] | None] = queue.Queue()
+
+
+def failing(n: int) -> bool:
+    return fail_every > 0 and n % fail_every == 0
+
+
+async def fast(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def slow(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(slow_seconds)
+    return PlainTextResponse("ok")
+
+
+async def pay(request: Request) -> PlainTextResponse:
+    failed = failing(int(request.path_params["n"]))
+    return PlainTextResponse("declined" if failed else "paid", status_code=500 if failed else 200)
+
+
+async def publish(request: Request) -> PlainTextResponse:
+    headers: dict[str, str] = {}
+    with messaging.publish(headers, system=SYSTEM, destination=QUEUE):
+        inbox.put((headers, int(request.path_params["n"])))
+    return PlainTextResponse("queued")
+
+
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def handle(n: int) -> None:
+    time.sleep(0.002)
+    if failing(n):
+        raise ValueError("payment record missing")
+
+
+def consume_forever() -> None:
+    while (item := inbox.get()) is not None:
+        headers, n = item
+        with (
+            contextlib.suppress(ValueError),
+            messaging.consume(headers, system=SYSTEM, destination=QUEUE),
+        ):
+            handle(n)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    consumer = threading.Thread(target=consume_forever, daemon=True)
+    consumer.start()
+    yield
+    inbox.put(None)
+    consumer.join(5)
+    tracekit.shutdown()
+
+
+routes = [
+    Route("/fast/{n}", fast), Route("/slow/{n}", slow), Route("/pay/{n:int}", pay),
+    Route("/publish/{n:int}", publish), Route("/health", health),
+]  # fmt: skip
+app = TracekitMiddleware(Starlette(routes=routes, lifespan=lifespan))
+uvicorn.run(app, host="127.0.0.1", port=app_port, log_level="warning")

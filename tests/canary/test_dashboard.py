@@ -1,0 +1,50 @@
+"""The Grafana canary dashboard shows the series ``tracekit canary --prometheus`` reads.
+
+Every family the Prometheus mode queries must appear in dashboards/canary.json with the same
+selector, for each version, for its requests and for its failed requests, and per route. The
+dashboard's own checks (model, metric names, every query against a real Prometheus) live in
+tests/dashboards/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tracekit.canary.prometheus import FAMILIES, Family
+
+BOARD = Path(__file__).resolve().parents[2] / "dashboards" / "canary.json"
+
+
+def _expressions() -> list[str]:
+    board = json.loads(BOARD.read_text())
+    return [t["expr"] for panel in board["panels"] for t in panel.get("targets", [])]
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.histogram for f in FAMILIES])
+@pytest.mark.parametrize("version", ["$baseline", "$canary"])
+def test_the_dashboard_reads_what_the_prometheus_mode_reads(family: Family, version: str) -> None:
+    expressions = _expressions()
+    buckets = f"{family.histogram}_bucket{family.selector('$service', version)}"
+    failed = f"{family.histogram}_count{family.selector('$service', version, family.failed)}"
+
+    assert any(buckets in e for e in expressions), buckets
+    assert any(failed in e for e in expressions), failed
+    per_route = f"sum by (le, {family.route_label}) (rate({buckets}"
+    assert any(per_route in e for e in expressions), per_route
+
+
+def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
+    http = FAMILIES[0]
+
+    assert http.buckets_query("orders", '1.5.0"x', 1800) == (
+        "sum by (http_route, le) (increase(http_server_request_duration_seconds_bucket"
+        '{service_name="orders", service_version="1.5.0\\"x"}[1800s]))'
+    )
+    assert http.failed_query("orders", "1.5.0", 60) == (
+        "sum by (http_route) (increase(http_server_request_duration_seconds_count"
+        '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
+        "[60s]))"
+    )

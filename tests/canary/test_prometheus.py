@@ -1,0 +1,200 @@
+"""`tracekit canary --prometheus`: a real Prometheus scrapes two versions of a real service.
+
+Two versions of tests/canary/apps/canary_shop.py (tracekit.init(), Starlette under uvicorn,
+tracekit.messaging around an in-process queue) run as subprocesses; the Debian ``prometheus``
+binary (tests/support/prometheus_server.py) scrapes both every second, and both also export their
+spans into one store. The canary is slower on one route and fails some payments and messages.
+Prometheus mode must find the requests the store holds, per version and route, and reach the same
+verdict. Outside CI a missing binary skips; with CI=true it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from click.testing import CliRunner
+from loopback import interrupt
+from prometheus_server import free_port, instant, prometheus_binary, running_prometheus, wait_until
+
+from tracekit.canary import (
+    HTTP,
+    MESSAGING,
+    RouteKey,
+    Subject,
+    judge,
+    load_schema,
+    samples_from_prometheus,
+    samples_from_store,
+)
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+APP = Path(__file__).parent / "apps" / "canary_shop.py"
+BASELINE, CANARY = "1.0.0", "2.0.0"
+PER_ROUTE = 150  # requests per version and route
+FAIL_EVERY = 10  # the canary fails 1 payment and 1 message in 10
+PATHS = ("/fast/{n}", "/slow/{n}", "/pay/{n}", "/publish/{n}")
+ROUTES = {
+    RouteKey(HTTP, "/fast/{n}"): 0,
+    RouteKey(HTTP, "/slow/{n}"): 0,
+    RouteKey(HTTP, "/pay/{n:int}"): PER_ROUTE // FAIL_EVERY,
+    RouteKey(HTTP, "/publish/{n:int}"): 0,
+    RouteKey(MESSAGING, "orders.paid"): PER_ROUTE // FAIL_EVERY,
+}  # route -> the canary's failures (the baseline has none)
+
+
+@dataclass
+class Shop:
+    version: str
+    url: str
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Run:
+    prometheus: str
+    store: Path
+    start_ns: int
+    end_ns: int
+
+
+def _start(version: str, store: Path, slow: float, fail_every: int) -> Shop:
+    app_port, metrics_port = free_port(), free_port()
+    command = [sys.executable, str(APP), str(app_port), str(metrics_port), version, str(store),
+               str(slow), str(fail_every)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
+
+
+def _send(shops: list[Shop], numbers: range) -> list[int]:
+    plan = [(shop.url, path.format(n=n)) for n in numbers for path in PATHS for shop in shops]
+    with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
+        return list(pool.map(lambda item: client.get(item[0] + item[1]).status_code, plan))
+
+
+def _seen(url: str) -> float:
+    """Requests and handled messages Prometheus has scraped (health probes left out)."""
+    total = 0.0
+    for query in ('sum(http_server_request_duration_seconds_count{http_route!="/health"})',
+                  "sum(messaging_process_duration_seconds_count)"):  # fmt: skip
+        found = instant(url, query)
+        total += float(found[0]["value"][1]) if found else 0.0
+    return total
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """Warm-up requests first, a success and a failure on every route (every series exists
+    before the window, as in a rollout that has run for a while: increase() can only guess at
+    the start of a series born inside the window), then the window's traffic, scraped every
+    200 ms."""
+    binary = prometheus_binary()
+    directory = tmp_path_factory.mktemp("canary-prometheus")
+    store = directory / "tracekit.db"
+    shops = [_start(BASELINE, store, 0.02, 0), _start(CANARY, store, 0.06, FAIL_EVERY)]
+    per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
+    try:
+        for shop in shops:
+            wait_until(lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200, "shop up")
+        targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
+        with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
+            _send(shops, range(FAIL_EVERY, FAIL_EVERY + 2))  # on the canary n = 10 fails, 11 not
+            wait_until(lambda: _seen(url) == 2 * per_round, "warm-up scraped", 30)
+            start_ns = time.time_ns()
+            time.sleep(0.6)  # idle at both ends: increase() assumes an even rate, not a burst
+            statuses = _send(shops, range(1, PER_ROUTE + 1))
+            assert statuses.count(500) == PER_ROUTE // FAIL_EVERY
+            wait_until(lambda: _seen(url) == per_round * (PER_ROUTE + 2), "traffic scraped", 60)
+            time.sleep(1.5)
+            end_ns = time.time_ns()
+            yield Run(url, store, start_ns, end_ns)
+    finally:
+        for shop in shops:
+            interrupt(shop.process)  # flushes the last spans into the store
+
+
+def _both(run: Run) -> dict[str, tuple[dict, dict]]:
+    versions = (BASELINE, CANARY)
+    window = (run.start_ns, run.end_ns)
+    prometheus = samples_from_prometheus(run.prometheus, "shop", versions, *window)
+    for _ in range(50):  # the services flush their spans as they stop
+        stored = samples_from_store(Store(run.store), "shop", versions, *window)
+        if sum(s.requests for s in stored[1].values()) == len(ROUTES) * PER_ROUTE:
+            break
+        time.sleep(0.2)
+    return {"prometheus": prometheus, "store": stored}
+
+
+def test_prometheus_finds_the_requests_the_store_holds(run: Run) -> None:
+    found = _both(run)
+    store_baseline, store_canary = found["store"]
+    prom_baseline, prom_canary = found["prometheus"]
+
+    assert set(store_canary) == set(store_baseline) == set(ROUTES)
+    assert set(prom_canary) == set(prom_baseline) == set(ROUTES)
+    # increase() stretches the increase between the first and last scrape in the window to the
+    # window's edges: at the end by up to 1.1 scrape intervals (of 200 ms), at the start no
+    # further back than where the counter would have been zero (it held the warm-up's 1).
+    seconds = (run.end_ns - run.start_ns) / 1e9
+    stretch = 1 + 0.22 / (seconds - 0.44)
+    for key, failures in ROUTES.items():
+        assert store_baseline[key].requests == store_canary[key].requests == PER_ROUTE
+        assert (store_baseline[key].errors, store_canary[key].errors) == (0, failures)
+        for samples in (prom_baseline[key], prom_canary[key]):
+            assert PER_ROUTE <= samples.requests <= PER_ROUTE * stretch + 1, key
+        assert prom_baseline[key].errors == 0
+        assert failures <= prom_canary[key].errors <= failures * stretch + 1, key
+
+
+def test_both_sources_fail_the_canary_for_the_same_reasons(run: Run) -> None:
+    for source, (baseline, canary) in _both(run).items():
+        subject = Subject("shop", BASELINE, CANARY, run.start_ns, run.end_ns, source)
+        verdict = judge(subject, baseline, canary)
+        classes = {(r.check.metric, r.check.key.route): r.classification for r in verdict.metrics}
+
+        assert verdict.verdict == "fail", source
+        assert verdict.score == 0, source  # a critical metric failed
+        decided = {(r.check.metric, r.check.key.route) for r in verdict.decided_by}
+        assert ("error_rate", "/pay/{n:int}") in decided, source
+        assert ("error_rate", "orders.paid") in decided, source
+        assert classes[("latency", "/slow/{n}")] == "fail", source  # 60 ms against 20 ms
+        assert classes[("latency", "/fast/{n}")] != "fail", source
+
+
+def test_the_command_reads_prometheus(run: Run) -> None:
+    window = [str(run.start_ns / 1e9), str(run.end_ns / 1e9)]
+    from datetime import UTC, datetime
+
+    start, end = (datetime.fromtimestamp(float(t), tz=UTC).isoformat() for t in window)
+    result = CliRunner().invoke(cli, [
+        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
+        "--prometheus", run.prometheus, "--start", start, "--end", end, "--format", "json",
+    ])  # fmt: skip
+
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    jsonschema.validate(document, load_schema())
+    assert document["source"] == "prometheus"
+    assert document["verdict"] == "fail"
+
+
+def test_an_unreachable_prometheus_is_a_one_line_error() -> None:
+    result = CliRunner().invoke(cli, [
+        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
+        "--prometheus", f"http://127.0.0.1:{free_port()}", "--timeout", "1",
+    ])  # fmt: skip
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("tracekit: Prometheus at http://127.0.0.1:")
+    assert result.stderr.count("\n") == 1

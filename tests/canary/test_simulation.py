@@ -1,0 +1,182 @@
+"""Acceptance by simulation: canary rollouts with known differences, through the real pipeline.
+
+Every scenario draws its requests with fixed seeds (``random.Random``, stable across Python
+versions), records them as SERVER spans with the OpenTelemetry SDK (one TracerProvider per
+version, ``service.version`` on its resource) and exports them through ``StoreSpanExporter``
+into a real store, written once per scenario. Each seed gets its own minute of time; the verdict
+of a seed reads that minute back from the store, as ``tracekit canary --start --end`` would.
+
+Durations are lognormal around a 50 ms median with sigma 0.5, unless a scenario says otherwise.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tracekit.canary import Subject, Verdict, judge, samples_from_store
+from tracekit.store import Store
+from tracekit.store.exporter import StoreSpanExporter
+
+SERVICE, BASELINE, CANARY = "checkout", "3.1.0", "3.2.0"
+T0 = 1_750_000_000_000_000_000
+SEED_NS = 60 * 1_000_000_000  # one minute of time per seed
+MEDIAN = 0.05
+SEEDS = 200
+
+
+@dataclass(frozen=True)
+class Version:
+    """How one version's requests are drawn: duration scale, log-spread and failed requests."""
+
+    scale: float = 1.0
+    sigma: float = 0.5
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    baseline: Version
+    canary: Version
+    requests: int  # per version and seed
+    seeds: int
+
+
+def _draw(version: Version, requests: int, rng: random.Random) -> list[tuple[int, bool]]:
+    """(duration ns, failed) per request; the failures at random places."""
+    failed = set(rng.sample(range(requests), version.errors))
+    return [
+        (int(MEDIAN * version.scale * rng.lognormvariate(0, version.sigma) * 1e9), i in failed)
+        for i in range(requests)
+    ]
+
+
+def _record(provider: TracerProvider, requests: list[tuple[int, bool]], seed: int) -> None:
+    tracer = provider.get_tracer("canary-simulation")
+    step = SEED_NS // (len(requests) + 1)
+    for number, (duration, failed) in enumerate(requests):
+        start = T0 + seed * SEED_NS + number * step
+        span = tracer.start_span(
+            "POST /checkout", kind=SpanKind.SERVER, start_time=start,
+            attributes={"http.request.method": "POST", "http.route": "/checkout",
+                        "http.response.status_code": 500 if failed else 200},
+        )  # fmt: skip
+        if failed:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=start + duration)
+
+
+def _provider(store: Path, version: str) -> TracerProvider:
+    resource = Resource.create({"service.name": SERVICE, "service.version": version})
+    provider = TracerProvider(resource=resource)
+    exporter = StoreSpanExporter(store)
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_queue_size=1_000_000, max_export_batch_size=10_000)
+    )
+    return provider
+
+
+def write_scenario(directory: Path, scenario: Scenario) -> Path:
+    """Every seed's requests of both versions, exported into a fresh store."""
+    store = directory / "simulation.db"
+    providers = {BASELINE: _provider(store, BASELINE), CANARY: _provider(store, CANARY)}
+    for seed in range(scenario.seeds):
+        rng = random.Random(seed)
+        for name, version in ((BASELINE, scenario.baseline), (CANARY, scenario.canary)):
+            _record(providers[name], _draw(version, scenario.requests, rng), seed)
+    for provider in providers.values():
+        assert provider.force_flush(120_000)
+        provider.shutdown()
+    return store
+
+
+def verdicts(store_path: Path, seeds: int) -> list[Verdict]:
+    """The verdict of each seed's minute, read back from the store."""
+    found = []
+    with Store(store_path) as store:
+        for seed in range(seeds):
+            start = T0 + seed * SEED_NS
+            window = (start, start + SEED_NS)
+            samples = samples_from_store(store, SERVICE, (BASELINE, CANARY), *window)
+            found.append(judge(Subject(SERVICE, BASELINE, CANARY, *window, "store"), *samples))
+    return found
+
+
+def run(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) -> list[Verdict]:
+    results = verdicts(
+        write_scenario(tmp_path_factory.mktemp("simulation"), scenario), scenario.seeds
+    )
+    assert all(v.canary_requests == v.baseline_requests == scenario.requests for v in results)
+    return results
+
+
+def count(results: list[Verdict], what: Callable[[Verdict], str]) -> collections.Counter[str]:
+    return collections.Counter(what(v) for v in results)
+
+
+def metric_class(name: str) -> Callable[[Verdict], str]:
+    return lambda v: next(r.classification for r in v.metrics if r.check.metric == name)
+
+
+def report(name: str, results: list[Verdict]) -> None:
+    """Shown with ``pytest -s``: what the scenario measured."""
+    print(f"\n{name}: verdicts {dict(count(results, lambda v: v.verdict))}")
+    for metric in ("latency", "tail_latency", "error_rate"):
+        print(f"  {metric}: {dict(count(results, metric_class(metric)))}")
+
+
+def test_a_canary_twenty_percent_slower_fails(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = run(tmp_path_factory, Scenario(Version(), Version(scale=1.2), 300, SEEDS))
+    report("latency x1.2, 300 requests per version", results)
+
+    verdicts_seen = count(results, lambda v: v.verdict)
+    assert verdicts_seen["fail"] >= 0.90 * SEEDS
+    assert verdicts_seen["pass"] <= 0.03 * SEEDS
+
+
+def test_an_identical_canary_passes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = run(tmp_path_factory, Scenario(Version(), Version(), 300, SEEDS))
+    report("identical, 300 requests per version", results)
+
+    verdicts_seen = count(results, lambda v: v.verdict)
+    assert verdicts_seen["pass"] >= 0.95 * SEEDS
+    assert verdicts_seen["fail"] <= 0.03 * SEEDS
+
+
+def test_a_wider_tail_at_the_same_median_fails_on_the_tail_metric(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    results = run(tmp_path_factory, Scenario(Version(), Version(sigma=0.8), 300, SEEDS))
+    report("sigma 0.5 -> 0.8 at the same median, 300 requests per version", results)
+
+    tail = count(results, metric_class("tail_latency"))
+    assert tail["fail"] >= 0.90 * SEEDS
+    assert count(results, lambda v: v.verdict)["fail"] >= 0.90 * SEEDS
+    # the rank test alone would have missed it: the typical request is no slower
+    assert count(results, metric_class("latency"))["fail"] <= 0.05 * SEEDS
+
+
+def test_ten_errors_against_none_in_300_fail(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = run(tmp_path_factory, Scenario(Version(), Version(errors=10), 300, 20))
+    report("0 vs 10 errors in 300", results)
+
+    assert count(results, metric_class("error_rate")) == {"fail": 20}
+    assert count(results, lambda v: v.verdict) == {"fail": 20}
+    assert all(v.score == 0 for v in results)  # error rate is critical
+
+
+def test_five_errors_against_five_in_1000_pass(tmp_path_factory: pytest.TempPathFactory) -> None:
+    results = run(tmp_path_factory, Scenario(Version(errors=5), Version(errors=5), 1000, 20))
+    report("5 vs 5 errors in 1000", results)
+
+    assert count(results, metric_class("error_rate")) == {"pass": 20}
+    assert count(results, lambda v: v.verdict)["pass"] >= 18  # latencies may be unlucky

@@ -1,0 +1,130 @@
+"""Mixed meshes on the wire: a caller speaking one trace format, a tracekit service configured
+with OTEL_PROPAGATORS, and a downstream service reading another format, each end played by
+OpenTelemetry's reference propagator. The tracekit service is a real uvicorn process exporting
+into a store; the downstream is a real werkzeug server recording what arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loopback import start_werkzeug
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import DefaultGetter
+from opentelemetry.trace import SpanContext, TraceFlags
+from rawhttp import send
+from reference_propagators import REFERENCES
+from stopping import Service, free_port
+
+
+class HttpHeaders(DefaultGetter):
+    """HTTP header names are case-insensitive: the recorded ones are kept in lower case."""
+
+    def get(self, carrier: Any, key: str) -> Any:
+        return super().get(carrier, key.lower())
+
+
+CALLER_TRACE, CALLER_SPAN = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
+
+SERVICE = """
+import os, requests, tracekit
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from tracekit.asgi import TracekitMiddleware
+
+tracekit.init("mesh-service")
+
+def call(request):
+    response = requests.get(os.environ["DOWNSTREAM"], timeout=10)
+    return JSONResponse({"downstream": response.status_code})
+
+app = TracekitMiddleware(Starlette(routes=[Route("/call", call)]))
+"""
+
+
+@pytest.fixture
+def downstream() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    received: list[dict[str, str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        received.append(
+            {
+                k[5:].replace("_", "-").lower(): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
+        )
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    url, stop = start_werkzeug(app)
+    yield url, received
+    stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path, tmp_path / "spans.db")
+    yield running
+    running.kill()
+
+
+def _caller_headers(name: str) -> list[bytes]:
+    context = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            SpanContext(CALLER_TRACE, CALLER_SPAN, True, TraceFlags(TraceFlags.SAMPLED))
+        )
+    )
+    carrier: dict[str, str] = {}
+    REFERENCES[name].inject(carrier, context)
+    return [f"{key}: {value}".encode() for key, value in carrier.items()]
+
+
+@pytest.mark.parametrize(
+    ("caller", "propagators", "callee"),
+    [
+        ("b3", "b3,xray", "xray"),  # Envoy/Istio in front, AWS behind
+        ("xray", "xray,b3multi", "b3multi"),  # ALB/App Mesh in front, Zipkin-era behind
+        ("jaeger", "jaeger,tracecontext", "tracecontext"),
+        ("b3multi", "tracecontext,baggage,b3multi", "b3multi"),
+    ],
+)
+def test_a_mixed_chain_keeps_one_trace_and_the_correlation_id(
+    service: Service,
+    downstream: tuple[str, list[dict[str, str]]],
+    caller: str,
+    propagators: str,
+    callee: str,
+) -> None:
+    downstream_url, received = downstream
+    service.write("mesh.py", SERVICE)
+    port = free_port()
+    service.start(
+        "-m", "uvicorn", "mesh:app", "--port", str(port),
+        OTEL_PROPAGATORS=propagators, DOWNSTREAM=downstream_url + "/next",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/health")
+
+    response = send(f"http://127.0.0.1:{port}/call", _caller_headers(caller))
+    assert response.status == 200 and json.loads(response.body) == {"downstream": 200}
+    service.terminate()
+
+    spans = service.spans()
+    (server,) = [s for s in spans if s.kind == "SERVER" and s.name == "GET /call"]
+    (client,) = [s for s in spans if s.kind == "CLIENT"]
+    assert server.trace_id == f"{CALLER_TRACE:032x}"  # the caller's trace, continued
+    assert server.parent_span_id == f"{CALLER_SPAN:016x}"
+    assert client.parent_span_id == server.span_id
+
+    headers = received[-1]
+    context = REFERENCES[callee].extract(headers, getter=HttpHeaders())
+    parent = trace.get_current_span(context).get_span_context()
+    assert f"{parent.trace_id:032x}" == server.trace_id  # the downstream sees the same trace
+    assert f"{parent.span_id:016x}" == client.span_id
+    assert parent.trace_flags.sampled
+    assert headers["x-correlation-id"] == server.correlation_id  # always carried alongside

@@ -1,0 +1,88 @@
+"""Retention reclaims strings and resources nothing refers to any more, without ever breaking a
+record that is kept or a writer that cached ids before the reclaim."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+from tracekit.records import LogRecordData, SpanEvent, SpanLink, SpanRecord
+from tracekit.store import Retention, Store
+
+START = 1_700_000_000 * 10**9
+
+
+def _span(n: int, unique: bool = True) -> SpanRecord:
+    suffix = f"-{n}" if unique else ""
+    return SpanRecord(
+        trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
+        service=f"svc{suffix}", name=f"op{suffix}", kind="SERVER",
+        start_unix_nano=START + n, end_unix_nano=START + n + 10, scope=f"scope{suffix}",
+        attributes={f"key{suffix}": f"value{suffix}", "shared": "same", "n": n},
+        events=[SpanEvent(f"event{suffix}", START + n, {f"ev{suffix}": f"evv{suffix}"})],
+        links=[SpanLink("f" * 32, "e" * 16, {f"link{suffix}": f"lv{suffix}"})],
+        resource={"service.name": f"svc{suffix}", "host.name": f"host{suffix}"},
+    )  # fmt: skip
+
+
+def _log(n: int) -> LogRecordData:
+    return LogRecordData(
+        time_unix_nano=START + n, service=f"svc-{n}", severity_text=f"SEV{n}", severity_number=9,
+        body=f"log {n}", trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}",
+        attributes={f"lk-{n}": f"lv-{n}"}, resource={"service.name": f"svc-{n}"},
+    )  # fmt: skip
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_size_retention_reclaims_strings_and_keeps_records_whole(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = Store(path)
+    spans = [_span(n) for n in range(12_000)]
+    for start in range(0, len(spans), 2000):
+        store.write(spans[start : start + 2000], [_log(n) for n in range(start, start + 50)])
+    strings_before = _count(path, "strings")
+    store.apply_retention(Retention(max_bytes=1_000_000))
+    kept = store.spans_since(0, limit=100_000)
+    assert 0 < len(kept) < 12_000
+    assert path.stat().st_size <= 1_000_000
+    assert _count(path, "strings") < strings_before / 2
+    assert _count(path, "resources") <= len(kept) + 50 + 1
+    by_id = {s.span_id: s for s in spans}
+    assert all(s == by_id[s.span_id] for s in kept)  # every kept string still reads right
+    store.close()
+
+
+def test_a_writer_that_cached_ids_before_a_reclaim_writes_right_strings(tmp_path: Path) -> None:
+    """Two Store objects stand for two processes: one reclaims, the other cached the old ids."""
+    path = tmp_path / "w.db"
+    writer, janitor = Store(path), Store(path)
+    old = [_span(n) for n in range(20_000)]
+    writer.write(old, [])
+    janitor.apply_retention(Retention(max_age_ns=1), now_ns=START + 100_000)  # deletes them all
+    assert writer.count_spans() == 0 and _count(path, "strings") < 100
+    again = [_span(n) for n in range(3)]  # the writer's cache still maps these names to old ids
+    again = [dataclasses.replace(s, trace_id="ab" * 16) for s in again]
+    writer.write(again, [_log(1)])
+    assert sorted(writer.spans_by_trace_ids(["ab" * 16]), key=lambda s: s.span_id) == again
+    (log,) = writer.logs_by_trace_ids([_log(1).trace_id or ""])
+    assert log == _log(1)
+    writer.close()
+    janitor.close()
+
+
+def test_strings_of_kept_records_survive_whatever_integers_say(tmp_path: Path) -> None:
+    """Kept spans share strings with deleted ones and carry integers equal to string ids."""
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.write([_span(n) for n in range(12_000)], [])  # old, unique strings
+    store.write([_span(n, unique=False) for n in range(20_000, 20_005)], [])  # new, shared names
+    store.apply_retention(Retention(max_age_ns=1), now_ns=START + 20_001)
+    kept = store.spans_since(0)
+    assert kept == [_span(n, unique=False) for n in range(20_000, 20_005)]
+    assert _count(path, "strings") < 200
+    store.close()
