@@ -16,10 +16,10 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, SpanKind, TracerProvider
 
 from tracekit import _baggage, correlation, propagation, semconv
-from tracekit._errors import mark_failed
+from tracekit._guard import mark_failed, mark_failed_status
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
@@ -225,10 +225,7 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     if error is not None:
         mark_failed(span, error)
     elif request.status_code >= 500:
-        # A framework hook (Flask's got_request_exception) may already have named the exception.
-        if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
-            span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
-        span.set_status(Status(StatusCode.ERROR))
+        mark_failed_status(span, request.status_code)
     span.end()
 
 

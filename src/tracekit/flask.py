@@ -14,10 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
-from tracekit import semconv
-from tracekit._guard import guarded
+from tracekit._guard import guarded, mark_failed
 from tracekit.wsgi import TracekitMiddleware, _remember_flask_route
 
 __all__ = ["init_app"]
@@ -51,8 +49,5 @@ def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> No
 
     _remember_flask_route(flask.request.environ)
     span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    span.record_exception(exception)
-    span.set_attribute(semconv.ERROR_TYPE, type(exception).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, type(exception).__qualname__))
+    if span.is_recording():
+        mark_failed(span, exception)

@@ -43,7 +43,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import correlation, semconv
-from tracekit._guard import report_once
+from tracekit._guard import instrumentation_suppressed, report_once
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import LoggerProvider
@@ -274,9 +274,7 @@ class LogExportHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Translate and emit ``record``; never raises into the application."""
-        if record.name.startswith(_PIPELINE_LOGGERS) or otel_context.get_value(
-            otel_context._SUPPRESS_INSTRUMENTATION_KEY
-        ):
+        if record.name.startswith(_PIPELINE_LOGGERS) or instrumentation_suppressed():
             return
         try:
             self.provider.get_logger(record.name).emit(

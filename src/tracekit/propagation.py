@@ -39,7 +39,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracekit import _baggage, _trace_formats, correlation
+from tracekit import _baggage, _trace_formats, correlation, semconv
 
 __all__ = [
     "BAGGAGE",
@@ -73,7 +73,7 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 BAGGAGE = "baggage"
 CORRELATION_HEADER = "X-Correlation-ID"
-CORRELATION_BAGGAGE_KEY = "correlation.id"
+CORRELATION_BAGGAGE_KEY = semconv.CORRELATION_ID  # the baggage member is named as the attribute
 
 SAMPLED = 0x01
 RANDOM = 0x02

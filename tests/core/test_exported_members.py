@@ -139,3 +139,22 @@ def test_public_modules_are_attributes_without_being_imported_by_import_tracekit
     assert "tracekit.wsgi" not in before and "tracekit.asgi" not in before  # type: ignore[operator]
     assert fresh_import["app"] == "tracekit.wsgi"
     assert fresh_import["missing"] == "module 'tracekit' has no attribute 'no_such_module'"
+
+
+def test_one_public_class_per_name() -> None:
+    """Two public classes of one name (the store's and the service map's ``ServiceEdge`` were)
+    are easy to confuse; only the middleware is one name per framework, by design."""
+    classes: dict[str, set[str]] = {}
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for member in module.__all__:
+            value = getattr(module, member)
+            if isinstance(value, type):
+                classes.setdefault(member, set()).add(f"{value.__module__}.{value.__qualname__}")
+    clashes = {k: sorted(v) for k, v in classes.items() if len(v) > 1}
+    assert clashes.pop("TracekitMiddleware") == [
+        "tracekit.asgi.TracekitMiddleware",
+        "tracekit.django.TracekitMiddleware",
+        "tracekit.wsgi.TracekitMiddleware",
+    ]
+    assert clashes == {}

@@ -20,7 +20,7 @@ import pytest
 import requests
 from hopscene import wait_for
 
-from tracekit._errors import MAX_MESSAGE
+from tracekit._guard import MAX_MESSAGE
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 from tracekit.store import Store

@@ -14,19 +14,10 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import wrapt
-from opentelemetry import context as otel_context
 
 from tracekit._guard import report_once
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
-
-
-def instrumentation_suppressed() -> bool:
-    """True inside an exporter's call, or below another instrumentation's span for the same call."""
-    return bool(
-        otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY)
-        or otel_context.get_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY)
-    )
 
 
 @dataclass(slots=True)
