@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
@@ -21,8 +21,7 @@ from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
-from tracekit._errors import mark_failed
-from tracekit._guard import report_once
+from tracekit._guard import mark_failed, safe
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
 
@@ -174,7 +173,8 @@ class Delivery:
                 correlation.reset_correlation_id(cid_token)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
-        mark_error(span, error)
+        if error is not None:
+            mark_failed(span, error)
         span.end()
         target = self._target
         assert target is not None
@@ -353,21 +353,7 @@ def bounded_id(message_id: object) -> str:
     return str(message_id)[:256]
 
 
-def mark_error(span: trace.Span, error: BaseException | None) -> None:
-    if error is not None:
-        mark_failed(span, error)
-
-
 def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
     if tracer_provider is None:
         return _tracer
     return trace.get_tracer("tracekit.messaging", tracer_provider=tracer_provider)
-
-
-def safe(where: str, action: Callable[[], T]) -> T | None:
-    """Run tracekit's own step; a failure is reported once and the user's work goes on."""
-    try:
-        return action()
-    except Exception as error:
-        report_once(where, error)
-        return None

@@ -23,17 +23,14 @@ from __future__ import annotations
 import atexit
 import signal
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType, ModuleType
 from typing import Any
 
 import wrapt
 
 from tracekit import _runtime
+from tracekit._asgi_types import Message, Send
 from tracekit._guard import guarded
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 _LIFESPAN_ENDS = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 _installed = False

@@ -14,24 +14,18 @@ middleware (``tracekit._server_errors``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _lifecycle, _state, correlation, semconv
+from tracekit._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest
 from tracekit._server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 
 __all__ = ["TracekitMiddleware"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 
-from tracekit import semconv
-from tracekit._guard import guarded
-from tracekit.wsgi import TracekitMiddleware, remember_flask_route
+from tracekit._guard import guarded, mark_failed
+from tracekit.wsgi import TracekitMiddleware, _remember_flask_route
 
 __all__ = ["init_app"]
 
@@ -34,7 +32,7 @@ def init_app(app: Any, **options: Any) -> Any:
     return app
 
 
-def connect_signals(app: Any) -> None:
+def _connect_signals(app: Any) -> None:
     """Record the exceptions of ``app``'s views on their SERVER spans (idempotent).
 
     Route names need no signal: a receiver of ``request_started`` would run on every request,
@@ -49,10 +47,7 @@ def connect_signals(app: Any) -> None:
 def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
     import flask
 
-    remember_flask_route(flask.request.environ)
+    _remember_flask_route(flask.request.environ)
     span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    span.record_exception(exception)
-    span.set_attribute(semconv.ERROR_TYPE, type(exception).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, type(exception).__qualname__))
+    if span.is_recording():
+        mark_failed(span, exception)

@@ -50,10 +50,9 @@ from tracekit._consumer import (
     base_attributes,
     bounded_id,
     current_delivery,
-    mark_error,
-    safe,
     tracer_for,
 )
+from tracekit._guard import instrumentation_suppressed, mark_failed, safe
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
 from tracekit.metrics import MessagingMetrics
 
@@ -106,7 +105,7 @@ def publish(
     registry: CollectorRegistry | None = None,
 ) -> Iterator[Publication]:
     """Trace publishing one message: wrap the broker call; see the module documentation."""
-    if publishing() or otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY):
+    if publishing() or instrumentation_suppressed():
         yield Publication()
         return
     started = safe(
@@ -221,7 +220,8 @@ def _end_publish(
     span = publication.span
     if span is None:
         return
-    mark_error(span, error)
+    if error is not None:
+        mark_failed(span, error)
     span.end()
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
     metrics.published(system, destination, perf_counter() - publication._started, span)

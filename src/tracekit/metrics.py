@@ -35,6 +35,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "MAX_CLIENT_DESTINATIONS",
     "MAX_LABEL_LENGTH",
+    "MULTIPROC_DIR_ENV",
     "OTHER_VALUE",
     "QUEUE_WAIT_BUCKETS",
     "UNMATCHED_ROUTE",
@@ -42,12 +43,14 @@ __all__ = [
     "HttpClientMetrics",
     "HttpServerMetrics",
     "MessagingMetrics",
+    "MetricsASGIApp",
     "MetricsServer",
     "asgi_metrics_app",
     "exemplar_of",
     "exposition_registry",
     "install",
     "mark_process_dead",
+    "multiprocess_enabled",
     "wsgi_metrics_app",
 ]
 

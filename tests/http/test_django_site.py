@@ -20,7 +20,7 @@ import pytest
 import requests
 from hopscene import wait_for
 
-from tracekit._errors import MAX_MESSAGE
+from tracekit._guard import MAX_MESSAGE
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 from tracekit.store import Store
@@ -148,3 +148,24 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
     assert path["errors"] == [
         {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"]}
     ]
+
+
+def test_server_is_described_as_the_wsgi_middleware_describes_it(
+    site: tuple[str, Path, str],
+) -> None:
+    """url.scheme, server.address, server.port and network.protocol.version, under either server
+    (Django's META has no SERVER_PROTOCOL under ASGI: the scope's http_version says it)."""
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    requests.get(url + "/orders/7", headers={"X-Correlation-ID": cid}, timeout=10)
+    (span,) = [s for s in path_of(store, cid)["spans"] if s["kind"] == "SERVER"]
+    described = {k: v for k, v in span["attributes"].items() if k in WSGI_DESCRIBES}
+    assert described == {
+        "url.scheme": "http",
+        "server.address": "127.0.0.1",
+        "server.port": int(url.rsplit(":", 1)[1]),
+        "network.protocol.version": "1.1",
+    }
+
+
+WSGI_DESCRIBES = ("url.scheme", "server.address", "server.port", "network.protocol.version")

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import semconv
-from tracekit._errors import MAX_MESSAGE
+from tracekit._guard import MAX_MESSAGE
 from tracekit.instrumentation.celery import RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")

@@ -21,7 +21,18 @@ import numpy.typing as npt
 
 from tracekit.canary.selection import kth_pair_differences
 
-__all__ = ["EXACT_LIMIT", "LOG_TICKS", "RankTest", "Shift", "log_ticks", "mann_whitney", "shift"]
+__all__ = [
+    "EXACT_LIMIT",
+    "LOG_TICKS",
+    "Floats",
+    "RankTest",
+    "Shift",
+    "Ticks",
+    "exact_sf",
+    "log_ticks",
+    "mann_whitney",
+    "shift",
+]
 
 EXACT_LIMIT = 8  # as scipy's "auto": exact when a sample is this small and nothing is tied
 LOG_TICKS = 1e9  # log-durations are held as integers of 1e-9: pair differences stay exact

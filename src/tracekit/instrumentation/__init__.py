@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from tracekit._guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["INSTRUMENTORS", "instrument", "selected", "uninstrument"]
+
 # name -> "module:class"; TRACEKIT_INSTRUMENT and TRACEKIT_DISABLED_INSTRUMENTATIONS take the names
 INSTRUMENTORS = {
     "aio_pika": "tracekit.instrumentation.aio_pika:AioPikaInstrumentor",

@@ -16,6 +16,8 @@ from tracekit import _http_client
 from tracekit._guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["AiohttpInstrumentor"]
+
 
 class AiohttpInstrumentor(Instrumentor):
     """Adds tracekit's ``TraceConfig`` to every new aiohttp ``ClientSession``."""

@@ -24,6 +24,8 @@ from tracekit import _state, messaging, propagation, semconv, sqs
 from tracekit._guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["BotocoreInstrumentor"]
+
 _ALL = frozenset(("All", ".*"))
 
 

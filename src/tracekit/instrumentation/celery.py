@@ -32,6 +32,15 @@ from tracekit import messaging, propagation
 from tracekit._guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
 
+__all__ = [
+    "FIRST_ATTEMPT_HEADER",
+    "RETRY_COUNT",
+    "SYSTEM",
+    "TASK_NAME",
+    "TASK_STATE",
+    "CeleryInstrumentor",
+]
+
 SYSTEM = "celery"
 TASK_NAME = "tracekit.celery.task_name"
 TASK_STATE = "tracekit.celery.task_state"

@@ -35,7 +35,7 @@ _HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, time
 
 _held = messaging.HeldDeliveries()
 
-__all__ = ["ConfluentKafkaInstrumentor", "finish"]
+__all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from typing import Any
 from tracekit import _http_client
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["HttpxInstrumentor"]
+
 
 class HttpxInstrumentor(Instrumentor):
     """Traces httpx's sync and async clients."""

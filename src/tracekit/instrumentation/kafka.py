@@ -35,7 +35,7 @@ _held = messaging.HeldDeliveries()
 # Set while kafka-python fetches for us: its iterator calls poll() internally.
 _fetching: ContextVar[bool] = ContextVar("tracekit_kafka_fetching", default=False)
 
-__all__ = ["KafkaInstrumentor", "finish"]
+__all__ = ["KafkaInstrumentor", "delivery_of", "destination_of", "finish"]
 
 
 class KafkaInstrumentor(Instrumentor):

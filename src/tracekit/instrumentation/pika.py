@@ -23,6 +23,8 @@ from tracekit import messaging
 from tracekit._guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["ROUTING_KEY", "SYSTEM", "PikaInstrumentor", "delivery_of"]
+
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 

@@ -37,6 +37,17 @@ from urllib.parse import parse_qsl, urlencode
 from tracekit import _state, messaging
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = [
+    "ENVELOPE_MARK",
+    "MAX_ENVELOPE_HEADERS",
+    "SEPARATOR",
+    "SYSTEM",
+    "RedisInstrumentor",
+    "consume_entries",
+    "consume_entry",
+    "entries",
+]
+
 SYSTEM = "redis"
 ENVELOPE_MARK = "\x1etracekit1\x1e"
 SEPARATOR = "\x1e"

@@ -9,6 +9,8 @@ from typing import Any
 from tracekit import _http_client
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["RequestsInstrumentor"]
+
 
 class RequestsInstrumentor(Instrumentor):
     """Traces requests' ``Session.send``, which every requests call goes through."""

@@ -14,6 +14,8 @@ from typing import Any
 from tracekit import _http_client
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["Urllib3Instrumentor"]
+
 _HEADERS_POSITION = 3  # urlopen(method, url, body=None, headers=None, ...)
 
 

@@ -16,6 +16,16 @@ from tracekit.store import Retention, Store
 if TYPE_CHECKING:
     from tracekit.receiver._grpc import GrpcReceiver
 
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_PORT",
+    "Receiver",
+    "ReceiverConfig",
+    "connection_cap",
+]
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 DEFAULT_GRPC_PORT = 4317
