@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
@@ -21,6 +21,15 @@ UNKNOWN_SERVICE = "unknown_service"
 EARLIEST_NS = 946_684_800 * 10**9
 AHEAD_NS = 86_400 * 10**9
 _MAX_REASONS = 3
+
+
+# Told how many records a request holds once it is parsed and before they are decoded; may raise
+# (the receiver's memory budget answers 503 or 413 from there).
+Admit = Callable[[int], None]
+
+
+def admit_any(count: int) -> None:
+    """No limit on records (decoders called outside the receiver, tests)."""
 
 
 class MalformedRequest(ValueError):

@@ -16,8 +16,10 @@ from typing import Any
 from tracekit.receiver._decoded import (
     LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
+    Admit,
     Decoded,
     MalformedRequest,
+    admit_any,
     check_id,
     kind_name,
     log_time,
@@ -190,12 +192,34 @@ def attributes(value: Any, where: str, depth: int = 0) -> Attributes:
     return out
 
 
-def decode_traces(body: bytes) -> Decoded:
+def count_records(document: dict[str, Any], path: tuple[tuple[str, str], ...]) -> int:
+    """Records in a request, counted leniently (what is malformed is refused while decoding)."""
+    level: list[Any] = [document]
+    for camel, snake in path:
+        level = [
+            item for parent in level if isinstance(parent, dict)
+            for item in _list_or_empty(get(parent, camel, snake))
+        ]  # fmt: skip
+    return len(level)
+
+
+def _list_or_empty(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+_SPANS = (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans", "spans"))
+_LOGS = (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"),
+         ("logRecords", "log_records"))  # fmt: skip
+
+
+def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Spans of an ExportTraceServiceRequest in JSON."""
     out = Decoded()
     bounds = time_bounds()
+    document = load(body)
+    admit(count_records(document, _SPANS))
     for resource_spans in as_list(
-        get(load(body), "resourceSpans", "resource_spans"), "resourceSpans"
+        get(document, "resourceSpans", "resource_spans"), "resourceSpans"
     ):
         rs = as_object(resource_spans, "resourceSpans[]")
         resource = _resource(rs)
@@ -273,11 +297,13 @@ def _event(event: dict[str, Any]) -> SpanEvent:
     )
 
 
-def decode_logs(body: bytes) -> Decoded:
+def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Log records of an ExportLogsServiceRequest in JSON."""
     out = Decoded()
     bounds = time_bounds()
-    for resource_logs in as_list(get(load(body), "resourceLogs", "resource_logs"), "resourceLogs"):
+    document = load(body)
+    admit(count_records(document, _LOGS))
+    for resource_logs in as_list(get(document, "resourceLogs", "resource_logs"), "resourceLogs"):
         rl = as_object(resource_logs, "resourceLogs[]")
         resource = _resource(rl)
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
@@ -316,7 +342,7 @@ def _log(
     )
 
 
-def decode_metrics(body: bytes) -> Decoded:
+def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Metrics are checked for shape and acknowledged, never stored."""
     out = Decoded()
     for resource_metrics in as_list(get(load(body), "resourceMetrics", "resource_metrics"), "rm"):

@@ -22,8 +22,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tracekit.receiver._decoded import (
     LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
+    Admit,
     Decoded,
     MalformedRequest,
+    admit_any,
     check_id,
     kind_name,
     log_time,
@@ -74,9 +76,15 @@ def attributes(key_values: Any) -> Attributes:
     return {kv.key: any_value(kv.value) for kv in key_values}
 
 
-def decode_traces(body: bytes) -> Decoded:
+def span_count(request: Any) -> int:
+    """Spans in a parsed ExportTraceServiceRequest (or its lazy view)."""
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Spans of an ExportTraceServiceRequest."""
     request = parse(ExportTraceServiceRequest(), body)
+    admit(span_count(request))
     out = Decoded()
     bounds = time_bounds()
     for resource_spans in request.resource_spans:
@@ -139,9 +147,10 @@ def _link(link: Any) -> SpanLink:
     return SpanLink(trace_id, span_id, attributes(link.attributes))
 
 
-def decode_logs(body: bytes) -> Decoded:
+def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Log records of an ExportLogsServiceRequest."""
     request = parse(ExportLogsServiceRequest(), body)
+    admit(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs))
     out = Decoded()
     bounds = time_bounds()
     for resource_logs in request.resource_logs:
@@ -178,7 +187,7 @@ def _log(
     )
 
 
-def decode_metrics(body: bytes) -> Decoded:
+def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Metrics are checked and acknowledged, never stored (they belong in Prometheus)."""
     request = parse(ExportMetricsServiceRequest(), body)
     out = Decoded()
