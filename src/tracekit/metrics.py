@@ -101,6 +101,16 @@ class BoundedLabel:
         return True
 
 
+def _histogram(
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...],
+    registry: CollectorRegistry,
+    buckets: tuple[float, ...] = DURATION_BUCKETS,
+) -> Histogram:
+    return Histogram(name, documentation, labels, buckets=buckets, registry=registry)
+
+
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
     """The exemplar labels (trace_id, span_id) of a sampled span, else None."""
     if span is None:
@@ -192,13 +202,8 @@ class HttpServerMetrics(_ServiceMetrics):
                 _SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry, self._in_flight
             )
             return
-        self.duration = Histogram(
-            _SERVER_DURATION,
-            _SERVER_DURATION_HELP,
-            (*_SERVER_LABELS, *_SERVICE_LABELS),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+        labels = (*_SERVER_LABELS, *_SERVICE_LABELS)
+        self.duration = _histogram(_SERVER_DURATION, _SERVER_DURATION_HELP, labels, registry)
         self.active = Gauge(
             _SERVER_ACTIVE,
             _SERVER_ACTIVE_HELP,
@@ -255,23 +260,17 @@ class MessagingMetrics(_ServiceMetrics):
         self._destination = BoundedLabel(200)
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
         with_error = (*_MESSAGING_LABELS, "error_type", *_SERVICE_LABELS)
-        self.publish_duration = Histogram(
+        self.publish_duration = _histogram(
             "messaging_client_operation_duration_seconds",
-            "Duration of publishing a message.",
-            labels,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+            "Duration of publishing a message.", labels, registry,
+        )  # fmt: skip
         self.sent = Counter(
             "messaging_client_sent_messages", "Messages published.", labels, registry=registry
         )
-        self.process_duration = Histogram(
+        self.process_duration = _histogram(
             "messaging_process_duration_seconds",
-            "Duration of processing a consumed message (the handler).",
-            with_error,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+            "Duration of processing a consumed message (the handler).", with_error, registry,
+        )  # fmt: skip
         self.consumed = Counter(
             "messaging_client_consumed_messages", "Messages consumed.", labels, registry=registry
         )
@@ -281,13 +280,11 @@ class MessagingMetrics(_ServiceMetrics):
             with_error,
             registry=registry,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = _histogram(
             "tracekit_messaging_queue_wait_seconds",
-            "Time a message spent queued: consumer start minus publish end.",
-            labels,
-            buckets=QUEUE_WAIT_BUCKETS,
-            registry=registry,
-        )
+            "Time a message spent queued: consumer start minus publish end.", labels, registry,
+            QUEUE_WAIT_BUCKETS,
+        )  # fmt: skip
 
     def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record one publish."""
@@ -341,13 +338,10 @@ class HttpClientMetrics(_ServiceMetrics):
         # Hosts and ports come from URLs the application builds (webhooks may be user-supplied):
         # bound the destinations, an address and port together, so neither can multiply series.
         self._destination = BoundedLabel(MAX_CLIENT_DESTINATIONS)
-        self.duration = Histogram(
+        self.duration = _histogram(
             "http_client_request_duration_seconds",
-            "Duration of outgoing HTTP requests.",
-            _CLIENT_LABELS,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+            "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry,
+        )  # fmt: skip
 
     def request_finished(
         self,

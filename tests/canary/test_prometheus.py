@@ -23,8 +23,9 @@ import httpx
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from loopback import interrupt
-from prometheus_server import free_port, instant, prometheus_binary, running_prometheus, wait_until
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port, interrupt
+from prometheus_server import instant, prometheus_binary, running_prometheus
 
 from tracekit.canary import (
     HTTP,
@@ -106,16 +107,28 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
         for shop in shops:
-            wait_until(lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200, "shop up")
+            wait_for(
+                lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200,
+                20,
+                "shop up",
+                ignoring=UNREACHABLE,
+            )
         targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
             _send(shops, range(FAIL_EVERY, FAIL_EVERY + 2))  # on the canary n = 10 fails, 11 not
-            wait_until(lambda: _seen(url) == 2 * per_round, "warm-up scraped", 30)
+            wait_for(
+                lambda: _seen(url) == 2 * per_round, 30, "warm-up scraped", ignoring=UNREACHABLE
+            )
             start_ns = time.time_ns()
             time.sleep(0.6)  # idle at both ends: increase() assumes an even rate, not a burst
             statuses = _send(shops, range(1, PER_ROUTE + 1))
             assert statuses.count(500) == PER_ROUTE // FAIL_EVERY
-            wait_until(lambda: _seen(url) == per_round * (PER_ROUTE + 2), "traffic scraped", 60)
+            wait_for(
+                lambda: _seen(url) == per_round * (PER_ROUTE + 2),
+                60,
+                "traffic scraped",
+                ignoring=UNREACHABLE,
+            )
             time.sleep(1.5)
             end_ns = time.time_ns()
             yield Run(url, store, start_ns, end_ns)

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conditions import wait_for
 from grafana_model import (
     ALL,
     COLLECTOR_DASHBOARDS,
@@ -40,15 +41,13 @@ from grafana_model import (
     variable_query,
     variables,
 )
-from loopback import interrupt
+from loopback import UNREACHABLE, free_port, interrupt
 from prometheus_server import (
     api,
-    free_port,
     instant,
     label_values,
     prometheus_binary,
     running_prometheus,
-    wait_until,
 )
 
 APP = Path(__file__).parent / "apps" / "dash_shop.py"
@@ -99,7 +98,9 @@ def shops() -> Iterator[dict[str, Shop]]:
     started = {version: _start_shop(version) for version in (BASELINE, CANARY)}
     try:
         for shop in started.values():
-            wait_until(partial(_warm_up, shop), f"shop {shop.version} to answer")
+            wait_for(
+                partial(_warm_up, shop), 20, f"shop {shop.version} to answer", ignoring=UNREACHABLE
+            )
         yield started
     finally:
         for shop in started.values():
@@ -112,7 +113,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, shops: dict[str, Shop])
     scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops.values()]
     directory = tmp_path_factory.mktemp("dash-prometheus")
     with running_prometheus(binary, directory, "shop", scrape) as url:
-        wait_until(lambda: len(instant(url, 'up{job="shop"} == 1')) == 2, "first scrapes")
+        wait_for(
+            lambda: len(instant(url, 'up{job="shop"} == 1')) == 2,
+            20,
+            "first scrapes",
+            ignoring=UNREACHABLE,
+        )
         yield url
 
 
@@ -159,8 +165,18 @@ def traffic(shops: dict[str, Shop], prometheus: str) -> Traffic:
     expected = len(plan) + checkouts + len(shops)
     total = "sum(http_server_request_duration_seconds_count)"
     consumed = "sum(messaging_client_consumed_messages_total)"
-    wait_until(lambda: _value(prometheus, total) == expected, "every request scraped")
-    wait_until(lambda: _value(prometheus, consumed) == checkouts, "every message scraped")
+    wait_for(
+        lambda: _value(prometheus, total) == expected,
+        20,
+        "every request scraped",
+        ignoring=UNREACHABLE,
+    )
+    wait_for(
+        lambda: _value(prometheus, consumed) == checkouts,
+        20,
+        "every message scraped",
+        ignoring=UNREACHABLE,
+    )
     return result
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conditions import wait_for
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -45,10 +46,10 @@ def checkout(store: Store, correlation_id: str) -> None:
     with deployment(store, router) as running:
         running.release["orders.audit"].set()
         assert running.checkout(correlation_id) == 202
-        published = wait_for(store, correlation_id, _published)
+        published = wait_for_export(store, correlation_id, _published)
         time.sleep(max(0.0, (published + DELAYS[correlation_id] * 1e9 - time.time_ns()) / 1e9))
         running.release["orders.created"].set()
-        wait_for(store, correlation_id, lambda spans: len(spans) >= EXPECTED_SPANS)
+        wait_for_export(store, correlation_id, lambda spans: len(spans) >= EXPECTED_SPANS)
 
 
 def _published(spans: list[Any]) -> int | None:
@@ -56,17 +57,17 @@ def _published(spans: list[Any]) -> int | None:
     return sent[0] if sent else None
 
 
-def wait_for(store: Store, correlation_id: str, done: Callable[[list[Any]], Any]) -> Any:
+def wait_for_export(store: Store, correlation_id: str, done: Callable[[list[Any]], Any]) -> Any:
     """Poll the store until ``done`` says something about the request's spans; what it said."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        traces = {s.trace_id for s in store.spans_by_correlation_id(correlation_id)}
-        traces |= store.trace_ids_linking_to(traces) if traces else set()
-        found = done(store.spans_by_trace_ids(traces))
-        if found:
-            return found
-        time.sleep(0.01)
-    raise AssertionError(f"the services did not export {correlation_id}'s spans in time")
+    return wait_for(
+        lambda: done(_request_spans(store, correlation_id)), 20, f"{correlation_id}'s spans"
+    )
+
+
+def _request_spans(store: Store, correlation_id: str) -> list[Any]:
+    traces = {s.trace_id for s in store.spans_by_correlation_id(correlation_id)}
+    traces |= store.trace_ids_linking_to(traces) if traces else set()
+    return store.spans_by_trace_ids(traces)
 
 
 def test_a_consumer_that_took_its_message_400_ms_later(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ i18n_patterns, and that what Django answers with a 4xx is not a server error, on
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 import requests
-from hopscene import wait_for
+from conditions import wait_for
+from loopback import free_port
 
 from tracekit._guard import MAX_MESSAGE
 from tracekit.path import reconstruct
@@ -44,12 +44,6 @@ ROUTES = [  # (request path, route template, status)
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _command(server: str, port: int) -> list[str]:
     bind = ["--bind", f"127.0.0.1:{port}"]
     if server == "gunicorn":
@@ -67,10 +61,10 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "DJANGO_SETTINGS_MODULE": "django_site.settings",
         "TRACEKIT_EXPORTER": "store",
         "TRACEKIT_STORE": str(store),
-        "TRACEKIT_METRICS_PORT": str(metrics_port := _free_port()),
+        "TRACEKIT_METRICS_PORT": str(metrics_port := free_port()),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

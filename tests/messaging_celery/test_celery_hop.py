@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from hopscene import Scene, check_hop, start_scene, wait_for
+from conditions import wait_for
+from hopscene import Scene, check_hop, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 

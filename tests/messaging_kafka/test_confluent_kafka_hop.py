@@ -11,6 +11,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
+from conditions import wait_for
 from hopscene import check_hop, check_wait, one, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -38,12 +39,13 @@ def consumer(bootstrap: str, topic: str, partitions: int = 4) -> Any:
 
 
 def poll_one(cc: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The next message the consumer polls (the broker may need a moment to assign partitions)."""
+
+    def polled() -> Any:
         message = cc.poll(0.1)
-        if message is not None and message.error() is None:
-            return message
-    raise AssertionError("no message")
+        return message if message is not None and message.error() is None else None
+
+    return wait_for(polled, timeout, "a message")
 
 
 def test_polled_message_continues_the_request(

@@ -19,7 +19,18 @@ from .nodes import Measure, Node
 from .settings import ORDER, Thresholds
 from .words import signed
 
-__all__ = ["arrangement_changes", "overlap_saved", "relation"]
+__all__ = [
+    "AFTER",
+    "BEFORE",
+    "MAX_SIBLINGS",
+    "PARALLEL",
+    "PARALLEL_SHARE",
+    "Interval",
+    "Measures",
+    "arrangement_changes",
+    "overlap_saved",
+    "relation",
+]
 
 Interval = tuple[int, int]
 Measures = dict[int, Measure]

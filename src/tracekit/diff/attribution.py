@@ -14,7 +14,7 @@ from .nodes import Node
 from .settings import Thresholds
 from .words import signed, signed_pct
 
-__all__ = ["GAP", "Parts", "headline", "shares"]
+__all__ = ["GAP", "HEADLINE_COVERS", "HEADLINE_PARTS", "Parts", "headline", "shares"]
 
 GAP = "gap"  # the component of the part no node accounts for
 HEADLINE_COVERS = 0.8  # the headline names parts until they explain this much of the change

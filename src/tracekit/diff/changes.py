@@ -15,6 +15,7 @@ from .words import duration, signed, signed_pct
 
 __all__ = [
     "TIMING_METRICS",
+    "Measures",
     "call_changes",
     "changed_metrics",
     "duration_change",

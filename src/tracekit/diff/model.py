@@ -11,6 +11,9 @@ from .settings import CATEGORIES, SLOWER, FailOn
 __all__ = [
     "ADDED",
     "CHANGED",
+    "CRITICAL",
+    "DURATION",
+    "QUEUE_WAIT",
     "REMOVED",
     "SAME",
     "Change",

@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 
 from tracekit.records import SpanRecord
 
-__all__ = ["MAX_NAME_CHARS", "node_name", "strip_ids"]
+__all__ = [
+    "HTTP_METHODS",
+    "ID_PLACEHOLDER",
+    "MAX_NAME_CHARS",
+    "TASK_NAME",
+    "node_name",
+    "strip_ids",
+]
 
 MAX_NAME_CHARS = 200
 ID_PLACEHOLDER = "{id}"

@@ -17,7 +17,7 @@ from tracekit.path import Path
 
 from .units import HTTP, MESSAGING, NodeKey, Unit, units_of
 
-__all__ = ["Measure", "Node", "NodeIndex", "measure"]
+__all__ = ["MAX_INTERVALS", "MAX_MESSAGES", "RESEND", "Measure", "Node", "NodeIndex", "measure"]
 
 MAX_MESSAGES = 5  # distinct error messages kept per node
 MAX_INTERVALS = 64  # calls per node whose intervals are kept (order and concurrency checks)

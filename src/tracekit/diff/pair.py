@@ -27,7 +27,7 @@ from .nodes import Measure, Node, NodeIndex, measure
 from .resources import resource_changes
 from .settings import Thresholds
 
-__all__ = ["compare_paths", "tree_order"]
+__all__ = ["Measures", "compare_paths", "tree_order"]
 
 Measures = dict[int, Measure]
 

@@ -15,7 +15,14 @@ from tracekit.path import Path
 from .model import Change
 from .settings import RESOURCES
 
-__all__ = ["resource_changes", "resources_by_service"]
+__all__ = [
+    "IGNORED",
+    "MAX_KEYS",
+    "MAX_VALUE_CHARS",
+    "Resources",
+    "resource_changes",
+    "resources_by_service",
+]
 
 IGNORED = frozenset({"process.pid", "process.parent_pid", "service.instance.id"})
 MAX_KEYS = 64  # per service: a resource is small; a hostile one is cut here

@@ -14,7 +14,22 @@ from .words import duration, signed, signed_pct
 if TYPE_CHECKING:
     from .sets import SetMeasure, SetSettings
 
-__all__ = ["METRICS", "TOO_FEW", "UNTESTED", "Test", "Tested", "run_tests"]
+__all__ = [
+    "CALLS",
+    "CRITICAL",
+    "ERROR_RATE",
+    "FISHER",
+    "FREQUENCY",
+    "MANN_WHITNEY",
+    "METRICS",
+    "SELF",
+    "TIMED",
+    "TOO_FEW",
+    "UNTESTED",
+    "Test",
+    "Tested",
+    "run_tests",
+]
 
 FREQUENCY, CALLS, ERROR_RATE = "frequency", "calls", "error_rate"
 SELF, CRITICAL = "self", "critical"

@@ -17,7 +17,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["CATEGORIES", "FailOn", "Thresholds", "parse_fail_on"]
+__all__ = [
+    "CATEGORIES",
+    "ERRORS",
+    "ORDER",
+    "RESOURCES",
+    "RETRIES",
+    "SLOWER",
+    "STRUCTURE",
+    "TIMING",
+    "FailOn",
+    "Thresholds",
+    "parse_fail_on",
+]
 
 STRUCTURE = "structure"
 RETRIES = "retries"

@@ -22,7 +22,17 @@ from tracekit.records import SpanRecord
 
 from .names import node_name
 
-__all__ = ["HTTP", "MESSAGING", "SPAN", "NodeKey", "Unit", "units_of"]
+__all__ = [
+    "HTTP",
+    "MESSAGING",
+    "RESEND_COUNT",
+    "SPAN",
+    "NodeKey",
+    "Unit",
+    "batch_anchors",
+    "common_ancestor",
+    "units_of",
+]
 
 HTTP = "http"
 MESSAGING = "messaging"
