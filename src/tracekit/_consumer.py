@@ -21,8 +21,8 @@ from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
-from tracekit._guard import mark_failed, safe
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._runtime.guard import mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 
 T = TypeVar("T")

@@ -13,14 +13,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from tracekit import _state, correlation, propagation, semconv
-from tracekit._guard import (
+from tracekit._http_server import KNOWN_METHODS
+from tracekit._runtime.guard import (
     instrumentation_suppressed,
     mark_failed,
     mark_failed_status,
     report_once,
     suppress_nested_http_in,
 )
-from tracekit._http_server import KNOWN_METHODS
 from tracekit.metrics import HttpClientMetrics
 
 R = TypeVar("R")

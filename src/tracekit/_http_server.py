@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, TracerProvider
 
 from tracekit import _baggage, correlation, propagation, semconv
-from tracekit._guard import mark_failed, mark_failed_status
+from tracekit._runtime.guard import mark_failed, mark_failed_status
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 

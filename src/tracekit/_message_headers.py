@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit import propagation
-from tracekit._ratelimit import RateLimitedWarning
+from tracekit._runtime.ratelimit import RateLimitedWarning
 
 _log = logging.getLogger("tracekit")
 

@@ -7,14 +7,15 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _runtime, config
+from tracekit import config
 from tracekit._http_server import ServerRequests
+from tracekit._runtime import state
 from tracekit.metrics import HttpServerMetrics
 
 
 def current_options(**overrides: Any) -> config.Options:
     """The options given to ``tracekit.init()`` (or read from the environment), with overrides."""
-    runtime = _runtime.current()
+    runtime = state.current()
     base = runtime.options if runtime is not None else config.resolve()
     if not overrides:
         return base

@@ -19,10 +19,11 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _lifecycle, _state, correlation, semconv
+from tracekit import _state, correlation, semconv
 from tracekit._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest
+from tracekit._runtime import lifecycle
+from tracekit._runtime.guard import report_once
 from tracekit._server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 
 __all__ = ["TracekitMiddleware"]
@@ -54,7 +55,7 @@ class TracekitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
-            await self.app(scope, receive, _lifecycle.lifespan_send(send))
+            await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
             await self.app(scope, receive, send)

@@ -19,8 +19,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from tracekit import _state, semconv
 from tracekit._django_routes import route_of
-from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest, ServerRequests
+from tracekit._runtime.guard import report_once
 from tracekit._wsgi_environ import ServerAttributes, header_keys, headers_of
 
 __all__ = ["TracekitMiddleware"]

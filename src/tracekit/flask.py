@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from tracekit._guard import guarded, mark_failed
+from tracekit._runtime.guard import guarded, mark_failed
 from tracekit.wsgi import TracekitMiddleware, _remember_flask_route
 
 __all__ = ["init_app"]

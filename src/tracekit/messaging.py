@@ -52,8 +52,8 @@ from tracekit._consumer import (
     current_delivery,
     tracer_for,
 )
-from tracekit._guard import instrumentation_suppressed, mark_failed, safe
 from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 
 __all__ = [

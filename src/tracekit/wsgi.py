@@ -19,8 +19,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _state
-from tracekit._guard import report_once
 from tracekit._http_server import ActiveRequest, ServerRequests, braced_route
+from tracekit._runtime.guard import report_once
 from tracekit._wsgi_environ import (
     CACHE_LIMIT,
     Environ,

@@ -13,7 +13,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from tracekit import _http_client
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["AiohttpInstrumentor"]

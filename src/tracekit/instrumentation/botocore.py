@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import _state, messaging, propagation, semconv, sqs
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["BotocoreInstrumentor"]

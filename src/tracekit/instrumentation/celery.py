@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracekit import messaging, propagation
-from tracekit._guard import guarded
+from tracekit._runtime.guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
 
 __all__ = [

@@ -27,8 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import _kafka, messaging, semconv
-from tracekit._guard import report_once
 from tracekit._kafka import SYSTEM
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor, Patch
 
 _HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, timestamp, headers)

@@ -25,8 +25,8 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import _kafka, messaging, semconv
-from tracekit._guard import report_once
 from tracekit._kafka import SYSTEM
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 
 if TYPE_CHECKING:
     from tracekit.config import Options
