@@ -8,7 +8,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import config
-from tracekit._http_server import ServerRequests
+from tracekit._http.server import ServerRequests
 from tracekit._runtime import state
 from tracekit.metrics import HttpServerMetrics
 

@@ -9,7 +9,7 @@ Pure ASGI, so it works under Starlette, FastAPI and any other ASGI framework::
 Lifespan passes through (tracekit flushes at its shutdown); other scope types pass straight through.
 The correlation header is echoed on every response the app sends, and on the 500 page Starlette's
 ``ServerErrorMiddleware`` sends for an unhandled exception outside any ``add_middleware``
-middleware (``tracekit._server_errors``).
+middleware (``tracekit._http.server_errors``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _state, correlation, semconv
-from tracekit._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from tracekit._http_server import ActiveRequest
+from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from tracekit._http.server import ActiveRequest
+from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 from tracekit._runtime import lifecycle
 from tracekit._runtime.guard import report_once
-from tracekit._server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 
 __all__ = ["TracekitMiddleware"]
 

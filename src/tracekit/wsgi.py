@@ -19,9 +19,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _state
-from tracekit._http_server import ActiveRequest, ServerRequests, braced_route
-from tracekit._runtime.guard import report_once
-from tracekit._wsgi_environ import (
+from tracekit._http.server import ActiveRequest, ServerRequests, braced_route
+from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     Environ,
     ExcInfo,
@@ -31,6 +30,7 @@ from tracekit._wsgi_environ import (
     header_keys,
     headers_of,
 )
+from tracekit._runtime.guard import report_once
 
 __all__ = ["ROUTE_KEY", "TracekitMiddleware"]
 

@@ -266,12 +266,13 @@ def test_a_propagator_opentelemetry_cannot_load_does_not_stop_init() -> None:
 UNKNOWN_PROPAGATOR = """
 import tracekit
 from opentelemetry import trace
-from tracekit import _http_client, correlation
+from tracekit import correlation
+from tracekit._http.client import inject_only
 tracekit.init("mesh")
 headers = {}
 correlation.set_correlation_id("order-9")
 with trace.get_tracer("t").start_as_current_span("call"):
-    _http_client.inject_only(headers)
+    inject_only(headers)
 print(*sorted(headers))
 print(headers["x-correlation-id"])
 """

@@ -28,7 +28,7 @@ from typing import Any
 
 import wrapt
 
-from tracekit._asgi_types import Message, Send
+from tracekit._http.asgi_types import Message, Send
 from tracekit._runtime import state
 from tracekit._runtime.guard import guarded
 

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from tracekit import _state, correlation, propagation, semconv
-from tracekit._http_server import KNOWN_METHODS
+from tracekit._http.server import KNOWN_METHODS
 from tracekit._runtime.guard import (
     instrumentation_suppressed,
     mark_failed,
