@@ -43,7 +43,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import _state, config, correlation, propagation, semconv
-from tracekit._consumer import (
+from tracekit._messaging.consumer import (
     Delivery,
     Received,
     Target,
@@ -52,7 +52,7 @@ from tracekit._consumer import (
     current_delivery,
     tracer_for,
 )
-from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
 from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 

@@ -18,7 +18,8 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, TracerProvider
 
-from tracekit import _baggage, correlation, propagation, semconv
+from tracekit import correlation, propagation, semconv
+from tracekit._propagation import baggage as _baggage
 from tracekit._runtime.guard import mark_failed, mark_failed_status
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
