@@ -19,9 +19,9 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, correlation, semconv
+from tracekit import correlation, semconv
 from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
-from tracekit._http.server import ActiveRequest
+from tracekit._http.server import ActiveRequest, server_requests
 from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 from tracekit._runtime import lifecycle
 from tracekit._runtime.guard import report_once
@@ -47,7 +47,7 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._requests = server_requests(tracer_provider, registry, options)
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}

@@ -17,9 +17,9 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from tracekit import _state, semconv
+from tracekit import semconv
 from tracekit._http.django_routes import route_of
-from tracekit._http.server import ActiveRequest, ServerRequests
+from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
 from tracekit._runtime.guard import report_once
 
@@ -39,7 +39,7 @@ class TracekitMiddleware:
 
         self.get_response = get_response
         overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
-        self._requests = _state.server_requests(None, None, overrides)
+        self._requests = server_requests(None, None, overrides)
         self._environ_keys = header_keys(self._requests.wanted_headers)
         self._attributes = ServerAttributes()
         if iscoroutinefunction(get_response):

@@ -42,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, config, correlation, propagation, semconv
+from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging.consumer import (
     Delivery,
     Received,
@@ -53,6 +53,7 @@ from tracekit._messaging.consumer import (
     tracer_for,
 )
 from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._runtime import state as _state
 from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 

@@ -18,8 +18,7 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state
-from tracekit._http.server import ActiveRequest, ServerRequests, braced_route
+from tracekit._http.server import ActiveRequest, ServerRequests, braced_route, server_requests
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     Environ,
@@ -55,7 +54,7 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._requests = server_requests(tracer_provider, registry, options)
         # Correlation-only mode needs no route names, so no Flask hooks either.
         self._flask = self._requests.records and _connect_flask(app)
         self._echo_lower = self._requests.response_header.lower()
