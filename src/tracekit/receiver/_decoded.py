@@ -53,6 +53,23 @@ class Decoded:
         if len(self.reasons) < _MAX_REASONS:
             self.reasons[reason] = None
 
+    def add_span(self, record: SpanRecord | None, bounds: tuple[int, int]) -> None:
+        """Count one decoded span: kept, or refused with its reason (``span_problem``)."""
+        self.total += 1
+        problem = span_problem(record, bounds)
+        if problem is not None:
+            self.reject(problem)
+        elif record is not None:  # always, when there is no problem
+            self.spans.append(record)
+
+    def add_log(self, log: LogRecordData | None) -> None:
+        """Count one decoded log record: kept, or refused for its time (None)."""
+        self.total += 1
+        if log is None:
+            self.reject(LOG_TIME_PROBLEM)
+        else:
+            self.logs.append(log)
+
     @property
     def reason(self) -> str:
         """Why records were refused (the first few distinct reasons)."""
@@ -62,6 +79,13 @@ class Decoded:
 def time_bounds() -> tuple[int, int]:
     """The earliest and latest timestamps a record may carry, as of now (unix ns)."""
     return EARLIEST_NS, time.time_ns() + AHEAD_NS
+
+
+def span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
+    """Why a decoded span is refused (None: it is stored)."""
+    if record is None:
+        return "span with an empty or all-zero trace id or span id"
+    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:

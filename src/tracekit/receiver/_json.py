@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 from tracekit.receiver._decoded import (
-    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
     Admit,
     Decoded,
@@ -24,7 +23,6 @@ from tracekit.receiver._decoded import (
     kind_name,
     log_time,
     service_of,
-    span_time_problem,
     status_name,
     time_bounds,
 )
@@ -227,20 +225,8 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
             ss = as_object(scope_spans, "scopeSpans[]")
             scope = as_str(as_object(ss.get("scope"), "scope").get("name"), "scope.name") or None
             for span in as_list(ss.get("spans"), "spans"):
-                out.total += 1
-                record = _span(as_object(span, "spans[]"), resource, scope)
-                problem = _span_problem(record, bounds)
-                if problem is None:
-                    out.spans.append(record)  # type: ignore[arg-type]
-                else:
-                    out.reject(problem)
+                out.add_span(_span(as_object(span, "spans[]"), resource, scope), bounds)
     return out
-
-
-def _span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
-    if record is None:
-        return "span with an empty or all-zero trace id or span id"
-    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def _resource(container: dict[str, Any]) -> Attributes:
@@ -309,12 +295,7 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
-                out.total += 1
-                log = _log(as_object(record, "logRecords[]"), resource, bounds)
-                if log is None:
-                    out.reject(LOG_TIME_PROBLEM)
-                else:
-                    out.logs.append(log)
+                out.add_log(_log(as_object(record, "logRecords[]"), resource, bounds))
     return out
 
 

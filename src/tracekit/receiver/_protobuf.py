@@ -20,7 +20,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tracekit.receiver._decoded import (
-    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
     Admit,
     Decoded,
@@ -30,7 +29,6 @@ from tracekit.receiver._decoded import (
     kind_name,
     log_time,
     service_of,
-    span_time_problem,
     status_name,
     time_bounds,
 )
@@ -93,21 +91,8 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
-                out.total += 1
-                record = span_record(span, service, version, resource, scope)
-                problem = record_problem(record, bounds)
-                if problem is None:
-                    out.spans.append(record)  # type: ignore[arg-type]
-                else:
-                    out.reject(problem)
+                out.add_span(span_record(span, service, version, resource, scope), bounds)
     return out
-
-
-def record_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
-    """Why a decoded span is refused (None: it is stored)."""
-    if record is None:
-        return "span with an empty or all-zero trace id or span id"
-    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def span_record(
@@ -158,12 +143,7 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         service, _ = service_of(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                out.total += 1
-                log = _log(record, service, resource, bounds)
-                if log is None:
-                    out.reject(LOG_TIME_PROBLEM)
-                else:
-                    out.logs.append(log)
+                out.add_log(_log(record, service, resource, bounds))
     return out
 
 

@@ -15,13 +15,19 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracekit.receiver._decoded import Admit, Decoded, admit_any, service_of, time_bounds
+from tracekit.receiver._decoded import (
+    Admit,
+    Decoded,
+    admit_any,
+    service_of,
+    span_problem,
+    time_bounds,
+)
 from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
 from tracekit.receiver._protobuf import (
     any_value,
     attributes,
     parse,
-    record_problem,
     span_count,
     span_record,
 )
@@ -173,7 +179,7 @@ class SpanRowDecoder:
         """The general path: the span as a record (validating ids and every nested message)."""
         full = parse(Span(), span.SerializeToString())
         record = span_record(full, resource.service, resource.version, resource.attributes, scope)
-        problem = record_problem(record, bounds)
+        problem = span_problem(record, bounds)
         if problem is None:
             slow.append(record)
             self._status(span.status, full.status)
