@@ -33,15 +33,21 @@ def load_schema() -> dict[str, Any]:
 def to_json(diff: PairDiff | SetDiff, fail_on: FailOn) -> dict[str, Any]:
     """The ``tracekit.diff/v1`` document of a pair or a set comparison."""
     counted = reasons(diff.changes, fail_on)
-    common = {
+    if isinstance(diff, PairDiff):
+        form, nodes = _pair(diff, fail_on), [_pair_node(d) for d in diff.nodes]
+    else:
+        form, nodes = _set(diff, fail_on), [_set_node(n) for n in diff.nodes]
+    return {
         "schema": SCHEMA_ID,
         "different": bool(counted),
         "reasons": counted,
         "headline": diff.headline,
+        **form,
+        "attribution": [_share(s) for s in diff.attribution],
+        "changes": [_change(c) for c in diff.changes],
+        "nodes": nodes,
+        "warnings": list(diff.warnings),
     }
-    if isinstance(diff, PairDiff):
-        return {**common, **_pair(diff, fail_on)}
-    return {**common, **_set(diff, fail_on)}
 
 
 def _ms(ns: float | None) -> float | None:
@@ -53,20 +59,21 @@ def _p(value: float | None) -> float | None:
 
 
 def _pair(diff: PairDiff, fail_on: FailOn) -> dict[str, Any]:
+    """What only a pair comparison's document says: its sides, settings and duration change."""
     return {
         "form": "pair",
         "a": _pair_side(diff.a),
         "b": _pair_side(diff.b),
-        "settings": {
-            "min_delta_ms": diff.min_delta_ms,
-            "min_delta_pct": diff.min_delta_pct,
-            "fail_on": fail_on.describe(),
-        },
+        "settings": _settings(diff.min_delta_ms, diff.min_delta_pct, fail_on),
         "duration_delta_ms": _ms(diff.duration_delta_ns),
-        "attribution": [_share(s) for s in diff.attribution],
-        "changes": [_change(c) for c in diff.changes],
-        "nodes": [_pair_node(d) for d in diff.nodes],
-        "warnings": list(diff.warnings),
+    }
+
+
+def _settings(min_delta_ms: float, min_delta_pct: float, fail_on: FailOn) -> dict[str, Any]:
+    return {
+        "min_delta_ms": min_delta_ms,
+        "min_delta_pct": min_delta_pct,
+        "fail_on": fail_on.describe(),
     }
 
 
@@ -82,15 +89,15 @@ def _pair_side(side: Side) -> dict[str, Any]:
 
 def _pair_node(found: NodeDiff) -> dict[str, Any]:
     return {
-        **_node(found.node),
-        "status": found.status,
+        **_node(found.node, found.status),
         "changed": list(found.changed),
         "a": _measure(found.a),
         "b": _measure(found.b),
     }
 
 
-def _node(node: Node) -> dict[str, Any]:
+def _node(node: Node, status: str) -> dict[str, Any]:
+    """Where a node sits in the merged tree and what became of it (the status)."""
     return {
         "id": node.id,
         "parent": node.parent,
@@ -100,6 +107,7 @@ def _node(node: Node) -> dict[str, Any]:
         "kind": node.key.kind,
         "sender": node.sender,
         "label": node.label(),
+        "status": status,
     }
 
 
@@ -143,25 +151,21 @@ def _change(change: Change) -> dict[str, Any]:
 
 
 def _set(diff: SetDiff, fail_on: FailOn) -> dict[str, Any]:
+    """What only a set comparison's document says: its sides, settings and duration test."""
     settings = diff.settings
+    thresholds = settings.thresholds
     return {
         "form": "set",
         "a": _set_side(diff.a),
         "b": _set_side(diff.b),
         "settings": {
-            "min_delta_ms": settings.thresholds.min_delta_ms,
-            "min_delta_pct": settings.thresholds.min_delta_pct,
-            "fail_on": fail_on.describe(),
+            **_settings(thresholds.min_delta_ms, thresholds.min_delta_pct, fail_on),
             "min_requests": settings.min_requests,
             "alpha": settings.alpha,
             "correction": "holm",
         },
         "duration_delta_ms": _ms(diff.b.mean_ns - diff.a.mean_ns),
         "duration_test": _test(diff.duration_test),
-        "attribution": [_share(s) for s in diff.attribution],
-        "changes": [_change(c) for c in diff.changes],
-        "nodes": [_set_node(n) for n in diff.nodes],
-        "warnings": list(diff.warnings),
     }
 
 
@@ -176,8 +180,7 @@ def _set_side(side: SetSide) -> dict[str, Any]:
 
 def _set_node(found: SetNode) -> dict[str, Any]:
     return {
-        **_node(found.node),
-        "status": found.status,
+        **_node(found.node, found.status),
         "contribution_ms": _ms(found.contribution_ns),
         "a": _set_measure(found.a),
         "b": _set_measure(found.b),
