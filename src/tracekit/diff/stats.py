@@ -9,12 +9,20 @@ ones scipy gives (``tests/diff/test_stats.py`` checks them against scipy on tied
   the set form tests nothing with fewer requests than ``--min-requests`` per side.
 - ``fisher_exact``: ``scipy.stats.fisher_exact`` two-sided: the probability of every table with
   the same margins that is at most as likely as the one observed.
+- ``holm``: Holm's step-down adjustment, shared with the canary (``tracekit._stats``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from tracekit._stats import (
+    holm,
+    hypergeometric_support,
+    log_hypergeometric_pmf,
+    rank_sum_normal_sf,
+)
 
 __all__ = ["fisher_exact", "holm", "mann_whitney"]
 
@@ -31,12 +39,7 @@ def mann_whitney(x: Sequence[float], y: Sequence[float]) -> float:
     ranks, tie_term = _mid_ranks([*x, *y])
     u1 = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
     u = max(u1, n1 * n2 - u1)
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
-    if variance <= 0:
-        return 1.0
-    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
-    return min(1.0, max(0.0, math.erfc(z / math.sqrt(2))))
+    return min(1.0, max(0.0, 2 * rank_sum_normal_sf(u, n1, n2, tie_term)))
 
 
 def _mid_ranks(values: list[float]) -> tuple[list[float], float]:
@@ -62,34 +65,12 @@ def fisher_exact(a_events: int, a_trials: int, b_events: int, b_trials: int) -> 
     if not (0 <= a_events <= a_trials and 0 <= b_events <= b_trials):
         raise ValueError("events must lie between 0 and the number of trials")
     total, marked, drawn = a_trials + b_trials, a_events + b_events, a_trials
-    low, high = max(0, drawn - (total - marked)), min(marked, drawn)
-    observed = _log_pmf(a_events, total, marked, drawn)
+    low, high = hypergeometric_support(total, marked, drawn)
+    observed = log_hypergeometric_pmf(a_events, total, marked, drawn)
     limit = observed + math.log(_RELATIVE_TOLERANCE)
     p = 0.0
     for k in range(low, high + 1):
-        log_p = _log_pmf(k, total, marked, drawn)
+        log_p = log_hypergeometric_pmf(k, total, marked, drawn)
         if log_p <= limit:
             p += math.exp(log_p)
     return min(1.0, p)
-
-
-def _log_choose(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _log_pmf(x: int, total: int, marked: int, drawn: int) -> float:
-    """log P(X = x), X hypergeometric: ``drawn`` of ``total`` items, ``marked`` of them marked."""
-    return (
-        _log_choose(marked, x) + _log_choose(total - marked, drawn - x) - _log_choose(total, drawn)
-    )
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the order given (each at most 1)."""
-    order = sorted(range(len(p_values)), key=lambda i: (p_values[i], i))
-    adjusted = [0.0] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
