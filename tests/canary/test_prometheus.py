@@ -11,8 +11,6 @@ verdict. Outside CI a missing binary skips; with CI=true it fails.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +22,9 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from conditions import wait_for
-from loopback import UNREACHABLE, free_port, interrupt
+from loopback import UNREACHABLE, free_port
 from prometheus_server import instant, prometheus_binary, running_prometheus
+from shop import Shop, start_shop
 
 from tracekit.canary import (
     HTTP,
@@ -55,27 +54,11 @@ ROUTES = {
 
 
 @dataclass
-class Shop:
-    version: str
-    url: str
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-
-
-@dataclass
 class Run:
     prometheus: str
     store: Path
     start_ns: int
     end_ns: int
-
-
-def _start(version: str, store: Path, slow: float, fail_every: int) -> Shop:
-    app_port, metrics_port = free_port(), free_port()
-    command = [sys.executable, str(APP), str(app_port), str(metrics_port), version, str(store),
-               str(slow), str(fail_every)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
 
 
 def _send(shops: list[Shop], numbers: range) -> list[int]:
@@ -103,7 +86,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     binary = prometheus_binary()
     directory = tmp_path_factory.mktemp("canary-prometheus")
     store = directory / "tracekit.db"
-    shops = [_start(BASELINE, store, 0.02, 0), _start(CANARY, store, 0.06, FAIL_EVERY)]
+    shops = [
+        start_shop(APP, BASELINE, store, 0.02, 0),
+        start_shop(APP, CANARY, store, 0.06, FAIL_EVERY),
+    ]
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
         for shop in shops:
@@ -134,7 +120,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             yield Run(url, store, start_ns, end_ns)
     finally:
         for shop in shops:
-            interrupt(shop.process)  # flushes the last spans into the store
+            shop.stop()  # flushes the last spans into the store
 
 
 def _both(run: Run) -> dict[str, tuple[dict, dict]]:

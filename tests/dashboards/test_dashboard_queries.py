@@ -16,8 +16,6 @@ components' documentation in test_dashboard_model.py.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +39,7 @@ from grafana_model import (
     variable_query,
     variables,
 )
-from loopback import UNREACHABLE, free_port, interrupt
+from loopback import UNREACHABLE
 from prometheus_server import (
     api,
     instant,
@@ -49,6 +47,7 @@ from prometheus_server import (
     prometheus_binary,
     running_prometheus,
 )
+from shop import Shop, start_shop
 
 APP = Path(__file__).parent / "apps" / "dash_shop.py"
 BASELINE, CANARY = "1.0.0", "1.1.0"
@@ -67,35 +66,13 @@ KINDS = (
 TRACEKIT_DASHBOARDS = [name for name in DASHBOARD_FILES if name not in COLLECTOR_DASHBOARDS]
 
 
-@dataclass
-class Shop:
-    version: str
-    url: str
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        """SIGINT: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
-        interrupt(self.process)
-
-
-def _start_shop(version: str) -> Shop:
-    app_port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(APP), str(app_port), str(metrics_port), version],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
-
-
 def _warm_up(shop: Shop) -> int:
     return httpx.get(f"{shop.url}/orders/warmup").status_code
 
 
 @pytest.fixture(scope="module")
 def shops() -> Iterator[dict[str, Shop]]:
-    started = {version: _start_shop(version) for version in (BASELINE, CANARY)}
+    started = {version: start_shop(APP, version) for version in (BASELINE, CANARY)}
     try:
         for shop in started.values():
             wait_for(
