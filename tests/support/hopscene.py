@@ -118,3 +118,12 @@ def check_wait(consumer: ReadableSpan, delay_s: float, slack_ms: float = 1500.0)
     wait_ms = consumer.attributes[semconv.QUEUE_WAIT_MS]
     assert isinstance(wait_ms, float | int)
     assert delay_s * 1000 <= wait_ms <= delay_s * 1000 + slack_ms, wait_ms
+
+
+def check_batch(consumer: ReadableSpan, producers: list[ReadableSpan], delay_s: float) -> None:
+    """One CONSUMER span for a batch: its size, a link to every producer, the queue wait."""
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == len(producers)
+    linked = {link.context.span_id for link in consumer.links}
+    assert linked == {p.context.span_id for p in producers}
+    check_wait(consumer, delay_s)
