@@ -33,8 +33,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from bench._report import machine, markdown_table, replace_section, text_table
-from tracekit import _runtime, config, correlation, propagation
-from tracekit._setup import CorrelationSpanProcessor
+from tracekit import config, correlation, propagation
+from tracekit._runtime import state
+from tracekit._runtime.setup import CorrelationSpanProcessor
 
 SECTION = "Queue hops"
 _OPTIONS = {
@@ -58,7 +59,7 @@ class _DropExporter(SpanExporter):
 def _provider() -> TracerProvider:
     # What tracekit.init() leaves behind, without init's other work (metrics endpoint,
     # instrumenting every library): options resolved once, not re-read per message.
-    _runtime.activate(_runtime.Runtime(_OPTIONS["full"]))
+    state.activate(state.Runtime(_OPTIONS["full"]))
     provider = TracerProvider()
     provider.add_span_processor(CorrelationSpanProcessor())
     provider.add_span_processor(BatchSpanProcessor(_DropExporter()))
@@ -76,7 +77,7 @@ def _instrumentation(stack: str, provider: TracerProvider) -> tuple[Callable[[],
         mode = "correlation" if stack.endswith("correlation-only") else "full"
 
         def instrument() -> None:
-            _runtime.activate(_runtime.Runtime(_OPTIONS[mode]))
+            state.activate(state.Runtime(_OPTIONS[mode]))
             ours.instrument()
 
         return instrument, ours.uninstrument

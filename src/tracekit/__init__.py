@@ -38,16 +38,16 @@ def init(service_name: str | None = None, **options: _typing.Any) -> "Options":
     keyword option also has a ``TRACEKIT_*`` environment variable (docs/configuration.md).
     Calling it again is harmless: the first configuration stays. Returns the options in force.
     """
-    from tracekit import _setup
+    from tracekit._runtime import setup
 
-    return _setup.init(service_name, **options)
+    return setup.init(service_name, **options)
 
 
 def shutdown() -> None:
     """Flush pending telemetry and stop what ``init`` started."""
-    from tracekit import _setup
+    from tracekit._runtime import setup
 
-    _setup.shutdown()
+    setup.shutdown()
 
 
 def uninstrument() -> None:

@@ -4,7 +4,7 @@
 
 It works under WSGI and ASGI (sync and async capable), names spans by the resolver's route
 template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i18n_patterns``:
-``tracekit._django_routes``), records the view's exception when Django answers it with a 500
+``tracekit._http.django_routes``), records the view's exception when Django answers it with a 500
 (``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
 for ``StreamingHttpResponse``, ends the span when the server closes the response. Optional
 settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
@@ -17,11 +17,11 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from tracekit import _state, semconv
-from tracekit._django_routes import route_of
-from tracekit._guard import report_once
-from tracekit._http_server import ActiveRequest, ServerRequests
-from tracekit._wsgi_environ import ServerAttributes, header_keys, headers_of
+from tracekit import semconv
+from tracekit._http.django_routes import route_of
+from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
+from tracekit._runtime.guard import report_once
 
 __all__ = ["TracekitMiddleware"]
 
@@ -39,7 +39,7 @@ class TracekitMiddleware:
 
         self.get_response = get_response
         overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
-        self._requests = _state.server_requests(None, None, overrides)
+        self._requests = server_requests(None, None, overrides)
         self._environ_keys = header_keys(self._requests.wanted_headers)
         self._attributes = ServerAttributes()
         if iscoroutinefunction(get_response):

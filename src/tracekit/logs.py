@@ -43,7 +43,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import correlation, semconv
-from tracekit._guard import instrumentation_suppressed, report_once
+from tracekit._runtime.guard import instrumentation_suppressed, report_once
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import LoggerProvider
@@ -343,7 +343,7 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
-        from tracekit._export_watch import WatchedLogExporter
+        from tracekit._runtime.export_watch import WatchedLogExporter
 
         return WatchedLogExporter(OTLPLogExporter())
     if options.exporter == "store":

@@ -42,8 +42,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, config, correlation, propagation, semconv
-from tracekit._consumer import (
+from tracekit import config, correlation, propagation, semconv
+from tracekit._messaging.consumer import (
     Delivery,
     Received,
     Target,
@@ -52,8 +52,9 @@ from tracekit._consumer import (
     current_delivery,
     tracer_for,
 )
-from tracekit._guard import instrumentation_suppressed, mark_failed, safe
-from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._runtime import state as _state
+from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 
 __all__ = [

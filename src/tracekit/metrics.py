@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
-from tracekit._local_metrics import LocalGauge, LocalHistogram, LockFreeCounter, local_values
+from tracekit._metrics.local import LocalGauge, LocalHistogram, LockFreeCounter, local_values
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -172,7 +172,7 @@ class _ServiceMetrics:
 class HttpServerMetrics(_ServiceMetrics):
     """Request duration histogram and in-flight gauge of one service's HTTP server.
 
-    In a single process the families count in ``tracekit._local_metrics`` (same exposition, a
+    In a single process the families count in ``tracekit._metrics.local`` (same exposition, a
     fraction of the per-request cost); in multiprocess mode they are prometheus-client's own,
     whose values live in the shared files every worker's scrape sums.
     """

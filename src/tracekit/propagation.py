@@ -1,6 +1,6 @@
 """W3C Trace Context (Level 1, plus Level 2's random flag), baggage and the correlation header.
 
-Incoming baggage is read by ``tracekit._baggage`` (bounded, member by member, silent).
+Incoming baggage is read by ``tracekit._propagation.baggage`` (bounded, member by member, silent).
 
 tracekit parses ``traceparent`` and ``tracestate`` itself rather than through OpenTelemetry's
 propagator, which accepts extra fields after a version-00 traceparent, ignores duplicated
@@ -39,7 +39,9 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracekit import _baggage, _trace_formats, correlation, semconv
+from tracekit import correlation, semconv
+from tracekit._propagation import baggage as _baggage
+from tracekit._propagation import trace_formats as _trace_formats
 
 __all__ = [
     "BAGGAGE",

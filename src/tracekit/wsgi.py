@@ -11,18 +11,17 @@ The span ends when the server closes the response iterable, so streamed response
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state
-from tracekit._guard import report_once
-from tracekit._http_server import ActiveRequest, ServerRequests, braced_route
-from tracekit._wsgi_environ import (
+from tracekit._http import flask_hooks
+from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
+    ROUTE_KEY,
     Environ,
     ExcInfo,
     ServerAttributes,
@@ -31,11 +30,10 @@ from tracekit._wsgi_environ import (
     header_keys,
     headers_of,
 )
+from tracekit._runtime.guard import report_once
 
 __all__ = ["ROUTE_KEY", "TracekitMiddleware"]
 
-ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
-_FLASK_TEMPLATES: dict[str, str] = {}
 _STATUS_CODES: dict[str, int] = {}
 
 
@@ -55,9 +53,9 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._requests = server_requests(tracer_provider, registry, options)
         # Correlation-only mode needs no route names, so no Flask hooks either.
-        self._flask = self._requests.records and _connect_flask(app)
+        self._flask = self._requests.records and flask_hooks.connect(app)
         self._echo_lower = self._requests.response_header.lower()
         self._environ_keys = header_keys(self._requests.wanted_headers)
         self._attributes = ServerAttributes()
@@ -78,7 +76,7 @@ class TracekitMiddleware:
         ) -> Callable[[bytes], object]:
             request.status_code = _STATUS_CODES.get(status) or _status_code(status)
             if flask and ROUTE_KEY not in environ:
-                _remember_flask_route(environ)
+                flask_hooks.remember_route(environ)
             for name, _ in headers:
                 if name.lower() == echo_lower:
                     break
@@ -147,45 +145,6 @@ def _finish(
         requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
-
-
-def _connect_flask(app: WSGIApp) -> bool:
-    """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
-    flask = sys.modules.get("flask")
-    owner = getattr(app, "__self__", None)
-    if flask is not None and isinstance(owner, flask.Flask):
-        from tracekit.flask import _connect_signals
-
-        _connect_signals(owner)
-        return True
-    return False
-
-
-def _remember_flask_route(environ: Environ) -> None:
-    """Keep Flask's matched url rule as the route template, unless an adapter already did.
-
-    Flask calls ``start_response`` inside its request context, while ``werkzeug.request`` in
-    the environ is still the request; reading it there costs far less than a signal receiver.
-    ``tracekit.flask`` calls it too when a view's exception is about to propagate.
-    """
-    try:
-        if ROUTE_KEY not in environ:
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            template = getattr(rule, "rule", None)
-            if isinstance(template, str):
-                environ[ROUTE_KEY] = _flask_template(template)
-    except Exception as error:
-        report_once("wsgi flask route", error)
-
-
-def _flask_template(rule: str) -> str:
-    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: kept)."""
-    template = _FLASK_TEMPLATES.get(rule)
-    if template is None:
-        template = braced_route(rule)
-        if len(_FLASK_TEMPLATES) < CACHE_LIMIT:
-            _FLASK_TEMPLATES[rule] = template
-    return template
 
 
 def _status_code(status: str) -> int:

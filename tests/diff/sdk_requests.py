@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tracekit import correlation
-from tracekit._setup import CorrelationSpanProcessor
+from tracekit._runtime.setup import CorrelationSpanProcessor
 from tracekit.store import Store
 from tracekit.store.exporter import StoreSpanExporter
 

@@ -20,7 +20,7 @@ import requests
 from conditions import wait_for
 from loopback import free_port
 
-from tracekit._guard import MAX_MESSAGE
+from tracekit._runtime.guard import MAX_MESSAGE
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 from tracekit.store import Store

@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import semconv
-from tracekit._guard import MAX_MESSAGE
+from tracekit._runtime.guard import MAX_MESSAGE
 from tracekit.instrumentation.celery import RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")

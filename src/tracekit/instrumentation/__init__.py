@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["INSTRUMENTORS", "instrument", "selected", "uninstrument"]

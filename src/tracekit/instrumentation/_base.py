@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import wrapt
 
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 

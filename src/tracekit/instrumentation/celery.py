@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracekit import messaging, propagation
-from tracekit._guard import guarded
+from tracekit._runtime.guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
 
 __all__ = [
@@ -150,7 +150,7 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
 
 
 def _header_names() -> tuple[str, ...]:
-    from tracekit import _state
+    from tracekit._runtime import state as _state
 
     options = _state.current_options()
     correlation = (*options.correlation_headers, options.response_header)

@@ -24,10 +24,11 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from tracekit import _kafka, messaging, semconv
-from tracekit._guard import report_once
-from tracekit._kafka import SYSTEM
+from tracekit import messaging, semconv
+from tracekit._runtime.guard import report_once
+from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor
+from tracekit.instrumentation._kafka import SYSTEM
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
 

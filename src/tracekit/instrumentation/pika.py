@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "PikaInstrumentor", "delivery_of"]

@@ -34,7 +34,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import _state, messaging
+from tracekit import messaging
+from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = [

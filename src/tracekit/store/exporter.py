@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from tracekit._guard import suppressing_instrumentation
+from tracekit._runtime.guard import suppressing_instrumentation
 from tracekit.records import (
     Attributes,
     AttributeValue,

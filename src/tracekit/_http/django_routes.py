@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from tracekit._http_server import braced_route
+from tracekit._http.server import braced_route
 
 _NAMED_GROUP = re.compile(r"\(\?P<([^>]+)>")
 _QUANTIFIER = re.compile(r"[?*+]|\{\d*,?\d*\}")

@@ -20,9 +20,12 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
-from tracekit._guard import mark_failed, safe
-from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit import config, correlation, propagation, semconv
+from tracekit._messaging import headers as _message_headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._propagation import baggage as _baggage
+from tracekit._runtime import state as _state
+from tracekit._runtime.guard import mark_failed, safe
 from tracekit.metrics import MessagingMetrics
 
 T = TypeVar("T")

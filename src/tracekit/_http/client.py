@@ -12,15 +12,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from tracekit import _state, correlation, propagation, semconv
-from tracekit._guard import (
+from tracekit import correlation, propagation, semconv
+from tracekit._http.server import KNOWN_METHODS
+from tracekit._runtime.guard import (
     instrumentation_suppressed,
     mark_failed,
     mark_failed_status,
     report_once,
     suppress_nested_http_in,
 )
-from tracekit._http_server import KNOWN_METHODS
+from tracekit._runtime.state import current_options
 from tracekit.metrics import HttpClientMetrics
 
 R = TypeVar("R")
@@ -47,7 +48,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     """
     if instrumentation_suppressed(http=True):
         return None
-    if _state.current_options().correlation_only:
+    if current_options().correlation_only:
         inject_only(headers)
         return None
     method = method.upper()
@@ -78,7 +79,7 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
 
 def _record_metrics(call: ClientCall, status_code: int | None, error: BaseException | None) -> None:
     try:
-        opts = _state.current_options()
+        opts = current_options()
         metrics = HttpClientMetrics.get(opts.service_name, opts.service_version)
         seconds = perf_counter() - call.started
         metrics.request_finished(call.attributes, status_code, error, seconds, call.span)

@@ -18,6 +18,7 @@ StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 CACHE_LIMIT = 256  # entries per cache of values read from environs: bounded whatever clients send
+ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
 
 
 def header_keys(names: Iterable[str]) -> tuple[tuple[str, str], ...]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping
 from types import ModuleType
 from typing import Any
 
-from tracekit._asgi_types import Message, Send
+from tracekit._http.asgi_types import Message, Send
 from tracekit.instrumentation._base import Instrumentor
 
 ECHO_KEY = "tracekit.echo"

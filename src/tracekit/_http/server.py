@@ -17,9 +17,12 @@ from typing import Any
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, TracerProvider
+from prometheus_client import CollectorRegistry
 
-from tracekit import _baggage, correlation, propagation, semconv
-from tracekit._guard import mark_failed, mark_failed_status
+from tracekit import correlation, propagation, semconv
+from tracekit._propagation import baggage as _baggage
+from tracekit._runtime.guard import mark_failed, mark_failed_status
+from tracekit._runtime.state import current_options
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
@@ -177,6 +180,19 @@ class ServerRequests:
             otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
         )
         return span, token
+
+
+def server_requests(
+    tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
+    overrides: dict[str, Any],
+) -> ServerRequests:
+    """Build the request handling shared by every server middleware flavour."""
+    opts = current_options(**overrides)
+    metrics = None
+    if not opts.correlation_only:
+        metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
+    return ServerRequests(opts, tracer_provider, metrics)
 
 
 def _enclosing_server_span() -> trace.Span | None:
