@@ -127,9 +127,13 @@ def _both(run: Run) -> dict[str, tuple[dict, dict]]:
     versions = (BASELINE, CANARY)
     window = (run.start_ns, run.end_ns)
     prometheus = samples_from_prometheus(run.prometheus, "shop", versions, *window)
-    for _ in range(50):  # the services flush their spans as they stop
+    deadline = time.monotonic() + 60  # batches reach the store on their schedule; a loaded
+    while True:  # machine can take a while, so wait for both versions' last batch
         stored = samples_from_store(Store(run.store), "shop", versions, *window)
-        if sum(s.requests for s in stored[1].values()) == len(ROUTES) * PER_ROUTE:
+        complete = all(
+            sum(s.requests for s in side.values()) == len(ROUTES) * PER_ROUTE for side in stored
+        )
+        if complete or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     return {"prometheus": prometheus, "store": stored}

@@ -71,7 +71,11 @@ class Service:
         return True
 
     def wait_http(self, url: str, timeout: float = 30) -> None:
-        self._wait(lambda: self.running() and bool(httpx.get(url, timeout=2)), timeout, url)
+        # Retry only while nothing listens: a request the server took is waited for, however
+        # slow a loaded machine makes its first answer, so no abandoned request is left in flight
+        # (its span and log record would then race the stop the test is about).
+        patient = httpx.Timeout(timeout, connect=2)
+        self._wait(lambda: self.running() and bool(httpx.get(url, timeout=patient)), timeout, url)
 
     def wait_output(self, text: str, timeout: float = 60) -> None:
         self._wait(lambda: self.running() and text in self.output(), timeout, f"{text!r} printed")
