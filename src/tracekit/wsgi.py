@@ -6,7 +6,8 @@ Works for Flask, Django and any WSGI app::
     app.wsgi_app = TracekitMiddleware(app.wsgi_app)   # Flask (or tracekit.flask.init_app(app))
     application = TracekitMiddleware(get_wsgi_application())   # Django's wsgi.py
 
-The span ends when the server closes the response iterable, so streamed responses are covered.
+The span ends when the last chunk of the body has been handed to the server (at the latest when
+the server closes the response), so streamed responses are covered.
 """
 
 from __future__ import annotations
@@ -104,9 +105,14 @@ class TracekitMiddleware:
 
 
 class _Response:
-    """The app's response iterable; finishing the request when the server closes it."""
+    """The app's response iterable; finishing the request when the body is done.
 
-    __slots__ = ("_body", "_environ", "_error", "_request", "_requests")
+    That is when the last chunk has been handed to the server or, at the latest, when the server
+    closes the response. Not only on close: werkzeug's server skips ``close()`` when the client
+    resets the connection after reading the answer, which would lose the span.
+    """
+
+    __slots__ = ("_body", "_closed", "_environ", "_error", "_request", "_requests")
 
     def __init__(
         self,
@@ -120,15 +126,25 @@ class _Response:
         self._request = request
         self._environ = environ
         self._error: BaseException | None = None
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._body
+        except GeneratorExit:  # the server stopped reading (a client gone mid-stream)
+            self.close()
+            raise
         except BaseException as error:
             self._error = error
+            self.close()
             raise
+        self.close()
 
     def close(self) -> None:
+        """Close the app's body (once) and finish the request."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
