@@ -23,7 +23,9 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from bench._queue_stacks import CORRELATION_ID
-from tracekit import _consumer, _runtime, config, correlation, messaging, propagation
+from tracekit import config, correlation, messaging, propagation
+from tracekit._messaging import consumer as _consumer
+from tracekit._runtime import state as _runtime
 from tracekit.metrics import MessagingMetrics
 
 ROUTING = {"messaging.rabbitmq.destination.routing_key": "orders"}

@@ -33,8 +33,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tracekit import _runtime, config, propagation
-from tracekit._setup import CorrelationSpanProcessor
+from tracekit import config, propagation
+from tracekit._runtime import state as _runtime
+from tracekit._runtime.setup import CorrelationSpanProcessor
 
 BARE, FULL, CORRELATION, PEER = "bare", "tracekit", "tracekit correlation-only", "OpenTelemetry"
 STACKS = (BARE, FULL, CORRELATION, PEER)

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracekit import propagation
-from tracekit._setup import CorrelationSpanProcessor
+from tracekit._runtime.setup import CorrelationSpanProcessor
 
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import sqlite3
@@ -31,23 +29,10 @@ from tracekit.store import (
     parse_duration,
     parse_size,
 )
+from tracekit.store._heap import map_large_buffers
 from tracekit_cli.options import StoreOption
 
 EXIT_ERROR = 2
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-_MMAP_FROM = 256 * 1024
-
-
-def _return_large_buffers_to_the_system() -> None:
-    """Have glibc map every buffer over 256 KiB on its own, so freeing it shrinks the process.
-
-    By default glibc raises that threshold to the largest block freed so far: after one 16 MiB
-    request body, later bodies come from the heap, whose freed space the process keeps. With
-    40 clients uploading 16 MiB each that kept ~130 MiB more (measured: peak 239 MiB against
-    109 MiB with the threshold fixed). Elsewhere than glibc this does nothing.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
 
 
 def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
@@ -113,7 +98,7 @@ def collector(
     Health: GET /health. Ctrl-C or SIGTERM stops it after writing everything it acknowledged.
     """  # fmt: skip
     retention = _retention(max_age, max_size)
-    _return_large_buffers_to_the_system()
+    map_large_buffers()  # freed request bodies go back to the system (see tracekit.store._heap)
     # grpc's core would print its own lines (a failed bind, a client gone) raw on stderr; what
     # matters reaches the user as one line from us. Read when grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")

@@ -20,6 +20,7 @@ COMMANDS = {
     "canary": "tracekit_cli.canary:canary",
     "collector": "tracekit_cli.collector:collector",
     "demo": "tracekit_cli.demo.command:demo",
+    "diff": "tracekit_cli.diff:diff",
     "search": "tracekit_cli.search:search",
     "services": "tracekit_cli.services:services",
     "trace": "tracekit_cli.trace:trace",

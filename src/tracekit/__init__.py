@@ -10,36 +10,44 @@ correlation ID and W3C trace context. Importing tracekit is cheap: the OpenTelem
 store and the receiver load only when used.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from tracekit._version import __version__
 from tracekit.correlation import correlation_id
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
+    # What type checkers see of the modules ``__getattr__`` loads on first use.
+    from tracekit import asgi as asgi
+    from tracekit import config as config
+    from tracekit import django as django
+    from tracekit import flask as flask
+    from tracekit import logs as logs
+    from tracekit import messaging as messaging
+    from tracekit import metrics as metrics
+    from tracekit import structlog as structlog
+    from tracekit import wsgi as wsgi
     from tracekit.config import Options
 
 __all__ = ["__version__", "correlation_id", "init", "shutdown", "uninstrument"]
 
 
-def init(service_name: str | None = None, **options: Any) -> Options:
+def init(service_name: str | None = None, **options: _typing.Any) -> "Options":
     """Configure tracing, log correlation, metrics and every supported library that is installed.
 
     ``service_name`` defaults to ``TRACEKIT_SERVICE_NAME``, then ``OTEL_SERVICE_NAME``. Every
     keyword option also has a ``TRACEKIT_*`` environment variable (docs/configuration.md).
     Calling it again is harmless: the first configuration stays. Returns the options in force.
     """
-    from tracekit import _setup
+    from tracekit._runtime import setup
 
-    return _setup.init(service_name, **options)
+    return setup.init(service_name, **options)
 
 
 def shutdown() -> None:
     """Flush pending telemetry and stop what ``init`` started."""
-    from tracekit import _setup
+    from tracekit._runtime import setup
 
-    _setup.shutdown()
+    setup.shutdown()
 
 
 def uninstrument() -> None:
@@ -47,3 +55,25 @@ def uninstrument() -> None:
     from tracekit import instrumentation
 
     instrumentation.uninstrument()
+
+
+if not _typing.TYPE_CHECKING:  # to a type checker, an unknown name stays an error
+
+    def __getattr__(name: str) -> object:
+        """Public modules on first use: ``import tracekit`` then ``tracekit.wsgi`` works, and a
+        plain ``import tracekit`` still loads none of them."""
+        import importlib
+
+        if not name.startswith("_"):
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as error:
+                if error.name != f"{__name__}.{name}":
+                    raise  # the module exists; something it needs is missing
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        """The public names and the public modules loaded so far (listing loads nothing, so
+        ``help(tracekit)`` works without every optional dependency)."""
+        loaded = (n for n, v in globals().items() if isinstance(v, type(_typing)))
+        return sorted({*__all__, *(n for n in loaded if not n.startswith("_"))})

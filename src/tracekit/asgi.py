@@ -9,29 +9,24 @@ Pure ASGI, so it works under Starlette, FastAPI and any other ASGI framework::
 Lifespan passes through (tracekit flushes at its shutdown); other scope types pass straight through.
 The correlation header is echoed on every response the app sends, and on the 500 page Starlette's
 ``ServerErrorMiddleware`` sends for an unhandled exception outside any ``add_middleware``
-middleware (``tracekit._server_errors``).
+middleware (``tracekit._http.server_errors``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _lifecycle, _state, correlation, semconv
-from tracekit._guard import report_once
-from tracekit._http_server import ActiveRequest
-from tracekit._server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
+from tracekit import correlation, semconv
+from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from tracekit._http.server import ActiveRequest, server_requests
+from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
+from tracekit._runtime import lifecycle
+from tracekit._runtime.guard import report_once
 
 __all__ = ["TracekitMiddleware"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
 
@@ -52,7 +47,7 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._requests = server_requests(tracer_provider, registry, options)
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
@@ -60,7 +55,7 @@ class TracekitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
-            await self.app(scope, receive, _lifecycle.lifespan_send(send))
+            await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
             await self.app(scope, receive, send)

@@ -20,6 +20,18 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 from urllib.parse import unquote
 
+__all__ = [
+    "EXPORTERS",
+    "MAX_TEXT",
+    "MODES",
+    "ConfigError",
+    "Options",
+    "compile_excluded",
+    "default_service_name",
+    "env_var",
+    "resolve",
+]
+
 EXPORTERS = ("otlp", "store", "console", "none")
 MODES = ("full", "correlation")
 MAX_TEXT = 256

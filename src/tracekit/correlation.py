@@ -14,6 +14,16 @@ import re
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
+__all__ = [
+    "MAX_LENGTH",
+    "correlation_id",
+    "first_valid",
+    "is_valid",
+    "new_correlation_id",
+    "reset_correlation_id",
+    "set_correlation_id",
+]
+
 MAX_LENGTH = 128
 
 # Letters, digits and the separators gateways use. No whitespace, quotes, angle brackets or

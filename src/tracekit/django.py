@@ -4,7 +4,7 @@
 
 It works under WSGI and ASGI (sync and async capable), names spans by the resolver's route
 template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i18n_patterns``:
-``tracekit._django_routes``), records the view's exception when Django answers it with a 500
+``tracekit._http.django_routes``), records the view's exception when Django answers it with a 500
 (``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
 for ``StreamingHttpResponse``, ends the span when the server closes the response. Optional
 settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
@@ -17,10 +17,11 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from tracekit import _state, semconv
-from tracekit._django_routes import route_of
-from tracekit._guard import report_once
-from tracekit._http_server import ActiveRequest, ServerRequests
+from tracekit import semconv
+from tracekit._http.django_routes import route_of
+from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
+from tracekit._runtime.guard import report_once
 
 __all__ = ["TracekitMiddleware"]
 
@@ -38,11 +39,9 @@ class TracekitMiddleware:
 
         self.get_response = get_response
         overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
-        self._requests = _state.server_requests(None, None, overrides)
-        self._environ_keys = tuple(
-            ("HTTP_" + name.upper().replace("-", "_"), name)
-            for name in sorted(self._requests.wanted_headers)
-        )
+        self._requests = server_requests(None, None, overrides)
+        self._environ_keys = header_keys(self._requests.wanted_headers)
+        self._attributes = ServerAttributes()
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
 
@@ -79,9 +78,10 @@ class TracekitMiddleware:
         if self._requests.is_excluded(request.path):
             return None
         try:
-            meta = request.META
-            headers = {name: [meta[key]] for key, name in self._environ_keys if key in meta}
-            return self._requests.start(request.method, request.path, headers, _attributes(meta))
+            headers = headers_of(request.META, self._environ_keys)
+            attributes = self._attributes(request.META)
+            _add_asgi_protocol(attributes, request)
+            return self._requests.start(request.method, request.path, headers, attributes)
         except Exception as error:
             report_once("django request start", error)
             return None
@@ -132,11 +132,9 @@ def _finish(
         report_once("django request finish", exc)
 
 
-def _attributes(meta: dict[str, Any]) -> dict[str, Any]:
-    attributes: dict[str, Any] = {semconv.URL_SCHEME: meta.get("wsgi.url_scheme", "http")}
-    if meta.get("SERVER_NAME"):
-        attributes[semconv.SERVER_ADDRESS] = meta["SERVER_NAME"]
-    port = str(meta.get("SERVER_PORT", ""))
-    if port.isdigit():
-        attributes[semconv.SERVER_PORT] = int(port)
-    return attributes
+def _add_asgi_protocol(attributes: dict[str, Any], request: Any) -> None:
+    """Under ASGI, Django's META has no ``SERVER_PROTOCOL``: the scope has the HTTP version."""
+    if semconv.NETWORK_PROTOCOL_VERSION not in attributes:
+        version = getattr(request, "scope", {}).get("http_version")
+        if isinstance(version, str) and version:
+            attributes[semconv.NETWORK_PROTOCOL_VERSION] = version[:16]

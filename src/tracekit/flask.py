@@ -1,24 +1,14 @@
 """Flask helper: ``tracekit.flask.init_app(app)`` wraps ``app.wsgi_app`` once.
 
-Spans are named by Flask's url rule (``GET /orders/{id}``). The WSGI middleware reads the rule
-while Flask calls ``start_response`` inside its request context (Flask clears the request from
-the environ when that context ends, before the server closes the response and the span ends).
-Flask also turns a view's exception into a 500 response before the WSGI middleware sees it, so
-the ``got_request_exception`` signal records the exception on the request's SERVER span, and keeps
-the route for the one case where no response starts in the request context: an exception Flask
-propagates (``PROPAGATE_EXCEPTIONS``).
+Spans are named by Flask's url rule (``GET /orders/{id}``) and a view's exception is recorded on
+its SERVER span: the WSGI middleware does both for a Flask app (``tracekit._http.flask_hooks``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
-
-from tracekit import semconv
-from tracekit._guard import guarded
-from tracekit.wsgi import TracekitMiddleware, remember_flask_route
+from tracekit.wsgi import TracekitMiddleware
 
 __all__ = ["init_app"]
 
@@ -32,27 +22,3 @@ def init_app(app: Any, **options: Any) -> Any:
     if not isinstance(app.wsgi_app, TracekitMiddleware):
         app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)  # connects the signals
     return app
-
-
-def connect_signals(app: Any) -> None:
-    """Record the exceptions of ``app``'s views on their SERVER spans (idempotent).
-
-    Route names need no signal: a receiver of ``request_started`` would run on every request,
-    while the middleware reads the url rule for free when the response starts.
-    """
-    import flask
-
-    flask.got_request_exception.connect(_record_exception, app, weak=False)
-
-
-@guarded(None)
-def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
-    import flask
-
-    remember_flask_route(flask.request.environ)
-    span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    span.record_exception(exception)
-    span.set_attribute(semconv.ERROR_TYPE, type(exception).__qualname__)
-    span.set_status(Status(StatusCode.ERROR, type(exception).__qualname__))

@@ -43,7 +43,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import correlation, semconv
-from tracekit._guard import report_once
+from tracekit._runtime.guard import instrumentation_suppressed, report_once
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import LoggerProvider
@@ -54,13 +54,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMPTY",
+    "EXPORT_POINTS",
+    "MAX_EXTRA_FIELDS",
+    "MAX_MESSAGE",
+    "MAX_VALUE",
     "STAMPED_FIELDS",
     "JsonFormatter",
     "LogExportHandler",
+    "build_log_exporter",
     "current_fields",
     "flush",
     "install",
     "json_stdout_handler",
+    "log_attributes",
+    "severity_number",
     "uninstall",
 ]
 
@@ -267,9 +274,7 @@ class LogExportHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Translate and emit ``record``; never raises into the application."""
-        if record.name.startswith(_PIPELINE_LOGGERS) or otel_context.get_value(
-            otel_context._SUPPRESS_INSTRUMENTATION_KEY
-        ):
+        if record.name.startswith(_PIPELINE_LOGGERS) or instrumentation_suppressed():
             return
         try:
             self.provider.get_logger(record.name).emit(
@@ -338,7 +343,7 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 
-        from tracekit._export_watch import WatchedLogExporter
+        from tracekit._runtime.export_watch import WatchedLogExporter
 
         return WatchedLogExporter(OTLPLogExporter())
     if options.exporter == "store":

@@ -42,21 +42,20 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, config, correlation, propagation, semconv
-from tracekit._consumer import (
+from tracekit import config, correlation, propagation, semconv
+from tracekit._messaging.consumer import (
     Delivery,
     Received,
     Target,
     base_attributes,
     bounded_id,
     current_delivery,
-    mark_error,
     reading_for,
-    safe,
     tracer_for,
 )
-from tracekit._guard import report_once
-from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._runtime import state as _state
+from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, report_once, safe
 from tracekit.metrics import MessagingMetrics
 
 __all__ = [
@@ -129,7 +128,7 @@ class Publishing:
 
     def __enter__(self) -> Publication:
         ctx = otel_context.get_current()
-        if ctx.get(_PUBLISHING) or ctx.get(otel_context._SUPPRESS_INSTRUMENTATION_KEY):
+        if ctx.get(_PUBLISHING) or instrumentation_suppressed(context=ctx):
             return Publication()
         try:
             publication, token, opts = _start_publish(ctx, *self._call)
@@ -250,7 +249,8 @@ def _end_publish(
     span = publication.span
     if span is None:
         return
-    mark_error(span, error)
+    if error is not None:
+        mark_failed(span, error)
     span.end()
     _, system, destination, *_rest, registry = call
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
-from tracekit._local_metrics import (
+from tracekit._metrics.local import (
     LocalCounter,
     LocalGauge,
     LocalHistogram,
@@ -41,6 +41,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "MAX_CLIENT_DESTINATIONS",
     "MAX_LABEL_LENGTH",
+    "MULTIPROC_DIR_ENV",
     "OTHER_VALUE",
     "QUEUE_WAIT_BUCKETS",
     "UNMATCHED_ROUTE",
@@ -48,12 +49,14 @@ __all__ = [
     "HttpClientMetrics",
     "HttpServerMetrics",
     "MessagingMetrics",
+    "MetricsASGIApp",
     "MetricsServer",
     "asgi_metrics_app",
     "exemplar_of",
     "exposition_registry",
     "install",
     "mark_process_dead",
+    "multiprocess_enabled",
     "wsgi_metrics_app",
 ]
 
@@ -102,6 +105,16 @@ class BoundedLabel:
                 return False
             self.seen.add(key)
         return True
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...],
+    registry: CollectorRegistry,
+    buckets: tuple[float, ...] = DURATION_BUCKETS,
+) -> Histogram:
+    return Histogram(name, documentation, labels, buckets=buckets, registry=registry)
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
@@ -174,7 +187,7 @@ class _ServiceMetrics:
 class HttpServerMetrics(_ServiceMetrics):
     """Request duration histogram and in-flight gauge of one service's HTTP server.
 
-    In a single process the families count in ``tracekit._local_metrics`` (same exposition, a
+    In a single process the families count in ``tracekit._metrics.local`` (same exposition, a
     fraction of the per-request cost); in multiprocess mode they are prometheus-client's own,
     whose values live in the shared files every worker's scrape sums.
     """
@@ -204,13 +217,8 @@ class HttpServerMetrics(_ServiceMetrics):
                 _SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry, self._in_flight
             )
             return
-        self.duration = Histogram(
-            _SERVER_DURATION,
-            _SERVER_DURATION_HELP,
-            (*_SERVER_LABELS, *_SERVICE_LABELS),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+        labels = (*_SERVER_LABELS, *_SERVICE_LABELS)
+        self.duration = _histogram(_SERVER_DURATION, _SERVER_DURATION_HELP, labels, registry)
         self.active = Gauge(
             _SERVER_ACTIVE,
             _SERVER_ACTIVE_HELP,
@@ -260,7 +268,7 @@ _MESSAGING_LABELS = ("messaging_system", "messaging_destination_name")
 class MessagingMetrics(_ServiceMetrics):
     """Publish and process durations, queue wait, and consumed/failed counters of one service.
 
-    In a single process the histograms count in ``tracekit._local_metrics`` and the counters are
+    In a single process the histograms count in ``tracekit._metrics.local`` and the counters are
     read from them at scrape time (a message sent is a publish observed, a message consumed a
     process duration observed, a failed one a duration observed with an ``error_type``): one
     short locked update per observation instead of prometheus-client's locks, exemplar checks
@@ -431,13 +439,10 @@ class HttpClientMetrics(_ServiceMetrics):
         # Hosts and ports come from URLs the application builds (webhooks may be user-supplied):
         # bound the destinations, an address and port together, so neither can multiply series.
         self._destination = BoundedLabel(MAX_CLIENT_DESTINATIONS)
-        self.duration = Histogram(
+        self.duration = _histogram(
             "http_client_request_duration_seconds",
-            "Duration of outgoing HTTP requests.",
-            _CLIENT_LABELS,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
+            "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry,
+        )  # fmt: skip
 
     def request_finished(
         self,

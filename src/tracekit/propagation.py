@@ -1,6 +1,6 @@
 """W3C Trace Context (Level 1, plus Level 2's random flag), baggage and the correlation header.
 
-Incoming baggage is read by ``tracekit._baggage`` (bounded, member by member, silent).
+Incoming baggage is read by ``tracekit._propagation.baggage`` (bounded, member by member, silent).
 
 tracekit parses ``traceparent`` and ``tracestate`` itself rather than through OpenTelemetry's
 propagator, which accepts extra fields after a version-00 traceparent, ignores duplicated
@@ -39,13 +39,43 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from tracekit import _baggage, _trace_formats, correlation
+from tracekit import correlation, semconv
+from tracekit._propagation import baggage as _baggage
+from tracekit._propagation import trace_formats as _trace_formats
+
+__all__ = [
+    "BAGGAGE",
+    "CORRELATION_BAGGAGE_KEY",
+    "CORRELATION_HEADER",
+    "CURRENT_SPAN_KEY",
+    "DEFAULT_PROPAGATORS",
+    "KNOWN_PROPAGATORS",
+    "MAX_TRACESTATE_MEMBERS",
+    "RANDOM",
+    "SAMPLED",
+    "TRACECONTEXT",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "HeaderGetter",
+    "ParsedTraceState",
+    "TraceParent",
+    "TracekitPropagator",
+    "carried_fields",
+    "configured",
+    "format_traceparent",
+    "format_tracestate",
+    "inject_trace_context",
+    "parse_traceparent",
+    "parse_tracestate",
+    "propagator_names",
+    "update_tracestate",
+]
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 BAGGAGE = "baggage"
 CORRELATION_HEADER = "X-Correlation-ID"
-CORRELATION_BAGGAGE_KEY = "correlation.id"
+CORRELATION_BAGGAGE_KEY = semconv.CORRELATION_ID  # the baggage member is named as the attribute
 
 SAMPLED = 0x01
 RANDOM = 0x02

@@ -15,6 +15,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from tracekit import semconv
+
+__all__ = [
+    "CORRELATION_ATTRIBUTE",
+    "SPAN_KINDS",
+    "STATUS_CODES",
+    "AttributeValue",
+    "Attributes",
+    "BackendError",
+    "LimitedSpanSource",
+    "LogRecordData",
+    "RequestSummary",
+    "SpanEvent",
+    "SpanLink",
+    "SpanRecord",
+    "SpanSource",
+    "WarningSource",
+]
+
 AttributeValue: TypeAlias = (
     "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
 )
@@ -23,7 +42,7 @@ Attributes: TypeAlias = dict[str, AttributeValue]
 SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 
-CORRELATION_ATTRIBUTE = "correlation.id"
+CORRELATION_ATTRIBUTE = semconv.CORRELATION_ID
 
 
 @dataclass(slots=True)

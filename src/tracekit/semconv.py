@@ -10,6 +10,33 @@ reconstruction engine, dashboards' documentation) can import the same names.
 
 from typing import Final
 
+__all__ = [
+    "CORRELATION_ID",
+    "ERROR_TYPE",
+    "HTTP_REQUEST_METHOD",
+    "HTTP_REQUEST_METHOD_ORIGINAL",
+    "HTTP_RESPONSE_STATUS_CODE",
+    "HTTP_ROUTE",
+    "MESSAGING_BATCH_MESSAGE_COUNT",
+    "MESSAGING_CONSUMER_GROUP_NAME",
+    "MESSAGING_DESTINATION_NAME",
+    "MESSAGING_DESTINATION_PARTITION_ID",
+    "MESSAGING_KAFKA_OFFSET",
+    "MESSAGING_MESSAGE_ID",
+    "MESSAGING_OPERATION_NAME",
+    "MESSAGING_OPERATION_TYPE",
+    "MESSAGING_SYSTEM",
+    "NETWORK_PROTOCOL_VERSION",
+    "OTHER_METHOD",
+    "PUBLISH_TIME",
+    "QUEUE_WAIT_MS",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
+    "URL_FULL",
+    "URL_PATH",
+    "URL_SCHEME",
+]
+
 # HTTP (stable)
 HTTP_REQUEST_METHOD: Final = "http.request.method"
 HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"

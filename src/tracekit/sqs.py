@@ -33,6 +33,7 @@ MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything lo
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_PACKED_LENGTH",
     "PACKED_ATTRIBUTE",
     "SYSTEM",
     "add_context",

@@ -21,10 +21,10 @@ from tracekit.logs import EMPTY, current_fields
 
 __all__ = ["add_tracekit_context"]
 
-EventDict = MutableMapping[str, Any]
+_EventDict = MutableMapping[str, Any]
 
 
-def add_tracekit_context(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+def add_tracekit_context(logger: Any, method_name: str, event_dict: _EventDict) -> _EventDict:
     """structlog processor: add the current correlation fields to ``event_dict``."""
     for key, value in current_fields().items():
         if value != EMPTY:

@@ -6,35 +6,35 @@ Works for Flask, Django and any WSGI app::
     app.wsgi_app = TracekitMiddleware(app.wsgi_app)   # Flask (or tracekit.flask.init_app(app))
     application = TracekitMiddleware(get_wsgi_application())   # Django's wsgi.py
 
-The span ends when the server closes the response iterable, so streamed responses are covered.
+The span ends when the last chunk of the body has been handed to the server (at the latest when
+the server closes the response), so streamed responses are covered.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _state, semconv
-from tracekit._guard import report_once
-from tracekit._http_server import ActiveRequest, ServerRequests
+from tracekit._http import flask_hooks
+from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.wsgi_environ import (
+    CACHE_LIMIT,
+    ROUTE_KEY,
+    Environ,
+    ExcInfo,
+    ServerAttributes,
+    StartResponse,
+    WSGIApp,
+    header_keys,
+    headers_of,
+)
+from tracekit._runtime.guard import report_once
 
-__all__ = ["TracekitMiddleware"]
+__all__ = ["ROUTE_KEY", "TracekitMiddleware"]
 
-Environ = dict[str, Any]
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-
-ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
-_FLASK_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-_CACHE_LIMIT = 256  # entries per cache below: bounded whatever clients send
-_FLASK_TEMPLATES: dict[str, str] = {}
 _STATUS_CODES: dict[str, int] = {}
 
 
@@ -54,15 +54,12 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = _state.server_requests(tracer_provider, registry, options)
+        self._requests = server_requests(tracer_provider, registry, options)
         # Correlation-only mode needs no route names, so no Flask hooks either.
-        self._flask = self._requests.records and _connect_flask(app)
+        self._flask = self._requests.records and flask_hooks.connect(app)
         self._echo_lower = self._requests.response_header.lower()
-        self._environ_keys = tuple(
-            ("HTTP_" + name.upper().replace("-", "_"), name)
-            for name in sorted(self._requests.wanted_headers)
-        )
-        self._attributes = _ServerAttributes()
+        self._environ_keys = header_keys(self._requests.wanted_headers)
+        self._attributes = ServerAttributes()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
@@ -80,7 +77,7 @@ class TracekitMiddleware:
         ) -> Callable[[bytes], object]:
             request.status_code = _STATUS_CODES.get(status) or _status_code(status)
             if flask and ROUTE_KEY not in environ:
-                remember_flask_route(environ)
+                flask_hooks.remember_route(environ)
             for name, _ in headers:
                 if name.lower() == echo_lower:
                     break
@@ -97,7 +94,7 @@ class TracekitMiddleware:
 
     def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
         try:
-            headers = {name: [environ[key]] for key, name in self._environ_keys if key in environ}
+            headers = headers_of(environ, self._environ_keys)
             attributes = self._attributes(environ) if self._requests.records else {}
             return self._requests.start(
                 environ.get("REQUEST_METHOD", "GET"), path, headers, attributes
@@ -108,9 +105,14 @@ class TracekitMiddleware:
 
 
 class _Response:
-    """The app's response iterable; finishing the request when the server closes it."""
+    """The app's response iterable; finishing the request when the body is done.
 
-    __slots__ = ("_body", "_environ", "_error", "_request", "_requests")
+    That is when the last chunk has been handed to the server or, at the latest, when the server
+    closes the response. Not only on close: werkzeug's server skips ``close()`` when the client
+    resets the connection after reading the answer, which would lose the span.
+    """
+
+    __slots__ = ("_body", "_closed", "_environ", "_error", "_request", "_requests")
 
     def __init__(
         self,
@@ -124,15 +126,25 @@ class _Response:
         self._request = request
         self._environ = environ
         self._error: BaseException | None = None
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._body
+        except GeneratorExit:  # the server stopped reading (a client gone mid-stream)
+            self.close()
+            raise
         except BaseException as error:
             self._error = error
+            self.close()
             raise
+        self.close()
 
     def close(self) -> None:
+        """Close the app's body (once) and finish the request."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
@@ -151,94 +163,12 @@ def _finish(
         report_once("wsgi request finish", exc)
 
 
-def route_of(environ: Environ) -> str | None:
-    """The matched route template that a framework adapter left in the environ."""
-    route = environ.get(ROUTE_KEY)
-    return route if isinstance(route, str) else None
-
-
-def _connect_flask(app: WSGIApp) -> bool:
-    """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
-    flask = sys.modules.get("flask")
-    owner = getattr(app, "__self__", None)
-    if flask is not None and isinstance(owner, flask.Flask):
-        from tracekit.flask import connect_signals
-
-        connect_signals(owner)
-        return True
-    return False
-
-
-def remember_flask_route(environ: Environ) -> None:
-    """Keep Flask's matched url rule as the route template, unless an adapter already did.
-
-    Flask calls ``start_response`` inside its request context, while ``werkzeug.request`` in
-    the environ is still the request; reading it there costs far less than a signal receiver.
-    ``tracekit.flask`` calls it too when a view's exception is about to propagate.
-    """
-    try:
-        if ROUTE_KEY not in environ:
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            template = getattr(rule, "rule", None)
-            if isinstance(template, str):
-                environ[ROUTE_KEY] = _flask_template(template)
-    except Exception as error:
-        report_once("wsgi flask route", error)
-
-
-def _flask_template(rule: str) -> str:
-    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: kept)."""
-    template = _FLASK_TEMPLATES.get(rule)
-    if template is None:
-        template = _FLASK_CONVERTER.sub(r"{\1}", rule)
-        if len(_FLASK_TEMPLATES) < _CACHE_LIMIT:
-            _FLASK_TEMPLATES[rule] = template
-    return template
-
-
 def _status_code(status: str) -> int:
     """The code of a status line (``"404 Not Found"``), remembered for the next response."""
     try:
         code = int(status[:3])
     except ValueError:
         return 0
-    if len(_STATUS_CODES) < _CACHE_LIMIT:
+    if len(_STATUS_CODES) < CACHE_LIMIT:
         _STATUS_CODES[status] = code
     return code
-
-
-class _ServerAttributes:
-    """The span attributes describing the server, built once per distinct server environ.
-
-    They repeat on every request of a server. Some servers fill ``SERVER_NAME`` from the Host
-    header, so the cache is bounded; past the bound each request builds its own.
-    """
-
-    def __init__(self) -> None:
-        self._built: dict[tuple[object, ...], dict[str, Any]] = {}
-
-    def __call__(self, environ: Environ) -> dict[str, Any]:
-        key = (
-            environ.get("wsgi.url_scheme"), environ.get("SERVER_NAME"),
-            environ.get("SERVER_PORT"), environ.get("SERVER_PROTOCOL"),
-        )  # fmt: skip
-        attributes = self._built.get(key)
-        if attributes is None:
-            attributes = _attributes(environ)
-            if len(self._built) < _CACHE_LIMIT:
-                self._built[key] = attributes
-        return attributes.copy()  # the span start adds per-request attributes to the copy
-
-
-def _attributes(environ: Environ) -> dict[str, Any]:
-    attributes: dict[str, Any] = {semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http")}
-    host = environ.get("SERVER_NAME")
-    if host:
-        attributes[semconv.SERVER_ADDRESS] = host
-    port = environ.get("SERVER_PORT")
-    if port and port.isdigit():
-        attributes[semconv.SERVER_PORT] = int(port)
-    protocol = environ.get("SERVER_PROTOCOL", "")
-    if protocol.startswith("HTTP/"):
-        attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
-    return attributes

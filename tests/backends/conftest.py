@@ -8,13 +8,12 @@ error bodies), and tests serve them, or a one-off handler, with ``serve``.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+from loopback import start_werkzeug
 from werkzeug.wrappers import Request, Response
 
 _HERE = Path(__file__).resolve().parent
@@ -31,10 +30,7 @@ class FakeBackend:
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[Request] = []
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self.url, self._stop = start_werkzeug(self._app)
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -45,8 +41,7 @@ class FakeBackend:
         return [r.path for r in self.requests]
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
+        self._stop()
 
 
 @pytest.fixture

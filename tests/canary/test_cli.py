@@ -178,3 +178,21 @@ def test_the_installed_command_exits_with_the_verdict(store: Path) -> None:
     assert finished.returncode == 1
     assert finished.stderr == ""
     assert "verdict: FAIL" in finished.stdout
+
+
+def test_without_numpy_the_command_names_the_extra(store: Path) -> None:
+    """Installed without the ``canary`` extra: one line naming it, exit 2, no traceback."""
+    script = (
+        "import sys; sys.modules['numpy'] = None\n"  # what a missing package looks like
+        "from tracekit_cli.main import main\n"
+        f"sys.argv = ['tracekit', 'canary', '--service', 'orders', '--baseline', '1.0',"
+        f" '--canary', '1.1', '--store', {str(store)!r}]\n"
+        "main()\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
+    assert finished.returncode == 2
+    assert (
+        finished.stderr == "tracekit: tracekit canary needs numpy: pip install 'tracekit[canary]'\n"
+    )

@@ -11,8 +11,6 @@ verdict. Outside CI a missing binary skips; with CI=true it fails.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +21,10 @@ import httpx
 import jsonschema
 import pytest
 from click.testing import CliRunner
-from loopback import interrupt
-from prometheus_server import free_port, instant, prometheus_binary, running_prometheus, wait_until
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port
+from prometheus_server import instant, prometheus_binary, running_prometheus
+from shop import Shop, start_shop
 
 from tracekit.canary import (
     HTTP,
@@ -54,27 +54,11 @@ ROUTES = {
 
 
 @dataclass
-class Shop:
-    version: str
-    url: str
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-
-
-@dataclass
 class Run:
     prometheus: str
     store: Path
     start_ns: int
     end_ns: int
-
-
-def _start(version: str, store: Path, slow: float, fail_every: int) -> Shop:
-    app_port, metrics_port = free_port(), free_port()
-    command = [sys.executable, str(APP), str(app_port), str(metrics_port), version, str(store),
-               str(slow), str(fail_every)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
 
 
 def _send(shops: list[Shop], numbers: range) -> list[int]:
@@ -102,35 +86,54 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     binary = prometheus_binary()
     directory = tmp_path_factory.mktemp("canary-prometheus")
     store = directory / "tracekit.db"
-    shops = [_start(BASELINE, store, 0.02, 0), _start(CANARY, store, 0.06, FAIL_EVERY)]
+    shops = [
+        start_shop(APP, BASELINE, store, 0.02, 0),
+        start_shop(APP, CANARY, store, 0.06, FAIL_EVERY),
+    ]
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
         for shop in shops:
-            wait_until(lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200, "shop up")
+            wait_for(
+                lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200,
+                20,
+                "shop up",
+                ignoring=UNREACHABLE,
+            )
         targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
             _send(shops, range(FAIL_EVERY, FAIL_EVERY + 2))  # on the canary n = 10 fails, 11 not
-            wait_until(lambda: _seen(url) == 2 * per_round, "warm-up scraped", 30)
+            wait_for(
+                lambda: _seen(url) == 2 * per_round, 30, "warm-up scraped", ignoring=UNREACHABLE
+            )
             start_ns = time.time_ns()
             time.sleep(0.6)  # idle at both ends: increase() assumes an even rate, not a burst
             statuses = _send(shops, range(1, PER_ROUTE + 1))
             assert statuses.count(500) == PER_ROUTE // FAIL_EVERY
-            wait_until(lambda: _seen(url) == per_round * (PER_ROUTE + 2), "traffic scraped", 60)
+            wait_for(
+                lambda: _seen(url) == per_round * (PER_ROUTE + 2),
+                60,
+                "traffic scraped",
+                ignoring=UNREACHABLE,
+            )
             time.sleep(1.5)
             end_ns = time.time_ns()
             yield Run(url, store, start_ns, end_ns)
     finally:
         for shop in shops:
-            interrupt(shop.process)  # flushes the last spans into the store
+            shop.stop()  # flushes the last spans into the store
 
 
 def _both(run: Run) -> dict[str, tuple[dict, dict]]:
     versions = (BASELINE, CANARY)
     window = (run.start_ns, run.end_ns)
     prometheus = samples_from_prometheus(run.prometheus, "shop", versions, *window)
-    for _ in range(50):  # the services flush their spans as they stop
+    deadline = time.monotonic() + 60  # batches reach the store on their schedule; a loaded
+    while True:  # machine can take a while, so wait for both versions' last batch
         stored = samples_from_store(Store(run.store), "shop", versions, *window)
-        if sum(s.requests for s in stored[1].values()) == len(ROUTES) * PER_ROUTE:
+        complete = all(
+            sum(s.requests for s in side.values()) == len(ROUTES) * PER_ROUTE for side in stored
+        )
+        if complete or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     return {"prometheus": prometheus, "store": stored}

@@ -11,20 +11,17 @@ compression); the otelcol-contrib hop itself is not exercised: the binary cannot
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+from conditions import wait_for
+from loopback import free_port, wait_for_port
 
 from tracekit.store import Store
-
-T = TypeVar("T")
 
 SERVICE = textwrap.dedent(
     """
@@ -41,28 +38,6 @@ SERVICE = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """Block until ``process`` accepts connections on ``port``; fail with its stderr if it died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            assert process.stderr is not None
-            raise AssertionError(f"tracekit collector exited: {process.stderr.read()[-2000:]!r}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"tracekit collector did not listen on {port} within {timeout}s")
-
-
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """`tracekit collector` on a free port with a temporary store: (endpoint, store path)."""
@@ -71,7 +46,7 @@ def collector(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     command += ["--host", "127.0.0.1", "--port", str(port), "--store", str(store)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, process)
+        wait_for_port(port, process, timeout=15)
         yield f"http://127.0.0.1:{port}", store
     finally:
         process.terminate()
@@ -89,20 +64,12 @@ def run_service(endpoint: str) -> str:
     return done.stdout.split()[-1]
 
 
-def poll(read: Callable[[], list[T]], timeout: float = 10.0) -> list[T]:
-    """Call ``read`` until it returns something or ``timeout`` passes (the receiver may lag)."""
-    deadline = time.monotonic() + timeout
-    while not (found := read()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return found
-
-
 def test_span_and_log_land_in_the_store(collector: tuple[str, Path]) -> None:
     endpoint, store_path = collector
     trace_id = run_service(endpoint)
     with Store(store_path) as store:
-        spans = poll(lambda: store.spans_by_trace_ids([trace_id]))
-        logs = poll(lambda: store.logs_by_trace_ids([trace_id]))
+        spans = wait_for(lambda: store.spans_by_trace_ids([trace_id]), 10, "the span stored")
+        logs = wait_for(lambda: store.logs_by_trace_ids([trace_id]), 10, "the log stored")
     (span,) = spans
     assert (span.service, span.name, span.trace_id) == ("e2e-orders", "checkout", trace_id)
     bodies = {(log.body, log.span_id, log.service) for log in logs}

@@ -1,4 +1,5 @@
-"""The one bounded, silent baggage reader (``tracekit._baggage``) and every path that uses it."""
+"""The one bounded, silent baggage reader (``tracekit._propagation.baggage``) and every path that
+uses it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from opentelemetry.context import Context
 from werkzeug.test import Client
 
 import tracekit
-from tracekit import _baggage, messaging, propagation
+from tracekit import messaging, propagation
+from tracekit._propagation import baggage as _baggage
 
 HOSTILE = "k=\x1b]0;pwned\x07"
 

@@ -14,7 +14,8 @@ from opentelemetry import baggage
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 
-from tracekit import _baggage, correlation, propagation
+from tracekit import correlation, propagation
+from tracekit._propagation import baggage as _baggage
 
 CASES: dict[str, dict[str, Any]] = {
     "plain": {"tenant": "acme", "region": "eu-west-1"},

@@ -178,15 +178,15 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
     out = run(
         """
         import tracekit, requests
-        from tracekit import _runtime
+        from tracekit._runtime import state
         first = tracekit.init("first", exporter="console")
-        runtime = _runtime.current()
+        runtime = state.current()
         send = requests.Session.__dict__["send"]
         second = tracekit.init("second", exporter="none")
         print(first.service_name, second.service_name, second is first)
-        print(_runtime.current() is runtime, requests.Session.__dict__["send"] is send)
+        print(state.current() is runtime, requests.Session.__dict__["send"] is send)
         tracekit.shutdown()
-        print(requests.Session.__dict__["send"] is not send, _runtime.current())
+        print(requests.Session.__dict__["send"] is not send, state.current())
         third = tracekit.init("third", exporter="none")
         print(third.service_name)
         tracekit.shutdown()
@@ -225,7 +225,7 @@ def test_init_shutdown_cycles_leave_one_working_set_of_processors(tmp_path: Any)
 CYCLES = """
 import logging, tracekit
 from opentelemetry import trace
-from tracekit import _runtime
+from tracekit._runtime import state
 logging.basicConfig(level=logging.DEBUG)  # any SDK warning about stopped processors shows up
 for round in range(4):
     tracekit.init("cycles")
@@ -236,7 +236,7 @@ trace.get_tracer("t").start_span("between").end()  # nothing running: goes nowhe
 tracekit.init("cycles")
 provider = trace.get_tracer_provider()
 print("processors on the provider:", len(provider._active_span_processor._span_processors))
-print("tracekit processors:", len(_runtime.current().span_processors))
+print("tracekit processors:", len(state.current().span_processors))
 trace.get_tracer("t").start_span("after").end()
 tracekit.shutdown()
 """
@@ -266,12 +266,13 @@ def test_a_propagator_opentelemetry_cannot_load_does_not_stop_init() -> None:
 UNKNOWN_PROPAGATOR = """
 import tracekit
 from opentelemetry import trace
-from tracekit import _http_client, correlation
+from tracekit import correlation
+from tracekit._http.client import inject_only
 tracekit.init("mesh")
 headers = {}
 correlation.set_correlation_id("order-9")
 with trace.get_tracer("t").start_as_current_span("call"):
-    _http_client.inject_only(headers)
+    inject_only(headers)
 print(*sorted(headers))
 print(headers["x-correlation-id"])
 """

@@ -16,8 +16,6 @@ components' documentation in test_dashboard_model.py.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conditions import wait_for
 from grafana_model import (
     ALL,
     COLLECTOR_DASHBOARDS,
@@ -40,16 +39,15 @@ from grafana_model import (
     variable_query,
     variables,
 )
-from loopback import interrupt
+from loopback import UNREACHABLE
 from prometheus_server import (
     api,
-    free_port,
     instant,
     label_values,
     prometheus_binary,
     running_prometheus,
-    wait_until,
 )
+from shop import Shop, start_shop
 
 APP = Path(__file__).parent / "apps" / "dash_shop.py"
 BASELINE, CANARY = "1.0.0", "1.1.0"
@@ -68,38 +66,18 @@ KINDS = (
 TRACEKIT_DASHBOARDS = [name for name in DASHBOARD_FILES if name not in COLLECTOR_DASHBOARDS]
 
 
-@dataclass
-class Shop:
-    version: str
-    url: str
-    metrics_port: int
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        """SIGINT: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
-        interrupt(self.process)
-
-
-def _start_shop(version: str) -> Shop:
-    app_port, metrics_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(APP), str(app_port), str(metrics_port), version],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
-
-
 def _warm_up(shop: Shop) -> int:
     return httpx.get(f"{shop.url}/orders/warmup").status_code
 
 
 @pytest.fixture(scope="module")
 def shops() -> Iterator[dict[str, Shop]]:
-    started = {version: _start_shop(version) for version in (BASELINE, CANARY)}
+    started = {version: start_shop(APP, version) for version in (BASELINE, CANARY)}
     try:
         for shop in started.values():
-            wait_until(partial(_warm_up, shop), f"shop {shop.version} to answer")
+            wait_for(
+                partial(_warm_up, shop), 20, f"shop {shop.version} to answer", ignoring=UNREACHABLE
+            )
         yield started
     finally:
         for shop in started.values():
@@ -112,7 +90,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, shops: dict[str, Shop])
     scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops.values()]
     directory = tmp_path_factory.mktemp("dash-prometheus")
     with running_prometheus(binary, directory, "shop", scrape) as url:
-        wait_until(lambda: len(instant(url, 'up{job="shop"} == 1')) == 2, "first scrapes")
+        wait_for(
+            lambda: len(instant(url, 'up{job="shop"} == 1')) == 2,
+            20,
+            "first scrapes",
+            ignoring=UNREACHABLE,
+        )
         yield url
 
 
@@ -159,8 +142,18 @@ def traffic(shops: dict[str, Shop], prometheus: str) -> Traffic:
     expected = len(plan) + checkouts + len(shops)
     total = "sum(http_server_request_duration_seconds_count)"
     consumed = "sum(messaging_client_consumed_messages_total)"
-    wait_until(lambda: _value(prometheus, total) == expected, "every request scraped")
-    wait_until(lambda: _value(prometheus, consumed) == checkouts, "every message scraped")
+    wait_for(
+        lambda: _value(prometheus, total) == expected,
+        20,
+        "every request scraped",
+        ignoring=UNREACHABLE,
+    )
+    wait_for(
+        lambda: _value(prometheus, consumed) == checkouts,
+        20,
+        "every message scraped",
+        ignoring=UNREACHABLE,
+    )
     return result
 
 

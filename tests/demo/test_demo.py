@@ -133,6 +133,11 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
     assert "slowest request" in out and "a failed request" in out
     assert "gateway → orders → fulfilment → inventory" in out
     assert "tracekit trace " in out and f"--store {store}" in out
+    # it ends by diffing its fastest and slowest checkout: the slow pricing replica explains it
+    diffed = out.split("fastest against slowest checkout", 1)[1].splitlines()
+    assert diffed[1].startswith("$ tracekit diff ") and diffed[1].endswith(f"--store {store}")
+    assert " end to end (+" in diffed[4] and "pricing.3" in diffed[4], "\n".join(diffed[:6])
+    assert "result: different" in out
     assert list(scratch.iterdir()) == []
     check_the_hints_work(out, store)
     # `tracekit` is not on this PATH (as after `make demo`): the hints work as typed all the same

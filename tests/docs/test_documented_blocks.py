@@ -17,10 +17,8 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from doc_blocks import KINDS, ROOT, Block, blocks, documents
-from prometheus_server import free_port
+from loopback import free_port, wait_for_port
 from redis_server import running_redis
 from trace_topologies import checkout, incident
 
@@ -265,14 +263,10 @@ def _transcript(text: str) -> list[tuple[str, list[str]]]:
 def _wait_for_port(
     port: int, process: subprocess.Popen[Any], block: Block, log: Path, timeout: float = 60
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"{block.where}: exited\n{log.read_text()[-3000:]}"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{block.where}: nothing listens on {port}\n{log.read_text()[-3000:]}")
+    try:
+        wait_for_port(port, process, timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{block.where}: {error}\n{log.read_text()[-3000:]}") from None
 
 
 def _stop(process: subprocess.Popen[Any]) -> None:

@@ -6,7 +6,7 @@ Spans made by the contrib instrumentation carry ``correlation.id`` too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,21 +23,32 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [json.dumps(seen).encode()]
 
 
-@pytest.fixture(params=["contrib first", "tracekit first"])
-def both_instrumented(request: pytest.FixtureRequest) -> Iterator[str]:
+ORDERS = ["contrib first", "tracekit first"]
+
+
+def instrument_both(order: str) -> list[Callable[[], None]]:
+    """Instrument requests with both, in ``order``; returns how to undo it, in the order to.
+
+    Last in, first out: contrib's unwrap() follows __wrapped__, which on a wrapt wrapper lying
+    over contrib's function unwraps tracekit's layer instead of its own.
+    """
     contrib = ContribInstrumentor()
     steps = [
         (contrib.instrument, contrib.uninstrument),
         (lambda: instrumentation.instrument(["requests"]), instrumentation.uninstrument),
     ]
-    if request.param == "tracekit first":
+    if order == "tracekit first":
         steps.reverse()
     for instrument, _ in steps:
         instrument()
+    return [uninstrument for _, uninstrument in reversed(steps)]
+
+
+@pytest.fixture(params=ORDERS)
+def both_instrumented(request: pytest.FixtureRequest) -> Iterator[str]:
+    undo = instrument_both(request.param)
     yield request.param
-    # Last in, first out: contrib's unwrap() follows __wrapped__, which on a wrapt wrapper
-    # lying over contrib's function unwraps tracekit's layer instead of its own.
-    for _, uninstrument in reversed(steps):
+    for uninstrument in undo:
         uninstrument()
 
 
@@ -57,11 +68,18 @@ def test_exactly_one_client_span_per_call(both_instrumented: str, serve_wsgi, wa
         assert headers["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
 
 
-def test_nothing_left_behind_after_both_uninstrument(both_instrumented: str) -> None:
-    pass  # the fixture's teardown runs here; the next test checks the result
+@pytest.mark.parametrize("order", ORDERS)
+def test_nothing_left_behind_after_both_uninstrument(order: str, serve_wsgi, spans) -> None:
+    original = requests.Session.__dict__["send"]
+    for uninstrument in instrument_both(order):
+        uninstrument()
 
-
-def test_requests_is_plain_again(serve_wsgi, spans) -> None:
+    assert requests.Session.__dict__["send"] is original
     url = serve_wsgi(echo_app) + "/plain"
-    assert "traceparent" not in requests.get(url, timeout=10).json()
+    token = correlation.set_correlation_id("left-behind")
+    try:
+        seen = requests.get(url, timeout=10).json()
+    finally:
+        correlation.reset_correlation_id(token)
+    assert "traceparent" not in seen and "x-correlation-id" not in seen
     assert spans.get_finished_spans() == ()

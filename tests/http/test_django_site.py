@@ -7,7 +7,6 @@ i18n_patterns, and that what Django answers with a 4xx is not a server error, on
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,10 @@ from typing import Any
 
 import pytest
 import requests
-from hopscene import wait_for
+from conditions import wait_for
+from loopback import free_port
 
-from tracekit._errors import MAX_MESSAGE
+from tracekit._runtime.guard import MAX_MESSAGE
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 from tracekit.store import Store
@@ -44,12 +44,6 @@ ROUTES = [  # (request path, route template, status)
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _command(server: str, port: int) -> list[str]:
     bind = ["--bind", f"127.0.0.1:{port}"]
     if server == "gunicorn":
@@ -67,10 +61,10 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "DJANGO_SETTINGS_MODULE": "django_site.settings",
         "TRACEKIT_EXPORTER": "store",
         "TRACEKIT_STORE": str(store),
-        "TRACEKIT_METRICS_PORT": str(metrics_port := _free_port()),
+        "TRACEKIT_METRICS_PORT": str(metrics_port := free_port()),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -148,3 +142,24 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
     assert path["errors"] == [
         {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"]}
     ]
+
+
+def test_server_is_described_as_the_wsgi_middleware_describes_it(
+    site: tuple[str, Path, str],
+) -> None:
+    """url.scheme, server.address, server.port and network.protocol.version, under either server
+    (Django's META has no SERVER_PROTOCOL under ASGI: the scope's http_version says it)."""
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    requests.get(url + "/orders/7", headers={"X-Correlation-ID": cid}, timeout=10)
+    (span,) = [s for s in path_of(store, cid)["spans"] if s["kind"] == "SERVER"]
+    described = {k: v for k, v in span["attributes"].items() if k in WSGI_DESCRIBES}
+    assert described == {
+        "url.scheme": "http",
+        "server.address": "127.0.0.1",
+        "server.port": int(url.rsplit(":", 1)[1]),
+        "network.protocol.version": "1.1",
+    }
+
+
+WSGI_DESCRIBES = ("url.scheme", "server.address", "server.port", "network.protocol.version")

@@ -21,7 +21,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
-from tracekit import _http_server, asgi
+from tracekit import asgi
+from tracekit._http import server as http_server
 
 CALLER_TRACE = "ab" * 16
 CALLER_SPAN = "cd" * 8
@@ -109,7 +110,7 @@ def check_new_root(response: Any, spans: Any) -> Any:
 def test_public_endpoint_with_fastapi_native_telemetry_starts_the_new_root_itself(
     serve_asgi: Any, spans: Any, caplog: pytest.LogCaptureFixture, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(_http_server, "_warned_outer_span", False)
+    monkeypatch.setattr(http_server, "_warned_outer_span", False)
     caplog.set_level(logging.WARNING, logger="tracekit")
     url = serve_asgi(public_app())  # FastAPI opens a SERVER span of its own, outside tracekit
     response = send(url + "/pay/9", [*UNTRUSTED, b"X-Correlation-ID: pub-1"])

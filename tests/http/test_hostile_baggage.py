@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 from rawhttp import send
-from stopping import Service, free_port
+from stopping import Service
 
 APP = """
 import json, logging, os, tracekit

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loopback import start_werkzeug
+from loopback import free_port, start_werkzeug
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import DefaultGetter
 from opentelemetry.trace import SpanContext, TraceFlags
 from rawhttp import send
 from reference_propagators import REFERENCES
-from stopping import Service, free_port
+from stopping import Service
 
 
 class HttpHeaders(DefaultGetter):

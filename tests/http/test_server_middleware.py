@@ -5,6 +5,8 @@ lifespan, and span names from Starlette routes, Flask url rules and Django resol
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
@@ -178,6 +180,44 @@ def test_wsgi_generator_is_covered_and_closed(serve_wsgi: Any, wait_for_spans: A
     assert events["wsgi_generator_closed"] is True
     assert span.end_time >= events["wsgi_last_chunk_ns"]
     assert span.attributes["correlation.id"] == cid
+
+
+def _post_and_reset(url: str, count: int) -> None:
+    """A client that reads the whole answer, then resets the connection (SO_LINGER 0), as a
+    load balancer or a client timing out can; the app never reads the request body."""
+    host, port = url.removeprefix("http://").split(":")
+    for _ in range(count):
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(b"POST /order HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            answer = b""
+            while b"queued" not in answer:
+                answer += conn.recv(4096)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_wsgi_request_ends_when_the_client_resets_after_the_answer(
+    serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """werkzeug skips the response's close() when the client resets the connection while it
+    drains unread request data: the span must end anyway, once per request."""
+    closed: list[int] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"queued"
+
+        def close(self) -> None:
+            closed.append(1)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Body:
+        start_response("200 OK", [("Content-Length", "6")])
+        return Body()
+
+    _post_and_reset(serve_wsgi(wsgi.TracekitMiddleware(app)), 20)
+
+    finished = wait_for_spans(20)
+    assert [s.kind for s in finished] == [SpanKind.SERVER] * 20
+    assert len(closed) == 20  # the app's close() ran once per request
 
 
 def flask_app(wrap: Callable[[flask.Flask], flask.Flask] = tracekit.flask.init_app) -> flask.Flask:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stopping import Service, free_port, redis_binary, wait_for_port
+from redis_server import running_redis
+from stopping import Service
 
 
 @pytest.fixture
@@ -20,15 +20,5 @@ def service(tmp_path: Path) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A throw-away redis-server (no persistence) as Celery's broker."""
-    port = free_port()
-    process = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, process)
+    with running_redis() as port:
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)

@@ -13,8 +13,9 @@ import time
 
 import httpx
 import pytest
-from hopscene import wait_for
-from stopping import Service, free_port, server_spans
+from conditions import wait_for
+from loopback import free_port
+from stopping import Service, server_spans
 
 N = 4
 

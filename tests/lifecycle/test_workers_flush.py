@@ -12,7 +12,7 @@ import signal
 
 import pytest
 from celery import Celery
-from hopscene import wait_for
+from conditions import wait_for
 from stopping import Service
 
 N = 5

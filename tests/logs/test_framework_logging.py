@@ -24,7 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_server import free_port, wait_until
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port
 from redis_server import running_redis
 
 APPS = Path(__file__).parent / "apps"
@@ -80,7 +81,9 @@ def wait_for_logs(tmp_path: Path, correlation_id: str, bodies: set[str]) -> list
         logs = trace_logs(tmp_path, correlation_id)
         return logs if bodies <= {log["body"] for log in logs} else None
 
-    found: list[dict[str, Any]] = wait_until(complete, f"log lines {bodies} in tracekit trace")
+    found: list[dict[str, Any]] = wait_for(
+        complete, 20, f"log lines {bodies} in tracekit trace", ignoring=UNREACHABLE
+    )
     return found
 
 
@@ -94,7 +97,7 @@ def get_when_up(url: str, correlation_id: str, process: subprocess.Popen[Any]) -
         except httpx.TransportError:
             return None
 
-    response: httpx.Response = wait_until(answer, f"an answer from {url}", timeout=40)
+    response: httpx.Response = wait_for(answer, 40, f"an answer from {url}", ignoring=UNREACHABLE)
     assert response.status_code == 200, response.text
 
 

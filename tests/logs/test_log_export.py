@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
+from loopback import free_port, wait_for_port
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tracekit.store import Store
@@ -30,28 +29,9 @@ from tracekit.store import Store
 APP = Path(__file__).parent / "apps" / "log_service.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"service exited early: {process.stderr.read()}")  # type: ignore[union-attr]
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("service did not start")
-
-
 def _run_service(exporter: str, store: Path, env: dict[str, str]) -> tuple[str, str]:
     """Start the service, send one correlated request, stop it; return (stdout, trace id)."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **env, "OTEL_BLRP_SCHEDULE_DELAY": "100", "OTEL_BSP_SCHEDULE_DELAY": "100"}
     process = subprocess.Popen(
         [sys.executable, str(APP), str(port), exporter, str(store)],
@@ -61,7 +41,7 @@ def _run_service(exporter: str, store: Path, env: dict[str, str]) -> tuple[str, 
         env=env,
     )
     try:
-        _wait_for_port(port, process)
+        wait_for_port(port, process, timeout=20)
         response = httpx.get(
             f"http://127.0.0.1:{port}/orders/7", headers={"X-Correlation-ID": "checkout-77"}
         )

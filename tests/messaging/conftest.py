@@ -12,18 +12,16 @@ middleware, where the request that starts the whole path arrives.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+from conditions import need
+from loopback import serving_werkzeug
+from redis_server import running_redis
 from werkzeug.wrappers import Request, Response
 
 from tracekit.instrumentation.aio_pika import AioPikaInstrumentor
@@ -35,13 +33,6 @@ from tracekit.wsgi import TracekitMiddleware
 AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
-def broker_missing(what: str) -> None:
-    """Skip locally; fail in CI, where every broker must be there."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what} is not reachable and CI=true: the suite needs it")
-    pytest.skip(f"{what} is not reachable")
-
-
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """The URL of a reachable RabbitMQ."""
@@ -50,7 +41,7 @@ def amqp_url() -> str:
     try:
         pika.BlockingConnection(pika.URLParameters(AMQP_URL)).close()
     except Exception:
-        broker_missing(f"RabbitMQ at {AMQP_URL}")
+        need(False, f"RabbitMQ at {AMQP_URL}")
     return AMQP_URL
 
 
@@ -67,50 +58,11 @@ def queue_name(amqp_url: str) -> Iterator[str]:
     connection.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A private redis-server for this session (no persistence)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        broker_missing("redis-server")
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port)
+    with running_redis() as port:
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    broker_missing(f"redis-server on port {port}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,19 +79,6 @@ def instrumented() -> Iterator[dict[str, Any]]:
     yield {type(i).__name__: i for i in instrumentors}
     for instrumentor in instrumentors:
         instrumentor.uninstrument()
-
-
-@contextmanager
-def serve(app: Callable[..., Iterable[bytes]]) -> Iterator[str]:
-    """Serve a WSGI app on a free loopback port in a thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 class Downstream:
@@ -161,7 +100,7 @@ class Downstream:
 def downstream() -> Iterator[Downstream]:
     """The service a consumer's handler calls over HTTP."""
     service = Downstream()
-    with serve(service) as url:
+    with serving_werkzeug(service) as url:
         service.url = url
         yield service
 
@@ -176,7 +115,7 @@ def entry_service() -> Callable[[Callable[[Request], None]], Any]:
             handler(Request(environ))
             return Response("accepted", status=202)(environ, start_response)
 
-        with serve(TracekitMiddleware(app)) as url:
+        with serving_werkzeug(TracekitMiddleware(app)) as url:
             yield url
 
     return start

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
-from hopscene import Scene, check_hop, start_scene, wait_for
+from celery_worker import running_worker
+from conditions import wait_for
+from hopscene import Scene, check_hop, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import semconv
-from tracekit._errors import MAX_MESSAGE
+from tracekit._runtime.guard import MAX_MESSAGE
 from tracekit.instrumentation.celery import RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -76,15 +76,8 @@ def make_app(broker: str) -> Celery:
 @pytest.fixture
 def app(redis_url: str) -> Iterator[Celery]:
     seen.clear()
-    celery_app = make_app(redis_url)
-    # start_worker sets up Celery's logging (root logger at ERROR): put the process's back after.
-    root_level, root_handlers = logging.root.level, logging.root.handlers[:]
-    try:
-        with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-            yield celery_app
-    finally:
-        logging.root.setLevel(root_level)
-        logging.root.handlers[:] = root_handlers
+    with running_worker(make_app(redis_url)) as celery_app:
+        yield celery_app
 
 
 def test_task_continues_the_request(app: Celery, spans: InMemorySpanExporter) -> None:

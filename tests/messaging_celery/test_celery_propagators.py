@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery_worker import running_worker
-from hopscene import wait_for
+from conditions import wait_for
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind

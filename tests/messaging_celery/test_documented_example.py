@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hopscene import wait_for
+from conditions import wait_for
 from loopback import start_werkzeug
 from werkzeug.wrappers import Request, Response
 

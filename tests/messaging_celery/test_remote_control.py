@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
-from hopscene import wait_for
+from conditions import wait_for
 
 from tracekit import instrumentation
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hopscene import need
+from conditions import need
 
 from tracekit import instrumentation
 

@@ -8,16 +8,16 @@ that the first worker bound — reports the whole server's count.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 APPS = Path(__file__).parent / "apps"
@@ -30,11 +30,9 @@ def child_exit(server, worker):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _answers(url: str, process: subprocess.Popen[bytes]) -> bool:
+    assert process.poll() is None, "gunicorn exited"
+    return bool(httpx.get(url, timeout=2))
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -46,18 +44,6 @@ def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     }
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "gunicorn exited"
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("gunicorn did not start")
-
-
 @pytest.fixture(params=["mount", "port"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(app URL, metrics URL) of a 3-worker gunicorn in multiprocess mode."""
@@ -65,7 +51,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     multiproc.mkdir()
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text(GUNICORN_CONF)
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
@@ -97,7 +83,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
         f"{app_url}/metrics" if request.param == "mount" else f"http://127.0.0.1:{metrics_port}/"
     )
     try:
-        _wait_for(f"{app_url}/metrics", process)
+        wait_for(
+            lambda: _answers(f"{app_url}/metrics", process), 30, "gunicorn", ignoring=UNREACHABLE
+        )
         yield app_url, metrics_url
     finally:
         process.terminate()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from loopback import start_uvicorn, start_werkzeug
+from loopback import free_port, start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -190,15 +190,8 @@ def test_messaging_destinations_are_capped_and_truncated() -> None:
     assert max(len(d) for d in destinations) == metrics.MAX_LABEL_LENGTH
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_install_serves_the_metrics_port_until_uninstall() -> None:
-    port = _free_port()
+    port = free_port()
     server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
     assert server is not None
     try:
@@ -215,7 +208,7 @@ def test_install_with_port_zero_or_correlation_mode_serves_nothing() -> None:
     assert metrics.install(config.resolve("svc", environ={}, metrics_port=0)) is None
     assert (
         metrics.install(
-            config.resolve("svc", environ={}, metrics_port=_free_port(), mode="correlation")
+            config.resolve("svc", environ={}, metrics_port=free_port(), mode="correlation")
         )
         is None
     )

@@ -21,9 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from loopback import interrupt
-from prometheus_server import free_port, running_prometheus, wait_until
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port, interrupt
 from prometheus_server import prometheus_binary as find_prometheus
+from prometheus_server import running_prometheus
 
 from tracekit.store import Store
 
@@ -66,7 +67,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     service = Service(f"http://127.0.0.1:{app_port}", metrics_port, store, process)
     try:
-        wait_until(lambda: httpx.get(f"{service.url}/orders/warmup").status_code, "the service")
+        wait_for(
+            lambda: httpx.get(f"{service.url}/orders/warmup").status_code,
+            20,
+            "the service",
+            ignoring=UNREACHABLE,
+        )
         yield service
     finally:
         service.stop()
@@ -79,7 +85,12 @@ def prometheus(
     directory = tmp_path_factory.mktemp("prometheus")
     targets = [f"127.0.0.1:{service.metrics_port}"]
     with running_prometheus(prometheus_binary, directory, "promsvc", targets) as url:
-        wait_until(lambda: _scalar(url, 'up{job="promsvc"}') == 1.0, "first scrape")
+        wait_for(
+            lambda: _scalar(url, 'up{job="promsvc"}') == 1.0,
+            20,
+            "first scrape",
+            ignoring=UNREACHABLE,
+        )
         yield url
 
 
@@ -135,7 +146,12 @@ def traffic(service: Service, prometheus: str) -> Traffic:
     assert statuses.count(500) == paths.count("/fail")
     sent = len(paths) + 5 + 1  # + probes + the fixture's warm-up request
     total = f'sum({DURATION_METRIC}_count{{service_name="promsvc"}})'
-    wait_until(lambda: _scalar(prometheus, total) == sent, "the last requests to be scraped")
+    wait_for(
+        lambda: _scalar(prometheus, total) == sent,
+        20,
+        "the last requests to be scraped",
+        ignoring=UNREACHABLE,
+    )
     return Traffic(paths, start, end)
 
 

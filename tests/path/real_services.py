@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 import tracekit.flask
 from tracekit import asgi, instrumentation, messaging
-from tracekit._setup import CorrelationSpanProcessor
+from tracekit._runtime.setup import CorrelationSpanProcessor
 from tracekit.logs import LogExportHandler
 from tracekit.store import Store
 from tracekit.store.exporter import StoreLogExporter, StoreSpanExporter

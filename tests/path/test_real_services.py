@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from conditions import wait_for
 from opentelemetry.sdk.trace import TracerProvider
 from real_services import ClientSpanRouter, deployment
 
@@ -67,11 +67,11 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         assert running.checkout(CORRELATION_ID) == 202
         # one clock, but a fixed order: the queue work runs after the front door has answered,
         # and the audit batch before fulfilment, so the critical path is the same on every run
-        wait_for(store, lambda spans: {"storefront", "orders"} <= _server_services(spans))
+        wait_for_export(store, lambda spans: {"storefront", "orders"} <= _server_services(spans))
         running.release["orders.audit"].set()
-        wait_for(store, lambda spans: any(s.service == "audit" for s in spans))
+        wait_for_export(store, lambda spans: any(s.service == "audit" for s in spans))
         running.release["orders.created"].set()
-        wait_for(store, lambda spans: len(spans) >= EXPECTED_SPANS)
+        wait_for_export(store, lambda spans: len(spans) >= EXPECTED_SPANS)
     yield path
 
 
@@ -79,15 +79,14 @@ def _server_services(spans: list[Any]) -> set[str]:
     return {s.service for s in spans if s.kind == "SERVER"}
 
 
-def wait_for(store: Store, done: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        exported = _exported(store)
-        if done(exported):
-            return
-        time.sleep(0.02)
-    seen = sorted(f"{s.service}:{s.kind}:{s.name}" for s in exported)
-    raise AssertionError(f"the services did not export the expected spans in time; got {seen}")
+def wait_for_export(store: Store, done: Any, timeout: float = 20.0) -> None:
+    try:
+        wait_for(lambda: done(_exported(store)), timeout, "the services' spans")
+    except AssertionError:
+        seen = sorted(f"{s.service}:{s.kind}:{s.name}" for s in _exported(store))
+        raise AssertionError(
+            f"the services did not export the expected spans; got {seen}"
+        ) from None
 
 
 def _exported(store: Store) -> list[Any]:

@@ -13,6 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.receiver.conftest import post, read_response
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.receiver._admission import RECORD_COST
 from tracekit.store import Store
 
 
@@ -84,13 +85,33 @@ def test_a_slow_client_makes_room_for_a_whole_request(small: Receiver, tmp_path:
 def test_over_the_memory_budget_a_request_gets_503_before_sending_its_body(
     small: Receiver,
 ) -> None:
-    with socket.create_connection(small.address, timeout=10) as sock:
-        sock.sendall(_head(2 * 1024 * 1024))  # fits the body limit, not the 1 MiB budget
-        started = time.monotonic()
-        answer = read_response(sock)
+    """Other requests hold part of the 1 MiB budget; a 2 MiB body (16 MiB to hold, at 8 bytes
+    per byte) does not fit, and is told so from its Content-Length."""
+    assert small.budget.take(256 * 1024)
+    try:
+        with socket.create_connection(small.address, timeout=10) as sock:
+            sock.sendall(_head(2 * 1024 * 1024))
+            started = time.monotonic()
+            answer = read_response(sock)
+    finally:
+        small.budget.give(256 * 1024)
     assert answer.status == 503 and answer.header("Retry-After") == "1"
     assert time.monotonic() - started < 1.0
     assert small.budget.used == 0
+
+
+def test_a_request_larger_than_the_whole_budget_goes_alone(small: Receiver) -> None:
+    """A request costing more than the whole budget waits to be alone, never refused for ever;
+    only one holding more records than half the budget's worth is refused (413)."""
+    request = ExportTraceServiceRequest.FromString(_request())
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.add(key="payload").value.string_value = "x" * 4000
+    body = request.SerializeToString()
+    small.budget.limit = 2 * RECORD_COST  # room for its one record, not for its body's cost
+    try:
+        assert post(small, "/v1/traces", body).status == 200
+    finally:
+        small.budget.limit = 1024 * 1024
 
 
 def test_trickling_bytes_cannot_extend_the_request_deadline(small: Receiver) -> None:
@@ -134,3 +155,17 @@ def test_a_trickled_request_head_is_cut_off_at_the_deadline(small: Receiver) -> 
         except OSError:
             closed = True
     assert closed and time.monotonic() - started < 3.5
+
+
+def test_more_records_than_half_the_budget_is_413(small: Receiver) -> None:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    now = time.time_ns()
+    most = small.budget.limit // 2 // RECORD_COST
+    for n in range(most + 1):
+        span = scope.spans.add(name="op", start_time_unix_nano=now, end_time_unix_nano=now)
+        span.trace_id, span.span_id = b"\x02" * 16, (n + 1).to_bytes(8, "big")
+    reply = post(small, "/v1/traces", request.SerializeToString())
+    assert reply.status == 413 and f"at most {most}".encode() in reply.body
+    del scope.spans[most:]
+    assert post(small, "/v1/traces", request.SerializeToString()).status == 200

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from loopback import free_port
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -184,7 +185,7 @@ def test_metrics_are_accepted_and_dropped_with_one_log_line(
 
 
 def test_collector_line_names_both_endpoints(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process, http_port = start_collector(tmp_path / "g.db", "--grpc-port", str(port))
     try:
         exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)
@@ -195,12 +196,6 @@ def test_collector_line_names_both_endpoints(tmp_path: Path) -> None:
         assert process.wait(60) == 0
     assert Store(tmp_path / "g.db").count_spans() == 2
     assert http_port != port
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -174,26 +176,72 @@ def test_out_of_file_descriptors_sheds_clients_without_spinning(tmp_path: Path) 
     assert healthy == 200
 
 
-@pytest.mark.timeout(180)
+def _protobuf_body(size: int, padding: int) -> tuple[bytes, int]:
+    """A valid ExportTraceServiceRequest of about ``size`` bytes, every string in it new; each
+    span carries ``padding`` bytes of attribute value besides."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    now, count = time.time_ns(), 0
+    while request.ByteSize() < size - 64 * 1024:
+        for _ in range(100):
+            count += 1
+            span = scope.spans.add(name=f"op-{count}", start_time_unix_nano=now,
+                                   end_time_unix_nano=now + 1000)  # fmt: skip
+            span.trace_id, span.span_id = count.to_bytes(16, "big"), count.to_bytes(8, "big")
+            span.attributes.add(key=f"key-{count % 7000}").value.string_value = f"v{count}"
+            if padding:
+                span.attributes.add(key="sql").value.string_value = f"{count:08d}" * (padding // 8)
+    return request.SerializeToString(), count
+
+
+def _json_body(size: int) -> tuple[bytes, int]:
+    """A valid OTLP/JSON request of about ``size`` bytes."""
+    now, spans, length = str(time.time_ns()), [], 64
+    while length < size:
+        spans.append(_json_span(len(spans) + 1, now))
+        length += len(json.dumps(spans[-1])) + 2
+    spans.pop()
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode(), len(spans)
+
+
+def _json_span(n: int, now: str) -> dict[str, object]:
+    return {"traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": f"json-{n}",
+            "startTimeUnixNano": now, "endTimeUnixNano": now,
+            "attributes": [{"key": f"k{n % 50}", "value": {"stringValue": f"v-{n}"}},
+                           {"key": "sql", "value": {"stringValue": f"{n:08d}" * 40}}]}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_forty_concurrent_16_mib_uploads_stay_under_300_mib(tmp_path: Path) -> None:
+    """Bodies just under the 16 MiB limit, 40 at once: junk (400), valid protobuf and valid JSON
+    (200 or 503), and protobuf with 200,000 tiny spans (413: more records than the collector
+    holds at once; decoding them would take over 400 MiB)."""
     process, port = start_collector(tmp_path / "m.db")
-    junk = os.urandom(16 * MIB)  # framed right, not a valid message: read whole, then 400
-    statuses: list[int | None] = []
+    limit = 16 * MIB - 64 * 1024
+    junk = os.urandom(limit)  # framed right, not a valid message: read whole, then 400
+    protobuf, protobuf_spans = _protobuf_body(limit, padding=400)
+    tiny, tiny_spans = _protobuf_body(limit, padding=0)
+    as_json, json_spans = _json_body(limit)
+    kinds = [(junk, "application/x-protobuf", 0), (protobuf, "application/x-protobuf",
+             protobuf_spans), (as_json, "application/json", json_spans),
+             (tiny, "application/x-protobuf", tiny_spans)]  # fmt: skip
+    answers: list[tuple[int | None, int]] = []
     peak = [tree_rss(process.pid)]
     done = threading.Event()
 
-    def upload() -> None:
+    def upload(body: bytes, content_type: str, spans: int) -> None:
         head = (
-            "POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Type: application/x-protobuf\r\n"
-            f"Content-Length: {len(junk)}\r\n\r\n"
+            f"POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
             with contextlib.suppress(OSError):  # answered (503) and closed before all was sent
-                sock.sendall(head + junk)
+                sock.sendall(head + body)
             try:
-                statuses.append(read_response(sock).status)
+                answers.append((read_response(sock).status, spans))
             except (OSError, IndexError):
-                statuses.append(None)
+                answers.append((None, spans))
 
     def sample() -> None:
         while not done.is_set():
@@ -202,15 +250,23 @@ def test_forty_concurrent_16_mib_uploads_stay_under_300_mib(tmp_path: Path) -> N
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    uploads = [threading.Thread(target=upload) for _ in range(40)]
+    uploads = [threading.Thread(target=upload, args=kinds[n % 4]) for n in range(40)]
     for thread in uploads:
         thread.start()
     for thread in uploads:
         thread.join()
+    storm = list(answers)
+    for body, content_type, spans in kinds[1:]:  # the storm is over: an exporter's retry
+        upload(body, content_type, spans)
     done.set()
     sampler.join()
     process.terminate()
     assert process.wait(60) == 0
     assert max(peak) < 300 * MIB, f"peak RSS {max(peak) / MIB:.0f} MiB"
-    assert len(statuses) == 40 and set(statuses) <= {400, 503}
-    assert statuses.count(400) >= 4  # bodies were really read and decoded, 4 at a time at least
+    statuses = [status for status, _ in storm]
+    assert len(statuses) == 40 and set(statuses) <= {200, 400, 413, 503}
+    assert set(statuses) - {503}  # bodies were really read and decoded during the storm
+    assert {spans for status, spans in storm if status == 413} <= {tiny_spans}
+    assert answers[40:] == [(200, protobuf_spans), (200, json_spans), (413, tiny_spans)]
+    # every request acknowledged is stored (the protobuf and JSON bodies share span ids)
+    assert Store(tmp_path / "m.db").count_spans() == max(protobuf_spans, json_spans)

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from conditions import wait_for
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -86,14 +87,15 @@ def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:
     replies: list[Reply] = []
     try:
         stalled = receiver.queue.submit(rows, [])
-        _wait_until(lambda: receiver.queue.depth == 0)  # the writer took it and waits for the lock
+        # the writer took it and waits for the lock
+        wait_for(lambda: receiver.queue.depth == 0, 30, "an empty queue")
         second = threading.Thread(
             target=lambda: replies.append(
                 post(receiver, "/v1/traces", _spans(10, first=100, name="op"))
             )
         )
         second.start()
-        _wait_until(lambda: receiver.queue.depth == 10)
+        wait_for(lambda: receiver.queue.depth == 10, 30, "10 batches queued")
         full = post(receiver, "/v1/traces", _spans(5, first=200, name="op"))
         assert full.status == 503 and full.headers["retry-after"] == "1"
     finally:
@@ -118,15 +120,6 @@ def test_stop_writes_everything_acknowledged(store_path: Path) -> None:
     receiver.stop()
     assert statuses == [200] * 5
     assert Store(store_path).count_spans() == 250
-
-
-def _wait_until(condition: object, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def _writer_processes() -> list[multiprocessing.process.BaseProcess]:

@@ -13,17 +13,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from conditions import need, wait_for
+from loopback import free_port
 
 from tracekit.path import reconstruct
 from tracekit.receiver import Receiver
@@ -36,10 +36,8 @@ T = TypeVar("T")
 
 def _required(what: str) -> str:
     found = shutil.which(what)
-    if found is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{what} is required in CI but is not installed")
-        pytest.skip(f"{what} is not installed")
+    need(found is not None, what)
+    assert found is not None
     return found
 
 
@@ -110,12 +108,6 @@ PYTHON_SERVICE = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -134,11 +126,11 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @pytest.fixture
 def services(node: str, receiver: Receiver) -> Iterator[str]:
     """The Node service and the Python service, exporting to the receiver; yields Node's URL."""
-    node_port, python_port = _free_port(), _free_port()
+    node_port, python_port = free_port(), free_port()
     node_url, python_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{python_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
     env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
-    env |= {"TRACEKIT_METRICS_PORT": str(_free_port())}
+    env |= {"TRACEKIT_METRICS_PORT": str(free_port())}
     python = _start([sys.executable, "-c", PYTHON_SERVICE, str(python_port)], env)
     try:
         node_env = {**env, "COLLECTOR": receiver.endpoint, "PEER": python_url}
@@ -151,13 +143,8 @@ def services(node: str, receiver: Receiver) -> Iterator[str]:
         _stop(python)
 
 
-def _poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    found = read()
-    while not done(found) and time.monotonic() < deadline:
-        time.sleep(0.1)
-        found = read()
-    return found
+def _at_least(count: int, spans: list[SpanRecord]) -> list[SpanRecord] | None:
+    return spans if len(spans) >= count else None
 
 
 def test_node_and_python_services_make_one_trace(
@@ -165,7 +152,7 @@ def test_node_and_python_services_make_one_trace(
 ) -> None:
     with urllib.request.urlopen(f"{services}/checkout", timeout=30) as response:
         assert response.read() == b"price 12.50 x7\n"
-    spans = _poll(lambda: reader.spans_since(0), lambda found: len(found) >= 5)
+    spans = wait_for(lambda: _at_least(5, reader.spans_since(0)), 15, "five spans stored")
     assert len({s.trace_id for s in spans}) == 1, "one trace across both languages"
     by_id = {s.span_id: s for s in spans}
 

@@ -14,20 +14,15 @@
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-import pytest
 import requests
+from loopback import serving_werkzeug
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from tracekit import semconv
@@ -71,41 +66,11 @@ def start_scene(publish: Callable[[], None]) -> Iterator[Scene]:
         publish()
         return Response("queued")
 
-    with _serve(downstream) as downstream_url, _serve(TracekitMiddleware(entry)) as entry_url:
+    with (
+        serving_werkzeug(downstream) as downstream_url,
+        serving_werkzeug(TracekitMiddleware(entry)) as entry_url,
+    ):
         yield Scene(entry_url, downstream_url, seen)
-
-
-@contextmanager
-def _serve(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-
-def need(available: bool, what: str) -> None:
-    """Skip when ``what`` is missing here; in CI (CI=true) a missing server fails the run."""
-    if available:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what} is required in CI but is not available")
-    pytest.skip(f"{what} is not available")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def one(spans: list[ReadableSpan], kind: SpanKind, name: str | None = None) -> ReadableSpan:
@@ -153,3 +118,12 @@ def check_wait(consumer: ReadableSpan, delay_s: float, slack_ms: float = 1500.0)
     wait_ms = consumer.attributes[semconv.QUEUE_WAIT_MS]
     assert isinstance(wait_ms, float | int)
     assert delay_s * 1000 <= wait_ms <= delay_s * 1000 + slack_ms, wait_ms
+
+
+def check_batch(consumer: ReadableSpan, producers: list[ReadableSpan], delay_s: float) -> None:
+    """One CONSUMER span for a batch: its size, a link to every producer, the queue wait."""
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == len(producers)
+    linked = {link.context.span_id for link in consumer.links}
+    assert linked == {p.context.span_id for p in producers}
+    check_wait(consumer, delay_s)

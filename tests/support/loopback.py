@@ -1,4 +1,5 @@
-"""uvicorn (ASGI) and werkzeug (WSGI) servers in threads on a free loopback port."""
+"""Servers on loopback: uvicorn (ASGI) and werkzeug (WSGI) in threads, a free port, waiting for a
+port to accept connections, stopping a served app with Ctrl-C."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import signal
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
+from conditions import wait_for
 from werkzeug.serving import make_server
 
 
@@ -22,10 +25,7 @@ def start_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    wait_for(lambda: server.started, 10, "uvicorn to start")
 
     def stop() -> None:
         server.should_exit = True
@@ -35,10 +35,39 @@ def start_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
     return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
 
 
+# What asking a server that is not up (yet) raises: wait_for(..., ignoring=UNREACHABLE).
+UNREACHABLE = (OSError, httpx.HTTPError)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for servers that must be told one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[Any] | None = None, timeout: float = 10.0
+) -> None:
+    """Wait until something accepts connections on loopback ``port`` (and ``process``, the
+    server, is still running)."""
+
+    def accepts() -> bool:
+        if process is not None and process.poll() is not None:
+            said = process.stderr.read()[-2000:] if process.stderr else ""
+            raise AssertionError(f"the server exited with {process.returncode}: {said!r}")
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+
+    wait_for(accepts, timeout, f"a server on port {port}", ignoring=(OSError,))
+
+
 def start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
     """Serve ``app`` with werkzeug's threaded server; returns its base URL and a stop function."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # a short poll interval: stopping waits for the serving loop to look again
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
 
     def stop() -> None:
@@ -47,6 +76,16 @@ def start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
         server.server_close()
 
     return f"http://127.0.0.1:{server.server_port}", stop
+
+
+@contextmanager
+def serving_werkzeug(app: Any) -> Iterator[str]:
+    """``start_werkzeug`` as a ``with`` block: yields the base URL, stops at the end."""
+    url, stop = start_werkzeug(app)
+    try:
+        yield url
+    finally:
+        stop()
 
 
 def start_traced(kind: str, asgi_endpoint: Any, wsgi_app: Any) -> tuple[str, Callable[[], None]]:

@@ -7,53 +7,26 @@ Outside CI a missing binary skips; with CI=true it fails.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import pytest
+from conditions import need, wait_for
+from loopback import UNREACHABLE, free_port
 
-T = TypeVar("T")
 # One client for every API call: a new httpx client per call builds an SSL context each time.
 _http = httpx.Client(timeout=10)
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(check: Callable[[], T], what: str, timeout: float = 20.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except (httpx.HTTPError, OSError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def prometheus_binary() -> str:
     """Path of the prometheus binary; skips the test (fails under CI=true) when missing."""
     binary = shutil.which("prometheus")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is not installed; CI must install it (.ci/run)")
-        pytest.skip("prometheus binary not installed")
+    need(binary is not None, "the prometheus binary (.ci/run installs it)")
+    assert binary is not None
     return binary
 
 
@@ -85,7 +58,12 @@ def running_prometheus(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/-/ready").status_code == 200, "prometheus ready")
+        wait_for(
+            lambda: httpx.get(f"{url}/-/ready").status_code == 200,
+            20,
+            "prometheus ready",
+            ignoring=UNREACHABLE,
+        )
         yield url
     finally:
         process.terminate()

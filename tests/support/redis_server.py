@@ -5,12 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hopscene import need
-from prometheus_server import free_port
+from conditions import need, wait_for
+from loopback import free_port
 
 
 def answers_ping(port: int) -> bool:
@@ -36,11 +35,10 @@ def running_redis() -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not answers_ping(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                need(False, "a running redis-server")
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: process.poll() is None and answers_ping(port), 10, "redis-server")
+        except AssertionError:
+            need(False, "a running redis-server")
         yield port
     finally:
         process.terminate()

@@ -8,29 +8,21 @@ the store was flushed on the way out, not by the batch schedule.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from hopscene import need
+from conditions import wait_for
+from loopback import UNREACHABLE
 
 from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 BATCH_DELAY_MS = "60000"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Service:
@@ -73,23 +65,26 @@ class Service:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def running(self) -> bool:
+        """True, or fail with the process's output when it has exited."""
+        assert self.process is not None and self.process.poll() is None, self.output()
+        return True
+
     def wait_http(self, url: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.output()
-            try:
-                httpx.get(url, timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"{url} never answered:\n{self.output()}")
+        # Retry only while nothing listens: a request the server took is waited for, however
+        # slow a loaded machine makes its first answer, so no abandoned request is left in flight
+        # (its span and log record would then race the stop the test is about).
+        patient = httpx.Timeout(timeout, connect=2)
+        self._wait(lambda: self.running() and bool(httpx.get(url, timeout=patient)), timeout, url)
 
     def wait_output(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            assert self.process is not None and self.process.poll() is None, self.output()
-            assert time.monotonic() < deadline, f"{text!r} never printed:\n{self.output()}"
-            time.sleep(0.1)
+        self._wait(lambda: self.running() and text in self.output(), timeout, f"{text!r} printed")
+
+    def _wait(self, condition: Callable[[], object], timeout: float, what: str) -> None:
+        try:
+            wait_for(condition, timeout, what, ignoring=UNREACHABLE)
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{self.output()}") from None
 
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM, as Kubernetes, ECS and systemd send it; the exit status."""
@@ -119,23 +114,3 @@ class Service:
 
 def server_spans(spans: list[SpanRecord]) -> list[SpanRecord]:
     return [s for s in spans if s.kind == "SERVER"]
-
-
-def redis_binary() -> str:
-    binary = shutil.which("redis-server")
-    need(binary is not None, "redis-server")
-    assert binary is not None
-    return binary
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """Wait until something accepts connections on loopback ``port``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, "the server exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on port {port}"
-            time.sleep(0.05)

@@ -119,6 +119,7 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
 
     from tracekit.path import reconstruct
     from tracekit.store import Store
+    from tracekit_cli.demo.diff_step import show_diff
     from tracekit_cli.render.rich_view import render_path
 
     source = Store(store_path)
@@ -149,6 +150,7 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
         if item is not None:
             console.rule(title)
             render_path(console, item[1])
+    show_diff(console, [path for _, path in found], store_path)
     console.rule()
     _show_next_steps(console, store_path, slowest, elapsed)
 

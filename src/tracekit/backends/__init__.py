@@ -3,3 +3,5 @@
 Each implements ``tracekit.records.SpanSource`` so the path engine and the CLI treat them like the
 store. Import the submodule you need (``tracekit.backends.tempo``, ``tracekit.backends.jaeger``).
 """
+
+__all__ = []

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError
 from tracekit.records import BackendError
@@ -133,6 +134,6 @@ def _correlation_id(hit: dict[str, Any]) -> str | None:
         for span in span_set.get("spans") or []:
             for attribute in span.get("attributes") or []:
                 value = (attribute.get("value") or {}).get("stringValue")
-                if attribute.get("key") == "correlation.id" and isinstance(value, str):
+                if attribute.get("key") == semconv.CORRELATION_ID and isinstance(value, str):
                     return value
     return None

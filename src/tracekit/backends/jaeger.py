@@ -36,6 +36,8 @@ from tracekit.records import (
     SpanRecord,
 )
 
+__all__ = ["LOOKBACK_SECONDS", "MAX_SERVICES", "MAX_TRACES_PER_SEARCH", "JaegerSource", "rfc3339"]
+
 LOOKBACK_SECONDS = 2 * 24 * 3600
 MAX_SERVICES = 25
 MAX_TRACES_PER_SEARCH = 100

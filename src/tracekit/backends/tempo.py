@@ -31,7 +31,7 @@ from tracekit.backends._tempo_search import (
 )
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
-__all__ = ["TempoSource", "traceql_string"]
+__all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceql_string"]
 
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200

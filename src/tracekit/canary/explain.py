@@ -7,7 +7,16 @@ import math
 from tracekit.canary.checks import Check
 from tracekit.canary.settings import ERROR_RATE, LATENCY
 
-__all__ = ["CLASSES", "FAIL", "INCONCLUSIVE", "MARGINAL", "PASS", "explain", "format_seconds"]
+__all__ = [
+    "CLASSES",
+    "FAIL",
+    "INCONCLUSIVE",
+    "MARGINAL",
+    "PASS",
+    "explain",
+    "format_seconds",
+    "round_requests",
+]
 
 PASS, MARGINAL, FAIL, INCONCLUSIVE = "pass", "marginal", "fail", "inconclusive"
 CLASSES = (PASS, MARGINAL, FAIL, INCONCLUSIVE)

@@ -23,7 +23,7 @@ from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, spr
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
-__all__ = ["FAMILIES", "Family", "samples_from_prometheus"]
+__all__ = ["FAMILIES", "MAX_SERIES", "Family", "samples_from_prometheus"]
 
 MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
 

@@ -10,21 +10,12 @@ from __future__ import annotations
 
 import math
 
+from tracekit._stats import hypergeometric_support, log_hypergeometric_pmf
+
 __all__ = ["fisher_greater", "fisher_less", "newcombe_difference", "wilson"]
 
 # Terms beyond this share of the running sum no longer change a double.
 _NEGLIGIBLE = 1e-17
-
-
-def _log_choose(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _log_pmf(x: int, total: int, marked: int, drawn: int) -> float:
-    """log P(X = x), X hypergeometric: ``drawn`` of ``total`` items, ``marked`` of them marked."""
-    return (
-        _log_choose(marked, x) + _log_choose(total - marked, drawn - x) - _log_choose(total, drawn)
-    )
 
 
 def _upper_tail(x: int, total: int, marked: int, drawn: int) -> float:
@@ -33,15 +24,14 @@ def _upper_tail(x: int, total: int, marked: int, drawn: int) -> float:
     Either way the sum starts at its largest term and stops once terms no longer count, so a
     term that underflows to zero is always a negligible one.
     """
-    high = min(marked, drawn)
-    low = max(0, drawn - (total - marked))
+    low, high = hypergeometric_support(total, marked, drawn)
     if x > high:
         return 0.0
     if x <= low:
         return 1.0
     if x < (drawn + 1) * (marked + 1) // (total + 2):
         return max(0.0, 1.0 - _lower_tail(x - 1, total, marked, drawn))
-    term = math.exp(_log_pmf(x, total, marked, drawn))
+    term = math.exp(log_hypergeometric_pmf(x, total, marked, drawn))
     tail = term
     for k in range(x, high):
         term *= (marked - k) * (drawn - k) / ((k + 1) * (total - marked - drawn + k + 1))
@@ -53,8 +43,8 @@ def _upper_tail(x: int, total: int, marked: int, drawn: int) -> float:
 
 def _lower_tail(x: int, total: int, marked: int, drawn: int) -> float:
     """P(X <= x) for ``x`` at or below the mode, summed from ``x`` downwards."""
-    low = max(0, drawn - (total - marked))
-    term = math.exp(_log_pmf(x, total, marked, drawn))
+    low, _ = hypergeometric_support(total, marked, drawn)
+    term = math.exp(log_hypergeometric_pmf(x, total, marked, drawn))
     tail = term
     for k in range(x, low, -1):
         term *= k * (total - marked - drawn + k) / ((marked - k + 1) * (drawn - k + 1))

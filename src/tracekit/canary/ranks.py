@@ -19,9 +19,21 @@ from itertools import accumulate
 import numpy as np
 import numpy.typing as npt
 
+from tracekit._stats import rank_sum_normal_sf
 from tracekit.canary.selection import kth_pair_differences
 
-__all__ = ["EXACT_LIMIT", "LOG_TICKS", "RankTest", "Shift", "log_ticks", "mann_whitney", "shift"]
+__all__ = [
+    "EXACT_LIMIT",
+    "LOG_TICKS",
+    "Floats",
+    "RankTest",
+    "Shift",
+    "Ticks",
+    "exact_sf",
+    "log_ticks",
+    "mann_whitney",
+    "shift",
+]
 
 EXACT_LIMIT = 8  # as scipy's "auto": exact when a sample is this small and nothing is tied
 LOG_TICKS = 1e9  # log-durations are held as integers of 1e-9: pair differences stay exact
@@ -73,7 +85,7 @@ def mann_whitney(canary: Floats, baseline: Floats, alternative: str = "greater")
         p = exact_sf(round(u), n1, n2)
         method = "exact"
     else:
-        p = _normal_sf(u, n1, n2, float((sizes**3 - sizes).sum()))
+        p = rank_sum_normal_sf(u, n1, n2, float((sizes**3 - sizes).sum()))
         method = "normal"
     if alternative == "two-sided":
         p *= 2
@@ -88,15 +100,6 @@ def _statistic_for(u1: float, pairs: int, alternative: str) -> float:
     if alternative == "two-sided":
         return max(u1, pairs - u1)
     raise ValueError(f"alternative must be greater, less or two-sided, not {alternative!r}")
-
-
-def _normal_sf(u: float, n1: int, n2: int, tie_term: float) -> float:
-    n = n1 + n2
-    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
-    if variance <= 0:
-        return 1.0  # every value tied: no evidence either way
-    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
-    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 def exact_sf(u: int, n1: int, n2: int) -> float:

@@ -18,6 +18,7 @@ __all__ = [
     "HTTP",
     "MESSAGING",
     "UNMATCHED_ROUTE",
+    "Floats",
     "RouteKey",
     "RouteSamples",
     "VersionSamples",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["kth_pair_differences"]
+__all__ = ["Ticks", "kth_pair_differences"]
 
 Ticks = npt.NDArray[np.int64]
 

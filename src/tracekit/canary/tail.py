@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from tracekit.canary.proportions import fisher_greater, fisher_less
 
-__all__ = ["Exceedance", "exceedance_test", "quantile_shift_interval"]
+__all__ = ["Exceedance", "Ticks", "exceedance_test", "quantile_shift_interval"]
 
 Ticks = npt.NDArray[np.int64]
 _RESOLUTION = 10_000  # interval ends to 1e-5 on the log scale (0.001% of the ratio)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tracekit._stats import holm
 from tracekit.canary.checks import Check, check_route
 from tracekit.canary.explain import FAIL, INCONCLUSIVE, MARGINAL, PASS, explain, round_requests
 from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, VersionSamples
@@ -75,17 +76,6 @@ class Verdict:
     reasons: tuple[str, ...]
     more_requests: int | None
     warnings: tuple[str, ...]
-
-
-def holm(p_values: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values (None stays None and does not count as a test)."""
-    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
-    adjusted: list[float | None] = [None] * len(p_values)
-    running = 0.0
-    for order, (p, index) in enumerate(tested):
-        running = max(running, min(1.0, (len(tested) - order) * p))
-        adjusted[index] = running
-    return adjusted
 
 
 def judge(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["INSTRUMENTORS", "instrument", "selected", "uninstrument"]
 
 # name -> "module:class"; TRACEKIT_INSTRUMENT and TRACEKIT_DISABLED_INSTRUMENTATIONS take the names
 INSTRUMENTORS = {

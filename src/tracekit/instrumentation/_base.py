@@ -14,19 +14,10 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import wrapt
-from opentelemetry import context as otel_context
 
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
-
-
-def instrumentation_suppressed() -> bool:
-    """True inside an exporter's call, or below another instrumentation's span for the same call."""
-    return bool(
-        otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY)
-        or otel_context.get_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY)
-    )
 
 
 @dataclass(slots=True)
@@ -45,8 +36,15 @@ class Patch:
         uninstrumented tracekit never traces again whatever order the patches are removed in.
         """
         self.live = False
-        if self.wrapper is not None and self.owner.__dict__.get(self.attribute) is self.wrapper:
-            setattr(self.owner, self.attribute, self.wrapper.__wrapped__)
+        current = self.owner.__dict__.get(self.attribute)
+        # Someone who unwrapped a layer above ours through getattr() put back our wrapper bound
+        # to the class (wrapt's BoundFunctionWrapper, whose parent is ours): that is ours too.
+        ours = self.wrapper
+        if ours is None:
+            return
+        original = ours.__wrapped__
+        if current is ours or getattr(current, "_self_parent", None) is ours:
+            setattr(self.owner, self.attribute, original)
 
 
 class Instrumentor:

@@ -18,6 +18,8 @@ from typing import Any
 from tracekit import messaging
 from tracekit.instrumentation._base import Instrumentor
 
+__all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
+
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 

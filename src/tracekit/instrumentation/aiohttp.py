@@ -12,9 +12,11 @@ from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-from tracekit import _http_client
-from tracekit._guard import report_once
+from tracekit._http.client import ClientCall, end_call, start_call
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["AiohttpInstrumentor"]
 
 
 class AiohttpInstrumentor(Instrumentor):
@@ -60,9 +62,9 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
     return trace_config
 
 
-def _start(method: str, url: str, headers: Any) -> _http_client.ClientCall | None:
+def _start(method: str, url: str, headers: Any) -> ClientCall | None:
     try:
-        return _http_client.start_call(method, url, headers)
+        return start_call(method, url, headers)
     except Exception as error:
         report_once("aiohttp span start", error)
         return None
@@ -74,6 +76,6 @@ def _end(ctx: SimpleNamespace, status: int | None, error: BaseException | None) 
         return
     ctx.tracekit_call = None
     try:
-        _http_client.end_call(call, status, error)
+        end_call(call, status, error)
     except Exception as exc:
         report_once("aiohttp span end", exc)

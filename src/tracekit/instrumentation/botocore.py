@@ -20,9 +20,12 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from tracekit import _state, messaging, propagation, semconv, sqs
-from tracekit._guard import report_once
+from tracekit import messaging, propagation, semconv, sqs
+from tracekit._runtime.guard import report_once
+from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["BotocoreInstrumentor"]
 
 _ALL = frozenset(("All", ".*"))
 
@@ -118,7 +121,7 @@ def _asking_for_context(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attribute_names() -> list[str]:
-    correlation_header = _state.current_options().response_header.lower()
+    correlation_header = current_options().response_header.lower()
     return [
         *dict.fromkeys(("traceparent", "tracestate", "baggage", *propagation.carried_fields())),
         correlation_header,

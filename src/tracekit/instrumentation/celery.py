@@ -28,10 +28,20 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from tracekit import _state, messaging, propagation
-from tracekit._consumer import reading_for
-from tracekit._guard import guarded
+from tracekit import messaging, propagation
+from tracekit._messaging.consumer import reading_for
+from tracekit._runtime import state as _state
+from tracekit._runtime.guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
+
+__all__ = [
+    "FIRST_ATTEMPT_HEADER",
+    "RETRY_COUNT",
+    "SYSTEM",
+    "TASK_NAME",
+    "TASK_STATE",
+    "CeleryInstrumentor",
+]
 
 SYSTEM = "celery"
 TASK_NAME = "tracekit.celery.task_name"

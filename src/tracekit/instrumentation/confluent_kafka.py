@@ -26,16 +26,17 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from tracekit import _kafka, messaging, semconv
-from tracekit._guard import report_once
-from tracekit._kafka import SYSTEM
+from tracekit import messaging, semconv
+from tracekit._runtime.guard import report_once
+from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor, Patch
+from tracekit.instrumentation._kafka import SYSTEM
 
 _HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, timestamp, headers)
 
 _held = messaging.HeldDeliveries()
 
-__all__ = ["ConfluentKafkaInstrumentor", "finish"]
+__all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]
 
 
 @dataclass(slots=True)

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit import _http_client
+from tracekit._http.client import run_traced, run_traced_async
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["HttpxInstrumentor"]
 
 
 class HttpxInstrumentor(Instrumentor):
@@ -32,7 +34,7 @@ def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     request = _request_of(args, kwargs)
-    return _http_client.run_traced(
+    return run_traced(
         request.method,
         str(request.url),
         request.headers,
@@ -45,7 +47,7 @@ async def _traced_send_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     request = _request_of(args, kwargs)
-    return await _http_client.run_traced_async(
+    return await run_traced_async(
         request.method,
         str(request.url),
         request.headers,

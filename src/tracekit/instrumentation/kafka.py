@@ -24,10 +24,11 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from tracekit import _kafka, messaging, semconv
-from tracekit._guard import report_once
-from tracekit._kafka import SYSTEM
+from tracekit import messaging, semconv
+from tracekit._runtime.guard import report_once
+from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor
+from tracekit.instrumentation._kafka import SYSTEM
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
 
@@ -35,7 +36,7 @@ _held = messaging.HeldDeliveries()
 # Set while kafka-python fetches for us: its iterator calls poll() internally.
 _fetching: ContextVar[bool] = ContextVar("tracekit_kafka_fetching", default=False)
 
-__all__ = ["KafkaInstrumentor", "finish"]
+__all__ = ["KafkaInstrumentor", "delivery_of", "destination_of", "finish"]
 
 
 class KafkaInstrumentor(Instrumentor):

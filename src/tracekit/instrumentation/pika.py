@@ -20,8 +20,10 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
-from tracekit._guard import report_once
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["ROUTING_KEY", "SYSTEM", "PikaInstrumentor", "delivery_of"]
 
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"

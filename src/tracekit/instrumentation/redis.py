@@ -34,8 +34,20 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import _state, messaging
+from tracekit import messaging
+from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = [
+    "ENVELOPE_MARK",
+    "MAX_ENVELOPE_HEADERS",
+    "SEPARATOR",
+    "SYSTEM",
+    "RedisInstrumentor",
+    "consume_entries",
+    "consume_entry",
+    "entries",
+]
 
 SYSTEM = "redis"
 ENVELOPE_MARK = "\x1etracekit1\x1e"

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit import _http_client
+from tracekit._http.client import run_traced
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["RequestsInstrumentor"]
 
 
 class RequestsInstrumentor(Instrumentor):
@@ -23,7 +25,7 @@ def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     request = args[0] if args else kwargs["request"]
-    return _http_client.run_traced(
+    return run_traced(
         request.method or "GET",
         request.url or "",
         request.headers,

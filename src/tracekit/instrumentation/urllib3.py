@@ -11,8 +11,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit import _http_client
+from tracekit._http.client import run_traced
 from tracekit.instrumentation._base import Instrumentor
+
+__all__ = ["Urllib3Instrumentor"]
 
 _HEADERS_POSITION = 3  # urlopen(method, url, body=None, headers=None, ...)
 
@@ -32,7 +34,7 @@ def _traced_urlopen(
     method = args[0] if args else kwargs.get("method", "GET")
     url = args[1] if len(args) > 1 else kwargs.get("url", "/")
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
-    return _http_client.run_traced(
+    return run_traced(
         str(method),
         _full_url(instance, str(url)),
         headers,

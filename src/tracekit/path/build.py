@@ -13,6 +13,14 @@ from tracekit.path.skew import adjust_clock_skew
 from tracekit.path.tree import build_tree, index_spans, preorder
 from tracekit.records import LogRecordData, SpanRecord
 
+__all__ = [
+    "MAX_LOG_BODY_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_QUERY_CHARS",
+    "build_path",
+    "error_message",
+]
+
 MAX_MESSAGE_CHARS = 1_000
 MAX_LOG_BODY_CHARS = 4_000
 MAX_QUERY_CHARS = 256

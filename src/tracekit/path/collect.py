@@ -15,6 +15,17 @@ from dataclasses import dataclass, field
 
 from tracekit.records import LimitedSpanSource, SpanRecord, SpanSource, WarningSource
 
+__all__ = [
+    "MAX_LINK_ROUNDS",
+    "MAX_SPANS",
+    "MAX_TRACES",
+    "TRACE_ID_PATTERN",
+    "Collected",
+    "collect",
+    "dominant_correlation_id",
+    "looks_like_trace_id",
+]
+
 TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_TRACES = 500
 MAX_LINK_ROUNDS = 16

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from tracekit import semconv
 from tracekit.records import AttributeValue, SpanRecord
 
+__all__ = ["OLDER_NAMES", "attribute", "text", "url_path"]
+
 # stable name -> the older names that meant the same, most likely first
 OLDER_NAMES: dict[str, tuple[str, ...]] = {
     semconv.HTTP_REQUEST_METHOD: ("http.method",),

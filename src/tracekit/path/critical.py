@@ -23,6 +23,8 @@ from __future__ import annotations
 from tracekit.path.hops import hop_type
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
+__all__ = ["Window", "critical_path", "is_async_child", "set_self_times", "windows"]
+
 Window = tuple[int, int]
 
 

@@ -16,6 +16,8 @@ from tracekit.path.conventions import text, url_path
 from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
+__all__ = ["Key", "find_hops", "hop_type", "make_hop"]
+
 Key = tuple[str, str]
 
 

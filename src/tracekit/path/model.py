@@ -11,6 +11,20 @@ from typing import Any
 
 from tracekit.records import SpanRecord
 
+__all__ = [
+    "ATTACHED_AS_ORPHAN",
+    "ATTACHED_AS_ROOT",
+    "ATTACHED_BY_LINK",
+    "ATTACHED_BY_PARENT",
+    "SCHEMA_ID",
+    "Hop",
+    "Path",
+    "PathError",
+    "PathLog",
+    "PathSpan",
+    "last_to_end",
+]
+
 SCHEMA_ID = "tracekit.path/v1"
 
 # How a span came to hang where it does in the path tree.

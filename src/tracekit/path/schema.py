@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+__all__ = ["load_schema"]
+
 
 def load_schema() -> dict[str, Any]:
     """The ``tracekit.path/v1`` JSON Schema (draft 2020-12) as a dict."""

@@ -14,6 +14,8 @@ from typing import Any
 from tracekit.path.hops import hop_type
 from tracekit.records import SpanRecord
 
+__all__ = ["ServiceEdge", "percentile", "service_map"]
+
 
 @dataclass(slots=True, frozen=True)
 class ServiceEdge:

@@ -24,6 +24,8 @@ from __future__ import annotations
 from tracekit.path.model import ATTACHED_AS_ORPHAN, PathSpan
 from tracekit.records import SpanRecord
 
+__all__ = ["ASYNC_KINDS", "HOST_ATTRIBUTES", "adjust_clock_skew", "same_clock"]
+
 ASYNC_KINDS = ("PRODUCER", "CONSUMER")
 HOST_ATTRIBUTES = ("host.id", "host.name")
 

@@ -20,6 +20,17 @@ from tracekit.path.model import (
 )
 from tracekit.records import SpanRecord
 
+__all__ = [
+    "MAX_ORPHAN_SCANS",
+    "Key",
+    "arrival",
+    "attach",
+    "build_tree",
+    "index_spans",
+    "preorder",
+    "would_cycle",
+]
+
 Key = tuple[str, str]
 
 # Looking for an enclosing span scans the orphan's trace; past this many orphans in one trace the

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
@@ -21,6 +21,15 @@ UNKNOWN_SERVICE = "unknown_service"
 EARLIEST_NS = 946_684_800 * 10**9
 AHEAD_NS = 86_400 * 10**9
 _MAX_REASONS = 3
+
+
+# Told how many records a request holds once it is parsed and before they are decoded; may raise
+# (the receiver's memory budget answers 503 or 413 from there).
+Admit = Callable[[int], None]
+
+
+def admit_any(count: int) -> None:
+    """No limit on records (decoders called outside the receiver, tests)."""
 
 
 class MalformedRequest(ValueError):
@@ -44,6 +53,23 @@ class Decoded:
         if len(self.reasons) < _MAX_REASONS:
             self.reasons[reason] = None
 
+    def add_span(self, record: SpanRecord | None, bounds: tuple[int, int]) -> None:
+        """Count one decoded span: kept, or refused with its reason (``span_problem``)."""
+        self.total += 1
+        problem = span_problem(record, bounds)
+        if problem is not None:
+            self.reject(problem)
+        elif record is not None:  # always, when there is no problem
+            self.spans.append(record)
+
+    def add_log(self, log: LogRecordData | None) -> None:
+        """Count one decoded log record: kept, or refused for its time (None)."""
+        self.total += 1
+        if log is None:
+            self.reject(LOG_TIME_PROBLEM)
+        else:
+            self.logs.append(log)
+
     @property
     def reason(self) -> str:
         """Why records were refused (the first few distinct reasons)."""
@@ -53,6 +79,13 @@ class Decoded:
 def time_bounds() -> tuple[int, int]:
     """The earliest and latest timestamps a record may carry, as of now (unix ns)."""
     return EARLIEST_NS, time.time_ns() + AHEAD_NS
+
+
+def span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
+    """Why a decoded span is refused (None: it is stored)."""
+    if record is None:
+        return "span with an empty or all-zero trace id or span id"
+    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:

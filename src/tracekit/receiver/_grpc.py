@@ -72,8 +72,8 @@ class GrpcReceiver:
     def _export(self, signal: str, request: bytes, context: Any) -> bytes:
         try:
             with self.budget.reservation() as reservation:
-                reservation.grow(len(request))
-                return self.service.export(signal, PROTOBUF, request)
+                reservation.cover(len(request), PROTOBUF)
+                return self.service.export(signal, PROTOBUF, request, reservation)
         except RequestError as error:
             context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
             raise  # abort raised already; this line only tells type checkers so

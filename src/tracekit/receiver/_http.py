@@ -10,8 +10,10 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -31,6 +33,7 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED,
               415: code_pb2.INVALID_ARGUMENT, 503: code_pb2.UNAVAILABLE}  # fmt: skip
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop at most this much of a refused body
 _WRITE_TIMEOUT = 10.0
+_log = logging.getLogger("tracekit.receiver")
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BUSY_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
@@ -90,6 +93,10 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
                 _refuse(self.socket.accept()[0])
             self._spare = _spare_descriptor()
         time.sleep(0.05)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A handler failed unexpectedly: one line in the log, never a traceback on stderr."""
+        _log.warning("tracekit collector: request failed: %s", type(sys.exc_info()[1]).__name__)
 
     def server_close(self) -> None:
         """Close the listening socket (and the spare descriptor)."""
@@ -232,14 +239,15 @@ class OtlpHandler(BaseHTTPRequestHandler):
             raise RequestError(413, f"body larger than {limit} bytes")
         with self.server.budget.reservation() as reservation:
             if length:  # a Content-Length says up front what the body will hold: 503 at once
-                reservation.grow(length)
+                reservation.cover(length, content_type)
             sink = BodySink(limit, encoding == "gzip", reservation)
             for piece in self._pieces:
                 sink.write(piece)
             self._pieces, self._body_read = None, True  # the connection may serve another request
             body = sink.finish()
+            reservation.cover(len(body), content_type)  # known only now if chunked or gzip
             self.stream.state = BUSY
-            return self.server.service.export(signal, content_type, body)
+            return self.server.service.export(signal, content_type, body, reservation)
 
     def _drain(self) -> None:
         """After an error: read and drop the rest of the body so the client can read our answer.

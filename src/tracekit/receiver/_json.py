@@ -14,15 +14,15 @@ import math
 from typing import Any
 
 from tracekit.receiver._decoded import (
-    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
+    Admit,
     Decoded,
     MalformedRequest,
+    admit_any,
     check_id,
     kind_name,
     log_time,
     service_of,
-    span_time_problem,
     status_name,
     time_bounds,
 )
@@ -190,12 +190,34 @@ def attributes(value: Any, where: str, depth: int = 0) -> Attributes:
     return out
 
 
-def decode_traces(body: bytes) -> Decoded:
+def count_records(document: dict[str, Any], path: tuple[tuple[str, str], ...]) -> int:
+    """Records in a request, counted leniently (what is malformed is refused while decoding)."""
+    level: list[Any] = [document]
+    for camel, snake in path:
+        level = [
+            item for parent in level if isinstance(parent, dict)
+            for item in _list_or_empty(get(parent, camel, snake))
+        ]  # fmt: skip
+    return len(level)
+
+
+def _list_or_empty(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+_SPANS = (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans", "spans"))
+_LOGS = (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"),
+         ("logRecords", "log_records"))  # fmt: skip
+
+
+def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Spans of an ExportTraceServiceRequest in JSON."""
     out = Decoded()
     bounds = time_bounds()
+    document = load(body)
+    admit(count_records(document, _SPANS))
     for resource_spans in as_list(
-        get(load(body), "resourceSpans", "resource_spans"), "resourceSpans"
+        get(document, "resourceSpans", "resource_spans"), "resourceSpans"
     ):
         rs = as_object(resource_spans, "resourceSpans[]")
         resource = _resource(rs)
@@ -203,20 +225,8 @@ def decode_traces(body: bytes) -> Decoded:
             ss = as_object(scope_spans, "scopeSpans[]")
             scope = as_str(as_object(ss.get("scope"), "scope").get("name"), "scope.name") or None
             for span in as_list(ss.get("spans"), "spans"):
-                out.total += 1
-                record = _span(as_object(span, "spans[]"), resource, scope)
-                problem = _span_problem(record, bounds)
-                if problem is None:
-                    out.spans.append(record)  # type: ignore[arg-type]
-                else:
-                    out.reject(problem)
+                out.add_span(_span(as_object(span, "spans[]"), resource, scope), bounds)
     return out
-
-
-def _span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
-    if record is None:
-        return "span with an empty or all-zero trace id or span id"
-    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def _resource(container: dict[str, Any]) -> Attributes:
@@ -273,22 +283,19 @@ def _event(event: dict[str, Any]) -> SpanEvent:
     )
 
 
-def decode_logs(body: bytes) -> Decoded:
+def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Log records of an ExportLogsServiceRequest in JSON."""
     out = Decoded()
     bounds = time_bounds()
-    for resource_logs in as_list(get(load(body), "resourceLogs", "resource_logs"), "resourceLogs"):
+    document = load(body)
+    admit(count_records(document, _LOGS))
+    for resource_logs in as_list(get(document, "resourceLogs", "resource_logs"), "resourceLogs"):
         rl = as_object(resource_logs, "resourceLogs[]")
         resource = _resource(rl)
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
-                out.total += 1
-                log = _log(as_object(record, "logRecords[]"), resource, bounds)
-                if log is None:
-                    out.reject(LOG_TIME_PROBLEM)
-                else:
-                    out.logs.append(log)
+                out.add_log(_log(as_object(record, "logRecords[]"), resource, bounds))
     return out
 
 
@@ -316,7 +323,7 @@ def _log(
     )
 
 
-def decode_metrics(body: bytes) -> Decoded:
+def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Metrics are checked for shape and acknowledged, never stored."""
     out = Decoded()
     for resource_metrics in as_list(get(load(body), "resourceMetrics", "resource_metrics"), "rm"):

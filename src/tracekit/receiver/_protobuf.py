@@ -20,15 +20,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tracekit.receiver._decoded import (
-    LOG_TIME_PROBLEM,
     MAX_VALUE_DEPTH,
+    Admit,
     Decoded,
     MalformedRequest,
+    admit_any,
     check_id,
     kind_name,
     log_time,
     service_of,
-    span_time_problem,
     status_name,
     time_bounds,
 )
@@ -74,9 +74,15 @@ def attributes(key_values: Any) -> Attributes:
     return {kv.key: any_value(kv.value) for kv in key_values}
 
 
-def decode_traces(body: bytes) -> Decoded:
+def span_count(request: Any) -> int:
+    """Spans in a parsed ExportTraceServiceRequest (or its lazy view)."""
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Spans of an ExportTraceServiceRequest."""
     request = parse(ExportTraceServiceRequest(), body)
+    admit(span_count(request))
     out = Decoded()
     bounds = time_bounds()
     for resource_spans in request.resource_spans:
@@ -85,21 +91,8 @@ def decode_traces(body: bytes) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
-                out.total += 1
-                record = span_record(span, service, version, resource, scope)
-                problem = record_problem(record, bounds)
-                if problem is None:
-                    out.spans.append(record)  # type: ignore[arg-type]
-                else:
-                    out.reject(problem)
+                out.add_span(span_record(span, service, version, resource, scope), bounds)
     return out
-
-
-def record_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
-    """Why a decoded span is refused (None: it is stored)."""
-    if record is None:
-        return "span with an empty or all-zero trace id or span id"
-    return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
 
 
 def span_record(
@@ -139,9 +132,10 @@ def _link(link: Any) -> SpanLink:
     return SpanLink(trace_id, span_id, attributes(link.attributes))
 
 
-def decode_logs(body: bytes) -> Decoded:
+def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Log records of an ExportLogsServiceRequest."""
     request = parse(ExportLogsServiceRequest(), body)
+    admit(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs))
     out = Decoded()
     bounds = time_bounds()
     for resource_logs in request.resource_logs:
@@ -149,12 +143,7 @@ def decode_logs(body: bytes) -> Decoded:
         service, _ = service_of(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                out.total += 1
-                log = _log(record, service, resource, bounds)
-                if log is None:
-                    out.reject(LOG_TIME_PROBLEM)
-                else:
-                    out.logs.append(log)
+                out.add_log(_log(record, service, resource, bounds))
     return out
 
 
@@ -178,7 +167,7 @@ def _log(
     )
 
 
-def decode_metrics(body: bytes) -> Decoded:
+def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Metrics are checked and acknowledged, never stored (they belong in Prometheus)."""
     request = parse(ExportMetricsServiceRequest(), body)
     out = Decoded()

@@ -15,9 +15,22 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tracekit.receiver._decoded import Decoded, service_of, time_bounds
+from tracekit.receiver._decoded import (
+    Admit,
+    Decoded,
+    admit_any,
+    service_of,
+    span_problem,
+    time_bounds,
+)
 from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
-from tracekit.receiver._protobuf import any_value, attributes, parse, record_problem, span_record
+from tracekit.receiver._protobuf import (
+    any_value,
+    attributes,
+    parse,
+    span_count,
+    span_record,
+)
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
@@ -26,6 +39,10 @@ from tracekit.store._rows import RowEncoder, indexed_correlation
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
 _KIND_CODES = (0, 0, 1, 2, 3, 4)
 _MAX_CACHED = 100_000
+_SLOW_CHUNK = 2000
+# Attributes cached by their bytes at most this long: the cache is bounded in entries, and long
+# values (SQL, payloads, stack traces) are the unique ones that would fill it for nothing.
+_MAX_CACHED_BYTES = 160
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 
 
@@ -55,15 +72,17 @@ class SpanRowDecoder:
         interner = self.encoder.interner
         if interner.generation < 0:
             interner.refresh()
+        interner.bound()
         self.encoder.sync()
         if self._generation != interner.generation:
             self._generation = interner.generation
             for cache in (self._pairs, self._correlations, self._resources, self._scopes):
                 cache.clear()
 
-    def decode(self, body: bytes) -> Decoded:
+    def decode(self, body: bytes, admit: Admit = admit_any) -> Decoded:
         """Rows for every valid span of the request; spans without ids are counted as rejected."""
         request = parse(LazyTraceRequest(), body)
+        admit(span_count(request))
         self._sync()
         out = Decoded()
         out.rows.generation = self._generation
@@ -77,6 +96,9 @@ class SpanRowDecoder:
                     out.total += 1
                     if not self._row(span, resource, scope_ref, out, bounds):
                         self._slow(span, resource, scope, out, slow, bounds)
+                        if len(slow) >= _SLOW_CHUNK:  # records cost far more than rows
+                            out.rows.extend(self.encoder.encode(slow))
+                            slow.clear()
         if slow:
             out.rows.extend(self.encoder.encode(slow))
         return out
@@ -135,7 +157,7 @@ class SpanRowDecoder:
         if correlation:
             _remember(self._correlations, raw, correlation)
         found = "" if correlation else self.encoder.pair(key, value)
-        if found is not None:
+        if found is not None and len(raw) <= _MAX_CACHED_BYTES:  # long ones rarely repeat
             _remember(self._pairs, raw, found)
         return found
 
@@ -157,7 +179,7 @@ class SpanRowDecoder:
         """The general path: the span as a record (validating ids and every nested message)."""
         full = parse(Span(), span.SerializeToString())
         record = span_record(full, resource.service, resource.version, resource.attributes, scope)
-        problem = record_problem(record, bounds)
+        problem = span_problem(record, bounds)
         if problem is None:
             slow.append(record)
             self._status(span.status, full.status)

@@ -12,14 +12,18 @@ import threading
 from collections.abc import Callable
 
 from tracekit.receiver import _json, _protobuf
-from tracekit.receiver._decoded import Decoded, MalformedRequest
+from tracekit.receiver._admission import Reservation
+from tracekit.receiver._decoded import Admit, Decoded, MalformedRequest
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._ingest import IngestQueue, QueueFull
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
+from tracekit.store._heap import trim
+from tracekit.store._reclaim import StaleRows
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _log = logging.getLogger("tracekit.receiver")
-_DECODERS: dict[tuple[str, str], Callable[[bytes], Decoded]] = {
+_LARGE_BODY = 4 * 1024 * 1024
+_DECODERS: dict[tuple[str, str], Callable[[bytes, Admit], Decoded]] = {
     (PROTOBUF, "traces"): _protobuf.decode_traces,
     (PROTOBUF, "logs"): _protobuf.decode_logs,
     (PROTOBUF, "metrics"): _protobuf.decode_metrics,
@@ -44,32 +48,53 @@ class IngestService:
         self.decode_lock = queue.decode_lock
         self._metrics_logged = threading.Event()
 
-    def export(self, signal: str, content_type: str, body: bytes | bytearray) -> bytes:
-        """Store one request's records; returns the encoded ``Export*ServiceResponse``."""
-        decoded = self._decode(content_type, signal, body)
-        if signal == "metrics":
-            self._note_metrics()
-        else:
-            self._store(decoded)
-        encode = _protobuf.response if content_type == PROTOBUF else _json.response
-        return encode(signal, decoded)
+    def export(
+        self, signal: str, content_type: str, body: bytes | bytearray, reservation: Reservation
+    ) -> bytes:
+        """Store one request's records; returns the encoded ``Export*ServiceResponse``.
 
-    def _decode(self, content_type: str, signal: str, body: bytes | bytearray) -> Decoded:
+        ``reservation`` holds the request's memory; it grows by what its records cost.
+        """
+        try:
+            decoded = self._decode(content_type, signal, body, reservation.cover_records)
+            if signal == "metrics":
+                self._note_metrics()
+            else:
+                self._store(decoded)
+            encode = _protobuf.response if content_type == PROTOBUF else _json.response
+            return encode(signal, decoded)
+        finally:
+            if len(body) > _LARGE_BODY:
+                trim()  # what decoding it built goes back to the system, not stays with us
+
+    def _decode(
+        self, content_type: str, signal: str, body: bytes | bytearray, admit: Admit
+    ) -> Decoded:
         decode = _DECODERS[content_type, signal]
         if decode is _protobuf.decode_traces:  # the hot path: straight into rows
             decode = self.span_decoder.decode
         try:
             with self.decode_lock:
-                decoded = decode(body)  # type: ignore[arg-type]
-                if decoded.spans:  # JSON decodes into records: rows need interned strings
-                    decoded.rows.extend(self.queue.store.encoder.encode(decoded.spans))
-                    decoded.spans = []
+                try:
+                    decoded = self._decode_locked(decode, body, admit)
+                except StaleRows:  # another process reclaimed strings: caches are empty now
+                    decoded = self._decode_locked(decode, body, admit)
         except MalformedRequest as error:
             raise RequestError(400, str(error)) from None
-        except sqlite3.Error:  # interning new strings failed (store locked too long, disk full)
+        except (sqlite3.Error, StaleRows):  # interning failed (store locked too long, disk full,
+            # strings reclaimed twice in a row by another process)
             raise RequestError(503, "store unavailable, retry later", retry_after=5) from None
         if decoded.total and decoded.rejected == decoded.total:
             raise RequestError(400, f"every record was rejected: {decoded.reason}")
+        return decoded
+
+    def _decode_locked(
+        self, decode: Callable[[bytes, Admit], Decoded], body: bytes | bytearray, admit: Admit
+    ) -> Decoded:
+        decoded = decode(body, admit)  # type: ignore[arg-type]
+        if decoded.spans:  # JSON decodes into records: rows need interned strings
+            decoded.rows.extend(self.queue.store.encoder.encode(decoded.spans))
+            decoded.spans = []
         return decoded
 
     def _note_metrics(self) -> None:

@@ -16,6 +16,16 @@ from tracekit.store import Retention, Store
 if TYPE_CHECKING:
     from tracekit.receiver._grpc import GrpcReceiver
 
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_PORT",
+    "Receiver",
+    "ReceiverConfig",
+    "connection_cap",
+]
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 DEFAULT_GRPC_PORT = 4317
@@ -36,7 +46,8 @@ class ReceiverConfig:
     batch_size: int = 20_000  # records per transaction at most
     commit_timeout: float = 30.0  # a handler waits this long for its commit before a 503
     max_connections: int = 512  # HTTP connections at once (also held under the fd limit)
-    max_memory_bytes: int = 64 * 1024 * 1024  # request bodies held at once, HTTP and gRPC
+    # what requests may cost in memory at once, HTTP and gRPC (estimated: see _admission)
+    max_memory_bytes: int = 160 * 1024 * 1024
     idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
     request_timeout: float = 30.0  # seconds from a request's first byte to its last
     retention: Retention | None = None

@@ -11,13 +11,13 @@ from tracekit.store._paths import default_store_path
 from tracekit.store._requests import RequestGroup
 from tracekit.store._retention import Retention, parse_duration, parse_size
 from tracekit.store._schema import SchemaTooNewError
-from tracekit.store._store import ServiceEdge, Store
+from tracekit.store._store import ServiceCallCount, Store
 
 __all__ = [
     "RequestGroup",
     "Retention",
     "SchemaTooNewError",
-    "ServiceEdge",
+    "ServiceCallCount",
     "Store",
     "default_store_path",
     "parse_duration",

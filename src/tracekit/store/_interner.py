@@ -18,7 +18,7 @@ from pathlib import Path
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
 from tracekit.store._encoding import intern_resource, intern_string
-from tracekit.store._reclaim import generation
+from tracekit.store._reclaim import StaleRows, generation
 
 # Cached ids at most (a cache, not the table: past this it starts over, rows keep their ids).
 MAX_CACHED = 200_000
@@ -40,17 +40,24 @@ class Interner:
         self._lock = threading.Lock()
 
     def add(self, strings: Iterable[str], resources: Iterable[str]) -> None:
-        """Make sure every string and resource (canonical JSON text) has a committed id."""
+        """Make sure every string and resource (canonical JSON text) has a committed id.
+
+        ``StaleRows`` when ids were reclaimed since this interner last looked: it has forgotten
+        every cached id, and the caller must start its encoding over.
+        """
+        texts = [s for s in dict.fromkeys(strings) if s not in self.strings]  # keeps the order
+        docs = {resource_digest(r): r for r in resources}
+        docs = {d: r for d, r in docs.items() if d not in self.resources}
+        if texts or docs or self.generation < 0:
+            with self._lock:
+                retry_busy(lambda: self._add_once(texts, docs), attempts=2)
+
+    def bound(self) -> None:
+        """Start the caches over when they grew past their bound (call between encodings only:
+        ids looked up before must stay in them until their rows are built)."""
         if len(self.strings) > MAX_CACHED or len(self.resources) > MAX_CACHED:
             self.strings.clear()  # in place: encoders share this dict
             self.resources.clear()
-        wanted = list(dict.fromkeys(strings))  # keeps the order
-        all_docs = {resource_digest(r): r for r in resources}
-        texts = [s for s in wanted if s not in self.strings]
-        docs = {d: r for d, r in all_docs.items() if d not in self.resources}
-        if texts or docs or self.generation < 0:
-            with self._lock:
-                retry_busy(lambda: self._add_once(texts, docs, wanted, all_docs), attempts=2)
 
     def forget(self, new_generation: int) -> None:
         """Ids were reclaimed: drop every cached one (in place: encoders share these dicts)."""
@@ -71,20 +78,16 @@ class Interner:
             self._conn = open_writer(self.path)
         return self._conn
 
-    def _add_once(
-        self,
-        texts: list[str],
-        docs: dict[bytes, str],
-        wanted: list[str],
-        all_docs: dict[bytes, str],
-    ) -> None:
+    def _add_once(self, texts: list[str], docs: dict[bytes, str]) -> None:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = generation(conn)
-            if current != self.generation:  # ids were reclaimed: trust none cached
-                self.forget(current)
-                texts, docs = wanted, all_docs
+            if current != self.generation:
+                if self.generation >= 0:  # ids were reclaimed: trust none cached, start over
+                    self.forget(current)
+                    raise StaleRows("strings were reclaimed while encoding")
+                self.generation = current  # the first look: nothing cached yet
             found = {text: intern_string(conn, text) for text in texts}
             found_docs = {d: intern_resource(conn, d, doc) for d, doc in docs.items()}
             conn.execute("COMMIT")

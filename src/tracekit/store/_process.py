@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracekit.records import LogRecordData
+from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
+
+_LARGE_BATCH = 4 * 1024 * 1024  # pickled bytes past which the writer trims its heap after
 
 
 class WriterProcessError(RuntimeError):
@@ -108,11 +111,13 @@ def _serve(path: str, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when writing stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    map_large_buffers()
     store = Store(path)
     while True:
         try:
+            payload = conn.recv_bytes()
             # S301: the bytes come from our own parent over a private pipe, never from outside
-            spans, logs = pickle.loads(conn.recv_bytes())  # noqa: S301
+            spans, logs = pickle.loads(payload)  # noqa: S301
         except (EOFError, OSError):
             break
         try:
@@ -120,4 +125,7 @@ def _serve(path: str, conn: Connection) -> None:
             conn.send(None)
         except Exception as error:
             conn.send(f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
+        if len(payload) > _LARGE_BATCH:
+            del spans, logs, payload
+            trim()  # a big batch's memory goes back rather than stay with the writer
     store.close()

@@ -28,6 +28,7 @@ from tracekit.store._encoding import (
     id_bytes,
 )
 from tracekit.store._interner import Interner, resource_digest, resource_document
+from tracekit.store._reclaim import StaleRows
 
 # Longer correlation ids are kept as plain attributes: the index is for real request ids.
 MAX_INDEXED_CORRELATION_ID = 256
@@ -142,8 +143,10 @@ class RowEncoder:
         return f"[{','.join(parts)}]" if parts else ""
 
     def _cached_pair(self, key: str, value: AttributeValue) -> str:
-        if isinstance(value, list | dict):
-            return self._pair_now(key, value)
+        if isinstance(value, list | dict) or (
+            type(value) is str and len(value) > INTERN_MAX_LENGTH
+        ):
+            return self._pair_now(key, value)  # long or nested values rarely repeat: no cache
         cache_key = (key, type(value), value)
         found = self._pairs.get(cache_key)
         if found is None:
@@ -162,9 +165,21 @@ class RowEncoder:
     # -- records -> rows -----------------------------------------------------------------------
 
     def encode(self, records: Sequence[SpanRecord]) -> SpanRows:
-        """Rows for span records (interning what they need first, in one transaction)."""
-        if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh, but
-            self._values_per_key = {}  # never between prepare() and the rows it decided for
+        """Rows for span records (interning what they need first, in one transaction).
+
+        Caches are bounded here, between encodings: prepare() decides what the rows need from
+        what the caches hold, and nothing may leave them until the rows are built.
+        """
+        if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh
+            self._values_per_key = {}
+        self.interner.bound()
+        try:
+            return self._encode(records)
+        except StaleRows:  # strings were reclaimed meanwhile: every cache is empty now
+            self.sync()
+            return self._encode(records)
+
+    def _encode(self, records: Sequence[SpanRecord]) -> SpanRows:
         documents = _ResourceDocuments()
         self.prepare(records, documents)
         self.sync()

@@ -29,8 +29,9 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceEdge:
-    """Calls from one service to another: a parent/child span pair or a link across traces."""
+class ServiceCallCount:
+    """How many times one service called another: parent/child span pairs and links across
+    traces. (``tracekit.path.ServiceEdge`` is the service map's edge, with latency and errors.)"""
 
     from_service: str
     to_service: str
@@ -222,7 +223,7 @@ class Store:
             )
         )
 
-    def service_edges(self, since_unix_nano: int | None = None) -> list[ServiceEdge]:
+    def service_edges(self, since_unix_nano: int | None = None) -> list[ServiceCallCount]:
         """Service-to-service calls seen since ``since_unix_nano`` (parent/child and links)."""
         since = since_unix_nano or 0
         return self._read(lambda r: _service_edges(r, since))
@@ -285,7 +286,7 @@ class Store:
                 self._encoder.interner.close()
 
 
-def _service_edges(reader: StoreReader, since: int) -> list[ServiceEdge]:
+def _service_edges(reader: StoreReader, since: int) -> list[ServiceCallCount]:
     query = """
         SELECT ps.service_ref, cs.service_ref, count(*) FROM spans cs
         JOIN spans ps ON ps.trace_ref = cs.trace_ref AND ps.span_id = cs.parent_id
@@ -305,7 +306,7 @@ def _service_edges(reader: StoreReader, since: int) -> list[ServiceEdge]:
     for source, target, count in rows:
         key = (reader.strings.get(source) or "", reader.strings.get(target) or "")
         totals[key] = totals.get(key, 0) + int(count)
-    return [ServiceEdge(a, b, n) for (a, b), n in sorted(totals.items())]
+    return [ServiceCallCount(a, b, n) for (a, b), n in sorted(totals.items())]
 
 
 def _one_line(error: BaseException) -> str:

@@ -12,7 +12,6 @@ import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 
-from opentelemetry import context as otel_context
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
@@ -20,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
+from tracekit._runtime.guard import suppressing_instrumentation
 from tracekit.records import (
     Attributes,
     AttributeValue,
@@ -30,9 +30,17 @@ from tracekit.records import (
 )
 from tracekit.store._store import Store
 
+__all__ = [
+    "StoreLogExporter",
+    "StoreSpanExporter",
+    "log_record",
+    "plain_attributes",
+    "plain_value",
+    "span_record",
+]
+
 _log = logging.getLogger("tracekit")
 _inherited: list[Store] = []  # stores a forked child must neither use nor close
-_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
 
 
 class _StoreWriter:
@@ -54,9 +62,9 @@ class _StoreWriter:
 
     def _write(self, write: Callable[[], None], signal: str) -> bool:
         """Run ``write`` with instrumentation suppressed; False (logged once) if it failed."""
-        token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
         try:
-            write()
+            with suppressing_instrumentation():
+                write()
             return True
         except Exception as error:
             if not self._failed_once:
@@ -65,8 +73,6 @@ class _StoreWriter:
                 )
             self._failed_once = True
             return False
-        finally:
-            otel_context.detach(token)
 
     def shutdown(self) -> None:
         """Close the store's connections."""

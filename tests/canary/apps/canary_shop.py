@@ -6,7 +6,7 @@ argv: app-port metrics-port version store-path slow-seconds fail-every. Routes:
 - ``/fast/{n}``: answers at once.
 - ``/slow/{n}``: sleeps slow-seconds (the canary is given a longer sleep).
 - ``/pay/{n}``: HTTP 500 when n is a multiple of fail-every (0: never).
-- ``/publish/{n}``: queues n in-process; a consumer thread handles it inside
+- ``/publish/{n}``: queues n in-process (``inproc_queue``); a consumer thread handles it inside
   ``tracekit.messaging.consume`` (destination ``orders.paid``), raising for the same n as /pay.
 - ``/health``: for the readiness probe, not part of the comparison.
 """
@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
+from inproc_queue import InProcessQueue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
-from tracekit import messaging
 from tracekit.asgi import TracekitMiddleware
 
 app_port, metrics_port, version, store = (
@@ -41,8 +39,6 @@ app_port, metrics_port, version, store = (
 slow_seconds, fail_every = float(sys.argv[5]), int(sys.argv[6])
 tracekit.init("shop", service_version=version, exporter="store", store=store,
               metrics_port=metrics_port)  # fmt: skip
-SYSTEM, QUEUE = "inproc", "orders.paid"
-inbox: queue.Queue[tuple[dict[str, str], int] | None] = queue.Queue()
 
 
 def failing(n: int) -> bool:
@@ -64,9 +60,7 @@ async def pay(request: Request) -> PlainTextResponse:
 
 
 async def publish(request: Request) -> PlainTextResponse:
-    headers: dict[str, str] = {}
-    with messaging.publish(headers, system=SYSTEM, destination=QUEUE):
-        inbox.put((headers, int(request.path_params["n"])))
+    paid.publish(int(request.path_params["n"]))
     return PlainTextResponse("queued")
 
 
@@ -80,23 +74,13 @@ def handle(n: int) -> None:
         raise ValueError("payment record missing")
 
 
-def consume_forever() -> None:
-    while (item := inbox.get()) is not None:
-        headers, n = item
-        with (
-            contextlib.suppress(ValueError),
-            messaging.consume(headers, system=SYSTEM, destination=QUEUE),
-        ):
-            handle(n)
+paid = InProcessQueue("orders.paid", handle)
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    consumer = threading.Thread(target=consume_forever, daemon=True)
-    consumer.start()
-    yield
-    inbox.put(None)
-    consumer.join(5)
+    with paid.consuming():
+        yield
     tracekit.shutdown()
 
 

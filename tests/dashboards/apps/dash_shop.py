@@ -8,7 +8,7 @@ dashboards read gets traffic:
 - ``/fail``: HTTP 500.
 - ``/checkout/{cart_id}``: calls ``/orders/{cart_id}`` on this service through httpx (HTTP client
   metrics, exemplars) and publishes the cart to the in-process queue ``orders.created``
-  (``tracekit.messaging.publish``). A consumer thread handles each message inside
+  (``tracekit.messaging.publish``, ``inproc_queue``). A consumer thread handles each message inside
   ``tracekit.messaging.consume`` after a short wait; carts starting with ``poison`` make the
   handler raise (failed messages).
 """
@@ -17,28 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sys
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import uvicorn
+from inproc_queue import InProcessQueue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
-from tracekit import messaging
 from tracekit.asgi import TracekitMiddleware
 
 app_port, metrics_port, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 tracekit.init("shop", service_version=version, exporter="none", metrics_port=metrics_port)
-SYSTEM, QUEUE = "inproc", "orders.created"
-inbox: queue.Queue[tuple[dict[str, str], str] | None] = queue.Queue()
 client: httpx.AsyncClient  # one client: building one per request costs an SSL context each time
 
 
@@ -55,9 +50,7 @@ async def fail(request: Request) -> PlainTextResponse:
 async def checkout(request: Request) -> PlainTextResponse:
     cart = request.path_params["cart_id"]
     reply = await client.get(f"http://127.0.0.1:{app_port}/orders/{cart}")
-    headers: dict[str, str] = {}
-    with messaging.publish(headers, system=SYSTEM, destination=QUEUE):
-        inbox.put((headers, cart))
+    created.publish(cart)
     return PlainTextResponse(reply.text)
 
 
@@ -66,26 +59,15 @@ def handle(cart: str) -> None:
         raise ValueError("cannot handle this cart")
 
 
-def consume_forever() -> None:
-    while (item := inbox.get()) is not None:
-        headers, cart = item
-        time.sleep(0.02)  # a measurable queue wait
-        with (
-            contextlib.suppress(ValueError),
-            messaging.consume(headers, system=SYSTEM, destination=QUEUE),
-        ):
-            handle(cart)
+created = InProcessQueue("orders.created", handle, wait_s=0.02)  # a measurable queue wait
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     global client
     client = httpx.AsyncClient()
-    consumer = threading.Thread(target=consume_forever, daemon=True)
-    consumer.start()
-    yield
-    inbox.put(None)
-    consumer.join(5)
+    with created.consuming():
+        yield
     await client.aclose()
     tracekit.shutdown()
 

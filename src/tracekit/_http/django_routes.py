@@ -20,7 +20,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-_PATH_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+from tracekit._http.server import braced_route
+
 _NAMED_GROUP = re.compile(r"\(\?P<([^>]+)>")
 _QUANTIFIER = re.compile(r"[?*+]|\{\d*,?\d*\}")
 
@@ -37,13 +38,13 @@ def route_of(request: Any) -> str | None:
         parts = [_part(getattr(p, "pattern", None), numbers) for p in chain[-1]]
         if None not in parts:
             return "/" + "".join(str(part) for part in parts)
-    return "/" + _PATH_CONVERTER.sub(r"{\1}", _regex_template(route, numbers))
+    return "/" + braced_route(_regex_template(route, numbers))
 
 
 def _part(pattern: object, numbers: Iterator[int]) -> str | None:
     kind = type(pattern).__name__
     if kind == "RoutePattern":
-        return _PATH_CONVERTER.sub(r"{\1}", str(pattern))
+        return braced_route(str(pattern))
     if kind == "RegexPattern":
         return _regex_template(str(pattern), numbers)
     if kind == "LocalePrefixPattern":

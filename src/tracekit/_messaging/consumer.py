@@ -8,7 +8,7 @@ producer side shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
@@ -19,10 +19,12 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import _baggage, _message_headers, _state, config, correlation, propagation, semconv
-from tracekit._errors import mark_failed
-from tracekit._guard import report_once
-from tracekit._message_headers import PUBLISH_TIME_HEADER, Headers
+from tracekit import config, correlation, propagation, semconv
+from tracekit._messaging import headers as _message_headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._propagation import baggage as _baggage
+from tracekit._runtime import state as _state
+from tracekit._runtime.guard import mark_failed, report_once
 from tracekit.metrics import MessagingMetrics
 
 T = TypeVar("T")
@@ -172,7 +174,8 @@ class Delivery:
             _restore(delivery_token, cid_token)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
-        mark_error(span, error)
+        if error is not None:
+            mark_failed(span, error)
         span.end()
         target = self._target
         assert target is not None
@@ -448,11 +451,6 @@ def bounded_id(message_id: object) -> str:
     return str(message_id)[:256]
 
 
-def mark_error(span: trace.Span, error: BaseException | None) -> None:
-    if error is not None:
-        mark_failed(span, error)
-
-
 def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
     """tracekit's messaging tracer of ``tracer_provider`` (default: the global provider).
 
@@ -470,12 +468,3 @@ def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
 
 
 _last_tracer: tuple[TracerProvider, trace.Tracer] | None = None
-
-
-def safe(where: str, action: Callable[[], T]) -> T | None:
-    """Run tracekit's own step; a failure is reported once and the user's work goes on."""
-    try:
-        return action()
-    except Exception as error:
-        report_once(where, error)
-        return None

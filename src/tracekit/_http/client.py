@@ -10,12 +10,18 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
-from tracekit import _state, correlation, propagation, semconv
-from tracekit._guard import report_once
-from tracekit._http_server import KNOWN_METHODS
-from tracekit.instrumentation._base import instrumentation_suppressed
+from tracekit import correlation, propagation, semconv
+from tracekit._http.server import KNOWN_METHODS
+from tracekit._runtime.guard import (
+    instrumentation_suppressed,
+    mark_failed,
+    mark_failed_status,
+    report_once,
+    suppress_nested_http_in,
+)
+from tracekit._runtime.state import current_options
 from tracekit.metrics import HttpClientMetrics
 
 R = TypeVar("R")
@@ -40,9 +46,9 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     instrumentation already traces this call; headers are then left alone), and in
     correlation-only mode (headers get the correlation ID and incoming context, no span).
     """
-    if instrumentation_suppressed():
+    if instrumentation_suppressed(http=True):
         return None
-    if _state.current_options().correlation_only:
+    if current_options().correlation_only:
         inject_only(headers)
         return None
     method = method.upper()
@@ -57,13 +63,6 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     return ClientCall(span, token, attributes)
 
 
-def suppress_nested_http_in(ctx: otel_context.Context) -> object:
-    """Attach ``ctx`` with nested HTTP instrumentation suppressed."""
-    return otel_context.attach(
-        otel_context.set_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
-    )
-
-
 def end_call(call: ClientCall, status_code: int | None, error: BaseException | None = None) -> None:
     """Close the CLIENT span with the response status or the exception."""
     otel_context.detach(call.token)  # type: ignore[arg-type]
@@ -71,19 +70,16 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
     if status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
     if error is not None:
-        span.record_exception(error)
-        span.set_attribute(semconv.ERROR_TYPE, type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+        mark_failed(span, error)
     elif status_code and status_code >= 400:
-        span.set_attribute(semconv.ERROR_TYPE, str(status_code))
-        span.set_status(Status(StatusCode.ERROR))
+        mark_failed_status(span, status_code)
     span.end()
     _record_metrics(call, status_code, error)
 
 
 def _record_metrics(call: ClientCall, status_code: int | None, error: BaseException | None) -> None:
     try:
-        opts = _state.current_options()
+        opts = current_options()
         metrics = HttpClientMetrics.get(opts.service_name, opts.service_version)
         seconds = perf_counter() - call.started
         metrics.request_finished(call.attributes, status_code, error, seconds, call.span)

@@ -23,7 +23,7 @@ from urllib.parse import quote_plus, unquote
 from opentelemetry import baggage
 from opentelemetry.context import Context
 
-from tracekit._ratelimit import RateLimitedWarning
+from tracekit._runtime.ratelimit import RateLimitedWarning
 
 BAGGAGE = "baggage"
 MAX_MEMBERS = 64

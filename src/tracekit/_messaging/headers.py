@@ -15,14 +15,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit import propagation
-from tracekit._ratelimit import RateLimitedWarning
+from tracekit._runtime.ratelimit import RateLimitedWarning
 
 _log = logging.getLogger("tracekit")
 
 PUBLISH_TIME_HEADER = "tracekit-publish-time"
 
 # W3C limits: traceparent is 55 characters; tracestate 32 members of at most 256+256 characters
-# (vendors must propagate at least 512). Baggage is read member by member (tracekit._baggage,
+# (vendors must propagate at least 512). Baggage is read member by member (_propagation.baggage,
 # which reads its first 8192 bytes): only an absurd size refuses it whole here.
 _LIMITS = {
     propagation.TRACEPARENT: 128,

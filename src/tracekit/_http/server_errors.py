@@ -11,16 +11,14 @@ does nothing for requests tracekit did not see.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from types import ModuleType
 from typing import Any
 
+from tracekit._http.asgi_types import Message, Send
 from tracekit.instrumentation._base import Instrumentor
 
 ECHO_KEY = "tracekit.echo"
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class _ServerErrorPages(Instrumentor):

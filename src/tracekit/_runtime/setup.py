@@ -14,15 +14,14 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from tracekit import (
-    _lifecycle,
-    _runtime,
     config,
     correlation,
     instrumentation,
     propagation,
     semconv,
 )
-from tracekit._guard import report_once
+from tracekit._runtime import lifecycle, state
+from tracekit._runtime.guard import report_once
 
 _log = logging.getLogger("tracekit")
 # The SDK allows one global provider per process: tracekit creates it once and, across
@@ -64,7 +63,7 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
     if options.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        from tracekit._export_watch import WatchedSpanExporter
+        from tracekit._runtime.export_watch import WatchedSpanExporter
 
         return WatchedSpanExporter(OTLPSpanExporter())
     if options.exporter == "store":
@@ -81,15 +80,15 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
 
 def init(service_name: str | None = None, **options: Any) -> config.Options:
     """Configure tracing, log correlation, metrics and instrumentation; see ``tracekit.init``."""
-    with _runtime.lock:
-        running = _runtime.current()
+    with state.lock:
+        running = state.current()
         if running is not None:
             _log.debug("tracekit.init() called again; keeping the first configuration")
             return running.options
         opts = config.resolve(service_name, **options)
-        runtime = _runtime.Runtime(opts)
+        runtime = state.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
-        _runtime.activate(runtime)
+        state.activate(runtime)
         _set_global_propagator(propagation.configured(opts.response_header))
         resource = build_resource(opts)
         if not opts.correlation_only:
@@ -101,7 +100,7 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
             instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
         )
         instrumentation.instrument(runtime.instrumented)
-        _lifecycle.install()
+        lifecycle.install()
         return opts
 
 
@@ -124,7 +123,7 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     if not isinstance(current, TracerProvider):
         _own_provider = current = TracerProvider(resource=resource)
         trace.set_tracer_provider(current)
-    _runtime.attach_to(current)
+    state.attach_to(current)
     if current is not _own_provider:
         # The application configured the SDK itself: add correlation stamping, keep its export.
         return (CorrelationSpanProcessor(),)
@@ -145,5 +144,5 @@ def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
 
 def shutdown() -> None:
     """Flush and stop everything ``init`` started; ``init`` may be called again afterwards."""
-    _runtime.stop_current()
-    _lifecycle.uninstall()
+    state.stop_current()
+    lifecycle.uninstall()

@@ -23,17 +23,14 @@ from __future__ import annotations
 import atexit
 import signal
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from types import FrameType, ModuleType
 from typing import Any
 
 import wrapt
 
-from tracekit import _runtime
-from tracekit._guard import guarded
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
+from tracekit._http.asgi_types import Message, Send
+from tracekit._runtime import state
+from tracekit._runtime.guard import guarded
 
 _LIFESPAN_ENDS = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 _installed = False
@@ -73,12 +70,12 @@ def lifespan_send(send: Send) -> Send:
 
 @guarded(None)
 def _flush() -> None:
-    _runtime.flush_current()
+    state.flush_current()
 
 
 @guarded(None)
 def _stop(*_: Any, **__: Any) -> None:
-    _runtime.stop_current()
+    state.stop_current()
 
 
 # --- SIGTERM ------------------------------------------------------------------------------------
@@ -107,7 +104,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _stop_bounded() -> None:
     """Stop in a helper thread: the interrupted main thread may hold a lock the stop needs."""
-    timeout_s = _runtime.export_timeout_millis() / 1000
+    timeout_s = state.export_timeout_millis() / 1000
     helper = threading.Thread(target=_stop, name="tracekit-stop", daemon=True)
     helper.start()
     helper.join(timeout_s)

@@ -7,6 +7,7 @@ calls on ``ServerRequests``; everything about IDs, context, span naming and attr
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
@@ -15,16 +16,21 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Link, SpanKind, TracerProvider
+from prometheus_client import CollectorRegistry
 
-from tracekit import _baggage, correlation, propagation, semconv
-from tracekit._errors import mark_failed
+from tracekit import correlation, propagation, semconv
+from tracekit._propagation import baggage as _baggage
+from tracekit._runtime.guard import mark_failed, mark_failed_status
+from tracekit._runtime.state import current_options
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
+# Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
+_ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 
@@ -176,6 +182,19 @@ class ServerRequests:
         return span, token
 
 
+def server_requests(
+    tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
+    overrides: dict[str, Any],
+) -> ServerRequests:
+    """Build the request handling shared by every server middleware flavour."""
+    opts = current_options(**overrides)
+    metrics = None
+    if not opts.correlation_only:
+        metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
+    return ServerRequests(opts, tracer_provider, metrics)
+
+
 def _enclosing_server_span() -> trace.Span | None:
     """The SERVER span someone else already opened for this request, if any.
 
@@ -222,13 +241,15 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     if error is not None:
         mark_failed(span, error)
     elif request.status_code >= 500:
-        # A framework hook (Flask's got_request_exception) may already have named the exception.
-        if semconv.ERROR_TYPE not in (getattr(span, "attributes", None) or {}):
-            span.set_attribute(semconv.ERROR_TYPE, str(request.status_code))
-        span.set_status(Status(StatusCode.ERROR))
+        mark_failed_status(span, request.status_code)
     span.end()
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
     value = _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
     return value if correlation.is_valid(value) else None
+
+
+def braced_route(rule: str) -> str:
+    """``/orders/<int:order_id>`` -> ``/orders/{order_id}``: one route syntax for all frameworks."""
+    return _ANGLE_PARAMETER.sub(r"{\1}", rule)

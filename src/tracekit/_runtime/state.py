@@ -1,4 +1,5 @@
-"""The one object that owns what ``tracekit.init()`` started, and the process's pointer to it.
+"""The one object that owns what ``tracekit.init()`` started, the process's pointer to it, and
+the options every part of tracekit reads (``current_options``).
 
 A ``Runtime`` holds the options in force, tracekit's span processors, the log pipeline, the
 metrics server and the instrumented libraries. ``tracekit.shutdown()`` stops exactly that, once;
@@ -23,7 +24,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from tracekit._guard import report_once
+from tracekit import config
+from tracekit._runtime.guard import report_once
 
 if TYPE_CHECKING:
     from tracekit.config import Options
@@ -125,6 +127,15 @@ lock = threading.Lock()
 def current() -> Runtime | None:
     """The running runtime (None before ``init`` and after ``shutdown``)."""
     return _current
+
+
+def current_options(**overrides: Any) -> Options:
+    """The options given to ``tracekit.init()`` (or read from the environment), with overrides."""
+    runtime = _current
+    base = runtime.options if runtime is not None else config.resolve()
+    if not overrides:
+        return base
+    return config.resolve(**{**base.__dict__, **overrides})
 
 
 def activate(runtime: Runtime | None) -> None:

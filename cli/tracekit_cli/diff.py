@@ -1,0 +1,213 @@
+"""``tracekit diff``: what differs between two requests, or between two sets of requests.
+
+``tracekit diff A B`` compares two requests (correlation or trace IDs); ``tracekit diff --service
+S --a K=V --b K=V`` compares the requests entering S under two attribute values (two versions,
+two hosts). The command parses options, asks the library (``tracekit.diff``) and renders. Exit
+status like Unix ``diff``: 0 no difference that counts, 1 differences, 2 usage or backend error,
+3 A or B not found.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from tracekit.records import BackendError, SpanSource
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    MAX_ID_CHARS,
+    backend_options,
+    check_id,
+    fail,
+    format_option,
+    no_color,
+    open_source,
+    parse_since,
+    resolve_format,
+    warn,
+)
+from tracekit_cli.output import emit_json, emit_text
+
+if TYPE_CHECKING:
+    from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
+
+EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
+SET_OPTIONS = ("--service", "--a", "--b", "--route")
+
+
+@click.command()
+@click.argument("requests", nargs=-1, metavar="[A B]")
+@backend_options
+@format_option
+@click.option(
+    "--service", metavar="NAME", help="Set form: the service whose requests are compared."
+)
+@click.option(
+    "--a",
+    "a_match",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set form: requests of set A carry this (repeatable: all must hold).",
+)
+@click.option(
+    "--b",
+    "b_match",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set form: requests of set B carry this (repeatable).",
+)
+@click.option(
+    "--route", metavar="ROUTE", help="Set form: only requests entering the service on this route."
+)
+@click.option(
+    "--since",
+    default="1h",
+    show_default=True,
+    metavar="WHEN",
+    help="Set form: requests since then (15m, 2h, 7d or an ISO 8601 time).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 5000),
+    default=500,
+    show_default=True,
+    help="Set form: the newest requests compared per set.",
+)
+@click.option(
+    "--min-requests",
+    type=click.IntRange(2, 1_000_000),
+    default=20,
+    show_default=True,
+    help="Set form: fewer requests per set is too few to tell.",
+)
+@click.option(
+    "--min-delta-ms",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Smallest timing change that counts, in milliseconds...",
+)
+@click.option(
+    "--min-delta-pct",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="... and in percent of the value before.",
+)
+@click.option("--fail-on", metavar="KINDS", help="Only these make the exit status 1: "
+              "structure, retries, errors, order, timing, resources, slower[=20%|=50ms] "
+              "(comma-separated) [default: all].")  # fmt: skip
+def diff(
+    requests: tuple[str, ...], store: str | None, tempo: str | None, jaeger: str | None,
+    timeout: float, output_format: str | None, service: str | None, a_match: tuple[str, ...],
+    b_match: tuple[str, ...], route: str | None, since: str, limit: int, min_requests: int,
+    min_delta_ms: float, min_delta_pct: float, fail_on: str | None,
+) -> None:  # fmt: skip
+    """Show what differs between two requests (A B: correlation or trace IDs), or between two
+    sets of requests (--service S --a KEY=VALUE --b KEY=VALUE)."""
+    from tracekit.diff import Thresholds, parse_fail_on
+
+    try:
+        counted = parse_fail_on(fail_on)
+    except ValueError as error:
+        fail(str(error), EXIT_ERROR)
+    thresholds = Thresholds(min_delta_ms, min_delta_pct)
+    set_form = service is not None or a_match or b_match or route is not None
+    if set_form:
+        if requests:
+            fail("give A B or --service with --a and --b, not both", EXIT_ERROR)
+        result: PairDiff | SetDiff = _compare_sets(
+            service, a_match, b_match, route, since, limit, min_requests, thresholds,
+            lambda: open_source(store, tempo, jaeger, timeout=timeout, service=service),
+        )  # fmt: skip
+    else:
+        if len(requests) != 2:
+            fail("give two requests (A B) or a set form (--service S --a K=V --b K=V)",
+                 EXIT_ERROR)  # fmt: skip
+        source = open_source(store, tempo, jaeger, timeout=timeout)
+        result = _compare_pair(source, check_id(requests[0]), check_id(requests[1]), thresholds)
+    _emit(result, resolve_format(output_format), counted)
+    sys.exit(_exit_status(result, counted))
+
+
+def _compare_pair(source: SpanSource, a: str, b: str, thresholds: Thresholds) -> PairDiff:
+    from tracekit.diff import compare_paths
+    from tracekit.path import reconstruct
+
+    try:
+        paths = [reconstruct(source, query, with_logs=False) for query in (a, b)]
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    missing = [repr(q)[:80] for q, p in zip((a, b), paths, strict=True) if p is None]
+    if missing:
+        fail(f"no request found for {' and '.join(missing)}", EXIT_MISSING)
+    assert paths[0] is not None and paths[1] is not None
+    return compare_paths(paths[0], paths[1], thresholds)
+
+
+def _compare_sets(
+    service: str | None, a_match: tuple[str, ...], b_match: tuple[str, ...], route: str | None,
+    since: str, limit: int, min_requests: int, thresholds: Thresholds,
+    open_backend: Callable[[], SpanSource],
+) -> SetDiff:  # fmt: skip
+    from tracekit.diff import SetSettings, compare_sets, find_request_sets
+    from tracekit.diff.select import Selector, parse_match
+
+    if not service or not a_match or not b_match:
+        fail("the set form needs --service S, --a KEY=VALUE and --b KEY=VALUE", EXIT_ERROR)
+    try:
+        a = Selector(_service_name(service), parse_match(a_match), route)
+        b = Selector(a.service, parse_match(b_match), route)
+    except ValueError as error:
+        fail(f"--a/--b {error}", EXIT_ERROR)
+    since_ns = parse_since(since) or 0
+    source = open_backend()
+    try:
+        a_paths, b_paths, notes = find_request_sets(source, a, b, since_ns, limit)
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    for note in notes:
+        warn(note)
+    for name, selector, found in (("A", a, a_paths), ("B", b, b_paths)):
+        if not found:
+            fail(f"no requests of {a.service!r:.60} with {selector.describe()!r:.120} "
+                 f"since {since!r:.40} (set {name})", EXIT_MISSING)  # fmt: skip
+    settings = SetSettings(thresholds, min_requests)
+    return compare_sets(a_paths, b_paths, settings, (a.describe(), b.describe()))
+
+
+def _service_name(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or len(stripped) > MAX_ID_CHARS or not stripped.isprintable():
+        fail(f"--service: 1-{MAX_ID_CHARS} printable characters, not {stripped[:40]!r}", EXIT_ERROR)
+    return stripped
+
+
+def _emit(result: PairDiff | SetDiff, chosen: str, counted: FailOn) -> None:
+    from tracekit.diff import PairDiff, to_json
+
+    if chosen == "json":
+        emit_json(to_json(result, counted))
+        return
+    from tracekit_cli.render.diff_sets import set_document
+    from tracekit_cli.render.diff_view import ASCII, UNICODE, pair_document, to_rich, to_text
+
+    glyphs = ASCII if chosen == "text" else UNICODE
+    if isinstance(result, PairDiff):
+        document = pair_document(result, glyphs, counted)
+    else:
+        document = set_document(result, glyphs, counted)
+    if chosen == "text":
+        emit_text(lambda width: to_text(document, width))
+    else:
+        color = not no_color()
+        emit_text(lambda width: to_rich(document, width, color=color))
+
+
+def _exit_status(result: PairDiff | SetDiff, counted: FailOn) -> int:
+    from tracekit.diff import reasons
+
+    return EXIT_DIFFERENT if reasons(result.changes, counted) else EXIT_SAME

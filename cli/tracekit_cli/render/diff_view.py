@@ -1,0 +1,248 @@
+"""``tracekit diff`` views, read like a code diff: unchanged context dim, added green, removed red,
+changed with the delta (slower yellow, faster cyan).
+
+One layout for both views: lines of styled pieces, each either a row (cropped to the width: the
+tree must not break) or a note (wrapped). The text view drops the styles and draws ASCII; the rich
+view paints them (``Painter``, never ``rich.console``, as ``tracekit trace`` does). Names come
+from spans (untrusted) and are flattened to one printable line before anything is drawn.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from tracekit.diff import Change, FailOn, NodeDiff, PairDiff, Share, reasons
+from tracekit.diff.changes import TIMING_METRICS
+from tracekit.diff.nodes import Node
+from tracekit.diff.words import duration, signed
+from tracekit_cli.options import one_line
+from tracekit_cli.render.layout import MAX_GUIDES, format_time
+
+Piece = tuple[str, str]  # (text, rich style)
+Line = list[Piece]
+
+
+@dataclass(frozen=True, slots=True)
+class Glyphs:
+    """What the tree and the notes are drawn with."""
+
+    arrow: str
+    tee: str
+    corner: str
+    pipe: str
+    error: str
+    unicode: bool
+
+
+ASCII = Glyphs("->", "+- ", "`- ", "|  ", "!", unicode=False)
+UNICODE = Glyphs("→", "├─ ", "└─ ", "│  ", "✗", unicode=True)
+MARKERS = {"same": " ", "added": "+", "removed": "-", "changed": "~", "too_few": "?"}
+ROW_STYLES = {
+    "same": "dim", "added": "green", "removed": "red", "changed": "", "too_few": "magenta"
+}  # fmt: skip
+MAX_ATTRIBUTION = 10  # parts listed in a terminal view; JSON lists all
+MAX_NOTE_CHARS = 600
+
+
+@dataclass(slots=True)
+class Document:
+    """The view as lines; ``wrap`` marks the ones that may wrap (the rest are cropped)."""
+
+    glyphs: Glyphs
+    lines: list[tuple[Line, bool]]
+
+    def row(self, *pieces: Piece) -> None:
+        """A line that is cropped at the width."""
+        self.lines.append((list(pieces), False))
+
+    def note(self, *pieces: Piece) -> None:
+        """A line that wraps at the width."""
+        self.lines.append((list(pieces), True))
+
+    def text(self, text: str) -> str:
+        """An untrusted or library sentence, flattened, with the view's arrows."""
+        flat = one_line(text, MAX_NOTE_CHARS)
+        return flat.replace(" -> ", f" {self.glyphs.arrow} ") if self.glyphs.unicode else flat
+
+    def label(self, node: Node) -> str:
+        """A node's label, flattened, with the view's arrow."""
+        return one_line(node.label(self.glyphs.arrow), 300)
+
+
+def to_text(document: Document, width: int) -> str:
+    """Plain text, every line at most ``width`` columns."""
+    out: list[str] = []
+    for line, wraps in document.lines:
+        text = "".join(piece for piece, _ in line)
+        if wraps and len(text) > width:
+            indent = " " * (len(text) - len(text.lstrip()) + 4)
+            out += textwrap.wrap(text, width, subsequent_indent=indent)
+        else:
+            out.append(text[:width].rstrip())
+    return "\n".join(out) + "\n"
+
+
+def to_rich(document: Document, width: int, *, color: bool) -> str:
+    """Terminal text with styles (plain when ``color`` is off), every line at most ``width``."""
+    from tracekit_cli.render.rich_view import Painter, crop, wrap
+
+    painter = Painter(color)
+    out = []
+    for line, wraps in document.lines:
+        for part in wrap(line, width) if wraps else [crop(line, width)]:
+            out.append(painter.line(part).rstrip())
+    return "\n".join(out) + "\n"
+
+
+# --- shared parts ---------------------------------------------------------------------------
+
+
+def headline(document: Document, text: str, changes: Sequence[Change]) -> None:
+    """Where the time went, first thing under the header (yellow when it is a slowdown)."""
+    slower = any(c.kind == "duration" and (c.delta_ms or 0) > 0 for c in changes)
+    document.note((document.text(text), "bold yellow" if slower else "bold"))
+
+
+def tree_prefixes(document: Document, nodes: Sequence[Node]) -> Iterator[tuple[str, str, str]]:
+    """(guides, connector, guides for lines below) per node of a pre-order list."""
+    glyphs = document.glyphs
+    last_child = {node.parent: node.id for node in nodes}
+    below: dict[int, str] = {}
+    for node in nodes:
+        if node.parent is None:
+            below[node.id] = ""
+            yield "", "", ""
+            continue
+        inherited = below.get(node.parent, "")
+        last = last_child[node.parent] == node.id
+        mine = (inherited + ("   " if last else glyphs.pipe))[-3 * MAX_GUIDES :]
+        below[node.id] = mine
+        depth = f"[{node.depth}] " if node.depth > MAX_GUIDES else ""
+        yield inherited, (glyphs.corner if last else glyphs.tee) + depth, mine
+
+
+def changes_section(document: Document, changes: Sequence[Change]) -> None:
+    """Every change, one line each, with its category."""
+    if not changes:
+        return
+    document.row(("", ""))
+    document.row((f"changes ({len(changes)}):", "bold"))
+    for change in changes:
+        style = "red" if change.category == "errors" else ""
+        document.note(("  ", ""), (f"{change.category:<10} ", "dim"),
+                      (document.text(change.message), style))  # fmt: skip
+
+
+def attribution_section(
+    document: Document, parts: Sequence[Share], nodes: dict[int, Node], total_ns: float,
+    what: str,
+) -> None:  # fmt: skip
+    """The largest parts of the change, and that they add up."""
+    if not parts:
+        return
+    document.row(("", ""))
+    document.row((f"where the time went (critical path, adds up to {signed(total_ns)} {what}):",
+                  "bold"))  # fmt: skip
+    for part in parts[:MAX_ATTRIBUTION]:
+        share = "" if part.share is None else f"{part.share:>7.1%}"
+        where = (
+            document.label(nodes[part.node])
+            if part.node is not None
+            else ("between traces joined only by correlation ID")
+        )
+        component = {"queue_wait": "queue wait", "critical": "on the path"}.get(part.component, "")
+        style = "yellow" if part.delta_ns > 0 else "cyan"
+        document.row(("  ", ""), (f"{signed(part.delta_ns):>11}", style), (f" {share:>7}", ""),
+                     (f"  {component:<11}  ", "dim"), (where, ""))  # fmt: skip
+    if len(parts) > MAX_ATTRIBUTION:
+        more = len(parts) - MAX_ATTRIBUTION
+        document.row((f"  ... {more} smaller parts (--format json lists them all)", "dim"))
+
+
+def footer(
+    document: Document, warnings: Sequence[str], changes: Sequence[Change], fail_on: FailOn
+) -> None:
+    """Warnings, then the result and the exit status it gives."""
+    if warnings:
+        document.row(("", ""))
+        document.row(("warnings:", "bold"))
+        for warning in warnings:
+            document.note(("  ", ""), (document.text(warning), "yellow"))
+    counted = reasons(changes, fail_on)
+    document.row(("", ""))
+    if counted:
+        document.row((f"result: different ({', '.join(counted)}): exit 1", "bold"))
+    else:
+        document.row(("result: no difference that counts: exit 0", "bold green"))
+
+
+# --- two requests ---------------------------------------------------------------------------
+
+COLUMNS = 34  # marker, A, B and delta before the tree
+
+
+def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
+    """The whole view of a pair comparison."""
+    document = Document(glyphs, [])
+    for name, side in (("A", diff.a), ("B", diff.b)):
+        title = one_line(side.correlation_id or side.query, 80)
+        document.note((f"{name} ", "bold"), (title, "bold"),
+                      (f"  {duration(side.duration_ns)}, start "
+                       f"{format_time(side.start_unix_nano)}", "dim"))  # fmt: skip
+    headline(document, diff.headline, diff.changes)
+    document.row(("", ""))
+    document.row((f"  {'A':>9} {'B':>9} {'delta':>10}  node", "bold"))
+    by_node: dict[int, list[Change]] = {}
+    for change in diff.changes:
+        if change.node is not None and change.kind not in ("added", "removed", "timing"):
+            by_node.setdefault(change.node, []).append(change)
+    nodes = [d.node for d in diff.nodes]
+    for d, (guides, connector, below) in zip(diff.nodes, tree_prefixes(document, nodes),
+                                             strict=True):  # fmt: skip
+        _pair_row(document, d, guides + connector)
+        for text, style in _pair_notes(document, d, by_node.get(d.node.id, [])):
+            document.note((" " * COLUMNS + below + "  ", "dim"), (text, style))
+    changes_section(document, diff.changes)
+    attribution_section(document, diff.attribution, {d.node.id: d.node for d in diff.nodes},
+                        diff.duration_delta_ns, "end to end")  # fmt: skip
+    footer(document, diff.warnings, diff.changes, fail_on)
+    return document
+
+
+def _pair_row(document: Document, d: NodeDiff, prefix: str) -> None:
+    a = d.a.duration_ns if d.a is not None else None
+    b = d.b.duration_ns if d.b is not None else None
+    delta = (b or 0) - (a or 0)
+    row_style = ROW_STYLES[d.status]
+    delta_style = row_style or ("yellow" if delta > 0 else "cyan")
+    document.row(
+        (f"{MARKERS[d.status]} ", f"bold {row_style or 'yellow'}"),
+        (f"{_ms(a):>9} {_ms(b):>9} ", row_style),
+        (f"{signed(delta):>10}", delta_style if d.status == "changed" else row_style),
+        (f"  {prefix}", "dim"),
+        (document.label(d.node), row_style),
+    )
+
+
+def _ms(ns: float | None) -> str:
+    return "-" if ns is None else duration(ns)
+
+
+def _pair_notes(document: Document, d: NodeDiff, changes: list[Change]) -> Iterator[Piece]:
+    """What changed at a node, in short: timings, calls, retries, errors, order."""
+    for name, attribute, words in TIMING_METRICS:
+        if name in d.changed and d.a is not None and d.b is not None:
+            old, new = getattr(d.a, attribute), getattr(d.b, attribute)
+            style = "yellow" if new > old else "cyan"
+            text = f"{words} {duration(old)} -> {duration(new)} ({signed(new - old)})"
+            yield document.text(text), style
+    label = d.node.label()
+    for change in changes:
+        text = change.message
+        for prefix in (f"under {label}: ", f"{label}: "):
+            text = text.removeprefix(prefix)
+        text = text.replace(f" at {label}:", ":")
+        style = "bold red" if change.kind == "new_error" else "yellow"
+        yield document.text(text), style

@@ -1,0 +1,84 @@
+"""What the WSGI middleware does for a Flask app: route templates and view exceptions.
+
+Spans are named by Flask's url rule (``GET /orders/{id}``). The WSGI middleware reads the rule
+while Flask calls ``start_response`` inside its request context (Flask clears the request from
+the environ when that context ends, before the server closes the response and the span ends).
+Flask also turns a view's exception into a 500 response before the WSGI middleware sees it, so
+the ``got_request_exception`` signal records the exception on the request's SERVER span, and keeps
+the route for the one case where no response starts in the request context: an exception Flask
+propagates (``PROPAGATE_EXCEPTIONS``).
+
+``tracekit.wsgi`` and ``tracekit.flask`` both use this module; neither imports the other's
+internals.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from opentelemetry import trace
+
+from tracekit._http.server import braced_route
+from tracekit._http.wsgi_environ import CACHE_LIMIT, ROUTE_KEY, Environ
+from tracekit._runtime.guard import guarded, mark_failed, report_once
+
+_TEMPLATES: dict[str, str] = {}
+
+
+def connect(app: object) -> bool:
+    """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
+    flask = sys.modules.get("flask")
+    owner = getattr(app, "__self__", None)
+    if flask is not None and isinstance(owner, flask.Flask):
+        _connect_signals(owner)
+        return True
+    return False
+
+
+def remember_route(environ: Environ) -> None:
+    """Keep Flask's matched url rule as the route template, unless an adapter already did.
+
+    Flask calls ``start_response`` inside its request context, while ``werkzeug.request`` in
+    the environ is still the request; reading it there costs far less than a signal receiver.
+    The exception hook calls it too when a view's exception is about to propagate.
+    """
+    try:
+        if ROUTE_KEY not in environ:
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            template = getattr(rule, "rule", None)
+            if isinstance(template, str):
+                environ[ROUTE_KEY] = _template(template)
+    except Exception as error:
+        report_once("wsgi flask route", error)
+
+
+def _template(rule: str) -> str:
+    """``/orders/<int:order_id>`` -> ``/orders/{order_id}`` (an app has few rules: kept)."""
+    template = _TEMPLATES.get(rule)
+    if template is None:
+        template = braced_route(rule)
+        if len(_TEMPLATES) < CACHE_LIMIT:
+            _TEMPLATES[rule] = template
+    return template
+
+
+def _connect_signals(app: Any) -> None:
+    """Record the exceptions of ``app``'s views on their SERVER spans (idempotent).
+
+    Route names need no signal: a receiver of ``request_started`` would run on every request,
+    while the middleware reads the url rule for free when the response starts.
+    """
+    import flask
+
+    flask.got_request_exception.connect(_record_exception, app, weak=False)
+
+
+@guarded(None)
+def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
+    import flask
+
+    remember_route(flask.request.environ)
+    span = trace.get_current_span()
+    if span.is_recording():
+        mark_failed(span, exception)

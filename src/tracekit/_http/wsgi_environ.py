@@ -1,0 +1,71 @@
+"""What a WSGI environ says about a request, read the same way by the WSGI and Django middleware.
+
+Django's ``request.META`` is the server's WSGI environ under a WSGI server, and Django builds the
+same keys under ASGI (without ``SERVER_PROTOCOL``: the ASGI scope's ``http_version`` says it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from tracekit import semconv
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+CACHE_LIMIT = 256  # entries per cache of values read from environs: bounded whatever clients send
+ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
+
+
+def header_keys(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """(environ key, header name) for each header: ``X-Request-ID`` is ``HTTP_X_REQUEST_ID``."""
+    return tuple(("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(names))
+
+
+def headers_of(
+    environ: Mapping[str, Any], keys: tuple[tuple[str, str], ...]
+) -> dict[str, list[str]]:
+    """The headers of ``keys`` (from ``header_keys``) that the request carries."""
+    return {name: [environ[key]] for key, name in keys if key in environ}
+
+
+class ServerAttributes:
+    """The span attributes describing the server, built once per distinct server environ.
+
+    They repeat on every request of a server. Some servers fill ``SERVER_NAME`` from the Host
+    header, so the cache is bounded; past the bound each request builds its own.
+    """
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[object, ...], dict[str, Any]] = {}
+
+    def __call__(self, environ: Mapping[str, Any]) -> dict[str, Any]:
+        key = (
+            environ.get("wsgi.url_scheme"), environ.get("SERVER_NAME"),
+            environ.get("SERVER_PORT"), environ.get("SERVER_PROTOCOL"),
+        )  # fmt: skip
+        attributes = self._built.get(key)
+        if attributes is None:
+            attributes = server_attributes(environ)
+            if len(self._built) < CACHE_LIMIT:
+                self._built[key] = attributes
+        return attributes.copy()  # the span start adds per-request attributes to the copy
+
+
+def server_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
+    """``url.scheme``, ``server.address``, ``server.port`` and ``network.protocol.version``."""
+    attributes: dict[str, Any] = {semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http")}
+    host = environ.get("SERVER_NAME")
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host
+    port = str(environ.get("SERVER_PORT", ""))
+    if port.isdigit():
+        attributes[semconv.SERVER_PORT] = int(port)
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    if isinstance(protocol, str) and protocol.startswith("HTTP/"):
+        attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
+    return attributes

@@ -1,0 +1,140 @@
+"""Never break the host application, and never trace tracekit: the one home for guarding.
+
+- ``report_once``: log tracekit's own failure once per place, then stay quiet;
+- ``guarded`` (a hook that must not raise) and ``safe`` (one step of tracekit's own work inside
+  the user's call): both report once and give a default, so the user's work goes on;
+- ``mark_failed``, ``mark_failed_status``: the one way to mark a span failed, by an exception or
+  by an HTTP status;
+- ``instrumentation_suppressed``, ``suppressing_instrumentation``: OpenTelemetry's flag that an
+  exporter's own work is not to be traced (and, for HTTP clients, that another instrumentation
+  already traces this call).
+
+An exception's status is ``Type: message`` (what OpenTelemetry's SDK writes for an exception
+leaving a span's ``with`` block): the exception's own words, on one printable line (control
+characters and line breaks become spaces, so a message cannot forge lines or terminal escapes
+where it is shown) and at most ``MAX_MESSAGE`` characters. The exception event carries the same
+bounded message next to the type and stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from tracekit import semconv
+
+MAX_MESSAGE = 512
+
+_log = logging.getLogger("tracekit")
+_reported: set[str] = set()
+_SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
+_SUPPRESS_HTTP = otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
+
+_T = TypeVar("_T")
+
+
+def report_once(where: str, error: BaseException) -> None:
+    """Log tracekit's own failure at ``where`` the first time it happens, then stay quiet."""
+    if where in _reported:
+        return
+    _reported.add(where)
+    _log.warning(
+        "tracekit: %s failed (%s); continuing without it",
+        where,
+        type(error).__name__,
+        exc_info=error,
+    )
+
+
+def guarded(default: _T) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
+    """Decorate a tracekit hook so that any exception it raises returns ``default`` instead."""
+
+    def decorate(function: Callable[..., _T]) -> Callable[..., _T]:
+        where = f"{function.__module__}.{function.__qualname__}"
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> _T:
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:
+                report_once(where, error)
+                return default
+
+        return wrapper
+
+    return decorate
+
+
+def safe(where: str, action: Callable[[], _T]) -> _T | None:
+    """Run one step of tracekit's own work; a failure is reported once and gives None."""
+    try:
+        return action()
+    except Exception as error:
+        report_once(where, error)
+        return None
+
+
+def mark_failed(span: trace.Span, error: BaseException) -> None:
+    """Record ``error`` on ``span``: exception event, ``error.type`` and ERROR status."""
+    kind = type(error).__qualname__
+    message = error_message(error)
+    span.record_exception(error, attributes={"exception.message": message})
+    span.set_attribute(semconv.ERROR_TYPE, kind)
+    span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
+
+
+def mark_failed_status(span: trace.Span, status_code: int) -> None:
+    """ERROR status and ``error.type`` for a failed HTTP status, unless a framework hook (Flask's
+    ``got_request_exception``) already marked the span failed by the exception behind it."""
+    if getattr(getattr(span, "status", None), "status_code", None) is StatusCode.ERROR:
+        return
+    span.set_attribute(semconv.ERROR_TYPE, str(status_code))
+    span.set_status(Status(StatusCode.ERROR))
+
+
+def error_message(error: BaseException) -> str:
+    """``str(error)`` on one printable line, bounded; empty when the exception has no message."""
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not break the host's error path
+        return ""
+    text = text[: MAX_MESSAGE + 1]
+    if not text.isprintable():
+        text = "".join(char if char.isprintable() else " " for char in text)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
+
+
+def instrumentation_suppressed(
+    *, http: bool = False, context: otel_context.Context | None = None
+) -> bool:
+    """True inside an exporter's own work; with ``http``, also below another instrumentation's
+    span for the same HTTP call (requests over urllib3, contrib's instrumentation over ours).
+
+    ``context`` saves a lookup to a caller that already holds the current context.
+    """
+    ctx = otel_context.get_current() if context is None else context
+    if ctx.get(_SUPPRESS):
+        return True
+    return http and bool(ctx.get(_SUPPRESS_HTTP))
+
+
+@contextmanager
+def suppressing_instrumentation() -> Iterator[None]:
+    """Nothing inside is traced or exported as telemetry (an exporter's own writes and calls)."""
+    token = otel_context.attach(otel_context.set_value(_SUPPRESS, True))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def suppress_nested_http_in(context: otel_context.Context) -> object:
+    """Attach ``context`` with nested HTTP instrumentation suppressed; returns the token."""
+    return otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP, True, context))

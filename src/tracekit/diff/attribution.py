@@ -1,0 +1,79 @@
+"""Where the time went: the end-to-end change split over nodes by critical-path time.
+
+The critical path covers the request from its start to its end, queue waits included (issue 20),
+so each request's per-node critical-path times add up to its duration; their changes add up to
+the change in duration, across queue hops. Each node's change is split into queue wait and its
+own time. What no node accounts for is the time between traces that share a correlation ID but
+no link (nothing was on the path then), kept as a part of its own so the parts always add up.
+"""
+
+from __future__ import annotations
+
+from .model import CRITICAL, QUEUE_WAIT, Share
+from .nodes import Node
+from .settings import Thresholds
+from .words import signed, signed_pct
+
+__all__ = ["GAP", "HEADLINE_COVERS", "HEADLINE_PARTS", "Parts", "headline", "shares"]
+
+GAP = "gap"  # the component of the part no node accounts for
+HEADLINE_COVERS = 0.8  # the headline names parts until they explain this much of the change
+HEADLINE_PARTS = 3
+
+Parts = dict[int, tuple[float, float]]  # node -> (critical-path time, its queue-wait part), ns
+
+
+def shares(order: list[int], before: Parts, after: Parts, total_ns: float) -> list[Share]:
+    """Every non-zero part of ``total_ns``, the largest in its direction first."""
+    out: list[Share] = []
+    for n in order:
+        critical_a, wait_a = before.get(n, (0, 0))
+        critical_b, wait_b = after.get(n, (0, 0))
+        wait = wait_b - wait_a
+        own = (critical_b - wait_b) - (critical_a - wait_a)
+        out += [_share(n, QUEUE_WAIT, wait, total_ns), _share(n, CRITICAL, own, total_ns)]
+    rest = total_ns - sum(s.delta_ns for s in out)
+    if abs(rest) >= 1:  # a nanosecond: less is float rounding of means
+        out.append(_share(None, GAP, rest, total_ns))
+    position: dict[int | None, int] = {n: i for i, n in enumerate(order)}
+    sign = -1 if total_ns < 0 else 1
+    kept = [s for s in out if s.delta_ns]
+    return sorted(kept, key=lambda s: (-sign * s.delta_ns, position.get(s.node, -1), s.component))
+
+
+def _share(node: int | None, component: str, delta: float, total: float) -> Share:
+    return Share(node, component, delta, delta / total if total else None)
+
+
+def headline(
+    nodes: list[Node], parts: list[Share], a_ns: float, b_ns: float, thresholds: Thresholds,
+    what: str = "end to end", notes: dict[int, str] | None = None,
+) -> str:  # fmt: skip
+    """``+412.0 ms end to end (+343%): 95% queue wait on orders.created``.
+
+    ``notes`` add a word on a node named (``1 retry after HTTP 503``).
+    """
+    delta = b_ns - a_ns
+    if not thresholds.exceeded(a_ns, b_ns):
+        return (
+            f"{signed(delta)} {what}: no timing difference above "
+            f"{thresholds.min_delta_ms:g} ms and {thresholds.min_delta_pct:g}%"
+        )
+    named, covered = [], 0.0
+    for part in parts[:HEADLINE_PARTS]:
+        if part.share is None or part.share <= 0 or covered >= HEADLINE_COVERS:
+            break
+        note = (notes or {}).get(part.node) if part.node is not None else None
+        named.append(f"{part.share:.0%} {_where(nodes, part)}" + (f" ({note})" if note else ""))
+        covered += part.share
+    head = f"{signed(delta)} {what} ({signed_pct(delta, a_ns)})"
+    return f"{head}: {', '.join(named)}" if named else head
+
+
+def _where(nodes: list[Node], part: Share) -> str:
+    if part.node is None:
+        return "between traces joined only by correlation ID"
+    node = nodes[part.node]
+    if part.component == QUEUE_WAIT:
+        return f"queue wait on {node.key.name}"
+    return f"in {node.label()}"

@@ -1,0 +1,137 @@
+"""The differences between two requests' nodes: structure, call counts and retries, errors, timing.
+
+Each finder walks the merged tree (pre-order) once and says what it found in one sentence per
+difference. Order and concurrency live in ``arrangement``, resources in ``resources``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .model import ADDED, DURATION, REMOVED, Change
+from .nodes import Measure, Node
+from .settings import ERRORS, RETRIES, STRUCTURE, TIMING, Thresholds
+from .words import duration, signed, signed_pct
+
+__all__ = [
+    "TIMING_METRICS",
+    "Measures",
+    "call_changes",
+    "changed_metrics",
+    "duration_change",
+    "error_changes",
+    "retries",
+    "structure_changes",
+    "timing_changes",
+]
+
+Measures = dict[int, Measure]
+
+# (name in the report, Measure field, words)
+TIMING_METRICS = (
+    ("self", "self_ns", "self time"),
+    ("queue_wait", "queue_wait_ns", "queue wait"),
+    ("critical", "critical_ns", "critical path"),
+)
+
+
+def structure_changes(
+    nodes: list[Node], order: list[int], before: Measures, after: Measures
+) -> Iterator[Change]:
+    """Nodes only one request has: one change for each whose parent both have (or a root)."""
+    for position, n in enumerate(order):
+        node = nodes[n]
+        for kind, side, other in ((ADDED, after, before), (REMOVED, before, after)):
+            if n in side and n not in other and (node.parent is None or node.parent in other):
+                below = _subtree_size(nodes, order, position) - 1
+                more = f" with {below} node{'s' if below != 1 else ''} below" if below else ""
+                yield Change(kind, STRUCTURE, n, f"{kind} {node.label()}{more}")
+
+
+def _subtree_size(nodes: list[Node], order: list[int], position: int) -> int:
+    depth = nodes[order[position]].depth
+    end = position + 1
+    while end < len(order) and nodes[order[end]].depth > depth:
+        end += 1
+    return end - position
+
+
+def call_changes(
+    nodes: list[Node], order: list[int], before: Measures, after: Measures
+) -> Iterator[Change]:
+    """Retries that came or went, and other changes in how often a node was called."""
+    for n in order:
+        a, b = before.get(n), after.get(n)
+        label = nodes[n].label()
+        if a is not None and b is not None and a.calls - a.retries != b.calls - b.retries:
+            yield Change("calls", STRUCTURE, n, f"{label}: {a.calls} -> {b.calls} calls")
+        if (a.retries if a else 0) != (b.retries if b else 0):
+            yield Change("retries", RETRIES, n, f"{label}: {retries(b)} (A: {retries(a)})")
+
+
+def retries(measure: Measure | None) -> str:
+    if measure is None or not measure.retries:
+        return "no retries"
+    count = measure.retries
+    return f"{count} retr{'y' if count == 1 else 'ies'} after {'; '.join(measure.retried_after)}"
+
+
+def error_changes(
+    nodes: list[Node], order: list[int], before: Measures, after: Measures
+) -> Iterator[Change]:
+    """Errors B has where A had none (or not that one), and errors A had that B lost."""
+    for n in order:
+        a, b = before.get(n), after.get(n)
+        a_messages = a.error_messages if a is not None and a.errors else []
+        b_messages = b.error_messages if b is not None and b.errors else []
+        new = [m for m in b_messages if m not in a_messages]
+        gone = [m for m in a_messages if m not in b_messages]
+        label = nodes[n].label()
+        if new:
+            yield Change("new_error", ERRORS, n, f"new error at {label}: {'; '.join(new)}")
+        if gone:
+            yield Change("gone_error", ERRORS, n, f"error gone at {label}: {'; '.join(gone)}")
+
+
+def changed_metrics(
+    a: Measure | None, b: Measure | None, thresholds: Thresholds
+) -> tuple[str, ...]:
+    """The timing metrics of a node both requests have that changed beyond the thresholds."""
+    if a is None or b is None:
+        return ()
+    return tuple(
+        name
+        for name, attribute, _ in TIMING_METRICS
+        if thresholds.exceeded(getattr(a, attribute), getattr(b, attribute))
+    )
+
+
+def timing_changes(
+    nodes: list[Node], changed: dict[int, tuple[str, ...]], before: Measures, after: Measures
+) -> Iterator[Change]:
+    """One change per node whose self time, queue wait or critical-path time moved."""
+    for n, metrics in changed.items():
+        if not metrics:
+            continue
+        a, b = before[n], after[n]
+        parts, largest = [], 0
+        for name, attribute, words in TIMING_METRICS:
+            if name in metrics:
+                old, new = getattr(a, attribute), getattr(b, attribute)
+                parts.append(f"{words} {duration(old)} -> {duration(new)} ({signed(new - old)})")
+                largest = max(largest, new - old, key=abs)
+        message = f"{nodes[n].label()}: {', '.join(parts)}"
+        yield Change("timing", TIMING, n, message, round(largest / 1e6, 3))
+
+
+def duration_change(a_ns: float, b_ns: float, thresholds: Thresholds) -> Iterator[Change]:
+    """The whole request's change in duration, when it is beyond the thresholds."""
+    if not thresholds.exceeded(a_ns, b_ns):
+        return
+    delta = b_ns - a_ns
+    pct = round(delta / a_ns * 100, 3) if a_ns else None
+    message = (
+        f"end to end {duration(a_ns)} -> {duration(b_ns)} "
+        f"({signed(delta)}, {signed_pct(delta, a_ns)})"
+    )
+    yield Change(DURATION, TIMING, None, message, round(delta / 1e6, 3), pct)

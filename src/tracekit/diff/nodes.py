@@ -1,0 +1,147 @@
+"""Nodes: the same call in different requests, and what each request measured there.
+
+A node is identified by its chain of (service, normalised name, kind) ancestors, so a call
+matches its counterpart in another request wherever both sit in the same place, and a node that
+gains a child is the same node with one child more. Chains are interned as (parent node, key)
+pairs: a 10,000-deep request costs 10,000 entries, not 10,000 chains.
+
+Several calls of one node in one request (a loop, a retry) add up: ``calls`` counts them, the
+times are their sums, and each call's interval is kept for the order and concurrency checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tracekit.path import Path
+
+from .units import HTTP, MESSAGING, NodeKey, Unit, units_of
+
+__all__ = ["MAX_INTERVALS", "MAX_MESSAGES", "RESEND", "Measure", "Node", "NodeIndex", "measure"]
+
+MAX_MESSAGES = 5  # distinct error messages kept per node
+MAX_INTERVALS = 64  # calls per node whose intervals are kept (order and concurrency checks)
+RESEND = "a resend (http.request.resend_count)"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One place in the requests' merged tree."""
+
+    id: int
+    parent: int | None
+    key: NodeKey
+    depth: int
+    sender: str | None  # the service that called or sent, for a hop
+
+    def label(self, arrow: str = "->") -> str:
+        """``fulfilment -> inventory: GET /stock/{sku}`` for a hop, ``gateway: POST /checkout``."""
+        key = self.key
+        if self.sender is not None and key.kind in (HTTP, MESSAGING):
+            return f"{self.sender} {arrow} {key.service}: {key.name}"
+        return f"{key.service}: {key.name}"
+
+
+class NodeIndex:
+    """Interns node identities across any number of requests."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self._ids: dict[tuple[int | None, NodeKey], int] = {}
+
+    def node_id(self, parent: int | None, key: NodeKey, sender: str | None) -> int:
+        """The id of the node ``key`` under node ``parent`` (made on first sight)."""
+        found = self._ids.get((parent, key))
+        if found is None:
+            depth = 0 if parent is None else self.nodes[parent].depth + 1
+            found = len(self.nodes)
+            self.nodes.append(Node(found, parent, key, depth, sender))
+            self._ids[(parent, key)] = found
+        return found
+
+    def place(self, units: list[Unit]) -> list[int]:
+        """The node of each unit (``units`` parents first)."""
+        placed: dict[int, int] = {}
+        out = []
+        for unit in units:
+            parent = placed[id(unit.parent)] if unit.parent is not None else None
+            node = self.node_id(parent, unit.key, unit.sender)
+            placed[id(unit)] = node
+            out.append(node)
+        return out
+
+
+@dataclass(slots=True)
+class Measure:
+    """What one request measured at one node (nanoseconds; starts relative to the request)."""
+
+    calls: int = 0
+    errors: int = 0
+    retries: int = 0
+    duration_ns: int = 0
+    self_ns: int = 0
+    queue_wait_ns: int = 0
+    critical_ns: int = 0  # on the critical path, queue wait included
+    critical_wait_ns: int = 0  # the queue-wait part of critical_ns
+    first_start_ns: int = 0
+    error_messages: list[str] = field(default_factory=list)
+    retried_after: list[str] = field(default_factory=list)  # what each retry followed
+    intervals: list[tuple[int, int]] = field(default_factory=list)  # per call, caller's view
+
+    def add(self, unit: Unit, origin: int, error: str | None, retry_cause: str | None) -> None:
+        """Count one call of this node."""
+        start, end = unit.start_ns - origin, unit.end_ns - origin
+        self.first_start_ns = start if self.calls == 0 else min(self.first_start_ns, start)
+        self.calls += 1
+        self.duration_ns += unit.duration_ns
+        self.self_ns += unit.self_ns
+        self.queue_wait_ns += unit.queue_wait_ns
+        self.critical_ns += unit.critical_ns
+        self.critical_wait_ns += unit.critical_wait_ns
+        if len(self.intervals) < MAX_INTERVALS:
+            self.intervals.append((start, end))
+        if error is not None:
+            self.errors += 1
+            _keep(self.error_messages, error)
+        if retry_cause is not None:
+            self.retries += 1
+            _keep(self.retried_after, retry_cause)
+
+
+def _keep(messages: list[str], message: str) -> None:
+    if message not in messages and len(messages) < MAX_MESSAGES:
+        messages.append(message)
+
+
+def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
+    """Node id -> what ``path`` measured there."""
+    units = units_of(path)
+    errors = {id(unit): unit.error() for unit in units}
+    causes = _retry_causes(units, errors)
+    out: dict[int, Measure] = {}
+    for unit, node in zip(units, index.place(units), strict=True):
+        out.setdefault(node, Measure()).add(
+            unit, path.start_unix_nano, errors[id(unit)], causes.get(id(unit))
+        )
+    return out
+
+
+def _retry_causes(units: list[Unit], errors: dict[int, str | None]) -> dict[int, str]:
+    """id(unit) -> why it is a retry: the previous attempt's error, or a marked resend.
+
+    Attempts are the calls of one key by one caller (one parent unit), in order of start.
+    """
+    attempts: dict[tuple[int, NodeKey], list[Unit]] = {}
+    for unit in units:
+        attempts.setdefault((id(unit.parent), unit.key), []).append(unit)
+    causes: dict[int, str] = {}
+    for calls in attempts.values():
+        calls.sort(key=lambda u: u.start_ns)
+        previous: str | None = None  # the error of the attempt before
+        for unit in calls:
+            if previous is not None:
+                causes[id(unit)] = previous
+            elif unit.resent():
+                causes[id(unit)] = RESEND
+            previous = errors[id(unit)]
+    return causes

@@ -1,0 +1,148 @@
+"""Two requests compared: ``compare_paths(a, b)`` on paths the engine reconstructed.
+
+Both paths come clock-skew corrected (the engine's default); their warnings travel along, marked
+A or B. The merged tree lists every node either request has, in pre-order, siblings by when they
+started; each node says whether it was added, removed, changed or is the same.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+from tracekit.path import Path
+
+from .arrangement import arrangement_changes
+from .attribution import Parts, headline, shares
+from .changes import (
+    call_changes,
+    changed_metrics,
+    duration_change,
+    error_changes,
+    retries,
+    structure_changes,
+    timing_changes,
+)
+from .model import ADDED, CHANGED, REMOVED, SAME, Change, NodeDiff, PairDiff, Side
+from .nodes import Measure, Node, NodeIndex, measure
+from .resources import resource_changes
+from .settings import Thresholds
+
+__all__ = ["Measures", "compare_paths", "tree_order"]
+
+Measures = dict[int, Measure]
+
+
+def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> PairDiff:
+    """What differs between request ``a`` and request ``b``."""
+    limits = thresholds or Thresholds()
+    index = NodeIndex()
+    before, after = measure(a, index), measure(b, index)
+    nodes = index.nodes
+    order = tree_order(index, _first_starts(before, after))
+    timing = {n: changed_metrics(before.get(n), after.get(n), limits) for n in order}
+    a_side, b_side = _side(a), _side(b)
+    changes = list(
+        chain(
+            duration_change(a_side.duration_ns, b_side.duration_ns, limits),
+            structure_changes(nodes, order, before, after),
+            call_changes(nodes, order, before, after),
+            error_changes(nodes, order, before, after),
+            arrangement_changes(nodes, order, before, after, limits),
+            timing_changes(nodes, timing, before, after),
+            resource_changes(a, b),
+        )
+    )
+    touched = _touched(changes)
+    parts = shares(order, _parts(before), _parts(after), b_side.duration_ns - a_side.duration_ns)
+    lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
+                    notes=_notes(changes, after))  # fmt: skip
+    return PairDiff(
+        a=a_side,
+        b=b_side,
+        nodes=[_node_diff(nodes[n], before, after, touched, timing[n]) for n in order],
+        changes=changes,
+        attribution=parts,
+        headline=lead,
+        min_delta_ms=limits.min_delta_ms,
+        min_delta_pct=limits.min_delta_pct,
+        warnings=[f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings],
+    )
+
+
+def tree_order(index: NodeIndex, starts: dict[int, int]) -> list[int]:
+    """Node ids in pre-order, siblings by ``starts`` (offset of the first call), then by key."""
+    children: dict[int | None, list[int]] = {}
+    for node in index.nodes:
+        children.setdefault(node.parent, []).append(node.id)
+
+    def by_start(n: int) -> tuple[int, object]:
+        return (starts.get(n, 0), index.nodes[n].key)
+
+    out: list[int] = []
+    stack = sorted(children.get(None, []), key=by_start, reverse=True)
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        stack.extend(sorted(children.get(n, []), key=by_start, reverse=True))
+    return out
+
+
+def _first_starts(*sides: Measures) -> dict[int, int]:
+    """Each node's first start: from the first side that has it."""
+    out: dict[int, int] = {}
+    for measures in sides:
+        for n, found in measures.items():
+            out.setdefault(n, found.first_start_ns)
+    return out
+
+
+def _side(path: Path) -> Side:
+    duration_ns = round(path.duration_ms * 1e6)
+    if path.spans:  # exact, not through the rounded milliseconds
+        end = max(span.end_unix_nano for span in path.spans)
+        duration_ns = end - path.start_unix_nano
+    return Side(path.query, path.correlation_id, tuple(path.trace_ids), path.start_unix_nano,
+                duration_ns, tuple(path.warnings))  # fmt: skip
+
+
+def _parts(measures: Measures) -> Parts:
+    return {n: (m.critical_ns, m.critical_wait_ns) for n, m in measures.items()}
+
+
+def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
+    """A word for the headline on nodes that retried or stopped (or started) running in parallel."""
+    out: dict[int, str] = {}
+    for change in changes:
+        if change.kind == "retries" and change.node is not None:
+            out[change.node] = retries(after.get(change.node))
+        elif change.kind == "concurrency":
+            serial = "one after another in B" in change.message
+            for n in change.related:
+                out[n] = "no longer in parallel" if serial else "now in parallel"
+    return out
+
+
+def _touched(changes: list[Change]) -> set[int]:
+    """Nodes a change is about (order and concurrency: the nodes that moved, not the parent)."""
+    out: set[int] = set()
+    for change in changes:
+        if change.related:
+            out.update(change.related)
+        elif change.node is not None:
+            out.add(change.node)
+    return out
+
+
+def _node_diff(
+    node: Node, before: Measures, after: Measures, touched: set[int], changed: tuple[str, ...]
+) -> NodeDiff:
+    status = _status(node.id, before, after, touched)
+    return NodeDiff(node, status, before.get(node.id), after.get(node.id), changed)
+
+
+def _status(n: int, before: Measures, after: Measures, touched: set[int]) -> str:
+    if n not in before:
+        return ADDED
+    if n not in after:
+        return REMOVED
+    return CHANGED if n in touched else SAME

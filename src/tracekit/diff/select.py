@@ -1,0 +1,118 @@
+"""Which requests make up a set: ``--service S --a service.version=1.4 [--route R] [--since 1h]``.
+
+A request belongs to a set when one of its entry spans in service ``S`` (SERVER or CONSUMER: how
+work enters a service) carries every ``KEY=VALUE`` asked for, as a resource attribute (where
+``service.version`` and ``host.name`` live) or a span attribute, and, with a route, has that
+route (HTTP route template, messaging destination or the node name ``tracekit diff`` shows).
+Any read backend will do: the candidates come from ``spans_since``, each request's whole path
+from ``reconstruct``. The newest requests are kept, up to ``limit`` per set. A request that
+matches both sets (it passed through both versions) is in neither, unless the two selectors are
+the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tracekit.path import Path, reconstruct
+from tracekit.records import SpanRecord, SpanSource
+
+from .names import node_name
+
+__all__ = ["ENTRY_KINDS", "MAX_SPANS", "Selector", "find_request_sets", "parse_match"]
+
+ENTRY_KINDS = ("SERVER", "CONSUMER")
+MAX_SPANS = 200_000  # read for candidates; a narrower --since reads fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """One set: the service, the attribute values its entry spans carry, an optional route."""
+
+    service: str
+    match: tuple[tuple[str, str], ...]
+    route: str | None = None
+
+    def describe(self) -> str:
+        """``service.version=1.4`` (with the route, when there is one)."""
+        text = ",".join(f"{key}={value}" for key, value in self.match)
+        return f"{text} {self.route}" if self.route else text
+
+    def selects(self, record: SpanRecord) -> bool:
+        """True when ``record`` is an entry span of this set."""
+        if record.service != self.service or record.kind not in ENTRY_KINDS:
+            return False
+        if not all(value in _values(record, key) for key, value in self.match):
+            return False
+        return self.route is None or self.route in _routes(record)
+
+
+def _values(record: SpanRecord, key: str) -> set[str]:
+    candidates = (record.resource.get(key), record.attributes.get(key))
+    found = {str(v) for v in candidates if v is not None}
+    if key == "service.version" and record.service_version is not None:
+        found.add(record.service_version)
+    return found
+
+
+def _routes(record: SpanRecord) -> set[str]:
+    names = ("http.route", "messaging.destination.name")
+    found = {str(record.attributes[n]) for n in names if record.attributes.get(n) is not None}
+    return found | {node_name(record), record.name}
+
+
+def parse_match(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``("service.version=1.4",)`` -> ``(("service.version", "1.4"),)``; ValueError if unusable."""
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value or not (key + value).isprintable():
+            raise ValueError(f"{pair[:60]!r}: use KEY=VALUE, e.g. service.version=1.4")
+        out.append((key, value))
+    return tuple(out)
+
+
+def find_request_sets(
+    source: SpanSource, a: Selector, b: Selector, since_unix_nano: int, limit: int
+) -> tuple[list[Path], list[Path], list[str]]:
+    """The newest requests of each set (at most ``limit`` each), and warnings.
+
+    Raises ``tracekit.records.BackendError`` when the source cannot answer.
+    """
+    spans = source.spans_since(since_unix_nano, limit=MAX_SPANS)
+    warnings = []
+    if len(spans) >= MAX_SPANS:
+        warnings.append(f"read only the first {MAX_SPANS} spans of the window: narrow --since")
+    newest_first = sorted(spans, key=lambda s: -s.start_unix_nano)
+    keys_a, keys_b = _request_keys(newest_first, a), _request_keys(newest_first, b)
+    if a != b:
+        both = keys_a.keys() & keys_b.keys()
+        if both:
+            warnings.append(f"{len(both)} requests matched both sets and were left out")
+        keys_a = {k: v for k, v in keys_a.items() if k not in both}
+        keys_b = {k: v for k, v in keys_b.items() if k not in both}
+    return _paths(source, keys_a, limit), _paths(source, keys_b, limit), warnings
+
+
+def _request_keys(spans: Sequence[SpanRecord], selector: Selector) -> dict[str, None]:
+    """Correlation ID (else trace id) of each request an entry span selects, newest first."""
+    keys: dict[str, None] = {}
+    for span in spans:
+        if selector.selects(span):
+            keys.setdefault(span.correlation_id or span.trace_id, None)
+    return keys
+
+
+def _paths(source: SpanSource, keys: dict[str, None], limit: int) -> list[Path]:
+    paths: list[Path] = []
+    seen: set[tuple[str, ...]] = set()
+    for key in keys:
+        if len(paths) >= limit:
+            break
+        path = reconstruct(source, key, with_logs=False)
+        if path is not None and tuple(sorted(path.trace_ids)) not in seen:
+            seen.add(tuple(sorted(path.trace_ids)))
+            paths.append(path)
+    return paths

@@ -1,0 +1,230 @@
+"""Two sets of requests compared (version 1.4 against 1.5): ``compare_sets(a_paths, b_paths)``.
+
+Per node, each a test fit for its data:
+
+- how often it appears (share of requests) and its error rate (share of the requests that reach
+  it in which it failed): Fisher's exact test, honest on zero-heavy counts;
+- calls per request, self time and critical-path time (among the requests that reach it) and
+  the end-to-end duration: Mann-Whitney U, which assumes nothing of the skewed, tied
+  distributions that durations and counts have.
+
+Every p-value of the comparison is corrected together (Holm), so ``alpha`` bounds the chance of
+reporting anything at all when nothing changed. A metric needs ``min_requests`` requests on each
+side, else it is "too few to tell"; one a side never reaches is not tested (the frequency test
+says it came or went). A significant timing change must also pass the thresholds.
+
+Nodes are ranked by their contribution to the change in mean duration: the change in their mean
+critical-path time per request (over all requests, zero where absent). As in the pair form, the
+contributions add up to the change in mean duration.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tracekit.path import Path
+
+from .attribution import Parts, headline, shares
+from .model import ADDED, CHANGED, REMOVED, SAME, Change, Share
+from .nodes import Measure, Node, NodeIndex, measure
+from .pair import tree_order
+from .set_tests import TOO_FEW, Test, run_tests
+from .settings import Thresholds
+from .words import signed, signed_pct
+
+__all__ = ["TOO_FEW", "SetDiff", "SetMeasure", "SetNode", "SetSettings", "SetSide", "compare_sets"]
+
+
+@dataclass(frozen=True, slots=True)
+class SetSettings:
+    """How sure and how large a change must be to be reported."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    min_requests: int = 20
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SetSide:
+    """One set of requests: what selected it and how long its requests took."""
+
+    label: str
+    requests: int
+    mean_ns: float
+    median_ns: float
+
+
+@dataclass(slots=True)
+class SetMeasure:
+    """One node over one set: how often, how many calls, how often failing, how long."""
+
+    requests: int  # requests that reach the node
+    frequency: float  # ... as a share of the set
+    calls: list[int] = field(default_factory=list, repr=False)  # per request reaching it
+    failed: int = 0  # requests in which it failed
+    self_ns: list[int] = field(default_factory=list, repr=False)
+    critical_ns: list[int] = field(default_factory=list, repr=False)
+    contribution_ns: float = 0.0  # mean critical-path time over every request of the set
+    contribution_wait_ns: float = 0.0  # its queue-wait part
+    first_start_ns: int = 0
+
+    @property
+    def calls_per_request(self) -> float:
+        """Mean calls among the requests that reach the node."""
+        return statistics.fmean(self.calls) if self.calls else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """Share of the requests reaching the node in which it failed."""
+        return self.failed / self.requests if self.requests else 0.0
+
+    @property
+    def mean_self_ns(self) -> float:
+        """Mean self time among the requests that reach the node."""
+        return statistics.fmean(self.self_ns) if self.self_ns else 0.0
+
+    @property
+    def mean_critical_ns(self) -> float:
+        """Mean critical-path time among the requests that reach the node."""
+        return statistics.fmean(self.critical_ns) if self.critical_ns else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SetNode:
+    """A node of the merged tree with both sets' measures and the tests that compared them."""
+
+    node: Node
+    status: str  # SAME, CHANGED, ADDED, REMOVED or TOO_FEW
+    a: SetMeasure | None
+    b: SetMeasure | None
+    tests: tuple[Test, ...]
+    contribution_ns: float  # B's contribution minus A's
+
+
+@dataclass(slots=True)
+class SetDiff:
+    """What differs between two sets of requests."""
+
+    a: SetSide
+    b: SetSide
+    nodes: list[SetNode]  # ranked: largest contribution to the change in mean duration first
+    duration_test: Test
+    changes: list[Change]
+    attribution: list[Share]
+    headline: str
+    settings: SetSettings
+    warnings: list[str] = field(default_factory=list)
+
+
+def compare_sets(
+    a_paths: Sequence[Path], b_paths: Sequence[Path], settings: SetSettings | None = None,
+    labels: tuple[str, str] = ("A", "B"),
+) -> SetDiff:  # fmt: skip
+    """What differs between the requests ``a_paths`` and the requests ``b_paths``."""
+    chosen = settings or SetSettings()
+    index = NodeIndex()
+    before, after = _measures(a_paths, index), _measures(b_paths, index)
+    durations = (_durations(a_paths), _durations(b_paths))
+    tested = run_tests(index.nodes, before, after, durations, chosen)
+    order = tree_order(index, {**{n: m.first_start_ns for n, m in after.items()},
+                               **{n: m.first_start_ns for n, m in before.items()}})  # fmt: skip
+    mean_a, mean_b = (statistics.fmean(d) if d else 0.0 for d in durations)
+    parts = shares(order, _parts(before), _parts(after), mean_b - mean_a)
+    nodes = [_set_node(index.nodes[n], before.get(n), after.get(n), tested.tests.get(n, ()))
+             for n in order]  # fmt: skip
+    nodes.sort(key=lambda s: -abs(s.contribution_ns))  # stable: ties keep tree order
+    rank = {s.node.id: i for i, s in enumerate(nodes)}
+    changes = sorted(tested.changes, key=lambda c: -1 if c.node is None else rank[c.node])
+    return SetDiff(
+        a=_side(labels[0], durations[0]),
+        b=_side(labels[1], durations[1]),
+        nodes=nodes,
+        duration_test=tested.duration,
+        changes=changes,
+        attribution=parts,
+        headline=_headline(index.nodes, parts, mean_a, mean_b, tested.duration, chosen),
+        settings=chosen,
+        warnings=_too_few_warnings(durations, labels, chosen.min_requests),
+    )
+
+
+def _measures(paths: Sequence[Path], index: NodeIndex) -> dict[int, SetMeasure]:
+    gathered: dict[int, list[Measure]] = {}
+    for path in paths:
+        for n, found in measure(path, index).items():
+            gathered.setdefault(n, []).append(found)
+    return {n: _summarise(found, len(paths)) for n, found in gathered.items()}
+
+
+def _summarise(found: list[Measure], total: int) -> SetMeasure:
+    return SetMeasure(
+        requests=len(found),
+        frequency=len(found) / total,
+        calls=[m.calls for m in found],
+        failed=sum(1 for m in found if m.errors),
+        self_ns=[m.self_ns for m in found],
+        critical_ns=[m.critical_ns for m in found],
+        contribution_ns=sum(m.critical_ns for m in found) / total,
+        contribution_wait_ns=sum(m.critical_wait_ns for m in found) / total,
+        first_start_ns=min(m.first_start_ns for m in found),
+    )
+
+
+def _durations(paths: Sequence[Path]) -> list[float]:
+    return [
+        float(max(s.end_unix_nano for s in p.spans) - p.start_unix_nano) for p in paths if p.spans
+    ]
+
+
+def _parts(measures: dict[int, SetMeasure]) -> Parts:
+    return {n: (m.contribution_ns, m.contribution_wait_ns) for n, m in measures.items()}
+
+
+def _side(label: str, durations: list[float]) -> SetSide:
+    if not durations:
+        return SetSide(label, 0, 0.0, 0.0)
+    return SetSide(label, len(durations), statistics.fmean(durations), statistics.median(durations))
+
+
+def _set_node(
+    node: Node, a: SetMeasure | None, b: SetMeasure | None, tests: tuple[Test, ...]
+) -> SetNode:
+    contribution = (b.contribution_ns if b else 0.0) - (a.contribution_ns if a else 0.0)
+    return SetNode(node, _status(a, b, tests), a, b, tests, contribution)
+
+
+def _status(a: SetMeasure | None, b: SetMeasure | None, tests: tuple[Test, ...]) -> str:
+    verdicts = {t.verdict for t in tests}
+    if CHANGED in verdicts:
+        if a is None:
+            return ADDED
+        return REMOVED if b is None else CHANGED
+    return TOO_FEW if TOO_FEW in verdicts else SAME
+
+
+def _headline(
+    nodes: list[Node], parts: list[Share], mean_a: float, mean_b: float, duration: Test,
+    settings: SetSettings,
+) -> str:  # fmt: skip
+    if duration.verdict == TOO_FEW:
+        return f"too few requests to tell: at least {settings.min_requests} needed in each set"
+    if duration.verdict != CHANGED:
+        delta = mean_b - mean_a
+        return (
+            f"{signed(delta)} mean ({signed_pct(delta, mean_a)}): not a significant change in "
+            f"duration (p={duration.p_adjusted or 1.0:.2g} after correction)"
+        )
+    return headline(nodes, parts, mean_a, mean_b, settings.thresholds, "mean")
+
+
+def _too_few_warnings(
+    durations: tuple[list[float], list[float]], labels: tuple[str, str], needed: int
+) -> list[str]:
+    return [
+        f"set {name} ({label}) has {len(found)} request{'s' if len(found) != 1 else ''}, fewer "
+        f"than the {needed} needed (--min-requests): too few to tell"
+        for name, label, found in zip("AB", labels, durations, strict=True)
+        if len(found) < needed
+    ]

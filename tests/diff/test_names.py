@@ -1,0 +1,69 @@
+"""What spans are matched by: route template, else destination, else the name without ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from opentelemetry import trace
+from sdk_requests import Deployment
+
+from tracekit.diff.names import node_name, strip_ids
+from tracekit.records import SpanRecord
+from tracekit_cli.main import cli
+
+
+@pytest.mark.parametrize(
+    ("name", "stripped"),
+    [
+        ("GET /orders/1042", "GET /orders/{id}"),
+        ("GET /orders/1042/items/7?page=2", "GET /orders/{id}/items/{id}?page={id}"),
+        ("charge 5f0c2e9a77b1", "charge {id}"),
+        ("GET /carts/0b7f3a52-8d4e-4c61-9a0e-2f1d6c3b9e10", "GET /carts/{id}"),
+        ("reserve sku-42 for order_1042", "reserve {id} for {id}"),
+        ("GET /api/v1/oauth2/token", "GET /api/v1/oauth2/token"),  # versions are not ids
+        ("send orders.created", "send orders.created"),
+        ("GET /s/aZ3kQ9xLm2Pq8RtY7uWv", "GET /s/{id}"),  # an opaque token
+    ],
+)
+def test_ids_are_stripped_and_names_kept(name: str, stripped: str) -> None:
+    assert strip_ids(name) == stripped
+
+
+def record(name: str, kind: str = "INTERNAL", **attributes: object) -> SpanRecord:
+    return SpanRecord("a" * 32, "b" * 16, None, "svc", name, kind, 0, 1,
+                      attributes=dict(attributes))  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_route_then_destination_then_name() -> None:
+    route = {"http.route": "/orders/{id}", "http.request.method": "GET"}
+    assert node_name(record("GET /orders/{id}", "SERVER", **route)) == "GET /orders/{id}"
+    queue = {"messaging.destination.name": "orders.created"}
+    assert node_name(record("process orders.created", "CONSUMER", **queue)) == "orders.created"
+    task = {"messaging.destination.name": "celery", "tracekit.celery.task_name": "shop.charge"}
+    assert node_name(record("run", "CONSUMER", **task)) == "celery shop.charge"
+    client = {"url.full": "http://legacy:8080/orders/1042?x=1"}
+    assert node_name(record("GET", "CLIENT", **client)) == "GET /orders/{id}"
+    assert node_name(record("x" * 500)) == "x" * 199 + "…"
+
+
+def test_calls_to_one_route_with_other_ids_are_one_node(deployment: Deployment) -> None:
+    """A caller's HTTP client span to a service that exports nothing: named by its URL path."""
+    ids = []
+    for order in ("123", "456"):
+        req = deployment.request()
+        entry = req.entry("shop", "/checkout", 0, 50)
+        req.span("shop", "GET", "CLIENT", 5, 45, trace.set_span_in_context(entry),
+                 attrs={"url.full": f"http://legacy:8080/orders/{order}",
+                        "http.request.method": "GET"})  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    result = CliRunner().invoke(
+        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
+    )
+
+    doc = json.loads(result.stdout)
+    assert (result.exit_code, doc["changes"]) == (0, [])
+    assert [n["label"] for n in doc["nodes"]] == ["shop: POST /checkout", "shop: GET /orders/{id}"]

@@ -1,0 +1,366 @@
+"""``tracekit diff A B`` on requests with a known ground truth, read back from a real store.
+
+Every request is built by ``checkout.build`` through real OpenTelemetry SDK providers into one
+store (``sdk_requests``); the real command compares two of them, and the tests check what the
+user reads: the JSON document (validated against its schema), the exit status and the views.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from checkout import Shape, build
+from click.testing import CliRunner
+from sdk_requests import Deployment, recent_origin
+
+from tracekit.diff import load_schema
+from tracekit_cli.main import cli
+
+HOUR_NS = 3600 * 10**9
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+
+
+def pair(deployment: Deployment, a: Shape, b: Shape, **b_request: Any) -> tuple[str, str]:
+    """Build request A and request B into the store; their correlation IDs."""
+    first, second = deployment.request(), deployment.request(**b_request)
+    build(first, a)
+    build(second, b)
+    deployment.flush()
+    return first.correlation_id, second.correlation_id
+
+
+def run(deployment: Deployment, *args: str) -> tuple[int, str, str]:
+    store = str(deployment.store.path)
+    result = CliRunner().invoke(cli, ["diff", *args, "--store", store], env={"COLUMNS": "120"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def document(deployment: Deployment, a: str, b: str, *options: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = run(deployment, a, b, "--format", "json", *options)
+    assert err == "", err
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    return code, doc
+
+
+def node(doc: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(n for n in doc["nodes"] if n["label"] == label)
+
+
+def kinds(doc: dict[str, Any]) -> list[str]:
+    return [c["kind"] for c in doc["changes"]]
+
+
+def share_of(doc: dict[str, Any], label: str, component: str | None = None) -> float:
+    """The part of the end-to-end change the node accounts for (one component, or both)."""
+    n = node(doc, label)["id"]
+    return sum(
+        p["share"] for p in doc["attribution"]
+        if p["node"] == n and component in (None, p["component"])
+    )  # fmt: skip
+
+
+INVENTORY = "fulfilment -> inventory: GET /stock/{sku}"
+PRICING = "fulfilment -> pricing: GET /price/{sku}"
+ORDERS_CREATED = "orders -> fulfilment: orders.created"
+
+
+def test_the_same_request_with_new_ids_and_shifted_clocks_is_no_difference(
+    deployment: Deployment,
+) -> None:
+    """An hour later, inventory's clock 700 ms behind (evident: corrected), fulfilment's 3 ms
+    ahead (not evident: it reads as 3 ms more queue wait, under the thresholds)."""
+    a, b = pair(deployment, Shape(), Shape(), origin_ns=recent_origin() - HOUR_NS,
+                skew_ms={"inventory": -700, "fulfilment": 3})  # fmt: skip
+
+    code, doc = document(deployment, a, b)
+
+    assert (code, doc["different"], doc["changes"]) == (0, False, [])
+    assert {n["status"] for n in doc["nodes"]} == {"same"}
+    assert len(doc["nodes"]) == 6  # gateway, orders hop, db, queue hop, inventory, pricing
+    assert doc["a"]["trace_ids"] != doc["b"]["trace_ids"]
+    assert any("clock skew adjusted on inventory" in w for w in doc["warnings"])
+    text = run(deployment, a, b, "--format", "text")[1]
+    assert "result: no difference that counts: exit 0" in text
+
+
+def test_a_retry_after_a_503_is_one_retry_a_new_error_and_the_slowdown_is_inventory(
+    deployment: Deployment,
+) -> None:
+    a, b = pair(deployment, Shape(), Shape(inventory=((150, 503), (30, 200))))
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and doc["reasons"] == ["retries", "errors", "timing"]
+    inventory = node(doc, INVENTORY)
+    assert (inventory["a"]["calls"], inventory["b"]["calls"]) == (1, 2)
+    assert (inventory["b"]["retries"], inventory["b"]["retried_after"]) == (1, ["HTTP 503"])
+    retries = [c for c in doc["changes"] if c["kind"] == "retries"]
+    assert [c["node"] for c in retries] == [inventory["id"]]
+    assert "calls" not in kinds(doc), "a retry is not a new call of another kind"
+    errors = [c for c in doc["changes"] if c["category"] == "errors"]
+    assert [(c["kind"], c["node"]) for c in errors] == [("new_error", inventory["id"])]
+    assert errors[0]["message"].endswith("HTTP 503")
+    assert doc["duration_delta_ms"] == 152.0
+    assert share_of(doc, INVENTORY) >= 0.9
+    assert doc["headline"] == (
+        f"+152.0 ms end to end (+149%): 99% in {INVENTORY} (1 retry after HTTP 503)"
+    )
+
+
+def test_parallel_calls_made_sequential_are_a_concurrency_change_of_about_100_ms(
+    deployment: Deployment,
+) -> None:
+    both = dict(inventory=((100.0, 200),), pricing_ms=100.0)
+    a, b = pair(deployment, Shape(parallel=True, **both), Shape(gap=0, **both))  # type: ignore[arg-type]
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1
+    concurrency = [c for c in doc["changes"] if c["kind"] == "concurrency"]
+    assert len(concurrency) == 1
+    change = concurrency[0]
+    assert change["delta_ms"] == pytest.approx(100, abs=2)
+    assert "in parallel in A, one after another in B" in change["message"]
+    assert sorted(change["related"]) == sorted([node(doc, INVENTORY)["id"],
+                                                node(doc, PRICING)["id"]])  # fmt: skip
+    assert change["node"] == node(doc, ORDERS_CREATED)["id"]
+    assert all("self" not in n["changed"] for n in doc["nodes"]), "self times are unchanged"
+    assert all(n["a"]["self_ms"] == n["b"]["self_ms"] for n in doc["nodes"])
+    assert doc["duration_delta_ms"] == pytest.approx(100, abs=2)
+    assert "(no longer in parallel)" in doc["headline"]
+
+
+def test_a_consumer_started_400_ms_later_is_that_hops_queue_wait(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(queue_delay=405))
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and doc["duration_delta_ms"] == 400.0
+    assert share_of(doc, ORDERS_CREATED, "queue_wait") >= 0.95
+    assert doc["headline"].startswith("+400.0 ms end to end (+392%): 100% queue wait on "
+                                      "orders.created")  # fmt: skip
+    hop = node(doc, ORDERS_CREATED)
+    assert (hop["a"]["queue_wait_ms"], hop["b"]["queue_wait_ms"]) == (5.0, 405.0)
+    text = run(deployment, a, b, "--format", "text")[1]
+    assert "queue wait 5.0 ms -> 405.0 ms (+400.0 ms)" in text
+
+
+def test_a_node_that_gains_a_child_is_one_added_child(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(inventory_db=True))
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and doc["reasons"] == ["structure"]
+    assert [(c["kind"], c["message"]) for c in doc["changes"]] == [
+        ("added", "added inventory: SELECT stock")
+    ]
+    added = [n for n in doc["nodes"] if n["status"] == "added"]
+    assert len(added) == 1 and added[0]["parent"] == node(doc, INVENTORY)["id"]
+    assert {n["status"] for n in doc["nodes"] if n is not added[0]} == {"same"}
+
+
+def test_a_two_second_clock_skew_is_a_warning_and_no_timing_difference(
+    deployment: Deployment,
+) -> None:
+    a, b = pair(deployment, Shape(), Shape(), skew_ms={"inventory": 2000})
+
+    code, doc = document(deployment, a, b)
+
+    assert (code, doc["changes"]) == (0, [])
+    warning = "B: clock skew adjusted on inventory: shifted -2000.0 ms"
+    assert [w for w in doc["warnings"] if w.startswith(warning)]
+    assert all(n["a"] == {**n["b"], "start_offset_ms": n["a"]["start_offset_ms"]}
+               for n in doc["nodes"])  # fmt: skip
+    text = run(deployment, a, b, "--format", "text")[1]
+    assert warning in text and "+0.0 ms end to end: no timing difference" in text
+
+
+def test_calls_that_swap_places_are_an_order_change(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(pricing_first=True))
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and kinds(doc) == ["order"]
+    assert doc["changes"][0]["message"] == (
+        f"under {ORDERS_CREATED}: {PRICING} now runs before {INVENTORY}"
+    )
+    assert document(deployment, a, b, "--fail-on", "structure,errors")[0] == 0
+
+
+def test_a_resend_marked_by_the_http_client_is_a_retry(deployment: Deployment) -> None:
+    shape = Shape(inventory=((30, 200), (30, 200)), inventory_resend=True)
+    a, b = pair(deployment, Shape(), shape)
+
+    _, doc = document(deployment, a, b)
+
+    inventory = node(doc, INVENTORY)
+    assert inventory["b"]["retries"] == 1
+    assert inventory["b"]["retried_after"] == ["a resend (http.request.resend_count)"]
+    assert "calls" not in kinds(doc)
+
+
+def test_errors_and_retries_that_went_away(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(inventory=((150, 503), (30, 200))), Shape())
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1
+    gone = [c for c in doc["changes"] if c["kind"] == "gone_error"]
+    assert len(gone) == 1 and gone[0]["message"].endswith("HTTP 503")
+    retries = next(c for c in doc["changes"] if c["kind"] == "retries")
+    assert retries["message"].endswith("no retries (A: 1 retry after HTTP 503)")
+    assert doc["headline"].startswith("-152.0 ms end to end (-60%): 99% in ")
+
+
+def test_a_new_version_on_a_service_is_a_resource_change(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(), versions={"orders": "1.5"},
+                hosts={"orders": "orders-7f9c"})  # fmt: skip
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and doc["reasons"] == ["resources"]
+    assert [c["message"] for c in doc["changes"]] == [
+        "orders: host.name orders-host -> orders-7f9c",
+        "orders: service.version 1.0 -> 1.5",
+    ]
+    assert document(deployment, a, b, "--fail-on", "structure,timing")[0] == 0
+
+
+def test_fail_on_and_thresholds_narrow_what_counts(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(queue_delay=405))  # +400 ms, +392%
+
+    assert document(deployment, a, b, "--fail-on", "errors,structure")[0] == 0
+    assert document(deployment, a, b, "--fail-on", "slower")[0] == 1
+    assert document(deployment, a, b, "--fail-on", "slower=20%")[0] == 1
+    assert document(deployment, a, b, "--fail-on", "slower=500%")[0] == 0
+    assert document(deployment, a, b, "--fail-on", "slower=0.5s")[0] == 0
+    assert document(deployment, b, a, "--fail-on", "slower")[0] == 0, "faster is not slower"
+    code, doc = document(deployment, a, b, "--min-delta-ms", "500")
+    assert (code, doc["changes"], doc["settings"]["min_delta_ms"]) == (0, [], 500.0)
+    code, doc = document(deployment, a, b, "--fail-on", "timing,slower=20%")
+    assert doc["settings"]["fail_on"] == ["timing", "slower=20%"]
+    assert doc["reasons"] == ["timing", "slower"]
+
+
+def test_a_batch_consumer_matches_whichever_reply_came_last(deployment: Deployment) -> None:
+    """A gather waits for the slowest reply: pricing.3 in A, pricing.1 in B. Same structure."""
+    cids = []
+    for slow in (3, 1):
+        req = deployment.request()
+        root = req.entry("gateway", "/quote", 0, 400)
+        replies = []
+        for i in (1, 2, 3):
+            sent = req.publish(root, f"pricing.{i}", 2 * i, 2 * i + 1)
+            done = 2 * i + 2 + (300 if i == slow else 20)
+            handled = req.consume("pricing", sent, 2 * i + 2, done)
+            replies.append(req.publish(handled, "pricing.replies", done - 1, done))
+        last = max(r.end_time or 0 for r in replies)
+        req.consume_batch("aggregator", replies, (last - req.origin_ns) / 1e6 + 1,
+                          (last - req.origin_ns) / 1e6 + 20)  # fmt: skip
+        cids.append(req.correlation_id)
+    deployment.flush()
+
+    _, doc = document(deployment, *cids)
+
+    statuses = {n["label"]: n["status"] for n in doc["nodes"]}
+    assert "added" not in statuses.values() and "removed" not in statuses.values()
+    gather = node(doc, "pricing -> aggregator: pricing.replies")
+    assert gather["parent"] == node(doc, "gateway: POST /quote")["id"]
+    assert gather["a"]["calls"] == gather["b"]["calls"] == 1
+
+
+def test_exit_status_like_unix_diff(deployment: Deployment, tmp_path: Path) -> None:
+    a, _ = pair(deployment, Shape(), Shape())
+
+    code, out, err = run(deployment, a, "req-nowhere", "--format", "text")
+    assert (code, out, err) == (3, "", "tracekit: no request found for 'req-nowhere'\n")
+    code, _, err = run(deployment, "req-x", "req-y")
+    assert code == 3 and err == "tracekit: no request found for 'req-x' and 'req-y'\n"
+    for usage in ([a], [a, a, "--service", "orders"], [a, a, "--fail-on", "faster"],
+                  [a, a, "--fail-on", "slower=fast"]):  # fmt: skip
+        code, out, err = run(deployment, *usage)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (usage, err)
+        assert "Traceback" not in err
+    result = CliRunner().invoke(cli, ["diff", a, a, "--store", str(tmp_path / "none.db")])
+    assert result.exit_code == 2
+    assert result.stderr == f"tracekit: no tracekit store at {tmp_path / 'none.db'}\n"
+    usage = subprocess.run([TRACEKIT, "diff", a, a, "--format", "xml"], capture_output=True,
+                           text=True, timeout=60, check=False)  # fmt: skip
+    assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
+
+
+def test_the_rich_view_reads_like_a_code_diff(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(queue_delay=405), Shape(inventory_db=True))
+
+    code, out, _ = run(deployment, a, b, "--format", "rich")
+
+    lines = out.splitlines()
+    added = next(line for line in lines if "SELECT stock" in line and "added" not in line)
+    assert added.startswith("\x1b[1;32m+ ") and "\x1b[32m" in added  # green
+    context = next(line for line in lines if "gateway: POST /checkout" in line)
+    assert "\x1b[2m" in context and "\x1b[32m" not in context  # dim
+    at = next(i for i, line in enumerate(lines) if "orders → fulfilment: orders.created" in line)
+    assert lines[at].startswith("\x1b[1;33m~ ")  # changed
+    wait = lines[at + 1]
+    assert "queue wait 405.0 ms → 5.0 ms (-400.0 ms)" in wait and "\x1b[36m" in wait  # faster
+    assert code == 1
+
+
+def test_no_color_and_hostile_names(deployment: Deployment) -> None:
+    req = deployment.request()
+    req.entry("web\x1b[2J", "/x\x1b]0;pwned\x07", 0, 5)
+    other = deployment.request()
+    other.entry("web\x1b[2J", "/y\r\n", 0, 5)
+    deployment.flush()
+    for fmt in ("text", "rich"):
+        result = CliRunner().invoke(
+            cli, ["diff", req.correlation_id, other.correlation_id, "--store",
+                  str(deployment.store.path), "--format", fmt], env={"NO_COLOR": "1"},
+        )  # fmt: skip
+        assert result.exit_code == 1
+        assert not any(c in result.stdout for c in "\x1b\x07\r")
+
+
+def test_the_views_are_deterministic_and_fit_the_width(deployment: Deployment) -> None:
+    a, b = pair(deployment, Shape(), Shape(inventory=((150, 503), (30, 200))))
+    for fmt in ("text", "rich", "json"):
+        assert run(deployment, a, b, "--format", fmt) == run(deployment, a, b, "--format", fmt)
+    text = run(deployment, a, b, "--format", "text")[1]
+    assert max(len(line) for line in text.splitlines()) <= 120
+
+
+def test_random_jitter_keeps_the_document_valid(deployment: Deployment) -> None:
+    rng = random.Random(5)
+    a, b = pair(deployment, Shape(jitter=rng), Shape(jitter=rng, cache_ms=4))
+    code, doc = document(deployment, a, b)
+    assert code == 1 and "added" in kinds(doc)
+
+
+def test_the_demo_diffs_its_fastest_and_slowest_checkout_that_did_not_fail(
+    deployment: Deployment,
+) -> None:
+    from tracekit.path import reconstruct
+    from tracekit_cli.demo.diff_step import fastest_and_slowest
+
+    requests = [deployment.request() for _ in range(3)]
+    build(requests[0], Shape(queue_delay=200))
+    build(requests[1], Shape())
+    build(requests[2], Shape(inventory=((1, 503),)))  # failed: shortest of all
+    deployment.flush()
+    paths = [reconstruct(deployment.store, r.correlation_id) for r in requests]
+    assert all(p is not None for p in paths)
+
+    picked = fastest_and_slowest([p for p in paths if p is not None])
+
+    assert picked is not None
+    assert [p.correlation_id for p in picked] == [requests[1].correlation_id,
+                                                  requests[0].correlation_id]  # fmt: skip
+    assert fastest_and_slowest([p for p in paths[1:] if p is not None]) is None

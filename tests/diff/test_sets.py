@@ -1,0 +1,194 @@
+"""``tracekit diff --service S --a K=V --b K=V``: two versions over 200 requests each.
+
+Ground truth, built through real SDK providers into a real store (``sdk_requests``): version 2 of
+fulfilment adds a cache call before inventory and its pricing backend (also version 2) is 1.3
+times slower; every span's duration is jittered (log-normal, sigma 0.15, seeded). One request in
+20 also calls a fraud check, in both versions: too rare to compare its timings. Version 1 runs on
+two hosts, alternately: the halves are two samples of one version.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from checkout import Shape, build
+from click.testing import CliRunner
+from sdk_requests import Deployment
+
+from tracekit.diff import load_schema
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+PER_VERSION = 200
+CACHE = "fulfilment -> cache: GET /cache/{key}"
+PRICING = "fulfilment -> pricing: GET /price/{sku}"
+FRAUD = "fulfilment -> fraud: POST /check"
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("sets") / "tracekit.db"
+    rng = random.Random(16)
+    with Store(path) as store:
+        deployment = Deployment(store)
+        for i in range(PER_VERSION * 2):
+            v2 = i % 2 == 1  # interleaved, as a canary's traffic is
+            version = "2" if v2 else "1"
+            versions = {"fulfilment": version, "pricing": version}
+            hosts = {"fulfilment": "fulfilment-v2" if v2 else f"fulfilment-{i // 2 % 2 + 1}"}
+            req = deployment.request(versions=versions, hosts=hosts)
+            shape = Shape(jitter=rng, cache_ms=4.0 if v2 else None,
+                          pricing_ms=65.0 if v2 else 50.0)  # fmt: skip
+            build(req, shape)
+            if i % 80 < 4:  # one request in 20 of each version, on both of v1's hosts
+                fulfilment = next(s for s in req.spans if s.name == "process orders.created")
+                start = (fulfilment.start_time or 0) - req.origin_ns
+                req.call(fulfilment, "fraud", "/check", start / 1e6 + 0.2, start / 1e6 + 0.8,
+                         method="POST")  # fmt: skip
+        deployment.shutdown()
+    yield path
+
+
+def diff(store_path: Path, *args: str) -> tuple[int, dict[str, Any] | str, str]:
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "fulfilment", *args, "--store", str(store_path)],
+        env={"COLUMNS": "120"},
+    )  # fmt: skip
+    out: dict[str, Any] | str = result.stdout
+    if "--format" in args and args[args.index("--format") + 1] == "json" and result.stdout:
+        out = json.loads(result.stdout)
+        jsonschema.validate(out, load_schema())
+    return result.exit_code, out, result.stderr
+
+
+def versions(a: str, b: str, *more: str) -> tuple[str, ...]:
+    return ("--a", f"service.version={a}", "--b", f"service.version={b}", *more)
+
+
+def node(doc: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(n for n in doc["nodes"] if n["label"] == label)
+
+
+def test_a_new_cache_call_and_a_slower_pricing_are_both_reported(store_path: Path) -> None:
+    code, doc, err = diff(store_path, *versions("1", "2", "--format", "json"))
+    assert isinstance(doc, dict) and err == ""
+
+    assert code == 1 and doc["reasons"] == ["structure", "timing"]
+    assert (doc["a"]["requests"], doc["b"]["requests"]) == (PER_VERSION, PER_VERSION)
+    changed = {(c["kind"], c["node"]) for c in doc["changes"]}
+    cache, pricing = node(doc, CACHE), node(doc, PRICING)
+    assert changed == {
+        ("duration", None),
+        ("added", cache["id"]),
+        ("timing", pricing["id"]),  # self time and critical-path time
+    }
+    assert cache["status"] == "added" and cache["a"] is None and cache["b"]["frequency"] == 1.0
+    ratio = pricing["b"]["self_ms"] / pricing["a"]["self_ms"]
+    assert 1.2 < ratio < 1.4
+    assert {n["status"] for n in doc["nodes"]} - {"same"} == {"added", "changed", "too_few"}
+
+
+def test_nodes_are_ranked_by_contribution_and_contributions_add_up(store_path: Path) -> None:
+    _, doc, _ = diff(store_path, *versions("1", "2", "--format", "json"))
+    assert isinstance(doc, dict)
+
+    ranked = [n["label"] for n in doc["nodes"][:2]]
+    assert ranked == [PRICING, CACHE]
+    contributions = [abs(n["contribution_ms"]) for n in doc["nodes"]]
+    assert contributions == sorted(contributions, reverse=True)
+    total = sum(p["delta_ms"] for p in doc["attribution"])
+    assert total == pytest.approx(doc["duration_delta_ms"], abs=0.01)
+    assert doc["headline"].startswith(f"+{doc['duration_delta_ms']:.1f} ms mean (+")
+    assert f"in {PRICING}" in doc["headline"] and f"in {CACHE}" in doc["headline"]
+
+
+def test_a_node_too_rare_to_compare_is_too_few_to_tell(store_path: Path) -> None:
+    _, doc, _ = diff(store_path, *versions("1", "2", "--format", "json"))
+    assert isinstance(doc, dict)
+
+    fraud = node(doc, FRAUD)
+    assert fraud["status"] == "too_few"
+    assert (fraud["a"]["requests"], fraud["b"]["requests"]) == (10, 10)
+    verdicts = {t["metric"]: t["verdict"] for t in fraud["tests"]}
+    assert verdicts == {"frequency": "same", "calls": "too_few", "error_rate": "too_few",
+                        "self": "too_few", "critical": "too_few"}  # fmt: skip
+    _, text, _ = diff(store_path, *versions("1", "2", "--format", "text"))
+    assert "too few to tell: 10 and 10 requests reach it (20 needed in each set)" in text
+    _, doc, _ = diff(store_path, *versions("1", "2", "--format", "json", "--min-requests", "5"))
+    assert isinstance(doc, dict) and node(doc, FRAUD)["status"] == "same"
+
+
+def test_version_1_against_itself_reports_nothing(store_path: Path) -> None:
+    code, doc, _ = diff(store_path, *versions("1", "1", "--format", "json"))
+    assert isinstance(doc, dict)
+    assert (code, doc["changes"], doc["different"]) == (0, [], False)
+
+
+def test_two_halves_of_version_1_report_nothing(store_path: Path) -> None:
+    """Independent samples of one version (two hosts): every test corrected together."""
+    code, doc, _ = diff(store_path, "--a", "host.name=fulfilment-1", "--b",
+                        "host.name=fulfilment-2", "--format", "json")  # fmt: skip
+    assert isinstance(doc, dict)
+    assert (doc["a"]["requests"], doc["b"]["requests"]) == (100, 100)
+    assert (code, doc["changes"]) == (0, [])
+    assert "not a significant change in duration" in doc["headline"]
+
+
+def test_too_few_requests_in_a_set_is_too_few_to_tell(store_path: Path) -> None:
+    code, doc, _ = diff(store_path, *versions("1", "2", "--format", "json", "--limit", "12"))
+    assert isinstance(doc, dict)
+
+    assert code == 0 and doc["changes"] == []
+    assert doc["headline"].startswith("too few requests to tell")
+    assert doc["warnings"][0].startswith(
+        "set A (service.version=1) has 12 requests, fewer than the 20 needed"
+    )
+
+
+def test_route_and_not_found(store_path: Path) -> None:
+    code, doc, _ = diff(store_path, *versions("1", "2", "--route", "orders.created",
+                                              "--format", "json"))  # fmt: skip
+    assert code == 1 and isinstance(doc, dict) and doc["b"]["requests"] == PER_VERSION
+    code, out, err = diff(store_path, *versions("1", "2", "--route", "/nowhere"))
+    assert (code, out) == (3, "")
+    assert err.startswith("tracekit: no requests of 'fulfilment' with '1 /nowhere'") or (
+        "no requests of 'fulfilment'" in err
+    )
+    code, _, err = diff(store_path, *versions("1", "9"))
+    assert code == 3 and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--a", "service.version"),  # no value
+        ("--a", "service.version=1"),  # no --b
+        ("--a", "service.version=1", "--b", "service.version=2", "req-1", "req-2"),
+        ("--a", "service.version=1", "--b", "service.version=2", "--since", "yesterday"),
+    ],
+)
+def test_set_form_usage_errors(store_path: Path, args: tuple[str, ...]) -> None:
+    code, out, err = diff(store_path, *args)
+    assert code == 2 and out == "" and "Traceback" not in err
+
+
+def test_set_views(store_path: Path) -> None:
+    code, text, _ = diff(store_path, *versions("1", "2", "--format", "text"))
+    assert isinstance(text, str) and code == 1
+    lines = text.splitlines()
+    assert lines[0].startswith("A service.version=1  200 requests, mean ")
+    assert lines[2].startswith("+") and " ms mean (+" in lines[2]
+    added = next(line for line in lines[3:] if line.endswith(CACHE))  # after the headline
+    assert added.startswith("+ ") and max(len(line) for line in lines) <= 120
+    assert "in requests 0% -> 100%" in text
+    assert "result: different (structure, timing): exit 1" in text
+    code, rich, _ = diff(store_path, *versions("1", "2", "--format", "rich"))
+    assert isinstance(rich, str) and "\x1b[32m" in rich and "fulfilment → cache" in rich
+    again = diff(store_path, *versions("1", "2", "--format", "json"))
+    assert again == diff(store_path, *versions("1", "2", "--format", "json"))

@@ -1,0 +1,44 @@
+"""One version of a service as a process of its own, scraped by a real Prometheus.
+
+The app script takes ``app-port metrics-port version`` and then arguments of its own; it serves
+on the app port and ``tracekit.init(metrics_port=...)`` serves its metrics. It runs with this
+folder on ``PYTHONPATH``, so it can use the app-side helpers here (``inproc_queue``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopback import free_port, interrupt
+
+SUPPORT = Path(__file__).resolve().parent
+
+
+@dataclass
+class Shop:
+    version: str
+    url: str
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """Ctrl-C: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
+        interrupt(self.process)
+
+
+def start_shop(script: Path, version: str, *args: object) -> Shop:
+    """Start ``script`` on free ports; wait for it to answer before sending it traffic."""
+    app_port, metrics_port = free_port(), free_port()
+    command = [sys.executable, str(script), str(app_port), str(metrics_port), version]
+    paths = [str(SUPPORT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    process = subprocess.Popen(
+        [*command, *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+    )
+    return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
