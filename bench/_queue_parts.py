@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from bench._queue_stacks import CORRELATION_ID
 from tracekit import config, correlation, messaging, propagation
 from tracekit._messaging import consumer as _consumer
+from tracekit._messaging import spans
 from tracekit._runtime import state as _runtime
 from tracekit.metrics import MessagingMetrics
 
@@ -111,7 +112,7 @@ class _Parts:
         }
 
     def producer_span(self) -> None:
-        attributes = _consumer.base_attributes("rabbitmq", "orders", "send", "send", None, ROUTING)
+        attributes = spans.base_attributes("rabbitmq", "orders", "send", "send", None, ROUTING)
         attributes["correlation.id"] = CORRELATION_ID
         self.tracer.start_span("send orders", None, SpanKind.PRODUCER, attributes).end()
 

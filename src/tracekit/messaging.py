@@ -43,17 +43,9 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import config, correlation, propagation, semconv
-from tracekit._messaging.consumer import (
-    Delivery,
-    Received,
-    Target,
-    base_attributes,
-    bounded_id,
-    current_delivery,
-    reading_for,
-    tracer_for,
-)
-from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._messaging.consumer import Delivery, Received, Target, current_delivery
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, reading_for
+from tracekit._messaging.spans import base_attributes, bounded_id, tracer_for
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, report_once, safe
 from tracekit.metrics import MessagingMetrics

@@ -1,6 +1,7 @@
 """The machinery behind ``tracekit.messaging``, shared by every queue integration.
 
-- ``consumer``: ``Delivery``, the CONSUMER span around one handler, and the span helpers the
-  producer side shares;
-- ``headers``: reading a received message's headers, bounded and validated.
+- ``consumer``: ``Delivery``, the CONSUMER span around one handler;
+- ``headers``: which fields a hop carries under the options in force (``reading_for``), and
+  reading a received message's headers, bounded and validated;
+- ``spans``: what both sides' spans are built from (attributes, message ID, tracer).
 """

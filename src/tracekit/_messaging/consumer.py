@@ -1,8 +1,9 @@
 """The consumer side of a queue hop: ``Delivery``, the CONSUMER span around one handler.
 
 ``tracekit.messaging.consume`` and ``consume_batch`` build a ``Delivery`` from a message's headers
-(read safely by ``_message_headers``); this module holds that machinery and the span helpers the
-producer side shares.
+(read safely by ``_message_headers``); this module holds that machinery. What the producer side
+shares with it lives in ``_messaging.spans`` (attributes, the tracer) and ``_messaging.headers``
+(which fields are read and written).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -21,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging import headers as _message_headers
-from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers
+from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, Reading, reading_for
+from tracekit._messaging.spans import base_attributes, tracer_for
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import mark_failed, report_once
@@ -322,36 +324,6 @@ class Received:
 _NO_CONTEXT = otel_context.Context()
 
 
-class Reading(NamedTuple):
-    """How messages are written and read under one set of options and ``OTEL_PROPAGATORS``."""
-
-    names: tuple[str, ...]  # correlation headers, lower case, in the order they are trusted
-    propagator: propagation.TracekitPropagator
-    limits: dict[str, int]
-    w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
-
-
-_last_reading: tuple[config.Options, Reading] | None = None
-
-
-def reading_for(options: config.Options) -> Reading:
-    """The ``Reading`` of ``options``, with ``OTEL_PROPAGATORS`` as it was when these options were
-    first used: the options ``tracekit.init()`` resolved are one object for the process's life
-    (read once, as the server middleware does); without ``init`` every call resolves options
-    anew, so every message reads the environment again."""
-    global _last_reading
-    last = _last_reading
-    if last is not None and last[0] is options:
-        return last[1]
-    propagator = propagation.configured(options.response_header)
-    names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
-    limits = _message_headers.field_limits(names, propagator.carried_fields)
-    w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
-    reading = Reading(names, propagator, limits, w3c_only)
-    _last_reading = (options, reading)
-    return reading
-
-
 def _with_baggage(
     fields: _message_headers.Fields, context: otel_context.Context
 ) -> otel_context.Context:
@@ -425,46 +397,3 @@ def _publish_time(fields: _message_headers.Fields) -> int | None:
         return int(values[0])
     _message_headers.bad_header.warn(PUBLISH_TIME_HEADER, "not a unix time in nanoseconds")
     return None
-
-
-def base_attributes(
-    system: str,
-    destination: str,
-    operation_type: str,
-    operation_name: str,
-    message_id: object,
-    extra: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = dict(extra or {})
-    attributes[semconv.MESSAGING_SYSTEM] = system
-    attributes[semconv.MESSAGING_DESTINATION_NAME] = destination
-    attributes[semconv.MESSAGING_OPERATION_TYPE] = operation_type
-    attributes[semconv.MESSAGING_OPERATION_NAME] = operation_name
-    if message_id is not None:
-        attributes[semconv.MESSAGING_MESSAGE_ID] = bounded_id(message_id)
-    return attributes
-
-
-def bounded_id(message_id: object) -> str:
-    if isinstance(message_id, bytes | bytearray):
-        message_id = bytes(message_id[:256]).decode("utf-8", "replace")
-    return str(message_id)[:256]
-
-
-def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
-    """tracekit's messaging tracer of ``tracer_provider`` (default: the global provider).
-
-    The tracer of the provider asked for last is kept: the SDK builds a new tracer on every
-    ``get_tracer``, and the global proxy's tracer forwards every call through the proxy.
-    """
-    global _last_tracer
-    provider = trace.get_tracer_provider() if tracer_provider is None else tracer_provider
-    last = _last_tracer
-    if last is not None and last[0] is provider:
-        return last[1]
-    tracer = trace.get_tracer("tracekit.messaging", tracer_provider=provider)
-    _last_tracer = (provider, tracer)
-    return tracer
-
-
-_last_tracer: tuple[TracerProvider, trace.Tracer] | None = None

@@ -5,6 +5,9 @@ Brokers hand consumers whatever a producer put in a message: keys and values as 
 binary blobs. ``read`` keeps only the few fields tracekit understands, each bounded in size, valid
 UTF-8 and printable ASCII; anything else is dropped and counted in a rate-limited warning that
 names the field and the reason, never the value.
+
+``reading_for`` says which fields those are under one set of options: the correlation headers,
+the propagator ``OTEL_PROPAGATORS`` names, and each field's size limit.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from tracekit import propagation
+from tracekit import config, propagation
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
 _log = logging.getLogger("tracekit")
@@ -143,3 +146,33 @@ def _value(raw: object, limit: int, by_member: bool = False) -> tuple[str | None
     if not by_member and not (raw.isascii() and raw.isprintable()):
         return None, "non-printable or non-ASCII characters"
     return raw, ""
+
+
+class Reading(NamedTuple):
+    """How messages are written and read under one set of options and ``OTEL_PROPAGATORS``."""
+
+    names: tuple[str, ...]  # correlation headers, lower case, in the order they are trusted
+    propagator: propagation.TracekitPropagator
+    limits: dict[str, int]
+    w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
+
+
+_last_reading: tuple[config.Options, Reading] | None = None
+
+
+def reading_for(options: config.Options) -> Reading:
+    """The ``Reading`` of ``options``, with ``OTEL_PROPAGATORS`` as it was when these options were
+    first used: the options ``tracekit.init()`` resolved are one object for the process's life
+    (read once, as the server middleware does); without ``init`` every call resolves options
+    anew, so every message reads the environment again."""
+    global _last_reading
+    last = _last_reading
+    if last is not None and last[0] is options:
+        return last[1]
+    propagator = propagation.configured(options.response_header)
+    names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
+    limits = field_limits(names, propagator.carried_fields)
+    w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
+    reading = Reading(names, propagator, limits, w3c_only)
+    _last_reading = (options, reading)
+    return reading

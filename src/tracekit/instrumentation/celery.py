@@ -29,7 +29,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracekit import messaging, propagation
-from tracekit._messaging.consumer import reading_for
+from tracekit._messaging.headers import reading_for
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import guarded
 from tracekit.instrumentation._base import Instrumentor, Patch
