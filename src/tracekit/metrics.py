@@ -166,10 +166,17 @@ class _ServiceMetrics:
             return instance
 
     def __init__(
-        self, service_name: str, service_version: str | None, registry: CollectorRegistry
+        self,
+        service_name: str,
+        service_version: str | None,
+        registry: CollectorRegistry,
+        *,
+        local: bool | None = None,
     ) -> None:
+        """``local``: count in this process (default: unless in multiprocess mode)."""
         self._service = (service_name, service_version or "")
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._local = local_values() if local is None else local
 
     def _child(self, family: Any, *labels: str) -> Any:
         """``family.labels(*labels, service_name, service_version)``, cached.
@@ -201,11 +208,10 @@ class HttpServerMetrics(_ServiceMetrics):
         local: bool | None = None,
     ) -> None:
         """``local``: count in this process (default: unless in multiprocess mode)."""
-        super().__init__(service_name, service_version, registry)
+        super().__init__(service_name, service_version, registry, local=local)
         self._route = BoundedLabel(500)
         self._known_routes = self._route.seen
         service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
-        self._local = local_values() if local is None else local
         if self._local:
             self.duration: Any = LocalHistogram(
                 _SERVER_DURATION, _SERVER_DURATION_HELP, _SERVER_LABELS, DURATION_BUCKETS,
@@ -284,10 +290,9 @@ class MessagingMetrics(_ServiceMetrics):
         local: bool | None = None,
     ) -> None:
         """``local``: count in this process (default: unless in multiprocess mode)."""
-        super().__init__(service_name, service_version, registry)
+        super().__init__(service_name, service_version, registry, local=local)
         self._destination = BoundedLabel(200)
         self._known_destinations = self._destination.seen
-        self._local = local_values() if local is None else local
         if self._local:
             self._local_families(registry)
         else:
