@@ -15,14 +15,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from time import process_time
+from types import SimpleNamespace
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from bench._queue_stacks import CORRELATION_ID
+from bench._queue_stacks import CORRELATION_ID, Providers
 from tracekit import config, correlation, messaging, propagation
 from tracekit._messaging import consumer as _consumer
 from tracekit._messaging import spans
@@ -44,16 +45,50 @@ def cpu_us(action: Callable[[], object], n: int, rounds: int) -> float:
     return statistics.median(samples)
 
 
-def parts(n: int = 20_000, rounds: int = 5) -> dict[str, dict[str, float]]:
-    """CPU µs per message of each part and of the whole, per mode (a tracer provider is set)."""
+def parts(shared: Providers, n: int = 20_000, rounds: int = 5) -> dict[str, dict[str, float]]:
+    """CPU µs per message of each part and of the whole, per mode (tracekit's provider is the
+    global one), and of OpenTelemetry pika's wrappers, for comparison."""
     token = correlation.set_correlation_id(CORRELATION_ID)
     try:
-        return {
+        measured = {
             mode: _Parts(config.resolve("queue-bench", mode=mode), n, rounds).measure()
             for mode in ("full", "correlation")
         }
     finally:
         correlation.reset_correlation_id(token)
+    measured["opentelemetry"] = _opentelemetry_pika(shared, n, rounds)
+    return measured
+
+
+def _opentelemetry_pika(shared: Providers, n: int, rounds: int) -> dict[str, float]:
+    """OpenTelemetry pika's publish wrapper (one of the two a publish goes through) and consume
+    callback around calls that do nothing, with its provider and its default propagators."""
+    from opentelemetry.instrumentation.pika.utils import _decorate_basic_publish, _decorate_callback
+    from pika.spec import BasicProperties
+
+    tracer = shared.peer.get_tracer("bench.opentelemetry")
+    params = SimpleNamespace(host="127.0.0.1", port=5672)
+    channel = SimpleNamespace(connection=SimpleNamespace(params=params))
+    method = SimpleNamespace(exchange="", routing_key="orders")
+    publish = _decorate_basic_publish(lambda *args: None, channel, tracer)
+    consume = _decorate_callback(lambda *args: None, tracer, "orders")
+    headers: dict[str, str] = {}
+    propagate.set_global_textmap(shared.peer_propagator)
+    try:
+        with trace.use_span(tracer.start_span("send orders"), end_on_exit=True):
+            propagate.inject(headers)
+        return {
+            "publish": cpu_us(
+                lambda: publish("", "orders", b"", BasicProperties(headers={})), n, rounds
+            ),
+            "consume": cpu_us(
+                lambda: consume(channel, method, BasicProperties(headers=dict(headers)), b""),
+                n,
+                rounds,
+            ),
+        }
+    finally:
+        propagate.set_global_textmap(shared.tracekit_propagator)
 
 
 class _Parts:

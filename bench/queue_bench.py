@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"queue_bench: {error}", file=sys.stderr)
         return 2
-    measured = _queue_parts.parts(2_000 if args.quick else 20_000, 1 if args.quick else 5)
+    measured = _queue_parts.parts(shared, 2_000 if args.quick else 20_000, 1 if args.quick else 5)
     print(text_table(PARTS_HEADER, parts_rows(measured)))
     load = (load_before, os.getloadavg())
     counts = None
