@@ -14,6 +14,7 @@ import re
 import threading
 import time
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -107,12 +108,8 @@ def test_local_messaging_families_are_the_default_and_reserve_their_names() -> N
         },
     )
     for name in ("messaging_client_sent_messages", "tracekit_messaging_failed_messages"):
-        try:
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
             Counter(name, "clash", registry=registry)
-        except ValueError as error:
-            assert "Duplicated timeseries" in str(error)
-        else:
-            raise AssertionError(f"{name} was not reserved")
 
 
 def test_concurrent_consumers_lose_no_counts() -> None:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -90,12 +91,8 @@ def test_family_names_stay_reserved_in_the_registry() -> None:
     registry = CollectorRegistry()
     metrics.HttpServerMetrics("svc", None, registry)
     for name in ("http_server_request_duration_seconds_bucket", "http_server_active_requests"):
-        try:
+        with pytest.raises(ValueError, match="Duplicated timeseries"):
             Gauge(name, "clash", registry=registry)
-        except ValueError as error:
-            assert "Duplicated timeseries" in str(error)
-        else:
-            raise AssertionError(f"{name} was not reserved")
 
 
 def test_concurrent_requests_lose_no_updates() -> None:
