@@ -328,19 +328,17 @@ class MessagingMetrics(_ServiceMetrics):
     def _shared_families(self, registry: CollectorRegistry) -> None:
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
         with_error = (*_MESSAGING_LABELS, "error_type", *_SERVICE_LABELS)
-        self.publish_duration = Histogram(
-            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, labels, buckets=DURATION_BUCKETS,
-            registry=registry,
-        )  # fmt: skip
+        self.publish_duration = _histogram(
+            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, labels, registry
+        )
         self.sent = Counter(_SENT, _SENT_HELP, labels, registry=registry)
-        self.process_duration = Histogram(
-            _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, buckets=DURATION_BUCKETS,
-            registry=registry,
-        )  # fmt: skip
+        self.process_duration = _histogram(
+            _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, registry
+        )
         self.consumed = Counter(_CONSUMED, _CONSUMED_HELP, labels, registry=registry)
         self.failed = Counter(_FAILED, _FAILED_HELP, with_error, registry=registry)
-        self.queue_wait = Histogram(
-            _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, buckets=QUEUE_WAIT_BUCKETS, registry=registry
+        self.queue_wait = _histogram(
+            _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, registry, QUEUE_WAIT_BUCKETS
         )
 
     def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:

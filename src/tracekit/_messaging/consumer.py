@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -28,8 +28,6 @@ from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import mark_failed, report_once
 from tracekit.metrics import MessagingMetrics
-
-T = TypeVar("T")
 
 _current: ContextVar[Delivery | None] = ContextVar("tracekit_delivery", default=None)
 
