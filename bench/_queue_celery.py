@@ -136,7 +136,7 @@ def _consume(app: Any, clock: _TaskClock) -> float:
 
 def _wait(clock: _TaskClock) -> None:
     """Until the worker has run every task; ``_Stalled`` when it runs none for ``STALL_S``."""
-    seen = -1
+    seen = clock.count
     while not clock.done.wait(STALL_S):
         if clock.count == seen:
             raise _Stalled(f"the worker ran {clock.count} of {clock.expected} tasks")
