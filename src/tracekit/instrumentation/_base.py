@@ -26,7 +26,9 @@ class Patch:
 
     owner: Any
     attribute: str
-    wrapper: wrapt.FunctionWrapper | None = None
+    # The wrapt.FunctionWrapper put in place. Typed Any: wrapt 2's stubs declare it a descriptor,
+    # so a field of that type would read as already bound to the Patch.
+    wrapper: Any = None
     live: bool = True
 
     def undo(self) -> None:
