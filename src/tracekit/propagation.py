@@ -308,9 +308,11 @@ def _inject_baggage(
     carrier: Any, context: Context | None, cid: str | None, setter: Setter[Any]
 ) -> None:
     """Write the context's baggage, with the correlation ID as a member unless it has one."""
-    entries: Mapping[str, object] = baggage.get_all(context)
+    entries = _baggage.entries_in(context)
     if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) is None:
-        entries = {**entries, CORRELATION_BAGGAGE_KEY: cid}
+        entries = (
+            {**entries, CORRELATION_BAGGAGE_KEY: cid} if entries else {CORRELATION_BAGGAGE_KEY: cid}
+        )
     if not entries:
         return
     value = _baggage.header(entries)

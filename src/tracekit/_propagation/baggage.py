@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from urllib.parse import quote_plus, unquote
 
 from opentelemetry import baggage
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
@@ -48,6 +49,7 @@ _SHORT_MEMBERS = 180
 _SHORT_HEADER = 4096
 # OpenTelemetry's key for the baggage in a Context (the public API sets it member by member).
 _BAGGAGE_CONTEXT_KEY = next(iter(baggage.set_baggage("k", "v", Context())))
+_NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
 
 dropped_members = RateLimitedWarning(
     WARNING_INTERVAL_S,
@@ -130,11 +132,22 @@ def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> C
     return Context({**context, _BAGGAGE_CONTEXT_KEY: entries})
 
 
+def entries_in(context: Context | None) -> Mapping[str, object]:
+    """The baggage of ``context`` (the current one when None): what ``baggage.get_all`` returns,
+    without its read-only copy. Callers never change it."""
+    found = (context if context is not None else get_current()).get(_BAGGAGE_CONTEXT_KEY)
+    return found if isinstance(found, dict) else _NO_ENTRIES
+
+
 def header(entries: Mapping[str, object]) -> str | None:
     """The ``baggage`` header OpenTelemetry's W3C propagator writes for ``entries``, built
     directly when none of its limits can apply; None otherwise: the propagator writes it then,
     warnings and all.
     """
+    if len(entries) == 1:  # the usual case, the correlation member alone: no join
+        for key, value in entries.items():
+            text = f"{_quoted(key)}={_quoted(value)}"
+            return text if len(text) <= _SHORT_HEADER else None
     if len(entries) > _SHORT_MEMBERS:
         return None
     text = ",".join(f"{_quoted(key)}={_quoted(value)}" for key, value in entries.items())
