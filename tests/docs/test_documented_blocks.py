@@ -1,13 +1,13 @@
 """Every code block in README.md and docs/ is run as written, or marked as a fragment with a reason.
 
-See ``doc_blocks.py`` for the markers. Each document's blocks run in order in a folder of their
-own with ``HOME`` there (so the default store is a fresh one), as a reader following the page in
-one terminal would: a block that activates ``.venv`` leaves it active for the next. Programs that
-call ``tracekit.init()`` without choosing an exporter write into that store
-(``TRACEKIT_EXPORTER=store``) and serve no metrics port unless they say so; brokers are real:
-RabbitMQ on 127.0.0.1:5672, a redis-server of the test's own; Kafka is librdkafka's mock cluster
-(no broker can run here). The only edits to a block are the addresses of those servers, free
-ports for the fixed ones a page uses, and installing tracekit from this checkout rather than
+See ``tests/support/doc_blocks.py`` for the markers. Each document's blocks run in order in a
+folder of their own with ``HOME`` there (so the default store is a fresh one), as a reader
+following the page in one terminal would: a block that activates ``.venv`` leaves it active for
+the next. Programs that call ``tracekit.init()`` without choosing an exporter write into that
+store (``TRACEKIT_EXPORTER=store``) and serve no metrics port unless they say so; brokers are
+real: RabbitMQ on 127.0.0.1:5672, a redis-server of the test's own; Kafka is librdkafka's mock
+cluster (no broker can run here). The only edits to a block are the addresses of those servers,
+free ports for the fixed ones a page uses, and installing tracekit from this checkout rather than
 PyPI; each is listed in ``substitutions``.
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from doc_blocks import KINDS, ROOT, Block, blocks, documents
 from loopback import free_port, wait_for_port
@@ -44,7 +43,7 @@ BIN = str(Path(sys.executable).parent)
 def test_every_block_is_run_or_marked_as_a_fragment_with_a_reason() -> None:
     unmarked = [b.where for b in ALL_BLOCKS if b.kind not in KINDS]
     assert not unmarked, (
-        f"blocks with no doc-test marker (see tests/docs/doc_blocks.py): {unmarked}"
+        f"blocks with no doc-test marker (see tests/support/doc_blocks.py): {unmarked}"
     )
     unexplained = [b.where for b in ALL_BLOCKS if b.kind == "fragment" and len(b.argument) < 10]
     assert not unexplained, f"fragments must say why they are not run: {unexplained}"
