@@ -11,17 +11,24 @@ verdict. Outside CI a missing binary skips; with CI=true it fails.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
 import pytest
+import yaml
 from click.testing import CliRunner
 from conditions import wait_for
+from doc_blocks import ROOT, blocks
 from loopback import UNREACHABLE, free_port
 from prometheus_server import instant, prometheus_binary, running_prometheus
 from shop import Shop, start_shop
@@ -201,3 +208,86 @@ def test_an_unreachable_prometheus_is_a_one_line_error() -> None:
     assert result.exit_code == 2
     assert result.stderr.startswith("tracekit: Prometheus at http://127.0.0.1:")
     assert result.stderr.count("\n") == 1
+
+
+def _rollout_examples() -> list[dict[str, Any]]:
+    """The Kubernetes resources of docs/cli.md's "Gating a rollout" section, parsed."""
+    found = [
+        document
+        for block in blocks(ROOT / "docs" / "cli.md")
+        if block.language == "yaml"
+        for document in yaml.safe_load_all(block.text)
+        if document["kind"] in ("Canary", "AnalysisTemplate", "Rollout")
+    ]
+    assert sorted(d["kind"] for d in found) == ["AnalysisTemplate", "Canary", "Rollout"]
+    return found
+
+
+def _for_this_run(command: str, run: Run) -> str:
+    """The documented command pointed at this test's Prometheus and service (the only edits);
+    ``--flag value`` or ``--flag=value``."""
+    for documented, ours in (
+        (r"(--prometheus[ =])http://prometheus\.monitoring:9090", run.prometheus),
+        (r"(--service[ =])orders\b", "shop"),
+    ):
+        command, edits = re.subn(documented, lambda m, ours=ours: m.group(1) + ours, command)
+        assert edits == 1, (documented, command)
+    return command
+
+
+def test_the_flagger_webhook_command_fails_this_canary(run: Run, tmp_path: Path) -> None:
+    """Flagger's load tester runs the webhook's ``cmd`` with bash and fails the check when it
+    exits non-zero. No Kubernetes runs here: the ``kubectl`` on PATH is a script that answers the
+    two queries the command makes (each deployment's ``version`` label) as a cluster would."""
+    (canary,) = [d for d in _rollout_examples() if d["kind"] == "Canary"]
+    command = canary["spec"]["analysis"]["webhooks"][0]["metadata"]["cmd"]
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        f"  *'deploy orders-primary '*) printf %s '{BASELINE}' ;;\n"
+        f"  *'deploy orders '*) printf %s '{CANARY}' ;;\n"
+        '  *) echo "kubectl: unexpected: $*" >&2; exit 1 ;;\n'
+        "esac\n"
+    )
+    kubectl.chmod(0o700)
+    path = f"{tmp_path}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    result = subprocess.run(
+        ["bash", "-c", _for_this_run(command, run)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": path},
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"canary shop: {CANARY} against baseline {BASELINE} (prometheus)" in result.stdout
+    assert "verdict: FAIL" in result.stdout
+
+
+def test_the_argo_analysis_job_fails_this_canary(run: Run) -> None:
+    """Argo Rollouts fills the AnalysisTemplate's ``{{args.*}}`` from the Rollout and counts a
+    Job that exits non-zero as a failed measurement. No Kubernetes runs here: the Job's container
+    command runs as a process, with this run's versions as the Rollout's arguments."""
+    examples = _rollout_examples()
+    (template,) = [d for d in examples if d["kind"] == "AnalysisTemplate"]
+    (rollout,) = [d for d in examples if d["kind"] == "Rollout"]
+    analysis = rollout["spec"]["strategy"]["canary"]["analysis"]
+    assert analysis["templates"] == [{"templateName": template["metadata"]["name"]}]
+    declared = [arg["name"] for arg in template["spec"]["args"]]
+    assert [arg["name"] for arg in analysis["args"]] == declared
+    values = dict(zip(declared, ("orders", BASELINE, CANARY), strict=True))
+    (metric,) = template["spec"]["metrics"]
+    (container,) = metric["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+    command = []
+    for part in container["command"]:
+        for name, value in values.items():
+            part = part.replace(f"{{{{args.{name}}}}}", value)
+        assert "{{" not in part, part
+        command.append(part)
+    command = _for_this_run("\n".join(command), run).split("\n")
+    assert command[:2] == ["tracekit", "canary"]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "tracekit"), *command[1:]],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "verdict: FAIL" in result.stdout
