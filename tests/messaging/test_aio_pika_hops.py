@@ -152,3 +152,34 @@ def test_get_then_process_block_is_the_consumer_span(amqp_url, queue_name, spans
     assert consumer.parent is None
     assert consumer.attributes["correlation.id"] == "legacy-aio"
     assert not _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+
+
+def test_a_plain_function_callback_is_called_as_aio_pika_calls_it(
+    amqp_url, queue_name, spans
+) -> None:
+    """aio-pika still accepts a callback that is not a coroutine function (deprecated): its
+    result is not awaited. With tracekit it must run the same, inside its CONSUMER span."""
+    seen: list[tuple[bytes, str | None]] = []
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+
+            def on_message(message: Any) -> None:
+                seen.append((message.body, tracekit.correlation_id()))
+
+            await queue.consume(on_message, no_ack=True)
+            message = aio_pika.Message(b"plain", correlation_id="plain-aio")
+            await channel.default_exchange.publish(message, routing_key=queue_name)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert seen == [(b"plain", "plain-aio")]
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.status.is_ok
+    assert consumer.attributes["correlation.id"] == "plain-aio"

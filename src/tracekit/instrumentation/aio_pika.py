@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
@@ -56,15 +57,22 @@ class AioPikaInstrumentor(Instrumentor):
         return wrapped(**{**kwargs, "callback": traced})
 
     def _traced_callback(
-        self, queue: str, callback: Callable[[Any], Awaitable[Any]]
+        self, queue: str, callback: Callable[[Any], Any]
     ) -> Callable[[Any], Awaitable[Any]]:
         async def on_message(message: Any) -> Any:
             if not self.active:
-                return await callback(message)
+                return await _handled(callback, message)
             async with delivery_of(queue, message):
-                return await callback(message)
+                return await _handled(callback, message)
 
         return on_message
+
+
+async def _handled(callback: Callable[[Any], Any], message: Any) -> Any:
+    """What aio-pika does with a callback: await its result when it is awaitable. Plain
+    functions are still accepted (deprecated, but they work without tracekit, so with it too)."""
+    result = callback(message)
+    return await result if inspect.isawaitable(result) else result
 
 
 def delivery_of(queue: str, message: Any) -> messaging.Delivery:
