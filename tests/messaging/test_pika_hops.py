@@ -285,3 +285,31 @@ def test_uninstrument_restores_plain_pika(amqp_url, queue_name, spans, instrumen
     assert properties.headers == {}  # nothing injected, no span
     assert spans.get_finished_spans() == ()
     assert blocking.__dict__["basic_publish"] is not traced  # instrumenting again wraps anew
+
+
+def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
+    """Applications reuse one BasicProperties (delivery mode, their own headers) for every
+    message: each message gets its own trace headers, and the object is never written to."""
+    from tracekit import correlation
+
+    shared = pika.BasicProperties(delivery_mode=2, headers={"app": "orders"})
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("request-A")
+    channel.basic_publish("", queue_name, b"first", shared)
+    correlation.reset_correlation_id(token)
+    channel.basic_publish("", queue_name, b"second", shared)
+    received = []
+    for _ in range(2):
+        _, properties, body = channel.basic_get(queue_name, auto_ack=True)
+        received.append((body, properties.delivery_mode, properties.headers))
+    channel.close()
+    connection.close()
+
+    assert shared.headers == {"app": "orders"}
+    (first, mode1, headers1), (second, mode2, headers2) = received
+    assert (first, second, mode1, mode2) == (b"first", b"second", 2, 2)
+    assert headers1["app"] == headers2["app"] == "orders"
+    assert headers1["x-correlation-id"] == "request-A"
+    assert "request-A" not in str(headers2)  # not the previous message's ID or baggage
+    assert headers1["traceparent"] != headers2["traceparent"]

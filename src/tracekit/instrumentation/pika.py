@@ -1,7 +1,8 @@
 """pika (RabbitMQ, ``BlockingChannel``): PRODUCER spans on publish, CONSUMER spans around handlers.
 
 - ``basic_publish`` runs inside ``messaging.publish``: trace context, correlation ID and publish
-  time go into ``properties.headers`` (a ``BasicProperties`` is created when none is given).
+  time go into the headers of a copy of the caller's ``properties`` (a new ``BasicProperties``
+  when none is given); the caller's object is left as it was.
   The destination is the exchange, or the routing key (the queue) on the default exchange.
 - ``basic_consume`` callbacks run inside ``messaging.consume``: the span covers the callback.
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
@@ -114,17 +115,30 @@ def _traced_publish(
 
 
 def _headers_of(bound: dict[str, Any]) -> dict[str, Any] | None:
-    """The message's header table, created when absent; None if tracekit cannot add one."""
+    """The header table of this message's own properties, put in ``bound``; None if tracekit
+    cannot add one.
+
+    The caller's ``BasicProperties`` is copied, never written to: applications reuse one
+    properties object for many messages (and threads), which must not carry one message's
+    correlation ID and trace context to the next.
+    """
     try:
-        properties = bound.get("properties")
-        if properties is None:
+        given = bound.get("properties")
+        if given is None:
             from pika.spec import BasicProperties
 
-            properties = bound["properties"] = BasicProperties()
-        if properties.headers is None:
-            properties.headers = {}
-        headers: dict[str, Any] = properties.headers
-        return headers if isinstance(headers, dict) else None
+            properties = BasicProperties()
+        else:
+            properties = object.__new__(type(given))
+            properties.__dict__.update(vars(given))
+        headers = properties.headers
+        if headers is None:
+            headers = {}
+        elif not isinstance(headers, dict):
+            return None
+        properties.headers = dict(headers)
+        bound["properties"] = properties
+        return properties.headers  # type: ignore[no-any-return]
     except Exception as error:
         report_once("pika publish headers", error)
         return None
