@@ -183,3 +183,33 @@ def test_a_plain_function_callback_is_called_as_aio_pika_calls_it(
     (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
     assert consumer.status.is_ok
     assert consumer.attributes["correlation.id"] == "plain-aio"
+
+
+def test_a_message_published_twice_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
+    """One Message object published twice (fan-out by hand, a retry): each publish carries its
+    own trace headers, and the caller's message is never written to."""
+    from tracekit import correlation
+
+    async def run() -> list[dict[str, Any]]:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            message = aio_pika.Message(b"again", headers={"app": "orders"})
+            token = correlation.set_correlation_id("request-B")
+            await channel.default_exchange.publish(message, routing_key=queue_name)
+            correlation.reset_correlation_id(token)
+            await channel.default_exchange.publish(message, routing_key=queue_name)
+            assert message.headers == {"app": "orders"}
+            received = []
+            for _ in range(2):
+                incoming = await queue.get(timeout=5)
+                async with incoming.process():
+                    received.append(dict(incoming.headers))
+            return received
+
+    first, second = asyncio.run(run())
+    assert first["app"] == second["app"] == "orders"
+    assert first["x-correlation-id"] == "request-B"
+    assert "request-B" not in str(second)
+    assert first["traceparent"] != second["traceparent"]

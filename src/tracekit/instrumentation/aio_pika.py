@@ -1,6 +1,7 @@
 """aio-pika (RabbitMQ, asyncio): PRODUCER spans on publish, CONSUMER spans around handlers.
 
-- ``Exchange.publish`` runs inside ``messaging.publish``; context goes into ``message.headers``.
+- ``Exchange.publish`` runs inside ``messaging.publish``; context goes into the headers of a copy
+  of the message (the caller's message is left as it was).
   The destination is the exchange, or the routing key (the queue) on the default exchange.
 - ``Queue.consume(callback)``: the CONSUMER span covers each ``await callback(message)``.
 - ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
@@ -11,12 +12,14 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
@@ -92,17 +95,36 @@ async def _traced_publish(
 ) -> Any:
     message = args[0] if args else kwargs.get("message")
     routing_key = args[1] if len(args) > 1 else kwargs.get("routing_key", "")
-    headers = getattr(message, "headers", None)
-    if not isinstance(headers, dict):
+    own = _own_copy(message)
+    if own is None:
         return await wrapped(*args, **kwargs)
+    if args:
+        args = (own, *args[1:])
+    else:
+        kwargs = {**kwargs, "message": own}
     with messaging.publish(
-        headers,
+        own.headers,
         system=SYSTEM,
         destination=str(getattr(instance, "name", "") or routing_key),
         message_id=getattr(message, "message_id", None),
         attributes=_routing(routing_key),
     ):
         return await wrapped(*args, **kwargs)
+
+
+def _own_copy(message: Any) -> Any:
+    """A copy of ``message`` with headers of its own, for tracekit to write into; None when it
+    has no header table. The caller's message is never written to: one message object published
+    twice must not carry the first publish's correlation ID and trace context to the second."""
+    if not isinstance(getattr(message, "headers", None), dict):
+        return None
+    try:
+        own = copy.copy(message)  # aio-pika's Message.__copy__: the same body and properties
+        own.headers = dict(message.headers)
+    except Exception as error:
+        report_once("aio-pika publish headers", error)
+        return None
+    return own
 
 
 async def _traced_next(
