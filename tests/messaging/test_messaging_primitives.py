@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 
 import tracekit
 from tracekit import correlation, messaging
@@ -134,6 +134,25 @@ def test_broken_configuration_never_stops_the_handler(spans, monkeypatch) -> Non
         handled.append("consumed")
     assert handled == ["published", "consumed"]
     assert spans.get_finished_spans() == ()
+
+
+def test_metrics_that_cannot_be_registered_leave_nothing_behind(spans, caplog) -> None:
+    """The application already registered a family of tracekit's name in the registry: the
+    handler still runs with its correlation ID, the span still ends, and after the block the
+    consumer's own correlation ID is back."""
+    registry = CollectorRegistry()
+    Histogram("messaging_process_duration_seconds", "the app's own", ["queue"], registry=registry)
+    for cid in ("msg-A-0001", "msg-B-0002"):
+        with messaging.consume(
+            {"x-correlation-id": cid}, system="test", destination="q", registry=registry
+        ):
+            assert tracekit.correlation_id() == cid
+        assert tracekit.correlation_id() is None
+    assert [s.attributes["correlation.id"] for s in spans.get_finished_spans()] == [
+        "msg-A-0001",
+        "msg-B-0002",
+    ]
+    assert any("tracekit" in r.getMessage() for r in caplog.records)  # reported, not raised
 
 
 BAD_HEADERS = {

@@ -113,11 +113,13 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
+        # Each token is kept as soon as it exists: whatever fails after it, end() restores it.
         cid_token = correlation.set_correlation_id(self.correlation_id)
-        context_token = None
+        delivery_token = _current.set(self)
+        self._tokens = (cid_token, None, delivery_token)
         if not target.options.correlation_only:
-            context_token = self._start_span(target, now_ns)
-        self._tokens = (cid_token, context_token, _current.set(self))
+            self._tokens = (cid_token, self._start_span(target, now_ns), delivery_token)
+            self._record_waits(target, now_ns)
 
     def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
         received = self._received
@@ -131,15 +133,17 @@ class Delivery:
             links,
             now_ns,
         )
-        metrics = target.metrics()
-        for message in received:
-            wait_ms = message.wait_ms(now_ns)
-            if wait_ms is not None:
-                metrics.waited(target.system, target.destination, wait_ms / 1e3, span)
         # One new Context holding the span (what trace.set_span_in_context builds).
         return otel_context.attach(
             otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
         )
+
+    def _record_waits(self, target: Target, now_ns: int) -> None:
+        metrics = target.metrics()
+        for message in self._received:
+            wait_ms = message.wait_ms(now_ns)
+            if wait_ms is not None:
+                metrics.waited(target.system, target.destination, wait_ms / 1e3, self.span)
 
     def _attributes(self, target: Target) -> dict[str, Any]:
         first = self._received[0]
