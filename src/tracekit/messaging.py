@@ -43,7 +43,13 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import config, correlation, propagation, semconv
-from tracekit._messaging.consumer import Delivery, Received, Target, current_delivery
+from tracekit._messaging.consumer import (
+    Delivery,
+    Received,
+    Target,
+    current_delivery,
+    start_held,
+)
 from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, reading_for
 from tracekit._messaging.spans import base_attributes, bounded_id, tracer_for
 from tracekit._runtime import state as _state
@@ -318,7 +324,9 @@ class HeldDeliveries:
     A consume generator, ``basic_get`` or ``poll()`` returns a message and the handler runs after
     the call returns; its CONSUMER span must stay open until the consumer fetches the next
     message (or closes). ``hold(consumer, delivery)`` ends the consumer's previous delivery and
-    starts this one; ``release(consumer)`` ends it.
+    starts this one; ``release(consumer)`` ends it. When consumers take turns in one thread (two
+    channels polled in turn), the message fetched last is the current one; once the last held
+    delivery ends, what was current before the first is back.
     """
 
     def __init__(self) -> None:
@@ -328,7 +336,7 @@ class HeldDeliveries:
     def hold(self, consumer: object, delivery: Delivery) -> Delivery:
         """End ``consumer``'s open delivery, then start and keep ``delivery``."""
         self.release(consumer)
-        delivery.start()
+        start_held(delivery)
         try:
             self._weak[consumer] = delivery
         except TypeError:

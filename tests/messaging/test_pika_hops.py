@@ -313,3 +313,45 @@ def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, span
     assert headers1["x-correlation-id"] == "request-A"
     assert "request-A" not in str(headers2)  # not the previous message's ID or baggage
     assert headers1["traceparent"] != headers2["traceparent"]
+
+
+def test_basic_get_on_two_channels_in_turn_keeps_the_latest_message_current(
+    amqp_url, spans
+) -> None:
+    """A worker polls two queues in turn with basic_get: the message it fetched last is the
+    current one, an ended message's correlation ID never comes back, and once every channel is
+    closed the worker's own context is back."""
+    from opentelemetry import trace
+
+    import tracekit
+    from tracekit import correlation
+
+    a, b = _declare(amqp_url, "turn-a"), _declare(amqp_url, "turn-b")
+    connection = _connection(amqp_url)
+    publisher = connection.channel()
+    for queue, ids in ((a, ("a1", "a2", "a3")), (b, ("b1", "b2"))):
+        for cid in ids:
+            token = correlation.set_correlation_id(cid)
+            publisher.basic_publish("", queue, cid.encode())
+            correlation.reset_correlation_id(token)
+    channels = {a: connection.channel(), b: connection.channel()}
+    seen = []
+    for _ in range(3):
+        for queue, channel in channels.items():
+            _, _, body = channel.basic_get(queue, auto_ack=True)
+            seen.append((body, tracekit.correlation_id()))
+    for channel in channels.values():
+        channel.close()
+    after = (tracekit.correlation_id(), trace.get_current_span().is_recording())
+    connection.close()
+    _delete(amqp_url, a, b)
+
+    fetched = [(body, cid) for body, cid in seen if body is not None]
+    assert fetched == [(c.encode(), c) for c in ("a1", "b1", "a2", "b2", "a3")]
+    # b's third get found nothing: the latest message fetched, a3, is still the current one
+    assert seen[-1] == (None, "a3")
+    assert after == (None, False)
+    consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert sorted(s.attributes["correlation.id"] for s in consumers) == [
+        "a1", "a2", "a3", "b1", "b2",
+    ]  # fmt: skip

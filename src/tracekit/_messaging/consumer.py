@@ -62,6 +62,10 @@ class Delivery:
         self.span: trace.Span | None = None
         self.queue_wait_ms: float | None = None
         self._tokens: _Tokens | None = None
+        # Pull APIs (HeldDeliveries): deliveries of consumers that take turns share what to
+        # restore when the last of them ends, the context before the first (see _end).
+        self._held = False
+        self._restores: list[_Tokens | None] | None = None
         self._started = 0.0
 
     def start(self) -> Delivery:
@@ -113,12 +117,18 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
+        below = _current.get()
+        if self._held and below is not None and below._held and below._tokens is not None:
+            self._restores = below._restores
         # Each token is kept as soon as it exists: whatever fails after it, end() restores it.
         cid_token = correlation.set_correlation_id(self.correlation_id)
         delivery_token = _current.set(self)
         self._tokens = (cid_token, None, delivery_token)
         if not target.options.correlation_only:
             self._tokens = (cid_token, self._start_span(target, now_ns), delivery_token)
+        if self._held and self._restores is None:
+            self._restores = [self._tokens]  # the first of the held deliveries taking turns
+        if self.span is not None:
             self._record_waits(target, now_ns)
 
     def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
@@ -165,17 +175,25 @@ class Delivery:
         return attributes
 
     def _end(self, error: BaseException | None) -> None:
-        if self._tokens is None:
+        tokens = self._tokens
+        if tokens is None:
             return
-        cid_token, context_token, delivery_token = self._tokens
         self._tokens = None
         try:
             if self.span is not None:
                 self._end_span(self.span, error)
         finally:
-            if context_token is not None:
-                otel_context.detach(context_token)  # logs, never raises, on a foreign context
-            _restore(delivery_token, cid_token)
+            if _current.get() is self:
+                restores = self._restores
+                if restores is None:
+                    _restore(tokens)
+                else:  # the first held delivery's tokens, used once: the context before it
+                    first, restores[0] = restores[0], None
+                    if first is not None:
+                        _restore(first)
+            # Otherwise a later delivery is current (pull consumers take turns, or this one
+            # ends in another context): what was current before this one is stale, never
+            # restored; the later delivery restores the context when it ends.
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
@@ -190,10 +208,18 @@ class Delivery:
             metrics.processed(target.system, target.destination, seconds, span, error_type)
 
 
-def _restore(delivery_token: Token[Delivery | None], cid_token: Token[str | None]) -> None:
-    # A delivery held by a pull API may end in another context (a closed generator collected
-    # elsewhere): the caller's own values are then not ours to restore. (try/except, not
-    # contextlib.suppress: this runs for every message.)
+def start_held(delivery: Delivery) -> None:
+    """Start a delivery that a pull API holds open after handing its message back (see
+    ``messaging.HeldDeliveries``): it may end while another consumer's delivery is current."""
+    delivery._held = True
+    delivery.start()
+
+
+def _restore(tokens: _Tokens) -> None:
+    cid_token, context_token, delivery_token = tokens
+    if context_token is not None:
+        otel_context.detach(context_token)
+    # (try/except, not contextlib.suppress: this runs for every message.)
     try:  # noqa: SIM105
         _current.reset(delivery_token)
     except ValueError:
