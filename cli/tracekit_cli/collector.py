@@ -47,8 +47,22 @@ def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
         raise click.BadParameter(str(error)) from None
 
 
+def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An empty address (an unset variable in ``--host "$HOST"``) would listen on every
+    interface: refused, so that exposing the receiver is always said out loud."""
+    if not value.strip():
+        raise click.BadParameter("empty; to listen on every interface, say 0.0.0.0 or ::")
+    return value
+
+
 @click.command()
-@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    callback=_address,
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),

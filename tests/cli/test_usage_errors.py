@@ -32,6 +32,7 @@ def tracekit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["trace", "x", "--format", "xml"], "Invalid value for '--format'"),
         (["nosuch"], "No such command 'nosuch'"),
         (["collector", "--port", "70000"], "Invalid value for '--port'"),
+        (["collector", "--host", ""], "Invalid value for '--host': empty"),
         (["demo", "--queue", "kafka"], "Invalid value for '--queue'"),
     ],
 )
