@@ -30,7 +30,7 @@ from tracekit.store import (
     parse_size,
 )
 from tracekit.store._heap import map_large_buffers
-from tracekit_cli.options import StoreOption
+from tracekit_cli.options import StoreOption, one_line
 
 EXIT_ERROR = 2
 
@@ -148,7 +148,7 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
     except (OSError, RuntimeError) as error:
         if grpc_port is not None or getattr(error, "strerror", None):  # asked for, or HTTP's
             _fail(_listen_error(config, error))
-        click.echo(f"tracekit collector: OTLP/gRPC not started: {_one_line(str(error))}", err=True)
+        click.echo(f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}", err=True)
     try:
         return Receiver(store, config)
     except OSError as error:
@@ -170,12 +170,8 @@ def _where(receiver: Receiver) -> str:
     return where
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())[:300]
-
-
 def _fail(message: str) -> NoReturn:
-    click.echo(f"tracekit collector: {_one_line(message)}", err=True)
+    click.echo(f"tracekit collector: {one_line(message)}", err=True)
     sys.exit(EXIT_ERROR)
 
 

@@ -95,3 +95,17 @@ def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"tracekit collector: cannot open store {path}: ")
     assert "newer" in result.stderr
+
+
+def test_the_error_line_shows_no_control_characters_of_the_path(tmp_path: Path) -> None:
+    """The store path is echoed in the error; an escape sequence in it is not sent to the
+    terminal (it could clear the screen or rewrite the line)."""
+    path = tmp_path / "junk\x1b[2J\x07.db"
+    path.write_bytes(b"not a database at all" * 100)
+    result = subprocess.run([*ENTRY, "--port", "0", "--store", str(path)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("tracekit collector: ")
+    assert "junk" in result.stderr
+    assert not any(ch in result.stderr for ch in "\x1b\x07")
