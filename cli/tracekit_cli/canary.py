@@ -143,8 +143,8 @@ def _window(since: str | None, start: str | None, end: str | None) -> tuple[int,
     if since and start:
         raise click.UsageError("give --since or --start, not both")
     now = time.time()
-    end_ns = parse_since(end, now) or int(now * 1e9)
-    start_ns = parse_since(start or since or "30m", now)
+    end_ns = parse_since(end, now, "--end") or int(now * 1e9)
+    start_ns = parse_since(start or since or "30m", now, "--start" if start else "--since")
     assert start_ns is not None
     if start_ns >= end_ns:
         raise click.UsageError("the window must start before it ends")

@@ -27,6 +27,9 @@ FORMATS = ("rich", "text", "json")
 MAX_ID_CHARS = 256
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
+# store (SQLite's INTEGER) keeps times; that is from 1677-09-21 to 2262-04-11.
+UNIX_NANO_LIMIT = 2**63
 
 EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
@@ -154,23 +157,42 @@ def check_id(value: str) -> str:
     return stripped
 
 
-def parse_since(value: str | None, now: float | None = None) -> int | None:
-    """``15m``/``2h``/``7d`` ago or an ISO 8601 time, as unix nanoseconds (None for None)."""
+def parse_since(value: str | None, now: float | None = None, option: str = "--since") -> int | None:
+    """``15m``/``2h``/``7d`` ago or an ISO 8601 time, as unix nanoseconds (None for None); a usage
+    error naming ``option`` for anything else, and for a time the store cannot hold."""
     if value is None:
         return None
     match = DURATION.match(value)
-    current = time.time() if now is None else now
     if match:
-        seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
-        return int((current - seconds) * 1e9)
+        current = time.time() if now is None else now
+        seconds = current - float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    else:
+        seconds = _iso_seconds(value, option)
+    nanos = seconds * 1e9
+    if not -UNIX_NANO_LIMIT <= nanos < UNIX_NANO_LIMIT:  # inf too: a duration of 400 digits
+        raise _out_of_range(value, option)
+    return int(nanos)
+
+
+def _iso_seconds(value: str, option: str) -> float:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise click.BadParameter(
             f"{one_line(value, 40)!r}: use a duration like 15m, 2h, 7d or an ISO 8601 time",
-            param_hint="'--since'",
+            param_hint=f"'{option}'",
         ) from None
-    return int(moment.timestamp() * 1e9)
+    try:
+        return moment.timestamp()
+    except (ValueError, OverflowError):  # a local time the C library cannot place (year 1)
+        raise _out_of_range(value, option) from None
+
+
+def _out_of_range(value: str, option: str) -> click.BadParameter:
+    return click.BadParameter(
+        f"{one_line(value, 40)!r} is out of range: times from 1677-09-22 to 2262-04-11",
+        param_hint=f"'{option}'",
+    )
 
 
 def terminal_width(default: int = 100) -> int:

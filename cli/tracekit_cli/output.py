@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from tracekit.records import finite_json
 from tracekit_cli.options import no_color, terminal_width
 
 # json escapes C0 controls only; these a terminal may act on too (C1 such as CSI and OSC, DEL,
@@ -24,8 +25,12 @@ def emit_json(document: Any) -> None:
 
 
 def json_for_terminal(document: Any) -> str:
-    """``document`` as indented JSON with no raw control, bidi or line-separator character."""
-    text = json.dumps(document, indent=2, ensure_ascii=False)
+    """``document`` as indented, standard JSON with no raw control, bidi or line-separator
+    character; NaN and infinities (attribute values OTLP allows) as OTLP/JSON's strings."""
+    try:
+        text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
+        text = json.dumps(finite_json(document), indent=2, ensure_ascii=False)
     return _TERMINAL_ACTIVE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

@@ -6,11 +6,14 @@ build them from its own wire format, and tests can write them by hand.
 
 Conventions: ids are lower-case hex strings (trace ids 32 characters, span ids 16); times are unix
 nanoseconds; ``kind`` is one of ``SPAN_KINDS`` and ``status`` one of ``STATUS_CODES``; attribute
-values are JSON-compatible (str, bool, int, float, or lists of those; bytes are hex-encoded).
+values are JSON-compatible (str, bool, int, float, or lists of those; bytes are hex-encoded),
+except that a double may be NaN or infinite, as OTLP allows: ``finite_json`` makes such a value
+standard JSON wherever one is written out.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias, runtime_checkable
@@ -32,12 +35,16 @@ __all__ = [
     "SpanRecord",
     "SpanSource",
     "WarningSource",
+    "finite_json",
 ]
 
 AttributeValue: TypeAlias = (
     "str | bool | int | float | list[AttributeValue] | dict[str, AttributeValue] | None"
 )
 Attributes: TypeAlias = dict[str, AttributeValue]
+
+# What OTLP/JSON (protobuf's JSON mapping) writes for the doubles standard JSON has no number for.
+_NON_FINITE_NAMES = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
@@ -129,6 +136,18 @@ class RequestSummary:
     duration_ms: float
     span_count: int
     error: bool
+
+
+def finite_json(value: object) -> object:
+    """``value`` (a JSON-compatible document) with each NaN or infinity, at any depth, replaced
+    by the string OTLP/JSON writes for it: ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NON_FINITE_NAMES[repr(value)]
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
 
 
 class BackendError(Exception):

@@ -2,12 +2,16 @@
 
 No Tempo or Jaeger can run on these machines; ``tempo_fake`` and ``jaeger_fake`` are WSGI apps
 that answer as those servers do (their encodings from ``otlp_fixtures``, their status codes and
-error bodies), and tests serve them, or a one-off handler, with ``serve``.
+error bodies), and tests serve them, or a one-off handler, with ``serve``. ``serve_raw`` answers
+every connection with fixed bytes, for answers no WSGI server would send (a status line that is not
+HTTP, a chunked body cut short).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,45 @@ def serve() -> Iterator[Callable[[Handler], FakeBackend]]:
 
     def start(handler: Handler) -> FakeBackend:
         started.append(FakeBackend(handler))
+        return started[-1]
+
+    yield start
+    for backend in started:
+        backend.close()
+
+
+class RawBackend:
+    """Answers every connection on 127.0.0.1 with ``answer`` once it has read the request head."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head and (chunk := connection.recv(65536)):
+                    head += chunk
+                connection.sendall(self.answer)
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() waiting in the thread
+        self._listener.close()
+
+
+@pytest.fixture
+def serve_raw() -> Iterator[Callable[[bytes], RawBackend]]:
+    started: list[RawBackend] = []
+
+    def start(answer: bytes) -> RawBackend:
+        started.append(RawBackend(answer))
         return started[-1]
 
     yield start

@@ -6,7 +6,9 @@ the no-traceback checks run the installed console script.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -74,6 +76,28 @@ def test_a_partial_trace_is_in_the_json_warnings(serve: Any, spans: list[Any]) -
     code, out, _ = run("trace", "req-checkout-1", "--tempo", url, "--format", "json")
     warnings = json.loads(out)["warnings"]
     assert code == 0 and any("only in part: Trace exceeds maximum size" in w for w in warnings)
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_nan_and_infinities_from_a_backend_are_standard_json(
+    serve: Any, spans: list[Any], fake: Any
+) -> None:
+    odd = {"nan": math.nan, "inf": math.inf, "deep": [{"minus": -math.inf}]}
+    marked = [dataclasses.replace(s, attributes={**s.attributes, **odd}) for s in spans]
+    backend = "--tempo" if fake is FakeTempo else "--jaeger"
+    code, out, _ = run("trace", "req-checkout-1", backend, serve(fake(marked)).url, "--format",
+                       "json")  # fmt: skip
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not standard JSON: {constant}")
+
+    attributes = json.loads(out, parse_constant=refuse)["spans"][0]["attributes"]
+    assert code == 0
+    assert {k: attributes[k] for k in odd} == {
+        "nan": "NaN",
+        "inf": "Infinity",
+        "deep": [{"minus": "-Infinity"}],
+    }
 
 
 def test_jaeger_min_duration_below_a_millisecond(serve: Any, spans: list[Any]) -> None:

@@ -4,11 +4,13 @@ record that is kept or a writer that cached ids before the reclaim."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
 from pathlib import Path
 
 from tracekit.records import LogRecordData, SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Retention, Store
+from tracekit.store._reclaim import reclaim
 
 START = 1_700_000_000 * 10**9
 
@@ -85,4 +87,24 @@ def test_strings_of_kept_records_survive_whatever_integers_say(tmp_path: Path) -
     kept = store.spans_since(0)
     assert kept == [_span(n, unique=False) for n in range(20_000, 20_005)]
     assert _count(path, "strings") < 200
+    store.close()
+
+
+def test_nan_and_infinities_are_standard_json_that_a_reclaim_reads(tmp_path: Path) -> None:
+    """OTLP allows NaN and infinite doubles; SQLite's JSON functions (the reclaim's json_tree)
+    refuse them as bare numbers. They are stored as the strings OTLP/JSON writes for them."""
+    path = tmp_path / "n.db"
+    store = Store(path)
+    odd = {"nan": math.nan, "inf": math.inf, "deep": [{"minus": -math.inf}]}
+    span = dataclasses.replace(
+        _span(1), attributes=odd, events=[SpanEvent("e", START, odd)],
+        links=[SpanLink("f" * 32, "e" * 16, odd)],
+    )  # fmt: skip
+    store.write([_span(0), span], [dataclasses.replace(_log(1), attributes=odd)])
+    with sqlite3.connect(path) as conn:
+        assert reclaim(conn) >= 0  # OperationalError: malformed JSON, when stored bare
+    written = {"nan": "NaN", "inf": "Infinity", "deep": [{"minus": "-Infinity"}]}
+    (read,) = store.spans_by_trace_ids([span.trace_id])
+    assert read.attributes == read.events[0].attributes == read.links[0].attributes == written
+    assert store.logs_by_trace_ids([span.trace_id])[0].attributes == written
     store.close()

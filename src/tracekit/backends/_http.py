@@ -8,6 +8,7 @@ error, and never sent on to another host by a redirect.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import urllib.error
@@ -92,12 +93,16 @@ class JsonClient:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise _Retryable(f"unreachable ({self._short(str(reason))})") from None
+        except http.client.HTTPException as error:  # not HTTP, or cut short
+            raise BackendError(
+                f"{self.name} at {self.base_url} sent a broken HTTP answer ({type(error).__name__})"
+            ) from None
         if len(body) > MAX_RESPONSE_BYTES:
             raise BackendError(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
         return self._decode(body)
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
-        detail = self._short(_reason(error.read(2000).decode("utf-8", "replace")))
+        detail = self._short(_reason(_error_body(error)))
         if error.code == 404:
             return NotFound(detail)
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
@@ -113,7 +118,7 @@ class JsonClient:
             return {}
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise BackendError(
                 f"{self.name} at {self.base_url} answered something not JSON"
             ) from None
@@ -165,6 +170,14 @@ def _secrets(values: Iterable[str]) -> list[str]:
     """Each value, and its credentials without the scheme (``Bearer``, ``Basic``), longest first."""
     found = {part for v in values for part in (v, v.partition(" ")[2]) if len(part) >= 3}
     return sorted(found, key=len, reverse=True)
+
+
+def _error_body(error: urllib.error.HTTPError) -> str:
+    """The start of an error answer's body; "" when even that arrives broken."""
+    try:
+        return error.read(2000).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return ""
 
 
 def _reason(body: str) -> str:

@@ -10,6 +10,10 @@ Two encodings reach this module, and only these:
 
 Each backend takes the resource-spans list out of its own envelope (Tempo v2 ``{"trace":
 {"resourceSpans"}}``, Tempo v1 ``{"batches"}``, Jaeger ``{"result": {"resourceSpans"}}``).
+
+A malformed answer is one ``BackendError``; a span timed where no span can be (before 1970, after
+2262: the limit of 64-bit nanoseconds) is left out, and the caller told, so it does not sink the
+rest of its trace.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
@@ -28,6 +32,27 @@ KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 
 STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 KIND_NAMES = {"SPAN_KIND_UNSPECIFIED": "INTERNAL"} | {f"SPAN_KIND_{k}": k for k in KINDS.values()}
 STATUS_NAMES = {f"STATUS_CODE_{s}": s for s in STATUSES.values()}
+UNIX_NANO_LIMIT = 2**63  # OTLP times are unsigned; tracekit's (the store's) are 64-bit signed
+SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262"
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
+
+
+class TimeOutOfRange(ValueError):
+    """An OTLP time beyond what tracekit can hold (``unix_nano``)."""
+
+
+def unix_nano(value: Any) -> int:
+    """An OTLP time (a decimal string or a number; left out is 0) as unix nanoseconds.
+
+    ValueError when it is not a number at all; TimeOutOfRange when it is one no clock gives.
+    """
+    try:
+        nanos = int(value or 0)
+    except OverflowError:  # 1e400, which JSON decodes to infinity
+        raise TimeOutOfRange(str(value)[:30]) from None
+    if not 0 <= nanos < UNIX_NANO_LIMIT:
+        raise TimeOutOfRange(str(value)[:30])
+    return nanos
 
 
 def decode_id(value: Any, size: int) -> str:
@@ -81,25 +106,34 @@ def decode_attributes(items: Any) -> dict[str, AttributeValue]:
     }
 
 
-def spans_from_batches(batches: Any) -> list[SpanRecord]:
-    """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed."""
+def spans_from_batches(
+    batches: Any, dropped: Callable[[str], None] = lambda reason: None
+) -> list[SpanRecord]:
+    """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
+    timed out of range is left out, and ``dropped`` told (``SPAN_TIME_OUT_OF_RANGE``)."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
     try:
         return [
-            span for batch in batches if isinstance(batch, dict) for span in _spans_of_batch(batch)
+            span
+            for batch in batches
+            if isinstance(batch, dict)
+            for span in _spans_of_batch(batch, dropped)
         ]
-    except (ValueError, TypeError, AttributeError, KeyError, binascii.Error) as error:
+    except _MALFORMED as error:
         raise BackendError(f"unreadable trace in backend answer ({type(error).__name__})") from None
 
 
-def _spans_of_batch(batch: dict[str, Any]) -> Iterator[SpanRecord]:
+def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> Iterator[SpanRecord]:
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"))
     service = str(resource.get("service.name") or "unknown_service")
     for scope_spans in batch.get("scopeSpans") or []:
         scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:
-            yield _span(span, service, resource, scope.get("name"))
+            try:
+                yield _span(span, service, resource, scope.get("name"))
+            except TimeOutOfRange:
+                dropped(SPAN_TIME_OUT_OF_RANGE)
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
@@ -113,8 +147,8 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         service=service,
         name=str(span.get("name", "")),
         kind=decode_enum(span.get("kind"), KINDS, KIND_NAMES),
-        start_unix_nano=int(span.get("startTimeUnixNano") or 0),
-        end_unix_nano=int(span.get("endTimeUnixNano") or 0),
+        start_unix_nano=unix_nano(span.get("startTimeUnixNano")),
+        end_unix_nano=unix_nano(span.get("endTimeUnixNano")),
         status=decode_enum(status.get("code"), STATUSES, STATUS_NAMES),
         status_message=str(status.get("message") or ""),
         attributes=decode_attributes(span.get("attributes")),

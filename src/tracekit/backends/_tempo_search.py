@@ -13,17 +13,20 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError
+from tracekit.backends._otlp_json import TimeOutOfRange, unix_nano
 from tracekit.records import BackendError
 
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
 CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
+HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 
 
@@ -95,15 +98,23 @@ class Hit:
     error_count: int | None
 
 
-def read_hits(answer: Any) -> list[Hit]:
-    """The hits of one search answer; BackendError if they are malformed."""
+def read_hits(answer: Any, dropped: Callable[[str], None] = lambda reason: None) -> list[Hit]:
+    """The hits of one search answer; BackendError if they are malformed. A hit timed out of
+    range is left out, and ``dropped`` told (``HIT_TIME_OUT_OF_RANGE``)."""
     traces = answer.get("traces") if isinstance(answer, dict) else None
+    hits = []
     try:
-        return [_hit(t) for t in traces or [] if isinstance(t, dict) and t.get("traceID")]
-    except (ValueError, TypeError, AttributeError) as error:
+        for trace in traces or []:
+            if isinstance(trace, dict) and trace.get("traceID"):
+                try:
+                    hits.append(_hit(trace))
+                except TimeOutOfRange:
+                    dropped(HIT_TIME_OUT_OF_RANGE)
+    except (ValueError, TypeError, AttributeError, OverflowError) as error:
         raise BackendError(
             f"unreadable search answer from Tempo ({type(error).__name__})"
         ) from None
+    return hits
 
 
 def _hit(hit: dict[str, Any]) -> Hit:
@@ -112,7 +123,7 @@ def _hit(hit: dict[str, Any]) -> Hit:
         trace_id=hit_trace_id(hit["traceID"]),
         root_service=str(hit.get("rootServiceName") or NO_ROOT),
         root_name=str(hit.get("rootTraceName") or ""),
-        start_unix_nano=int(hit.get("startTimeUnixNano") or 0),
+        start_unix_nano=unix_nano(hit.get("startTimeUnixNano")),
         duration_ms=float(hit.get("durationMs") or 0),
         correlation_id=_correlation_id(hit),
         span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,

@@ -125,7 +125,7 @@ class JaegerSource:
 
     def _trace(self, trace_id: str) -> list[SpanRecord]:
         if trace_id not in self._traces:
-            self._traces[trace_id] = _spans(self._get(f"/api/v3/traces/{trace_id}"))
+            self._traces[trace_id] = self._spans(self._get(f"/api/v3/traces/{trace_id}"))
         return self._traces[trace_id]
 
     def _find(
@@ -135,7 +135,7 @@ class JaegerSource:
         seen: dict[tuple[str, str], SpanRecord] = {}
         for service in services:
             params = _search_params(service, attributes, since, limit, min_duration_ms)
-            found = _spans(self._get("/api/v3/traces", params))
+            found = self._spans(self._get("/api/v3/traces", params))
             self._check_attributes_applied(found, attributes, limit)
             for span in found:
                 seen.setdefault((span.trace_id, span.span_id), span)
@@ -155,6 +155,18 @@ class JaegerSource:
                 "Jaeger 2.19 or later): tracekit filters client-side among the newest "
                 f"{limit} traces of each service, so older requests can be missed"
             )
+
+    def _spans(self, answer: Any) -> list[SpanRecord]:
+        """The spans of one api_v3 answer (``{"result": {"resourceSpans": [...]}}``)."""
+        if answer is None:
+            return []
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, dict):
+            raise BackendError("Jaeger answered something that is not an api_v3 traces document")
+        return spans_from_batches(result.get("resourceSpans") or [], self._left_out)
+
+    def _left_out(self, what: str) -> None:
+        self.notes.once(f"Jaeger at {self.client.base_url} answered {what}: it is left out")
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer at ``path``; None for Jaeger's own "not found"."""
@@ -182,13 +194,3 @@ def _search_params(
     if min_ms is not None:
         params["query.duration_min"] = go_duration(round(min_ms * 1e6))
     return params
-
-
-def _spans(answer: Any) -> list[SpanRecord]:
-    """The spans of one api_v3 answer (``{"result": {"resourceSpans": [...]}}``)."""
-    if answer is None:
-        return []
-    result = answer.get("result") if isinstance(answer, dict) else None
-    if not isinstance(result, dict):
-        raise BackendError("Jaeger answered something that is not an api_v3 traces document")
-    return spans_from_batches(result.get("resourceSpans") or [])

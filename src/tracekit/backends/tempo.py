@@ -164,10 +164,11 @@ class TempoSource:
                     "this Tempo's HTTP API (with its path prefix)?"
                 ) from None
             return []
-        return spans_from_batches(_field(document, "batches"))
+        return spans_from_batches(_field(document, "batches"), self._left_out)
 
     def _read_v2(self, trace_id: str, document: Any) -> list[SpanRecord]:
-        spans = spans_from_batches(_field(_field(document, "trace", {}), "resourceSpans"))
+        batches = _field(_field(document, "trace", {}), "resourceSpans")
+        spans = spans_from_batches(batches, self._left_out)
         if isinstance(document, dict) and document.get("status") == "PARTIAL":
             reason = self.client.redact(str(document.get("message") or "no reason given"))[:200]
             self.notes.warn(trace_id, f"Tempo returned trace {trace_id} only in part: {reason}")
@@ -191,7 +192,10 @@ class TempoSource:
             return self._search(query, limit, since)
         if cut:
             self._say_window_narrowed(start)
-        return read_hits(answer)
+        return read_hits(answer, self._left_out)
+
+    def _left_out(self, what: str) -> None:
+        self.notes.once(f"Tempo at {self.client.base_url} answered {what}: it is left out")
 
     def _say_window_narrowed(self, start: int) -> None:
         assert self._max_window is not None

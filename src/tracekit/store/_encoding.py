@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 
-from tracekit.records import SPAN_KINDS, STATUS_CODES, Attributes, AttributeValue
+from tracekit.records import SPAN_KINDS, STATUS_CODES, Attributes, AttributeValue, finite_json
 
 KIND_CODES = {name: code for code, name in enumerate(SPAN_KINDS)}
 STATUS_CODE_OF = {name: code for code, name in enumerate(STATUS_CODES)}
@@ -22,7 +22,7 @@ INTERN_MAX_LENGTH = 64
 INTERN_MAX_VALUES_PER_KEY = 512
 _MAX_KEYS_COUNTED = 100_000
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=True).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
 
 
 def id_bytes(hex_id: str, length: int, what: str) -> bytes:
@@ -44,8 +44,12 @@ def clean_text(text: str) -> str:
 
 
 def dumps(value: object) -> str:
-    """Compact JSON (ASCII-escaped, so any Python string survives the round trip)."""
-    return _dumps(value)
+    """Compact JSON (ASCII-escaped, so any Python string survives the round trip). Standard JSON,
+    which SQLite's JSON functions read: NaN and infinities are written as OTLP/JSON's strings."""
+    try:
+        return _dumps(value)
+    except ValueError:  # a NaN or an infinity, which standard JSON has no number for
+        return _dumps(finite_json(value))
 
 
 def intern_string(conn: sqlite3.Connection, text: str) -> int:

@@ -1,0 +1,123 @@
+"""A span or search hit timed where no clock can be (10**30 ns, past 2262, negative) is left out
+with one warning, and the rest of the answer is shown; ``tracekit`` never prints a traceback for
+it. Real servers on loopback answer as Tempo and Jaeger do, with one such span among good ones."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from go_answers import json_answer
+from jaeger_fake import FakeJaeger
+from otlp_fixtures import recent, tempo_search_hit
+from tempo_fake import FakeTempo
+from trace_topologies import checkout
+from werkzeug.wrappers import Request, Response
+
+from tracekit.backends._otlp_json import SPAN_TIME_OUT_OF_RANGE, spans_from_batches
+from tracekit.backends.jaeger import JaegerSource
+from tracekit.backends.tempo import TempoSource
+from tracekit.path import reconstruct
+from tracekit.records import BackendError, SpanRecord
+
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+NEVER = 10**30  # what the review's server sent: OverflowError in the view before
+
+
+def with_a_span_at(spans: list[SpanRecord], start: int) -> list[SpanRecord]:
+    """``spans`` plus a child of their root that starts (and ends) at ``start``."""
+    root = next(s for s in spans if s.parent_span_id is None)
+    bad = dataclasses.replace(
+        root, span_id="badbadbadbadbad0", parent_span_id=root.span_id, name="from the future",
+        start_unix_nano=start, end_unix_nano=start + 1000,
+    )  # fmt: skip
+    return [*spans, bad]
+
+
+def otlp(start: Any, end: Any = "1764680000000001000") -> list[dict[str, Any]]:
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "n",
+            "startTimeUnixNano": start, "endTimeUnixNano": end}  # fmt: skip
+    good = {**span, "spanId": "ef" * 8, "startTimeUnixNano": "1764680000000000000",
+            "endTimeUnixNano": "1764680000000001000"}  # fmt: skip
+    return [{"scopeSpans": [{"spans": [good, span]}]}]
+
+
+@pytest.mark.parametrize(
+    "start", [str(NEVER), str(2**63), "-1", 1e400, 1e30, "1764680000000000000"]
+)
+def test_a_span_out_of_range_is_left_out_and_said(start: Any) -> None:
+    told: list[str] = []
+    end = str(NEVER) if start == "1764680000000000000" else "1764680000000001000"
+    spans = spans_from_batches(otlp(start, end), told.append)
+    assert [s.span_id for s in spans] == ["ef" * 8]
+    assert told == [SPAN_TIME_OUT_OF_RANGE]
+
+
+def test_a_number_past_any_integer_elsewhere_is_a_backend_error() -> None:
+    batches = otlp("1764680000000000000")
+    batches[0]["scopeSpans"][0]["spans"][0]["attributes"] = [
+        {"key": "n", "value": {"intValue": 1e400}}  # json.loads reads 1e400 as infinity
+    ]
+    with pytest.raises(BackendError, match=r"unreadable trace in backend answer \(OverflowError\)"):
+        spans_from_batches(batches)
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_the_path_shows_the_other_spans_and_the_reader_is_told_once(serve: Any, fake: Any) -> None:
+    good = recent(checkout().spans)
+    backend = serve(fake(with_a_span_at(good, NEVER)))
+    told: list[str] = []
+    source = (TempoSource if fake is FakeTempo else JaegerSource)(backend.url, notify=told.append)
+    path = reconstruct(source, "req-checkout-1")
+    assert path is not None
+    assert sorted(s.record.span_id for s in path.spans) == sorted(s.span_id for s in good)
+    name = "Tempo" if fake is FakeTempo else "Jaeger"
+    assert told == [f"{name} at {backend.url} answered {SPAN_TIME_OUT_OF_RANGE}: it is left out"]
+
+
+def test_a_search_hit_out_of_range_is_left_out(serve: Any) -> None:
+    good = recent(checkout().spans)
+    bad_hit = {**tempo_search_hit(good, good[:1]), "traceID": "ab" * 16}
+    bad_hit["startTimeUnixNano"] = str(NEVER)
+    hits = [bad_hit, tempo_search_hit(good, good[:1], selected=("correlation.id",))]
+
+    def search(request: Request) -> Response:
+        return json_answer({"traces": hits})
+
+    told: list[str] = []
+    found = TempoSource(serve(search).url, notify=told.append).recent_requests()
+    assert [r.trace_id for r in found] == [good[0].trace_id]
+    assert len(told) == 1 and "a search hit whose start is no time from 1970 to 2262" in told[0]
+
+
+def tracekit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TRACEKIT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
+    )
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+@pytest.mark.parametrize("output", ["text", "rich", "json"])
+def test_the_cli_shows_the_trace_and_warns(serve: Any, fake: Any, output: str) -> None:
+    good = recent(checkout().spans)
+    url = serve(fake(with_a_span_at(good, NEVER))).url
+    backend = "--tempo" if fake is FakeTempo else "--jaeger"
+    done = tracekit("trace", "req-checkout-1", backend, url, "--format", output)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert done.stderr == (
+        f"tracekit: warning: {backend[2:].capitalize()} at {url} answered "
+        f"{SPAN_TIME_OUT_OF_RANGE}: it is left out\n"
+    )
+    assert "POST /checkout" in done.stdout and "from the future" not in done.stdout
+    if output == "json":
+        assert len(json.loads(done.stdout)["spans"]) == len(good)

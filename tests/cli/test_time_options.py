@@ -1,0 +1,69 @@
+"""``--since``, ``--start`` and ``--end`` out of range: a usage error (exit 2, one line), never a
+traceback or the "not found" exit 1. The installed ``tracekit`` runs over a real, empty store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracekit.store import Store
+
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+CANARY = ["canary", "--service", "s", "--baseline", "a", "--canary", "b"]
+DIFF_SETS = ["diff", "--service", "s", "--a", "k=v", "--b", "k=w"]
+# past 2262-04-11 (signed 64-bit nanoseconds), before year 1 in local time, and 274 million
+# years ago (a duration within reach of float, not of the store's integers)
+OUT_OF_RANGE = [
+    "9999-12-31",
+    "2262-04-12",
+    "0001-01-01",
+    "0001-01-01T00:00+00:00",
+    "99999999999d",
+    "9" * 400 + "d",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("times") / "tracekit.db"
+    Store(path).create()
+    return path
+
+
+def tracekit(*args: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != "TRACEKIT_STORE"} | {"TZ": "UTC"}
+    return subprocess.run(
+        [TRACEKIT, *args], capture_output=True, text=True, timeout=60, env=environ
+    )
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["search"], "--since"),
+        (["services"], "--since"),
+        (DIFF_SETS, "--since"),
+        (CANARY, "--since"),
+        (CANARY, "--start"),
+        (CANARY, "--end"),
+    ],
+)
+def test_a_time_out_of_range_is_a_usage_error(
+    store: Path, command: list[str], option: str, value: str
+) -> None:
+    done = tracekit(*command, "--store", str(store), option, value)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr[-500:]
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"tracekit: Invalid value for '{option}': ")
+    assert "is out of range: times from 1677-09-22 to 2262-04-11" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["1800-01-01", "2262-04-10", "100000d"])
+def test_times_inside_the_range_still_search(store: Path, value: str) -> None:
+    done = tracekit("search", "--store", str(store), "--since", value)
+    assert (done.returncode, done.stderr) == (1, "tracekit: no requests match\n")
