@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from tests.receiver._collector_process import start_collector
 
@@ -95,3 +96,22 @@ def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"tracekit collector: cannot open store {path}: ")
     assert "newer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--retention", "999999999999d", "at most 36500d"),
+        ("--retention", "9" * 400, "at most 36500d"),
+        ("--max-size", "999999999TB", "at most 1000TB"),
+        ("--max-size", "9" * 400 + "GB", "at most 1000TB"),
+    ],
+)
+def test_retention_or_size_beyond_reason_is_one_line_and_exit_2(
+    tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "big.db")]
+    result = subprocess.run([*command, option, value], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
