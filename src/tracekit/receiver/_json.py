@@ -23,6 +23,7 @@ from tracekit.receiver._decoded import (
     kind_name,
     log_time,
     service_of,
+    severity_number,
     status_name,
     time_bounds,
 )
@@ -318,7 +319,9 @@ def _log(
         time_unix_nano=time,
         service=service_of(resource)[0],
         severity_text=as_str(get(record, "severityText", "severity_text"), "log.severityText"),
-        severity_number=as_enum(get(record, "severityNumber", "severity_number"), {}, "severity"),
+        severity_number=severity_number(
+            as_enum(get(record, "severityNumber", "severity_number"), {}, "severity")
+        ),
         body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
         trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
         span_id=as_id(get(record, "spanId", "span_id"), 8, "log.spanId"),
