@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -38,13 +39,19 @@ EXIT_ERROR = 2
 def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
     if max_age is None and max_size is None:
         return None
+    return Retention(
+        max_age_ns=_parsed(parse_duration, max_age, "--retention"),
+        max_bytes=_parsed(parse_size, max_size, "--max-size"),
+    )
+
+
+def _parsed(parse: Callable[[str], int], text: str | None, option: str) -> int | None:
+    if not text:
+        return None
     try:
-        return Retention(
-            max_age_ns=parse_duration(max_age) if max_age else None,
-            max_bytes=parse_size(max_size) if max_size else None,
-        )
+        return parse(text)
     except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(str(error), param_hint=f"'{option}'") from None
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -13,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from conditions import need
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from tests.receiver._collector_process import start_collector
 
@@ -109,3 +112,50 @@ def test_the_error_line_shows_no_control_characters_of_the_path(tmp_path: Path) 
     assert result.stderr.startswith("tracekit collector: ")
     assert "junk" in result.stderr
     assert not any(ch in result.stderr for ch in "\x1b\x07")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--retention", "999999999999d", "at most 36500d"),
+        ("--retention", "9" * 400, "at most 36500d"),
+        ("--max-size", "999999999TB", "at most 1000TB"),
+        ("--max-size", "9" * 400 + "GB", "at most 1000TB"),
+    ],
+)
+def test_retention_or_size_beyond_reason_is_one_line_and_exit_2(
+    tmp_path: Path, option: str, value: str, says: str
+) -> None:
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "big.db")]
+    result = subprocess.run([*command, option, value], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
+
+
+def _as_an_ordinary_user() -> list[str]:
+    """A command prefix that takes root's power to write any file away (nothing for others)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    need(setpriv is not None, "setpriv (util-linux), to run without root's DAC override")
+    assert setpriv is not None
+    drop = "-dac_override,-dac_read_search,-fowner"
+    return [setpriv, f"--bounding-set={drop}", "--inh-caps=-all"]
+
+
+def test_read_only_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    store = Store(path)
+    store.create()
+    store.close()
+    path.chmod(0o400)
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(path)]
+    result = subprocess.run(
+        [*_as_an_ordinary_user(), *command], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"tracekit collector: cannot open store {path}: attempt to write a readonly database\n"
+    )

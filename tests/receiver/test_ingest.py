@@ -7,11 +7,17 @@ cannot be written fails alone while the batches around it, already in flight, st
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver.conftest import post
+
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.receiver._ingest import IngestQueue, Ticket
 from tracekit.records import SpanRecord
-from tracekit.store import Store
+from tracekit.store import Retention, Store
 from tracekit.store._rows import SpanRows
 
 
@@ -73,3 +79,31 @@ def test_requests_queued_before_start_are_written_in_one_pass_and_closing_writes
     assert all(t.done.is_set() and t.error is None for t in tickets)
     with Store(tmp_path / "s.db") as reader:
         assert reader.count_spans() == 40 * 50
+
+
+def test_a_failing_retention_pass_is_reported_once_and_ingest_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retention of 10**30 ns puts the age cutoff outside SQLite's 64-bit integers: every pass
+    # fails (OverflowError, not an sqlite3.Error). The writer must outlive it and say so once.
+    store = Store(tmp_path / "s.db")
+    config = ReceiverConfig(port=0, retention=Retention(max_age_ns=10**30), retention_interval=0.05)
+    receiver = Receiver(store, config).start()
+    try:
+        for n in range(3):
+            time.sleep(0.3)  # several retention passes
+            body = _protobuf_span(n)
+            assert post(receiver, "/v1/traces", body).status == 200
+    finally:
+        receiver.stop()
+    assert Store(tmp_path / "s.db").count_spans() == 3
+    failed = [r.getMessage() for r in caplog.records if "retention failed" in r.getMessage()]
+    assert len(failed) == 1 and "OverflowError" in failed[0], failed
+
+
+def _protobuf_span(n: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(name="GET /")
+    span.trace_id, span.span_id = b"\x0a" * 16, (n + 1).to_bytes(8, "big")
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    return request.SerializeToString()

@@ -57,9 +57,12 @@ def node() -> str:
     return binary
 
 
-def _export(node: str, receiver: Receiver, encoding: str, compression: str, count: int) -> dict:  # type: ignore[type-arg]
+def _export(  # type: ignore[type-arg]
+    node: str, receiver: Receiver, encoding: str, compression: str, count: int, *options: str
+) -> dict:
+    script = str(JS / "export_spans.js")
     done = subprocess.run(
-        [node, str(JS / "export_spans.js"), receiver.endpoint, encoding, compression, str(count)],
+        [node, script, receiver.endpoint, encoding, compression, str(count), *options],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -80,6 +83,17 @@ def test_js_exporters_acknowledged_equals_stored(
     parents = {s.span_id: s for s in stored if s.name == "GET /items/{id}"}
     assert len(children) == 500 and all(c.parent_span_id in parents for c in children)
     assert reader.count_spans() == 1000
+
+
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_js_spans_linking_to_an_empty_context_are_stored(
+    node: str, encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    result = _export(node, receiver, encoding, "none", 4, "empty-link")
+    assert result == {**result, "acknowledged": 4, "refused": 0}
+    stored = reader.spans_by_trace_ids(result["traceIds"])
+    assert sorted(s.name for s in stored) == ["GET /items/{id}"] * 2 + ["SELECT items"] * 2
+    assert all(s.links == [] for s in stored)  # an empty context names no link target
 
 
 PYTHON_SERVICE = textwrap.dedent(

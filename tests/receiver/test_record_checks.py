@@ -8,7 +8,10 @@ message); the rest of the request is stored and the answer is 200.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -24,6 +27,7 @@ from tests.receiver.conftest import post
 from tracekit.receiver import Receiver
 from tracekit.store import Store
 
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 NOW = time.time_ns()
 YEAR = 365 * 86_400 * 10**9
 MAX_U64, MIN_I64 = 2**64 - 1, -(2**63)
@@ -133,3 +137,128 @@ def test_every_record_refused_is_400(receiver: Receiver, reader: Store) -> None:
     reply = post(receiver, "/v1/traces", _protobuf_spans([(MAX_U64, MAX_U64)]))
     assert reply.status == 400
     assert reader.count_spans() == 0
+
+
+# Every integer field of spans and logs at the edge of what its wire type can carry: 64-bit
+# times and attribute values, 32-bit counts and flags, enums far outside their range. Each
+# request holds a good record beside the odd one, and both must be stored and shown.
+CORRELATION = {"key": "correlation.id", "value": {"stringValue": "req-extremes"}}
+INTS_JSON = [
+    {"key": "big", "value": {"intValue": str(MAX_U64)}},
+    {"key": "small", "value": {"intValue": str(MIN_I64)}},
+    {"key": "both", "value": {"arrayValue": {"values": [{"intValue": MAX_U64},
+                                                        {"intValue": MIN_I64}]}}},
+]  # fmt: skip
+
+
+def _json_extremes() -> tuple[bytes, bytes]:
+    odd = {
+        "traceId": TRACE,
+        "spanId": "00f067aa0ba902b7",
+        "name": "odd",
+        "kind": str(MAX_U64),
+        "startTimeUnixNano": str(NOW),
+        "endTimeUnixNano": str(NOW + 5),
+        "attributes": [*INTS_JSON, CORRELATION],
+        "status": {"code": str(MAX_U64)},
+        "droppedAttributesCount": str(MAX_U64),
+        "droppedEventsCount": str(MAX_U64),
+        "droppedLinksCount": str(MAX_U64),
+        "flags": str(MAX_U64),
+        "events": [
+            {
+                "name": "late",
+                "timeUnixNano": str(MAX_U64),
+                "attributes": INTS_JSON,
+                "droppedAttributesCount": str(MAX_U64),
+            },
+            {"name": "early", "timeUnixNano": str(MIN_I64)},
+        ],
+        "links": [
+            {
+                "traceId": TRACE,
+                "spanId": "00f067aa0ba902b8",
+                "attributes": INTS_JSON,
+                "flags": str(MAX_U64),
+                "droppedAttributesCount": str(MAX_U64),
+            }
+        ],
+    }
+    good = {
+        "traceId": TRACE,
+        "spanId": "00f067aa0ba902b8",
+        "name": "good",
+        "startTimeUnixNano": str(NOW),
+        "endTimeUnixNano": str(NOW + 5),
+        "attributes": [CORRELATION],
+    }
+    logs = [
+        {"timeUnixNano": str(NOW), "observedTimeUnixNano": str(MAX_U64), "traceId": TRACE,
+         "severityNumber": str(MAX_U64), "body": {"stringValue": "odd"}, "attributes": INTS_JSON,
+         "flags": str(MAX_U64), "droppedAttributesCount": str(MAX_U64)},
+        {"timeUnixNano": str(NOW), "severityNumber": str(MIN_I64), "traceId": TRACE,
+         "body": {"stringValue": "low"}},
+        {"timeUnixNano": str(NOW), "severityNumber": 9, "body": {"stringValue": "good"},
+         "traceId": TRACE},
+    ]  # fmt: skip
+    spans = {"resourceSpans": [{"scopeSpans": [{"spans": [odd, good]}]}]}
+    resource = {"attributes": INTS_JSON}
+    logs_request = {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": logs}]}]}
+    return json.dumps(spans).encode(), json.dumps(logs_request).encode()
+
+
+def _protobuf_extremes() -> tuple[bytes, bytes]:
+    spans = ExportTraceServiceRequest()
+    scope = spans.resource_spans.add().scope_spans.add()
+    odd = scope.spans.add(
+        name="odd", kind=2**31 - 1, start_time_unix_nano=NOW, end_time_unix_nano=NOW + 5,
+        dropped_attributes_count=2**32 - 1, dropped_events_count=2**32 - 1,
+        dropped_links_count=2**32 - 1, flags=2**32 - 1,
+    )  # fmt: skip
+    odd.trace_id, odd.span_id, odd.status.code = bytes.fromhex(TRACE), b"\x01" * 8, 2**31 - 1
+    odd.attributes.add(key="big").value.int_value = 2**63 - 1
+    odd.attributes.add(key="small").value.int_value = MIN_I64
+    odd.attributes.add(key="correlation.id").value.string_value = "req-extremes"
+    event = odd.events.add(name="late", time_unix_nano=MAX_U64, dropped_attributes_count=2**32 - 1)
+    event.attributes.add(key="small").value.int_value = MIN_I64
+    link = odd.links.add(trace_id=bytes.fromhex(TRACE), span_id=b"\x02" * 8, flags=2**32 - 1)
+    link.attributes.add(key="big").value.int_value = 2**63 - 1
+    good = scope.spans.add(name="good", start_time_unix_nano=NOW, end_time_unix_nano=NOW + 5)
+    good.trace_id, good.span_id = bytes.fromhex(TRACE), b"\x02" * 8
+    good.attributes.add(key="correlation.id").value.string_value = "req-extremes"
+    logs = ExportLogsServiceRequest()
+    records = logs.resource_logs.add().scope_logs.add().log_records
+    for body, severity in (("odd", 2**31 - 1), ("low", -(2**31)), ("good", 9)):
+        record = records.add(
+            time_unix_nano=NOW, observed_time_unix_nano=MAX_U64, severity_number=severity,  # type: ignore[arg-type]
+            flags=2**32 - 1, dropped_attributes_count=2**32 - 1, trace_id=bytes.fromhex(TRACE),
+        )  # fmt: skip
+        record.body.string_value = body
+        record.attributes.add(key="small").value.int_value = MIN_I64
+    return spans.SerializeToString(), logs.SerializeToString()
+
+
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_extreme_integers_in_every_field_never_sink_a_request(
+    encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    content_type = f"application/{'json' if encoding == 'json' else 'x-protobuf'}"
+    spans, logs = (_json_extremes if encoding == "json" else _protobuf_extremes)()
+    for path, body in (("/v1/traces", spans), ("/v1/logs", logs)):
+        reply = post(receiver, path, body, {"Content-Type": content_type})
+        assert (reply.status, reply.body) == (200, b"{}" if encoding == "json" else b"")
+    stored = {s.name: s for s in reader.spans_by_trace_ids([TRACE])}
+    assert sorted(stored) == ["good", "odd"]
+    assert stored["odd"].attributes["small"] == MIN_I64 and stored["odd"].events[0].name == "late"
+    severities = {r.body: r.severity_number for r in reader.logs_by_trace_ids([TRACE])}
+    # A SeverityNumber is a 32-bit enum: beyond that (JSON only) it is 0, unspecified.
+    expected = {"odd": 0, "low": 0} if encoding == "json" else {"odd": 2**31 - 1, "low": -(2**31)}
+    assert severities == {**expected, "good": 9}
+    shown = subprocess.run(
+        [TRACEKIT, "trace", "req-extremes", "--store", str(reader.path), "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    path = json.loads(shown.stdout)
+    assert sorted(s["name"] for s in path["spans"]) == ["good", "odd"]
+    assert sorted(log["body"] for log in path["logs"]) == ["good", "low", "odd"]

@@ -134,8 +134,10 @@ def test_default_path_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_parsing_retention_flags() -> None:
     assert parse_duration("7d") == 7 * 86400 * 10**9 and parse_duration("90") == 90 * 10**9
     assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5GiB") == int(1.5 * 2**30)
-    for bad in ("7 days", "-1d", "0s"):
+    assert parse_duration("36500d") == 36500 * 86400 * 10**9 and parse_size("1000TB") == 10**15
+    for bad in ("7 days", "-1d", "0s", "36501d", "999999999999d", "9" * 400):
         with pytest.raises(ValueError):
             parse_duration(bad)
-    with pytest.raises(ValueError):
-        parse_size("12 parsecs")
+    for bad in ("12 parsecs", "1001TB", "9" * 400 + "GB"):
+        with pytest.raises(ValueError):
+            parse_size(bad)

@@ -124,6 +124,15 @@ def status_name(number: int) -> str:
     return STATUS_NAMES[number] if 0 <= number < len(STATUS_NAMES) else "UNSET"
 
 
+def severity_number(number: int) -> int:
+    """A log's SeverityNumber as stored: outside the enum's 32 bits it is 0, unspecified.
+
+    Only OTLP/JSON can say more (any 64-bit integer); SQLite could not even store 2**64 - 1, and
+    the record's write would fail on every retry, with the good records of its request.
+    """
+    return number if -(2**31) <= number < 2**31 else 0
+
+
 def check_id(raw: bytes, length: int, what: str) -> str | None:
     """Hex of a valid id; None for an empty or all-zero one; ``MalformedRequest`` otherwise."""
     if len(raw) != length:

@@ -8,7 +8,6 @@ not throughput. When the queue is full the handler answers 503 with Retry-After 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -254,6 +253,7 @@ class _RetentionRunner:
         self.quiesce = quiesce
         self._next = time.monotonic()
         self._steps: Iterator[int] | None = None
+        self._reported = ""  # the last failure logged: each problem is said once
 
     @property
     def idle(self) -> bool:
@@ -278,6 +278,13 @@ class _RetentionRunner:
             next(self._steps)
         except StopIteration:
             self._steps = None
-        except sqlite3.Error as error:
-            _log.warning("tracekit receiver: retention failed: %s", type(error).__name__)
+        except Exception as error:  # whatever it is, the writer thread must go on writing
             self._steps = None
+            self._report(error)
+
+    def _report(self, error: Exception) -> None:
+        """Log a failed pass, once per distinct problem (passes run every minute)."""
+        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        if problem != self._reported:
+            self._reported = problem
+            _log.warning("tracekit receiver: retention failed, ingest goes on: %s", problem)

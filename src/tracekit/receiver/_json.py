@@ -23,6 +23,7 @@ from tracekit.receiver._decoded import (
     kind_name,
     log_time,
     service_of,
+    severity_number,
     status_name,
     time_bounds,
 )
@@ -254,9 +255,7 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
         status=status_name(as_enum(status.get("code"), _STATUS_BY_NAME, "status.code")),
         status_message=as_str(status.get("message"), "status.message"),
         attributes=attributes(span.get("attributes"), "span.attributes"),
-        links=[
-            _link(as_object(link, "span.links[]")) for link in as_list(span.get("links"), "links")
-        ],
+        links=_links(span),
         events=[
             _event(as_object(e, "span.events[]")) for e in as_list(span.get("events"), "events")
         ],
@@ -267,11 +266,17 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
     return record if trace_id and span_id else None
 
 
-def _link(link: dict[str, Any]) -> SpanLink:
+def _links(span: dict[str, Any]) -> list[SpanLink]:
+    """The span's links but those to an empty context (see ``_protobuf._links``)."""
+    links = [_link(as_object(link, "span.links[]")) for link in as_list(span.get("links"), "links")]
+    return [link for link in links if link is not None]
+
+
+def _link(link: dict[str, Any]) -> SpanLink | None:
     trace_id = as_id(get(link, "traceId", "trace_id"), 16, "link.traceId")
     span_id = as_id(get(link, "spanId", "span_id"), 8, "link.spanId")
     if trace_id is None or span_id is None:
-        raise MalformedRequest("link with an empty or all-zero trace id or span id")
+        return None
     return SpanLink(trace_id, span_id, attributes(link.get("attributes"), "link.attributes"))
 
 
@@ -314,7 +319,9 @@ def _log(
         time_unix_nano=time,
         service=service_of(resource)[0],
         severity_text=as_str(get(record, "severityText", "severity_text"), "log.severityText"),
-        severity_number=as_enum(get(record, "severityNumber", "severity_number"), {}, "severity"),
+        severity_number=severity_number(
+            as_enum(get(record, "severityNumber", "severity_number"), {}, "severity")
+        ),
         body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
         trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
         span_id=as_id(get(record, "spanId", "span_id"), 8, "log.spanId"),

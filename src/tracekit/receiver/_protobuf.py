@@ -116,7 +116,7 @@ def span_record(
         status=status_name(span.status.code),
         status_message=span.status.message,
         attributes=attributes(span.attributes),
-        links=[_link(link) for link in span.links],
+        links=_links(span.links),
         events=[SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events],
         resource=resource,
         service_version=version,
@@ -124,11 +124,22 @@ def span_record(
     )
 
 
-def _link(link: Any) -> SpanLink:
+def _links(links: Any) -> list[SpanLink]:
+    """The links but those to an empty context (an empty or all-zero trace or span id).
+
+    SDKs record such a link when it carries attributes (the OpenTelemetry specification says
+    they SHOULD), so it is no error; but it names no target, and a stored all-zero id would be
+    followed as a trace. The link goes, its span stays.
+    """
+    found = [_link(link) for link in links]
+    return [link for link in found if link is not None]
+
+
+def _link(link: Any) -> SpanLink | None:
     trace_id = check_id(link.trace_id, 16, "link trace_id")
     span_id = check_id(link.span_id, 8, "link span_id")
     if trace_id is None or span_id is None:
-        raise MalformedRequest("link with an empty or all-zero trace id or span id")
+        return None
     return SpanLink(trace_id, span_id, attributes(link.attributes))
 
 

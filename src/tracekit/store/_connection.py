@@ -42,7 +42,21 @@ def open_writer(path: Path) -> sqlite3.Connection:
     for pragma in _WRITE_PRAGMAS:
         conn.execute(pragma)
     retry_busy(lambda: migrate(conn))
+    retry_busy(lambda: _check_writable(conn))
     return conn
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Raise ``sqlite3.OperationalError`` now if the file cannot be written.
+
+    SQLite opens a file it may not write (mode 0400, a read-only mount) read-only without a
+    word, and reads work: only the first write would fail, and every one after it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE meta SET value = value WHERE key = 'generation'")
+    finally:
+        conn.execute("ROLLBACK")
 
 
 def create_private(path: Path) -> None:

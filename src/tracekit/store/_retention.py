@@ -15,6 +15,10 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _POWERS = {"": 0, "b": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 CHUNK_ROWS = 5000
+# Bounds past which a value can only be a typo: records are refused when dated before 2000, and
+# SQLite stores at most 281 TB. They keep every cutoff inside SQLite's 64-bit integers.
+MAX_AGE_SECONDS = 36500 * 86400
+MAX_BYTES = 1000 * 10**12
 
 
 def parse_duration(text: str) -> int:
@@ -25,6 +29,8 @@ def parse_duration(text: str) -> int:
     seconds = float(match.group(1)) * _SECONDS[(match.group(2) or "s").lower()]
     if seconds <= 0:
         raise ValueError("retention must be positive")
+    if seconds > MAX_AGE_SECONDS:  # also infinity, from a number too long for a float
+        raise ValueError("retention must be at most 36500d (100 years)")
     return int(seconds * 1e9)
 
 
@@ -35,10 +41,12 @@ def parse_size(text: str) -> int:
         raise ValueError(f"not a size: {text[:40]!r} (use e.g. 500MB, 2GB)")
     unit = (match.group(2) or "").lower()
     base = 1024 if "i" in unit else 1000
-    size = int(float(match.group(1)) * base ** _POWERS[unit[:1]])
+    size = float(match.group(1)) * base ** _POWERS[unit[:1]]
     if size < 1_000_000:
         raise ValueError("max size must be at least 1MB")
-    return size
+    if size > MAX_BYTES:  # also infinity, from a number too long for a float
+        raise ValueError("max size must be at most 1000TB")
+    return int(size)
 
 
 @dataclass(frozen=True, slots=True)

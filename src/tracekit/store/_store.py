@@ -102,7 +102,10 @@ class Store:
             return self._encoder
 
     def create(self) -> None:
-        """Create the file and schema now (writers otherwise do it on first write)."""
+        """Create the file and schema now (writers otherwise do it on first write).
+
+        Raises ``sqlite3.OperationalError`` if the file cannot be written (say, mode 0400).
+        """
         with self._write_lock:
             self._writer_side()
 

@@ -127,6 +127,7 @@ def span_record(span: ReadableSpan) -> SpanRecord:
                 plain_attributes(link.attributes),
             )
             for link in span.links
+            if link.context.is_valid  # an empty context names no target (see receiver._protobuf)
         ],
         events=[
             SpanEvent(e.name, e.timestamp, plain_attributes(e.attributes)) for e in span.events
