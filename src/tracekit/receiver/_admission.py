@@ -43,17 +43,22 @@ class MemoryBudget:
         self.used = 0
         self._lock = threading.Lock()
 
-    def take(self, size: int, held: int = 0) -> bool:
-        """Reserve ``size`` more bytes if they fit (``held``: what the asker holds already).
-
-        A request larger than the whole budget is let in alone, so that it is slow, not refused
-        for ever.
-        """
+    def fits(self, size: int, held: int = 0) -> bool:
+        """Whether ``take(size, held)`` would succeed now (nothing is reserved)."""
         with self._lock:
-            if self.used + size > self.limit and self.used > held:
+            return self._fits(size, held)
+
+    def take(self, size: int, held: int = 0) -> bool:
+        """Reserve ``size`` more bytes if they fit (``held``: what the asker holds already)."""
+        with self._lock:
+            if not self._fits(size, held):
                 return False
             self.used += size
             return True
+
+    def _fits(self, size: int, held: int) -> bool:
+        # a request larger than the whole budget is let in alone: slow, not refused for ever
+        return self.used + size <= self.limit or self.used <= held
 
     def give(self, size: int) -> None:
         """Return ``size`` reserved bytes."""
