@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,6 +98,47 @@ def test_over_the_memory_budget_a_request_gets_503_before_sending_its_body(
     assert answer.status == 503 and answer.header("Retry-After") == "1"
     assert time.monotonic() - started < 1.0
     assert small.budget.used == 0
+
+
+def test_a_request_holds_what_it_has_sent_not_what_it_declares(small: Receiver) -> None:
+    """A client declares 1 MiB (6 MiB to parse, more than the whole budget) and sends one byte:
+    it holds that byte, and another client's request is still taken."""
+    with socket.create_connection(small.address, timeout=10) as sock:
+        sock.sendall(_head(1024 * 1024) + b"\x0a")
+        assert _soon(lambda: small.budget.used == 1), small.budget.used
+        assert post(small, "/v1/traces", _request()).status == 200
+        assert small.budget.used == 1
+    assert _soon(lambda: small.budget.used == 0)
+
+
+def test_a_whole_body_whose_cost_does_not_fit_gets_503(small: Receiver) -> None:
+    """What parsing costs is charged once the body is whole: when others took the room meanwhile,
+    503 at once, and the connection (its body read) serves the retry."""
+    request = ExportTraceServiceRequest.FromString(_request())
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.add(key="payload").value.string_value = "x" * 100_000
+    body = request.SerializeToString()  # 600 KB to parse: fits in the 1 MiB budget alone
+    with socket.create_connection(small.address, timeout=10) as sock:
+        sock.sendall(_head(len(body)))
+        time.sleep(0.2)  # the head was read while the budget was free
+        assert small.budget.take(512 * 1024)
+        try:
+            sock.sendall(body)
+            refused = read_response(sock)
+        finally:
+            small.budget.give(512 * 1024)
+        sock.sendall(_head(len(body)) + body)
+        retried = read_response(sock)
+    assert refused.status == 503 and refused.header("Retry-After") == "1"
+    assert retried.status == 200
+    assert _soon(lambda: small.budget.used == 0)
+
+
+def _soon(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 2
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
 
 
 def test_a_request_larger_than_the_whole_budget_goes_alone(small: Receiver) -> None:

@@ -4,6 +4,7 @@
   limit at 1024: a normal exporter (the OpenTelemetry Python SDK's) is still answered within 1 s,
   the collector's threads stay bounded and it does not spin.
 - File descriptors exhausted: waiting clients are shed with 503, without a busy accept loop.
+- Requests that declare 16 MiB and send a byte, held open: an exporter is still answered 200.
 - 40 concurrent 16 MiB uploads: the collector (with its writer process) stays under 300 MiB.
 """
 
@@ -20,7 +21,9 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -115,6 +118,66 @@ def test_trickling_connections_at_the_fd_limit_do_not_starve_an_exporter(tmp_pat
     assert collector_threads < 512 + 32  # the connection cap, plus the collector's own
     assert cpu_share < 0.5, f"the collector used {cpu_share:.0%} of a core while clients trickled"
     assert Store(tmp_path / "t.db").count_spans() == 500
+
+
+def _declare_much_send_little(port: int, content_type: str) -> socket.socket:
+    """A request that declares a 16 MiB body, sends its first byte and holds the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {16 * MIB}\r\n\r\n{{".encode()
+    )
+    return sock
+
+
+def _unanswered(sock: socket.socket) -> bool:
+    """Still open, and nothing came back (no answer, no close)."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("holders", [1, 500])
+def test_requests_declaring_16_mib_and_sending_a_byte_do_not_starve_an_exporter(
+    tmp_path: Path, holders: int
+) -> None:
+    """Memory is charged for what a request has sent, not for what its Content-Length declares:
+    one client (or 500, half of them declaring protobuf) holding such a request open for its
+    whole deadline used to hold the whole memory budget, and every exporter got 503."""
+    process, port = start_collector(tmp_path / "h.db")
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    kinds = ["application/json", "application/x-protobuf"]
+    hostile = [_declare_much_send_little(port, kinds[n % 2]) for n in range(holders)]
+    exporter = OTLPSpanExporter(endpoint=url, timeout=5)
+    statuses, exported, took = [], [], []
+    try:
+        time.sleep(1.0)  # the collector has read every head and first byte
+        for _ in range(3):
+            body = encode_spans(_finished_spans(50)).SerializeToString()  # type: ignore[arg-type]
+            reply = httpx.post(url, content=body, headers={"Content-Type": kinds[1]})
+            statuses.append(reply.status_code)
+            began = time.monotonic()
+            exported.append(exporter.export(_finished_spans(50)))  # type: ignore[arg-type]
+            took.append(time.monotonic() - began)
+            time.sleep(2.0)
+        still_holding = _unanswered(hostile[0])
+    finally:
+        exporter.shutdown()
+        for sock in hostile:
+            sock.close()
+        process.terminate()
+        assert process.wait(60) == 0
+    assert statuses == [200, 200, 200], statuses
+    assert exported == [SpanExportResult.SUCCESS] * 3 and max(took) < 1.0, took
+    assert still_holding  # the first hostile request was neither answered nor cut off meanwhile
+    assert Store(tmp_path / "h.db").count_spans() == 300
 
 
 EXHAUSTED = textwrap.dedent(

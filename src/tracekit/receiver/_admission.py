@@ -2,11 +2,16 @@
 
 Two caps: open connections (each one costs a thread and a file descriptor) and request bytes held
 in memory at once. Over either, a client is told 503 (HTTP, with Retry-After) or UNAVAILABLE
-(gRPC) at once instead of waiting or growing a buffer. At the connection cap a newcomer first
-displaces the connection that has waited longest without sending a whole request (a client
-trickling bytes, or an idle keep-alive connection), so a handful of slow clients cannot starve
-the exporters that send whole requests. Every request must arrive whole within a deadline that
-trickling bytes cannot extend (``ClientStream``).
+(gRPC) at once instead of waiting or growing a buffer.
+
+A request is charged for what it has sent (the body bytes held so far) and, once its body is
+whole, for what parsing it costs; never for what its Content-Length declares, so a client that
+declares much and sends little holds little.
+
+At the connection cap a newcomer first displaces the connection that has waited longest without
+sending a whole request (a client trickling bytes, or an idle keep-alive connection), so a
+handful of slow clients cannot starve the exporters that send whole requests. Every request must
+arrive whole within a deadline that trickling bytes cannot extend (``ClientStream``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tracekit.receiver._errors import RequestError
 # first, then an idle keep-alive connection; one whose request is being handled never.
 READING, IDLE, BUSY = 0, 1, 2
 MIN_AGE = 1.0  # seconds a connection keeps its place before a newcomer may displace it
-# What a request costs in memory from its arrival to its commit, estimated from its body and,
+# What a request costs in memory from its whole body to its commit, estimated from the body and,
 # once parsed, its record count. Per byte of body: the body, what parsing builds (JSON: about 8x
 # with json.loads), the rows that carry its strings, their pickled copy to the writer process
 # and that process's copy. Per record: the objects around each one. Measured on 16 MiB bodies
@@ -43,17 +48,22 @@ class MemoryBudget:
         self.used = 0
         self._lock = threading.Lock()
 
-    def take(self, size: int, held: int = 0) -> bool:
-        """Reserve ``size`` more bytes if they fit (``held``: what the asker holds already).
-
-        A request larger than the whole budget is let in alone, so that it is slow, not refused
-        for ever.
-        """
+    def fits(self, size: int, held: int = 0) -> bool:
+        """Whether ``take(size, held)`` would succeed now (nothing is reserved)."""
         with self._lock:
-            if self.used + size > self.limit and self.used > held:
+            return self._fits(size, held)
+
+    def take(self, size: int, held: int = 0) -> bool:
+        """Reserve ``size`` more bytes if they fit (``held``: what the asker holds already)."""
+        with self._lock:
+            if not self._fits(size, held):
                 return False
             self.used += size
             return True
+
+    def _fits(self, size: int, held: int) -> bool:
+        # a request larger than the whole budget is let in alone: slow, not refused for ever
+        return self.used + size <= self.limit or self.used <= held
 
     def give(self, size: int) -> None:
         """Return ``size`` reserved bytes."""
@@ -83,12 +93,18 @@ class Reservation:
         if total <= self.held:
             return
         if not self._budget.take(total - self.held, self.held):
-            raise RequestError(503, "collector memory limit reached, retry later", retry_after=1)
+            raise _memory_full()
         self.held = total
 
+    def expect(self, body_bytes: int, content_type: str) -> None:
+        """503 at once when a body of ``body_bytes`` (declared, not yet sent) could not be
+        covered now. Nothing is held: a client declaring much and sending little holds little."""
+        if not self._budget.fits(_body_cost(body_bytes, content_type) - self.held, self.held):
+            raise _memory_full()
+
     def cover(self, body_bytes: int, content_type: str) -> None:
-        """Hold what a body of ``body_bytes`` costs until its records are committed."""
-        self.body_cost = body_bytes * BODY_COST.get(content_type, 12)
+        """Hold what a whole body of ``body_bytes`` costs until its records are committed."""
+        self.body_cost = _body_cost(body_bytes, content_type)
         self.grow(self.body_cost)
 
     def cover_records(self, count: int) -> None:
@@ -104,6 +120,14 @@ class Reservation:
         """Give everything back (idempotent)."""
         self._budget.give(self.held)
         self.held = 0
+
+
+def _body_cost(body_bytes: int, content_type: str) -> int:
+    return body_bytes * BODY_COST.get(content_type, 12)
+
+
+def _memory_full() -> RequestError:
+    return RequestError(503, "collector memory limit reached, retry later", retry_after=1)
 
 
 class ClientStream(io.RawIOBase):

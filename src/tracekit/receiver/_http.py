@@ -228,7 +228,9 @@ class OtlpHandler(BaseHTTPRequestHandler):
         return content_type
 
     def _export(self, signal: str, content_type: str) -> bytes:
-        """Read the body (bytes held count against the memory budget until decoded), store it."""
+        """Read the body, store it. The memory budget is charged for the body bytes held as they
+        arrive, then for what parsing the whole body costs; never for what Content-Length
+        declares, or a client sending one byte of a declared 16 MiB would hold it all."""
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding not in ("gzip", "identity"):
             raise RequestError(415, "Content-Encoding must be gzip or identity")
@@ -238,14 +240,14 @@ class OtlpHandler(BaseHTTPRequestHandler):
         if length is not None and length > limit:
             raise RequestError(413, f"body larger than {limit} bytes")
         with self.server.budget.reservation() as reservation:
-            if length:  # a Content-Length says up front what the body will hold: 503 at once
-                reservation.cover(length, content_type)
+            if length:  # a body that could not be covered now is refused before it is sent
+                reservation.expect(length, content_type)
             sink = BodySink(limit, encoding == "gzip", reservation)
             for piece in self._pieces:
                 sink.write(piece)
             self._pieces, self._body_read = None, True  # the connection may serve another request
             body = sink.finish()
-            reservation.cover(len(body), content_type)  # known only now if chunked or gzip
+            reservation.cover(len(body), content_type)
             self.stream.state = BUSY
             return self.server.service.export(signal, content_type, body, reservation)
 
