@@ -2,8 +2,10 @@
 
 Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
 ``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
-span records the entry ID. ``XREAD``/``XREADGROUP`` return raw data and the handler runs after
-the call, so tracekit cannot know where handling an entry ends; consumers say so themselves::
+span records the entry ID. On asyncio clients (``XADD`` and ``PUBLISH``) that block runs when the
+command's coroutine is awaited, in the task that awaits it. ``XREAD``/``XREADGROUP`` return raw
+data and the handler runs after the call, so tracekit cannot know where handling an entry ends;
+consumers say so themselves::
 
     for stream, entry_id, fields in tracekit.instrumentation.redis.entries(response):
         with tracekit.instrumentation.redis.consume_entry(stream, entry_id, fields):
@@ -116,13 +118,14 @@ def _traced_xadd(
     fields = args[1] if len(args) > 1 else kwargs.get("fields")
     if not isinstance(fields, Mapping) or messaging.publishing():
         return wrapped(*args, **kwargs)
-    headers: dict[str, Any] = {}
-    publication = messaging.publish(headers, system=SYSTEM, destination=_text(name))
-    sent = publication.__enter__()
-    traced_fields = {**fields, **headers}
-    call_args = (args[0], traced_fields, *args[2:]) if len(args) > 1 else args
-    call_kwargs = kwargs if len(args) > 1 else {**kwargs, "fields": traced_fields}
-    return _finish(publication, sent, lambda: wrapped(*call_args, **call_kwargs))
+
+    def send(headers: Mapping[str, Any]) -> Any:
+        traced_fields = {**fields, **headers}
+        if len(args) > 1:
+            return wrapped(args[0], traced_fields, *args[2:], **kwargs)
+        return wrapped(*args, **{**kwargs, "fields": traced_fields})
+
+    return _published(instance, _text(name), send)
 
 
 def _traced_publish(
@@ -136,20 +139,12 @@ def _traced_publish(
         or not _envelope_wanted(channel)
     ):
         return wrapped(*args, **kwargs)
-    headers: dict[str, Any] = {}
-    publication = messaging.publish(headers, system=SYSTEM, destination=_text(channel))
-    publication.__enter__()
-    enveloped = _envelope(headers, message)
-    return _finish(
-        publication,
-        None,
-        lambda: wrapped(
-            channel,
-            enveloped,
-            *args[2:],
-            **{k: v for k, v in kwargs.items() if k not in ("channel", "message")},
-        ),
-    )
+    options = {k: v for k, v in kwargs.items() if k not in ("channel", "message")}
+
+    def send(headers: Mapping[str, Any]) -> Any:
+        return wrapped(channel, _envelope(headers, message), *args[2:], **options)
+
+    return _published(instance, _text(channel), send)
 
 
 def _envelope_wanted(channel: object) -> bool:
@@ -186,31 +181,37 @@ def _published_by_host_library() -> bool:
     return False
 
 
-def _finish(publication: Any, sent: messaging.Publication | None, call: Callable[[], Any]) -> Any:
-    """Run the command; end the PRODUCER span now, or after the await on asyncio clients."""
-    try:
-        result = call()
-    except BaseException as error:
-        publication.__exit__(type(error), error, error.__traceback__)
-        raise
-    if inspect.isawaitable(result):
-        return _finish_async(publication, sent, result)
-    if sent is not None:
-        sent.set_message_id(_text(result) if isinstance(result, bytes | str) else None)
-    publication.__exit__(None, None, None)
+def _published(client: Any, destination: str, send: Callable[[Mapping[str, Any]], Any]) -> Any:
+    """``send(headers)`` inside a publish block: now, or on asyncio clients when awaited.
+
+    An asyncio command runs in whichever task awaits it, so the block is entered there: entered
+    at the call, it would stay attached in the caller. (An asyncio pipeline buffers commands and
+    returns itself; one under WATCH returns an awaitable from a plain method, and its span ends
+    before that await.)
+    """
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        return _published_when_awaited(destination, send)
+    headers: dict[str, Any] = {}
+    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+        result = send(headers)
+        _record_entry_id(sent, result)
     return result
 
 
-async def _finish_async(publication: Any, sent: messaging.Publication | None, result: Any) -> Any:
-    try:
-        value = await result
-    except BaseException as error:
-        publication.__exit__(type(error), error, error.__traceback__)
-        raise
-    if sent is not None and isinstance(value, bytes | str):
-        sent.set_message_id(_text(value))
-    publication.__exit__(None, None, None)
-    return value
+async def _published_when_awaited(
+    destination: str, send: Callable[[Mapping[str, Any]], Any]
+) -> Any:
+    headers: dict[str, Any] = {}
+    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+        result = await send(headers)
+        _record_entry_id(sent, result)
+    return result
+
+
+def _record_entry_id(sent: messaging.Publication, result: object) -> None:
+    """XADD replies with the new entry's ID (PUBLISH with a count of subscribers)."""
+    if isinstance(result, bytes | str):
+        sent.set_message_id(_text(result))
 
 
 def _traced_handle_message(

@@ -1,0 +1,186 @@
+"""Redis through redis-py's asyncio client (the private redis-server of conftest.py).
+
+An asyncio command runs when its coroutine is awaited, and that may be in another task than the
+one that called the method (``asyncio.wait_for`` on Python 3.11, ``gather``, ``create_task``): the
+publish must happen there and leave the caller's context as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+import redis
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+from redis import asyncio as aioredis
+
+import tracekit
+from tracekit import messaging
+
+CORRELATION_ID = "async-hop-1"
+
+# Ways of awaiting a command's coroutine in a task of its own.
+ELSEWHERE: dict[str, Callable[[Coroutine[Any, Any, Any]], Awaitable[Any]]] = {
+    "wait_for": lambda command: asyncio.wait_for(command, timeout=5),
+    "gather": lambda command: asyncio.gather(command),
+    "create_task": lambda command: asyncio.create_task(command),
+}
+
+
+@pytest.fixture
+def named_channels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channels these tests publish on are named for tracing."""
+    monkeypatch.setenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", "prices-*")
+
+
+class _CallerState:
+    """What the calling task sees once the command awaited elsewhere is done."""
+
+    def __init__(self) -> None:
+        self.publishing = messaging.publishing()
+        self.span = trace.get_current_span()
+
+
+def _run_as_request(redis_url: str, body: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+    """Run ``body(client)`` in an asyncio task that handles a request: inside a SERVER span,
+    with a correlation ID."""
+
+    async def request() -> Any:
+        client = aioredis.Redis.from_url(redis_url)
+        token = tracekit.correlation.set_correlation_id(CORRELATION_ID)
+        tracer = trace.get_tracer("test")
+        try:
+            with tracer.start_as_current_span("request", kind=SpanKind.SERVER) as server:
+                return server, await body(client)
+        finally:
+            tracekit.correlation.reset_correlation_id(token)
+            await client.aclose()
+
+    return asyncio.run(request())
+
+
+def _assert_published_in_the_request(
+    headers: list[dict[str, str]], server: trace.Span, spans: Any
+) -> None:
+    """Every message carried the context of a PRODUCER span that is a child of the request."""
+    producers = {
+        f"{s.context.span_id:016x}": s
+        for s in spans.get_finished_spans()
+        if s.kind == SpanKind.PRODUCER
+    }
+    assert len(producers) == len(headers)
+    for carried in headers:
+        producer: ReadableSpan = producers[carried["traceparent"].split("-")[2]]
+        assert producer.parent is not None
+        assert producer.parent.span_id == server.get_span_context().span_id
+        assert carried["x-correlation-id"] == CORRELATION_ID
+
+
+def _no_failed_detach(caplog: pytest.LogCaptureFixture) -> bool:
+    return not any("Failed to detach" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("elsewhere", ELSEWHERE.values(), ids=ELSEWHERE.keys())
+def test_xadd_awaited_in_another_task_leaves_the_caller_as_it_was(
+    redis_url, spans, caplog, elsewhere
+) -> None:
+    caplog.set_level(logging.ERROR)
+    stream = f"async-{uuid.uuid4().hex[:8]}"
+
+    async def publish_twice(client: aioredis.Redis) -> tuple[_CallerState, Any]:
+        await elsewhere(client.xadd(stream, {"n": "1"}))
+        after = _CallerState()
+        await client.xadd(stream, {"n": "2"})  # a later publish of the same task
+        entries = await client.xrange(stream)
+        await client.delete(stream)
+        return after, entries
+
+    server, (after, entries) = _run_as_request(redis_url, publish_twice)
+
+    assert not after.publishing
+    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    assert _no_failed_detach(caplog)
+    assert [fields[b"n"] for _, fields in entries] == [b"1", b"2"]
+    headers = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    _assert_published_in_the_request(headers, server, spans)
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert {s.attributes["messaging.message.id"] for s in producers} == {
+        entry_id.decode() for entry_id, _ in entries
+    }
+
+
+@pytest.mark.usefixtures("named_channels")
+@pytest.mark.parametrize("elsewhere", ELSEWHERE.values(), ids=ELSEWHERE.keys())
+def test_publish_awaited_in_another_task_leaves_the_caller_as_it_was(
+    redis_url, spans, caplog, elsewhere
+) -> None:
+    caplog.set_level(logging.ERROR)
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    sync_client = redis.Redis.from_url(redis_url)  # kept: collecting it closes its connections
+    raw = _raw_subscriber(sync_client, channel)
+
+    async def publish_twice(client: aioredis.Redis) -> _CallerState:
+        await elsewhere(client.publish(channel, b"first"))
+        after = _CallerState()
+        await client.publish(channel, b"second")  # a later publish of the same task
+        return after
+
+    server, after = _run_as_request(redis_url, publish_twice)
+    envelopes = [_raw_payload(raw).split(b"\x1e", 3), _raw_payload(raw).split(b"\x1e", 3)]
+    raw.close()
+
+    assert not after.publishing
+    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    assert _no_failed_detach(caplog)
+    assert [(mark, payload) for _, mark, _, payload in envelopes] == [
+        (b"tracekit1", b"first"),
+        (b"tracekit1", b"second"),
+    ]
+    headers = [dict(parse_qsl(carried.decode())) for _, _, carried, _ in envelopes]
+    _assert_published_in_the_request(headers, server, spans)
+
+
+def test_a_command_never_awaited_attaches_nothing(redis_url, spans) -> None:
+    stream = f"async-{uuid.uuid4().hex[:8]}"
+
+    async def call_without_awaiting(client: aioredis.Redis) -> tuple[_CallerState, Any]:
+        pending = client.xadd(stream, {"n": "dropped"})
+        after = _CallerState()
+        pending.close()  # the caller changed its mind: nothing was sent
+        await client.xadd(stream, {"n": "sent"})
+        entries = await client.xrange(stream)
+        await client.delete(stream)
+        return after, entries
+
+    server, (after, entries) = _run_as_request(redis_url, call_without_awaiting)
+
+    assert not after.publishing
+    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    ((_, fields),) = entries
+    assert fields[b"n"] == b"sent"
+    _assert_published_in_the_request(
+        [{k.decode(): v.decode() for k, v in fields.items()}], server, spans
+    )
+
+
+def _raw_subscriber(client: redis.Redis, channel: str) -> Any:
+    """A sync subscriber that reads replies as they travelled (``parse_response``, no tracekit
+    on the receiving side)."""
+    subscriber = client.pubsub()
+    subscriber.subscribe(channel)
+    assert subscriber.parse_response(timeout=5)[0] == b"subscribe"
+    return subscriber
+
+
+def _raw_payload(subscriber: Any) -> bytes:
+    reply = subscriber.parse_response(timeout=5)
+    assert reply is not None and reply[0] == b"message"
+    payload: bytes = reply[-1]
+    return payload
