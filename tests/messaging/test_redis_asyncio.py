@@ -2,7 +2,8 @@
 
 An asyncio command runs when its coroutine is awaited, and that may be in another task than the
 one that called the method (``asyncio.wait_for`` on Python 3.11, ``gather``, ``create_task``): the
-publish must happen there and leave the caller's context as it was.
+publish must happen there and leave the caller's context as it was. The asyncio ``PubSub`` hands
+subscribers the original payload, with the CONSUMER span the sync one gives.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 import redis
+import requests
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -168,6 +170,111 @@ def test_a_command_never_awaited_attaches_nothing(redis_url, spans) -> None:
     _assert_published_in_the_request(
         [{k.decode(): v.decode() for k, v in fields.items()}], server, spans
     )
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+def _kind(spans: Any, kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in spans.get_finished_spans() if s.kind == kind]
+
+
+async def _published_in_request(redis_url: str, channel: str, payload: bytes) -> None:
+    """Publish ``payload`` with the asyncio client, as a request with a correlation ID would."""
+    client = aioredis.Redis.from_url(redis_url)
+    token = tracekit.correlation.set_correlation_id(CORRELATION_ID)
+    try:
+        await client.publish(channel, payload)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+        await client.aclose()
+
+
+async def _next_message(pubsub: Any, read: str) -> Any:
+    if read == "listen":
+        async for message in pubsub.listen():
+            return message
+    for _ in range(20):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message is not None:
+            return message
+    raise AssertionError("no message within 10 s")
+
+
+@pytest.mark.usefixtures("named_channels")
+@pytest.mark.parametrize("read", ["get_message", "listen"])
+def test_asyncio_subscriber_gets_the_original_payload(
+    redis_url, protocol, spans, downstream, read
+) -> None:
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+
+    async def subscribe_then_publish() -> tuple[Any, str | None, str | None]:
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        await _published_in_request(redis_url, channel, b'{"order": 42}')
+        message = await _next_message(pubsub, read)
+        handling = tracekit.correlation_id()
+        requests.get(f"{downstream.url}/reprice")
+        await pubsub.aclose()  # ends the message's span
+        await client.aclose()
+        return message["data"], handling, tracekit.correlation_id()
+
+    data, handling, after = asyncio.run(subscribe_then_publish())
+
+    assert data == b'{"order": 42}'
+    assert (handling, after) == (CORRELATION_ID, None)
+    assert downstream.requests[0]["x-correlation-id"] == CORRELATION_ID
+    (sent,) = _kind(spans, SpanKind.PRODUCER)
+    (consumer,) = _kind(spans, SpanKind.CONSUMER)
+    (call,) = _kind(spans, SpanKind.CLIENT)
+    assert consumer.name == f"process {channel}"
+    assert consumer.parent is not None and consumer.parent.span_id == sent.context.span_id
+    assert call.parent is not None and call.parent.span_id == consumer.context.span_id
+    assert consumer.end_time is not None and call.end_time is not None
+    assert call.end_time <= consumer.end_time
+
+
+@pytest.mark.usefixtures("named_channels")
+@pytest.mark.parametrize("asynchronous", [True, False], ids=["async-handler", "sync-handler"])
+def test_asyncio_channel_handler_runs_inside_the_span(
+    redis_url, protocol, spans, asynchronous
+) -> None:
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    received: list[tuple[Any, str | None]] = []
+
+    def note(message: dict[str, Any]) -> None:
+        received.append((message["data"], tracekit.correlation_id()))
+
+    async def note_async(message: dict[str, Any]) -> None:
+        note(message)
+
+    async def subscribe_then_publish() -> str | None:
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(**{channel: note_async if asynchronous else note})
+        await pubsub.get_message(timeout=1)
+        await _published_in_request(redis_url, channel, b"\x00binary\xff")
+        for _ in range(20):
+            if received:
+                break
+            await pubsub.get_message(timeout=0.5)
+        after = tracekit.correlation_id()
+        await pubsub.aclose()
+        await client.aclose()
+        return after
+
+    after = asyncio.run(subscribe_then_publish())
+
+    assert received == [(b"\x00binary\xff", CORRELATION_ID)]
+    assert after is None  # the span ended with the handler
+    (sent,) = _kind(spans, SpanKind.PRODUCER)
+    (consumer,) = _kind(spans, SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == sent.context.span_id
+    assert consumer.attributes["correlation.id"] == CORRELATION_ID
 
 
 def _raw_subscriber(client: redis.Redis, channel: str) -> Any:

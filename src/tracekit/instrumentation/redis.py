@@ -18,10 +18,10 @@ payload: ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. A subscriber w
 would see that envelope, and tracekit cannot know who subscribes, so publishing is left alone
 except on the channels the user names (option ``redis_pubsub_channels``, names or globs), and
 never when kombu or Celery publish (their subscribers parse the raw payload). Subscribers with
-tracekit (``get_message``, ``listen``, channel handlers of the sync ``PubSub``) strip an envelope
-on any channel. A message's CONSUMER span covers a registered channel handler; for messages
-returned by ``get_message``/``listen`` it stays open until the next message is read or the
-``PubSub`` closes.
+tracekit (``get_message``, ``listen``, channel handlers of the sync and the asyncio ``PubSub``)
+strip an envelope on any channel. A message's CONSUMER span covers a registered channel handler;
+for messages returned by ``get_message``/``listen`` it stays open until the next message is read
+or the ``PubSub`` closes.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ _held = messaging.HeldDeliveries()
 
 
 class RedisInstrumentor(Instrumentor):
-    """Traces ``XADD``, ``PUBLISH`` and the sync ``PubSub`` message handling of redis-py."""
+    """Traces ``XADD``, ``PUBLISH`` and the ``PubSub`` message handling of redis-py (sync and
+    asyncio)."""
 
     target = "redis"
 
@@ -74,6 +75,11 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
         self.wrap(module.client.PubSub, "close", _release_on_close)
+        asyncio_pubsub = module.asyncio.client.PubSub
+        self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
+        # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
+        closing = "aclose" if "aclose" in vars(asyncio_pubsub) else "reset"
+        self.wrap(asyncio_pubsub, closing, _release_on_close)
 
 
 def entries(response: object) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
@@ -217,22 +223,49 @@ def _record_entry_id(sent: messaging.Publication, result: object) -> None:
 def _traced_handle_message(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    response = args[0] if args else kwargs.get("response")
     _held.release(instance)
-    unwrapped = _opened(response)
-    if unwrapped is None:
+    opened = _opened_call(instance, args, kwargs)
+    if opened is None:
         return wrapped(*args, **kwargs)
-    response, headers = unwrapped
-    channel = response[2] if len(response) == 4 else response[1]
-    delivery = messaging.consume(headers, system=SYSTEM, destination=_text(channel))
-    _held.hold(instance, delivery)
     try:
-        message = wrapped(
-            response, *args[1:], **{k: v for k, v in kwargs.items() if k != "response"}
-        )
+        message = wrapped(*opened[0], **opened[1])
     except BaseException as error:
         _held.release(instance, error)
         raise
+    return _handled(instance, message)
+
+
+async def _traced_async_handle_message(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The asyncio ``PubSub``'s ``handle_message``, a coroutine: the same as the sync one."""
+    _held.release(instance)
+    opened = _opened_call(instance, args, kwargs)
+    if opened is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        message = await wrapped(*opened[0], **opened[1])
+    except BaseException as error:
+        _held.release(instance, error)
+        raise
+    return _handled(instance, message)
+
+
+def _opened_call(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """``handle_message``'s arguments with the envelope removed, the message's delivery started
+    and held for ``instance``; None when the response carries no envelope."""
+    unwrapped = _opened(args[0] if args else kwargs.get("response"))
+    if unwrapped is None:
+        return None
+    response, headers = unwrapped
+    channel = response[2] if len(response) == 4 else response[1]
+    _held.hold(instance, messaging.consume(headers, system=SYSTEM, destination=_text(channel)))
+    return (response, *args[1:]), {k: v for k, v in kwargs.items() if k != "response"}
+
+
+def _handled(instance: Any, message: Any) -> Any:
     if message is None:  # a channel handler ran (inside the span) or the message was ignored
         _held.release(instance)
     return message
