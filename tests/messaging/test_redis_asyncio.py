@@ -277,6 +277,42 @@ def test_asyncio_channel_handler_runs_inside_the_span(
     assert consumer.attributes["correlation.id"] == CORRELATION_ID
 
 
+@pytest.mark.usefixtures("named_channels")
+def test_asyncio_messages_read_in_tasks_of_their_own(redis_url, spans, caplog) -> None:
+    """Each read in a task of its own (``asyncio.wait_for`` does that on Python 3.11): a message's
+    span starts there and ends in the next task, or at ``aclose()``, where the context it made
+    current is not there to restore."""
+    caplog.set_level(logging.ERROR)
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+
+    async def read_in_tasks() -> list[Any]:
+        client = aioredis.Redis.from_url(redis_url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+        await pubsub.get_message(timeout=1)
+        for payload in (b"first", b"second"):
+            await _published_in_request(redis_url, channel, payload)
+        received: list[Any] = []
+        for _ in range(20):
+            message = await asyncio.create_task(pubsub.get_message(timeout=0.5))
+            if message is not None:
+                received.append(message["data"])
+            if len(received) == 2:
+                break
+        await pubsub.aclose()
+        await client.aclose()
+        return received
+
+    assert asyncio.run(read_in_tasks()) == [b"first", b"second"]
+    assert _no_failed_detach(caplog)
+    producers = _kind(spans, SpanKind.PRODUCER)
+    consumers = _kind(spans, SpanKind.CONSUMER)
+    assert len(producers) == len(consumers) == 2
+    assert {c.parent.span_id for c in consumers if c.parent} == {
+        p.context.span_id for p in producers
+    }
+
+
 def _raw_subscriber(client: redis.Redis, channel: str) -> Any:
     """A sync subscriber that reads replies as they travelled (``parse_response``, no tracekit
     on the receiving side)."""

@@ -163,15 +163,13 @@ class Delivery:
     def _end(self, error: BaseException | None) -> None:
         if self._tokens is None:
             return
-        cid_token, context_token, delivery_token = self._tokens
+        tokens = self._tokens
         self._tokens = None
         try:
             if self.span is not None:
                 self._end_span(self.span, error)
         finally:
-            if context_token is not None:
-                otel_context.detach(context_token)  # logs, never raises, on a foreign context
-            _restore(delivery_token, cid_token)
+            _restore(*tokens)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
@@ -186,18 +184,24 @@ class Delivery:
             metrics.processed(target.system, target.destination, seconds, span, error_type)
 
 
-def _restore(delivery_token: Token[Delivery | None], cid_token: Token[str | None]) -> None:
-    # A delivery held by a pull API may end in another context (a closed generator collected
-    # elsewhere): the caller's own values are then not ours to restore. (try/except, not
-    # contextlib.suppress: this runs for every message.)
-    try:  # noqa: SIM105
+def _restore(
+    cid_token: Token[str | None],
+    context_token: Token[otel_context.Context] | None,
+    delivery_token: Token[Delivery | None],
+) -> None:
+    """Put back what was current before the delivery started, in the context it started in.
+
+    A delivery held by a pull API may end in another context (a closed generator collected
+    elsewhere, the next read awaited in a task of its own): what is current there is not ours to
+    restore, and OpenTelemetry's detach would log a failure.
+    """
+    try:
         _current.reset(delivery_token)
     except ValueError:
-        pass
-    try:  # noqa: SIM105
-        correlation.reset_correlation_id(cid_token)
-    except ValueError:
-        pass
+        return  # another context: the other two tokens were made with this one
+    if context_token is not None:
+        otel_context.detach(context_token)
+    correlation.reset_correlation_id(cid_token)
 
 
 def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:
