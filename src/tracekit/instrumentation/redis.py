@@ -21,7 +21,10 @@ never when kombu or Celery publish (their subscribers parse the raw payload). Su
 tracekit (``get_message``, ``listen``, channel handlers of the sync and the asyncio ``PubSub``)
 strip an envelope on any channel. A message's CONSUMER span covers a registered channel handler;
 for messages returned by ``get_message``/``listen`` it stays open until the next message is read
-or the ``PubSub`` closes.
+or the ``PubSub`` closes. Subscribers look for the end of the headers within the first
+``MAX_ENVELOPE_HEADERS`` characters, so the publisher leaves out ``tracestate``, then ``baggage``,
+when the headers would be longer, and publishes the bare payload if they still are: a payload
+never reaches a subscriber altered.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import messaging
+from tracekit import messaging, propagation
 from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
 
@@ -285,8 +288,30 @@ def _opened(response: object) -> tuple[list[Any], dict[str, str]] | None:
 
 
 def _envelope(headers: Mapping[str, Any], message: str | bytes) -> str | bytes:
-    prefix = ENVELOPE_MARK + urlencode(headers) + SEPARATOR
+    """``message`` behind the headers that fit; the bare message when none do."""
+    encoded = _fitting_headers(headers)
+    if encoded is None:
+        return message
+    prefix = ENVELOPE_MARK + encoded + SEPARATOR
     return prefix.encode("ascii") + message if isinstance(message, bytes) else prefix + message
+
+
+def _fitting_headers(headers: Mapping[str, Any]) -> str | None:
+    """``headers`` url-encoded, short enough for a subscriber to find the envelope's end: without
+    tracestate, then without baggage too, if need be; None if even that is too long."""
+    fields = dict(headers)
+    encoded = urlencode(fields)
+    for optional in (propagation.TRACESTATE, propagation.BAGGAGE):
+        if _fits(encoded):
+            return encoded
+        fields.pop(optional, None)
+        encoded = urlencode(fields)
+    return encoded if _fits(encoded) else None
+
+
+def _fits(encoded_headers: str) -> bool:
+    """A subscriber looks for the envelope's end this far (``_open_envelope``), no further."""
+    return len(ENVELOPE_MARK) + len(encoded_headers) <= MAX_ENVELOPE_HEADERS
 
 
 def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
