@@ -1,6 +1,5 @@
 """``messaging.publish`` as a block around the broker call: what is current inside, what is left
-after, and the ways integrations drive it (``with``, or ``__enter__``/``__exit__`` by hand as the
-Redis integration does around a call that may return an awaitable)."""
+after, and the ways integrations drive it (``with``, or ``__enter__``/``__exit__`` by hand)."""
 
 from __future__ import annotations
 
@@ -45,7 +44,7 @@ def test_a_failed_broker_call_propagates_unchanged_and_marks_the_span(spans: Any
     assert "traceparent" in headers and not messaging.publishing()
 
 
-def test_driven_by_hand_like_the_redis_integration(spans: Any) -> None:
+def test_driven_by_hand(spans: Any) -> None:
     headers: dict[str, Any] = {}
     token = correlation.set_correlation_id("by-hand-1")
     try:

@@ -7,8 +7,10 @@ import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+import rawhttp
 import redis
 import requests
 from opentelemetry.sdk.trace import ReadableSpan
@@ -203,6 +205,65 @@ def test_pubsub_leaves_channels_not_named_untouched(client, spans) -> None:
     assert _raw_payload(subscriber) == b"\x1e{raw}"
     subscriber.close()
     assert _kind(spans.get_finished_spans(), SpanKind.PRODUCER) == []
+
+
+# What a request may carry: a valid 32-member tracestate whose values use characters tracestate
+# allows but URL encoding triples ('/', '+'), and a few KiB of baggage.
+INBOUND_TRACE_ID = "ab" * 16
+INBOUND = {
+    "traceparent": f"00-{INBOUND_TRACE_ID}-{'cd' * 8}-01",
+    "tracestate": ",".join(f"v{i:02d}=" + "/+" * 120 for i in range(32)),
+    "baggage": ",".join(f"k{i:02d}=" + "v" * 90 for i in range(30)),
+    "X-Correlation-ID": "big-context-1",
+}
+ALWAYS_SENT = {"traceparent", "x-correlation-id", "tracekit-publish-time"}
+
+
+@pytest.mark.usefixtures("named_channels")
+@pytest.mark.parametrize(
+    ("limit", "envelope_fields"),
+    [
+        (traced_redis.MAX_ENVELOPE_HEADERS, {*ALWAYS_SENT, "baggage"}),  # tracestate dropped
+        (1024, ALWAYS_SENT),  # baggage dropped too
+        (64, None),  # not even traceparent fits: the bare payload
+    ],
+    ids=["without-tracestate", "without-baggage", "bare"],
+)
+def test_pubsub_envelope_always_fits_what_subscribers_accept(
+    client, spans, entry_service, monkeypatch, limit, envelope_fields
+) -> None:
+    monkeypatch.setattr(traced_redis, "MAX_ENVELOPE_HEADERS", limit)  # publisher and subscriber
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    raw = _raw_subscriber(client, channel)
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)
+
+    def publish(request: Any) -> None:
+        client.publish(channel, b'{"order": 42}')
+
+    with entry_service(publish) as entry:  # the headers exactly as given (no instrumented client)
+        lines = [f"{name}: {value}".encode() for name, value in INBOUND.items()]
+        assert rawhttp.send(entry, lines, "POST").status == 202
+    on_the_wire = _raw_payload(raw)
+    message = subscriber.get_message(timeout=5)
+    handling = tracekit.correlation_id()
+    subscriber.close()
+    raw.close()
+
+    assert message is not None and message["data"] == b'{"order": 42}'  # never altered
+    (sent,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert f"{sent.context.trace_id:032x}" == INBOUND_TRACE_ID
+    if envelope_fields is None:
+        assert on_the_wire == b'{"order": 42}'
+        assert _kind(spans.get_finished_spans(), SpanKind.CONSUMER) == []
+        return
+    _, mark, carried, payload = on_the_wire.split(b"\x1e", 3)
+    assert (mark, payload) == (b"tracekit1", b'{"order": 42}')
+    assert set(dict(parse_qsl(carried.decode()))) == envelope_fields
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == sent.context.span_id
+    assert handling == "big-context-1"
 
 
 def test_pubsub_is_off_by_default(client, spans, monkeypatch) -> None:

@@ -216,18 +216,15 @@ def start_held(delivery: Delivery) -> None:
 
 
 def _restore(tokens: _Tokens) -> None:
+    """Put back what was current before a delivery started (only called in its context)."""
     cid_token, context_token, delivery_token = tokens
-    if context_token is not None:
-        otel_context.detach(context_token)
-    # (try/except, not contextlib.suppress: this runs for every message.)
-    try:  # noqa: SIM105
+    try:
         _current.reset(delivery_token)
     except ValueError:
-        pass
-    try:  # noqa: SIM105
-        correlation.reset_correlation_id(cid_token)
-    except ValueError:
-        pass
+        return  # another context: the other two tokens were made with this one
+    if context_token is not None:
+        otel_context.detach(context_token)
+    correlation.reset_correlation_id(cid_token)
 
 
 def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:

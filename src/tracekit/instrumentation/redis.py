@@ -2,8 +2,10 @@
 
 Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
 ``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
-span records the entry ID. ``XREAD``/``XREADGROUP`` return raw data and the handler runs after
-the call, so tracekit cannot know where handling an entry ends; consumers say so themselves::
+span records the entry ID. On asyncio clients (``XADD`` and ``PUBLISH``) that block runs when the
+command's coroutine is awaited, in the task that awaits it. ``XREAD``/``XREADGROUP`` return raw
+data and the handler runs after the call, so tracekit cannot know where handling an entry ends;
+consumers say so themselves::
 
     for stream, entry_id, fields in tracekit.instrumentation.redis.entries(response):
         with tracekit.instrumentation.redis.consume_entry(stream, entry_id, fields):
@@ -16,10 +18,13 @@ payload: ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. A subscriber w
 would see that envelope, and tracekit cannot know who subscribes, so publishing is left alone
 except on the channels the user names (option ``redis_pubsub_channels``, names or globs), and
 never when kombu or Celery publish (their subscribers parse the raw payload). Subscribers with
-tracekit (``get_message``, ``listen``, channel handlers of the sync ``PubSub``) strip an envelope
-on any channel. A message's CONSUMER span covers a registered channel handler; for messages
-returned by ``get_message``/``listen`` it stays open until the next message is read or the
-``PubSub`` closes.
+tracekit (``get_message``, ``listen``, channel handlers of the sync and the asyncio ``PubSub``)
+strip an envelope on any channel. A message's CONSUMER span covers a registered channel handler;
+for messages returned by ``get_message``/``listen`` it stays open until the next message is read
+or the ``PubSub`` closes. Subscribers look for the end of the headers within the first
+``MAX_ENVELOPE_HEADERS`` characters, so the publisher leaves out ``tracestate``, then ``baggage``,
+when the headers would be longer, and publishes the bare payload if they still are: a payload
+never reaches a subscriber altered.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import messaging
+from tracekit import messaging, propagation
 from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
 
@@ -62,7 +67,8 @@ _held = messaging.HeldDeliveries()
 
 
 class RedisInstrumentor(Instrumentor):
-    """Traces ``XADD``, ``PUBLISH`` and the sync ``PubSub`` message handling of redis-py."""
+    """Traces ``XADD``, ``PUBLISH`` and the ``PubSub`` message handling of redis-py (sync and
+    asyncio)."""
 
     target = "redis"
 
@@ -72,6 +78,11 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
         self.wrap(module.client.PubSub, "close", _release_on_close)
+        asyncio_pubsub = module.asyncio.client.PubSub
+        self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
+        # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
+        closing = "aclose" if "aclose" in vars(asyncio_pubsub) else "reset"
+        self.wrap(asyncio_pubsub, closing, _release_on_close)
 
 
 def entries(response: object) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
@@ -116,13 +127,14 @@ def _traced_xadd(
     fields = args[1] if len(args) > 1 else kwargs.get("fields")
     if not isinstance(fields, Mapping) or messaging.publishing():
         return wrapped(*args, **kwargs)
-    headers: dict[str, Any] = {}
-    publication = messaging.publish(headers, system=SYSTEM, destination=_text(name))
-    sent = publication.__enter__()
-    traced_fields = {**fields, **headers}
-    call_args = (args[0], traced_fields, *args[2:]) if len(args) > 1 else args
-    call_kwargs = kwargs if len(args) > 1 else {**kwargs, "fields": traced_fields}
-    return _finish(publication, sent, lambda: wrapped(*call_args, **call_kwargs))
+
+    def send(headers: Mapping[str, Any]) -> Any:
+        traced_fields = {**fields, **headers}
+        if len(args) > 1:
+            return wrapped(args[0], traced_fields, *args[2:], **kwargs)
+        return wrapped(*args, **{**kwargs, "fields": traced_fields})
+
+    return _published(instance, _text(name), send)
 
 
 def _traced_publish(
@@ -136,20 +148,12 @@ def _traced_publish(
         or not _envelope_wanted(channel)
     ):
         return wrapped(*args, **kwargs)
-    headers: dict[str, Any] = {}
-    publication = messaging.publish(headers, system=SYSTEM, destination=_text(channel))
-    publication.__enter__()
-    enveloped = _envelope(headers, message)
-    return _finish(
-        publication,
-        None,
-        lambda: wrapped(
-            channel,
-            enveloped,
-            *args[2:],
-            **{k: v for k, v in kwargs.items() if k not in ("channel", "message")},
-        ),
-    )
+    options = {k: v for k, v in kwargs.items() if k not in ("channel", "message")}
+
+    def send(headers: Mapping[str, Any]) -> Any:
+        return wrapped(channel, _envelope(headers, message), *args[2:], **options)
+
+    return _published(instance, _text(channel), send)
 
 
 def _envelope_wanted(channel: object) -> bool:
@@ -186,52 +190,85 @@ def _published_by_host_library() -> bool:
     return False
 
 
-def _finish(publication: Any, sent: messaging.Publication | None, call: Callable[[], Any]) -> Any:
-    """Run the command; end the PRODUCER span now, or after the await on asyncio clients."""
-    try:
-        result = call()
-    except BaseException as error:
-        publication.__exit__(type(error), error, error.__traceback__)
-        raise
-    if inspect.isawaitable(result):
-        return _finish_async(publication, sent, result)
-    if sent is not None:
-        sent.set_message_id(_text(result) if isinstance(result, bytes | str) else None)
-    publication.__exit__(None, None, None)
+def _published(client: Any, destination: str, send: Callable[[Mapping[str, Any]], Any]) -> Any:
+    """``send(headers)`` inside a publish block: now, or on asyncio clients when awaited.
+
+    An asyncio command runs in whichever task awaits it, so the block is entered there: entered
+    at the call, it would stay attached in the caller. (An asyncio pipeline buffers commands and
+    returns itself; one under WATCH returns an awaitable from a plain method, and its span ends
+    before that await.)
+    """
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        return _published_when_awaited(destination, send)
+    headers: dict[str, Any] = {}
+    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+        result = send(headers)
+        _record_entry_id(sent, result)
     return result
 
 
-async def _finish_async(publication: Any, sent: messaging.Publication | None, result: Any) -> Any:
-    try:
-        value = await result
-    except BaseException as error:
-        publication.__exit__(type(error), error, error.__traceback__)
-        raise
-    if sent is not None and isinstance(value, bytes | str):
-        sent.set_message_id(_text(value))
-    publication.__exit__(None, None, None)
-    return value
+async def _published_when_awaited(
+    destination: str, send: Callable[[Mapping[str, Any]], Any]
+) -> Any:
+    headers: dict[str, Any] = {}
+    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+        result = await send(headers)
+        _record_entry_id(sent, result)
+    return result
+
+
+def _record_entry_id(sent: messaging.Publication, result: object) -> None:
+    """XADD replies with the new entry's ID (PUBLISH with a count of subscribers)."""
+    if isinstance(result, bytes | str):
+        sent.set_message_id(_text(result))
 
 
 def _traced_handle_message(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    response = args[0] if args else kwargs.get("response")
     _held.release(instance)
-    unwrapped = _opened(response)
-    if unwrapped is None:
+    opened = _opened_call(instance, args, kwargs)
+    if opened is None:
         return wrapped(*args, **kwargs)
-    response, headers = unwrapped
-    channel = response[2] if len(response) == 4 else response[1]
-    delivery = messaging.consume(headers, system=SYSTEM, destination=_text(channel))
-    _held.hold(instance, delivery)
     try:
-        message = wrapped(
-            response, *args[1:], **{k: v for k, v in kwargs.items() if k != "response"}
-        )
+        message = wrapped(*opened[0], **opened[1])
     except BaseException as error:
         _held.release(instance, error)
         raise
+    return _handled(instance, message)
+
+
+async def _traced_async_handle_message(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The asyncio ``PubSub``'s ``handle_message``, a coroutine: the same as the sync one."""
+    _held.release(instance)
+    opened = _opened_call(instance, args, kwargs)
+    if opened is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        message = await wrapped(*opened[0], **opened[1])
+    except BaseException as error:
+        _held.release(instance, error)
+        raise
+    return _handled(instance, message)
+
+
+def _opened_call(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """``handle_message``'s arguments with the envelope removed, the message's delivery started
+    and held for ``instance``; None when the response carries no envelope."""
+    unwrapped = _opened(args[0] if args else kwargs.get("response"))
+    if unwrapped is None:
+        return None
+    response, headers = unwrapped
+    channel = response[2] if len(response) == 4 else response[1]
+    _held.hold(instance, messaging.consume(headers, system=SYSTEM, destination=_text(channel)))
+    return (response, *args[1:]), {k: v for k, v in kwargs.items() if k != "response"}
+
+
+def _handled(instance: Any, message: Any) -> Any:
     if message is None:  # a channel handler ran (inside the span) or the message was ignored
         _held.release(instance)
     return message
@@ -251,8 +288,30 @@ def _opened(response: object) -> tuple[list[Any], dict[str, str]] | None:
 
 
 def _envelope(headers: Mapping[str, Any], message: str | bytes) -> str | bytes:
-    prefix = ENVELOPE_MARK + urlencode(headers) + SEPARATOR
+    """``message`` behind the headers that fit; the bare message when none do."""
+    encoded = _fitting_headers(headers)
+    if encoded is None:
+        return message
+    prefix = ENVELOPE_MARK + encoded + SEPARATOR
     return prefix.encode("ascii") + message if isinstance(message, bytes) else prefix + message
+
+
+def _fitting_headers(headers: Mapping[str, Any]) -> str | None:
+    """``headers`` url-encoded, short enough for a subscriber to find the envelope's end: without
+    tracestate, then without baggage too, if need be; None if even that is too long."""
+    fields = dict(headers)
+    encoded = urlencode(fields)
+    for optional in (propagation.TRACESTATE, propagation.BAGGAGE):
+        if _fits(encoded):
+            return encoded
+        fields.pop(optional, None)
+        encoded = urlencode(fields)
+    return encoded if _fits(encoded) else None
+
+
+def _fits(encoded_headers: str) -> bool:
+    """A subscriber looks for the envelope's end this far (``_open_envelope``), no further."""
+    return len(ENVELOPE_MARK) + len(encoded_headers) <= MAX_ENVELOPE_HEADERS
 
 
 def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
