@@ -85,6 +85,12 @@ def _assert_published_in_the_request(
         assert carried["x-correlation-id"] == CORRELATION_ID
 
 
+def _assert_caller_as_it_was(after: _CallerState, server: Any) -> None:
+    """No publish block left attached in the caller: not publishing, its request span current."""
+    assert not after.publishing
+    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+
+
 def _no_failed_detach(caplog: pytest.LogCaptureFixture) -> bool:
     return not any("Failed to detach" in r.getMessage() for r in caplog.records)
 
@@ -106,8 +112,7 @@ def test_xadd_awaited_in_another_task_leaves_the_caller_as_it_was(
 
     server, (after, entries) = _run_as_request(redis_url, publish_twice)
 
-    assert not after.publishing
-    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    _assert_caller_as_it_was(after, server)
     assert _no_failed_detach(caplog)
     assert [fields[b"n"] for _, fields in entries] == [b"1", b"2"]
     headers = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
@@ -138,8 +143,7 @@ def test_publish_awaited_in_another_task_leaves_the_caller_as_it_was(
     envelopes = [_raw_payload(raw).split(b"\x1e", 3), _raw_payload(raw).split(b"\x1e", 3)]
     raw.close()
 
-    assert not after.publishing
-    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    _assert_caller_as_it_was(after, server)
     assert _no_failed_detach(caplog)
     assert [(mark, payload) for _, mark, _, payload in envelopes] == [
         (b"tracekit1", b"first"),
@@ -163,8 +167,7 @@ def test_a_command_never_awaited_attaches_nothing(redis_url, spans) -> None:
 
     server, (after, entries) = _run_as_request(redis_url, call_without_awaiting)
 
-    assert not after.publishing
-    assert after.span.get_span_context().span_id == server.get_span_context().span_id
+    _assert_caller_as_it_was(after, server)
     ((_, fields),) = entries
     assert fields[b"n"] == b"sent"
     _assert_published_in_the_request(
