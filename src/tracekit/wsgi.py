@@ -81,8 +81,8 @@ class TracekitMiddleware:
             for name, _ in headers:
                 if name.lower() == echo_lower:
                     break
-            else:
-                headers.append(echo)
+            else:  # a new list: the application's may be shared between requests, or a tuple
+                headers = [*headers, echo]
             return start_response(status, headers, exc_info)
 
         try:

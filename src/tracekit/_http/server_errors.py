@@ -39,6 +39,8 @@ def echo_on_server_error_pages() -> None:
 def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     """``message`` (an ``http.response.start``) with ``header`` added unless it has that name."""
     headers = message.get("headers") or ()
+    if not isinstance(headers, list | tuple):  # any iterable: read it once
+        headers = list(headers)
     for name, _ in headers:
         if name.lower() == header[0]:
             return message
