@@ -69,6 +69,9 @@ class TracekitMiddleware:
             return
         echo = (self._echo_name, request.correlation_id.encode("ascii"))
         scope[ECHO_KEY] = echo
+        # The outermost application routing this request (Starlette names itself in the scope;
+        # a mounted sub-application replaces it on the way down): where its mounts are found.
+        top = scope.get("app", self.app)
 
         async def send_with_correlation(message: Message) -> None:
             kind = message["type"]
@@ -84,7 +87,7 @@ class TracekitMiddleware:
             error = exc
             raise
         finally:
-            self._finish(request, scope, error)
+            self._finish(request, scope, top, error)
 
     async def _correlate(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Correlation-only mode: the ID in context and on the response, and nothing else.
@@ -138,9 +141,11 @@ class TracekitMiddleware:
             report_once("asgi request start", error)
             return None
 
-    def _finish(self, request: ActiveRequest, scope: Scope, error: BaseException | None) -> None:
+    def _finish(
+        self, request: ActiveRequest, scope: Scope, top: object, error: BaseException | None
+    ) -> None:
         try:
-            self._requests.finish(request, _route(scope), error)
+            self._requests.finish(request, _route(scope, top), error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
@@ -157,13 +162,55 @@ def _attributes(scope: Scope) -> dict[str, Any]:
     return attributes
 
 
-def _route(scope: Scope) -> str | None:
-    """The matched route template that Starlette/FastAPI routing left in the scope."""
-    template = getattr(scope.get("route"), "path", None)
+def _route(scope: Scope, top: object) -> str | None:
+    """The matched route template that Starlette/FastAPI routing left in the scope, under the
+    templates of the mounts it was found through.
+
+    The scope names only the innermost route; its ``root_path`` holds what the mounts matched
+    in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
     if not isinstance(template, str):
         return None
-    root_path: str = scope.get("root_path", "")
-    if not root_path:
-        return template
-    mount_prefix = root_path[len(scope.get("app_root_path", "")) :]
-    return mount_prefix + template
+    if scope.get("root_path", "") == scope.get("app_root_path", ""):
+        return template  # not under a mount
+    prefix = _mount_prefix(route, top, scope.get("app"))
+    return template if prefix is None else prefix + template
+
+
+def _mount_prefix(route: object, *apps: object) -> str | None:
+    """The mount templates leading to ``route`` from the first of ``apps`` that has it."""
+    known = _mount_prefixes.get(id(route))
+    if known is not None and known[0] is route:
+        return known[1]
+    for app in apps:
+        prefix = _find_route(getattr(app, "routes", None), route, "", 0)
+        if prefix is not None:
+            if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
+                _mount_prefixes.clear()
+            _mount_prefixes[id(route)] = (route, prefix)
+            return prefix
+    return None
+
+
+def _find_route(routes: object, route: object, prefix: str, depth: int) -> str | None:
+    if not isinstance(routes, list) or depth > _MAX_MOUNT_DEPTH:
+        return None
+    for candidate in routes:
+        if candidate is route:
+            return prefix
+        inner = getattr(candidate, "routes", None)  # a Mount (or Host) and what it routes to
+        if inner:
+            path = getattr(candidate, "path", "")  # a Host has none
+            below = prefix + path if isinstance(path, str) else prefix
+            found = _find_route(inner, route, below, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+# Route object (by id, kept to tell a reused id) -> the templates of the mounts above it.
+_mount_prefixes: dict[int, tuple[object, str]] = {}
+_MAX_KNOWN_ROUTES = 4096
+_MAX_MOUNT_DEPTH = 16

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.sync.client import connect
 
@@ -333,3 +333,38 @@ def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_
     assert by_name["GET /crash"].status.status_code is StatusCode.ERROR
     assert by_name["GET /crash"].attributes["error.type"] == "KeyError"
     assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
+
+
+def _mounted_app() -> Starlette:
+    """Routes under a parametrised mount, under a mounted sub-application, and a mount that
+    serves whatever lies below it (as ``StaticFiles`` does): no route of its own."""
+
+    async def files(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("file")(scope, receive, send)
+
+    tenants = Mount("/tenants/{tenant}", routes=[Route("/items/{item_id}", items)])
+    version = Mount("/v1", app=Starlette(routes=[Mount("/shop/{shop}", routes=[
+        Route("/items/{item_id}", items)])]))  # fmt: skip
+    return Starlette(routes=[tenants, version, Mount("/static", app=files)])
+
+
+@pytest.mark.parametrize("wrapping", ["add_middleware", "around the app"])
+def test_routes_under_mounts_are_named_by_templates_never_by_the_path_sent(
+    serve_asgi: Any, wait_for_spans: Any, wrapping: str
+) -> None:
+    app: Any = _mounted_app()
+    if wrapping == "add_middleware":
+        app.add_middleware(asgi.TracekitMiddleware)
+    else:
+        app = asgi.TracekitMiddleware(app)
+    url = serve_asgi(app)
+    paths = ["/tenants/acme/items/1", "/tenants/evil-2/items/2", "/v1/shop/evil-3/items/3",
+             "/static/css/site.css", "/tenants/%1b%5b31mRED%0d%0aX/items/4"]  # fmt: skip
+
+    for path in paths:
+        assert requests.get(url + path, timeout=10).status_code == 200
+
+    names = sorted(span.name for span in wait_for_spans(len(paths)))
+    assert names == ["GET /static"] + ["GET /tenants/{tenant}/items/{item_id}"] * 3 + [
+        "GET /v1/shop/{shop}/items/{item_id}"
+    ]
