@@ -36,7 +36,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from time import time_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -99,26 +99,57 @@ def current_fields() -> dict[str, str]:
 # --- stamping records -------------------------------------------------------------------------
 
 
-class _CorrelatedRecord(logging.LogRecord):
+class _Correlating:
     """A LogRecord whose correlation fields give way to same-named ``extra=`` values.
 
     ``Logger.makeRecord`` refuses ``extra`` keys already in the record's ``__dict__``, so the
     fields wait in a slot and move into ``__dict__`` (without overwriting) when the record is
-    formatted; attribute access finds them before that.
+    formatted; attribute access finds them before that. Copied or pickled (``QueueHandler``,
+    ``SocketHandler``), it is the record class it stands for, with the fields in its dict.
     """
 
-    __slots__ = ("_tracekit_fields",)
+    __slots__ = ()
     _tracekit_fields: dict[str, str]
+    _tracekit_base: type[logging.LogRecord] = logging.LogRecord
+    __dict__: dict[str, Any]
 
     def getMessage(self) -> str:
         for key, value in self._tracekit_fields.items():
             self.__dict__.setdefault(key, value)
-        return super().getMessage()
+        return super().getMessage()  # type: ignore[misc, no-any-return]
 
     def __getattr__(self, name: str) -> str:
         if name in STAMPED_FIELDS:
             return self._tracekit_fields[name]
         raise AttributeError(name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt, (self._tracekit_base, {**self._tracekit_fields, **self.__dict__})
+
+
+class _CorrelatedRecord(_Correlating, logging.LogRecord):
+    __slots__ = ("_tracekit_fields",)
+
+
+def _rebuilt(cls: type[logging.LogRecord], state: dict[str, Any]) -> logging.LogRecord:
+    record = cls.__new__(cls)
+    record.__dict__.update(state)
+    return record
+
+
+def _correlated_class(cls: type[logging.LogRecord]) -> type[_Correlating]:
+    """The correlating subclass of a record class another factory makes (made once)."""
+    found = _correlated_classes.get(cls)
+    if found is None:
+        namespace = {"__slots__": ("_tracekit_fields",), "_tracekit_base": cls}
+        found = type(f"Correlated{cls.__name__}", (_Correlating, cls), namespace)
+        _correlated_classes[cls] = found
+    return found
+
+
+_correlated_classes: dict[type[logging.LogRecord], type[_Correlating]] = {
+    logging.LogRecord: _CorrelatedRecord
+}
 
 
 def _safe_fields() -> dict[str, str]:
@@ -137,11 +168,18 @@ def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = _CorrelatedRecord(*args, **kwargs)
         record._tracekit_fields = _safe_fields()
         return record
-    # Another library's factory made the record: stamp it directly.
-    plain = previous(*args, **kwargs)
-    for key, value in _safe_fields().items():
-        plain.__dict__.setdefault(key, value)
-    return plain
+    # Another factory made the record (the application's, a library's): the same record, as
+    # its correlating subclass, so that ``extra=`` may still name the fields.
+    made = previous(*args, **kwargs)
+    try:
+        correlated = _correlated_class(type(made))
+        stamped = correlated.__new__(correlated)
+        stamped.__dict__.update(made.__dict__)
+    except Exception as error:  # a record class that cannot be subclassed or has no __dict__
+        report_once("log record correlation fields", error)
+        return made
+    stamped._tracekit_fields = _safe_fields()  # type: ignore[misc]  # (each subclass's slot)
+    return cast(logging.LogRecord, stamped)
 
 
 def _start_stamping() -> None:

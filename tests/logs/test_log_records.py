@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +75,54 @@ def test_extra_with_the_same_names_wins_and_does_not_raise(
         "order-1", tracer_provider, lambda: logger.info("x", extra={"correlation_id": "mine"})
     )
     assert stream.getvalue().startswith("INFO mine ")
+
+
+class _AppRecord(logging.LogRecord):
+    """A record class of the application's own, made by its factory."""
+
+    def getMessage(self) -> str:
+        return "app: " + super().getMessage()
+
+
+@pytest.mark.parametrize("record_class", [logging.LogRecord, _AppRecord])
+def test_a_factory_set_before_tracekit_keeps_its_records_and_extra_still_wins(
+    record_class: type[logging.LogRecord],
+    text_log: tuple[logging.Logger, io.StringIO],
+    tracer_provider: TracerProvider,
+) -> None:
+    """An application (or library) factory installed before ``init``: its records, its fields
+    and its record class are kept, and ``extra=`` may still name tracekit's fields."""
+    original = logging.getLogRecordFactory()
+
+    def app_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = record_class(*args, **kwargs)  # type: ignore[arg-type]
+        record.host = "web-1"
+        return record
+
+    logging.setLogRecordFactory(app_factory)
+    logs.install(config.resolve("billing", environ={}, export_logs=False))
+    logger, stream = text_log
+    try:
+        trace_id = _in_request("order-9", tracer_provider, lambda: (
+            logger.info("one", extra={"correlation_id": "mine", "service": "billing-api"}),
+            logger.info("two"),
+        ))  # fmt: skip
+        record = logger.makeRecord("n", logging.INFO, "f", 1, "three", None, None)
+    finally:
+        logs.uninstall()
+        logging.setLogRecordFactory(original)
+
+    assert stream.getvalue().splitlines() == [
+        f"INFO mine {trace_id} {'app: ' if record_class is _AppRecord else ''}one",
+        f"INFO order-9 {trace_id} {'app: ' if record_class is _AppRecord else ''}two",
+    ]
+    assert isinstance(record, record_class)
+    assert (record.host, record.correlation_id, record.service) == ("web-1", "-", "billing")  # type: ignore[attr-defined]
+    copied = pickle.loads(pickle.dumps(record))  # a QueueHandler to another process does this
+    assert type(copied) is record_class
+    assert (copied.host, copied.service, copied.getMessage()) == (
+        "web-1", "billing", record.getMessage()
+    )  # fmt: skip
 
 
 def test_records_carry_fields_as_attributes_before_formatting(
