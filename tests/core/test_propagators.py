@@ -118,6 +118,14 @@ HOSTILE = "\x1b]0;pwned\x07"
                 * 2
             },
         ),  # repeated
+        (
+            "xray",
+            {
+                "x-amzn-trace-id": "Root=1-5759e988-bd862e3fe1be46a994272793;"
+                "Parent=53995c3f42cd8ad8;Sampled=0,Root=1-6759e988-bd862e3fe1be46a994272794;"
+                "Parent=63995c3f42cd8ad8;Sampled=1"
+            },
+        ),  # repeated, joined with "," as WSGI servers and Django join repeated headers
     ],
 )
 def test_bad_trace_headers_start_a_new_trace_silently(

@@ -160,9 +160,10 @@ class XRay:
         pairs = {}
         for pair in value.split(";"):
             key, separator, text = pair.partition("=")
-            if not separator:
+            key = key.strip(" \t")
+            if not separator or key in pairs:  # a key twice: two headers joined with ","
                 return None
-            pairs[key.strip(" \t")] = text.strip(" \t")
+            pairs[key] = text.strip(" \t")
         root = self._ROOT.fullmatch(pairs.get("Root", ""))
         parent = pairs.get("Parent", "")
         sampled = pairs.get("Sampled", "0")
