@@ -65,17 +65,22 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     port = free_port()
-    process = subprocess.Popen(
-        _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    with _log_of(store).open("wb") as log:  # the server's stderr, beside the store
+        process = subprocess.Popen(
+            _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url) or process.poll() is not None, 30, "the site")
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        assert process.poll() is None, _log_of(store).read_text()
         yield url, store, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _log_of(store: Path) -> Path:
+    return store.parent / "server.log"
 
 
 def _answers(url: str) -> bool:
@@ -163,3 +168,19 @@ def test_server_is_described_as_the_wsgi_middleware_describes_it(
 
 
 WSGI_DESCRIBES = ("url.scheme", "server.address", "server.port", "network.protocol.version")
+
+
+def test_a_streamed_response_ends_its_span_when_closed_and_logs_nothing(
+    site: tuple[str, Path, str],
+) -> None:
+    """Under ASGI Django closes a streamed response from a worker thread's context, not the one
+    the request started in: the span still ends, and nothing is logged about the context."""
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + "/stream", headers={"X-Correlation-ID": cid}, timeout=10)
+    assert (response.status_code, response.text) == (200, f"{cid}\n" * 3)
+
+    (span,) = [s for s in path_of(store, cid)["spans"] if s["kind"] == "SERVER"]
+    assert (span["name"], span["status"]) == ("GET /stream", "UNSET")
+    log = _log_of(store).read_text()
+    assert "Failed to detach context" not in log and "tracekit" not in log, log

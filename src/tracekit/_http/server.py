@@ -118,9 +118,7 @@ class ServerRequests:
                     request.span,
                 )
         finally:
-            if request.context_token is not None:
-                otel_context.detach(request.context_token)  # type: ignore[arg-type]
-            correlation.reset_correlation_id(request.correlation_token)
+            _restore(request)
 
     def choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
         """The first valid ID among the accepted headers, else from baggage, else a new one."""
@@ -253,3 +251,15 @@ def _correlation_from_baggage(values: list[str] | None) -> str | None:
 def braced_route(rule: str) -> str:
     """``/orders/<int:order_id>`` -> ``/orders/{order_id}``: one route syntax for all frameworks."""
     return _ANGLE_PARAMETER.sub(r"{\1}", rule)
+
+
+def _restore(request: ActiveRequest) -> None:
+    """Put back the context the request started in, when it ends in that context. A streamed
+    response may be closed in another (Django under ASGI closes it from a worker thread's
+    context): nothing of the request is current there, so nothing is restored."""
+    try:
+        correlation.reset_correlation_id(request.correlation_token)
+    except ValueError:
+        return
+    if request.context_token is not None:
+        otel_context.detach(request.context_token)  # type: ignore[arg-type]

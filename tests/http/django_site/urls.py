@@ -22,6 +22,7 @@ urlpatterns = [
     path("forbidden", views.forbidden),
     path("suspicious", views.suspicious),
     path("crash", views.crash),
+    path("stream", views.stream),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

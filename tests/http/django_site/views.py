@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 
 import tracekit
 
 
 def show(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return HttpResponse(f"{tracekit.correlation_id()} {args} {sorted(kwargs.items())}")
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    cid = tracekit.correlation_id()
+    return StreamingHttpResponse(f"{cid}\n" for _ in range(3))
 
 
 def missing(request: HttpRequest, item_id: int) -> HttpResponse:
