@@ -29,6 +29,10 @@ from tracekit._runtime.guard import report_once
 __all__ = ["TracekitMiddleware"]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
+# Messages that start a response: its status and headers (a WebSocket's accept is a 101; its
+# denial, an HTTP response of the ASGI denial extension).
+_RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
+                              "websocket.http.response.start"))  # fmt: skip
 
 
 class TracekitMiddleware:
@@ -74,8 +78,7 @@ class TracekitMiddleware:
         top = scope.get("app", self.app)
 
         async def send_with_correlation(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start" or kind == "websocket.accept":
+            if message["type"] in _RESPONSE_STARTS:
                 request.status_code = message.get("status", 101)
                 message = with_header(message, echo)
             await send(message)
@@ -105,8 +108,7 @@ class TracekitMiddleware:
         scope[ECHO_KEY] = echo
 
         async def send_with_correlation(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start" or kind == "websocket.accept":
+            if message["type"] in _RESPONSE_STARTS:
                 message = with_header(message, echo)
             await send(message)
 

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 import tracekit
@@ -368,3 +369,24 @@ def test_routes_under_mounts_are_named_by_templates_never_by_the_path_sent(
     assert names == ["GET /static"] + ["GET /tenants/{tenant}/items/{item_id}"] * 3 + [
         "GET /v1/shop/{shop}/items/{item_id}"
     ]
+
+
+async def _denying_socket(scope: Any, receive: Any, send: Any) -> None:
+    """A WebSocket endpoint that refuses the handshake with an HTTP response (ASGI's denial)."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+    await send({"type": "websocket.http.response.body", "body": b"not yours"})
+
+
+def test_a_refused_websocket_echoes_the_id_and_records_its_status(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    ws_url = serve_asgi(asgi.TracekitMiddleware(_denying_socket)).replace("http://", "ws://")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url + "/ws/vault", additional_headers={"X-Correlation-ID": "ws-refused-1"})
+
+    assert refused.value.response.status_code == 403
+    assert refused.value.response.headers["X-Correlation-ID"] == "ws-refused-1"
+    (span,) = wait_for_spans(1)
+    assert span.attributes["http.response.status_code"] == 403
+    assert span.attributes["correlation.id"] == "ws-refused-1"
