@@ -18,6 +18,7 @@ import click
 from tracekit.records import BackendError
 from tracekit_cli.options import (
     EXIT_ERROR,
+    Number,
     StoreOption,
     fail,
     format_option,
@@ -63,7 +64,7 @@ _what_and_where = _options([
     click.option("--store", metavar="PATH", cls=StoreOption),
     click.option("--prometheus", metavar="URL",
                  help="Read tracekit's histograms from Prometheus' HTTP API instead."),
-    click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+    click.option("--timeout", type=Number(0.1, 300), default=10.0, show_default=True,
                  help="Seconds to wait for Prometheus per query."),
     click.option("--since", metavar="WHEN", help="Window start: 30m, 2h, or an ISO 8601 time "
                  "[default: 30m, when --start is not given]."),
@@ -81,18 +82,18 @@ _how_strict = _options([
                  help="Looks planned during this rollout; each spends alpha/N of the budget."),
     click.option("--critical", multiple=True, type=click.Choice(METRIC_NAMES), help="A metric "
                  "whose failure fails the verdict (repeatable) [default: error_rate]."),
-    click.option("--alpha", type=click.FloatRange(0.001, 0.2), default=0.05, show_default=True,
+    click.option("--alpha", type=Number(0.001, 0.2), default=0.05, show_default=True,
                  help="Error budget: chance of failing a canary that is no worse."),
-    click.option("--max-latency-increase", type=click.FloatRange(1, 1000), default=20.0,
+    click.option("--max-latency-increase", type=Number(1, 1000), default=20.0,
                  show_default=True, metavar="PERCENT",
                  help="Tolerated slowdown of the typical request."),
-    click.option("--max-tail-increase", type=click.FloatRange(1, 1000), default=50.0,
+    click.option("--max-tail-increase", type=Number(1, 1000), default=50.0,
                  show_default=True, metavar="PERCENT",
                  help="Tolerated growth of the tail quantile."),
-    click.option("--max-error-increase", type=click.FloatRange(0.01, 50), default=1.0,
+    click.option("--max-error-increase", type=Number(0.01, 50), default=1.0,
                  show_default=True, metavar="POINTS",
                  help="Tolerated rise of the error rate, in percentage points."),
-    click.option("--tail-quantile", type=click.FloatRange(0.5, 0.999), default=0.95,
+    click.option("--tail-quantile", type=Number(0.5, 0.999), default=0.95,
                  show_default=True, help="The quantile the tail test looks above."),
 ])  # fmt: skip
 

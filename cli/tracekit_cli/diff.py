@@ -19,6 +19,7 @@ from tracekit.records import BackendError, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
     MAX_ID_CHARS,
+    Number,
     backend_options,
     check_id,
     fail,
@@ -85,14 +86,14 @@ SET_OPTIONS = ("--service", "--a", "--b", "--route")
 )
 @click.option(
     "--min-delta-ms",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=5.0,
     show_default=True,
     help="Smallest timing change that counts, in milliseconds...",
 )
 @click.option(
     "--min-delta-pct",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=10.0,
     show_default=True,
     help="... and in percent of the value before.",

@@ -8,6 +8,7 @@ text when piped; ``NO_COLOR`` turns colour off in the rich view too.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -35,6 +36,19 @@ EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
 
 
+class Number(click.FloatRange):
+    """A float option in a range; ``nan`` and infinities are refused like any value out of it
+    (``click.FloatRange`` lets NaN through: it compares false with both bounds)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
 class StoreOption(click.Option):
     """``--store``, whose help shows the default this environment resolves to."""
 
@@ -55,7 +69,7 @@ def backend_options(command: F) -> F:
         click.option("--store", "store", metavar="PATH", cls=StoreOption),
         click.option("--tempo", metavar="URL", help="Read from Grafana Tempo's HTTP API."),
         click.option("--jaeger", metavar="URL", help="Read from Jaeger's api_v3 (HTTP)."),
-        click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+        click.option("--timeout", type=Number(0.1, 300), default=10.0, show_default=True,
                      help="Seconds to wait for a remote backend per request."),
         click.option("--header", metavar="NAME=VALUE", multiple=True, expose_value=False,
                      callback=_keep_headers, help="Send this header to --tempo or --jaeger "

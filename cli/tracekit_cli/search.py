@@ -8,6 +8,7 @@ from tracekit.records import BackendError, RequestSummary
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
+    Number,
     backend_options,
     fail,
     format_option,
@@ -23,7 +24,7 @@ from tracekit_cli.output import emit_json, emit_rich, emit_text
 @format_option
 @click.option("--service", metavar="NAME", help="Only requests whose root is in this service.")
 @click.option("--since", metavar="WHEN", help="Only since then: 15m, 2h, 7d or an ISO 8601 time.")
-@click.option("--min-duration", type=click.FloatRange(min=0), metavar="MS",
+@click.option("--min-duration", type=Number(min=0), metavar="MS",
               help="Only requests that took at least this many milliseconds.")  # fmt: skip
 @click.option("--errors", is_flag=True, help="Only requests with an error anywhere in them.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,

@@ -34,6 +34,31 @@ def tracekit(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["collector", "--port", "70000"], "Invalid value for '--port'"),
         (["collector", "--host", ""], "Invalid value for '--host': empty"),
         (["demo", "--queue", "kafka"], "Invalid value for '--queue'"),
+        # NaN is out of every range (it compares false with both bounds: click lets it through)
+        (
+            ["canary", "--service", "s", "--baseline", "1", "--canary", "2", "--alpha", "nan"],
+            "Invalid value for '--alpha': nan is not a finite number",
+        ),
+        (
+            [
+                "canary",
+                "--service",
+                "s",
+                "--baseline",
+                "1",
+                "--canary",
+                "2",
+                "--tail-quantile",
+                "NaN",
+            ],
+            "Invalid value for '--tail-quantile': nan is not a finite number",
+        ),
+        (
+            ["trace", "x", "--tempo", "http://127.0.0.1:1", "--timeout", "nan"],
+            "Invalid value for '--timeout': nan is not a finite number",
+        ),
+        (["search", "--min-duration", "nan"], "Invalid value for '--min-duration'"),
+        (["diff", "a", "b", "--min-delta-ms", "nan"], "Invalid value for '--min-delta-ms'"),
     ],
 )
 def test_a_usage_error_is_one_line_and_exit_2(args: list[str], says: str) -> None:
