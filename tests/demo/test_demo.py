@@ -196,7 +196,10 @@ def _demo_services(parent: int | None = None) -> set[int]:
     return {int(pid) for pid in found.stdout.split()}
 
 
-def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_stops_every_process_the_demo_started(
+    tmp_path: Path, stop: signal.Signals, status: int
+) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     demo = subprocess.Popen(
@@ -214,10 +217,47 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     running = _demo_services(parent=demo.pid)
     assert len(running) == 8, "".join(lines)
 
-    demo.send_signal(signal.SIGINT)
+    demo.send_signal(stop)
     rest, _ = demo.communicate(timeout=60)
 
-    assert demo.returncode == 130
+    assert demo.returncode == status
     assert "stopped: every demo process was shut down" in rest
     assert not (_demo_services() & running)
     assert list(scratch.iterdir()) == [], "the demo's work folder is removed on Ctrl-C too"
+
+
+@pytest.mark.parametrize(
+    ("args", "path", "says"),
+    [
+        (["--store", "/etc/passwd"], None, "cannot open store /etc/passwd: file is not a database"),
+        (["--queue", "redis"], "/nonexistent", "--queue redis needs redis-server on PATH"),
+    ],
+)
+def test_a_demo_that_cannot_run_says_why_in_one_line_and_leaves_nothing(
+    tmp_path: Path, args: list[str], path: str | None, says: str
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "PATH": path or os.environ["PATH"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--store", str(tmp_path / "d.db"), *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("tracekit: ") and says in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(scratch.iterdir()) == []
+
+
+def test_the_demo_makes_its_store_and_folders_private_whatever_the_umask(tmp_path: Path) -> None:
+    store = tmp_path / "made" / "by" / "demo.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--queue", "embedded", "--store", str(store)],
+        capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=lambda: os.umask(0),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    modes = [oct(p.stat().st_mode & 0o777) for p in (store.parent.parent, store.parent, store)]
+    assert modes == ["0o700", "0o700", "0o600"]

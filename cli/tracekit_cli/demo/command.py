@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path as FilePath
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from tracekit_cli.options import StoreOption, no_color, terminal_width
+from tracekit_cli.options import EXIT_ERROR, StoreOption, fail, no_color, terminal_width
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
@@ -52,7 +53,8 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
 
     console = Console(width=terminal_width(), no_color=no_color(), highlight=False)
     store_path = FilePath(store) if store else default_store_path()
-    store_path.parent.mkdir(parents=True, exist_ok=True)
+    _create_store(store_path)
+    _stop_on_sigterm()
     started = time.monotonic()
     try:
         with Topology(store_path, queue=queue) as topology:
@@ -67,9 +69,36 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
             if keep_running:
                 _show_ports(console, topology)
                 _wait_for_ctrl_c()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         console.print("stopped: every demo process was shut down")
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(stop, _Terminated) else 130) from None
+    except (RuntimeError, OSError) as error:  # a service that did not start names its log
+        fail(f"demo: {error}", EXIT_ERROR)
+
+
+def _create_store(path: FilePath) -> None:
+    """The store, made (private, as its folders) before any service writes to it: a path that
+    cannot be a store is refused before the demo starts."""
+    import sqlite3
+
+    from tracekit.store import SchemaTooNewError, Store
+
+    try:
+        Store(path).create()
+    except (sqlite3.Error, OSError, SchemaTooNewError) as error:
+        fail(f"cannot open store {path}: {error}", EXIT_ERROR)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: every process the demo started is stopped."""
+
+
+def _stop_on_sigterm() -> None:
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # inherited ignored in background
 
 
 def _run_traffic(console: Any, topology: Any, count: int, *, stop: bool) -> list[Any]:

@@ -71,7 +71,11 @@ class Topology:
         self.ports = {role: _free_port() for role in HTTP_ROLES}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._redis: subprocess.Popen[bytes] | None = None
-        self.queue_url, self.queue_description = self._choose_queue(queue)
+        try:
+            self.queue_url, self.queue_description = self._choose_queue(queue)
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
 
     def _choose_queue(self, choice: str) -> tuple[str, str]:
         redis_server = shutil.which("redis-server")
