@@ -21,7 +21,7 @@ from tracekit import (
     semconv,
 )
 from tracekit._runtime import lifecycle, state
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import error_message, report_once
 
 _log = logging.getLogger("tracekit")
 # The SDK allows one global provider per process: tracekit creates it once and, across
@@ -110,8 +110,13 @@ def _set_global_propagator(propagator: propagation.TracekitPropagator) -> None:
         from opentelemetry import propagate
     except ValueError as error:
         # OTEL_PROPAGATORS names a propagator OpenTelemetry cannot load (not installed): its
-        # module refuses to import. tracekit's own middleware, clients and queues go on.
-        report_once("OpenTelemetry's global propagator (check OTEL_PROPAGATORS)", error)
+        # module refuses to import. A configuration to fix, said in one line (no traceback);
+        # tracekit's own middleware, clients and queues go on.
+        _log.warning(
+            "tracekit: OpenTelemetry refuses OTEL_PROPAGATORS (%s); its own instrumentations"
+            " will not import until the name is fixed or its package installed",
+            error_message(error),
+        )
         return
     propagate.set_global_textmap(propagator)
 
