@@ -215,9 +215,18 @@ def test_every_read_command_documents_the_header_option() -> None:
 
 @pytest.mark.parametrize("command", [["trace", "x"], ["search"], ["services"]])
 @pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
-def test_a_url_without_scheme_is_one_line_and_exit_2(command: list[str], backend: str) -> None:
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("localhost:3200", "URL must look like http(s)://host[:port][/path], got 'localhost:3200'"),
+        ("http://user:secret@tempo:99999", "URL has an invalid port: 'tempo:99999'"),
+    ],
+)
+def test_a_bad_url_is_one_line_and_exit_2(
+    command: list[str], backend: str, url: str, says: str
+) -> None:
     done = subprocess.run(
-        [TRACEKIT, *command, backend, "localhost:3200"],
+        [TRACEKIT, *command, backend, url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -225,6 +234,4 @@ def test_a_url_without_scheme_is_one_line_and_exit_2(command: list[str], backend
     )
     name = backend.strip("-").capitalize()
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        f"tracekit: {name} URL must look like http(s)://host[:port][/path], got 'localhost:3200'\n"
-    )
+    assert done.stderr == f"tracekit: {name} {says}\n"

@@ -145,6 +145,17 @@ def test_exit_status_and_one_line_errors(store: Path, tmp_path: Path) -> None:
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
 
+def test_counts_of_one_read_as_one(tmp_path: Path) -> None:
+    lone = Topology("req-lone-1")
+    lone.span("gateway", "GET /ping", "SERVER", 0, 5, status="ERROR", message="down")
+    path = write_store(tmp_path / "lone.db", lone)
+
+    code, out, _ = run("trace", "req-lone-1", "--store", str(path), "--format", "text")
+
+    assert code == 0
+    assert out.splitlines()[1].endswith(", 1 span, 1 service, 1 trace, 0 hops, 1 error")
+
+
 def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
     piped = cli_process("trace", "req-checkout-1", "--store", str(store))
     assert piped.stdout.startswith("request req-checkout-1\n") and "\x1b" not in piped.stdout

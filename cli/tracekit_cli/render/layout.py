@@ -169,17 +169,20 @@ def format_time(unix_nano: int) -> str:
 
 def summary_line(path: Path, sep: str = ", ") -> str:
     """Start, duration and counts in one line."""
-    traces = len(path.trace_ids)
     parts = [
         f"start {format_time(path.start_unix_nano)}",
         format_ms(path.duration_ms),
-        f"{len(path.spans)} spans",
-        f"{len(path.services)} services",
-        f"{traces} trace{'s' if traces != 1 else ''}",
-        f"{len(path.hops)} hops",
-        f"{len(path.errors)} errors",
+        _count(len(path.spans), "span"),
+        _count(len(path.services), "service"),
+        _count(len(path.trace_ids), "trace"),
+        _count(len(path.hops), "hop"),
+        _count(len(path.errors), "error"),
     ]
     return sep.join(parts)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def hop_text(hop: Hop, limit: int = 80) -> str:

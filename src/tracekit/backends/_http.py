@@ -155,7 +155,8 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     try:
         parsed.port  # noqa: B018 -- raises ValueError for a port that is not a number
     except ValueError:
-        raise BackendError(f"{name} URL has an invalid port: {parsed.hostname}") from None
+        shown = parsed.netloc.rpartition("@")[2][:80]  # host:port, no userinfo
+        raise BackendError(f"{name} URL has an invalid port: {shown!r}") from None
     host = parsed.netloc.rpartition("@")[2]
     url = urllib.parse.urlunsplit((parsed.scheme, host, parsed.path.rstrip("/"), "", ""))
     if parsed.username is None:
