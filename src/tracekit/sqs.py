@@ -25,6 +25,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from tracekit import messaging
+from tracekit._runtime.guard import report_once
 
 SYSTEM = "aws_sqs"
 PACKED_ATTRIBUTE = "tracekit-context"
@@ -69,7 +70,16 @@ def _string(value: str) -> dict[str, str]:
 
 
 def headers_of(message: Mapping[str, Any]) -> dict[str, str]:
-    """The text message attributes of a received ``message``, with packed context unpacked."""
+    """The text message attributes of a received ``message``, with packed context unpacked;
+    none when they cannot be read (the message is handled as one without context)."""
+    try:
+        return _read_headers(message)
+    except Exception as error:
+        report_once("sqs message attributes", error)
+        return {}
+
+
+def _read_headers(message: Mapping[str, Any]) -> dict[str, str]:
     headers: dict[str, str] = {}
     attributes = message.get("MessageAttributes")
     if isinstance(attributes, Mapping):
@@ -89,8 +99,8 @@ def _unpack(headers: MutableMapping[str, str]) -> None:
         return
     try:
         fields = json.loads(packed)
-    except ValueError:
-        return  # not ours, or damaged: the message is handled as one without context
+    except (ValueError, RecursionError):  # not ours, damaged or nested past the parser's limit
+        return  # the message is handled as one without context
     if isinstance(fields, dict):
         headers.update((k, v) for k, v in fields.items() if isinstance(v, str) and k not in headers)
 
@@ -113,7 +123,7 @@ def consume(message: Mapping[str, Any], *, queue: str, **options: Any) -> messag
         headers_of(message),
         system=SYSTEM,
         destination=queue_name(queue),
-        message_id=message.get("MessageId"),
+        message_id=message.get("MessageId") if isinstance(message, Mapping) else None,
         **options,
     )
 

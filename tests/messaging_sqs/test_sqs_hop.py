@@ -126,3 +126,27 @@ def test_damaged_packed_context_is_ignored(queue_url: str, spans: InMemorySpanEx
         pass
     consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
     assert consumer.parent is None
+
+
+@pytest.mark.parametrize("packed", ["[" * 10_000, '{"traceparent": ' + "[" * 10_000])
+def test_packed_context_nested_past_the_parser_is_ignored(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, packed: str
+) -> None:
+    """Any producer may set the packed attribute: nesting deep enough to exhaust the JSON parser
+    (under the length bound) must not reach the consumer's loop."""
+    attribute = {"tracekit-context": {"DataType": "String", "StringValue": packed}}
+    instrumentation.uninstrument()  # a producer that is not tracekit
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="hostile", MessageAttributes=attribute)
+    instrumentation.instrument(["botocore"])
+    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    assert message["MessageAttributes"]["tracekit-context"]["StringValue"] == packed
+
+    handled = []
+    with tracekit.sqs.consume(message, queue=queue_url):
+        handled.append(message["Body"])
+    with tracekit.sqs.consume_batch([message], queue=queue_url):
+        handled.append(message["Body"])
+
+    assert handled == ["hostile", "hostile"]
+    consumers = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert len(consumers) == 2 and all(s.parent is None for s in consumers)
