@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +152,46 @@ def test_packed_context_nested_past_the_parser_is_ignored(
     assert handled == ["hostile", "hostile"]
     consumers = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
     assert len(consumers) == 2 and all(s.parent is None for s in consumers)
+
+
+@pytest.fixture
+def client_with_an_older_sqs_model(sqs_endpoint: str, tmp_path: Path) -> Any:
+    """A real boto3 client whose SQS model predates ``MessageSystemAttributeNames`` (botocore
+    before 1.34.x's model update, which ``boto3>=1.34`` still allows): it refuses that
+    parameter, as such a botocore does, and knows only ``AttributeNames``."""
+    import boto3
+    import botocore
+
+    installed = Path(botocore.__file__).parent / "data" / "sqs"
+    (version,) = [p.name for p in installed.iterdir() if p.is_dir()]
+    model = json.loads(gzip.decompress((installed / version / "service-2.json.gz").read_bytes()))
+    del model["shapes"]["ReceiveMessageRequest"]["members"]["MessageSystemAttributeNames"]
+    folder = tmp_path / "sqs" / version
+    folder.mkdir(parents=True)
+    (folder / "service-2.json").write_text(json.dumps(model))
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(tmp_path))
+    return boto3.Session(botocore_session=session).client(
+        "sqs", endpoint_url=sqs_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+
+
+def test_receive_on_a_botocore_without_message_system_attribute_names(
+    client_with_an_older_sqs_model: Any, sqs_client: Any, queue_url: str
+) -> None:
+    old = client_with_an_older_sqs_model
+    request = old.meta.service_model.operation_model("ReceiveMessage").input_shape
+    assert "MessageSystemAttributeNames" not in request.members
+    token = tracekit.correlation.set_correlation_id("order-old-1")
+    try:
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody="from a new client")
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+
+    [message] = receive(old, queue_url)
+
+    assert message["Body"] == "from a new client"
+    assert "SentTimestamp" in message["Attributes"]  # asked for under the older name
+    with tracekit.sqs.consume(message, queue=queue_url) as delivery:
+        assert delivery.correlation_id == "order-old-1"

@@ -4,7 +4,8 @@
   within SQS's limit of 10 (see ``tracekit.sqs``). ``SendMessageBatch`` is one PRODUCER span
   whose context every entry carries.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
-  ``SentTimestamp`` to ``MessageSystemAttributeNames`` unless the caller already asked for all.
+  ``SentTimestamp`` to ``MessageSystemAttributeNames`` (``AttributeNames`` on a botocore whose
+  model predates it) unless the caller already asked for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
 
@@ -46,7 +47,7 @@ def _traced_api_call(
     handler = _HANDLERS.get(operation) if _service_of(instance) == "sqs" else None
     if handler is None or not isinstance(params, dict):
         return wrapped(*args, **kwargs)
-    return handler(lambda new_params: wrapped(operation, new_params), params)
+    return handler(lambda new_params: wrapped(operation, new_params), params, instance)
 
 
 def _bind(operation_name: Any, api_params: Any) -> tuple[Any, Any]:
@@ -60,7 +61,9 @@ def _service_of(client: Any) -> str | None:
         return None
 
 
-def _send_message(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+def _send_message(
+    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+) -> Any:
     carrier: dict[str, str] = {}
     queue = sqs.queue_name(str(params.get("QueueUrl", "")))
     with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue) as sent:
@@ -70,7 +73,9 @@ def _send_message(call: Callable[[dict[str, Any]], Any], params: dict[str, Any])
         return result
 
 
-def _send_message_batch(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+def _send_message_batch(
+    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+) -> Any:
     entries = params.get("Entries")
     if not isinstance(entries, list):
         return call(params)
@@ -100,15 +105,17 @@ def _no_room_once() -> None:
     )
 
 
-def _receive_message(call: Callable[[dict[str, Any]], Any], params: dict[str, Any]) -> Any:
+def _receive_message(
+    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+) -> Any:
     try:
-        params = _asking_for_context(params)
+        params = _asking_for_context(params, _system_names_parameter(client))
     except Exception as error:
         report_once("sqs receive attributes", error)
     return call(params)
 
 
-def _asking_for_context(params: dict[str, Any]) -> dict[str, Any]:
+def _asking_for_context(params: dict[str, Any], system_parameter: str) -> dict[str, Any]:
     names = _attribute_names()
     wanted = _with_names(params.get("MessageAttributeNames"), names)
     system = params.get("MessageSystemAttributeNames")
@@ -116,8 +123,16 @@ def _asking_for_context(params: dict[str, Any]) -> dict[str, Any]:
     asked_all = any(_asks_all(given) for given in (system, legacy))
     new = {**params, "MessageAttributeNames": wanted}
     if not asked_all:
-        new["MessageSystemAttributeNames"] = _with_names(system, ["SentTimestamp"])
+        new[system_parameter] = _with_names(params.get(system_parameter), ["SentTimestamp"])
     return new
+
+
+def _system_names_parameter(client: Any) -> str:
+    """Where this client asks for system attributes: ``MessageSystemAttributeNames``, or the
+    older ``AttributeNames`` on a botocore whose SQS model predates it (it refuses the new one)."""
+    request = client.meta.service_model.operation_model("ReceiveMessage").input_shape
+    current = "MessageSystemAttributeNames"
+    return current if current in request.members else "AttributeNames"
 
 
 def _attribute_names() -> list[str]:
@@ -143,7 +158,8 @@ def _with_names(given: object, names: Iterable[str]) -> Any:
     return current + [name for name in names if name not in current]
 
 
-_HANDLERS: dict[str, Callable[[Callable[[dict[str, Any]], Any], dict[str, Any]], Any]] = {
+_Handler = Callable[[Callable[[dict[str, Any]], Any], dict[str, Any], Any], Any]
+_HANDLERS: dict[str, _Handler] = {
     "SendMessage": _send_message,
     "SendMessageBatch": _send_message_batch,
     "ReceiveMessage": _receive_message,
