@@ -124,3 +124,31 @@ def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> 
     message = poll_one(cc)
     cc.close()
     assert message.headers() is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p, topic: p.produce(topic, b"v", None, 0, None, None, 0, [("app", b"1")]),
+        lambda p, topic: p.produce(topic, b"v", None, 0, None, None, 0, headers=[("app", b"1")]),
+    ],
+    ids=["headers positional", "timestamp positional, headers by keyword"],
+)
+def test_positional_arguments_keep_their_meaning_and_carry_the_context(
+    kafka_bootstrap: str, topic: str, call: Any
+) -> None:
+    """produce's positions are (topic, value, key, partition, on_delivery, callback, timestamp,
+    headers): on_delivery's alias ``callback`` has a position of its own."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    token = tracekit.correlation.set_correlation_id("order-positional-1")
+    try:
+        call(producer, topic)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    producer.flush(10)
+
+    cc = consumer(kafka_bootstrap, topic)
+    headers = dict(poll_one(cc).headers())
+    cc.close()
+    assert headers["app"] == b"1"
+    assert headers["x-correlation-id"] == b"order-positional-1" and "traceparent" in headers

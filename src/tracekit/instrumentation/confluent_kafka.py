@@ -32,7 +32,9 @@ from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor, Patch
 from tracekit.instrumentation._kafka import SYSTEM
 
-_HEADERS_POSITION = 6  # produce(topic, value, key, partition, on_delivery, timestamp, headers)
+# produce(topic, value, key, partition, on_delivery, callback, timestamp, headers): the C
+# keyword list names on_delivery's alias "callback" too, so it takes a position of its own
+_HEADERS_POSITION = 7
 
 _held = messaging.HeldDeliveries()
 
