@@ -253,3 +253,16 @@ def test_canary_dashboard_opens_on_two_different_versions() -> None:
     baseline, canary = defined["baseline"], defined["canary"]
     assert variable_query(baseline) == variable_query(canary)
     assert (baseline["sort"], canary["sort"]) == (1, 2)
+
+
+@pytest.mark.parametrize("name", ["service-overview.json", "endpoint.json", "messaging.json"])
+def test_every_query_follows_the_service_selection_unless_it_says_otherwise(name: str) -> None:
+    """A panel that ignored ``$service`` would show other services' numbers under the one
+    selected; only a panel whose description says it counts every service may."""
+    board = load(name)
+    ignoring = [
+        panel["title"]
+        for panel, target in targets(board)
+        if "$service" not in target["expr"] and "every service" not in panel.get("description", "")
+    ]
+    assert ignoring == []

@@ -57,7 +57,7 @@ DURATION = 6.0  # seconds of steady traffic
 KINDS = (
     "/orders/slow-{i}",
     "/orders/{i}",
-    "/orders/{i}",
+    "/crash",
     "/fail",
     "/checkout/cart-{i}",
     "/checkout/cart-{i}",
@@ -135,7 +135,7 @@ def traffic(shops: dict[str, Shop], prometheus: str) -> Traffic:
         for client in clients.values():
             client.close()
     end = time.time()
-    assert [s == 500 for s in statuses] == [path == "/fail" for _, path in plan]
+    assert [s == 500 for s in statuses] == [path in ("/fail", "/crash") for _, path in plan]
     result = Traffic(plan, start, end)
     checkouts = result.count(prefix="/checkout/")
     # Every request, the order call each checkout makes, and one warm-up request per version.
@@ -160,6 +160,10 @@ def traffic(shops: dict[str, Shop], prometheus: str) -> Traffic:
 def _value(url: str, promql: str, at: float | None = None) -> float | None:
     result = instant(url, promql, at)
     return float(result[0]["value"][1]) if result else None
+
+
+def _values(url: str, promql: str, at: float) -> list[float]:
+    return [float(series["value"][1]) for series in instant(url, promql, at)]
 
 
 def _resolve(
@@ -210,7 +214,7 @@ def test_variables_list_what_the_services_emit(prometheus: str, traffic: Traffic
     _, endpoint = _resolve(prometheus, load("endpoint.json"), traffic, pick_all=True)
     assert endpoint["service"] == ["shop"]
     assert endpoint["version"] == [BASELINE, CANARY]
-    assert endpoint["route"] == ["/checkout/{cart_id}", "/fail", "/orders/{order_id}"]
+    assert endpoint["route"] == ["/checkout/{cart_id}", "/crash", "/fail", "/orders/{order_id}"]
     assert endpoint["method"] == ["GET"]
     _, canary = _resolve(prometheus, load("canary.json"), traffic, pick_all=False)
     assert canary["baseline"] == canary["canary"] == [BASELINE, CANARY]
@@ -240,6 +244,31 @@ def test_canary_stats_match_the_traffic_sent(prometheus: str, traffic: Traffic) 
     title = "Error ratio: canary minus baseline"
     delta = _panel_value(prometheus, "canary.json", title, chosen, traffic.end)
     assert abs(delta) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "chosen"),
+    [
+        ("service-overview.json", {"service": ["shop"], "version": [ALL]}),
+        ("endpoint.json", {"service": ["shop"], "version": [ALL], "route": [ALL], "method": [ALL]}),
+    ],
+)
+def test_error_ratio_counts_every_500_the_clients_got(
+    prometheus: str, traffic: Traffic, name: str, chosen: dict[str, list[str]]
+) -> None:
+    """/fail answers 500; /crash raises, and Starlette's ServerErrorMiddleware, outside the
+    app's middleware, answers 500 (tracekit records the request with no status code, as it never
+    saw one): clients got both, the ratio counts both."""
+    board = load(name)
+    panel = next(p for p in panels(board) if p["title"].startswith("Error ratio"))
+    promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)
+    ratios = [v for v in _values(prometheus, promql, traffic.end) if v > 0]
+    failed = traffic.count(prefix="/fail") + traffic.count(prefix="/crash")
+    served = len(traffic.sent) + traffic.count(prefix="/checkout")  # each checkout calls /orders
+    if name == "service-overview.json":
+        assert ratios == [pytest.approx(failed / served, abs=0.05)]
+    else:  # per route: the two failing routes fail every time
+        assert sorted(ratios) == [pytest.approx(1.0, abs=0.01)] * 2
 
 
 def test_messaging_stats_match_the_traffic_sent(prometheus: str, traffic: Traffic) -> None:

@@ -6,6 +6,7 @@ dashboards read gets traffic:
 
 - ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s.
 - ``/fail``: HTTP 500.
+- ``/crash``: raises; the server answers 500, tracekit records no status code.
 - ``/checkout/{cart_id}``: calls ``/orders/{cart_id}`` on this service through httpx (HTTP client
   metrics, exemplars) and publishes the cart to the in-process queue ``orders.created``
   (``tracekit.messaging.publish``, ``inproc_queue``). A consumer thread handles each message inside
@@ -25,6 +26,7 @@ import httpx
 import uvicorn
 from inproc_queue import InProcessQueue
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -45,6 +47,10 @@ async def order(request: Request) -> PlainTextResponse:
 
 async def fail(request: Request) -> PlainTextResponse:
     return PlainTextResponse("boom", status_code=500)
+
+
+async def crash(request: Request) -> PlainTextResponse:
+    raise RuntimeError("an unhandled exception: the server answers 500, no status is recorded")
 
 
 async def checkout(request: Request) -> PlainTextResponse:
@@ -75,7 +81,9 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 routes = [
     Route("/orders/{order_id}", order),
     Route("/fail", fail),
+    Route("/crash", crash),
     Route("/checkout/{cart_id}", checkout),
 ]
-app = TracekitMiddleware(Starlette(routes=routes, lifespan=lifespan))
+# add_middleware's place: inside Starlette's ServerErrorMiddleware, which answers /crash
+app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(TracekitMiddleware)])
 uvicorn.run(app, host="127.0.0.1", port=app_port, log_level="warning")
