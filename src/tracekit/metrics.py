@@ -248,7 +248,7 @@ class HttpServerMetrics(_ServiceMetrics):
             route = UNMATCHED_ROUTE
         elif route not in self._known_routes:  # known routes pass as they are, without a call
             route = self._route(route)
-        status = _STATUS_LABELS.get(status_code) or (str(status_code) if status_code else "")
+        status = _status_label(status_code)
         if not self._local:
             self.active.dec()
             self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
@@ -462,7 +462,7 @@ class HttpClientMetrics(_ServiceMetrics):
             str(attributes.get(semconv.HTTP_REQUEST_METHOD, semconv.OTHER_METHOD)),
             host,
             port,
-            str(status_code) if status_code else "",
+            _status_label(status_code),
             _client_error_type(status_code, error),
         ).observe(seconds, exemplar_of(span))
 
@@ -481,8 +481,14 @@ def _client_error_type(status_code: int | None, error: BaseException | None) -> 
     if error is not None:
         return type(error).__qualname__[:MAX_LABEL_LENGTH]
     if status_code and status_code >= 400:
-        return str(status_code)
+        return _status_label(status_code)
     return ""
+
+
+def _status_label(status_code: int | None) -> str:
+    """The code as a label; empty when there is none, ``_other`` outside HTTP's 100-599 (an
+    application or a peer may set any number: one series each would be unbounded)."""
+    return _STATUS_LABELS.get(status_code, OTHER_VALUE) if status_code else ""
 
 
 # --- exposition -------------------------------------------------------------------------------

@@ -175,6 +175,34 @@ def test_open_ended_labels_are_capped() -> None:
     )
 
 
+def test_status_codes_outside_http_share_one_value() -> None:
+    """An application (or, for a client, a peer) may set any number as the status: each one
+    outside 100-599 would be a series of its own."""
+    registry = CollectorRegistry()
+    server = metrics.HttpServerMetrics("svc", None, registry)
+    client = metrics.HttpClientMetrics("svc", None, registry)
+    for code in (200, 599, 600, 999, 1000, 123456, 99, -5):
+        server.request_started()
+        server.request_finished("GET", "/x", code, 0.001, None)
+        client.request_finished({"http.request.method": "GET"}, code, None, 0.001, None)
+
+    def labels(sample_name: str, label: str) -> set[str]:
+        return {
+            s.labels[label] for f in registry.collect() for s in f.samples if s.name == sample_name
+        }
+
+    expected = {"200", "599", metrics.OTHER_VALUE}
+    assert labels("http_server_request_duration_seconds_count", "http_response_status_code") == (
+        expected
+    )
+    assert labels("http_client_request_duration_seconds_count", "http_response_status_code") == (
+        expected
+    )
+    assert labels("http_client_request_duration_seconds_count", "error_type") == {
+        "", "599", metrics.OTHER_VALUE
+    }  # fmt: skip
+
+
 def test_messaging_destinations_are_capped_and_truncated() -> None:
     registry = CollectorRegistry()
     messaging = metrics.MessagingMetrics("svc", None, registry)
