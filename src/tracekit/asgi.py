@@ -138,7 +138,10 @@ class TracekitMiddleware:
         try:
             method = scope.get("method", "GET")
             attributes = _attributes(scope)
-            return self._requests.start(method, scope["path"], self._headers(scope), attributes)
+            return self._requests.start(
+                method, scope["path"], self._headers(scope), attributes,
+                measured=scope["type"] == "http",  # a WebSocket's lifetime is no request's
+            )  # fmt: skip
         except Exception as error:
             report_once("asgi request start", error)
             return None

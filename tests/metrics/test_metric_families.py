@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.sync.client import connect
 from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
@@ -39,8 +42,14 @@ def asgi_service() -> Iterator[str]:
     async def order(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok", status_code=int(request.query_params.get("status", 200)))
 
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()  # held open until the client says something
+        await websocket.close()
+
     routes = [
         Route("/orders/{order_id}", order),
+        WebSocketRoute("/chat", chat),
         Mount("/metrics", metrics.asgi_metrics_app(registry)),
     ]
     app = TracekitMiddleware(
@@ -145,6 +154,30 @@ def test_http_client_requests_are_measured(werkzeug_target: str) -> None:
         server_port=closed_port, http_response_status_code="", error_type="ConnectionError"
     )
     assert failed == 1
+
+
+def test_a_websocket_is_traced_but_is_no_http_request_in_the_metrics(
+    asgi_service: str, spans: InMemorySpanExporter
+) -> None:
+    """A connection open for minutes is not a slow request: it stays out of the request
+    duration histogram and the in-flight gauge (its SERVER span still covers it)."""
+    with httpx.Client(base_url=asgi_service) as client:
+        client.get("/orders/1")
+        with connect(asgi_service.replace("http://", "ws://") + "/chat") as socket:
+            time.sleep(0.3)
+            during = _families(client.get("/metrics/", headers={"Accept": OPENMETRICS}).text)
+            socket.send("bye")
+        time.sleep(0.1)
+        after = _families(client.get("/metrics/", headers={"Accept": OPENMETRICS}).text)
+
+    assert [s.value for s in during["http_server_active_requests"].samples] == [0]
+    routes = {
+        s.labels["http_route"]
+        for s in after["http_server_request_duration_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert routes == {"/orders/{order_id}"}
+    assert "GET /chat" in [span.name for span in spans.get_finished_spans()]
 
 
 def test_open_ended_labels_are_capped() -> None:

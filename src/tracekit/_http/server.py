@@ -47,6 +47,7 @@ class ActiveRequest:
     started: float
     status_code: int = 0
     owns_span: bool = True
+    measured: bool = True  # counted in the request metrics (a WebSocket connection is not)
 
 
 class ServerRequests:
@@ -82,9 +83,16 @@ class ServerRequests:
         return self._excluded is not None and self._excluded.search(path) is not None
 
     def start(
-        self, method: str, path: str, headers: Mapping[str, list[str]], attributes: dict[str, Any]
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, list[str]],
+        attributes: dict[str, Any],
+        *,
+        measured: bool = True,
     ) -> ActiveRequest:
-        """Begin a request: pick the correlation ID, extract context, open the SERVER span."""
+        """Begin a request: pick the correlation ID, extract context, open the SERVER span.
+        ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket)."""
         cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
@@ -95,11 +103,11 @@ class ServerRequests:
             enclosing = self._stamped_enclosing_span(cid)
         if enclosing is None and self._tracer is not None:
             span, context_token = self._start_span(method, path, headers, attributes, cid)
-        if self._metrics is not None:
+        if self._metrics is not None and measured:
             self._metrics.request_started()
         return ActiveRequest(
             cid, method, span or enclosing, context_token, cid_token, perf_counter(), 0,
-            enclosing is None,
+            enclosing is None, measured,
         )  # fmt: skip
 
     def finish(
@@ -109,7 +117,7 @@ class ServerRequests:
         try:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
-            if self._metrics is not None:
+            if self._metrics is not None and request.measured:
                 self._metrics.request_finished(
                     request.method,
                     route,
