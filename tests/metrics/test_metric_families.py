@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
+from conditions import wait_for
 from loopback import free_port, start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -177,7 +178,8 @@ def test_a_websocket_is_traced_but_is_no_http_request_in_the_metrics(
         if s.name.endswith("_count")
     }
     assert routes == {"/orders/{order_id}"}
-    assert "GET /chat" in [span.name for span in spans.get_finished_spans()]
+    finished = spans.get_finished_spans
+    wait_for(lambda: "GET /chat" in [s.name for s in finished()], 5, "the WebSocket's span")
 
 
 def test_open_ended_labels_are_capped() -> None:
