@@ -11,6 +11,7 @@ from celery import Celery
 from celery_worker import running_worker
 from conditions import wait_for
 from hopscene import Scene, check_hop, start_scene
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -164,3 +165,32 @@ def test_failing_task_marks_its_span(app: Celery, spans: InMemorySpanExporter) -
     (event,) = span.events
     assert event.attributes["exception.message"] == message
     assert tracekit.correlation_id() is None  # the worker's context did not leak here
+
+
+@pytest.mark.parametrize("how", ["task_always_eager", "apply"])
+def test_a_task_run_eagerly_continues_the_caller(spans: InMemorySpanExporter, how: str) -> None:
+    """Nothing is published when a task runs in the caller: the task sees the caller's
+    correlation ID and trace, as a function call would, and its span is a child of the caller's."""
+    app = Celery("eager", broker="memory://", set_as_current=False)
+    app.conf.task_always_eager = how == "task_always_eager"
+
+    @app.task(name="eager.look")
+    def look() -> tuple[str | None, int]:
+        span_context = trace.get_current_span().get_span_context()
+        return tracekit.correlation_id(), span_context.trace_id
+
+    tracer = trace.get_tracer("tests")
+    token = tracekit.correlation.set_correlation_id("request-42")
+    try:
+        with tracer.start_as_current_span("request") as request:
+            seen_inside = look.delay().get() if how == "task_always_eager" else look.apply().get()
+            after = tracekit.correlation_id()
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+
+    trace_id = request.get_span_context().trace_id
+    assert tuple(seen_inside) == ("request-42", trace_id)
+    assert after == "request-42"
+    [consumer] = finished_of(spans, SpanKind.CONSUMER)
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == request.get_span_context().span_id

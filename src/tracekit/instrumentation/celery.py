@@ -8,6 +8,8 @@
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
   ends it, with Celery's final state (``tracekit.celery.task_state``). The span covers the task
   function, and queue wait covers any ``countdown``/``eta``.
+- A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
+  span is a child of the caller's current span, and it keeps the caller's correlation ID.
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
   N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from tracekit import messaging, propagation
@@ -137,8 +140,13 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     if task_id is None or request is None:
         return
     headers = {name: getattr(request, name, None) for name in _header_names()}
+    present = {name: value for name, value in headers.items() if value is not None}
+    if not present and getattr(request, "is_eager", False):
+        # Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
+        # continues the caller's trace and keeps its correlation ID, as a function call would.
+        reading_for(_state.current_options()).propagator.inject(present, otel_context.get_current())
     delivery = messaging.consume(
-        {name: value for name, value in headers.items() if value is not None},
+        present,
         system=SYSTEM,
         destination=_queue_of(request),
         message_id=task_id,
