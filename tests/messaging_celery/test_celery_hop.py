@@ -194,3 +194,28 @@ def test_a_task_run_eagerly_continues_the_caller(spans: InMemorySpanExporter, ho
     [consumer] = finished_of(spans, SpanKind.CONSUMER)
     assert consumer.parent is not None
     assert consumer.parent.span_id == request.get_span_context().span_id
+
+
+def test_an_eager_replace_ends_both_runs_and_leaves_the_caller_as_it_was(
+    spans: InMemorySpanExporter,
+) -> None:
+    """Eagerly, Task.replace() runs the replacement inside the task it replaces, under the same
+    task id: both runs end, and nothing of either stays current in the caller."""
+    app = Celery("eager-replace", broker="memory://", backend="cache+memory://",
+                 set_as_current=False)  # fmt: skip
+    app.conf.task_always_eager = True
+
+    @app.task(name="eager.leaf")
+    def leaf(x: int) -> int:
+        return x + 1
+
+    @app.task(name="eager.outer", bind=True)
+    def outer(self: Any, x: int) -> Any:
+        return self.replace(leaf.s(x))
+
+    result = outer.apply((1,))
+
+    assert result.state == "SUCCESS"
+    assert tracekit.correlation_id() is None
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert len(finished_of(spans, SpanKind.CONSUMER)) == 2

@@ -66,6 +66,9 @@ class _Running:
     delivery: messaging.Delivery
     first_attempt: str | None
     error: BaseException | None = None
+    # A run under the same task id that this one interrupted (an eager Task.replace() runs the
+    # replacement inside the task it replaces): current again when this one ends.
+    outer: _Running | None = None
 
 
 _running: dict[str, _Running] = {}  # task id -> its run in this worker
@@ -155,7 +158,8 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     first = headers.get(FIRST_ATTEMPT_HEADER)
     first = first if isinstance(first, str) else None
     with _lock:
-        _running[str(task_id)] = _Running(delivery.start(), first)
+        key = str(task_id)
+        _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, getattr(request, "retries", 0), first)
 
 
@@ -217,6 +221,8 @@ def _retry_cause(retry: BaseException) -> BaseException:
 def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     with _lock:
         running = _running.pop(str(task_id), None)
+        if running is not None and running.outer is not None:
+            _running[str(task_id)] = running.outer
     if running is None:
         return
     span = running.delivery.span
