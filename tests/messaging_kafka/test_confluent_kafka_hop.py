@@ -5,6 +5,7 @@ Stated gap: the broker is librdkafka's in-process mock, not Apache Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -152,3 +153,48 @@ def test_positional_arguments_keep_their_meaning_and_carry_the_context(
     cc.close()
     assert headers["app"] == b"1"
     assert headers["x-correlation-id"] == b"order-positional-1" and "traceparent" in headers
+
+
+def test_the_asyncio_consumer_stays_untraced_and_leaves_its_pool_clean(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """confluent_kafka.aio.AIOConsumer builds a Consumer (tracekit's class) and polls it in
+    executor threads: a span held until the next poll would stay current there, for whatever
+    else the pool runs. It is documented as untraced, and must be."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka.aio import AIOConsumer
+    from opentelemetry import trace
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    token = tracekit.correlation.set_correlation_id("order-aio-1")
+    try:
+        producer.produce(topic, b"v", partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    producer.flush(10)
+    pool = ThreadPoolExecutor(max_workers=1)  # the app's pool: one thread sees it all
+
+    def probe() -> tuple[str | None, bool]:
+        return tracekit.correlation_id(), trace.get_current_span().get_span_context().is_valid
+
+    async def main() -> tuple[Any, tuple[str | None, bool]]:
+        loop = asyncio.get_running_loop()
+        conf = {"bootstrap.servers": kafka_bootstrap, "group.id": "aio"}
+        aio = AIOConsumer(conf, executor=pool)
+        await aio.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+        message = None
+        for _ in range(100):
+            message = await aio.poll(0.1)
+            if message is not None and message.error() is None:
+                break
+        seen = await loop.run_in_executor(pool, probe)
+        await aio.close()
+        return message, seen
+
+    message, seen_in_pool = asyncio.run(main())
+    pool.shutdown()
+
+    assert message is not None and message.value() == b"v"
+    assert seen_in_pool == (None, False)
+    assert [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER] == []

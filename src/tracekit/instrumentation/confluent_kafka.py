@@ -21,6 +21,7 @@ block exits (failed if the block raised), or when ``finish(consumer)`` is called
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -81,8 +82,12 @@ def _traced_producer_class(base: type) -> type:
         __doc__ = base.__doc__
         _tracekit_live = True
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._tracekit_bare = _made_by_asyncio_client()
+
         def produce(self, *args: Any, **kwargs: Any) -> Any:
-            if not type(self)._tracekit_live:
+            if not type(self)._tracekit_live or self._tracekit_bare:
                 return super().produce(*args, **kwargs)
             return _kafka.traced_send(super().produce, args, kwargs, _HEADERS_POSITION)
 
@@ -100,18 +105,19 @@ def _traced_consumer_class(base: type) -> type:
             config = args[0] if args and isinstance(args[0], dict) else kwargs
             group = config.get("group.id")
             self._tracekit_group = group if isinstance(group, str) else None
+            self._tracekit_bare = _made_by_asyncio_client()
 
         def poll(self, *args: Any, **kwargs: Any) -> Any:
             _held.release(self)
             message = super().poll(*args, **kwargs)
-            if message is not None and type(self)._tracekit_live:
+            if message is not None and type(self)._tracekit_live and not self._tracekit_bare:
                 _hold(self, [message], self._tracekit_group)
             return message
 
         def consume(self, *args: Any, **kwargs: Any) -> Any:
             _held.release(self)
             messages = super().consume(*args, **kwargs)
-            if messages and type(self)._tracekit_live:
+            if messages and type(self)._tracekit_live and not self._tracekit_bare:
                 _hold(self, messages, self._tracekit_group)
             return messages
 
@@ -125,6 +131,17 @@ def _traced_consumer_class(base: type) -> type:
 
     Consumer.__module__ = base.__module__
     return Consumer
+
+
+def _made_by_asyncio_client() -> bool:
+    """Whether confluent-kafka's asyncio client (``confluent_kafka.aio``) is building this one.
+
+    It calls poll and produce in executor threads, away from the handler's task: a span held
+    until the next poll would stay current there for unrelated work, and a publish would not see
+    the caller's context. Such clients stay untraced, as documented.
+    """
+    caller = sys._getframe(2)  # who called the class: past __init__ and this function
+    return str(caller.f_globals.get("__name__", "")).startswith("confluent_kafka.aio")
 
 
 def _hold(consumer: Any, messages: Sequence[Any], group: str | None) -> None:
