@@ -95,3 +95,38 @@ def test_tail_sampling_keeps_errors_slow_and_a_share() -> None:
 
 def test_every_config_file_is_covered() -> None:
     assert {p.name for p in config_paths()} >= {"sidecar.yaml", "sidecar-aws.yaml", "local.yaml"}
+
+
+# What the prometheus receiver puts in the resource of every scraped series to describe the
+# target (current and pre-1.x semantic conventions), each of which sanitises to a label name
+# tracekit's own metrics use or may use (server_port on HTTP client metrics).
+SCRAPE_TARGET_ATTRIBUTES = {"server.address", "server.port", "url.scheme", "net.host.name",
+                            "net.host.port", "http.scheme"}  # fmt: skip
+
+
+def test_scraped_target_attributes_never_become_labels() -> None:
+    """Remote write with resource_to_telemetry_conversion makes every resource attribute a label
+    and joins two that sanitise to the same name with ";" (prometheusremotewrite's
+    createAttributes): a pipeline that converts resources of scraped series must drop the
+    scrape target's own attributes before the exporter sees them."""
+    for name in SIDECARS:
+        config = load(CONFIG_DIR / name)
+        pipeline = config["service"]["pipelines"]["metrics"]
+        converting = [
+            exporter
+            for exporter in pipeline["exporters"]
+            if config["exporters"][exporter]
+            .get("resource_to_telemetry_conversion", {})
+            .get("enabled")
+        ]
+        if "prometheus" not in pipeline["receivers"] or not converting:
+            continue
+        deleted = {
+            action["key"]
+            for processor in pipeline["processors"]
+            if processor.split("/")[0] == "resource"
+            for action in config["processors"][processor]["attributes"]
+            if action["action"] == "delete"
+        }
+        assert deleted >= SCRAPE_TARGET_ATTRIBUTES, name
+        assert pipeline["processors"][-1] == "batch", name
