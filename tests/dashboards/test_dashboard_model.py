@@ -266,3 +266,16 @@ def test_every_query_follows_the_service_selection_unless_it_says_otherwise(name
         if "$service" not in target["expr"] and "every service" not in panel.get("description", "")
     ]
     assert ignoring == []
+
+
+def test_the_canary_dashboard_offers_every_service_the_canary_command_judges() -> None:
+    """``tracekit canary --prometheus`` judges HTTP servers and queue consumers alike: a service
+    that only consumes must be offered too, with its versions."""
+    from tracekit.canary.prometheus import FAMILIES
+
+    board = load("canary.json")
+    for name in ("service", "baseline", "canary"):
+        selector, _ = parse_label_values(variable_query(variables(board)[name]))
+        offered = re.search(r'__name__=~"([^"]*)"', selector)
+        assert offered is not None, selector
+        assert set(offered.group(1).split("|")) == {f"{f.histogram}_count" for f in FAMILIES}
