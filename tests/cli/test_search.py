@@ -155,3 +155,23 @@ def test_only_entry_points_are_requests(tmp_path: Path) -> None:
         ("req-public", "edge", "GET /home"),  # its link leads nowhere stored: an entry point
         ("req-rootless", "api", "GET /a"),  # the earliest orphan stands for the missing root
     ], key=str)  # fmt: skip
+
+
+@pytest.mark.parametrize("limit", ["2", "1000"])
+def test_a_busy_correlation_id_hides_no_other_request(tmp_path: Path, limit: str) -> None:
+    """700 traces carrying one correlation ID (any service can send them) are one request, capped
+    at the traces `tracekit trace` joins; the requests around it are still listed."""
+    noisy, victim = Topology("noisy"), Topology("victim-1")
+    for n in range(700):
+        noisy.new_trace()
+        noisy.span("noisy", "GET /ping", "SERVER", 1 + n, 1.01 + n)
+    victim.span("checkout", "POST /checkout", "SERVER", 0, 50)
+    path = tmp_path / "busy.db"
+    with Store(path) as s:
+        s.write_spans([*noisy.spans, *victim.spans])
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--limit", limit, "--format", "json")
+
+    assert code == 0
+    found = {r["correlation_id"]: r["span_count"] for r in json.loads(out)["requests"]}
+    assert found == {"noisy": 500, "victim-1": 1}

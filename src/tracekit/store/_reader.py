@@ -71,7 +71,7 @@ MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot rea
 # correlation ID, and, transitively, those linked to or from them. Then the request's measures
 # over all their spans. UNION drops pairs already found, so the walk ends.
 _REQUEST_EXTENT = (
-    "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES {values}),"
+    "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES (?, ?, ?)),"
     " joined(entry, trace_ref) AS ("
     " SELECT entry, trace_ref FROM page"
     " UNION SELECT p.entry, c.trace_ref FROM page p"
@@ -202,8 +202,8 @@ class StoreReader:
     ) -> list[RequestSummary]:
         """Requests newest first, each measured over every trace ``tracekit trace`` joins to it.
 
-        Entry points are read a page at a time (filtered by root service and start); each page's
-        requests are then measured at once (``_REQUEST_EXTENT``), and the duration and error
+        Entry points are read a page at a time (filtered by root service and start); each
+        request is then measured on its own (``_REQUEST_EXTENT``), and the duration and error
         filters apply to those measures. Entries sharing a correlation ID are one request, listed
         once (as its newest entry).
         """
@@ -256,14 +256,12 @@ class StoreReader:
 
     def _measured(self, page: list[Any]) -> list[RequestSummary]:
         """Each entry of ``page`` with its request's start, duration, span count and errors."""
-        values = ",".join("(?,?,?)" for _ in page)
-        params = [value for row in page for value in row[:3]]
-        extents = {
-            row[0]: row[1:]
-            for row in self.conn.execute(
-                _REQUEST_EXTENT.format(values=values), [*params, MAX_JOINED_TRACES * len(page)]
-            )
-        }
+        # One query per entry: the cap on joined traces is each request's own, so a request
+        # joined to many traces (a busy correlation ID) cannot use up the others' share.
+        extents = {}
+        for row in page:
+            for entry, *extent in self.conn.execute(_REQUEST_EXTENT, [*row[:3], MAX_JOINED_TRACES]):
+                extents[entry] = extent
         correlations = self._correlation_values([row[2] for row in page if row[2] is not None])
         self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page])
         return [
