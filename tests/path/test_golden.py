@@ -217,6 +217,25 @@ def test_service_in_the_middle_that_exported_nothing() -> None:
     assert path.to_json()["spans"][2]["parent_span_id"] == "ab" * 8
 
 
+def test_siblings_whose_parent_is_missing_are_not_hung_under_each_other() -> None:
+    """The root was never exported: its two children are both orphans. Neither is the other's
+    parent (the later one began after the earlier had ended): both stand as roots, each its own
+    work on the critical path, which adds up to the request's duration less the gap between
+    them (docs/cli.md)."""
+    t = Topology()
+    missing = "cd" * 8
+    inventory = t.span("api", "GET /inventory", "SERVER", 0, 10, parent_span_id=missing)
+    pricing = t.span("api", "GET /pricing", "SERVER", 12, 15, parent_span_id=missing)
+    path = run(t)
+    placed = {s.record.span_id: s for s in path.spans}
+    assert placed[inventory.span_id].parent is None and placed[pricing.span_id].parent is None
+    assert all("attached under" not in warning for warning in path.warnings)
+    document = path.to_json()
+    critical = {s["name"]: s["critical_ms"] for s in document["spans"]}
+    assert critical == {"GET /inventory": pytest.approx(10.0), "GET /pricing": pytest.approx(3.0)}
+    assert document["duration_ms"] == pytest.approx(10.0 + 2.0 + 3.0)
+
+
 def test_error_deep_in_the_path_carries_the_exception_message() -> None:
     from tracekit.records import SpanEvent
 

@@ -143,7 +143,8 @@ def _attach_orphans(
 
 
 def _host_for_orphan(orphan: PathSpan, trace: list[PathSpan], scan: bool) -> PathSpan | None:
-    """The smallest span of the trace enclosing the orphan in time, else the trace's root."""
+    """The smallest span of the trace enclosing the orphan in time, else the trace's root (a
+    span that never had a parent: another orphan not yet placed is no root of the trace)."""
     if scan:
         enclosing = [
             n
@@ -154,7 +155,11 @@ def _host_for_orphan(orphan: PathSpan, trace: list[PathSpan], scan: bool) -> Pat
         ]
         if enclosing:
             return min(enclosing, key=lambda n: n.end_unix_nano - n.start_unix_nano)
-    roots = [n for n in trace if n.parent is None and not would_cycle(orphan, n)]
+    roots = [
+        n
+        for n in trace
+        if n.parent is None and not n.record.parent_span_id and not would_cycle(orphan, n)
+    ]
     return min(roots, key=_start_order) if roots else None
 
 
