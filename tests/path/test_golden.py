@@ -236,6 +236,16 @@ def test_siblings_whose_parent_is_missing_are_not_hung_under_each_other() -> Non
     assert document["duration_ms"] == pytest.approx(10.0 + 2.0 + 3.0)
 
 
+def test_a_correlation_id_on_too_many_traces_says_how_many_were_left_out() -> None:
+    t = Topology("busy")
+    for n in range(700):
+        t.new_trace()
+        t.span("api", "GET /ping", "SERVER", n, n + 0.5)
+    path = run(t)
+    assert len(path.spans) == 500
+    assert path.warnings == ["more than 500 traces: showing 500; 200 more found, not read"]
+
+
 def test_error_deep_in_the_path_carries_the_exception_message() -> None:
     from tracekit.records import SpanEvent
 

@@ -112,7 +112,10 @@ def _expand(source: SpanSource, found: Collected, frontier: list[str], max_spans
         frontier = [t for t in dict.fromkeys(frontier) if t not in known]
         room = MAX_TRACES - len(known)
         if len(frontier) > room:
-            found.warnings.append(f"stopped following links after {MAX_TRACES} traces")
+            left = len(frontier) - room
+            found.warnings.append(
+                f"more than {MAX_TRACES} traces: showing {MAX_TRACES}; {left} more found, not read"
+            )
             frontier = frontier[:room]
         if not frontier:
             return
