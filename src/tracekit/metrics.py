@@ -503,8 +503,14 @@ class MetricsServer(NamedTuple):
     thread: threading.Thread
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop serving and release the port."""
-        self.httpd.shutdown()
+        """Stop serving and release the port.
+
+        In a process forked after ``install`` (gunicorn ``--preload``, multiprocessing's fork)
+        the serving thread stayed in the parent: asking it to stop would wait for ever, so the
+        child only closes its copy of the socket.
+        """
+        if self.thread.is_alive():
+            self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=timeout_s)
 

@@ -13,6 +13,7 @@ import signal
 import pytest
 from celery import Celery
 from conditions import wait_for
+from loopback import free_port
 from stopping import Service
 
 N = 5
@@ -171,6 +172,20 @@ def test_multiprocessing_children_flush_before_they_exit(
     assert f"exit codes {expected}" in service.output()
     names = sorted(s.name for s in service.spans())
     assert names == [f"child-{n}" for n in range(N)], service.output()
+
+
+def test_children_forked_while_the_metrics_port_is_served_exit_and_flush(
+    service: Service,
+) -> None:
+    """The metrics server's thread stays in the parent: a forked child must not wait for it to
+    stop when it exits (it waited for ever: join never returned, gunicorn's workers were killed)."""
+    service.write("children.py", MULTIPROCESSING)
+    service.start("children.py", "fork", "exit", "parent", TRACEKIT_METRICS_PORT=str(free_port()))
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    assert f"exit codes {[0] * N}" in service.output()
+    assert sorted(s.name for s in service.spans()) == [f"child-{n}" for n in range(N)]
 
 
 FORKED_EXPORTER = """
