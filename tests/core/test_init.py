@@ -16,10 +16,13 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracekit.store import Store
 
 QUIET = {"TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORT_LOGS": "false"}
 
@@ -351,3 +354,40 @@ def test_unreachable_otlp_endpoint_never_slows_requests() -> None:
         f" blackholed otlp {hanging * 1e3:.2f} ms"
     )
     assert hanging < baseline * 2 + 0.002
+
+
+REFUSED_BATCH_SETTING = """
+import os, sys, tracekit
+from opentelemetry import trace
+from tracekit._runtime import state
+from tracekit.config import ConfigError
+try:
+    tracekit.init("half")
+except ConfigError as error:
+    print("refused:", error)
+print("running after the refusal:", state.current() is not None)
+os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # fixed, and init called again
+tracekit.init("half")
+trace.get_tracer("t").start_span("after-the-fix").end()
+tracekit.shutdown()
+"""
+
+
+def test_a_batch_setting_the_sdk_refuses_fails_init_whole_and_names_the_variable(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "half.db"
+    result = subprocess.run(
+        [sys.executable, "-c", REFUSED_BATCH_SETTING],
+        env={**_clean_env(), "OTEL_BSP_SCHEDULE_DELAY": "-5", "TRACEKIT_EXPORTER": "store",
+             "TRACEKIT_STORE": str(store), "TRACEKIT_METRICS_PORT": "0"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "refused: OTEL_BSP_SCHEDULE_DELAY: schedule_delay_millis must be positive.",
+        "running after the refusal: False",
+    ]
+    with Store(store) as written:
+        assert [s.name for s in written.spans_since(0)] == ["after-the-fix"]

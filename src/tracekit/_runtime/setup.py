@@ -89,19 +89,29 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
         runtime = state.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
         state.activate(runtime)
-        _set_global_propagator(propagation.configured(opts.response_header))
-        resource = build_resource(opts)
-        if not opts.correlation_only:
-            runtime.span_processors = _tracing(opts, resource)
-        runtime.logs_started = True  # uninstalling undoes whatever part of it did start
-        _start_optional("logs", opts, resource)
-        runtime.metrics_server = _start_optional("metrics", opts, resource)
-        runtime.instrumented = tuple(
-            instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
-        )
-        instrumentation.instrument(runtime.instrumented)
-        lifecycle.install()
+        try:
+            _start(runtime, opts)
+        except BaseException:
+            # Nothing half-started stays running: a later init (the value fixed) starts afresh.
+            state.activate(None)
+            runtime.stop()
+            raise
         return opts
+
+
+def _start(runtime: state.Runtime, opts: config.Options) -> None:
+    _set_global_propagator(propagation.configured(opts.response_header))
+    resource = build_resource(opts)
+    if not opts.correlation_only:
+        runtime.span_processors = _tracing(opts, resource)
+    runtime.logs_started = True  # uninstalling undoes whatever part of it did start
+    _start_optional("logs", opts, resource)
+    runtime.metrics_server = _start_optional("metrics", opts, resource)
+    runtime.instrumented = tuple(
+        instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
+    )
+    instrumentation.instrument(runtime.instrumented)
+    lifecycle.install()
 
 
 def _set_global_propagator(propagator: propagation.TracekitPropagator) -> None:
@@ -135,7 +145,25 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     exporter = build_exporter(opts)
     if exporter is None:
         return (CorrelationSpanProcessor(),)
-    return (CorrelationSpanProcessor(), BatchSpanProcessor(exporter))
+    try:
+        batch = BatchSpanProcessor(exporter)
+    except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
+        raise config.ConfigError(f"{_bsp_variable(str(error))}: {error}") from None
+    return (CorrelationSpanProcessor(), batch)
+
+
+# The batch span processor's parameters, as the SDK's messages name them, and their variables.
+_BSP_VARIABLES = {
+    "schedule_delay_millis": "OTEL_BSP_SCHEDULE_DELAY",
+    "max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE",
+    "max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "export_timeout_millis": "OTEL_BSP_EXPORT_TIMEOUT",
+}
+
+
+def _bsp_variable(message: str) -> str:
+    named = [variable for name, variable in _BSP_VARIABLES.items() if name in message]
+    return " or ".join(named) or "OTEL_BSP_*"
 
 
 def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
