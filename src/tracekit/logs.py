@@ -63,6 +63,7 @@ __all__ = [
     "LogExportHandler",
     "build_log_exporter",
     "current_fields",
+    "detach",
     "flush",
     "install",
     "json_stdout_handler",
@@ -454,13 +455,14 @@ def _start_export(options: Options, resource: Resource | None) -> None:
     _hook_call_handlers()
 
 
-def _stop_export() -> None:
+def _stop_export() -> LogExportHandler | None:
+    """Stop exporting new records; returns the handler whose provider is still to shut down."""
     global _handler
     if _handler is None:
-        return
+        return None
     handler, _handler = _handler, None
     _unhook_call_handlers()
-    handler.provider.shutdown()  # flushes what is still batched
+    return handler
 
 
 # --- install / uninstall ----------------------------------------------------------------------
@@ -479,9 +481,18 @@ def install(options: Options, resource: Resource | None = None) -> None:
 
 def uninstall() -> None:
     """Undo ``install``: flush and remove the export handler, stop stamping records."""
+    provider = detach()
+    if provider is not None:
+        provider.shutdown()  # flushes what is still batched
+
+
+def detach() -> LoggerProvider | None:
+    """``uninstall`` but for the export: records are no longer stamped or exported; returns
+    the provider whose shutdown exports what is still batched (None without export)."""
     with _lock:
-        _stop_export()
+        stopped = _stop_export()
         _stop_stamping()
+    return None if stopped is None else stopped.provider
 
 
 def flush(timeout_millis: int = 30_000) -> bool:

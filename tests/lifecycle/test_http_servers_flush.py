@@ -218,6 +218,47 @@ def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service:
     assert 2.0 <= stopped_after < 2.0 + 2.0  # it waited the export timeout, and no longer
 
 
+STOP_WITH_A_HANGING_COLLECTOR = """
+import logging, sys, time, tracekit
+from opentelemetry import trace
+tracekit.init("hanging")
+with trace.get_tracer("t").start_as_current_span("pending"):
+    logging.getLogger("app").warning("pending too")
+if sys.argv[1] == "shutdown":
+    started = time.monotonic()
+    tracekit.shutdown()
+    print(f"shutdown took {time.monotonic() - started:.1f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["shutdown", "exit"])
+def test_shutdown_and_exit_wait_the_export_timeout_at_most(service: Service, how: str) -> None:
+    """``tracekit.shutdown()``, or the exit hook, with spans and log records still batched and a
+    collector that never answers: bounded by OTEL_BSP_EXPORT_TIMEOUT, not by the exporters'
+    own timeouts and retries (they took 10 s, or 40 s with OTEL_EXPORTER_OTLP_TIMEOUT=40)."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    service.write("stop.py", STOP_WITH_A_HANGING_COLLECTOR)
+    started = time.monotonic()
+    service.start(
+        "stop.py", how,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="40", OTEL_BSP_EXPORT_TIMEOUT="2000",
+    )  # fmt: skip
+    try:
+        assert service.process is not None
+        assert service.process.wait(60) == 0, service.output()
+        took = time.monotonic() - started
+    finally:
+        blackhole.close()
+
+    assert took < 2.0 + 3.0, service.output()  # start-up, then the export timeout at most
+    if how == "shutdown":
+        assert "shutdown took 2.0 s" in service.output()
+
+
 def test_gunicorn_workers_recycled_by_max_requests_flush_as_they_exit(service: Service) -> None:
     service.write("app_module.py", WSGI_APP)
     port = free_port()

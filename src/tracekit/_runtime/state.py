@@ -87,12 +87,22 @@ class Runtime:
         instrumented = self.instrumented
         if instrumented:
             _safely("uninstrument", lambda: _part("instrumentation").uninstrument(instrumented))
-        _safely("span flush", lambda: _flush_spans(deadline))
         processors, self.span_processors = self.span_processors, ()
-        for processor in processors:
-            _safely("span processor shutdown", processor.shutdown)
-        if self.logs_started:
-            _safely("logs shutdown", _part("logs").uninstall)
+        # This runtime is no longer current: its processors are flushed directly (through the
+        # provider, the forwarding processor would find none), then the host's, kindly.
+        spans: list[tuple[str, Any]] = [
+            ("span flush", lambda: _flush_processors(processors, deadline)),
+            ("span flush", lambda: _flush_spans(deadline)),
+            *(("span processor shutdown", processor.shutdown) for processor in processors),
+        ]
+        logs: list[tuple[str, Any]] = []
+        if self.logs_started:  # the hooks come off now; what is batched goes out below
+            detached: list[Any] = []
+            _safely("logs shutdown", lambda: detached.append(_part("logs").detach()))
+            logs = [("logs shutdown", p.shutdown) for p in detached if p is not None]
+        # An export blocks for as long as its exporter's own timeout, retries included: the
+        # deadline bounds them all; past it they go on in the background (daemon threads).
+        _within(deadline, spans, logs)
         if self.metrics_server is not None:
             _safely("metrics shutdown", self.metrics_server.close)
 
@@ -107,6 +117,30 @@ def _safely(where: str, action: Any) -> None:
         action()
     except Exception as error:
         report_once(f"tracekit {where}", error)
+
+
+def _flush_processors(processors: tuple[SpanProcessor, ...], deadline: Deadline) -> None:
+    for processor in processors:
+        processor.force_flush(deadline.left_millis())
+
+
+def _within(deadline: Deadline, *groups: list[tuple[str, Any]]) -> None:
+    """Run each group's ``(where, action)`` steps in turn, the groups side by side in daemon
+    threads, waited for until ``deadline``."""
+
+    def run(steps: list[tuple[str, Any]]) -> None:
+        for where, action in steps:
+            _safely(where, action)
+
+    workers = [
+        threading.Thread(target=run, args=(steps,), name="tracekit stop", daemon=True)
+        for steps in groups
+        if steps
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(deadline.left_millis() / 1000)
 
 
 def _flush_spans(deadline: Deadline) -> None:
