@@ -156,6 +156,25 @@ def test_counts_of_one_read_as_one(tmp_path: Path) -> None:
     assert out.splitlines()[1].endswith(", 1 span, 1 service, 1 trace, 0 hops, 1 error")
 
 
+def test_long_durations_keep_the_text_columns(tmp_path: Path) -> None:
+    """A span of years (a clock gone wrong, or a job that ran long) keeps every bar in line."""
+    year_ms = 365.25 * 24 * 3600 * 1000
+    t = Topology("req-long-1")
+    root = t.span("batch", "nightly", "SERVER", 0, 3 * year_ms)
+    t.span("batch", "step", "INTERNAL", 2 * year_ms, 2 * year_ms + 90 * 60_000, root)
+    t.span("batch", "quick", "INTERNAL", 5, 30_005, root)
+    path = write_store(tmp_path / "long.db", t)
+
+    code, out, _ = run("trace", "req-long-1", "--store", str(path), "--format", "text")
+
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.endswith("|") and "batch:" in line]
+    assert len(rows) == 3
+    assert len({row.index("|") for row in rows}) == 1, out
+    assert "3.0 y" in rows[0] and "+2.0 y" in rows[2] and "1.5 h" in rows[2]
+    assert "+5.0 ms" in rows[1] and "30.00 s" in rows[1]
+
+
 def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
     piped = cli_process("trace", "req-checkout-1", "--store", str(store))
     assert piped.stdout.startswith("request req-checkout-1\n") and "\x1b" not in piped.stdout

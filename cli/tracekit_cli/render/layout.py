@@ -154,11 +154,24 @@ def bar_span(row: Row, total_ms: float, width: int) -> tuple[int, int]:
     return start, min(length, width - start)
 
 
+# (unit, its length in ms, the size from which the next unit takes over), smallest first
+_UNITS = (("s", 1e3, 60.0), ("min", 6e4, 60.0), ("h", 3.6e6, 48.0), ("d", 8.64e7, 365.0))
+_YEAR_MS = 3.15576e10
+
+
 def format_ms(value: float) -> str:
-    """Milliseconds for humans: 0.4 ms, 12.5 ms, 1.24 s."""
-    if abs(value) >= 1000:
-        return f"{value / 1000:.2f} s"
-    return f"{value:.1f} ms"
+    """Milliseconds for humans: 0.4 ms, 12.5 ms, 1.24 s, 2.5 min, 3.2 h, 4.1 d, 2.0 y.
+
+    The unit grows with the value so that any duration a span can carry (up to 2^64 ns, 585
+    years) fits the text view's nine-column timing fields.
+    """
+    size = abs(value)
+    if size < 1000:
+        return f"{value:.1f} ms"
+    for unit, length, next_at in _UNITS:
+        if size < length * next_at:
+            return f"{value / length:.{2 if unit == 's' else 1}f} {unit}"
+    return f"{value / _YEAR_MS:.1f} y"
 
 
 def format_time(unix_nano: int) -> str:
