@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from trace_topologies import MemorySource, Topology
 
 from tracekit.path import Path, reconstruct
-from tracekit.records import SpanRecord
+from tracekit.records import SpanLink, SpanRecord
 from tracekit.store import Store
 
 
@@ -69,6 +69,30 @@ def test_self_parent_is_shown() -> None:
     looped(t, (root, root))
     path = run(t)
     assert [s.record.span_id for s in path.spans] == [root.span_id]
+
+
+@pytest.mark.parametrize("stored_order", ["as written", "reversed"])
+def test_trace_roots_that_link_to_each_other_keep_the_request_entry_on_top(
+    stored_order: str,
+) -> None:
+    """Links are chosen by the exporting process: the entry's root may link back to the span
+    that consumed its own message. The loop is cut at the later root, never above the entry."""
+    t = Topology()
+    entry = t.span("api", "POST /report", "SERVER", 0, 100)
+    producer = t.publish(entry, "reports", 10, 15)
+    t.new_trace()
+    worker = t.consume("worker", "reports", 30, 60, links=[producer])
+    entry.links = [SpanLink(worker.trace_id, worker.span_id)]
+    if stored_order == "reversed":
+        t.spans.reverse()
+    path = run(t)
+    assert path.spans[0].record is entry
+    assert [s.record.span_id for s in path.spans] == [
+        entry.span_id,
+        producer.span_id,
+        worker.span_id,
+    ]
+    assert path.spans[2].parent is not None and path.spans[2].parent.record is producer
 
 
 def test_trace_command_shows_every_span_and_exits_zero(tmp_path: FilePath) -> None:

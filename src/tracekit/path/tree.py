@@ -69,7 +69,8 @@ def build_tree(nodes: dict[Key, PathSpan], warnings: list[str]) -> list[PathSpan
     """Link every node to its parent and return the roots, earliest first."""
     orphans: list[PathSpan] = []
     # latest first, so a loop of parent ids is cut at its earliest span, whatever the input order
-    for node in sorted(nodes.values(), key=_start_order, reverse=True):
+    latest_first = sorted(nodes.values(), key=_start_order, reverse=True)
+    for node in latest_first:
         parent_id = node.record.parent_span_id
         parent = nodes.get((node.record.trace_id, parent_id)) if parent_id else None
         if parent is not None and would_cycle(node, parent):
@@ -78,7 +79,9 @@ def build_tree(nodes: dict[Key, PathSpan], warnings: list[str]) -> list[PathSpan
             attach(node, parent, ATTACHED_BY_PARENT)
         elif parent_id:
             orphans.append(node)
-    for node in nodes.values():
+    # latest first again: when two trace roots link to each other (links are the exporter's
+    # word), the later one hangs under the earlier and the request's entry stays on top
+    for node in latest_first:
         if node.parent is None and not node.record.parent_span_id:
             _attach_by_link(node, nodes)
     _attach_orphans(orphans, nodes, warnings)
