@@ -307,9 +307,12 @@ _PIPELINE_LOGGERS = ("opentelemetry", "urllib3", "requests")
 class LogExportHandler(logging.Handler):
     """Hands stdlib records to an OpenTelemetry SDK ``LoggerProvider`` (the logs bridge)."""
 
-    def __init__(self, provider: LoggerProvider, level: int = logging.NOTSET) -> None:
+    def __init__(
+        self, provider: LoggerProvider, level: int = logging.NOTSET, *, owned: bool = True
+    ) -> None:
         super().__init__(level)
         self.provider = provider
+        self.owned = owned  # False: the host's provider, never shut down by tracekit
 
     def emit(self, record: logging.LogRecord) -> None:
         """Translate and emit ``record``; never raises into the application."""
@@ -401,10 +404,13 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
 EXPORT_POINTS = frozenset(("celery.task",))
 
 
-def _reaches_export(logger: logging.Logger) -> bool:
-    """True when ``logger``'s records propagate to the root (or stop at an export point)."""
+def _exports(logger: logging.Logger) -> bool:
+    """True when ``logger``'s records propagate to the root (or stop at an export point) and
+    no handler on the way already hands them to OpenTelemetry (the host's own bridge)."""
     current: logging.Logger | None = logger
     while current is not None:
+        if any(_is_otel_bridge(type(h)) for h in current.handlers):
+            return False
         if current is logging.root or current.name in EXPORT_POINTS:
             return True
         if not current.propagate:
@@ -413,15 +419,40 @@ def _reaches_export(logger: logging.Logger) -> bool:
     return False
 
 
+_bridge_types: dict[type, bool] = {}
+
+
+def _is_otel_bridge(cls: type) -> bool:
+    """OpenTelemetry's stdlib bridge, ``LoggingHandler`` (the SDK's, or the newer one in
+    ``opentelemetry-instrumentation-logging``), or a subclass of it; known without importing
+    either."""
+    found = _bridge_types.get(cls)
+    if found is None:
+        found = any(
+            c.__name__ == "LoggingHandler" and c.__module__.startswith("opentelemetry.")
+            for c in cls.__mro__
+        )
+        _bridge_types[cls] = found
+    return found
+
+
 _previous_call_handlers = logging.Logger.callHandlers
 _hooked = False  # our wrapper is in Logger.callHandlers' chain (perhaps under someone else's)
 
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
-    """``Logger.callHandlers``: the host's handlers exactly as before, then tracekit's export."""
+    """``Logger.callHandlers``: the host's handlers as before, then tracekit's export.
+
+    The correlation fields move onto the record first (``extra=`` has been applied by now), so
+    handlers that read a record's attributes without formatting it (``SocketHandler``,
+    ``HTTPHandler``, OpenTelemetry's own logging bridge) ship them too.
+    """
+    if isinstance(record, _Correlating):
+        for key, value in record._tracekit_fields.items():
+            record.__dict__.setdefault(key, value)
     _previous_call_handlers(self, record)
     handler = _handler
-    if handler is not None and _reaches_export(self):
+    if handler is not None and _exports(self):
         handler.handle(record)
 
 
@@ -443,6 +474,12 @@ def _unhook_call_handlers() -> None:
 
 def _start_export(options: Options, resource: Resource | None) -> None:
     global _handler
+    host = _host_logger_provider()
+    if host is not None:
+        # The application configured the SDK's logs itself: bridge into its pipeline, as a host
+        # tracer provider gets tracekit's spans; no exporter of ours, and its provider stays its.
+        _handler = LogExportHandler(host, owned=False)
+        return
     exporter = build_log_exporter(options)
     if exporter is None:
         return
@@ -452,7 +489,15 @@ def _start_export(options: Options, resource: Resource | None) -> None:
     provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     _handler = LogExportHandler(provider)
-    _hook_call_handlers()
+
+
+def _host_logger_provider() -> LoggerProvider | None:
+    """The SDK ``LoggerProvider`` the application set globally, if it set one."""
+    from opentelemetry._logs import get_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    current = get_logger_provider()
+    return current if isinstance(current, LoggerProvider) else None
 
 
 def _stop_export() -> LogExportHandler | None:
@@ -461,7 +506,6 @@ def _stop_export() -> LogExportHandler | None:
     if _handler is None:
         return None
     handler, _handler = _handler, None
-    _unhook_call_handlers()
     return handler
 
 
@@ -477,6 +521,8 @@ def install(options: Options, resource: Resource | None = None) -> None:
             _start_stamping()
         if options.export_logs and _handler is None:
             _start_export(options, resource)
+        if _stamping or _handler is not None:
+            _hook_call_handlers()
 
 
 def uninstall() -> None:
@@ -488,11 +534,13 @@ def uninstall() -> None:
 
 def detach() -> LoggerProvider | None:
     """``uninstall`` but for the export: records are no longer stamped or exported; returns
-    the provider whose shutdown exports what is still batched (None without export)."""
+    the provider of ours whose shutdown exports what is still batched (None without one: no
+    export, or the host's provider, which is the host's to shut down)."""
     with _lock:
         stopped = _stop_export()
         _stop_stamping()
-    return None if stopped is None else stopped.provider
+        _unhook_call_handlers()
+    return None if stopped is None or not stopped.owned else stopped.provider
 
 
 def flush(timeout_millis: int = 30_000) -> bool:

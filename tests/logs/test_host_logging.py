@@ -167,3 +167,64 @@ def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
         OTEL_BLRP_SCHEDULE_DELAY="60000",
     )
     assert stored_bodies(tmp_path) == ["batched"]
+
+
+HOST_PIPELINE = """
+import logging, warnings
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+exported = InMemoryLogRecordExporter()
+host = LoggerProvider()
+host.add_log_record_processor(SimpleLogRecordProcessor(exported))
+set_logger_provider(host)
+"""
+
+
+def test_a_host_log_pipeline_with_its_own_bridge_exports_each_record_once(tmp_path) -> None:
+    """The host configured the SDK's logs and bridges stdlib logging itself (what
+    ``opentelemetry-instrument`` does with logging auto-instrumentation on): tracekit stamps the
+    records and leaves their export to the host, as it does with a host tracer provider."""
+    result = run_python(
+        HOST_PIPELINE
+        + """
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # the SDK's handler, as hosts use it
+    logging.root.addHandler(LoggingHandler(logger_provider=host))
+import tracekit
+tracekit.init("shop", exporter="store", metrics_port=0)
+token = tracekit.correlation.set_correlation_id("req-host-1")
+logging.getLogger("shop").warning("charged")
+tracekit.correlation.reset_correlation_id(token)
+tracekit.shutdown()
+records = [r.log_record for r in exported.get_finished_logs()]
+print([r.body for r in records], records[0].attributes.get("correlation_id"))
+""",
+        tmp_path,
+    )
+    assert result.stdout.splitlines()[0] == "['charged'] req-host-1"
+    assert stored_bodies(tmp_path) == []
+
+
+def test_a_host_log_provider_without_a_bridge_gets_the_records(tmp_path) -> None:
+    """The host set a LoggerProvider but bridges nothing: tracekit's bridge feeds the host's
+    pipeline (no second exporter of its own), and ``shutdown()`` leaves the host's provider open."""
+    result = run_python(
+        HOST_PIPELINE
+        + """
+import tracekit
+tracekit.init("shop", exporter="store", metrics_port=0)
+token = tracekit.correlation.set_correlation_id("req-host-2")
+logging.getLogger("shop").warning("charged")
+tracekit.correlation.reset_correlation_id(token)
+tracekit.shutdown()
+logging.getLogger("shop").warning("after shutdown")  # not bridged any more
+host.get_logger("app").emit(body="the host still exports")
+records = [r.log_record for r in exported.get_finished_logs()]
+print([r.body for r in records], records[0].attributes.get("correlation.id"))
+""",
+        tmp_path,
+    )
+    out = result.stdout.splitlines()[0]
+    assert out == "['charged', 'the host still exports'] req-host-2"
+    assert stored_bodies(tmp_path) == []

@@ -9,7 +9,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.handlers
 import pickle
+import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -144,6 +147,29 @@ def test_records_carry_fields_as_attributes_before_formatting(
     record = seen[0]
     assert (record.correlation_id, record.service) == ("abc-1", "billing")  # type: ignore[attr-defined]
     assert len(record.span_id) == 16  # type: ignore[attr-defined]
+
+
+def test_socket_handler_ships_the_fields(stamping: None, tracer_provider: TracerProvider) -> None:
+    """``SocketHandler`` pickles the record's attributes without formatting it; a real one, to a
+    listener on loopback, must still carry the fields (and ``extra=`` still wins)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        handler = logging.handlers.SocketHandler("127.0.0.1", server.getsockname()[1])
+        logger = logging.getLogger("tests.logs.socket")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            _in_request("abc-2", tracer_provider, lambda: logger.info("shipped"))
+            logger.info("mine", extra={"correlation_id": "set-by-app"})
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        connection, _ = server.accept()
+        with connection, connection.makefile("rb") as stream:
+            shipped = [pickle.loads(stream.read(struct.unpack(">L", stream.read(4))[0]))
+                       for _ in range(2)]  # fmt: skip
+    assert (shipped[0]["msg"], shipped[0]["correlation_id"]) == ("shipped", "abc-2")
+    assert (shipped[0]["service"], len(shipped[0]["span_id"])) == ("billing", 16)
+    assert shipped[1]["correlation_id"] == "set-by-app"
 
 
 def test_uninstall_stops_stamping() -> None:
