@@ -200,6 +200,41 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
     assert out.split("\n")[:4] == ["first first True", "True True", "True None", "third"]
 
 
+def test_a_later_init_under_another_name_says_its_spans_keep_the_first(tmp_path: Any) -> None:
+    """The global tracer provider (and the spans' resource) is set once per process: a second
+    init() under another name cannot rename spans, and must say so rather than mislabel them."""
+    store = tmp_path / "renamed.db"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import tracekit
+            from opentelemetry import trace
+            tracekit.init("first")
+            tracekit.shutdown()
+            tracekit.init("second")
+            trace.get_tracer("t").start_span("after").end()
+            tracekit.shutdown()
+            tracekit.init("second")  # warned again: the provider still says "first"
+            tracekit.shutdown()
+        """)],
+        env={**_clean_env(), **QUIET, "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "spans keep" in line]
+    assert (
+        warnings
+        == [
+            "tracekit: spans keep the resource of the first init() in this process (service.name"
+            " 'first', not 'second'): OpenTelemetry sets its tracer provider once per process;"
+            " logs and metrics use the new one"
+        ]
+        * 2
+    )
+    with Store(store) as stored:
+        assert [s.service for s in stored.spans_since(0)] == ["first"]
+
+
 def test_init_shutdown_cycles_leave_one_working_set_of_processors(tmp_path: Any) -> None:
     """Test runners, notebooks and reloaders init and shut down again and again."""
     store = tmp_path / "cycles.db"

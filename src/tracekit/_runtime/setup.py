@@ -142,6 +142,7 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     if current is not _own_provider:
         # The application configured the SDK itself: add correlation stamping, keep its export.
         return (CorrelationSpanProcessor(),)
+    _warn_if_resource_kept(current.resource, resource)
     exporter = build_exporter(opts)
     if exporter is None:
         return (CorrelationSpanProcessor(),)
@@ -150,6 +151,20 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
         raise config.ConfigError(f"{_bsp_variable(str(error))}: {error}") from None
     return (CorrelationSpanProcessor(), batch)
+
+
+def _warn_if_resource_kept(kept: Resource, wanted: Resource) -> None:
+    """A later ``init`` (after ``shutdown``) cannot rename its spans: OpenTelemetry sets the
+    global tracer provider, and with it the spans' resource, once per process. Say so."""
+    if kept.attributes == wanted.attributes:
+        return
+    _log.warning(
+        "tracekit: spans keep the resource of the first init() in this process"
+        " (service.name %r, not %r): OpenTelemetry sets its tracer provider once per process;"
+        " logs and metrics use the new one",
+        str(kept.attributes.get("service.name"))[:80],
+        str(wanted.attributes.get("service.name"))[:80],
+    )
 
 
 # The batch span processor's parameters, as the SDK's messages name them, and their variables.
