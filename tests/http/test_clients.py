@@ -113,6 +113,105 @@ def test_one_client_span_and_headers_on_the_wire(
     assert "correlation.id=client-test-1" in seen["baggage"]
 
 
+def test_urllib3_replaces_a_callers_trace_headers_in_any_case(
+    echo_url: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    """A header the caller spelled ``Traceparent`` is replaced, never sent beside tracekit's:
+    two ``traceparent`` headers read as no parent at all, and the next service starts a trace."""
+    stale = {"Traceparent": f"00-{1:032x}-{1:016x}-01", "X-Correlation-ID": "from-the-caller"}
+    with urllib3.PoolManager() as pool:
+        seen = json.loads(pool.request("GET", echo_url, headers=stale).data)
+
+    (span,) = wait_for_spans(1)
+    assert seen["traceparent"] == f"00-{PARENT_TRACE:032x}-{span.context.span_id:016x}-03"
+    assert seen["x-correlation-id"] == "client-test-1"
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_the_configured_correlation_header_is_the_one_sent(
+    name: str,
+    echo_url: str,
+    http_clients: None,
+    in_request: None,
+    monkeypatch: pytest.MonkeyPatch,
+    wait_for_spans: Any,
+) -> None:
+    monkeypatch.setenv("TRACEKIT_RESPONSE_HEADER", "X-Request-ID")
+    seen = CLIENTS[name](echo_url)
+    assert seen["x-request-id"] == "client-test-1"
+    assert "x-correlation-id" not in seen
+
+
+def test_a_request_sent_again_carries_no_header_of_an_earlier_call(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """requests' ``Session.send`` and httpx's ``Client.send`` of one request object, first
+    inside request A, then outside any request: the second must not speak for A."""
+    prepared = requests.Request("GET", echo_url).prepare()
+    built = httpx.Request("GET", echo_url, headers={"X-Correlation-ID": "set-by-the-app"})
+    with requests.Session() as session, httpx.Client() as client:
+        token = correlation.set_correlation_id("request-a")
+        try:
+            first = (session.send(prepared).json(), client.send(built).json())
+        finally:
+            correlation.reset_correlation_id(token)
+        again = (session.send(prepared).json(), client.send(built).json())
+
+    assert [seen["x-correlation-id"] for seen in first] == ["request-a", "request-a"]
+    assert "x-correlation-id" not in again[0] and "baggage" not in again[0]
+    assert again[1]["x-correlation-id"] == "set-by-the-app"  # the app's own value stays
+    assert "baggage" not in again[1]
+    assert "traceparent" not in prepared.headers and "baggage" not in built.headers
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_url_secrets_stay_out_of_error_status_and_events(
+    name: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    refused = (requests.ConnectionError, httpx.ConnectError, urllib3.exceptions.HTTPError,
+               aiohttp.ClientError)  # fmt: skip
+    with pytest.raises(refused):
+        CLIENTS[name]("http://user:hunter2@127.0.0.1:9/closed?token=SECRET123")
+
+    (span,) = wait_for_spans(1)
+    event = next(e for e in span.events if e.name == "exception")
+    recorded = [span.status.description, *event.attributes.values(), *span.attributes.values()]
+    assert span.status.status_code.name == "ERROR"
+    assert not [text for text in recorded if "SECRET123" in str(text) or "hunter2" in str(text)]
+
+
+def test_aiohttp_raise_for_status_keeps_the_status(
+    serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+) -> None:
+    def unavailable(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"down"]
+
+    url = serve_wsgi(unavailable) + "/down"
+
+    async def go() -> None:
+        async with aiohttp.ClientSession(raise_for_status=True) as session:
+            await session.get(url)
+
+    with pytest.raises(aiohttp.ClientResponseError):
+        _run(go())
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["http.response.status_code"] == 503
+    assert span.attributes["error.type"] == "503"
+    assert span.status.status_code.name == "ERROR"
+
+
+def test_an_ipv6_host_keeps_its_brackets_in_url_full(
+    http_clients: None, wait_for_spans: Any
+) -> None:
+    with pytest.raises(httpx.HTTPError), httpx.Client() as client:
+        client.get("http://[::1]:9/x?q=1", timeout=5)
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["url.full"] == "http://[::1]:9/x"
+
+
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_client_errors_are_recorded_and_raised(name: str, http_clients: None, wait_for_spans):
     with pytest.raises(Exception) as raised:

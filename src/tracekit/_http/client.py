@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -48,7 +49,8 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     """
     if instrumentation_suppressed(http=True):
         return None
-    if current_options().correlation_only:
+    options = current_options()
+    if options.correlation_only:
         inject_only(headers)
         return None
     method = method.upper()
@@ -57,7 +59,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
     )
     ctx = trace.set_span_in_context(span)
-    propagation.configured().inject(headers, ctx)
+    propagation.configured(options.response_header).inject(headers, ctx)
     # Below our span, nested HTTP instrumentation (urllib3 under requests, contrib) stays quiet.
     token = suppress_nested_http_in(ctx)
     return ClientCall(span, token, attributes)
@@ -70,7 +72,7 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
     if status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
     if error is not None:
-        mark_failed(span, error)
+        mark_failed(span, error, without_url_secrets)
     elif status_code and status_code >= 400:
         mark_failed_status(span, status_code)
     span.end()
@@ -90,15 +92,27 @@ def _record_metrics(call: ClientCall, status_code: int | None, error: BaseExcept
 def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
-        propagation.configured().inject(headers)
+        propagation.configured(current_options().response_header).inject(headers)
+
+
+# A URL's query (``?token=…``) and userinfo (``//user:pass@``) as client errors quote them.
+_QUERY = re.compile(r"\?[^\s'\"<>(){}\[\],]+")
+_USERINFO = re.compile(r"//[^/\s@'\"]+@")
+
+
+def without_url_secrets(text: str) -> str:
+    """``text`` (an error message, a stack trace) with URL queries and credentials cut out, as
+    they are cut from ``url.full``."""
+    return _USERINFO.sub("//", _QUERY.sub("?…", text))
 
 
 def _attributes(method: str, url: str) -> dict[str, Any]:
     parts = urlsplit(url)
+    host = parts.hostname or ""
     attributes: dict[str, Any] = {
         semconv.HTTP_REQUEST_METHOD: method if method in KNOWN_METHODS else semconv.OTHER_METHOD,
         # userinfo and query dropped: they carry credentials and tokens too often
-        semconv.URL_FULL: f"{parts.scheme}://{parts.hostname or ''}"
+        semconv.URL_FULL: f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
         + (f":{parts.port}" if parts.port else "")
         + parts.path,
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -81,11 +82,21 @@ def safe(where: str, action: Callable[[], _T]) -> _T | None:
         return None
 
 
-def mark_failed(span: trace.Span, error: BaseException) -> None:
-    """Record ``error`` on ``span``: exception event, ``error.type`` and ERROR status."""
+def mark_failed(
+    span: trace.Span, error: BaseException, redact: Callable[[str], str] | None = None
+) -> None:
+    """Record ``error`` on ``span``: exception event, ``error.type`` and ERROR status.
+
+    ``redact`` rewrites the message and the stack trace first (an HTTP client's errors quote
+    the URL, query tokens and all).
+    """
     kind = type(error).__qualname__
     message = error_message(error)
-    span.record_exception(error, attributes={"exception.message": message})
+    attributes = {"exception.message": message}
+    if redact is not None:
+        message = attributes["exception.message"] = redact(message)
+        attributes["exception.stacktrace"] = redact(_stacktrace(error))
+    span.record_exception(error, attributes=attributes)
     span.set_attribute(semconv.ERROR_TYPE, kind)
     span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
 
@@ -97,6 +108,13 @@ def mark_failed_status(span: trace.Span, status_code: int) -> None:
         return
     span.set_attribute(semconv.ERROR_TYPE, str(status_code))
     span.set_status(Status(StatusCode.ERROR))
+
+
+def _stacktrace(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    except Exception:  # a broken __str__ somewhere in the chain
+        return ""
 
 
 def error_message(error: BaseException) -> str:

@@ -53,7 +53,13 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         _end(ctx, params.response.status, None)
 
     async def on_exception(session: Any, ctx: SimpleNamespace, params: Any) -> None:
-        _end(ctx, None, params.exception)
+        error = params.exception
+        status = getattr(error, "status", None)
+        if isinstance(error, module.ClientResponseError) and isinstance(status, int) and status:
+            # ``raise_for_status``: the server answered; the span says so, as without it
+            _end(ctx, status, None)
+        else:
+            _end(ctx, None, error)
 
     trace_config = module.TraceConfig()
     trace_config.on_request_start.append(on_start)

@@ -26,14 +26,34 @@ class HttpxInstrumentor(Instrumentor):
         self.wrap(module.AsyncClient, "send", _traced_send_async)
 
 
-def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[0] if args else kwargs["request"]
+def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+    """The request to send and the call's arguments with it in place.
+
+    A copy (as httpx copies a request to follow a redirect) when the request is an
+    ``httpx.Request``, so one the caller sends again never carries the headers of an earlier
+    call: a correlation ID of another request.
+    """
+    import httpx
+
+    request = args[0] if args else kwargs.pop("request")
+    if type(request) is httpx.Request:
+        copy = httpx.Request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        if hasattr(request, "_content"):  # a body already read stays readable on the copy
+            copy.read()
+        request = copy
+    return request, (request, *args[1:])
 
 
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    request = _request_of(args, kwargs)
+    request, args = _request_of(args, kwargs)
     return run_traced(
         request.method,
         str(request.url),
@@ -46,7 +66,7 @@ def _traced_send(
 async def _traced_send_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    request = _request_of(args, kwargs)
+    request, args = _request_of(args, kwargs)
     return await run_traced_async(
         request.method,
         str(request.url),

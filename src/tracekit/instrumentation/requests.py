@@ -24,7 +24,10 @@ class RequestsInstrumentor(Instrumentor):
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    request = args[0] if args else kwargs["request"]
+    # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
+    # loop) never carries the headers of an earlier call: a correlation ID of another request.
+    request = (args[0] if args else kwargs.pop("request")).copy()
+    args = (request, *args[1:])
     return run_traced(
         request.method or "GET",
         request.url or "",

@@ -46,9 +46,15 @@ def _traced_urlopen(
 def _with_own_headers(
     pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-    """A copy of the call's headers (the caller may reuse its dict) put back into the call."""
+    """A copy of the call's headers (the caller may reuse its dict) put back into the call.
+
+    Case-insensitive, as requests' and httpx's are: a caller's ``Traceparent`` is replaced by
+    tracekit's ``traceparent``, not sent beside it (two of them read as no parent at all).
+    """
+    from urllib3._collections import HTTPHeaderDict
+
     given = args[_HEADERS_POSITION] if len(args) > _HEADERS_POSITION else kwargs.get("headers")
-    headers = (given if given is not None else pool.headers).copy()
+    headers = HTTPHeaderDict(given if given is not None else pool.headers)
     if len(args) > _HEADERS_POSITION:
         args = (*args[:_HEADERS_POSITION], headers, *args[_HEADERS_POSITION + 1 :])
     else:
