@@ -167,7 +167,10 @@ def test_shift_interval_is_unbounded_when_no_test_could_reject() -> None:
 def _exceedance_table(canary: np.ndarray, baseline: np.ndarray, q: float) -> tuple[int, int]:
     pooled = np.sort(np.concatenate([canary, baseline]))
     threshold = pooled[math.ceil(q * len(pooled)) - 1]
-    return int((canary > threshold).sum()), int((baseline > threshold).sum())
+    if (pooled > threshold).any() or (pooled >= threshold).all():
+        return int((canary > threshold).sum()), int((baseline > threshold).sum())
+    # nobody strictly above (all tie at the threshold): those at it count as above
+    return int((canary >= threshold).sum()), int((baseline >= threshold).sum())
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])

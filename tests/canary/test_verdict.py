@@ -26,6 +26,7 @@ from tracekit.canary import (
     load_schema,
     to_json,
 )
+from tracekit.canary.samples import spread_histogram
 from tracekit.canary.verdict import holm
 
 SUBJECT = Subject("orders", "1.0", "1.1", 0, 1_800_000_000_000, "store")
@@ -224,3 +225,34 @@ def test_every_number_in_the_document_is_finite() -> None:
         m["effect"]["estimate"] is None or math.isfinite(m["effect"]["estimate"])
         for m in document["metrics"]
     )
+
+
+def _overflowing(n: int, slow_share: float) -> RouteSamples:
+    """Prometheus' view of a route: 0.025-0.1 s spread in three buckets, the slow share above
+    the last bound (10 s), where ``histogram_quantile`` puts it: all on that bound, tied."""
+    bounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+    slow = round(n * slow_share)
+    fast = n - slow
+    counts = [0, 0, 0, fast // 3, fast // 3, fast - 2 * (fast // 3)] + [0] * 8 + [slow]
+    return RouteSamples(spread_histogram(bounds, counts), 0)
+
+
+@pytest.mark.parametrize("canary_share", [0.06, 0.08, 0.10])
+def test_more_requests_tied_above_the_last_bucket_fail_the_tail(canary_share: float) -> None:
+    """Once the pooled p95 lands on the tie, "strictly above" is nobody on either side: the tail
+    test must still see 6, 8 or 10% against 3% (it passed 8% and 10% while failing 6%)."""
+    verdict = judge(SUBJECT, {ORDERS: _overflowing(2000, 0.03)},
+                    {ORDERS: _overflowing(2000, canary_share)})  # fmt: skip
+    tail = metric(verdict, "tail_latency")
+    assert tail["class"] == "fail" and verdict.verdict == "fail"
+    lower, upper = tail["effect"]["interval"]
+    assert lower <= tail["effect"]["estimate"] <= upper
+
+
+@pytest.mark.parametrize(("canary_ms", "expected"), [(100, "fail"), (10, "pass")])
+def test_constant_latencies_still_have_a_tail_verdict(canary_ms: int, expected: str) -> None:
+    """Every request of a version takes the same time (a cache, a fixed sleep): all tie."""
+    baseline = RouteSamples.of([0.05] * 400, 0)
+    canary = RouteSamples.of([canary_ms / 1000] * 400, 0)
+    tail = metric(judge(SUBJECT, {ORDERS: baseline}, {ORDERS: canary}), "tail_latency")
+    assert tail["class"] == expected

@@ -121,6 +121,10 @@ def _tail(route: _Route) -> Check:
     )
     canary_q, baseline_q = route.canary.quantile(q), route.baseline.quantile(q)
     estimate = math.log(max(canary_q, _SMALLEST_SECONDS) / max(baseline_q, _SMALLEST_SECONDS))
+    # Where many requests tie (a histogram's overflow bucket), the inverted test is a step
+    # function whose ends can miss the estimate, even cross: widening to it is only more careful.
+    lower = None if lower is None else min(lower, estimate)
+    upper = None if upper is None else max(upper, estimate)
     more = _more_for_log_effect((estimate, lower, upper), tolerance, route)
     detail = {
         "threshold_seconds": math.exp(test.threshold / LOG_TICKS),

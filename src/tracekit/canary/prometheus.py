@@ -23,9 +23,12 @@ from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, spr
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
-__all__ = ["FAMILIES", "MAX_SERIES", "Family", "samples_from_prometheus"]
+__all__ = ["FAMILIES", "MAX_REQUESTS", "MAX_SERIES", "Family", "samples_from_prometheus"]
 
 MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
+# Requests per route and version taken into the tests; a busier route's buckets (and failures)
+# are scaled down to this many in proportion: one float per request must fit in memory.
+MAX_REQUESTS = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +126,25 @@ def _family_samples(
     }
     out: Samples = {}
     for route, cumulative in sorted(by_route.items()):
-        durations = _durations(cumulative.items())
+        bounds, counts = _buckets(cumulative.items())
+        total = sum(counts)
+        if not total:
+            continue
+        # increase() extrapolates each series on its own: the failed count of an all-failing
+        # route can come out above its request count
+        failures = min(errors.get(route, 0), total)
+        if total > MAX_REQUESTS:  # the same shares, in fewer requests: only more cautious
+            counts = [round(c * MAX_REQUESTS / total) for c in counts]
+            failures = min(round(failures * MAX_REQUESTS / total), sum(counts))
+        durations = spread_histogram(bounds, counts)
         if len(durations):
-            out[RouteKey(family.kind, route)] = RouteSamples(durations, errors.get(route, 0))
+            out[RouteKey(family.kind, route)] = RouteSamples(durations, failures)
     return out
 
 
-def _durations(cumulative: Iterable[tuple[float, float]]) -> Any:
-    """Per-request durations from cumulative bucket counts (``le`` -> count), rounded."""
+def _buckets(cumulative: Iterable[tuple[float, float]]) -> tuple[list[float], list[int]]:
+    """Finite bucket bounds and per-bucket request counts (one more: above the last bound)
+    from cumulative counts (``le`` -> count), rounded."""
     bounds, counts, previous = [], [], 0
     for bound, value in sorted(cumulative):
         total = max(previous, round(value))  # cumulative counts never fall, whatever rounding did
@@ -140,7 +154,7 @@ def _durations(cumulative: Iterable[tuple[float, float]]) -> Any:
         previous = total
     if len(counts) == len(bounds):  # no +Inf bucket: nothing above the last bound
         counts.append(0)
-    return spread_histogram(bounds, counts)
+    return bounds, counts
 
 
 def _number(text: object) -> float | None:

@@ -2,7 +2,7 @@
 
 A rank test weighs the whole distribution and barely moves when only the slowest few percent get
 slower (a wider tail at the same median). This test looks only there: pool both versions, take
-the pooled q-quantile (nearest rank), count each version's requests strictly above it, and ask
+the pooled q-quantile (nearest rank), count each version's requests above it, and ask
 Fisher's exact test whether the canary's share is larger. Under the null hypothesis the version
 labels are exchangeable and the pooled threshold does not depend on them, so the test is exact.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,7 @@ from tracekit.canary.proportions import fisher_greater, fisher_less
 __all__ = ["Exceedance", "Ticks", "exceedance_test", "quantile_shift_interval"]
 
 Ticks = npt.NDArray[np.int64]
+Side = Literal["left", "right"]  # numpy's searchsorted side: "left" counts ties as above
 _RESOLUTION = 10_000  # interval ends to 1e-5 on the log scale (0.001% of the ratio)
 
 
@@ -44,10 +46,34 @@ def exceedance_test(canary: Ticks, baseline: Ticks, q: float, offset: int = 0) -
     """
     rank = math.ceil(q * (len(canary) + len(baseline)))
     threshold = _pooled_order_statistic(canary, baseline, offset, rank)
-    canary_above = len(canary) - int(np.searchsorted(canary, threshold + offset, side="right"))
-    baseline_above = len(baseline) - int(np.searchsorted(baseline, threshold, side="right"))
+    side = _side(canary, baseline, threshold, offset)
+    canary_above = len(canary) - int(np.searchsorted(canary, threshold + offset, side=side))
+    baseline_above = len(baseline) - int(np.searchsorted(baseline, threshold, side=side))
     p = fisher_greater(canary_above, len(canary), baseline_above, len(baseline))
     return Exceedance(threshold, canary_above, baseline_above, p)
+
+
+def _side(canary: Ticks, baseline: Ticks, threshold: int, offset: int) -> Side:
+    """Count requests strictly above the threshold (``"right"``), or, when that is nobody, at it
+    too (``"left"``).
+
+    Many requests can tie at the threshold (a histogram's overflow bucket all sits on its last
+    bound; constant latencies): then "strictly above" is nobody in either version, and the test
+    would see no difference however many more the canary puts there. The choice looks at the
+    pooled sample only, so the test stays exact.
+    """
+    total = len(canary) + len(baseline)
+    at_or_above = (
+        total
+        - int(np.searchsorted(canary, threshold + offset, side="left"))
+        - int(np.searchsorted(baseline, threshold, side="left"))
+    )
+    strictly = (
+        total
+        - int(np.searchsorted(canary, threshold + offset, side="right"))
+        - int(np.searchsorted(baseline, threshold, side="right"))
+    )
+    return "left" if strictly == 0 and at_or_above < total else "right"
 
 
 def _pooled_order_statistic(canary: Ticks, baseline: Ticks, offset: int, rank: int) -> int:

@@ -1,0 +1,115 @@
+"""`tracekit canary --prometheus` on answers a real Prometheus gives but a test run cannot make it
+give: ``increase()`` extrapolated past the request count, and the counts of a busy week.
+
+A small HTTP server on loopback answers ``/api/v1/query`` with instant vectors in Prometheus' own
+JSON format (the shape tests/canary/test_prometheus.py gets from the real binary), chosen by the
+query's version and whether it asks for buckets or failed requests.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from click.testing import CliRunner
+
+from tracekit_cli.main import cli
+
+BOUNDS = ("0.05", "0.1", "0.25", "0.5", "1", "+Inf")
+Answer = Callable[[str, bool], list[tuple[dict[str, str], float]]]
+
+
+def vector(series: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
+    result = [
+        {"metric": labels, "value": [1_700_000_000.0, repr(value)]} for labels, value in series
+    ]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Callable[[Answer], str]]:
+    servers: list[http.server.HTTPServer] = []
+
+    def serve(answer: Answer) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)["query"][0]
+                version = "2.0" if 'service_version="2.0"' in query else "1.0"
+                series = [] if "messaging" in query else answer(version, "_bucket" in query)
+                body = json.dumps(vector(series)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def buckets(route: str, cumulative: list[float]) -> list[tuple[dict[str, str], float]]:
+    return [({"http_route": route, "le": le}, n) for le, n in zip(BOUNDS, cumulative, strict=True)]
+
+
+def canary(url: str) -> tuple[int, dict[str, Any], str]:
+    args = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "2.0",
+            "--prometheus", url, "--format", "json"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    document = json.loads(result.stdout) if result.stdout.startswith("{") else {}
+    return result.exit_code, document, result.stderr
+
+
+def test_more_failures_than_requests_counts_every_request_failed(
+    prometheus: Callable[[Answer], str],
+) -> None:
+    """An all-failing route: the failed count, extrapolated on its own, exceeds the requests."""
+
+    def answer(version: str, bucket_query: bool) -> list[tuple[dict[str, str], float]]:
+        if bucket_query:
+            return buckets("/pay", [100, 300, 400, 400, 400, 400])
+        return [({"http_route": "/pay"}, 400.0 if version == "1.0" else 411.4)]
+
+    code, document, stderr = canary(prometheus(answer))
+
+    assert (code, stderr) == (0, ""), stderr
+    errors = next(m for m in document["metrics"] if m["name"] == "error_rate")
+    summary = errors["summary"]
+    assert (summary["baseline"]["error_rate"], summary["canary"]["error_rate"]) == (1.0, 1.0)
+
+
+def test_a_busy_week_of_requests_is_judged_not_expanded_one_by_one(
+    prometheus: Callable[[Answer], str],
+) -> None:
+    """10^11 requests (a busy route over 7 days, and more) must not need one float each."""
+
+    def answer(version: str, bucket_query: bool) -> list[tuple[dict[str, str], float]]:
+        # the canary's slowest tenth takes 0.5-1 s where the baseline's takes 0.1-0.5 s
+        per = [5e10, 3e10, 9e9, 1e9, 1e10, 0] if version == "2.0" else [6e10, 3e10, 9e9, 1e9, 0, 0]
+        cumulative = [sum(per[: i + 1]) for i in range(len(per))]
+        if bucket_query:
+            return buckets("/orders", cumulative)
+        return [({"http_route": "/orders"}, 1e8)]
+
+    code, document, stderr = canary(prometheus(answer))
+
+    assert stderr == ""
+    tail = next(m for m in document["metrics"] if m["name"] == "tail_latency")
+    assert tail["class"] == "fail"
+    assert code == 1 and document["verdict"] == "fail"
+    errors = next(m for m in document["metrics"] if m["name"] == "error_rate")
+    assert errors["summary"]["baseline"]["error_rate"] == pytest.approx(1e-3, rel=0.01)
