@@ -23,6 +23,7 @@ from tracekit_cli.options import (
     fail,
     format_option,
     parse_since,
+    require_value,
     resolve_format,
 )
 from tracekit_cli.output import emit_json, emit_rich, emit_text
@@ -114,18 +115,20 @@ def canary(
     from tracekit.canary import Settings, Subject, exit_code, judge
 
     window = _window(since, start, end)
-    if store and prometheus:
+    require_value("--store", store)
+    require_value("--prometheus", prometheus)
+    if store is not None and prometheus is not None:
         raise click.UsageError("choose one source: --store or --prometheus")
     settings = Settings(
         alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
         tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,
         tail_quantile=tail_quantile, critical=frozenset(critical or ["error_rate"]),
     )  # fmt: skip
-    source = "prometheus" if prometheus else "store"
+    source = "prometheus" if prometheus is not None else "store"
     subject = Subject(service, baseline, canary_version, *window, source)
     try:
         samples = _read(subject, store, prometheus, timeout)
-    except BackendError as error:
+    except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
     _emit(verdict, resolve_format(output_format), strict=gate == "strict")
@@ -140,13 +143,18 @@ def _require_numpy() -> None:
         fail("tracekit canary needs numpy: pip install 'tracekit[canary]'", EXIT_ERROR)
 
 
+DEFAULT_WINDOW_NS = 30 * 60 * 10**9
+
+
 def _window(since: str | None, start: str | None, end: str | None) -> tuple[int, int]:
     if since and start:
         raise click.UsageError("give --since or --start, not both")
     now = time.time()
-    end_ns = parse_since(end, now, "--end") or int(now * 1e9)
-    start_ns = parse_since(start or since or "30m", now, "--start" if start else "--since")
-    assert start_ns is not None
+    given_end = parse_since(end, now, "--end")
+    end_ns = int(now * 1e9) if given_end is None else given_end
+    given_start = parse_since(start or since, now, "--start" if start else "--since")
+    # the default window is the 30 minutes before its end, wherever --end puts that
+    start_ns = end_ns - DEFAULT_WINDOW_NS if given_start is None else given_start
     if start_ns >= end_ns:
         raise click.UsageError("the window must start before it ends")
     return start_ns, end_ns
@@ -157,7 +165,7 @@ def _read(
 ) -> tuple[VersionSamples, VersionSamples]:
     versions = (subject.baseline_version, subject.canary_version)
     window = (subject.start_unix_nano, subject.end_unix_nano)
-    if prometheus:
+    if prometheus is not None:
         from tracekit.canary.prometheus import samples_from_prometheus
 
         return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout)

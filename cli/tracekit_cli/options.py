@@ -103,13 +103,22 @@ def resolve_format(requested: str | None) -> str:
     return "rich" if sys.stdout.isatty() else "text"
 
 
+def require_value(option: str, value: str | None) -> None:
+    """Exit 2 when ``option`` was given an empty value (``--tempo "$UNSET_VARIABLE"``): reading
+    the default store instead would answer a question nobody asked."""
+    if value is not None and not value.strip():
+        fail(f"{option} was given an empty value", EXIT_ERROR)
+
+
 def open_source(
     store: str | None, tempo: str | None, jaeger: str | None, *, timeout: float = 10.0,
     service: str | None = None,
 ) -> SpanSource:  # fmt: skip
     """The read backend the options name (the embedded store when none does); exit 2 with one
     line when the options cannot make one (two backends, a bad URL or header)."""
-    if sum(1 for choice in (store, tempo, jaeger) if choice) > 1:
+    for option, value in (("--store", store), ("--tempo", tempo), ("--jaeger", jaeger)):
+        require_value(option, value)
+    if sum(1 for choice in (store, tempo, jaeger) if choice is not None) > 1:
         fail("choose one backend: --store, --tempo or --jaeger", EXIT_ERROR)
     typed = click.get_current_context().meta.get("tracekit.backend_headers", ())
     if typed and not (tempo or jaeger):

@@ -35,7 +35,9 @@ def services(
     """Show the service map: edges with type, calls, error rate, p50 and p95 latency."""
     from tracekit.path import service_map
 
-    since_ns = parse_since(since) or int((time.time() - 3600) * 1e9)
+    since_ns = parse_since(since)
+    if since_ns is None:  # (the epoch, 0, is a time like any other)
+        since_ns = int((time.time() - 3600) * 1e9)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
         edges = service_map(source.spans_since(since_ns, limit=MAX_SPANS))

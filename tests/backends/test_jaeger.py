@@ -9,6 +9,7 @@ server without api_v3, ``query.attributes`` ignored before 2.19.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,7 +21,7 @@ from otlp_fixtures import recent
 from trace_topologies import MemorySource, checkout, incident
 from werkzeug.wrappers import Response
 
-from tracekit.backends.jaeger import JaegerSource
+from tracekit.backends.jaeger import JaegerSource, rfc3339
 from tracekit.path import reconstruct
 from tracekit.records import BackendError
 
@@ -127,6 +128,21 @@ def test_recent_requests_grouped_by_trace(serve: Any) -> None:
     assert [(r.root_service, r.correlation_id, r.span_count, r.error) for r in found] == [
         ("web", "req-incident-9", 6, True)
     ]
+
+
+def test_search_without_since_looks_back_as_far_as_trace(serve: Any) -> None:
+    """A request from two hours ago, which ``trace`` finds, is in ``search`` too."""
+    backend = serve(FakeJaeger(recent(checkout().spans + incident().spans, seconds_ago=7200)))
+    found = JaegerSource(backend.url).recent_requests(service="web", limit=5)
+    assert [r.correlation_id for r in found] == ["req-incident-9"]
+    sent = searched(backend)[0]["query.start_time_min"]
+    assert sent < rfc3339(time.time() - 2 * 24 * 3600 + 60)
+
+
+def test_since_the_epoch_is_a_time_not_no_time(serve: Any) -> None:
+    backend = serve(FakeJaeger(recent(checkout().spans + incident().spans, seconds_ago=7200)))
+    JaegerSource(backend.url).recent_requests(service="web", since_unix_nano=0, limit=5)
+    assert searched(backend)[0]["query.start_time_min"].startswith("1970-01-01T00:00:00")
 
 
 def test_errors_only_is_filtered_client_side_and_said_once(serve: Any) -> None:

@@ -169,6 +169,34 @@ def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Pa
     assert backwards.exit_code == 2 and "must start before it ends" in backwards.stderr
 
 
+def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path) -> None:
+    """``--prometheus "$PROM_URL"`` with the variable unset must not judge the default store."""
+    versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    empty = "tracekit: --prometheus was given an empty value\n"
+    for args, says in [
+        (["--prometheus", ""], empty),
+        (["--prometheus", " ", "--store", str(store)], empty),
+        (["--store", ""], "tracekit: --store was given an empty value\n"),
+        (["--prometheus", "http://[::1"], "tracekit: Invalid IPv6 URL\n"),
+    ]:  # fmt: skip
+        result = CliRunner().invoke(cli, [*versions, *args])
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", says)
+    for backend in ("--tempo", "--jaeger", "--store"):
+        result = CliRunner().invoke(cli, ["search", backend, ""])
+        assert (result.exit_code, result.stderr) == (
+            2,
+            f"tracekit: {backend} was given an empty value\n",
+        )
+
+
+def test_end_alone_judges_the_thirty_minutes_before_it(store: Path) -> None:
+    versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    args = [*versions, "--store", str(store), "--end", WINDOW[3], "--format", "json"]
+    alone = CliRunner().invoke(cli, args)
+    assert alone.exit_code == 0, alone.stderr
+    assert json.loads(alone.stdout) == json.loads(run(store, "1.1", "--format", "json")[1])
+
+
 def test_the_installed_command_exits_with_the_verdict(store: Path) -> None:
     """The console script itself, as a pipeline step runs it."""
     command = [sys.executable, "-m", "tracekit_cli", "canary", "--service", "orders",

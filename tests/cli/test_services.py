@@ -54,3 +54,12 @@ def test_text_table_and_empty_window(store: Path) -> None:
     assert any(line.split()[:4] == ["web", "api", "http", "2"] for line in out.splitlines())
     code, out, err = run("--store", str(store), "--since", "1m")
     assert code == 1 and "no calls between services since 1m" in err
+
+
+def test_since_the_epoch_is_the_whole_store(store: Path) -> None:
+    """1970-01-01T00:00:00Z is 0 nanoseconds: a time, not "no --since" (the last hour)."""
+    code, out, err = run("--store", str(store), "--since", "1970-01-01T00:00:00+00:00",
+                         "--format", "json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["since_unix_nano"] == 0
+    assert len(json.loads(out)["edges"]) == 5

@@ -94,7 +94,8 @@ class JaegerSource:
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
         """Newest traces of the service(s), summarised by their root span."""
-        since = since_unix_nano / 1e9 if since_unix_nano else time.time() - 3600
+        # without --since, as far back as `trace` looks here: two days
+        since = time.time() - LOOKBACK_SECONDS if since_unix_nano is None else since_unix_nano / 1e9
         services = [service] if service else self._services()
         spans = self._find(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
         if errors_only:

@@ -93,7 +93,7 @@ class TempoSource:
     ) -> Sequence[RequestSummary]:
         """Newest traces matching the filters, from one TraceQL search."""
         query = search_query(service, min_duration_ms, errors_only)
-        since = since_unix_nano / 1e9 if since_unix_nano else None
+        since = None if since_unix_nano is None else since_unix_nano / 1e9
         found = [self._summary(hit) for hit in self._search(query, limit, since)]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
