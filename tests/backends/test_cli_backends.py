@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,54 @@ def test_a_bad_url_is_one_line_and_exit_2(
     name = backend.strip("-").capitalize()
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == f"tracekit: {name} {says}\n"
+
+
+@pytest.fixture
+def trickling() -> Iterator[str]:
+    """A server that answers 200 and then sends its declared 100 kB a byte every 0.2 s."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 100000\r\n\r\n[")  # fmt: skip
+            while not stop.wait(0.2):
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    server.close()
+
+
+@pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
+def test_a_backend_that_trickles_its_answer_is_cut_off_at_the_timeout(
+    backend: str, trickling: str
+) -> None:
+    """The socket's timeout bounds each read only; ``--timeout`` must bound the whole answer."""
+    import time
+
+    url = trickling
+    started = time.monotonic()
+    done = subprocess.run([TRACEKIT, "search", backend, url, "--timeout", "1"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    took = time.monotonic() - started
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "unreachable (timed out)" in done.stderr and done.stderr.count("\n") == 1
+    assert took < 20, took  # three tries of a second, their backoff, and the interpreter

@@ -85,9 +85,10 @@ class JsonClient:
 
     def _get_once(self, url: str) -> Any:
         request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
+        deadline = time.monotonic() + self.timeout
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                body = response.read(MAX_RESPONSE_BYTES + 1)
+                body = _read_by(response, deadline)
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
@@ -126,6 +127,21 @@ class JsonClient:
     def _short(self, text: str, limit: int = 200) -> str:
         flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
         return self.redact(flat)[:limit]
+
+
+def _read_by(response: Any, deadline: float) -> bytes:
+    """The body (at most one byte over the cap), read by ``deadline``: the socket's timeout only
+    bounds each read, and a server sending a byte at a time would hold the command for hours."""
+    chunks, size = [], 0
+    while size <= MAX_RESPONSE_BYTES:
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out")
+        chunk = response.read1(min(65_536, MAX_RESPONSE_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class _Retryable(Exception):
