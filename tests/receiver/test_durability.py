@@ -107,3 +107,29 @@ def test_sixty_second_load_count_sent_equals_count_stored(tmp_path: Path) -> Non
     with Store(store_path) as store:
         assert store.count_spans() == sent == total
     assert elapsed >= seconds - 1
+
+
+def test_a_damaged_store_is_said_on_the_log_and_not_retried_for_ever(tmp_path: Path) -> None:
+    """Pages of the file overwritten (a bad disk, a copy cut short): the collector still starts,
+    but no export can be stored. It says why on its log, and answers 500, which OTLP exporters
+    do not retry, instead of a silent 503 "retry later" they would retry for ever."""
+    store_path = tmp_path / "damaged.db"
+    process, port = start_collector(store_path)
+    for _ in range(10):
+        _send(port, _request(os.urandom(16), [os.urandom(8) for _ in range(200)]), None)
+    process.terminate()
+    assert process.wait(30) == 0
+    with store_path.open("r+b") as file:
+        file.seek(12288)
+        file.write(b"\xff" * 5 * 4096)
+    process, port = start_collector(store_path)
+    try:
+        statuses = {_send(port, _request(os.urandom(16), [os.urandom(8)]), None)[0]
+                    for _ in range(3)}  # fmt: skip
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert statuses == {500}
+    said = [line for line in stderr.splitlines() if "refuses" in line]
+    assert said == [f"tracekit receiver: the store at {store_path} refuses: "
+                    "DatabaseError: database disk image is malformed"], stderr  # fmt: skip

@@ -26,6 +26,7 @@ _SERVICES = {
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,  # not retried: the store is damaged
     503: grpc.StatusCode.UNAVAILABLE,  # OTLP exporters retry UNAVAILABLE
 }
 _WORKERS = 16  # RPCs handled at once; more wait in grpc, and past _QUEUED are refused by it

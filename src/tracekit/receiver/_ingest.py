@@ -220,7 +220,9 @@ class IngestQueue:
             with self.decode_lock:
                 self.store.encoder.interner.refresh()
         else:
-            _log.warning("tracekit receiver: write failed: %s", type(error).__name__)
+            _log.warning(
+                "tracekit receiver: write failed: %s: %s", type(error).__name__, str(error)[:200]
+            )
         ticket.finish(error)
 
     def _acknowledge(self, batch: list[Ticket]) -> None:
