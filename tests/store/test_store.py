@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tracekit.records import BackendError, LogRecordData, SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
+from tracekit.store._schema import SCHEMA_VERSION
 
 T1, T2, T3 = "a" * 32, "b" * 32, "c" * 32
 
@@ -85,6 +88,21 @@ def test_reading_a_missing_store_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="no tracekit store"):
         Store(tmp_path / "absent.db").spans_by_correlation_id("x")
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_store_written_by_an_older_tracekit_is_read(tmp_path: Path) -> None:
+    """Schema 1 (before the ``meta`` table): the CLI's reader upgrades it, as a writer would,
+    instead of calling a store full of spans "empty or not initialised"."""
+    path = tmp_path / "v1.db"
+    with Store(path) as writer:
+        writer.write_spans([span(T1, "1" * 16, attributes={"correlation.id": "req-1"})])
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript("DROP TABLE meta; PRAGMA user_version = 1;")
+
+    with Store(path) as reader:
+        assert [s.span_id for s in reader.spans_by_correlation_id("req-1")] == ["1" * 16]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_bad_ids_are_refused_before_anything_is_written(store: Store) -> None:

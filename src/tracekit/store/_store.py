@@ -268,11 +268,25 @@ class Store:
             if version > SCHEMA_VERSION:
                 conn.close()
                 raise BackendError(f"store {self.path} was written by a newer tracekit")
-            if version < SCHEMA_VERSION:
+            if version == 0:
                 conn.close()
                 raise BackendError(f"store {self.path} is empty or not initialised yet")
+            if version < SCHEMA_VERSION:  # written by an older tracekit: upgrade it, as a
+                conn.close()  # collector or an exporter opening it would
+                conn = self._upgraded(version)
             self._reader = StoreReader(conn)
         return self._reader
+
+    def _upgraded(self, version: int) -> sqlite3.Connection:
+        try:
+            open_writer(self.path).close()  # migrates the schema
+        except (sqlite3.Error, OSError):
+            raise BackendError(
+                f"store {self.path} was written by an older tracekit (schema {version}) and "
+                "cannot be upgraded here (read-only?): open it once where it can be written, "
+                "with `tracekit collector --store PATH`"
+            ) from None
+        return open_reader(self.path)
 
     def close(self) -> None:
         """Close both connections (the store can be used again; they reopen)."""
