@@ -287,3 +287,12 @@ def test_a_backend_that_trickles_its_answer_is_cut_off_at_the_timeout(
     assert (done.returncode, done.stdout) == (2, "")
     assert "unreachable (timed out)" in done.stderr and done.stderr.count("\n") == 1
     assert took < 20, took  # three tries of a second, their backoff, and the interpreter
+
+
+@pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
+def test_a_url_with_a_space_is_said_to_be_the_url_not_the_server(backend: str) -> None:
+    """http.client refuses it before connecting: no server sent "a broken HTTP answer"."""
+    code, out, err = run("search", backend, "http://127.0.0.1:9/te mpo", "--timeout", "1")
+    name = backend.strip("-").capitalize()
+    assert (code, out, err.count("\n")) == (2, "", 1)
+    assert err.startswith(f"tracekit: {name} URL is not valid: URL can't contain control"), err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -224,3 +225,14 @@ def test_without_numpy_the_command_names_the_extra(store: Path) -> None:
     assert (
         finished.stderr == "tracekit: tracekit canary needs numpy: pip install 'tracekit[canary]'\n"
     )
+
+
+def test_a_ratio_of_hundreds_reads_as_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "slow.db"
+    with Store(path) as writer:
+        writer.write_spans(requests("1.0", "/orders/{id}", 100, seed=8)
+                           + requests("9.9", "/orders/{id}", 100, seed=9, scale=150))  # fmt: skip
+    code, out, _ = run(path, "9.9", "--format", "text")
+    row = next(line for line in out.splitlines() if line.lstrip().startswith("/orders"))
+    assert code == 1
+    assert re.search(r" 1\d\dx \(1\d\d\.\.1\d\d\)", row), row

@@ -99,7 +99,8 @@ def _effect(result: MetricResult) -> str:
 
 
 def _times(log_ratio: float | None) -> str:
-    return "?" if log_ratio is None else f"{math.exp(log_ratio):#.3g}"
+    # three significant digits, zeros kept (1.50), but no bare point: 102 is not "102."
+    return "?" if log_ratio is None else f"{math.exp(log_ratio):#.3g}".rstrip(".")
 
 
 def _points(value: float | None) -> str:

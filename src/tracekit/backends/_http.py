@@ -94,6 +94,8 @@ class JsonClient:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise _Retryable(f"unreachable ({self._short(str(reason))})") from None
+        except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
+            raise BackendError(f"{self.name} URL is not valid: {self._short(str(error))}") from None
         except http.client.HTTPException as error:  # not HTTP, or cut short
             raise BackendError(
                 f"{self.name} at {self.base_url} sent a broken HTTP answer ({type(error).__name__})"
