@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from tracekit.records import BackendError, SpanSource
 from tracekit_cli.options import (
@@ -128,10 +129,21 @@ def diff(
         if len(requests) != 2:
             fail("give two requests (A B) or a set form (--service S --a K=V --b K=V)",
                  EXIT_ERROR)  # fmt: skip
+        _refuse_set_options()
         source = open_source(store, tempo, jaeger, timeout=timeout)
         result = _compare_pair(source, check_id(requests[0]), check_id(requests[1]), thresholds)
     _emit(result, resolve_format(output_format), counted)
     sys.exit(_exit_status(result, counted))
+
+
+def _refuse_set_options() -> None:
+    """Set-form options given with two requests would be ignored without a word: refuse them."""
+    ctx = click.get_current_context()
+    for name in ("since", "limit", "min_requests"):
+        if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            option = "--" + name.replace("_", "-")
+            fail(f"{option} is for the set form (--service S --a K=V --b K=V), not A B",
+                 EXIT_ERROR)  # fmt: skip
 
 
 def _compare_pair(source: SpanSource, a: str, b: str, thresholds: Thresholds) -> PairDiff:

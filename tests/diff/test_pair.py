@@ -289,6 +289,13 @@ def test_exit_status_like_unix_diff(deployment: Deployment, tmp_path: Path) -> N
         code, out, err = run(deployment, *usage)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (usage, err)
         assert "Traceback" not in err
+    for option, value in (("--since", "1m"), ("--limit", "3"), ("--min-requests", "5")):
+        code, out, err = run(deployment, a, a, option, value)
+        assert (code, out) == (2, "")
+        assert (
+            err
+            == f"tracekit: {option} is for the set form (--service S --a K=V --b K=V), not A B\n"
+        )
     result = CliRunner().invoke(cli, ["diff", a, a, "--store", str(tmp_path / "none.db")])
     assert result.exit_code == 2
     assert result.stderr == f"tracekit: no tracekit store at {tmp_path / 'none.db'}\n"
