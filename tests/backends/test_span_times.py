@@ -20,7 +20,11 @@ from tempo_fake import FakeTempo
 from trace_topologies import checkout
 from werkzeug.wrappers import Request, Response
 
-from tracekit.backends._otlp_json import SPAN_TIME_OUT_OF_RANGE, spans_from_batches
+from tracekit.backends._otlp_json import (
+    SPAN_ENDS_BEFORE_START,
+    SPAN_TIME_OUT_OF_RANGE,
+    spans_from_batches,
+)
 from tracekit.backends.jaeger import JaegerSource
 from tracekit.backends.tempo import TempoSource
 from tracekit.path import reconstruct
@@ -57,6 +61,15 @@ def test_a_span_out_of_range_is_left_out_and_said(start: Any) -> None:
     spans = spans_from_batches(otlp(start, end), told.append)
     assert [s.span_id for s in spans] == ["ef" * 8]
     assert told == [SPAN_TIME_OUT_OF_RANGE]
+
+
+def test_a_span_that_ends_before_it_starts_is_left_out_and_said() -> None:
+    """The collector refuses such a span; read from a backend it would show, and be compared
+    by ``diff``, as a negative duration (-20 ms, "-250%")."""
+    told: list[str] = []
+    spans = spans_from_batches(otlp("1764680000020000000", "1764680000000000000"), told.append)
+    assert [s.span_id for s in spans] == ["ef" * 8]
+    assert told == [SPAN_ENDS_BEFORE_START]
 
 
 def test_a_number_past_any_integer_elsewhere_is_a_backend_error() -> None:

@@ -34,11 +34,16 @@ KIND_NAMES = {"SPAN_KIND_UNSPECIFIED": "INTERNAL"} | {f"SPAN_KIND_{k}": k for k 
 STATUS_NAMES = {f"STATUS_CODE_{s}": s for s in STATUSES.values()}
 UNIX_NANO_LIMIT = 2**63  # OTLP times are unsigned; tracekit's (the store's) are 64-bit signed
 SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262"
+SPAN_ENDS_BEFORE_START = "a span that ends before it starts"  # refused by the collector too
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
 
 
 class TimeOutOfRange(ValueError):
     """An OTLP time beyond what tracekit can hold (``unix_nano``)."""
+
+
+class EndsBeforeStart(ValueError):
+    """A span whose end precedes its start: no duration to show or to compare."""
 
 
 def unix_nano(value: Any) -> int:
@@ -110,7 +115,8 @@ def spans_from_batches(
     batches: Any, dropped: Callable[[str], None] = lambda reason: None
 ) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
-    timed out of range is left out, and ``dropped`` told (``SPAN_TIME_OUT_OF_RANGE``)."""
+    timed out of range, or ending before it starts, is left out, and ``dropped`` told
+    (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``)."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
     try:
@@ -134,13 +140,15 @@ def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> It
                 yield _span(span, service, resource, scope.get("name"))
             except TimeOutOfRange:
                 dropped(SPAN_TIME_OUT_OF_RANGE)
+            except EndsBeforeStart:
+                dropped(SPAN_ENDS_BEFORE_START)
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
           scope: str | None) -> SpanRecord:  # fmt: skip
     status = span.get("status") or {}
     version = resource.get("service.version")
-    return SpanRecord(
+    record = SpanRecord(
         trace_id=decode_id(span.get("traceId"), 16),
         span_id=decode_id(span.get("spanId"), 8),
         parent_span_id=decode_id(span.get("parentSpanId"), 8) or None,
@@ -158,6 +166,9 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         service_version=version if isinstance(version, str) else None,
         scope=scope,
     )
+    if record.end_unix_nano < record.start_unix_nano:
+        raise EndsBeforeStart
+    return record
 
 
 def _link(link: dict[str, Any]) -> SpanLink:
