@@ -82,6 +82,14 @@ class TracekitMiddleware:
                 request.status_code = message.get("status", 101)
                 message = with_header(message, echo)
             await send(message)
+            if (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and request.status_code < 500  # a 500's exception comes after: wait for it
+            ):
+                # The response has gone: work the application does after it (Starlette's
+                # BackgroundTasks) is not the request's duration, nor is it still in flight.
+                self._complete(request, scope, top)
 
         error: BaseException | None = None
         try:
@@ -151,6 +159,12 @@ class TracekitMiddleware:
     ) -> None:
         try:
             self._requests.finish(request, _route(scope, top), error)
+        except Exception as exc:
+            report_once("asgi request finish", exc)
+
+    def _complete(self, request: ActiveRequest, scope: Scope, top: object) -> None:
+        try:
+            self._requests.complete(request, _route(scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
 

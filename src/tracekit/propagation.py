@@ -307,9 +307,11 @@ _BAGGAGE_WRITER = W3CBaggagePropagator()
 def _inject_baggage(
     carrier: Any, context: Context | None, cid: str | None, setter: Setter[Any]
 ) -> None:
-    """Write the context's baggage, with the correlation ID as a member unless it has one."""
+    """Write the context's baggage with the correlation ID as its ``correlation.id`` member,
+    replacing one the caller's baggage brought (a request whose ``X-Correlation-ID`` won over
+    it must not send the other ID downstream beside its own)."""
     entries = _baggage.entries_in(context)
-    if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) is None:
+    if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) != cid:
         entries = (
             {**entries, CORRELATION_BAGGAGE_KEY: cid} if entries else {CORRELATION_BAGGAGE_KEY: cid}
         )

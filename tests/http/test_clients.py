@@ -113,6 +113,22 @@ def test_one_client_span_and_headers_on_the_wire(
     assert "correlation.id=client-test-1" in seen["baggage"]
 
 
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_the_baggage_sent_names_the_requests_own_correlation_id(
+    name: str, echo_url: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    """The caller's baggage said ``correlation.id=old-b`` but its X-Correlation-ID won: every
+    hop onwards carries that one ID, in the header and in baggage alike."""
+    token = context.attach(baggage.set_baggage("correlation.id", "old-b"))
+    try:
+        seen = CLIENTS[name](echo_url)
+    finally:
+        context.detach(token)
+    assert seen["x-correlation-id"] == "client-test-1"
+    assert "correlation.id=client-test-1" in seen["baggage"] and "old-b" not in seen["baggage"]
+    assert "tenant=acme" in seen["baggage"]
+
+
 def test_urllib3_replaces_a_callers_trace_headers_in_any_case(
     echo_url: str, http_clients: None, in_request: None, wait_for_spans: Any
 ) -> None:

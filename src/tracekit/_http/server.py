@@ -48,6 +48,7 @@ class ActiveRequest:
     status_code: int = 0
     owns_span: bool = True
     measured: bool = True  # counted in the request metrics (a WebSocket connection is not)
+    completed: bool = False  # span ended and metrics recorded
 
 
 class ServerRequests:
@@ -110,13 +111,18 @@ class ServerRequests:
             enclosing is None, measured,
         )  # fmt: skip
 
-    def finish(
+    def complete(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
-        """End the request's span, record metrics and restore the caller's context."""
+        """End the request's span and record its metrics (once): when the response has gone,
+        which may be before the application returns (work it does after answering)."""
+        if request.completed:
+            return
+        request.completed = True
         try:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
+        finally:  # the span's failure must not cost the request its metrics
             if self._metrics is not None and request.measured:
                 self._metrics.request_finished(
                     request.method,
@@ -125,6 +131,13 @@ class ServerRequests:
                     perf_counter() - request.started,
                     request.span,
                 )
+
+    def finish(
+        self, request: ActiveRequest, route: str | None, error: BaseException | None = None
+    ) -> None:
+        """``complete`` the request if it is not yet, and restore the caller's context."""
+        try:
+            self.complete(request, route, error)
         finally:
             _restore(request)
 
@@ -238,17 +251,19 @@ def _warn_outer_span_continues_caller() -> None:
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
     span = request.span
     assert span is not None
-    # One set_attribute per value: cheaper in the SDK than set_attributes with a mapping.
-    if route:
-        span.update_name(f"{request.method} {route}" if request.method != "_OTHER" else "HTTP")
-        span.set_attribute(semconv.HTTP_ROUTE, route)
-    if request.status_code:
-        span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
-    if error is not None:
-        mark_failed(span, error)
-    elif request.status_code >= 500:
-        mark_failed_status(span, request.status_code)
-    span.end()
+    try:
+        # One set_attribute per value: cheaper in the SDK than set_attributes with a mapping.
+        if route:
+            span.update_name(f"{request.method} {route}" if request.method != "_OTHER" else "HTTP")
+            span.set_attribute(semconv.HTTP_ROUTE, route)
+        if request.status_code:
+            span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
+        if error is not None:
+            mark_failed(span, error)
+        elif request.status_code >= 500:
+            mark_failed_status(span, request.status_code)
+    finally:  # whatever failed above, the span is exported
+        span.end()
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:

@@ -96,7 +96,11 @@ def mark_failed(
     if redact is not None:
         message = attributes["exception.message"] = redact(message)
         attributes["exception.stacktrace"] = redact(_stacktrace(error))
-    span.record_exception(error, attributes=attributes)
+    try:
+        span.record_exception(error, attributes=attributes)
+    except Exception:  # the SDK's own str(error) raised: a broken __str__
+        attributes.setdefault("exception.stacktrace", _stacktrace(error))
+        span.add_event("exception", {"exception.type": kind, **attributes})
     span.set_attribute(semconv.ERROR_TYPE, kind)
     span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
 
