@@ -155,3 +155,24 @@ def test_uninstrumented_send_adds_no_headers(
     kc.close()
     assert record.headers == [("app", b"1")]
     assert spans.get_finished_spans() == ()
+
+
+def test_a_broker_api_before_headers_still_takes_the_send(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """Kafka before 0.11 (message format v0/v1) has no record headers: kafka-python refuses any
+    header there. The send goes through, with its PRODUCER span and no headers."""
+    kp = kafka.KafkaProducer(bootstrap_servers=kafka_bootstrap, api_version=(0, 10, 2))
+    token = tracekit.correlation.set_correlation_id("old-broker-1")
+    try:
+        kp.send(topic, b"plain").get(timeout=10)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    kp.close()
+    tracekit.uninstrument()
+    kc = consumer(kafka_bootstrap, topic)
+    record = next(kc)
+    kc.close()
+    assert (record.value, record.headers) == (b"plain", [])
+    sent = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    assert sent.attributes is not None and sent.attributes["correlation.id"] == "old-broker-1"

@@ -16,15 +16,20 @@ SYSTEM = "kafka"
 
 
 def traced_send(
-    send: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], headers_position: int
+    send: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    headers_position: int | None,
 ) -> Any:
-    """Call ``send(topic, ...)`` inside a PRODUCER span, with context added to its headers."""
+    """Call ``send(topic, ...)`` inside a PRODUCER span, with context added to its headers
+    (``headers_position`` None: the broker's message format has no headers, none are added)."""
     topic = args[0] if args else kwargs.get("topic")
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
     with messaging.publish(carrier, system=SYSTEM, destination=topic):
-        args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
+        if headers_position is not None:
+            args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
         return send(*args, **kwargs)
 
 

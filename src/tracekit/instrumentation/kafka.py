@@ -61,7 +61,16 @@ def finish(consumer: object, error: BaseException | None = None) -> None:
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    return _kafka.traced_send(wrapped, args, kwargs, _HEADERS_POSITION)
+    return _kafka.traced_send(wrapped, args, kwargs, _headers_position(instance))
+
+
+def _headers_position(producer: Any) -> int | None:
+    """Where ``send`` takes headers; None when the broker's API predates them (Kafka 0.11): the
+    producer refuses any header there, and the send must still go through."""
+    version = getattr(producer, "config", {}).get("api_version")
+    if isinstance(version, tuple) and version < (0, 11):
+        return None
+    return _HEADERS_POSITION
 
 
 def _traced_next(
