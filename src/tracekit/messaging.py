@@ -188,7 +188,11 @@ def correlation_property_of(properties: object, options: config.Options | None =
     ``TRACEKIT_MESSAGE_CORRELATION_PROPERTY`` names it (default ``correlation_id``, AMQP's
     property); None when absent. Pass the result to ``consume(correlation_property=...)``.
     """
-    name = (options or _state.current_options()).message_correlation_property
+    try:
+        name = (options or _state.current_options()).message_correlation_property
+    except Exception as error:  # a broken TRACEKIT_* variable must not stop the consumer
+        report_once("messaging correlation property", error)
+        return None
     if isinstance(properties, Mapping):
         value = properties.get(name)
         return value if value is not None else properties.get(name.encode("ascii", "ignore"))

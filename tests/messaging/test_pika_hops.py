@@ -355,3 +355,41 @@ def test_basic_get_on_two_channels_in_turn_keeps_the_latest_message_current(
     assert sorted(s.attributes["correlation.id"] for s in consumers) == [
         "a1", "a2", "a3", "b1", "b2",
     ]  # fmt: skip
+
+
+def test_a_broken_setting_without_init_never_stops_a_pika_consumer() -> None:
+    """pika instrumented without ``init()`` (the options come from the environment at each
+    message) and ``TRACEKIT_MODE=bogus``: the callback and ``basic_get`` still get their
+    messages; tracekit says once what it could not read."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import uuid, pika
+        from tracekit import instrumentation
+        instrumentation.instrument(["pika"])
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        channel = connection.channel()
+        queue = "broken-setting-" + uuid.uuid4().hex[:8]
+        channel.queue_declare(queue, auto_delete=True)
+        channel.basic_publish("", queue, b"first")
+        channel.basic_publish("", queue, b"second")
+        _, _, body = channel.basic_get(queue, auto_ack=True)
+        got = [body]
+        channel.basic_consume(queue, lambda ch, m, p, b: got.append(b), auto_ack=True)
+        connection.process_data_events(time_limit=2)
+        connection.close()
+        print(got)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "TRACEKIT_MODE": "bogus"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[b'first', b'second']\n"
+    said = [line for line in done.stderr.splitlines() if line.startswith("tracekit:")]
+    assert (
+        "tracekit: messaging correlation property failed (ConfigError); continuing without it"
+        in said
+    )
+    assert len(said) == len(set(said))  # each place says it once, not once per message
