@@ -50,7 +50,12 @@ from tracekit._messaging.consumer import (
     current_delivery,
     start_held,
 )
-from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, reading_for
+from tracekit._messaging.headers import (
+    PUBLISH_TIME_HEADER,
+    Headers,
+    drop_other_spellings,
+    reading_for,
+)
 from tracekit._messaging.spans import base_attributes, bounded_id, tracer_for
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, report_once, safe
@@ -238,8 +243,10 @@ def _start_publish(
 def _write_headers(
     headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
 ) -> None:
-    reading_for(opts).propagator.inject(headers, ctx)
+    reading = reading_for(opts)
+    reading.propagator.inject(headers, ctx)
     headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+    drop_other_spellings(headers, reading.written)
 
 
 def _end_publish(

@@ -315,6 +315,35 @@ def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, span
     assert headers1["traceparent"] != headers2["traceparent"]
 
 
+def test_a_callers_headers_in_other_capitals_are_replaced_not_doubled(
+    amqp_url, queue_name, spans
+) -> None:
+    """``Traceparent`` and ``X-Correlation-ID`` set by the app: tracekit's own values replace
+    them. Sent beside tracekit's, the consumer read two and trusted neither: a new trace."""
+    from tracekit import correlation
+
+    stale = {"Traceparent": f"00-{1:032x}-{1:016x}-01", "X-Correlation-ID": "from-the-app",
+             "app": "orders"}  # fmt: skip
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("request-B")
+    try:
+        channel.basic_publish("", queue_name, b"x", pika.BasicProperties(headers=stale))
+    finally:
+        correlation.reset_correlation_id(token)
+    got: list[Any] = []
+    channel.basic_consume(queue_name, lambda ch, m, p, b: got.append(p.headers), auto_ack=True)
+    connection.process_data_events(time_limit=2)
+    connection.close()
+
+    (headers,) = got
+    assert sorted(k.lower() for k in headers) == sorted(set(k.lower() for k in headers))
+    assert headers["x-correlation-id"] == "request-B" and headers["app"] == "orders"
+    producer = _one(list(spans.get_finished_spans()), SpanKind.PRODUCER, f"send {queue_name}")
+    consumer = _one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+
+
 def test_basic_get_on_two_channels_in_turn_keeps_the_latest_message_current(
     amqp_url, spans
 ) -> None:

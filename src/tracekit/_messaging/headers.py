@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 from tracekit import config, propagation
@@ -155,9 +155,26 @@ class Reading(NamedTuple):
     propagator: propagation.TracekitPropagator
     limits: dict[str, int]
     w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
+    # the headers a publish writes, by lower-case name: other spellings of them are the caller's
+    written: dict[str, str]
 
 
 _last_reading: tuple[config.Options, Reading] | None = None
+
+
+def drop_other_spellings(headers: MutableMapping[str, Any], written: dict[str, str]) -> None:
+    """Remove a caller's ``Traceparent`` once tracekit's ``traceparent`` is in ``headers``: a
+    consumer would read the two as one header sent twice, and trust neither."""
+    others = [
+        key
+        for key in headers
+        if isinstance(key, str)
+        and (ours := written.get(key.lower())) is not None
+        and ours != key
+        and ours in headers
+    ]
+    for key in others:
+        del headers[key]
 
 
 def reading_for(options: config.Options) -> Reading:
@@ -173,6 +190,7 @@ def reading_for(options: config.Options) -> Reading:
     names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
     limits = field_limits(names, propagator.carried_fields)
     w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
-    reading = Reading(names, propagator, limits, w3c_only)
+    written = {name.lower(): name for name in (*propagator.fields, PUBLISH_TIME_HEADER)}
+    reading = Reading(names, propagator, limits, w3c_only, written)
     _last_reading = (options, reading)
     return reading
