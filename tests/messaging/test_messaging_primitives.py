@@ -173,6 +173,11 @@ BAD_HEADERS = {
     ),
     "oversized correlation ID": ({"traceparent": TRACEPARENT, "X-Request-ID": "EVIL" * 5000}, True),
     "bad publish time": ({"traceparent": TRACEPARENT, "tracekit-publish-time": "EVIL"}, True),
+    # 20 digits pass "a number" but no 64-bit time: the OTLP exporter logged a traceback per span
+    "publish time past 2262": (
+        {"traceparent": TRACEPARENT, "tracekit-publish-time": "99999999999999999999"},
+        True,
+    ),
     "oversized tracestate": ({"traceparent": TRACEPARENT, "tracestate": "a=EVIL" * 3000}, True),
     "non-ASCII baggage": ({"traceparent": TRACEPARENT, "baggage": "correlation.id=ÉVIL"}, True),
     "malformed baggage": ({"traceparent": TRACEPARENT, "baggage": "EVILnoequals,a=b"}, True),

@@ -419,6 +419,11 @@ def _publish_time(fields: _message_headers.Fields) -> int | None:
     if not values:
         return None
     if len(values) == 1 and values[0].isdigit():
-        return int(values[0])
+        nanos = int(values[0])
+        if nanos < _LATEST_UNIX_NANO:  # OTLP and the store hold signed 64-bit times
+            return nanos
     _message_headers.bad_header.warn(PUBLISH_TIME_HEADER, "not a unix time in nanoseconds")
     return None
+
+
+_LATEST_UNIX_NANO = 2**63  # 2262
