@@ -354,6 +354,14 @@ class HeldDeliveries:
             self._by_id[id(consumer)] = delivery
         return delivery
 
+    def release_all(self) -> None:
+        """End every open delivery, the latest first (instrumentation being removed)."""
+        deliveries = [*self._weak.values(), *self._by_id.values()]
+        self._weak.clear()
+        self._by_id.clear()
+        for delivery in reversed(deliveries):
+            delivery.end()
+
     def release(self, consumer: object, error: BaseException | None = None) -> None:
         """End ``consumer``'s open delivery, if any."""
         try:

@@ -287,6 +287,58 @@ def test_uninstrument_restores_plain_pika(amqp_url, queue_name, spans, instrumen
     assert blocking.__dict__["basic_publish"] is not traced  # instrumenting again wraps anew
 
 
+def test_break_then_cancel_ends_the_span_while_the_generator_lives(
+    amqp_url, queue_name, spans
+) -> None:
+    """The documented way out of ``consume()``: ``break``, then ``channel.cancel()``. The loop's
+    generator is still referenced, so only the cancel can end the message's span."""
+    import tracekit
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"x", pika.BasicProperties(correlation_id="msg-1"))
+    messages = channel.consume(queue_name, inactivity_timeout=5)
+    for _method, _properties, _body in messages:
+        assert tracekit.correlation_id() == "msg-1"
+        break
+    channel.cancel()
+    after_cancel = tracekit.correlation_id()
+    ended = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    connection.close()
+    assert after_cancel is None
+    assert [s.attributes["correlation.id"] for s in ended] == ["msg-1"]
+
+
+def test_uninstrument_ends_a_held_message_and_traces_no_more(
+    amqp_url, queue_name, spans, instrumented
+) -> None:
+    """A message a pull API handed out is held until the next fetch; uninstrumenting ends it
+    (its ID was current for good), and a ``consume()`` generator made before goes on bare."""
+    import tracekit
+
+    pika_instrumentor = instrumented["PikaInstrumentor"]
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    for n in range(3):
+        channel.basic_publish("", queue_name, b"x", pika.BasicProperties(correlation_id=f"m-{n}"))
+    messages = channel.consume(queue_name, inactivity_timeout=5)
+    next(messages)
+    try:
+        pika_instrumentor.uninstrument()
+        after = tracekit.correlation_id()
+        traced_before = len(spans.get_finished_spans())
+        method, _properties, _body = next(messages)
+        during = tracekit.correlation_id()
+    finally:
+        pika_instrumentor.instrument()
+    channel.cancel()
+    connection.close()
+    assert after is None and during is None and method is not None
+    assert len(spans.get_finished_spans()) == traced_before  # the next message made no span
+    assert [s.attributes["correlation.id"] for s in spans.get_finished_spans()
+            if s.kind == SpanKind.CONSUMER][:1] == ["m-0"]  # fmt: skip
+
+
 def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
     """Applications reuse one BasicProperties (delivery mode, their own headers) for every
     message: each message gets its own trace headers, and the object is never written to."""

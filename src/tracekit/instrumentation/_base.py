@@ -53,6 +53,9 @@ class Instrumentor:
     """Base of every library instrumentation: subclasses set ``target`` and implement ``patch``."""
 
     target: ClassVar[str]
+    # A pull API's open deliveries (``messaging.HeldDeliveries``): ended when uninstrumented,
+    # or their spans would stay open and their correlation IDs current for good.
+    held: ClassVar[Any] = None
 
     def __init__(self) -> None:
         self._enabled = False
@@ -81,6 +84,8 @@ class Instrumentor:
         for patch in reversed(self._patches):
             patch.undo()
         self._patches = []
+        if self.held is not None:
+            self.held.release_all()
 
     def patch(self, module: ModuleType) -> None:
         """Apply the patches to the freshly imported ``module`` (use ``wrap``)."""

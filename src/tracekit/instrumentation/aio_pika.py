@@ -33,6 +33,8 @@ _held = messaging.HeldDeliveries()
 class AioPikaInstrumentor(Instrumentor):
     """Traces aio-pika's publish, consume callbacks, queue iterators and ``process()`` blocks."""
 
+    held = _held
+
     target = "aio_pika"
 
     def patch(self, module: ModuleType) -> None:

@@ -60,6 +60,8 @@ class _ClassSwap(Patch):
 class ConfluentKafkaInstrumentor(Instrumentor):
     """Swaps in tracing subclasses of ``confluent_kafka.Producer`` and ``Consumer``."""
 
+    held = _held
+
     target = "confluent_kafka"
 
     def patch(self, module: ModuleType) -> None:

@@ -42,6 +42,8 @@ __all__ = ["KafkaInstrumentor", "delivery_of", "destination_of", "finish"]
 class KafkaInstrumentor(Instrumentor):
     """Traces kafka-python's ``KafkaProducer.send`` and ``KafkaConsumer`` iteration and poll."""
 
+    held = _held
+
     target = "kafka"
 
     def patch(self, module: ModuleType) -> None:

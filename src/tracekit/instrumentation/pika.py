@@ -45,6 +45,8 @@ _held = messaging.HeldDeliveries()
 class PikaInstrumentor(Instrumentor):
     """Traces pika's ``BlockingChannel``: publish, consume callbacks, ``basic_get``, ``consume``."""
 
+    held = _held
+
     target = "pika.adapters.blocking_connection"
 
     def patch(self, module: ModuleType) -> None:
@@ -52,8 +54,9 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(channel, "basic_publish", _traced_publish)
         self.wrap(channel, "basic_consume", self._traced_basic_consume)
         self.wrap(channel, "basic_get", _traced_basic_get)
-        self.wrap(channel, "consume", _traced_consume)
+        self.wrap(channel, "consume", self._traced_consume)
         self.wrap(channel, "close", _release_on_close)
+        self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
 
     def _traced_basic_consume(
         self,
@@ -79,6 +82,16 @@ class PikaInstrumentor(Instrumentor):
                 return callback(channel, method, properties, body)
 
         return on_message
+
+    def _traced_consume(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        messages = wrapped(*args, **kwargs)
+        return _held_generator(messages, instance, _queue_of(args, kwargs), lambda: self.active)
 
 
 def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
@@ -155,21 +168,17 @@ def _traced_basic_get(
     return result
 
 
-def _traced_consume(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    return _held_generator(wrapped(*args, **kwargs), instance, _queue_of(args, kwargs))
-
-
 def _held_generator(
-    messages: Iterator[tuple[Any, Any, Any]], channel: Any, queue: str
+    messages: Iterator[tuple[Any, Any, Any]], channel: Any, queue: str, active: Callable[[], bool]
 ) -> Iterator[tuple[Any, Any, Any]]:
-    """Re-yield pika's messages; each one's span lasts until the next is fetched."""
+    """Re-yield pika's messages; each one's span lasts until the next is fetched (none once
+    tracekit is uninstrumented: a generator made before goes on bare)."""
     try:
         for message in messages:
             _held.release(channel)
             method, properties, _ = message
-            if method is not None:  # (None, None, None) marks an inactivity timeout
+            # (None, None, None) marks an inactivity timeout
+            if method is not None and active():
                 _held.hold(channel, delivery_of(queue, method, properties))
             yield message
     except BaseException as error:
