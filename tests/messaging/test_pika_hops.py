@@ -339,6 +339,39 @@ def test_uninstrument_ends_a_held_message_and_traces_no_more(
             if s.kind == SpanKind.CONSUMER][:1] == ["m-0"]  # fmt: skip
 
 
+def test_a_lookup_with_basic_get_inside_a_callback_leaves_nothing_current_after(
+    amqp_url, queue_name, spans
+) -> None:
+    """The callback for A fetches B with ``basic_get`` on another channel (a side lookup). B is
+    held until that channel closes; then what was current before A is back: not A's ID and
+    ended span, which every later publish of the process would have carried."""
+    from opentelemetry import trace
+
+    import tracekit
+
+    connection = _connection(amqp_url)
+    channel, side_channel = connection.channel(), connection.channel()
+    side = _declare(amqp_url, "side")
+    channel.basic_publish("", queue_name, b"a", pika.BasicProperties(correlation_id="msg-a"))
+    channel.basic_publish("", side, b"b", pika.BasicProperties(correlation_id="msg-b"))
+    seen: list[Any] = []
+
+    def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        side_channel.basic_get(side, auto_ack=True)
+        seen.append(tracekit.correlation_id())
+        ch.stop_consuming()
+
+    channel.basic_consume(queue_name, handle, auto_ack=True)
+    channel.start_consuming()
+    held = tracekit.correlation_id()  # B is still held: the last message fetched
+    side_channel.close()
+    after = (tracekit.correlation_id(), trace.get_current_span().get_span_context().is_valid)
+    connection.close()
+    _delete(amqp_url, side)
+    assert (seen, held) == (["msg-b"], "msg-b")
+    assert after == (None, False)
+
+
 def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
     """Applications reuse one BasicProperties (delivery mode, their own headers) for every
     message: each message gets its own trace headers, and the object is never written to."""

@@ -66,6 +66,9 @@ class Delivery:
         # restore when the last of them ends, the context before the first (see _end).
         self._held = False
         self._restores: list[_Tokens | None] | None = None
+        # Held deliveries that began taking turns inside this one's handler (a callback that
+        # calls basic_get): if this ends first, they restore what was current before this one.
+        self._nested: list[_Tokens | None] | None = None
         self._started = 0.0
 
     def start(self) -> Delivery:
@@ -128,6 +131,8 @@ class Delivery:
             self._tokens = (cid_token, self._start_span(target, now_ns), delivery_token)
         if self._held and self._restores is None:
             self._restores = [self._tokens]  # the first of the held deliveries taking turns
+            if below is not None and not below._held:
+                below._nested = self._restores
         if self.span is not None:
             self._record_waits(target, now_ns)
 
@@ -194,6 +199,10 @@ class Delivery:
             # Otherwise a later delivery is current (pull consumers take turns, or this one
             # ends in another context): what was current before this one is stale, never
             # restored; the later delivery restores the context when it ends.
+            elif self._nested is not None and self._nested[0] is not None:
+                # held deliveries begun in this handler are still open: when the last of them
+                # ends, what was current before this one is back, not this ended one
+                self._nested[0] = tokens
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
