@@ -16,6 +16,7 @@ configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -54,7 +55,7 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(channel, "basic_publish", _traced_publish)
         self.wrap(channel, "basic_consume", self._traced_basic_consume)
         self.wrap(channel, "basic_get", _traced_basic_get)
-        self.wrap(channel, "consume", self._traced_consume)
+        self.wrap(channel, "consume", functools.partial(_traced_consume, lambda: self.active))
         self.wrap(channel, "close", _release_on_close)
         self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
 
@@ -82,16 +83,6 @@ class PikaInstrumentor(Instrumentor):
                 return callback(channel, method, properties, body)
 
         return on_message
-
-    def _traced_consume(
-        self,
-        wrapped: Callable[..., Any],
-        instance: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        messages = wrapped(*args, **kwargs)
-        return _held_generator(messages, instance, _queue_of(args, kwargs), lambda: self.active)
 
 
 def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
@@ -166,6 +157,18 @@ def _traced_basic_get(
     if method is not None:
         _held.hold(instance, delivery_of(_queue_of(args, kwargs), method, properties))
     return result
+
+
+def _traced_consume(
+    active: Callable[[], bool],
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``consume()``'s generator, re-yielded with a span per message while ``active()``."""
+    messages = wrapped(*args, **kwargs)
+    return _held_generator(messages, instance, _queue_of(args, kwargs), active)
 
 
 def _held_generator(
