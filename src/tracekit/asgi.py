@@ -77,15 +77,19 @@ class TracekitMiddleware:
         # a mounted sub-application replaces it on the way down): where its mounts are found.
         top = scope.get("app", self.app)
 
+        trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
+
         async def send_with_correlation(message: Message) -> None:
-            if message["type"] in _RESPONSE_STARTS:
+            nonlocal trailers
+            kind = message["type"]
+            if kind in _RESPONSE_STARTS:
                 request.status_code = message.get("status", 101)
+                trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
             await send(message)
-            if (
-                message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-                and request.status_code < 500  # a 500's exception comes after: wait for it
+            if request.status_code < 500 and (  # a 500's exception comes after: wait for it
+                (kind == "http.response.body" and not trailers and not message.get("more_body"))
+                or (kind == "http.response.trailers" and not message.get("more_trailers"))
             ):
                 # The response has gone: work the application does after it (Starlette's
                 # BackgroundTasks) is not the request's duration, nor is it still in flight.

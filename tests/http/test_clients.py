@@ -274,3 +274,8 @@ def test_instrument_twice_wraps_once(http_clients: None) -> None:
     first = httpx.Client.__dict__["send"]
     tracekit.instrumentation.instrument(["httpx"])
     assert httpx.Client.__dict__["send"] is first
+
+
+def test_requests_refuses_an_unprepared_request_in_its_own_words(http_clients: None) -> None:
+    with pytest.raises(ValueError, match="You can only send PreparedRequests"):
+        requests.Session().send(requests.Request("GET", "http://127.0.0.1:9/"))

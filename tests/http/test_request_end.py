@@ -3,6 +3,7 @@ it or however its exception misbehaves. Real uvicorn and werkzeug servers on loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -103,3 +104,65 @@ def test_an_exception_that_cannot_be_printed_still_ends_the_span_and_the_request
         if sample.name == DURATION + "_count"
     )
     assert counted == 2.0
+
+
+def test_a_background_task_that_fails_is_a_failed_span_under_the_request(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """The response went out fine (the request's span says so); the exception after it gets a
+    span of its own, a child of the request's, from the response to the failure."""
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception
+
+    def send_mail() -> None:
+        time.sleep(0.2)
+        raise LookupError("no such mailbox")
+
+    async def signup(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok", background=BackgroundTask(send_mail))
+
+    app = Starlette(routes=[Route("/signup", signup, methods=["POST"])])
+    url = serve_asgi(asgi.TracekitMiddleware(app, registry=CollectorRegistry()))
+
+    assert requests.post(url + "/signup", timeout=10).status_code == 200
+    spans = wait_for_spans(2)
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    (after,) = [s for s in spans if s.kind is SpanKind.INTERNAL]
+    assert request.status.status_code is StatusCode.UNSET
+    assert after.name == "POST /signup after response"
+    assert after.parent is not None and after.parent.span_id == request.context.span_id
+    assert after.status.status_code is StatusCode.ERROR
+    assert after.status.description == "LookupError: no such mailbox"
+    assert after.start_time is not None and request.end_time is not None
+    assert after.start_time >= request.end_time - 1_000_000  # from the response on
+    assert after.attributes is not None and after.attributes["correlation.id"]
+
+
+async def _with_trailers(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+    await send({"type": "http.response.body", "body": b"x", "more_body": False})
+    await asyncio.sleep(0.3)  # computing the trailers (a checksum of the body)
+    await send({"type": "http.response.trailers", "headers": [(b"x-sum", b"1")]})
+
+
+def test_a_response_with_trailers_ends_with_its_trailers(spans: Any) -> None:
+    """The ASGI HTTP trailers extension: the response ends with its last trailers message, not
+    its body. No server installed here speaks the extension (uvicorn does not), so the
+    middleware is driven the way a server that does would drive it."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "scheme": "http",
+             "server": ("127.0.0.1", 80), "http_version": "1.1",
+             "extensions": {"http.response.trailers": {}}}  # fmt: skip
+    middleware = asgi.TracekitMiddleware(_with_trailers, registry=CollectorRegistry())
+    asyncio.run(middleware(scope, receive, send))
+
+    (span,) = spans.get_finished_spans()
+    assert [m["type"] for m in sent][-1] == "http.response.trailers"
+    assert span.end_time is not None and span.start_time is not None
+    assert (span.end_time - span.start_time) / 1e9 >= 0.3

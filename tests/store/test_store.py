@@ -11,7 +11,6 @@ import pytest
 
 from tracekit.records import BackendError, LogRecordData, SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Retention, Store, default_store_path, parse_duration, parse_size
-from tracekit.store._schema import SCHEMA_VERSION
 
 T1, T2, T3 = "a" * 32, "b" * 32, "c" * 32
 
@@ -90,9 +89,9 @@ def test_reading_a_missing_store_is_a_backend_error(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.db").exists()
 
 
-def test_a_store_written_by_an_older_tracekit_is_read(tmp_path: Path) -> None:
-    """Schema 1 (before the ``meta`` table): the CLI's reader upgrades it, as a writer would,
-    instead of calling a store full of spans "empty or not initialised"."""
+def test_a_store_written_by_an_older_tracekit_is_read_as_it_is(tmp_path: Path) -> None:
+    """Schema 1 (before the ``meta`` table) is read, not called "empty or not initialised", and
+    not upgraded by a reader: an older collector still writing it could not open it again."""
     path = tmp_path / "v1.db"
     with Store(path) as writer:
         writer.write_spans([span(T1, "1" * 16, attributes={"correlation.id": "req-1"})])
@@ -101,8 +100,9 @@ def test_a_store_written_by_an_older_tracekit_is_read(tmp_path: Path) -> None:
 
     with Store(path) as reader:
         assert [s.span_id for s in reader.spans_by_correlation_id("req-1")] == ["1" * 16]
+        assert [r.correlation_id for r in reader.recent_requests()] == ["req-1"]
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
 
 
 def test_bad_ids_are_refused_before_anything_is_written(store: Store) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from contextvars import Token
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class ActiveRequest:
     owns_span: bool = True
     measured: bool = True  # counted in the request metrics (a WebSocket connection is not)
     completed: bool = False  # span ended and metrics recorded
+    completed_ns: int = 0
 
 
 class ServerRequests:
@@ -118,7 +120,7 @@ class ServerRequests:
         which may be before the application returns (work it does after answering)."""
         if request.completed:
             return
-        request.completed = True
+        request.completed, request.completed_ns = True, time.time_ns()
         try:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
@@ -137,9 +139,31 @@ class ServerRequests:
     ) -> None:
         """``complete`` the request if it is not yet, and restore the caller's context."""
         try:
-            self.complete(request, route, error)
+            if request.completed and error is not None:
+                self._failed_after_response(request, error)
+            else:
+                self.complete(request, route, error)
         finally:
             _restore(request)
+
+    def _failed_after_response(self, request: ActiveRequest, error: BaseException) -> None:
+        """The application raised after its response had gone (a background task, its
+        trailers): the request's span has ended, so the exception gets a span of its own under
+        it, from the response to now."""
+        span = request.span
+        if self._tracer is None or span is None or not request.owns_span:
+            return
+        name = getattr(span, "name", None) or "HTTP"
+        after = self._tracer.start_span(
+            f"{name} after response",
+            trace.set_span_in_context(span),
+            SpanKind.INTERNAL,
+            start_time=request.completed_ns,
+        )
+        try:
+            mark_failed(after, error)
+        finally:
+            after.end()
 
     def choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
         """The first valid ID among the accepted headers, else from baggage, else a new one."""

@@ -24,9 +24,14 @@ class RequestsInstrumentor(Instrumentor):
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    from requests import PreparedRequest
+
+    request = args[0] if args else kwargs.pop("request")
+    if not isinstance(request, PreparedRequest):  # requests refuses it in its own words
+        return wrapped(request, *args[1:], **kwargs)
     # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
     # loop) never carries the headers of an earlier call: a correlation ID of another request.
-    request = (args[0] if args else kwargs.pop("request")).copy()
+    request = request.copy()
     args = (request, *args[1:])
     return run_traced(
         request.method or "GET",

@@ -82,6 +82,9 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+# The oldest schema the reader reads as it is: migration 2 only added the writers' generation
+# table. A migration that changes what readers query must raise this.
+OLDEST_READABLE = 1
 
 
 class SchemaTooNewError(RuntimeError):

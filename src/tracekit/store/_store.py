@@ -22,7 +22,7 @@ from tracekit.store._reader import StoreReader
 from tracekit.store._requests import RequestGroup, request_groups
 from tracekit.store._retention import Retention
 from tracekit.store._rows import RowEncoder, SpanRows
-from tracekit.store._schema import SCHEMA_VERSION, schema_version
+from tracekit.store._schema import OLDEST_READABLE, SCHEMA_VERSION, schema_version
 from tracekit.store._writer import StoreWriter
 
 T = TypeVar("T")
@@ -268,25 +268,13 @@ class Store:
             if version > SCHEMA_VERSION:
                 conn.close()
                 raise BackendError(f"store {self.path} was written by a newer tracekit")
-            if version == 0:
+            if version < OLDEST_READABLE:
                 conn.close()
                 raise BackendError(f"store {self.path} is empty or not initialised yet")
-            if version < SCHEMA_VERSION:  # written by an older tracekit: upgrade it, as a
-                conn.close()  # collector or an exporter opening it would
-                conn = self._upgraded(version)
+            # An older schema is read as it is: upgrading is a writer's business (a reader may
+            # not write the file, and an older collector still writing it could not open it).
             self._reader = StoreReader(conn)
         return self._reader
-
-    def _upgraded(self, version: int) -> sqlite3.Connection:
-        try:
-            open_writer(self.path).close()  # migrates the schema
-        except (sqlite3.Error, OSError):
-            raise BackendError(
-                f"store {self.path} was written by an older tracekit (schema {version}) and "
-                "cannot be upgraded here (read-only?): open it once where it can be written, "
-                "with `tracekit collector --store PATH`"
-            ) from None
-        return open_reader(self.path)
 
     def close(self) -> None:
         """Close both connections (the store can be used again; they reopen)."""
