@@ -38,8 +38,9 @@ def _context(entries: dict[str, Any]) -> Context:
 
 
 def _reference(entries: dict[str, Any], cid: str | None) -> dict[str, str]:
-    """What OpenTelemetry's writer puts in a carrier for ``entries`` plus the correlation ID."""
-    if cid is not None and entries.get(propagation.CORRELATION_BAGGAGE_KEY) is None:
+    """What OpenTelemetry's writer puts in a carrier for ``entries`` with the correlation ID as
+    their ``correlation.id`` (replacing one already there: the request's own ID wins)."""
+    if cid is not None:
         entries = {**entries, propagation.CORRELATION_BAGGAGE_KEY: cid}
     carrier: dict[str, str] = {}
     W3CBaggagePropagator().inject(carrier, _context(entries))

@@ -24,10 +24,12 @@ class Notes:
         self._said: set[str] = set()
         self._by_trace: dict[str, list[str]] = {}
 
-    def once(self, message: str) -> None:
-        """Tell the reader ``message`` unless it was told already."""
-        if message not in self._said:
-            self._said.add(message)
+    def once(self, message: str, key: str | None = None) -> None:
+        """Tell the reader ``message`` unless it (or another message under ``key``: one whose
+        wording changes from call to call, such as a time) was told already."""
+        said = message if key is None else key
+        if said not in self._said:
+            self._said.add(said)
             self._notify(message)
 
     def warn(self, trace_id: str, message: str) -> None:

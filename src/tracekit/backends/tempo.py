@@ -202,7 +202,8 @@ class TempoSource:
         moment = datetime.fromtimestamp(start, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         self.notes.once(
             f"Tempo at {self.client.base_url} searches at most {self._max_window[1]} "
-            f"at a time: searching only since {moment}"
+            f"at a time: searching only since {moment}",
+            key="window narrowed",  # one notice, though each search starts a moment later
         )
 
 

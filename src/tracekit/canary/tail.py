@@ -25,7 +25,7 @@ from tracekit.canary.proportions import fisher_greater, fisher_less
 __all__ = ["Exceedance", "Ticks", "exceedance_test", "quantile_shift_interval"]
 
 Ticks = npt.NDArray[np.int64]
-Side = Literal["left", "right"]  # numpy's searchsorted side: "left" counts ties as above
+_Side = Literal["left", "right"]  # numpy's searchsorted side: "left" counts ties as above
 _RESOLUTION = 10_000  # interval ends to 1e-5 on the log scale (0.001% of the ratio)
 
 
@@ -53,7 +53,7 @@ def exceedance_test(canary: Ticks, baseline: Ticks, q: float, offset: int = 0) -
     return Exceedance(threshold, canary_above, baseline_above, p)
 
 
-def _side(canary: Ticks, baseline: Ticks, threshold: int, offset: int) -> Side:
+def _side(canary: Ticks, baseline: Ticks, threshold: int, offset: int) -> _Side:
     """Count requests strictly above the threshold (``"right"``), or, when that is nobody, at it
     too (``"left"``).
 
