@@ -25,6 +25,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from tracekit import messaging
+from tracekit._messaging.headers import lower_name
 from tracekit._runtime.guard import report_once
 
 SYSTEM = "aws_sqs"
@@ -56,7 +57,10 @@ def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str])
     Same-named attributes the caller set are replaced. When there is no room even for the packed
     attribute, the caller's attributes come back unchanged.
     """
-    own = {name: value for name, value in (attributes or {}).items() if name not in fields}
+    ours = {name.lower() for name in fields}  # other capitals too: a consumer trusts neither
+    own = {
+        name: value for name, value in (attributes or {}).items() if lower_name(name) not in ours
+    }
     own.pop(PACKED_ATTRIBUTE, None)
     if len(own) + len(fields) <= MAX_ATTRIBUTES:
         return {**own, **{name: _string(value) for name, value in fields.items()}}

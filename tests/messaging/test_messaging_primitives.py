@@ -48,6 +48,18 @@ def test_publish_writes_every_header_and_ends_after_the_broker_call(spans) -> No
     assert producer.attributes["correlation.id"] == "order-1"
 
 
+def test_a_callers_bytes_or_capitalised_header_is_replaced_by_ours(spans) -> None:
+    headers = {b"traceparent": b"00-" + b"1" * 32 + b"-" + b"1" * 16 + b"-01",
+               "X-Correlation-ID": "the-app's", "app": "kept"}  # fmt: skip
+    token = correlation.set_correlation_id("order-2")
+    try:
+        messaging.inject(headers, system="test", destination="orders")
+    finally:
+        correlation.reset_correlation_id(token)
+    assert b"traceparent" not in headers and "X-Correlation-ID" not in headers
+    assert headers["x-correlation-id"] == "order-2" and headers["app"] == "kept"
+
+
 def test_inject_is_one_shot_and_consume_continues_it(spans) -> None:
     headers = messaging.inject({}, system="test", destination="jobs")
     time.sleep(0.05)

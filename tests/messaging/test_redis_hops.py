@@ -122,6 +122,23 @@ def test_stream_entry_from_producer_without_tracekit(client, spans) -> None:
     assert consumer.attributes["correlation.id"] == "legacy-7"
 
 
+def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, spans) -> None:
+    """The app's own ``Traceparent`` (or ``b"traceparent"``) field beside tracekit's: the
+    consumer would read two and trust neither (a new trace)."""
+    stream = f"spelled-{uuid.uuid4().hex[:8]}"
+    stale = f"00-{1:032x}-{1:016x}-01"
+    client.xadd(stream, {"Traceparent": stale, b"x-correlation-id": b"app", "body": "x"})
+    (_, entry_id, fields), *_ = traced_redis.entries(client.xread({stream: "0"}))
+    with traced_redis.consume_entry(stream, entry_id, fields):
+        pass
+    client.delete(stream)
+    producer = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)[0]
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    names = [k.decode() if isinstance(k, bytes) else k for k in fields]
+    assert sorted(n.lower() for n in names) == sorted({n.lower() for n in names})
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+
+
 @pytest.fixture
 def named_channels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The channels these tests publish on are named for tracing (globs)."""

@@ -195,3 +195,16 @@ def test_receive_on_a_botocore_without_message_system_attribute_names(
     assert "SentTimestamp" in message["Attributes"]  # asked for under the older name
     with tracekit.sqs.consume(message, queue=queue_url) as delivery:
         assert delivery.correlation_id == "order-old-1"
+
+
+def test_a_callers_attribute_in_other_capitals_is_replaced() -> None:
+    """``Traceparent`` set by the app beside tracekit's ``traceparent``: Amazon SQS keeps both
+    (names are case-sensitive) and the consumer would read two and trust neither. Checked on
+    what boto3 is given to send: moto, standing in for SQS here, keeps one name per spelling
+    only by chance of its storage, so a round trip through it cannot show the difference."""
+    stale = {"DataType": "String", "StringValue": f"00-{1:032x}-{1:016x}-01"}
+    ours = {"traceparent": f"00-{2:032x}-{2:016x}-01", "x-correlation-id": "order-3"}
+    sent = tracekit.sqs.add_context({"Traceparent": stale, "X-CORRELATION-ID": stale,
+                                     "app": stale}, ours)  # fmt: skip
+    assert sorted(sent) == ["app", "traceparent", "x-correlation-id"]
+    assert sent["traceparent"]["StringValue"] == ours["traceparent"]

@@ -162,14 +162,24 @@ class Reading(NamedTuple):
 _last_reading: tuple[config.Options, Reading] | None = None
 
 
-def drop_other_spellings(headers: MutableMapping[str, Any], written: dict[str, str]) -> None:
-    """Remove a caller's ``Traceparent`` once tracekit's ``traceparent`` is in ``headers``: a
-    consumer would read the two as one header sent twice, and trust neither."""
+def lower_name(key: object) -> str | None:
+    """A header key (``str``, or ASCII ``bytes``) in lower case; None for anything else."""
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return key.lower() if isinstance(key, str) else None
+
+
+def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
+    """Remove a caller's ``Traceparent`` (or ``b"traceparent"``) once tracekit's ``traceparent``
+    is in ``headers``: a consumer would read the two as one header sent twice, and trust neither.
+    ``written``: tracekit's header names by their lower-case form."""
     others = [
         key
         for key in headers
-        if isinstance(key, str)
-        and (ours := written.get(key.lower())) is not None
+        if (ours := written.get(lower_name(key) or "")) is not None
         and ours != key
         and ours in headers
     ]

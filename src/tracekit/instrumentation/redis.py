@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from tracekit import messaging, propagation
+from tracekit._messaging.headers import lower_name
 from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
 
@@ -69,6 +70,8 @@ _held = messaging.HeldDeliveries()
 class RedisInstrumentor(Instrumentor):
     """Traces ``XADD``, ``PUBLISH`` and the ``PubSub`` message handling of redis-py (sync and
     asyncio)."""
+
+    held = _held
 
     target = "redis"
 
@@ -129,7 +132,10 @@ def _traced_xadd(
         return wrapped(*args, **kwargs)
 
     def send(headers: Mapping[str, Any]) -> Any:
-        traced_fields = {**fields, **headers}
+        ours = {name.lower() for name in headers}
+        # the caller's own Traceparent or b"traceparent" beside ours: a consumer trusts neither
+        kept = {k: v for k, v in fields.items() if lower_name(k) not in ours}
+        traced_fields = {**kept, **headers}
         if len(args) > 1:
             return wrapped(args[0], traced_fields, *args[2:], **kwargs)
         return wrapped(*args, **{**kwargs, "fields": traced_fields})
