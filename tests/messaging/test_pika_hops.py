@@ -372,6 +372,34 @@ def test_a_lookup_with_basic_get_inside_a_callback_leaves_nothing_current_after(
     assert after == (None, False)
 
 
+def test_a_held_message_fetched_two_handlers_deep_restores_what_was_before_both(
+    amqp_url, queue_name, spans
+) -> None:
+    """Handler X runs handler A (``messaging.consume`` blocks), which fetches B with
+    ``basic_get``. A ends, then X, while B is held: once B ends, nothing of X, A or B is left."""
+    from opentelemetry import trace
+
+    import tracekit
+    from tracekit import messaging
+
+    connection = _connection(amqp_url)
+    side_channel = connection.channel()
+    side = _declare(amqp_url, "side")
+    side_channel.basic_publish("", side, b"b", pika.BasicProperties(correlation_id="msg-b"))
+    with (
+        messaging.consume({"x-correlation-id": "msg-x"}, system="test", destination="x"),
+        messaging.consume({"x-correlation-id": "msg-a"}, system="test", destination="a"),
+    ):
+        side_channel.basic_get(side, auto_ack=True)
+    held = tracekit.correlation_id()
+    side_channel.close()
+    after = (tracekit.correlation_id(), trace.get_current_span().get_span_context().is_valid)
+    connection.close()
+    _delete(amqp_url, side)
+    assert held == "msg-b"
+    assert after == (None, False)
+
+
 def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
     """Applications reuse one BasicProperties (delivery mode, their own headers) for every
     message: each message gets its own trace headers, and the object is never written to."""

@@ -213,6 +213,32 @@ def _raw_payload(subscriber: Any) -> Any:
 
 
 @pytest.mark.usefixtures("named_channels")
+@pytest.mark.usefixtures("named_channels")
+def test_uninstrument_ends_a_held_pubsub_message(client, spans, instrumented) -> None:
+    """``get_message`` holds the message's span until the next fetch; uninstrumenting ends it,
+    or its correlation ID would stay current for good."""
+    redis_instrumentor = instrumented["RedisInstrumentor"]
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    subscriber = client.pubsub()
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+    token = tracekit.correlation.set_correlation_id("price-1")
+    client.publish(channel, "42")
+    tracekit.correlation.reset_correlation_id(token)
+    message = subscriber.get_message(timeout=2)
+    held = tracekit.correlation_id()
+    try:
+        redis_instrumentor.uninstrument()
+        after = tracekit.correlation_id()
+    finally:
+        redis_instrumentor.instrument()
+    subscriber.close()
+    assert message is not None and (held, after) == ("price-1", None)
+    assert [
+        s.attributes["correlation.id"] for s in _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    ] == ["price-1"]
+
+
 def test_pubsub_leaves_channels_not_named_untouched(client, spans) -> None:
     channel = f"ticks-{uuid.uuid4().hex[:8]}"
     subscriber = _raw_subscriber(client, channel)

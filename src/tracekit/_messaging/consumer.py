@@ -69,6 +69,7 @@ class Delivery:
         # Held deliveries that began taking turns inside this one's handler (a callback that
         # calls basic_get): if this ends first, they restore what was current before this one.
         self._nested: list[_Tokens | None] | None = None
+        self._below: Delivery | None = None  # what was current when this one started
         self._started = 0.0
 
     def start(self) -> Delivery:
@@ -120,7 +121,7 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
-        below = _current.get()
+        below = self._below = _current.get()
         if self._held and below is not None and below._held and below._tokens is not None:
             self._restores = below._restores
         # Each token is kept as soon as it exists: whatever fails after it, end() restores it.
@@ -201,8 +202,13 @@ class Delivery:
             # restored; the later delivery restores the context when it ends.
             elif self._nested is not None and self._nested[0] is not None:
                 # held deliveries begun in this handler are still open: when the last of them
-                # ends, what was current before this one is back, not this ended one
+                # ends, what was current before this one is back, not this ended one; and if
+                # that is a handler too, which ends before them, what was before it
                 self._nested[0] = tokens
+                below = self._below
+                if below is not None and not below._held and below._tokens is not None:
+                    below._nested = self._nested
+            self._below = None
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
