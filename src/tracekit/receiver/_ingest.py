@@ -16,7 +16,12 @@ from contextlib import AbstractContextManager, contextmanager
 
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
-from tracekit.store._process import WriterProcess, WriterProcessDied, WriterProcessError
+from tracekit.store._process import (
+    WriterProcess,
+    WriterProcessDied,
+    WriterProcessError,
+    is_damage,
+)
 from tracekit.store._rows import SpanRows
 
 _log = logging.getLogger("tracekit.receiver")
@@ -66,6 +71,7 @@ class IngestQueue:
     ) -> None:
         self.store = store
         self._process = WriterProcess(store.path) if writer_process else None
+        self._store_errors: set[str] = set()
         self.capacity = capacity
         self.batch_size = batch_size
         self.retention = retention
@@ -219,11 +225,21 @@ class IngestQueue:
             # another process reclaimed strings: forget our ids; the client's retry re-encodes
             with self.decode_lock:
                 self.store.encoder.interner.refresh()
+        elif is_damage(error):  # every write fails alike until the file is replaced
+            self.note_store_error(error)
         else:
             _log.warning(
                 "tracekit receiver: write failed: %s: %s", type(error).__name__, str(error)[:200]
             )
         ticket.finish(error)
+
+    def note_store_error(self, error: BaseException) -> None:
+        """Say on the collector's log, once per kind, why the store refuses: an exporter only
+        sees 503 or 500, and an operator would otherwise see nothing at all."""
+        text = f"{type(error).__name__}: {error}"[:300]
+        if text not in self._store_errors and len(self._store_errors) < 32:
+            self._store_errors.add(text)
+            _log.error("tracekit receiver: the store at %s refuses: %s", self.store.path, text)
 
     def _acknowledge(self, batch: list[Ticket]) -> None:
         self.committed += sum(t.size for t in batch)

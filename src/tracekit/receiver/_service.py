@@ -18,6 +18,7 @@ from tracekit.receiver._errors import RequestError
 from tracekit.receiver._ingest import IngestQueue, QueueFull
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
 from tracekit.store._heap import trim
+from tracekit.store._process import is_damage
 from tracekit.store._reclaim import StaleRows
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
@@ -31,14 +32,6 @@ _DECODERS: dict[tuple[str, str], Callable[[bytes, Admit], Decoded]] = {
     (JSON, "logs"): _json.decode_logs,
     (JSON, "metrics"): _json.decode_metrics,
 }
-
-
-def _damaged(error: BaseException | None) -> bool:
-    """An SQLite error no retry can help (a corrupt file, not a database), unlike a busy or
-    full one (``OperationalError``)."""
-    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
-        error, sqlite3.OperationalError
-    )
 
 
 class IngestService:
@@ -55,7 +48,6 @@ class IngestService:
         # 15% more spans a second with eight exporters, and less CPU per span: docs/store.md).
         self.decode_lock = queue.decode_lock
         self._metrics_logged = threading.Event()
-        self._store_errors: set[str] = set()
 
     def export(
         self, signal: str, content_type: str, body: bytes | bytearray, reservation: Reservation
@@ -92,22 +84,13 @@ class IngestService:
             raise RequestError(400, str(error)) from None
         except (sqlite3.Error, StaleRows) as error:  # interning failed (store locked too long,
             # disk full, strings reclaimed twice in a row by another process, a damaged file)
-            self._note_store_error(error)
-            if _damaged(error):  # a retry cannot help
+            self.queue.note_store_error(error)
+            if is_damage(error):  # a retry cannot help
                 raise RequestError(500, "store is damaged; see the collector's log") from None
             raise RequestError(503, "store unavailable, retry later", retry_after=5) from None
         if decoded.total and decoded.rejected == decoded.total:
             raise RequestError(400, f"every record was rejected: {decoded.reason}")
         return decoded
-
-    def _note_store_error(self, error: Exception) -> None:
-        """Say on the collector's log, once per kind, why the store refuses: an exporter only
-        sees 503 or 500, and an operator would otherwise see nothing at all."""
-        text = f"{type(error).__name__}: {error}"[:300]
-        if text not in self._store_errors and len(self._store_errors) < 32:
-            self._store_errors.add(text)
-            path = self.queue.store.path
-            _log.error("tracekit receiver: the store at %s refuses: %s", path, text)
 
     def _decode_locked(
         self, decode: Callable[[bytes, Admit], Decoded], body: bytes | bytearray, admit: Admit
@@ -137,7 +120,7 @@ class IngestService:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
         if not ticket.done.wait(self.commit_timeout):
             raise RequestError(503, "store is too slow, retry later", retry_after=5)
-        if _damaged(ticket.error):
+        if is_damage(ticket.error):
             raise RequestError(500, "store is damaged; see the collector's log")
         if ticket.error is not None:
             raise RequestError(503, "store write failed, retry later", retry_after=5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import signal
+import sqlite3
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NoReturn
@@ -37,6 +38,17 @@ class WriterProcessError(RuntimeError):
 
 class WriterProcessDied(WriterProcessError):
     """The writer process died: every batch sent and not yet answered may be lost."""
+
+
+class WriterProcessDamaged(WriterProcessError):
+    """The writer process found the store file damaged: no retry will write this batch."""
+
+
+def is_damage(error: BaseException | None) -> bool:
+    """SQLite's word that the file itself is broken (``database disk image is malformed``,
+    ``file is not a database``: the base ``DatabaseError``), in this process or the writer's;
+    a busy, full or read-only store (``OperationalError``) or a refused row is not."""
+    return type(error) is sqlite3.DatabaseError or isinstance(error, WriterProcessDamaged)
 
 
 class WriterProcess:
@@ -78,7 +90,8 @@ class WriterProcess:
         except (EOFError, OSError) as lost:
             self._lost(lost)
         if error is not None:
-            raise WriterProcessError(str(error))
+            damaged, text = error
+            raise (WriterProcessDamaged if damaged else WriterProcessError)(text)
 
     def _lost(self, cause: BaseException) -> NoReturn:
         self.close()  # the next send starts a new child
@@ -124,7 +137,8 @@ def _serve(path: str, conn: Connection) -> None:
             store.write_rows(spans, logs)
             conn.send(None)
         except Exception as error:
-            conn.send(f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
+            text = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            conn.send((is_damage(error), text))
         if len(payload) > _LARGE_BATCH:
             del spans, logs, payload
             trim()  # a big batch's memory goes back rather than stay with the writer
