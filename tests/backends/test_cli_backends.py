@@ -238,23 +238,28 @@ def test_a_bad_url_is_one_line_and_exit_2(
     assert done.stderr == f"tracekit: {name} {says}\n"
 
 
-@pytest.fixture
-def trickling() -> Iterator[str]:
-    """A server that answers 200 and then sends its declared 100 kB a byte every 0.2 s."""
+@pytest.fixture(params=["body", "headers"])
+def trickling(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server that sends its answer a byte every 0.2 s: its declared 100 kB body after a
+    whole head, or its head itself (a header line that never ends)."""
     import socket
     import threading
 
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    if request.param == "body":
+        head += b"Content-Length: 100000\r\n\r\n["
+    else:
+        head += b"X-Slow: "
 
     def answer(connection: socket.socket) -> None:
         with connection:
             connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                               b"Content-Length: 100000\r\n\r\n[")  # fmt: skip
+            connection.sendall(head)
             while not stop.wait(0.2):
                 try:
-                    connection.sendall(b" ")
+                    connection.sendall(b" " if request.param == "body" else b"x")
                 except OSError:
                     return
 
@@ -276,7 +281,8 @@ def trickling() -> Iterator[str]:
 def test_a_backend_that_trickles_its_answer_is_cut_off_at_the_timeout(
     backend: str, trickling: str
 ) -> None:
-    """The socket's timeout bounds each read only; ``--timeout`` must bound the whole answer."""
+    """The socket's timeout bounds each read only; ``--timeout`` must bound the whole answer,
+    its head as much as its body."""
     import time
 
     url = trickling

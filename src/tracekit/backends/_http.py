@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -70,7 +71,7 @@ class JsonClient:
             url += "?" + urllib.parse.urlencode(params)
         for attempt in range(self.retries + 1):
             try:
-                return self._get_once(url)
+                return self._get_within_timeout(url)
             except _Retryable as error:
                 if attempt == self.retries:
                     raise BackendError(f"{self.name} at {self.base_url}: {error}") from None
@@ -82,6 +83,29 @@ class JsonClient:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+    def _get_within_timeout(self, url: str) -> Any:
+        """``_get_once`` bounded by ``timeout`` as a whole. The socket's timeout bounds each
+        read, so a server sending its status line and headers a byte at a time would hold the
+        call for hours: the request runs in a thread that is given up at the deadline (it is
+        a daemon, and its own reads stop at their timeouts)."""
+        outcome: list[tuple[bool, Any]] = []
+
+        def fetch() -> None:
+            try:
+                outcome.append((True, self._get_once(url)))
+            except BaseException as error:  # handed to the caller as it is
+                outcome.append((False, error))
+
+        worker = threading.Thread(target=fetch, name="tracekit-backend-get", daemon=True)
+        worker.start()
+        worker.join(self.timeout + _JOIN_SLACK)
+        if not outcome:
+            raise _Retryable("unreachable (timed out)")
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
 
     def _get_once(self, url: str) -> Any:
         request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
@@ -144,6 +168,9 @@ def _read_by(response: Any, deadline: float) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+_JOIN_SLACK = 0.5  # seconds past the timeout for the reader to notice its own deadline
 
 
 class _Retryable(Exception):
