@@ -29,6 +29,7 @@ correlation-only mode no spans or metrics are made; IDs and headers still travel
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -343,31 +344,40 @@ class HeldDeliveries:
     def __init__(self) -> None:
         self._weak: weakref.WeakKeyDictionary[object, Delivery] = weakref.WeakKeyDictionary()
         self._by_id: dict[int, Delivery] = {}  # consumers that cannot be weakly referenced
+        self._lock = threading.Lock()  # consumers in several threads, and release_all
 
     def hold(self, consumer: object, delivery: Delivery) -> Delivery:
         """End ``consumer``'s open delivery, then start and keep ``delivery``."""
         self.release(consumer)
         start_held(delivery)
-        try:
-            self._weak[consumer] = delivery
-        except TypeError:
-            self._by_id[id(consumer)] = delivery
+        with self._lock:
+            try:
+                self._weak[consumer] = delivery
+            except TypeError:
+                self._by_id[id(consumer)] = delivery
         return delivery
 
     def release_all(self) -> None:
-        """End every open delivery, the latest first (instrumentation being removed)."""
-        deliveries = [*self._weak.values(), *self._by_id.values()]
-        self._weak.clear()
-        self._by_id.clear()
+        """End every open delivery, the latest first (instrumentation being removed).
+
+        A delivery held in another thread or task gets its span ended, but only that thread
+        can put its own context back: there the message's ID stays current until it next
+        consumes through tracekit, or ends.
+        """
+        with self._lock:
+            deliveries = [*self._weak.values(), *self._by_id.values()]
+            self._weak.clear()
+            self._by_id.clear()
         for delivery in reversed(deliveries):
             delivery.end()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:
         """End ``consumer``'s open delivery, if any."""
-        try:
-            delivery = self._weak.pop(consumer, None)
-        except TypeError:
-            delivery = None
-        delivery = delivery or self._by_id.pop(id(consumer), None)
+        with self._lock:
+            try:
+                delivery = self._weak.pop(consumer, None)
+            except TypeError:
+                delivery = None
+            delivery = delivery or self._by_id.pop(id(consumer), None)
         if delivery is not None:
             delivery.end(error)
