@@ -302,3 +302,23 @@ def test_a_url_with_a_space_is_said_to_be_the_url_not_the_server(backend: str) -
     name = backend.strip("-").capitalize()
     assert (code, out, err.count("\n")) == (2, "", 1)
     assert err.startswith(f"tracekit: {name} URL is not valid: URL can't contain control"), err
+
+
+def test_a_request_given_up_at_the_deadline_leaves_no_thread_reading(trickling: str) -> None:
+    """The request thread is not left reading a byte at a time after its caller gave up: a
+    long-running process (a library user of the Tempo or Jaeger source) would pile them up."""
+    import threading
+    import time
+
+    from tracekit.backends._http import JsonClient
+    from tracekit.records import BackendError
+
+    client = JsonClient(trickling, name="Tempo", timeout=0.5, retries=1)
+    with pytest.raises(BackendError, match="unreachable"):
+        client.get("/api/search")
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(
+        t.name == "tracekit-backend-get" for t in threading.enumerate()
+    ):
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "tracekit-backend-get"]

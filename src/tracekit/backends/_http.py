@@ -8,8 +8,10 @@ error, and never sent on to another host by a redirect.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -62,7 +64,9 @@ class JsonClient:
         self._secrets = _secrets(sent.values())
         self.timeout = timeout
         self.retries = retries
-        self._opener = urllib.request.build_opener(_SameOriginRedirects())
+        self._opener = urllib.request.build_opener(
+            _SameOriginRedirects(), _TrackedHTTPHandler(), _TrackedHTTPSHandler()
+        )
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The decoded JSON at ``path``; raises NotFound on 404 and BackendError otherwise."""
@@ -86,12 +90,14 @@ class JsonClient:
 
     def _get_within_timeout(self, url: str) -> Any:
         """``_get_once`` bounded by ``timeout`` as a whole. The socket's timeout bounds each
-        read, so a server sending its status line and headers a byte at a time would hold the
-        call for hours: the request runs in a thread that is given up at the deadline (it is
-        a daemon, and its own reads stop at their timeouts)."""
+        read, so a server sending its answer (head or body) a byte at a time would hold the
+        call for hours: the request runs in a thread, and at the deadline its connections are
+        shut, which ends its reads at once."""
         outcome: list[tuple[bool, Any]] = []
+        opened: list[socket.socket] = []
 
         def fetch() -> None:
+            _connections.opened = opened
             try:
                 outcome.append((True, self._get_once(url)))
             except BaseException as error:  # handed to the caller as it is
@@ -99,20 +105,25 @@ class JsonClient:
 
         worker = threading.Thread(target=fetch, name="tracekit-backend-get", daemon=True)
         worker.start()
-        worker.join(self.timeout + _JOIN_SLACK)
+        worker.join(self.timeout)
         if not outcome:
+            for sock in list(opened):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             raise _Retryable("unreachable (timed out)")
-        succeeded, value = outcome[0]
-        if not succeeded:
-            raise value
-        return value
+        succeeded, value = outcome.pop()
+        try:
+            if not succeeded:
+                raise value
+            return value
+        finally:
+            del value  # no cycle through the re-raised exception's traceback
 
     def _get_once(self, url: str) -> Any:
         request = urllib.request.Request(url, headers=self.headers)  # noqa: S310
-        deadline = time.monotonic() + self.timeout
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                body = _read_by(response, deadline)
+                body = response.read(MAX_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
@@ -155,22 +166,37 @@ class JsonClient:
         return self.redact(flat)[:limit]
 
 
-def _read_by(response: Any, deadline: float) -> bytes:
-    """The body (at most one byte over the cap), read by ``deadline``: the socket's timeout only
-    bounds each read, and a server sending a byte at a time would hold the command for hours."""
-    chunks, size = [], 0
-    while size <= MAX_RESPONSE_BYTES:
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out")
-        chunk = response.read1(min(65_536, MAX_RESPONSE_BYTES + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+class _Connections(threading.local):
+    """The sockets a request thread opened, for the caller to shut at the deadline."""
+
+    opened: list[socket.socket] | None = None
 
 
-_JOIN_SLACK = 0.5  # seconds past the timeout for the reader to notice its own deadline
+_connections = _Connections()
+
+
+class _TrackedHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        if _connections.opened is not None:
+            _connections.opened.append(self.sock)
+
+
+class _TrackedHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        if _connections.opened is not None:
+            _connections.opened.append(self.sock)
+
+
+class _TrackedHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_TrackedHTTPConnection, req)
+
+
+class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_TrackedHTTPSConnection, req, context=getattr(self, "_context", None))
 
 
 class _Retryable(Exception):
