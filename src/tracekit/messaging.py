@@ -29,7 +29,6 @@ correlation-only mode no spans or metrics are made; IDs and headers still travel
 
 from __future__ import annotations
 
-import threading
 import time
 import weakref
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -344,17 +343,22 @@ class HeldDeliveries:
     def __init__(self) -> None:
         self._weak: weakref.WeakKeyDictionary[object, Delivery] = weakref.WeakKeyDictionary()
         self._by_id: dict[int, Delivery] = {}  # consumers that cannot be weakly referenced
-        self._lock = threading.Lock()  # consumers in several threads, and release_all
+        # No lock: an allocation under it could run a collected object's __del__ that closes a
+        # channel, which releases here again. Single dict operations are atomic; release_all
+        # counts its runs so that a hold racing it ends what it stored.
+        self._releases_all = 0
 
     def hold(self, consumer: object, delivery: Delivery) -> Delivery:
         """End ``consumer``'s open delivery, then start and keep ``delivery``."""
         self.release(consumer)
+        releases_all = self._releases_all
         start_held(delivery)
-        with self._lock:
-            try:
-                self._weak[consumer] = delivery
-            except TypeError:
-                self._by_id[id(consumer)] = delivery
+        try:
+            self._weak[consumer] = delivery
+        except TypeError:
+            self._by_id[id(consumer)] = delivery
+        if self._releases_all != releases_all:  # uninstrumented meanwhile: end it too
+            self.release(consumer)
         return delivery
 
     def release_all(self) -> None:
@@ -364,20 +368,26 @@ class HeldDeliveries:
         can put its own context back: there the message's ID stays current until it next
         consumes through tracekit, or ends.
         """
-        with self._lock:
-            deliveries = [*self._weak.values(), *self._by_id.values()]
-            self._weak.clear()
-            self._by_id.clear()
-        for delivery in reversed(deliveries):
-            delivery.end()
+        self._releases_all += 1
+        while True:
+            try:  # another thread may hold or release meanwhile: take a stable snapshot
+                consumers, ids = [*self._weak.keys()], [*self._by_id]
+                break
+            except RuntimeError:
+                continue
+        ended = [self._weak.pop(c, None) for c in consumers] + [
+            self._by_id.pop(i, None) for i in ids
+        ]
+        for delivery in reversed(ended):
+            if delivery is not None:  # popped here, so ended once, here
+                delivery.end()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:
         """End ``consumer``'s open delivery, if any."""
-        with self._lock:
-            try:
-                delivery = self._weak.pop(consumer, None)
-            except TypeError:
-                delivery = None
-            delivery = delivery or self._by_id.pop(id(consumer), None)
+        try:
+            delivery = self._weak.pop(consumer, None)
+        except TypeError:
+            delivery = None
+        delivery = delivery or self._by_id.pop(id(consumer), None)
         if delivery is not None:
             delivery.end(error)

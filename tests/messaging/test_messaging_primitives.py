@@ -245,3 +245,65 @@ def test_baggage_travels_and_supplies_the_correlation_id(spans) -> None:
     with messaging.consume(headers, system="test", destination="q"):
         assert tracekit.correlation_id() == "from-baggage"
         assert baggage.get_baggage("tenant") == "acme corp"
+
+
+def test_a_hold_that_races_release_all_is_ended_too(spans, monkeypatch) -> None:
+    """``uninstrument()`` in one thread while a consumer in another is between ending its last
+    message and storing the next: that next one must end too, not stay held for good. The
+    interleaving is forced: release_all runs while the delivery starts."""
+    held = messaging.HeldDeliveries()
+    starting = messaging.start_held
+
+    def start_then_release_all(delivery: Any) -> None:
+        starting(delivery)
+        held.release_all()
+
+    monkeypatch.setattr(messaging, "start_held", start_then_release_all)
+
+    class Consumer:
+        pass
+
+    consumer = Consumer()
+    held.hold(
+        consumer, messaging.consume({"x-correlation-id": "late-1"}, system="t", destination="q")
+    )
+    assert tracekit.correlation_id() is None
+    assert [s.attributes["correlation.id"] for s in spans.get_finished_spans()] == ["late-1"]
+
+
+def test_held_messages_in_a_task_of_a_handler_leave_the_parent_as_it_was(spans) -> None:
+    """Handler X starts a task and fetches D (held); the task runs handler A, which fetches B.
+    A's ending must not take over what X's own held message will restore: once X and then D
+    have ended, nothing of them is current in the parent."""
+    from opentelemetry import trace as otel_trace
+
+    held = messaging.HeldDeliveries()
+
+    class Consumer:
+        pass
+
+    parent_consumer, task_consumer = Consumer(), Consumer()
+
+    def message(cid: str) -> messaging.Delivery:
+        return messaging.consume({"x-correlation-id": cid}, system="t", destination="q")
+
+    async def main() -> tuple[Any, Any]:
+        go = asyncio.Event()
+
+        async def child() -> None:
+            await go.wait()
+            with message("a-handler"):
+                held.hold(task_consumer, message("b-held"))
+            held.release(task_consumer)
+
+        with message("x-handler"):
+            task = asyncio.create_task(child())
+            await asyncio.sleep(0)
+            held.hold(parent_consumer, message("d-held"))
+            go.set()
+            await task
+        held.release(parent_consumer)
+        span = otel_trace.get_current_span()
+        return tracekit.correlation_id(), span.get_span_context().is_valid
+
+    assert asyncio.run(main()) == (None, False)

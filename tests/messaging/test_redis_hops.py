@@ -213,7 +213,6 @@ def _raw_payload(subscriber: Any) -> Any:
 
 
 @pytest.mark.usefixtures("named_channels")
-@pytest.mark.usefixtures("named_channels")
 def test_uninstrument_ends_a_held_pubsub_message(client, spans, instrumented) -> None:
     """``get_message`` holds the message's span until the next fetch; uninstrumenting ends it,
     or its correlation ID would stay current for good."""
@@ -239,6 +238,7 @@ def test_uninstrument_ends_a_held_pubsub_message(client, spans, instrumented) ->
     ] == ["price-1"]
 
 
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_leaves_channels_not_named_untouched(client, spans) -> None:
     channel = f"ticks-{uuid.uuid4().hex[:8]}"
     subscriber = _raw_subscriber(client, channel)
@@ -355,3 +355,36 @@ def test_asyncio_client_xadd_span_ends_after_the_await(redis_url, spans) -> None
     entry_id = asyncio.run(produce())
     (sent,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
     assert sent.attributes["messaging.message.id"] == entry_id.decode()
+
+
+def test_a_pubsub_closed_from_a_collected_objects_del_does_not_hang(redis_url: str) -> None:
+    """An app object in a reference cycle closes its PubSub in ``__del__``; the garbage
+    collector runs it whenever it likes, even inside tracekit's own bookkeeping of the messages
+    it holds. That must not wait for itself (a lock there hung after 71 messages)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import redis
+        from tracekit.instrumentation.redis import RedisInstrumentor
+        RedisInstrumentor().instrument()
+        client = redis.Redis.from_url({redis_url!r})
+
+        class Worker:
+            def __init__(self):
+                self.pubsub, self.me = client.pubsub(), self
+            def __del__(self):
+                self.pubsub.close()
+
+        pubsub = client.pubsub()
+        for _ in range(3000):
+            Worker()
+            pubsub.handle_message([b"message", b"prices-1", b"42"])
+        print("done")
+    """)
+    environ = {**os.environ, "TRACEKIT_REDIS_PUBSUB_CHANNELS": "*"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=environ)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr

@@ -206,7 +206,12 @@ class Delivery:
                 # that is a handler too, which ends before them, what was before it
                 self._nested[0] = tokens
                 below = self._below
-                if below is not None and not below._held and below._tokens is not None:
+                if (
+                    below is not None
+                    and not below._held
+                    and below._tokens is not None
+                    and (below._nested is None or below._nested[0] is None)
+                ):  # (never over a chain of its own still open: another task's, say)
                     below._nested = self._nested
             self._below = None
 

@@ -180,7 +180,7 @@ def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, s
         key
         for key in headers
         if (ours := written.get(lower_name(key) or "")) is not None
-        and ours != key
+        and (type(key) is not str or ours != key)  # (bytes never compared with str: -bb)
         and ours in headers
     ]
     for key in others:
