@@ -162,7 +162,9 @@ class TracekitMiddleware:
         self, request: ActiveRequest, scope: Scope, top: object, error: BaseException | None
     ) -> None:
         try:
-            self._requests.finish(request, _route(scope, top), error)
+            # a response that has gone was routed already (complete): no second lookup
+            route = None if request.completed else _route(scope, top)
+            self._requests.finish(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 

@@ -114,9 +114,13 @@ class _Correlating:
     _tracekit_base: type[logging.LogRecord] = logging.LogRecord
     __dict__: dict[str, Any]
 
-    def getMessage(self) -> str:
+    def settle(self) -> None:
+        """Move the fields into the record's ``__dict__``, where ``extra=`` did not set them."""
         for key, value in self._tracekit_fields.items():
             self.__dict__.setdefault(key, value)
+
+    def getMessage(self) -> str:
+        self.settle()
         return super().getMessage()  # type: ignore[misc, no-any-return]
 
     def __getattr__(self, name: str) -> str:
@@ -448,8 +452,7 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     ``HTTPHandler``, OpenTelemetry's own logging bridge) ship them too.
     """
     if isinstance(record, _Correlating):
-        for key, value in record._tracekit_fields.items():
-            record.__dict__.setdefault(key, value)
+        record.settle()
     _previous_call_handlers(self, record)
     handler = _handler
     if handler is not None and _exports(self):

@@ -25,7 +25,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from tracekit import messaging
-from tracekit._messaging.headers import lower_name
+from tracekit._messaging.headers import callers_own
 from tracekit._runtime.guard import report_once
 
 SYSTEM = "aws_sqs"
@@ -54,13 +54,10 @@ def queue_name(queue: str) -> str:
 def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str]) -> dict[str, Any]:
     """``attributes`` plus tracekit's ``fields``, as separate or packed String attributes.
 
-    Same-named attributes the caller set are replaced. When there is no room even for the packed
-    attribute, the caller's attributes come back unchanged.
+    Attributes the caller set under tracekit's names, in any capitals, are replaced. When there
+    is no room even for the packed attribute, the caller's attributes come back unchanged.
     """
-    ours = {name.lower() for name in fields}  # other capitals too: a consumer trusts neither
-    own = {
-        name: value for name, value in (attributes or {}).items() if lower_name(name) not in ours
-    }
+    own = callers_own(attributes or {}, fields)
     own.pop(PACKED_ATTRIBUTE, None)
     if len(own) + len(fields) <= MAX_ATTRIBUTES:
         return {**own, **{name: _string(value) for name, value in fields.items()}}

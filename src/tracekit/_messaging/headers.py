@@ -172,6 +172,14 @@ def lower_name(key: object) -> str | None:
     return key.lower() if isinstance(key, str) else None
 
 
+def callers_own(fields: Mapping[Any, Any], ours: Iterable[str]) -> dict[Any, Any]:
+    """``fields`` without the keys named like ``ours``, in any capitals or as bytes: tracekit's
+    values replace them (a consumer reading both would see one header twice and trust neither).
+    """
+    names = {name.lower() for name in ours}
+    return {key: value for key, value in fields.items() if lower_name(key) not in names}
+
+
 def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
     """Remove a caller's ``Traceparent`` (or ``b"traceparent"``) once tracekit's ``traceparent``
     is in ``headers``: a consumer would read the two as one header sent twice, and trust neither.

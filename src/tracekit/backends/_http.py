@@ -176,17 +176,16 @@ _connections = _Connections()
 
 
 class _TrackedHTTPConnection(http.client.HTTPConnection):
+    """A connection whose socket is noted for the thread that opened it."""
+
     def connect(self) -> None:
         super().connect()
         if _connections.opened is not None:
             _connections.opened.append(self.sock)
 
 
-class _TrackedHTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        if _connections.opened is not None:
-            _connections.opened.append(self.sock)
+class _TrackedHTTPSConnection(_TrackedHTTPConnection, http.client.HTTPSConnection):
+    """The same over TLS (HTTPS's connect wraps the socket, then ours notes it)."""
 
 
 class _TrackedHTTPHandler(urllib.request.HTTPHandler):

@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from tracekit import messaging, propagation
-from tracekit._messaging.headers import lower_name
+from tracekit._messaging.headers import callers_own
 from tracekit._runtime import state as _state
 from tracekit.instrumentation._base import Instrumentor
 
@@ -132,10 +132,7 @@ def _traced_xadd(
         return wrapped(*args, **kwargs)
 
     def send(headers: Mapping[str, Any]) -> Any:
-        ours = {name.lower() for name in headers}
-        # the caller's own Traceparent or b"traceparent" beside ours: a consumer trusts neither
-        kept = {k: v for k, v in fields.items() if lower_name(k) not in ours}
-        traced_fields = {**kept, **headers}
+        traced_fields = {**callers_own(fields, headers), **headers}
         if len(args) > 1:
             return wrapped(args[0], traced_fields, *args[2:], **kwargs)
         return wrapped(*args, **{**kwargs, "fields": traced_fields})
