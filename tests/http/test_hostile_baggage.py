@@ -91,8 +91,12 @@ def test_hostile_baggage_never_reaches_the_log(service: Service, server: str, pu
 
     answered = []
     for case, lines, expected in HOSTILE:
-        response = send(url, lines)
-        # A server may refuse control characters or huge headers itself (400, 431): fine.
+        # A server may refuse control characters or huge headers itself (400, 431): fine. One
+        # that closes on a head it has not read all of can have its answer lost to the reset.
+        try:
+            response = send(url, lines)
+        except ConnectionResetError:
+            continue
         if response.status != 200:
             assert response.status in (400, 431), case
             continue

@@ -36,8 +36,15 @@ def send(url: str, header_lines: list[bytes], method: str = "GET") -> RawRespons
     with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
         sock.sendall(request)
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            # A server that answers and closes before reading the whole request (a head too
+            # large) makes its kernel reset the connection: what arrived first is the answer,
+            # and with nothing arrived the caller learns the request was refused unread.
+            if not chunks:
+                raise
     return parse(b"".join(chunks))
 
 
