@@ -190,6 +190,12 @@ BAD_HEADERS = {
         {"traceparent": TRACEPARENT, "tracekit-publish-time": "99999999999999999999"},
         True,
     ),
+    # a producer writing milliseconds (or seconds) would make every message wait 56 years
+    "publish time in milliseconds": (
+        {"traceparent": TRACEPARENT, "tracekit-publish-time": "1764758400000"},
+        True,
+    ),
+    "publish time 1": ({"traceparent": TRACEPARENT, "tracekit-publish-time": "1"}, True),
     "oversized tracestate": ({"traceparent": TRACEPARENT, "tracestate": "a=EVIL" * 3000}, True),
     "non-ASCII baggage": ({"traceparent": TRACEPARENT, "baggage": "correlation.id=ÉVIL"}, True),
     "malformed baggage": ({"traceparent": TRACEPARENT, "baggage": "EVILnoequals,a=b"}, True),

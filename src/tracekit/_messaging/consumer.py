@@ -440,10 +440,13 @@ def _publish_time(fields: _message_headers.Fields) -> int | None:
         return None
     if len(values) == 1 and values[0].isdigit():
         nanos = int(values[0])
-        if nanos < _LATEST_UNIX_NANO:  # OTLP and the store hold signed 64-bit times
+        # OTLP and the store hold signed 64-bit times; a time before 2001 is another unit
+        # (seconds or milliseconds read as nanoseconds: a wait of 56 years on every message)
+        if _EARLIEST_UNIX_NANO <= nanos < _LATEST_UNIX_NANO:
             return nanos
     _message_headers.bad_header.warn(PUBLISH_TIME_HEADER, "not a unix time in nanoseconds")
     return None
 
 
+_EARLIEST_UNIX_NANO = 978_307_200 * 10**9  # 2001-01-01
 _LATEST_UNIX_NANO = 2**63  # 2262
