@@ -90,7 +90,8 @@ class TracekitMiddleware:
         except BaseException as error:
             _finish(self._requests, request, environ, error)
             raise
-        return _Response(body, self._requests, request, environ)
+        response = _Response(body, self._requests, request, environ)
+        return _file_or(response, body, environ)
 
     def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
         try:
@@ -112,7 +113,7 @@ class _Response:
     resets the connection after reading the answer, which would lose the span.
     """
 
-    __slots__ = ("_body", "_closed", "_environ", "_error", "_request", "_requests")
+    __slots__ = ("_body", "_close", "_closed", "_environ", "_error", "_request", "_requests")
 
     def __init__(
         self,
@@ -122,6 +123,7 @@ class _Response:
         environ: Environ,
     ) -> None:
         self._body = body
+        self._close = getattr(body, "close", None)
         self._requests = requests
         self._request = request
         self._environ = environ
@@ -146,11 +148,27 @@ class _Response:
             return
         self._closed = True
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            if self._close is not None:
+                self._close()
         finally:
             _finish(self._requests, self._request, self._environ, self._error)
+
+
+def _file_or(response: _Response, body: Iterable[bytes], environ: Environ) -> Iterable[bytes]:
+    """The server's own ``wsgi.file_wrapper`` answer, finishing the request when the server
+    closes it; else ``response``.
+
+    A server sends a file wrapper its own way (gunicorn with ``sendfile``) only when it gets its
+    wrapper back: the request then ends at ``close()``, which PEP 3333 servers always call.
+    """
+    wrapper = environ.get("wsgi.file_wrapper")
+    if not isinstance(wrapper, type) or not isinstance(body, wrapper):
+        return response
+    try:
+        body.close = response.close  # type: ignore[attr-defined]  # (gunicorn's does the same)
+    except AttributeError:  # a wrapper with __slots__: iterated through the response instead
+        return response
+    return body
 
 
 def _finish(
