@@ -244,11 +244,14 @@ def env_defaults(config: Config) -> dict[str, set[str | None]]:
     return found
 
 
-def with_defaults(text: str) -> str:
-    """Expand placeholders to their defaults, as the collector does with the variable unset."""
+def with_defaults(text: str, environ: dict[str, str] | None = None) -> str:
+    """Expand placeholders as the collector does: a variable's value in ``environ``, else its
+    default (a placeholder without one is left as it is)."""
 
     def expand(match: re.Match[str]) -> str:
         env = ENV_RE.fullmatch(match.group(1))
+        if env is not None and environ and env.group(1) in environ:
+            return environ[env.group(1)]
         if env is None or env.group(2) is None:
             return match.group(0)
         return env.group(2)

@@ -40,6 +40,8 @@ def test_documented_default_matches_config(variable: str) -> None:
     for default in all_env_defaults()[variable]:
         if default is None:
             assert cell.startswith("required"), f"{variable} has no default; README says {cell!r}"
+        elif default == "":
+            assert cell.startswith("empty"), f"{variable} defaults to empty; README says {cell!r}"
         else:
             assert f"`{default}`" in cell, f"{variable}: README default {cell!r} lacks `{default}`"
 

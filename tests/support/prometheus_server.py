@@ -35,14 +35,22 @@ def running_prometheus(
     binary: str, directory: Path, job: str, targets: Sequence[str], interval: str = "1s"
 ) -> Iterator[str]:
     """Prometheus scraping ``targets`` every ``interval`` as ``job``; yields its base URL."""
-    config = directory / "prometheus.yml"
-    config.write_text(
+    config = (
         f"global: {{scrape_interval: {interval}, scrape_timeout: {interval},"
         " evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: {job}\n"
         f"    static_configs: [{{targets: [{', '.join(repr(t) for t in targets)}]}}]\n"
     )
+    with prometheus_configured(binary, directory, config) as url:
+        yield url
+
+
+@contextmanager
+def prometheus_configured(binary: str, directory: Path, text: str) -> Iterator[str]:
+    """Prometheus started with the config ``text``; yields its base URL."""
+    config = directory / "prometheus.yml"
+    config.write_text(text)
     port = free_port()
     process = subprocess.Popen(
         [
