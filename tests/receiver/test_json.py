@@ -115,6 +115,24 @@ def test_json_logs_with_quirks(receiver: Receiver, reader: Store) -> None:
     assert json.loads(log.body) == {"msg": "boom"} and log.service == "worker"
 
 
+@pytest.mark.parametrize(
+    ("given", "number"),
+    [("SEVERITY_NUMBER_INFO", 9), ("SEVERITY_NUMBER_WARN2", 14), ("SEVERITY_NUMBER_FATAL4", 24),
+     ("SEVERITY_NUMBER_UNSPECIFIED", 0), (9, 9)],
+)  # fmt: skip
+def test_json_log_severity_as_its_enum_name(
+    receiver: Receiver, reader: Store, given: object, number: int
+) -> None:
+    """The proto3 JSON mapping lets an enum be its name or its number (as span kinds are)."""
+    trace_id = f"{number + 1:032x}"  # (never all zero)
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": "1700000000000000001", "severityNumber": given,
+        "body": {"stringValue": "ok"}, "traceId": trace_id, "spanId": "EEE19B7EC3C1B174"}]}]}]}  # fmt: skip
+    assert post(receiver, "/v1/logs", json.dumps(body).encode(), JSON).status == 200
+    (log,) = reader.logs_by_trace_ids([trace_id])
+    assert log.severity_number == number and log.body == "ok"
+
+
 def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:
     spans = [
         {"traceId": "01" * 16, "spanId": "02" * 8, "name": "kept", **WHEN},

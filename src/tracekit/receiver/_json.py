@@ -41,6 +41,12 @@ _KIND_BY_NAME = {
     "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5,
 }  # fmt: skip
 _STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+# SEVERITY_NUMBER_TRACE = 1, TRACE2..TRACE4 = 2..4, then DEBUG, INFO, WARN, ERROR, FATAL alike
+_SEVERITY_BY_NAME = {"SEVERITY_NUMBER_UNSPECIFIED": 0} | {
+    f"SEVERITY_NUMBER_{level}{'' if step == 1 else step}": 4 * rank + step
+    for rank, level in enumerate(("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"))
+    for step in range(1, 5)
+}
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _INT64 = (-(2**63), 2**64 - 1)  # signed and unsigned 64-bit fields share this decoder
 
@@ -320,7 +326,7 @@ def _log(
         service=service_of(resource)[0],
         severity_text=as_str(get(record, "severityText", "severity_text"), "log.severityText"),
         severity_number=severity_number(
-            as_enum(get(record, "severityNumber", "severity_number"), {}, "severity")
+            as_enum(get(record, "severityNumber", "severity_number"), _SEVERITY_BY_NAME, "severity")
         ),
         body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
         trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
