@@ -127,10 +127,31 @@ def test_json_log_severity_as_its_enum_name(
     trace_id = f"{number + 1:032x}"  # (never all zero)
     body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{
         "timeUnixNano": "1700000000000000001", "severityNumber": given,
-        "body": {"stringValue": "ok"}, "traceId": trace_id, "spanId": "EEE19B7EC3C1B174"}]}]}]}  # fmt: skip
+        "body": {"stringValue": "ok"}, "traceId": trace_id,
+        "spanId": "EEE19B7EC3C1B174"}]}]}]}  # fmt: skip
     assert post(receiver, "/v1/logs", json.dumps(body).encode(), JSON).status == 200
     (log,) = reader.logs_by_trace_ids([trace_id])
     assert log.severity_number == number and log.body == "ok"
+
+
+def test_a_lone_surrogate_is_stored_as_a_replacement_character(
+    receiver: Receiver, reader: Store
+) -> None:
+    """JSON may escape half a surrogate pair ("\\ud800"); stored as it was, it made every
+    `tracekit trace --format json` of the trace fail to encode its output."""
+    lone = "\\ud800"
+    body = (
+        '{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":'
+        f'{{"stringValue":"svc{lone}"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"{"0d" * 16}",'
+        f'"spanId":"{"0e" * 8}","name":"n{lone}","startTimeUnixNano":"1700000000000000000",'
+        '"endTimeUnixNano":"1700000000000000001","attributes":[{"key":"q","value":'
+        f'{{"stringValue":"{"y" * 70}{lone}"}}}}]}}]}}]}}]}}'
+    )
+    assert post(receiver, "/v1/traces", body.encode(), JSON).status == 200
+    (span,) = reader.spans_by_trace_ids(["0d" * 16])
+    assert span.attributes["q"] == "y" * 70 + "\ufffd" and span.name == "n\ufffd"
+    assert span.service == "svc\ufffd"
+    json.dumps(span.attributes, ensure_ascii=False).encode("utf-8")  # printable as UTF-8
 
 
 def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:

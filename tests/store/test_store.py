@@ -43,6 +43,40 @@ def test_every_field_round_trips(store: Store) -> None:
     assert store.count_spans() == 1
 
 
+LONE = "\ud800"  # a lone surrogate: json.loads makes one of "\\ud800", UTF-8 has none
+CLEAN = "\ufffd"
+
+
+def test_lone_surrogates_are_stored_as_replacement_characters(store: Store) -> None:
+    """OTLP/JSON (or an app's own attribute) can carry a lone surrogate: every string field is
+    stored readable, so that `tracekit trace --format json` can print it as UTF-8."""
+    record = span(
+        T1, "1" * 16, None, name=f"GET {LONE}", status="ERROR", status_message=f"boom{LONE}",
+        attributes={"correlation.id": "c-lone", "long": "y" * 70 + LONE, "short": f"s{LONE}",
+                    "list": [f"a{LONE}", 1], "map": {f"k{LONE}": [f"v{LONE}"]},
+                    "emoji": "\U0001f600"},
+        links=[SpanLink(T2, "2" * 16, {"why": f"batch{LONE}" * 20})],
+        events=[SpanEvent(f"ex{LONE}", 2_000, {"exception.message": f"m{LONE}" * 40})],
+        resource={"service.name": "gateway", "host.name": f"h{LONE}"},
+    )  # fmt: skip
+    store.write_spans([record])
+    store.write_logs([LogRecordData(
+        time_unix_nano=2_000, service="gateway", severity_text="INFO", severity_number=9,
+        body=f"body{LONE}", trace_id=T1, span_id="1" * 16,
+        attributes={"a": f"x{LONE}" * 40},
+        resource={"service.name": f"gateway{LONE}"})])  # fmt: skip
+
+    (read,) = store.spans_by_correlation_id("c-lone")
+    (log,) = store.logs_by_trace_ids([T1])
+    text = repr((read, log))
+    assert LONE not in text and CLEAN in text
+    assert read.attributes["long"] == "y" * 70 + CLEAN
+    assert read.attributes["map"] == {f"k{CLEAN}": [f"v{CLEAN}"]}
+    assert read.attributes["emoji"] == "\U0001f600"  # a real pair stays what it was
+    assert read.events[0].name == f"ex{CLEAN}" and read.resource["host.name"] == f"h{CLEAN}"
+    assert read.links[0].attributes["why"] == f"batch{CLEAN}" * 20
+
+
 def test_links_can_be_followed_both_ways(store: Store) -> None:
     producer = span(T2, "2" * 16, kind="PRODUCER")
     consumer = span(T3, "3" * 16, kind="CONSUMER", links=[SpanLink(T2, "2" * 16)], service="worker")

@@ -37,15 +37,39 @@ def id_bytes(hex_id: str, length: int, what: str) -> bytes:
 
 
 def clean_text(text: str) -> str:
-    """``text`` made storable as UTF-8 (lone surrogates from JSON input become U+FFFD)."""
+    """``text`` made storable as UTF-8: a lone surrogate (JSON's ``"\\ud800"``, or an app's own
+    string) becomes U+FFFD, which every reader can print."""
     if text.isascii():
         return text
-    return text.encode("utf-8", "replace").decode("utf-8")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def clean_value(value: object) -> object:
+    """``value`` with ``clean_text`` applied to every string in it (dict keys too)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        return [clean_value(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    return value
 
 
 def dumps(value: object) -> str:
     """Compact JSON (ASCII-escaped, so any Python string survives the round trip). Standard JSON,
-    which SQLite's JSON functions read: NaN and infinities are written as OTLP/JSON's strings."""
+    which SQLite's JSON functions read: NaN and infinities are written as OTLP/JSON's strings.
+    Lone surrogates, which UTF-8 cannot hold, are stored as U+FFFD (``clean_text``)."""
+    text = _finite_dumps(value)
+    if "\\ud" in text:  # a character beyond the BMP, a lone surrogate or a "\\ud" as it is
+        text = _finite_dumps(clean_value(value))
+    return text
+
+
+def _finite_dumps(value: object) -> str:
     try:
         return _dumps(value)
     except ValueError:  # a NaN or an infinity, which standard JSON has no number for

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
-from tracekit.store._encoding import intern_resource, intern_string
+from tracekit.store._encoding import clean_value, intern_resource, intern_string
 from tracekit.store._reclaim import StaleRows, generation
 
 # Cached ids at most (a cache, not the table: past this it starts over, rows keep their ids).
@@ -108,7 +108,11 @@ class Interner:
 
 def resource_document(resource: Attributes, version: str | None) -> str:
     """The stored form of a resource: canonical JSON of ``[attributes, service.version]``."""
-    return json.dumps([resource, version], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    document = [resource, version]
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if "\\ud" in text:  # maybe a lone surrogate: stored as U+FFFD (see _encoding.dumps)
+        text = json.dumps(clean_value(document), sort_keys=True, separators=(",", ":"))
+    return text
 
 
 def resource_digest(document: str) -> bytes:
