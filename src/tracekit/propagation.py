@@ -26,8 +26,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from opentelemetry import baggage, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry import trace
 from opentelemetry.context import Context, create_key, get_value
 from opentelemetry.propagators.textmap import (
     CarrierT,
@@ -299,9 +298,6 @@ class TracekitPropagator(TextMapPropagator):
 TRACECONTEXT = "tracecontext"
 DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
 KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
-# Injection only, of baggage too long for ``_baggage.header``: this writer serialises
-# tracekit's own context, never parses a header.
-_BAGGAGE_WRITER = W3CBaggagePropagator()
 
 
 def _inject_baggage(
@@ -315,17 +311,9 @@ def _inject_baggage(
         entries = (
             {**entries, CORRELATION_BAGGAGE_KEY: cid} if entries else {CORRELATION_BAGGAGE_KEY: cid}
         )
-    if not entries:
-        return
-    value = _baggage.header(entries)
+    value = _baggage.header(entries) if entries else None
     if value is not None:
         setter.set(carrier, BAGGAGE, value)
-        return
-    if cid is not None:  # long or large baggage: OpenTelemetry's writer applies the limits
-        context = baggage.set_baggage(
-            CORRELATION_BAGGAGE_KEY, entries[CORRELATION_BAGGAGE_KEY], context
-        )
-    _BAGGAGE_WRITER.inject(carrier, context, setter)
 
 
 def propagator_names(value: str | None) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The one reader of incoming W3C baggage: bounded, silent about values, never all-or-nothing.
+"""The one reader and writer of W3C baggage: bounded, silent about values, never all-or-nothing.
 
 Every path that reads a ``baggage`` header (ASGI, WSGI, Django, Flask, queue consumers, the
 global propagator that OpenTelemetry's own instrumentations call) goes through ``extract``.
@@ -12,6 +12,10 @@ member beyond the counts and an invalid member are dropped one by one, the valid
 Properties (``;p=v``) are not propagated. Dropped members are counted in a rate-limited warning
 that names the header, never a value. Whatever its size or content, a header costs what 180
 short members cost.
+
+``header`` writes the outgoing header: W3C percent-encoding (OpenTelemetry Python's own writer
+sends a space as ``+``, which a W3C reader keeps as a plus, and logs keys of members it drops),
+within ``MAX_WRITTEN_MEMBERS`` and ``MAX_BYTES``, so that what this reader kept goes on whole.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from urllib.parse import quote_plus, unquote
+from urllib.parse import quote, unquote
 
 from opentelemetry import baggage
 from opentelemetry.context import Context, get_current
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
+from tracekit.semconv import CORRELATION_ID
 
 BAGGAGE = "baggage"
 MAX_MEMBERS = 64
@@ -42,11 +47,14 @@ _OWS = " \t"
 # "%" (nothing to decode), no whitespace or properties.
 _PLAIN_MEMBER = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=[\x21\x23\x24\x26-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
 _PLAIN_LIST = re.compile(rf"{_PLAIN_MEMBER}(?:,{_PLAIN_MEMBER})*")
-# Characters quote_plus never escapes. A header of at most this many members and characters is
-# within every limit of OpenTelemetry's writer (180 members, 4,096 characters per member).
-_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
-_SHORT_MEMBERS = 180
-_SHORT_HEADER = 4096
+# Written: keys and values sent as they are (quote() keeps letters, digits and "_.-~" too);
+# "+" and "%" are always encoded, since OpenTelemetry Python's reader decodes "+" as a space.
+_KEY_SAFE = "!#$&'*^`|"
+_VALUE_SAFE = "!#$&'()*/:<=>?@[]^`{|}"
+_PLAIN_KEY = re.compile(r"[!#$&'*\-.^_`|~0-9A-Za-z]+")
+_PLAIN_VALUE = re.compile(r"[!#$&'()*\-./0-9:<=>?@A-Z\[\]^_`a-z{|}~]*")
+# At most this many members are written: what every W3C reader must accept, and this one keeps.
+MAX_WRITTEN_MEMBERS = MAX_MEMBERS
 # OpenTelemetry's key for the baggage in a Context (the public API sets it member by member).
 _BAGGAGE_CONTEXT_KEY = next(iter(baggage.set_baggage("k", "v", Context())))
 _NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
@@ -140,24 +148,48 @@ def entries_in(context: Context | None) -> Mapping[str, object]:
 
 
 def header(entries: Mapping[str, object]) -> str | None:
-    """The ``baggage`` header OpenTelemetry's W3C propagator writes for ``entries``, built
-    directly when none of its limits can apply; None otherwise: the propagator writes it then,
-    warnings and all.
+    """The ``baggage`` header of ``entries`` (None when there are none), within the W3C limits.
+
+    Values are percent-encoded where W3C Baggage asks (a space is ``%20``, never ``+``), and
+    ``+`` and ``%`` too, so that OpenTelemetry Python's reader (``unquote_plus``) reads each value
+    as this module's reader does. When the members do not fit in ``MAX_WRITTEN_MEMBERS`` and
+    ``MAX_BYTES``, the last ones are left out, never the correlation member, and a rate-limited
+    warning counts them (never naming one).
     """
-    if len(entries) == 1:  # the usual case, the correlation member alone: no join
-        for key, value in entries.items():
-            text = f"{_quoted(key)}={_quoted(value)}"
-            return text if len(text) <= _SHORT_HEADER else None
-    if len(entries) > _SHORT_MEMBERS:
+    members = [f"{_key_text(key)}={_value_text(value)}" for key, value in entries.items()]
+    if not members:
         return None
-    text = ",".join(f"{_quoted(key)}={_quoted(value)}" for key, value in entries.items())
-    return text if len(text) <= _SHORT_HEADER else None
+    text = ",".join(members)
+    if len(text) <= MAX_BYTES and len(members) <= MAX_WRITTEN_MEMBERS:
+        return text
+    return _within_limits(members, list(entries))
 
 
-def _quoted(value: object) -> str:
-    """``quote_plus(str(value))``, skipping the call for text it would leave as it is."""
+def _within_limits(members: list[str], keys: list[object]) -> str | None:
+    """The members that fit, in order, the correlation member first to be given room."""
+    kept = [False] * len(members)
+    size, count = -1, 0  # (n members have n - 1 commas)
+    first = [i for i, key in enumerate(keys) if key == CORRELATION_ID]
+    for i in first + [i for i in range(len(members)) if i not in first]:
+        if count < MAX_WRITTEN_MEMBERS and size + 1 + len(members[i]) <= MAX_BYTES:
+            kept[i] = True
+            size, count = size + 1 + len(members[i]), count + 1
+    left_out = len(members) - count
+    if left_out:
+        dropped_members.warn(BAGGAGE, f"{left_out} left out of what is sent: over the limits")
+    return ",".join(m for m, keep in zip(members, kept, strict=True) if keep) or None
+
+
+def _key_text(key: object) -> str:
+    """A key as sent: a token as it is; anything else percent-encoded into one."""
+    text = key if type(key) is str else str(key)
+    return text if _PLAIN_KEY.fullmatch(text) is not None else quote(text, safe=_KEY_SAFE)
+
+
+def _value_text(value: object) -> str:
+    """A value as sent: baggage-octets as they are, but for ``%`` and ``+``; the rest encoded."""
     text = value if type(value) is str else str(value)
-    return text if _UNRESERVED.fullmatch(text) is not None else quote_plus(text)
+    return text if _PLAIN_VALUE.fullmatch(text) is not None else quote(text, safe=_VALUE_SAFE)
 
 
 def value_of(values: Iterable[str], key: str) -> str | None:
