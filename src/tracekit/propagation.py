@@ -19,6 +19,7 @@ carries trace context, baggage and the correlation ID together.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -357,6 +358,7 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
     trace_state = ParsedTraceState(members) if members else _NO_TRACE_STATE
     # Positional arguments: SpanContext.__new__ is Python code, and keywords cost more there.
     span_context = SpanContext(trace_id, span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state)
+    _remember_remote_flags(trace_id, flags)
     # Both values in one new Context (an immutable dict) rather than a copy per value.
     return Context(
         {
@@ -372,6 +374,7 @@ def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Con
     span_context = SpanContext(
         remote.trace_id, remote.span_id, True, _TRACE_FLAGS[remote.flags & SAMPLED]
     )
+    _remember_remote_flags(remote.trace_id, remote.flags & SAMPLED)
     return Context(
         {
             **context,
@@ -407,11 +410,30 @@ def _inject_w3c(
 def _flags(span_context: SpanContext, context: Context | None) -> int:
     """Sampled bit from the span; random bit from the remote parent, or set for our own traces."""
     sampled = int(span_context.trace_flags) & SAMPLED
+    trace_id = span_context.trace_id
     remote = get_value(_REMOTE_FLAGS, context)
-    if isinstance(remote, tuple) and remote[0] == span_context.trace_id:
+    if isinstance(remote, tuple) and remote[0] == trace_id:
         return sampled | (int(remote[1]) & RANDOM)
+    # A span started with the extracted context as its parent but made current elsewhere
+    # (start_as_current_span(context=...)), or a span below it: the context does not say.
+    remembered = _read_remote_flags.get(trace_id)
+    if remembered is not None:
+        return sampled | (remembered & RANDOM)
     # The SDK's RandomIdGenerator makes every locally started trace id fully random.
     return sampled | RANDOM
+
+
+# The flags of the latest parents read from headers, by trace id (insertion order: oldest first).
+_read_remote_flags: dict[int, int] = {}
+_REMOTE_FLAGS_KEPT = 4096
+
+
+def _remember_remote_flags(trace_id: int, flags: int) -> None:
+    remembered = _read_remote_flags
+    remembered[trace_id] = flags
+    if len(remembered) > _REMOTE_FLAGS_KEPT:
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):  # (another thread's)
+            del remembered[next(iter(remembered))]
 
 
 class HeaderGetter(Getter[Mapping[str, Any]]):

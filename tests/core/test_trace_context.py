@@ -13,6 +13,7 @@ Level 2: the random flag (0x02) is kept when the trace is continued.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import pytest
@@ -123,6 +124,28 @@ def test_random_flag_of_level_2_follows_the_continued_trace(incoming: str, rando
     assert out["traceparent"][36:52] != SPAN  # our span is the new parent
     assert bool(flags & propagation.RANDOM) is random
     assert flags & propagation.SAMPLED
+
+
+@pytest.mark.parametrize(("incoming", "random"), [("01", False), ("03", True)])
+def test_random_flag_follows_a_trace_continued_without_attaching_its_context(
+    incoming: str, random: bool
+) -> None:
+    """``start_as_current_span(context=extracted)`` makes its span current in the context that
+    was current, not in the extracted one; so is the span of a call made below it."""
+    tracer = TracerProvider().get_tracer("test")
+    trace_id = f"{secrets.randbits(127) + 1:032x}"
+    parent = propagation.TracekitPropagator().extract(
+        {"traceparent": [f"00-{trace_id}-{SPAN}-{incoming}"]}, getter=propagation.HeaderGetter()
+    )
+    out: dict[str, str] = {}
+    with (
+        tracer.start_as_current_span("process", context=parent),
+        tracer.start_as_current_span("call"),
+    ):
+        propagation.inject_trace_context(out)
+
+    assert out["traceparent"].startswith(f"00-{trace_id}-")
+    assert bool(int(out["traceparent"][-2:], 16) & propagation.RANDOM) is random
 
 
 def test_new_root_trace_sets_the_random_flag() -> None:
