@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from trace_topologies import Topology, checkout, incident
 
 from tracekit.path import load_schema
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 from tracekit_cli.main import cli
 
@@ -97,6 +98,26 @@ def test_trace_id_finds_the_same_path(store: Path) -> None:
     )
     assert by_trace["correlation_id"] == "req-checkout-1"
     assert by_trace["spans"] == doc["spans"]
+
+
+def test_requests_linking_to_one_context_the_store_lacks_stay_apart(tmp_path: Path) -> None:
+    """Two public endpoints link to the same untrusted caller's context, which no stored trace
+    holds: `trace` shows each request alone, as `search` lists them (two requests)."""
+    caller = SpanRecord("ee" * 16, "ef" * 8, None, "internet", "GET", "CLIENT", 0, 0)  # not stored
+    alpha, beta = Topology("req-alpha"), Topology("req-beta")
+    alpha.span("svc-alpha", "GET /alpha", "SERVER", 0, 10, links=[caller])
+    beta.span("svc-beta", "GET /beta", "SERVER", 5, 20, links=[caller])
+    db = write_store(tmp_path / "links.db", alpha, beta)
+
+    for t, service in ((alpha, "svc-alpha"), (beta, "svc-beta")):
+        code, out, _ = run("trace", t.correlation_id or "", "--store", str(db), "--format", "json")
+        doc = json.loads(out)
+        assert code == 0
+        assert (doc["trace_ids"], doc["services"]) == ([t.trace], [service])
+    code, out, _ = run("search", "--store", str(db), "--since", "2023-11-14T22:00:00+00:00",
+                       "--format", "json")  # fmt: skip
+    assert code == 0
+    assert [r["correlation_id"] for r in json.loads(out)["requests"]] == ["req-beta", "req-alpha"]
 
 
 def test_no_logs_and_raw_times(store: Path) -> None:

@@ -2,9 +2,10 @@
 
 Start from the correlation ID (or the trace ID the user typed), then follow span links in both
 directions until nothing new turns up: a consumer's trace may carry no correlation ID at all and be
-reachable only because its spans link to a producer's context. The walk is bounded so a link storm
-cannot make one query read the whole store, and so is the number of spans read: past
-``max_spans`` the path holds the earliest spans and says so.
+reachable only because its spans link to a producer's context. Only traces the source holds join
+this way: two requests linking to one context it does not hold stay two requests. The walk is
+bounded so a link storm cannot make one query read the whole store, and so is the number of spans
+read: past ``max_spans`` the path holds the earliest spans and says so.
 """
 
 from __future__ import annotations
@@ -124,8 +125,20 @@ def _expand(source: SpanSource, found: Collected, frontier: list[str], max_spans
         spans = _read_traces(source, found, frontier, max_spans)
         if spans is None:
             return
-        frontier = _linked_out(spans) + sorted(source.trace_ids_linking_to(frontier))
+        held = _held(frontier, spans)
+        frontier = _linked_out(spans) + sorted(source.trace_ids_linking_to(held))
     found.warnings.append(f"stopped following links after {MAX_LINK_ROUNDS} rounds")
+
+
+def _held(trace_ids: list[str], spans: list[SpanRecord]) -> list[str]:
+    """The traces of ``trace_ids`` the source holds spans of.
+
+    Only these are asked for the traces linking into them: a link out to a context the source
+    does not hold (a public endpoint's untrusted caller) leads nowhere, and must not join every
+    other request that links to the same context (the store's rule for requests, too).
+    """
+    held = {span.trace_id.lower() for span in spans}
+    return [t for t in trace_ids if t in held]
 
 
 def _read_traces(
