@@ -23,12 +23,13 @@ from tracekit_cli.output import emit_json, emit_rich, emit_text
 @backend_options
 @format_option
 @click.option("--service", metavar="NAME", help="Only requests whose root is in this service.")
-@click.option("--since", metavar="WHEN", help="Only since then: 15m, 2h, 7d or an ISO 8601 time.")
+@click.option("--since", metavar="WHEN",
+              help="Only those started since then: 15m, 2h, 7d or an ISO 8601 time.")  # fmt: skip
 @click.option("--min-duration", type=Number(min=0), metavar="MS",
               help="Only requests that took at least this many milliseconds.")  # fmt: skip
 @click.option("--errors", is_flag=True, help="Only requests with an error anywhere in them.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
-              help="List at most this many requests (the newest).")  # fmt: skip
+              help="List at most this many requests (those that started last).")  # fmt: skip
 def search(
     store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
     output_format: str | None, service: str | None, since: str | None,

@@ -186,7 +186,7 @@ class SpanSource(Protocol):
         errors_only: bool = False,
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
-        """Most recent requests (root spans) first, filtered."""
+        """The requests that started last (root spans), newest first, filtered."""
         ...
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:

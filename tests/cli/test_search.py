@@ -110,6 +110,59 @@ def test_a_request_is_listed_once_with_every_trace_joined_into_it(tmp_path: Path
     assert first.trace_id != second.trace_id
 
 
+def listed(store: Path, *args: str) -> list[tuple[str, int]]:
+    code, out, _ = run("--store", str(store), "--format", "json", *args)
+    assert code == 0
+    return [(r["correlation_id"], r["start_unix_nano"]) for r in json.loads(out)["requests"]]
+
+
+def test_limit_keeps_the_first_rows_of_the_listing(store: Path) -> None:
+    everything = listed(store, "--since", SINCE)
+    assert [cid for cid, _ in everything] == ["req-checkout-1", "req-incident-9"]
+    for n in range(1, len(everything) + 1):
+        assert listed(store, "--since", SINCE, "--limit", str(n)) == everything[:n]
+
+
+def test_order_limit_and_since_follow_the_start_shown(tmp_path: Path) -> None:
+    """A client retried `retry` 10 s after its first attempt; `other` started in between. A
+    request starts when the first of its traces did (the start shown): that orders the listing,
+    `--limit` keeps its newest rows and `--since` the requests that started then or later."""
+    retry, other = Topology("retry"), Topology("other")
+    retry.span("gw", "GET /x", "SERVER", 0, 50)
+    retry.new_trace()
+    retry.span("gw", "GET /x", "SERVER", 10_000, 10_050)
+    other.span("gw", "GET /y", "SERVER", 5_000, 5_050)
+    path = tmp_path / "retry.db"
+    with Store(path) as s:
+        s.write_spans([*retry.spans, *other.spans])
+    started = {"retry": T0, "other": T0 + 5 * 10**9}  # 22:13:20 and 22:13:25
+
+    assert listed(path, "--since", SINCE) == [("other", started["other"]), ("retry", T0)]
+    assert listed(path, "--since", SINCE, "--limit", "1") == [("other", started["other"])]
+    assert listed(path, "--since", "2023-11-14T22:13:22+00:00") == [("other", started["other"])]
+    code, out, err = run("--store", str(path), "--since", "2023-11-14T22:13:27+00:00")
+    assert (code, out, err) == (1, "", "tracekit: no requests match\n")
+
+
+def test_the_newest_request_is_found_past_many_retried_older_ones(tmp_path: Path) -> None:
+    """300 requests retried a minute after their first attempt, all retries after `plain`
+    started: `plain` is still the newest request, however many retries are read first."""
+    t = Topology("plain")
+    t.span("gw", "GET /plain", "SERVER", 500, 501)
+    retried = []
+    for n in range(300):
+        r = Topology(f"retried-{n}")
+        r.span("gw", "GET /r", "SERVER", n, n + 1)
+        r.new_trace()
+        r.span("gw", "GET /r", "SERVER", 60_000 + n, 60_001 + n)
+        retried.extend(r.spans)
+    path = tmp_path / "retried.db"
+    with Store(path) as s:
+        s.write_spans([*t.spans, *retried])
+
+    assert listed(path, "--since", SINCE, "--limit", "1") == [("plain", T0 + 500 * 10**6)]
+
+
 def test_nothing_matching_exits_1_and_bad_since_exits_2(store: Path) -> None:
     code, out, err = run("--store", str(store), "--since", "5m")  # the data is from 2023
     assert (code, out) == (1, "") and err == "tracekit: no requests match\n"

@@ -65,7 +65,7 @@ _DOMINANT_CORRELATION = (
     " WHERE d.trace_ref = s.trace_ref AND d.correlation_ref IS NOT NULL"
     " GROUP BY d.correlation_ref ORDER BY count(*) DESC, min(d.start_ns) LIMIT 1))"
 )
-ENTRY_PAGE = 200  # entries measured per query once the first page (of ``limit``) is short
+ENTRY_PAGE = 200  # most entries measured per query: pages start at ``limit`` and double
 MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot read the whole store
 # Every trace `tracekit trace` joins to an entry (path/collect.py): its own, those carrying its
 # correlation ID, and, transitively, those linked to or from them. Then the request's measures
@@ -200,31 +200,40 @@ class StoreReader:
         errors_only: bool,
         limit: int,
     ) -> list[RequestSummary]:
-        """Requests newest first, each measured over every trace ``tracekit trace`` joins to it.
+        """The ``limit`` requests that started last, each measured over every trace ``tracekit
+        trace`` joins to it.
 
-        Entry points are read a page at a time (filtered by root service and start); each
-        request is then measured on its own (``_REQUEST_EXTENT``), and the duration and error
-        filters apply to those measures. Entries sharing a correlation ID are one request, listed
-        once (as its newest entry).
+        A request starts when the earliest span of those traces does: that start orders the
+        listing and is what ``since_unix_nano`` and the duration and error filters apply to.
+        Entry points are read a page at a time, newest root first (filtered by root service and
+        start), and each request is measured on its own (``_REQUEST_EXTENT``). Entries sharing a
+        correlation ID are one request, listed once (as its newest entry). No request starts
+        after its entry's root, so the pages stop once no older root can start a request newer
+        than the ``limit`` found.
         """
         found: list[RequestSummary] = []
         seen: set[str] = set()
         before: tuple[int, int] | None = None
         size = max(1, limit)
-        while len(found) < limit:
+        while limit > 0:
             page = self._entry_page(service, since_unix_nano, before, size)
             if not page:
                 break
-            size = ENTRY_PAGE
+            size = min(2 * size, ENTRY_PAGE)
             before = (page[-1][4], page[-1][0])
             for summary in self._measured(page):
                 key = summary.correlation_id or summary.trace_id
-                if key in seen or not _matches(summary, min_duration_ms, errors_only):
+                if key in seen or not _matches(
+                    summary, since_unix_nano, min_duration_ms, errors_only
+                ):
                     continue
                 seen.add(key)
                 found.append(summary)
-        found.sort(key=lambda summary: summary.start_unix_nano, reverse=True)
-        return found[: max(0, limit)]
+            # a stable sort: a tie goes to the entry read first, as it would with no limit
+            found = sorted(found, key=lambda summary: summary.start_unix_nano, reverse=True)[:limit]
+            if len(found) == limit and found[-1].start_unix_nano >= before[0]:
+                break
+        return found
 
     def _entry_page(
         self,
@@ -390,8 +399,15 @@ class StoreReader:
         )
 
 
-def _matches(summary: RequestSummary, min_duration_ms: float | None, errors_only: bool) -> bool:
+def _matches(
+    summary: RequestSummary,
+    since_unix_nano: int | None,
+    min_duration_ms: float | None,
+    errors_only: bool,
+) -> bool:
     if errors_only and not summary.error:
+        return False
+    if since_unix_nano is not None and summary.start_unix_nano < since_unix_nano:
         return False
     return min_duration_ms is None or summary.duration_ms >= min_duration_ms
 

@@ -197,9 +197,11 @@ class Store:
         errors_only: bool = False,
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
-        """Root spans (no parent, or parent not stored) newest first.
+        """Requests (entry points: roots, one per trace) that started last, newest first.
 
-        ``errors_only`` keeps requests whose trace holds any span with status ERROR.
+        A request starts with the earliest span of the traces joined into it, as ``tracekit
+        trace`` shows it; ``since_unix_nano`` keeps those that started then or later.
+        ``errors_only`` keeps requests holding any span with status ERROR.
         """
         return self._read(
             lambda r: r.recent_requests(
