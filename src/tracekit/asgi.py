@@ -57,6 +57,12 @@ class TracekitMiddleware:
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
         echo_on_server_error_pages()
 
+    @property
+    def routes(self) -> Any:
+        """The wrapped application's routes: what Starlette's ``Mount`` of this middleware lists,
+        so a route under the mount is named with the mount's template in front."""
+        return getattr(self.app, "routes", [])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
             await self.app(scope, receive, lifecycle.lifespan_send(send))

@@ -34,6 +34,8 @@ KNOWN_METHODS = frozenset(
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
+# The ActiveRequest of the request under way, in the context tracekit attaches for its span.
+_REQUEST_KEY = otel_context.create_key("tracekit-request")
 
 
 @dataclass(slots=True)
@@ -51,6 +53,12 @@ class ActiveRequest:
     measured: bool = True  # counted in the request metrics (a WebSocket connection is not)
     completed: bool = False  # span ended and metrics recorded
     completed_ns: int = 0
+    # Two tracekit layers on one request (the WSGI middleware around Django's): the inner one
+    # points at the outer, which alone ends the span and records the metrics, with the route and
+    # the error the inner one found if it knows none itself.
+    outer: ActiveRequest | None = None
+    route: str | None = None
+    error: BaseException | None = None
 
 
 class ServerRequests:
@@ -96,22 +104,25 @@ class ServerRequests:
     ) -> ActiveRequest:
         """Begin a request: pick the correlation ID, extract context, open the SERVER span.
         ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket)."""
+        current = otel_context.get_current()
+        # An empty current context (the usual case) holds no enclosing request or span.
+        outer = current.get(_REQUEST_KEY) if current else None
+        if isinstance(outer, ActiveRequest) and _encloses(outer, current):
+            return _nested(outer)
         cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
-        span = context_token = None
-        enclosing = None
-        # An empty current context (the usual case) holds no enclosing span: skip the lookup.
-        if self._tracer is not None and otel_context.get_current():
-            enclosing = self._stamped_enclosing_span(cid)
-        if enclosing is None and self._tracer is not None:
-            span, context_token = self._start_span(method, path, headers, attributes, cid)
+        request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
+        if self._tracer is not None:
+            enclosing = self._stamped_enclosing_span(cid) if current else None
+            if enclosing is None:
+                self._start_span(request, path, headers, attributes)
+            else:
+                request.span, request.owns_span = enclosing, False
         if self._metrics is not None and measured:
             self._metrics.request_started()
-        return ActiveRequest(
-            cid, method, span or enclosing, context_token, cid_token, perf_counter(), 0,
-            enclosing is None, measured,
-        )  # fmt: skip
+        request.started = perf_counter()
+        return request
 
     def complete(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
@@ -121,6 +132,10 @@ class ServerRequests:
         if request.completed:
             return
         request.completed, request.completed_ns = True, time.time_ns()
+        if request.outer is not None:
+            _report_to_outer(request.outer, route, error)
+            return
+        route, error = route or request.route, error or request.error
         try:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
@@ -192,12 +207,11 @@ class ServerRequests:
 
     def _start_span(
         self,
-        method: str,
+        request: ActiveRequest,
         path: str,
         headers: Mapping[str, list[str]],
         attributes: dict[str, Any],
-        cid: str,
-    ) -> tuple[trace.Span, object]:
+    ) -> None:
         assert self._tracer is not None
         # Public-endpoint mode drops incoming baggage: it is not even parsed.
         parent = self._propagator.extract_header_lists(
@@ -208,21 +222,24 @@ class ServerRequests:
             remote = trace.get_current_span(parent).get_span_context()
             links = [Link(remote)] if remote.is_valid else None
             parent = _without_caller(otel_context.get_current())
+        method = request.method
         attributes[semconv.HTTP_REQUEST_METHOD] = method
         attributes[semconv.URL_PATH] = path
-        attributes[semconv.CORRELATION_ID] = cid
-        span = self._tracer.start_span(
+        attributes[semconv.CORRELATION_ID] = request.correlation_id
+        span = request.span = self._tracer.start_span(
             "HTTP" if method == semconv.OTHER_METHOD else method,
             context=parent,
             kind=SpanKind.SERVER,
             attributes=attributes,
             links=links,
         )
-        # One new Context holding the span (what trace.set_span_in_context builds, minus a call).
-        token = otel_context.attach(
-            otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
+        # One new Context holding the span (what trace.set_span_in_context builds, minus a call)
+        # and the request, which a second tracekit layer inside this one finds there.
+        request.context_token = otel_context.attach(
+            otel_context.Context(
+                {**parent, propagation.CURRENT_SPAN_KEY: span, _REQUEST_KEY: request}
+            )
         )
-        return span, token
 
 
 def server_requests(
@@ -236,6 +253,29 @@ def server_requests(
     if not opts.correlation_only:
         metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
     return ServerRequests(opts, tracer_provider, metrics)
+
+
+def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
+    """True when ``outer``, a request an outer tracekit layer started, is still the one under
+    way here: its span is the current span (not a span the application opened inside it)."""
+    return not outer.completed and current.get(propagation.CURRENT_SPAN_KEY) is outer.span
+
+
+def _nested(outer: ActiveRequest) -> ActiveRequest:
+    """This layer's share of a request an outer tracekit layer handles: its correlation ID and
+    span, no span or metrics of its own."""
+    token = correlation.set_correlation_id(outer.correlation_id)
+    return ActiveRequest(
+        outer.correlation_id, outer.method, outer.span, None, token, 0.0,
+        owns_span=False, measured=False, outer=outer,
+    )  # fmt: skip
+
+
+def _report_to_outer(outer: ActiveRequest, route: str | None, error: BaseException | None) -> None:
+    """What only the inner layer knows (Django's resolver route, the view's exception), for the
+    outer layer to name its span and label its metrics with, if it knows none itself."""
+    outer.route = outer.route or route
+    outer.error = outer.error or error
 
 
 def _enclosing_server_span() -> trace.Span | None:

@@ -23,6 +23,7 @@ urlpatterns = [
     path("suspicious", views.suspicious),
     path("crash", views.crash),
     path("stream", views.stream),
+    path("in-flight", views.in_flight),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import tracekit
 
@@ -17,6 +18,11 @@ def show(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     cid = tracekit.correlation_id()
     return StreamingHttpResponse(f"{cid}\n" for _ in range(3))
+
+
+def in_flight(request: HttpRequest) -> HttpResponse:
+    """The process's metrics as a scrape shows them while this request is in flight."""
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
 def missing(request: HttpRequest, item_id: int) -> HttpResponse:

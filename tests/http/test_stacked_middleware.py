@@ -1,0 +1,186 @@
+"""Two tracekit server layers on one request: tracekit's WSGI middleware around a Django project
+that lists tracekit's Django middleware (under gunicorn), and tracekit's ASGI middleware around
+an app that mounts a sub-application wrapped in it too (under uvicorn).
+
+The request is one request to the user: one SERVER span, named by its route, and one observation
+in the metrics, with that route; one request in flight while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conditions import wait_for
+from loopback import free_port
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from tracekit.asgi import TracekitMiddleware
+from tracekit.path import reconstruct
+from tracekit.records import BackendError
+from tracekit.store import Store
+
+DJANGO_SITE = Path(__file__).resolve().parent
+
+
+def _request_counts(exposition: str) -> dict[tuple[str, str], float]:
+    """``(http_route, http_response_status_code)`` -> requests counted, from a scrape."""
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
+    return {
+        (s.labels["http_route"], s.labels["http_response_status_code"]): s.value
+        for s in families["http_server_request_duration_seconds"].samples
+        if s.name.endswith("_count")
+    }
+
+
+def _in_flight(exposition: str) -> list[float]:
+    families = {f.name: f for f in text_string_to_metric_families(exposition)}
+    return [s.value for s in families["http_server_active_requests"].samples]
+
+
+@pytest.fixture(scope="module")
+def stacked_django(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
+    """(base URL, store, metrics URL) of the Django site served by gunicorn through
+    django_site/wsgi_stacked.py."""
+    store = tmp_path_factory.mktemp("stacked") / "tracekit.db"
+    metrics_port, port = free_port(), free_port()
+    env = {
+        **os.environ,
+        # the site, before the tracekit this run imports (a checkout's src/ on PYTHONPATH)
+        "PYTHONPATH": os.pathsep.join([str(DJANGO_SITE), os.environ.get("PYTHONPATH", "")]),
+        "DJANGO_SETTINGS_MODULE": "django_site.settings",
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(store),
+        "TRACEKIT_METRICS_PORT": str(metrics_port),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "django_site.wsgi_stacked"]  # fmt: skip
+    log = store.parent / "server.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url) or process.poll() is not None, 30, "the site")
+        assert process.poll() is None, log.read_text()
+        yield url, store, f"http://127.0.0.1:{metrics_port}/metrics"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url + "/in-flight", timeout=1)
+        return True
+    except requests.ConnectionError:
+        return False
+
+
+def _server_spans(store: Path, correlation_id: str) -> list[dict[str, Any]]:
+    """The SERVER spans ``tracekit trace ID`` shows, once the request's spans are stored."""
+
+    def found() -> list[dict[str, Any]] | None:
+        try:
+            with Store(store) as source:
+                path = reconstruct(source, correlation_id)
+        except BackendError:
+            return None  # the server's first export has not created the store yet
+        if path is None or not path.spans:
+            return None
+        return [s for s in path.to_json()["spans"] if s["kind"] == "SERVER"]
+
+    spans: list[dict[str, Any]] = wait_for(found, 15, f"the spans of {correlation_id}")
+    return spans
+
+
+def test_django_under_the_wsgi_middleware_is_one_request_with_its_route(
+    stacked_django: tuple[str, Path, str],
+) -> None:
+    url, store, metrics_url = stacked_django
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    cids = [f"stack-{n}-{uuid.uuid4().hex[:8]}" for n in range(3)]
+    for n, cid in enumerate(cids):
+        response = requests.get(f"{url}/orders/{n}", headers={"X-Correlation-ID": cid}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["X-Correlation-ID"] == cid
+        assert response.text.startswith(cid)
+    during = requests.get(url + "/in-flight", timeout=10).text
+
+    assert _in_flight(during) == [1.0]
+
+    def counted_since() -> dict[tuple[str, str], float]:
+        after = _request_counts(requests.get(metrics_url, timeout=10).text)
+        return {
+            key: n - before.get(key, 0.0) for key, n in after.items() if n > before.get(key, 0.0)
+        }
+
+    # the server records a request once it has sent the response: wait for the last one
+    wait_for(lambda: sum(counted_since().values()) >= 4, 5, "4 requests counted")
+    assert counted_since() == {
+        ("/orders/{order_id}", "200"): 3.0,
+        ("/in-flight", "200"): 1.0,
+    }
+    for cid in cids:
+        (span,) = _server_spans(store, cid)
+        assert span["name"] == "GET /orders/{order_id}"
+        assert span["attributes"]["http.route"] == "/orders/{order_id}"
+        assert span["attributes"]["correlation.id"] == cid
+
+
+def test_a_view_error_under_both_layers_is_recorded_with_its_exception(
+    stacked_django: tuple[str, Path, str],
+) -> None:
+    url, store, _ = stacked_django
+    cid = f"stack-crash-{uuid.uuid4().hex[:8]}"
+    response = requests.get(url + "/crash", headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code == 500
+
+    (span,) = _server_spans(store, cid)
+    assert span["name"] == "GET /crash"
+    assert span["status"] == "ERROR"
+    assert span["attributes"]["error.type"] == "LookupError"
+
+
+def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
+    serve_asgi: Any, wait_for_spans: Any, spans: InMemorySpanExporter
+) -> None:
+    registry = CollectorRegistry()
+
+    async def item(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode())
+
+    shop = TracekitMiddleware(
+        Starlette(routes=[Route("/items/{item_id}", item)]), registry=registry
+    )
+    app = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]), registry=registry)
+    url = serve_asgi(app)
+
+    during = [requests.get(f"{url}/shop/items/{n}", timeout=10) for n in range(3)]
+
+    assert [_in_flight(response.text) for response in during] == [[1.0]] * 3
+
+    def counts() -> dict[tuple[str, str], float]:
+        return _request_counts(generate_latest(registry).decode())
+
+    # the server records a request once it has sent the response: wait for the last one
+    wait_for(lambda: sum(counts().values()) >= 3, 5, "3 requests counted")
+    assert counts() == {("/shop/items/{item_id}", "200"): 3.0}
+    server_spans = [s for s in wait_for_spans(3) if s.kind.name == "SERVER"]
+    assert [s.name for s in server_spans] == ["GET /shop/items/{item_id}"] * 3
+    assert [s.attributes["correlation.id"] for s in server_spans] == [
+        r.headers["X-Correlation-ID"] for r in during
+    ]
