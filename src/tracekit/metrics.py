@@ -17,13 +17,14 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, TypeVar
 
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
+from tracekit._metrics.families import join
 from tracekit._metrics.local import (
     LocalCounter,
     LocalGauge,
@@ -76,6 +77,7 @@ _SERVER_ACTIVE = "http_server_active_requests"
 _SERVER_ACTIVE_HELP = "Number of HTTP server requests in flight."
 _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
 _SAMPLED = 0x01  # W3C trace-flags bit
+_Family = TypeVar("_Family", Counter, Gauge, Histogram)
 
 
 class BoundedLabel:
@@ -114,7 +116,14 @@ def _histogram(
     registry: CollectorRegistry,
     buckets: tuple[float, ...] = DURATION_BUCKETS,
 ) -> Histogram:
-    return Histogram(name, documentation, labels, buckets=buckets, registry=registry)
+    return _joined(Histogram(name, documentation, labels, buckets=buckets, registry=None), registry)
+
+
+def _joined(family: _Family, registry: CollectorRegistry) -> _Family:
+    """``family`` (built outside any registry) exposed in ``registry``, beside the same family
+    of the other services recording there."""
+    join(registry, family)
+    return family
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
@@ -128,16 +137,20 @@ def exemplar_of(span: Span | None) -> dict[str, str] | None:
 
 
 class _ServiceMetrics:
-    """Metric families of one service, held once per registry: build them with ``get``.
+    """Metric families of one service in one registry, held once per service name, version and
+    registry: build them with ``get``.
 
-    A registry refuses a second family of the same name, however many middleware instances or
-    consumers share it, hence one instance per registry.
+    A process records under a second service after ``tracekit.shutdown()`` and an ``init()``
+    under a new name, or through a middleware given its own ``service_name``; each service's
+    collectors join the families of the registry (``tracekit._metrics.families``), which refuses
+    a second family of the same name.
     """
 
-    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Any]]
-    # The registry asked for last and its instance: every queue hop asks, nearly always for
-    # the same registry, and this answers without a lock or a weak reference.
-    _last: ClassVar[tuple[CollectorRegistry, Any] | None]
+    _instances: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, dict[tuple[str, str], Any]]]
+    # The service and registry asked for last and their instance: every queue hop and client
+    # call asks, nearly always for the same ones, and this answers without a lock or a weak
+    # reference.
+    _last: ClassVar[tuple[CollectorRegistry, str, str | None, Any] | None]
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -152,17 +165,25 @@ class _ServiceMetrics:
         service_version: str | None = None,
         registry: CollectorRegistry | None = None,
     ) -> Self:
-        """The metrics of ``registry`` (default: the global one), created on first use."""
+        """The metrics of the service in ``registry`` (default: the global one), created on
+        first use."""
         registry = REGISTRY if registry is None else registry
         last = cls._last
-        if last is not None and last[0] is registry:
-            known: Self = last[1]
+        if (
+            last is not None
+            and last[0] is registry
+            and last[1] == service_name
+            and last[2] == service_version
+        ):
+            known: Self = last[3]
             return known
         with cls._lock:
-            instance = cls._instances.get(registry)
+            services = cls._instances.setdefault(registry, {})
+            key = (service_name, service_version or "")
+            instance = services.get(key)
             if instance is None:
-                instance = cls._instances[registry] = cls(service_name, service_version, registry)
-            cls._last = (registry, instance)
+                instance = services[key] = cls(service_name, service_version, registry)
+            cls._last = (registry, service_name, service_version, instance)
             return instance
 
     def __init__(
@@ -225,12 +246,15 @@ class HttpServerMetrics(_ServiceMetrics):
             return
         labels = (*_SERVER_LABELS, *_SERVICE_LABELS)
         self.duration = _histogram(_SERVER_DURATION, _SERVER_DURATION_HELP, labels, registry)
-        self.active = Gauge(
-            _SERVER_ACTIVE,
-            _SERVER_ACTIVE_HELP,
-            _SERVICE_LABELS,
-            registry=registry,
-            multiprocess_mode="livesum",  # one number for the server: the sum over live workers
+        self.active = _joined(
+            Gauge(
+                _SERVER_ACTIVE,
+                _SERVER_ACTIVE_HELP,
+                _SERVICE_LABELS,
+                registry=None,
+                multiprocess_mode="livesum",  # one number for the server: the sum over live workers
+            ),
+            registry,
         ).labels(*self._service)
 
     def request_started(self) -> None:
@@ -331,12 +355,12 @@ class MessagingMetrics(_ServiceMetrics):
         self.publish_duration = _histogram(
             _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, labels, registry
         )
-        self.sent = Counter(_SENT, _SENT_HELP, labels, registry=registry)
+        self.sent = _joined(Counter(_SENT, _SENT_HELP, labels, registry=None), registry)
         self.process_duration = _histogram(
             _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, registry
         )
-        self.consumed = Counter(_CONSUMED, _CONSUMED_HELP, labels, registry=registry)
-        self.failed = Counter(_FAILED, _FAILED_HELP, with_error, registry=registry)
+        self.consumed = _joined(Counter(_CONSUMED, _CONSUMED_HELP, labels, registry=None), registry)
+        self.failed = _joined(Counter(_FAILED, _FAILED_HELP, with_error, registry=None), registry)
         self.queue_wait = _histogram(
             _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, registry, QUEUE_WAIT_BUCKETS
         )

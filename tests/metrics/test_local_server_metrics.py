@@ -139,3 +139,31 @@ def test_concurrent_requests_lose_no_updates() -> None:
         )
         == 0.0
     )
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local", "prometheus-client"])
+def test_two_services_record_into_one_family_each(local: bool) -> None:
+    """A second service in the registry (a re-init under a new name, a middleware's own
+    service_name) adds its series to the families the first one registered."""
+    registry = CollectorRegistry()
+    for name in ("first", "second"):
+        server = metrics.HttpServerMetrics(name, None, registry, local=local)
+        server.request_started()
+        server.request_finished("GET", "/x", 200, 0.01, None)
+    messaging = metrics.MessagingMetrics("second", None, registry, local=local)
+    messaging.published("kafka", "orders", 0.01, None)
+
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE http_server_request_duration_seconds histogram") == 1
+    assert text.count("# TYPE http_server_active_requests gauge") == 1
+    for name in ("first", "second"):
+        labels = {"http_request_method": "GET", "http_route": "/x",
+                  "http_response_status_code": "200",
+                  "service_name": name, "service_version": ""}  # fmt: skip
+        assert registry.get_sample_value("http_server_request_duration_seconds_count", labels) == 1
+        assert (
+            f'http_server_active_requests{{service_name="{name}",service_version=""}} 0.0' in text
+        )
+    sent = {"messaging_system": "kafka", "messaging_destination_name": "orders",
+            "service_name": "second", "service_version": ""}  # fmt: skip
+    assert registry.get_sample_value("messaging_client_sent_messages_total", sent) == 1

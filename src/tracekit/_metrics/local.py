@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import INF, floatToGoString
 
+from tracekit._metrics.families import join
+
 __all__ = ["LocalCounter", "LocalGauge", "LocalHistogram", "LockFreeCounter", "local_values"]
 
 
@@ -81,7 +83,7 @@ class LocalHistogram(Collector):
         self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
         self.observations = 0  # over every series: lets a caller count finished requests
-        registry.register(self)
+        join(registry, self)
 
     def observe(
         self, labels: tuple[str, ...], amount: float, trace_id: int = 0, span_id: int = 0
@@ -165,7 +167,7 @@ class LocalCounter(Collector):
         self._labelnames = tuple(labelnames)
         self._constant = dict(constant)
         self._read = read
-        registry.register(self)
+        join(registry, self)
 
     def describe(self) -> list[Metric]:
         """The family's name and type (the registry reserves ``_total`` and ``_created``)."""
@@ -197,7 +199,7 @@ class LocalGauge(Collector):
         self.name, self.documentation = name, documentation
         self._labels = dict(labels)
         self._read = read
-        registry.register(self)
+        join(registry, self)
 
     def describe(self) -> list[Metric]:
         """The family's name and type."""

@@ -1,0 +1,94 @@
+"""The ``service_name`` label is the service's that recorded the sample: after
+``tracekit.shutdown()`` and an ``init()`` under a new name, and for a middleware given its own
+``service_name``, beside the others in one registry.
+
+A fresh interpreter (init, shutdown and the global registry are the process's) serves Starlette
+under uvicorn on loopback, calls it through httpx, and scrapes tracekit's own metrics port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from loopback import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+SCRIPT = """
+import sys
+
+import httpx
+from loopback import start_uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tracekit
+from tracekit.asgi import TracekitMiddleware
+
+metrics_port = int(sys.argv[1])
+
+
+async def order(request):
+    return PlainTextResponse("ok")
+
+
+def serve_and_call(**overrides):
+    app = TracekitMiddleware(Starlette(routes=[Route("/orders/{id}", order)]), **overrides)
+    url, stop = start_uvicorn(app)
+    httpx.get(url + "/orders/1").raise_for_status()
+    stop()
+
+
+tracekit.init("first", exporter="none", metrics_port=metrics_port)
+serve_and_call()
+tracekit.shutdown()
+tracekit.init("second", service_version="2.0", exporter="none", metrics_port=metrics_port)
+serve_and_call()
+serve_and_call(service_name="billing")
+print(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
+tracekit.shutdown()
+"""
+
+
+def test_each_service_labels_its_own_requests() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    families = {f.name: f for f in text_string_to_metric_families(done.stdout)}
+
+    def counted(family: str) -> dict[tuple[str, str], float]:
+        """Observations per (service_name, service_version), over every other label."""
+        totals: dict[tuple[str, str], float] = {}
+        for sample in families[family].samples:
+            if sample.name.endswith("_count"):
+                service = (sample.labels["service_name"], sample.labels["service_version"])
+                totals[service] = totals.get(service, 0.0) + sample.value
+        return totals
+
+    assert counted("http_server_request_duration_seconds") == {
+        ("first", ""): 1.0,
+        ("second", "2.0"): 1.0,
+        ("billing", "2.0"): 1.0,
+    }
+    # httpx's calls, instrumented by init: the service making them is the one init named
+    assert counted("http_client_request_duration_seconds") == {
+        ("first", ""): 1.0,
+        ("second", "2.0"): 2.0,
+    }
+    in_flight = {
+        (s.labels["service_name"], s.labels["service_version"]): s.value
+        for s in families["http_server_active_requests"].samples
+    }
+    assert in_flight == {("first", ""): 0.0, ("second", "2.0"): 0.0, ("billing", "2.0"): 0.0}
