@@ -363,7 +363,9 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         key: value for key, value in _extra_fields(record).items() if value is not None
     }
-    cid = _record_fields(record).get("correlation_id")
+    # Unstamped (``logs=False``), the record has no field: the export runs in the context the
+    # record was made in, whose ID is the one stamping would have given it.
+    cid = _record_fields(record).get("correlation_id") or correlation.correlation_id()
     if cid is not None:
         attributes[semconv.CORRELATION_ID] = cid
     attributes["code.file.path"] = record.pathname

@@ -83,6 +83,18 @@ def test_request_logs_reach_stdout_json_and_the_store(tmp_path: Path) -> None:
     assert charge.severity_text == "INFO"
 
 
+def test_exported_records_carry_the_correlation_id_without_stamping(tmp_path: Path) -> None:
+    """``logs=False`` leaves the host's records unstamped; the exported ones still carry
+    ``correlation.id``, so ``tracekit trace ID`` still finds the request's log lines."""
+    store_path = tmp_path / "tracekit.db"
+    stdout, _ = _run_service("store", store_path, {"TRACEKIT_LOGS": "false"})
+    assert "correlation_id" not in _charge_line(stdout)  # not stamped: nothing to print
+
+    with Store(store_path) as store:
+        exported = store.logs_by_correlation_id("checkout-77")
+    assert [(r.body, r.correlation_id) for r in exported] == [("charging order 7", "checkout-77")]
+
+
 class _OtlpSink(BaseHTTPRequestHandler):
     """Accepts OTLP/HTTP protobuf posts and keeps the decoded log requests."""
 
