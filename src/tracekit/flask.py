@@ -20,5 +20,6 @@ def init_app(app: Any, **options: Any) -> Any:
     ``registry`` and any ``tracekit.init`` option such as ``excluded_urls``). Returns ``app``.
     """
     if not isinstance(app.wsgi_app, TracekitMiddleware):
-        app.wsgi_app = TracekitMiddleware(app.wsgi_app, **options)  # connects the signals
+        # ``app`` itself: its wsgi_app may already be wrapped (ProxyFix, DispatcherMiddleware)
+        app.wsgi_app = TracekitMiddleware(app.wsgi_app, flask_app=app, **options)
     return app

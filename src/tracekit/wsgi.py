@@ -42,7 +42,9 @@ class TracekitMiddleware:
     """Correlates and traces every request of a WSGI app.
 
     ``tracer_provider`` and ``registry`` default to the global ones; keyword ``options`` override
-    those given to ``tracekit.init()`` (for example ``mode="correlation"``).
+    those given to ``tracekit.init()`` (for example ``mode="correlation"``). ``flask_app`` is the
+    Flask app below ``app`` when wrappers (``ProxyFix``, ``DispatcherMiddleware``) hide it, for
+    its route names and view exceptions (``tracekit.flask.init_app`` passes it).
     """
 
     def __init__(
@@ -51,12 +53,13 @@ class TracekitMiddleware:
         *,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
+        flask_app: object | None = None,
         **options: Any,
     ) -> None:
         self.app = app
         self._requests = server_requests(tracer_provider, registry, options)
         # Correlation-only mode needs no route names, so no Flask hooks either.
-        self._flask = self._requests.records and flask_hooks.connect(app)
+        self._flask = self._requests.records and flask_hooks.connect(flask_app or app)
         self._echo_lower = self._requests.response_header.lower()
         self._environ_keys = header_keys(self._requests.wanted_headers)
         self._attributes = ServerAttributes()

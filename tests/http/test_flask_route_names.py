@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import flask
 import pytest
 import requests
 from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import tracekit.flask
 from tracekit import wsgi
@@ -65,3 +69,56 @@ def test_routes_survive_propagated_exceptions_404s_and_streams(
     assert failed.status.status_code is StatusCode.ERROR
     assert by_path["/stream/x"].attributes["http.response.status_code"] == 200
     assert "http.route" not in by_path["/nowhere/9"].attributes
+
+
+def _proxied(app: flask.Flask) -> None:
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)  # type: ignore[method-assign]
+
+
+def _dispatched(app: flask.Flask) -> None:
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/static-site": _not_found})  # type: ignore[method-assign]
+
+
+def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"nothing here"]
+
+
+@pytest.mark.parametrize("wrap_first", [_proxied, _dispatched])
+def test_init_app_after_the_wsgi_app_was_wrapped(serve_wsgi, wait_for_spans, caplog, wrap_first):
+    """The usual deployment: ProxyFix (or a DispatcherMiddleware) around ``app.wsgi_app`` first,
+    then ``init_app``; route names, the metrics label and the view's exception are as without."""
+    caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception
+    app = flask.Flask("wrapped_first")
+
+    @app.get("/orders/<int:oid>")
+    def order(oid: int) -> str:
+        return f"order {oid}"
+
+    @app.get("/boom")
+    def boom() -> str:
+        raise ValueError("card declined")
+
+    wrap_first(app)
+    registry = CollectorRegistry()
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=registry, service_name="shop"))
+
+    assert requests.get(url + "/orders/7", timeout=10).text == "order 7"
+    assert requests.get(url + "/boom", timeout=10).status_code == 500
+
+    by_path = {span.attributes["url.path"]: span for span in wait_for_spans(2)}
+    assert {path: span.name for path, span in by_path.items()} == {
+        "/orders/7": "GET /orders/{oid}",
+        "/boom": "GET /boom",
+    }
+    assert by_path["/orders/7"].attributes["http.route"] == "/orders/{oid}"
+    failed = by_path["/boom"]
+    assert failed.attributes["error.type"] == "ValueError"
+    assert failed.status.description == "ValueError: card declined"
+    (event,) = [e for e in failed.events if e.name == "exception"]
+    assert event.attributes is not None and event.attributes["exception.type"] == "ValueError"
+    labels = {"service_name": "shop", "service_version": "", "http_request_method": "GET"}
+    count = "http_server_request_duration_seconds_count"
+    for route, status in (("/orders/{oid}", "200"), ("/boom", "500")):
+        sample = {**labels, "http_route": route, "http_response_status_code": status}
+        assert registry.get_sample_value(count, sample) == 1.0, route

@@ -27,10 +27,14 @@ _TEMPLATES: dict[str, str] = {}
 
 
 def connect(app: object) -> bool:
-    """``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``."""
+    """Hook up the Flask app ``app`` is, or whose bound ``wsgi_app`` it is (so that
+    ``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``);
+    False for any other WSGI app."""
     flask = sys.modules.get("flask")
-    owner = getattr(app, "__self__", None)
-    if flask is not None and isinstance(owner, flask.Flask):
+    if flask is None:
+        return False
+    owner = app if isinstance(app, flask.Flask) else getattr(app, "__self__", None)
+    if isinstance(owner, flask.Flask):
         _connect_signals(owner)
         return True
     return False
