@@ -6,7 +6,8 @@ It works under WSGI and ASGI (sync and async capable), names spans by the resolv
 template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i18n_patterns``:
 ``tracekit._http.django_routes``), records the view's exception when Django answers it with a 500
 (``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
-for ``StreamingHttpResponse``, ends the span when the server closes the response. Optional
+for ``StreamingHttpResponse``, ends the span when the server closes the response. The request's
+context stays current until then, so Django's own "Not Found: /x" line carries its IDs. Optional
 settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
 """
 
@@ -93,26 +94,37 @@ class TracekitMiddleware:
                 response[self._requests.response_header] = active.correlation_id
         except Exception as error:
             report_once("django response header", error)
-        if getattr(response, "streaming", False):
-            _finish_on_close(self._requests, active, request, response)
-        else:
-            _finish(self._requests, active, request, _server_error(request, active))
+        if not getattr(response, "streaming", False):
+            _complete(self._requests, active, request)
+        _finish_on_close(self._requests, active, request, response)
         return response
 
 
 def _finish_on_close(
     requests: ServerRequests, active: ActiveRequest, request: Any, response: Any
 ) -> None:
-    """A streamed body is still being produced after the view returns: end the span on close."""
+    """Finish the request when the server closes the response (when Django sends
+    ``request_finished``): a streamed body is still being produced after the view returns, and
+    Django logs a 4xx or 5xx ("Not Found: /x") after the middleware chain has returned, which
+    should carry the request's IDs. Under ASGI Django closes the response in another context,
+    where nothing is restored: the request's own task context ends with it."""
     close = response.close
+
+    def finish() -> None:
+        _complete(requests, active, request)  # a streamed response's span ends here
+        _finish(requests, active, request, None)  # complete by now: restores the context
 
     def close_and_finish() -> None:
         try:
             close()
         finally:
-            _finish(requests, active, request, _server_error(request, active))
+            finish()
 
-    response.close = close_and_finish
+    try:
+        response.close = close_and_finish
+    except Exception as error:  # a response class that refuses the attribute: finish now
+        report_once("django response close", error)
+        finish()
 
 
 def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:
@@ -121,6 +133,14 @@ def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:
     client's error, recorded by its status code alone."""
     error: BaseException | None = getattr(request, _ERROR_ATTRIBUTE, None)
     return error if active.status_code >= 500 or not active.status_code else None
+
+
+def _complete(requests: ServerRequests, active: ActiveRequest, request: Any) -> None:
+    """End the span and record the metrics: the response is ready, its context stays current."""
+    try:
+        requests.complete(active, route_of(request), _server_error(request, active))
+    except Exception as exc:
+        report_once("django request finish", exc)
 
 
 def _finish(

@@ -57,7 +57,8 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     store = tmp_path_factory.mktemp("django") / "tracekit.db"
     env = {
         **os.environ,
-        "PYTHONPATH": str(HERE),
+        # the caller's path too: the servers run the tracekit under test (as tests/support/shop.py)
+        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "DJANGO_SETTINGS_MODULE": "django_site.settings",
         "TRACEKIT_EXPORTER": "store",
         "TRACEKIT_STORE": str(store),
@@ -184,3 +185,30 @@ def test_a_streamed_response_ends_its_span_when_closed_and_logs_nothing(
     assert (span["name"], span["status"]) == ("GET /stream", "UNSET")
     log = _log_of(store).read_text()
     assert "Failed to detach context" not in log and "tracekit" not in log, log
+
+
+@pytest.mark.parametrize(
+    ("request_path", "line"),
+    [("/missing/9001", "Not Found: /missing/9001"), ("/refused", "Bad Request: /refused")],
+)
+def test_djangos_own_log_line_for_a_4xx_is_the_requests(
+    site: tuple[str, Path, str], request_path: str, line: str
+) -> None:
+    """Django logs "Not Found: /x" (logger ``django.request``) after the middleware chain has
+    returned: the line still carries the request's correlation ID and trace, so ``tracekit
+    trace`` shows it under the request's span; and nothing of the request stays current after
+    it (a request tracekit does not trace, served next on the same worker thread, sees none)."""
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + request_path, headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code in (400, 404)
+
+    def logged() -> dict[str, Any] | None:
+        path = path_of(store, cid)
+        return path if line in [log["body"] for log in path["logs"]] else None
+
+    path = wait_for(logged, 15, f"{line!r} in the path of {cid}")
+    (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
+    (log,) = [log for log in path["logs"] if log["body"] == line]
+    assert (log["span_id"], log["severity"]) == (span["span_id"], "WARN")
+    assert requests.get(url + "/health", timeout=10).text == "None False"

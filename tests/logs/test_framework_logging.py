@@ -39,7 +39,8 @@ def environment(tmp_path: Path, **extra: str) -> dict[str, str]:
         "TRACEKIT_STORE": str(tmp_path / "t.db"),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        "PYTHONPATH": str(APPS),
+        # the caller's path too: the apps run the tracekit under test (as tests/support/shop.py)
+        "PYTHONPATH": os.pathsep.join([str(APPS), *filter(None, [os.environ.get("PYTHONPATH")])]),
         **extra,
     }
 

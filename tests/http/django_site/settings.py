@@ -1,4 +1,5 @@
-"""Settings of the test site: tracekit's middleware first, then Django's locale middleware."""
+"""Settings of the test site: tracekit's middleware first, then Django's locale middleware;
+``/health`` is excluded from tracing."""
 
 SECRET_KEY = "test-only"
 DEBUG = False
@@ -9,6 +10,7 @@ DATABASES: dict[str, object] = {}
 USE_I18N = True
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("fr", "French")]
+TRACEKIT = {"excluded_urls": ["^/health$"]}
 MIDDLEWARE = [
     "tracekit.django.TracekitMiddleware",
     "django.middleware.locale.LocaleMiddleware",

@@ -24,6 +24,8 @@ urlpatterns = [
     path("crash", views.crash),
     path("stream", views.stream),
     path("in-flight", views.in_flight),
+    path("refused", views.refused),
+    path("health", views.health),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

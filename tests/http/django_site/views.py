@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    StreamingHttpResponse,
+)
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import tracekit
@@ -37,5 +44,15 @@ def suspicious(request: HttpRequest) -> HttpResponse:
     raise SuspiciousOperation("tampered signature")
 
 
+def refused(request: HttpRequest) -> HttpResponse:
+    return HttpResponseBadRequest("no")  # no exception: Django logs "Bad Request: /refused"
+
+
 def crash(request: HttpRequest) -> HttpResponse:
     raise LookupError("card service said: \x1b[31mdeclined\x1b[0m " + "x" * 600)
+
+
+def health(request: HttpRequest) -> HttpResponse:
+    """Excluded from tracing: whatever request context is current here was left behind."""
+    span_context = trace.get_current_span().get_span_context()
+    return HttpResponse(f"{tracekit.correlation_id()} {span_context.is_valid}")
