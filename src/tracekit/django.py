@@ -7,12 +7,14 @@ template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i1
 ``tracekit._http.django_routes``), records the view's exception when Django answers it with a 500
 (``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
 for ``StreamingHttpResponse``, ends the span when the server closes the response. The request's
-context stays current until then, so Django's own "Not Found: /x" line carries its IDs. Optional
+context stays current until then, so Django's own "Not Found: /x" line carries its IDs. A view
+Django cancels because the client disconnected (ASGI) is a 499, not a server error. Optional
 settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ from tracekit._runtime.guard import report_once
 __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
+_CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away first
 
 
 class TracekitMiddleware:
@@ -66,6 +69,12 @@ class TracekitMiddleware:
             return await self.get_response(request)
         try:
             response = await self.get_response(request)
+        except asyncio.CancelledError:
+            # Django cancels the view's task when the client disconnects: the client's doing,
+            # counted as nginx counts it ("499 client closed request"), not as a server error.
+            active.status_code = _CLIENT_CLOSED_REQUEST
+            _finish(self._requests, active, request, None)
+            raise
         except BaseException as error:
             _finish(self._requests, active, request, error)
             raise

@@ -7,6 +7,7 @@ i18n_patterns, and that what Django answers with a 4xx is not a server error, on
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -212,3 +213,35 @@ def test_djangos_own_log_line_for_a_4xx_is_the_requests(
     (log,) = [log for log in path["logs"] if log["body"] == line]
     assert (log["span_id"], log["severity"]) == (span["span_id"], "WARN")
     assert requests.get(url + "/health", timeout=10).text == "None False"
+
+
+# The status of a request whose client gave up during the view: Django under ASGI cancels the
+# view and sends nothing (counted as nginx's 499, "client closed request"); under WSGI the view
+# runs to its end and answers a socket nobody reads.
+ABANDONED_STATUS = {"gunicorn": 200, "uvicorn": 499}
+
+
+def test_a_client_that_disconnects_during_the_view_is_no_server_error(
+    site: tuple[str, Path, str], request: pytest.FixtureRequest
+) -> None:
+    """Not an ERROR span, no error in ``tracekit trace``, not counted by the dashboards' error
+    ratio (``http_response_status_code=~"5..|"``)."""
+    url, store, metrics = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    host, port = url.removeprefix("http://").split(":")
+    head = f"GET /slow HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: {cid}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        time.sleep(0.1)  # the view is running; the client gives up
+
+    status = ABANDONED_STATUS[request.node.callspec.params["site"]]
+    path = path_of(store, cid)
+    (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
+    assert (span["name"], span["status"]) == ("GET /slow", "UNSET")
+    assert span["attributes"]["http.response.status_code"] == status
+    assert "error.type" not in span["attributes"]
+    assert path["errors"] == []
+    slow = [line for line in requests.get(metrics, timeout=10).text.splitlines()
+            if line.startswith("http_server_request_duration_seconds_count")
+            and 'http_route="/slow"' in line]  # fmt: skip
+    assert len(slow) == 1 and f'http_response_status_code="{status}"' in slow[0], slow

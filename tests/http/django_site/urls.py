@@ -25,6 +25,7 @@ urlpatterns = [
     path("stream", views.stream),
     path("in-flight", views.in_flight),
     path("refused", views.refused),
+    path("slow", views.slow),
     path("health", views.health),
 ]
 urlpatterns += i18n_patterns(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
@@ -46,6 +47,11 @@ def suspicious(request: HttpRequest) -> HttpResponse:
 
 def refused(request: HttpRequest) -> HttpResponse:
     return HttpResponseBadRequest("no")  # no exception: Django logs "Bad Request: /refused"
+
+
+async def slow(request: HttpRequest) -> HttpResponse:
+    await asyncio.sleep(1)  # under ASGI Django cancels this when the client disconnects
+    return HttpResponse("finally")
 
 
 def crash(request: HttpRequest) -> HttpResponse:
