@@ -7,6 +7,7 @@ demo, and ``tracekit --help`` stays quick.
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 
 import click
@@ -51,6 +52,7 @@ def cli() -> None:
 
 def main() -> None:
     """Run the ``tracekit`` command; usage errors are one line on stderr and exit 2."""
+    _replace_unencodable_output()
     try:
         code = cli.main(standalone_mode=False, prog_name="tracekit")
     except _NO_ARGS as error:  # bare `tracekit`: the help is the answer (click 8.2+)
@@ -64,3 +66,10 @@ def main() -> None:
     except click.Abort:
         fail("aborted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _replace_unencodable_output() -> None:
+    """Print what stdout's encoding lacks (an arrow under latin-1, a span name's accent under
+    ascii) as '?', the way stderr already escapes it, instead of failing with a traceback."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")

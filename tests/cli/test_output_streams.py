@@ -1,0 +1,100 @@
+"""What the read commands do with a stdout that is not a UTF-8 terminal.
+
+The installed ``tracekit`` runs in a subprocess: an encoding that lacks a character the view
+draws (latin-1 has no arrow, ascii no accent), and a reader that has closed the pipe
+(``tracekit trace ID | head -1``). Either way the command prints what it can, says nothing of it
+on stderr, and exits with the status its result gives.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import T0, Topology, checkout, incident
+
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+SINCE = "2023-11-14T22:00:00+00:00"
+WINDOW = ("--start", "2023-11-14T22:13:20+00:00", "--end", "2023-11-14T22:43:20+00:00")
+
+
+def versions(version: str, n: int, *, seed: int, scale: float = 1.0) -> list[SpanRecord]:
+    """``n`` requests of one version of "orders", spread over the canary window."""
+    rng = random.Random(seed)
+    spans = []
+    for i in range(n):
+        start = T0 + rng.randrange(1_800 * 10**9)
+        duration = int(0.05e9 * scale * rng.lognormvariate(0, 0.5))
+        number = seed * 10_000 + i + 1
+        spans.append(SpanRecord(
+            f"{number:032x}", f"{number:016x}", None, "orders", "GET /orders", "SERVER",
+            start, start + duration, attributes={"http.route": "/orders"},
+            resource={"service.name": "orders"}, service_version=version,
+        ))  # fmt: skip
+    return spans
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    accented = Topology("req-café")
+    root = accented.span("café", "GET /crème-brûlée", "SERVER", 500, 600)
+    accented.http(root, "pâtisserie", "/gâteau", 510, 590)
+    path = tmp_path_factory.mktemp("streams") / "tracekit.db"
+    with Store(path) as s:
+        for t in (checkout(), incident(), accented):
+            s.write_spans(t.spans)
+            s.write_logs(t.logs)
+        s.write_spans(versions("1.0", 300, seed=1))
+        s.write_spans(versions("1.1", 300, seed=2))  # the same: pass
+        s.write_spans(versions("1.2", 300, seed=3, scale=2))  # twice as slow: fail
+    return path
+
+
+def commands(store: Path, fmt: str) -> dict[str, list[str]]:
+    at = ["--store", str(store), "--format", fmt]
+    canary = ["canary", "--service", "orders", "--baseline", "1.0", *WINDOW, *at]
+    return {
+        "trace": ["trace", "req-checkout-1", *at],
+        "trace-accented": ["trace", "req-café", *at],
+        "search": ["search", "--since", SINCE, *at],
+        "services": ["services", "--since", SINCE, *at],
+        "diff": ["diff", "req-checkout-1", "req-incident-9", *at],
+        "canary-pass": [*canary, "--canary", "1.1"],
+        "canary-fail": [*canary, "--canary", "1.2"],
+    }
+
+
+EXPECTED_STATUS = {"diff": 1, "canary-fail": 1}  # "different", "fail"; the others 0
+
+
+def run(args: list[str], encoding: str = "utf-8") -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PYTHONIOENCODING": encoding}
+    return subprocess.run([TRACEKIT, *args], capture_output=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+@pytest.mark.parametrize("fmt", ["rich", "text"])
+@pytest.mark.parametrize("name", list(commands(Path(), "text")))
+def test_characters_the_stdout_encoding_lacks_are_replaced(
+    store: Path, encoding: str, fmt: str, name: str
+) -> None:
+    args = commands(store, fmt)[name]
+
+    result = run(args, encoding)
+
+    assert result.stderr == b"" and result.returncode == EXPECTED_STATUS.get(name, 0)
+    out = result.stdout.decode(encoding)  # every byte is the encoding's
+    utf8 = run(args).stdout.decode()
+    assert len(out.splitlines()) == len(utf8.splitlines())
+    if name == "trace-accented":
+        assert ("req-café" if encoding == "latin-1" else "req-caf?") in out
+        assert "p?tisserie" in out if encoding == "ascii" else "pâtisserie" in out
