@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -21,7 +23,8 @@ _TERMINAL_ACTIVE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\
 
 def emit_json(document: Any) -> None:
     """Indented JSON on stdout: non-ASCII kept, every character a terminal acts on escaped."""
-    click.echo(json_for_terminal(document))
+    with _stdout_reader_may_leave():
+        click.echo(json_for_terminal(document))
 
 
 def json_for_terminal(document: Any) -> str:
@@ -36,11 +39,32 @@ def json_for_terminal(document: Any) -> str:
 
 def emit_text(render: Callable[[int], str]) -> None:
     """Plain text at the terminal width (or 100 columns when piped)."""
-    sys.stdout.write(render(terminal_width()))
+    with _stdout_reader_may_leave():
+        sys.stdout.write(render(terminal_width()))
 
 
 def emit_rich(draw: Callable[[Any], None]) -> None:
     """Rich tables on a console (``search``, ``services``); only for ``--format rich``."""
     from tracekit_cli.render.rich_view import make_console
 
-    draw(make_console(terminal_width(), color=not no_color()))
+    console = make_console(terminal_width(), color=not no_color())
+    with console.capture() as drawn:  # rich would exit 1 itself on a closed pipe
+        draw(console)
+    with _stdout_reader_may_leave():
+        sys.stdout.write(drawn.get())
+
+
+@contextmanager
+def _stdout_reader_may_leave() -> Iterator[None]:
+    """Write the output, and stop quietly if its reader has gone (``| head -1``): the command
+    then exits with its result's status (a canary's verdict), not click's 1 for a closed pipe.
+
+    Python's documented pattern: flush inside the ``try``, so the error is raised here, then point
+    stdout at /dev/null, so the interpreter's flush at exit has nowhere to fail.
+    """
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())

@@ -98,3 +98,21 @@ def test_characters_the_stdout_encoding_lacks_are_replaced(
     if name == "trace-accented":
         assert ("req-café" if encoding == "latin-1" else "req-caf?") in out
         assert "p?tisserie" in out if encoding == "ascii" else "pâtisserie" in out
+
+
+@pytest.mark.parametrize("fmt", ["rich", "text", "json"])
+@pytest.mark.parametrize("name", list(commands(Path(), "text")))
+def test_a_reader_that_closed_the_pipe_changes_no_exit_status(
+    store: Path, fmt: str, name: str
+) -> None:
+    """`tracekit canary ... | head -1` under `set -o pipefail`: the verdict is the status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "COLUMNS": "100"}
+    try:
+        result = subprocess.run([TRACEKIT, *commands(store, fmt)[name]], stdout=write_end,
+                                stderr=subprocess.PIPE, env=env, timeout=60)  # fmt: skip
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
