@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -50,7 +51,15 @@ class Number(click.FloatRange):
 
 
 class StoreOption(click.Option):
-    """``--store``, whose help shows the default this environment resolves to."""
+    """``--store``, whose help shows the default this environment resolves to, and whose ``~`` is
+    expanded as in ``$TRACEKIT_STORE`` (a shell leaves ``--store=~/x.db`` as typed)."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        """The path given, ``~`` and ``~user`` expanded; a ``pathlib.Path`` stays one."""
+        value = super().process_value(ctx, value)
+        if isinstance(value, Path):
+            return value.expanduser()
+        return os.path.expanduser(value) if isinstance(value, str) else value  # no --store
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         """Help with the default path worked out now (``$TRACEKIT_STORE``, ``$XDG_DATA_HOME``)."""
