@@ -6,7 +6,7 @@ import time
 
 import click
 
-from tracekit.records import BackendError
+from tracekit.records import BackendError, SpanRecord, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -16,17 +16,19 @@ from tracekit_cli.options import (
     open_source,
     parse_since,
     resolve_format,
+    warn,
 )
 from tracekit_cli.output import emit_json, emit_rich, emit_text
 
-MAX_SPANS = 200_000
+MAX_SPANS = 200_000  # what the map holds in memory (about 1.5 kB a span)
 
 
 @click.command()
 @backend_options
 @format_option
 @click.option("--since", metavar="WHEN", default="1h", show_default=True,
-              help="Window: 15m, 2h, 7d or an ISO 8601 time.")  # fmt: skip
+              help="Window: 15m, 2h, 7d or an ISO 8601 time "
+              f"(its newest {MAX_SPANS:,} spans).")  # fmt: skip
 @click.option("--service", metavar="NAME", help="Jaeger only: the service to start from.")
 def services(
     store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
@@ -40,7 +42,7 @@ def services(
         since_ns = int((time.time() - 3600) * 1e9)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
-        edges = service_map(source.spans_since(since_ns, limit=MAX_SPANS))
+        edges = service_map(_newest_spans(source, since_ns, since))
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     if not edges:
@@ -56,3 +58,18 @@ def services(
         from tracekit_cli.render import rich_view
 
         emit_rich(lambda console: rich_view.render_edges(console, edges))
+
+
+def _newest_spans(source: SpanSource, since_ns: int, since: str) -> list[SpanRecord]:
+    """The window's spans; past ``MAX_SPANS``, the newest of them and a warning that says so."""
+    from tracekit.store import Store
+
+    if isinstance(source, Store):
+        spans = source.newest_spans_since(since_ns, limit=MAX_SPANS + 1)
+    else:  # Tempo and Jaeger answer with the spans of their newest traces
+        spans = sorted(source.spans_since(since_ns, limit=MAX_SPANS + 1),
+                       key=lambda s: s.start_unix_nano)  # fmt: skip
+    if len(spans) > MAX_SPANS:
+        warn(f"more than {MAX_SPANS} spans since {since}: the map covers only the newest "
+             f"{MAX_SPANS} (narrow --since)")  # fmt: skip
+    return spans[-MAX_SPANS:]

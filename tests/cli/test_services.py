@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import checkout, incident
+from trace_topologies import Topology, checkout, incident
 
 from tracekit.store import Store
 from tracekit_cli.main import cli
@@ -63,3 +63,35 @@ def test_since_the_epoch_is_the_whole_store(store: Path) -> None:
     assert code == 0, err
     assert json.loads(out)["since_unix_nano"] == 0
     assert len(json.loads(out)["edges"]) == 5
+
+
+def calls(caller: str, callee: str, start_ms: float, count: int) -> Topology:
+    t = Topology(caller)  # (its ids start with a hash of the name: no two calls share one)
+    for n in range(count):
+        t.new_trace()
+        root = t.span(caller, "GET /", "SERVER", start_ms + n, start_ms + n + 1)
+        t.http(root, callee, "/x", start_ms + n, start_ms + n + 1, lag_ms=0.1)
+    return t
+
+
+def test_a_window_over_the_span_cap_maps_its_newest_calls_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap keeps memory bounded; what it leaves out is the oldest, never the latest calls."""
+    path = tmp_path / "busy.db"
+    with Store(path) as s:
+        s.write_spans(calls("old-a", "old-b", 0, 5).spans + calls("new-a", "new-b", 1000, 2).spans)
+    monkeypatch.setattr("tracekit_cli.services.MAX_SPANS", 9)  # 3 spans a call: 3 calls
+
+    code, out, err = run("--store", str(path), "--since", SINCE, "--format", "json")
+
+    assert code == 0
+    edges = {(e["from"], e["to"]): e["calls"] for e in json.loads(out)["edges"]}
+    assert edges == {("new-a", "new-b"): 2, ("old-a", "old-b"): 1}
+    assert err == ("tracekit: warning: more than 9 spans since "
+                   f"{SINCE}: the map covers only the newest 9 (narrow --since)\n")  # fmt: skip
+
+
+def test_a_window_under_the_span_cap_warns_of_nothing(store: Path) -> None:
+    code, _, err = run("--store", str(store), "--since", SINCE, "--format", "json")
+    assert (code, err) == (0, "")
