@@ -44,6 +44,7 @@ ROW_STYLES = {
 }  # fmt: skip
 MAX_ATTRIBUTION = 10  # parts listed in a terminal view; JSON lists all
 MAX_NOTE_CHARS = 600
+MIN_NOTE_WIDTH = 24  # columns a note keeps beside its indent, however narrow the terminal
 
 
 @dataclass(slots=True)
@@ -75,7 +76,7 @@ def to_text(document: Document, width: int) -> str:
     """Plain text, every line at most ``width`` columns."""
     out: list[str] = []
     for line, wraps in document.lines:
-        text = "".join(piece for piece, _ in line)
+        text = "".join(piece for piece, _ in (_narrow_indent(line, width) if wraps else line))
         if wraps and len(text) > width:
             indent = " " * (len(text) - len(text.lstrip()) + 4)
             out += textwrap.wrap(text, width, subsequent_indent=indent)
@@ -91,9 +92,19 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
     painter = Painter(color)
     out = []
     for line, wraps in document.lines:
-        for part in wrap(line, width) if wraps else [crop(line, width)]:
+        for part in wrap(_narrow_indent(line, width), width) if wraps else [crop(line, width)]:
             out.append(painter.line(part).rstrip())
     return "\n".join(out) + "\n"
+
+
+def _narrow_indent(note: Line, width: int) -> Line:
+    """``note`` with its indent (the first piece: spaces and tree guides, 34 columns and more
+    under the tree) cut so that the words keep ``MIN_NOTE_WIDTH`` columns."""
+    (indent, style), *words = note
+    room = max(width - MIN_NOTE_WIDTH, 0)
+    if not words or len(indent) <= room:
+        return note
+    return [(indent[:room], style), *words]
 
 
 # --- shared parts ---------------------------------------------------------------------------
