@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -228,3 +229,38 @@ def test_a_busy_correlation_id_hides_no_other_request(tmp_path: Path, limit: str
     assert code == 0
     found = {r["correlation_id"]: r["span_count"] for r in json.loads(out)["requests"]}
     assert found == {"noisy": 500, "victim-1": 1}
+
+
+def test_rich_table_keeps_every_field_readable_at_80_columns(tmp_path: Path) -> None:
+    """32-hex correlation IDs (what the demo and most clients send) leave little room at 80
+    columns: the ID and the root give way (the ID folds, every character kept); the start,
+    duration, span count and error flag stay whole."""
+    request_id = "09236c50c9cb4727838000b25df48e57"
+    t = Topology(request_id)
+    root = t.span("gateway", "POST /checkout", "SERVER", 0, 884.4, status="ERROR", message="x")
+    for n in range(18):
+        t.span("gateway", f"step {n}", "INTERNAL", 1 + n, 2 + n, root)
+    path = tmp_path / "ids.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+
+    args = ["search", "--store", str(path), "--since", SINCE, "--format", "rich"]
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": "80", "NO_COLOR": "1"})
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rule = next(i for i, line in enumerate(lines) if line.startswith("━"))
+    header = [" ".join(parts).split() for parts in columns(lines[:rule])]
+    assert header == [["start", "(UTC)"], ["duration"], ["spans"], ["error"],
+                      ["correlation", "id"], ["root"]]  # fmt: skip
+    row = columns(lines[rule + 1 :])  # the one request
+    assert [column[0] for column in row[:4]] == ["2023-11-14 22:13:20.000", "884.4 ms", "19", "✗"]
+    assert "".join(row[4]) == request_id
+    assert " ".join(" ".join(row[5]).split()) == "gateway: POST /checkout"
+
+
+def columns(lines: list[str]) -> list[tuple[str, ...]]:
+    """The table's cells column by column, a column's parts top to bottom."""
+    return list(zip(*([cell.strip() for cell in re.split("[┃│]", line)] for line in lines),
+                    strict=True))  # fmt: skip

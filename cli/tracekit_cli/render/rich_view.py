@@ -284,13 +284,13 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
 
     table = _table()
     ids = [_request_id(r) for r in requests]
-    for name in ("start (UTC)", "duration", "spans", "error", "correlation id", "root"):
-        right = name in ("duration", "spans")
-        table.add_column(
-            name, justify="right" if right else "left", no_wrap=True,
-            # never cut: it is what the user copies into `tracekit trace`
-            min_width=max(len(i) for i in ids) if name == "correlation id" else None,
-        )  # fmt: skip
+    for name in ("start (UTC)", "duration", "spans", "error"):  # kept whole
+        table.add_column(name, justify="right" if name in ("duration", "spans") else "left",
+                         no_wrap=True, min_width=len(name))  # fmt: skip
+    # these give way on a narrow terminal: the ID folds, never cut (it is what the user types
+    # into `tracekit trace`), the root wraps between words
+    table.add_column("correlation id", overflow="fold")
+    table.add_column("root", overflow="fold")
     for r, request_id in zip(requests, ids, strict=True):
         table.add_row(
             format_time(r.start_unix_nano)[:23], format_ms(r.duration_ms), str(r.span_count),
