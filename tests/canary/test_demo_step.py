@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -28,7 +29,7 @@ from tracekit_cli.main import cli
 def test_the_slower_canary_fails_with_its_reasons(tmp_path: Path) -> None:
     demo_store = tmp_path / "tracekit.db"
     screen = io.StringIO()
-    console = Console(file=screen, width=120, no_color=True, highlight=False)
+    console = Console(file=screen, width=80, no_color=True, highlight=False)
 
     verdict = run_canary_step(console, demo_store)
 
@@ -47,13 +48,16 @@ def test_the_slower_canary_fails_with_its_reasons(tmp_path: Path) -> None:
     assert "  - latency of /search: typical request " in out
     assert not demo_store.exists(), "the demo's own store keeps only the checkouts"
 
-    command = f"tracekit canary --service {SERVICE} --baseline {BASELINE} --canary {CANARY}"
-    assert command in out
-    result = CliRunner().invoke(cli, [
-        "canary", "--service", SERVICE, "--baseline", BASELINE, "--canary", CANARY,
-        "--since", "10m", "--store", str(canary_store(demo_store)), "--format", "json",
-    ])  # fmt: skip
-    assert result.exit_code == 1
+    # the suggested command, pasted as printed (one line, however narrow the terminal)
+    (command,) = [line.strip() for line in out.splitlines() if " canary --service " in line]
+    assert command.endswith(
+        f"tracekit canary --service {SERVICE} --baseline {BASELINE} --canary {CANARY}"
+        f" --since 10m --store {canary_store(demo_store)}"
+    )
+    result = subprocess.run(
+        ["bash", "-c", f"{command} --format json"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["verdict"] == "fail"
 
 

@@ -135,7 +135,9 @@ def test_tracekit_demo_command_shows_the_summary_and_two_paths(tmp_path: Path) -
     assert "tracekit trace " in out and f"--store {store}" in out
     # it ends by diffing its fastest and slowest checkout: the slow pricing replica explains it
     diffed = out.split("fastest against slowest checkout", 1)[1].splitlines()
-    assert diffed[1].startswith("$ tracekit diff ") and diffed[1].endswith(f"--store {store}")
+    assert diffed[1].startswith("$ ") and diffed[1].endswith(f"--store {store}")
+    assert diffed[1].split()[1].endswith("bin/tracekit"), diffed[1]  # as typed: not on PATH
+    assert diffed[1].split()[2] == "diff"
     assert " end to end (+" in diffed[4] and "pricing.3" in diffed[4], "\n".join(diffed[:6])
     assert "result: different" in out
     assert list(scratch.iterdir()) == []
@@ -248,6 +250,25 @@ def test_a_demo_that_cannot_run_says_why_in_one_line_and_leaves_nothing(
     assert result.stderr.startswith("tracekit: ") and says in result.stderr
     assert result.stderr.count("\n") == 1
     assert list(scratch.iterdir()) == []
+
+
+def test_a_demo_without_its_packages_names_them_in_one_line(tmp_path: Path) -> None:
+    """`pip install 'tracekit[cli]'` alone: the demo's services need the demo extra."""
+    for missing in ("requests", "uvicorn"):
+        (tmp_path / missing).mkdir()
+        (tmp_path / missing / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {missing!r}'!r}, name={missing!r})\n"
+        )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--store", str(tmp_path / "d.db")],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tracekit: tracekit demo needs uvicorn, requests: pip install 'tracekit[demo]'\n"
+    )
+    assert not (tmp_path / "d.db").exists()
 
 
 def test_the_demo_makes_its_store_and_folders_private_whatever_the_umask(tmp_path: Path) -> None:

@@ -199,12 +199,14 @@ def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
 def _show_command(console: Any, store_path: Path) -> None:
     from rich.markup import escape
 
+    from tracekit_cli.demo.command import command_as_typed
+
     command = (
-        f"tracekit canary --service {SERVICE} --baseline {BASELINE} --canary {CANARY}"
-        f" --since 10m --store {store_path}"
+        f"{command_as_typed()} canary --service {SERVICE} --baseline {BASELINE}"
+        f" --canary {CANARY} --since 10m --store {store_path}"
     )
     console.print("The same from the command line (exit status 1: fail):")
-    console.print(f"  [bold]{escape(command)}[/]")
+    console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)  # one line to paste
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import signal
 import sys
@@ -46,6 +47,7 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 )
 def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: bool) -> None:
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
+    _require_demo_packages()
     from rich.console import Console
 
     from tracekit.store import default_store_path
@@ -74,6 +76,21 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
         raise SystemExit(143 if isinstance(stop, _Terminated) else 130) from None
     except (RuntimeError, OSError) as error:  # a service that did not start names its log
         fail(f"demo: {error}", EXIT_ERROR)
+
+
+# What the demo's services and steps import, which the ``demo`` extra installs.
+DEMO_PACKAGES = ("starlette", "uvicorn", "flask", "requests", "httpx", "redis", "numpy")
+
+
+def _require_demo_packages() -> None:
+    missing = []
+    for name in DEMO_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        fail(f"tracekit demo needs {', '.join(missing)}: pip install 'tracekit[demo]'", EXIT_ERROR)
 
 
 def _create_store(path: FilePath) -> None:

@@ -26,6 +26,7 @@ def fastest_and_slowest(paths: list[Path]) -> tuple[Path, Path] | None:
 def show_diff(console: Any, paths: list[Path], store_path: FilePath) -> None:
     """Print ``tracekit diff FASTEST SLOWEST`` on the demo's console, under a rule."""
     from tracekit.store import default_store_path
+    from tracekit_cli.demo.command import command_as_typed
 
     pair = fastest_and_slowest(paths)
     if pair is None:
@@ -33,7 +34,8 @@ def show_diff(console: Any, paths: list[Path], store_path: FilePath) -> None:
     fastest, slowest = pair
     store = "" if store_path == default_store_path() else f" --store {store_path}"
     console.rule("fastest against slowest checkout")
-    console.print(f"$ tracekit diff {fastest.query} {slowest.query}{store}", markup=False,
+    tracekit = command_as_typed()
+    console.print(f"$ {tracekit} diff {fastest.query} {slowest.query}{store}", markup=False,
                   soft_wrap=True)  # fmt: skip
     color = console.color_system is not None and not console.no_color
     document = pair_document(compare_paths(fastest, slowest), UNICODE, FailOn())
