@@ -236,3 +236,69 @@ def test_a_ratio_of_hundreds_reads_as_a_number(tmp_path: Path) -> None:
     row = next(line for line in out.splitlines() if line.lstrip().startswith("/orders"))
     assert code == 1
     assert re.search(r" 1\d\dx \(1\d\d\.\.1\d\d\)", row), row
+
+
+@pytest.fixture(scope="module")
+def two_routes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's shape: /products/{product_id} alike in both versions, /search twice as slow."""
+    path = tmp_path_factory.mktemp("routes") / "tracekit.db"
+    spans = requests("1.0", "/products/{product_id}", 400, seed=10)
+    spans += requests("1.1", "/products/{product_id}", 400, seed=11)
+    spans += requests("1.0", "/search", 400, seed=12)
+    spans += requests("1.1", "/search", 400, seed=13, scale=2)
+    with Store(path) as writer:
+        writer.write_spans(spans)
+    return path
+
+
+def view_at(store: Path, view: str, columns: int) -> str:
+    args = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1",
+            "--store", str(store), *WINDOW, "--format", view]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": str(columns), "NO_COLOR": "1"})
+    assert result.exit_code == 1, result.stderr
+    return result.stdout
+
+
+def words(view: str) -> list[str]:
+    """What a reader reads, without the table's rules and borders."""
+    return re.sub("[\u2500-\u257f]", " ", view).split()
+
+
+@pytest.mark.parametrize("view", ["text", "rich"])
+@pytest.mark.parametrize("columns", [80, 40])
+def test_a_narrow_terminal_keeps_every_header_route_and_number_whole(
+    two_routes: Path, view: str, columns: int
+) -> None:
+    """On 80 columns and down to 40 the views read as on a wide terminal, word for word in the
+    same order (each route ahead of its rows, '7.9e-60' not '7'), on lines that fit."""
+    wide = view_at(two_routes, view, 400)
+    narrow = view_at(two_routes, view, columns)
+
+    assert "adj. p" in wide and "/products/{product_id}" in wide and "e-" in wide
+    assert max(len(line) for line in narrow.splitlines()) <= columns
+    assert words(narrow) == words(wide)
+    for route in ("/products/{product_id}", "/search"):
+        assert sum(line.strip() == route for line in narrow.splitlines()) == 1, narrow
+
+
+def test_the_rich_table_folds_a_route_it_has_little_room_for(two_routes: Path) -> None:
+    """At 100 columns (the demo's) the table is drawn with the route folded onto a second
+    line, every character kept, the other columns whole."""
+    out = view_at(two_routes, "rich", 100)
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("━"))
+    body = lines[rule + 1 : next(i for i, line in enumerate(lines) if line.startswith("latency:"))]
+    cells = [[cell.strip() for cell in line.split("│")] for line in body]
+
+    assert [cell.strip() for cell in lines[rule - 1].split("┃")] == [
+        "route", "metric", "class", "baseline -> canary", "effect (interval)", "adj. p",
+    ]  # fmt: skip
+    assert "".join(row[0] for row in cells[:2]) == "/products/{product_id}"
+    assert [row[1] for row in cells] == ["latency", "", "tail_latency", "error_rate*",
+                                         "latency", "tail_latency", "error_rate*"]  # fmt: skip
+    assert max(len(line) for line in lines) <= 100
+    wide = view_at(two_routes, "text", 400).splitlines()
+    header = next(i for i, line in enumerate(wide) if line.startswith("route "))
+    assert [row[1:] for row in cells if row[1]] == [
+        re.split(r"\s{2,}", line.strip())[-5:] for line in wide[header + 1 : header + 7]
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from tracekit.canary import ERROR_RATE, LATENCY, MetricResult, Verdict, exit_code
@@ -18,10 +18,12 @@ from tracekit_cli.render.layout import format_time
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 HEADERS = ("route", "metric", "class", "baseline -> canary", "effect (interval)", "adj. p")
 STYLES = {"pass": "green", "marginal": "yellow", "fail": "bold red", "inconclusive": "magenta"}
 MAX_ROUTE = 48
+ROUTE_FOLD = 16  # the rich table folds a route into no fewer columns than this
 
 
 def header_lines(verdict: Verdict, *, strict: bool) -> list[str]:
@@ -112,23 +114,52 @@ def _p(value: float | None) -> str:
 
 
 def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
-    """The whole view as ASCII text, every line at most ``width`` columns (reasons wrap)."""
+    """The whole view as ASCII text in ``width`` columns: long lines wrap, and a table too wide
+    for them is drawn narrow (``_narrow_lines``), so no value is ever cut."""
     rows = [HEADERS, *table_rows(verdict)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
-    room = width - sum(widths[1:]) - 2 * (len(HEADERS) - 1)
-    widths[0] = min(widths[0], max(12, room))
-    rows = [(_fit(row[0], widths[0]), *row[1:]) for row in rows]
-    table = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines = [*header_lines(verdict, strict=strict), ""]
-    lines += [part for line in reason_lines(verdict) for part in _wrap(line, width)]
+    widths = _widths(rows)
+    if sum(widths) + 2 * (len(widths) - 1) <= width:
+        table = [_text_line(0, list(enumerate(row)), widths) for row in rows]
+    else:
+        table = [
+            _text_line(indent, cells, widths) for _, indent, cells in _narrow_lines(rows, width)
+        ]
+    lines = [part for line in header_lines(verdict, strict=strict) for part in _wrap(line, width)]
+    lines += ["", *[part for line in reason_lines(verdict) for part in _wrap(line, width)]]
     lines += ["", *table, "", *_wrap(_legend(verdict), width)]
-    return "\n".join(line[:width].rstrip() for line in lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
-def _fit(text: str, room: int) -> str:
-    return text if len(text) <= room else text[: room - 3] + "..."
+def _widths(rows: Sequence[tuple[str, ...]]) -> list[int]:
+    """Each column's width: its widest cell, header included."""
+    return [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+
+
+def _narrow_lines(
+    rows: Sequence[tuple[str, ...]], width: int
+) -> Iterator[tuple[int, int, list[tuple[int, str]]]]:
+    """The table for a terminal too narrow for it, as (row, indent, [(column, cell)]) lines:
+    each route on a line of its own (folded if longer), its metrics indented 2 under it, and
+    the columns that do not fit on that line on further lines, indented 4."""
+    widths = _widths(rows)
+    bands: list[list[int]] = [[]]
+    end = 0  # where the last cell placed ends
+    for column in range(1, len(HEADERS)):
+        start = end + 2
+        if bands[-1] and start + widths[column] > width:
+            bands.append([])
+            start = 4
+        bands[-1].append(column)
+        end = start + widths[column]
+    for number, row in enumerate(rows):
+        for part in textwrap.wrap(row[0], width):
+            yield number, 0, [(0, part)]
+        for band, columns in enumerate(bands):
+            yield number, 2 if band == 0 else 4, [(column, row[column]) for column in columns]
+
+
+def _text_line(indent: int, cells: list[tuple[int, str]], widths: list[int]) -> str:
+    return (" " * indent + "  ".join(cell.ljust(widths[i]) for i, cell in cells)).rstrip()
 
 
 def _legend(verdict: Verdict) -> str:
@@ -142,12 +173,11 @@ def _legend(verdict: Verdict) -> str:
 def _wrap(line: str, width: int) -> list[str]:
     if len(line) <= width:
         return [line]
-    return textwrap.wrap(line, width, subsequent_indent="      ")
+    return textwrap.wrap(line, width, subsequent_indent="      ", break_on_hyphens=False)
 
 
 def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> None:
     """The same view on a terminal: the verdict and classes in colour, the rows as a table."""
-    from rich.table import Table
     from rich.text import Text
 
     lines = header_lines(verdict, strict=strict)
@@ -157,12 +187,40 @@ def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> 
     for line in reason_lines(verdict):
         console.print(Text(line, style="yellow" if line.startswith("warning") else ""))
     console.print()
+    rows = table_rows(verdict)
+    widths = _widths([HEADERS, *rows])
+    # a table while the route has ROUTE_FOLD columns to fold into and the rest fit whole (a
+    # column takes 3 more: padding and rule); narrower, the text view's narrow lines, in colour
+    if sum(widths[1:]) + min(widths[0], ROUTE_FOLD) + 3 * len(HEADERS) - 1 <= console.width:
+        console.print(_rich_table(rows))
+    else:
+        _print_narrow(console, [HEADERS, *rows])
+    console.print(Text(_legend(verdict), style="dim"))
+
+
+def _print_narrow(console: Console, rows: list[tuple[str, ...]]) -> None:
+    """The text view's narrow table, its header bold and each class in its colour."""
+    from rich.text import Text
+
+    widths = _widths(rows)
+    for number, indent, cells in _narrow_lines(rows, console.width):
+        line = Text(" " * indent, style="bold" if number == 0 else "")
+        for column, cell in cells:
+            line.append(cell.ljust(widths[column] + 2), STYLES.get(cell) if column == 2 else None)
+        line.rstrip()
+        console.print(line)
+
+
+def _rich_table(rows: list[tuple[str, ...]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_edge=False, header_style="bold")
-    for name in HEADERS:
-        table.add_column(Text(name), no_wrap=name != "route")
-    for row in table_rows(verdict):
+    table.add_column(Text(HEADERS[0]), overflow="fold")  # the one column that gives way
+    for name in HEADERS[1:]:
+        table.add_column(Text(name), no_wrap=True)
+    for row in rows:
         cells: Sequence[Text] = [Text(cell) for cell in row]
         cells[2].stylize(STYLES[row[2]])
         table.add_row(*cells)
-    console.print(table)
-    console.print(Text(_legend(verdict), style="dim"))
+    return table
