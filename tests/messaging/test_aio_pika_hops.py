@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import aio_pika
+import pytest
 import requests
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -96,19 +97,23 @@ def test_consume_callback_continues_the_request(
     assert DELAY_S * 1000 <= wait_ms <= DELAY_S * 1000 + SLACK_MS
 
 
+@pytest.mark.parametrize("connect", ["connect", "connect_robust"])
 def test_iterator_spans_cover_the_loop_body_and_process_adds_none(
-    amqp_url, queue_name, spans, downstream, entry_service
+    amqp_url, queue_name, spans, downstream, entry_service, connect
 ) -> None:
+    """Also through ``connect_robust``, whose queue iterator has an ``__anext__`` of its own."""
     with entry_service(_AsyncPublisher(amqp_url, queue_name, count=2)) as entry:
         requests.post(entry, headers={"X-Correlation-ID": "aio-iter"})
+    seen: list[str | None] = []
 
     async def consume() -> None:
-        connection = await aio_pika.connect(amqp_url)
+        connection = await getattr(aio_pika, connect)(amqp_url)
         async with connection:
             queue = await (await connection.channel()).declare_queue(queue_name)
             handled = 0
             async with queue.iterator() as messages:
                 async for message in messages:
+                    seen.append(tracekit.correlation_id())
                     async with message.process():
                         requests.get(f"{downstream.url}/item")
                     handled += 1
@@ -119,10 +124,12 @@ def test_iterator_spans_cover_the_loop_body_and_process_adds_none(
     finished = spans.get_finished_spans()
     consumers = _kind(finished, SpanKind.CONSUMER)
     calls = _calls(finished, "/item")
+    assert seen == ["aio-iter", "aio-iter"]
     assert len(consumers) == 2 and len(calls) == 2  # process() inside the loop adds no span
     for consumer, call in zip(consumers, calls, strict=True):
         assert _covers(consumer, call)
         assert consumer.attributes["correlation.id"] == "aio-iter"
+        assert consumer.name == f"process {queue_name}"
     assert consumers[0].end_time <= consumers[1].start_time
     assert {r["x-correlation-id"] for r in downstream.requests} == {"aio-iter"}
 

@@ -5,7 +5,8 @@
   The destination is the exchange, or the routing key (the queue) on the default exchange.
 - ``Queue.consume(callback)``: the CONSUMER span covers each ``await callback(message)``.
 - ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
-  loop body runs; it ends when the iterator fetches the next message, stops, or is closed.
+  loop body runs; it ends when the iterator fetches the next message, stops, or is closed. The
+  robust iterator (``connect_robust``) has an ``__anext__`` of its own: it is wrapped too.
 - ``IncomingMessage.process()``: for a message no span covers yet (one from ``Queue.get``), the
   ``async with message.process():`` block is the CONSUMER span.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
@@ -28,6 +30,8 @@ SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 
 _held = messaging.HeldDeliveries()
+# Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
+_fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
 
 
 class AioPikaInstrumentor(Instrumentor):
@@ -40,9 +44,9 @@ class AioPikaInstrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.Exchange, "publish", _traced_publish)
         self.wrap(module.Queue, "consume", self._traced_consume)
-        iterator = module.queue.QueueIterator
-        self.wrap(iterator, "__anext__", _traced_next)
-        self.wrap(iterator, "close", _release_on_close)
+        for iterator in _iterator_classes(module):
+            self.wrap(iterator, "__anext__", _traced_next)
+        self.wrap(module.queue.QueueIterator, "close", _release_on_close)
         self.wrap(module.IncomingMessage, "process", _traced_process)
 
     def _traced_consume(
@@ -129,11 +133,27 @@ def _own_copy(message: Any) -> Any:
     return own
 
 
+def _iterator_classes(module: ModuleType) -> list[type]:
+    """``QueueIterator`` and its subclasses in aio-pika that fetch with an ``__anext__`` of their
+    own (``RobustQueueIterator``, which waits out reconnections), each to be wrapped."""
+    base = module.queue.QueueIterator
+    robust = getattr(getattr(module, "robust_queue", None), "RobustQueueIterator", None)
+    if isinstance(robust, type) and issubclass(robust, base) and "__anext__" in vars(robust):
+        return [base, robust]
+    return [base]
+
+
 async def _traced_next(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if _fetching.get():
+        return await wrapped(*args, **kwargs)
     _held.release(instance)
-    message = await wrapped(*args, **kwargs)
+    token = _fetching.set(True)
+    try:
+        message = await wrapped(*args, **kwargs)
+    finally:
+        _fetching.reset(token)
     queue = getattr(instance, "_amqp_queue", None)
     _held.hold(instance, delivery_of(str(getattr(queue, "name", "")), message))
     return message
