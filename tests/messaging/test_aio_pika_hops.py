@@ -161,6 +161,33 @@ def test_get_then_process_block_is_the_consumer_span(amqp_url, queue_name, spans
     assert not _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
 
 
+def test_process_block_names_the_queue_not_the_routing_key(amqp_url, queue_name, spans) -> None:
+    """A queue bound to a topic exchange: the message's routing key is the binding's, the
+    destination is still the queue the message was fetched from."""
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                f"{queue_name}-ex", aio_pika.ExchangeType.TOPIC, auto_delete=True
+            )
+            queue = await channel.declare_queue(queue_name)
+            await queue.bind(exchange, "order.created")
+            await exchange.publish(aio_pika.Message(b"order"), routing_key="order.created")
+            message = await queue.get(timeout=5)
+            async with message.process():
+                pass
+            await queue.unbind(exchange, "order.created")
+            await exchange.delete()
+
+    asyncio.run(run())
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.name == f"process {queue_name}"
+    assert consumer.attributes["messaging.destination.name"] == queue_name
+    assert consumer.attributes["messaging.rabbitmq.destination.routing_key"] == "order.created"
+
+
 def test_a_plain_function_callback_is_called_as_aio_pika_calls_it(
     amqp_url, queue_name, spans
 ) -> None:

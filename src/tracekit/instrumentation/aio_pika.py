@@ -8,7 +8,9 @@
   loop body runs; it ends when the iterator fetches the next message, stops, or is closed. The
   robust iterator (``connect_robust``) has an ``__anext__`` of its own: it is wrapped too.
 - ``IncomingMessage.process()``: for a message no span covers yet (one from ``Queue.get``), the
-  ``async with message.process():`` block is the CONSUMER span.
+  ``async with message.process():`` block is the CONSUMER span. Its destination is the queue
+  ``get`` fetched it from (a message names only its exchange and routing key, so ``get`` notes
+  the queue; a message tracekit saw no ``get`` for falls back to its routing key).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
@@ -32,6 +34,11 @@ ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
 _fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
+# The queue each ``Queue.get`` message came from, until its ``process()``: keyed by id (aio-pika
+# messages take no attributes or weak references) and checked by delivery tag; bounded, so
+# messages never processed are forgotten.
+_fetched_from: dict[int, tuple[object, str]] = {}
+_FETCHED_MAX = 1024
 
 
 class AioPikaInstrumentor(Instrumentor):
@@ -44,6 +51,7 @@ class AioPikaInstrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.Exchange, "publish", _traced_publish)
         self.wrap(module.Queue, "consume", self._traced_consume)
+        self.wrap(module.Queue, "get", _noting_queue_get)
         for iterator in _iterator_classes(module):
             self.wrap(iterator, "__anext__", _traced_next)
         self.wrap(module.queue.QueueIterator, "close", _release_on_close)
@@ -166,6 +174,29 @@ async def _release_on_close(
     return await wrapped(*args, **kwargs)
 
 
+async def _noting_queue_get(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    message = await wrapped(*args, **kwargs)
+    if message is not None:
+        safe("aio-pika get", lambda: _note_queue(message, str(getattr(instance, "name", ""))))
+    return message
+
+
+def _note_queue(message: Any, queue: str) -> None:
+    while len(_fetched_from) >= _FETCHED_MAX:
+        _fetched_from.pop(next(iter(_fetched_from)), None)
+    _fetched_from[id(message)] = (getattr(message, "delivery_tag", None), queue)
+
+
+def _queue_of(message: Any) -> str:
+    """The queue ``Queue.get`` fetched ``message`` from, else its routing key."""
+    tag, queue = _fetched_from.pop(id(message), (None, None))
+    if queue is not None and tag == getattr(message, "delivery_tag", None):
+        return queue
+    return str(getattr(message, "routing_key", ""))
+
+
 def _traced_process(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -180,7 +211,7 @@ class _ProcessWithDelivery:
 
     def __init__(self, process_context: Any, message: Any) -> None:
         self._process = process_context
-        self._delivery = delivery_of(str(getattr(message, "routing_key", "")), message)
+        self._delivery = delivery_of(_queue_of(message), message)
 
     async def __aenter__(self) -> Any:
         self._delivery.start()
