@@ -122,6 +122,17 @@ def test_stream_entry_from_producer_without_tracekit(client, spans) -> None:
     assert consumer.attributes["correlation.id"] == "legacy-7"
 
 
+def test_entries_of_a_reply_without_pending_entries_is_empty(client) -> None:
+    """A consumer that starts by re-reading its pending entries (XREADGROUP from 0) and has
+    none: RESP2 replies ``[[stream, []]]``, RESP3 ``{stream: [[]]}``; neither has an entry."""
+    stream = f"pending-{uuid.uuid4().hex[:8]}"
+    client.xadd(stream, {"order": "1"})
+    client.xgroup_create(stream, "workers", id="0")
+    reply = client.xreadgroup("workers", "worker-1", {stream: "0"})
+    client.delete(stream)
+    assert list(traced_redis.entries(reply)) == []
+
+
 def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, spans) -> None:
     """The app's own ``Traceparent`` (or ``b"traceparent"``) field beside tracekit's: the
     consumer would read two and trust neither (a new trace)."""

@@ -341,13 +341,13 @@ def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
 
 
 def _is_resp3_nesting(stream_entries: Any) -> bool:
-    """RESP3 replies nest each stream's entries one list deeper."""
+    """RESP3 replies nest each stream's entries one list deeper: ``[[entry, ...]]``, and
+    ``[[]]`` when a stream has none (XREADGROUP re-reading an empty pending list)."""
     return (
         isinstance(stream_entries, list)
         and len(stream_entries) == 1
         and isinstance(stream_entries[0], list)
-        and bool(stream_entries[0])
-        and isinstance(stream_entries[0][0], list | tuple)
+        and (not stream_entries[0] or isinstance(stream_entries[0][0], list | tuple))
     )
 
 
