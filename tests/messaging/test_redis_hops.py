@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -131,6 +132,18 @@ def test_entries_of_a_reply_without_pending_entries_is_empty(client) -> None:
     reply = client.xreadgroup("workers", "worker-1", {stream: "0"})
     client.delete(stream)
     assert list(traced_redis.entries(reply)) == []
+
+
+@pytest.mark.parametrize("fields", [{}, MappingProxyType({"order": "1"})], ids=["empty", "proxy"])
+def test_xadd_fields_redis_py_refuses_are_refused_as_without_tracekit(
+    client, spans, fields
+) -> None:
+    """redis-py takes only a non-empty dict: tracekit's own fields must not make it a write."""
+    stream = f"refused-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(redis.DataError, match="XADD fields must be a non-empty dict"):
+        client.xadd(stream, fields)
+    assert client.exists(stream) == 0
+    assert spans.get_finished_spans() == ()
 
 
 def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, spans) -> None:

@@ -128,7 +128,9 @@ def _traced_xadd(
 ) -> Any:
     name = args[0] if args else kwargs.get("name")
     fields = args[1] if len(args) > 1 else kwargs.get("fields")
-    if not isinstance(fields, Mapping) or messaging.publishing():
+    # redis-py refuses anything but a non-empty dict: an entry of tracekit's fields alone must
+    # not turn that error into a write.
+    if not isinstance(fields, dict) or not fields or messaging.publishing():
         return wrapped(*args, **kwargs)
 
     def send(headers: Mapping[str, Any]) -> Any:
