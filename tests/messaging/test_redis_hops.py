@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import inspect
 import json
 import time
 import uuid
@@ -144,6 +146,29 @@ def test_xadd_fields_redis_py_refuses_are_refused_as_without_tracekit(
         client.xadd(stream, fields)
     assert client.exists(stream) == 0
     assert spans.get_finished_spans() == ()
+
+
+@pytest.mark.parametrize("positional", [False, True], ids=["keyword", "positional"])
+def test_xadd_idmpauto_sends_only_the_callers_fields(client, spans, positional) -> None:
+    """IDMPAUTO derives the idempotent ID from the fields: a traceparent and publish time new
+    on every call would make every retry a new entry. The span is still recorded."""
+    stream = f"idempotent-{uuid.uuid4().hex[:8]}"
+    names = list(inspect.signature(client.xadd).parameters)
+    if positional:
+        args = [None] * names.index("idmpauto") + ["producer-1"]
+        args[:3] = [stream, {"order": "1"}, "*"]
+        call, kwargs = tuple(args), {}
+    else:
+        call, kwargs = (stream, {"order": "1"}), {"idmpauto": "producer-1"}
+    with client.monitor() as monitor:
+        # A server before Redis 8.6 knows no IDMPAUTO and refuses it: what was sent is the point.
+        with contextlib.suppress(redis.ResponseError):
+            client.xadd(*call, **kwargs)
+        sent = next(c for c in iter(monitor.next_command, None) if c["command"].startswith("XADD"))
+    client.delete(stream)
+    assert sent["command"] == f"XADD {stream} IDMPAUTO producer-1 * order 1"
+    (producer,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert producer.name == f"send {stream}"
 
 
 def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, spans) -> None:

@@ -2,10 +2,11 @@
 
 Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
 ``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
-span records the entry ID. On asyncio clients (``XADD`` and ``PUBLISH``) that block runs when the
-command's coroutine is awaited, in the task that awaits it. ``XREAD``/``XREADGROUP`` return raw
-data and the handler runs after the call, so tracekit cannot know where handling an entry ends;
-consumers say so themselves::
+span records the entry ID. With ``idmpauto=`` (Redis derives an idempotent ID from the fields)
+the fields are left alone: the span is recorded, no context is carried. On asyncio clients
+(``XADD`` and ``PUBLISH``) that block runs when the command's coroutine is awaited, in the task
+that awaits it. ``XREAD``/``XREADGROUP`` return raw data and the handler runs after the call, so
+tracekit cannot know where handling an entry ends; consumers say so themselves::
 
     for stream, entry_id, fields in tracekit.instrumentation.redis.entries(response):
         with tracekit.instrumentation.redis.consume_entry(stream, entry_id, fields):
@@ -77,7 +78,9 @@ class RedisInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         commands = module.commands.core
-        self.wrap(commands.StreamCommands, "xadd", _traced_xadd)
+        xadd = commands.StreamCommands.xadd
+        idmpauto_at = _position_of(xadd, "idmpauto")
+        self.wrap(commands.StreamCommands, "xadd", functools.partial(_traced_xadd, idmpauto_at))
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
         self.wrap(module.client.PubSub, "close", _release_on_close)
@@ -124,7 +127,11 @@ def consume_entries(
 
 
 def _traced_xadd(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    idmpauto_at: int | None,
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     name = args[0] if args else kwargs.get("name")
     fields = args[1] if len(args) > 1 else kwargs.get("fields")
@@ -132,6 +139,8 @@ def _traced_xadd(
     # not turn that error into a write.
     if not isinstance(fields, dict) or not fields or messaging.publishing():
         return wrapped(*args, **kwargs)
+    if _idempotent_by_fields(idmpauto_at, args, kwargs):
+        return _published(instance, _text(name), lambda _headers: wrapped(*args, **kwargs))
 
     def send(headers: Mapping[str, Any]) -> Any:
         traced_fields = {**callers_own(fields, headers), **headers}
@@ -140,6 +149,22 @@ def _traced_xadd(
         return wrapped(*args, **{**kwargs, "fields": traced_fields})
 
     return _published(instance, _text(name), send)
+
+
+def _idempotent_by_fields(
+    idmpauto_at: int | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """``XADD ... IDMPAUTO`` (Redis 8.6+): the server derives the entry's idempotent ID from its
+    fields, so fields of tracekit's, new on every call, would make every retry a new entry."""
+    if kwargs.get("idmpauto") is not None:
+        return True
+    return idmpauto_at is not None and len(args) > idmpauto_at and args[idmpauto_at] is not None
+
+
+def _position_of(method: Callable[..., Any], parameter: str) -> int | None:
+    """Where ``parameter`` of ``method`` sits among the arguments after ``self``, if it has one."""
+    names = list(inspect.signature(method).parameters)
+    return names.index(parameter) - 1 if parameter in names else None
 
 
 def _traced_publish(
