@@ -127,6 +127,33 @@ def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> 
     assert message.headers() is None
 
 
+def test_isinstance_against_the_swapped_classes_holds_both_ways(kafka_bootstrap: str) -> None:
+    """Objects of the library's own classes (built before instrumenting, and the Serializing/
+    Deserializing wrappers, subclasses of the originals) are still ``confluent_kafka.Producer``
+    and ``Consumer`` instances; tracekit's objects are instances of the originals."""
+    config = {"bootstrap.servers": kafka_bootstrap}
+    instrumentation.uninstrument()
+    built_before = confluent_kafka.Producer(config)
+    instrumentation.instrument(["confluent_kafka"])
+    assert confluent_kafka.Producer is not confluent_kafka.cimpl.Producer  # swapped in
+    traced = confluent_kafka.Producer(config)
+    serializing = confluent_kafka.SerializingProducer(config)
+    deserializing = confluent_kafka.DeserializingConsumer({**config, "group.id": "workers"})
+
+    class AppProducer(confluent_kafka.Producer):
+        pass
+
+    assert isinstance(built_before, confluent_kafka.Producer)
+    assert isinstance(serializing, confluent_kafka.Producer)
+    assert isinstance(deserializing, confluent_kafka.Consumer)
+    assert issubclass(confluent_kafka.SerializingProducer, confluent_kafka.Producer)
+    assert isinstance(traced, confluent_kafka.cimpl.Producer)
+    assert not isinstance(traced, confluent_kafka.Consumer)
+    assert not isinstance(built_before, AppProducer)  # the app's own subclass checks as usual
+    assert isinstance(AppProducer(config), confluent_kafka.Producer)
+    deserializing.close()
+
+
 @pytest.mark.parametrize(
     "call",
     [

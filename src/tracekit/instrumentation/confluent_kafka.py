@@ -2,10 +2,13 @@
 
 confluent-kafka's ``Producer`` and ``Consumer`` are C extension types whose methods cannot be
 patched, so instrumenting replaces ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``
-with subclasses that trace (``isinstance`` checks against the originals still hold);
-uninstrumenting puts the originals back and turns objects already built into pass-throughs.
-Code that bound the classes before tracekit instrumented (``from confluent_kafka.cimpl import
-Producer``, the ``SerializingProducer``/``DeserializingConsumer`` wrappers) is not traced.
+with subclasses that trace; uninstrumenting puts the originals back and turns objects already
+built into pass-throughs. ``isinstance`` and ``issubclass`` hold both ways: the subclasses'
+objects are instances of the originals, and the swapped-in names answer as the originals do, so
+objects built before instrumenting and the ``SerializingProducer``/``DeserializingConsumer``
+wrappers (subclasses of the originals) are still instances of ``confluent_kafka.Producer`` and
+``Consumer``. Code that bound the classes before tracekit instrumented (``from
+confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
 
 - ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
@@ -79,10 +82,29 @@ def finish(consumer: object, error: BaseException | None = None) -> None:
     _held.release(consumer, error)
 
 
+class _StandsIn(type):
+    """Metaclass of the swapped-in classes: ``isinstance``/``issubclass`` against one answer as
+    against the library's class it stands in for (its ``_tracekit_original``). Classes derived
+    from it later check as usual."""
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        original = cls.__dict__.get("_tracekit_original")
+        if original is None:
+            return super().__instancecheck__(instance)
+        return isinstance(instance, original)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        original = cls.__dict__.get("_tracekit_original")
+        if original is None:
+            return super().__subclasscheck__(subclass)
+        return issubclass(subclass, original)
+
+
 def _traced_producer_class(base: type) -> type:
-    class Producer(base):  # type: ignore[misc]
+    class Producer(base, metaclass=_StandsIn):  # type: ignore[misc]
         __doc__ = base.__doc__
         _tracekit_live = True
+        _tracekit_original = base
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -98,9 +120,10 @@ def _traced_producer_class(base: type) -> type:
 
 
 def _traced_consumer_class(base: type) -> type:
-    class Consumer(base):  # type: ignore[misc]
+    class Consumer(base, metaclass=_StandsIn):  # type: ignore[misc]
         __doc__ = base.__doc__
         _tracekit_live = True
+        _tracekit_original = base
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
