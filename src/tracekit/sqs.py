@@ -4,7 +4,9 @@ SQS gives a message at most 10 message attributes. tracekit's producer side (the
 instrumentation) writes its fields — ``traceparent``, ``tracestate``, ``baggage``, the
 correlation header and ``tracekit-publish-time`` — as one String attribute each when they fit
 beside the caller's own, else packs them as JSON into the single attribute ``tracekit-context``,
-and adds nothing when the caller already uses all 10 (the message goes out unchanged).
+and adds nothing when the caller already uses all 10 (the message goes out unchanged). Nor does
+it add any when they would take a message past ``MAX_MESSAGE_SIZE``, which SQS counts as the body
+plus every attribute's name, data type and value (``message_size``).
 
 A receiver opens the CONSUMER span around its handler::
 
@@ -32,9 +34,11 @@ SYSTEM = "aws_sqs"
 PACKED_ATTRIBUTE = "tracekit-context"
 MAX_ATTRIBUTES = 10
 MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
+MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_MESSAGE_SIZE",
     "MAX_PACKED_LENGTH",
     "PACKED_ATTRIBUTE",
     "SYSTEM",
@@ -42,6 +46,7 @@ __all__ = [
     "consume",
     "consume_batch",
     "headers_of",
+    "message_size",
     "queue_name",
 ]
 
@@ -64,6 +69,24 @@ def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str])
     if len(own) < MAX_ATTRIBUTES:
         return {**own, PACKED_ATTRIBUTE: _string(json.dumps(dict(fields), sort_keys=True))}
     return dict(attributes or {})
+
+
+def message_size(body: object, attributes: Mapping[str, Any] | None) -> int:
+    """The bytes SQS counts against its size limit: the body (UTF-8) and each message
+    attribute's name, data type and value."""
+    size = _byte_length(body)
+    for name, attribute in (attributes or {}).items():
+        size += _byte_length(name)
+        if isinstance(attribute, Mapping):
+            for part in ("DataType", "StringValue", "BinaryValue"):
+                size += _byte_length(attribute.get(part))
+    return size
+
+
+def _byte_length(value: object) -> int:
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    return len(value) if isinstance(value, bytes | bytearray) else 0
 
 
 def _string(value: str) -> dict[str, str]:

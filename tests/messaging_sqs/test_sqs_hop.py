@@ -100,6 +100,58 @@ def test_batch_send_and_batch_consume_link_each_message(
     check_wait(consumer, DELAY_S)
 
 
+def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
+    """The MessageAttributes of each message as boto3 puts them on the wire (moto does not
+    check SQS's size limit, so the request is where tracekit's choice shows)."""
+    sent: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        request = json.loads(params["body"])
+        for message in request.get("Entries", [request]):
+            sent.append(message.get("MessageAttributes", {}))
+
+    sqs_client.meta.events.register(f"before-call.sqs.{operation}", record)
+    return sent
+
+
+def test_a_message_at_the_size_limit_goes_without_context(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQS counts attribute names, types and values towards its 262,144 bytes: a body at the
+    limit (one with a user attribute, just under it) is sent as the caller made it."""
+    sent = _sent_attributes(sqs_client, "SendMessage")
+    user = {"kind": {"DataType": "String", "StringValue": "é" * 10}}  # 25 bytes counted
+    token = tracekit.correlation.set_correlation_id("big-1")
+    try:
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody="x" * 262_144)
+        sqs_client.send_message(
+            QueueUrl=queue_url, MessageBody="x" * (262_144 - 40), MessageAttributes=user
+        )
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody="x" * 200_000)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert sent[0] == {} and sent[1] == user
+    assert {"traceparent", "x-correlation-id"} <= set(sent[2])
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert len(producers) == 3
+    assert all(p.attributes and p.attributes["correlation.id"] == "big-1" for p in producers)
+    warnings = [r.getMessage() for r in caplog.records if "without trace context" in r.getMessage()]
+    assert len(warnings) == 1 and "é" not in warnings[0] and "xxx" not in warnings[0]
+
+
+def test_batch_entries_and_batches_at_the_size_limit_go_without_context(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    sent = _sent_attributes(sqs_client, "SendMessageBatch")
+    big, small = {"Id": "big", "MessageBody": "x" * 262_144}, {"Id": "small", "MessageBody": "s"}
+    sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[big, small])
+    halves = [{"Id": str(n), "MessageBody": "x" * 131_072} for n in range(2)]  # 262,144 in all
+    sqs_client.send_message_batch(QueueUrl=queue_url, Entries=halves)
+    assert sent[0] == {} and "traceparent" in sent[1]
+    assert sent[2:] == [{}, {}]
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 2
+
+
 def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:

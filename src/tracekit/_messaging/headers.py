@@ -49,6 +49,12 @@ bad_header = RateLimitedWarning(
 )
 
 
+context_left_out = RateLimitedWarning(
+    WARNING_INTERVAL_S,
+    "tracekit: sent a %s without trace context (%s); %d more since the last warning",
+)
+
+
 def read(headers: Headers | None, limits: Mapping[str, int]) -> Fields:
     """The fields of ``headers`` (mapping or ``(key, value)`` pairs) that ``limits`` names, keyed
     by lower-case name (``field_limits`` gives the limits).

@@ -2,7 +2,8 @@
 
 - ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
   within SQS's limit of 10 (see ``tracekit.sqs``). ``SendMessageBatch`` is one PRODUCER span
-  whose context every entry carries.
+  whose context every entry carries. A message (or batch) that tracekit's attributes would take
+  past SQS's size limit goes out without them, with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
   ``SentTimestamp`` to ``MessageSystemAttributeNames`` (``AttributeNames`` on a botocore whose
   model predates it) unless the caller already asked for all.
@@ -22,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging, propagation, semconv, sqs
+from tracekit._messaging.headers import context_left_out
 from tracekit._runtime.guard import report_once
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -83,8 +85,19 @@ def _send_message_batch(
     queue = sqs.queue_name(str(params.get("QueueUrl", "")))
     count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
     with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue, attributes=count):
-        entries = [_with_attributes(entry, carrier) for entry in entries]
-        return call({**params, "Entries": entries})
+        traced = [_with_attributes(entry, carrier) for entry in entries]
+        if _pushed_over(_batch_size(traced), lambda: _batch_size(entries)):
+            _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
+            traced = entries
+        return call({**params, "Entries": traced})
+
+
+def _batch_size(entries: list[Any]) -> int:
+    return sum(_size_of(entry) for entry in entries if isinstance(entry, dict))
+
+
+def _size_of(message: dict[str, Any]) -> int:
+    return sqs.message_size(message.get("MessageBody"), message.get("MessageAttributes"))
 
 
 def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
@@ -95,7 +108,21 @@ def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
     merged = sqs.add_context(attributes, carrier)
     if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
         _no_room_once()
-    return {**message, "MessageAttributes": merged}
+    traced = {**message, "MessageAttributes": merged}
+    if _pushed_over(_size_of(traced), lambda: _size_of(message)):
+        _left_out("message to SQS")
+        return message
+    return traced
+
+
+def _pushed_over(size: int, size_without: Callable[[], int]) -> bool:
+    """Whether tracekit's attributes take a message (or batch) past SQS's limit; one already
+    past it without them goes out as it is, for SQS to refuse as it would without tracekit."""
+    return size > sqs.MAX_MESSAGE_SIZE and size_without() <= sqs.MAX_MESSAGE_SIZE
+
+
+def _left_out(what: str) -> None:
+    context_left_out.warn(what, f"its attributes would pass SQS's {sqs.MAX_MESSAGE_SIZE} bytes")
 
 
 def _no_room_once() -> None:
