@@ -225,3 +225,24 @@ def test_the_asyncio_consumer_stays_untraced_and_leaves_its_pool_clean(
     assert message is not None and message.value() == b"v"
     assert seen_in_pool == (None, False)
     assert [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER] == []
+
+
+def test_a_message_near_message_max_bytes_goes_without_headers(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """900 bytes fit librdkafka's message.max.bytes of 1000; with tracekit's headers they would
+    not (produce raised MSG_SIZE_TOO_LARGE): the message goes out bare, with its span."""
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 1000}
+    )
+    errors: list[Any] = []
+    producer.produce(topic, b"x" * 900, partition=0, on_delivery=lambda e, m: errors.append(e))
+    producer.produce(topic, b"small", partition=0, on_delivery=lambda e, m: errors.append(e))
+    producer.flush(10)
+    assert errors == [None, None]
+    cc = consumer(kafka_bootstrap, topic)
+    big, small = poll_one(cc), poll_one(cc)
+    cc.close()
+    assert (big.value(), big.headers()) == (b"x" * 900, None)
+    assert "traceparent" in dict(small.headers())
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 2

@@ -176,3 +176,30 @@ def test_a_broker_api_before_headers_still_takes_the_send(
     assert (record.value, record.headers) == (b"plain", [])
     sent = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
     assert sent.attributes is not None and sent.attributes["correlation.id"] == "old-broker-1"
+
+
+def test_a_record_near_max_request_size_goes_without_headers(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """900 bytes fit a producer's max_request_size of 1000; with tracekit's ~190 bytes of headers
+    they would not: the record goes out bare, with its span. A small record keeps them."""
+    kp = kafka.KafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        api_version=KAFKA_PYTHON_API_VERSION,
+        max_request_size=1000,
+    )
+    token = tracekit.correlation.set_correlation_id("big-record-1")
+    try:
+        kp.send(topic, b"x" * 900, partition=0).get(timeout=10)
+        kp.send(topic, b"small", partition=0).get(timeout=10)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    kp.close()
+    kc = consumer(kafka_bootstrap, topic)
+    big, small = next(kc), next(kc)
+    kc.close()
+    assert (big.value, big.headers) == (b"x" * 900, [])
+    assert "traceparent" in dict(small.headers)
+    sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert len(sent) == 2
+    assert all(s.attributes and s.attributes["correlation.id"] == "big-record-1" for s in sent)

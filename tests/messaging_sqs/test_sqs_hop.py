@@ -17,6 +17,8 @@ from opentelemetry.trace import SpanKind
 import tracekit
 import tracekit.sqs
 from tracekit import instrumentation, semconv
+from tracekit._messaging import headers as _message_headers
+from tracekit._runtime.ratelimit import RateLimitedWarning
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -115,10 +117,16 @@ def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
 
 
 def test_a_message_at_the_size_limit_goes_without_context(
-    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+    sqs_client: Any,
+    queue_url: str,
+    spans: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SQS counts attribute names, types and values towards its 262,144 bytes: a body at the
     limit (one with a user attribute, just under it) is sent as the caller made it."""
+    fresh = RateLimitedWarning(60, "tracekit: sent a %s without trace context (%s); %d more")
+    monkeypatch.setattr(_message_headers, "context_left_out", fresh)
     sent = _sent_attributes(sqs_client, "SendMessage")
     user = {"kind": {"DataType": "String", "StringValue": "é" * 10}}  # 25 bytes counted
     token = tracekit.correlation.set_correlation_id("big-1")

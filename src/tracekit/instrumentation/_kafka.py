@@ -3,16 +3,27 @@
 Both kafka-python and confluent-kafka take record headers as ``(str, bytes)`` pairs (confluent
 also a dict) in a ``headers`` argument; tracekit adds its own, replacing same-named ones, since a
 repeated ``traceparent`` would make every consumer restart the trace.
+
+Both refuse a record larger than the producer's limit (kafka-python's ``max_request_size``,
+librdkafka's ``message.max.bytes``). When tracekit's headers could take a record past it, the
+record goes out as the caller made it: the size is estimated from the value, key and headers
+(their bytes, two length varints per header and ``RECORD_OVERHEAD``, at least what either client
+adds), so a record is only left bare within about a hundred bytes of the limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tracekit import messaging
+from tracekit._messaging import headers as _message_headers
 
 SYSTEM = "kafka"
+# kafka-python counts a record batch's header (61 bytes) with each record; librdkafka at most
+# 36 bytes of varints and flags. A header adds two length varints (at most 5 bytes each here).
+RECORD_OVERHEAD = 128
+_HEADER_OVERHEAD = 10
 
 
 def traced_send(
@@ -20,17 +31,94 @@ def traced_send(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     headers_position: int | None,
+    limit: int | None = None,
 ) -> Any:
-    """Call ``send(topic, ...)`` inside a PRODUCER span, with context added to its headers
-    (``headers_position`` None: the broker's message format has no headers, none are added)."""
+    """Call ``send(topic, value, key, ...)`` inside a PRODUCER span, with context added to its
+    headers (``headers_position`` None: the broker's message format has no headers, none are
+    added) unless they could take the record past ``limit`` bytes (None: not checked)."""
     topic = args[0] if args else kwargs.get("topic")
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
     with messaging.publish(carrier, system=SYSTEM, destination=topic):
-        if headers_position is not None:
+        if headers_position is not None and _fits(args, kwargs, carrier, headers_position, limit):
             args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
         return send(*args, **kwargs)
+
+
+def _fits(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carrier: dict[str, str],
+    headers_position: int,
+    limit: int | None,
+) -> bool:
+    """Whether the record, with tracekit's headers, stays within ``limit`` (estimated high).
+
+    Once per record, so the usual one (bytes, no headers of the caller's) costs a few ``len``;
+    tracekit's own headers are ASCII, a character a byte.
+    """
+    if limit is None:
+        return True
+    value = args[1] if len(args) > 1 else kwargs.get("value")
+    key = args[2] if len(args) > 2 else kwargs.get("key")
+    given = args[headers_position] if len(args) > headers_position else kwargs.get("headers")
+    size = RECORD_OVERHEAD + _HEADER_OVERHEAD * len(carrier)
+    size += sum(map(len, carrier)) + sum(map(len, carrier.values()))
+    callers = _size_of(value, key, given)
+    if callers is None:
+        return True  # a type the client refuses: it says so, as without tracekit
+    size += callers
+    if size <= limit:
+        return True
+    _message_headers.context_left_out.warn(
+        "Kafka record", f"its headers could pass the producer's {limit} bytes"
+    )
+    return False
+
+
+def _size_of(value: object, key: object, given: object) -> int | None:
+    """The bytes of the caller's value, key and headers (each with its length varints)."""
+    if type(value) is bytes and (key is None or type(key) is bytes) and not given:
+        return len(value) + (len(key) if key is not None else 0)  # the usual record
+    value_size, key_size = _byte_length(value), _byte_length(key)
+    if value_size is None or key_size is None:
+        return None
+    headers_size = _headers_size(given)
+    return None if headers_size is None else value_size + key_size + headers_size
+
+
+def _headers_size(given: object) -> int | None:
+    if not given:
+        return 0
+    if isinstance(given, dict):
+        pairs: Iterable[object] = given.items()
+    elif isinstance(given, list | tuple):
+        pairs = given
+    else:
+        return None  # not a header form the client takes
+    size = 0
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            return None
+        name, value = _byte_length(pair[0]), _byte_length(pair[1])
+        if name is None or value is None:
+            return None
+        size += name + value + _HEADER_OVERHEAD
+    return size
+
+
+def _byte_length(part: object) -> int | None:
+    """``part``'s bytes as the client sends them (str as UTF-8); None for a type it refuses."""
+    if part is None:
+        return 0
+    if isinstance(part, (bytes, bytearray)):  # a tuple: faster than a union, once per header
+        return len(part)
+    if isinstance(part, str):
+        return len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+    if isinstance(part, memoryview):
+        return part.nbytes
+    return None
 
 
 def _with_headers(

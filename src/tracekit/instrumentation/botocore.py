@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging, propagation, semconv, sqs
-from tracekit._messaging.headers import context_left_out
+from tracekit._messaging import headers as _message_headers
 from tracekit._runtime.guard import report_once
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -122,7 +122,9 @@ def _pushed_over(size: int, size_without: Callable[[], int]) -> bool:
 
 
 def _left_out(what: str) -> None:
-    context_left_out.warn(what, f"its attributes would pass SQS's {sqs.MAX_MESSAGE_SIZE} bytes")
+    _message_headers.context_left_out.warn(
+        what, f"its attributes would pass SQS's {sqs.MAX_MESSAGE_SIZE} bytes"
+    )
 
 
 def _no_room_once() -> None:

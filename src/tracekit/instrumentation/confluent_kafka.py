@@ -40,6 +40,8 @@ from tracekit.instrumentation._kafka import SYSTEM
 # keyword list names on_delivery's alias "callback" too, so it takes a position of its own
 _HEADERS_POSITION = 7
 
+_DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+
 _held = messaging.HeldDeliveries()
 
 __all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]
@@ -109,11 +111,15 @@ def _traced_producer_class(base: type) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._tracekit_bare = _made_by_asyncio_client()
+            config = args[0] if args and isinstance(args[0], dict) else kwargs
+            self._tracekit_limit = _message_max_bytes(config)
 
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not type(self)._tracekit_live or self._tracekit_bare:
                 return super().produce(*args, **kwargs)
-            return _kafka.traced_send(super().produce, args, kwargs, _HEADERS_POSITION)
+            return _kafka.traced_send(
+                super().produce, args, kwargs, _HEADERS_POSITION, self._tracekit_limit
+            )
 
     Producer.__module__ = base.__module__
     return Producer
@@ -156,6 +162,15 @@ def _traced_consumer_class(base: type) -> type:
 
     Consumer.__module__ = base.__module__
     return Consumer
+
+
+def _message_max_bytes(config: dict[str, Any]) -> int | None:
+    """librdkafka's ``message.max.bytes`` (an int or a numeric string; default 1,000,000)."""
+    value = config.get("message.max.bytes", _DEFAULT_MESSAGE_MAX_BYTES)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None  # librdkafka refused this configuration already
 
 
 def _made_by_asyncio_client() -> bool:

@@ -63,7 +63,22 @@ def finish(consumer: object, error: BaseException | None = None) -> None:
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    return _kafka.traced_send(wrapped, args, kwargs, _headers_position(instance))
+    position = _headers_position(instance)
+    return _kafka.traced_send(wrapped, args, kwargs, position, _size_limit(instance))
+
+
+def _size_limit(producer: Any) -> int | None:
+    """The largest record ``producer`` sends (``max_request_size``); None when a serializer
+    makes the bytes inside ``send``, so their size is not known before it."""
+    config = getattr(producer, "config", None)
+    if (
+        not isinstance(config, dict)
+        or config.get("key_serializer")
+        or config.get("value_serializer")
+    ):
+        return None
+    limit = config.get("max_request_size")
+    return limit if isinstance(limit, int) else None
 
 
 def _headers_position(producer: Any) -> int | None:
