@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import T0, Topology, checkout, incident
+from trace_topologies import T0, Topology, checkout, incident, write_store
 
 from tracekit.records import SpanRecord
 from tracekit.store import Store
@@ -21,10 +21,7 @@ from tracekit_cli.main import cli
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("search") / "tracekit.db"
-    with Store(path) as s:
-        for t in (checkout(), incident()):
-            s.write_spans(t.spans)
-    return path
+    return write_store(path)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import Topology, checkout, incident
+from trace_topologies import Topology, write_store
 
 from tracekit.store import Store
 from tracekit_cli.main import cli
@@ -21,10 +21,7 @@ SINCE = "2023-11-14T22:00:00+00:00"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("services") / "tracekit.db"
-    with Store(path) as s:
-        for t in (checkout(), incident()):
-            s.write_spans(t.spans)
-    return path
+    return write_store(path)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -12,9 +12,8 @@ from click.testing import CliRunner
 from tests.receiver._collector_process import start_collector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import checkout, incident
+from trace_topologies import write_store
 
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 SINCE = "2023-11-14T22:00:00+00:00"
@@ -32,9 +31,7 @@ COMMANDS = {  # what each says about the checkout and incident requests: its exi
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)  # where a "~" taken literally would be made
-    with Store(tmp_path / "x.db") as s:
-        for t in (checkout(), incident()):
-            s.write_spans(t.spans)
+    write_store(tmp_path / "x.db")
     return tmp_path
 
 

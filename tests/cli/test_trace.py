@@ -20,23 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import Topology, checkout, incident
+from trace_topologies import Topology, checkout, incident, write_store
 
 from tracekit.path import load_schema
 from tracekit.records import SpanRecord
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
-
-
-def write_store(path: Path, *topologies: Topology) -> Path:
-    with Store(path) as store:
-        for t in topologies:
-            store.write_spans(t.spans)
-            store.write_logs(t.logs)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import checkout, incident
+from trace_topologies import write_store
 
-from tracekit.store import Store
 from tracekit_cli.main import cli
 
 NOTES = [
@@ -25,10 +24,7 @@ NOTES = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("narrow") / "tracekit.db"
-    with Store(path) as s:
-        for t in (checkout(), incident()):
-            s.write_spans(t.spans)
-    return path
+    return write_store(path)
 
 
 @pytest.mark.parametrize("fmt", ["text", "rich"])

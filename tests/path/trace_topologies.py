@@ -11,6 +11,7 @@ import itertools
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tracekit.records import (
     LogRecordData,
@@ -228,3 +229,15 @@ def incident() -> Topology:
                     status="ERROR", message="duplicate entry for job 77")  # fmt: skip
     t.log(orphan, -30, "rejecting duplicate entry", "ERROR")
     return t
+
+
+def write_store(path: Path, *topologies: Topology) -> Path:
+    """A store at ``path`` holding the spans and logs of ``topologies`` (default: the checkout
+    and the incident)."""
+    from tracekit.store import Store
+
+    with Store(path) as store:
+        for t in topologies or (checkout(), incident()):
+            store.write_spans(t.spans)
+            store.write_logs(t.logs)
+    return path
