@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -68,6 +69,34 @@ def test_health_endpoint(receiver: Receiver) -> None:
     response = conn.getresponse()
     assert response.status == 200 and json.loads(response.read())["status"] == "ok"
     conn.close()
+
+
+def test_head_answers_like_get_without_a_body(receiver: Receiver) -> None:
+    """Load balancers and probes check health with HEAD; RFC 9110: the GET's head, no content."""
+
+    def exchange(method: str, path: str) -> tuple[str, dict[str, str], bytes]:
+        with socket.create_connection(receiver.address, timeout=10) as sock:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode()
+            )
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        return status, headers, body
+
+    got = exchange("GET", "/health")
+    for path, status in (("/health", "200"), ("/v1/traces", "405")):
+        line, headers, body = exchange("HEAD", path)
+        assert line.split()[1] == status and body == b"", (path, line, body)
+        if status == "200":
+            assert headers["content-length"] == got[1]["content-length"] != "0"
+
+
+def test_error_bodies_name_the_matching_rpc_code(receiver: Receiver) -> None:
+    """OTLP/HTTP error bodies are google.rpc.Status: a 404 says NOT_FOUND, not UNKNOWN."""
+    reply = post(receiver, "/v1/nowhere", b"", {"Content-Type": "application/json"})
+    assert reply.status == 404 and json.loads(reply.body)["code"] == 5  # NOT_FOUND
 
 
 def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:

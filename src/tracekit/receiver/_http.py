@@ -29,8 +29,11 @@ from tracekit.receiver._service import JSON, PROTOBUF, IngestService
 
 _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 _SIGNALS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
-_RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 413: code_pb2.RESOURCE_EXHAUSTED,
-              415: code_pb2.INVALID_ARGUMENT, 503: code_pb2.UNAVAILABLE}  # fmt: skip
+_RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND,
+              405: code_pb2.UNIMPLEMENTED, 408: code_pb2.DEADLINE_EXCEEDED,
+              413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
+              500: code_pb2.INTERNAL, 501: code_pb2.UNIMPLEMENTED,
+              503: code_pb2.UNAVAILABLE}  # fmt: skip
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop at most this much of a refused body
 _WRITE_TIMEOUT = 10.0
 _log = logging.getLogger("tracekit.receiver")
@@ -168,7 +171,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """Access logs stay off: a collector at full rate would drown its terminal."""
 
     def do_GET(self) -> None:
-        """Health check, or 405 on the OTLP paths."""
+        """Health check, or 405 on the OTLP paths (and the same for HEAD, without bodies)."""
         path = self.path.split("?", 1)[0]
         if path in ("/health", "/healthz", "/"):
             stopping = self.server.service.stopping
@@ -206,7 +209,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """Only POST is accepted."""
         self._refuse_method()
 
-    do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_PUT
+    do_DELETE = do_PATCH = do_OPTIONS = do_PUT
+    do_HEAD = do_GET  # the same answers, their bodies left out (``_send``)
 
     def _refuse_method(self) -> None:
         self.close_connection = True  # whatever body came with it was not read
@@ -302,7 +306,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
             self._answered = True
         except OSError:
             self.close_connection = True  # the client went away; nothing to tell it
