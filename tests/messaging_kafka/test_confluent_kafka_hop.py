@@ -182,6 +182,13 @@ def test_positional_arguments_keep_their_meaning_and_carry_the_context(
     assert headers["x-correlation-id"] == b"order-positional-1" and "traceparent" in headers
 
 
+def test_headers_the_client_refuses_are_refused_as_without_tracekit(kafka_bootstrap: str) -> None:
+    """confluent-kafka takes a dict or a list of pairs: a tuple stays the caller's error."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    with pytest.raises(TypeError, match="expected headers to be dict or list"):
+        producer.produce("orders", b"x", headers=(("app", b"1"),))
+
+
 def test_the_asyncio_consumer_stays_untraced_and_leaves_its_pool_clean(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

@@ -157,6 +157,16 @@ def test_uninstrumented_send_adds_no_headers(
     assert spans.get_finished_spans() == ()
 
 
+def test_headers_the_client_refuses_are_refused_as_without_tracekit(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """kafka-python takes headers as a list only: a tuple stays the caller's error."""
+    kp = producer(kafka_bootstrap)
+    with pytest.raises(TypeError, match="headers must be list-type"):
+        kp.send(topic, b"plain", headers=(("app", b"1"),))
+    kp.close()
+
+
 def test_a_broker_api_before_headers_still_takes_the_send(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

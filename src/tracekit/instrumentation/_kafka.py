@@ -143,7 +143,7 @@ def merged_headers(given: object, carrier: dict[str, str]) -> Any:
     if isinstance(given, dict):
         kept = {k: v for k, v in given.items() if not _named(k, ours)}
         return {**kept, **dict(encoded)}
-    if given is None or isinstance(given, list | tuple):
+    if given is None or isinstance(given, list):  # (both clients refuse a tuple)
         pairs = [p for p in given or () if not (isinstance(p, tuple) and _named(p[0], ours))]
         return pairs + encoded
     return None  # a header form the client rejects anyway: let it say so
