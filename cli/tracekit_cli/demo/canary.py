@@ -199,7 +199,7 @@ def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
 def _show_command(console: Any, store_path: Path) -> None:
     from rich.markup import escape
 
-    from tracekit_cli.demo.command import command_as_typed
+    from tracekit_cli.demo.typed import command_as_typed
 
     command = (
         f"{command_as_typed()} canary --service {SERVICE} --baseline {BASELINE}"

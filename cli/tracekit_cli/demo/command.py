@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import shutil
 import signal
-import sys
 import time
 from pathlib import Path as FilePath
 from typing import Any
 
 import click
 
+from tracekit_cli.demo.typed import command_as_typed
 from tracekit_cli.options import EXIT_ERROR, StoreOption, fail, no_color, terminal_width
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
@@ -222,16 +221,3 @@ def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: 
     if tracekit != "tracekit":
         activate = FilePath(tracekit).parent / "activate"
         console.print(f"(to type just tracekit, activate the venv: . {activate})", soft_wrap=True)
-
-
-def command_as_typed() -> str:
-    """``tracekit`` when PATH finds this installation's command, else its path (relative to here
-    when below): after ``make demo`` it is ``.venv/bin/tracekit`` until the venv is activated."""
-    script = FilePath(sys.executable).with_name("tracekit")
-    found = shutil.which("tracekit")
-    if not script.exists() or (found and FilePath(found).resolve() == script.resolve()):
-        return "tracekit"
-    try:
-        return str(script.relative_to(FilePath.cwd()))
-    except ValueError:
-        return str(script)

@@ -26,7 +26,7 @@ def fastest_and_slowest(paths: list[Path]) -> tuple[Path, Path] | None:
 def show_diff(console: Any, paths: list[Path], store_path: FilePath) -> None:
     """Print ``tracekit diff FASTEST SLOWEST`` on the demo's console, under a rule."""
     from tracekit.store import default_store_path
-    from tracekit_cli.demo.command import command_as_typed
+    from tracekit_cli.demo.typed import command_as_typed
 
     pair = fastest_and_slowest(paths)
     if pair is None:

@@ -1,0 +1,20 @@
+"""How the demo's printed commands start, so that they paste as typed."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+
+def command_as_typed() -> str:
+    """``tracekit`` when PATH finds this installation's command, else its path (relative to here
+    when below): after ``make demo`` it is ``.venv/bin/tracekit`` until the venv is activated."""
+    script = Path(sys.executable).with_name("tracekit")
+    found = shutil.which("tracekit")
+    if not script.exists() or (found and Path(found).resolve() == script.resolve()):
+        return "tracekit"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
