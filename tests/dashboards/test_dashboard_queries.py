@@ -127,7 +127,13 @@ def traffic(shops: dict[str, Shop], prometheus: str) -> Traffic:
         (CANARY if i % 10 < 3 else BASELINE, KINDS[i % len(KINDS)].format(i=i))
         for i in range(int(RATE * DURATION))
     ]
-    clients = {v: httpx.Client(base_url=shop.url, timeout=10) for v, shop in shops.items()}
+    # A connection per request: uvicorn closes the connection of a request whose app raised
+    # after answering (/crash), and a pooled client could send the next request on it first
+    # (connection reset; seen once in a loaded CI run).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    clients = {
+        v: httpx.Client(base_url=shop.url, timeout=10, limits=fresh) for v, shop in shops.items()
+    }
     start = time.time()
     try:
         statuses = _send(clients, plan)
