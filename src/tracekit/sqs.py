@@ -27,7 +27,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from tracekit import messaging
-from tracekit._messaging.headers import callers_own
+from tracekit._messaging.headers import byte_length, callers_own
 from tracekit._runtime.guard import report_once
 
 SYSTEM = "aws_sqs"
@@ -84,9 +84,7 @@ def message_size(body: object, attributes: Mapping[str, Any] | None) -> int:
 
 
 def _byte_length(value: object) -> int:
-    if isinstance(value, str):
-        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
-    return len(value) if isinstance(value, bytes | bytearray) else 0
+    return byte_length(value) or 0  # (a type boto refuses: it says so)
 
 
 def _string(value: str) -> dict[str, str]:

@@ -168,6 +168,20 @@ class Reading(NamedTuple):
 _last_reading: tuple[config.Options, Reading] | None = None
 
 
+def byte_length(part: object) -> int | None:
+    """``part``'s bytes as a client sends them (str as UTF-8, None as nothing); None for a type
+    no client takes. What tracekit estimates message sizes by (Kafka records, SQS messages)."""
+    if part is None:
+        return 0
+    if isinstance(part, (bytes, bytearray)):  # a tuple: faster than a union, once per header
+        return len(part)
+    if isinstance(part, str):
+        return len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
+    if isinstance(part, memoryview):
+        return part.nbytes
+    return None
+
+
 def lower_name(key: object) -> str | None:
     """A header key (``str``, or ASCII ``bytes``) in lower case; None for anything else."""
     if isinstance(key, bytes):

@@ -18,6 +18,7 @@ from typing import Any
 
 from tracekit import messaging
 from tracekit._messaging import headers as _message_headers
+from tracekit._messaging.headers import byte_length
 
 SYSTEM = "kafka"
 # kafka-python counts a record batch's header (61 bytes) with each record; librdkafka at most
@@ -81,7 +82,7 @@ def _size_of(value: object, key: object, given: object) -> int | None:
     """The bytes of the caller's value, key and headers (each with its length varints)."""
     if type(value) is bytes and (key is None or type(key) is bytes) and not given:
         return len(value) + (len(key) if key is not None else 0)  # the usual record
-    value_size, key_size = _byte_length(value), _byte_length(key)
+    value_size, key_size = byte_length(value), byte_length(key)
     if value_size is None or key_size is None:
         return None
     headers_size = _headers_size(given)
@@ -101,24 +102,11 @@ def _headers_size(given: object) -> int | None:
     for pair in pairs:
         if not isinstance(pair, tuple) or len(pair) != 2:
             return None
-        name, value = _byte_length(pair[0]), _byte_length(pair[1])
+        name, value = byte_length(pair[0]), byte_length(pair[1])
         if name is None or value is None:
             return None
         size += name + value + _HEADER_OVERHEAD
     return size
-
-
-def _byte_length(part: object) -> int | None:
-    """``part``'s bytes as the client sends them (str as UTF-8); None for a type it refuses."""
-    if part is None:
-        return 0
-    if isinstance(part, (bytes, bytearray)):  # a tuple: faster than a union, once per header
-        return len(part)
-    if isinstance(part, str):
-        return len(part) if part.isascii() else len(part.encode("utf-8", "surrogatepass"))
-    if isinstance(part, memoryview):
-        return part.nbytes
-    return None
 
 
 def _with_headers(
