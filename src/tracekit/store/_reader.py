@@ -156,6 +156,13 @@ class StoreReader:
         query = f"{_SPAN_SELECT} WHERE s.start_ns >= ? ORDER BY s.start_ns LIMIT ?"
         return self._spans(self.conn.execute(query, (since_unix_nano, limit)).fetchall())
 
+    def newest_spans_since(self, since_unix_nano: int, limit: int) -> list[SpanRecord]:
+        """The ``limit`` spans that started last, at or after ``since_unix_nano``, oldest first
+        (``spans_since`` keeps the first ``limit``); of spans starting together, the last
+        stored."""
+        query = f"{_SPAN_SELECT} WHERE s.start_ns >= ? ORDER BY s.start_ns DESC, s.id DESC LIMIT ?"
+        return self._spans(self.conn.execute(query, (since_unix_nano, limit)).fetchall()[::-1])
+
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces holding a span whose link points into any of ``trace_ids``."""
         ids = hex_ids(trace_ids, 16)

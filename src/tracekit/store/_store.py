@@ -218,7 +218,7 @@ class Store:
     def newest_spans_since(self, since_unix_nano: int, *, limit: int) -> list[SpanRecord]:
         """The ``limit`` spans that started last, at or after ``since_unix_nano``, oldest first
         (``spans_since`` keeps the first ``limit``)."""
-        return self._read(lambda r: _newest_spans_since(r, since_unix_nano, limit))
+        return self._read(lambda r: r.newest_spans_since(since_unix_nano, limit))
 
     def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
         """Spans that carry a link to the span ``trace_id``/``span_id``."""
@@ -319,13 +319,6 @@ def _service_edges(reader: StoreReader, since: int) -> list[ServiceCallCount]:
         key = (reader.strings.get(source) or "", reader.strings.get(target) or "")
         totals[key] = totals.get(key, 0) + int(count)
     return [ServiceCallCount(a, b, n) for (a, b), n in sorted(totals.items())]
-
-
-def _newest_spans_since(reader: StoreReader, since: int, limit: int) -> list[SpanRecord]:
-    query = "SELECT start_ns FROM spans WHERE start_ns >= ? ORDER BY start_ns DESC LIMIT 1 OFFSET ?"
-    row = reader.conn.execute(query, (since, limit - 1)).fetchone()
-    oldest_kept = since if row is None else int(row[0])
-    return reader.spans_where("s.start_ns >= ?", (oldest_kept,))[-limit:]  # ties: latest ids
 
 
 def _one_line(error: BaseException) -> str:
