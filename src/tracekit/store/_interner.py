@@ -37,7 +37,7 @@ class Interner:
         self.resources: dict[bytes, int] = {}
         self.generation = -1  # of the ids cached; -1: not read yet
         self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: held around a fork, which closes
 
     def add(self, strings: Iterable[str], resources: Iterable[str]) -> None:
         """Make sure every string and resource (canonical JSON text) has a committed id.
@@ -104,6 +104,14 @@ class Interner:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def hold(self) -> None:
+        """Keep every other thread out until ``release`` (around a ``fork()``; this thread may
+        still ``close``)."""
+        self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 def resource_document(resource: Attributes, version: str | None) -> str:

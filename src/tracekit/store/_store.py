@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Store:
         self._reader: StoreReader | None = None
         self._encoder: RowEncoder | None = None
         self._encoder_lock = threading.Lock()
+        self._held_interner: Interner | None = None
+        _stores.add(self)
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -284,18 +287,45 @@ class Store:
         return self._reader
 
     def close(self) -> None:
-        """Close both connections (the store can be used again; they reopen)."""
-        with self._write_lock:
-            if self._writer is not None:
-                self._writer.conn.close()
-                self._writer = None
-        with self._read_lock:
-            if self._reader is not None:
-                self._reader.conn.close()
-                self._reader = None
-        with self._encoder_lock:
-            if self._encoder is not None:
-                self._encoder.interner.close()
+        """Close every connection (the store can be used again; they reopen)."""
+        with self._write_lock, self._encode_lock, self._read_lock, self._encoder_lock:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        if self._writer is not None:
+            self._writer.conn.close()
+            self._writer = None
+        if self._reader is not None:
+            self._reader.conn.close()
+            self._reader = None
+        if self._encoder is not None:
+            self._encoder.interner.close()
+
+    # -- fork() ----------------------------------------------------------------------------------
+
+    def _quiesce_for_fork(self) -> None:
+        """Before ``fork()``: wait until no thread uses the store, close every connection, and
+        keep it that way until ``_resume_after_fork`` (so no thread opens one in between)."""
+        for lock in self._fork_locks():
+            lock.acquire()
+        interner = self._encoder.interner if self._encoder else None
+        self._held_interner = interner
+        if interner is not None:
+            interner.hold()
+        # A connection that fails to close is dropped: the child must not inherit one.
+        with contextlib.suppress(sqlite3.Error):
+            self._close_connections()
+
+    def _resume_after_fork(self) -> None:
+        """After ``fork()``, in the parent and in the child: the connections reopen when used."""
+        if self._held_interner is not None:
+            self._held_interner.release()
+            self._held_interner = None
+        for lock in reversed(self._fork_locks()):
+            lock.release()
+
+    def _fork_locks(self) -> list[threading.Lock | threading.RLock]:  # in the order used
+        return [self._write_lock, self._encode_lock, self._read_lock, self._encoder_lock]
 
 
 def _service_edges(reader: StoreReader, since: int) -> list[ServiceCallCount]:
@@ -323,3 +353,28 @@ def _service_edges(reader: StoreReader, since: int) -> list[ServiceCallCount]:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:200]
+
+
+# SQLite keeps each file's lock state in process memory: a child of fork() that inherited an
+# open connection believes it holds locks it does not. Its own connections then take no real
+# lock, and when the parent closed its last connection it checkpointed and deleted the WAL
+# under the child, whose commits after that were lost. So no connection crosses a fork():
+# every store is quiesced and closed before it, and reopens on its next use on either side.
+# (subprocess does not run these hooks; os.fork and multiprocessing's fork do.)
+_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+_quiesced: list[Store] = []
+
+
+def _before_fork() -> None:
+    _quiesced[:] = list(_stores)
+    for store in _quiesced:
+        store._quiesce_for_fork()
+
+
+def _after_fork() -> None:
+    for store in reversed(_quiesced):
+        store._resume_after_fork()
+    _quiesced.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("tracekit")
-_inherited: list[Store] = []  # stores a forked child must neither use nor close
 
 
 class _StoreWriter:
@@ -48,17 +47,7 @@ class _StoreWriter:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
         self.store = store if store is not None else Store(path)
-        self._failed_once = False
-        # An SQLite connection must not be used across fork(): a forked child (a prefork worker,
-        # a multiprocessing child) opens its own.
-        reopen = weakref.WeakMethod(self._reopen_after_fork)
-        os.register_at_fork(after_in_child=lambda: (method := reopen()) and method())
-
-    def _reopen_after_fork(self) -> None:
-        # The parent's connections stay referenced and unclosed: closing them here could release
-        # locks that are the parent's business.
-        _inherited.append(self.store)
-        self.store = Store(self.store.path)
+        self._failed_once = False  # (a forked child goes on with this store: see Store)
 
     def _write(self, write: Callable[[], None], signal: str) -> bool:
         """Run ``write`` with instrumentation suppressed; False (logged once) if it failed."""
@@ -68,9 +57,7 @@ class _StoreWriter:
             return True
         except Exception as error:
             if not self._failed_once:
-                _log.warning(
-                    "tracekit: writing %ss to the store failed: %s", signal, type(error).__name__
-                )
+                _log.warning("tracekit: writing %ss to the store failed: %s", signal, _why(error))
             self._failed_once = True
             return False
 
@@ -175,6 +162,16 @@ def plain_value(value: object) -> AttributeValue:
     if isinstance(value, list | tuple):
         return [plain_value(v) for v in value]
     return str(value)
+
+
+def _why(error: Exception) -> str:
+    """The error's type, and SQLite's own words for it ("database is locked"): never a message
+    that may quote what was being written."""
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorname", None)  # SQLITE_IOERR_SHORT_READ, say
+        text = " ".join(str(error).split())[:200]
+        return f"{type(error).__name__}: {text}" + (f" ({code})" if code else "")
+    return type(error).__name__
 
 
 def _body_text(body: object) -> str:
