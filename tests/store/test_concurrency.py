@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+import pytest
+
+from tracekit.records import LogRecordData
 from tracekit.store import Store
 
 SPANS_PER_PROCESS = 400
@@ -52,3 +59,76 @@ def test_many_writer_processes_and_a_reader(tmp_path: Path) -> None:
     store = Store(path)
     assert store.count_spans() == 4 * SPANS_PER_PROCESS
     assert len(store.spans_by_correlation_id("svc-2")) == SPANS_PER_PROCESS
+
+
+def test_a_store_first_created_by_two_threads_keeps_its_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The span and log exporters of one process (say a Celery child stopping) create the store
+    side by side. POSIX drops every lock a process holds on a file when it closes any descriptor
+    of it: the descriptor that created the file 0600 was closed after the other thread's SQLite
+    connection had taken its locks, and that connection then held none. Another process's close
+    then deleted the WAL under it: "disk I/O error" (SQLITE_IOERR_RDLOCK) and lost records.
+
+    A slow ``fchmod`` (a loaded machine, a network filesystem) widens the window so the race
+    happened every time.
+    """
+    path = tmp_path / "new.db"
+    first, second = Store(path), Store(path)
+    creating, opened = threading.Event(), threading.Event()
+    fchmod = os.fchmod
+
+    def slow_fchmod(fd: int, mode: int) -> None:
+        fchmod(fd, mode)
+        creating.set()
+        opened.wait(1)  # the other thread's open, unless it must wait for this one to finish
+
+    monkeypatch.setattr(os, "fchmod", slow_fchmod)
+
+    def second_writes() -> None:
+        creating.wait(5)
+        second.write_logs([_log("second, while the file is created")])
+        opened.set()
+
+    thread = threading.Thread(target=second_writes)
+    thread.start()
+    first.write_logs([_log("first, creating the file")])
+    thread.join()
+    monkeypatch.undo()
+
+    assert _in_another_process("write", path) == "written"  # it closes its connection when done
+    first.write_logs([_log("first, after the other process")])
+    second.write_logs([_log("second, after the other process")])
+
+    # Read by another process (`tracekit trace`) while this one still runs.
+    assert _in_another_process("count", path) == "5"
+    first.close()
+    second.close()
+
+
+def _in_another_process(action: str, path: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _ANOTHER_PROCESS, action, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+_ANOTHER_PROCESS = """
+import sys
+from tracekit.records import LogRecordData
+from tracekit.store import Store
+with Store(sys.argv[2]) as store:
+    if sys.argv[1] == "write":
+        store.write_logs([LogRecordData(1, "other", "INFO", 9, "another process")])
+        print("written")
+    else:
+        print(store.count_logs())
+"""
+
+
+def _log(body: str) -> LogRecordData:
+    return LogRecordData(1_700_000_000_000_000_000, "svc", "INFO", 9, body)

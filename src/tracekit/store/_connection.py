@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,12 @@ _WRITE_PRAGMAS = (
     "PRAGMA cache_size = -16000",
     "PRAGMA temp_store = MEMORY",
 )
+
+# POSIX drops every lock a process holds on a file when the process closes any descriptor of it.
+# The descriptor ``create_private`` opens is closed again, so no SQLite connection of this
+# process may open the file meanwhile: its locks would silently vanish (another process could
+# then delete the WAL under it). Connections opened before cannot exist: the file is new.
+_descriptors = threading.Lock()
 
 
 def open_writer(path: Path) -> sqlite3.Connection:
@@ -66,14 +73,15 @@ def create_private(path: Path) -> None:
     file or folder keeps the mode its owner gave it.
     """
     _create_private_folders(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)
-    finally:
-        os.close(fd)
+    with _descriptors:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+        finally:
+            os.close(fd)
 
 
 def _create_private_folders(folder: Path) -> None:
@@ -99,13 +107,14 @@ def open_reader(path: Path) -> sqlite3.Connection:
 
 
 def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        target,
-        uri=uri,
-        timeout=BUSY_TIMEOUT_MS / 1000,
-        isolation_level=None,
-        check_same_thread=False,
-    )
+    with _descriptors:
+        conn = sqlite3.connect(
+            target,
+            uri=uri,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn
 
