@@ -193,3 +193,28 @@ def test_parsing_retention_flags() -> None:
     for bad in ("12 parsecs", "1001TB", "9" * 400 + "GB"):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_an_exporter_that_cannot_write_says_why_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+    from tracekit.store.exporter import StoreSpanExporter
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    exporter = StoreSpanExporter(folder)  # a folder where the file should be
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    for _ in range(2):
+        tracer.start_span("lost").end()
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
+    assert warnings == [
+        "tracekit: writing spans to the store failed: "
+        "OperationalError: unable to open database file (SQLITE_CANTOPEN)"
+    ]
+    assert exporter.export([]) is SpanExportResult.FAILURE
