@@ -15,10 +15,23 @@ import click
 from tracekit.records import finite_json
 from tracekit_cli.options import no_color, terminal_width
 
-# json escapes C0 controls only; these a terminal may act on too (C1 such as CSI and OSC, DEL,
-# bidirectional overrides, line separators). They can only stand inside JSON strings, where the
-# \uXXXX form decodes to the same text.
-_TERMINAL_ACTIVE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# json escapes C0 controls only. Every other character that is not printable is escaped too:
+# those a terminal may act on (C1 such as CSI and OSC, DEL), bidirectional overrides, line
+# separators, and invisible ones ("ord\u200bers" reads as "orders"; tag characters can carry
+# hidden text). They can only stand inside JSON strings, where the \uXXXX form decodes to the
+# same text; printable non-ASCII text stays as it is.
+_MAYBE_UNPRINTABLE = re.compile("[^\x20-\x7e\n]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP: JSON's surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def emit_json(document: Any) -> None:
@@ -28,13 +41,14 @@ def emit_json(document: Any) -> None:
 
 
 def json_for_terminal(document: Any) -> str:
-    """``document`` as indented, standard JSON with no raw control, bidi or line-separator
-    character; NaN and infinities (attribute values OTLP allows) as OTLP/JSON's strings."""
+    """``document`` as indented, standard JSON with no raw character that is not printable
+    (controls, bidi, separators, invisible ones); NaN and infinities (attribute values OTLP
+    allows) as OTLP/JSON's strings."""
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
     except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
         text = json.dumps(finite_json(document), indent=2, ensure_ascii=False)
-    return _TERMINAL_ACTIVE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _MAYBE_UNPRINTABLE.sub(_escaped, text)
 
 
 def emit_text(render: Callable[[int], str]) -> None:

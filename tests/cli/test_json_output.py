@@ -24,10 +24,13 @@ from tracekit_cli.main import cli
 
 SINCE = "2023-11-14T22:00:00+00:00"
 HOSTILE = "\x7f\x80\x9b31m\x9d0;title\x07\x9f\u200e\u200f\u202a\u202e\u2066\u2069\u2028\u2029"
+# Invisible: "ord\u200bers" reads as "orders"; tag characters can carry hidden ASCII text.
+INVISIBLE = "\u200b\u2060\ufeff\u00ad\U000e0041\U000e0042"
 UNSAFE = (
     {chr(c) for c in range(0x7F, 0xA0)}
     | set("\u200e\u200f\u2028\u2029")
     | {chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+    | set(INVISIBLE)
 )
 
 
@@ -37,6 +40,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = t.span(f"gate{HOSTILE}way", f"GET /é{HOSTILE}", "SERVER", 0, 100,
                   attrs={"note": f"日本{HOSTILE}"})  # fmt: skip
     t.http(root, f"orders{HOSTILE}", "/orders", 10, 90)
+    t.http(root, f"ord{INVISIBLE}ers", "/stock", 20, 30)
     path = tmp_path_factory.mktemp("hostile") / "tracekit.db"
     with Store(path) as s:
         s.write_spans(t.spans)
@@ -55,20 +59,26 @@ def strings(value: object) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "names_services"),
     [
-        ["trace", "req-hostile"],
-        ["search", "--since", SINCE],
-        ["services", "--since", SINCE],
+        (["trace", "req-hostile"], True),
+        (["search", "--since", SINCE], False),  # a list of requests, by correlation id
+        (["services", "--since", SINCE], True),
     ],
 )
-def test_json_escapes_what_a_terminal_could_act_on(store: Path, args: list[str]) -> None:
+def test_json_escapes_what_a_terminal_could_act_on(
+    store: Path, args: list[str], names_services: bool
+) -> None:
     result = CliRunner().invoke(cli, [*args, "--store", str(store), "--format", "json"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert HOSTILE not in out
     assert not UNSAFE & set(out), sorted(f"U+{ord(c):04X}" for c in UNSAFE & set(out))
     assert "\\u009b" in out and "\\u202e" in out and "\\u2028" in out
+    if names_services:  # beyond the BMP, as JSON writes it: a surrogate pair
+        assert "\\u200b\\u2060\\ufeff\\u00ad\\udb40\\udc41" in out
     # nothing lost: the document decodes to the stored strings; other text stays readable
-    assert any(HOSTILE in text for text in strings(json.loads(out)))
+    decoded = strings(json.loads(out))
+    assert any(HOSTILE in text for text in decoded)
+    assert any(INVISIBLE in text for text in decoded) is names_services
     assert "\\u00e9" not in out and "\\u65e5" not in out
