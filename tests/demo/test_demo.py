@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -282,3 +283,29 @@ def test_the_demo_makes_its_store_and_folders_private_whatever_the_umask(tmp_pat
     assert result.returncode == 0, result.stderr
     modes = [oct(p.stat().st_mode & 0o777) for p in (store.parent.parent, store.parent, store)]
     assert modes == ["0o700", "0o700", "0o600"]
+
+
+def test_a_store_path_with_brackets_and_spaces_is_shown_as_it_is_and_pastes(
+    tmp_path: Path,
+) -> None:
+    """rich reads ``[...]`` as markup: such a path crashed the demo with a traceback (or lost
+    its brackets), and the commands it suggests split a path with spaces in two."""
+    store = tmp_path / "my [/b] stores" / "demo [x].db"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--no-canary",
+         "--queue", "embedded", "--store", str(store)],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"→ store {store}\n" in result.stdout
+    hints = [line.strip() for line in result.stdout.splitlines() if " trace " in line]
+    assert hints, result.stdout
+    argv = shlex.split(hints[0])
+    assert argv[-2:] == ["--store", str(store)]
+    pasted = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", *argv[1:], "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    assert json.loads(pasted.stdout)["correlation_id"] == argv[2]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def _show_command(console: Any, store_path: Path) -> None:
 
     command = (
         f"{command_as_typed()} canary --service {SERVICE} --baseline {BASELINE}"
-        f" --canary {CANARY} --since 10m --store {store_path}"
+        f" --canary {CANARY} --since 10m --store {shlex.quote(str(store_path))}"
     )
     console.print("The same from the command line (exit status 1: fail):")
     console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)  # one line to paste

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shlex
 import signal
 import time
 from pathlib import Path as FilePath
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from tracekit_cli.demo.typed import command_as_typed
+from tracekit_cli.demo.typed import command_as_typed, store_flag
 from tracekit_cli.options import EXIT_ERROR, StoreOption, fail, no_color, terminal_width
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
@@ -48,6 +49,7 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
     _require_demo_packages()
     from rich.console import Console
+    from rich.markup import escape
 
     from tracekit.store import default_store_path
     from tracekit_cli.demo.topology import Topology
@@ -59,7 +61,7 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     started = time.monotonic()
     try:
         with Topology(store_path, queue=queue) as topology:
-            console.print(f"[bold]tracekit demo[/] → store {store_path}")
+            console.print(f"[bold]tracekit demo[/] → store {escape(str(store_path))}")
             console.print(f"queue: {topology.queue_description}")
             sent = _run_traffic(console, topology, count, stop=not keep_running)
             _show_results(console, store_path, sent, time.monotonic() - started)
@@ -203,10 +205,8 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
 def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: float) -> None:
     from rich.markup import escape
 
-    from tracekit.store import default_store_path
-
     example = slowest[0].correlation_id if slowest else "<correlation-id>"
-    store_flag = "" if store_path == default_store_path() else f" --store {store_path}"
+    store = store_flag(store_path)
     tracekit = command_as_typed()
     console.print(f"done in {elapsed:.1f} s. Explore further:")
     for command in (
@@ -217,7 +217,9 @@ def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: 
         f"{tracekit} services",
     ):
         # soft wrap: a hint broken across lines could not be pasted
-        console.print(f"  [bold]{escape(command + store_flag)}[/]", soft_wrap=True)
+        console.print(f"  [bold]{escape(command + store)}[/]", soft_wrap=True)
     if tracekit != "tracekit":
-        activate = FilePath(tracekit).parent / "activate"
-        console.print(f"(to type just tracekit, activate the venv: . {activate})", soft_wrap=True)
+        activate = shlex.quote(str(FilePath(shlex.split(tracekit)[0]).parent / "activate"))
+        console.print(
+            f"(to type just tracekit, activate the venv: . {escape(activate)})", soft_wrap=True
+        )

@@ -25,14 +25,13 @@ def fastest_and_slowest(paths: list[Path]) -> tuple[Path, Path] | None:
 
 def show_diff(console: Any, paths: list[Path], store_path: FilePath) -> None:
     """Print ``tracekit diff FASTEST SLOWEST`` on the demo's console, under a rule."""
-    from tracekit.store import default_store_path
-    from tracekit_cli.demo.typed import command_as_typed
+    from tracekit_cli.demo.typed import command_as_typed, store_flag
 
     pair = fastest_and_slowest(paths)
     if pair is None:
         return
     fastest, slowest = pair
-    store = "" if store_path == default_store_path() else f" --store {store_path}"
+    store = store_flag(store_path)
     console.rule("fastest against slowest checkout")
     tracekit = command_as_typed()
     console.print(f"$ {tracekit} diff {fastest.query} {slowest.query}{store}", markup=False,

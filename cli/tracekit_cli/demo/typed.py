@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,15 @@ def command_as_typed() -> str:
     if not script.exists() or (found and Path(found).resolve() == script.resolve()):
         return "tracekit"
     try:
-        return str(script.relative_to(Path.cwd()))
+        return shlex.quote(str(script.relative_to(Path.cwd())))
     except ValueError:
-        return str(script)
+        return shlex.quote(str(script))
+
+
+def store_flag(store_path: Path) -> str:
+    """`` --store PATH`` as a shell reads it back (spaces, brackets); nothing for the default."""
+    from tracekit.store import default_store_path
+
+    if store_path == default_store_path():
+        return ""
+    return f" --store {shlex.quote(str(store_path))}"
