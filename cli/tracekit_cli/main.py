@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import sys
 
 import click
@@ -65,6 +66,11 @@ def main() -> None:
         fail(error.format_message(), error.exit_code)
     except click.Abort:
         fail("aborted", 130)
+    except Exception as error:  # a bug: one line like any error, the traceback when asked
+        if os.environ.get("TRACEKIT_DEBUG"):
+            raise
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        fail(f"internal error ({reason}); TRACEKIT_DEBUG=1 shows the traceback", EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)
 
 

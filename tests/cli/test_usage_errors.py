@@ -89,3 +89,34 @@ def test_every_option_of_every_command_has_help_text() -> None:
             if isinstance(param, click.Option):
                 record = param.get_help_record(click.Context(command))
                 assert record and record[1].strip(), f"tracekit {name} {param.opts[0]}"
+
+
+_BROKEN_COMMAND = """
+import sys
+import tracekit_cli.main as entry
+
+def broken(*args, **kwargs):
+    raise LookupError("a bug\\x1b[2J\\nsecond line")
+
+entry.cli.main = broken  # any command failing in a way no code path expected
+sys.argv = ["tracekit", "services"]
+entry.main()
+"""
+
+
+def test_an_unexpected_error_is_one_line_and_exit_2_unless_debugging() -> None:
+    """A bug must not print a traceback either (the contract: one line, exit 2); with
+    TRACEKIT_DEBUG=1 the traceback is there for the bug report."""
+    environ = {k: v for k, v in os.environ.items() if k != "TRACEKIT_DEBUG"}
+    run = [sys.executable, "-c", _BROKEN_COMMAND]
+    quiet = subprocess.run(run, capture_output=True, text=True, timeout=60, env=environ)
+    assert quiet.returncode == 2
+    assert quiet.stderr == (
+        "tracekit: internal error (LookupError: a bug [2J second line);"
+        " TRACEKIT_DEBUG=1 shows the traceback\n"
+    )
+    debugging = subprocess.run(
+        run, capture_output=True, text=True, timeout=60, env={**environ, "TRACEKIT_DEBUG": "1"}
+    )
+    assert debugging.returncode == 1
+    assert "Traceback" in debugging.stderr and "LookupError: a bug" in debugging.stderr
