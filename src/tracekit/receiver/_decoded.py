@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
+from tracekit.store._limits import MAX_NAME_CHARS, cut
 from tracekit.store._rows import SpanRows
 
 # OTLP SpanKind and StatusCode numbers -> tracekit's names (unknown numbers: the safe default).
@@ -149,6 +150,6 @@ def service_of(resource: Mapping[str, object]) -> tuple[str, str | None]:
     name = resource.get("service.name")
     version = resource.get("service.version")
     return (
-        name if isinstance(name, str) and name else UNKNOWN_SERVICE,
-        version if isinstance(version, str) else None,
+        cut(name, MAX_NAME_CHARS) if isinstance(name, str) and name else UNKNOWN_SERVICE,
+        cut(version, MAX_NAME_CHARS) if isinstance(version, str) else None,
     )

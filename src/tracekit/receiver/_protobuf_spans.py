@@ -34,6 +34,7 @@ from tracekit.receiver._protobuf import (
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
+from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, bounded_attributes, cut
 from tracekit.store._rows import RowEncoder, indexed_correlation
 
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
@@ -188,12 +189,12 @@ class SpanRowDecoder:
 
     def _status(self, raw: bytes, status: Any) -> None:
         code = status.code if 0 <= status.code <= 2 else 0
-        _remember(self._statuses, raw, (code, clean_text(status.message)))
+        _remember(self._statuses, raw, (code, clean_text(cut(status.message, MAX_VALUE_CHARS))))
 
     def _resource(self, raw: bytes) -> _Resource:
         found = self._resources.get(raw)
         if found is None:
-            resource = attributes(parse(Resource(), raw).attributes)
+            resource = bounded_attributes(attributes(parse(Resource(), raw).attributes))
             service, version = service_of(resource)
             document = resource_document(resource, version)
             self.encoder.interner.add([service], [document])
@@ -205,7 +206,7 @@ class SpanRowDecoder:
     def _scope(self, raw: bytes) -> tuple[int, str | None]:
         found = self._scopes.get(raw)
         if found is None:
-            name = parse(InstrumentationScope(), raw).name or None
+            name = cut(parse(InstrumentationScope(), raw).name, MAX_NAME_CHARS) or None
             if name:
                 self.encoder.interner.add([name], [])
             found = (self.encoder.strings[name] if name else 0, name)

@@ -28,6 +28,7 @@ from tracekit.store._encoding import (
     id_bytes,
 )
 from tracekit.store._interner import Interner, resource_digest, resource_document
+from tracekit.store._limits import bounded_span, bounded_value
 from tracekit.store._reclaim import StaleRows
 
 # Longer correlation ids are kept as plain attributes: the index is for real request ids.
@@ -118,7 +119,7 @@ class RowEncoder:
                 return f"{-key_ref},{value_ref}"
             if self._wants_interning(key, value):
                 return None
-        return f"{key_ref},{dumps(value)}"
+        return f"{key_ref},{dumps(bounded_value(value))}"
 
     def _wants_interning(self, key: str, value: str) -> bool:
         # Short values of keys that have not (yet) shown many distinct values: methods, routes,
@@ -173,6 +174,7 @@ class RowEncoder:
         if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh
             self._values_per_key = {}
         self.interner.bound()
+        records = [bounded_span(record) for record in records]
         try:
             return self._encode(records)
         except StaleRows:  # strings were reclaimed meanwhile: every cache is empty now

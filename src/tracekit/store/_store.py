@@ -18,6 +18,7 @@ from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRe
 from tracekit.store import _reclaim, _retention
 from tracekit.store._connection import open_reader, open_writer
 from tracekit.store._interner import Interner
+from tracekit.store._limits import bounded_log
 from tracekit.store._paths import default_store_path
 from tracekit.store._reader import StoreReader
 from tracekit.store._requests import RequestGroup, request_groups
@@ -93,6 +94,7 @@ class Store:
 
     def write_rows(self, spans: SpanRows, logs: Sequence[LogRecordData] = ()) -> None:
         """Store rows built by ``encoder`` (and log records) in one transaction."""
+        logs = [bounded_log(record) for record in logs]
         with self._write_lock:
             self._writer_side().write(spans, logs)
 

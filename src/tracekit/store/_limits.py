@@ -1,0 +1,131 @@
+"""How long a stored string may be: everything stored comes from a client nobody vetted.
+
+A request body is bounded (16 MiB at the receiver), but one string in it was not: a 2-million-
+character span name was stored whole, and shown whole by ``--format json``. Every string is cut
+to its bound here, on the way into the store, whichever way it came (OTLP/JSON, OTLP/protobuf,
+gRPC, the SDK's store exporter), the way OpenTelemetry's attribute value length limit cuts:
+silently, at a character boundary. The bounds are far above what instrumentation writes (a URL,
+a SQL statement, a stack trace fit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from tracekit.records import (
+    Attributes,
+    AttributeValue,
+    LogRecordData,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+)
+
+MAX_NAME_CHARS = 1_024  # service, span, event and scope names, versions, log severity text
+MAX_KEY_CHARS = 256  # an attribute key
+MAX_VALUE_CHARS = (
+    16_384  # a string attribute value (each one inside an array or map), a status message
+)
+MAX_BODY_CHARS = 65_536  # a log record's body
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, at most ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit]
+
+
+def bounded_value(value: AttributeValue) -> AttributeValue:
+    """An attribute value with every string in it cut to its bound (the same object if none)."""
+    if type(value) is str:
+        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS]
+    if isinstance(value, list):
+        items = [bounded_value(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, Mapping):
+        return bounded_attributes(value)
+    return value
+
+
+def bounded_attributes(attributes: Attributes) -> Attributes:
+    """``attributes`` with keys and values cut to their bounds (the same dict if none was over)."""
+    if _fits(attributes):
+        return attributes
+    out: dict[str, AttributeValue] = {}
+    for key, value in attributes.items():
+        out.setdefault(cut(key, MAX_KEY_CHARS), bounded_value(value))  # a cut key may repeat
+    return out
+
+
+def bounded_span(record: SpanRecord) -> SpanRecord:
+    """``record`` with every string cut to its bound (the same record if none was over)."""
+    if (
+        len(record.name) <= MAX_NAME_CHARS
+        and len(record.service) <= MAX_NAME_CHARS
+        and len(record.status_message) <= MAX_VALUE_CHARS
+        and (record.scope is None or len(record.scope) <= MAX_NAME_CHARS)
+        and (record.service_version is None or len(record.service_version) <= MAX_NAME_CHARS)
+        and _fits(record.attributes)
+        and _fits(record.resource)
+        and (not record.events or all(_event(e) is e for e in record.events))
+        and (not record.links or all(_fits(link.attributes) for link in record.links))
+    ):
+        return record  # nearly always: checked without building anything
+    return replace(
+        record,
+        service=cut(record.service, MAX_NAME_CHARS),
+        name=cut(record.name, MAX_NAME_CHARS),
+        service_version=record.service_version and cut(record.service_version, MAX_NAME_CHARS),
+        scope=record.scope and cut(record.scope, MAX_NAME_CHARS),
+        status_message=cut(record.status_message, MAX_VALUE_CHARS),
+        attributes=bounded_attributes(record.attributes),
+        resource=bounded_attributes(record.resource),
+        events=[_event(e) for e in record.events],
+        links=[_link(link) for link in record.links],
+    )
+
+
+def _fits(attributes: Attributes) -> bool:
+    for key, value in attributes.items():
+        if len(key) > MAX_KEY_CHARS:
+            return False
+        if type(value) is str:
+            if len(value) > MAX_VALUE_CHARS:
+                return False
+        elif isinstance(value, list | Mapping) and bounded_value(value) is not value:
+            return False
+    return True
+
+
+def bounded_log(record: LogRecordData) -> LogRecordData:
+    """``record`` with every string cut to its bound (the same record if none was over)."""
+    attributes = bounded_attributes(record.attributes)
+    resource = bounded_attributes(record.resource)
+    if (
+        len(record.body) <= MAX_BODY_CHARS
+        and len(record.service) <= MAX_NAME_CHARS
+        and len(record.severity_text) <= MAX_NAME_CHARS
+        and attributes is record.attributes
+        and resource is record.resource
+    ):
+        return record
+    return replace(
+        record,
+        body=cut(record.body, MAX_BODY_CHARS),
+        service=cut(record.service, MAX_NAME_CHARS),
+        severity_text=cut(record.severity_text, MAX_NAME_CHARS),
+        attributes=attributes,
+        resource=resource,
+    )
+
+
+def _event(event: SpanEvent) -> SpanEvent:
+    attributes = bounded_attributes(event.attributes)
+    if len(event.name) <= MAX_NAME_CHARS and attributes is event.attributes:
+        return event
+    return replace(event, name=cut(event.name, MAX_NAME_CHARS), attributes=attributes)
+
+
+def _link(link: SpanLink) -> SpanLink:
+    attributes = bounded_attributes(link.attributes)
+    return link if attributes is link.attributes else replace(link, attributes=attributes)
