@@ -174,6 +174,43 @@ def test_multiprocessing_children_flush_before_they_exit(
     assert names == [f"child-{n}" for n in range(N)], service.output()
 
 
+POOL_LEFT_BY_WITH = """
+import logging, sys, tracekit
+import multiprocessing as mp
+from opentelemetry import trace
+
+tracekit.init("stopping-pool")
+
+def work(n):
+    with trace.get_tracer("t").start_as_current_span(f"work-{n}"):
+        logging.getLogger("work").warning("work %s ran", n)
+
+if __name__ == "__main__":
+    with mp.get_context(sys.argv[1]).Pool(3) as pool:  # leaving it calls pool.terminate()
+        pool.map(work, range(30))
+    print("pool left", flush=True)
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_pool_left_by_its_with_block_keeps_every_workers_spans_and_logs(
+    service: Service, start_method: str
+) -> None:
+    """``Pool.__exit__`` terminates the pool: each worker gets its stop sentinel, starts
+    flushing in its finalizer, and is sent SIGTERM milliseconds later. SIGTERM ended the worker
+    in the middle of that flush (12 runs in 15 lost spans); it now waits for the flush."""
+    service.write("pool.py", POOL_LEFT_BY_WITH)
+    service.start("pool.py", start_method)
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    assert "pool left" in service.output()
+    names = sorted(s.name for s in service.spans() if s.name.startswith("work-"))
+    assert names == sorted(f"work-{n}" for n in range(30)), service.output()
+    logs = [b for b in service.log_bodies() if b.endswith(" ran")]
+    assert len(logs) == 30, service.output()
+
+
 def test_children_forked_while_the_metrics_port_is_served_exit_and_flush(
     service: Service,
 ) -> None:

@@ -13,7 +13,8 @@ way out, preferring the host's own extension points over its signals:
 - multiprocessing children, which also end with ``os._exit``: a multiprocessing finalizer;
 - SIGTERM, only where nobody handles it (the default action, which would end the process at
   once): flush, then restore the default and raise the signal again, so the exit status is the
-  one it would have been.
+  one it would have been. When a stop is already under way, the signal is raised again once it
+  is done (``Pool.terminate()`` signals workers that are already stopping).
 
 Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``).
 """
@@ -94,11 +95,16 @@ def _hook_sigterm() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Stop tracekit (bounded), then let SIGTERM do what it would have done without us."""
     global _terminating
-    if not _terminating:  # a second SIGTERM while stopping ends the process at once
-        _terminating = True
-        _stop_bounded()
     if signal.getsignal(signum) is _on_sigterm:
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    if not _terminating:
+        _terminating = True
+        # A stop already under way (an exit hook, a multiprocessing finalizer, shutdown()),
+        # perhaps the very frame this signal interrupted: SIGTERM ends the process when it is
+        # done, not in the middle of its exports.
+        if state.when_stops_end(lambda: signal.raise_signal(signum)):
+            return
+        _stop_bounded()
     signal.raise_signal(signum)
 
 

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -83,6 +84,13 @@ class Runtime:
             if self._stopped:
                 return
             self._stopped = True
+        _stops.begin()
+        try:
+            self._stop(timeout_millis)
+        finally:
+            _stops.end()
+
+    def _stop(self, timeout_millis: int | None) -> None:
         deadline = Deadline(timeout_millis or export_timeout_millis())
         instrumented = self.instrumented
         if instrumented:
@@ -105,6 +113,49 @@ class Runtime:
         _within(deadline, spans, logs)
         if self.metrics_server is not None:
             _safely("metrics shutdown", self.metrics_server.close)
+
+
+class _StopsUnderWay:
+    """How many ``Runtime.stop`` calls are running, and what to do when the last one ends.
+
+    A SIGTERM that arrives while a stop runs (a multiprocessing worker stopping from its
+    finalizer when ``Pool.terminate()`` signals it) must not end the process in the middle of
+    that stop's exports: it waits for the stop to end instead (``lifecycle``).
+    """
+
+    def __init__(self) -> None:
+        self._running = 0
+        self._then: list[Callable[[], None]] = []
+        # Reentrant: the signal handler may interrupt this very thread inside begin or end.
+        self._lock = threading.RLock()
+
+    def begin(self) -> None:
+        with self._lock:
+            self._running += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._running -= 1
+            then, self._then = (self._then, []) if self._running == 0 else ([], self._then)
+        for action in then:
+            action()
+
+    def then(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` when the stops under way have ended; False (not kept) if none is."""
+        with self._lock:
+            if self._running == 0:
+                return False
+            self._then.append(action)
+            return True
+
+
+_stops = _StopsUnderWay()
+
+
+def when_stops_end(action: Callable[[], None]) -> bool:
+    """Run ``action`` once no ``Runtime.stop`` runs any more; False, doing nothing, if none runs
+    now."""
+    return _stops.then(action)
 
 
 def _part(name: str) -> Any:
@@ -180,11 +231,15 @@ def activate(runtime: Runtime | None) -> None:
 
 def stop_current(timeout_millis: int | None = None) -> None:
     """Stop the running runtime, if any, and clear the pointer: ``tracekit.shutdown()``."""
-    with lock:
-        runtime = _current
-        activate(None)
-    if runtime is not None:
-        runtime.stop(timeout_millis)
+    _stops.begin()  # from before the pointer is cleared: a SIGTERM now waits for this stop
+    try:
+        with lock:
+            runtime = _current
+            activate(None)
+        if runtime is not None:
+            runtime.stop(timeout_millis)
+    finally:
+        _stops.end()
 
 
 def flush_current(timeout_millis: int | None = None) -> None:
