@@ -604,7 +604,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     from prometheus_client import start_http_server
 
     try:
-        return MetricsServer(
+        server = MetricsServer(
             *start_http_server(options.metrics_port, registry=exposition_registry())
         )
     except OSError as error:
@@ -617,3 +617,34 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
             error.strerror or type(error).__name__,
         )
         return None
+    _serving.clear()
+    _serving.append((server, options.metrics_port))
+    return server
+
+
+# The server this process started, and its port: a process forked from here (gunicorn
+# --preload, Celery prefork with init in the tasks module, multiprocessing) does its work with
+# metrics nobody serves. The serving thread stays in the parent and answers with the parent's
+# values; the children's counts never reach a scrape. Said once, in the parent, at the first fork.
+_serving: list[tuple[MetricsServer, int]] = []
+_forked_warned = False
+
+
+def _before_fork() -> None:
+    global _forked_warned
+    if _forked_warned or not _serving or multiprocess_enabled():
+        return
+    server, port = _serving[0]
+    if not server.thread.is_alive():  # closed since (tracekit.shutdown())
+        return
+    _forked_warned = True
+    _log.warning(
+        "tracekit: this process serves metrics on port %d and forked a child: the child's "
+        "metrics are not served (scrapes get this process's values only); set %s for forked "
+        "workers (gunicorn --preload, Celery prefork), or call tracekit.init() after the fork",
+        port,
+        MULTIPROC_DIR_ENV,
+    )
+
+
+os.register_at_fork(before=_before_fork)

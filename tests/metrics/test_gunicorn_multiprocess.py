@@ -108,3 +108,44 @@ def test_metrics_are_summed_over_workers(server: tuple[str, str]) -> None:
         assert ("http_route", "/hello") in labels and ("service_name", "gunisvc") in labels
         active = _samples(text, "http_server_active_requests")
         assert sum(active.values()) == 0  # livesum over the live workers, none in flight
+
+
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["single-process", "multiprocess"])
+def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
+    tmp_path: Path, multiprocess: bool
+) -> None:
+    """``--preload``: init runs in the master, which serves the metrics port; the workers it
+    forks count requests nobody serves. Without multiprocess mode a scrape said 0 requests and
+    nothing said why; the master now says so once, naming the remedy."""
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "TRACEKIT_EXPORTER": "none",
+        "TRACEKIT_EXPORT_LOGS": "false",
+        "TRACEKIT_METRICS_PORT": str(metrics_port),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if multiprocess:
+        (tmp_path / "multiproc").mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "multiproc")
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--preload", "-w", "3",
+             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: _answers(f"http://127.0.0.1:{port}/metrics", process),
+            30, "gunicorn", ignoring=UNREACHABLE,
+        )  # fmt: skip
+        for _ in range(3):
+            httpx.get(f"http://127.0.0.1:{port}/hello")
+    finally:
+        process.terminate()
+        process.wait(20)
+    said = log.read_text().count("the child's metrics are not served")
+    assert said == (0 if multiprocess else 1), log.read_text()
+    if not multiprocess:
+        assert "set PROMETHEUS_MULTIPROC_DIR" in log.read_text()
