@@ -62,13 +62,9 @@ def services(
 
 def _newest_spans(source: SpanSource, since_ns: int, since: str) -> list[SpanRecord]:
     """The window's spans; past ``MAX_SPANS``, the newest of them and a warning that says so."""
-    from tracekit.store import Store
+    from tracekit.records import newest_spans
 
-    if isinstance(source, Store):
-        spans = source.newest_spans_since(since_ns, limit=MAX_SPANS + 1)
-    else:  # Tempo and Jaeger answer with the spans of their newest traces
-        spans = sorted(source.spans_since(since_ns, limit=MAX_SPANS + 1),
-                       key=lambda s: s.start_unix_nano)  # fmt: skip
+    spans = newest_spans(source, since_ns, MAX_SPANS + 1)
     if len(spans) > MAX_SPANS:
         warn(f"more than {MAX_SPANS} spans since {since}: the map covers only the newest "
              f"{MAX_SPANS} (narrow --since)")  # fmt: skip

@@ -36,6 +36,7 @@ __all__ = [
     "SpanSource",
     "WarningSource",
     "finite_json",
+    "newest_spans",
 ]
 
 AttributeValue: TypeAlias = (
@@ -212,6 +213,23 @@ class LimitedSpanSource(Protocol):
     def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
         """The ``limit`` earliest spans of the given traces, earliest first."""
         ...
+
+    def newest_spans_since(self, since_unix_nano: int, *, limit: int) -> list[SpanRecord]:
+        """The ``limit`` spans that started last, at or after ``since_unix_nano``, earliest
+        first."""
+        ...
+
+
+def newest_spans(source: SpanSource, since_unix_nano: int, limit: int) -> list[SpanRecord]:
+    """The newest ``limit`` spans of a window, earliest first: what a window over a busy backend
+    means (``services``, ``diff``'s sets). The store reads just those; Tempo and Jaeger answer
+    with the spans of their newest traces."""
+    if isinstance(source, LimitedSpanSource):
+        return source.newest_spans_since(since_unix_nano, limit=limit)
+    spans = sorted(
+        source.spans_since(since_unix_nano, limit=limit), key=lambda s: s.start_unix_nano
+    )
+    return spans[-limit:]
 
 
 @runtime_checkable

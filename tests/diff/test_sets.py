@@ -192,3 +192,41 @@ def test_set_views(store_path: Path) -> None:
     assert isinstance(rich, str) and "\x1b[32m" in rich and "fulfilment → cache" in rich
     again = diff(store_path, *versions("1", "2", "--format", "json"))
     assert again == diff(store_path, *versions("1", "2", "--format", "json"))
+
+
+def test_a_busy_window_compares_its_newest_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the spans read per window (200,000; 60 here), the newest are compared, as the docs
+    and ``services`` say: the oldest were read, and a version deployed in the last minutes was
+    "not found" (exit 3) behind an hour of the old one."""
+    import time
+
+    from tracekit.records import SpanRecord
+
+    monkeypatch.setattr("tracekit.diff.select.MAX_SPANS", 60)
+    now = time.time_ns()
+
+    def request(n: int, version: str, ago_s: float) -> SpanRecord:
+        start = now - int(ago_s * 1e9)
+        return SpanRecord(
+            trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
+            service="api", name="GET /items", kind="SERVER", start_unix_nano=start,
+            end_unix_nano=start + 20_000_000, attributes={"correlation.id": f"req-{n}"},
+            service_version=version,
+        )  # fmt: skip
+
+    old = [request(n, "1.4", 3000 - n) for n in range(100)]
+    recent = [request(100 + n, "1.4" if n % 2 else "1.5", 60 - n) for n in range(40)]
+    path = tmp_path / "busy.db"
+    with Store(path) as store:
+        store.write_spans(old + recent)
+
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", "--a", "service.version=1.4",
+              "--b", "service.version=1.5", "--store", str(path), "--format", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["b"]["requests"] == 20
+    assert "newest 60 spans" in result.stderr  # and says so

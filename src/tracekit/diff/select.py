@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tracekit.path import Path, reconstruct
-from tracekit.records import SpanRecord, SpanSource
+from tracekit.records import SpanRecord, SpanSource, newest_spans
 
 from .names import node_name
 
@@ -81,11 +81,11 @@ def find_request_sets(
 
     Raises ``tracekit.records.BackendError`` when the source cannot answer.
     """
-    spans = source.spans_since(since_unix_nano, limit=MAX_SPANS)
+    spans = newest_spans(source, since_unix_nano, MAX_SPANS + 1)
     warnings = []
-    if len(spans) >= MAX_SPANS:
-        warnings.append(f"read only the first {MAX_SPANS} spans of the window: narrow --since")
-    newest_first = sorted(spans, key=lambda s: -s.start_unix_nano)
+    if len(spans) > MAX_SPANS:
+        warnings.append(f"read only the newest {MAX_SPANS} spans of the window: narrow --since")
+    newest_first = sorted(spans[-MAX_SPANS:], key=lambda s: -s.start_unix_nano)
     keys_a, keys_b = _request_keys(newest_first, a), _request_keys(newest_first, b)
     if a != b:
         both = keys_a.keys() & keys_b.keys()
