@@ -3,6 +3,7 @@ traceback or the "not found" exit 1. The installed ``tracekit`` runs over a real
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,26 @@ def test_a_time_out_of_range_is_a_usage_error(
 def test_times_inside_the_range_still_search(store: Path, value: str) -> None:
     done = tracekit("search", "--store", str(store), "--since", value)
     assert (done.returncode, done.stderr) == (1, "tracekit: no requests match\n")
+
+
+def test_an_iso_window_is_exact_to_the_nanosecond(store: Path) -> None:
+    """A float holds unix nanoseconds only to 256 ns: ``.003`` became ``...003000064``, so a
+    request starting exactly at ``--start`` was left out of the window, and ``--end``'s
+    exclusive bound let one in."""
+    done = tracekit(
+        *CANARY,
+        "--store",
+        str(store),
+        "--format",
+        "json",
+        "--start",
+        "2023-11-14T22:13:20.003+00:00",
+        "--end",
+        "2023-11-14T23:13:20.000001",
+    )  # fmt: skip  (TZ=UTC: local is UTC)
+    window = json.loads(done.stdout)["window"]
+    assert window["start_unix_nano"] == 1_700_000_000_003_000_000
+    assert window["end_unix_nano"] == 1_700_003_600_000_001_000
+    before = tracekit(*CANARY, "--store", str(store), "--format", "json",
+                      "--start", "1969-12-31T23:59:59.999999+00:00", "--end", "1h")  # fmt: skip
+    assert json.loads(before.stdout)["window"]["start_unix_nano"] == -1_000
