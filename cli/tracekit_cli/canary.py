@@ -22,6 +22,7 @@ from tracekit_cli.options import (
     StoreOption,
     fail,
     format_option,
+    one_line,
     parse_since,
     require_value,
     resolve_format,
@@ -119,6 +120,11 @@ def canary(
     require_value("--prometheus", prometheus)
     if store is not None and prometheus is not None:
         raise click.UsageError("choose one source: --store or --prometheus")
+    if baseline.strip() == canary_version.strip():  # a stale pipeline argument, a wrong label
+        raise click.UsageError(
+            f"--baseline and --canary are the same version ({one_line(baseline, 60)!r}):"
+            " the canary would be judged against itself"
+        )
     settings = Settings(
         alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
         tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,

@@ -169,6 +169,10 @@ def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Pa
     backwards = CliRunner().invoke(cli, [*versions, "--start", "1h", "--end", "2h"])
     assert backwards.exit_code == 2 and "must start before it ends" in backwards.stderr
 
+    # one version judged against itself would pass whatever it does
+    itself = run(store, "1.0")
+    assert itself[0] == 2 and "--baseline and --canary are the same version ('1.0')" in itself[2]
+
 
 def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path) -> None:
     """``--prometheus "$PROM_URL"`` with the variable unset must not judge the default store."""
