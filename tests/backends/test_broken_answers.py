@@ -34,6 +34,12 @@ BROKEN = {
         "answered HTTP 500",
     ),
     "JSON nested too deep": (answer(b"HTTP/1.1 200 OK", DEEP), "answered something not JSON"),
+    # a Content-Length body cut short, and an empty one, read as "nothing found" (exit 1)
+    "body cut short": (
+        b'HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n{"services": []}',
+        "sent a broken HTTP answer (cut short)",
+    ),
+    "empty body": (answer(b"HTTP/1.1 200 OK", b""), "answered something not JSON"),
 }
 
 
