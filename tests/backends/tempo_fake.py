@@ -94,6 +94,14 @@ class FakeTempo:
         return json_answer(tempo_v1(trace))
 
     def search(self, traces: dict[str, list[SpanRecord]], args: Any) -> Response:
+        for name in ("start", "end"):  # Tempo: strconv.ParseUint(s, 10, 32)
+            if not args[name].isdigit() or int(args[name]) >= 2**32:
+                return text_answer(
+                    f"invalid {name}: strconv.ParseUint: parsing {args[name]!r}: invalid syntax".replace(
+                        "'", '"'
+                    ),
+                    400,
+                )
         start, end = int(args["start"]), int(args["end"])
         if (end - start) * 10**9 > parse_duration(self.max_search):
             return text_answer(

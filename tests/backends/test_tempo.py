@@ -68,6 +68,18 @@ def test_a_seven_day_search_is_not_refused(serve: Any) -> None:
     assert all(int(r.args["end"]) - int(r.args["start"]) <= WEEK for r in searches(backend))
 
 
+def test_a_search_since_before_1970_is_narrowed_not_refused(serve: Any) -> None:
+    """Tempo reads start and end as unsigned: ``start=-86400`` was refused whole (exit 2), where
+    ``--since 1970-01-02`` was narrowed to what Tempo searches, with a notice."""
+    backend = serve(FakeTempo(recent(checkout().spans)))
+    notices: list[str] = []
+    source = TempoSource(backend.url, notify=notices.append)
+    found = source.recent_requests(since_unix_nano=-86400 * 10**9)  # 1969-12-31
+    assert [r.correlation_id for r in found] == ["req-checkout-1"]
+    assert all(int(r.args["start"]) >= 0 for r in searches(backend))
+    assert len(notices) == 1 and "searching only since" in notices[0]
+
+
 def test_a_shorter_limit_is_read_from_the_refusal_and_said_once(serve: Any) -> None:
     today = recent(checkout().spans, seconds_ago=600)
     two_days_ago = recent(incident().spans, seconds_ago=48 * 3600)

@@ -56,7 +56,8 @@ def window(since: float | None, max_seconds: float | None) -> tuple[int, int, bo
     """
     now = time.time()
     end = now + CLOCK_SLACK_SECONDS
-    start = end - DEFAULT_WINDOW_SECONDS if since is None else since
+    # Tempo reads start as unsigned: before 1970 is 1970, then narrowed like any long window
+    start = end - DEFAULT_WINDOW_SECONDS if since is None else max(since, 0)
     if end - start > DEFAULT_WINDOW_SECONDS:  # spend the slack only where a default Tempo allows
         end = max(now, start + DEFAULT_WINDOW_SECONDS)
     cut = max_seconds is not None and end - start > max_seconds
