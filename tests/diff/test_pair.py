@@ -371,3 +371,25 @@ def test_the_demo_diffs_its_fastest_and_slowest_checkout_that_did_not_fail(
     assert [p.correlation_id for p in picked] == [requests[1].correlation_id,
                                                   requests[0].correlation_id]  # fmt: skip
     assert fastest_and_slowest([p for p in paths[1:] if p is not None]) is None
+
+
+def test_a_retried_call_that_no_longer_recovers_is_a_new_error(deployment: Deployment) -> None:
+    """A: a 503, then the retry succeeds. B: the retry fails too. Both have one retry and the
+    same message, so the diff said "no difference that counts" (exit 0) for a call that now
+    ends in failure."""
+    recovered = Shape(inventory=((150, 503), (30, 200)))
+    a, b = pair(deployment, recovered, Shape(inventory=((150, 503), (30, 503))))
+
+    code, doc = document(deployment, a, b)
+
+    assert code == 1 and "errors" in doc["reasons"]
+    inventory = node(doc, INVENTORY)
+    errors = [c for c in doc["changes"] if c["category"] == "errors"]
+    assert [(c["kind"], c["node"]) for c in errors] == [("new_error", inventory["id"])]
+    assert errors[0]["message"] == f"more errors at {INVENTORY}: 1 -> 2 (HTTP 503)"
+
+    back, doc = document(deployment, b, a)
+    assert back == 1
+    assert [c["message"] for c in doc["changes"] if c["kind"] == "gone_error"] == [
+        f"fewer errors at {INVENTORY}: 2 -> 1 (HTTP 503)"
+    ]

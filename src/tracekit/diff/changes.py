@@ -79,11 +79,13 @@ def retries(measure: Measure | None) -> str:
 def error_changes(
     nodes: list[Node], order: list[int], before: Measures, after: Measures
 ) -> Iterator[Change]:
-    """Errors B has where A had none (or not that one), and errors A had that B lost."""
+    """Errors B has where A had none (or not that one), errors A had that B lost, and the same
+    errors more or fewer times (a retry that no longer recovers, or now does)."""
     for n in order:
         a, b = before.get(n), after.get(n)
-        a_messages = a.error_messages if a is not None and a.errors else []
-        b_messages = b.error_messages if b is not None and b.errors else []
+        a_count, b_count = (a.errors if a else 0), (b.errors if b else 0)
+        a_messages = a.error_messages if a_count else []
+        b_messages = b.error_messages if b_count else []
         new = [m for m in b_messages if m not in a_messages]
         gone = [m for m in a_messages if m not in b_messages]
         label = nodes[n].label()
@@ -91,6 +93,10 @@ def error_changes(
             yield Change("new_error", ERRORS, n, f"new error at {label}: {'; '.join(new)}")
         if gone:
             yield Change("gone_error", ERRORS, n, f"error gone at {label}: {'; '.join(gone)}")
+        if not new and not gone and a_count != b_count:
+            kind, words = ("new_error", "more") if b_count > a_count else ("gone_error", "fewer")
+            message = f"{words} errors at {label}: {a_count} -> {b_count} ({'; '.join(b_messages)})"
+            yield Change(kind, ERRORS, n, message)
 
 
 def changed_metrics(
