@@ -95,13 +95,10 @@ class FakeTempo:
 
     def search(self, traces: dict[str, list[SpanRecord]], args: Any) -> Response:
         for name in ("start", "end"):  # Tempo: strconv.ParseUint(s, 10, 32)
-            if not args[name].isdigit() or int(args[name]) >= 2**32:
-                return text_answer(
-                    f"invalid {name}: strconv.ParseUint: parsing {args[name]!r}: invalid syntax".replace(
-                        "'", '"'
-                    ),
-                    400,
-                )
+            value = args[name]
+            if not value.isdigit() or int(value) >= 2**32:
+                refusal = f'invalid {name}: strconv.ParseUint: parsing "{value}": invalid syntax'
+                return text_answer(refusal, 400)
         start, end = int(args["start"]), int(args["end"])
         if (end - start) * 10**9 > parse_duration(self.max_search):
             return text_answer(

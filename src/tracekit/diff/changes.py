@@ -84,8 +84,8 @@ def error_changes(
     for n in order:
         a, b = before.get(n), after.get(n)
         a_count, b_count = (a.errors if a else 0), (b.errors if b else 0)
-        a_messages = a.error_messages if a_count else []
-        b_messages = b.error_messages if b_count else []
+        a_messages = a.error_messages if a is not None and a_count else []
+        b_messages = b.error_messages if b is not None and b_count else []
         new = [m for m in b_messages if m not in a_messages]
         gone = [m for m in a_messages if m not in b_messages]
         label = nodes[n].label()
