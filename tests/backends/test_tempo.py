@@ -255,6 +255,28 @@ def test_unavailable_is_retried_a_bounded_number_of_times(serve: Any) -> None:
     assert len(always.requests) == 3
 
 
+def test_a_rate_limit_is_retried_after_the_wait_the_server_names(serve: Any) -> None:
+    """``429`` with ``Retry-After: 1`` (multi-tenant gateways, Grafana Cloud): the retries came
+    0.2 and 0.4 s later, inside the named wait, and the command gave up. A wait longer than the
+    command's timeout is not slept through: the error names it."""
+    answers = iter([Response("rate limited", 429, {"Retry-After": "1"}),
+                    Response(json.dumps({"traces": []}), 200)])  # fmt: skip
+    backend = serve(lambda request: next(answers))
+    started = time.monotonic()
+    assert TempoSource(backend.url, retries=1).spans_by_correlation_id("x") == []
+    assert time.monotonic() - started >= 1.0
+
+    later = serve(lambda request: Response("rate limited", 429, {"Retry-After": "120"}))
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        TempoSource(later.url, retries=2, timeout=5).spans_by_correlation_id("x")
+    assert time.monotonic() - started < 5
+    assert len(later.requests) == 1
+    assert str(caught.value) == (
+        f"Tempo at {later.url}: HTTP 429: rate limited (it asks to retry after 120 s)"
+    )
+
+
 def test_slow_server_times_out(serve: Any) -> None:
     def slow(request: Request) -> Response:
         time.sleep(1.5)

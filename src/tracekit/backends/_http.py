@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import email.utils
 import http.client
 import json
 import socket
@@ -77,9 +79,13 @@ class JsonClient:
             try:
                 return self._get_within_timeout(url)
             except _Retryable as error:
+                wait = max(min(0.2 * 2**attempt, 1.0), error.retry_after or 0)
+                if error.retry_after is not None and error.retry_after > self.timeout:
+                    asks = f" (it asks to retry after {error.retry_after:.0f} s)"
+                    raise BackendError(f"{self.name} at {self.base_url}: {error}{asks}") from None
                 if attempt == self.retries:
                     raise BackendError(f"{self.name} at {self.base_url}: {error}") from None
-                time.sleep(min(0.2 * 2**attempt, 1.0))
+                time.sleep(wait)
         raise AssertionError("unreachable")
 
     def redact(self, text: str) -> str:
@@ -151,7 +157,7 @@ class JsonClient:
             return NotFound(detail)
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
         if error.code in RETRYABLE_STATUS:
-            return _Retryable(message)
+            return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
         hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
         return HTTPStatusError(
             f"{self.name} at {self.base_url} answered {message}{hint}", error.code, detail
@@ -203,7 +209,28 @@ class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
 
 
 class _Retryable(Exception):
-    """A failure worth another try (connection refused, timeout, 502/503/504, 429)."""
+    """A failure worth another try (connection refused, timeout, 502/503/504, 429), and how
+    long the server asked to wait first (``Retry-After``), when it did."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text[:12])  # bounded: a thousand-digit number is still "too long"
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # an HTTP date is GMT
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return max(0.0, moment.timestamp() - time.time())
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
