@@ -107,12 +107,23 @@ def test_jaeger_encoding() -> None:
     assert (insert.kind, insert.status, insert.scope) == ("INTERNAL", "OK", None)
 
 
-@pytest.mark.parametrize("trace_id", ["00010203", "000102030405060708090A0B0C0D0E0F", "!!"])
+@pytest.mark.parametrize("trace_id", ["00010203", "!!"])
 def test_ids_no_server_writes_are_refused(trace_id: str) -> None:
-    """A short id (Tempo writes those only in search hits), upper-case hex, junk."""
+    """A short id (Tempo writes those only in search hits), junk."""
     span = {"traceId": trace_id, "spanId": "3031323334353637", "name": "x"}
     with pytest.raises(BackendError, match="unreadable id"):
         spans_from_batches([{"scopeSpans": [{"spans": [span]}]}])
+
+
+def test_upper_case_hex_ids_and_an_all_zero_parent_read_as_otlp_json_means_them() -> None:
+    """OTLP/JSON hex ids are case-insensitive: an upper-case one failed the whole command. An
+    all-zero parent is the invalid span id, no parent (the receiver reads it so): it was a
+    parent "missing" from the trace."""
+    span = {"traceId": "000102030405060708090A0B0C0D0E0F", "spanId": "3031323334353637",
+            "parentSpanId": "0000000000000000", "name": "x"}  # fmt: skip
+    (record,) = spans_from_batches([{"scopeSpans": [{"spans": [span]}]}])
+    assert record.trace_id == "000102030405060708090a0b0c0d0e0f"
+    assert record.parent_span_id is None
 
 
 def test_a_document_that_is_not_a_list_of_resource_spans_is_refused() -> None:

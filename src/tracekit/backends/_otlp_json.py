@@ -64,8 +64,9 @@ def decode_id(value: Any, size: int) -> str:
     """A trace id (16 bytes) or span id (8 bytes), hex (Jaeger) or base64 (Tempo), as hex."""
     if value is None or value == "":
         return ""
-    if isinstance(value, str) and len(value) == size * 2 and HEX.match(value):
-        return value
+    # hex of this length is never base64 of ``size`` bytes (24 or 12 characters); any case
+    if isinstance(value, str) and len(value) == size * 2 and HEX.match(value.lower()):
+        return value.lower()
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError, TypeError):
@@ -73,6 +74,11 @@ def decode_id(value: Any, size: int) -> str:
     if len(raw) != size:
         raise BackendError(f"unreadable id {str(value)[:40]!r} in backend answer")
     return raw.hex()
+
+
+def _parent(span_id: str) -> str | None:
+    """No parent: left out, empty, or all zeros (the invalid span id, as the receiver reads it)."""
+    return span_id if span_id.strip("0") else None
 
 
 def decode_enum(value: Any, numbers: dict[int, str], names: dict[str, str]) -> str:
@@ -151,7 +157,7 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     record = SpanRecord(
         trace_id=decode_id(span.get("traceId"), 16),
         span_id=decode_id(span.get("spanId"), 8),
-        parent_span_id=decode_id(span.get("parentSpanId"), 8) or None,
+        parent_span_id=_parent(decode_id(span.get("parentSpanId"), 8)),
         service=service,
         name=str(span.get("name", "")),
         kind=decode_enum(span.get("kind"), KINDS, KIND_NAMES),
