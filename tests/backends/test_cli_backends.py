@@ -208,6 +208,21 @@ def test_a_header_value_a_server_repeats_is_redacted(serve: Any) -> None:
     assert err == f"tracekit: Tempo at {url} answered HTTP 401: {reason}\n"
 
 
+def test_url_credentials_a_server_repeats_decoded_are_redacted(serve: Any) -> None:
+    """Basic auth from ``https://user:pass@host``: a server that repeats the credentials it
+    decoded (``user:pass``) had them printed in clear; only the encoded header was redacted."""
+
+    def echo(request: Request) -> Response:
+        auth = request.authorization
+        return Response(f"no tenant for {auth.username}:{auth.password}" if auth else "", 403)
+
+    url = serve(echo).url
+    with_credentials = url.replace("http://", "http://robot:s3cr3t-pw@")
+    code, _, err = run("trace", "req-x", "--tempo", with_credentials)
+    assert code == 2 and "s3cr3t-pw" not in err, err
+    assert "no tenant for [redacted]" in err
+
+
 def test_every_read_command_documents_the_header_option() -> None:
     for name in ("trace", "search", "services"):
         _, out, _ = run(name, "--help")

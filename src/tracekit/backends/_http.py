@@ -269,9 +269,18 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
 
 
 def _secrets(values: Iterable[str]) -> list[str]:
-    """Each value, and its credentials without the scheme (``Bearer``, ``Basic``), longest first."""
-    found = {part for v in values for part in (v, v.partition(" ")[2]) if len(part) >= 3}
-    return sorted(found, key=len, reverse=True)
+    """Each value, its credentials without the scheme (``Bearer``, ``Basic``) and basic auth's
+    decoded ``user:password`` and password (a server may repeat what it decoded), longest first.
+    Values under three characters are left out: redacting them would garble every message."""
+    found: set[str] = set()
+    for value in values:
+        scheme, _, credentials = value.partition(" ")
+        found |= {value, credentials}
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                decoded = base64.b64decode(credentials, validate=True).decode()
+                found |= {decoded, decoded.partition(":")[2]}
+    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
 
 
 def _error_body(error: urllib.error.HTTPError) -> str:
