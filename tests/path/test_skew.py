@@ -139,3 +139,26 @@ def test_consumer_outliving_its_producer_keeps_its_times() -> None:
     assert path.warnings == []
     assert placed_start_ms(path, consumer) == 15.0
     assert path.hops[0].queue_wait_ms == 5.0
+
+
+def test_a_trace_joined_through_a_link_moves_as_one_clock() -> None:
+    """A joined trace holds two roots of one service on one clock, recorded together. The one
+    attached under the producer it links to was moved to follow it and the other was not:
+    1,000 s apart (249.9 days in the Tempo fixture that showed it)."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 100)
+    producer = t.span("shop", "publish orders", "PRODUCER", 10, 20, root)
+    t.new_trace()
+    long_ago = -1_000_000.0  # ms: the worker's recorded times, on its own clock
+    first = t.span("worker", "poll", "INTERNAL", long_ago, long_ago + 5, correlated=False)
+    below = t.span("worker", "fetch", "INTERNAL", long_ago + 1, long_ago + 2, first,
+                   correlated=False)  # fmt: skip
+    linked = t.span("worker", "process orders", "CONSUMER", long_ago, long_ago + 5,
+                    links=[producer], correlated=False)  # fmt: skip
+
+    path = run(t)
+
+    assert placed_start_ms(path, linked) >= 20.0  # after its producer ended
+    assert placed_start_ms(path, first) == placed_start_ms(path, linked)  # as recorded
+    assert placed_start_ms(path, below) == placed_start_ms(path, first) + 1.0
+    assert placed_start_ms(path, root) == 0.0 and placed_start_ms(path, producer) == 10.0

@@ -21,7 +21,7 @@ service. They inherit their parent's shift, as do orphans (placed by their host'
 
 from __future__ import annotations
 
-from tracekit.path.model import ATTACHED_AS_ORPHAN, PathSpan
+from tracekit.path.model import ATTACHED_AS_ORPHAN, ATTACHED_BY_LINK, PathSpan
 from tracekit.records import SpanRecord
 
 __all__ = ["ASYNC_KINDS", "HOST_ATTRIBUTES", "adjust_clock_skew", "same_clock"]
@@ -45,7 +45,36 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         if delta:
             _shift(node, delta)
             shifts.setdefault(node.service, []).append(delta)
+    _move_joined_traces(ordered)
     warnings.extend(_describe(service, deltas) for service, deltas in shifts.items())
+
+
+def _move_joined_traces(ordered: list[PathSpan]) -> None:
+    """A trace joined through a link moves as one: its other roots on the clock of the span the
+    link placed are moved by the same amount, with everything below them (rigidly, so nothing
+    under them moves against anything else). Otherwise one clock's spans, recorded together,
+    were torn apart: a worker's consumer moved next to the producer it links to, its sibling
+    root left where its clock put it."""
+    for node in ordered:
+        parent = node.parent
+        if node.attached_by != ATTACHED_BY_LINK or not node.shift_ns or parent is None:
+            continue
+        if node.record.trace_id == parent.record.trace_id:  # a link within one trace
+            continue
+        for root in ordered:
+            if (
+                root.parent is None
+                and not root.shift_ns
+                and root.record.trace_id == node.record.trace_id
+                and same_clock(root.record, node.record)
+            ):
+                _move(root, node.shift_ns)
+
+
+def _move(node: PathSpan, delta: int) -> None:
+    _shift(node, node.shift_ns + delta)
+    for child in node.children:
+        _move(child, delta)
 
 
 def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
