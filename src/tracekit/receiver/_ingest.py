@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
+from tracekit.store._connection import one_line
 from tracekit.store._process import (
     WriterProcess,
     WriterProcessDied,
@@ -302,7 +303,7 @@ class _RetentionRunner:
 
     def _report(self, error: Exception) -> None:
         """Log a failed pass, once per distinct problem (passes run every minute)."""
-        problem = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        problem = f"{type(error).__name__}: {one_line(error)}"
         if problem != self._reported:
             self._reported = problem
             _log.warning("tracekit receiver: retention failed, ingest goes on: %s", problem)

@@ -119,6 +119,11 @@ def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
     return conn
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line, at most 200 characters."""
+    return " ".join(str(error).split())[:200]
+
+
 def is_busy(error: sqlite3.OperationalError) -> bool:
     """Whether an error means another connection holds the lock (worth retrying)."""
     text = str(error).lower()

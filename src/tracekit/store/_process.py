@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracekit.records import LogRecordData
+from tracekit.store._connection import one_line
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
@@ -137,7 +138,7 @@ def _serve(path: str, conn: Connection) -> None:
             store.write_rows(spans, logs)
             conn.send(None)
         except Exception as error:
-            text = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            text = f"{type(error).__name__}: {one_line(error)}"
             conn.send((is_damage(error), text))
         if len(payload) > _LARGE_BATCH:
             del spans, logs, payload

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 from tracekit.store import _reclaim, _retention
-from tracekit.store._connection import open_reader, open_writer
+from tracekit.store._connection import one_line, open_reader, open_writer
 from tracekit.store._interner import Interner
 from tracekit.store._limits import bounded_log
 from tracekit.store._paths import default_store_path
@@ -271,7 +271,7 @@ class Store:
             except FileNotFoundError:
                 raise BackendError(f"no tracekit store at {self.path}") from None
             except (sqlite3.Error, ValueError) as error:
-                raise BackendError(f"store {self.path}: {_one_line(error)}") from error
+                raise BackendError(f"store {self.path}: {one_line(error)}") from error
 
     def _reader_side(self) -> StoreReader:
         if self._reader is None:
@@ -351,10 +351,6 @@ def _service_edges(reader: StoreReader, since: int) -> list[ServiceCallCount]:
         key = (reader.strings.get(source) or "", reader.strings.get(target) or "")
         totals[key] = totals.get(key, 0) + int(count)
     return [ServiceCallCount(a, b, n) for (a, b), n in sorted(totals.items())]
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200]
 
 
 # SQLite keeps each file's lock state in process memory: a child of fork() that inherited an

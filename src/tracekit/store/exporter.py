@@ -28,6 +28,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.store._connection import one_line
 from tracekit.store._store import Store
 
 __all__ = [
@@ -169,8 +170,7 @@ def _why(error: Exception) -> str:
     that may quote what was being written."""
     if isinstance(error, sqlite3.Error):
         code = getattr(error, "sqlite_errorname", None)  # SQLITE_IOERR_SHORT_READ, say
-        text = " ".join(str(error).split())[:200]
-        return f"{type(error).__name__}: {text}" + (f" ({code})" if code else "")
+        return f"{type(error).__name__}: {one_line(error)}" + (f" ({code})" if code else "")
     return type(error).__name__
 
 
