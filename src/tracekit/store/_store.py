@@ -57,7 +57,6 @@ class Store:
         self._reader: StoreReader | None = None
         self._encoder: RowEncoder | None = None
         self._encoder_lock = threading.Lock()
-        self._held_interner: Interner | None = None
         _stores.add(self)
 
     def __repr__(self) -> str:
@@ -310,19 +309,16 @@ class Store:
         keep it that way until ``_resume_after_fork`` (so no thread opens one in between)."""
         for lock in self._fork_locks():
             lock.acquire()
-        interner = self._encoder.interner if self._encoder else None
-        self._held_interner = interner
-        if interner is not None:
-            interner.hold()
+        if self._encoder is not None:  # which cannot change now: _encoder_lock is held
+            self._encoder.interner.hold()
         # A connection that fails to close is dropped: the child must not inherit one.
         with contextlib.suppress(sqlite3.Error):
             self._close_connections()
 
     def _resume_after_fork(self) -> None:
         """After ``fork()``, in the parent and in the child: the connections reopen when used."""
-        if self._held_interner is not None:
-            self._held_interner.release()
-            self._held_interner = None
+        if self._encoder is not None:
+            self._encoder.interner.release()
         for lock in reversed(self._fork_locks()):
             lock.release()
 
