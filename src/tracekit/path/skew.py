@@ -55,26 +55,28 @@ def _move_joined_traces(ordered: list[PathSpan]) -> None:
     under them moves against anything else). Otherwise one clock's spans, recorded together,
     were torn apart: a worker's consumer moved next to the producer it links to, its sibling
     root left where its clock put it."""
+    roots: dict[str, list[PathSpan]] = {}
+    for node in ordered:
+        if node.parent is None:
+            roots.setdefault(node.record.trace_id, []).append(node)
     for node in ordered:
         parent = node.parent
         if node.attached_by != ATTACHED_BY_LINK or not node.shift_ns or parent is None:
             continue
         if node.record.trace_id == parent.record.trace_id:  # a link within one trace
             continue
-        for root in ordered:
-            if (
-                root.parent is None
-                and not root.shift_ns
-                and root.record.trace_id == node.record.trace_id
-                and same_clock(root.record, node.record)
-            ):
+        for root in roots.get(node.record.trace_id, ()):
+            if not root.shift_ns and same_clock(root.record, node.record):
                 _move(root, node.shift_ns)
 
 
-def _move(node: PathSpan, delta: int) -> None:
-    _shift(node, node.shift_ns + delta)
-    for child in node.children:
-        _move(child, delta)
+def _move(top: PathSpan, delta: int) -> None:
+    """Shift ``top`` and everything below it by ``delta`` (iteratively: paths run deep)."""
+    stack = [top]
+    while stack:
+        node = stack.pop()
+        _shift(node, node.shift_ns + delta)
+        stack.extend(node.children)
 
 
 def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
