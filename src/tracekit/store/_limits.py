@@ -24,9 +24,8 @@ from tracekit.records import (
 
 MAX_NAME_CHARS = 1_024  # service, span, event and scope names, versions, log severity text
 MAX_KEY_CHARS = 256  # an attribute key
-MAX_VALUE_CHARS = (
-    16_384  # a string attribute value (each one inside an array or map), a status message
-)
+# a string attribute value (each one inside an array or map), a status message
+MAX_VALUE_CHARS = 16_384
 MAX_BODY_CHARS = 65_536  # a log record's body
 
 
@@ -37,14 +36,23 @@ def cut(text: str, limit: int) -> str:
 
 def bounded_value(value: AttributeValue) -> AttributeValue:
     """An attribute value with every string in it cut to its bound (the same object if none)."""
+    if _value_fits(value):
+        return value
     if type(value) is str:
-        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS]
+        return cut(value, MAX_VALUE_CHARS)
     if isinstance(value, list):
-        items = [bounded_value(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return [bounded_value(item) for item in value]
+    return bounded_attributes(value)  # type: ignore[arg-type]  # a map, the only other kind
+
+
+def _value_fits(value: AttributeValue) -> bool:
+    if type(value) is str:
+        return len(value) <= MAX_VALUE_CHARS
+    if isinstance(value, list):
+        return all(_value_fits(item) for item in value)
     if isinstance(value, Mapping):
-        return bounded_attributes(value)
-    return value
+        return _fits(value)
+    return True
 
 
 def bounded_attributes(attributes: Attributes) -> Attributes:
@@ -92,7 +100,7 @@ def _fits(attributes: Attributes) -> bool:
         if type(value) is str:
             if len(value) > MAX_VALUE_CHARS:
                 return False
-        elif isinstance(value, list | Mapping) and bounded_value(value) is not value:
+        elif isinstance(value, list | Mapping) and not _value_fits(value):
             return False
     return True
 
