@@ -18,7 +18,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -84,11 +85,8 @@ class Runtime:
             if self._stopped:
                 return
             self._stopped = True
-        _stops.begin()
-        try:
+        with _stops.running():
             self._stop(timeout_millis)
-        finally:
-            _stops.end()
 
     def _stop(self, timeout_millis: int | None) -> None:
         deadline = Deadline(timeout_millis or export_timeout_millis())
@@ -129,16 +127,19 @@ class _StopsUnderWay:
         # Reentrant: the signal handler may interrupt this very thread inside begin or end.
         self._lock = threading.RLock()
 
-    def begin(self) -> None:
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Around a stop: the actions asked for meanwhile run when the last one ends."""
         with self._lock:
             self._running += 1
-
-    def end(self) -> None:
-        with self._lock:
-            self._running -= 1
-            then, self._then = (self._then, []) if self._running == 0 else ([], self._then)
-        for action in then:
-            action()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                then, self._then = (self._then, []) if self._running == 0 else ([], self._then)
+            for action in then:
+                action()
 
     def then(self, action: Callable[[], None]) -> bool:
         """Run ``action`` when the stops under way have ended; False (not kept) if none is."""
@@ -231,15 +232,12 @@ def activate(runtime: Runtime | None) -> None:
 
 def stop_current(timeout_millis: int | None = None) -> None:
     """Stop the running runtime, if any, and clear the pointer: ``tracekit.shutdown()``."""
-    _stops.begin()  # from before the pointer is cleared: a SIGTERM now waits for this stop
-    try:
+    with _stops.running():  # from before the pointer is cleared: a SIGTERM waits for this stop
         with lock:
             runtime = _current
             activate(None)
         if runtime is not None:
             runtime.stop(timeout_millis)
-    finally:
-        _stops.end()
 
 
 def flush_current(timeout_millis: int | None = None) -> None:
