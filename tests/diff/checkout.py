@@ -28,6 +28,7 @@ class Shape:
     inventory: tuple[tuple[float, int], ...] = ((30.0, 200),)  # (duration, status) per attempt
     retry_gap: float = 2.0  # between attempts
     inventory_resend: bool = False  # later attempts carry http.request.resend_count
+    inventory_error: str | None = None  # a failed attempt's message (else "HTTP <status>")
     pricing_ms: float = 50.0
     gap: float = 1.0  # between inventory and pricing when sequential
     parallel: bool = False  # pricing starts 1 ms after inventory, both in flight together
@@ -48,8 +49,9 @@ def build(req: Request, shape: Shape) -> None:
     fulfilment = req.consume("fulfilment", created, begin, max(c[3] for c in calls) + 1)
     for number, (service, route, start, end, status) in enumerate(calls):
         resend = number if shape.inventory_resend and service == "inventory" else None
+        error = shape.inventory_error if service == "inventory" else None
         _, server = req.call(fulfilment, service, route, start, end, status=status,
-                             resend=resend or None)  # fmt: skip
+                             resend=resend or None, error=error)  # fmt: skip
         if service == "inventory" and shape.inventory_db and status < 500:
             req.db(server, "SELECT stock", start + 5, start + 5 + DB_MS)
 

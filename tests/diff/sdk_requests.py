@@ -159,11 +159,12 @@ class Request:
     def call(
         self, caller: Span, service: str, route: str, start: float, end: float, *,
         method: str = "GET", lag: float = 1.0, status: int = 200, resend: int | None = None,
-        path: str | None = None,
+        path: str | None = None, error: str | None = None,
     ) -> tuple[Span, Span]:  # fmt: skip
-        """An HTTP call: the caller's CLIENT span (named by method) and the SERVER it reached."""
+        """An HTTP call: the caller's CLIENT span (named by method) and the SERVER it reached;
+        a status of 500 or more fails both, with ``error`` or ``HTTP <status>`` as message."""
         concrete = path or route.replace("{", "").replace("}", "-42")
-        error = f"HTTP {status}" if status >= 500 else None
+        error = (error or f"HTTP {status}") if status >= 500 else None
         client_attrs: dict[str, object] = {
             "http.request.method": method, "url.full": f"http://{service}:8080{concrete}",
             "http.response.status_code": status,

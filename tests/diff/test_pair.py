@@ -393,3 +393,31 @@ def test_a_retried_call_that_no_longer_recovers_is_a_new_error(deployment: Deplo
     assert [c["message"] for c in doc["changes"] if c["kind"] == "gone_error"] == [
         f"fewer errors at {INVENTORY}: 2 -> 1 (HTTP 503)"
     ]
+
+
+def test_the_same_error_with_another_id_is_no_difference(deployment: Deployment) -> None:
+    """Each request fails on its own order: the messages differ only in the ids, which is the
+    same error, not a new one and a gone one. Another message, or another status, still is."""
+
+    def failing(message: str, status: int = 503) -> Shape:
+        return Shape(inventory=((150, status), (30, 200)), inventory_error=message)
+
+    a, b = pair(deployment, failing("order 1042 not found (trace 5d9b7c726baf450b)"),
+                failing("order 2077 not found (trace 0af7651916cd43dd)"))  # fmt: skip
+    code, doc = document(deployment, a, b)
+    assert code == 0, doc["changes"]
+    assert node(doc, INVENTORY)["b"]["error_messages"] == [
+        "order 2077 not found (trace 0af7651916cd43dd)"
+    ]
+
+    a, b = pair(deployment, failing("order 1042 not found"), failing("stock 1042 is locked"))
+    code, doc = document(deployment, a, b)
+    assert code == 1
+    assert [c["message"] for c in doc["changes"] if c["category"] == "errors"] == [
+        f"new error at {INVENTORY}: stock 1042 is locked",
+        f"error gone at {INVENTORY}: order 1042 not found",
+    ]
+
+    a, b = pair(deployment, failing("upstream said 502", 502), failing("upstream said 504", 504))
+    code, doc = document(deployment, a, b)
+    assert code == 1 and "errors" in doc["reasons"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .model import ADDED, DURATION, REMOVED, Change
-from .nodes import Measure, Node
+from .nodes import Measure, Node, error_shape
 from .settings import ERRORS, RETRIES, STRUCTURE, TIMING, Thresholds
 from .words import duration, signed, signed_pct
 
@@ -80,14 +80,19 @@ def error_changes(
     nodes: list[Node], order: list[int], before: Measures, after: Measures
 ) -> Iterator[Change]:
     """Errors B has where A had none (or not that one), errors A had that B lost, and the same
-    errors more or fewer times (a retry that no longer recovers, or now does)."""
+    errors more or fewer times (a retry that no longer recovers, or now does). Messages that
+    differ only in ids and large numbers are the same error (``nodes.error_shape``)."""
     for n in order:
         a, b = before.get(n), after.get(n)
         a_count, b_count = (a.errors if a else 0), (b.errors if b else 0)
         a_messages = a.error_messages if a is not None and a_count else []
         b_messages = b.error_messages if b is not None and b_count else []
-        new = [m for m in b_messages if m not in a_messages]
-        gone = [m for m in a_messages if m not in b_messages]
+        a_shapes, b_shapes = (
+            {error_shape(m) for m in a_messages},
+            {error_shape(m) for m in b_messages},
+        )
+        new = [m for m in b_messages if error_shape(m) not in a_shapes]
+        gone = [m for m in a_messages if error_shape(m) not in b_shapes]
         label = nodes[n].label()
         if new:
             yield Change("new_error", ERRORS, n, f"new error at {label}: {'; '.join(new)}")

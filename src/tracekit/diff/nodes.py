@@ -11,13 +11,23 @@ times are their sums, and each call's interval is kept for the order and concurr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from tracekit.path import Path
 
 from .units import HTTP, MESSAGING, NodeKey, Unit, units_of
 
-__all__ = ["MAX_INTERVALS", "MAX_MESSAGES", "RESEND", "Measure", "Node", "NodeIndex", "measure"]
+__all__ = [
+    "MAX_INTERVALS",
+    "MAX_MESSAGES",
+    "RESEND",
+    "Measure",
+    "Node",
+    "NodeIndex",
+    "error_shape",
+    "measure",
+]
 
 MAX_MESSAGES = 5  # distinct error messages kept per node
 MAX_INTERVALS = 64  # calls per node whose intervals are kept (order and concurrency checks)
@@ -102,15 +112,31 @@ class Measure:
             self.intervals.append((start, end))
         if error is not None:
             self.errors += 1
-            _keep(self.error_messages, error)
+            if len(self.error_messages) < MAX_MESSAGES and not any(
+                error_shape(kept) == error_shape(error) for kept in self.error_messages
+            ):
+                self.error_messages.append(error)
         if retry_cause is not None:
             self.retries += 1
-            _keep(self.retried_after, retry_cause)
+            if retry_cause not in self.retried_after and len(self.retried_after) < MAX_MESSAGES:
+                self.retried_after.append(retry_cause)
 
 
-def _keep(messages: list[str], message: str) -> None:
-    if message not in messages and len(messages) < MAX_MESSAGES:
-        messages.append(message)
+# What tells one occurrence of an error from another rather than one error from another: a
+# UUID, a hex id of 8 digits or more, a number of 4 digits or more, a decimal. Numbers of up to
+# 3 digits (an HTTP status, a small count) stay part of the error.
+_OCCURRENCE = re.compile(
+    r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}"
+    r"|\b(?=[0-9a-f]*[0-9])[0-9a-f]{8,}\b"
+    r"|[0-9]*\.[0-9]+|[0-9]{4,}",
+    re.IGNORECASE,
+)
+
+
+def error_shape(message: str) -> str:
+    """``order 1042 not found`` and ``order 2077 not found`` are one error: the message with
+    the ids and large numbers of one occurrence taken out."""
+    return _OCCURRENCE.sub("#", message)
 
 
 def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
