@@ -11,7 +11,10 @@ sends:
 - ``GET /api/search?q=&start=&end=&limit=``: ``400 range specified by start and end exceeds
   168h0m0s. received start=.. end=..`` over ``search.max_duration``; TraceQL limited to the forms
   tracekit writes (anything else is refused as ``invalid TraceQL query``, as is
-  ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
+  ``link:traceID`` before 2.6, and a query hint ``with (...)`` before 2.4); ``serviceStats``
+  from 2.5. Tempo answers the first ``limit`` traces its parallel search finds; this fake, the
+  first in trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from
+  2.8, the newest ``limit``, newest first.
 - multi-tenancy: no ``X-Scope-OrgID`` is ``401 no org id``; another tenant sees no data.
 - an optional path prefix (Grafana Cloud serves Tempo under ``/tempo``).
 """
@@ -117,7 +120,10 @@ class FakeTempo:
             body = {500: "internal error", 504: "context deadline exceeded"}
             return text_answer(body[self.link_search_status], self.link_search_status)
         hits = [h for t in traces.values() if (h := self.hit(t, parsed, start, end))]
-        hits.sort(key=lambda h: -int(h["startTimeUnixNano"]))
+        if parsed.most_recent and self.version >= (2, 8):
+            hits.sort(key=lambda h: -int(h["startTimeUnixNano"]))
+        else:
+            hits.sort(key=lambda h: h["traceID"].rjust(32, "0"))
         metrics = {"inspectedTraces": len(traces), "completedJobs": 1, "totalJobs": 1}
         return json_answer({"traces": hits[: int(args["limit"])], "metrics": metrics})
 
@@ -134,6 +140,10 @@ class FakeTempo:
     def parse(self, query: str) -> Query | None:
         """The TraceQL forms tracekit writes; None for anything this Tempo would refuse."""
         selected: tuple[str, ...] = ()
+        most_recent = query.endswith(" with (most_recent=true)")
+        if most_recent and self.version < (2, 4):
+            return None
+        query = query.removesuffix(" with (most_recent=true)")
         if query.endswith(" | select(span.correlation.id)"):
             query, selected = (
                 query.removesuffix(" | select(span.correlation.id)"),
@@ -141,7 +151,7 @@ class FakeTempo:
             )
         if not (query.startswith("{ ") or query == "{ }") or not query.endswith(" }"):
             return None
-        parsed = Query(selected)
+        parsed = Query(selected, most_recent)
         inner = query[2:-2].strip()
         try:
             added = [parsed.add(c, links=self.version >= (2, 6)) for c in inner.split(" && ")]
@@ -151,10 +161,12 @@ class FakeTempo:
 
 
 class Query:
-    """A parsed TraceQL spanset filter: trace-level tests, span-level tests, selected names."""
+    """A parsed TraceQL spanset filter: trace-level tests, span-level tests, selected names,
+    and whether the newest traces were asked for."""
 
-    def __init__(self, selected: tuple[str, ...]) -> None:
+    def __init__(self, selected: tuple[str, ...], most_recent: bool) -> None:
         self.selected = selected
+        self.most_recent = most_recent  # with (most_recent=true)
         self.trace_tests: list[TraceTest] = []
         self.span_tests: list[SpanTest] = []
 

@@ -128,8 +128,47 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
     ]
     assert searches(backend)[-1].args["q"] == (
         '{ trace:rootService = "web" && trace:duration >= 50us && status = error }'
-        " | select(span.correlation.id)"
+        " | select(span.correlation.id) with (most_recent=true)"
     )
+
+
+def requests_a_minute_apart(count: int) -> list[SpanRecord]:
+    """``count`` one-span requests, ``req-0`` the oldest, a minute apart."""
+    spans: list[SpanRecord] = []
+    for n in range(count):
+        t = Topology(f"req-{n}")
+        t.span("edge", "GET /report", "SERVER", 0, 10)
+        spans += recent(t.spans, seconds_ago=3600 - 60 * n)
+    return spans
+
+
+def test_a_search_lists_the_newest_requests_of_a_busy_window(serve: Any) -> None:
+    """Tempo answers the first traces its search finds, not the newest, unless asked with
+    ``most_recent=true``: ``tracekit search`` listed requests of an hour ago and left out the
+    last minutes'."""
+    backend = serve(FakeTempo(requests_a_minute_apart(30)))
+    source = TempoSource(backend.url)
+    found = source.recent_requests(limit=5)
+    assert [r.correlation_id for r in found] == ["req-29", "req-28", "req-27", "req-26", "req-25"]
+    source.spans_since(int((time.time() - 3600) * 1e9))  # services and diff windows
+    assert searches(backend)[-1].args["q"] == "{ } with (most_recent=true)"
+
+
+def test_a_tempo_without_query_hints_is_searched_without_and_that_is_said_once(
+    serve: Any,
+) -> None:
+    backend = serve(FakeTempo(requests_a_minute_apart(3), version=(2, 3)))
+    notices: list[str] = []
+    source = TempoSource(backend.url, notify=notices.append)
+    assert {r.correlation_id for r in source.recent_requests()} == {"req-0", "req-1", "req-2"}
+    assert {r.correlation_id for r in source.recent_requests(limit=2)} < {"req-0", "req-1", "req-2"}
+    hinted = [r for r in searches(backend) if "most_recent" in r.args["q"]]
+    assert len(hinted) == 1  # refused once, then never asked again
+    assert notices[0] == (
+        f"Tempo at {backend.url} takes no TraceQL query hints (Tempo before 2.4): a search "
+        "lists the first traces Tempo finds, which in a busy window may not be the newest"
+    )
+    assert len(notices) == 2 and "sent no serviceStats" in notices[1]  # as before 2.5
 
 
 def test_a_partial_trace_is_a_warning_of_the_path(serve: Any) -> None:

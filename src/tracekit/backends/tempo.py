@@ -5,7 +5,9 @@
   limit, which becomes a warning of the path), else ``GET /api/traces/<id>`` (``{"batches"}``);
 - search: TraceQL on ``GET /api/search`` (see ``_tempo_search``), over at most Tempo's
   ``search.max_duration`` (168h by default; a shorter limit is read from Tempo's refusal, the
-  window narrowed and the reader told once);
+  window narrowed and the reader told once); a search for the newest traces asks with
+  ``with (most_recent=true)`` (Tempo >= 2.8; without it Tempo answers the first traces it finds),
+  and without the hint where Tempo refuses hints (before 2.4), saying so once;
 - spans linking into a trace: TraceQL ``{ link:traceID = "..." }`` (Tempo >= 2.6). Where Tempo
   cannot search links, or the search fails, the path says so in its warnings.
 Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
@@ -35,6 +37,7 @@ __all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceq
 
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200
+MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
 
 
 class TempoSource:
@@ -56,6 +59,7 @@ class TempoSource:
         self._use_v2 = True
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._can_search_links = True
+        self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
         """Every span of the given traces (unknown ids contribute nothing)."""
@@ -94,12 +98,12 @@ class TempoSource:
         """Newest traces matching the filters, from one TraceQL search."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
-        found = [self._summary(hit) for hit in self._search(query, limit, since)]
+        found = [self._summary(hit) for hit in self._search(query, limit, since, newest=True)]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces since then (at most a few hundred traces are read)."""
-        found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano / 1e9)
+        found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano / 1e9, newest=True)
         spans = self.spans_by_trace_ids(hit.trace_id for hit in found)
         return [s for s in spans if s.start_unix_nano >= since_unix_nano][:limit]
 
@@ -174,9 +178,15 @@ class TempoSource:
             self.notes.warn(trace_id, f"Tempo returned trace {trace_id} only in part: {reason}")
         return spans
 
-    def _search(self, query: str, limit: int, since: float | None = None) -> list[Hit]:
+    def _search(
+        self, query: str, limit: int, since: float | None = None, *, newest: bool = False
+    ) -> list[Hit]:
+        """Hits of ``query``; ``newest``: the newest ``limit`` (Tempo otherwise answers the
+        first it finds, which in a busy window need not be the newest)."""
         start, end, cut = window(since, self._max_window[0] if self._max_window else None)
-        params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
+        hinted = newest and self._takes_hints
+        q = query + MOST_RECENT if hinted else query
+        params = {"q": q, "limit": str(limit), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
         except NotFound:
@@ -185,11 +195,19 @@ class TempoSource:
                 "this Tempo's HTTP API (with its path prefix)?"
             ) from None
         except BackendError as error:
+            if hinted and refused_traceql(error):
+                self._takes_hints = False
+                self.notes.once(
+                    f"Tempo at {self.client.base_url} takes no TraceQL query hints (Tempo "
+                    "before 2.4): a search lists the first traces Tempo finds, which in a busy "
+                    "window may not be the newest"
+                )
+                return self._search(query, limit, since, newest=newest)
             learnt = window_limit(error)
             if learnt is None or learnt[0] >= end - start:
                 raise
             self._max_window = learnt
-            return self._search(query, limit, since)
+            return self._search(query, limit, since, newest=newest)
         if cut:
             self._say_window_narrowed(start)
         return read_hits(answer, self._left_out)
