@@ -21,6 +21,7 @@ from tracekit.receiver import (
     DEFAULT_PORT,
     Receiver,
     ReceiverConfig,
+    host_port,
 )
 from tracekit.store import (
     Retention,
@@ -165,15 +166,14 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
 def _listen_error(config: ReceiverConfig, error: Exception) -> str:
     strerror = getattr(error, "strerror", None)
     if strerror:  # the HTTP socket: errno and its text
-        return f"cannot listen on {config.host}:{config.port}: {strerror}"
+        return f"cannot listen on {host_port(config.host, config.port)}: {strerror}"
     return str(error)  # the gRPC side says where
 
 
 def _where(receiver: Receiver) -> str:
     where = f"{receiver.endpoint} (OTLP/HTTP)"
     if receiver.grpc_address is not None:
-        host, port = receiver.grpc_address
-        where += f" and {f'[{host}]' if ':' in host else host}:{port} (OTLP/gRPC)"
+        where += f" and {host_port(*receiver.grpc_address)} (OTLP/gRPC)"
     return where
 
 

@@ -239,3 +239,52 @@ def test_importing_tracekit_does_not_import_grpc() -> None:
     code = "import sys, tracekit, tracekit.asgi, tracekit.wsgi; print('grpc' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_an_ipv6_host_serves_otlp_http_and_grpc(host: str, tmp_path: Path) -> None:
+    """``--host ::1`` (or ``::``, every address of a dual-stack host) failed with "Address family
+    for hostname not supported": the HTTP socket was always IPv4."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    grpc_port = free_port()
+    process = subprocess.Popen(
+        [*ENTRY, "--host", host, "--port", "0", "--grpc-port", str(grpc_port),
+         "--store", str(tmp_path / "v6.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        line = process.stdout.readline()
+        assert f"listening on http://[{host}]:" in line, process.stderr.read()
+        assert f"and [{host}]:{grpc_port} (OTLP/gRPC)" in line
+        port = int(line.split(f"http://[{host}]:")[1].split()[0])
+        sent = HTTPSpanExporter(endpoint=f"http://[::1]:{port}/v1/traces")
+        assert sent.export(_finished_spans(2)) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        sent.shutdown()
+        exporter = OTLPSpanExporter(endpoint=f"[::1]:{grpc_port}", insecure=True)
+        assert exporter.export(_finished_spans(4)) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        exporter.shutdown()
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
+    assert Store(tmp_path / "v6.db").count_spans() == 6
+
+
+def test_an_ipv6_port_taken_names_the_address_in_brackets(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*ENTRY, "--host", "::1", "--port", str(port), "--grpc-port", "0",
+             "--store", str(tmp_path / "t.db")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"tracekit collector: cannot listen on [::1]:{port}: Address already in use\n"
+    )

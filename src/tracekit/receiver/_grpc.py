@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from tracekit.receiver._address import host_port
 from tracekit.receiver._admission import MemoryBudget
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
@@ -53,7 +54,7 @@ class GrpcReceiver:
         self.port = self._bind(host, port)
 
     def _bind(self, host: str, port: int) -> int:
-        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        target = host_port(host, port)
         try:
             bound = self.server.add_insecure_port(target)
         except RuntimeError as error:

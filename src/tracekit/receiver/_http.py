@@ -22,6 +22,7 @@ from typing import Any
 
 from google.rpc import code_pb2, status_pb2
 
+from tracekit.receiver._address import family
 from tracekit.receiver._admission import BUSY, ClientStream, ConnectionTable, MemoryBudget
 from tracekit.receiver._body import PIECE, BodySink, body_length, raw_pieces
 from tracekit.receiver._errors import RequestError
@@ -66,6 +67,7 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
         self.budget = budget
         self.connections = connections
         self._spare: int | None = _spare_descriptor()
+        self.address_family = family(address[0])
         super().__init__(address, OtlpHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tracekit.receiver._address import host_port
 from tracekit.receiver._admission import ConnectionTable, MemoryBudget
 from tracekit.receiver._http import ReceiverHTTPServer
 from tracekit.receiver._ingest import IngestQueue
@@ -123,8 +124,7 @@ class Receiver:
     @property
     def endpoint(self) -> str:
         """Base URL for OTLP exporters (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
-        host, port = self.address
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        return f"http://{host_port(*self.address)}"
 
     def start(self) -> Receiver:
         """Create the store if needed, start the writer, and serve in a background thread."""
