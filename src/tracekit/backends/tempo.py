@@ -37,7 +37,7 @@ __all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceq
 
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200
-MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
+_MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
 
 
 class TempoSource:
@@ -185,7 +185,7 @@ class TempoSource:
         first it finds, which in a busy window need not be the newest)."""
         start, end, cut = window(since, self._max_window[0] if self._max_window else None)
         hinted = newest and self._takes_hints
-        q = query + MOST_RECENT if hinted else query
+        q = query + _MOST_RECENT if hinted else query
         params = {"q": q, "limit": str(limit), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
