@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from tracekit import correlation, propagation, semconv
 from tracekit._http.server import KNOWN_METHODS
 from tracekit._runtime.guard import (
-    instrumentation_suppressed,
+    http_call_suppressed,
     mark_failed,
     mark_failed_status,
     report_once,
@@ -44,10 +44,10 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     """Open a CLIENT span for ``method url`` and inject context into ``headers``.
 
     Returns None when instrumentation is suppressed (an exporter's own request, or another
-    instrumentation already traces this call; headers are then left alone), and in
-    correlation-only mode (headers get the correlation ID and incoming context, no span).
+    layer already traces this call; headers are then left alone), and in correlation-only mode
+    (headers get the correlation ID and incoming context, no span).
     """
-    if instrumentation_suppressed(http=True):
+    if http_call_suppressed(headers):
         return None
     options = current_options()
     if options.correlation_only:
@@ -59,9 +59,13 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
     )
     ctx = trace.set_span_in_context(span)
-    propagation.configured(options.response_header).inject(headers, ctx)
-    # Below our span, nested HTTP instrumentation (urllib3 under requests, contrib) stays quiet.
-    token = suppress_nested_http_in(ctx)
+    propagator = propagation.configured(options.response_header)
+    propagator.inject(headers, ctx)
+    # Below our span, what carries its trace header (urllib3 under requests, a redirect, a
+    # retry) is this call and stays quiet; so does contrib's instrumentation of it.
+    trace_header = propagator.trace_fields[0]
+    sent = headers.get(trace_header)
+    token = suppress_nested_http_in(ctx, (trace_header, sent) if isinstance(sent, str) else None)
     return ClientCall(span, token, attributes)
 
 

@@ -6,8 +6,8 @@
 - ``mark_failed``, ``mark_failed_status``: the one way to mark a span failed, by an exception or
   by an HTTP status;
 - ``instrumentation_suppressed``, ``suppressing_instrumentation``: OpenTelemetry's flag that an
-  exporter's own work is not to be traced (and, for HTTP clients, that another instrumentation
-  already traces this call).
+  exporter's own work is not to be traced; ``http_call_suppressed``, ``suppress_nested_http_in``:
+  for HTTP clients, that another layer already traces this very call.
 
 An exception's status is ``Type: message`` (what OpenTelemetry's SDK writes for an exception
 leaving a span's ``with`` block): the exception's own words, on one printable line (control
@@ -133,18 +133,34 @@ def error_message(error: BaseException) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
 
 
-def instrumentation_suppressed(
-    *, http: bool = False, context: otel_context.Context | None = None
-) -> bool:
-    """True inside an exporter's own work; with ``http``, also below another instrumentation's
-    span for the same HTTP call (requests over urllib3, contrib's instrumentation over ours).
+def instrumentation_suppressed(*, context: otel_context.Context | None = None) -> bool:
+    """True inside an exporter's own work.
 
     ``context`` saves a lookup to a caller that already holds the current context.
     """
     ctx = otel_context.get_current() if context is None else context
+    return bool(ctx.get(_SUPPRESS))
+
+
+def http_call_suppressed(headers: Any) -> bool:
+    """True inside an exporter's own work, and for an HTTP call another layer already traces.
+
+    That is the call below contrib's instrumentation of it (which sets OpenTelemetry's flag),
+    or below tracekit's own span for it: a call whose ``headers`` carry the trace header that
+    span sent (urllib3 under requests, a redirect or a retry of it). A call the application
+    makes while another is under way (from a response hook, an event hook, a client
+    middleware) carries no such header: it is a call of its own, with its own span.
+    """
+    ctx = otel_context.get_current()
     if ctx.get(_SUPPRESS):
         return True
-    return http and bool(ctx.get(_SUPPRESS_HTTP))
+    outer = ctx.get(_SUPPRESS_HTTP)
+    if not outer:
+        return False
+    if type(outer) is not tuple:  # another instrumentation's flag: it traces this call
+        return True
+    name, value = outer
+    return bool(headers.get(name) == value)
 
 
 @contextmanager
@@ -157,6 +173,13 @@ def suppressing_instrumentation() -> Iterator[None]:
         otel_context.detach(token)
 
 
-def suppress_nested_http_in(context: otel_context.Context) -> object:
-    """Attach ``context`` with nested HTTP instrumentation suppressed; returns the token."""
-    return otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP, True, context))
+def suppress_nested_http_in(context: otel_context.Context, sent: tuple[str, str] | None) -> object:
+    """Attach ``context`` with nested HTTP instrumentation of the same call suppressed; returns
+    the token. ``sent``: the trace header (name, value) the call carries, which tells that
+    call's lower layers from another call (``http_call_suppressed``); None: every HTTP call
+    below is taken for this one.
+
+    OpenTelemetry's flag holds ``sent``: contrib instrumentation below reads any true value as
+    "suppressed", as before.
+    """
+    return otel_context.attach(otel_context.set_value(_SUPPRESS_HTTP, sent or True, context))

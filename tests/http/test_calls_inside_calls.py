@@ -1,0 +1,158 @@
+"""A call made from inside another client call (a requests response hook, an httpx event hook, an
+aiohttp client middleware: fetching a token, reporting to an audit service) is a call of its own:
+its span and its headers. What is the *same* call one layer down stays quiet: urllib3 under
+requests, a redirect requests follows, a urllib3 retry.
+
+Real clients against werkzeug on loopback; the server records the headers each request carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+import requests
+import urllib3
+from opentelemetry.trace import SpanKind
+
+from tracekit import correlation
+
+CID = "order-42"
+
+
+class Recorder:
+    """A WSGI app: ``/redirect`` answers 302 to ``/api``, ``/flaky`` 503 but every third time;
+    everything else 200. Each request's path and its trace and correlation headers are kept."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None, str | None]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        self.seen.append(
+            (path, environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_CORRELATION_ID"))
+        )
+        if path == "/redirect":
+            start_response("302 Found", [("Location", "/api"), ("Content-Length", "0")])
+            return []
+        if path == "/flaky" and len([p for p, _, _ in self.seen if p == path]) % 3:
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return []
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    def carried(self, path: str) -> tuple[str | None, str | None]:
+        (found,) = [(tp, cid) for p, tp, cid in self.seen if p == path]
+        return found
+
+
+@pytest.fixture
+def recorder(serve_wsgi: Any) -> Iterator[tuple[Recorder, str]]:
+    app = Recorder()
+    yield app, serve_wsgi(app)
+
+
+@pytest.fixture
+def in_request() -> Iterator[None]:
+    token = correlation.set_correlation_id(CID)
+    yield
+    correlation.reset_correlation_id(token)
+
+
+def client_spans(wait_for_spans: Any, count: int) -> dict[str, Any]:
+    found = [s for s in wait_for_spans(count) if s.kind is SpanKind.CLIENT]
+    return {s.attributes["url.full"].rsplit("/", 1)[1]: s for s in found}
+
+
+def traceparent_of(span: Any) -> str:
+    """The traceparent ``span`` sends (sampled, with W3C level 2's random trace-id flag)."""
+    return f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
+
+
+def assert_own_call(recorder: Recorder, spans: dict[str, Any], outer: str, inner: str) -> None:
+    """``inner`` was called inside ``outer``: each has its span and sent its own headers."""
+    assert set(spans) == {outer, inner}
+    assert recorder.carried(f"/{outer}") == (traceparent_of(spans[outer]), CID)
+    assert recorder.carried(f"/{inner}") == (traceparent_of(spans[inner]), CID)
+    assert spans[inner].parent.span_id == spans[outer].context.span_id
+    assert spans[inner].context.trace_id == spans[outer].context.trace_id
+
+
+def test_a_call_from_a_requests_response_hook(
+    recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    app, base = recorder
+
+    def audit(response: Any, *args: Any, **kwargs: Any) -> None:
+        requests.post(f"{base}/audit", data=b"x", timeout=10)
+
+    requests.get(f"{base}/api", hooks={"response": audit}, timeout=10)
+
+    assert_own_call(app, client_spans(wait_for_spans, 2), "api", "audit")
+
+
+def test_a_call_from_an_httpx_event_hook(
+    recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    app, base = recorder
+
+    def token(request: httpx.Request) -> None:
+        httpx.post(f"{base}/token", content=b"x", timeout=10)
+
+    with httpx.Client(event_hooks={"request": [token]}) as client:
+        client.get(f"{base}/api", timeout=10)
+
+    assert_own_call(app, client_spans(wait_for_spans, 2), "api", "token")
+
+
+def test_a_call_from_an_aiohttp_client_middleware(
+    recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    app, base = recorder
+
+    async def with_token(request: Any, handler: Any) -> Any:
+        async with aiohttp.ClientSession() as auth, auth.post(f"{base}/token") as answer:
+            await answer.read()
+        return await handler(request)
+
+    async def main() -> None:
+        async with (
+            aiohttp.ClientSession(middlewares=(with_token,)) as session,
+            session.get(f"{base}/api") as answer,
+        ):
+            await answer.read()
+
+    asyncio.run(main())
+
+    assert_own_call(app, client_spans(wait_for_spans, 2), "api", "token")
+
+
+def test_what_requests_does_below_one_call_is_that_call(
+    recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    """urllib3 under requests, and the redirect requests follows, are the one call: one span,
+    whose traceparent both requests carried."""
+    app, base = recorder
+
+    assert requests.get(f"{base}/redirect", timeout=10).status_code == 200
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
+    assert span.attributes["http.response.status_code"] == 200
+    sent = (traceparent_of(span), CID)
+    assert app.seen == [("/redirect", *sent), ("/api", *sent)]
+
+
+def test_a_urllib3_retry_is_the_same_call(
+    recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    app, base = recorder
+    retry = urllib3.Retry(total=2, status_forcelist=[503], backoff_factor=0)
+    with urllib3.PoolManager() as pool:
+        assert pool.request("GET", f"{base}/flaky", retries=retry).status == 200
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
+    assert [entry[1:] for entry in app.seen] == [(traceparent_of(span), CID)] * 3
