@@ -7,6 +7,7 @@ into a store; the downstream is a real werkzeug server recording what arrived.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,32 @@ def test_a_mixed_chain_keeps_one_trace_and_the_correlation_id(
     assert f"{parent.span_id:016x}" == client.span_id
     assert parent.trace_flags.sampled
     assert headers["x-correlation-id"] == server.correlation_id  # always carried alongside
+
+
+@pytest.mark.parametrize("propagators", ["xray", "tracecontext,xray"])
+def test_a_trace_started_under_xray_carries_its_start_time_in_the_root(
+    service: Service, downstream: tuple[str, list[dict[str, str]]], propagators: str
+) -> None:
+    """X-Ray reads a trace id's first 8 hex digits as its start in epoch seconds, and refuses
+    ids older than 30 days: a trace tracekit starts must carry the time there, not random bits
+    (OpenTelemetry's AWS id generator does the same)."""
+    downstream_url, received = downstream
+    service.write("mesh.py", SERVICE)
+    port = free_port()
+    service.start(
+        "-m", "uvicorn", "mesh:app", "--port", str(port),
+        OTEL_PROPAGATORS=propagators, DOWNSTREAM=downstream_url + "/next",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/health")
+
+    before = int(time.time())
+    response = send(f"http://127.0.0.1:{port}/call", [])  # no trace header: a new trace
+    after = int(time.time())
+    assert response.status == 200
+    service.terminate()
+
+    root = dict(p.split("=", 1) for p in received[-1]["x-amzn-trace-id"].split(";"))["Root"]
+    version, epoch, _ = root.split("-")
+    assert version == "1" and before <= int(epoch, 16) <= after
+    (server,) = [s for s in service.spans() if s.kind == "SERVER" and s.name == "GET /call"]
+    assert server.trace_id[:8] == epoch and server.parent_span_id is None

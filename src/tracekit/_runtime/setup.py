@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import random
 import socket
+import time
 from typing import Any
 
 from opentelemetry import trace
@@ -12,6 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from tracekit import (
     config,
@@ -136,7 +140,7 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     global _own_provider
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
-        _own_provider = current = TracerProvider(resource=resource)
+        _own_provider = current = TracerProvider(resource=resource, id_generator=_id_generator())
         trace.set_tracer_provider(current)
     state.attach_to(current)
     if current is not _own_provider:
@@ -151,6 +155,22 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
         raise config.ConfigError(f"{_bsp_variable(str(error))}: {error}") from None
     return (CorrelationSpanProcessor(), batch)
+
+
+class XRayIdGenerator(RandomIdGenerator):
+    """Trace ids X-Ray accepts: the first 32 bits are the trace's start in epoch seconds (X-Ray
+    refuses a trace id older than 30 days), the other 96 random, as in X-Ray's own ids and
+    OpenTelemetry's AWS id generator. The random flag of W3C level 2 still holds: the last 7
+    bytes are random."""
+
+    def generate_trace_id(self) -> int:
+        return (int(time.time()) << 96) | random.getrandbits(96)
+
+
+def _id_generator() -> IdGenerator:
+    """X-Ray's trace ids when ``OTEL_PROPAGATORS`` names ``xray``, else the SDK's random ones."""
+    names = (os.environ.get("OTEL_PROPAGATORS") or "").lower().split(",")
+    return XRayIdGenerator() if "xray" in (name.strip() for name in names) else RandomIdGenerator()
 
 
 def _warn_if_resource_kept(kept: Resource, wanted: Resource) -> None:
