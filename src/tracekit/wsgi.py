@@ -93,7 +93,8 @@ class TracekitMiddleware:
         except BaseException as error:
             _finish(self._requests, request, environ, error)
             raise
-        response = _Response(body, self._requests, request, environ)
+        sized = hasattr(body, "__len__")
+        response = (_SizedResponse if sized else _Response)(body, self._requests, request, environ)
         return _file_or(response, body, environ)
 
     def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
@@ -155,6 +156,16 @@ class _Response:
                 self._close()
         finally:
             _finish(self._requests, self._request, self._environ, self._error)
+
+
+class _SizedResponse(_Response):
+    """A response whose body has a length (a list of chunks): the server may count it (PEP 3333:
+    one chunk lets a server such as wsgiref send Content-Length itself)."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._body)  # type: ignore[arg-type]
 
 
 def _file_or(response: _Response, body: Iterable[bytes], environ: Environ) -> Iterable[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
@@ -390,3 +391,30 @@ def test_a_refused_websocket_echoes_the_id_and_records_its_status(
     (span,) = wait_for_spans(1)
     assert span.attributes["http.response.status_code"] == 403
     assert span.attributes["correlation.id"] == "ws-refused-1"
+
+
+def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
+    """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
+    Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response
+    wrapper had no length, so the answer lost its Content-Length."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello, world"]
+
+    server = make_server("127.0.0.1", 0, wsgi.TracekitMiddleware(app), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        response = requests.get(f"http://127.0.0.1:{server.server_port}/hello", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.headers.get("Content-Length") == "12" and response.text == "hello, world"
+    (span,) = wait_for_spans(1)
+    assert span.attributes["http.response.status_code"] == 200
