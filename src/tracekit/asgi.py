@@ -67,7 +67,7 @@ class TracekitMiddleware:
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
             await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
-        if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(scope["path"]):
+        if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(_below_root(scope)):
             await self.app(scope, receive, send)
             return
         if not self._requests.records:
@@ -191,6 +191,16 @@ def _attributes(scope: Scope) -> dict[str, Any]:
     if "http_version" in scope:
         attributes[semconv.NETWORK_PROTOCOL_VERSION] = scope["http_version"]
     return attributes
+
+
+def _below_root(scope: Scope) -> str:
+    """The request's path without the root path a proxy stripped (``/api``), as WSGI's
+    ``PATH_INFO`` leaves out ``SCRIPT_NAME``: what ``excluded_urls`` are matched against."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _route(scope: Scope, top: object) -> str | None:

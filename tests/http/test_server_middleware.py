@@ -418,3 +418,28 @@ def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_span
     assert response.headers.get("Content-Length") == "12" and response.text == "hello, world"
     (span,) = wait_for_spans(1)
     assert span.attributes["http.response.status_code"] == 200
+
+
+def test_excluded_urls_match_the_path_below_the_root_path(wait_for_spans: Any) -> None:
+    """Behind a proxy that strips ``/api`` (uvicorn ``--root-path /api``), ASGI's ``path`` still
+    starts with the root path, where WSGI's ``PATH_INFO`` leaves ``SCRIPT_NAME`` out:
+    ``^/health$`` excluded the health check under gunicorn and not under uvicorn."""
+    from loopback import start_uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def answer(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/health", answer), Route("/orders", answer)])
+    url, stop = start_uvicorn(
+        asgi.TracekitMiddleware(app, excluded_urls=["^/health$"]), root_path="/api"
+    )
+    try:
+        assert requests.get(url + "/health", timeout=10).text == "ok"
+        assert requests.get(url + "/orders", timeout=10).text == "ok"
+    finally:
+        stop()
+    (span,) = wait_for_spans(1)
+    assert (span.name, span.attributes["url.path"]) == ("GET /orders", "/api/orders")

@@ -17,11 +17,14 @@ from conditions import wait_for
 from werkzeug.serving import make_server
 
 
-def start_uvicorn(app: Any) -> tuple[str, Callable[[], None]]:
-    """Serve ``app`` with uvicorn; returns its base URL and a function that stops it."""
+def start_uvicorn(app: Any, **settings: Any) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` with uvicorn (``settings``: more of its Config, ``root_path="/api"``);
+    returns its base URL and a function that stops it."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", lifespan="auto", ws="websockets-sansio")
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="auto", ws="websockets-sansio", **settings
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
