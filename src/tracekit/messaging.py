@@ -261,9 +261,14 @@ def _end_publish(
     if error is not None:
         mark_failed(span, error)
     span.end()
-    _, system, destination, *_rest, registry = call
+    _, system, destination, _id, _operation, attributes, _provider, registry = call
+    count = attributes.get(semconv.MESSAGING_BATCH_MESSAGE_COUNT) if attributes else None
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
-    metrics.published(system, destination, perf_counter() - publication._started, span)
+    metrics.published(
+        system, destination, perf_counter() - publication._started, span,
+        type(error).__qualname__ if error is not None else None,
+        count if type(count) is int and count > 0 else 1,
+    )  # fmt: skip
 
 
 def consume(

@@ -299,8 +299,9 @@ class MessagingMetrics(_ServiceMetrics):
     """Publish and process durations, queue wait, and consumed/failed counters of one service.
 
     In a single process the histograms count in ``tracekit._metrics.local`` and the counters are
-    read from them at scrape time (a message sent is a publish observed, a message consumed a
-    process duration observed, a failed one a duration observed with an ``error_type``): one
+    read from them at scrape time (messages sent are those of a publish observed without an
+    ``error_type``, a batch's every message; a message consumed is a process duration observed,
+    a failed one a duration observed with an ``error_type``): one
     short locked update per observation instead of prometheus-client's locks, exemplar checks
     and counter increments. Multiprocess mode keeps prometheus-client's classes.
     """
@@ -326,10 +327,14 @@ class MessagingMetrics(_ServiceMetrics):
         service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
         with_error = (*_MESSAGING_LABELS, "error_type")
         publish = LocalHistogram(
-            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, _MESSAGING_LABELS, DURATION_BUCKETS,
-            registry, service,
+            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, with_error, DURATION_BUCKETS, registry,
+            service,
         )  # fmt: skip
-        LocalCounter(_SENT, _SENT_HELP, _MESSAGING_LABELS, registry, publish.series_counts, service)
+        LocalCounter(
+            _SENT, _SENT_HELP, _MESSAGING_LABELS, registry,
+            lambda: _per_destination([s for s in publish.series_counts() if not s[0][2]]),
+            service,
+        )  # fmt: skip
         process = LocalHistogram(
             _PROCESS_DURATION, _PROCESS_DURATION_HELP, with_error, DURATION_BUCKETS, registry,
             service,
@@ -353,7 +358,7 @@ class MessagingMetrics(_ServiceMetrics):
         labels = (*_MESSAGING_LABELS, *_SERVICE_LABELS)
         with_error = (*_MESSAGING_LABELS, "error_type", *_SERVICE_LABELS)
         self.publish_duration = _histogram(
-            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, labels, registry
+            _PUBLISH_DURATION, _PUBLISH_DURATION_HELP, with_error, registry
         )
         self.sent = _joined(Counter(_SENT, _SENT_HELP, labels, registry=None), registry)
         self.process_duration = _histogram(
@@ -365,15 +370,29 @@ class MessagingMetrics(_ServiceMetrics):
             _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, registry, QUEUE_WAIT_BUCKETS
         )
 
-    def published(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
-        """Record one publish."""
+    def published(
+        self,
+        system: str,
+        destination: str,
+        seconds: float,
+        span: Span | None,
+        error_type: str | None = None,
+        messages: int = 1,
+    ) -> None:
+        """Record one publish of ``messages`` messages (a batch) that took ``seconds``; one that
+        failed (``error_type``) sent none."""
         if destination not in self._known_destinations:
             destination = self._destination(destination)
+        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else ""
         if self._local:
-            self.publish_duration.observe((system, destination), seconds, *_exemplar_ids(span))
+            labels = (system, destination, error_type)
+            self.publish_duration.observe(labels, seconds, *_exemplar_ids(span), counted=messages)
             return
-        self._child(self.publish_duration, system, destination).observe(seconds, exemplar_of(span))
-        self._child(self.sent, system, destination).inc()
+        self._child(self.publish_duration, system, destination, error_type).observe(
+            seconds, exemplar_of(span)
+        )
+        if not error_type:
+            self._child(self.sent, system, destination).inc(messages)
 
     def processed(
         self,

@@ -268,3 +268,39 @@ def test_a_callers_attribute_in_other_capitals_is_replaced() -> None:
                                      "app": stale}, ours)  # fmt: skip
     assert sorted(sent) == ["app", "traceparent", "x-correlation-id"]
     assert sent["traceparent"]["StringValue"] == ours["traceparent"]
+
+
+def test_messages_sent_count_a_batchs_messages_and_not_a_refused_send(
+    sqs_client: Any, queue_url: str
+) -> None:
+    """``messaging_client_sent_messages_total`` counted one for a batch of five, and one for a
+    send SQS refused: a sent-minus-consumed backlog drifted both ways."""
+    from botocore.exceptions import ClientError
+    from prometheus_client import REGISTRY
+
+    from tracekit.config import default_service_name
+
+    def sent(queue: str) -> float:
+        labels = {"messaging_system": "aws_sqs", "messaging_destination_name": queue,
+                  "service_name": default_service_name(), "service_version": ""}  # fmt: skip
+        return REGISTRY.get_sample_value("messaging_client_sent_messages_total", labels) or 0.0
+
+    def refused(queue: str) -> float:
+        labels = {"messaging_system": "aws_sqs", "messaging_destination_name": queue,
+                  "error_type": "QueueDoesNotExist", "service_name": default_service_name(),
+                  "service_version": ""}  # fmt: skip
+        name = "messaging_client_operation_duration_seconds_count"
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    queue = queue_url.rsplit("/", 1)[1]
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    entries = [{"Id": str(n), "MessageBody": f"m{n}"} for n in range(5)]
+    assert (
+        len(sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)["Successful"]) == 5
+    )
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="one more")
+    with pytest.raises(ClientError):
+        sqs_client.send_message(QueueUrl=queue_url.replace(queue, missing), MessageBody="lost")
+
+    assert sent(queue) == 6
+    assert sent(missing) == 0 and refused(missing) == 1

@@ -30,6 +30,9 @@ EVENTS = [
     ("published", "rabbitmq", "orders", 0.004, None),
     ("published", "rabbitmq", "orders", 0.005, None),  # exactly on a bound: that bucket
     ("published", "kafka", "payments", 12.0, None),  # beyond the last bound: +Inf only
+    ("published", "rabbitmq", "orders", 0.02, "ConnectionError"),  # refused: none sent
+    ("published", "rabbitmq", "dead", 0.02, "ConnectionError"),  # no message ever sent there
+    ("published-batch", "rabbitmq", "orders", 0.01, None),  # one publish, 5 messages
     ("waited", "rabbitmq", "orders", 0.2, None),
     ("waited", "rabbitmq", "orders", -0.01, None),  # a clock step back: counted as no wait
     ("processed", "rabbitmq", "orders", 0.03, None),
@@ -47,7 +50,9 @@ def _record(family: metrics.MessagingMetrics) -> None:
     for i, (kind, system, destination, seconds, error_type) in enumerate(EVENTS):
         span = (sampled if i % 3 else unsampled).start_span("process")
         if kind == "published":
-            family.published(system, destination, seconds, span)
+            family.published(system, destination, seconds, span, error_type)
+        elif kind == "published-batch":
+            family.published(system, destination, seconds, span, messages=5)
         elif kind == "waited":
             family.waited(system, destination, seconds, span if i != 4 else None)
         else:
@@ -88,7 +93,17 @@ def test_local_messaging_families_scrape_like_prometheus_client() -> None:
         "service_version": "1.2",
     }
     value = local_registry.get_sample_value
-    assert value("messaging_client_sent_messages_total", labels) == 2
+    assert value("messaging_client_sent_messages_total", labels) == 2 + 5  # not the refused one
+    assert (
+        value(
+            "messaging_client_sent_messages_total", {**labels, "messaging_destination_name": "dead"}
+        )
+        is None
+    )
+    publishes = {**labels, "error_type": ""}
+    assert value("messaging_client_operation_duration_seconds_count", publishes) == 3
+    refused = {**labels, "error_type": "ConnectionError"}
+    assert value("messaging_client_operation_duration_seconds_count", refused) == 1
     assert value("messaging_client_consumed_messages_total", labels) == 4
     assert value("tracekit_messaging_failed_messages_total", {**labels, "error_type": "KeyError"})
     assert value("tracekit_messaging_queue_wait_seconds_bucket", {**labels, "le": "0.001"}) == 1

@@ -86,9 +86,19 @@ class LocalHistogram(Collector):
         join(registry, self)
 
     def observe(
-        self, labels: tuple[str, ...], amount: float, trace_id: int = 0, span_id: int = 0
+        self,
+        labels: tuple[str, ...],
+        amount: float,
+        trace_id: int = 0,
+        span_id: int = 0,
+        *,
+        counted: int = 1,
     ) -> None:
-        """Count ``amount`` for ``labels``; a non-zero ``trace_id`` makes the bucket's exemplar."""
+        """Count ``amount`` for ``labels``; a non-zero ``trace_id`` makes the bucket's exemplar.
+
+        ``counted``: the events this observation stands for in ``series_counts`` (a counter read
+        from it: one publish of a batch of 10 is 10 messages sent).
+        """
         index = bisect_left(self._bounds, amount)  # the first bucket whose bound is >= amount
         exemplar = (trace_id, span_id, amount, time()) if trace_id else None
         with self._lock:
@@ -96,7 +106,7 @@ class LocalHistogram(Collector):
             if series is None:
                 series = self._series[labels] = _Series(len(self._bounds))
             self.observations += 1
-            series.observed += 1
+            series.observed += counted
             series.total += amount
             if amount == amount:  # NaN falls in no bucket, as in prometheus-client
                 series.counts[index] += 1
