@@ -154,6 +154,21 @@ def test_a_lone_surrogate_is_stored_as_a_replacement_character(
     json.dumps(span.attributes, ensure_ascii=False).encode("utf-8")  # printable as UTF-8
 
 
+@pytest.mark.parametrize("first", [0.0, -0.0])
+def test_zero_and_negative_zero_are_stored_as_sent(
+    first: float, receiver: Receiver, reader: Store
+) -> None:
+    """The store's cache of encoded attributes took 0.0 and -0.0 (equal in Python) for one
+    value: whichever came first was stored for both."""
+    for n, value in enumerate((first, -first)):
+        span = {"traceId": f"{n + 1:032x}", "spanId": f"{n + 1:016x}", "name": "z", **WHEN,
+                "attributes": [{"key": "d", "value": {"doubleValue": value}}]}  # fmt: skip
+        body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+        assert post(receiver, "/v1/traces", body, JSON).status == 200
+    stored = [reader.spans_by_trace_ids([f"{n + 1:032x}"])[0].attributes["d"] for n in range(2)]
+    assert [str(d) for d in stored] == [str(first), str(-first)]
+
+
 def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:
     spans = [
         {"traceId": "01" * 16, "spanId": "02" * 8, "name": "kept", **WHEN},

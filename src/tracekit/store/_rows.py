@@ -144,8 +144,10 @@ class RowEncoder:
         return f"[{','.join(parts)}]" if parts else ""
 
     def _cached_pair(self, key: str, value: AttributeValue) -> str:
-        if isinstance(value, list | dict) or (
-            type(value) is str and len(value) > INTERN_MAX_LENGTH
+        if (
+            isinstance(value, list | dict)
+            or (type(value) is str and len(value) > INTERN_MAX_LENGTH)
+            or (type(value) is float and not value)  # 0.0 == -0.0: one cache entry for both
         ):
             return self._pair_now(key, value)  # long or nested values rarely repeat: no cache
         cache_key = (key, type(value), value)
