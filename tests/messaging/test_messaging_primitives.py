@@ -313,3 +313,27 @@ def test_held_messages_in_a_task_of_a_handler_leave_the_parent_as_it_was(spans) 
         return tracekit.correlation_id(), span.get_span_context().is_valid
 
     assert asyncio.run(main()) == (None, False)
+
+
+def test_a_reused_headers_dict_carries_nothing_of_the_message_before(spans) -> None:
+    """A producer that publishes every message with the same dict: the second message, sent
+    outside any request, went out with the first one's correlation ID, tracestate and
+    baggage, and a consumer continued the first request's story with it."""
+    headers: dict[str, Any] = {"x-app": "kept"}
+    incoming = {
+        "traceparent": TRACEPARENT, "tracestate": "congo=t61r", "x-correlation-id": "order-1",
+        "baggage": "tenant=acme",
+    }  # fmt: skip
+    with messaging.consume(incoming, system="test", destination="in"):
+        messaging.inject(headers, system="test", destination="out")
+    assert headers["x-correlation-id"] == "order-1" and headers["tracestate"] == "congo=t61r"
+
+    messaging.inject(headers, system="test", destination="out")  # a background job: no request
+
+    second = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER][-1]
+    assert headers["traceparent"].split("-")[1:3] == [
+        f"{second.context.trace_id:032x}", f"{second.context.span_id:016x}"
+    ]  # fmt: skip
+    assert "x-correlation-id" not in headers and "tracestate" not in headers
+    assert "tenant=acme" not in headers.get("baggage", "") and "order-1" not in str(headers)
+    assert headers["x-app"] == "kept"

@@ -200,18 +200,16 @@ def callers_own(fields: Mapping[Any, Any], ours: Iterable[str]) -> dict[Any, Any
     return {key: value for key, value in fields.items() if lower_name(key) not in names}
 
 
-def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
-    """Remove a caller's ``Traceparent`` (or ``b"traceparent"``) once tracekit's ``traceparent``
-    is in ``headers``: a consumer would read the two as one header sent twice, and trust neither.
+def drop_ours(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
+    """Remove every header tracekit writes, in any spelling (``Traceparent``,
+    ``b"traceparent"``), before it writes the message's own: a consumer would read two spellings
+    as one header sent twice, and trust neither; and a dict reused for the next message must not
+    carry the previous one's correlation ID, tracestate or baggage where this one has none.
     ``written``: tracekit's header names by their lower-case form."""
-    others = [
-        key
-        for key in headers
-        if (ours := written.get(lower_name(key) or "")) is not None
-        and (type(key) is not str or ours != key)  # (bytes never compared with str: -bb)
-        and ours in headers
-    ]
-    for key in others:
+    if not headers:
+        return
+    ours = [key for key in headers if written.get(lower_name(key) or "") is not None]
+    for key in ours:
         del headers[key]
 
 
