@@ -3,9 +3,11 @@
 Start from the correlation ID (or the trace ID the user typed), then follow span links in both
 directions until nothing new turns up: a consumer's trace may carry no correlation ID at all and be
 reachable only because its spans link to a producer's context. Only traces the source holds join
-this way: two requests linking to one context it does not hold stay two requests. The walk is
-bounded so a link storm cannot make one query read the whole store, and so is the number of spans
-read: past ``max_spans`` the path holds the earliest spans and says so.
+this way: two requests linking to one context it does not hold stay two requests. Nor does a
+batch: a span with several links (a batch consumer) belongs to every request it links to, but its
+links lead out only from a trace the user typed, so the requests of one batch stay apart. The
+walk is bounded so a link storm cannot make one query read the whole store, and so is the number
+of spans read: past ``max_spans`` the path holds the earliest spans and says so.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Co
     """
     starts: list[tuple[str, int]] = []
     correlation_id: str | None = query
+    typed: list[SpanRecord] = []
     if looks_like_trace_id(query):
         typed = _first_spans_of_traces(source, [query.lower()], max_spans + 1)
         starts = _trace_starts(typed)
@@ -64,7 +67,8 @@ def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Co
     found = Collected(correlation_id if starts else None)
     if starts:
         ordered = sorted(starts, key=lambda pair: pair[1])
-        _expand(source, found, list(dict.fromkeys(t for t, _ in ordered)), max_spans)
+        named = {span.trace_id.lower() for span in typed}
+        _expand(source, found, list(dict.fromkeys(t for t, _ in ordered)), max_spans, named)
         # a trace id typed for a consumer's trace: the ID may only live on linked traces
         found.correlation_id = found.correlation_id or dominant_correlation_id(found.spans)
     if isinstance(source, WarningSource):
@@ -106,8 +110,11 @@ def _earliest(spans: list[SpanRecord], limit: int) -> list[SpanRecord]:
     return sorted(spans, key=lambda s: s.start_unix_nano)[:limit]
 
 
-def _expand(source: SpanSource, found: Collected, frontier: list[str], max_spans: int) -> None:
-    """Read whole traces, then follow links out of them and into them, round by round."""
+def _expand(
+    source: SpanSource, found: Collected, frontier: list[str], max_spans: int, named: set[str]
+) -> None:
+    """Read whole traces, then follow links out of them and into them, round by round
+    (``named``: the trace the user typed, whose batch links lead out too)."""
     known: set[str] = set()
     for _ in range(MAX_LINK_ROUNDS):
         frontier = [t for t in dict.fromkeys(frontier) if t not in known]
@@ -126,7 +133,7 @@ def _expand(source: SpanSource, found: Collected, frontier: list[str], max_spans
         if spans is None:
             return
         held = _held(frontier, spans)
-        frontier = _linked_out(spans) + sorted(source.trace_ids_linking_to(held))
+        frontier = _linked_out(spans, named) + sorted(source.trace_ids_linking_to(held))
     found.warnings.append(f"stopped following links after {MAX_LINK_ROUNDS} rounds")
 
 
@@ -157,5 +164,12 @@ def _read_traces(
     return None
 
 
-def _linked_out(spans: list[SpanRecord]) -> list[str]:
-    return [link.trace_id.lower() for span in spans for link in span.links]
+def _linked_out(spans: list[SpanRecord], named: set[str]) -> list[str]:
+    """The traces ``spans`` link to: a span's one link (a consumer that began a trace of its
+    own), not the links of a batch, which join several requests, but in a trace typed by id."""
+    return [
+        link.trace_id.lower()
+        for span in spans
+        if len(span.links) == 1 or (span.links and span.trace_id.lower() in named)
+        for link in span.links
+    ]

@@ -1,0 +1,66 @@
+"""A batch consumer handles the messages of several requests in one span that links to each
+producer. It belongs to each of those requests, but it must not join them into one: following
+its links back out made ``trace req-A`` show req-B's failed checkout, its error and its critical
+path, and ``search`` count req-B's spans and error under req-A.
+
+Written to a real store, read by ``reconstruct`` and ``recent_requests`` as the CLI does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+
+import pytest
+from trace_topologies import MemorySource, Topology
+
+from tracekit.path import reconstruct
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+
+
+def checkouts(batch_correlation: str | None) -> tuple[Topology, Topology, SpanRecord]:
+    """req-A succeeds, req-B fails; each publishes one message; one batch consumes both (in a
+    trace of its own, carrying the first message's correlation ID, or none)."""
+    a, b = Topology("req-A"), Topology("req-B")
+    entry_a = a.span("gateway", "POST /checkout", "SERVER", 0, 20)
+    a.publish(entry_a, "orders", 5, 7)
+    entry_b = b.span("gateway", "POST /checkout", "SERVER", 10, 900, status="ERROR")
+    b.publish(entry_b, "orders", 15, 17)
+    b.correlation_id = batch_correlation
+    b.new_trace()
+    producers = [s for s in a.spans + b.spans if s.kind == "PRODUCER"]
+    batch = b.consume("billing", "orders", 950, 990, links=producers, correlated=True)
+    return a, b, batch
+
+
+@pytest.mark.parametrize("batch_correlation", ["req-B", None])
+def test_a_batch_consumer_joins_each_request_but_not_the_requests_together(
+    tmp_path: FilePath, batch_correlation: str | None
+) -> None:
+    a, b, batch = checkouts(batch_correlation)
+    store = Store(tmp_path / "spans.db")
+    store.write_spans(a.spans + b.spans)
+    trace_a, trace_b = a.spans[0].trace_id, b.spans[0].trace_id
+
+    for source in (store, MemorySource(a.spans + b.spans)):
+        path_a = reconstruct(source, "req-A")
+        path_b = reconstruct(source, "req-B")
+        assert path_a is not None and path_b is not None
+        assert sorted(path_a.trace_ids) == sorted([trace_a, batch.trace_id])
+        assert sorted(path_b.trace_ids) == sorted([trace_b, batch.trace_id])
+        assert not [s for s in path_a.spans if s.record.status == "ERROR"]
+
+    summaries = {r.correlation_id: r for r in store.recent_requests()}
+    assert (summaries["req-A"].span_count, summaries["req-A"].error) == (3, False)
+    assert (summaries["req-B"].span_count, summaries["req-B"].error) == (3, True)
+
+
+def test_the_batch_trace_typed_by_id_shows_every_request_it_handled(tmp_path: FilePath) -> None:
+    a, b, batch = checkouts(None)
+    store = Store(tmp_path / "spans.db")
+    store.write_spans(a.spans + b.spans)
+    path = reconstruct(store, batch.trace_id)
+    assert path is not None
+    assert sorted(path.trace_ids) == sorted(
+        [a.spans[0].trace_id, b.spans[0].trace_id, batch.trace_id]
+    )
