@@ -81,6 +81,8 @@ MAX_EXTRA_FIELDS = 32
 _service = "unknown_service"
 _stamping = False
 _previous_factory: Callable[..., logging.LogRecord] | None = None
+_probing = False  # set while _start_stamping asks whether the factory still calls ours
+_probed = False
 _handler: LogExportHandler | None = None
 _lock = threading.Lock()
 
@@ -165,13 +167,20 @@ def _safe_fields() -> dict[str, str]:
         return dict.fromkeys(STAMPED_FIELDS, EMPTY)
 
 
+def _stopped_fields() -> dict[str, str]:
+    """The fields once stamping stopped: empty, so a format that names them still works."""
+    return {**dict.fromkeys(STAMPED_FIELDS, EMPTY), "service": _service}
+
+
 def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    global _probed
+    if _probing:
+        _probed = True
     previous = _previous_factory or logging.LogRecord
-    if not _stamping:
-        return previous(*args, **kwargs)
+    fields = _safe_fields() if _stamping else _stopped_fields()
     if previous is logging.LogRecord:
         record = _CorrelatedRecord(*args, **kwargs)
-        record._tracekit_fields = _safe_fields()
+        record._tracekit_fields = fields
         return record
     # Another factory made the record (the application's, a library's): the same record, as
     # its correlating subclass, so that ``extra=`` may still name the fields.
@@ -183,24 +192,40 @@ def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     except Exception as error:  # a record class that cannot be subclassed or has no __dict__
         report_once("log record correlation fields", error)
         return made
-    stamped._tracekit_fields = _safe_fields()  # type: ignore[misc]  # (each subclass's slot)
+    stamped._tracekit_fields = fields  # type: ignore[misc]  # (each subclass's slot)
     return cast(logging.LogRecord, stamped)
 
 
 def _start_stamping() -> None:
     global _previous_factory, _stamping
-    if logging.getLogRecordFactory() is not _make_record:
-        _previous_factory = logging.getLogRecordFactory()
+    current = logging.getLogRecordFactory()
+    if current is not _make_record and not _calls_ours(current):
+        _previous_factory = current
         logging.setLogRecordFactory(_make_record)
     _stamping = True
 
 
+def _calls_ours(factory: Callable[..., logging.LogRecord]) -> bool:
+    """Whether ``factory`` wraps tracekit's (an application's wrapper put in after an earlier
+    ``init``): wrapping it again would make the two call each other forever."""
+    global _probing, _probed
+    if _previous_factory is None:
+        return False  # never installed: nothing of ours to reach
+    _probing, _probed = True, False
+    try:
+        factory("tracekit", logging.DEBUG, __file__, 0, "", None, None)
+    except Exception:
+        return False
+    finally:
+        _probing = False
+    return _probed
+
+
 def _stop_stamping() -> None:
+    """Stop stamping; the factory stays, giving records empty fields (``-``): a format that
+    names them keeps working for what is logged after (at exit, by the exporter's last batch)."""
     global _stamping
     _stamping = False
-    # Restore only our own wrapper; if someone wrapped it since, it now passes records through.
-    if logging.getLogRecordFactory() is _make_record and _previous_factory is not None:
-        logging.setLogRecordFactory(_previous_factory)
 
 
 # --- bounded values ---------------------------------------------------------------------------

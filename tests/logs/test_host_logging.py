@@ -228,3 +228,60 @@ print([r.body for r in records], records[0].attributes.get("correlation.id"))
     out = result.stdout.splitlines()[0]
     assert out == "['charged', 'the host still exports'] req-host-2"
     assert stored_bodies(tmp_path) == []
+
+
+def test_a_factory_wrapped_after_init_survives_shutdown_and_a_second_init(tmp_path) -> None:
+    """The usual wrapper (``old = getLogRecordFactory(); set(lambda ...: old(...))``) put in
+    after ``init``: a second ``init`` took it for the factory to wrap, each called the other,
+    and every log call raised RecursionError."""
+    result = run_python(
+        """
+        import logging, tracekit
+        logging.basicConfig(format="%(levelname)s [%(correlation_id)s] %(host)s %(message)s")
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        old = logging.getLogRecordFactory()
+        def with_host(*args, **kwargs):
+            record = old(*args, **kwargs)
+            record.host = "web-1"
+            return record
+        logging.setLogRecordFactory(with_host)
+        tracekit.shutdown()
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        tracekit.correlation.set_correlation_id("order-7")
+        logging.getLogger("shop").warning("after a second init")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert result.stderr == "WARNING [order-7] web-1 after a second init\n"
+
+
+def test_the_documented_format_keeps_working_after_shutdown_and_at_exit(tmp_path) -> None:
+    """A format naming tracekit's fields (docs/logs.md): after ``shutdown``, and at exit while
+    the last batch goes to an unreachable collector (the exporter's own messages), records
+    lacked the fields and every one became a '--- Logging error ---' with a traceback."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    result = run_python(
+        """
+        import atexit, logging, tracekit
+        logging.basicConfig(
+            format="%(levelname)s [%(correlation_id)s %(trace_id)s] %(name)s: %(message)s"
+        )
+        atexit.register(lambda: logging.getLogger("shop").warning("exit hook"))
+        tracekit.init("shop", metrics_port=0)
+        logging.getLogger("shop").warning("working")
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )
+    assert "Logging error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert "WARNING [- -] shop: working" in lines and "WARNING [- -] shop: exit hook" in lines
+    assert any(
+        line.startswith("WARNING [- -] tracekit: tracekit: could not export") for line in lines
+    )

@@ -1,7 +1,8 @@
 """Log correlation in-process: stamped stdlib records, the JSON line format, structlog, severities.
 
 ``tracekit.logs.install`` is called directly (with export off) so the test session's own SDK
-provider stays in place; ``uninstall`` puts the original LogRecord factory back after each test.
+provider stays in place. ``uninstall`` leaves tracekit's factory in place, giving records empty
+fields; each test then puts the factory it found back, as a fresh process would have it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def stamping() -> Iterator[None]:
     logs.install(config.resolve("billing", environ={}, export_logs=False))
     yield
     logs.uninstall()
-    assert logging.getLogRecordFactory() is original
+    logging.setLogRecordFactory(original)
 
 
 @pytest.fixture
@@ -172,11 +173,26 @@ def test_socket_handler_ships_the_fields(stamping: None, tracer_provider: Tracer
     assert shipped[1]["correlation_id"] == "set-by-app"
 
 
-def test_uninstall_stops_stamping() -> None:
+def test_uninstall_stops_stamping_but_records_keep_empty_fields(
+    tracer_provider: TracerProvider,
+) -> None:
+    """After ``shutdown`` (what a process logs at exit, the exporter's last messages) a format
+    naming the fields must still work: they are there, empty."""
+    original = logging.getLogRecordFactory()
     logs.install(config.resolve("billing", environ={}, export_logs=False))
     logs.uninstall()
-    record = logging.getLogger("tests.logs.after").makeRecord("n", 20, "f", 1, "m", None, None)
-    assert not hasattr(record, "correlation_id")
+    try:
+        logger = logging.getLogger("tests.logs.after")
+        token = correlation.set_correlation_id("order-1")
+        try:
+            with tracer_provider.get_tracer("t").start_as_current_span("in a request"):
+                record = logger.makeRecord("n", 20, "f", 1, "m", None, None)
+        finally:
+            correlation.reset_correlation_id(token)
+    finally:
+        logging.setLogRecordFactory(original)
+    assert (record.correlation_id, record.trace_id, record.span_id) == ("-", "-", "-")  # type: ignore[attr-defined]
+    assert logging.Formatter("%(correlation_id)s %(message)s").format(record) == "- m"
 
 
 def _json_line(logger_name: str, emit: object) -> dict[str, object]:
