@@ -42,12 +42,20 @@ class TracekitMiddleware:
         from django.conf import settings
 
         self.get_response = get_response
-        overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
-        self._requests = server_requests(None, None, overrides)
-        self._environ_keys = header_keys(self._requests.wanted_headers)
+        self._overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
         self._attributes = ServerAttributes()
+        self._ready()  # an invalid option stops the project now, as it starts
+        self._first = True
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
+
+    def _ready(self) -> None:
+        """Read the options (again at the first request: a project's wsgi.py ends with
+        ``get_wsgi_application()``, which builds this middleware, and ``tracekit.init`` is
+        often appended after it)."""
+        requests = server_requests(None, None, self._overrides)
+        self._environ_keys = header_keys(requests.wanted_headers)
+        self._requests = requests
 
     def __call__(self, request: Any) -> Any:
         if iscoroutinefunction(self):
@@ -85,6 +93,9 @@ class TracekitMiddleware:
         setattr(request, _ERROR_ATTRIBUTE, exception)
 
     def _start(self, request: Any) -> ActiveRequest | None:
+        if self._first:  # (two first requests at once both read them: the same options)
+            self._ready()
+            self._first = False
         if self._requests.is_excluded(request.path):
             return None
         try:

@@ -245,3 +245,35 @@ def test_a_client_that_disconnects_during_the_view_is_no_server_error(
             if line.startswith("http_server_request_duration_seconds_count")
             and 'http_route="/slow"' in line]  # fmt: skip
     assert len(slow) == 1 and f'http_response_status_code="{status}"' in slow[0], slow
+
+
+def test_init_after_get_wsgi_application_configures_the_middleware(tmp_path: Path) -> None:
+    """The middleware read its options when Django built it, before ``init``: the response
+    carried X-Correlation-ID instead of the configured header, and the metrics were labelled
+    ``unknown_service:python`` while the spans said ``django-site``."""
+    metrics_port, port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(tmp_path / "tracekit.db"),
+        "TRACEKIT_METRICS_PORT": str(metrics_port),
+    }
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "django_site.wsgi_init_last"]  # fmt: skip
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url) or process.poll() is not None, 30, "the site")
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        response = requests.get(url + "/orders/7", headers={"X-Correlation-ID": "late-1"})
+        scrape = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert response.headers.get("X-Site-Correlation") == "late-1"
+    assert "X-Correlation-ID" not in response.headers
+    counts = [line for line in scrape.splitlines()
+              if line.startswith("http_server_request_duration_seconds_count{")]  # fmt: skip
+    assert counts and all('service_name="django-site"' in line for line in counts), counts
