@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from tests.receiver.conftest import post
 
 from tracekit.receiver import Receiver
-from tracekit.receiver._decoded import EARLIEST_NS, MalformedRequest
+from tracekit.receiver._decoded import MalformedRequest
 from tracekit.receiver._json import decode_traces
 from tracekit.records import SpanEvent, SpanLink, SpanRecord
 from tracekit.store import Store
+from tracekit.store._limits import EARLIEST_NS
 
 PAYLOAD = base64.b64encode(b"\x01\xff").decode()
 JSON = {"Content-Type": "application/json; charset=utf-8"}

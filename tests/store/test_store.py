@@ -218,3 +218,39 @@ def test_an_exporter_that_cannot_write_says_why_once(
         "OperationalError: unable to open database file (SQLITE_CANTOPEN)"
     ]
     assert exporter.export([]) is SpanExportResult.FAILURE
+
+
+def test_the_store_exporter_leaves_out_a_span_that_ends_before_it_starts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wall clock stepped back mid-span: the SDK reports an end before the start. The
+    collector refuses such a span; the store exporter stored it, and ``tracekit trace`` then
+    showed a negative duration and wrote JSON its own schema refuses."""
+    import time
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tracekit.store.exporter import StoreSpanExporter
+
+    exporter = StoreSpanExporter(tmp_path / "s.db")
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    now = time.time_ns()
+    with tracer.start_as_current_span("kept", start_time=now, end_on_exit=False) as parent:
+        tracer.start_span("clock stepped back", start_time=now + 50_000_000).end(
+            end_time=now + 20_000_000
+        )
+        tracer.start_span("fine", start_time=now).end(end_time=now + 1_000)
+    parent.end(end_time=now + 60_000_000)
+
+    stored = Store(tmp_path / "s.db").spans_by_trace_ids(
+        [f"{parent.get_span_context().trace_id:032x}"]
+    )
+    assert sorted(s.name for s in stored) == ["fine", "kept"]
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
+        "tracekit: a span the store cannot keep was left out: span ends before it starts "
+        "(a clock that stepped back, or set before 2000 or a day ahead); 0 more such warnings "
+        "suppressed"
+    ]

@@ -7,7 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
-from tracekit.store._limits import MAX_NAME_CHARS, cut
+from tracekit.store._limits import (
+    MAX_NAME_CHARS,
+    cut,
+    span_time_problem,
+)
 from tracekit.store._rows import SpanRows
 
 # OTLP SpanKind and StatusCode numbers -> tracekit's names (unknown numbers: the safe default).
@@ -16,11 +20,7 @@ STATUS_NAMES = ("UNSET", "OK", "ERROR")
 # Attribute values nest (arrays, key-value lists); deeper than this is refused, not recursed into.
 MAX_VALUE_DEPTH = 32
 UNKNOWN_SERVICE = "unknown_service"
-# A record dated before 2000 or more than a day ahead is refused (partial success): it could
-# only be a broken clock or a hostile client, and it would escape age retention or fill every
-# "latest" view. The bounds also keep every duration inside SQLite's signed 64 bits.
-EARLIEST_NS = 946_684_800 * 10**9
-AHEAD_NS = 86_400 * 10**9
+# Records dated out of the store's bounds (store._limits.time_bounds) are refused: partial success.
 _MAX_REASONS = 3
 
 
@@ -77,28 +77,11 @@ class Decoded:
         return "; ".join(self.reasons)
 
 
-def time_bounds() -> tuple[int, int]:
-    """The earliest and latest timestamps a record may carry, as of now (unix ns)."""
-    return EARLIEST_NS, time.time_ns() + AHEAD_NS
-
-
 def span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | None:
     """Why a decoded span is refused (None: it is stored)."""
     if record is None:
         return "span with an empty or all-zero trace id or span id"
     return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
-
-
-def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:
-    """Why a span's start and end cannot be stored, or None when they can."""
-    low, high = bounds
-    if not low <= start <= high:
-        return "span start time before 2000 or more than a day ahead"
-    if not low <= end <= high:
-        return "span end time before 2000 or more than a day ahead"
-    if end < start:
-        return "span ends before it starts"
-    return None
 
 
 def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | None:

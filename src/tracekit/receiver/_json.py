@@ -25,7 +25,6 @@ from tracekit.receiver._decoded import (
     service_of,
     severity_number,
     status_name,
-    time_bounds,
 )
 from tracekit.records import (
     Attributes,
@@ -35,6 +34,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.store._limits import time_bounds
 
 _KIND_BY_NAME = {
     "SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,

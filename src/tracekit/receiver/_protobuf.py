@@ -30,7 +30,6 @@ from tracekit.receiver._decoded import (
     log_time,
     service_of,
     status_name,
-    time_bounds,
 )
 from tracekit.records import (
     Attributes,
@@ -40,6 +39,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.store._limits import time_bounds
 
 
 def parse(message: Any, body: bytes) -> Any:

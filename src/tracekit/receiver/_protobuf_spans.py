@@ -21,7 +21,6 @@ from tracekit.receiver._decoded import (
     admit_any,
     service_of,
     span_problem,
-    time_bounds,
 )
 from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
 from tracekit.receiver._protobuf import (
@@ -34,7 +33,13 @@ from tracekit.receiver._protobuf import (
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
-from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, bounded_attributes, cut
+from tracekit.store._limits import (
+    MAX_NAME_CHARS,
+    MAX_VALUE_CHARS,
+    bounded_attributes,
+    cut,
+    time_bounds,
+)
 from tracekit.store._rows import RowEncoder, indexed_correlation
 
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)

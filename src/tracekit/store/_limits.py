@@ -1,4 +1,6 @@
-"""How long a stored string may be: everything stored comes from a client nobody vetted.
+"""What the store keeps: how long a stored string may be, and when a record may be dated.
+
+Everything stored comes from a client nobody vetted.
 
 A request body is bounded (16 MiB at the receiver), but one string in it was not: a 2-million-
 character span name was stored whole, and shown whole by ``--format json``. Every string is cut
@@ -10,6 +12,7 @@ a SQL statement, a stack trace fit).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -27,6 +30,29 @@ MAX_KEY_CHARS = 256  # an attribute key
 # a string attribute value (each one inside an array or map), a status message
 MAX_VALUE_CHARS = 16_384
 MAX_BODY_CHARS = 65_536  # a log record's body
+
+# A record dated before 2000 or more than a day ahead is refused: it could only be a broken
+# clock or a hostile client, and it would escape age retention or fill every "latest" view. The
+# bounds also keep every duration inside SQLite's signed 64 bits.
+EARLIEST_NS = 946_684_800 * 10**9
+AHEAD_NS = 86_400 * 10**9
+
+
+def time_bounds() -> tuple[int, int]:
+    """The earliest and latest timestamps a record may carry, as of now (unix ns)."""
+    return EARLIEST_NS, time.time_ns() + AHEAD_NS
+
+
+def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:
+    """Why a span's start and end cannot be stored, or None when they can."""
+    low, high = bounds
+    if not low <= start <= high:
+        return "span start time before 2000 or more than a day ahead"
+    if not low <= end <= high:
+        return "span end time before 2000 or more than a day ahead"
+    if end < start:
+        return "span ends before it starts"
+    return None
 
 
 def cut(text: str, limit: int) -> str:

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
 from tracekit._runtime.guard import suppressing_instrumentation
+from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.records import (
     Attributes,
     AttributeValue,
@@ -29,6 +30,7 @@ from tracekit.records import (
     SpanRecord,
 )
 from tracekit.store._connection import one_line
+from tracekit.store._limits import span_time_problem, time_bounds
 from tracekit.store._store import Store
 
 __all__ = [
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger("tracekit")
+_LEFT_OUT = (
+    "tracekit: a %s the store cannot keep was left out: %s (a clock that stepped back, or set"
+    " before 2000 or a day ahead); %d more such warnings suppressed"
+)
 
 
 class _StoreWriter:
@@ -74,11 +80,30 @@ class _StoreWriter:
 class StoreSpanExporter(_StoreWriter, SpanExporter):
     """Writes finished spans into the store at ``path`` (default: ``default_store_path()``)."""
 
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
+        super().__init__(path, store=store)
+        self._left_out = RateLimitedWarning(60.0, _LEFT_OUT)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Store ``spans``; never raises (a failure is logged once and reported to the SDK)."""
-        if self._write(lambda: self.store.write_spans([span_record(s) for s in spans]), "span"):
+        """Store ``spans``; never raises (a failure is logged once and reported to the SDK).
+
+        A span the store cannot keep (one that ends before it starts, or dated before 2000 or
+        a day ahead: what the collector refuses too) is left out, with a rate-limited warning.
+        """
+        if self._write(lambda: self.store.write_spans(self._keepable(spans)), "span"):
             return SpanExportResult.SUCCESS
         return SpanExportResult.FAILURE
+
+    def _keepable(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
+        records, bounds = [span_record(s) for s in spans], time_bounds()
+        kept = []
+        for record in records:
+            problem = span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
+            if problem is None:
+                kept.append(record)
+            else:
+                self._left_out.warn("span", problem)
+        return kept
 
 
 class StoreLogExporter(_StoreWriter, LogRecordExporter):
