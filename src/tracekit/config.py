@@ -26,6 +26,7 @@ __all__ = [
     "MODES",
     "ConfigError",
     "Options",
+    "batch_setting_error",
     "compile_excluded",
     "default_service_name",
     "env_var",
@@ -41,6 +42,24 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 class ConfigError(ValueError):
     """An option or ``TRACEKIT_*`` variable holds a value tracekit cannot use."""
+
+
+# A batch processor's parameters, as the SDK's refusals name them, and the end of the
+# variable that sets each (OTEL_BSP_* for spans, OTEL_BLRP_* for log records).
+_BATCH_SETTINGS = {
+    "schedule_delay_millis": "SCHEDULE_DELAY",
+    "max_queue_size": "MAX_QUEUE_SIZE",
+    "max_export_batch_size": "MAX_EXPORT_BATCH_SIZE",
+    "export_timeout_millis": "EXPORT_TIMEOUT",
+}
+
+
+def batch_setting_error(error: ValueError, prefix: str) -> ConfigError:
+    """The SDK's refusal of a batch processor's setting (``prefix``: ``OTEL_BSP`` or
+    ``OTEL_BLRP``), naming the variable that holds it."""
+    message = str(error)
+    named = [f"{prefix}_{end}" for name, end in _BATCH_SETTINGS.items() if name in message]
+    return ConfigError(f"{' or '.join(named) or prefix + '_*'}: {message}")
 
 
 def default_service_name() -> str:

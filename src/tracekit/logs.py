@@ -44,6 +44,7 @@ from opentelemetry._logs import SeverityNumber
 
 from tracekit import correlation, semconv
 from tracekit._runtime.guard import instrumentation_suppressed, report_once
+from tracekit.config import batch_setting_error
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs import LoggerProvider
@@ -516,8 +517,12 @@ def _start_export(options: Options, resource: Resource | None) -> None:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+    try:
+        processor = BatchLogRecordProcessor(exporter)
+    except ValueError as error:  # the SDK refuses an OTEL_BLRP_* value, naming its parameter
+        raise batch_setting_error(error, "OTEL_BLRP") from None
     provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    provider.add_log_record_processor(processor)
     _handler = LogExportHandler(provider)
 
 

@@ -392,7 +392,7 @@ def test_unreachable_otlp_endpoint_never_slows_requests() -> None:
 
 
 REFUSED_BATCH_SETTING = """
-import os, sys, tracekit
+import logging, os, sys, tracekit
 from opentelemetry import trace
 from tracekit._runtime import state
 from tracekit.config import ConfigError
@@ -401,28 +401,40 @@ try:
 except ConfigError as error:
     print("refused:", error)
 print("running after the refusal:", state.current() is not None)
-os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # fixed, and init called again
+os.environ[sys.argv[1]] = sys.argv[2]  # fixed, and init called again
 tracekit.init("half")
 trace.get_tracer("t").start_span("after-the-fix").end()
+logging.getLogger("half").warning("logged after the fix")
 tracekit.shutdown()
 """
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "refusal", "fixed"),
+    [
+        ("OTEL_BSP_SCHEDULE_DELAY", "-5", "schedule_delay_millis must be positive.", "100"),
+        # logs' batch processor: init went on with a traceback and without log export
+        ("OTEL_BLRP_SCHEDULE_DELAY", "-5", "schedule_delay_millis must be positive.", "100"),
+        ("OTEL_BLRP_MAX_QUEUE_SIZE", "-1", "max_queue_size must be a positive integer.", "4096"),
+    ],
+)
 def test_a_batch_setting_the_sdk_refuses_fails_init_whole_and_names_the_variable(
-    tmp_path: Path,
+    tmp_path: Path, variable: str, value: str, refusal: str, fixed: str
 ) -> None:
     store = tmp_path / "half.db"
     result = subprocess.run(
-        [sys.executable, "-c", REFUSED_BATCH_SETTING],
-        env={**_clean_env(), "OTEL_BSP_SCHEDULE_DELAY": "-5", "TRACEKIT_EXPORTER": "store",
-             "TRACEKIT_STORE": str(store), "TRACEKIT_METRICS_PORT": "0"},
+        [sys.executable, "-c", REFUSED_BATCH_SETTING, variable, fixed],
+        env={**_clean_env(), variable: value, "TRACEKIT_EXPORTER": "store",
+             "TRACEKIT_STORE": str(store), "TRACEKIT_EXPORT_LOGS": "true"},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "refused: OTEL_BSP_SCHEDULE_DELAY: schedule_delay_millis must be positive.",
+        f"refused: {variable}: {refusal}",
         "running after the refusal: False",
     ]
+    assert "Traceback" not in result.stderr, result.stderr
     with Store(store) as written:
         assert [s.name for s in written.spans_since(0)] == ["after-the-fix"]
+        assert written.count_logs() == 1  # "logged after the fix": logs are exported too

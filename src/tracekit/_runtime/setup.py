@@ -153,7 +153,7 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     try:
         batch = BatchSpanProcessor(exporter)
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
-        raise config.ConfigError(f"{_bsp_variable(str(error))}: {error}") from None
+        raise config.batch_setting_error(error, "OTEL_BSP") from None
     return (CorrelationSpanProcessor(), batch)
 
 
@@ -187,24 +187,13 @@ def _warn_if_resource_kept(kept: Resource, wanted: Resource) -> None:
     )
 
 
-# The batch span processor's parameters, as the SDK's messages name them, and their variables.
-_BSP_VARIABLES = {
-    "schedule_delay_millis": "OTEL_BSP_SCHEDULE_DELAY",
-    "max_queue_size": "OTEL_BSP_MAX_QUEUE_SIZE",
-    "max_export_batch_size": "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
-    "export_timeout_millis": "OTEL_BSP_EXPORT_TIMEOUT",
-}
-
-
-def _bsp_variable(message: str) -> str:
-    named = [variable for name, variable in _BSP_VARIABLES.items() if name in message]
-    return " or ".join(named) or "OTEL_BSP_*"
-
-
 def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
-    """Logs and metrics must never stop tracing from starting; returns what ``install`` did."""
+    """Logs and metrics must never stop tracing from starting (a value tracekit or the SDK
+    refuses stops ``init`` whole, as for tracing); returns what ``install`` did."""
     try:
         return importlib.import_module(f"tracekit.{part}").install(opts, resource)
+    except config.ConfigError:
+        raise
     except Exception as error:
         report_once(f"tracekit {part} setup", error)
         return None
