@@ -75,7 +75,7 @@ def _split(value: str) -> tuple[str, ...]:
 def _bool(value: str) -> bool:
     if value.strip().lower() in ("1", "true", "yes", "on"):
         return True
-    if value.strip().lower() in ("0", "false", "no", "off", ""):
+    if value.strip().lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
 

@@ -25,6 +25,8 @@ BAD_VALUES = [
     ("TRACEKIT_MODE", "half", "must be one of full, correlation"),
     ("TRACEKIT_PUBLIC_ENDPOINT", "maybe", "expected true or false"),
     ("TRACEKIT_LOGS", "2", "expected true or false"),
+    # an unset shell variable in a compose file (TRACEKIT_LOGS=${TRACEKIT_LOGS}) turned it off
+    ("TRACEKIT_LOGS", "", "expected true or false, got ''"),
     ("TRACEKIT_EXPORT_LOGS", "nope", "expected true or false"),
     ("TRACEKIT_CORRELATION_HEADERS", "X-Id,Bad Header", "not a valid HTTP header name"),
     ("TRACEKIT_CORRELATION_HEADERS", " , ", "at least one header name"),
