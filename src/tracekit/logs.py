@@ -242,9 +242,16 @@ def _bounded_text(text: str, limit: int) -> str:
 
 
 def _bounded_value(value: object) -> str | int | float | bool | None:
-    """A JSON/OTLP-safe scalar: strings truncated, non-finite floats and objects as text."""
-    if value is None or isinstance(value, bool | int):
+    """A JSON/OTLP-safe scalar: strings truncated, non-finite floats, integers beyond OTLP's
+    64 bits and objects as text."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return value
+        if value.bit_length() > 4 * MAX_VALUE:  # more digits than kept (or than str() makes)
+            return f"<integer of {value.bit_length()} bits>"
+        return _bounded_text(str(value), MAX_VALUE)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     try:

@@ -250,6 +250,21 @@ def test_json_line_escapes_and_bounds_hostile_values(stamping: None) -> None:
     assert str(line["blob"]).startswith("<object object")
 
 
+def test_json_line_bounds_integers_too(stamping: None) -> None:
+    """An int is a value like any other: 10**3000 was written whole (3,001 characters against
+    the 1 KiB bound), and 10**5000 made the record fail to format at all."""
+
+    def emit(logger: logging.Logger) -> None:
+        logger.info("sizes", extra={"n": 10**3000, "huge": 10**5000, "id": 2**64, "ok": -(2**63)})
+
+    line = _json_line("tests.logs.integers", emit)
+    assert line["message"] == "sizes"
+    assert line["ok"] == -(2**63)  # what OTLP's int64 holds stays a number
+    assert line["id"] == str(2**64)  # beyond it, text
+    assert len(str(line["n"])) <= logs.MAX_VALUE + 20
+    assert line["huge"] == "<integer of 16610 bits>"
+
+
 def test_json_line_includes_bounded_exception(stamping: None) -> None:
     def emit(logger: logging.Logger) -> None:
         try:
