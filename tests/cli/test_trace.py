@@ -111,6 +111,31 @@ def test_requests_linking_to_one_context_the_store_lacks_stay_apart(tmp_path: Pa
     assert [r["correlation_id"] for r in json.loads(out)["requests"]] == ["req-beta", "req-alpha"]
 
 
+def test_logs_of_spans_not_in_the_path_are_in_every_view(tmp_path: Path) -> None:
+    """A worker crashed mid-job: its CONSUMER span was never exported, its log lines were. JSON
+    had them; the text and rich views printed nothing of them, the crash included."""
+    t = Topology("req-crash")
+    entry = t.span("api", "POST /jobs", "SERVER", 0, 20)
+    t.log(entry, 5, "job 77 queued")
+    lost = SpanRecord(t.trace, "77" * 8, entry.span_id, "worker", "process jobs", "CONSUMER",
+                      entry.start_unix_nano, entry.end_unix_nano)  # fmt: skip
+    t.log(lost, 30, "job 77 crashed: out of memory", severity="ERROR")
+    db = write_store(tmp_path / "crash.db", t)
+
+    code, out, _ = run("trace", "req-crash", "--store", str(db), "--format", "json")
+    assert code == 0
+    assert [log["body"] for log in json.loads(out)["logs"]] == [
+        "job 77 queued", "job 77 crashed: out of memory"
+    ]  # fmt: skip
+    for view in ("text", "rich"):
+        code, out, _ = run("trace", "req-crash", "--store", str(db), "--format", view)
+        assert code == 0 and out.count("job 77 queued") == 1
+        (line,) = [line for line in out.splitlines() if "crashed" in line]
+        assert "ERROR" in line and "worker" in line and "job 77 crashed: out of memory" in line
+        _, out, _ = run("trace", "req-crash", "--store", str(db), "--format", view, "--no-logs")
+        assert "crashed" not in out
+
+
 def test_no_logs_and_raw_times(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text",
                     "--no-logs", "--raw-times")  # fmt: skip

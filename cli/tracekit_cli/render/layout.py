@@ -123,6 +123,17 @@ def _note_request_end(path: Path, rows: list[Row]) -> None:
     row.ends_request = f"request ends here, {format_ms(after)} after the entry span ended"
 
 
+def unplaced_logs(path: Path) -> list[PathLog]:
+    """Log lines of no span the path shows (a span never exported, as a worker that crashed
+    mid-job leaves, one cut by ``--max-spans``, or none at all): drawn after the tree, so no
+    view loses a line the JSON document has."""
+    shown = {span.record.span_id for span in path.spans}
+    return [log for log in path.logs if log.span_id not in shown]
+
+
+UNPLACED_TITLE = "logs of spans not shown:"
+
+
 def _logs_by_span(logs: list[PathLog]) -> dict[str | None, list[PathLog]]:
     grouped: dict[str | None, list[PathLog]] = {}
     for log in logs:

@@ -22,6 +22,7 @@ from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
 from tracekit_cli.render.layout import (
+    UNPLACED_TITLE,
     Row,
     bar_span,
     build_rows,
@@ -30,6 +31,7 @@ from tracekit_cli.render.layout import (
     format_time,
     hop_text,
     summary_line,
+    unplaced_logs,
 )
 
 if TYPE_CHECKING:
@@ -94,8 +96,23 @@ def format_path(path: Path, width: int, *, color: bool, with_logs: bool = True) 
     colours = service_colours(path)
     wrapped = [part for line in _header(path, colours) for part in wrap(line, width)]
     rows = _SpanLines(path, colours, width, with_logs).lines()
+    unplaced = _unplaced(path, colours) if with_logs else []
+    rows += [part for line in unplaced for part in wrap(line, width)]
     footer = [part for line in _footer(path, colours) for part in wrap(line, width)]
     return "".join(painter.line(line) + "\n" for line in [*wrapped, *rows, *footer])
+
+
+def _unplaced(path: Path, colours: dict[str, str]) -> list[Line]:
+    logs = unplaced_logs(path)
+    lines: list[Line] = [[("", "")], [(UNPLACED_TITLE, "bold")]] if logs else []
+    for log in logs:
+        lines.append([
+            ("  │ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
+            (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
+            (one_line(log.service, 40), colours.get(log.service, "")),
+            (": " + one_line(log.body), "dim"),
+        ])  # fmt: skip
+    return lines
 
 
 def render_path(console: Console, path: Path, *, with_logs: bool = True) -> None:

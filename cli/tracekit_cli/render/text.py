@@ -15,6 +15,7 @@ from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
 from tracekit_cli.render.layout import (
+    UNPLACED_TITLE,
     Row,
     bar_span,
     build_rows,
@@ -23,6 +24,7 @@ from tracekit_cli.render.layout import (
     format_time,
     hop_text,
     summary_line,
+    unplaced_logs,
 )
 
 TIMING_WIDTH = 22  # "   +offset  duration * " columns before the tree
@@ -48,6 +50,13 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     ]
     for row in rows:
         lines.extend(_row_lines(row, path.duration_ms, label_width, lane))
+    unplaced = unplaced_logs(path) if with_logs else []
+    if unplaced:
+        lines += ["", UNPLACED_TITLE]
+    for log in unplaced:
+        clock = format_time(log.time_unix_nano)[11:23]
+        service = one_line(log.service, 60)
+        lines.append(f"  > {clock} {one_line(log.severity, 10)} {service}: {_text(log.body)}")
     for line in _footer(path):
         lines.extend(_wrap(line, width))
     return "\n".join(line.rstrip() for line in lines) + "\n"
