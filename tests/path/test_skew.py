@@ -162,3 +162,28 @@ def test_a_trace_joined_through_a_link_moves_as_one_clock() -> None:
     assert placed_start_ms(path, first) == placed_start_ms(path, linked)  # as recorded
     assert placed_start_ms(path, below) == placed_start_ms(path, first) + 1.0
     assert placed_start_ms(path, root) == 0.0 and placed_start_ms(path, producer) == 10.0
+
+
+def test_messages_consumed_in_turn_on_one_clock_move_together() -> None:
+    """A worker 200 ms behind consumes two messages of one request in turn. The first "started"
+    before its producer and was moved; the second, late enough on its own, was not: the 200 ms
+    the worker spent between them became 3 ms, and the request lost its last 200 ms."""
+    t = Topology()
+    api = t.span("api", "POST /jobs", "SERVER", 0, 50)
+    first = t.publish(api, "jobs", 10, 12)
+    second = t.publish(api, "jobs", 20, 22)
+    done_first = t.consume("worker", "jobs", 15 - 200, 100 - 200, first)
+    done_second = t.consume("worker", "jobs", 300 - 200, 400 - 200, second)
+    t.span("worker", "UPDATE jobs", "CLIENT", 310 - 200, 390 - 200, done_second)
+    on_host("api-host", api, first, second)
+    on_host("worker-host", *t.spans[3:])
+    path = run(t)
+    first_at, second_at = placed_start_ms(path, done_first), placed_start_ms(path, done_second)
+    assert first_at == 12.0  # at its producer's end, as before
+    assert second_at - first_at == 285.0  # what the worker's own clock says: 100 - (-185)
+    assert placed_start_ms(path, t.spans[-1]) - second_at == 10.0
+    assert path.to_json()["duration_ms"] == 397.0
+    assert path.warnings == [
+        "clock skew adjusted on worker: shifted +197.0 ms (2 spans and their children on the "
+        "same clock)"
+    ]

@@ -17,6 +17,10 @@ the producer's end.
 Spans that share a clock are never moved against each other: two spans whose resources both name
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
 service. They inherit their parent's shift, as do orphans (placed by their host's recorded times).
+Consumers on one clock that consumed messages from another move by one amount, the largest any of
+them needed: each "started before its producer" only bounds that clock's lag from below, and the
+largest bound is the best estimate for all of them (a worker's two jobs keep the gap its clock
+recorded between them). Where a synchronous call also enters that clock, its centring decides.
 """
 
 from __future__ import annotations
@@ -45,8 +49,45 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         if delta:
             _shift(node, delta)
             shifts.setdefault(node.service, []).append(delta)
+    _unify_consumers(ordered, shifts)
     _move_joined_traces(ordered)
     warnings.extend(_describe(service, deltas) for service, deltas in shifts.items())
+
+
+def _unify_consumers(ordered: list[PathSpan], shifts: dict[str, list[int]]) -> None:
+    """Move the consumers entered from another clock, on a clock no synchronous call enters, by
+    the largest shift any of them needed (with everything below them, rigidly)."""
+    consumers: dict[tuple[str, object], list[PathSpan]] = {}
+    called: set[tuple[str, object]] = set()
+    for node in ordered:
+        parent = node.parent
+        if parent is None or node.attached_by == ATTACHED_AS_ORPHAN:
+            continue
+        if same_clock(node.record, parent.record):
+            continue
+        clock = _clock_of(node.record)
+        if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
+            consumers.setdefault(clock, []).append(node)
+        else:
+            called.add(clock)
+    for clock, nodes in consumers.items():
+        largest = max(node.shift_ns for node in nodes)
+        if clock in called or largest <= 0:
+            continue
+        for node in nodes:  # parents first: one moved with an ancestor is not moved twice
+            if node.shift_ns < largest:
+                if not node.shift_ns:
+                    shifts.setdefault(node.service, []).append(largest)
+                _move(node, largest - node.shift_ns)
+
+
+def _clock_of(record: SpanRecord) -> tuple[str, object]:
+    """What ``same_clock`` compares: the host the resource names, else the service."""
+    for name in HOST_ATTRIBUTES:
+        host = record.resource.get(name)
+        if host is not None:
+            return name, host
+    return "service", record.service
 
 
 def _move_joined_traces(ordered: list[PathSpan]) -> None:
