@@ -20,7 +20,8 @@ service. They inherit their parent's shift, as do orphans (placed by their host'
 Consumers on one clock that consumed messages from another move by one amount, the largest any of
 them needed: each "started before its producer" only bounds that clock's lag from below, and the
 largest bound is the best estimate for all of them (a worker's two jobs keep the gap its clock
-recorded between them). Where a synchronous call also enters that clock, its centring decides.
+recorded between them). Where a synchronous call also enters that clock, each is placed on its
+own.
 """
 
 from __future__ import annotations
