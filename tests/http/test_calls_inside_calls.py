@@ -156,3 +156,28 @@ def test_a_urllib3_retry_is_the_same_call(
 
     (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
     assert [entry[1:] for entry in app.seen] == [(traceparent_of(span), CID)] * 3
+
+
+@pytest.mark.parametrize("propagators", ["none", "baggage", "b3multi", "jaeger", "xray"])
+def test_every_propagator_choice_tells_calls_apart(
+    propagators: str,
+    recorder: tuple[Recorder, str],
+    http_clients: None,
+    in_request: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no trace header to write (``none``, ``baggage``) every client span failed to start
+    (IndexError on the first header name); with ``b3multi`` the call inside a hook was still
+    taken for the outer one."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", propagators)
+    app, base = recorder
+
+    def audit(response: Any, *args: Any, **kwargs: Any) -> None:
+        requests.post(f"{base}/audit", data=b"x", timeout=10)
+
+    requests.get(f"{base}/api", hooks={"response": audit}, timeout=10)
+
+    spans = client_spans(wait_for_spans, 2)
+    assert sorted(spans) == ["api", "audit"]
+    assert [(path, cid) for path, _, cid in app.seen] == [("/api", CID), ("/audit", CID)]

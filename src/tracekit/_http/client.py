@@ -61,12 +61,21 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     ctx = trace.set_span_in_context(span)
     propagator = propagation.configured(options.response_header)
     propagator.inject(headers, ctx)
-    # Below our span, what carries its trace header (urllib3 under requests, a redirect, a
+    # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
-    trace_header = propagator.trace_fields[0]
-    sent = headers.get(trace_header)
-    token = suppress_nested_http_in(ctx, (trace_header, sent) if isinstance(sent, str) else None)
+    sent = _sent(headers, (*propagator.trace_fields, options.response_header))
+    token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
+
+
+def _sent(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> tuple[str, str] | None:
+    """A header this call sent that tells it from another: its trace header (whichever format
+    ``OTEL_PROPAGATORS`` wrote), else its correlation header, which a new call has not yet."""
+    for name in names:
+        value = headers.get(name)
+        if isinstance(value, str):
+            return name, value
+    return None
 
 
 def end_call(call: ClientCall, status_code: int | None, error: BaseException | None = None) -> None:

@@ -146,10 +146,11 @@ def http_call_suppressed(headers: Any) -> bool:
     """True inside an exporter's own work, and for an HTTP call another layer already traces.
 
     That is the call below contrib's instrumentation of it (which sets OpenTelemetry's flag),
-    or below tracekit's own span for it: a call whose ``headers`` carry the trace header that
-    span sent (urllib3 under requests, a redirect or a retry of it). A call the application
-    makes while another is under way (from a response hook, an event hook, a client
-    middleware) carries no such header: it is a call of its own, with its own span.
+    or below tracekit's own span for it: a call whose ``headers`` carry the header that span
+    sent to tell it apart, its trace header or else its correlation header (urllib3 under
+    requests, a redirect or a retry of it). A call the application makes while another is
+    under way (from a response hook, an event hook, a client middleware) carries no such
+    header: it is a call of its own, with its own span.
     """
     ctx = otel_context.get_current()
     if ctx.get(_SUPPRESS):
