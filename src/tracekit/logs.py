@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -213,12 +214,11 @@ def _calls_ours(factory: Callable[..., logging.LogRecord]) -> bool:
     if _previous_factory is None:
         return False  # never installed: nothing of ours to reach
     _probing, _probed = True, False
-    try:
-        factory("tracekit", logging.DEBUG, __file__, 0, "", None, None)
-    except Exception:
-        return False
-    finally:
-        _probing = False
+    # the nine arguments Logger.makeRecord passes, which a wrapper may spell out; one that
+    # raises after reaching ours still calls ours
+    with contextlib.suppress(Exception):
+        factory("tracekit", logging.DEBUG, __file__, 0, "", None, None, None, None)
+    _probing = False
     return _probed
 
 

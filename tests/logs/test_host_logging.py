@@ -15,6 +15,8 @@ import textwrap
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 
 def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter; fail with its output if it exits non-zero."""
@@ -230,18 +232,29 @@ print([r.body for r in records], records[0].attributes.get("correlation.id"))
     assert stored_bodies(tmp_path) == []
 
 
-def test_a_factory_wrapped_after_init_survives_shutdown_and_a_second_init(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "signature",
+    ["*args, **kwargs", "name, level, fn, lno, msg, args, exc_info, func, sinfo"],
+)
+def test_a_factory_wrapped_after_init_survives_shutdown_and_a_second_init(
+    tmp_path: Path, signature: str
+) -> None:
     """The usual wrapper (``old = getLogRecordFactory(); set(lambda ...: old(...))``) put in
     after ``init``: a second ``init`` took it for the factory to wrap, each called the other,
     and every log call raised RecursionError."""
+    call = (
+        "*args, **kwargs"
+        if "*" in signature
+        else "name, level, fn, lno, msg, args, exc_info, func, sinfo"
+    )
     result = run_python(
-        """
+        f"""
         import logging, tracekit
         logging.basicConfig(format="%(levelname)s [%(correlation_id)s] %(host)s %(message)s")
         tracekit.init("shop", exporter="store", metrics_port=0)
         old = logging.getLogRecordFactory()
-        def with_host(*args, **kwargs):
-            record = old(*args, **kwargs)
+        def with_host({signature}):
+            record = old({call})
             record.host = "web-1"
             return record
         logging.setLogRecordFactory(with_host)
