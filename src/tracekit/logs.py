@@ -216,9 +216,11 @@ def _calls_ours(factory: Callable[..., logging.LogRecord]) -> bool:
     _probing, _probed = True, False
     # the nine arguments Logger.makeRecord passes, which a wrapper may spell out; one that
     # raises after reaching ours still calls ours
-    with contextlib.suppress(Exception):
-        factory("tracekit", logging.DEBUG, __file__, 0, "", None, None, None, None)
-    _probing = False
+    try:
+        with contextlib.suppress(Exception):
+            factory("tracekit", logging.DEBUG, __file__, 0, "", None, None, None, None)
+    finally:
+        _probing = False
     return _probed
 
 
