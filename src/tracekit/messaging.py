@@ -53,7 +53,8 @@ from tracekit._messaging.consumer import (
 from tracekit._messaging.headers import (
     PUBLISH_TIME_HEADER,
     Headers,
-    drop_ours,
+    drop_other_spellings,
+    drop_replaced,
     reading_for,
 )
 from tracekit._messaging.spans import base_attributes, bounded_id, tracer_for
@@ -244,9 +245,10 @@ def _write_headers(
     headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
 ) -> None:
     reading = reading_for(opts)
-    drop_ours(headers, reading.written)
+    drop_replaced(headers, reading.replaced)
     reading.propagator.inject(headers, ctx)
     headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+    drop_other_spellings(headers, reading.written)
 
 
 def _end_publish(

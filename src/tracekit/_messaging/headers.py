@@ -163,6 +163,9 @@ class Reading(NamedTuple):
     w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
     # the headers a publish writes, by lower-case name: other spellings of them are the caller's
     written: dict[str, str]
+    # of those, the ones that are always the new message's (trace headers, publish time): a
+    # value already there is a previous message's, in a headers dict used again
+    replaced: dict[str, str]
 
 
 _last_reading: tuple[config.Options, Reading] | None = None
@@ -200,16 +203,30 @@ def callers_own(fields: Mapping[Any, Any], ours: Iterable[str]) -> dict[Any, Any
     return {key: value for key, value in fields.items() if lower_name(key) not in names}
 
 
-def drop_ours(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
-    """Remove every header tracekit writes, in any spelling (``Traceparent``,
-    ``b"traceparent"``), before it writes the message's own: a consumer would read two spellings
-    as one header sent twice, and trust neither; and a dict reused for the next message must not
-    carry the previous one's correlation ID, tracestate or baggage where this one has none.
-    ``written``: tracekit's header names by their lower-case form."""
+def drop_replaced(headers: MutableMapping[Any, Any], replaced: dict[str, str]) -> None:
+    """Before a publish writes its trace headers: remove those already in ``headers``, in any
+    spelling. They can only be a previous message's (a dict used again), and a ``tracestate``
+    or B3 header left beside the new ``traceparent`` would describe another trace. The
+    correlation ID and baggage stay: there the caller may have set its own."""
     if not headers:
         return
-    ours = [key for key in headers if written.get(lower_name(key) or "") is not None]
-    for key in ours:
+    stale = [key for key in headers if replaced.get(lower_name(key) or "") is not None]
+    for key in stale:
+        del headers[key]
+
+
+def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
+    """Remove a caller's ``X-Correlation-ID`` (or ``b"baggage"``) once tracekit's own is in
+    ``headers``: a consumer would read the two as one header sent twice, and trust neither.
+    ``written``: tracekit's header names by their lower-case form."""
+    others = [
+        key
+        for key in headers
+        if (ours := written.get(lower_name(key) or "")) is not None
+        and (type(key) is not str or ours != key)  # (bytes never compared with str: -bb)
+        and ours in headers
+    ]
+    for key in others:
         del headers[key]
 
 
@@ -227,6 +244,7 @@ def reading_for(options: config.Options) -> Reading:
     limits = field_limits(names, propagator.carried_fields)
     w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
     written = {name.lower(): name for name in (*propagator.fields, PUBLISH_TIME_HEADER)}
-    reading = Reading(names, propagator, limits, w3c_only, written)
+    replaced = {name.lower(): name for name in (*propagator.trace_fields, PUBLISH_TIME_HEADER)}
+    reading = Reading(names, propagator, limits, w3c_only, written, replaced)
     _last_reading = (options, reading)
     return reading
