@@ -64,3 +64,23 @@ def test_the_batch_trace_typed_by_id_shows_every_request_it_handled(tmp_path: Fi
     assert sorted(path.trace_ids) == sorted(
         [a.spans[0].trace_id, b.spans[0].trace_id, batch.trace_id]
     )
+
+
+def test_a_batch_of_one_requests_messages_still_joins_its_producer(tmp_path: FilePath) -> None:
+    """One job published two messages (one trace, no correlation ID); one consumer took both.
+    Its two links lead into one trace: that is no batch of several requests, and the
+    producer's trace belongs to the consumer's request."""
+    job = Topology(None)
+    root = job.span("scheduler", "nightly", "INTERNAL", 0, 10)
+    producers = [job.publish(root, "jobs", 2, 3), job.publish(root, "jobs", 5, 6)]
+    worker = Topology("run-5")
+    batch = worker.consume("worker", "jobs", 20, 40, links=producers)
+    store = Store(tmp_path / "spans.db")
+    store.write_spans(job.spans + worker.spans)
+
+    for source in (store, MemorySource(job.spans + worker.spans)):
+        path = reconstruct(source, "run-5")
+        assert path is not None
+        assert sorted(path.trace_ids) == sorted([root.trace_id, batch.trace_id])
+    (summary,) = store.recent_requests()
+    assert summary.span_count == 4

@@ -5,7 +5,8 @@ directions until nothing new turns up: a consumer's trace may carry no correlati
 reachable only because its spans link to a producer's context. Only traces the source holds join
 this way: two requests linking to one context it does not hold stay two requests. Nor does a
 batch: a span with several links (a batch consumer) belongs to every request it links to, but its
-links lead out only from a trace the user typed, so the requests of one batch stay apart. The
+links into several traces lead out only from a trace the user typed, so the requests of one
+batch stay apart. The
 walk is bounded so a link storm cannot make one query read the whole store, and so is the number
 of spans read: past ``max_spans`` the path holds the earliest spans and says so.
 """
@@ -165,11 +166,12 @@ def _read_traces(
 
 
 def _linked_out(spans: list[SpanRecord], named: set[str]) -> list[str]:
-    """The traces ``spans`` link to: a span's one link (a consumer that began a trace of its
-    own), not the links of a batch, which join several requests, but in a trace typed by id."""
-    return [
-        link.trace_id.lower()
-        for span in spans
-        if len(span.links) == 1 or (span.links and span.trace_id.lower() in named)
-        for link in span.links
-    ]
+    """The traces ``spans`` link to: those of a span whose links lead into one trace (a
+    consumer that began a trace of its own, a batch of one request's messages), not those of a
+    batch linking into several, which joins several requests, but in a trace typed by id."""
+    out = []
+    for span in spans:
+        linked = {link.trace_id.lower() for link in span.links}
+        if len(linked) == 1 or (linked and span.trace_id.lower() in named):
+            out.extend(linked)
+    return out

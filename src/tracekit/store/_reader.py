@@ -68,9 +68,9 @@ _DOMINANT_CORRELATION = (
 ENTRY_PAGE = 200  # most entries measured per query: pages start at ``limit`` and double
 MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot read the whole store
 # Every trace `tracekit trace` joins to an entry (path/collect.py): its own, those carrying its
-# correlation ID, and, transitively, those linked to them, and those a span with one link links
-# to (a batch's several links join several requests: not followed out). Then the request's
-# measures over all their spans. UNION drops pairs already found, so the walk ends.
+# correlation ID, and, transitively, those linked to them, and those a span links to when all its
+# links lead into one trace (a batch linking into several joins several requests: not followed
+# out). Then the request's measures over all their spans. UNION drops pairs already found.
 _REQUEST_EXTENT = (
     "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES (?, ?, ?)),"
     " joined(entry, trace_ref) AS ("
@@ -78,8 +78,8 @@ _REQUEST_EXTENT = (
     " UNION SELECT p.entry, c.trace_ref FROM page p"
     " JOIN spans c ON c.correlation_ref = p.correlation_ref"
     " UNION SELECT j.entry, lt.id FROM joined j JOIN links l ON l.trace_ref = j.trace_ref"
-    " AND l.position = 0 AND NOT EXISTS (SELECT 1 FROM links m WHERE m.trace_ref = l.trace_ref"
-    " AND m.span_id = l.span_id AND m.position = 1)"
+    " AND NOT EXISTS (SELECT 1 FROM links m WHERE m.trace_ref = l.trace_ref"
+    " AND m.span_id = l.span_id AND m.linked_trace_id != l.linked_trace_id)"
     " JOIN traces lt ON lt.trace_id = l.linked_trace_id"
     " UNION SELECT j.entry, l.trace_ref FROM joined j JOIN traces t ON t.id = j.trace_ref"
     " JOIN links l ON l.linked_trace_id = t.trace_id"
