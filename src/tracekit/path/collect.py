@@ -4,11 +4,10 @@ Start from the correlation ID (or the trace ID the user typed), then follow span
 directions until nothing new turns up: a consumer's trace may carry no correlation ID at all and be
 reachable only because its spans link to a producer's context. Only traces the source holds join
 this way: two requests linking to one context it does not hold stay two requests. Nor does a
-batch: a span with several links (a batch consumer) belongs to every request it links to, but its
-links into several traces lead out only from a trace the user typed, so the requests of one
-batch stay apart. The
-walk is bounded so a link storm cannot make one query read the whole store, and so is the number
-of spans read: past ``max_spans`` the path holds the earliest spans and says so.
+batch: a span linking into several traces (a batch consumer) belongs to every request it links
+to, but its links lead out only from a trace the user typed, so the requests of one batch stay
+apart. The walk is bounded so a link storm cannot make one query read the whole store, and so is
+the number of spans read: past ``max_spans`` the path holds the earliest spans and says so.
 """
 
 from __future__ import annotations
