@@ -187,3 +187,44 @@ def test_messages_consumed_in_turn_on_one_clock_move_together() -> None:
         "clock skew adjusted on worker: shifted +197.0 ms (2 spans and their children on the "
         "same clock)"
     ]
+
+
+def test_messages_from_two_clocks_bound_two_differences() -> None:
+    """The worker keeps true time; service b runs 150 ms ahead (its server span starts inside
+    the call, so nothing shows it). Only the consumer of b's message "started" before its
+    producer: moving the worker's other consumer with it pushed a correct span 142 ms late."""
+    t = Topology()
+    api = t.span("api", "POST /x", "SERVER", 0, 500)
+    first = t.publish(api, "jobs", 20, 22)
+    call = t.span("api", "GET /b", "CLIENT", 10, 300, api)
+    b = t.span("b", "GET /b", "SERVER", 200, 290, call)
+    second = t.publish(b, "jobs", 250, 252)
+    done_first = t.consume("worker", "jobs", 30, 40, first)
+    done_second = t.consume("worker", "jobs", 110, 120, second)
+    on_host("a", api, first, call)
+    on_host("b", b, second)
+    on_host("w", done_first, done_second)
+    path = run(t)
+    assert placed_start_ms(path, done_first) == 30.0  # as recorded: nothing says otherwise
+    assert placed_start_ms(path, done_second) == 252.0  # at its producer's end
+
+
+def test_a_worker_reached_again_through_another_host_is_not_moved_twice() -> None:
+    """worker (50 ms behind) -> relay (30 ms ahead) -> worker again: the worker's two consumers
+    take messages from two clocks, so each is placed against its own producer, and the relay,
+    whose consumer needed no shift, stays where it was recorded."""
+    t = Topology()
+    api = t.span("api", "POST /x", "SERVER", 0, 1000)
+    first = t.publish(api, "jobs", 10, 12)
+    worker_first = t.consume("worker", "jobs", -40, -20, first)
+    onward = t.publish(worker_first, "more", -30, -29)
+    relay = t.consume("relay", "more", 60, 90, onward)
+    back = t.publish(relay, "back", 70, 72)
+    worker_again = t.consume("worker", "back", 0, 20, back)
+    on_host("a", api, first)
+    on_host("w", worker_first, onward, worker_again)
+    on_host("v", relay, back)
+    path = run(t)
+    assert placed_start_ms(path, worker_first) == 12.0
+    assert placed_start_ms(path, relay) == 60.0
+    assert placed_start_ms(path, worker_again) == 72.0

@@ -17,11 +17,11 @@ the producer's end.
 Spans that share a clock are never moved against each other: two spans whose resources both name
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
 service. They inherit their parent's shift, as do orphans (placed by their host's recorded times).
-Consumers on one clock that consumed messages from another move by one amount, the largest any of
-them needed: each "started before its producer" only bounds that clock's lag from below, and the
-largest bound is the best estimate for all of them (a worker's two jobs keep the gap its clock
-recorded between them). Where a synchronous call also enters that clock, each is placed on its
-own.
+Consumers on one clock that consumed messages from one other clock move by one amount, the
+largest any of them needed: each "started before its producer" only bounds the difference of the
+two clocks from below, and the largest bound is the best estimate for all of them (a worker's two
+jobs keep the gap its clock recorded between them). Where a synchronous call also enters that
+clock, each is placed on its own.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
 
 
 def _unify_consumers(ordered: list[PathSpan], shifts: dict[str, list[int]]) -> None:
-    """Move the consumers entered from another clock, on a clock no synchronous call enters, by
-    the largest shift any of them needed (with everything below them, rigidly)."""
-    consumers: dict[tuple[str, object], list[PathSpan]] = {}
+    """Move the consumers on one clock of messages from one other clock, where no synchronous
+    call enters their clock, by the largest shift any of them needed (with everything below
+    them, rigidly). Messages from two clocks bound two differences: each keeps its own."""
+    consumers: dict[tuple[tuple[str, object], tuple[str, object]], list[PathSpan]] = {}
     called: set[tuple[str, object]] = set()
     for node in ordered:
         parent = node.parent
@@ -68,10 +69,10 @@ def _unify_consumers(ordered: list[PathSpan], shifts: dict[str, list[int]]) -> N
             continue
         clock = _clock_of(node.record)
         if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
-            consumers.setdefault(clock, []).append(node)
+            consumers.setdefault((clock, _clock_of(parent.record)), []).append(node)
         else:
             called.add(clock)
-    for clock, nodes in consumers.items():
+    for (clock, _), nodes in consumers.items():
         largest = max(node.shift_ns for node in nodes)
         if clock in called or largest <= 0:
             continue
