@@ -168,7 +168,7 @@ def _linked_out(spans: list[SpanRecord], named: set[str]) -> list[str]:
     """The traces ``spans`` link to: those of a span whose links lead into one trace (a
     consumer that began a trace of its own, a batch of one request's messages), not those of a
     batch linking into several, which joins several requests, but in a trace typed by id."""
-    out = []
+    out: list[str] = []
     for span in spans:
         linked = {link.trace_id.lower() for link in span.links}
         if len(linked) == 1 or (linked and span.trace_id.lower() in named):
