@@ -87,11 +87,17 @@ class Publication:
     def __init__(self, span: trace.Span | None = None) -> None:
         self.span = span
         self._started = perf_counter()
+        self._accepted: int | None = None
 
     def set_message_id(self, message_id: object) -> None:
         """Record an ID the broker assigned during the call (SQS MessageId, Kafka offset...)."""
         if self.span is not None and message_id is not None:
             self.span.set_attribute(semconv.MESSAGING_MESSAGE_ID, bounded_id(message_id))
+
+    def set_accepted(self, count: int) -> None:
+        """How many messages of a batch the broker accepted, when it answers per message (SQS
+        ``SendMessageBatch``): the messages sent count these, not the batch's size."""
+        self._accepted = max(0, int(count))
 
 
 def publishing() -> bool:
@@ -265,11 +271,14 @@ def _end_publish(
     span.end()
     _, system, destination, _id, _operation, attributes, _provider, registry = call
     count = attributes.get(semconv.MESSAGING_BATCH_MESSAGE_COUNT) if attributes else None
+    if publication._accepted is not None:
+        count = publication._accepted
+    elif type(count) is not int or count < 1:
+        count = 1
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
     metrics.published(
         system, destination, perf_counter() - publication._started, span,
-        type(error).__qualname__ if error is not None else None,
-        count if type(count) is int and count > 0 else 1,
+        type(error).__qualname__ if error is not None else None, count,
     )  # fmt: skip
 
 

@@ -273,8 +273,9 @@ def test_a_callers_attribute_in_other_capitals_is_replaced() -> None:
 def test_messages_sent_count_a_batchs_messages_and_not_a_refused_send(
     sqs_client: Any, queue_url: str
 ) -> None:
-    """``messaging_client_sent_messages_total`` counted one for a batch of five, and one for a
-    send SQS refused: a sent-minus-consumed backlog drifted both ways."""
+    """``messaging_client_sent_messages_total`` counted one for a batch of five, a batch entry
+    SQS refused (answering 200, per entry), and a send SQS refused: a sent-minus-consumed
+    backlog drifted both ways."""
     from botocore.exceptions import ClientError
     from prometheus_client import REGISTRY
 
@@ -285,7 +286,7 @@ def test_messages_sent_count_a_batchs_messages_and_not_a_refused_send(
                   "service_name": default_service_name(), "service_version": ""}  # fmt: skip
         return REGISTRY.get_sample_value("messaging_client_sent_messages_total", labels) or 0.0
 
-    def refused(queue: str) -> float:
+    def refusals(queue: str) -> float:
         labels = {"messaging_system": "aws_sqs", "messaging_destination_name": queue,
                   "error_type": "QueueDoesNotExist", "service_name": default_service_name(),
                   "service_version": ""}  # fmt: skip
@@ -298,9 +299,12 @@ def test_messages_sent_count_a_batchs_messages_and_not_a_refused_send(
     assert (
         len(sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)["Successful"]) == 5
     )
+    refused = {"Id": "late", "MessageBody": "x", "DelaySeconds": 901}  # SQS allows up to 900
+    answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[entries[0], refused])
+    assert (len(answer["Successful"]), len(answer["Failed"])) == (1, 1)  # answered 200
     sqs_client.send_message(QueueUrl=queue_url, MessageBody="one more")
     with pytest.raises(ClientError):
         sqs_client.send_message(QueueUrl=queue_url.replace(queue, missing), MessageBody="lost")
 
-    assert sent(queue) == 6
-    assert sent(missing) == 0 and refused(missing) == 1
+    assert sent(queue) == 5 + 1 + 1  # of the second batch, only the entry SQS accepted
+    assert sent(missing) == 0 and refusals(missing) == 1

@@ -84,12 +84,16 @@ def _send_message_batch(
     carrier: dict[str, str] = {}
     queue = sqs.queue_name(str(params.get("QueueUrl", "")))
     count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
-    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue, attributes=count):
+    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue, attributes=count) as sent:
         traced = [_with_attributes(entry, carrier) for entry in entries]
         if _pushed_over(_batch_size(traced), lambda: _batch_size(entries)):
             _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
             traced = entries
-        return call({**params, "Entries": traced})
+        result = call({**params, "Entries": traced})
+        accepted = result.get("Successful") if isinstance(result, dict) else None
+        if isinstance(accepted, list):  # SQS answers per entry: some may be refused
+            sent.set_accepted(len(accepted))
+        return result
 
 
 def _batch_size(entries: list[Any]) -> int:
