@@ -381,9 +381,7 @@ class MessagingMetrics(_ServiceMetrics):
     ) -> None:
         """Record one publish of ``messages`` messages (a batch) that took ``seconds``; one that
         failed (``error_type``) sent none."""
-        if destination not in self._known_destinations:
-            destination = self._destination(destination)
-        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else ""
+        destination, error_type = self._bounded(destination, error_type)
         if self._local:
             labels = (system, destination, error_type)
             self.publish_duration.observe(labels, seconds, *_exemplar_ids(span), counted=messages)
@@ -403,9 +401,7 @@ class MessagingMetrics(_ServiceMetrics):
         error_type: str | None = None,
     ) -> None:
         """Record one consumed message whose handler took ``seconds`` (and failed if error_type)."""
-        if destination not in self._known_destinations:
-            destination = self._destination(destination)
-        error_type = error_type[:MAX_LABEL_LENGTH] if error_type else ""
+        destination, error_type = self._bounded(destination, error_type)
         if self._local:
             labels = (system, destination, error_type)
             self.process_duration.observe(labels, seconds, *_exemplar_ids(span))
@@ -416,6 +412,12 @@ class MessagingMetrics(_ServiceMetrics):
         self._child(self.consumed, system, destination).inc()
         if error_type:
             self._child(self.failed, system, destination, error_type).inc()
+
+    def _bounded(self, destination: str, error_type: str | None) -> tuple[str, str]:
+        """The destination and error type as label values: bounded in number and length."""
+        if destination not in self._known_destinations:
+            destination = self._destination(destination)
+        return destination, error_type[:MAX_LABEL_LENGTH] if error_type else ""
 
     def waited(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record how long one message waited in its queue."""

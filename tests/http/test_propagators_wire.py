@@ -86,6 +86,18 @@ def _caller_headers(name: str) -> list[bytes]:
     return [f"{key}: {value}".encode() for key, value in carrier.items()]
 
 
+def _start_mesh(service: Service, propagators: str, downstream_url: str) -> int:
+    """The tracekit service under uvicorn with ``OTEL_PROPAGATORS``; returns its port."""
+    service.write("mesh.py", SERVICE)
+    port = free_port()
+    service.start(
+        "-m", "uvicorn", "mesh:app", "--port", str(port),
+        OTEL_PROPAGATORS=propagators, DOWNSTREAM=downstream_url + "/next",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/health")
+    return port
+
+
 @pytest.mark.parametrize(
     ("caller", "propagators", "callee"),
     [
@@ -103,13 +115,7 @@ def test_a_mixed_chain_keeps_one_trace_and_the_correlation_id(
     callee: str,
 ) -> None:
     downstream_url, received = downstream
-    service.write("mesh.py", SERVICE)
-    port = free_port()
-    service.start(
-        "-m", "uvicorn", "mesh:app", "--port", str(port),
-        OTEL_PROPAGATORS=propagators, DOWNSTREAM=downstream_url + "/next",
-    )  # fmt: skip
-    service.wait_http(f"http://127.0.0.1:{port}/health")
+    port = _start_mesh(service, propagators, downstream_url)
 
     response = send(f"http://127.0.0.1:{port}/call", _caller_headers(caller))
     assert response.status == 200 and json.loads(response.body) == {"downstream": 200}
@@ -139,13 +145,7 @@ def test_a_trace_started_under_xray_carries_its_start_time_in_the_root(
     ids older than 30 days: a trace tracekit starts must carry the time there, not random bits
     (OpenTelemetry's AWS id generator does the same)."""
     downstream_url, received = downstream
-    service.write("mesh.py", SERVICE)
-    port = free_port()
-    service.start(
-        "-m", "uvicorn", "mesh:app", "--port", str(port),
-        OTEL_PROPAGATORS=propagators, DOWNSTREAM=downstream_url + "/next",
-    )  # fmt: skip
-    service.wait_http(f"http://127.0.0.1:{port}/health")
+    port = _start_mesh(service, propagators, downstream_url)
 
     before = int(time.time())
     response = send(f"http://127.0.0.1:{port}/call", [])  # no trace header: a new trace
