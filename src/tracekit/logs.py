@@ -214,11 +214,11 @@ def _calls_ours(factory: Callable[..., logging.LogRecord]) -> bool:
     if _previous_factory is None:
         return False  # never installed: nothing of ours to reach
     _probing, _probed = True, False
-    # the nine arguments Logger.makeRecord passes, which a wrapper may spell out; one that
-    # raises after reaching ours still calls ours
+    # the nine arguments Logger.makeRecord passes, as it passes them (args a tuple), which a
+    # wrapper may spell out and read; one that raises after reaching ours still calls ours
     try:
         with contextlib.suppress(Exception):
-            factory("tracekit", logging.DEBUG, __file__, 0, "", None, None, None, None)
+            factory("tracekit", logging.DEBUG, __file__, 0, "", (), None, None, None)
     finally:
         _probing = False
     return _probed
