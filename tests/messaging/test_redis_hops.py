@@ -188,6 +188,26 @@ def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, sp
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
 
 
+def test_a_relayed_tracestate_never_rides_beside_a_new_traceparent(client, spans) -> None:
+    """A relay forwards an entry's fields, ``tracestate`` of another trace included, outside
+    any context carrying one: tracekit's new ``traceparent`` went out with that foreign
+    ``tracestate`` beside it. The relay's own correlation ID stays."""
+    stream = f"relayed-{uuid.uuid4().hex[:8]}"
+    foreign = {"traceparent": f"00-{7:032x}-{7:016x}-01", "tracestate": "vendor=stale",
+               "x-correlation-id": "relay-3", "body": "x"}  # fmt: skip
+    client.xadd(stream, foreign)
+    (_, _, fields), *_ = traced_redis.entries(client.xread({stream: "0"}))
+    client.delete(stream)
+    sent = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}
+    producer = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)[0]
+    assert _text(sent["traceparent"]).split("-")[1] == f"{producer.context.trace_id:032x}"
+    assert "tracestate" not in sent and _text(sent["x-correlation-id"]) == "relay-3"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @pytest.fixture
 def named_channels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The channels these tests publish on are named for tracing (globs)."""

@@ -197,10 +197,21 @@ def lower_name(key: object) -> str | None:
 
 def callers_own(fields: Mapping[Any, Any], ours: Iterable[str]) -> dict[Any, Any]:
     """``fields`` without the keys named like ``ours``, in any capitals or as bytes: tracekit's
-    values replace them (a consumer reading both would see one header twice and trust neither).
+    values replace them (a consumer reading both would see one header twice and trust neither);
+    nor any trace header or publish time, always the new message's (``replaced_names``).
     """
-    names = {name.lower() for name in ours}
+    names = {name.lower() for name in ours} | replaced_names()
     return {key: value for key, value in fields.items() if lower_name(key) not in names}
+
+
+def replaced_names() -> set[str]:
+    """The header names, lower case, that are always the new message's: its trace headers and
+    publish time. One already among a caller's fields is another message's (an entry relayed,
+    a dict used again), and a ``tracestate`` beside a new ``traceparent`` would describe
+    another trace."""
+    from tracekit._runtime.state import current_options
+
+    return set(reading_for(current_options()).replaced)
 
 
 def drop_replaced(headers: MutableMapping[Any, Any], replaced: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from tracekit import messaging
 from tracekit._messaging import headers as _message_headers
-from tracekit._messaging.headers import byte_length
+from tracekit._messaging.headers import byte_length, replaced_names
 
 SYSTEM = "kafka"
 # kafka-python counts a record batch's header (61 bytes) with each record; librdkafka at most
@@ -126,7 +126,7 @@ def merged_headers(given: object, carrier: dict[str, str]) -> Any:
     """``given`` (pairs or dict) with tracekit's headers replacing same-named ones; None: leave."""
     if not carrier:
         return None
-    ours = {name.lower() for name in carrier}
+    ours = {name.lower() for name in carrier} | replaced_names()
     encoded = [(name, value.encode("utf-8")) for name, value in carrier.items()]
     if isinstance(given, dict):
         kept = {k: v for k, v in given.items() if not _named(k, ours)}
