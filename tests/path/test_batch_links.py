@@ -84,3 +84,27 @@ def test_a_batch_of_one_requests_messages_still_joins_its_producer(tmp_path: Fil
         assert sorted(path.trace_ids) == sorted([root.trace_id, batch.trace_id])
     (summary,) = store.recent_requests()
     assert summary.span_count == 4
+
+
+def test_search_counts_what_opening_each_row_shows(tmp_path: FilePath) -> None:
+    """A nightly job (no correlation ID: listed, and opened, by its trace id) consumes one batch
+    of req-A's and req-B's messages. ``trace <its id>`` follows the batch out to both requests,
+    as a typed trace id does; ``search`` counted the job's own two spans."""
+    a, b = Topology("req-A"), Topology("req-B")
+    a.publish(a.span("gateway", "POST /checkout", "SERVER", 0, 20), "orders", 5, 7)
+    b.publish(b.span("gateway", "POST /checkout", "SERVER", 10, 30), "orders", 15, 17)
+    job = Topology(None)
+    root = job.span("scheduler", "nightly", "INTERNAL", 100, 200)
+    producers = [s for s in a.spans + b.spans if s.kind == "PRODUCER"]
+    job.consume("billing", "orders", 110, 190, root, links=producers)
+    store = Store(tmp_path / "spans.db")
+    store.write_spans(a.spans + b.spans + job.spans)
+
+    rows = store.recent_requests()
+    assert sorted(r.correlation_id or r.trace_id for r in rows) == sorted(
+        ["req-A", "req-B", root.trace_id]
+    )
+    for row in rows:
+        path = reconstruct(store, row.correlation_id or row.trace_id)
+        assert path is not None
+        assert (row.span_count, row.duration_ms) == (len(path.spans), path.to_json()["duration_ms"])

@@ -70,13 +70,17 @@ MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot rea
 # Every trace `tracekit trace` joins to an entry (path/collect.py): its own, those carrying its
 # correlation ID, and, transitively, those linked to them, and those a span links to when all its
 # links lead into one trace (a batch linking into several joins several requests: not followed
-# out). Then the request's measures over all their spans. UNION drops pairs already found.
+# out, but from an entry without a correlation ID, which is opened by its trace ID, as
+# `trace` follows a typed trace's batch). Then the request's measures over all their spans.
+# UNION drops pairs already found.
 _REQUEST_EXTENT = (
     "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES (?, ?, ?)),"
     " joined(entry, trace_ref) AS ("
     " SELECT entry, trace_ref FROM page"
     " UNION SELECT p.entry, c.trace_ref FROM page p"
     " JOIN spans c ON c.correlation_ref = p.correlation_ref"
+    " UNION SELECT p.entry, lt.id FROM page p JOIN links l ON l.trace_ref = p.trace_ref"
+    " JOIN traces lt ON lt.trace_id = l.linked_trace_id WHERE p.correlation_ref IS NULL"
     " UNION SELECT j.entry, lt.id FROM joined j JOIN links l ON l.trace_ref = j.trace_ref"
     " AND NOT EXISTS (SELECT 1 FROM links m WHERE m.trace_ref = l.trace_ref"
     " AND m.span_id = l.span_id AND m.linked_trace_id != l.linked_trace_id)"
