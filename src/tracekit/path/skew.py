@@ -38,6 +38,7 @@ HOST_ATTRIBUTES = ("host.id", "host.name")
 def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
     """Shift spans in place (``ordered`` must list parents before children); warn per service."""
     shifts: dict[str, list[int]] = {}
+    entries = _Entries()
     for node in ordered:
         parent = node.parent
         if parent is None:
@@ -46,41 +47,45 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
             # one clock; or an orphan, placed by its host's recorded times: keep that relation
             _shift(node, parent.shift_ns)
             continue
+        entries.add(node, parent)
         delta = _needed_shift(node, parent)
         if delta:
             _shift(node, delta)
             shifts.setdefault(node.service, []).append(delta)
-    _unify_consumers(ordered, shifts)
+    entries.unify_consumers(shifts)
     _move_joined_traces(ordered)
     warnings.extend(_describe(service, deltas) for service, deltas in shifts.items())
 
 
-def _unify_consumers(ordered: list[PathSpan], shifts: dict[str, list[int]]) -> None:
-    """Move the consumers on one clock of messages from one other clock, where no synchronous
-    call enters their clock, by the largest shift any of them needed (with everything below
-    them, rigidly). Messages from two clocks bound two differences: each keeps its own."""
-    consumers: dict[tuple[tuple[str, object], tuple[str, object]], list[PathSpan]] = {}
-    called: set[tuple[str, object]] = set()
-    for node in ordered:
-        parent = node.parent
-        if parent is None or node.attached_by == ATTACHED_AS_ORPHAN:
-            continue
-        if same_clock(node.record, parent.record):
-            continue
+class _Entries:
+    """The spans entered from another clock, as the adjustment meets them (parents first)."""
+
+    def __init__(self) -> None:
+        # consumers by (their clock, their producer's clock); the clocks a synchronous call enters
+        self.consumers: dict[tuple[tuple[str, object], tuple[str, object]], list[PathSpan]] = {}
+        self.called: set[tuple[str, object]] = set()
+
+    def add(self, node: PathSpan, parent: PathSpan) -> None:
         clock = _clock_of(node.record)
         if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
-            consumers.setdefault((clock, _clock_of(parent.record)), []).append(node)
+            self.consumers.setdefault((clock, _clock_of(parent.record)), []).append(node)
         else:
-            called.add(clock)
-    for (clock, _), nodes in consumers.items():
-        largest = max(node.shift_ns for node in nodes)
-        if clock in called or largest <= 0:
-            continue
-        for node in nodes:  # parents first: one moved with an ancestor is not moved twice
-            if node.shift_ns < largest:
-                if not node.shift_ns:
-                    shifts.setdefault(node.service, []).append(largest)
-                _move(node, largest - node.shift_ns)
+            self.called.add(clock)
+
+    def unify_consumers(self, shifts: dict[str, list[int]]) -> None:
+        """Move the consumers on one clock of messages from one other clock, where no
+        synchronous call enters their clock, by the largest shift any of them needed (with
+        everything below them, rigidly). Messages from two clocks bound two differences: each
+        keeps its own."""
+        for (clock, _), nodes in self.consumers.items():
+            largest = max(node.shift_ns for node in nodes)
+            if clock in self.called or largest <= 0:
+                continue
+            for node in nodes:  # parents first: one moved with an ancestor is not moved twice
+                if node.shift_ns < largest:
+                    if not node.shift_ns:
+                        shifts.setdefault(node.service, []).append(largest)
+                    _move(node, largest - node.shift_ns)
 
 
 def _clock_of(record: SpanRecord) -> tuple[str, object]:
