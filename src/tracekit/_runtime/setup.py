@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import random
 import socket
 import time
@@ -140,7 +139,8 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     global _own_provider
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
-        _own_provider = current = TracerProvider(resource=resource, id_generator=_id_generator())
+        ids = _id_generator(propagation.configured(opts.response_header).names)
+        _own_provider = current = TracerProvider(resource=resource, id_generator=ids)
         trace.set_tracer_provider(current)
     state.attach_to(current)
     if current is not _own_provider:
@@ -167,10 +167,10 @@ class XRayIdGenerator(RandomIdGenerator):
         return (int(time.time()) << 96) | random.getrandbits(96)
 
 
-def _id_generator() -> IdGenerator:
-    """X-Ray's trace ids when ``OTEL_PROPAGATORS`` names ``xray``, else the SDK's random ones."""
-    names = (os.environ.get("OTEL_PROPAGATORS") or "").lower().split(",")
-    return XRayIdGenerator() if "xray" in (name.strip() for name in names) else RandomIdGenerator()
+def _id_generator(propagators: tuple[str, ...]) -> IdGenerator:
+    """X-Ray's trace ids when the propagators (``OTEL_PROPAGATORS``) include ``xray``, else the
+    SDK's random ones."""
+    return XRayIdGenerator() if "xray" in propagators else RandomIdGenerator()
 
 
 def _warn_if_resource_kept(kept: Resource, wanted: Resource) -> None:
