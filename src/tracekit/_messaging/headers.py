@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, KeysView, Mapping, MutableMapping
 from typing import Any, NamedTuple
 
 from tracekit import config, propagation
@@ -204,14 +204,14 @@ def callers_own(fields: Mapping[Any, Any], ours: Iterable[str]) -> dict[Any, Any
     return {key: value for key, value in fields.items() if lower_name(key) not in names}
 
 
-def replaced_names() -> set[str]:
+def replaced_names() -> KeysView[str]:
     """The header names, lower case, that are always the new message's: its trace headers and
     publish time. One already among a caller's fields is another message's (an entry relayed,
     a dict used again), and a ``tracestate`` beside a new ``traceparent`` would describe
     another trace."""
     from tracekit._runtime.state import current_options
 
-    return set(reading_for(current_options()).replaced)
+    return reading_for(current_options()).replaced.keys()
 
 
 def drop_replaced(headers: MutableMapping[Any, Any], replaced: dict[str, str]) -> None:
