@@ -57,17 +57,17 @@ def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Co
     """
     starts: list[tuple[str, int]] = []
     correlation_id: str | None = query
-    typed: list[SpanRecord] = []
+    named: set[str] = set()  # the trace typed, when the source holds it
     if looks_like_trace_id(query):
         typed = _first_spans_of_traces(source, [query.lower()], max_spans + 1)
         starts = _trace_starts(typed)
         correlation_id = dominant_correlation_id(typed) if typed else query
+        named = {query.lower()} if typed else set()
     if correlation_id is not None:
         starts += _correlated_trace_starts(source, correlation_id)
     found = Collected(correlation_id if starts else None)
     if starts:
         ordered = sorted(starts, key=lambda pair: pair[1])
-        named = {span.trace_id.lower() for span in typed}
         _expand(source, found, list(dict.fromkeys(t for t, _ in ordered)), max_spans, named)
         # a trace id typed for a consumer's trace: the ID may only live on linked traces
         found.correlation_id = found.correlation_id or dominant_correlation_id(found.spans)
