@@ -158,6 +158,29 @@ def test_a_urllib3_retry_is_the_same_call(
     assert [entry[1:] for entry in app.seen] == [(traceparent_of(span), CID)] * 3
 
 
+@pytest.mark.parametrize("correlated", [True, False], ids=["in-request", "no-request"])
+def test_a_redirect_urllib3_follows_is_the_same_call(
+    correlated: bool, recorder: tuple[Recorder, str], http_clients: None, wait_for_spans: Any
+) -> None:
+    """``PoolManager`` follows redirects above the connection pool: each hop was a span of its
+    own, in a trace of its own outside a request. One span now, as requests and httpx give,
+    with the final status; both hops carried its traceparent."""
+    app, base = recorder
+    token = correlation.set_correlation_id(CID) if correlated else None
+    try:
+        with urllib3.PoolManager() as pool:
+            assert pool.request("GET", f"{base}/redirect").status == 200
+    finally:
+        if token is not None:
+            correlation.reset_correlation_id(token)
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
+    assert span.attributes["url.full"] == f"{base}/redirect"
+    assert span.attributes["http.response.status_code"] == 200
+    sent = (traceparent_of(span), CID if correlated else None)
+    assert app.seen == [("/redirect", *sent), ("/api", *sent)]
+
+
 @pytest.mark.parametrize("propagators", ["none", "baggage", "b3multi", "jaeger", "xray"])
 def test_every_propagator_choice_tells_calls_apart(
     propagators: str,

@@ -1,8 +1,10 @@
-"""urllib3: a CLIENT span and injected context for every ``HTTPConnectionPool.urlopen``.
+"""urllib3: a CLIENT span and injected context for every ``PoolManager.urlopen`` and every
+``HTTPConnectionPool.urlopen``.
 
-``PoolManager`` and ``requests`` both end in a pool's ``urlopen``; below a requests span (or any
-other HTTP client span) the call is already traced, and tracekit's suppression keeps it quiet.
-Retries and redirects re-enter ``urlopen`` below our own span and are not traced twice.
+A ``PoolManager`` follows redirects itself, above the pools: its span covers the whole call, and
+the pools' ``urlopen`` below it carries the headers it sent, so tracekit's suppression keeps them
+quiet, as it keeps urllib3 under requests (or any other client span). Retries re-enter a pool's
+``urlopen`` below our own span and are not traced twice.
 """
 
 from __future__ import annotations
@@ -22,10 +24,31 @@ _HEADERS_POSITION = 3  # urlopen(method, url, body=None, headers=None, ...)
 class Urllib3Instrumentor(Instrumentor):
     """Traces urllib3's connection pools, which every urllib3 request goes through."""
 
-    target = "urllib3.connectionpool"
+    target = "urllib3.poolmanager"  # imports the pools' module: both are there when it is
 
     def patch(self, module: ModuleType) -> None:
+        self.wrap(module.PoolManager, "urlopen", _traced_manager_urlopen)
         self.wrap(module.HTTPConnectionPool, "urlopen", _traced_urlopen)
+
+
+def _traced_manager_urlopen(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    from urllib3._collections import HTTPHeaderDict
+
+    method = args[0] if args else kwargs.get("method", "GET")
+    url = args[1] if len(args) > 1 else kwargs.get("url", "/")
+    # urlopen(method, url, redirect=True, **kw): the headers are only ever a keyword
+    given = kwargs.get("headers")
+    headers = HTTPHeaderDict(given if given is not None else instance.headers)
+    kwargs = {**kwargs, "headers": headers}
+    return run_traced(
+        str(method),
+        str(url),
+        headers,
+        lambda: wrapped(*args, **kwargs),
+        lambda response: response.status,
+    )
 
 
 def _traced_urlopen(
