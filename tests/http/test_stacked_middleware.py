@@ -55,6 +55,20 @@ def _in_flight(exposition: str) -> list[float]:
 def stacked_django(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, str]]:
     """(base URL, store, metrics URL) of the Django site served by gunicorn through
     django_site/wsgi_stacked.py."""
+    yield from _serve_stacked_django(tmp_path_factory, contrib_outside=False)
+
+
+@pytest.fixture(scope="module")
+def contrib_around_stacked_django(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Path, str]]:
+    """The same site with OpenTelemetry's WSGI middleware around both tracekit layers."""
+    yield from _serve_stacked_django(tmp_path_factory, contrib_outside=True)
+
+
+def _serve_stacked_django(
+    tmp_path_factory: pytest.TempPathFactory, *, contrib_outside: bool
+) -> Iterator[tuple[str, Path, str]]:
     store = tmp_path_factory.mktemp("stacked") / "tracekit.db"
     metrics_port, port = free_port(), free_port()
     env = {
@@ -66,6 +80,7 @@ def stacked_django(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         "TRACEKIT_STORE": str(store),
         "TRACEKIT_METRICS_PORT": str(metrics_port),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "STACKED_CONTRIB_OUTSIDE": "1" if contrib_outside else "",
     }
     command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
                "django_site.wsgi_stacked"]  # fmt: skip
@@ -141,6 +156,31 @@ def test_django_under_the_wsgi_middleware_is_one_request_with_its_route(
         assert span["attributes"]["correlation.id"] == cid
 
 
+def test_a_server_span_opened_around_both_wsgi_layers_keeps_it_one_request(
+    contrib_around_stacked_django: tuple[str, Path, str],
+) -> None:
+    """OpenTelemetry's WSGI middleware outermost: both tracekit layers stamped its span, and each
+    counted the request, the inner one as ``_unmatched`` besides."""
+    url, _, metrics_url = contrib_around_stacked_django
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    for n in range(3):
+        assert requests.get(f"{url}/orders/{n}", timeout=10).status_code == 200
+
+    assert _in_flight(requests.get(url + "/in-flight", timeout=10).text) == [1.0]
+
+    def counted_since() -> dict[tuple[str, str], float]:
+        after = _request_counts(requests.get(metrics_url, timeout=10).text)
+        return {
+            key: n - before.get(key, 0.0) for key, n in after.items() if n > before.get(key, 0.0)
+        }
+
+    wait_for(lambda: sum(counted_since().values()) >= 4, 5, "4 requests counted")
+    assert counted_since() == {
+        ("/orders/{order_id}", "200"): 3.0,
+        ("/in-flight", "200"): 1.0,
+    }
+
+
 def test_a_view_error_under_both_layers_is_recorded_with_its_exception(
     stacked_django: tuple[str, Path, str],
 ) -> None:
@@ -182,5 +222,60 @@ def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
     server_spans = [s for s in wait_for_spans(3) if s.kind.name == "SERVER"]
     assert [s.name for s in server_spans] == ["GET /shop/items/{item_id}"] * 3
     assert [s.attributes["correlation.id"] for s in server_spans] == [
+        r.headers["X-Correlation-ID"] for r in during
+    ]
+
+
+def _item_app(registry: CollectorRegistry, kind: str) -> Any:
+    """The shop's sub-application, answering the exposition of ``registry`` from inside the
+    request: a Starlette app, or a FastAPI app with FastAPI's own SERVER span."""
+
+    async def exposition(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry).decode())
+
+    if kind == "starlette":
+        return Starlette(routes=[Route("/items/{item_id}", exposition)])
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_api_route("/items/{item_id}", exposition)
+    return app
+
+
+@pytest.mark.parametrize("outside", ["contrib-asgi", "fastapi-telemetry"])
+def test_a_server_span_opened_around_or_between_the_layers_keeps_it_one_request(
+    outside: str, serve_asgi: Any, wait_for_spans: Any, spans: InMemorySpanExporter
+) -> None:
+    """OpenTelemetry's ASGI middleware around both layers, or FastAPI's own SERVER span around
+    each app (a FastAPI app mounting another, each with tracekit's middleware): each layer
+    stamped that span instead of its own, and every request was counted twice."""
+    registry = CollectorRegistry()
+    if outside == "contrib-asgi":
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        shop = TracekitMiddleware(_item_app(registry, "starlette"), registry=registry)
+        inner = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]), registry=registry)
+        app: Any = OpenTelemetryMiddleware(inner)
+    else:
+        from fastapi import FastAPI
+
+        child = _item_app(registry, "fastapi")
+        child.add_middleware(TracekitMiddleware, registry=registry)
+        app = FastAPI()
+        app.add_middleware(TracekitMiddleware, registry=registry)
+        app.mount("/shop", child)
+    url = serve_asgi(app)
+
+    during = [requests.get(f"{url}/shop/items/{n}", timeout=10) for n in range(3)]
+
+    assert [_in_flight(response.text) for response in during] == [[1.0]] * 3
+
+    def counts() -> dict[tuple[str, str], float]:
+        return _request_counts(generate_latest(registry).decode())
+
+    wait_for(lambda: sum(counts().values()) >= 3, 5, "3 requests counted")
+    assert counts() == {("/shop/items/{item_id}", "200"): 3.0}
+    outermost = [s for s in wait_for_spans(3) if s.kind.name == "SERVER" and s.parent is None]
+    assert [s.attributes["correlation.id"] for s in outermost] == [
         r.headers["X-Correlation-ID"] for r in during
     ]

@@ -108,7 +108,7 @@ class ServerRequests:
         # An empty current context (the usual case) holds no enclosing request or span.
         outer = current.get(_REQUEST_KEY) if current else None
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
-            return _nested(outer)
+            return _nested(outer, current)
         cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
         method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
@@ -119,6 +119,10 @@ class ServerRequests:
                 self._start_span(request, path, headers, attributes)
             else:
                 request.span, request.owns_span = enclosing, False
+                # the request, where a second tracekit layer inside this one finds it
+                request.context_token = otel_context.attach(
+                    otel_context.Context({**current, _REQUEST_KEY: request})
+                )
         if self._metrics is not None and measured:
             self._metrics.request_started()
         request.started = perf_counter()
@@ -257,13 +261,29 @@ def server_requests(
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
     """True when ``outer``, a request an outer tracekit layer started, is still the one under
-    way here: its span is the current span (not a span the application opened inside it)."""
-    return not outer.completed and current.get(propagation.CURRENT_SPAN_KEY) is outer.span
+    way here: its span is the current span, or the current span is a SERVER span opened right
+    inside it (FastAPI's own, around a mounted app), not a span the application opened."""
+    if outer.completed:
+        return False
+    span = current.get(propagation.CURRENT_SPAN_KEY)
+    if span is outer.span:
+        return True
+    parent = getattr(span, "parent", None)
+    return (
+        getattr(span, "kind", None) is SpanKind.SERVER
+        and parent is not None
+        and outer.span is not None
+        and parent.span_id == outer.span.get_span_context().span_id
+    )
 
 
-def _nested(outer: ActiveRequest) -> ActiveRequest:
+def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveRequest:
     """This layer's share of a request an outer tracekit layer handles: its correlation ID and
-    span, no span or metrics of its own."""
+    span, no span or metrics of its own. A SERVER span opened between the layers is stamped
+    with the correlation ID, as the outer layer stamps one it finds."""
+    span = current.get(propagation.CURRENT_SPAN_KEY)
+    if span is not outer.span and isinstance(span, trace.Span) and span.is_recording():
+        span.set_attribute(semconv.CORRELATION_ID, outer.correlation_id)
     token = correlation.set_correlation_id(outer.correlation_id)
     return ActiveRequest(
         outer.correlation_id, outer.method, outer.span, None, token, 0.0,

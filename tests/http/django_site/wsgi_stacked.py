@@ -11,3 +11,7 @@ from tracekit.wsgi import TracekitMiddleware
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
 tracekit.init("django-site")
 application = TracekitMiddleware(get_wsgi_application())
+if os.environ.get("STACKED_CONTRIB_OUTSIDE"):
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    application = OpenTelemetryMiddleware(application)
