@@ -93,13 +93,12 @@ class TracekitMiddleware:
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
             await send(message)
-            if request.status_code < 500 and (  # a 500's exception comes after: wait for it
-                (kind == "http.response.body" and not trailers and not message.get("more_body"))
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
+            if (kind == "http.response.body" and not trailers and not message.get("more_body")) or (
+                kind == "http.response.trailers" and not message.get("more_trailers")
             ):
                 # The response has gone: work the application does after it (Starlette's
                 # BackgroundTasks) is not the request's duration, nor is it still in flight.
-                self._complete(request, scope, top)
+                self._responded(request, scope, top)
 
         error: BaseException | None = None
         try:
@@ -174,9 +173,9 @@ class TracekitMiddleware:
         except Exception as exc:
             report_once("asgi request finish", exc)
 
-    def _complete(self, request: ActiveRequest, scope: Scope, top: object) -> None:
+    def _responded(self, request: ActiveRequest, scope: Scope, top: object) -> None:
         try:
-            self._requests.complete(request, _route(scope, top))
+            self._requests.responded(request, _route(scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
 

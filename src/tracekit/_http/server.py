@@ -53,6 +53,7 @@ class ActiveRequest:
     measured: bool = True  # counted in the request metrics (a WebSocket connection is not)
     completed: bool = False  # span ended and metrics recorded
     completed_ns: int = 0
+    responded_ns: int = 0  # a 5xx response went, its span waiting for the exception (responded)
     # Two tracekit layers on one request (the WSGI middleware around Django's): the inner one
     # points at the outer, which alone ends the span and records the metrics, with the route and
     # the error the inner one found if it knows none itself.
@@ -144,14 +145,30 @@ class ServerRequests:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
         finally:  # the span's failure must not cost the request its metrics
-            if self._metrics is not None and request.measured:
-                self._metrics.request_finished(
-                    request.method,
-                    route,
-                    request.status_code,
-                    perf_counter() - request.started,
-                    request.span,
-                )
+            if not request.responded_ns:
+                self._record(request, route)
+
+    def responded(self, request: ActiveRequest, route: str | None) -> None:
+        """The response has gone: ``complete`` the request, except a 5xx's span, which waits
+        for the exception that comes after its response (Starlette's ``ServerErrorMiddleware``
+        sends its 500 page, then raises) and ends at this time; its metrics are recorded now,
+        before any work the application does after answering. (An inner tracekit layer's
+        5xx waits whole: it reports the exception to the outer layer.)"""
+        if request.status_code < 500:
+            self.complete(request, route)
+        elif request.outer is None and not request.completed and not request.responded_ns:
+            request.responded_ns = time.time_ns()
+            self._record(request, route or request.route)
+
+    def _record(self, request: ActiveRequest, route: str | None) -> None:
+        if self._metrics is not None and request.measured:
+            self._metrics.request_finished(
+                request.method,
+                route,
+                request.status_code,
+                perf_counter() - request.started,
+                request.span,
+            )
 
     def finish(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
@@ -347,7 +364,7 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
         elif request.status_code >= 500:
             mark_failed_status(span, request.status_code)
     finally:  # whatever failed above, the span is exported
-        span.end()
+        span.end(request.responded_ns or None)
 
 
 def _correlation_from_baggage(values: list[str] | None) -> str | None:
