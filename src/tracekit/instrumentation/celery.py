@@ -1,9 +1,11 @@
 """Celery, through its signals: context in task headers, the task run as the CONSUMER span.
 
 - ``before_task_publish`` writes trace context, correlation ID and publish time into the task
-  message's headers with ``messaging.inject``: a PRODUCER span ``send <queue>`` that ends at
-  once. (A span closed by ``after_task_publish`` would never close when the broker call raises,
-  since no signal follows a failed publish.)
+  message's headers with ``messaging.publish``: a PRODUCER span ``send <queue>``. It ends when
+  ``Celery.send_task`` (which every ``apply_async``, retry and canvas goes through, and which is
+  wrapped for this) returns or raises, so the span and the publish metrics cover the broker call
+  and a publish that raised is failed, not sent. (No signal follows a failed publish.) Outside
+  ``send_task`` the span ends at once.
 - ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
   ends it, with Celery's final state (``tracekit.celery.task_state``). The span covers the task
@@ -17,13 +19,15 @@
   (the ``exc`` given to ``retry()``, else the exception being handled when it was called) and
   state ``RETRY``.
 
-Signals are Celery's own extension point: nothing is patched, and uninstrumenting disconnects.
+Signals are Celery's own extension point: besides ``send_task``, nothing is patched, and
+uninstrumenting disconnects.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -73,6 +77,10 @@ class _Running:
 
 _running: dict[str, _Running] = {}  # task id -> its run in this worker
 _lock = threading.Lock()
+# The publishes begun by before_task_publish inside the Celery.send_task call under way.
+_sending: ContextVar[list[messaging.Publishing] | None] = ContextVar(
+    "tracekit_celery_sending", default=None
+)
 
 
 @dataclass(slots=True)
@@ -89,19 +97,40 @@ class _Connection(Patch):
 class CeleryInstrumentor(Instrumentor):
     """Connects tracekit's receivers to Celery's publish and task-run signals."""
 
-    target = "celery.signals"
+    target = "celery.app.base"  # imports celery.signals: both are there when it is
 
     def patch(self, module: ModuleType) -> None:
-        self._connect(module.before_task_publish, _before_publish)
-        self._connect(module.task_prerun, _task_prerun)
-        self._connect(module.task_failure, _task_failure)
-        self._connect(module.task_retry, _task_retry)
-        self._connect(module.task_postrun, _task_postrun)
+        from celery import signals
+
+        self.wrap(module.Celery, "send_task", _traced_send_task)
+        self._connect(signals.before_task_publish, _before_publish)
+        self._connect(signals.task_prerun, _task_prerun)
+        self._connect(signals.task_failure, _task_failure)
+        self._connect(signals.task_retry, _task_retry)
+        self._connect(signals.task_postrun, _task_postrun)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         uid = f"tracekit.{receiver.__name__}"
         signal.connect(receiver, weak=False, dispatch_uid=uid)
         self._patches.append(_Connection(signal, uid, receiver=receiver))
+
+
+def _traced_send_task(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    sending: list[messaging.Publishing] = []
+    token = _sending.set(sending)
+    error: BaseException | None = None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        _sending.reset(token)
+        kind = type(error) if error is not None else None
+        for publishing in reversed(sending):  # the last begun is the innermost
+            publishing.__exit__(kind, error, None)
 
 
 @guarded(None)
@@ -112,7 +141,15 @@ def _before_publish(
         return  # task message protocol 1 has no headers to carry context
     carrier: dict[str, str] = {}
     queue = str(routing_key or "celery")
-    messaging.inject(carrier, system=SYSTEM, destination=queue, attributes=_task(sender))
+    publishing = messaging.publish(
+        carrier, system=SYSTEM, destination=queue, attributes=_task(sender)
+    )
+    publishing.__enter__()
+    sending = _sending.get()
+    if sending is None:  # not under send_task: a span that ends at once, as inject's
+        publishing.__exit__(None, None, None)
+    else:
+        sending.append(publishing)
     headers.update(carrier)
     first = _first_attempt_of(headers)
     if first is not None:
