@@ -56,6 +56,49 @@ def test_fastapi_native_telemetry_gives_one_server_span_with_the_correlation_id(
     assert server.attributes["correlation.id"] == "fa-1"
 
 
+def test_fastapi_native_telemetry_span_carries_the_exception_behind_a_500(
+    serve_asgi: Any, spans: Any, caplog: Any
+) -> None:
+    """FastAPI marks its span failed with no message and no exception event (it reports
+    exceptions as logs): ``tracekit trace`` showed only "ERROR HTTP 500", where plain Starlette
+    shows the exception. tracekit, which sees the exception on its way out, records it there."""
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception
+    app = FastAPI()
+
+    @app.get("/pay")
+    async def pay() -> None:
+        raise RuntimeError("card processor refused: kaboom")
+
+    app.add_middleware(asgi.TracekitMiddleware)
+    response = send(serve_asgi(app) + "/pay", [b"X-Correlation-ID: fa-boom"])
+
+    assert response.status == 500
+    time.sleep(0.1)
+    (server,) = server_spans(spans)
+    assert server.attributes["error.type"] == "RuntimeError"
+    (event,) = [e for e in server.events if e.name == "exception"]
+    assert event.attributes["exception.message"] == "card processor refused: kaboom"
+
+
+def test_contrib_asgi_middleware_span_carries_the_exception_once(
+    serve_asgi: Any, spans: Any, caplog: Any
+) -> None:
+    """Contrib's span ends with Starlette's 500 page, before the exception reaches contrib's own
+    recording: tracekit's middleware inside the app's error handling records it, once."""
+    caplog.set_level(logging.CRITICAL)
+
+    async def pay(request: Request) -> PlainTextResponse:
+        raise RuntimeError("kaboom")
+
+    inner = Starlette(routes=[Route("/pay", pay)])
+    inner.add_middleware(asgi.TracekitMiddleware)
+    app = OpenTelemetryMiddleware(inner)
+    assert send(serve_asgi(app) + "/pay", []).status == 500
+    time.sleep(0.1)
+    (server,) = server_spans(spans)
+    assert [e.attributes["exception.message"] for e in server.events] == ["kaboom"]
+
+
 def test_contrib_asgi_middleware_outside_tracekit_gives_one_server_span(
     serve_asgi: Any, spans: Any
 ) -> None:

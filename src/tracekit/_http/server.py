@@ -144,6 +144,11 @@ class ServerRequests:
         try:
             if request.span is not None and request.owns_span:
                 _end_span(request, route, error)
+            elif request.span is not None and error is not None and request.span.is_recording():
+                # Someone else's span, still open (FastAPI's own, which reports exceptions only
+                # as logs; contrib's, which ends with the 500 page before the exception reaches
+                # it): the exception that went out through tracekit belongs on it.
+                mark_failed(request.span, error)
         finally:  # the span's failure must not cost the request its metrics
             if not request.responded_ns:
                 self._record(request, route)
