@@ -24,12 +24,14 @@ __all__ = [
     "EXPORTERS",
     "MAX_TEXT",
     "MODES",
+    "OTLP_PROTOCOLS",
     "ConfigError",
     "Options",
     "batch_setting_error",
     "compile_excluded",
     "default_service_name",
     "env_var",
+    "otlp_protocol",
     "resolve",
 ]
 
@@ -265,6 +267,26 @@ def _check(option: Field[Any], value: object, label: str) -> None:
         option.metadata["check"](value)
     except ValueError as error:
         raise ConfigError(f"{label}: {error}") from None
+
+
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def otlp_protocol(signal: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The OTLP protocol ``signal`` (``TRACES``, ``LOGS``) is exported with, and the variable
+    that chose it: ``OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``,
+    else OTLP/HTTP protobuf. ``http/json``, which the Python SDK cannot send, is refused."""
+    environ = os.environ if environ is None else environ
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = environ.get(name, "").strip()
+        if value in OTLP_PROTOCOLS:
+            return value, name
+        if value:
+            raise ConfigError(
+                f"{name}: {value[:40]!r} is not a protocol tracekit's exporter can send;"
+                f" use {' or '.join(OTLP_PROTOCOLS)}"
+            )
+    return OTLP_PROTOCOLS[0], ""
 
 
 def resolve(

@@ -424,11 +424,9 @@ def _exception_attributes(exc_info: Any) -> Mapping[str, str]:
 def build_log_exporter(options: Options) -> LogRecordExporter | None:
     """The log exporter matching ``options.exporter`` (None for ``none``)."""
     if options.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
         from tracekit._runtime.export_watch import WatchedLogExporter
 
-        return WatchedLogExporter(OTLPLogExporter())
+        return WatchedLogExporter()
     if options.exporter == "store":
         from tracekit.store.exporter import StoreLogExporter
 

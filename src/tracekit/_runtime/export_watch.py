@@ -7,9 +7,11 @@ send and what to do about it.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -17,17 +19,47 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from tracekit import config
+
 _log = logging.getLogger("tracekit")
 DEFAULT_ENDPOINT = "http://localhost:4318"
 
 
-def otlp_endpoint(signal: str) -> str:
-    """Where the OTLP/HTTP exporter sends ``signal`` (traces, logs), by the SDK's variables."""
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+
+
+def otlp_endpoint(signal: str, protocol: str = "http/protobuf") -> str:
+    """Where the OTLP exporter sends ``signal`` (traces, logs), by the SDK's variables."""
     specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
     if specific:
         return _without_credentials(specific)
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
-    return _without_credentials(f"{base.rstrip('/')}/v1/{signal}")
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if protocol == "grpc":  # one endpoint for every signal, no path
+        return _without_credentials(base or DEFAULT_GRPC_ENDPOINT)
+    return _without_credentials(f"{(base or DEFAULT_ENDPOINT).rstrip('/')}/v1/{signal}")
+
+
+def otlp_exporter(signal: str) -> tuple[Any, str]:
+    """A new OTLP exporter of ``signal`` (``traces``, ``logs``) in the protocol the SDK's variables
+    choose (``config.otlp_protocol``), and where it sends."""
+    protocol, variable = config.otlp_protocol(signal.upper())
+    package = "grpc" if protocol == "grpc" else "http"
+    module_name, class_name = _EXPORTERS[signal]
+    try:
+        module = importlib.import_module(
+            f"opentelemetry.exporter.otlp.proto.{package}.{module_name}"
+        )
+    except ImportError:
+        raise config.ConfigError(
+            f"{variable}=grpc needs OpenTelemetry's gRPC exporter: pip install 'tracekit[grpc]'"
+        ) from None
+    return getattr(module, class_name)(), otlp_endpoint(signal, protocol)
+
+
+_EXPORTERS = {
+    "traces": ("trace_exporter", "OTLPSpanExporter"),
+    "logs": ("_log_exporter", "OTLPLogExporter"),
+}
 
 
 def _without_credentials(url: str) -> str:
@@ -59,11 +91,12 @@ class ExportWatch:
 
 
 class WatchedSpanExporter(SpanExporter):
-    """A span exporter that warns once when its exports fail."""
+    """The OTLP span exporter, warning once when its exports fail."""
 
-    def __init__(self, inner: SpanExporter) -> None:
-        self.inner = inner
-        self.watch = ExportWatch("spans", otlp_endpoint("traces"))
+    def __init__(self) -> None:
+        inner, endpoint = otlp_exporter("traces")
+        self.inner: SpanExporter = inner
+        self.watch = ExportWatch("spans", endpoint)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the wrapped exporter and note a failure."""
@@ -81,11 +114,12 @@ class WatchedSpanExporter(SpanExporter):
 
 
 class WatchedLogExporter(LogRecordExporter):
-    """A log record exporter that warns once when its exports fail."""
+    """The OTLP log record exporter, warning once when its exports fail."""
 
-    def __init__(self, inner: LogRecordExporter) -> None:
-        self.inner = inner
-        self.watch = ExportWatch("log records", otlp_endpoint("logs"))
+    def __init__(self) -> None:
+        inner, endpoint = otlp_exporter("logs")
+        self.inner: LogRecordExporter = inner
+        self.watch = ExportWatch("log records", endpoint)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Export through the wrapped exporter and note a failure."""

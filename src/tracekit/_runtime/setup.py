@@ -64,11 +64,9 @@ def build_resource(options: config.Options) -> Resource:
 def build_exporter(options: config.Options) -> SpanExporter | None:
     """The span exporter that ``options.exporter`` names (None for ``none``)."""
     if options.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
         from tracekit._runtime.export_watch import WatchedSpanExporter
 
-        return WatchedSpanExporter(OTLPSpanExporter())
+        return WatchedSpanExporter()
     if options.exporter == "store":
         from tracekit.store.exporter import StoreSpanExporter
 

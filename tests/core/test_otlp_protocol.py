@@ -1,0 +1,104 @@
+"""``OTEL_EXPORTER_OTLP_PROTOCOL`` (and its per-signal forms), as the OpenTelemetry SDKs read it:
+``grpc`` sends spans and logs over OTLP/gRPC, here to a real ``tracekit`` receiver's gRPC port in
+this process; a protocol the Python SDK cannot send stops ``init`` with one line naming the
+variable. Before, the variable was ignored: OTLP/HTTP went to the gRPC port and every span was
+dropped, with a warning to start a collector that was running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conditions import wait_for
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+SCRIPT = """
+    import logging
+    import tracekit
+    from opentelemetry import trace
+    tracekit.init("orders")
+    with trace.get_tracer("t").start_as_current_span("charge"):
+        logging.getLogger("orders").warning("card declined")
+    tracekit.shutdown()
+"""
+
+
+def _run(env: dict[str, str], before: str = "") -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    return subprocess.run(
+        [sys.executable, "-c", before + textwrap.dedent(SCRIPT)],
+        env={**clean, "TRACEKIT_METRICS_PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def grpc_receiver(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
+    store = tmp_path / "tracekit.db"
+    receiver = Receiver(Store(store), ReceiverConfig(port=0, grpc_port=0)).start()
+    yield receiver, store
+    receiver.stop()
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"},
+    ],
+    ids=["all signals", "per signal"],
+)
+def test_grpc_sends_spans_and_logs_to_the_grpc_port(
+    variables: dict[str, str], grpc_receiver: tuple[Receiver, Path]
+) -> None:
+    receiver, store = grpc_receiver
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    result = _run({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{host}:{port}", **variables})
+
+    assert result.returncode == 0, result.stderr
+    assert "could not export" not in result.stderr
+
+    def stored() -> tuple[list[str], list[str]] | None:
+        with Store(store) as source:
+            spans = source.spans_since(0)
+            logs = source.logs_by_trace_ids({s.trace_id for s in spans})
+        return ([s.name for s in spans], [str(r.body) for r in logs]) if spans and logs else None
+
+    assert wait_for(stored, 10, "the span and the log") == (["charge"], ["card declined"])
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp")],
+)
+def test_a_protocol_the_sdk_cannot_send_stops_init_naming_the_variable(
+    name: str, value: str
+) -> None:
+    result = _run({name: value})
+
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tracekit.config.ConfigError: " + name)
+    assert "grpc" in last and "http/protobuf" in last
+
+
+def test_grpc_without_its_exporter_installed_stops_init_saying_what_to_install() -> None:
+    """The package is hidden from the child's imports, as on a machine without the extra."""
+    hidden = "import sys; sys.modules['opentelemetry.exporter.otlp.proto.grpc'] = None\n"
+    result = _run({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, before=hidden)
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tracekit.config.ConfigError: OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs OpenTelemetry's"
+        " gRPC exporter: pip install 'tracekit[grpc]'"
+    )
