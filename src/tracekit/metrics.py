@@ -400,7 +400,8 @@ class MessagingMetrics(_ServiceMetrics):
         span: Span | None,
         error_type: str | None = None,
     ) -> None:
-        """Record one consumed message whose handler took ``seconds`` (and failed if error_type)."""
+        """Record one consumed message whose handler took ``seconds`` (its share of a batch's
+        handler call) and failed if ``error_type``."""
         destination, error_type = self._bounded(destination, error_type)
         if self._local:
             labels = (system, destination, error_type)

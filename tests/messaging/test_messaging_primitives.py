@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import tracekit
 from tracekit import correlation, messaging
@@ -121,6 +122,28 @@ def test_metrics_count_and_measure_the_wait(spans) -> None:
     assert value("messaging_client_consumed_messages_total", labels_with_service) == 1
     wait = value("tracekit_messaging_queue_wait_seconds_sum", labels_with_service)
     assert 0.1 <= wait < 0.2
+
+
+def test_a_batch_handler_is_measured_once_shared_by_its_messages(spans) -> None:
+    """One handler call of 0.1 s for 10 messages: 10 messages handled, 0.1 s of handler time
+    (each message's share 0.01 s), not 10 handlers of 0.1 s each."""
+    registry = CollectorRegistry()
+    batch = [messaging.inject({}, system="test", destination="b") for _ in range(10)]
+    started = time.perf_counter()
+    with messaging.consume_batch(batch, system="test", destination="b", registry=registry):
+        time.sleep(0.1)
+    handler_seconds = time.perf_counter() - started
+    scraped = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+        if sample.labels.get("messaging_destination_name") == "b"
+    }
+    process = "messaging_process_duration_seconds"
+    assert scraped[(f"{process}_count", None)] == 10
+    assert scraped[("messaging_client_consumed_messages_total", None)] == 10
+    assert 0.1 <= scraped[(f"{process}_sum", None)] <= handler_seconds
+    assert scraped[(f"{process}_bucket", "0.025")] == 10  # each message's share: ~0.01 s
 
 
 def test_correlation_only_mode_moves_ids_without_spans(spans, monkeypatch) -> None:

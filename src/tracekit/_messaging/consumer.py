@@ -222,10 +222,12 @@ class Delivery:
         target = self._target
         assert target is not None
         error_type = type(error).__qualname__ if error is not None else None
-        seconds = perf_counter() - self._started
+        # One handler call for every message received: each is observed with an equal share
+        # of its time, so the count is per message and the sum is the handler's time.
+        share = (perf_counter() - self._started) / len(self._received)
         metrics = target.metrics()
-        for _ in self._received:  # the duration is the batch's; the count is per message
-            metrics.processed(target.system, target.destination, seconds, span, error_type)
+        for _ in self._received:
+            metrics.processed(target.system, target.destination, share, span, error_type)
 
 
 def start_held(delivery: Delivery) -> None:
