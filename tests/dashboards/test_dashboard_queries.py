@@ -31,6 +31,7 @@ from grafana_model import (
     ALL,
     COLLECTOR_DASHBOARDS,
     DASHBOARD_FILES,
+    MACROS,
     interpolate,
     load,
     panels,
@@ -314,6 +315,61 @@ def test_exemplar_panels_get_trace_ids_from_prometheus(
     for _, exemplar in found:
         trace_id = exemplar["labels"]["trace_id"]
         assert len(trace_id) == 32 and int(trace_id, 16) != 0
+
+
+# What one heatmap cell of a unit holds, in requests, at the step Grafana's $__interval gives.
+_REQUESTS_PER_CELL_UNIT = {"short": 1.0, "reqps": float(MACROS["__interval"].removesuffix("s"))}
+
+
+def _heatmap_cells(url: str, promql: str, start: float, end: float) -> list[float]:
+    """Every cell of a heatmap panel's range query, as Grafana draws it: a column per step, and
+    in each the cumulative ``le`` series turned into one bucket each ("Format as: Heatmap")."""
+    step = float(MACROS["__interval"].removesuffix("s"))
+    start, end = step * math.floor(start / step), step * math.ceil(end / step)
+    data = api(url, "query_range", query=promql, start=start, end=end, step=step)
+    columns: dict[float, list[tuple[float, float]]] = {}
+    for series in data["result"]:
+        bound = float(series["metric"]["le"])
+        for at, value in series["values"]:
+            columns.setdefault(at, []).append((bound, float(value)))
+    cells = []
+    for column in columns.values():
+        below = 0.0
+        for _, cumulative in sorted(column):
+            cells.append(cumulative - below)
+            below = cumulative
+    return cells
+
+
+def test_latency_heatmap_counts_each_request_once(
+    prometheus: str, shops: dict[str, Shop], traffic: Traffic
+) -> None:
+    """A burst of 20 requests after a quiet spell: the heatmap's cells over that time, read in
+    the unit the panel gives them, hold the 20 requests once. A count per cell of increase()
+    over $__rate_interval, a window wider than a cell, counted each request in every cell whose
+    window held it: 80 to 100 here."""
+    board = load("endpoint.json")
+    panel = next(p for p in panels(board) if p["type"] == "heatmap")
+    chosen = {"service": ["shop"], "version": [BASELINE], "route": [ALL], "method": [ALL]}
+    promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)
+    # Every request of the traffic is scraped: a window starting from now on holds none of them.
+    quiet_since = time.time()
+    total = f'sum(http_server_request_duration_seconds_count{{service_version="{BASELINE}"}})'
+    before = _value(prometheus, total)
+    assert before is not None
+    time.sleep(max(0.0, quiet_since + 5.5 - time.time()))
+    start = time.time()
+    sent = 20
+    with httpx.Client(base_url=shops[BASELINE].url, timeout=10) as client:
+        assert all(client.get(f"/orders/burst-{i}").status_code == 200 for i in range(sent))
+    wait_for(lambda: _value(prometheus, total) == before + sent, 20, "the burst scraped")
+    end = time.time() + 6  # the last window that holds a request of the burst
+    time.sleep(max(0.0, end + 1 - time.time()))  # a window ending in the future would be partial
+
+    cells = _heatmap_cells(prometheus, promql, start, end)
+    unit = panel["options"]["cellValues"]["unit"]
+    # Exact at steady 1 s scrapes; a late or missed scrape under load moves the extrapolation.
+    assert sum(cells) * _REQUESTS_PER_CELL_UNIT[unit] == pytest.approx(sent, rel=0.1)
 
 
 @pytest.mark.parametrize("name", COLLECTOR_DASHBOARDS)
