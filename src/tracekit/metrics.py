@@ -442,7 +442,10 @@ _CONSUMED_HELP = "Messages consumed."
 _FAILED = "tracekit_messaging_failed_messages"
 _FAILED_HELP = "Consumed messages whose handler raised."
 _QUEUE_WAIT = "tracekit_messaging_queue_wait_seconds"
-_QUEUE_WAIT_HELP = "Time a message spent queued: consumer start minus publish end."
+_QUEUE_WAIT_HELP = (
+    "Time a message spent queued: consumer start minus the publish time taken before the broker "
+    "call."
+)
 
 
 def _exemplar_ids(span: Span | None) -> tuple[int, int]:

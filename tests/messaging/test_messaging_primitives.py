@@ -124,6 +124,22 @@ def test_metrics_count_and_measure_the_wait(spans) -> None:
     assert 0.1 <= wait < 0.2
 
 
+def test_queue_wait_counts_from_before_the_broker_call(spans) -> None:
+    """The publish time is written into the message before the broker call: a message taken the
+    moment its publish returned has waited the broker call's time, as /metrics' HELP says."""
+    registry = CollectorRegistry()
+    headers: dict[str, Any] = {}
+    with messaging.publish(headers, system="test", destination="w", registry=registry):
+        time.sleep(0.1)  # the broker call
+    with messaging.consume(headers, system="test", destination="w", registry=registry):
+        pass
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    wait = next(f for f in families if f.name == "tracekit_messaging_queue_wait_seconds")
+    (waited,) = [s.value for s in wait.samples if s.name.endswith("_sum")]
+    assert 0.1 <= waited < 0.2
+    assert "before the broker call" in wait.documentation
+
+
 def test_a_batch_handler_is_measured_once_shared_by_its_messages(spans) -> None:
     """One handler call of 0.1 s for 10 messages: 10 messages handled, 0.1 s of handler time
     (each message's share 0.01 s), not 10 handlers of 0.1 s each."""
