@@ -69,16 +69,42 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-class ExportWatch:
-    """Warns once, the first time an export of ``what`` to ``endpoint`` fails."""
+class ExportWatch(logging.Filter):
+    """Warns once, the first time an export of ``what`` to ``endpoint`` fails.
 
-    def __init__(self, what: str, endpoint: str) -> None:
+    From then until an export succeeds it also quiets the exporter's own loggers (a filter on
+    them): the SDK logs its retries and the failure of every batch, lines that explained the first
+    failure and, repeated for each batch, bury the application's own.
+    """
+
+    def __init__(self, what: str, endpoint: str, exporter: object) -> None:
+        super().__init__()
         self.what = what
         self.endpoint = endpoint
         self.warned = False
+        self.failing = False
+        # The loggers of the exporter's classes (the gRPC exporters log from their base's module).
+        self._loggers = [
+            logging.getLogger(name)
+            for name in dict.fromkeys(c.__module__ for c in type(exporter).__mro__)
+            if name.startswith("opentelemetry.exporter.")
+        ]
+        for logger in self._loggers:
+            logger.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Let the exporter's lines through unless its endpoint is known to be failing."""
+        return not self.failing
+
+    def close(self) -> None:
+        """Take the filter off the exporter's loggers."""
+        for logger in self._loggers:
+            logger.removeFilter(self)
 
     def saw(self, failed: bool) -> None:
-        """Record one export's outcome."""
+        """Record one export's outcome: a failure quiets the exporter's lines until a success
+        (the SDK's lines of the first failure of an outage explain it)."""
+        self.failing = failed
         if failed and not self.warned:
             self.warned = True
             _log.warning(
@@ -96,7 +122,7 @@ class WatchedSpanExporter(SpanExporter):
     def __init__(self) -> None:
         inner, endpoint = otlp_exporter("traces")
         self.inner: SpanExporter = inner
-        self.watch = ExportWatch("spans", endpoint)
+        self.watch = ExportWatch("spans", endpoint, inner)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the wrapped exporter and note a failure."""
@@ -106,6 +132,7 @@ class WatchedSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
+        self.watch.close()
         self.inner.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -119,7 +146,7 @@ class WatchedLogExporter(LogRecordExporter):
     def __init__(self) -> None:
         inner, endpoint = otlp_exporter("logs")
         self.inner: LogRecordExporter = inner
-        self.watch = ExportWatch("log records", endpoint)
+        self.watch = ExportWatch("log records", endpoint, inner)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Export through the wrapped exporter and note a failure."""
@@ -129,6 +156,7 @@ class WatchedLogExporter(LogRecordExporter):
 
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
+        self.watch.close()
         self.inner.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
