@@ -25,6 +25,7 @@ from tracekit._http.django_routes import route_of
 from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
 from tracekit._runtime.guard import report_once
+from tracekit._runtime.state import current_options
 
 __all__ = ["TracekitMiddleware"]
 
@@ -44,7 +45,9 @@ class TracekitMiddleware:
         self.get_response = get_response
         self._overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
         self._attributes = ServerAttributes()
-        self._ready()  # an invalid option stops the project now, as it starts
+        # An invalid option stops the project now, as it starts; the rest, metrics included,
+        # waits for the first request (see _ready).
+        ServerRequests(current_options(**self._overrides))
         self._first = True
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)

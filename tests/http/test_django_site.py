@@ -277,3 +277,6 @@ def test_init_after_get_wsgi_application_configures_the_middleware(tmp_path: Pat
     counts = [line for line in scrape.splitlines()
               if line.startswith("http_server_request_duration_seconds_count{")]  # fmt: skip
     assert counts and all('service_name="django-site"' in line for line in counts), counts
+    # nor a request gauge of the service it was not, at 0 for the life of the process
+    labelled = [line for line in scrape.splitlines() if line.startswith("http_server")]
+    assert not [line for line in labelled if "unknown_service" in line], labelled
