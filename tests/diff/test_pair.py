@@ -421,3 +421,60 @@ def test_the_same_error_with_another_id_is_no_difference(deployment: Deployment)
     a, b = pair(deployment, failing("upstream said 502", 502), failing("upstream said 504", 504))
     code, doc = document(deployment, a, b)
     assert code == 1 and "errors" in doc["reasons"]
+
+
+def fan_out(deployment: Deployment, durations: dict[str, float]) -> str:
+    """A request whose gateway calls each service in turn, 2 ms apart; its correlation ID."""
+    req = deployment.request()
+    calls, at = [], 2.0
+    for service, ms in durations.items():
+        calls.append((service, at, at + ms))
+        at += ms + 2
+    gateway = req.entry("gateway", "/fan-out", 0, at + 3)
+    for service, start, end in calls:
+        req.call(gateway, service, f"/{service}", start, end)
+    return req.correlation_id
+
+
+@pytest.mark.parametrize(("others", "more"), [(11, "3 smaller parts"), (9, "1 smaller part")])
+def test_where_the_time_went_lists_the_largest_parts_whichever_their_sign(
+    deployment: Deployment, others: int, more: str
+) -> None:
+    """A part that made B faster was ranked below every part that made it slower, so the view's
+    ten rows hid 30 ms behind "... smaller parts" while listing 1 ms ones."""
+    names = [f"s{n:02d}" for n in range(others)]
+    a = fan_out(deployment, {"orders": 40, "slow": 10, **dict.fromkeys(names, 10)})
+    b = fan_out(deployment, {"orders": 10, "slow": 610, **dict.fromkeys(names, 11)})
+    deployment.flush()
+
+    _, doc = document(deployment, a, b)
+    code, text, _ = run(deployment, a, b, "--format", "text")
+
+    parts = [p["delta_ms"] for p in doc["attribution"]]
+    assert len(parts) == others + 2, "json lists every part"
+    assert sum(parts) == pytest.approx(doc["duration_delta_ms"]) == 570.0 + others
+    section = text.split("where the time went", 1)[1].splitlines()[1:]
+    rows = section[: section.index(f"  ... {more} (--format json lists them all)")]
+    shown = [float(row.split()[0]) for row in rows]
+    assert shown[:2] == [600.0, -30.0]
+    assert "gateway -> orders: GET /orders" in rows[1]
+    hidden = sorted(parts, key=abs)[: len(parts) - len(shown)]
+    assert min(map(abs, shown)) >= max(map(abs, hidden)), (shown, hidden)
+    assert doc["headline"].endswith("in gateway -> slow: GET /slow"), doc["headline"]
+    assert code == 1
+
+
+def test_the_headline_names_the_parts_in_the_direction_of_the_change(
+    deployment: Deployment,
+) -> None:
+    a = fan_out(deployment, {"first": 10, "second": 10, "third": 10, "orders": 50})
+    b = fan_out(deployment, {"first": 60, "second": 55, "third": 55, "orders": 2})
+    deployment.flush()
+
+    _, doc = document(deployment, a, b)
+
+    assert [p["delta_ms"] for p in doc["attribution"]] == [50.0, -48.0, 45.0, 45.0]
+    assert doc["headline"] == (
+        "+92.0 ms end to end (+99%): 54% in gateway -> first: GET /first,"
+        " 49% in gateway -> second: GET /second"
+    )

@@ -42,7 +42,7 @@ MARKERS = {"same": " ", "added": "+", "removed": "-", "changed": "~", "too_few":
 ROW_STYLES = {
     "same": "dim", "added": "green", "removed": "red", "changed": "", "too_few": "magenta"
 }  # fmt: skip
-MAX_ATTRIBUTION = 10  # parts listed in a terminal view; JSON lists all
+MAX_ATTRIBUTION = 10  # the largest parts, listed in a terminal view; JSON lists all
 MAX_NOTE_CHARS = 600
 MIN_NOTE_WIDTH = 24  # columns a note keeps beside its indent, however narrow the terminal
 
@@ -150,7 +150,7 @@ def attribution_section(
     document: Document, parts: Sequence[Share], nodes: dict[int, Node], total_ns: float,
     what: str,
 ) -> None:  # fmt: skip
-    """The largest parts of the change, and that they add up."""
+    """The largest parts of the change, either sign, and that they add up."""
     if not parts:
         return
     document.row(("", ""))
@@ -169,7 +169,8 @@ def attribution_section(
                      (f"  {component:<11}  ", "dim"), (where, ""))  # fmt: skip
     if len(parts) > MAX_ATTRIBUTION:
         more = len(parts) - MAX_ATTRIBUTION
-        document.row((f"  ... {more} smaller parts (--format json lists them all)", "dim"))
+        noun = "part" if more == 1 else "parts"
+        document.row((f"  ... {more} smaller {noun} (--format json lists them all)", "dim"))
 
 
 def footer(

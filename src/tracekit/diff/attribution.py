@@ -24,7 +24,8 @@ Parts = dict[int, tuple[float, float]]  # node -> (critical-path time, its queue
 
 
 def shares(order: list[int], before: Parts, after: Parts, total_ns: float) -> list[Share]:
-    """Every non-zero part of ``total_ns``, the largest in its direction first."""
+    """Every non-zero part of ``total_ns``, the largest first whichever its sign: a view that
+    lists the first few hides only parts smaller than those it shows."""
     out: list[Share] = []
     for n in order:
         critical_a, wait_a = before.get(n, (0, 0))
@@ -36,9 +37,8 @@ def shares(order: list[int], before: Parts, after: Parts, total_ns: float) -> li
     if abs(rest) >= 1:  # a nanosecond: less is float rounding of means
         out.append(_share(None, GAP, rest, total_ns))
     position: dict[int | None, int] = {n: i for i, n in enumerate(order)}
-    sign = -1 if total_ns < 0 else 1
     kept = [s for s in out if s.delta_ns]
-    return sorted(kept, key=lambda s: (-sign * s.delta_ns, position.get(s.node, -1), s.component))
+    return sorted(kept, key=lambda s: (-abs(s.delta_ns), position.get(s.node, -1), s.component))
 
 
 def _share(node: int | None, component: str, delta: float, total: float) -> Share:
@@ -59,10 +59,13 @@ def headline(
             f"{signed(delta)} {what}: no timing difference above "
             f"{thresholds.min_delta_ms:g} ms and {thresholds.min_delta_pct:g}%"
         )
-    named, covered = [], 0.0
-    for part in parts[:HEADLINE_PARTS]:
-        if part.share is None or part.share <= 0 or covered >= HEADLINE_COVERS:
+    named: list[str] = []
+    covered = 0.0
+    for part in parts:
+        if len(named) == HEADLINE_PARTS or covered >= HEADLINE_COVERS:
             break
+        if part.share is None or part.share <= 0:
+            continue  # a part against the change: the headline says where the time went
         note = (notes or {}).get(part.node) if part.node is not None else None
         named.append(f"{part.share:.0%} {_where(nodes, part)}" + (f" ({note})" if note else ""))
         covered += part.share
