@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import subprocess
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from rich.console import Console
 
+from tracekit.canary import to_json
 from tracekit_cli.demo.canary import (
     BASELINE,
     CANARY,
@@ -49,16 +53,51 @@ def test_the_slower_canary_fails_with_its_reasons(tmp_path: Path) -> None:
     assert not demo_store.exists(), "the demo's own store keeps only the checkouts"
 
     # the suggested command, pasted as printed (one line, however narrow the terminal)
+    command = suggested_command(out)
+    argv = shlex.split(command)
+    assert argv[0].endswith("tracekit") and argv[1:] == [
+        "canary", "--service", SERVICE, "--baseline", BASELINE, "--canary", CANARY,
+        "--start", argv[9], "--end", argv[11], "--store", str(canary_store(demo_store)),
+    ]  # fmt: skip
+    window = (verdict.subject.start_unix_nano, verdict.subject.end_unix_nano)
+    assert (unix_nano(argv[9]), unix_nano(argv[11])) == window, "the window the demo judged"
+    assert pasted(command)["verdict"] == "fail"
+
+
+def test_the_printed_command_judges_only_this_demos_traffic(tmp_path: Path) -> None:
+    """It said ``--since 10m``: after a second demo (or beside a concurrent one) it counted
+    both demos' requests, baseline 1,200 where the demo had judged 600."""
+    demo_store = tmp_path / "tracekit.db"
+    run_canary_step(Console(file=io.StringIO()), demo_store)  # an earlier demo, same stores
+    screen = io.StringIO()
+
+    verdict = run_canary_step(Console(file=screen, width=200, no_color=True), demo_store)
+
+    assert "requests: baseline 600, canary 600" in screen.getvalue()
+    assert pasted(suggested_command(screen.getvalue())) == json.loads(json.dumps(to_json(verdict)))
+
+
+def suggested_command(out: str) -> str:
     (command,) = [line.strip() for line in out.splitlines() if " canary --service " in line]
-    assert command.endswith(
-        f"tracekit canary --service {SERVICE} --baseline {BASELINE} --canary {CANARY}"
-        f" --since 10m --store {canary_store(demo_store)}"
-    )
+    return command
+
+
+def pasted(command: str) -> dict[str, Any]:
+    """What the command prints with ``--format json``, run by the shell as the user pastes it;
+    it exits 1: the canary fails."""
     result = subprocess.run(
         ["bash", "-c", f"{command} --format json"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1, result.stderr
-    assert json.loads(result.stdout)["verdict"] == "fail"
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def unix_nano(printed: str) -> int:
+    """A printed ``--start`` or ``--end``: an ISO 8601 time with its offset, to the microsecond."""
+    moment = datetime.fromisoformat(printed)
+    assert moment.utcoffset() is not None, printed
+    return int(moment.replace(microsecond=0).timestamp()) * 10**9 + moment.microsecond * 1000
 
 
 def test_the_demo_can_skip_the_step() -> None:

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,14 +178,22 @@ def run_canary_step(console: Any, store_path: Path) -> Any:
         f"{SERVICE} {BASELINE} (baseline) and {CANARY} (canary) side by side;"
         f" the canary's /search is about twice as slow"
     )
-    start_ns = time.time_ns()
+    start_ns = _whole_microseconds(time.time_ns(), up=False)
     with deployed(store) as ports:
         sent = send_traffic(ports)
     console.print(f"sent {sent} requests, half to each version; the verdict:")
-    verdict = _judge(store, start_ns, time.time_ns())
+    end_ns = _whole_microseconds(time.time_ns(), up=True)
+    verdict = _judge(store, start_ns, end_ns)
     render_rich(console, verdict)
-    _show_command(console, store)
+    _show_command(console, store, start_ns, end_ns)
     return verdict
+
+
+def _whole_microseconds(unix_nano: int, *, up: bool) -> int:
+    """``unix_nano`` moved out to a whole microsecond, the finest time ``--start`` and ``--end``
+    take, so that the printed command judges exactly the window the demo judged."""
+    micros = -(-unix_nano // 1000) if up else unix_nano // 1000
+    return micros * 1000
 
 
 def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
@@ -197,17 +206,27 @@ def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
     return judge(subject, *samples)
 
 
-def _show_command(console: Any, store_path: Path) -> None:
+def _show_command(console: Any, store_path: Path, start_ns: int, end_ns: int) -> None:
+    """The command that gives the same verdict: this step's window to the microsecond (``--since``
+    would count the traffic of an earlier or concurrent demo sharing the store)."""
     from rich.markup import escape
 
     from tracekit_cli.demo.typed import command_as_typed
 
     command = (
         f"{command_as_typed()} canary --service {SERVICE} --baseline {BASELINE}"
-        f" --canary {CANARY} --since 10m --store {shlex.quote(str(store_path))}"
+        f" --canary {CANARY} --start {_iso(start_ns)} --end {_iso(end_ns)}"
+        f" --store {shlex.quote(str(store_path))}"
     )
     console.print("The same from the command line (exit status 1: fail):")
     console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)  # one line to paste
+
+
+def _iso(unix_nano: int) -> str:
+    """``2026-12-03T18:42:07.123456+00:00``: a whole-microsecond time, exactly."""
+    seconds, nanos = divmod(unix_nano, 10**9)
+    moment = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanos // 1000)
+    return moment.isoformat(timespec="microseconds")
 
 
 if __name__ == "__main__":
