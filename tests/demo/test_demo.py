@@ -309,3 +309,35 @@ def test_a_store_path_with_brackets_and_spaces_is_shown_as_it_is_and_pastes(
     )  # fmt: skip
     assert pasted.returncode == 0, pasted.stderr
     assert json.loads(pasted.stdout)["correlation_id"] == argv[2]
+
+
+@pytest.mark.parametrize(
+    ("requests", "title", "searches"),
+    [
+        ("1", "1 checkout", []),  # neither failed nor slow
+        ("2", "2 checkouts", ["search --min-duration 500"]),  # the second is a bulk order
+        ("6", "6 checkouts", ["search --errors", "search --min-duration 500"]),
+    ],
+)
+def test_every_hint_the_demo_prints_shows_something(
+    tmp_path: Path, requests: str, title: str, searches: list[str]
+) -> None:
+    """With fewer than 6 checkouts none fails, yet the demo suggested ``search --errors``,
+    which found nothing (exit 1); and its table was titled "1 checkouts"."""
+    store = tmp_path / "hints.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", requests, "--no-canary",
+         "--queue", "embedded", "--store", str(store)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert title in [line.strip() for line in out.splitlines()]  # the table's title
+    hints = [line.strip() for line in out.split("Explore further:\n", 1)[1].splitlines()[:5]]
+    hints = [hint for hint in hints if hint.endswith(f"--store {store}")]
+    assert [" ".join(shlex.split(h)[1:-2]) for h in hints if " search " in h] == searches
+    assert len(hints) == 3 + len(searches)
+    for hint in hints:
+        pasted = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, timeout=60)
+        assert pasted.returncode == 0 and pasted.stdout, (hint, pasted.stderr)

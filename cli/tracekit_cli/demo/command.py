@@ -171,7 +171,8 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
 
     source = Store(store_path)
     paths = [(request, reconstruct(source, request.correlation_id or "")) for request in sent]
-    table = Table(title=f"{len(sent)} checkouts", title_justify="left")
+    title = f"{len(sent)} checkout" + ("" if len(sent) == 1 else "s")
+    table = Table(title=title, title_justify="left")
     for header in ("#", "correlation id", "order", "services", "spans", "duration", "errors"):
         table.add_column(
             header,
@@ -199,23 +200,28 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
             render_path(console, item[1])
     show_diff(console, [path for _, path in found], store_path)
     console.rule()
-    _show_next_steps(console, store_path, slowest, elapsed)
+    _show_next_steps(console, store_path, [path for _, path in found], elapsed)
 
 
-def _show_next_steps(console: Any, store_path: FilePath, slowest: Any, elapsed: float) -> None:
+SLOW_MS = 500  # the demo's bulk orders take about 600 ms, the others well under
+
+
+def _show_next_steps(console: Any, store_path: FilePath, paths: list[Any], elapsed: float) -> None:
+    """Commands to paste; a search is suggested only when it finds one of these checkouts."""
     from rich.markup import escape
 
-    example = slowest[0].correlation_id if slowest else "<correlation-id>"
+    slowest = max(paths, key=lambda path: path.duration_ms, default=None)
+    example = slowest.query if slowest else "<correlation-id>"
     store = store_flag(store_path)
     tracekit = command_as_typed()
+    commands = [f"{tracekit} trace {example}", f"{tracekit} trace {example} --format json"]
+    if any(path.errors for path in paths):
+        commands.append(f"{tracekit} search --errors")
+    if slowest and slowest.duration_ms >= SLOW_MS:
+        commands.append(f"{tracekit} search --min-duration {SLOW_MS}")
+    commands.append(f"{tracekit} services")
     console.print(f"done in {elapsed:.1f} s. Explore further:")
-    for command in (
-        f"{tracekit} trace {example}",
-        f"{tracekit} trace {example} --format json",
-        f"{tracekit} search --errors",
-        f"{tracekit} search --min-duration 500",
-        f"{tracekit} services",
-    ):
+    for command in commands:
         # soft wrap: a hint broken across lines could not be pasted
         console.print(f"  [bold]{escape(command + store)}[/]", soft_wrap=True)
     if tracekit != "tracekit":
