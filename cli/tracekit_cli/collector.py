@@ -156,7 +156,11 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
     except (OSError, RuntimeError) as error:
         if grpc_port is not None or getattr(error, "strerror", None):  # asked for, or HTTP's
             _fail(_listen_error(config, error))
-        click.echo(f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}", err=True)
+        click.echo(
+            f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}; serving"
+            " OTLP/HTTP only (--grpc-port PORT for another port, --grpc-port 0 for none)",
+            err=True,
+        )
     try:
         return Receiver(store, config)
     except OSError as error:

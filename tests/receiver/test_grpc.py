@@ -209,6 +209,11 @@ def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:
         )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    # the system's reason, as for the HTTP port; grpc's own text said only "Failed to bind to
+    # address ...; set GRPC_VERBOSITY=debug environment variable to see detailed error message"
+    assert result.stderr == (
+        f"tracekit collector: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
 
 
 def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
@@ -233,6 +238,11 @@ def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
         holder.close()
     assert "(OTLP/HTTP)" in line and "OTLP/gRPC" not in line
     assert warning.count("\n") == 1 and "OTLP/gRPC not started" in warning
+    assert warning == (
+        "tracekit collector: OTLP/gRPC not started: cannot listen on 127.0.0.1:4317: Address"
+        " already in use; serving OTLP/HTTP only (--grpc-port PORT for another port,"
+        " --grpc-port 0 for none)\n"
+    )
 
 
 def test_importing_tracekit_does_not_import_grpc() -> None:

@@ -9,12 +9,13 @@ port is asked for: ``grpcio`` comes with the ``cli`` extra.
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
 
-from tracekit.receiver._address import host_port
+from tracekit.receiver._address import family, host_port
 from tracekit.receiver._admission import MemoryBudget
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
@@ -57,10 +58,10 @@ class GrpcReceiver:
         target = host_port(host, port)
         try:
             bound = self.server.add_insecure_port(target)
-        except RuntimeError as error:
-            raise OSError(f"cannot listen on {target}: {error}") from None
+        except RuntimeError:  # "Failed to bind to address ...; set GRPC_VERBOSITY=debug ..."
+            bound = 0
         if not bound:
-            raise OSError(f"cannot listen on {target}")
+            raise OSError(f"cannot listen on {target}: {_why_not(host, port)}")
         return int(bound)
 
     def start(self) -> None:
@@ -79,6 +80,18 @@ class GrpcReceiver:
         except RequestError as error:
             context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
             raise  # abort raised already; this line only tells type checkers so
+
+
+def _why_not(host: str, port: int) -> str:
+    """What the system says to listening on ``host:port`` (``Address already in use``): grpc's
+    own error never says why."""
+    try:
+        with socket.socket(family(host), socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc's socket does
+            probe.bind((host, port))
+    except OSError as error:
+        return error.strerror or str(error)
+    return "grpc could not bind it"  # free a moment later: nothing more to say
 
 
 def _handler(name: str, signal: str, export: Any) -> grpc.GenericRpcHandler:
