@@ -1,15 +1,18 @@
-"""Every ``tracekit`` command has help text and a section in docs/cli.md."""
+"""Every ``tracekit`` command has help text and a section in docs/cli.md that names its options."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from tracekit_cli.main import COMMANDS, cli
 
 DOCS = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+SHARED = {"--store", "--tempo", "--jaeger", "--header", "--timeout", "--format"}
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -29,3 +32,30 @@ def test_top_level_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for name in COMMANDS:
         assert f"  {name} " in result.output
+
+
+def section(heading: str) -> str:
+    """docs/cli.md from the heading that starts with ``heading`` to the next ``## `` heading."""
+    start = DOCS.index(f"\n## {heading}")
+    end = DOCS.find("\n## ", start + 1)
+    return DOCS[start : end if end > 0 else len(DOCS)]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_option_is_named_in_its_section(name: str) -> None:
+    """``services --service`` was in ``--help`` but nowhere in docs/cli.md."""
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    own, shared = section(f"`tracekit {name}"), section("Backends and shared options")
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    flags = [[f for f in (*o.opts, *o.secondary_opts) if f.startswith("--")] for o in options]
+    missing = [
+        pair[0] for pair in flags
+        if not any(named(flag, shared if flag in SHARED else own) for flag in pair)
+    ]  # fmt: skip
+    assert not missing, f"docs/cli.md's {name} section does not name {missing}"
+
+
+def named(flag: str, text: str) -> bool:
+    """``flag`` in ``text`` as a whole option (``--since`` is not ``--since-x``)."""
+    return re.search(re.escape(flag) + r"(?![\w-])", text) is not None
