@@ -10,11 +10,13 @@ sends:
 - ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
 - ``GET /api/search?q=&start=&end=&limit=``: ``400 range specified by start and end exceeds
   168h0m0s. received start=.. end=..`` over ``search.max_duration``; TraceQL limited to the forms
-  tracekit writes (anything else is refused as ``invalid TraceQL query``, as is
-  ``link:traceID`` before 2.6, and a query hint ``with (...)`` before 2.4); ``serviceStats``
-  from 2.5. Tempo answers the first ``limit`` traces its parallel search finds; this fake, the
-  first in trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from
-  2.8, the newest ``limit``, newest first.
+  tracekit writes (anything else is refused as ``invalid TraceQL query``, as is what a version
+  lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2,
+  a query hint ``with (...)`` before 2.4, their scoped names ``trace:rootService`` and
+  ``trace:duration`` before 2.5, ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
+  Tempo answers the first ``limit`` traces its parallel search finds; this fake, the first in
+  trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from 2.8, the
+  newest ``limit``, newest first.
 - multi-tenancy: no ``X-Scope-OrgID`` is ``401 no org id``; another tenant sees no data.
 - an optional path prefix (Grafana Cloud serves Tempo under ``/tempo``).
 """
@@ -33,6 +35,17 @@ from werkzeug.wrappers import Request, Response
 from tracekit.records import SpanRecord
 
 BYTES_PER_SPAN = 300  # this fake's measure of a trace's size against max_bytes_per_trace
+# the first Tempo whose TraceQL knows each name tracekit writes (pkg/traceql/lexer.go and expr.y
+# at each release tag); the unscoped intrinsics are still in Tempo's grammar today
+FIRST_TEMPO_WITH = {
+    "span.correlation.id": (2, 0),
+    "status": (2, 0),
+    "rootServiceName": (2, 2),
+    "traceDuration": (2, 2),
+    "trace:rootService": (2, 5),
+    "trace:duration": (2, 5),
+    "link:traceID": (2, 6),
+}
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
 
@@ -144,7 +157,7 @@ class FakeTempo:
         if most_recent and self.version < (2, 4):
             return None
         query = query.removesuffix(" with (most_recent=true)")
-        if query.endswith(" | select(span.correlation.id)"):
+        if query.endswith(" | select(span.correlation.id)") and self.version >= (2, 2):
             query, selected = (
                 query.removesuffix(" | select(span.correlation.id)"),
                 ("correlation.id",),
@@ -154,7 +167,7 @@ class FakeTempo:
         parsed = Query(selected, most_recent)
         inner = query[2:-2].strip()
         try:
-            added = [parsed.add(c, links=self.version >= (2, 6)) for c in inner.split(" && ")]
+            added = [parsed.add(c, self.version) for c in inner.split(" && ")]
         except ValueError:  # a duration Go cannot parse
             return None
         return parsed if not inner or all(added) else None
@@ -170,19 +183,23 @@ class Query:
         self.trace_tests: list[TraceTest] = []
         self.span_tests: list[SpanTest] = []
 
-    def add(self, condition: str, *, links: bool) -> bool:
+    def add(self, condition: str, version: tuple[int, int]) -> bool:
+        """Add one condition; False for one this version of Tempo refuses."""
+        if version < FIRST_TEMPO_WITH.get(condition.partition(" ")[0], (99, 0)):
+            return False
         if m := re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', condition):
             wanted = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.correlation_id == wanted)
-        elif (m := re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', condition)) and links:
+        elif m := re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', condition):
             linked = m.group(1)
             self.span_tests.append(lambda s: any(ln.trace_id == linked for ln in s.links))
-        elif m := re.fullmatch(r'trace:rootService = "((?:[^"\\]|\\.)*)"', condition):
+        elif m := re.fullmatch(r'(?:rootServiceName|trace:rootService) = "((?:[^"\\]|\\.)*)"',
+                               condition):  # fmt: skip
             service = _unquote(m.group(1))
             self.trace_tests.append(
                 lambda t: any(not s.parent_span_id and s.service == service for s in t)
             )
-        elif m := re.fullmatch(r"trace:duration >= (\S+)", condition):
+        elif m := re.fullmatch(r"(?:traceDuration|trace:duration) >= (\S+)", condition):
             least = parse_duration(m.group(1))  # the lexer refuses what Go cannot parse
             self.trace_tests.append(lambda t: _trace_nanos(t) >= least)
         elif condition == "status = error":

@@ -64,6 +64,39 @@ def test_search_shows_the_whole_trace_and_its_errors(serve: Any, spans: list[Any
     assert sorted(rows, key=str) == [("req-incident-9", 6, True), (None, 2, True)]
 
 
+@pytest.mark.parametrize(
+    ("option", "found"), [(["--service", "web"], ["req-incident-9"]),
+                          (["--min-duration", "195"], ["req-checkout-1"])],
+)  # fmt: skip
+def test_a_tempo_before_2_5_filters_search_by_root_service_and_duration(
+    serve: Any, spans: list[Any], option: list[str], found: list[str]
+) -> None:
+    """``trace:rootService`` and ``trace:duration`` are Tempo 2.5's names; 2.2 to 2.4 know only
+    ``rootServiceName`` and ``traceDuration`` (still Tempo's today). tracekit took their refusal
+    for one of the query hint (which 2.4 takes), said so, and failed again without it: exit 2.
+    No Tempo runs here: ``FakeTempo`` answers as Tempo 2.4's parser does."""
+    url = serve(FakeTempo(spans, version=(2, 4))).url
+    code, out, err = run("search", *option, "--tempo", url, "--format", "json")
+    assert code == 0, err
+    assert [r["correlation_id"] for r in json.loads(out)["requests"]] == found
+    assert err == (f"tracekit: warning: Tempo at {url} sent no serviceStats (Tempo before 2.5, "
+                   "or blocks older than vParquet4): reading each trace found to count its "
+                   "spans and errors\n")  # fmt: skip
+
+
+def test_a_query_tempo_refuses_with_and_without_hints_is_no_notice_about_hints(
+    serve: Any, spans: list[Any]
+) -> None:
+    """Tempo 2.1 has no ``select()``: it refuses the search with or without the hint, so the
+    refusal is the error, and Tempo is not said to lack query hints. No Tempo runs here:
+    ``FakeTempo`` refuses as Tempo 2.1's parser does."""
+    url = serve(FakeTempo(spans, version=(2, 1))).url
+    code, out, err = run("search", "--tempo", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"tracekit: Tempo at {url} answered HTTP 400: invalid TraceQL query")
+    assert len(err.splitlines()) == 1
+
+
 def test_a_shorter_tempo_limit_is_said_once_on_stderr(serve: Any, spans: list[Any]) -> None:
     url = serve(FakeTempo(spans, max_search="24h0m0s")).url
     code, out, err = run("trace", "req-incident-9", "--tempo", url, "--format", "text")

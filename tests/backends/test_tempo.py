@@ -127,7 +127,7 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
         ("web", "POST /jobs", "req-incident-9")
     ]
     assert searches(backend)[-1].args["q"] == (
-        '{ trace:rootService = "web" && trace:duration >= 50us && status = error }'
+        '{ rootServiceName = "web" && traceDuration >= 50us && status = error }'
         " | select(span.correlation.id) with (most_recent=true)"
     )
 

@@ -36,12 +36,17 @@ def traceql_string(value: str) -> str:
 
 
 def search_query(service: str | None, min_duration_ms: float | None, errors: bool) -> str:
-    """The TraceQL for ``tracekit search``: trace-level filters, error spans, correlation ids."""
+    """The TraceQL for ``tracekit search``: trace-level filters, error spans, correlation ids.
+
+    The trace intrinsics by their first names, which every Tempo from 2.2 knows (with
+    ``select()``); ``trace:rootService`` and ``trace:duration`` came in 2.5, and Tempo keeps the
+    old names beside them with no plan to remove them.
+    """
     conditions = []
     if service:
-        conditions.append("trace:rootService = " + traceql_string(service))
+        conditions.append("rootServiceName = " + traceql_string(service))
     if min_duration_ms is not None:
-        conditions.append(f"trace:duration >= {go_duration(round(min_duration_ms * 1e6))}")
+        conditions.append(f"traceDuration >= {go_duration(round(min_duration_ms * 1e6))}")
     if errors:
         conditions.append("status = error")
     selector = "{ " + " && ".join(conditions) + " }" if conditions else "{ }"

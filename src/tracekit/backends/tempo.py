@@ -183,10 +183,26 @@ class TempoSource:
     ) -> list[Hit]:
         """Hits of ``query``; ``newest``: the newest ``limit`` (Tempo otherwise answers the
         first it finds, which in a busy window need not be the newest)."""
+        if not (newest and self._takes_hints):
+            return self._search_once(query, limit, since)
+        try:
+            return self._search_once(query + _MOST_RECENT, limit, since)
+        except BackendError as error:
+            if not refused_traceql(error):
+                raise
+        # a Tempo before 2.4 refuses the hint: the query without it tells if that was all
+        hits = self._search_once(query, limit, since)
+        self._takes_hints = False
+        self.notes.once(
+            f"Tempo at {self.client.base_url} takes no TraceQL query hints (Tempo "
+            "before 2.4): a search lists the first traces Tempo finds, which in a busy "
+            "window may not be the newest"
+        )
+        return hits
+
+    def _search_once(self, query: str, limit: int, since: float | None) -> list[Hit]:
         start, end, cut = window(since, self._max_window[0] if self._max_window else None)
-        hinted = newest and self._takes_hints
-        q = query + _MOST_RECENT if hinted else query
-        params = {"q": q, "limit": str(limit), "start": str(start), "end": str(end)}
+        params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
         except NotFound:
@@ -195,19 +211,11 @@ class TempoSource:
                 "this Tempo's HTTP API (with its path prefix)?"
             ) from None
         except BackendError as error:
-            if hinted and refused_traceql(error):
-                self._takes_hints = False
-                self.notes.once(
-                    f"Tempo at {self.client.base_url} takes no TraceQL query hints (Tempo "
-                    "before 2.4): a search lists the first traces Tempo finds, which in a busy "
-                    "window may not be the newest"
-                )
-                return self._search(query, limit, since, newest=newest)
             learnt = window_limit(error)
             if learnt is None or learnt[0] >= end - start:
                 raise
             self._max_window = learnt
-            return self._search(query, limit, since, newest=newest)
+            return self._search_once(query, limit, since)
         if cut:
             self._say_window_narrowed(start)
         return read_hits(answer, self._left_out)
