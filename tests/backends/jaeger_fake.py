@@ -9,7 +9,8 @@ and ``query_parser.go``, ``internal/tenancy/http.go``, the query server's routes
   ``{"error":{"httpCode":N,"message":"..."}}``: ``404 No traces found`` for an empty answer,
   ``400 malformed parameter query.duration_min: time: unknown unit "e-" in duration "5e-05s"``
   for what Go's ``time.ParseDuration`` refuses;
-- ``query.attributes`` applied from Jaeger 2.19 on, silently ignored before;
+- ``query.attributes`` applied from Jaeger 2.19 on, silently ignored before; from 2.19 too,
+  ``400 query.startTimeMin must be before query.startTimeMax`` unless it is (``query_parser.go``);
 - an unknown route under ``/api/`` (or every api_v3 route on a server without it) is a bare
   ``404 page not found``;
 - multi-tenancy: ``401 missing tenant header`` without ``x-tenant``; an optional base path.
@@ -77,7 +78,7 @@ class FakeJaeger:
 
     def find(self, args: Any) -> Response:
         try:
-            wanted = Search(args, attributes=self.version >= (2, 19))
+            wanted = Search(args, checked=self.version >= (2, 19))
         except ValueError as error:
             return gateway_error(400, str(error))
         if not wanted.service:
@@ -92,10 +93,11 @@ class FakeJaeger:
 class Search:
     """The search parameters as ``parseFindTracesQuery`` reads them (snake_case names)."""
 
-    def __init__(self, args: Any, *, attributes: bool) -> None:
+    def __init__(self, args: Any, *, checked: bool) -> None:
+        """``checked``: as Jaeger 2.19 and later read them (attributes, the order of times)."""
         self.service = args.get("query.service_name", "")
         self.attributes: dict[str, str] = {}
-        if attributes and args.get("query.attributes"):
+        if checked and args.get("query.attributes"):
             try:
                 self.attributes = json.loads(args["query.attributes"])
             except ValueError as error:
@@ -107,6 +109,8 @@ class Search:
             _time(low, "query.start_time_min"),
             _time(high, "query.start_time_max"),
         )
+        if checked and not self.low < self.high:
+            raise ValueError("query.startTimeMin must be before query.startTimeMax")
         self.depth = int(args.get("query.num_traces") or 100)
         self.min_nanos = _duration(args.get("query.duration_min"), "query.duration_min")
 

@@ -8,7 +8,10 @@ sends:
   ``max_bytes_per_trace`` comes back cut with ``"status": "PARTIAL"`` (Tempo >= 2.7); an unknown
   trace is ``404`` with no body. Before 2.6 the route does not exist: ``404 page not found``.
 - ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
-- ``GET /api/search?q=&start=&end=&limit=``: ``400 range specified by start and end exceeds
+- ``GET /api/search?q=&start=&end=&limit=``: a trace is found when it overlaps the window (it
+  starts before ``end`` and ends after ``start``: ``tempodb/encoding/vparquet4``'s trace
+  iterator), not only when it starts in it; ``400 http parameter start must be before end``
+  unless it does (``pkg/api/http.go``); ``400 range specified by start and end exceeds
   168h0m0s. received start=.. end=..`` over ``search.max_duration``; TraceQL limited to the forms
   tracekit writes (anything else is refused as ``invalid TraceQL query``, as is what a version
   lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2,
@@ -116,6 +119,9 @@ class FakeTempo:
                 refusal = f'invalid {name}: strconv.ParseUint: parsing "{value}": invalid syntax'
                 return text_answer(refusal, 400)
         start, end = int(args["start"]), int(args["end"])
+        if end <= start:
+            refusal = f"http parameter start must be before end. received start={start} end={end}"
+            return text_answer(refusal, 400)
         if (end - start) * 10**9 > parse_duration(self.max_search):
             return text_answer(
                 f"range specified by start and end exceeds {self.max_search}. "
@@ -141,8 +147,9 @@ class FakeTempo:
         return json_answer({"traces": hits[: int(args["limit"])], "metrics": metrics})
 
     def hit(self, trace: list[SpanRecord], parsed: Query, start: int, end: int) -> Any:
-        first = min(s.start_unix_nano for s in trace) / 1e9
-        if not start <= first <= end or not all(test(trace) for test in parsed.trace_tests):
+        first, last = min(s.start_unix_nano for s in trace), max(s.end_unix_nano for s in trace)
+        overlaps = first <= end * 10**9 and last >= start * 10**9
+        if not overlaps or not all(test(trace) for test in parsed.trace_tests):
             return None
         matched = [s for s in trace if all(test(s) for test in parsed.span_tests)]
         if not matched:

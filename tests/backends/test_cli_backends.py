@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
-from trace_topologies import checkout, incident
+from trace_topologies import Topology, checkout, incident
 from werkzeug.wrappers import Request, Response
 
 from tracekit_cli.main import cli
@@ -95,6 +96,38 @@ def test_a_query_tempo_refuses_with_and_without_hints_is_no_notice_about_hints(
     assert (code, out) == (2, "")
     assert err.startswith(f"tracekit: Tempo at {url} answered HTTP 400: invalid TraceQL query")
     assert len(err.splitlines()) == 1
+
+
+def test_tempo_search_since_lists_only_requests_started_since_then(serve: Any) -> None:
+    """Tempo finds every trace that overlaps the window, so ``search --since 30m`` listed a job
+    that started two hours ago and ended a minute ago; ``--help`` and the store list only the
+    requests started since then. No Tempo runs here: ``FakeTempo`` finds traces by overlap, as
+    Tempo's trace iterator does."""
+    job, now = Topology("req-long-job"), Topology("req-just-now")
+    job.span("batch", "nightly", "SERVER", 0, 119 * 60_000)
+    now.span("edge", "GET /", "SERVER", 0, 10)
+    url = serve(FakeTempo(recent(job.spans, 7200) + recent(now.spans, 300))).url
+    for since, found in (("30m", ["req-just-now"]), ("3h", ["req-just-now", "req-long-job"])):
+        code, out, err = run("search", "--since", since, "--tempo", url, "--format", "json")
+        assert (code, err) == (0, "")
+        assert [r["correlation_id"] for r in json.loads(out)["requests"]] == found, since
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+@pytest.mark.parametrize("command", ["search", "services"])
+def test_a_since_in_the_future_finds_nothing_as_the_store_does(
+    serve: Any, spans: list[Any], fake: Any, command: str
+) -> None:
+    """Nothing started after now: the store says so (exit 1), where Tempo and Jaeger 2.19 and
+    later refuse a window that ends before it starts (400), which was exit 2. No request is
+    sent for it. No Tempo or Jaeger runs here: the fakes refuse such a window as they do."""
+    since = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+    backend = serve(fake(spans))
+    flag = "--tempo" if fake is FakeTempo else "--jaeger"
+    code, out, err = run(command, "--since", since, flag, backend.url)
+    says = {"search": "no requests match", "services": f"no calls between services since {since}"}
+    assert (code, out, err) == (1, "", f"tracekit: {says[command]}\n")
+    assert not [p for p in backend.paths() if p in ("/api/search", "/api/v3/traces")]
 
 
 def test_a_shorter_tempo_limit_is_said_once_on_stderr(serve: Any, spans: list[Any]) -> None:

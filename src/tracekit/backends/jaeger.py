@@ -36,9 +36,17 @@ from tracekit.records import (
     SpanRecord,
 )
 
-__all__ = ["LOOKBACK_SECONDS", "MAX_SERVICES", "MAX_TRACES_PER_SEARCH", "JaegerSource", "rfc3339"]
+__all__ = [
+    "CLOCK_SLACK_SECONDS",
+    "LOOKBACK_SECONDS",
+    "MAX_SERVICES",
+    "MAX_TRACES_PER_SEARCH",
+    "JaegerSource",
+    "rfc3339",
+]
 
 LOOKBACK_SECONDS = 2 * 24 * 3600
+CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
 MAX_SERVICES = 25
 MAX_TRACES_PER_SEARCH = 100
 
@@ -134,8 +142,11 @@ class JaegerSource:
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
     ) -> list[SpanRecord]:  # fmt: skip
         seen: dict[tuple[str, str], SpanRecord] = {}
+        until = time.time() + CLOCK_SLACK_SECONDS
+        if since >= until:  # nothing to find, and Jaeger 2.19 and later refuse such a window
+            return []
         for service in services:
-            params = _search_params(service, attributes, since, limit, min_duration_ms)
+            params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
             found = self._spans(self._get("/api/v3/traces", params))
             self._check_attributes_applied(found, attributes, limit)
             for span in found:
@@ -184,11 +195,12 @@ class JaegerSource:
 
 
 def _search_params(
-    service: str, attributes: dict[str, str], since: float, limit: int, min_ms: float | None
-) -> dict[str, str]:
+    service: str, attributes: dict[str, str], window: tuple[float, float], limit: int,
+    min_ms: float | None,
+) -> dict[str, str]:  # fmt: skip
     """api_v3 search parameters (the snake_case names every api_v3 release accepts)."""
-    params = {"query.service_name": service, "query.start_time_min": rfc3339(since),
-              "query.start_time_max": rfc3339(time.time() + 60),
+    params = {"query.service_name": service, "query.start_time_min": rfc3339(window[0]),
+              "query.start_time_max": rfc3339(window[1]),
               "query.num_traces": str(limit)}  # fmt: skip
     if attributes:
         params["query.attributes"] = json.dumps(attributes)

@@ -95,10 +95,13 @@ class TempoSource:
         errors_only: bool = False,
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
-        """Newest traces matching the filters, from one TraceQL search."""
+        """Newest traces matching the filters that started since then, from one TraceQL search
+        (Tempo finds the traces that overlap its window: those that started before are left)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
-        found = [self._summary(hit) for hit in self._search(query, limit, since, newest=True)]
+        hits = self._search(query, limit, since, newest=True)
+        started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
+        found = [self._summary(hit) for hit in started]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
@@ -202,6 +205,8 @@ class TempoSource:
 
     def _search_once(self, query: str, limit: int, since: float | None) -> list[Hit]:
         start, end, cut = window(since, self._max_window[0] if self._max_window else None)
+        if start >= end:  # since after now: nothing to find, and Tempo refuses such a window
+            return []
         params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
