@@ -197,6 +197,29 @@ def test_jaeger_without_api_v3_is_exit_2_not_nothing_found(serve: Any, spans: li
         assert len(err.splitlines()) == 1
 
 
+NGINX_404 = (  # nginx's own page, for a location it does not proxy
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    "<center><h1>404 Not Found</h1></center>\r\n"
+    "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize("command", [["trace", "req-checkout-1"], ["search"], ["services"]])
+def test_a_404_that_is_not_jaegers_is_exit_2_not_nothing_found(
+    serve: Any, command: list[str]
+) -> None:
+    """Behind a reverse proxy, or at a wrong base path, the proxy answers 404 with a page of its
+    own: that was read as Jaeger's "no traces found" (exit 1). Jaeger's own is a JSON error
+    document (``{"error": {"httpCode": 404, ...}}``, which ``jaeger_fake`` answers as Jaeger's
+    api_v3 gateway does; no Jaeger runs here)."""
+    url = serve(lambda request: Response(NGINX_404, 404, content_type="text/html")).url
+    code, out, err = run(*command, "--jaeger", url)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"tracekit: Jaeger at {url} has no api_v3 (/api/v3/"), err
+    assert "answered HTTP 404: <html> <head><title>404 Not Found</title>" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_an_older_jaeger_warns_once_that_it_filters_client_side(
     serve: Any, spans: list[Any]
 ) -> None:

@@ -30,12 +30,14 @@ REDACTED = "[redacted]"
 
 
 class NotFound(Exception):
-    """The backend answered 404; ``body`` (short, printable) tells a missing thing from a missing
-    endpoint (Go servers answer ``404 page not found`` for a route they do not have)."""
+    """The backend answered 404; ``body`` (short, printable) and ``document`` (the body decoded
+    as JSON, None when it is not JSON) tell a missing thing from a missing endpoint (Go servers
+    answer ``404 page not found`` for a route they do not have, a proxy with a page of its own)."""
 
-    def __init__(self, body: str) -> None:
+    def __init__(self, body: str, document: Any = None) -> None:
         super().__init__(body)
         self.body = body
+        self.document = document
 
     @property
     def no_such_endpoint(self) -> bool:
@@ -152,9 +154,11 @@ class JsonClient:
         return self._decode(body)
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
-        detail = self._short(_reason(_error_body(error)))
+        body = _error_body(error)
+        document = _json_or_none(body)
+        detail = self._short(_reason(body, document))
         if error.code == 404:
-            return NotFound(detail)
+            return NotFound(detail, document)
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
@@ -291,12 +295,16 @@ def _error_body(error: urllib.error.HTTPError) -> str:
         return ""
 
 
-def _reason(body: str) -> str:
-    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), else the body."""
+def _json_or_none(body: str) -> Any:
+    """``body`` decoded as JSON; None when it is not JSON."""
     try:
-        document = json.loads(body)
-    except ValueError:
-        return body
+        return json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
+        return None
+
+
+def _reason(body: str, document: Any) -> str:
+    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), else the body."""
     error = document.get("error") if isinstance(document, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     return message if isinstance(message, str) else body

@@ -8,8 +8,9 @@ Jaeger 1.54 or later, or any 2.x (the base URL may carry Jaeger's ``--query.base
   Most storages need a service name, so without one the client asks ``GET /api/v3/services`` and
   searches each service (a bounded number of them). Jaeger before 2.19 ignores
   ``query.attributes``: tracekit then filters the traces it gets client-side and says so once;
-- Jaeger answers ``404 {"error": {"message": "No traces found"}}`` for an empty search; a bare
-  ``404 page not found`` means the server has no api_v3, which is an error;
+- Jaeger answers ``404 {"error": {"httpCode": 404, "message": "No traces found"}}`` for an empty
+  search or an unknown trace; any other 404 (a bare ``404 page not found``: the server has no
+  api_v3; a proxy's page: a wrong base path) is an error;
 - Jaeger cannot search by span link and stores no logs: ``trace_ids_linking_to`` and
   ``logs_by_trace_ids`` find nothing (a consumer trace without the correlation ID is joined only
   when a span already found links to it).
@@ -181,17 +182,27 @@ class JaegerSource:
         self.notes.once(f"Jaeger at {self.client.base_url} answered {what}: it is left out")
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """The answer at ``path``; None for Jaeger's own "not found"."""
+        """The answer at ``path``; None for Jaeger's own "not found", an error for any other
+        404 (a route Jaeger does not have, a proxy's page for a path it does not serve)."""
         try:
             return self.client.get(path, params)
         except NotFound as missing:
-            if missing.no_such_endpoint:
-                raise BackendError(
-                    f"Jaeger at {self.client.base_url} has no api_v3 ({path} "
-                    "answered 404 page not found): tracekit needs Jaeger 1.54 or "
-                    "later, and the URL with Jaeger's base path"
-                ) from None
-            return None
+            if _not_found_by_jaeger(missing.document):
+                return None
+            answered = missing.body
+            if not missing.no_such_endpoint:
+                answered = "HTTP 404" + (f": {missing.body}" if missing.body else "")
+            raise BackendError(
+                f"Jaeger at {self.client.base_url} has no api_v3 ({path} answered {answered}): "
+                "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
+            ) from None
+
+
+def _not_found_by_jaeger(document: Any) -> bool:
+    """Jaeger's own 404, from every api_v3 release: its error document ``{"error": {"httpCode":
+    404, "message": ...}}`` (``trace not found``; ``No traces found`` from 2.x, for a search)."""
+    error = document.get("error") if isinstance(document, dict) else None
+    return isinstance(error, dict) and error.get("httpCode") == 404
 
 
 def _search_params(
