@@ -2,7 +2,9 @@
 
 No Tempo or Jaeger can run on these machines; ``tempo_fake`` and ``jaeger_fake`` are WSGI apps
 that answer as those servers do (their encodings from ``otlp_fixtures``, their status codes and
-error bodies), and tests serve them, or a one-off handler, with ``serve``. ``serve_raw`` answers
+error bodies), and tests serve them, or a one-off handler, with ``serve`` (``serve_tls``: over
+HTTPS, with the test certificate of ``tls/``, which a client trusts when ``SSL_CERT_FILE`` names
+``tls/ca.pem``). ``serve_raw`` answers
 every connection with fixed bytes, for answers no WSGI server would send (a status line that is not
 HTTP, a chunked body cut short).
 """
@@ -10,6 +12,7 @@ HTTP, a chunked body cut short).
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,13 +31,16 @@ for directory in (_HERE, _HERE.parent / "path"):
 Handler = Callable[[Request], Response]
 
 
+TLS = _HERE / "tls"  # a test CA (ca.pem) and the server certificate it signed for 127.0.0.1
+
+
 class FakeBackend:
     """Serves ``handler`` on 127.0.0.1 and records every request path with its query string."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.requests: list[Request] = []
-        self.url, self._stop = start_werkzeug(self._app)
+        self.url, self._stop = start_werkzeug(self._app, ssl_context)
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
@@ -54,6 +60,21 @@ def serve() -> Iterator[Callable[[Handler], FakeBackend]]:
 
     def start(handler: Handler) -> FakeBackend:
         started.append(FakeBackend(handler))
+        return started[-1]
+
+    yield start
+    for backend in started:
+        backend.close()
+
+
+@pytest.fixture
+def serve_tls() -> Iterator[Callable[[Handler], FakeBackend]]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+    started: list[FakeBackend] = []
+
+    def start(handler: Handler) -> FakeBackend:
+        started.append(FakeBackend(handler, context))
         return started[-1]
 
     yield start

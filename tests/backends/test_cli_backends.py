@@ -28,6 +28,7 @@ from werkzeug.wrappers import Request, Response
 from tracekit_cli.main import cli
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+TEST_CA = str(Path(__file__).with_name("tls") / "ca.pem")  # signed what ``serve_tls`` serves
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -284,6 +285,38 @@ def test_header_without_a_remote_backend_is_a_usage_error(tmp_path: Path) -> Non
         2,
         "tracekit: --header is for a remote backend: use it with --tempo or --jaeger\n",
     )
+
+
+def test_a_redirect_to_https_on_the_same_host_is_followed(
+    serve: Any, serve_tls: Any, spans: list[Any]
+) -> None:
+    """A proxy that moves plain HTTP to HTTPS on the same host (``301 Location: https://...``)
+    was refused as if it led to another host: exit 2. The upgrade is followed, headers and all:
+    they go to the host they were meant for, now encrypted. No Tempo runs here: ``FakeTempo``
+    answers behind TLS, with the test certificate of ``tls/``."""
+    secure = serve_tls(FakeTempo(spans, tenant="team-a"))
+    to = secure.url.replace("https://", "")
+    plain = serve(lambda r: Response("", 301, {"Location": f"https://{to}{r.full_path}"}))
+    code, out, err = run("trace", "req-checkout-1", "--tempo", plain.url, "--header",
+                         "X-Scope-OrgID=team-a", "--format", "json",
+                         env={"SSL_CERT_FILE": TEST_CA})  # fmt: skip
+    assert (code, err) == (0, "")
+    assert json.loads(out)["services"] == ["gateway", "orders", "payments", "bank"]
+    assert {r.headers["X-Scope-OrgID"] for r in secure.requests} == {"team-a"}
+
+
+def test_a_redirect_from_https_down_to_http_is_not_followed(
+    serve: Any, serve_tls: Any, spans: list[Any]
+) -> None:
+    """The headers (credentials) are never sent unencrypted where they were sent over TLS."""
+    plain = serve(FakeTempo(spans))
+    to = plain.url.replace("http://", "")
+    secure = serve_tls(lambda r: Response("", 301, {"Location": f"http://{to}{r.full_path}"}))
+    code, out, err = run("search", "--tempo", secure.url, "--header", "Authorization=Bearer t0k3n",
+                         env={"SSL_CERT_FILE": TEST_CA})  # fmt: skip
+    assert (code, out) == (2, "")
+    assert err.startswith(f"tracekit: Tempo at {secure.url} answered HTTP 301")
+    assert plain.requests == []
 
 
 def test_a_header_value_a_server_repeats_is_redacted(serve: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -66,9 +67,12 @@ def wait_for_port(
     wait_for(accepts, timeout, f"a server on port {port}", ignoring=(OSError,))
 
 
-def start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
-    """Serve ``app`` with werkzeug's threaded server; returns its base URL and a stop function."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def start_werkzeug(
+    app: Any, ssl_context: ssl.SSLContext | None = None
+) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` with werkzeug's threaded server (over TLS with ``ssl_context``); returns its
+    base URL and a stop function."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
     # a short poll interval: stopping waits for the serving loop to look again
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -78,7 +82,8 @@ def start_werkzeug(app: Any) -> tuple[str, Callable[[], None]]:
         thread.join(10)
         server.server_close()
 
-    return f"http://127.0.0.1:{server.server_port}", stop
+    scheme = "https" if ssl_context else "http"
+    return f"{scheme}://127.0.0.1:{server.server_port}", stop
 
 
 @contextmanager

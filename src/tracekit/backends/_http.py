@@ -69,7 +69,7 @@ class JsonClient:
         self.timeout = timeout
         self.retries = retries
         self._opener = urllib.request.build_opener(
-            _SameOriginRedirects(), _TrackedHTTPHandler(), _TrackedHTTPSHandler()
+            _SameHostRedirects(), _TrackedHTTPHandler(), _TrackedHTTPSHandler()
         )
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -237,14 +237,17 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only within the same scheme, host and port: the headers are secrets."""
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to the same host: the headers are secrets. Within one scheme the
+    port stays too; from http to https (a proxy moving plain HTTP to TLS, usually to another
+    port) it may change; from https to http, never."""
 
     def redirect_request(
         self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> urllib.request.Request | None:
         old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
-        if (old.scheme, old.netloc) != (new.scheme, new.netloc):
+        upgrade = (old.scheme, new.scheme) == ("http", "https") and old.hostname == new.hostname
+        if not upgrade and (old.scheme, old.netloc) != (new.scheme, new.netloc):
             return None  # urllib then raises the 3xx as an HTTPError
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
