@@ -197,10 +197,12 @@ class SpanSource(Protocol):
 
 @runtime_checkable
 class LimitedSpanSource(Protocol):
-    """A read backend that can stop after the first spans (the embedded store).
+    """A read backend that can stop after the first spans.
 
     The engine reads at most as many spans as it will show from such a source; from any other
-    it reads what the backend returns and keeps the earliest.
+    it reads what the backend returns and keeps the earliest. The embedded store reads just
+    those; Tempo and Jaeger, which answer whole traces, read traces in the order asked and no
+    more once the spans are held, so the earliest are those of the traces read.
     """
 
     def trace_starts_by_correlation_id(
@@ -223,7 +225,7 @@ class LimitedSpanSource(Protocol):
 def newest_spans(source: SpanSource, since_unix_nano: int, limit: int) -> list[SpanRecord]:
     """The newest ``limit`` spans of a window, earliest first: what a window over a busy backend
     means (``services``, ``diff``'s sets). The store reads just those; Tempo and Jaeger answer
-    with the spans of their newest traces."""
+    with the spans of their newest traces, read until ``limit`` are held."""
     if isinstance(source, LimitedSpanSource):
         return source.newest_spans_since(since_unix_nano, limit=limit)
     spans = sorted(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from tracekit.backends._http import JsonClient, NotFound
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notes, Notify
 from tracekit.backends._otlp_json import spans_from_batches
+from tracekit.backends._traces import Traces
 from tracekit.records import (
     CORRELATION_ATTRIBUTE,
     BackendError,
@@ -40,6 +41,7 @@ from tracekit.records import (
 __all__ = [
     "CLOCK_SLACK_SECONDS",
     "LOOKBACK_SECONDS",
+    "MAX_SEARCH_SPANS",
     "MAX_SERVICES",
     "MAX_TRACES_PER_SEARCH",
     "JaegerSource",
@@ -50,6 +52,7 @@ LOOKBACK_SECONDS = 2 * 24 * 3600
 CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
 MAX_SERVICES = 25
 MAX_TRACES_PER_SEARCH = 100
+MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
 
 
 def rfc3339(unix_seconds: float) -> str:
@@ -73,17 +76,32 @@ class JaegerSource:
         )
         self.service = service
         self.notes = Notes(notify)
-        self._traces: dict[str, list[SpanRecord]] = {}
+        self._traces = Traces(self._fetch_trace)
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
         """Every span of the given traces (unknown ids contribute nothing)."""
-        return [span for trace_id in trace_ids for span in self._trace(trace_id.lower())]
+        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """The ``limit`` earliest spans of the traces read in the order given until ``limit``
+        are held; the traces after that are not read (``LimitedSpanSource``)."""
+        return self._traces.first_spans(trace_ids, limit)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, searched service by service."""
-        attributes = {CORRELATION_ATTRIBUTE: correlation_id}
-        spans = self._find(self._services(), attributes, time.time() - LOOKBACK_SECONDS)
-        return [s for s in spans if s.correlation_id == correlation_id]
+        return list(self._correlated(correlation_id))
+
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """Traces with spans carrying ``correlation_id``, each with the earliest such span's
+        start, earliest first, the first ``limit`` (``LimitedSpanSource``): no more than one
+        search answer is held at a time."""
+        starts: dict[str, int] = {}
+        for span in self._correlated(correlation_id):
+            first = starts.get(span.trace_id, span.start_unix_nano)
+            starts[span.trace_id] = min(first, span.start_unix_nano)
+        return sorted(starts.items(), key=lambda t: t[1])[:limit]
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Jaeger cannot search by link."""
@@ -106,7 +124,7 @@ class JaegerSource:
         # without --since, as far back as `trace` looks here: two days
         since = time.time() - LOOKBACK_SECONDS if since_unix_nano is None else since_unix_nano / 1e9
         services = [service] if service else self._services()
-        spans = self._find(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
+        spans = self._search_within_budget(services, since, limit, min_duration_ms)
         if errors_only:
             self.notes.once(
                 f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
@@ -123,8 +141,17 @@ class JaegerSource:
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces of every service since then."""
-        spans = self._find(self._services(), {}, since_unix_nano / 1e9)
-        return [s for s in spans if s.start_unix_nano >= since_unix_nano][:limit]
+        return self.newest_spans_since(since_unix_nano, limit=limit)
+
+    def newest_spans_since(self, since_unix_nano: int, *, limit: int) -> list[SpanRecord]:
+        """The ``limit`` spans that started last since then, earliest first, of the newest
+        traces of every service: each answer added to those held, which are cut back to the
+        newest ``limit`` before the next is read (``LimitedSpanSource``)."""
+        kept: list[SpanRecord] = []
+        for spans in self._searches(self._services(), {}, since_unix_nano / 1e9):
+            kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
+            kept = sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
+        return kept
 
     def _services(self) -> list[str]:
         if self.service:
@@ -133,26 +160,49 @@ class JaegerSource:
         services = answer.get("services") if isinstance(answer, dict) else None
         return sorted(str(s) for s in services or [])[:MAX_SERVICES]
 
-    def _trace(self, trace_id: str) -> list[SpanRecord]:
-        if trace_id not in self._traces:
-            self._traces[trace_id] = self._spans(self._get(f"/api/v3/traces/{trace_id}"))
-        return self._traces[trace_id]
+    def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
+        return self._spans(self._get(f"/api/v3/traces/{trace_id}"))
 
-    def _find(
+    def _search_within_budget(
+        self, services: list[str], since: float, limit: int, min_duration_ms: float | None
+    ) -> list[SpanRecord]:
+        """The newest ``limit`` traces of each service, searched no further once they hold more
+        than ``MAX_SEARCH_SPANS`` spans (and that said)."""
+        held: list[SpanRecord] = []
+        answers = self._searches(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
+        for searched, spans in enumerate(answers, 1):
+            held += spans
+            if len(held) > MAX_SEARCH_SPANS and searched < len(services):
+                self.notes.once(
+                    f"Jaeger at {self.client.base_url}: the newest traces of {searched} of "
+                    f"{len(services)} services hold more than {MAX_SEARCH_SPANS} spans: the "
+                    "other services are not searched (name one with --service)"
+                )
+                break
+        return held
+
+    def _searches(
         self, services: list[str], attributes: dict[str, str], since: float, *,
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
-    ) -> list[SpanRecord]:  # fmt: skip
-        seen: dict[tuple[str, str], SpanRecord] = {}
+    ) -> Iterator[list[SpanRecord]]:  # fmt: skip
+        """The spans of each service's search answer, one answer at a time, less the traces an
+        earlier answer held (Jaeger answers whole traces, whichever service found them)."""
         until = time.time() + CLOCK_SLACK_SECONDS
         if since >= until:  # nothing to find, and Jaeger 2.19 and later refuse such a window
-            return []
+            return
+        answered: set[str] = set()
         for service in services:
             params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
             found = self._spans(self._get("/api/v3/traces", params))
             self._check_attributes_applied(found, attributes, limit)
-            for span in found:
-                seen.setdefault((span.trace_id, span.span_id), span)
-        return list(seen.values())
+            yield [s for s in found if s.trace_id not in answered]
+            answered.update(s.trace_id for s in found)
+
+    def _correlated(self, correlation_id: str) -> Iterator[SpanRecord]:
+        """The spans carrying ``correlation_id``, searched service by service."""
+        attributes = {CORRELATION_ATTRIBUTE: correlation_id}
+        for spans in self._searches(self._services(), attributes, time.time() - LOOKBACK_SECONDS):
+            yield from (s for s in spans if s.correlation_id == correlation_id)
 
     def _check_attributes_applied(
         self, spans: list[SpanRecord], attributes: dict[str, str], limit: int

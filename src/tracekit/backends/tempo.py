@@ -31,6 +31,7 @@ from tracekit.backends._tempo_search import (
     window,
     window_limit,
 )
+from tracekit.backends._traces import Traces
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
 __all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceql_string"]
@@ -55,7 +56,7 @@ class TempoSource:
             base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers
         )
         self.notes = Notes(notify)
-        self._traces: dict[str, list[SpanRecord]] = {}
+        self._traces = Traces(self._fetch_trace)
         self._use_v2 = True
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._can_search_links = True
@@ -63,14 +64,27 @@ class TempoSource:
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
         """Every span of the given traces (unknown ids contribute nothing)."""
-        return [span for trace_id in trace_ids for span in self._trace(trace_id.lower())]
+        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """The ``limit`` earliest spans of the traces read in the order given until ``limit``
+        are held; the traces after that are not read (``LimitedSpanSource``)."""
+        return self._traces.first_spans(trace_ids, limit)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
-        query = "{ span.correlation.id = " + traceql_string(correlation_id) + " }"
-        trace_ids = [hit.trace_id for hit in self._search(query, MAX_TRACES_PER_SEARCH)]
-        spans = self.spans_by_trace_ids(trace_ids)
+        starts = self.trace_starts_by_correlation_id(correlation_id, MAX_TRACES_PER_SEARCH)
+        spans = self.spans_by_trace_ids(trace_id for trace_id, _ in starts)
         return [s for s in spans if s.correlation_id == correlation_id]
+
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """Traces with spans carrying ``correlation_id``, each with its start, earliest first,
+        the first ``limit``: from a TraceQL search, without reading them (``LimitedSpanSource``)."""
+        query = "{ span.correlation.id = " + traceql_string(correlation_id) + " }"
+        hits = self._search(query, MAX_TRACES_PER_SEARCH)
+        return sorted(((h.trace_id, h.start_unix_nano) for h in hits), key=lambda t: t[1])[:limit]
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces with a span linking into ``trace_ids`` (what cannot be searched is warned)."""
@@ -106,9 +120,19 @@ class TempoSource:
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces since then (at most a few hundred traces are read)."""
+        return self.newest_spans_since(since_unix_nano, limit=limit)
+
+    def newest_spans_since(self, since_unix_nano: int, *, limit: int) -> list[SpanRecord]:
+        """The ``limit`` spans that started last since then, earliest first, of the newest
+        traces: read newest first until ``limit`` are held (``LimitedSpanSource``)."""
         found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano / 1e9, newest=True)
-        spans = self.spans_by_trace_ids(hit.trace_id for hit in found)
-        return [s for s in spans if s.start_unix_nano >= since_unix_nano][:limit]
+        kept: list[SpanRecord] = []
+        for hit in sorted(found, key=lambda h: -h.start_unix_nano):
+            if len(kept) >= limit:
+                break
+            spans = self._traces.spans(hit.trace_id)
+            kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
+        return sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
 
     def _linking_to(self, trace_id: str) -> list[str]:
         if not self._can_search_links:
@@ -142,17 +166,12 @@ class TempoSource:
                 "2.5, or blocks older than vParquet4): reading each trace found to "
                 "count its spans and errors"
             )
-            trace = self._trace(hit.trace_id)
+            trace = self._traces.spans(hit.trace_id)
             spans, errors = len(trace), sum(1 for s in trace if s.status == "ERROR")
         return RequestSummary(
             hit.correlation_id, hit.trace_id, hit.root_service, hit.root_name,
             hit.start_unix_nano, hit.duration_ms, spans, errors > 0,
         )  # fmt: skip
-
-    def _trace(self, trace_id: str) -> list[SpanRecord]:
-        if trace_id not in self._traces:
-            self._traces[trace_id] = self._fetch_trace(trace_id)
-        return self._traces[trace_id]
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
