@@ -105,3 +105,55 @@ def test_search_on_jaeger_stops_at_its_span_budget_and_says_so(
         "--service)\n"
     )
     assert len([p for p in backend.paths() if p == "/api/v3/traces"]) == 2
+
+
+def test_a_correlation_id_on_more_traces_than_tempo_is_searched_for_says_so(serve: Any) -> None:
+    """Tempo is asked for at most 100 traces of a correlation ID; a request over more showed
+    100 of them as if that were all (the store says "more than 500 traces")."""
+    backend = serve(FakeTempo(fanned_out(101, 1)))
+    code, out, err = run("trace", "req-fanout", "--tempo", backend.url, "--format", "json")
+    path = json.loads(out)
+    assert (code, err) == (0, "")
+    assert len(path["trace_ids"]) == len(path["spans"]) == 100
+    assert path["warnings"] == [
+        "more than 100 traces carry this correlation ID: showing the 100 Tempo found first"
+    ]
+
+
+def test_a_service_map_over_more_traces_than_tempo_is_searched_for_says_so(serve: Any) -> None:
+    """``services`` maps the newest 200 traces Tempo finds; with more in the window it showed
+    ``calls 200`` as if that were every call."""
+    t = Topology("req-calls")
+    for n in range(201):
+        t.new_trace()
+        root = t.span("gateway", "GET /", "SERVER", n * 10, n * 10 + 9)
+        t.http(root, "api", "/x", n * 10 + 1, n * 10 + 8)
+    backend = serve(FakeTempo(recent(t.spans)))
+    code, out, err = run("services", "--since", "1h", "--tempo", backend.url, "--format", "json")
+    assert code == 0
+    assert [(e["from"], e["to"], e["calls"]) for e in json.loads(out)["edges"]] == [
+        ("gateway", "api", 200)
+    ]
+    assert err.startswith(f"tracekit: warning: Tempo at {backend.url}: more than 200 traces since ")
+    assert err.endswith(": the newest 200 Tempo found are read (narrow --since)\n")
+    assert len(err.splitlines()) == 1
+
+
+def test_traces_linking_to_one_beyond_what_tempo_is_searched_for_are_said_so(
+    serve: Any,
+) -> None:
+    """A message broadcast to 101 consumers, each starting a trace that only links to it."""
+    t = Topology("req-broadcast")
+    publish = t.span("api", "publish news", "PRODUCER", 0, 1)
+    for n in range(101):
+        t.new_trace()
+        t.span("reader", "process news", "CONSUMER", 2 + n, 3 + n, links=[publish],
+               correlated=False)  # fmt: skip
+    backend = serve(FakeTempo(recent(t.spans)))
+    code, out, err = run("trace", "req-broadcast", "--tempo", backend.url, "--format", "json")
+    path = json.loads(out)
+    assert (code, err) == (0, "")
+    assert len(path["trace_ids"]) == 101  # the producer's and 100 consumers'
+    assert path["warnings"] == [
+        f"more than 100 traces link to trace {publish.trace_id}: joining the 100 Tempo found first"
+    ]

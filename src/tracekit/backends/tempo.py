@@ -83,7 +83,13 @@ class TempoSource:
         """Traces with spans carrying ``correlation_id``, each with its start, earliest first,
         the first ``limit``: from a TraceQL search, without reading them (``LimitedSpanSource``)."""
         query = "{ span.correlation.id = " + traceql_string(correlation_id) + " }"
-        hits = self._search(query, MAX_TRACES_PER_SEARCH)
+        hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH)
+        if more:
+            self.notes.warn(
+                hits[0].trace_id,
+                f"more than {MAX_TRACES_PER_SEARCH} traces carry this correlation ID: showing "
+                f"the {MAX_TRACES_PER_SEARCH} Tempo found first",
+            )
         return sorted(((h.trace_id, h.start_unix_nano) for h in hits), key=lambda t: t[1])[:limit]
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
@@ -125,9 +131,17 @@ class TempoSource:
     def newest_spans_since(self, since_unix_nano: int, *, limit: int) -> list[SpanRecord]:
         """The ``limit`` spans that started last since then, earliest first, of the newest
         traces: read newest first until ``limit`` are held (``LimitedSpanSource``)."""
-        found = self._search("{ }", MAX_TRACES_FOR_MAP, since_unix_nano / 1e9, newest=True)
+        since = since_unix_nano / 1e9
+        found = self._search("{ }", MAX_TRACES_FOR_MAP + 1, since, newest=True)
+        if len(found) > MAX_TRACES_FOR_MAP:
+            self.notes.once(
+                f"Tempo at {self.client.base_url}: more than {MAX_TRACES_FOR_MAP} traces since "
+                f"{_moment(since)}: the newest {MAX_TRACES_FOR_MAP} Tempo found are read "
+                "(narrow --since)"
+            )
         kept: list[SpanRecord] = []
-        for hit in sorted(found, key=lambda h: -h.start_unix_nano):
+        newest_first = sorted(found, key=lambda h: -h.start_unix_nano)[:MAX_TRACES_FOR_MAP]
+        for hit in newest_first:
             if len(kept) >= limit:
                 break
             spans = self._traces.spans(hit.trace_id)
@@ -140,7 +154,7 @@ class TempoSource:
             return []
         query = "{ link:traceID = " + traceql_string(trace_id) + " }"
         try:
-            return [hit.trace_id for hit in self._search(query, MAX_TRACES_PER_SEARCH)]
+            hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH)
         except BackendError as error:
             if refused_traceql(error):
                 self._can_search_links = False
@@ -151,6 +165,13 @@ class TempoSource:
                 f"({error}); a trace joined only by such a link may be missing",
             )
             return []
+        if more:
+            self.notes.warn(
+                trace_id,
+                f"more than {MAX_TRACES_PER_SEARCH} traces link to trace {trace_id}: joining "
+                f"the {MAX_TRACES_PER_SEARCH} Tempo found first",
+            )
+        return [hit.trace_id for hit in hits]
 
     def _no_link_search(self) -> str:
         return (
@@ -199,6 +220,11 @@ class TempoSource:
             reason = self.client.redact(str(document.get("message") or "no reason given"))[:200]
             self.notes.warn(trace_id, f"Tempo returned trace {trace_id} only in part: {reason}")
         return spans
+
+    def _search_at_most(self, query: str, most: int) -> tuple[list[Hit], bool]:
+        """The first ``most`` hits of ``query`` Tempo finds, and whether it holds more."""
+        hits = self._search(query, most + 1)
+        return hits[:most], len(hits) > most
 
     def _search(
         self, query: str, limit: int, since: float | None = None, *, newest: bool = False
@@ -249,12 +275,15 @@ class TempoSource:
 
     def _say_window_narrowed(self, start: int) -> None:
         assert self._max_window is not None
-        moment = datetime.fromtimestamp(start, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         self.notes.once(
             f"Tempo at {self.client.base_url} searches at most {self._max_window[1]} "
-            f"at a time: searching only since {moment}",
+            f"at a time: searching only since {_moment(start)}",
             key="window narrowed",  # one notice, though each search starts a moment later
         )
+
+
+def _moment(unix_seconds: float) -> str:
+    return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _field(document: Any, name: str, default: Any = None) -> Any:
