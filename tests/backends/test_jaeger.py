@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
-from trace_topologies import MemorySource, checkout, incident
+from trace_topologies import MemorySource, Topology, checkout, incident
 from werkzeug.wrappers import Response
 
 from tracekit.backends.jaeger import JaegerSource, rfc3339
 from tracekit.path import reconstruct
-from tracekit.records import BackendError
+from tracekit.records import BackendError, SpanRecord
 
 
 def searched(backend: Any) -> list[Any]:
@@ -190,3 +190,43 @@ def test_an_answer_that_is_not_api_v3_is_a_backend_error(serve: Any) -> None:
     backend = serve(lambda request: Response(json.dumps({"data": []}), 200))
     with pytest.raises(BackendError, match="not an api_v3 traces document"):
         JaegerSource(backend.url).spans_by_trace_ids(["a" * 32])
+
+
+def many_services(count: int, correlated_in: tuple[str, ...]) -> list[SpanRecord]:
+    """A request in ``correlated_in``, among ``count`` services that each served another."""
+    spans: list[SpanRecord] = []
+    for n in range(count):
+        t = Topology(f"req-other-{n}")
+        t.span(f"svc-{n:02d}", "GET /other", "SERVER", 0, 10)
+        spans += t.spans
+    t = Topology("req-late")
+    caller = t.span(correlated_in[0], "GET /x", "SERVER", 0, 10)
+    for service in correlated_in[1:]:
+        t.http(caller, service, "/x", 1, 9)
+    return recent(spans + t.spans)
+
+
+def test_a_request_in_a_service_after_the_first_25_is_found(serve: Any) -> None:
+    """Only the first 25 services (by name) were searched: a request served by svc-27 and
+    svc-29 alone was "not found"."""
+    backend = serve(FakeJaeger(many_services(30, ("svc-27", "svc-29"))))
+    notices: list[str] = []
+    path = reconstruct(JaegerSource(backend.url, notify=notices.append), "req-late")
+    assert path is not None and path.services == ["svc-27", "svc-29"]
+    assert notices == []
+
+
+def test_more_services_than_are_searched_is_said_once(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = serve(FakeJaeger(many_services(7, ("svc-06",))))
+    monkeypatch.setattr("tracekit.backends.jaeger.MAX_SERVICES", 5)
+    notices: list[str] = []
+    source = JaegerSource(backend.url, notify=notices.append)
+    assert reconstruct(source, "req-late") is None
+    assert source.recent_requests(since_unix_nano=1) != []
+    assert notices == [
+        f"Jaeger at {backend.url} lists 7 services: tracekit searches the first 5 by name, so a "
+        "request only in the others is not found (name one of its services with --service)"
+    ]
+    assert len(searched(backend)) == 10  # 5 services, twice

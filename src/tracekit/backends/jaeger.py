@@ -50,7 +50,7 @@ __all__ = [
 
 LOOKBACK_SECONDS = 2 * 24 * 3600
 CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
-MAX_SERVICES = 25
+MAX_SERVICES = 200  # one search each: `--service` makes it one
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
 
@@ -158,7 +158,14 @@ class JaegerSource:
             return [self.service]
         answer = self._get("/api/v3/services")
         services = answer.get("services") if isinstance(answer, dict) else None
-        return sorted(str(s) for s in services or [])[:MAX_SERVICES]
+        names = sorted(str(s) for s in services or [])
+        if len(names) > MAX_SERVICES:
+            self.notes.once(
+                f"Jaeger at {self.client.base_url} lists {len(names)} services: tracekit "
+                f"searches the first {MAX_SERVICES} by name, so a request only in the others "
+                "is not found (name one of its services with --service)"
+            )
+        return names[:MAX_SERVICES]
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         return self._spans(self._get(f"/api/v3/traces/{trace_id}"))
