@@ -173,6 +173,34 @@ def test_retention_by_size_keeps_the_file_under_the_limit(tmp_path: Path) -> Non
     assert before > 4_000_000 and (tmp_path / "big.db").stat().st_size <= 2_000_000
 
 
+def test_size_retention_deletes_the_oldest_records_spans_and_logs_alike(tmp_path: Path) -> None:
+    """A store of mostly logs, a few percent over ``--max-size``'s 90%: the oldest few percent
+    of the hour go, spans and logs alike (before: every span, the newest included)."""
+    path = tmp_path / "logs.db"
+    store = Store(path)
+    hour, count = 3600 * 10**9, 20_000
+    times = [1_700_000_000 * 10**9 + i * (hour // count) for i in range(count)]
+    logs = [
+        LogRecordData(t, "svc", "INFO", 9, f"line {i} " + "x" * 40, None, None,
+                      {"correlation.id": "c"}, {})
+        for i, t in enumerate(times)
+    ]  # fmt: skip
+    spans = [span(f"{i + 1:032x}", f"{i + 1:016x}", start_unix_nano=t, end_unix_nano=t + 1)
+             for i, t in enumerate(times) if i % 1000 == 0]  # fmt: skip
+    store.write(spans, logs)
+    store.close()
+    limit = int(path.stat().st_size / 0.9 * 0.95)  # the live data is 5% over the target
+
+    store.apply_retention(Retention(max_bytes=limit))
+    kept_spans = store.spans_since(0)
+    kept_logs = store.logs_by_correlation_id("c")
+    assert len(kept_spans) >= 17 and 0.85 * count < len(kept_logs) < count
+    oldest_kept = min(kept_spans[0].start_unix_nano, kept_logs[0].time_unix_nano)
+    assert kept_spans == [s for s in spans if s.start_unix_nano >= oldest_kept]
+    assert kept_logs == [log for log in logs if log.time_unix_nano >= oldest_kept]
+    store.close()
+
+
 def test_default_path_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRACEKIT_STORE", str(tmp_path / "x.db"))
     assert default_store_path() == tmp_path / "x.db"

@@ -133,23 +133,32 @@ def apply(conn: sqlite3.Connection, retention: Retention, now_ns: int, reclaim: 
 
 
 def _rows_to_free(conn: sqlite3.Connection, used: int, target: int) -> int:
-    """About how many of the oldest spans to delete next: the excess share, at most a chunk."""
-    # max(id) - min(id) approximates the row count in O(log n): deletes only trim the start.
-    row = conn.execute("SELECT max(id) - min(id) + 1 FROM spans").fetchone()
-    rows = int(row[0] or 0)
+    """About how many of the oldest records to delete next: the excess share, at most a chunk."""
+    rows = _approximate_rows(conn, "spans") + _approximate_rows(conn, "logs")
     return max(50, min(CHUNK_ROWS, rows * (used - target) // max(used, 1)))
 
 
+def _approximate_rows(conn: sqlite3.Connection, table: str) -> int:
+    # max(id) - min(id) approximates the row count in O(log n): deletes mostly trim the start.
+    row = conn.execute(f"SELECT max(id) - min(id) + 1 FROM {table}").fetchone()  # noqa: S608
+    return int(row[0] or 0)
+
+
 def _oldest_cutoff(conn: sqlite3.Connection, rows: int) -> int | None:
-    """Start time of the ``rows``-th oldest span (or newest log if there are no spans)."""
+    """The time of the ``rows``-th oldest record, spans and logs together (or of the newest)."""
+    # Both time indexes are read in order and merged: a mostly-log store loses its oldest
+    # records, whichever kind they are, not every span first.
     row = (
         conn.execute(
-            "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?", (rows - 1,)
+            "SELECT t FROM (SELECT start_ns AS t FROM spans UNION ALL SELECT time_ns FROM logs)"
+            " ORDER BY t LIMIT 1 OFFSET ?",
+            (rows - 1,),
         ).fetchone()
-        or conn.execute("SELECT max(start_ns) FROM spans").fetchone()
+        or conn.execute(
+            "SELECT max(t) FROM (SELECT max(start_ns) AS t FROM spans UNION ALL"
+            " SELECT max(time_ns) FROM logs)"
+        ).fetchone()
     )
-    if row is None or row[0] is None:
-        row = conn.execute("SELECT max(time_ns) FROM logs").fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
