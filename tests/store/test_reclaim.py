@@ -108,3 +108,55 @@ def test_nan_and_infinities_are_standard_json_that_a_reclaim_reads(tmp_path: Pat
     assert read.attributes == read.events[0].attributes == read.links[0].attributes == written
     assert store.logs_by_trace_ids([span.trace_id])[0].attributes == written
     store.close()
+
+
+def _named(n: int, name: str) -> SpanRecord:
+    return SpanRecord(
+        trace_id=f"{n:032x}", span_id=f"{n:016x}", parent_span_id=None, service="svc", name=name,
+        kind="SERVER", start_unix_nano=START + n * 1000, end_unix_nano=START + n * 1000 + 10,
+        attributes={"http.route": "/users/{id}"}, resource={"service.name": "svc"},
+    )  # fmt: skip
+
+
+def _plain_log(n: int) -> LogRecordData:
+    return LogRecordData(START + n * 1000, "svc", "INFO", 9, "ok", None, None, {}, {})
+
+
+def test_size_retention_with_unique_names_and_many_logs_keeps_the_newest(tmp_path: Path) -> None:
+    """Unique span names, five logs per span, under a size limit: strings are measured against
+    the live records (before: against every log ever written, so strings never looked heavy,
+    were never reclaimed, and size retention deleted every record, the batch just written too)."""
+    store = Store(tmp_path / "l.db")
+    n = 0
+    for batch in range(20):
+        spans = [_named(n := n + 1, f"GET /users/{n}") for _ in range(1000)]
+        store.write(spans, [_plain_log(s) for s in range(n - 999, n + 1) for _ in range(5)])
+        store.apply_retention(Retention(max_bytes=1_000_000))
+        kept = store.spans_since(0)
+        assert kept and kept[-1] == spans[-1], f"{len(kept)} spans kept after batch {batch}"
+    assert (tmp_path / "l.db").stat().st_size <= 1_000_000
+    store.close()
+
+
+def test_no_reclaim_once_unique_names_stop(tmp_path: Path) -> None:
+    """Strings counted as rows, not by their highest id: once the unique names are gone, passes
+    that delete a few old spans do not reclaim again (before, each one did, and a reclaim pauses
+    ingest and makes every writer encode again)."""
+    path = tmp_path / "g.db"
+    store = Store(path)
+    store.write([_named(n, f"GET /users/{n}") for n in range(1, 12_001)], [])
+    store.write([_named(n, "GET /users/{id}") for n in range(12_001, 52_001)], [])
+    store.apply_retention(Retention(max_age_ns=1), now_ns=START + 12_001 * 1000)
+    assert _count(path, "strings") < 10 and store.count_spans() == 40_000
+    generation = _generation(path)
+
+    for n in range(12_002, 12_010):  # later passes, each deleting an old span
+        store.apply_retention(Retention(max_age_ns=1), now_ns=START + n * 1000)
+    assert store.count_spans() == 40_000 - 8
+    assert _generation(path) == generation
+    store.close()
+
+
+def _generation(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])

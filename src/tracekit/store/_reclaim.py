@@ -41,10 +41,17 @@ def generation(conn: sqlite3.Connection) -> int:
 
 
 def string_heavy(conn: sqlite3.Connection) -> bool:
-    """Whether strings are a large share of the store (high-cardinality names or keys)."""
-    strings = _max_id(conn, "strings")
-    records = _max_id(conn, "spans") - _min_id(conn, "spans") + _max_id(conn, "logs")
-    return strings >= _MIN_STRINGS and strings * 4 > records
+    """Whether strings are a large share of the store (high-cardinality names or keys).
+
+    Rows are counted, not ids: ids count every string and record ever stored, so a store that
+    once had unique names reclaimed on every pass, and one with many logs never did.
+    """
+    if _max_id(conn, "strings") < _MIN_STRINGS:  # never had that many: O(log n)
+        return False
+    strings = _count(conn, "strings")
+    # more than a quarter of the records: spans and logs counted only as far as that needs
+    enough = strings * 4
+    return _count(conn, "spans", enough) + _count(conn, "logs", enough) < enough
 
 
 def reclaim(conn: sqlite3.Connection) -> int:
@@ -89,6 +96,6 @@ def _max_id(conn: sqlite3.Connection, table: str) -> int:
     return int(row[0] or 0)
 
 
-def _min_id(conn: sqlite3.Connection, table: str) -> int:
-    row = conn.execute(f"SELECT min(id) FROM {table}").fetchone()  # noqa: S608
-    return int(row[0] or 0)
+def _count(conn: sqlite3.Connection, table: str, at_most: int = -1) -> int:
+    query = f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT ?)"  # noqa: S608
+    return int(conn.execute(query, (at_most,)).fetchone()[0])
