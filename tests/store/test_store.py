@@ -243,9 +243,39 @@ def test_an_exporter_that_cannot_write_says_why_once(
     warnings = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
     assert warnings == [
         "tracekit: writing spans to the store failed: "
-        "OperationalError: unable to open database file (SQLITE_CANTOPEN)"
+        "OperationalError: unable to open database file (SQLITE_CANTOPEN); "
+        "0 more such warnings suppressed"
     ]
     assert exporter.export([]) is SpanExportResult.FAILURE
+
+
+def test_an_exporter_that_still_cannot_write_says_so_again_a_minute_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the first failure was the only one ever logged: a store that broke an hour later
+    (a full disk) lost every export from then on without a word."""
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from tracekit._runtime import ratelimit
+    from tracekit.store.exporter import StoreSpanExporter
+
+    clock = SimpleNamespace(now=1_000.0)
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    exporter = StoreSpanExporter(folder)
+    for _ in range(3):
+        assert exporter.export([]) is SpanExportResult.FAILURE
+    clock.now += 61
+    assert exporter.export([]) is SpanExportResult.FAILURE
+
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
+        "tracekit: writing spans to the store failed: OperationalError: unable to open database"
+        f" file (SQLITE_CANTOPEN); {suppressed} more such warnings suppressed"
+        for suppressed in (0, 2)
+    ]
 
 
 def test_the_store_exporter_leaves_out_a_span_that_ends_before_it_starts(
@@ -281,4 +311,34 @@ def test_the_store_exporter_leaves_out_a_span_that_ends_before_it_starts(
         "tracekit: a span the store cannot keep was left out: span ends before it starts "
         "(a clock that stepped back, or set before 2000 or a day ahead); 0 more such warnings "
         "suppressed"
+    ]
+
+
+def test_one_log_record_the_store_cannot_keep_leaves_the_others_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record dated far ahead (nanoseconds taken for microseconds) overflowed SQLite's
+    integers and failed the whole batch: none of the ten good records was stored."""
+    import time
+
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    from tracekit.store.exporter import StoreLogExporter
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(BatchLogRecordProcessor(StoreLogExporter(tmp_path / "s.db")))
+    logger = provider.get_logger("t")
+    for n in range(10):
+        logger.emit(body=f"good {n}", attributes={"correlation.id": "c-logs"})
+    logger.emit(body="from far ahead", timestamp=time.time_ns() * 1000)
+    logger.emit(body="from 1970", timestamp=1_000, attributes={"correlation.id": "c-logs"})
+    provider.shutdown()
+
+    stored = Store(tmp_path / "s.db").logs_by_correlation_id("c-logs")
+    assert [log.body for log in stored] == [f"good {n}" for n in range(10)]
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
+        "tracekit: a log record the store cannot keep was left out: log time before 2000 or more"
+        " than a day ahead (a clock that stepped back, or set before 2000 or a day ahead); 0 more"
+        " such warnings suppressed"
     ]

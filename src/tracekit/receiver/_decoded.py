@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
 from tracekit.store._limits import (
+    LOG_TIME_PROBLEM,
     MAX_NAME_CHARS,
     cut,
+    log_time_problem,
     span_time_problem,
 )
 from tracekit.store._rows import SpanRows
@@ -92,10 +94,7 @@ def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | N
     value = time_ns or observed_ns
     if not value:
         return time.time_ns()
-    return value if bounds[0] <= value <= bounds[1] else None
-
-
-LOG_TIME_PROBLEM = "log time before 2000 or more than a day ahead"
+    return value if log_time_problem(value, bounds) is None else None
 
 
 def kind_name(number: int) -> str:

@@ -55,6 +55,15 @@ def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | No
     return None
 
 
+LOG_TIME_PROBLEM = "log time before 2000 or more than a day ahead"
+
+
+def log_time_problem(time_ns: int, bounds: tuple[int, int]) -> str | None:
+    """Why a log record's time cannot be stored, or None when it can."""
+    low, high = bounds
+    return None if low <= time_ns <= high else LOG_TIME_PROBLEM
+
+
 def cut(text: str, limit: int) -> str:
     """``text``, at most ``limit`` characters."""
     return text if len(text) <= limit else text[:limit]

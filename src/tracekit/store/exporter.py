@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -30,7 +31,7 @@ from tracekit.records import (
     SpanRecord,
 )
 from tracekit.store._connection import one_line
-from tracekit.store._limits import span_time_problem, time_bounds
+from tracekit.store._limits import log_time_problem, span_time_problem, time_bounds
 from tracekit.store._store import Store
 
 __all__ = [
@@ -47,25 +48,26 @@ _LEFT_OUT = (
     "tracekit: a %s the store cannot keep was left out: %s (a clock that stepped back, or set"
     " before 2000 or a day ahead); %d more such warnings suppressed"
 )
+_FAILED = "tracekit: writing %ss to the store failed: %s; %d more such warnings suppressed"
 
 
 class _StoreWriter:
-    """What both exporters share: the store, untraced writes, one warning for repeated failures."""
+    """What both exporters share: the store, untraced writes, rate-limited warnings."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
         self.store = store if store is not None else Store(path)
-        self._failed_once = False  # (a forked child goes on with this store: see Store)
+        self._failed = RateLimitedWarning(60.0, _FAILED)
+        self._left_out = RateLimitedWarning(60.0, _LEFT_OUT)
 
     def _write(self, write: Callable[[], None], signal: str) -> bool:
-        """Run ``write`` with instrumentation suppressed; False (logged once) if it failed."""
+        """Run ``write`` with instrumentation suppressed; False (and a warning at most once a
+        minute) if it failed."""
         try:
             with suppressing_instrumentation():
                 write()
             return True
         except Exception as error:
-            if not self._failed_once:
-                _log.warning("tracekit: writing %ss to the store failed: %s", signal, _why(error))
-            self._failed_once = True
+            self._failed.warn(signal, _why(error))
             return False
 
     def shutdown(self) -> None:
@@ -80,12 +82,9 @@ class _StoreWriter:
 class StoreSpanExporter(_StoreWriter, SpanExporter):
     """Writes finished spans into the store at ``path`` (default: ``default_store_path()``)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, store: Store | None = None):
-        super().__init__(path, store=store)
-        self._left_out = RateLimitedWarning(60.0, _LEFT_OUT)
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Store ``spans``; never raises (a failure is logged once and reported to the SDK).
+        """Store ``spans``; never raises (a failure is logged at most once a minute and reported
+        to the SDK).
 
         A span the store cannot keep (one that ends before it starts, or dated before 2000 or
         a day ahead: what the collector refuses too) is left out, with a rate-limited warning.
@@ -110,10 +109,25 @@ class StoreLogExporter(_StoreWriter, LogRecordExporter):
     """Writes log records into the store at ``path`` (default: ``default_store_path()``)."""
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        """Store ``batch``; never raises."""
-        if self._write(lambda: self.store.write_logs([log_record(r) for r in batch]), "log"):
+        """Store ``batch``; never raises.
+
+        A record dated before 2000 or more than a day ahead (what the collector refuses too) is
+        left out, with a rate-limited warning; the others are stored.
+        """
+        if self._write(lambda: self.store.write_logs(self._keepable(batch)), "log"):
             return LogRecordExportResult.SUCCESS
         return LogRecordExportResult.FAILURE
+
+    def _keepable(self, batch: Sequence[ReadableLogRecord]) -> list[LogRecordData]:
+        records, bounds = [log_record(r) for r in batch], time_bounds()
+        kept = []
+        for record in records:
+            problem = log_time_problem(record.time_unix_nano, bounds)
+            if problem is None:
+                kept.append(record)
+            else:
+                self._left_out.warn("log record", problem)
+        return kept
 
 
 def span_record(span: ReadableSpan) -> SpanRecord:
@@ -152,13 +166,14 @@ def span_record(span: ReadableSpan) -> SpanRecord:
 
 
 def log_record(readable: ReadableLogRecord) -> LogRecordData:
-    """A ``LogRecordData`` from an SDK log record."""
+    """A ``LogRecordData`` from an SDK log record (one with no time at all is stamped now, as
+    the collector stamps its arrival)."""
     record = readable.log_record
     trace_id = record.trace_id or 0
     span_id = record.span_id or 0
     severity = record.severity_number
     return LogRecordData(
-        time_unix_nano=record.timestamp or record.observed_timestamp or 0,
+        time_unix_nano=record.timestamp or record.observed_timestamp or time.time_ns(),
         service=_service(readable.resource),
         severity_text=record.severity_text or "",
         severity_number=severity.value if severity is not None else 0,
