@@ -65,7 +65,7 @@ _DOMINANT_CORRELATION = (
     " WHERE d.trace_ref = s.trace_ref AND d.correlation_ref IS NOT NULL"
     " GROUP BY d.correlation_ref ORDER BY count(*) DESC, min(d.start_ns) LIMIT 1))"
 )
-ENTRY_PAGE = 200  # most entries measured per query: pages start at ``limit`` and double
+ENTRY_PAGE = 200  # most entries measured per page: pages start at ``limit`` and double
 MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot read the whole store
 # Every trace `tracekit trace` joins to an entry (path/collect.py): its own, those carrying its
 # correlation ID, and, transitively, those linked to them, and those a span links to when all its
@@ -90,6 +90,35 @@ _REQUEST_EXTENT = (
     " LIMIT ?)"
     " SELECT j.entry, min(s.start_ns), max(s.start_ns + s.duration_ns), count(*),"
     " max(s.status = 2) FROM joined j JOIN spans s ON s.trace_ref = j.trace_ref GROUP BY j.entry"
+)
+
+
+# The duration and error filters apply to whole requests, so only the measure can tell; only
+# entries whose request could pass are measured. A request of one trace is that trace; one
+# joining others (_REQUEST_EXTENT) joins them through links either way and correlation IDs.
+# An error: traces holding an error span, the traces linked to them either way (transitively),
+# and those sharing a correlation ID with any of these: every entry whose request can join an
+# error span, and more (a batch's links, the cap on joined traces: its measure decides).
+_MAY_HOLD_AN_ERROR = (
+    "WITH RECURSIVE linked(trace_ref) AS (SELECT trace_ref FROM spans WHERE status = 2"
+    " UNION SELECT l.trace_ref FROM linked j JOIN traces t ON t.id = j.trace_ref"
+    " JOIN links l ON l.linked_trace_id = t.trace_id"
+    " UNION SELECT lt.id FROM linked j JOIN links l ON l.trace_ref = j.trace_ref"
+    " JOIN traces lt ON lt.trace_id = l.linked_trace_id)"
+    " SELECT trace_ref FROM linked UNION SELECT c.trace_ref FROM linked j"
+    " JOIN spans e ON e.trace_ref = j.trace_ref"
+    " JOIN spans c ON c.correlation_ref = e.correlation_ref"
+)
+# A duration, asked of each root read (an aggregate would read every span): its trace lasts
+# that long, or it can join another trace: through a link either way, or through its
+# correlation ID carried by another trace.
+_MAY_LAST = (
+    "((SELECT max(d.start_ns + d.duration_ns) - min(d.start_ns) FROM spans d"
+    " WHERE d.trace_ref = s.trace_ref) / 1e6 >= ?"
+    " OR EXISTS (SELECT 1 FROM links l WHERE l.trace_ref = s.trace_ref)"
+    " OR EXISTS (SELECT 1 FROM links l WHERE l.linked_trace_id = t.trace_id)"
+    f" OR EXISTS (SELECT 1 FROM spans c WHERE c.correlation_ref = {_DOMINANT_CORRELATION}"
+    " AND c.trace_ref != s.trace_ref))"
 )
 
 
@@ -219,44 +248,47 @@ class StoreReader:
 
         A request starts when the earliest span of those traces does: that start orders the
         listing and is what ``since_unix_nano`` and the duration and error filters apply to.
-        Entry points are read a page at a time, newest root first (filtered by root service and
-        start), and each request is measured on its own (``_REQUEST_EXTENT``). Entries sharing a
+        Entry points are read newest root first by one query (filtered by root service and
+        start, and by the duration and error filters' candidates, below), a page at a time, and
+        each request is measured on its own (``_REQUEST_EXTENT``). Entries sharing a
         correlation ID are one request, listed once (as its newest entry). No request starts
         after its entry's root, so the pages stop once no older root can start a request newer
         than the ``limit`` found.
         """
         found: list[RequestSummary] = []
         seen: set[str] = set()
-        before: tuple[int, int] | None = None
         size = max(1, limit)
-        while limit > 0:
-            page = self._entry_page(service, since_unix_nano, before, size)
-            if not page:
-                break
-            size = min(2 * size, ENTRY_PAGE)
-            before = (page[-1][4], page[-1][0])
-            for summary in self._measured(page):
-                key = summary.correlation_id or summary.trace_id
-                if key in seen or not _matches(
-                    summary, since_unix_nano, min_duration_ms, errors_only
-                ):
-                    continue
-                seen.add(key)
-                found.append(summary)
-            # a stable sort: a tie goes to the entry read first, as it would with no limit
-            found = sorted(found, key=lambda summary: summary.start_unix_nano, reverse=True)[:limit]
-            if len(found) == limit and found[-1].start_unix_nano >= before[0]:
-                break
+        entries = self._entries(service, since_unix_nano, min_duration_ms, errors_only)
+        try:
+            while limit > 0:
+                page = entries.fetchmany(size)
+                if not page:
+                    break
+                size = min(2 * size, ENTRY_PAGE)
+                for summary in self._measured(page):
+                    key = summary.correlation_id or summary.trace_id
+                    if key in seen or not _matches(
+                        summary, since_unix_nano, min_duration_ms, errors_only
+                    ):
+                        continue
+                    seen.add(key)
+                    found.append(summary)
+                # a stable sort: a tie goes to the entry read first, as it would with no limit
+                found = sorted(found, key=lambda s: s.start_unix_nano, reverse=True)[:limit]
+                if len(found) == limit and found[-1].start_unix_nano >= page[-1][4]:
+                    break
+        finally:
+            entries.close()
         return found
 
-    def _entry_page(
+    def _entries(
         self,
         service: str | None,
         since_unix_nano: int | None,
-        before: tuple[int, int] | None,
-        size: int,
-    ) -> list[Any]:
-        """The next ``size`` entry points older than ``before`` (start, span row id)."""
+        min_duration_ms: float | None,
+        errors_only: bool,
+    ) -> sqlite3.Cursor:
+        """Entry points, newest root first (start, span row id), read as the cursor is."""
         conditions: list[str] = [_IS_ROOT]
         params: list[object] = []
         if service is not None:
@@ -265,17 +297,18 @@ class StoreReader:
         if since_unix_nano is not None:
             conditions.append("s.start_ns >= ?")
             params.append(since_unix_nano)
-        if before is not None:
-            # spelled out so that the time index bounds the scan (a row value would not use it)
-            conditions.append("s.start_ns <= ? AND (s.start_ns < ? OR s.id < ?)")
-            params.extend((before[0], *before))
+        if errors_only:
+            conditions.append(f"s.trace_ref IN ({_MAY_HOLD_AN_ERROR})")
+        if min_duration_ms is not None:
+            conditions.append(_MAY_LAST)
+            params.append(min_duration_ms)
         conditions.append(_IS_ENTRY)
         query = (
             f"SELECT s.id, s.trace_ref, {_DOMINANT_CORRELATION}, t.trace_id, s.start_ns,"
             " s.service_ref, s.name_ref FROM spans s JOIN traces t ON t.id = s.trace_ref"
-            f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC, s.id DESC LIMIT ?"
+            f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC, s.id DESC"
         )
-        return self.conn.execute(query, [*params, size]).fetchall()
+        return self.conn.execute(query, params)
 
     def _measured(self, page: list[Any]) -> list[RequestSummary]:
         """Each entry of ``page`` with its request's start, duration, span count and errors."""
