@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import sqlite3
 from pathlib import Path
@@ -195,6 +196,49 @@ def test_retention_by_size_keeps_the_file_under_the_limit(tmp_path: Path) -> Non
         assert 0 < len(kept) < 10_000
         assert min(s.start_unix_nano for s in kept) > 0  # the oldest went first
     assert before > 4_000_000 and (tmp_path / "big.db").stat().st_size <= 2_000_000
+
+
+def _filled(path: Path) -> Store:
+    store = Store(path)
+    filler = {"payload": "z" * 400}
+    store.write_spans(span(f"{n + 1:032x}", f"{n + 1:016x}", start_unix_nano=10 + n,
+                           attributes=filler) for n in range(5_000))  # fmt: skip
+    return store
+
+
+def _pass_ends(store: Store) -> bool:
+    """Whether a retention pass deleting everything ends (within 10,000 steps: it did not)."""
+    steps = store.retention_steps(Retention(max_age_ns=1), now_ns=10**6)
+    return len(list(itertools.islice(steps, 10_000))) < 10_000
+
+
+def test_a_file_that_held_a_table_before_the_store_gives_freed_space_back(tmp_path: Path) -> None:
+    """auto_vacuum only takes effect before a file's first table: in a file made before (a
+    table created and dropped) the store was never INCREMENTAL, freed pages stayed, and every
+    retention pass asked for them back forever at 100% CPU."""
+    path = tmp_path / "made-before.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript("CREATE TABLE mine (x); DROP TABLE mine;")
+    store = _filled(path)
+    store.close()
+    full = path.stat().st_size
+
+    assert _pass_ends(store) and store.count_spans() == 0
+    store.close()
+    assert path.stat().st_size < full / 4
+
+
+def test_retention_ends_on_a_store_that_cannot_give_space_back(tmp_path: Path) -> None:
+    """A store an older tracekit made in such a file (auto_vacuum NONE): the pass ends, and the
+    free pages are reused."""
+    path = tmp_path / "none.db"
+    Store(path).create()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript("PRAGMA auto_vacuum = NONE; VACUUM;")
+    store = _filled(path)
+
+    assert _pass_ends(store) and store.count_spans() == 0
+    store.close()
 
 
 def test_size_retention_deletes_the_oldest_records_spans_and_logs_alike(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ BUSY_TIMEOUT_MS = 5000
 # creates with the file's mode) is the owner's alone, and so is every folder tracekit creates.
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_FOLDER_MODE = 0o700
+INCREMENTAL = 2  # PRAGMA auto_vacuum's number for INCREMENTAL
 # journal_size_limit keeps the WAL file from staying huge after a burst.
 _WRITE_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: a commit survives a process crash (kill -9)
@@ -40,17 +41,26 @@ def open_writer(path: Path) -> sqlite3.Connection:
     """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
     create_private(path)
     conn = _connect(str(path), uri=False)
-    # auto_vacuum only takes effect before the first table exists: size retention needs the file
-    # to shrink again, which FULL would do on every commit and INCREMENTAL does when asked. (On
-    # an existing file it would only wait for a lock another writer may hold.)
-    if schema_version(conn) == 0:
-        retry_busy(lambda: conn.execute("PRAGMA auto_vacuum = INCREMENTAL"))
+    if schema_version(conn) == 0:  # (on a store, it would only wait for another writer's lock)
+        _vacuum_incrementally(conn)
     retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     for pragma in _WRITE_PRAGMAS:
         conn.execute(pragma)
     retry_busy(lambda: migrate(conn))
     retry_busy(lambda: _check_writable(conn))
     return conn
+
+
+def _vacuum_incrementally(conn: sqlite3.Connection) -> None:
+    """Make a file that holds no store yet give freed pages back when asked (INCREMENTAL).
+
+    Size retention needs the file to shrink again, which FULL would do on every commit.
+    auto_vacuum takes effect at once only before the first table exists; a file that had one
+    (created and dropped before tracekit came) is rewritten into the mode by VACUUM.
+    """
+    retry_busy(lambda: conn.execute("PRAGMA auto_vacuum = INCREMENTAL"))
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+        retry_busy(lambda: conn.execute("VACUUM"))
 
 
 def _check_writable(conn: sqlite3.Connection) -> None:

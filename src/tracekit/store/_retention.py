@@ -92,13 +92,23 @@ def steps(
         reclaim()
         yield 0
     vacuumed = False
-    while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+    free = _free_pages(conn)
+    while free > 0:
         # give free pages back to the file system a few MB per transaction
         retry_busy(lambda: conn.execute("PRAGMA incremental_vacuum(2048)").fetchall())
         vacuumed = True
         yield 0
+        # A file whose auto_vacuum is not INCREMENTAL (made by an older tracekit in a file that
+        # held a table before) gives nothing back: its free pages are only reused.
+        free, before = _free_pages(conn), free
+        if free >= before:
+            break
     if vacuumed:  # the file itself shrinks when the WAL is copied back into it
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def _free_pages(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def _shrink_steps(conn: sqlite3.Connection, target_bytes: int, reclaim: Reclaim) -> Iterator[int]:
