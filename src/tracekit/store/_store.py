@@ -81,9 +81,9 @@ class Store:
     def write(self, spans: Sequence[SpanRecord], logs: Sequence[LogRecordData]) -> None:
         """Store spans and logs in one transaction: all of them or, on error, none."""
         for attempt in range(3):
-            with self._encode_lock:  # one encoding at a time: a reclaim may reset the caches
-                rows = self.encoder.encode(spans)
-            try:
+            try:  # a reclaim may land while encoding (new strings met it) or before the write
+                with self._encode_lock:  # one encoding at a time: a reclaim may reset the caches
+                    rows = self.encoder.encode(spans)
                 self.write_rows(rows, logs)
                 return
             except _reclaim.StaleRows:
