@@ -79,6 +79,25 @@ def test_library_writers_create_private_files_and_folders(
     assert modes(result.stdout) == expected(path, made)
 
 
+@pytest.mark.parametrize("umask", [0o000, 0o022], ids=oct)
+def test_a_symlink_to_a_store_not_made_yet_gets_a_private_store(tmp_path: Path, umask: int) -> None:
+    """O_EXCL refuses to create through a symlink, and a dangling link at the store path was
+    taken for an existing store: SQLite then created the file it names with the umask's mode,
+    readable by everyone at 022."""
+    target, link = tmp_path / "real.db", tmp_path / "tracekit.db"
+    link.symlink_to(target)
+    script = "import os, sys\nos.umask(int(sys.argv[2]))\npath = sys.argv[1]\n"
+    script += textwrap.dedent(WRITERS["store"]) + "path = os.path.realpath(path)\n"
+    script += textwrap.dedent(REPORT)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(link), str(umask)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert modes(result.stdout) == expected(target, [])
+    assert link.is_symlink() and Store(link).count_spans() == 1
+
+
 def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     with Store(tmp_path / "s.db") as store:

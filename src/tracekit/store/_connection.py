@@ -80,12 +80,14 @@ def create_private(path: Path) -> None:
     """Create ``path`` (empty: SQLite makes it a database) 0600 and missing folders 0700.
 
     The modes are set explicitly after creation, so they hold whatever the umask; an existing
-    file or folder keeps the mode its owner gave it.
+    file or folder keeps the mode its owner gave it. A symlink to a file not there yet has that
+    file created so (SQLite would create it through the link with the umask's mode).
     """
-    _create_private_folders(path.parent)
+    target = Path(os.path.realpath(path))
+    _create_private_folders(target.parent)
     with _descriptors:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
         except FileExistsError:
             return
         try:
