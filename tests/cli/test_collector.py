@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -15,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conditions import need
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from ordinary_user import as_an_ordinary_user
 from tests.receiver._collector_process import start_collector
 
 from tracekit.store import Store
@@ -133,17 +132,6 @@ def test_retention_or_size_beyond_reason_is_one_line_and_exit_2(
     assert f"Invalid value for '{option}'" in result.stderr
 
 
-def _as_an_ordinary_user() -> list[str]:
-    """A command prefix that takes root's power to write any file away (nothing for others)."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    need(setpriv is not None, "setpriv (util-linux), to run without root's DAC override")
-    assert setpriv is not None
-    drop = "-dac_override,-dac_read_search,-fowner"
-    return [setpriv, f"--bounding-set={drop}", "--inh-caps=-all"]
-
-
 def test_read_only_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "ro.db"
     store = Store(path)
@@ -152,7 +140,7 @@ def test_read_only_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path.chmod(0o400)
     command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(path)]
     result = subprocess.run(
-        [*_as_an_ordinary_user(), *command], capture_output=True, text=True, timeout=30
+        [*as_an_ordinary_user(), *command], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     assert result.stdout == ""

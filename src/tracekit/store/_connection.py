@@ -110,12 +110,32 @@ def _create_private_folders(folder: Path) -> None:
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
-    """A connection for reading only; never creates the file (``FileNotFoundError`` if absent)."""
+    """A connection for reading only; never creates the file (``FileNotFoundError`` if absent).
+
+    Reading needs no write access. In a folder this user may not write, SQLite cannot create
+    the WAL's index (``-shm``); when there is no ``-wal`` file either, no writer has the store
+    open and every commit is in the file, which is then read as immutable (without locks: a
+    writer that starts meanwhile could only disturb that one read). Opened ``rw`` otherwise
+    (SQLite falls back to reading a file it may not write), so that the last connection to
+    close removes the WAL files.
+    """
     if not path.is_file():
         raise FileNotFoundError(str(path))
-    conn = _connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    file = path.resolve()
+    conn = _connect(f"{file.as_uri()}?mode=rw", uri=True)
+    try:
+        schema_version(conn)  # the first read opens the WAL
+    except sqlite3.OperationalError as error:
+        conn.close()
+        if error.sqlite_errorname != "SQLITE_READONLY_DIRECTORY" or _has_wal(file):
+            raise
+        conn = _connect(f"{file.as_uri()}?mode=ro&immutable=1", uri=True)
     conn.execute("PRAGMA query_only = 1")
     return conn
+
+
+def _has_wal(file: Path) -> bool:
+    return file.with_name(f"{file.name}-wal").exists()
 
 
 def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
