@@ -111,6 +111,27 @@ def test_recent_requests_lists_roots_newest_first(store: Store) -> None:
     assert [s.span_id for s in store.spans_since(1000)] == ["2" * 16]
 
 
+def test_a_trace_whose_parent_ids_form_a_loop_is_listed(store: Store) -> None:
+    """Corrupt or hostile exports: A's parent is B and B's is A; a span is its own parent. Such
+    a trace holds no root, and search never listed it, though `tracekit trace` shows it (the
+    loop cut at its earliest span)."""
+    store.write_spans([
+        span(T1, "2" * 16, "1" * 16, name="B", start_unix_nano=200, end_unix_nano=900),
+        span(T1, "1" * 16, "2" * 16, name="A", start_unix_nano=100, end_unix_nano=300,
+             status="ERROR"),
+        span(T2, "3" * 16, "3" * 16, name="own parent", start_unix_nano=1_000),
+        span(T3, "4" * 16, None, name="fine", start_unix_nano=2_000),
+    ])  # fmt: skip
+    listed = [(r.trace_id, r.root_name, r.span_count, r.duration_ms, r.error)
+              for r in store.recent_requests()]  # fmt: skip
+    assert listed == [
+        (T3, "fine", 1, 0.001, False),
+        (T2, "own parent", 1, 0.002, False),
+        (T1, "A", 2, 0.0008, True),
+    ]
+    assert [r.trace_id for r in store.recent_requests(errors_only=True)] == [T1]
+
+
 def test_search_filters_measure_only_the_requests_that_could_match(store: Store) -> None:
     """``--errors`` and ``--min-duration`` measured every request in the store over its joined
     traces, one recursive query each, to keep a few (8.5 s for one error among 100,000

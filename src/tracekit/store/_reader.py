@@ -40,6 +40,16 @@ _IS_ROOT = (
     "(s.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans p"
     " WHERE p.trace_ref = s.trace_ref AND p.span_id = s.parent_id))"
 )
+# A trace whose parent ids all lead into a loop (A's parent is B and B's is A, or a span is its own
+# parent) holds no root: its earliest span stands for it (`tracekit trace` cuts a loop at its
+# earliest span), so that search lists every trace stored.
+_OPENS_A_ROOTLESS_TRACE = (
+    "(s.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref"
+    " AND (e.start_ns < s.start_ns OR (e.start_ns = s.start_ns AND e.id < s.id)))"
+    " AND NOT EXISTS (SELECT 1 FROM spans o WHERE o.trace_ref = s.trace_ref"
+    " AND (o.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans q"
+    " WHERE q.trace_ref = o.trace_ref AND q.span_id = o.parent_id))))"
+)
 # A request is an entry point. Only one per trace: a true root before spans whose parent is
 # missing (a silent service in the middle), then the earliest of them.
 _FIRST_ROOT_OF_TRACE = (
@@ -289,7 +299,7 @@ class StoreReader:
         errors_only: bool,
     ) -> sqlite3.Cursor:
         """Entry points, newest root first (start, span row id), read as the cursor is."""
-        conditions: list[str] = [_IS_ROOT]
+        conditions: list[str] = [f"({_IS_ROOT} OR {_OPENS_A_ROOTLESS_TRACE})"]
         params: list[object] = []
         if service is not None:
             conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
