@@ -1,12 +1,19 @@
 """Samples from Prometheus: tracekit's own histograms, by ``service_version``, over the window.
 
-For a team without the store. Per version and family, two instant queries at the window's end:
-the bucket counts per route, ``sum by (route, le) (increase(<histogram>_bucket{...}[window]))``,
-and the failed requests per route from the histogram's ``_count``. ``increase()`` copes with
-counter resets (pods restarting mid-rollout) and extrapolates to the window's edges, so counts can
-differ from the requests served by about a scrape interval's worth; they are rounded to whole
-requests. Durations inside a bucket are spread evenly (``samples.spread_histogram``), the
-assumption ``histogram_quantile`` makes; a bucket boundary is as fine as the latencies get.
+For a team without the store. Per version and family, instant queries at the window's end: the
+bucket counts per route, ``sum by (route, le) (increase(<histogram>_bucket{...}[window]))``, and
+the failed requests per route from the histogram's ``_count``. ``increase()`` copes with counter
+resets (pods restarting mid-rollout) and extrapolates to the window's edges, so counts can differ
+from the requests served by about a scrape interval's worth; they are rounded to whole requests.
+
+``increase()`` counts nothing for the jump from "no series" to a series' first scraped value, and
+every series of a canary is new: a 5xx series appears with its first failure, a pod's series with
+its first requests. So each count has a second query, ``born``: the first value in the window
+(``min_over_time``, a counter's first value unless it was reset) of every series that did not
+exist at the window's start, counted from zero as ``increase()`` counts after a reset.
+
+Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
+``histogram_quantile`` makes; a bucket boundary is as fine as the latencies get.
 
 The Grafana canary dashboard (dashboards/canary.json) reads the same series.
 """
@@ -45,15 +52,37 @@ class Family:
         labels = f"service_name={_string(service)}, service_version={_string(version)}"
         return "{" + labels + (f", {extra}" if extra else "") + "}"
 
-    def buckets_query(self, service: str, version: str, seconds: int) -> str:
-        """Bucket counts per route over the last ``seconds``."""
+    def buckets_query(
+        self, service: str, version: str, seconds: float, *, born: bool = False
+    ) -> str:
+        """Bucket counts per route over the last ``seconds`` (``born``: see ``_counted``)."""
         series = f"{self.histogram}_bucket{self.selector(service, version)}"
-        return f"sum by ({self.route_label}, le) (increase({series}[{seconds}s]))"
+        return f"sum by ({self.route_label}, le) ({_counted(series, seconds, born=born)})"
 
-    def failed_query(self, service: str, version: str, seconds: int) -> str:
-        """Failed requests per route over the last ``seconds``."""
+    def failed_query(
+        self, service: str, version: str, seconds: float, *, born: bool = False
+    ) -> str:
+        """Failed requests per route over the last ``seconds`` (``born``: see ``_counted``)."""
         series = f"{self.histogram}_count{self.selector(service, version, self.failed)}"
-        return f"sum by ({self.route_label}) (increase({series}[{seconds}s]))"
+        return f"sum by ({self.route_label}) ({_counted(series, seconds, born=born)})"
+
+
+def _counted(series: str, seconds: float, *, born: bool = False) -> str:
+    """How much each counter of ``series`` grew over the last ``seconds``: ``increase()``, or
+    with ``born`` what ``increase()`` leaves out, the first value of each series that did not
+    exist at the window's start (a series absent at the start began at zero inside the window).
+    """
+    duration = _duration(seconds)
+    if born:
+        return f"min_over_time({series}[{duration}]) unless {series} offset {duration}"
+    return f"increase({series}[{duration}])"
+
+
+def _duration(seconds: float) -> str:
+    """A PromQL duration to the millisecond: where the window starts decides which series were
+    born inside it."""
+    millis = max(1, round(seconds * 1000))
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
 FAMILIES = (
@@ -77,7 +106,7 @@ def samples_from_prometheus(
     from tracekit.backends._http import JsonClient, NotFound
 
     client = JsonClient(url, name="Prometheus", timeout=timeout)
-    seconds = max(1, round((end_ns - start_ns) / 1e9))
+    seconds = (end_ns - start_ns) / 1e9
     at = f"{end_ns / 1e9:.3f}"
 
     def query(promql: str) -> list[dict[str, Any]]:
@@ -91,8 +120,10 @@ def samples_from_prometheus(
     for version in versions:
         samples: Samples = {}
         for family in FAMILIES:
-            buckets = query(family.buckets_query(service, version, seconds))
-            failed = query(family.failed_query(service, version, seconds))
+            buckets, failed = [], []
+            for born in (False, True):  # the two parts of each count, added up per route
+                buckets += query(family.buckets_query(service, version, seconds, born=born))
+                failed += query(family.failed_query(service, version, seconds, born=born))
             samples.update(_family_samples(family, buckets, failed))
         found.append(samples)
     return found[0], found[1]
@@ -114,16 +145,19 @@ def _vector(answer: Any) -> list[dict[str, Any]]:
 def _family_samples(
     family: Family, buckets: list[dict[str, Any]], failed: list[dict[str, Any]]
 ) -> Samples:
-    """Samples per route from bucket series and failed-request series."""
+    """Samples per route from bucket series and failed-request series (a route's or a bucket's
+    series are added up)."""
     by_route: dict[str, dict[float, float]] = {}
     for series in buckets:
         labels = series.get("metric") or {}
         bound = _number(labels.get("le"))
         if bound is not None:
-            by_route.setdefault(str(labels.get(family.route_label, "")), {})[bound] = _value(series)
-    errors = {
-        str((s.get("metric") or {}).get(family.route_label, "")): round(_value(s)) for s in failed
-    }
+            cumulative = by_route.setdefault(str(labels.get(family.route_label, "")), {})
+            cumulative[bound] = cumulative.get(bound, 0.0) + _value(series)
+    errors: dict[str, float] = {}
+    for series in failed:
+        route = str((series.get("metric") or {}).get(family.route_label, ""))
+        errors[route] = errors.get(route, 0.0) + _value(series)
     out: Samples = {}
     for route, cumulative in sorted(by_route.items()):
         bounds, counts = _buckets(cumulative.items())
@@ -132,7 +166,7 @@ def _family_samples(
             continue
         # increase() extrapolates each series on its own: the failed count of an all-failing
         # route can come out above its request count
-        failures = min(errors.get(route, 0), total)
+        failures = min(round(errors.get(route, 0.0)), total)
         if total > MAX_REQUESTS:  # the same shares, in fewer requests: only more cautious
             counts = [round(c * MAX_REQUESTS / total) for c in counts]
             failures = min(round(failures * MAX_REQUESTS / total), sum(counts))
