@@ -88,10 +88,12 @@ def test_more_failures_than_requests_counts_every_request_failed(
 
     code, document, stderr = canary(prometheus(answer))
 
-    assert (code, stderr) == (0, ""), stderr
+    # inconclusive, not pass: these buckets cannot rule out a slowdown (see the bucket tests below)
+    assert (code, stderr) == (4, ""), stderr
     errors = next(m for m in document["metrics"] if m["name"] == "error_rate")
     summary = errors["summary"]
     assert (summary["baseline"]["error_rate"], summary["canary"]["error_rate"]) == (1.0, 1.0)
+    assert errors["class"] == "pass"
 
 
 def test_a_busy_week_of_requests_is_judged_not_expanded_one_by_one(
@@ -115,3 +117,24 @@ def test_a_busy_week_of_requests_is_judged_not_expanded_one_by_one(
     assert code == 1 and document["verdict"] == "fail"
     errors = next(m for m in document["metrics"] if m["name"] == "error_rate")
     assert errors["summary"]["baseline"]["error_rate"] == pytest.approx(1e-3, rel=0.01)
+
+
+def test_both_tails_above_the_last_bucket_do_not_pass(
+    prometheus: Callable[[Answer], str],
+) -> None:
+    """A tenth of each version's requests took longer than the last finite bound (1 s here):
+    both p95s are only known to be above it, so neither their ratio nor a slowdown is bounded."""
+
+    def answer(version: str, bucket_query: bool) -> list[tuple[dict[str, str], float]]:
+        if bucket_query:
+            return buckets("/export", [0, 300, 600, 800, 900, 1000])
+        return []
+
+    code, document, stderr = canary(prometheus(answer))
+
+    tail = next(m for m in document["metrics"] if m["name"] == "tail_latency")
+    assert tail["effect"]["interval"][1] is None
+    assert tail["class"] == "inconclusive"
+    assert "buckets are too coarse" in tail["explanation"]
+    assert tail["more_requests_needed"] is None
+    assert (document["verdict"], code, stderr) == ("inconclusive", 4, "")

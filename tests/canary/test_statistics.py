@@ -15,7 +15,7 @@ from scipy import stats
 from tracekit.canary.proportions import fisher_greater, fisher_less, newcombe_difference, wilson
 from tracekit.canary.ranks import LOG_TICKS, exact_sf, log_ticks, mann_whitney, shift
 from tracekit.canary.selection import kth_pair_differences
-from tracekit.canary.tail import exceedance_test, quantile_shift_interval
+from tracekit.canary.tail import exceedance_test, order_statistic_ranks, quantile_shift_interval
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 
@@ -117,7 +117,13 @@ def test_newcombe_interval_of_a_difference() -> None:
 
 def test_pairwise_selection_matches_sorting_every_pair() -> None:
     rng = np.random.default_rng(5)
-    for n1, n2, spread in [(1, 1, 5), (7, 3, 4), (60, 45, 30), (3000, 2000, 10**9)]:
+    for n1, n2, spread in [
+        (1, 1, 5),
+        (7, 3, 4),
+        (60, 45, 30),
+        (3000, 2000, 10**9),
+        (3000, 2000, 8),
+    ]:
         canary = np.sort(rng.integers(-spread, spread, n1))
         baseline = np.sort(rng.integers(-spread, spread, n2))
         every = np.sort((canary[:, None] - baseline[None, :]).ravel())
@@ -210,3 +216,26 @@ def test_tail_interval_inverts_the_tail_test() -> None:
     assert p(upper + step, "less") < alpha <= p(upper - step, "less")
     # a wider tail at the same median: the p95 ratio's interval lies above 1
     assert 1 < math.exp(lower) < math.exp(0.3 * 1.645) < math.exp(upper)
+
+
+@pytest.mark.parametrize(("n", "q", "alpha"), [(100, 0.95, 0.025), (300, 0.5, 0.05),
+                                              (5000, 0.99, 0.005), (20, 0.95, 0.025)])  # fmt: skip
+def test_order_statistic_ranks_bound_the_quantile_by_scipys_binomial(
+    n: int, q: float, alpha: float
+) -> None:
+    """The r-th smallest of n is below the q-quantile when at least r values are: Binomial(n, q).
+    low is the highest rank below it with confidence 1 - alpha, high the lowest rank above it."""
+    low, high = order_statistic_ranks(n, q, alpha)
+    below = stats.binom(n, q)
+
+    def at_or_below(r: int) -> float:  # P(the r-th smallest is at or below the quantile)
+        return float(below.sf(r - 1))
+
+    if low is None:
+        assert at_or_below(1) < 1 - alpha
+    else:
+        assert at_or_below(low) >= 1 - alpha - 1e-12 > at_or_below(low + 1)
+    if high is None:  # even the largest value is above the quantile too rarely
+        assert below.cdf(n - 1) < 1 - alpha
+    else:
+        assert below.cdf(high - 1) >= 1 - alpha - 1e-12 > below.cdf(high - 2)

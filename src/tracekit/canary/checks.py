@@ -4,6 +4,12 @@ Each check tests "the canary is worse" one-sided and measures an effect with an 
 scale where the tolerance is a number: the log of a duration ratio, or a difference of error
 rates. Classification (after the correction for many tests) is ``verdict``'s job; a check also
 projects how many more canary requests would settle it, in case it stays inconclusive.
+
+Durations read from histogram buckets are only known to lie inside their bucket. A latency
+interval's ends are then taken with every request where its bucket puts it most against the
+verdict: the lower end with the canary at its buckets' lower edges and the baseline at their
+upper edges, the upper end the other way round. Two versions inside one bucket can differ by
+as much as the bucket is wide, and no number of requests changes that.
 """
 
 from __future__ import annotations
@@ -13,11 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
+import numpy as np
+
 from tracekit.canary.proportions import fisher_greater, newcombe_difference
-from tracekit.canary.ranks import LOG_TICKS, Ticks, log_ticks, mann_whitney, shift
+from tracekit.canary.ranks import LOG_TICKS, Ticks, edge_ticks, log_ticks, mann_whitney, shift
 from tracekit.canary.samples import RouteKey, RouteSamples
 from tracekit.canary.settings import ERROR_RATE, LATENCY, TAIL_LATENCY, Settings
-from tracekit.canary.tail import exceedance_test, quantile_shift_interval
+from tracekit.canary.tail import (
+    bucketed_quantile_interval,
+    exceedance_test,
+    quantile_shift_interval,
+)
 
 __all__ = ["MIN_RANK_REQUESTS", "Check", "check_route", "tail_floor"]
 
@@ -34,7 +46,8 @@ class Check:
     ``p_value`` is one-sided ("the canary is worse"); None when there were too few requests to
     test. ``estimate``/``lower``/``upper``/``tolerance`` share one scale (log-ratio, or error
     rate difference); a None end is unbounded. ``more_requests``: about how many more canary
-    requests (traffic split unchanged) would decide it.
+    requests (traffic split unchanged) would decide it; ``coarse``: none would, the histogram
+    buckets the durations came from cannot rule out a change beyond the tolerance.
     """
 
     metric: str
@@ -49,6 +62,7 @@ class Check:
     tolerance: float
     more_requests: int | None
     detail: Mapping[str, float] = field(default_factory=dict)
+    coarse: bool = False  # histogram buckets, not traffic, keep the tolerance from being cleared
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +76,30 @@ class _Route:
     z_decide: float  # normal quantile a test must pass to decide (Bonferroni over the run)
     ticks: tuple[Ticks, Ticks]  # canary, baseline log-durations
 
+    @property
+    def bucketed(self) -> bool:
+        """Whether either version's durations came from histogram buckets."""
+        return self.canary.edges is not None or self.baseline.edges is not None
+
+    def best_case(self) -> tuple[Ticks, Ticks]:
+        """(canary, baseline) log-durations with the canary as fast as its buckets allow and the
+        baseline as slow."""
+        return edge_ticks(self.canary.lowest), edge_ticks(self.baseline.highest)
+
+    def worst_case(self) -> tuple[Ticks, Ticks]:
+        """(canary, baseline) log-durations with the canary as slow as its buckets allow and the
+        baseline as fast."""
+        return edge_ticks(self.canary.highest), edge_ticks(self.baseline.lowest)
+
     def check(
         self, metric: str, method: str, p: float | None, effect: tuple[float | None, ...],
         tolerance: float, more: int | None, detail: Mapping[str, float] | None = None,
+        coarse: bool = False,
     ) -> Check:  # fmt: skip
         """A check of this route; ``effect`` is (estimate, lower, upper)."""
         estimate, lower, upper = effect
         return Check(metric, self.key, self.baseline, self.canary, method, p, estimate, lower,
-                     upper, tolerance, more, detail or {})  # fmt: skip
+                     upper, tolerance, more, detail or {}, coarse)  # fmt: skip
 
     def too_few(self, metric: str, method: str, tolerance: float, floor: int) -> Check | None:
         """An untested check when a version has fewer than ``floor`` requests, else None."""
@@ -102,10 +132,19 @@ def _latency(route: _Route) -> Check:
     if untested is not None:
         return untested
     test = mann_whitney(route.canary.durations, route.baseline.durations, "greater")
-    found = shift(*route.ticks, route.settings.alpha_per_look)
+    alpha = route.settings.alpha_per_look
+    found = shift(*route.ticks, alpha)
     effect = (found.estimate, found.lower, found.upper)
-    more = _more_for_log_effect(effect, tolerance, route)
-    return route.check(LATENCY, method, test.p_value, effect, tolerance, more, {"u": test.u})
+    detail = {"u": test.u}
+    if not route.bucketed:
+        more = _more_for_log_effect(effect, tolerance, route)
+        return route.check(LATENCY, method, test.p_value, effect, tolerance, more, detail)
+    lowest, highest = shift(*route.best_case(), alpha), shift(*route.worst_case(), alpha)
+    coarse = highest.estimate >= tolerance  # where the upper end shrinks to with more traffic
+    ceiling = (highest.estimate, highest.upper)
+    more = None if coarse else _more_for_log_effect(effect, tolerance, route, ceiling)
+    widened = (found.estimate, lowest.lower, highest.upper)
+    return route.check(LATENCY, method, test.p_value, widened, tolerance, more, detail, coarse)
 
 
 def _tail(route: _Route) -> Check:
@@ -116,23 +155,45 @@ def _tail(route: _Route) -> Check:
     if untested is not None:
         return untested
     test = exceedance_test(*route.ticks, q)
-    lower, upper = quantile_shift_interval(
-        *route.ticks, q, route.settings.alpha_per_look, LOG_TICKS
-    )
+    alpha = route.settings.alpha_per_look
+    lower, upper = quantile_shift_interval(*route.ticks, q, alpha, LOG_TICKS)
     canary_q, baseline_q = route.canary.quantile(q), route.baseline.quantile(q)
     estimate = math.log(max(canary_q, _SMALLEST_SECONDS) / max(baseline_q, _SMALLEST_SECONDS))
     # Where many requests tie (a histogram's overflow bucket), the inverted test is a step
     # function whose ends can miss the estimate, even cross: widening to it is only more careful.
     lower = None if lower is None else min(lower, estimate)
     upper = None if upper is None else max(upper, estimate)
-    more = _more_for_log_effect((estimate, lower, upper), tolerance, route)
+    effect = (estimate, lower, upper)
     detail = {
         "threshold_seconds": math.exp(test.threshold / LOG_TICKS),
         "canary_above": test.canary_above,
         "baseline_above": test.baseline_above,
     }
-    return route.check(TAIL_LATENCY, method, test.p_value, (estimate, lower, upper), tolerance,
-                       more, detail)  # fmt: skip
+    if not route.bucketed:
+        more = _more_for_log_effect(effect, tolerance, route)
+        return route.check(TAIL_LATENCY, method, test.p_value, effect, tolerance, more, detail)
+    canary, baseline = route.canary, route.baseline
+    lowest, highest = bucketed_quantile_interval(
+        (canary.lowest, canary.highest), (baseline.lowest, baseline.highest), q, alpha
+    )
+    if lower is not None and lowest is not None:
+        lowest = min(lowest, lower)
+    if upper is not None and highest is not None:
+        highest = max(highest, upper)
+    reach = _worst_quantile_ratio(route, q)
+    coarse = reach >= tolerance
+    more = None if coarse else _more_for_log_effect(effect, tolerance, route, (reach, highest))
+    return route.check(TAIL_LATENCY, method, test.p_value, (estimate, lowest, highest),
+                       tolerance, more, detail, coarse)  # fmt: skip
+
+
+def _worst_quantile_ratio(route: _Route, q: float) -> float:
+    """Log of the ``q``-quantiles' ratio with the canary at its buckets' upper edges and the
+    baseline at their lower ones: where the tail interval's upper end shrinks to (infinite when
+    the canary's quantile is in the last bucket)."""
+    canary_q = float(np.quantile(route.canary.highest, q, method="inverted_cdf"))
+    baseline_q = float(np.quantile(route.baseline.lowest, q, method="inverted_cdf"))
+    return math.log(max(canary_q, _SMALLEST_SECONDS) / max(baseline_q, _SMALLEST_SECONDS))
 
 
 def _errors(route: _Route) -> Check:
@@ -159,21 +220,29 @@ def _more_at(factor: float, canary: RouteSamples) -> int:
 
 
 def _more_for_log_effect(
-    effect: tuple[float | None, ...], tolerance: float, route: _Route
+    effect: tuple[float | None, ...],
+    tolerance: float,
+    route: _Route,
+    ceiling: tuple[float, float | None] | None = None,
 ) -> int | None:
     """Requests until the interval clears the tolerance or the test turns significant.
 
     Interval half-widths shrink with the square root of the requests; the current half-width
-    gives the spread, and the effect is assumed to stay where it is.
+    gives the spread, and the effect is assumed to stay where it is. ``ceiling``: where the
+    interval's upper end shrinks to, and where it is, when histogram buckets widened it (the
+    estimate and upper end of the canary at its buckets' upper edges against the baseline at
+    their lower ones); by default the effect's own.
     """
     estimate, _, upper = effect
     if estimate is None or upper is None or upper <= estimate:
         return None
     z = route.settings.z
     spread = (upper - estimate) / z
+    top, top_upper = ceiling or (estimate, upper)
     factors = []
-    if estimate < tolerance:
-        factors.append((z * spread / (tolerance - estimate)) ** 2)
+    if top < tolerance and top_upper is not None and top_upper > top:
+        top_spread = (top_upper - top) / z
+        factors.append((z * top_spread / (tolerance - top)) ** 2)
     if estimate > 0:
         factors.append((route.z_decide * spread / estimate) ** 2)
     if not factors or min(factors) > _MAX_FACTOR:

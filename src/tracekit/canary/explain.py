@@ -79,6 +79,8 @@ def _tolerance(check: Check) -> str:
 
 
 def _more(check: Check) -> str:
+    if check.coarse:
+        return "the histogram's buckets are too coarse to tell, whatever the traffic"
     if check.more_requests is None:
         return "far more requests needed than this traffic gives"
     return f"about {round_requests(check.more_requests):,} more canary requests needed"

@@ -13,7 +13,8 @@ its first requests. So each count has a second query, ``born``: the first value 
 exist at the window's start, counted from zero as ``increase()`` counts after a reset.
 
 Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
-``histogram_quantile`` makes; a bucket boundary is as fine as the latencies get.
+``histogram_quantile`` makes, and keep their bucket's edges: a latency interval is never narrower
+than the buckets can tell (``checks``).
 
 The Grafana canary dashboard (dashboards/canary.json) reads the same series.
 """
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, spread_histogram
+from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, histogram_samples
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
@@ -170,9 +171,9 @@ def _family_samples(
         if total > MAX_REQUESTS:  # the same shares, in fewer requests: only more cautious
             counts = [round(c * MAX_REQUESTS / total) for c in counts]
             failures = min(round(failures * MAX_REQUESTS / total), sum(counts))
-        durations = spread_histogram(bounds, counts)
-        if len(durations):
-            out[RouteKey(family.kind, route)] = RouteSamples(durations, failures)
+        samples = histogram_samples(bounds, counts, failures)
+        if samples.requests:
+            out[RouteKey(family.kind, route)] = samples
     return out
 
 

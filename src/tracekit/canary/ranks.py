@@ -25,11 +25,14 @@ from tracekit.canary.selection import kth_pair_differences
 __all__ = [
     "EXACT_LIMIT",
     "LOG_TICKS",
+    "UNBOUNDED_TICKS",
     "Floats",
     "RankTest",
     "Shift",
     "Ticks",
+    "edge_ticks",
     "exact_sf",
+    "log_ratio",
     "log_ticks",
     "mann_whitney",
     "shift",
@@ -37,6 +40,10 @@ __all__ = [
 
 EXACT_LIMIT = 8  # as scipy's "auto": exact when a sample is this small and nothing is tied
 LOG_TICKS = 1e9  # log-durations are held as integers of 1e-9: pair differences stay exact
+# An infinite duration (the upper edge of a histogram's last bucket), in log-ticks: above any
+# finite duration's (|log| of 1e-9 to 1e300 s is under 7e11 ticks), and differences with those
+# still fit in 64 bits. A difference this far out (half of it or more) is not a finite ratio.
+UNBOUNDED_TICKS = 2**60
 _SMALLEST_SECONDS = 1e-9  # a zero duration is one nanosecond on the log scale
 
 Floats = npt.NDArray[np.float64]
@@ -65,9 +72,26 @@ class Shift:
 
 
 def log_ticks(seconds: Floats) -> Ticks:
-    """Sorted durations (seconds) as integer log-ticks, keeping their order."""
+    """Sorted durations (seconds) as integer log-ticks, keeping their order (an infinite one is
+    ``UNBOUNDED_TICKS``)."""
     clipped = np.maximum(seconds, _SMALLEST_SECONDS)
-    return np.rint(np.log(clipped) * LOG_TICKS).astype(np.int64)
+    finite = np.isfinite(clipped)
+    ticks = np.rint(np.log(np.where(finite, clipped, 1.0)) * LOG_TICKS).astype(np.int64)
+    return np.where(finite, ticks, UNBOUNDED_TICKS)
+
+
+def edge_ticks(seconds: Floats) -> Ticks:
+    """Bucket edges (sorted seconds) as log-ticks: as ``log_ticks``, but a zero edge (the first
+    bucket's lower one) bounds nothing, ``-UNBOUNDED_TICKS``."""
+    return np.where(seconds > 0, log_ticks(seconds), -UNBOUNDED_TICKS)
+
+
+def log_ratio(ticks: float) -> float:
+    """A difference of log-ticks as the log of a ratio; infinite where an infinite duration
+    decided it."""
+    if abs(ticks) >= UNBOUNDED_TICKS / 2:
+        return math.copysign(math.inf, ticks)
+    return ticks / LOG_TICKS
 
 
 def mann_whitney(canary: Floats, baseline: Floats, alternative: str = "greater") -> RankTest:
@@ -150,10 +174,14 @@ def shift(canary: Ticks, baseline: Ticks, alpha: float) -> Shift:
     if depth is not None:
         wanted += [depth, pairs + 1 - depth]
     found = kth_pair_differences(canary, baseline, wanted)
-    estimate = (found[0] + found[1]) / 2 / LOG_TICKS
+    estimate = log_ratio((found[0] + found[1]) / 2)
     if depth is None:
         return Shift(estimate, None, None)
-    return Shift(estimate, found[2] / LOG_TICKS, found[3] / LOG_TICKS)
+    return Shift(estimate, _bounded(log_ratio(found[2])), _bounded(log_ratio(found[3])))
+
+
+def _bounded(log_value: float) -> float | None:
+    return log_value if math.isfinite(log_value) else None
 
 
 def _interval_depth(n1: int, n2: int, alpha: float) -> int | None:

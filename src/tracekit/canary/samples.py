@@ -2,7 +2,9 @@
 
 The store gives real per-request durations. Prometheus gives histogram bucket counts; those are
 turned into durations spread evenly inside each bucket, the assumption ``histogram_quantile``
-makes, so both sources feed the same statistics (see ``spread_histogram``).
+makes, so both sources feed the same statistics (see ``spread_histogram``). Such samples also
+keep each request's bucket edges (``RouteSamples.edges``): the spread is a guess, and an interval
+must not claim more than the edges allow.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "RouteKey",
     "RouteSamples",
     "VersionSamples",
+    "histogram_samples",
     "spread_histogram",
 ]
 
@@ -42,10 +45,16 @@ class RouteKey:
 
 @dataclass(frozen=True, slots=True)
 class RouteSamples:
-    """One version's requests on one route: durations in seconds (sorted) and how many failed."""
+    """One version's requests on one route: durations in seconds (sorted) and how many failed.
+
+    ``edges``, for durations read from histogram buckets: each request's lowest and highest
+    possible duration (its bucket's edges, the last bucket's upper one infinite), in the order of
+    ``durations``; None when the durations are exact.
+    """
 
     durations: Floats
     errors: int
+    edges: tuple[Floats, Floats] | None = None
 
     @classmethod
     def of(cls, seconds: Iterable[float], errors: int) -> RouteSamples:
@@ -61,6 +70,16 @@ class RouteSamples:
     def quantile(self, q: float) -> float:
         """The ``q``-quantile in seconds, interpolated linearly between order statistics."""
         return float(np.quantile(self.durations, q)) if self.requests else math.nan
+
+    @property
+    def lowest(self) -> Floats:
+        """Each request's lowest possible duration (sorted): its bucket's lower edge, if any."""
+        return self.durations if self.edges is None else self.edges[0]
+
+    @property
+    def highest(self) -> Floats:
+        """Each request's highest possible duration (sorted): its bucket's upper edge, if any."""
+        return self.durations if self.edges is None else self.edges[1]
 
 
 VersionSamples = dict[RouteKey, RouteSamples]
@@ -83,3 +102,13 @@ def spread_histogram(bounds: Sequence[float], counts: Sequence[int]) -> Floats:
     if above > 0:
         parts.append(np.full(above, bounds[-1] if bounds else 0.0))
     return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.float64)
+
+
+def histogram_samples(bounds: Sequence[float], counts: Sequence[int], errors: int) -> RouteSamples:
+    """Samples from per-bucket ``counts`` (as ``spread_histogram``), with each request's edges."""
+    lower = np.concatenate([[0.0], bounds])
+    upper = np.concatenate([bounds, [math.inf]])
+    sizes = np.zeros(len(upper), dtype=np.int64)
+    sizes[: len(counts)] = counts
+    edges = (np.repeat(lower, sizes), np.repeat(upper, sizes))
+    return RouteSamples(spread_histogram(bounds, counts), errors, edges)

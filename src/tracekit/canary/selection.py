@@ -4,6 +4,8 @@
 narrowed by counting the pairs at or below a value (one vectorised binary search per canary
 value), guessing by interpolation and falling back to halving, until few enough pairs remain
 inside to list them and select exactly. Integer inputs keep the counts and the listing exact.
+Samples of few distinct values (a histogram's bucket edges: every request of a bucket ties) are
+selected from their distinct differences, each weighted by its number of pairs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ _MIN_LISTED = 10_000  # pairs listed outright once the bracket holds no more tha
 
 def kth_pair_differences(canary: Ticks, baseline: Ticks, ks: Sequence[int]) -> list[int]:
     """For each 1-based ``k``, the k-th smallest ``canary[j] - baseline[i]`` (both sorted)."""
+    canary_values, canary_counts = np.unique(canary, return_counts=True)
+    baseline_values, baseline_counts = np.unique(baseline, return_counts=True)
+    if len(canary_values) * len(baseline_values) <= _MIN_LISTED:
+        differences = np.subtract.outer(canary_values, baseline_values).ravel()
+        order = np.argsort(differences)
+        pairs = np.cumsum(np.multiply.outer(canary_counts, baseline_counts).ravel()[order])
+        return [int(differences[order[np.searchsorted(pairs, k)]]) for k in ks]
     found: dict[int, int] = {}
     for k in ks:
         if k not in found:

@@ -8,6 +8,10 @@ labels are exchangeable and the pooled threshold does not depend on them, so the
 
 Its effect is the ratio of the two versions' q-quantiles, with an interval found by inverting the
 same test: the ratios r for which "canary / r" is not significantly heavier-tailed nor lighter.
+
+Durations read from histogram buckets are only known to lie inside their bucket (ties by the
+hundred, and nothing known within a bucket): there the interval is also bounded by order
+statistics (``bucketed_quantile_interval``), which need no more than that.
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ import numpy.typing as npt
 
 from tracekit.canary.proportions import fisher_greater, fisher_less
 
-__all__ = ["Exceedance", "Ticks", "exceedance_test", "quantile_shift_interval"]
+__all__ = [
+    "Exceedance",
+    "Floats",
+    "Ticks",
+    "bucketed_quantile_interval",
+    "exceedance_test",
+    "order_statistic_ranks",
+    "quantile_shift_interval",
+]
 
 Ticks = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
 _Side = Literal["left", "right"]  # numpy's searchsorted side: "left" counts ties as above
 _RESOLUTION = 10_000  # interval ends to 1e-5 on the log scale (0.001% of the ratio)
 
@@ -147,3 +160,47 @@ def _boundary(
         else:
             low = middle
     return low if rising else high
+
+
+def order_statistic_ranks(n: int, q: float, alpha: float) -> tuple[int | None, int | None]:
+    """1-based ranks (low, high) of order statistics of ``n`` values at or below, and at or above,
+    the ``q``-quantile of their distribution, each with confidence 1 - alpha (None: too few).
+
+    The r-th smallest is below the quantile when at least r values are: P = P(Binomial(n, q) >= r).
+    """
+    k = np.arange(1, n + 1)
+    steps = np.log((n - k + 1) / k) + math.log(q / (1 - q))
+    cdf = np.cumsum(np.exp(n * math.log1p(-q) + np.concatenate([[0.0], np.cumsum(steps)])))
+    low = int(np.searchsorted(cdf, alpha, side="right"))  # P(Binomial <= low - 1) <= alpha
+    high = int(np.searchsorted(cdf, 1 - alpha, side="left")) + 1  # P(Binomial <= high - 1)
+    return (low if low >= 1 else None), (high if high <= n else None)
+
+
+def bucketed_quantile_interval(
+    canary: tuple[Floats, Floats], baseline: tuple[Floats, Floats], q: float, alpha: float
+) -> tuple[float | None, float | None]:
+    """The (1 - 2 alpha) interval of the log-ratio of q-quantiles from durations known only to lie
+    between a lowest and a highest value (each version's two arrays, sorted).
+
+    Each end takes each version's quantile at its own one-sided bound (alpha / 2 apiece): the
+    upper end, the canary's upper bound at its highest values over the baseline's lower bound at
+    its lowest. An infinite or unreachable bound leaves that end None.
+    """
+    low_canary, high_canary = order_statistic_ranks(len(canary[0]), q, alpha / 2)
+    low_baseline, high_baseline = order_statistic_ranks(len(baseline[0]), q, alpha / 2)
+    lower = _log_ratio(canary[0], low_canary, baseline[1], high_baseline)
+    upper = _log_ratio(canary[1], high_canary, baseline[0], low_baseline)
+    return lower, upper
+
+
+def _log_ratio(
+    over: Floats, over_rank: int | None, under: Floats, under_rank: int | None
+) -> float | None:
+    """log(over[over_rank] / under[under_rank]) (1-based ranks); None without a rank or where an
+    edge bounds nothing (zero, the first bucket's lower one; infinite, the last one's upper)."""
+    if over_rank is None or under_rank is None:
+        return None
+    top, bottom = float(over[over_rank - 1]), float(under[under_rank - 1])
+    if not (0 < top < math.inf and 0 < bottom < math.inf):
+        return None
+    return math.log(top / bottom)

@@ -1,0 +1,117 @@
+"""`tracekit canary --prometheus` is only as sure about latency as the histogram buckets allow.
+
+Prometheus holds bucket counts, not durations. As in the review that found it: the baseline
+answers in 130 ms, the canary in 195 ms (1.5 times as slow), both inside tracekit's
+(100 ms, 250 ms] bucket. The counts are the same, so the buckets cannot tell the versions apart,
+and a verdict from them must not pass what the store fails. A real Prometheus scrapes two versions
+of tests/canary/apps/canary_shop.py. Outside CI a missing ``prometheus`` binary skips; with
+CI=true it fails.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from conditions import wait_for
+from loopback import UNREACHABLE
+from prometheus_server import instant, prometheus_binary, running_prometheus
+from shop import start_shop
+
+from tracekit_cli.main import cli
+
+APP = Path(__file__).parent / "apps" / "canary_shop.py"
+BASELINE, CANARY = "1.0.0", "2.0.0"
+REQUESTS = 300  # per version
+SLOW = "/slow/{n}"
+
+
+@dataclass
+class Run:
+    prometheus: str
+    store: Path
+    start: str
+    end: str
+
+
+def _scraped(url: str) -> float:
+    query = f'sum(http_server_request_duration_seconds_count{{http_route="{SLOW}"}})'
+    found = instant(url, query)
+    return float(found[0]["value"][1]) if found else 0.0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    binary = prometheus_binary()
+    directory = tmp_path_factory.mktemp("canary-buckets")
+    store = directory / "tracekit.db"
+    start = datetime.now(UTC)
+    shops = [start_shop(APP, BASELINE, store, 0.130, 0), start_shop(APP, CANARY, store, 0.195, 0)]
+    try:
+        targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
+        with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
+            with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
+                for shop in shops:
+                    up = f"{shop.url}/health"
+                    wait_for(
+                        lambda u=up: client.get(u).status_code == 200,
+                        20,
+                        "shop up",
+                        ignoring=UNREACHABLE,
+                    )
+                plan = [f"{shop.url}/slow/{n}" for n in range(REQUESTS) for shop in shops]
+                statuses = list(pool.map(lambda u: client.get(u).status_code, plan))
+            assert statuses == [200] * len(plan)
+            wait_for(lambda: _scraped(url) == len(plan), 30, "requests scraped")
+            yield Run(url, store, start.isoformat(), datetime.now(UTC).isoformat())
+    finally:
+        for shop in shops:
+            shop.stop()
+
+
+def _canary(run: Run, *source: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(cli, [
+        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY, *source,
+        "--route", SLOW, "--start", run.start, "--end", run.end, "--format", "json",
+    ])  # fmt: skip
+    assert result.stderr == ""
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _metrics(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in document["metrics"]}
+
+
+def test_the_store_fails_the_slower_canary(run: Run) -> None:
+    def stored_in_full() -> tuple[int, dict[str, Any]] | None:  # spans reach it in batches
+        code, document = _canary(run, "--store", str(run.store))
+        return (code, document) if document["canary"]["requests"] == REQUESTS else None
+
+    code, document = wait_for(stored_in_full, 60, "every request in the store")
+
+    latency = _metrics(document)["latency"]
+    assert latency["class"] == "fail"
+    assert latency["effect"]["estimate"] == pytest.approx(1.5, rel=0.05)
+    assert (document["verdict"], code) == ("fail", 1)
+
+
+def test_one_bucket_does_not_pass_a_canary_that_may_be_much_slower(run: Run) -> None:
+    code, document = _canary(run, "--prometheus", run.prometheus)
+
+    metrics = _metrics(document)
+    for name in ("latency", "tail_latency"):
+        metric = metrics[name]
+        assert metric["class"] == "inconclusive", name
+        assert metric["effect"]["interval"][1] >= 2.5, name  # the bucket is 2.5 times as wide
+        assert "buckets are too coarse" in metric["explanation"], name
+        assert metric["more_requests_needed"] is None, name
+    assert (document["verdict"], code) == ("inconclusive", 4)
+    assert document["more_requests_needed"] is None
