@@ -28,19 +28,22 @@ _ids = iter(range(1, 10**9))
 
 
 def requests(
-    version: str, route: str, n: int, *, seed: int, scale: float = 1.0, errors: int = 0
-) -> list[SpanRecord]:
+    version: str, route: str | None, n: int, *, seed: int, scale: float = 1.0, errors: int = 0,
+    ok: int = 200,
+) -> list[SpanRecord]:  # fmt: skip
+    """``n`` SERVER spans of ``route`` (None: matched no route), the first ``errors`` 500s."""
     rng = random.Random(seed)
     spans = []
     for i in range(n):
         number = next(_ids)
         start = T0 + rng.randrange(1_800 * 10**9)
         duration = int(0.05e9 * scale * rng.lognormvariate(0, 0.5))
-        code = 500 if i < errors else 200
+        code = 500 if i < errors else ok
+        routed = {} if route is None else {"http.route": route}
         spans.append(SpanRecord(
-            f"{number:032x}", f"{number:016x}", None, "orders", f"GET {route}", "SERVER",
-            start, start + duration, status="ERROR" if code == 500 else "UNSET",
-            attributes={"http.route": route, "http.response.status_code": code},
+            f"{number:032x}", f"{number:016x}", None, "orders", f"GET {route or ''}".strip(),
+            "SERVER", start, start + duration, status="ERROR" if code == 500 else "UNSET",
+            attributes={**routed, "http.response.status_code": code},
             resource={"service.name": "orders"}, service_version=version,
         ))  # fmt: skip
     return spans
@@ -62,10 +65,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run(store: Path, canary: str, *args: str) -> tuple[int, str, str]:
+def run(store: Path, canary: str, *args: str, baseline: str = "1.0") -> tuple[int, str, str]:
     result = CliRunner().invoke(
         cli,
-        ["canary", "--service", "orders", "--baseline", "1.0", "--canary", canary,
+        ["canary", "--service", "orders", "--baseline", baseline, "--canary", canary,
          "--store", str(store), *WINDOW, *args],
         env={"COLUMNS": "120"},
     )  # fmt: skip
@@ -194,11 +197,62 @@ def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path
         )
 
 
+@pytest.fixture(scope="module")
+def outside_routes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both versions serve /orders/{id} alike. Canary 2.1 also fails 400 requests before any
+    route matched them (middleware raising ahead of the router); canary 2.2 no longer serves the
+    baseline's /pay: those requests now answer 404, matching no route."""
+    path = tmp_path_factory.mktemp("canary-outside-routes") / "tracekit.db"
+    spans = requests("2.0", "/orders/{id}", 400, seed=1) + requests("2.0", "/pay", 400, seed=2)
+    spans += requests("2.1", "/orders/{id}", 400, seed=3) + requests("2.1", "/pay", 400, seed=4)
+    spans += requests("2.1", None, 400, seed=5, errors=400)
+    spans += requests("2.2", "/orders/{id}", 400, seed=6) + requests(
+        "2.2", None, 400, seed=7, ok=404
+    )
+    with Store(path) as writer:
+        writer.write_spans(spans)
+    return path
+
+
+def test_failures_outside_any_route_fail_the_canary(outside_routes: Path) -> None:
+    code, out, _ = run(
+        outside_routes, "2.1", "--gate", "strict", "--format", "json", baseline="2.0"
+    )
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    (unrouted,) = [m for m in document["metrics"] if m["route"] == "_unmatched"]
+    assert unrouted["name"] == "error_rate"  # their latencies are not compared
+    assert unrouted["n"] == {"baseline": 800, "canary": 1200}  # among every request
+    assert (unrouted["summary"]["baseline"]["errors"], unrouted["summary"]["canary"]["errors"]) == (
+        0, 400,
+    )  # fmt: skip
+    assert unrouted["class"] == "fail"
+    assert "failed outside any route" in unrouted["explanation"]
+    assert (document["verdict"], code) == ("fail", 1)
+
+
+def test_a_route_the_canary_stopped_serving_does_not_pass(outside_routes: Path) -> None:
+    code, out, _ = run(outside_routes, "2.2", "--format", "json", baseline="2.0")
+    strict, _, _ = run(
+        outside_routes, "2.2", "--gate", "strict", "--format", "json", baseline="2.0"
+    )
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    pay = [m for m in document["metrics"] if m["route"] == "/pay"]
+    assert [m["class"] for m in pay] == ["inconclusive"] * 3
+    assert all(m["n"] == {"baseline": 400, "canary": 0} for m in pay)
+    assert all(m["more_requests_needed"] is None for m in pay)
+    assert "a route the canary stopped serving cannot pass" in document["reasons"][0]
+    assert (document["verdict"], code, strict) == ("inconclusive", 4, 1)
+
+
 def test_end_alone_judges_the_thirty_minutes_before_it(store: Path) -> None:
     versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
     args = [*versions, "--store", str(store), "--end", WINDOW[3], "--format", "json"]
     alone = CliRunner().invoke(cli, args)
-    assert alone.exit_code == 0, alone.stderr
+    assert alone.exit_code == 4, alone.stderr  # 1.1 serves no /stock: inconclusive, not a pass
     assert json.loads(alone.stdout) == json.loads(run(store, "1.1", "--format", "json")[1])
 
 

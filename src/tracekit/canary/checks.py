@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -31,9 +31,20 @@ from tracekit.canary.tail import (
     quantile_shift_interval,
 )
 
-__all__ = ["MIN_RANK_REQUESTS", "Check", "check_route", "tail_floor"]
+__all__ = [
+    "MIN_RANK_REQUESTS",
+    "Check",
+    "check_route",
+    "check_unrouted_errors",
+    "tail_floor",
+]
 
 MIN_RANK_REQUESTS = 10  # per version, before a rank test and its interval mean anything
+_METHODS = {
+    LATENCY: "mann-whitney-u",
+    TAIL_LATENCY: "fisher-exact-above-pooled-quantile",
+    ERROR_RATE: "fisher-exact",
+}
 _EXPECTED_ABOVE = 5  # per version, above the tail quantile, before the tail test is run
 _MAX_FACTOR = 1024.0  # beyond 1024 times the current traffic, "more requests" is not a number
 _SMALLEST_SECONDS = 1e-9
@@ -47,7 +58,9 @@ class Check:
     test. ``estimate``/``lower``/``upper``/``tolerance`` share one scale (log-ratio, or error
     rate difference); a None end is unbounded. ``more_requests``: about how many more canary
     requests (traffic split unchanged) would decide it; ``coarse``: none would, the histogram
-    buckets the durations came from cannot rule out a change beyond the tolerance.
+    buckets the durations came from cannot rule out a change beyond the tolerance. ``unrouted``:
+    an error rate of the requests that matched no route, counted among every request of the
+    version (``baseline`` and ``canary`` hold them all), see ``check_unrouted_errors``.
     """
 
     metric: str
@@ -63,6 +76,7 @@ class Check:
     more_requests: int | None
     detail: Mapping[str, float] = field(default_factory=dict)
     coarse: bool = False  # histogram buckets, not traffic, keep the tolerance from being cleared
+    unrouted: bool = False  # errors of requests that matched no route, among all requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,11 @@ class _Route:
     canary: RouteSamples
     settings: Settings
     z_decide: float  # normal quantile a test must pass to decide (Bonferroni over the run)
-    ticks: tuple[Ticks, Ticks]  # canary, baseline log-durations
+
+    @property
+    def ticks(self) -> tuple[Ticks, Ticks]:
+        """Canary and baseline log-durations."""
+        return log_ticks(self.canary.durations), log_ticks(self.baseline.durations)
 
     @property
     def bucketed(self) -> bool:
@@ -113,11 +131,44 @@ class _Route:
 def check_route(
     key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
 ) -> list[Check]:
-    """The three checks of one route; ``tests`` is how many are run in all (for projections)."""
-    z_decide = NormalDist().inv_cdf(1 - settings.alpha_per_look / max(1, tests))
-    ticks = (log_ticks(canary.durations), log_ticks(baseline.durations))
-    route = _Route(key, baseline, canary, settings, z_decide, ticks)
+    """The three checks of one route; ``tests`` is how many are run in all (for projections).
+
+    A route the canary served no request of (it stopped serving it) has all three untested: no
+    evidence, so it cannot pass, and no number of requests that would settle it.
+    """
+    route = _route(key, baseline, canary, settings, tests)
+    if not canary.requests:
+        nothing = (None, None, None)
+        return [
+            route.check(metric, method, None, nothing, _tolerance(metric, settings), None)
+            for metric, method in _METHODS.items()
+        ]
     return [_latency(route), _tail(route), _errors(route)]
+
+
+def check_unrouted_errors(
+    key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
+) -> Check:
+    """The error rate of the requests that matched no route (``key``), among all requests.
+
+    ``baseline`` and ``canary`` hold every request of their version (of the key's kind), with
+    the failures of those that matched no route as their errors: a version that fails outside its
+    routes is compared with one that does not, whether or not it had such requests at all.
+    Their latencies are not compared: 404 probes and scanners say nothing about a release.
+    """
+    errors = _errors(_route(key, baseline, canary, settings, tests))
+    return replace(errors, unrouted=True)
+
+
+def _route(
+    key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
+) -> _Route:
+    z_decide = NormalDist().inv_cdf(1 - settings.alpha_per_look / max(1, tests))
+    return _Route(key, baseline, canary, settings, z_decide)
+
+
+def _tolerance(metric: str, settings: Settings) -> float:
+    return settings.error_tolerance if metric == ERROR_RATE else settings.log_tolerance(metric)
 
 
 def tail_floor(q: float) -> int:
@@ -127,7 +178,7 @@ def tail_floor(q: float) -> int:
 
 def _latency(route: _Route) -> Check:
     tolerance = route.settings.log_tolerance(LATENCY)
-    method = "mann-whitney-u"
+    method = _METHODS[LATENCY]
     untested = route.too_few(LATENCY, method, tolerance, MIN_RANK_REQUESTS)
     if untested is not None:
         return untested
@@ -150,13 +201,14 @@ def _latency(route: _Route) -> Check:
 def _tail(route: _Route) -> Check:
     q = route.settings.tail_quantile
     tolerance = route.settings.log_tolerance(TAIL_LATENCY)
-    method = "fisher-exact-above-pooled-quantile"
+    method = _METHODS[TAIL_LATENCY]
     untested = route.too_few(TAIL_LATENCY, method, tolerance, tail_floor(q))
     if untested is not None:
         return untested
-    test = exceedance_test(*route.ticks, q)
+    ticks = route.ticks
+    test = exceedance_test(*ticks, q)
     alpha = route.settings.alpha_per_look
-    lower, upper = quantile_shift_interval(*route.ticks, q, alpha, LOG_TICKS)
+    lower, upper = quantile_shift_interval(*ticks, q, alpha, LOG_TICKS)
     canary_q, baseline_q = route.canary.quantile(q), route.baseline.quantile(q)
     estimate = math.log(max(canary_q, _SMALLEST_SECONDS) / max(baseline_q, _SMALLEST_SECONDS))
     # Where many requests tie (a histogram's overflow bucket), the inverted test is a step
@@ -207,7 +259,7 @@ def _errors(route: _Route) -> Check:
     effect = (estimate, lower, upper)
     p = fisher_greater(*counts)
     return route.check(
-        ERROR_RATE, "fisher-exact", p, effect, settings.error_tolerance, more, detail
+        ERROR_RATE, _METHODS[ERROR_RATE], p, effect, settings.error_tolerance, more, detail
     )
 
 

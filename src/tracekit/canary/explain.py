@@ -24,6 +24,11 @@ CLASSES = (PASS, MARGINAL, FAIL, INCONCLUSIVE)
 
 def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float, q: float) -> str:
     """Why ``check`` got class ``cls``, in words."""
+    if not check.canary.requests:
+        return (
+            f"no canary requests ({check.baseline.requests} baseline): a route the canary"
+            f" stopped serving cannot pass"
+        )
     if check.p_value is None or check.estimate is None:
         return (
             f"too few requests to compare ({check.baseline.requests} baseline,"
@@ -57,8 +62,9 @@ def _measured(check: Check, confidence: float, q: float) -> str:
     if check.metric == ERROR_RATE:
         before = check.baseline.errors / check.baseline.requests
         after = check.canary.errors / check.canary.requests
+        what = "failed outside any route (of all requests)" if check.unrouted else "errors"
         return (
-            f"errors {before:.2%} -> {after:.2%}"
+            f"{what} {before:.2%} -> {after:.2%}"
             f" ({_points(check.estimate)}, {level} interval {_points(check.lower)}"
             f" to {_points(check.upper)})"
         )

@@ -62,6 +62,12 @@ class RouteSamples:
         durations = np.sort(np.fromiter(seconds, dtype=np.float64))
         return cls(durations, min(max(0, errors), len(durations)))
 
+    @classmethod
+    def joined(cls, parts: Iterable[RouteSamples], errors: int) -> RouteSamples:
+        """The requests of all ``parts`` as one sample, with ``errors`` of them failed."""
+        durations = [part.durations for part in parts]
+        return cls.of(np.concatenate(durations) if durations else [], errors)
+
     @property
     def requests(self) -> int:
         """Number of requests."""

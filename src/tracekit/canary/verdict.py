@@ -22,14 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracekit._stats import holm
-from tracekit.canary.checks import Check, check_route
+from tracekit.canary.checks import Check, check_route, check_unrouted_errors
 from tracekit.canary.explain import FAIL, INCONCLUSIVE, MARGINAL, PASS, explain, round_requests
-from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, VersionSamples
+from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, RouteSamples, VersionSamples
 from tracekit.canary.settings import Settings
 
 __all__ = ["MARGINAL_SCORE", "MetricResult", "Subject", "Verdict", "holm", "judge"]
 
 MARGINAL_SCORE = 75.0  # Kayenta's usual marginal threshold
+_NONE = RouteSamples.of([], 0)  # a route the canary served no request of
 _CREDIT = {PASS: 1.0, MARGINAL: 0.5, FAIL: 0.0}
 
 
@@ -87,12 +88,18 @@ def judge(
 ) -> Verdict:
     """Compare ``canary`` with ``baseline`` route by route and decide."""
     settings = settings or Settings()
-    keys, warnings = _routes(subject, baseline, canary, routes)
+    keys, unrouted, warnings = _routes(subject, baseline, canary, routes)
+    tests = 3 * len(keys) + len(unrouted)
     checks = [
         check
         for key in keys
-        for check in check_route(key, baseline[key], canary[key], settings, 3 * len(keys))
+        for check in check_route(key, baseline[key], canary.get(key, _NONE), settings, tests)
     ]
+    checks += [
+        check_unrouted_errors(key, _everything(baseline, key), _everything(canary, key),
+                              settings, tests)
+        for key in unrouted
+    ]  # fmt: skip
     results = _classify(checks, settings)
     verdict, score, decided = _decide(results)
     reasons = _reasons(subject, verdict, decided, results, baseline, canary)
@@ -108,31 +115,58 @@ def _routes(
     baseline: VersionSamples,
     canary: VersionSamples,
     routes: Sequence[str] | None,
-) -> tuple[list[RouteKey], list[str]]:
-    """Routes with requests in both versions (those asked for, else all but unmatched ones)."""
+) -> tuple[list[RouteKey], list[RouteKey], list[str]]:
+    """The routes to compare (those asked for, else all but unmatched ones), the unmatched ones
+    whose errors are compared among all requests, and warnings.
+
+    A route is compared when both versions served it, or only the baseline did while the canary
+    served others: a route the canary stopped serving has no evidence and cannot pass.
+    """
     warnings = []
     wanted = set(routes) if routes else None
     keys = sorted(set(baseline) | set(canary))
+    unrouted: list[RouteKey] = []
     if wanted is not None:
         for route in sorted(wanted - {key.route for key in keys}):
             warnings.append(f"route {route!r}: no requests of either version in the window")
         keys = [key for key in keys if key.route in wanted]
     elif any(key.route == UNMATCHED_ROUTE for key in keys):
         warnings.append(
-            f"requests that matched no route ({UNMATCHED_ROUTE}) are not compared;"
-            f" name it with --route to include them"
+            f"requests that matched no route ({UNMATCHED_ROUTE}): only their errors are compared,"
+            f" as a share of all requests; name it with --route to compare it as a route"
         )
+        unrouted = [
+            key
+            for key in keys
+            if key.route == UNMATCHED_ROUTE
+            and _serves(baseline, key.kind)
+            and _serves(canary, key.kind)
+        ]
         keys = [key for key in keys if key.route != UNMATCHED_ROUTE]
-    both = [key for key in keys if key in baseline and key in canary]
+    served_any = bool(canary)  # then a route only the baseline served is one it stopped serving
+    compared = [key for key in keys if key in baseline and (key in canary or served_any)]
     for key in keys:
-        if key not in both:
+        if key not in baseline or key not in canary:
             only, count = (
                 (subject.canary_version, canary[key].requests)
                 if key in canary
                 else (subject.baseline_version, baseline[key].requests)
             )
             warnings.append(f"route {key.route!r}: only version {only} has requests ({count})")
-    return both, warnings
+    return compared, unrouted, warnings
+
+
+def _serves(samples: VersionSamples, kind: str) -> bool:
+    return any(key.kind == kind for key in samples)
+
+
+def _everything(samples: VersionSamples, unmatched: RouteKey) -> RouteSamples:
+    """Every request of a version of the ``unmatched`` key's kind, failed where it matched no
+    route."""
+    errors = samples[unmatched].errors if unmatched in samples else 0
+    return RouteSamples.joined(
+        (part for key, part in samples.items() if key.kind == unmatched.kind), errors
+    )
 
 
 def _classify(checks: list[Check], settings: Settings) -> list[MetricResult]:
