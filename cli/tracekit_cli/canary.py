@@ -82,8 +82,8 @@ _how_strict = _options([
                  help="strict: exit 1 instead of 3 (marginal) or 4 (inconclusive)."),
     click.option("--max-looks", type=click.IntRange(1, 1000), default=1, show_default=True,
                  help="Looks planned during this rollout; each spends alpha/N of the budget."),
-    click.option("--critical", multiple=True, type=click.Choice(METRIC_NAMES), help="A metric "
-                 "whose failure fails the verdict (repeatable) [default: error_rate]."),
+    click.option("--critical", multiple=True, type=click.Choice(METRIC_NAMES), help="Also a "
+                 "metric whose failure fails the verdict (repeatable); error_rate always is."),
     click.option("--alpha", type=Number(0.001, 0.2), default=0.05, show_default=True,
                  help="Error budget: chance of failing a canary that is no worse."),
     click.option("--max-latency-increase", type=Number(1, 1000), default=20.0,
@@ -128,7 +128,7 @@ def canary(
     settings = Settings(
         alpha=alpha, max_looks=max_looks, latency_tolerance=1 + max_latency_increase / 100,
         tail_tolerance=1 + max_tail_increase / 100, error_tolerance=max_error_increase / 100,
-        tail_quantile=tail_quantile, critical=frozenset(critical or ["error_rate"]),
+        tail_quantile=tail_quantile, critical=frozenset({"error_rate", *critical}),
     )  # fmt: skip
     source = "prometheus" if prometheus is not None else "store"
     subject = Subject(service, baseline, canary_version, *window, source)

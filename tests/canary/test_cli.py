@@ -248,6 +248,26 @@ def test_a_route_the_canary_stopped_serving_does_not_pass(outside_routes: Path) 
     assert (document["verdict"], code, strict) == ("inconclusive", 4, 1)
 
 
+def test_naming_a_critical_metric_keeps_error_rate_critical(tmp_path: Path) -> None:
+    """Two routes; the canary fails 40 of /a's 400 requests: error rate fails the verdict."""
+    path = tmp_path / "tracekit.db"
+    spans = requests("3.0", "/a", 400, seed=1) + requests("3.0", "/b", 400, seed=2)
+    spans += requests("3.1", "/a", 400, seed=3, errors=40) + requests("3.1", "/b", 400, seed=4)
+    with Store(path) as writer:
+        writer.write_spans(spans)
+
+    default = run(path, "3.1", "--format", "json", baseline="3.0")
+    named = run(path, "3.1", "--critical", "latency", "--format", "json", baseline="3.0")
+
+    for code, out, _ in (default, named):
+        document = json.loads(out)
+        assert document["decided_by"] == [
+            {"name": "error_rate", "route": "/a", "kind": "http", "class": "fail"}
+        ]
+        assert (document["verdict"], document["score"], code) == ("fail", 0.0, 1)
+    assert json.loads(named[1])["settings"]["critical"] == ["error_rate", "latency"]
+
+
 def test_end_alone_judges_the_thirty_minutes_before_it(store: Path) -> None:
     versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
     args = [*versions, "--store", str(store), "--end", WINDOW[3], "--format", "json"]
