@@ -32,18 +32,15 @@ def vector(series: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def prometheus() -> Iterator[Callable[[Answer], str]]:
+def answering() -> Iterator[Callable[[Callable[[str], dict[str, Any]]], str]]:
+    """Serve ``/api/v1/query`` with the JSON body a function gives for each query."""
     servers: list[http.server.HTTPServer] = []
 
-    def serve(answer: Answer) -> str:
+    def serve(respond: Callable[[str], dict[str, Any]]) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)["query"][0]
-                version = "2.0" if 'service_version="2.0"' in query else "1.0"
-                # nothing for the "born in the window" queries: every series existed before it
-                skip = "messaging" in query or " unless " in query
-                series = [] if skip else answer(version, "_bucket" in query)
-                body = json.dumps(vector(series)).encode()
+                body = json.dumps(respond(query)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -62,6 +59,24 @@ def prometheus() -> Iterator[Callable[[Answer], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def prometheus(
+    answering: Callable[[Callable[[str], dict[str, Any]]], str],
+) -> Callable[[Answer], str]:
+    """Serve the series ``answer`` gives per version and query (buckets or failed requests)."""
+
+    def serve(answer: Answer) -> str:
+        def respond(query: str) -> dict[str, Any]:
+            version = "2.0" if 'service_version="2.0"' in query else "1.0"
+            # nothing for the "born in the window" queries: every series existed before it
+            skip = "messaging" in query or " unless " in query
+            return vector([] if skip else answer(version, "_bucket" in query))
+
+        return answering(respond)
+
+    return serve
 
 
 def buckets(route: str, cumulative: list[float]) -> list[tuple[dict[str, str], float]]:
@@ -138,3 +153,31 @@ def test_both_tails_above_the_last_bucket_do_not_pass(
     assert "buckets are too coarse" in tail["explanation"]
     assert tail["more_requests_needed"] is None
     assert (document["verdict"], code, stderr) == ("inconclusive", 4, "")
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        [1, 2],  # not an object
+        {"metric": [], "value": [1, "5"]},  # labels not an object
+        {"metric": {"http_route": "/a", "le": "+Inf"}, "value": "5"},  # value not a pair
+        {"metric": {"http_route": "/a", "le": "+Inf"}, "value": [1, "five"]},  # not a number
+        {"metric": {"http_route": ["/a"], "le": "+Inf"}, "value": [1, "5"]},  # label not text
+        {"metric": {"http_route": "/a"}, "value": [1, "5"]},  # a bucket without its bound
+    ],
+    ids=["list", "metric-list", "value-string", "value-text", "label-list", "no-le"],
+)
+def test_a_malformed_answer_is_a_backend_error(
+    answering: Callable[[Callable[[str], dict[str, Any]]], str], series: Any
+) -> None:
+    """Not "no requests" (inconclusive), not a traceback: one line, exit 2."""
+
+    def respond(query: str) -> dict[str, Any]:
+        result = [series] if "_bucket" in query else []
+        return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+    code, document, stderr = canary(answering(respond))
+
+    assert (code, document) == (2, {})
+    assert stderr.startswith("tracekit: Prometheus answered ")
+    assert stderr.count("\n") == 1

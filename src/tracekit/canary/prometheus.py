@@ -140,7 +140,35 @@ def _vector(answer: Any) -> list[dict[str, Any]]:
         raise BackendError("Prometheus answered something other than an instant vector")
     if len(result) > MAX_SERIES:
         raise BackendError(f"Prometheus answered more than {MAX_SERIES} series")
+    if not all(_is_sample(series) for series in result):
+        raise BackendError(
+            'Prometheus answered a series that is not {"metric": {labels}, "value": [time, number]}'
+        )
     return result
+
+
+def _is_sample(series: Any) -> bool:
+    """One sample of an instant vector, as Prometheus writes it: text labels, a numeric text."""
+    if not isinstance(series, dict):
+        return False
+    labels, pair = series.get("metric"), series.get("value")
+    return (
+        isinstance(labels, dict)
+        and all(isinstance(value, str) for value in labels.values())
+        and isinstance(pair, list)
+        and len(pair) == 2
+        and isinstance(pair[1], str)
+        and _is_number(pair[1])
+    )
+
+
+def _is_number(text: str) -> bool:
+    """Whether Prometheus' sample text is a number ("NaN" and "+Inf" are)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _family_samples(
@@ -150,14 +178,15 @@ def _family_samples(
     series are added up)."""
     by_route: dict[str, dict[float, float]] = {}
     for series in buckets:
-        labels = series.get("metric") or {}
+        labels = series["metric"]
         bound = _number(labels.get("le"))
-        if bound is not None:
-            cumulative = by_route.setdefault(str(labels.get(family.route_label, "")), {})
-            cumulative[bound] = cumulative.get(bound, 0.0) + _value(series)
+        if bound is None:
+            raise BackendError("Prometheus answered a histogram bucket without a numeric le label")
+        cumulative = by_route.setdefault(labels.get(family.route_label, ""), {})
+        cumulative[bound] = cumulative.get(bound, 0.0) + _value(series)
     errors: dict[str, float] = {}
     for series in failed:
-        route = str((series.get("metric") or {}).get(family.route_label, ""))
+        route = series["metric"].get(family.route_label, "")
         errors[route] = errors.get(route, 0.0) + _value(series)
     out: Samples = {}
     for route, cumulative in sorted(by_route.items()):
@@ -201,8 +230,8 @@ def _number(text: object) -> float | None:
 
 
 def _value(series: dict[str, Any]) -> float:
-    pair = series.get("value")
-    number = _number(pair[1]) if isinstance(pair, list) and len(pair) == 2 else None
+    """The sample's value as a count: NaN, infinite and negative values count nothing."""
+    number = _number(series["value"][1])
     return number if number is not None and math.isfinite(number) and number > 0 else 0.0
 
 
