@@ -181,3 +181,26 @@ def test_a_malformed_answer_is_a_backend_error(
     assert (code, document) == (2, {})
     assert stderr.startswith("tracekit: Prometheus answered ")
     assert stderr.count("\n") == 1
+
+
+def test_series_without_a_route_are_the_unmatched_requests(
+    prometheus: Callable[[Answer], str],
+) -> None:
+    """A series with no http_route label (an exporter that leaves it out when empty) is not a
+    route named "": its requests matched no route, and are judged as such."""
+
+    def answer(version: str, bucket_query: bool) -> list[tuple[dict[str, str], float]]:
+        if not bucket_query:
+            return [({}, 40.0)] if version == "2.0" else []
+        return buckets("/orders", [100, 300, 400, 400, 400, 400]) + [
+            ({"le": le}, n) for le, n in zip(BOUNDS, [100, 200, 200, 200, 200, 200], strict=True)
+        ]
+
+    code, document, stderr = canary(prometheus(answer))
+
+    assert {m["route"] for m in document["metrics"]} == {"/orders", "_unmatched"}
+    (unrouted,) = [m for m in document["metrics"] if m["route"] == "_unmatched"]
+    assert unrouted["name"] == "error_rate"
+    assert unrouted["summary"]["canary"]["errors"] == 40
+    assert unrouted["class"] == "fail"
+    assert (document["verdict"], code, stderr) == ("fail", 1, "")

@@ -27,7 +27,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, histogram_samples
+from tracekit.canary.samples import (
+    HTTP,
+    MESSAGING,
+    UNMATCHED_ROUTE,
+    RouteKey,
+    histogram_samples,
+)
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
@@ -182,11 +188,11 @@ def _family_samples(
         bound = _number(labels.get("le"))
         if bound is None:
             raise BackendError("Prometheus answered a histogram bucket without a numeric le label")
-        cumulative = by_route.setdefault(labels.get(family.route_label, ""), {})
+        cumulative = by_route.setdefault(_route(labels, family), {})
         cumulative[bound] = cumulative.get(bound, 0.0) + _value(series)
     errors: dict[str, float] = {}
     for series in failed:
-        route = series["metric"].get(family.route_label, "")
+        route = _route(series["metric"], family)
         errors[route] = errors.get(route, 0.0) + _value(series)
     out: Samples = {}
     for route, cumulative in sorted(by_route.items()):
@@ -204,6 +210,11 @@ def _family_samples(
         if samples.requests:
             out[RouteKey(family.kind, route)] = samples
     return out
+
+
+def _route(labels: dict[str, str], family: Family) -> str:
+    """The series' route; without one (a label Prometheus drops when empty), ``_unmatched``."""
+    return labels.get(family.route_label) or UNMATCHED_ROUTE
 
 
 def _buckets(cumulative: Iterable[tuple[float, float]]) -> tuple[list[float], list[int]]:
