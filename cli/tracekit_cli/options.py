@@ -30,8 +30,11 @@ MAX_ID_CHARS = 256
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
-# store (SQLite's INTEGER) keeps times; that is from 1677-09-21 to 2262-04-11.
+# store (SQLite's INTEGER) keeps times; that is from 1677-09-21 00:12:43 to 2262-04-11.
 UNIX_NANO_LIMIT = 2**63
+# ... and from the first whole day on: 1677-09-22 00:00 UTC. A window's start computed before a
+# given time (canary's 30 minutes before --end) then still fits in 64 bits.
+EARLIEST_UNIX_NANO = -9_223_286_400 * 10**9
 
 EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
@@ -200,7 +203,7 @@ def parse_since(value: str | None, now: float | None = None, option: str = "--si
         nanos: float = (current - float(match.group(1)) * UNIT_SECONDS[match.group(2)]) * 1e9
     else:
         nanos = _iso_nanos(value, option)
-    if not -UNIX_NANO_LIMIT <= nanos < UNIX_NANO_LIMIT:  # inf too: a duration of 400 digits
+    if not EARLIEST_UNIX_NANO <= nanos < UNIX_NANO_LIMIT:  # inf too: a duration of 400 digits
         raise _out_of_range(value, option)
     return int(nanos)
 

@@ -16,11 +16,14 @@ from tracekit.store import Store
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 CANARY = ["canary", "--service", "s", "--baseline", "a", "--canary", "b"]
 DIFF_SETS = ["diff", "--service", "s", "--a", "k=v", "--b", "k=w"]
-# past 2262-04-11 (signed 64-bit nanoseconds), before year 1 in local time, and 274 million
+# past 2262-04-11 (signed 64-bit nanoseconds), before 1677-09-22 (a canary's default start, 30
+# minutes before such an --end, overflowed them), before year 1 in local time, and 274 million
 # years ago (a duration within reach of float, not of the store's integers)
 OUT_OF_RANGE = [
     "9999-12-31",
     "2262-04-12",
+    "1677-09-21T00:20:00+00:00",
+    "1677-09-21T23:59:59+00:00",
     "0001-01-01",
     "0001-01-01T00:00+00:00",
     "99999999999d",
