@@ -18,7 +18,9 @@ from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["Urllib3Instrumentor"]
 
-_HEADERS_POSITION = 3  # urlopen(method, url, body=None, headers=None, ...)
+# A pool's urlopen(method, url, body=None, headers=None, ...); a PoolManager's takes the headers
+# only as a keyword: urlopen(method, url, redirect=True, **kw).
+_HEADERS_POSITION = 3
 
 
 class Urllib3Instrumentor(Instrumentor):
@@ -27,28 +29,8 @@ class Urllib3Instrumentor(Instrumentor):
     target = "urllib3.poolmanager"  # imports the pools' module: both are there when it is
 
     def patch(self, module: ModuleType) -> None:
-        self.wrap(module.PoolManager, "urlopen", _traced_manager_urlopen)
+        self.wrap(module.PoolManager, "urlopen", _traced_urlopen)
         self.wrap(module.HTTPConnectionPool, "urlopen", _traced_urlopen)
-
-
-def _traced_manager_urlopen(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    from urllib3._collections import HTTPHeaderDict
-
-    method = args[0] if args else kwargs.get("method", "GET")
-    url = args[1] if len(args) > 1 else kwargs.get("url", "/")
-    # urlopen(method, url, redirect=True, **kw): the headers are only ever a keyword
-    given = kwargs.get("headers")
-    headers = HTTPHeaderDict(given if given is not None else instance.headers)
-    kwargs = {**kwargs, "headers": headers}
-    return run_traced(
-        str(method),
-        str(url),
-        headers,
-        lambda: wrapped(*args, **kwargs),
-        lambda response: response.status,
-    )
 
 
 def _traced_urlopen(
@@ -86,7 +68,8 @@ def _with_own_headers(
 
 
 def _full_url(pool: Any, url: str) -> str:
-    if "://" in url:
+    """The call's URL: a pool's path under its origin; a ``PoolManager``'s as given."""
+    if "://" in url or not hasattr(pool, "scheme"):
         return url
     port = f":{pool.port}" if pool.port else ""
     return f"{pool.scheme}://{pool.host}{port}{url}"
