@@ -23,12 +23,10 @@ from tracekit import config
 
 _log = logging.getLogger("tracekit")
 DEFAULT_ENDPOINT = "http://localhost:4318"
-
-
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 
 
-def otlp_endpoint(signal: str, protocol: str = "http/protobuf") -> str:
+def otlp_endpoint(signal: str, protocol: str) -> str:
     """Where the OTLP exporter sends ``signal`` (traces, logs), by the SDK's variables."""
     specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
     if specific:
