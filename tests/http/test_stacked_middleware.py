@@ -46,6 +46,14 @@ def _request_counts(exposition: str) -> dict[tuple[str, str], float]:
     }
 
 
+def _counted_since(
+    metrics_url: str, before: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
+    """What a scrape of ``metrics_url`` counts beyond ``before``, an earlier scrape's counts."""
+    after = _request_counts(requests.get(metrics_url, timeout=10).text)
+    return {key: n - before.get(key, 0.0) for key, n in after.items() if n > before.get(key, 0.0)}
+
+
 def _in_flight(exposition: str) -> list[float]:
     families = {f.name: f for f in text_string_to_metric_families(exposition)}
     return [s.value for s in families["http_server_active_requests"].samples]
@@ -137,15 +145,11 @@ def test_django_under_the_wsgi_middleware_is_one_request_with_its_route(
 
     assert _in_flight(during) == [1.0]
 
-    def counted_since() -> dict[tuple[str, str], float]:
-        after = _request_counts(requests.get(metrics_url, timeout=10).text)
-        return {
-            key: n - before.get(key, 0.0) for key, n in after.items() if n > before.get(key, 0.0)
-        }
-
     # the server records a request once it has sent the response: wait for the last one
-    wait_for(lambda: sum(counted_since().values()) >= 4, 5, "4 requests counted")
-    assert counted_since() == {
+    wait_for(
+        lambda: sum(_counted_since(metrics_url, before).values()) >= 4, 5, "4 requests counted"
+    )
+    assert _counted_since(metrics_url, before) == {
         ("/orders/{order_id}", "200"): 3.0,
         ("/in-flight", "200"): 1.0,
     }
@@ -168,14 +172,10 @@ def test_a_server_span_opened_around_both_wsgi_layers_keeps_it_one_request(
 
     assert _in_flight(requests.get(url + "/in-flight", timeout=10).text) == [1.0]
 
-    def counted_since() -> dict[tuple[str, str], float]:
-        after = _request_counts(requests.get(metrics_url, timeout=10).text)
-        return {
-            key: n - before.get(key, 0.0) for key, n in after.items() if n > before.get(key, 0.0)
-        }
-
-    wait_for(lambda: sum(counted_since().values()) >= 4, 5, "4 requests counted")
-    assert counted_since() == {
+    wait_for(
+        lambda: sum(_counted_since(metrics_url, before).values()) >= 4, 5, "4 requests counted"
+    )
+    assert _counted_since(metrics_url, before) == {
         ("/orders/{order_id}", "200"): 3.0,
         ("/in-flight", "200"): 1.0,
     }
@@ -199,16 +199,21 @@ def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
     serve_asgi: Any, wait_for_spans: Any, spans: InMemorySpanExporter
 ) -> None:
     registry = CollectorRegistry()
-
-    async def item(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(registry).decode())
-
-    shop = TracekitMiddleware(
-        Starlette(routes=[Route("/items/{item_id}", item)]), registry=registry
-    )
+    shop = TracekitMiddleware(_item_app(registry, "starlette"), registry=registry)
     app = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]), registry=registry)
-    url = serve_asgi(app)
 
+    during = _three_items_counted_once(serve_asgi(app), registry)
+
+    server_spans = [s for s in wait_for_spans(3) if s.kind.name == "SERVER"]
+    assert [s.name for s in server_spans] == ["GET /shop/items/{item_id}"] * 3
+    assert [s.attributes["correlation.id"] for s in server_spans] == [
+        r.headers["X-Correlation-ID"] for r in during
+    ]
+
+
+def _three_items_counted_once(url: str, registry: CollectorRegistry) -> list[Any]:
+    """Three requests for a shop item, each seeing itself alone in flight and counted once,
+    under its route; their responses."""
     during = [requests.get(f"{url}/shop/items/{n}", timeout=10) for n in range(3)]
 
     assert [_in_flight(response.text) for response in during] == [[1.0]] * 3
@@ -219,11 +224,7 @@ def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
     # the server records a request once it has sent the response: wait for the last one
     wait_for(lambda: sum(counts().values()) >= 3, 5, "3 requests counted")
     assert counts() == {("/shop/items/{item_id}", "200"): 3.0}
-    server_spans = [s for s in wait_for_spans(3) if s.kind.name == "SERVER"]
-    assert [s.name for s in server_spans] == ["GET /shop/items/{item_id}"] * 3
-    assert [s.attributes["correlation.id"] for s in server_spans] == [
-        r.headers["X-Correlation-ID"] for r in during
-    ]
+    return during
 
 
 def _item_app(registry: CollectorRegistry, kind: str) -> Any:
@@ -264,17 +265,9 @@ def test_a_server_span_opened_around_or_between_the_layers_keeps_it_one_request(
         app = FastAPI()
         app.add_middleware(TracekitMiddleware, registry=registry)
         app.mount("/shop", child)
-    url = serve_asgi(app)
 
-    during = [requests.get(f"{url}/shop/items/{n}", timeout=10) for n in range(3)]
+    during = _three_items_counted_once(serve_asgi(app), registry)
 
-    assert [_in_flight(response.text) for response in during] == [[1.0]] * 3
-
-    def counts() -> dict[tuple[str, str], float]:
-        return _request_counts(generate_latest(registry).decode())
-
-    wait_for(lambda: sum(counts().values()) >= 3, 5, "3 requests counted")
-    assert counts() == {("/shop/items/{item_id}", "200"): 3.0}
     outermost = [s for s in wait_for_spans(3) if s.kind.name == "SERVER" and s.parent is None]
     assert [s.attributes["correlation.id"] for s in outermost] == [
         r.headers["X-Correlation-ID"] for r in during
