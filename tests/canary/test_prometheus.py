@@ -100,12 +100,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
         for shop in shops:
-            wait_for(
-                lambda s=shop: httpx.get(f"{s.url}/health").status_code == 200,
-                20,
-                "shop up",
-                ignoring=UNREACHABLE,
-            )
+            shop.wait_up()
         targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
             _send(shops, range(FAIL_EVERY, FAIL_EVERY + 2))  # on the canary n = 10 fails, 11 not

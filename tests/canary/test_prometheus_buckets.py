@@ -22,7 +22,6 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from conditions import wait_for
-from loopback import UNREACHABLE
 from prometheus_server import instant, prometheus_binary, running_prometheus
 from shop import start_shop
 
@@ -60,13 +59,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
             with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
                 for shop in shops:
-                    up = f"{shop.url}/health"
-                    wait_for(
-                        lambda u=up: client.get(u).status_code == 200,
-                        20,
-                        "shop up",
-                        ignoring=UNREACHABLE,
-                    )
+                    shop.wait_up()
                 plan = [f"{shop.url}/slow/{n}" for n in range(REQUESTS) for shop in shops]
                 statuses = list(pool.map(lambda u: client.get(u).status_code, plan))
             assert statuses == [200] * len(plan)

@@ -64,13 +64,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     try:
         with httpx.Client(timeout=20) as client:
             for shop in shops:
-                up = f"{shop.url}/health"
-                wait_for(
-                    lambda u=up: client.get(u).status_code == 200,
-                    20,
-                    "shop up",
-                    ignoring=UNREACHABLE,
-                )
+                shop.wait_up()
             canary = shops[1].url
             numbers = range(FAIL_EVERY, FAIL_EVERY * (WARM_UP_FAILURES + 1), FAIL_EVERY)
             warm_up = [client.get(f"{canary}/pay/{n}").status_code for n in numbers]

@@ -13,7 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopback import free_port, interrupt
+import httpx
+from conditions import wait_for
+from loopback import UNREACHABLE, free_port, interrupt
 
 SUPPORT = Path(__file__).resolve().parent
 
@@ -24,6 +26,11 @@ class Shop:
     url: str
     metrics_port: int
     process: subprocess.Popen[bytes]
+
+    def wait_up(self) -> None:
+        """Wait until the app answers its health check (it imports and starts for a while)."""
+        health = f"{self.url}/health"
+        wait_for(lambda: httpx.get(health).status_code == 200, 20, "shop up", ignoring=UNREACHABLE)
 
     def stop(self) -> None:
         """Ctrl-C: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""
