@@ -332,10 +332,32 @@ def test_an_exporter_that_cannot_write_says_why_once(
     warnings = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
     assert warnings == [
         "tracekit: writing spans to the store failed: "
-        "OperationalError: unable to open database file (SQLITE_CANTOPEN); "
-        "0 more such warnings suppressed"
+        "OperationalError: unable to open database file (SQLITE_CANTOPEN)"
+        f" (store {str(folder)!r}); 0 more such warnings suppressed"
     ]
     assert exporter.export([]) is SpanExportResult.FAILURE
+
+
+def test_an_exporter_names_the_store_it_cannot_write_and_the_system_s_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service given a wrong TRACEKIT_STORE (a file where a folder should be) said only
+    "writing spans to the store failed: NotADirectoryError", naming neither the path nor why.
+    The path is quoted with its control characters escaped: it is shown, never written raw."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from tracekit.store.exporter import StoreSpanExporter
+
+    a_file = tmp_path / "not-a-folder\x1b[31m"
+    a_file.write_text("")
+    exporter = StoreSpanExporter(a_file / "tracekit.db")
+    assert exporter.export([]) is SpanExportResult.FAILURE
+
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
+    assert warning == (
+        "tracekit: writing spans to the store failed: NotADirectoryError: Not a directory"
+        f" (store '{tmp_path}/not-a-folder\\x1b[31m/tracekit.db'); 0 more such warnings suppressed"
+    )
 
 
 def test_an_exporter_that_still_cannot_write_says_so_again_a_minute_later(
@@ -362,7 +384,8 @@ def test_an_exporter_that_still_cannot_write_says_so_again_a_minute_later(
 
     assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
         "tracekit: writing spans to the store failed: OperationalError: unable to open database"
-        f" file (SQLITE_CANTOPEN); {suppressed} more such warnings suppressed"
+        f" file (SQLITE_CANTOPEN) (store {str(folder)!r}); {suppressed} more such warnings"
+        " suppressed"
         for suppressed in (0, 2)
     ]
 

@@ -67,7 +67,7 @@ class _StoreWriter:
                 write()
             return True
         except Exception as error:
-            self._failed.warn(signal, _why(error))
+            self._failed.warn(signal, f"{_why(error)} (store {_shown(self.store.path)})")
             return False
 
     def shutdown(self) -> None:
@@ -206,12 +206,20 @@ def plain_value(value: object) -> AttributeValue:
 
 
 def _why(error: Exception) -> str:
-    """The error's type, and SQLite's own words for it ("database is locked"): never a message
-    that may quote what was being written."""
+    """The error's type, and SQLite's or the system's own words for it ("database is locked",
+    "Not a directory"): never a message that may quote what was being written."""
     if isinstance(error, sqlite3.Error):
         code = getattr(error, "sqlite_errorname", None)  # SQLITE_IOERR_SHORT_READ, say
         return f"{type(error).__name__}: {one_line(error)}" + (f" ({code})" if code else "")
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
     return type(error).__name__
+
+
+def _shown(path: os.PathLike[str]) -> str:
+    """The store's path for a log line: quoted, control characters escaped, bounded."""
+    text = repr(os.fspath(path))
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def _body_text(body: object) -> str:
