@@ -459,3 +459,30 @@ def test_a_request_given_up_at_the_deadline_leaves_no_thread_reading(trickling: 
     ):
         time.sleep(0.05)
     assert not [t for t in threading.enumerate() if t.name == "tracekit-backend-get"]
+
+
+def test_services_says_when_a_jaeger_search_answered_as_many_traces_as_tracekit_asks_for(
+    serve: Any,
+) -> None:
+    """Jaeger answers at most ``query.num_traces`` (100) traces per service search: with 120
+    requests in the window, ``services`` counted 100 calls and said nothing about the other
+    20. It still counts what was read, and now says on stderr that older traces were not."""
+    requests = []
+    for n in range(120):
+        t = Topology(f"req-{n}")
+        t.http(t.span("web", "GET /", "SERVER", n * 20, n * 20 + 10), "orders", "/o", 1, 9)
+        requests.append(t.spans)
+    url = serve(FakeJaeger(recent([s for spans in requests for s in spans]))).url
+    code, out, err = run("services", "--jaeger", url, "--since", "1h", "--format", "json")
+    assert code == 0
+    (edge,) = json.loads(out)["edges"]
+    assert (edge["from"], edge["to"], edge["calls"]) == ("web", "orders", 100)
+    assert err == (
+        f"tracekit: warning: Jaeger at {url}: a service's search answered 100 traces, the most"
+        " tracekit asks for: that service's older traces in the window are not read (narrow"
+        " --since)\n"
+    )
+    # a search that held fewer says nothing
+    url = serve(FakeJaeger(recent([s for spans in requests[:99] for s in spans]))).url
+    code, out, err = run("services", "--jaeger", url, "--since", "1h", "--format", "json")
+    assert (code, err) == (0, "") and json.loads(out)["edges"][0]["calls"] == 99

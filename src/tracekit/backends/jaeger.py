@@ -176,7 +176,9 @@ class JaegerSource:
         """The newest ``limit`` traces of each service, searched no further once they hold more
         than ``MAX_SEARCH_SPANS`` spans (and that said)."""
         held: list[SpanRecord] = []
-        answers = self._searches(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
+        answers = self._searches(
+            services, {}, since, limit=limit, min_duration_ms=min_duration_ms, cap=False
+        )
         for searched, spans in enumerate(answers, 1):
             held += spans
             if len(held) > MAX_SEARCH_SPANS and searched < len(services):
@@ -191,9 +193,14 @@ class JaegerSource:
     def _searches(
         self, services: list[str], attributes: dict[str, str], since: float, *,
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
+        cap: bool = True,
     ) -> Iterator[list[SpanRecord]]:  # fmt: skip
         """The spans of each service's search answer, one answer at a time, less the traces an
-        earlier answer held (Jaeger answers whole traces, whichever service found them)."""
+        earlier answer held (Jaeger answers whole traces, whichever service found them).
+
+        ``cap``: ``limit`` is tracekit's own bound, not the reader's, so an answer that reaches
+        it is said (once): that service's older traces in the window are not read.
+        """
         until = time.time() + CLOCK_SLACK_SECONDS
         if since >= until:  # nothing to find, and Jaeger 2.19 and later refuse such a window
             return
@@ -202,6 +209,12 @@ class JaegerSource:
             params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
             found = self._spans(self._get("/api/v3/traces", params))
             self._check_attributes_applied(found, attributes, limit)
+            if cap and len({s.trace_id for s in found}) >= limit:
+                self.notes.once(
+                    f"Jaeger at {self.client.base_url}: a service's search answered {limit} "
+                    "traces, the most tracekit asks for: that service's older traces in the "
+                    "window are not read (narrow --since)"
+                )
             yield [s for s in found if s.trace_id not in answered]
             answered.update(s.trace_id for s in found)
 
