@@ -16,6 +16,7 @@ import pytest
 
 from tracekit.canary import (
     HTTP,
+    MESSAGING,
     RouteKey,
     RouteSamples,
     Settings,
@@ -196,15 +197,50 @@ def test_the_document_follows_the_schema_and_is_byte_identical_across_runs() -> 
     jsonschema.validate(json.loads(first), load_schema())
 
 
-def test_routes_only_one_version_served_are_warned_about_not_compared() -> None:
+def test_a_route_only_the_canary_serves_is_judged_by_its_errors_among_all_requests() -> None:
+    """A new endpoint was only warned about: a canary failing all 200 of its requests on it
+    (a third of its traffic) passed, even under --gate strict. Its latency has no baseline to
+    be compared with, but its failures are failures the baseline did not have."""
     new = RouteKey(HTTP, "/new-endpoint")
     baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
-    canary = {ORDERS: RouteSamples.of(lognormal(400, 2), 0), new: RouteSamples.of([0.1] * 5, 0)}
+
+    def with_new_endpoint(errors: int) -> Verdict:
+        canary = {
+            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
+            new: RouteSamples.of(lognormal(200, 3), errors),
+        }
+        return judge(SUBJECT, baseline, canary)
+
+    failing, healthy = with_new_endpoint(200), with_new_endpoint(0)
+
+    for verdict in (failing, healthy):
+        assert [(r.check.key, r.check.metric) for r in verdict.metrics][-1] == (new, "error_rate")
+        assert [r.check.key for r in verdict.metrics].count(new) == 1  # no latency checks
+        assert verdict.warnings == (
+            "route '/new-endpoint': only version 1.1 has requests (200); only its errors are"
+            " compared, as a share of all requests",
+        )
+    assert failing.verdict == "fail"
+    assert exit_code(failing.verdict, strict=True) == 1
+    assert any(
+        "error_rate of /new-endpoint: failed on a route only the canary serves (of all"
+        " requests) 0.00% -> 33.33%" in reason
+        for reason in failing.reasons
+    ), failing.reasons
+    assert metric(healthy, "error_rate")["class"] == "pass"
+    assert healthy.verdict != "fail"
+
+
+def test_a_new_route_is_only_warned_about_when_the_baseline_serves_none_of_its_kind() -> None:
+    """A new queue consumer beside HTTP routes: the baseline consumed nothing to count among."""
+    new = RouteKey(MESSAGING, "orders.created")
+    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
+    canary = {ORDERS: RouteSamples.of(lognormal(400, 2), 0), new: RouteSamples.of([0.1] * 5, 5)}
 
     verdict = judge(SUBJECT, baseline, canary)
 
     assert {r.check.key for r in verdict.metrics} == {ORDERS}
-    assert verdict.warnings == ("route '/new-endpoint': only version 1.1 has requests (5)",)
+    assert verdict.warnings == ("route 'orders.created': only version 1.1 has requests (5)",)
 
 
 def test_no_canary_traffic_is_inconclusive_not_an_error() -> None:

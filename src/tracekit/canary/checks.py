@@ -34,8 +34,8 @@ from tracekit.canary.tail import (
 __all__ = [
     "MIN_RANK_REQUESTS",
     "Check",
+    "check_errors_among_all",
     "check_route",
-    "check_unrouted_errors",
     "tail_floor",
 ]
 
@@ -58,9 +58,10 @@ class Check:
     test. ``estimate``/``lower``/``upper``/``tolerance`` share one scale (log-ratio, or error
     rate difference); a None end is unbounded. ``more_requests``: about how many more canary
     requests (traffic split unchanged) would decide it; ``coarse``: none would, the histogram
-    buckets the durations came from cannot rule out a change beyond the tolerance. ``unrouted``:
-    an error rate of the requests that matched no route, counted among every request of the
-    version (``baseline`` and ``canary`` hold them all), see ``check_unrouted_errors``.
+    buckets the durations came from cannot rule out a change beyond the tolerance. ``among_all``:
+    an error rate of one route's requests (those that matched no route, or a route only the
+    canary serves), counted among every request of the version (``baseline`` and ``canary`` hold
+    them all), see ``check_errors_among_all``.
     """
 
     metric: str
@@ -76,7 +77,7 @@ class Check:
     more_requests: int | None
     detail: Mapping[str, float] = field(default_factory=dict)
     coarse: bool = False  # histogram buckets, not traffic, keep the tolerance from being cleared
-    unrouted: bool = False  # errors of requests that matched no route, among all requests
+    among_all: bool = False  # one route's errors among all requests (check_errors_among_all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +147,20 @@ def check_route(
     return [_latency(route), _tail(route), _errors(route)]
 
 
-def check_unrouted_errors(
+def check_errors_among_all(
     key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
 ) -> Check:
-    """The error rate of the requests that matched no route (``key``), among all requests.
+    """The error rate of ``key``'s requests among all requests: for the requests that matched
+    no route, and for a route only the canary serves.
 
     ``baseline`` and ``canary`` hold every request of their version (of the key's kind), with
-    the failures of those that matched no route as their errors: a version that fails outside its
-    routes is compared with one that does not, whether or not it had such requests at all.
-    Their latencies are not compared: 404 probes and scanners say nothing about a release.
+    the failures of ``key``'s requests as their errors: a version that fails there is compared
+    with one that does not, whether or not it had such requests at all. Their latencies are not
+    compared: 404 probes and scanners say nothing about a release, and a new endpoint has no
+    baseline to be slower than.
     """
     errors = _errors(_route(key, baseline, canary, settings, tests))
-    return replace(errors, unrouted=True)
+    return replace(errors, among_all=True)
 
 
 def _route(

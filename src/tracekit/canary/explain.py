@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from tracekit.canary.checks import Check
+from tracekit.canary.samples import UNMATCHED_ROUTE
 from tracekit.canary.settings import ERROR_RATE, LATENCY
 
 __all__ = [
@@ -62,7 +63,14 @@ def _measured(check: Check, confidence: float, q: float) -> str:
     if check.metric == ERROR_RATE:
         before = check.baseline.errors / check.baseline.requests
         after = check.canary.errors / check.canary.requests
-        what = "failed outside any route (of all requests)" if check.unrouted else "errors"
+        what = "errors"
+        if check.among_all:
+            where = (
+                "outside any route"
+                if check.key.route == UNMATCHED_ROUTE
+                else "on a route only the canary serves"
+            )
+            what = f"failed {where} (of all requests)"
         return (
             f"{what} {before:.2%} -> {after:.2%}"
             f" ({_points(check.estimate)}, {level} interval {_points(check.lower)}"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tracekit._stats import holm
-from tracekit.canary.checks import Check, check_route, check_unrouted_errors
+from tracekit.canary.checks import Check, check_errors_among_all, check_route
 from tracekit.canary.explain import FAIL, INCONCLUSIVE, MARGINAL, PASS, explain, round_requests
 from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, RouteSamples, VersionSamples
 from tracekit.canary.settings import Settings
@@ -88,17 +88,17 @@ def judge(
 ) -> Verdict:
     """Compare ``canary`` with ``baseline`` route by route and decide."""
     settings = settings or Settings()
-    keys, unrouted, warnings = _routes(subject, baseline, canary, routes)
-    tests = 3 * len(keys) + len(unrouted)
+    keys, errors_only, warnings = _routes(subject, baseline, canary, routes)
+    tests = 3 * len(keys) + len(errors_only)
     checks = [
         check
         for key in keys
         for check in check_route(key, baseline[key], canary.get(key, _NONE), settings, tests)
     ]
     checks += [
-        check_unrouted_errors(key, _everything(baseline, key), _everything(canary, key),
-                              settings, tests)
-        for key in unrouted
+        check_errors_among_all(key, _everything(baseline, key), _everything(canary, key),
+                               settings, tests)
+        for key in errors_only
     ]  # fmt: skip
     results = _classify(checks, settings)
     verdict, score, decided = _decide(results)
@@ -116,16 +116,19 @@ def _routes(
     canary: VersionSamples,
     routes: Sequence[str] | None,
 ) -> tuple[list[RouteKey], list[RouteKey], list[str]]:
-    """The routes to compare (those asked for, else all but unmatched ones), the unmatched ones
-    whose errors are compared among all requests, and warnings.
+    """The routes to compare (those asked for, else all but unmatched ones), those whose errors
+    alone are compared among all requests (the unmatched ones, and routes only the canary
+    serves), and warnings.
 
     A route is compared when both versions served it, or only the baseline did while the canary
-    served others: a route the canary stopped serving has no evidence and cannot pass.
+    served others: a route the canary stopped serving has no evidence and cannot pass. A route
+    only the canary serves (a new endpoint) has no baseline to be slower than, but its failures
+    are failures the baseline did not have: they are counted among all the canary's requests.
     """
     warnings = []
     wanted = set(routes) if routes else None
     keys = sorted(set(baseline) | set(canary))
-    unrouted: list[RouteKey] = []
+    errors_only: list[RouteKey] = []
     if wanted is not None:
         for route in sorted(wanted - {key.route for key in keys}):
             warnings.append(f"route {route!r}: no requests of either version in the window")
@@ -135,7 +138,7 @@ def _routes(
             f"requests that matched no route ({UNMATCHED_ROUTE}): only their errors are compared,"
             f" as a share of all requests; name it with --route to compare it as a route"
         )
-        unrouted = [
+        errors_only = [
             key
             for key in keys
             if key.route == UNMATCHED_ROUTE
@@ -146,14 +149,19 @@ def _routes(
     served_any = bool(canary)  # then a route only the baseline served is one it stopped serving
     compared = [key for key in keys if key in baseline and (key in canary or served_any)]
     for key in keys:
-        if key not in baseline or key not in canary:
-            only, count = (
-                (subject.canary_version, canary[key].requests)
-                if key in canary
-                else (subject.baseline_version, baseline[key].requests)
-            )
-            warnings.append(f"route {key.route!r}: only version {only} has requests ({count})")
-    return compared, unrouted, warnings
+        if key in baseline and key in canary:
+            continue
+        version, samples = (
+            (subject.baseline_version, baseline)
+            if key in baseline
+            else (subject.canary_version, canary)
+        )
+        said = f"route {key.route!r}: only version {version} has requests ({samples[key].requests})"
+        if key not in baseline and _serves(baseline, key.kind):
+            errors_only.append(key)
+            said += "; only its errors are compared, as a share of all requests"
+        warnings.append(said)
+    return compared, errors_only, warnings
 
 
 def _serves(samples: VersionSamples, kind: str) -> bool:
