@@ -62,6 +62,28 @@ def test_rich_view_matches_snapshot(store: Path, request_id: str) -> None:
     check_snapshot(f"trace_{request_id}.rich.ansi", out)
 
 
+def test_a_narrow_terminal_wraps_queue_waits_and_errors_under_their_span(store: Path) -> None:
+    """At 64 columns the rich view cut every note at the edge: "⏳ waited 15.0 ms in queue"
+    and "◆ request ends here, 80.0 ms a". They now wrap, indented under the span's guides, so
+    the tree stays whole; log lines (a preview, whole in JSON) are still cropped."""
+    import re
+
+    code, out, _ = run("trace", "req-checkout-1", "--store", str(store), "--format", "rich",
+                       env={"COLUMNS": "64", "NO_COLOR": "1"})  # fmt: skip
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 64
+    at = next(i for i, line in enumerate(lines) if "⏳ waited" in line)
+    guides = " " * 32 + "│    "
+    assert lines[at : at + 5] == [
+        guides + "⏳ waited 15.0 ms in queue",  # ⏳ takes two cells
+        guides + "  kafka orders.created",
+        guides + "◆ request ends here, 80.0",
+        guides + "  ms after the entry span",
+        guides + "  ended",
+    ]
+    assert lines[at + 5].startswith(guides + "│ 22:13:20.070 INFO chargin")
+
+
 def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
     assert "path: web -> api -> worker -> ledger" in out

@@ -129,21 +129,21 @@ def _header(path: Path, colours: dict[str, str]) -> list[Line]:
     return [[("request " + title, "bold")], [(summary_line(path, " · "), "dim")], route]
 
 
-def wrap(line: Line, width: int) -> list[Line]:
-    """Word-wrap styled pieces at ``width`` cells; continuation lines are indented."""
+def wrap(line: Line, width: int, indent: tuple[str, str] = (WRAP_INDENT, "")) -> list[Line]:
+    """Word-wrap styled pieces at ``width`` cells; continuation lines start with ``indent``."""
     if sum(cell_len(text) for text, _ in line) <= width:
         return [line]
     out: list[Line] = [[]]
-    used = 0
+    used, indented = 0, cell_len(indent[0])
     for text, style in line:
         for word in _WORDS.findall(text):
             size = cell_len(word)
-            if used + size > width and used > len(WRAP_INDENT):
+            if used + size > width and used > indented:
                 if word.isspace():
                     continue  # the break itself
                 _strip_end(out[-1])
-                out.append([(WRAP_INDENT, "")])
-                used = len(WRAP_INDENT)
+                out.append([indent])
+                used = indented
             if size > width - used:  # a word longer than the line: cut it
                 size = max(width - used, 1)
                 word = set_cell_size(word, size)
@@ -190,6 +190,7 @@ class _SpanLines:
         self.rows = build_rows(path, with_logs=with_logs)
         self.lane = max(10, width // 4)
         self.label_width = max(20, width - TIMING_WIDTH - self.lane - 2)
+        self.guides_width = self.label_width - 14  # a deep row keeps room for its name
         # rows are laid out to the width; only narrow terminals (or wide characters) need cropping
         self.fits = TIMING_WIDTH + self.label_width + 2 + self.lane <= width
 
@@ -201,13 +202,27 @@ class _SpanLines:
             fits = self.fits and row.service.isascii() and row.name.isascii()
             out.append(pieces if fits else crop(pieces, self.width))
             if row.has_notes:
-                out += [crop([(" " * TIMING_WIDTH, ""), *note], self.width) for note in _notes(row)]
+                out += self.note_lines(row)
         return out
+
+    def note_lines(self, row: Row) -> list[Line]:
+        """A row's notes under it: queue waits, the request's end and errors wrap (a narrow
+        terminal must not cut what they say), log lines are cropped (a preview: JSON has them
+        whole). Deep trees keep the nearest guides, as the rows do."""
+        lines: list[Line] = []
+        for pad, text, wraps in _notes(row):
+            pad = " " * TIMING_WIDTH + _keep_right(pad, self.guides_width + 5)  # as its row
+            line = [(pad, "dim"), *text]
+            if wraps:
+                lines += wrap(line, self.width, (pad + "  ", "dim"))
+            else:
+                lines.append(crop(line, self.width))
+        return lines
 
     def row_pieces(self, row: Row) -> Line:
         colour = self.colours.get(row.span.service, "")
         connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
-        guides = _keep_right(_guides(row) + connector + depth_marker(row), self.label_width - 14)
+        guides = _keep_right(_guides(row) + connector + depth_marker(row), self.guides_width)
         marker = "◆ " if row.critical else "  "
         room = self.label_width - len(guides) - len(marker)
         service = _fit(row.service, max(room, 1))
@@ -246,24 +261,25 @@ def _keep_right(guides: str, limit: int) -> str:
     return guides if len(guides) <= limit else "…" + guides[len(guides) - limit + 1 :]
 
 
-def _notes(row: Row) -> list[Line]:
+def _notes(row: Row) -> list[tuple[str, Line, bool]]:
+    """Each note's guides, its text, and whether it wraps (a log line is cropped instead)."""
     below = "" if row.span.parent is None else ("   " if row.last else "│  ")
     pad = _guides(row) + below + ("│  " if row.span.children else "   ") + "  "
-    notes: list[Line] = []
+    notes: list[tuple[str, Line, bool]] = []
     if row.queue is not None:
         wait = format_ms(row.queue.queue_wait_ms or 0.0)
-        notes.append([(pad, "dim"), (f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")])
-    notes += [[(pad, "dim"), (f"⏳ {note}", "dim yellow")] for note in row.consumed]
+        notes.append((pad, [(f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")], True))
+    notes += [(pad, [(f"⏳ {note}", "dim yellow")], True) for note in row.consumed]
     if row.ends_request:
-        notes.append([(pad, "dim"), (f"◆ {row.ends_request}", "bold yellow")])
+        notes.append((pad, [(f"◆ {row.ends_request}", "bold yellow")], True))
     if row.error:
-        notes.append([(pad, "dim"), (f"✗ {row.error}", "bold red")])
+        notes.append((pad, [(f"✗ {row.error}", "bold red")], True))
     for log in row.logs:
-        notes.append([
-            (pad + "│ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
+        notes.append((pad, [
+            ("│ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
             (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
             (one_line(log.body), "dim"),
-        ])  # fmt: skip
+        ], False))  # fmt: skip
     return notes
 
 
