@@ -260,7 +260,8 @@ class Target:
     """Where messages are consumed, and the options, tracer and metrics that apply there."""
 
     __slots__ = (
-        "_registry", "attributes", "destination", "operation_name", "options", "system", "tracer"
+        "_registry", "_tracer_provider", "attributes", "destination", "operation_name", "options",
+        "system",
     )  # fmt: skip
 
     def __init__(
@@ -277,8 +278,14 @@ class Target:
         self.operation_name = operation_name
         self.attributes = attributes
         self.options = _state.current_options()
-        self.tracer = tracer_for(tracer_provider)
+        self._tracer_provider = tracer_provider
         self._registry = registry
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        """tracekit's messaging tracer of the provider given (correlation-only mode needs none:
+        the global provider is then not even looked up, an environment read each time)."""
+        return tracer_for(self._tracer_provider)
 
     @classmethod
     def make(
