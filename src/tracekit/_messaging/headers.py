@@ -233,7 +233,8 @@ def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, s
     others = [
         key
         for key in headers
-        if (ours := written.get(lower_name(key) or "")) is not None
+        if not (type(key) is str and written.get(key) == key)  # tracekit's own, as written
+        and (ours := written.get(lower_name(key) or "")) is not None
         and (type(key) is not str or ours != key)  # (bytes never compared with str: -bb)
         and ours in headers
     ]
