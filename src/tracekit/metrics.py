@@ -72,7 +72,7 @@ MAX_CLIENT_DESTINATIONS = 100  # distinct (server.address, server.port) pairs pe
 _SERVICE_LABELS = ("service_name", "service_version")
 _SERVER_DURATION = "http_server_request_duration_seconds"
 _SERVER_DURATION_HELP = "Duration of HTTP server requests."
-_SERVER_LABELS = ("http_request_method", "http_route", "http_response_status_code")
+_SERVER_LABELS = ("http_request_method", "http_route", "http_response_status_code", "error_type")
 _SERVER_ACTIVE = "http_server_active_requests"
 _SERVER_ACTIVE_HELP = "Number of HTTP server requests in flight."
 _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
@@ -265,25 +265,33 @@ class HttpServerMetrics(_ServiceMetrics):
             self.active.inc()
 
     def request_finished(
-        self, method: str, route: str | None, status_code: int, seconds: float, span: Span | None
+        self,
+        method: str,
+        route: str | None,
+        status_code: int,
+        seconds: float,
+        span: Span | None,
+        error: BaseException | None = None,
     ) -> None:
-        """Record one finished request; the route template only, never the raw path."""
+        """Record one finished request; the route template only, never the raw path.
+
+        ``error``: what the application raised, before its response or while sending it (a
+        streamed body that fails after its first chunk went out with a 200).
+        """
         if not route:
             route = UNMATCHED_ROUTE
         elif route not in self._known_routes:  # known routes pass as they are, without a call
             route = self._route(route)
-        status = _status_label(status_code)
+        labels = (method, route, _status_label(status_code), _server_error_type(status_code, error))
         if not self._local:
             self.active.dec()
-            self._child(self.duration, method, route, status).observe(seconds, exemplar_of(span))
+            self._child(self.duration, *labels).observe(seconds, exemplar_of(span))
             return
         span_context = span.get_span_context() if span is not None else None
         if span_context is not None and span_context.trace_flags & _SAMPLED:
-            self.duration.observe(
-                (method, route, status), seconds, span_context.trace_id, span_context.span_id
-            )
+            self.duration.observe(labels, seconds, span_context.trace_id, span_context.span_id)
         else:
-            self.duration.observe((method, route, status), seconds)
+            self.duration.observe(labels, seconds)
 
     def _in_flight(self) -> int:
         finished = self.duration.observations  # first: a request finishing now is not negative
@@ -524,6 +532,14 @@ class HttpClientMetrics(_ServiceMetrics):
         if self._destination.admit(f"{len(host)}:{host}{port}"):
             return host, port
         return OTHER_VALUE, OTHER_VALUE
+
+
+def _server_error_type(status_code: int, error: BaseException | None) -> str:
+    """OpenTelemetry's ``error.type`` of a server request: the exception's class when the
+    application raised, else a 5xx status code (a 4xx is the client's error), else empty."""
+    if error is not None:
+        return type(error).__qualname__[:MAX_LABEL_LENGTH]
+    return _status_label(status_code) if status_code >= 500 else ""
 
 
 def _client_error_type(status_code: int | None, error: BaseException | None) -> str:

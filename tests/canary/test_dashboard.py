@@ -28,10 +28,11 @@ def _expressions() -> list[str]:
 def test_the_dashboard_reads_what_the_prometheus_mode_reads(family: Family, version: str) -> None:
     expressions = _expressions()
     buckets = f"{family.histogram}_bucket{family.selector('$service', version)}"
-    failed = f"{family.histogram}_count{family.selector('$service', version, family.failed)}"
+    for matcher in family.failed:
+        failed = f"{family.histogram}_count{family.selector('$service', version, matcher)}"
+        assert any(failed in e for e in expressions), failed
 
     assert any(buckets in e for e in expressions), buckets
-    assert any(failed in e for e in expressions), failed
     per_route = f"sum by (le, {family.route_label}) (rate({buckets}"
     assert any(per_route in e for e in expressions), per_route
 
@@ -44,7 +45,9 @@ def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
         '{service_name="orders", service_version="1.5.0\\"x"}[1800s]))'
     )
     assert http.failed_query("orders", "1.5.0", 60) == (
-        "sum by (http_route) (increase(http_server_request_duration_seconds_count"
+        "sum by (http_route) ((increase(http_server_request_duration_seconds_count"
+        '{service_name="orders", service_version="1.5.0", error_type!=""}[60s]))'
+        " or (increase(http_server_request_duration_seconds_count"
         '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
-        "[60s]))"
+        "[60s])))"
     )

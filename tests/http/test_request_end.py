@@ -59,7 +59,8 @@ def test_background_work_after_the_response_is_not_the_requests(
     assert span.end_time is not None and span.start_time is not None
     assert (span.end_time - span.start_time) / 1e9 < 1.0
     labels = {"http_request_method": "POST", "http_route": "/signup",
-              "http_response_status_code": str(status)}  # fmt: skip
+              "http_response_status_code": str(status),
+              "error_type": "" if status < 500 else str(status)}  # fmt: skip
     assert (_value(registry, DURATION + "_sum", **labels) or 2.0) < 1.0
     time.sleep(1.7)  # the task ends: nothing more is recorded for the request
     assert _value(registry, DURATION + "_count", **labels) == 1.0
@@ -169,3 +170,50 @@ def test_a_response_with_trailers_ends_with_its_trailers(spans: Any) -> None:
     assert [m["type"] for m in sent][-1] == "http.response.trailers"
     assert span.end_time is not None and span.start_time is not None
     assert (span.end_time - span.start_time) / 1e9 >= 0.3
+
+
+async def _stream_failing_midway(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"first rows\n", "more_body": True})
+    raise ConnectionResetError("the database went away mid-export")
+
+
+def _wsgi_stream_failing_midway(environ: Any, start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def rows() -> Any:
+        yield b"first rows\n"
+        raise ConnectionResetError("the database went away mid-export")
+
+    return rows()
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_stream_that_fails_after_its_first_chunk_is_a_failed_request_in_the_metrics(
+    kind: str, serve_asgi: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """The 200 had gone out, then the body failed: the client got a cut response, the span
+    said ERROR, and the duration histogram counted a plain 200, so dashboards and canary error
+    rates never saw it. It now carries ``error_type`` (OpenTelemetry's ``error.type``: the
+    exception's class), beside the status that was sent."""
+    caplog.set_level(logging.CRITICAL)  # the servers log the exception
+    registry = CollectorRegistry()
+    if kind == "asgi":
+        app = asgi.TracekitMiddleware(_stream_failing_midway, registry=registry,
+                                      service_name="shop")  # fmt: skip
+        url = serve_asgi(app)
+    else:
+        app = wsgi.TracekitMiddleware(_wsgi_stream_failing_midway, registry=registry,
+                                      service_name="shop")  # fmt: skip
+        url = serve_wsgi(app)
+
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.get(url + "/export", timeout=10).raise_for_status()
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.status.status_code is StatusCode.ERROR
+    wait_for(lambda: _value(registry, ACTIVE) == 0.0, 5.0, "the request ended")
+    labels = {"http_request_method": "GET", "http_route": "_unmatched",
+              "http_response_status_code": "200"}  # fmt: skip
+    assert _value(registry, DURATION + "_count", **labels, error_type="ConnectionResetError") == 1
+    assert _value(registry, DURATION + "_count", **labels, error_type="") is None

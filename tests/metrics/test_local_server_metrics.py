@@ -122,6 +122,7 @@ def test_concurrent_requests_lose_no_updates() -> None:
             "http_request_method": "GET",
             "http_route": route,
             "http_response_status_code": "200",
+            "error_type": "",
             "service_name": "svc",
             "service_version": "",
         }
@@ -158,7 +159,7 @@ def test_two_services_record_into_one_family_each(local: bool) -> None:
     assert text.count("# TYPE http_server_active_requests gauge") == 1
     for name in ("first", "second"):
         labels = {"http_request_method": "GET", "http_route": "/x",
-                  "http_response_status_code": "200",
+                  "http_response_status_code": "200", "error_type": "",
                   "service_name": name, "service_version": ""}  # fmt: skip
         assert registry.get_sample_value("http_server_request_duration_seconds_count", labels) == 1
         assert (

@@ -202,6 +202,7 @@ def test_open_ended_labels_are_capped() -> None:
                 "http_request_method": "GET",
                 "http_route": metrics.OTHER_VALUE,
                 "http_response_status_code": "200",
+                "error_type": "",
                 "service_name": "svc",
                 "service_version": "",
             },

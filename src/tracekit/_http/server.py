@@ -151,7 +151,7 @@ class ServerRequests:
                 mark_failed(request.span, error)
         finally:  # the span's failure must not cost the request its metrics
             if not request.responded_ns:
-                self._record(request, route)
+                self._record(request, route, error)
 
     def responded(self, request: ActiveRequest, route: str | None) -> None:
         """The response has gone: ``complete`` the request, except a 5xx's span, which waits
@@ -165,7 +165,9 @@ class ServerRequests:
             request.responded_ns = time.time_ns()
             self._record(request, route or request.route)
 
-    def _record(self, request: ActiveRequest, route: str | None) -> None:
+    def _record(
+        self, request: ActiveRequest, route: str | None, error: BaseException | None = None
+    ) -> None:
         if self._metrics is not None and request.measured:
             self._metrics.request_finished(
                 request.method,
@@ -173,6 +175,7 @@ class ServerRequests:
                 request.status_code,
                 perf_counter() - request.started,
                 request.span,
+                error,
             )
 
     def finish(

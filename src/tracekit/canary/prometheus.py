@@ -52,7 +52,7 @@ class Family:
     kind: str
     histogram: str
     route_label: str
-    failed: str  # label matcher selecting the failed requests
+    failed: tuple[str, ...]  # label matchers each selecting failed requests (their union counts)
 
     def selector(self, service: str, version: str, extra: str = "") -> str:
         """``{service_name="...", service_version="..."}`` plus an optional matcher."""
@@ -69,9 +69,13 @@ class Family:
     def failed_query(
         self, service: str, version: str, seconds: float, *, born: bool = False
     ) -> str:
-        """Failed requests per route over the last ``seconds`` (``born``: see ``_counted``)."""
-        series = f"{self.histogram}_count{self.selector(service, version, self.failed)}"
-        return f"sum by ({self.route_label}) ({_counted(series, seconds, born=born)})"
+        """Failed requests per route over the last ``seconds`` (``born``: see ``_counted``):
+        the series any of ``failed`` selects, each once (``or`` keeps one of the same labels)."""
+        parts = []
+        for matcher in self.failed:
+            series = f"{self.histogram}_count{self.selector(service, version, matcher)}"
+            parts.append(f"({_counted(series, seconds, born=born)})")
+        return f"sum by ({self.route_label}) ({' or '.join(parts)})"
 
 
 def _counted(series: str, seconds: float, *, born: bool = False) -> str:
@@ -93,11 +97,12 @@ def _duration(seconds: float) -> str:
 
 
 FAMILIES = (
-    # 5xx, or no status at all: the application raised before it responded
+    # an error type (the application raised, before or while answering, or a 5xx), or from a
+    # tracekit without that label: 5xx, or no status at all (raised before it responded)
     Family(HTTP, "http_server_request_duration_seconds", "http_route",
-           'http_response_status_code=~"5..|"'),
+           ('error_type!=""', 'http_response_status_code=~"5..|"')),
     Family(MESSAGING, "messaging_process_duration_seconds", "messaging_destination_name",
-           'error_type!=""'),
+           ('error_type!=""',)),
 )  # fmt: skip
 
 

@@ -6,6 +6,8 @@ argv: app-port metrics-port version store-path slow-seconds fail-every. Routes:
 - ``/fast/{n}``: answers at once.
 - ``/slow/{n}``: sleeps slow-seconds (the canary is given a longer sleep).
 - ``/pay/{n}``: HTTP 500 when n is a multiple of fail-every (0: never).
+- ``/export/{n}``: streams its body in two chunks; for the same n as /pay it raises after the
+  first (the 200 has gone out, the client gets a cut body).
 - ``/publish/{n}``: queues n in-process (``inproc_queue``); a consumer thread handles it inside
   ``tracekit.messaging.consume`` (destination ``orders.paid``), raising for the same n as /pay.
 - ``/health``: for the readiness probe, not part of the comparison.
@@ -24,7 +26,7 @@ import uvicorn
 from inproc_queue import InProcessQueue
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import tracekit
@@ -59,6 +61,18 @@ async def pay(request: Request) -> PlainTextResponse:
     return PlainTextResponse("declined" if failed else "paid", status_code=500 if failed else 200)
 
 
+async def export(request: Request) -> StreamingResponse:
+    failed = failing(int(request.path_params["n"]))
+
+    async def rows() -> AsyncIterator[bytes]:
+        yield b"first rows\n"
+        if failed:
+            raise ConnectionResetError("the database went away mid-export")
+        yield b"last rows\n"
+
+    return StreamingResponse(rows(), media_type="text/plain")
+
+
 async def publish(request: Request) -> PlainTextResponse:
     paid.publish(int(request.path_params["n"]))
     return PlainTextResponse("queued")
@@ -86,7 +100,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 routes = [
     Route("/fast/{n}", fast), Route("/slow/{n}", slow), Route("/pay/{n:int}", pay),
-    Route("/publish/{n:int}", publish), Route("/health", health),
+    Route("/export/{n:int}", export), Route("/publish/{n:int}", publish),
+    Route("/health", health),
 ]  # fmt: skip
 app = TracekitMiddleware(Starlette(routes=routes, lifespan=lifespan))
 uvicorn.run(app, host="127.0.0.1", port=app_port, log_level="warning")
