@@ -90,6 +90,8 @@ _OWS = " \t"
 # Flags of the traceparent we continued, so that inject can re-emit bits OpenTelemetry's
 # SpanContext does not keep (the Level 2 random flag).
 _REMOTE_FLAGS = create_key("tracekit-remote-flags")
+# (trace id, fields) a foreign trace header brought for the next hop (X-Ray's Lineage).
+_FORWARDED = create_key("tracekit-forwarded-fields")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
@@ -279,6 +281,7 @@ class TracekitPropagator(TextMapPropagator):
         self, carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
     ) -> None:
         sampled = bool(span_context.trace_flags & SAMPLED)
+        forwarded = _forwarded(span_context.trace_id, context)
         for _, format_ in self._trace_formats:
             if format_ is None:
                 _inject_w3c(carrier, span_context, context, setter)
@@ -288,6 +291,7 @@ class TracekitPropagator(TextMapPropagator):
                     span_context.span_id,
                     sampled,
                     lambda name, value: setter.set(carrier, name, value),
+                    forwarded,
                 )
 
     @property
@@ -375,13 +379,22 @@ def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Con
         remote.trace_id, remote.span_id, True, _TRACE_FLAGS[remote.flags & SAMPLED]
     )
     _remember_remote_flags(remote.trace_id, remote.flags & SAMPLED)
-    return Context(
-        {
-            **context,
-            CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
-            _REMOTE_FLAGS: (remote.trace_id, remote.flags & SAMPLED),
-        }
-    )
+    values = {
+        **context,
+        CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
+        _REMOTE_FLAGS: (remote.trace_id, remote.flags & SAMPLED),
+    }
+    if remote.forwarded:  # kept for the trace, whichever header's parent wins after this one
+        values[_FORWARDED] = (remote.trace_id, remote.forwarded)
+    return Context(values)
+
+
+def _forwarded(trace_id: int, context: Context | None) -> str:
+    """The fields a caller's foreign trace header brought for the next hop of this trace."""
+    found = get_value(_FORWARDED, context)
+    if isinstance(found, tuple) and found[0] == trace_id:
+        return str(found[1])
+    return ""
 
 
 def inject_trace_context(

@@ -261,3 +261,46 @@ def test_queue_hops_carry_the_configured_headers(
         producer.context.trace_id,
         producer.context.span_id,
     )
+
+
+XRAY_PARENT = f"Root=1-5759e988-bd862e3fe1be46a994272793;Parent={SPAN_ID:016x};Sampled=1"
+
+
+def test_a_queue_hop_forwards_the_callers_x_ray_lineage(
+    monkeypatch: pytest.MonkeyPatch, provider: TracerProvider
+) -> None:
+    monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+    received = {"X-Amzn-Trace-Id": f"{XRAY_PARENT};Lineage=a87bd80c:2"}
+    with messaging.consume(received, system="test", destination="in", tracer_provider=provider):
+        sent = messaging.inject({}, system="test", destination="out", tracer_provider=provider)
+
+    assert sent["X-Amzn-Trace-Id"].startswith("Root=1-5759e988-bd862e3fe1be46a994272793;")
+    assert sent["X-Amzn-Trace-Id"].endswith(";Sampled=1;Lineage=a87bd80c:2")
+    # a message of another trace, published after, carries none of it
+    other = messaging.inject({}, system="test", destination="out", tracer_provider=provider)
+    assert "Lineage" not in other["X-Amzn-Trace-Id"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "forwarded"),
+    [
+        ("Lineage=a87bd80c:2;Self=1-67891233-12456789abcdef012345678", "Lineage=a87bd80c:2"),
+        ("Note=\x1b[2J\x07;Lineage=a87bd80c:2", "Lineage=a87bd80c:2"),
+        ('Bad"Key=1;Sp=a b;Ok=x=y', "Ok=x=y"),
+        (f"Big={'x' * 300};A=1", "A=1"),
+        (
+            ";".join(f"K{i}={'v' * 20}" for i in range(12)),
+            ";".join(f"K{i}={'v' * 20}" for i in range(10)),
+        ),
+    ],
+)
+def test_only_plain_x_ray_fields_within_256_characters_are_forwarded(
+    extra: str, forwarded: str
+) -> None:
+    xray = propagation.TracekitPropagator(propagators=["xray"])
+    context = xray.extract({"X-Amzn-Trace-Id": f"{XRAY_PARENT};{extra}"})
+    assert parent_of(context).span_id == SPAN_ID  # the trace continues whatever the extra fields
+
+    headers: dict[str, str] = {}
+    xray.inject(headers, context)
+    assert headers["X-Amzn-Trace-Id"] == f"{XRAY_PARENT};{forwarded}"

@@ -158,3 +158,30 @@ def test_a_trace_started_under_xray_carries_its_start_time_in_the_root(
     assert version == "1" and before <= int(epoch, 16) <= after
     (server,) = [s for s in service.spans() if s.kind == "SERVER" and s.name == "GET /call"]
     assert server.trace_id[:8] == epoch and server.parent_span_id is None
+
+
+LINEAGE = "Lineage=a87bd80c:1|68fd508a:5"
+
+
+def test_x_ray_fields_beyond_the_trace_go_on_to_the_next_hop(
+    service: Service, downstream: tuple[str, list[dict[str, str]]]
+) -> None:
+    """AWS forwards every field of X-Amzn-Trace-Id it does not own (Lambda's recursion detection
+    counts hops in ``Lineage``): a service between two AWS hops must not drop them. ``Self`` is
+    the load balancer's note about its own hop, and stays behind."""
+    downstream_url, received = downstream
+    port = _start_mesh(service, "xray", downstream_url)
+    hex_id = f"{CALLER_TRACE:032x}"
+    root = f"Root=1-{hex_id[:8]}-{hex_id[8:]}"
+    incoming = (
+        f"Self=1-67891233-12456789abcdef012345678;{root};Parent={CALLER_SPAN:016x};Sampled=1;"
+        f"{LINEAGE};Tenant=acme"
+    )
+
+    response = send(f"http://127.0.0.1:{port}/call", [f"X-Amzn-Trace-Id: {incoming}".encode()])
+    assert response.status == 200
+    service.terminate()
+
+    (client,) = [s for s in service.spans() if s.kind == "CLIENT"]
+    sent = received[-1]["x-amzn-trace-id"]
+    assert sent == f"{root};Parent={client.span_id};Sampled=1;{LINEAGE};Tenant=acme"

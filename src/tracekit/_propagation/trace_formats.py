@@ -28,11 +28,13 @@ _HEX_UP_TO_16 = re.compile(r"[0-9a-fA-F]{1,16}")
 
 
 class Remote(NamedTuple):
-    """A caller's span read from trace headers: ids and W3C trace-flags bits."""
+    """A caller's span read from trace headers: ids, W3C trace-flags bits, and the fields of the
+    header that the next hop gets unchanged (X-Ray's ``Lineage`` and the like; "" for none)."""
 
     trace_id: int
     span_id: int
     flags: int
+    forwarded: str = ""
 
 
 class TraceFormat(Protocol):
@@ -47,8 +49,11 @@ class TraceFormat(Protocol):
         """The caller's span, or None when the headers are absent, repeated or invalid."""
         ...
 
-    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
-        """Write the headers naming this span as the parent."""
+    def inject(
+        self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
+    ) -> None:
+        """Write the headers naming this span as the parent, with the ``forwarded`` fields
+        its ``extract`` read from the caller in this trace."""
         ...
 
 
@@ -60,10 +65,10 @@ def one(headers: Headers, name: str) -> str | None:
     return values[0].strip(" \t")
 
 
-def _remote(trace_id: int, span_id: int, sampled: bool) -> Remote | None:
+def _remote(trace_id: int, span_id: int, sampled: bool, forwarded: str = "") -> Remote | None:
     if trace_id == 0 or span_id == 0:
         return None
-    return Remote(trace_id, span_id, SAMPLED if sampled else 0)
+    return Remote(trace_id, span_id, SAMPLED if sampled else 0, forwarded)
 
 
 class B3:
@@ -104,7 +109,9 @@ class B3:
             return None
         return _remote(int(trace_id, 16), int(span_id, 16), sampled)
 
-    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+    def inject(
+        self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
+    ) -> None:
         if self.single:
             put(self.SINGLE, f"{trace_id:032x}-{span_id:016x}-{int(sampled)}")
             return
@@ -136,7 +143,9 @@ class Jaeger:
             return None
         return _remote(int(trace_id, 16), int(span_id, 16), bool(int(flags, 16) & SAMPLED))
 
-    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+    def inject(
+        self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
+    ) -> None:
         flags = SAMPLED | self._DEBUG if sampled else 0  # the reference marks sampled as debug too
         put(self.HEADER, f"{trace_id:032x}:{span_id:016x}:{0:016x}:{flags:02x}")
 
@@ -146,12 +155,23 @@ class XRay:
 
     Written with that capitalisation, as the reference does: a message header or an SQS message
     attribute name is case-sensitive to a consumer that is not tracekit.
+
+    The header's other fields (``Lineage``, which Lambda's recursion detection counts hops in,
+    and any a service added) go on to the next hop as AWS's own SDKs forward them: at most
+    ``MAX_FORWARDED`` characters of them, as OpenTelemetry Java's X-Ray propagator keeps, each
+    a plain ``key=value`` or left out. ``Self`` stays behind: a load balancer's note on its own
+    hop.
     """
 
     HEADER = "x-amzn-trace-id"
     WRITTEN = "X-Amzn-Trace-Id"
+    MAX_FORWARDED = 256
     fields: tuple[str, ...] = (WRITTEN,)
     _ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
+    _NOT_FORWARDED = frozenset(("Root", "Parent", "Sampled", "Self"))
+    _FORWARDED_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+    # visible ASCII but the separators of the header (";") and of a header list (",")
+    _FORWARDED_VALUE = re.compile(r"[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
 
     def extract(self, headers: Headers) -> Remote | None:
         value = one(headers, self.HEADER)
@@ -169,12 +189,31 @@ class XRay:
         sampled = pairs.get("Sampled", "0")
         if root is None or _HEX16.fullmatch(parent) is None or sampled not in ("0", "1"):
             return None
-        return _remote(int(root.group(1) + root.group(2), 16), int(parent, 16), sampled == "1")
+        trace_id = int(root.group(1) + root.group(2), 16)
+        return _remote(trace_id, int(parent, 16), sampled == "1", self._forwarded(pairs))
 
-    def inject(self, trace_id: int, span_id: int, sampled: bool, put: Put) -> None:
+    def _forwarded(self, pairs: dict[str, str]) -> str:
+        """The fields to forward, in order, as far as they fit in ``MAX_FORWARDED``."""
+        kept: list[str] = []
+        size = -1  # (n fields have n - 1 separators)
+        for key, value in pairs.items():
+            if (
+                key in self._NOT_FORWARDED
+                or self._FORWARDED_KEY.fullmatch(key) is None
+                or self._FORWARDED_VALUE.fullmatch(value) is None
+                or size + 1 + len(key) + 1 + len(value) > self.MAX_FORWARDED
+            ):
+                continue
+            kept.append(f"{key}={value}")
+            size += 1 + len(kept[-1])
+        return ";".join(kept)
+
+    def inject(
+        self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
+    ) -> None:
         hex_id = f"{trace_id:032x}"
-        root = f"1-{hex_id[:8]}-{hex_id[8:]}"
-        put(self.WRITTEN, f"Root={root};Parent={span_id:016x};Sampled={int(sampled)}")
+        header = f"Root=1-{hex_id[:8]}-{hex_id[8:]};Parent={span_id:016x};Sampled={int(sampled)}"
+        put(self.WRITTEN, f"{header};{forwarded}" if forwarded else header)
 
 
 FORMATS: dict[str, Callable[[], TraceFormat]] = {
