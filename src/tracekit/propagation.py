@@ -374,19 +374,34 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
 
 
 def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Context:
-    """A parent read from B3, Jaeger or X-Ray headers: no tracestate, and no random flag."""
+    """A parent read from B3, Jaeger or X-Ray headers. These carry no tracestate and no random
+    flag: those of a W3C parent of the same trace found before it (a caller writing both
+    formats for one span) stay, as they describe the trace."""
+    trace_state, random = _same_trace_w3c(remote.trace_id, context)
+    flags = remote.flags & SAMPLED | random
     span_context = SpanContext(
-        remote.trace_id, remote.span_id, True, _TRACE_FLAGS[remote.flags & SAMPLED]
+        remote.trace_id, remote.span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state
     )
-    _remember_remote_flags(remote.trace_id, remote.flags & SAMPLED)
+    _remember_remote_flags(remote.trace_id, flags)
     values = {
         **context,
         CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
-        _REMOTE_FLAGS: (remote.trace_id, remote.flags & SAMPLED),
+        _REMOTE_FLAGS: (remote.trace_id, flags),
     }
     if remote.forwarded:  # kept for the trace, whichever header's parent wins after this one
         values[_FORWARDED] = (remote.trace_id, remote.forwarded)
     return Context(values)
+
+
+def _same_trace_w3c(trace_id: int, context: Context) -> tuple[TraceState, int]:
+    """The tracestate and random flag ``context``'s remote parent has in trace ``trace_id``."""
+    span = context.get(CURRENT_SPAN_KEY)
+    earlier = span.get_span_context() if isinstance(span, trace.Span) else None
+    if earlier is None or earlier.trace_id != trace_id:
+        return _NO_TRACE_STATE, 0
+    flags = context.get(_REMOTE_FLAGS)
+    random = int(flags[1]) & RANDOM if isinstance(flags, tuple) and flags[0] == trace_id else 0
+    return earlier.trace_state, random
 
 
 def _forwarded(trace_id: int, context: Context | None) -> str:

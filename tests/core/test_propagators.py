@@ -304,3 +304,21 @@ def test_only_plain_x_ray_fields_within_256_characters_are_forwarded(
     headers: dict[str, str] = {}
     xray.inject(headers, context)
     assert headers["X-Amzn-Trace-Id"] == f"{XRAY_PARENT};{forwarded}"
+
+
+def test_a_b3_parent_of_another_trace_takes_no_tracestate_from_the_w3c_one() -> None:
+    both = propagation.TracekitPropagator(propagators=["tracecontext", "b3multi"])
+    incoming = {
+        "traceparent": f"00-{TRACE_ID + 1:032x}-{SPAN_ID:016x}-03",
+        "tracestate": "congo=t61rcWkgMzE",
+        "x-b3-traceid": f"{TRACE_ID:032x}",
+        "x-b3-spanid": f"{SPAN_ID:016x}",
+        "x-b3-sampled": "1",
+    }
+    context = both.extract(incoming)
+    assert parent_of(context).trace_id == TRACE_ID
+
+    headers: dict[str, str] = {}
+    both.inject(headers, context)
+    assert headers["traceparent"] == f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"
+    assert "tracestate" not in headers

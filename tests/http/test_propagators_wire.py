@@ -185,3 +185,26 @@ def test_x_ray_fields_beyond_the_trace_go_on_to_the_next_hop(
     (client,) = [s for s in service.spans() if s.kind == "CLIENT"]
     sent = received[-1]["x-amzn-trace-id"]
     assert sent == f"{root};Parent={client.span_id};Sampled=1;{LINEAGE};Tenant=acme"
+
+
+@pytest.mark.parametrize("b3", ["b3", "b3multi"])
+def test_a_caller_sending_w3c_and_b3_for_one_span_keeps_its_tracestate(
+    service: Service, downstream: tuple[str, list[dict[str, str]]], b3: str
+) -> None:
+    """A caller configured like this service (OpenTelemetry's agents in a mesh:
+    ``tracecontext,baggage,b3multi``) names its span in both formats; the B3 parent, found last,
+    continues the same trace, so the caller's tracestate and random flag must go on with it."""
+    downstream_url, received = downstream
+    port = _start_mesh(service, f"tracecontext,baggage,{b3}", downstream_url)
+    caller = [*_caller_headers(b3), *_caller_headers("tracecontext")]
+    caller = [h.replace(b"-01", b"-03") if h.startswith(b"traceparent") else h for h in caller]
+    caller.append(b"tracestate: congo=t61rcWkgMzE,ot=th:8")
+
+    response = send(f"http://127.0.0.1:{port}/call", caller)
+    assert response.status == 200
+    service.terminate()
+
+    (client,) = [s for s in service.spans() if s.kind == "CLIENT"]
+    sent = received[-1]
+    assert sent["traceparent"] == f"00-{CALLER_TRACE:032x}-{client.span_id}-03"
+    assert sent["tracestate"] == "congo=t61rcWkgMzE,ot=th:8"
