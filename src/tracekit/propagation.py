@@ -316,7 +316,7 @@ def _inject_baggage(
         entries = (
             {**entries, CORRELATION_BAGGAGE_KEY: cid} if entries else {CORRELATION_BAGGAGE_KEY: cid}
         )
-    value = _baggage.header(entries) if entries else None
+    value = _baggage.header(entries, _baggage.properties_in(context)) if entries else None
     if value is not None:
         setter.set(carrier, BAGGAGE, value)
 

@@ -151,3 +151,35 @@ def test_reading_plain_lists_quickly_changes_nothing(
 ) -> None:
     header = separator.join(f"{key}={value}" for key, value in members)
     assert _baggage.parse([header]) == _baggage.parse_member_by_member(header)
+
+
+def test_members_received_with_properties_are_sent_on_with_them() -> None:
+    """W3C Baggage: a list member is its key, value and properties; a hop forwards it whole."""
+    received = {"baggage": "user=John%20Smith;ttl=60;internal, ratio = 1%2B1 ; pii ,plain=1"}
+    carrier: dict[str, str] = {}
+    propagation.TracekitPropagator().inject(
+        carrier, propagation.TracekitPropagator().extract(received)
+    )
+    assert carrier["baggage"] == "user=John%20Smith;ttl=60;internal,ratio=1%2B1;pii,plain=1"
+
+
+def test_properties_stay_with_the_value_they_came_with() -> None:
+    context = propagation.TracekitPropagator().extract(
+        {"baggage": "user=alice;ttl=60,tier=gold;src=edge,bad=1;p=\x1b[2J"}
+    )
+    assert baggage.get_all(context) == {"user": "alice", "tier": "gold", "bad": "1"}
+    context = baggage.set_baggage("user", "bob", context)  # a new value: the old ttl is not its
+    carrier: dict[str, str] = {}
+    propagation.TracekitPropagator().inject(carrier, context)
+    assert carrier["baggage"] == "user=bob,tier=gold;src=edge,bad=1"
+
+
+@pytest.mark.parametrize(
+    ("received", "sent"),
+    [("k=1;a,k=2;b", "k=2;b"), ("k=1;a,k=1", "k=1"), ("k=1,k=1;b", "k=1;b")],
+)
+def test_of_a_key_repeated_the_last_member_goes_on_whole(received: str, sent: str) -> None:
+    carrier: dict[str, str] = {}
+    propagator = propagation.TracekitPropagator()
+    propagator.inject(carrier, propagator.extract({"baggage": received}))
+    assert carrier["baggage"] == sent

@@ -9,7 +9,9 @@ Rules (W3C Baggage): only the first ``MAX_BYTES`` characters of the combined hea
 at most ``MAX_EXAMINED`` list members of them looked at, and at most ``MAX_MEMBERS`` kept (the
 spec asks to propagate at least 64 members and 8,192 bytes); a member cut by the byte limit, a
 member beyond the counts and an invalid member are dropped one by one, the valid ones kept.
-Properties (``;p=v``) are not propagated. Dropped members are counted in a rate-limited warning
+A member's properties (``;ttl=60;pii``) go on with it while its value is the one they came with
+(OpenTelemetry Python's API has no place for them: they are kept beside the baggage); invalid
+properties are dropped, their member kept. Dropped members are counted in a rate-limited warning
 that names the header, never a value. Whatever its size or content, a header costs what 180
 short members cost.
 
@@ -26,7 +28,7 @@ from types import MappingProxyType
 from urllib.parse import quote, unquote
 
 from opentelemetry import baggage
-from opentelemetry.context import Context, get_current
+from opentelemetry.context import Context, create_key, get_current
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.semconv import CORRELATION_ID
@@ -42,6 +44,8 @@ WARNING_INTERVAL_S = 60.0
 # key: an RFC 7230 token; value: baggage-octets (anything else arrives percent-encoded).
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+# property = key OWS "=" OWS value / key; a value as written (percent-encoded), never decoded
+_PROPERTY = re.compile(rf"[ \t]*({_KEY.pattern})[ \t]*(?:=[ \t]*({_VALUE.pattern}))?[ \t]*")
 _OWS = " \t"
 # A list of members that ``_member`` would keep exactly as written: a key, "=", a value without
 # "%" (nothing to decode), no whitespace or properties.
@@ -57,7 +61,10 @@ _PLAIN_VALUE = re.compile(r"[!#$&'()*\-./0-9:<=>?@A-Z\[\]^_`a-z{|}~]*")
 MAX_WRITTEN_MEMBERS = MAX_MEMBERS
 # OpenTelemetry's key for the baggage in a Context (the public API sets it member by member).
 _BAGGAGE_CONTEXT_KEY = next(iter(baggage.set_baggage("k", "v", Context())))
+# Beside it, tracekit's: the properties of members read, by key, with the value they came with.
+_PROPERTIES_KEY = create_key("tracekit-baggage-properties")
 _NO_ENTRIES: Mapping[str, object] = MappingProxyType({})
+_NO_PROPERTIES: Mapping[str, tuple[str, str]] = MappingProxyType({})
 
 dropped_members = RateLimitedWarning(
     WARNING_INTERVAL_S,
@@ -68,17 +75,34 @@ dropped_members = RateLimitedWarning(
 def parse(values: Iterable[str]) -> tuple[list[tuple[str, str]], str]:
     """The kept ``(key, decoded value)`` members of baggage header values, and why any were
     dropped ("" when none was)."""
+    members, _, dropped = parse_with_properties(values)
+    return members, dropped
+
+
+def parse_with_properties(
+    values: Iterable[str],
+) -> tuple[list[tuple[str, str]], dict[str, tuple[str, str]], str]:
+    """``parse``, and the properties of the kept members that have any, by key, with their
+    decoded value: ``{key: (value, "p=v;flag")}``."""
     combined = ",".join(values)
     if len(combined) <= MAX_BYTES and _PLAIN_LIST.fullmatch(combined) is not None:
         # The usual header: no whitespace, properties or escapes; every member valid as it is.
         members = [_split(member) for member in combined.split(",")]
         if len(members) <= MAX_MEMBERS:
-            return members, ""
-    return parse_member_by_member(combined)
+            return members, {}, ""
+    return _parse_each(combined)
 
 
 def parse_member_by_member(combined: str) -> tuple[list[tuple[str, str]], str]:
     """``parse`` of the combined header value without the shortcut for plain lists."""
+    members, _, dropped = _parse_each(combined)
+    return members, dropped
+
+
+def _parse_each(
+    combined: str,
+) -> tuple[list[tuple[str, str]], dict[str, tuple[str, str]], str]:
+    """``parse_with_properties`` member by member."""
     window = combined[:MAX_BYTES]
     over_limits = len(combined) > MAX_BYTES
     if over_limits and combined[MAX_BYTES] != ",":
@@ -88,6 +112,7 @@ def parse_member_by_member(combined: str) -> tuple[list[tuple[str, str]], str]:
         pieces.pop()  # the unsplit rest: a bound on the work, whatever the members are like
         over_limits = True
     members: list[tuple[str, str]] = []
+    properties: dict[str, tuple[str, str]] = {}
     invalid = 0
     for raw in pieces:
         member = _member(raw)
@@ -95,9 +120,14 @@ def parse_member_by_member(combined: str) -> tuple[list[tuple[str, str]], str]:
             invalid += raw.strip(_OWS) != ""  # empty members are allowed, not dropped
         elif len(members) < MAX_MEMBERS:
             members.append(member)
+            written = _properties(raw)
+            if written:  # a later member of the key wins, as its value does
+                properties[member[0]] = (member[1], written)
+            else:
+                properties.pop(member[0], None)
         else:
             over_limits = True
-    return members, _reason(invalid, over_limits)
+    return members, properties, _reason(invalid, over_limits)
 
 
 def _split(member: str) -> tuple[str, str]:
@@ -110,6 +140,21 @@ def _reason(invalid: int, over_limits: bool) -> str:
     if over_limits:
         reasons.append(f"beyond {MAX_MEMBERS} members or {MAX_BYTES} bytes")
     return ", ".join(reasons)
+
+
+def _properties(raw: str) -> str:
+    """The properties of a valid member, as they will be written ("" for none, or invalid)."""
+    _, separator, written = raw.partition(";")
+    if not separator:
+        return ""
+    kept = []
+    for item in written.split(";"):
+        match = _PROPERTY.fullmatch(item)
+        if match is None:
+            return ""
+        key, value = match.groups()
+        kept.append(key if value is None else f"{key}={value}")
+    return ";".join(kept)
 
 
 def _member(raw: str) -> tuple[str, str] | None:
@@ -129,7 +174,7 @@ def _member(raw: str) -> tuple[str, str] | None:
 
 def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> Context:
     """``context`` with the kept members of ``values`` as its baggage (replacing none of it)."""
-    members, dropped = parse(values)
+    members, properties, dropped = parse_with_properties(values)
     if dropped:
         dropped_members.warn(header, dropped)
     if not members:
@@ -137,7 +182,18 @@ def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> C
     # What set_baggage member by member gives (a later key wins), in one new Context.
     current = context.get(_BAGGAGE_CONTEXT_KEY)
     entries = {**current, **dict(members)} if isinstance(current, dict) else dict(members)
-    return Context({**context, _BAGGAGE_CONTEXT_KEY: entries})
+    if not properties:
+        return Context({**context, _BAGGAGE_CONTEXT_KEY: entries})
+    earlier = context.get(_PROPERTIES_KEY)
+    properties = {**earlier, **properties} if isinstance(earlier, dict) else properties
+    return Context({**context, _BAGGAGE_CONTEXT_KEY: entries, _PROPERTIES_KEY: properties})
+
+
+def properties_in(context: Context | None) -> Mapping[str, tuple[str, str]]:
+    """The properties of the baggage members ``extract`` read into ``context`` (the current one
+    when None), by key, with the value they came with."""
+    found = (context if context is not None else get_current()).get(_PROPERTIES_KEY)
+    return found if isinstance(found, dict) else _NO_PROPERTIES
 
 
 def entries_in(context: Context | None) -> Mapping[str, object]:
@@ -147,7 +203,9 @@ def entries_in(context: Context | None) -> Mapping[str, object]:
     return found if isinstance(found, dict) else _NO_ENTRIES
 
 
-def header(entries: Mapping[str, object]) -> str | None:
+def header(
+    entries: Mapping[str, object], properties: Mapping[str, tuple[str, str]] = _NO_PROPERTIES
+) -> str | None:
     """The ``baggage`` header of ``entries`` (None when there are none), within the W3C limits.
 
     Values are percent-encoded where W3C Baggage asks (a space is ``%20``, never ``+``), and
@@ -157,6 +215,11 @@ def header(entries: Mapping[str, object]) -> str | None:
     warning counts them (never naming one).
     """
     members = [f"{_key_text(key)}={_value_text(value)}" for key, value in entries.items()]
+    if properties:  # members read with properties (rare): each keeps them with its value
+        members = [
+            member + _properties_of(key, value, properties)
+            for member, (key, value) in zip(members, entries.items(), strict=True)
+        ]
     if not members:
         return None
     text = ",".join(members)
@@ -178,6 +241,12 @@ def _within_limits(members: list[str], keys: list[object]) -> str | None:
     if left_out:
         dropped_members.warn(BAGGAGE, f"{left_out} left out of what is sent: over the limits")
     return ",".join(m for m, keep in zip(members, kept, strict=True) if keep) or None
+
+
+def _properties_of(key: str, value: object, properties: Mapping[str, tuple[str, str]]) -> str:
+    """``;properties`` the member brought, while it keeps the value it came with."""
+    found = properties.get(key)
+    return f";{found[1]}" if found is not None and found[0] == value else ""
 
 
 def _key_text(key: object) -> str:
