@@ -16,8 +16,9 @@ A receiver opens the CONSUMER span around its handler::
             handle(message["Body"])
 
 The instrumented ``ReceiveMessage`` asks SQS for the attributes this needs. Messages from
-producers without tracekit start a new trace; their queue wait comes from SQS's ``SentTimestamp``
-(millisecond precision) when the receive asked for it.
+producers without tracekit start a new trace, unless ``OTEL_PROPAGATORS`` names ``xray`` and
+SQS kept their X-Ray header (``AWSTraceHeader``); their queue wait comes from SQS's
+``SentTimestamp`` (millisecond precision) when the receive asked for it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PACKED_ATTRIBUTE = "tracekit-context"
 MAX_ATTRIBUTES = 10
 MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
 MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
+TRACE_HEADER_ATTRIBUTE = "AWSTraceHeader"  # the system attribute AWS keeps X-Ray's header in
+_X_RAY_HEADER = "x-amzn-trace-id"
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -42,6 +45,7 @@ __all__ = [
     "MAX_PACKED_LENGTH",
     "PACKED_ATTRIBUTE",
     "SYSTEM",
+    "TRACE_HEADER_ATTRIBUTE",
     "add_context",
     "consume",
     "consume_batch",
@@ -112,6 +116,8 @@ def _read_headers(message: Mapping[str, Any]) -> dict[str, str]:
     _unpack(headers)
     if messaging.PUBLISH_TIME_HEADER not in headers:
         _publish_time_from_sent_timestamp(message, headers)
+    if not any(name.lower() == _X_RAY_HEADER for name in headers):
+        _x_ray_from_trace_header(message, headers)
     return headers
 
 
@@ -134,6 +140,16 @@ def _publish_time_from_sent_timestamp(
     sent = system.get("SentTimestamp") if isinstance(system, Mapping) else None
     if isinstance(sent, str) and sent.isdigit() and len(sent) <= 16:
         headers[messaging.PUBLISH_TIME_HEADER] = str(int(sent) * 1_000_000)
+
+
+def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping[str, str]) -> None:
+    """AWS's own producers (Lambda, SNS, an AWS SDK with X-Ray) send the trace in the
+    ``AWSTraceHeader`` system attribute: it is the message's ``X-Amzn-Trace-Id``, read when
+    ``OTEL_PROPAGATORS`` names ``xray`` (a message attribute of that name comes first)."""
+    system = message.get("Attributes")
+    value = system.get(TRACE_HEADER_ATTRIBUTE) if isinstance(system, Mapping) else None
+    if isinstance(value, str):
+        headers[_X_RAY_HEADER] = value
 
 
 def consume(message: Mapping[str, Any], *, queue: str, **options: Any) -> messaging.Delivery:

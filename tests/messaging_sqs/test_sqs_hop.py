@@ -176,6 +176,28 @@ def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
     check_wait(consumer, DELAY_S - 0.001)  # SentTimestamp has millisecond precision
 
 
+def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Lambda, SNS or an AWS SDK with X-Ray sends: no message attributes, the trace in the
+    AWSTraceHeader system attribute. Under OTEL_PROPAGATORS=xray the consumer continues it."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    instrumentation.uninstrument()
+    sqs_client.send_message(
+        QueueUrl=queue_url,
+        MessageBody="from lambda",
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": header}},
+    )
+    instrumentation.instrument(["botocore"])
+    [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
+    with tracekit.sqs.consume(message, queue=queue_url):
+        pass
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == 0x53995C3F42CD8AD8
+    assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
+
+
 def test_damaged_packed_context_is_ignored(queue_url: str, spans: InMemorySpanExporter) -> None:
     hostile = {
         "MessageId": "m-1",

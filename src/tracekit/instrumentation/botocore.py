@@ -5,8 +5,9 @@
   whose context every entry carries. A message (or batch) that tracekit's attributes would take
   past SQS's size limit goes out without them, with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
-  ``SentTimestamp`` to ``MessageSystemAttributeNames`` (``AttributeNames`` on a botocore whose
-  model predates it) unless the caller already asked for all.
+  ``SentTimestamp`` and ``AWSTraceHeader`` to ``MessageSystemAttributeNames``
+  (``AttributeNames`` on a botocore whose model predates it) unless the caller already asked
+  for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
 
@@ -156,7 +157,9 @@ def _asking_for_context(params: dict[str, Any], system_parameter: str) -> dict[s
     asked_all = any(_asks_all(given) for given in (system, legacy))
     new = {**params, "MessageAttributeNames": wanted}
     if not asked_all:
-        new[system_parameter] = _with_names(params.get(system_parameter), ["SentTimestamp"])
+        new[system_parameter] = _with_names(
+            params.get(system_parameter), ["SentTimestamp", sqs.TRACE_HEADER_ATTRIBUTE]
+        )
     return new
 
 
