@@ -25,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -90,11 +91,13 @@ _OWS = " \t"
 # Flags of the traceparent we continued, so that inject can re-emit bits OpenTelemetry's
 # SpanContext does not keep (the Level 2 random flag).
 _REMOTE_FLAGS = create_key("tracekit-remote-flags")
-# (trace id, fields) a foreign trace header brought for the next hop (X-Ray's Lineage).
+# (trace id, {format class: fields}) that foreign trace headers brought for the next hop of the
+# trace (X-Ray's Lineage, B3's debug flag).
 _FORWARDED = create_key("tracekit-forwarded-fields")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
+_NOTHING_FORWARDED: Mapping[type, str] = MappingProxyType({})
 # The key under which OpenTelemetry keeps the current span, learnt through its public API, so
 # that a Context holding a span and other values can be built in one step.
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
@@ -257,7 +260,7 @@ class TracekitPropagator(TextMapPropagator):
                 continue
             remote = format_.extract(headers)
             if remote is not None:
-                context = _with_foreign_parent(remote, context)
+                context = _with_foreign_parent(remote, type(format_), context)
         values = headers.get(BAGGAGE) if with_baggage and self.carries_baggage else None
         return _baggage.extract(values, context) if values else context
 
@@ -291,7 +294,7 @@ class TracekitPropagator(TextMapPropagator):
                     span_context.span_id,
                     sampled,
                     lambda name, value: setter.set(carrier, name, value),
-                    forwarded,
+                    forwarded.get(type(format_), ""),
                 )
 
     @property
@@ -373,7 +376,7 @@ def _with_remote_parent(traceparent: str, tracestates: Iterable[str], context: C
     )
 
 
-def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Context:
+def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Context) -> Context:
     """A parent read from B3, Jaeger or X-Ray headers. These carry no tracestate and no random
     flag: those of a W3C parent of the same trace found before it (a caller writing both
     formats for one span) stay, as they describe the trace."""
@@ -389,7 +392,8 @@ def _with_foreign_parent(remote: _trace_formats.Remote, context: Context) -> Con
         _REMOTE_FLAGS: (remote.trace_id, flags),
     }
     if remote.forwarded:  # kept for the trace, whichever header's parent wins after this one
-        values[_FORWARDED] = (remote.trace_id, remote.forwarded)
+        earlier = _forwarded(remote.trace_id, context)
+        values[_FORWARDED] = (remote.trace_id, {**earlier, kind: remote.forwarded})
     return Context(values)
 
 
@@ -404,12 +408,13 @@ def _same_trace_w3c(trace_id: int, context: Context) -> tuple[TraceState, int]:
     return earlier.trace_state, random
 
 
-def _forwarded(trace_id: int, context: Context | None) -> str:
-    """The fields a caller's foreign trace header brought for the next hop of this trace."""
+def _forwarded(trace_id: int, context: Context | None) -> Mapping[type, str]:
+    """The fields the caller's foreign trace headers brought for the next hop of this trace,
+    by format."""
     found = get_value(_FORWARDED, context)
-    if isinstance(found, tuple) and found[0] == trace_id:
-        return str(found[1])
-    return ""
+    if isinstance(found, tuple) and found[0] == trace_id and isinstance(found[1], dict):
+        return found[1]
+    return _NOTHING_FORWARDED
 
 
 def inject_trace_context(

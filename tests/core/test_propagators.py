@@ -322,3 +322,24 @@ def test_a_b3_parent_of_another_trace_takes_no_tracestate_from_the_w3c_one() -> 
     both.inject(headers, context)
     assert headers["traceparent"] == f"00-{TRACE_ID:032x}-{SPAN_ID:016x}-01"
     assert "tracestate" not in headers
+
+
+@pytest.mark.parametrize("name", ["b3", "b3multi"])
+def test_a_debug_trace_is_forwarded_as_debug_and_the_reference_reads_it_sampled(
+    name: str,
+) -> None:
+    b3 = propagation.TracekitPropagator(propagators=[name])
+    context = b3.extract({"b3": f"{TRACE_ID:032x}-{SPAN_ID:016x}-d"})
+    headers: dict[str, str] = {}
+    b3.inject(headers, context)
+
+    assert headers.get("b3", "-d").endswith("-d") and headers.get("x-b3-flags", "1") == "1"
+    parent = parent_of(REFERENCES[name].extract(headers))
+    assert (parent.trace_id, parent.trace_flags.sampled) == (TRACE_ID, True)
+
+    other: dict[str, str] = {}  # a span of another trace, under the debug one's context
+    span = trace.NonRecordingSpan(
+        SpanContext(TRACE_ID + 1, SPAN_ID, True, TraceFlags(TraceFlags.SAMPLED))
+    )
+    b3.inject(other, trace.set_span_in_context(span, context))
+    assert other.get("b3", "-1").endswith("-1") and "x-b3-flags" not in other

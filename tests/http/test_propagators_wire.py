@@ -208,3 +208,43 @@ def test_a_caller_sending_w3c_and_b3_for_one_span_keeps_its_tracestate(
     sent = received[-1]
     assert sent["traceparent"] == f"00-{CALLER_TRACE:032x}-{client.span_id}-03"
     assert sent["tracestate"] == "congo=t61rcWkgMzE,ot=th:8"
+
+
+@pytest.mark.parametrize(
+    ("propagators", "debug", "expected"),
+    [
+        ("b3", [b"b3: 4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-d"], {"b3": "-d"}),
+        (
+            "b3multi",
+            [
+                b"X-B3-TraceId: 4bf92f3577b34da6a3ce929d0e0e4736",
+                b"X-B3-SpanId: 00f067aa0ba902b7",
+                b"X-B3-Flags: 1",
+            ],
+            {"x-b3-flags": "1"},
+        ),
+    ],
+)
+def test_a_b3_debug_trace_stays_debug_downstream(
+    service: Service,
+    downstream: tuple[str, list[dict[str, str]]],
+    propagators: str,
+    debug: list[bytes],
+    expected: dict[str, str],
+) -> None:
+    """B3's debug flag asks every hop to record the trace and collectors to keep it: a service
+    forwarding it as merely sampled lets Zipkin's collector-side sampling drop the rest."""
+    downstream_url, received = downstream
+    port = _start_mesh(service, propagators, downstream_url)
+
+    response = send(f"http://127.0.0.1:{port}/call", debug)
+    assert response.status == 200
+    service.terminate()
+
+    (client,) = [s for s in service.spans() if s.kind == "CLIENT"]
+    sent = received[-1]
+    if propagators == "b3":
+        assert sent["b3"] == f"{CALLER_TRACE:032x}-{client.span_id}{expected['b3']}"
+    else:
+        assert sent["x-b3-spanid"] == client.span_id and sent["x-b3-flags"] == "1"
+        assert "x-b3-sampled" not in sent  # debug implies it: B3 sends one or the other

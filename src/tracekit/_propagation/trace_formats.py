@@ -72,11 +72,16 @@ def _remote(trace_id: int, span_id: int, sampled: bool, forwarded: str = "") -> 
 
 
 class B3:
-    """Zipkin's B3: one ``b3`` header, or ``x-b3-*`` headers; both are read either way."""
+    """Zipkin's B3: one ``b3`` header, or ``x-b3-*`` headers; both are read either way.
+
+    A debug trace (``b3: …-d``, ``X-B3-Flags: 1``) stays one on the next hop of the trace, as
+    B3 asks: debug is forwarded as ``DEBUG``, which ``inject`` writes in place of sampled.
+    """
 
     SINGLE = "b3"
     TRACE_ID, SPAN_ID = "x-b3-traceid", "x-b3-spanid"
     SAMPLED_KEY, FLAGS = "x-b3-sampled", "x-b3-flags"
+    DEBUG = "d"
     _SAMPLED_VALUES = frozenset(("1", "d", "true", "True"))
 
     def __init__(self, *, single: bool) -> None:
@@ -92,8 +97,9 @@ class B3:
         trace_id, span_id = one(headers, self.TRACE_ID), one(headers, self.SPAN_ID)
         if trace_id is None or span_id is None:
             return None
-        sampled = one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
-        return self._ids(trace_id, span_id, sampled or one(headers, self.FLAGS) == "1")
+        debug = one(headers, self.FLAGS) == "1"
+        sampled = debug or one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
+        return self._ids(trace_id, span_id, sampled, debug)
 
     def _single(self, value: str) -> Remote | None:
         # {trace}-{span}[-{sampling}[-{parent}]]; a sampling state alone carries no parent.
@@ -101,23 +107,28 @@ class B3:
         if len(fields) < 2 or len(fields) > 4:
             return None
         sampled = len(fields) == 2 or fields[2] in self._SAMPLED_VALUES  # absent: deferred
-        return self._ids(fields[0], fields[1], sampled)
+        return self._ids(fields[0], fields[1], sampled, len(fields) > 2 and fields[2] == "d")
 
-    @staticmethod
-    def _ids(trace_id: str, span_id: str, sampled: bool) -> Remote | None:
+    @classmethod
+    def _ids(cls, trace_id: str, span_id: str, sampled: bool, debug: bool) -> Remote | None:
         if _HEX16_32.fullmatch(trace_id) is None or _HEX16.fullmatch(span_id) is None:
             return None
-        return _remote(int(trace_id, 16), int(span_id, 16), sampled)
+        return _remote(int(trace_id, 16), int(span_id, 16), sampled, cls.DEBUG if debug else "")
 
     def inject(
         self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
     ) -> None:
+        debug = sampled and forwarded == self.DEBUG
         if self.single:
-            put(self.SINGLE, f"{trace_id:032x}-{span_id:016x}-{int(sampled)}")
+            state = self.DEBUG if debug else int(sampled)
+            put(self.SINGLE, f"{trace_id:032x}-{span_id:016x}-{state}")
             return
         put(self.TRACE_ID, f"{trace_id:032x}")
         put(self.SPAN_ID, f"{span_id:016x}")
-        put(self.SAMPLED_KEY, "1" if sampled else "0")
+        if debug:  # debug implies sampled: B3 sends one or the other
+            put(self.FLAGS, "1")
+        else:
+            put(self.SAMPLED_KEY, "1" if sampled else "0")
 
 
 class Jaeger:
