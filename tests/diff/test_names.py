@@ -67,3 +67,34 @@ def test_calls_to_one_route_with_other_ids_are_one_node(deployment: Deployment) 
     doc = json.loads(result.stdout)
     assert (result.exit_code, doc["changes"]) == (0, [])
     assert [n["label"] for n in doc["nodes"]] == ["shop: POST /checkout", "shop: GET /orders/{id}"]
+
+
+def test_older_conventions_tell_calls_apart(deployment: Deployment) -> None:
+    """An SDK writing the older names (``http.method``, ``http.url``, clients named ``HTTP GET``):
+    a GET that became a POST, and a call to another place, are differences."""
+    ids = []
+    for method, place in (("GET", "stock"), ("POST", "prices")):
+        req = deployment.request()
+        entry = trace.set_span_in_context(req.entry("shop", "/checkout", 0, 50))
+        old = {"http.method": method}
+        client = req.span("shop", f"HTTP {method}", "CLIENT", 5, 25, entry,
+                          attrs={**old, "http.url": "http://orders/orders/7"})  # fmt: skip
+        req.span("orders", f"HTTP {method}", "SERVER", 6, 24, trace.set_span_in_context(client),
+                 attrs={**old, "http.route": "/orders/{id}"})  # fmt: skip
+        legacy = {"http.method": "GET", "http.url": f"http://legacy/{place}/1042"}
+        req.span("shop", "HTTP GET", "CLIENT", 30, 45, entry, attrs=legacy)
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    result = CliRunner().invoke(
+        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
+    )
+
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert sorted(c["message"] for c in doc["changes"]) == [
+        "added shop -> orders: POST /orders/{id}",
+        "added shop: GET /prices/{id}",
+        "removed shop -> orders: GET /orders/{id}",
+        "removed shop: GET /stock/{id}",
+    ]

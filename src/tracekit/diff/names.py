@@ -2,16 +2,19 @@
 
 The route template (``GET /orders/{id}``), else the messaging destination (``orders.created``),
 else the span name with ids stripped: ``/orders/123`` and ``/orders/456`` are one node. An HTTP
-client span named only by its method (``GET``, as OpenTelemetry names them) is named by its URL's
-path, ids stripped, so two calls from one caller to different places stay two nodes.
+client span named only by its method (``GET``, as OpenTelemetry names them, or ``HTTP GET`` under
+the older conventions) is named by its URL's path, ids stripped, so two calls from one caller to
+different places stay two nodes. Attributes are read under either conventions
+(``tracekit.path.conventions``): an SDK writing ``http.method`` tells GET from POST too.
 """
 
 from __future__ import annotations
 
 import re
 from functools import lru_cache
-from urllib.parse import urlsplit
 
+from tracekit import semconv
+from tracekit.path.conventions import text, url_path
 from tracekit.records import SpanRecord
 
 __all__ = [
@@ -50,38 +53,34 @@ def strip_ids(text: str) -> str:
 
 def node_name(record: SpanRecord) -> str:
     """The name two requests' spans are matched by (at most ``MAX_NAME_CHARS`` characters)."""
-    route = _text(record, "http.route")
+    route = _text(record, semconv.HTTP_ROUTE)
     if route:
-        method = _text(record, "http.request.method")
+        method = _text(record, semconv.HTTP_REQUEST_METHOD)
         return _bounded(f"{method} {route}" if method else route)
-    destination = _text(record, "messaging.destination.name")
+    destination = _text(record, semconv.MESSAGING_DESTINATION_NAME)
     if destination:
         task = _text(record, TASK_NAME)
         return _bounded(f"{destination} {task}" if task else destination)
     name = record.name
-    if name.upper() in HTTP_METHODS:
-        path = _url_path(record)
+    method = _method_only(name)
+    if method is not None:
+        path = url_path(record)
         if path:
-            name = f"{name} {path}"
+            name = f"{method} {path[: MAX_NAME_CHARS * 2]}"
     return _bounded(strip_ids(name))
 
 
+def _method_only(name: str) -> str | None:
+    """``GET`` for a span named ``GET`` (or ``HTTP GET``, the older conventions' client name)."""
+    upper = name.upper()
+    if upper.startswith("HTTP "):
+        upper = upper[5:]
+    return upper if upper in HTTP_METHODS else None
+
+
 def _text(record: SpanRecord, name: str) -> str | None:
-    value = record.attributes.get(name)
-    return str(value)[: MAX_NAME_CHARS * 2] if value not in (None, "") else None
-
-
-def _url_path(record: SpanRecord) -> str | None:
-    path = _text(record, "url.path")
-    if path:
-        return path
-    full = _text(record, "url.full")
-    if not full:
-        return None
-    try:
-        return urlsplit(full).path or None
-    except ValueError:
-        return None
+    value = text(record, name)
+    return value[: MAX_NAME_CHARS * 2] if value else None
 
 
 def _bounded(text: str) -> str:

@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tracekit import semconv
 from tracekit.path import Path, reconstruct
+from tracekit.path.conventions import text
 from tracekit.records import SpanRecord, SpanSource, newest_spans
 
 from .names import node_name
@@ -57,8 +59,8 @@ def _values(record: SpanRecord, key: str) -> set[str]:
 
 
 def _routes(record: SpanRecord) -> set[str]:
-    names = ("http.route", "messaging.destination.name")
-    found = {str(record.attributes[n]) for n in names if record.attributes.get(n) is not None}
+    names = (semconv.HTTP_ROUTE, semconv.MESSAGING_DESTINATION_NAME)
+    found = {value for value in (text(record, n) for n in names) if value is not None}
     return found | {node_name(record), record.name}
 
 

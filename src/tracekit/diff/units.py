@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
+from tracekit.path.conventions import attribute
 from tracekit.path.hops import hop_type
 from tracekit.path.model import ATTACHED_BY_LINK
 from tracekit.records import SpanRecord
@@ -151,7 +153,7 @@ def _span_key(span: PathSpan) -> NodeKey:
 
 def _hop_key(kind: str, sender: SpanRecord, receiver: SpanRecord) -> NodeKey:
     name = node_name(receiver)
-    if kind == MESSAGING and "messaging.destination.name" not in receiver.attributes:
+    if kind == MESSAGING and attribute(receiver, semconv.MESSAGING_DESTINATION_NAME) is None:
         name = node_name(sender)  # the producer knows the destination the consumer did not say
     return NodeKey(receiver.service, name, HTTP if kind == "http" else MESSAGING)
 
