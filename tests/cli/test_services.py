@@ -92,3 +92,22 @@ def test_a_window_over_the_span_cap_maps_its_newest_calls_and_says_so(
 def test_a_window_under_the_span_cap_warns_of_nothing(store: Path) -> None:
     code, _, err = run("--store", str(store), "--since", SINCE, "--format", "json")
     assert (code, err) == (0, "")
+
+
+def test_a_consumer_on_a_clock_behind_gets_the_latency_trace_shows(tmp_path: Path) -> None:
+    """The worker's clock is a second behind: its consumer 'starts' before the publish. The map
+    gave that hop -965 ms; it is publish (3 ms) then handler (30 ms), as `tracekit trace` says."""
+    t = Topology("req-skewed-worker")
+    root = t.span("web", "POST /jobs", "SERVER", 0, 20)
+    producer = t.publish(root, "jobs", 5, 8)
+    t.consume("worker", "jobs", 10 - 1000, 40 - 1000, producer)
+    db = write_store(tmp_path / "skew.db", t)
+
+    code, out, _ = run("--store", str(db), "--since", SINCE, "--format", "json")
+    trace = CliRunner().invoke(cli, ["trace", "req-skewed-worker", "--store", str(db),
+                                     "--format", "json"])  # fmt: skip
+
+    (edge,) = json.loads(out)["edges"]
+    (hop,) = json.loads(trace.stdout)["hops"]
+    assert code == 0
+    assert (edge["p50_ms"], edge["p95_ms"]) == (33.0, 33.0) == (hop["latency_ms"],) * 2

@@ -83,8 +83,18 @@ def _sample(kind: str, sender: SpanRecord, receiver: SpanRecord) -> tuple[float,
     if kind == "http":
         latency_ms = sender.duration_ms
     else:
-        latency_ms = (receiver.end_unix_nano - sender.start_unix_nano) / 1e6
+        latency_ms = _publish_to_handled_ns(sender, receiver) / 1e6
     return latency_ms, sender.status == "ERROR" or receiver.status == "ERROR"
+
+
+def _publish_to_handled_ns(sender: SpanRecord, receiver: SpanRecord) -> int:
+    """Publish start to handler end. A consumer that "started" before its message was published
+    ran on a clock behind the producer's: it is placed at the publish's end, as the path engine
+    places it (``skew``), so the hop is never shorter than its two spans, nor negative."""
+    if receiver.start_unix_nano >= sender.start_unix_nano:
+        return receiver.end_unix_nano - sender.start_unix_nano
+    handled = receiver.end_unix_nano - receiver.start_unix_nano
+    return sender.end_unix_nano - sender.start_unix_nano + handled
 
 
 def _edge(key: tuple[str, str, str], values: list[tuple[float, bool]]) -> ServiceEdge:
