@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from trace_topologies import Topology, checkout, incident, write_store
 
 from tracekit.path import load_schema
-from tracekit.records import SpanRecord
+from tracekit.records import LogRecordData, SpanRecord
 from tracekit_cli.main import cli
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -269,3 +269,23 @@ def test_text_and_json_never_import_rich_or_the_sdk(store: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60).stdout  # fmt: skip
     assert "HEAVY []" in out
+
+
+def test_a_log_with_a_severity_number_only_reads_by_its_name(tmp_path: Path) -> None:
+    """OTLP's severity text is optional: a record carrying only the number 17 printed '17' and
+    was not marked as an error; it is ERROR, as OpenTelemetry's log data model names it."""
+    t = Topology("req-numbered")
+    entry = t.span("api", "POST /jobs", "SERVER", 0, 20)
+    for number, body in ((17, "payment refused"), (10, "retrying"), (0, "no level")):
+        at = entry.start_unix_nano + number * 100_000
+        t.logs.append(LogRecordData(at, "api", "", number, body, trace_id=entry.trace_id,
+                                    span_id=entry.span_id))  # fmt: skip
+    db = write_store(tmp_path / "numbered.db", t)
+
+    _, out, _ = run("trace", "req-numbered", "--store", str(db), "--format", "json")
+    assert [log["severity"] for log in json.loads(out)["logs"]] == ["0", "INFO2", "ERROR"]
+    _, out, _ = run("trace", "req-numbered", "--store", str(db), "--format", "text")
+    assert any(line.endswith(" ERROR payment refused") for line in out.splitlines())
+    _, out, _ = run("trace", "req-numbered", "--store", str(db), "--format", "rich")
+    (line,) = [line for line in out.splitlines() if "payment refused" in line]
+    assert "\x1b[1;31mERROR " in line  # bold red, as an ERROR text is

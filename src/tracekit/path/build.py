@@ -19,6 +19,7 @@ __all__ = [
     "MAX_QUERY_CHARS",
     "build_path",
     "error_message",
+    "severity_name",
 ]
 
 MAX_MESSAGE_CHARS = 1_000
@@ -99,6 +100,20 @@ def error_message(record: SpanRecord) -> str:
     return f"HTTP {status}" if status is not None else "error"
 
 
+# OpenTelemetry's log data model: numbers 1-24 in six ranges of four, each range's first number
+# named by its short name alone (INFO), the next ones numbered (INFO2, INFO3, INFO4)
+_SEVERITY_RANGES = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+
+
+def severity_name(number: int) -> str:
+    """The short name of a severity number, for a record that carries no severity text (a
+    number outside 1-24, unspecified or unknown, stays a number)."""
+    if not 1 <= number <= 24:
+        return str(number)
+    name, step = _SEVERITY_RANGES[(number - 1) // 4], (number - 1) % 4
+    return f"{name}{step + 1}" if step else name
+
+
 def _place_logs(
     logs: Iterable[LogRecordData], nodes: dict[tuple[str, str], PathSpan]
 ) -> list[PathLog]:
@@ -112,7 +127,7 @@ def _place_logs(
                 log.time_unix_nano + shift,
                 span_id,
                 log.service,
-                log.severity_text or str(log.severity_number),
+                log.severity_text or severity_name(log.severity_number),
                 log.body[:MAX_LOG_BODY_CHARS],
             )
         )
