@@ -289,3 +289,26 @@ def test_a_log_with_a_severity_number_only_reads_by_its_name(tmp_path: Path) -> 
     _, out, _ = run("trace", "req-numbered", "--store", str(db), "--format", "rich")
     (line,) = [line for line in out.splitlines() if "payment refused" in line]
     assert "\x1b[1;31mERROR " in line  # bold red, as an ERROR text is
+
+
+def test_a_span_that_ends_before_it_starts_lasts_no_time(tmp_path: Path) -> None:
+    """Written into a store through its Python API (no receiver keeps such a span): the JSON
+    gave it self_ms -30.0, outside its own schema, and the views a -30.0 ms duration."""
+    t = Topology("req-backwards")
+    entry = t.span("api", "POST /jobs", "SERVER", 0, 100)
+    backwards = t.span("api", "enqueue", "INTERNAL", 50, 20, entry)
+    db = write_store(tmp_path / "backwards.db", t)
+
+    code, out, _ = run("trace", "req-backwards", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    span = next(s for s in doc["spans"] if s["span_id"] == backwards.span_id)
+    assert code == 0
+    assert (span["duration_ms"], span["self_ms"], span["end_unix_nano"]) == (
+        0.0, 0.0, backwards.start_unix_nano
+    )  # fmt: skip
+    assert doc["warnings"] == [
+        f"api 'enqueue' ({backwards.span_id}) ends before it starts: shown as lasting 0 ms"
+    ]
+    _, out, _ = run("trace", "req-backwards", "--store", str(db), "--format", "text")
+    assert "-30.0 ms" not in out and "ends before it starts" in out

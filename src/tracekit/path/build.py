@@ -38,10 +38,10 @@ def build_path(
     adjust_skew: bool = True,
 ) -> Path | None:
     """The path through ``spans`` (None if empty); ``adjust_skew=False`` keeps raw times."""
-    nodes = index_spans(spans)
+    notes = list(warnings)
+    nodes = index_spans(spans, notes)
     if not nodes:
         return None
-    notes = list(warnings)
     roots = build_tree(nodes, notes)
     ordered = preorder(roots)
     if adjust_skew:

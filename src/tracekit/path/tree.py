@@ -11,6 +11,7 @@ times, before any clock-skew adjustment (which needs the tree).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from tracekit.path.model import (
     ATTACHED_AS_ORPHAN,
@@ -38,13 +39,24 @@ Key = tuple[str, str]
 MAX_ORPHAN_SCANS = 64
 
 
-def index_spans(records: Iterable[SpanRecord]) -> dict[Key, PathSpan]:
-    """One node per (trace id, span id); a duplicate export of the same span is dropped."""
+def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key, PathSpan]:
+    """One node per (trace id, span id); a duplicate export of the same span is dropped.
+
+    A span that ends before it starts (no receiver or backend keeps one, but any ``SpanSource``
+    may hold one) is shown as lasting no time, with a warning: every duration in the path, and
+    every time on the critical path, stays positive.
+    """
     nodes: dict[Key, PathSpan] = {}
     for record in records:
         key = (record.trace_id, record.span_id)
-        if key not in nodes:
-            nodes[key] = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
+        if key in nodes:
+            continue
+        backwards = record.end_unix_nano < record.start_unix_nano
+        if backwards:
+            record = replace(record, end_unix_nano=record.start_unix_nano)
+        nodes[key] = node = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
+        if backwards:
+            warnings.append(f"{node.label()} ends before it starts: shown as lasting 0 ms")
     return nodes
 
 
