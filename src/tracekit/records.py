@@ -27,6 +27,7 @@ __all__ = [
     "AttributeValue",
     "Attributes",
     "BackendError",
+    "CorrelatedLogSource",
     "LimitedSpanSource",
     "LogRecordData",
     "RequestSummary",
@@ -232,6 +233,20 @@ def newest_spans(source: SpanSource, since_unix_nano: int, limit: int) -> list[S
         source.spans_since(since_unix_nano, limit=limit), key=lambda s: s.start_unix_nano
     )
     return spans[-limit:]
+
+
+@runtime_checkable
+class CorrelatedLogSource(Protocol):
+    """A read backend that holds log records by correlation ID, spans or not.
+
+    The embedded store does: a service in correlation-only mode (``TRACEKIT_MODE=correlation``),
+    or a line logged outside any span, exports records that carry the request's correlation ID
+    and no trace, and the path shows them with the request's other lines.
+    """
+
+    def logs_by_correlation_id(self, correlation_id: str) -> list[LogRecordData]:
+        """Log records stamped with ``correlation_id``, oldest first."""
+        ...
 
 
 @runtime_checkable

@@ -312,3 +312,40 @@ def test_a_span_that_ends_before_it_starts_lasts_no_time(tmp_path: Path) -> None
     ]
     _, out, _ = run("trace", "req-backwards", "--store", str(db), "--format", "text")
     assert "-30.0 ms" not in out and "ends before it starts" in out
+
+
+CORRELATION_ONLY_SERVICE = """
+import logging
+import tracekit
+from tracekit import correlation
+
+tracekit.init()
+token = correlation.set_correlation_id("req-billing-7")
+logging.getLogger("billing").warning("card declined for order 7")
+correlation.reset_correlation_id(token)
+tracekit.shutdown()
+"""
+
+
+def test_log_lines_of_a_correlation_only_service_are_in_the_path(tmp_path: Path) -> None:
+    """billing runs with TRACEKIT_MODE=correlation: its lines reach the store with the request's
+    correlation ID and no trace. The path read logs by trace only and never showed them."""
+    db = tmp_path / "mixed.db"
+    t = Topology("req-billing-7")
+    entry = t.span("shop", "POST /pay", "SERVER", 0, 20)
+    t.log(entry, 5, "paying order 7")
+    write_store(db, t)
+    env = {**os.environ, "TRACEKIT_MODE": "correlation", "TRACEKIT_EXPORTER": "store",
+           "TRACEKIT_STORE": str(db), "OTEL_SERVICE_NAME": "billing"}  # fmt: skip
+    service = subprocess.run([sys.executable, "-c", CORRELATION_ONLY_SERVICE], env=env,
+                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert service.stderr.strip() == "card declined for order 7"  # the host's own logging
+
+    code, out, _ = run("trace", "req-billing-7", "--store", str(db), "--format", "json")
+    logs = [(log["service"], log["span_id"], log["body"]) for log in json.loads(out)["logs"]]
+    assert code == 0
+    assert sorted(logs, key=str) == [
+        ("billing", None, "card declined for order 7"), ("shop", entry.span_id, "paying order 7"),
+    ]  # fmt: skip
+    _, out, _ = run("trace", "req-billing-7", "--store", str(db), "--format", "text")
+    assert "WARN billing: card declined for order 7" in out

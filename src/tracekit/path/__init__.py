@@ -12,7 +12,7 @@ from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
 from tracekit.path.servicemap import ServiceEdge, service_map
-from tracekit.records import SpanSource
+from tracekit.records import CorrelatedLogSource, LogRecordData, SpanSource
 
 __all__ = [
     "MAX_SPANS",
@@ -49,7 +49,7 @@ def reconstruct(
     found = collect(source, query, max_spans=max_spans)
     if not found.spans:
         return None
-    logs = source.logs_by_trace_ids(found.trace_ids) if with_logs else []
+    logs = _logs(source, found.trace_ids, found.correlation_id) if with_logs else []
     return build_path(
         query,
         found.spans,
@@ -59,3 +59,16 @@ def reconstruct(
         warnings=found.warnings,
         adjust_skew=adjust_skew,
     )
+
+
+def _logs(
+    source: SpanSource, trace_ids: list[str], correlation_id: str | None
+) -> list[LogRecordData]:
+    """The log lines of the request's traces, and those that carry its correlation ID in no
+    trace of it (a service in correlation-only mode, a line logged outside any span)."""
+    logs = source.logs_by_trace_ids(trace_ids)
+    if correlation_id is None or not isinstance(source, CorrelatedLogSource):
+        return logs
+    read = {trace_id.lower() for trace_id in trace_ids}
+    correlated = source.logs_by_correlation_id(correlation_id)
+    return logs + [log for log in correlated if (log.trace_id or "").lower() not in read]
