@@ -30,6 +30,9 @@ __all__ = [
     "OTHER_METHOD",
     "PUBLISH_TIME",
     "QUEUE_WAIT_MS",
+    "RPC_METHOD",
+    "RPC_SERVICE",
+    "RPC_SYSTEM",
     "SERVER_ADDRESS",
     "SERVER_PORT",
     "URL_FULL",
@@ -61,6 +64,11 @@ MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
 MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
 MESSAGING_CONSUMER_GROUP_NAME: Final = "messaging.consumer.group.name"
 MESSAGING_KAFKA_OFFSET: Final = "messaging.kafka.offset"
+
+# RPC (gRPC and others, over HTTP/2 or their own transport)
+RPC_SYSTEM: Final = "rpc.system"
+RPC_SERVICE: Final = "rpc.service"
+RPC_METHOD: Final = "rpc.method"
 
 # tracekit's own
 CORRELATION_ID: Final = "correlation.id"

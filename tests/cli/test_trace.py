@@ -349,3 +349,22 @@ def test_log_lines_of_a_correlation_only_service_are_in_the_path(tmp_path: Path)
     ]  # fmt: skip
     _, out, _ = run("trace", "req-billing-7", "--store", str(db), "--format", "text")
     assert "WARN billing: card declined for order 7" in out
+
+
+def test_a_grpc_call_is_a_hop_named_by_its_method(tmp_path: Path) -> None:
+    """A gRPC CLIENT and SERVER (rpc.* attributes, no HTTP ones) were listed as an 'http' hop
+    with no destination."""
+    t = Topology("req-grpc")
+    entry = t.span("gateway", "POST /checkout", "SERVER", 0, 100)
+    rpc = {"rpc.system": "grpc", "rpc.service": "orders.OrderService", "rpc.method": "Create"}
+    client = t.span("gateway", "orders.OrderService/Create", "CLIENT", 10, 90, entry, attrs=rpc)
+    t.span("orders", "orders.OrderService/Create", "SERVER", 12, 88, client, attrs=rpc)
+    db = write_store(tmp_path / "grpc.db", t)
+
+    _, out, _ = run("trace", "req-grpc", "--store", str(db), "--format", "json")
+    (hop,) = json.loads(out)["hops"]
+    assert (hop["type"], hop["system"], hop["destination"]) == (
+        "http", "grpc", "orders.OrderService/Create"
+    )  # fmt: skip
+    _, out, _ = run("trace", "req-grpc", "--store", str(db), "--format", "text")
+    assert "  gateway -> orders  grpc orders.OrderService/Create  latency 80.0 ms" in out

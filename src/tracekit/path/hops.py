@@ -1,8 +1,9 @@
 """Hops between services: HTTP client -> server, and producer -> consumer through a queue.
 
-An HTTP hop is a CLIENT span with a SERVER child in another service. A queue hop is a PRODUCER
-(or a messaging CLIENT "send") span and a CONSUMER span that is its child or links to it; a batch
-consumer makes one hop per message it links to. Latency is what the sending side experienced for
+An HTTP hop is a CLIENT span with a SERVER child in another service (an RPC such as gRPC too,
+named by its ``rpc.system`` and method). A queue hop is a PRODUCER (or a messaging CLIENT
+"send") span and a CONSUMER span that is its child or links to it; a batch consumer makes one
+hop per message it links to. Latency is what the sending side experienced for
 HTTP (the client span) and publish start -> handler end for messaging; queue wait is
 consumer start - producer end.
 """
@@ -41,10 +42,8 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
     s, r = sender.record, receiver.record
     system: str | None
     if kind == "http":
-        route = text(r, semconv.HTTP_ROUTE) or url_path(r) or url_path(s)
-        method = text(r, semconv.HTTP_REQUEST_METHOD) or text(s, semconv.HTTP_REQUEST_METHOD)
         latency_ns, wait = sender.end_unix_nano - sender.start_unix_nano, None
-        system, destination = "http", f"{method} {route}" if method and route else route
+        system, destination = _call_target(s, r)
     else:
         system = text(r, semconv.MESSAGING_SYSTEM) or text(s, semconv.MESSAGING_SYSTEM)
         destination = text(s, semconv.MESSAGING_DESTINATION_NAME) or text(
@@ -58,6 +57,25 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
         s.service, r.service, kind, system, destination, s.span_id, r.span_id,
         round(latency_ns / 1e6, 3), wait,
     )  # fmt: skip
+
+
+def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:
+    """(system, destination) of a call: ``http``, ``GET /orders/{id}``; for an RPC (gRPC...),
+    its ``rpc.system`` and ``service/method``."""
+    rpc = text(receiver, semconv.RPC_SYSTEM) or text(sender, semconv.RPC_SYSTEM)
+    if rpc:
+        return rpc, _rpc_method(receiver) or _rpc_method(sender)
+    route = text(receiver, semconv.HTTP_ROUTE) or url_path(receiver) or url_path(sender)
+    method = text(receiver, semconv.HTTP_REQUEST_METHOD) or text(
+        sender, semconv.HTTP_REQUEST_METHOD
+    )
+    return "http", f"{method} {route}" if method and route else route
+
+
+def _rpc_method(record: SpanRecord) -> str | None:
+    """``orders.OrderService/Create``, as gRPC names a method."""
+    parts = [text(record, name) for name in (semconv.RPC_SERVICE, semconv.RPC_METHOD)]
+    return "/".join(part for part in parts if part) or None
 
 
 def find_hops(ordered: list[PathSpan], nodes: dict[Key, PathSpan]) -> list[Hop]:
