@@ -26,6 +26,7 @@ from tracekit_cli.options import (
     fail,
     format_option,
     no_color,
+    one_line,
     open_source,
     parse_since,
     resolve_format,
@@ -35,6 +36,7 @@ from tracekit_cli.output import emit_json, emit_text
 
 if TYPE_CHECKING:
     from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
+    from tracekit.path import Path
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
 SET_OPTIONS = ("--service", "--a", "--b", "--route")
@@ -152,13 +154,36 @@ def _compare_pair(source: SpanSource, a: str, b: str, thresholds: Thresholds) ->
 
     try:
         paths = [reconstruct(source, query, with_logs=False) for query in (a, b)]
+        missing = [repr(q)[:80] for q, p in zip((a, b), paths, strict=True) if p is None]
+        if missing:
+            fail(f"no request found for {' and '.join(missing)}", EXIT_MISSING)
+        assert paths[0] is not None and paths[1] is not None
+        first, second, notes = _apart(source, a, b, paths[0], paths[1])
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
-    missing = [repr(q)[:80] for q, p in zip((a, b), paths, strict=True) if p is None]
-    if missing:
-        fail(f"no request found for {' and '.join(missing)}", EXIT_MISSING)
-    assert paths[0] is not None and paths[1] is not None
-    return compare_paths(paths[0], paths[1], thresholds)
+    result = compare_paths(first, second, thresholds)
+    result.warnings[:0] = notes
+    return result
+
+
+def _apart(
+    source: SpanSource, a: str, b: str, first: Path, second: Path
+) -> tuple[Path, Path, list[str]]:
+    """Two trace IDs of one request (traces that share a correlation ID, a session's or a
+    job's) are compared as two traces, each with the traces linked to it: the path of either
+    joins both, and the diff compared one request with itself. Other overlaps are said."""
+    from tracekit.path import looks_like_trace_id, reconstruct
+
+    if a.lower() == b.lower() or not set(first.trace_ids) & set(second.trace_ids):
+        return first, second, []
+    shared = one_line(first.correlation_id or "", 80)
+    if looks_like_trace_id(a) and looks_like_trace_id(b):
+        own = [reconstruct(source, q, with_logs=False, by_correlation=False) for q in (a, b)]
+        if own[0] is not None and own[1] is not None:
+            note = (f"A and B share the correlation ID {shared!r}: each trace is compared with "
+                    "the traces linked to it, not with every trace of that ID")  # fmt: skip
+            return own[0], own[1], [note]
+    return first, second, ["A and B are one request (they share traces): compared with itself"]
 
 
 def _compare_sets(

@@ -478,3 +478,23 @@ def test_the_headline_names_the_parts_in_the_direction_of_the_change(
         "+92.0 ms end to end (+99%): 54% in gateway -> first: GET /first,"
         " 49% in gateway -> second: GET /second"
     )
+
+
+def test_two_traces_of_one_correlation_id_are_compared_as_two(deployment: Deployment) -> None:
+    """A session's correlation ID on two checkouts, the second 400 ms slower: diffed by their
+    trace IDs, each path joined both traces and the diff said 'no difference' (exit 0)."""
+    first, second = deployment.request("session-42"), deployment.request("session-42")
+    build(first, Shape())
+    build(second, Shape(queue_delay=405))
+    deployment.flush()
+    a, b = (f"{r.spans[0].get_span_context().trace_id:032x}" for r in (first, second))
+
+    code, doc = document(deployment, a, b)
+
+    assert (code, doc["duration_delta_ms"]) == (1, 400.0)
+    assert (doc["a"]["trace_ids"], doc["b"]["trace_ids"]) == ([a], [b])
+    assert doc["warnings"][0] == (
+        "A and B share the correlation ID 'session-42': each trace is compared with the traces"
+        " linked to it, not with every trace of that ID"
+    )
+    assert document(deployment, a, a)[1]["warnings"] == []  # one trace with itself: nothing odd

@@ -40,13 +40,16 @@ def reconstruct(
     with_logs: bool = True,
     adjust_skew: bool = True,
     max_spans: int = MAX_SPANS,
+    by_correlation: bool = True,
 ) -> Path | None:
     """The path of the request ``query`` names (correlation ID or trace ID); None if not found.
 
-    A request of more than ``max_spans`` spans is cut to the earliest, with a warning. Raises
-    ``tracekit.records.BackendError`` when the source cannot answer.
+    A request of more than ``max_spans`` spans is cut to the earliest, with a warning. A trace ID
+    joins the traces that share its correlation ID, unless ``by_correlation`` is False (then
+    only those linked to it). Raises ``tracekit.records.BackendError`` when the source cannot
+    answer.
     """
-    found = collect(source, query, max_spans=max_spans)
+    found = collect(source, query, max_spans=max_spans, by_correlation=by_correlation)
     if not found.spans:
         return None
     logs = _logs(source, found.trace_ids, found.correlation_id) if with_logs else []

@@ -50,10 +50,14 @@ def looks_like_trace_id(query: str) -> bool:
     return bool(TRACE_ID_PATTERN.match(query))
 
 
-def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Collected:
+def collect(
+    source: SpanSource, query: str, *, max_spans: int = MAX_SPANS, by_correlation: bool = True
+) -> Collected:
     """Every span of every trace joined to ``query`` (a correlation ID or a trace ID).
 
-    At most ``max_spans`` spans, the earliest, with a warning when there were more.
+    At most ``max_spans`` spans, the earliest, with a warning when there were more. With
+    ``by_correlation=False``, a trace ID the source holds joins only the traces linked to it,
+    not every trace that shares its correlation ID.
     """
     starts: list[tuple[str, int]] = []
     correlation_id: str | None = query
@@ -63,7 +67,7 @@ def collect(source: SpanSource, query: str, *, max_spans: int = MAX_SPANS) -> Co
         starts = _trace_starts(typed)
         correlation_id = dominant_correlation_id(typed) if typed else query
         named = {query.lower()} if typed else set()
-    if correlation_id is not None:
+    if correlation_id is not None and (by_correlation or not named):
         starts += _correlated_trace_starts(source, correlation_id)
     found = Collected(correlation_id if starts else None)
     if starts:
