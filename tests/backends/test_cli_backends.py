@@ -486,3 +486,23 @@ def test_services_says_when_a_jaeger_search_answered_as_many_traces_as_tracekit_
     url = serve(FakeJaeger(recent([s for spans in requests[:99] for s in spans]))).url
     code, out, err = run("services", "--jaeger", url, "--since", "1h", "--format", "json")
     assert (code, err) == (0, "") and json.loads(out)["edges"][0]["calls"] == 99
+
+
+def test_a_span_that_reuses_another_spans_id_is_named_in_a_warning(serve: Any) -> None:
+    """Zipkin's shared spans: a server span with its client's id (Tempo keeps both). The path
+    showed the client alone, '3 spans' of 4, and said nothing of the server it left out."""
+    t = Topology("req-shared-id")
+    entry = t.span("web", "GET /a", "SERVER", 0, 100)
+    client = t.span("web", "GET /orders", "CLIENT", 10, 90, entry)
+    server = dataclasses.replace(client, service="orders", kind="SERVER", name="GET /orders/7",
+                                 start_unix_nano=client.start_unix_nano + 1)  # fmt: skip
+    t.spans += [server, dataclasses.replace(client)]  # and one span exported twice: no warning
+    url = serve(FakeTempo(recent(t.spans))).url
+
+    code, out, _ = run("trace", "req-shared-id", "--tempo", url, "--format", "json")
+
+    assert code == 0
+    assert json.loads(out)["warnings"] == [
+        f"span id reused: orders 'GET /orders/7' (SERVER) has the id of web 'GET /orders'"
+        f" ({client.span_id}) (CLIENT); not shown"
+    ]

@@ -40,16 +40,20 @@ MAX_ORPHAN_SCANS = 64
 
 
 def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key, PathSpan]:
-    """One node per (trace id, span id); a duplicate export of the same span is dropped.
+    """One node per (trace id, span id); a duplicate export of the same span is dropped, and
+    another span that reuses the id is too, with a warning.
 
     A span that ends before it starts (no receiver or backend keeps one, but any ``SpanSource``
     may hold one) is shown as lasting no time, with a warning: every duration in the path, and
     every time on the critical path, stays positive.
     """
     nodes: dict[Key, PathSpan] = {}
+    clashes: list[SpanRecord] = []
     for record in records:
         key = (record.trace_id, record.span_id)
         if key in nodes:
+            if _identity(record) != _identity(nodes[key].record):
+                clashes.append(record)
             continue
         backwards = record.end_unix_nano < record.start_unix_nano
         if backwards:
@@ -57,7 +61,27 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
         nodes[key] = node = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
         if backwards:
             warnings.append(f"{node.label()} ends before it starts: shown as lasting 0 ms")
+    if clashes:
+        warnings.append(_clash_warning(clashes, nodes))
     return nodes
+
+
+def _identity(record: SpanRecord) -> tuple[object, ...]:
+    """What tells two spans apart (a re-export of one span repeats all of it)."""
+    return (record.parent_span_id, record.service, record.name, record.kind,
+            record.start_unix_nano, max(record.start_unix_nano, record.end_unix_nano))  # fmt: skip
+
+
+def _clash_warning(clashes: list[SpanRecord], nodes: dict[Key, PathSpan]) -> str:
+    """Spans that reuse another span's id in its trace (Zipkin's shared client and server
+    spans): only the first is shown, and the path says what it leaves out."""
+    first = clashes[0]
+    kept = nodes[(first.trace_id, first.span_id)]
+    more = f" and {len(clashes) - 1} more" if len(clashes) > 1 else ""
+    return (
+        f"span id reused: {first.service} '{first.name}' ({first.kind}) has the id of "
+        f"{kept.label()} ({kept.record.kind}); not shown{more}"
+    )
 
 
 def attach(child: PathSpan, parent: PathSpan, how: str) -> None:
