@@ -244,8 +244,10 @@ class CorrelatedLogSource(Protocol):
     and no trace, and the path shows them with the request's other lines.
     """
 
-    def logs_by_correlation_id(self, correlation_id: str) -> list[LogRecordData]:
-        """Log records stamped with ``correlation_id``, oldest first."""
+    def logs_by_correlation_id(
+        self, correlation_id: str, limit: int | None = None
+    ) -> list[LogRecordData]:
+        """Log records stamped with ``correlation_id``, oldest first (the first ``limit``)."""
         ...
 
 

@@ -368,3 +368,27 @@ def test_a_grpc_call_is_a_hop_named_by_its_method(tmp_path: Path) -> None:
     )  # fmt: skip
     _, out, _ = run("trace", "req-grpc", "--store", str(db), "--format", "text")
     assert "  gateway -> orders  grpc orders.OrderService/Create  latency 80.0 ms" in out
+
+
+def test_correlated_log_lines_are_read_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correlation ID on every line of a busy service: the path reads the earliest lines of no
+    trace of it, up to MAX_CORRELATED_LOGS (lowered here), and says so."""
+    import tracekit.path
+
+    monkeypatch.setattr(tracekit.path, "MAX_CORRELATED_LOGS", 3)
+    t = Topology("req-chatty")
+    entry = t.span("api", "GET /", "SERVER", 0, 20)
+    for i in range(5):
+        t.logs.append(LogRecordData(entry.start_unix_nano + i, "cron", "INFO", 9, f"line {i}",
+                                    attributes={"correlation.id": "req-chatty"}))  # fmt: skip
+    db = write_store(tmp_path / "chatty.db", t)
+
+    code, out, _ = run("trace", "req-chatty", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    assert code == 0
+    assert [log["body"] for log in doc["logs"]] == ["line 0", "line 1", "line 2"]
+    assert doc["warnings"] == [
+        "more than 3 log lines carry the correlation ID: reading the first 3"
+    ]

@@ -15,6 +15,7 @@ from tracekit.path.servicemap import ServiceEdge, service_map
 from tracekit.records import CorrelatedLogSource, LogRecordData, SpanSource
 
 __all__ = [
+    "MAX_CORRELATED_LOGS",
     "MAX_SPANS",
     "SCHEMA_ID",
     "Hop",
@@ -31,6 +32,9 @@ __all__ = [
     "reconstruct",
     "service_map",
 ]
+
+
+MAX_CORRELATED_LOGS = 10_000
 
 
 def reconstruct(
@@ -52,26 +56,35 @@ def reconstruct(
     found = collect(source, query, max_spans=max_spans, by_correlation=by_correlation)
     if not found.spans:
         return None
-    logs = _logs(source, found.trace_ids, found.correlation_id) if with_logs else []
+    notes = list(found.warnings)
+    logs = _logs(source, found.trace_ids, found.correlation_id, notes) if with_logs else []
     return build_path(
         query,
         found.spans,
         logs,
         correlation_id=found.correlation_id,
         trace_ids=found.trace_ids,
-        warnings=found.warnings,
+        warnings=notes,
         adjust_skew=adjust_skew,
     )
 
 
 def _logs(
-    source: SpanSource, trace_ids: list[str], correlation_id: str | None
+    source: SpanSource, trace_ids: list[str], correlation_id: str | None, warnings: list[str]
 ) -> list[LogRecordData]:
     """The log lines of the request's traces, and those that carry its correlation ID in no
-    trace of it (a service in correlation-only mode, a line logged outside any span)."""
+    trace of it (a service in correlation-only mode, a line logged outside any span): at most
+    ``MAX_CORRELATED_LOGS`` of those, the earliest, so a correlation ID stamped on every line
+    of a busy service does not make the path read them all."""
     logs = source.logs_by_trace_ids(trace_ids)
     if correlation_id is None or not isinstance(source, CorrelatedLogSource):
         return logs
     read = {trace_id.lower() for trace_id in trace_ids}
-    correlated = source.logs_by_correlation_id(correlation_id)
+    correlated = source.logs_by_correlation_id(correlation_id, MAX_CORRELATED_LOGS + 1)
+    if len(correlated) > MAX_CORRELATED_LOGS:
+        warnings.append(
+            f"more than {MAX_CORRELATED_LOGS} log lines carry the correlation ID: "
+            f"reading the first {MAX_CORRELATED_LOGS}"
+        )
+        correlated = correlated[:MAX_CORRELATED_LOGS]
     return logs + [log for log in correlated if (log.trace_id or "").lower() not in read]

@@ -231,10 +231,13 @@ class StoreReader:
             (trace[0], span[0]),
         )
 
-    def logs_where(self, condition: str, params: Sequence[object]) -> list[LogRecordData]:
-        """Log records matching a SQL condition over ``l``, oldest first."""
-        query = f"{_LOG_SELECT} WHERE {condition} ORDER BY l.time_ns, l.id"
-        return self._logs(self.conn.execute(query, params).fetchall())
+    def logs_where(
+        self, condition: str, params: Sequence[object], limit: int = -1
+    ) -> list[LogRecordData]:
+        """Log records matching a SQL condition over ``l``, oldest first (the first ``limit``;
+        -1: all)."""
+        query = f"{_LOG_SELECT} WHERE {condition} ORDER BY l.time_ns, l.id LIMIT ?"
+        return self._logs(self.conn.execute(query, (*params, limit)).fetchall())
 
     def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
         """Log records emitted inside spans of the given traces."""

@@ -228,12 +228,15 @@ class Store:
         """Spans that carry a link to the span ``trace_id``/``span_id``."""
         return self._read(lambda r: r.spans_linking_to(trace_id, span_id))
 
-    def logs_by_correlation_id(self, correlation_id: str) -> list[LogRecordData]:
-        """Log records stamped with ``correlation_id``, oldest first."""
+    def logs_by_correlation_id(
+        self, correlation_id: str, limit: int | None = None
+    ) -> list[LogRecordData]:
+        """Log records stamped with ``correlation_id``, oldest first (the first ``limit``)."""
         return self._read(
             lambda r: r.logs_where(
                 "l.correlation_ref = (SELECT id FROM correlations WHERE value = ?)",
                 (correlation_id,),
+                -1 if limit is None else limit,
             )
         )
 
