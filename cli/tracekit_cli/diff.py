@@ -178,11 +178,13 @@ def _apart(
         return first, second, []
     shared = one_line(first.correlation_id or "", 80)
     if looks_like_trace_id(a) and looks_like_trace_id(b):
-        own = [reconstruct(source, q, with_logs=False, by_correlation=False) for q in (a, b)]
-        if own[0] is not None and own[1] is not None:
+        own_a, own_b = (
+            reconstruct(source, q, with_logs=False, by_correlation=False) for q in (a, b)
+        )
+        if own_a and own_b and not set(own_a.trace_ids) & set(own_b.trace_ids):
             note = (f"A and B share the correlation ID {shared!r}: each trace is compared with "
                     "the traces linked to it, not with every trace of that ID")  # fmt: skip
-            return own[0], own[1], [note]
+            return own_a, own_b, [note]
     return first, second, ["A and B are one request (they share traces): compared with itself"]
 
 

@@ -498,3 +498,24 @@ def test_two_traces_of_one_correlation_id_are_compared_as_two(deployment: Deploy
         " linked to it, not with every trace of that ID"
     )
     assert document(deployment, a, a)[1]["warnings"] == []  # one trace with itself: nothing odd
+
+
+def test_two_linked_traces_of_one_request_are_said_to_be_one(tmp_path: Path) -> None:
+    """A producer's trace and its consumer's (a new trace, linked): one request whichever is
+    typed, so the diff says it compares the request with itself."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+    from trace_topologies import Topology, write_store
+
+    t = Topology("req-linked")
+    producer = t.publish(t.span("api", "POST /jobs", "SERVER", 0, 20), "jobs", 5, 8)
+    t.new_trace()
+    t.consume("worker", "jobs", 30, 90, links=[producer], correlated=False)
+    db = write_store(tmp_path / "linked.db", t)
+    first, second = sorted({span.trace_id for span in t.spans})
+
+    result = CliRunner().invoke(cli, ["diff", first, second, "--store", str(db), "--format",
+                                      "json"])  # fmt: skip
+
+    doc = json.loads(result.stdout)
+    assert (result.exit_code, doc["changes"]) == (0, [])
+    assert doc["warnings"] == ["A and B are one request (they share traces): compared with itself"]
