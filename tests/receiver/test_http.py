@@ -12,8 +12,10 @@ import socket
 import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
 
+import pytest
 from conditions import wait_for
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -44,6 +46,35 @@ def test_gzip_body_is_accepted(receiver: Receiver, reader: Store) -> None:
     reply = post(receiver, "/v1/traces", gzip.compress(_spans(3)), {"Content-Encoding": "gzip"})
     assert reply.status == 200 and reply.headers["content-type"] == "application/x-protobuf"
     assert reader.count_spans() == 3
+
+
+def test_deflate_body_is_accepted(receiver: Receiver, reader: Store) -> None:
+    reply = post(receiver, "/v1/traces", zlib.compress(_spans(3)), {"Content-Encoding": "deflate"})
+    assert reply.status == 200 and reply.headers["content-type"] == "application/x-protobuf"
+    assert reader.count_spans() == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        zlib.compress(_spans(3)) + b"junk",  # data after the stream's end
+        zlib.compress(_spans(3))[:-6],  # cut short
+        gzip.compress(_spans(3)),  # gzip sent as deflate
+    ],
+    ids=["data-after-the-end", "truncated", "gzip"],
+)
+def test_bad_deflate_is_400_and_nothing_is_stored(
+    body: bytes, receiver: Receiver, reader: Store
+) -> None:
+    reply = post(receiver, "/v1/traces", body, {"Content-Encoding": "deflate"})
+    assert reply.status == 400 and b"deflate" in reply.body
+    assert reader.count_spans() == 0
+
+
+def test_deflate_bomb_gets_413(receiver: Receiver) -> None:
+    bomb = zlib.compress(bytes(64 * 1024 * 1024), 9)
+    reply = post(receiver, "/v1/traces", bomb, {"Content-Encoding": "deflate"})
+    assert reply.status == 413
 
 
 def test_protobuf_partial_success(receiver: Receiver, reader: Store) -> None:

@@ -96,7 +96,9 @@ def test_sdk_logs_round_trip_every_field(receiver: Receiver, reader: Store) -> N
     assert stored[0].body == "payment p-1 declined" and stored[0].severity_text == "WARN"
 
 
-@pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
+@pytest.mark.parametrize(
+    "compression", [Compression.NoCompression, Compression.Gzip, Compression.Deflate]
+)
 def test_sdk_http_exporter_acknowledged_equals_stored(
     compression: Compression, receiver: Receiver, reader: Store
 ) -> None:

@@ -1,10 +1,11 @@
-"""HTTP request bodies: framed by Content-Length or chunked, gzip or not, never past a limit.
+"""HTTP request bodies: framed by Content-Length or chunked, compressed or not, never past a limit.
 
 Both framings feed one sink, so a chunked body gets exactly the answers a Content-Length body
 gets: 413 as soon as the raw or the decompressed size passes the limit (nothing past it is kept),
 400 for a malformed or truncated body. Every byte kept is first reserved from the receiver's
 memory budget; when the budget is spent the request gets 503 at once. gzip bodies may hold several
-members (RFC 1952), as ``gzip.compress`` of concatenated files does: all are decoded.
+members (RFC 1952), as ``gzip.compress`` of concatenated files does: all are decoded. ``deflate``
+is the zlib format (RFC 9110 8.4.1.2), what OpenTelemetry Python's ``deflate`` compression sends.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _MAX_LINE = 4096  # a chunk-size line (with extensions) or a trailer line
 _MAX_TRAILERS = 64
 _MAX_LENGTH_DIGITS = 18
 _GZIP_MAGIC = b"\x1f\x8b"
+# Content-Encoding -> zlib's wbits for it (None: not compressed); x-gzip is gzip (RFC 9110 8.4.1.3)
+ENCODINGS: dict[str, int | None] = {"identity": None, "gzip": 31, "x-gzip": 31, "deflate": 15}
 
 
 def body_length(headers: Message) -> int | None:
@@ -98,13 +101,14 @@ def _line(rfile: BufferedIOBase) -> bytes:
 
 
 class BodySink:
-    """Collects a body (decompressing gzip as it arrives), never holding more than ``limit``."""
+    """Collects a body (decompressing it as it arrives), never holding more than ``limit``."""
 
-    def __init__(self, limit: int, gzip: bool, reservation: Reservation) -> None:
+    def __init__(self, limit: int, encoding: str, reservation: Reservation) -> None:
         self.limit = limit
         self.data = bytearray()
         self._reservation = reservation
-        self._inflater: _Inflater | None = _Inflater() if gzip else None
+        wbits = ENCODINGS[encoding]
+        self._inflater: _Inflater | None = None if wbits is None else _Inflater(wbits)
 
     def write(self, piece: bytes) -> None:
         """Add one piece of the raw body."""
@@ -125,17 +129,20 @@ class BodySink:
         self.data += data
 
     def finish(self) -> bytearray:
-        """The whole body; 400 when a gzip member is cut short."""
+        """The whole body; 400 when a compressed stream is cut short."""
         if self._inflater is not None:
             self._inflater.finish()
         return self.data
 
 
 class _Inflater:
-    """gzip decoding of every member in turn, with output bounded by the sink's room."""
+    """Decoding of every gzip member in turn (or of one zlib stream), output bounded by the
+    sink's room."""
 
-    def __init__(self) -> None:
-        self._member = zlib.decompressobj(wbits=31)
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._name = "gzip" if wbits == 31 else "deflate"
+        self._member = zlib.decompressobj(wbits=wbits)
         self._started = False  # a member has begun and not yet ended
         self._pending = b""  # bytes after a member's end that may begin the next one
 
@@ -144,12 +151,14 @@ class _Inflater:
         self._pending = b""
         while data:
             if not self._started:
+                if self._member.eof and self._name == "deflate":  # one stream, nothing after it
+                    raise RequestError(400, "body is not valid deflate (zlib) data")
                 if len(data) < 2:
                     self._pending = data
                     return
-                if data[:2] != _GZIP_MAGIC:
+                if self._name == "gzip" and data[:2] != _GZIP_MAGIC:
                     raise RequestError(400, "body is not valid gzip")
-                self._member = zlib.decompressobj(wbits=31)
+                self._member = zlib.decompressobj(wbits=self._wbits)
                 self._started = True
             data = self._inflate(data, sink)
 
@@ -158,7 +167,8 @@ class _Inflater:
         try:
             out = self._member.decompress(data, sink.room() + 1)
         except zlib.error:
-            raise RequestError(400, "body is not valid gzip") from None
+            what = "gzip" if self._name == "gzip" else "deflate (zlib) data"
+            raise RequestError(400, f"body is not valid {what}") from None
         sink.keep(out)  # 413 when it passes the limit: room() + 1 bytes came out
         if self._member.unconsumed_tail:  # output stopped at the limit: more remains
             raise RequestError(413, f"decompressed body larger than {sink.limit} bytes")
@@ -169,4 +179,4 @@ class _Inflater:
 
     def finish(self) -> None:
         if self._started or self._pending or not self._member.eof:
-            raise RequestError(400, "gzip body is truncated")
+            raise RequestError(400, f"{self._name} body is truncated")

@@ -24,7 +24,7 @@ from google.rpc import code_pb2, status_pb2
 
 from tracekit.receiver._address import family
 from tracekit.receiver._admission import BUSY, ClientStream, ConnectionTable, MemoryBudget
-from tracekit.receiver._body import PIECE, BodySink, body_length, raw_pieces
+from tracekit.receiver._body import ENCODINGS, PIECE, BodySink, body_length, raw_pieces
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import JSON, PROTOBUF, IngestService
 
@@ -238,8 +238,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
         arrive, then for what parsing the whole body costs; never for what Content-Length
         declares, or a client sending one byte of a declared 16 MiB would hold it all."""
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("gzip", "identity"):
-            raise RequestError(415, "Content-Encoding must be gzip or identity")
+        if encoding not in ENCODINGS:
+            raise RequestError(415, "Content-Encoding must be gzip, deflate or identity")
         length = body_length(self.headers)
         limit = self.server.max_body
         self._pieces = raw_pieces(self.rfile, length, limit)
@@ -248,7 +248,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         with self.server.budget.reservation() as reservation:
             if length:  # a body that could not be covered now is refused before it is sent
                 reservation.expect(length, content_type)
-            sink = BodySink(limit, encoding == "gzip", reservation)
+            sink = BodySink(limit, encoding, reservation)
             for piece in self._pieces:
                 sink.write(piece)
             self._pieces, self._body_read = None, True  # the connection may serve another request
