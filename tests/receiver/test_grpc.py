@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +299,34 @@ def test_an_ipv6_port_taken_names_the_address_in_brackets(tmp_path: Path) -> Non
     assert result.stderr == (
         f"tracekit collector: cannot listen on [::1]:{port}: Address already in use\n"
     )
+
+
+def test_calls_that_never_send_their_message_do_not_starve_an_exporter(store_path: Path) -> None:
+    config = ReceiverConfig(port=0, grpc_port=0, request_timeout=2.0)
+    receiver = Receiver(Store(store_path), config).start()
+    held = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        held.wait()
+        yield from ()
+
+    channels = [grpc.insecure_channel(_target(receiver)) for _ in range(4)]
+    try:
+        stalled = [
+            channel.stream_unary(TRACES).future(never_sends())
+            for channel in channels
+            for _ in range(10)
+        ]  # more calls than the receiver has workers
+        time.sleep(0.5)
+        exporter = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=5)
+        assert exporter.export(_finished_spans(2)) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        exporter.shutdown()
+        # and a stalled call ends at the request deadline, not when its client gives up
+        assert stalled[0].exception(10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        held.set()
+        for channel in channels:
+            channel.close()
+        receiver.stop()
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 2

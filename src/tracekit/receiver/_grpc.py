@@ -1,22 +1,32 @@
-"""The OTLP/gRPC side: the trace, logs and metrics services on one ``grpc.server``.
+"""The OTLP/gRPC side: the trace, logs and metrics services on one ``grpc.aio`` server.
 
 Requests reach ``IngestService.export`` as the bytes of their protobuf message (no generated
 stubs: the handlers neither deserialize nor serialize), so they take the same decoders, checks,
 store path and memory budget as OTLP/HTTP. grpc decompresses gzip and refuses a message larger
 than the body limit (``RESOURCE_EXHAUSTED``) before our handler runs. Imported only when a gRPC
 port is asked for: ``grpcio`` comes with the ``cli`` extra.
+
+Messages are received on an event loop, not in worker threads: a client that opens a call and
+never sends its message (or sends it a byte at a time) holds a coroutine until the request
+deadline, never one of the few threads that decode and store, so a handful of such clients cannot
+starve the exporters. A message is charged to the memory budget as soon as it is whole, before it
+waits for a worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from grpc import aio
 
 from tracekit.receiver._address import family, host_port
-from tracekit.receiver._admission import MemoryBudget
+from tracekit.receiver._admission import MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
 
@@ -27,59 +37,129 @@ _SERVICES = {
 }
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     500: grpc.StatusCode.INTERNAL,  # not retried: the store is damaged
     503: grpc.StatusCode.UNAVAILABLE,  # OTLP exporters retry UNAVAILABLE
 }
-_WORKERS = 16  # RPCs handled at once; more wait in grpc, and past _QUEUED are refused by it
-_QUEUED = 256
+_WORKERS = 16  # messages decoded and stored at once; whole messages wait for a worker
+# RPCs open at once, most of them still receiving: past this grpc refuses (RESOURCE_EXHAUSTED)
+_MAX_RPCS = 4096
+_T = TypeVar("_T")
+Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
 
 class GrpcReceiver:
-    """An OTLP/gRPC server on ``host:port`` (0: any free port) feeding ``service``."""
+    """An OTLP/gRPC server on ``host:port`` (0: any free port) feeding ``service``.
+
+    ``receive_timeout``: seconds a call may take to send its whole message.
+    """
 
     def __init__(
-        self, host: str, port: int, service: IngestService, budget: MemoryBudget, max_body: int
+        self,
+        host: str,
+        port: int,
+        service: IngestService,
+        budget: MemoryBudget,
+        max_body: int,
+        receive_timeout: float = 30.0,
     ) -> None:
         self.service = service
         self.budget = budget
-        self.server = grpc.server(
-            ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="tracekit-grpc"),
+        self.receive_timeout = receive_timeout
+        self._workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tracekit-grpc")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="tracekit-grpc-loop", daemon=True
+        )
+        self._thread.start()
+        try:
+            self.server, self.port = self._run(self._bind(host, port, max_body))
+        except BaseException:
+            self._end_loop()
+            raise
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _bind(self, host: str, port: int, max_body: int) -> tuple[aio.Server, int]:
+        server = aio.server(
             handlers=[_handler(name, signal, self._export) for name, signal in _SERVICES.items()],
             options=[
                 ("grpc.max_receive_message_length", max_body),
                 ("grpc.so_reuseport", 0),  # a second collector must fail to bind, not share
             ],
-            maximum_concurrent_rpcs=_QUEUED,
+            maximum_concurrent_rpcs=_MAX_RPCS,
         )
-        self.port = self._bind(host, port)
-
-    def _bind(self, host: str, port: int) -> int:
         target = host_port(host, port)
         try:
-            bound = self.server.add_insecure_port(target)
+            bound = server.add_insecure_port(target)
         except RuntimeError:  # "Failed to bind to address ...; set GRPC_VERBOSITY=debug ..."
             bound = 0
         if not bound:
             raise OSError(f"cannot listen on {target}: {_why_not(host, port)}")
-        return int(bound)
+        return server, int(bound)
 
     def start(self) -> None:
-        """Serve in grpc's own threads."""
-        self.server.start()
+        """Serve on the event loop's thread."""
+        self._run(self.server.start())
 
     def stop(self, grace: float) -> None:
         """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s)."""
-        self.server.stop(grace).wait()
+        self._run(self.server.stop(grace))
+        self._workers.shutdown(wait=True)  # what was received is stored before the queue closes
+        self._end_loop()
 
-    def _export(self, signal: str, request: bytes, context: Any) -> bytes:
+    def _end_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
         try:
-            with self.budget.reservation() as reservation:
-                reservation.cover(len(request), PROTOBUF)
-                return self.service.export(signal, PROTOBUF, request, reservation)
+            request = await self._receive(requests)
+            return await self._stored(signal, request)
         except RequestError as error:
-            context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
+            await context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
             raise  # abort raised already; this line only tells type checkers so
+
+    async def _receive(self, requests: AsyncIterator[bytes]) -> bytes:
+        try:
+            return await asyncio.wait_for(_one_message(requests), self.receive_timeout)
+        except TimeoutError:
+            raise RequestError(408, "request message too slow") from None
+
+    async def _stored(self, signal: str, request: bytes) -> bytes:
+        reservation = Reservation(self.budget)
+        try:
+            reservation.cover(len(request), PROTOBUF)  # 503 at once, before waiting for a worker
+            work = self._loop.run_in_executor(
+                self._workers, self._store, signal, request, reservation
+            )
+        except BaseException:
+            reservation.release()
+            raise
+        # shielded: when the call is cancelled meanwhile, the work still ends and releases (its
+        # outcome then has no one to go to, and is not to be printed as if unexpected)
+        work.add_done_callback(_outcome_seen)
+        return await asyncio.shield(work)
+
+    def _store(self, signal: str, request: bytes, reservation: Reservation) -> bytes:
+        try:
+            return self.service.export(signal, PROTOBUF, request, reservation)
+        finally:
+            reservation.release()
+
+
+def _outcome_seen(work: asyncio.Future[bytes]) -> None:
+    if not work.cancelled():
+        work.exception()
+
+
+async def _one_message(requests: AsyncIterator[bytes]) -> bytes:
+    async for request in requests:
+        return request
+    raise RequestError(400, "the call ended without a request message")
 
 
 def _why_not(host: str, port: int) -> str:
@@ -94,10 +174,12 @@ def _why_not(host: str, port: int) -> str:
     return "grpc could not bind it"  # free a moment later: nothing more to say
 
 
-def _handler(name: str, signal: str, export: Any) -> grpc.GenericRpcHandler:
-    def handle(request: bytes, context: Any) -> bytes:
-        return export(signal, request, context)  # type: ignore[no-any-return]
+def _handler(name: str, signal: str, export: Export) -> grpc.GenericRpcHandler:
+    # stream-unary on our side (a unary call is a stream of one message on the wire), so that
+    # receiving the message is ours to bound in time
+    async def handle(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        return await export(signal, requests, context)
 
     return grpc.method_handlers_generic_handler(
-        name, {"Export": grpc.unary_unary_rpc_method_handler(handle)}
+        name, {"Export": grpc.stream_unary_rpc_method_handler(handle)}
     )

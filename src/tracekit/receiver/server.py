@@ -104,7 +104,7 @@ class Receiver:
         try:
             return GrpcReceiver(
                 self.config.host, self.config.grpc_port, self.service, self.budget,
-                self.config.max_body_bytes,
+                self.config.max_body_bytes, self.config.request_timeout,
             )  # fmt: skip
         except OSError:
             self.httpd.server_close()
