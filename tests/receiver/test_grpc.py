@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conditions import wait_for
 from loopback import free_port
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -330,3 +331,29 @@ def test_calls_that_never_send_their_message_do_not_starve_an_exporter(store_pat
         receiver.stop()
     with Store(store_path) as reader:
         assert reader.count_spans() == 2
+
+
+def test_an_export_in_flight_at_stop_is_stored_and_acknowledged(store_path: Path) -> None:
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0, grpc_port=0)).start()
+    now = time.time_ns()
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n in range(20_000):  # new strings: slow to decode
+        span = scope.spans.add(name=f"op-{n}", start_time_unix_nano=now, end_time_unix_nano=now)
+        span.trace_id, span.span_id = b"\x07" * 16, (n + 1).to_bytes(8, "big")
+    outcome: list[object] = []
+
+    def export() -> None:
+        try:
+            outcome.append(_call(receiver, request.SerializeToString()))
+        except grpc.RpcError as error:
+            outcome.append(error.code())  # type: ignore[attr-defined]
+
+    sender = threading.Thread(target=export)
+    sender.start()
+    wait_for(lambda: receiver.budget.used > 0)  # its message has arrived whole
+    receiver.stop()
+    sender.join(30)
+    assert outcome == [b""]  # an empty ExportTraceServiceResponse: every span accepted
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 20_000

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from tests.receiver.conftest import Reply, post
+from tests.receiver.conftest import Reply, post, read_response
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.records import SpanRecord
@@ -211,3 +211,25 @@ def test_writer_process_ends_with_the_receiver(store_path: Path) -> None:
     assert len(_writer_processes()) == 1
     receiver.stop()
     assert _writer_processes() == []
+
+
+def test_a_body_still_arriving_at_stop_is_stored_not_cut_off(store_path: Path) -> None:
+    """Stopping (SIGTERM) while an exporter uploads: its request finishes, it is told 200."""
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    body = _spans(40)
+    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    idle = socket.create_connection(receiver.address, timeout=10)  # a keep-alive one, waiting
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
+        wait_for(lambda: len(receiver.httpd.connections.sockets()) == 2)
+        stopping = threading.Thread(target=receiver.stop)
+        stopping.start()
+        wait_for(lambda: receiver.service.stopping)
+        time.sleep(0.3)
+        sock.sendall(body[100:])
+        answer = read_response(sock)
+    stopping.join(30)
+    assert idle.recv(100) == b""  # the idle connection was closed, not waited for
+    idle.close()
+    assert answer.status == 200 and answer.header("Connection") == "close"
+    assert not stopping.is_alive() and Store(store_path).count_spans() == 40

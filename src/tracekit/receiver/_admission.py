@@ -221,3 +221,8 @@ class ConnectionTable:
         """Every open connection."""
         with self.lock:
             return list(self.streams)
+
+    def idle_sockets(self) -> list[socket.socket]:
+        """The connections waiting for their next request (none of it has arrived yet)."""
+        with self.lock:
+            return [sock for sock, stream in self.streams.items() if stream.state == IDLE]

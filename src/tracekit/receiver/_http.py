@@ -111,13 +111,16 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
             self._spare = None
 
     def close_connections(self, wait: float) -> None:
-        """Wake idle keep-alive handlers and wait (up to ``wait`` s) for every handler to end."""
+        """Wake idle keep-alive handlers and wait (up to ``wait`` s) for every handler to end.
+
+        A request whose body is still arriving is let finish (within its own deadline): cut
+        off, its exporter would be told 400, which it does not retry, and lose the batch.
+        """
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            open_connections = self.connections.sockets()
-            if not open_connections:
+            if not self.connections.sockets():
                 return
-            for sock in open_connections:
+            for sock in self.connections.idle_sockets():
                 shutdown_socket(sock)
             time.sleep(0.02)
 

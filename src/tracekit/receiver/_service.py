@@ -112,8 +112,6 @@ class IngestService:
     def _store(self, decoded: Decoded) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
-        if self.stopping:
-            raise RequestError(503, "collector is shutting down", retry_after=5)
         try:
             ticket = self.queue.submit(decoded.rows, decoded.logs)
         except QueueFull:
