@@ -190,9 +190,19 @@ def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
     """Make SIGTERM and SIGINT set ``stop``; returns the handlers they replaced.
 
     SIGINT is set explicitly too: a process started in the background inherits it ignored.
+    A second signal while stopping exits at once: stopping waits for the requests in flight
+    (a stalled client's up to its 30 s deadline), and whoever asks twice does not want to wait.
+    Nothing acknowledged is lost: an answer is sent only after its records are committed.
     """
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            click.echo(
+                "tracekit collector: stopped without waiting for the requests in flight"
+                " (none of them was acknowledged)",
+                err=True,
+            )
+            os._exit(128 + signum)
         stop.set()
 
     return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -54,6 +54,35 @@ def test_collector_line_names_endpoint_and_store(tmp_path: Path) -> None:
     assert store_exists(tmp_path / "line.db")
 
 
+_STALLED_REQUEST = (
+    b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    b"Content-Length: 100\r\n\r\n0123456789"  # and the other 90 bytes never come
+)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    store_path = tmp_path / "twice.db"
+    process, port = start_collector(store_path)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/traces", _one_span(), {"Content-Type": "application/x-protobuf"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(_STALLED_REQUEST)
+        process.send_signal(signal.SIGINT)  # waits for the stalled request (up to 30 s)
+        time.sleep(0.5)
+        assert process.poll() is None
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)  # Ctrl-C again: the user does not want to wait
+        assert process.wait(10) == 130 and time.monotonic() - started < 5
+    assert process.stderr is not None
+    assert process.stderr.read() == (
+        "tracekit collector: stopped without waiting for the requests in flight"
+        " (none of them was acknowledged)\n"
+    )
+    assert Store(store_path).count_spans() == 1
+
+
 def store_exists(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
