@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from conditions import wait_for
-from prometheus_server import instant, prometheus_binary, running_prometheus
-from shop import start_shop
+from prometheus_server import prometheus_binary, running_prometheus
+from shop import CanaryRun as Run
+from shop import scraped_requests, start_shop
 
 from tracekit_cli.main import cli
 
@@ -31,20 +31,6 @@ APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
 REQUESTS = 300  # per version
 SLOW = "/slow/{n}"
-
-
-@dataclass
-class Run:
-    prometheus: str
-    store: Path
-    start: str
-    end: str
-
-
-def _scraped(url: str) -> float:
-    query = f'sum(http_server_request_duration_seconds_count{{http_route="{SLOW}"}})'
-    found = instant(url, query)
-    return float(found[0]["value"][1]) if found else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +49,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 plan = [f"{shop.url}/slow/{n}" for n in range(REQUESTS) for shop in shops]
                 statuses = list(pool.map(lambda u: client.get(u).status_code, plan))
             assert statuses == [200] * len(plan)
-            wait_for(lambda: _scraped(url) == len(plan), 30, "requests scraped")
+            wait_for(
+                lambda: scraped_requests(url, f'http_route="{SLOW}"') == len(plan),
+                30,
+                "requests scraped",
+            )
             yield Run(url, store, start.isoformat(), datetime.now(UTC).isoformat())
     finally:
         for shop in shops:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from click.testing import CliRunner
 from conditions import wait_for
 from loopback import UNREACHABLE
 from prometheus_server import instant, prometheus_binary, running_prometheus
-from shop import start_shop
+from shop import CanaryRun as Run
+from shop import scraped_requests, start_shop
 
 from tracekit_cli.main import cli
 
@@ -30,20 +30,6 @@ APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
 EXPORTS = 90  # per version; the canary cuts every third
 EXPORT = "/export/{n:int}"
-
-
-@dataclass
-class Run:
-    prometheus: str
-    store: Path
-    start: str
-    end: str
-
-
-def _scraped(url: str) -> float:
-    exports = f'http_server_request_duration_seconds_count{{http_route="{EXPORT}"}}'
-    found = instant(url, f"sum({exports})")
-    return float(found[0]["value"][1]) if found else 0.0
 
 
 def _export(client: httpx.Client, url: str) -> bool:
@@ -75,7 +61,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 }  # fmt: skip
             assert whole[BASELINE] == [True] * EXPORTS
             assert whole[CANARY] == [n % 3 != 0 for n in range(1, EXPORTS + 1)]
-            wait_for(lambda: _scraped(url) == 2 * EXPORTS, 30, "exports scraped",
+            exports = f'http_route="{EXPORT}"'
+            wait_for(lambda: scraped_requests(url, exports) == 2 * EXPORTS, 30, "exports scraped",
                      ignoring=UNREACHABLE)  # fmt: skip
             end = datetime.now(UTC)
             yield Run(url, store, start.isoformat(), end.isoformat())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ import pytest
 from click.testing import CliRunner
 from conditions import wait_for
 from loopback import UNREACHABLE
-from prometheus_server import instant, prometheus_binary, running_prometheus
-from shop import start_shop
+from prometheus_server import prometheus_binary, running_prometheus
+from shop import CanaryRun as Run
+from shop import scraped_requests, start_shop
 
 from tracekit_cli.main import cli
 
@@ -36,19 +36,6 @@ WARM_UP_FAILURES = 15
 PAYMENTS = 300  # per version, after the warm-up
 FAIL_EVERY = 1000  # the canary fails /pay/1000, /pay/2000, ... (the warm-up), never /pay/1..300
 PAY = "/pay/{n:int}"
-
-
-@dataclass
-class Run:
-    prometheus: str
-    store: Path
-    start: str
-    end: str
-
-
-def _scraped(url: str, matchers: str) -> float:
-    found = instant(url, f"sum(http_server_request_duration_seconds_count{{{matchers}}})")
-    return float(found[0]["value"][1]) if found else 0.0
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +60,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             with running_prometheus(binary, directory, "shop", targets, interval="1s") as url:
                 failed = f'service_version="{CANARY}", http_response_status_code="500"'
                 wait_for(
-                    lambda: _scraped(url, failed) == WARM_UP_FAILURES,
+                    lambda: scraped_requests(url, failed) == WARM_UP_FAILURES,
                     30,
                     "warm-up scraped",
                     ignoring=UNREACHABLE,
@@ -86,7 +73,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 paid = f'http_route="{PAY}"'
                 total = 2 * PAYMENTS + WARM_UP_FAILURES
                 wait_for(
-                    lambda: _scraped(url, paid) == total,
+                    lambda: scraped_requests(url, paid) == total,
                     30,
                     "payments scraped",
                     ignoring=UNREACHABLE,

@@ -49,3 +49,22 @@ def start_shop(script: Path, version: str, *args: object) -> Shop:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
     )
     return Shop(version, f"http://127.0.0.1:{app_port}", metrics_port, process)
+
+
+@dataclass
+class CanaryRun:
+    """What a canary test served: the Prometheus that scraped both versions, the store both
+    wrote their spans into, and the window around the traffic (ISO 8601 times)."""
+
+    prometheus: str
+    store: Path
+    start: str
+    end: str
+
+
+def scraped_requests(prometheus: str, matchers: str) -> float:
+    """The server requests Prometheus has scraped so far of the series ``matchers`` selects."""
+    from prometheus_server import instant
+
+    found = instant(prometheus, f"sum(http_server_request_duration_seconds_count{{{matchers}}})")
+    return float(found[0]["value"][1]) if found else 0.0
