@@ -87,6 +87,31 @@ def test_protobuf_partial_success(receiver: Receiver, reader: Store) -> None:
     assert reader.count_spans() == 1
 
 
+@pytest.mark.parametrize("where", ["span name", "attribute value"])
+def test_a_span_with_a_string_that_is_not_utf8_is_rejected_alone(
+    where: str, receiver: Receiver, reader: Store
+) -> None:
+    """Protobuf strings must be UTF-8, but C++ and Go SDKs can send other bytes: one such span
+    failed the whole request with 400 (not retried), and the good spans beside it were lost."""
+    request = ExportTraceServiceRequest.FromString(_spans(3, name="op-ok"))
+    for span in request.resource_spans[0].scope_spans[0].spans:
+        span.attributes.add(key="sku").value.string_value = "sku-ok"
+    marker = "op-XX" if where == "span name" else "sku-XX"
+    spans = request.resource_spans[0].scope_spans[0].spans
+    if where == "span name":
+        spans[1].name = marker
+    else:
+        spans[1].attributes[0].value.string_value = marker
+    body = request.SerializeToString().replace(marker.encode(), marker[:-2].encode() + b"\xff\xfe")
+
+    reply = post(receiver, "/v1/traces", body)
+
+    assert reply.status == 200
+    partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
+    assert partial.rejected_spans == 1 and "UTF-8" in partial.error_message
+    assert reader.count_spans() == 2
+
+
 def test_metrics_are_acknowledged_not_stored(receiver: Receiver, reader: Store) -> None:
     request = ExportMetricsServiceRequest()
     request.resource_metrics.add().scope_metrics.add().metrics.add(name="http.server.duration")

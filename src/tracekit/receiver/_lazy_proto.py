@@ -37,7 +37,7 @@ _MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
             (1, "trace_id", _F.TYPE_BYTES, False, ""),
             (2, "span_id", _F.TYPE_BYTES, False, ""),
             (4, "parent_span_id", _F.TYPE_BYTES, False, ""),
-            (5, "name", _F.TYPE_STRING, False, ""),  # string: parsing checks UTF-8, as before
+            (5, "name", _F.TYPE_STRING, False, ""),  # string: parsing checks UTF-8 (_file)
             (6, "kind", _F.TYPE_INT32, False, ""),  # an enum on the wire is an int32 varint
             (7, "start_time_unix_nano", _F.TYPE_FIXED64, False, ""),
             (8, "end_time_unix_nano", _F.TYPE_FIXED64, False, ""),
@@ -50,13 +50,17 @@ _MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
 )
 
 
-def _file() -> descriptor_pb2.FileDescriptorProto:
+def _file(tolerant: bool) -> descriptor_pb2.FileDescriptorProto:
+    """The messages; ``tolerant``: with the span's name as bytes, so that a name that is not
+    UTF-8 fails only its own span (parsed again on its own), not the whole request."""
     proto = descriptor_pb2.FileDescriptorProto(
         name="tracekit_lazy_otlp_trace.proto", package=_PACKAGE, syntax="proto3"
     )
     for name, fields in _MESSAGES:
         message = proto.message_type.add(name=name)
         for number, field_name, kind, repeated, type_name in fields:
+            if tolerant and kind == _F.TYPE_STRING:
+                kind = _F.TYPE_BYTES
             field = message.field.add(name=field_name, number=number, type=kind)
             field.label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
             if type_name:
@@ -64,13 +68,14 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
-def _request_class() -> Any:
+def _request_class(*, tolerant: bool = False) -> Any:
     pool = descriptor_pool.DescriptorPool()  # private pool: never clashes with the real protos
-    pool.Add(_file())
+    pool.Add(_file(tolerant))
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
 
 
 LazyTraceRequest: Any = _request_class()
+TolerantTraceRequest: Any = _request_class(tolerant=True)
 
 
 def string_attribute(raw: bytes) -> tuple[str, str] | None:

@@ -18,11 +18,16 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tracekit.receiver._decoded import (
     Admit,
     Decoded,
+    MalformedRequest,
     admit_any,
     service_of,
     span_problem,
 )
-from tracekit.receiver._lazy_proto import LazyTraceRequest, string_attribute
+from tracekit.receiver._lazy_proto import (
+    LazyTraceRequest,
+    TolerantTraceRequest,
+    string_attribute,
+)
 from tracekit.receiver._protobuf import (
     any_value,
     attributes,
@@ -87,7 +92,10 @@ class SpanRowDecoder:
 
     def decode(self, body: bytes, admit: Admit = admit_any) -> Decoded:
         """Rows for every valid span of the request; spans without ids are counted as rejected."""
-        request = parse(LazyTraceRequest(), body)
+        try:
+            request = parse(LazyTraceRequest(), body)
+        except MalformedRequest:  # perhaps only a span name that is not UTF-8: see _slow
+            request = parse(TolerantTraceRequest(), body)
         admit(span_count(request))
         self._sync()
         out = Decoded()
@@ -134,7 +142,10 @@ class SpanRowDecoder:
             # each attribute's bytes map to its "k,v" fragment, or "" for the correlation id
             part = get(raw)
             if part is None:
-                part = self._pair(raw)
+                try:
+                    part = self._pair(raw)
+                except MalformedRequest:  # its span is rejected on the slow path
+                    return False
                 if part is None:
                     return False
             if part:
@@ -182,8 +193,16 @@ class SpanRowDecoder:
         slow: list[Any],
         bounds: tuple[int, int],
     ) -> None:
-        """The general path: the span as a record (validating ids and every nested message)."""
-        full = parse(Span(), span.SerializeToString())
+        """The general path: the span as a record (validating ids and every nested message).
+
+        A span that does not parse on its own (a string that is not UTF-8, which C++ and Go
+        SDKs can send, or a malformed attribute) is rejected alone: the others are stored.
+        """
+        try:
+            full = parse(Span(), span.SerializeToString())
+        except MalformedRequest:
+            out.reject("span is not a valid OTLP Span (a string that is not UTF-8?)")
+            return
         record = span_record(full, resource.service, resource.version, resource.attributes, scope)
         problem = span_problem(record, bounds)
         if problem is None:
