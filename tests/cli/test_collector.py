@@ -54,9 +54,9 @@ def test_collector_line_names_endpoint_and_store(tmp_path: Path) -> None:
     assert store_exists(tmp_path / "line.db")
 
 
-_STALLED_REQUEST = (
+_STALLED_HEADERS = (
     b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-    b"Content-Length: 100\r\n\r\n0123456789"  # and the other 90 bytes never come
+    b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
 )
 
 
@@ -68,7 +68,11 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_what_was_acknowledged(tmp_path:
     assert conn.getresponse().status == 200
     conn.close()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
-        stalled.sendall(_STALLED_REQUEST)
+        stalled.sendall(_STALLED_HEADERS)
+        # the collector's "100 Continue" says it is reading this request (it was once signalled
+        # before it read the headers: an idle connection then, closed at once, and it stopped)
+        assert stalled.recv(64).startswith(b"HTTP/1.1 100")
+        stalled.sendall(b"0123456789")  # and the other 90 bytes never come
         process.send_signal(signal.SIGINT)  # waits for the stalled request (up to 30 s)
         time.sleep(0.5)
         assert process.poll() is None
