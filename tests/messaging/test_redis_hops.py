@@ -378,6 +378,22 @@ def test_pubsub_envelope_always_fits_what_subscribers_accept(
     assert handling == "big-context-1"
 
 
+def test_a_broken_setting_never_stops_xadd_or_publish(client, spans, monkeypatch) -> None:
+    """A TRACEKIT_* variable tracekit cannot read (no ``init`` to refuse it first): XADD and
+    PUBLISH go out as the caller made them, as every other queue client's do."""
+    monkeypatch.setenv("TRACEKIT_MODE", "bogus")
+    monkeypatch.setenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", "*")
+    stream, channel = f"broken-{uuid.uuid4().hex[:8]}", f"prices-{uuid.uuid4().hex[:8]}"
+    subscriber = _raw_subscriber(client, channel)
+    client.xadd(stream, {"order": "1", "traceparent": "kept: not tracekit's to drop"})
+    client.publish(channel, "42.0")
+    assert _raw_payload(subscriber) in (b"42.0", "42.0")
+    subscriber.close()
+    [(_, fields)] = client.xrange(stream)
+    assert fields == {b"order": b"1", b"traceparent": b"kept: not tracekit's to drop"}
+    assert spans.get_finished_spans() == ()
+
+
 def test_pubsub_is_off_by_default(client, spans, monkeypatch) -> None:
     monkeypatch.delenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", raising=False)
     channel = f"prices-{uuid.uuid4().hex[:8]}"

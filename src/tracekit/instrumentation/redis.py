@@ -43,6 +43,7 @@ from urllib.parse import parse_qsl, urlencode
 from tracekit import messaging, propagation
 from tracekit._messaging.headers import callers_own
 from tracekit._runtime import state as _state
+from tracekit._runtime.guard import guarded
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = [
@@ -143,7 +144,8 @@ def _traced_xadd(
         return _published(instance, _text(name), lambda _headers: wrapped(*args, **kwargs))
 
     def send(headers: Mapping[str, Any]) -> Any:
-        traced_fields = {**callers_own(fields, headers), **headers}
+        # No headers: tracekit could not start this publish (reported once): the caller's entry
+        traced_fields = {**callers_own(fields, headers), **headers} if headers else fields
         if len(args) > 1:
             return wrapped(args[0], traced_fields, *args[2:], **kwargs)
         return wrapped(*args, **{**kwargs, "fields": traced_fields})
@@ -186,6 +188,7 @@ def _traced_publish(
     return _published(instance, _text(channel), send)
 
 
+@guarded(False)  # a broken TRACEKIT_* variable: the message goes out bare, as without tracekit
 def _envelope_wanted(channel: object) -> bool:
     """Only channels the user named carry an envelope, and never a publish by kombu or Celery."""
     matcher = _channel_matcher(_state.current_options().redis_pubsub_channels)
