@@ -138,15 +138,19 @@ def test_consume_generator_span_lasts_until_the_next_message(
     assert [r["x-correlation-id"] for r in downstream.requests] == ["batch-7", "batch-7"]
 
 
-def test_basic_get_and_producer_without_tracekit(amqp_url, queue_name, spans, downstream) -> None:
+def test_basic_get_and_producer_without_tracekit(
+    amqp_url, queue_name, spans, downstream, instrumented
+) -> None:
     """A message from a producer without tracekit: new trace, correlation ID from the property."""
     connection = _connection(amqp_url)
     channel = connection.channel()
-    # Publish the raw AMQP frame without going through the instrumented method.
-    channel._impl.basic_publish(
-        "", queue_name, b"legacy", pika.BasicProperties(correlation_id="legacy-42")
-    )
-    connection.process_data_events(0.1)
+    instrumented["PikaInstrumentor"].uninstrument()  # the producer runs without tracekit
+    try:
+        channel.basic_publish(
+            "", queue_name, b"legacy", pika.BasicProperties(correlation_id="legacy-42")
+        )
+    finally:
+        instrumented["PikaInstrumentor"].instrument()
     method, _, _ = channel.basic_get(queue_name, auto_ack=True)
     assert method is not None
     import tracekit
@@ -535,3 +539,41 @@ def test_a_broken_setting_without_init_never_stops_a_pika_consumer() -> None:
         in said
     )
     assert len(said) == len(set(said))  # each place says it once, not once per message
+
+
+def test_select_connection_hop_carries_the_context(amqp_url, queue_name, spans) -> None:
+    """SelectConnection (and every callback-style adapter) publishes and consumes through
+    ``pika.channel.Channel``: the hop is traced as on a BlockingConnection, once."""
+    import tracekit
+
+    properties = pika.BasicProperties(correlation_id="rpc-7", reply_to="replies")
+    handled: list[tuple[Any, ...]] = []
+
+    def on_message(channel: Any, method: Any, got: Any, body: bytes) -> None:
+        handled.append((body, got.headers, got.correlation_id, tracekit.correlation_id()))
+        channel.connection.close()
+
+    def on_channel(channel: Any) -> None:
+        token = tracekit.correlation.set_correlation_id("order-sel-1")
+        channel.basic_publish("", queue_name, b"hello", properties)
+        tracekit.correlation.reset_correlation_id(token)
+        channel.basic_consume(queue_name, on_message, auto_ack=True)
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(amqp_url),
+        on_open_callback=lambda opened: opened.channel(on_open_callback=on_channel),
+        on_close_callback=lambda closed, reason: closed.ioloop.stop(),
+    )
+    connection.ioloop.call_later(5, connection.ioloop.stop)
+    connection.ioloop.start()
+
+    [(body, headers, amqp_correlation_id, in_handler)] = handled
+    assert body == b"hello" and amqp_correlation_id == "rpc-7"  # the application's own property
+    assert headers["x-correlation-id"] == "order-sel-1" and "traceparent" in headers
+    assert in_handler == "order-sel-1"
+    assert properties.headers is None  # the caller's properties were not written to
+    finished = spans.get_finished_spans()
+    producer = _one(finished, SpanKind.PRODUCER, f"send {queue_name}")
+    consumer = _one(finished, SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert tracekit.correlation_id() is None

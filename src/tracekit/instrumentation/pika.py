@@ -1,10 +1,16 @@
-"""pika (RabbitMQ, ``BlockingChannel``): PRODUCER spans on publish, CONSUMER spans around handlers.
+"""pika (RabbitMQ): PRODUCER spans on publish, CONSUMER spans around handlers.
+
+``BlockingChannel`` (``BlockingConnection``) and the callback-style ``pika.channel.Channel`` of
+``SelectConnection``, ``AsyncioConnection`` and the other asynchronous adapters:
 
 - ``basic_publish`` runs inside ``messaging.publish``: trace context, correlation ID and publish
   time go into the headers of a copy of the caller's ``properties`` (a new ``BasicProperties``
   when none is given); the caller's object is left as it was.
   The destination is the exchange, or the routing key (the queue) on the default exchange.
+  (A ``BlockingChannel`` publishes through a ``Channel`` beneath it: that one call is one hop.)
 - ``basic_consume`` callbacks run inside ``messaging.consume``: the span covers the callback.
+
+``BlockingChannel`` only (the asynchronous ``Channel.basic_get`` takes a callback; not traced):
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
   stays open while the caller handles it: it ends when the same channel fetches the next message
   (next ``basic_get``, next item of the generator), when the generator stops or is closed, or
@@ -39,21 +45,35 @@ _CONSUME_PARAMETERS = (
     "consumer_tag",
     "arguments",
 )
+_ASYNC_CONSUME_PARAMETERS = (*_CONSUME_PARAMETERS, "callback")  # Channel's: and on ConsumeOk
 
 _held = messaging.HeldDeliveries()
 
 
 class PikaInstrumentor(Instrumentor):
-    """Traces pika's ``BlockingChannel``: publish, consume callbacks, ``basic_get``, ``consume``."""
+    """Traces pika's ``BlockingChannel`` (publish, consume callbacks, ``basic_get``, ``consume``)
+    and the asynchronous adapters' ``Channel`` (publish, consume callbacks)."""
 
     held = _held
 
     target = "pika.adapters.blocking_connection"
 
     def patch(self, module: ModuleType) -> None:
+        from pika import channel as async_channel
+
         channel = module.BlockingChannel
         self.wrap(channel, "basic_publish", _traced_publish)
-        self.wrap(channel, "basic_consume", self._traced_basic_consume)
+        self.wrap(
+            channel,
+            "basic_consume",
+            functools.partial(self._traced_basic_consume, _CONSUME_PARAMETERS, channel),
+        )
+        self.wrap(async_channel.Channel, "basic_publish", _traced_publish)
+        self.wrap(
+            async_channel.Channel,
+            "basic_consume",
+            functools.partial(self._traced_basic_consume, _ASYNC_CONSUME_PARAMETERS, channel),
+        )
         self.wrap(channel, "basic_get", _traced_basic_get)
         self.wrap(channel, "consume", functools.partial(_traced_consume, lambda: self.active))
         self.wrap(channel, "close", _release_on_close)
@@ -61,17 +81,23 @@ class PikaInstrumentor(Instrumentor):
 
     def _traced_basic_consume(
         self,
+        parameters: tuple[str, ...],
+        blocking_channel: type,
         wrapped: Callable[..., Any],
         instance: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
         try:
-            bound = _bind(_CONSUME_PARAMETERS, args, kwargs)
+            bound = _bind(parameters, args, kwargs)
             callback = bound["on_message_callback"]
         except (TypeError, KeyError):
             return wrapped(*args, **kwargs)  # pika reports the bad call itself
-        if callable(callback):
+        # A BlockingChannel consumes through the Channel beneath it, with a method of its own
+        # that queues each message for the user's callback, which its own wrapper traces.
+        if callable(callback) and not isinstance(
+            getattr(callback, "__self__", None), blocking_channel
+        ):
             bound["on_message_callback"] = self._traced_callback(str(bound.get("queue")), callback)
         return wrapped(**bound)
 
@@ -100,6 +126,8 @@ def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
 def _traced_publish(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if messaging.publishing():  # inside BlockingChannel's publish, or the caller's own block
+        return wrapped(*args, **kwargs)
     try:
         bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
     except TypeError:
