@@ -247,3 +247,43 @@ def test_a_message_published_twice_is_left_as_it_was(amqp_url, queue_name, spans
     assert first["x-correlation-id"] == "request-B"
     assert "request-B" not in str(second)
     assert first["traceparent"] != second["traceparent"]
+
+
+class OutOfStock(Exception):
+    """What the test's handler raises."""
+
+
+def test_a_failing_handler_in_an_iterator_loop_fails_its_span(amqp_url, queue_name, spans) -> None:
+    """The documented loop (``async with queue.iterator()``, ``async with message.process()``):
+    a handler's exception is on the message's span, whether the loop catches it (the message
+    was rejected) or it leaves the iterator's block. The app sees its exception unchanged."""
+
+    caught: list[str] = []
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for body in (b"caught", b"escapes"):
+                await channel.default_exchange.publish(aio_pika.Message(body), queue_name)
+            queue = await channel.declare_queue(queue_name)
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    try:
+                        async with message.process():
+                            raise OutOfStock(message.body.decode())
+                    except OutOfStock as error:
+                        if str(error) == "escapes":
+                            raise
+                        caught.append(str(error))
+
+    with pytest.raises(OutOfStock, match="escapes"):
+        asyncio.run(run())
+    assert caught == ["caught"]
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert [c.status.status_code.name for c in consumers] == ["ERROR", "ERROR"]
+    for consumer, body in zip(consumers, ("caught", "escapes"), strict=True):
+        events = [e for e in consumer.events if e.name == "exception"]
+        assert len(events) == 1  # once, though the second left process() and the iterator
+        assert events[0].attributes["exception.message"] == body
+        assert consumer.attributes["error.type"].endswith("OutOfStock")

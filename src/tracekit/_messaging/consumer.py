@@ -71,6 +71,7 @@ class Delivery:
         self._nested: list[_Tokens | None] | None = None
         self._below: Delivery | None = None  # what was current when this one started
         self._started = 0.0
+        self._failure: BaseException | None = None  # see fail()
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
@@ -80,8 +81,16 @@ class Delivery:
             report_once("messaging consume start", failure)
         return self
 
+    def fail(self, error: BaseException) -> None:
+        """Note that handling failed with ``error`` before the delivery ends: a handler block
+        inside a delivery that a pull API ends later (aio-pika's ``message.process()`` in a
+        queue iterator's loop). The span ends failed, with the first error noted."""
+        if self._failure is None:
+            self._failure = error
+
     def end(self, error: BaseException | None = None) -> None:
-        """Close the span (failed if ``error``) and restore the consumer's previous context."""
+        """Close the span (failed if ``error``, or if ``fail`` was called) and restore the
+        consumer's previous context."""
         try:
             self._end(error)
         except Exception as failure:
@@ -187,7 +196,7 @@ class Delivery:
         self._tokens = None
         try:
             if self.span is not None:
-                self._end_span(self.span, error)
+                self._end_span(self.span, error if error is not None else self._failure)
         finally:
             if _current.get() is self:
                 restores = self._restores

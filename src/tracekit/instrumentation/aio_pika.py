@@ -10,7 +10,10 @@
 - ``IncomingMessage.process()``: for a message no span covers yet (one from ``Queue.get``), the
   ``async with message.process():`` block is the CONSUMER span. Its destination is the queue
   ``get`` fetched it from (a message names only its exchange and routing key, so ``get`` notes
-  the queue; a message tracekit saw no ``get`` for falls back to its routing key).
+  the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside a
+  span already open (a consume callback, an iterator's loop body), an exception leaving the
+  block (the message is rejected) marks that span failed, as does one leaving the iterator's
+  ``async with`` block.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class AioPikaInstrumentor(Instrumentor):
         for iterator in _iterator_classes(module):
             self.wrap(iterator, "__anext__", _traced_next)
         self.wrap(module.queue.QueueIterator, "close", _release_on_close)
+        self.wrap(module.queue.QueueIterator, "__aexit__", _release_on_exit)
         self.wrap(module.IncomingMessage, "process", _traced_process)
 
     def _traced_consume(
@@ -174,6 +178,15 @@ async def _release_on_close(
     return await wrapped(*args, **kwargs)
 
 
+async def _release_on_exit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``async with queue.iterator()`` left by an exception: the loop body's span ends failed."""
+    error = args[1] if len(args) > 1 else None
+    _held.release(instance, error if isinstance(error, Exception) else None)
+    return await wrapped(*args, **kwargs)
+
+
 async def _noting_queue_get(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -201,9 +214,27 @@ def _traced_process(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     process_context = wrapped(*args, **kwargs)
-    if messaging.current_delivery() is not None:
-        return process_context  # the consume callback or the iterator already covers it
+    delivery = messaging.current_delivery()
+    if delivery is not None:  # the consume callback or the iterator already covers it
+        return _ProcessInDelivery(process_context, delivery)
     return _ProcessWithDelivery(process_context, instance)
+
+
+class _ProcessInDelivery:
+    """``message.process()`` inside a delivery already open: a failure in its block is the
+    delivery's (an iterator's span ends only at the next fetch, after the loop caught it)."""
+
+    def __init__(self, process_context: Any, delivery: messaging.Delivery) -> None:
+        self._process = process_context
+        self._delivery = delivery
+
+    async def __aenter__(self) -> Any:
+        return await self._process.__aenter__()
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> Any:
+        if isinstance(error, Exception):
+            self._delivery.fail(error)
+        return await self._process.__aexit__(kind, error, tb)
 
 
 class _ProcessWithDelivery:
