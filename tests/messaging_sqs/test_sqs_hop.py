@@ -102,6 +102,36 @@ def test_batch_send_and_batch_consume_link_each_message(
     check_wait(consumer, DELAY_S)
 
 
+@pytest.mark.parametrize("bad_entry", ["oops", ["Id", "1"]], ids=["str", "list"])
+def test_a_batch_entry_botocore_refuses_is_refused_as_without_tracekit(
+    sqs_client: Any, queue_url: str, bad_entry: Any
+) -> None:
+    """botocore says which entry is wrong (ParamValidationError); tracekit adds no error of
+    its own (it raised TypeError: 'str' object is not a mapping)."""
+    from botocore.exceptions import ParamValidationError
+
+    good = {"Id": "good", "MessageBody": "kept"}
+    with pytest.raises(ParamValidationError, match=r"Entries\[1\]"):
+        sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[good, bad_entry])
+    nothing_sent = sqs_client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    assert nothing_sent.get("Messages", []) == []
+
+
+def test_a_batch_given_as_a_tuple_carries_the_context(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """botocore takes a tuple of entries as it takes a list: so does tracekit."""
+    entries = tuple({"Id": str(n), "MessageBody": f"m{n}"} for n in range(2))
+    sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    messages = receive(sqs_client, queue_url, count=2)
+    assert [set(m["MessageAttributes"]) >= {"traceparent"} for m in messages] == [True, True]
+    with tracekit.sqs.consume_batch(messages, queue=queue_url):
+        pass
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 2
+
+
 def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
     """The MessageAttributes of each message as boto3 puts them on the wire (moto does not
     check SQS's size limit, so the request is where tracekit's choice shows)."""

@@ -19,7 +19,7 @@ and re-raises its exception unchanged. Other services and operations pass straig
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -80,7 +80,7 @@ def _send_message_batch(
     call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
 ) -> Any:
     entries = params.get("Entries")
-    if not isinstance(entries, list):
+    if not isinstance(entries, list | tuple):  # (botocore takes either)
         return call(params)
     carrier: dict[str, str] = {}
     queue = sqs.queue_name(str(params.get("QueueUrl", "")))
@@ -89,7 +89,7 @@ def _send_message_batch(
         traced = [_with_attributes(entry, carrier) for entry in entries]
         if _pushed_over(_batch_size(traced), lambda: _batch_size(entries)):
             _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
-            traced = entries
+            traced = list(entries)
         result = call({**params, "Entries": traced})
         accepted = result.get("Successful") if isinstance(result, dict) else None
         if isinstance(accepted, list):  # SQS answers per entry: some may be refused
@@ -97,7 +97,7 @@ def _send_message_batch(
         return result
 
 
-def _batch_size(entries: list[Any]) -> int:
+def _batch_size(entries: Sequence[Any]) -> int:
     return sum(_size_of(entry) for entry in entries if isinstance(entry, dict))
 
 
@@ -106,9 +106,12 @@ def _size_of(message: dict[str, Any]) -> int:
 
 
 def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
-    """``message`` (params or a batch entry) with tracekit's attributes; unchanged if unsure."""
-    attributes = message.get("MessageAttributes") if isinstance(message, dict) else None
-    if not carrier or not (attributes is None or isinstance(attributes, dict)):
+    """``message`` (params or a batch entry) with tracekit's attributes; unchanged if unsure
+    (an entry that is not a dict: botocore refuses it, as it would without tracekit)."""
+    if not carrier or not isinstance(message, dict):
+        return message
+    attributes = message.get("MessageAttributes")
+    if not (attributes is None or isinstance(attributes, dict)):
         return message
     merged = sqs.add_context(attributes, carrier)
     if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
