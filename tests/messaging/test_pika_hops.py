@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -577,3 +578,26 @@ def test_select_connection_hop_carries_the_context(amqp_url, queue_name, spans) 
     consumer = _one(finished, SpanKind.CONSUMER, f"process {queue_name}")
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
     assert tracekit.correlation_id() is None
+
+
+class _OutOfStock(Exception):
+    """What the test's handler raises."""
+
+
+@pytest.mark.parametrize("block", ["connection", "channel"])
+def test_an_exception_leaving_the_with_block_fails_the_held_message(
+    amqp_url, queue_name, spans, block
+) -> None:
+    """``basic_get`` hands the message back; the handler's failure leaves the ``with`` block,
+    which closes the channel: the message's span ends failed, with the app's exception."""
+    with pytest.raises(_OutOfStock, match="sku A-1"), _connection(amqp_url) as connection:
+        channel = connection.channel()
+        channel.basic_publish("", queue_name, b"A-1")
+        with channel if block == "channel" else contextlib.nullcontext():
+            method, _, body = channel.basic_get(queue_name, auto_ack=True)
+            assert method is not None
+            raise _OutOfStock(f"sku {body.decode()}")
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.status.status_code.name == "ERROR"
+    [event] = [e for e in consumer.events if e.name == "exception"]
+    assert event.attributes["exception.message"] == "sku A-1"

@@ -14,7 +14,9 @@
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
   stays open while the caller handles it: it ends when the same channel fetches the next message
   (next ``basic_get``, next item of the generator), when the generator stops or is closed, or
-  when the channel closes.
+  when the channel closes. An exception leaving the channel's or the connection's ``with``
+  block ends it failed. (Not one leaving ``for ... in channel.consume(...)`` itself: Python
+  closes that loop's generator first, as it does after ``break``, so the span has ended.)
 
 Messages without tracekit headers start a new trace and take the correlation ID from the
 configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
@@ -28,7 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "PikaInstrumentor", "delivery_of"]
@@ -77,6 +79,8 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(channel, "basic_get", _traced_basic_get)
         self.wrap(channel, "consume", functools.partial(_traced_consume, lambda: self.active))
         self.wrap(channel, "close", _release_on_close)
+        self.wrap(channel, "__exit__", _release_on_exit)
+        self.wrap(module.BlockingConnection, "__exit__", _release_channels_on_exit)
         self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
 
     def _traced_basic_consume(
@@ -227,6 +231,32 @@ def _release_on_close(
 ) -> Any:
     _held.release(instance)
     return wrapped(*args, **kwargs)
+
+
+def _release_on_exit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``with channel:`` left by an exception: the message it holds ends failed."""
+    error = args[1] if len(args) > 1 else None
+    if isinstance(error, Exception):
+        _held.release(instance, error)
+    return wrapped(*args, **kwargs)
+
+
+def _release_channels_on_exit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``with connection:`` left by an exception: the messages its channels hold end failed."""
+    error = args[1] if len(args) > 1 else None
+    if isinstance(error, Exception):
+        for channel in safe("pika channels", lambda: _channels_of(instance)) or ():
+            _held.release(channel, error)
+    return wrapped(*args, **kwargs)
+
+
+def _channels_of(connection: Any) -> list[Any]:
+    """The ``BlockingChannel`` objects of a ``BlockingConnection`` (pika keeps no public list)."""
+    return [impl._get_cookie() for impl in list(connection._impl._channels.values())]
 
 
 def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
