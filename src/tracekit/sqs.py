@@ -29,7 +29,7 @@ from typing import Any
 
 from tracekit import messaging
 from tracekit._messaging.headers import byte_length, callers_own
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import report_once, safe
 
 SYSTEM = "aws_sqs"
 PACKED_ATTRIBUTE = "tracekit-context"
@@ -95,14 +95,28 @@ def _string(value: str) -> dict[str, str]:
     return {"DataType": "String", "StringValue": value}
 
 
-def headers_of(message: Mapping[str, Any]) -> dict[str, str]:
-    """The text message attributes of a received ``message``, with packed context unpacked;
-    none when they cannot be read (the message is handled as one without context)."""
+def headers_of(message: Mapping[str, Any] | Any) -> dict[str, str]:
+    """The text message attributes of a received ``message`` (a dict of boto3's client, or
+    boto3's resource ``sqs.Message``), with packed context unpacked; none when they cannot be
+    read (the message is handled as one without context)."""
     try:
-        return _read_headers(message)
+        return _read_headers(_as_mapping(message))
     except Exception as error:
         report_once("sqs message attributes", error)
         return {}
+
+
+def _as_mapping(message: Mapping[str, Any] | Any) -> Mapping[str, Any]:
+    """A received message as boto3's client returns it. boto3's resource API
+    (``queue.receive_messages()``) returns ``sqs.Message`` objects holding the same fields as
+    attributes."""
+    if isinstance(message, Mapping):
+        return message
+    return {
+        "MessageId": getattr(message, "message_id", None),
+        "MessageAttributes": getattr(message, "message_attributes", None),
+        "Attributes": getattr(message, "attributes", None),
+    }
 
 
 def _read_headers(message: Mapping[str, Any]) -> dict[str, str]:
@@ -152,22 +166,25 @@ def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping
         headers[_X_RAY_HEADER] = value
 
 
-def consume(message: Mapping[str, Any], *, queue: str, **options: Any) -> messaging.Delivery:
+def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> messaging.Delivery:
     """``with consume(message, queue=url_or_name):`` — the CONSUMER span around one handler.
 
-    ``options`` go to ``tracekit.messaging.consume`` (``tracer_provider``, ``registry``...).
+    ``message``: a dict from the client's ``receive_message``, or an ``sqs.Message`` from the
+    resource API's ``receive_messages``. ``options`` go to ``tracekit.messaging.consume``
+    (``tracer_provider``, ``registry``...).
     """
+    fields = safe("sqs message attributes", lambda: _as_mapping(message)) or {}
     return messaging.consume(
-        headers_of(message),
+        headers_of(fields),
         system=SYSTEM,
         destination=queue_name(queue),
-        message_id=message.get("MessageId") if isinstance(message, Mapping) else None,
+        message_id=fields.get("MessageId"),
         **options,
     )
 
 
 def consume_batch(
-    messages: Sequence[Mapping[str, Any]], *, queue: str, **options: Any
+    messages: Sequence[Mapping[str, Any] | Any], *, queue: str, **options: Any
 ) -> messaging.Delivery:
     """One CONSUMER span around a handler of several messages, linked to each producer."""
     return messaging.consume_batch(

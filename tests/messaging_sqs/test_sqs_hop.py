@@ -132,6 +132,49 @@ def test_a_batch_given_as_a_tuple_carries_the_context(
     assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 2
 
 
+def test_messages_of_the_resource_api_continue_the_trace(
+    sqs_endpoint: str, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """boto3's resource API hands back ``sqs.Message`` objects, not dicts: the consumer still
+    continues the producer's trace with its correlation ID (it started a new one, with a
+    warning and a traceback)."""
+    import boto3
+
+    resource = boto3.resource(
+        "sqs",
+        endpoint_url=sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    queue = resource.Queue(queue_url)
+    token = tracekit.correlation.set_correlation_id("order-res-1")
+    queue.send_message(MessageBody="one")
+    queue.send_message(MessageBody="two")
+    tracekit.correlation.reset_correlation_id(token)
+    messages: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(messages) < 2 and time.monotonic() < deadline:
+        messages += queue.receive_messages(MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    with tracekit.sqs.consume(messages[0], queue=queue.url) as delivery:
+        inside = tracekit.correlation_id()
+    with tracekit.sqs.consume_batch(messages, queue=queue.url):
+        pass
+    producers = sorted(
+        (s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER),
+        key=lambda s: s.start_time or 0,
+    )
+    single, batch = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert inside == delivery.correlation_id == "order-res-1"
+    assert single.parent is not None
+    assert single.parent.span_id in {p.context.span_id for p in producers}
+    assert single.attributes is not None
+    assert single.attributes[semconv.MESSAGING_MESSAGE_ID] == messages[0].message_id
+    assert sorted(link.context.span_id for link in batch.links) == sorted(
+        p.context.span_id for p in producers
+    )
+
+
 def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
     """The MessageAttributes of each message as boto3 puts them on the wire (moto does not
     check SQS's size limit, so the request is where tracekit's choice shows)."""
