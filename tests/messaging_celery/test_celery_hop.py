@@ -67,6 +67,10 @@ def make_app(broker: str) -> Celery:
     def charge() -> None:
         raise CardDeclined("card ending 4242 declined")
 
+    @app.task(name="shop.whoami")
+    def whoami() -> None:
+        seen.setdefault("correlation_ids", []).append(tracekit.correlation_id())
+
     @app.task(name="shop.broken")
     def broken() -> None:
         raise RuntimeError("out of stock\x1b[2J\n" + "x" * 1000)
@@ -96,6 +100,16 @@ def test_task_continues_the_request(app: Celery, spans: InMemorySpanExporter) ->
     # Celery computes the eta before before_task_publish stamps the publish time, and its timer
     # may run a task a few milliseconds early: allow 100 ms below the countdown.
     check_hop(finished, scene, cid, consumer, DELAY_S - 0.1)
+
+
+def test_a_correlation_header_in_any_spelling_is_the_tasks_id(app: Celery) -> None:
+    """A producer without a current correlation ID (or without tracekit) that sets the header
+    itself, spelt as tracekit documents it (``X-Correlation-ID``): the task runs with that ID,
+    as a pika or Kafka consumer would (it got a new one)."""
+    assert tracekit.correlation_id() is None
+    app.tasks["shop.whoami"].apply_async(headers={"X-Correlation-ID": "legacy-7"})
+    ids = wait_for(lambda: seen.get("correlation_ids"), what="the task")
+    assert ids == ["legacy-7"]
 
 
 def test_retries_continue_the_trace_and_link_the_first_attempt(

@@ -26,7 +26,7 @@ uninstrumenting disconnects.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import ModuleType
@@ -179,7 +179,7 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     request = getattr(task, "request", None)
     if task_id is None or request is None:
         return
-    headers = {name: getattr(request, name, None) for name in _header_names()}
+    headers = _message_headers(request)
     present = {name: value for name, value in headers.items() if value is not None}
     if not present and getattr(request, "is_eager", False):
         # Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
@@ -198,6 +198,22 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         key = str(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, getattr(request, "retries", 0), first)
+
+
+def _message_headers(request: Any) -> dict[str, Any]:
+    """The headers tracekit reads, by its names. Celery makes each custom header an attribute of
+    the request under the spelling it was sent with, and keeps them all in ``request.headers``:
+    a producer's ``X-Correlation-ID`` is read as tracekit's ``x-correlation-id``."""
+    names = _header_names()
+    found = {name: getattr(request, name, None) for name in names}
+    custom = getattr(request, "headers", None)
+    if isinstance(custom, Mapping):
+        wanted = {name.lower(): name for name in names}
+        for key, value in custom.items():
+            name = wanted.get(key.lower()) if isinstance(key, str) else None
+            if name is not None and found[name] is None:
+                found[name] = value
+    return found
 
 
 def _header_names() -> tuple[str, ...]:
