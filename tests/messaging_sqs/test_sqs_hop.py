@@ -175,6 +175,24 @@ def test_messages_of_the_resource_api_continue_the_trace(
     )
 
 
+@pytest.mark.parametrize("header", ["X-Correlation-ID", "X-Request-ID"])
+def test_a_correlation_attribute_spelt_as_configured_is_received(
+    sqs_client: Any, queue_url: str, header: str
+) -> None:
+    """SQS returns only the attributes asked for, matching names case-sensitively: a producer
+    that sets the correlation header itself, spelt as configured, is heard (tracekit asked
+    only for ``x-correlation-id`` and the consumer minted a new ID)."""
+    assert tracekit.correlation_id() is None
+    attribute = {"DataType": "String", "StringValue": "legacy-9"}
+    sqs_client.send_message(
+        QueueUrl=queue_url, MessageBody="o", MessageAttributes={header: attribute}
+    )
+    [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
+    with tracekit.sqs.consume(message, queue=queue_url):
+        assert tracekit.correlation_id() == "legacy-9"
+    assert message["MessageAttributes"][header] == attribute
+
+
 def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
     """The MessageAttributes of each message as boto3 puts them on the wire (moto does not
     check SQS's size limit, so the request is where tracekit's choice shows)."""

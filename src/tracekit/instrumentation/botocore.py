@@ -175,13 +175,23 @@ def _system_names_parameter(client: Any) -> str:
 
 
 def _attribute_names() -> list[str]:
-    correlation_header = current_options().response_header.lower()
-    return [
-        *dict.fromkeys(("traceparent", "tracestate", "baggage", *propagation.carried_fields())),
-        correlation_header,
+    """The message attributes tracekit reads. SQS matches the names asked for case-sensitively:
+    the correlation headers are asked for as tracekit writes them (lower case) and as
+    configured (``X-Correlation-ID``, ``X-Request-ID``), the spelling a producer without
+    tracekit uses."""
+    options = current_options()
+    correlation_headers = (options.response_header, *options.correlation_headers)
+    names = (
+        "traceparent",
+        "tracestate",
+        "baggage",
+        *propagation.carried_fields(),
+        *(name.lower() for name in correlation_headers),
+        *correlation_headers,
         messaging.PUBLISH_TIME_HEADER,
         sqs.PACKED_ATTRIBUTE,
-    ]
+    )
+    return list(dict.fromkeys(names))
 
 
 def _asks_all(given: object) -> bool:
