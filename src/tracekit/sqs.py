@@ -24,6 +24,7 @@ SQS kept their X-Ray header (``AWSTraceHeader``); their queue wait comes from SQ
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "consume",
     "consume_batch",
     "headers_of",
+    "is_attribute_name",
     "message_size",
     "queue_name",
 ]
@@ -65,14 +67,29 @@ def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str])
 
     Attributes the caller set under tracekit's names, in any capitals, are replaced. When there
     is no room even for the packed attribute, the caller's attributes come back unchanged.
+    Fields named as SQS refuses an attribute name (a configured header such as ``X-Corr!d``)
+    are always packed.
     """
     own = callers_own(attributes or {}, fields)
     own.pop(PACKED_ATTRIBUTE, None)
-    if len(own) + len(fields) <= MAX_ATTRIBUTES:
+    if len(own) + len(fields) <= MAX_ATTRIBUTES and all(map(is_attribute_name, fields)):
         return {**own, **{name: _string(value) for name, value in fields.items()}}
     if len(own) < MAX_ATTRIBUTES:
         return {**own, PACKED_ATTRIBUTE: _string(json.dumps(dict(fields), sort_keys=True))}
     return dict(attributes or {})
+
+
+def is_attribute_name(name: str) -> bool:
+    """Whether SQS takes ``name`` as a message attribute name: letters, digits, ``_``, ``-``
+    and ``.`` (no leading, trailing or doubled period), at most 256, not ``AWS.``/``Amazon.``."""
+    return (
+        _ATTRIBUTE_NAME.fullmatch(name) is not None
+        and ".." not in name
+        and not name.lower().startswith(("aws.", "amazon."))
+    )
+
+
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,254}[A-Za-z0-9_-])?")
 
 
 def message_size(body: object, attributes: Mapping[str, Any] | None) -> int:

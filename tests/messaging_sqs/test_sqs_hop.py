@@ -193,6 +193,21 @@ def test_a_correlation_attribute_spelt_as_configured_is_received(
     assert message["MessageAttributes"][header] == attribute
 
 
+def test_a_header_name_sqs_refuses_travels_packed(
+    sqs_client: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``X-Corr!d`` is a valid HTTP header name but not an SQS attribute name: SQS refused every
+    send and receive (InvalidParameterValue) once tracekit added or asked for it."""
+    monkeypatch.setenv("TRACEKIT_RESPONSE_HEADER", "X-Corr!d")
+    token = tracekit.correlation.set_correlation_id("order-bang-1")
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="o")
+    tracekit.correlation.reset_correlation_id(token)
+    [message] = receive(sqs_client, queue_url)
+    assert set(message["MessageAttributes"]) == {"tracekit-context"}
+    with tracekit.sqs.consume(message, queue=queue_url):
+        assert tracekit.correlation_id() == "order-bang-1"
+
+
 def _sent_attributes(sqs_client: Any, operation: str) -> list[dict[str, Any]]:
     """The MessageAttributes of each message as boto3 puts them on the wire (moto does not
     check SQS's size limit, so the request is where tracekit's choice shows)."""

@@ -178,7 +178,8 @@ def _attribute_names() -> list[str]:
     """The message attributes tracekit reads. SQS matches the names asked for case-sensitively:
     the correlation headers are asked for as tracekit writes them (lower case) and as
     configured (``X-Correlation-ID``, ``X-Request-ID``), the spelling a producer without
-    tracekit uses."""
+    tracekit uses. A name SQS refuses is not asked for (SQS would refuse the whole receive);
+    tracekit sends such a field packed."""
     options = current_options()
     correlation_headers = (options.response_header, *options.correlation_headers)
     names = (
@@ -191,7 +192,7 @@ def _attribute_names() -> list[str]:
         messaging.PUBLISH_TIME_HEADER,
         sqs.PACKED_ATTRIBUTE,
     )
-    return list(dict.fromkeys(names))
+    return [name for name in dict.fromkeys(names) if sqs.is_attribute_name(name)]
 
 
 def _asks_all(given: object) -> bool:
