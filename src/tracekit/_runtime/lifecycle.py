@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -95,8 +96,12 @@ def _hook_sigterm() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Stop tracekit (bounded), then let SIGTERM do what it would have done without us."""
     global _terminating
-    if signal.getsignal(signum) is _on_sigterm:
-        signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    if signal.getsignal(signum) is not _on_sigterm:
+        # A handler the host installed after init called ours, the one it replaced: what
+        # happens next is its decision (raising SIGTERM again would only call it again).
+        _bounded(_flush)
+        return
+    signal.signal(signum, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     if not _terminating:
         _terminating = True
         # A stop already under way (an exit hook, a multiprocessing finalizer, shutdown()),
@@ -104,14 +109,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # done, not in the middle of its exports.
         if state.when_stops_end(lambda: signal.raise_signal(signum)):
             return
-        _stop_bounded()
+        _bounded(_stop)
     signal.raise_signal(signum)
 
 
-def _stop_bounded() -> None:
-    """Stop in a helper thread: the interrupted main thread may hold a lock the stop needs."""
+def _bounded(action: Callable[[], None]) -> None:
+    """Run ``action`` (a stop or a flush) in a helper thread, waited for until the export
+    timeout: the interrupted main thread may hold a lock it needs."""
     timeout_s = state.export_timeout_millis() / 1000
-    helper = threading.Thread(target=_stop, name="tracekit-stop", daemon=True)
+    helper = threading.Thread(target=action, name="tracekit-stop", daemon=True)
     helper.start()
     helper.join(timeout_s)
 
