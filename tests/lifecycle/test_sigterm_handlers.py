@@ -1,12 +1,17 @@
-"""SIGTERM in a plain process whose own handler comes after ``tracekit.init()``.
+"""SIGTERM in plain processes where tracekit's handler does not end the process itself.
 
 A host handler installed after ``init`` replaces tracekit's; many chain to the handler they
 replaced (``previous = signal.getsignal(SIGTERM)`` ... ``previous(signum, frame)``). The host's
-handler then decides how the process ends, and tracekit's part is to flush.
+handler then decides how the process ends, and tracekit's part is to flush. And a container's
+PID 1 (no init in front of it) outlives SIGTERM's default action: so must tracekit.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from stopping import Service
 
 from tracekit.store import Store
@@ -57,3 +62,49 @@ def test_a_host_handler_chaining_to_tracekits_ends_the_process_its_own_way(
     assert "graceful end" in output
     assert "Traceback" not in output
     assert _stored_bodies(service) == ["took a message", "finished the last message"]
+
+
+PID_ONE_WORKER = """
+    import logging, os, signal, time
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")
+    set_correlation_id("job-1")
+    log = logging.getLogger("worker")
+    log.warning("before SIGTERM")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+    log.warning("after SIGTERM")
+    print("pid", os.getpid(), "outlived SIGTERM", flush=True)
+"""
+
+_NEW_PID_NAMESPACE = (
+    ("unshare", "--pid", "--fork"),
+    ("unshare", "--user", "--map-root-user", "--pid", "--fork"),
+)
+
+
+def _pid_namespace_prefix() -> tuple[str, ...]:
+    for prefix in _NEW_PID_NAMESPACE:
+        try:
+            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    pytest.skip("no PID namespace can be made here (unshare)")
+
+
+def test_pid_one_outlives_sigterm_with_tracekit_still_exporting(service: Service) -> None:
+    """A container's PID 1 without an init: the kernel ignores SIGTERM's default action."""
+    prefix = _pid_namespace_prefix()
+    script = service.write("worker.py", PID_ONE_WORKER)
+    result = subprocess.run(
+        [*prefix, sys.executable, str(script)],
+        env=service.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "pid 1 outlived SIGTERM" in result.stdout
+    assert _stored_bodies(service) == ["before SIGTERM", "after SIGTERM"]

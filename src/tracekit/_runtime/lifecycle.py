@@ -94,7 +94,7 @@ def _hook_sigterm() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Stop tracekit (bounded), then let SIGTERM do what it would have done without us."""
+    """Flush (bounded), then let SIGTERM do what it would have done without us."""
     global _terminating
     if signal.getsignal(signum) is not _on_sigterm:
         # A handler the host installed after init called ours, the one it replaced: what
@@ -109,8 +109,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # done, not in the middle of its exports.
         if state.when_stops_end(lambda: signal.raise_signal(signum)):
             return
-        _bounded(_stop)
+        _bounded(_flush)  # a flush, not a stop: the process may outlive the signal (below)
     signal.raise_signal(signum)
+    # Still here: SIGTERM's default action did nothing, as for the first process of a PID
+    # namespace (a container's PID 1 without an init) until SIGKILL. The process goes on, and
+    # so does tracekit, ready to flush at the next SIGTERM.
+    if signal.getsignal(signum) is signal.SIG_DFL:
+        signal.signal(signum, _on_sigterm)
+    _terminating = False
 
 
 def _bounded(action: Callable[[], None]) -> None:
