@@ -364,7 +364,7 @@ class LogExportHandler(logging.Handler):
                 context=otel_context.get_current(),
                 severity_number=severity_number(record.levelno),
                 severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                body=_bounded_text(record.getMessage(), MAX_MESSAGE),
+                body=_bounded_text(_message(record), MAX_MESSAGE),
                 attributes=log_attributes(record),
             )
         except Exception as error:
@@ -373,6 +373,34 @@ class LogExportHandler(logging.Handler):
     def flush(self) -> None:
         """Push buffered records to the exporter."""
         self.provider.force_flush(timeout_millis=5_000)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; one whose arguments do not fit it (``"%d", "x"``), or whose
+    message object cannot be made text, is exported as it came rather than lost (the stdlib
+    prints "--- Logging error ---" for it and its handlers drop it)."""
+    try:
+        return record.getMessage()
+    except Exception:
+        text = _text_of(record.msg)
+        if not record.args:
+            return text
+        return f"{text} (arguments that do not fit it: {_text_of(record.args)})"
+
+
+def _text_of(value: object) -> str:
+    """``str(value)``, else its ``repr``: a broken ``__str__`` must not cost the record."""
+    try:
+        return str(value)
+    except Exception:
+        return _repr_of(value)
+
+
+def _repr_of(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 _SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -416,7 +444,7 @@ def _exception_attributes(exc_info: Any) -> Mapping[str, str]:
     stacktrace = "".join(traceback.format_exception(*exc_info))
     return {
         "exception.type": kind.__qualname__,
-        "exception.message": _bounded_text(str(value), MAX_VALUE),
+        "exception.message": _bounded_text(_text_of(value), MAX_VALUE),
         "exception.stacktrace": _bounded_text(stacktrace, MAX_MESSAGE),
     }
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tracekit.store import Store
+
 
 def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter; fail with its output if it exits non-zero."""
@@ -174,6 +176,41 @@ def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
         OTEL_BLRP_SCHEDULE_DELAY="60000",
     )
     assert stored_bodies(tmp_path) == ["batched"]
+
+
+def test_a_record_that_cannot_be_formatted_is_still_exported(tmp_path: Path) -> None:
+    """A bug in a log call (arguments that do not fit its message, an exception whose
+    ``__str__`` raises) lost the very record that shows it: not exported, and one warning
+    saying log export had failed."""
+    result = run_python(
+        """
+        import logging, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        tracekit.correlation.set_correlation_id("order-7")
+        log = logging.getLogger("shop")
+        log.warning("order %d failed", "seven")
+        class Unprintable(Exception):
+            def __str__(self):
+                raise RuntimeError("no text")
+        try:
+            raise Unprintable()
+        except Unprintable:
+            log.exception("charging failed")
+        log.warning("next")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert "tracekit: log export failed" not in result.stderr
+    assert stored_bodies(tmp_path) == [
+        "order %d failed (arguments that do not fit it: ('seven',))",
+        "charging failed",
+        "next",
+    ]
+    with Store(tmp_path / "t.db") as store:
+        charging = store.logs_by_correlation_id("order-7")[1]
+    assert charging.attributes["exception.type"] == "Unprintable"
+    assert charging.attributes["exception.message"] == "Unprintable()"
 
 
 HOST_PIPELINE = """
