@@ -308,10 +308,13 @@ class JsonFormatter(logging.Formatter):
             "message": _bounded_text(record.getMessage(), MAX_MESSAGE),
         }
         document.update(_record_fields(record))
-        if record.exc_info:
-            document["exception"] = _bounded_text(
-                self.formatException(record.exc_info), MAX_MESSAGE
-            )
+        # As the stdlib's Formatter: a record that crossed a process (SocketHandler, a
+        # multiprocessing queue) carries its traceback already formatted, in exc_text.
+        exception = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+        if exception:
+            document["exception"] = _bounded_text(exception, MAX_MESSAGE)
+        if record.stack_info:
+            document["stack_info"] = _bounded_text(self.formatStack(record.stack_info), MAX_MESSAGE)
         for key, value in _extra_fields(record).items():
             document.setdefault(key, value)
         return json.dumps(document, ensure_ascii=True, default=str)
@@ -436,6 +439,8 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     attributes["code.line.number"] = record.lineno
     if record.exc_info and record.exc_info[0] is not None:
         attributes.update(_exception_attributes(record.exc_info))
+    if record.stack_info:  # stack_info=True: where the call came from
+        attributes["code.stacktrace"] = _bounded_text(record.stack_info, MAX_MESSAGE)
     return attributes
 
 

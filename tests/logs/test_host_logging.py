@@ -196,7 +196,7 @@ def test_a_record_that_cannot_be_formatted_is_still_exported(tmp_path: Path) -> 
             raise Unprintable()
         except Unprintable:
             log.exception("charging failed")
-        log.warning("next")
+        log.warning("next", stack_info=True)
         tracekit.shutdown()
         """,
         tmp_path,
@@ -208,9 +208,12 @@ def test_a_record_that_cannot_be_formatted_is_still_exported(tmp_path: Path) -> 
         "next",
     ]
     with Store(tmp_path / "t.db") as store:
-        charging = store.logs_by_correlation_id("order-7")[1]
+        _, charging, following = store.logs_by_correlation_id("order-7")
     assert charging.attributes["exception.type"] == "Unprintable"
     assert charging.attributes["exception.message"] == "Unprintable()"
+    # stack_info=True: the stack the call asked for, as OpenTelemetry's code.stacktrace
+    stack = str(following.attributes["code.stacktrace"])
+    assert stack.startswith('Stack (most recent call last):\n  File "<string>", line 14')
 
 
 HOST_PIPELINE = """

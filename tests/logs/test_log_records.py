@@ -14,6 +14,7 @@ import logging.handlers
 import pickle
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -273,6 +274,36 @@ def test_json_line_includes_bounded_exception(stamping: None) -> None:
             logger.exception("failed")
 
     line = _json_line("tests.logs.exc", emit)
+    assert "ValueError: bad order" in str(line["exception"])
+
+
+def test_json_line_includes_the_stack_asked_for(stamping: None) -> None:
+    """``stack_info=True`` was dropped from the JSON line (the stdlib's format prints it)."""
+
+    def emit(logger: logging.Logger) -> None:
+        logger.warning("where from?", stack_info=True)
+
+    line = _json_line("tests.logs.stack", emit)
+    assert str(line["stack_info"]).startswith("Stack (most recent call last):")
+    assert 'logger.warning("where from?", stack_info=True)' in str(line["stack_info"])
+
+
+def test_json_line_of_a_record_from_another_process_keeps_its_exception(stamping: None) -> None:
+    """A record that crossed a process (``SocketHandler`` pickles it, as the stdlib's
+    multi-process logging recipes do) carries its traceback already formatted, in
+    ``exc_text``: the JSON line dropped it."""
+    try:
+        raise ValueError("bad order")
+    except ValueError:
+        sent = logging.getLogger("tests.logs.sender").makeRecord(
+            "tests.logs.sender", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    handler = logging.handlers.SocketHandler("127.0.0.1", 9)
+    handler.setFormatter(logging.Formatter())
+    received = logging.makeLogRecord(pickle.loads(handler.makePickle(sent)[4:]))
+    assert received.exc_info is None
+
+    line = _json_line("tests.logs.receiver", lambda logger: logger.handle(received))
     assert "ValueError: bad order" in str(line["exception"])
 
 
