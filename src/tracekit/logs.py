@@ -85,7 +85,7 @@ _stamping = False
 _previous_factory: Callable[..., logging.LogRecord] | None = None
 _probing = False  # set while _start_stamping asks whether the factory still calls ours
 _probed = False
-_handler: LogExportHandler | None = None
+_handler: _Bridge | None = None
 _lock = threading.Lock()
 
 
@@ -358,24 +358,44 @@ class LogExportHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Translate and emit ``record``; never raises into the application."""
-        if record.name.startswith(_PIPELINE_LOGGERS) or instrumentation_suppressed():
-            return
-        try:
-            self.provider.get_logger(record.name).emit(
-                timestamp=int(record.created * 1e9),
-                observed_timestamp=time_ns(),
-                context=otel_context.get_current(),
-                severity_number=severity_number(record.levelno),
-                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                body=_bounded_text(_message(record), MAX_MESSAGE),
-                attributes=log_attributes(record),
-            )
-        except Exception as error:
-            report_once("log export", error)
+        _emit(self.provider, record)
 
     def flush(self) -> None:
         """Push buffered records to the exporter."""
         self.provider.force_flush(timeout_millis=5_000)
+
+
+class _Bridge:
+    """tracekit's own export of the records that reach the root (``_call_handlers``): what
+    ``LogExportHandler`` does, but not a ``logging.Handler``. The stdlib flushes every handler
+    ever made when ``logging.shutdown()`` runs, and ``dictConfig``/``fileConfig`` run it: a
+    host configuring its logging after ``init`` waited there while the batch went to an
+    unreachable collector. tracekit flushes its pipeline itself (``flush``, bounded stops)."""
+
+    def __init__(self, provider: LoggerProvider, *, owned: bool) -> None:
+        self.provider = provider
+        self.owned = owned  # False: the host's provider, never shut down by tracekit
+
+    def handle(self, record: logging.LogRecord) -> None:
+        _emit(self.provider, record)
+
+
+def _emit(provider: LoggerProvider, record: logging.LogRecord) -> None:
+    """Translate ``record`` and emit it to ``provider``; never raises into the application."""
+    if record.name.startswith(_PIPELINE_LOGGERS) or instrumentation_suppressed():
+        return
+    try:
+        provider.get_logger(record.name).emit(
+            timestamp=int(record.created * 1e9),
+            observed_timestamp=time_ns(),
+            context=otel_context.get_current(),
+            severity_number=severity_number(record.levelno),
+            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            body=_bounded_text(_message(record), MAX_MESSAGE),
+            attributes=log_attributes(record),
+        )
+    except Exception as error:
+        report_once("log export", error)
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -549,7 +569,7 @@ def _start_export(options: Options, resource: Resource | None) -> None:
     if host is not None:
         # The application configured the SDK's logs itself: bridge into its pipeline, as a host
         # tracer provider gets tracekit's spans; no exporter of ours, and its provider stays its.
-        _handler = LogExportHandler(host, owned=False)
+        _handler = _Bridge(host, owned=False)
         return
     exporter = build_log_exporter(options)
     if exporter is None:
@@ -563,7 +583,7 @@ def _start_export(options: Options, resource: Resource | None) -> None:
         raise batch_setting_error(error, "OTEL_BLRP") from None
     provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
     provider.add_log_record_processor(processor)
-    _handler = LogExportHandler(provider)
+    _handler = _Bridge(provider, owned=True)
 
 
 def _host_logger_provider() -> LoggerProvider | None:
@@ -575,7 +595,7 @@ def _host_logger_provider() -> LoggerProvider | None:
     return current if isinstance(current, LoggerProvider) else None
 
 
-def _stop_export() -> LogExportHandler | None:
+def _stop_export() -> _Bridge | None:
     """Stop exporting new records; returns the handler whose provider is still to shut down."""
     global _handler
     if _handler is None:

@@ -162,6 +162,34 @@ def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None
     assert [line for line in after if "export" in line] == [], result.stderr
 
 
+def test_logging_configured_after_init_does_not_wait_for_an_unreachable_collector(
+    tmp_path: Path,
+) -> None:
+    """``dictConfig`` (Django's LOGGING, uvicorn's --log-config) flushes every handler the
+    stdlib knows of: it waited while tracekit's batch went to a collector not up yet (a sidecar
+    that starts after the app), 5 s and more at every start."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    result = run_python(
+        """
+        import logging, logging.config, os, time, tracekit
+        tracekit.init("shop", metrics_port=0)
+        logging.getLogger("shop").warning("settings loaded")
+        started = time.monotonic()
+        logging.config.dictConfig({"version": 1, "root": {"level": "INFO"}})
+        print(f"{time.monotonic() - started:.1f}", flush=True)
+        os._exit(0)
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_BLRP_SCHEDULE_DELAY="60000",
+    )
+    assert float(result.stdout) < 1.0, result.stderr
+
+
 def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
     """What a worker calls before it exits (issue #14 uses it): the batch goes out now."""
     run_python(
