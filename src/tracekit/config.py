@@ -33,6 +33,7 @@ __all__ = [
     "env_var",
     "otlp_protocol",
     "resolve",
+    "signal_exporter",
 ]
 
 EXPORTERS = ("otlp", "store", "console", "none")
@@ -287,6 +288,19 @@ def otlp_protocol(signal: str, environ: Mapping[str, str] | None = None) -> tupl
                 f" use {' or '.join(OTLP_PROTOCOLS)}"
             )
     return OTLP_PROTOCOLS[0], ""
+
+
+def signal_exporter(signal: str, chosen: str, environ: Mapping[str, str] | None = None) -> str:
+    """The exporter of one signal (``TRACES``, ``LOGS``): ``chosen`` (``exporter``), unless
+    ``OTEL_<SIGNAL>_EXPORTER``, as the OpenTelemetry SDKs read it, names ``none`` (that signal
+    is not exported) or only ``console``. Its other names (``otlp``, ``otlp_proto_http``,
+    ``otlp_proto_grpc``, lists of them) leave the choice to ``exporter``."""
+    environ = os.environ if environ is None else environ
+    names = {name.strip().lower() for name in environ.get(f"OTEL_{signal}_EXPORTER", "").split(",")}
+    names.discard("")
+    if "none" in names:
+        return "none"
+    return "console" if names == {"console"} else chosen
 
 
 def resolve(

@@ -43,7 +43,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
-from tracekit import correlation, semconv
+from tracekit import config, correlation, semconv
 from tracekit._runtime.guard import instrumentation_suppressed, report_once
 from tracekit.config import batch_setting_error
 
@@ -475,16 +475,18 @@ def _exception_attributes(exc_info: Any) -> Mapping[str, str]:
 
 
 def build_log_exporter(options: Options) -> LogRecordExporter | None:
-    """The log exporter matching ``options.exporter`` (None for ``none``)."""
-    if options.exporter == "otlp":
+    """The log exporter matching ``options.exporter``, or ``OTEL_LOGS_EXPORTER`` where it says
+    ``none`` or ``console`` (None for ``none``)."""
+    exporter = config.signal_exporter("LOGS", options.exporter)
+    if exporter == "otlp":
         from tracekit._runtime.export_watch import WatchedLogExporter
 
         return WatchedLogExporter()
-    if options.exporter == "store":
+    if exporter == "store":
         from tracekit.store.exporter import StoreLogExporter
 
         return StoreLogExporter(options.store)
-    if options.exporter == "console":
+    if exporter == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 
         return ConsoleLogRecordExporter()

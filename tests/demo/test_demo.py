@@ -102,7 +102,10 @@ def check_slow_hop_on_critical_path(path: dict[str, Any]) -> None:
     assert slow[0]["attributes"]["messaging.destination.name"] == "pricing.3"
 
 
-def test_demo_on_the_embedded_queue(tmp_path: Path) -> None:
+def test_demo_on_the_embedded_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A shell set up for OpenTelemetry elsewhere: the demo's services still export to its store.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
     sent, store, description = run_demo(tmp_path, "embedded")
     assert description.startswith("embedded SQLite queue")
     check_topology(sent, store)

@@ -96,6 +96,9 @@ def environment(store_path: Path, version: str) -> dict[str, str]:
         "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={SERVICE}-{version}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "TRACEKIT_EXPORT_LOGS": "false",
+        # into the store, whatever the shell's OpenTelemetry setup says of its exporters
+        "OTEL_TRACES_EXPORTER": "",
+        "OTEL_LOGS_EXPORTER": "",
     }
 
 

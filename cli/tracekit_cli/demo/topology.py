@@ -130,6 +130,9 @@ class Topology:
             "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={role}",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            # into the store, whatever the shell's OpenTelemetry setup says of its exporters
+            "OTEL_TRACES_EXPORTER": "",
+            "OTEL_LOGS_EXPORTER": "",
             "PYTHONUNBUFFERED": "1",
         }
 

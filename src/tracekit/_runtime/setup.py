@@ -62,17 +62,19 @@ def build_resource(options: config.Options) -> Resource:
 
 
 def build_exporter(options: config.Options) -> SpanExporter | None:
-    """The span exporter that ``options.exporter`` names (None for ``none``)."""
-    if options.exporter == "otlp":
+    """The span exporter that ``options.exporter`` names, or ``OTEL_TRACES_EXPORTER`` where it
+    says ``none`` or ``console`` (None for ``none``)."""
+    exporter_name = config.signal_exporter("TRACES", options.exporter)
+    if exporter_name == "otlp":
         from tracekit._runtime.export_watch import WatchedSpanExporter
 
         return WatchedSpanExporter()
-    if options.exporter == "store":
+    if exporter_name == "store":
         from tracekit.store.exporter import StoreSpanExporter
 
         exporter: SpanExporter = StoreSpanExporter(options.store)
         return exporter
-    if options.exporter == "console":
+    if exporter_name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()

@@ -1,0 +1,69 @@
+"""``OTEL_TRACES_EXPORTER`` and ``OTEL_LOGS_EXPORTER``, as the OpenTelemetry SDKs read them:
+``none`` keeps that signal from being exported, ``console`` prints it; otherwise ``exporter``
+(``TRACEKIT_EXPORTER``) chooses. Before, both were ignored: a service that ships its logs from
+stdout (``OTEL_LOGS_EXPORTER=none``) exported every line a second time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tracekit.store import Store
+
+SCRIPT = """
+    import logging
+    import tracekit
+    from opentelemetry import trace
+    tracekit.init("orders")
+    tracekit.correlation.set_correlation_id("order-7")
+    with trace.get_tracer("t").start_as_current_span("charge"):
+        logging.getLogger("orders").warning("card declined")
+    tracekit.shutdown()
+"""
+
+
+def _run(tmp_path: Path, **env: str) -> tuple[list[str], list[str], str]:
+    """Run the service into a store; the stored span names, log bodies, and its stdout."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    store = tmp_path / "t.db"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT)],
+        env={
+            **clean, "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORTER": "store",
+            "TRACEKIT_STORE": str(store), **env,
+        },
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    if not store.exists():
+        return [], [], result.stdout
+    with Store(store) as source:
+        spans = [s.name for s in source.spans_by_correlation_id("order-7")]
+        logs = [str(r.body) for r in source.logs_by_correlation_id("order-7")]
+    return spans, logs, result.stdout
+
+
+@pytest.mark.parametrize("value", ["none", "NONE", "otlp,none"])
+def test_otel_logs_exporter_none_exports_no_logs(tmp_path: Path, value: str) -> None:
+    assert _run(tmp_path, OTEL_LOGS_EXPORTER=value)[:2] == (["charge"], [])
+
+
+def test_otel_traces_exporter_none_exports_no_spans(tmp_path: Path) -> None:
+    assert _run(tmp_path, OTEL_TRACES_EXPORTER="none")[:2] == ([], ["card declined"])
+
+
+def test_otel_logs_exporter_console_prints_the_logs(tmp_path: Path) -> None:
+    spans, logs, stdout = _run(tmp_path, OTEL_LOGS_EXPORTER="console")
+    assert (spans, logs) == (["charge"], [])
+    assert '"body": "card declined"' in stdout
+
+
+@pytest.mark.parametrize("value", ["otlp", "otlp_proto_http", ""])
+def test_other_names_leave_the_choice_to_the_exporter_option(tmp_path: Path, value: str) -> None:
+    variables = {"OTEL_LOGS_EXPORTER": value, "OTEL_TRACES_EXPORTER": value}
+    assert _run(tmp_path, **variables)[:2] == (["charge"], ["card declined"])
