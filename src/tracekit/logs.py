@@ -44,7 +44,11 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import config, correlation, semconv
-from tracekit._runtime.guard import instrumentation_suppressed, report_once
+from tracekit._runtime.guard import (
+    instrumentation_suppressed,
+    report_once,
+    without_url_secrets,
+)
 from tracekit.config import batch_setting_error
 
 if TYPE_CHECKING:
@@ -245,7 +249,7 @@ def _bounded_text(text: str, limit: int) -> str:
 
 def _bounded_value(value: object) -> str | int | float | bool | None:
     """A JSON/OTLP-safe scalar: strings truncated, non-finite floats, integers beyond OTLP's
-    64 bits and objects as text."""
+    64 bits and objects as text (without URL queries and credentials)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -256,8 +260,13 @@ def _bounded_value(value: object) -> str | int | float | bool | None:
         return _bounded_text(str(value), MAX_VALUE)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _bounded_text(value, MAX_VALUE)
     try:
-        text = value if isinstance(value, str) else repr(value)
+        # An object's repr may quote a URL whole (Django's 404 and 500 records carry the
+        # request, ``<WSGIRequest: GET '/reset?token=…'>``): its query and credentials are cut,
+        # as from a span's ``url.full``.
+        text = without_url_secrets(repr(value))
     except Exception:
         text = f"<unrepresentable {type(value).__name__}>"
     return _bounded_text(text, MAX_VALUE)

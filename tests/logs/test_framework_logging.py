@@ -28,6 +28,9 @@ from conditions import wait_for
 from loopback import UNREACHABLE, free_port
 from redis_server import running_redis
 
+from tracekit.records import BackendError
+from tracekit.store import Store
+
 APPS = Path(__file__).parent / "apps"
 
 
@@ -139,6 +142,31 @@ def test_django_logging_applied_after_init_under_gunicorn(tmp_path: Path) -> Non
     assert [log["service"] for log in logs if log["body"] == "django view: order page"] == [
         "django-site"
     ]
+
+
+def test_django_error_records_export_the_request_without_its_query(tmp_path: Path) -> None:
+    """Django logs every 4xx and 5xx with the request as ``extra``; its repr quotes the full
+    path, so a reset link's token went into the exported record."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "django_wsgi:application"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "django-log-2", server)
+        missing = httpx.get(f"http://127.0.0.1:{port}/reset?token=s3cr3t-reset-token", timeout=10)
+        assert missing.status_code == 404
+
+        def not_found() -> list[Any] | None:
+            if not (tmp_path / "t.db").exists():
+                return None
+            with Store(tmp_path / "t.db") as store:  # BackendError: not created yet
+                trace_ids = {s.trace_id for s in store.spans_since(0)}
+                logs = store.logs_by_trace_ids(trace_ids)
+            return [log for log in logs if log.body == "Not Found: /reset"] or None
+
+        (record,) = wait_for(
+            not_found, 20, "Django's 404 record", ignoring=(*UNREACHABLE, BackendError)
+        )
+    assert record.attributes["request"] == "<WSGIRequest: GET '/reset?…'>"
 
 
 @pytest.mark.parametrize(

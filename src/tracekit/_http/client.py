@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -21,6 +20,7 @@ from tracekit._runtime.guard import (
     mark_failed_status,
     report_once,
     suppress_nested_http_in,
+    without_url_secrets,
 )
 from tracekit._runtime.state import current_options
 from tracekit.metrics import HttpClientMetrics
@@ -106,17 +106,6 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
         propagation.configured(current_options().response_header).inject(headers)
-
-
-# A URL's query (``?token=…``) and userinfo (``//user:pass@``) as client errors quote them.
-_QUERY = re.compile(r"\?[^\s'\"<>(){}\[\],]+")
-_USERINFO = re.compile(r"//[^/\s@'\"]+@")
-
-
-def without_url_secrets(text: str) -> str:
-    """``text`` (an error message, a stack trace) with URL queries and credentials cut out, as
-    they are cut from ``url.full``."""
-    return _USERINFO.sub("//", _QUERY.sub("?…", text))
 
 
 def _attributes(method: str, url: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 - ``guarded`` (a hook that must not raise) and ``safe`` (one step of tracekit's own work inside
   the user's call): both report once and give a default, so the user's work goes on;
 - ``mark_failed``, ``mark_failed_status``: the one way to mark a span failed, by an exception or
-  by an HTTP status;
+  by an HTTP status; ``without_url_secrets``: text without the URL queries and credentials it
+  quotes;
 - ``instrumentation_suppressed``, ``suppressing_instrumentation``: OpenTelemetry's flag that an
   exporter's own work is not to be traced; ``http_call_suppressed``, ``suppress_nested_http_in``:
   for HTTP clients, that another layer already traces this very call.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,6 +133,17 @@ def error_message(error: BaseException) -> str:
     if not text.isprintable():
         text = "".join(char if char.isprintable() else " " for char in text)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
+
+
+# A URL's query (``?token=…``) and userinfo (``//user:pass@``) as client errors quote them.
+_QUERY = re.compile(r"\?[^\s'\"<>(){}\[\],]+")
+_USERINFO = re.compile(r"//[^/\s@'\"]+@")
+
+
+def without_url_secrets(text: str) -> str:
+    """``text`` (an error message, a stack trace, an object's repr) with URL queries and
+    credentials cut out, as they are cut from ``url.full``."""
+    return _USERINFO.sub("//", _QUERY.sub("?…", text))
 
 
 def instrumentation_suppressed(*, context: otel_context.Context | None = None) -> bool:

@@ -18,6 +18,7 @@ MIDDLEWARE = ["tracekit.django.TracekitMiddleware"]
 INSTALLED_APPS: list[str] = []
 LOGGING = {
     "version": 1,
+    "disable_existing_loggers": False,  # as Django's docs advise: django.request logs 4xx/5xx
     "formatters": {
         "site": {"format": "django-site %(levelname)s [%(correlation_id)s] %(message)s"}
     },
