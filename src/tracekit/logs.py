@@ -273,14 +273,32 @@ def _bounded_value(value: object) -> str | int | float | bool | None:
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:
-    extras: dict[str, str | int | float | bool | None] = {}
-    for key, value in vars(record).items():
-        if key in _STANDARD_ATTRIBUTES or key.startswith("_"):
+    return _bounded_fields(vars(record), _STANDARD_ATTRIBUTES)
+
+
+def _bounded_fields(
+    fields: Mapping[Any, object], left_out: frozenset[str]
+) -> dict[str, str | int | float | bool | None]:
+    """At most ``MAX_EXTRA_FIELDS`` of ``fields``, bounded, but for names in ``left_out`` or
+    starting with ``_`` (private)."""
+    kept: dict[str, str | int | float | bool | None] = {}
+    for key, value in fields.items():
+        if not isinstance(key, str) or key in left_out or key.startswith("_"):
             continue
-        if len(extras) >= MAX_EXTRA_FIELDS:
+        if len(kept) >= MAX_EXTRA_FIELDS:
             break
-        extras[key[:64]] = _bounded_value(value)
-    return extras
+        kept[key[:64]] = _bounded_value(value)
+    return kept
+
+
+# structlog's stdlib integration (``ProcessorFormatter.wrap_for_formatter``) logs the event
+# dict itself as the record's message; its ``event`` is the message, the other keys are fields.
+_EVENT_DICT_LEFT_OUT = frozenset(("event", *STAMPED_FIELDS))
+
+
+def _event_dict(record: logging.LogRecord) -> Mapping[Any, object] | None:
+    msg = record.msg
+    return msg if isinstance(msg, Mapping) and "event" in msg and not record.args else None
 
 
 def _record_fields(record: logging.LogRecord) -> dict[str, str]:
@@ -411,6 +429,9 @@ def _message(record: logging.LogRecord) -> str:
     """The record's message; one whose arguments do not fit it (``"%d", "x"``), or whose
     message object cannot be made text, is exported as it came rather than lost (the stdlib
     prints "--- Logging error ---" for it and its handlers drop it)."""
+    event = _event_dict(record)
+    if event is not None:
+        return _text_of(event["event"])
     try:
         return record.getMessage()
     except Exception:
@@ -455,9 +476,11 @@ def severity_number(levelno: int) -> SeverityNumber:
 
 def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     """OTLP attributes of ``record``: correlation ID, code location, exception, bounded extras."""
-    attributes: dict[str, Any] = {
-        key: value for key, value in _extra_fields(record).items() if value is not None
-    }
+    fields = _extra_fields(record)
+    event = _event_dict(record)
+    if event is not None:
+        fields = {**_bounded_fields(event, _EVENT_DICT_LEFT_OUT), **fields}
+    attributes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
     # Unstamped (``logs=False``), the record has no field: the export runs in the context the
     # record was made in, whose ID is the one stamping would have given it.
     cid = _record_fields(record).get("correlation_id") or correlation.correlation_id()

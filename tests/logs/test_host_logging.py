@@ -244,6 +244,47 @@ def test_a_record_that_cannot_be_formatted_is_still_exported(tmp_path: Path) -> 
     assert stack.startswith('Stack (most recent call last):\n  File "<string>", line 14')
 
 
+def test_structlog_through_its_stdlib_formatter_exports_the_event_and_its_fields(
+    tmp_path: Path,
+) -> None:
+    """structlog's stdlib integration (``ProcessorFormatter``, as its docs set it up) logs the
+    event dict as the record's message: the exported body was the dict's Python repr."""
+    result = run_python(
+        """
+        import logging, structlog, tracekit
+        from tracekit.structlog import add_tracekit_context
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                add_tracekit_context,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+        )
+        logging.getLogger().addHandler(handler)
+        tracekit.correlation.set_correlation_id("order-8")
+        structlog.contextvars.bind_contextvars(customer="c-42")
+        structlog.get_logger("shop").warning("card declined", amount=12.5)
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert '"event": "card declined"' in result.stderr  # the host's own rendering, unchanged
+    with Store(tmp_path / "t.db") as store:
+        (record,) = store.logs_by_correlation_id("order-8")
+    assert record.body == "card declined"
+    assert record.attributes["amount"] == 12.5
+    assert record.attributes["customer"] == "c-42"
+    assert record.attributes["level"] == "warning"
+
+
 HOST_PIPELINE = """
 import logging, warnings
 from opentelemetry._logs import set_logger_provider
