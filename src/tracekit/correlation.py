@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
+from tracekit._runtime.ratelimit import RateLimitedWarning
+
 __all__ = [
     "MAX_LENGTH",
     "correlation_id",
@@ -39,8 +41,31 @@ def correlation_id() -> str | None:
 
 
 def set_correlation_id(value: str | None) -> Token[str | None]:
-    """Make ``value`` the current correlation ID; pass the token to ``reset_correlation_id``."""
+    """Make ``value`` the current correlation ID; pass the token to ``reset_correlation_id``.
+
+    ``value`` is checked as an incoming header is: one that is not a valid ID (``is_valid``)
+    would reach log lines and outgoing headers as it is, so a new ID is used instead, with a
+    warning at most once a minute. None clears the ID.
+    """
+    if value is not None and not is_valid(value):
+        _refused.warn("correlation ID", _why_invalid(value))
+        value = new_correlation_id()
     return _current.set(value)
+
+
+_refused = RateLimitedWarning(
+    60.0,
+    "tracekit: set_correlation_id() refused a %s (%s) and set a new one;"
+    " %d more refused since the last warning",
+)
+
+
+def _why_invalid(value: object) -> str:
+    if not isinstance(value, str):
+        return f"not text but {type(value).__name__}"
+    if not 0 < len(value) <= MAX_LENGTH:
+        return f"{len(value)} characters, not 1 to {MAX_LENGTH}"
+    return "characters other than letters, digits and ._:;=#@+/-"
 
 
 def reset_correlation_id(token: Token[str | None]) -> None:
