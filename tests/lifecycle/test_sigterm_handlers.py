@@ -8,12 +8,15 @@ PID 1 (no init in front of it) outlives SIGTERM's default action: so must tracek
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 from stopping import Service
 
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
 CHAINING_CONSUMER = """
@@ -108,3 +111,42 @@ def test_pid_one_outlives_sigterm_with_tracekit_still_exporting(service: Service
     assert result.returncode == 0, result.stderr
     assert "pid 1 outlived SIGTERM" in result.stdout
     assert _stored_bodies(service) == ["before SIGTERM", "after SIGTERM"]
+
+
+PENDING_WORK = """
+    import logging, time
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")
+    set_correlation_id("job-1")
+    with trace.get_tracer("t").start_as_current_span("pending"):
+        logging.getLogger("worker").warning("pending log line")
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_flushes_logs_beside_spans_whose_endpoint_hangs(service: Service) -> None:
+    """Spans go to a backend that never answers, log records to one that works: the flush
+    on SIGTERM gives each the whole export timeout, side by side, as ``shutdown()`` does."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    receiver = Receiver(Store(service.store), ReceiverConfig(port=0, grpc_port=0)).start()
+    try:
+        service.write("worker.py", PENDING_WORK)
+        service.start(
+            "worker.py",
+            TRACEKIT_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"{receiver.endpoint}/v1/logs",
+            OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="2000",
+        )  # fmt: skip
+        service.wait_output("ready")
+        assert service.terminate() == -signal.SIGTERM
+    finally:
+        receiver.stop()
+        blackhole.close()
+    assert _stored_bodies(service) == ["pending log line"]

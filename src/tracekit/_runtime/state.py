@@ -73,11 +73,14 @@ class Runtime:
         return self._stopped
 
     def flush(self, timeout_millis: int | None = None) -> None:
-        """Export the spans and log records still batched; everything keeps running."""
+        """Export the spans and log records still batched, side by side (a backend that hangs
+        must not use up the other's time); everything keeps running."""
         deadline = Deadline(timeout_millis or export_timeout_millis())
-        _safely("span flush", lambda: _flush_spans(deadline))
+        spans: list[tuple[str, Any]] = [("span flush", lambda: _flush_spans(deadline))]
+        logs: list[tuple[str, Any]] = []
         if self.logs_started:
-            _safely("log flush", lambda: _part("logs").flush(deadline.left_millis()))
+            logs = [("log flush", lambda: _part("logs").flush(deadline.left_millis()))]
+        _within(deadline, spans, logs)
 
     def stop(self, timeout_millis: int | None = None) -> None:
         """Flush and close everything this runtime started, in dependency order. Idempotent."""
