@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import traceback
@@ -573,12 +574,23 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     handlers that read a record's attributes without formatting it (``SocketHandler``,
     ``HTTPHandler``, OpenTelemetry's own logging bridge) ship them too.
     """
+    exported_where_made = _stamped_elsewhere(record)
     if isinstance(record, _Correlating):
         record.settle()
     _previous_call_handlers(self, record)
     handler = _handler
-    if handler is not None and _exports(self):
+    if handler is not None and not exported_where_made and _exports(self):
         handler.handle(record)
+
+
+def _stamped_elsewhere(record: logging.LogRecord) -> bool:
+    """True for a record tracekit stamped in another process, handed on to this one (the
+    stdlib's multi-process recipes: a ``QueueHandler`` or ``SocketHandler`` there, a listener
+    calling ``logger.handle(record)`` here): tracekit exported it there, with the context it
+    was logged in; exporting it again here would show every line twice. (Stamped here, the
+    fields wait in a slot until this very call.)"""
+    process = record.__dict__.get("process")
+    return "service" in record.__dict__ and process is not None and process != os.getpid()
 
 
 def _hook_call_handlers() -> None:

@@ -285,6 +285,44 @@ def test_structlog_through_its_stdlib_formatter_exports_the_event_and_its_fields
     assert record.attributes["level"] == "warning"
 
 
+MULTIPROCESS_RECIPE = """
+import logging, logging.handlers, multiprocessing, tracekit
+
+def listener(queue):
+    while (record := queue.get()) is not None:
+        logging.getLogger(record.name).handle(record)
+
+def worker(queue):
+    logging.getLogger().handlers = [logging.handlers.QueueHandler(queue)]
+    tracekit.correlation.set_correlation_id("job-9")
+    logging.getLogger("shop.worker").warning("worker line")
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method("fork")
+    tracekit.init("shop", exporter="store", metrics_port=0)
+    queue = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=f, args=(queue,)) for f in (listener, worker)]
+    for process in processes:
+        process.start()
+    processes[1].join()
+    queue.put(None)
+    processes[0].join()
+    tracekit.shutdown()
+"""
+
+
+def test_records_handed_to_a_listener_process_are_exported_once(tmp_path: Path) -> None:
+    """The stdlib's "logging to a single file from multiple processes" recipe: tracekit exported
+    each record in the worker that logged it, and again in the listener that handles it."""
+    result = run_python(MULTIPROCESS_RECIPE, tmp_path)
+    assert result.stderr == "worker line\n"  # the listener's own output, as without tracekit
+    with Store(tmp_path / "t.db") as store:
+        exported = store.logs_by_correlation_id("job-9")
+    assert [(r.body, r.attributes["code.function.name"]) for r in exported] == [
+        ("worker line", "worker")
+    ]
+
+
 HOST_PIPELINE = """
 import logging, warnings
 from opentelemetry._logs import set_logger_provider
