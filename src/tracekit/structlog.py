@@ -14,10 +14,11 @@ event already has. structlog itself is not imported here: a processor is a plain
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from tracekit.logs import EMPTY, current_fields
+from tracekit.logs import EMPTY, _record_fields, current_fields
 
 __all__ = ["add_tracekit_context"]
 
@@ -25,8 +26,17 @@ _EventDict = MutableMapping[str, Any]
 
 
 def add_tracekit_context(logger: Any, method_name: str, event_dict: _EventDict) -> _EventDict:
-    """structlog processor: add the current correlation fields to ``event_dict``."""
-    for key, value in current_fields().items():
-        if value != EMPTY:
-            event_dict.setdefault(key, value)
+    """structlog processor: add the current correlation fields to ``event_dict``.
+
+    In ``ProcessorFormatter``'s ``foreign_pre_chain`` the event is a stdlib record's
+    (``_record``), which may be formatted far from where it was logged (a ``QueueListener``'s
+    thread): the fields the record was stamped with are the ones added then.
+    """
+    record = event_dict.get("_record")
+    if isinstance(record, logging.LogRecord) and getattr(record, "service", None) is not None:
+        fields = _record_fields(record)  # those with a value, a correlation ID only if valid
+    else:
+        fields = {key: value for key, value in current_fields().items() if value != EMPTY}
+    for key, value in fields.items():
+        event_dict.setdefault(key, value)
     return event_dict

@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 from collections.abc import Iterator
+from queue import Queue
 
 import pytest
 import structlog
@@ -320,6 +321,36 @@ def test_structlog_processor_adds_fields(tracer_provider: TracerProvider) -> Non
     assert inside["trace_id"] == trace_id
     assert inside["order"] == 9
     assert "correlation_id" not in outside and "trace_id" not in outside
+
+
+def test_structlog_formatter_behind_a_queue_gets_each_records_own_fields(
+    stamping: None, tracer_provider: TracerProvider
+) -> None:
+    """``ProcessorFormatter`` formats stdlib records in the ``QueueListener``'s thread, where no
+    request is current: the processor added nothing, though every record carried its fields."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(), foreign_pre_chain=[add_tracekit_context]
+        )
+    )
+    queue: Queue[logging.LogRecord] = Queue()
+    listener = logging.handlers.QueueListener(queue, handler)
+    logger = logging.getLogger("tests.logs.queued")
+    logger.addHandler(logging.handlers.QueueHandler(queue))
+    logger.propagate = False
+    listener.start()
+    try:
+        trace_id = _in_request("q-1", tracer_provider, lambda: logger.warning("queued"))
+    finally:
+        listener.stop()
+        logger.handlers.clear()
+    line = json.loads(out.getvalue())
+    assert line["event"] == "queued"
+    assert line["correlation_id"] == "q-1"
+    assert line["trace_id"] == trace_id
+    assert line["service"] == "billing"
 
 
 def test_severity_numbers_follow_the_otel_data_model() -> None:
