@@ -274,7 +274,13 @@ def _bounded_value(value: object) -> str | int | float | bool | None:
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:
-    return _bounded_fields(vars(record), _STANDARD_ATTRIBUTES)
+    """The record's ``extra=`` fields, and the keys of a structlog event dict logged as its
+    message (``_event_dict``), bounded."""
+    fields = _bounded_fields(vars(record), _STANDARD_ATTRIBUTES)
+    event = _event_dict(record)
+    if event is not None:
+        fields = {**_bounded_fields(event, _EVENT_DICT_LEFT_OUT), **fields}
+    return fields
 
 
 def _bounded_fields(
@@ -324,7 +330,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the correlation fields, extras.
 
     Every value is bounded (messages to 16 KiB, other values to 1 KiB, 32 extra fields) and JSON-
-    escaped, so a hostile value can neither forge a line nor flood the log pipeline.
+    escaped, so a hostile value can neither forge a line nor flood the log pipeline. A message
+    its arguments do not fit is written as it came, followed by them, still as one line (the
+    stdlib's formatters raise, and the handler prints a multi-line traceback instead).
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -333,7 +341,7 @@ class JsonFormatter(logging.Formatter):
             "time": _iso_time(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "message": _bounded_text(record.getMessage(), MAX_MESSAGE),
+            "message": _bounded_text(_message(record), MAX_MESSAGE),
         }
         document.update(_record_fields(record))
         # As the stdlib's Formatter: a record that crossed a process (SocketHandler, a
@@ -477,11 +485,8 @@ def severity_number(levelno: int) -> SeverityNumber:
 
 def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     """OTLP attributes of ``record``: correlation ID, code location, exception, bounded extras."""
-    fields = _extra_fields(record)
-    event = _event_dict(record)
-    if event is not None:
-        fields = {**_bounded_fields(event, _EVENT_DICT_LEFT_OUT), **fields}
-    attributes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
+    fields = _extra_fields(record).items()
+    attributes: dict[str, Any] = {key: value for key, value in fields if value is not None}
     # Unstamped (``logs=False``), the record has no field: the export runs in the context the
     # record was made in, whose ID is the one stamping would have given it.
     cid = _record_fields(record).get("correlation_id") or correlation.correlation_id()

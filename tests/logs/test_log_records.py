@@ -278,6 +278,21 @@ def test_json_line_includes_bounded_exception(stamping: None) -> None:
     assert "ValueError: bad order" in str(line["exception"])
 
 
+def test_json_line_of_a_message_its_arguments_do_not_fit(
+    stamping: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stdlib's formatters raise on ``log.warning("order %d", "seven")``: the JSON line was
+    lost and a multi-line '--- Logging error ---' traceback went to stderr instead, breaking a
+    collector's JSON parsing of the container's output."""
+
+    def emit(logger: logging.Logger) -> None:
+        logger.warning("order %d failed", "seven")
+
+    line = _json_line("tests.logs.unfit", emit)
+    assert line["message"] == "order %d failed (arguments that do not fit it: ('seven',))"
+    assert "Logging error" not in capsys.readouterr().err
+
+
 def test_json_line_includes_the_stack_asked_for(stamping: None) -> None:
     """``stack_info=True`` was dropped from the JSON line (the stdlib's format prints it)."""
 
