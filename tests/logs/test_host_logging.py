@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 from tracekit.store import Store
 
@@ -124,10 +125,7 @@ def test_non_propagating_loggers_are_not_exported_but_celery_task_loggers_are(tm
 
 
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    closed.close()
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(
         """
         import logging, time, tracekit
@@ -168,10 +166,7 @@ def test_logging_configured_after_init_does_not_wait_for_an_unreachable_collecto
     """``dictConfig`` (Django's LOGGING, uvicorn's --log-config) flushes every handler the
     stdlib knows of: it waited while tracekit's batch went to a collector not up yet (a sidecar
     that starts after the app), 5 s and more at every start."""
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    closed.close()
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(
         """
         import logging, logging.config, os, time, tracekit
@@ -434,10 +429,7 @@ def test_the_documented_format_keeps_working_after_shutdown_and_at_exit(tmp_path
     """A format naming tracekit's fields (docs/logs.md): after ``shutdown``, and at exit while
     the last batch goes to an unreachable collector (the exporter's own messages), records
     lacked the fields and every one became a '--- Logging error ---' with a traceback."""
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-    closed.close()
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(
         """
         import atexit, logging, tracekit
