@@ -385,6 +385,27 @@ def test_receive_on_a_botocore_without_message_system_attribute_names(
         assert delivery.correlation_id == "order-old-1"
 
 
+def test_a_receive_asking_with_the_older_name_gets_tracekit_s_names_there_too(
+    sqs_client: Any, queue_url: str
+) -> None:
+    """A caller asking for ``AttributeNames=["ApproximateReceiveCount"]`` (the older name) got
+    tracekit's ``SentTimestamp`` under ``MessageSystemAttributeNames`` beside it: SQS is not
+    known to honour both in one request, and losing the count would break the caller's own
+    dead-letter logic. What boto3 is given to send is checked: moto answers either way."""
+    sent: list[dict[str, Any]] = []
+    sqs_client.meta.events.register(
+        "before-parameter-build.sqs.ReceiveMessage", lambda params, **_: sent.append(dict(params))
+    )
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="counted")
+
+    [message] = receive(sqs_client, queue_url, AttributeNames=["ApproximateReceiveCount"])
+
+    assert "MessageSystemAttributeNames" not in sent[-1]
+    assert sent[-1]["AttributeNames"][:2] == ["ApproximateReceiveCount", "SentTimestamp"]
+    assert message["Attributes"]["ApproximateReceiveCount"] == "1"
+    assert "SentTimestamp" in message["Attributes"]
+
+
 def test_a_callers_attribute_in_other_capitals_is_replaced() -> None:
     """``Traceparent`` set by the app beside tracekit's ``traceparent``: Amazon SQS keeps both
     (names are case-sensitive) and the consumer would read two and trust neither. Checked on

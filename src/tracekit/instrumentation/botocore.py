@@ -6,8 +6,8 @@
   past SQS's size limit goes out without them, with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
   ``SentTimestamp`` and ``AWSTraceHeader`` to ``MessageSystemAttributeNames``
-  (``AttributeNames`` on a botocore whose model predates it) unless the caller already asked
-  for all.
+  (``AttributeNames`` on a botocore whose model predates it, or when the caller asked under
+  that older name alone) unless the caller already asked for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
 
@@ -153,6 +153,12 @@ def _receive_message(
 
 
 def _asking_for_context(params: dict[str, Any], system_parameter: str) -> dict[str, Any]:
+    """``params`` asking for what tracekit reads too. System attributes go where the caller asked
+    for its own: into ``AttributeNames`` when it used only that older name (SQS is not known to
+    honour both names in one request, and the caller's own, ``ApproximateReceiveCount`` for a
+    dead-letter decision, must not be lost)."""
+    if "AttributeNames" in params and "MessageSystemAttributeNames" not in params:
+        system_parameter = "AttributeNames"
     names = _attribute_names()
     wanted = _with_names(params.get("MessageAttributeNames"), names)
     system = params.get("MessageSystemAttributeNames")
