@@ -38,7 +38,7 @@ MAX_ATTRIBUTES = 10
 MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
 MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
 TRACE_HEADER_ATTRIBUTE = "AWSTraceHeader"  # the system attribute AWS keeps X-Ray's header in
-_X_RAY_HEADER = "x-amzn-trace-id"
+X_RAY_HEADER = "x-amzn-trace-id"
 
 __all__ = [
     "MAX_ATTRIBUTES",
@@ -47,6 +47,7 @@ __all__ = [
     "PACKED_ATTRIBUTE",
     "SYSTEM",
     "TRACE_HEADER_ATTRIBUTE",
+    "X_RAY_HEADER",
     "add_context",
     "consume",
     "consume_batch",
@@ -147,7 +148,7 @@ def _read_headers(message: Mapping[str, Any]) -> dict[str, str]:
     _unpack(headers)
     if messaging.PUBLISH_TIME_HEADER not in headers:
         _publish_time_from_sent_timestamp(message, headers)
-    if not any(name.lower() == _X_RAY_HEADER for name in headers):
+    if not any(name.lower() == X_RAY_HEADER for name in headers):
         _x_ray_from_trace_header(message, headers)
     return headers
 
@@ -180,7 +181,7 @@ def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping
     system = message.get("Attributes")
     value = system.get(TRACE_HEADER_ATTRIBUTE) if isinstance(system, Mapping) else None
     if isinstance(value, str):
-        headers[_X_RAY_HEADER] = value
+        headers[X_RAY_HEADER] = value
 
 
 def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> messaging.Delivery:

@@ -304,6 +304,25 @@ def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
 
 
+def test_under_x_ray_a_send_sets_the_aws_trace_header_aws_consumers_read(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Lambda SQS trigger and X-Ray read a message's trace from its AWSTraceHeader system
+    attribute, not from a message attribute: tracekit wrote only the latter, so an AWS consumer
+    started a new trace. moto stands in for SQS and keeps the system attribute as SQS does."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="to lambda")
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    instrumentation.uninstrument()  # an AWS consumer, asking for the system attribute only
+
+    [message] = receive(sqs_client, queue_url, MessageSystemAttributeNames=["AWSTraceHeader"])
+
+    trace_id = f"{producer.context.trace_id:032x}"
+    assert message["Attributes"]["AWSTraceHeader"] == (
+        f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={producer.context.span_id:016x};Sampled=1"
+    )
+
+
 def test_damaged_packed_context_is_ignored(queue_url: str, spans: InMemorySpanExporter) -> None:
     hostile = {
         "MessageId": "m-1",

@@ -1,9 +1,11 @@
 """botocore (and boto3) SQS: PRODUCER spans on sends, receives that ask for tracekit's attributes.
 
 - ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
-  within SQS's limit of 10 (see ``tracekit.sqs``). ``SendMessageBatch`` is one PRODUCER span
-  whose context every entry carries. A message (or batch) that tracekit's attributes would take
-  past SQS's size limit goes out without them, with a rate-limited warning.
+  within SQS's limit of 10 (see ``tracekit.sqs``), and under ``OTEL_PROPAGATORS=xray`` the X-Ray
+  header into the ``AWSTraceHeader`` system attribute too, unless the caller set it.
+  ``SendMessageBatch`` is one PRODUCER span whose context every entry carries. A message (or
+  batch) that tracekit's attributes would take past SQS's size limit goes out without them,
+  with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
   ``SentTimestamp`` and ``AWSTraceHeader`` to ``MessageSystemAttributeNames``
   (``AttributeNames`` on a botocore whose model predates it, or when the caller asked under
@@ -116,11 +118,25 @@ def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
     merged = sqs.add_context(attributes, carrier)
     if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
         _no_room_once()
-    traced = {**message, "MessageAttributes": merged}
+    traced = {**message, "MessageAttributes": merged, **_x_ray_system_attribute(message, carrier)}
     if _pushed_over(_size_of(traced), lambda: _size_of(message)):
         _left_out("message to SQS")
         return message
     return traced
+
+
+def _x_ray_system_attribute(message: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
+    """Under ``OTEL_PROPAGATORS=xray``: the X-Ray header in the ``AWSTraceHeader`` system
+    attribute as well, where AWS's own consumers (a Lambda SQS trigger, X-Ray) read it; none
+    when the caller set that attribute itself."""
+    header = next((v for k, v in carrier.items() if k.lower() == sqs.X_RAY_HEADER), None)
+    system = message.get("MessageSystemAttributes")
+    if header is None or not (system is None or isinstance(system, dict)):
+        return {}
+    if system and sqs.TRACE_HEADER_ATTRIBUTE in system:
+        return {}
+    value = {"DataType": "String", "StringValue": header}
+    return {"MessageSystemAttributes": {**(system or {}), sqs.TRACE_HEADER_ATTRIBUTE: value}}
 
 
 def _pushed_over(size: int, size_without: Callable[[], int]) -> bool:
