@@ -129,14 +129,15 @@ def test_queue_wait_counts_from_before_the_broker_call(spans) -> None:
     moment its publish returned has waited the broker call's time, as /metrics' HELP says."""
     registry = CollectorRegistry()
     headers: dict[str, Any] = {}
+    started = time.time()
     with messaging.publish(headers, system="test", destination="w", registry=registry):
         time.sleep(0.1)  # the broker call
     with messaging.consume(headers, system="test", destination="w", registry=registry):
-        pass
+        elapsed = time.time() - started  # the most it can have waited (a loaded machine: more)
     families = text_string_to_metric_families(generate_latest(registry).decode())
     wait = next(f for f in families if f.name == "tracekit_messaging_queue_wait_seconds")
     (waited,) = [s.value for s in wait.samples if s.name.endswith("_sum")]
-    assert 0.1 <= waited < 0.2
+    assert 0.1 <= waited <= elapsed
     assert "before the broker call" in wait.documentation
 
 
