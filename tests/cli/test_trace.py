@@ -392,3 +392,39 @@ def test_correlated_log_lines_are_read_up_to_a_bound(
     assert doc["warnings"] == [
         "more than 3 log lines carry the correlation ID: reading the first 3"
     ]
+
+
+def test_a_request_seen_only_in_log_lines_is_shown_from_its_logs(tmp_path: Path) -> None:
+    """Every service on the request's way runs in correlation-only mode: its lines carry the
+    correlation ID and no span exists. `trace` said "no request found" (exit 3) though the store
+    held the request's lines; it now shows them, in time order, and says why there is no tree."""
+    t = Topology("req-logs-only")
+    start = 1_700_000_000_000_000_000
+    lines = [(0, "shop", "paying order 7"), (12, "billing", "card declined\x1b[2J for order 7")]
+    for offset_ms, service, body in lines:
+        t.logs.append(LogRecordData(start + offset_ms * 1_000_000, service, "WARN", 13, body,
+                                    attributes={"correlation.id": "req-logs-only"}))  # fmt: skip
+    db = write_store(tmp_path / "logs-only.db", t)
+
+    code, out, err = run("trace", "req-logs-only", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (code, err) == (0, "")
+    assert (doc["correlation_id"], doc["services"], doc["spans"]) == (
+        "req-logs-only", ["shop", "billing"], []
+    )  # fmt: skip
+    assert (doc["start_unix_nano"], doc["duration_ms"]) == (start, 12.0)
+    assert [(log["service"], log["span_id"]) for log in doc["logs"]] == [
+        ("shop", None), ("billing", None)
+    ]  # fmt: skip
+    assert doc["warnings"] == ["no span carries this request: showing its log lines alone"]
+
+    for view in ("text", "rich"):
+        args = ("trace", "req-logs-only", "--store", str(db), "--format", view)
+        code, out, err = run(*args, env={"NO_COLOR": "1"})
+        assert (code, err) == (0, ""), view
+        assert "path: shop -> billing" in out or "path: shop → billing" in out, view
+        assert "WARN billing: card declined [2J for order 7" in out and "\x1b" not in out, view
+        assert "log lines (no span):" in out and "waterfall" not in out, view
+    code, _, err = run("trace", "req-logs-only", "--store", str(db), "--no-logs")
+    assert code == 1 and "no request found" in err  # exit 1: not found

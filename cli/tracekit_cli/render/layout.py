@@ -131,7 +131,9 @@ def unplaced_logs(path: Path) -> list[PathLog]:
     return [log for log in path.logs if log.span_id not in shown]
 
 
-UNPLACED_TITLE = "logs of spans not shown:"
+def unplaced_title(path: Path) -> str:
+    """The title over ``unplaced_logs``: a path of log lines alone has no span to miss."""
+    return "logs of spans not shown:" if path.spans else "log lines (no span):"
 
 
 def _logs_by_span(logs: list[PathLog]) -> dict[str | None, list[PathLog]]:

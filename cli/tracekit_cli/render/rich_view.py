@@ -22,7 +22,6 @@ from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
 from tracekit_cli.render.layout import (
-    UNPLACED_TITLE,
     Row,
     bar_span,
     build_rows,
@@ -32,6 +31,7 @@ from tracekit_cli.render.layout import (
     hop_text,
     summary_line,
     unplaced_logs,
+    unplaced_title,
 )
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def format_path(path: Path, width: int, *, color: bool, with_logs: bool = True) 
     painter = Painter(color)
     colours = service_colours(path)
     wrapped = [part for line in _header(path, colours) for part in wrap(line, width)]
-    rows = _SpanLines(path, colours, width, with_logs).lines()
+    rows = _SpanLines(path, colours, width, with_logs).lines() if path.spans else []
     unplaced = _unplaced(path, colours) if with_logs else []
     rows += [part for line in unplaced for part in wrap(line, width)]
     footer = [part for line in _footer(path, colours) for part in wrap(line, width)]
@@ -104,7 +104,7 @@ def format_path(path: Path, width: int, *, color: bool, with_logs: bool = True) 
 
 def _unplaced(path: Path, colours: dict[str, str]) -> list[Line]:
     logs = unplaced_logs(path)
-    lines: list[Line] = [[("", "")], [(UNPLACED_TITLE, "bold")]] if logs else []
+    lines: list[Line] = [[("", "")], [(unplaced_title(path), "bold")]] if logs else []
     for log in logs:
         lines.append([
             ("  │ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
@@ -291,7 +291,8 @@ def _severity_style(severity: str) -> str:
 
 
 def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
-    lines: list[Line] = [[("◆ critical path   ⏳ queue wait   ✗ error", "dim")]]
+    legend = "◆ critical path   ⏳ queue wait   ✗ error"
+    lines: list[Line] = [[(legend, "dim")]] if path.spans else []
     for hop in path.hops[:MAX_FOOTER_HOPS]:
         line: Line = [
             ("  ", ""), (one_line(hop.from_service, 40), colours.get(hop.from_service, "")),

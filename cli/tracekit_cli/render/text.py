@@ -15,7 +15,6 @@ from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
 from tracekit_cli.render.layout import (
-    UNPLACED_TITLE,
     Row,
     bar_span,
     build_rows,
@@ -25,6 +24,7 @@ from tracekit_cli.render.layout import (
     hop_text,
     summary_line,
     unplaced_logs,
+    unplaced_title,
 )
 
 TIMING_WIDTH = 22  # "   +offset  duration * " columns before the tree
@@ -45,14 +45,17 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
         f"request {_text(path.correlation_id or path.query)}",
         summary_line(path),
         "path: " + " -> ".join(_text(s) for s in path.services),
-        "",
-        f"{'offset':>9} {'duration':>9}   {'span':<{label_width}} |{'waterfall':^{lane}}|",
     ]
+    if path.spans:
+        lines += [
+            "",
+            f"{'offset':>9} {'duration':>9}   {'span':<{label_width}} |{'waterfall':^{lane}}|",
+        ]
     for row in rows:
         lines.extend(_row_lines(row, path.duration_ms, label_width, lane))
     unplaced = unplaced_logs(path) if with_logs else []
     if unplaced:
-        lines += ["", UNPLACED_TITLE]
+        lines += ["", unplaced_title(path)]
     for log in unplaced:
         clock = format_time(log.time_unix_nano)[11:23]
         service = one_line(log.service, 60)
@@ -113,7 +116,7 @@ def _continuation(row: Row) -> str:
 
 
 def _footer(path: Path) -> list[str]:
-    lines = ["", "* critical path   # span   ! span in error   ~ queue wait"]
+    lines = ["", "* critical path   # span   ! span in error   ~ queue wait"] if path.spans else []
     if path.hops:
         lines += ["", "hops:"]
         for hop in path.hops:

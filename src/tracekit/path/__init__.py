@@ -7,7 +7,7 @@ Pure library code (no click, no rich): the CLI, tests and other tools call ``rec
 
 from __future__ import annotations
 
-from tracekit.path.build import build_path, error_message
+from tracekit.path.build import build_log_path, build_path, error_message
 from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
@@ -55,7 +55,7 @@ def reconstruct(
     """
     found = collect(source, query, max_spans=max_spans, by_correlation=by_correlation)
     if not found.spans:
-        return None
+        return _from_logs_alone(source, query, found.warnings) if with_logs else None
     notes = list(found.warnings)
     logs = _logs(source, found.trace_ids, found.correlation_id, notes) if with_logs else []
     return build_path(
@@ -67,6 +67,22 @@ def reconstruct(
         warnings=notes,
         adjust_skew=adjust_skew,
     )
+
+
+def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Path | None:
+    """A request no span carries (every service on its way in correlation-only mode): its
+    correlated log lines, when there are any, so the ID typed is not reported unknown."""
+    if not isinstance(source, CorrelatedLogSource):
+        return None
+    logs = source.logs_by_correlation_id(query, MAX_CORRELATED_LOGS + 1)
+    if not logs:
+        return None
+    if len(logs) > MAX_CORRELATED_LOGS:
+        warnings.append(
+            f"more than {MAX_CORRELATED_LOGS} log lines carry the correlation ID: "
+            f"reading the first {MAX_CORRELATED_LOGS}"
+        )
+    return build_log_path(query, logs[:MAX_CORRELATED_LOGS], warnings)
 
 
 def _logs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tracekit import semconv
+from tracekit.path.collect import TRACE_ID_PATTERN as TRACE_ID
 from tracekit.path.conventions import attribute
 from tracekit.path.critical import critical_path
 from tracekit.path.hops import find_hops
@@ -17,6 +18,7 @@ __all__ = [
     "MAX_LOG_BODY_CHARS",
     "MAX_MESSAGE_CHARS",
     "MAX_QUERY_CHARS",
+    "build_log_path",
     "build_path",
     "error_message",
     "severity_name",
@@ -61,6 +63,30 @@ def build_path(
         errors=[_error(n) for n in ordered if n.record.status == "ERROR"],
         logs=_place_logs(logs, nodes),
         warnings=notes,
+    )
+
+
+def build_log_path(correlation_id: str, logs: list[LogRecordData], warnings: list[str]) -> Path:
+    """The path of a request only log lines carry: no span tree, the lines in time order."""
+    placed = _place_logs(logs, {})
+    start = placed[0].time_unix_nano
+    by_time = sorted(logs, key=lambda log: log.time_unix_nano)
+    traced = [
+        log.trace_id.lower() for log in by_time if log.trace_id and TRACE_ID.match(log.trace_id)
+    ]
+    return Path(
+        query=correlation_id[:MAX_QUERY_CHARS],
+        correlation_id=correlation_id,
+        trace_ids=list(dict.fromkeys(traced)),
+        services=list(dict.fromkeys(log.service for log in placed)),
+        start_unix_nano=start,
+        duration_ms=(placed[-1].time_unix_nano - start) / 1e6,
+        spans=[],
+        hops=[],
+        critical_path=[],
+        errors=[],
+        logs=placed,
+        warnings=[*warnings, "no span carries this request: showing its log lines alone"],
     )
 
 
