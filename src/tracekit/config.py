@@ -329,6 +329,10 @@ def resolve(
     name = service_name or values.get("service_name") or _otel_service_name(environ, name_field)
     if name:
         values["service_name"] = name
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        # OpenTelemetry's switch over every other setting: no spans, metrics or exported logs.
+        # Correlation IDs are the application's own, not telemetry: they keep flowing.
+        values.update(mode="correlation", export_logs=False)
     return Options(**values)
 
 

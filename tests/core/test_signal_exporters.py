@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from loopback import free_port
 
 from tracekit.store import Store
 
@@ -42,10 +43,15 @@ def _run(tmp_path: Path, **env: str) -> tuple[list[str], list[str], str]:
     assert result.returncode == 0, result.stderr
     if not store.exists():
         return [], [], result.stdout
+    return *_stored(store), result.stdout
+
+
+def _stored(store: Path) -> tuple[list[str], list[str]]:
+    """The span names and log bodies of the request the script makes."""
     with Store(store) as source:
         spans = [s.name for s in source.spans_by_correlation_id("order-7")]
         logs = [str(r.body) for r in source.logs_by_correlation_id("order-7")]
-    return spans, logs, result.stdout
+    return spans, logs
 
 
 @pytest.mark.parametrize("value", ["none", "NONE", "otlp,none"])
@@ -67,3 +73,20 @@ def test_otel_logs_exporter_console_prints_the_logs(tmp_path: Path) -> None:
 def test_other_names_leave_the_choice_to_the_exporter_option(tmp_path: Path, value: str) -> None:
     variables = {"OTEL_LOGS_EXPORTER": value, "OTEL_TRACES_EXPORTER": value}
     assert _run(tmp_path, **variables)[:2] == (["charge"], ["card declined"])
+
+
+def test_otel_sdk_disabled_exports_nothing_and_serves_no_metrics(tmp_path: Path) -> None:
+    """OTEL_SDK_DISABLED=true turns every OpenTelemetry signal off, over any other setting:
+    tracekit still stored the span and the log line and served metrics on its port."""
+    port = free_port()
+    probe = f"import socket; print(socket.socket().connect_ex(('127.0.0.1', {port})) != 0)"
+    script = textwrap.dedent(SCRIPT).replace("tracekit.shutdown()", probe + "\ntracekit.shutdown()")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    store = tmp_path / "t.db"
+    env = {**clean, "OTEL_SDK_DISABLED": "true", "TRACEKIT_METRICS_PORT": str(port),
+           "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store)}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr
+    assert not store.exists() or _stored(store) == ([], [])

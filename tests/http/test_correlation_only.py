@@ -95,3 +95,34 @@ def test_asgi_handler_exception_propagates_and_the_id_does_not_leak(
 
     assert failed.status == 500
     assert NEW_ID.fullmatch(after.body.decode()), "the next request does not inherit first-1"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_otel_sdk_disabled_leaves_correlation_ids_alone(
+    kind: str, serve_asgi: Any, serve_wsgi: Any, spans: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_SDK_DISABLED=true, OpenTelemetry's switch that "takes precedence over all other
+    configuration": the middleware still recorded spans on the process's provider and counted
+    requests in its metrics. Now it carries the correlation ID and nothing else, as in
+    correlation-only mode; the variable is read as the SDKs read it (``TRUE`` too)."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "TRUE")
+    registry = CollectorRegistry()
+
+    async def hello_asgi(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(tracekit.correlation_id() or "none")
+
+    def hello_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [(tracekit.correlation_id() or "none").encode()]
+
+    if kind == "asgi":
+        app = Starlette(routes=[Route("/hello", hello_asgi)])
+        url = serve_asgi(asgi.TracekitMiddleware(app, registry=registry))
+    else:
+        url = serve_wsgi(wsgi.TracekitMiddleware(hello_wsgi, registry=registry))
+    response = send(url + "/hello", [b"X-Correlation-ID: order-78"])
+
+    assert (response.status, response.body) == (200, b"order-78")
+    assert response.header("X-Correlation-ID") == "order-78"
+    assert spans.get_finished_spans() == ()
+    assert not [m for m in registry.collect() if m.name.startswith("http_server")]
