@@ -196,6 +196,23 @@ def test_url_secrets_stay_out_of_error_status_and_events(
     assert not [text for text in recorded if "SECRET123" in str(text) or "hunter2" in str(text)]
 
 
+@pytest.mark.parametrize("name", ["requests", "urllib3"])  # their errors quote the URL
+@pytest.mark.parametrize("query", ["ids=1,2&token=SECRET123", "f=(a)&token=SECRET123"])
+def test_a_query_with_commas_or_parentheses_is_cut_whole_from_errors(
+    name: str, query: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """A query is cut up to its end, not to its first comma or parenthesis (both legal in a
+    query, and sent unencoded): the token after one stays out of the status and the event."""
+    with pytest.raises((requests.ConnectionError, urllib3.exceptions.HTTPError)):
+        CLIENTS[name](f"http://127.0.0.1:9/closed?{query}")
+
+    (span,) = wait_for_spans(1)
+    event = next(e for e in span.events if e.name == "exception")
+    assert "/closed?…" in span.status.description
+    recorded = [span.status.description, *event.attributes.values()]
+    assert not [text for text in recorded if "SECRET123" in str(text)]
+
+
 def test_aiohttp_raise_for_status_keeps_the_status(
     serve_wsgi: Any, http_clients: None, wait_for_spans: Any
 ) -> None:

@@ -135,8 +135,10 @@ def error_message(error: BaseException) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…"
 
 
-# A URL's query (``?token=…``) and userinfo (``//user:pass@``) as client errors quote them.
-_QUERY = re.compile(r"\?[^\s'\"<>(){}\[\],]+")
+# A URL's query (``?token=…``) and userinfo (``//user:pass@``) as client errors quote them. A
+# query runs to the end of the quoted URL: commas, parentheses and brackets are legal in it and
+# sent unencoded, so a token after one must not survive the cut.
+_QUERY = re.compile(r"\?[^\s'\"<>]+")
 _USERINFO = re.compile(r"//[^/\s@'\"]+@")
 
 
