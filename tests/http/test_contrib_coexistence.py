@@ -1,16 +1,22 @@
-"""tracekit next to opentelemetry-instrumentation-requests: one CLIENT span per call, whichever
-patched first, and the correlation header still on the wire (tracekit's propagator is global).
-Spans made by the contrib instrumentation carry ``correlation.id`` too.
+"""tracekit next to opentelemetry-instrumentation-requests (and -httpx, -aiohttp-client): one
+CLIENT span per call, whichever patched first, and the correlation header still on the wire
+(tracekit's propagator is global). Spans made by the contrib instrumentation carry
+``correlation.id`` too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
+import httpx
 import pytest
 import requests
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor as ContribInstrumentor
 from opentelemetry.trace import SpanKind
 
@@ -83,3 +89,54 @@ def test_nothing_left_behind_after_both_uninstrument(order: str, serve_wsgi, spa
         correlation.reset_correlation_id(token)
     assert "traceparent" not in seen and "x-correlation-id" not in seen
     assert spans.get_finished_spans() == ()
+
+
+def call_httpx(url: str) -> dict[str, str]:
+    with httpx.Client() as client:
+        return client.get(url, timeout=10).json()
+
+
+def call_aiohttp(url: str) -> dict[str, str]:
+    async def go() -> dict[str, str]:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return json.loads(await response.read())
+
+    return asyncio.run(go())
+
+
+ASYNC_AND_HTTPX = {
+    "aiohttp": (AioHttpClientInstrumentor, "aiohttp", call_aiohttp),
+    "httpx": (HTTPXClientInstrumentor, "httpx", call_httpx),
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("client", sorted(ASYNC_AND_HTTPX))
+def test_one_span_and_one_parent_beside_contribs_httpx_and_aiohttp(
+    client: str, order: str, serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """contrib's aiohttp client opens its span in a ``TraceConfig`` that runs before tracekit's
+    when it patched last, and does not raise OpenTelemetry's suppression flag: tracekit must
+    still not add a second CLIENT span, nor send the server a parent other than the one span."""
+    contrib_class, name, call = ASYNC_AND_HTTPX[client]
+    contrib = contrib_class()
+    steps = [
+        (contrib.instrument, contrib.uninstrument),
+        (lambda: instrumentation.instrument([name]), instrumentation.uninstrument),
+    ]
+    if order == "tracekit first":
+        steps.reverse()
+    for instrument, _ in steps:
+        instrument()
+    token = correlation.set_correlation_id("coexist-7")
+    try:
+        seen = call(serve_wsgi(echo_app) + "/coexist")
+    finally:
+        correlation.reset_correlation_id(token)
+        for _, uninstrument in reversed(steps):
+            uninstrument()
+
+    (span,) = wait_for_spans(1)
+    assert span.kind is SpanKind.CLIENT
+    assert seen["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert seen["x-correlation-id"] == "coexist-7"

@@ -53,19 +53,36 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     if options.correlation_only:
         inject_only(headers)
         return None
+    propagator = propagation.configured(options.response_header)
+    if _traced_outside(headers, propagator):
+        return None
     method = method.upper()
     attributes = _attributes(method, url)
     span = _tracer.start_span(
         method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
     )
     ctx = trace.set_span_in_context(span)
-    propagator = propagation.configured(options.response_header)
     propagator.inject(headers, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
+
+
+def _traced_outside(
+    headers: MutableMapping[str, Any], propagator: propagation.TracekitPropagator
+) -> bool:
+    """True when another instrumentation's CLIENT span for this call is current and already
+    wrote itself into ``headers`` without OpenTelemetry's suppression flag (contrib's aiohttp
+    client does so, its ``TraceConfig`` running before tracekit's): a span of tracekit's below
+    it would trace the call twice and send the server another parent."""
+    if getattr(trace.get_current_span(), "kind", None) is not SpanKind.CLIENT:
+        return False
+    own: dict[str, str] = {}
+    propagator.inject(own)
+    fields = [name for name in propagator.trace_fields if name in own]
+    return bool(fields) and all(headers.get(name) == own[name] for name in fields)
 
 
 def _sent(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> tuple[str, str] | None:
