@@ -245,6 +245,21 @@ def test_an_ipv6_host_keeps_its_brackets_in_url_full(
     assert span.attributes["url.full"] == "http://[::1]:9/x"
 
 
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_a_urllib3_pool_to_an_ipv6_host_gets_its_span(
+    host: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """A pool used directly (as botocore does) to an IPv6 literal: urllib3 keeps the host
+    without brackets, and the span's URL must put them back."""
+    with pytest.raises(urllib3.exceptions.HTTPError), urllib3.HTTPConnectionPool(host, 9) as pool:
+        pool.urlopen("GET", "/x?q=1", retries=False)
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["url.full"] == "http://[::1]:9/x"
+    assert span.attributes["server.address"] == "::1"
+    assert span.status.status_code.name == "ERROR"
+
+
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_client_errors_are_recorded_and_raised(name: str, http_clients: None, wait_for_spans):
     with pytest.raises(Exception) as raised:

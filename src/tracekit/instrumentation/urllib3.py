@@ -72,4 +72,5 @@ def _full_url(pool: Any, url: str) -> str:
     if "://" in url or not hasattr(pool, "scheme"):
         return url
     port = f":{pool.port}" if pool.port else ""
-    return f"{pool.scheme}://{pool.host}{port}{url}"
+    host = f"[{pool.host}]" if ":" in pool.host else pool.host  # urllib3 keeps IPv6 unbracketed
+    return f"{pool.scheme}://{host}{port}{url}"
