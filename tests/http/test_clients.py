@@ -245,6 +245,27 @@ def test_an_ipv6_host_keeps_its_brackets_in_url_full(
     assert span.attributes["url.full"] == "http://[::1]:9/x"
 
 
+PURGES: dict[str, Callable[[str], Any]] = {
+    "requests": lambda url: requests.request("PURGE", url, timeout=10),
+    "httpx": lambda url: httpx.request("PURGE", url, timeout=10),
+    "urllib3": lambda url: urllib3.request("PURGE", url),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PURGES))
+def test_a_method_outside_the_known_ones_is_kept_as_method_original(
+    name: str, echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """As OpenTelemetry's instrumentations do: ``_OTHER`` and a span named ``HTTP``, with the
+    method sent in ``http.request.method_original`` (a cache's PURGE, WebDAV's PROPFIND)."""
+    PURGES[name](echo_url)
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "HTTP"
+    assert span.attributes["http.request.method"] == "_OTHER"
+    assert span.attributes["http.request.method_original"] == "PURGE"
+
+
 @pytest.mark.parametrize("host", ["::1", "[::1]"])
 def test_a_urllib3_pool_to_an_ipv6_host_gets_its_span(
     host: str, http_clients: None, wait_for_spans: Any

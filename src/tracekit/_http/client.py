@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -28,6 +29,8 @@ from tracekit.metrics import HttpClientMetrics
 R = TypeVar("R")
 
 _tracer = trace.get_tracer("tracekit")
+# An HTTP method is a token (RFC 9110); a longer or stranger one is not kept as an attribute.
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 
 
 @dataclass(slots=True)
@@ -56,11 +59,10 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     propagator = propagation.configured(options.response_header)
     if _traced_outside(headers, propagator):
         return None
-    method = method.upper()
     attributes = _attributes(method, url)
-    span = _tracer.start_span(
-        method if method in KNOWN_METHODS else "HTTP", kind=SpanKind.CLIENT, attributes=attributes
-    )
+    name = attributes[semconv.HTTP_REQUEST_METHOD]
+    name = "HTTP" if name == semconv.OTHER_METHOD else name
+    span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
     propagator.inject(headers, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
@@ -128,13 +130,16 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
 def _attributes(method: str, url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     host = parts.hostname or ""
+    known = method.upper() in KNOWN_METHODS
     attributes: dict[str, Any] = {
-        semconv.HTTP_REQUEST_METHOD: method if method in KNOWN_METHODS else semconv.OTHER_METHOD,
+        semconv.HTTP_REQUEST_METHOD: method.upper() if known else semconv.OTHER_METHOD,
         # userinfo and query dropped: they carry credentials and tokens too often
         semconv.URL_FULL: f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
         + (f":{parts.port}" if parts.port else "")
         + parts.path,
     }
+    if not known and _METHOD.fullmatch(method):  # what _OTHER stands for (PURGE, PROPFIND…)
+        attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
