@@ -235,6 +235,44 @@ def test_aiohttp_raise_for_status_keeps_the_status(
     assert span.status.status_code.name == "ERROR"
 
 
+def _raise_for_status_in_a_hook(name: str, url: str) -> None:
+    if name == "requests":
+        requests.get(url, timeout=10, hooks={"response": lambda r, *_, **__: r.raise_for_status()})
+    elif name == "httpx":
+        with httpx.Client(event_hooks={"response": [lambda r: r.raise_for_status()]}) as client:
+            client.get(url, timeout=10)
+    else:
+
+        async def check(response: httpx.Response) -> None:
+            response.raise_for_status()
+
+        async def go() -> None:
+            async with httpx.AsyncClient(event_hooks={"response": [check]}) as client:
+                await client.get(url, timeout=10)
+
+        _run(go())
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpx-async", "requests"])
+def test_raise_for_status_in_a_response_hook_keeps_the_status(
+    name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+) -> None:
+    """httpx's documented way to raise on 4xx/5xx (an event hook) and requests' response hook:
+    the server answered 503, and the span and its metrics say 503, as without the hook."""
+
+    def unavailable(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"down"]
+
+    with pytest.raises((requests.HTTPError, httpx.HTTPStatusError)):
+        _raise_for_status_in_a_hook(name, serve_wsgi(unavailable) + "/down")
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["http.response.status_code"] == 503
+    assert span.attributes["error.type"] == "503"
+    assert span.status.status_code.name == "ERROR"
+
+
 def test_an_ipv6_host_keeps_its_brackets_in_url_full(
     http_clients: None, wait_for_spans: Any
 ) -> None:

@@ -162,7 +162,7 @@ def run_traced(
     try:
         result = send()
     except BaseException as error:
-        _safe_end(call, None, error)
+        _safe_end_failed(call, error)
         raise
     _safe_end(call, _safe_status(status_of, result))
     return result
@@ -182,7 +182,7 @@ async def run_traced_async(
     try:
         result = await send()
     except BaseException as error:
-        _safe_end(call, None, error)
+        _safe_end_failed(call, error)
         raise
     _safe_end(call, _safe_status(status_of, result))
     return result
@@ -203,6 +203,20 @@ def _safe_end(
         end_call(call, status_code, error)
     except Exception as exc:
         report_once("http client span end", exc)
+
+
+def _safe_end_failed(call: ClientCall, error: BaseException) -> None:
+    """End ``call`` by ``error``; by the response status when the error is only that status
+    raised (``raise_for_status`` in a requests response hook or an httpx event hook): the server
+    answered, and the span says so, as without the hook."""
+    try:
+        status = error.response.status_code  # type: ignore[attr-defined]
+    except Exception:  # no response, or an exception that cannot even say
+        status = None
+    if type(status) is int and status >= 400:
+        _safe_end(call, status)
+    else:
+        _safe_end(call, None, error)
 
 
 def _safe_status(status_of: Callable[[R], int | None], result: R) -> int | None:
