@@ -283,6 +283,23 @@ def test_an_ipv6_host_keeps_its_brackets_in_url_full(
     assert span.attributes["url.full"] == "http://[::1]:9/x"
 
 
+def test_a_urllib3_pool_to_a_default_port_names_the_url_as_a_pool_manager_does(
+    http_clients: None, wait_for_spans: Any
+) -> None:
+    """botocore sends through pools from ``connection_from_url``, which hold port 443: the
+    span's URL is the one the same call through a PoolManager gets, without ``:443``."""
+    with urllib3.PoolManager(retries=False) as manager:
+        pool = manager.connection_from_url("https://127.0.0.1/")  # nothing listens on 443
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            pool.urlopen("GET", "/x?q=1")
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            manager.urlopen("GET", "https://127.0.0.1/x?q=1")
+
+    spans = wait_for_spans(2)
+    assert [span.attributes["url.full"] for span in spans] == ["https://127.0.0.1/x"] * 2
+    assert [span.attributes["server.port"] for span in spans] == [443, 443]
+
+
 PURGES: dict[str, Callable[[str], Any]] = {
     "requests": lambda url: requests.request("PURGE", url, timeout=10),
     "httpx": lambda url: httpx.request("PURGE", url, timeout=10),

@@ -71,6 +71,9 @@ def _full_url(pool: Any, url: str) -> str:
     """The call's URL: a pool's path under its origin; a ``PoolManager``'s as given."""
     if "://" in url or not hasattr(pool, "scheme"):
         return url
-    port = f":{pool.port}" if pool.port else ""
+    # A default port is left out, as the URL a PoolManager is given shows it: botocore's pools
+    # (``connection_from_url``) hold 443 where one built by hand holds None.
+    default = {"http": 80, "https": 443}.get(pool.scheme)
+    port = f":{pool.port}" if pool.port and pool.port != default else ""
     host = f"[{pool.host}]" if ":" in pool.host else pool.host  # urllib3 keeps IPv6 unbracketed
     return f"{pool.scheme}://{host}{port}{url}"
