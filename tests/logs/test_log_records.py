@@ -252,6 +252,20 @@ def test_json_line_escapes_and_bounds_hostile_values(stamping: None) -> None:
     assert str(line["blob"]).startswith("<object object")
 
 
+class _Upstream:
+    """An object whose repr quotes its URL whole, credentials and all (as clients' do)."""
+
+    def __repr__(self) -> str:
+        return "<Upstream 'https://svc:p@ss-SECRET@db.internal:5432/orders?token=T0KEN'>"
+
+
+def test_json_line_cuts_credentials_and_query_from_an_objects_repr(stamping: None) -> None:
+    """A password with an unencoded ``@`` (libraries split userinfo at the last one): only the
+    part before the first ``@`` was cut, and ``ss-SECRET`` was written in the line."""
+    line = _json_line("tests.logs.url", lambda logger: logger.info("up", extra={"to": _Upstream()}))
+    assert line["to"] == "<Upstream 'https://db.internal:5432/orders?…'>"
+
+
 def test_json_line_bounds_integers_too(stamping: None) -> None:
     """An int is a value like any other: 10**3000 was written whole (3,001 characters against
     the 1 KiB bound), and 10**5000 made the record fail to format at all."""

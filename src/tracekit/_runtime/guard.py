@@ -139,7 +139,9 @@ def error_message(error: BaseException) -> str:
 # query runs to the end of the quoted URL: commas, parentheses and brackets are legal in it and
 # sent unencoded, so a token after one must not survive the cut.
 _QUERY = re.compile(r"\?[^\s'\"<>]+")
-_USERINFO = re.compile(r"//[^/\s@'\"]+@")
+# Userinfo ends at the authority's last "@": a password may hold one unencoded, and clients
+# split it there.
+_USERINFO = re.compile(r"//[^/\s'\"]+@")
 
 
 def without_url_secrets(text: str) -> str:
