@@ -23,6 +23,9 @@ from tracekit_cli.options import (
 )
 from tracekit_cli.output import emit_json, emit_text
 
+# far more than memory holds (about 1.5 kB a span), and what the store's 64-bit LIMIT can take
+MAX_SPANS_LIMIT = 10_000_000
+
 
 @click.command()
 @click.argument("request_id", metavar="ID")
@@ -32,7 +35,8 @@ from tracekit_cli.output import emit_json, emit_text
               help="Show log lines under their span.")  # fmt: skip
 @click.option("--raw-times", is_flag=True, help="Show recorded times, without clock-skew fixes.")
 @click.option("--service", metavar="NAME", help="Jaeger only: search this service's spans.")
-@click.option("--max-spans", type=click.IntRange(min=1), default=MAX_SPANS, show_default=True,
+@click.option("--max-spans", type=click.IntRange(1, MAX_SPANS_LIMIT), default=MAX_SPANS,
+              show_default=True,
               help="Show at most this many spans, the earliest (a warning says so).")  # fmt: skip
 def trace(
     request_id: str, store: str | None, tempo: str | None, jaeger: str | None, timeout: float,

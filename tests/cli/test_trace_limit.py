@@ -71,6 +71,16 @@ def test_a_bad_limit_is_a_usage_error(store: Path) -> None:
     assert code == 2 and "--max-spans" in err
 
 
+@pytest.mark.parametrize("limit", ["9223372036854775807", "100000000000000000000000"])
+def test_a_huge_limit_is_a_usage_error_not_an_internal_one(store: Path, limit: str) -> None:
+    """`--max-spans 99999999999999999999999` (meaning "all of them") reached SQLite's LIMIT and
+    ended in `internal error (OverflowError: Python int too large to convert to SQLite
+    INTEGER)`; it is now refused as out of range, like `--limit` of search."""
+    code, out, err = trace(store, "--max-spans", limit)
+    assert (code, out) == (2, "")
+    assert f"Invalid value for '--max-spans': {limit} is not in the range 1<=x<=10000000" in err
+
+
 class CountingStore(Store):
     """The real store, counting the span records its reads return."""
 
