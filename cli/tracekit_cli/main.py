@@ -54,6 +54,7 @@ def cli() -> None:
 def main() -> None:
     """Run the ``tracekit`` command; usage errors are one line on stderr and exit 2."""
     _replace_unencodable_output()
+    _stdout_may_be_closed()
     try:
         code = cli.main(standalone_mode=False, prog_name="tracekit")
     except _NO_ARGS as error:  # bare `tracekit`: the help is the answer (click 8.2+)
@@ -79,3 +80,11 @@ def _replace_unencodable_output() -> None:
     ascii) as '?', the way stderr already escapes it, instead of failing with a traceback."""
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="replace")
+
+
+def _stdout_may_be_closed() -> None:
+    """A command started with stdout closed (``>&-``) has no reader, like one whose reader left:
+    its output goes nowhere and its exit status is the result's (Python's own ``sys.stdout`` is
+    None then, which the commands' writes would fail on)."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - open until the process exits

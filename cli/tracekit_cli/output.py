@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from tracekit.records import finite_json
-from tracekit_cli.options import no_color, terminal_width
+from tracekit_cli.options import EXIT_ERROR, fail, no_color, terminal_width
 
 # json escapes C0 controls only. Every other character that is not printable is escaped too:
 # those a terminal may act on (C1 such as CSI and OSC, DEL), bidirectional overrides, line
@@ -72,6 +72,7 @@ def emit_rich(draw: Callable[[Any], None]) -> None:
 def _stdout_reader_may_leave() -> Iterator[None]:
     """Write the output, and stop quietly if its reader has gone (``| head -1``): the command
     then exits with its result's status (a canary's verdict), not click's 1 for a closed pipe.
+    Output that could not be written (``> file`` on a full disk) is one line and exit 2.
 
     Python's documented pattern: flush inside the ``try``, so the error is raised here, then point
     stdout at /dev/null, so the interpreter's flush at exit has nowhere to fail.
@@ -79,6 +80,8 @@ def _stdout_reader_may_leave() -> Iterator[None]:
     try:
         yield
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as error:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        if not isinstance(error, BrokenPipeError):  # a full disk: the output is lost, say so
+            fail(f"cannot write the output: {error.strerror or error}", EXIT_ERROR)

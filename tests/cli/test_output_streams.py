@@ -116,3 +116,29 @@ def test_a_reader_that_closed_the_pipe_changes_no_exit_status(
         os.close(write_end)
 
     assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
+
+
+@pytest.mark.parametrize("name", list(commands(Path(), "text")))
+def test_output_that_cannot_be_written_is_one_line_and_exit_2(store: Path, name: str) -> None:
+    """`tracekit trace ID > report.txt` on a full disk said `internal error (OSError: [Errno 28]
+    No space left on device); TRACEKIT_DEBUG=1 shows the traceback`, as if tracekit had a bug."""
+    env = {**os.environ, "COLUMNS": "100"}
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([TRACEKIT, *commands(store, "text")[name]], stdout=full,
+                                stderr=subprocess.PIPE, env=env, timeout=60)  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stderr == b"tracekit: cannot write the output: No space left on device\n"
+
+
+@pytest.mark.parametrize("fmt", ["rich", "json"])
+@pytest.mark.parametrize("name", list(commands(Path(), "text")))
+def test_a_closed_stdout_changes_no_exit_status(store: Path, fmt: str, name: str) -> None:
+    """`tracekit canary ... >&-` (nobody reads the output) ended in `internal error
+    (AttributeError: 'NoneType' object has no attribute 'isatty')` and exit 2; like a reader
+    that left, it now says nothing and exits with the result's status."""
+    env = {**os.environ, "COLUMNS": "100"}
+    result = subprocess.run([TRACEKIT, *commands(store, fmt)[name]], stderr=subprocess.PIPE,
+                            env=env, timeout=60, preexec_fn=lambda: os.close(1))  # fmt: skip
+
+    assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
