@@ -122,6 +122,13 @@ def require_value(option: str, value: str | None) -> None:
         fail(f"{option} was given an empty value", EXIT_ERROR)
 
 
+def require_jaeger_for_service(service: str | None, jaeger: str | None) -> None:
+    """Exit 2 when ``--service`` (which only Jaeger's per-service search takes) comes without
+    ``--jaeger``: ignoring it would show every service as if it were the one asked for."""
+    if service is not None and jaeger is None:
+        fail("--service is for --jaeger: the store and Tempo read every service", EXIT_ERROR)
+
+
 def open_source(
     store: str | None, tempo: str | None, jaeger: str | None, *, timeout: float = 10.0,
     service: str | None = None,

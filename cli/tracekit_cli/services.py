@@ -15,6 +15,7 @@ from tracekit_cli.options import (
     format_option,
     open_source,
     parse_since,
+    require_jaeger_for_service,
     resolve_format,
     warn,
 )
@@ -40,6 +41,7 @@ def services(
     since_ns = parse_since(since)
     if since_ns is None:  # (the epoch, 0, is a time like any other)
         since_ns = int((time.time() - 3600) * 1e9)
+    require_jaeger_for_service(service, jaeger)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
         edges = service_map(_newest_spans(source, since_ns, since))

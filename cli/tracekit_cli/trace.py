@@ -19,6 +19,7 @@ from tracekit_cli.options import (
     format_option,
     no_color,
     open_source,
+    require_jaeger_for_service,
     resolve_format,
 )
 from tracekit_cli.output import emit_json, emit_text
@@ -46,6 +47,7 @@ def trace(
     from tracekit.path import reconstruct
 
     query = check_id(request_id)
+    require_jaeger_for_service(service, jaeger)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
         path = reconstruct(

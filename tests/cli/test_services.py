@@ -111,3 +111,13 @@ def test_a_consumer_on_a_clock_behind_gets_the_latency_trace_shows(tmp_path: Pat
     (hop,) = json.loads(trace.stdout)["hops"]
     assert code == 0
     assert (edge["p50_ms"], edge["p95_ms"]) == (33.0, 33.0) == (hop["latency_ms"],) * 2
+
+
+def test_service_without_jaeger_is_a_usage_error_not_the_whole_map(store: Path) -> None:
+    """`tracekit services --service orders` drew every edge of the store, gateway's, web's and
+    api's too, as if they were the map of orders: --service is Jaeger's (the service its search
+    starts from), and the store ignored it. It is now refused, like --header without a remote
+    backend."""
+    code, out, err = run("--store", str(store), "--since", SINCE, "--service", "orders")
+    assert (code, out) == (2, "")
+    assert err == "tracekit: --service is for --jaeger: the store and Tempo read every service\n"

@@ -396,7 +396,7 @@ def test_correlated_log_lines_are_read_up_to_a_bound(
 
 def test_a_request_seen_only_in_log_lines_is_shown_from_its_logs(tmp_path: Path) -> None:
     """Every service on the request's way runs in correlation-only mode: its lines carry the
-    correlation ID and no span exists. `trace` said "no request found" (exit 3) though the store
+    correlation ID and no span exists. `trace` said "no request found" (exit 1) though the store
     held the request's lines; it now shows them, in time order, and says why there is no tree."""
     t = Topology("req-logs-only")
     start = 1_700_000_000_000_000_000
@@ -428,3 +428,11 @@ def test_a_request_seen_only_in_log_lines_is_shown_from_its_logs(tmp_path: Path)
         assert "log lines (no span):" in out and "waterfall" not in out, view
     code, _, err = run("trace", "req-logs-only", "--store", str(db), "--no-logs")
     assert code == 1 and "no request found" in err  # exit 1: not found
+
+
+def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
+    """`tracekit trace req-checkout-1 --service nosuch` showed the request as if --service had
+    narrowed the search: the store ignored it (only Jaeger searches per service)."""
+    code, out, err = run("trace", "req-checkout-1", "--store", str(store), "--service", "nosuch")
+    assert (code, out) == (2, "")
+    assert err == "tracekit: --service is for --jaeger: the store and Tempo read every service\n"
