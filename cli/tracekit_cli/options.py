@@ -191,6 +191,17 @@ def one_line(text: str, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
+def service_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--service`` as typed, without surrounding spaces; refused when empty, too long or
+    unprintable (bytes the locale cannot decode), before any backend is asked."""
+    if value is None:
+        return None
+    stripped = value.strip()
+    if not stripped or len(stripped) > MAX_ID_CHARS or not stripped.isprintable():
+        raise click.BadParameter(f"1-{MAX_ID_CHARS} printable characters, got {stripped[:40]!r}")
+    return stripped
+
+
 def check_id(value: str) -> str:
     """A correlation or trace ID as typed, refused when empty, too long or unprintable."""
     stripped = value.strip()

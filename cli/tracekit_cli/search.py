@@ -15,6 +15,7 @@ from tracekit_cli.options import (
     open_source,
     parse_since,
     resolve_format,
+    service_name,
 )
 from tracekit_cli.output import emit_json, emit_rich, emit_text
 
@@ -22,7 +23,8 @@ from tracekit_cli.output import emit_json, emit_rich, emit_text
 @click.command()
 @backend_options
 @format_option
-@click.option("--service", metavar="NAME", help="Only requests whose root is in this service.")
+@click.option("--service", metavar="NAME", callback=service_name,
+              help="Only requests whose root is in this service.")  # fmt: skip
 @click.option("--since", metavar="WHEN",
               help="Only those started since then: 15m, 2h, 7d or an ISO 8601 time.")  # fmt: skip
 @click.option("--min-duration", type=Number(min=0), metavar="MS",

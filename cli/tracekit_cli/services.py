@@ -17,6 +17,7 @@ from tracekit_cli.options import (
     parse_since,
     require_jaeger_for_service,
     resolve_format,
+    service_name,
     warn,
 )
 from tracekit_cli.output import emit_json, emit_rich, emit_text
@@ -30,7 +31,8 @@ MAX_SPANS = 200_000  # what the map holds in memory (about 1.5 kB a span)
 @click.option("--since", metavar="WHEN", default="1h", show_default=True,
               help="Window: 15m, 2h, 7d or an ISO 8601 time "
               f"(its newest {MAX_SPANS:,} spans).")  # fmt: skip
-@click.option("--service", metavar="NAME", help="Jaeger only: the service to start from.")
+@click.option("--service", metavar="NAME", callback=service_name,
+              help="Jaeger only: the service to start from.")  # fmt: skip
 def services(
     store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
     output_format: str | None, since: str, service: str | None,

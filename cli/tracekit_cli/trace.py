@@ -21,6 +21,7 @@ from tracekit_cli.options import (
     open_source,
     require_jaeger_for_service,
     resolve_format,
+    service_name,
 )
 from tracekit_cli.output import emit_json, emit_text
 
@@ -35,7 +36,8 @@ MAX_SPANS_LIMIT = 10_000_000
 @click.option("--logs/--no-logs", default=True, show_default=True,
               help="Show log lines under their span.")  # fmt: skip
 @click.option("--raw-times", is_flag=True, help="Show recorded times, without clock-skew fixes.")
-@click.option("--service", metavar="NAME", help="Jaeger only: search this service's spans.")
+@click.option("--service", metavar="NAME", callback=service_name,
+              help="Jaeger only: search this service's spans.")  # fmt: skip
 @click.option("--max-spans", type=click.IntRange(1, MAX_SPANS_LIMIT), default=MAX_SPANS,
               show_default=True,
               help="Show at most this many spans, the earliest (a warning says so).")  # fmt: skip

@@ -261,3 +261,31 @@ def columns(lines: list[str]) -> list[tuple[str, ...]]:
     """The table's cells column by column, a column's parts top to bottom."""
     return list(zip(*([cell.strip() for cell in re.split("[┃│]", line)] for line in lines),
                     strict=True))  # fmt: skip
+
+
+def test_a_service_name_the_locale_could_not_decode_is_a_usage_error(store: Path) -> None:
+    """`tracekit search --service café` typed in a Latin-1 terminal (the byte 0xe9) blamed the
+    store: "store PATH: 'utf-8' codec can't encode character '\\udce9' ...". The typed name is
+    now refused as --service's, as `diff --service` and `canary --service` refuse it."""
+    import subprocess
+
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    result = subprocess.run([tracekit, "search", "--store", str(store), "--service", b"caf\xe9"],
+                            capture_output=True, timeout=60)  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr == (
+        b"tracekit: Invalid value for '--service': 1-256 printable characters, got 'caf\\udce9'"
+        b" (see 'tracekit search --help')\n"
+    )
+
+
+def test_service_is_taken_without_surrounding_spaces_and_refused_empty(store: Path) -> None:
+    """`--service "gateway "` (a pasted name) matched nothing (exit 1), and `--service "$SVC"`
+    with SVC unset said "no requests match" rather than that the name was missing."""
+    code, out, _ = run("--store", str(store), "--since", SINCE, "--service", " gateway ",
+                       "--format", "json")  # fmt: skip
+    assert code == 0
+    assert {r["root_service"] for r in json.loads(out)["requests"]} == {"gateway"}
+    code, out, err = run("--store", str(store), "--service", "")
+    assert (code, out) == (2, "")
+    assert "Invalid value for '--service': 1-256 printable characters, got ''" in err
