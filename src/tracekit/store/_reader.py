@@ -361,7 +361,7 @@ class StoreReader:
         )
 
     def _spans(self, rows: list[Any]) -> list[SpanRecord]:
-        decoded = [(row, _loads(row[14]), _loads(row[15])) for row in rows]
+        decoded = [(row, loads_list(row[14]), loads_list(row[15])) for row in rows]
         refs: list[int] = []
         for row, attributes, events in decoded:
             refs.extend(r for r in (row[4], row[5], row[13]) if r is not None)
@@ -391,7 +391,7 @@ class StoreReader:
             query, trace_refs
         ):
             out.setdefault((trace_ref, span_id), []).append(
-                (linked_trace, linked_span, _loads(attributes))
+                (linked_trace, linked_span, loads_list(attributes))
             )
         return out
 
@@ -401,8 +401,10 @@ class StoreReader:
             return
         query = f"SELECT id, attributes FROM resources WHERE id IN ({marks(len(missing))})"
         for ref, text in self.conn.execute(query, missing):
-            parts = json.loads(text)
-            self._resources[ref] = (parts[0], parts[1] if len(parts) > 1 else None)
+            parts = loads_list(text)
+            resource = parts[0] if parts and isinstance(parts[0], dict) else {}
+            version = parts[1] if len(parts) > 1 and isinstance(parts[1], str) else None
+            self._resources[ref] = (resource, version)
 
     def _span(
         self, row: Sequence[Any], attributes: list[object], events: list[Any], links: list[Any]
@@ -432,7 +434,7 @@ class StoreReader:
         )
 
     def _logs(self, rows: list[Any]) -> list[LogRecordData]:
-        decoded = [(row, _loads(row[9])) for row in rows]
+        decoded = [(row, loads_list(row[9])) for row in rows]
         refs: list[int] = []
         for row, attributes in decoded:
             refs.extend(r for r in (row[1], row[2]) if r is not None)
@@ -472,8 +474,13 @@ def _matches(
     return min_duration_ms is None or summary.duration_ms >= min_duration_ms
 
 
-def _loads(text: str | None) -> list[Any]:
+def loads_list(text: str | None) -> list[Any]:
+    """A row's encoded attributes or events; [] for what no writer of the store wrote (a damaged
+    row), so that one bad record does not sink the request or the map around it."""
     if not text:
         return []
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
     return value if isinstance(value, list) else []

@@ -19,7 +19,7 @@ from typing import Any
 
 from tracekit.store._attribute_text import Picked, TextBatch, ValuePicker, value_of
 from tracekit.store._encoding import KIND_CODES, STATUS_CODE_OF
-from tracekit.store._reader import StoreReader, marks
+from tracekit.store._reader import StoreReader, loads_list, marks
 
 __all__ = ["RequestGroup", "request_groups"]
 
@@ -130,7 +130,7 @@ def _resources_of(reader: StoreReader, versions: Sequence[str]) -> dict[int, str
     wanted = set(versions)
     found = {}
     for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
-        document = json.loads(text)
+        document = loads_list(text)
         version = document[1] if len(document) > 1 else None
         if version in wanted:
             found[int(ref)] = version

@@ -1,0 +1,54 @@
+"""A store with a damaged row: the read commands show everything else (real store, real command).
+
+The store writes each span's attributes and each resource as JSON text. A row that is not (a
+damaged page, another tool's write) used to end `trace`, `services` and `canary` with exit 2,
+"store PATH: Expecting value: line 1 column 5 (char 4)", for every request or window that held it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import write_store
+
+from tracekit_cli.main import cli
+
+SINCE = "2023-11-14T22:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("damaged")
+    whole = write_store(folder / "whole.db")
+    damaged = write_store(folder / "damaged.db")
+    with sqlite3.connect(damaged) as conn:
+        conn.execute("UPDATE spans SET attributes = '[-3,' WHERE attributes IS NOT NULL")
+        conn.execute("UPDATE resources SET attributes = '{bad'")
+    return whole, damaged
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [*args, "--format", "json"], env={"COLUMNS": "100"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_services_maps_every_call_of_the_window(stores: tuple[Path, Path]) -> None:
+    whole, damaged = (run("services", "--store", str(s), "--since", SINCE) for s in stores)
+    assert (damaged[0], damaged[2]) == (0, "")
+    assert json.loads(damaged[1])["edges"] == json.loads(whole[1])["edges"]
+
+
+def test_trace_shows_every_span_without_what_was_lost(stores: tuple[Path, Path]) -> None:
+    whole, damaged = (run("trace", "req-checkout-1", "--store", str(s)) for s in stores)
+    assert (damaged[0], damaged[2]) == (0, "")
+    spans, expected = json.loads(damaged[1])["spans"], json.loads(whole[1])["spans"]
+    names = [(s["service"], s["name"], s["span_id"]) for s in spans]
+    assert names == [(s["service"], s["name"], s["span_id"]) for s in expected]
+    assert {s["attributes"].get("correlation.id") for s in spans} == {"req-checkout-1"}
