@@ -57,7 +57,10 @@ def _parsed(parse: Callable[[str], int], text: str | None, option: str) -> int |
 
 def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An empty address (an unset variable in ``--host "$HOST"``) would listen on every
-    interface: refused, so that exposing the receiver is always said out loud."""
+    interface: refused, so that exposing the receiver is always said out loud. An IPv6 address
+    may come in the brackets of a URL (``[::1]``, as the listening line writes it)."""
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
     if not value.strip():
         raise click.BadParameter("empty; to listen on every interface, say 0.0.0.0 or ::")
     return value

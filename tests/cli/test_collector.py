@@ -180,3 +180,18 @@ def test_read_only_store_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.stderr == (
         f"tracekit collector: cannot open store {path}: attempt to write a readonly database\n"
     )
+
+
+def test_an_ipv6_host_in_url_brackets_is_taken(tmp_path: Path) -> None:
+    """The collector says `listening on http://[::1]:PORT`; `--host [::1]`, copied from there,
+    failed: "cannot listen on [[::1]]:0: Name or service not known" (exit 2)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    process = subprocess.Popen([*ENTRY, "--host", "[::1]", "--port", "0", "--grpc-port", "0",
+                                "--store", str(tmp_path / "v6.db")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.communicate()[1]
+    assert line.startswith("tracekit collector listening on http://[::1]:")
