@@ -148,7 +148,14 @@ def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
             check_same_thread=False,
         )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.text_factory = _text
     return conn
+
+
+def _text(raw: bytes) -> str:
+    """A TEXT value; bytes that are not UTF-8 (a damaged page, another tool's write) become
+    U+FFFD instead of failing the whole query, as sqlite3's default does."""
+    return raw.decode("utf-8", "replace")
 
 
 def one_line(error: BaseException) -> str:
