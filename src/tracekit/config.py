@@ -39,6 +39,7 @@ __all__ = [
 EXPORTERS = ("otlp", "store", "console", "none")
 MODES = ("full", "correlation")
 MAX_TEXT = 256
+MAX_PATH = 4096
 # RFC 9110 field-name: a token
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -93,16 +94,22 @@ def _int(value: str) -> int:
 # --- checks: each raises ValueError saying what is wrong, without naming the option -----------
 
 
-def _text(value: object) -> None:
+def _text(value: object, limit: int = MAX_TEXT) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r:.80}")
-    if len(value) > MAX_TEXT or not value.isprintable():
-        raise ValueError(f"expected at most {MAX_TEXT} printable characters, got {value!r:.80}")
+    if len(value) > limit or not value.isprintable():
+        raise ValueError(f"expected at most {limit} printable characters, got {value!r:.80}")
 
 
 def _optional_text(value: object) -> None:
     if value is not None:
         _text(value)
+
+
+def _optional_path(value: object) -> None:
+    """A file path, up to Linux's PATH_MAX: a deep CI workspace's paths pass 256 characters."""
+    if value is not None:
+        _text(value, MAX_PATH)
 
 
 def _flag(value: object) -> None:
@@ -195,7 +202,7 @@ class Options:
         default="otlp", metadata={"env": "TRACEKIT_EXPORTER", "check": _one_of(EXPORTERS)}
     )
     store: str | None = field(
-        default=None, metadata={"env": "TRACEKIT_STORE", "check": _optional_text}
+        default=None, metadata={"env": "TRACEKIT_STORE", "check": _optional_path}
     )
     mode: str = field(default="full", metadata={"env": "TRACEKIT_MODE", "check": _one_of(MODES)})
     correlation_headers: tuple[str, ...] = field(

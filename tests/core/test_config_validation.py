@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from tracekit import config
 from tracekit.config import ConfigError
+from tracekit.store import Store
 
 BAD_VALUES = [
     ("TRACEKIT_EXCLUDED_URLS", "(", "invalid regular expression '('"),
@@ -108,6 +110,25 @@ def test_init_fails_at_start_in_a_real_process() -> None:
     assert result.returncode == 1 and "started" not in result.stdout
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("tracekit.config.ConfigError: TRACEKIT_EXCLUDED_URLS: "), last
+
+
+def test_a_store_path_longer_than_256_characters_is_written(tmp_path: Path) -> None:
+    """TRACEKIT_STORE was held to 256 characters like a name: a service under a deep folder (a
+    CI workspace) did not start, and `tracekit demo --store` there failed with "demo service
+    gateway exited; see .../gateway.log" (the collector and the CLI took the same path)."""
+    store = tmp_path / ("d" * 120) / ("e" * 120) / "tracekit.db"
+    store.parent.mkdir(parents=True)
+    env = {**os.environ, "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store),
+           "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORT_LOGS": "false"}  # fmt: skip
+    code = (
+        "import tracekit; tracekit.init('svc'); from opentelemetry import trace; "
+        "trace.get_tracer('t').start_span('hello').end(); tracekit.shutdown()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert len(str(store)) > 256 and result.returncode == 0, result.stderr
+    with Store(store) as stored:
+        assert [s.name for s in stored.spans_since(0)] == ["hello"]
 
 
 def test_service_name_is_the_same_for_spans_and_metrics_when_nobody_names_it() -> None:
