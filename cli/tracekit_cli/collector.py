@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from tracekit.store._heap import map_large_buffers
 from tracekit_cli.options import StoreOption, one_line
 
 EXIT_ERROR = 2
+REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
 
 
 def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
@@ -195,10 +197,16 @@ def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
     SIGINT is set explicitly too: a process started in the background inherits it ignored.
     A second signal while stopping exits at once: stopping waits for the requests in flight
     (a stalled client's up to its 30 s deadline), and whoever asks twice does not want to wait.
+    One that follows the first within a fraction of a second is the same request, delivered
+    twice (``timeout 60 tracekit collector`` signals the collector, then its process group).
     Nothing acknowledged is lost: an answer is sent only after its records are committed.
     """
 
+    first: list[float] = []  # when the first signal came
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if first and time.monotonic() - first[0] < REPEATED_SIGNAL_SECONDS:
+            return  # the same stop sent twice: timeout(1) signals us, then our process group
         if stop.is_set():
             click.echo(
                 "tracekit collector: stopped without waiting for the requests in flight"
@@ -206,6 +214,7 @@ def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
                 err=True,
             )
             os._exit(128 + signum)
+        first.append(time.monotonic())
         stop.set()
 
     return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}

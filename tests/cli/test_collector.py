@@ -195,3 +195,20 @@ def test_an_ipv6_host_in_url_brackets_is_taken(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0, process.communicate()[1]
     assert line.startswith("tracekit collector listening on http://[::1]:")
+
+
+def test_one_stop_delivered_twice_still_waits_for_the_requests_in_flight(tmp_path: Path) -> None:
+    """`timeout 60 tracekit collector` sends SIGTERM to the collector and then to its process
+    group: the collector saw two signals a moment apart, took the second for an impatient
+    user's, and exited at once ("stopped without waiting for the requests in flight")."""
+    process, port = start_collector(tmp_path / "timeout.db")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        stalled.sendall(_STALLED_HEADERS)
+        assert stalled.recv(64).startswith(b"HTTP/1.1 100")  # a request in flight
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)  # the same stop, to the process group
+        time.sleep(0.5)
+        assert process.poll() is None  # still waiting for the request in flight
+        process.send_signal(signal.SIGTERM)  # a second stop, asked for later: at once
+        assert process.wait(10) == 128 + signal.SIGTERM
