@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 __all__ = [
     "EXPORTERS",
+    "MAX_PATH",
     "MAX_TEXT",
     "MODES",
     "OTLP_PROTOCOLS",
