@@ -99,7 +99,8 @@ class TracekitMiddleware:
         if self._first:  # (two first requests at once both read them: the same options)
             self._ready()
             self._first = False
-        if self._requests.is_excluded(request.path):
+        # Below SCRIPT_NAME (a proxy's /api prefix), as the WSGI and ASGI middleware match it.
+        if self._requests.is_excluded(request.path_info):
             return None
         try:
             headers = headers_of(request.META, self._environ_keys)

@@ -337,6 +337,24 @@ def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_
     assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
 
 
+def test_django_excluded_urls_match_the_path_below_the_script_name(
+    django_application: Any, serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """Behind a proxy that mounts the project under ``/api`` (``SCRIPT_NAME``), ``^/ping$``
+    still excludes the health check, as the WSGI middleware's ``PATH_INFO`` does; it was
+    matched against ``/api/ping`` and the check was traced."""
+
+    def under_api(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["SCRIPT_NAME"] = "/api"
+        return django_application(environ, start_response)
+
+    url = serve_wsgi(under_api)
+    assert requests.get(url + "/ping", timeout=10).text == "pong"
+    assert requests.get(url + "/orders/3", timeout=10).status_code == 200
+    (span,) = wait_for_spans(1)
+    assert (span.name, span.attributes["url.path"]) == ("GET /orders/{order_id}", "/api/orders/3")
+
+
 def _mounted_app() -> Starlette:
     """Routes under a parametrised mount, under a mounted sub-application, and a mount that
     serves whatever lies below it (as ``StaticFiles`` does): no route of its own."""
