@@ -22,6 +22,7 @@ from tracekit._http import flask_hooks
 from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
+    ERROR_KEY,
     ROUTE_KEY,
     Environ,
     ExcInfo,
@@ -190,6 +191,9 @@ def _finish(
 ) -> None:
     try:
         route = environ.get(ROUTE_KEY) if requests.records else None
+        if error is None:  # the view's exception a framework answered with its 500 page
+            found = environ.get(ERROR_KEY)
+            error = found if isinstance(found, BaseException) else None
         requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)

@@ -4,9 +4,10 @@ Spans are named by Flask's url rule (``GET /orders/{id}``). The WSGI middleware 
 while Flask calls ``start_response`` inside its request context (Flask clears the request from
 the environ when that context ends, before the server closes the response and the span ends).
 Flask also turns a view's exception into a 500 response before the WSGI middleware sees it, so
-the ``got_request_exception`` signal records the exception on the request's SERVER span, and keeps
-the route for the one case where no response starts in the request context: an exception Flask
-propagates (``PROPAGATE_EXCEPTIONS``).
+the ``got_request_exception`` signal leaves the exception in the environ for the middleware to
+record (once, on the span and in the metrics, also when Flask then propagates it:
+``PROPAGATE_EXCEPTIONS``), and keeps the route for the one case where no response starts in the
+request context: an exception Flask propagates.
 
 ``tracekit.wsgi`` and ``tracekit.flask`` both use this module; neither imports the other's
 internals.
@@ -17,11 +18,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from opentelemetry import trace
-
 from tracekit._http.server import braced_route
-from tracekit._http.wsgi_environ import CACHE_LIMIT, ROUTE_KEY, Environ
-from tracekit._runtime.guard import guarded, mark_failed, report_once
+from tracekit._http.wsgi_environ import CACHE_LIMIT, ERROR_KEY, ROUTE_KEY, Environ
+from tracekit._runtime.guard import guarded, report_once
 
 _TEMPLATES: dict[str, str] = {}
 
@@ -68,7 +67,7 @@ def _template(rule: str) -> str:
 
 
 def _connect_signals(app: Any) -> None:
-    """Record the exceptions of ``app``'s views on their SERVER spans (idempotent).
+    """Leave the exceptions of ``app``'s views for the middleware to record (idempotent).
 
     Route names need no signal: a receiver of ``request_started`` would run on every request,
     while the middleware reads the url rule for free when the response starts.
@@ -82,7 +81,6 @@ def _connect_signals(app: Any) -> None:
 def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> None:
     import flask
 
-    remember_route(flask.request.environ)
-    span = trace.get_current_span()
-    if span.is_recording():
-        mark_failed(span, exception)
+    environ = flask.request.environ
+    remember_route(environ)
+    environ[ERROR_KEY] = exception

@@ -108,8 +108,8 @@ def mark_failed(
 
 
 def mark_failed_status(span: trace.Span, status_code: int) -> None:
-    """ERROR status and ``error.type`` for a failed HTTP status, unless a framework hook (Flask's
-    ``got_request_exception``) already marked the span failed by the exception behind it."""
+    """ERROR status and ``error.type`` for a failed HTTP status, unless the span was already
+    marked failed by the exception behind it."""
     if getattr(getattr(span, "status", None), "status_code", None) is StatusCode.ERROR:
         return
     span.set_attribute(semconv.ERROR_TYPE, str(status_code))
