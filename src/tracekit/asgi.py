@@ -225,7 +225,7 @@ def _mount_prefix(route: object, *apps: object) -> str | None:
     if known is not None and known[0] is route:
         return known[1]
     for app in apps:
-        prefix = _find_route(getattr(app, "routes", None), route, "", 0)
+        prefix = _find_route(_routes_of(app), route, "", 0)
         if prefix is not None:
             if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
                 _mount_prefixes.clear()
@@ -240,7 +240,7 @@ def _find_route(routes: object, route: object, prefix: str, depth: int) -> str |
     for candidate in routes:
         if candidate is route:
             return prefix
-        inner = getattr(candidate, "routes", None)  # a Mount (or Host) and what it routes to
+        inner = _routes_of(candidate)  # a Mount (or Host) and what it routes to
         if inner:
             path = getattr(candidate, "path", "")  # a Host has none
             below = prefix + path if isinstance(path, str) else prefix
@@ -250,7 +250,22 @@ def _find_route(routes: object, route: object, prefix: str, depth: int) -> str |
     return None
 
 
+def _routes_of(app: object) -> object:
+    """The routes of ``app`` (a Starlette app, a Router, a Mount or Host), or of the app it
+    wraps: ``Mount("/v1", app=CORSMiddleware(v1))`` routes through middleware, which keeps
+    the app it wraps as ``app`` (Starlette's do) and has no routes of its own."""
+    for _ in range(_MAX_WRAPPERS):
+        routes = getattr(app, "routes", None)
+        if routes:
+            return routes
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
 # Route object (by id, kept to tell a reused id) -> the templates of the mounts above it.
 _mount_prefixes: dict[int, tuple[object, str]] = {}
 _MAX_KNOWN_ROUTES = 4096
 _MAX_MOUNT_DEPTH = 16
+_MAX_WRAPPERS = 16  # middleware around one mounted application

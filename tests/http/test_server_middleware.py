@@ -390,6 +390,32 @@ def test_routes_under_mounts_are_named_by_templates_never_by_the_path_sent(
     ]
 
 
+def test_a_sub_application_mounted_through_middleware_keeps_its_mount_template(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """``app.mount("/v1", CORSMiddleware(v1))``: the mount routes through middleware, which has
+    no routes of its own; its routes were named without the mount (``/v1`` and ``/v2`` were
+    both ``GET /items/{item_id}``, a route the app does not have)."""
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    v1 = Starlette(routes=[Route("/items/{item_id}", items)])
+    v2 = Starlette(routes=[Route("/items/{item_id}", items)])
+    app = Starlette(routes=[Mount("/v1", app=CORSMiddleware(v1, allow_origins=["*"])),
+                            Mount("/v2/{region}", app=GZipMiddleware(v2))])  # fmt: skip
+    app.add_middleware(asgi.TracekitMiddleware)
+    url = serve_asgi(app)
+
+    for path in ("/v1/items/1", "/v2/eu/items/2"):
+        assert requests.get(url + path, timeout=10).status_code == 200
+
+    routes = {
+        span.attributes["url.path"]: span.attributes["http.route"] for span in wait_for_spans(2)
+    }
+    assert routes == {"/v1/items/1": "/v1/items/{item_id}",
+                      "/v2/eu/items/2": "/v2/{region}/items/{item_id}"}  # fmt: skip
+
+
 async def _denying_socket(scope: Any, receive: Any, send: Any) -> None:
     """A WebSocket endpoint that refuses the handshake with an HTTP response (ASGI's denial)."""
     await receive()  # websocket.connect
