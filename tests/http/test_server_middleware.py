@@ -416,6 +416,38 @@ def test_a_sub_application_mounted_through_middleware_keeps_its_mount_template(
                       "/v2/eu/items/2": "/v2/{region}/items/{item_id}"}  # fmt: skip
 
 
+def test_a_method_outside_the_known_ones_is_kept_beside_other(
+    serve_asgi: Any, serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """WebDAV's ``PROPFIND`` is ``_OTHER`` for ``http.request.method`` (and the metrics), as
+    OpenTelemetry says; the method sent stays in ``http.request.method_original`` and the span is
+    ``HTTP {route}``. It was only ``HTTP``, with nothing saying which method came. A method that
+    is no HTTP token (werkzeug passes anything without spaces) is not kept."""
+    import rawhttp
+
+    async def dav(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.method)
+
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    asgi_url = serve_asgi(asgi.TracekitMiddleware(
+        Starlette(routes=[Route("/dav/{name}", dav, methods=["PROPFIND"])])))  # fmt: skip
+    wsgi_url = serve_wsgi(wsgi.TracekitMiddleware(plain))
+
+    assert requests.request("PROPFIND", asgi_url + "/dav/notes", timeout=10).text == "PROPFIND"
+    assert rawhttp.send(wsgi_url + "/x", [], method="P\x1b[2JROP").status == 200
+
+    by_path = {span.attributes["url.path"]: span for span in wait_for_spans(2)}
+    dav_span, hostile = by_path["/dav/notes"], by_path["/x"]
+    assert dav_span.name == "HTTP /dav/{name}"
+    assert dav_span.attributes["http.request.method"] == "_OTHER"
+    assert dav_span.attributes["http.request.method_original"] == "PROPFIND"
+    assert hostile.attributes["http.request.method"] == "_OTHER"
+    assert "http.request.method_original" not in hostile.attributes
+
+
 async def _denying_socket(scope: Any, receive: Any, send: Any) -> None:
     """A WebSocket endpoint that refuses the handshake with an HTTP response (ASGI's denial)."""
     await receive()  # websocket.connect

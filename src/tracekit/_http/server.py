@@ -32,6 +32,8 @@ KNOWN_METHODS = frozenset(
 )
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 # The ActiveRequest of the request under way, in the context tracekit attaches for its span.
@@ -112,7 +114,10 @@ class ServerRequests:
             return _nested(outer, current)
         cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
-        method = method if method in KNOWN_METHODS else semconv.OTHER_METHOD
+        if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
+            if isinstance(method, str) and _METHOD_TOKEN.fullmatch(method):
+                attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
+            method = semconv.OTHER_METHOD
         request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
         if self._tracer is not None:
             enclosing = self._stamped_enclosing_span(cid) if current else None
@@ -363,7 +368,8 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     try:
         # One set_attribute per value: cheaper in the SDK than set_attributes with a mapping.
         if route:
-            span.update_name(f"{request.method} {route}" if request.method != "_OTHER" else "HTTP")
+            method = "HTTP" if request.method == semconv.OTHER_METHOD else request.method
+            span.update_name(f"{method} {route}")
             span.set_attribute(semconv.HTTP_ROUTE, route)
         if request.status_code:
             span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
