@@ -23,6 +23,7 @@ from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     ERROR_KEY,
+    ROOT_KEY,
     ROUTE_KEY,
     Environ,
     ExcInfo,
@@ -75,6 +76,8 @@ class TracekitMiddleware:
             return self.app(environ, start_response)
         echo = (self._requests.response_header, request.correlation_id)
         echo_lower, flask = self._echo_lower, self._flask
+        if flask:  # where a Flask app mounted below (DispatcherMiddleware) is found
+            environ.setdefault(ROOT_KEY, self.app)
 
         def start_with_correlation(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None

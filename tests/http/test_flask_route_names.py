@@ -127,3 +127,35 @@ def test_init_app_after_the_wsgi_app_was_wrapped(serve_wsgi, wait_for_spans, cap
         sample = {**labels, "http_route": route, "http_response_status_code": status,
                   "error_type": "" if status == "200" else "ValueError"}  # fmt: skip
         assert registry.get_sample_value(count, sample) == 1.0, route
+
+
+def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
+    serve_wsgi, wait_for_spans
+):
+    """Flask's documented way to combine apps, ``DispatcherMiddleware(main, {"/shop": shop})``:
+    the shop's routes were named without their mount (``/shop/items/2`` was
+    ``GET /items/{item_id}``, the main app's route, in one metrics series with it). The mount
+    comes from the configuration; a prefix a client sends through ``ProxyFix`` never joins it."""
+    main, shop = flask.Flask("main"), flask.Flask("shop")
+
+    @main.get("/items/<int:item_id>")
+    def main_item(item_id: int) -> str:
+        return "main"
+
+    @shop.get("/items/<int:item_id>")
+    def shop_item(item_id: int) -> str:
+        return "shop"
+
+    dispatcher = DispatcherMiddleware(main.wsgi_app, {"/shop": ProxyFix(shop.wsgi_app)})
+    main.wsgi_app = ProxyFix(dispatcher, x_prefix=1)  # type: ignore[method-assign]
+    url = serve_wsgi(tracekit.flask.init_app(main, registry=CollectorRegistry()))
+
+    assert requests.get(url + "/items/1", timeout=10).text == "main"
+    assert requests.get(url + "/shop/items/2", timeout=10).text == "shop"
+    prefixed = {"X-Forwarded-Prefix": "/tenant-9"}
+    assert requests.get(url + "/shop/items/3", headers=prefixed, timeout=10).text == "shop"
+
+    by_path = {span.attributes["url.path"]: span.name for span in wait_for_spans(3)}
+    assert by_path == {"/items/1": "GET /items/{item_id}",
+                       "/shop/items/2": "GET /shop/items/{item_id}",
+                       "/shop/items/3": "GET /shop/items/{item_id}"}  # fmt: skip

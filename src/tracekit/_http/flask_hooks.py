@@ -19,10 +19,13 @@ import sys
 from typing import Any
 
 from tracekit._http.server import braced_route
-from tracekit._http.wsgi_environ import CACHE_LIMIT, ERROR_KEY, ROUTE_KEY, Environ
+from tracekit._http.wsgi_environ import CACHE_LIMIT, ERROR_KEY, ROOT_KEY, ROUTE_KEY, Environ
 from tracekit._runtime.guard import guarded, report_once
 
 _TEMPLATES: dict[str, str] = {}
+# (id of the app tracekit wraps, id of a Flask app below it) -> both, and the mounts between
+_MOUNTS: dict[tuple[int, int], tuple[object, object, str]] = {}
+_MAX_WRAPPERS = 16
 
 
 def connect(app: object) -> bool:
@@ -51,9 +54,45 @@ def remember_route(environ: Environ) -> None:
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
             template = getattr(rule, "rule", None)
             if isinstance(template, str):
-                environ[ROUTE_KEY] = _template(template)
+                environ[ROUTE_KEY] = _mount_of(environ) + _template(template)
     except Exception as error:
         report_once("wsgi flask route", error)
+
+
+def _mount_of(environ: Environ) -> str:
+    """The mount paths (``/shop``) of the ``DispatcherMiddleware`` instances leading from the
+    app tracekit wraps to the Flask app handling the request; "" for none. Read from the
+    application's own configuration, never from the request's ``SCRIPT_NAME`` (a proxy's
+    prefix, or ``X-Forwarded-Prefix`` through ``ProxyFix``, is not part of a route)."""
+    root = environ.get(ROOT_KEY)
+    flask = sys.modules.get("flask")
+    if root is None or flask is None or not flask.has_app_context():
+        return ""
+    handler = flask.current_app._get_current_object()
+    known = _MOUNTS.get((id(root), id(handler)))
+    if known is None or known[0] is not root or known[1] is not handler:
+        known = (root, handler, _mount_path(root, handler, 0) or "")
+        if len(_MOUNTS) < CACHE_LIMIT:
+            _MOUNTS[(id(root), id(handler))] = known
+    return known[2]
+
+
+def _mount_path(app: object, handler: object, depth: int) -> str | None:
+    """The mount paths from ``app`` down to ``handler`` through wrappers that keep the app they
+    wrap as ``app`` (``ProxyFix``, ``DispatcherMiddleware``'s default app); None if not found."""
+    for _ in range(_MAX_WRAPPERS):
+        if app is None:
+            return None
+        if app is handler or getattr(app, "__self__", None) is handler:
+            return ""
+        mounts = getattr(app, "mounts", None)
+        if isinstance(mounts, dict) and depth < _MAX_WRAPPERS:
+            for path, mounted in mounts.items():
+                below = _mount_path(mounted, handler, depth + 1)
+                if isinstance(path, str) and below is not None:
+                    return path + below
+        app = getattr(app, "app", None)
+    return None
 
 
 def _template(rule: str) -> str:

@@ -20,6 +20,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 CACHE_LIMIT = 256  # entries per cache of values read from environs: bounded whatever clients send
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
 ERROR_KEY = "tracekit.error"  # ... and the view's exception they answered with a 500 page
+ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: where mounts are
 
 
 def header_keys(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
