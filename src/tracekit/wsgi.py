@@ -33,6 +33,7 @@ from tracekit._http.wsgi_environ import (
     header_keys,
     headers_of,
 )
+from tracekit._runtime import state
 from tracekit._runtime.guard import report_once
 
 __all__ = ["ROUTE_KEY", "TracekitMiddleware"]
@@ -59,14 +60,27 @@ class TracekitMiddleware:
         **options: Any,
     ) -> None:
         self.app = app
-        self._requests = server_requests(tracer_provider, registry, options)
-        # Correlation-only mode needs no route names, so no Flask hooks either.
-        self._flask = self._requests.records and flask_hooks.connect(flask_app or app)
-        self._echo_lower = self._requests.response_header.lower()
-        self._environ_keys = header_keys(self._requests.wanted_headers)
+        self._setup = (tracer_provider, registry, options)
+        self._flask_app = flask_app or app
+        # Read again at the first request, and until tracekit.init has run (an app factory may
+        # wrap the app before the code that calls init). An invalid option fails now, as the
+        # application starts; no metric series exists until then.
+        ServerRequests(state.current_options(**options))
+        self._configured = self._final = False
         self._attributes = ServerAttributes()
 
+    def _configure(self) -> None:
+        """Read the options, with this middleware's overrides."""
+        self._requests = server_requests(*self._setup)
+        self._configured, self._final = True, state.current() is not None
+        # Correlation-only mode needs no route names, so no Flask hooks either.
+        self._flask = self._requests.records and flask_hooks.connect(self._flask_app)
+        self._echo_lower = self._requests.response_header.lower()
+        self._environ_keys = header_keys(self._requests.wanted_headers)
+
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._final and (not self._configured or state.current() is not None):
+            self._configure()
         path = environ.get("PATH_INFO", "") or "/"
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:
