@@ -32,6 +32,7 @@ from tracekit._http.wsgi_environ import (
     WSGIApp,
     header_keys,
     headers_of,
+    request_path,
 )
 from tracekit._runtime import state
 from tracekit._runtime.guard import report_once
@@ -81,7 +82,7 @@ class TracekitMiddleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._final and (not self._configured or state.current() is not None):
             self._configure()
-        path = environ.get("PATH_INFO", "") or "/"
+        path = request_path(environ)
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:
             return self.app(environ, start_response)

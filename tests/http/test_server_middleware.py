@@ -448,6 +448,23 @@ def test_a_method_outside_the_known_ones_is_kept_beside_other(
     assert "http.request.method_original" not in hostile.attributes
 
 
+def test_a_wsgi_path_is_the_text_the_client_sent(serve_wsgi: Any, wait_for_spans: Any) -> None:
+    """PEP 3333 hands ``PATH_INFO`` over as its bytes decoded as latin-1: ``url.path`` said
+    ``/files/cafÃ©`` where ASGI and Django say ``/files/café``, and an excluded ``^/café$``
+    was traced. Bytes that are no UTF-8 become replacement characters."""
+
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    url = serve_wsgi(wsgi.TracekitMiddleware(plain, excluded_urls=["^/café$"]))
+    for path in ("/files/caf%C3%A9", "/caf%C3%A9", "/raw/%FF"):
+        assert requests.get(url + path, timeout=10).text == "ok"
+
+    paths = sorted(span.attributes["url.path"] for span in wait_for_spans(2))
+    assert paths == ["/files/café", "/raw/\ufffd"]
+
+
 async def _denying_socket(scope: Any, receive: Any, send: Any) -> None:
     """A WebSocket endpoint that refuses the handshake with an HTTP response (ASGI's denial)."""
     await receive()  # websocket.connect

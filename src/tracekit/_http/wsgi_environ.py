@@ -23,6 +23,18 @@ ERROR_KEY = "tracekit.error"  # ... and the view's exception they answered with 
 ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: where mounts are
 
 
+def request_path(environ: Mapping[str, Any]) -> str:
+    """``PATH_INFO`` as the client's text: PEP 3333 gives its bytes decoded as latin-1, while
+    the path is UTF-8 (``/café``, as ASGI servers and Django decode it, not ``/cafÃ©``)."""
+    path: str = environ.get("PATH_INFO", "") or "/"
+    if path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a server that decoded it already
+        return path
+
+
 def header_keys(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """(environ key, header name) for each header: ``X-Request-ID`` is ``HTTP_X_REQUEST_ID``."""
     return tuple(("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(names))
