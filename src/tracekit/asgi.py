@@ -104,6 +104,8 @@ class TracekitMiddleware:
                 request.status_code = message.get("status", 101)
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
+            elif kind == "websocket.close" and not request.status_code:
+                request.status_code = 403  # closed before accepting: the server answers 403 (ASGI)
             await send(message)
             if (kind == "http.response.body" and not trailers and not message.get("more_body")) or (
                 kind == "http.response.trailers" and not message.get("more_trailers")

@@ -486,6 +486,25 @@ def test_a_refused_websocket_echoes_the_id_and_records_its_status(
     assert span.attributes["correlation.id"] == "ws-refused-1"
 
 
+def test_a_websocket_closed_before_it_was_accepted_records_the_403(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """An app that closes a WebSocket before accepting it is answered ``403`` by the server (the
+    ASGI spec says so); the span had no status code at all, as if nothing had been answered."""
+
+    async def refuse(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    app = Starlette(routes=[WebSocketRoute("/ws/vault", refuse)])
+    ws_url = serve_asgi(asgi.TracekitMiddleware(app)).replace("http://", "ws://")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url + "/ws/vault")
+
+    assert refused.value.response.status_code == 403
+    (span,) = wait_for_spans(1)
+    assert (span.name, span.attributes["http.response.status_code"]) == ("GET /ws/vault", 403)
+
+
 def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
     """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
     Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response
