@@ -505,6 +505,42 @@ def test_a_websocket_closed_before_it_was_accepted_records_the_403(
     assert (span.name, span.attributes["http.response.status_code"]) == ("GET /ws/vault", 403)
 
 
+def test_a_registry_holding_a_metric_of_the_same_name_costs_only_the_metrics(
+    serve_asgi: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any, monkeypatch: Any
+) -> None:
+    """The application's registry already has its own ``http_server_request_duration_seconds``:
+    tracekit cannot add its family there. That failed every request with a 500
+    (``DuplicatedTimeseries`` from the middleware); now the requests are answered and traced,
+    without tracekit's metrics, and one warning says why."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from tracekit._runtime import guard
+
+    monkeypatch.setattr(guard, "_reported", set())  # warned once per process: this test's
+    registry = CollectorRegistry()
+    Histogram("http_server_request_duration_seconds", "the app's own", registry=registry)
+
+    async def answer(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    asgi_app = asgi.TracekitMiddleware(Starlette(routes=[Route("/a", answer)]), registry=registry)
+    asgi_url = serve_asgi(asgi_app)
+    wsgi_url = serve_wsgi(wsgi.TracekitMiddleware(plain, registry=registry))
+
+    for url in (asgi_url + "/a", asgi_url + "/a", wsgi_url + "/w"):
+        assert requests.get(url, timeout=10).text == "ok"
+    assert sorted(span.name for span in wait_for_spans(3)) == ["GET", "GET /a", "GET /a"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
+    assert (
+        "tracekit: HTTP server metrics failed (DuplicateTimeseries); continuing without it"
+        in warnings
+    )
+
+
 def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
     """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
     Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, propagation, semconv
 from tracekit._propagation import baggage as _baggage
-from tracekit._runtime.guard import mark_failed, mark_failed_status
+from tracekit._runtime.guard import mark_failed, mark_failed_status, report_once
 from tracekit._runtime.state import current_options
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
@@ -285,7 +285,10 @@ def server_requests(
     opts = current_options(**overrides)
     metrics = None
     if not opts.correlation_only:
-        metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
+        try:
+            metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
+        except ValueError as error:  # the registry holds someone else's metric of that name
+            report_once("HTTP server metrics", error)
     return ServerRequests(opts, tracer_provider, metrics)
 
 
