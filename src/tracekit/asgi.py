@@ -21,7 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, semconv
 from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
-from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.server import (
+    CLIENT_CLOSED_REQUEST,
+    ActiveRequest,
+    ServerRequests,
+    server_requests,
+)
 from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 from tracekit._runtime import lifecycle, state
 from tracekit._runtime.guard import report_once
@@ -181,6 +186,9 @@ class TracekitMiddleware:
         self, request: ActiveRequest, scope: Scope, top: object, error: BaseException | None
     ) -> None:
         try:
+            if error is not None and not request.status_code and _client_went_away(error):
+                # the client's doing, as Django's cancelled view is: no server error
+                request.status_code, error = CLIENT_CLOSED_REQUEST, None
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route(scope, top)
             self._requests.finish(request, route, error)
@@ -192,6 +200,13 @@ class TracekitMiddleware:
             self._requests.responded(request, _route(scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
+
+
+def _client_went_away(error: BaseException) -> bool:
+    """Starlette's ``ClientDisconnect``: the client left before its request body had come
+    (an upload cancelled), and reading it raised."""
+    kind = type(error)
+    return kind.__name__ == "ClientDisconnect" and kind.__module__.startswith("starlette.")
 
 
 def _attributes(scope: Scope) -> dict[str, Any]:

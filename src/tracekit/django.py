@@ -22,7 +22,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from tracekit import semconv
 from tracekit._http.django_routes import route_of
-from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.server import (
+    CLIENT_CLOSED_REQUEST,
+    ActiveRequest,
+    ServerRequests,
+    server_requests,
+)
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
 from tracekit._runtime.guard import report_once
 from tracekit._runtime.state import current_options
@@ -30,7 +35,6 @@ from tracekit._runtime.state import current_options
 __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
-_CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away first
 
 
 class TracekitMiddleware:
@@ -83,7 +87,7 @@ class TracekitMiddleware:
         except asyncio.CancelledError:
             # Django cancels the view's task when the client disconnects: the client's doing,
             # counted as nginx counts it ("499 client closed request"), not as a server error.
-            active.status_code = _CLIENT_CLOSED_REQUEST
+            active.status_code = CLIENT_CLOSED_REQUEST
             _finish(self._requests, active, request, None)
             raise
         except BaseException as error:

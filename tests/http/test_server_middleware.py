@@ -541,6 +541,38 @@ def test_a_registry_holding_a_metric_of_the_same_name_costs_only_the_metrics(
     )
 
 
+def test_a_client_that_leaves_during_its_upload_is_no_server_error(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """The client closes the connection before its request body has come: reading it raises
+    Starlette's ``ClientDisconnect``. That was a failed span and a request counted with
+    ``error_type="ClientDisconnect"`` (a server error on the dashboards, a failing canary); it
+    is a ``499``, the client's doing, as for Django (docs/middleware.md)."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception the app let out
+
+    async def upload(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Route("/upload", upload, methods=["POST"])])
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="shop")
+    port = int(serve_asgi(app).rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npart")
+        time.sleep(0.1)
+
+    (span,) = wait_for_spans(1)
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes["http.response.status_code"] == 499
+    assert "error.type" not in span.attributes
+    sample = {"http_request_method": "POST", "http_route": "/upload", "error_type": "",
+              "http_response_status_code": "499", "service_name": "shop",
+              "service_version": ""}  # fmt: skip
+    assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
+
+
 def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_spans: Any) -> None:
     """PEP 3333 lets a server count a body of one chunk (``len(app_iter) == 1``) and send its
     Content-Length, as wsgiref (and Django's runserver, built on it) does; tracekit's response

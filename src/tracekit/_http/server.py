@@ -30,6 +30,7 @@ from tracekit.metrics import HttpServerMetrics
 KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away first
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
