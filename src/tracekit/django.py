@@ -15,7 +15,7 @@ settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` op
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -124,8 +124,52 @@ class TracekitMiddleware:
             report_once("django response header", error)
         if not getattr(response, "streaming", False):
             _complete(self._requests, active, request)
+        else:
+            _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
+
+
+def _watch_stream(
+    requests: ServerRequests, active: ActiveRequest, request: Any, response: Any
+) -> None:
+    """Record on the request an exception the streamed body raises part-way (the client got a
+    cut body), as the WSGI and ASGI middleware do. A file response is left as it is: servers
+    send its file their own way (``wsgi.file_wrapper``, sendfile)."""
+    if getattr(response, "file_to_stream", None) is not None:
+        return
+
+    def failed(error: BaseException) -> None:
+        try:
+            requests.complete(active, route_of(request), error)
+        except Exception as exc:
+            report_once("django request finish", exc)
+
+    try:
+        content = response.streaming_content
+        watch = _watched_async if getattr(response, "is_async", False) else _watched
+        response.streaming_content = watch(content, failed)
+    except Exception as error:
+        report_once("django streamed response", error)
+
+
+def _watched(content: Iterable[bytes], failed: Callable[[BaseException], None]) -> Iterator[bytes]:
+    try:
+        yield from content
+    except Exception as error:  # not GeneratorExit: a server that stopped reading
+        failed(error)
+        raise
+
+
+async def _watched_async(
+    content: AsyncIterable[bytes], failed: Callable[[BaseException], None]
+) -> AsyncIterator[bytes]:
+    try:
+        async for part in content:
+            yield part
+    except Exception as error:  # not CancelledError: a client that went away
+        failed(error)
+        raise
 
 
 def _finish_on_close(

@@ -302,11 +302,19 @@ def django_application() -> Any:
 
         return StreamingHttpResponse(body())
 
+    def broken_stream(request: Any) -> StreamingHttpResponse:
+        def body() -> Iterator[bytes]:
+            yield b"row0\n"
+            raise OSError("the export file went away")
+
+        return StreamingHttpResponse(body())
+
     sys.modules[__name__ + "_urls"] = SimpleNamespace(  # type: ignore[assignment]
         urlpatterns=[
             path("orders/<int:order_id>", order),
             path("crash", crash),
             path("stream", streamed),
+            path("broken-stream", broken_stream),
             path("ping", lambda request: HttpResponse("pong")),
         ]
     )
@@ -335,6 +343,24 @@ def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_
     assert by_name["GET /crash"].status.status_code is StatusCode.ERROR
     assert by_name["GET /crash"].attributes["error.type"] == "KeyError"
     assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
+
+
+def test_a_django_stream_that_fails_part_way_is_a_failed_request(
+    django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """A ``StreamingHttpResponse`` whose body raises after its first chunk: the client gets a
+    cut body, and the span said the request went well (200, no error), where the WSGI and
+    ASGI middleware record the exception."""
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
+    url = serve_wsgi(django_application)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(url + "/broken-stream", timeout=10)
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /broken-stream"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "OSError"
+    assert [event.name for event in span.events] == ["exception"]
 
 
 def test_django_excluded_urls_match_the_path_below_the_script_name(
