@@ -130,12 +130,13 @@ def test_init_app_after_the_wsgi_app_was_wrapped(serve_wsgi, wait_for_spans, cap
 
 
 def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
-    serve_wsgi, wait_for_spans
+    serve_wsgi, wait_for_spans, caplog
 ):
     """Flask's documented way to combine apps, ``DispatcherMiddleware(main, {"/shop": shop})``:
     the shop's routes were named without their mount (``/shop/items/2`` was
     ``GET /items/{item_id}``, the main app's route, in one metrics series with it). The mount
     comes from the configuration; a prefix a client sends through ``ProxyFix`` never joins it."""
+    caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception
     main, shop = flask.Flask("main"), flask.Flask("shop")
 
     @main.get("/items/<int:item_id>")
@@ -146,6 +147,10 @@ def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
     def shop_item(item_id: int) -> str:
         return "shop"
 
+    @shop.get("/pay")
+    def pay() -> str:
+        raise LookupError("card declined")
+
     dispatcher = DispatcherMiddleware(main.wsgi_app, {"/shop": ProxyFix(shop.wsgi_app)})
     main.wsgi_app = ProxyFix(dispatcher, x_prefix=1)  # type: ignore[method-assign]
     url = serve_wsgi(tracekit.flask.init_app(main, registry=CollectorRegistry()))
@@ -154,8 +159,14 @@ def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
     assert requests.get(url + "/shop/items/2", timeout=10).text == "shop"
     prefixed = {"X-Forwarded-Prefix": "/tenant-9"}
     assert requests.get(url + "/shop/items/3", headers=prefixed, timeout=10).text == "shop"
+    assert requests.get(url + "/shop/pay", timeout=10).status_code == 500
 
-    by_path = {span.attributes["url.path"]: span.name for span in wait_for_spans(3)}
-    assert by_path == {"/items/1": "GET /items/{item_id}",
-                       "/shop/items/2": "GET /shop/items/{item_id}",
-                       "/shop/items/3": "GET /shop/items/{item_id}"}  # fmt: skip
+    spans = {span.attributes["url.path"]: span for span in wait_for_spans(4)}
+    assert {path: span.name for path, span in spans.items()} == {
+        "/items/1": "GET /items/{item_id}",
+        "/shop/items/2": "GET /shop/items/{item_id}",
+        "/shop/items/3": "GET /shop/items/{item_id}",
+        "/shop/pay": "GET /shop/pay",
+    }
+    # the mounted app's view exception is recorded too, not only the main app's
+    assert spans["/shop/pay"].attributes["error.type"] == "LookupError"

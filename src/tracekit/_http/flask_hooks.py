@@ -106,14 +106,16 @@ def _template(rule: str) -> str:
 
 
 def _connect_signals(app: Any) -> None:
-    """Leave the exceptions of ``app``'s views for the middleware to record (idempotent).
+    """Leave the exceptions of views for the middleware to record (idempotent): of ``app`` and
+    of the Flask apps mounted below it (``DispatcherMiddleware``), in the requests tracekit's
+    middleware handles for a Flask app (``ROOT_KEY`` in their environ); others are left alone.
 
     Route names need no signal: a receiver of ``request_started`` would run on every request,
     while the middleware reads the url rule for free when the response starts.
     """
     import flask
 
-    flask.got_request_exception.connect(_record_exception, app, weak=False)
+    flask.got_request_exception.connect(_record_exception, weak=False)
 
 
 @guarded(None)
@@ -121,5 +123,6 @@ def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> No
     import flask
 
     environ = flask.request.environ
-    remember_route(environ)
-    environ[ERROR_KEY] = exception
+    if ROOT_KEY in environ:
+        remember_route(environ)
+        environ[ERROR_KEY] = exception
