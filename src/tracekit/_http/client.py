@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -14,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from tracekit import correlation, propagation, semconv
-from tracekit._http.server import KNOWN_METHODS
+from tracekit._http.server import KNOWN_METHODS, METHOD_TOKEN
 from tracekit._runtime.guard import (
     http_call_suppressed,
     mark_failed,
@@ -29,8 +28,6 @@ from tracekit.metrics import HttpClientMetrics
 R = TypeVar("R")
 
 _tracer = trace.get_tracer("tracekit")
-# An HTTP method is a token (RFC 9110); a longer or stranger one is not kept as an attribute.
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 
 
 @dataclass(slots=True)
@@ -138,7 +135,7 @@ def _attributes(method: str, url: str) -> dict[str, Any]:
         + (f":{parts.port}" if parts.port else "")
         + parts.path,
     }
-    if not known and _METHOD.fullmatch(method):  # what _OTHER stands for (PURGE, PROPFIND…)
+    if not known and METHOD_TOKEN.fullmatch(method):  # what _OTHER stands for (PURGE, PROPFIND…)
         attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname

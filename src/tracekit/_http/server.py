@@ -34,7 +34,7 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went aw
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
-_METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 # The ActiveRequest of the request under way, in the context tracekit attaches for its span.
@@ -116,7 +116,7 @@ class ServerRequests:
         cid = self.choose_correlation_id(headers)
         cid_token = correlation.set_correlation_id(cid)
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
-            if isinstance(method, str) and _METHOD_TOKEN.fullmatch(method):
+            if isinstance(method, str) and METHOD_TOKEN.fullmatch(method):
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
             method = semconv.OTHER_METHOD
         request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
