@@ -16,11 +16,12 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, TypeVar
 
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from tracekit import semconv
@@ -32,6 +33,7 @@ from tracekit._metrics.local import (
     LockFreeCounter,
     local_values,
 )
+from tracekit._runtime.guard import report_once
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -591,12 +593,30 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
         return registry
     if not multiprocess_enabled():
         return REGISTRY
-    from prometheus_client import multiprocess
-
     combined = CollectorRegistry()
-    # Reads the files afresh on every scrape.
-    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    combined.register(_WorkerFiles())
     return combined
+
+
+class _WorkerFiles(Collector):
+    """Every worker's files summed, read afresh on every scrape.
+
+    A ``PROMETHEUS_MULTIPROC_DIR`` that is not a directory (not created yet, a typo) gives an
+    empty scrape and one warning, not an exception where the application mounts or serves the
+    metrics: the application must start. A directory created later is read from then on.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        """The samples of every worker's files, summed."""
+        from prometheus_client import multiprocess
+
+        try:
+            files = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        except ValueError as error:
+            report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
+            return []
+        metrics: Iterable[Metric] = files.collect()  # type: ignore[no-untyped-call]
+        return metrics
 
 
 class MetricsASGIApp:

@@ -149,3 +149,41 @@ def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
     assert said == (0 if multiprocess else 1), log.read_text()
     if not multiprocess:
         assert "set PROMETHEUS_MULTIPROC_DIR" in log.read_text()
+
+
+def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
+    tmp_path: Path,
+) -> None:
+    """``PROMETHEUS_MULTIPROC_DIR`` naming a directory nobody created: the middleware and the
+    ``/metrics`` mount raised while the app module was imported, and gunicorn stopped with
+    "Worker failed to boot". The app now serves its requests, traced, and says why it has no
+    metrics."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "never-created"),
+        "TRACEKIT_EXPORTER": "none",
+        "TRACEKIT_EXPORT_LOGS": "false",
+        "TRACEKIT_METRICS_PORT": "0",
+    }
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "2",
+             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{url}/hello", process), 30, "gunicorn", ignoring=UNREACHABLE)
+        hello = httpx.get(f"{url}/hello")
+        assert hello.status_code == 200 and hello.headers["X-Correlation-ID"]
+        scrape = httpx.get(f"{url}/metrics")
+        assert scrape.status_code == 200
+    finally:
+        process.terminate()
+        process.wait(20)
+    text = log.read_text()
+    assert "Worker failed to boot" not in text
+    assert "tracekit: http server metrics failed (FileNotFoundError)" in text
+    assert "PROMETHEUS_MULTIPROC_DIR is not set or not a directory" in text

@@ -288,7 +288,9 @@ def server_requests(
     if not opts.correlation_only:
         try:
             metrics = HttpServerMetrics.get(opts.service_name, opts.service_version, registry)
-        except ValueError as error:  # the registry holds someone else's metric of that name
+        except Exception as error:
+            # PROMETHEUS_MULTIPROC_DIR missing or read-only, a name the registry already has:
+            # the application is served, traced, without these metrics.
             report_once("HTTP server metrics", error)
     return ServerRequests(opts, tracer_provider, metrics)
 
