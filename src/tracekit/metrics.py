@@ -5,7 +5,7 @@ benchmarks build fresh registries. Names translate the OpenTelemetry semantic co
 Prometheus conventions; docs/metrics.md lists every name, label and unit.
 
 Exposition: ``install`` (called by ``tracekit.init()``) serves the registry on
-``TRACEKIT_METRICS_PORT`` with prometheus-client's own HTTP server; ``asgi_metrics_app`` and
+``TRACEKIT_METRICS_PORT`` (``tracekit._metrics.server``); ``asgi_metrics_app`` and
 ``wsgi_metrics_app`` mount it in an application instead. Both aggregate every worker's values when
 ``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode).
 """
@@ -564,7 +564,7 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsServer(NamedTuple):
-    """The exposition server ``install`` started: prometheus-client's HTTP server and thread."""
+    """The exposition server ``install`` started (``tracekit._metrics.server``) and its thread."""
 
     httpd: Any
     thread: threading.Thread
@@ -662,12 +662,10 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     """
     if options.correlation_only or options.metrics_port == 0:
         return None
-    from prometheus_client import start_http_server
+    from tracekit._metrics.server import serve
 
     try:
-        server = MetricsServer(
-            *start_http_server(options.metrics_port, registry=exposition_registry())
-        )
+        server = MetricsServer(*serve(options.metrics_port, exposition_registry()))
     except OSError as error:
         # Expected in multiprocess mode: the first worker serves everyone's values.
         level = logging.DEBUG if multiprocess_enabled() else logging.WARNING

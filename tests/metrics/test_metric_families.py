@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from websockets.sync.client import connect
 from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
+from tracekit._metrics import server as metrics_server
 from tracekit.asgi import TracekitMiddleware
 from tracekit.config import default_service_name
 
@@ -314,3 +316,30 @@ def test_client_destinations_are_capped_for_ports_as_for_hosts(destination: Any)
     assert len(found) == metrics.MAX_CLIENT_DESTINATIONS + 1
     assert (metrics.OTHER_VALUE, metrics.OTHER_VALUE) in found
     assert (destination(0)[0], str(destination(0)[1])) in found  # the first ones keep their names
+
+
+def test_idle_connections_to_the_metrics_port_hold_no_thread_for_long(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The metrics port binds every interface. Each connection that sent nothing held a thread
+    of the application for ever (prometheus-client's server has no timeout and no limit): 60
+    idle connections were 60 more threads. Now at most a few are served at once, a silent one
+    is dropped after the timeout without a traceback on stderr, and the next scrape is
+    answered."""
+    monkeypatch.setattr(metrics_server._Handler, "timeout", 0.5)
+    port = free_port()
+    server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
+    try:
+        time.sleep(0.2)  # every connection accepted by now
+        assert threading.active_count() - before <= metrics_server.MAX_CONNECTIONS
+        wait_for(lambda: threading.active_count() == before, 5, "idle connections dropped")
+        response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS})
+        assert response.status_code == 200 and response.text.rstrip().endswith("# EOF")
+    finally:
+        for connection in idle:
+            connection.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -1,0 +1,78 @@
+"""The metrics port's HTTP server: prometheus-client's WSGI app, with connections bounded.
+
+prometheus-client's ``start_http_server`` gives every connection a thread of the host process
+and waits for its request without a timeout: a client that connects and sends nothing (a port
+scanner, a slow or hostile peer; the port binds every interface) held a thread for ever, and
+a thousand such connections were a thousand threads in the application. Here a connection must
+send its request and take its answer within ``TIMEOUT_S`` per read or write, and at most
+``MAX_CONNECTIONS`` are served at once: one more is closed at once, without a thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+from prometheus_client.registry import Collector
+
+__all__ = ["MAX_CONNECTIONS", "TIMEOUT_S", "serve"]
+
+MAX_CONNECTIONS = 16  # scrapes at once: Prometheus opens one per scrape, HA pairs two
+TIMEOUT_S = 10.0  # Prometheus' default scrape_timeout
+
+
+class _Handler(WSGIRequestHandler):
+    """One scrape; gives up on a client silent for ``timeout`` seconds; logs nothing."""
+
+    timeout = TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing: a scrape every few seconds is not news."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them at once."""
+
+    daemon_threads = True  # a scrape in progress never holds up the application's exit
+    request_queue_size = 64  # the listen backlog: connections beyond the limit are closed at once
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve ``request`` on a thread of its own if a slot is free, else close it."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went silent or away is no error of the application's: nothing is
+        printed to its stderr (a port scan would fill it with tracebacks)."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def serve(port: int, registry: Collector) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` on every IPv4 interface at ``port`` from a daemon thread (what
+    prometheus-client's ``start_http_server(port, registry=registry)`` does)."""
+    httpd = make_server("0.0.0.0", port, make_wsgi_app(registry), _Server, _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="tracekit-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
