@@ -570,7 +570,8 @@ class MetricsServer(NamedTuple):
     thread: threading.Thread
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop serving and release the port.
+        """Stop serving (or waiting to serve: ``tracekit._metrics.server.Standby``) and release
+        the port.
 
         In a process forked after ``install`` (gunicorn ``--preload``, multiprocessing's fork)
         the serving thread stayed in the parent: asking it to stop would wait for ever, so the
@@ -662,15 +663,17 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     """
     if options.correlation_only or options.metrics_port == 0:
         return None
-    from tracekit._metrics.server import serve
+    from tracekit._metrics.server import Standby, serve
 
+    registry = exposition_registry()
     try:
-        server = MetricsServer(*serve(options.metrics_port, exposition_registry()))
+        server = MetricsServer(*serve(options.metrics_port, registry))
     except OSError as error:
-        # Expected in multiprocess mode: the first worker serves everyone's values.
-        level = logging.DEBUG if multiprocess_enabled() else logging.WARNING
-        _log.log(
-            level,
+        if multiprocess_enabled():
+            # Expected: another worker serves everyone's values; this one takes over if it goes.
+            standby = Standby(options.metrics_port, registry)
+            return MetricsServer(standby, standby.thread)
+        _log.warning(
             "tracekit: metrics port %d unavailable (%s); not serving metrics from this process",
             options.metrics_port,
             error.strerror or type(error).__name__,

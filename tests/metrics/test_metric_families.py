@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -343,3 +344,47 @@ def test_idle_connections_to_the_metrics_port_hold_no_thread_for_long(
             connection.close()
         server.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_in_multiprocess_mode_a_worker_takes_the_port_over_when_it_frees(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In multiprocess mode the first worker serves the port; the others found it taken and
+    gave up for good. gunicorn's HUP reload starts the new workers while the old ones hold the
+    port, then stops the old ones: after every reload nobody served the metrics, and nothing
+    said so. A worker that found the port taken now takes it over once it is free."""
+    monkeypatch.setenv(metrics.MULTIPROC_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(metrics_server.Standby, "RETRY_S", 0.1)
+    sibling = socket.socket()  # the worker serving the port now
+    sibling.bind(("0.0.0.0", 0))
+    sibling.listen()
+    port = sibling.getsockname()[1]
+    server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
+    try:
+        time.sleep(0.3)
+        sibling.close()  # that worker exits
+        answer = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/metrics"), 5, "the port taken over",
+            ignoring=(httpx.TransportError,),
+        )  # fmt: skip
+        assert answer.status_code == 200
+    finally:
+        sibling.close()
+        server.close()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/")
+
+
+def test_a_standby_worker_stops_waiting_at_shutdown(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(metrics.MULTIPROC_DIR_ENV, str(tmp_path))
+    with socket.socket() as sibling:
+        sibling.bind(("0.0.0.0", 0))
+        sibling.listen()
+        port = sibling.getsockname()[1]
+        server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+        assert server is not None
+        server.close(timeout_s=1)
+        assert not server.thread.is_alive()

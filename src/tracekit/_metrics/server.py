@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector
 
-__all__ = ["MAX_CONNECTIONS", "TIMEOUT_S", "serve"]
+__all__ = ["MAX_CONNECTIONS", "TIMEOUT_S", "Standby", "bind", "serve"]
 
 MAX_CONNECTIONS = 16  # scrapes at once: Prometheus opens one per scrape, HA pairs two
 TIMEOUT_S = 10.0  # Prometheus' default scrape_timeout
@@ -69,10 +69,61 @@ class _Server(ThreadingMixIn, WSGIServer):
             self._slots.release()
 
 
+def bind(port: int, registry: Collector) -> WSGIServer:
+    """A server of ``registry`` bound to every IPv4 interface at ``port``, not serving yet."""
+    return make_server("0.0.0.0", port, make_wsgi_app(registry), _Server, _Handler)
+
+
 def serve(port: int, registry: Collector) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``registry`` on every IPv4 interface at ``port`` from a daemon thread (what
-    prometheus-client's ``start_http_server(port, registry=registry)`` does)."""
-    httpd = make_server("0.0.0.0", port, make_wsgi_app(registry), _Server, _Handler)
+    """Serve ``registry`` at ``port`` from a daemon thread (what prometheus-client's
+    ``start_http_server(port, registry=registry)`` does)."""
+    httpd = bind(port, registry)
     thread = threading.Thread(target=httpd.serve_forever, name="tracekit-metrics", daemon=True)
     thread.start()
     return httpd, thread
+
+
+class Standby:
+    """Serves ``port`` as soon as it is free, trying every ``RETRY_S`` seconds.
+
+    In multiprocess mode one worker serves the port for all. When that worker goes while the
+    others stay (gunicorn's reload starts the new workers before it stops the old ones; a worker
+    restarted after ``max_requests``), one of the others takes the port over. Looks like the
+    ``WSGIServer`` it becomes to ``tracekit.metrics.MetricsServer``: ``thread`` waits, then
+    serves; ``shutdown`` and ``server_close`` stop either.
+    """
+
+    RETRY_S = 2.0
+
+    def __init__(self, port: int, registry: Collector) -> None:
+        self._port, self._registry = port, registry
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._httpd: WSGIServer | None = None
+        self.thread = threading.Thread(target=self._run, name="tracekit-metrics", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.RETRY_S):
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                try:
+                    httpd = self._httpd = bind(self._port, self._registry)
+                except OSError:
+                    continue
+            httpd.serve_forever()
+            return
+
+    def shutdown(self) -> None:
+        """Stop waiting for the port, or stop serving it."""
+        with self._lock:
+            self._closed.set()
+            httpd = self._httpd
+        if httpd is not None:
+            httpd.shutdown()
+
+    def server_close(self) -> None:
+        """Release the port, if it was taken over."""
+        if self._httpd is not None:
+            self._httpd.server_close()
