@@ -594,9 +594,31 @@ def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
         return registry
     if not multiprocess_enabled():
         return REGISTRY
+    if local_values():
+        _warn_set_too_late()
     combined = CollectorRegistry()
     combined.register(_WorkerFiles())
     return combined
+
+
+_set_too_late_warned = False
+
+
+def _warn_set_too_late() -> None:
+    """prometheus-client chooses where values live when it is imported: the variable set later
+    (in gunicorn.conf.py after an import, in the app module) leaves them in each process, and
+    the scrape, which reads the directory, shows none of them. Said once per process."""
+    global _set_too_late_warned
+    if _set_too_late_warned:
+        return
+    _set_too_late_warned = True
+    _log.warning(
+        "tracekit: %s was set after prometheus_client was imported in this process: its "
+        "metrics stay in this process and scrapes of the shared directory miss them; set %s "
+        "in the environment the server starts with",
+        MULTIPROC_DIR_ENV,
+        MULTIPROC_DIR_ENV,
+    )
 
 
 class _WorkerFiles(Collector):

@@ -187,3 +187,46 @@ def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
     assert "Worker failed to boot" not in text
     assert "tracekit: http server metrics failed (FileNotFoundError)" in text
     assert "PROMETHEUS_MULTIPROC_DIR is not set or not a directory" in text
+
+
+def test_a_multiprocess_directory_set_too_late_is_said(tmp_path: Path) -> None:
+    """prometheus-client decides where values live when it is imported. gunicorn.conf.py
+    importing tracekit.metrics (for ``child_exit``) and then setting PROMETHEUS_MULTIPROC_DIR
+    left every worker counting in its own memory while the scrape read the empty directory:
+    requests served, no HTTP samples, no word why. Each worker now says so, naming the remedy."""
+    (tmp_path / "multiproc").mkdir()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        GUNICORN_CONF + f"\nimport os\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = "
+        f"{str(tmp_path / 'multiproc')!r}\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRACEKIT_EXPORTER": "none",
+        "TRACEKIT_EXPORT_LOGS": "false",
+        "TRACEKIT_METRICS_PORT": "0",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "2", "-c", str(conf),
+             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: _answers(f"http://127.0.0.1:{port}/metrics", process),
+            30, "gunicorn", ignoring=UNREACHABLE,
+        )  # fmt: skip
+        wait_for(
+            lambda: log.read_text().count("was set after prometheus_client was imported") == 2,
+            10, "both workers to say so",
+        )  # fmt: skip
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert "set PROMETHEUS_MULTIPROC_DIR in the environment the server starts with" in (
+        log.read_text()
+    )
