@@ -3,7 +3,7 @@
 Precedence: an explicit keyword argument, then the environment variable, then the default. The
 standard ``OTEL_*`` variables are read by the OpenTelemetry SDK itself (endpoint, headers, sampler,
 resource attributes); ``OTEL_SERVICE_NAME`` (then ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``)
-also names the service when nothing else does.
+also names the service when nothing else does, and ``service.version`` there gives its version.
 
 Every value is checked here, once, when the options are resolved: a bad one raises
 ``ConfigError`` naming the variable (and the keyword, when it came as one), so a mistake fails
@@ -337,6 +337,12 @@ def resolve(
     name = service_name or values.get("service_name") or _otel_service_name(environ, name_field)
     if name:
         values["service_name"] = name
+    if values.get("service_version") is None:
+        # The version spans carry from OTEL_RESOURCE_ATTRIBUTES labels the metrics too.
+        version_field = Options.__dataclass_fields__["service_version"]
+        version = _resource_attribute(environ, "service.version", version_field)
+        if version:
+            values["service_version"] = version
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         # OpenTelemetry's switch over every other setting: no spans, metrics or exported logs.
         # Correlation IDs are the application's own, not telemetry: they keep flowing.
@@ -370,10 +376,15 @@ def _otel_service_name(environ: Mapping[str, str], name_field: Field[Any]) -> st
     if name:
         _check(name_field, name, "OTEL_SERVICE_NAME")
         return name
+    return _resource_attribute(environ, "service.name", name_field)
+
+
+def _resource_attribute(environ: Mapping[str, str], key: str, option: Field[Any]) -> str | None:
+    """The value of ``key`` in ``OTEL_RESOURCE_ATTRIBUTES`` (None if absent or empty)."""
     for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
-        key, _, value = pair.partition("=")
-        name = unquote(value.strip())
-        if key.strip() == "service.name" and name:
-            _check(name_field, name, "OTEL_RESOURCE_ATTRIBUTES service.name")
-            return name
+        name, _, raw = pair.partition("=")
+        value = unquote(raw.strip())
+        if name.strip() == key and value:
+            _check(option, value, f"OTEL_RESOURCE_ATTRIBUTES {key}")
+            return value
     return None

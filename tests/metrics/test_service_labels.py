@@ -92,3 +92,57 @@ def test_each_service_labels_its_own_requests() -> None:
         for s in families["http_server_active_requests"].samples
     }
     assert in_flight == {("first", ""): 0.0, ("second", "2.0"): 0.0, ("billing", "2.0"): 0.0}
+
+
+OTEL_ONLY_SCRIPT = """
+import sys
+
+import httpx
+from loopback import start_uvicorn
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import tracekit
+from tracekit.asgi import TracekitMiddleware
+
+metrics_port = int(sys.argv[1])
+tracekit.init(exporter="none", metrics_port=metrics_port)
+
+
+async def order(request):
+    return PlainTextResponse(trace.get_current_span().resource.attributes["service.version"])
+
+
+url, stop = start_uvicorn(TracekitMiddleware(Starlette(routes=[Route("/orders/{id}", order)])))
+print("span:", httpx.get(url + "/orders/1").text)
+stop()
+print(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
+tracekit.shutdown()
+"""
+
+
+def test_the_version_in_otel_resource_attributes_labels_the_metrics() -> None:
+    """OpenTelemetry has no variable of its own for the version: ``service.version`` in
+    ``OTEL_RESOURCE_ATTRIBUTES`` is how a deployment sets it. Spans carried it, the metrics said
+    ``service_version=""``: the canary dashboard and ``tracekit canary --prometheus`` found no
+    versions to compare."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])
+    env["OTEL_SERVICE_NAME"] = "orders"
+    env["OTEL_RESOURCE_ATTRIBUTES"] = "deployment.environment.name=production,service.version=1.1.0"
+    done = subprocess.run(
+        [sys.executable, "-c", OTEL_ONLY_SCRIPT, str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    span_line, scrape = done.stdout.split("\n", 1)
+    assert span_line == "span: 1.1.0"
+    requests = [
+        (sample.labels["service_name"], sample.labels["service_version"], sample.value)
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+    ]
+    assert requests == [("orders", "1.1.0", 1.0)]
