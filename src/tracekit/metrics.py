@@ -12,6 +12,7 @@ Exposition: ``install`` (called by ``tracekit.init()``) serves the registry on
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -627,19 +628,35 @@ class _WorkerFiles(Collector):
     A ``PROMETHEUS_MULTIPROC_DIR`` that is not a directory (not created yet, a typo) gives an
     empty scrape and one warning, not an exception where the application mounts or serves the
     metrics: the application must start. A directory created later is read from then on.
+
+    A file that cannot be read is left out (one warning each), not the whole scrape:
+    prometheus-client creates a worker's file empty and sizes it after, and a worker killed in
+    between (or a scrape at that moment) made every scrape of the server fail.
     """
 
     def collect(self) -> Iterable[Metric]:
-        """The samples of every worker's files, summed."""
-        from prometheus_client import multiprocess
+        """The samples of every worker's readable files, summed."""
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        try:
-            files = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
-        except ValueError as error:
+        directory = os.environ.get(MULTIPROC_DIR_ENV, "")
+        if not os.path.isdir(directory):
+            error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
             report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
             return []
-        metrics: Iterable[Metric] = files.collect()  # type: ignore[no-untyped-call]
+        paths = [p for p in glob.glob(os.path.join(directory, "*.db")) if _readable(p)]
+        metrics: Iterable[Metric] = MultiProcessCollector.merge(paths)  # type: ignore[no-untyped-call]
         return metrics
+
+
+def _readable(path: str) -> bool:
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    try:
+        MultiProcessCollector.merge([path])  # type: ignore[no-untyped-call]
+    except Exception as error:
+        report_once(f"reading metrics file {os.path.basename(path)!r}", error)
+        return False
+    return True
 
 
 class MetricsASGIApp:

@@ -110,6 +110,22 @@ def test_metrics_are_summed_over_workers(server: tuple[str, str]) -> None:
         assert sum(active.values()) == 0  # livesum over the live workers, none in flight
 
 
+def test_an_unreadable_worker_file_costs_only_its_own_values(
+    server: tuple[str, str], tmp_path: Path
+) -> None:
+    """prometheus-client creates a worker's file empty, then sizes it: a worker killed in
+    between leaves an empty file for good, and every scrape of the server answered 500 (the
+    whole merge failed on it). The scrape now leaves that file out and counts the others."""
+    app_url, metrics_url = server
+    for _ in range(3):
+        assert httpx.get(f"{app_url}/hello").status_code == 200
+    (tmp_path / "multiproc" / "histogram_4194304.db").touch()  # a pid that never returns
+    scrape = httpx.get(metrics_url)
+    assert scrape.status_code == 200
+    counts = _samples(scrape.text, "http_server_request_duration_seconds_count")
+    assert sum(counts.values()) == 3
+
+
 @pytest.mark.parametrize("multiprocess", [False, True], ids=["single-process", "multiprocess"])
 def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
     tmp_path: Path, multiprocess: bool
