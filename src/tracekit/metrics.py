@@ -708,16 +708,18 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     try:
         server = MetricsServer(*serve(options.metrics_port, registry))
     except OSError as error:
-        if multiprocess_enabled():
-            # Expected: another worker serves everyone's values; this one takes over if it goes.
-            standby = Standby(options.metrics_port, registry)
-            return MetricsServer(standby, standby.thread)
-        _log.warning(
-            "tracekit: metrics port %d unavailable (%s); not serving metrics from this process",
+        standing_by = multiprocess_enabled()  # expected: another worker serves them all
+        _log.log(
+            logging.DEBUG if standing_by else logging.WARNING,
+            "tracekit: metrics port %d unavailable (%s); not serving metrics from this process%s",
             options.metrics_port,
             error.strerror or type(error).__name__,
+            " until it frees" if standing_by else "",
         )
-        return None
+        if not standing_by:
+            return None
+        standby = Standby(options.metrics_port, registry)
+        return MetricsServer(standby, standby.thread)
     _serving.clear()
     _serving.append((server, options.metrics_port))
     return server
