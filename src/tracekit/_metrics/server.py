@@ -38,7 +38,7 @@ class _Server(ThreadingMixIn, WSGIServer):
     """A thread per connection, at most ``MAX_CONNECTIONS`` of them at once."""
 
     daemon_threads = True  # a scrape in progress never holds up the application's exit
-    request_queue_size = 64  # the listen backlog: connections beyond the limit are closed at once
+    request_queue_size = 64  # listen backlog: a burst waits to be accepted (or closed), not refused
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
