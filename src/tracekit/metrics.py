@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -643,9 +644,32 @@ class _WorkerFiles(Collector):
             error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
             report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
             return []
-        paths = [p for p in glob.glob(os.path.join(directory, "*.db")) if _readable(p)]
+        paths = [
+            path
+            for path in glob.glob(os.path.join(directory, "*.db"))
+            if not _of_dead_process(path) and _readable(path)
+        ]
         metrics: Iterable[Metric] = MultiProcessCollector.merge(paths)  # type: ignore[no-untyped-call]
         return metrics
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
+def _of_dead_process(path: str) -> bool:
+    """A live gauge's file whose process has gone (prometheus-client's ``mark_process_dead``
+    removes those, but only where the server calls it: uvicorn ``--workers`` has no hook): its
+    requests in flight stayed in ``http_server_active_requests`` for ever."""
+    match = _LIVE_GAUGE_FILE.fullmatch(os.path.basename(path))
+    if match is None:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
 
 
 def _readable(path: str) -> bool:

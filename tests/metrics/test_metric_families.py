@@ -7,7 +7,10 @@ werkzeug for the HTTP client's target, and prometheus-client's own server for ``
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from conditions import wait_for
 from loopback import free_port, start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -388,3 +392,43 @@ def test_a_standby_worker_stops_waiting_at_shutdown(
         assert server is not None
         server.close(timeout_s=1)
         assert not server.thread.is_alive()
+
+
+IN_FLIGHT_WORKER = """
+import sys, time
+from tracekit.metrics import HttpServerMetrics
+
+HttpServerMetrics.get("svc").request_started()  # a request in flight
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def _in_flight() -> float:
+    text = generate_latest(metrics.exposition_registry()).decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "http_server_active_requests"
+    )
+
+
+def test_in_multiprocess_mode_a_killed_worker_s_requests_leave_the_in_flight_gauge(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker killed with a request in flight (OOM, a supervisor's SIGKILL) left its live
+    gauge file behind: only gunicorn's child_exit hook calls mark_process_dead, uvicorn
+    ``--workers`` has none, and the in-flight gauge kept that request for ever."""
+    monkeypatch.setenv(metrics.MULTIPROC_DIR_ENV, str(tmp_path))
+    env = {**os.environ, metrics.MULTIPROC_DIR_ENV: str(tmp_path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", IN_FLIGHT_WORKER], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == "started\n"
+        assert _in_flight() == 1.0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert _in_flight() == 0.0
