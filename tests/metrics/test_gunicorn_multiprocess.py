@@ -201,7 +201,7 @@ def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
         process.wait(20)
     text = log.read_text()
     assert "Worker failed to boot" not in text
-    assert "tracekit: http server metrics failed (FileNotFoundError)" in text
+    assert "tracekit: HTTP server metrics failed (FileNotFoundError)" in text
     assert "PROMETHEUS_MULTIPROC_DIR is not set or not a directory" in text
 
 
