@@ -9,15 +9,8 @@ loopback and scrapes tracekit's own metrics port.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from scripted_metrics import metrics_printed_by
 
-from loopback import free_port
-from prometheus_client.parser import text_string_to_metric_families
-
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
 SCRIPT = """
 import sys
 from contextlib import asynccontextmanager
@@ -68,18 +61,7 @@ tracekit.shutdown()
 
 
 def test_options_given_to_init_after_the_middleware_was_built_apply() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    families = {f.name: f for f in text_string_to_metric_families(done.stdout)}
+    families = metrics_printed_by(SCRIPT)
     counted = {
         (s.labels["service_name"], s.labels["http_route"]): s.value
         for s in families["http_server_request_duration_seconds"].samples

@@ -8,15 +8,9 @@ under uvicorn on loopback, calls it through httpx, and scrapes tracekit's own me
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-from loopback import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from scripted_metrics import metrics_printed_by, script_output
 
-SUPPORT = Path(__file__).resolve().parents[1] / "support"
 SCRIPT = """
 import sys
 
@@ -55,18 +49,7 @@ tracekit.shutdown()
 
 
 def test_each_service_labels_its_own_requests() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    families = {f.name: f for f in text_string_to_metric_families(done.stdout)}
+    families = metrics_printed_by(SCRIPT)
 
     def counted(family: str) -> dict[tuple[str, str], float]:
         """Observations per (service_name, service_version), over every other label."""
@@ -128,16 +111,12 @@ def test_the_version_in_otel_resource_attributes_labels_the_metrics() -> None:
     ``OTEL_RESOURCE_ATTRIBUTES`` is how a deployment sets it. Spans carried it, the metrics said
     ``service_version=""``: the canary dashboard and ``tracekit canary --prometheus`` found no
     versions to compare."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")])
-    env["OTEL_SERVICE_NAME"] = "orders"
-    env["OTEL_RESOURCE_ATTRIBUTES"] = "deployment.environment.name=production,service.version=1.1.0"
-    done = subprocess.run(
-        [sys.executable, "-c", OTEL_ONLY_SCRIPT, str(free_port())],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    span_line, scrape = done.stdout.split("\n", 1)
+    output = script_output(
+        OTEL_ONLY_SCRIPT,
+        OTEL_SERVICE_NAME="orders",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=production,service.version=1.1.0",
+    )
+    span_line, scrape = output.split("\n", 1)
     assert span_line == "span: 1.1.0"
     requests = [
         (sample.labels["service_name"], sample.labels["service_version"], sample.value)
