@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,39 @@ def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     }
 
 
+@contextmanager
+def _gunicorn(
+    tmp_path: Path, *options: str, multiproc: Path | None = None, metrics_port: int = 0
+) -> Iterator[tuple[str, Path]]:
+    """gunicorn serving apps/gunicorn_app.py on loopback with ``options``, multiprocess mode in
+    ``multiproc`` (none without); yields its URL once it answers, and its log."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRACEKIT_EXPORTER": "none",
+        "TRACEKIT_EXPORT_LOGS": "false",
+        "TRACEKIT_METRICS_PORT": str(metrics_port),
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if multiproc is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", *options,
+             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # /metrics: answered by every worker, and no request the tests count
+        wait_for(lambda: _answers(f"{url}/metrics", process), 30, "gunicorn", ignoring=UNREACHABLE)
+        yield url, log
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 @pytest.fixture(params=["mount", "port"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """(app URL, metrics URL) of a 3-worker gunicorn in multiprocess mode."""
@@ -51,45 +85,10 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     multiproc.mkdir()
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text(GUNICORN_CONF)
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-        "TRACEKIT_EXPORTER": "none",
-        "TRACEKIT_EXPORT_LOGS": "false",
-        "TRACEKIT_METRICS_PORT": str(metrics_port if request.param == "port" else 0),
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-w",
-            "3",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-c",
-            str(conf),
-            "--chdir",
-            str(APPS),
-            "gunicorn_app:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    app_url = f"http://127.0.0.1:{port}"
-    metrics_url = (
-        f"{app_url}/metrics" if request.param == "mount" else f"http://127.0.0.1:{metrics_port}/"
-    )
-    try:
-        wait_for(
-            lambda: _answers(f"{app_url}/metrics", process), 30, "gunicorn", ignoring=UNREACHABLE
-        )
-        yield app_url, metrics_url
-    finally:
-        process.terminate()
-        process.wait(20)
+    metrics_port = free_port() if request.param == "port" else 0
+    options = ("-w", "3", "-c", str(conf))
+    with _gunicorn(tmp_path, *options, multiproc=multiproc, metrics_port=metrics_port) as (url, _):
+        yield url, f"http://127.0.0.1:{metrics_port}/" if metrics_port else f"{url}/metrics"
 
 
 def test_metrics_are_summed_over_workers(server: tuple[str, str]) -> None:
@@ -133,34 +132,14 @@ def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
     """``--preload``: init runs in the master, which serves the metrics port; the workers it
     forks count requests nobody serves. Without multiprocess mode a scrape said 0 requests and
     nothing said why; the master now says so once, naming the remedy."""
-    port, metrics_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "TRACEKIT_EXPORTER": "none",
-        "TRACEKIT_EXPORT_LOGS": "false",
-        "TRACEKIT_METRICS_PORT": str(metrics_port),
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    if multiprocess:
-        (tmp_path / "multiproc").mkdir()
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "multiproc")
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--preload", "-w", "3",
-             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(
-            lambda: _answers(f"http://127.0.0.1:{port}/metrics", process),
-            30, "gunicorn", ignoring=UNREACHABLE,
-        )  # fmt: skip
+    multiproc = tmp_path / "multiproc" if multiprocess else None
+    if multiproc is not None:
+        multiproc.mkdir()
+    options = ("--preload", "-w", "3")
+    with _gunicorn(tmp_path, *options, multiproc=multiproc, metrics_port=free_port()) as gunicorn:
+        url, log = gunicorn
         for _ in range(3):
-            httpx.get(f"http://127.0.0.1:{port}/hello")
-    finally:
-        process.terminate()
-        process.wait(20)
+            httpx.get(f"{url}/hello")
     said = log.read_text().count("the child's metrics are not served")
     assert said == (0 if multiprocess else 1), log.read_text()
     if not multiprocess:
@@ -174,31 +153,12 @@ def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
     ``/metrics`` mount raised while the app module was imported, and gunicorn stopped with
     "Worker failed to boot". The app now serves its requests, traced, and says why it has no
     metrics."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "never-created"),
-        "TRACEKIT_EXPORTER": "none",
-        "TRACEKIT_EXPORT_LOGS": "false",
-        "TRACEKIT_METRICS_PORT": "0",
-    }
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", "2",
-             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(f"{url}/hello", process), 30, "gunicorn", ignoring=UNREACHABLE)
+    missing = tmp_path / "never-created"
+    with _gunicorn(tmp_path, "-w", "2", multiproc=missing) as (url, log):
         hello = httpx.get(f"{url}/hello")
         assert hello.status_code == 200 and hello.headers["X-Correlation-ID"]
         scrape = httpx.get(f"{url}/metrics")
         assert scrape.status_code == 200
-    finally:
-        process.terminate()
-        process.wait(20)
     text = log.read_text()
     assert "Worker failed to boot" not in text
     assert "tracekit: HTTP server metrics failed (FileNotFoundError)" in text
@@ -216,33 +176,11 @@ def test_a_multiprocess_directory_set_too_late_is_said(tmp_path: Path) -> None:
         GUNICORN_CONF + f"\nimport os\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = "
         f"{str(tmp_path / 'multiproc')!r}\n"
     )
-    port = free_port()
-    env = {
-        **os.environ,
-        "TRACEKIT_EXPORTER": "none",
-        "TRACEKIT_EXPORT_LOGS": "false",
-        "TRACEKIT_METRICS_PORT": "0",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", "2", "-c", str(conf),
-             "-b", f"127.0.0.1:{port}", "--chdir", str(APPS), "gunicorn_app:app"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(
-            lambda: _answers(f"http://127.0.0.1:{port}/metrics", process),
-            30, "gunicorn", ignoring=UNREACHABLE,
-        )  # fmt: skip
+    with _gunicorn(tmp_path, "-w", "2", "-c", str(conf)) as (_, log):
         wait_for(
             lambda: log.read_text().count("was set after prometheus_client was imported") == 2,
             10, "both workers to say so",
         )  # fmt: skip
-    finally:
-        process.terminate()
-        process.wait(20)
     assert "set PROMETHEUS_MULTIPROC_DIR in the environment the server starts with" in (
         log.read_text()
     )
