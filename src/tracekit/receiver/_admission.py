@@ -38,6 +38,9 @@ MIN_AGE = 1.0  # seconds a connection keeps its place before a newcomer may disp
 # 500 MiB, which is why a request may hold at most half the budget's worth of records.
 BODY_COST = {"application/x-protobuf": 6, "application/json": 12}
 RECORD_COST = 1536
+# What decoding one message of a request costs at most (an empty span event: 260 bytes measured,
+# an empty attribute 100); a request may hold half the budget's worth (see _elements).
+ELEMENT_COST = 256
 
 
 class MemoryBudget:
@@ -115,6 +118,11 @@ class Reservation:
                 413, f"{count} records in one request; this collector takes at most {most}"
             )
         self.grow(self.body_cost + count * RECORD_COST)
+
+    @property
+    def most_elements(self) -> int:
+        """Messages (spans, attributes, events...) one request may hold."""
+        return self._budget.limit // 2 // ELEMENT_COST
 
     def release(self) -> None:
         """Give everything back (idempotent)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from tracekit.receiver import _json, _protobuf
 from tracekit.receiver._admission import Reservation
 from tracekit.receiver._decoded import Admit, Decoded, MalformedRequest
+from tracekit.receiver._elements import check_elements
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._ingest import IngestQueue, QueueFull
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
@@ -57,7 +58,7 @@ class IngestService:
         ``reservation`` holds the request's memory; it grows by what its records cost.
         """
         try:
-            decoded = self._decode(content_type, signal, body, reservation.cover_records)
+            decoded = self._decode(content_type, signal, body, reservation)
             if signal == "metrics":
                 self._note_metrics()
             else:
@@ -69,12 +70,15 @@ class IngestService:
                 trim()  # what decoding it built goes back to the system, not stays with us
 
     def _decode(
-        self, content_type: str, signal: str, body: bytes | bytearray, admit: Admit
+        self, content_type: str, signal: str, body: bytes | bytearray, reservation: Reservation
     ) -> Decoded:
         decode = _DECODERS[content_type, signal]
         if decode is _protobuf.decode_traces:  # the hot path: straight into rows
             decode = self.span_decoder.decode
+        admit = reservation.cover_records
         try:
+            # counted before decoding (and outside the lock): refused, it builds nothing
+            check_elements(body, content_type == PROTOBUF, signal, reservation.most_elements)
             with self.decode_lock:
                 try:
                     decoded = self._decode_locked(decode, body, admit)

@@ -1,0 +1,147 @@
+"""How many messages a request would build, counted before any of them is built.
+
+A message costs the decoder the same whatever its size: an empty span event, attribute or
+resource is two bytes on the wire, so 16 KiB of gzip held 8 million of them and took 2 GiB and
+25 s of decoding, the other exporters waiting. A request is therefore refused (413) when it holds
+more messages (every span, attribute, event, link, array item, resource...) than its share of the
+memory budget pays for; what a default SDK batch holds is far below that.
+
+A body of ``2 * most`` bytes or less cannot hold too many (a message takes at least two bytes),
+so only larger bodies are counted: protobuf by walking its wire format without building anything,
+JSON by parsing it with a count that stops at the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeAlias
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tracekit.receiver._decoded import MalformedRequest
+from tracekit.receiver._errors import RequestError
+
+__all__ = ["check_elements"]
+
+# field number -> the layout of the message it holds (only fields that hold messages)
+_Layout: TypeAlias = dict[int, "_Layout"]
+_MAX_DEPTH = 100  # what protobuf's own parser allows
+_LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _layout(descriptor: Descriptor, known: dict[str, _Layout]) -> _Layout:
+    found = known.get(descriptor.full_name)
+    if found is None:
+        found = known[descriptor.full_name] = {}
+        for field in descriptor.fields:
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                found[field.number] = _layout(field.message_type, known)
+    return found
+
+
+_LAYOUTS: dict[str, _Layout] = {
+    signal: _layout(message.DESCRIPTOR, {})
+    for signal, message in (
+        ("traces", ExportTraceServiceRequest),
+        ("logs", ExportLogsServiceRequest),
+        ("metrics", ExportMetricsServiceRequest),
+    )
+}
+
+
+def check_elements(body: bytes | bytearray, protobuf: bool, signal: str, most: int) -> None:
+    """413 when ``body`` holds more than ``most`` messages; 400 when it cannot be framed."""
+    if len(body) <= 2 * most:
+        return
+    try:
+        if protobuf:
+            _Counter(body, most).walk(0, len(body), _LAYOUTS[signal], 0)
+        else:
+            _count_json(body, most)
+    except _TooMany:
+        raise RequestError(
+            413,
+            f"more than {most} attributes, events, spans and other elements in one request;"
+            " send smaller batches",
+        ) from None
+
+
+class _Counter:
+    """Walks the protobuf wire format, counting the fields that hold messages."""
+
+    def __init__(self, data: bytes | bytearray, most: int) -> None:
+        self.data = data
+        self.left = most
+
+    def walk(self, pos: int, end: int, layout: _Layout, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise MalformedRequest("body is not a valid OTLP protobuf message (nested too deep)")
+        while pos < end:
+            tag, pos = self._varint(pos, end)
+            wire = tag & 7
+            if wire == _LENGTH_DELIMITED:
+                size, pos = self._varint(pos, end)
+                if pos + size > end:
+                    raise _malformed()
+                inner = layout.get(tag >> 3)
+                if inner is not None:
+                    self.left -= 1
+                    if self.left < 0:
+                        raise _TooMany
+                    if inner:
+                        self.walk(pos, pos + size, inner, depth + 1)
+                pos += size
+            elif wire == _VARINT:
+                pos = self._varint(pos, end)[1]
+            elif wire in (_FIXED64, _FIXED32):
+                pos += 8 if wire == _FIXED64 else 4
+            else:  # groups: never in OTLP
+                raise _malformed()
+        if pos != end:
+            raise _malformed()
+
+    def _varint(self, pos: int, end: int) -> tuple[int, int]:
+        data, value, shift = self.data, 0, 0
+        while pos < end and shift < 70:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value, pos
+            shift += 7
+        raise _malformed()
+
+
+def _malformed() -> MalformedRequest:
+    return MalformedRequest("body is not a valid OTLP protobuf message")
+
+
+def _count_json(body: bytes | bytearray, most: int) -> None:
+    """Every JSON object is counted as it is built, and parsing stops past ``most``; arrays are
+    counted by their brackets (an upper bound: a string may hold some)."""
+    left = most - body.count(b"[")
+    if left < 0:
+        raise _TooMany
+
+    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal left
+        left -= 1
+        if left < 0:
+            raise _TooMany
+        return dict(pairs)
+
+    if body.count(b"{") <= left:
+        return
+    try:
+        json.loads(body, object_pairs_hook=counted)
+    except (ValueError, RecursionError) as error:
+        raise MalformedRequest("body is not valid JSON (UTF-8)") from error

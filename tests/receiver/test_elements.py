@@ -1,0 +1,119 @@
+"""A small compressed body of millions of tiny messages is refused (413) before it is decoded.
+
+Each empty span event, attribute or resource is two bytes on the wire: 3 MiB of them gzip to
+4 KiB, and used to take seconds and hundreds of MiB to decode while every other exporter waited.
+A default SDK batch, however large, is still taken whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import grpc
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from tests.receiver.conftest import post
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+MIB = 1024 * 1024
+NOW = time.time_ns()
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while value > 0x7F:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (written out: nothing here is a valid message alone)."""
+    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
+
+
+def _span(extra: bytes = b"") -> bytes:
+    ids = _field(1, b"\x0a" * 16) + _field(2, b"\x0b" * 8) + _field(5, b"op")
+    times = b"\x39" + NOW.to_bytes(8, "little") + b"\x41" + NOW.to_bytes(8, "little")
+    return ids + times + extra
+
+
+def _traces(span: bytes, resource: bytes = b"") -> bytes:
+    resource_spans = (_field(1, resource) if resource else b"") + _field(2, _field(2, span))
+    return _field(1, resource_spans)
+
+
+COUNT = 3 * MIB // 2  # empty messages, 3 MiB of them
+HOSTILE = {
+    "empty span events": (_traces(_span(_field(11, b"") * COUNT)), "/v1/traces"),
+    "empty resource attributes": (_traces(_span(), _field(1, b"") * COUNT), "/v1/traces"),
+    "empty log attributes": (
+        _field(1, _field(2, _field(2, b"\x09" + NOW.to_bytes(8, "little") + b"\x32\x00" * COUNT))),
+        "/v1/logs",
+    ),
+}
+
+
+def test_millions_of_empty_messages_are_refused_at_once(receiver: Receiver, reader: Store) -> None:
+    for name, (body, path) in HOSTILE.items():
+        packed = gzip.compress(body)
+        assert len(packed) < 16 * 1024, name
+        started = time.monotonic()
+        reply = post(receiver, path, packed, {"Content-Encoding": "gzip"})
+        assert reply.status == 413, name
+        assert b"send smaller batches" in reply.body, name
+        assert time.monotonic() - started < 2, name
+    good = _traces(_span(_field(9, _field(1, b"k") + _field(2, _field(1, b"v")))))
+    assert post(receiver, "/v1/traces", good).status == 200
+    assert reader.count_spans() == 1
+
+
+def test_json_of_millions_of_empty_objects_is_refused(receiver: Receiver) -> None:
+    span = {"traceId": "0a" * 16, "spanId": "0b" * 8, "name": "op", "attributes": ["@"],
+            "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW)}  # fmt: skip
+    text = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    body = text.replace('"@"', ",".join(["{}"] * MIB)).encode()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    started = time.monotonic()
+    reply = post(receiver, "/v1/traces", gzip.compress(body), headers)
+    assert reply.status == 413 and "smaller batches" in json.loads(reply.body)["message"]
+    assert time.monotonic() - started < 2
+
+
+def test_an_sdk_batch_of_512_large_spans_is_stored_whole(receiver: Receiver, reader: Store) -> None:
+    """512 spans of 60 attributes and 10 events each: a body large enough to be counted."""
+    exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=512))
+    tracer = provider.get_tracer("elements")
+    for n in range(512):
+        attributes = {f"attribute.{k}": f"value {n} {k}" for k in range(60)}
+        with tracer.start_as_current_span("GET /orders/{id}", attributes=attributes) as span:
+            for e in range(10):
+                span.add_event("retry", {"attempt": e, "reason": "timeout", "ok": False})
+    provider.shutdown()
+    assert reader.count_spans() == 512
+
+
+def test_grpc_refuses_them_with_resource_exhausted(store_path: Path) -> None:
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=8 * MIB)
+    with Receiver(Store(store_path), config) as receiver:
+        assert receiver.grpc_address is not None
+        host, port = receiver.grpc_address
+        with grpc.insecure_channel(f"{host}:{port}") as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            )
+            try:
+                export(HOSTILE["empty span events"][0], timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+                assert "smaller batches" in error.details()  # type: ignore[attr-defined]
+            else:
+                raise AssertionError("accepted")
