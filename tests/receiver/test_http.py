@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 from conditions import wait_for
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -110,6 +114,57 @@ def test_a_span_with_a_string_that_is_not_utf8_is_rejected_alone(
     partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
     assert partial.rejected_spans == 1 and "UTF-8" in partial.error_message
     assert reader.count_spans() == 2
+
+
+def _not_utf8(body: bytes, marker: str) -> bytes:
+    return body.replace(marker.encode(), marker[:-2].encode() + b"\xff\xfe")
+
+
+@pytest.mark.parametrize("where", ["body", "attribute", "resource"])
+def test_a_log_record_with_a_string_that_is_not_utf8_is_rejected_alone(
+    where: str, receiver: Receiver, reader: Store
+) -> None:
+    """As for spans: the bad record (or every record of a bad resource) is rejected, not the
+    whole request."""
+    request = ExportLogsServiceRequest()
+    for service in ("svc-ok", "svc-XX"):
+        resource_logs = request.resource_logs.add()
+        resource_logs.resource.attributes.add(key="service.name").value.string_value = service
+        for n in range(2):
+            record = resource_logs.scope_logs.add().log_records.add(time_unix_nano=time.time_ns())
+            record.body.string_value = f"line-{service}-{n}"
+            record.attributes.add(key="sku").value.string_value = f"sku-{service}-{n}"
+    marker = {"body": "line-svc-ok-1", "attribute": "sku-svc-ok-1", "resource": "svc-XX"}[where]
+    reply = post(receiver, "/v1/logs", _not_utf8(request.SerializeToString(), marker))
+
+    assert reply.status == 200
+    partial = ExportLogsServiceResponse.FromString(reply.body).partial_success
+    rejected = 2 if where == "resource" else 1
+    assert partial.rejected_log_records == rejected and "UTF-8" in partial.error_message
+    assert reader.count_logs() == 4 - rejected
+
+
+@pytest.mark.parametrize("where", ["resource", "scope"])
+def test_spans_under_a_resource_or_scope_not_utf8_are_rejected_alone(
+    where: str, receiver: Receiver, reader: Store
+) -> None:
+    request = ExportTraceServiceRequest()
+    for n, service in enumerate(("svc-ok", "svc-XX")):
+        resource_spans = request.resource_spans.add()
+        resource_spans.resource.attributes.add(key="service.name").value.string_value = service
+        scope_spans = resource_spans.scope_spans.add()
+        scope_spans.scope.name = f"scope-{service}"
+        span = scope_spans.spans.add(name="op", start_time_unix_nano=time.time_ns())
+        span.end_time_unix_nano = span.start_time_unix_nano
+        span.trace_id, span.span_id = b"\x01" * 16, bytes([n + 1]) * 8
+    marker = "svc-XX" if where == "resource" else "scope-svc-ok"
+    reply = post(receiver, "/v1/traces", _not_utf8(request.SerializeToString(), marker))
+
+    assert reply.status == 200
+    partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
+    assert partial.rejected_spans == 1 and "UTF-8" in partial.error_message
+    (stored,) = reader.spans_since(0)
+    assert stored.service == ("svc-ok" if where == "resource" else "svc-XX")
 
 
 def test_metrics_are_acknowledged_not_stored(receiver: Receiver, reader: Store) -> None:

@@ -56,6 +56,11 @@ class Decoded:
         if len(self.reasons) < _MAX_REASONS:
             self.reasons[reason] = None
 
+    def refuse(self, reason: str) -> None:
+        """Count one record that could not even be decoded (refused with ``reason``)."""
+        self.total += 1
+        self.reject(reason)
+
     def add_span(self, record: SpanRecord | None, bounds: tuple[int, int]) -> None:
         """Count one decoded span: kept, or refused with its reason (``span_problem``)."""
         self.total += 1

@@ -50,13 +50,30 @@ _MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
 )
 
 
-def _file(tolerant: bool) -> descriptor_pb2.FileDescriptorProto:
+# ExportLogsServiceRequest with each resource and log record left as its bytes (numbers follow
+# logs.proto): what a request is read as when one of its strings is not UTF-8
+_LOG_MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
+    ("Request", [(1, "resource_logs", _F.TYPE_MESSAGE, True, "ResourceLogs")]),
+    (
+        "ResourceLogs",
+        [
+            (1, "resource", _F.TYPE_BYTES, False, ""),
+            (2, "scope_logs", _F.TYPE_MESSAGE, True, "ScopeLogs"),
+        ],
+    ),
+    ("ScopeLogs", [(2, "log_records", _F.TYPE_BYTES, True, "")]),
+)
+
+
+def _file(
+    tolerant: bool, messages: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...]
+) -> descriptor_pb2.FileDescriptorProto:
     """The messages; ``tolerant``: with the span's name as bytes, so that a name that is not
     UTF-8 fails only its own span (parsed again on its own), not the whole request."""
     proto = descriptor_pb2.FileDescriptorProto(
-        name="tracekit_lazy_otlp_trace.proto", package=_PACKAGE, syntax="proto3"
+        name="tracekit_lazy_otlp.proto", package=_PACKAGE, syntax="proto3"
     )
-    for name, fields in _MESSAGES:
+    for name, fields in messages:
         message = proto.message_type.add(name=name)
         for number, field_name, kind, repeated, type_name in fields:
             if tolerant and kind == _F.TYPE_STRING:
@@ -68,14 +85,15 @@ def _file(tolerant: bool) -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
-def _request_class(*, tolerant: bool = False) -> Any:
+def _request_class(*, tolerant: bool = False, messages: Any = _MESSAGES) -> Any:
     pool = descriptor_pool.DescriptorPool()  # private pool: never clashes with the real protos
-    pool.Add(_file(tolerant))
+    pool.Add(_file(tolerant, messages))
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
 
 
 LazyTraceRequest: Any = _request_class()
 TolerantTraceRequest: Any = _request_class(tolerant=True)
+TolerantLogsRequest: Any = _request_class(messages=_LOG_MESSAGES)
 
 
 def string_attribute(raw: bytes) -> tuple[str, str] | None:

@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tracekit.receiver._decoded import (
     MAX_VALUE_DEPTH,
@@ -31,6 +33,7 @@ from tracekit.receiver._decoded import (
     service_of,
     status_name,
 )
+from tracekit.receiver._lazy_proto import TolerantLogsRequest
 from tracekit.records import (
     Attributes,
     AttributeValue,
@@ -40,6 +43,8 @@ from tracekit.records import (
     SpanRecord,
 )
 from tracekit.store._limits import time_bounds
+
+BAD_RESOURCE = "resource is not a valid OTLP Resource (a string that is not UTF-8?)"
 
 
 def parse(message: Any, body: bytes) -> Any:
@@ -145,7 +150,10 @@ def _link(link: Any) -> SpanLink | None:
 
 def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     """Log records of an ExportLogsServiceRequest."""
-    request = parse(ExportLogsServiceRequest(), body)
+    try:
+        request = parse(ExportLogsServiceRequest(), body)
+    except MalformedRequest:  # perhaps only a string that is not UTF-8: see _logs_one_by_one
+        return _logs_one_by_one(parse(TolerantLogsRequest(), body), admit)
     admit(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs))
     out = Decoded()
     bounds = time_bounds()
@@ -155,6 +163,31 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 out.add_log(_log(record, service, resource, bounds))
+    return out
+
+
+def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
+    """Each resource and log record parsed on its own: one that does not parse (a string that
+    is not UTF-8, which C++ and Go SDKs can send) is rejected alone, the others are stored."""
+    admit(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs))
+    out = Decoded()
+    bounds = time_bounds()
+    for resource_logs in request.resource_logs:
+        records = [raw for scope_logs in resource_logs.scope_logs for raw in scope_logs.log_records]
+        try:
+            resource = attributes(parse(Resource(), resource_logs.resource).attributes)
+        except MalformedRequest:
+            for _ in records:
+                out.refuse(BAD_RESOURCE)
+            continue
+        service, _ = service_of(resource)
+        for raw in records:
+            try:
+                record = parse(LogRecord(), raw)
+            except MalformedRequest:
+                out.refuse("log record is not a valid OTLP LogRecord (a string that is not UTF-8?)")
+                continue
+            out.add_log(_log(record, service, resource, bounds))
     return out
 
 
