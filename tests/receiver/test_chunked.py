@@ -192,3 +192,48 @@ def test_a_body_left_unread_closes_the_connection(receiver: Receiver, reader: St
         assert reply.status == 404 and reply.header("Connection") == "close"
         assert sock.recv(100) == b""
     assert reader.count_spans() == 0
+
+
+EXPECTING = "POST {path} HTTP/1.1\r\nHost: c\r\nExpect: 100-continue\r\n{headers}\r\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/traces", "Content-Type: text/plain\r\nContent-Length: 10\r\n", 415),
+        ("/v1/traces", "Content-Type: application/x-protobuf\r\nContent-Length: 99999999\r\n", 413),
+        (
+            "/v1/traces",
+            "Content-Type: application/json\r\nContent-Encoding: br\r\nContent-Length: 10\r\n",
+            415,
+        ),
+        ("/v1/nothing", "Content-Type: application/x-protobuf\r\nContent-Length: 10\r\n", 404),
+    ],
+)
+def test_a_refused_request_expecting_100_continue_is_refused_first(
+    path: str, headers: str, status: int, receiver: Receiver
+) -> None:
+    """RFC 9110 10.1.1: a client that sends ``Expect: 100-continue`` waits before sending its
+    body; told ``100 Continue`` first, it sent the body only to have it refused."""
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(EXPECTING.format(path=path, headers=headers).encode())
+        answer = read_response(sock)
+        assert answer.status == status and not answer.raw.startswith(b"HTTP/1.1 100")
+        assert answer.header("Connection") == "close"
+        assert sock.recv(100) == b""  # closed at once: no body is waited for
+
+
+def test_an_accepted_request_expecting_100_continue_gets_it(
+    receiver: Receiver, reader: Store
+) -> None:
+    body = _spans(1, 3)
+    head = EXPECTING.format(
+        path="/v1/traces",
+        headers=f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n",
+    )
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head.encode())
+        assert read_response(sock).status == 100
+        sock.sendall(body)
+        assert read_response(sock).status == 200
+    assert reader.count_spans() == 3

@@ -155,7 +155,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         """One request, under the connection's deadlines; an evicted connection gets 503."""
         self.stream.arm()
-        self._answered = False
+        self._answered = self._expect_continue = False
         if not self.stream.evicted:
             try:
                 super().handle_one_request()
@@ -165,6 +165,12 @@ class OtlpHandler(BaseHTTPRequestHandler):
             if not self._answered:
                 self.send_error(503)
             self.close_connection = True
+
+    def handle_expect_100(self) -> bool:
+        """A client waiting for ``100 Continue`` gets it only once its request is accepted,
+        right before its body is read: a refusal comes instead, and the body is never sent."""
+        self._expect_continue = True
+        return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors the HTTP parser finds (bad request line, headers too long...), in JSON."""
@@ -251,6 +257,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         with self.server.budget.reservation() as reservation:
             if length:  # a body that could not be covered now is refused before it is sent
                 reservation.expect(length, content_type)
+            self._continue()
             sink = BodySink(limit, encoding, reservation)
             for piece in self._pieces:
                 sink.write(piece)
@@ -259,6 +266,12 @@ class OtlpHandler(BaseHTTPRequestHandler):
             reservation.cover(len(body), content_type)
             self.stream.state = BUSY
             return self.server.service.export(signal, content_type, body, reservation)
+
+    def _continue(self) -> None:
+        if self._expect_continue:
+            self._expect_continue = False
+            self.send_response_only(HTTPStatus.CONTINUE)
+            self.end_headers()
 
     def _drain(self) -> None:
         """After an error: read and drop the rest of the body so the client can read our answer.
@@ -270,6 +283,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
         if self._body_read:
             return  # the body was read whole: keep-alive goes on
         self.close_connection = True
+        if self._expect_continue:  # the client waits for 100 Continue: it sends no body now
+            return
         dropped = 0
         with contextlib.suppress(RequestError, OSError, TimeoutError):
             for piece in pieces or ():
