@@ -64,6 +64,14 @@ _LOG_MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
     ("ScopeLogs", [(2, "log_records", _F.TYPE_BYTES, True, "")]),
 )
 
+# ExportMetricsServiceRequest down to each metric, left as its bytes: metrics are counted and
+# dropped, so their data points are never parsed
+_METRIC_MESSAGES: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...] = (
+    ("Request", [(1, "resource_metrics", _F.TYPE_MESSAGE, True, "ResourceMetrics")]),
+    ("ResourceMetrics", [(2, "scope_metrics", _F.TYPE_MESSAGE, True, "ScopeMetrics")]),
+    ("ScopeMetrics", [(2, "metrics", _F.TYPE_BYTES, True, "")]),
+)
+
 
 def _file(
     tolerant: bool, messages: tuple[tuple[str, list[tuple[int, str, int, bool, str]]], ...]
@@ -94,6 +102,7 @@ def _request_class(*, tolerant: bool = False, messages: Any = _MESSAGES) -> Any:
 LazyTraceRequest: Any = _request_class()
 TolerantTraceRequest: Any = _request_class(tolerant=True)
 TolerantLogsRequest: Any = _request_class(messages=_LOG_MESSAGES)
+LazyMetricsRequest: Any = _request_class(messages=_METRIC_MESSAGES)
 
 
 def string_attribute(raw: bytes) -> tuple[str, str] | None:

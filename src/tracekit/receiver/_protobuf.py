@@ -11,7 +11,6 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -33,7 +32,7 @@ from tracekit.receiver._decoded import (
     service_of,
     status_name,
 )
-from tracekit.receiver._lazy_proto import TolerantLogsRequest
+from tracekit.receiver._lazy_proto import LazyMetricsRequest, TolerantLogsRequest
 from tracekit.records import (
     Attributes,
     AttributeValue,
@@ -212,8 +211,9 @@ def _log(
 
 
 def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
-    """Metrics are checked and acknowledged, never stored (they belong in Prometheus)."""
-    request = parse(ExportMetricsServiceRequest(), body)
+    """Metrics are counted and acknowledged, never stored (they belong in Prometheus): their
+    data points are not even parsed."""
+    request = parse(LazyMetricsRequest(), body)
     out = Decoded()
     out.total = sum(
         len(scope.metrics) for rm in request.resource_metrics for scope in rm.scope_metrics
