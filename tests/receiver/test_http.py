@@ -313,3 +313,23 @@ def test_a_body_still_arriving_at_stop_is_stored_not_cut_off(store_path: Path) -
     idle.close()
     assert answer.status == 200 and answer.header("Connection") == "close"
     assert not stopping.is_alive() and Store(store_path).count_spans() == 40
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [("http://{host}/v1/traces", 200), ("HTTP://{host}/v1/traces?x=1", 200),
+     ("http://{host}/v1/other", 404), ("http://[::1/v1/traces", 404)],
+)  # fmt: skip
+def test_an_absolute_form_target_is_routed_by_its_path(
+    target: str, status: int, receiver: Receiver
+) -> None:
+    """RFC 9112 3.2.2: a server must accept ``POST http://host:4318/v1/traces`` (what a client
+    sends to a proxy, and so to a collector set as its proxy); it was 404."""
+    host = "{}:{}".format(*receiver.address)
+    head = (
+        f"POST {target.format(host=host)} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head.encode())
+        assert read_response(sock).status == status

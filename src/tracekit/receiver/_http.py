@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.rpc import code_pb2, status_pb2
 
@@ -183,7 +184,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """Health check, or 405 on the OTLP paths (and the same for HEAD, without bodies)."""
-        path = self.path.split("?", 1)[0]
+        path = self._route()
         if path in ("/health", "/healthz", "/"):
             stopping = self.server.service.stopping
             body = {
@@ -197,7 +198,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         """One OTLP export request."""
-        signal = _SIGNALS.get(self.path.split("?", 1)[0])
+        signal = _SIGNALS.get(self._route())
         content_type = JSON
         self._pieces, self._body_read = None, False
         try:
@@ -223,10 +224,22 @@ class OtlpHandler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_OPTIONS = do_PUT
     do_HEAD = do_GET  # the same answers, their bodies left out (``_send``)
 
+    def _route(self) -> str:
+        """The request's path, without its query; from an absolute-form target too
+        (``POST http://host:4318/v1/traces``, what a client sends to a proxy), which RFC 9112
+        3.2.2 says a server must accept."""
+        target = self.path
+        if target[:8].lower().startswith(("http://", "https://")):
+            try:
+                target = urlsplit(target).path or "/"
+            except ValueError:  # "http://[::1": a malformed authority is not found
+                return ""
+        return target.split("?", 1)[0]
+
     def _refuse_method(self) -> None:
         self.close_connection = True  # whatever body came with it was not read
         self._pieces = None
-        path = self.path.split("?", 1)[0]
+        path = self._route()
         if path in _SIGNALS:
             error = RequestError(405, "use POST")
             self._send_error(error, JSON, extra={"Allow": "POST"})
