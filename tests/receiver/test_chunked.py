@@ -220,7 +220,23 @@ def test_a_refused_request_expecting_100_continue_is_refused_first(
         answer = read_response(sock)
         assert answer.status == status and not answer.raw.startswith(b"HTTP/1.1 100")
         assert answer.header("Connection") == "close"
-        assert sock.recv(100) == b""  # closed at once: no body is waited for
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed: a body that may never come is not waited for
+        assert time.monotonic() - started < 2
+
+
+def test_a_client_sending_its_body_at_once_despite_expecting_100_continue_reads_the_refusal(
+    receiver: Receiver,
+) -> None:
+    """RFC 9110 10.1.1 lets such a client send its body without waiting: what it sends is read
+    for a moment before closing, so that the answer is not lost to a reset connection."""
+    head = EXPECTING.format(
+        path="/v1/traces",
+        headers="Content-Type: application/x-protobuf\r\nContent-Length: 99999999\r\n",
+    )
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head.encode() + b"\0" * 8_000_000)
+        assert read_response(sock).status == 413
 
 
 def test_an_accepted_request_expecting_100_continue_gets_it(

@@ -177,6 +177,10 @@ class ClientStream(io.RawIOBase):
             self._deadline = self.since + self.whole
         return count
 
+    def hurry(self, seconds: float) -> None:
+        """Wait at most ``seconds`` from now for the rest of the request."""
+        self._deadline = min(self._deadline, time.monotonic() + seconds)
+
     def evict(self) -> None:
         """Make room for a newcomer: wake this connection's reader, which then answers 503."""
         self.evicted = True

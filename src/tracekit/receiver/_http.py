@@ -38,6 +38,10 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND,
               503: code_pb2.UNAVAILABLE}  # fmt: skip
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop at most this much of a refused body
 _WRITE_TIMEOUT = 10.0
+# After refusing a request whose client may or may not have sent its body despite expecting
+# 100 Continue: how long what it sends is read and dropped, so that closing does not reset the
+# connection under the answer (Go's net/http waits half a second likewise).
+_EXPECT_LINGER = 0.5
 _log = logging.getLogger("tracekit.receiver")
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BUSY_ANSWER = (
@@ -296,8 +300,8 @@ class OtlpHandler(BaseHTTPRequestHandler):
         if self._body_read:
             return  # the body was read whole: keep-alive goes on
         self.close_connection = True
-        if self._expect_continue:  # the client waits for 100 Continue: it sends no body now
-            return
+        if self._expect_continue:  # told no 100 Continue, the client may well send no body:
+            self.stream.hurry(_EXPECT_LINGER)  # what it sent anyway is read briefly, not waited for
         dropped = 0
         with contextlib.suppress(RequestError, OSError, TimeoutError):
             for piece in pieces or ():
