@@ -131,3 +131,16 @@ def test_metrics_of_many_data_points_are_still_acknowledged(receiver: Receiver) 
     started = time.monotonic()
     assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
     assert time.monotonic() - started < 2
+
+
+def test_json_strings_full_of_brackets_and_braces_are_not_counted(
+    receiver: Receiver, reader: Store
+) -> None:
+    """Log lines such as ``[INFO] [req 7] {...}`` hold brackets and braces that are not JSON."""
+    line = "[INFO] [worker] [retry] {} " * 10
+    records = [{"timeUnixNano": str(NOW), "body": {"stringValue": line}} for _ in range(11_000)]
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}).encode()
+    assert body.count(b"[") > 327_680  # the most elements a request may hold
+    reply = post(receiver, "/v1/logs", body, {"Content-Type": "application/json"})
+    assert reply.status == 200, reply.body
+    assert reader.count_logs() == 11_000

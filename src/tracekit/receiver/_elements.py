@@ -8,13 +8,13 @@ memory budget pays for; what a default SDK batch holds is far below that.
 
 A body of ``2 * most`` bytes or less cannot hold too many (a message takes at least two bytes),
 so only larger bodies are counted: protobuf by walking its wire format without building anything,
-JSON by parsing it with a count that stops at the limit.
+JSON by its braces and brackets outside strings.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeAlias
+import re
+from typing import TypeAlias
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -32,6 +32,9 @@ __all__ = ["check_elements"]
 # field number -> the layout of the message it holds (only fields that hold messages)
 _Layout: TypeAlias = dict[int, "_Layout"]
 _MAX_DEPTH = 100  # what protobuf's own parser allows
+# A JSON string, or an unterminated one running to the end (so that no match ever fails and
+# backtracks: the scan stays linear whatever the body)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 
 
@@ -125,22 +128,7 @@ def _malformed() -> MalformedRequest:
 
 
 def _count_json(body: bytes | bytearray, most: int) -> None:
-    """Every JSON object is counted as it is built, and parsing stops past ``most``; arrays are
-    counted by their brackets (an upper bound: a string may hold some)."""
-    left = most - body.count(b"[")
-    if left < 0:
+    """Objects and arrays are counted by their braces and brackets outside strings."""
+    outside = _JSON_STRING.sub(b"", body)
+    if outside.count(b"{") + outside.count(b"[") > most:
         raise _TooMany
-
-    def counted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal left
-        left -= 1
-        if left < 0:
-            raise _TooMany
-        return dict(pairs)
-
-    if body.count(b"{") <= left:
-        return
-    try:
-        json.loads(body, object_pairs_hook=counted)
-    except (ValueError, RecursionError) as error:
-        raise MalformedRequest("body is not valid JSON (UTF-8)") from error
