@@ -145,7 +145,7 @@ def test_a_log_record_with_a_string_that_is_not_utf8_is_rejected_alone(
 
 
 @pytest.mark.parametrize("where", ["resource", "scope"])
-def test_spans_under_a_resource_or_scope_not_utf8_are_rejected_alone(
+def test_spans_under_a_resource_not_utf8_are_rejected_and_under_such_a_scope_kept(
     where: str, receiver: Receiver, reader: Store
 ) -> None:
     request = ExportTraceServiceRequest()
@@ -162,9 +162,14 @@ def test_spans_under_a_resource_or_scope_not_utf8_are_rejected_alone(
 
     assert reply.status == 200
     partial = ExportTraceServiceResponse.FromString(reply.body).partial_success
-    assert partial.rejected_spans == 1 and "UTF-8" in partial.error_message
-    (stored,) = reader.spans_since(0)
-    assert stored.service == ("svc-ok" if where == "resource" else "svc-XX")
+    if where == "resource":  # its spans cannot be told apart from another service's
+        assert partial.rejected_spans == 1 and "UTF-8" in partial.error_message
+        (stored,) = reader.spans_since(0)
+        assert stored.service == "svc-ok"
+    else:  # the scope is not stored with logs, and with spans only for its name: kept unscoped
+        assert not partial.rejected_spans
+        scopes = {span.service: span.scope for span in reader.spans_since(0)}
+        assert scopes == {"svc-ok": None, "svc-XX": "scope-svc-XX"}
 
 
 def test_metrics_are_acknowledged_not_stored(receiver: Receiver, reader: Store) -> None:

@@ -8,9 +8,8 @@ path (a ``SpanRecord``, then ``RowEncoder.encode``); after a few requests that i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -57,8 +56,6 @@ _SLOW_CHUNK = 2000
 # values (SQL, payloads, stack traces) are the unique ones that would fill it for nothing.
 _MAX_CACHED_BYTES = 160
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
-_BAD_SCOPE = "scope is not a valid OTLP InstrumentationScope (a string that is not UTF-8?)"
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +104,14 @@ class SpanRowDecoder:
         slow: list[SpanRecord] = []
         bounds = time_bounds()
         for resource_spans in request.resource_spans:
-            resource = self._parsed(self._resource, resource_spans.resource, out)
+            try:
+                resource = self._resource(resource_spans.resource)
+            except MalformedRequest:  # a string not UTF-8: its spans are rejected, others stored
+                for _ in range(sum(len(ss.spans) for ss in resource_spans.scope_spans)):
+                    out.refuse(BAD_RESOURCE)
+                continue
             for scope_spans in resource_spans.scope_spans:
-                found = self._parsed(self._scope, scope_spans.scope, out)
-                if resource is None or found is None:  # its spans are rejected, the rest stored
-                    for _ in scope_spans.spans:
-                        out.refuse(BAD_RESOURCE if resource is None else _BAD_SCOPE)
-                    continue
-                scope_ref, scope = found
+                scope_ref, scope = self._scope(scope_spans.scope)
                 for span in scope_spans.spans:
                     out.total += 1
                     if not self._row(span, resource, scope_ref, out, bounds):
@@ -220,14 +217,6 @@ class SpanRowDecoder:
         else:
             out.reject(problem)
 
-    @staticmethod
-    def _parsed(parse_cached: Callable[[bytes], _T], raw: bytes, out: Decoded) -> _T | None:
-        """``parse_cached(raw)``, or None when ``raw`` does not parse (a string not UTF-8)."""
-        try:
-            return parse_cached(raw)
-        except MalformedRequest:
-            return None
-
     def _status(self, raw: bytes, status: Any) -> None:
         code = status.code if 0 <= status.code <= 2 else 0
         _remember(self._statuses, raw, (code, clean_text(cut(status.message, MAX_VALUE_CHARS))))
@@ -247,7 +236,10 @@ class SpanRowDecoder:
     def _scope(self, raw: bytes) -> tuple[int, str | None]:
         found = self._scopes.get(raw)
         if found is None:
-            name = cut(parse(InstrumentationScope(), raw).name, MAX_NAME_CHARS) or None
+            try:
+                name = cut(parse(InstrumentationScope(), raw).name, MAX_NAME_CHARS) or None
+            except MalformedRequest:  # a string not UTF-8: its spans are kept, unscoped
+                name = None
             if name:
                 self.encoder.interner.add([name], [])
             found = (self.encoder.strings[name] if name else 0, name)
