@@ -15,7 +15,10 @@ from pathlib import Path
 import grpc
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from tests.receiver.conftest import post
@@ -175,3 +178,26 @@ def test_millions_of_fields_that_hold_no_element_are_refused_too(store_path: Pat
         reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
         assert reply.status == 413 and b"protobuf fields" in reply.body
         assert time.monotonic() - started < 2.5
+
+
+def test_a_span_with_a_corrupt_event_in_a_counted_request_is_rejected_alone(
+    receiver: Receiver, reader: Store
+) -> None:
+    """A body large enough to be counted: the count must not turn one span's corrupt event
+    (which the decoder rejects alone) into a 400 for all 3,000."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n in range(3000):
+        span = scope.spans.add(name="op", start_time_unix_nano=NOW, end_time_unix_nano=NOW)
+        span.trace_id, span.span_id = b"\x01" * 16, (n + 1).to_bytes(8, "big")
+        span.attributes.add(key="db.query.text").value.string_value = "SELECT 1 " * 30
+        if n == 7:
+            span.events.add(name="MARK", time_unix_nano=NOW)
+    body = request.SerializeToString()
+    mark = body.index(b"MARK")
+    body = body[: mark - 1] + b"\x09" + body[mark:]  # the event's name runs past its end
+    assert len(body) > 2 * 327_680
+    reply = post(receiver, "/v1/traces", body)
+    assert reply.status == 200
+    assert ExportTraceServiceResponse.FromString(reply.body).partial_success.rejected_spans == 1
+    assert reader.count_spans() == 2999

@@ -124,7 +124,7 @@ class _Counter:
                             raise _TooMany(f"more than {self.most} spans, attributes, events and"
                                            " other elements")  # fmt: skip
                     if found[1]:
-                        self.walk(pos, pos + size, found[1], depth + 1)
+                        self._walk_inside(pos, pos + size, found[1], depth + 1)
                 pos += size
             elif wire == _VARINT:
                 pos = self._varint(pos, end)[1]
@@ -134,6 +134,14 @@ class _Counter:
                 raise _malformed()
         if pos != end:
             raise _malformed()
+
+    def _walk_inside(self, pos: int, end: int, layout: _Layout, depth: int) -> None:
+        """Walk a nested message; one that is malformed is the decoder's to refuse, which
+        rejects its record alone (a span whose event is corrupt): its count stops there."""
+        try:  # noqa: SIM105  (suppress() would cost a call per attribute; try costs nothing)
+            self.walk(pos, end, layout, depth)
+        except MalformedRequest:
+            pass
 
     def _varint(self, pos: int, end: int) -> tuple[int, int]:
         data, value, shift = self.data, 0, 0
