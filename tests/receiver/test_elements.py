@@ -201,3 +201,14 @@ def test_a_span_with_a_corrupt_event_in_a_counted_request_is_rejected_alone(
     assert reply.status == 200
     assert ExportTraceServiceResponse.FromString(reply.body).partial_success.rejected_spans == 1
     assert reader.count_spans() == 2999
+
+
+def test_a_group_cannot_hide_the_messages_after_it(receiver: Receiver) -> None:
+    """protobuf's parser skips a group (wire types 3 and 4, never in OTLP); had the count
+    stopped there as at a corrupt message, the events after it would have been decoded."""
+    group = b"\x9b\x01\x9c\x01"  # field 19: start group, end group
+    body = _traces(_span(group + _field(11, b"") * COUNT))
+    started = time.monotonic()
+    reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
+    assert reply.status == 400 and b"group" in reply.body
+    assert time.monotonic() - started < 2

@@ -47,6 +47,10 @@ class _TooMany(Exception):
     pass
 
 
+class _Unframed(MalformedRequest):
+    """A message whose fields run past its end: protobuf's parser refuses it too."""
+
+
 def _layout(descriptor: Descriptor, known: dict[str, _Layout]) -> _Layout:
     found = known.get(descriptor.full_name)
     if found is None:
@@ -130,8 +134,8 @@ class _Counter:
                 pos = self._varint(pos, end)[1]
             elif wire in (_FIXED64, _FIXED32):
                 pos += 8 if wire == _FIXED64 else 4
-            else:  # groups: never in OTLP
-                raise _malformed()
+            else:  # groups: never in OTLP, and skipped by protobuf's parser: refused whole
+                raise MalformedRequest("body is not a valid OTLP protobuf message (a group)")
         if pos != end:
             raise _malformed()
 
@@ -140,8 +144,8 @@ class _Counter:
         rejects its record alone (a span whose event is corrupt): its count stops there."""
         try:  # noqa: SIM105  (suppress() would cost a call per attribute; try costs nothing)
             self.walk(pos, end, layout, depth)
-        except MalformedRequest:
-            pass
+        except _Unframed:  # not a group or a nesting too deep, which protobuf's parser accepts
+            pass  # or which refuse the whole request: its messages would not have been counted
 
     def _varint(self, pos: int, end: int) -> tuple[int, int]:
         data, value, shift = self.data, 0, 0
@@ -156,7 +160,7 @@ class _Counter:
 
 
 def _malformed() -> MalformedRequest:
-    return MalformedRequest("body is not a valid OTLP protobuf message")
+    return _Unframed("body is not a valid OTLP protobuf message")
 
 
 def _count_json(body: bytes | bytearray, most: int) -> None:
