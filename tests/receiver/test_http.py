@@ -52,6 +52,13 @@ def test_gzip_body_is_accepted(receiver: Receiver, reader: Store) -> None:
     assert reader.count_spans() == 3
 
 
+def test_the_server_header_names_the_collector_alone(receiver: Receiver) -> None:
+    """``Server: tracekit-collector `` had a trailing space (the standard library appends the
+    Python version, left empty), which strict proxies and header checks flag."""
+    reply = post(receiver, "/v1/traces", _spans(1))
+    assert reply.headers["server"] == "tracekit-collector"
+
+
 def test_deflate_body_is_accepted(receiver: Receiver, reader: Store) -> None:
     reply = post(receiver, "/v1/traces", zlib.compress(_spans(3)), {"Content-Encoding": "deflate"})
     assert reply.status == 200 and reply.headers["content-type"] == "application/x-protobuf"

@@ -136,7 +136,10 @@ class OtlpHandler(BaseHTTPRequestHandler):
     server: ReceiverHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "tracekit-collector"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        """``Server:`` names the collector alone: no Python version, no trailing space."""
+        return self.server_version
 
     def setup(self) -> None:
         """Read the socket through a deadline-keeping stream."""
