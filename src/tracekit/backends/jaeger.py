@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracekit.backends._duration import go_duration
-from tracekit.backends._http import JsonClient, NotFound
+from tracekit.backends._http import NotFound
 from tracekit.backends._jaeger_summary import summaries
-from tracekit.backends._notes import Notes, Notify
+from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
-from tracekit.backends._traces import Traces
+from tracekit.backends._remote import RemoteSource
 from tracekit.records import (
     CORRELATION_ATTRIBUTE,
     BackendError,
@@ -60,7 +60,7 @@ def rfc3339(unix_seconds: float) -> str:
     return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class JaegerSource:
+class JaegerSource(RemoteSource):
     """Reads spans from Jaeger's api_v3; implements ``tracekit.records.SpanSource``.
 
     ``headers`` go with every request (a tenant header, ``Authorization``); ``notify`` hears
@@ -71,21 +71,11 @@ class JaegerSource:
         self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
     ) -> None:  # fmt: skip
-        self.client = JsonClient(
-            base_url, name="Jaeger", timeout=timeout, retries=retries, headers=headers
-        )
+        super().__init__(
+            base_url, name="Jaeger", timeout=timeout, retries=retries, headers=headers,
+            notify=notify,
+        )  # fmt: skip
         self.service = service
-        self.notes = Notes(notify)
-        self._traces = Traces(self._fetch_trace)
-
-    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
-        """Every span of the given traces (unknown ids contribute nothing)."""
-        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
-
-    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
-        """The ``limit`` earliest spans of the traces read in the order given until ``limit``
-        are held; the traces after that are not read (``LimitedSpanSource``)."""
-        return self._traces.first_spans(trace_ids, limit)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, searched service by service."""
@@ -247,9 +237,6 @@ class JaegerSource:
         if not isinstance(result, dict):
             raise BackendError("Jaeger answered something that is not an api_v3 traces document")
         return spans_from_batches(result.get("resourceSpans") or [], self._left_out)
-
-    def _left_out(self, what: str) -> None:
-        self.notes.once(f"Jaeger at {self.client.base_url} answered {what}: it is left out")
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer at ``path``; None for Jaeger's own "not found", an error for any other

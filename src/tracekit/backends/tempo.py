@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracekit.backends._http import JsonClient, NotFound
-from tracekit.backends._notes import Notes, Notify
+from tracekit.backends._http import NotFound
+from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
+from tracekit.backends._remote import RemoteSource
 from tracekit.backends._tempo_search import (
     Hit,
     read_hits,
@@ -31,7 +32,6 @@ from tracekit.backends._tempo_search import (
     window,
     window_limit,
 )
-from tracekit.backends._traces import Traces
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
 __all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceql_string"]
@@ -41,7 +41,7 @@ MAX_TRACES_FOR_MAP = 200
 _MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
 
 
-class TempoSource:
+class TempoSource(RemoteSource):
     """Reads spans from Tempo's HTTP API; implements ``tracekit.records.SpanSource``.
 
     ``headers`` go with every request (``X-Scope-OrgID`` for a multi-tenant Tempo,
@@ -52,24 +52,14 @@ class TempoSource:
         self, base_url: str, *, timeout: float = 10.0, retries: int = 2,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
     ) -> None:  # fmt: skip
-        self.client = JsonClient(
-            base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers
-        )
-        self.notes = Notes(notify)
-        self._traces = Traces(self._fetch_trace)
+        super().__init__(
+            base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers,
+            notify=notify,
+        )  # fmt: skip
         self._use_v2 = True
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._can_search_links = True
         self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
-
-    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
-        """Every span of the given traces (unknown ids contribute nothing)."""
-        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
-
-    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
-        """The ``limit`` earliest spans of the traces read in the order given until ``limit``
-        are held; the traces after that are not read (``LimitedSpanSource``)."""
-        return self._traces.first_spans(trace_ids, limit)
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
@@ -269,9 +259,6 @@ class TempoSource:
         if cut:
             self._say_window_narrowed(start)
         return read_hits(answer, self._left_out)
-
-    def _left_out(self, what: str) -> None:
-        self.notes.once(f"Tempo at {self.client.base_url} answered {what}: it is left out")
 
     def _say_window_narrowed(self, start: int) -> None:
         assert self._max_window is not None

@@ -1,0 +1,45 @@
+"""What the Tempo and Jaeger readers share: the HTTP client, the notes for the reader, and the
+traces they fetch whole by id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from tracekit.backends._http import JsonClient
+from tracekit.backends._notes import Notes, Notify
+from tracekit.backends._traces import Traces
+from tracekit.records import SpanRecord
+
+
+class RemoteSource:
+    """The by-id half of ``tracekit.records.SpanSource`` for a backend that answers whole traces;
+    a subclass fetches one trace (``_fetch_trace``) and searches."""
+
+    def __init__(
+        self, base_url: str, *, name: str, timeout: float, retries: int,
+        headers: Mapping[str, str] | None, notify: Notify | None,
+    ) -> None:  # fmt: skip
+        self.client = JsonClient(
+            base_url, name=name, timeout=timeout, retries=retries, headers=headers
+        )
+        self.notes = Notes(notify)
+        self._traces = Traces(self._fetch_trace)
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
+        """Every span of the given traces (unknown ids contribute nothing)."""
+        return [span for trace_id in trace_ids for span in self._traces.spans(trace_id.lower())]
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """The ``limit`` earliest spans of the traces read in the order given until ``limit``
+        are held; the traces after that are not read (``LimitedSpanSource``)."""
+        return self._traces.first_spans(trace_ids, limit)
+
+    def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
+        """Every span of one trace (lower-case hex id); none when the backend lacks it."""
+        raise NotImplementedError
+
+    def _left_out(self, what: str) -> None:
+        """Say once that an answer held something unreadable, which was left out."""
+        self.notes.once(
+            f"{self.client.name} at {self.client.base_url} answered {what}: it is left out"
+        )
