@@ -125,27 +125,7 @@ def _routes(
     only the canary serves (a new endpoint) has no baseline to be slower than, but its failures
     are failures the baseline did not have: they are counted among all the canary's requests.
     """
-    warnings = []
-    wanted = set(routes) if routes else None
-    keys = sorted(set(baseline) | set(canary))
-    errors_only: list[RouteKey] = []
-    if wanted is not None:
-        for route in sorted(wanted - {key.route for key in keys}):
-            warnings.append(f"route {route!r}: no requests of either version in the window")
-        keys = [key for key in keys if key.route in wanted]
-    elif any(key.route == UNMATCHED_ROUTE for key in keys):
-        warnings.append(
-            f"requests that matched no route ({UNMATCHED_ROUTE}): only their errors are compared,"
-            f" as a share of all requests; name it with --route to compare it as a route"
-        )
-        errors_only = [
-            key
-            for key in keys
-            if key.route == UNMATCHED_ROUTE
-            and _serves(baseline, key.kind)
-            and _serves(canary, key.kind)
-        ]
-        keys = [key for key in keys if key.route != UNMATCHED_ROUTE]
+    keys, errors_only, warnings = _asked_routes(baseline, canary, routes)
     served_any = bool(canary)  # then a route only the baseline served is one it stopped serving
     compared = [key for key in keys if key in baseline and (key in canary or served_any)]
     for key in keys:
@@ -162,6 +142,33 @@ def _routes(
             said += "; only its errors are compared, as a share of all requests"
         warnings.append(said)
     return compared, errors_only, warnings
+
+
+def _asked_routes(
+    baseline: VersionSamples, canary: VersionSamples, routes: Sequence[str] | None
+) -> tuple[list[RouteKey], list[RouteKey], list[str]]:
+    """The routes asked for, else every route but the unmatched ones, whose errors alone are
+    compared (where both versions serve their kind); and warnings about either."""
+    keys = sorted(set(baseline) | set(canary))
+    if routes:
+        wanted = set(routes)
+        missing = sorted(wanted - {key.route for key in keys})
+        warnings = [f"route {r!r}: no requests of either version in the window" for r in missing]
+        return [key for key in keys if key.route in wanted], [], warnings
+    if not any(key.route == UNMATCHED_ROUTE for key in keys):
+        return keys, [], []
+    warning = (
+        f"requests that matched no route ({UNMATCHED_ROUTE}): only their errors are compared,"
+        f" as a share of all requests; name it with --route to compare it as a route"
+    )
+    errors_only = [
+        key
+        for key in keys
+        if key.route == UNMATCHED_ROUTE
+        and _serves(baseline, key.kind)
+        and _serves(canary, key.kind)
+    ]
+    return [key for key in keys if key.route != UNMATCHED_ROUTE], errors_only, [warning]
 
 
 def _serves(samples: VersionSamples, kind: str) -> bool:
