@@ -74,15 +74,8 @@ def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Pat
     correlated log lines, when there are any, so the ID typed is not reported unknown."""
     if not isinstance(source, CorrelatedLogSource):
         return None
-    logs = source.logs_by_correlation_id(query, MAX_CORRELATED_LOGS + 1)
-    if not logs:
-        return None
-    if len(logs) > MAX_CORRELATED_LOGS:
-        warnings.append(
-            f"more than {MAX_CORRELATED_LOGS} log lines carry the correlation ID: "
-            f"reading the first {MAX_CORRELATED_LOGS}"
-        )
-    return build_log_path(query, logs[:MAX_CORRELATED_LOGS], warnings)
+    logs = _correlated_logs(source, query, warnings)
+    return build_log_path(query, logs, warnings) if logs else None
 
 
 def _logs(
@@ -96,11 +89,19 @@ def _logs(
     if correlation_id is None or not isinstance(source, CorrelatedLogSource):
         return logs
     read = {trace_id.lower() for trace_id in trace_ids}
-    correlated = source.logs_by_correlation_id(correlation_id, MAX_CORRELATED_LOGS + 1)
-    if len(correlated) > MAX_CORRELATED_LOGS:
+    correlated = _correlated_logs(source, correlation_id, warnings)
+    return logs + [log for log in correlated if (log.trace_id or "").lower() not in read]
+
+
+def _correlated_logs(
+    source: CorrelatedLogSource, correlation_id: str, warnings: list[str]
+) -> list[LogRecordData]:
+    """The first ``MAX_CORRELATED_LOGS`` log lines carrying ``correlation_id``, and a warning
+    when there are more."""
+    logs = source.logs_by_correlation_id(correlation_id, MAX_CORRELATED_LOGS + 1)
+    if len(logs) > MAX_CORRELATED_LOGS:
         warnings.append(
             f"more than {MAX_CORRELATED_LOGS} log lines carry the correlation ID: "
             f"reading the first {MAX_CORRELATED_LOGS}"
         )
-        correlated = correlated[:MAX_CORRELATED_LOGS]
-    return logs + [log for log in correlated if (log.trace_id or "").lower() not in read]
+    return logs[:MAX_CORRELATED_LOGS]
