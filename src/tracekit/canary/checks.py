@@ -227,9 +227,25 @@ def _tail(route: _Route) -> Check:
     if not route.bucketed:
         more = _more_for_log_effect(effect, tolerance, route)
         return route.check(TAIL_LATENCY, method, test.p_value, effect, tolerance, more, detail)
+    return _bucketed_tail(route, test.p_value, effect, detail)
+
+
+def _bucketed_tail(
+    route: _Route, p: float, effect: tuple[float, float | None, float | None],
+    detail: Mapping[str, float],
+) -> Check:  # fmt: skip
+    """The tail check of durations read from histogram buckets: the interval widened to every
+    place the buckets allow, and coarse when the buckets alone keep the tolerance from being
+    cleared."""
+    q = route.settings.tail_quantile
+    tolerance = route.settings.log_tolerance(TAIL_LATENCY)
+    estimate, lower, upper = effect
     canary, baseline = route.canary, route.baseline
     lowest, highest = bucketed_quantile_interval(
-        (canary.lowest, canary.highest), (baseline.lowest, baseline.highest), q, alpha
+        (canary.lowest, canary.highest),
+        (baseline.lowest, baseline.highest),
+        q,
+        route.settings.alpha_per_look,
     )
     if lower is not None and lowest is not None:
         lowest = min(lowest, lower)
@@ -238,7 +254,7 @@ def _tail(route: _Route) -> Check:
     reach = _worst_quantile_ratio(route, q)
     coarse = reach >= tolerance
     more = None if coarse else _more_for_log_effect(effect, tolerance, route, (reach, highest))
-    return route.check(TAIL_LATENCY, method, test.p_value, (estimate, lowest, highest),
+    return route.check(TAIL_LATENCY, _METHODS[TAIL_LATENCY], p, (estimate, lowest, highest),
                        tolerance, more, detail, coarse)  # fmt: skip
 
 
