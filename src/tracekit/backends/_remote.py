@@ -10,6 +10,8 @@ from tracekit.backends._notes import Notes, Notify
 from tracekit.backends._traces import Traces
 from tracekit.records import SpanRecord
 
+CLOCK_SLACK_SECONDS = 60  # a search ends this far ahead: spans from a host whose clock runs ahead
+
 
 class RemoteSource:
     """The by-id half of ``tracekit.records.SpanSource`` for a backend that answers whole traces;

@@ -21,10 +21,10 @@ from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError
 from tracekit.backends._otlp_json import TimeOutOfRange, unix_nano
+from tracekit.backends._remote import CLOCK_SLACK_SECONDS
 from tracekit.records import BackendError
 
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
-CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
 HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")

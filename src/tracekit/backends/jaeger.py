@@ -29,7 +29,7 @@ from tracekit.backends._http import NotFound
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
-from tracekit.backends._remote import RemoteSource
+from tracekit.backends._remote import CLOCK_SLACK_SECONDS, RemoteSource
 from tracekit.records import (
     CORRELATION_ATTRIBUTE,
     BackendError,
@@ -49,7 +49,6 @@ __all__ = [
 ]
 
 LOOKBACK_SECONDS = 2 * 24 * 3600
-CLOCK_SLACK_SECONDS = 60  # spans from a host whose clock runs ahead of this one
 MAX_SERVICES = 200  # one search each: `--service` makes it one
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
