@@ -24,7 +24,9 @@ __all__ = [
     "BEFORE",
     "MAX_SIBLINGS",
     "PARALLEL",
+    "PARALLELISED",
     "PARALLEL_SHARE",
+    "SERIALISED",
     "Interval",
     "Measures",
     "arrangement_changes",
@@ -38,6 +40,9 @@ Measures = dict[int, Measure]
 PARALLEL_SHARE = 0.1
 MAX_SIBLINGS = 50  # siblings compared pairwise per parent (a 10,000-way fan-out stays linear)
 PARALLEL, BEFORE, AFTER = "parallel", "before", "after"
+# how a concurrency change's message says which way it went
+SERIALISED = "in parallel in A, one after another in B"
+PARALLELISED = "one after another in A, in parallel in B"
 
 
 def relation(x: Interval, y: Interval) -> str:
@@ -86,7 +91,7 @@ def _sibling_changes(
     thresholds: Thresholds,
 ) -> Iterator[Change]:  # fmt: skip
     swapped: list[tuple[int, int]] = []
-    serialised: set[int] = set()  # parallel in A, one after another in B
+    serialised: set[int] = set()
     parallelised: set[int] = set()
     for i, x in enumerate(kids):
         for y in kids[i + 1 :]:
@@ -102,8 +107,7 @@ def _sibling_changes(
     for first, second in swapped:
         message = f"{where}{nodes[first].label()} now runs before {nodes[second].label()}"
         yield Change("order", ORDER, parent, message, related=(first, second))
-    for group, how in ((serialised, "in parallel in A, one after another in B"),
-                       (parallelised, "one after another in A, in parallel in B")):  # fmt: skip
+    for group, how in ((serialised, SERIALISED), (parallelised, PARALLELISED)):
         members = sorted(group, key=kids.index)
         cost = _saved(members, before) - _saved(members, after)
         if members and abs(cost) / 1e6 >= thresholds.min_delta_ms:
@@ -121,11 +125,7 @@ def _repeat_changes(node: Node, a: Measure, b: Measure, thresholds: Thresholds) 
     was, now = _any_parallel(a.intervals), _any_parallel(b.intervals)
     cost = overlap_saved(a.intervals) - overlap_saved(b.intervals)
     if was != now and abs(cost) / 1e6 >= thresholds.min_delta_ms:
-        how = (
-            "in parallel in A, one after another in B"
-            if was
-            else ("one after another in A, in parallel in B")
-        )
+        how = SERIALISED if was else PARALLELISED
         message = f"{node.label()}: {a.calls} -> {b.calls} calls ran {how} ({signed(cost)})"
         yield Change("concurrency", ORDER, node.id, message, round(cost / 1e6, 3))
 

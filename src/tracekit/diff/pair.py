@@ -11,7 +11,7 @@ from itertools import chain
 
 from tracekit.path import Path
 
-from .arrangement import arrangement_changes
+from .arrangement import SERIALISED, arrangement_changes
 from .attribution import Parts, headline, shares
 from .changes import (
     call_changes,
@@ -116,7 +116,7 @@ def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
         if change.kind == "retries" and change.node is not None:
             out[change.node] = retries(after.get(change.node))
         elif change.kind == "concurrency":
-            serial = "one after another in B" in change.message
+            serial = SERIALISED in change.message
             for n in change.related:
                 out[n] = "no longer in parallel" if serial else "now in parallel"
     return out
