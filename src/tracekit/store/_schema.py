@@ -3,10 +3,11 @@
 ``PRAGMA user_version`` records the last migration applied. Each migration runs inside one
 ``BEGIN IMMEDIATE`` transaction, so two processes opening a fresh file at once cannot both apply it.
 
-Compactness choices (measured in ``bench/store_size.py``): ids are stored as binary blobs; trace
-ids, correlation ids, resources and every repeated string (service, span name, attribute keys,
-low-cardinality attribute values) are interned into side tables and referenced by small integers;
-attributes are a compact JSON list of ``key-ref, value`` pairs; events live inline in the span row.
+Compactness choices (measured by ``python -m bench.store_size_bench``): ids are stored as
+binary blobs; trace ids, correlation ids, resources and every repeated string (service, span name,
+attribute keys, low-cardinality attribute values) are interned into side tables and referenced by
+small integers; attributes are a compact JSON list of ``key-ref, value`` pairs; events live inline
+in the span row.
 """
 
 from __future__ import annotations
