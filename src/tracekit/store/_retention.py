@@ -91,10 +91,15 @@ def steps(
     if deleted_any and string_heavy(conn):
         reclaim()
         yield 0
+    yield from _vacuum_steps(conn)
+
+
+def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
+    """Give the free pages back to the file system a few MB per transaction (yielding 0 after
+    each), then checkpoint so that the file itself shrinks."""
     vacuumed = False
     free = _free_pages(conn)
     while free > 0:
-        # give free pages back to the file system a few MB per transaction
         retry_busy(lambda: conn.execute("PRAGMA incremental_vacuum(2048)").fetchall())
         vacuumed = True
         yield 0
