@@ -34,7 +34,7 @@ def hop_type(sender: SpanRecord, receiver: SpanRecord) -> str | None:
 def _is_sender(record: SpanRecord) -> bool:
     if record.kind == "PRODUCER":
         return True
-    return record.kind == "CLIENT" and "messaging.system" in record.attributes
+    return record.kind == "CLIENT" and semconv.MESSAGING_SYSTEM in record.attributes
 
 
 def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:

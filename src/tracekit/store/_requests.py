@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracekit import semconv
 from tracekit.store._attribute_text import Picked, TextBatch, ValuePicker, value_of
 from tracekit.store._encoding import KIND_CODES, STATUS_CODE_OF
 from tracekit.store._reader import StoreReader, loads_list, marks
@@ -24,11 +25,11 @@ from tracekit.store._reader import StoreReader, loads_list, marks
 __all__ = ["RequestGroup", "request_groups"]
 
 _ROUTE_KEYS = {
-    KIND_CODES["SERVER"]: "http.route",
-    KIND_CODES["CONSUMER"]: "messaging.destination.name",
+    KIND_CODES["SERVER"]: semconv.HTTP_ROUTE,
+    KIND_CODES["CONSUMER"]: semconv.MESSAGING_DESTINATION_NAME,
 }
 _KIND_NAMES = {code: name for name, code in KIND_CODES.items()}
-_STATUS_KEY = "http.response.status_code"
+_STATUS_KEY = semconv.HTTP_RESPONSE_STATUS_CODE
 _ERROR = STATUS_CODE_OF["ERROR"]
 _Rows = list[tuple[Any, ...]]
 _GroupKey = tuple[int, int, Picked | None]  # resource id, kind, route as picked
