@@ -8,6 +8,7 @@ know zero and non-zero.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from tracekit.records import BackendError
+from tracekit_cli.headers import HEADERS_ENV, parse_headers
 from tracekit_cli.options import (
     EXIT_ERROR,
     Number,
@@ -68,6 +70,9 @@ _what_and_where = _options([
                  help="Read tracekit's histograms from Prometheus' HTTP API instead."),
     click.option("--timeout", type=Number(0.1, 300), default=10.0, show_default=True,
                  help="Seconds to wait for Prometheus per query."),
+    click.option("--header", "headers", metavar="NAME=VALUE", multiple=True,
+                 help="Send this header to --prometheus (tenant, credentials); repeatable "
+                 f"[also: ${HEADERS_ENV}]."),
     click.option("--since", metavar="WHEN", help="Window start: 30m, 2h, or an ISO 8601 time "
                  "[default: 30m, when --start is not given]."),
     click.option("--start", metavar="WHEN", help="Window start (same forms as --since)."),
@@ -106,7 +111,7 @@ _how_strict = _options([
 @_how_strict
 def canary(
     service: str, baseline: str, canary_version: str, store: str | None, prometheus: str | None,
-    timeout: float, since: str | None, start: str | None, end: str | None,
+    timeout: float, headers: tuple[str, ...], since: str | None, start: str | None, end: str | None,
     routes: tuple[str, ...], output_format: str | None, gate: str, max_looks: int,
     critical: tuple[str, ...], alpha: float, max_latency_increase: float,
     max_tail_increase: float, max_error_increase: float, tail_quantile: float,
@@ -120,6 +125,8 @@ def canary(
     require_value("--prometheus", prometheus)
     if store is not None and prometheus is not None:
         raise click.UsageError("choose one source: --store or --prometheus")
+    if headers and prometheus is None:
+        fail("--header is for a remote backend: use it with --prometheus", EXIT_ERROR)
     if baseline.strip() == canary_version.strip():  # a stale pipeline argument, a wrong label
         raise click.UsageError(
             f"--baseline and --canary are the same version ({one_line(baseline, 60)!r}):"
@@ -133,8 +140,8 @@ def canary(
     source = "prometheus" if prometheus is not None else "store"
     subject = Subject(service, baseline, canary_version, *window, source)
     try:
-        samples = _read(subject, store, prometheus, timeout)
-    except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse
+        samples = _read(subject, store, prometheus, timeout, headers)
+    except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse, a header
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
     _emit(verdict, resolve_format(output_format), strict=gate == "strict")
@@ -167,14 +174,17 @@ def _window(since: str | None, start: str | None, end: str | None) -> tuple[int,
 
 
 def _read(
-    subject: Subject, store: str | None, prometheus: str | None, timeout: float
-) -> tuple[VersionSamples, VersionSamples]:
+    subject: Subject, store: str | None, prometheus: str | None, timeout: float,
+    typed_headers: tuple[str, ...],
+) -> tuple[VersionSamples, VersionSamples]:  # fmt: skip
     versions = (subject.baseline_version, subject.canary_version)
     window = (subject.start_unix_nano, subject.end_unix_nano)
     if prometheus is not None:
         from tracekit.canary.prometheus import samples_from_prometheus
 
-        return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout)
+        headers = parse_headers(typed_headers, os.environ.get(HEADERS_ENV))
+        return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout,
+                                       headers=headers)  # fmt: skip
     from tracekit.canary import samples_from_store
     from tracekit.store import Store, default_store_path
 

@@ -204,3 +204,68 @@ def test_series_without_a_route_are_the_unmatched_requests(
     assert unrouted["summary"]["canary"]["errors"] == 40
     assert unrouted["class"] == "fail"
     assert (document["verdict"], code, stderr) == ("fail", 1, "")
+
+
+@pytest.fixture
+def tenant_prometheus() -> Iterator[str]:
+    """A multi-tenant Prometheus API (Mimir, Cortex): 401 without ``X-Scope-OrgID: team-a``;
+    tenant team-a's canary fails a tenth of its requests."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = parse_qs(urlsplit(self.path).query)["query"][0]
+            if self.headers.get("X-Scope-OrgID") != "team-a":
+                self._send(401, b"no org id\n")
+                return
+            canary_version = 'service_version="2.0"' in query
+            if "messaging" in query or " unless " in query:
+                series: list[tuple[dict[str, str], float]] = []
+            elif "_bucket" in query:
+                series = buckets("/pay", [0, 100, 400, 400, 400, 400])
+            else:
+                series = [({"http_route": "/pay"}, 40.0 if canary_version else 0.0)]
+            self._send(200, json.dumps(vector(series)).encode())
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("option", "env"),
+    [(["--header", "X-Scope-OrgID=team-a"], {}),
+     ([], {"TRACEKIT_BACKEND_HEADERS": "X-Scope-OrgID=team-a"})],
+    ids=["--header", "TRACEKIT_BACKEND_HEADERS"],
+)  # fmt: skip
+def test_a_multi_tenant_prometheus_is_read_with_the_tenant_header(
+    tenant_prometheus: str, option: list[str], env: dict[str, str]
+) -> None:
+    """Mimir, Cortex or Grafana Cloud answer only with a tenant or credential header."""
+    args = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "2.0",
+            "--prometheus", tenant_prometheus, "--format", "json", *option]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env={"TRACEKIT_BACKEND_HEADERS": None, **env})
+
+    assert (result.exit_code, result.stderr) == (1, ""), result.output
+    document = json.loads(result.stdout)
+    assert document["verdict"] == "fail"
+    assert (document["baseline"]["requests"], document["canary"]["requests"]) == (400, 400)
+
+
+def test_the_tenant_header_is_refused_without_prometheus() -> None:
+    args = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "2.0",
+            "--header", "X-Scope-OrgID=team-a"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 2
+    assert result.stderr == "tracekit: --header is for a remote backend: use it with --prometheus\n"

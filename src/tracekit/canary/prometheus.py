@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,11 +113,14 @@ def samples_from_prometheus(
     start_ns: int,
     end_ns: int,
     timeout: float = 10.0,
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[Samples, Samples]:
-    """(baseline, canary) samples from tracekit's histograms; raises ``BackendError``."""
+    """(baseline, canary) samples from tracekit's histograms, asked with ``headers`` (a
+    tenant, credentials); raises ``BackendError``."""
     from tracekit.backends._http import JsonClient, NotFound
 
-    client = JsonClient(url, name="Prometheus", timeout=timeout)
+    client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
     seconds = (end_ns - start_ns) / 1e9
     at = f"{end_ns / 1e9:.3f}"
 
