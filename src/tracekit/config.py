@@ -77,6 +77,32 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _split_patterns(value: str) -> tuple[str, ...]:
+    """Comma-separated regular expressions. A comma inside a group, a class or a quantifier
+    (``^/v[0-9]{1,2}/health$``) belongs to its expression: split there, each half still
+    compiles and neither matches what the user meant. Unbalanced brackets split at every comma."""
+    cuts, depth, in_class, escaped = [], 0, False, False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char in "({":
+            depth += 1
+        elif char in ")}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            cuts.append(index)
+    if depth or in_class:
+        return _split(value)
+    bounds = zip([-1, *cuts], [*cuts, len(value)], strict=True)
+    return tuple(part.strip() for start, end in bounds if (part := value[start + 1 : end]).strip())
+
+
 def _bool(value: str) -> bool:
     if value.strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -219,7 +245,7 @@ class Options:
     )
     excluded_urls: tuple[str, ...] = field(
         default=(),
-        metadata={"env": "TRACEKIT_EXCLUDED_URLS", "parse": _split, "check": _patterns},
+        metadata={"env": "TRACEKIT_EXCLUDED_URLS", "parse": _split_patterns, "check": _patterns},
     )
     instrument: tuple[str, ...] = field(
         default=("all",),
@@ -351,7 +377,7 @@ def resolve(
 
 
 def _keyword_value(option: Field[Any], value: Any) -> Any:
-    if option.metadata.get("parse") is _split and isinstance(value, str):
+    if option.metadata.get("parse") in (_split, _split_patterns) and isinstance(value, str):
         value = (value,)  # excluded_urls="^/health$" means that one expression
     elif isinstance(value, list):
         value = tuple(value)

@@ -145,3 +145,18 @@ def test_service_name_from_otel_resource_attributes() -> None:
     assert config.resolve(environ=environ).service_name == "billing api"
     both = {**environ, "OTEL_SERVICE_NAME": "billing"}
     assert config.resolve(environ=both).service_name == "billing"
+
+
+def test_a_comma_inside_an_excluded_url_expression_stays_in_it() -> None:
+    """Split at that comma, ``^/v[0-9]{1,2}/health$`` was two expressions that both compiled
+    and excluded nothing: the health checks were traced and measured, silently."""
+    environ = {"TRACEKIT_EXCLUDED_URLS": "^/v[0-9]{1,2}/health$, ^/(ready|live)$,^/[,;]x$"}
+
+    options = config.resolve(environ=environ)
+
+    assert options.excluded_urls == ("^/v[0-9]{1,2}/health$", "^/(ready|live)$", "^/[,;]x$")
+    excluded = config.compile_excluded(options.excluded_urls)
+    assert excluded is not None
+    assert [bool(excluded.search(p)) for p in ("/v12/health", "/live", "/,x", "/v1/orders")] == [
+        True, True, True, False,
+    ]  # fmt: skip
