@@ -3,7 +3,10 @@ does in ``$TRACEKIT_STORE``, for every command that takes ``--store``."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,3 +52,23 @@ def test_collector_store_option_expands_a_tilde(home: Path) -> None:
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 0
     assert (home / "collected.db").is_file() and not (home / "~").exists()
+
+
+def test_a_service_writes_where_the_command_reads_a_tilde_store(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TRACEKIT_STORE=~/traces.db`` from an env file (no shell expands it there): the service's
+    store exporter made ``./~/traces.db`` and ``tracekit search`` found no store at all."""
+    monkeypatch.setenv("TRACEKIT_STORE", "~/traces.db")
+    service = (
+        "import tracekit; from opentelemetry import trace; tracekit.init('billing');"
+        " trace.get_tracer('t').start_span('charge').end(); tracekit.shutdown()"
+    )
+    env = {**os.environ, "TRACEKIT_EXPORTER": "store", "TRACEKIT_METRICS_PORT": "0"}
+    subprocess.run([sys.executable, "-c", service], env=env, check=True, timeout=60)
+
+    result = CliRunner().invoke(cli, ["search", "--format", "json"])
+
+    assert (result.exit_code, result.stderr) == (0, ""), result.output
+    assert [r["root_service"] for r in json.loads(result.stdout)["requests"]] == ["billing"]
+    assert (home / "traces.db").is_file() and not (home / "~").exists()

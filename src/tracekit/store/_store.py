@@ -49,7 +49,9 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_store_path()
+        # "~/x.db" is the home directory, as in the CLI's --store and default_store_path():
+        # TRACEKIT_STORE from an env file reaches the store exporter with no shell to expand it
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
         self._write_lock = threading.RLock()  # reentrant: a reclaim may flush pending writes
         self._encode_lock = threading.Lock()
         self._read_lock = threading.Lock()
