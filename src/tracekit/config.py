@@ -229,7 +229,9 @@ class Options:
         default="otlp", metadata={"env": "TRACEKIT_EXPORTER", "check": _one_of(EXPORTERS)}
     )
     store: str | None = field(
-        default=None, metadata={"env": "TRACEKIT_STORE", "check": _optional_path}
+        # stripped as the CLI strips it: "/data/traces.db " from an env file is the same file
+        default=None,
+        metadata={"env": "TRACEKIT_STORE", "parse": str.strip, "check": _optional_path},
     )
     mode: str = field(default="full", metadata={"env": "TRACEKIT_MODE", "check": _one_of(MODES)})
     correlation_headers: tuple[str, ...] = field(

@@ -54,12 +54,14 @@ def test_collector_store_option_expands_a_tilde(home: Path) -> None:
     assert (home / "collected.db").is_file() and not (home / "~").exists()
 
 
-def test_a_service_writes_where_the_command_reads_a_tilde_store(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("variable", ["~/traces.db", "~/traces.db "], ids=["tilde", "space"])
+def test_a_service_writes_where_the_command_reads_tracekit_store(
+    home: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     """``TRACEKIT_STORE=~/traces.db`` from an env file (no shell expands it there): the service's
-    store exporter made ``./~/traces.db`` and ``tracekit search`` found no store at all."""
-    monkeypatch.setenv("TRACEKIT_STORE", "~/traces.db")
+    store exporter made ``./~/traces.db`` and ``tracekit search`` found no store at all; with a
+    trailing space, which the command strips, the service wrote to ``traces.db `` instead."""
+    monkeypatch.setenv("TRACEKIT_STORE", variable)
     service = (
         "import tracekit; from opentelemetry import trace; tracekit.init('billing');"
         " trace.get_tracer('t').start_span('charge').end(); tracekit.shutdown()"
