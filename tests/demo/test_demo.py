@@ -106,6 +106,11 @@ def test_demo_on_the_embedded_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # A shell set up for OpenTelemetry elsewhere: the demo's services still export to its store.
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     monkeypatch.setenv("OTEL_LOGS_EXPORTER", "none")
+    # ... and for a test run or a quiet laptop, where each of these left the demo with no spans
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    monkeypatch.setenv("TRACEKIT_MODE", "correlation")
+    monkeypatch.setenv("TRACEKIT_INSTRUMENT", "requests")
     sent, store, description = run_demo(tmp_path, "embedded")
     assert description.startswith("embedded SQLite queue")
     check_topology(sent, store)

@@ -13,7 +13,6 @@ verdict is printed with its reasons: what ``tracekit canary`` says in a pipeline
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import shlex
 import signal
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from tracekit_cli.demo.topology import _free_port
+from tracekit_cli.demo.topology import _free_port, inherited_environment
 
 SERVICE, BASELINE, CANARY = "catalog", "2.3.0", "2.4.0"
 ROUTES = ("/products/{product_id}", "/search")
@@ -88,7 +87,7 @@ def main(version: str, port: int) -> None:
 def environment(store_path: Path, version: str) -> dict[str, str]:
     """What a version's process runs with: spans straight into the demo's store."""
     return {
-        **os.environ,
+        **inherited_environment(),
         "TRACEKIT_EXPORTER": "store",
         "TRACEKIT_STORE": str(store_path),
         "TRACEKIT_METRICS_PORT": "0",
@@ -96,9 +95,6 @@ def environment(store_path: Path, version: str) -> dict[str, str]:
         "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={SERVICE}-{version}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
         "TRACEKIT_EXPORT_LOGS": "false",
-        # into the store, whatever the shell's OpenTelemetry setup says of its exporters
-        "OTEL_TRACES_EXPORTER": "",
-        "OTEL_LOGS_EXPORTER": "",
     }
 
 

@@ -49,6 +49,14 @@ class SentRequest:
         return self.quantity >= BULK_QUANTITY
 
 
+def inherited_environment() -> dict[str, str]:
+    """This process's environment without tracekit's, OpenTelemetry's and prometheus-client's
+    settings: a shell set up for other services (``OTEL_SDK_DISABLED=true``, a sampler, an
+    exporter, ``TRACEKIT_MODE=correlation``) must not leave the demo's services without spans."""
+    theirs = ("TRACEKIT_", "OTEL_", "PROMETHEUS_MULTIPROC_DIR")
+    return {name: value for name, value in os.environ.items() if not name.startswith(theirs)}
+
+
 def checkout_for(number: int) -> tuple[str, int]:
     """The demo's traffic pattern: every 4th order is bulk (slow), every 7th is discontinued."""
     sku = FAILING_SKU if number % 7 == 5 else f"sku-{100 + number}"
@@ -120,7 +128,7 @@ class Topology:
     def environment(self, role: str) -> dict[str, str]:
         """What one service process runs with: tracekit writes straight into the store."""
         return {
-            **os.environ,
+            **inherited_environment(),
             "TRACEKIT_EXPORTER": "store",
             "TRACEKIT_STORE": str(self.store_path),
             "TRACEKIT_METRICS_PORT": "0",
@@ -130,9 +138,6 @@ class Topology:
             "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={role}",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_BLRP_SCHEDULE_DELAY": "200",
-            # into the store, whatever the shell's OpenTelemetry setup says of its exporters
-            "OTEL_TRACES_EXPORTER": "",
-            "OTEL_LOGS_EXPORTER": "",
             "PYTHONUNBUFFERED": "1",
         }
 
