@@ -121,7 +121,8 @@ def collector(
     """Receive OTLP traces and logs into the embedded store: HTTP (protobuf or JSON) and gRPC.
 
     Point any OpenTelemetry SDK or Collector at it (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:PORT,
-    or HOST:4317 for gRPC). Metrics are acknowledged and dropped: they belong in Prometheus.
+    or http://HOST:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc: without http:// an SDK's gRPC
+    exporter would use TLS). Metrics are acknowledged and dropped: they belong in Prometheus.
     Health: GET /health. Ctrl-C or SIGTERM stops it after writing everything it acknowledged.
     """  # fmt: skip
     retention = _retention(max_age, max_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -14,11 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from loopback import free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from ordinary_user import as_an_ordinary_user
 from tests.receiver._collector_process import start_collector
 
 from tracekit.store import Store
+from tracekit_cli.main import cli
 
 ENTRY = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector"]
 
@@ -212,3 +216,32 @@ def test_one_stop_delivered_twice_still_waits_for_the_requests_in_flight(tmp_pat
         assert process.poll() is None  # still waiting for the request in flight
         process.send_signal(signal.SIGTERM)  # a second stop, asked for later: at once
         assert process.wait(10) == 128 + signal.SIGTERM
+
+
+def test_the_grpc_endpoint_the_help_gives_reaches_the_collector(tmp_path: Path) -> None:
+    """An SDK set up as ``tracekit collector --help`` says exports over gRPC into the store
+    (``HOST:4317`` alone, as the help said before, made OpenTelemetry's gRPC exporter try TLS)."""
+    shown = " ".join(CliRunner().invoke(cli, ["collector", "--help"]).stdout.split())
+    match = re.search(r"\((?:\S+ )?or (\S*HOST:4317) ", shown)
+    assert match, shown
+    grpc_port = free_port()
+    endpoint = match.group(1).replace("HOST:4317", f"127.0.0.1:{grpc_port}")
+    store_path = tmp_path / "grpc.db"
+    process, _ = start_collector(store_path, "--grpc-port", str(grpc_port))
+    service = (
+        "import tracekit; from opentelemetry import trace; tracekit.init('billing');"
+        " trace.get_tracer('t').start_span('charge').end(); tracekit.shutdown()"
+    )
+    env = {
+        **os.environ, "TRACEKIT_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_EXPORT_TIMEOUT": "3000",
+        "TRACEKIT_EXPORT_LOGS": "false", "TRACEKIT_METRICS_PORT": "0",
+    }  # fmt: skip
+    try:
+        subprocess.run([sys.executable, "-c", service], env=env, timeout=60, check=True)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+
+    stored = Store(store_path).spans_since(0)
+    assert [(s.service, s.name) for s in stored] == [("billing", "charge")]
