@@ -77,6 +77,15 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _split_names(value: str) -> tuple[str, ...]:
+    """At least one name: an empty TRACEKIT_INSTRUMENT (``${UNSET}`` in a compose file) read as
+    no names instrumented nothing, silently. ``instrument=[]`` in code still means none."""
+    names = _split(value)
+    if not names:
+        raise ValueError(f"expected all or instrumentation names, got {value!r:.80}")
+    return names
+
+
 def _split_patterns(value: str) -> tuple[str, ...]:
     """Comma-separated regular expressions. A comma inside a group, a class or a quantifier
     (``^/v[0-9]{1,2}/health$``) belongs to its expression: split there, each half still
@@ -101,6 +110,9 @@ def _split_patterns(value: str) -> tuple[str, ...]:
         return _split(value)
     bounds = zip([-1, *cuts], [*cuts, len(value)], strict=True)
     return tuple(part.strip() for start, end in bounds if (part := value[start + 1 : end]).strip())
+
+
+_LIST_PARSERS = (_split, _split_names, _split_patterns)
 
 
 def _bool(value: str) -> bool:
@@ -252,7 +264,8 @@ class Options:
     instrument: tuple[str, ...] = field(
         default=("all",),
         metadata={
-            "env": "TRACEKIT_INSTRUMENT", "parse": _split, "check": _instrumentations(True)
+            "env": "TRACEKIT_INSTRUMENT", "parse": _split_names,
+            "check": _instrumentations(True),
         },
     )  # fmt: skip
     disabled_instrumentations: tuple[str, ...] = field(
@@ -379,7 +392,7 @@ def resolve(
 
 
 def _keyword_value(option: Field[Any], value: Any) -> Any:
-    if option.metadata.get("parse") in (_split, _split_patterns) and isinstance(value, str):
+    if option.metadata.get("parse") in _LIST_PARSERS and isinstance(value, str):
         value = (value,)  # excluded_urls="^/health$" means that one expression
     elif isinstance(value, list):
         value = tuple(value)

@@ -34,6 +34,9 @@ BAD_VALUES = [
     ("TRACEKIT_CORRELATION_HEADERS", " , ", "at least one header name"),
     ("TRACEKIT_RESPONSE_HEADER", "X:Id", "not a valid HTTP header name"),
     ("TRACEKIT_INSTRUMENT", "requests,pyka", "unknown 'pyka'"),
+    # TRACEKIT_INSTRUMENT=${TRACEKIT_INSTRUMENT} unset in a compose file instrumented nothing
+    ("TRACEKIT_INSTRUMENT", "", "expected all or instrumentation names, got ''"),
+    ("TRACEKIT_INSTRUMENT", " , ", "expected all or instrumentation names"),
     ("TRACEKIT_DISABLED_INSTRUMENTATIONS", "all", "unknown 'all'"),
     ("TRACEKIT_SERVICE_NAME", "  ", "non-empty string"),
     ("TRACEKIT_SERVICE_VERSION", "1.0\x1b[31m", "printable characters"),
