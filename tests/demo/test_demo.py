@@ -111,6 +111,9 @@ def test_demo_on_the_embedded_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
     monkeypatch.setenv("TRACEKIT_MODE", "correlation")
     monkeypatch.setenv("TRACEKIT_INSTRUMENT", "requests")
+    # ... and behind a proxy that does not list loopback: the demo never reached its gateway
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
     sent, store, description = run_demo(tmp_path, "embedded")
     assert description.startswith("embedded SQLite queue")
     check_topology(sent, store)

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
-from tracekit_cli.demo.topology import _free_port, inherited_environment
+from tracekit_cli.demo.topology import _free_port, inherited_environment, open_loopback
 
 SERVICE, BASELINE, CANARY = "catalog", "2.3.0", "2.4.0"
 ROUTES = ("/products/{product_id}", "/search")
@@ -126,7 +125,7 @@ def _wait_until_up(process: subprocess.Popen[bytes], port: int) -> None:
         if process.poll() is not None:
             raise RuntimeError(f"the demo's {SERVICE} service exited before it answered")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+            with open_loopback(f"http://127.0.0.1:{port}/health", timeout=1):
                 return
         except (urllib.error.URLError, OSError):
             if time.monotonic() > deadline:
@@ -157,7 +156,7 @@ def send_traffic(ports: dict[str, int], per_route: int = REQUESTS_PER_ROUTE) -> 
 
 
 def _get(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback, ours)
+    with open_loopback(url, timeout=10) as response:
         response.read()
 
 

@@ -49,12 +49,23 @@ class SentRequest:
         return self.quantity >= BULK_QUANTITY
 
 
+# The demo talks only to its own services on loopback: a proxy the shell names (http_proxy
+# without 127.0.0.1 in no_proxy, as behind a corporate proxy) would take every call away.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+open_loopback = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+
+
 def inherited_environment() -> dict[str, str]:
     """This process's environment without tracekit's, OpenTelemetry's and prometheus-client's
     settings: a shell set up for other services (``OTEL_SDK_DISABLED=true``, a sampler, an
-    exporter, ``TRACEKIT_MODE=correlation``) must not leave the demo's services without spans."""
+    exporter, ``TRACEKIT_MODE=correlation``) must not leave the demo's services without spans.
+    Proxies are left out too: the services call one another on loopback."""
     theirs = ("TRACEKIT_", "OTEL_", "PROMETHEUS_MULTIPROC_DIR")
-    return {name: value for name, value in os.environ.items() if not name.startswith(theirs)}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(theirs) and name.lower() not in PROXY_VARIABLES
+    }
 
 
 def checkout_for(number: int) -> tuple[str, int]:
@@ -177,7 +188,7 @@ class Topology:
             if self.processes[role].poll() is not None:
                 raise RuntimeError(f"demo service {role} exited; see {self.workdir / role}.log")
             try:
-                with urllib.request.urlopen(url, timeout=1):
+                with open_loopback(url, timeout=1):
                     return
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
@@ -204,7 +215,7 @@ class Topology:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            with open_loopback(request, timeout=10) as response:
                 status, headers = response.status, response.headers
         except urllib.error.HTTPError as error:
             status, headers = error.code, error.headers
