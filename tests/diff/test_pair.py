@@ -138,6 +138,26 @@ def test_parallel_calls_made_sequential_are_a_concurrency_change_of_about_100_ms
     assert "(no longer in parallel)" in doc["headline"]
 
 
+def test_one_call_repeated_in_parallel_then_in_turn_says_so_in_the_headline(
+    deployment: Deployment,
+) -> None:
+    """Three ``SELECT item`` of one node, at once in A and one after another in B: the change
+    names the node itself (no related siblings), and the headline left its note out."""
+    first, second = deployment.request(), deployment.request()
+    for req, starts in ((first, (10, 10, 10)), (second, (10, 110, 210))):
+        entry = req.entry("web", "/items", 0, starts[-1] + 110, method="GET")
+        for start in starts:
+            req.db(entry, "SELECT item", start, start + 100)
+    deployment.flush()
+
+    code, doc = document(deployment, first.correlation_id, second.correlation_id)
+
+    assert code == 1
+    (change,) = [c for c in doc["changes"] if c["kind"] == "concurrency"]
+    assert "ran in parallel in A, one after another in B" in change["message"]
+    assert doc["headline"].endswith("in web: SELECT item (no longer in parallel)")
+
+
 def test_a_consumer_started_400_ms_later_is_that_hops_queue_wait(deployment: Deployment) -> None:
     a, b = pair(deployment, Shape(), Shape(queue_delay=405))
 

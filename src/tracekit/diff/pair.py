@@ -117,7 +117,9 @@ def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
             out[change.node] = retries(after.get(change.node))
         elif change.kind == "concurrency":
             serial = SERIALISED in change.message
-            for n in change.related:
+            # siblings that moved, or the node itself when its own repeated calls did
+            moved = change.related or ((change.node,) if change.node is not None else ())
+            for n in moved:
                 out[n] = "no longer in parallel" if serial else "now in parallel"
     return out
 
