@@ -47,9 +47,12 @@ def search(
         ))  # fmt: skip
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
+    chosen = resolve_format(output_format)
     if not found:
+        if chosen == "json":  # a script reading the output gets a document either way
+            emit_json({"requests": []})
         fail("no requests match", EXIT_NOT_FOUND)
-    _emit(found, resolve_format(output_format))
+    _emit(found, chosen)
 
 
 def _emit(found: list[RequestSummary], chosen: str) -> None:

@@ -49,16 +49,16 @@ def services(
         edges = service_map(_newest_spans(source, since_ns, since))
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
+    chosen = resolve_format(output_format)
+    if chosen == "json":  # an empty map too: a script reading it gets a document either way
+        emit_json({"since_unix_nano": since_ns, "edges": [e.to_json() for e in edges]})
     if not edges:
         fail(f"no calls between services since {since}", EXIT_NOT_FOUND)
-    chosen = resolve_format(output_format)
-    if chosen == "json":
-        emit_json({"since_unix_nano": since_ns, "edges": [e.to_json() for e in edges]})
-    elif chosen == "text":
+    if chosen == "text":
         from tracekit_cli.render.text import render_edges
 
         emit_text(lambda width: render_edges(edges, width))
-    else:
+    elif chosen == "rich":
         from tracekit_cli.render import rich_view
 
         emit_rich(lambda console: rich_view.render_edges(console, edges))

@@ -161,6 +161,13 @@ def test_the_newest_request_is_found_past_many_retried_older_ones(tmp_path: Path
     assert listed(path, "--since", SINCE, "--limit", "1") == [("plain", T0 + 500 * 10**6)]
 
 
+def test_nothing_matching_in_json_is_an_empty_list_for_the_script_reading_it(store: Path) -> None:
+    """``--format json`` printed nothing when nothing matched: a script piping into jq got no
+    document at all. It now gets the document with no requests, and still exit 1."""
+    code, out, err = run("--store", str(store), "--since", "5m", "--format", "json")
+    assert (code, json.loads(out), err) == (1, {"requests": []}, "tracekit: no requests match\n")
+
+
 def test_nothing_matching_exits_1_and_bad_since_exits_2(store: Path) -> None:
     code, out, err = run("--store", str(store), "--since", "5m")  # the data is from 2023
     assert (code, out) == (1, "") and err == "tracekit: no requests match\n"

@@ -53,6 +53,14 @@ def test_text_table_and_empty_window(store: Path) -> None:
     assert code == 1 and "no calls between services since 1m" in err
 
 
+def test_an_empty_window_in_json_is_a_map_without_edges(store: Path) -> None:
+    """As ``search``: a script reading ``--format json`` gets a document, not empty output."""
+    code, out, err = run("--store", str(store), "--since", "1m", "--format", "json")
+    doc = json.loads(out)
+    assert (code, doc["edges"], err) == (1, [], "tracekit: no calls between services since 1m\n")
+    assert doc["since_unix_nano"] > 0
+
+
 def test_since_the_epoch_is_the_whole_store(store: Path) -> None:
     """1970-01-01T00:00:00Z is 0 nanoseconds: a time, not "no --since" (the last hour)."""
     code, out, err = run("--store", str(store), "--since", "1970-01-01T00:00:00+00:00",
