@@ -67,10 +67,11 @@ class TracekitMiddleware:
     def _configure(self) -> None:
         """Read the options, with this middleware's overrides."""
         self._requests = server_requests(*self._setup)
-        self._configured, self._final = True, state.current() is not None
         self._echo_name = self._requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
         self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
+        # Last: a request on another thread that sees them set finds everything above set.
+        self._configured, self._final = True, state.current() is not None
 
     @property
     def routes(self) -> Any:

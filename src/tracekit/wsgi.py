@@ -73,11 +73,12 @@ class TracekitMiddleware:
     def _configure(self) -> None:
         """Read the options, with this middleware's overrides."""
         self._requests = server_requests(*self._setup)
-        self._configured, self._final = True, state.current() is not None
         # Correlation-only mode needs no route names, so no Flask hooks either.
         self._flask = self._requests.records and flask_hooks.connect(self._flask_app)
         self._echo_lower = self._requests.response_header.lower()
         self._environ_keys = header_keys(self._requests.wanted_headers)
+        # Last: a request on another thread that sees them set finds everything above set.
+        self._configured, self._final = True, state.current() is not None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not self._final and (not self._configured or state.current() is not None):

@@ -9,7 +9,16 @@ loopback and scrapes tracekit's own metrics port.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
 from scripted_metrics import metrics_printed_by
+
+from tracekit import wsgi
 
 SCRIPT = """
 import sys
@@ -71,3 +80,37 @@ def test_options_given_to_init_after_the_middleware_was_built_apply() -> None:
     assert counted == {("gateway", "/orders/{id}"): 1.0, ("gateway", "_unmatched"): 1.0}
     in_flight = [s.labels["service_name"] for s in families["http_server_active_requests"].samples]
     assert in_flight == ["gateway"]
+
+
+def test_the_first_requests_on_two_threads_both_find_the_middleware_ready(
+    serve_wsgi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options are read at the first request. On a threaded server a second first request that
+    came while the first was still reading them found them half set: tracekit failed on it
+    (an AttributeError, reported once) and the request went untraced, without its correlation
+    ID. The first thread is held inside that reading here."""
+    import tracekit.wsgi
+
+    reading, release = threading.Event(), threading.Event()
+    real_header_keys = tracekit.wsgi.header_keys
+
+    def slow_first_read(names: Any) -> Any:
+        if not reading.is_set():
+            reading.set()
+            release.wait(10)
+        return real_header_keys(names)
+
+    monkeypatch.setattr(tracekit.wsgi, "header_keys", slow_first_read)
+
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    url = serve_wsgi(wsgi.TracekitMiddleware(hello, registry=CollectorRegistry()))
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(httpx.get, url + "/", timeout=10)
+        assert reading.wait(10), "the first request reads the options"
+        second = httpx.get(url + "/", timeout=10)
+        release.set()
+        assert (first.result().status_code, second.status_code) == (200, 200)
+        assert first.result().headers["X-Correlation-ID"] and second.headers["X-Correlation-ID"]
