@@ -8,8 +8,10 @@
   ``send_task`` the span ends at once.
 - ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
-  ends it, with Celery's final state (``tracekit.celery.task_state``). The span covers the task
-  function, and queue wait covers any ``countdown``/``eta``.
+  ends it, with Celery's final state (``tracekit.celery.task_state``). A run stopped by an
+  exception Celery does not handle (a hard time limit, ``revoke(terminate=True)``) has no final
+  state: it is failed with that exception. The span covers the task function, and queue wait
+  covers any ``countdown``/``eta``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID.
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
@@ -25,6 +27,7 @@ uninstrumenting disconnects.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
@@ -262,6 +265,14 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
         running.error = _retry_cause(reason)
 
 
+def _interrupting(state: object) -> BaseException | None:
+    """What stopped a run that has no final state: Celery sends ``task_postrun`` from a
+    ``finally`` while an exception it does not handle goes through (the ``SystemExit`` billiard
+    raises when a hard time limit or ``revoke(terminate=True)`` sends SIGTERM, a
+    ``KeyboardInterrupt``), so that exception is the one being raised now."""
+    return sys.exc_info()[1] if state is None else None
+
+
 def _retry_cause(retry: BaseException) -> BaseException:
     """What made the attempt retry: ``retry(exc=...)``, else the exception being handled."""
     given = getattr(retry, "exc", None)
@@ -281,4 +292,4 @@ def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     span = running.delivery.span
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
-    running.delivery.end(running.error)
+    running.delivery.end(running.error or _interrupting(state))

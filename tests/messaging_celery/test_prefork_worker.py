@@ -1,0 +1,99 @@
+"""A prefork worker as users run it (``celery -A tasks worker``, ``tracekit.init`` at the top of
+the tasks module) on a real redis-server, writing into the embedded store that ``tracekit trace``
+reads: what is recorded for a task whose child process the worker stops."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from conditions import wait_for
+
+TASKS_MODULE = """\
+import os
+import time
+
+import tracekit
+from celery import Celery
+
+tracekit.init("prefork-worker")
+app = Celery("prefork", broker=os.environ["BROKER_URL"])
+app.conf.update(task_default_queue="prefork", broker_connection_retry_on_startup=True)
+
+
+@app.task(name="prefork.stuck", time_limit=0.5)
+def stuck():
+    time.sleep(30)
+"""
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def store(redis_url: str, tmp_path: Path) -> Iterator[Path]:
+    """A prefork worker consuming from ``redis_url``; the store it writes to."""
+    (tmp_path / "tasks.py").write_text(TASKS_MODULE)
+    env = {
+        "PATH": str(BIN),
+        "HOME": str(tmp_path),
+        "BROKER_URL": redis_url,
+        "TRACEKIT_EXPORTER": "store",
+        "TRACEKIT_STORE": str(tmp_path / "tracekit.db"),
+        "TRACEKIT_METRICS_PORT": "0",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    command = [str(BIN / "celery"), "-A", "tasks", "worker", "--pool=prefork", "-c", "1"]
+    command += ["--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        wait_for(lambda: " ready." in log.read_text() or process.poll() is not None, 30, "ready")
+        assert process.poll() is None, log.read_text()
+        yield tmp_path / "tracekit.db"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _path(store: Path, query: str) -> dict[str, Any] | None:
+    """``tracekit trace QUERY --format json``, once the task's CONSUMER span is stored."""
+    result = subprocess.run(
+        [str(BIN / "tracekit"), "trace", query, "--store", str(store), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        return None
+    path: dict[str, Any] = json.loads(result.stdout)
+    return path if any(s["kind"] == "CONSUMER" for s in path["spans"]) else None
+
+
+def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redis_url: str) -> None:
+    """At the hard time limit billiard sends the child SIGTERM, which raises SystemExit in the
+    task; Celery then sends task_postrun without a state. The span said the task succeeded."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = "stuck-" + uuid.uuid4().hex
+    task_id = sender.send_task("prefork.stuck", headers={"x-correlation-id": cid}).id
+
+    path = wait_for(lambda: _path(store, cid), 20, "the killed task's span")
+    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumer["attributes"]["messaging.message.id"] == task_id
+    assert consumer["status"] == "ERROR"
+    assert consumer["attributes"]["error.type"] == "SystemExit"
+    assert path["errors"] == [
+        {"span_id": consumer["span_id"], "service": "prefork-worker",
+         "message": consumer["status_message"]}
+    ]  # fmt: skip
