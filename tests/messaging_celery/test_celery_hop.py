@@ -233,3 +233,33 @@ def test_an_eager_replace_ends_both_runs_and_leaves_the_caller_as_it_was(
     assert tracekit.correlation_id() is None
     assert not trace.get_current_span().get_span_context().is_valid
     assert len(finished_of(spans, SpanKind.CONSUMER)) == 2
+
+
+def test_eager_retries_link_the_first_attempt(spans: InMemorySpanExporter) -> None:
+    """Run eagerly, a retry is not published (Task.apply runs it after the failed attempt): each
+    retry still links to the first attempt and counts its retries, as a published retry does."""
+    app = Celery("eager-retry", broker="memory://", set_as_current=False)
+    app.conf.task_always_eager = True
+
+    @app.task(name="eager.flaky", bind=True, max_retries=2)
+    def flaky(self: Any) -> str:
+        if self.request.retries < 2:
+            raise self.retry(countdown=0, exc=GatewayTimeout("upstream took 30s"))
+        return "picked"
+
+    token = tracekit.correlation.set_correlation_id("request-43")
+    try:
+        with trace.get_tracer("tests").start_as_current_span("request") as request:
+            assert flaky.delay().get() == "picked"
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+
+    first, *retries = sorted(finished_of(spans, SpanKind.CONSUMER), key=lambda s: s.start_time)
+    assert len(retries) == 2
+    assert first.attributes[TASK_STATE] == "RETRY"
+    for n, attempt in enumerate(retries, start=1):
+        assert attempt.context.trace_id == request.get_span_context().trace_id
+        assert attempt.attributes[RETRY_COUNT] == n
+        assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
+        assert attempt.attributes[semconv.CORRELATION_ID] == "request-43"
+    assert retries[-1].attributes[TASK_STATE] == "SUCCESS"

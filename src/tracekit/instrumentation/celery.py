@@ -19,7 +19,8 @@
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
   ``tracekit.retry_count``. ``task_retry`` marks the failed attempt: ERROR with the retry's cause
   (the ``exc`` given to ``retry()``, else the exception being handled when it was called) and
-  state ``RETRY``.
+  state ``RETRY``. Run eagerly, a retry is not published: ``Task.apply`` runs the retry's
+  signature after the attempt, and ``task_retry`` puts ``tracekit-first-attempt`` in its headers.
 
 Signals are Celery's own extension point: besides ``send_task``, nothing is patched, and
 uninstrumenting disconnects.
@@ -168,8 +169,10 @@ def _first_attempt_of(headers: MutableMapping[str, Any]) -> str | None:
     running = _running.get(str(headers.get("id")))
     if running is None or not headers.get("retries"):
         return None
-    if running.first_attempt is not None:
-        return running.first_attempt
+    return running.first_attempt or _traceparent_of(running)
+
+
+def _traceparent_of(running: _Running) -> str | None:
     span = running.delivery.span
     if span is None:
         return None
@@ -184,6 +187,7 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         return
     headers = _message_headers(request)
     present = {name: value for name, value in headers.items() if value is not None}
+    first = present.pop(FIRST_ATTEMPT_HEADER, None)
     if not present and getattr(request, "is_eager", False):
         # Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
         # continues the caller's trace and keeps its correlation ID, as a function call would.
@@ -195,7 +199,6 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         message_id=task_id,
         attributes=_task(getattr(task, "name", None)),
     )
-    first = headers.get(FIRST_ATTEMPT_HEADER)
     first = first if isinstance(first, str) else None
     with _lock:
         key = str(task_id)
@@ -263,6 +266,19 @@ def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
     running = _running.get(str(getattr(request, "id", None)))
     if running is not None and isinstance(reason, BaseException):
         running.error = _retry_cause(reason)
+        if getattr(request, "is_eager", False):
+            _carry_first_attempt(running, getattr(reason, "sig", None))
+
+
+def _carry_first_attempt(running: _Running, retry: Any) -> None:
+    """Run eagerly, a retry is not published: ``Task.apply`` runs the retry's signature after
+    this attempt ends. Its headers carry the first attempt to it, as a published retry's do."""
+    options = getattr(retry, "options", None)
+    first = running.first_attempt or _traceparent_of(running)
+    if isinstance(options, dict) and first is not None:
+        headers = options.get("headers")
+        options["headers"] = {**(headers if isinstance(headers, Mapping) else {}),
+                              FIRST_ATTEMPT_HEADER: first}  # fmt: skip
 
 
 def _interrupting(state: object) -> BaseException | None:
