@@ -112,6 +112,19 @@ def test_a_correlation_header_in_any_spelling_is_the_tasks_id(app: Celery) -> No
     assert ids == ["legacy-7"]
 
 
+def test_the_task_id_is_the_message_id_at_both_ends(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """The PRODUCER span had no messaging.message.id: a task id from a log line or Flower found
+    the task's run but not where it was sent from."""
+    task_id = app.tasks["shop.whoami"].apply_async().id
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    (producer,) = finished_of(spans, SpanKind.PRODUCER)
+    assert producer.attributes is not None and consumer.attributes is not None
+    assert producer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+
+
 def test_retries_continue_the_trace_and_link_the_first_attempt(
     app: Celery, spans: InMemorySpanExporter
 ) -> None:

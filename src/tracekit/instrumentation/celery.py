@@ -146,7 +146,11 @@ def _before_publish(
     carrier: dict[str, str] = {}
     queue = str(routing_key or "celery")
     publishing = messaging.publish(
-        carrier, system=SYSTEM, destination=queue, attributes=_task(sender)
+        carrier,
+        system=SYSTEM,
+        destination=queue,
+        message_id=headers.get("id"),  # the task id, as on the CONSUMER span
+        attributes=_task(sender),
     )
     publishing.__enter__()
     sending = _sending.get()
