@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tracekit
 from tracekit import semconv
 from tracekit._runtime.guard import MAX_MESSAGE
-from tracekit.instrumentation.celery import RETRY_COUNT, TASK_STATE
+from tracekit.instrumentation.celery import FIRST_ATTEMPT_HEADER, RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -158,6 +158,31 @@ def test_retries_continue_the_trace_and_link_the_first_attempt(
         assert event.attributes["exception.message"] == "upstream took 30s"
     assert attempts[2].status.status_code is StatusCode.UNSET
     assert attempts[2].attributes[TASK_STATE] == "SUCCESS"
+
+
+def test_a_foreign_first_attempt_header_does_not_unlink_the_retries(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A message that already carries a tracekit-first-attempt header (a producer's own, or
+    garbage): the first run took it as the first attempt, so its retries linked to nothing (or
+    to a span of someone else's choosing) and published the value again with every retry."""
+    bogus = "Z" * 5000
+    foreign = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    for value in (bogus, foreign):
+        spans.clear()
+        seen.clear()
+        app.tasks["shop.flaky"].apply_async(headers={FIRST_ATTEMPT_HEADER: value})
+
+        def three_attempts() -> list[Any]:
+            found = finished_of(spans, SpanKind.CONSUMER)
+            return found if len(found) == 3 else []
+
+        first, *retries = sorted(
+            wait_for(three_attempts, what="3 attempts"), key=lambda s: s.start_time
+        )
+        assert first.links == ()
+        for attempt in retries:
+            assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
 
 
 def test_autoretry_then_failure_records_both_attempts(

@@ -191,7 +191,8 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         return
     headers = _message_headers(request)
     present = {name: value for name, value in headers.items() if value is not None}
-    first = present.pop(FIRST_ATTEMPT_HEADER, None)
+    retries = getattr(request, "retries", 0)
+    first = _first_attempt_header(present.pop(FIRST_ATTEMPT_HEADER, None), retries)
     if not present and getattr(request, "is_eager", False):
         # Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
         # continues the caller's trace and keeps its correlation ID, as a function call would.
@@ -203,11 +204,19 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         message_id=task_id,
         attributes=_task(getattr(task, "name", None)),
     )
-    first = first if isinstance(first, str) else None
     with _lock:
         key = str(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
-    _mark_retry(delivery, getattr(request, "retries", 0), first)
+    _mark_retry(delivery, retries, first)
+
+
+def _first_attempt_header(value: object, retries: object) -> str | None:
+    """The first attempt's traceparent, as a retry carries it. On a first run, or when it is no
+    traceparent, the header is ignored: this run is then the one its retries link to (and an
+    untrusted value is not published again with every retry)."""
+    if not isinstance(value, str) or not isinstance(retries, int) or retries <= 0:
+        return None
+    return value if propagation.parse_traceparent(value) is not None else None
 
 
 def _message_headers(request: Any) -> dict[str, Any]:
