@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,6 +124,38 @@ def test_the_task_id_is_the_message_id_at_both_ends(
     assert producer.attributes is not None and consumer.attributes is not None
     assert producer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
     assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+
+
+def test_a_task_that_expired_in_the_queue_ends_its_path_failed(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """The worker discards a task whose ``expires`` passed while it waited (the caller's
+    ``result.get()`` raises TaskRevokedError): the path ended at the publish, with no sign of
+    what became of the task."""
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    task_id = app.tasks["shop.whoami"].apply_async(expires=expired).id
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the discard")[0]
+    (producer,) = finished_of(spans, SpanKind.PRODUCER)
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+    assert consumer.attributes[TASK_STATE] == "REVOKED"
+    assert consumer.status.status_code is StatusCode.ERROR
+    assert consumer.status.description == "TaskRevokedError: expired"
+    assert "correlation_ids" not in seen  # the task did not run
+
+
+def test_a_revoked_task_ends_its_path_revoked(app: Celery, spans: InMemorySpanExporter) -> None:
+    """``control.revoke`` before the task runs: the worker discards it, on purpose."""
+    result = app.tasks["shop.whoami"].apply_async(countdown=1)
+    app.control.revoke(result.id)
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the discard")[0]
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == result.id
+    assert consumer.attributes[TASK_STATE] == "REVOKED"
+    assert consumer.status.status_code is StatusCode.UNSET
+    assert "correlation_ids" not in seen
 
 
 def test_retries_continue_the_trace_and_link_the_first_attempt(

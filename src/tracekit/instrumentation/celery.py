@@ -12,6 +12,9 @@
   exception Celery does not handle (a hard time limit, ``revoke(terminate=True)``) has no final
   state: it is failed with that exception. The span covers the task function, and queue wait
   covers any ``countdown``/``eta``.
+- ``task_revoked`` (in the worker's main process) records a task discarded before it ran, revoked
+  or expired in the queue: a CONSUMER span that ends at once, state ``REVOKED``, failed with
+  ``TaskRevokedError: expired`` when it expired.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID.
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
@@ -112,6 +115,7 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_failure, _task_failure)
         self._connect(signals.task_retry, _task_retry)
         self._connect(signals.task_postrun, _task_postrun)
+        self._connect(signals.task_revoked, _task_revoked)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         uid = f"tracekit.{receiver.__name__}"
@@ -322,3 +326,33 @@ def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
     running.delivery.end(running.error or _interrupting(state))
+
+
+@guarded(None)
+def _task_revoked(
+    request: Any = None, sender: Any = None, terminated: Any = False, expired: Any = False, **_: Any
+) -> None:
+    """A task the worker discarded instead of running (revoked, or expired while it waited): a
+    CONSUMER span that ends at once, so the trace says where the task went. One terminated while
+    it ran already has its span, from the run."""
+    if request is None or terminated:
+        return
+    present = {k: v for k, v in _message_headers(request).items() if v is not None}
+    present.pop(FIRST_ATTEMPT_HEADER, None)
+    delivery = messaging.consume(
+        present,
+        system=SYSTEM,
+        destination=_queue_of(request),
+        message_id=getattr(request, "id", None),
+        attributes={**_task(getattr(sender, "name", None)), TASK_STATE: "REVOKED"},
+    )
+    delivery.start()
+    delivery.end(_expiry() if expired else None)
+
+
+def _expiry() -> BaseException:
+    """What the caller's ``result.get()`` raises for a task that expired in the queue."""
+    from celery.exceptions import TaskRevokedError
+
+    error: BaseException = TaskRevokedError("expired")
+    return error
