@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -250,6 +251,37 @@ def test_failing_task_marks_its_span(app: Celery, spans: InMemorySpanExporter) -
     (event,) = span.events
     assert event.attributes["exception.message"] == message
     assert tracekit.correlation_id() is None  # the worker's context did not leak here
+
+
+def test_two_runs_of_one_task_id_at_once_each_end_their_own_span(
+    redis_url: str, spans: InMemorySpanExporter
+) -> None:
+    """Two messages with the same task id (a caller's own idempotency id, a redelivery) running
+    at once in a threads pool: the run that ended first ended the other's span, from the wrong
+    thread, and left its own open with its correlation ID current in its thread."""
+    app = Celery("dupes", broker=redis_url, backend=None, set_as_current=False)
+    app.conf.update(task_default_queue="dupes", broker_connection_retry_on_startup=True)
+
+    @app.task(name="dupes.nap")
+    def nap(seconds: float) -> None:
+        time.sleep(seconds)
+        seen.setdefault("after", []).append(tracekit.correlation_id())
+
+    with running_worker(app, pool="threads", concurrency=2):
+        for seconds, cid in ((0.1, "quick"), (0.6, "slow")):
+            nap.apply_async((seconds,), task_id="sync-user-7", headers={"x-correlation-id": cid})
+        wait_for(lambda: len(seen.get("after", ())) == 2, what="both runs")
+
+        def both() -> list[Any]:
+            found = finished_of(spans, SpanKind.CONSUMER)
+            return found if len(found) == 2 else []
+
+        runs = wait_for(both, 3, what="both spans")
+    assert sorted(seen["after"]) == ["quick", "slow"]
+    by_cid = {s.attributes[semconv.CORRELATION_ID]: s for s in runs}
+    assert set(by_cid) == {"quick", "slow"}
+    assert (by_cid["slow"].end_time - by_cid["slow"].start_time) / 1e9 >= 0.6
+    assert (by_cid["quick"].end_time - by_cid["quick"].start_time) / 1e9 < 0.5
 
 
 @pytest.mark.parametrize("how", ["task_always_eager", "apply"])

@@ -12,11 +12,13 @@ from celery.contrib.testing.worker import start_worker
 
 
 @contextmanager
-def running_worker(app: Celery) -> Iterator[Celery]:
-    """A solo-pool worker consuming for ``app`` while the block runs."""
+def running_worker(app: Celery, pool: str = "solo", concurrency: int = 1) -> Iterator[Celery]:
+    """A worker (solo pool unless told) consuming for ``app`` while the block runs."""
     root_level, root_handlers = logging.root.level, logging.root.handlers[:]
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+        with start_worker(
+            app, pool=pool, concurrency=concurrency, perform_ping_check=False, shutdown_timeout=10
+        ):
             yield app
     finally:
         logging.root.setLevel(root_level)

@@ -82,12 +82,19 @@ class _Running:
     outer: _Running | None = None
 
 
-_running: dict[str, _Running] = {}  # task id -> its run in this worker
+# (task id, thread) -> its run in this worker. Two runs of one task id can overlap in a threads
+# pool (a caller's own task_id sent twice, a redelivery): each thread ends its own.
+_running: dict[tuple[str, int], _Running] = {}
 _lock = threading.Lock()
 # The publishes begun by before_task_publish inside the Celery.send_task call under way.
 _sending: ContextVar[list[messaging.Publishing] | None] = ContextVar(
     "tracekit_celery_sending", default=None
 )
+
+
+def _run_key(task_id: object) -> tuple[str, int]:
+    """Celery sends a run's signals, and a retry's publish, in the thread that runs the task."""
+    return str(task_id), threading.get_ident()
 
 
 @dataclass(slots=True)
@@ -174,7 +181,7 @@ def _task(name: object) -> dict[str, str]:
 
 def _first_attempt_of(headers: MutableMapping[str, Any]) -> str | None:
     """For a retry published by the running attempt: the first attempt's traceparent."""
-    running = _running.get(str(headers.get("id")))
+    running = _running.get(_run_key(headers.get("id")))
     if running is None or not headers.get("retries"):
         return None
     return running.first_attempt or _traceparent_of(running)
@@ -209,7 +216,7 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         attributes=_task(getattr(task, "name", None)),
     )
     with _lock:
-        key = str(task_id)
+        key = _run_key(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, retries, first)
 
@@ -273,14 +280,14 @@ def _mark_retry(delivery: messaging.Delivery, retries: object, first: str | None
 
 @guarded(None)
 def _task_failure(task_id: Any = None, exception: Any = None, **_: Any) -> None:
-    running = _running.get(str(task_id))
+    running = _running.get(_run_key(task_id))
     if running is not None and isinstance(exception, BaseException):
         running.error = exception
 
 
 @guarded(None)
 def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
-    running = _running.get(str(getattr(request, "id", None)))
+    running = _running.get(_run_key(getattr(request, "id", None)))
     if running is not None and isinstance(reason, BaseException):
         running.error = _retry_cause(reason)
         if getattr(request, "is_eager", False):
@@ -317,9 +324,10 @@ def _retry_cause(retry: BaseException) -> BaseException:
 @guarded(None)
 def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     with _lock:
-        running = _running.pop(str(task_id), None)
+        key = _run_key(task_id)
+        running = _running.pop(key, None)
         if running is not None and running.outer is not None:
-            _running[str(task_id)] = running.outer
+            _running[key] = running.outer
     if running is None:
         return
     span = running.delivery.span
