@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery.exceptions import Reject
 from celery_worker import running_worker
 from conditions import wait_for
 from hopscene import Scene, check_hop, start_scene
@@ -68,6 +69,10 @@ def make_app(broker: str) -> Celery:
     )
     def charge() -> None:
         raise CardDeclined("card ending 4242 declined")
+
+    @app.task(name="shop.refuse", acks_late=True)
+    def refuse() -> None:
+        raise Reject(ValueError("malformed order payload"), requeue=False)
 
     @app.task(name="shop.whoami")
     def whoami() -> None:
@@ -282,6 +287,18 @@ def test_two_runs_of_one_task_id_at_once_each_end_their_own_span(
     assert set(by_cid) == {"quick", "slow"}
     assert (by_cid["slow"].end_time - by_cid["slow"].start_time) / 1e9 >= 0.6
     assert (by_cid["quick"].end_time - by_cid["quick"].start_time) / 1e9 < 0.5
+
+
+def test_a_rejected_task_is_a_failed_span(app: Celery, spans: InMemorySpanExporter) -> None:
+    """``raise Reject(exc, requeue=False)`` (Celery's way to drop a message it cannot process,
+    to a dead-letter queue): the span said the task succeeded."""
+    app.tasks["shop.refuse"].apply_async()
+    span = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    assert span.attributes is not None
+    assert span.attributes[TASK_STATE] == "REJECTED"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "ValueError: malformed order payload"
+    assert span.attributes[semconv.ERROR_TYPE] == "ValueError"
 
 
 @pytest.mark.parametrize("how", ["task_always_eager", "apply"])

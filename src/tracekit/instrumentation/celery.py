@@ -10,7 +10,8 @@
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
   ends it, with Celery's final state (``tracekit.celery.task_state``). A run stopped by an
   exception Celery does not handle (a hard time limit, ``revoke(terminate=True)``) has no final
-  state: it is failed with that exception. The span covers the task function, and queue wait
+  state: it is failed with that exception. So is one that raised ``Reject`` (state
+  ``REJECTED``), with the reason it gave. The span covers the task function, and queue wait
   covers any ``countdown``/``eta``.
 - ``task_revoked`` (in the worker's main process) records a task discarded before it ran, revoked
   or expired in the queue: a CONSUMER span that ends at once, state ``REVOKED``, failed with
@@ -322,7 +323,7 @@ def _retry_cause(retry: BaseException) -> BaseException:
 
 
 @guarded(None)
-def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
+def _task_postrun(task_id: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
     with _lock:
         key = _run_key(task_id)
         running = _running.pop(key, None)
@@ -333,7 +334,17 @@ def _task_postrun(task_id: Any = None, state: Any = None, **_: Any) -> None:
     span = running.delivery.span
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
-    running.delivery.end(running.error or _interrupting(state))
+    running.delivery.end(running.error or _interrupting(state) or _rejection(state, retval))
+
+
+def _rejection(state: object, retval: object) -> BaseException | None:
+    """A task that raised ``Reject`` did not process its message (requeued, or dropped to a
+    dead-letter queue): failed with the reason given, when that is an exception, else the
+    ``Reject``. (``Ignore``, a task's deliberate skip, is not a failure.)"""
+    if state != "REJECTED" or not isinstance(retval, BaseException):
+        return None
+    reason = getattr(retval, "reason", None)
+    return reason if isinstance(reason, BaseException) else retval
 
 
 @guarded(None)
