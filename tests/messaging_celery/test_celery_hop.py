@@ -74,6 +74,11 @@ def make_app(broker: str) -> Celery:
     def refuse() -> None:
         raise Reject(ValueError("malformed order payload"), requeue=False)
 
+    @app.task(name="shop.await_stock", bind=True, max_retries=3)
+    def await_stock(self: Any) -> None:
+        if self.request.retries < 1:  # not in stock yet: look again shortly
+            raise self.retry(countdown=0.1)
+
     @app.task(name="shop.whoami")
     def whoami() -> None:
         seen.setdefault("correlation_ids", []).append(tracekit.correlation_id())
@@ -222,6 +227,25 @@ def test_a_foreign_first_attempt_header_does_not_unlink_the_retries(
         assert first.links == ()
         for attempt in retries:
             assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
+
+
+def test_a_task_polling_with_retry_does_not_fail(app: Celery, spans: InMemorySpanExporter) -> None:
+    """``raise self.retry(countdown=...)`` with no exception (a task waiting for something, or
+    Celery's own chord_unlock on a result backend without native chords): each poll was an
+    ERROR span "Retry: Retry in 0.1s" and a failed message, so a chord that worked looked
+    failed."""
+    app.tasks["shop.await_stock"].apply_async()
+
+    def two_attempts() -> list[Any]:
+        found = finished_of(spans, SpanKind.CONSUMER)
+        return found if len(found) == 2 else []
+
+    polled, done = sorted(wait_for(two_attempts, what="two attempts"), key=lambda s: s.start_time)
+    assert polled.attributes is not None and done.attributes is not None
+    assert polled.attributes[TASK_STATE] == "RETRY"
+    assert polled.status.status_code is StatusCode.UNSET
+    assert semconv.ERROR_TYPE not in polled.attributes
+    assert done.attributes[TASK_STATE] == "SUCCESS"
 
 
 def test_autoretry_then_failure_records_both_attempts(

@@ -23,8 +23,9 @@
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
   ``tracekit.retry_count``. ``task_retry`` marks the failed attempt: ERROR with the retry's cause
   (the ``exc`` given to ``retry()``, else the exception being handled when it was called) and
-  state ``RETRY``. Run eagerly, a retry is not published: ``Task.apply`` runs the retry's
-  signature after the attempt, and ``task_retry`` puts ``tracekit-first-attempt`` in its headers.
+  state ``RETRY``; a retry with no cause (polling, as ``chord_unlock`` does) only has the state.
+  Run eagerly, a retry is not published: ``Task.apply`` runs the retry's signature after the
+  attempt, and ``task_retry`` puts ``tracekit-first-attempt`` in its headers.
 
 Signals are Celery's own extension point: besides ``send_task``, nothing is patched, and
 uninstrumenting disconnects.
@@ -314,12 +315,14 @@ def _interrupting(state: object) -> BaseException | None:
     return sys.exc_info()[1] if state is None else None
 
 
-def _retry_cause(retry: BaseException) -> BaseException:
-    """What made the attempt retry: ``retry(exc=...)``, else the exception being handled."""
+def _retry_cause(retry: BaseException) -> BaseException | None:
+    """What made the attempt retry: ``retry(exc=...)``, else the exception being handled. A
+    retry with neither is a task polling (Celery's own ``chord_unlock`` waiting for a chord's
+    header, a task waiting for something): the attempt did not fail."""
     given = getattr(retry, "exc", None)
     if isinstance(given, BaseException):
         return given
-    return retry.__cause__ or retry.__context__ or retry
+    return retry.__cause__ or retry.__context__
 
 
 @guarded(None)
