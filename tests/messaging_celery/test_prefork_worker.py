@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,12 @@ app.conf.update(task_default_queue="prefork", broker_connection_retry_on_startup
 @app.task(name="prefork.stuck", time_limit=0.5)
 def stuck():
     time.sleep(30)
+
+
+@app.task(name="prefork.long")
+def long():
+    open("started", "w").close()
+    time.sleep(30)
 """
 
 BIN = Path(sys.executable).parent
@@ -38,7 +45,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def store(redis_url: str, tmp_path: Path) -> Iterator[Path]:
-    """A prefork worker consuming from ``redis_url``; the store it writes to."""
+    """A prefork worker consuming from ``redis_url`` (in ``tmp_path``); the store it writes to."""
     (tmp_path / "tasks.py").write_text(TASKS_MODULE)
     env = {
         "PATH": str(BIN),
@@ -97,3 +104,24 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
         {"span_id": consumer["span_id"], "service": "prefork-worker",
          "message": consumer["status_message"]}
     ]  # fmt: skip
+
+
+def test_a_task_terminated_by_revoke_is_one_failed_span(
+    store: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """``revoke(terminate=True)`` sends the running task's child SIGTERM, as the hard time limit
+    does: the run's span is failed, and the revoke adds no second span for the task."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = "long-" + uuid.uuid4().hex
+    task_id = sender.send_task("prefork.long", headers={"x-correlation-id": cid}).id
+    wait_for((tmp_path / "started").exists, 20, "the task to start")
+    sender.control.revoke(task_id, terminate=True)
+
+    path = wait_for(lambda: _path(store, cid), 20, "the terminated task's span")
+    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumer["status"] == "ERROR"
+    assert consumer["attributes"]["error.type"] == "SystemExit"
+    time.sleep(0.5)  # a second span, if any, would be written by now
+    later = _path(store, cid)
+    assert later is not None and later["spans"] == [consumer]
