@@ -55,16 +55,21 @@ def leave_no_names() -> Iterator[Callable[[str, dict[str, Any]], None]]:
 
 
 def _delete_names(broker: str, conf: dict[str, Any]) -> None:
+    """Only the names ``conf`` gives: Celery's defaults (``celeryev``, ``celery.pidbox``) are
+    shared by every worker on the broker, and deleting them stops those that send events."""
     from kombu import Connection
 
-    control = conf.get("control_exchange", "celery")
+    exchanges = [conf["task_default_queue"]]
+    if "event_exchange" in conf:
+        exchanges.append(conf["event_exchange"])
+    if "control_exchange" in conf:
+        control = conf["control_exchange"]
+        exchanges += [f"{control}.pidbox", f"reply.{control}.pidbox"]
     with Connection(broker) as connection:
         channel = connection.channel()
         channel.queue_delete(conf["task_default_queue"])
-        for exchange in (conf["task_default_queue"], conf.get("event_exchange", "celeryev")):
+        for exchange in exchanges:
             channel.exchange_delete(exchange)
-        channel.exchange_delete(f"{control}.pidbox")
-        channel.exchange_delete(f"reply.{control}.pidbox")
 
 
 @pytest.fixture
