@@ -32,14 +32,20 @@ def vector(series: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def answering() -> Iterator[Callable[[Callable[[str], dict[str, Any]]], str]]:
-    """Serve ``/api/v1/query`` with the JSON body a function gives for each query."""
+def answering() -> Iterator[Callable[..., str]]:
+    """Serve ``/api/v1/query`` with the JSON body a function gives for each query; with a
+    ``tenant``, as a multi-tenant API (Mimir, Cortex): 401 without ``X-Scope-OrgID: tenant``."""
     servers: list[http.server.HTTPServer] = []
 
-    def serve(respond: Callable[[str], dict[str, Any]]) -> str:
+    def serve(respond: Callable[[str], dict[str, Any]], tenant: str | None = None) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)["query"][0]
+                if tenant is not None and self.headers.get("X-Scope-OrgID") != tenant:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = json.dumps(respond(query)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -63,7 +69,7 @@ def answering() -> Iterator[Callable[[Callable[[str], dict[str, Any]]], str]]:
 
 @pytest.fixture
 def prometheus(
-    answering: Callable[[Callable[[str], dict[str, Any]]], str],
+    answering: Callable[..., str],
 ) -> Callable[[Answer], str]:
     """Serve the series ``answer`` gives per version and query (buckets or failed requests)."""
 
@@ -167,9 +173,7 @@ def test_both_tails_above_the_last_bucket_do_not_pass(
     ],
     ids=["list", "metric-list", "value-string", "value-text", "label-list", "no-le"],
 )
-def test_a_malformed_answer_is_a_backend_error(
-    answering: Callable[[Callable[[str], dict[str, Any]]], str], series: Any
-) -> None:
+def test_a_malformed_answer_is_a_backend_error(answering: Callable[..., str], series: Any) -> None:
     """Not "no requests" (inconclusive), not a traceback: one line, exit 2."""
 
     def respond(query: str) -> dict[str, Any]:
@@ -207,39 +211,21 @@ def test_series_without_a_route_are_the_unmatched_requests(
 
 
 @pytest.fixture
-def tenant_prometheus() -> Iterator[str]:
+def tenant_prometheus(answering: Callable[..., str]) -> str:
     """A multi-tenant Prometheus API (Mimir, Cortex): 401 without ``X-Scope-OrgID: team-a``;
     tenant team-a's canary fails a tenth of its requests."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            query = parse_qs(urlsplit(self.path).query)["query"][0]
-            if self.headers.get("X-Scope-OrgID") != "team-a":
-                self._send(401, b"no org id\n")
-                return
-            canary_version = 'service_version="2.0"' in query
-            if "messaging" in query or " unless " in query:
-                series: list[tuple[dict[str, str], float]] = []
-            elif "_bucket" in query:
-                series = buckets("/pay", [0, 100, 400, 400, 400, 400])
-            else:
-                series = [({"http_route": "/pay"}, 40.0 if canary_version else 0.0)]
-            self._send(200, json.dumps(vector(series)).encode())
+    def respond(query: str) -> dict[str, Any]:
+        canary_version = 'service_version="2.0"' in query
+        if "messaging" in query or " unless " in query:
+            series: list[tuple[dict[str, str], float]] = []
+        elif "_bucket" in query:
+            series = buckets("/pay", [0, 100, 400, 400, 400, 400])
+        else:
+            series = [({"http_route": "/pay"}, 40.0 if canary_version else 0.0)]
+        return vector(series)
 
-        def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    return answering(respond, tenant="team-a")
 
 
 @pytest.mark.parametrize(

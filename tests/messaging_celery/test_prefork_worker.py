@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery_worker import worker_process
 from conditions import wait_for
 
 TASKS_MODULE = """\
@@ -58,19 +59,8 @@ def store(redis_url: str, tmp_path: Path) -> Iterator[Path]:
     }
     command = [str(BIN / "celery"), "-A", "tasks", "worker", "--pool=prefork", "-c", "1"]
     command += ["--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
-    log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
-    try:
-        wait_for(lambda: " ready." in log.read_text() or process.poll() is not None, 30, "ready")
-        assert process.poll() is None, log.read_text()
+    with worker_process(command, tmp_path, env, tmp_path / "worker.log", 30):
         yield tmp_path / "tracekit.db"
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _path(store: Path, query: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery_worker import worker_process
 from conditions import wait_for
 
 from tracekit import instrumentation
@@ -104,19 +105,8 @@ def worker(broker: str, tmp_path: Path, leave_no_names: Any) -> Iterator[Worker]
     log = tmp_path / "worker.log"
     command = [celery_command(), "-A", "remote_app", "worker", "--pool=solo", "-E"]
     command += ["-n", nodename, "--loglevel=INFO"]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
-    found = Worker(nodename, conf, env, tmp_path, log)
-    try:
-        wait_for(lambda: " ready." in found.log_text() or process.poll() is not None, 60, "ready")
-        assert process.poll() is None, found.log_text()
-        yield found
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with worker_process(command, tmp_path, env, log):
+        yield Worker(nodename, conf, env, tmp_path, log)
 
 
 def celery_command() -> str:
