@@ -231,16 +231,33 @@ def test_a_route_only_the_canary_serves_is_judged_by_its_errors_among_all_reques
     assert healthy.verdict != "fail"
 
 
-def test_a_new_route_is_only_warned_about_when_the_baseline_serves_none_of_its_kind() -> None:
-    """A new queue consumer beside HTTP routes: the baseline consumed nothing to count among."""
+def test_a_new_queue_consumer_is_judged_by_its_errors_among_every_request() -> None:
+    """A new queue consumer beside HTTP routes was only warned about ("the baseline consumed
+    nothing to count among"): a canary failing all 200 of its messages passed, even under
+    --gate strict. Its failures count among every request of the version instead."""
     new = RouteKey(MESSAGING, "orders.created")
     baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
-    canary = {ORDERS: RouteSamples.of(lognormal(400, 2), 0), new: RouteSamples.of([0.1] * 5, 5)}
 
-    verdict = judge(SUBJECT, baseline, canary)
+    def with_new_consumer(errors: int) -> Verdict:
+        canary = {
+            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
+            new: RouteSamples.of(lognormal(200, 3), errors),
+        }
+        return judge(SUBJECT, baseline, canary)
 
-    assert {r.check.key for r in verdict.metrics} == {ORDERS}
-    assert verdict.warnings == ("route 'orders.created': only version 1.1 has requests (5)",)
+    failing, healthy = with_new_consumer(200), with_new_consumer(0)
+
+    for verdict in (failing, healthy):
+        assert [(r.check.key, r.check.metric) for r in verdict.metrics][-1] == (new, "error_rate")
+        assert verdict.warnings == (
+            "route 'orders.created': only version 1.1 has requests (200); only its errors are"
+            " compared, as a share of all requests",
+        )
+    errors = next(m for m in to_json(failing)["metrics"] if m["route"] == "orders.created")
+    assert errors["n"] == {"baseline": 400, "canary": 600}
+    assert failing.verdict == "fail"
+    assert exit_code(failing.verdict, strict=True) == 1
+    assert healthy.verdict == "pass"
 
 
 def test_no_canary_traffic_is_inconclusive_not_an_error() -> None:

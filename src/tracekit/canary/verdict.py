@@ -96,9 +96,10 @@ def judge(
         for check in check_route(key, baseline[key], canary.get(key, _NONE), settings, tests)
     ]
     checks += [
-        check_errors_among_all(key, _everything(baseline, key), _everything(canary, key),
-                               settings, tests)
+        check_errors_among_all(key, _everything(baseline, key, kinds),
+                               _everything(canary, key, kinds), settings, tests)
         for key in errors_only
+        for kinds in [_counted_among(baseline, key)]
     ]  # fmt: skip
     results = _classify(checks, settings)
     verdict, score, decided = _decide(results)
@@ -123,7 +124,9 @@ def _routes(
     A route is compared when both versions served it, or only the baseline did while the canary
     served others: a route the canary stopped serving has no evidence and cannot pass. A route
     only the canary serves (a new endpoint) has no baseline to be slower than, but its failures
-    are failures the baseline did not have: they are counted among all the canary's requests.
+    are failures the baseline did not have: they are counted among all the canary's requests
+    (of its kind, or of every kind when the baseline served none of its kind: a new queue
+    consumer beside HTTP routes).
     """
     keys, errors_only, warnings = _asked_routes(baseline, canary, routes)
     served_any = bool(canary)  # then a route only the baseline served is one it stopped serving
@@ -137,7 +140,7 @@ def _routes(
             else (subject.canary_version, canary)
         )
         said = f"route {key.route!r}: only version {version} has requests ({samples[key].requests})"
-        if key not in baseline and _serves(baseline, key.kind):
+        if key not in baseline and baseline:
             errors_only.append(key)
             said += "; only its errors are compared, as a share of all requests"
         warnings.append(said)
@@ -175,12 +178,20 @@ def _serves(samples: VersionSamples, kind: str) -> bool:
     return any(key.kind == kind for key in samples)
 
 
-def _everything(samples: VersionSamples, unmatched: RouteKey) -> RouteSamples:
-    """Every request of a version of the ``unmatched`` key's kind, failed where it matched no
-    route."""
-    errors = samples[unmatched].errors if unmatched in samples else 0
+def _counted_among(baseline: VersionSamples, key: RouteKey) -> frozenset[str] | None:
+    """The kinds of requests ``key``'s failures are counted among: its own, or every kind
+    (None) when the baseline served none of its kind."""
+    return frozenset({key.kind}) if _serves(baseline, key.kind) else None
+
+
+def _everything(
+    samples: VersionSamples, counted: RouteKey, kinds: frozenset[str] | None
+) -> RouteSamples:
+    """Every request of a version of ``kinds`` (None: of every kind), failed where it was one
+    of the ``counted`` key's failures."""
+    errors = samples[counted].errors if counted in samples else 0
     return RouteSamples.joined(
-        (part for key, part in samples.items() if key.kind == unmatched.kind), errors
+        (part for key, part in samples.items() if kinds is None or key.kind in kinds), errors
     )
 
 
