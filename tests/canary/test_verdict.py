@@ -260,6 +260,29 @@ def test_a_new_queue_consumer_is_judged_by_its_errors_among_every_request() -> N
     assert healthy.verdict == "pass"
 
 
+def test_unmatched_consumers_the_baseline_had_none_of_are_judged_by_their_errors() -> None:
+    """CONSUMER spans without a destination (``_unmatched``) beside HTTP routes: the baseline
+    consumed nothing, and a canary failing all 200 of its messages passed, with a warning that
+    their errors were compared. They count among every request of the version instead."""
+    unmatched = RouteKey(MESSAGING, "_unmatched")
+    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
+
+    def with_unmatched_consumer(errors: int) -> Verdict:
+        canary = {
+            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
+            unmatched: RouteSamples.of(lognormal(200, 3), errors),
+        }
+        return judge(SUBJECT, baseline, canary)
+
+    failing, healthy = with_unmatched_consumer(200), with_unmatched_consumer(0)
+
+    errors = next(m for m in to_json(failing)["metrics"] if m["route"] == "_unmatched")
+    assert (errors["name"], errors["n"]) == ("error_rate", {"baseline": 400, "canary": 600})
+    assert failing.verdict == "fail"
+    assert exit_code(failing.verdict, strict=True) == 1
+    assert healthy.verdict == "pass"
+
+
 def test_no_canary_traffic_is_inconclusive_not_an_error() -> None:
     verdict = judge(SUBJECT, {ORDERS: RouteSamples.of(lognormal(100, 1), 0)}, {})
 

@@ -151,7 +151,8 @@ def _asked_routes(
     baseline: VersionSamples, canary: VersionSamples, routes: Sequence[str] | None
 ) -> tuple[list[RouteKey], list[RouteKey], list[str]]:
     """The routes asked for, else every route but the unmatched ones, whose errors alone are
-    compared (where both versions serve their kind); and warnings about either."""
+    compared (where the canary serves their kind and the baseline served anything); and
+    warnings about either."""
     keys = sorted(set(baseline) | set(canary))
     if routes:
         wanted = set(routes)
@@ -167,10 +168,8 @@ def _asked_routes(
     errors_only = [
         key
         for key in keys
-        if key.route == UNMATCHED_ROUTE
-        and _serves(baseline, key.kind)
-        and _serves(canary, key.kind)
-    ]
+        if key.route == UNMATCHED_ROUTE and baseline and _serves(canary, key.kind)
+    ]  # counted among the baseline's requests of its kind, or of every kind (_counted_among)
     return [key for key in keys if key.route != UNMATCHED_ROUTE], errors_only, [warning]
 
 
