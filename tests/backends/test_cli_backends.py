@@ -506,3 +506,25 @@ def test_a_span_that_reuses_another_spans_id_is_named_in_a_warning(serve: Any) -
         f"span id reused: orders 'GET /orders/7' (SERVER) has the id of web 'GET /orders'"
         f" ({client.span_id}) (CLIENT); not shown"
     ]
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_huge_strings_from_a_backend_are_cut_as_the_store_cuts_them(
+    serve: Any, spans: list[Any], fake: Any, tmp_path: Path
+) -> None:
+    from tracekit.store import Store
+
+    huge = "x" * 2_000_000
+    root = dataclasses.replace(spans[0], name=huge, attributes={**spans[0].attributes,
+                               "big": huge, "k" * 1000: "v", "list": [huge]})  # fmt: skip
+    served = [root, *spans[1:]]
+    with Store(tmp_path / "t.db") as store:
+        store.write_spans(served)
+    backend = "--tempo" if fake is FakeTempo else "--jaeger"
+    code, out, _ = run("trace", root.trace_id, backend, serve(fake(served)).url, "--format", "json")
+    _, stored, _ = run(
+        "trace", root.trace_id, "--store", str(tmp_path / "t.db"), "--format", "json"
+    )
+
+    assert code == 0 and len(out) < 200_000
+    assert json.loads(out)["spans"] == json.loads(stored)["spans"]

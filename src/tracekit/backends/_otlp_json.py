@@ -11,6 +11,10 @@ Two encodings reach this module, and only these:
 Each backend takes the resource-spans list out of its own envelope (Tempo v2 ``{"trace":
 {"resourceSpans"}}``, Tempo v1 ``{"batches"}``, Jaeger ``{"result": {"resourceSpans"}}``).
 
+Every string is cut to the bounds the embedded store keeps (``tracekit.store._limits``), so a
+span read from Tempo or Jaeger shows as the same span read from the store, and a 2-million-
+character name from a backend is not printed whole.
+
 A malformed answer is one ``BackendError``; a span timed where no span can be (before 1970, after
 2262: the limit of 64-bit nanoseconds) is left out, and the caller told, so it does not sink the
 rest of its trace.
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
+from tracekit.store._limits import bounded_span
 
 HEX = re.compile(r"^[0-9a-f]+$")
 # OTLP numbers; an unspecified kind (0) reads as INTERNAL, as OpenTelemetry's SDKs treat it
@@ -174,7 +179,7 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     )
     if record.end_unix_nano < record.start_unix_nano:
         raise EndsBeforeStart
-    return record
+    return bounded_span(record)
 
 
 def _link(link: dict[str, Any]) -> SpanLink:
