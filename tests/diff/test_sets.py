@@ -231,3 +231,35 @@ def test_a_busy_window_compares_its_newest_requests(
     document = json.loads(result.stdout)
     assert document["b"]["requests"] == 20
     assert "newest 60 spans" in result.stderr  # and says so
+
+
+def test_a_boolean_or_number_attribute_is_selected_as_json_writes_it(tmp_path: Path) -> None:
+    """A feature flag set with ``span.set_attribute("feature.new_checkout", True)``: the user
+    types ``=true``, as tracekit shows it everywhere; it matched only Python's ``True``."""
+    import time
+
+    from tracekit.records import SpanRecord
+
+    now = time.time_ns() - 60 * 10**9
+
+    def request(n: int) -> SpanRecord:
+        start = now + n * 10**7
+        return SpanRecord(
+            trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
+            service="api", name="GET /items", kind="SERVER", start_unix_nano=start,
+            end_unix_nano=start + (30 if n % 2 else 20) * 10**6,
+            attributes={"feature.new_checkout": n % 2 == 1, "retry.limit": 3},
+        )  # fmt: skip
+
+    spans = [request(n) for n in range(40)]
+    with Store(tmp_path / "flags.db") as store:
+        store.write_spans(spans)
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", "--a", "feature.new_checkout=false",
+              "--b", "feature.new_checkout=true", "--a", "retry.limit=3", "--b", "retry.limit=3",
+              "--store", str(tmp_path / "flags.db"), "--format", "json"],
+    )  # fmt: skip
+
+    assert (result.exit_code, result.stderr) == (1, "")
+    doc = json.loads(result.stdout)
+    assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 20)

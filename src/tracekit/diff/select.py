@@ -4,6 +4,7 @@ A request belongs to a set when one of its entry spans in service ``S`` (SERVER 
 work enters a service) carries every ``KEY=VALUE`` asked for, as a resource attribute (where
 ``service.version`` and ``host.name`` live) or a span attribute, and, with a route, has that
 route (HTTP route template, messaging destination or the node name ``tracekit diff`` shows).
+A value that is not a string matches as JSON writes it: ``feature.on=true``, ``retries=3``.
 Any read backend will do: the candidates come from ``spans_since``, each request's whole path
 from ``reconstruct``. The newest requests are kept, up to ``limit`` per set. A request that
 matches both sets (it passed through both versions) is in neither, unless the two selectors are
@@ -12,6 +13,7 @@ the same.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,11 +53,17 @@ class Selector:
 
 
 def _values(record: SpanRecord, key: str) -> set[str]:
+    """The attribute's value as typed on a command line: strings as they are, other values as
+    JSON (``true``, ``3``, ``["a"]``), as every other view of tracekit shows them."""
     candidates = (record.resource.get(key), record.attributes.get(key))
-    found = {str(v) for v in candidates if v is not None}
+    found = {_as_typed(v) for v in candidates if v is not None}
     if key == "service.version" and record.service_version is not None:
         found.add(record.service_version)
     return found
+
+
+def _as_typed(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 def _routes(record: SpanRecord) -> set[str]:
