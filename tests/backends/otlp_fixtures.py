@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -107,17 +108,21 @@ def _event(name: str, time_unix_nano: int, attributes: dict[str, Any]) -> dict[s
 
 
 def resource_spans(spans: list[SpanRecord], encoding: Encoding) -> list[dict[str, Any]]:
-    by_service: dict[str, list[SpanRecord]] = {}
+    """One resource spans per resource (``service.version``, ``host.name``... kept)."""
+    by_resource: dict[str, list[SpanRecord]] = {}
     for span in spans:
-        by_service.setdefault(span.service, []).append(span)
+        resource = {**span.resource, "service.name": span.service}
+        if span.service_version is not None:
+            resource["service.version"] = span.service_version
+        by_resource.setdefault(json.dumps(resource, sort_keys=True), []).append(span)
     return [
         {
-            "resource": {"attributes": key_values({"service.name": service})},
+            "resource": {"attributes": key_values(json.loads(resource))},
             "scopeSpans": [
                 {"scope": {"name": "tracekit"}, "spans": [otlp_span(s, encoding) for s in group]}
             ],
         }
-        for service, group in by_service.items()
+        for resource, group in by_resource.items()
     ]
 
 
