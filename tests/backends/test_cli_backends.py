@@ -528,3 +528,27 @@ def test_huge_strings_from_a_backend_are_cut_as_the_store_cuts_them(
 
     assert code == 0 and len(out) < 200_000
     assert json.loads(out)["spans"] == json.loads(stored)["spans"]
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_a_link_to_an_empty_context_is_left_out_as_the_receiver_leaves_it(
+    serve: Any, spans: list[Any], fake: Any
+) -> None:
+    """An SDK records a link with attributes and no valid context; Tempo and Jaeger keep it (ids
+    left out, or all zeros). The path showed ``{"trace_id": ""}``, which its own schema refuses."""
+    import jsonschema
+
+    from tracekit.path import load_schema
+    from tracekit.records import SpanLink
+
+    real = SpanLink("ab" * 16, "cd" * 8)
+    empty = [SpanLink("", ""), SpanLink("0" * 32, "0" * 16), SpanLink("ab" * 16, "")]
+    root = dataclasses.replace(spans[0], links=[*empty, real])
+    backend = "--tempo" if fake is FakeTempo else "--jaeger"
+    url = serve(fake([root, *spans[1:]])).url
+    code, out, _ = run("trace", root.trace_id, backend, url, "--format", "json")
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    shown = next(s for s in document["spans"] if s["span_id"] == root.span_id)
+    assert code == 0 and shown["links"] == [{"trace_id": "ab" * 16, "span_id": "cd" * 8}]

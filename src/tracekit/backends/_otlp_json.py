@@ -83,7 +83,12 @@ def decode_id(value: Any, size: int) -> str:
 
 def _parent(span_id: str) -> str | None:
     """No parent: left out, empty, or all zeros (the invalid span id, as the receiver reads it)."""
-    return span_id if span_id.strip("0") else None
+    return span_id if _names_one(span_id) else None
+
+
+def _names_one(hex_id: str) -> bool:
+    """False for an empty or all-zero id (OpenTelemetry's invalid id)."""
+    return bool(hex_id.strip("0"))
 
 
 def decode_enum(value: Any, numbers: dict[int, str], names: dict[str, str]) -> str:
@@ -171,7 +176,7 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         status=decode_enum(status.get("code"), STATUSES, STATUS_NAMES),
         status_message=str(status.get("message") or ""),
         attributes=decode_attributes(span.get("attributes")),
-        links=[_link(link) for link in span.get("links") or []],
+        links=_links(span.get("links") or []),
         events=[_event(event) for event in span.get("events") or []],
         resource=resource,
         service_version=version if isinstance(version, str) else None,
@@ -180,6 +185,14 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     if record.end_unix_nano < record.start_unix_nano:
         raise EndsBeforeStart
     return bounded_span(record)
+
+
+def _links(links: list[Any]) -> list[SpanLink]:
+    """The links but those to an empty context (no trace or span id, or all zeros), left out as
+    the receiver leaves them out: an SDK records one when it carries attributes, and Tempo and
+    Jaeger keep it, but it names nothing to join or show (and no id the path schema allows)."""
+    found = (_link(link) for link in links)
+    return [link for link in found if _names_one(link.trace_id) and _names_one(link.span_id)]
 
 
 def _link(link: dict[str, Any]) -> SpanLink:
