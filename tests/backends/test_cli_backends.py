@@ -552,3 +552,17 @@ def test_a_link_to_an_empty_context_is_left_out_as_the_receiver_leaves_it(
     jsonschema.validate(document, load_schema())
     shown = next(s for s in document["spans"] if s["span_id"] == root.span_id)
     assert code == 0 and shown["links"] == [{"trace_id": "ab" * 16, "span_id": "cd" * 8}]
+
+
+def test_a_huge_root_name_in_a_tempo_search_hit_is_cut_as_the_store_cuts_names(
+    serve: Any, spans: list[Any]
+) -> None:
+    served = [
+        dataclasses.replace(s, name="n" * 2_000_000) if s.parent_span_id is None else s
+        for s in spans
+    ]
+    code, out, _ = run("search", "--tempo", serve(FakeTempo(served)).url, "--format", "json")
+
+    assert code == 0 and len(out) < 100_000
+    names = {r["root_name"] for r in json.loads(out)["requests"]}
+    assert names == {"n" * 1024}  # MAX_NAME_CHARS, the store's bound on a span name

@@ -23,6 +23,7 @@ from tracekit.backends._http import HTTPStatusError
 from tracekit.backends._otlp_json import TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
 from tracekit.records import BackendError
+from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
 
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
@@ -127,8 +128,8 @@ def _hit(hit: dict[str, Any]) -> Hit:
     stats = hit.get("serviceStats") or {}
     return Hit(
         trace_id=hit_trace_id(hit["traceID"]),
-        root_service=str(hit.get("rootServiceName") or NO_ROOT),
-        root_name=str(hit.get("rootTraceName") or ""),
+        root_service=cut(str(hit.get("rootServiceName") or NO_ROOT), MAX_NAME_CHARS),
+        root_name=cut(str(hit.get("rootTraceName") or ""), MAX_NAME_CHARS),
         start_unix_nano=unix_nano(hit.get("startTimeUnixNano")),
         duration_ms=float(hit.get("durationMs") or 0),
         correlation_id=_correlation_id(hit),
@@ -152,5 +153,5 @@ def _correlation_id(hit: dict[str, Any]) -> str | None:
             for attribute in span.get("attributes") or []:
                 value = (attribute.get("value") or {}).get("stringValue")
                 if attribute.get("key") == semconv.CORRELATION_ID and isinstance(value, str):
-                    return value
+                    return cut(value, MAX_VALUE_CHARS)  # the store's bound, as the trace's
     return None
