@@ -40,6 +40,7 @@ STATUS_NAMES = {f"STATUS_CODE_{s}": s for s in STATUSES.values()}
 UNIX_NANO_LIMIT = 2**63  # OTLP times are unsigned; tracekit's (the store's) are 64-bit signed
 SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262"
 SPAN_ENDS_BEFORE_START = "a span that ends before it starts"  # refused by the collector too
+SPAN_WITHOUT_ID = "a span without a trace or span id"  # refused by the collector too
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
 
 
@@ -49,6 +50,10 @@ class TimeOutOfRange(ValueError):
 
 class EndsBeforeStart(ValueError):
     """A span whose end precedes its start: no duration to show or to compare."""
+
+
+class WithoutId(ValueError):
+    """A span whose trace or span id is left out or all zeros: nothing can name it."""
 
 
 def unix_nano(value: Any) -> int:
@@ -131,8 +136,8 @@ def spans_from_batches(
     batches: Any, dropped: Callable[[str], None] = lambda reason: None
 ) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
-    timed out of range, or ending before it starts, is left out, and ``dropped`` told
-    (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``)."""
+    timed out of range, ending before it starts, or without ids is left out, and ``dropped`` told
+    (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``)."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
     try:
@@ -158,6 +163,8 @@ def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> It
                 dropped(SPAN_TIME_OUT_OF_RANGE)
             except EndsBeforeStart:
                 dropped(SPAN_ENDS_BEFORE_START)
+            except WithoutId:
+                dropped(SPAN_WITHOUT_ID)
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
@@ -182,6 +189,8 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         service_version=version if isinstance(version, str) else None,
         scope=scope,
     )
+    if not (_names_one(record.trace_id) and _names_one(record.span_id)):
+        raise WithoutId
     if record.end_unix_nano < record.start_unix_nano:
         raise EndsBeforeStart
     return bounded_span(record)
