@@ -129,12 +129,13 @@ class Publishing:
     A class rather than a generator-based context manager: this runs once per message.
     """
 
-    __slots__ = ("_call", "_publication", "_started")
+    __slots__ = ("_call", "_kept_open", "_publication", "_started")
 
     def __init__(self, *call: Any) -> None:
         self._call = call
         self._publication: Publication | None = None
         self._started: tuple[Token[otel_context.Context], config.Options] | None = None
+        self._kept_open = False
 
     def __enter__(self) -> Publication:
         ctx = otel_context.get_current()
@@ -154,11 +155,26 @@ class Publishing:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        started = self._started
+        if started is None or self._publication is None:
+            return
+        otel_context.detach(started[0])
+        if error is None and self._kept_open:
+            return
+        self.end(error)
+
+    def keep_open(self) -> None:
+        """Inside the block: the client only queued the message (a Redis pipeline), so the
+        PRODUCER span outlives the block, whose context still ends with it; ``end`` closes it
+        once the message is sent."""
+        self._kept_open = True
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the PRODUCER span kept open (failed if ``error``) and count the message sent."""
         started, publication = self._started, self._publication
         if started is None or publication is None:
             return
         self._started = None
-        otel_context.detach(started[0])
         try:
             _end_publish(publication, started[1], self._call, error)
         except Exception as failure:

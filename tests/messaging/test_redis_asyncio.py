@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -173,6 +174,29 @@ def test_a_command_never_awaited_attaches_nothing(redis_url, spans) -> None:
     _assert_published_in_the_request(
         [{k.decode(): v.decode() for k, v in fields.items()}], server, spans
     )
+
+
+def test_xadd_in_an_asyncio_pipeline_is_traced_when_executed(redis_url, spans) -> None:
+    """An asyncio pipeline queues XADD at the call: its span ends with the awaited execute(),
+    with the entry's ID, and is a child of the request's span."""
+    stream = f"async-piped-{uuid.uuid4().hex[:8]}"
+
+    async def piped(client: aioredis.Redis) -> tuple[list[Any], int]:
+        pipeline = client.pipeline()
+        pipeline.xadd(stream, {"n": "1"})
+        await asyncio.sleep(0.05)
+        executed_at = time.time_ns()
+        replies = await pipeline.execute()
+        await client.delete(stream)
+        return replies, executed_at
+
+    server, ((entry_id,), executed_at) = _run_as_request(redis_url, piped)
+
+    (sent,) = _kind(spans, SpanKind.PRODUCER)
+    assert sent.attributes is not None and sent.end_time is not None
+    assert sent.attributes["messaging.message.id"] == entry_id.decode()
+    assert sent.end_time >= executed_at
+    assert sent.parent is not None and sent.parent.span_id == server.get_span_context().span_id
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])

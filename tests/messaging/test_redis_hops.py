@@ -17,7 +17,7 @@ import rawhttp
 import redis
 import requests
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit.instrumentation import redis as traced_redis
@@ -186,6 +186,30 @@ def test_stream_fields_named_like_ours_in_other_capitals_are_replaced(client, sp
     names = [k.decode() if isinstance(k, bytes) else k for k in fields]
     assert sorted(n.lower() for n in names) == sorted({n.lower() for n in names})
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+
+
+def test_xadd_in_a_pipeline_is_sent_and_traced_at_execute(client, spans) -> None:
+    """A pipeline only queues XADD: its PRODUCER span ends when execute() sends it, with the
+    entry's ID; an XADD Redis refuses there is a failed span; one never executed is none."""
+    stream, wrong_type = f"piped-{uuid.uuid4().hex[:8]}", f"string-{uuid.uuid4().hex[:8]}"
+    client.set(wrong_type, "not a stream")
+    with client.pipeline() as discarded:
+        discarded.xadd(stream, {"order": "never sent"})
+    pipeline = client.pipeline(transaction=False)
+    pipeline.xadd(stream, {"order": "1"})
+    pipeline.xadd(wrong_type, {"order": "2"})
+    time.sleep(DELAY_S)
+    executed_at = time.time_ns()
+    entry_id, refused = pipeline.execute(raise_on_error=False)
+    client.delete(stream, wrong_type)
+    assert isinstance(refused, redis.ResponseError)
+    sent, failed = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert sent.name == f"send {stream}" and failed.name == f"send {wrong_type}"
+    assert sent.attributes["messaging.message.id"] == _text(entry_id)
+    assert sent.end_time is not None and sent.end_time >= executed_at
+    assert sent.status.status_code is StatusCode.UNSET
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "ResponseError"
 
 
 def test_a_relayed_tracestate_never_rides_beside_a_new_traceparent(client, spans) -> None:

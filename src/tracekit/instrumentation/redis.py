@@ -2,8 +2,9 @@
 
 Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
 ``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
-span records the entry ID. With ``idmpauto=`` (Redis derives an idempotent ID from the fields)
-the fields are left alone: the span is recorded, no context is carried. On asyncio clients
+span records the entry ID (in a pipeline, the span ends when ``execute`` sends it). With
+``idmpauto=`` (Redis derives an idempotent ID from the fields) the fields are left alone: the
+span is recorded, no context is carried. On asyncio clients
 (``XADD`` and ``PUBLISH``) that block runs when the command's coroutine is awaited, in the task
 that awaits it. ``XREAD``/``XREADGROUP`` return raw data and the handler runs after the call, so
 tracekit cannot know where handling an entry ends; consumers say so themselves::
@@ -35,6 +36,7 @@ import functools
 import inspect
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -67,6 +69,9 @@ _HOST_PUBLISHERS = ("kombu.", "celery.")
 _OWN_FRAMES = ("tracekit.", "wrapt.")
 
 _held = messaging.HeldDeliveries()
+# Pipelines' queued publishes, with each one's place among the pipeline's commands.
+_Queued = tuple[messaging.Publishing, messaging.Publication, int]
+_queued: weakref.WeakKeyDictionary[Any, list[_Queued]] = weakref.WeakKeyDictionary()
 
 
 class RedisInstrumentor(Instrumentor):
@@ -85,6 +90,14 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
         self.wrap(module.client.PubSub, "close", _release_on_close)
+        for pipeline in (
+            module.client.Pipeline,
+            module.asyncio.client.Pipeline,
+            module.cluster.ClusterPipeline,
+            module.asyncio.cluster.ClusterPipeline,
+        ):
+            self.wrap(pipeline, "execute", _traced_execute)
+            self.wrap(pipeline, "reset", _traced_reset)
         asyncio_pubsub = module.asyncio.client.PubSub
         self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
         # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
@@ -234,10 +247,64 @@ def _published(client: Any, destination: str, send: Callable[[Mapping[str, Any]]
     if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
         return _published_when_awaited(destination, send)
     headers: dict[str, Any] = {}
-    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+    publishing = messaging.publish(headers, system=SYSTEM, destination=destination)
+    with publishing as sent:
         result = send(headers)
-        _record_entry_id(sent, result)
+        if result is client:  # a pipeline queued the command: it is sent by execute()
+            publishing.keep_open()
+            _queued.setdefault(client, []).append((publishing, sent, len(client) - 1))
+        else:
+            _record_entry_id(sent, result)
     return result
+
+
+def _traced_execute(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A pipeline's ``execute``: the PRODUCER spans of the XADDs and PUBLISHes it queued end
+    with it, each with its own reply (the entry ID, or the error Redis answered)."""
+    queued = _queued.pop(instance, None)
+    if not queued:
+        return wrapped(*args, **kwargs)
+    if inspect.iscoroutinefunction(wrapped):
+        return _executed_when_awaited(queued, wrapped(*args, **kwargs))
+    try:
+        replies = wrapped(*args, **kwargs)
+    except BaseException as error:
+        _end_queued(queued, None, error)
+        raise
+    _end_queued(queued, replies)
+    return replies
+
+
+async def _executed_when_awaited(queued: list[_Queued], execution: Any) -> Any:
+    try:
+        replies = await execution
+    except BaseException as error:
+        _end_queued(queued, None, error)
+        raise
+    _end_queued(queued, replies)
+    return replies
+
+
+@guarded(None)
+def _end_queued(queued: list[_Queued], replies: Any, error: BaseException | None = None) -> None:
+    for publishing, sent, index in queued:
+        reply = replies[index] if isinstance(replies, list) and index < len(replies) else None
+        if error is None and isinstance(reply, Exception):
+            publishing.end(reply)
+            continue
+        if error is None:
+            _record_entry_id(sent, reply)
+        publishing.end(error)
+
+
+def _traced_reset(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A pipeline emptied without ``execute``: what it queued was never sent, nor traced."""
+    _queued.pop(instance, None)
+    return wrapped(*args, **kwargs)
 
 
 async def _published_when_awaited(
