@@ -16,6 +16,7 @@ import pytest
 import rawhttp
 import redis
 import requests
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -267,6 +268,25 @@ def test_pubsub_get_message_strips_the_envelope(client, spans, downstream, entry
     assert consumer.parent.span_id == sent.context.span_id
     assert _covers(consumer, call)
     assert downstream.requests[0]["x-correlation-id"] == "pubsub-1"
+
+
+@pytest.mark.usefixtures("named_channels")
+def test_leaving_a_pubsubs_with_block_ends_the_message_span(client, spans) -> None:
+    """``with client.pubsub() as p:`` closes it on the way out (redis-py calls reset()): the
+    span of the last message read ends there, and its context is no longer current."""
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    with client.pubsub(ignore_subscribe_messages=True) as subscriber:
+        subscriber.subscribe(channel)
+        subscriber.get_message(timeout=1)  # the subscribe confirmation
+        token = tracekit.correlation.set_correlation_id("pubsub-with-1")
+        client.publish(channel, "price changed")
+        tracekit.correlation.reset_correlation_id(token)
+        message = subscriber.get_message(timeout=5)
+        assert message is not None and tracekit.correlation_id() == "pubsub-with-1"
+    assert tracekit.correlation_id() is None
+    assert not trace.get_current_span().get_span_context().is_valid
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.attributes["correlation.id"] == "pubsub-with-1"
 
 
 @pytest.mark.usefixtures("named_channels")

@@ -23,7 +23,7 @@ never when kombu or Celery publish (their subscribers parse the raw payload). Su
 tracekit (``get_message``, ``listen``, channel handlers of the sync and the asyncio ``PubSub``)
 strip an envelope on any channel. A message's CONSUMER span covers a registered channel handler;
 for messages returned by ``get_message``/``listen`` it stays open until the next message is read
-or the ``PubSub`` closes. Subscribers look for the end of the headers within the first
+or the ``PubSub`` closes (or resets). Subscribers look for the end of the headers within the first
 ``MAX_ENVELOPE_HEADERS`` characters, so the publisher leaves out ``tracestate``, then ``baggage``,
 when the headers would be longer, and publishes the bare payload if they still are: a payload
 never reaches a subscriber altered.
@@ -89,7 +89,8 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.StreamCommands, "xadd", functools.partial(_traced_xadd, idmpauto_at))
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
-        self.wrap(module.client.PubSub, "close", _release_on_close)
+        # reset(), which close(), leaving a ``with`` block and collection all call.
+        self.wrap(module.client.PubSub, "reset", _release_on_close)
         for pipeline in (
             module.client.Pipeline,
             module.asyncio.client.Pipeline,
