@@ -119,6 +119,33 @@ def test_resource_attributes_and_shutdown_flush(collector: Capture) -> None:
     assert resource["host.name"] == socket.gethostname()
 
 
+@pytest.mark.parametrize(("limit", "kept"), [(None, 500), ("20", 20)], ids=["default", "env"])
+def test_a_batch_consumer_span_keeps_a_link_to_every_message(
+    collector: Capture, limit: str | None, kept: int
+) -> None:
+    """kafka-python's poll() hands over up to 500 records: the batch's CONSUMER span links to
+    each producer (the SDK's default of 128 would lose the rest); OTEL_SPAN_LINK_COUNT_LIMIT
+    still decides when set."""
+    run(
+        """
+        import tracekit
+        from tracekit import messaging
+        tracekit.init("billing")
+        batch = [{"traceparent": f"00-{n:032x}-{n:016x}-01"} for n in range(1, 501)]
+        with messaging.consume_batch(batch, system="kafka", destination="orders"):
+            pass
+        tracekit.shutdown()
+        """,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+        | ({"OTEL_SPAN_LINK_COUNT_LIMIT": limit} if limit else {}),
+    )
+
+    ((_, span),) = collector.spans()
+    assert span.name == "process orders"
+    assert len(span.links) == kept
+    assert span.dropped_links_count == 500 - kept
+
+
 def test_host_name_from_otel_resource_attributes_wins(collector: Capture) -> None:
     run(
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import random
 import socket
 import time
@@ -12,7 +13,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    Span,
+    SpanLimits,
+    SpanProcessor,
+    TracerProvider,
+)
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
@@ -140,7 +147,9 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
         ids = _id_generator(propagation.configured(opts.response_header).names)
-        _own_provider = current = TracerProvider(resource=resource, id_generator=ids)
+        _own_provider = current = TracerProvider(
+            resource=resource, id_generator=ids, span_limits=_span_limits()
+        )
         trace.set_tracer_provider(current)
     state.attach_to(current)
     if current is not _own_provider:
@@ -155,6 +164,19 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
         raise config.batch_setting_error(error, "OTEL_BSP") from None
     return (CorrelationSpanProcessor(), batch)
+
+
+# A batch consumer's span links to every message's producer, and kafka-python's poll() returns
+# up to 500 records by default: at the SDK's default of 128 links the later records' hops would
+# silently drop out of their paths.
+BATCH_LINK_LIMIT = 1000
+
+
+def _span_limits() -> SpanLimits:
+    """The SDK's limits, with room for a batch's links unless OTEL_SPAN_LINK_COUNT_LIMIT says."""
+    if os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT"):
+        return SpanLimits()
+    return SpanLimits(max_links=BATCH_LINK_LIMIT)
 
 
 class XRayIdGenerator(RandomIdGenerator):
