@@ -182,6 +182,39 @@ def test_positional_arguments_keep_their_meaning_and_carry_the_context(
     assert headers["x-correlation-id"] == b"order-positional-1" and "traceparent" in headers
 
 
+@pytest.mark.parametrize(
+    "produce",
+    [
+        lambda p, topic, cb: p.produce(topic, b"v", on_delivery=cb),
+        lambda p, topic, cb: p.produce(topic, b"v", callback=cb),
+        lambda p, topic, cb: p.produce(topic, b"v", None, -1, cb),
+    ],
+    ids=["on_delivery", "callback", "positional"],
+)
+def test_a_delivery_report_runs_in_the_context_of_its_produce(
+    kafka_bootstrap: str, topic: str, produce: Any
+) -> None:
+    """librdkafka calls the delivery callback from a later poll()/flush(), maybe while another
+    request is current: the callback's logs belong to the request that produced."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    seen: list[tuple[str | None, bool]] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        seen.append((tracekit.correlation_id(), error is None and message.topic() == topic))
+
+    token = tracekit.correlation.set_correlation_id("order-produced-1")
+    try:
+        produce(producer, topic, delivered)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    token = tracekit.correlation.set_correlation_id("another-request-2")
+    try:
+        assert producer.flush(10) == 0
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert seen == [("order-produced-1", True)]
+
+
 def test_headers_the_client_refuses_are_refused_as_without_tracekit(kafka_bootstrap: str) -> None:
     """confluent-kafka takes a dict or a list of pairs: a tuple stays the caller's error."""
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})

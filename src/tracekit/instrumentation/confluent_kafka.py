@@ -12,7 +12,9 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
 
 - ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
-  headers. The span covers the hand-over to librdkafka's queue; delivery is asynchronous.
+  headers. The span covers the hand-over to librdkafka's queue; delivery is asynchronous. The
+  delivery callback (``on_delivery``) runs in the context ``produce`` was called in, whichever
+  later ``poll``/``flush`` serves it.
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
   ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
   Messages carrying an error (``msg.error()``) get no span.
@@ -24,6 +26,7 @@ block exits (failed if the block raised), or when ``finish(consumer)`` is called
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from tracekit.instrumentation._kafka import SYSTEM
 # produce(topic, value, key, partition, on_delivery, callback, timestamp, headers): the C
 # keyword list names on_delivery's alias "callback" too, so it takes a position of its own
 _HEADERS_POSITION = 7
+_CALLBACK_POSITIONS = {"on_delivery": 4, "callback": 5}
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
@@ -117,12 +121,33 @@ def _traced_producer_class(base: type) -> type:
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not type(self)._tracekit_live or self._tracekit_bare:
                 return super().produce(*args, **kwargs)
+            args, kwargs = _delivered_in_callers_context(args, kwargs)
             return _kafka.traced_send(
                 super().produce, args, kwargs, _HEADERS_POSITION, self._tracekit_limit
             )
 
     Producer.__module__ = base.__module__
     return Producer
+
+
+def _delivered_in_callers_context(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``produce``'s arguments with its delivery callback run in the context ``produce`` was
+    called in. librdkafka calls it from whichever later ``poll()`` or ``flush()`` serves the
+    report, where another request (or none) is current: its log lines, and a retry it sends,
+    would belong to that one."""
+    context = contextvars.copy_context()
+    for name, position in _CALLBACK_POSITIONS.items():
+        if len(args) > position and callable(args[position]):
+            args = (*args[:position], _run_in(context, args[position]), *args[position + 1 :])
+        elif callable(kwargs.get(name)):
+            kwargs = {**kwargs, name: _run_in(context, kwargs[name])}
+    return args, kwargs
+
+
+def _run_in(context: contextvars.Context, callback: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *report: context.run(callback, *report)
 
 
 def _traced_consumer_class(base: type) -> type:
