@@ -267,13 +267,13 @@ def _traced_execute(
     queued = _queued.pop(instance, None)
     if not queued:
         return wrapped(*args, **kwargs)
-    if inspect.iscoroutinefunction(wrapped):
-        return _executed_when_awaited(queued, wrapped(*args, **kwargs))
     try:
         replies = wrapped(*args, **kwargs)
     except BaseException as error:
         _end_queued(queued, None, error)
         raise
+    if inspect.isawaitable(replies):  # an asyncio pipeline: sent when awaited
+        return _executed_when_awaited(queued, replies)
     _end_queued(queued, replies)
     return replies
 
