@@ -157,6 +157,30 @@ def test_uninstrumented_send_adds_no_headers(
     assert spans.get_finished_spans() == ()
 
 
+def test_callbacks_on_a_sends_future_run_in_the_senders_context(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """kafka-python resolves the future in its sender thread: a callback (or errback) added by
+    the request that sent still logs under that request's correlation ID."""
+    kp = producer(kafka_bootstrap)
+    seen: list[tuple[str, str | None]] = []
+    done = threading.Event()
+
+    def delivered(metadata: object) -> None:
+        seen.append((type(metadata).__name__, tracekit.correlation_id()))
+        done.set()
+
+    token = tracekit.correlation.set_correlation_id("order-sent-1")
+    try:
+        future = kp.send(topic, b"v", partition=0)
+        future.add_callback(delivered).add_errback(lambda error: seen.append(("error", None)))
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert done.wait(10)
+    kp.close()
+    assert seen == [("RecordMetadata", "order-sent-1")]
+
+
 def test_headers_the_client_refuses_are_refused_as_without_tracekit(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

@@ -5,6 +5,8 @@
   of the same names the caller passed are replaced, never duplicated (a repeated ``traceparent``
   would make every consumer restart the trace). The span covers ``send()`` handing the record to
   the producer's buffer; delivery is asynchronous, so queue wait includes the producer's linger.
+  Callbacks added to the future ``send`` returns run in the context they were added in, not in
+  the sender thread's empty one.
 - Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
   producer's span and opens when the record is returned, so the loop body runs inside it.
 - ``poll()`` returns a batch: one record gets the same single-message span, several get one span
@@ -19,6 +21,8 @@ caller's code has the record.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from types import ModuleType
@@ -53,6 +57,12 @@ class KafkaInstrumentor(Instrumentor):
         self.wrap(consumer, "poll", _traced_poll)
         self.wrap(consumer, "close", _release_then_call)
         self.wrap(consumer, "__exit__", _release_on_exit)
+        # Defined on kafka-python's Future; only a send's FutureRecordMetadata is changed.
+        in_context = functools.partial(
+            _in_callers_context, module.producer.future.FutureRecordMetadata
+        )
+        self.wrap(module.future.Future, "add_callback", in_context)
+        self.wrap(module.future.Future, "add_errback", in_context)
 
 
 def finish(consumer: object, error: BaseException | None = None) -> None:
@@ -88,6 +98,22 @@ def _headers_position(producer: Any) -> int | None:
     if isinstance(version, tuple) and version < (0, 11):
         return None
     return _HEADERS_POSITION
+
+
+def _in_callers_context(
+    send_future: type,
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """A callback on the future ``send`` returned runs in the context it was added in:
+    kafka-python calls it from its sender thread, where no request is current, so its log lines
+    had no correlation ID and a retry it sent started a new trace."""
+    if not isinstance(instance, send_future) or not args or not callable(args[0]):
+        return wrapped(*args, **kwargs)
+    run_in_context = functools.partial(contextvars.copy_context().run, args[0])
+    return wrapped(run_in_context, *args[1:], **kwargs)
 
 
 def _traced_next(
