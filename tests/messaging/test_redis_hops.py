@@ -109,6 +109,26 @@ def test_stream_batch_links_every_entry(client, spans, entry_service) -> None:
     assert [link.attributes["correlation.id"] for link in consumer.links] == ["a-1", "a-2", "a-3"]
 
 
+def test_stream_batch_of_a_reply_as_redis_py_returns_it(client, spans) -> None:
+    """``consume_entries`` takes a stream's entries straight from the reply, under RESP2 and
+    RESP3 alike (RESP3 nests them one list deeper)."""
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        client.xadd(stream, {"order": str(n)})
+    reply = client.xread({stream: "0"})
+    per_stream = reply.items() if isinstance(reply, dict) else reply
+    for name, stream_entries in per_stream:
+        with traced_redis.consume_entries(name, stream_entries):
+            pass
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    producers = [s.context.span_id for s in _kind(finished, SpanKind.PRODUCER)]
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    assert consumer.attributes["messaging.batch.message_count"] == 3
+    assert [link.context.span_id for link in consumer.links] == producers
+
+
 def _streams(response: Any) -> list[tuple[Any, Any]]:
     entries = list(traced_redis.entries(response))
     return [(entries[0][0], [(entry_id, fields) for _, entry_id, fields in entries])]

@@ -132,12 +132,15 @@ def consume_entry(
 def consume_entries(
     stream: object, stream_entries: Sequence[tuple[Any, Mapping[Any, Any]]]
 ) -> messaging.Delivery:
-    """One CONSUMER span linked to every entry of a batch read from ``stream``."""
+    """One CONSUMER span linked to every entry of a batch read from ``stream``: its entries as
+    a reply holds them, RESP2 (``[(id, fields), ...]``) or RESP3 (one list deeper)."""
+    nested = _is_resp3_nesting(stream_entries)
+    batch: Sequence[Any] = stream_entries[0] if nested else stream_entries
     return messaging.consume_batch(
-        [fields for _, fields in stream_entries],
+        [fields for _, fields in batch],
         system=SYSTEM,
         destination=_text(stream),
-        correlation_properties=[messaging.correlation_property_of(f) for _, f in stream_entries],
+        correlation_properties=[messaging.correlation_property_of(f) for _, f in batch],
     )
 
 
