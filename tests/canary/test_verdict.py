@@ -197,21 +197,23 @@ def test_the_document_follows_the_schema_and_is_byte_identical_across_runs() -> 
     jsonschema.validate(json.loads(first), load_schema())
 
 
+def _beside_orders(key: RouteKey, errors: int) -> Verdict:
+    """The baseline serves /orders alone; the canary serves it too, and 200 requests of ``key``,
+    ``errors`` of them failed."""
+    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
+    canary = {
+        ORDERS: RouteSamples.of(lognormal(400, 2), 0),
+        key: RouteSamples.of(lognormal(200, 3), errors),
+    }
+    return judge(SUBJECT, baseline, canary)
+
+
 def test_a_route_only_the_canary_serves_is_judged_by_its_errors_among_all_requests() -> None:
     """A new endpoint was only warned about: a canary failing all 200 of its requests on it
     (a third of its traffic) passed, even under --gate strict. Its latency has no baseline to
     be compared with, but its failures are failures the baseline did not have."""
     new = RouteKey(HTTP, "/new-endpoint")
-    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
-
-    def with_new_endpoint(errors: int) -> Verdict:
-        canary = {
-            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
-            new: RouteSamples.of(lognormal(200, 3), errors),
-        }
-        return judge(SUBJECT, baseline, canary)
-
-    failing, healthy = with_new_endpoint(200), with_new_endpoint(0)
+    failing, healthy = _beside_orders(new, 200), _beside_orders(new, 0)
 
     for verdict in (failing, healthy):
         assert [(r.check.key, r.check.metric) for r in verdict.metrics][-1] == (new, "error_rate")
@@ -236,16 +238,7 @@ def test_a_new_queue_consumer_is_judged_by_its_errors_among_every_request() -> N
     nothing to count among"): a canary failing all 200 of its messages passed, even under
     --gate strict. Its failures count among every request of the version instead."""
     new = RouteKey(MESSAGING, "orders.created")
-    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
-
-    def with_new_consumer(errors: int) -> Verdict:
-        canary = {
-            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
-            new: RouteSamples.of(lognormal(200, 3), errors),
-        }
-        return judge(SUBJECT, baseline, canary)
-
-    failing, healthy = with_new_consumer(200), with_new_consumer(0)
+    failing, healthy = _beside_orders(new, 200), _beside_orders(new, 0)
 
     for verdict in (failing, healthy):
         assert [(r.check.key, r.check.metric) for r in verdict.metrics][-1] == (new, "error_rate")
@@ -265,16 +258,7 @@ def test_unmatched_consumers_the_baseline_had_none_of_are_judged_by_their_errors
     consumed nothing, and a canary failing all 200 of its messages passed, with a warning that
     their errors were compared. They count among every request of the version instead."""
     unmatched = RouteKey(MESSAGING, "_unmatched")
-    baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
-
-    def with_unmatched_consumer(errors: int) -> Verdict:
-        canary = {
-            ORDERS: RouteSamples.of(lognormal(400, 2), 0),
-            unmatched: RouteSamples.of(lognormal(200, 3), errors),
-        }
-        return judge(SUBJECT, baseline, canary)
-
-    failing, healthy = with_unmatched_consumer(200), with_unmatched_consumer(0)
+    failing, healthy = _beside_orders(unmatched, 200), _beside_orders(unmatched, 0)
 
     errors = next(m for m in to_json(failing)["metrics"] if m["route"] == "_unmatched")
     assert (errors["name"], errors["n"]) == ("error_rate", {"baseline": 400, "canary": 600})

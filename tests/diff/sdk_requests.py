@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,6 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from tracekit import correlation
 from tracekit._runtime.setup import CorrelationSpanProcessor
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 from tracekit.store.exporter import StoreSpanExporter
 
@@ -227,3 +229,14 @@ def _carried(span: Span) -> otel_context.Context:
 def _messaging(destination: str, operation: str) -> dict[str, object]:
     return {"messaging.system": "rabbitmq", "messaging.destination.name": destination,
             "messaging.operation.type": operation}  # fmt: skip
+
+
+def api_entry(n: int, start_ns: int, duration_ms: float = 20, **fields: Any) -> SpanRecord:
+    """Request ``n`` to service ``api`` as one stored SERVER span ``GET /items``, with ``fields``
+    (attributes, service_version): for tests that write records straight into a store or a fake
+    backend, with no SDK."""
+    return SpanRecord(
+        trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
+        service="api", name="GET /items", kind="SERVER", start_unix_nano=start_ns,
+        end_unix_nano=start_ns + int(duration_ms * 10**6), **fields,
+    )  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 from checkout import Shape, build
 from click.testing import CliRunner
 from loopback import start_werkzeug
-from sdk_requests import Deployment
+from sdk_requests import Deployment, api_entry
 from werkzeug.wrappers import Request
 
 from tracekit.records import SpanRecord
@@ -88,13 +88,9 @@ def test_the_set_form_on_jaeger_reads_every_request_of_the_window_not_one_search
     now = time.time_ns() - 60 * 10**9
 
     def request(n: int) -> SpanRecord:
-        start, version = now - n * 5 * 10**9, "2" if n % 10 == 0 else "1"
-        return SpanRecord(
-            trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
-            service="api", name="GET /items", kind="SERVER", start_unix_nano=start,
-            end_unix_nano=start + 20_000_000, attributes={"correlation.id": f"req-{n}"},
-            service_version=version,
-        )  # fmt: skip
+        version = "2" if n % 10 == 0 else "1"
+        cid = {"correlation.id": f"req-{n}"}
+        return api_entry(n, now - n * 5 * 10**9, attributes=cid, service_version=version)
 
     for url in serve(FakeJaeger([request(n) for n in range(400)])):
         result = CliRunner().invoke(

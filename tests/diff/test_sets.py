@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 from checkout import Shape, build
 from click.testing import CliRunner
-from sdk_requests import Deployment
+from sdk_requests import Deployment, api_entry
 
 from tracekit.diff import load_schema
 from tracekit.store import Store
@@ -209,13 +209,8 @@ def test_a_busy_window_compares_its_newest_requests(
     now = time.time_ns()
 
     def request(n: int, version: str, ago_s: float) -> SpanRecord:
-        start = now - int(ago_s * 1e9)
-        return SpanRecord(
-            trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
-            service="api", name="GET /items", kind="SERVER", start_unix_nano=start,
-            end_unix_nano=start + 20_000_000, attributes={"correlation.id": f"req-{n}"},
-            service_version=version,
-        )  # fmt: skip
+        cid = {"correlation.id": f"req-{n}"}
+        return api_entry(n, now - int(ago_s * 1e9), attributes=cid, service_version=version)
 
     old = [request(n, "1.4", 3000 - n) for n in range(100)]
     recent = [request(100 + n, "1.4" if n % 2 else "1.5", 60 - n) for n in range(40)]
@@ -243,13 +238,8 @@ def test_a_boolean_or_number_attribute_is_selected_as_json_writes_it(tmp_path: P
     now = time.time_ns() - 60 * 10**9
 
     def request(n: int) -> SpanRecord:
-        start = now + n * 10**7
-        return SpanRecord(
-            trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None,
-            service="api", name="GET /items", kind="SERVER", start_unix_nano=start,
-            end_unix_nano=start + (30 if n % 2 else 20) * 10**6,
-            attributes={"feature.new_checkout": n % 2 == 1, "retry.limit": 3},
-        )  # fmt: skip
+        flags = {"feature.new_checkout": n % 2 == 1, "retry.limit": 3}
+        return api_entry(n, now + n * 10**7, 30 if n % 2 else 20, attributes=flags)
 
     spans = [request(n) for n in range(40)]
     with Store(tmp_path / "flags.db") as store:
