@@ -143,7 +143,7 @@ def collector(
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
     try:
         receiver.start()
-        click.echo(f"tracekit collector listening on {_where(receiver)}, storing in {path}")
+        _announce(f"tracekit collector listening on {_where(receiver)}, storing in {path}")
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -152,6 +152,19 @@ def collector(
         receiver.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _announce(line: str) -> None:
+    """Print the listening line. It is news, not the collector's job: a stdout that cannot take
+    it (a full disk, a pipe whose reader left) is pointed at /dev/null and the collector serves
+    on, as a daemon whose log is gone does."""
+    try:
+        click.echo(line)
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Receiver:

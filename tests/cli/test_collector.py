@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from loopback import free_port
+from loopback import free_port, wait_for_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from ordinary_user import as_an_ordinary_user
 from tests.receiver._collector_process import start_collector
@@ -245,3 +245,34 @@ def test_the_grpc_endpoint_the_help_gives_reaches_the_collector(tmp_path: Path) 
 
     stored = Store(store_path).spans_since(0)
     assert [(s.service, s.name) for s in stored] == [("billing", "charge")]
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed pipe"])
+def test_a_stdout_that_cannot_take_the_listening_line_does_not_stop_the_collector(
+    tmp_path: Path, stdout: str
+) -> None:
+    """The listening line is news, not the collector's job: with stdout on a full disk, or a
+    pipe whose reader has gone, it said "internal error" (exit 2) or just ended (exit 1), and
+    exporters lost their collector. It now serves on, and stores what it is sent."""
+    port = free_port()
+    command = [*ENTRY, "--store", str(tmp_path / "s.db"), "--port", str(port), "--grpc-port", "0"]
+    if stdout == "/dev/full":
+        with open("/dev/full", "w") as full:
+            process = subprocess.Popen(command, stdout=full, stderr=subprocess.PIPE)
+    else:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None
+        process.stdout.close()  # the reader left before the line was written
+    try:
+        wait_for_port(port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", "/v1/traces", _one_span(), {"Content-Type": "application/x-protobuf"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert process.poll() is None, process.communicate()[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err and b"internal error" not in err
+    assert [s.name for s in Store(tmp_path / "s.db").spans_by_trace_ids(["01" * 16])] == ["hello"]
