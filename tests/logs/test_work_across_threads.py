@@ -1,0 +1,89 @@
+"""What a view's log lines show when its work moves to another thread (docs/logs.md, "Work
+on other threads"): a Flask app behind tracekit's WSGI middleware on a real server.
+
+Python gives a new thread, and each thread of a ``ThreadPoolExecutor``, an empty context:
+their lines carry no correlation ID, and never the ID of an earlier request that thread helped
+with. ``contextvars.copy_context().run`` carries the request's ID and trace there.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import flask
+import pytest
+import requests
+from opentelemetry.sdk.trace import TracerProvider
+
+from tracekit import config, logs, wsgi
+
+FORMAT = "%(correlation_id)s %(trace_id)s %(message)s"
+
+
+@pytest.fixture
+def lines() -> Iterator[io.StringIO]:
+    logs.install(config.resolve("shop", environ={}, export_logs=False))
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logger = logging.getLogger("shop.threads")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield output
+    finally:
+        logger.removeHandler(handler)
+        logs.uninstall()
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_pool_threads_show_no_id_unless_the_context_is_copied(
+    lines: io.StringIO, tracer_provider: TracerProvider
+) -> None:
+    log = logging.getLogger("shop.threads")
+    pool = ThreadPoolExecutor(1)
+    app = flask.Flask(__name__)
+
+    @app.get("/")
+    def index() -> str:
+        log.info("view")
+        pool.submit(log.info, "pool").result()
+        pool.submit(contextvars.copy_context().run, log.info, "pool copied").result()
+        thread = threading.Thread(target=log.info, args=("thread",))
+        thread.start()
+        thread.join()
+        return "ok"
+
+    app.wsgi_app = wsgi.TracekitMiddleware(app.wsgi_app, tracer_provider=tracer_provider)  # type: ignore[method-assign]
+    server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for cid in ("order-1", "order-2"):
+            url = f"http://127.0.0.1:{server.server_port}/"
+            requests.get(url, headers={"X-Correlation-ID": cid}, timeout=10)
+        pool.submit(log.info, "pool idle").result()
+    finally:
+        server.shutdown()
+        server.server_close()
+        pool.shutdown()
+    shown = [line.split(" ", 2) for line in lines.getvalue().splitlines()]
+    by_message: dict[str, list[tuple[str, str]]] = {}
+    for cid, trace_id, message in shown:
+        by_message.setdefault(message, []).append((cid, trace_id))
+    views = by_message["view"]
+    assert [cid for cid, _ in views] == ["order-1", "order-2"]
+    assert by_message["pool copied"] == views  # the request's ID and trace, in the pool
+    assert by_message["pool"] == [("-", "-")] * 2  # no ID, and never the other request's
+    assert by_message["thread"] == [("-", "-")] * 2
+    assert by_message["pool idle"] == [("-", "-")]
