@@ -120,20 +120,41 @@ class ServerRequests:
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
             method = semconv.OTHER_METHOD
         request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
+        try:
+            self._begin(request, current, path, headers, attributes)
+        except BaseException:
+            # The caller serves the request without tracekit: nothing of it may stay current,
+            # or the thread's next request (a WSGI server's) and its idle lines would show it.
+            _restore(request)
+            raise
+        return request
+
+    def _begin(
+        self,
+        request: ActiveRequest,
+        current: otel_context.Context,
+        path: str,
+        headers: Mapping[str, list[str]],
+        attributes: dict[str, Any],
+    ) -> None:
+        """Open the request's span (or stamp the one around it) and count it in flight."""
+        cid = request.correlation_id
         if self._tracer is not None:
             enclosing = self._stamped_enclosing_span(cid) if current else None
             if enclosing is None:
-                self._start_span(request, path, headers, attributes)
+                try:
+                    self._start_span(request, path, headers, attributes)
+                except Exception as error:  # a host sampler or processor that raises
+                    report_once("request span", error)  # the request keeps its ID, no span
             else:
                 request.span, request.owns_span = enclosing, False
                 # the request, where a second tracekit layer inside this one finds it
                 request.context_token = otel_context.attach(
                     otel_context.Context({**current, _REQUEST_KEY: request})
                 )
-        if self._metrics is not None and measured:
+        if self._metrics is not None and request.measured:
             self._metrics.request_started()
         request.started = perf_counter()
-        return request
 
     def complete(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
