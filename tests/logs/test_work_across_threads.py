@@ -3,7 +3,8 @@ on other threads"): a Flask app behind tracekit's WSGI middleware on a real serv
 
 Python gives a new thread, and each thread of a ``ThreadPoolExecutor``, an empty context:
 their lines carry no correlation ID, and never the ID of an earlier request that thread helped
-with. ``contextvars.copy_context().run`` carries the request's ID and trace there.
+with. Flask's ``copy_current_request_context`` carries Flask's request only.
+``contextvars.copy_context().run`` carries the request's ID and trace there.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
         thread = threading.Thread(target=log.info, args=("thread",))
         thread.start()
         thread.join()
+        flasks = flask.copy_current_request_context(lambda: log.info("flask %s", "copied"))
+        thread = threading.Thread(target=flasks)
+        thread.start()
+        thread.join()
+        both = flask.copy_current_request_context(lambda: log.info("both %s", "copied"))
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(both,))
+        thread.start()
+        thread.join()
         return "ok"
 
     app.wsgi_app = wsgi.TracekitMiddleware(app.wsgi_app, tracer_provider=tracer_provider)  # type: ignore[method-assign]
@@ -87,3 +96,5 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
     assert by_message["pool"] == [("-", "-")] * 2  # no ID, and never the other request's
     assert by_message["thread"] == [("-", "-")] * 2
     assert by_message["pool idle"] == [("-", "-")]
+    assert by_message["flask copied"] == [("-", "-")] * 2  # Flask's request, not the IDs
+    assert by_message["both copied"] == views
