@@ -14,9 +14,12 @@ import re
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
+from opentelemetry import context as otel_context
+
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
 __all__ = [
+    "CONTEXT_KEY",
     "MAX_LENGTH",
     "correlation_id",
     "first_valid",
@@ -32,12 +35,22 @@ MAX_LENGTH = 128
 # control characters, so a valid ID can be written into logs and headers as it is.
 _VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:;=#@+/\-]*")
 
-_current: ContextVar[str | None] = ContextVar("tracekit_correlation_id", default=None)
+# Never set in this context: "" (never a valid ID). Set to None: cleared.
+_current: ContextVar[str | None] = ContextVar("tracekit_correlation_id")
+
+# The request's (or message's) ID also rides in the OpenTelemetry context tracekit attaches for
+# its span, so what carries only that context into another thread (OpenTelemetry's threading
+# instrumentation, an executor that attaches ``context.get_current()``) carries the ID too.
+CONTEXT_KEY = otel_context.create_key("tracekit-correlation-id")
 
 
 def correlation_id() -> str | None:
     """Return the correlation ID of the request being handled, or None outside a request."""
-    return _current.get()
+    value = _current.get("")
+    if value != "":
+        return value
+    carried = otel_context.get_value(CONTEXT_KEY)
+    return carried if isinstance(carried, str) else None
 
 
 def set_correlation_id(value: str | None) -> Token[str | None]:

@@ -4,7 +4,8 @@ on other threads"): a Flask app behind tracekit's WSGI middleware on a real serv
 Python gives a new thread, and each thread of a ``ThreadPoolExecutor``, an empty context:
 their lines carry no correlation ID, and never the ID of an earlier request that thread helped
 with. Flask's ``copy_current_request_context`` carries Flask's request only.
-``contextvars.copy_context().run`` carries the request's ID and trace there.
+``contextvars.copy_context().run`` carries the request's ID and trace there, and so does
+carrying only OpenTelemetry's context (its threading instrumentation): the ID rides in it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextvars
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -21,6 +22,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import flask
 import pytest
 import requests
+from opentelemetry import context
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 
 from tracekit import config, logs, wsgi
@@ -44,6 +47,20 @@ def lines() -> Iterator[io.StringIO]:
         logs.uninstall()
 
 
+def with_otel_context(captured: Context) -> Callable[[str], None]:
+    """What OpenTelemetry's threading instrumentation runs in a pool thread: the trace context
+    of the submitting code attached, and nothing else of its context variables."""
+
+    def log_in_it(message: str) -> None:
+        token = context.attach(captured)
+        try:
+            logging.getLogger("shop.threads").info(message)
+        finally:
+            context.detach(token)
+
+    return log_in_it
+
+
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -61,6 +78,7 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
         log.info("view")
         pool.submit(log.info, "pool").result()
         pool.submit(contextvars.copy_context().run, log.info, "pool copied").result()
+        pool.submit(with_otel_context(context.get_current()), "otel carried").result()
         thread = threading.Thread(target=log.info, args=("thread",))
         thread.start()
         thread.join()
@@ -93,6 +111,7 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
     views = by_message["view"]
     assert [cid for cid, _ in views] == ["order-1", "order-2"]
     assert by_message["pool copied"] == views  # the request's ID and trace, in the pool
+    assert by_message["otel carried"] == views  # the ID rides with the trace context
     assert by_message["pool"] == [("-", "-")] * 2  # no ID, and never the other request's
     assert by_message["thread"] == [("-", "-")] * 2
     assert by_message["pool idle"] == [("-", "-")]

@@ -150,7 +150,9 @@ class ServerRequests:
                 request.span, request.owns_span = enclosing, False
                 # the request, where a second tracekit layer inside this one finds it
                 request.context_token = otel_context.attach(
-                    otel_context.Context({**current, _REQUEST_KEY: request})
+                    otel_context.Context(
+                        {**current, _REQUEST_KEY: request, correlation.CONTEXT_KEY: cid}
+                    )
                 )
         if self._metrics is not None and request.measured:
             self._metrics.request_started()
@@ -293,7 +295,12 @@ class ServerRequests:
         # and the request, which a second tracekit layer inside this one finds there.
         request.context_token = otel_context.attach(
             otel_context.Context(
-                {**parent, propagation.CURRENT_SPAN_KEY: span, _REQUEST_KEY: request}
+                {
+                    **parent,
+                    propagation.CURRENT_SPAN_KEY: span,
+                    _REQUEST_KEY: request,
+                    correlation.CONTEXT_KEY: request.correlation_id,
+                }
             )
         )
 

@@ -160,7 +160,13 @@ class Delivery:
         )
         # One new Context holding the span (what trace.set_span_in_context builds).
         return otel_context.attach(
-            otel_context.Context({**parent, propagation.CURRENT_SPAN_KEY: span})
+            otel_context.Context(
+                {
+                    **parent,
+                    propagation.CURRENT_SPAN_KEY: span,
+                    correlation.CONTEXT_KEY: self.correlation_id,
+                }
+            )
         )
 
     def _record_waits(self, target: Target, now_ns: int) -> None:
