@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
 import tracekit
-from tracekit import wsgi
+from tracekit import asgi, wsgi
 
 
 class RaisesOnSomePaths(Sampler):
@@ -82,3 +82,21 @@ def test_a_failed_start_leaves_no_id_for_the_next_requests(
     assert get("/health") == "-"  # not order-1's
     assert get("/orders", "order-2") == "order-2"
     assert get("/health") == "-"
+
+
+def test_an_asgi_request_whose_span_fails_keeps_its_id(
+    serve_asgi: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        body = (tracekit.correlation_id() or "-").encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    provider = TracerProvider(sampler=RaisesOnSomePaths())
+    base = serve_asgi(asgi.TracekitMiddleware(answer, tracer_provider=provider))
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        response = requests.get(
+            base + "/broken", headers={"X-Correlation-ID": "order-3"}, timeout=10
+        )
+    assert response.text == "order-3"
+    assert response.headers["X-Correlation-ID"] == "order-3"
