@@ -44,8 +44,10 @@ WARNING_INTERVAL_S = 60.0
 # key: an RFC 7230 token; value: baggage-octets (anything else arrives percent-encoded).
 _KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
-# property = key OWS "=" OWS value / key; a value as written (percent-encoded), never decoded
-_PROPERTY = re.compile(rf"[ \t]*({_KEY.pattern})[ \t]*(?:=[ \t]*({_VALUE.pattern}))?[ \t]*")
+# property = key OWS "=" OWS value / key; a value as written (percent-encoded), never decoded.
+# Matched after the outer whitespace is stripped: with "[ \t]*" on both sides of the optional
+# "= value", a property of a key and thousands of spaces took quadratic time (0.1 s a header).
+_PROPERTY = re.compile(rf"({_KEY.pattern})(?:[ \t]*=[ \t]*({_VALUE.pattern}))?")
 _OWS = " \t"
 # A list of members that ``_member`` would keep exactly as written: a key, "=", a value without
 # "%" (nothing to decode), no whitespace or properties.
@@ -149,7 +151,7 @@ def _properties(raw: str) -> str:
         return ""
     kept = []
     for item in written.split(";"):
-        match = _PROPERTY.fullmatch(item)
+        match = _PROPERTY.fullmatch(item.strip(_OWS))
         if match is None:
             return ""
         key, value = match.groups()
