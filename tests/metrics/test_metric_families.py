@@ -6,6 +6,7 @@ werkzeug for the HTTP client's target, and prometheus-client's own server for ``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -345,6 +346,43 @@ def test_idle_connections_to_the_metrics_port_hold_no_thread_for_long(
         assert response.status_code == 200 and response.text.rstrip().endswith("# EOF")
     finally:
         for connection in idle:
+            connection.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_clients_sending_their_request_a_byte_at_a_time_do_not_shut_scrapes_out(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The timeout bounded each read, not the request: a client sending a byte a little more
+    often than the timeout held its slot for as long as it liked, and as many such clients as
+    there are slots shut every scrape out (each was closed unanswered). Now a connection has
+    the timeout as a whole to send its request and take its answer."""
+    monkeypatch.setattr(metrics_server._Handler, "timeout", 0.5)
+    port = free_port()
+    server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
+    slow = [
+        socket.create_connection(("127.0.0.1", port)) for _ in range(metrics_server.MAX_CONNECTIONS)
+    ]
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.wait(0.2):
+            for connection in slow:
+                with contextlib.suppress(OSError):
+                    connection.send(b"G")
+
+    dripping = threading.Thread(target=drip, daemon=True)
+    dripping.start()
+    try:
+        time.sleep(1.0)  # twice the timeout, every slow client still sending
+        response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS})
+        assert response.status_code == 200 and response.text.rstrip().endswith("# EOF")
+    finally:
+        stop.set()
+        dripping.join()
+        for connection in slow:
             connection.close()
         server.close()
     assert "Traceback" not in capfd.readouterr().err

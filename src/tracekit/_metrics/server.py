@@ -4,14 +4,18 @@ prometheus-client's ``start_http_server`` gives every connection a thread of the
 and waits for its request without a timeout: a client that connects and sends nothing (a port
 scanner, a slow or hostile peer; the port binds every interface) held a thread for ever, and
 a thousand such connections were a thousand threads in the application. Here a connection must
-send its request and take its answer within ``TIMEOUT_S`` per read or write, and at most
-``MAX_CONNECTIONS`` are served at once: one more is closed at once, without a thread.
+send its whole request within ``TIMEOUT_S`` (a client sending a byte every few seconds is cut
+off too) and take each write of the answer within it, and at most ``MAX_CONNECTIONS`` are served
+at once: one more is closed at once, without a thread.
 """
 
 from __future__ import annotations
 
+import io
+import socket
 import sys
 import threading
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -30,8 +34,40 @@ class _Handler(WSGIRequestHandler):
 
     timeout = TIMEOUT_S
 
+    def setup(self) -> None:
+        """Read the request within ``timeout`` as a whole: the socket's timeout bounds each
+        read only, and clients sending a byte at a time held every slot for as long as they
+        liked (every scrape was closed unanswered)."""
+        super().setup()
+        deadline = time.monotonic() + self.timeout
+        self.rfile.close()  # the plain reader setup() made (the socket stays open)
+        self.rfile = io.BufferedReader(_ReadsBefore(self.connection, deadline))
+
+    def parse_request(self) -> bool:
+        """Parse the request read, then give each write of the answer the whole timeout."""
+        parsed = super().parse_request()
+        self.connection.settimeout(self.timeout)
+        return parsed
+
     def log_message(self, format: str, *args: Any) -> None:
         """Log nothing: a scrape every few seconds is not news."""
+
+
+class _ReadsBefore(socket.SocketIO):
+    """A socket's reads, each given only the time left until ``deadline``."""
+
+    def __init__(self, connection: socket.socket, deadline: float) -> None:
+        super().__init__(connection, "rb")
+        self._connection = connection
+        self._deadline = deadline
+
+    def readinto(self, buffer: Any) -> int | None:
+        """Read as the socket does, raising ``TimeoutError`` once the deadline has passed."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete within the timeout")
+        self._connection.settimeout(left)
+        return super().readinto(buffer)
 
 
 class _Server(ThreadingMixIn, WSGIServer):
