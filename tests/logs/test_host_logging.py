@@ -124,6 +124,33 @@ def test_non_propagating_loggers_are_not_exported_but_celery_task_loggers_are(tm
     assert stored_bodies(tmp_path) == ["task line"]
 
 
+def test_the_warning_naming_the_otlp_endpoint_leaves_its_credentials_out(tmp_path: Path) -> None:
+    """A token in the endpoint's query (``?api_key=``) was repeated in tracekit's warning, on
+    the application's log; userinfo already was not."""
+    port = free_port()  # nobody listens there
+    result = run_python(
+        """
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init("shop", metrics_port=0)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            pass
+        tracekit.shutdown()
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        TRACEKIT_LOGS="false",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://me:pw1@127.0.0.1:{port}/v1/traces?api_key=tok1",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1",
+    )
+    ours = [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
+    assert ours == [
+        f"tracekit: could not export spans to the OTLP endpoint http://127.0.0.1:{port}/v1/traces?…"
+        " (unreachable or refusing); they are dropped until it answers. Start a collector there"
+        " (or `tracekit collector`), or set TRACEKIT_EXPORTER=store to write to the local store."
+    ], result.stderr
+
+
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(

@@ -61,10 +61,12 @@ _EXPORTERS = {
 
 
 def _without_credentials(url: str) -> str:
+    """``url`` for a log line: without userinfo, and with its query (``?api_key=…``, a token
+    some backends take there) and fragment cut to ``?…``."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "…" if parts.query or parts.fragment else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
 
 
 class ExportWatch(logging.Filter):
