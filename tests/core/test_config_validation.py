@@ -33,6 +33,8 @@ BAD_VALUES = [
     ("TRACEKIT_CORRELATION_HEADERS", "X-Id,Bad Header", "not a valid HTTP header name"),
     ("TRACEKIT_CORRELATION_HEADERS", " , ", "at least one header name"),
     ("TRACEKIT_RESPONSE_HEADER", "X:Id", "not a valid HTTP header name"),
+    # a ConfigMap's block scalar ends with a newline: it was sent, splitting the header line
+    ("TRACEKIT_RESPONSE_HEADER", "X-Request-ID\n", "not a valid HTTP header name"),
     ("TRACEKIT_INSTRUMENT", "requests,pyka", "unknown 'pyka'"),
     # TRACEKIT_INSTRUMENT=${TRACEKIT_INSTRUMENT} unset in a compose file instrumented nothing
     ("TRACEKIT_INSTRUMENT", "", "expected all or instrumentation names, got ''"),
@@ -71,6 +73,7 @@ def test_every_variable_is_covered_by_a_bad_value() -> None:
         ("exporter", "jaeger", "must be one of"),
         ("public_endpoint", "yes", "expected true or false"),
         ("correlation_headers", 7, "expected a list"),
+        ("response_header", "X-Request-ID\n", "not a valid HTTP header name"),
     ],
 )
 def test_a_bad_keyword_names_the_keyword_and_its_variable(option: str, value: object, says: str):
