@@ -107,9 +107,10 @@ def test_jaeger_encoding() -> None:
     assert (insert.kind, insert.status, insert.scope) == ("INTERNAL", "OK", None)
 
 
-@pytest.mark.parametrize("trace_id", ["00010203", "!!"])
+@pytest.mark.parametrize("trace_id", ["00010203", "!!", "000102030405060708090a0b0c0d0e0\n"])
 def test_ids_no_server_writes_are_refused(trace_id: str) -> None:
-    """A short id (Tempo writes those only in search hits), junk."""
+    """A short id (Tempo writes those only in search hits), junk, 31 hex digits and a newline
+    (taken as an id, newline and all: ``$`` matches before a final newline)."""
     span = {"traceId": trace_id, "spanId": "3031323334353637", "name": "x"}
     with pytest.raises(BackendError, match="unreadable id"):
         spans_from_batches([{"scopeSpans": [{"spans": [span]}]}])

@@ -31,7 +31,7 @@ from typing import Any
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
 from tracekit.store._limits import bounded_span
 
-HEX = re.compile(r"^[0-9a-f]+$")
+HEX = re.compile(r"[0-9a-f]+")
 # OTLP numbers; an unspecified kind (0) reads as INTERNAL, as OpenTelemetry's SDKs treat it
 KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -75,7 +75,7 @@ def decode_id(value: Any, size: int) -> str:
     if value is None or value == "":
         return ""
     # hex of this length is never base64 of ``size`` bytes (24 or 12 characters); any case
-    if isinstance(value, str) and len(value) == size * 2 and HEX.match(value.lower()):
+    if isinstance(value, str) and len(value) == size * 2 and HEX.fullmatch(value.lower()):
         return value.lower()
     try:
         raw = base64.b64decode(value, validate=True)
