@@ -348,6 +348,23 @@ def test_client_errors_are_recorded_and_raised(name: str, http_clients: None, wa
     assert span.attributes["error.type"] in {type(e).__qualname__ for e in _chain(raised.value)}
 
 
+@pytest.mark.parametrize("name", ["httpx", "httpx-async", "urllib3"])  # requests and aiohttp
+def test_a_url_whose_port_is_no_port_fails_in_the_clients_words_with_a_span(  # refuse it first
+    name: str, http_clients: None, wait_for_spans, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``:99999`` made tracekit's own attribute code raise: the call went on untraced and
+    the application's log got tracekit's warning with a traceback (an application calling
+    URLs its users give, a webhook sender, would see it from the first such URL)."""
+    with pytest.raises(Exception) as raised:
+        CLIENTS[name]("http://127.0.0.1:99999/hook?token=t")
+
+    assert "tracekit" not in caplog.text
+    (span,) = wait_for_spans(1)
+    assert span.attributes["url.full"] == "http://127.0.0.1/hook"
+    assert "server.port" not in span.attributes
+    assert span.attributes["error.type"] in {type(e).__qualname__ for e in _chain(raised.value)}
+
+
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
     while error is not None:
         yield error

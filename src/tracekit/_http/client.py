@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -127,22 +127,33 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
 def _attributes(method: str, url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     host = parts.hostname or ""
+    port = _port(parts)
     known = method.upper() in KNOWN_METHODS
     attributes: dict[str, Any] = {
         semconv.HTTP_REQUEST_METHOD: method.upper() if known else semconv.OTHER_METHOD,
         # userinfo and query dropped: they carry credentials and tokens too often
         semconv.URL_FULL: f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
-        + (f":{parts.port}" if parts.port else "")
+        + (f":{port}" if port and port > 0 else "")
         + parts.path,
     }
     if not known and METHOD_TOKEN.fullmatch(method):  # what _OTHER stands for (PURGE, PROPFIND…)
         attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    if port:
-        attributes[semconv.SERVER_PORT] = port
+    if port != -1:
+        port = port or {"http": 80, "https": 443}.get(parts.scheme)
+        if port:
+            attributes[semconv.SERVER_PORT] = port
     return attributes
+
+
+def _port(parts: SplitResult) -> int | None:
+    """The URL's port; -1 for one that is no port (``:99999``, ``:abc``), which the client
+    refuses or tries in its own way: the span is still made, without a port."""
+    try:
+        return parts.port
+    except ValueError:
+        return -1
 
 
 def run_traced(
