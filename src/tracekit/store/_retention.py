@@ -100,7 +100,9 @@ def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
     vacuumed = False
     free = _free_pages(conn)
     while free > 0:
-        retry_busy(lambda: conn.execute("PRAGMA incremental_vacuum(2048)").fetchall())
+        # executescript steps the pragma to its end: execute() steps a statement that returns
+        # no columns once, and incremental_vacuum frees one page per step.
+        retry_busy(lambda: conn.executescript("PRAGMA incremental_vacuum(2048)"))
         vacuumed = True
         yield 0
         # A file whose auto_vacuum is not INCREMENTAL (made by an older tracekit in a file that
