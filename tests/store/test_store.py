@@ -328,6 +328,37 @@ def test_parsing_retention_flags() -> None:
             parse_size(bad)
 
 
+def test_another_application_s_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TRACEKIT_STORE pointed at the app's own SQLite file: the exporter vacuumed it, switched
+    it to WAL for good and added tracekit's tables to it, without a word."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tracekit.store.exporter import StoreSpanExporter
+
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            "CREATE TABLE users (name TEXT); INSERT INTO users VALUES ('ann');"
+            "PRAGMA user_version = 1;"  # the app's own migration number
+        )
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(StoreSpanExporter(path)))
+    with provider.get_tracer("t").start_as_current_span("GET /"):
+        pass
+    with pytest.raises(sqlite3.Error, match="not a tracekit store"):
+        Store(path).create()
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert conn.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+        assert conn.execute("SELECT name FROM sqlite_schema").fetchall() == [("users",)]
+        assert conn.execute("SELECT name FROM users").fetchall() == [("ann",)]
+    assert "not a tracekit store" in caplog.text
+
+
 def test_an_exporter_that_cannot_write_says_why_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

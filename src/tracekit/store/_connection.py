@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from tracekit.store._schema import migrate, schema_version
+from tracekit.store._schema import NotAStoreError, holds_other_tables, migrate, schema_version
 
 T = TypeVar("T")
 
@@ -41,6 +41,11 @@ def open_writer(path: Path) -> sqlite3.Connection:
     """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
     create_private(path)
     conn = _connect(str(path), uri=False)
+    # TRACEKIT_STORE pointed at the app's own database must not turn it into a store: vacuumed,
+    # switched to WAL, tracekit's tables added to it.
+    if retry_busy(lambda: holds_other_tables(conn)):
+        conn.close()
+        raise NotAStoreError("not a tracekit store: the file holds another database's tables")
     if schema_version(conn) == 0:  # (on a store, it would only wait for another writer's lock)
         _vacuum_incrementally(conn)
     retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))

@@ -92,6 +92,20 @@ class SchemaTooNewError(RuntimeError):
     """The file was written by a newer tracekit than this one."""
 
 
+class NotAStoreError(sqlite3.OperationalError):
+    """The file is another application's database (it has tables, and no store schema)."""
+
+
+def holds_other_tables(conn: sqlite3.Connection) -> bool:
+    """Whether the database has tables but not the store's: another application's (whatever
+    its user_version says). A store's first migration creates its tables in one transaction."""
+    row = conn.execute(  # one statement: one snapshot, while another writer may be migrating
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema)"
+        " AND NOT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'spans')"
+    ).fetchone()
+    return bool(row[0])
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     """The number of migrations applied to the open database."""
     row = conn.execute("PRAGMA user_version").fetchone()
