@@ -16,13 +16,17 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def start_collector(
-    store: Path, *extra: str, open_files: int | None = None
+    store: Path, *extra: str, open_files: int | None = None, file_bytes: int | None = None
 ) -> tuple[subprocess.Popen[str], int]:
-    """Start the collector on a free port (``open_files``: its fd limit); returns it, its port."""
+    """Start the collector on a free port (``open_files``: its fd limit; ``file_bytes``: the
+    largest file it may write, a disk that fills up there); returns it, its port."""
 
     def limit_files() -> None:
         if open_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+        if file_bytes is not None:  # Python ignores SIGXFSZ: a write past it fails with EFBIG
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, hard))
 
     grpc = [] if "--grpc-port" in extra else ["--grpc-port", "0"]  # never the shared 4317
     process = subprocess.Popen(

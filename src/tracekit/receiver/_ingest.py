@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
 from tracekit.store._connection import one_line
@@ -26,6 +27,7 @@ from tracekit.store._process import (
 from tracekit.store._rows import SpanRows
 
 _log = logging.getLogger("tracekit.receiver")
+_WRITE_FAILED = "tracekit receiver: write failed: %s: %s; %d more such warnings suppressed"
 # Batches handed to the writer process at once: while it commits one, the next is already in
 # its pipe, so it never waits for this process (whose threads take turns with the GIL).
 _IN_FLIGHT = 2
@@ -73,6 +75,7 @@ class IngestQueue:
         self.store = store
         self._process = WriterProcess(store.path) if writer_process else None
         self._store_errors: set[str] = set()
+        self._write_failures = RateLimitedWarning(60.0, _WRITE_FAILED)
         self.capacity = capacity
         self.batch_size = batch_size
         self.retention = retention
@@ -228,10 +231,8 @@ class IngestQueue:
                 self.store.encoder.interner.refresh()
         elif is_damage(error):  # every write fails alike until the file is replaced
             self.note_store_error(error)
-        else:
-            _log.warning(
-                "tracekit receiver: write failed: %s: %s", type(error).__name__, str(error)[:200]
-            )
+        else:  # a full disk fails every request alike: said once a minute, not once each
+            self._write_failures.warn(type(error).__name__, one_line(error))
         ticket.finish(error)
 
     def note_store_error(self, error: BaseException) -> None:

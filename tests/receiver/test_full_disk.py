@@ -1,0 +1,45 @@
+"""``tracekit collector`` on a disk that fills up: clients hear 503, the log is not flooded."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver._collector_process import start_collector
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    now = time.time_ns()
+    for _ in range(spans):
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "GET /"
+        span.start_time_unix_nano = span.end_time_unix_nano = now
+        attribute = span.attributes.add()
+        attribute.key, attribute.value.string_value = "payload", os.urandom(2000).hex()
+    return request.SerializeToString()
+
+
+def test_a_full_disk_is_said_once_not_once_per_request(tmp_path: Path) -> None:
+    """Every request failed alike, and each one wrote a "write failed" line: steady traffic on
+    a full disk flooded the collector's log (which may well be on that disk)."""
+    process, port = start_collector(tmp_path / "full.db", file_bytes=400_000)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    statuses = []
+    for _ in range(30):
+        conn.request("POST", "/v1/traces", _request(20), {"Content-Type": "application/x-protobuf"})
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+    conn.close()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+
+    assert statuses[0] == 200 and statuses.count(503) > 10  # the client is told to retry
+    assert stderr.count("write failed") == 1, stderr
+    assert "disk I/O error" in stderr  # EFBIG: SQLite says "database or disk is full" for ENOSPC
