@@ -521,9 +521,14 @@ def build_log_exporter(options: Options) -> LogRecordExporter | None:
 
         return WatchedLogExporter()
     if exporter == "store":
+        from tracekit.store._paths import NoStorePathError
         from tracekit.store.exporter import StoreLogExporter
 
-        return StoreLogExporter(options.store)
+        try:
+            return StoreLogExporter(options.store)
+        except NoStorePathError as error:  # the service runs on, its logs kept from the store
+            logging.getLogger("tracekit").warning("tracekit: log records are not stored: %s", error)
+            return None
     if exporter == "console":
         from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
 

@@ -90,3 +90,40 @@ def test_otel_sdk_disabled_exports_nothing_and_serves_no_metrics(tmp_path: Path)
 
     assert (result.returncode, result.stdout) == (0, "True\n"), result.stderr
     assert not store.exists() or _stored(store) == ([], [])
+
+
+NO_HOME_SCRIPT = """
+import logging, pwd
+
+def no_entry(uid):  # a container's arbitrary uid: no passwd entry, and no $HOME either
+    raise KeyError(uid)
+
+pwd.getpwuid = no_entry
+import tracekit
+from opentelemetry import trace
+
+tracekit.init("checkout")
+with trace.get_tracer("app").start_as_current_span("charge"):
+    logging.getLogger("app").warning("card declined")
+print("served")
+tracekit.shutdown()
+"""
+
+
+def test_the_store_exporter_with_no_home_directory_leaves_the_service_running(
+    tmp_path: Path,
+) -> None:
+    """With no TRACEKIT_STORE, no $HOME and no passwd entry, tracekit.init() raised
+    "RuntimeError: Could not determine home directory." and the service never started."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    clean.pop("HOME", None)
+    clean.pop("XDG_DATA_HOME", None)
+    env = {**clean, "TRACEKIT_EXPORTER": "store", "TRACEKIT_METRICS_PORT": "0"}
+    result = subprocess.run([sys.executable, "-c", NO_HOME_SCRIPT], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (0, "served\n"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "spans are not stored: no home directory" in result.stderr
+    assert "set TRACEKIT_STORE" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no store made somewhere unexpected

@@ -77,9 +77,14 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
 
         return WatchedSpanExporter()
     if exporter_name == "store":
+        from tracekit.store._paths import NoStorePathError
         from tracekit.store.exporter import StoreSpanExporter
 
-        exporter: SpanExporter = StoreSpanExporter(options.store)
+        try:
+            exporter: SpanExporter = StoreSpanExporter(options.store)
+        except NoStorePathError as error:  # the service runs on, untraced rather than down
+            _log.warning("tracekit: spans are not stored: %s", error)
+            return None
         return exporter
     if exporter_name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter

@@ -8,6 +8,10 @@ from pathlib import Path
 STORE_ENV = "TRACEKIT_STORE"
 
 
+class NoStorePathError(RuntimeError):
+    """No store path was given and there is no home directory to keep the default one in."""
+
+
 def default_store_path() -> Path:
     """``$TRACEKIT_STORE``, else ``$XDG_DATA_HOME/tracekit/tracekit.db``, else under ``~/.local``.
 
@@ -21,5 +25,10 @@ def default_store_path() -> Path:
     # The XDG spec says relative values are invalid and must be ignored.
     base = Path(data_home) if data_home and os.path.isabs(data_home) else None
     if base is None:
-        base = Path.home() / ".local" / "share"
+        try:
+            base = Path.home() / ".local" / "share"
+        except RuntimeError:  # no $HOME and no passwd entry (a container's arbitrary uid)
+            raise NoStorePathError(
+                "no home directory for the default store path: set TRACEKIT_STORE"
+            ) from None
     return base / "tracekit" / "tracekit.db"
