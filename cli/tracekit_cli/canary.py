@@ -22,6 +22,7 @@ from tracekit_cli.options import (
     EXIT_ERROR,
     Number,
     StoreOption,
+    default_store,
     fail,
     format_option,
     one_line,
@@ -186,9 +187,9 @@ def _read(
         return samples_from_prometheus(prometheus, subject.service, versions, *window, timeout,
                                        headers=headers)  # fmt: skip
     from tracekit.canary import samples_from_store
-    from tracekit.store import Store, default_store_path
+    from tracekit.store import Store
 
-    return samples_from_store(Store(store or default_store_path()), subject.service, versions,
+    return samples_from_store(Store(store or default_store()), subject.service, versions,
                               *window)  # fmt: skip
 
 

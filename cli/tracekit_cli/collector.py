@@ -28,12 +28,11 @@ from tracekit.store import (
     Retention,
     SchemaTooNewError,
     Store,
-    default_store_path,
     parse_duration,
     parse_size,
 )
 from tracekit.store._heap import map_large_buffers
-from tracekit_cli.options import StoreOption, one_line
+from tracekit_cli.options import StoreOption, default_store, one_line
 
 EXIT_ERROR = 2
 REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
@@ -130,7 +129,7 @@ def collector(
     # grpc's core would print its own lines (a failed bind, a client gone) raw on stderr; what
     # matters reaches the user as one line from us. Read when grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    path = store_path if store_path is not None else default_store_path()
+    path = store_path if store_path is not None else default_store()
     store = Store(path)
     try:
         store.create()

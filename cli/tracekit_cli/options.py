@@ -66,13 +66,27 @@ class StoreOption(click.Option):
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
         """Help with the default path worked out now (``$TRACEKIT_STORE``, ``$XDG_DATA_HOME``)."""
-        from tracekit.store import default_store_path
-
+        try:
+            resolved = f"{default_store()}; "
+        except click.UsageError:  # no home directory: the help still shows the rule
+            resolved = ""
         self.help = (
-            f"Embedded store file [default: {default_store_path()}; $TRACEKIT_STORE, else"
+            f"Embedded store file [default: {resolved}$TRACEKIT_STORE, else"
             " $XDG_DATA_HOME/tracekit/tracekit.db, else ~/.local/share/tracekit/tracekit.db]."
         )
         return super().get_help_record(ctx)
+
+
+def default_store() -> Path:
+    """Where the store is when ``--store`` is not given; a usage error (one line, exit 2) when
+    that would be under a home directory this process has none of."""
+    from tracekit.store import default_store_path
+    from tracekit.store._paths import NoStorePathError
+
+    try:
+        return default_store_path()
+    except NoStorePathError as error:
+        raise click.UsageError(f"{error} or pass --store") from None
 
 
 def backend_options(command: F) -> F:
@@ -166,9 +180,9 @@ def _remote_source(
 
 
 def _store(store: str | None) -> SpanSource:
-    from tracekit.store import Store, default_store_path
+    from tracekit.store import Store
 
-    return Store(store or default_store_path())
+    return Store(store or default_store())
 
 
 def warn(message: str) -> None:

@@ -74,3 +74,35 @@ def test_a_service_writes_where_the_command_reads_tracekit_store(
     assert (result.exit_code, result.stderr) == (0, ""), result.output
     assert [r["root_service"] for r in json.loads(result.stdout)["requests"]] == ["billing"]
     assert (home / "traces.db").is_file() and not (home / "~").exists()
+
+
+_NO_HOME = (
+    "import pwd, sys\n"
+    "def no_entry(uid):\n"  # a container's arbitrary uid: no passwd entry, and no $HOME either
+    "    raise KeyError(uid)\n"
+    "pwd.getpwuid = no_entry\n"
+    "from tracekit_cli.main import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("command", [["search"], ["collector", "--port", "0"], ["demo"]])
+def test_no_home_directory_for_the_default_store_is_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """No --store, no $TRACEKIT_STORE, no $HOME, no passwd entry: every command (even --help)
+    ended in "internal error (RuntimeError: Could not determine home directory.)"."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_DATA_HOME")}
+    env.pop("TRACEKIT_STORE", None)
+    run = [sys.executable, "-c", _NO_HOME, *command]
+    result = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    helped = subprocess.run([*run, "--help"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("tracekit: no home directory for the default store path")
+    assert "set TRACEKIT_STORE or pass --store" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert helped.returncode == 0 and "$TRACEKIT_STORE" in helped.stdout, helped.stderr
+    assert list(tmp_path.iterdir()) == []

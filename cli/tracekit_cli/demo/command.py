@@ -51,11 +51,11 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     from rich.console import Console
     from rich.markup import escape
 
-    from tracekit.store import default_store_path
     from tracekit_cli.demo.topology import Topology
+    from tracekit_cli.options import default_store
 
     console = Console(width=terminal_width(), no_color=no_color(), highlight=False)
-    store_path = FilePath(store) if store else default_store_path()
+    store_path = FilePath(store) if store else default_store()
     _create_store(store_path)
     _stop_on_sigterm()
     started = time.monotonic()

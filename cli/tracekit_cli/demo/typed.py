@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import sys
@@ -24,7 +25,9 @@ def command_as_typed() -> str:
 def store_flag(store_path: Path) -> str:
     """`` --store PATH`` as a shell reads it back (spaces, brackets); nothing for the default."""
     from tracekit.store import default_store_path
+    from tracekit.store._paths import NoStorePathError
 
-    if store_path == default_store_path():
-        return ""
+    with contextlib.suppress(NoStorePathError):  # no home: the path given is not the default
+        if store_path == default_store_path():
+            return ""
     return f" --store {shlex.quote(str(store_path))}"
