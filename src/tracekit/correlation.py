@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
-
-from opentelemetry import context as otel_context
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
@@ -40,8 +39,9 @@ _current: ContextVar[str | None] = ContextVar("tracekit_correlation_id")
 
 # The request's (or message's) ID also rides in the OpenTelemetry context tracekit attaches for
 # its span, so what carries only that context into another thread (OpenTelemetry's threading
-# instrumentation, an executor that attaches ``context.get_current()``) carries the ID too.
-CONTEXT_KEY = otel_context.create_key("tracekit-correlation-id")
+# instrumentation, an executor that attaches ``context.get_current()``) carries the ID too. A
+# plain key, not ``create_key``'s: this module stays free of OpenTelemetry for the CLI's start-up.
+CONTEXT_KEY = "tracekit.correlation_id"
 
 
 def correlation_id() -> str | None:
@@ -49,7 +49,8 @@ def correlation_id() -> str | None:
     value = _current.get("")
     if value != "":
         return value
-    carried = otel_context.get_value(CONTEXT_KEY)
+    otel_context = sys.modules.get("opentelemetry.context")  # not loaded: nothing attached
+    carried = otel_context.get_value(CONTEXT_KEY) if otel_context is not None else None
     return carried if isinstance(carried, str) else None
 
 
