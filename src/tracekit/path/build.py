@@ -72,7 +72,7 @@ def build_log_path(correlation_id: str, logs: list[LogRecordData], warnings: lis
     start = placed[0].time_unix_nano
     by_time = sorted(logs, key=lambda log: log.time_unix_nano)
     traced = [
-        log.trace_id.lower() for log in by_time if log.trace_id and TRACE_ID.match(log.trace_id)
+        log.trace_id.lower() for log in by_time if log.trace_id and TRACE_ID.fullmatch(log.trace_id)
     ]
     return Path(
         query=correlation_id[:MAX_QUERY_CHARS],

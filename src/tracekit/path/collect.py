@@ -29,7 +29,7 @@ __all__ = [
     "looks_like_trace_id",
 ]
 
-TRACE_ID_PATTERN = re.compile(r"^[0-9a-fA-F]{32}$")
+TRACE_ID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")  # fullmatch: "$" would let a final newline in
 MAX_TRACES = 500
 MAX_LINK_ROUNDS = 16
 MAX_SPANS = 50_000
@@ -47,7 +47,7 @@ class Collected:
 
 def looks_like_trace_id(query: str) -> bool:
     """32 hex digits: what W3C trace context calls a trace id."""
-    return bool(TRACE_ID_PATTERN.match(query))
+    return bool(TRACE_ID_PATTERN.fullmatch(query))
 
 
 def collect(
