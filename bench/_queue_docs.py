@@ -33,16 +33,18 @@ through the provider's processors): "span" in the parts table below. On top of i
 carries three headers more than OpenTelemetry's default propagators write (the correlation ID,
 `baggage` with the correlation member, the publish time), which the client encodes and decodes,
 records three metric observations with exemplars, and makes the correlation ID current for the
-handler. So where OpenTelemetry's side of a hop is one span, full mode costs about as much, up
-to a third more (aio-pika, Kafka's publish); more on pika's consume, where OpenTelemetry's span
-is the cheapest of all; and less only where OpenTelemetry does more (pika's publish, two spans).
+handler. So where OpenTelemetry's side of a hop is one span, full mode costs about as much or up
+to a half more (Celery, aio-pika, Kafka); more on pika's consume, where OpenTelemetry's span is
+the cheapest of all; and less only where OpenTelemetry does more (pika's publish, two spans).
 0.6 would need tracekit's whole hop to cost less than the SDK span inside it, and that span
 alone costs more than 0.6 of OpenTelemetry pika's whole consume callback (the parts table's last
 column, in process). Correlation-only mode makes
 no span: what is left is reading and writing the headers and the context (about 4 µs a side in
 process, parts table), plus what the client spends on three more headers; in a client's loop
-the same instructions take three to five times their in-process time, so it lands at 0.1-0.4
-of OpenTelemetry's overhead rather than below 0.15.
+the same instructions take three to five times their in-process time, so it lands at 0.13-0.62
+of OpenTelemetry's overhead, below 0.15 only on Kafka's consume. Between two runs on this
+machine the same stack's overhead moves by up to a third; the instruction counts at the end are
+the measure to compare trees by.
 """
 
 
