@@ -124,6 +124,9 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
         propagation.configured(current_options().response_header).inject(headers)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
+
+
 def _attributes(method: str, url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -141,7 +144,7 @@ def _attributes(method: str, url: str) -> dict[str, Any]:
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname
     if port != -1:
-        port = port or {"http": 80, "https": 443}.get(parts.scheme)
+        port = port or DEFAULT_PORTS.get(parts.scheme)
         if port:
             attributes[semconv.SERVER_PORT] = port
     return attributes

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import run_traced
+from tracekit._http.client import DEFAULT_PORTS, run_traced
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["Urllib3Instrumentor"]
@@ -73,7 +73,7 @@ def _full_url(pool: Any, url: str) -> str:
         return url
     # A default port is left out, as the URL a PoolManager is given shows it: botocore's pools
     # (``connection_from_url``) hold 443 where one built by hand holds None.
-    default = {"http": 80, "https": 443}.get(pool.scheme)
+    default = DEFAULT_PORTS.get(pool.scheme)
     port = f":{pool.port}" if pool.port and pool.port != default else ""
     host = f"[{pool.host}]" if ":" in pool.host else pool.host  # urllib3 keeps IPv6 unbracketed
     return f"{pool.scheme}://{host}{port}{url}"
