@@ -24,11 +24,11 @@ from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     ActiveRequest,
+    OptionsReadLate,
     ServerRequests,
-    server_requests,
 )
 from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
-from tracekit._runtime import lifecycle, state
+from tracekit._runtime import lifecycle
 from tracekit._runtime.guard import report_once
 
 __all__ = ["TracekitMiddleware"]
@@ -40,7 +40,7 @@ _RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
                               "websocket.http.response.start"))  # fmt: skip
 
 
-class TracekitMiddleware:
+class TracekitMiddleware(OptionsReadLate):
     """Correlates and traces every HTTP request and WebSocket connection of an ASGI app.
 
     ``tracer_provider`` and ``registry`` default to the global ones; keyword ``options`` override
@@ -55,23 +55,14 @@ class TracekitMiddleware:
         registry: CollectorRegistry | None = None,
         **options: Any,
     ) -> None:
+        super().__init__(tracer_provider, registry, options)
         self.app = app
-        self._setup = (tracer_provider, registry, options)
-        # Read again at the first request, and until tracekit.init has run: Starlette builds its
-        # middleware before the lifespan startup where FastAPI apps often call init. An invalid
-        # option fails now, as the application starts; no metric series exists until then.
-        ServerRequests(state.current_options(**options))
-        self._configured = self._final = False
         echo_on_server_error_pages()
 
-    def _configure(self) -> None:
-        """Read the options, with this middleware's overrides."""
-        self._requests = server_requests(*self._setup)
-        self._echo_name = self._requests.response_header.lower().encode("latin-1")
+    def _configure(self, requests: ServerRequests) -> None:
+        self._echo_name = requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
-        self._wanted = {n.encode("latin-1"): n for n in self._requests.wanted_headers}
-        # Last: a request on another thread that sees them set finds everything above set.
-        self._configured, self._final = True, state.current() is not None
+        self._wanted = {n.encode("latin-1"): n for n in requests.wanted_headers}
 
     @property
     def routes(self) -> Any:
@@ -83,8 +74,8 @@ class TracekitMiddleware:
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
             await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
-        if not self._final and (not self._configured or state.current() is not None):
-            self._configure()
+        if not self._final:
+            self._read_options()
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(_below_root(scope)):
             await self.app(scope, receive, send)
             return

@@ -19,7 +19,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit._http import flask_hooks
-from tracekit._http.server import ActiveRequest, ServerRequests, server_requests
+from tracekit._http.server import ActiveRequest, OptionsReadLate, ServerRequests
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     ERROR_KEY,
@@ -34,7 +34,6 @@ from tracekit._http.wsgi_environ import (
     headers_of,
     request_path,
 )
-from tracekit._runtime import state
 from tracekit._runtime.guard import report_once
 
 __all__ = ["ROUTE_KEY", "TracekitMiddleware"]
@@ -42,7 +41,7 @@ __all__ = ["ROUTE_KEY", "TracekitMiddleware"]
 _STATUS_CODES: dict[str, int] = {}
 
 
-class TracekitMiddleware:
+class TracekitMiddleware(OptionsReadLate):
     """Correlates and traces every request of a WSGI app.
 
     ``tracer_provider`` and ``registry`` default to the global ones; keyword ``options`` override
@@ -60,29 +59,20 @@ class TracekitMiddleware:
         flask_app: object | None = None,
         **options: Any,
     ) -> None:
+        super().__init__(tracer_provider, registry, options)
         self.app = app
-        self._setup = (tracer_provider, registry, options)
         self._flask_app = flask_app or app
-        # Read again at the first request, and until tracekit.init has run (an app factory may
-        # wrap the app before the code that calls init). An invalid option fails now, as the
-        # application starts; no metric series exists until then.
-        ServerRequests(state.current_options(**options))
-        self._configured = self._final = False
         self._attributes = ServerAttributes()
 
-    def _configure(self) -> None:
-        """Read the options, with this middleware's overrides."""
-        self._requests = server_requests(*self._setup)
+    def _configure(self, requests: ServerRequests) -> None:
         # Correlation-only mode needs no route names, so no Flask hooks either.
-        self._flask = self._requests.records and flask_hooks.connect(self._flask_app)
-        self._echo_lower = self._requests.response_header.lower()
-        self._environ_keys = header_keys(self._requests.wanted_headers)
-        # Last: a request on another thread that sees them set finds everything above set.
-        self._configured, self._final = True, state.current() is not None
+        self._flask = requests.records and flask_hooks.connect(self._flask_app)
+        self._echo_lower = requests.response_header.lower()
+        self._environ_keys = header_keys(requests.wanted_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not self._final and (not self._configured or state.current() is not None):
-            self._configure()
+        if not self._final:
+            self._read_options()
         path = request_path(environ)
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:

@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, propagation, semconv
 from tracekit._propagation import baggage as _baggage
+from tracekit._runtime import state
 from tracekit._runtime.guard import mark_failed, mark_failed_status, report_once
-from tracekit._runtime.state import current_options
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
@@ -311,7 +311,7 @@ def server_requests(
     overrides: dict[str, Any],
 ) -> ServerRequests:
     """Build the request handling shared by every server middleware flavour."""
-    opts = current_options(**overrides)
+    opts = state.current_options(**overrides)
     metrics = None
     if not opts.correlation_only:
         try:
@@ -321,6 +321,39 @@ def server_requests(
             # the application is served, traced, without these metrics.
             report_once("HTTP server metrics", error)
     return ServerRequests(opts, tracer_provider, metrics)
+
+
+class OptionsReadLate:
+    """Base of the ASGI and WSGI middleware: options are read at the first request, and again
+    at each until ``tracekit.init`` has run. Frameworks build middleware before the code that
+    calls init (Starlette before the lifespan startup where FastAPI apps call it, an app factory
+    before its init call). An invalid option fails at construction, as the application starts;
+    no metric series exists until the first request."""
+
+    _requests: ServerRequests
+    _configured = False
+    _final = False  # read once tracekit.init had run: never read again
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+        options: dict[str, Any],
+    ) -> None:
+        self._setup = (tracer_provider, registry, options)
+        ServerRequests(state.current_options(**options))
+
+    def _read_options(self) -> None:
+        """Called while ``_final`` is false: read the options if not yet read or if init ran."""
+        if self._configured and state.current() is None:
+            return
+        self._requests = server_requests(*self._setup)
+        self._configure(self._requests)
+        # Last: a request on another thread that sees them set finds everything above set.
+        self._configured, self._final = True, state.current() is not None
+
+    def _configure(self, requests: ServerRequests) -> None:
+        """What the middleware derives from freshly read options."""
 
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
