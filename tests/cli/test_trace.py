@@ -8,9 +8,11 @@ with TRACEKIT_UPDATE_SNAPSHOTS=1 after an intended change and review the diff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +204,18 @@ def test_exit_status_and_one_line_errors(store: Path, tmp_path: Path) -> None:
     assert both.returncode == 2 and "choose one backend" in both.stderr
     usage = cli_process("trace", "x", "--format", "xml")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+@pytest.mark.parametrize("user_version", [0, 3])
+def test_another_applications_database_is_named_so(tmp_path: Path, user_version: int) -> None:
+    """A path to some other SQLite file (a typo, the app's own database) is not 'empty'."""
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(f"CREATE TABLE users (name TEXT); PRAGMA user_version = {user_version};")
+    for command in (["trace", "x"], ["search"], ["services"]):
+        result = cli_process(*command, "--store", str(path))
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr == f"tracekit: {path} is not a tracekit store (another database)\n"
 
 
 def test_counts_of_one_read_as_one(tmp_path: Path) -> None:

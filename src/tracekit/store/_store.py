@@ -24,7 +24,12 @@ from tracekit.store._reader import StoreReader
 from tracekit.store._requests import RequestGroup, request_groups
 from tracekit.store._retention import Retention
 from tracekit.store._rows import RowEncoder, SpanRows
-from tracekit.store._schema import OLDEST_READABLE, SCHEMA_VERSION, schema_version
+from tracekit.store._schema import (
+    OLDEST_READABLE,
+    SCHEMA_VERSION,
+    holds_other_tables,
+    schema_version,
+)
 from tracekit.store._writer import StoreWriter
 
 T = TypeVar("T")
@@ -280,6 +285,9 @@ class Store:
     def _reader_side(self) -> StoreReader:
         if self._reader is None:
             conn = open_reader(self.path)
+            if holds_other_tables(conn):
+                conn.close()
+                raise BackendError(f"{self.path} is not a tracekit store (another database)")
             version = schema_version(conn)
             if version > SCHEMA_VERSION:
                 conn.close()
