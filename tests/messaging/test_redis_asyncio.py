@@ -199,6 +199,29 @@ def test_xadd_in_an_asyncio_pipeline_is_traced_when_executed(redis_url, spans) -
     assert sent.parent is not None and sent.parent.span_id == server.get_span_context().span_id
 
 
+def test_a_refused_xadd_in_an_asyncio_pipeline_fails_only_its_own_span(redis_url, spans) -> None:
+    """The awaited execute() raises for the XADD Redis refused; the one it wrote succeeded."""
+    stream, wrong_type = f"async-piped-{uuid.uuid4().hex[:8]}", f"s-{uuid.uuid4().hex[:8]}"
+
+    async def piped(client: aioredis.Redis) -> list[Any]:
+        await client.set(wrong_type, "not a stream")
+        pipeline = client.pipeline()
+        pipeline.xadd(stream, {"n": "1"})
+        pipeline.xadd(wrong_type, {"n": "2"})
+        with pytest.raises(redis.ResponseError, match="Command # 2"):
+            await pipeline.execute()
+        written = await client.xrange(stream)
+        await client.delete(stream, wrong_type)
+        return written
+
+    _, ((entry_id, _),) = _run_as_request(redis_url, piped)
+
+    sent, refused = sorted(_kind(spans, SpanKind.PRODUCER), key=lambda s: s.start_time or 0)
+    assert sent.attributes is not None and refused.attributes is not None
+    assert sent.status.is_ok and sent.attributes["messaging.message.id"] == entry_id.decode()
+    assert not refused.status.is_ok and refused.attributes["error.type"] == "ResponseError"
+
+
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
 def protocol(request: pytest.FixtureRequest) -> int:
     return int(request.param)

@@ -233,6 +233,50 @@ def test_xadd_in_a_pipeline_is_sent_and_traced_at_execute(client, spans) -> None
     assert failed.attributes["error.type"] == "ResponseError"
 
 
+@pytest.mark.parametrize("transaction", [True, False], ids=["multi-exec", "plain"])
+def test_a_refused_xadd_that_raises_fails_only_its_own_span(client, spans, transaction) -> None:
+    """execute() raises for the first command Redis refused, once every reply is in: the other
+    entries were written, and their spans say so, with their entry IDs."""
+    stream, wrong_type = f"piped-{uuid.uuid4().hex[:8]}", f"string-{uuid.uuid4().hex[:8]}"
+    client.set(wrong_type, "not a stream")
+    pipeline = client.pipeline(transaction=transaction)
+    pipeline.xadd(stream, {"order": "1"})
+    pipeline.xadd(wrong_type, {"order": "2"})
+    pipeline.xadd(stream, {"order": "3"})
+    with pytest.raises(redis.ResponseError, match="Command # 2"):
+        pipeline.execute()
+    written = [_text(entry_id) for entry_id, _ in client.xrange(stream)]
+    client.delete(stream, wrong_type)
+    spans_by_outcome = [
+        (s.name, s.status.status_code, s.attributes.get("messaging.message.id"))
+        for s in _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    ]
+    assert len(written) == 2
+    assert spans_by_outcome == [
+        (f"send {stream}", StatusCode.UNSET, written[0]),
+        (f"send {wrong_type}", StatusCode.ERROR, None),
+        (f"send {stream}", StatusCode.UNSET, written[1]),
+    ]
+
+
+def test_a_pipeline_redis_never_answered_fails_every_span(client, spans) -> None:
+    """A pipeline that fails before Redis answers (WATCH saw a change) wrote nothing."""
+    stream = f"piped-{uuid.uuid4().hex[:8]}"
+    watched = f"watched-{uuid.uuid4().hex[:8]}"
+    pipeline = client.pipeline()
+    pipeline.watch(watched)
+    client.set(watched, "changed meanwhile")
+    pipeline.multi()
+    pipeline.xadd(stream, {"order": "1"})
+    with pytest.raises(redis.WatchError):
+        pipeline.execute()
+    client.delete(watched)
+    assert client.exists(stream) == 0
+    (span,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "WatchError"
+
+
 def test_a_relayed_tracestate_never_rides_beside_a_new_traceparent(client, spans) -> None:
     """A relay forwards an entry's fields, ``tracestate`` of another trace included, outside
     any context carrying one: tracekit's new ``traceparent`` went out with that foreign

@@ -38,6 +38,7 @@ import re
 import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -72,6 +73,9 @@ _held = messaging.HeldDeliveries()
 # Pipelines' queued publishes, with each one's place among the pipeline's commands.
 _Queued = tuple[messaging.Publishing, messaging.Publication, int]
 _queued: weakref.WeakKeyDictionary[Any, list[_Queued]] = weakref.WeakKeyDictionary()
+# While a pipeline with traced publishes executes: every reply, as redis-py's raise_first_error
+# sees them before raising the first error (the exception alone does not say what was written).
+_replies_seen: ContextVar[list[Any] | None] = ContextVar("tracekit_redis_replies", default=None)
 
 
 class RedisInstrumentor(Instrumentor):
@@ -99,6 +103,9 @@ class RedisInstrumentor(Instrumentor):
         ):
             self.wrap(pipeline, "execute", _traced_execute)
             self.wrap(pipeline, "reset", _traced_reset)
+        for pipeline in (module.client.Pipeline, module.asyncio.client.Pipeline):
+            if "raise_first_error" in vars(pipeline):  # (redis-py's own; cluster ones differ)
+                self.wrap(pipeline, "raise_first_error", _noting_replies)
         asyncio_pubsub = module.asyncio.client.PubSub
         self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
         # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
@@ -270,11 +277,15 @@ def _traced_execute(
     queued = _queued.pop(instance, None)
     if not queued:
         return wrapped(*args, **kwargs)
+    seen: list[Any] = []
+    token = _replies_seen.set(seen)
     try:
         replies = wrapped(*args, **kwargs)
     except BaseException as error:
-        _end_queued(queued, None, error)
+        _end_queued_after(queued, seen, error)
         raise
+    finally:
+        _replies_seen.reset(token)
     if inspect.isawaitable(replies):  # an asyncio pipeline: sent when awaited
         return _executed_when_awaited(queued, replies)
     _end_queued(queued, replies)
@@ -282,13 +293,38 @@ def _traced_execute(
 
 
 async def _executed_when_awaited(queued: list[_Queued], execution: Any) -> Any:
+    seen: list[Any] = []
+    token = _replies_seen.set(seen)
     try:
         replies = await execution
     except BaseException as error:
-        _end_queued(queued, None, error)
+        _end_queued_after(queued, seen, error)
         raise
+    finally:
+        _replies_seen.reset(token)
     _end_queued(queued, replies)
     return replies
+
+
+def _noting_replies(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """redis-py's ``raise_first_error(commands, response)``: keep the replies for the spans."""
+    seen = _replies_seen.get()
+    response = args[1] if len(args) > 1 else kwargs.get("response")
+    if seen is not None and isinstance(response, list):
+        seen[:] = response
+    return wrapped(*args, **kwargs)
+
+
+def _end_queued_after(queued: list[_Queued], seen: list[Any], error: BaseException) -> None:
+    """End the spans of an ``execute`` that raised. When it raised one command's error among
+    replies Redis gave to all, the others were written: each span ends with its own reply.
+    Otherwise (connection lost, WATCH, EXECABORT) nothing is known written: all failed."""
+    if any(reply is error for reply in seen):
+        _end_queued(queued, seen)
+    else:
+        _end_queued(queued, None, error)
 
 
 @guarded(None)
