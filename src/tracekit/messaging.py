@@ -88,6 +88,8 @@ class Publication:
         self.span = span
         self._started = perf_counter()
         self._accepted: int | None = None
+        # (unix ns, perf_counter) when the client took the message, if its span ends later
+        self._handed_over: tuple[int, float] | None = None
 
     def set_message_id(self, message_id: object) -> None:
         """Record an ID the broker assigned during the call (SQS MessageId, Kafka offset...)."""
@@ -129,13 +131,15 @@ class Publishing:
     A class rather than a generator-based context manager: this runs once per message.
     """
 
-    __slots__ = ("_call", "_kept_open", "_publication", "_started")
+    __slots__ = ("_call", "_ended", "_kept_open", "_publication", "_settled_later", "_started")
 
     def __init__(self, *call: Any) -> None:
         self._call = call
         self._publication: Publication | None = None
         self._started: tuple[Token[otel_context.Context], config.Options] | None = None
         self._kept_open = False
+        self._settled_later = False
+        self._ended = False
 
     def __enter__(self) -> Publication:
         ctx = otel_context.get_current()
@@ -160,6 +164,8 @@ class Publishing:
             return
         otel_context.detach(started[0])
         if error is None and self._kept_open:
+            if self._settled_later:
+                self._publication._handed_over = (time.time_ns(), perf_counter())
             return
         self.end(error)
 
@@ -169,12 +175,19 @@ class Publishing:
         once the message is sent."""
         self._kept_open = True
 
+    def settle_later(self) -> None:
+        """Inside the block: the client takes the message when the block ends and reports its
+        delivery later (a Kafka delivery report). The span keeps the block's timing (queue wait
+        starts there), and is recorded when ``end`` is called with the report: failed if
+        ``error``. Another thread may serve the report, even before the block ends."""
+        self._kept_open = self._settled_later = True
+
     def end(self, error: BaseException | None = None) -> None:
         """End the PRODUCER span kept open (failed if ``error``) and count the message sent."""
         started, publication = self._started, self._publication
-        if started is None or publication is None:
+        if started is None or publication is None or self._ended:
             return
-        self._started = None
+        self._ended = True  # (the block's context token stays in _started for __exit__)
         try:
             _end_publish(publication, started[1], self._call, error)
         except Exception as failure:
@@ -284,7 +297,8 @@ def _end_publish(
         return
     if error is not None:
         mark_failed(span, error)
-    span.end()
+    ended_ns, ended = publication._handed_over or (None, perf_counter())
+    span.end(ended_ns)
     _, system, destination, _id, _operation, attributes, _provider, registry = call
     count = attributes.get(semconv.MESSAGING_BATCH_MESSAGE_COUNT) if attributes else None
     if publication._accepted is not None:
@@ -293,7 +307,7 @@ def _end_publish(
         count = 1
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
     metrics.published(
-        system, destination, perf_counter() - publication._started, span,
+        system, destination, ended - publication._started, span,
         type(error).__qualname__ if error is not None else None, count,
     )  # fmt: skip
 

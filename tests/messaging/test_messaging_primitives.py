@@ -87,6 +87,41 @@ def test_async_with_restores_the_correlation_id_for_the_handler(spans) -> None:
     assert _consumer(spans).parent.span_id == PARENT_SPAN
 
 
+def test_a_publish_settled_later_keeps_the_blocks_timing_and_ends_with_the_report(
+    spans,
+) -> None:
+    """A client that reports delivery later: the span is recorded at ``end``, failed with the
+    report's error, and still ends when the block did (queue wait starts there)."""
+    publishing = messaging.publish({}, system="test", destination="orders")
+    with publishing:
+        publishing.settle_later()
+    block_ended = time.time_ns()
+    time.sleep(0.02)
+    assert spans.get_finished_spans() == ()
+    publishing.end(ConnectionError("broker gone"))
+    publishing.end()  # a second report changes nothing
+    (producer,) = spans.get_finished_spans()
+    assert producer.end_time is not None and producer.end_time <= block_ended
+    assert producer.status.is_ok is False
+    assert producer.attributes["error.type"] == "ConnectionError"
+
+
+def test_a_report_served_by_another_thread_inside_the_block_leaves_no_context(spans) -> None:
+    """The report may come before the block ends (another thread polls): the block still
+    restores the caller's context when it ends."""
+    import threading
+
+    publishing = messaging.publish({}, system="test", destination="orders")
+    with publishing:
+        publishing.settle_later()
+        reporter = threading.Thread(target=publishing.end)
+        reporter.start()
+        reporter.join()
+        assert len(spans.get_finished_spans()) == 1
+    assert messaging.publishing() is False
+    assert trace.get_current_span().get_span_context().is_valid is False
+
+
 def test_handler_exception_propagates_unchanged_and_marks_the_span(spans) -> None:
     error = KeyError("missing sku")
     with pytest.raises(KeyError) as raised, messaging.consume({}, system="test", destination="q"):

@@ -15,7 +15,7 @@ import pytest
 from conditions import wait_for
 from hopscene import check_batch, check_hop, one, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import instrumentation, semconv
@@ -286,3 +286,70 @@ def test_a_message_near_message_max_bytes_goes_without_headers(
     assert (big.value(), big.headers()) == (b"x" * 900, None)
     assert "traceparent" in dict(small.headers())
     assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 2
+
+
+def _unreachable_producer(**config: Any) -> Any:
+    """A producer whose broker never answers: librdkafka reports every message failed once
+    ``message.timeout.ms`` passes (after produce() itself succeeded)."""
+    return confluent_kafka.Producer(
+        {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 300, "log_level": 0, **config}
+    )
+
+
+def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) -> None:
+    """produce() only queues the message; the delivery report says it never reached Kafka. The
+    span keeps produce()'s timing and is failed; the caller's callback gets the report, once."""
+    producer = _unreachable_producer()
+    reports: list[tuple[Any, Any]] = []
+    producer.produce("orders", b"lost", on_delivery=lambda *report: reports.append(report))
+    produced_at = time.time_ns()
+    assert producer.flush(10) == 0
+    ((error, message),) = reports
+    assert error.code() == confluent_kafka.KafkaError._MSG_TIMED_OUT
+    assert message.value() == b"lost" and message.error() == error
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert span.end_time is not None and span.end_time <= produced_at
+    assert span.status.is_ok is False
+    assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "KafkaException"
+    assert "Message timed out" in (span.status.description or "")
+
+
+def test_a_delivered_message_keeps_a_successful_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"kept", partition=0)
+    produced_at = time.time_ns()
+    assert producer.flush(10) == 0
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.end_time is not None and span.end_time <= produced_at
+
+
+def test_the_configured_delivery_callback_still_gets_every_report(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A Producer's ``on_delivery`` setting serves messages produced without a callback of their
+    own; one given to produce() replaces it for that message, as without tracekit."""
+    by_default: list[bytes] = []
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "on_delivery": lambda error, message: by_default.append(message.value()),
+        }
+    )
+    own: list[bytes] = []
+    producer.produce(topic, b"default", partition=0)
+    producer.produce(topic, b"own", partition=0, callback=lambda e, m: own.append(m.value()))
+    assert producer.flush(10) == 0
+    assert (by_default, own) == ([b"default"], [b"own"])
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 2
+
+
+def test_reports_of_errors_only_leave_successful_spans_ended(spans: InMemorySpanExporter) -> None:
+    """With ``delivery.report.only.error`` librdkafka reports no success: a span waiting for
+    one would never end. The spans end at produce(), as before delivery reports were read."""
+    producer = _unreachable_producer(**{"delivery.report.only.error": True})
+    producer.produce("orders", b"v")
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 1
+    producer.flush(10)

@@ -27,23 +27,34 @@ RECORD_OVERHEAD = 128
 _HEADER_OVERHEAD = 10
 
 
+# Given the publish and ``send``'s arguments, returns the arguments that report the delivery.
+Settling = Callable[
+    [messaging.Publishing, tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]
+]
+
+
 def traced_send(
     send: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     headers_position: int | None,
     limit: int | None = None,
+    settle: Settling | None = None,
 ) -> Any:
     """Call ``send(topic, value, key, ...)`` inside a PRODUCER span, with context added to its
     headers (``headers_position`` None: the broker's message format has no headers, none are
-    added) unless they could take the record past ``limit`` bytes (None: not checked)."""
+    added) unless they could take the record past ``limit`` bytes (None: not checked).
+    ``settle`` (if given) makes the call end the span with the delivery's outcome."""
     topic = args[0] if args else kwargs.get("topic")
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
-    with messaging.publish(carrier, system=SYSTEM, destination=topic):
+    publishing = messaging.publish(carrier, system=SYSTEM, destination=topic)
+    with publishing as sent:
         if headers_position is not None and _fits(args, kwargs, carrier, headers_position, limit):
             args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
+        if settle is not None and sent.span is not None:
+            args, kwargs = settle(publishing, args, kwargs)
         return send(*args, **kwargs)
 
 

@@ -14,7 +14,8 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
   headers. The span covers the hand-over to librdkafka's queue; delivery is asynchronous. The
   delivery callback (``on_delivery``) runs in the context ``produce`` was called in, whichever
-  later ``poll``/``flush`` serves it.
+  later ``poll``/``flush`` serves it; the span is recorded then, failed if delivery failed
+  (unless ``delivery.report.only.error``: no report comes for a success).
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
   ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
   Messages carrying an error (``msg.error()``) get no span.
@@ -27,6 +28,7 @@ block exits (failed if the block raised), or when ``finish(consumer)`` is called
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,13 +119,19 @@ def _traced_producer_class(base: type) -> type:
             self._tracekit_bare = _made_by_asyncio_client()
             config = args[0] if args and isinstance(args[0], dict) else kwargs
             self._tracekit_limit = _message_max_bytes(config)
+            self._tracekit_settle = _settling(config)
 
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not type(self)._tracekit_live or self._tracekit_bare:
                 return super().produce(*args, **kwargs)
             args, kwargs = _delivered_in_callers_context(args, kwargs)
             return _kafka.traced_send(
-                super().produce, args, kwargs, _HEADERS_POSITION, self._tracekit_limit
+                super().produce,
+                args,
+                kwargs,
+                _HEADERS_POSITION,
+                self._tracekit_limit,
+                self._tracekit_settle,
             )
 
     Producer.__module__ = base.__module__
@@ -148,6 +156,69 @@ def _delivered_in_callers_context(
 
 def _run_in(context: contextvars.Context, callback: Callable[..., Any]) -> Callable[..., Any]:
     return lambda *report: context.run(callback, *report)
+
+
+def _settling(config: dict[str, Any]) -> _kafka.Settling | None:
+    """How a producer's messages end their spans with their delivery reports; None when
+    librdkafka reports failures only (``delivery.report.only.error``): a span waiting for a
+    success would never end, so spans end at ``produce``."""
+    if str(config.get("delivery.report.only.error", "false")).lower() in ("true", "1"):
+        return None
+    default = config.get("on_delivery")
+    return functools.partial(_reported_to_span, default if callable(default) else None)
+
+
+def _reported_to_span(
+    default: Callable[..., Any] | None,
+    publishing: messaging.Publishing,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``produce``'s arguments with a delivery callback that ends the span, then calls the
+    caller's (the message's own, else the producer's ``on_delivery`` setting, which a callback
+    given to ``produce`` replaces)."""
+    slot, callback = _delivery_callback(args, kwargs)
+    if callback is None and default is not None:
+        callback = _run_in(contextvars.copy_context(), default)
+    elif callback is not None and not callable(callback):
+        return args, kwargs  # confluent-kafka refuses it, as without tracekit
+    publishing.settle_later()
+    report = _ending_span_then(publishing, callback)
+    if isinstance(slot, int):
+        return (*args[:slot], report, *args[slot + 1 :]), kwargs
+    return args, {**kwargs, slot: report}
+
+
+def _delivery_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | str, Any]:
+    """Where ``produce`` was given its delivery callback, and the callback (None: none given)."""
+    for name, position in _CALLBACK_POSITIONS.items():
+        if len(args) > position and args[position] is not None:
+            return position, args[position]
+        if kwargs.get(name) is not None:
+            return name, kwargs[name]
+    on_delivery = _CALLBACK_POSITIONS["on_delivery"]
+    return (on_delivery if len(args) > on_delivery else "on_delivery"), None
+
+
+def _ending_span_then(
+    publishing: messaging.Publishing, callback: Callable[..., Any] | None
+) -> Callable[[Any, Any], Any]:
+    def report(error: Any, message: Any) -> Any:
+        _end_span(publishing, error)
+        return callback(error, message) if callback is not None else None
+
+    return report
+
+
+def _end_span(publishing: messaging.Publishing, error: Any) -> None:
+    """End the span of a delivery report: failed with librdkafka's error, as ``KafkaException``
+    (what confluent-kafka raises for it elsewhere)."""
+    try:
+        from confluent_kafka import KafkaException
+
+        publishing.end(KafkaException(error) if error is not None else None)
+    except Exception as failure:
+        report_once("confluent-kafka delivery report", failure)
 
 
 def _traced_consumer_class(base: type) -> type:
