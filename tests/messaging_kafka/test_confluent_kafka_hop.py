@@ -14,6 +14,7 @@ import confluent_kafka
 import pytest
 from conditions import wait_for
 from hopscene import check_batch, check_hop, one, start_scene
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -353,3 +354,37 @@ def test_reports_of_errors_only_leave_successful_spans_ended(spans: InMemorySpan
     producer.produce("orders", b"v")
     assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 1
     producer.flush(10)
+
+
+@pytest.mark.skipif(
+    not hasattr(confluent_kafka.cimpl.Producer, "produce_batch"), reason="no produce_batch"
+)
+def test_produce_batch_is_traced_as_one_send_of_the_request(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """produce_batch sends no headers (librdkafka's batch API has none), so no context can
+    travel; the send is in the request's trace all the same, and says why it goes bare."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    batch = [{"value": f"m{n}".encode()} for n in range(3)]
+    token = tracekit.correlation.set_correlation_id("order-batch-1")
+    try:
+        with trace.get_tracer("test").start_as_current_span("request") as request:
+            queued = producer.produce_batch(topic, batch, partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert producer.flush(10) == 0
+    cc = consumer(kafka_bootstrap, topic)
+    received = [poll_one(cc) for _ in batch]
+    cc.close()
+    assert queued == 3
+    assert [(m.value(), m.headers()) for m in received] == [
+        (b"m0", None),
+        (b"m1", None),
+        (b"m2", None),
+    ]
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert span.name == f"send {topic}" and span.attributes is not None
+    assert span.parent is not None and span.parent.span_id == request.get_span_context().span_id
+    assert span.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 3
+    assert span.attributes[semconv.CORRELATION_ID] == "order-batch-1"
+    assert "without trace context" in caplog.text and "produce_batch" in caplog.text

@@ -16,6 +16,8 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
   delivery callback (``on_delivery``) runs in the context ``produce`` was called in, whichever
   later ``poll``/``flush`` serves it; the span is recorded then, failed if delivery failed
   (unless ``delivery.report.only.error``: no report comes for a success).
+- ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
+  taking none: the batch gets one PRODUCER span, and no context travels with its messages.
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
   ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
   Messages carrying an error (``msg.error()``) get no span.
@@ -36,7 +38,9 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging, semconv
+from tracekit._messaging.headers import WARNING_INTERVAL_S
 from tracekit._runtime.guard import report_once
+from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor, Patch
 from tracekit.instrumentation._kafka import SYSTEM
@@ -49,6 +53,10 @@ _CALLBACK_POSITIONS = {"on_delivery": 4, "callback": 5}
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
 _held = messaging.HeldDeliveries()
+# Apart from other records sent bare (a size limit), so that those do not hide this one.
+_batch_sent_bare = RateLimitedWarning(
+    WARNING_INTERVAL_S, "tracekit: sent a %s without trace context (%s); %d more since the last"
+)
 
 __all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]
 
@@ -134,8 +142,35 @@ def _traced_producer_class(base: type) -> type:
                 self._tracekit_settle,
             )
 
+        def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
+            if not type(self)._tracekit_live or self._tracekit_bare:
+                return super().produce_batch(*args, **kwargs)
+            return _traced_batch(super().produce_batch, args, kwargs)
+
+    if not hasattr(base, "produce_batch"):  # an older confluent-kafka: no such method
+        del Producer.produce_batch
     Producer.__module__ = base.__module__
     return Producer
+
+
+def _traced_batch(
+    produce_batch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``produce_batch(topic, messages, ...)`` inside one PRODUCER span for the batch. It sends
+    no headers (librdkafka's batch API takes none), so no context travels with the messages."""
+    topic = args[0] if args else kwargs.get("topic")
+    messages = args[1] if len(args) > 1 else kwargs.get("messages")
+    if not isinstance(topic, str) or not isinstance(messages, list) or not messages:
+        return produce_batch(*args, **kwargs)
+    if messaging.publishing():
+        return produce_batch(*args, **kwargs)
+    count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(messages)}
+    with messaging.publish({}, system=SYSTEM, destination=topic, attributes=count) as sent:
+        queued = produce_batch(*args, **kwargs)
+        if type(queued) is int:  # failed messages are not counted sent
+            sent.set_accepted(queued)
+    _batch_sent_bare.warn("Kafka batch", "confluent-kafka's produce_batch sends no headers")
+    return queued
 
 
 def _delivered_in_callers_context(
