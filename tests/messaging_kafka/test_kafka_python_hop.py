@@ -14,7 +14,7 @@ import kafka
 import pytest
 from hopscene import check_batch, check_hop, one, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit.instrumentation.kafka import finish
@@ -237,3 +237,44 @@ def test_a_record_near_max_request_size_goes_without_headers(
     sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
     assert len(sent) == 2
     assert all(s.attributes and s.attributes["correlation.id"] == "big-record-1" for s in sent)
+
+
+def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) -> None:
+    """send() only buffers the record; when its broker goes away it expires in the buffer and
+    the future fails. The span keeps send()'s timing and is failed; callbacks run once."""
+    import confluent_kafka
+
+    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
+    brokers = cluster.list_topics("doomed", timeout=10).brokers.values()
+    kp = kafka.KafkaProducer(
+        bootstrap_servers=",".join(f"{b.host}:{b.port}" for b in brokers),
+        api_version=KAFKA_PYTHON_API_VERSION,
+        linger_ms=300,
+        request_timeout_ms=300,
+        delivery_timeout_ms=1000,
+        retries=0,
+    )
+    future = kp.send("doomed", b"lost", partition=0)
+    sent_at = time.time_ns()
+    errors: list[Exception] = []
+    future.add_errback(errors.append)
+    del cluster  # the broker stops before the record leaves the buffer
+    with pytest.raises(kafka.errors.KafkaTimeoutError):
+        future.get(timeout=10)
+    kp.close(timeout=1)
+    assert [type(error) for error in errors] == [kafka.errors.KafkaTimeoutError]
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert span.end_time is not None and span.end_time <= sent_at
+    assert span.status.is_ok is False
+    assert span.attributes is not None and span.attributes["error.type"] == "KafkaTimeoutError"
+
+
+def test_a_delivered_record_keeps_a_successful_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    kp = producer(kafka_bootstrap)
+    metadata = kp.send(topic, b"kept", partition=0).get(timeout=10)
+    kp.close()
+    (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes is not None and metadata.offset >= 0

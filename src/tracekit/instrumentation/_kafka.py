@@ -27,9 +27,10 @@ RECORD_OVERHEAD = 128
 _HEADER_OVERHEAD = 10
 
 
-# Given the publish and ``send``'s arguments, returns the arguments that report the delivery.
+# Makes the call ``send(*args, **kwargs)`` so that the delivery's outcome ends the publish's span
+# (with ``Publishing.settle_later``); given the publish, send, args and kwargs.
 Settling = Callable[
-    [messaging.Publishing, tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]]
+    [messaging.Publishing, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any
 ]
 
 
@@ -44,7 +45,7 @@ def traced_send(
     """Call ``send(topic, value, key, ...)`` inside a PRODUCER span, with context added to its
     headers (``headers_position`` None: the broker's message format has no headers, none are
     added) unless they could take the record past ``limit`` bytes (None: not checked).
-    ``settle`` (if given) makes the call end the span with the delivery's outcome."""
+    ``settle`` (if given) makes the call, so that the delivery's outcome ends the span."""
     topic = args[0] if args else kwargs.get("topic")
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
@@ -54,7 +55,7 @@ def traced_send(
         if headers_position is not None and _fits(args, kwargs, carrier, headers_position, limit):
             args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
         if settle is not None and sent.span is not None:
-            args, kwargs = settle(publishing, args, kwargs)
+            return settle(publishing, send, args, kwargs)
         return send(*args, **kwargs)
 
 

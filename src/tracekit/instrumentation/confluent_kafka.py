@@ -206,22 +206,23 @@ def _settling(config: dict[str, Any]) -> _kafka.Settling | None:
 def _reported_to_span(
     default: Callable[..., Any] | None,
     publishing: messaging.Publishing,
+    produce: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``produce``'s arguments with a delivery callback that ends the span, then calls the
-    caller's (the message's own, else the producer's ``on_delivery`` setting, which a callback
-    given to ``produce`` replaces)."""
+) -> Any:
+    """``produce`` with a delivery callback that ends the span, then calls the caller's (the
+    message's own, else the producer's ``on_delivery`` setting, which a callback given to
+    ``produce`` replaces)."""
     slot, callback = _delivery_callback(args, kwargs)
     if callback is None and default is not None:
         callback = _run_in(contextvars.copy_context(), default)
     elif callback is not None and not callable(callback):
-        return args, kwargs  # confluent-kafka refuses it, as without tracekit
+        return produce(*args, **kwargs)  # confluent-kafka refuses it, as without tracekit
     publishing.settle_later()
     report = _ending_span_then(publishing, callback)
     if isinstance(slot, int):
-        return (*args[:slot], report, *args[slot + 1 :]), kwargs
-    return args, {**kwargs, slot: report}
+        return produce(*args[:slot], report, *args[slot + 1 :], **kwargs)
+    return produce(*args, **{**kwargs, slot: report})
 
 
 def _delivery_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | str, Any]:

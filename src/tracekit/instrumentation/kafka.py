@@ -5,8 +5,9 @@
   of the same names the caller passed are replaced, never duplicated (a repeated ``traceparent``
   would make every consumer restart the trace). The span covers ``send()`` handing the record to
   the producer's buffer; delivery is asynchronous, so queue wait includes the producer's linger.
-  Callbacks added to the future ``send`` returns run in the context they were added in, not in
-  the sender thread's empty one.
+  The span is recorded when the future ``send`` returns is resolved: failed if the record was.
+  Callbacks added to that future run in the context they were added in, not in the sender
+  thread's empty one.
 - Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
   producer's span and opens when the record is returned, so the loop body runs inside it.
 - ``poll()`` returns a batch: one record gets the same single-message span, several get one span
@@ -74,7 +75,27 @@ def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     position = _headers_position(instance)
-    return _kafka.traced_send(wrapped, args, kwargs, position, _size_limit(instance))
+    limit = _size_limit(instance)
+    return _kafka.traced_send(wrapped, args, kwargs, position, limit, _settled_by_future)
+
+
+def _settled_by_future(
+    publishing: messaging.Publishing,
+    send: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``send``, whose future (resolved by the sender thread) ends the span: failed with the
+    error the record failed with (expired in the buffer, refused by the broker)."""
+    future = send(*args, **kwargs)
+    try:
+        future.add_callback(lambda _metadata: publishing.end())
+        future.add_errback(publishing.end)
+    except Exception as error:  # not the future kafka-python returns: the span ends here
+        report_once("kafka-python delivery", error)
+        return future
+    publishing.settle_later()
+    return future
 
 
 def _size_limit(producer: Any) -> int | None:
