@@ -327,18 +327,19 @@ def test_a_delivered_message_keeps_a_successful_span(
     assert span.end_time is not None and span.end_time <= produced_at
 
 
+@pytest.mark.parametrize("as_keyword", [False, True], ids=["in the dict", "as a keyword"])
 def test_the_configured_delivery_callback_still_gets_every_report(
-    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter, as_keyword: bool
 ) -> None:
-    """A Producer's ``on_delivery`` setting serves messages produced without a callback of their
-    own; one given to produce() replaces it for that message, as without tracekit."""
+    """A Producer's ``on_delivery`` setting (in its dict, or a keyword beside it) serves messages
+    produced without a callback of their own; one given to produce() replaces it for that
+    message, as without tracekit."""
     by_default: list[bytes] = []
-    producer = confluent_kafka.Producer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "on_delivery": lambda error, message: by_default.append(message.value()),
-        }
-    )
+    setting = {"on_delivery": lambda error, message: by_default.append(message.value())}
+    if as_keyword:
+        producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap}, **setting)
+    else:
+        producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap, **setting})
     own: list[bytes] = []
     producer.produce(topic, b"default", partition=0)
     producer.produce(topic, b"own", partition=0, callback=lambda e, m: own.append(m.value()))
@@ -388,3 +389,18 @@ def test_produce_batch_is_traced_as_one_send_of_the_request(
     assert span.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 3
     assert span.attributes[semconv.CORRELATION_ID] == "order-batch-1"
     assert "without trace context" in caplog.text and "produce_batch" in caplog.text
+
+
+def test_a_group_given_as_a_keyword_names_the_consumer_group(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"v", partition=0)
+    producer.flush(10)
+    cc = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap}, **{"group.id": "billing"})
+    cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    poll_one(cc)
+    cc.close()
+    span = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert span.attributes is not None
+    assert span.attributes["messaging.consumer.group.name"] == "billing"

@@ -125,7 +125,7 @@ def _traced_producer_class(base: type) -> type:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._tracekit_bare = _made_by_asyncio_client()
-            config = args[0] if args and isinstance(args[0], dict) else kwargs
+            config = _settings(args, kwargs)
             self._tracekit_limit = _message_max_bytes(config)
             self._tracekit_settle = _settling(config)
 
@@ -265,7 +265,7 @@ def _traced_consumer_class(base: type) -> type:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            config = args[0] if args and isinstance(args[0], dict) else kwargs
+            config = _settings(args, kwargs)
             group = config.get("group.id")
             self._tracekit_group = group if isinstance(group, str) else None
             self._tracekit_bare = _made_by_asyncio_client()
@@ -294,6 +294,13 @@ def _traced_consumer_class(base: type) -> type:
 
     Consumer.__module__ = base.__module__
     return Consumer
+
+
+def _settings(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A client's configuration: its dict, and keywords beside it (which confluent-kafka takes
+    as settings too, over the dict's)."""
+    given = args[0] if args and isinstance(args[0], dict) else {}
+    return {**given, **kwargs}
 
 
 def _message_max_bytes(config: dict[str, Any]) -> int | None:
