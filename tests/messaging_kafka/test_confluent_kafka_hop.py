@@ -404,3 +404,65 @@ def test_a_group_given_as_a_keyword_names_the_consumer_group(
     span = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
     assert span.attributes is not None
     assert span.attributes["messaging.consumer.group.name"] == "billing"
+
+
+def test_the_configured_delivery_callback_runs_in_the_callers_context(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Like a message's own callback, the producer's ``on_delivery`` setting runs in the context
+    produce() was called in: not inside the PRODUCER span's publish (where a retry it produces
+    would go out untraced, without headers)."""
+    seen: list[tuple[str | None, bool]] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        seen.append((tracekit.correlation_id(), tracekit.messaging.publishing()))
+
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "on_delivery": delivered}
+    )
+    token = tracekit.correlation.set_correlation_id("order-default-1")
+    try:
+        producer.produce(topic, b"v", partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert producer.flush(10) == 0
+    assert seen == [("order-default-1", False)]
+
+
+@pytest.mark.parametrize(
+    ("produce", "called"),
+    [
+        (
+            lambda p, topic, cb: p.produce(
+                topic, b"v", callback=cb("callback"), on_delivery=cb("on_delivery")
+            ),
+            ["callback"],
+        ),
+        (
+            lambda p, topic, cb: p.produce(topic, b"v", None, -1, cb("callback"), cb("on_del")),
+            ["callback"],
+        ),
+        (
+            lambda p, topic, cb: p.produce(topic, b"v", callback=None, on_delivery=cb("on_del")),
+            ["setting"],
+        ),
+    ],
+    ids=["both by keyword", "both positional", "callback None"],
+)
+def test_of_two_callbacks_the_one_confluent_kafka_calls_gets_the_report(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter, produce: Any, called: list[str]
+) -> None:
+    """confluent-kafka takes ``callback`` whenever it is given (None: the producer's setting)
+    and ignores ``on_delivery`` then; the span still ends with the report."""
+    calls: list[str] = []
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "on_delivery": lambda e, m: calls.append("setting")}
+    )
+
+    def named(name: str) -> Any:
+        return lambda error, message: calls.append(name)
+
+    produce(producer, topic, named)
+    assert producer.flush(10) == 0
+    assert calls == called
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 1

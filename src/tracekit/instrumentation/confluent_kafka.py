@@ -30,7 +30,6 @@ block exits (failed if the block raised), or when ``finish(consumer)`` is called
 from __future__ import annotations
 
 import contextvars
-import functools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,10 +44,12 @@ from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor, Patch
 from tracekit.instrumentation._kafka import SYSTEM
 
-# produce(topic, value, key, partition, on_delivery, callback, timestamp, headers): the C
-# keyword list names on_delivery's alias "callback" too, so it takes a position of its own
+# produce(topic, value, key, partition, callback, on_delivery, timestamp, headers): the C
+# keyword list names on_delivery's alias "callback" too, so it takes a position of its own.
+# A message's delivery callback is ``callback`` whenever that is given at all (None too), else
+# ``on_delivery``; None there means the producer's ``on_delivery`` setting.
 _HEADERS_POSITION = 7
-_CALLBACK_POSITIONS = {"on_delivery": 4, "callback": 5}
+_CALLBACK_SLOTS = (("callback", 4), ("on_delivery", 5))
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 
@@ -128,11 +129,12 @@ def _traced_producer_class(base: type) -> type:
             config = _settings(args, kwargs)
             self._tracekit_limit = _message_max_bytes(config)
             self._tracekit_settle = _settling(config)
+            self._tracekit_on_delivery = config.get("on_delivery")
 
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not type(self)._tracekit_live or self._tracekit_bare:
                 return super().produce(*args, **kwargs)
-            args, kwargs = _delivered_in_callers_context(args, kwargs)
+            args, kwargs = _delivered_in_callers_context(args, kwargs, self._tracekit_on_delivery)
             return _kafka.traced_send(
                 super().produce,
                 args,
@@ -174,19 +176,37 @@ def _traced_batch(
 
 
 def _delivered_in_callers_context(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
+    args: tuple[Any, ...], kwargs: dict[str, Any], default: object
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``produce``'s arguments with its delivery callback run in the context ``produce`` was
-    called in. librdkafka calls it from whichever later ``poll()`` or ``flush()`` serves the
-    report, where another request (or none) is current: its log lines, and a retry it sends,
-    would belong to that one."""
-    context = contextvars.copy_context()
-    for name, position in _CALLBACK_POSITIONS.items():
-        if len(args) > position and callable(args[position]):
-            args = (*args[:position], _run_in(context, args[position]), *args[position + 1 :])
-        elif callable(kwargs.get(name)):
-            kwargs = {**kwargs, name: _run_in(context, kwargs[name])}
-    return args, kwargs
+    """``produce``'s arguments with its delivery callback (the message's own, else ``default``,
+    the producer's ``on_delivery`` setting) run in the context ``produce`` was called in.
+    librdkafka calls it from whichever later ``poll()`` or ``flush()`` serves the report, where
+    another request (or none) is current: its log lines, and a retry it sends, would belong to
+    that one."""
+    slot, callback = _delivery_callback(args, kwargs)
+    callback = default if callback is None else callback
+    if not callable(callback):
+        return args, kwargs  # none, or one confluent-kafka refuses, as without tracekit
+    return _with_callback(args, kwargs, slot, _run_in(contextvars.copy_context(), callback))
+
+
+def _delivery_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | str, Any]:
+    """Where the message's delivery callback is given (where to give one, if nowhere), and the
+    callback: None when the producer's ``on_delivery`` setting serves the message."""
+    for name, position in _CALLBACK_SLOTS:
+        if len(args) > position:
+            return position, args[position]
+        if name in kwargs:
+            return name, kwargs[name]
+    return "on_delivery", None
+
+
+def _with_callback(
+    args: tuple[Any, ...], kwargs: dict[str, Any], slot: int | str, callback: Callable[..., Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(slot, int):
+        return (*args[:slot], callback, *args[slot + 1 :]), kwargs
+    return args, {**kwargs, slot: callback}
 
 
 def _run_in(context: contextvars.Context, callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -199,41 +219,23 @@ def _settling(config: dict[str, Any]) -> _kafka.Settling | None:
     success would never end, so spans end at ``produce``."""
     if str(config.get("delivery.report.only.error", "false")).lower() in ("true", "1"):
         return None
-    default = config.get("on_delivery")
-    return functools.partial(_reported_to_span, default if callable(default) else None)
+    return _reported_to_span
 
 
 def _reported_to_span(
-    default: Callable[..., Any] | None,
     publishing: messaging.Publishing,
     produce: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """``produce`` with a delivery callback that ends the span, then calls the caller's (the
-    message's own, else the producer's ``on_delivery`` setting, which a callback given to
-    ``produce`` replaces)."""
+    """``produce`` with a delivery callback that ends the span, then calls the message's own
+    (which ``_delivered_in_callers_context`` made the producer's setting, if it had none)."""
     slot, callback = _delivery_callback(args, kwargs)
-    if callback is None and default is not None:
-        callback = _run_in(contextvars.copy_context(), default)
-    elif callback is not None and not callable(callback):
+    if callback is not None and not callable(callback):
         return produce(*args, **kwargs)  # confluent-kafka refuses it, as without tracekit
     publishing.settle_later()
-    report = _ending_span_then(publishing, callback)
-    if isinstance(slot, int):
-        return produce(*args[:slot], report, *args[slot + 1 :], **kwargs)
-    return produce(*args, **{**kwargs, slot: report})
-
-
-def _delivery_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | str, Any]:
-    """Where ``produce`` was given its delivery callback, and the callback (None: none given)."""
-    for name, position in _CALLBACK_POSITIONS.items():
-        if len(args) > position and args[position] is not None:
-            return position, args[position]
-        if kwargs.get(name) is not None:
-            return name, kwargs[name]
-    on_delivery = _CALLBACK_POSITIONS["on_delivery"]
-    return (on_delivery if len(args) > on_delivery else "on_delivery"), None
+    args, kwargs = _with_callback(args, kwargs, slot, _ending_span_then(publishing, callback))
+    return produce(*args, **kwargs)
 
 
 def _ending_span_then(
