@@ -151,6 +151,32 @@ def test_the_warning_naming_the_otlp_endpoint_leaves_its_credentials_out(tmp_pat
     ], result.stderr
 
 
+def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: Path) -> None:
+    """The SDK's own retry line quotes the failed request's URL, query and all: a token in
+    ``OTEL_EXPORTER_OTLP_*_ENDPOINT`` (``?api_key=``) reached the application's stderr."""
+    port = free_port()  # nobody listens there
+    result = run_python(
+        """
+        import logging, tracekit
+        from opentelemetry import trace
+        tracekit.init("shop", metrics_port=0)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            logging.getLogger("shop").warning("working")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces?api_key=tok1",
+        OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"http://127.0.0.1:{port}/v1/logs?api_key=tok2",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+    )
+    retries = [line for line in result.stderr.splitlines() if line.startswith("Transient error")]
+    assert {line.split(" batch")[0].rsplit(" ", 1)[1] for line in retries} == {"spans", "logs"}
+    assert all(f"port={port}): Max retries exceeded with url: /v1/" in line for line in retries)
+    assert "/v1/traces?… " in result.stderr and "/v1/logs?… " in result.stderr, result.stderr
+    assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
+
+
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(

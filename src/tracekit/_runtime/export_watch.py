@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracekit import config
+from tracekit._runtime.guard import without_url_secrets
 
 _log = logging.getLogger("tracekit")
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -93,8 +94,12 @@ class ExportWatch(logging.Filter):
             logger.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Let the exporter's lines through unless its endpoint is known to be failing."""
-        return not self.failing
+        """Let the exporter's lines through, without URL secrets, unless its endpoint is known
+        to be failing."""
+        if self.failing:
+            return False
+        _cut_url_secrets(record)
+        return True
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
@@ -114,6 +119,19 @@ class ExportWatch(logging.Filter):
                 self.what,
                 self.endpoint,
             )
+
+
+def _cut_url_secrets(record: logging.LogRecord) -> None:
+    """Rewrite ``record``'s message without URL queries and credentials: the SDK's retry and
+    failure lines quote the HTTP client's error, which names the request's URL whole
+    (``…with url: /v1/traces?api_key=…``)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a line the SDK cannot format: the handler reports it as it would
+        return
+    redacted = without_url_secrets(message)
+    if redacted != message:
+        record.msg, record.args = redacted, ()
 
 
 class WatchedSpanExporter(SpanExporter):
