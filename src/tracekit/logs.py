@@ -378,8 +378,9 @@ def json_stdout_handler(level: int = logging.NOTSET) -> logging.Handler:
 
 # --- OTLP export ------------------------------------------------------------------------------
 
-# The export pipeline's own loggers: exporting their records could feed back into itself.
-_PIPELINE_LOGGERS = ("opentelemetry", "urllib3", "requests")
+# The export pipeline's own loggers and those below them (``urllib3.connectionpool``):
+# exporting their records could feed back into itself.
+_PIPELINE_LOGGERS = frozenset(("opentelemetry", "urllib3", "requests"))
 
 
 class LogExportHandler(logging.Handler):
@@ -418,7 +419,8 @@ class _Bridge:
 
 def _emit(provider: LoggerProvider, record: logging.LogRecord) -> None:
     """Translate ``record`` and emit it to ``provider``; never raises into the application."""
-    if record.name.startswith(_PIPELINE_LOGGERS) or instrumentation_suppressed():
+    # By the top-level name: an application's ``requestsvc`` is not ``requests``.
+    if record.name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
         return
     try:
         provider.get_logger(record.name).emit(

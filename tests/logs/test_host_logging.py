@@ -124,6 +124,29 @@ def test_non_propagating_loggers_are_not_exported_but_celery_task_loggers_are(tm
     assert stored_bodies(tmp_path) == ["task line"]
 
 
+def test_only_the_export_pipelines_own_loggers_are_left_out(tmp_path: Path) -> None:
+    """``opentelemetry.*``, ``urllib3.*`` and ``requests.*`` are left out; an application's
+    logger whose name merely starts like them (``requests_oauthlib``, ``requestsvc``) was
+    left out too, its lines never exported."""
+    run_python(
+        """
+        import logging, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        for name in ("requests_oauthlib", "requestsvc.orders", "opentelemetry_demo", "urllib3x",
+                     "requests", "urllib3.connectionpool", "opentelemetry.sdk"):
+            logging.getLogger(name).warning("from %s", name)
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert stored_bodies(tmp_path) == [
+        "from requests_oauthlib",
+        "from requestsvc.orders",
+        "from opentelemetry_demo",
+        "from urllib3x",
+    ]
+
+
 def test_the_warning_naming_the_otlp_endpoint_leaves_its_credentials_out(tmp_path: Path) -> None:
     """A token in the endpoint's query (``?api_key=``) was repeated in tracekit's warning, on
     the application's log; userinfo already was not."""
