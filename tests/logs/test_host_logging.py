@@ -200,6 +200,46 @@ def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: P
     assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
 
 
+def test_the_exporters_request_lines_at_debug_leave_the_endpoints_credentials_out(
+    tmp_path: Path,
+) -> None:
+    """At DEBUG, urllib3 logs every request line: each export's showed the endpoint's token
+    (``"POST /v1/traces?api_key=…"``). The application's own requests keep their lines whole."""
+    result = run_python(
+        """
+        import logging, os, threading, requests, tracekit
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from opentelemetry import trace
+
+        class Collector(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.do_GET()
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_port
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(message)s")
+        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{port}/v1/traces?api_key=tok1"
+        tracekit.init("shop", metrics_port=0, exporter="otlp", logs=False, export_logs=False)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            requests.get(f"http://127.0.0.1:{port}/own?page=2")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("urllib3.")]
+    assert any('"GET /own?page=2 HTTP/1.1" 200' in line for line in lines), result.stderr
+    assert any('"POST /v1/traces?… HTTP/1.1" 200' in line for line in lines), result.stderr
+    assert "tok1" not in result.stderr, result.stderr
+
+
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracekit import config
-from tracekit._runtime.guard import without_url_secrets
+from tracekit._runtime.guard import instrumentation_suppressed, without_url_secrets
 
 _log = logging.getLogger("tracekit")
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -92,6 +92,8 @@ class ExportWatch(logging.Filter):
         ]
         for logger in self._loggers:
             logger.addFilter(self)
+        self._request_lines = _ExportRequestLines()
+        logging.getLogger(_HTTP_CLIENT_LOGGER).addFilter(self._request_lines)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let the exporter's lines through, without URL secrets, unless its endpoint is known
@@ -105,6 +107,7 @@ class ExportWatch(logging.Filter):
         """Take the filter off the exporter's loggers."""
         for logger in self._loggers:
             logger.removeFilter(self)
+        logging.getLogger(_HTTP_CLIENT_LOGGER).removeFilter(self._request_lines)
 
     def saw(self, failed: bool) -> None:
         """Record one export's outcome: a failure quiets the exporter's lines until a success
@@ -132,6 +135,20 @@ def _cut_url_secrets(record: logging.LogRecord) -> None:
     redacted = without_url_secrets(message)
     if redacted != message:
         record.msg, record.args = redacted, ()
+
+
+# The HTTP client under the OTLP/HTTP exporter: at DEBUG it logs every request line, query and all.
+_HTTP_CLIENT_LOGGER = "urllib3.connectionpool"
+
+
+class _ExportRequestLines(logging.Filter):
+    """Cuts URL secrets from the HTTP client's lines about the exporter's own requests, which
+    it makes with instrumentation suppressed; the application's requests' lines stay whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if instrumentation_suppressed():
+            _cut_url_secrets(record)
+        return True
 
 
 class WatchedSpanExporter(SpanExporter):
