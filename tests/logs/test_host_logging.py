@@ -240,6 +240,27 @@ def test_the_exporters_request_lines_at_debug_leave_the_endpoints_credentials_ou
     assert "tok1" not in result.stderr, result.stderr
 
 
+def test_the_sdks_warning_on_a_malformed_otlp_header_names_it_without_its_value(
+    tmp_path: Path,
+) -> None:
+    """``Authorization="Bearer …"`` (quotes kept, as docker-compose keeps them) is no valid
+    ``OTEL_EXPORTER_OTLP_HEADERS`` member: the SDK's warning about it quoted the token whole."""
+    result = run_python(
+        """
+        import tracekit
+        tracekit.init("shop", metrics_port=0, logs=False)
+        tracekit.shutdown()
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}",
+        OTEL_EXPORTER_OTLP_HEADERS='Authorization="Bearer tok1",Bearer tok2,x-team=blue',
+    )
+    warnings = [line for line in result.stderr.splitlines() if "Header format invalid" in line]
+    assert [line.rsplit(": ", 1)[1] for line in warnings] == ["Authorization=…", "…"] * 2
+    assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
+
+
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(

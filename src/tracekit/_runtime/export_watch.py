@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,7 +53,38 @@ def otlp_exporter(signal: str) -> tuple[Any, str]:
         raise config.ConfigError(
             f"{variable}=grpc needs OpenTelemetry's gRPC exporter: pip install 'tracekit[grpc]'"
         ) from None
+    # The exporter reads OTEL_EXPORTER_OTLP_HEADERS as it is made (it is made once per signal,
+    # and addFilter adds one filter once).
+    logging.getLogger(_HEADER_PARSER_LOGGER).addFilter(_header_values_hidden)
     return getattr(module, class_name)(), otlp_endpoint(signal, protocol)
+
+
+# The SDK's parser of OTEL_EXPORTER_OTLP_HEADERS, which logs nothing but this warning.
+_HEADER_PARSER_LOGGER = "opentelemetry.util.re"
+
+
+class _HeaderValuesHidden(logging.Filter):
+    """The SDK warns of a malformed ``OTEL_EXPORTER_OTLP_HEADERS`` member by quoting it whole,
+    its value (an API key, ``Authorization="Bearer …"``) included: only its name is kept, and
+    only when it is a header name (``Bearer abc`` is all value)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args and isinstance(record.args[0], str):
+            record.args = (_name_of_member(record.args[0]), *record.args[1:])
+        return True
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")
+
+
+def _name_of_member(member: str) -> str:
+    """``name=…`` of a ``name=value`` member; ``…`` when no header name comes before ``=``."""
+    name, separator, _ = member.partition("=")
+    name = name.strip(" \t")
+    return f"{name}=…" if separator and _HEADER_NAME.fullmatch(name) else "…"
+
+
+_header_values_hidden = _HeaderValuesHidden()
 
 
 _EXPORTERS = {
