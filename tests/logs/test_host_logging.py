@@ -200,6 +200,30 @@ def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: P
     assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
 
 
+def test_the_grpc_exporters_lines_leave_the_endpoints_userinfo_out(tmp_path: Path) -> None:
+    """The gRPC exporter names its endpoint as ``host:port``, userinfo and all: a password in
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` reached the application's stderr in each of its lines."""
+    port = free_port()  # nobody listens there
+    result = run_python(
+        """
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init("shop", metrics_port=0, logs=False)
+        with trace.get_tracer("t").start_as_current_span("work"):
+            pass
+        tracekit.shutdown()
+        """,
+        tmp_path,
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://me:p@ss1@127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+    )
+    sdk_lines = [line for line in result.stderr.splitlines() if " traces to " in line]
+    assert sdk_lines and all(f"to 127.0.0.1:{port}," in line for line in sdk_lines), result.stderr
+    assert "ss1" not in result.stderr, result.stderr
+
+
 def test_the_exporters_request_lines_at_debug_leave_the_endpoints_credentials_out(
     tmp_path: Path,
 ) -> None:

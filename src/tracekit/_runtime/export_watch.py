@@ -156,15 +156,21 @@ class ExportWatch(logging.Filter):
             )
 
 
+# Userinfo before a host without "//": the gRPC exporter names its endpoint as the URL's
+# netloc (``user:pass@host:4317``). A password may hold "@": each part up to one goes. (At
+# most 256 characters a part, so that a long line without "@" costs linear time.)
+_BARE_USERINFO = re.compile(r"[^\s/@'\"]{1,256}@(?=[^\s@'\"])")
+
+
 def _cut_url_secrets(record: logging.LogRecord) -> None:
     """Rewrite ``record``'s message without URL queries and credentials: the SDK's retry and
     failure lines quote the HTTP client's error, which names the request's URL whole
-    (``…with url: /v1/traces?api_key=…``)."""
+    (``…with url: /v1/traces?api_key=…``), or the gRPC endpoint with its userinfo."""
     try:
         message = record.getMessage()
     except Exception:  # a line the SDK cannot format: the handler reports it as it would
         return
-    redacted = without_url_secrets(message)
+    redacted = _BARE_USERINFO.sub("", without_url_secrets(message))
     if redacted != message:
         record.msg, record.args = redacted, ()
 
