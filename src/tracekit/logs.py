@@ -419,11 +419,13 @@ class _Bridge:
 
 def _emit(provider: LoggerProvider, record: logging.LogRecord) -> None:
     """Translate ``record`` and emit it to ``provider``; never raises into the application."""
+    # A record made by hand (``logging.makeLogRecord({...})``) may be named None, as it shows.
+    name = str(record.name)
     # By the top-level name: an application's ``requestsvc`` is not ``requests``.
-    if record.name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
+    if name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
         return
     try:
-        provider.get_logger(record.name).emit(
+        provider.get_logger(name).emit(
             timestamp=int(record.created * 1e9),
             observed_timestamp=time_ns(),
             context=otel_context.get_current(),

@@ -362,6 +362,26 @@ def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
     assert stored_bodies(tmp_path) == ["batched"]
 
 
+def test_a_record_made_by_hand_without_a_name_is_handled_and_exported(tmp_path: Path) -> None:
+    """``logging.makeLogRecord({...})`` without ``name`` gives a record named None: handing it
+    to a logger raised AttributeError out of ``logger.handle`` (tracekit's export read the
+    name as text), where the stdlib alone prints it."""
+    result = run_python(
+        """
+        import logging, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        record = logging.makeLogRecord({"msg": "made by hand", "levelno": 30})
+        logging.getLogger().handle(record)
+        print("handled")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert result.stdout == "handled\n"
+    assert "made by hand" in result.stderr.splitlines()  # the last-resort handler's line
+    assert stored_bodies(tmp_path) == ["made by hand"]
+
+
 def test_a_record_that_cannot_be_formatted_is_still_exported(tmp_path: Path) -> None:
     """A bug in a log call (arguments that do not fit its message, an exception whose
     ``__str__`` raises) lost the very record that shows it: not exported, and one warning
