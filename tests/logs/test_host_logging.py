@@ -200,9 +200,13 @@ def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: P
     assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
 
 
-def test_the_grpc_exporters_lines_leave_the_endpoints_userinfo_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["http://", ""])
+def test_the_grpc_exporters_lines_leave_the_endpoints_userinfo_out(
+    tmp_path: Path, scheme: str
+) -> None:
     """The gRPC exporter names its endpoint as ``host:port``, userinfo and all: a password in
-    ``OTEL_EXPORTER_OTLP_ENDPOINT`` reached the application's stderr in each of its lines."""
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` reached the application's stderr in each of its lines, and
+    in tracekit's own warning when the endpoint had no scheme (``user:pass@host:4317``)."""
     port = free_port()  # nobody listens there
     result = run_python(
         """
@@ -216,11 +220,12 @@ def test_the_grpc_exporters_lines_leave_the_endpoints_userinfo_out(tmp_path: Pat
         tmp_path,
         TRACEKIT_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://me:p@ss1@127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"{scheme}me:p@ss1@127.0.0.1:{port}",
         OTEL_EXPORTER_OTLP_TIMEOUT="2",
     )
     sdk_lines = [line for line in result.stderr.splitlines() if " traces to " in line]
     assert sdk_lines and all(f"to 127.0.0.1:{port}," in line for line in sdk_lines), result.stderr
+    assert f"OTLP endpoint {scheme}127.0.0.1:{port} (unreachable" in result.stderr, result.stderr
     assert "ss1" not in result.stderr, result.stderr
 
 

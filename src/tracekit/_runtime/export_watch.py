@@ -96,10 +96,12 @@ _EXPORTERS = {
 def _without_credentials(url: str) -> str:
     """``url`` for a log line: without userinfo, and with its query (``?api_key=…``, a token
     some backends take there) and fragment cut to ``?…``."""
-    parts = urlsplit(url)
+    bare = "//" not in url  # a gRPC endpoint is often host:port alone, userinfo and all
+    parts = urlsplit(f"//{url}" if bare else url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = "…" if parts.query or parts.fragment else ""
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+    text = urlunsplit(parts._replace(netloc=netloc, query=query, fragment=""))
+    return text.removeprefix("//") if bare else text
 
 
 class ExportWatch(logging.Filter):
