@@ -547,7 +547,8 @@ EXPORT_POINTS = frozenset(("celery.task",))
 
 def _exports(logger: logging.Logger) -> bool:
     """True when ``logger``'s records propagate to the root (or stop at an export point) and
-    no handler on the way already hands them to OpenTelemetry (the host's own bridge)."""
+    no handler on the way already hands them to OpenTelemetry (the host's own bridge, or a
+    ``LogExportHandler`` the host attached)."""
     current: logging.Logger | None = logger
     while current is not None:
         if any(_is_otel_bridge(type(h)) for h in current.handlers):
@@ -565,11 +566,11 @@ _bridge_types: dict[type, bool] = {}
 
 def _is_otel_bridge(cls: type) -> bool:
     """OpenTelemetry's stdlib bridge, ``LoggingHandler`` (the SDK's, or the newer one in
-    ``opentelemetry-instrumentation-logging``), or a subclass of it; known without importing
-    either."""
+    ``opentelemetry-instrumentation-logging``), tracekit's ``LogExportHandler``, or a subclass
+    of one; known without importing OpenTelemetry's."""
     found = _bridge_types.get(cls)
     if found is None:
-        found = any(
+        found = issubclass(cls, LogExportHandler) or any(
             c.__name__ == "LoggingHandler" and c.__module__.startswith("opentelemetry.")
             for c in cls.__mro__
         )

@@ -541,6 +541,26 @@ print([r.body for r in records], records[0].attributes.get("correlation_id"))
     assert stored_bodies(tmp_path) == []
 
 
+def test_a_record_through_tracekits_own_export_handler_is_exported_once(tmp_path) -> None:
+    """docs/logs.md offers ``LogExportHandler`` as a handler to attach yourself: on the root,
+    beside ``init``'s export, every record reached the provider twice."""
+    result = run_python(
+        HOST_PIPELINE
+        + """
+import tracekit
+from tracekit.logs import LogExportHandler
+logging.root.addHandler(LogExportHandler(host, owned=False))
+tracekit.init("shop", exporter="store", metrics_port=0)
+logging.getLogger("shop").warning("charged")
+tracekit.shutdown()
+print([r.log_record.body for r in exported.get_finished_logs()])
+""",
+        tmp_path,
+    )
+    assert result.stdout.splitlines()[0] == "['charged']"
+    assert stored_bodies(tmp_path) == []
+
+
 def test_a_host_log_provider_without_a_bridge_gets_the_records(tmp_path) -> None:
     """The host set a LoggerProvider but bridges nothing: tracekit's bridge feeds the host's
     pipeline (no second exporter of its own), and ``shutdown()`` leaves the host's provider open."""
