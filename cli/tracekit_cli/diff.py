@@ -154,9 +154,9 @@ def _compare_pair(source: SpanSource, a: str, b: str, thresholds: Thresholds) ->
 
     try:
         paths = [reconstruct(source, query, with_logs=False) for query in (a, b)]
-        missing = [repr(q)[:80] for q, p in zip((a, b), paths, strict=True) if p is None]
+        missing = list(dict.fromkeys(q for q, p in zip((a, b), paths, strict=True) if p is None))
         if missing:
-            fail(f"no request found for {' and '.join(missing)}", EXIT_MISSING)
+            fail(_not_comparable(source, missing), EXIT_MISSING)
         assert paths[0] is not None and paths[1] is not None
         first, second, notes = _apart(source, a, b, paths[0], paths[1])
     except BackendError as error:
@@ -164,6 +164,28 @@ def _compare_pair(source: SpanSource, a: str, b: str, thresholds: Thresholds) ->
     result = compare_paths(first, second, thresholds)
     result.warnings[:0] = notes
     return result
+
+
+def _not_comparable(source: SpanSource, missing: list[str]) -> str:
+    """Why requests with no span cannot be compared: unknown, or (every service on their way in
+    correlation-only mode) only log lines carry them, which `tracekit trace` shows."""
+    from tracekit.path import reconstruct
+    from tracekit.records import CorrelatedLogSource
+
+    # only a store holds log lines by correlation ID: Tempo or Jaeger would be asked again
+    logs_held = isinstance(source, CorrelatedLogSource)
+    logged = [q for q in missing if logs_held and reconstruct(source, q) is not None]
+    unknown = [q for q in missing if q not in logged]
+    said = [f"no request found for {_quoted(unknown)}"] if unknown else []
+    if logged:
+        verb = "has" if len(logged) == 1 else "have"
+        said.append(f"{_quoted(logged)} {verb} only log lines, no span to compare "
+                    "(tracekit trace shows them)")  # fmt: skip
+    return "; ".join(said)
+
+
+def _quoted(queries: list[str]) -> str:
+    return " and ".join(repr(q)[:80] for q in queries)
 
 
 def _apart(

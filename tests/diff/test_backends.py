@@ -102,3 +102,31 @@ def test_the_set_form_on_jaeger_reads_every_request_of_the_window_not_one_search
         doc = json.loads(result.stdout)
         assert (doc["a"]["requests"], doc["b"]["requests"]) == (360, 40)
         assert not doc["headline"].startswith("too few")
+
+
+def test_a_request_not_found_on_jaeger_is_searched_for_once(
+    stored: tuple[list[SpanRecord], str, str],
+) -> None:
+    """The question "does only a log line carry it?" only the store can answer. Asked of
+    Jaeger, it searched every service for the missing ID a second time (up to 200 requests)."""
+    spans, fast, _ = stored
+    fake = FakeJaeger(spans)
+    asked: list[str] = []
+
+    def counting(request: Request) -> Any:
+        if "req-nowhere" in request.full_path:
+            asked.append(request.full_path)
+        return fake(request)
+
+    for url in serve(counting):
+        traced = CliRunner().invoke(cli, ["trace", "req-nowhere", "--jaeger", url],
+                                    env={"TRACEKIT_BACKEND_HEADERS": ""})  # fmt: skip
+        searches, asked[:] = len(asked), []
+        result = CliRunner().invoke(cli, ["diff", fast, "req-nowhere", "--jaeger", url],
+                                    env={"TRACEKIT_BACKEND_HEADERS": ""})  # fmt: skip
+
+        assert traced.exit_code == 1 and searches > 0
+        assert (result.exit_code, result.stderr) == (
+            3, "tracekit: no request found for 'req-nowhere'\n"
+        )  # fmt: skip
+        assert len(asked) == searches

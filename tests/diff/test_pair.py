@@ -539,3 +539,46 @@ def test_two_linked_traces_of_one_request_are_said_to_be_one(tmp_path: Path) -> 
     doc = json.loads(result.stdout)
     assert (result.exit_code, doc["changes"]) == (0, [])
     assert doc["warnings"] == ["A and B are one request (they share traces): compared with itself"]
+
+
+def test_requests_only_log_lines_carry_are_said_to_have_no_span_to_compare(
+    tmp_path: Path,
+) -> None:
+    """Every service in correlation-only mode: `tracekit trace` shows each request from its log
+    lines, but `diff` said "no request found" for IDs the user had just traced."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+    from trace_topologies import Topology, write_store
+
+    from tracekit.records import LogRecordData
+
+    start = 1_700_000_000_000_000_000
+    topologies = []
+    for cid in ("req-logs-1", "req-logs-2"):
+        t = Topology(cid)
+        t.logs.append(LogRecordData(start, "shop", "WARN", 13, "paying order 7",
+                                    attributes={"correlation.id": cid}))  # fmt: skip
+        topologies.append(t)
+    traced = Topology("req-traced")
+    traced.span("api", "GET /", "SERVER", 0, 20)
+    db = str(write_store(tmp_path / "logs-only.db", *topologies, traced))
+
+    def diff(*ids: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, ["diff", *ids, "--store", db, "--format", "json"])
+        return result.exit_code, result.stdout, result.stderr
+
+    assert diff("req-logs-1", "req-logs-2") == (3, "", (
+        "tracekit: 'req-logs-1' and 'req-logs-2' have only log lines, no span to compare"
+        " (tracekit trace shows them)\n"
+    ))  # fmt: skip
+    assert diff("req-traced", "req-logs-2") == (3, "", (
+        "tracekit: 'req-logs-2' has only log lines, no span to compare"
+        " (tracekit trace shows them)\n"
+    ))  # fmt: skip
+    assert diff("req-nowhere", "req-logs-1") == (3, "", (
+        "tracekit: no request found for 'req-nowhere'; 'req-logs-1' has only log lines,"
+        " no span to compare (tracekit trace shows them)\n"
+    ))  # fmt: skip
+    assert diff("req-logs-1", "req-logs-1")[2] == (  # said once
+        "tracekit: 'req-logs-1' has only log lines, no span to compare"
+        " (tracekit trace shows them)\n"
+    )
