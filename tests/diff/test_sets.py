@@ -253,3 +253,40 @@ def test_a_boolean_or_number_attribute_is_selected_as_json_writes_it(tmp_path: P
     assert (result.exit_code, result.stderr) == (1, "")
     doc = json.loads(result.stdout)
     assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 20)
+
+
+def test_requests_that_share_a_correlation_id_are_compared_one_by_one(tmp_path: Path) -> None:
+    """Clients retry with the same X-Correlation-ID: each attempt is a trace of its own. Keyed by
+    correlation ID, version 1.5's retried requests were joined into one "request" of both
+    attempts and the wait between them (70 ms for two 20 ms calls: a slowdown that never
+    happened), and a request retried on the other version was left out of both sets."""
+    import time
+
+    from tracekit.records import SpanRecord
+
+    now = time.time_ns() - 60 * 10**9
+
+    def attempt(n: int, version: str, cid: str, later_ms: int = 0) -> SpanRecord:
+        start = now + (n % 100) * 10**8 + later_ms * 10**6
+        return api_entry(n, start, attributes={"correlation.id": cid}, service_version=version)
+
+    spans = []
+    for n in range(20):
+        spans += [attempt(n, "1.4", f"req-a{n}"), attempt(100 + n, "1.5", f"req-b{n}"),
+                  attempt(200 + n, "1.5", f"req-b{n}", later_ms=50)]  # fmt: skip
+    for n in range(5):  # retried on the other version; first tried on a version neither set has
+        spans += [attempt(300 + n, "1.4", f"req-c{n}"), attempt(400 + n, "1.5", f"req-c{n}", 50)]
+        spans += [attempt(500 + n, "1.3", f"req-d{n}"), attempt(600 + n, "1.5", f"req-d{n}", 50)]
+    with Store(tmp_path / "retries.db") as store:
+        store.write_spans(spans)
+
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", "--a", "service.version=1.4", "--b",
+              "service.version=1.5", "--store", str(tmp_path / "retries.db"), "--format", "json"],
+    )  # fmt: skip
+
+    assert (result.exit_code, result.stderr) == (0, "")
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, load_schema())
+    assert (doc["a"]["requests"], doc["b"]["requests"]) == (25, 50)
+    assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 20.0

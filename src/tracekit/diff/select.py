@@ -8,7 +8,9 @@ A value that is not a string matches as JSON writes it: ``feature.on=true``, ``r
 Any read backend will do: the candidates come from ``spans_since``, each request's whole path
 from ``reconstruct``. The newest requests are kept, up to ``limit`` per set. A request that
 matches both sets (it passed through both versions) is in neither, unless the two selectors are
-the same.
+the same. A request is its correlation ID's path, but a correlation ID that enters ``S`` in
+several traces (a client's retry with the same ID, a session's ID) carries several requests: each
+such trace is one, with the traces linked to it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Selector:
 
     def selects(self, record: SpanRecord) -> bool:
         """True when ``record`` is an entry span of this set."""
-        if record.service != self.service or record.kind not in ENTRY_KINDS:
+        if not _enters(record, self.service):
             return False
         if not all(value in _values(record, key) for key, value in self.match):
             return False
@@ -96,7 +98,10 @@ def find_request_sets(
     if len(spans) > MAX_SPANS:
         warnings.append(f"read only the newest {MAX_SPANS} spans of the window: narrow --since")
     newest_first = sorted(spans[-MAX_SPANS:], key=lambda s: -s.start_unix_nano)
-    keys_a, keys_b = _request_keys(newest_first, a), _request_keys(newest_first, b)
+    entries_a = [span for span in newest_first if a.selects(span)]
+    entries_b = [span for span in newest_first if b.selects(span)]
+    shared = _shared_correlation_ids([s for s in newest_first if _enters(s, a.service)])
+    keys_a, keys_b = _request_keys(entries_a, shared), _request_keys(entries_b, shared)
     if a != b:
         both = keys_a.keys() & keys_b.keys()
         if both:
@@ -106,22 +111,44 @@ def find_request_sets(
     return _paths(source, keys_a, limit), _paths(source, keys_b, limit), warnings
 
 
-def _request_keys(spans: Sequence[SpanRecord], selector: Selector) -> dict[str, None]:
-    """Correlation ID (else trace id) of each request an entry span selects, newest first."""
-    keys: dict[str, None] = {}
-    for span in spans:
-        if selector.selects(span):
-            keys.setdefault(span.correlation_id or span.trace_id, None)
+# what ``reconstruct`` is asked for a request: a correlation ID (or the trace ID of a request
+# without one), or a trace ID with only the traces linked to it (False: not by correlation)
+_RequestKey = tuple[str, bool]
+
+
+def _enters(record: SpanRecord, service: str) -> bool:
+    return record.service == service and record.kind in ENTRY_KINDS
+
+
+def _shared_correlation_ids(entries: Sequence[SpanRecord]) -> set[str]:
+    """Correlation IDs whose entry spans lie in more than one trace, whatever set each is in
+    (a first attempt on a version neither set has): each trace is a request."""
+    traces: dict[str, set[str]] = {}
+    for span in entries:
+        if span.correlation_id:
+            traces.setdefault(span.correlation_id, set()).add(span.trace_id)
+    return {cid for cid, found in traces.items() if len(found) > 1}
+
+
+def _request_keys(entries: Sequence[SpanRecord], shared: set[str]) -> dict[_RequestKey, None]:
+    """The request of each entry span, newest first: its correlation ID, else its trace ID."""
+    keys: dict[_RequestKey, None] = {}
+    for span in entries:
+        cid = span.correlation_id
+        if cid and cid in shared:
+            keys.setdefault((span.trace_id, False), None)
+        else:
+            keys.setdefault((cid or span.trace_id, True), None)
     return keys
 
 
-def _paths(source: SpanSource, keys: dict[str, None], limit: int) -> list[Path]:
+def _paths(source: SpanSource, keys: dict[_RequestKey, None], limit: int) -> list[Path]:
     paths: list[Path] = []
     seen: set[tuple[str, ...]] = set()
-    for key in keys:
+    for query, by_correlation in keys:
         if len(paths) >= limit:
             break
-        path = reconstruct(source, key, with_logs=False)
+        path = reconstruct(source, query, with_logs=False, by_correlation=by_correlation)
         if path is not None and tuple(sorted(path.trace_ids)) not in seen:
             seen.add(tuple(sorted(path.trace_ids)))
             paths.append(path)
