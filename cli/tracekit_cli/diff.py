@@ -196,7 +196,9 @@ def _apart(
     joins both, and the diff compared one request with itself. Other overlaps are said."""
     from tracekit.path import looks_like_trace_id, reconstruct
 
-    if a.lower() == b.lower() or not set(first.trace_ids) & set(second.trace_ids):
+    if a == b or (looks_like_trace_id(a) and a.lower() == b.lower()):
+        return first, second, ["A and B are the same ID: the request is compared with itself"]
+    if not set(first.trace_ids) & set(second.trace_ids):
         return first, second, []
     shared = one_line(first.correlation_id or "", 80)
     if looks_like_trace_id(a) and looks_like_trace_id(b):

@@ -517,7 +517,26 @@ def test_two_traces_of_one_correlation_id_are_compared_as_two(deployment: Deploy
         "A and B share the correlation ID 'session-42': each trace is compared with the traces"
         " linked to it, not with every trace of that ID"
     )
-    assert document(deployment, a, a)[1]["warnings"] == []  # one trace with itself: nothing odd
+    assert document(deployment, a, a)[1]["warnings"] == [SAME_ID]  # not the shared-ID note
+
+
+SAME_ID = "A and B are the same ID: the request is compared with itself"
+
+
+def test_one_id_typed_twice_is_said_to_be_compared_with_itself(deployment: Deployment) -> None:
+    """One ID pasted as both A and B said "no difference that counts" (exit 0) and nothing
+    else, as if two requests had been found the same. A trace ID matches in either case; a
+    correlation ID only as typed (``req-1`` and ``REQ-1`` are two requests)."""
+    req = deployment.request()
+    build(req, Shape())
+    deployment.flush()
+    trace_id = f"{req.spans[0].get_span_context().trace_id:032x}"
+
+    for a, b in ((req.correlation_id, req.correlation_id), (trace_id, trace_id.upper())):
+        code, doc = document(deployment, a, b)
+        assert (code, doc["warnings"]) == (0, [SAME_ID])
+        code, text, _ = run(deployment, a, b, "--format", "text")
+        assert code == 0 and f"warnings:\n  {SAME_ID}\n" in text
 
 
 def test_two_linked_traces_of_one_request_are_said_to_be_one(tmp_path: Path) -> None:
