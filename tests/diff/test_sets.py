@@ -290,3 +290,41 @@ def test_requests_that_share_a_correlation_id_are_compared_one_by_one(tmp_path: 
     jsonschema.validate(doc, load_schema())
     assert (doc["a"]["requests"], doc["b"]["requests"]) == (25, 50)
     assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 20.0
+
+
+def test_retries_through_a_service_that_does_not_stamp_the_correlation_id(tmp_path: Path) -> None:
+    """The service compared runs an SDK without tracekit: its spans carry no correlation ID, its
+    caller's do. Keyed by trace ID, each attempt was reconstructed by its caller's correlation
+    ID, so a client's retries were still joined into one request (exit 1, 72 ms for 22 ms)."""
+    import time
+
+    from tracekit.records import SpanRecord
+
+    now = time.time_ns() - 60 * 10**9
+
+    def attempt(n: int, version: str, cid: str, later_ms: int = 0) -> list[SpanRecord]:
+        start = now + (n % 100) * 10**8 + later_ms * 10**6
+        cids = {"correlation.id": cid}
+        edge = SpanRecord(f"{n + 1:032x}", f"{n + 1:016x}", None, "edge", "GET", "CLIENT",
+                          start, start + 22 * 10**6, attributes=cids)  # fmt: skip
+        served = api_entry(n, start + 10**6, service_version=version)
+        served.span_id, served.parent_span_id = f"{n + 1:08x}{n + 1:08x}", edge.span_id
+        return [edge, served]
+
+    spans = []
+    for n in range(20):
+        spans += attempt(n, "1.4", f"req-a{n}") + attempt(100 + n, "1.5", f"req-b{n}")
+        spans += attempt(200 + n, "1.5", f"req-b{n}", later_ms=50)
+    with Store(tmp_path / "unstamped.db") as store:
+        store.write_spans(spans)
+
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", "--a", "service.version=1.4", "--b",
+              "service.version=1.5", "--store", str(tmp_path / "unstamped.db"), "--format",
+              "json"],
+    )  # fmt: skip
+
+    assert (result.exit_code, result.stderr) == (0, "")
+    doc = json.loads(result.stdout)
+    assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 40)
+    assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 22.0

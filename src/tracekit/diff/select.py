@@ -8,9 +8,10 @@ A value that is not a string matches as JSON writes it: ``feature.on=true``, ``r
 Any read backend will do: the candidates come from ``spans_since``, each request's whole path
 from ``reconstruct``. The newest requests are kept, up to ``limit`` per set. A request that
 matches both sets (it passed through both versions) is in neither, unless the two selectors are
-the same. A request is its correlation ID's path, but a correlation ID that enters ``S`` in
-several traces (a client's retry with the same ID, a session's ID) carries several requests: each
-such trace is one, with the traces linked to it.
+the same. A request is its correlation ID's path (the entry span's, else one its trace's spans
+carry: a service whose SDK does not stamp it serves its caller's request), but one that enters
+``S`` in several traces (a client's retry with the same ID, a session's ID) carries several
+requests: each such trace is one, with the traces linked to it.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def find_request_sets(
     newest_first = sorted(spans[-MAX_SPANS:], key=lambda s: -s.start_unix_nano)
     entries_a = [span for span in newest_first if a.selects(span)]
     entries_b = [span for span in newest_first if b.selects(span)]
-    shared = _shared_correlation_ids([s for s in newest_first if _enters(s, a.service)])
-    keys_a, keys_b = _request_keys(entries_a, shared), _request_keys(entries_b, shared)
+    correlation = _Correlation.of(newest_first, a.service)
+    keys_a, keys_b = _request_keys(entries_a, correlation), _request_keys(entries_b, correlation)
     if a != b:
         both = keys_a.keys() & keys_b.keys()
         if both:
@@ -120,22 +121,44 @@ def _enters(record: SpanRecord, service: str) -> bool:
     return record.service == service and record.kind in ENTRY_KINDS
 
 
-def _shared_correlation_ids(entries: Sequence[SpanRecord]) -> set[str]:
-    """Correlation IDs whose entry spans lie in more than one trace, whatever set each is in
-    (a first attempt on a version neither set has): each trace is a request."""
-    traces: dict[str, set[str]] = {}
-    for span in entries:
-        if span.correlation_id:
-            traces.setdefault(span.correlation_id, set()).add(span.trace_id)
-    return {cid for cid, found in traces.items() if len(found) > 1}
+class _Correlation:
+    """The correlation ID of each trace of the window, and those that enter the service in more
+    than one trace (a client's retry with the same ID, a session's ID): each such trace is a
+    request, whatever set each is in (a first attempt on a version neither set has)."""
+
+    def __init__(self, by_trace: dict[str, str], entries: Iterable[SpanRecord]) -> None:
+        self.by_trace = by_trace
+        traces: dict[str, set[str]] = {}
+        for span in entries:
+            cid = self.of_span(span)
+            if cid:
+                traces.setdefault(cid, set()).add(span.trace_id)
+        self.shared = {cid for cid, found in traces.items() if len(found) > 1}
+
+    @classmethod
+    def of(cls, spans: Sequence[SpanRecord], service: str) -> _Correlation:
+        """Read from the window's spans: any span of a trace may carry its correlation ID."""
+        by_trace: dict[str, str] = {}
+        for span in spans:
+            if span.correlation_id:
+                by_trace.setdefault(span.trace_id, span.correlation_id)
+        return cls(by_trace, (span for span in spans if _enters(span, service)))
+
+    def of_span(self, span: SpanRecord) -> str | None:
+        """The span's correlation ID, else its trace's: a service whose SDK does not stamp it
+        (no tracekit there) serves its caller's request."""
+        return span.correlation_id or self.by_trace.get(span.trace_id)
 
 
-def _request_keys(entries: Sequence[SpanRecord], shared: set[str]) -> dict[_RequestKey, None]:
-    """The request of each entry span, newest first: its correlation ID, else its trace ID."""
+def _request_keys(
+    entries: Sequence[SpanRecord], correlation: _Correlation
+) -> dict[_RequestKey, None]:
+    """The request of each entry span, newest first: its correlation ID; its trace ID when it
+    has none, or when that ID carries several requests through the service."""
     keys: dict[_RequestKey, None] = {}
     for span in entries:
-        cid = span.correlation_id
-        if cid and cid in shared:
+        cid = correlation.of_span(span)
+        if cid and cid in correlation.shared:
             keys.setdefault((span.trace_id, False), None)
         else:
             keys.setdefault((cid or span.trace_id, True), None)
