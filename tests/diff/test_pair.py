@@ -520,6 +520,24 @@ def test_two_traces_of_one_correlation_id_are_compared_as_two(deployment: Deploy
     assert document(deployment, a, a)[1]["warnings"] == [SAME_ID]  # not the shared-ID note
 
 
+def test_the_header_names_each_request_as_typed(deployment: Deployment) -> None:
+    """Two trace IDs of one session: the header named each request by its correlation ID, so
+    it read "A session-7" and "B session-7" and did not say which was which."""
+    first, second = deployment.request("session-7"), deployment.request("session-7")
+    build(first, Shape())
+    build(second, Shape(queue_delay=405))
+    deployment.flush()
+    a, b = (f"{r.spans[0].get_span_context().trace_id:032x}" for r in (first, second))
+
+    code, text, _ = run(deployment, a, b, "--format", "text")
+
+    assert code == 1
+    assert text.startswith(f"A {a} (correlation ID session-7)  102.0 ms, start ")
+    assert text.splitlines()[1].startswith(f"B {b} (correlation ID session-7)  502.0 ms, start ")
+    _, text, _ = run(deployment, first.correlation_id, a, "--format", "text")
+    assert text.startswith("A session-7  ")  # typed as the correlation ID: said once
+
+
 SAME_ID = "A and B are the same ID: the request is compared with itself"
 
 

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tracekit.diff import Change, FailOn, NodeDiff, PairDiff, Share, reasons
+from tracekit.diff import Change, FailOn, NodeDiff, PairDiff, Share, Side, reasons
 from tracekit.diff.changes import TIMING_METRICS
 from tracekit.diff.nodes import Node
 from tracekit.diff.words import duration, signed
@@ -199,8 +199,7 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     """The whole view of a pair comparison."""
     document = Document(glyphs, [])
     for name, side in (("A", diff.a), ("B", diff.b)):
-        title = one_line(side.correlation_id or side.query, 80)
-        document.note((f"{name} ", "bold"), (title, "bold"),
+        document.note((f"{name} ", "bold"), (_title(side), "bold"),
                       (f"  {duration(side.duration_ns)}, start "
                        f"{format_time(side.start_unix_nano)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
@@ -221,6 +220,15 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
                         diff.duration_delta_ns, "end to end")  # fmt: skip
     footer(document, diff.warnings, diff.changes, fail_on)
     return document
+
+
+def _title(side: Side) -> str:
+    """The ID as typed, with the request's correlation ID when that is another (a trace ID was
+    typed): two trace IDs of one session's ID would otherwise read the same."""
+    typed = one_line(side.query, 80)
+    if side.correlation_id is None or side.correlation_id == side.query:
+        return typed
+    return f"{typed} (correlation ID {one_line(side.correlation_id, 80)})"
 
 
 def _pair_row(document: Document, d: NodeDiff, prefix: str) -> None:
