@@ -254,6 +254,39 @@ def test_a_new_version_on_a_service_is_a_resource_change(deployment: Deployment)
     assert document(deployment, a, b, "--fail-on", "structure,timing")[0] == 0
 
 
+def test_a_fan_out_over_many_hosts_says_which_host_changed(tmp_path: Path) -> None:
+    """A request calls 40 pods of one service. One pod was replaced between A and B: the
+    change listed all 40 hosts of A, then all 40 of B (a 1 KB line, cut in the terminal before
+    B's), which read the same and did not say which one had gone."""
+    from tracekit.records import SpanRecord
+    from tracekit.store import Store
+
+    def request(cid: str, trace: int, hosts: list[str]) -> list[SpanRecord]:
+        start, ids = 1_700_000_000_000_000_000, {"correlation.id": cid}
+        root = SpanRecord(f"{trace:032x}", f"{trace:08x}{0:08x}", None, "batch", "run",
+                          "INTERNAL", start, start + 10**8, attributes=ids)  # fmt: skip
+        calls = [
+            SpanRecord(root.trace_id, f"{trace:08x}{i + 1:08x}", root.span_id, "pricing",
+                       "price", "INTERNAL", start + i, start + 10**6, attributes=ids,
+                       resource={"host.name": host})
+            for i, host in enumerate(hosts)
+        ]  # fmt: skip
+        return [root, *calls]
+
+    pods = [f"pricing-7f9c4d-{n:02d}" for n in range(40)]
+    with Store(tmp_path / "pods.db") as store:
+        store.write_spans(request("before", 1, pods) + request("after", 2, [*pods[:-1], "new"]))
+
+    result = CliRunner().invoke(cli, ["diff", "before", "after", "--store",
+                                      str(tmp_path / "pods.db"), "--format", "json"])  # fmt: skip
+
+    doc = json.loads(result.stdout)
+    assert [c["message"] for c in doc["changes"]] == [
+        "pricing: host.name pricing-7f9c4d-39 -> new (also in both: pricing-7f9c4d-00,"
+        " pricing-7f9c4d-01, pricing-7f9c4d-02 and 36 more)"
+    ]
+
+
 def test_fail_on_and_thresholds_narrow_what_counts(deployment: Deployment) -> None:
     a, b = pair(deployment, Shape(), Shape(queue_delay=405))  # +400 ms, +392%
 

@@ -18,6 +18,7 @@ from .settings import RESOURCES
 __all__ = [
     "IGNORED",
     "MAX_KEYS",
+    "MAX_LISTED",
     "MAX_VALUE_CHARS",
     "Resources",
     "resource_changes",
@@ -27,6 +28,7 @@ __all__ = [
 IGNORED = frozenset({"process.pid", "process.parent_pid", "service.instance.id"})
 MAX_KEYS = 64  # per service: a resource is small; a hostile one is cut here
 MAX_VALUE_CHARS = 120
+MAX_LISTED = 3  # values named per side of a change; the others counted
 
 Resources = dict[str, dict[str, set[str]]]  # service -> attribute -> values seen
 
@@ -58,10 +60,24 @@ def resource_changes(a: Path, b: Path) -> Iterator[Change]:
     for service in sorted(before.keys() & after.keys()):
         old, new = before[service], after[service]
         for key in sorted(old.keys() | new.keys()):
-            if old.get(key, set()) != new.get(key, set()):
-                message = f"{service}: {key} {_values(old.get(key))} -> {_values(new.get(key))}"
+            before_values, after_values = old.get(key, set()), new.get(key, set())
+            if before_values != after_values:
+                message = f"{service}: {key} {_moved(before_values, after_values)}"
                 yield Change("resource", RESOURCES, None, message)
 
 
-def _values(values: set[str] | None) -> str:
-    return ", ".join(sorted(values)) if values else "(none)"
+def _moved(before: set[str], after: set[str]) -> str:
+    """``1.0 -> 1.5``; where a service ran on many hosts, only the values that changed, so that
+    the pod replaced in a fan-out over 40 is named, not lost in two lists of 40."""
+    both = before & after
+    moved = f"{_listed(before - after)} -> {_listed(after - before)}"
+    return f"{moved} (also in both: {_listed(both)})" if both else moved
+
+
+def _listed(values: set[str]) -> str:
+    if not values:
+        return "(none)"
+    ordered = sorted(values)
+    more = len(ordered) - MAX_LISTED
+    shown = ", ".join(ordered[:MAX_LISTED])
+    return f"{shown} and {more} more" if more > 0 else shown
