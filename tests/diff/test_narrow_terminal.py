@@ -49,3 +49,38 @@ def test_notes_wrap_between_words_at_40_columns(store: Path, fmt: str) -> None:
                 break
         assert " ".join(taken) == note
         assert len(words[first]) >= 3
+
+
+def test_the_text_view_fits_the_width_with_wide_characters(tmp_path: Path) -> None:
+    """Span names and services in Japanese: each character takes two columns. The text view
+    counted characters, so at 60 columns its rows and notes ran to 90 and the terminal broke
+    the tree over two lines."""
+    from rich.cells import cell_len
+
+    from tracekit.records import SpanRecord
+    from tracekit.store import Store
+
+    start = 1_700_000_000_000_000_000
+    spans = []
+    for n, (cid, ms) in enumerate((("wide-a", 10), ("wide-b", 90)), start=1):
+        ids = {"correlation.id": cid}
+        root = SpanRecord(f"{n:032x}", f"{n:016x}", None, "注文サービス注文サービス",
+                          "注文を処理する" * 4, "SERVER", start, start + ms * 10**6,
+                          attributes=ids)  # fmt: skip
+        child = SpanRecord(root.trace_id, f"{n + 8:016x}", root.span_id, "在庫",
+                           "在庫を確認する" * 4, "INTERNAL", start, start + (ms - 5) * 10**6,
+                           attributes=ids)  # fmt: skip
+        spans += [root, child]
+    with Store(tmp_path / "wide.db") as store:
+        store.write_spans(spans)
+
+    result = CliRunner().invoke(
+        cli, ["diff", "wide-a", "wide-b", "--store", str(tmp_path / "wide.db"), "--format", "text"],
+        env={"COLUMNS": "60"},
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= 60
+    unwrapped = "".join("".join(lines).split())  # a long word is split over lines, not cut
+    assert "timing在庫:" + "在庫を確認する" * 4 + ":selftime5.0ms->85.0ms(+80.0ms)" in unwrapped

@@ -9,6 +9,7 @@ from spans (untrusted) and are flattened to one printable line before anything i
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ ROW_STYLES = {
 MAX_ATTRIBUTION = 10  # the largest parts, listed in a terminal view; JSON lists all
 MAX_NOTE_CHARS = 600
 MIN_NOTE_WIDTH = 24  # columns a note keeps beside its indent, however narrow the terminal
+_WORDS = re.compile(r"\s+|\S+")
 
 
 @dataclass(slots=True)
@@ -77,12 +79,53 @@ def to_text(document: Document, width: int) -> str:
     out: list[str] = []
     for line, wraps in document.lines:
         text = "".join(piece for piece, _ in (_narrow_indent(line, width) if wraps else line))
-        if wraps and len(text) > width:
+        if wraps and _cells(text) > width:
             indent = " " * (len(text) - len(text.lstrip()) + 4)
-            out += textwrap.wrap(text, width, subsequent_indent=indent)
+            out += _wrap_text(text, width, indent)
         else:
-            out.append(text[:width].rstrip())
+            out.append(_crop_text(text, width).rstrip())
     return "\n".join(out) + "\n"
+
+
+# Names and messages may hold characters two columns wide (CJK): counted in characters, a line
+# of them overruns the terminal, which breaks the tree. ASCII keeps the plain, faster path.
+
+
+def _cells(text: str) -> int:
+    from rich.cells import cell_len
+
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def _crop_text(text: str, width: int) -> str:
+    if text.isascii():
+        return text[:width]
+    from tracekit_cli.render.rich_view import crop
+
+    return "".join(piece for piece, _ in crop([(text, "")], width))
+
+
+def _wrap_text(text: str, width: int, indent: str) -> list[str]:
+    """``textwrap.wrap`` counting columns: a word longer than a line (a message in Japanese has
+    no spaces) is split over lines, never cut."""
+    if text.isascii():
+        return textwrap.wrap(text, width, subsequent_indent=indent)
+    lines, line = [], ""
+    for word in _WORDS.findall(text):
+        if _cells(line + word) <= width:
+            line += word
+            continue
+        if line.strip():
+            lines.append(line.rstrip())
+            line = indent
+        if word.isspace():
+            continue  # the break itself
+        for char in word:
+            if _cells(line + char) > width and line.strip():
+                lines.append(line)
+                line = indent
+            line += char
+    return [*lines, line.rstrip()]
 
 
 def to_rich(document: Document, width: int, *, color: bool) -> str:
