@@ -84,3 +84,21 @@ def test_the_text_view_fits_the_width_with_wide_characters(tmp_path: Path) -> No
     assert max(cell_len(line) for line in lines) <= 60
     unwrapped = "".join("".join(lines).split())  # a long word is split over lines, not cut
     assert "timing在庫:" + "在庫を確認する" * 4 + ":selftime5.0ms->85.0ms(+80.0ms)" in unwrapped
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_a_wrapped_note_continues_under_itself(store: Path, fmt: str) -> None:
+    """At 72 columns the rich view continued a note under the tree at column 4, beneath the
+    A and B columns, where it read as part of another row; the text view indents it under the
+    note."""
+    result = CliRunner().invoke(
+        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": "72", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    notes = (("1 retry after HTTP 503", "retries)"), ("new error: duplicate", "for job"))
+    for start, rest in notes:
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith(start))
+        indent = len(lines[at]) - len(lines[at].lstrip())
+        assert lines[at + 1].startswith(" " * (indent + 4) + rest), lines[at : at + 2]

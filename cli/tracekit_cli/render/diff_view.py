@@ -135,9 +135,19 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
     painter = Painter(color)
     out = []
     for line, wraps in document.lines:
-        for part in wrap(_narrow_indent(line, width), width) if wraps else [crop(line, width)]:
-            out.append(painter.line(part).rstrip())
+        parts = [crop(line, width)]
+        if wraps:
+            note = _narrow_indent(line, width)
+            parts = wrap(note, width, (" " * (_leading_spaces(note) + 4), ""))
+        out += [painter.line(part).rstrip() for part in parts]
     return "\n".join(out) + "\n"
+
+
+def _leading_spaces(line: Line) -> int:
+    """Where a note's words begin (before the first guide of a tree): its continuation lines
+    are indented past it, as in the text view, not under the A and B columns."""
+    text = "".join(piece for piece, _ in line)
+    return len(text) - len(text.lstrip(" "))
 
 
 def _narrow_indent(note: Line, width: int) -> Line:
