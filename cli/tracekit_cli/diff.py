@@ -209,7 +209,20 @@ def _apart(
             note = (f"A and B share the correlation ID {shared!r}: each trace is compared with "
                     "the traces linked to it, not with every trace of that ID")  # fmt: skip
             return own_a, own_b, [note]
-    return first, second, ["A and B are one request (they share traces): compared with itself"]
+    return first, second, [_overlap(first, second)]
+
+
+def _overlap(first: Path, second: Path) -> str:
+    """One request named twice (a trace and its correlation ID, two linked traces), or two
+    requests that share a trace: a batch consumer that took a message of each."""
+    shared = set(first.trace_ids) & set(second.trace_ids)
+    if shared == set(first.trace_ids) == set(second.trace_ids):
+        return "A and B are one request (they share traces): compared with itself"
+    if len(shared) == 1:
+        return "A and B share 1 trace (a batch both fed, say): what it holds counts in both"
+    return (
+        f"A and B share {len(shared)} traces (a batch both fed, say): what they hold counts in both"
+    )
 
 
 def _compare_sets(

@@ -611,6 +611,31 @@ def test_two_linked_traces_of_one_request_are_said_to_be_one(tmp_path: Path) -> 
     assert doc["warnings"] == ["A and B are one request (they share traces): compared with itself"]
 
 
+def test_two_requests_that_fed_one_batch_are_not_said_to_be_one(tmp_path: Path) -> None:
+    """Two requests each publish a job; one worker takes both in a batch (a trace of its own,
+    linked to both). Each path holds the worker's trace, and the diff said "A and B are one
+    request (they share traces): compared with itself" over a comparison of two requests."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+    from trace_topologies import Topology, write_store
+
+    x = Topology("req-batch-x")
+    job_x = x.publish(x.span("api", "POST /jobs", "SERVER", 0, 20), "jobs", 5, 8)
+    y = Topology("req-batch-y")
+    job_y = y.publish(y.span("api", "POST /jobs", "SERVER", 0, 80), "jobs", 5, 8)
+    worker = Topology(None)
+    worker.consume("worker", "jobs", 100, 190, links=[job_x, job_y], correlated=False)
+    db = write_store(tmp_path / "batch.db", x, y, worker)
+
+    result = CliRunner().invoke(cli, ["diff", "req-batch-x", "req-batch-y", "--store", str(db),
+                                      "--format", "json"])  # fmt: skip
+
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1 and node(doc, "api: POST /jobs")["changed"] == ["self"]
+    assert doc["warnings"] == [
+        "A and B share 1 trace (a batch both fed, say): what it holds counts in both"
+    ]
+
+
 def test_requests_only_log_lines_carry_are_said_to_have_no_span_to_compare(
     tmp_path: Path,
 ) -> None:
