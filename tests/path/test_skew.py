@@ -228,3 +228,17 @@ def test_a_worker_reached_again_through_another_host_is_not_moved_twice() -> Non
     assert placed_start_ms(path, worker_first) == 12.0
     assert placed_start_ms(path, relay) == 60.0
     assert placed_start_ms(path, worker_again) == 72.0
+
+
+def test_a_host_attribute_that_is_not_a_string_is_no_host() -> None:
+    """A resource's host.name stored as a list (an SDK or backend that sent an array) made
+    `trace` and `diff` exit 2 with "unhashable type: 'list'"; such a value names no host."""
+    t = Topology()
+    root = t.span("gateway", "POST /orders", "SERVER", 0, 50)
+    send = t.span("gateway", "publish orders", "PRODUCER", 10, 12, root)
+    work = t.span("worker", "process orders", "CONSUMER", 30, 40, send)
+    for span, host in ((root, ["edge-1", "edge-2"]), (send, ["edge-1", "edge-2"]), (work, [1])):
+        span.resource = {"service.name": span.service, "host.name": host}
+    path = run(t)
+    assert [node.record for node in path.spans] == [root, send, work]
+    assert placed_start_ms(path, work) == 30.0

@@ -91,10 +91,17 @@ class _Entries:
 def _clock_of(record: SpanRecord) -> tuple[str, object]:
     """What ``same_clock`` compares: the host the resource names, else the service."""
     for name in HOST_ATTRIBUTES:
-        host = record.resource.get(name)
+        host = _host(record, name)
         if host is not None:
             return name, host
     return "service", record.service
+
+
+def _host(record: SpanRecord, name: str) -> str | None:
+    """The host ``name`` gives, if a string: any other value (a list from an odd SDK or
+    backend) names no host."""
+    host = record.resource.get(name)
+    return host if isinstance(host, str) else None
 
 
 def _move_joined_traces(ordered: list[PathSpan]) -> None:
@@ -135,7 +142,7 @@ def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
     assumed to keep one clock and two services two.
     """
     for name in HOST_ATTRIBUTES:
-        first, second = a.resource.get(name), b.resource.get(name)
+        first, second = _host(a, name), _host(b, name)
         if first is not None and second is not None:
             return first == second
     return a.service == b.service
