@@ -194,9 +194,9 @@ def _apart(
     """Two trace IDs of one request (traces that share a correlation ID, a session's or a
     job's) are compared as two traces, each with the traces linked to it: the path of either
     joins both, and the diff compared one request with itself. Other overlaps are said."""
-    from tracekit.path import looks_like_trace_id, reconstruct
+    from tracekit.path import looks_like_trace_id, reconstruct, trace_id_of
 
-    if a == b or (looks_like_trace_id(a) and a.lower() == b.lower()):
+    if a == b or (looks_like_trace_id(a) and trace_id_of(a) == trace_id_of(b)):
         return first, second, ["A and B are the same ID: the request is compared with itself"]
     if not set(first.trace_ids) & set(second.trace_ids):
         return first, second, []

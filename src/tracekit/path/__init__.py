@@ -8,7 +8,7 @@ Pure library code (no click, no rich): the CLI, tests and other tools call ``rec
 from __future__ import annotations
 
 from tracekit.path.build import build_log_path, build_path, error_message
-from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id
+from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id, trace_id_of
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
 from tracekit.path.servicemap import ServiceEdge, service_map
@@ -31,6 +31,7 @@ __all__ = [
     "looks_like_trace_id",
     "reconstruct",
     "service_map",
+    "trace_id_of",
 ]
 
 

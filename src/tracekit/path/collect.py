@@ -27,6 +27,7 @@ __all__ = [
     "collect",
     "dominant_correlation_id",
     "looks_like_trace_id",
+    "trace_id_of",
 ]
 
 TRACE_ID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")  # fullmatch: "$" would let a final newline in
@@ -46,8 +47,21 @@ class Collected:
 
 
 def looks_like_trace_id(query: str) -> bool:
-    """32 hex digits: what W3C trace context calls a trace id."""
-    return bool(TRACE_ID_PATTERN.fullmatch(query))
+    """Whether ``query`` can be a trace ID (see ``trace_id_of``)."""
+    return trace_id_of(query) is not None
+
+
+def trace_id_of(query: str) -> str | None:
+    """The 32 lower-case hex digits of the trace ``query`` names: 32 hex digits (W3C trace
+    context), or 16 to 31 (a 64-bit ID as Jaeger and B3 write it, an ID whose leading zeros a
+    UI dropped), padded with zeros in front as OpenTelemetry pads them. None for anything
+    else, a final newline included ("$" would let it in)."""
+    if not _SHORT_TRACE_ID.fullmatch(query):
+        return None
+    return query.lower().rjust(32, "0")
+
+
+_SHORT_TRACE_ID = re.compile(r"[0-9a-fA-F]{16,32}")
 
 
 def collect(
@@ -62,11 +76,12 @@ def collect(
     starts: list[tuple[str, int]] = []
     correlation_id: str | None = query
     named: set[str] = set()  # the trace typed, when the source holds it
-    if looks_like_trace_id(query):
-        typed = _first_spans_of_traces(source, [query.lower()], max_spans + 1)
+    trace_id = trace_id_of(query)
+    if trace_id is not None:
+        typed = _first_spans_of_traces(source, [trace_id], max_spans + 1)
         starts = _trace_starts(typed)
         correlation_id = dominant_correlation_id(typed) if typed else query
-        named = {query.lower()} if typed else set()
+        named = {trace_id} if typed else set()
     if correlation_id is not None and (by_correlation or not named):
         starts += _correlated_trace_starts(source, correlation_id)
     found = Collected(correlation_id if starts else None)
