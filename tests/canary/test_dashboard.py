@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.canary.prometheus import FAMILIES, Family
+from tracekit.canary import HTTP
+from tracekit.canary.prometheus import FAMILIES, Family, Window
 
 BOARD = Path(__file__).resolve().parents[2] / "dashboards" / "canary.json"
 
@@ -39,15 +40,35 @@ def test_the_dashboard_reads_what_the_prometheus_mode_reads(family: Family, vers
 
 def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
     http = FAMILIES[0]
+    half_hour = Window(1_700_000_000_000, 1_700_001_800_000)
 
-    assert http.buckets_query("orders", '1.5.0"x', 1800) == (
+    assert http.buckets_query("orders", '1.5.0"x', half_hour) == (
         "sum by (http_route, le) (increase(http_server_request_duration_seconds_bucket"
-        '{service_name="orders", service_version="1.5.0\\"x"}[1800s]))'
+        '{service_name="orders", service_version="1.5.0\\"x"}[1800s])'
+        " and http_server_request_duration_seconds_bucket"
+        '{service_name="orders", service_version="1.5.0\\"x"} offset 1800s)'
     )
-    assert http.failed_query("orders", "1.5.0", 60) == (
+    assert http.failed_query("orders", "1.5.0", Window(0, 60_000)) == (
         "sum by (http_route) ((increase(http_server_request_duration_seconds_count"
-        '{service_name="orders", service_version="1.5.0", error_type!=""}[60s]))'
+        '{service_name="orders", service_version="1.5.0", error_type!=""}[60s])'
+        " and http_server_request_duration_seconds_count"
+        '{service_name="orders", service_version="1.5.0", error_type!=""} offset 60s)'
         " or (increase(http_server_request_duration_seconds_count"
         '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
-        "[60s])))"
+        "[60s]) and http_server_request_duration_seconds_count"
+        '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
+        " offset 60s))"
+    )
+
+
+def test_a_series_born_in_the_window_is_read_at_steps_ending_at_its_end() -> None:
+    """1.8 s steps, the last at the window's end (1_700_001_800.5 s): the grid's own steps fall
+    on multiples of 1.8 s, so each is moved 0.5 s later and reads 0.5 s back."""
+    series = 'm_bucket{service_name="orders", service_version="v"}'
+    window = Window(1_700_000_000_500, 1_700_001_800_500)
+
+    assert Family(HTTP, "m", "r", ()).buckets_query("orders", "v", window, born=True) == (
+        f"sum by (r, le) (increase((({series} offset 500ms + 0)"
+        f" or (last_over_time({series}[1800s] @ end()) * 0))[1800s:1800ms] @ 1700001801.000)"
+        f" unless {series} offset 1800s)"
     )

@@ -37,9 +37,12 @@ class Shop:
         interrupt(self.process)
 
 
-def start_shop(script: Path, version: str, *args: object) -> Shop:
-    """Start ``script`` on free ports; wait for it to answer before sending it traffic."""
-    app_port, metrics_port = free_port(), free_port()
+def start_shop(
+    script: Path, version: str, *args: object, ports: tuple[int, int] | None = None
+) -> Shop:
+    """Start ``script`` on free ports (or on ``ports``, app and metrics: a restart keeps its
+    scrape target); wait for it to answer before sending it traffic."""
+    app_port, metrics_port = ports or (free_port(), free_port())
     command = [sys.executable, str(script), str(app_port), str(metrics_port), version]
     paths = [str(SUPPORT), *filter(None, [os.environ.get("PYTHONPATH")])]
     process = subprocess.Popen(

@@ -8,9 +8,11 @@ from the requests served by about a scrape interval's worth; they are rounded to
 
 ``increase()`` counts nothing for the jump from "no series" to a series' first scraped value, and
 every series of a canary is new: a 5xx series appears with its first failure, a pod's series with
-its first requests. So each count has a second query, ``born``: the first value in the window
-(``min_over_time``, a counter's first value unless it was reset) of every series that did not
-exist at the window's start, counted from zero as ``increase()`` counts after a reset.
+its first requests. So ``increase()`` counts only the series that existed at the window's start,
+and each count has a second query, ``born``, for those that did not: ``increase()`` of the series
+read as 0 wherever it had no value, before its first scrape as after a restart that had not yet
+recreated it (``_from_zero``). Its first value, where it was born, was not enough: a crash-looping
+canary's counters reset, and the first value is then lost among smaller ones.
 
 Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
 ``histogram_quantile`` makes, and keep their bucket's edges: a latency interval is never narrower
@@ -37,12 +39,47 @@ from tracekit.canary.samples import (
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
-__all__ = ["FAMILIES", "MAX_REQUESTS", "MAX_SERIES", "Family", "samples_from_prometheus"]
+__all__ = [
+    "BORN_STEPS",
+    "FAMILIES",
+    "MAX_REQUESTS",
+    "MAX_SERIES",
+    "Family",
+    "Window",
+    "samples_from_prometheus",
+]
 
 MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
 # Requests per route and version taken into the tests; a busier route's buckets (and failures)
 # are scaled down to this many in proportion: one float per request must fit in memory.
 MAX_REQUESTS = 200_000
+# Steps a series born inside the window is read at: a reset is seen unless the counter regrows
+# past its value of the step before within one step (a window's 1/1000th).
+BORN_STEPS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The time a count covers, to the millisecond (as Prometheus reads query times)."""
+
+    start_ms: int
+    end_ms: int
+
+    @classmethod
+    def of(cls, start_ns: int, end_ns: int) -> Window:
+        """The window from ``start_ns`` to ``end_ns`` (Unix nanoseconds)."""
+        return cls(round(start_ns / 1e6), round(end_ns / 1e6))
+
+    @property
+    def length(self) -> str:
+        """Its length as a PromQL duration: where it starts decides which series were born
+        inside it."""
+        return _duration(self.end_ms - self.start_ms)
+
+    @property
+    def at(self) -> str:
+        """Its end as a query time."""
+        return _seconds(self.end_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,40 +97,59 @@ class Family:
         return "{" + labels + (f", {extra}" if extra else "") + "}"
 
     def buckets_query(
-        self, service: str, version: str, seconds: float, *, born: bool = False
+        self, service: str, version: str, window: Window, *, born: bool = False
     ) -> str:
-        """Bucket counts per route over the last ``seconds`` (``born``: see ``_counted``)."""
+        """Bucket counts per route over ``window`` (``born``: see ``_counted``)."""
         series = f"{self.histogram}_bucket{self.selector(service, version)}"
-        return f"sum by ({self.route_label}, le) ({_counted(series, seconds, born=born)})"
+        return f"sum by ({self.route_label}, le) ({_counted(series, window, born=born)})"
 
     def failed_query(
-        self, service: str, version: str, seconds: float, *, born: bool = False
+        self, service: str, version: str, window: Window, *, born: bool = False
     ) -> str:
-        """Failed requests per route over the last ``seconds`` (``born``: see ``_counted``):
-        the series any of ``failed`` selects, each once (``or`` keeps one of the same labels)."""
+        """Failed requests per route over ``window`` (``born``: see ``_counted``): the series
+        any of ``failed`` selects, each once (``or`` keeps one of the same labels)."""
         parts = []
         for matcher in self.failed:
             series = f"{self.histogram}_count{self.selector(service, version, matcher)}"
-            parts.append(f"({_counted(series, seconds, born=born)})")
+            parts.append(f"({_counted(series, window, born=born)})")
         return f"sum by ({self.route_label}) ({' or '.join(parts)})"
 
 
-def _counted(series: str, seconds: float, *, born: bool = False) -> str:
-    """How much each counter of ``series`` grew over the last ``seconds``: ``increase()``, or
-    with ``born`` what ``increase()`` leaves out, the first value of each series that did not
-    exist at the window's start (a series absent at the start began at zero inside the window).
-    """
-    duration = _duration(seconds)
+def _counted(series: str, window: Window, *, born: bool = False) -> str:
+    """How much each counter of ``series`` grew over ``window``: ``increase()`` for the series
+    that existed at the window's start, or with ``born`` for those that did not, counted from
+    zero (``_from_zero``)."""
     if born:
-        return f"min_over_time({series}[{duration}]) unless {series} offset {duration}"
-    return f"increase({series}[{duration}])"
+        return f"{_from_zero(series, window)} unless {series} offset {window.length}"
+    return f"increase({series}[{window.length}]) and {series} offset {window.length}"
 
 
-def _duration(seconds: float) -> str:
-    """A PromQL duration to the millisecond: where the window starts decides which series were
-    born inside it."""
-    millis = max(1, round(seconds * 1000))
+def _from_zero(series: str, window: Window) -> str:
+    """``increase()`` of each series over ``window`` as if it were 0 wherever it had no value
+    (before its first scrape, and while a restarted pod had not yet recreated it): its first
+    value counts as growth, and a reset after it as a reset. Read at ``BORN_STEPS`` steps, the
+    last at the window's end (a series' first value alone, its minimum, is lost when it
+    resets)."""
+    step = max(1, (window.end_ms - window.start_ms) // BORN_STEPS)
+    # A subquery's steps fall on multiples of its step: they are moved later by ``shift``, and
+    # each reads ``shift`` back, so that the last reads the window's end and nothing after it.
+    shift = -window.end_ms % step
+    shifted = f"{series} offset {_duration(shift)}" if shift else series
+    every_series = f"last_over_time({series}[{window.length}] @ end())"  # its labels, every step
+    # + 0 and * 0 both drop the metric name, so that `or` gives one series, not two
+    steps = f"(({shifted} + 0) or ({every_series} * 0))[{window.length}:{_duration(step)}]"
+    return f"increase({steps} @ {_seconds(window.end_ms + shift)})"
+
+
+def _duration(millis: int) -> str:
+    """A PromQL duration to the millisecond (at least one)."""
+    millis = max(1, millis)
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def _seconds(millis: int) -> str:
+    """A PromQL time (Unix seconds) to the millisecond."""
+    return f"{millis / 1000:.3f}"
 
 
 FAMILIES = (
@@ -121,12 +177,11 @@ def samples_from_prometheus(
     from tracekit.backends._http import JsonClient, NotFound
 
     client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
-    seconds = (end_ns - start_ns) / 1e9
-    at = f"{end_ns / 1e9:.3f}"
+    window = Window.of(start_ns, end_ns)
 
     def query(promql: str) -> list[dict[str, Any]]:
         try:
-            answer = client.get("/api/v1/query", {"query": promql, "time": at})
+            answer = client.get("/api/v1/query", {"query": promql, "time": window.at})
         except NotFound:
             raise BackendError(f"no Prometheus query API at {client.base_url}") from None
         return _vector(answer)
@@ -137,8 +192,8 @@ def samples_from_prometheus(
         for family in FAMILIES:
             buckets, failed = [], []
             for born in (False, True):  # the two parts of each count, added up per route
-                buckets += query(family.buckets_query(service, version, seconds, born=born))
-                failed += query(family.failed_query(service, version, seconds, born=born))
+                buckets += query(family.buckets_query(service, version, window, born=born))
+                failed += query(family.failed_query(service, version, window, born=born))
             samples.update(_family_samples(family, buckets, failed))
         found.append(samples)
     return found[0], found[1]
