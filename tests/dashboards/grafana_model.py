@@ -3,9 +3,12 @@
 Only what the tests need of Grafana's classic dashboard model: panels nest one level inside rows;
 template variables are referenced as ``$name``, ``${name}``, ``${name:format}`` or ``[[name]]``;
 names starting with ``__`` are Grafana's built-ins. Interpolation follows the Prometheus data
-source: a variable that is multi-value or has "All" becomes a regex-escaped alternation
-``(a|b)`` (its custom ``allValue`` for "All"), escaped once more for the PromQL string literal
-it sits in; any other variable is inserted as its value, string-escaped.
+source as Grafana ships it (the ``prometheusSpecialCharsInLabelValues`` feature toggle off): a
+variable that is multi-value or has "All" becomes a regex-escaped alternation ``(a|b)`` (its
+custom ``allValue`` for "All"), escaped once more for the PromQL string literal it sits in; any
+other variable is inserted with only backslashes and single quotes escaped (a double quote goes
+in as it is). A format named in ``${name:format}`` replaces the data source's escaping: ``regex``
+(Grafana's regex escape, for a PromQL raw string), ``doublequote`` and ``raw``.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ ALL = "$__all"
 # Grafana's range and interval macros, at the values a 1 s scrape interval gives.
 MACROS = {"__rate_interval": "5s", "__interval": "1s", "__range": "10s"}
 
-_REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)(?::[^\]]*)?\]\]")
+_REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?::([^}]*))?\}|\[\[(\w+)(?::([^\]]*))?\]\]")
 _LABEL_VALUES = re.compile(r"^\s*label_values\((?P<selector>.*),\s*(?P<label>\w+)\s*\)\s*$", re.S)
 _REGEX_SPECIAL = re.compile(r"([$^*+?.()|{}\[\]'])")
+_GRAFANA_REGEX_SPECIAL = re.compile(r"([\\^$*+?.()|\[\]{}/])")  # Grafana's regex format
 
 
 def load(name: str) -> dict[str, Any]:
@@ -102,10 +106,12 @@ def _regex_escape(value: str) -> str:
 
 
 def _plain_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    # Grafana's "classic" escape of a single value: a backslash doubled, a single quote made
+    # `\\'` (in a PromQL string, a backslash and the quote); a double quote left as it is.
+    return value.replace("\\", "\\\\").replace("'", "\\\\'")
 
 
-def _format(var: Mapping[str, Any], chosen: list[str]) -> str:
+def _default_format(var: Mapping[str, Any], chosen: list[str]) -> str:
     if not (var.get("multi") or var.get("includeAll")):
         return _plain_escape(chosen[0])
     if chosen == [ALL]:
@@ -115,15 +121,31 @@ def _format(var: Mapping[str, Any], chosen: list[str]) -> str:
     return "(" + "|".join(_regex_escape(value) for value in chosen) + ")"
 
 
+def _named_format(name: str, chosen: list[str]) -> str:
+    """Grafana's own formats (its format registry), as far as the dashboards use them."""
+    if chosen == [ALL]:
+        raise NotImplementedError("a named format of an 'All' selection is not modelled here")
+    if name == "regex":
+        escaped = [_GRAFANA_REGEX_SPECIAL.sub(r"\\\1", value) for value in chosen]
+        return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
+    if name == "doublequote":
+        return ",".join('"' + value.replace('"', '\\"') + '"' for value in chosen)
+    if name == "raw":
+        return ",".join(chosen)
+    raise NotImplementedError(f"the Grafana format {name!r} is not modelled here")
+
+
 def interpolate(
     text: str, definitions: Mapping[str, Mapping[str, Any]], chosen: Mapping[str, list[str]]
 ) -> str:
     """``text`` with Grafana's macros and the ``chosen`` values of its variables substituted."""
 
     def replace(match: re.Match[str]) -> str:
-        name = next(group for group in match.groups() if group)
+        name = match[1] or match[2] or match[4]
         if name in MACROS:
             return MACROS[name]
-        return _format(definitions[name], chosen[name])
+        if match[3] or match[5]:
+            return _named_format(match[3] or match[5], chosen[name])
+        return _default_format(definitions[name], chosen[name])
 
     return _REFERENCE.sub(replace, text)

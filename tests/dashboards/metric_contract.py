@@ -16,8 +16,11 @@ METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 # service.instance.id of the sender's resource to the same two labels.
 SCRAPE_LABELS = frozenset({"job", "instance"})
 
-_SELECTOR = re.compile(r"(?P<name>[a-zA-Z_:][\w:]*)?\{(?P<matchers>[^{}]*)\}")
-_MATCHER = re.compile(r'(?P<label>\w+)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"')
+# matchers may hold Grafana's ${name:format} references; values are "quoted" or `raw`
+_SELECTOR = re.compile(r"(?P<name>[a-zA-Z_:][\w:]*)?\{(?P<matchers>(?:[^{}]|\$\{[^{}]*\})*)\}")
+_MATCHER = re.compile(
+    r'(?P<label>\w+)\s*(?P<op>=~|!~|!=|=)\s*(?:"(?P<value>(?:[^"\\]|\\.)*)"|`(?P<raw>[^`]*)`)'
+)
 _GROUPING = re.compile(r"\b(?:by|without)\s*\((?P<labels>[^)]*)\)")
 _DOC_ROW = re.compile(
     r"^\| `(?P<name>\w+)`(?P<suffixes> \([^|]*\))? \| (?P<type>\w+) \| (?P<labels>[^|]*)\|"
@@ -38,7 +41,8 @@ def selectors(promql: str, known: frozenset[str]) -> list[Selector]:
     found = []
     for match in _SELECTOR.finditer(promql):
         matchers = tuple(
-            (m["label"], m["op"], m["value"]) for m in _MATCHER.finditer(match["matchers"])
+            (m["label"], m["op"], m["value"] if m["raw"] is None else m["raw"])
+            for m in _MATCHER.finditer(match["matchers"])
         )
         pattern = match["name"] or next((v for lbl, _, v in matchers if lbl == "__name__"), "")
         names = frozenset(n for n in known if re.fullmatch(pattern, n)) if pattern else frozenset()
