@@ -164,3 +164,18 @@ def test_a_store_without_the_service_gives_no_samples(store: Store) -> None:
     store.write_spans([span("1.0", service="payments", attributes=http("/r"))])
 
     assert read(store) == ({}, {})
+
+
+def test_requests_without_a_route_and_with_an_empty_one_are_all_unmatched(store: Store) -> None:
+    """Some SDKs send ``http.route`` empty where others leave it out; both, and the name itself,
+    are requests that matched no route: every one of them counts, failures included."""
+    store.write_spans([
+        *(span("1.1", attributes=http(None, 500)) for _ in range(3)),
+        *(span("1.1", attributes=http("", 500)) for _ in range(2)),
+        span("1.1", attributes=http(UNMATCHED_ROUTE, 200)),
+    ])  # fmt: skip
+
+    _, canary = read(store)
+
+    unmatched = canary[RouteKey(HTTP, UNMATCHED_ROUTE)]
+    assert (unmatched.requests, unmatched.errors) == (6, 5)

@@ -22,8 +22,16 @@ def samples_from_store(
     """
     found: dict[str, Samples] = {version: {} for version in versions}
     for group in store.request_groups(service, versions, start_ns, end_ns):
-        found[group.version][_key(group)] = _samples(group)
+        _add(found[group.version], _key(group), _samples(group))
     return found[versions[0]], found[versions[1]]
+
+
+def _add(samples: Samples, key: RouteKey, more: RouteSamples) -> None:
+    """``more`` requests on ``key``: several groups can share one key (no route, an empty one
+    and ``_unmatched`` itself all matched no route), and each of their requests counts."""
+    if key in samples:
+        more = RouteSamples.joined([samples[key], more], samples[key].errors + more.errors)
+    samples[key] = more
 
 
 def _key(group: RequestGroup) -> RouteKey:
