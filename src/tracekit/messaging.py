@@ -5,6 +5,7 @@ Producer side::
     with messaging.publish(headers, system="rabbitmq", destination="orders") as sent:
         channel.basic_publish("", "orders", body, BasicProperties(headers=headers))
         sent.set_message_id(...)        # when the broker assigns one after the call
+        sent.fail(error)                # when the call returned but the broker refused it
 
 ``publish`` opens a PRODUCER span ``"send orders"`` that ends when the block ends (so queue wait
 starts when the broker call returns) and writes into ``headers`` (any mutable mapping):
@@ -90,6 +91,7 @@ class Publication:
         self._accepted: int | None = None
         # (unix ns, perf_counter) when the client took the message, if its span ends later
         self._handed_over: tuple[int, float] | None = None
+        self._failure: BaseException | None = None  # see fail()
 
     def set_message_id(self, message_id: object) -> None:
         """Record an ID the broker assigned during the call (SQS MessageId, Kafka offset...)."""
@@ -100,6 +102,12 @@ class Publication:
         """How many messages of a batch the broker accepted, when it answers per message (SQS
         ``SendMessageBatch``): the messages sent count these, not the batch's size."""
         self._accepted = max(0, int(count))
+
+    def fail(self, error: BaseException) -> None:
+        """Note that the broker did not take the message though the call returned (a mandatory
+        message returned unroutable): the PRODUCER span ends failed with ``error``."""
+        if self._failure is None:
+            self._failure = error
 
 
 def publishing() -> bool:
@@ -295,6 +303,7 @@ def _end_publish(
     span = publication.span
     if span is None:
         return
+    error = error if error is not None else publication._failure
     if error is not None:
         mark_failed(span, error)
     ended_ns, ended = publication._handed_over or (None, perf_counter())

@@ -287,3 +287,25 @@ def test_a_failing_handler_in_an_iterator_loop_fails_its_span(amqp_url, queue_na
         assert len(events) == 1  # once, though the second left process() and the iterator
         assert events[0].attributes["exception.message"] == body
         assert consumer.attributes["error.type"].endswith("OutOfStock")
+
+
+def test_a_message_the_broker_returns_unroutable_fails_its_send_span(amqp_url, spans) -> None:
+    """aio-pika publishes ``mandatory`` with publisher confirms by default: a message no queue
+    is bound for comes back as a Basic.Return, which ``publish`` hands back instead of raising.
+    The PRODUCER span says the message went nowhere (as pika's ``UnroutableError`` does), and
+    the caller gets aio-pika's own result."""
+    nowhere = f"tracekit-unbound-{time.monotonic_ns()}"
+
+    async def run() -> Any:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            return await channel.default_exchange.publish(aio_pika.Message(b"lost"), nowhere)
+
+    result = asyncio.run(run())
+    assert type(result).__name__ == "DeliveredMessage"  # what aio-pika returns for a Return
+    (producer,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert producer.name == f"send {nowhere}"
+    assert producer.status.status_code.name == "ERROR"
+    assert producer.attributes["error.type"] == "PublishError"
+    assert "NO_ROUTE" in (producer.status.description or "")

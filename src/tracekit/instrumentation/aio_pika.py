@@ -126,8 +126,27 @@ async def _traced_publish(
         destination=str(getattr(instance, "name", "") or routing_key),
         message_id=getattr(message, "message_id", None),
         attributes=_routing(routing_key),
-    ):
-        return await wrapped(*args, **kwargs)
+    ) as sent:
+        result = await wrapped(*args, **kwargs)
+        _note_returned(sent, result)
+        return result
+
+
+def _note_returned(sent: messaging.Publication, result: Any) -> None:
+    """A mandatory message no queue took comes back as a ``Basic.Return``, which ``publish``
+    hands back rather than raising (unless the channel has ``on_return_raises``): the send
+    failed all the same, as pika says with ``UnroutableError``."""
+    returned = getattr(result, "delivery", None)  # a DeliveredMessage; an Ack frame has none
+    if returned is None:
+        return
+    try:
+        import aiormq  # aio-pika's AMQP client, whose frames it hands back
+        from aio_pika.exceptions import PublishError
+
+        if isinstance(returned, aiormq.spec.Basic.Return):
+            sent.fail(PublishError(result, returned))
+    except Exception as error:
+        report_once("aio-pika returned message", error)
 
 
 def _own_copy(message: Any) -> Any:
