@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from typing import Any
@@ -601,3 +602,92 @@ def test_an_exception_leaving_the_with_block_fails_the_held_message(
     assert consumer.status.status_code.name == "ERROR"
     [event] = [e for e in consumer.events if e.name == "exception"]
     assert event.attributes["exception.message"] == "sku A-1"
+
+
+def test_a_channel_the_broker_closes_ends_the_message_it_held(amqp_url, queue_name, spans) -> None:
+    """A handler's passive declare of a queue that is not there (a reply queue gone): the broker
+    closes the channel, pika raises, and the app goes on with a new channel. The message that
+    channel held can no longer be acked (the broker requeues it): its span ends there, failed
+    with the broker's reason, and its correlation ID is no longer current."""
+    import tracekit
+    from tracekit import correlation
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("reply-77")
+    channel.basic_publish("", queue_name, b"needs a reply")
+    correlation.reset_correlation_id(token)
+    method, _, _ = channel.basic_get(queue_name)
+    assert method is not None and tracekit.correlation_id() == "reply-77"
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        channel.queue_declare(f"{queue_name}-gone", passive=True)
+    assert tracekit.correlation_id() is None
+    fresh = connection.channel()  # the app carries on; the message is back in the queue
+    assert fresh.queue_declare(queue_name, passive=True).method.message_count == 1
+    connection.close()
+
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.attributes["correlation.id"] == "reply-77"
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "ChannelClosedByBroker"
+    assert "NOT_FOUND" in (consumer.status.description or "")
+
+
+class _CuttableLink:
+    """A TCP relay on loopback between one client and the broker, which the test can cut: the
+    connection is lost as when the network or the broker goes away."""
+
+    def __init__(self, amqp_url: str) -> None:
+        broker = pika.URLParameters(amqp_url)
+        self._broker = (broker.host, broker.port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = amqp_url.replace(f":{broker.port}/", f":{self._listener.getsockname()[1]}/")
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(self._broker)
+        self._sockets += [client, upstream]
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        for end in self._sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+        self._listener.close()
+
+
+def test_a_lost_connection_ends_the_message_its_channel_held(amqp_url, queue_name, spans) -> None:
+    """The connection drops while the app handles a ``basic_get`` message; it catches pika's
+    error and reconnects. The message (requeued by the broker) ends failed with the loss, and
+    its correlation ID is no longer current."""
+    import tracekit
+    from tracekit import correlation
+
+    link = _CuttableLink(amqp_url)
+    connection = pika.BlockingConnection(pika.URLParameters(link.url))
+    channel = connection.channel()
+    token = correlation.set_correlation_id("lost-5")
+    channel.basic_publish("", queue_name, b"in flight")
+    correlation.reset_correlation_id(token)
+    method, _, _ = channel.basic_get(queue_name)
+    assert method is not None and tracekit.correlation_id() == "lost-5"
+    link.cut()
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        channel.basic_ack(method.delivery_tag)
+        connection.process_data_events(time_limit=5)
+    assert tracekit.correlation_id() is None
+
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.attributes["correlation.id"] == "lost-5"
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "StreamLostError"

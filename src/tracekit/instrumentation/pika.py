@@ -14,9 +14,11 @@
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
   stays open while the caller handles it: it ends when the same channel fetches the next message
   (next ``basic_get``, next item of the generator), when the generator stops or is closed, or
-  when the channel closes. An exception leaving the channel's or the connection's ``with``
-  block ends it failed. (Not one leaving ``for ... in channel.consume(...)`` itself: Python
-  closes that loop's generator first, as it does after ``break``, so the span has ended.)
+  when the channel closes (closed by the broker or with its connection lost, the span ends
+  failed with the reason: the message can no longer be acked). An exception leaving the
+  channel's or the connection's ``with`` block ends it failed. (Not one leaving ``for ... in
+  channel.consume(...)`` itself: Python closes that loop's generator first, as it does after
+  ``break``, so the span has ended.)
 
 Messages without tracekit headers start a new trace and take the correlation ID from the
 configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
@@ -82,6 +84,8 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(channel, "__exit__", _release_on_exit)
         self.wrap(module.BlockingConnection, "__exit__", _release_channels_on_exit)
         self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
+        if "_transition_to_closed" in vars(async_channel.Channel):  # every way a channel closes
+            self.wrap(async_channel.Channel, "_transition_to_closed", _release_on_channel_closed)
 
     def _traced_basic_consume(
         self,
@@ -231,6 +235,28 @@ def _release_on_close(
 ) -> Any:
     _held.release(instance)
     return wrapped(*args, **kwargs)
+
+
+def _release_on_channel_closed(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """pika's one step for every way a channel closes: by the app, by the broker (a failed
+    passive declare, an unknown delivery tag) or with its connection lost. The message its
+    ``BlockingChannel`` holds can no longer be acked, so its span ends, failed by the reason
+    unless the app closed it. (An app that goes on with a new channel never ended it before.)"""
+    blocking_channel = safe("pika channel", instance._get_cookie)
+    if blocking_channel is not None:
+        _held.release(blocking_channel, _failure_of(getattr(instance, "_closing_reason", None)))
+    return wrapped(*args, **kwargs)
+
+
+def _failure_of(reason: object) -> Exception | None:
+    """Why a channel closed, when that is a failure: not the app's own ``close()``."""
+    from pika.exceptions import ChannelClosedByClient, ConnectionClosedByClient
+
+    if isinstance(reason, ChannelClosedByClient | ConnectionClosedByClient):
+        return None
+    return reason if isinstance(reason, Exception) else None
 
 
 def _release_on_exit(
