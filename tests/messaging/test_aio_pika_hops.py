@@ -309,3 +309,31 @@ def test_a_message_the_broker_returns_unroutable_fails_its_send_span(amqp_url, s
     assert producer.status.status_code.name == "ERROR"
     assert producer.attributes["error.type"] == "PublishError"
     assert "NO_ROUTE" in (producer.status.description or "")
+
+
+def test_a_reply_to_a_broker_named_queue_is_anonymous(amqp_url, spans) -> None:
+    """An RPC reply: published on the default exchange to the queue the broker named for the
+    client, and taken from it. Both spans name the destination ``(anonymous)`` (one name for
+    every client), the queue's own name stays in the routing key attribute."""
+
+    async def run() -> str:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            await channel.default_exchange.publish(aio_pika.Message(b"42"), replies.name)
+            async with replies.iterator() as messages:
+                async for message in messages:
+                    async with message.process():
+                        return str(replies.name)
+        raise AssertionError("no reply")
+
+    reply_to = asyncio.run(run())
+    assert reply_to.startswith("amq.gen-")
+    finished = spans.get_finished_spans()
+    (sent,), (taken,) = _kind(finished, SpanKind.PRODUCER), _kind(finished, SpanKind.CONSUMER)
+    assert (sent.name, taken.name) == ("send (anonymous)", "process (anonymous)")
+    for span in (sent, taken):
+        assert span.attributes["messaging.destination.name"] == "(anonymous)"
+        assert span.attributes["messaging.destination.anonymous"] is True
+        assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to

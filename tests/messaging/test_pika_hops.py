@@ -691,3 +691,39 @@ def test_a_lost_connection_ends_the_message_its_channel_held(amqp_url, queue_nam
     assert consumer.attributes["correlation.id"] == "lost-5"
     assert consumer.status.status_code.name == "ERROR"
     assert consumer.attributes["error.type"] == "StreamLostError"
+
+
+def test_rpc_replies_to_broker_named_queues_share_one_name(
+    amqp_url, queue_name, spans, monkeypatch
+) -> None:
+    """RabbitMQ's RPC pattern: each client consumes its replies from a queue the broker names
+    (``amq.gen-...``) and the server publishes to it on the default exchange. Named after those
+    queues, every client would add a span name and metric series of its own to the server's
+    (and, past the cap, push real queues into ``_other``): they are ``(anonymous)``, the name
+    stays in the routing key attribute."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", f"rpc-{queue_name}")
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    replies = [channel.queue_declare("", exclusive=True).method.queue for _ in range(3)]
+    for reply_to in replies:  # the server answers each client
+        channel.basic_publish("", reply_to, b"42")
+    for reply_to in replies:  # each client takes its answer
+        method, _, _ = channel.basic_get(reply_to, auto_ack=True)
+        assert method is not None
+    connection.close()
+
+    finished = spans.get_finished_spans()
+    sent = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    taken = [s for s in finished if s.kind == SpanKind.CONSUMER]
+    assert [s.name for s in sent] == ["send (anonymous)"] * 3
+    assert [s.name for s in taken] == ["process (anonymous)"] * 3
+    for span, reply_to in [*zip(sent, replies, strict=True), *zip(taken, replies, strict=True)]:
+        assert span.attributes["messaging.destination.name"] == "(anonymous)"
+        assert span.attributes["messaging.destination.anonymous"] is True
+        assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
+    scrape = generate_latest(REGISTRY).decode()
+    ours = [line for line in scrape.splitlines() if f'"rpc-{queue_name}"' in line]
+    assert any('messaging_destination_name="(anonymous)"' in line for line in ours)
+    assert not [line for line in ours if "amq.gen-" in line]

@@ -3,5 +3,6 @@
 - ``consumer``: ``Delivery``, the CONSUMER span around one handler;
 - ``headers``: which fields a hop carries under the options in force (``reading_for``), and
   reading a received message's headers, bounded and validated;
-- ``spans``: what both sides' spans are built from (attributes, message ID, tracer).
+- ``spans``: what both sides' spans are built from (attributes, message ID, tracer);
+- ``amqp``: RabbitMQ's naming, shared by the pika and aio-pika instrumentations.
 """

@@ -26,13 +26,12 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
+from tracekit._messaging import amqp
+from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
 from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
-
-SYSTEM = "rabbitmq"
-ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
@@ -98,13 +97,14 @@ async def _handled(callback: Callable[[Any], Any], message: Any) -> Any:
 
 def delivery_of(queue: str, message: Any) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of one incoming aio-pika message."""
+    destination = amqp.destination_of(queue)
     return messaging.consume(
         getattr(message, "headers", None),
         system=SYSTEM,
-        destination=queue,
+        destination=destination,
         message_id=getattr(message, "message_id", None),
         correlation_property=messaging.correlation_property_of(message),
-        attributes=_routing(getattr(message, "routing_key", None)),
+        attributes=amqp.attributes_of(destination, getattr(message, "routing_key", None)),
     )
 
 
@@ -120,12 +120,13 @@ async def _traced_publish(
         args = (own, *args[1:])
     else:
         kwargs = {**kwargs, "message": own}
+    destination = amqp.destination_of(str(getattr(instance, "name", "") or routing_key))
     with messaging.publish(
         own.headers,
         system=SYSTEM,
-        destination=str(getattr(instance, "name", "") or routing_key),
+        destination=destination,
         message_id=getattr(message, "message_id", None),
-        attributes=_routing(routing_key),
+        attributes=amqp.attributes_of(destination, routing_key),
     ) as sent:
         result = await wrapped(*args, **kwargs)
         _note_returned(sent, result)
@@ -282,7 +283,3 @@ def _is_iterator_callback(callback: Callable[..., Any]) -> bool:
     from aio_pika.queue import QueueIterator
 
     return isinstance(getattr(callback, "__self__", None), QueueIterator)
-
-
-def _routing(routing_key: object) -> dict[str, Any]:
-    return {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}

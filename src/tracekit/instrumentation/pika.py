@@ -32,13 +32,12 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging
+from tracekit._messaging import amqp
+from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
 from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "PikaInstrumentor", "delivery_of"]
-
-SYSTEM = "rabbitmq"
-ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
 
 _PUBLISH_PARAMETERS = ("exchange", "routing_key", "body", "properties", "mandatory")
 _CONSUME_PARAMETERS = (
@@ -121,13 +120,14 @@ class PikaInstrumentor(Instrumentor):
 
 def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of one message consumed from ``queue``."""
+    destination = amqp.destination_of(queue)
     return messaging.consume(
         getattr(properties, "headers", None),
         system=SYSTEM,
-        destination=queue,
+        destination=destination,
         message_id=getattr(properties, "message_id", None),
         correlation_property=messaging.correlation_property_of(properties),
-        attributes=_routing(getattr(method, "routing_key", None)),
+        attributes=amqp.attributes_of(destination, getattr(method, "routing_key", None)),
     )
 
 
@@ -144,12 +144,13 @@ def _traced_publish(
     if headers is None:
         return wrapped(*args, **kwargs)
     exchange, routing_key = str(bound.get("exchange") or ""), str(bound.get("routing_key") or "")
+    destination = amqp.destination_of(exchange or routing_key)
     with messaging.publish(
         headers,
         system=SYSTEM,
-        destination=exchange or routing_key,
+        destination=destination,
         message_id=getattr(bound["properties"], "message_id", None),
-        attributes=_routing(routing_key),
+        attributes=amqp.attributes_of(destination, routing_key),
     ):
         return wrapped(**bound)
 
@@ -296,7 +297,3 @@ def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any])
 
 def _queue_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return str(args[0] if args else kwargs.get("queue", ""))
-
-
-def _routing(routing_key: object) -> dict[str, Any]:
-    return {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}

@@ -1,0 +1,35 @@
+"""RabbitMQ's naming, shared by the pika and aio-pika instrumentations.
+
+Spans and metrics are named after a message's destination: the exchange, or the queue on the
+default exchange. A queue the broker names is one per RPC client (an exclusive reply queue,
+``amq.gen-...``) or per channel (direct reply-to): named after it, every client would add a span
+name and metric series of its own to a server that answers it. Such a destination is
+``(anonymous)``, as OpenTelemetry's messaging conventions name it; the queue's own name stays
+in the routing key attribute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYSTEM = "rabbitmq"
+ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+ANONYMOUS = "(anonymous)"
+ANONYMOUS_DESTINATION = "messaging.destination.anonymous"
+
+_BROKER_NAMED = ("amq.gen-", "amq.rabbitmq.reply-to")
+
+
+def destination_of(name: str) -> str:
+    """``name`` as spans and metrics name the destination: ``(anonymous)`` if the broker made
+    it up."""
+    return ANONYMOUS if name.startswith(_BROKER_NAMED) else name
+
+
+def attributes_of(destination: str, routing_key: object) -> dict[str, Any]:
+    """The RabbitMQ attributes of a span to or from ``destination`` (as ``destination_of``
+    names it), with the message's routing key."""
+    attributes: dict[str, Any] = {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}
+    if destination == ANONYMOUS:
+        attributes[ANONYMOUS_DESTINATION] = True
+    return attributes
