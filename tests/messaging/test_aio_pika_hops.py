@@ -337,3 +337,38 @@ def test_a_reply_to_a_broker_named_queue_is_anonymous(amqp_url, spans) -> None:
         assert span.attributes["messaging.destination.name"] == "(anonymous)"
         assert span.attributes["messaging.destination.anonymous"] is True
         assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
+
+
+@pytest.mark.parametrize("fetch", ["get", "iterator"])
+def test_a_message_whose_ack_fails_ends_failed(amqp_url, queue_name, spans, fetch) -> None:
+    """The channel goes away while a message is handled: leaving ``message.process()`` cannot
+    ack it, and aio-pika raises (the broker will deliver the message again). Its span says so
+    instead of reporting the message processed, though the app catches the error (in the
+    iterator's loop) or lets it go (``Queue.get``)."""
+
+    async def handle(message: Any, channel: Any) -> None:
+        async with message.process():
+            await channel.close()  # (the connection dropped, the app closed it...)
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            await channel.default_exchange.publish(aio_pika.Message(b"order"), queue_name)
+            if fetch == "get":
+                await handle(await queue.get(timeout=5), channel)
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+                        await handle(message, channel)
+                    break
+
+    if fetch == "get":
+        with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+            asyncio.run(run())
+    else:
+        asyncio.run(run())
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "ChannelInvalidStateError"

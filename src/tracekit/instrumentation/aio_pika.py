@@ -13,7 +13,8 @@
   the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside a
   span already open (a consume callback, an iterator's loop body), an exception leaving the
   block (the message is rejected) marks that span failed, as does one leaving the iterator's
-  ``async with`` block.
+  ``async with`` block. Either way an ack or reject that fails as the block exits (the channel
+  gone: the message comes back) fails the span too.
 """
 
 from __future__ import annotations
@@ -254,7 +255,11 @@ class _ProcessInDelivery:
     async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> Any:
         if isinstance(error, Exception):
             self._delivery.fail(error)
-        return await self._process.__aexit__(kind, error, tb)
+        try:
+            return await self._process.__aexit__(kind, error, tb)
+        except Exception as unsettled:  # the ack or reject failed: the message comes back
+            self._delivery.fail(unsettled)
+            raise
 
 
 class _ProcessWithDelivery:
@@ -273,10 +278,14 @@ class _ProcessWithDelivery:
             raise
 
     async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> Any:
+        failure = error
         try:
             return await self._process.__aexit__(kind, error, tb)
+        except BaseException as unsettled:  # the ack or reject failed: the message comes back
+            failure = unsettled if failure is None else failure
+            raise
         finally:
-            self._delivery.end(error)
+            self._delivery.end(failure)
 
 
 def _is_iterator_callback(callback: Callable[..., Any]) -> bool:
