@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -372,3 +373,47 @@ def test_a_message_whose_ack_fails_ends_failed(amqp_url, queue_name, spans, fetc
     (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
     assert consumer.status.status_code.name == "ERROR"
     assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
+
+
+def test_messages_collected_from_an_iterator_are_handled_as_their_own(
+    amqp_url, queue_name, spans
+) -> None:
+    """A loop that collects messages and handles them together: each ``process()`` block runs
+    with its own message's correlation ID, and a failure lands on that message, not on the one
+    the iterator fetched last."""
+    from tracekit import correlation
+
+    seen: list[str | None] = []
+
+    async def flush(batch: list[Any]) -> None:
+        for message in batch:
+            with contextlib.suppress(OutOfStock):
+                async with message.process():
+                    seen.append(tracekit.correlation_id())
+                    if message.body == b"order-1":
+                        raise OutOfStock("order-1")
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for order in ("order-1", "order-2"):
+                token = correlation.set_correlation_id(order)
+                await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
+                correlation.reset_correlation_id(token)
+            queue = await channel.declare_queue(queue_name)
+            batch: list[Any] = []
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    batch.append(message)
+                    if len(batch) == 2:
+                        await flush(batch)
+                        break
+
+    asyncio.run(run())
+    assert seen == ["order-1", "order-2"]
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    failed = [c for c in consumers if c.status.status_code.name == "ERROR"]
+    assert [c.attributes["correlation.id"] for c in failed] == ["order-1"]
+    assert failed[0].attributes["error.type"].endswith("OutOfStock")
+    assert {c.attributes["correlation.id"] for c in consumers} == {"order-1", "order-2"}

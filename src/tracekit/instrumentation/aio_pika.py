@@ -7,14 +7,15 @@
 - ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
   loop body runs; it ends when the iterator fetches the next message, stops, or is closed. The
   robust iterator (``connect_robust``) has an ``__anext__`` of its own: it is wrapped too.
-- ``IncomingMessage.process()``: for a message no span covers yet (one from ``Queue.get``), the
+- ``IncomingMessage.process()``: for a message no open span covers (one from ``Queue.get``;
+  one an iterator fetched before the latest, as a loop collecting a batch has), the
   ``async with message.process():`` block is the CONSUMER span. Its destination is the queue
   ``get`` fetched it from (a message names only its exchange and routing key, so ``get`` notes
-  the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside a
-  span already open (a consume callback, an iterator's loop body), an exception leaving the
-  block (the message is rejected) marks that span failed, as does one leaving the iterator's
-  ``async with`` block. Either way an ack or reject that fails as the block exits (the channel
-  gone: the message comes back) fails the span too.
+  the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside the
+  span open for the same message (its consume callback, the iterator's loop body), an exception
+  leaving the block (the message is rejected) marks that span failed, as does one leaving the
+  iterator's ``async with`` block. Either way an ack or reject that fails as the block exits
+  (the channel gone: the message comes back) fails the span too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
 _fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
+# id() of the message the open delivery is for (a callback's, the iterator's latest): only
+# that message's ``process()`` is part of it; another's (one collected earlier, one from
+# ``Queue.get`` in a callback) is a delivery of its own.
+_covered: ContextVar[int | None] = ContextVar("tracekit_aio_pika_covered", default=None)
 # The queue each ``Queue.get`` message came from, until its ``process()``: keyed by id (aio-pika
 # messages take no attributes or weak references) and checked by delivery tag; bounded, so
 # messages never processed are forgotten.
@@ -84,7 +89,11 @@ class AioPikaInstrumentor(Instrumentor):
             if not self.active:
                 return await _handled(callback, message)
             async with delivery_of(queue, message):
-                return await _handled(callback, message)
+                token = _covered.set(id(message))
+                try:
+                    return await _handled(callback, message)
+                finally:
+                    _covered.reset(token)
 
         return on_message
 
@@ -189,6 +198,7 @@ async def _traced_next(
         _fetching.reset(token)
     queue = getattr(instance, "_amqp_queue", None)
     _held.hold(instance, delivery_of(str(getattr(queue, "name", "")), message))
+    _covered.set(id(message))  # like the held delivery, current in the loop body until the next
     return message
 
 
@@ -236,7 +246,7 @@ def _traced_process(
 ) -> Any:
     process_context = wrapped(*args, **kwargs)
     delivery = messaging.current_delivery()
-    if delivery is not None:  # the consume callback or the iterator already covers it
+    if delivery is not None and _covered.get() == id(instance):  # a callback's, an iterator's
         return _ProcessInDelivery(process_context, delivery)
     return _ProcessWithDelivery(process_context, instance)
 
