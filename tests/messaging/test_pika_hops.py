@@ -6,6 +6,7 @@ import contextlib
 import socket
 import threading
 import time
+from types import MappingProxyType
 from typing import Any
 
 import pika
@@ -727,3 +728,27 @@ def test_rpc_replies_to_broker_named_queues_share_one_name(
     ours = [line for line in scrape.splitlines() if f'"rpc-{queue_name}"' in line]
     assert any('messaging_destination_name="(anonymous)"' in line for line in ours)
     assert not [line for line in ours if "amq.gen-" in line]
+
+
+def test_a_header_table_that_is_a_read_only_mapping_is_traced(amqp_url, queue_name, spans) -> None:
+    """pika sends any mapping as the header table (it reads ``items()``): an app's read-only
+    table (``MappingProxyType``) of its own headers. The message carries tracekit's headers
+    beside the app's, which is left as it was."""
+    from tracekit import correlation
+
+    shared = MappingProxyType({"app": "orders"})
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("request-C")
+    try:
+        channel.basic_publish("", queue_name, b"x", pika.BasicProperties(headers=shared))
+    finally:
+        correlation.reset_correlation_id(token)
+    _, properties, _ = channel.basic_get(queue_name, auto_ack=True)
+    connection.close()
+
+    assert dict(shared) == {"app": "orders"}
+    assert properties.headers["app"] == "orders"
+    assert properties.headers["x-correlation-id"] == "request-C"
+    producer = _one(list(spans.get_finished_spans()), SpanKind.PRODUCER, f"send {queue_name}")
+    assert properties.headers["traceparent"].split("-")[2] == f"{producer.context.span_id:016x}"

@@ -27,7 +27,7 @@ configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``c
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -175,7 +175,8 @@ def _headers_of(bound: dict[str, Any]) -> dict[str, Any] | None:
         headers = properties.headers
         if headers is None:
             headers = {}
-        elif not isinstance(headers, dict):
+        elif type(headers) is not dict and not isinstance(headers, Mapping):
+            # (pika sends any mapping: it reads items())
             return None
         properties.headers = dict(headers)
         bound["properties"] = properties
