@@ -752,3 +752,20 @@ def test_a_header_table_that_is_a_read_only_mapping_is_traced(amqp_url, queue_na
     assert properties.headers["x-correlation-id"] == "request-C"
     producer = _one(list(spans.get_finished_spans()), SpanKind.PRODUCER, f"send {queue_name}")
     assert properties.headers["traceparent"].split("-")[2] == f"{producer.context.span_id:016x}"
+
+
+def test_the_empty_queue_name_is_the_channels_anonymous_queue(amqp_url, spans) -> None:
+    """AMQP's empty queue name means the queue the channel declared last (the usual way to
+    consume from a queue the broker named): the span is ``process (anonymous)``, not a
+    ``process `` with a blank destination."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    declared = channel.queue_declare("", exclusive=True).method.queue
+    channel.basic_publish("", declared, b"42")
+    method, _, _ = channel.basic_get("", auto_ack=True)
+    assert method is not None
+    connection.close()
+
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, "process (anonymous)")
+    assert consumer.attributes["messaging.destination.name"] == "(anonymous)"
+    assert consumer.attributes["messaging.rabbitmq.destination.routing_key"] == declared

@@ -22,8 +22,8 @@ _BROKER_NAMED = ("amq.gen-", "amq.rabbitmq.reply-to")
 
 def destination_of(name: str) -> str:
     """``name`` as spans and metrics name the destination: ``(anonymous)`` if the broker made
-    it up."""
-    return ANONYMOUS if name.startswith(_BROKER_NAMED) else name
+    it up, or if it is empty (AMQP's name for the queue the channel declared last)."""
+    return ANONYMOUS if not name or name.startswith(_BROKER_NAMED) else name
 
 
 def attributes_of(destination: str, routing_key: object) -> dict[str, Any]:
