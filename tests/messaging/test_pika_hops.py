@@ -769,3 +769,41 @@ def test_the_empty_queue_name_is_the_channels_anonymous_queue(amqp_url, spans) -
     consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, "process (anonymous)")
     assert consumer.attributes["messaging.destination.name"] == "(anonymous)"
     assert consumer.attributes["messaging.rabbitmq.destination.routing_key"] == declared
+
+
+def test_a_request_finding_the_queue_empty_keeps_its_own_ids(amqp_url, queue_name, spans) -> None:
+    """A web endpoint pops a job with ``basic_get`` on the app's long-lived channel, and one
+    thread serves request after request (a thread pool). The next poll ends the message the
+    previous request took; finding the queue empty, it leaves this request's correlation ID and
+    trace context current, not the previous request's."""
+    from opentelemetry import trace
+    from werkzeug.test import Client
+
+    import tracekit
+    from tracekit import correlation
+    from tracekit.wsgi import TracekitMiddleware
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("job-1")
+    channel.basic_publish("", queue_name, b"job-1")
+    correlation.reset_correlation_id(token)
+    seen: list[tuple[str | None, int]] = []
+
+    def next_job(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        channel.basic_get(queue_name, auto_ack=True)
+        current_span = trace.get_current_span().get_span_context().span_id
+        seen.append((tracekit.correlation_id(), current_span))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    client = Client(TracekitMiddleware(next_job))
+    for request in ("request-1", "request-2"):
+        client.get("/next", headers={"X-Correlation-ID": request})
+    connection.close()
+
+    finished = spans.get_finished_spans()
+    servers = [s for s in finished if s.attributes.get("correlation.id") == "request-2"]
+    second = _one(servers, SpanKind.SERVER, "GET")
+    assert [cid for cid, _ in seen] == ["job-1", "request-2"]
+    assert seen[1][1] == second.context.span_id  # its calls are the second request's children

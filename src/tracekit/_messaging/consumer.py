@@ -72,6 +72,7 @@ class Delivery:
         self._below: Delivery | None = None  # what was current when this one started
         self._started = 0.0
         self._failure: BaseException | None = None  # see fail()
+        self._context: otel_context.Context | None = None  # the one this delivery attached
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
@@ -159,15 +160,14 @@ class Delivery:
             now_ns,
         )
         # One new Context holding the span (what trace.set_span_in_context builds).
-        return otel_context.attach(
-            otel_context.Context(
-                {
-                    **parent,
-                    propagation.CURRENT_SPAN_KEY: span,
-                    correlation.CONTEXT_KEY: self.correlation_id,
-                }
-            )
+        self._context = otel_context.Context(
+            {
+                **parent,
+                propagation.CURRENT_SPAN_KEY: span,
+                correlation.CONTEXT_KEY: self.correlation_id,
+            }
         )
+        return otel_context.attach(self._context)
 
     def _record_waits(self, target: Target, now_ns: int) -> None:
         metrics = target.metrics()
@@ -207,11 +207,11 @@ class Delivery:
             if _current.get() is self:
                 restores = self._restores
                 if restores is None:
-                    _restore(tokens)
+                    _restore(tokens, self._host_moved_on())
                 else:  # the first held delivery's tokens, used once: the context before it
                     first, restores[0] = restores[0], None
                     if first is not None:
-                        _restore(first)
+                        _restore(first, self._host_moved_on())
             # Otherwise a later delivery is current (pull consumers take turns, or this one
             # ends in another context): what was current before this one is stale, never
             # restored; the later delivery restores the context when it ends.
@@ -229,6 +229,17 @@ class Delivery:
                 ):  # (never over a chain of its own still open: another task's, say)
                     below._nested = self._nested
             self._below = None
+
+    def _host_moved_on(self) -> bool:
+        """Whether the host has put its own context back since this held delivery started (a
+        web request that took the message with ``basic_get`` has ended, and the next request
+        polls): what was current before the delivery is then a finished request's, and must
+        not come back. (A delivery around a handler block always ends inside it.)"""
+        if not self._held:
+            return False
+        if self._context is not None:
+            return otel_context.get_current() is not self._context
+        return correlation.correlation_id() is not self.correlation_id
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
@@ -252,13 +263,16 @@ def start_held(delivery: Delivery) -> None:
     delivery.start()
 
 
-def _restore(tokens: _Tokens) -> None:
-    """Put back what was current before a delivery started (only called in its context)."""
+def _restore(tokens: _Tokens, delivery_only: bool = False) -> None:
+    """Put back what was current before a delivery started (only called in its context);
+    ``delivery_only``: only ``current_delivery()``, the host having replaced the rest."""
     cid_token, context_token, delivery_token = tokens
     try:
         _current.reset(delivery_token)
     except ValueError:
         return  # another context: the other two tokens were made with this one
+    if delivery_only:
+        return
     if context_token is not None:
         otel_context.detach(context_token)
     correlation.reset_correlation_id(cid_token)
