@@ -807,3 +807,27 @@ def test_a_request_finding_the_queue_empty_keeps_its_own_ids(amqp_url, queue_nam
     second = _one(servers, SpanKind.SERVER, "GET")
     assert [cid for cid, _ in seen] == ["job-1", "request-2"]
     assert seen[1][1] == second.context.span_id  # its calls are the second request's children
+
+
+def test_a_consume_generator_message_ends_before_the_wait_for_the_next(
+    amqp_url, queue_name, spans
+) -> None:
+    """A worker on a quiet queue: ``for ... in channel.consume(queue)``. Its message's span
+    covers the loop body and ends when the loop asks for the next message, not when the next
+    one arrives: the idle wait is not the message's processing time, and the span is exported
+    meanwhile."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"the only job")
+    handled_at = 0
+    for method, _, _ in channel.consume(queue_name, auto_ack=True, inactivity_timeout=1.0):
+        if method is None:  # a second of silence
+            assert spans.get_finished_spans()[-1].kind == SpanKind.CONSUMER
+            break
+        handled_at = time.time_ns()
+    channel.cancel()
+    connection.close()
+
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.end_time is not None
+    assert consumer.end_time - handled_at < 200_000_000  # not the second waited after it

@@ -13,12 +13,13 @@
 ``BlockingChannel`` only (the asynchronous ``Channel.basic_get`` takes a callback; not traced):
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
   stays open while the caller handles it: it ends when the same channel fetches the next message
-  (next ``basic_get``, next item of the generator), when the generator stops or is closed, or
-  when the channel closes (closed by the broker or with its connection lost, the span ends
-  failed with the reason: the message can no longer be acked). An exception leaving the
-  channel's or the connection's ``with`` block ends it failed. (Not one leaving ``for ... in
-  channel.consume(...)`` itself: Python closes that loop's generator first, as it does after
-  ``break``, so the span has ended.)
+  (next ``basic_get``; the generator: when the caller asks for its next item, before pika
+  waits for one), when the generator stops or is closed, or when the channel closes (closed
+  by the broker or with its connection lost, the span ends failed with the reason: the
+  message can no longer be acked). An exception leaving the channel's or the connection's
+  ``with`` block ends it failed. (Not one leaving ``for ... in channel.consume(...)`` itself:
+  Python closes that loop's generator first, as it does after ``break``, so the span has
+  ended.)
 
 Messages without tracekit headers start a new trace and take the correlation ID from the
 configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
@@ -212,16 +213,18 @@ def _traced_consume(
 def _held_generator(
     messages: Iterator[tuple[Any, Any, Any]], channel: Any, queue: str, active: Callable[[], bool]
 ) -> Iterator[tuple[Any, Any, Any]]:
-    """Re-yield pika's messages; each one's span lasts until the next is fetched (none once
-    tracekit is uninstrumented: a generator made before goes on bare)."""
+    """Re-yield pika's messages; each one's span lasts until the caller asks for the next
+    (none once tracekit is uninstrumented: a generator made before goes on bare)."""
     try:
         for message in messages:
-            _held.release(channel)
             method, properties, _ = message
             # (None, None, None) marks an inactivity timeout
             if method is not None and active():
                 _held.hold(channel, delivery_of(queue, method, properties))
             yield message
+            # Asked for the next: the caller is done with this one, before pika waits for more
+            # (on a quiet queue the wait is no part of handling this message).
+            _held.release(channel)
     except BaseException as error:
         _held.release(channel, error if isinstance(error, Exception) else None)
         raise
