@@ -831,3 +831,31 @@ def test_a_consume_generator_message_ends_before_the_wait_for_the_next(
     consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
     assert consumer.end_time is not None
     assert consumer.end_time - handled_at < 200_000_000  # not the second waited after it
+
+
+def test_a_poll_inside_a_span_of_its_own_finding_nothing_keeps_both_ids_right(
+    amqp_url, queue_name, spans
+) -> None:
+    """A poller that opens a span per cycle around ``basic_get``: the span's end takes the
+    message's trace context away, not its correlation ID. The next cycle's poll finds the
+    queue empty: its code runs in its own cycle's span, without the previous message's ID."""
+    from opentelemetry import trace
+
+    import tracekit
+    from tracekit import correlation
+
+    tracer = trace.get_tracer("poller")
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("job-2")
+    channel.basic_publish("", queue_name, b"job-2")
+    correlation.reset_correlation_id(token)
+    seen: list[tuple[str | None, bool]] = []
+    for cycle in ("first", "second"):
+        with tracer.start_as_current_span(f"cycle {cycle}") as span:
+            channel.basic_get(queue_name, auto_ack=True)
+            seen.append((tracekit.correlation_id(), trace.get_current_span() is span))
+    connection.close()
+
+    assert seen[0][0] == "job-2"
+    assert seen[1] == (None, True)

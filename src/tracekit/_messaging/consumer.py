@@ -206,12 +206,13 @@ class Delivery:
         finally:
             if _current.get() is self:
                 restores = self._restores
+                ended = self if self._held else None  # see _restore
                 if restores is None:
-                    _restore(tokens, self._host_moved_on())
+                    _restore(tokens, ended)
                 else:  # the first held delivery's tokens, used once: the context before it
                     first, restores[0] = restores[0], None
                     if first is not None:
-                        _restore(first, self._host_moved_on())
+                        _restore(first, ended)
             # Otherwise a later delivery is current (pull consumers take turns, or this one
             # ends in another context): what was current before this one is stale, never
             # restored; the later delivery restores the context when it ends.
@@ -229,17 +230,6 @@ class Delivery:
                 ):  # (never over a chain of its own still open: another task's, say)
                     below._nested = self._nested
             self._below = None
-
-    def _host_moved_on(self) -> bool:
-        """Whether the host has put its own context back since this held delivery started (a
-        web request that took the message with ``basic_get`` has ended, and the next request
-        polls): what was current before the delivery is then a finished request's, and must
-        not come back. (A delivery around a handler block always ends inside it.)"""
-        if not self._held:
-            return False
-        if self._context is not None:
-            return otel_context.get_current() is not self._context
-        return correlation.correlation_id() is not self.correlation_id
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
@@ -263,19 +253,24 @@ def start_held(delivery: Delivery) -> None:
     delivery.start()
 
 
-def _restore(tokens: _Tokens, delivery_only: bool = False) -> None:
-    """Put back what was current before a delivery started (only called in its context);
-    ``delivery_only``: only ``current_delivery()``, the host having replaced the rest."""
+def _restore(tokens: _Tokens, held: Delivery | None = None) -> None:
+    """Put back what was current before a delivery started (only called in its context).
+
+    ``held``: the pull API's delivery ending now, in a later scope than it started in. The
+    host may have put back its own values since (a web request that took the message has
+    ended; a span around the poll has closed): each one still the delivery's is restored,
+    one the host has replaced is the host's, as what came before the delivery may be a
+    finished request's. (A delivery around a handler block always ends inside it.)
+    """
     cid_token, context_token, delivery_token = tokens
     try:
         _current.reset(delivery_token)
     except ValueError:
         return  # another context: the other two tokens were made with this one
-    if delivery_only:
-        return
-    if context_token is not None:
+    if context_token is not None and (held is None or otel_context.get_current() is held._context):
         otel_context.detach(context_token)
-    correlation.reset_correlation_id(cid_token)
+    if held is None or correlation.correlation_id() is held.correlation_id:
+        correlation.reset_correlation_id(cid_token)
 
 
 def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:
