@@ -859,3 +859,41 @@ def test_a_poll_inside_a_span_of_its_own_finding_nothing_keeps_both_ids_right(
 
     assert seen[0][0] == "job-2"
     assert seen[1] == (None, True)
+
+
+def test_a_worker_whose_message_was_ended_from_another_thread_is_clean_at_its_next(
+    amqp_url, queue_name, spans, instrumented
+) -> None:
+    """``tracekit.uninstrument()`` (a reload, a shutdown and init) from the main thread ends
+    the message a worker thread holds, but only the worker can put its own IDs back: it does
+    so at its next delivery through tracekit. Once that one ends, nothing of either message is
+    current (the first's ID stayed for good)."""
+    import tracekit
+
+    pika_instrumentor = instrumented["PikaInstrumentor"]
+    for n in range(2):
+        properties = pika.BasicProperties(correlation_id=f"job-{n}")
+        _connection(amqp_url).channel().basic_publish("", queue_name, b"x", properties)
+    took, go_on, seen = threading.Event(), threading.Event(), []
+
+    def worker() -> None:
+        connection = _connection(amqp_url)
+        channel = connection.channel()
+        channel.basic_get(queue_name, auto_ack=True)
+        took.set()
+        go_on.wait(10)
+        seen.append(tracekit.correlation_id())  # still job-0: ended elsewhere
+        channel.basic_get(queue_name, auto_ack=True)
+        seen.append(tracekit.correlation_id())
+        channel.basic_get(queue_name, auto_ack=True)  # the queue is empty: job-1 ends here
+        seen.append(tracekit.correlation_id())
+        connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    took.wait(10)
+    pika_instrumentor.uninstrument()
+    pika_instrumentor.instrument()
+    go_on.set()
+    thread.join(10)
+    assert seen == ["job-0", "job-1", None]

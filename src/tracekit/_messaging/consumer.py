@@ -73,6 +73,9 @@ class Delivery:
         self._started = 0.0
         self._failure: BaseException | None = None  # see fail()
         self._context: otel_context.Context | None = None  # the one this delivery attached
+        # A held delivery ended from another context (uninstrumented from another thread): its
+        # tokens, for its own context to put back what it made current (see _put_back).
+        self._left: _Tokens | None = None
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
@@ -131,6 +134,9 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
+        stale = _current.get()
+        if stale is not None and stale._left is not None:
+            stale._put_back()
         below = self._below = _current.get()
         if self._held and below is not None and below._held and below._tokens is not None:
             self._restores = below._restores
@@ -229,7 +235,22 @@ class Delivery:
                     and (below._nested is None or below._nested[0] is None)
                 ):  # (never over a chain of its own still open: another task's, say)
                     below._nested = self._nested
+            elif self._held:  # maybe ended from another thread: see _put_back
+                self._left = tokens
             self._below = None
+
+    def _put_back(self) -> None:
+        """Found current at the start of a delivery, this one has ended in another context
+        (``HeldDeliveries.release_all`` from another thread): what it made current stayed
+        current here, and is put back now (for a chain taking turns, what came before its
+        first)."""
+        restores = self._restores
+        first = restores[0] if restores is not None else None
+        tokens = first if first is not None else self._left
+        if tokens is not None and _restore(tokens):
+            self._left = None
+            if restores is not None:
+                restores[0] = None
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
@@ -253,7 +274,7 @@ def start_held(delivery: Delivery) -> None:
     delivery.start()
 
 
-def _restore(tokens: _Tokens, held: Delivery | None = None) -> None:
+def _restore(tokens: _Tokens, held: Delivery | None = None) -> bool:
     """Put back what was current before a delivery started (only called in its context).
 
     ``held``: the pull API's delivery ending now, in a later scope than it started in. The
@@ -261,16 +282,18 @@ def _restore(tokens: _Tokens, held: Delivery | None = None) -> None:
     ended; a span around the poll has closed): each one still the delivery's is restored,
     one the host has replaced is the host's, as what came before the delivery may be a
     finished request's. (A delivery around a handler block always ends inside it.)
+    False when called in another context than the delivery's: nothing is put back.
     """
     cid_token, context_token, delivery_token = tokens
     try:
         _current.reset(delivery_token)
     except ValueError:
-        return  # another context: the other two tokens were made with this one
+        return False  # another context: the other two tokens were made with this one
     if context_token is not None and (held is None or otel_context.get_current() is held._context):
         otel_context.detach(context_token)
     if held is None or correlation.correlation_id() is held.correlation_id:
         correlation.reset_correlation_id(cid_token)
+    return True
 
 
 def _batch_id_and_wait(received: Sequence[Received], now_ns: int) -> tuple[str, float | None]:
