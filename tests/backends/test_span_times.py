@@ -92,8 +92,8 @@ def test_a_span_without_ids_is_left_out_and_said(ids: dict[str, Any]) -> None:
 
 def test_a_number_past_any_integer_elsewhere_is_a_backend_error() -> None:
     batches = otlp("1764680000000000000")
-    batches[0]["scopeSpans"][0]["spans"][0]["attributes"] = [
-        {"key": "n", "value": {"intValue": 1e400}}  # json.loads reads 1e400 as infinity
+    batches[0]["scopeSpans"][0]["spans"][0]["events"] = [
+        {"timeUnixNano": 1e400}  # json.loads reads 1e400 as infinity
     ]
     with pytest.raises(BackendError, match=r"unreadable trace in backend answer \(OverflowError\)"):
         spans_from_batches(batches)

@@ -17,7 +17,9 @@ character name from a backend is not printed whole.
 
 A malformed answer is one ``BackendError``; a span timed where no span can be (before 1970, after
 2262: the limit of 64-bit nanoseconds) is left out, and the caller told, so it does not sink the
-rest of its trace.
+rest of its trace. So is an attribute whose key is no string or whose value no encoder writes (an
+``intValue`` that is no int64, a ``doubleValue`` object, bytes that are not base64, maps nested
+past the receiver's bound): the span keeps its other attributes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,17 @@ UNIX_NANO_LIMIT = 2**63  # OTLP times are unsigned; tracekit's (the store's) are
 SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262"
 SPAN_ENDS_BEFORE_START = "a span that ends before it starts"  # refused by the collector too
 SPAN_WITHOUT_ID = "a span without a trace or span id"  # refused by the collector too
+ATTRIBUTE_UNREADABLE = "an attribute whose key or value is unreadable"
+INT64 = (-(2**63), 2**63 - 1)  # an OTLP intValue
+INTEGER = re.compile(r"-?[0-9]+")
+DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+SPECIAL_FLOATS = ("NaN", "Infinity", "-Infinity")
+MAX_VALUE_DEPTH = 32  # arrays and maps nested deeper are refused, as the receiver refuses them
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
+
+
+class UnreadableAttribute(ValueError):
+    """An attribute value (or key) that no OTLP/JSON encoder writes."""
 
 
 class TimeOutOfRange(ValueError):
@@ -103,33 +115,104 @@ def decode_enum(value: Any, numbers: dict[int, str], names: dict[str, str]) -> s
     return names.get(value, numbers[0]) if isinstance(value, str) else numbers[0]
 
 
-def decode_value(value: Any) -> AttributeValue:
-    """An OTLP AnyValue object -> a plain JSON value (bytes as hex)."""
+def decode_value(value: Any, depth: int = 0) -> AttributeValue:
+    """An OTLP AnyValue object -> a plain JSON value (bytes as hex); an empty or unknown one is
+    None. ``UnreadableAttribute`` for a value no OTLP/JSON encoder writes."""
     if not isinstance(value, dict) or not value:
         return None
     kind, inner = next(iter(value.items()))
-    if kind == "intValue":
-        return int(inner)
-    if kind == "doubleValue":
-        return float(inner)  # jsonpb writes NaN and infinities as strings
-    if kind == "arrayValue":
-        return [decode_value(v) for v in (inner or {}).get("values", [])]
-    if kind == "kvlistValue":
-        return decode_attributes((inner or {}).get("values", []))
-    if kind == "bytesValue":
-        return base64.b64decode(inner).hex() if isinstance(inner, str) else None
-    return inner if isinstance(inner, (str, bool)) else str(inner)
+    if kind in ("arrayValue", "kvlistValue"):
+        if depth >= MAX_VALUE_DEPTH:
+            raise UnreadableAttribute("nested too deep")
+        values = _values_of(inner)
+        if kind == "kvlistValue":
+            return _strict_attributes(values, depth + 1)
+        return [decode_value(v, depth + 1) for v in values]
+    decode = _SCALARS.get(kind)
+    return decode(inner) if decode else None  # an unknown field: ignored, as proto3 JSON says
 
 
-def decode_attributes(items: Any) -> dict[str, AttributeValue]:
-    """A list of OTLP KeyValue objects -> a dict."""
-    if not isinstance(items, list):
-        return {}
-    return {
-        str(i["key"]): decode_value(i.get("value"))
-        for i in items
-        if isinstance(i, dict) and "key" in i
-    }
+def _values_of(inner: Any) -> list[Any]:
+    """The ``values`` of an ArrayValue or KeyValueList (an empty one: none)."""
+    if inner is None:
+        return []
+    if not isinstance(inner, dict) or not isinstance(inner.get("values") or [], list):
+        raise UnreadableAttribute("values")
+    return inner.get("values") or []
+
+
+def _string(inner: Any) -> str:
+    if not isinstance(inner, str):
+        raise UnreadableAttribute("stringValue")
+    return inner
+
+
+def _bool(inner: Any) -> bool:
+    if not isinstance(inner, bool):
+        raise UnreadableAttribute("boolValue")
+    return inner
+
+
+def _int(inner: Any) -> int:
+    """An int64 as both servers write it (a decimal string), or as a JSON number."""
+    if isinstance(inner, float) and inner.is_integer():
+        inner = int(inner)
+    if isinstance(inner, str) and len(inner) <= 21 and INTEGER.fullmatch(inner):
+        inner = int(inner)
+    if type(inner) is not int or not INT64[0] <= inner <= INT64[1]:
+        raise UnreadableAttribute("intValue")
+    return inner
+
+
+def _double(inner: Any) -> float:
+    """A double; jsonpb writes NaN and the infinities as strings."""
+    if isinstance(inner, str) and (inner in SPECIAL_FLOATS or DECIMAL.fullmatch(inner)):
+        return float(inner)
+    if isinstance(inner, bool) or not isinstance(inner, int | float):
+        raise UnreadableAttribute("doubleValue")
+    return float(inner)
+
+
+def _bytes(inner: Any) -> str:
+    """Bytes, which both servers write as standard base64, as hex."""
+    try:
+        return base64.b64decode(inner, validate=True).hex()
+    except (binascii.Error, ValueError, TypeError):
+        raise UnreadableAttribute("bytesValue") from None
+
+
+_SCALARS: dict[str, Callable[[Any], AttributeValue]] = {
+    "stringValue": _string, "boolValue": _bool, "intValue": _int, "doubleValue": _double,
+    "bytesValue": _bytes,
+}  # fmt: skip
+
+
+def decode_attributes(
+    items: Any, dropped: Callable[[str], None] = lambda reason: None
+) -> dict[str, AttributeValue]:
+    """A list of OTLP KeyValue objects -> a dict. One whose key is no string or whose value is
+    unreadable is left out, and ``dropped`` told (``ATTRIBUTE_UNREADABLE``): one bad attribute
+    does not cost its span, nor the span its trace."""
+    decoded: dict[str, AttributeValue] = {}
+    for item in items if isinstance(items, list) else []:
+        try:
+            key, value = _key_value(item, 0)
+        except UnreadableAttribute:
+            dropped(ATTRIBUTE_UNREADABLE)
+            continue
+        decoded[key] = value
+    return decoded
+
+
+def _strict_attributes(items: list[Any], depth: int) -> dict[str, AttributeValue]:
+    """A KeyValueList's entries; ``UnreadableAttribute`` when one is unreadable."""
+    return dict(_key_value(item, depth) for item in items)
+
+
+def _key_value(item: Any, depth: int) -> tuple[str, AttributeValue]:
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+        raise UnreadableAttribute("key")
+    return item["key"], decode_value(item.get("value"), depth)
 
 
 def spans_from_batches(
@@ -152,13 +235,13 @@ def spans_from_batches(
 
 
 def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> Iterator[SpanRecord]:
-    resource = decode_attributes((batch.get("resource") or {}).get("attributes"))
+    resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
     service = str(resource.get("service.name") or "unknown_service")
     for scope_spans in batch.get("scopeSpans") or []:
         scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:
             try:
-                yield _span(span, service, resource, scope.get("name"))
+                yield _span(span, service, resource, scope.get("name"), dropped)
             except TimeOutOfRange:
                 dropped(SPAN_TIME_OUT_OF_RANGE)
             except EndsBeforeStart:
@@ -168,7 +251,7 @@ def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> It
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
-          scope: str | None) -> SpanRecord:  # fmt: skip
+          scope: str | None, dropped: Callable[[str], None]) -> SpanRecord:  # fmt: skip
     status = span.get("status") or {}
     version = resource.get("service.version")
     record = SpanRecord(
@@ -182,9 +265,9 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         end_unix_nano=unix_nano(span.get("endTimeUnixNano")),
         status=decode_enum(status.get("code"), STATUSES, STATUS_NAMES),
         status_message=str(status.get("message") or ""),
-        attributes=decode_attributes(span.get("attributes")),
-        links=_links(span.get("links") or []),
-        events=[_event(event) for event in span.get("events") or []],
+        attributes=decode_attributes(span.get("attributes"), dropped),
+        links=_links(span.get("links") or [], dropped),
+        events=[_event(event, dropped) for event in span.get("events") or []],
         resource=resource,
         service_version=version if isinstance(version, str) else None,
         scope=scope,
@@ -196,19 +279,19 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     return bounded_span(record)
 
 
-def _links(links: list[Any]) -> list[SpanLink]:
+def _links(links: list[Any], dropped: Callable[[str], None]) -> list[SpanLink]:
     """The links but those to an empty context (no trace or span id, or all zeros), left out as
     the receiver leaves them out: an SDK records one when it carries attributes, and Tempo and
     Jaeger keep it, but it names nothing to join or show (and no id the path schema allows)."""
-    found = (_link(link) for link in links)
+    found = (_link(link, dropped) for link in links)
     return [link for link in found if _names_one(link.trace_id) and _names_one(link.span_id)]
 
 
-def _link(link: dict[str, Any]) -> SpanLink:
+def _link(link: dict[str, Any], dropped: Callable[[str], None]) -> SpanLink:
     return SpanLink(decode_id(link.get("traceId"), 16), decode_id(link.get("spanId"), 8),
-                    decode_attributes(link.get("attributes")))  # fmt: skip
+                    decode_attributes(link.get("attributes"), dropped))  # fmt: skip
 
 
-def _event(event: dict[str, Any]) -> SpanEvent:
+def _event(event: dict[str, Any], dropped: Callable[[str], None]) -> SpanEvent:
     return SpanEvent(str(event.get("name", "")), int(event.get("timeUnixNano") or 0),
-                     decode_attributes(event.get("attributes")))  # fmt: skip
+                     decode_attributes(event.get("attributes"), dropped))  # fmt: skip

@@ -1,0 +1,167 @@
+"""One attribute no OTLP/JSON encoder writes (an ``intValue`` that is no int64, a ``doubleValue``
+object, bytes that are not base64, a key that is no string) is left out with one warning; its
+span keeps its other attributes and its trace is shown. Before, the whole trace failed: ``tracekit
+trace`` exited 2 with "unreadable trace in backend answer (ValueError)".
+
+Real servers on loopback answer as Tempo and Jaeger do, with one such attribute on one span.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from go_answers import json_answer
+from jaeger_fake import FakeJaeger
+from otlp_fixtures import recent
+from tempo_fake import FakeTempo
+from trace_topologies import checkout
+from werkzeug.wrappers import Request, Response
+
+from tracekit.backends._otlp_json import ATTRIBUTE_UNREADABLE, spans_from_batches
+
+TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+HOSTILE = "\x1b[31mEVIL"  # a terminal escape: never to be printed raw
+
+UNREADABLE_VALUES = {
+    "int that is not a number": {"intValue": "12abc"},
+    "int of 5000 digits": {"intValue": "9" * 5000},
+    "int past int64": {"intValue": "9223372036854775808"},
+    "int past any number": {"intValue": 1e400},  # json.loads reads 1e400 as infinity
+    "int as a list": {"intValue": [1]},
+    "double that is not a number": {"doubleValue": HOSTILE},
+    "double as an object": {"doubleValue": {}},
+    "bool as a string": {"boolValue": "yes"},
+    "string as an object": {"stringValue": {"text": HOSTILE}},
+    "bytes not base64": {"bytesValue": HOSTILE},
+    "array as a list": {"arrayValue": [{"intValue": "1"}]},
+    "array values as a number": {"arrayValue": {"values": 5}},
+    "map as a string": {"kvlistValue": HOSTILE},
+    "map with a bad value": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "x"}}]}},
+}
+UNREADABLE_KEYS = {"number key": 5, "object key": {"k": HOSTILE}, "null key": None}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An array value holding an array value ... ``depth`` arrays deep."""
+    value: dict[str, Any] = {"intValue": "1"}
+    for _ in range(depth):
+        value = {"arrayValue": {"values": [value]}}
+    return value
+
+
+def one_span(**fields: Any) -> list[dict[str, Any]]:
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "settle",
+            "startTimeUnixNano": "1764680000000000000", "endTimeUnixNano": "1764680000000001000",
+            **fields}  # fmt: skip
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "billing"}}]}
+    return [{"resource": resource, "scopeSpans": [{"spans": [span]}]}]
+
+
+def good_and(bad: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": "good", "value": {"intValue": "7"}}, bad]
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_VALUES))
+def test_an_unreadable_value_is_left_out_and_said(case: str) -> None:
+    told: list[str] = []
+    bad = {"key": "bad", "value": UNREADABLE_VALUES[case]}
+    (span,) = spans_from_batches(one_span(attributes=good_and(bad)), told.append)
+    assert (span.name, span.attributes) == ("settle", {"good": 7})
+    assert told == [ATTRIBUTE_UNREADABLE]
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_KEYS))
+def test_a_key_that_is_no_string_is_left_out_and_said(case: str) -> None:
+    """Read as ``str(key)`` before: a key ``"{'k': '\\x1b[31mEVIL'}"`` no SDK wrote."""
+    told: list[str] = []
+    bad = {"key": UNREADABLE_KEYS[case], "value": {"stringValue": "v"}}
+    (span,) = spans_from_batches(one_span(attributes=good_and(bad)), told.append)
+    assert span.attributes == {"good": 7}
+    assert told == [ATTRIBUTE_UNREADABLE]
+
+
+def test_values_nested_past_the_receivers_bound_are_left_out() -> None:
+    told: list[str] = []
+    deep = {"key": "deep", "value": nested(33)}
+    ok = {"key": "ok", "value": nested(32)}
+    (span,) = spans_from_batches(one_span(attributes=[ok, deep]), told.append)
+    assert list(span.attributes) == ["ok"] and told == [ATTRIBUTE_UNREADABLE]
+
+
+def test_resource_event_and_link_attributes_are_left_out_alone() -> None:
+    told: list[str] = []
+    bad = {"key": "bad", "value": {"intValue": "x"}}
+    batches = one_span(
+        events=[{"name": "retry", "timeUnixNano": "1764680000000000500",
+                 "attributes": good_and(bad)}],
+        links=[{"traceId": "ef" * 16, "spanId": "01" * 8, "attributes": good_and(bad)}],
+    )  # fmt: skip
+    batches[0]["resource"]["attributes"].append(bad)
+    (span,) = spans_from_batches(batches, told.append)
+    assert (span.service, span.resource) == ("billing", {"service.name": "billing"})
+    assert [(e.name, e.attributes) for e in span.events] == [("retry", {"good": 7})]
+    assert [(ln.trace_id, ln.attributes) for ln in span.links] == [("ef" * 16, {"good": 7})]
+    assert told == [ATTRIBUTE_UNREADABLE] * 3
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [({"intValue": "-9223372036854775808"}, -(2**63)), ({"intValue": 42}, 42),
+     ({"intValue": 3.0}, 3), ({"doubleValue": "2.5"}, 2.5), ({"doubleValue": 1}, 1.0),
+     ({"doubleValue": "-Infinity"}, float("-inf")), ({"bytesValue": "AAAwOQ=="}, "00003039"),
+     ({"arrayValue": {}}, []), ({"kvlistValue": {}}, {}), ({}, None), ({"newValue": 1}, None)],
+)  # fmt: skip
+def test_every_value_an_encoder_writes_is_still_read(value: dict[str, Any], read: Any) -> None:
+    """proto3 JSON allows a number or a string for an int64 and a double; an empty value and a
+    field this reader does not know are an empty (null) value, as the receiver reads them."""
+    told: list[str] = []
+    (span,) = spans_from_batches(one_span(attributes=[{"key": "v", "value": value}]), told.append)
+    assert span.attributes == {"v": read} and told == []
+
+
+def with_a_bad_attribute(fake: Any, name: str) -> Any:
+    """``fake``'s answers, with one unreadable attribute added to the span called ``name``."""
+
+    def handler(request: Request) -> Response:
+        answer = fake(request)
+        if "traces/" not in request.path or answer.status_code != 200:
+            return answer
+        document = json.loads(answer.get_data())
+        trace = document.get("trace") or document.get("result")
+        for span in (s for rs in trace["resourceSpans"] for ss in rs["scopeSpans"]
+                     for s in ss["spans"] if s["name"] == name):  # fmt: skip
+            span["attributes"].append({"key": HOSTILE, "value": {"intValue": HOSTILE}})
+        return json_answer(document)
+
+    return handler
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any, output: str) -> None:
+    good = recent(checkout().spans)
+    url = serve(with_a_bad_attribute(fake(good), "POST /checkout")).url
+    backend = "--tempo" if fake is FakeTempo else "--jaeger"
+    done = subprocess.run(
+        [TRACEKIT, "trace", "req-checkout-1", backend, url, "--format", output],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    assert done.stderr == (
+        f"tracekit: warning: {backend[2:].capitalize()} at {url} answered "
+        f"{ATTRIBUTE_UNREADABLE}: it is left out\n"
+    )
+    assert "POST /checkout" in done.stdout and "EVIL" not in done.stdout
+    if output == "json":
+        spans = json.loads(done.stdout)["spans"]
+        root = next(s for s in spans if s["name"] == "POST /checkout")
+        assert len(spans) == len(good) and root["attributes"]["http.route"] == "/checkout"
