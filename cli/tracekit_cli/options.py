@@ -172,7 +172,8 @@ def _remote_source(
     if tempo:
         from tracekit.backends.tempo import TempoSource
 
-        return TempoSource(tempo, timeout=timeout, headers=headers, notify=warn)
+        return TempoSource(tempo, timeout=timeout, service=service, headers=headers,
+                           notify=warn)  # fmt: skip
     from tracekit.backends.jaeger import JaegerSource
 
     return JaegerSource(jaeger or "", timeout=timeout, service=service, headers=headers,

@@ -42,6 +42,7 @@ BYTES_PER_SPAN = 300  # this fake's measure of a trace's size against max_bytes_
 # at each release tag); the unscoped intrinsics are still in Tempo's grammar today
 FIRST_TEMPO_WITH = {
     "span.correlation.id": (2, 0),
+    "resource.service.name": (2, 0),
     "status": (2, 0),
     "rootServiceName": (2, 2),
     "traceDuration": (2, 2),
@@ -197,6 +198,9 @@ class Query:
         if m := re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', condition):
             wanted = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.correlation_id == wanted)
+        elif m := re.fullmatch(r'resource\.service\.name = "((?:[^"\\]|\\.)*)"', condition):
+            named = _unquote(m.group(1))
+            self.span_tests.append(lambda s: s.service == named)
         elif m := re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', condition):
             linked = m.group(1)
             self.span_tests.append(lambda s: any(ln.trace_id == linked for ln in s.links))

@@ -8,6 +8,9 @@
   window narrowed and the reader told once); a search for the newest traces asks with
   ``with (most_recent=true)`` (Tempo >= 2.8; without it Tempo answers the first traces it finds),
   and without the hint where Tempo refuses hints (before 2.4), saying so once;
+- the newest spans of one service (``service``, for ``diff``'s set form): TraceQL
+  ``{ resource.service.name = "..." }``, up to 2,000 traces in one search; without a service,
+  ``{ }``, up to 200 (the service map);
 - spans linking into a trace: TraceQL ``{ link:traceID = "..." }`` (Tempo >= 2.6). Where Tempo
   cannot search links, or the search fails, the path says so in its warnings.
 Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
@@ -34,10 +37,20 @@ from tracekit.backends._tempo_search import (
 )
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
-__all__ = ["MAX_TRACES_FOR_MAP", "MAX_TRACES_PER_SEARCH", "TempoSource", "traceql_string"]
+__all__ = [
+    "MAX_TRACES_FOR_MAP",
+    "MAX_TRACES_OF_A_SERVICE",
+    "MAX_TRACES_PER_SEARCH",
+    "TempoSource",
+    "traceql_string",
+]
 
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200
+# diff's set form (one service named): as many as Jaeger's pages read. Tempo answers up to
+# `limit` traces in one search unless its query_frontend.search.max_result_limit (0, none, by
+# default) is lower, when it answers that many, without a word
+MAX_TRACES_OF_A_SERVICE = 2_000
 _MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
 
 
@@ -46,16 +59,18 @@ class TempoSource(RemoteSource):
 
     ``headers`` go with every request (``X-Scope-OrgID`` for a multi-tenant Tempo,
     ``Authorization``); ``notify`` hears notices about the search (default: a log warning).
+    ``service``: ``newest_spans_since`` reads the traces of that service (``diff``'s set form).
     """
 
     def __init__(
-        self, base_url: str, *, timeout: float = 10.0, retries: int = 2,
+        self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
     ) -> None:  # fmt: skip
         super().__init__(
             base_url, name="Tempo", timeout=timeout, retries=retries, headers=headers,
             notify=notify,
         )  # fmt: skip
+        self.service = service
         self._use_v2 = True
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._can_search_links = True
@@ -122,21 +137,30 @@ class TempoSource(RemoteSource):
         """The ``limit`` spans that started last since then, earliest first, of the newest
         traces: read newest first until ``limit`` are held (``LimitedSpanSource``)."""
         since = since_unix_nano / 1e9
-        found = self._search("{ }", MAX_TRACES_FOR_MAP + 1, since, newest=True)
-        if len(found) > MAX_TRACES_FOR_MAP:
+        query, most, of = self._newest_traces_query()
+        found = self._search(query, most + 1, since, newest=True)
+        if len(found) > most:
             self.notes.once(
-                f"Tempo at {self.client.base_url}: more than {MAX_TRACES_FOR_MAP} traces since "
-                f"{_moment(since)}: the newest {MAX_TRACES_FOR_MAP} Tempo found are read "
-                "(narrow --since)"
+                f"Tempo at {self.client.base_url}: more than {most} traces{of} since "
+                f"{_moment(since)}: the newest {most} Tempo found are read (narrow --since)"
             )
         kept: list[SpanRecord] = []
-        newest_first = sorted(found, key=lambda h: -h.start_unix_nano)[:MAX_TRACES_FOR_MAP]
+        newest_first = sorted(found, key=lambda h: -h.start_unix_nano)[:most]
         for hit in newest_first:
             if len(kept) >= limit:
                 break
             spans = self._traces.spans(hit.trace_id)
             kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
         return sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
+
+    def _newest_traces_query(self) -> tuple[str, int, str]:
+        """The TraceQL for the newest traces, how many to read, and whose they are (said in a
+        notice): every service's for the map; the service's own for ``diff``'s set form, more
+        of them, as a canary on a few percent of the traffic is a few percent of the traces."""
+        if self.service is None:
+            return "{ }", MAX_TRACES_FOR_MAP, ""
+        query = "{ resource.service.name = " + traceql_string(self.service) + " }"
+        return query, MAX_TRACES_OF_A_SERVICE, f" of {self.service!r:.80}"
 
     def _linking_to(self, trace_id: str) -> list[str]:
         if not self._can_search_links:
