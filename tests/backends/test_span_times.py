@@ -21,6 +21,7 @@ from trace_topologies import checkout
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import (
+    EVENT_UNREADABLE,
     SPAN_ENDS_BEFORE_START,
     SPAN_TIME_OUT_OF_RANGE,
     SPAN_WITHOUT_ID,
@@ -29,7 +30,7 @@ from tracekit.backends._otlp_json import (
 from tracekit.backends.jaeger import JaegerSource
 from tracekit.backends.tempo import TempoSource
 from tracekit.path import reconstruct
-from tracekit.records import BackendError, SpanRecord
+from tracekit.records import SpanRecord
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 NEVER = 10**30  # what the review's server sent: OverflowError in the view before
@@ -90,13 +91,17 @@ def test_a_span_without_ids_is_left_out_and_said(ids: dict[str, Any]) -> None:
     assert told == [SPAN_WITHOUT_ID]
 
 
-def test_a_number_past_any_integer_elsewhere_is_a_backend_error() -> None:
+def test_an_event_timed_past_any_number_is_left_out_and_its_span_kept() -> None:
+    """An event at 1e400 (which json.loads reads as infinity) failed the whole trace with
+    "unreadable trace in backend answer (OverflowError)"; one at 10**30 would fail the view."""
+    told: list[str] = []
     batches = otlp("1764680000000000000")
+    good = {"name": "retry", "timeUnixNano": "1764680000000000500"}
     batches[0]["scopeSpans"][0]["spans"][0]["events"] = [
-        {"timeUnixNano": 1e400}  # json.loads reads 1e400 as infinity
-    ]
-    with pytest.raises(BackendError, match=r"unreadable trace in backend answer \(OverflowError\)"):
-        spans_from_batches(batches)
+        {"timeUnixNano": 1e400}, {"timeUnixNano": str(NEVER)}, good]  # fmt: skip
+    first, _ = spans_from_batches(batches, told.append)
+    assert [(e.name, e.time_unix_nano) for e in first.events] == [("retry", 1764680000000000500)]
+    assert told == [EVENT_UNREADABLE, EVENT_UNREADABLE]
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

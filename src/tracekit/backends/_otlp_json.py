@@ -15,11 +15,12 @@ Every string is cut to the bounds the embedded store keeps (``tracekit.store._li
 span read from Tempo or Jaeger shows as the same span read from the store, and a 2-million-
 character name from a backend is not printed whole.
 
-A malformed answer is one ``BackendError``; a span timed where no span can be (before 1970, after
-2262: the limit of 64-bit nanoseconds) is left out, and the caller told, so it does not sink the
-rest of its trace. So is an attribute whose key is no string or whose value no encoder writes (an
-``intValue`` that is no int64, a ``doubleValue`` object, bytes that are not base64, maps nested
-past the receiver's bound): the span keeps its other attributes.
+A malformed answer (not a list of resource spans) is one ``BackendError``. One bad record is
+left out, and the caller told, so it does not sink the rest: a span timed where no span can be
+(before 1970, after 2262: the limit of 64-bit nanoseconds) or with an unreadable id, time or
+field; an unreadable event or link (its span kept); an attribute whose key is no string or whose
+value no encoder writes (an ``intValue`` that is no int64, a ``doubleValue`` object, bytes that
+are not base64, maps nested past the receiver's bound), its span keeping the others.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
 from tracekit.store._limits import bounded_span
@@ -44,12 +45,16 @@ SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262
 SPAN_ENDS_BEFORE_START = "a span that ends before it starts"  # refused by the collector too
 SPAN_WITHOUT_ID = "a span without a trace or span id"  # refused by the collector too
 ATTRIBUTE_UNREADABLE = "an attribute whose key or value is unreadable"
+SPAN_UNREADABLE = "a span whose id, time or fields are unreadable"
+EVENT_UNREADABLE = "a span event whose time or fields are unreadable"
+LINK_UNREADABLE = "a span link whose ids are unreadable"
 INT64 = (-(2**63), 2**63 - 1)  # an OTLP intValue
 INTEGER = re.compile(r"-?[0-9]+")
 DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 SPECIAL_FLOATS = ("NaN", "Infinity", "-Infinity")
 MAX_VALUE_DEPTH = 32  # arrays and maps nested deeper are refused, as the receiver refuses them
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
+T = TypeVar("T")
 
 
 class UnreadableAttribute(ValueError):
@@ -219,22 +224,39 @@ def spans_from_batches(
     batches: Any, dropped: Callable[[str], None] = lambda reason: None
 ) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
-    timed out of range, ending before it starts, or without ids is left out, and ``dropped`` told
-    (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``)."""
+    timed out of range, ending before it starts, without ids or unreadable is left out, and
+    ``dropped`` told (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``,
+    ``SPAN_UNREADABLE``); an answer of unreadable spans only is a BackendError, not "no trace"."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
+    unreadable: list[BackendError] = []
     try:
-        return [
+        spans = [
             span
             for batch in batches
             if isinstance(batch, dict)
-            for span in _spans_of_batch(batch, dropped)
+            for span in _spans_of_batch(batch, dropped, unreadable.append)
         ]
     except _MALFORMED as error:
-        raise BackendError(f"unreadable trace in backend answer ({type(error).__name__})") from None
+        raise _unreadable_trace(error) from None
+    if unreadable and not spans:
+        raise unreadable[0]
+    if unreadable:
+        dropped(SPAN_UNREADABLE)
+    return spans
 
 
-def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> Iterator[SpanRecord]:
+def _unreadable_trace(error: Exception) -> BackendError:
+    """``error`` as the one line a reader is shown (a BackendError already says what it is)."""
+    if isinstance(error, BackendError):
+        return error
+    return BackendError(f"unreadable trace in backend answer ({type(error).__name__})")
+
+
+def _spans_of_batch(
+    batch: dict[str, Any], dropped: Callable[[str], None],
+    unreadable: Callable[[BackendError], None],
+) -> Iterator[SpanRecord]:  # fmt: skip
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
     service = str(resource.get("service.name") or "unknown_service")
     for scope_spans in batch.get("scopeSpans") or []:
@@ -248,6 +270,8 @@ def _spans_of_batch(batch: dict[str, Any], dropped: Callable[[str], None]) -> It
                 dropped(SPAN_ENDS_BEFORE_START)
             except WithoutId:
                 dropped(SPAN_WITHOUT_ID)
+            except (*_MALFORMED, BackendError) as error:  # an unreadable id, time or field
+                unreadable(_unreadable_trace(error))
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
@@ -259,18 +283,18 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
         span_id=decode_id(span.get("spanId"), 8),
         parent_span_id=_parent(decode_id(span.get("parentSpanId"), 8)),
         service=service,
-        name=str(span.get("name", "")),
+        name=_string(span.get("name", "")),
         kind=decode_enum(span.get("kind"), KINDS, KIND_NAMES),
         start_unix_nano=unix_nano(span.get("startTimeUnixNano")),
         end_unix_nano=unix_nano(span.get("endTimeUnixNano")),
         status=decode_enum(status.get("code"), STATUSES, STATUS_NAMES),
-        status_message=str(status.get("message") or ""),
+        status_message=_string(status.get("message", "")),
         attributes=decode_attributes(span.get("attributes"), dropped),
         links=_links(span.get("links") or [], dropped),
-        events=[_event(event, dropped) for event in span.get("events") or []],
+        events=_events(span.get("events") or [], dropped),
         resource=resource,
         service_version=version if isinstance(version, str) else None,
-        scope=scope,
+        scope=None if scope is None else _string(scope),
     )
     if not (_names_one(record.trace_id) and _names_one(record.span_id)):
         raise WithoutId
@@ -283,8 +307,28 @@ def _links(links: list[Any], dropped: Callable[[str], None]) -> list[SpanLink]:
     """The links but those to an empty context (no trace or span id, or all zeros), left out as
     the receiver leaves them out: an SDK records one when it carries attributes, and Tempo and
     Jaeger keep it, but it names nothing to join or show (and no id the path schema allows)."""
-    found = (_link(link, dropped) for link in links)
-    return [link for link in found if _names_one(link.trace_id) and _names_one(link.span_id)]
+    found = (_readable(_link, link, dropped, LINK_UNREADABLE) for link in links)
+    return [
+        ln for ln in found if ln is not None and _names_one(ln.trace_id) and _names_one(ln.span_id)
+    ]
+
+
+def _events(events: list[Any], dropped: Callable[[str], None]) -> list[SpanEvent]:
+    found = (_readable(_event, event, dropped, EVENT_UNREADABLE) for event in events)
+    return [event for event in found if event is not None]
+
+
+def _readable(
+    decode: Callable[[Any, Callable[[str], None]], T], item: Any, dropped: Callable[[str], None],
+    unreadable: str,
+) -> T | None:  # fmt: skip
+    """``decode(item)``; None when ``item`` is unreadable, and ``dropped`` told: one bad event
+    or link costs only itself, not its span."""
+    try:
+        return decode(item, dropped)
+    except (*_MALFORMED, BackendError):
+        dropped(unreadable)
+        return None
 
 
 def _link(link: dict[str, Any], dropped: Callable[[str], None]) -> SpanLink:
@@ -293,5 +337,5 @@ def _link(link: dict[str, Any], dropped: Callable[[str], None]) -> SpanLink:
 
 
 def _event(event: dict[str, Any], dropped: Callable[[str], None]) -> SpanEvent:
-    return SpanEvent(str(event.get("name", "")), int(event.get("timeUnixNano") or 0),
+    return SpanEvent(_string(event.get("name", "")), unix_nano(event.get("timeUnixNano")),
                      decode_attributes(event.get("attributes"), dropped))  # fmt: skip
