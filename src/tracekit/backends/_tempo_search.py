@@ -28,6 +28,8 @@ from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
 HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
+HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
+_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 
 
@@ -106,21 +108,25 @@ class Hit:
 
 
 def read_hits(answer: Any, dropped: Callable[[str], None] = lambda reason: None) -> list[Hit]:
-    """The hits of one search answer; BackendError if they are malformed. A hit timed out of
-    range is left out, and ``dropped`` told (``HIT_TIME_OUT_OF_RANGE``)."""
+    """The hits of one search answer; BackendError if it is malformed. A hit timed out of range
+    or unreadable is left out, and ``dropped`` told (``HIT_TIME_OUT_OF_RANGE``,
+    ``HIT_UNREADABLE``); an answer of unreadable hits only is a BackendError, not "none found"."""
     traces = answer.get("traces") if isinstance(answer, dict) else None
-    hits = []
-    try:
-        for trace in traces or []:
-            if isinstance(trace, dict) and trace.get("traceID"):
-                try:
-                    hits.append(_hit(trace))
-                except TimeOutOfRange:
-                    dropped(HIT_TIME_OUT_OF_RANGE)
-    except (ValueError, TypeError, AttributeError, OverflowError) as error:
-        raise BackendError(
-            f"unreadable search answer from Tempo ({type(error).__name__})"
-        ) from None
+    if not isinstance(traces, list | None):
+        raise BackendError("unreadable search answer from Tempo (traces is not a list)")
+    hits, unreadable = [], []
+    for trace in traces or []:
+        if isinstance(trace, dict) and trace.get("traceID"):
+            try:
+                hits.append(_hit(trace))
+            except TimeOutOfRange:
+                dropped(HIT_TIME_OUT_OF_RANGE)
+            except _MALFORMED as error:
+                unreadable.append(type(error).__name__)
+    if unreadable and not hits:
+        raise BackendError(f"unreadable search answer from Tempo ({unreadable[0]})")
+    if unreadable:
+        dropped(HIT_UNREADABLE)
     return hits
 
 

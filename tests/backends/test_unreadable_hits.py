@@ -1,0 +1,73 @@
+"""One Tempo search hit that no encoder writes (a trace id that is not hex, a duration that is no
+number, service stats that are no map) is left out with one warning; the other hits are listed.
+Before, the whole search failed: ``tracekit search --tempo`` exited 2 with "unreadable search
+answer from Tempo (ValueError)", and ``trace`` found nothing by correlation ID. An answer whose
+``traces`` is no list was read as no traces at all: "no requests match" (exit 1).
+
+A real server on loopback answers as Tempo does, with one such hit among good ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from go_answers import json_answer
+from otlp_fixtures import recent, tempo_search_hit
+from trace_topologies import checkout
+from werkzeug.wrappers import Request, Response
+
+from tracekit.backends._tempo_search import HIT_UNREADABLE, read_hits
+from tracekit.records import BackendError
+from tracekit_cli.main import cli
+
+GOOD = recent(checkout().spans)
+GOOD_HIT = tempo_search_hit(GOOD, GOOD[:1], selected=("correlation.id",))
+UNREADABLE_HITS = {
+    "trace id not hex": {**GOOD_HIT, "traceID": "\x1b[31mEVIL"},
+    "trace id of 33 digits": {**GOOD_HIT, "traceID": "1" * 33},
+    "duration not a number": {**GOOD_HIT, "durationMs": "slow"},
+    "service stats a list": {**GOOD_HIT, "serviceStats": ["web"]},
+    "span sets a string": {**GOOD_HIT, "spanSets": "\x1b[31mEVIL"},
+    "start an object": {**GOOD_HIT, "startTimeUnixNano": {"at": 1}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_HITS))
+def test_an_unreadable_hit_is_left_out_and_said(case: str) -> None:
+    told: list[str] = []
+    hits = read_hits({"traces": [UNREADABLE_HITS[case], GOOD_HIT]}, told.append)
+    assert [(h.trace_id, h.correlation_id) for h in hits] == [(GOOD[0].trace_id, "req-checkout-1")]
+    assert told == [HIT_UNREADABLE]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"traces": [UNREADABLE_HITS["trace id not hex"]]}, {"traces": {"0": GOOD_HIT}},
+     {"traces": "\x1b[31mEVIL"}],
+)  # fmt: skip
+def test_an_answer_with_nothing_readable_is_a_backend_error(answer: Any) -> None:
+    with pytest.raises(BackendError, match=r"^unreadable search answer from Tempo ") as caught:
+        read_hits(answer)
+    assert "\x1b" not in str(caught.value)
+
+
+def test_search_lists_the_other_hits_and_warns_once(serve: Any) -> None:
+    def tempo(request: Request) -> Response:
+        return json_answer({"traces": [UNREADABLE_HITS["trace id not hex"], GOOD_HIT]})
+
+    url = serve(tempo).url
+    result = CliRunner().invoke(
+        cli, ["search", "--tempo", url, "--format", "json"],
+        env={"COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["requests"]
+    assert [(r["correlation_id"], r["trace_id"]) for r in rows] == [
+        ("req-checkout-1", GOOD[0].trace_id)
+    ]
+    assert result.stderr == (
+        f"tracekit: warning: Tempo at {url} answered {HIT_UNREADABLE}: it is left out\n"
+    )
