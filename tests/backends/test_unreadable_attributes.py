@@ -23,7 +23,11 @@ from tempo_fake import FakeTempo
 from trace_topologies import checkout
 from werkzeug.wrappers import Request, Response
 
-from tracekit.backends._otlp_json import ATTRIBUTE_UNREADABLE, spans_from_batches
+from tracekit.backends._otlp_json import (
+    ATTRIBUTE_UNREADABLE,
+    SPAN_TIME_OUT_OF_RANGE,
+    spans_from_batches,
+)
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 HOSTILE = "\x1b[31mEVIL"  # a terminal escape: never to be printed raw
@@ -165,3 +169,37 @@ def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any, output: s
         spans = json.loads(done.stdout)["spans"]
         root = next(s for s in spans if s["name"] == "POST /checkout")
         assert len(spans) == len(good) and root["attributes"]["http.route"] == "/checkout"
+
+
+def test_a_number_of_5000_digits_costs_only_its_field(serve: Any) -> None:
+    """Python reads no integer of over 4,300 digits: one in an attribute made the whole answer
+    "something not JSON" (exit 2). Now the attribute is left out, and a span timed so is left
+    out as any span timed past 2262."""
+    huge = "9" * 5000  # written by hand: json.dumps cannot write it either
+
+    def span(span_id: str, start: str, value: str) -> str:
+        return (
+            '{"traceId":"' + "ab" * 16 + '","spanId":"' + span_id + '","name":"settle",'
+            '"startTimeUnixNano":' + start + ',"endTimeUnixNano":"1764680000000001000",'
+            '"attributes":[{"key":"good","value":{"intValue":"7"}},'
+            '{"key":"other","value":{"intValue":' + value + "}}]}"
+        )
+
+    good = span("cd" * 8, '"1764680000000000000"', huge)
+    late = span("ef" * 8, huge, '"1"')
+    body = '{"result":{"resourceSpans":[{"scopeSpans":[{"spans":[' + good + "," + late + "]}]}]}}"
+    url = serve(lambda request: Response(body, 200, mimetype="application/json")).url
+    done = subprocess.run(
+        [TRACEKIT, "trace", "ab" * 16, "--jaeger", url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    (shown,) = json.loads(done.stdout)["spans"]
+    assert (shown["span_id"], shown["attributes"]) == ("cd" * 8, {"good": 7})
+    assert sorted(done.stderr.splitlines()) == [
+        f"tracekit: warning: Jaeger at {url} answered {reason}: it is left out"
+        for reason in (SPAN_TIME_OUT_OF_RANGE, ATTRIBUTE_UNREADABLE)
+    ]

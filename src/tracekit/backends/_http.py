@@ -169,7 +169,7 @@ class JsonClient:
 
     def _decode(self, body: bytes) -> Any:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
-            return json.loads(body)
+            return json.loads(body, parse_int=_int_or_float)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise BackendError(
                 f"{self.name} at {self.base_url} answered something not JSON"
@@ -296,6 +296,13 @@ def _error_body(error: urllib.error.HTTPError) -> str:
         return error.read(2000).decode("utf-8", "replace")
     except (OSError, http.client.HTTPException):
         return ""
+
+
+def _int_or_float(digits: str) -> int | float:
+    """A JSON integer; one longer than any 64-bit number (20 characters) as a float, which its
+    field then refuses as out of range. Python refuses to read an integer of over 4,300 digits:
+    one such number made the whole answer "not JSON"."""
+    return int(digits) if len(digits) <= 20 else float(digits)
 
 
 def _json_or_none(body: str) -> Any:
