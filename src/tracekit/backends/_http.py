@@ -14,6 +14,7 @@ import email.utils
 import http.client
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -138,6 +139,8 @@ class JsonClient:
             raise self._http_error(error) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
+                raise BackendError(self._tls_failure(reason)) from None
             raise _Retryable(f"unreachable ({self._short(str(reason))})") from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
             raise BackendError(f"{self.name} URL is not valid: {self._short(str(error))}") from None
@@ -152,6 +155,16 @@ class JsonClient:
                 f"{self.name} at {self.base_url} sent a broken HTTP answer (cut short)"
             )
         return self._decode(body)
+
+    def _tls_failure(self, error: ssl.SSLError) -> str:
+        """What went wrong in the TLS handshake, and what the user can do about it."""
+        where = f"{self.name} at {self.base_url}"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            why = self._short(error.verify_message or error.reason or "not verified")
+            return (f"{where}: its TLS certificate is not trusted ({why}); if a private CA "
+                    "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
+        why = self._short(error.reason or type(error).__name__)
+        return f"{where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
