@@ -18,7 +18,8 @@ MAX_VALUE_CHARS = 8192
 # RFC 9110 token characters
 _NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 # what urllib would send as the request line and framing: never set by hand
-_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "accept"}
+_RESERVED = {"host", "content-length", "transfer-encoding", "connection", "accept",
+             "accept-encoding"}  # fmt: skip
 
 
 def parse_headers(typed: Iterable[str], environment: str | None) -> dict[str, str]:

@@ -20,12 +20,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024  # of a gzipped error answer, whose first 2,000 bytes are shown
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 REDACTED = "[redacted]"
 
@@ -65,7 +67,8 @@ class JsonClient:
         self.name = name
         self.base_url, credentials = _split_url(base_url, name)
         sent = {**credentials, **(headers or {})}
-        self.headers = {"Accept": "application/json", **sent}
+        # gzip: a search answer of whole traces is tens of MB of JSON, a tenth of that gzipped
+        self.headers = {"Accept": "application/json", **sent, "Accept-Encoding": "gzip"}
         self._secrets = _secrets(sent.values())
         self.timeout = timeout
         self.retries = retries
@@ -135,6 +138,7 @@ class JsonClient:
                 body = response.read(MAX_RESPONSE_BYTES + 1)
                 # read(n) returns what came before the connection closed, without a word
                 cut_short = bool(response.length) and len(body) <= MAX_RESPONSE_BYTES
+                encoding = _content_encoding(response.headers)
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
@@ -154,7 +158,25 @@ class JsonClient:
             raise BackendError(
                 f"{self.name} at {self.base_url} sent a broken HTTP answer (cut short)"
             )
-        return self._decode(body)
+        return self._decode(self._decompressed(body, encoding))
+
+    def _decompressed(self, body: bytes, encoding: str) -> bytes:
+        """The body as it was before the server gzipped it, bounded as any answer (a few KB of
+        gzip can hold gigabytes)."""
+        if encoding in ("", "identity"):
+            return body
+        if encoding != "gzip":
+            raise BackendError(f"{self.name} at {self.base_url} answered in an encoding tracekit "
+                               f"did not ask for ({self._short(encoding, 40)})")  # fmt: skip
+        try:
+            plain = _gunzip(body, MAX_RESPONSE_BYTES + 1)
+        except (zlib.error, EOFError):
+            raise BackendError(
+                f"{self.name} at {self.base_url} sent a broken HTTP answer (gzip)"
+            ) from None
+        if len(plain) > MAX_RESPONSE_BYTES:
+            raise BackendError(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+        return plain
 
     def _tls_failure(self, error: ssl.SSLError) -> str:
         """What went wrong in the TLS handshake, and what the user can do about it."""
@@ -303,11 +325,28 @@ def _secrets(values: Iterable[str]) -> list[str]:
     return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
 
 
+def _content_encoding(headers: Any) -> str:
+    return str(headers.get("Content-Encoding") or "").strip().lower()
+
+
+def _gunzip(data: bytes, most: int) -> bytes:
+    """At most ``most`` bytes of the gzip stream ``data``; EOFError when it is cut short."""
+    inflater = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around the data
+    plain = inflater.decompress(data, most)
+    if len(plain) < most and not inflater.eof:
+        raise EOFError("gzip stream cut short")
+    return plain
+
+
 def _error_body(error: urllib.error.HTTPError) -> str:
     """The start of an error answer's body; "" when even that arrives broken."""
+    gzipped = _content_encoding(error.headers) == "gzip"
     try:
-        return error.read(2000).decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException):
+        raw = error.read(MAX_ERROR_BYTES if gzipped else 2000)
+        if gzipped:
+            raw = zlib.decompressobj(wbits=31).decompress(raw, 2000)
+        return raw.decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException, zlib.error):
         return ""
 
 
