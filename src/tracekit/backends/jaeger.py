@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracekit.backends._duration import go_duration
-from tracekit.backends._http import NotFound
+from tracekit.backends._http import HTTPStatusError, NotFound
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
@@ -228,18 +228,51 @@ class JaegerSource(RemoteSource):
         if since >= until:  # nothing to find, and Jaeger 2.19 and later refuse such a window
             return
         answered: set[str] = set()
-        for service in services:
-            params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
-            found = self._spans(self._get("/api/v3/traces", params))
-            self._check_attributes_applied(found, attributes, limit)
-            if cap and len({s.trace_id for s in found}) >= limit:
-                self.notes.once(
-                    f"Jaeger at {self.client.base_url}: a service's search answered {limit} "
-                    "traces, the most tracekit asks for: that service's older traces in the "
-                    "window are not read (narrow --since)"
-                )
-            yield [s for s in found if s.trace_id not in answered]
-            answered.update(s.trace_id for s in found)
+        failed: dict[str, HTTPStatusError] = {}
+        try:
+            for service in services:
+                params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
+                found = self._search_answer(service, params, failed)
+                if found is None:
+                    continue
+                self._check_attributes_applied(found, attributes, limit)
+                if cap:
+                    self._say_if_capped(found, limit)
+                yield [s for s in found if s.trace_id not in answered]
+                answered.update(s.trace_id for s in found)
+        finally:  # also when the reader stops early: what failed until then is said
+            if 0 < len(failed) < len(set(services)):
+                self._say_search_failed(*next(iter(failed.items())))
+        if failed and len(failed) == len(set(services)):
+            raise next(iter(failed.values()))  # nothing else to show: the error is the answer
+
+    def _search_answer(
+        self, service: str, params: dict[str, str], failed: dict[str, HTTPStatusError]
+    ) -> list[SpanRecord] | None:
+        """One service's search answer; None when Jaeger's storage failed it (HTTP 500), which
+        ``failed`` keeps: the other services' answers still tell (Jaeger answers whole traces)."""
+        try:
+            return self._spans(self._get("/api/v3/traces", params))
+        except HTTPStatusError as error:
+            if error.status != 500:  # a refusal of the query itself: every search would fail
+                raise
+            failed[service] = error
+            return None
+
+    def _say_if_capped(self, found: list[SpanRecord], limit: int) -> None:
+        if len({s.trace_id for s in found}) >= limit:
+            self.notes.once(
+                f"Jaeger at {self.client.base_url}: a service's search answered {limit} "
+                "traces, the most tracekit asks for: that service's older traces in the "
+                "window are not read (narrow --since)"
+            )
+
+    def _say_search_failed(self, service: str, error: HTTPStatusError) -> None:
+        self.notes.once(
+            f"Jaeger at {self.client.base_url}: the search of service {service!r:.80} failed "
+            f"(HTTP 500: {error.detail}): traces found only there are missing (and so for any "
+            "other service whose search fails)"
+        )
 
     def _correlated(self, correlation_id: str) -> Iterator[SpanRecord]:
         """The spans carrying ``correlation_id``, searched service by service."""
