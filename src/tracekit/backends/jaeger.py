@@ -37,6 +37,7 @@ from tracekit.records import (
     RequestSummary,
     SpanRecord,
 )
+from tracekit.store._limits import MAX_NAME_CHARS
 
 __all__ = [
     "CLOCK_SLACK_SECONDS",
@@ -179,9 +180,7 @@ class JaegerSource(RemoteSource):
     def _services(self) -> list[str]:
         if self.service:
             return [self.service]
-        answer = self._get("/api/v3/services")
-        services = answer.get("services") if isinstance(answer, dict) else None
-        names = sorted(str(s) for s in services or [])
+        names = self._service_names(self._get("/api/v3/services"))
         if len(names) > MAX_SERVICES:
             self.notes.once(
                 f"Jaeger at {self.client.base_url} lists {len(names)} services: tracekit "
@@ -189,6 +188,18 @@ class JaegerSource(RemoteSource):
                 "is not found (name one of its services with --service)"
             )
         return names[:MAX_SERVICES]
+
+    def _service_names(self, answer: Any) -> list[str]:
+        """The names in a ``GetServices`` answer (``{"services": [...]}``), each once, sorted; a
+        name that is no string or longer than the store keeps one is left out, and said."""
+        if answer is None:  # Jaeger's own "not found"
+            return []
+        listed = (answer.get("services") or []) if isinstance(answer, dict) else None
+        if not isinstance(listed, list):
+            raise BackendError("Jaeger answered something that is not an api_v3 services document")
+        if not all(_is_name(s) for s in listed):
+            self._left_out("a service name that is no name")
+        return sorted({s for s in listed if _is_name(s)})
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         return self._spans(self._get(f"/api/v3/traces/{trace_id}"))
@@ -319,6 +330,11 @@ class JaegerSource(RemoteSource):
                 f"Jaeger at {self.client.base_url} has no api_v3 ({path} answered {answered}): "
                 "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
             ) from None
+
+
+def _is_name(value: Any) -> bool:
+    """A service name as the store would keep one: a string, not empty, not over its bound."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_CHARS
 
 
 def _not_found_by_jaeger(document: Any) -> bool:
