@@ -217,7 +217,7 @@ def test_a_404_that_is_not_jaegers_is_exit_2_not_nothing_found(
     code, out, err = run(*command, "--jaeger", url)
     assert (code, out) == (2, "")
     assert err.startswith(f"tracekit: Jaeger at {url} has no api_v3 (/api/v3/"), err
-    assert "answered HTTP 404: <html> <head><title>404 Not Found</title>" in err
+    assert "answered HTTP 404: 404 Not Found): tracekit needs Jaeger 1.54 or later" in err
     assert len(err.splitlines()) == 1
 
 

@@ -11,8 +11,10 @@ import base64
 import contextlib
 import datetime
 import email.utils
+import html as html_text
 import http.client
 import json
+import re
 import socket
 import ssl
 import threading
@@ -30,6 +32,8 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024  # of a gzipped error answer, whose first 2,000 bytes are shown
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 REDACTED = "[redacted]"
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at 2,000 bytes
 
 
 class NotFound(Exception):
@@ -366,7 +370,16 @@ def _json_or_none(body: str) -> Any:
 
 
 def _reason(body: str, document: Any) -> str:
-    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), else the body."""
+    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), the title of
+    an HTML page (a proxy's ``502 Bad Gateway``, a login page), else the body."""
     error = document.get("error") if isinstance(document, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    return message if isinstance(message, str) else body
+    if isinstance(message, str):
+        return message
+    return _page_title(body) if body.lstrip().startswith("<") else body
+
+
+def _page_title(html: str) -> str:
+    """An HTML page's title, else its text without tags: a terminal line, not markup."""
+    title = _TITLE.search(html)
+    return html_text.unescape(title.group(1) if title else _TAG.sub(" ", html))
