@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.wrappers import Response
+from werkzeug.wrappers import Request, Response
 
 from tracekit.backends.jaeger import JaegerSource
 from tracekit.backends.tempo import TempoSource
@@ -64,4 +64,24 @@ def test_a_page_without_a_title_is_said_by_its_text(serve: Any) -> None:
     assert str(caught.value) == (
         f"Tempo at {url} answered HTTP 403: Forbidden by policy "
         "(check the tenant and credential headers)"
+    )
+
+
+def test_a_login_page_a_redirect_led_to_is_said_by_its_title(serve: Any) -> None:
+    """A login proxy on the same host sends the request on to its sign-in page, answered 200.
+    Before: "answered something not JSON"."""
+
+    def proxy(request: Request) -> Response:
+        if request.path == "/oauth2/sign_in":
+            return Response(LOGIN_PAGE, 200, content_type="text/html")
+        return Response("", 302, {"Location": "/oauth2/sign_in"})
+
+    url = serve(proxy).url
+    result = CliRunner().invoke(
+        cli, ["trace", "req-checkout-1", "--jaeger", url], env={"TRACEKIT_BACKEND_HEADERS": ""}
+    )
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: Jaeger at {url} answered an HTML page (Sign in \u00b7 Example SSO), not "
+        "JSON: is the URL its API's, and are the credential headers right?\n"
     )

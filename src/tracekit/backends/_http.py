@@ -210,9 +210,17 @@ class JsonClient:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
             return json.loads(body, parse_int=_int_or_float)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-            raise BackendError(
-                f"{self.name} at {self.base_url} answered something not JSON"
-            ) from None
+            raise BackendError(self._not_json(body)) from None
+
+    def _not_json(self, body: bytes) -> str:
+        """Why the answer is no JSON; a page (a login page the request was sent on to) by its
+        title: the URL is not the API's, or the credentials were not taken."""
+        where = f"{self.name} at {self.base_url}"
+        start = body[:2000].decode("utf-8", "replace")
+        if not start.lstrip().startswith("<"):
+            return f"{where} answered something not JSON"
+        return (f"{where} answered an HTML page ({self._short(_page_title(start), 80)}), not "
+                "JSON: is the URL its API's, and are the credential headers right?")  # fmt: skip
 
     def _short(self, text: str, limit: int = 200) -> str:
         flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
