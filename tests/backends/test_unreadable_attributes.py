@@ -203,3 +203,16 @@ def test_a_number_of_5000_digits_costs_only_its_field(serve: Any) -> None:
         f"tracekit: warning: Jaeger at {url} answered {reason}: it is left out"
         for reason in (SPAN_TIME_OUT_OF_RANGE, ATTRIBUTE_UNREADABLE)
     ]
+
+
+@pytest.mark.parametrize(
+    "name", [{"intValue": "5"}, {"arrayValue": {"values": [{"stringValue": "\x1b[31mEVIL"}]}}]
+)
+def test_a_service_name_that_is_no_string_is_the_default_as_the_collector_reads_it(
+    name: dict[str, Any],
+) -> None:
+    """Read as Python's ``str()`` of it before: a service ``5``, or ``['\\x1b[31mEVIL']``."""
+    batches = one_span()
+    batches[0]["resource"]["attributes"] = [{"key": "service.name", "value": name}]
+    (span,) = spans_from_batches(batches)
+    assert span.service == "unknown_service"

@@ -258,7 +258,8 @@ def _spans_of_batch(
     unreadable: Callable[[BackendError], None],
 ) -> Iterator[SpanRecord]:  # fmt: skip
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
-    service = str(resource.get("service.name") or "unknown_service")
+    name = resource.get("service.name")  # no string: the default, as the collector reads it
+    service = name if isinstance(name, str) and name else "unknown_service"
     for scope_spans in batch.get("scopeSpans") or []:
         scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:
