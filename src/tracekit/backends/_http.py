@@ -149,9 +149,11 @@ class JsonClient:
             reason = getattr(error, "reason", error)
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
                 raise BackendError(self._tls_failure(reason)) from None
-            raise _Retryable(f"unreachable ({self._short(str(reason))})") from None
+            raise _Retryable(f"unreachable ({self.printable(str(reason))})") from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
-            raise BackendError(f"{self.name} URL is not valid: {self._short(str(error))}") from None
+            raise BackendError(
+                f"{self.name} URL is not valid: {self.printable(str(error))}"
+            ) from None
         except http.client.HTTPException as error:  # not HTTP, or cut short
             raise BackendError(
                 f"{self.name} at {self.base_url} sent a broken HTTP answer ({type(error).__name__})"
@@ -171,7 +173,7 @@ class JsonClient:
             return body
         if encoding != "gzip":
             raise BackendError(f"{self.name} at {self.base_url} answered in an encoding tracekit "
-                               f"did not ask for ({self._short(encoding, 40)})")  # fmt: skip
+                               f"did not ask for ({self.printable(encoding, 40)})")  # fmt: skip
         try:
             plain = _gunzip(body, MAX_RESPONSE_BYTES + 1)
         except (zlib.error, EOFError):
@@ -186,16 +188,16 @@ class JsonClient:
         """What went wrong in the TLS handshake, and what the user can do about it."""
         where = f"{self.name} at {self.base_url}"
         if isinstance(error, ssl.SSLCertVerificationError):
-            why = self._short(error.verify_message or error.reason or "not verified")
+            why = self.printable(error.verify_message or error.reason or "not verified")
             return (f"{where}: its TLS certificate is not trusted ({why}); if a private CA "
                     "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
-        why = self._short(error.reason or type(error).__name__)
+        why = self.printable(error.reason or type(error).__name__)
         return f"{where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
         document = _json_or_none(body)
-        detail = self._short(_reason(body, document))
+        detail = self.printable(_reason(body, document))
         if error.code == 404:
             return NotFound(detail, document)
         message = f"HTTP {error.code}" + (f": {detail}" if detail else "")
@@ -219,10 +221,12 @@ class JsonClient:
         start = body[:2000].decode("utf-8", "replace")
         if not start.lstrip().startswith("<"):
             return f"{where} answered something not JSON"
-        return (f"{where} answered an HTML page ({self._short(_page_title(start), 80)}), not "
+        return (f"{where} answered an HTML page ({self.printable(_page_title(start), 80)}), not "
                 "JSON: is the URL its API's, and are the credential headers right?")  # fmt: skip
 
-    def _short(self, text: str, limit: int = 200) -> str:
+    def printable(self, text: str, limit: int = 200) -> str:
+        """``text`` as one line of printable characters, at most ``limit``, secrets redacted:
+        what a server sent, fit for an error or a warning."""
         flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
         return self.redact(flat)[:limit]
 

@@ -231,7 +231,9 @@ class TempoSource(RemoteSource):
         batches = _field(_field(document, "trace", {}), "resourceSpans")
         spans = spans_from_batches(batches, self._left_out)
         if isinstance(document, dict) and document.get("status") == "PARTIAL":
-            reason = self.client.redact(str(document.get("message") or "no reason given"))[:200]
+            message = document.get("message")
+            said = self.client.printable(message) if isinstance(message, str) else ""
+            reason = said or "no reason given"
             self.notes.warn(trace_id, f"Tempo returned trace {trace_id} only in part: {reason}")
         return spans
 
