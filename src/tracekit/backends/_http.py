@@ -52,6 +52,10 @@ class NotFound(Exception):
         return self.body == "404 page not found"
 
 
+class AnswerTooLarge(BackendError):
+    """The answer is over ``MAX_RESPONSE_BYTES`` (once unzipped): a smaller question may fit."""
+
+
 class HTTPStatusError(BackendError):
     """The backend refused the request with an HTTP status; ``detail`` is its short reason."""
 
@@ -159,7 +163,7 @@ class JsonClient:
                 f"{self.name} at {self.base_url} sent a broken HTTP answer ({type(error).__name__})"
             ) from None
         if len(body) > MAX_RESPONSE_BYTES:
-            raise BackendError(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+            raise AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
         if cut_short:
             raise BackendError(
                 f"{self.name} at {self.base_url} sent a broken HTTP answer (cut short)"
@@ -181,7 +185,7 @@ class JsonClient:
                 f"{self.name} at {self.base_url} sent a broken HTTP answer (gzip)"
             ) from None
         if len(plain) > MAX_RESPONSE_BYTES:
-            raise BackendError(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+            raise AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
         return plain
 
     def _tls_failure(self, error: ssl.SSLError) -> str:

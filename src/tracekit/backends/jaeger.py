@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracekit.backends._duration import go_duration
-from tracekit.backends._http import HTTPStatusError, NotFound
+from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
@@ -162,10 +162,10 @@ class JaegerSource(RemoteSource):
             if since >= high:
                 return
             params = _search_params(self.service, {}, (since, high), MAX_TRACES_PER_SEARCH, None)
-            found = self._spans(self._get("/api/v3/traces", params))
+            found, asked = self._search(params)
             yield [s for s in found if s.trace_id not in answered]
             answered.update(s.trace_id for s in found)
-            full = len({s.trace_id for s in found}) >= MAX_TRACES_PER_SEARCH
+            full = len({s.trace_id for s in found}) >= asked
             # api_v3 times are whole microseconds: the next page keeps the boundary's microsecond
             boundary = _page_end(found, self.service, since, high) + 1e-6
             if not full or boundary >= high:
@@ -173,7 +173,7 @@ class JaegerSource(RemoteSource):
             high = boundary
         self.notes.once(
             f"Jaeger at {self.client.base_url}: read the newest "
-            f"{MAX_PAGES * MAX_TRACES_PER_SEARCH} traces of {self.service!r:.80}: older ones in "
+            f"{len(answered)} traces of {self.service!r:.80}: older ones in "
             "the window are not read (narrow --since)"
         )
 
@@ -263,12 +263,32 @@ class JaegerSource(RemoteSource):
         """One service's search answer; None when Jaeger's storage failed it (HTTP 500), which
         ``failed`` keeps: the other services' answers still tell (Jaeger answers whole traces)."""
         try:
-            return self._spans(self._get("/api/v3/traces", params))
+            return self._search(params)[0]
         except HTTPStatusError as error:
             if error.status != 500:  # a refusal of the query itself: every search would fail
                 raise
             failed[service] = error
             return None
+
+    def _search(self, params: dict[str, str]) -> tuple[list[SpanRecord], int]:
+        """The spans a search answers, and how many traces it asked for: fewer than
+        ``query.num_traces`` when that many whole traces are more than any answer may hold (a
+        quarter as many each time, said once), rather than no answer at all."""
+        asked = int(params["query.num_traces"])
+        while True:
+            try:
+                answer = self._get("/api/v3/traces", {**params, "query.num_traces": str(asked)})
+                return self._spans(answer), asked
+            except AnswerTooLarge:
+                if asked == 1:
+                    raise
+                asked = max(1, asked // 4)
+                self.notes.once(
+                    f"Jaeger at {self.client.base_url}: a search's whole traces are more than "
+                    "an answer may hold (64 MiB of JSON): asking for a quarter as many at a "
+                    "time, so older traces in the window may not be read (narrow --since)",
+                    key="fewer traces",
+                )
 
     def _say_if_capped(self, found: list[SpanRecord], limit: int) -> None:
         if len({s.trace_id for s in found}) >= limit:
