@@ -96,11 +96,16 @@ class JsonClient:
                 wait = max(min(0.2 * 2**attempt, 1.0), error.retry_after or 0)
                 if error.retry_after is not None and error.retry_after > self.timeout:
                     asks = f" (it asks to retry after {error.retry_after:.0f} s)"
-                    raise BackendError(f"{self.name} at {self.base_url}: {error}{asks}") from None
+                    raise BackendError(f"{self.where}: {error}{asks}") from None
                 if attempt == self.retries:
-                    raise BackendError(f"{self.name} at {self.base_url}: {error}") from None
+                    raise BackendError(f"{self.where}: {error}") from None
                 time.sleep(wait)
         raise AssertionError("unreachable")
+
+    @property
+    def where(self) -> str:
+        """The backend as its errors name it: its kind and base URL (without credentials)."""
+        return f"{self.name} at {self.base_url}"
 
     def redact(self, text: str) -> str:
         """``text`` with every header value this client sends replaced (a server may echo one)."""
@@ -159,15 +164,11 @@ class JsonClient:
                 f"{self.name} URL is not valid: {self.printable(str(error))}"
             ) from None
         except http.client.HTTPException as error:  # not HTTP, or cut short
-            raise BackendError(
-                f"{self.name} at {self.base_url} sent a broken HTTP answer ({type(error).__name__})"
-            ) from None
+            raise self._broken_answer(type(error).__name__) from None
         if len(body) > MAX_RESPONSE_BYTES:
-            raise AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+            raise self._too_large()
         if cut_short:
-            raise BackendError(
-                f"{self.name} at {self.base_url} sent a broken HTTP answer (cut short)"
-            )
+            raise self._broken_answer("cut short")
         return self._decode(self._decompressed(body, encoding))
 
     def _decompressed(self, body: bytes, encoding: str) -> bytes:
@@ -176,27 +177,30 @@ class JsonClient:
         if encoding in ("", "identity"):
             return body
         if encoding != "gzip":
-            raise BackendError(f"{self.name} at {self.base_url} answered in an encoding tracekit "
-                               f"did not ask for ({self.printable(encoding, 40)})")  # fmt: skip
+            raise BackendError(f"{self.where} answered in an encoding tracekit did not ask for "
+                               f"({self.printable(encoding, 40)})")  # fmt: skip
         try:
             plain = _gunzip(body, MAX_RESPONSE_BYTES + 1)
         except (zlib.error, EOFError):
-            raise BackendError(
-                f"{self.name} at {self.base_url} sent a broken HTTP answer (gzip)"
-            ) from None
+            raise self._broken_answer("gzip") from None
         if len(plain) > MAX_RESPONSE_BYTES:
-            raise AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+            raise self._too_large()
         return plain
+
+    def _broken_answer(self, why: str) -> BackendError:
+        return BackendError(f"{self.where} sent a broken HTTP answer ({why})")
+
+    def _too_large(self) -> AnswerTooLarge:
+        return AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
 
     def _tls_failure(self, error: ssl.SSLError) -> str:
         """What went wrong in the TLS handshake, and what the user can do about it."""
-        where = f"{self.name} at {self.base_url}"
         if isinstance(error, ssl.SSLCertVerificationError):
             why = self.printable(error.verify_message or error.reason or "not verified")
-            return (f"{where}: its TLS certificate is not trusted ({why}); if a private CA "
+            return (f"{self.where}: its TLS certificate is not trusted ({why}); if a private CA "
                     "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
         why = self.printable(error.reason or type(error).__name__)
-        return f"{where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
+        return f"{self.where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
@@ -208,9 +212,7 @@ class JsonClient:
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
         hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
-        return HTTPStatusError(
-            f"{self.name} at {self.base_url} answered {message}{hint}", error.code, detail
-        )
+        return HTTPStatusError(f"{self.where} answered {message}{hint}", error.code, detail)
 
     def _decode(self, body: bytes) -> Any:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
@@ -221,12 +223,12 @@ class JsonClient:
     def _not_json(self, body: bytes) -> str:
         """Why the answer is no JSON; a page (a login page the request was sent on to) by its
         title: the URL is not the API's, or the credentials were not taken."""
-        where = f"{self.name} at {self.base_url}"
         start = body[:2000].decode("utf-8", "replace")
         if not start.lstrip().startswith("<"):
-            return f"{where} answered something not JSON"
-        return (f"{where} answered an HTML page ({self.printable(_page_title(start), 80)}), not "
-                "JSON: is the URL its API's, and are the credential headers right?")  # fmt: skip
+            return f"{self.where} answered something not JSON"
+        title = self.printable(_page_title(start), 80)
+        return (f"{self.where} answered an HTML page ({title}), not JSON: is the URL its API's, "
+                "and are the credential headers right?")  # fmt: skip
 
     def printable(self, text: str, limit: int = 200) -> str:
         """``text`` as one line of printable characters, at most ``limit``, secrets redacted:

@@ -42,6 +42,4 @@ class RemoteSource:
 
     def _left_out(self, what: str) -> None:
         """Say once that an answer held something unreadable, which was left out."""
-        self.notes.once(
-            f"{self.client.name} at {self.client.base_url} answered {what}: it is left out"
-        )
+        self.notes.once(f"{self.client.where} answered {what}: it is left out")
