@@ -31,6 +31,7 @@ never reaches a subscriber altered.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import inspect
@@ -277,15 +278,8 @@ def _traced_execute(
     queued = _queued.pop(instance, None)
     if not queued:
         return wrapped(*args, **kwargs)
-    seen: list[Any] = []
-    token = _replies_seen.set(seen)
-    try:
+    with _ending_queued_if_raises(queued):
         replies = wrapped(*args, **kwargs)
-    except BaseException as error:
-        _end_queued_after(queued, seen, error)
-        raise
-    finally:
-        _replies_seen.reset(token)
     if inspect.isawaitable(replies):  # an asyncio pipeline: sent when awaited
         return _executed_when_awaited(queued, replies)
     _end_queued(queued, replies)
@@ -293,17 +287,25 @@ def _traced_execute(
 
 
 async def _executed_when_awaited(queued: list[_Queued], execution: Any) -> Any:
+    with _ending_queued_if_raises(queued):
+        replies = await execution
+    _end_queued(queued, replies)
+    return replies
+
+
+@contextlib.contextmanager
+def _ending_queued_if_raises(queued: list[_Queued]) -> Iterator[None]:
+    """Around a pipeline's execution: the replies ``raise_first_error`` sees are kept, so that
+    if it raises, the queued spans end as ``_end_queued_after`` reads them."""
     seen: list[Any] = []
     token = _replies_seen.set(seen)
     try:
-        replies = await execution
+        yield
     except BaseException as error:
         _end_queued_after(queued, seen, error)
         raise
     finally:
         _replies_seen.reset(token)
-    _end_queued(queued, replies)
-    return replies
 
 
 def _noting_replies(
