@@ -55,6 +55,8 @@ SPECIAL_FLOATS = ("NaN", "Infinity", "-Infinity")
 MAX_VALUE_DEPTH = 32  # arrays and maps nested deeper are refused, as the receiver refuses them
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
 T = TypeVar("T")
+# Told why a record was left out of an answer (one of the reasons above), to say once.
+Dropped = Callable[[str], None]
 
 
 class UnreadableAttribute(ValueError):
@@ -193,7 +195,7 @@ _SCALARS: dict[str, Callable[[Any], AttributeValue]] = {
 
 
 def decode_attributes(
-    items: Any, dropped: Callable[[str], None] = lambda reason: None
+    items: Any, dropped: Dropped = lambda reason: None
 ) -> dict[str, AttributeValue]:
     """A list of OTLP KeyValue objects -> a dict. One whose key is no string or whose value is
     unreadable is left out, and ``dropped`` told (``ATTRIBUTE_UNREADABLE``): one bad attribute
@@ -220,9 +222,7 @@ def _key_value(item: Any, depth: int) -> tuple[str, AttributeValue]:
     return item["key"], decode_value(item.get("value"), depth)
 
 
-def spans_from_batches(
-    batches: Any, dropped: Callable[[str], None] = lambda reason: None
-) -> list[SpanRecord]:
+def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
     timed out of range, ending before it starts, without ids or unreadable is left out, and
     ``dropped`` told (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``,
@@ -254,7 +254,7 @@ def _unreadable_trace(error: Exception) -> BackendError:
 
 
 def _spans_of_batch(
-    batch: dict[str, Any], dropped: Callable[[str], None],
+    batch: dict[str, Any], dropped: Dropped,
     unreadable: Callable[[BackendError], None],
 ) -> Iterator[SpanRecord]:  # fmt: skip
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
@@ -276,7 +276,7 @@ def _spans_of_batch(
 
 
 def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue],
-          scope: str | None, dropped: Callable[[str], None]) -> SpanRecord:  # fmt: skip
+          scope: str | None, dropped: Dropped) -> SpanRecord:  # fmt: skip
     status = span.get("status") or {}
     version = resource.get("service.version")
     record = SpanRecord(
@@ -304,7 +304,7 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     return bounded_span(record)
 
 
-def _links(links: list[Any], dropped: Callable[[str], None]) -> list[SpanLink]:
+def _links(links: list[Any], dropped: Dropped) -> list[SpanLink]:
     """The links but those to an empty context (no trace or span id, or all zeros), left out as
     the receiver leaves them out: an SDK records one when it carries attributes, and Tempo and
     Jaeger keep it, but it names nothing to join or show (and no id the path schema allows)."""
@@ -314,15 +314,14 @@ def _links(links: list[Any], dropped: Callable[[str], None]) -> list[SpanLink]:
     ]
 
 
-def _events(events: list[Any], dropped: Callable[[str], None]) -> list[SpanEvent]:
+def _events(events: list[Any], dropped: Dropped) -> list[SpanEvent]:
     found = (_readable(_event, event, dropped, EVENT_UNREADABLE) for event in events)
     return [event for event in found if event is not None]
 
 
 def _readable(
-    decode: Callable[[Any, Callable[[str], None]], T], item: Any, dropped: Callable[[str], None],
-    unreadable: str,
-) -> T | None:  # fmt: skip
+    decode: Callable[[Any, Dropped], T], item: Any, dropped: Dropped, unreadable: str
+) -> T | None:
     """``decode(item)``; None when ``item`` is unreadable, and ``dropped`` told: one bad event
     or link costs only itself, not its span."""
     try:
@@ -332,11 +331,11 @@ def _readable(
         return None
 
 
-def _link(link: dict[str, Any], dropped: Callable[[str], None]) -> SpanLink:
+def _link(link: dict[str, Any], dropped: Dropped) -> SpanLink:
     return SpanLink(decode_id(link.get("traceId"), 16), decode_id(link.get("spanId"), 8),
                     decode_attributes(link.get("attributes"), dropped))  # fmt: skip
 
 
-def _event(event: dict[str, Any], dropped: Callable[[str], None]) -> SpanEvent:
+def _event(event: dict[str, Any], dropped: Dropped) -> SpanEvent:
     return SpanEvent(_string(event.get("name", "")), unix_nano(event.get("timeUnixNano")),
                      decode_attributes(event.get("attributes"), dropped))  # fmt: skip

@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError
-from tracekit.backends._otlp_json import TimeOutOfRange, unix_nano
+from tracekit.backends._otlp_json import Dropped, TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
 from tracekit.records import BackendError
 from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
@@ -107,7 +106,7 @@ class Hit:
     error_count: int | None
 
 
-def read_hits(answer: Any, dropped: Callable[[str], None] = lambda reason: None) -> list[Hit]:
+def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
     """The hits of one search answer; BackendError if it is malformed. A hit timed out of range
     or unreadable is left out, and ``dropped`` told (``HIT_TIME_OUT_OF_RANGE``,
     ``HIT_UNREADABLE``); an answer of unreadable hits only is a BackendError, not "none found"."""
