@@ -3,19 +3,15 @@ and one line from the CLI), never a traceback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from tracekit_process import tracekit
 
 from tracekit.backends.jaeger import JaegerSource
 from tracekit.backends.tempo import TempoSource
 from tracekit.records import BackendError
 
-TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, nested past any recursion limit
 
 
@@ -61,13 +57,7 @@ def test_the_cli_says_one_line_and_exits_2(
 ) -> None:
     raw, says = BROKEN[case]
     url = serve_raw(raw).url
-    done = subprocess.run(
-        [TRACEKIT, *command, backend, url, "--timeout", "5"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
-    )
+    done = tracekit(*command, backend, url, "--timeout", "5")
     assert (done.returncode, done.stdout) == (2, ""), done.stderr[-800:]
     assert done.stderr.startswith("tracekit: ") and done.stderr.count("\n") == 1
     assert says in done.stderr

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +14,7 @@ from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent, tempo_search_hit
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
+from tracekit_process import tracekit
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import (
@@ -32,7 +29,6 @@ from tracekit.backends.tempo import TempoSource
 from tracekit.path import reconstruct
 from tracekit.records import SpanRecord
 
-TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 NEVER = 10**30  # what the review's server sent: OverflowError in the view before
 
 
@@ -130,16 +126,6 @@ def test_a_search_hit_out_of_range_is_left_out(serve: Any) -> None:
     found = TempoSource(serve(search).url, notify=told.append).recent_requests()
     assert [r.trace_id for r in found] == [good[0].trace_id]
     assert len(told) == 1 and "a search hit whose start is no time from 1970 to 2262" in told[0]
-
-
-def tracekit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [TRACEKIT, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
-    )
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

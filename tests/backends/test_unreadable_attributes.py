@@ -9,10 +9,6 @@ Real servers on loopback answer as Tempo and Jaeger do, with one such attribute 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +17,7 @@ from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
+from tracekit_process import tracekit
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import (
@@ -29,7 +26,6 @@ from tracekit.backends._otlp_json import (
     spans_from_batches,
 )
 
-TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 HOSTILE = "\x1b[31mEVIL"  # a terminal escape: never to be printed raw
 
 UNREADABLE_VALUES = {
@@ -152,13 +148,7 @@ def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any, output: s
     good = recent(checkout().spans)
     url = serve(with_a_bad_attribute(fake(good), "POST /checkout")).url
     backend = "--tempo" if fake is FakeTempo else "--jaeger"
-    done = subprocess.run(
-        [TRACEKIT, "trace", "req-checkout-1", backend, url, "--format", output],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
-    )
+    done = tracekit("trace", "req-checkout-1", backend, url, "--format", output)
     assert done.returncode == 0, done.stderr[-800:]
     assert done.stderr == (
         f"tracekit: warning: {backend[2:].capitalize()} at {url} answered "
@@ -189,13 +179,7 @@ def test_a_number_of_5000_digits_costs_only_its_field(serve: Any) -> None:
     late = span("ef" * 8, huge, '"1"')
     body = '{"result":{"resourceSpans":[{"scopeSpans":[{"spans":[' + good + "," + late + "]}]}]}}"
     url = serve(lambda request: Response(body, 200, mimetype="application/json")).url
-    done = subprocess.run(
-        [TRACEKIT, "trace", "ab" * 16, "--jaeger", url, "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
-    )
+    done = tracekit("trace", "ab" * 16, "--jaeger", url, "--format", "json")
     assert done.returncode == 0, done.stderr[-800:]
     (shown,) = json.loads(done.stdout)["spans"]
     assert (shown["span_id"], shown["attributes"]) == ("cd" * 8, {"good": 7})

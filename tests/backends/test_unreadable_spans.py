@@ -10,10 +10,6 @@ Real servers on loopback answer as Tempo and Jaeger do, with one such record amo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +18,12 @@ from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
+from tracekit_process import tracekit
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import LINK_UNREADABLE, SPAN_UNREADABLE, spans_from_batches
 from tracekit.records import BackendError
 
-TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 GOOD = {
     "traceId": "ab" * 16, "spanId": "ef" * 8, "name": "good",
     "startTimeUnixNano": "1764680000000000000", "endTimeUnixNano": "1764680000000001000",
@@ -96,13 +92,7 @@ def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any) -> None:
     good = recent(checkout().spans)
     url = serve(with_an_unreadable_span(fake(good))).url
     backend = "--tempo" if fake is FakeTempo else "--jaeger"
-    done = subprocess.run(
-        [TRACEKIT, "trace", "req-checkout-1", backend, url, "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
-    )
+    done = tracekit("trace", "req-checkout-1", backend, url, "--format", "json")
     assert done.returncode == 0, done.stderr[-800:]
     assert done.stderr == (
         f"tracekit: warning: {backend[2:].capitalize()} at {url} answered "
