@@ -132,7 +132,7 @@ def _traced_producer_class(base: type) -> type:
             self._tracekit_on_delivery = config.get("on_delivery")
 
         def produce(self, *args: Any, **kwargs: Any) -> Any:
-            if not type(self)._tracekit_live or self._tracekit_bare:
+            if not _traced(self):
                 return super().produce(*args, **kwargs)
             args, kwargs = _delivered_in_callers_context(args, kwargs, self._tracekit_on_delivery)
             return _kafka.traced_send(
@@ -145,7 +145,7 @@ def _traced_producer_class(base: type) -> type:
             )
 
         def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
-            if not type(self)._tracekit_live or self._tracekit_bare:
+            if not _traced(self):
                 return super().produce_batch(*args, **kwargs)
             return _traced_batch(super().produce_batch, args, kwargs)
 
@@ -275,14 +275,14 @@ def _traced_consumer_class(base: type) -> type:
         def poll(self, *args: Any, **kwargs: Any) -> Any:
             _held.release(self)
             message = super().poll(*args, **kwargs)
-            if message is not None and type(self)._tracekit_live and not self._tracekit_bare:
+            if message is not None and _traced(self):
                 _hold(self, [message], self._tracekit_group)
             return message
 
         def consume(self, *args: Any, **kwargs: Any) -> Any:
             _held.release(self)
             messages = super().consume(*args, **kwargs)
-            if messages and type(self)._tracekit_live and not self._tracekit_bare:
+            if messages and _traced(self):
                 _hold(self, messages, self._tracekit_group)
             return messages
 
@@ -312,6 +312,12 @@ def _message_max_bytes(config: dict[str, Any]) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None  # librdkafka refused this configuration already
+
+
+def _traced(client: Any) -> bool:
+    """Whether ``client``'s calls are traced: tracekit has not been uninstrumented since its
+    class was swapped in, and no asyncio client made it (``_made_by_asyncio_client``)."""
+    return bool(type(client)._tracekit_live) and not client._tracekit_bare
 
 
 def _made_by_asyncio_client() -> bool:
