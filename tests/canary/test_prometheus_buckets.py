@@ -10,7 +10,6 @@ CI=true it fails.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,13 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from conditions import wait_for
 from prometheus_server import prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import scraped_requests, start_shop
-
-from tracekit_cli.main import cli
+from shop import canary_json, scraped_requests, start_shop
 
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
@@ -61,12 +57,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def _canary(run: Run, *source: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(cli, [
-        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY, *source,
-        "--route", SLOW, "--start", run.start, "--end", run.end, "--format", "json",
-    ])  # fmt: skip
-    assert result.stderr == ""
-    return result.exit_code, json.loads(result.stdout)
+    return canary_json(run, BASELINE, CANARY, *source, "--route", SLOW)
 
 
 def _metrics(document: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ Prometheus mode saw no failure and passed a canary the store failed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from conditions import wait_for
 from loopback import UNREACHABLE
 from prometheus_server import instant, prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import scraped_requests, start_shop
-
-from tracekit_cli.main import cli
+from shop import canary_json, metric_on, scraped_requests, start_shop
 
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
@@ -72,13 +68,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def _errors_on_export(run: Run, *source: str) -> dict[str, Any]:
-    result = CliRunner().invoke(cli, [
-        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY, *source,
-        "--start", run.start, "--end", run.end, "--format", "json",
-    ])  # fmt: skip
-    assert result.stderr == ""
-    document = json.loads(result.stdout)
-    return next(m for m in document["metrics"] if (m["name"], m["route"]) == ("error_rate", EXPORT))
+    _, document = canary_json(run, BASELINE, CANARY, *source)
+    return metric_on(document, "error_rate", EXPORT)
 
 
 def test_prometheus_counts_the_cut_streams_as_the_store_does(run: Run) -> None:

@@ -12,7 +12,6 @@ fails.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,14 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from conditions import wait_for
 from loopback import UNREACHABLE
 from prometheus_server import prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import scraped_requests, start_shop
-
-from tracekit_cli.main import cli
+from shop import canary_json, metric_on, pay_in_turns, scraped_requests, start_shop
 
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
@@ -65,11 +61,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     "warm-up scraped",
                     ignoring=UNREACHABLE,
                 )
-                for first in range(1, PAYMENTS + 1, 30):  # 300 each over about 5 s
-                    for shop in shops:
-                        for n in range(first, first + 30):
-                            assert client.get(f"{shop.url}/pay/{n}").status_code == 200
-                    time.sleep(0.5)
+                pay_in_turns(client, shops, PAYMENTS)
                 paid = f'http_route="{PAY}"'
                 total = 2 * PAYMENTS + WARM_UP_FAILURES
                 wait_for(
@@ -86,16 +78,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 def _canary(run: Run, *source: str) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(cli, [
-        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY, *source,
-        "--start", run.start, "--end", run.end, "--format", "json",
-    ])  # fmt: skip
-    assert result.stderr == ""
-    return result.exit_code, json.loads(result.stdout)
+    return canary_json(run, BASELINE, CANARY, *source)
 
 
 def _errors_on_pay(document: dict[str, Any]) -> dict[str, Any]:
-    return next(m for m in document["metrics"] if (m["name"], m["route"]) == ("error_rate", PAY))
+    return metric_on(document, "error_rate", PAY)
 
 
 def test_failures_before_the_first_scrape_fail_the_canary(run: Run) -> None:

@@ -10,23 +10,18 @@ the baseline does. The window starts before either version served anything. Outs
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from conditions import wait_for
 from loopback import UNREACHABLE
 from prometheus_server import prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import Shop, scraped_requests, start_shop
-
-from tracekit_cli.main import cli
+from shop import Shop, canary_json, metric_on, pay_in_turns, scraped_requests, start_shop
 
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
@@ -82,11 +77,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     "the failure after the restart scraped",
                     ignoring=UNREACHABLE,
                 )
-                for first in range(1, PAYMENTS + 1, 30):  # 300 each over about 5 s
-                    for shop in shops:
-                        for n in range(first, first + 30):
-                            assert client.get(f"{shop.url}/pay/{n}").status_code == 200
-                    time.sleep(0.5)
+                pay_in_turns(client, shops, PAYMENTS)
                 paid = f'http_route="{PAY}", http_response_status_code="200"'
                 wait_for(
                     lambda: scraped_requests(url, paid) == 2 * PAYMENTS,
@@ -101,19 +92,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             shop.stop()
 
 
-def _canary(run: Run) -> tuple[int, dict[str, Any]]:
-    result = CliRunner().invoke(cli, [
-        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
-        "--prometheus", run.prometheus, "--start", run.start, "--end", run.end, "--format", "json",
-    ])  # fmt: skip
-    assert result.stderr == ""
-    return result.exit_code, json.loads(result.stdout)
-
-
 def test_failures_before_a_restart_still_count(run: Run) -> None:
-    code, document = _canary(run)
+    code, document = canary_json(run, BASELINE, CANARY, "--prometheus", run.prometheus)
 
-    errors = next(m for m in document["metrics"] if (m["name"], m["route"]) == ("error_rate", PAY))
+    errors = metric_on(document, "error_rate", PAY)
     assert errors["summary"]["canary"]["errors"] == BEFORE_RESTART + 1
     assert errors["summary"]["baseline"]["errors"] == 0
     # every series was born in the window: counted from zero, with nothing extrapolated

@@ -7,11 +7,15 @@ folder on ``PYTHONPATH``, so it can use the app-side helpers here (``inproc_queu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from conditions import wait_for
@@ -71,3 +75,35 @@ def scraped_requests(prometheus: str, matchers: str) -> float:
 
     found = instant(prometheus, f"sum(http_server_request_duration_seconds_count{{{matchers}}})")
     return float(found[0]["value"][1]) if found else 0.0
+
+
+def pay_in_turns(client: httpx.Client, shops: Sequence[Shop], payments: int) -> None:
+    """``/pay/1`` to ``/pay/{payments}`` on every shop, 30 at a time each in turn with a pause
+    between: both versions' series grow over several scrapes, as under live traffic."""
+    for first in range(1, payments + 1, 30):
+        for shop in shops:
+            for n in range(first, min(first + 30, payments + 1)):
+                assert client.get(f"{shop.url}/pay/{n}").status_code == 200
+        time.sleep(0.5)
+
+
+def canary_json(
+    run: CanaryRun, baseline: str, canary: str, *options: str
+) -> tuple[int, dict[str, Any]]:
+    """``tracekit canary --format json`` of the service ``shop`` over the run's window, with
+    ``options`` (the source, at least): its exit code and document. It says nothing on stderr."""
+    from click.testing import CliRunner
+
+    from tracekit_cli.main import cli
+
+    result = CliRunner().invoke(cli, [
+        "canary", "--service", "shop", "--baseline", baseline, "--canary", canary, *options,
+        "--start", run.start, "--end", run.end, "--format", "json",
+    ])  # fmt: skip
+    assert result.stderr == ""
+    return result.exit_code, json.loads(result.stdout)
+
+
+def metric_on(document: dict[str, Any], name: str, route: str) -> dict[str, Any]:
+    """The verdict document's metric ``name`` on ``route``."""
+    return next(m for m in document["metrics"] if (m["name"], m["route"]) == (name, route))
