@@ -12,13 +12,13 @@ import json
 from typing import Any
 
 import pytest
-from go_answers import json_answer
+from go_answers import with_traces_edited
 from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
 from tracekit_process import tracekit
-from werkzeug.wrappers import Request, Response
+from werkzeug.wrappers import Response
 
 from tracekit.backends._otlp_json import (
     ATTRIBUTE_UNREADABLE,
@@ -128,18 +128,12 @@ def test_every_value_an_encoder_writes_is_still_read(value: dict[str, Any], read
 def with_a_bad_attribute(fake: Any, name: str) -> Any:
     """``fake``'s answers, with one unreadable attribute added to the span called ``name``."""
 
-    def handler(request: Request) -> Response:
-        answer = fake(request)
-        if "traces/" not in request.path or answer.status_code != 200:
-            return answer
-        document = json.loads(answer.get_data())
-        trace = document.get("trace") or document.get("result")
-        for span in (s for rs in trace["resourceSpans"] for ss in rs["scopeSpans"]
-                     for s in ss["spans"] if s["name"] == name):  # fmt: skip
+    def add_one(batches: list[Any]) -> None:
+        for span in (s for rs in batches for ss in rs["scopeSpans"] for s in ss["spans"]
+                     if s["name"] == name):  # fmt: skip
             span["attributes"].append({"key": HOSTILE, "value": {"intValue": HOSTILE}})
-        return json_answer(document)
 
-    return handler
+    return with_traces_edited(fake, add_one)
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

@@ -13,13 +13,12 @@ import json
 from typing import Any
 
 import pytest
-from go_answers import json_answer
+from go_answers import with_traces_edited
 from jaeger_fake import FakeJaeger
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
 from tracekit_process import tracekit
-from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import LINK_UNREADABLE, SPAN_UNREADABLE, spans_from_batches
 from tracekit.records import BackendError
@@ -74,17 +73,11 @@ def test_an_unreadable_link_is_left_out_and_its_span_kept(link: Any) -> None:
 def with_an_unreadable_span(fake: Any) -> Any:
     """``fake``'s trace answers, with one more span whose id is no id."""
 
-    def handler(request: Request) -> Response:
-        answer = fake(request)
-        if "traces/" not in request.path or answer.status_code != 200:
-            return answer
-        document = json.loads(answer.get_data())
-        trace = document.get("trace") or document.get("result")
-        spans = trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    def add_one(batches: list[Any]) -> None:
+        spans = batches[0]["scopeSpans"][0]["spans"]
         spans.append({**spans[0], "spanId": "\x1b[31mEVIL", "name": "unreadable"})
-        return json_answer(document)
 
-    return handler
+    return with_traces_edited(fake, add_one)
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
