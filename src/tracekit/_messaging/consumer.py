@@ -211,33 +211,40 @@ class Delivery:
                 self._end_span(self.span, error if error is not None else self._failure)
         finally:
             if _current.get() is self:
-                restores = self._restores
-                ended = self if self._held else None  # see _restore
-                if restores is None:
-                    _restore(tokens, ended)
-                else:  # the first held delivery's tokens, used once: the context before it
-                    first, restores[0] = restores[0], None
-                    if first is not None:
-                        _restore(first, ended)
+                self._restore_before(tokens)
             # Otherwise a later delivery is current (pull consumers take turns, or this one
             # ends in another context): what was current before this one is stale, never
             # restored; the later delivery restores the context when it ends.
             elif self._nested is not None and self._nested[0] is not None:
-                # held deliveries begun in this handler are still open: when the last of them
-                # ends, what was current before this one is back, not this ended one; and if
-                # that is a handler too, which ends before them, what was before it
-                self._nested[0] = tokens
-                below = self._below
-                if (
-                    below is not None
-                    and not below._held
-                    and below._tokens is not None
-                    and (below._nested is None or below._nested[0] is None)
-                ):  # (never over a chain of its own still open: another task's, say)
-                    below._nested = self._nested
+                self._leave_to_nested(self._nested, tokens)
             elif self._held:  # maybe ended from another thread: see _put_back
                 self._left = tokens
             self._below = None
+
+    def _restore_before(self, tokens: _Tokens) -> None:
+        """Put back what was current before this delivery, which is still the current one."""
+        restores = self._restores
+        ended = self if self._held else None  # see _restore
+        if restores is None:
+            _restore(tokens, ended)
+        else:  # the first held delivery's tokens, used once: the context before it
+            first, restores[0] = restores[0], None
+            if first is not None:
+                _restore(first, ended)
+
+    def _leave_to_nested(self, nested: list[_Tokens | None], tokens: _Tokens) -> None:
+        """Leave ``tokens`` to the held deliveries begun in this handler, still open: when the
+        last of them ends, what was current before this one is back, not this ended one; and
+        if that is a handler too, which ends before them, what was before it."""
+        nested[0] = tokens
+        below = self._below
+        if (
+            below is not None
+            and not below._held
+            and below._tokens is not None
+            and (below._nested is None or below._nested[0] is None)
+        ):  # (never over a chain of its own still open: another task's, say)
+            below._nested = nested
 
     def _put_back(self) -> None:
         """Found current at the start of a delivery, this one has ended in another context
