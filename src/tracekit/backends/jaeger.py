@@ -172,7 +172,7 @@ class JaegerSource(RemoteSource):
                 return
             high = boundary
         self.notes.once(
-            f"Jaeger at {self.client.base_url}: read the newest "
+            f"{self.client.where}: read the newest "
             f"{len(answered)} traces of {self.service!r:.80}: older ones in "
             "the window are not read (narrow --since)"
         )
@@ -183,7 +183,7 @@ class JaegerSource(RemoteSource):
         names = self._service_names(self._get("/api/v3/services"))
         if len(names) > MAX_SERVICES:
             self.notes.once(
-                f"Jaeger at {self.client.base_url} lists {len(names)} services: tracekit "
+                f"{self.client.where} lists {len(names)} services: tracekit "
                 f"searches the first {MAX_SERVICES} by name, so a request only in the others "
                 "is not found (name one of its services with --service)"
             )
@@ -217,7 +217,7 @@ class JaegerSource(RemoteSource):
             held += spans
             if len(held) > MAX_SEARCH_SPANS and searched < len(services):
                 self.notes.once(
-                    f"Jaeger at {self.client.base_url}: the newest traces of {searched} of "
+                    f"{self.client.where}: the newest traces of {searched} of "
                     f"{len(services)} services hold more than {MAX_SEARCH_SPANS} spans: the "
                     "other services are not searched (name one with --service)"
                 )
@@ -284,7 +284,7 @@ class JaegerSource(RemoteSource):
                     raise
                 asked = max(1, asked // 4)
                 self.notes.once(
-                    f"Jaeger at {self.client.base_url}: a search's whole traces are more than "
+                    f"{self.client.where}: a search's whole traces are more than "
                     "an answer may hold (64 MiB of JSON): asking for a quarter as many at a "
                     "time, so older traces in the window may not be read (narrow --since)",
                     key="fewer traces",
@@ -293,14 +293,14 @@ class JaegerSource(RemoteSource):
     def _say_if_capped(self, found: list[SpanRecord], limit: int) -> None:
         if len({s.trace_id for s in found}) >= limit:
             self.notes.once(
-                f"Jaeger at {self.client.base_url}: a service's search answered {limit} "
+                f"{self.client.where}: a service's search answered {limit} "
                 "traces, the most tracekit asks for: that service's older traces in the "
                 "window are not read (narrow --since)"
             )
 
     def _say_search_failed(self, service: str, error: HTTPStatusError) -> None:
         self.notes.once(
-            f"Jaeger at {self.client.base_url}: the search of service {service!r:.80} failed "
+            f"{self.client.where}: the search of service {service!r:.80} failed "
             f"(HTTP 500: {error.detail}): traces found only there are missing (and so for any "
             "other service whose search fails)"
         )
@@ -321,7 +321,7 @@ class JaegerSource(RemoteSource):
             by_trace[span.trace_id] = by_trace.get(span.trace_id, False) or matches
         if attributes and not all(by_trace.values()):
             self.notes.once(
-                f"Jaeger at {self.client.base_url} ignores query.attributes (it needs "
+                f"{self.client.where} ignores query.attributes (it needs "
                 "Jaeger 2.19 or later): tracekit filters client-side among the newest "
                 f"{limit} traces of each service, so older requests can be missed"
             )
@@ -347,7 +347,7 @@ class JaegerSource(RemoteSource):
             if not missing.no_such_endpoint:
                 answered = "HTTP 404" + (f": {missing.body}" if missing.body else "")
             raise BackendError(
-                f"Jaeger at {self.client.base_url} has no api_v3 ({path} answered {answered}): "
+                f"{self.client.where} has no api_v3 ({path} answered {answered}): "
                 "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
             ) from None
 

@@ -141,7 +141,7 @@ class TempoSource(RemoteSource):
         found = self._search(query, most + 1, since, newest=True)
         if len(found) > most:
             self.notes.once(
-                f"Tempo at {self.client.base_url}: more than {most} traces{of} since "
+                f"{self.client.where}: more than {most} traces{of} since "
                 f"{_moment(since)}: the newest {most} Tempo found are read (narrow --since)"
             )
         kept: list[SpanRecord] = []
@@ -189,7 +189,7 @@ class TempoSource(RemoteSource):
 
     def _no_link_search(self) -> str:
         return (
-            f"Tempo at {self.client.base_url} cannot search span links (TraceQL link:traceID "
+            f"{self.client.where} cannot search span links (TraceQL link:traceID "
             "needs Tempo 2.6 or later): traces that only link into this request are not shown"
         )
 
@@ -197,7 +197,7 @@ class TempoSource(RemoteSource):
         spans, errors = hit.span_count, hit.error_count
         if spans is None or errors is None:  # no serviceStats: count the trace itself
             self.notes.once(
-                f"Tempo at {self.client.base_url} sent no serviceStats (Tempo before "
+                f"{self.client.where} sent no serviceStats (Tempo before "
                 "2.5, or blocks older than vParquet4): reading each trace found to "
                 "count its spans and errors"
             )
@@ -221,7 +221,7 @@ class TempoSource(RemoteSource):
         except NotFound as missing:
             if missing.no_such_endpoint:
                 raise BackendError(
-                    f"Tempo at {self.client.base_url} has no /api/traces: is "
+                    f"{self.client.where} has no /api/traces: is "
                     "this Tempo's HTTP API (with its path prefix)?"
                 ) from None
             return []
@@ -258,7 +258,7 @@ class TempoSource(RemoteSource):
         hits = self._search_once(query, limit, since)
         self._takes_hints = False
         self.notes.once(
-            f"Tempo at {self.client.base_url} takes no TraceQL query hints (Tempo "
+            f"{self.client.where} takes no TraceQL query hints (Tempo "
             "before 2.4): a search lists the first traces Tempo finds, which in a busy "
             "window may not be the newest"
         )
@@ -273,7 +273,7 @@ class TempoSource(RemoteSource):
             answer = self.client.get("/api/search", params)
         except NotFound:
             raise BackendError(
-                f"Tempo at {self.client.base_url} has no /api/search: is "
+                f"{self.client.where} has no /api/search: is "
                 "this Tempo's HTTP API (with its path prefix)?"
             ) from None
         except BackendError as error:
@@ -289,7 +289,7 @@ class TempoSource(RemoteSource):
     def _say_window_narrowed(self, start: int) -> None:
         assert self._max_window is not None
         self.notes.once(
-            f"Tempo at {self.client.base_url} searches at most {self._max_window[1]} "
+            f"{self.client.where} searches at most {self._max_window[1]} "
             f"at a time: searching only since {_moment(start)}",
             key="window narrowed",  # one notice, though each search starts a moment later
         )
