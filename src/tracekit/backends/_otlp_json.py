@@ -53,7 +53,8 @@ INTEGER = re.compile(r"-?[0-9]+")
 DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 SPECIAL_FLOATS = ("NaN", "Infinity", "-Infinity")
 MAX_VALUE_DEPTH = 32  # arrays and maps nested deeper are refused, as the receiver refuses them
-_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError, binascii.Error)
+# What reading a malformed answer raises (binascii.Error, for bytes not base64, is a ValueError)
+MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError)
 T = TypeVar("T")
 # Told why a record was left out of an answer (one of the reasons above), to say once.
 Dropped = Callable[[str], None]
@@ -237,7 +238,7 @@ def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> 
             if isinstance(batch, dict)
             for span in _spans_of_batch(batch, dropped, unreadable.append)
         ]
-    except _MALFORMED as error:
+    except MALFORMED as error:
         raise _unreadable_trace(error) from None
     if unreadable and not spans:
         raise unreadable[0]
@@ -271,7 +272,7 @@ def _spans_of_batch(
                 dropped(SPAN_ENDS_BEFORE_START)
             except WithoutId:
                 dropped(SPAN_WITHOUT_ID)
-            except (*_MALFORMED, BackendError) as error:  # an unreadable id, time or field
+            except (*MALFORMED, BackendError) as error:  # an unreadable id, time or field
                 unreadable(_unreadable_trace(error))
 
 
@@ -326,7 +327,7 @@ def _readable(
     or link costs only itself, not its span."""
     try:
         return decode(item, dropped)
-    except (*_MALFORMED, BackendError):
+    except (*MALFORMED, BackendError):
         dropped(unreadable)
         return None
 

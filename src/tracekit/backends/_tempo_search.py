@@ -19,7 +19,7 @@ from typing import Any
 from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError
-from tracekit.backends._otlp_json import Dropped, TimeOutOfRange, unix_nano
+from tracekit.backends._otlp_json import MALFORMED, Dropped, TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
 from tracekit.records import BackendError
 from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
@@ -28,7 +28,6 @@ DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
 HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
-_MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 
 
@@ -120,7 +119,7 @@ def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
                 hits.append(_hit(trace))
             except TimeOutOfRange:
                 dropped(HIT_TIME_OUT_OF_RANGE)
-            except _MALFORMED as error:
+            except MALFORMED as error:
                 unreadable.append(type(error).__name__)
     if unreadable and not hits:
         raise BackendError(f"unreadable search answer from Tempo ({unreadable[0]})")
