@@ -70,20 +70,38 @@ def test_an_unreadable_link_is_left_out_and_its_span_kept(link: Any) -> None:
     assert told == [LINK_UNREADABLE]
 
 
-def with_an_unreadable_span(fake: Any) -> Any:
-    """``fake``'s trace answers, with one more span whose id is no id."""
-
-    def add_one(batches: list[Any]) -> None:
-        spans = batches[0]["scopeSpans"][0]["spans"]
-        spans.append({**spans[0], "spanId": "\x1b[31mEVIL", "name": "unreadable"})
-
-    return with_traces_edited(fake, add_one)
+OTHER = {**GOOD, "spanId": "01" * 8, "name": "other"}
+UNREADABLE_BATCHES = {
+    "resource a string": {"resource": "\x1b[31mEVIL", "scopeSpans": [{"spans": [OTHER]}]},
+    "scopeSpans a string": {"scopeSpans": "\x1b[31mEVIL"},
+    "a scope spans entry a string": {"scopeSpans": ["\x1b[31mEVIL"]},
+}
 
 
+@pytest.mark.parametrize("case", sorted(UNREADABLE_BATCHES))
+def test_an_unreadable_resource_or_scope_costs_only_its_own_spans(case: str) -> None:
+    """A resource spans entry whose resource or scopes are unreadable sank the whole trace
+    ("unreadable trace in backend answer (AttributeError)"); the other entries' spans stand."""
+    told: list[str] = []
+    spans = spans_from_batches([*batches_of(GOOD), UNREADABLE_BATCHES[case]], told.append)
+    assert [s.name for s in spans] == ["good"]
+    assert told == [SPAN_UNREADABLE]
+
+
+def add_a_span_whose_id_is_no_id(batches: list[Any]) -> None:
+    spans = batches[0]["scopeSpans"][0]["spans"]
+    spans.append({**spans[0], "spanId": "\x1b[31mEVIL", "name": "unreadable"})
+
+
+def add_a_resource_that_is_no_object(batches: list[Any]) -> None:
+    batches.append({**batches[0], "resource": "\x1b[31mEVIL"})
+
+
+@pytest.mark.parametrize("edit", [add_a_span_whose_id_is_no_id, add_a_resource_that_is_no_object])
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
-def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any) -> None:
+def test_the_cli_shows_the_trace_and_warns_once(serve: Any, fake: Any, edit: Any) -> None:
     good = recent(checkout().spans)
-    url = serve(with_an_unreadable_span(fake(good))).url
+    url = serve(with_traces_edited(fake(good), edit)).url
     backend = "--tempo" if fake is FakeTempo else "--jaeger"
     done = tracekit("trace", "req-checkout-1", backend, url, "--format", "json")
     assert done.returncode == 0, done.stderr[-800:]

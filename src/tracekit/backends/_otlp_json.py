@@ -18,9 +18,11 @@ character name from a backend is not printed whole.
 A malformed answer (not a list of resource spans) is one ``BackendError``. One bad record is
 left out, and the caller told, so it does not sink the rest: a span timed where no span can be
 (before 1970, after 2262: the limit of 64-bit nanoseconds) or with an unreadable id, time or
-field; an unreadable event or link (its span kept); an attribute whose key is no string or whose
-value no encoder writes (an ``intValue`` that is no int64, a ``doubleValue`` object, bytes that
-are not base64, maps nested past the receiver's bound), its span keeping the others.
+field; the spans of a resource spans entry whose resource or scopes are unreadable (the other
+entries' spans kept); an unreadable event or link (its span kept); an attribute whose key is
+no string or whose value no encoder writes (an ``intValue`` that is no int64, a ``doubleValue``
+object, bytes that are not base64, maps nested past the receiver's bound), its span keeping the
+others.
 """
 
 from __future__ import annotations
@@ -225,21 +227,19 @@ def _key_value(item: Any, depth: int) -> tuple[str, AttributeValue]:
 
 def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
-    timed out of range, ending before it starts, without ids or unreadable is left out, and
-    ``dropped`` told (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``,
+    timed out of range, ending before it starts, without ids or unreadable (so too the spans of
+    a resource spans entry whose resource or scopes are unreadable) is left out, and ``dropped``
+    told (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``,
     ``SPAN_UNREADABLE``); an answer of unreadable spans only is a BackendError, not "no trace"."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
     unreadable: list[BackendError] = []
-    try:
-        spans = [
-            span
-            for batch in batches
-            if isinstance(batch, dict)
-            for span in _spans_of_batch(batch, dropped, unreadable.append)
-        ]
-    except MALFORMED as error:
-        raise _unreadable_trace(error) from None
+    spans: list[SpanRecord] = []
+    for batch in (batch for batch in batches if isinstance(batch, dict)):
+        try:  # read whole first: an unreadable resource or scope costs only its own spans
+            spans += list(_spans_of_batch(batch, dropped, unreadable.append))
+        except MALFORMED as error:
+            unreadable.append(_unreadable_trace(error))
     if unreadable and not spans:
         raise unreadable[0]
     if unreadable:
