@@ -23,6 +23,19 @@ def _connection(amqp_url: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.URLParameters(amqp_url))
 
 
+def _publish_in_request(
+    channel: Any, queue: str, body: bytes, correlation_id: str, properties: Any = None
+) -> None:
+    """Publish to ``queue`` as the request ``correlation_id`` names does (an instrumented app)."""
+    from tracekit import correlation
+
+    token = correlation.set_correlation_id(correlation_id)
+    try:
+        channel.basic_publish("", queue, body, properties)
+    finally:
+        correlation.reset_correlation_id(token)
+
+
 class _Publisher:
     """An entry-service handler that publishes ``count`` messages with pika (instrumented)."""
 
@@ -410,14 +423,10 @@ def test_a_held_message_fetched_two_handlers_deep_restores_what_was_before_both(
 def test_a_reused_properties_object_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
     """Applications reuse one BasicProperties (delivery mode, their own headers) for every
     message: each message gets its own trace headers, and the object is never written to."""
-    from tracekit import correlation
-
     shared = pika.BasicProperties(delivery_mode=2, headers={"app": "orders"})
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("request-A")
-    channel.basic_publish("", queue_name, b"first", shared)
-    correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"first", "request-A", shared)
     channel.basic_publish("", queue_name, b"second", shared)
     received = []
     for _ in range(2):
@@ -440,17 +449,11 @@ def test_a_callers_headers_in_other_capitals_are_replaced_not_doubled(
 ) -> None:
     """``Traceparent`` and ``X-Correlation-ID`` set by the app: tracekit's own values replace
     them. Sent beside tracekit's, the consumer read two and trusted neither: a new trace."""
-    from tracekit import correlation
-
     stale = {"Traceparent": f"00-{1:032x}-{1:016x}-01", "X-Correlation-ID": "from-the-app",
              "app": "orders"}  # fmt: skip
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("request-B")
-    try:
-        channel.basic_publish("", queue_name, b"x", pika.BasicProperties(headers=stale))
-    finally:
-        correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"x", "request-B", pika.BasicProperties(headers=stale))
     got: list[Any] = []
     channel.basic_consume(queue_name, lambda ch, m, p, b: got.append(p.headers), auto_ack=True)
     connection.process_data_events(time_limit=2)
@@ -473,16 +476,13 @@ def test_basic_get_on_two_channels_in_turn_keeps_the_latest_message_current(
     from opentelemetry import trace
 
     import tracekit
-    from tracekit import correlation
 
     a, b = _declare(amqp_url, "turn-a"), _declare(amqp_url, "turn-b")
     connection = _connection(amqp_url)
     publisher = connection.channel()
     for queue, ids in ((a, ("a1", "a2", "a3")), (b, ("b1", "b2"))):
         for cid in ids:
-            token = correlation.set_correlation_id(cid)
-            publisher.basic_publish("", queue, cid.encode())
-            correlation.reset_correlation_id(token)
+            _publish_in_request(publisher, queue, cid.encode(), cid)
     channels = {a: connection.channel(), b: connection.channel()}
     seen = []
     for _ in range(3):
@@ -557,9 +557,7 @@ def test_select_connection_hop_carries_the_context(amqp_url, queue_name, spans) 
         channel.connection.close()
 
     def on_channel(channel: Any) -> None:
-        token = tracekit.correlation.set_correlation_id("order-sel-1")
-        channel.basic_publish("", queue_name, b"hello", properties)
-        tracekit.correlation.reset_correlation_id(token)
+        _publish_in_request(channel, queue_name, b"hello", "order-sel-1", properties)
         channel.basic_consume(queue_name, on_message, auto_ack=True)
 
     connection = pika.SelectConnection(
@@ -611,13 +609,10 @@ def test_a_channel_the_broker_closes_ends_the_message_it_held(amqp_url, queue_na
     channel held can no longer be acked (the broker requeues it): its span ends there, failed
     with the broker's reason, and its correlation ID is no longer current."""
     import tracekit
-    from tracekit import correlation
 
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("reply-77")
-    channel.basic_publish("", queue_name, b"needs a reply")
-    correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"needs a reply", "reply-77")
     method, _, _ = channel.basic_get(queue_name)
     assert method is not None and tracekit.correlation_id() == "reply-77"
     with pytest.raises(pika.exceptions.ChannelClosedByBroker):
@@ -672,14 +667,11 @@ def test_a_lost_connection_ends_the_message_its_channel_held(amqp_url, queue_nam
     error and reconnects. The message (requeued by the broker) ends failed with the loss, and
     its correlation ID is no longer current."""
     import tracekit
-    from tracekit import correlation
 
     link = _CuttableLink(amqp_url)
     connection = pika.BlockingConnection(pika.URLParameters(link.url))
     channel = connection.channel()
-    token = correlation.set_correlation_id("lost-5")
-    channel.basic_publish("", queue_name, b"in flight")
-    correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"in flight", "lost-5")
     method, _, _ = channel.basic_get(queue_name)
     assert method is not None and tracekit.correlation_id() == "lost-5"
     link.cut()
@@ -734,16 +726,12 @@ def test_a_header_table_that_is_a_read_only_mapping_is_traced(amqp_url, queue_na
     """pika sends any mapping as the header table (it reads ``items()``): an app's read-only
     table (``MappingProxyType``) of its own headers. The message carries tracekit's headers
     beside the app's, which is left as it was."""
-    from tracekit import correlation
-
     shared = MappingProxyType({"app": "orders"})
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("request-C")
-    try:
-        channel.basic_publish("", queue_name, b"x", pika.BasicProperties(headers=shared))
-    finally:
-        correlation.reset_correlation_id(token)
+    _publish_in_request(
+        channel, queue_name, b"x", "request-C", pika.BasicProperties(headers=shared)
+    )
     _, properties, _ = channel.basic_get(queue_name, auto_ack=True)
     connection.close()
 
@@ -780,14 +768,11 @@ def test_a_request_finding_the_queue_empty_keeps_its_own_ids(amqp_url, queue_nam
     from werkzeug.test import Client
 
     import tracekit
-    from tracekit import correlation
     from tracekit.wsgi import TracekitMiddleware
 
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("job-1")
-    channel.basic_publish("", queue_name, b"job-1")
-    correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"job-1", "job-1")
     seen: list[tuple[str | None, int]] = []
 
     def next_job(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -842,14 +827,11 @@ def test_a_poll_inside_a_span_of_its_own_finding_nothing_keeps_both_ids_right(
     from opentelemetry import trace
 
     import tracekit
-    from tracekit import correlation
 
     tracer = trace.get_tracer("poller")
     connection = _connection(amqp_url)
     channel = connection.channel()
-    token = correlation.set_correlation_id("job-2")
-    channel.basic_publish("", queue_name, b"job-2")
-    correlation.reset_correlation_id(token)
+    _publish_in_request(channel, queue_name, b"job-2", "job-2")
     seen: list[tuple[str | None, bool]] = []
     for cycle in ("first", "second"):
         with tracer.start_as_current_span(f"cycle {cycle}") as span:
