@@ -117,12 +117,12 @@ def _create_private_folders(folder: Path) -> None:
 def open_reader(path: Path) -> sqlite3.Connection:
     """A connection for reading only; never creates the file (``FileNotFoundError`` if absent).
 
-    Reading needs no write access. In a folder this user may not write, SQLite cannot create
-    the WAL's index (``-shm``); when there is no ``-wal`` file either, no writer has the store
-    open and every commit is in the file, which is then read as immutable (without locks: a
-    writer that starts meanwhile could only disturb that one read). Opened ``rw`` otherwise
-    (SQLite falls back to reading a file it may not write), so that the last connection to
-    close removes the WAL files.
+    Reading needs no write access. In a folder this user may not write, or on a read-only file
+    system, SQLite cannot create the WAL's index (``-shm``); when there is no ``-wal`` file
+    either, no writer has the store open and every commit is in the file, which is then read as
+    immutable (without locks: a writer that starts meanwhile could only disturb that one read).
+    Opened ``rw`` otherwise (SQLite falls back to reading a file it may not write), so that the
+    last connection to close removes the WAL files.
     """
     if not path.is_file():
         raise FileNotFoundError(str(path))
@@ -132,11 +132,16 @@ def open_reader(path: Path) -> sqlite3.Connection:
         schema_version(conn)  # the first read opens the WAL
     except sqlite3.OperationalError as error:
         conn.close()
-        if error.sqlite_errorname != "SQLITE_READONLY_DIRECTORY" or _has_wal(file):
+        if error.sqlite_errorname not in _NO_SHM_HERE or _has_wal(file):
             raise
         conn = _connect(f"{file.as_uri()}?mode=ro&immutable=1", uri=True)
     conn.execute("PRAGMA query_only = 1")
     return conn
+
+
+# SQLite's words for "cannot make the -shm file": in a folder this user may not write
+# (EACCES), and on a read-only file system (EROFS: a backup mounted read-only, a ':ro' volume).
+_NO_SHM_HERE = ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN")
 
 
 def _has_wal(file: Path) -> bool:

@@ -1,0 +1,57 @@
+"""The CLI reads a store on a read-only file system (a backup mounted read-only, a volume
+shared ``:ro`` into an operator's container).
+
+The mount is made in a private mount namespace (``unshare -m``), so it needs root; elsewhere
+the test is skipped (and fails in CI, where it runs as root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conditions import need
+
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+
+NOW = 1_700_000_000 * 10**9
+CLI = f"{shlex.quote(sys.executable)} -c 'from tracekit_cli.main import main; main()'"
+
+
+def _request(n: int) -> SpanRecord:
+    return SpanRecord(f"{n:032x}", f"{n:016x}", None, "svc", f"GET /{n}", "SERVER", NOW + n,
+                      NOW + n + 1_000, attributes={"correlation.id": f"req-{n}"})  # fmt: skip
+
+
+def _search_on_read_only_mount(folder: Path) -> subprocess.CompletedProcess[str]:
+    """``tracekit search`` with ``folder`` remounted read-only, in a namespace of its own."""
+    need(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare(1)")
+    place = shlex.quote(str(folder))
+    script = (
+        f"mount --bind {place} {place} && mount -o remount,bind,ro {place}"
+        f" && {CLI} search --store {place}/t.db --format json"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_search_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """Before: 'store ...: unable to open database file' and exit 2. SQLite could not make the
+    WAL's -shm file there, and a read-only file system says so otherwise than a folder the
+    user may not write (EROFS, not EACCES)."""
+    with Store(tmp_path / "t.db") as store:
+        store.write_spans([_request(1)])
+
+    result = _search_on_read_only_mount(tmp_path)
+
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    requests = json.loads(result.stdout)["requests"]
+    assert [r["correlation_id"] for r in requests] == ["req-1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]
