@@ -278,6 +278,25 @@ def test_retention_ends_on_a_store_that_cannot_give_space_back(tmp_path: Path) -
     store.close()
 
 
+def test_a_pass_that_met_a_long_read_shrinks_the_file_at_the_next_pass(tmp_path: Path) -> None:
+    """A read during the pass (a slow ``tracekit search``) kept its checkpoint from copying the
+    shrunk store back into the file. Later passes found no free page and never checkpointed:
+    an idle collector's file stayed over ``--max-size`` (2.8 MB of 1 MB) until spans came."""
+    path = tmp_path / "idle.db"
+    store = _filled(path)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM spans").fetchone()
+        store.apply_retention(Retention(max_bytes=1_000_000))
+        reader.execute("COMMIT")
+    assert path.stat().st_size > 2_000_000  # the checkpoint could not shrink it yet
+
+    store.apply_retention(Retention(max_bytes=1_000_000))
+
+    assert path.stat().st_size <= 1_000_000
+    store.close()
+
+
 def test_size_retention_deletes_the_oldest_records_spans_and_logs_alike(tmp_path: Path) -> None:
     """A store of mostly logs, a few percent over ``--max-size``'s 90%: the oldest few percent
     of the hour go, spans and logs alike (before: every span, the newest included)."""

@@ -97,21 +97,21 @@ def steps(
 def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
     """Give the free pages back to the file system a few MB per transaction (yielding 0 after
     each), then checkpoint so that the file itself shrinks."""
-    vacuumed = False
     free = _free_pages(conn)
     while free > 0:
         # executescript steps the pragma to its end: execute() steps a statement that returns
         # no columns once, and incremental_vacuum frees one page per step.
         retry_busy(lambda: conn.executescript("PRAGMA incremental_vacuum(2048)"))
-        vacuumed = True
         yield 0
         # A file whose auto_vacuum is not INCREMENTAL (made by an older tracekit in a file that
         # held a table before) gives nothing back: its free pages are only reused.
         free, before = _free_pages(conn), free
         if free >= before:
             break
-    if vacuumed:  # the file itself shrinks when the WAL is copied back into it
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    # The file itself shrinks when the WAL is copied back into it. Every pass asks, not only
+    # one that vacuumed: a reader's snapshot may have held the last pass's copy back, and an
+    # idle store has no writes whose automatic checkpoints would finish it.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _free_pages(conn: sqlite3.Connection) -> int:
