@@ -297,6 +297,34 @@ def test_a_pass_that_met_a_long_read_shrinks_the_file_at_the_next_pass(tmp_path:
     store.close()
 
 
+def test_a_wal_grown_behind_a_long_read_is_emptied_by_the_next_pass(tmp_path: Path) -> None:
+    """While a read holds its snapshot, every commit lands in the WAL, which grows past the
+    64 MB the docs promise; SQLite cuts it back only at a write after a checkpoint, so on a
+    collector that then received nothing, 100 MB of WAL stayed beside the store for good."""
+    path = tmp_path / "wal.db"
+    store = Store(path)
+    payload = {"payload": "w" * 16_000}
+    store.create()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM spans").fetchone()
+        for n in range(6_000):  # 96 MB, in 60 commits
+            if n % 100 == 0:
+                batch: list[SpanRecord] = []
+            batch.append(span(f"{n + 1:032x}", f"{n + 1:016x}", attributes=payload))
+            if len(batch) == 100:
+                store.write_spans(batch)
+        reader.execute("COMMIT")
+    wal = tmp_path / "wal.db-wal"
+    assert wal.stat().st_size > 90_000_000
+
+    store.apply_retention(Retention(max_age_ns=10**18), now_ns=10**18)  # deletes nothing
+
+    assert wal.stat().st_size <= 64 * 2**20
+    assert store.count_spans() == 6_000
+    store.close()
+
+
 def test_size_retention_deletes_the_oldest_records_spans_and_logs_alike(tmp_path: Path) -> None:
     """A store of mostly logs, a few percent over ``--max-size``'s 90%: the oldest few percent
     of the hour go, spans and logs alike (before: every span, the newest included)."""

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tracekit.store._connection import retry_busy
+from tracekit.store._connection import BUSY_TIMEOUT_MS, retry_busy
 from tracekit.store._reclaim import string_heavy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
@@ -111,7 +111,21 @@ def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
     # The file itself shrinks when the WAL is copied back into it. Every pass asks, not only
     # one that vacuumed: a reader's snapshot may have held the last pass's copy back, and an
     # idle store has no writes whose automatic checkpoints would finish it.
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    _checkpoint_without_waiting(conn)
+
+
+def _checkpoint_without_waiting(conn: sqlite3.Connection) -> None:
+    """Copy the WAL back into the file, and empty the WAL if no one is using it just now.
+
+    A WAL that grew behind a long read is otherwise cut back (to journal_size_limit) only by
+    a later write. Without a busy timeout, TRUNCATE never waits for the writer or a reader: it
+    then copies what it can, as PASSIVE does, and the next pass tries again.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def _free_pages(conn: sqlite3.Connection) -> int:
