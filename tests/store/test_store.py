@@ -185,6 +185,18 @@ def test_a_store_written_by_an_older_tracekit_is_read_as_it_is(tmp_path: Path) -
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
 
 
+def test_a_store_removed_while_open_is_not_written_blind(tmp_path: Path) -> None:
+    """Before: the write succeeded into the deleted file, which no reader could find."""
+    store = Store(tmp_path / "gone.db")
+    store.write_spans([span(T1, "1" * 16)])
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+
+    with pytest.raises(sqlite3.OperationalError, match="removed or replaced while open"):
+        store.write_spans([span(T2, "2" * 16)])
+    store.close()
+
+
 def test_bad_ids_are_refused_before_anything_is_written(store: Store) -> None:
     with pytest.raises(ValueError, match="span id"):
         store.write_spans([span(T1, "1" * 16), span(T1, "nothex")])

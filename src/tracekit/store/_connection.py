@@ -81,6 +81,19 @@ def _check_writable(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
+class StoreRemovedError(sqlite3.OperationalError):
+    """The store file was removed, or replaced by another, while a writer had it open."""
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (None when there is none)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def create_private(path: Path) -> None:
     """Create ``path`` (empty: SQLite makes it a database) 0600 and missing folders 0700.
 

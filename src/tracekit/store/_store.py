@@ -16,7 +16,13 @@ from typing import TypeVar
 
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 from tracekit.store import _reclaim, _retention
-from tracekit.store._connection import one_line, open_reader, open_writer
+from tracekit.store._connection import (
+    StoreRemovedError,
+    file_identity,
+    one_line,
+    open_reader,
+    open_writer,
+)
 from tracekit.store._interner import Interner
 from tracekit.store._limits import bounded_log
 from tracekit.store._paths import default_store_path
@@ -61,6 +67,7 @@ class Store:
         self._encode_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._writer: StoreWriter | None = None
+        self._writer_file: tuple[int, int] | None = None  # the file the writer opened
         self._reader: StoreReader | None = None
         self._encoder: RowEncoder | None = None
         self._encoder_lock = threading.Lock()
@@ -102,7 +109,18 @@ class Store:
         """Store rows built by ``encoder`` (and log records) in one transaction."""
         logs = [bounded_log(record) for record in logs]
         with self._write_lock:
-            self._writer_side().write(spans, logs)
+            writer = self._writer_side()
+            self._check_still_at_path()
+            writer.write(spans, logs)
+
+    def _check_still_at_path(self) -> None:
+        """Refuse to write into a file that is no longer at ``path`` (removed, or replaced by
+        another): no reader could find what it holds, and it is gone once closed."""
+        if file_identity(self.path) != self._writer_file:
+            raise StoreRemovedError(
+                "the store file was removed or replaced while open; restart the collector or"
+                f" service to write a new one: {self.path}"
+            )
 
     @property
     def encoder(self) -> RowEncoder:
@@ -165,6 +183,7 @@ class Store:
     def _writer_side(self) -> StoreWriter:
         if self._writer is None:
             self._writer = StoreWriter(open_writer(self.path))
+            self._writer_file = file_identity(self.path)
         return self._writer
 
     # -- reading (SpanSource) --------------------------------------------------------------------
