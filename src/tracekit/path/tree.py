@@ -164,12 +164,15 @@ def _attach_orphans(
     by_trace: dict[str, list[PathSpan]] = {}
     for node in nodes.values():
         by_trace.setdefault(node.record.trace_id, []).append(node)
+    # the roots stay the same while orphans are placed: found once per trace, not per orphan
+    roots = {trace_id: _first_root(trace) for trace_id, trace in by_trace.items()}
     scans: dict[str, int] = {}
     for orphan in sorted(orphans, key=_start_order):
         trace_id = orphan.record.trace_id
         scans[trace_id] = scans.get(trace_id, 0) + 1
         scan = scans[trace_id] <= MAX_ORPHAN_SCANS
-        host = _host_for_orphan(orphan, by_trace[trace_id], scan)
+        scanned = by_trace[trace_id] if scan else []
+        host = _enclosing(orphan, scanned) or roots[trace_id]
         missing = orphan.record.parent_span_id
         if host is None:
             warnings.append(f"parent span missing for {orphan.label()}: parent {missing}")
@@ -181,25 +184,36 @@ def _attach_orphans(
         )
 
 
-def _host_for_orphan(orphan: PathSpan, trace: list[PathSpan], scan: bool) -> PathSpan | None:
-    """The smallest span of the trace enclosing the orphan in time, else the trace's root (a
-    span that never had a parent: another orphan not yet placed is no root of the trace)."""
-    if scan:
-        enclosing = [
-            n
-            for n in trace
-            if n.start_unix_nano <= orphan.start_unix_nano
-            and n.end_unix_nano >= orphan.end_unix_nano
-            and not would_cycle(orphan, n)
-        ]
-        if enclosing:
-            return min(enclosing, key=lambda n: n.end_unix_nano - n.start_unix_nano)
-    roots = [
+def _enclosing(orphan: PathSpan, trace: list[PathSpan]) -> PathSpan | None:
+    """The smallest span of ``trace`` enclosing the orphan in time, if any."""
+    # its own subtree, gathered once: asking each enclosing span for its ancestors made a deep
+    # chain (a recursion thousands of levels deep) quadratic in its depth for every orphan
+    below = _subtree(orphan) if trace else set()
+    enclosing = [
         n
         for n in trace
-        if n.parent is None and not n.record.parent_span_id and not would_cycle(orphan, n)
+        if n.start_unix_nano <= orphan.start_unix_nano
+        and n.end_unix_nano >= orphan.end_unix_nano
+        and n not in below
     ]
-    return min(roots, key=_start_order) if roots else None
+    return min(enclosing, key=lambda n: n.end_unix_nano - n.start_unix_nano, default=None)
+
+
+def _first_root(trace: list[PathSpan]) -> PathSpan | None:
+    """The trace's earliest span that never had a parent (an orphan is none, placed or not)."""
+    roots = [n for n in trace if n.parent is None and not n.record.parent_span_id]
+    return min(roots, key=_start_order, default=None)
+
+
+def _subtree(top: PathSpan) -> set[PathSpan]:
+    """``top`` and every span below it (iteratively: paths run deep)."""
+    found: set[PathSpan] = set()
+    stack = [top]
+    while stack:
+        node = stack.pop()
+        found.add(node)
+        stack.extend(node.children)
+    return found
 
 
 def preorder(roots: list[PathSpan]) -> list[PathSpan]:
