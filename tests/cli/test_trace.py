@@ -86,6 +86,37 @@ def test_a_narrow_terminal_wraps_queue_waits_and_errors_under_their_span(store: 
     assert lines[at + 5].startswith(guides + "│ 22:13:20.070 INFO chargin")
 
 
+@pytest.mark.parametrize("columns", [40, 64, 100])
+def test_a_narrow_terminal_folds_long_words_instead_of_cutting_them(
+    tmp_path: Path, columns: int
+) -> None:
+    """The rich view cut a word longer than the line at the edge: at 40 columns the request's
+    correlation ID (what the user copies) lost its last 38 characters, an error's URL its
+    path, a span name in wide characters its end. Such a word now folds onto the next lines,
+    never mid-character, so every line fits and nothing is lost."""
+    from rich.cells import cell_len
+
+    correlation_id = "req-" + "7f3a9c" * 20
+    url = "https://payments.internal.example.com/v1/charges/ch_1234567890abcdefghij"
+    wide = "处理订单处理订单处理订单处理订单处理订单"
+    t = Topology(correlation_id)
+    root = t.span("gateway", "POST /pay", "SERVER", 0, 100, status="ERROR",
+                  message=f"upstream {url} failed")  # fmt: skip
+    t.span("支付服务", wide, "INTERNAL", 20, 30, parent_span_id="00000000deadbeef",
+           trace_id=root.trace_id)  # fmt: skip
+    db = write_store(tmp_path / "long-words.db", t)
+    code, out, _ = run("trace", correlation_id, "--store", str(db), "--format", "rich",
+                       env={"COLUMNS": str(columns), "NO_COLOR": "1"})  # fmt: skip
+    lines = out.splitlines()
+    assert code == 0 and max(cell_len(line) for line in lines) <= columns
+    # the words as they read, wherever the lines broke (and without the tree's guides)
+    unfolded = "".join(out.replace("│", " ").split())
+    assert f"request{correlation_id}" in unfolded
+    assert f"upstream{url}failed" in unfolded  # the note under the span and the footer
+    assert unfolded.count(url) == 2
+    assert f"'{wide}'" in unfolded  # the warning naming the orphan's host
+
+
 def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
     assert "path: web -> api -> worker -> ledger" in out

@@ -14,13 +14,13 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.cells import cell_len, set_cell_size
+from rich.cells import cell_len, chop_cells, set_cell_size
 from rich.color import ColorSystem
 from rich.style import Style
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
-from tracekit_cli.options import one_line
+from tracekit_cli.options import MAX_ID_CHARS, one_line
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -44,6 +44,7 @@ Line = list[Piece]
 MAX_FOOTER_HOPS = 40  # a terminal summary; text and JSON list every hop
 TIMING_WIDTH = 20  # "+offset duration " before the tree
 WRAP_INDENT = "    "
+MIN_NOTE_ROOM = 16  # cells a wrapped note needs beside its guides, else it drops them
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
 _WORDS = re.compile(r"\s+|\S+")
@@ -125,7 +126,7 @@ def _header(path: Path, colours: dict[str, str]) -> list[Line]:
     route: Line = [("path: ", "")]
     for i, service in enumerate(path.services):
         route += [(" → " if i else "", ""), (one_line(service, 40), colours.get(service, ""))]
-    title = one_line(path.correlation_id or path.query, 120)
+    title = one_line(path.correlation_id or path.query, MAX_ID_CHARS)  # whole: it is copied
     return [[("request " + title, "bold")], [(summary_line(path, " · "), "dim")], route]
 
 
@@ -135,21 +136,31 @@ def wrap(line: Line, width: int, indent: tuple[str, str] = (WRAP_INDENT, "")) ->
         return [line]
     out: list[Line] = [[]]
     used, indented = 0, cell_len(indent[0])
+    room = max(width - indented, 1)
     for text, style in line:
         for word in _WORDS.findall(text):
-            size = cell_len(word)
-            if used + size > width and used > indented:
-                if word.isspace():
-                    continue  # the break itself
-                _strip_end(out[-1])
-                out.append([indent])
-                used = indented
-            if size > width - used:  # a word longer than the line: cut it
-                size = max(width - used, 1)
-                word = set_cell_size(word, size)
-            _append(out[-1], word, style)
-            used += size
+            for part in _fold(word, room):
+                size = cell_len(part)
+                if used + size > width and used > indented:
+                    if part.isspace():
+                        continue  # the break itself
+                    _strip_end(out[-1])
+                    out.append([indent])
+                    used = indented
+                if part.isspace() and size > width - used:  # padding: shortening loses nothing
+                    size = max(width - used, 0)
+                    part = set_cell_size(part, size)
+                _append(out[-1], part, style)
+                used += size
     return out
+
+
+def _fold(word: str, room: int) -> list[str]:
+    """A word longer than a line, in pieces that each fit one: an ID, a URL or a name in wide
+    characters continues on the next line instead of being cut short (never mid-character)."""
+    if word.isspace() or cell_len(word) <= room:
+        return [word]
+    return chop_cells(word, room)
 
 
 def _strip_end(line: Line) -> None:
@@ -212,6 +223,8 @@ class _SpanLines:
         lines: list[Line] = []
         for pad, text, wraps in _notes(row):
             pad = " " * TIMING_WIDTH + _keep_right(pad, self.guides_width + 5)  # as its row
+            if wraps and self.width - cell_len(pad) < MIN_NOTE_ROOM:
+                pad = WRAP_INDENT  # too narrow for the guides: the note keeps room for its words
             line = [(pad, "dim"), *text]
             if wraps:
                 lines += wrap(line, self.width, (pad + "  ", "dim"))
