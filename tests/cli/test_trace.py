@@ -117,6 +117,34 @@ def test_a_narrow_terminal_folds_long_words_instead_of_cutting_them(
     assert f"'{wide}'" in unfolded  # the warning naming the orphan's host
 
 
+@pytest.mark.parametrize("columns", [64, 100, 160])
+def test_a_span_named_in_wide_characters_keeps_its_waterfall_bar(
+    tmp_path: Path, columns: int
+) -> None:
+    """The rich view fitted a span's name to its column by counting characters: a name in
+    Chinese, two cells a character, pushed the row past the terminal's edge and its waterfall
+    bar was cropped away. The name is now fitted by cells, closed by '…', and the bar stands
+    in its lane like every other row's."""
+    from rich.cells import cell_len
+
+    t = Topology("req-wide")
+    root = t.span("gateway", "POST /pay", "SERVER", 0, 100)
+    t.span("支付服务", "处理订单" * 12, "INTERNAL", 20, 30, root)
+    db = write_store(tmp_path / "wide.db", t)
+    code, out, _ = run("trace", "req-wide", "--store", str(db), "--format", "rich",
+                       env={"COLUMNS": str(columns), "NO_COLOR": "1"})  # fmt: skip
+    rows = [
+        line
+        for line in out.splitlines()
+        if " ms " in line and ("gateway" in line or "支付服务" in line)
+    ]
+    assert code == 0 and len(rows) == 2
+    lane = max(10, columns // 4)
+    bar_at = [cell_len(row[: row.index("█")]) for row in rows]
+    assert bar_at == [columns - lane, columns - lane + lane // 5]  # it started at 20 of 100 ms
+    assert "…" in rows[1] and max(cell_len(row) for row in rows) <= columns
+
+
 def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
     assert "path: web -> api -> worker -> ledger" in out

@@ -239,8 +239,8 @@ class _SpanLines:
         marker = "◆ " if row.critical else "  "
         room = self.label_width - len(guides) - len(marker)
         service = _fit(row.service, max(room, 1))
-        name = _fit(" " + row.name, max(room - len(service), 0))
-        pad = " " * max(room - len(service) - len(name), 0)
+        name = _fit(" " + row.name, max(room - _cells(service), 0))
+        pad = " " * max(room - _cells(service) - _cells(name), 0)
         start, length = bar_span(row, self.path.duration_ms, self.lane)
         return [
             (f"{'+' + format_ms(row.offset_ms):>9} ", "dim"),
@@ -255,7 +255,15 @@ class _SpanLines:
 
 
 def _fit(text: str, room: int) -> str:
-    return text if len(text) <= room else text[: max(room - 1, 0)] + "…"[: max(room, 0)]
+    """``text`` in at most ``room`` cells, closed by '…' when cut (a wide character takes two
+    cells: counting characters pushed the waterfall bar off the row)."""
+    if _cells(text) <= room:
+        return text
+    return set_cell_size(text, room - 1) + "…" if room > 0 else ""
+
+
+def _cells(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)  # the common case, at C speed
 
 
 _GUIDES: dict[tuple[bool, ...], str] = {}
