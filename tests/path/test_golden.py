@@ -317,6 +317,32 @@ def test_orphans_inside_a_ten_thousand_deep_chain_are_placed_in_seconds() -> Non
     assert {s.parent.record.span_id for s in lost if s.parent} == {parent.span_id}
 
 
+def test_a_pull_consumer_whose_process_span_links_hangs_under_the_message() -> None:
+    """A pull consumer (Kafka, SQS) starts a trace at its "receive" span; the "process" span
+    below it links to the message. Only a trace root's own links placed a trace, so the
+    worker's trace stood beside the request: on a clock 500 ms behind, the request seemed
+    to start in the worker, no skew was fixed and the hop took -460 ms. The receive now
+    hangs under the producer its process span links to."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 100)
+    producer = t.publish(root, "orders", 10, 20)
+    t.new_trace()
+    receive = t.span("worker", "receive orders", "CONSUMER", -480, -440, correlated=False)
+    process = t.consume("worker", "orders", -470, -450, receive, links=[producer],
+                        correlated=False)  # fmt: skip
+    path = run(t)
+    placed = {s.record.span_id: s for s in path.spans}
+    assert placed[receive.span_id].parent is placed[producer.span_id]
+    assert path.services == ["shop", "worker"]
+    assert (path.start_unix_nano - T0) / MS == 0.0 and path.duration_ms == 100.0
+    assert [(s.record.name, s.depth) for s in path.spans] == [
+        ("POST /order", 0), ("publish orders", 1), ("receive orders", 2), ("process orders", 3),
+    ]  # fmt: skip
+    assert [(h.from_span_id, h.to_span_id, h.latency_ms) for h in path.hops] == [
+        (producer.span_id, process.span_id, 40.0)  # publish start 10 -> process end 50
+    ]
+
+
 def test_unknown_id_is_not_found_and_empty_records_build_nothing() -> None:
     assert reconstruct(MemorySource(checkout().spans), "no-such-request") is None
     assert reconstruct(MemorySource([]), "0" * 32) is None

@@ -2,10 +2,11 @@
 
 A request's spans come from several traces (a queue hop may start a new one) and some parents may
 be missing (a service in the middle exported nothing). Every span still gets a place: a trace root
-that links to known spans (a batch consumer) hangs under the message it waited for, the one that
-arrived last; a span whose parent is missing hangs under the smallest known span of its trace that
-encloses it in time, else under its trace's root, with a warning. The tree is built from recorded
-times, before any clock-skew adjustment (which needs the tree).
+that links to known spans (a batch consumer), or whose trace's spans below it do (a pull
+consumer's "receive" root over the "process" span that links), hangs under the message it waited
+for, the one that arrived last; a span whose parent is missing hangs under the smallest known
+span of its trace that encloses it in time, else under its trace's root, with a warning. The tree
+is built from recorded times, before any clock-skew adjustment (which needs the tree).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tracekit.path.model import (
     ATTACHED_BY_PARENT,
     PathSpan,
 )
-from tracekit.records import SpanRecord
+from tracekit.records import SpanLink, SpanRecord
 
 __all__ = [
     "MAX_ORPHAN_SCANS",
@@ -138,13 +139,28 @@ def _start_order(node: PathSpan) -> tuple[int, str]:
 
 
 def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> None:
-    """A trace root that links to known spans hangs under the message it waited for."""
-    targets = [nodes.get((link.trace_id, link.span_id)) for link in node.record.links]
+    """A trace root that links to known spans (or whose trace's spans below it do) hangs under
+    the message it waited for."""
+    targets = [nodes.get((link.trace_id, link.span_id)) for link in _links_of_trace(node)]
     known = [t for t in targets if t is not None and t.record.trace_id != node.record.trace_id]
     for target in sorted(known, key=lambda t: arrival(t, node), reverse=True):
         if not would_cycle(node, target):
             attach(node, target, ATTACHED_BY_LINK)
             return
+
+
+def _links_of_trace(root: PathSpan) -> list[SpanLink]:
+    """The root's links; without any, those of its trace's spans below it: a pull consumer's
+    "receive" root over the "process" span that links to the message it took."""
+    if root.record.links:
+        return root.record.links
+    links: list[SpanLink] = []
+    stack = [root]
+    while stack:  # within the root's trace: another trace hung below has a place already
+        node = stack.pop()
+        links.extend(node.record.links)
+        stack.extend(c for c in node.children if c.record.trace_id == root.record.trace_id)
+    return links
 
 
 def arrival(sender: PathSpan, receiver: PathSpan) -> tuple[int, int]:
