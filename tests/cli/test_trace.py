@@ -145,6 +145,30 @@ def test_a_span_named_in_wide_characters_keeps_its_waterfall_bar(
     assert "…" in rows[1] and max(cell_len(row) for row in rows) <= columns
 
 
+def test_a_fan_out_under_a_parent_never_exported_is_one_warning_per_span_then_a_count(
+    tmp_path: Path,
+) -> None:
+    """A batch job's root was never exported and its 2,000 children each said so: 2,000
+    warnings after the tree in every view and in JSON. The first 20 are still named, then
+    one line counts the rest; every span is still shown, with its parent id in JSON."""
+    t = Topology("req-fan")
+    for i in range(2000):
+        t.span("worker", f"item {i}", "INTERNAL", i, i + 1, parent_span_id="00000000deadbeef")
+    db = write_store(tmp_path / "fan.db", t)
+    code, out, _ = run("trace", "req-fan", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and len(doc["spans"]) == 2000
+    assert {s["parent_span_id"] for s in doc["spans"]} == {"00000000deadbeef"}
+    missing = [w for w in doc["warnings"] if w.startswith("parent span missing")]
+    assert len(missing) == 21
+    assert missing[0].startswith("parent span missing for worker 'item 0' (")
+    assert missing[-1] == "parent span missing for 1980 more spans"
+    _, text, _ = run("trace", "req-fan", "--store", str(db), "--format", "text")
+    footer = text[text.index("\nwarnings:\n") :].splitlines()
+    assert footer[-1] == "  parent span missing for 1980 more spans"
+    assert sum("parent span missing" in line for line in footer) == 21
+
+
 def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
     assert "path: web -> api -> worker -> ledger" in out

@@ -24,6 +24,7 @@ from tracekit.records import SpanLink, SpanRecord
 
 __all__ = [
     "MAX_ORPHAN_SCANS",
+    "MAX_ORPHAN_WARNINGS",
     "Key",
     "arrival",
     "attach",
@@ -38,6 +39,7 @@ Key = tuple[str, str]
 # Looking for an enclosing span scans the orphan's trace; past this many orphans in one trace the
 # rest go straight under the trace root so a badly broken trace cannot make the engine quadratic.
 MAX_ORPHAN_SCANS = 64
+MAX_ORPHAN_WARNINGS = 20  # one per orphan, then a count
 
 
 def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key, PathSpan]:
@@ -183,21 +185,30 @@ def _attach_orphans(
     # the roots stay the same while orphans are placed: found once per trace, not per orphan
     roots = {trace_id: _first_root(trace) for trace_id, trace in by_trace.items()}
     scans: dict[str, int] = {}
+    notes: list[str] = []
     for orphan in sorted(orphans, key=_start_order):
         trace_id = orphan.record.trace_id
         scans[trace_id] = scans.get(trace_id, 0) + 1
         scan = scans[trace_id] <= MAX_ORPHAN_SCANS
         scanned = by_trace[trace_id] if scan else []
         host = _enclosing(orphan, scanned) or roots[trace_id]
-        missing = orphan.record.parent_span_id
+        missing = f"parent span missing for {orphan.label()}: parent {orphan.record.parent_span_id}"
         if host is None:
-            warnings.append(f"parent span missing for {orphan.label()}: parent {missing}")
+            notes.append(missing)
             continue
         attach(orphan, host, ATTACHED_AS_ORPHAN)
-        warnings.append(
-            f"parent span missing for {orphan.label()}: parent {missing}; "
-            f"attached under {host.label()}"
-        )
+        notes.append(f"{missing}; attached under {host.label()}")
+    warnings.extend(_bounded_orphan_notes(notes))
+
+
+def _bounded_orphan_notes(notes: list[str]) -> list[str]:
+    """The first ``MAX_ORPHAN_WARNINGS`` notes, then how many more: the 10,000 children of a
+    span never exported must not bury the path under 10,000 warnings (``--format json`` still
+    gives each span's parent id)."""
+    if len(notes) <= MAX_ORPHAN_WARNINGS:
+        return notes
+    more = len(notes) - MAX_ORPHAN_WARNINGS
+    return [*notes[:MAX_ORPHAN_WARNINGS], f"parent span missing for {more} more spans"]
 
 
 def _enclosing(orphan: PathSpan, trace: list[PathSpan]) -> PathSpan | None:
