@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from trace_topologies import MS, T0, MemorySource, Topology, checkout
 
-from tracekit.path import Path, build_path, load_schema, reconstruct
+from tracekit.path import Path, build_path, load_schema, reconstruct, service_map
 
 
 def run(t: Topology, query: str | None = None, **options: bool) -> Path:
@@ -341,6 +341,30 @@ def test_a_pull_consumer_whose_process_span_links_hangs_under_the_message() -> N
     assert [(h.from_span_id, h.to_span_id, h.latency_ms) for h in path.hops] == [
         (producer.span_id, process.span_id, 40.0)  # publish start 10 -> process end 50
     ]
+
+
+def test_a_call_through_internal_spans_is_still_a_hop_and_a_service_map_edge() -> None:
+    """A client library's span for one attempt, or a proxy's own span in the server, stands
+    between the CLIENT span and the SERVER span it reached. Only a SERVER whose parent is the
+    CLIENT counted: the path listed "api" with no hop into it and the service map had no
+    gateway -> api edge. The hop now looks through INTERNAL spans to the client."""
+    t = Topology()
+    root = t.span("gateway", "GET /order", "SERVER", 0, 100)
+    first = t.span("gateway", "GET /stock", "CLIENT", 10, 40, root)
+    attempt = t.span("gateway", "attempt 1", "INTERNAL", 11, 39, first)
+    stock = t.span("stock", "GET /stock", "SERVER", 12, 38, attempt)
+    second = t.span("gateway", "GET /price", "CLIENT", 50, 90, root)
+    ingress = t.span("price", "ingress", "INTERNAL", 52, 88, second)
+    price = t.span("price", "GET /price", "SERVER", 53, 87, ingress)
+    same = t.span("price", "INTERNAL call", "INTERNAL", 60, 70, price)
+    t.span("price", "GET /self", "SERVER", 61, 69, same)  # one service: no hop
+    path = run(t)
+    assert [(h.from_span_id, h.to_span_id, h.type, h.latency_ms) for h in path.hops] == [
+        (first.span_id, stock.span_id, "http", 30.0),
+        (second.span_id, price.span_id, "http", 40.0),
+    ]
+    edges = {(e.from_service, e.to_service, e.type, e.calls) for e in service_map(t.spans)}
+    assert edges == {("gateway", "stock", "http", 1), ("gateway", "price", "http", 1)}
 
 
 def test_unknown_id_is_not_found_and_empty_records_build_nothing() -> None:

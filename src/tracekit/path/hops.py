@@ -1,25 +1,28 @@
 """Hops between services: HTTP client -> server, and producer -> consumer through a queue.
 
 An HTTP hop is a CLIENT span with a SERVER child in another service (an RPC such as gRPC too,
-named by its ``rpc.system`` and method). A queue hop is a PRODUCER (or a messaging CLIENT
-"send") span and a CONSUMER span that is its child or links to it; a batch consumer makes one
-hop per message it links to. Latency is what the sending side experienced for
-HTTP (the client span) and publish start -> handler end for messaging; queue wait is
-consumer start - producer end.
+named by its ``rpc.system`` and method), or a SERVER descendant through INTERNAL spans only. A
+queue hop is a PRODUCER (or a messaging CLIENT "send") span and a CONSUMER span that is its child
+or links to it; a batch consumer makes one hop per message it links to. Latency is what the
+sending side experienced for HTTP (the client span) and publish start -> handler end for
+messaging; queue wait is consumer start - producer end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tracekit import semconv
 from tracekit.path.conventions import text, url_path
 from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
-__all__ = ["Key", "find_hops", "hop_type", "make_hop"]
+__all__ = ["MAX_SPANS_BETWEEN", "Key", "calling_span", "find_hops", "hop_type", "make_hop"]
 
 Key = tuple[str, str]
+
+# INTERNAL spans looked through between a CLIENT span and the SERVER span that answered it
+MAX_SPANS_BETWEEN = 8
 
 
 def hop_type(sender: SpanRecord, receiver: SpanRecord) -> str | None:
@@ -89,14 +92,38 @@ def find_hops(ordered: list[PathSpan], nodes: dict[Key, PathSpan]) -> list[Hop]:
     return list(found.values())
 
 
+def calling_span(
+    server: SpanRecord, parent_of: Callable[[SpanRecord], SpanRecord | None]
+) -> SpanRecord | None:
+    """The CLIENT span a SERVER span answered through INTERNAL spans between them (a client
+    library's span for one attempt, a proxy's own span), when its parent is one of those."""
+    step = parent_of(server) if server.kind == "SERVER" else None
+    if step is None or step.kind != "INTERNAL":
+        return None  # no span between: the parent itself is the caller, if any
+    for _ in range(MAX_SPANS_BETWEEN):
+        step = parent_of(step)
+        if step is None or step.kind != "INTERNAL":
+            break
+    return step if step is not None and hop_type(step, server) == "http" else None
+
+
 def _senders(node: PathSpan, nodes: dict[Key, PathSpan]) -> Iterable[PathSpan]:
-    """The span's real parent and every known span it links to."""
+    """The span's real parent (or the client it answered through INTERNAL spans) and every
+    known span it links to."""
     record = node.record
     if record.parent_span_id:
         parent = nodes.get((record.trace_id, record.parent_span_id))
         if parent is not None:
             yield parent
+        caller = calling_span(record, lambda r: _parent_record(r, nodes))
+        if caller is not None:
+            yield nodes[(caller.trace_id, caller.span_id)]
     for link in record.links:
         target = nodes.get((link.trace_id, link.span_id))
         if target is not None:
             yield target
+
+
+def _parent_record(record: SpanRecord, nodes: dict[Key, PathSpan]) -> SpanRecord | None:
+    parent = nodes.get((record.trace_id, record.parent_span_id or ""))
+    return parent.record if parent is not None else None

@@ -1,7 +1,8 @@
 """The service map: who calls whom, how often, how often it fails, how long it takes.
 
 Edges come from the same pairs the path engine calls hops (HTTP client -> server child in another
-service; producer -> consumer by parent or link), aggregated over a window of spans.
+service, or a descendant through INTERNAL spans; producer -> consumer by parent or link),
+aggregated over a window of spans.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracekit.path.hops import hop_type
+from tracekit.path.hops import calling_span, hop_type
 from tracekit.records import SpanRecord
 
 __all__ = ["ServiceEdge", "percentile", "service_map"]
@@ -76,7 +77,8 @@ def _senders(receiver: SpanRecord, by_key: dict[tuple[str, str], SpanRecord]) ->
     if receiver.parent_span_id:
         keys.insert(0, (receiver.trace_id, receiver.parent_span_id))
     found = [by_key[k] for k in dict.fromkeys(keys) if k in by_key]
-    return found
+    caller = calling_span(receiver, lambda r: by_key.get((r.trace_id, r.parent_span_id or "")))
+    return found if caller is None else [caller, *found]
 
 
 def _sample(kind: str, sender: SpanRecord, receiver: SpanRecord) -> tuple[float, bool]:
