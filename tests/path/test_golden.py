@@ -343,6 +343,32 @@ def test_a_pull_consumer_whose_process_span_links_hangs_under_the_message() -> N
     ]
 
 
+def test_a_consumer_under_a_polling_span_never_exported_hangs_under_its_message() -> None:
+    """A worker's polling loop is a span that never ends, so it is never exported: the
+    "receive" span below it is an orphan in a trace with no root, and stood beside the
+    request (on a clock 500 ms behind: the request seemed to start in the worker, its hop
+    took -460 ms). It now hangs under the message its trace links to, and says so."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 100)
+    producer = t.publish(root, "orders", 10, 20)
+    t.new_trace()
+    receive = t.span("worker", "receive orders", "CONSUMER", -480, -440, correlated=False,
+                     parent_span_id="00000000000000aa")  # fmt: skip
+    process = t.consume("worker", "orders", -470, -450, receive, links=[producer],
+                        correlated=False)  # fmt: skip
+    path = run(t)
+    assert [(s.record.name, s.depth) for s in path.spans] == [
+        ("POST /order", 0), ("publish orders", 1), ("receive orders", 2), ("process orders", 3),
+    ]  # fmt: skip
+    assert path.services == ["shop", "worker"] and path.duration_ms == 100.0
+    assert [(h.to_span_id, h.latency_ms) for h in path.hops] == [(process.span_id, 40.0)]
+    assert path.warnings[0] == (
+        f"parent span missing for worker 'receive orders' ({receive.span_id}): parent "
+        f"00000000000000aa; attached under shop 'publish orders' ({producer.span_id}), "
+        "the message it links to"
+    )
+
+
 def test_a_call_through_internal_spans_is_still_a_hop_and_a_service_map_edge() -> None:
     """A client library's span for one attempt, or a proxy's own span in the server, stands
     between the CLIENT span and the SERVER span it reached. Only a SERVER whose parent is the

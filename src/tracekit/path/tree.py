@@ -5,8 +5,10 @@ be missing (a service in the middle exported nothing). Every span still gets a p
 that links to known spans (a batch consumer), or whose trace's spans below it do (a pull
 consumer's "receive" root over the "process" span that links), hangs under the message it waited
 for, the one that arrived last; a span whose parent is missing hangs under the smallest known
-span of its trace that encloses it in time, else under its trace's root, with a warning. The tree
-is built from recorded times, before any clock-skew adjustment (which needs the tree).
+span of its trace that encloses it in time, else under its trace's root, else (a trace with no
+root: a consumer under a polling span never exported) under the message its trace links to, with
+a warning. The tree is built from recorded times, before any clock-skew adjustment (which needs
+the tree).
 """
 
 from __future__ import annotations
@@ -140,15 +142,16 @@ def _start_order(node: PathSpan) -> tuple[int, str]:
     return (node.start_unix_nano, node.record.span_id)
 
 
-def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> None:
+def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> PathSpan | None:
     """A trace root that links to known spans (or whose trace's spans below it do) hangs under
-    the message it waited for."""
+    the message it waited for, which is returned."""
     targets = [nodes.get((link.trace_id, link.span_id)) for link in _links_of_trace(node)]
     known = [t for t in targets if t is not None and t.record.trace_id != node.record.trace_id]
     for target in sorted(known, key=lambda t: arrival(t, node), reverse=True):
         if not would_cycle(node, target):
             attach(node, target, ATTACHED_BY_LINK)
-            return
+            return target
+    return None
 
 
 def _links_of_trace(root: PathSpan) -> list[SpanLink]:
@@ -194,6 +197,10 @@ def _attach_orphans(
         host = _enclosing(orphan, scanned) or roots[trace_id]
         missing = f"parent span missing for {orphan.label()}: parent {orphan.record.parent_span_id}"
         if host is None:
+            # a consumer under a polling span never exported (it never ended): its message
+            linked = _attach_by_link(orphan, nodes)
+            if linked is not None:
+                missing += f"; attached under {linked.label()}, the message it links to"
             notes.append(missing)
             continue
         attach(orphan, host, ATTACHED_AS_ORPHAN)
