@@ -169,6 +169,27 @@ def test_a_fan_out_under_a_parent_never_exported_is_one_warning_per_span_then_a_
     assert sum("parent span missing" in line for line in footer) == 21
 
 
+@pytest.mark.parametrize("name", ["处理订单", "处理订单" * 20])
+def test_the_text_view_keeps_the_waterfall_aligned_past_wide_characters(
+    tmp_path: Path, name: str
+) -> None:
+    """The text view padded the span column by characters: a span named in Chinese (two
+    columns a character) pushed its waterfall 8 columns right of every other row's."""
+    from rich.cells import cell_len
+
+    t = Topology("req-wide")
+    root = t.span("gateway", "POST /pay", "SERVER", 0, 100)
+    t.span("支付服务", name, "INTERNAL", 20, 30, root)
+    t.span("orders", "x", "INTERNAL", 40, 50, root)
+    db = write_store(tmp_path / "wide.db", t)
+    code, out, _ = run("trace", "req-wide", "--store", str(db), "--format", "text")
+    rows = [line for line in out.splitlines() if line.endswith("|") and " ms " in line]
+    assert code == 0 and len(rows) == 3
+    lanes = {cell_len(row[: row.rindex("|", 0, len(row) - 1)]) for row in rows}
+    assert len(lanes) == 1  # every row's waterfall starts in the same column
+    assert len({cell_len(row) for row in rows}) == 1
+
+
 def test_text_view_shows_what_an_operator_needs(store: Path) -> None:
     _, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text")
     assert "path: web -> api -> worker -> ledger" in out

@@ -9,6 +9,7 @@ anything tracekit's own exporters write), so a hostile span cannot flood a pipe.
 from __future__ import annotations
 
 import textwrap
+import unicodedata
 from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
@@ -39,7 +40,7 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     """The whole trace view as text: ``width`` columns unless a span's label needs more."""
     lane = max(10, width // 4)
     rows = build_rows(path, with_logs=with_logs, limit=VALUE_LIMIT)
-    longest = max((len(_label(row)) for row in rows), default=0)
+    longest = max((_cells(_label(row)) for row in rows), default=0)
     label_width = max(20, width - TIMING_WIDTH - lane - 3, longest)  # " |" and "|" by the lane
     lines = [
         f"request {_text(path.correlation_id or path.query)}",
@@ -63,6 +64,24 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     for line in _footer(path):
         lines.extend(_wrap(line, width))
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _cells(text: str) -> int:
+    """Columns ``text`` takes on a terminal: a wide (CJK) character two, a combining mark none."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_cells(ch) for ch in text)
+
+
+def _char_cells(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` columns (``str.ljust`` counts a wide character as one)."""
+    return text + " " * (width - _cells(text))
 
 
 def _label(row: Row) -> str:
@@ -92,7 +111,7 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
     mark = "*" if row.critical else " "
     lines = [
         f"{'+' + format_ms(row.offset_ms):>9} {format_ms(row.duration_ms):>9} {mark} "
-        f"{label:<{label_width}} |{bar:<{lane}}|"
+        f"{_pad(label, label_width)} |{bar:<{lane}}|"
     ]
     pad = " " * TIMING_WIDTH + _continuation(row)
     if row.queue is not None:
