@@ -121,6 +121,28 @@ def test_a_consumer_on_a_clock_behind_gets_the_latency_trace_shows(tmp_path: Pat
     assert (edge["p50_ms"], edge["p95_ms"]) == (33.0, 33.0) == (hop["latency_ms"],) * 2
 
 
+def test_the_text_table_keeps_its_columns_past_service_names_in_wide_characters(
+    tmp_path: Path,
+) -> None:
+    """The text table padded names by characters: a service named in Chinese (two columns a
+    character) pushed the rest of its row right of the header's columns."""
+    from rich.cells import cell_len
+
+    t = Topology("req-wide-services")
+    root = t.span("web", "GET /pay", "SERVER", 0, 50)
+    t.http(root, "支付服务", "/charge", 10, 40)
+    client = next(s for s in t.spans if s.service == "支付服务")
+    t.http(client, "银行网关服务", "/transfer", 15, 35)
+    db = write_store(tmp_path / "wide.db", t)
+    code, out, _ = run("--store", str(db), "--since", SINCE, "--format", "text")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3
+    header = lines[0]
+    for line in lines[1:]:  # "type" and "calls" start where the header says
+        assert cell_len(line[: line.index("http")]) == header.index("type")
+        assert cell_len(line) == len(header)
+
+
 def test_service_without_jaeger_is_a_usage_error_not_the_whole_map(store: Path) -> None:
     """`tracekit services --service orders` drew every edge of the store, gateway's, web's and
     api's too, as if they were the map of orders: --service is Jaeger's (the service its search

@@ -174,15 +174,15 @@ def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
 def render_edges(edges: Sequence[ServiceEdge], width: int) -> str:
     """``tracekit services`` as a text table."""
     ends = [(_text(e.from_service), _text(e.to_service)) for e in edges]
-    first = max([20, *(len(caller) for caller, _ in ends)])
-    second = max([20, *(len(callee) for _, callee in ends)])
+    first = max([20, *(_cells(caller) for caller, _ in ends)])
+    second = max([20, *(_cells(callee) for _, callee in ends)])
     lines = [
         f"{'from':<{first}} {'to':<{second}} {'type':<9} {'calls':>7} {'errors':>7} "
         f"{'p50':>10} {'p95':>10}"
     ]
     for e, (caller, callee) in zip(edges, ends, strict=True):
         lines.append(
-            f"{caller:<{first}} {callee:<{second}} {e.type:<9} {e.calls:>7} "
+            f"{_pad(caller, first)} {_pad(callee, second)} {e.type:<9} {e.calls:>7} "
             f"{e.error_rate:>7.1%} {format_ms(e.p50_ms):>10} {format_ms(e.p95_ms):>10}"
         )
     return "\n".join(line.rstrip() for line in lines) + "\n"
