@@ -343,6 +343,26 @@ def test_a_pull_consumer_whose_process_span_links_hangs_under_the_message() -> N
     ]
 
 
+def test_a_job_already_running_when_the_message_came_is_not_moved_after_it() -> None:
+    """An import job's root (no messaging span) was running long before the message its
+    "process" span links to was published. Placing every root by the links below it hung the
+    job under the producer and moved it, as if skewed, 5 s later: the process span was shown
+    at +5.05 s instead of the +30 ms recorded. Only a messaging root (a pull consumer's
+    "receive") is placed by its children's links."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 100)
+    producer = t.publish(root, "orders", 10, 20)
+    t.new_trace()
+    job = t.span("importer", "nightly import", "INTERNAL", -5000, 200, correlated=False)
+    process = t.consume("importer", "orders", 30, 40, job, links=[producer], correlated=False)
+    path = run(t)
+    placed = {s.record.span_id: s for s in path.spans}
+    assert placed[job.span_id].parent is None
+    assert (placed[process.span_id].start_unix_nano - T0) / MS == 30.0
+    assert not [w for w in path.warnings if "clock skew" in w]
+    assert [(h.to_span_id, h.latency_ms) for h in path.hops] == [(process.span_id, 30.0)]
+
+
 def test_a_consumer_under_a_polling_span_never_exported_hangs_under_its_message() -> None:
     """A worker's polling loop is a span that never ends, so it is never exported: the
     "receive" span below it is an orphan in a trace with no root, and stood beside the

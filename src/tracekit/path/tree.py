@@ -2,8 +2,8 @@
 
 A request's spans come from several traces (a queue hop may start a new one) and some parents may
 be missing (a service in the middle exported nothing). Every span still gets a place: a trace root
-that links to known spans (a batch consumer), or whose trace's spans below it do (a pull
-consumer's "receive" root over the "process" span that links), hangs under the message it waited
+that links to known spans (a batch consumer), or a messaging root whose children do (a pull
+consumer's "receive" over the "process" spans that link), hangs under the message it waited
 for, the one that arrived last; a span whose parent is missing hangs under the smallest known
 span of its trace that encloses it in time, else under its trace's root, else (a trace with no
 root: a consumer under a polling span never exported) under the message its trace links to, with
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+from tracekit import semconv
 from tracekit.path.model import (
     ATTACHED_AS_ORPHAN,
     ATTACHED_BY_LINK,
@@ -143,8 +144,8 @@ def _start_order(node: PathSpan) -> tuple[int, str]:
 
 
 def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> PathSpan | None:
-    """A trace root that links to known spans (or whose trace's spans below it do) hangs under
-    the message it waited for, which is returned."""
+    """A trace root that links to known spans (or a messaging root whose children do) hangs
+    under the message it waited for, which is returned."""
     targets = [nodes.get((link.trace_id, link.span_id)) for link in _links_of_trace(node)]
     known = [t for t in targets if t is not None and t.record.trace_id != node.record.trace_id]
     for target in sorted(known, key=lambda t: arrival(t, node), reverse=True):
@@ -155,17 +156,18 @@ def _attach_by_link(node: PathSpan, nodes: dict[Key, PathSpan]) -> PathSpan | No
 
 
 def _links_of_trace(root: PathSpan) -> list[SpanLink]:
-    """The root's links; without any, those of its trace's spans below it: a pull consumer's
-    "receive" root over the "process" span that links to the message it took."""
-    if root.record.links:
+    """The root's links; without any, for a messaging root, those of its children in its trace:
+    a pull consumer's "receive" root over the "process" spans that link to the messages it
+    took. A job's root (not messaging) over such spans was running before the messages came,
+    so they do not place it."""
+    if root.record.links or not _is_messaging(root.record):
         return root.record.links
-    links: list[SpanLink] = []
-    stack = [root]
-    while stack:  # within the root's trace: another trace hung below has a place already
-        node = stack.pop()
-        links.extend(node.record.links)
-        stack.extend(c for c in node.children if c.record.trace_id == root.record.trace_id)
-    return links
+    trace_id = root.record.trace_id
+    return [link for c in root.children if c.record.trace_id == trace_id for link in c.record.links]
+
+
+def _is_messaging(record: SpanRecord) -> bool:
+    return record.kind == "CONSUMER" or semconv.MESSAGING_SYSTEM in record.attributes
 
 
 def arrival(sender: PathSpan, receiver: PathSpan) -> tuple[int, int]:
