@@ -8,7 +8,8 @@ variable that is multi-value or has "All" becomes a regex-escaped alternation ``
 custom ``allValue`` for "All"), escaped once more for the PromQL string literal it sits in; any
 other variable is inserted with only backslashes and single quotes escaped (a double quote goes
 in as it is). A format named in ``${name:format}`` replaces the data source's escaping: ``regex``
-(Grafana's regex escape, for a PromQL raw string), ``doublequote`` and ``raw``.
+(Grafana's regex escape, for a PromQL raw string), ``doublequote`` and ``raw``; a custom
+``allValue`` goes in unformatted.
 """
 
 from __future__ import annotations
@@ -121,10 +122,14 @@ def _default_format(var: Mapping[str, Any], chosen: list[str]) -> str:
     return "(" + "|".join(_regex_escape(value) for value in chosen) + ")"
 
 
-def _named_format(name: str, chosen: list[str]) -> str:
+def _named_format(name: str, var: Mapping[str, Any], chosen: list[str]) -> str:
     """Grafana's own formats (its format registry), as far as the dashboards use them."""
     if chosen == [ALL]:
-        raise NotImplementedError("a named format of an 'All' selection is not modelled here")
+        # Grafana inserts a custom "All" value as it is, whatever the format (but text and
+        # percentencode, which the dashboards do not use).
+        if var.get("allValue"):
+            return str(var["allValue"])
+        raise NotImplementedError("a named format of an 'All' without allValue is not modelled")
     if name == "regex":
         escaped = [_GRAFANA_REGEX_SPECIAL.sub(r"\\\1", value) for value in chosen]
         return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
@@ -145,7 +150,7 @@ def interpolate(
         if name in MACROS:
             return MACROS[name]
         if match[3] or match[5]:
-            return _named_format(match[3] or match[5], chosen[name])
+            return _named_format(match[3] or match[5], definitions[name], chosen[name])
         return _default_format(definitions[name], chosen[name])
 
     return _REFERENCE.sub(replace, text)

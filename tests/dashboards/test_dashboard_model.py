@@ -263,7 +263,8 @@ def test_every_query_follows_the_service_selection_unless_it_says_otherwise(name
     ignoring = [
         panel["title"]
         for panel, target in targets(board)
-        if "$service" not in target["expr"] and "every service" not in panel.get("description", "")
+        if "service" not in references(target["expr"])
+        and "every service" not in panel.get("description", "")
     ]
     assert ignoring == []
 
@@ -279,3 +280,14 @@ def test_the_canary_dashboard_offers_every_service_the_canary_command_judges() -
         offered = re.search(r'__name__=~"([^"]*)"', selector)
         assert offered is not None, selector
         assert set(offered.group(1).split("|")) == {f"{f.histogram}_count" for f in FAMILIES}
+
+
+_VARIABLE_IN_QUOTES = re.compile(r'\w+\s*(?:=~|!~|!=|=)\s*"[^"]*(?:\$|\[\[)')
+
+
+@every_dashboard
+def test_variables_go_into_matchers_regex_escaped_in_raw_strings(name: str) -> None:
+    """Grafana leaves a double quote in a variable's value as it is: inside "...", a service
+    named ``shop "eu"`` ends the string early. ``label=~`${var:regex}``` selects it exactly."""
+    quoted = [q for q in _expressions(load(name)) if _VARIABLE_IN_QUOTES.search(q)]
+    assert quoted == []

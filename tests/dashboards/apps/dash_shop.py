@@ -1,8 +1,8 @@
 """One version of the "shop" service, scraped by a real Prometheus in test_dashboard_queries.py.
 
-argv: app-port metrics-port service-version. ``tracekit.init()`` serves metrics on the metrics
-port; spans are made (exemplars need sampled spans) but not exported. Every metric family the
-dashboards read gets traffic:
+argv: app-port metrics-port service-version [service-name, default ``shop``].
+``tracekit.init()`` serves metrics on the metrics port; spans are made (exemplars need sampled
+spans) but not exported. Every metric family the dashboards read gets traffic:
 
 - ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s.
 - ``/fail``: HTTP 500.
@@ -35,7 +35,8 @@ import tracekit
 from tracekit.asgi import TracekitMiddleware
 
 app_port, metrics_port, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-tracekit.init("shop", service_version=version, exporter="none", metrics_port=metrics_port)
+service = sys.argv[4] if len(sys.argv) > 4 else "shop"
+tracekit.init(service, service_version=version, exporter="none", metrics_port=metrics_port)
 client: httpx.AsyncClient  # one client: building one per request costs an SSL context each time
 
 
