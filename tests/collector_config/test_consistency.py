@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from . import tracekit_defaults as tk
-from .otelcol import CONFIG_DIR, Config, config_paths, load, port_of, strings, with_defaults
+from .habits import LOOPBACK
+from .otelcol import (
+    CONFIG_DIR,
+    Config,
+    config_paths,
+    host_of,
+    load,
+    port_of,
+    strings,
+    with_defaults,
+)
 
 SIDECARS = ("sidecar.yaml", "sidecar-aws.yaml")
 
@@ -25,8 +35,21 @@ def test_sidecars_receive_what_the_app_sends_by_default() -> None:
     assert f"http://localhost:{tk.OTLP_HTTP_PORT}" == tk.APP_OTLP_ENDPOINT
     for name in SIDECARS:
         http = with_defaults(otlp_protocols(load(CONFIG_DIR / name))["http"])
-        # Bound on every interface, so localhost inside the task/pod reaches it.
-        assert http == f"0.0.0.0:{tk.OTLP_HTTP_PORT}", name
+        # The app shares the task/pod network namespace: its localhost reaches the loopback.
+        assert http == f"127.0.0.1:{tk.OTLP_HTTP_PORT}", name
+
+
+def test_sidecars_take_otlp_from_their_own_task_or_pod_only() -> None:
+    """Bound on every interface, a sidecar took OTLP from any workload that reaches the pod or
+    task IP, unauthenticated: spans, logs and metrics under this service's name, and series of
+    any cardinality remote-written into Prometheus. Only its health check is for the outside
+    (the kubelet probes the pod IP)."""
+    for name in SIDECARS:
+        config = load(CONFIG_DIR / name)
+        for protocol, endpoint in otlp_protocols(config).items():
+            assert host_of(endpoint) in LOOPBACK, (name, protocol, with_defaults(endpoint))
+        health = config["extensions"]["health_check"]["endpoint"]
+        assert host_of(health) == "0.0.0.0", name
 
 
 def test_sidecars_scrape_the_app_metrics_port_and_their_own_telemetry() -> None:

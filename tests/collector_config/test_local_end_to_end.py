@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from conditions import wait_for
 from loopback import free_port, wait_for_port
 
 from tracekit.store import Store
+
+from .otelcol import CONFIG_DIR, host_of, load
 
 SERVICE = textwrap.dedent(
     """
@@ -38,19 +41,27 @@ SERVICE = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`tracekit collector` on a free port with a temporary store: (endpoint, store path)."""
-    port, store = free_port(), tmp_path / "tracekit.db"
+@contextmanager
+def running_collector(host: str, store: Path) -> Iterator[int]:
+    """`tracekit collector` bound on ``host`` and a free port, writing ``store``: its port."""
+    port = free_port()
     command = [str(Path(sys.executable).with_name("tracekit")), "collector"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--store", str(store)]
+    command += ["--host", host, "--port", str(port), "--grpc-port", "0", "--store", str(store)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, process, timeout=15)
-        yield f"http://127.0.0.1:{port}", store
+        yield port
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """`tracekit collector` on a free port with a temporary store: (endpoint, store path)."""
+    store = tmp_path / "tracekit.db"
+    with running_collector("127.0.0.1", store) as port:
+        yield f"http://127.0.0.1:{port}", store
 
 
 def run_service(endpoint: str) -> str:
@@ -74,3 +85,17 @@ def test_span_and_log_land_in_the_store(collector: tuple[str, Path]) -> None:
     assert (span.service, span.name, span.trace_id) == ("e2e-orders", "checkout", trace_id)
     bodies = {(log.body, log.span_id, log.service) for log in logs}
     assert ("payment declined for order 42", span.span_id, "e2e-orders") in bodies
+
+
+def test_an_app_on_localhost_reaches_the_sidecars_loopback_bind(tmp_path: Path) -> None:
+    """The sidecar binds OTLP on its default host only; the app beside it sends to
+    ``http://localhost:<port>`` (tracekit.init()'s default host) and must get through. (Where
+    localhost resolves to ::1 first, urllib3 tries 127.0.0.1 next; this machine's resolver
+    gives 127.0.0.1 alone, so that path is not exercised here.)"""
+    receivers = load(CONFIG_DIR / "sidecar.yaml")["receivers"]["otlp"]["protocols"]
+    host, store = host_of(receivers["http"]["endpoint"]), tmp_path / "tracekit.db"
+    with running_collector(host, store) as port:
+        trace_id = run_service(f"http://localhost:{port}")
+        with Store(store) as spans:
+            found = wait_for(lambda: spans.spans_by_trace_ids([trace_id]), 10, "the span stored")
+    assert [span.service for span in found] == ["e2e-orders"]

@@ -53,9 +53,10 @@ def test_ecs_app_exports_to_the_sidecar() -> None:
     app_env = ecs_env(ecs_container("app"))
     assert app_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == tk.APP_OTLP_ENDPOINT
     assert app_env["TRACEKIT_EXPORTER"] == "otlp"
-    collector_ports = {m["containerPort"] for m in ecs_container("otel-collector")["portMappings"]}
-    assert collector_ports == {tk.OTLP_GRPC_PORT, tk.OTLP_HTTP_PORT}
-    assert port_of(config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]) in collector_ports
+    http = config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert port_of(http) == tk.OTLP_HTTP_PORT
+    # The task's localhost, not a published port: the receivers listen on loopback only.
+    assert "portMappings" not in ecs_container("otel-collector")
 
 
 def test_ecs_metrics_port_is_the_same_on_both_sides() -> None:
@@ -131,10 +132,13 @@ def test_k8s_app_exports_to_the_sidecar() -> None:
     _, config = k8s_config()
     app_env = k8s_env(k8s_container("app"))
     assert app_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == tk.APP_OTLP_ENDPOINT
-    collector = k8s_container("otel-collector")
     protocols = config["receivers"]["otlp"]["protocols"]
-    assert {port_of(p["endpoint"]) for p in protocols.values()} <= k8s_ports(collector)
-    assert {tk.OTLP_GRPC_PORT, tk.OTLP_HTTP_PORT} <= k8s_ports(collector)
+    assert {port_of(p["endpoint"]) for p in protocols.values()} == {
+        tk.OTLP_GRPC_PORT,
+        tk.OTLP_HTTP_PORT,
+    }
+    # The pod's localhost, not a declared port: the receivers listen on loopback only.
+    assert k8s_ports(k8s_container("otel-collector")) == {health_port(config)}
 
 
 def test_k8s_metrics_port_is_the_same_on_both_sides() -> None:
