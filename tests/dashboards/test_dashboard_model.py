@@ -291,3 +291,37 @@ def test_variables_go_into_matchers_regex_escaped_in_raw_strings(name: str) -> N
     named ``shop "eu"`` ends the string early. ``label=~`${var:regex}``` selects it exactly."""
     quoted = [q for q in _expressions(load(name)) if _VARIABLE_IN_QUOTES.search(q)]
     assert quoted == []
+
+
+# Grafana's per-second units, and its custom "count:<unit>" form with a per-second unit.
+_PER_SECOND_UNITS = {"reqps", "mps", "ops", "cps", "eps", "recps"}
+
+
+def _is_per_second(unit: str | None) -> bool:
+    return unit in _PER_SECOND_UNITS or bool(
+        unit and unit.startswith("count:") and unit.endswith("/s")
+    )
+
+
+def _plain_rate(expr: str) -> bool:
+    """A rate of a count: no quantile, no ratio; a rate of seconds is a share, not a count."""
+    return (
+        "rate(" in expr
+        and "histogram_quantile" not in expr
+        and " / " not in expr
+        and "_seconds(_total)?" not in expr
+        and "_seconds_total" not in expr
+    )
+
+
+@every_dashboard
+def test_rates_of_counts_are_shown_per_second(name: str) -> None:
+    """A stat reading ``0.4`` under "Failed messages" reads as 0.4 messages; it is per second."""
+    unlabelled = [
+        panel["title"]
+        for panel in panels(load(name))
+        if panel["type"] in ("stat", "timeseries")
+        and all(_plain_rate(target["expr"]) for target in panel["targets"])
+        and not _is_per_second(panel["fieldConfig"]["defaults"].get("unit"))
+    ]
+    assert unlabelled == []
