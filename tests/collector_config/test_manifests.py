@@ -165,3 +165,37 @@ def test_both_manifests_name_the_same_service() -> None:
     k8s_names = {k8s_env(k8s_container(c))["OTEL_SERVICE_NAME"] for c in ("app", "otel-collector")}
     assert len(ecs_names) == 1
     assert len(k8s_names) == 1
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def mebibytes(quantity: str, suffix: str) -> float:
+    """``409MiB`` (Go) or ``512Mi`` (Kubernetes) in MiB; only the MiB forms the manifests use."""
+    assert quantity.endswith(suffix), quantity
+    return float(quantity.removesuffix(suffix))
+
+
+def assert_go_soft_limit_meets_the_limiter(config: Config, gomemlimit: str, limit: float) -> None:
+    """The Go runtime collects hard from memory_limiter's soft limit up to its hard limit: with
+    no GOMEMLIMIT it let the heap double between two GCs, past the container's limit (OOM kill)
+    before the limiter's once-a-second check saw it."""
+    limiter = config["processors"]["memory_limiter"]
+    hard = limit * limiter["limit_percentage"] / 100
+    soft = hard - limit * limiter["spike_limit_percentage"] / 100
+    assert soft <= mebibytes(gomemlimit, "MiB") <= hard
+
+
+def test_ecs_collector_has_a_go_soft_memory_limit() -> None:
+    _, config = ecs_config()
+    collector = ecs_container("otel-collector")
+    gomemlimit = ecs_env(collector).get("GOMEMLIMIT", "unset")
+    assert_go_soft_limit_meets_the_limiter(config, gomemlimit, float(collector["memory"]))
+
+
+def test_k8s_collector_has_a_go_soft_memory_limit() -> None:
+    _, config = k8s_config()
+    collector = k8s_container("otel-collector")
+    gomemlimit = k8s_env(collector).get("GOMEMLIMIT", "unset")
+    limit = mebibytes(collector["resources"]["limits"]["memory"], "Mi")
+    assert_go_soft_limit_meets_the_limiter(config, gomemlimit, limit)
