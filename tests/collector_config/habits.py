@@ -66,8 +66,10 @@ REMOVED: dict[tuple[str, str], str] = {
 
 # Exporters whose sending queue can be persisted through a storage extension.
 QUEUE_EXPORTERS = {"otlp", "otlphttp", "loadbalancing", "awscloudwatchlogs"}
-# prometheusremotewrite has no sending_queue; its write-ahead log is the persistent buffer.
-WAL_EXPORTERS = {"prometheusremotewrite"}
+# prometheusremotewrite has no sending_queue, and its write-ahead log grows on disk without bound
+# through an outage (past a pod's emptyDir limit, the kubelet evicts the app with it). Its series
+# are cumulative: the first write after an outage carries every count. It retries from memory.
+MEMORY_EXPORTERS = {"prometheusremotewrite"}
 # No queue setting exists for these; the collector rejects the key. Documented in the README.
 UNQUEUEABLE = {"awsxray"}
 ALWAYS_REMOTE = {"awsxray", "awsemf", "awscloudwatchlogs", "loadbalancing"}
@@ -148,8 +150,10 @@ def _exporter_persistence(cid: str, settings: Config, storages: set[str]) -> lis
     kind = component_type(cid)
     if kind in UNQUEUEABLE:
         return []
-    if kind in WAL_EXPORTERS:
-        persisted = bool((settings.get("wal") or {}).get("directory"))
+    if kind in MEMORY_EXPORTERS:
+        if "wal" in settings:
+            return [f"exporter {cid!r}: its write-ahead log grows without bound"]
+        persisted = True
     elif kind in QUEUE_EXPORTERS:
         queue = settings.get("sending_queue") or {}
         persisted = queue.get("enabled", True) is not False and queue.get("storage") in storages

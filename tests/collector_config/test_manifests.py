@@ -15,7 +15,7 @@ from .manifests import (
     k8s_ports,
     pod_spec,
 )
-from .otelcol import CONFIG_DIR, Config, env_defaults, load, port_of, with_defaults
+from .otelcol import CONFIG_DIR, Config, env_defaults, load, port_of, used, with_defaults
 
 SSM_STANDARD_TIER_LIMIT = 4096
 
@@ -199,3 +199,37 @@ def test_k8s_collector_has_a_go_soft_memory_limit() -> None:
     gomemlimit = k8s_env(collector).get("GOMEMLIMIT", "unset")
     limit = mebibytes(collector["resources"]["limits"]["memory"], "Mi")
     assert_go_soft_limit_meets_the_limiter(config, gomemlimit, limit)
+
+
+# --- disk ---------------------------------------------------------------------------------------
+
+BYTE_UNITS = {"Mi": 2**20, "Gi": 2**30}
+
+
+def disk_bound(config: Config) -> int | None:
+    """Most bytes the collector's buffers can hold on disk, or None if one has no byte bound.
+    file_storage's compaction copies a queue's database beside it: each counts twice."""
+    total = 0
+    for cid in used(config, "exporters"):
+        settings = config["exporters"][cid] or {}
+        if "wal" in settings:  # remote write's write-ahead log grows through an outage unbounded
+            return None
+        queue = settings.get("sending_queue") or {}
+        if queue.get("storage"):
+            if queue.get("sizer") != "bytes":
+                return None  # counted in batches: a batch has no size bound
+            total += 2 * int(queue["queue_size"])
+    return total
+
+
+def test_k8s_sidecar_buffers_cannot_overflow_their_volume() -> None:
+    """An emptyDir past its sizeLimit makes the kubelet evict the pod, the app with it: a backend
+    outage long enough would restart every replica of the service, over and over. The sidecar's
+    disk buffers are bounded in bytes to fit the volume."""
+    _, config = k8s_config()
+    mounts = {m["mountPath"]: m["name"] for m in k8s_container("otel-collector")["volumeMounts"]}
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mounts[queue_dir(config)]]
+    size_limit = volume["emptyDir"]["sizeLimit"]
+    limit = int(size_limit[:-2]) * BYTE_UNITS[size_limit[-2:]]
+    bound = disk_bound(config)
+    assert bound is not None and bound <= limit, (bound, limit)
