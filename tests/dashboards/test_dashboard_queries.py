@@ -387,3 +387,26 @@ def test_collector_dashboard_queries_are_valid_promql(prometheus: str, name: str
             f"label/{label}/values",
             **{"match[]": interpolate(selector, definitions, chosen)},
         )
+
+
+def test_the_routes_table_lists_every_route_of_the_selected_range(
+    prometheus: str, traffic: Traffic
+) -> None:
+    """A table is one instant query at the range's end: over $__rate_interval it saw only the
+    last seconds, and a route quiet since then (every route here, 8 s after the traffic) showed
+    0 requests/s and no error ratio or latency, though it served requests in the range."""
+    board = load("endpoint.json")
+    panel = next(p for p in panels(board) if p["title"] == "Routes at a glance")
+    chosen = {"service": ["shop"], "version": [ALL], "route": [ALL], "method": [ALL]}
+    at = traffic.end + 8  # every route quiet for longer than the rate interval
+    time.sleep(max(0.0, at + 1.5 - time.time()))
+    selected_range = f"{math.ceil(at - traffic.start) + 1}s"
+    sent = {"/orders/{order_id}", "/fail", "/crash", "/checkout/{cart_id}"}
+    for target in panel["targets"]:
+        expr = target["expr"].replace("$__range", selected_range)
+        found = instant(prometheus, interpolate(expr, variables(board), chosen), at)
+        shown = {s["metric"]["http_route"]: float(s["value"][1]) for s in found}
+        routes = {route for route, value in shown.items() if math.isfinite(value)}
+        assert routes == sent, (target["refId"], shown)
+        if target["refId"] == "A":  # requests per second
+            assert all(value > 0 for value in shown.values()), shown
