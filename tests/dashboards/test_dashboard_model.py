@@ -338,3 +338,16 @@ def test_tables_summarise_the_selected_range(name: str) -> None:
         if panel["type"] == "table" and "$__rate_interval" in target["expr"]
     ]
     assert short == []
+
+
+def test_client_minus_server_latency_leaves_messaging_edges_out() -> None:
+    """On a messaging edge the servicegraph connector's client time is the publish span and its
+    server time the handler span: their difference is no queue wait (that lies between the two,
+    in neither) and mostly negative. Only request/response edges have network time there."""
+    board = load("service-graph.json")
+    panel = next(p for p in panels(board) if p["title"].startswith("Client minus server"))
+    for target in panel["targets"]:
+        found = selectors(target["expr"], frozenset(COLLECTOR_SIDE))
+        assert len(found) == 2
+        for selector in found:
+            assert ("connection_type", "!=", "messaging_system") in selector.matchers
