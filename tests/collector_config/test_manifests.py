@@ -233,3 +233,13 @@ def test_k8s_sidecar_buffers_cannot_overflow_their_volume() -> None:
     limit = int(size_limit[:-2]) * BYTE_UNITS[size_limit[-2:]]
     bound = disk_bound(config)
     assert bound is not None and bound <= limit, (bound, limit)
+
+
+def test_ecs_app_outlives_a_collector_crash() -> None:
+    """An essential container that stops takes its whole task down: a collector killed by a
+    burst or a bad deploy stopped the app, its requests in flight with it. The collector is not
+    essential and ECS restarts it in place (the app keeps serving; its exports fail quietly)."""
+    collector = ecs_container("otel-collector")
+    assert collector["essential"] is False
+    assert collector["restartPolicy"]["enabled"] is True
+    assert ecs_container("app")["essential"] is True
