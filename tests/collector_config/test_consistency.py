@@ -107,6 +107,23 @@ def test_gateway_tiers_meet_on_the_same_port() -> None:
     assert int(lb["resolver"]["dns"]["port"]) == port_of(otlp_protocols(sampling)["grpc"])
 
 
+def test_gateway_tiers_agree_on_tls() -> None:
+    """Tier 1 spoke TLS to tier 2 by default while tier 2's receiver, as shipped, serves
+    plaintext: every handshake failed and no span got past tier 1 until a user found the
+    variable. As shipped, the sender speaks what the receiver serves."""
+    lb = load(CONFIG_DIR / "gateway.yaml")["exporters"]["loadbalancing"]
+    grpc = load(CONFIG_DIR / "gateway-sampling.yaml")["receivers"]["otlp"]["protocols"]["grpc"]
+    insecure = with_defaults(str(lb["protocol"]["otlp"]["tls"]["insecure"]))
+    assert insecure == ("false" if "tls" in grpc else "true")
+    # The sidecars' exporter speaks TLS unless told: the README's recipe must tell it.
+    tier1 = load(CONFIG_DIR / "gateway.yaml")["receivers"]["otlp"]["protocols"]["grpc"]
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    assert (
+        "tls" in tier1
+        or "`TEMPO_OTLP_ENDPOINT=<gateway>:4317`, with `TEMPO_INSECURE=true`" in readme
+    )
+
+
 def test_tail_sampling_keeps_errors_slow_and_a_share() -> None:
     processor = load(CONFIG_DIR / "gateway-sampling.yaml")["processors"]["tail_sampling"]
     policies = {p["type"]: p for p in processor["policies"]}
