@@ -170,3 +170,22 @@ def test_scraped_target_attributes_never_become_labels() -> None:
         }
         assert deleted >= SCRAPE_TARGET_ATTRIBUTES, name
         assert pipeline["processors"][-1] == "batch", name
+
+
+def test_each_sampling_instance_writes_series_of_its_own() -> None:
+    """Tier 2 scales out, each instance counting its share of the traces into span-metric and
+    service-graph series with the same labels (the traced service's): two writers of one series
+    make Prometheus see a counter jump between their totals, and rate() reads the jumps as
+    resets. An attribute per instance, upserted before remote write, keeps the series apart."""
+    config = load(CONFIG_DIR / "gateway-sampling.yaml")
+    metrics = config["service"]["pipelines"]["metrics"]
+    assert set(metrics["receivers"]) == {"spanmetrics", "servicegraph"}
+    per_instance = [
+        action
+        for processor in metrics["processors"]
+        if processor.split("/")[0] == "resource"
+        for action in config["processors"][processor]["attributes"]
+        if action["action"] == "upsert" and "${env:HOSTNAME" in str(action.get("value"))
+    ]
+    assert len(per_instance) == 1
+    assert metrics["processors"][-1] == "batch"
