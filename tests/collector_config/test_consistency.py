@@ -189,3 +189,15 @@ def test_each_sampling_instance_writes_series_of_its_own() -> None:
     ]
     assert len(per_instance) == 1
     assert metrics["processors"][-1] == "batch"
+
+
+def test_late_spans_follow_their_traces_sampling_decision() -> None:
+    """A consumer that picks a message up after decision_wait sends its spans once the trace was
+    decided: with no decision cache they were decided anew, as a trace of their own, so a kept
+    trace lost its consumer half (and a dropped one could keep it). The caches remember at least
+    a minute of decisions at the expected rate of new traces."""
+    processor = load(CONFIG_DIR / "gateway-sampling.yaml")["processors"]["tail_sampling"]
+    cache = processor.get("decision_cache") or {}
+    a_minute = 60 * int(processor["expected_new_traces_per_sec"])
+    assert int(cache.get("sampled_cache_size", 0)) >= a_minute
+    assert int(cache.get("non_sampled_cache_size", 0)) >= a_minute
