@@ -50,7 +50,7 @@ _MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|`[^`]*`)')
 
 
 def test_every_variable_in_a_matcher_is_regex_escaped_into_a_raw_string() -> None:
-    """Without a Prometheus binary, tests/dashboards/test_canary_versions.py skips: this keeps
+    """Without a Prometheus binary, tests/dashboards/test_awkward_label_values.py skips: this keeps
     the form it proves there. Grafana inserts a plain ``$canary`` with a double quote unescaped."""
     board = json.loads(BOARD.read_text())
     texts = _expressions() + [v["definition"] for v in board["templating"]["list"][1:]]

@@ -40,7 +40,7 @@ APP = Path(__file__).parent / "apps" / "dash_shop.py"
 PATHS = ("/orders/{i}", "/orders/slow-{i}", "/fail", "/crash", "/checkout/cart-{i}",
          "/checkout/poison-{i}")  # fmt: skip
 SERVICE = "shop \"eu\" \\ 'x' (a|b) {c} $d ^e* f+g? h.i [j]/k"
-BASELINE, CANARY = "1.0.0", "1.1.0 \"rc\" \\ 'y'"
+BASELINE, CANARY = "1.0.0", "1.1.0 \"rc\" \\ 'y' (a|b) {c} $d ^e* f+g? h.i [j]/k"
 # The value each variable is set to where it names the service or a version.
 WANTED = {"service": SERVICE, "version": CANARY, "baseline": BASELINE, "canary": CANARY}
 TRACEKIT_DASHBOARDS = [name for name in DASHBOARD_FILES if name not in COLLECTOR_DASHBOARDS]
@@ -122,3 +122,15 @@ def test_every_panel_shows_a_service_named_with_quotes(run: Run, name: str, seve
         if not any(math.isfinite(value) for value in values):
             empty.append(f"{panel['title']!r} {target['refId']}: {values} from {promql}")
     assert empty == []
+
+
+def test_the_canary_share_counts_the_canary_requests(run: Run) -> None:
+    """Each version served the same requests: the canary's share is a half, found through the
+    canary's awkward version (its matcher selects that version exactly, regex characters and
+    all)."""
+    board = load("canary.json")
+    panel = next(p for p, _ in targets(board) if p["title"] == "Canary request share")
+    chosen = _chosen(run.prometheus, board, several=False)
+    promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)
+    found = instant(run.prometheus, promql, run.end)
+    assert [float(sample["value"][1]) for sample in found] == [pytest.approx(0.5, abs=0.1)]
