@@ -327,8 +327,7 @@ def test_rates_of_counts_are_shown_per_second(name: str) -> None:
     assert unlabelled == []
 
 
-# canary.json's tables are left to its owners: they still read the last rate interval.
-@pytest.mark.parametrize("name", [n for n in DASHBOARD_FILES if n != "canary.json"])
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_tables_summarise_the_selected_range(name: str) -> None:
     """A table is one instant query at the range's end: over $__rate_interval it showed only the
     last seconds, a quiet route or edge at 0/s with no latency though it served in the range."""
