@@ -134,10 +134,11 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
-        stale = _current.get()
-        if stale is not None and stale._left is not None:
-            stale._put_back()
-        below = self._below = _current.get()
+        below = _current.get()
+        if below is not None and below._left is not None:
+            below._put_back()  # an ended delivery's values, left current here: back first
+            below = _current.get()
+        self._below = below
         if self._held and below is not None and below._held and below._tokens is not None:
             self._restores = below._restores
         # Each token is kept as soon as it exists: whatever fails after it, end() restores it.
