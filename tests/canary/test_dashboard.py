@@ -1,7 +1,8 @@
 """The Grafana canary dashboard shows the series ``tracekit canary --prometheus`` reads.
 
 Every family the Prometheus mode queries must appear in dashboards/canary.json with the same
-selector, for each version, for its requests and for its failed requests, and per route. The
+selector, for each version, for its failed requests and for its succeeded requests' latency, and
+per route. The
 dashboard's own checks (model, metric names, every query against a real Prometheus) live in
 tests/dashboards/.
 """
@@ -36,7 +37,7 @@ def _dashboard_selector(version: str, extra: str = "") -> str:
 @pytest.mark.parametrize("version", ["baseline", "canary"])
 def test_the_dashboard_reads_what_the_prometheus_mode_reads(family: Family, version: str) -> None:
     expressions = _expressions()
-    buckets = f"{family.histogram}_bucket{_dashboard_selector(version)}"
+    buckets = f"{family.histogram}_bucket{_dashboard_selector(version, family.succeeded)}"
     for matcher in family.failed:
         failed = f"{family.histogram}_count{_dashboard_selector(version, matcher)}"
         assert any(failed in e for e in expressions), failed
@@ -80,9 +81,11 @@ def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
 
     assert http.buckets_query("orders", '1.5.0"x', half_hour) == (
         "sum by (http_route, le) (increase(http_server_request_duration_seconds_bucket"
-        '{service_name="orders", service_version="1.5.0\\"x"}[1800s])'
+        '{service_name="orders", service_version="1.5.0\\"x", error_type="",'
+        ' http_response_status_code!~"5..|"}[1800s])'
         " and http_server_request_duration_seconds_bucket"
-        '{service_name="orders", service_version="1.5.0\\"x"} offset 1800s)'
+        '{service_name="orders", service_version="1.5.0\\"x", error_type="",'
+        ' http_response_status_code!~"5..|"} offset 1800s)'
     )
     assert http.failed_query("orders", "1.5.0", Window(0, 60_000)) == (
         "sum by (http_route) ((increase(http_server_request_duration_seconds_count"
@@ -103,7 +106,7 @@ def test_a_series_born_in_the_window_is_read_at_steps_ending_at_its_end() -> Non
     series = 'm_bucket{service_name="orders", service_version="v"}'
     window = Window(1_700_000_000_500, 1_700_001_800_500)
 
-    assert Family(HTTP, "m", "r", ()).buckets_query("orders", "v", window, born=True) == (
+    assert Family(HTTP, "m", "r", (), "").buckets_query("orders", "v", window, born=True) == (
         f"sum by (r, le) (increase((({series} offset 500ms + 0)"
         f" or (last_over_time({series}[1800s] @ end()) * 0))[1800s:1800ms] @ 1700001801.000)"
         f" unless {series} offset 1800s)"

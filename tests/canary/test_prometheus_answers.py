@@ -97,24 +97,29 @@ def canary(url: str) -> tuple[int, dict[str, Any], str]:
     return result.exit_code, document, result.stderr
 
 
-def test_more_failures_than_requests_counts_every_request_failed(
+def test_an_all_failing_route_is_every_request_failed_however_extrapolated(
     prometheus: Callable[[Answer], str],
 ) -> None:
-    """An all-failing route: the failed count, extrapolated on its own, exceeds the requests."""
+    """An all-failing route has no series of succeeded requests: its failed count, extrapolated
+    by ``increase()`` (411.4 for 400 served), is all of its requests, none of them timed."""
 
     def answer(version: str, bucket_query: bool) -> list[tuple[dict[str, str], float]]:
         if bucket_query:
-            return buckets("/pay", [100, 300, 400, 400, 400, 400])
+            return []
         return [({"http_route": "/pay"}, 400.0 if version == "1.0" else 411.4)]
 
     code, document, stderr = canary(prometheus(answer))
 
-    # inconclusive, not pass: these buckets cannot rule out a slowdown (see the bucket tests below)
+    # inconclusive, not pass: no request succeeded, so there is no latency to compare
     assert (code, stderr) == (4, ""), stderr
-    errors = next(m for m in document["metrics"] if m["name"] == "error_rate")
-    summary = errors["summary"]
+    metrics = {m["name"]: m for m in document["metrics"]}
+    summary = metrics["error_rate"]["summary"]
+    assert (summary["baseline"]["requests"], summary["canary"]["requests"]) == (400, 411)
     assert (summary["baseline"]["error_rate"], summary["canary"]["error_rate"]) == (1.0, 1.0)
-    assert errors["class"] == "pass"
+    assert metrics["error_rate"]["class"] == "pass"
+    assert metrics["latency"]["explanation"].startswith(
+        "too few successful requests to time (0 baseline, 0 canary)"
+    )
 
 
 def test_a_busy_week_of_requests_is_judged_not_expanded_one_by_one(
@@ -219,8 +224,11 @@ def tenant_prometheus(answering: Callable[..., str]) -> str:
         canary_version = 'service_version="2.0"' in query
         if "messaging" in query or " unless " in query:
             series: list[tuple[dict[str, str], float]] = []
-        elif "_bucket" in query:
-            series = buckets("/pay", [0, 100, 400, 400, 400, 400])
+        elif "_bucket" in query:  # the succeeded requests: 40 of the canary's 400 failed
+            series = buckets(
+                "/pay",
+                [0, 100, 400, 400, 400, 400] if not canary_version else [0, 90, 360, 360, 360, 360],
+            )
         else:
             series = [({"http_route": "/pay"}, 40.0 if canary_version else 0.0)]
         return vector(series)

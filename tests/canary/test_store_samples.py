@@ -108,6 +108,22 @@ def test_errors_are_status_error_or_a_5xx_response(store: Store) -> None:
     assert canary[RouteKey(HTTP, "/r")].errors == 4
 
 
+def test_only_the_succeeded_requests_are_timed(store: Store) -> None:
+    """A failure's duration says how it failed: the latency checks compare successes only."""
+    store.write_spans([
+        span("1.1", ms=60, attributes=http("/r", 200)),
+        span("1.1", ms=1, attributes=http("/r", 503)),
+        span("1.1", ms=2, status="ERROR", attributes=CONSUMED, kind="CONSUMER"),
+        span("1.1", ms=70, attributes=CONSUMED, kind="CONSUMER"),
+    ])  # fmt: skip
+
+    _, canary = read(store)
+
+    served, consumed = canary[RouteKey(HTTP, "/r")], canary[RouteKey(MESSAGING, "orders.created")]
+    assert (served.requests, served.errors, list(served.durations)) == (2, 1, [0.06])
+    assert (consumed.requests, consumed.errors, list(consumed.durations)) == (2, 1, [0.07])
+
+
 def test_routes_interned_or_not_and_missing(store: Store) -> None:
     long_route = "/" + "segment/" * 12 + "{id}"  # over 64 characters: stored as plain text
     store.write_spans([

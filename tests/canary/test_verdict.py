@@ -39,6 +39,11 @@ def lognormal(n: int, seed: int, *, scale: float = 1.0, sigma: float = 0.5) -> l
     return [0.05 * scale * rng.lognormvariate(0, sigma) for _ in range(n)]
 
 
+def served(n: int, errors: int, seed: int, *, scale: float = 1.0) -> RouteSamples:
+    """``n`` requests, ``errors`` of them failed: the others timed (latency is of successes)."""
+    return RouteSamples.of(lognormal(n - errors, seed, scale=scale), errors)
+
+
 def verdict_of(
     n: int,
     baseline_errors: int,
@@ -48,8 +53,8 @@ def verdict_of(
     scale: float = 1.0,
     settings: Settings | None = None,
 ) -> Verdict:
-    baseline = {ORDERS: RouteSamples.of(lognormal(n, seed), baseline_errors)}
-    canary = {ORDERS: RouteSamples.of(lognormal(n, seed + 1000, scale=scale), canary_errors)}
+    baseline = {ORDERS: served(n, baseline_errors, seed)}
+    canary = {ORDERS: served(n, canary_errors, seed + 1000, scale=scale)}
     return judge(SUBJECT, baseline, canary, settings)
 
 
@@ -131,7 +136,7 @@ def test_a_failing_critical_metric_fails_the_verdict_with_score_zero() -> None:
     routes = [RouteKey(HTTP, f"/r{i}") for i in range(6)]
     baseline = {key: RouteSamples.of(lognormal(400, i), 0) for i, key in enumerate(routes)}
     canary = {key: RouteSamples.of(lognormal(400, 100 + i), 0) for i, key in enumerate(routes)}
-    canary[routes[2]] = RouteSamples.of(lognormal(400, 102), 20)
+    canary[routes[2]] = served(400, 20, 102)
 
     verdict = judge(SUBJECT, baseline, canary)
 
@@ -203,7 +208,7 @@ def _beside_orders(key: RouteKey, errors: int) -> Verdict:
     baseline = {ORDERS: RouteSamples.of(lognormal(400, 1), 0)}
     canary = {
         ORDERS: RouteSamples.of(lognormal(400, 2), 0),
-        key: RouteSamples.of(lognormal(200, 3), errors),
+        key: served(200, errors, 3),
     }
     return judge(SUBJECT, baseline, canary)
 

@@ -121,8 +121,9 @@ class _Route:
                      upper, tolerance, more, detail or {}, coarse)  # fmt: skip
 
     def too_few(self, metric: str, method: str, tolerance: float, floor: int) -> Check | None:
-        """An untested check when a version has fewer than ``floor`` requests, else None."""
-        fewest = min(self.baseline.requests, self.canary.requests)
+        """An untested latency check when a version has fewer than ``floor`` requests that
+        succeeded (the ones timed), else None."""
+        fewest = min(self.baseline.succeeded, self.canary.succeeded)
         if fewest >= floor:
             return None
         more = _more_at(floor / max(1, fewest), self.canary)

@@ -31,10 +31,7 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
             f" stopped serving cannot pass"
         )
     if check.p_value is None or check.estimate is None:
-        return (
-            f"too few requests to compare ({check.baseline.requests} baseline,"
-            f" {check.canary.requests} canary); {_more(check)}"
-        )
+        return f"{_too_few(check)}; {_more(check)}"
     measured = _measured(check, confidence, q)
     tolerance = _tolerance(check)
     if check.metric == ERROR_RATE:
@@ -56,6 +53,14 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
         f"{measured}: not significantly {worse}, but {excess} beyond {tolerance} is not ruled"
         f" out; {_more(check)}"
     )
+
+
+def _too_few(check: Check) -> str:
+    if check.metric == ERROR_RATE:
+        counts = (check.baseline.requests, check.canary.requests)
+        return f"too few requests to compare ({counts[0]} baseline, {counts[1]} canary)"
+    counts = (check.baseline.succeeded, check.canary.succeeded)
+    return f"too few successful requests to time ({counts[0]} baseline, {counts[1]} canary)"
 
 
 def _measured(check: Check, confidence: float, q: float) -> str:

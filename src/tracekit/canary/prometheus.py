@@ -1,10 +1,12 @@
 """Samples from Prometheus: tracekit's own histograms, by ``service_version``, over the window.
 
 For a team without the store. Per version and family, instant queries at the window's end: the
-bucket counts per route, ``sum by (route, le) (increase(<histogram>_bucket{...}[window]))``, and
-the failed requests per route from the histogram's ``_count``. ``increase()`` copes with counter
-resets (pods restarting mid-rollout) and extrapolates to the window's edges, so counts can differ
-from the requests served by about a scrape interval's worth; they are rounded to whole requests.
+succeeded requests' bucket counts per route, ``sum by (route, le)
+(increase(<histogram>_bucket{..., <not failed>}[window]))`` (latency is compared over successes,
+see ``samples``), and the failed requests per route from the histogram's ``_count``.
+``increase()`` copes with counter resets (pods restarting mid-rollout) and extrapolates to the
+window's edges, so counts can differ from the requests served by about a scrape interval's worth;
+they are rounded to whole requests.
 
 ``increase()`` counts nothing for the jump from "no series" to a series' first scraped value, and
 every series of a canary is new: a 5xx series appears with its first failure, a pod's series with
@@ -90,6 +92,7 @@ class Family:
     histogram: str
     route_label: str
     failed: tuple[str, ...]  # label matchers each selecting failed requests (their union counts)
+    succeeded: str  # the matchers selecting every other request: none of ``failed`` holds
 
     def selector(self, service: str, version: str, extra: str = "") -> str:
         """``{service_name="...", service_version="..."}`` plus an optional matcher."""
@@ -99,8 +102,9 @@ class Family:
     def buckets_query(
         self, service: str, version: str, window: Window, *, born: bool = False
     ) -> str:
-        """Bucket counts per route over ``window`` (``born``: see ``_counted``)."""
-        series = f"{self.histogram}_bucket{self.selector(service, version)}"
+        """The succeeded requests' bucket counts per route over ``window`` (``born``: see
+        ``_counted``)."""
+        series = f"{self.histogram}_bucket{self.selector(service, version, self.succeeded)}"
         return f"sum by ({self.route_label}, le) ({_counted(series, window, born=born)})"
 
     def failed_query(
@@ -156,9 +160,10 @@ FAMILIES = (
     # an error type (the application raised, before or while answering, or a 5xx), or from a
     # tracekit without that label: 5xx, or no status at all (raised before it responded)
     Family(HTTP, "http_server_request_duration_seconds", "http_route",
-           ('error_type!=""', 'http_response_status_code=~"5..|"')),
+           ('error_type!=""', 'http_response_status_code=~"5..|"'),
+           'error_type="", http_response_status_code!~"5..|"'),
     Family(MESSAGING, "messaging_process_duration_seconds", "messaging_destination_name",
-           ('error_type!=""',)),
+           ('error_type!=""',), 'error_type=""'),
 )  # fmt: skip
 
 
@@ -243,8 +248,8 @@ def _is_number(text: str) -> bool:
 def _family_samples(
     family: Family, buckets: list[dict[str, Any]], failed: list[dict[str, Any]]
 ) -> Samples:
-    """Samples per route from bucket series and failed-request series (a route's or a bucket's
-    series are added up)."""
+    """Samples per route from the succeeded requests' bucket series and failed-request series (a
+    route's or a bucket's series are added up); a route may have only failures."""
     by_route: dict[str, dict[float, float]] = {}
     for series in buckets:
         labels = series["metric"]
@@ -258,17 +263,13 @@ def _family_samples(
         route = _route(series["metric"], family)
         errors[route] = errors.get(route, 0.0) + _value(series)
     out: Samples = {}
-    for route, cumulative in sorted(by_route.items()):
-        bounds, counts = _buckets(cumulative.items())
-        total = sum(counts)
-        if not total:
-            continue
-        # increase() extrapolates each series on its own: the failed count of an all-failing
-        # route can come out above its request count
-        failures = min(round(errors.get(route, 0.0)), total)
+    for route in sorted(by_route.keys() | errors.keys()):
+        bounds, counts = _buckets(by_route.get(route, {}).items())
+        failures = round(errors.get(route, 0.0))
+        total = sum(counts) + failures
         if total > MAX_REQUESTS:  # the same shares, in fewer requests: only more cautious
             counts = [round(c * MAX_REQUESTS / total) for c in counts]
-            failures = min(round(failures * MAX_REQUESTS / total), sum(counts))
+            failures = round(failures * MAX_REQUESTS / total)
         samples = histogram_samples(bounds, counts, failures)
         if samples.requests:
             out[RouteKey(family.kind, route)] = samples

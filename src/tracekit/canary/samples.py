@@ -1,4 +1,10 @@
-"""What the analysis works on: per version and route, one duration per request and an error count.
+"""What the analysis works on: per version and route, the durations of the requests that
+succeeded and how many failed.
+
+Latency is compared over successes only: a failure's duration says how it failed, not how fast
+the service serves. A canary that now answers in 50 ms a request the baseline failed in 1 ms is
+a fix, not a slowdown, and a canary failing fast must not look faster; failures have their own
+check, the error rate.
 
 The store gives real per-request durations. Prometheus gives histogram bucket counts; those are
 turned into durations spread evenly inside each bucket, the assumption ``histogram_quantile``
@@ -45,7 +51,8 @@ class RouteKey:
 
 @dataclass(frozen=True, slots=True)
 class RouteSamples:
-    """One version's requests on one route: durations in seconds (sorted) and how many failed.
+    """One version's requests on one route: the succeeded ones' durations in seconds (sorted),
+    and how many failed.
 
     ``edges``, for durations read from histogram buckets: each request's lowest and highest
     possible duration (its bucket's edges, the last bucket's upper one infinite), in the order of
@@ -55,27 +62,36 @@ class RouteSamples:
     durations: Floats
     errors: int
     edges: tuple[Floats, Floats] | None = None
+    # requests neither timed here nor counted failed: the other routes' failures, when one
+    # route's failures are counted among every request of the version
+    uncounted: int = 0
 
     @classmethod
     def of(cls, seconds: Iterable[float], errors: int) -> RouteSamples:
-        """Samples from durations in any order."""
+        """Samples from the succeeded requests' durations in any order, and ``errors`` failed."""
         durations = np.sort(np.fromiter(seconds, dtype=np.float64))
-        return cls(durations, min(max(0, errors), len(durations)))
+        return cls(durations, max(0, errors))
 
     @classmethod
     def joined(cls, parts: Iterable[RouteSamples], errors: int) -> RouteSamples:
-        """The requests of all ``parts`` as one sample, with ``errors`` of them failed."""
+        """The succeeded requests of all ``parts`` as one sample, with ``errors`` failed."""
         durations = [part.durations for part in parts]
         return cls.of(np.concatenate(durations) if durations else [], errors)
 
     @property
     def requests(self) -> int:
-        """Number of requests."""
+        """Number of requests, succeeded and failed."""
+        return len(self.durations) + self.errors + self.uncounted
+
+    @property
+    def succeeded(self) -> int:
+        """Number of requests that succeeded: those whose durations the latency checks compare."""
         return len(self.durations)
 
     def quantile(self, q: float) -> float:
-        """The ``q``-quantile in seconds, interpolated linearly between order statistics."""
-        return float(np.quantile(self.durations, q)) if self.requests else math.nan
+        """The succeeded requests' ``q``-quantile in seconds, interpolated linearly between order
+        statistics."""
+        return float(np.quantile(self.durations, q)) if self.succeeded else math.nan
 
     @property
     def lowest(self) -> Floats:
@@ -111,7 +127,8 @@ def spread_histogram(bounds: Sequence[float], counts: Sequence[int]) -> Floats:
 
 
 def histogram_samples(bounds: Sequence[float], counts: Sequence[int], errors: int) -> RouteSamples:
-    """Samples from per-bucket ``counts`` (as ``spread_histogram``), with each request's edges."""
+    """Samples from the succeeded requests' per-bucket ``counts`` (as ``spread_histogram``), with
+    each request's edges, and ``errors`` failed requests."""
     lower = np.concatenate([[0.0], bounds])
     upper = np.concatenate([bounds, [math.inf]])
     sizes = np.zeros(len(upper), dtype=np.int64)

@@ -19,7 +19,7 @@ the score drops below ``MARGINAL_SCORE``, else makes it marginal.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tracekit._stats import holm
 from tracekit.canary.checks import Check, check_errors_among_all, check_route
@@ -189,9 +189,9 @@ def _everything(
     """Every request of a version of ``kinds`` (None: of every kind), failed where it was one
     of the ``counted`` key's failures."""
     errors = samples[counted].errors if counted in samples else 0
-    return RouteSamples.joined(
-        (part for key, part in samples.items() if kinds is None or key.kind in kinds), errors
-    )
+    parts = [part for key, part in samples.items() if kinds is None or key.kind in kinds]
+    joined = RouteSamples.joined(parts, errors)
+    return replace(joined, uncounted=sum(part.requests for part in parts) - joined.requests)
 
 
 def _classify(checks: list[Check], settings: Settings) -> list[MetricResult]:

@@ -37,12 +37,14 @@ _GroupKey = tuple[int, int, Picked | None]  # resource id, kind, route as picked
 
 @dataclass(slots=True)
 class RequestGroup:
-    """The requests of one version on one route (``route`` None: the span named none)."""
+    """The requests of one version on one route (``route`` None: the span named none): the
+    durations of those that succeeded, and how many failed. Latency is compared over successes
+    only; a failure's duration says how it failed, not how fast the service serves."""
 
     version: str
     kind: str  # "SERVER" or "CONSUMER"
     route: str | None
-    durations_ns: list[int] = field(default_factory=list)
+    durations_ns: list[int] = field(default_factory=list)  # of the requests that succeeded
     errors: int = 0
 
 
@@ -78,20 +80,21 @@ def _group(
     resources: dict[int, str],
     groups: dict[_GroupKey, RequestGroup],
 ) -> None:
-    """Add ``rows`` (all of one kind) to their groups: durations first, then the few errors."""
+    """Add ``rows`` (all of one kind) to their groups: the succeeded requests' durations, and
+    how many failed (a failure's duration is not timed: see ``RequestGroup``)."""
     refs, kinds, durations, statuses, texts = zip(*rows, strict=True)
     batch = TextBatch(texts)
     keys = list(zip(refs, kinds, route.pick_all(batch), strict=True))
-    durations_of: defaultdict[_GroupKey, list[int]] = defaultdict(list)
-    for key, duration in zip(keys, durations, strict=True):
-        durations_of[key].append(duration)
-    for key, found in durations_of.items():
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = RequestGroup(resources[key[0]], _KIND_NAMES[key[1]], None)
-        group.durations_ns.extend(found)
     failed = {index for index, code in enumerate(statuses) if code == _ERROR}
     failed.update(status.lines(batch))
+    durations_of: defaultdict[_GroupKey, list[int]] = defaultdict(list)
+    for index, (key, duration) in enumerate(zip(keys, durations, strict=True)):
+        if index not in failed:
+            durations_of[key].append(duration)
+    for key in dict.fromkeys(keys):
+        groups.setdefault(key, RequestGroup(resources[key[0]], _KIND_NAMES[key[1]], None))
+    for key, found in durations_of.items():
+        groups[key].durations_ns.extend(found)
     for index in failed:
         groups[keys[index]].errors += 1
 

@@ -6,6 +6,8 @@ argv: app-port metrics-port version store-path slow-seconds fail-every. Routes:
 - ``/fast/{n}``: answers at once.
 - ``/slow/{n}``: sleeps slow-seconds (the canary is given a longer sleep).
 - ``/pay/{n}``: HTTP 500 when n is a multiple of fail-every (0: never).
+- ``/checkout/{n}``: sleeps slow-seconds and answers 200, but for the same n as /pay it answers
+  503 at once (a dependency refused it before any work was done).
 - ``/export/{n}``: streams its body in two chunks; for the same n as /pay it raises after the
   first (the 200 has gone out, the client gets a cut body).
 - ``/publish/{n}``: queues n in-process (``inproc_queue``); a consumer thread handles it inside
@@ -61,6 +63,13 @@ async def pay(request: Request) -> PlainTextResponse:
     return PlainTextResponse("declined" if failed else "paid", status_code=500 if failed else 200)
 
 
+async def checkout(request: Request) -> PlainTextResponse:
+    if failing(int(request.path_params["n"])):
+        return PlainTextResponse("payments unavailable", status_code=503)
+    await asyncio.sleep(slow_seconds)
+    return PlainTextResponse("ordered")
+
+
 async def export(request: Request) -> StreamingResponse:
     failed = failing(int(request.path_params["n"]))
 
@@ -100,7 +109,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 routes = [
     Route("/fast/{n}", fast), Route("/slow/{n}", slow), Route("/pay/{n:int}", pay),
-    Route("/export/{n:int}", export), Route("/publish/{n:int}", publish),
+    Route("/checkout/{n:int}", checkout), Route("/export/{n:int}", export),
+    Route("/publish/{n:int}", publish),
     Route("/health", health),
 ]  # fmt: skip
 app = TracekitMiddleware(Starlette(routes=routes, lifespan=lifespan))
