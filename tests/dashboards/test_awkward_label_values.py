@@ -34,7 +34,7 @@ from grafana_model import (
 )
 from loopback import UNREACHABLE
 from prometheus_server import instant, label_values, prometheus_binary, running_prometheus
-from shop import start_shop
+from shop import Shop, start_shop
 
 APP = Path(__file__).parent / "apps" / "dash_shop.py"
 PATHS = ("/orders/{i}", "/orders/slow-{i}", "/fail", "/crash", "/checkout/cart-{i}",
@@ -58,7 +58,23 @@ def _scraped(url: str, promql: str) -> float:
 @dataclass
 class Run:
     prometheus: str
-    end: float  # the traffic's end: a rate over the last seconds still sees it
+    end: float  # just after the traffic was scraped: a rate over the last seconds sees it
+
+
+def _round(client: httpx.Client, shops: list[Shop], i: int) -> None:
+    for shop in shops:
+        for path in PATHS:
+            client.get(shop.url + path.format(i=i))
+
+
+def _wait_for_messages(url: str, rounds: int) -> None:
+    checkouts = 2 * 2 * rounds  # two kinds of checkout a round, on each version
+    wait_for(
+        lambda: _scraped(url, "sum(messaging_process_duration_seconds_count)") == checkouts,
+        30,
+        "every message scraped",
+        ignoring=UNREACHABLE,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +90,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             up = 'sum(up{job="shop"})'
             wait_for(lambda: _scraped(url, up) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
             with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as c:
-                for i in range(4):
-                    for shop in shops:
-                        for path in PATHS:
-                            c.get(shop.url + path.format(i=i))
-            end = time.time()
-            checkouts = 2 * 4 * 2  # two kinds of checkout a round, on each version
-            wait_for(
-                lambda: _scraped(url, "sum(messaging_process_duration_seconds_count)") == checkouts,
-                30,
-                "every message scraped",
-                ignoring=UNREACHABLE,
-            )
-            time.sleep(max(0.0, end + 1.5 - time.time()))  # the scrape after the end
+                # a first round gives every series a value before the measured ones: rate() sees
+                # no growth in a series born with its last value (messages handled in one burst)
+                _round(c, shops, 0)
+                _wait_for_messages(url, 1)
+                time.sleep(1.5)  # a scrape of those first values
+                for i in range(1, 4):
+                    _round(c, shops, i)
+            _wait_for_messages(url, 4)
+            end = time.time() + 1.5  # the scrape after the last message
+            time.sleep(1.5)
             yield Run(url, end)
     finally:
         for shop in shops:
