@@ -304,6 +304,35 @@ def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
 
 
+@pytest.mark.parametrize("sampled", ["?", " ? "])
+def test_an_x_ray_header_leaving_the_decision_to_the_consumer_continues_its_trace(
+    sqs_client: Any,
+    queue_url: str,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    sampled: str,
+) -> None:
+    """``Sampled=?`` asks the receiver to make the sampling decision (X-Ray's "requested"
+    state): tracekit records the message as its default sampler would a new trace, in the
+    sender's trace under the sender's span. The header was refused and the consumer started an
+    unrelated trace."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+    header = f"Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={sampled}"
+    instrumentation.uninstrument()
+    sqs_client.send_message(
+        QueueUrl=queue_url,
+        MessageBody="decide for me",
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": header}},
+    )
+    instrumentation.instrument(["botocore"])
+    [message] = receive(sqs_client, queue_url)
+    with tracekit.sqs.consume(message, queue=queue_url):
+        pass
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == 0x53995C3F42CD8AD8
+    assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
+
+
 def test_under_x_ray_a_send_sets_the_aws_trace_header_aws_consumers_read(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

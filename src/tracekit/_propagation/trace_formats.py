@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 from urllib.parse import unquote
 
 Headers = Mapping[str, Sequence[str]]
@@ -162,7 +162,7 @@ class Jaeger:
 
 
 class XRay:
-    """AWS X-Ray's ``X-Amzn-Trace-Id: Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1}``.
+    """AWS X-Ray's ``X-Amzn-Trace-Id: Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1|?}``.
 
     Written with that capitalisation, as the reference does: a message header or an SQS message
     attribute name is case-sensitive to a consumer that is not tracekit.
@@ -180,6 +180,9 @@ class XRay:
     fields: tuple[str, ...] = (WRITTEN,)
     _ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
     _NOT_FORWARDED = frozenset(("Root", "Parent", "Sampled", "Self"))
+    # "?": the caller asks this hop to decide. tracekit decides to record, as for B3's deferred
+    # state and as its default sampler does for a new trace (the parent's ids are kept).
+    _SAMPLED: ClassVar[Mapping[str, bool]] = {"1": True, "0": False, "?": True}
     _FORWARDED_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
     # visible ASCII but the separators of the header (";") and of a header list (",")
     _FORWARDED_VALUE = re.compile(r"[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
@@ -198,10 +201,10 @@ class XRay:
         root = self._ROOT.fullmatch(pairs.get("Root", ""))
         parent = pairs.get("Parent", "")
         sampled = pairs.get("Sampled", "0")
-        if root is None or _HEX16.fullmatch(parent) is None or sampled not in ("0", "1"):
+        if root is None or _HEX16.fullmatch(parent) is None or sampled not in self._SAMPLED:
             return None
         trace_id = int(root.group(1) + root.group(2), 16)
-        return _remote(trace_id, int(parent, 16), sampled == "1", self._forwarded(pairs))
+        return _remote(trace_id, int(parent, 16), self._SAMPLED[sampled], self._forwarded(pairs))
 
     def _forwarded(self, pairs: dict[str, str]) -> str:
         """The fields to forward, in order, as far as they fit in ``MAX_FORWARDED``."""
