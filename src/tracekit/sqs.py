@@ -15,7 +15,9 @@ A receiver opens the CONSUMER span around its handler::
         with tracekit.sqs.consume(message, queue=url):
             handle(message["Body"])
 
-The instrumented ``ReceiveMessage`` asks SQS for the attributes this needs. Messages from
+The instrumented ``ReceiveMessage`` asks SQS for the attributes this needs. A message an SNS
+topic delivered (an envelope, unless raw message delivery is on) carries the publisher's
+context in the envelope's message attributes, read the same way. Messages from
 producers without tracekit start a new trace, unless ``OTEL_PROPAGATORS`` names ``xray`` and
 SQS kept their X-Ray header (``AWSTraceHeader``); their queue wait comes from SQS's
 ``SentTimestamp`` (millisecond precision) when the receive asked for it.
@@ -37,11 +39,13 @@ PACKED_ATTRIBUTE = "tracekit-context"
 MAX_ATTRIBUTES = 10
 MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything longer is not ours
 MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
+MAX_ENVELOPE_LENGTH = 2 * 1_048_576  # an SNS envelope of the largest message, JSON-escaped
 TRACE_HEADER_ATTRIBUTE = "AWSTraceHeader"  # the system attribute AWS keeps X-Ray's header in
 X_RAY_HEADER = "x-amzn-trace-id"
 
 __all__ = [
     "MAX_ATTRIBUTES",
+    "MAX_ENVELOPE_LENGTH",
     "MAX_MESSAGE_SIZE",
     "MAX_PACKED_LENGTH",
     "PACKED_ATTRIBUTE",
@@ -138,19 +142,49 @@ def _as_mapping(message: Mapping[str, Any] | Any) -> Mapping[str, Any]:
 
 
 def _read_headers(message: Mapping[str, Any]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    attributes = message.get("MessageAttributes")
-    if isinstance(attributes, Mapping):
-        for name, attribute in attributes.items():
-            value = attribute.get("StringValue") if isinstance(attribute, Mapping) else None
-            if isinstance(name, str) and isinstance(value, str):
-                headers[name] = value
+    headers = _text_attributes(message.get("MessageAttributes"))
+    if not headers:
+        headers = _sns_envelope_attributes(message.get("Body"))
     _unpack(headers)
     if messaging.PUBLISH_TIME_HEADER not in headers:
         _publish_time_from_sent_timestamp(message, headers)
     if not any(name.lower() == X_RAY_HEADER for name in headers):
         _x_ray_from_trace_header(message, headers)
     return headers
+
+
+def _text_attributes(attributes: object) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if isinstance(attributes, Mapping):
+        for name, attribute in attributes.items():
+            value = attribute.get("StringValue") if isinstance(attribute, Mapping) else None
+            if isinstance(name, str) and isinstance(value, str):
+                headers[name] = value
+    return headers
+
+
+def _sns_envelope_attributes(body: object) -> dict[str, str]:
+    """The String message attributes of an SNS notification. Unless raw message delivery is
+    on, SNS hands a subscribed queue a JSON envelope holding the publisher's attributes as
+    ``{"Type": "String", "Value": ...}``, and sets no SQS message attributes."""
+    if not isinstance(body, str) or len(body) > MAX_ENVELOPE_LENGTH or '"TopicArn"' not in body:
+        return {}  # (a cheap test first: most bodies are not envelopes)
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # not an envelope after all
+        return {}
+    if not isinstance(envelope, dict) or envelope.get("Type") != "Notification":
+        return {}
+    attributes = envelope.get("MessageAttributes")
+    if not isinstance(attributes, dict):
+        return {}
+    return {
+        name: attribute["Value"]
+        for name, attribute in attributes.items()
+        if isinstance(attribute, dict)
+        and attribute.get("Type") == "String"
+        and isinstance(attribute.get("Value"), str)
+    }
 
 
 def _unpack(headers: MutableMapping[str, str]) -> None:

@@ -52,3 +52,17 @@ def instrumented() -> Iterator[None]:
     instrumentation.instrument(["botocore", "requests"])
     yield
     instrumentation.uninstrument()
+
+
+@pytest.fixture
+def sns_client(sqs_endpoint: str) -> Any:
+    """A boto3 SNS client pointed at the same moto server (SNS delivers to its SQS queues)."""
+    import boto3
+
+    return boto3.client(
+        "sns",
+        endpoint_url=sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )

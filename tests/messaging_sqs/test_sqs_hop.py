@@ -282,6 +282,61 @@ def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
     check_wait(consumer, DELAY_S - 0.001)  # SentTimestamp has millisecond precision
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["sns-envelope", "raw-delivery"])
+def test_a_message_fanned_out_by_sns_continues_the_publishers_trace(
+    sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter, raw: bool
+) -> None:
+    """A publisher to an SNS topic (an OpenTelemetry-instrumented one, or one calling
+    ``tracekit.messaging.inject``) puts the context in the SNS message attributes. Unless raw
+    message delivery is on, SNS hands the subscribed queue a JSON envelope holding them as
+    ``{"Type", "Value"}``, with no SQS message attributes: the consumer started a new trace."""
+    arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    topic = sns_client.create_topic(Name=f"orders-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    sns_client.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": str(raw).lower()},
+    )
+    context = {"traceparent": f"00-{0xABC:032x}-{0xDEF:016x}-01", "x-correlation-id": "order-sns-1"}
+    sns_client.publish(
+        TopicArn=topic,
+        Message='{"id": 1}',
+        MessageAttributes={
+            name: {"DataType": "String", "StringValue": value} for name, value in context.items()
+        },
+    )
+    [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
+    with tracekit.sqs.consume(message, queue=queue_url) as delivery:
+        assert tracekit.correlation_id() == delivery.correlation_id == "order-sns-1"
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == 0xDEF
+    assert consumer.context.trace_id == 0xABC
+    assert (json.loads(message["Body"])["Message"] if not raw else message["Body"]) == '{"id": 1}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"TopicArn": "t", "Type": "Notification", "MessageAttributes": ' + "[" * 10_000,
+        '{"TopicArn": "t", "Type": "Notification", "MessageAttributes": {"traceparent": 1}}',
+        '{"TopicArn": "t", "Type": "Other", "MessageAttributes": {"traceparent": '
+        f'{{"Type": "String", "Value": "00-{1:032x}-{1:016x}-01"}}}}}}',
+        '["TopicArn"]',
+    ],
+    ids=["nested", "not-an-attribute", "not-a-notification", "a-list"],
+)
+def test_a_body_that_is_not_an_sns_envelope_is_handled_without_context(
+    queue_url: str, spans: InMemorySpanExporter, body: str
+) -> None:
+    """Any producer writes the body: one that merely looks like an envelope is handled as a
+    message without context, never raising into the consumer's loop."""
+    with tracekit.sqs.consume({"MessageId": "m-2", "Body": body}, queue=queue_url):
+        pass
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is None
+
+
 def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
