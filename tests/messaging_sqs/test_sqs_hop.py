@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hopscene import check_hop, check_wait, one, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 import tracekit.sqs
@@ -100,6 +100,38 @@ def test_batch_send_and_batch_consume_link_each_message(
     assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 3
     assert consumer.parent is None
     check_wait(consumer, DELAY_S)
+
+
+@pytest.mark.parametrize("refused", [1, 2], ids=["one-of-two", "both"])
+def test_a_batch_with_entries_sqs_refused_shows_a_failed_send(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, refused: int
+) -> None:
+    """SQS answers a SendMessageBatch 200 and lists the entries it refused apart (``Failed``):
+    the PRODUCER span said the send succeeded, so the lost messages showed nowhere in the
+    trace. It now ends failed with SQS's error code and how many of the batch were refused."""
+    entries: list[dict[str, Any]] = [{"Id": f"e{n}", "MessageBody": f"m{n}"} for n in range(2)]
+    for entry in entries[:refused]:
+        entry["DelaySeconds"] = 901  # SQS allows up to 900
+    answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    assert len(answer["Failed"]) == refused
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    assert producer.status.status_code is StatusCode.ERROR
+    assert producer.status.description is not None
+    assert f"{refused} of 2 messages" in producer.status.description
+    assert "InvalidParameterValue" in producer.status.description
+    assert producer.attributes is not None and producer.attributes["error.type"] == "ClientError"
+
+
+def test_a_batch_sqs_took_whole_ends_unset(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    entries = [{"Id": f"e{n}", "MessageBody": f"m{n}"} for n in range(2)]
+    assert sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") in (
+        None,
+        [],
+    )
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    assert producer.status.status_code is StatusCode.UNSET
 
 
 @pytest.mark.parametrize("bad_entry", ["oops", ["Id", "1"]], ids=["str", "list"])

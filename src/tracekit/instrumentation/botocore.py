@@ -3,7 +3,8 @@
 - ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
   within SQS's limit of 10 (see ``tracekit.sqs``), and under ``OTEL_PROPAGATORS=xray`` the X-Ray
   header into the ``AWSTraceHeader`` system attribute too, unless the caller set it.
-  ``SendMessageBatch`` is one PRODUCER span whose context every entry carries. A message (or
+  ``SendMessageBatch`` is one PRODUCER span whose context every entry carries; it ends failed
+  when SQS refused any entry (answering 200 with a ``Failed`` list). A message (or
   batch) that tracekit's attributes would take past SQS's size limit goes out without them,
   with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
@@ -21,13 +22,14 @@ and re-raises its exception unchanged. Other services and operations pass straig
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import Any
 
 from tracekit import messaging, propagation, semconv, sqs
 from tracekit._messaging import headers as _message_headers
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import mark_failed, report_once, safe
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
 
@@ -96,7 +98,33 @@ def _send_message_batch(
         accepted = result.get("Successful") if isinstance(result, dict) else None
         if isinstance(accepted, list):  # SQS answers per entry: some may be refused
             sent.set_accepted(len(accepted))
+        safe("sqs batch result", lambda: _note_refused(sent, result, len(entries), client))
         return result
+
+
+def _note_refused(sent: messaging.Publication, result: Any, total: int, client: Any) -> None:
+    """SQS answers a batch 200 and lists the entries it refused apart (``Failed``): the span
+    fails with the error a send refused for the first one's reason raises. A batch refused
+    whole failed as a send does; one refused in part still counts the messages SQS took."""
+    failed = result.get("Failed") if isinstance(result, dict) else None
+    if not isinstance(failed, list) or not failed:
+        return
+    code = _error_code(failed[0])
+    message = f"SQS refused {len(failed)} of {total} messages of the batch"
+    refusal = client.exceptions.from_code(code)  # botocore's class for the code, as raised
+    error = refusal({"Error": {"Code": code, "Message": message}}, "SendMessageBatch")
+    if len(failed) >= total:
+        sent.fail(error)
+    elif sent.span is not None:
+        mark_failed(sent.span, error)
+
+
+def _error_code(entry: object) -> str:
+    code = entry.get("Code") if isinstance(entry, dict) else None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else "Unknown"
+
+
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.]{1,128}")  # AWS's codes; anything else is not shown
 
 
 def _batch_size(entries: Sequence[Any]) -> int:
