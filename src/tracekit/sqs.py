@@ -63,8 +63,12 @@ __all__ = [
 
 
 def queue_name(queue: str) -> str:
-    """The queue's name from its URL (or the name itself), bounded."""
-    return queue.rstrip("/").rsplit("/", 1)[-1][:256]
+    """The queue's name from its URL or ARN (a Lambda record's ``eventSourceARN``), or the
+    name itself, bounded."""
+    name = queue.rstrip("/").rsplit("/", 1)[-1]
+    if name.startswith("arn:"):
+        name = name.rsplit(":", 1)[-1]
+    return name[:256]
 
 
 def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str]) -> dict[str, Any]:
@@ -131,13 +135,34 @@ def headers_of(message: Mapping[str, Any] | Any) -> dict[str, str]:
 def _as_mapping(message: Mapping[str, Any] | Any) -> Mapping[str, Any]:
     """A received message as boto3's client returns it. boto3's resource API
     (``queue.receive_messages()``) returns ``sqs.Message`` objects holding the same fields as
-    attributes."""
+    attributes; Lambda's SQS event source, records spelling them in camelCase."""
     if isinstance(message, Mapping):
-        return message
+        is_lambda_record = "messageId" in message and "MessageId" not in message
+        return _from_lambda_record(message) if is_lambda_record else message
     return {
         "MessageId": getattr(message, "message_id", None),
         "MessageAttributes": getattr(message, "message_attributes", None),
         "Attributes": getattr(message, "attributes", None),
+    }
+
+
+def _from_lambda_record(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {
+        "MessageId": record.get("messageId"),
+        "Body": record.get("body"),
+        "Attributes": record.get("attributes"),
+        "MessageAttributes": _from_lambda_attributes(record.get("messageAttributes")),
+    }
+
+
+def _from_lambda_attributes(attributes: object) -> dict[str, Any] | None:
+    """Lambda's ``{"stringValue", "dataType", ...}`` message attributes in boto3's spelling."""
+    if not isinstance(attributes, Mapping):
+        return None
+    return {
+        name: {"StringValue": attribute.get("stringValue")}
+        for name, attribute in attributes.items()
+        if isinstance(attribute, Mapping)
     }
 
 
@@ -221,8 +246,9 @@ def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping
 def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> messaging.Delivery:
     """``with consume(message, queue=url_or_name):`` — the CONSUMER span around one handler.
 
-    ``message``: a dict from the client's ``receive_message``, or an ``sqs.Message`` from the
-    resource API's ``receive_messages``. ``options`` go to ``tracekit.messaging.consume``
+    ``message``: a dict from the client's ``receive_message``, an ``sqs.Message`` from the
+    resource API's ``receive_messages``, or a record of a Lambda SQS event (``queue`` may be
+    its ``eventSourceARN``). ``options`` go to ``tracekit.messaging.consume``
     (``tracer_provider``, ``registry``...).
     """
     fields = safe("sqs message attributes", lambda: _as_mapping(message)) or {}

@@ -207,6 +207,57 @@ def test_messages_of_the_resource_api_continue_the_trace(
     )
 
 
+def _as_lambda_delivers(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """``message`` as one record of the event Lambda's SQS event source hands a function:
+    camelCase keys, attributes as ``stringValue``/``dataType``, the queue as an ARN."""
+    attributes = message.get("MessageAttributes", {})
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message["Attributes"],
+        "messageAttributes": {
+            name: {
+                "stringValue": value["StringValue"],
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value["DataType"],
+            }
+            for name, value in attributes.items()
+        },
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "us-east-1",
+    }
+
+
+def test_a_record_of_a_lambda_sqs_event_continues_the_trace(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """A Lambda function gets its messages as event records, not boto3 dicts: the consumer
+    continues the producer's trace with its correlation ID, named for the queue of the
+    record's ARN (it started a new trace and named the destination by the whole ARN)."""
+    token = tracekit.correlation.set_correlation_id("order-lambda-1")
+    try:
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody="to a function")
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    queue_arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    record = _as_lambda_delivers(message, queue_arn["Attributes"]["QueueArn"])
+
+    with tracekit.sqs.consume(record, queue=record["eventSourceARN"]) as delivery:
+        assert tracekit.correlation_id() == delivery.correlation_id == "order-lambda-1"
+
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_DESTINATION_NAME] == queue_url.rsplit("/")[-1]
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == message["MessageId"]
+
+
 @pytest.mark.parametrize("header", ["X-Correlation-ID", "X-Request-ID"])
 def test_a_correlation_attribute_spelt_as_configured_is_received(
     sqs_client: Any, queue_url: str, header: str
