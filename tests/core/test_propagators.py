@@ -343,3 +343,23 @@ def test_a_debug_trace_is_forwarded_as_debug_and_the_reference_reads_it_sampled(
     )
     b3.inject(other, trace.set_span_in_context(span, context))
     assert other.get("b3", "-1").endswith("-1") and "x-b3-flags" not in other
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"{XRAY_PARENT};",  # a separator left after the last field
+        f"{XRAY_PARENT}; ",
+        f"Root=1-5759e988-bd862e3fe1be46a994272793;;Parent={SPAN_ID:016x}; Sampled=1",
+    ],
+)
+def test_an_x_ray_header_with_an_empty_field_is_read(header: str) -> None:
+    """An empty field between or after the ``;`` separators says nothing: the rest of the
+    header is read (the whole header was refused and the trace restarted)."""
+    xray = propagation.TracekitPropagator(propagators=["xray"])
+    parent = parent_of(xray.extract({"X-Amzn-Trace-Id": header}))
+    assert (parent.trace_id, parent.span_id, parent.trace_flags.sampled) == (
+        0x5759E988BD862E3FE1BE46A994272793,
+        SPAN_ID,
+        True,
+    )

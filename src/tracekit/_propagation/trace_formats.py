@@ -193,6 +193,8 @@ class XRay:
             return None
         pairs = {}
         for pair in value.split(";"):
+            if not pair.strip(" \t"):  # a stray separator ("…;Sampled=1;") says nothing
+                continue
             key, separator, text = pair.partition("=")
             key = key.strip(" \t")
             if not separator or key in pairs:  # a key twice: two headers joined with ","
