@@ -373,15 +373,9 @@ def test_a_message_fanned_out_by_sns_continues_the_publishers_trace(
     ``tracekit.messaging.inject``) puts the context in the SNS message attributes. Unless raw
     message delivery is on, SNS hands the subscribed queue a JSON envelope holding them as
     ``{"Type", "Value"}``, with no SQS message attributes: the consumer started a new trace."""
-    arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-    topic = sns_client.create_topic(Name=f"orders-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    sns_client.subscribe(
-        TopicArn=topic,
-        Protocol="sqs",
-        Endpoint=arn["Attributes"]["QueueArn"],
-        Attributes={"RawMessageDelivery": str(raw).lower()},
-    )
+    topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw)
     context = {"traceparent": f"00-{0xABC:032x}-{0xDEF:016x}-01", "x-correlation-id": "order-sns-1"}
+    instrumentation.uninstrument()  # a publisher that is not tracekit
     sns_client.publish(
         TopicArn=topic,
         Message='{"id": 1}',
@@ -389,6 +383,7 @@ def test_a_message_fanned_out_by_sns_continues_the_publishers_trace(
             name: {"DataType": "String", "StringValue": value} for name, value in context.items()
         },
     )
+    instrumentation.instrument(["botocore"])
     [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
     with tracekit.sqs.consume(message, queue=queue_url) as delivery:
         assert tracekit.correlation_id() == delivery.correlation_id == "order-sns-1"
@@ -396,6 +391,59 @@ def test_a_message_fanned_out_by_sns_continues_the_publishers_trace(
     assert consumer.parent is not None and consumer.parent.span_id == 0xDEF
     assert consumer.context.trace_id == 0xABC
     assert (json.loads(message["Body"])["Message"] if not raw else message["Body"]) == '{"id": 1}'
+
+
+def _subscribed_topic(sqs_client: Any, sns_client: Any, queue_url: str, raw: bool) -> str:
+    """A new SNS topic delivering to ``queue_url``, raw or in SNS's JSON envelope."""
+    arn = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+    topic = str(sns_client.create_topic(Name=f"events-{uuid.uuid4().hex[:8]}")["TopicArn"])
+    sns_client.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": str(raw).lower()},
+    )
+    return topic
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["sns-envelope", "raw-delivery"])
+def test_a_publish_to_sns_is_traced_and_its_queues_consumers_continue_it(
+    sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter, raw: bool
+) -> None:
+    """SNS Publish had no PRODUCER span and carried no context: every consumer of a fanned-out
+    message started a new trace with a new correlation ID."""
+    topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw)
+    own = {"kind": {"DataType": "String", "StringValue": "order"}}
+    token = tracekit.correlation.set_correlation_id("order-fan-1")
+    try:
+        published = sns_client.publish(TopicArn=topic, Message="placed", MessageAttributes=own)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    with tracekit.sqs.consume(message, queue=queue_url) as delivery:
+        assert delivery.correlation_id == "order-fan-1"
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert producer.attributes is not None
+    assert producer.attributes[semconv.MESSAGING_SYSTEM] == "aws.sns"
+    assert producer.attributes[semconv.MESSAGING_DESTINATION_NAME] == topic.rsplit(":", 1)[1]
+    assert producer.attributes[semconv.MESSAGING_MESSAGE_ID] == published["MessageId"]
+    body = message["Body"] if raw else json.loads(message["Body"])["Message"]
+    assert body == "placed"
+
+
+def test_a_text_message_to_a_phone_number_is_sent_untouched(
+    sns_client: Any, spans: InMemorySpanExporter
+) -> None:
+    """SNS reads an SMS's message attributes itself (``AWS.SNS.SMS.*``): tracekit adds none."""
+    sent: list[Any] = []
+    sns_client.meta.events.register(
+        "before-call.sns.Publish", lambda params, **_: sent.append(params["body"])
+    )
+    sns_client.publish(PhoneNumber="+15555550100", Message="your code is 1234")
+    assert "MessageAttributes" not in str(sent)
+    assert [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER] == []
 
 
 @pytest.mark.parametrize(

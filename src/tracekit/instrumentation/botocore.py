@@ -1,4 +1,5 @@
-"""botocore (and boto3) SQS: PRODUCER spans on sends, receives that ask for tracekit's attributes.
+"""botocore (and boto3) SQS and SNS: PRODUCER spans on sends, receives that ask for tracekit's
+attributes.
 
 - ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
   within SQS's limit of 10 (see ``tracekit.sqs``), and under ``OTEL_PROPAGATORS=xray`` the X-Ray
@@ -13,6 +14,8 @@
   that older name alone) unless the caller already asked for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
+- SNS ``Publish`` to a topic is a PRODUCER span whose context goes into the message attributes
+  as for SQS; the queues subscribed to the topic hand it on.
 
 Why a wrapper on ``BaseClient._make_api_call`` and not botocore's events: ``before-parameter-build``
 fires before parameter validation, and no event follows a validation failure, so a PRODUCER span
@@ -51,7 +54,7 @@ def _traced_api_call(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     operation, params = _bind(*args, **kwargs)
-    handler = _HANDLERS.get(operation) if _service_of(instance) == "sqs" else None
+    handler = _HANDLERS.get((_service_of(instance), operation))
     if handler is None or not isinstance(params, dict):
         return wrapped(*args, **kwargs)
     return handler(lambda new_params: wrapped(operation, new_params), params, instance)
@@ -175,7 +178,7 @@ def _pushed_over(size: int, size_without: Callable[[], int]) -> bool:
 
 def _left_out(what: str) -> None:
     _message_headers.context_left_out.warn(
-        what, f"its attributes would pass SQS's {sqs.MAX_MESSAGE_SIZE} bytes"
+        what, f"its attributes would pass the {sqs.MAX_MESSAGE_SIZE} bytes SQS and SNS take"
     )
 
 
@@ -258,9 +261,54 @@ def _with_names(given: object, names: Iterable[str]) -> Any:
     return current + [name for name in names if name not in current]
 
 
+def _publish_to_topic(
+    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+) -> Any:
+    """SNS ``Publish`` to a topic: a PRODUCER span, and the context in the message attributes
+    as for SQS (a subscribed queue gets them as its own attributes with raw delivery, else in
+    SNS's envelope, where ``tracekit.sqs.consume`` reads them). A text message to a phone number
+    or a push to a mobile endpoint passes untouched: SNS reads their attributes itself."""
+    topic = _topic_name(params)
+    if topic is None:
+        return call(params)
+    carrier: dict[str, str] = {}
+    with messaging.publish(carrier, system=_SNS_SYSTEM, destination=topic) as sent:
+        result = call(_with_topic_attributes(params, carrier))
+        if isinstance(result, dict):
+            sent.set_message_id(result.get("MessageId"))
+        return result
+
+
+def _topic_name(params: dict[str, Any]) -> str | None:
+    arn = params.get("TopicArn") or params.get("TargetArn")
+    if not isinstance(arn, str) or "/" in arn:  # (a mobile endpoint's ARN: .../endpoint/...)
+        return None
+    return sqs.queue_name(arn)
+
+
+def _with_topic_attributes(params: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
+    """``params`` with tracekit's attributes, within the 10 and the size SNS takes (the same as
+    SQS's, which its queues apply again on delivery)."""
+    attributes = params.get("MessageAttributes")
+    if not carrier or not (attributes is None or isinstance(attributes, dict)):
+        return params
+    traced = {**params, "MessageAttributes": sqs.add_context(attributes, carrier)}
+    if _pushed_over(_topic_message_size(traced), lambda: _topic_message_size(params)):
+        _left_out("message to SNS")
+        return params
+    return traced
+
+
+def _topic_message_size(params: dict[str, Any]) -> int:
+    return sqs.message_size(params.get("Message"), params.get("MessageAttributes"))
+
+
+_SNS_SYSTEM = "aws.sns"  # OpenTelemetry's messaging.system for Amazon SNS
+
 _Handler = Callable[[Callable[[dict[str, Any]], Any], dict[str, Any], Any], Any]
-_HANDLERS: dict[str, _Handler] = {
-    "SendMessage": _send_message,
-    "SendMessageBatch": _send_message_batch,
-    "ReceiveMessage": _receive_message,
+_HANDLERS: dict[tuple[str | None, str], _Handler] = {
+    ("sqs", "SendMessage"): _send_message,
+    ("sqs", "SendMessageBatch"): _send_message_batch,
+    ("sqs", "ReceiveMessage"): _receive_message,
+    ("sns", "Publish"): _publish_to_topic,
 }
