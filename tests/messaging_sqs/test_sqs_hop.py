@@ -75,11 +75,28 @@ def test_many_user_attributes_fall_back_to_one_packed_attribute(
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
 
 
-def test_ten_user_attributes_are_sent_unchanged(sqs_client: Any, queue_url: str) -> None:
+def test_ten_user_attributes_are_sent_unchanged(
+    sqs_client: Any,
+    queue_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message goes out as the caller made it, and the log says why it has no context, at
+    most once a minute with a count: tracekit logged "sqs context injection failed
+    (ValueError)" with a traceback, as for a bug of its own, once per process, then nothing."""
+    fresh = RateLimitedWarning(60, "tracekit: sent a %s without trace context (%s); %d more")
+    monkeypatch.setattr(_message_headers, "context_left_out", fresh)
     own = {f"a{n}": {"DataType": "String", "StringValue": str(n)} for n in range(10)}
-    sqs_client.send_message(QueueUrl=queue_url, MessageBody="x", MessageAttributes=own)
-    [message] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
-    assert message["MessageAttributes"] == own
+    for _ in range(2):
+        sqs_client.send_message(QueueUrl=queue_url, MessageBody="x", MessageAttributes=own)
+    messages = receive(sqs_client, queue_url, count=2, MessageAttributeNames=["All"])
+    assert [message["MessageAttributes"] for message in messages] == [own, own]
+    [warning] = [r for r in caplog.records if r.name.startswith("tracekit")]
+    assert warning.getMessage() == (
+        "tracekit: sent a message to SQS without trace context "
+        "(it already has the 10 message attributes SQS allows); 0 more"
+    )
+    assert warning.exc_info is None
 
 
 def test_batch_send_and_batch_consume_link_each_message(

@@ -146,9 +146,7 @@ def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
     attributes = message.get("MessageAttributes")
     if not (attributes is None or isinstance(attributes, dict)):
         return message
-    merged = sqs.add_context(attributes, carrier)
-    if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
-        _no_room_once()
+    merged = _with_context(attributes, carrier, "SQS")
     traced = {**message, "MessageAttributes": merged, **_x_ray_system_attribute(message, carrier)}
     if _pushed_over(_size_of(traced), lambda: _size_of(message)):
         _left_out("message to SQS")
@@ -182,11 +180,16 @@ def _left_out(what: str) -> None:
     )
 
 
-def _no_room_once() -> None:
-    report_once(
-        "sqs context injection",
-        ValueError("a message already has 10 attributes: sent without trace context"),
-    )
+def _with_context(
+    attributes: dict[str, Any] | None, carrier: dict[str, str], service: str
+) -> dict[str, Any]:
+    """``attributes`` with tracekit's; the caller's own alone when they leave no room, which
+    the log says (rate-limited: it is the caller's choice, not tracekit's failure)."""
+    merged = sqs.add_context(attributes, carrier)
+    if sqs.PACKED_ATTRIBUTE not in merged and not any(name in merged for name in carrier):
+        reason = f"it already has the {sqs.MAX_ATTRIBUTES} message attributes {service} allows"
+        _message_headers.context_left_out.warn(f"message to {service}", reason)
+    return merged
 
 
 def _receive_message(
@@ -292,7 +295,7 @@ def _with_topic_attributes(params: dict[str, Any], carrier: dict[str, str]) -> d
     attributes = params.get("MessageAttributes")
     if not carrier or not (attributes is None or isinstance(attributes, dict)):
         return params
-    traced = {**params, "MessageAttributes": sqs.add_context(attributes, carrier)}
+    traced = {**params, "MessageAttributes": _with_context(attributes, carrier, "SNS")}
     if _pushed_over(_topic_message_size(traced), lambda: _topic_message_size(params)):
         _left_out("message to SNS")
         return params
