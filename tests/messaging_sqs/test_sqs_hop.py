@@ -353,6 +353,32 @@ def test_a_message_at_the_size_limit_goes_without_context(
     assert len(warnings) == 1 and "é" not in warnings[0] and "xxx" not in warnings[0]
 
 
+def test_under_x_ray_a_message_at_the_size_limit_keeps_its_aws_trace_header(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQS does not count a system attribute towards a message's size: a message sent without
+    tracekit's attributes for want of room still gets the AWSTraceHeader that Lambda and X-Ray
+    read (it went without, and its AWS consumer started a new trace)."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
+    sent: list[dict[str, Any]] = []
+    sqs_client.meta.events.register(
+        "before-call.sqs.SendMessage", lambda params, **_: sent.append(json.loads(params["body"]))
+    )
+    sqs_client.meta.events.register(
+        "before-call.sqs.SendMessageBatch",
+        lambda params, **_: sent.extend(json.loads(params["body"])["Entries"]),
+    )
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="x" * 262_144)
+    halves = [{"Id": str(n), "MessageBody": "x" * 131_072} for n in range(2)]  # 262,144 in all
+    sqs_client.send_message_batch(QueueUrl=queue_url, Entries=halves)
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    parents = [producers[0]] + [producers[1]] * 2
+    assert len(sent) == 3 and not any("MessageAttributes" in message for message in sent)
+    for message, producer in zip(sent, parents, strict=True):
+        header = message["MessageSystemAttributes"]["AWSTraceHeader"]["StringValue"]
+        assert f"Parent={producer.context.span_id:016x}" in header
+
+
 def test_batch_entries_and_batches_at_the_size_limit_go_without_context(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:

@@ -96,7 +96,7 @@ def _send_message_batch(
         traced = [_with_attributes(entry, carrier) for entry in entries]
         if _pushed_over(_batch_size(traced), lambda: _batch_size(entries)):
             _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
-            traced = list(entries)
+            traced = [_with_x_ray_only(entry, carrier) for entry in entries]
         result = call({**params, "Entries": traced})
         accepted = result.get("Successful") if isinstance(result, dict) else None
         if isinstance(accepted, list):  # SQS answers per entry: some may be refused
@@ -147,11 +147,20 @@ def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
     if not (attributes is None or isinstance(attributes, dict)):
         return message
     merged = _with_context(attributes, carrier, "SQS")
-    traced = {**message, "MessageAttributes": merged, **_x_ray_system_attribute(message, carrier)}
+    x_ray = _x_ray_system_attribute(message, carrier)
+    traced = {**message, "MessageAttributes": merged, **x_ray}
     if _pushed_over(_size_of(traced), lambda: _size_of(message)):
         _left_out("message to SQS")
-        return message
+        return {**message, **x_ray}  # SQS does not count a system attribute towards the size
     return traced
+
+
+def _with_x_ray_only(message: Any, carrier: dict[str, str]) -> Any:
+    """A batch entry sent without tracekit's attributes for want of room: the X-Ray header,
+    which does not count towards the size, still goes."""
+    if not carrier or not isinstance(message, dict):
+        return message
+    return {**message, **_x_ray_system_attribute(message, carrier)}
 
 
 def _x_ray_system_attribute(message: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
