@@ -476,6 +476,26 @@ def test_a_publish_to_sns_is_traced_and_its_queues_consumers_continue_it(
     assert body == "placed"
 
 
+def test_a_batch_published_to_sns_is_traced_and_its_consumers_link_to_it(
+    sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """SNS PublishBatch: one PRODUCER span whose context every entry carries, as for SQS's
+    SendMessageBatch (each fanned-out message started a new trace)."""
+    topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw=False)
+    entries = [{"Id": str(n), "Message": f"m{n}"} for n in range(2)]
+    answer = sns_client.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)
+    assert len(answer["Successful"]) == 2
+    messages = receive(sqs_client, queue_url, count=2)
+    with tracekit.sqs.consume_batch(messages, queue=queue_url):
+        pass
+    producer = one(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert producer.attributes is not None
+    assert producer.attributes[semconv.MESSAGING_SYSTEM] == "aws.sns"
+    assert producer.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 2
+    assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 2
+
+
 def test_a_text_message_to_a_phone_number_is_sent_untouched(
     sns_client: Any, spans: InMemorySpanExporter
 ) -> None:

@@ -14,8 +14,8 @@ attributes.
   that older name alone) unless the caller already asked for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
-- SNS ``Publish`` to a topic is a PRODUCER span whose context goes into the message attributes
-  as for SQS; the queues subscribed to the topic hand it on.
+- SNS ``Publish`` and ``PublishBatch`` to a topic are PRODUCER spans whose context goes into
+  the message attributes as for SQS; the queues subscribed to the topic hand it on.
 
 Why a wrapper on ``BaseClient._make_api_call`` and not botocore's events: ``before-parameter-build``
 fires before parameter validation, and no event follows a validation failure, so a PRODUCER span
@@ -98,24 +98,34 @@ def _send_message_batch(
             _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
             traced = [_with_x_ray_only(entry, carrier) for entry in entries]
         result = call({**params, "Entries": traced})
-        accepted = result.get("Successful") if isinstance(result, dict) else None
-        if isinstance(accepted, list):  # SQS answers per entry: some may be refused
-            sent.set_accepted(len(accepted))
-        safe("sqs batch result", lambda: _note_refused(sent, result, len(entries), client))
+        _settle_batch(sent, result, len(entries), client, "SendMessageBatch")
         return result
 
 
-def _note_refused(sent: messaging.Publication, result: Any, total: int, client: Any) -> None:
-    """SQS answers a batch 200 and lists the entries it refused apart (``Failed``): the span
-    fails with the error a send refused for the first one's reason raises. A batch refused
-    whole failed as a send does; one refused in part still counts the messages SQS took."""
+def _settle_batch(
+    sent: messaging.Publication, result: Any, total: int, client: Any, operation: str
+) -> None:
+    """SQS and SNS answer a batch per entry: some may be refused."""
+    accepted = result.get("Successful") if isinstance(result, dict) else None
+    if isinstance(accepted, list):
+        sent.set_accepted(len(accepted))
+    safe("aws batch result", lambda: _note_refused(sent, result, total, client, operation))
+
+
+def _note_refused(
+    sent: messaging.Publication, result: Any, total: int, client: Any, operation: str
+) -> None:
+    """SQS and SNS answer a batch 200 and list the entries they refused apart (``Failed``): the
+    span fails with the error a send refused for the first one's reason raises. A batch refused
+    whole failed as a send does; one refused in part still counts the messages taken."""
     failed = result.get("Failed") if isinstance(result, dict) else None
     if not isinstance(failed, list) or not failed:
         return
     code = _error_code(failed[0])
-    message = f"SQS refused {len(failed)} of {total} messages of the batch"
+    service = _service_of(client) or "aws"
+    message = f"{service.upper()} refused {len(failed)} of {total} messages of the batch"
     refusal = client.exceptions.from_code(code)  # botocore's class for the code, as raised
-    error = refusal({"Error": {"Code": code, "Message": message}}, "SendMessageBatch")
+    error = refusal({"Error": {"Code": code, "Message": message}}, operation)
     if len(failed) >= total:
         sent.fail(error)
     elif sent.span is not None:
@@ -291,6 +301,32 @@ def _publish_to_topic(
         return result
 
 
+def _publish_batch_to_topic(
+    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+) -> Any:
+    """SNS ``PublishBatch``: one PRODUCER span whose context every entry carries."""
+    entries = params.get("PublishBatchRequestEntries")
+    topic = _topic_name(params)
+    if topic is None or not isinstance(entries, list | tuple):
+        return call(params)
+    carrier: dict[str, str] = {}
+    count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
+    with messaging.publish(
+        carrier, system=_SNS_SYSTEM, destination=topic, attributes=count
+    ) as sent:
+        traced = [_with_topic_attributes(entry, carrier) for entry in entries]
+        if _pushed_over(_topic_batch_size(traced), lambda: _topic_batch_size(entries)):
+            _left_out("message batch to SNS")  # SNS bounds a batch's total by the same size
+            traced = list(entries)
+        result = call({**params, "PublishBatchRequestEntries": traced})
+        _settle_batch(sent, result, len(entries), client, "PublishBatch")
+        return result
+
+
+def _topic_batch_size(entries: Sequence[Any]) -> int:
+    return sum(_topic_message_size(entry) for entry in entries if isinstance(entry, dict))
+
+
 def _topic_name(params: dict[str, Any]) -> str | None:
     arn = params.get("TopicArn") or params.get("TargetArn")
     if not isinstance(arn, str) or "/" in arn:  # (a mobile endpoint's ARN: .../endpoint/...)
@@ -298,11 +334,13 @@ def _topic_name(params: dict[str, Any]) -> str | None:
     return sqs.queue_name(arn)
 
 
-def _with_topic_attributes(params: dict[str, Any], carrier: dict[str, str]) -> dict[str, Any]:
-    """``params`` with tracekit's attributes, within the 10 and the size SNS takes (the same as
-    SQS's, which its queues apply again on delivery)."""
+def _with_topic_attributes(params: Any, carrier: dict[str, str]) -> Any:
+    """``params`` (or a batch entry) with tracekit's attributes, within the 10 and the size SNS
+    takes (the same as SQS's, which its queues apply again on delivery); unchanged if unsure."""
+    if not carrier or not isinstance(params, dict):
+        return params
     attributes = params.get("MessageAttributes")
-    if not carrier or not (attributes is None or isinstance(attributes, dict)):
+    if not (attributes is None or isinstance(attributes, dict)):
         return params
     traced = {**params, "MessageAttributes": _with_context(attributes, carrier, "SNS")}
     if _pushed_over(_topic_message_size(traced), lambda: _topic_message_size(params)):
@@ -323,4 +361,5 @@ _HANDLERS: dict[tuple[str | None, str], _Handler] = {
     ("sqs", "SendMessageBatch"): _send_message_batch,
     ("sqs", "ReceiveMessage"): _receive_message,
     ("sns", "Publish"): _publish_to_topic,
+    ("sns", "PublishBatch"): _publish_batch_to_topic,
 }
