@@ -141,6 +141,7 @@ def _as_mapping(message: Mapping[str, Any] | Any) -> Mapping[str, Any]:
         return _from_lambda_record(message) if is_lambda_record else message
     return {
         "MessageId": getattr(message, "message_id", None),
+        "Body": getattr(message, "body", None),  # (an SNS envelope's attributes are in it)
         "MessageAttributes": getattr(message, "message_attributes", None),
         "Attributes": getattr(message, "attributes", None),
     }

@@ -496,6 +496,28 @@ def test_a_batch_published_to_sns_is_traced_and_its_consumers_link_to_it(
     assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 2
 
 
+def test_a_message_fanned_out_by_sns_continues_the_trace_through_the_resource_api(
+    sqs_endpoint: str, sqs_client: Any, sns_client: Any, queue_url: str
+) -> None:
+    """boto3's resource API hands back ``sqs.Message`` objects: the envelope in their body is
+    read too (only their attributes were, and the consumer started a new trace)."""
+    import boto3
+
+    topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw=False)
+    token = tracekit.correlation.set_correlation_id("order-res-sns-1")
+    try:
+        sns_client.publish(TopicArn=topic, Message="placed")
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    queue = boto3.resource(
+        "sqs", endpoint_url=sqs_endpoint, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ).Queue(queue_url)  # fmt: skip
+    [message] = queue.receive_messages(WaitTimeSeconds=1)
+    with tracekit.sqs.consume(message, queue=queue.url) as delivery:
+        assert delivery.correlation_id == "order-res-sns-1"
+
+
 def test_a_text_message_to_a_phone_number_is_sent_untouched(
     sns_client: Any, spans: InMemorySpanExporter
 ) -> None:
