@@ -97,9 +97,9 @@ class BoundedLabel:
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
-        if value in self.seen:  # the usual case; every member is already short enough
+        if value in self.seen:  # the usual case; every member is already a safe label value
             return value
-        value = value[:MAX_LABEL_LENGTH]
+        value = _label_value(value)
         return value if self.admit(value) else OTHER_VALUE
 
     def admit(self, key: str) -> bool:
@@ -111,6 +111,19 @@ class BoundedLabel:
                 return False
             self.seen.add(key)
         return True
+
+
+def _label_value(value: str) -> str:
+    """``value`` cut to ``MAX_LABEL_LENGTH`` characters, with what UTF-8 cannot encode replaced.
+
+    A lone surrogate (bytes decoded with ``surrogateescape``: a queue name from the environment
+    or a file) cannot be written into the exposition: one such value failed every later scrape
+    of the process, every metric with it.
+    """
+    value = value[:MAX_LABEL_LENGTH]
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _histogram(
@@ -430,7 +443,7 @@ class MessagingMetrics(_ServiceMetrics):
         """The destination and error type as label values: bounded in number and length."""
         if destination not in self._known_destinations:
             destination = self._destination(destination)
-        return destination, error_type[:MAX_LABEL_LENGTH] if error_type else ""
+        return destination, _label_value(error_type) if error_type else ""
 
     def waited(self, system: str, destination: str, seconds: float, span: Span | None) -> None:
         """Record how long one message waited in its queue."""
@@ -529,8 +542,8 @@ class HttpClientMetrics(_ServiceMetrics):
 
     def _bounded_destination(self, attributes: Mapping[str, Any]) -> tuple[str, str]:
         """``server.address`` and ``server.port`` as labels; past the cap both are ``_other``."""
-        host = str(attributes.get(semconv.SERVER_ADDRESS, ""))[:MAX_LABEL_LENGTH]
-        port = str(attributes.get(semconv.SERVER_PORT, ""))[:MAX_LABEL_LENGTH]
+        host = _label_value(str(attributes.get(semconv.SERVER_ADDRESS, "")))
+        port = _label_value(str(attributes.get(semconv.SERVER_PORT, "")))
         if not host and not port:
             return "", ""
         if self._destination.admit(f"{len(host)}:{host}{port}"):

@@ -36,6 +36,7 @@ from websockets.sync.client import connect
 from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
+from tracekit import messaging as tracekit_messaging
 from tracekit._metrics import server as metrics_server
 from tracekit.asgi import TracekitMiddleware
 from tracekit.config import default_service_name
@@ -260,6 +261,33 @@ def test_messaging_destinations_are_capped_and_truncated() -> None:
     }
     assert len(destinations) == 201
     assert max(len(d) for d in destinations) == metrics.MAX_LABEL_LENGTH
+
+
+def test_a_label_value_utf8_cannot_encode_does_not_fail_every_scrape() -> None:
+    """A queue name read with surrogateescape (invalid UTF-8 in the environment or a file) holds
+    a lone surrogate: once it was a label value, every scrape of the process failed."""
+    registry = CollectorRegistry()
+    undecodable = b"orders-\xff".decode("utf-8", "surrogateescape")
+    for destination in ("payments", undecodable):
+        with tracekit_messaging.consume(
+            {}, system="rabbitmq", destination=destination, registry=registry
+        ):
+            pass
+    client = metrics.HttpClientMetrics("svc", None, registry)
+    client.request_finished(
+        {"server.address": undecodable, "server.port": 443}, 200, None, 0.01, None
+    )
+    httpd, thread = metrics_server.serve(0, registry)
+    try:
+        port = httpd.server_address[1]
+        for accept in (OPENMETRICS, "text/plain"):
+            response = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": accept})
+            assert response.status_code == 200
+            assert 'messaging_destination_name="payments"' in response.text
+            assert 'messaging_destination_name="orders-?"' in response.text
+            assert 'server_address="orders-?"' in response.text
+    finally:
+        metrics.MetricsServer(httpd, thread).close()
 
 
 def test_install_serves_the_metrics_port_until_uninstall() -> None:
