@@ -12,6 +12,8 @@ Every value is checked here, once, when the options are resolved: a bad one rais
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 import sys
@@ -41,6 +43,8 @@ EXPORTERS = ("otlp", "store", "console", "none")
 MODES = ("full", "correlation")
 MAX_TEXT = 256
 MAX_PATH = 4096
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 # RFC 9110 field-name: a token
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -169,6 +173,18 @@ def _port(value: object) -> None:
         raise ValueError(f"expected a port number from 0 to 65535, got {value!r:.80}")
 
 
+def _host(value: object) -> None:
+    """An IP address or a host name to bind: ``0.0.0.0:9464`` or ``http://…`` would only fail
+    later, on a thread, where the service could not say why."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(value)
+            return
+        if len(value) <= 253 and _HOST_NAME.fullmatch(value):
+            return
+    raise ValueError(f"expected an IP address or a host name, got {value!r:.80}")
+
+
 def _header_name(value: object) -> None:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value) or len(value) > MAX_TEXT:
         raise ValueError(f"not a valid HTTP header name: {value!r:.80}")
@@ -283,6 +299,10 @@ class Options:
     )
     metrics_port: int = field(
         default=9464, metadata={"env": "TRACEKIT_METRICS_PORT", "parse": _int, "check": _port}
+    )
+    metrics_host: str = field(
+        default="0.0.0.0",
+        metadata={"env": "TRACEKIT_METRICS_HOST", "parse": str.strip, "check": _host},
     )
     message_correlation_property: str = field(
         default="correlation_id",

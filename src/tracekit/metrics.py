@@ -732,7 +732,8 @@ def mark_process_dead(pid: int) -> None:
 
 
 def install(options: Options, resource: Resource | None = None) -> MetricsServer | None:
-    """Serve metrics on ``options.metrics_port`` (0: don't) from a daemon thread.
+    """Serve metrics on ``options.metrics_port`` (0: don't) of ``options.metrics_host`` from a
+    daemon thread.
 
     Returns the server (``tracekit.init()``'s runtime keeps it and closes it at shutdown), or
     None when nothing is served.
@@ -743,7 +744,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
 
     registry = exposition_registry()
     try:
-        server = MetricsServer(*serve(options.metrics_port, registry))
+        server = MetricsServer(*serve(options.metrics_port, registry, options.metrics_host))
     except OSError as error:
         standing_by = multiprocess_enabled()  # expected: another worker serves them all
         _log.log(
@@ -755,7 +756,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
         )
         if not standing_by:
             return None
-        standby = Standby(options.metrics_port, registry)
+        standby = Standby(options.metrics_port, registry, options.metrics_host)
         return MetricsServer(standby, standby.thread)
     _serving.clear()
     _serving.append((server, options.metrics_port))

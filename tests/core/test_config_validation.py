@@ -23,6 +23,7 @@ BAD_VALUES = [
     ("TRACEKIT_METRICS_PORT", "70000", "port number from 0 to 65535, got 70000"),
     ("TRACEKIT_METRICS_PORT", "-1", "port number"),
     ("TRACEKIT_METRICS_PORT", "ninety", "whole number, got 'ninety'"),
+    ("TRACEKIT_METRICS_HOST", "0.0.0.0:9464", "expected an IP address or a host name"),
     ("TRACEKIT_EXPORTER", "jaeger", "must be one of otlp, store, console, none, not 'jaeger'"),
     ("TRACEKIT_MODE", "half", "must be one of full, correlation"),
     ("TRACEKIT_PUBLIC_ENDPOINT", "maybe", "expected true or false"),

@@ -105,15 +105,30 @@ class _Server(ThreadingMixIn, WSGIServer):
             self._slots.release()
 
 
-def bind(port: int, registry: Collector) -> WSGIServer:
-    """A server of ``registry`` bound to every IPv4 interface at ``port``, not serving yet."""
-    return make_server("0.0.0.0", port, make_wsgi_app(registry), _Server, _Handler)
+class _Server6(_Server):
+    """The same on IPv6 (``::`` also takes IPv4 connections where the system allows it)."""
+
+    address_family = socket.AF_INET6
 
 
-def serve(port: int, registry: Collector) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``registry`` at ``port`` from a daemon thread (what prometheus-client's
-    ``start_http_server(port, registry=registry)`` does)."""
-    httpd = bind(port, registry)
+def bind(port: int, registry: Collector, host: str = "0.0.0.0") -> WSGIServer:
+    """A server of ``registry`` bound to ``host`` (default: every IPv4 interface) at ``port``,
+    not serving yet. ``OSError`` if the port is taken or ``host`` is no address of this host."""
+    return make_server(host, port, make_wsgi_app(registry), _server_class(host, port), _Handler)
+
+
+def _server_class(host: str, port: int) -> type[_Server]:
+    """The server of the address family ``host`` resolves to first (an IPv6 address: IPv6)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return _Server6 if family == socket.AF_INET6 else _Server
+
+
+def serve(
+    port: int, registry: Collector, host: str = "0.0.0.0"
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` at ``host``:``port`` from a daemon thread (what prometheus-client's
+    ``start_http_server(port, host, registry)`` does)."""
+    httpd = bind(port, registry, host)
     thread = threading.Thread(target=httpd.serve_forever, name="tracekit-metrics", daemon=True)
     thread.start()
     return httpd, thread
@@ -131,8 +146,8 @@ class Standby:
 
     RETRY_S = 2.0
 
-    def __init__(self, port: int, registry: Collector) -> None:
-        self._port, self._registry = port, registry
+    def __init__(self, port: int, registry: Collector, host: str = "0.0.0.0") -> None:
+        self._port, self._registry, self._host = port, registry, host
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._httpd: WSGIServer | None = None
@@ -145,7 +160,7 @@ class Standby:
                 if self._closed.is_set():
                     return
                 try:
-                    httpd = self._httpd = bind(self._port, self._registry)
+                    httpd = self._httpd = bind(self._port, self._registry, self._host)
                 except OSError:
                     continue
             httpd.serve_forever()
