@@ -12,6 +12,7 @@ Exposition: ``install`` (called by ``tracekit.init()``) serves the registry on
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -746,7 +747,9 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     try:
         server = MetricsServer(*serve(options.metrics_port, registry, options.metrics_host))
     except OSError as error:
-        standing_by = multiprocess_enabled()  # expected: another worker serves them all
+        # Expected in multiprocess mode: another worker serves them all. Any other refusal (a
+        # port below 1024, an address not of this host) would refuse every worker for ever.
+        standing_by = multiprocess_enabled() and error.errno == errno.EADDRINUSE
         _log.log(
             logging.DEBUG if standing_by else logging.WARNING,
             "tracekit: metrics port %d unavailable (%s); not serving metrics from this process%s",

@@ -446,6 +446,21 @@ def test_in_multiprocess_mode_a_worker_takes_the_port_over_when_it_frees(
         httpx.get(f"http://127.0.0.1:{port}/")
 
 
+def test_in_multiprocess_mode_an_address_that_can_never_be_bound_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a port another worker holds frees later. Every worker stood by, retrying for ever,
+    when the bind could never succeed (an address not of this host, a port below 1024), and
+    said so only at DEBUG: no metrics, and no word why."""
+    monkeypatch.setenv(metrics.MULTIPROC_DIR_ENV, str(tmp_path))
+    port = free_port()
+    options = config.resolve("svc", environ={}, metrics_port=port, metrics_host="192.0.2.1")
+    with caplog.at_level(logging.WARNING, logger="tracekit"):  # 192.0.2.1: TEST-NET-1
+        server = metrics.install(options)
+    assert server is None
+    assert f"metrics port {port} unavailable" in caplog.text
+
+
 def test_a_standby_worker_stops_waiting_at_shutdown(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
