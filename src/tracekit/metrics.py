@@ -184,7 +184,7 @@ class _ServiceMetrics:
         registry: CollectorRegistry | None = None,
     ) -> Self:
         """The metrics of the service in ``registry`` (default: the global one), created on
-        first use."""
+        first use; raises what creating them raised, then and at every later call."""
         registry = REGISTRY if registry is None else registry
         last = cls._last
         if (
@@ -200,9 +200,23 @@ class _ServiceMetrics:
             key = (service_name, service_version or "")
             instance = services.get(key)
             if instance is None:
-                instance = services[key] = cls(service_name, service_version, registry)
+                instance = services[key] = cls._built(service_name, service_version, registry)
+            if isinstance(instance, Exception):
+                raise instance.with_traceback(None)  # not this call's frames added to the last
             cls._last = (registry, service_name, service_version, instance)
             return instance
+
+    @classmethod
+    def _built(
+        cls, service_name: str, service_version: str | None, registry: CollectorRegistry
+    ) -> Self | Exception:
+        """A new instance, or why there is none. The reason is kept: building again (at every
+        message) joined the families made before the one that failed (a name the registry
+        already has) to the registry once more, a collector more per message, without end."""
+        try:
+            return cls(service_name, service_version, registry)
+        except Exception as error:
+            return error
 
     def __init__(
         self,

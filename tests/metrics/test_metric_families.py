@@ -24,7 +24,7 @@ import requests
 from conditions import wait_for
 from loopback import free_port, start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -37,7 +37,9 @@ from werkzeug.wrappers import Response
 
 from tracekit import config, instrumentation, metrics
 from tracekit import messaging as tracekit_messaging
+from tracekit._metrics import families
 from tracekit._metrics import server as metrics_server
+from tracekit._runtime import guard
 from tracekit.asgi import TracekitMiddleware
 from tracekit.config import default_service_name
 
@@ -288,6 +290,35 @@ def test_a_label_value_utf8_cannot_encode_does_not_fail_every_scrape() -> None:
             assert 'server_address="orders-?"' in response.text
     finally:
         metrics.MetricsServer(httpd, thread).close()
+
+
+def test_a_registry_holding_one_of_the_names_grows_nothing_per_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's registry has its own ``messaging_process_duration_seconds``: tracekit's
+    messaging metrics cannot join it. Each message built them again, joining the families
+    before the clashing one once more: a collector more per message in the registry, every
+    scrape slower, without end. The messages go on, and the host's metric scrapes as before."""
+    monkeypatch.setattr(guard, "_reported", set())  # warned once per process: this test's
+    registry = CollectorRegistry()
+    theirs = Histogram("messaging_process_duration_seconds", "the host's own", registry=registry)
+    theirs.observe(0.5)
+    for _ in range(50):
+        headers: dict[str, str] = {}
+        with tracekit_messaging.publish(
+            headers, system="kafka", destination="t", registry=registry
+        ):
+            pass
+        with tracekit_messaging.consume(
+            headers, system="kafka", destination="t", registry=registry
+        ):
+            pass
+    assert registry.get_sample_value("messaging_process_duration_seconds_count") == 1
+    joined = families._families[registry]
+    assert {name: len(family.members) for name, family in joined.items()} == {
+        "messaging_client_operation_duration_seconds": 1,
+        "messaging_client_sent_messages": 1,
+    }
 
 
 def test_install_serves_the_metrics_port_until_uninstall() -> None:
