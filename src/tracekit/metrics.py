@@ -763,13 +763,14 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     except OSError as error:
         # Expected in multiprocess mode: another worker serves them all. Any other refusal (a
         # port below 1024, an address not of this host) would refuse every worker for ever.
-        standing_by = multiprocess_enabled() and error.errno == errno.EADDRINUSE
+        in_use = error.errno == errno.EADDRINUSE
+        standing_by = multiprocess_enabled() and in_use
         _log.log(
             logging.DEBUG if standing_by else logging.WARNING,
             "tracekit: metrics port %d unavailable (%s); not serving metrics from this process%s",
             options.metrics_port,
             error.strerror or type(error).__name__,
-            " until it frees" if standing_by else "",
+            _unserved_remedy(standing_by, in_use),
         )
         if not standing_by:
             return None
@@ -778,6 +779,20 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     _serving.clear()
     _serving.append((server, options.metrics_port))
     return server
+
+
+def _unserved_remedy(standing_by: bool, in_use: bool) -> str:
+    """The end of the port-unavailable warning. A port in use outside multiprocess mode is most
+    often a sibling worker of the same server (gunicorn ``-w 4``), whose scrapes then show its
+    own counts only: a fraction of the traffic, which nothing else reveals."""
+    if standing_by:
+        return " until it frees"
+    if in_use:
+        return (
+            "; if a worker of this server holds it, its scrapes miss this worker's metrics: "
+            f"set {MULTIPROC_DIR_ENV} (docs/metrics.md)"
+        )
+    return ""
 
 
 # The server this process started, and its port: a process forked from here (gunicorn

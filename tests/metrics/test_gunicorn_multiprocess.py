@@ -146,6 +146,26 @@ def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
         assert "set PROMETHEUS_MULTIPROC_DIR" in log.read_text()
 
 
+def test_workers_without_multiprocess_mode_say_their_metrics_are_not_served(
+    tmp_path: Path,
+) -> None:
+    """Three workers, no ``PROMETHEUS_MULTIPROC_DIR``: the first to start serves the metrics
+    port with its own counts only, and a scrape showed about a third of the traffic. The others
+    said only that the port was unavailable; each now names the remedy."""
+    with _gunicorn(tmp_path, "-w", "3", metrics_port=free_port()) as (_, log):
+        wait_for(
+            lambda: log.read_text().count("unavailable (Address already in use)") == 2,
+            10, "the two workers that found the port taken to say so",
+        )  # fmt: skip
+    assert (
+        log.read_text().count(
+            "if a worker of this server holds it, its scrapes miss this worker's metrics: "
+            "set PROMETHEUS_MULTIPROC_DIR"
+        )
+        == 2
+    ), log.read_text()
+
+
 def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
     tmp_path: Path,
 ) -> None:
