@@ -97,7 +97,7 @@ class BoundedLabel:
         self.seen: set[str] = set()  # the values passed through so far (read-only to callers)
         self._lock = threading.Lock()
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: object) -> str:
         if value in self.seen:  # the usual case; every member is already a safe label value
             return value
         value = _label_value(value)
@@ -114,13 +114,18 @@ class BoundedLabel:
         return True
 
 
-def _label_value(value: str) -> str:
-    """``value`` cut to ``MAX_LABEL_LENGTH`` characters, with what UTF-8 cannot encode replaced.
+def _label_value(value: object) -> str:
+    """``value`` as text cut to ``MAX_LABEL_LENGTH`` characters, with what UTF-8 cannot encode
+    replaced.
 
-    A lone surrogate (bytes decoded with ``surrogateescape``: a queue name from the environment
-    or a file) cannot be written into the exposition: one such value failed every later scrape
-    of the process, every metric with it.
+    Exposition writes text: a value of another type (a Redis stream key as ``bytes``) or one
+    holding a lone surrogate (bytes decoded with ``surrogateescape``: a queue name from the
+    environment or a file) failed every later scrape of the process, every metric with it.
     """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    elif not isinstance(value, str):
+        value = str(value)
     value = value[:MAX_LABEL_LENGTH]
     if value.isascii():
         return value

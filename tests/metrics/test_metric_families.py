@@ -292,6 +292,27 @@ def test_a_label_value_utf8_cannot_encode_does_not_fail_every_scrape() -> None:
         metrics.MetricsServer(httpd, thread).close()
 
 
+def test_a_destination_given_as_bytes_is_its_text_and_every_scrape_still_answers() -> None:
+    """redis-py answers stream keys as bytes (without ``decode_responses``): a key handed on
+    to ``consume`` as it came was stored as a label value, and every later scrape of the
+    process failed with a TypeError."""
+    registry = CollectorRegistry()
+    destinations: list[Any] = ["payments", b"orders"]
+    for destination in destinations:
+        with tracekit_messaging.consume(
+            {}, system="redis", destination=destination, registry=registry
+        ):
+            pass
+    httpd, thread = metrics_server.serve(0, registry)
+    try:
+        response = httpx.get(f"http://127.0.0.1:{httpd.server_address[1]}/")
+        assert response.status_code == 200
+        assert 'messaging_destination_name="payments"' in response.text
+        assert 'messaging_destination_name="orders"' in response.text
+    finally:
+        metrics.MetricsServer(httpd, thread).close()
+
+
 def test_a_registry_holding_one_of_the_names_grows_nothing_per_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
