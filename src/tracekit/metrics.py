@@ -760,44 +760,52 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     """
     if options.correlation_only or options.metrics_port == 0:
         return None
-    from tracekit._metrics.server import Standby, serve
+    from tracekit._metrics.server import serve
 
     registry = exposition_registry()
     try:
         server = MetricsServer(*serve(options.metrics_port, registry, options.metrics_host))
     except OSError as error:
-        # Expected in multiprocess mode: another worker serves them all. Any other refusal (a
-        # port below 1024, an address not of this host) would refuse every worker for ever.
-        in_use = error.errno == errno.EADDRINUSE
-        standing_by = multiprocess_enabled() and in_use
-        _log.log(
-            logging.DEBUG if standing_by else logging.WARNING,
-            "tracekit: metrics port %d unavailable (%s); not serving metrics from this process%s",
-            options.metrics_port,
-            error.strerror or type(error).__name__,
-            _unserved_remedy(standing_by, in_use),
-        )
-        if not standing_by:
-            return None
-        standby = Standby(options.metrics_port, registry, options.metrics_host)
-        return MetricsServer(standby, standby.thread)
+        return _stand_by(options, registry, error)
     _serving.clear()
     _serving.append((server, options.metrics_port))
     return server
 
 
-def _unserved_remedy(standing_by: bool, in_use: bool) -> str:
+def _stand_by(options: Options, registry: Collector, error: OSError) -> MetricsServer | None:
+    """Wait for a port in use (``tracekit._metrics.server.Standby``): its holder may go, another
+    worker, or the old worker of a gunicorn reload, which starts the new one first; then this
+    process serves it. Any other refusal (a port below 1024, an address not of this host) would
+    refuse it for ever: nothing waits."""
+    from tracekit._metrics.server import Standby
+
+    in_use = error.errno == errno.EADDRINUSE
+    expected = in_use and multiprocess_enabled()  # another worker serves them all
+    _log.log(
+        logging.DEBUG if expected else logging.WARNING,
+        "tracekit: metrics port %d unavailable (%s); not serving metrics from this process%s",
+        options.metrics_port,
+        error.strerror or type(error).__name__,
+        _unserved_remedy(expected, in_use),
+    )
+    if not in_use:
+        return None
+    standby = Standby(options.metrics_port, registry, options.metrics_host)
+    return MetricsServer(standby, standby.thread)
+
+
+def _unserved_remedy(expected: bool, in_use: bool) -> str:
     """The end of the port-unavailable warning. A port in use outside multiprocess mode is most
     often a sibling worker of the same server (gunicorn ``-w 4``), whose scrapes then show its
     own counts only: a fraction of the traffic, which nothing else reveals."""
-    if standing_by:
+    if not in_use:
+        return ""
+    if expected:
         return " until it frees"
-    if in_use:
-        return (
-            "; if a worker of this server holds it, its scrapes miss this worker's metrics: "
-            f"set {MULTIPROC_DIR_ENV} (docs/metrics.md)"
-        )
-    return ""
+    return (
+        " until it frees; if a worker of this server holds it, its scrapes miss this worker's "
+        f"metrics: set {MULTIPROC_DIR_ENV} (docs/metrics.md)"
+    )
 
 
 # The server this process started, and its port: a process forked from here (gunicorn

@@ -8,6 +8,7 @@ that the first worker bound — reports the whole server's count.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -164,6 +165,23 @@ def test_workers_without_multiprocess_mode_say_their_metrics_are_not_served(
         )
         == 2
     ), log.read_text()
+
+
+def test_after_a_reload_the_new_worker_serves_the_metrics_port(tmp_path: Path) -> None:
+    """One worker, no multiprocess mode, and gunicorn's reload (``kill -HUP``), which starts the
+    new worker before it stops the old one: the new worker found the port taken and gave up for
+    good, and once the old one had gone nobody served the metrics until the next restart."""
+    metrics_port = free_port()
+    with _gunicorn(tmp_path, "-w", "1", metrics_port=metrics_port) as (url, log):
+        old = httpx.get(f"{url}/hello").text
+        master = int(log.read_text().split("Listening at: ")[1].split("(")[1].split(")")[0])
+        os.kill(master, signal.SIGHUP)
+        wait_for(lambda: httpx.get(f"{url}/hello").text != old, 20, "the new worker")
+        scrape = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/", timeout=2), 10,
+            "the metrics port served again", ignoring=UNREACHABLE,
+        )  # fmt: skip
+        assert 'http_route="/hello"' in scrape.text
 
 
 def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(

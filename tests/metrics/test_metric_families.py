@@ -366,15 +366,31 @@ def test_install_with_port_zero_or_correlation_mode_serves_nothing() -> None:
     )
 
 
-def test_taken_port_is_a_warning_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with caplog.at_level(logging.WARNING, logger="tracekit"):
-            server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
-    assert server is None
-    assert f"metrics port {port} unavailable" in caplog.text
+def test_taken_port_is_a_warning_not_a_crash_and_served_once_it_frees(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second process holds the port (the old worker of a gunicorn reload, which starts the
+    new worker first): this one says so and carries on. It gave up for good, and once the holder
+    had gone nobody served the metrics; it now takes the port over."""
+    monkeypatch.setattr(metrics_server.Standby, "RETRY_S", 0.1)
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
+    try:
+        assert f"metrics port {port} unavailable" in caplog.text
+        taken.close()  # the holder goes
+        answer = wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS}), 5,
+            "the port taken over", ignoring=(httpx.TransportError,),
+        )  # fmt: skip
+        assert answer.text.rstrip().endswith("# EOF")
+    finally:
+        taken.close()
+        server.close()
 
 
 def _client_destinations(registry: CollectorRegistry) -> set[tuple[str, str]]:
