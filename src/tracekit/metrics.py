@@ -562,8 +562,8 @@ class HttpClientMetrics(_ServiceMetrics):
 
     def _bounded_destination(self, attributes: Mapping[str, Any]) -> tuple[str, str]:
         """``server.address`` and ``server.port`` as labels; past the cap both are ``_other``."""
-        host = _label_value(str(attributes.get(semconv.SERVER_ADDRESS, "")))
-        port = _label_value(str(attributes.get(semconv.SERVER_PORT, "")))
+        host = _label_value(attributes.get(semconv.SERVER_ADDRESS, ""))
+        port = _label_value(attributes.get(semconv.SERVER_PORT, ""))
         if not host and not port:
             return "", ""
         if self._destination.admit(f"{len(host)}:{host}{port}"):

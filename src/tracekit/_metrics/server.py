@@ -139,7 +139,8 @@ class Standby:
 
     In multiprocess mode one worker serves the port for all. When that worker goes while the
     others stay (gunicorn's reload starts the new workers before it stops the old ones; a worker
-    restarted after ``max_requests``), one of the others takes the port over. Looks like the
+    restarted after ``max_requests``), one of the others takes the port over; outside it, the
+    new worker of a reload takes it over from the old one. Looks like the
     ``WSGIServer`` it becomes to ``tracekit.metrics.MetricsServer``: ``thread`` waits, then
     serves; ``shutdown`` and ``server_close`` stop either.
     """
