@@ -92,6 +92,18 @@ def test_json_of_millions_of_empty_objects_is_refused(receiver: Receiver) -> Non
     assert time.monotonic() - started < 2
 
 
+def test_json_of_many_empty_attributes_is_refused(store_path: Path) -> None:
+    """An attribute's value object is counted with its attribute, never instead of it."""
+    span = {"traceId": "0a" * 16, "spanId": "0b" * 8, "name": "op", "attributes": ["@"],
+            "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW)}  # fmt: skip
+    text = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    body = text.replace('"@"', ",".join(['{"value":{}}'] * 400_000)).encode()
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with Receiver(Store(store_path), ReceiverConfig(port=0)) as receiver:
+        reply = post(receiver, "/v1/traces", gzip.compress(body), headers)
+    assert reply.status == 413 and "smaller batches" in json.loads(reply.body)["message"]
+
+
 def test_an_sdk_batch_of_512_large_spans_is_stored_whole(receiver: Receiver, reader: Store) -> None:
     """512 spans of 60 attributes and 10 events each: a body large enough to be counted."""
     exporter = OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
@@ -213,3 +225,20 @@ def test_a_group_cannot_hide_the_messages_after_it(receiver: Receiver) -> None:
     reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
     assert reply.status == 400 and b"group" in reply.body
     assert time.monotonic() - started < 2
+
+
+def test_the_same_collector_batch_in_json_is_stored_whole(store_path: Path) -> None:
+    """OTLP/JSON spells each attribute as two objects (the KeyValue and its AnyValue) where
+    protobuf counts one message: JSON must be held to the same limit, not to half of it."""
+    attributes = [{"key": f"attribute.{k}", "value": {"stringValue": f"value {k}"}}
+                  for k in range(20)]  # fmt: skip
+    spans = [{"traceId": "00" * 15 + "01", "spanId": f"{n + 1:016x}", "name": "GET /orders/{id}",
+              "kind": 2, "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 1000),
+              "status": {"code": 1}, "attributes": attributes} for n in range(8192)]  # fmt: skip
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    body = json.dumps(document, separators=(",", ":")).encode()
+    with Receiver(Store(store_path), ReceiverConfig(port=0)) as receiver:
+        reply = post(receiver, "/v1/traces", body, {"Content-Type": "application/json"})
+        assert reply.status == 200, reply.body
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 8192

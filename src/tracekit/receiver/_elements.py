@@ -8,7 +8,8 @@ memory budget pays for; what a default SDK batch holds is far below that.
 
 A body of ``2 * most`` bytes or less cannot hold too many (a message takes at least two bytes),
 so only larger bodies are counted: protobuf by walking its wire format without building anything,
-JSON by its braces and brackets outside strings.
+JSON by its braces and brackets outside strings, but for an attribute's value: protobuf counts an
+attribute as one message (its KeyValue), and so does JSON, or it would take half the attributes.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ _MAX_DEPTH = 100  # what protobuf's own parser allows
 # spans without attributes 11, but those are held to 54,613 by the records cap)
 _FIELDS_PER_ELEMENT = 8
 # A JSON string, or an unterminated one running to the end (so that no match ever fails and
-# backtracks: the scan stays linear whatever the body)
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
+# backtracks: the scan stays linear whatever the body); or the key "value" with the brace of
+# the object it holds, a KeyValue's AnyValue (see _count_json)
+_JSON_STRING = re.compile(rb'"value"\s*+:\s*+\{|"(?:[^"\\]++|\\.)*+(?:"|\Z)', re.DOTALL)
 _LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
 
 
@@ -165,7 +167,8 @@ def _malformed() -> MalformedRequest:
 
 
 def _count_json(body: bytes | bytearray, most: int) -> None:
-    """Objects and arrays are counted by their braces and brackets outside strings."""
+    """Objects and arrays are counted by their braces and brackets outside strings, but for an
+    attribute's value: part of its KeyValue, as in protobuf, its brace goes with the key."""
     outside = _JSON_STRING.sub(b"", body)
     if outside.count(b"{") + outside.count(b"[") > most:
         raise _TooMany(f"more than {most} JSON objects and arrays")
