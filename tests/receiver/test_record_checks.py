@@ -262,3 +262,59 @@ def test_extreme_integers_in_every_field_never_sink_a_request(
     path = json.loads(shown.stdout)
     assert sorted(s["name"] for s in path["spans"]) == ["good", "odd"]
     assert sorted(log["body"] for log in path["logs"]) == ["good", "low", "odd"]
+
+
+# A record whose ids are of the wrong length or not hex, or whose value cannot be read, is
+# refused alone (partial success), like one dated out of range: the exporter does not retry a
+# 400, so answering one would lose every good record sent with it.
+def _odd_protobuf_spans() -> bytes:
+    request = ExportTraceServiceRequest.FromString(_protobuf_spans([(NOW, NOW)] * 4))
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[1].trace_id = bytes.fromhex(TRACE)[:15]
+    spans[2].links.add(trace_id=bytes.fromhex(TRACE), span_id=b"\x01\x02\x03")
+    return request.SerializeToString()
+
+
+def _odd_json_spans() -> bytes:
+    document = json.loads(_json_spans([(NOW, NOW)] * 5))
+    spans = document["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans[1]["traceId"] = "not hex at all, not an id"
+    spans[2]["parentSpanId"] = "0102"
+    spans[3]["attributes"] = [{"key": "n", "value": {"intValue": "twelve"}}]
+    return json.dumps(document).encode()
+
+
+def _odd_protobuf_logs() -> bytes:
+    request = ExportLogsServiceRequest.FromString(_protobuf_logs([NOW] * 3))
+    request.resource_logs[0].scope_logs[0].log_records[1].span_id = b"\x01\x02"
+    return request.SerializeToString()
+
+
+def _odd_json_logs() -> bytes:
+    document = json.loads(_json_logs([NOW] * 4))
+    records = document["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    records[1]["spanId"] = "zz" * 8
+    records[2]["severityNumber"] = "SEVERITY_NUMBER_LOUD"
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("signal", "content_type", "body", "odd"),
+    [
+        ("traces", "application/x-protobuf", _odd_protobuf_spans(), 2),
+        ("traces", "application/json", _odd_json_spans(), 3),
+        ("logs", "application/x-protobuf", _odd_protobuf_logs(), 1),
+        ("logs", "application/json", _odd_json_logs(), 2),
+    ],
+)
+def test_a_record_with_an_id_or_value_that_cannot_be_read_is_refused_alone(
+    signal: str, content_type: str, body: bytes, odd: int, receiver: Receiver, reader: Store
+) -> None:
+    reply = post(receiver, f"/v1/{signal}", body, {"Content-Type": content_type})
+    assert reply.status == 200, reply.body
+    count, message = _partial(reply.body, content_type, signal)
+    assert count == odd and "must be" in message
+    if signal == "traces":
+        assert sorted(s.name for s in reader.spans_by_trace_ids([TRACE])) == ["s0", f"s{odd + 1}"]
+    else:
+        assert sorted(r.body for r in reader.logs_by_trace_ids([TRACE])) == ["l0", f"l{odd + 1}"]

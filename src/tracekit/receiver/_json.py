@@ -232,8 +232,21 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
             ss = as_object(scope_spans, "scopeSpans[]")
             scope = as_str(as_object(ss.get("scope"), "scope").get("name"), "scope.name") or None
             for span in as_list(ss.get("spans"), "spans"):
-                out.add_span(_span(as_object(span, "spans[]"), resource, scope), bounds)
+                _add_span(out, span, resource, scope, bounds)
     return out
+
+
+def _add_span(
+    out: Decoded, span: Any, resource: Attributes, scope: str | None, bounds: tuple[int, int]
+) -> None:
+    """Count one span: kept, or refused alone when a field cannot be read (an id not hex, an
+    integer that is not one): a 400 would lose the good spans sent with it."""
+    try:
+        record = _span(as_object(span, "spans[]"), resource, scope)
+    except MalformedRequest as error:
+        out.refuse(str(error))
+        return
+    out.add_span(record, bounds)
 
 
 def _resource(container: dict[str, Any]) -> Attributes:
@@ -306,8 +319,18 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
-                out.add_log(_log(as_object(record, "logRecords[]"), resource, bounds))
+                _add_log(out, record, resource, bounds)
     return out
+
+
+def _add_log(out: Decoded, record: Any, resource: Attributes, bounds: tuple[int, int]) -> None:
+    """Count one log record: kept, or refused alone when a field cannot be read."""
+    try:
+        log = _log(as_object(record, "logRecords[]"), resource, bounds)
+    except MalformedRequest as error:
+        out.refuse(str(error))
+        return
+    out.add_log(log)
 
 
 def _log(

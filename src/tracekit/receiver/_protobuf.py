@@ -95,7 +95,12 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
-                out.add_span(span_record(span, service, version, resource, scope), bounds)
+                try:  # an id of the wrong length...: this span alone is refused
+                    record = span_record(span, service, version, resource, scope)
+                except MalformedRequest as error:
+                    out.refuse(str(error))
+                    continue
+                out.add_span(record, bounds)
     return out
 
 
@@ -161,7 +166,7 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         service, _ = service_of(resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
-                out.add_log(_log(record, service, resource, bounds))
+                _add_log(out, record, service, resource, bounds)
     return out
 
 
@@ -186,8 +191,21 @@ def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
             except MalformedRequest:
                 out.refuse("log record is not a valid OTLP LogRecord (a string that is not UTF-8?)")
                 continue
-            out.add_log(_log(record, service, resource, bounds))
+            _add_log(out, record, service, resource, bounds)
     return out
+
+
+def _add_log(
+    out: Decoded, record: Any, service: str, resource: Attributes, bounds: tuple[int, int]
+) -> None:
+    """Count one log record: kept, or refused alone when an id is of the wrong length or a
+    value nested too deep (a 400 would lose the good records sent with it)."""
+    try:
+        log = _log(record, service, resource, bounds)
+    except MalformedRequest as error:
+        out.refuse(str(error))
+        return
+    out.add_log(log)
 
 
 def _log(

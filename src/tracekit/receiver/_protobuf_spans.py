@@ -209,7 +209,13 @@ class SpanRowDecoder:
         except MalformedRequest:
             out.reject("span is not a valid OTLP Span (a string that is not UTF-8?)")
             return
-        record = span_record(full, resource.service, resource.version, resource.attributes, scope)
+        try:  # an id of the wrong length, a value nested too deep: this span alone is refused
+            record = span_record(
+                full, resource.service, resource.version, resource.attributes, scope
+            )
+        except MalformedRequest as error:
+            out.reject(str(error))
+            return
         problem = span_problem(record, bounds)
         if problem is None:
             slow.append(record)
