@@ -59,8 +59,11 @@ def test_the_server_header_names_the_collector_alone(receiver: Receiver) -> None
     assert reply.headers["server"] == "tracekit-collector"
 
 
-def test_deflate_body_is_accepted(receiver: Receiver, reader: Store) -> None:
-    reply = post(receiver, "/v1/traces", zlib.compress(_spans(3)), {"Content-Encoding": "deflate"})
+@pytest.mark.parametrize("encoding", ["deflate", "zlib"])
+def test_deflate_body_is_accepted(encoding: str, receiver: Receiver, reader: Store) -> None:
+    """``zlib`` is what the OpenTelemetry Collector's exporters send for ``compression: zlib``
+    (the same format as its ``deflate``), and what its receiver reads."""
+    reply = post(receiver, "/v1/traces", zlib.compress(_spans(3)), {"Content-Encoding": encoding})
     assert reply.status == 200 and reply.headers["content-type"] == "application/x-protobuf"
     assert reader.count_spans() == 3
 

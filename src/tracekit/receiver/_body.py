@@ -5,7 +5,8 @@ gets: 413 as soon as the raw or the decompressed size passes the limit (nothing 
 400 for a malformed or truncated body. Every byte kept is first reserved from the receiver's
 memory budget; when the budget is spent the request gets 503 at once. gzip bodies may hold several
 members (RFC 1952), as ``gzip.compress`` of concatenated files does: all are decoded. ``deflate``
-is the zlib format (RFC 9110 8.4.1.2), what OpenTelemetry Python's ``deflate`` compression sends.
+is the zlib format (RFC 9110 8.4.1.2), what OpenTelemetry Python's ``deflate`` compression sends
+(and the OpenTelemetry Collector's ``deflate``, and its ``zlib`` as ``Content-Encoding: zlib``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ _MAX_LINE = 4096  # a chunk-size line (with extensions) or a trailer line
 _MAX_TRAILERS = 64
 _MAX_LENGTH_DIGITS = 18
 _GZIP_MAGIC = b"\x1f\x8b"
-# Content-Encoding -> zlib's wbits for it (None: not compressed); x-gzip is gzip (RFC 9110 8.4.1.3)
-ENCODINGS: dict[str, int | None] = {"identity": None, "gzip": 31, "x-gzip": 31, "deflate": 15}
+# Content-Encoding -> zlib's wbits for it (None: not compressed); x-gzip is gzip (RFC 9110 8.4.1.3),
+# zlib is deflate: what the OpenTelemetry Collector's exporters send for ``compression: zlib``
+ENCODINGS: dict[str, int | None] = {
+    "identity": None, "gzip": 31, "x-gzip": 31, "deflate": 15, "zlib": 15,
+}  # fmt: skip
 
 
 def body_length(headers: Message) -> int | None:

@@ -268,7 +268,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         declares, or a client sending one byte of a declared 16 MiB would hold it all."""
         encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         if encoding not in ENCODINGS:
-            raise RequestError(415, "Content-Encoding must be gzip, deflate or identity")
+            raise RequestError(415, "Content-Encoding must be gzip, deflate, zlib or identity")
         length = body_length(self.headers)
         limit = self.server.max_body
         self._pieces = raw_pieces(self.rfile, length, limit)
