@@ -318,3 +318,33 @@ def test_a_record_with_an_id_or_value_that_cannot_be_read_is_refused_alone(
         assert sorted(s.name for s in reader.spans_by_trace_ids([TRACE])) == ["s0", f"s{odd + 1}"]
     else:
         assert sorted(r.body for r in reader.logs_by_trace_ids([TRACE])) == ["l0", f"l{odd + 1}"]
+
+
+@pytest.mark.parametrize(
+    ("signal", "body", "keys"),
+    [
+        ("traces", _json_spans([(NOW, NOW)] * 3), ("resourceSpans", "scopeSpans", "spans")),
+        ("logs", _json_logs([NOW] * 3), ("resourceLogs", "scopeLogs", "logRecords")),
+    ],
+)
+def test_json_records_under_an_unreadable_resource_are_refused_and_others_stored(
+    signal: str, body: bytes, keys: tuple[str, str, str], receiver: Receiver, reader: Store
+) -> None:
+    """As over protobuf (a resource holding a string that is not UTF-8): that resource's
+    records are refused, the other resources' stored; a scope that cannot be read is left out."""
+    resources, scopes, records = keys
+    document = json.loads(body)
+    (good,) = document[resources]
+    bad = {"resource": {"attributes": [{"key": "n", "value": {"intValue": "twelve"}}]},
+           scopes: [{records: good[scopes][0][records][:1]}]}  # fmt: skip
+    good[scopes][0]["scope"] = {"name": 7}
+    document[resources] = [bad, good]
+    reply = post(receiver, f"/v1/{signal}", json.dumps(document).encode(),
+                 {"Content-Type": "application/json"})  # fmt: skip
+    assert reply.status == 200, reply.body
+    count, message = _partial(reply.body, "application/json", signal)
+    assert count == 1 and "resource.attributes must be" in message
+    if signal == "traces":
+        assert len(reader.spans_by_trace_ids([TRACE])) == 3
+    else:
+        assert len(reader.logs_by_trace_ids([TRACE])) == 3

@@ -227,10 +227,12 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
         get(document, "resourceSpans", "resource_spans"), "resourceSpans"
     ):
         rs = as_object(resource_spans, "resourceSpans[]")
-        resource = _resource(rs)
+        resource = _resource_or_refuse(rs, _SPANS[1:], out)
+        if resource is None:
+            continue
         for scope_spans in as_list(get(rs, "scopeSpans", "scope_spans"), "scopeSpans"):
             ss = as_object(scope_spans, "scopeSpans[]")
-            scope = as_str(as_object(ss.get("scope"), "scope").get("name"), "scope.name") or None
+            scope = _scope_name(ss)
             for span in as_list(ss.get("spans"), "spans"):
                 _add_span(out, span, resource, scope, bounds)
     return out
@@ -252,6 +254,29 @@ def _add_span(
 def _resource(container: dict[str, Any]) -> Attributes:
     resource = as_object(container.get("resource"), "resource")
     return attributes(resource.get("attributes"), "resource.attributes")
+
+
+def _resource_or_refuse(
+    container: dict[str, Any], records: tuple[tuple[str, str], ...], out: Decoded
+) -> Attributes | None:
+    """The container's resource; None when it cannot be read, and then each of its records is
+    refused (the other resources' records are stored, as over protobuf)."""
+    try:
+        return _resource(container)
+    except MalformedRequest as error:
+        for _ in range(count_records(container, records)):
+            out.refuse(str(error))
+        return None
+
+
+def _scope_name(scope_spans: dict[str, Any]) -> str | None:
+    """The scope's name; None when there is none or it cannot be read (its spans are kept,
+    unscoped, as over protobuf)."""
+    try:
+        scope = as_object(scope_spans.get("scope"), "scope")
+        return as_str(scope.get("name"), "scope.name") or None
+    except MalformedRequest:
+        return None
 
 
 def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> SpanRecord | None:
@@ -315,7 +340,9 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     admit(count_records(document, _LOGS))
     for resource_logs in as_list(get(document, "resourceLogs", "resource_logs"), "resourceLogs"):
         rl = as_object(resource_logs, "resourceLogs[]")
-        resource = _resource(rl)
+        resource = _resource_or_refuse(rl, _LOGS[1:], out)
+        if resource is None:
+            continue
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
