@@ -357,3 +357,31 @@ def test_an_export_in_flight_at_stop_is_stored_and_acknowledged(store_path: Path
     assert outcome == [b""]  # an empty ExportTraceServiceResponse: every span accepted
     with Store(store_path) as reader:
         assert reader.count_spans() == 20_000
+
+
+def test_calls_past_the_cap_are_told_unavailable_which_exporters_retry(store_path: Path) -> None:
+    """grpc's own cap answered RESOURCE_EXHAUSTED without RetryInfo, which the OTLP
+    specification tells exporters not to retry (the Go SDK and the Collector drop the batch)."""
+    config = ReceiverConfig(port=0, grpc_port=0, request_timeout=3.0, max_grpc_calls=4)
+    receiver = Receiver(Store(store_path), config).start()
+    held = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        held.wait()
+        yield from ()
+
+    channel = grpc.insecure_channel(_target(receiver))
+    try:
+        stalled = [channel.stream_unary(TRACES).future(never_sends()) for _ in range(4)]
+        time.sleep(0.5)
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary(TRACES)(b"", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        # once the stalled calls end (at the request deadline), a retry gets in
+        for call in stalled:
+            assert call.exception(10).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert channel.unary_unary(TRACES)(b"", timeout=5) == b""
+    finally:
+        held.set()
+        channel.close()
+        receiver.stop()

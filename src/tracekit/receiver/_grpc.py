@@ -43,8 +43,11 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,  # OTLP exporters retry UNAVAILABLE
 }
 _WORKERS = 16  # messages decoded and stored at once; whole messages wait for a worker
-# RPCs open at once, most of them still receiving: past this grpc refuses (RESOURCE_EXHAUSTED)
-_MAX_RPCS = 4096
+# RPCs open at once, most of them still receiving: past this a call is told UNAVAILABLE, which
+# OTLP exporters retry. (grpc's own cap answers RESOURCE_EXHAUSTED without RetryInfo, which the
+# OTLP specification tells exporters not to retry: the batch would be lost. It stays as a
+# backstop, above ours, for calls arriving faster than ours are refused.)
+MAX_CALLS = 4096
 _T = TypeVar("_T")
 Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
@@ -63,10 +66,13 @@ class GrpcReceiver:
         budget: MemoryBudget,
         max_body: int,
         receive_timeout: float = 30.0,
+        max_calls: int = MAX_CALLS,
     ) -> None:
         self.service = service
         self.budget = budget
         self.receive_timeout = receive_timeout
+        self.max_calls = max_calls
+        self._open_calls = 0  # only ever changed on the event loop's thread
         self._workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tracekit-grpc")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -89,7 +95,7 @@ class GrpcReceiver:
                 ("grpc.max_receive_message_length", max_body),
                 ("grpc.so_reuseport", 0),  # a second collector must fail to bind, not share
             ],
-            maximum_concurrent_rpcs=_MAX_RPCS,
+            maximum_concurrent_rpcs=2 * self.max_calls,
         )
         target = host_port(host, port)
         try:
@@ -116,12 +122,17 @@ class GrpcReceiver:
         self._loop.close()
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        if self._open_calls >= self.max_calls:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "too many calls at once, retry later")
+        self._open_calls += 1
         try:
             request = await self._receive(requests)
             return await self._stored(signal, request)
         except RequestError as error:
             await context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
             raise  # abort raised already; this line only tells type checkers so
+        finally:
+            self._open_calls -= 1
 
     async def _receive(self, requests: AsyncIterator[bytes]) -> bytes:
         try:

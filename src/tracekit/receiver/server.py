@@ -51,6 +51,7 @@ class ReceiverConfig:
     max_memory_bytes: int = 160 * 1024 * 1024
     idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
     request_timeout: float = 30.0  # seconds from a request's first byte to its last
+    max_grpc_calls: int = 4096  # gRPC calls open at once; past it UNAVAILABLE (exporters retry)
     retention: Retention | None = None
     retention_interval: float = 60.0
     # SQLite work in a child process: decoding and writing then use two cores (see docs/store.md)
@@ -105,6 +106,7 @@ class Receiver:
             return GrpcReceiver(
                 self.config.host, self.config.grpc_port, self.service, self.budget,
                 self.config.max_body_bytes, self.config.request_timeout,
+                self.config.max_grpc_calls,
             )  # fmt: skip
         except OSError:
             self.httpd.server_close()
