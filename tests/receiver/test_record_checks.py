@@ -348,3 +348,23 @@ def test_json_records_under_an_unreadable_resource_are_refused_and_others_stored
         assert len(reader.spans_by_trace_ids([TRACE])) == 3
     else:
         assert len(reader.logs_by_trace_ids([TRACE])) == 3
+
+
+def test_protobuf_logs_under_a_resource_nested_too_deep_are_refused_and_others_stored(
+    receiver: Receiver, reader: Store
+) -> None:
+    """As spans under such a resource are: a 400 would lose the other resources' records."""
+    request = ExportLogsServiceRequest.FromString(_protobuf_logs([NOW] * 2))
+    deep = request.resource_logs.add()
+    deep.scope_logs.add().log_records.add().CopyFrom(
+        request.resource_logs[0].scope_logs[0].log_records[0]
+    )
+    value = deep.resource.attributes.add(key="deep").value
+    for _ in range(40):
+        value = value.array_value.values.add()
+    value.string_value = "bottom"
+    reply = post(receiver, "/v1/logs", request.SerializeToString())
+    assert reply.status == 200, reply.body
+    count, message = _partial(reply.body, "application/x-protobuf", "logs")
+    assert count == 1 and "nested deeper than 32" in message
+    assert sorted(r.body for r in reader.logs_by_trace_ids([TRACE])) == ["l0", "l1"]

@@ -162,12 +162,22 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
     out = Decoded()
     bounds = time_bounds()
     for resource_logs in request.resource_logs:
-        resource = attributes(resource_logs.resource.attributes)
+        records = [record for sl in resource_logs.scope_logs for record in sl.log_records]
+        try:
+            resource = attributes(resource_logs.resource.attributes)
+        except MalformedRequest as error:  # nested too deep: its records alone are refused
+            _refuse_all(out, len(records), str(error))
+            continue
         service, _ = service_of(resource)
-        for scope_logs in resource_logs.scope_logs:
-            for record in scope_logs.log_records:
-                _add_log(out, record, service, resource, bounds)
+        for record in records:
+            _add_log(out, record, service, resource, bounds)
     return out
+
+
+def _refuse_all(out: Decoded, count: int, reason: str) -> None:
+    """Refuse ``count`` records for one reason (those under a resource that cannot be read)."""
+    for _ in range(count):
+        out.refuse(reason)
 
 
 def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
@@ -181,8 +191,7 @@ def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
         try:
             resource = attributes(parse(Resource(), resource_logs.resource).attributes)
         except MalformedRequest:
-            for _ in records:
-                out.refuse(BAD_RESOURCE)
+            _refuse_all(out, len(records), BAD_RESOURCE)
             continue
         service, _ = service_of(resource)
         for raw in records:
