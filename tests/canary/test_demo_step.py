@@ -11,6 +11,7 @@ import io
 import json
 import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,23 @@ def test_the_printed_command_judges_only_this_demos_traffic(tmp_path: Path) -> N
 
     assert "requests: baseline 600, canary 600" in screen.getvalue()
     assert pasted(suggested_command(screen.getvalue())) == json.loads(json.dumps(to_json(verdict)))
+
+
+def test_two_demos_at_once_on_one_store_each_judge_their_own_traffic(tmp_path: Path) -> None:
+    """Two demos sharing a store whose canary steps overlapped each counted the other's requests
+    in their window: "sent 1200 requests, half to each version", then "baseline 1,200"."""
+    demo_store = tmp_path / "tracekit.db"
+    screens = [io.StringIO(), io.StringIO()]
+
+    def one_demo(screen: io.StringIO) -> Any:
+        return run_canary_step(Console(file=screen, width=200, no_color=True), demo_store)
+
+    with ThreadPoolExecutor(2) as pool:
+        verdicts = list(pool.map(one_demo, screens))
+
+    assert [(v.baseline_requests, v.canary_requests) for v in verdicts] == [(600, 600)] * 2
+    assert all("requests: baseline 600, canary 600" in s.getvalue() for s in screens)
+    assert sum("waiting for another demo's canary step" in s.getvalue() for s in screens) == 1
 
 
 def suggested_command(out: str) -> str:

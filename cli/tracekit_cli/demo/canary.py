@@ -13,6 +13,8 @@ verdict is printed with its reasons: what ``tracekit canary`` says in a pipeline
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import random
 import shlex
 import signal
@@ -176,15 +178,31 @@ def run_canary_step(console: Any, store_path: Path) -> Any:
         f"{SERVICE} {BASELINE} (baseline) and {CANARY} (canary) side by side;"
         f" the canary's /search is about twice as slow"
     )
-    start_ns = _whole_microseconds(time.time_ns(), up=False)
-    with deployed(store) as ports:
-        sent = send_traffic(ports)
-    console.print(f"sent {sent} requests, half to each version; the verdict:")
-    end_ns = _whole_microseconds(time.time_ns(), up=True)
-    verdict = _judge(store, start_ns, end_ns)
+    with _taking_turns(console, store):
+        start_ns = _whole_microseconds(time.time_ns(), up=False)
+        with deployed(store) as ports:
+            sent = send_traffic(ports)
+        console.print(f"sent {sent} requests, half to each version; the verdict:")
+        end_ns = _whole_microseconds(time.time_ns(), up=True)
+        verdict = _judge(store, start_ns, end_ns)
     render_rich(console, verdict)
     _show_command(console, store, start_ns, end_ns)
     return verdict
+
+
+@contextmanager
+def _taking_turns(console: Any, store_path: Path) -> Iterator[None]:
+    """Hold the step's store until its verdict is in: the verdict covers a time window, and a
+    second demo's step in the same store at the same time would be counted in it. The lock is
+    a file beside the store (locking the store's own file would break SQLite's locks)."""
+    lock_path = store_path.with_name(f"{store_path.name}.lock")  # in the demo store's folder
+    with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print("waiting for another demo's canary step on this store")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock, on any way out
 
 
 def _whole_microseconds(unix_nano: int, *, up: bool) -> int:
