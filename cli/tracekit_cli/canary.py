@@ -22,7 +22,7 @@ from tracekit_cli.options import (
     EXIT_ERROR,
     Number,
     StoreOption,
-    default_store,
+    existing_store,
     fail,
     format_option,
     one_line,
@@ -189,7 +189,7 @@ def _read(
     from tracekit.canary import samples_from_store
     from tracekit.store import Store
 
-    return samples_from_store(Store(store or default_store()), subject.service, versions,
+    return samples_from_store(Store(existing_store(store)), subject.service, versions,
                               *window)  # fmt: skip
 
 

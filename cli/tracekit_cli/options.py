@@ -183,7 +183,21 @@ def _remote_source(
 def _store(store: str | None) -> SpanSource:
     from tracekit.store import Store
 
-    return Store(store or default_store())
+    return Store(existing_store(store))
+
+
+def existing_store(store: str | None) -> Path:
+    """The store file to read (``--store``, else the default); exit 2 with what to do when
+    there is none yet, as on a new user's first command, or when the path is a folder."""
+    path = Path(store) if store else default_store()
+    if path.is_dir():
+        fail(f"{path} is a folder, not a store: name the store file in it (such as"
+             f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
+    if not path.exists():
+        fail(f"no tracekit store at {path} yet: 'tracekit demo' makes one, as do 'tracekit"
+             " collector' and services run with TRACEKIT_EXPORTER=store (--store reads"
+             " another)", EXIT_ERROR)  # fmt: skip
+    return path
 
 
 def warn(message: str) -> None:

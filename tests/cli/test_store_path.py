@@ -76,6 +76,44 @@ def test_a_service_writes_where_the_command_reads_tracekit_store(
     assert (home / "traces.db").is_file() and not (home / "~").exists()
 
 
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_before_any_store_exists_the_error_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A new user's first command, before anything wrote a store, said only "no tracekit store
+    at PATH": not how a store comes about."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("TRACEKIT_STORE", raising=False)
+    args, _ = COMMANDS[name]
+
+    result = CliRunner().invoke(cli, args)
+
+    where = tmp_path / ".local" / "share" / "tracekit" / "tracekit.db"
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: no tracekit store at {where} yet: 'tracekit demo' makes one, as do"
+        " 'tracekit collector' and services run with TRACEKIT_EXPORTER=store (--store reads"
+        " another)\n"
+    )
+    assert not where.parent.exists(), "reading makes no store"
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_folder_given_as_the_store_is_named_as_one(home: Path, name: str) -> None:
+    """``--store ~/.local/share/tracekit`` (the folder, not its file) said "no tracekit store"
+    there, as if nothing had been written."""
+    args, _ = COMMANDS[name]
+
+    result = CliRunner().invoke(cli, [*args, "--store", str(home)])
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: {home} is a folder, not a store: name the store file in it"
+        f" (such as {home / 'tracekit.db'})\n"
+    )
+
+
 _NO_HOME = (
     "import pwd, sys\n"
     "def no_entry(uid):\n"  # a container's arbitrary uid: no passwd entry, and no $HOME either
