@@ -58,7 +58,10 @@ class StoreOption(click.Option):
     expanded as in ``$TRACEKIT_STORE`` (a shell leaves ``--store=~/x.db`` as typed)."""
 
     def process_value(self, ctx: click.Context, value: Any) -> Any:
-        """The path given, ``~`` and ``~user`` expanded; a ``pathlib.Path`` stays one."""
+        """The path given, ``~`` and ``~user`` expanded; a ``pathlib.Path`` stays one. An empty
+        one (``--store "$UNSET"``) is refused before the type makes it ``.``: the demo would
+        write into the default store and the collector fail on a folder."""
+        require_value("--store", value if isinstance(value, str) else None)
         value = super().process_value(ctx, value)
         if isinstance(value, Path):
             return value.expanduser()

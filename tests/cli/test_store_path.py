@@ -114,6 +114,28 @@ def test_a_folder_given_as_the_store_is_named_as_one(home: Path, name: str) -> N
     )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["demo", "--requests", "1", "--no-canary"], ["collector", "--port", "0", "--grpc-port", "0"]],
+    ids=["demo", "collector"],
+)
+def test_an_empty_store_option_is_refused_by_the_commands_that_write(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``--store "$UNSET"``: the demo wrote into the default store as if --store were not given,
+    and the collector said "cannot open store .: unable to open database file"; the reading
+    commands already said what was wrong."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_DATA_HOME", "TRACEKIT_STORE")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", *command, "--store", ""], cwd=tmp_path,
+        env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "tracekit: --store was given an empty value\n"
+    assert list(tmp_path.iterdir()) == [], "no store anywhere"
+
+
 _NO_HOME = (
     "import pwd, sys\n"
     "def no_entry(uid):\n"  # a container's arbitrary uid: no passwd entry, and no $HOME either
