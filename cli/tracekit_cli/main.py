@@ -61,8 +61,7 @@ def main() -> None:
         error.show()
         sys.exit(error.exit_code)
     except click.UsageError as error:
-        where = error.ctx.command_path if error.ctx is not None else "tracekit"
-        fail(f"{error.format_message()} (see '{where} --help')", EXIT_ERROR)
+        fail(f"{error.format_message()} (see '{_command_path(error)} --help')", EXIT_ERROR)
     except click.ClickException as error:
         fail(error.format_message(), error.exit_code)
     except click.Abort:
@@ -73,6 +72,16 @@ def main() -> None:
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         fail(f"internal error ({reason}); TRACEKIT_DEBUG=1 shows the traceback", EXIT_ERROR)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command_path(error: click.UsageError) -> str:
+    """The command whose help answers ``error``. Click gives an option typed without its value
+    (``tracekit search --since``) no context: the command is then the first word typed, as the
+    group itself takes no option with a value."""
+    if error.ctx is not None:
+        return error.ctx.command_path
+    typed = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+    return f"tracekit {typed}" if typed in COMMANDS else "tracekit"
 
 
 def _replace_unencodable_output() -> None:

@@ -70,6 +70,23 @@ def test_a_usage_error_is_one_line_and_exit_2(args: list[str], says: str) -> Non
     assert result.stderr.rstrip().endswith("--help')")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["search", "--since"], ["trace", "x", "--max-spans"], ["demo", "--requests"],
+     ["collector", "--port"]],
+    ids=lambda args: " ".join(args),
+)  # fmt: skip
+def test_an_option_without_its_value_points_at_its_commands_help(args: list[str]) -> None:
+    """``tracekit search --since`` (the value forgotten) pointed at ``tracekit --help``, which
+    lists no option of ``search``: click leaves the command out of this error."""
+    result = tracekit(*args)
+
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: Option '{args[-1]}' requires an argument. (see 'tracekit {args[0]} --help')\n"
+    )
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_help_shows_the_store_default_this_environment_uses(name: str) -> None:
     result = tracekit(name, "--help", XDG_DATA_HOME="/srv/xdg")  # short: click wraps at 80
