@@ -21,6 +21,9 @@ def main() -> None:
             " pip install 'tracekit[cli]'\n"
         )
         sys.exit(2)
-    from tracekit_cli.main import main as run
-
+    try:
+        from tracekit_cli.main import main as run
+    except KeyboardInterrupt:  # Ctrl-C while the modules load, before click would catch it
+        sys.stderr.write("tracekit: aborted\n")
+        sys.exit(130)
     run()

@@ -137,3 +137,28 @@ def test_an_unexpected_error_is_one_line_and_exit_2_unless_debugging() -> None:
     )
     assert debugging.returncode == 1
     assert "Traceback" in debugging.stderr and "LookupError: a bug" in debugging.stderr
+
+
+_CTRL_C_WHILE_STARTING = """
+import os, signal, sys
+
+class CtrlCDuringImports:  # the user's Ctrl-C lands while the command's modules load
+    def find_spec(self, name, path=None, target=None):
+        if name == "tracekit_cli.options":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCDuringImports())
+sys.argv = ["tracekit", "search"]
+from tracekit_cli import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_and_exit_130() -> None:
+    """Ctrl-C pressed as ``tracekit`` started (its imports take a tenth of a second) printed
+    a traceback of whatever module was loading, and the process died of SIGINT."""
+    result = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_STARTING], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "tracekit: aborted\n")
