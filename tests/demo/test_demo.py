@@ -240,6 +240,48 @@ def test_ctrl_c_or_sigterm_stops_every_process_the_demo_started(
     assert list(scratch.iterdir()) == [], "the demo's work folder is removed on Ctrl-C too"
 
 
+def test_keep_running_shows_how_to_send_one_more_checkout(tmp_path: Path) -> None:
+    """``--keep-running`` listed the services' URLs and nothing on what they take: a reader
+    could not send the gateway a checkout of their own to trace."""
+    store = tmp_path / "more.db"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--keep-running", "--queue", "embedded", "--store", str(store)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert demo.stdout is not None
+    lines = []
+    try:
+        for line in demo.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        curl = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        assert len(curl) == 1, "".join(lines)
+        sent = subprocess.run(["bash", "-c", curl[0]], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        correlation_id = json.loads(sent.stdout)["correlation_id"]
+        assert traced_within(15, store, correlation_id), "the checkout reached the store"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=60)
+    assert demo.returncode == 130
+
+
+def traced_within(seconds: float, store: Path, correlation_id: str) -> bool:
+    """Whether the request's gateway span is in the store within ``seconds`` (the services
+    export every 200 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        path = reconstruct(Store(store), correlation_id)
+        if path is not None and "gateway" in path.services:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 @pytest.mark.parametrize(
     ("args", "path", "says"),
     [

@@ -153,7 +153,20 @@ def _run_traffic(console: Any, topology: Any, count: int, *, stop: bool) -> list
 def _show_ports(console: Any, topology: Any) -> None:
     for role, port in topology.ports.items():
         console.print(f"  {role:<10} http://127.0.0.1:{port}")
+    console.print("one more checkout (its reply names the correlation ID to trace):")
+    # soft wrap: a command broken across lines could not be pasted
+    console.print(f"  {_checkout_command(topology.ports['gateway'])}", markup=False,
+                  soft_wrap=True)  # fmt: skip
     console.print("services are running; press Ctrl-C to stop them")
+
+
+def _checkout_command(gateway_port: int) -> str:
+    """A ``curl`` that sends the gateway a checkout, as the demo's own traffic does."""
+    body = '{"sku": "sku-100", "quantity": 2}'
+    return (
+        f"curl -s -X POST http://127.0.0.1:{gateway_port}/checkout"
+        f" -H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
 def _wait_for_ctrl_c() -> None:
