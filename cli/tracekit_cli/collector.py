@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
@@ -188,7 +189,10 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
 def _listen_error(config: ReceiverConfig, error: Exception) -> str:
     strerror = getattr(error, "strerror", None)
     if strerror:  # the HTTP socket: errno and its text
-        return f"cannot listen on {host_port(config.host, config.port)}: {strerror}"
+        where = f"cannot listen on {host_port(config.host, config.port)}: {strerror}"
+        taken = getattr(error, "errno", None) == errno.EADDRINUSE
+        # most often a collector started twice: say what to do, as the gRPC port's line does
+        return f"{where} (another collector? --port PORT for another port)" if taken else where
     return str(error)  # the gRPC side says where
 
 

@@ -298,7 +298,8 @@ def test_an_ipv6_port_taken_names_the_address_in_brackets(tmp_path: Path) -> Non
         )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == (
-        f"tracekit collector: cannot listen on [::1]:{port}: Address already in use\n"
+        f"tracekit collector: cannot listen on [::1]:{port}: Address already in use"
+        " (another collector? --port PORT for another port)\n"
     )
 
 
