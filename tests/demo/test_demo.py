@@ -306,6 +306,28 @@ def test_a_demo_that_cannot_run_says_why_in_one_line_and_leaves_nothing(
     assert list(scratch.iterdir()) == []
 
 
+def test_a_redis_server_that_cannot_start_is_named_at_once(tmp_path: Path) -> None:
+    """An installed redis-server that exits at start (a broken install, a config it refuses):
+    the demo waited 30 s, then said "internal error (ConnectionError: ...)"."""
+    fake = tmp_path / "bin" / "redis-server"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'FATAL CONFIG FILE ERROR' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--store", str(tmp_path / "d.db")],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and time.monotonic() - started < 15
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("tracekit: demo: redis-server exited as it started (see "), line
+    assert line.endswith("); --queue embedded runs the demo without it"), line
+    log = Path(line.split("(see ", 1)[1].split(")", 1)[0])
+    assert "FATAL CONFIG FILE ERROR" in log.read_text()
+
+
 def test_a_demo_without_its_packages_names_them_in_one_line(tmp_path: Path) -> None:
     """`pip install 'tracekit[cli]'` alone: the demo's services need the demo extra."""
     for missing in ("requests", "uvicorn"):

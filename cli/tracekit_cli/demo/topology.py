@@ -112,8 +112,8 @@ class Topology:
                     "--appendonly",
                     "no",
                 ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=self._redis_log.open("wb"),
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             return f"redis://127.0.0.1:{port}/0", f"Redis (redis-server on 127.0.0.1:{port})"
@@ -171,16 +171,30 @@ class Topology:
             if role not in HTTP_ROLES:
                 self._wait_ready(role, deadline)
 
+    @property
+    def _redis_log(self) -> Path:
+        return self.workdir / "redis-server.log"
+
     def _wait_for_queue(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
+            self._check_redis_running()
             try:
                 open_queue(self.queue_url).pending()
                 return
-            except Exception:
+            except Exception as error:
                 if time.monotonic() > deadline:
-                    raise
+                    raise TimeoutError(f"the demo's queue did not answer: {error}") from None
                 time.sleep(0.05)
+
+    def _check_redis_running(self) -> None:
+        """A redis-server that exits as it starts (a broken install, a config it refuses) will
+        never answer: say so at once, naming its log, rather than after the whole timeout."""
+        if self._redis is not None and self._redis.poll() is not None:
+            raise RuntimeError(
+                f"redis-server exited as it started (see {self._redis_log});"
+                " --queue embedded runs the demo without it"
+            )
 
     def _wait_healthy(self, role: str, deadline: float) -> None:
         url = f"http://127.0.0.1:{self.ports[role]}/health"
