@@ -14,8 +14,10 @@ middleware (``tracekit._http.server_errors``).
 
 from __future__ import annotations
 
+from contextvars import Token
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -82,6 +84,7 @@ class TracekitMiddleware(OptionsReadLate):
         if not self._requests.records:
             await self._correlate(scope, receive, send)
             return
+        arrived_in = otel_context.get_current()
         request = self._start(scope)
         if request is None:
             await self.app(scope, receive, send)
@@ -103,13 +106,13 @@ class TracekitMiddleware(OptionsReadLate):
                 message = with_header(message, echo)
             elif kind == "websocket.close" and not request.status_code:
                 request.status_code = 403  # closed before accepting: the server answers 403 (ASGI)
-            await send(message)
-            if (kind == "http.response.body" and not trailers and not message.get("more_body")) or (
-                kind == "http.response.trailers" and not message.get("more_trailers")
-            ):
-                # The response has gone: work the application does after it (Starlette's
-                # BackgroundTasks) is not the request's duration, nor is it still in flight.
-                self._responded(request, scope, top)
+            if not _ends_response(kind, message, trailers):
+                await send(message)
+                return
+            await _send_as_arrived(send, message, arrived_in, request.correlation_token)
+            # The response has gone: work the application does after it (Starlette's
+            # BackgroundTasks) is not the request's duration, nor is it still in flight.
+            self._responded(request, scope, top)
 
         error: BaseException | None = None
         try:
@@ -136,9 +139,13 @@ class TracekitMiddleware(OptionsReadLate):
         scope[ECHO_KEY] = echo
 
         async def send_with_correlation(message: Message) -> None:
-            if message["type"] in _RESPONSE_STARTS:
+            kind = message["type"]
+            if kind in _RESPONSE_STARTS:
                 message = with_header(message, echo)
-            await send(message)
+            if _ends_response(kind, message, False):
+                await _send_as_arrived(send, message, None, token)
+            else:
+                await send(message)
 
         try:
             await self.app(scope, receive, send_with_correlation)
@@ -192,6 +199,39 @@ class TracekitMiddleware(OptionsReadLate):
             self._requests.responded(request, _route(scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
+
+
+def _ends_response(kind: str, message: Message, trailers: bool) -> bool:
+    """True for the message that completes an HTTP response: its last body chunk, or its last
+    trailers when it announced some."""
+    if kind == "http.response.body":
+        return not trailers and not message.get("more_body")
+    return kind == "http.response.trailers" and not message.get("more_trailers")
+
+
+async def _send_as_arrived(
+    send: Send,
+    message: Message,
+    arrived_in: otel_context.Context | None,
+    correlation_token: Token[str | None],
+) -> None:
+    """Send the response's last message in the context the request arrived in.
+
+    The server starts the connection's next pipelined request from inside this send (uvicorn
+    does, when a response completes), and that request's task copies the current context: it
+    would carry this request's correlation ID and span (a health check's logs with another
+    request's ID; a request after a 5xx still at work taken for part of it). The request's
+    context is current again afterwards, for the work the application does after answering.
+    """
+    before = correlation_token.old_value
+    id_token = correlation.set_correlation_id(None if before is Token.MISSING else before)
+    context_token = otel_context.attach(arrived_in) if arrived_in is not None else None
+    try:
+        await send(message)
+    finally:
+        if context_token is not None:
+            otel_context.detach(context_token)
+        correlation.reset_correlation_id(id_token)
 
 
 def _client_went_away(error: BaseException) -> bool:
