@@ -14,6 +14,7 @@ middleware (``tracekit._http.server_errors``).
 
 from __future__ import annotations
 
+import re
 from contextvars import Token
 from typing import Any
 
@@ -265,7 +266,7 @@ def _below_root(scope: Scope) -> str:
 
 def _route(scope: Scope, top: object) -> str | None:
     """The matched route template that Starlette/FastAPI routing left in the scope, under the
-    templates of the mounts it was found through.
+    templates of the mounts it was found through, without parameter convertors.
 
     The scope names only the innermost route; its ``root_path`` holds what the mounts matched
     in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
@@ -274,10 +275,22 @@ def _route(scope: Scope, top: object) -> str | None:
     template = getattr(route, "path", None)
     if not isinstance(template, str):
         return None
-    if scope.get("root_path", "") == scope.get("app_root_path", ""):
-        return template  # not under a mount
-    prefix = _mount_prefix(route, top, scope.get("app"))
-    return template if prefix is None else prefix + template
+    if scope.get("root_path", "") != scope.get("app_root_path", ""):  # under a mount
+        prefix = _mount_prefix(route, top, scope.get("app"))
+        template = template if prefix is None else prefix + template
+    return template if ":" not in template else _without_convertors(template)
+
+
+def _without_convertors(template: str) -> str:
+    """``/items/{item_id:int}`` -> ``/items/{item_id}``: a convertor is no part of a route's
+    name, as in Flask's and Django's routes and in Starlette's own telemetry (a route has few
+    templates: kept)."""
+    known = _plain_templates.get(template)
+    if known is None:
+        known = _CONVERTOR.sub(r"{\1}", template)
+        if len(_plain_templates) < _MAX_KNOWN_ROUTES:
+            _plain_templates[template] = known
+    return known
 
 
 def _mount_prefix(route: object, *apps: object) -> str | None:
@@ -325,6 +338,10 @@ def _routes_of(app: object) -> object:
     return None
 
 
+# A parameter with its convertor, as Starlette writes it: {item_id:int}.
+_CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[A-Za-z_][A-Za-z0-9_]*\}")
+# Template as written -> without convertors.
+_plain_templates: dict[str, str] = {}
 # Route object (by id, kept to tell a reused id) -> the templates of the mounts above it.
 _mount_prefixes: dict[int, tuple[object, str]] = {}
 _MAX_KNOWN_ROUTES = 4096

@@ -442,6 +442,40 @@ def test_a_sub_application_mounted_through_middleware_keeps_its_mount_template(
                       "/v2/eu/items/2": "/v2/{region}/items/{item_id}"}  # fmt: skip
 
 
+def test_starlette_convertors_are_not_part_of_the_route_template(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """``/items/{item_id:int}`` was the span name and the metrics' ``http_route`` as written,
+    where the same route is ``/items/{item_id}`` in Flask and Django, and in the SERVER span
+    Starlette's and FastAPI's own telemetry opens around tracekit's middleware."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Route("/items/{item_id:int}", health),
+                            Mount("/tenants/{tenant:str}",
+                                  routes=[Route("/files/{name:path}", health)])])  # fmt: skip
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="shop")
+    url = serve_asgi(app)
+
+    for path in ("/items/7", "/tenants/acme/files/a/b.txt"):
+        assert requests.get(url + path, timeout=10).status_code == 200
+
+    routes = {
+        span.attributes["url.path"]: (span.name, span.attributes["http.route"])
+        for span in wait_for_spans(2)
+    }
+    assert routes == {
+        "/items/7": ("GET /items/{item_id}", "/items/{item_id}"),
+        "/tenants/acme/files/a/b.txt": (
+            "GET /tenants/{tenant}/files/{name}",
+            "/tenants/{tenant}/files/{name}",
+        ),
+    }
+    labelled = {sample.labels["http_route"] for metric in registry.collect()
+                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
+    assert labelled == {"/items/{item_id}", "/tenants/{tenant}/files/{name}"}
+
+
 def test_a_method_outside_the_known_ones_is_kept_beside_other(
     serve_asgi: Any, serve_wsgi: Any, wait_for_spans: Any
 ) -> None:
