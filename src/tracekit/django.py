@@ -26,6 +26,7 @@ from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     ActiveRequest,
     ServerRequests,
+    forget_answered_request,
     server_requests,
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
@@ -79,6 +80,7 @@ class TracekitMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         """The async path, used when Django runs this middleware chain under ASGI."""
+        forget_answered_request()  # the previous request's, on a pipelined connection
         active = self._start(request)
         if active is None:
             return await self.get_response(request)

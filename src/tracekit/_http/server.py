@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from tracekit import correlation, propagation, semconv
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state
-from tracekit._runtime.guard import mark_failed, mark_failed_status, report_once
+from tracekit._runtime.guard import guarded, mark_failed, mark_failed_status, report_once
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
@@ -354,6 +354,22 @@ class OptionsReadLate:
 
     def _configure(self, requests: ServerRequests) -> None:
         """What the middleware derives from freshly read options."""
+
+
+@guarded(None)
+def forget_answered_request() -> None:
+    """Start the current task's context afresh when it carries a request that has already
+    answered: one this task inherited, not one it is part of (an enclosing tracekit layer has
+    not answered yet when the layer inside it starts).
+
+    Django under ASGI sends a response in its request's context, and uvicorn starts the
+    connection's next pipelined request from inside that send: its task copies that context.
+    The task ends with its request, so what is attached here is never detached.
+    """
+    inherited = otel_context.get_value(_REQUEST_KEY)
+    if isinstance(inherited, ActiveRequest) and inherited.status_code:
+        otel_context.attach(otel_context.Context())
+        correlation.set_correlation_id(None)
 
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
