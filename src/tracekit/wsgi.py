@@ -33,6 +33,7 @@ from tracekit._http.wsgi_environ import (
     header_keys,
     headers_of,
     request_path,
+    url_path,
 )
 from tracekit._runtime.guard import report_once
 
@@ -77,7 +78,7 @@ class TracekitMiddleware(OptionsReadLate):
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:
             return self.app(environ, start_response)
-        request = self._start(environ, path)
+        request = self._start(environ, url_path(environ, path))
         if request is None:
             return self.app(environ, start_response)
         echo = (self._requests.response_header, request.correlation_id)

@@ -381,6 +381,31 @@ def test_django_excluded_urls_match_the_path_below_the_script_name(
     assert (span.name, span.attributes["url.path"]) == ("GET /orders/{order_id}", "/api/orders/3")
 
 
+def test_a_wsgi_url_path_is_the_whole_path_the_client_sent(
+    serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """Behind a proxy that mounts the application under ``/api`` (``SCRIPT_NAME``), ``url.path``
+    was ``PATH_INFO`` alone (``/orders/3``), where the ASGI middleware (``root_path``) and
+    Django's (``request.path``) say ``/api/orders/3``; exclusions still match below the root."""
+
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    traced = wsgi.TracekitMiddleware(plain, excluded_urls=["^/ping$"])
+
+    def under_api(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["SCRIPT_NAME"] = "/api/caf\xc3\xa9"  # as PEP 3333 hands bytes over: latin-1
+        return traced(environ, start_response)
+
+    url = serve_wsgi(under_api)
+    for path in ("/ping", "/orders/3", ""):
+        assert requests.get(url + path, timeout=10).text == "ok"
+
+    paths = sorted(span.attributes["url.path"] for span in wait_for_spans(2))
+    assert paths == ["/api/café/", "/api/café/orders/3"]
+
+
 def _mounted_app() -> Starlette:
     """Routes under a parametrised mount, under a mounted sub-application, and a mount that
     serves whatever lies below it (as ``StaticFiles`` does): no route of its own."""

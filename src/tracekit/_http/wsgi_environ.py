@@ -26,7 +26,20 @@ ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: wher
 def request_path(environ: Mapping[str, Any]) -> str:
     """``PATH_INFO`` as the client's text: PEP 3333 gives its bytes decoded as latin-1, while
     the path is UTF-8 (``/café``, as ASGI servers and Django decode it, not ``/cafÃ©``)."""
-    path: str = environ.get("PATH_INFO", "") or "/"
+    return _client_text(environ.get("PATH_INFO", "") or "/")
+
+
+def url_path(environ: Mapping[str, Any], path_info: str) -> str:
+    """The whole path the client sent: the root a proxy strips (``SCRIPT_NAME``) in front of
+    ``path_info`` (from ``request_path``), as ASGI's ``path`` and Django's ``request.path``."""
+    root = environ.get("SCRIPT_NAME")
+    if not root or not isinstance(root, str):
+        return path_info
+    # No PATH_INFO: the client asked for the root itself (/api), which request_path calls "/".
+    return _client_text(root) + (path_info if environ.get("PATH_INFO") else "")
+
+
+def _client_text(path: str) -> str:
     if path.isascii():
         return path
     try:
