@@ -102,6 +102,9 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             body = self.app(environ, start_with_correlation)
         except BaseException as error:
+            # A response the app started has not gone out (PEP 3333: not before its first
+            # chunk); the server answers instead (werkzeug and gunicorn with their own 500).
+            request.status_code = 0
             _finish(self._requests, request, environ, error)
             raise
         sized = hasattr(body, "__len__")

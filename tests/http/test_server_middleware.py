@@ -260,6 +260,36 @@ def test_flask_url_rules_name_spans_and_errors_are_recorded(
     assert [e.attributes["exception.type"] for e in failed.events] == ["ValueError"]
 
 
+def test_a_wsgi_app_that_raises_after_starting_its_response_is_no_200(
+    serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """A Flask ``teardown_request`` that raises does so after the response was started, before
+    any of it went out: the server answers with its own 500, while the span and the metrics
+    said 200 (with the exception), as if the client had got the view's answer."""
+    from prometheus_client import CollectorRegistry
+
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception; not this test's concern
+    app = flask.Flask("teardown")
+    app.get("/orders")(lambda: "orders")
+
+    @app.teardown_request
+    def close_session(error: BaseException | None) -> None:
+        raise RuntimeError("session close failed")
+
+    registry = CollectorRegistry()
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=registry, service_name="shop"))
+    assert requests.get(url + "/orders", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /orders" and span.status.status_code is StatusCode.ERROR
+    assert "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "RuntimeError"
+    sample = {"http_request_method": "GET", "http_route": "/orders", "error_type": "RuntimeError",
+              "http_response_status_code": "", "service_name": "shop",
+              "service_version": ""}  # fmt: skip
+    assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
+
+
 def test_flask_init_app_is_idempotent() -> None:
     app = flask_app()
     wrapped = app.wsgi_app
