@@ -149,13 +149,18 @@ class _Response:
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        answered = False  # a chunk has gone to the server, and the status line with it
         try:
-            yield from self._body
+            for chunk in self._body:
+                yield chunk
+                answered = True
         except GeneratorExit:  # the server stopped reading (a client gone mid-stream)
             self.close()
             raise
         except BaseException as error:
             self._error = error
+            if not answered:  # the server answers instead (werkzeug and gunicorn: their 500)
+                self._request.status_code = 0
             self.close()
             raise
         self.close()

@@ -290,6 +290,31 @@ def test_a_wsgi_app_that_raises_after_starting_its_response_is_no_200(
     assert registry.get_sample_value("http_server_request_duration_seconds_count", sample) == 1
 
 
+def test_a_wsgi_body_that_fails_before_its_first_chunk_is_no_200(
+    serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """A streamed body that raises before yielding anything: nothing has gone out and the
+    server answers with its own 500, while the span said 200 (with the exception)."""
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception; not this test's concern
+    app = flask.Flask("report")
+
+    @app.get("/report")
+    def report() -> flask.Response:
+        def rows() -> Iterator[bytes]:
+            raise LookupError("no such report")
+            yield b"never"
+
+        return flask.Response(rows())
+
+    url = serve_wsgi(tracekit.flask.init_app(app))
+    assert requests.get(url + "/report", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /report" and span.status.status_code is StatusCode.ERROR
+    assert "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "LookupError"
+
+
 def test_flask_init_app_is_idempotent() -> None:
     app = flask_app()
     wrapped = app.wsgi_app
