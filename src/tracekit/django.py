@@ -141,8 +141,13 @@ def _watch_stream(
     if getattr(response, "file_to_stream", None) is not None:
         return
 
-    def failed(error: BaseException) -> None:
+    def failed(error: BaseException, answered: bool) -> None:
         try:
+            if not answered and not hasattr(request, "scope"):
+                # Under WSGI nothing goes out before the first chunk: the server answers
+                # instead (gunicorn and werkzeug with their own 500). Under ASGI Django has
+                # sent the status already.
+                active.status_code = 0
             requests.complete(active, route_of(request), error)
         except Exception as exc:
             report_once("django request finish", exc)
@@ -155,22 +160,29 @@ def _watch_stream(
         report_once("django streamed response", error)
 
 
-def _watched(content: Iterable[bytes], failed: Callable[[BaseException], None]) -> Iterator[bytes]:
+# Called with the exception a streamed body raised, and whether a chunk had gone out before.
+_Failed = Callable[[BaseException, bool], None]
+
+
+def _watched(content: Iterable[bytes], failed: _Failed) -> Iterator[bytes]:
+    answered = False
     try:
-        yield from content
+        for part in content:
+            yield part
+            answered = True
     except Exception as error:  # not GeneratorExit: a server that stopped reading
-        failed(error)
+        failed(error, answered)
         raise
 
 
-async def _watched_async(
-    content: AsyncIterable[bytes], failed: Callable[[BaseException], None]
-) -> AsyncIterator[bytes]:
+async def _watched_async(content: AsyncIterable[bytes], failed: _Failed) -> AsyncIterator[bytes]:
+    answered = False
     try:
         async for part in content:
             yield part
+            answered = True
     except Exception as error:  # not CancelledError: a client that went away
-        failed(error)
+        failed(error, answered)
         raise
 
 

@@ -364,12 +364,20 @@ def django_application() -> Any:
 
         return StreamingHttpResponse(body())
 
+    def stillborn_stream(request: Any) -> StreamingHttpResponse:
+        def body() -> Iterator[bytes]:
+            raise LookupError("no such export")
+            yield b"never"
+
+        return StreamingHttpResponse(body())
+
     sys.modules[__name__ + "_urls"] = SimpleNamespace(  # type: ignore[assignment]
         urlpatterns=[
             path("orders/<int:order_id>", order),
             path("crash", crash),
             path("stream", streamed),
             path("broken-stream", broken_stream),
+            path("stillborn-stream", stillborn_stream),
             path("ping", lambda request: HttpResponse("pong")),
         ]
     )
@@ -416,6 +424,22 @@ def test_a_django_stream_that_fails_part_way_is_a_failed_request(
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == "OSError"
     assert [event.name for event in span.events] == ["exception"]
+
+
+def test_a_django_stream_that_fails_before_its_first_chunk_is_no_200(
+    django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """Under WSGI nothing of a streamed response goes out before its first chunk: a body that
+    fails at once gets the server's own 500, while the span said 200 (with the exception)."""
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
+    url = serve_wsgi(django_application)
+    assert requests.get(url + "/stillborn-stream", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /stillborn-stream"
+    assert span.status.status_code is StatusCode.ERROR
+    assert "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "LookupError"
 
 
 def test_django_excluded_urls_match_the_path_below_the_script_name(
