@@ -189,6 +189,8 @@ class TracekitMiddleware(OptionsReadLate):
             if error is not None and not request.status_code and _client_went_away(error):
                 # the client's doing, as Django's cancelled view is: no server error
                 request.status_code, error = CLIENT_CLOSED_REQUEST, None
+            elif error is not None and _client_closed_websocket(error):
+                error = None  # how a WebSocket connection ends: no server error either
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route(scope, top)
             self._requests.finish(request, route, error)
@@ -240,6 +242,14 @@ def _client_went_away(error: BaseException) -> bool:
     (an upload cancelled), and reading it raised."""
     kind = type(error)
     return kind.__name__ == "ClientDisconnect" and kind.__module__.startswith("starlette.")
+
+
+def _client_closed_websocket(error: BaseException) -> bool:
+    """Starlette's ``WebSocketDisconnect``: the client closed the connection (or it dropped)
+    while the endpoint waited for its next message, and the endpoint let it out, as FastAPI's
+    documented echo loop does."""
+    kind = type(error)
+    return kind.__name__ == "WebSocketDisconnect" and kind.__module__.startswith("starlette.")
 
 
 def _attributes(scope: Scope) -> dict[str, Any]:

@@ -154,6 +154,44 @@ def test_websocket_scope_is_traced(asgi_url: str, wait_for_spans: Any) -> None:
     assert span.attributes["correlation.id"] == "ws-conn-1"
 
 
+def test_a_websocket_the_client_closes_is_no_server_error(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """An endpoint that reads until the client leaves (FastAPI's documented echo loop) gets
+    Starlette's ``WebSocketDisconnect`` out of ``receive_text`` when the client closes: every
+    such connection was an ERROR span with the exception, as if the server had failed. The
+    exception still goes out to the server unchanged; one the endpoint raises is still an error."""
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs what the endpoints let out
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+
+    async def broken(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise RuntimeError("the chat room went away")
+
+    app = Starlette(routes=[WebSocketRoute("/echo", echo), WebSocketRoute("/broken", broken)])
+    app.add_middleware(asgi.TracekitMiddleware)
+    ws_url = serve_asgi(app).replace("http://", "ws://")
+    with connect(ws_url + "/echo") as client:
+        client.send("hello")
+        assert client.recv(timeout=10) == "hello"
+    with connect(ws_url + "/broken") as client:
+        client.send("hello")
+        time.sleep(0.2)
+
+    by_name = {span.name: span for span in wait_for_spans(2)}
+    closed, broke = by_name["GET /echo"], by_name["GET /broken"]
+    assert closed.status.status_code is StatusCode.UNSET
+    assert "error.type" not in closed.attributes and list(closed.events) == []
+    assert closed.attributes["http.response.status_code"] == 101
+    assert broke.status.status_code is StatusCode.ERROR
+    assert broke.attributes["error.type"] == "RuntimeError"
+
+
 def test_lifespan_passes_through(asgi_url: str, spans: Any) -> None:
     assert events["lifespan_started"] is True
     assert spans.get_finished_spans() == ()
