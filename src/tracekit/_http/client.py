@@ -61,12 +61,26 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     name = "HTTP" if name == semconv.OTHER_METHOD else name
     span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
+    if span.get_span_context().is_valid:  # else nothing of ours would stand in their place
+        _drop_callers_trace_headers(headers, propagator.trace_fields)
     propagator.inject(headers, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
+
+
+def _drop_callers_trace_headers(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> None:
+    """Remove the caller's own headers of the trace formats tracekit is about to write.
+
+    A format is written as a set: a caller's ``tracestate`` (or ``b3`` beside tracekit's
+    ``x-b3-*``, or ``X-B3-Flags``) left next to tracekit's ``traceparent`` would describe
+    another trace, and a reader taking it would join that trace or sample by its values.
+    """
+    for name in names:
+        if name in headers:
+            del headers[name]  # every spelling and every repeat: all these containers ignore case
 
 
 def _traced_outside(

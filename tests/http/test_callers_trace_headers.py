@@ -1,0 +1,92 @@
+"""Trace headers the application set itself on an outgoing request, in a format tracekit
+writes: tracekit's span replaces them as a set, so no header of another trace is left beside
+tracekit's own on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+import requests
+import urllib3
+
+Headers = dict[str, str]
+
+
+def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    seen = {k[5:].lower().replace("_", "-"): v for k, v in environ.items() if k.startswith("HTTP_")}
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(seen).encode()]
+
+
+async def _aiohttp_get(url: str, headers: Headers) -> Headers:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        return json.loads(await response.read())
+
+
+async def _httpx_async_get(url: str, headers: Headers) -> Headers:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url, headers=headers, timeout=10)).json()
+
+
+SENDERS: dict[str, Callable[[str, Headers], Headers]] = {
+    "requests": lambda url, headers: requests.get(url, headers=headers, timeout=10).json(),
+    "httpx": lambda url, headers: httpx.get(url, headers=headers, timeout=10).json(),
+    "httpx-async": lambda url, headers: asyncio.run(_httpx_async_get(url, headers)),
+    "urllib3": lambda url, headers: json.loads(urllib3.request("GET", url, headers=headers).data),
+    "aiohttp": lambda url, headers: asyncio.run(_aiohttp_get(url, headers)),
+}
+OTHER_TRACE = f"{1:032x}"
+
+
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_a_callers_tracestate_does_not_ride_on_tracekits_traceparent(
+    name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+) -> None:
+    """OpenTelemetry's ``ot=rv:…`` is the randomness of the caller's trace: beside tracekit's
+    traceparent of another trace, it would make the next service sample by the wrong value."""
+    callers = {"Traceparent": f"00-{OTHER_TRACE}-{1:016x}-01", "TraceState": "ot=rv:00000000000001"}
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+
+    (span,) = wait_for_spans(1)
+    assert seen["traceparent"] == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
+    assert "tracestate" not in seen
+
+
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_b3_headers_of_another_trace_give_way_to_tracekits(
+    name: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A B3 reader takes the single ``b3`` header before ``x-b3-*``: left beside tracekit's
+    multi-header B3, the caller's would make the next service join the caller's trace."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
+    callers = {"B3": f"{OTHER_TRACE}-{1:016x}-1", "X-B3-Flags": "1"}
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+
+    (span,) = wait_for_spans(1)
+    assert "b3" not in seen and "x-b3-flags" not in seen
+    assert seen["x-b3-traceid"] == f"{span.context.trace_id:032x}"
+    assert seen["x-b3-spanid"] == f"{span.context.span_id:016x}"
+
+
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_trace_headers_of_a_format_tracekit_does_not_write_are_left_alone(
+    name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+) -> None:
+    """An X-Ray header the application writes for AWS, tracekit writing W3C only: still sent."""
+    xray = f"Root=1-00000000-{1:024x};Parent={1:016x};Sampled=1"
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", {"X-Amzn-Trace-Id": xray})
+
+    wait_for_spans(1)
+    assert seen["x-amzn-trace-id"] == xray
+    assert "traceparent" in seen
