@@ -15,6 +15,9 @@ import httpx
 import pytest
 import requests
 import urllib3
+from opentelemetry import baggage, context
+
+from tracekit import correlation
 
 Headers = dict[str, str]
 
@@ -90,3 +93,31 @@ def test_trace_headers_of_a_format_tracekit_does_not_write_are_left_alone(
     wait_for_spans(1)
     assert seen["x-amzn-trace-id"] == xray
     assert "traceparent" in seen
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_baggage_the_caller_sends_goes_on_beside_the_requests_own(
+    name: str,
+    mode: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    monkeypatch: pytest.MonkeyPatch,
+    spans: Any,
+) -> None:
+    """Inside a request, tracekit writes its baggage (the correlation ID, the context's
+    members): the members the application put in its own ``baggage`` header are sent too,
+    not dropped; its ``correlation.id`` gives way to the request's."""
+    monkeypatch.setenv("TRACEKIT_MODE", mode)
+    callers = {"Baggage": "user.id=alice,correlation.id=stale"}
+    token = correlation.set_correlation_id("request-a")
+    ctx_token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+    finally:
+        context.detach(ctx_token)
+        correlation.reset_correlation_id(token)
+
+    assert len(spans.get_finished_spans()) == (1 if mode == "full" else 0)
+    members = sorted(seen["baggage"].split(","))
+    assert members == ["correlation.id=request-a", "tenant=acme", "user.id=alice"]

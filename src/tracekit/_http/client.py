@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from tracekit import correlation, propagation, semconv
 from tracekit._http.server import KNOWN_METHODS, METHOD_TOKEN
+from tracekit._propagation import baggage as _baggage
 from tracekit._runtime.guard import (
     http_call_suppressed,
     mark_failed,
@@ -63,7 +64,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     ctx = trace.set_span_in_context(span)
     if span.get_span_context().is_valid:  # else nothing of ours would stand in their place
         _drop_callers_trace_headers(headers, propagator.trace_fields)
-    propagator.inject(headers, ctx)
+    propagator.inject(headers, _with_callers_baggage(headers, ctx, propagator))
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
@@ -135,7 +136,28 @@ def _record_metrics(call: ClientCall, status_code: int | None, error: BaseExcept
 def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
-        propagation.configured(current_options().response_header).inject(headers)
+        propagator = propagation.configured(current_options().response_header)
+        propagator.inject(headers, _with_callers_baggage(headers, None, propagator))
+
+
+def _with_callers_baggage(
+    headers: MutableMapping[str, Any],
+    context: otel_context.Context | None,
+    propagator: propagation.TracekitPropagator,
+) -> otel_context.Context:
+    """``context`` (None: the current one) with the members of the caller's own ``baggage``
+    header added, the caller's value winning for a key of both: tracekit's header replaces the
+    caller's, and must still carry what the caller meant to send."""
+    context = otel_context.get_current() if context is None else context
+    values = _header_values(headers, propagation.BAGGAGE) if propagator.carries_baggage else []
+    return _baggage.extract(values, context) if values else context
+
+
+def _header_values(headers: MutableMapping[str, Any], name: str) -> list[str]:
+    """Every ``name`` header the caller set, as text (aiohttp's multidict may hold several)."""
+    getall = getattr(headers, "getall", None)
+    values = getall(name, []) if callable(getall) else [headers.get(name)]
+    return [value for value in values if isinstance(value, str) and value]
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
