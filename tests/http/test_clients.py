@@ -321,6 +321,20 @@ def test_a_method_outside_the_known_ones_is_kept_as_method_original(
     assert span.attributes["http.request.method_original"] == "PURGE"
 
 
+def test_a_method_sent_in_other_capitals_is_kept_as_method_original(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """urllib3's ``urlopen`` sends ``get`` as given (a server may refuse it: methods are
+    case-sensitive); the span says GET, as OpenTelemetry allows, and then must keep what was
+    sent beside it."""
+    with urllib3.PoolManager() as pool:
+        pool.urlopen("get", echo_url)
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["http.request.method"] == "GET"
+    assert span.attributes["http.request.method_original"] == "get"
+
+
 @pytest.mark.parametrize("host", ["::1", "[::1]"])
 def test_a_urllib3_pool_to_an_ipv6_host_gets_its_span(
     host: str, http_clients: None, wait_for_spans: Any

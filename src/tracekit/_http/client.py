@@ -175,7 +175,9 @@ def _attributes(method: str, url: str) -> dict[str, Any]:
         + (f":{port}" if port and port > 0 else "")
         + parts.path,
     }
-    if not known and METHOD_TOKEN.fullmatch(method):  # what _OTHER stands for (PURGE, PROPFIND…)
+    # What _OTHER stands for (PURGE, PROPFIND…), or what a known method was sent as (urllib3
+    # sends "get" as given): OpenTelemetry asks for the original beside a canonical method.
+    if method not in KNOWN_METHODS and METHOD_TOKEN.fullmatch(method):
         attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname
