@@ -15,7 +15,8 @@ import httpx
 import pytest
 import requests
 import urllib3
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from tracekit import correlation
 
@@ -60,6 +61,28 @@ def test_a_callers_tracestate_does_not_ride_on_tracekits_traceparent(
     (span,) = wait_for_spans(1)
     assert seen["traceparent"] == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
     assert "tracestate" not in seen
+
+
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_in_correlation_only_mode_the_callers_tracestate_gives_way_too(
+    name: str, serve_wsgi: Any, http_clients: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No span of tracekit's, but the request's remote parent is passed on: the caller's
+    tracestate of another trace must not ride on it."""
+    monkeypatch.setenv("TRACEKIT_MODE", "correlation")
+    parent = SpanContext(0xABC, 0xDEF, True, TraceFlags(1))
+    callers = {"traceparent": f"00-{OTHER_TRACE}-{1:016x}-01", "tracestate": "ot=rv:00000000000001"}
+    token = correlation.set_correlation_id("request-a")
+    ctx_token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+    finally:
+        context.detach(ctx_token)
+        correlation.reset_correlation_id(token)
+
+    assert seen["traceparent"].startswith(f"00-{0xABC:032x}-{0xDEF:016x}-")
+    assert "tracestate" not in seen
+    assert seen["x-correlation-id"] == "request-a"
 
 
 @pytest.mark.parametrize("name", sorted(SENDERS))

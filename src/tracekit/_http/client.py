@@ -62,14 +62,24 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     name = "HTTP" if name == semconv.OTHER_METHOD else name
     span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
-    if span.get_span_context().is_valid:  # else nothing of ours would stand in their place
-        _drop_callers_trace_headers(headers, propagator.trace_fields)
-    propagator.inject(headers, _with_callers_baggage(headers, ctx, propagator))
+    _write_context(headers, propagator, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
+
+
+def _write_context(
+    headers: MutableMapping[str, Any],
+    propagator: propagation.TracekitPropagator,
+    context: otel_context.Context,
+) -> None:
+    """Inject ``context`` into the caller's ``headers``, its own trace headers giving way to
+    ours and its own baggage going on inside ours."""
+    if trace.get_current_span(context).get_span_context().is_valid:  # else none of ours
+        _drop_callers_trace_headers(headers, propagator.trace_fields)  # would stand for them
+    propagator.inject(headers, _with_callers_baggage(headers, context, propagator))
 
 
 def _drop_callers_trace_headers(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> None:
@@ -137,18 +147,17 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
         propagator = propagation.configured(current_options().response_header)
-        propagator.inject(headers, _with_callers_baggage(headers, None, propagator))
+        _write_context(headers, propagator, otel_context.get_current())
 
 
 def _with_callers_baggage(
     headers: MutableMapping[str, Any],
-    context: otel_context.Context | None,
+    context: otel_context.Context,
     propagator: propagation.TracekitPropagator,
 ) -> otel_context.Context:
-    """``context`` (None: the current one) with the members of the caller's own ``baggage``
+    """``context`` with the members of the caller's own ``baggage``
     header added, the caller's value winning for a key of both: tracekit's header replaces the
     caller's, and must still carry what the caller meant to send."""
-    context = otel_context.get_current() if context is None else context
     values = _header_values(headers, propagation.BAGGAGE) if propagator.carries_baggage else []
     return _baggage.extract(values, context) if values else context
 
