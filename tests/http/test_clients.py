@@ -379,6 +379,23 @@ def test_a_url_whose_port_is_no_port_fails_in_the_clients_words_with_a_span(  # 
     assert span.attributes["error.type"] in {type(e).__qualname__ for e in _chain(raised.value)}
 
 
+@pytest.mark.parametrize("url", ["http://[::1/hook?token=t", "http://[zz]/hook?token=t"])
+def test_a_url_python_cannot_split_fails_in_urllib3s_words_with_a_span(
+    url: str, http_clients: None, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unclosed or invalid IPv6 literal made ``urlsplit`` raise in tracekit's attribute
+    code: the call went untraced and the application's log got tracekit's warning and a
+    traceback (a webhook sender calling the URLs its users give saw it from the first one)."""
+    with pytest.raises(urllib3.exceptions.LocationParseError), urllib3.PoolManager() as pool:
+        pool.urlopen("GET", url)
+
+    assert "tracekit" not in caplog.text
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET"
+    assert span.attributes["error.type"] == "LocationParseError"
+    assert "url.full" not in span.attributes
+
+
 def _chain(error: BaseException | None) -> Iterator[BaseException]:
     while error is not None:
         yield error

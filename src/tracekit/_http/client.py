@@ -173,28 +173,44 @@ DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
 
 
 def _attributes(method: str, url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = _port(parts)
     known = method.upper() in KNOWN_METHODS
     attributes: dict[str, Any] = {
-        semconv.HTTP_REQUEST_METHOD: method.upper() if known else semconv.OTHER_METHOD,
-        # userinfo and query dropped: they carry credentials and tokens too often
-        semconv.URL_FULL: f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
-        + (f":{port}" if port and port > 0 else "")
-        + parts.path,
+        semconv.HTTP_REQUEST_METHOD: method.upper() if known else semconv.OTHER_METHOD
     }
     # What _OTHER stands for (PURGE, PROPFIND…), or what a known method was sent as (urllib3
     # sends "get" as given): OpenTelemetry asks for the original beside a canonical method.
     if method not in KNOWN_METHODS and METHOD_TOKEN.fullmatch(method):
         attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
+    parts = _split(url)
+    if parts is not None:
+        _add_url_attributes(attributes, parts)
+    return attributes
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url``'s parts; None for one Python cannot split (``http://[::1/``, ``http://[zz]/``),
+    which the client refuses in its own words: the span is still made, without them."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
+def _add_url_attributes(attributes: dict[str, Any], parts: SplitResult) -> None:
+    host = parts.hostname or ""
+    port = _port(parts)
+    # userinfo and query dropped: they carry credentials and tokens too often
+    attributes[semconv.URL_FULL] = (
+        f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
+        + (f":{port}" if port and port > 0 else "")
+        + parts.path
+    )
     if parts.hostname:
         attributes[semconv.SERVER_ADDRESS] = parts.hostname
     if port != -1:
         port = port or DEFAULT_PORTS.get(parts.scheme)
         if port:
             attributes[semconv.SERVER_PORT] = port
-    return attributes
 
 
 def _port(parts: SplitResult) -> int | None:
