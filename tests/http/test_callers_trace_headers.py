@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -47,11 +47,23 @@ SENDERS: dict[str, Callable[[str, Headers], Headers]] = {
     "aiohttp": lambda url, headers: asyncio.run(_aiohttp_get(url, headers)),
 }
 OTHER_TRACE = f"{1:032x}"
+REQUEST_TRACE = 0xABC
+
+
+@pytest.fixture
+def in_a_request() -> Iterator[None]:
+    """A request under way: its correlation ID and its remote parent (no tracestate)."""
+    parent = SpanContext(REQUEST_TRACE, 0xDEF, True, TraceFlags(1))
+    token = correlation.set_correlation_id("request-a")
+    ctx_token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    yield
+    context.detach(ctx_token)
+    correlation.reset_correlation_id(token)
 
 
 @pytest.mark.parametrize("name", sorted(SENDERS))
 def test_a_callers_tracestate_does_not_ride_on_tracekits_traceparent(
-    name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+    name: str, serve_wsgi: Any, http_clients: None, in_a_request: None, wait_for_spans: Any
 ) -> None:
     """OpenTelemetry's ``ot=rv:…`` is the randomness of the caller's trace: beside tracekit's
     traceparent of another trace, it would make the next service sample by the wrong value."""
@@ -59,28 +71,25 @@ def test_a_callers_tracestate_does_not_ride_on_tracekits_traceparent(
     seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
 
     (span,) = wait_for_spans(1)
-    assert seen["traceparent"] == f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
+    assert seen["traceparent"] == f"00-{REQUEST_TRACE:032x}-{span.context.span_id:016x}-03"
     assert "tracestate" not in seen
 
 
 @pytest.mark.parametrize("name", sorted(SENDERS))
 def test_in_correlation_only_mode_the_callers_tracestate_gives_way_too(
-    name: str, serve_wsgi: Any, http_clients: None, monkeypatch: pytest.MonkeyPatch
+    name: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    in_a_request: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No span of tracekit's, but the request's remote parent is passed on: the caller's
     tracestate of another trace must not ride on it."""
     monkeypatch.setenv("TRACEKIT_MODE", "correlation")
-    parent = SpanContext(0xABC, 0xDEF, True, TraceFlags(1))
     callers = {"traceparent": f"00-{OTHER_TRACE}-{1:016x}-01", "tracestate": "ot=rv:00000000000001"}
-    token = correlation.set_correlation_id("request-a")
-    ctx_token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
-    try:
-        seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
-    finally:
-        context.detach(ctx_token)
-        correlation.reset_correlation_id(token)
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
 
-    assert seen["traceparent"].startswith(f"00-{0xABC:032x}-{0xDEF:016x}-")
+    assert seen["traceparent"].startswith(f"00-{REQUEST_TRACE:032x}-{0xDEF:016x}-")
     assert "tracestate" not in seen
     assert seen["x-correlation-id"] == "request-a"
 
@@ -90,6 +99,7 @@ def test_b3_headers_of_another_trace_give_way_to_tracekits(
     name: str,
     serve_wsgi: Any,
     http_clients: None,
+    in_a_request: None,
     wait_for_spans: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -101,8 +111,46 @@ def test_b3_headers_of_another_trace_give_way_to_tracekits(
 
     (span,) = wait_for_spans(1)
     assert "b3" not in seen and "x-b3-flags" not in seen
-    assert seen["x-b3-traceid"] == f"{span.context.trace_id:032x}"
+    assert seen["x-b3-traceid"] == f"{REQUEST_TRACE:032x}"
     assert seen["x-b3-spanid"] == f"{span.context.span_id:016x}"
+
+
+CALLERS_PARENT = (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7)
+
+
+@pytest.mark.parametrize(
+    ("propagators", "header", "value"),
+    [
+        ("tracecontext", "traceparent", "00-%032x-%016x-01"),
+        ("b3multi", "b3", "%032x-%016x-1"),
+    ],
+)
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_a_call_outside_any_trace_stays_in_the_trace_its_headers_name(
+    name: str,
+    propagators: str,
+    header: str,
+    value: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker passing a job's traceparent on by hand: without tracekit the next service
+    joined the job's trace; tracekit's span replaced it with a trace of its own, cutting the
+    job from everything downstream. Its span is now a child of the parent the headers name."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", propagators)
+    callers = {header: value % CALLERS_PARENT, "tracestate": "ot=rv:00000000000001"}
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+
+    (span,) = wait_for_spans(1)
+    assert span.context.trace_id == CALLERS_PARENT[0]
+    assert span.parent is not None and span.parent.span_id == CALLERS_PARENT[1]
+    if propagators == "tracecontext":
+        assert seen["traceparent"] == f"00-{CALLERS_PARENT[0]:032x}-{span.context.span_id:016x}-01"
+        assert seen["tracestate"] == "ot=rv:00000000000001"  # the caller's trace: it goes on
+    else:
+        assert seen["x-b3-traceid"] == f"{CALLERS_PARENT[0]:032x}" and "b3" not in seen
 
 
 @pytest.mark.parametrize("name", sorted(SENDERS))

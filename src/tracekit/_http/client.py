@@ -60,7 +60,8 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     attributes = _attributes(method, url)
     name = attributes[semconv.HTTP_REQUEST_METHOD]
     name = "HTTP" if name == semconv.OTHER_METHOD else name
-    span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    parent = _callers_parent(headers, propagator)
+    span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
     _write_context(headers, propagator, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
@@ -68,6 +69,21 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
+
+
+def _callers_parent(
+    headers: MutableMapping[str, Any], propagator: propagation.TracekitPropagator
+) -> otel_context.Context | None:
+    """The parent the caller's own trace headers name, when no trace is under way here (a
+    job's traceparent passed on by hand): the call stays in that trace, as without tracekit.
+    None: the current context is the parent, as for any span."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    found = {name.lower(): _header_values(headers, name) for name in propagator.trace_fields}
+    if not any(found.values()):
+        return None
+    context = propagator.extract_header_lists(found, with_baggage=False)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def _write_context(
