@@ -116,12 +116,13 @@ def test_b3_headers_of_another_trace_give_way_to_tracekits(
 
 
 CALLERS_PARENT = (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7)
+TRACEPARENT = "00-%032x-%016x-01"
 
 
 @pytest.mark.parametrize(
     ("propagators", "header", "value"),
     [
-        ("tracecontext", "traceparent", "00-%032x-%016x-01"),
+        ("tracecontext", "traceparent", TRACEPARENT),
         ("b3multi", "b3", "%032x-%016x-1"),
     ],
 )
@@ -192,3 +193,29 @@ def test_baggage_the_caller_sends_goes_on_beside_the_requests_own(
     assert len(spans.get_finished_spans()) == (1 if mode == "full" else 0)
     members = sorted(seen["baggage"].split(","))
     assert members == ["correlation.id=request-a", "tenant=acme", "user.id=alice"]
+
+
+BYTES_SENDERS: dict[str, Callable[[str, dict[str, bytes]], Headers]] = {
+    "requests": lambda url, headers: requests.get(url, headers=headers, timeout=10).json(),
+    "urllib3": lambda url, headers: json.loads(urllib3.request("GET", url, headers=headers).data),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BYTES_SENDERS))
+def test_header_values_given_as_bytes_are_read_as_text(
+    name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any
+) -> None:
+    """requests and urllib3 send bytes header values as they are: tracekit reads them too
+    (urllib3's header dict raised on them, and the call went untraced, tracekit's warning in
+    the application's log)."""
+    callers = {"traceparent": (TRACEPARENT % CALLERS_PARENT).encode(), "baggage": b"user.id=alice"}
+    token = correlation.set_correlation_id("request-b")
+    try:
+        seen = BYTES_SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+    finally:
+        correlation.reset_correlation_id(token)
+
+    (span,) = wait_for_spans(1)
+    assert span.context.trace_id == CALLERS_PARENT[0]
+    assert seen["traceparent"] == f"00-{CALLERS_PARENT[0]:032x}-{span.context.span_id:016x}-01"
+    assert sorted(seen["baggage"].split(",")) == ["correlation.id=request-b", "user.id=alice"]

@@ -179,10 +179,23 @@ def _with_callers_baggage(
 
 
 def _header_values(headers: MutableMapping[str, Any], name: str) -> list[str]:
-    """Every ``name`` header the caller set, as text (aiohttp's multidict may hold several)."""
-    getall = getattr(headers, "getall", None)
-    values = getall(name, []) if callable(getall) else [headers.get(name)]
-    return [value for value in values if isinstance(value, str) and value]
+    """Every ``name`` header the caller set, as text. aiohttp's multidict and urllib3's
+    ``HTTPHeaderDict`` may hold several; the latter's ``get()`` joins them and raises on a
+    bytes value, which requests and urllib3 both send as it is."""
+    if hasattr(headers, "getall"):
+        values = headers.getall(name, [])
+    elif hasattr(headers, "getlist"):
+        values = headers.getlist(name)
+    else:
+        values = [headers.get(name)]
+    return [text for text in map(_as_text, values) if text]
+
+
+def _as_text(value: object) -> str:
+    """A header value as text: bytes as latin-1 (as HTTP reads them), anything else as none."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return value if isinstance(value, str) else ""
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
