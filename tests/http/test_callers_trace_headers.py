@@ -219,3 +219,19 @@ def test_header_values_given_as_bytes_are_read_as_text(
     assert span.context.trace_id == CALLERS_PARENT[0]
     assert seen["traceparent"] == f"00-{CALLERS_PARENT[0]:032x}-{span.context.span_id:016x}-01"
     assert sorted(seen["baggage"].split(",")) == ["correlation.id=request-b", "user.id=alice"]
+
+
+def test_bytes_trace_headers_inside_the_applications_own_client_span(
+    serve_wsgi: Any, http_clients: None, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside a CLIENT span of the application's own, tracekit compares the call's trace
+    headers with that span's: a bytes value made urllib3's header dict raise, and the call went
+    untraced, with tracekit's warning in the log and the stale header on the wire."""
+    stale = (TRACEPARENT % CALLERS_PARENT).encode()
+    tracer = trace.get_tracer("the-application")
+    with tracer.start_as_current_span("call the shop", kind=trace.SpanKind.CLIENT):
+        seen = BYTES_SENDERS["urllib3"](serve_wsgi(echo_app) + "/x", {"traceparent": stale})
+
+    assert "tracekit" not in caplog.text
+    ours = [s for s in wait_for_spans(2) if s.name == "GET"]
+    assert [seen["traceparent"].split("-")[2]] == [f"{s.context.span_id:016x}" for s in ours]

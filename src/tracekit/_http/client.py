@@ -122,7 +122,7 @@ def _traced_outside(
     own: dict[str, str] = {}
     propagator.inject(own)
     fields = [name for name in propagator.trace_fields if name in own]
-    return bool(fields) and all(headers.get(name) == own[name] for name in fields)
+    return bool(fields) and all(_header_values(headers, name) == [own[name]] for name in fields)
 
 
 def _sent(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> tuple[str, str] | None:
@@ -171,9 +171,9 @@ def _with_callers_baggage(
     context: otel_context.Context,
     propagator: propagation.TracekitPropagator,
 ) -> otel_context.Context:
-    """``context`` with the members of the caller's own ``baggage``
-    header added, the caller's value winning for a key of both: tracekit's header replaces the
-    caller's, and must still carry what the caller meant to send."""
+    """``context`` with the members of the caller's own ``baggage`` header added, the
+    caller's value winning for a key of both: tracekit's header replaces the caller's, and
+    must still carry what the caller meant to send."""
     values = _header_values(headers, propagation.BAGGAGE) if propagator.carries_baggage else []
     return _baggage.extract(values, context) if values else context
 
