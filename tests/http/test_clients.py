@@ -426,6 +426,35 @@ def test_uninstrument_restores_the_original_functions(echo_url: str, spans: Any)
     assert spans.get_finished_spans() == ()
 
 
+def test_an_aiohttp_session_made_before_a_reinstrument_is_traced_again(
+    echo_url: str, wait_for_spans: Any
+) -> None:
+    """``tracekit.shutdown()`` and ``init()`` again (a reload of configuration): a session made
+    at startup stayed silent for good, while requests' and httpx's clients made then were
+    traced again. Silent only while uninstrumented now."""
+
+    async def call(session: aiohttp.ClientSession) -> dict[str, str]:
+        async with session.get(echo_url) as response:
+            return json.loads(await response.read())
+
+    async def go() -> list[dict[str, str]]:
+        tracekit.instrumentation.instrument(["aiohttp"])
+        async with aiohttp.ClientSession() as session:
+            tracekit.uninstrument()
+            while_off = await call(session)
+            tracekit.instrumentation.instrument(["aiohttp"])
+            try:
+                return [while_off, await call(session)]
+            finally:
+                tracekit.uninstrument()
+
+    while_off, again = _run(go())
+
+    (span,) = wait_for_spans(1)
+    assert "traceparent" not in while_off
+    assert again["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+
+
 def test_instrument_twice_wraps_once(http_clients: None) -> None:
     first = httpx.Client.__dict__["send"]
     tracekit.instrumentation.instrument(["httpx"])

@@ -3,14 +3,14 @@
 Every ``ClientSession`` created while instrumented gets tracekit's ``TraceConfig`` appended to its
 ``trace_configs``. The hooks open the span and inject context into the request headers on
 ``on_request_start`` and close it on ``on_request_end``/``on_request_exception``; sessions created
-before ``uninstrument()`` keep the hooks but they do nothing once tracekit is uninstrumented.
+before ``uninstrument()`` keep the hooks but they do nothing until tracekit is instrumented again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 from tracekit._http.client import ClientCall, end_call, start_call
 from tracekit._runtime.guard import report_once
@@ -23,10 +23,28 @@ class AiohttpInstrumentor(Instrumentor):
     """Adds tracekit's ``TraceConfig`` to every new aiohttp ``ClientSession``."""
 
     target = "aiohttp.client"
+    # One TraceConfig for every instrumentor, its hooks live while the latest one is: a session
+    # made before tracekit.shutdown() and init() again is traced again, as requests' and httpx's
+    # clients made then are, rather than staying silent for good.
+    _shared: ClassVar[tuple[ModuleType, Any] | None] = None
+    _latest: ClassVar[AiohttpInstrumentor | None] = None
 
     def patch(self, module: ModuleType) -> None:
-        trace_config = _trace_config(module, lambda: self.active)
-        self.wrap(module.ClientSession, "__init__", _with_trace_config(trace_config))
+        AiohttpInstrumentor._latest = self
+        self.wrap(module.ClientSession, "__init__", _with_trace_config(_shared_config(module)))
+
+
+def _shared_config(module: ModuleType) -> Any:
+    """The ``TraceConfig`` of this aiohttp module, made on first use."""
+    shared = AiohttpInstrumentor._shared
+    if shared is None or shared[0] is not module:
+        shared = AiohttpInstrumentor._shared = (module, _trace_config(module, _latest_active))
+    return shared[1]
+
+
+def _latest_active() -> bool:
+    latest = AiohttpInstrumentor._latest
+    return latest is not None and latest.active
 
 
 def _with_trace_config(trace_config: Any) -> Callable[..., Any]:
