@@ -60,10 +60,11 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     attributes = _attributes(method, url)
     name = attributes[semconv.HTTP_REQUEST_METHOD]
     name = "HTTP" if name == semconv.OTHER_METHOD else name
-    parent = _callers_parent(headers, propagator)
+    callers = _carried_by_caller(headers, propagator)
+    parent = _callers_parent(headers, callers, propagator)
     span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
-    _write_context(headers, propagator, ctx)
+    _write_context(headers, callers, propagator, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
@@ -71,42 +72,56 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     return ClientCall(span, token, attributes)
 
 
-def _callers_parent(
+def _carried_by_caller(
     headers: MutableMapping[str, Any], propagator: propagation.TracekitPropagator
+) -> list[str]:
+    """The headers tracekit's propagator writes (trace headers, ``baggage``) that the caller
+    already set. One pass over the names: a missing key costs an exception in requests'
+    header dict."""
+    present = {str(name).lower() for name in headers}
+    return [name for name in propagator.carried_fields if name.lower() in present]
+
+
+def _callers_parent(
+    headers: MutableMapping[str, Any],
+    callers: list[str],
+    propagator: propagation.TracekitPropagator,
 ) -> otel_context.Context | None:
     """The parent the caller's own trace headers name, when no trace is under way here (a
     job's traceparent passed on by hand): the call stays in that trace, as without tracekit.
     None: the current context is the parent, as for any span."""
-    if trace.get_current_span().get_span_context().is_valid:
+    if not callers or trace.get_current_span().get_span_context().is_valid:
         return None
-    found = {name.lower(): _header_values(headers, name) for name in propagator.trace_fields}
-    if not any(found.values()):
-        return None
+    found = {name.lower(): _header_values(headers, name) for name in callers}
     context = propagator.extract_header_lists(found, with_baggage=False)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def _write_context(
     headers: MutableMapping[str, Any],
+    callers: list[str],
     propagator: propagation.TracekitPropagator,
     context: otel_context.Context,
 ) -> None:
-    """Inject ``context`` into the caller's ``headers``, its own trace headers giving way to
-    ours and its own baggage going on inside ours."""
-    if trace.get_current_span(context).get_span_context().is_valid:  # else none of ours
-        _drop_callers_trace_headers(headers, propagator.trace_fields)  # would stand for them
-    propagator.inject(headers, _with_callers_baggage(headers, context, propagator))
+    """Inject ``context`` into the caller's ``headers``, its own trace headers (``callers``
+    names those it has) giving way to ours and its own baggage going on inside ours."""
+    if callers:
+        context = _with_callers_baggage(headers, callers, context)
+        if trace.get_current_span(context).get_span_context().is_valid:  # else none of ours
+            _drop_callers_trace_headers(headers, callers)  # would stand for them
+    propagator.inject(headers, context)
 
 
-def _drop_callers_trace_headers(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> None:
-    """Remove the caller's own headers of the trace formats tracekit is about to write.
+def _drop_callers_trace_headers(headers: MutableMapping[str, Any], names: list[str]) -> None:
+    """Remove the caller's own headers (``names``, present) of the trace formats tracekit is
+    about to write.
 
     A format is written as a set: a caller's ``tracestate`` (or ``b3`` beside tracekit's
     ``x-b3-*``, or ``X-B3-Flags``) left next to tracekit's ``traceparent`` would describe
     another trace, and a reader taking it would join that trace or sample by its values.
     """
     for name in names:
-        if name in headers:
+        if name != propagation.BAGGAGE:  # which goes on, inside ours
             del headers[name]  # every spelling and every repeat: all these containers ignore case
 
 
@@ -163,18 +178,17 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
         propagator = propagation.configured(current_options().response_header)
-        _write_context(headers, propagator, otel_context.get_current())
+        callers = _carried_by_caller(headers, propagator)
+        _write_context(headers, callers, propagator, otel_context.get_current())
 
 
 def _with_callers_baggage(
-    headers: MutableMapping[str, Any],
-    context: otel_context.Context,
-    propagator: propagation.TracekitPropagator,
+    headers: MutableMapping[str, Any], callers: list[str], context: otel_context.Context
 ) -> otel_context.Context:
     """``context`` with the members of the caller's own ``baggage`` header added, the
     caller's value winning for a key of both: tracekit's header replaces the caller's, and
     must still carry what the caller meant to send."""
-    values = _header_values(headers, propagation.BAGGAGE) if propagator.carries_baggage else []
+    values = _header_values(headers, propagation.BAGGAGE) if propagation.BAGGAGE in callers else []
     return _baggage.extract(values, context) if values else context
 
 
