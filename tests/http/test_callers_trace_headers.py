@@ -1,6 +1,11 @@
-"""Trace headers the application set itself on an outgoing request, in a format tracekit
-writes: tracekit's span replaces them as a set, so no header of another trace is left beside
-tracekit's own on the wire.
+"""Trace headers and baggage the application set itself on an outgoing request, against a real
+echo server, through every client tracekit patches:
+
+- inside a trace, the caller's headers of a format tracekit writes give way to tracekit's as a
+  set, so no header of another trace is left beside tracekit's own on the wire;
+- outside any trace, they name the parent of tracekit's span, so the call stays in that trace;
+- the caller's baggage members go on inside tracekit's baggage header;
+- header values given as bytes are read as text.
 """
 
 from __future__ import annotations
