@@ -181,6 +181,19 @@ def test_a_request_sent_again_carries_no_header_of_an_earlier_call(
 
 
 @pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_url_full_shows_credentials_were_given_without_them(
+    name: str, echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """As OpenTelemetry asks: user and password each ``REDACTED``, so a 401 reads as a call
+    that did send credentials; the query (tokens) left out as before."""
+    CLIENTS[name](echo_url.replace("http://", "http://user:hunter2@"))
+
+    (span,) = wait_for_spans(1)
+    origin = echo_url.split("/echo/")[0].replace("http://", "http://REDACTED:REDACTED@")
+    assert span.attributes["url.full"] == f"{origin}/echo/path"
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_url_secrets_stay_out_of_error_status_and_events(
     name: str, http_clients: None, wait_for_spans: Any
 ) -> None:

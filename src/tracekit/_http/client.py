@@ -242,9 +242,11 @@ def _split(url: str) -> SplitResult | None:
 def _add_url_attributes(attributes: dict[str, Any], parts: SplitResult) -> None:
     host = parts.hostname or ""
     port = _port(parts)
-    # userinfo and query dropped: they carry credentials and tokens too often
+    # Credentials as OpenTelemetry shows them (that some were given, not what); the query is
+    # left out: it carries tokens too often.
+    userinfo = "REDACTED:REDACTED@" if "@" in parts.netloc else ""
     attributes[semconv.URL_FULL] = (
-        f"{parts.scheme}://{f'[{host}]' if ':' in host else host}"
+        f"{parts.scheme}://{userinfo}{f'[{host}]' if ':' in host else host}"
         + (f":{port}" if port and port > 0 else "")
         + parts.path
     )
