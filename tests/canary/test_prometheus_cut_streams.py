@@ -25,7 +25,7 @@ from shop import canary_json, metric_on, scraped_requests, start_shop
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
 EXPORTS = 90  # per version; the canary cuts every third
-EXPORT = "/export/{n:int}"
+EXPORT = "/export/{n}"
 
 
 def _export(client: httpx.Client, url: str) -> bool:

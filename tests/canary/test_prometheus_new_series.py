@@ -31,7 +31,7 @@ BASELINE, CANARY = "1.0.0", "2.0.0"
 WARM_UP_FAILURES = 15
 PAYMENTS = 300  # per version, after the warm-up
 FAIL_EVERY = 1000  # the canary fails /pay/1000, /pay/2000, ... (the warm-up), never /pay/1..300
-PAY = "/pay/{n:int}"
+PAY = "/pay/{n}"
 
 
 @pytest.fixture(scope="module")

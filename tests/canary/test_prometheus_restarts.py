@@ -28,7 +28,7 @@ BASELINE, CANARY = "1.0.0", "2.0.0"
 BEFORE_RESTART = 15  # failed payments the canary served before its first scrape
 PAYMENTS = 300  # per version, after the restart
 FAIL_EVERY = 1000  # the canary fails /pay/1000, /pay/2000, ..., never /pay/1..300
-PAY = "/pay/{n:int}"
+PAY = "/pay/{n}"
 
 
 def _fail_payments(client: httpx.Client, shop: Shop, count: int) -> None:
