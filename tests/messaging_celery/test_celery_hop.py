@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from celery_worker import running_worker
 from conditions import wait_for
 from hopscene import Scene, check_hop, start_scene
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -227,6 +229,22 @@ def test_a_foreign_first_attempt_header_does_not_unlink_the_retries(
         assert first.links == ()
         for attempt in retries:
             assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
+
+
+@pytest.mark.parametrize("retries", [2**64, True])
+def test_a_foreign_retry_count_out_of_range_is_not_recorded(
+    app: Celery, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture, retries: object
+) -> None:
+    """A message from another producer whose ``retries`` no OTLP int64 holds (or is a bool):
+    the span carried it as ``tracekit.retry_count``, and the OTLP exporter logged an error with
+    a traceback (and the value) for every such message."""
+    app.send_task("shop.whoami", retries=retries)
+    (consumer,) = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")
+    with caplog.at_level(logging.WARNING):
+        encode_spans([consumer])  # what the OTLP exporter sends
+    assert caplog.records == []
+    assert consumer.attributes is not None
+    assert RETRY_COUNT not in consumer.attributes
 
 
 def test_a_task_polling_with_retry_does_not_fail(app: Celery, spans: InMemorySpanExporter) -> None:

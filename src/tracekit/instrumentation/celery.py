@@ -227,7 +227,7 @@ def _first_attempt_header(value: object, retries: object) -> str | None:
     """The first attempt's traceparent, as a retry carries it. On a first run, or when it is no
     traceparent, the header is ignored: this run is then the one its retries link to (and an
     untrusted value is not published again with every retry)."""
-    if not isinstance(value, str) or not isinstance(retries, int) or retries <= 0:
+    if not isinstance(value, str) or _retry_count(retries) is None:
         return None
     return value if propagation.parse_traceparent(value) is not None else None
 
@@ -269,11 +269,24 @@ def _queue_of(request: Any) -> str:
     return str(queue or "celery")[:256]
 
 
+def _retry_count(retries: object) -> int | None:
+    """A message's ``retries`` when it counts a retry, else None. Another producer may send
+    anything: a bool, or an int that no OTLP int64 holds (the exporter logs an error, with the
+    value, for every span that carries one)."""
+    if type(retries) is not int or not 0 < retries <= _MAX_RETRIES:
+        return None
+    return retries
+
+
+_MAX_RETRIES = 2**63 - 1
+
+
 def _mark_retry(delivery: messaging.Delivery, retries: object, first: str | None) -> None:
     span = delivery.span
-    if span is None or not isinstance(retries, int) or retries <= 0:
+    count = _retry_count(retries)
+    if span is None or count is None:
         return
-    span.set_attribute(RETRY_COUNT, retries)
+    span.set_attribute(RETRY_COUNT, count)
     parsed = propagation.parse_traceparent(first) if first else None
     if parsed is not None:
         context = SpanContext(parsed.trace_id, parsed.span_id, True, TraceFlags(parsed.flags & 1))
