@@ -206,6 +206,30 @@ def test_retries_continue_the_trace_and_link_the_first_attempt(
     assert attempts[2].attributes[TASK_STATE] == "SUCCESS"
 
 
+def test_task_protocol_1_names_the_task_and_links_its_retries(
+    redis_url: str, spans: InMemorySpanExporter
+) -> None:
+    """Protocol 1 (``task_protocol = 1``) keeps the task id and retry count in the body, not in
+    the headers: the PRODUCER spans had no messaging.message.id and the retries no link to the
+    first attempt."""
+    app = make_app(redis_url)
+    app.conf.task_protocol = 1
+    with running_worker(app):
+        task_id = app.tasks["shop.flaky"].apply_async().id
+
+        def three_attempts() -> list[Any]:
+            found = finished_of(spans, SpanKind.CONSUMER)
+            return found if len(found) == 3 else []
+
+        attempts = wait_for(three_attempts, what="three attempts")
+    first, *retries = sorted(attempts, key=lambda s: s.start_time)
+    for attempt in retries:
+        assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
+    for producer in finished_of(spans, SpanKind.PRODUCER):
+        assert producer.attributes is not None
+        assert producer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+
+
 def test_a_foreign_first_attempt_header_does_not_unlink_the_retries(
     app: Celery, spans: InMemorySpanExporter
 ) -> None:

@@ -152,17 +152,18 @@ def _traced_send_task(
 
 @guarded(None)
 def _before_publish(
-    sender: Any = None, headers: Any = None, routing_key: Any = None, **_: Any
+    sender: Any = None, headers: Any = None, body: Any = None, routing_key: Any = None, **_: Any
 ) -> None:
     if not isinstance(headers, MutableMapping):
-        return  # task message protocol 1 has no headers to carry context
+        return  # nowhere to carry context
     carrier: dict[str, str] = {}
     queue = str(routing_key or "celery")
+    task = _task_fields(headers, body)
     publishing = messaging.publish(
         carrier,
         system=SYSTEM,
         destination=queue,
-        message_id=headers.get("id"),  # the task id, as on the CONSUMER span
+        message_id=task.get("id"),  # the task id, as on the CONSUMER span
         attributes=_task(sender),
     )
     publishing.__enter__()
@@ -172,7 +173,7 @@ def _before_publish(
     else:
         sending.append(publishing)
     headers.update(carrier)
-    first = _first_attempt_of(headers)
+    first = _first_attempt_of(task)
     if first is not None:
         headers[FIRST_ATTEMPT_HEADER] = first
 
@@ -181,10 +182,18 @@ def _task(name: object) -> dict[str, str]:
     return {TASK_NAME: str(name)[:256]} if name else {}
 
 
-def _first_attempt_of(headers: MutableMapping[str, Any]) -> str | None:
+def _task_fields(headers: Mapping[str, Any], body: object) -> Mapping[str, Any]:
+    """Where the message keeps the task's id and retry count: the headers (protocol 2), or the
+    body (protocol 1, whose headers hold only what is added to them, tracekit's included)."""
+    if "id" not in headers and isinstance(body, Mapping):
+        return body
+    return headers
+
+
+def _first_attempt_of(task: Mapping[str, Any]) -> str | None:
     """For a retry published by the running attempt: the first attempt's traceparent."""
-    running = _running.get(_run_key(headers.get("id")))
-    if running is None or not headers.get("retries"):
+    running = _running.get(_run_key(task.get("id")))
+    if running is None or not task.get("retries"):
         return None
     return running.first_attempt or _traceparent_of(running)
 
