@@ -159,6 +159,28 @@ def test_a_task_that_expired_in_the_queue_ends_its_path_failed(
     assert "correlation_ids" not in seen  # the task did not run
 
 
+def test_a_task_the_worker_does_not_know_ends_its_path_failed(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A task name the worker has not registered (a producer deployed before its workers): the
+    worker logs "Received unregistered task" and drops the message, and the caller's
+    ``result.get()`` raises NotRegistered. The path ended at the publish, with no error in it."""
+    task_id = app.send_task("shop.gift_wrap", headers={"x-correlation-id": "gift-1"}).id
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the drop")[0]
+    (producer,) = finished_of(spans, SpanKind.PRODUCER)
+    assert consumer.name == "process orders"
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+    assert consumer.attributes[semconv.CORRELATION_ID] == "gift-1"
+    assert consumer.attributes["tracekit.celery.task_name"] == "shop.gift_wrap"
+    assert consumer.status.status_code is StatusCode.ERROR
+    assert consumer.attributes[TASK_STATE] == "FAILURE"
+    assert consumer.status.description == "NotRegistered: 'shop.gift_wrap'"
+    assert tracekit.correlation_id() is None
+
+
 def test_a_revoked_task_ends_its_path_revoked(app: Celery, spans: InMemorySpanExporter) -> None:
     """``control.revoke`` before the task runs: the worker discards it, on purpose."""
     result = app.tasks["shop.whoami"].apply_async(countdown=1)

@@ -15,7 +15,8 @@
   covers any ``countdown``/``eta``.
 - ``task_revoked`` (in the worker's main process) records a task discarded before it ran, revoked
   or expired in the queue: a CONSUMER span that ends at once, state ``REVOKED``, failed with
-  ``TaskRevokedError: expired`` when it expired.
+  ``TaskRevokedError: expired`` when it expired. ``task_unknown`` records one the worker dropped
+  because it has no task of that name: failed with ``NotRegistered``, state ``FAILURE``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID.
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
@@ -125,6 +126,7 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_retry, _task_retry)
         self._connect(signals.task_postrun, _task_postrun)
         self._connect(signals.task_revoked, _task_revoked)
+        self._connect(signals.task_unknown, _task_unknown)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         uid = f"tracekit.{receiver.__name__}"
@@ -245,16 +247,20 @@ def _message_headers(request: Any) -> dict[str, Any]:
     """The headers tracekit reads, by its names. Celery makes each custom header an attribute of
     the request under the spelling it was sent with, and keeps them all in ``request.headers``:
     a producer's ``X-Correlation-ID`` is read as tracekit's ``x-correlation-id``."""
-    names = _header_names()
-    found = {name: getattr(request, name, None) for name in names}
+    found = {name: getattr(request, name, None) for name in _header_names()}
     custom = getattr(request, "headers", None)
     if isinstance(custom, Mapping):
-        wanted = {name.lower(): name for name in names}
-        for key, value in custom.items():
-            name = wanted.get(key.lower()) if isinstance(key, str) else None
-            if name is not None and found[name] is None:
-                found[name] = value
+        _fill_from(found, custom)
     return found
+
+
+def _fill_from(found: dict[str, Any], headers: Mapping[Any, Any]) -> None:
+    """Fill the headers ``found`` lacks from ``headers``, whatever the spelling of their names."""
+    wanted = {name.lower(): name for name in found}
+    for key, value in headers.items():
+        name = wanted.get(key.lower()) if isinstance(key, str) else None
+        if name is not None and found[name] is None:
+            found[name] = value
 
 
 def _header_names() -> tuple[str, ...]:
@@ -381,17 +387,42 @@ def _task_revoked(
     it ran already has its span, from the run."""
     if request is None or terminated:
         return
-    present = {k: v for k, v in _message_headers(request).items() if v is not None}
+    attributes = {**_task(getattr(sender, "name", None)), TASK_STATE: "REVOKED"}
+    _record_discard(request, _message_headers(request), attributes, _expiry() if expired else None)
+
+
+@guarded(None)
+def _task_unknown(message: Any = None, name: Any = None, **sent: Any) -> None:
+    """A task name the worker has not registered: it logs the message and drops it, and the
+    caller's ``result.get()`` raises ``NotRegistered``. A failed CONSUMER span ends the path."""
+    headers = getattr(message, "headers", None)
+    if not isinstance(headers, Mapping):
+        return
+    found = {name: headers.get(name) for name in _header_names()}  # as a request's attributes
+    _fill_from(found, headers)
+    attributes = {**_task(name), TASK_STATE: "FAILURE"}
+    _record_discard(message, found, attributes, _not_registered(name), sent.get("id"))
+
+
+def _record_discard(
+    message: Any,
+    headers: Mapping[str, Any],
+    attributes: dict[str, str],
+    error: BaseException | None,
+    task_id: object = None,
+) -> None:
+    """A CONSUMER span that ends at once, for a task message the worker did not run."""
+    present = {k: v for k, v in headers.items() if v is not None}
     present.pop(FIRST_ATTEMPT_HEADER, None)
     delivery = messaging.consume(
         present,
         system=SYSTEM,
-        destination=_queue_of(request),
-        message_id=getattr(request, "id", None),
-        attributes={**_task(getattr(sender, "name", None)), TASK_STATE: "REVOKED"},
+        destination=_queue_of(message),
+        message_id=task_id if task_id is not None else getattr(message, "id", None),
+        attributes=attributes,
     )
     delivery.start()
-    delivery.end(_expiry() if expired else None)
+    delivery.end(error)
 
 
 def _expiry() -> BaseException:
@@ -399,4 +430,12 @@ def _expiry() -> BaseException:
     from celery.exceptions import TaskRevokedError
 
     error: BaseException = TaskRevokedError("expired")
+    return error
+
+
+def _not_registered(name: object) -> BaseException:
+    """What the caller's ``result.get()`` raises for a task the worker does not know."""
+    from celery.exceptions import NotRegistered
+
+    error: BaseException = NotRegistered(str(name)[:256])
     return error
