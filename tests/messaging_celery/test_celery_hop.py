@@ -418,6 +418,33 @@ def test_a_task_run_eagerly_continues_the_caller(spans: InMemorySpanExporter, ho
     assert consumer.parent.span_id == request.get_span_context().span_id
 
 
+@pytest.mark.parametrize("how", ["task_always_eager", "apply"])
+def test_a_task_run_eagerly_with_its_own_correlation_header_continues_the_callers_trace(
+    spans: InMemorySpanExporter, how: str
+) -> None:
+    """A caller that sets the correlation header itself (``headers={"X-Correlation-ID": ...}``)
+    and runs the task eagerly: the task got that ID, but its span started a new trace instead
+    of being a child of the caller's span, as it is without the header."""
+    app = Celery("eager-own-id", broker="memory://", set_as_current=False)
+    app.conf.task_always_eager = how == "task_always_eager"
+
+    @app.task(name="eager.look")
+    def look() -> str | None:
+        return tracekit.correlation_id()
+
+    own = {"X-Correlation-ID": "job-9"}
+    with trace.get_tracer("tests").start_as_current_span("request") as request:
+        result = (
+            look.apply_async(headers=own) if how == "task_always_eager" else look.apply(headers=own)
+        )
+
+    assert result.get() == "job-9"
+    [consumer] = finished_of(spans, SpanKind.CONSUMER)
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == request.get_span_context().span_id
+    assert consumer.context.trace_id == request.get_span_context().trace_id
+
+
 def test_an_eager_replace_ends_both_runs_and_leaves_the_caller_as_it_was(
     spans: InMemorySpanExporter,
 ) -> None:

@@ -18,7 +18,8 @@
   ``TaskRevokedError: expired`` when it expired. ``task_unknown`` records one the worker dropped
   because it has no task of that name: failed with ``NotRegistered``, state ``FAILURE``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
-  span is a child of the caller's current span, and it keeps the caller's correlation ID.
+  span is a child of the caller's current span, and it keeps the caller's correlation ID (or the
+  one the caller passed in its headers).
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
   N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
@@ -217,10 +218,8 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     present = {name: value for name, value in headers.items() if value is not None}
     retries = getattr(request, "retries", 0)
     first = _first_attempt_header(present.pop(FIRST_ATTEMPT_HEADER, None), retries)
-    if not present and getattr(request, "is_eager", False):
-        # Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
-        # continues the caller's trace and keeps its correlation ID, as a function call would.
-        reading_for(_state.current_options()).propagator.inject(present, otel_context.get_current())
+    if getattr(request, "is_eager", False):
+        _continue_caller(present)
     delivery = messaging.consume(
         present,
         system=SYSTEM,
@@ -232,6 +231,16 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         key = _run_key(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, retries, first)
+
+
+def _continue_caller(present: dict[str, Any]) -> None:
+    """Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
+    continues the caller's trace and keeps its correlation ID, as a function call would. A
+    header the caller passed itself (its own correlation ID) stays."""
+    current: dict[str, str] = {}
+    reading_for(_state.current_options()).propagator.inject(current, otel_context.get_current())
+    for name, value in current.items():
+        present.setdefault(name, value)
 
 
 def _first_attempt_header(value: object, retries: object) -> str | None:
