@@ -181,6 +181,30 @@ def test_a_task_the_worker_does_not_know_ends_its_path_failed(
     assert tracekit.correlation_id() is None
 
 
+def test_a_task_message_the_worker_refuses_ends_its_path_failed(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A task serialised with pickle for a worker that accepts only JSON (Celery's default): the
+    worker logs the message as invalid and drops it, and the caller's ``result.get()`` never
+    returns. The path ended at the publish, with no error in it."""
+    task_id = app.send_task("shop.whoami", serializer="pickle").id
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the drop")[0]
+    (producer,) = finished_of(spans, SpanKind.PRODUCER)
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == producer.context.span_id
+    assert consumer.attributes is not None
+    assert consumer.attributes[semconv.MESSAGING_MESSAGE_ID] == task_id
+    assert consumer.attributes["tracekit.celery.task_name"] == "shop.whoami"
+    assert consumer.attributes[TASK_STATE] == "REJECTED"
+    assert consumer.status.status_code is StatusCode.ERROR
+    assert consumer.attributes[semconv.ERROR_TYPE] == "ContentDisallowed"
+    assert consumer.status.description is not None
+    assert consumer.status.description.startswith(
+        "ContentDisallowed: Refusing to deserialize untrusted content of type pickle"
+    )
+    assert "correlation_ids" not in seen  # the task did not run
+
+
 def test_a_revoked_task_ends_its_path_revoked(app: Celery, spans: InMemorySpanExporter) -> None:
     """``control.revoke`` before the task runs: the worker discards it, on purpose."""
     result = app.tasks["shop.whoami"].apply_async(countdown=1)

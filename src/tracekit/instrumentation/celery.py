@@ -16,7 +16,9 @@
 - ``task_revoked`` (in the worker's main process) records a task discarded before it ran, revoked
   or expired in the queue: a CONSUMER span that ends at once, state ``REVOKED``, failed with
   ``TaskRevokedError: expired`` when it expired. ``task_unknown`` records one the worker dropped
-  because it has no task of that name: failed with ``NotRegistered``, state ``FAILURE``.
+  because it has no task of that name: failed with ``NotRegistered``, state ``FAILURE``;
+  ``task_rejected`` one it would not take as a task (content it does not accept, an invalid
+  message): failed with Celery's reason, state ``REJECTED``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID (or the
   one the caller passed in its headers).
@@ -128,6 +130,7 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_postrun, _task_postrun)
         self._connect(signals.task_revoked, _task_revoked)
         self._connect(signals.task_unknown, _task_unknown)
+        self._connect(signals.task_rejected, _task_rejected)
 
     def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
         uid = f"tracekit.{receiver.__name__}"
@@ -407,10 +410,30 @@ def _task_unknown(message: Any = None, name: Any = None, **sent: Any) -> None:
     headers = getattr(message, "headers", None)
     if not isinstance(headers, Mapping):
         return
-    found = {name: headers.get(name) for name in _header_names()}  # as a request's attributes
-    _fill_from(found, headers)
     attributes = {**_task(name), TASK_STATE: "FAILURE"}
-    _record_discard(message, found, attributes, _not_registered(name), sent.get("id"))
+    error = _not_registered(name)
+    _record_discard(message, _raw_message_headers(headers), attributes, error, sent.get("id"))
+
+
+@guarded(None)
+def _task_rejected(message: Any = None, exc: Any = None, **_: Any) -> None:
+    """A message the worker would not take as a task (content it does not accept, such as
+    pickle for a JSON-only worker; an invalid or unknown message): it logs and drops it, and
+    the caller's ``result.get()`` never returns. A failed CONSUMER span ends the path."""
+    headers = getattr(message, "headers", None)
+    if not isinstance(headers, Mapping):
+        return
+    attributes = {**_task(headers.get("task")), TASK_STATE: "REJECTED"}
+    error = exc if isinstance(exc, BaseException) else _not_a_task()
+    _record_discard(message, _raw_message_headers(headers), attributes, error, headers.get("id"))
+
+
+def _raw_message_headers(headers: Mapping[Any, Any]) -> dict[str, Any]:
+    """The headers tracekit reads, from a message the worker did not turn into a request: by
+    their exact names first, as a request's attributes are, then in any spelling."""
+    found = {field: headers.get(field) for field in _header_names()}
+    _fill_from(found, headers)
+    return found
 
 
 def _record_discard(
@@ -439,6 +462,14 @@ def _expiry() -> BaseException:
     from celery.exceptions import TaskRevokedError
 
     error: BaseException = TaskRevokedError("expired")
+    return error
+
+
+def _not_a_task() -> BaseException:
+    """What a message that is no task message (no task name: sent to the wrong queue) is."""
+    from celery.exceptions import InvalidTaskError
+
+    error: BaseException = InvalidTaskError("not a task message")
     return error
 
 
