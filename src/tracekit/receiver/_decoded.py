@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from tracekit.records import LogRecordData, SpanRecord
@@ -50,16 +51,26 @@ class Decoded:
     total: int = 0
     reasons: dict[str, None] = field(default_factory=dict)  # distinct, in order of first use
 
-    def reject(self, reason: str) -> None:
-        """Count one record refused while the rest of the request is accepted."""
-        self.rejected += 1
-        if len(self.reasons) < _MAX_REASONS:
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` records refused while the rest of the request is accepted."""
+        self.rejected += count
+        if count and len(self.reasons) < _MAX_REASONS:
             self.reasons[reason] = None
 
-    def refuse(self, reason: str) -> None:
-        """Count one record that could not even be decoded (refused with ``reason``)."""
-        self.total += 1
-        self.reject(reason)
+    def refuse(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` records that could not even be decoded (refused with ``reason``)."""
+        self.total += count
+        self.reject(reason, count)
+
+    @contextmanager
+    def refusing_alone(self) -> Iterator[None]:
+        """Around decoding and adding one record: a field that cannot be read (an id of the
+        wrong length, a value nested too deep) refuses that record alone, as a 400 would lose
+        the good ones sent with it."""
+        try:
+            yield
+        except MalformedRequest as error:
+            self.refuse(str(error))
 
     def add_span(self, record: SpanRecord | None, bounds: tuple[int, int]) -> None:
         """Count one decoded span: kept, or refused with its reason (``span_problem``)."""

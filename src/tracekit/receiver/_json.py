@@ -234,21 +234,9 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
             ss = as_object(scope_spans, "scopeSpans[]")
             scope = _scope_name(ss)
             for span in as_list(ss.get("spans"), "spans"):
-                _add_span(out, span, resource, scope, bounds)
+                with out.refusing_alone():  # an id not hex, an integer that is not one...
+                    out.add_span(_span(as_object(span, "spans[]"), resource, scope), bounds)
     return out
-
-
-def _add_span(
-    out: Decoded, span: Any, resource: Attributes, scope: str | None, bounds: tuple[int, int]
-) -> None:
-    """Count one span: kept, or refused alone when a field cannot be read (an id not hex, an
-    integer that is not one): a 400 would lose the good spans sent with it."""
-    try:
-        record = _span(as_object(span, "spans[]"), resource, scope)
-    except MalformedRequest as error:
-        out.refuse(str(error))
-        return
-    out.add_span(record, bounds)
 
 
 def _resource(container: dict[str, Any]) -> Attributes:
@@ -264,8 +252,7 @@ def _resource_or_refuse(
     try:
         return _resource(container)
     except MalformedRequest as error:
-        for _ in range(count_records(container, records)):
-            out.refuse(str(error))
+        out.refuse(str(error), count_records(container, records))
         return None
 
 
@@ -346,18 +333,9 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_logs in as_list(get(rl, "scopeLogs", "scope_logs"), "scopeLogs"):
             sl = as_object(scope_logs, "scopeLogs[]")
             for record in as_list(get(sl, "logRecords", "log_records"), "logRecords"):
-                _add_log(out, record, resource, bounds)
+                with out.refusing_alone():
+                    out.add_log(_log(as_object(record, "logRecords[]"), resource, bounds))
     return out
-
-
-def _add_log(out: Decoded, record: Any, resource: Attributes, bounds: tuple[int, int]) -> None:
-    """Count one log record: kept, or refused alone when a field cannot be read."""
-    try:
-        log = _log(as_object(record, "logRecords[]"), resource, bounds)
-    except MalformedRequest as error:
-        out.refuse(str(error))
-        return
-    out.add_log(log)
 
 
 def _log(

@@ -95,12 +95,8 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name or None
             for span in scope_spans.spans:
-                try:  # an id of the wrong length...: this span alone is refused
-                    record = span_record(span, service, version, resource, scope)
-                except MalformedRequest as error:
-                    out.refuse(str(error))
-                    continue
-                out.add_span(record, bounds)
+                with out.refusing_alone():
+                    out.add_span(span_record(span, service, version, resource, scope), bounds)
     return out
 
 
@@ -166,18 +162,13 @@ def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:
         try:
             resource = attributes(resource_logs.resource.attributes)
         except MalformedRequest as error:  # nested too deep: its records alone are refused
-            _refuse_all(out, len(records), str(error))
+            out.refuse(str(error), len(records))
             continue
         service, _ = service_of(resource)
         for record in records:
-            _add_log(out, record, service, resource, bounds)
+            with out.refusing_alone():
+                out.add_log(_log(record, service, resource, bounds))
     return out
-
-
-def _refuse_all(out: Decoded, count: int, reason: str) -> None:
-    """Refuse ``count`` records for one reason (those under a resource that cannot be read)."""
-    for _ in range(count):
-        out.refuse(reason)
 
 
 def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
@@ -191,7 +182,7 @@ def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
         try:
             resource = attributes(parse(Resource(), resource_logs.resource).attributes)
         except MalformedRequest:
-            _refuse_all(out, len(records), BAD_RESOURCE)
+            out.refuse(BAD_RESOURCE, len(records))
             continue
         service, _ = service_of(resource)
         for raw in records:
@@ -200,21 +191,9 @@ def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
             except MalformedRequest:
                 out.refuse("log record is not a valid OTLP LogRecord (a string that is not UTF-8?)")
                 continue
-            _add_log(out, record, service, resource, bounds)
+            with out.refusing_alone():
+                out.add_log(_log(record, service, resource, bounds))
     return out
-
-
-def _add_log(
-    out: Decoded, record: Any, service: str, resource: Attributes, bounds: tuple[int, int]
-) -> None:
-    """Count one log record: kept, or refused alone when an id is of the wrong length or a
-    value nested too deep (a 400 would lose the good records sent with it)."""
-    try:
-        log = _log(record, service, resource, bounds)
-    except MalformedRequest as error:
-        out.refuse(str(error))
-        return
-    out.add_log(log)
 
 
 def _log(

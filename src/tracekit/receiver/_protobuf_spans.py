@@ -107,8 +107,7 @@ class SpanRowDecoder:
             try:
                 resource = self._resource(resource_spans.resource)
             except MalformedRequest:  # a string not UTF-8: its spans are rejected, others stored
-                for _ in range(sum(len(ss.spans) for ss in resource_spans.scope_spans)):
-                    out.refuse(BAD_RESOURCE)
+                out.refuse(BAD_RESOURCE, sum(len(ss.spans) for ss in resource_spans.scope_spans))
                 continue
             for scope_spans in resource_spans.scope_spans:
                 scope_ref, scope = self._scope(scope_spans.scope)
