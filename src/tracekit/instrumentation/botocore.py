@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -42,7 +44,7 @@ _ALL = frozenset(("All", ".*"))
 
 
 class BotocoreInstrumentor(Instrumentor):
-    """Traces SQS sends and prepares SQS receives on every botocore client."""
+    """Traces SQS sends and SNS publishes, and prepares SQS receives, on every botocore client."""
 
     target = "botocore.client"
 
@@ -71,34 +73,55 @@ def _service_of(client: Any) -> str | None:
         return None
 
 
-def _send_message(
-    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+@dataclass(frozen=True)
+class _Sending:
+    """What differs between sending to an SQS queue and publishing to an SNS topic."""
+
+    service: str  # as the log names it
+    system: str  # OpenTelemetry's messaging.system
+    destination: Callable[[dict[str, Any]], str | None]  # None: not traced
+    body: str  # the parameter holding a message's body
+    entries: str  # the batch operation's parameter listing its messages
+    batch_operation: str
+    x_ray: bool  # whether the X-Ray header goes into the ``AWSTraceHeader`` system attribute
+
+
+def _send_one(
+    how: _Sending, call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
 ) -> Any:
+    """SQS ``SendMessage``, SNS ``Publish``: a PRODUCER span, and its context in the message."""
+    destination = how.destination(params)
+    if destination is None:
+        return call(params)
     carrier: dict[str, str] = {}
-    queue = sqs.queue_name(str(params.get("QueueUrl", "")))
-    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue) as sent:
-        result = call(_with_attributes(params, carrier))
+    with messaging.publish(carrier, system=how.system, destination=destination) as sent:
+        result = call(_with_attributes(params, carrier, how))
         if isinstance(result, dict):
             sent.set_message_id(result.get("MessageId"))
         return result
 
 
-def _send_message_batch(
-    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
+def _send_batch(
+    how: _Sending, call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
 ) -> Any:
-    entries = params.get("Entries")
-    if not isinstance(entries, list | tuple):  # (botocore takes either)
+    """SQS ``SendMessageBatch``, SNS ``PublishBatch``: one PRODUCER span whose context every
+    entry carries."""
+    entries = params.get(how.entries)
+    destination = how.destination(params)
+    if destination is None or not isinstance(entries, list | tuple):  # (botocore takes either)
         return call(params)
     carrier: dict[str, str] = {}
-    queue = sqs.queue_name(str(params.get("QueueUrl", "")))
     count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
-    with messaging.publish(carrier, system=sqs.SYSTEM, destination=queue, attributes=count) as sent:
-        traced = [_with_attributes(entry, carrier) for entry in entries]
-        if _pushed_over(_batch_size(traced), lambda: _batch_size(entries)):
-            _left_out("message batch to SQS")  # SQS bounds a batch's total by the same size
-            traced = [_with_x_ray_only(entry, carrier) for entry in entries]
-        result = call({**params, "Entries": traced})
-        _settle_batch(sent, result, len(entries), client, "SendMessageBatch")
+    with messaging.publish(
+        carrier, system=how.system, destination=destination, attributes=count
+    ) as sent:
+        traced = [_with_attributes(entry, carrier, how) for entry in entries]
+        if _pushed_over(_batch_size(traced, how), lambda: _batch_size(entries, how)):
+            # SQS and SNS bound a batch's total by the same size as one message
+            _left_out(f"message batch to {how.service}")
+            traced = [_with_x_ray_only(entry, carrier, how) for entry in entries]
+        result = call({**params, how.entries: traced})
+        _settle_batch(sent, result, len(entries), client, how.batch_operation)
         return result
 
 
@@ -140,35 +163,36 @@ def _error_code(entry: object) -> str:
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.]{1,128}")  # AWS's codes; anything else is not shown
 
 
-def _batch_size(entries: Sequence[Any]) -> int:
-    return sum(_size_of(entry) for entry in entries if isinstance(entry, dict))
+def _batch_size(entries: Sequence[Any], how: _Sending) -> int:
+    return sum(_size_of(entry, how) for entry in entries if isinstance(entry, dict))
 
 
-def _size_of(message: dict[str, Any]) -> int:
-    return sqs.message_size(message.get("MessageBody"), message.get("MessageAttributes"))
+def _size_of(message: dict[str, Any], how: _Sending) -> int:
+    return sqs.message_size(message.get(how.body), message.get("MessageAttributes"))
 
 
-def _with_attributes(message: Any, carrier: dict[str, str]) -> Any:
-    """``message`` (params or a batch entry) with tracekit's attributes; unchanged if unsure
-    (an entry that is not a dict: botocore refuses it, as it would without tracekit)."""
+def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
+    """``message`` (params or a batch entry) with tracekit's attributes, within the 10 and the
+    size SQS and SNS take (SNS's queues apply SQS's again on delivery); unchanged if unsure (an
+    entry that is not a dict: botocore refuses it, as it would without tracekit)."""
     if not carrier or not isinstance(message, dict):
         return message
     attributes = message.get("MessageAttributes")
     if not (attributes is None or isinstance(attributes, dict)):
         return message
-    merged = _with_context(attributes, carrier, "SQS")
-    x_ray = _x_ray_system_attribute(message, carrier)
+    merged = _with_context(attributes, carrier, how.service)
+    x_ray = _x_ray_system_attribute(message, carrier) if how.x_ray else {}
     traced = {**message, "MessageAttributes": merged, **x_ray}
-    if _pushed_over(_size_of(traced), lambda: _size_of(message)):
-        _left_out("message to SQS")
+    if _pushed_over(_size_of(traced, how), lambda: _size_of(message, how)):
+        _left_out(f"message to {how.service}")
         return {**message, **x_ray}  # SQS does not count a system attribute towards the size
     return traced
 
 
-def _with_x_ray_only(message: Any, carrier: dict[str, str]) -> Any:
+def _with_x_ray_only(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
     """A batch entry sent without tracekit's attributes for want of room: the X-Ray header,
     which does not count towards the size, still goes."""
-    if not carrier or not isinstance(message, dict):
+    if not how.x_ray or not carrier or not isinstance(message, dict):
         return message
     return {**message, **_x_ray_system_attribute(message, carrier)}
 
@@ -283,83 +307,35 @@ def _with_names(given: object, names: Iterable[str]) -> Any:
     return current + [name for name in names if name not in current]
 
 
-def _publish_to_topic(
-    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
-) -> Any:
-    """SNS ``Publish`` to a topic: a PRODUCER span, and the context in the message attributes
-    as for SQS (a subscribed queue gets them as its own attributes with raw delivery, else in
-    SNS's envelope, where ``tracekit.sqs.consume`` reads them). A text message to a phone number
-    or a push to a mobile endpoint passes untouched: SNS reads their attributes itself."""
-    topic = _topic_name(params)
-    if topic is None:
-        return call(params)
-    carrier: dict[str, str] = {}
-    with messaging.publish(carrier, system=_SNS_SYSTEM, destination=topic) as sent:
-        result = call(_with_topic_attributes(params, carrier))
-        if isinstance(result, dict):
-            sent.set_message_id(result.get("MessageId"))
-        return result
-
-
-def _publish_batch_to_topic(
-    call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
-) -> Any:
-    """SNS ``PublishBatch``: one PRODUCER span whose context every entry carries."""
-    entries = params.get("PublishBatchRequestEntries")
-    topic = _topic_name(params)
-    if topic is None or not isinstance(entries, list | tuple):
-        return call(params)
-    carrier: dict[str, str] = {}
-    count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
-    with messaging.publish(
-        carrier, system=_SNS_SYSTEM, destination=topic, attributes=count
-    ) as sent:
-        traced = [_with_topic_attributes(entry, carrier) for entry in entries]
-        if _pushed_over(_topic_batch_size(traced), lambda: _topic_batch_size(entries)):
-            _left_out("message batch to SNS")  # SNS bounds a batch's total by the same size
-            traced = list(entries)
-        result = call({**params, "PublishBatchRequestEntries": traced})
-        _settle_batch(sent, result, len(entries), client, "PublishBatch")
-        return result
-
-
-def _topic_batch_size(entries: Sequence[Any]) -> int:
-    return sum(_topic_message_size(entry) for entry in entries if isinstance(entry, dict))
+def _queue_name(params: dict[str, Any]) -> str:
+    return sqs.queue_name(str(params.get("QueueUrl", "")))
 
 
 def _topic_name(params: dict[str, Any]) -> str | None:
+    """The topic a publish goes to; None for a text message to a phone number or a push to a
+    mobile endpoint, which pass untouched: SNS reads their attributes itself."""
     arn = params.get("TopicArn") or params.get("TargetArn")
     if not isinstance(arn, str) or "/" in arn:  # (a mobile endpoint's ARN: .../endpoint/...)
         return None
     return sqs.queue_name(arn)
 
 
-def _with_topic_attributes(params: Any, carrier: dict[str, str]) -> Any:
-    """``params`` (or a batch entry) with tracekit's attributes, within the 10 and the size SNS
-    takes (the same as SQS's, which its queues apply again on delivery); unchanged if unsure."""
-    if not carrier or not isinstance(params, dict):
-        return params
-    attributes = params.get("MessageAttributes")
-    if not (attributes is None or isinstance(attributes, dict)):
-        return params
-    traced = {**params, "MessageAttributes": _with_context(attributes, carrier, "SNS")}
-    if _pushed_over(_topic_message_size(traced), lambda: _topic_message_size(params)):
-        _left_out("message to SNS")
-        return params
-    return traced
-
-
-def _topic_message_size(params: dict[str, Any]) -> int:
-    return sqs.message_size(params.get("Message"), params.get("MessageAttributes"))
-
-
-_SNS_SYSTEM = "aws.sns"  # OpenTelemetry's messaging.system for Amazon SNS
+_SQS = _Sending(
+    service="SQS", system=sqs.SYSTEM, destination=_queue_name, body="MessageBody",
+    entries="Entries", batch_operation="SendMessageBatch", x_ray=True,
+)  # fmt: skip
+# A subscribed queue gets the attributes as its own with raw delivery, else in SNS's envelope,
+# where ``tracekit.sqs.consume`` reads them.
+_SNS = _Sending(
+    service="SNS", system="aws.sns", destination=_topic_name, body="Message",
+    entries="PublishBatchRequestEntries", batch_operation="PublishBatch", x_ray=False,
+)  # fmt: skip
 
 _Handler = Callable[[Callable[[dict[str, Any]], Any], dict[str, Any], Any], Any]
 _HANDLERS: dict[tuple[str | None, str], _Handler] = {
-    ("sqs", "SendMessage"): _send_message,
-    ("sqs", "SendMessageBatch"): _send_message_batch,
+    ("sqs", "SendMessage"): partial(_send_one, _SQS),
+    ("sqs", "SendMessageBatch"): partial(_send_batch, _SQS),
     ("sqs", "ReceiveMessage"): _receive_message,
-    ("sns", "Publish"): _publish_to_topic,
-    ("sns", "PublishBatch"): _publish_batch_to_topic,
+    ("sns", "Publish"): partial(_send_one, _SNS),
+    ("sns", "PublishBatch"): partial(_send_batch, _SNS),
 }
