@@ -85,17 +85,39 @@ class TracekitMiddleware(OptionsReadLate):
         if not self._requests.records:
             await self._correlate(scope, receive, send)
             return
+        await self._trace(scope, receive, send)
+
+    async def _trace(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request under its SERVER span, measured, its correlation ID echoed."""
         arrived_in = otel_context.get_current()
         request = self._start(scope)
         if request is None:
             await self.app(scope, receive, send)
             return
-        echo = (self._echo_name, request.correlation_id.encode("ascii"))
-        scope[ECHO_KEY] = echo
         # The outermost application routing this request (Starlette names itself in the scope;
         # a mounted sub-application replaces it on the way down): where its mounts are found.
         top = scope.get("app", self.app)
+        watched_send = self._watching(send, request, scope, top, arrived_in)
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive, watched_send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._finish(request, scope, top, error)
 
+    def _watching(
+        self,
+        send: Send,
+        request: ActiveRequest,
+        scope: Scope,
+        top: object,
+        arrived_in: otel_context.Context,
+    ) -> Send:
+        """``send`` noting the response's status and end, and echoing the correlation ID."""
+        echo = (self._echo_name, request.correlation_id.encode("ascii"))
+        scope[ECHO_KEY] = echo
         trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
 
         async def send_with_correlation(message: Message) -> None:
@@ -115,14 +137,7 @@ class TracekitMiddleware(OptionsReadLate):
             # BackgroundTasks) is not the request's duration, nor is it still in flight.
             self._responded(request, scope, top)
 
-        error: BaseException | None = None
-        try:
-            await self.app(scope, receive, send_with_correlation)
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            self._finish(request, scope, top, error)
+        return send_with_correlation
 
     async def _correlate(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Correlation-only mode: the ID in context and on the response, and nothing else.
