@@ -26,18 +26,23 @@ def sqs_endpoint() -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture
-def sqs_client(sqs_endpoint: str) -> Any:
-    """A boto3 SQS client pointed at the moto server."""
+def _client(service: str, endpoint: str) -> Any:
+    """A boto3 client of ``service`` pointed at the moto server."""
     import boto3
 
     return boto3.client(
-        "sqs",
-        endpoint_url=sqs_endpoint,
+        service,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
+
+
+@pytest.fixture
+def sqs_client(sqs_endpoint: str) -> Any:
+    """A boto3 SQS client pointed at the moto server."""
+    return _client("sqs", sqs_endpoint)
 
 
 @pytest.fixture
@@ -57,12 +62,4 @@ def instrumented() -> Iterator[None]:
 @pytest.fixture
 def sns_client(sqs_endpoint: str) -> Any:
     """A boto3 SNS client pointed at the same moto server (SNS delivers to its SQS queues)."""
-    import boto3
-
-    return boto3.client(
-        "sns",
-        endpoint_url=sqs_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return _client("sns", sqs_endpoint)

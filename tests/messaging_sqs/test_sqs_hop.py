@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hopscene import check_hop, check_wait, one, start_scene
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -560,19 +561,27 @@ def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     AWSTraceHeader system attribute. Under OTEL_PROPAGATORS=xray the consumer continues it."""
     monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
     header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    consumer = _consumer_of_aws_message(sqs_client, queue_url, spans, header)
+    assert consumer.parent is not None and consumer.parent.span_id == 0x53995C3F42CD8AD8
+    assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
+
+
+def _consumer_of_aws_message(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, header: str
+) -> ReadableSpan:
+    """The CONSUMER span of a message sent without tracekit, as Lambda, SNS or an AWS SDK with
+    X-Ray send it: no message attributes, ``header`` in the AWSTraceHeader system attribute."""
     instrumentation.uninstrument()
     sqs_client.send_message(
         QueueUrl=queue_url,
-        MessageBody="from lambda",
+        MessageBody="from aws",
         MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": header}},
     )
     instrumentation.instrument(["botocore"])
     [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
     with tracekit.sqs.consume(message, queue=queue_url):
         pass
-    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
-    assert consumer.parent is not None and consumer.parent.span_id == 0x53995C3F42CD8AD8
-    assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
+    return one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
 
 
 @pytest.mark.parametrize("sampled", ["?", " ? "])
@@ -589,17 +598,7 @@ def test_an_x_ray_header_leaving_the_decision_to_the_consumer_continues_its_trac
     unrelated trace."""
     monkeypatch.setenv("OTEL_PROPAGATORS", "xray")
     header = f"Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled={sampled}"
-    instrumentation.uninstrument()
-    sqs_client.send_message(
-        QueueUrl=queue_url,
-        MessageBody="decide for me",
-        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": header}},
-    )
-    instrumentation.instrument(["botocore"])
-    [message] = receive(sqs_client, queue_url)
-    with tracekit.sqs.consume(message, queue=queue_url):
-        pass
-    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    consumer = _consumer_of_aws_message(sqs_client, queue_url, spans, header)
     assert consumer.parent is not None and consumer.parent.span_id == 0x53995C3F42CD8AD8
     assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
 
