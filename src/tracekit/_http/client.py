@@ -60,11 +60,11 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     attributes = _attributes(method, url)
     name = attributes[semconv.HTTP_REQUEST_METHOD]
     name = "HTTP" if name == semconv.OTHER_METHOD else name
-    callers = _carried_by_caller(headers, propagator)
-    parent = _callers_parent(headers, callers, propagator)
+    callers_fields = _fields_set_by_caller(headers, propagator)
+    parent = _callers_parent(headers, callers_fields, propagator)
     span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
-    _write_context(headers, callers, propagator, ctx)
+    _write_context(headers, callers_fields, propagator, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
@@ -72,7 +72,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     return ClientCall(span, token, attributes)
 
 
-def _carried_by_caller(
+def _fields_set_by_caller(
     headers: MutableMapping[str, Any], propagator: propagation.TracekitPropagator
 ) -> list[str]:
     """The headers tracekit's propagator writes (trace headers, ``baggage``) that the caller
@@ -84,31 +84,32 @@ def _carried_by_caller(
 
 def _callers_parent(
     headers: MutableMapping[str, Any],
-    callers: list[str],
+    callers_fields: list[str],
     propagator: propagation.TracekitPropagator,
 ) -> otel_context.Context | None:
     """The parent the caller's own trace headers name, when no trace is under way here (a
     job's traceparent passed on by hand): the call stays in that trace, as without tracekit.
     None: the current context is the parent, as for any span."""
-    if not callers or trace.get_current_span().get_span_context().is_valid:
+    if not callers_fields or trace.get_current_span().get_span_context().is_valid:
         return None
-    found = {name.lower(): _header_values(headers, name) for name in callers}
+    found = {name.lower(): _header_values(headers, name) for name in callers_fields}
     context = propagator.extract_header_lists(found, with_baggage=False)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
 def _write_context(
     headers: MutableMapping[str, Any],
-    callers: list[str],
+    callers_fields: list[str],
     propagator: propagation.TracekitPropagator,
     context: otel_context.Context,
 ) -> None:
-    """Inject ``context`` into the caller's ``headers``, its own trace headers (``callers``
-    names those it has) giving way to ours and its own baggage going on inside ours."""
-    if callers:
-        context = _with_callers_baggage(headers, callers, context)
-        if trace.get_current_span(context).get_span_context().is_valid:  # else none of ours
-            _drop_callers_trace_headers(headers, callers)  # would stand for them
+    """Inject ``context`` into the caller's ``headers``, its own trace headers (those of
+    ``callers_fields``) giving way to ours and its own baggage going on inside ours."""
+    if callers_fields:
+        context = _with_callers_baggage(headers, callers_fields, context)
+        # With no span in ``context`` tracekit writes no trace headers: the caller's stay.
+        if trace.get_current_span(context).get_span_context().is_valid:
+            _drop_callers_trace_headers(headers, callers_fields)
     propagator.inject(headers, context)
 
 
@@ -178,17 +179,19 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
         propagator = propagation.configured(current_options().response_header)
-        callers = _carried_by_caller(headers, propagator)
-        _write_context(headers, callers, propagator, otel_context.get_current())
+        callers_fields = _fields_set_by_caller(headers, propagator)
+        _write_context(headers, callers_fields, propagator, otel_context.get_current())
 
 
 def _with_callers_baggage(
-    headers: MutableMapping[str, Any], callers: list[str], context: otel_context.Context
+    headers: MutableMapping[str, Any], callers_fields: list[str], context: otel_context.Context
 ) -> otel_context.Context:
     """``context`` with the members of the caller's own ``baggage`` header added, the
     caller's value winning for a key of both: tracekit's header replaces the caller's, and
     must still carry what the caller meant to send."""
-    values = _header_values(headers, propagation.BAGGAGE) if propagation.BAGGAGE in callers else []
+    if propagation.BAGGAGE not in callers_fields:
+        return context
+    values = _header_values(headers, propagation.BAGGAGE)
     return _baggage.extract(values, context) if values else context
 
 
