@@ -100,22 +100,23 @@ class Topology:
         redis_server = shutil.which("redis-server")
         if choice in ("auto", "redis") and redis_server and _has_module("redis"):
             port = _free_port()
-            self._redis = subprocess.Popen(  # noqa: S603 (redis-server found on PATH, fixed args)
-                [
-                    redis_server,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=self._redis_log.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            with self._redis_log.open("wb") as log:  # the child has its own copy
+                self._redis = subprocess.Popen(  # noqa: S603 (redis-server found on PATH, fixed args)
+                    [
+                        redis_server,
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             return f"redis://127.0.0.1:{port}/0", f"Redis (redis-server on 127.0.0.1:{port})"
         if choice == "redis":
             raise RuntimeError("--queue redis needs redis-server on PATH and the redis package")
@@ -156,14 +157,14 @@ class Topology:
         """Start every service and wait until the HTTP ones answer."""
         self._wait_for_queue(timeout)
         for role in ROLES:
-            log = (self.workdir / f"{role}.log").open("wb")
-            self.processes[role] = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
-                [sys.executable, "-m", "tracekit_cli.demo.services", role],
-                env=self.environment(role),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
-            )
+            with (self.workdir / f"{role}.log").open("wb") as log:  # the child has its own copy
+                self.processes[role] = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
+                    [sys.executable, "-m", "tracekit_cli.demo.services", role],
+                    env=self.environment(role),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+                )
         deadline = time.monotonic() + timeout
         for role in HTTP_ROLES:
             self._wait_healthy(role, deadline)
