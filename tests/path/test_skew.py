@@ -242,3 +242,30 @@ def test_a_host_attribute_that_is_not_a_string_is_no_host() -> None:
     path = run(t)
     assert [node.record for node in path.spans] == [root, send, work]
     assert placed_start_ms(path, work) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("consumed_ms", "early", "latency"),
+    [((-495, -400), "500.0", "-405.0"),  # handled before it was published: negative latency
+     ((-145, 60), "150.0", "55.0")],  # started before: a latency that looks right, no wait
+)  # fmt: skip
+def test_raw_times_say_why_a_message_was_received_before_it_was_sent(
+    consumed_ms: tuple[int, int], early: str, latency: str
+) -> None:
+    """The worker's clock runs behind: recorded, it took the message before it was published.
+    ``--raw-times`` shows the numbers as recorded, and a warning says what they mean."""
+    t = Topology()
+    root = t.span("shop", "POST /pay", "SERVER", 0, 20)
+    producer = t.publish(root, "payments", 5, 10)
+    t.consume("ledger", "payments", *consumed_ms, producer)
+    raw = run(t, adjust_skew=False)
+    assert raw.hops[0].latency_ms == float(latency)
+    assert raw.hops[0].queue_wait_ms == 0.0
+    assert raw.warnings == [
+        f"hop shop -> ledger (kafka payments): received {early} ms before it was sent (latency "
+        f"{latency} ms) in recorded times: their clocks disagree (--raw-times skips clock-skew "
+        "correction)"
+    ]
+    adjusted = run(t)
+    assert adjusted.hops[0].latency_ms > 0
+    assert not any("recorded times" in w for w in adjusted.warnings)

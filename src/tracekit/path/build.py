@@ -50,6 +50,9 @@ def build_path(
         adjust_clock_skew(ordered, notes)
     start = min(n.start_unix_nano for n in ordered)
     end = max(n.end_unix_nano for n in ordered)
+    hops = _hops_by_start(ordered, nodes)
+    if not adjust_skew:
+        notes.extend(_received_before_sent(hops, ordered))
     return Path(
         query=query[:MAX_QUERY_CHARS],
         correlation_id=correlation_id,
@@ -58,7 +61,7 @@ def build_path(
         start_unix_nano=start,
         duration_ms=(end - start) / 1e6,
         spans=ordered,
-        hops=_hops_by_start(ordered, nodes),
+        hops=hops,
         critical_path=critical_path(ordered, roots),
         errors=[_error(n) for n in ordered if n.record.status == "ERROR"],
         logs=_place_logs(logs, nodes),
@@ -105,6 +108,26 @@ def _services_by_first_start(ordered: list[PathSpan]) -> list[str]:
 def _hops_by_start(ordered: list[PathSpan], nodes: dict[tuple[str, str], PathSpan]) -> list[Hop]:
     starts = {n.record.span_id: n.start_unix_nano for n in ordered}
     return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(hop.to_span_id, 0))
+
+
+def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]:
+    """A note per queue hop whose consumer started before its producer did, as only two hosts'
+    clocks disagreeing can record it: raw times leave it so, and the hop's numbers, which mix
+    the two clocks, mislead (a latency that may be negative, a queue wait of 0); corrected times
+    (the default) put the clocks on one line. An HTTP hop's latency is its client's own span:
+    one clock, true either way."""
+    starts = {n.record.span_id: n.start_unix_nano for n in ordered}
+    notes = []
+    for hop in hops:
+        early_ns = starts[hop.from_span_id] - starts[hop.to_span_id]
+        if hop.type == "messaging" and early_ns > 0:
+            what = " ".join(part for part in (hop.system, hop.destination) if part) or hop.type
+            notes.append(
+                f"hop {hop.from_service[:80]} -> {hop.to_service[:80]} ({what[:160]}): received "
+                f"{early_ns / 1e6:.1f} ms before it was sent (latency {hop.latency_ms} ms) in "
+                "recorded times: their clocks disagree (--raw-times skips clock-skew correction)"
+            )
+    return notes
 
 
 def _error(node: PathSpan) -> PathError:
