@@ -66,6 +66,35 @@ def test_search_shows_the_whole_trace_and_its_errors(serve: Any, spans: list[Any
     assert sorted(rows, key=str) == [("req-incident-9", 6, True), (None, 2, True)]
 
 
+def pulled_job() -> Topology:
+    """A pull consumer: its CONSUMER root begins a trace of its own, links to the producer's
+    message and carries the request's correlation ID; it fails in its database call."""
+    t = Topology("req-pull-1")
+    root = t.span("web", "POST /jobs", "SERVER", 0, 50)
+    sent = t.publish(root, "jobs", 10, 12, system="rabbitmq")
+    t.new_trace()
+    job = t.consume("worker", "jobs", 300, 400, links=[sent], system="rabbitmq")
+    t.span("worker", "INSERT jobs", "CLIENT", 310, 390, job, status="ERROR")
+    return t
+
+
+@pytest.mark.parametrize(("backend", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+def test_a_pull_consumers_trace_is_one_row_with_its_request_as_trace_shows_it(
+    serve: Any, backend: str, fake: Any
+) -> None:
+    url = serve(fake(recent(pulled_job().spans + checkout().spans))).url
+    code, out, _ = run("search", backend, url, "--format", "json")
+    assert code == 0
+    rows = [r for r in json.loads(out)["requests"] if r["correlation_id"] == "req-pull-1"]
+    assert [(r["root_service"], r["root_name"]) for r in rows] == [("web", "POST /jobs")]
+    code, out, _ = run("trace", "req-pull-1", backend, url, "--raw-times", "--format", "json")
+    path = json.loads(out)
+    assert code == 0 and len(path["trace_ids"]) == 2
+    assert rows[0]["start_unix_nano"] == path["start_unix_nano"]
+    assert rows[0]["duration_ms"] == path["duration_ms"] == 400.0
+    assert (rows[0]["span_count"], rows[0]["error"]) == (len(path["spans"]), True)
+
+
 @pytest.mark.parametrize(
     ("option", "found"), [(["--service", "web"], ["req-incident-9"]),
                           (["--min-duration", "195"], ["req-checkout-1"])],

@@ -1,31 +1,72 @@
 """Requests (``tracekit search`` rows) from the spans of Jaeger's search answers.
 
 Jaeger's api_v3 answers whole traces, not summaries, so the root, duration, span count and
-error flag are worked out here.
+error flag are worked out here, over every trace of the answer that ``tracekit trace`` joins
+into the request.
 """
 
 from __future__ import annotations
 
+from tracekit.backends._requests import joined
 from tracekit.records import RequestSummary, SpanRecord
+
+# how far a chain of traces continuing one another is followed (a consumer's consumer...)
+MAX_CONTINUATIONS = 16
 
 
 def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
-    """One request per trace found, except traces that continue another one found.
+    """One request per entry trace found, measured over the traces joined into it.
 
-    A trace whose root links to a span of the answer (a consumer that started a new trace) is
-    part of that request, as ``tracekit trace`` shows it; a link to a context not in the answer
-    (a public endpoint's caller) leaves the trace an entry point.
+    A trace whose root links to a span of another trace of the answer (a consumer that started
+    a new trace) continues that request, as ``tracekit trace`` shows it, and is measured in it
+    (a batch's, in each request it links into); a link to a context not in the answer (a public
+    endpoint's caller) leaves the trace an entry point. Entry points sharing a correlation ID (a
+    retry) are one request, listed as the newest of them, as the store lists it.
     """
     by_trace: dict[str, list[SpanRecord]] = {}
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)
-    known = {(s.trace_id, s.span_id) for s in spans}
-    found = []
-    for trace in by_trace.values():
-        root = _root(trace)
-        if not any((link.trace_id, link.span_id) in known for link in root.links):
-            found.append(_summary(trace, root))
-    return found
+    rows = {trace_id: _summary(trace, _root(trace)) for trace_id, trace in by_trace.items()}
+    continues = _continued_traces(by_trace, {(s.trace_id, s.span_id) for s in spans})
+    requests: dict[str, list[str]] = {}
+    for trace_id in sorted(rows, key=lambda t: rows[t].start_unix_nano):
+        if trace_id not in continues:
+            requests.setdefault(_request_key(rows[trace_id]), []).append(trace_id)
+    return [
+        joined([rows[t] for t in _with_continuations(entries, continues)], rows[entries[-1]])
+        for entries in requests.values()
+    ]
+
+
+def _continued_traces(
+    by_trace: dict[str, list[SpanRecord]], known: set[tuple[str, str]]
+) -> dict[str, set[str]]:
+    """Each trace whose root links into other traces of the answer, with those traces."""
+    continues = {}
+    for trace_id, trace in by_trace.items():
+        linked = {
+            link.trace_id
+            for link in _root(trace).links
+            if (link.trace_id, link.span_id) in known and link.trace_id != trace_id
+        }
+        if linked:
+            continues[trace_id] = linked
+    return continues
+
+
+def _with_continuations(entries: list[str], continues: dict[str, set[str]]) -> list[str]:
+    """``entries`` and, transitively, the traces continuing them."""
+    found = dict.fromkeys(entries)
+    for _ in range(MAX_CONTINUATIONS):
+        more = [t for t, into in continues.items() if t not in found and into & found.keys()]
+        if not more:
+            break
+        found.update(dict.fromkeys(more))
+    return list(found)
+
+
+def _request_key(row: RequestSummary) -> str:
+    return row.correlation_id if row.correlation_id else "\0" + row.trace_id
 
 
 def _root(trace: list[SpanRecord]) -> SpanRecord:

@@ -26,6 +26,7 @@ from tracekit.backends._http import NotFound
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
+from tracekit.backends._requests import by_correlation_id
 from tracekit.backends._tempo_search import (
     Hit,
     read_hits,
@@ -121,12 +122,13 @@ class TempoSource(RemoteSource):
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
         """Newest traces matching the filters that started since then, from one TraceQL search
-        (Tempo finds the traces that overlap its window: those that started before are left)."""
+        (Tempo finds the traces that overlap its window: those that started before are left);
+        those sharing a correlation ID are one request (``_requests.by_correlation_id``)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        found = [self._summary(hit) for hit in started]
+        found = by_correlation_id([self._summary(hit) for hit in started])
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
