@@ -36,6 +36,10 @@ UNIX_NANO_LIMIT = 2**63
 # given time (canary's 30 minutes before --end) then still fits in 64 bits.
 EARLIEST_UNIX_NANO = -9_223_286_400 * 10**9
 
+# trace, search and services lay out down to this width (a split pane, a phone's SSH client);
+# lines wider than the terminal wrap there and break the tree and tables apart
+NARROWEST_READ_VIEW = 20
+
 EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
 
@@ -281,13 +285,14 @@ def _out_of_range(value: str, option: str) -> click.BadParameter:
     )
 
 
-def terminal_width(default: int = 100) -> int:
-    """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to 40-400)."""
+def terminal_width(default: int = 100, narrowest: int = 40) -> int:
+    """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to
+    ``narrowest``-400)."""
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit():
-        return max(40, min(int(columns), 400))
+        return max(narrowest, min(int(columns), 400))
     try:
-        return max(40, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))
+        return max(narrowest, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))
     except (OSError, ValueError):
         return default
 

@@ -51,17 +51,17 @@ def json_for_terminal(document: Any) -> str:
     return _MAYBE_UNPRINTABLE.sub(_escaped, text)
 
 
-def emit_text(render: Callable[[int], str]) -> None:
-    """Plain text at the terminal width (or 100 columns when piped)."""
+def emit_text(render: Callable[[int], str], narrowest: int = 40) -> None:
+    """Plain text at the terminal width (or 100 columns when piped), at least ``narrowest``."""
     with _stdout_reader_may_leave():
-        sys.stdout.write(render(terminal_width()))
+        sys.stdout.write(render(terminal_width(narrowest=narrowest)))
 
 
-def emit_rich(draw: Callable[[Any], None]) -> None:
+def emit_rich(draw: Callable[[Any], None], narrowest: int = 40) -> None:
     """Rich tables on a console (``search``, ``services``); only for ``--format rich``."""
     from tracekit_cli.render.rich_view import make_console
 
-    console = make_console(terminal_width(), color=not no_color())
+    console = make_console(terminal_width(narrowest=narrowest), color=not no_color())
     with console.capture() as drawn:  # rich would exit 1 itself on a closed pipe
         draw(console)
     with _stdout_reader_may_leave():

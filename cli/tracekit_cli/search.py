@@ -8,6 +8,7 @@ from tracekit.records import BackendError, RequestSummary
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
+    NARROWEST_READ_VIEW,
     Number,
     backend_options,
     fail,
@@ -61,11 +62,11 @@ def _emit(found: list[RequestSummary], chosen: str) -> None:
     elif chosen == "text":
         from tracekit_cli.render.text import render_requests
 
-        emit_text(lambda width: render_requests(found, width))
+        emit_text(lambda width: render_requests(found, width), NARROWEST_READ_VIEW)
     else:
         from tracekit_cli.render import rich_view
 
-        emit_rich(lambda console: rich_view.render_requests(console, found))
+        emit_rich(lambda console: rich_view.render_requests(console, found), NARROWEST_READ_VIEW)
 
 
 def _summary_json(r: RequestSummary) -> dict[str, object]:

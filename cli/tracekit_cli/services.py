@@ -10,6 +10,7 @@ from tracekit.records import BackendError, SpanRecord, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
+    NARROWEST_READ_VIEW,
     backend_options,
     fail,
     format_option,
@@ -57,11 +58,11 @@ def services(
     if chosen == "text":
         from tracekit_cli.render.text import render_edges
 
-        emit_text(lambda width: render_edges(edges, width))
+        emit_text(lambda width: render_edges(edges, width), NARROWEST_READ_VIEW)
     elif chosen == "rich":
         from tracekit_cli.render import rich_view
 
-        emit_rich(lambda console: rich_view.render_edges(console, edges))
+        emit_rich(lambda console: rich_view.render_edges(console, edges), NARROWEST_READ_VIEW)
 
 
 def _newest_spans(source: SpanSource, since_ns: int, since: str) -> list[SpanRecord]:

@@ -13,6 +13,7 @@ from tracekit.records import BackendError
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
+    NARROWEST_READ_VIEW,
     backend_options,
     check_id,
     fail,
@@ -65,9 +66,12 @@ def trace(
     elif chosen == "text":
         from tracekit_cli.render.text import render_path
 
-        emit_text(lambda width: render_path(path, width, with_logs=logs))
+        emit_text(lambda width: render_path(path, width, with_logs=logs), NARROWEST_READ_VIEW)
     else:
         from tracekit_cli.render import rich_view
 
         color = not no_color()
-        emit_text(lambda width: rich_view.format_path(path, width, color=color, with_logs=logs))
+        emit_text(
+            lambda width: rich_view.format_path(path, width, color=color, with_logs=logs),
+            NARROWEST_READ_VIEW,
+        )

@@ -264,6 +264,27 @@ def test_rich_table_keeps_every_field_readable_at_80_columns(tmp_path: Path) -> 
     assert " ".join(" ".join(row[5]).split()) == "gateway: POST /checkout"
 
 
+@pytest.mark.parametrize("width", [20, 30, 60])
+def test_a_terminal_too_narrow_for_the_table_gets_a_block_per_request(
+    store: Path, width: int
+) -> None:
+    """Under 78 columns the table cut the start ("22:13:2…"), dropped the ID and root columns
+    (40) or folded them a character a line (60), and at 30 the view was laid out for 40. Each
+    request is now a block: its correlation ID on a line of its own, its numbers, root and trace
+    ID wrapped between words; only an ID longer than the line stands past it, whole, alone."""
+    args = ["search", "--store", str(store), "--since", SINCE, "--format", "rich"]
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0
+    assert [line for line in lines if len(line) > width and " " in line.strip()] == []
+    assert "req-checkout-1" in lines and "req-incident-9" in lines
+    words = result.stdout.split()
+    for trace_id in ("c303d9b3000000000000000000000001", "f70194e1000000000000000000000001"):
+        assert trace_id in words
+    assert " ".join(words).count("2023-11-14 22:13:20.000 UTC · 200.0 ms · 8 spans") == 1
+    assert "…" not in result.stdout
+
+
 def columns(lines: list[str]) -> list[tuple[str, ...]]:
     """The table's cells column by column, a column's parts top to bottom."""
     return list(zip(*([cell.strip() for cell in re.split("[┃│]", line)] for line in lines),

@@ -143,6 +143,20 @@ def test_the_text_table_keeps_its_columns_past_service_names_in_wide_characters(
         assert cell_len(line) == len(header)
 
 
+@pytest.mark.parametrize("width", [20, 30, 60])
+def test_a_terminal_too_narrow_for_the_table_gets_a_block_per_edge(store: Path, width: int) -> None:
+    """Under the table's width rich cut every cell ("ht…", "50…", "messa…") and at 30 columns
+    laid the table out for 40. Each edge is now a block of lines that fit, nothing cut."""
+    args = ["services", "--store", str(store), "--since", SINCE, "--format", "rich"]
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": str(width), "NO_COLOR": "1"})
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and max(len(line) for line in lines) <= width
+    assert "…" not in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "web → api http · 2 calls · 50.0% errors p50 20.0 ms · p95 50.0 ms" in text
+    assert "api → worker messaging · 1 call · 0.0% errors p50 165.0 ms · p95 165.0 ms" in text
+
+
 def test_service_without_jaeger_is_a_usage_error_not_the_whole_map(store: Path) -> None:
     """`tracekit services --service orders` drew every edge of the store, gateway's, web's and
     api's too, as if they were the map of orders: --service is Jaeger's (the service its search

@@ -86,7 +86,7 @@ def test_a_narrow_terminal_wraps_queue_waits_and_errors_under_their_span(store: 
     assert lines[at + 5].startswith(guides + "│ 22:13:20.070 INFO chargin")
 
 
-@pytest.mark.parametrize("columns", [40, 64, 100])
+@pytest.mark.parametrize("columns", [30, 40, 64, 100])  # 30: laid out at 40 before, wrapping
 def test_a_narrow_terminal_folds_long_words_instead_of_cutting_them(
     tmp_path: Path, columns: int
 ) -> None:

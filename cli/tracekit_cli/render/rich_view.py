@@ -130,8 +130,12 @@ def _header(path: Path, colours: dict[str, str]) -> list[Line]:
     return [[("request " + title, "bold")], [(summary_line(path, " · "), "dim")], route]
 
 
-def wrap(line: Line, width: int, indent: tuple[str, str] = (WRAP_INDENT, "")) -> list[Line]:
-    """Word-wrap styled pieces at ``width`` cells; continuation lines start with ``indent``."""
+def wrap(
+    line: Line, width: int, indent: tuple[str, str] = (WRAP_INDENT, ""), *, fold: bool = True
+) -> list[Line]:
+    """Word-wrap styled pieces at ``width`` cells; continuation lines start with ``indent``.
+    A word longer than a line is folded over lines, or with ``fold=False`` (IDs, which are
+    copied) put whole on a line of its own, without the indent."""
     if sum(cell_len(text) for text, _ in line) <= width:
         return [line]
     out: list[Line] = [[]]
@@ -139,9 +143,15 @@ def wrap(line: Line, width: int, indent: tuple[str, str] = (WRAP_INDENT, "")) ->
     room = max(width - indented, 1)
     for text, style in line:
         for word in _WORDS.findall(text):
-            for part in _fold(word, room):
+            for part in _fold(word, room) if fold else [word]:
                 size = cell_len(part)
-                if used + size > width and used > indented:
+                if not fold and size > room and used > 0:  # alone on its line, whole
+                    _strip_end(out[-1])
+                    if any(piece for piece, _ in out[-1]):
+                        out.append([])
+                    out[-1].clear()
+                    used = 0
+                elif used + size > width and used > indented:
                     if part.isspace():
                         continue  # the break itself
                     _strip_end(out[-1])
@@ -334,26 +344,36 @@ def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
 
 
 def render_requests(console: Console, requests: Sequence[RequestSummary]) -> None:
-    """``tracekit search`` as a table."""
+    """``tracekit search`` as a table; on a terminal too narrow for it, a block per request."""
     from rich.text import Text
 
-    table = _table()
     ids = [_request_id(r) for r in requests]
-    for name in ("start (UTC)", "duration", "spans", "error"):  # kept whole
+    cells = [_request_cells(r) for r in requests]
+    whole = [max(len(name), *(cell_len(row[i]) for row in cells)) for i, name in
+             enumerate(_WHOLE_REQUEST_COLUMNS)]  # fmt: skip
+    if not _table_fits([*whole, MIN_FOLDED_COLUMN, MIN_FOLDED_COLUMN], console.width):
+        blocks = [_request_block(r, i, c) for r, i, c in zip(requests, ids, cells, strict=True)]
+        _print_lines(console, [line for block in blocks for line in block])
+        return
+    table = _table()
+    for name in _WHOLE_REQUEST_COLUMNS:
         table.add_column(name, justify="right" if name in ("duration", "spans") else "left",
                          no_wrap=True, min_width=len(name))  # fmt: skip
     # these give way on a narrow terminal: the ID folds, never cut (it is what the user types
     # into `tracekit trace`), the root wraps between words
-    table.add_column("correlation id", overflow="fold")
-    table.add_column("root", overflow="fold")
-    for r, request_id in zip(requests, ids, strict=True):
+    table.add_column("correlation id", overflow="fold", min_width=MIN_FOLDED_COLUMN)
+    table.add_column("root", overflow="fold", min_width=MIN_FOLDED_COLUMN)
+    for r, request_id, (start, duration, spans, _) in zip(requests, ids, cells, strict=True):
         table.add_row(
-            format_time(r.start_unix_nano)[:23], format_ms(r.duration_ms), str(r.span_count),
-            Text("✗", style="bold red") if r.error else "",
+            start, duration, spans, Text("✗", style="bold red") if r.error else "",
             Text(request_id, style="" if r.correlation_id else "dim"),
-            Text(f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"),
+            Text(_root_of(r)),
         )  # fmt: skip
     console.print(table)
+
+
+_WHOLE_REQUEST_COLUMNS = ("start (UTC)", "duration", "spans", "error")
+MIN_FOLDED_COLUMN = 10  # cells the ID and the root fold into; narrower, a block per request
 
 
 def _request_id(request: RequestSummary) -> str:
@@ -363,20 +383,87 @@ def _request_id(request: RequestSummary) -> str:
     return f"trace {request.trace_id}"
 
 
-def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
-    """``tracekit services`` as a table."""
+def _request_cells(r: RequestSummary) -> tuple[str, str, str, str]:
+    """The cells of the columns kept whole: start, duration, span count, error."""
+    start, duration = format_time(r.start_unix_nano)[:23], format_ms(r.duration_ms)
+    return start, duration, str(r.span_count), "✗" if r.error else ""
+
+
+def _root_of(r: RequestSummary) -> str:
+    return f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"
+
+
+def _table_fits(widths: list[int], width: int) -> bool:
+    """Whether columns of ``widths`` cells fit: a cell of padding each side, a rule between."""
+    return sum(widths) + 3 * len(widths) - 1 <= width
+
+
+def _request_block(r: RequestSummary, request_id: str, cells: tuple[str, ...]) -> list[Line]:
+    """One request on a narrow terminal: the ID on a line of its own, whole (it is copied), then
+    the numbers, the root and the trace ID, wrapped between words."""
+    start, duration, spans, _ = cells
+    facts = f"  {start} UTC · {duration} · {spans} span{'' if r.span_count == 1 else 's'}"
+    lines: list[Line] = [[(request_id, "bold" if r.correlation_id else "dim")], [(facts, "")]]
+    if r.error:
+        lines.append([("  ✗ error", "bold red")])
+    lines.append([("  " + _root_of(r), "")])
+    if r.correlation_id:
+        lines.append([("  trace " + r.trace_id, "dim")])
+    return lines
+
+
+def _print_lines(console: Console, lines: list[Line]) -> None:
+    """Styled lines wrapped at the console's width between words; a word longer than a line (an
+    ID) stands alone on its line, whole, rather than be cut or folded."""
     from rich.text import Text
 
+    for line in lines:
+        for part in wrap(line, console.width, fold=False):
+            console.print(Text.assemble(*part), no_wrap=True, overflow="ignore", crop=False)
+
+
+def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
+    """``tracekit services`` as a table; on a terminal too narrow for it, a block per edge."""
+    from rich.text import Text
+
+    rows = [_edge_cells(e) for e in edges]
+    widths = [max(cell_len(name), *(cell_len(row[i]) for row in rows)) for i, name in
+              enumerate(_EDGE_COLUMNS)]  # fmt: skip
+    if not _table_fits(widths, console.width):
+        _print_lines(console, [line for e, row in zip(edges, rows, strict=True)
+                               for line in _edge_block(e, row)])  # fmt: skip
+        return
     table = _table()
-    for name in ("from", "to", "type", "calls", "errors", "p50", "p95"):
-        table.add_column(name, justify="left" if name in ("from", "to", "type") else "right")
-    for e in edges:
+    for name in _EDGE_COLUMNS:
+        table.add_column(name, justify="left" if name in ("from", "to", "type") else "right",
+                         no_wrap=True)  # fmt: skip
+    for e, (caller, callee, kind, calls, rate, p50, p95) in zip(edges, rows, strict=True):
         table.add_row(
-            Text(one_line(e.from_service, 40)), Text(one_line(e.to_service, 40)), e.type,
-            str(e.calls), Text(f"{e.error_rate:.1%}", style="red" if e.errors else ""),
-            format_ms(e.p50_ms), format_ms(e.p95_ms),
+            Text(caller), Text(callee), kind, calls,
+            Text(rate, style="red" if e.errors else ""), p50, p95,
         )  # fmt: skip
     console.print(table)
+
+
+_EDGE_COLUMNS = ("from", "to", "type", "calls", "errors", "p50", "p95")
+
+
+def _edge_cells(e: ServiceEdge) -> tuple[str, str, str, str, str, str, str]:
+    return (
+        one_line(e.from_service, 40), one_line(e.to_service, 40), e.type, str(e.calls),
+        f"{e.error_rate:.1%}", format_ms(e.p50_ms), format_ms(e.p95_ms),
+    )  # fmt: skip
+
+
+def _edge_block(e: ServiceEdge, cells: tuple[str, ...]) -> list[Line]:
+    """One edge on a narrow terminal: who calls whom, then its numbers, wrapped."""
+    caller, callee, kind, calls, rate, p50, p95 = cells
+    return [
+        [(caller, "bold"), (" → ", ""), (callee, "bold")],
+        [(f"  {kind} · {calls} call{'' if e.calls == 1 else 's'} · ", ""),
+         (f"{rate} errors", "red" if e.errors else "")],
+        [(f"  p50 {p50} · p95 {p95}", "")],
+    ]  # fmt: skip
 
 
 def _table() -> Table:
