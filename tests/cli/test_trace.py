@@ -557,3 +557,18 @@ def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
     code, out, err = run("trace", "req-checkout-1", "--store", str(store), "--service", "nosuch")
     assert (code, out) == (2, "")
     assert err == "tracekit: --service is for --jaeger: the store and Tempo read every service\n"
+
+
+def test_the_text_views_header_wraps_at_the_terminals_width(store: Path) -> None:
+    """The summary line (95 characters) ran past an 80-column terminal, and at 30 columns the
+    path too; they wrap between words now, as the footer does, every word whole."""
+    code, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "text",
+                       env={"COLUMNS": "30"})  # fmt: skip
+    lines = out.splitlines()
+    header = lines[: lines.index("")]
+    assert code == 0 and header[0] == "request req-incident-9"
+    assert max(len(line) for line in header) <= 30
+    assert " ".join(" ".join(header[1:]).split()) == (
+        "start 2023-11-14 22:13:20.000 UTC, 215.0 ms, 8 spans, 4 services, 2 traces, 3 hops, "
+        "4 errors path: web -> api -> worker -> ledger"
+    )

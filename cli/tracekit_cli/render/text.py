@@ -44,8 +44,8 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     label_width = max(20, width - TIMING_WIDTH - lane - 3, longest)  # " |" and "|" by the lane
     lines = [
         f"request {_text(path.correlation_id or path.query)}",
-        summary_line(path),
-        "path: " + " -> ".join(_text(s) for s in path.services),
+        *_wrap(summary_line(path), width),
+        *_wrap("path: " + " -> ".join(_text(s) for s in path.services), width),
     ]
     if path.spans:
         lines += [
@@ -89,7 +89,8 @@ def _label(row: Row) -> str:
 
 
 def _wrap(line: str, width: int) -> list[str]:
-    """Footer lines wrap instead of being cut: a warning's end is often its point."""
+    """Header and footer lines wrap instead of running past the terminal's edge or being cut:
+    a warning's end is often its point."""
     if len(line) <= width:
         return [line]
     # words stay whole: a route or an ID split across lines would defeat grep
