@@ -55,3 +55,23 @@ def test_search_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> None
     requests = json.loads(result.stdout)["requests"]
     assert [r["correlation_id"] for r in requests] == ["req-1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]
+
+
+def test_search_reads_a_snapshot_whose_last_commits_are_only_in_its_wal(tmp_path: Path) -> None:
+    """Before: 'store ...: unable to open database file' and exit 2. A copy taken while a writer
+    had the store open (a snapshot, files copied off a pod) has a -wal file and no -shm file,
+    and SQLite cannot make one on a read-only file system."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    with Store(tmp_path / "t.db") as store:
+        store.write_spans([_request(1)])
+        store.write_spans([_request(2)])  # a small commit: still in the WAL, not in t.db
+        for name in ("t.db", "t.db-wal"):
+            shutil.copyfile(tmp_path / name, snapshot / name)
+
+    result = _search_on_read_only_mount(snapshot)
+
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    requests = json.loads(result.stdout)["requests"]
+    assert sorted(r["correlation_id"] for r in requests) == ["req-1", "req-2"]
+    assert sorted(p.name for p in snapshot.iterdir()) == ["t.db", "t.db-wal"]

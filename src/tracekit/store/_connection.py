@@ -134,8 +134,9 @@ def open_reader(path: Path) -> sqlite3.Connection:
     system, SQLite cannot create the WAL's index (``-shm``); when there is no ``-wal`` file
     either, no writer has the store open and every commit is in the file, which is then read as
     immutable (without locks: a writer that starts meanwhile could only disturb that one read).
-    Opened ``rw`` otherwise (SQLite falls back to reading a file it may not write), so that the
-    last connection to close removes the WAL files.
+    A ``-wal`` file there without a ``-shm`` is a copy taken while a writer had the store open
+    (see ``_open_wal_copy``). Opened ``rw`` otherwise (SQLite falls back to reading a file it
+    may not write), so that the last connection to close removes the WAL files.
     """
     if not path.is_file():
         raise FileNotFoundError(str(path))
@@ -145,10 +146,27 @@ def open_reader(path: Path) -> sqlite3.Connection:
         schema_version(conn)  # the first read opens the WAL
     except sqlite3.OperationalError as error:
         conn.close()
-        if error.sqlite_errorname not in _NO_SHM_HERE or _has_wal(file):
+        if error.sqlite_errorname not in _NO_SHM_HERE:
             raise
-        conn = _connect(f"{file.as_uri()}?mode=ro&immutable=1", uri=True)
+        if _has_wal(file):
+            conn = _open_wal_copy(file)
+        else:
+            conn = _connect(f"{file.as_uri()}?mode=ro&immutable=1", uri=True)
     conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def _open_wal_copy(file: Path) -> sqlite3.Connection:
+    """Read a store whose last commits are in a ``-wal`` file, where no ``-shm`` can be made.
+
+    immutable=1 would skip the WAL and lose those commits. In exclusive locking mode SQLite
+    keeps the WAL's index in this process's memory instead of ``-shm``; the locks it would take
+    for that need a writable descriptor, so the "unix-none" VFS takes none. A writer keeps a
+    ``-shm`` beside its ``-wal`` while it runs, so none has this copy open (as for immutable,
+    one that starts meanwhile could only disturb the reads of this connection).
+    """
+    conn = _connect(f"{file.as_uri()}?mode=ro&vfs=unix-none", uri=True)
+    conn.execute("PRAGMA locking_mode = EXCLUSIVE")  # before the first read builds the index
     return conn
 
 
