@@ -74,3 +74,5 @@ RPC_METHOD: Final = "rpc.method"
 CORRELATION_ID: Final = "correlation.id"
 QUEUE_WAIT_MS: Final = "tracekit.queue_wait_ms"
 PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"
+# on a span stored with no duration because it ended before it started: how far back its clock went
+CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"

@@ -129,7 +129,7 @@ def _spans(times: list[tuple[int, int]], name: str = "op") -> bytes:
 
 def test_partial_success_over_grpc(grpc_receiver: Receiver, store_path: Path) -> None:
     now = time.time_ns()
-    answer = _call(grpc_receiver, _spans([(now, now), (2**64 - 1, 2**64 - 1), (now, now - 5)]))
+    answer = _call(grpc_receiver, _spans([(now, now), (2**64 - 1, 2**64 - 1), (1, now)]))
     partial = ExportTraceServiceResponse.FromString(answer).partial_success
     assert partial.rejected_spans == 2 and "before 2000" in partial.error_message
     with Store(store_path) as reader:

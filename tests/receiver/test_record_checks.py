@@ -1,8 +1,8 @@
 """Bad records never sink good ones, in all four decoders (JSON and protobuf, spans and logs).
 
-A record dated before 2000 or more than a day ahead, a span that ends before it starts, or
-timestamps whose difference would overflow is refused in ``partial_success`` (a count and a
-message); the rest of the request is stored and the answer is 200.
+A record dated before 2000 or more than a day ahead, or timestamps whose difference would
+overflow, is refused in ``partial_success`` (a count and a message); the rest of the request is
+stored and the answer is 200. A span that ends before it starts is stored with no duration.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ MAX_U64, MIN_I64 = 2**64 - 1, -(2**63)
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 # (start, end) of spans that must be refused; protobuf times are unsigned, so no negatives there
 BAD_SPANS = [
-    (MAX_U64, MAX_U64), (NOW + 100 * YEAR, NOW + 100 * YEAR), (NOW, NOW - 1),
+    (MAX_U64, MAX_U64), (NOW + 100 * YEAR, NOW + 100 * YEAR), (NOW - 1, MAX_U64),
     (631_152_000 * 10**9, NOW), (0, NOW), (NOW, MAX_U64), (1, MAX_U64),
 ]  # fmt: skip
 BAD_JSON_SPANS = [*BAD_SPANS, (MIN_I64, NOW), (MIN_I64, MAX_U64)]
@@ -76,9 +76,9 @@ def _protobuf_logs(times: list[int]) -> bytes:
 
 def _partial(reply_body: bytes, content_type: str, signal: str) -> tuple[int, str]:
     if content_type == "application/json":
-        partial = json.loads(reply_body)["partialSuccess"]
-        count = partial["rejectedSpans" if signal == "traces" else "rejectedLogRecords"]
-        return int(count), partial["errorMessage"]
+        partial = json.loads(reply_body).get("partialSuccess", {})  # {}: nothing refused
+        count = partial.get("rejectedSpans" if signal == "traces" else "rejectedLogRecords", 0)
+        return int(count), partial.get("errorMessage", "")
     if signal == "traces":
         traces = ExportTraceServiceResponse.FromString(reply_body).partial_success
         return traces.rejected_spans, traces.error_message
@@ -117,13 +117,20 @@ def test_bad_log_records_are_refused_and_good_ones_stored(
     assert sorted(r.body for r in reader.logs_by_trace_ids([TRACE])) == ["l0", f"l{len(times) - 1}"]
 
 
-def test_a_span_ending_before_it_starts_says_so(receiver: Receiver, reader: Store) -> None:
-    body = _protobuf_spans([(NOW, NOW), (NOW, NOW - 1)])
-    reply = post(receiver, "/v1/traces", body)
+@pytest.mark.parametrize("encoding", ["json", "protobuf"])
+def test_a_span_whose_clock_stepped_back_is_stored_with_no_duration(
+    encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    """A wall clock stepped back mid-span: the SDK sent an end before the start. Before, the
+    span was refused ('span ends before it starts'), and its children lost their parent."""
+    content_type = f"application/{'json' if encoding == 'json' else 'x-protobuf'}"
+    body = (_json_spans if encoding == "json" else _protobuf_spans)([(NOW, NOW - 20_000_000)])
+    reply = post(receiver, "/v1/traces", body, {"Content-Type": content_type})
     assert reply.status == 200
-    assert _partial(reply.body, "application/x-protobuf", "traces") == (
-        1, "span ends before it starts"
-    )  # fmt: skip
+    assert _partial(reply.body, content_type, "traces") == (0, "")
+    (span,) = reader.spans_by_trace_ids([TRACE])
+    assert (span.start_unix_nano, span.end_unix_nano) == (NOW, NOW)
+    assert span.attributes["tracekit.clock_stepped_back_ns"] == 20_000_000
 
 
 def test_a_log_without_any_time_is_stamped_on_arrival(receiver: Receiver, reader: Store) -> None:

@@ -496,12 +496,12 @@ def test_an_exporter_that_still_cannot_write_says_so_again_a_minute_later(
     ]
 
 
-def test_the_store_exporter_leaves_out_a_span_that_ends_before_it_starts(
+def test_the_store_exporter_keeps_a_span_whose_clock_stepped_back_with_no_duration(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A wall clock stepped back mid-span: the SDK reports an end before the start. The
-    collector refuses such a span; the store exporter stored it, and ``tracekit trace`` then
-    showed a negative duration and wrote JSON its own schema refuses."""
+    """A wall clock stepped back mid-span: the SDK reports an end before the start. Before, the
+    store exporter left the span out with a warning (it once stored a negative duration, which
+    ``tracekit trace`` showed); now it ends when it starts and says how far the clock went back."""
     import time
 
     from opentelemetry.sdk.trace import TracerProvider
@@ -524,12 +524,13 @@ def test_the_store_exporter_leaves_out_a_span_that_ends_before_it_starts(
     stored = Store(tmp_path / "s.db").spans_by_trace_ids(
         [f"{parent.get_span_context().trace_id:032x}"]
     )
-    assert sorted(s.name for s in stored) == ["fine", "kept"]
-    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
-        "tracekit: a span the store cannot keep was left out: span ends before it starts "
-        "(a clock that stepped back, or set before 2000 or a day ahead); 0 more such warnings "
-        "suppressed"
-    ]
+    by_name = {s.name: s for s in stored}
+    assert sorted(by_name) == ["clock stepped back", "fine", "kept"]
+    stepped = by_name["clock stepped back"]
+    assert (stepped.start_unix_nano, stepped.end_unix_nano) == (now + 50_000_000,) * 2
+    assert stepped.attributes["tracekit.clock_stepped_back_ns"] == 30_000_000
+    assert "tracekit.clock_stepped_back_ns" not in by_name["fine"].attributes
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == []
 
 
 def test_one_log_record_the_store_cannot_keep_leaves_the_others_stored(

@@ -24,6 +24,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.semconv import CLOCK_STEPPED_BACK_NS
 
 MAX_NAME_CHARS = 1_024  # service, span, event and scope names, versions, log severity text
 MAX_KEY_CHARS = 256  # an attribute key
@@ -44,15 +45,30 @@ def time_bounds() -> tuple[int, int]:
 
 
 def span_time_problem(start: int, end: int, bounds: tuple[int, int]) -> str | None:
-    """Why a span's start and end cannot be stored, or None when they can."""
+    """Why a span's start and end cannot be stored, or None when they can.
+
+    An end before the start is no reason: see ``clock_step_mended``.
+    """
     low, high = bounds
     if not low <= start <= high:
         return "span start time before 2000 or more than a day ahead"
     if not low <= end <= high:
         return "span end time before 2000 or more than a day ahead"
-    if end < start:
-        return "span ends before it starts"
     return None
+
+
+def clock_step_mended(record: SpanRecord) -> SpanRecord:
+    """``record``; or, when it ends before it starts, the record ending when it starts, with how
+    far its clock went back in ``tracekit.clock_stepped_back_ns``.
+
+    SDKs time spans by the wall clock, which NTP may step back mid-span. Such a span is a real
+    operation (often the parent of others): left out, its children lost their place in the path.
+    """
+    stepped_back = record.start_unix_nano - record.end_unix_nano
+    if stepped_back <= 0:
+        return record
+    attributes = {**record.attributes, CLOCK_STEPPED_BACK_NS: stepped_back}
+    return replace(record, end_unix_nano=record.start_unix_nano, attributes=attributes)
 
 
 LOG_TIME_PROBLEM = "log time before 2000 or more than a day ahead"

@@ -28,7 +28,7 @@ from tracekit.store._encoding import (
     id_bytes,
 )
 from tracekit.store._interner import Interner, resource_digest, resource_document
-from tracekit.store._limits import bounded_span, bounded_value
+from tracekit.store._limits import bounded_span, bounded_value, clock_step_mended
 from tracekit.store._reclaim import StaleRows
 
 # Longer correlation ids are kept as plain attributes: the index is for real request ids.
@@ -176,7 +176,7 @@ class RowEncoder:
         if len(self._values_per_key) >= _MAX_CACHED_PAIRS:  # unique keys: count afresh
             self._values_per_key = {}
         self.interner.bound()
-        records = [bounded_span(record) for record in records]
+        records = [clock_step_mended(bounded_span(record)) for record in records]
         try:
             return self._encode(records)
         except StaleRows:  # strings were reclaimed meanwhile: every cache is empty now

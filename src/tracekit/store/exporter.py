@@ -86,8 +86,9 @@ class StoreSpanExporter(_StoreWriter, SpanExporter):
         """Store ``spans``; never raises (a failure is logged at most once a minute and reported
         to the SDK).
 
-        A span the store cannot keep (one that ends before it starts, or dated before 2000 or
-        a day ahead: what the collector refuses too) is left out, with a rate-limited warning.
+        A span the store cannot keep (dated before 2000 or a day ahead: what the collector
+        refuses too) is left out, with a rate-limited warning. One that ends before it starts
+        is kept, with no duration (see ``clock_step_mended``), as the collector keeps it.
         """
         if self._write(lambda: self.store.write_spans(self._keepable(spans)), "span"):
             return SpanExportResult.SUCCESS
