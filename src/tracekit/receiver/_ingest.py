@@ -114,6 +114,21 @@ class IngestQueue:
             self._cond.notify()
         return ticket
 
+    @property
+    def writing(self) -> bool:
+        """Whether the writer thread runs (it finishes every ticket it takes while it does)."""
+        return self._thread.is_alive()
+
+    def withdraw(self, ticket: Ticket) -> bool:
+        """Take ``ticket`` back if the writer has not taken it yet (then it is never written);
+        False when it is being written or was."""
+        with self._cond:
+            if ticket.done.is_set() or ticket not in self._items:
+                return False
+            self._items.remove(ticket)
+            self._queued -= ticket.size
+            return True
+
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the writer thread."""
         with self._cond:

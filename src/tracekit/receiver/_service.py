@@ -16,7 +16,7 @@ from tracekit.receiver._admission import Reservation
 from tracekit.receiver._decoded import Admit, Decoded, MalformedRequest
 from tracekit.receiver._elements import check_elements
 from tracekit.receiver._errors import RequestError
-from tracekit.receiver._ingest import IngestQueue, QueueFull
+from tracekit.receiver._ingest import IngestQueue, QueueFull, Ticket
 from tracekit.receiver._protobuf_spans import SpanRowDecoder
 from tracekit.store._heap import trim
 from tracekit.store._process import is_damage
@@ -105,6 +105,23 @@ class IngestService:
             decoded.spans = []
         return decoded
 
+    def _wait_for_commit(self, ticket: Ticket) -> None:
+        """Wait for ``ticket``'s commit; 503 after ``commit_timeout`` only if it is withdrawn.
+
+        A 503 makes the exporter send the records again, so it may only come for records that
+        will not be written: logs have no id, and a batch both answered 503 and committed was
+        stored twice. A ticket the writer already holds is waited for to the end (the writer
+        finishes every one it takes: SQLite's busy timeout and retries bound a locked file),
+        unless the writer thread itself is gone.
+        """
+        if ticket.done.wait(self.commit_timeout):
+            return
+        if self.queue.withdraw(ticket):
+            raise RequestError(503, "store is too slow, retry later", retry_after=5)
+        while not ticket.done.wait(self.commit_timeout):
+            if not self.queue.writing:
+                raise RequestError(503, "store writer stopped, retry later", retry_after=5)
+
     def _note_metrics(self) -> None:
         if not self._metrics_logged.is_set():
             self._metrics_logged.set()
@@ -120,8 +137,7 @@ class IngestService:
             ticket = self.queue.submit(decoded.rows, decoded.logs)
         except QueueFull:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
-        if not ticket.done.wait(self.commit_timeout):
-            raise RequestError(503, "store is too slow, retry later", retry_after=5)
+        self._wait_for_commit(ticket)
         if is_damage(ticket.error):
             raise RequestError(500, "store is damaged; see the collector's log")
         if ticket.error is not None:

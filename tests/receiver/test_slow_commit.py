@@ -1,0 +1,84 @@
+"""A commit slower than the handler's wait: an exporter that retries on 503 stores its records
+exactly once (logs have no id the store could deduplicate them by)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from tests.receiver.conftest import Reply, post
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+LOCK_HELD_S = 2.0  # longer than the handler waits, shorter than SQLite's busy timeout (5 s)
+
+
+def _logs(body: str) -> bytes:
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.time_unix_nano, record.body.string_value = time.time_ns(), body
+    return request.SerializeToString()
+
+
+def _export_with_retries(receiver: Receiver, body: bytes, replies: list[int]) -> Reply:
+    """What an OTLP exporter does: retry on 503 until the records are acknowledged."""
+    for _ in range(50):
+        reply = post(receiver, "/v1/logs", body)
+        replies.append(reply.status)
+        if reply.status != 503:
+            return reply
+        time.sleep(0.2)
+    raise AssertionError("never acknowledged")
+
+
+@pytest.fixture
+def receiver(store_path: Path) -> Iterator[Receiver]:
+    config = ReceiverConfig(port=0, commit_timeout=0.5)
+    started = Receiver(Store(store_path), config)
+    started.start()
+    yield started
+    started.stop()
+
+
+def _hold_write_lock(store_path: Path, seconds: float) -> threading.Thread:
+    """Another process's long write transaction: every commit waits behind it."""
+    conn = sqlite3.connect(store_path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=release)
+    holder.start()
+    return holder
+
+
+def test_a_log_batch_retried_after_a_slow_commit_is_stored_once(
+    receiver: Receiver, store_path: Path
+) -> None:
+    """Before: the handler answered 503 after 0.5 s, the batch was committed anyway once the
+    lock went, and the exporter's retry stored every log record a second time."""
+    post(receiver, "/v1/logs", _logs("warm-up"))  # the file and schema exist
+    holder = _hold_write_lock(store_path, LOCK_HELD_S)
+    replies: list[list[int]] = [[], [], []]
+    exporters = [
+        threading.Thread(target=_export_with_retries, args=(receiver, _logs(f"l{n}"), replies[n]))
+        for n in range(3)
+    ]
+    for exporter in exporters:
+        exporter.start()
+    for thread in [*exporters, holder]:
+        thread.join()
+
+    assert any(503 in r for r in replies), replies  # some did wait past the handler's limit
+    assert all(r[-1] == 200 for r in replies), replies
+    with Store(store_path) as reader:
+        assert reader.count_logs() == 4, replies
