@@ -19,7 +19,6 @@ from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._otlp_json import (
     EVENT_UNREADABLE,
-    SPAN_ENDS_BEFORE_START,
     SPAN_TIME_OUT_OF_RANGE,
     SPAN_WITHOUT_ID,
     spans_from_batches,
@@ -61,13 +60,16 @@ def test_a_span_out_of_range_is_left_out_and_said(start: Any) -> None:
     assert told == [SPAN_TIME_OUT_OF_RANGE]
 
 
-def test_a_span_that_ends_before_it_starts_is_left_out_and_said() -> None:
-    """The collector refuses such a span; read from a backend it would show, and be compared
-    by ``diff``, as a negative duration (-20 ms, "-250%")."""
+def test_a_span_that_ends_before_it_starts_lasts_zero_ms_as_the_collector_stores_it() -> None:
+    """Its wall clock stepped back mid-span: a real operation, often the parent of others. Left
+    out, its children lost their place in the path; kept as it came, it showed (and ``diff``
+    compared it) as a negative duration (-20 ms, "-250%")."""
     told: list[str] = []
     spans = spans_from_batches(otlp("1764680000020000000", "1764680000000000000"), told.append)
-    assert [s.span_id for s in spans] == ["ef" * 8]
-    assert told == [SPAN_ENDS_BEFORE_START]
+    stepped = next(s for s in spans if s.span_id == "cd" * 8)
+    assert stepped.end_unix_nano == stepped.start_unix_nano == 1764680000020000000
+    assert stepped.attributes["tracekit.clock_stepped_back_ns"] == 20_000_000
+    assert told == []
 
 
 @pytest.mark.parametrize(

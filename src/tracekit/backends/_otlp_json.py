@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
-from tracekit.store._limits import bounded_span
+from tracekit.store._limits import bounded_span, clock_step_mended
 
 HEX = re.compile(r"[0-9a-f]+")
 # OTLP numbers; an unspecified kind (0) reads as INTERNAL, as OpenTelemetry's SDKs treat it
@@ -44,7 +44,6 @@ KIND_NAMES = {"SPAN_KIND_UNSPECIFIED": "INTERNAL"} | {f"SPAN_KIND_{k}": k for k 
 STATUS_NAMES = {f"STATUS_CODE_{s}": s for s in STATUSES.values()}
 UNIX_NANO_LIMIT = 2**63  # OTLP times are unsigned; tracekit's (the store's) are 64-bit signed
 SPAN_TIME_OUT_OF_RANGE = "a span whose start or end is no time from 1970 to 2262"
-SPAN_ENDS_BEFORE_START = "a span that ends before it starts"  # refused by the collector too
 SPAN_WITHOUT_ID = "a span without a trace or span id"  # refused by the collector too
 ATTRIBUTE_UNREADABLE = "an attribute whose key or value is unreadable"
 SPAN_UNREADABLE = "a span whose id, time or fields are unreadable"
@@ -68,10 +67,6 @@ class UnreadableAttribute(ValueError):
 
 class TimeOutOfRange(ValueError):
     """An OTLP time beyond what tracekit can hold (``unix_nano``)."""
-
-
-class EndsBeforeStart(ValueError):
-    """A span whose end precedes its start: no duration to show or to compare."""
 
 
 class WithoutId(ValueError):
@@ -227,10 +222,11 @@ def _key_value(item: Any, depth: int) -> tuple[str, AttributeValue]:
 
 def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> list[SpanRecord]:
     """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
-    timed out of range, ending before it starts, without ids or unreadable (so too the spans of
-    a resource spans entry whose resource or scopes are unreadable) is left out, and ``dropped``
-    told (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_ENDS_BEFORE_START``, ``SPAN_WITHOUT_ID``,
-    ``SPAN_UNREADABLE``); an answer of unreadable spans only is a BackendError, not "no trace"."""
+    timed out of range, without ids or unreadable (so too the spans of a resource spans entry
+    whose resource or scopes are unreadable) is left out, and ``dropped`` told
+    (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_WITHOUT_ID``, ``SPAN_UNREADABLE``); an answer of
+    unreadable spans only is a BackendError, not "no trace". One that ends before it starts
+    is kept, lasting 0 ms (``clock_step_mended``)."""
     if not isinstance(batches, list):
         raise BackendError("unreadable trace in backend answer (no resource spans list)")
     unreadable: list[BackendError] = []
@@ -268,8 +264,6 @@ def _spans_of_batch(
                 yield _span(span, service, resource, scope.get("name"), dropped)
             except TimeOutOfRange:
                 dropped(SPAN_TIME_OUT_OF_RANGE)
-            except EndsBeforeStart:
-                dropped(SPAN_ENDS_BEFORE_START)
             except WithoutId:
                 dropped(SPAN_WITHOUT_ID)
             except (*MALFORMED, BackendError) as error:  # an unreadable id, time or field
@@ -300,9 +294,8 @@ def _span(span: dict[str, Any], service: str, resource: dict[str, AttributeValue
     )
     if not (_names_one(record.trace_id) and _names_one(record.span_id)):
         raise WithoutId
-    if record.end_unix_nano < record.start_unix_nano:
-        raise EndsBeforeStart
-    return bounded_span(record)
+    # a span whose wall clock stepped back mid-span lasts 0 ms, as the collector stores it
+    return bounded_span(clock_step_mended(record))
 
 
 def _links(links: list[Any], dropped: Dropped) -> list[SpanLink]:
