@@ -6,6 +6,9 @@ Stated gap: the broker is librdkafka's in-process mock, not Apache Kafka.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -20,6 +23,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import instrumentation, semconv
+from tracekit.path import reconstruct
+from tracekit.store import Store
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -466,3 +471,50 @@ def test_of_two_callbacks_the_one_confluent_kafka_calls_gets_the_report(
     assert producer.flush(10) == 0
     assert calls == called
     assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 1
+
+
+_EXITS_HOLDING = """
+import sys
+import tracekit
+tracekit.init("billing")
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+bootstrap, topic, cid = sys.argv[1:]
+producer = Producer({"bootstrap.servers": bootstrap})
+with tracekit.messaging.consume({"x-correlation-id": cid}, system="t", destination="t"):
+    producer.produce(topic, b"order", partition=0)
+producer.flush(10)
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "billing"})
+consumer.assign([TopicPartition(topic, 0, 0)])
+message = None
+for _ in range(100):
+    message = consumer.poll(0.1)
+    if message is not None and message.error() is None:
+        break
+print(message.value().decode())  # the process ends handling it: its span is still open
+"""
+
+
+def test_a_consumer_span_open_at_exit_is_stored(
+    kafka_bootstrap: str, topic: str, tmp_path: Any
+) -> None:
+    """A process that ends while its consumer holds a message (no close()): at exit (tracekit's
+    shutdown) the CONSUMER span is ended and stored with the rest."""
+    store, cid = tmp_path / "tracekit.db", f"held-{uuid.uuid4().hex[:8]}"
+    run = _run_script(_EXITS_HOLDING, store, kafka_bootstrap, topic, cid)
+    assert run.stdout == "order\n"
+    with Store(store) as source:
+        path = reconstruct(source, cid)
+    assert path is not None
+    kinds = sorted(s["kind"] for s in path.to_json()["spans"] if s["name"].endswith(topic))
+    assert kinds == ["CONSUMER", "PRODUCER"]
+
+
+def _run_script(script: str, store: Any, *argv: str) -> Any:
+    """Run ``script`` in a new process with ``tracekit.init`` exporting to ``store``."""
+    env = {**os.environ, "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store),
+           "TRACEKIT_METRICS_PORT": "0"}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", script, *argv], env=env, timeout=60,
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run

@@ -95,7 +95,7 @@ class Runtime:
         deadline = Deadline(timeout_millis or export_timeout_millis())
         instrumented = self.instrumented
         if instrumented:
-            _safely("uninstrument", lambda: _part("instrumentation").uninstrument(instrumented))
+            _safely("uninstrument", lambda: self._uninstrument(instrumented))
         processors, self.span_processors = self.span_processors, ()
         # This runtime is no longer current: its processors are flushed directly (through the
         # provider, the forwarding processor would find none), then the host's, kindly.
@@ -114,6 +114,17 @@ class Runtime:
         _within(deadline, spans, logs)
         if self.metrics_server is not None:
             _safely("metrics shutdown", self.metrics_server.close)
+
+    def _uninstrument(self, names: tuple[str, ...]) -> None:
+        """Undo the instrumentation; the spans it ends meanwhile (deliveries held open, sends
+        awaiting their reports) still reach this runtime's processors, though it is no longer
+        current, instead of being dropped."""
+        global _ending
+        _ending = self
+        try:
+            _part("instrumentation").uninstrument(names)
+        finally:
+            _ending = None
 
 
 class _StopsUnderWay:
@@ -209,6 +220,8 @@ def _flush_spans(deadline: Deadline) -> None:
 # --- the process's pointer ----------------------------------------------------------------------
 
 _current: Runtime | None = None
+# A stopping runtime while it uninstruments: where the spans that ends still go (on_end).
+_ending: Runtime | None = None
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
 lock = threading.Lock()
 
@@ -264,7 +277,7 @@ class RuntimeSpanProcessor(SpanProcessor):
                 processor.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        runtime = _current
+        runtime = _current or _ending
         if runtime is not None:
             for processor in runtime.span_processors:
                 processor.on_end(span)
