@@ -190,6 +190,11 @@ class Publishing:
         ``error``. Another thread may serve the report, even before the block ends."""
         self._kept_open = self._settled_later = True
 
+    @property
+    def span(self) -> trace.Span | None:
+        """The PRODUCER span, once the block has started one."""
+        return self._publication.span if self._publication is not None else None
+
     def end(self, error: BaseException | None = None) -> None:
         """End the PRODUCER span kept open (failed if ``error``) and count the message sent."""
         started, publication = self._started, self._publication

@@ -12,6 +12,7 @@ from typing import Final
 
 __all__ = [
     "CORRELATION_ID",
+    "DELIVERY_OUTCOME",
     "ERROR_TYPE",
     "HTTP_REQUEST_METHOD",
     "HTTP_REQUEST_METHOD_ORIGINAL",
@@ -76,3 +77,5 @@ QUEUE_WAIT_MS: Final = "tracekit.queue_wait_ms"
 PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"
 # on a span stored with no duration because it ended before it started: how far back its clock went
 CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
+# "unknown": the PRODUCER span ended before the client reported the delivery's outcome
+DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import instrumentation, semconv
+from tracekit.instrumentation import confluent_kafka as traced_confluent
 from tracekit.path import reconstruct
 from tracekit.store import Store
 
@@ -518,3 +519,49 @@ def _run_script(script: str, store: Any, *argv: str) -> Any:
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     return run
+
+
+_NEVER_POLLS = """
+import sys
+import tracekit
+tracekit.init("orders")
+from confluent_kafka import Producer
+
+producer = Producer({"bootstrap.servers": "127.0.0.1:1", "log_level": 0})
+with tracekit.messaging.consume({"x-correlation-id": sys.argv[1]}, system="t", destination="t"):
+    producer.produce("orders", b"never-polled")
+"""
+
+
+def test_spans_of_a_producer_that_never_polls_are_stored_at_exit(tmp_path: Any) -> None:
+    """A producer that never calls poll() or flush() never gets its delivery reports: at exit
+    (tracekit's shutdown) its PRODUCER spans are recorded, their outcome marked unknown."""
+    store, cid = tmp_path / "tracekit.db", f"never-{uuid.uuid4().hex[:8]}"
+    _run_script(_NEVER_POLLS, store, cid)
+    with Store(store) as source:
+        path = reconstruct(source, cid)
+    assert path is not None
+    (span,) = [s for s in path.to_json()["spans"] if s["kind"] == "PRODUCER"]
+    assert span["name"] == "send orders"
+    assert span["status"] == "UNSET"
+    assert span["attributes"][semconv.DELIVERY_OUTCOME] == "unknown"
+
+
+def test_past_the_bound_the_oldest_span_awaiting_its_report_is_recorded(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that does not poll keeps spans waiting for delivery reports: past the bound
+    the oldest is recorded, outcome unknown; the others still end with their own reports."""
+    monkeypatch.setattr(traced_confluent, "_awaiting_reports", traced_confluent._AwaitingReports(2))
+    producer = _unreachable_producer()
+    for n in range(3):
+        producer.produce("orders", b"%d" % n)
+    (oldest,) = spans.get_finished_spans()
+    assert oldest.attributes is not None
+    assert oldest.attributes[semconv.DELIVERY_OUTCOME] == "unknown"
+    assert oldest.status.status_code is StatusCode.UNSET
+    assert producer.flush(10) == 0
+    first, *reported = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert first.context.span_id == oldest.context.span_id
+    assert [s.status.status_code for s in reported] == [StatusCode.ERROR] * 2
+    assert all(semconv.DELIVERY_OUTCOME not in (s.attributes or {}) for s in reported)
