@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
+from tracekit import instrumentation
 from tracekit.instrumentation.kafka import finish
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -278,3 +279,23 @@ def test_a_delivered_record_keeps_a_successful_span(
     (span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes is not None and metadata.offset >= 0
+
+
+def test_a_kafka_python_without_context_managers_is_traced(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python 2.0 (which tracekit's ``kafka`` extra allows) has no ``KafkaConsumer``
+    ``__enter__``/``__exit__``: instrumenting it still traces both ends of the hop."""
+    instrumentation.uninstrument(["kafka"])
+    monkeypatch.delattr(kafka.KafkaConsumer, "__enter__")
+    monkeypatch.delattr(kafka.KafkaConsumer, "__exit__")
+    instrumentation.instrument(["kafka"])
+    kp = producer(kafka_bootstrap)
+    kp.send(topic, b"order-1").get(timeout=10)
+    kp.close()
+    kc = consumer(kafka_bootstrap, topic)
+    record = next(kc)
+    finish(kc)
+    kc.close()
+    assert "traceparent" in dict(record.headers)
+    one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")

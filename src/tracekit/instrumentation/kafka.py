@@ -57,7 +57,8 @@ class KafkaInstrumentor(Instrumentor):
         self.wrap(consumer, "__next__", _traced_next)
         self.wrap(consumer, "poll", _traced_poll)
         self.wrap(consumer, "close", _release_then_call)
-        self.wrap(consumer, "__exit__", _release_on_exit)
+        if "__exit__" in vars(consumer):  # kafka-python 2.0's consumer is no context manager
+            self.wrap(consumer, "__exit__", _release_on_exit)
         # Defined on kafka-python's Future; only a send's FutureRecordMetadata is changed.
         in_context = functools.partial(
             _in_callers_context, module.producer.future.FutureRecordMetadata
