@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tracekit
 from tracekit import instrumentation, semconv
 from tracekit.instrumentation import confluent_kafka as traced_confluent
+from tracekit.instrumentation._kafka import SpansAwaitingDelivery
 from tracekit.path import reconstruct
 from tracekit.store import Store
 
@@ -552,7 +553,7 @@ def test_past_the_bound_the_oldest_span_awaiting_its_report_is_recorded(
 ) -> None:
     """A producer that does not poll keeps spans waiting for delivery reports: past the bound
     the oldest is recorded, outcome unknown; the others still end with their own reports."""
-    monkeypatch.setattr(traced_confluent, "_awaiting_reports", traced_confluent._AwaitingReports(2))
+    monkeypatch.setattr(traced_confluent, "_awaiting_reports", SpansAwaitingDelivery(limit=2))
     producer = _unreachable_producer()
     for n in range(3):
         producer.produce("orders", b"%d" % n)

@@ -6,9 +6,13 @@ fetch path are kafka-python's own.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import kafka
 import pytest
@@ -17,8 +21,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
-from tracekit import instrumentation
+from tracekit import instrumentation, semconv
 from tracekit.instrumentation.kafka import finish
+from tracekit.path import reconstruct
+from tracekit.store import Store
 
 pytestmark = pytest.mark.usefixtures("instrumented")
 
@@ -299,3 +305,36 @@ def test_a_kafka_python_without_context_managers_is_traced(
     kc.close()
     assert "traceparent" in dict(record.headers)
     one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")
+
+
+_SHUTS_DOWN_FIRST = """
+import sys
+import kafka
+import tracekit
+
+tracekit.init("orders")
+bootstrap, topic, cid = sys.argv[1:]
+producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, api_version=(2, 3), linger_ms=5000)
+with tracekit.messaging.consume({"x-correlation-id": cid}, system="t", destination="t"):
+    producer.send(topic, b"still-lingering")
+tracekit.shutdown()  # before the producer sends (its own exit hook flushes it later)
+"""
+
+
+def test_a_send_still_lingering_at_shutdown_keeps_its_span(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """``tracekit.shutdown()`` while a record waits in the producer's buffer: its future is not
+    resolved yet, so the PRODUCER span is recorded then, outcome unknown."""
+    store, cid = tmp_path / "tracekit.db", f"linger-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store),
+           "TRACEKIT_METRICS_PORT": "0"}  # fmt: skip
+    command = [sys.executable, "-c", _SHUTS_DOWN_FIRST, kafka_bootstrap, topic, cid]
+    run = subprocess.run(command, env=env, timeout=60, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    with Store(store) as source:
+        path = reconstruct(source, cid)
+    assert path is not None
+    (span,) = [s for s in path.to_json()["spans"] if s["kind"] == "PRODUCER"]
+    assert span["name"] == f"send {topic}"
+    assert span["attributes"][semconv.DELIVERY_OUTCOME] == "unknown"

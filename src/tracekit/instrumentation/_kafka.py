@@ -16,15 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tracekit import messaging
+from tracekit import messaging, semconv
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.headers import byte_length, replaced_names
+from tracekit._runtime.guard import report_once
 
 SYSTEM = "kafka"
 # kafka-python counts a record batch's header (61 bytes) with each record; librdkafka at most
 # 36 bytes of varints and flags. A header adds two length varints (at most 5 bytes each here).
 RECORD_OVERHEAD = 128
 _HEADER_OVERHEAD = 10
+# PRODUCER spans one client library keeps waiting for their deliveries' outcomes: past this many
+# (a confluent-kafka producer that never polls gets no reports) the oldest is recorded unknown.
+MOST_AWAITING_DELIVERY = 10_000
 
 
 # Makes the call ``send(*args, **kwargs)`` so that the delivery's outcome ends the publish's span
@@ -57,6 +61,56 @@ def traced_send(
         if settle is not None and sent.span is not None:
             return settle(publishing, send, args, kwargs)
         return send(*args, **kwargs)
+
+
+class SpansAwaitingDelivery:
+    """PRODUCER spans whose delivery's outcome is not known yet, oldest first, at most ``limit``.
+
+    Without it a span whose outcome never comes (a confluent-kafka producer that never polls,
+    a send still lingering when ``tracekit.shutdown()`` runs) would be lost; here the oldest past
+    ``limit``, and every one at ``end_all`` (uninstrumenting, as at shutdown), is recorded with
+    its outcome unknown. No lock: single dict operations are atomic, and one that races another
+    thread's is left to the next call.
+    """
+
+    def __init__(self, limit: int = MOST_AWAITING_DELIVERY) -> None:
+        self._limit = limit
+        self._spans: dict[messaging.Publishing, None] = {}  # insertion-ordered: oldest first
+
+    def add(self, publishing: messaging.Publishing) -> None:
+        self._spans[publishing] = None
+        if len(self._spans) > self._limit:
+            self._end_oldest()
+
+    def settle(self, publishing: messaging.Publishing, error: BaseException | None = None) -> None:
+        """The delivery's outcome is known: end the span, failed if ``error``."""
+        self.discard(publishing)
+        publishing.end(error)
+
+    def discard(self, publishing: messaging.Publishing) -> None:
+        self._spans.pop(publishing, None)
+
+    def end_all(self) -> None:
+        while self._spans:
+            self._end_oldest()
+
+    def _end_oldest(self) -> None:
+        try:
+            oldest = next(iter(self._spans))
+            del self._spans[oldest]
+        except (RuntimeError, StopIteration, KeyError):  # changed by another thread meanwhile
+            return
+        _end_outcome_unknown(oldest)
+
+
+def _end_outcome_unknown(publishing: messaging.Publishing) -> None:
+    try:
+        span = publishing.span
+        if span is not None and span.is_recording():
+            span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
+        publishing.end()
+    except Exception as failure:
+        report_once("Kafka span without delivery outcome", failure)
 
 
 def _fits(

@@ -17,7 +17,7 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
   later ``poll``/``flush`` serves it; the span is recorded then, failed if delivery failed
   (unless ``delivery.report.only.error``: no report comes for a success). Spans waiting for
   reports that are never served (no ``poll``/``flush``) are recorded, outcome unknown, past
-  ``_MOST_AWAITING_REPORTS`` (the oldest) and at shutdown.
+  a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``).
 - ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
   taking none: the batch gets one PRODUCER span, and no context travels with its messages.
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
@@ -54,11 +54,9 @@ _HEADERS_POSITION = 7
 _CALLBACK_SLOTS = (("callback", 4), ("on_delivery", 5))
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
-# PRODUCER spans kept waiting for delivery reports: a producer that never calls poll() or
-# flush() gets none, so past this many the oldest waiting span is recorded, outcome unknown.
-_MOST_AWAITING_REPORTS = 10_000
 
 _held = messaging.HeldDeliveries()
+_awaiting_reports = _kafka.SpansAwaitingDelivery()
 # Apart from other records sent bare (a size limit), so that those do not hide this one.
 _batch_sent_bare = RateLimitedWarning(
     WARNING_INTERVAL_S, "tracekit: sent a %s without trace context (%s); %d more since the last"
@@ -258,7 +256,6 @@ def _ending_span_then(
     publishing: messaging.Publishing, callback: Callable[..., Any] | None
 ) -> Callable[[Any, Any], Any]:
     def report(error: Any, message: Any) -> Any:
-        _awaiting_reports.discard(publishing)
         _end_span(publishing, error)
         return callback(error, message) if callback is not None else None
 
@@ -271,56 +268,9 @@ def _end_span(publishing: messaging.Publishing, error: Any) -> None:
     try:
         from confluent_kafka import KafkaException
 
-        publishing.end(KafkaException(error) if error is not None else None)
+        _awaiting_reports.settle(publishing, KafkaException(error) if error is not None else None)
     except Exception as failure:
         report_once("confluent-kafka delivery report", failure)
-
-
-class _AwaitingReports:
-    """PRODUCER spans whose delivery reports have not come yet, oldest first, at most ``limit``.
-
-    Without it a span whose report is never served (no poll() or flush() before the producer
-    or the process goes) would be lost; here the oldest past ``limit``, and every one at
-    ``end_all``, is recorded with its outcome unknown. No lock: single dict operations are
-    atomic, and one that races another thread's is left to the next call.
-    """
-
-    def __init__(self, limit: int = _MOST_AWAITING_REPORTS) -> None:
-        self._limit = limit
-        self._spans: dict[messaging.Publishing, None] = {}  # insertion-ordered: oldest first
-
-    def add(self, publishing: messaging.Publishing) -> None:
-        self._spans[publishing] = None
-        if len(self._spans) > self._limit:
-            self._end_oldest()
-
-    def discard(self, publishing: messaging.Publishing) -> None:
-        self._spans.pop(publishing, None)
-
-    def end_all(self) -> None:
-        while self._spans:
-            self._end_oldest()
-
-    def _end_oldest(self) -> None:
-        try:
-            oldest = next(iter(self._spans))
-            del self._spans[oldest]
-        except (RuntimeError, StopIteration, KeyError):  # changed by another thread meanwhile
-            return
-        _end_outcome_unknown(oldest)
-
-
-def _end_outcome_unknown(publishing: messaging.Publishing) -> None:
-    try:
-        span = publishing.span
-        if span is not None and span.is_recording():
-            span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
-        publishing.end()
-    except Exception as failure:
-        report_once("confluent-kafka span without delivery report", failure)
-
-
-_awaiting_reports = _AwaitingReports()
 
 
 def _traced_consumer_class(base: type) -> type:

@@ -5,7 +5,8 @@
   of the same names the caller passed are replaced, never duplicated (a repeated ``traceparent``
   would make every consumer restart the trace). The span covers ``send()`` handing the record to
   the producer's buffer; delivery is asynchronous, so queue wait includes the producer's linger.
-  The span is recorded when the future ``send`` returns is resolved: failed if the record was.
+  The span is recorded when the future ``send`` returns is resolved: failed if the record was;
+  one not resolved by shutdown is recorded then, outcome unknown.
   Callbacks added to that future run in the context they were added in, not in the sender
   thread's empty one.
 - Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
@@ -38,6 +39,7 @@ from tracekit.instrumentation._kafka import SYSTEM
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
 
 _held = messaging.HeldDeliveries()
+_awaiting_futures = _kafka.SpansAwaitingDelivery()
 # Set while kafka-python fetches for us: its iterator calls poll() internally.
 _fetching: ContextVar[bool] = ContextVar("tracekit_kafka_fetching", default=False)
 
@@ -50,6 +52,13 @@ class KafkaInstrumentor(Instrumentor):
     held = _held
 
     target = "kafka"
+
+    def uninstrument(self) -> None:
+        """Undo the patches; spans of sends whose futures are not resolved yet (their records
+        still lingering, as when ``tracekit.shutdown()`` comes first) are recorded now,
+        outcome unknown."""
+        super().uninstrument()
+        _awaiting_futures.end_all()
 
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.KafkaProducer, "send", _traced_send)
@@ -89,10 +98,12 @@ def _settled_by_future(
     """``send``, whose future (resolved by the sender thread) ends the span: failed with the
     error the record failed with (expired in the buffer, refused by the broker)."""
     future = send(*args, **kwargs)
+    _awaiting_futures.add(publishing)
     try:
-        future.add_callback(lambda _metadata: publishing.end())
-        future.add_errback(publishing.end)
+        future.add_callback(lambda _metadata: _awaiting_futures.settle(publishing))
+        future.add_errback(lambda error: _awaiting_futures.settle(publishing, error))
     except Exception as error:  # not the future kafka-python returns: the span ends here
+        _awaiting_futures.discard(publishing)
         report_once("kafka-python delivery", error)
         return future
     publishing.settle_later()
