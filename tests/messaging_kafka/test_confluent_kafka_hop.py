@@ -6,6 +6,7 @@ Stated gap: the broker is librdkafka's in-process mock, not Apache Kafka.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -566,3 +567,24 @@ def test_past_the_bound_the_oldest_span_awaiting_its_report_is_recorded(
     assert first.context.span_id == oldest.context.span_id
     assert [s.status.status_code for s in reported] == [StatusCode.ERROR] * 2
     assert all(semconv.DELIVERY_OUTCOME not in (s.attributes or {}) for s in reported)
+
+
+def test_a_consumer_dropped_without_close_ends_its_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A function that polls one message and returns without ``close()``: once the consumer is
+    gone its CONSUMER span is recorded, and the message's correlation ID is no longer current
+    for whatever the thread does next."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    with tracekit.messaging.consume({"x-correlation-id": "dropped-1"}, system="t", destination="t"):
+        producer.produce(topic, b"order", partition=0)
+    assert producer.flush(10) == 0
+
+    def handle_one() -> bytes:
+        cc = consumer(kafka_bootstrap, topic)
+        return bytes(poll_one(cc).value())
+
+    assert handle_one() == b"order"
+    gc.collect()
+    assert tracekit.correlation_id() is None
+    one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")
