@@ -11,6 +11,7 @@ reconstruction engine, dashboards' documentation) can import the same names.
 from typing import Final
 
 __all__ = [
+    "CLOCK_STEPPED_BACK_NS",
     "CORRELATION_ID",
     "DELIVERY_OUTCOME",
     "ERROR_TYPE",
