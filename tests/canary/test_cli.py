@@ -249,6 +249,59 @@ def test_a_route_the_canary_stopped_serving_does_not_pass(outside_routes: Path) 
     assert (document["verdict"], code, strict) == ("inconclusive", 4, 1)
 
 
+@pytest.fixture(scope="module")
+def failing_routes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both versions serve /orders/{id} alike. Baseline 3.0 fails every /checkout and canary
+    3.1 serves them all (a fix); canary 3.2 fails every /pay."""
+    path = tmp_path_factory.mktemp("canary-failing-routes") / "tracekit.db"
+    spans = requests("3.0", "/orders/{id}", 400, seed=1)
+    spans += requests("3.0", "/checkout", 100, seed=2, errors=100)
+    spans += requests("3.0", "/pay", 400, seed=3)
+    spans += requests("3.1", "/orders/{id}", 400, seed=4)
+    spans += requests("3.1", "/checkout", 100, seed=5)
+    spans += requests("3.1", "/pay", 400, seed=8)
+    spans += requests("3.2", "/orders/{id}", 400, seed=6)
+    spans += requests("3.2", "/pay", 100, seed=7, errors=100)
+    with Store(path) as writer:
+        writer.write_spans(spans)
+    return path
+
+
+def test_a_canary_that_fixes_a_route_the_baseline_always_failed_can_pass(
+    failing_routes: Path,
+) -> None:
+    """No baseline request of /checkout succeeded: there is no latency to be slower than (as
+    for a new endpoint), and "more requests" would never time one."""
+    code, out, _ = run(failing_routes, "3.1", "--format", "json", baseline="3.0")
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    checkout = [m for m in document["metrics"] if m["route"] == "/checkout"]
+    assert [(m["name"], m["class"]) for m in checkout] == [("error_rate", "pass")]
+    assert document["warnings"] == [
+        "route '/checkout': none of version 3.0's 100 requests succeeded; only its errors are"
+        " compared"
+    ]
+    assert (document["verdict"], code) == ("pass", 0)
+
+
+def test_a_route_the_canary_always_fails_promises_no_more_requests_to_time_it(
+    failing_routes: Path,
+) -> None:
+    code, out, _ = run(failing_routes, "3.2", "--format", "json", baseline="3.0")
+
+    document = json.loads(out)
+    timed = [m for m in document["metrics"] if m["route"] == "/pay" and m["name"] != "error_rate"]
+    assert [m["class"] for m in timed] == ["inconclusive"] * 2
+    assert all(m["more_requests_needed"] is None for m in timed)
+    assert all(
+        m["explanation"] == "none of the canary's 100 requests succeeded: nothing to time"
+        " (its failures are judged by the error rate)"
+        for m in timed
+    )
+    assert (document["verdict"], code) == ("fail", 1)
+
+
 def test_naming_a_critical_metric_keeps_error_rate_critical(tmp_path: Path) -> None:
     """Two routes; the canary fails 40 of /a's 400 requests: error rate fails the verdict."""
     path = tmp_path / "tracekit.db"

@@ -122,11 +122,12 @@ class _Route:
 
     def too_few(self, metric: str, method: str, tolerance: float, floor: int) -> Check | None:
         """An untested latency check when a version has fewer than ``floor`` requests that
-        succeeded (the ones timed), else None."""
+        succeeded (the ones timed), else None. A version none of whose requests succeeded gets
+        no projection: more of its traffic, failing as it does, adds nothing to time."""
         fewest = min(self.baseline.succeeded, self.canary.succeeded)
         if fewest >= floor:
             return None
-        more = _more_at(floor / max(1, fewest), self.canary)
+        more = _more_at(floor / fewest, self.canary) if fewest else None
         return self.check(metric, method, None, (None, None, None), tolerance, more)
 
 
@@ -136,7 +137,9 @@ def check_route(
     """The three checks of one route; ``tests`` is how many are run in all (for projections).
 
     A route the canary served no request of (it stopped serving it) has all three untested: no
-    evidence, so it cannot pass, and no number of requests that would settle it.
+    evidence, so it cannot pass, and no number of requests that would settle it. A route none of
+    whose baseline requests succeeded has only its errors checked: as a new endpoint, it has no
+    baseline latency to be slower than, and a canary that fixed it must be able to pass.
     """
     route = _route(key, baseline, canary, settings, tests)
     if not canary.requests:
@@ -145,6 +148,8 @@ def check_route(
             route.check(metric, method, None, nothing, _tolerance(metric, settings), None)
             for metric, method in _METHODS.items()
         ]
+    if not baseline.succeeded:
+        return [_errors(route)]
     return [_latency(route), _tail(route), _errors(route)]
 
 

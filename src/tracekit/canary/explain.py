@@ -30,6 +30,11 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
             f"no canary requests ({check.baseline.requests} baseline): a route the canary"
             f" stopped serving cannot pass"
         )
+    if check.metric != ERROR_RATE and not check.canary.succeeded:
+        return (
+            f"none of the canary's {check.canary.requests} requests succeeded: nothing to time"
+            f" (its failures are judged by the error rate)"
+        )
     if check.p_value is None or check.estimate is None:
         return f"{_too_few(check)}; {_more(check)}"
     measured = _measured(check, confidence, q)

@@ -144,7 +144,20 @@ def _routes(
             errors_only.append(key)
             said += "; only its errors are compared, as a share of all requests"
         warnings.append(said)
-    return compared, errors_only, warnings
+    return compared, errors_only, warnings + _untimed(subject, baseline, canary, compared)
+
+
+def _untimed(
+    subject: Subject, baseline: VersionSamples, canary: VersionSamples, compared: list[RouteKey]
+) -> list[str]:
+    """Warnings for the compared routes none of whose baseline requests succeeded: only their
+    errors are compared (``check_route``), there being no baseline latency to compare with."""
+    return [
+        f"route {key.route!r}: none of version {subject.baseline_version}'s"
+        f" {baseline[key].requests} requests succeeded; only its errors are compared"
+        for key in compared
+        if key in canary and not baseline[key].succeeded
+    ]
 
 
 def _asked_routes(
