@@ -152,6 +152,18 @@ def test_too_few_requests_in_a_set_is_too_few_to_tell(store_path: Path) -> None:
     )
 
 
+def test_too_few_requests_to_tell_is_not_called_no_difference(store_path: Path) -> None:
+    """Exit 0 (nothing found that counts, as the contract's codes allow), but the result line
+    does not claim the sets alike when nothing could be tested."""
+    code, out, _ = diff(store_path, *versions("1", "2", "--format", "text", "--limit", "12"))
+
+    assert code == 0
+    assert isinstance(out, str)
+    assert out.rstrip().splitlines()[-1] == (
+        "result: too few requests to tell (--min-requests 20): exit 0"
+    )
+
+
 def test_route_and_not_found(store_path: Path) -> None:
     code, doc, _ = diff(store_path, *versions("1", "2", "--route", "orders.created",
                                               "--format", "json"))  # fmt: skip

@@ -227,9 +227,12 @@ def attribution_section(
 
 
 def footer(
-    document: Document, warnings: Sequence[str], changes: Sequence[Change], fail_on: FailOn
-) -> None:
-    """Warnings, then the result and the exit status it gives."""
+    document: Document, warnings: Sequence[str], changes: Sequence[Change], fail_on: FailOn,
+    *, too_few_below: int | None = None,
+) -> None:  # fmt: skip
+    """Warnings, then the result and the exit status it gives; ``too_few_below``: the requests
+    a set needed and did not have, so that nothing could be tested (still exit 0: nothing was
+    found, but the sets are not called alike)."""
     if warnings:
         document.row(("", ""))
         document.row(("warnings:", "bold"))
@@ -239,6 +242,9 @@ def footer(
     document.row(("", ""))
     if counted:
         document.row((f"result: different ({', '.join(counted)}): exit 1", "bold"))
+    elif too_few_below is not None:
+        said = f"result: too few requests to tell (--min-requests {too_few_below}): exit 0"
+        document.row((said, "bold yellow"))
     else:
         document.row(("result: no difference that counts: exit 0", "bold green"))
 
