@@ -18,6 +18,7 @@ from contextvars import ContextVar, Token
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
 __all__ = [
+    "CALLERS_CONTEXT_KEY",
     "CONTEXT_KEY",
     "MAX_LENGTH",
     "correlation_id",
@@ -26,6 +27,7 @@ __all__ = [
     "new_correlation_id",
     "reset_correlation_id",
     "set_correlation_id",
+    "span_correlation_id",
 ]
 
 MAX_LENGTH = 128
@@ -42,6 +44,10 @@ _current: ContextVar[str | None] = ContextVar("tracekit_correlation_id")
 # instrumentation, an executor that attaches ``context.get_current()``) carries the ID too. A
 # plain key, not ``create_key``'s: this module stays free of OpenTelemetry for the CLI's start-up.
 CONTEXT_KEY = "tracekit.correlation_id"
+# The ID a caller's headers brought, in the Context OpenTelemetry's global ``extract`` returns
+# (what contrib instrumentations start their spans under): used only where no request or message
+# of tracekit's has decided one, and never stamped on a SERVER span (see ``span_correlation_id``).
+CALLERS_CONTEXT_KEY = "tracekit.callers_correlation_id"
 
 
 def correlation_id() -> str | None:
@@ -49,8 +55,30 @@ def correlation_id() -> str | None:
     value = _current.get("")
     if value != "":
         return value
+    return _carried(CONTEXT_KEY) or _carried(CALLERS_CONTEXT_KEY)
+
+
+def span_correlation_id(parent_context: object | None, is_server_span: bool) -> str | None:
+    """The ID to stamp on a span starting now under ``parent_context``.
+
+    The request's or message's ID first; else the one the caller's headers brought into the
+    span's parent context, except on a SERVER span: tracekit's middleware inside it decides that
+    span's ID (and gives none to a span that continued the caller's trace in public-endpoint
+    mode, whose caller is not trusted).
+    """
+    value = _current.get("")
+    if value != "":
+        return value
+    decided = _carried(CONTEXT_KEY)
+    if decided is not None or is_server_span:
+        return decided
+    return _carried(CALLERS_CONTEXT_KEY, parent_context)
+
+
+def _carried(key: str, context: object | None = None) -> str | None:
+    """The ID under ``key`` in ``context`` (the attached OpenTelemetry context when None)."""
     otel_context = sys.modules.get("opentelemetry.context")  # not loaded: nothing attached
-    carried = otel_context.get_value(CONTEXT_KEY) if otel_context is not None else None
+    carried = otel_context.get_value(key, context) if otel_context is not None else None
     return carried if isinstance(carried, str) else None
 
 

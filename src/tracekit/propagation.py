@@ -209,6 +209,7 @@ class TracekitPropagator(TextMapPropagator):
     ) -> None:
         self.names = DEFAULT_PROPAGATORS if propagators is None else tuple(propagators)
         self._correlation_header = correlation_header.lower()
+        self._correlation_header_as_given = correlation_header  # a dict carrier's key, say
         # (name, format); None stands for W3C trace context, which lives in this module.
         self._trace_formats = [
             (name, None if name == TRACECONTEXT else _trace_formats.FORMATS[name]())
@@ -229,13 +230,19 @@ class TracekitPropagator(TextMapPropagator):
         context: Context | None = None,
         getter: Getter[CarrierT] = default_getter,
     ) -> Context:
-        """Return ``context`` updated with the remote parent and baggage found in ``carrier``."""
+        """Return ``context`` updated with the remote parent, baggage and correlation ID found in
+        ``carrier``: what OpenTelemetry's contrib instrumentations start their spans under, so
+        that those spans, and the work under them, carry the caller's correlation ID."""
         headers = {
             name.lower(): _header_values(getter, carrier, name)
             or _header_values(getter, carrier, name.lower())
-            for name in self.carried_fields
+            for name in (*self.carried_fields, self._correlation_header_as_given)
         }
-        return self.extract_header_lists(headers, context)
+        context = self.extract_header_lists(headers, context)
+        cid = _callers_correlation_id(headers.get(self._correlation_header), context)
+        return (
+            context if cid is None else Context({**context, correlation.CALLERS_CONTEXT_KEY: cid})
+        )
 
     def extract_header_lists(
         self,
@@ -322,6 +329,15 @@ def _inject_baggage(
     value = _baggage.header(entries, _baggage.properties_in(context)) if entries else None
     if value is not None:
         setter.set(carrier, BAGGAGE, value)
+
+
+def _callers_correlation_id(header_values: Sequence[str] | None, context: Context) -> str | None:
+    """The caller's correlation ID as tracekit's middleware picks it: the correlation header
+    (one valid value; a repeated header is ambiguous), else the baggage member."""
+    if header_values and len(header_values) == 1 and correlation.is_valid(header_values[0]):
+        return header_values[0]
+    from_baggage = _baggage.entries_in(context).get(CORRELATION_BAGGAGE_KEY)
+    return from_baggage if correlation.is_valid(from_baggage) else None  # type: ignore[return-value]
 
 
 def propagator_names(value: str | None) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import (
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.trace import SpanKind
 
 from tracekit import (
     config,
@@ -40,10 +41,12 @@ _own_provider: TracerProvider | None = None
 
 
 class CorrelationSpanProcessor(SpanProcessor):
-    """Stamps the current correlation ID on every span this process starts, whoever starts it."""
+    """Stamps the current correlation ID on every span this process starts, whoever starts it,
+    or the one the caller's headers brought into the context it starts under (a contrib
+    instrumentation's CONSUMER span started with ``context=propagate.extract(...)``)."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        cid = correlation.correlation_id()
+        cid = correlation.span_correlation_id(parent_context, span.kind is SpanKind.SERVER)
         if cid is not None and not (span.attributes and semconv.CORRELATION_ID in span.attributes):
             span.set_attribute(semconv.CORRELATION_ID, cid)
 
