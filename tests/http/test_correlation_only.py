@@ -3,13 +3,17 @@ spans or metrics, for teams that only want IDs in their logs. Real servers on lo
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import flask
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from rawhttp import send
@@ -19,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
-from tracekit import asgi, wsgi
+from tracekit import asgi, config, logs, wsgi
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -126,3 +130,40 @@ def test_otel_sdk_disabled_leaves_correlation_ids_alone(
     assert response.header("X-Correlation-ID") == "order-78"
     assert spans.get_finished_spans() == ()
     assert not [m for m in registry.collect() if m.name.startswith("http_server")]
+
+
+def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(serve_wsgi: Any) -> None:
+    """OpenTelemetry's threading instrumentation carries only OpenTelemetry's context into a
+    pool thread (``context.get_current()`` at submit, attached in the thread). In full mode the
+    ID rides in it; in correlation-only mode it rode nowhere, and the pool's lines showed
+    none."""
+    logs.install(config.resolve("shop", environ={}, export_logs=False))
+    output = io.StringIO()
+    handler = logging.StreamHandler(output)
+    handler.setFormatter(logging.Formatter("%(correlation_id)s %(message)s"))
+    log = logging.getLogger("shop.pool")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    pool = ThreadPoolExecutor(1)
+
+    def log_with(carried: Context) -> None:
+        token = otel_context.attach(carried)
+        try:
+            log.info("pool work")
+        finally:
+            otel_context.detach(token)
+
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        pool.submit(log_with, otel_context.get_current()).result()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    url = serve_wsgi(wsgi.TracekitMiddleware(hello, mode="correlation"))
+    try:
+        assert send(url + "/", [b"X-Correlation-ID: pooled-3"]).status == 200
+        pool.submit(log.info, "pool idle").result()
+    finally:
+        pool.shutdown()
+        log.removeHandler(handler)
+        logs.uninstall()
+    assert output.getvalue().splitlines() == ["pooled-3 pool work", "- pool idle"]

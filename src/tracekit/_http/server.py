@@ -154,6 +154,12 @@ class ServerRequests:
                         {**current, _REQUEST_KEY: request, correlation.CONTEXT_KEY: cid}
                     )
                 )
+        else:
+            # No span to carry it: the ID alone rides in OpenTelemetry's context, for what
+            # carries only that into a pool thread (OpenTelemetry's threading instrumentation).
+            request.context_token = otel_context.attach(
+                otel_context.Context({**current, correlation.CONTEXT_KEY: cid})
+            )
         if self._metrics is not None and request.measured:
             self._metrics.request_started()
         request.started = perf_counter()
