@@ -205,11 +205,16 @@ class TracekitPropagator(TextMapPropagator):
     """
 
     def __init__(
-        self, correlation_header: str = CORRELATION_HEADER, propagators: Sequence[str] | None = None
+        self,
+        correlation_header: str = CORRELATION_HEADER,
+        propagators: Sequence[str] | None = None,
+        accepted_headers: Sequence[str] = (),
     ) -> None:
         self.names = DEFAULT_PROPAGATORS if propagators is None else tuple(propagators)
         self._correlation_header = correlation_header.lower()
-        self._correlation_header_as_given = correlation_header  # a dict carrier's key, say
+        # The request headers ``extract`` takes the caller's ID from, in order (as given: a
+        # dict carrier's keys, say); the one written when none are named.
+        self._accepted_headers = tuple(accepted_headers) or (correlation_header,)
         # (name, format); None stands for W3C trace context, which lives in this module.
         self._trace_formats = [
             (name, None if name == TRACECONTEXT else _trace_formats.FORMATS[name]())
@@ -236,10 +241,11 @@ class TracekitPropagator(TextMapPropagator):
         headers = {
             name.lower(): _header_values(getter, carrier, name)
             or _header_values(getter, carrier, name.lower())
-            for name in (*self.carried_fields, self._correlation_header_as_given)
+            for name in (*self.carried_fields, *self._accepted_headers)
         }
         context = self.extract_header_lists(headers, context)
-        cid = _callers_correlation_id(headers.get(self._correlation_header), context)
+        accepted = [headers[name.lower()] for name in self._accepted_headers]
+        cid = _callers_correlation_id(accepted, context)
         return (
             context if cid is None else Context({**context, correlation.CALLERS_CONTEXT_KEY: cid})
         )
@@ -331,11 +337,12 @@ def _inject_baggage(
         setter.set(carrier, BAGGAGE, value)
 
 
-def _callers_correlation_id(header_values: Sequence[str] | None, context: Context) -> str | None:
-    """The caller's correlation ID as tracekit's middleware picks it: the correlation header
-    (one valid value; a repeated header is ambiguous), else the baggage member."""
-    if header_values and len(header_values) == 1 and correlation.is_valid(header_values[0]):
-        return header_values[0]
+def _callers_correlation_id(accepted: Iterable[Sequence[str]], context: Context) -> str | None:
+    """The caller's correlation ID as tracekit's middleware picks it: the first accepted header
+    with one valid value (a repeated header is ambiguous), else the baggage member."""
+    for values in accepted:
+        if len(values) == 1 and correlation.is_valid(values[0]):
+            return values[0]
     from_baggage = _baggage.entries_in(context).get(CORRELATION_BAGGAGE_KEY)
     return from_baggage if correlation.is_valid(from_baggage) else None  # type: ignore[return-value]
 
@@ -357,14 +364,26 @@ def propagator_names(value: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n in KNOWN_PROPAGATORS and n != "none"))
 
 
-def configured(correlation_header: str = CORRELATION_HEADER) -> TracekitPropagator:
-    """The propagator ``OTEL_PROPAGATORS`` (read now) asks for, with ``correlation_header``."""
-    return _configured(os.environ.get("OTEL_PROPAGATORS"), correlation_header)
+def configured(
+    correlation_header: str = CORRELATION_HEADER, accepted_headers: tuple[str, ...] = ()
+) -> TracekitPropagator:
+    """The propagator ``OTEL_PROPAGATORS`` (read now) asks for, with ``correlation_header``;
+    ``extract`` takes the caller's ID from ``accepted_headers`` (default: that header)."""
+    return _configured(os.environ.get("OTEL_PROPAGATORS"), correlation_header, accepted_headers)
 
 
 @functools.lru_cache(maxsize=16)
-def _configured(value: str | None, correlation_header: str) -> TracekitPropagator:
-    return TracekitPropagator(correlation_header, propagator_names(value))
+def _configured(
+    value: str | None, correlation_header: str, accepted_headers: tuple[str, ...]
+) -> TracekitPropagator:
+    return TracekitPropagator(correlation_header, _names_warned_once(value), accepted_headers)
+
+
+@functools.lru_cache(maxsize=16)
+def _names_warned_once(value: str | None) -> tuple[str, ...]:
+    """``propagator_names``, whose warning about an unknown name comes once per value, however
+    many propagators (the global one, the middleware's) are built from it."""
+    return propagator_names(value)
 
 
 def carried_fields() -> tuple[str, ...]:

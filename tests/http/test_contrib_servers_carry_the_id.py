@@ -8,6 +8,10 @@ tracekit's middleware (see test_enclosing_server_span.py). Real werkzeug servers
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,3 +102,32 @@ def test_a_consumer_span_started_under_the_extracted_context_carries_the_id(span
 
     (finished,) = spans.get_finished_spans()
     assert finished.attributes["correlation.id"] == "task-5"
+
+
+AFTER_INIT = """
+import tracekit
+from opentelemetry import context, propagate
+
+tracekit.init("edge", exporter="none")
+for headers in ({"X-Request-ID": "req-4"}, {"x-request-id": "req-5", "X-Trace-Tag": "t"},
+                {"X-Correlation-ID": "cid-6", "X-Request-ID": "req-6"}):
+    token = context.attach(propagate.extract(headers))
+    print(tracekit.correlation_id())
+    context.detach(token)
+tracekit.shutdown()
+"""
+
+
+def test_the_global_extract_accepts_the_configured_request_headers() -> None:
+    """The headers tracekit's middleware accepts (``correlation_headers``, by default
+    X-Correlation-ID then X-Request-ID) are the ones the global extract reads, in that order."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(AFTER_INIT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["req-4", "req-5", "cid-6"]

@@ -118,7 +118,9 @@ def init(service_name: str | None = None, **options: Any) -> config.Options:
 
 
 def _start(runtime: state.Runtime, opts: config.Options) -> None:
-    _set_global_propagator(propagation.configured(opts.response_header))
+    # OpenTelemetry's contrib instrumentations extract the caller's ID from the headers
+    # tracekit's middleware accepts.
+    _set_global_propagator(propagation.configured(opts.response_header, opts.correlation_headers))
     resource = build_resource(opts)
     if not opts.correlation_only:
         runtime.span_processors = _tracing(opts, resource)
