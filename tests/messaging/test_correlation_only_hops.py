@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 import tracekit
 from tracekit import correlation, messaging
@@ -108,3 +111,23 @@ def test_queue_wait_is_measured_without_a_span() -> None:
         assert message.correlation_id == "waited-1"
     assert message.span is None
     assert message.queue_wait_ms is not None and message.queue_wait_ms >= 0
+
+
+def test_work_handed_to_a_pool_with_the_otel_context_sees_the_id() -> None:
+    """What OpenTelemetry's threading instrumentation carries into a pool thread is
+    OpenTelemetry's context alone: the message's ID rides in it, as in full mode."""
+
+    def in_pool(carried: Context) -> str | None:
+        token = otel_context.attach(carried)
+        try:
+            return tracekit.correlation_id()
+        finally:
+            otel_context.detach(token)
+
+    with ThreadPoolExecutor(1) as pool:
+        with messaging.consume({"x-correlation-id": "msg-8"}, system="test", destination="q"):
+            seen = pool.submit(in_pool, otel_context.get_current()).result()
+        after = pool.submit(in_pool, otel_context.get_current()).result()
+
+    assert (seen, after) == ("msg-8", None)
+    assert otel_context.get_value(correlation.CONTEXT_KEY) is None

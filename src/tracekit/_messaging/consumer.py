@@ -147,12 +147,24 @@ class Delivery:
         self._tokens = (cid_token, None, delivery_token)
         if not target.options.correlation_only:
             self._tokens = (cid_token, self._start_span(target, now_ns), delivery_token)
+        else:
+            self._tokens = (cid_token, self._attach_id_alone(), delivery_token)
         if self._held and self._restores is None:
             self._restores = [self._tokens]  # the first of the held deliveries taking turns
             if below is not None and not below._held:
                 below._nested = self._restores
         if self.span is not None:
             self._record_waits(target, now_ns)
+
+    def _attach_id_alone(self) -> Token[otel_context.Context]:
+        """Correlation-only mode has no span to carry the ID: it rides alone in OpenTelemetry's
+        context, for what carries only that into a pool thread (OpenTelemetry's threading
+        instrumentation), as it rides beside the span in full mode."""
+        current = otel_context.get_current()
+        self._context = otel_context.Context(
+            {**current, correlation.CONTEXT_KEY: self.correlation_id}
+        )
+        return otel_context.attach(self._context)
 
     def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
         received = self._received
