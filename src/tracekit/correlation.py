@@ -22,6 +22,7 @@ __all__ = [
     "CONTEXT_KEY",
     "MAX_LENGTH",
     "correlation_id",
+    "correlation_id_for",
     "first_valid",
     "is_valid",
     "new_correlation_id",
@@ -52,10 +53,17 @@ CALLERS_CONTEXT_KEY = "tracekit.callers_correlation_id"
 
 def correlation_id() -> str | None:
     """Return the correlation ID of the request being handled, or None outside a request."""
+    return correlation_id_for(None)
+
+
+def correlation_id_for(context: object | None) -> str | None:
+    """The ID to send with ``context`` (the OpenTelemetry Context an ``inject`` was given):
+    the one current here (a request's, ``set_correlation_id``'s) first, else the one
+    ``context`` carries (a request's context saved for work sent later, outside it)."""
     value = _current.get("")
     if value != "":
         return value
-    return _carried(CONTEXT_KEY) or _carried(CALLERS_CONTEXT_KEY)
+    return _carried(CONTEXT_KEY, context) or _carried(CALLERS_CONTEXT_KEY, context)
 
 
 def span_correlation_id(parent_context: object | None, is_server_span: bool) -> str | None:

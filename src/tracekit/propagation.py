@@ -287,7 +287,7 @@ class TracekitPropagator(TextMapPropagator):
         span_context = trace.get_current_span(context).get_span_context()
         if span_context.is_valid:
             self._inject_trace(carrier, span_context, context, setter)
-        cid = correlation.correlation_id()
+        cid = correlation.correlation_id_for(context)
         if cid is not None:
             setter.set(carrier, self._correlation_header, cid)
         if self.carries_baggage:
