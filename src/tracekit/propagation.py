@@ -245,7 +245,7 @@ class TracekitPropagator(TextMapPropagator):
         }
         context = self.extract_header_lists(headers, context)
         accepted = [headers[name.lower()] for name in self._accepted_headers]
-        cid = _callers_correlation_id(accepted, context)
+        cid = _callers_correlation_id(accepted, headers.get(BAGGAGE) or ())
         return (
             context if cid is None else Context({**context, correlation.CALLERS_CONTEXT_KEY: cid})
         )
@@ -337,14 +337,17 @@ def _inject_baggage(
         setter.set(carrier, BAGGAGE, value)
 
 
-def _callers_correlation_id(accepted: Iterable[Sequence[str]], context: Context) -> str | None:
+def _callers_correlation_id(
+    accepted: Iterable[Sequence[str]], baggage_values: Sequence[str]
+) -> str | None:
     """The caller's correlation ID as tracekit's middleware picks it: the first accepted header
-    with one valid value (a repeated header is ambiguous), else the baggage member."""
+    with one valid value (a repeated header is ambiguous), else the baggage member (the first
+    of a repeated one)."""
     for values in accepted:
         if len(values) == 1 and correlation.is_valid(values[0]):
             return values[0]
-    from_baggage = _baggage.entries_in(context).get(CORRELATION_BAGGAGE_KEY)
-    return from_baggage if correlation.is_valid(from_baggage) else None  # type: ignore[return-value]
+    found = _baggage.value_of(baggage_values, CORRELATION_BAGGAGE_KEY) if baggage_values else None
+    return found if correlation.is_valid(found) else None
 
 
 def propagator_names(value: str | None) -> tuple[str, ...]:

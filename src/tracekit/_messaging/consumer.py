@@ -15,8 +15,8 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
-from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -403,14 +403,14 @@ class Received:
         reading = reading_for(options)
         fields = _message_headers.read(headers, reading.limits)
         if options.correlation_only:
-            cid = _correlation_only_from(fields, reading, prop)
+            cid = _correlation_from(fields, reading, prop)
             return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
         propagator = reading.propagator
         context = propagator.extract_header_lists(fields, with_baggage=False)
         _warn_unusable_traceparent(fields, context, reading.w3c_only)
         if propagator.carries_baggage:
             context = _with_baggage(fields, context)
-        cid = _correlation_from(fields, reading.names, prop, context)
+        cid = _correlation_from(fields, reading, prop)
         return cls(context, cid, _publish_time(fields), message_id)
 
     @classmethod
@@ -468,25 +468,10 @@ def _warn_unusable_traceparent(
 
 
 def _correlation_from(
-    fields: _message_headers.Fields,
-    names: Sequence[str],
-    prop: object,
-    context: otel_context.Context,
-) -> str | None:
-    """Headers first, then the W3C baggage member, then the message property."""
-    from_headers = _correlation_from_headers(fields, names)
-    if from_headers is not None:
-        return from_headers
-    from_baggage = baggage.get_baggage(propagation.CORRELATION_BAGGAGE_KEY, context)
-    if correlation.is_valid(from_baggage):
-        return str(from_baggage)
-    return correlation.first_valid([prop]) if prop is not None else None
-
-
-def _correlation_only_from(
     fields: _message_headers.Fields, reading: Reading, prop: object
 ) -> str | None:
-    """``_correlation_from`` without a context: the baggage member is read on its own."""
+    """Headers first, then the W3C baggage member (the first of a repeated one, as the HTTP
+    middleware takes it), then the message property."""
     from_headers = _correlation_from_headers(fields, reading.names)
     if from_headers is not None:
         return from_headers
