@@ -137,6 +137,7 @@ def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(serve_wsgi: Any
     pool thread (``context.get_current()`` at submit, attached in the thread). In full mode the
     ID rides in it; in correlation-only mode it rode nowhere, and the pool's lines showed
     none."""
+    factory = logging.getLogRecordFactory()  # put back after: tracekit's stays installed
     logs.install(config.resolve("shop", environ={}, export_logs=False))
     output = io.StringIO()
     handler = logging.StreamHandler(output)
@@ -166,4 +167,5 @@ def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(serve_wsgi: Any
         pool.shutdown()
         log.removeHandler(handler)
         logs.uninstall()
+        logging.setLogRecordFactory(factory)
     assert output.getvalue().splitlines() == ["pooled-3 pool work", "- pool idle"]

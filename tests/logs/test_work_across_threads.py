@@ -33,6 +33,7 @@ FORMAT = "%(correlation_id)s %(trace_id)s %(message)s"
 
 @pytest.fixture
 def lines() -> Iterator[io.StringIO]:
+    factory = logging.getLogRecordFactory()  # put back after: tracekit's stays installed
     logs.install(config.resolve("shop", environ={}, export_logs=False))
     output = io.StringIO()
     handler = logging.StreamHandler(output)
@@ -45,6 +46,7 @@ def lines() -> Iterator[io.StringIO]:
     finally:
         logger.removeHandler(handler)
         logs.uninstall()
+        logging.setLogRecordFactory(factory)
 
 
 def with_otel_context(captured: Context) -> Callable[[str], None]:
