@@ -11,17 +11,13 @@ CI a missing ``prometheus`` binary skips; with CI=true it fails.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conditions import wait_for
-from prometheus_server import prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import canary_json, scraped_requests, start_shop
+from shop import canary_json, served_and_scraped
 
 from tracekit.canary import HTTP, RouteKey, samples_from_store
 from tracekit.records import BackendError
@@ -38,31 +34,12 @@ TOLERANCES = ("--max-latency-increase", "60", "--max-tail-increase", "60")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    binary = prometheus_binary()
     directory = tmp_path_factory.mktemp("canary-successes")
-    store = directory / "tracekit.db"
-    start = datetime.now(UTC)
-    shops = [start_shop(APP, BASELINE, store, 0.06, 2), start_shop(APP, CANARY, store, 0.06, 0)]
-    try:
-        targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
-        with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
-            with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
-                for shop in shops:
-                    shop.wait_up()
-                plan = [(shop, n) for n in range(1, REQUESTS + 1) for shop in shops]
-                codes = list(pool.map(
-                    lambda item: client.get(f"{item[0].url}/checkout/{item[1]}").status_code, plan
-                ))  # fmt: skip
-            assert codes.count(503) == REQUESTS // 2  # the baseline's even numbers
-            wait_for(
-                lambda: scraped_requests(url, f'http_route="{CHECKOUT}"') == len(plan),
-                30,
-                "requests scraped",
-            )
-            yield Run(url, store, start.isoformat(), datetime.now(UTC).isoformat())
-    finally:
-        for shop in shops:
-            shop.stop()
+    versions = [(BASELINE, [0.06, 2]), (CANARY, [0.06, 0])]
+    paths = [f"/checkout/{n}" for n in range(1, REQUESTS + 1)]
+    with served_and_scraped(APP, directory, versions, paths, CHECKOUT) as (run, statuses):
+        assert statuses.count(503) == REQUESTS // 2  # the baseline's even numbers
+        yield run
 
 
 def _canary(run: Run, *source: str) -> tuple[int, dict[str, Any]]:

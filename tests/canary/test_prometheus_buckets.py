@@ -11,17 +11,13 @@ CI=true it fails.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conditions import wait_for
-from prometheus_server import prometheus_binary, running_prometheus
 from shop import CanaryRun as Run
-from shop import canary_json, scraped_requests, start_shop
+from shop import canary_json, served_and_scraped
 
 APP = Path(__file__).parent / "apps" / "canary_shop.py"
 BASELINE, CANARY = "1.0.0", "2.0.0"
@@ -31,29 +27,12 @@ SLOW = "/slow/{n}"
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    binary = prometheus_binary()
     directory = tmp_path_factory.mktemp("canary-buckets")
-    store = directory / "tracekit.db"
-    start = datetime.now(UTC)
-    shops = [start_shop(APP, BASELINE, store, 0.130, 0), start_shop(APP, CANARY, store, 0.195, 0)]
-    try:
-        targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
-        with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
-            with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
-                for shop in shops:
-                    shop.wait_up()
-                plan = [f"{shop.url}/slow/{n}" for n in range(REQUESTS) for shop in shops]
-                statuses = list(pool.map(lambda u: client.get(u).status_code, plan))
-            assert statuses == [200] * len(plan)
-            wait_for(
-                lambda: scraped_requests(url, f'http_route="{SLOW}"') == len(plan),
-                30,
-                "requests scraped",
-            )
-            yield Run(url, store, start.isoformat(), datetime.now(UTC).isoformat())
-    finally:
-        for shop in shops:
-            shop.stop()
+    versions = [(BASELINE, [0.130, 0]), (CANARY, [0.195, 0])]
+    paths = [f"/slow/{n}" for n in range(REQUESTS)]
+    with served_and_scraped(APP, directory, versions, paths, SLOW) as (run, statuses):
+        assert statuses == [200] * len(statuses)
+        yield run
 
 
 def _canary(run: Run, *source: str) -> tuple[int, dict[str, Any]]:

@@ -12,8 +12,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,40 @@ def canary_json(
     ])  # fmt: skip
     assert result.stderr == ""
     return result.exit_code, json.loads(result.stdout)
+
+
+@contextmanager
+def served_and_scraped(
+    script: Path, directory: Path, versions: Sequence[tuple[str, Sequence[object]]],
+    paths: Sequence[str], route: str,
+) -> Iterator[tuple[CanaryRun, list[int]]]:  # fmt: skip
+    """Each version of ``script`` (its version and arguments) on loopback, exporting to one store
+    in ``directory`` and scraped every 200 ms by a real Prometheus; every path of ``paths`` sent
+    to each version once, 12 at a time. Yields the run once Prometheus has scraped them all on
+    ``route``, with the statuses the versions answered (path by path, version by version)."""
+    from prometheus_server import prometheus_binary, running_prometheus
+
+    binary = prometheus_binary()
+    store = directory / "tracekit.db"
+    start = datetime.now(UTC)
+    shops = [start_shop(script, version, store, *args) for version, args in versions]
+    try:
+        targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
+        with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
+            for shop in shops:
+                shop.wait_up()
+            plan = [shop.url + path for path in paths for shop in shops]
+            with httpx.Client(timeout=20) as client, ThreadPoolExecutor(12) as pool:
+                statuses = list(pool.map(lambda u: client.get(u).status_code, plan))
+            wait_for(
+                lambda: scraped_requests(url, f'http_route="{route}"') == len(plan),
+                30,
+                "requests scraped",
+            )
+            yield CanaryRun(url, store, start.isoformat(), datetime.now(UTC).isoformat()), statuses
+    finally:
+        for shop in shops:
+            shop.stop()
 
 
 def metric_on(document: dict[str, Any], name: str, route: str) -> dict[str, Any]:
