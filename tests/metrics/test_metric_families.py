@@ -41,7 +41,6 @@ from tracekit._metrics import families
 from tracekit._metrics import server as metrics_server
 from tracekit._runtime import guard
 from tracekit.asgi import TracekitMiddleware
-from tracekit.config import default_service_name
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
@@ -132,16 +131,24 @@ def werkzeug_target() -> Iterator[str]:
     stop()
 
 
+CLIENT_SERVICE = "metric-families-client"
+
+
 def _client_count(**labels: str) -> float:
     base = {"http_request_method": "GET", "server_address": "127.0.0.1", "service_version": ""}
     value = REGISTRY.get_sample_value(
         "http_client_request_duration_seconds_count",
-        {"service_name": default_service_name(), "error_type": "", **base, **labels},
+        {"service_name": CLIENT_SERVICE, "error_type": "", **base, **labels},
     )
     return value or 0.0
 
 
-def test_http_client_requests_are_measured(werkzeug_target: str) -> None:
+def test_http_client_requests_are_measured(
+    werkzeug_target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service of its own: the suite's other client calls, each to a server on a new port,
+    fill the default service's 100 destinations, past which a new one is counted as _other."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", CLIENT_SERVICE)
     port = werkzeug_target.rsplit(":", 1)[1]
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
