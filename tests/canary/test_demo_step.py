@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -25,6 +26,7 @@ from tracekit_cli.demo.canary import (
     CANARY,
     REQUESTS_PER_ROUTE,
     SERVICE,
+    _show_command,
     canary_store,
     run_canary_step,
 )
@@ -50,6 +52,7 @@ def test_the_slower_canary_fails_with_its_reasons(tmp_path: Path) -> None:
         (r.check.metric, r.check.key.route) for r in verdict.decided_by
     }
     assert "verdict: FAIL" in out
+    assert "The same from the command line (exit status 1: fail):" in out
     assert "  - latency of /search: typical request " in out
     assert not demo_store.exists(), "the demo's own store keeps only the checkouts"
 
@@ -63,6 +66,18 @@ def test_the_slower_canary_fails_with_its_reasons(tmp_path: Path) -> None:
     window = (verdict.subject.start_unix_nano, verdict.subject.end_unix_nano)
     assert (unix_nano(argv[9]), unix_nano(argv[11])) == window, "the window the demo judged"
     assert pasted(command)["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(("verdict", "code"), [("pass", 0), ("marginal", 3), ("inconclusive", 4)])
+def test_the_printed_exit_status_is_the_verdicts(tmp_path: Path, verdict: str, code: int) -> None:
+    """On a slow or busy machine the demo's canary can come out other than failed: the line
+    above the command said "exit status 1: fail" whatever the verdict was."""
+    screen = io.StringIO()
+    console = Console(file=screen, width=200, no_color=True)
+
+    _show_command(console, tmp_path / "tracekit.db", 0, 10**9, verdict)
+
+    assert f"The same from the command line (exit status {code}: {verdict}):" in screen.getvalue()
 
 
 def test_the_printed_command_judges_only_this_demos_traffic(tmp_path: Path) -> None:

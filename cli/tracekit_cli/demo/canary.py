@@ -186,7 +186,7 @@ def run_canary_step(console: Any, store_path: Path) -> Any:
         end_ns = _whole_microseconds(time.time_ns(), up=True)
         verdict = _judge(store, start_ns, end_ns)
     render_rich(console, verdict)
-    _show_command(console, store, start_ns, end_ns)
+    _show_command(console, store, start_ns, end_ns, verdict.verdict)
     return verdict
 
 
@@ -222,11 +222,13 @@ def _judge(store_path: Path, start_ns: int, end_ns: int) -> Any:
     return judge(subject, *samples)
 
 
-def _show_command(console: Any, store_path: Path, start_ns: int, end_ns: int) -> None:
-    """The command that gives the same verdict: this step's window to the microsecond (``--since``
-    would count the traffic of an earlier or concurrent demo sharing the store)."""
+def _show_command(console: Any, store_path: Path, start_ns: int, end_ns: int, verdict: str) -> None:
+    """The command that gives the same ``verdict``, and the exit status it gives a pipeline:
+    this step's window to the microsecond (``--since`` would count the traffic of an earlier or
+    concurrent demo sharing the store)."""
     from rich.markup import escape
 
+    from tracekit.canary import exit_code
     from tracekit_cli.demo.typed import command_as_typed
 
     command = (
@@ -234,7 +236,7 @@ def _show_command(console: Any, store_path: Path, start_ns: int, end_ns: int) ->
         f" --canary {CANARY} --start {_iso(start_ns)} --end {_iso(end_ns)}"
         f" --store {shlex.quote(str(store_path))}"
     )
-    console.print("The same from the command line (exit status 1: fail):")
+    console.print(f"The same from the command line (exit status {exit_code(verdict)}: {verdict}):")
     console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)  # one line to paste
 
 
