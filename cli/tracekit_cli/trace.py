@@ -46,7 +46,7 @@ def trace(
     request_id: str, store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
     output_format: str | None, logs: bool, raw_times: bool, service: str | None, max_spans: int,
 ) -> None:  # fmt: skip
-    """Show the path of one request: ID is a correlation ID or a 32-hex trace ID."""
+    """Show the path of one request: ID is a correlation ID or a trace ID (16 to 32 hex)."""
     from tracekit.path import reconstruct
 
     query = check_id(request_id)
