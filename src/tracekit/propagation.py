@@ -346,8 +346,7 @@ def _callers_correlation_id(
     for values in accepted:
         if len(values) == 1 and correlation.is_valid(values[0]):
             return values[0]
-    found = _baggage.value_of(baggage_values, CORRELATION_BAGGAGE_KEY) if baggage_values else None
-    return found if correlation.is_valid(found) else None
+    return _baggage.correlation_id_of(baggage_values)
 
 
 def propagator_names(value: str | None) -> tuple[str, ...]:

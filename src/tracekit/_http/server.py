@@ -252,7 +252,7 @@ class ServerRequests:
             if values and len(values) == 1 and correlation.is_valid(values[0]):
                 return values[0]
         if not self._public_endpoint:
-            from_baggage = _correlation_from_baggage(headers.get(propagation.BAGGAGE))
+            from_baggage = _baggage.correlation_id_of(headers.get(propagation.BAGGAGE))
             if from_baggage is not None:
                 return from_baggage
         return correlation.new_correlation_id()
@@ -468,11 +468,6 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
             mark_failed_status(span, request.status_code)
     finally:  # whatever failed above, the span is exported
         span.end(request.responded_ns or None)
-
-
-def _correlation_from_baggage(values: list[str] | None) -> str | None:
-    value = _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
-    return value if correlation.is_valid(value) else None
 
 
 def braced_route(rule: str) -> str:

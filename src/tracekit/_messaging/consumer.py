@@ -476,10 +476,8 @@ def _correlation_from(
     if from_headers is not None:
         return from_headers
     values = fields.get(propagation.BAGGAGE) if reading.propagator.carries_baggage else None
-    from_baggage = (
-        _baggage.value_of(values, propagation.CORRELATION_BAGGAGE_KEY) if values else None
-    )
-    if correlation.is_valid(from_baggage):
+    from_baggage = _baggage.correlation_id_of(values)
+    if from_baggage is not None:
         return from_baggage
     return correlation.first_valid([prop]) if prop is not None else None
 

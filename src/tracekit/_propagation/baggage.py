@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 from opentelemetry import baggage
 from opentelemetry.context import Context, create_key, get_current
 
+from tracekit import correlation
 from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.semconv import CORRELATION_ID
 
@@ -269,3 +270,10 @@ def value_of(values: Iterable[str], key: str) -> str | None:
         if name == key:
             return value
     return None
+
+
+def correlation_id_of(values: Iterable[str] | None) -> str | None:
+    """The valid correlation ID the ``correlation.id`` member names (the first of a repeated
+    one), else None: how the middleware, queue consumers and ``extract`` read it alike."""
+    value = value_of(values, CORRELATION_ID) if values else None
+    return value if correlation.is_valid(value) else None
