@@ -255,16 +255,21 @@ async def _send_as_arrived(
 def _client_went_away(error: BaseException) -> bool:
     """Starlette's ``ClientDisconnect``: the client left before its request body had come
     (an upload cancelled), and reading it raised."""
-    kind = type(error)
-    return kind.__name__ == "ClientDisconnect" and kind.__module__.startswith("starlette.")
+    return _is_starlettes(error, "ClientDisconnect")
 
 
 def _client_closed_websocket(error: BaseException) -> bool:
     """Starlette's ``WebSocketDisconnect``: the client closed the connection (or it dropped)
     while the endpoint waited for its next message, and the endpoint let it out, as FastAPI's
     documented echo loop does."""
+    return _is_starlettes(error, "WebSocketDisconnect")
+
+
+def _is_starlettes(error: BaseException, name: str) -> bool:
+    """Whether ``error`` is Starlette's exception ``name``, told by name: importing Starlette
+    to compare classes would load it into applications that do not use it."""
     kind = type(error)
-    return kind.__name__ == "WebSocketDisconnect" and kind.__module__.startswith("starlette.")
+    return kind.__name__ == name and kind.__module__.startswith("starlette.")
 
 
 def _attributes(scope: Scope) -> dict[str, Any]:
