@@ -4,6 +4,7 @@ tracekit's middleware where users put it (``add_middleware``, inside the framewo
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -100,3 +101,36 @@ def test_requests_tracekit_did_not_see_get_no_header(serve_asgi: Any) -> None:
     asgi.TracekitMiddleware(Starlette())  # ...though tracekit is in the process
     response = send(serve_asgi(app) + "/crash", [b"X-Correlation-ID: nobody"])
     assert response.status == 500 and response.header("X-Correlation-ID") is None
+
+
+def test_the_debug_page_echoes_the_correlation_id(serve_asgi: Any) -> None:
+    app = Starlette(debug=True, routes=[Route("/crash", crash)])
+    app.add_middleware(asgi.TracekitMiddleware)
+    response = send(serve_asgi(app) + "/crash", [b"X-Correlation-ID: debug-7"])
+    assert response.status == 500 and b"card service timed out" in response.body
+    assert response.header("X-Correlation-ID") == "debug-7"
+
+
+def _apologise_sync(request: Request, exc: Exception) -> PlainTextResponse:
+    return PlainTextResponse("sorry (sync)", status_code=500)
+
+
+async def _apologise(request: Request, exc: Exception, words: str) -> PlainTextResponse:
+    return PlainTextResponse(words, status_code=500)
+
+
+HANDLERS = {
+    "async": functools.partial(_apologise, words="sorry (async)"),
+    "sync": _apologise_sync,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HANDLERS))
+def test_the_apps_own_500_page_gets_the_header_it_did_not_set(kind: str, serve_asgi: Any) -> None:
+    """An app's 500 handler, async (here a partial, as Starlette accepts) or sync (Starlette
+    runs it in its thread pool), answers with its own page, which gets the correlation ID."""
+    app = Starlette(routes=[Route("/crash", crash)], exception_handlers={500: HANDLERS[kind]})
+    app.add_middleware(asgi.TracekitMiddleware)
+    response = send(serve_asgi(app) + "/crash", [b"X-Correlation-ID: handled-5"])
+    assert response.status == 500 and response.body == f"sorry ({kind})".encode()
+    assert response.header("X-Correlation-ID") == "handled-5"

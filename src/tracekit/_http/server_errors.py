@@ -3,19 +3,23 @@
 Starlette (and FastAPI) answer an unhandled exception in ``ServerErrorMiddleware``, the outermost
 layer of every app, through the server's own ``send``: a middleware added with
 ``app.add_middleware`` sits inside it and never sees that response. tracekit's ASGI middleware
-leaves the header it echoes in the request's scope (``ECHO_KEY``), and a wrapper around
-``ServerErrorMiddleware.__call__`` adds it to the response that middleware starts, when it is not
-there already. The wrapper is installed (lazily, once) by the first tracekit ASGI middleware and
-does nothing for requests tracekit did not see.
+leaves the header it echoes in the request's scope (``ECHO_KEY``), and the page that middleware
+makes (its own, its debug page, or the app's 500 handler's) gets it, when it has not that header
+already. Only the error path is wrapped, so requests that succeed pay nothing for it; the
+wrappers are installed (lazily, once) by the first tracekit ASGI middleware. An app's own 500
+handler is wrapped when its ``ServerErrorMiddleware`` is built, which Starlette does at the app's
+first request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.asgi_types import Message, Send
+from tracekit._http.asgi_types import Message
 from tracekit.instrumentation._base import Instrumentor
 
 ECHO_KEY = "tracekit.echo"
@@ -25,7 +29,10 @@ class _ServerErrorPages(Instrumentor):
     target = "starlette.middleware.errors"
 
     def patch(self, module: ModuleType) -> None:
-        self.wrap(module.ServerErrorMiddleware, "__call__", _echoing_call)
+        pages = module.ServerErrorMiddleware
+        self.wrap(pages, "error_response", _echoing_page)
+        self.wrap(pages, "debug_response", _echoing_page)
+        self.wrap(pages, "__init__", _echoing_handler)
 
 
 _server_error_pages = _ServerErrorPages()
@@ -41,27 +48,70 @@ def with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     headers = message.get("headers") or ()
     if not isinstance(headers, list | tuple):  # any iterable: read it once
         headers = list(headers)
-    for name, _ in headers:
-        if name.lower() == header[0]:
-            return message
+    if _has(headers, header[0]):
+        return message
     return {**message, "headers": [*headers, header]}
 
 
-def _echoing_call(
+def _has(headers: list[Any] | tuple[Any, ...], wanted: bytes) -> bool:
+    # a loop, not any() over a generator, which costs more: this runs for every response
+    for name, _ in headers:  # noqa: SIM110
+        # the length first: most names differ in it, and are not lower-cased for nothing
+        if len(name) == len(wanted) and name.lower() == wanted:
+            return True
+    return False
+
+
+def _echoing_page(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if len(args) != 3 or kwargs or args[0].get("type") != "http":
-        return wrapped(*args, **kwargs)
-    scope, receive, send = args
-    return wrapped(scope, receive, _echoing_send(scope, send))
+    page = wrapped(*args, **kwargs)
+    request = args[0] if args else kwargs.get("request")
+    _echo_on(page, getattr(request, "scope", None))
+    return page
 
 
-def _echoing_send(scope: MutableMapping[str, Any], send: Send) -> Send:
-    async def send_with_correlation(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            echo = scope.get(ECHO_KEY)
-            if echo is not None:
-                message = with_header(message, echo)
-        await send(message)
+def _echoing_handler(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """After ``ServerErrorMiddleware.__init__``: the app's own 500 handler, if any, echoing."""
+    wrapped(*args, **kwargs)
+    handler = getattr(instance, "handler", None)
+    if handler is not None:
+        instance.handler = _echoing(handler)
 
-    return send_with_correlation
+
+def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """``handler`` whose page gets the header. Always a coroutine function, which Starlette
+    awaits; a plain function runs in the thread pool, as Starlette would run it."""
+    from starlette.concurrency import run_in_threadpool
+
+    async def echoing_handler(request: Any, exc: Exception) -> Any:
+        if _is_coroutine_function(handler):
+            page = handler(request, exc)
+        else:
+            page = await run_in_threadpool(handler, request, exc)
+        if inspect.isawaitable(page):
+            page = await page
+        _echo_on(page, getattr(request, "scope", None))
+        return page
+
+    return echoing_handler
+
+
+def _is_coroutine_function(handler: Callable[..., Any]) -> bool:
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    call = getattr(handler, "__call__", None)  # noqa: B004 (an instance with an async __call__)
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+def _echo_on(page: object, scope: object) -> None:
+    """Add the header tracekit's middleware left in ``scope`` to ``page`` (a Starlette
+    ``Response``), unless the page has one of that name: the app's own choice stands."""
+    echo = scope.get(ECHO_KEY) if isinstance(scope, Mapping) else None
+    headers = getattr(page, "raw_headers", None)
+    if echo is None or not isinstance(headers, list):
+        return
+    if not _has(headers, echo[0]):
+        headers.append(echo)
