@@ -146,7 +146,8 @@ class TracekitMiddleware(OptionsReadLate):
         """
         try:
             cid = self._requests.choose_correlation_id(self._headers(scope))
-            token = correlation.set_correlation_id(cid)
+            carried = _carrying(cid)
+            tokens = _make_current(cid, carried)
         except Exception as error:
             report_once("asgi request start", error)
             await self.app(scope, receive, send)
@@ -155,19 +156,26 @@ class TracekitMiddleware(OptionsReadLate):
         scope[ECHO_KEY] = echo
 
         async def send_with_correlation(message: Message) -> None:
+            nonlocal tokens
             kind = message["type"]
             if kind in _RESPONSE_STARTS:
                 message = with_header(message, echo)
-            if _ends_response(kind, message, False):
-                await _send_as_arrived(send, message, None, token)
-            else:
-                await send(message)
+            elif _ends_response(kind, message, False):
+                # As _send_as_arrived: the last message goes in the context the request arrived
+                # in (a pipelined request starts inside it), then this one's is current again.
+                _restore(tokens)
+                try:
+                    await send(message)
+                finally:
+                    tokens = _make_current(cid, carried)
+                return
+            await send(message)
 
         try:
             await self.app(scope, receive, send_with_correlation)
         finally:
             try:
-                correlation.reset_correlation_id(token)
+                _restore(tokens)
             except Exception as error:
                 report_once("asgi request finish", error)
 
@@ -219,6 +227,25 @@ class TracekitMiddleware(OptionsReadLate):
             report_once("asgi request finish", exc)
 
 
+_Tokens = tuple[Token[str | None], Token[otel_context.Context]]
+
+
+def _carrying(cid: str) -> otel_context.Context:
+    """The current OpenTelemetry context with ``cid`` in it. In correlation-only mode no span
+    carries the ID there, so it rides alone, for what carries only that context into a pool
+    thread (OpenTelemetry's threading instrumentation) or saves it for later sends."""
+    return otel_context.Context({**otel_context.get_current(), correlation.CONTEXT_KEY: cid})
+
+
+def _make_current(cid: str, carried: otel_context.Context) -> _Tokens:
+    return correlation.set_checked(cid), otel_context.attach(carried)
+
+
+def _restore(tokens: _Tokens) -> None:
+    otel_context.detach(tokens[1])
+    correlation.reset_correlation_id(tokens[0])
+
+
 def _ends_response(kind: str, message: Message, trailers: bool) -> bool:
     """True for the message that completes an HTTP response: its last body chunk, or its last
     trailers when it announced some."""
@@ -230,7 +257,7 @@ def _ends_response(kind: str, message: Message, trailers: bool) -> bool:
 async def _send_as_arrived(
     send: Send,
     message: Message,
-    arrived_in: otel_context.Context | None,
+    arrived_in: otel_context.Context,
     correlation_token: Token[str | None],
 ) -> None:
     """Send the response's last message in the context the request arrived in.
@@ -242,13 +269,12 @@ async def _send_as_arrived(
     context is current again afterwards, for the work the application does after answering.
     """
     before = correlation_token.old_value
-    id_token = correlation.set_correlation_id(None if before is Token.MISSING else before)
-    context_token = otel_context.attach(arrived_in) if arrived_in is not None else None
+    id_token = correlation.set_checked(None if before is Token.MISSING else before)
+    context_token = otel_context.attach(arrived_in)
     try:
         await send(message)
     finally:
-        if context_token is not None:
-            otel_context.detach(context_token)
+        otel_context.detach(context_token)
         correlation.reset_correlation_id(id_token)
 
 

@@ -118,6 +118,11 @@ def _why_invalid(value: object) -> str:
     return "characters other than letters, digits and ._:;=#@+/-"
 
 
+# ``set_correlation_id`` for tracekit's own callers, whose value is valid already (chosen with
+# ``is_valid``, made by ``new_correlation_id``) or None: not checked a second time per request.
+set_checked = _current.set
+
+
 def reset_correlation_id(token: Token[str | None]) -> None:
     """Restore the correlation ID that was current before ``set_correlation_id``."""
     _current.reset(token)

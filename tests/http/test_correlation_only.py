@@ -132,7 +132,10 @@ def test_otel_sdk_disabled_leaves_correlation_ids_alone(
     assert not [m for m in registry.collect() if m.name.startswith("http_server")]
 
 
-def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(serve_wsgi: Any) -> None:
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(
+    kind: str, serve_asgi: Any, serve_wsgi: Any
+) -> None:
     """OpenTelemetry's threading instrumentation carries only OpenTelemetry's context into a
     pool thread (``context.get_current()`` at submit, attached in the thread). In full mode the
     ID rides in it; in correlation-only mode it rode nowhere, and the pool's lines showed
@@ -159,7 +162,17 @@ def test_work_handed_to_a_pool_with_the_otel_context_logs_the_id(serve_wsgi: Any
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    url = serve_wsgi(wsgi.TracekitMiddleware(hello, mode="correlation"))
+    async def hello_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # the server's lifespan: nothing to start
+        pool.submit(log_with, otel_context.get_current()).result()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    if kind == "asgi":
+        url = serve_asgi(asgi.TracekitMiddleware(hello_asgi, mode="correlation"))
+    else:
+        url = serve_wsgi(wsgi.TracekitMiddleware(hello, mode="correlation"))
     try:
         assert send(url + "/", [b"X-Correlation-ID: pooled-3"]).status == 200
         pool.submit(log.info, "pool idle").result()

@@ -79,9 +79,7 @@ class ServerRequests:
         self.response_header = options.response_header
         # The trace headers OTEL_PROPAGATORS names (W3C's by default) and the correlation headers.
         self._propagator = propagation.configured(options.response_header)
-        self.wanted_headers = frozenset(
-            (*self.correlation_headers, *(f.lower() for f in self._propagator.carried_fields))
-        )
+        self.wanted_headers = frozenset((*self.correlation_headers, *self._trace_headers(options)))
         self._excluded = compile_excluded(options.excluded_urls)
         # Read on every request: plain attributes rather than a walk through options.
         self.excluded_search = self._excluded.search if self._excluded is not None else None
@@ -92,6 +90,14 @@ class ServerRequests:
         self._metrics = None if options.correlation_only else metrics
         # False in correlation-only mode: the middleware then skips span attributes and routes.
         self.records = self._tracer is not None or self._metrics is not None
+
+    def _trace_headers(self, options: Options) -> list[str]:
+        """The trace headers read besides the correlation ones: in correlation-only mode, which
+        continues no trace, only ``baggage`` (for the ID's member), when it is propagated."""
+        fields = [f.lower() for f in self._propagator.carried_fields]
+        if not options.correlation_only:
+            return fields
+        return [propagation.BAGGAGE] if propagation.BAGGAGE in fields else []
 
     def is_excluded(self, path: str) -> bool:
         """True for paths (health checks, metrics) that get no span and no metrics."""
@@ -114,7 +120,7 @@ class ServerRequests:
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
             return _nested(outer, current)
         cid = self.choose_correlation_id(headers)
-        cid_token = correlation.set_correlation_id(cid)
+        cid_token = correlation.set_checked(cid)  # chosen valid
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
             if isinstance(method, str) and METHOD_TOKEN.fullmatch(method):
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
@@ -375,7 +381,7 @@ def forget_answered_request() -> None:
     inherited = otel_context.get_value(_REQUEST_KEY)
     if isinstance(inherited, ActiveRequest) and inherited.status_code:
         otel_context.attach(otel_context.Context())
-        correlation.set_correlation_id(None)
+        correlation.set_checked(None)
 
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
@@ -403,7 +409,7 @@ def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveReques
     span = current.get(propagation.CURRENT_SPAN_KEY)
     if span is not outer.span and isinstance(span, trace.Span) and span.is_recording():
         span.set_attribute(semconv.CORRELATION_ID, outer.correlation_id)
-    token = correlation.set_correlation_id(outer.correlation_id)
+    token = correlation.set_checked(outer.correlation_id)
     return ActiveRequest(
         outer.correlation_id, outer.method, outer.span, None, token, 0.0,
         owns_span=False, measured=False, outer=outer,
