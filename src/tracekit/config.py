@@ -360,7 +360,7 @@ def otlp_protocol(signal: str, environ: Mapping[str, str] | None = None) -> tupl
 
 
 def signal_exporter(signal: str, chosen: str, environ: Mapping[str, str] | None = None) -> str:
-    """The exporter of one signal (``TRACES``, ``LOGS``): ``chosen`` (``exporter``), unless
+    """The exporter of one signal (``TRACES``, ``LOGS``, ``METRICS``): ``chosen``, unless
     ``OTEL_<SIGNAL>_EXPORTER``, as the OpenTelemetry SDKs read it, names ``none`` (that signal
     is not exported) or only ``console``. Its other names (``otlp``, ``otlp_proto_http``,
     ``otlp_proto_grpc``, lists of them) leave the choice to ``exporter``."""

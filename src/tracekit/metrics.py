@@ -37,6 +37,7 @@ from tracekit._metrics.local import (
     local_values,
 )
 from tracekit._runtime.guard import report_once
+from tracekit.config import signal_exporter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -758,7 +759,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     Returns the server (``tracekit.init()``'s runtime keeps it and closes it at shutdown), or
     None when nothing is served.
     """
-    if options.correlation_only or options.metrics_port == 0:
+    if not _port_wanted(options):
         return None
     from tracekit._metrics.server import serve
 
@@ -770,6 +771,14 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     _serving.clear()
     _serving.append((server, options.metrics_port))
     return server
+
+
+def _port_wanted(options: Options) -> bool:
+    """Whether to open the metrics port: not in correlation-only mode, not with port 0, and not
+    when ``OTEL_METRICS_EXPORTER`` says ``none``, which an OpenTelemetry user sets to turn
+    metrics export off (the Prometheus port is tracekit's only metrics exporter)."""
+    exporter_off = signal_exporter("METRICS", "prometheus") == "none"
+    return not (options.correlation_only or options.metrics_port == 0 or exporter_off)
 
 
 def _stand_by(options: Options, registry: Collector, error: OSError) -> MetricsServer | None:

@@ -127,3 +127,30 @@ def test_the_store_exporter_with_no_home_directory_leaves_the_service_running(
     assert "spans are not stored: no home directory" in result.stderr
     assert "set TRACEKIT_STORE" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no store made somewhere unexpected
+
+
+PORT_PROBE = "import socket; print(socket.socket().connect_ex(('127.0.0.1', {port})) == 0)"
+
+
+def _serves_metrics(**env: str) -> bool:
+    """Whether a service started with ``env`` listens on its metrics port."""
+    port = free_port()
+    script = f"import tracekit\ntracekit.init('orders')\n{PORT_PROBE.format(port=port)}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env = {**clean, "TRACEKIT_EXPORTER": "none", "TRACEKIT_METRICS_PORT": str(port), **env}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout == "True\n"
+
+
+@pytest.mark.parametrize("value", ["none", "None", "prometheus,none"])
+def test_otel_metrics_exporter_none_serves_no_metrics_port(value: str) -> None:
+    """OTEL_METRICS_EXPORTER=none was ignored: the service still opened port 9464 on every
+    interface, which an OpenTelemetry user had turned off."""
+    assert not _serves_metrics(OTEL_METRICS_EXPORTER=value)
+
+
+@pytest.mark.parametrize("value", ["prometheus", "otlp", ""])
+def test_other_metrics_exporter_names_keep_the_metrics_port(value: str) -> None:
+    assert _serves_metrics(OTEL_METRICS_EXPORTER=value)
