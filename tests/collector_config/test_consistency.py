@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from . import tracekit_defaults as tk
 from .habits import LOOPBACK
 from .otelcol import (
@@ -201,3 +203,41 @@ def test_late_spans_follow_their_traces_sampling_decision() -> None:
     a_minute = 60 * int(processor["expected_new_traces_per_sec"])
     assert int(cache.get("sampled_cache_size", 0)) >= a_minute
     assert int(cache.get("non_sampled_cache_size", 0)) >= a_minute
+
+
+# OpenTelemetry's default OTEL_BSP_SCHEDULE_DELAY in every language's SDK: a span waits up to
+# this long in its service before its batch leaves.
+SDK_EXPORT_DELAY_S = 5.0
+# The wait and handling time of one queue hop that the service graph must still draw as an edge.
+QUEUE_HOP_BUDGET_S = 20.0
+_GO_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """A Go duration of one unit (``500ms``, ``30s``, ``2m``) in seconds."""
+    match = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", str(duration))
+    assert match, f"not a Go duration: {duration!r}"
+    return float(match[1]) * _GO_UNITS[match[2]]
+
+
+def test_service_graph_pairs_spans_that_arrive_apart() -> None:
+    """The servicegraph connector draws an edge only when both spans of a hop (PRODUCER and
+    CONSUMER, CLIENT and SERVER) reach it within store.ttl; later, the first is expired and the
+    hop counted as unpaired. Each span waits up to the SDK's schedule delay in its service and
+    the sidecar's batch timeout before it leaves, so with ttl 5s even an instant hop lost its
+    edge when the batches fell badly, and a queue hop of a few seconds always did."""
+    config = load(CONFIG_DIR / "gateway-sampling.yaml")
+    store = config["connectors"]["servicegraph"]["store"]
+    sidecar_batch = seconds(load(CONFIG_DIR / "sidecar.yaml")["processors"]["batch"]["timeout"])
+    export_skew = SDK_EXPORT_DELAY_S + sidecar_batch
+    assert seconds(store["ttl"]) >= export_skew + QUEUE_HOP_BUDGET_S
+
+
+def test_service_graph_store_holds_every_edge_for_its_ttl() -> None:
+    """A hop to an uninstrumented service never pairs and stays for the whole ttl; when the
+    store is full of unexpired edges, the connector drops new spans. It holds one waiting edge
+    per trace for a ttl at the rate the tail sampler is sized for."""
+    config = load(CONFIG_DIR / "gateway-sampling.yaml")
+    store = config["connectors"]["servicegraph"]["store"]
+    rate = int(config["processors"]["tail_sampling"]["expected_new_traces_per_sec"])
+    assert int(store["max_items"]) >= rate * seconds(store["ttl"])
