@@ -26,12 +26,12 @@ from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     ActiveRequest,
     ServerRequests,
+    check_overrides,
     forget_answered_request,
     server_requests,
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
 from tracekit._runtime.guard import report_once
-from tracekit._runtime.state import current_options
 
 __all__ = ["TracekitMiddleware"]
 
@@ -52,7 +52,7 @@ class TracekitMiddleware:
         self._attributes = ServerAttributes()
         # An invalid option stops the project now, as it starts; the rest, metrics included,
         # waits for the first request (see _ready).
-        ServerRequests(current_options(**self._overrides))
+        check_overrides(self._overrides)
         self._first = True
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)

@@ -17,7 +17,8 @@ def init_app(app: Any, **options: Any) -> Any:
     """Trace and correlate every request of Flask ``app``; calling it twice is harmless.
 
     ``options`` are those of ``tracekit.wsgi.TracekitMiddleware`` (``tracer_provider``,
-    ``registry`` and any ``tracekit.init`` option such as ``excluded_urls``). Returns ``app``.
+    ``registry`` and the options of ``tracekit.init`` that concern one app's requests, such as
+    ``excluded_urls``). Returns ``app``.
     """
     if not isinstance(app.wsgi_app, TracekitMiddleware):
         # ``app`` itself: its wsgi_app may already be wrapped (ProxyFix, DispatcherMiddleware)

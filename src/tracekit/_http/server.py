@@ -335,6 +335,27 @@ def server_requests(
     return ServerRequests(opts, tracer_provider, metrics)
 
 
+# The options a server middleware reads for its own app; the others configure the whole
+# process (export, metrics port, logs, instrumentation), which only tracekit.init() sets up.
+PER_APP_OPTIONS = frozenset({
+    "service_name", "service_version", "mode", "correlation_headers", "response_header",
+    "public_endpoint", "excluded_urls",
+})  # fmt: skip
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Refuse an invalid option now, as the application starts, and say which ones a
+    middleware does not apply: given to it, ``exporter="console"`` would silently do nothing."""
+    ServerRequests(state.current_options(**overrides))
+    ignored = sorted(set(overrides) - PER_APP_OPTIONS)
+    if ignored:
+        _log.warning(
+            "tracekit: the middleware ignores %s: they apply to the whole process; give them"
+            " to tracekit.init()",
+            ", ".join(ignored),
+        )
+
+
 class OptionsReadLate:
     """Base of the ASGI and WSGI middleware: options are read at the first request, and again
     at each until ``tracekit.init`` has run. Frameworks build middleware before the code that
@@ -353,7 +374,7 @@ class OptionsReadLate:
         options: dict[str, Any],
     ) -> None:
         self._setup = (tracer_provider, registry, options)
-        ServerRequests(state.current_options(**options))
+        check_overrides(options)
 
     def _read_options(self) -> None:
         """Called while ``_final`` is false: read the options if not yet read or if init ran."""
