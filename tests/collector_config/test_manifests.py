@@ -10,6 +10,7 @@ from .manifests import (
     ecs_env,
     ecs_task,
     k8s_container,
+    k8s_documents,
     k8s_env,
     k8s_object,
     k8s_ports,
@@ -243,3 +244,31 @@ def test_ecs_app_outlives_a_collector_crash() -> None:
     assert collector["essential"] is False
     assert collector["restartPolicy"]["enabled"] is True
     assert ecs_container("app")["essential"] is True
+
+
+def _reads_configmaps_in_kube_system() -> bool:
+    """Whether k8s/ grants anything the right to read ConfigMaps in kube-system."""
+    rules = [
+        rule
+        for document in k8s_documents()
+        if document["kind"] in ("Role", "ClusterRole")
+        for rule in document.get("rules", [])
+    ]
+    return any("configmaps" in r.get("resources", []) and "get" in r.get("verbs", [])
+               for r in rules)  # fmt: skip
+
+
+def test_k8s_sidecar_runs_no_detector_its_pod_may_not_use() -> None:
+    """The eks resource detector decides by reading the kube-system/aws-auth ConfigMap through
+    the Kubernetes API. The pod's service account may not (k8s/ grants no RBAC), so on every
+    cluster, EKS included, it failed at each start ('configmaps "aws-auth" is forbidden') and
+    detected nothing. The pod's identity comes from OTEL_RESOURCE_ATTRIBUTES (env detector)."""
+    _, config = k8s_config()
+    detectors = [
+        detector
+        for name in used(config, "processors")
+        if name.split("/")[0] == "resourcedetection"
+        for detector in config["processors"][name]["detectors"]
+    ]
+    assert "env" in detectors
+    assert "eks" not in detectors or _reads_configmaps_in_kube_system()
