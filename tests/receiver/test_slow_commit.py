@@ -16,7 +16,10 @@ from tests.receiver.conftest import Reply, post
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
-LOCK_HELD_S = 2.0  # longer than the handler waits, shorter than SQLite's busy timeout (5 s)
+# The lock is held until an exporter has been answered 503 (the handler waited 0.5 s), and at
+# most this long: shorter than SQLite's busy timeout (5 s). A fixed time could pass, on a
+# loaded machine, before any exporter's request arrived, and then nothing waited.
+LOCK_HELD_AT_MOST_S = 4.5
 
 
 def _logs(body: str) -> bytes:
@@ -26,13 +29,16 @@ def _logs(body: str) -> bytes:
     return request.SerializeToString()
 
 
-def _export_with_retries(receiver: Receiver, body: bytes, replies: list[int]) -> Reply:
+def _export_with_retries(
+    receiver: Receiver, body: bytes, replies: list[int], refused: threading.Event
+) -> Reply:
     """What an OTLP exporter does: retry on 503 until the records are acknowledged."""
     for _ in range(50):
         reply = post(receiver, "/v1/logs", body)
         replies.append(reply.status)
         if reply.status != 503:
             return reply
+        refused.set()
         time.sleep(0.2)
     raise AssertionError("never acknowledged")
 
@@ -46,13 +52,13 @@ def receiver(store_path: Path) -> Iterator[Receiver]:
     started.stop()
 
 
-def _hold_write_lock(store_path: Path, seconds: float) -> threading.Thread:
+def _hold_write_lock(store_path: Path, until: threading.Event) -> threading.Thread:
     """Another process's long write transaction: every commit waits behind it."""
     conn = sqlite3.connect(store_path, isolation_level=None, check_same_thread=False)
     conn.execute("BEGIN IMMEDIATE")
 
     def release() -> None:
-        time.sleep(seconds)
+        until.wait(LOCK_HELD_AT_MOST_S)
         conn.execute("ROLLBACK")
         conn.close()
 
@@ -67,10 +73,13 @@ def test_a_log_batch_retried_after_a_slow_commit_is_stored_once(
     """Before: the handler answered 503 after 0.5 s, the batch was committed anyway once the
     lock went, and the exporter's retry stored every log record a second time."""
     post(receiver, "/v1/logs", _logs("warm-up"))  # the file and schema exist
-    holder = _hold_write_lock(store_path, LOCK_HELD_S)
+    refused = threading.Event()
+    holder = _hold_write_lock(store_path, refused)
     replies: list[list[int]] = [[], [], []]
     exporters = [
-        threading.Thread(target=_export_with_retries, args=(receiver, _logs(f"l{n}"), replies[n]))
+        threading.Thread(
+            target=_export_with_retries, args=(receiver, _logs(f"l{n}"), replies[n], refused)
+        )
         for n in range(3)
     ]
     for exporter in exporters:
