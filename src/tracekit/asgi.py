@@ -155,12 +155,15 @@ class TracekitMiddleware(OptionsReadLate):
         echo = (self._echo_name, cid.encode("ascii"))
         scope[ECHO_KEY] = echo
 
+        trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
+
         async def send_with_correlation(message: Message) -> None:
-            nonlocal tokens
+            nonlocal tokens, trailers
             kind = message["type"]
             if kind in _RESPONSE_STARTS:
+                trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
-            elif _ends_response(kind, message, False):
+            elif _ends_response(kind, message, trailers):
                 # As _send_as_arrived: the last message goes in the context the request arrived
                 # in (a pipelined request starts inside it), then this one's is current again.
                 _restore(tokens)

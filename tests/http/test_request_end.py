@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+import tracekit
 from tracekit import asgi, wsgi
 
 DURATION = "http_server_request_duration_seconds"
@@ -170,6 +171,32 @@ def test_a_response_with_trailers_ends_with_its_trailers(spans: Any) -> None:
     assert [m["type"] for m in sent][-1] == "http.response.trailers"
     assert span.end_time is not None and span.start_time is not None
     assert (span.end_time - span.start_time) / 1e9 >= 0.3
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+def test_only_the_last_trailers_go_in_the_context_the_request_arrived_in(mode: str) -> None:
+    """The message that completes a response is sent in the context the request arrived in
+    (a server starts a pipelined request inside it); with trailers announced that is the last
+    trailers message, not the body. Correlation-only mode took the body for it. Driven as a
+    server that speaks the extension would (none installed here does)."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append((message["type"], tracekit.correlation_id()))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http",
+             "headers": [(b"x-correlation-id", b"trailed-1")], "http_version": "1.1",
+             "extensions": {"http.response.trailers": {}}}  # fmt: skip
+    middleware = asgi.TracekitMiddleware(_with_trailers, registry=CollectorRegistry(), mode=mode)
+    asyncio.run(middleware(scope, receive, send))
+    assert seen == [
+        ("http.response.start", "trailed-1"),
+        ("http.response.body", "trailed-1"),
+        ("http.response.trailers", None),
+    ]
 
 
 async def _stream_failing_midway(scope: Any, receive: Any, send: Any) -> None:
