@@ -31,8 +31,7 @@ from tracekit.receiver._service import JSON, PROTOBUF, IngestService
 
 _CONTENT_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 _SIGNALS = {"/v1/traces": "traces", "/v1/logs": "logs", "/v1/metrics": "metrics"}
-_RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND,
-              405: code_pb2.UNIMPLEMENTED, 408: code_pb2.DEADLINE_EXCEEDED,
+_RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND, 405: code_pb2.UNIMPLEMENTED,
               413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT,
               500: code_pb2.INTERNAL, 501: code_pb2.UNIMPLEMENTED,
               503: code_pb2.UNAVAILABLE}  # fmt: skip
@@ -43,6 +42,10 @@ _WRITE_TIMEOUT = 10.0
 # connection under the answer (Go's net/http waits half a second likewise).
 _EXPECT_LINGER = 0.5
 _log = logging.getLogger("tracekit.receiver")
+# A body that outlasts the request deadline: 503, not 408, because OTLP exporters retry only 429,
+# 502, 503 and 504 and would drop the batch of a merely slow link. The connection still closes at
+# the deadline, so a client trickling bytes on purpose holds it no longer.
+_TOO_SLOW = RequestError(503, "request body too slow, retry later", retry_after=1, close=True)
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BUSY_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n"
@@ -215,7 +218,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
             answer = self._export(signal, content_type)
         except TimeoutError:  # the body did not arrive whole within the request's deadline
             self._pieces = None
-            self._send_error(RequestError(408, "request body too slow", close=True), content_type)
+            self._send_error(_TOO_SLOW, content_type)
             return
         except RequestError as error:
             self.close_connection = self.close_connection or not self._body_read
