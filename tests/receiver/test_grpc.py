@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 from conditions import wait_for
+from google.rpc import code_pb2, status_pb2
+from google.rpc.error_details_pb2 import RetryInfo
 from loopback import free_port
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -164,6 +166,25 @@ def test_spent_memory_budget_is_unavailable(grpc_receiver: Receiver) -> None:
     finally:
         grpc_receiver.budget.give(4 * MIB)
     assert _call(grpc_receiver, body) is not None  # with room again, the same request is stored
+
+
+def test_unavailable_carries_retry_info_as_exporters_read_it(grpc_receiver: Receiver) -> None:
+    """The OpenTelemetry Python exporter reads ``google.rpc.retryinfo-bin``; Go's and Java's (and
+    the Collector's) read RetryInfo among the details of ``grpc-status-details-bin``."""
+    now = time.time_ns()
+    grpc_receiver.budget.take(4 * MIB)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            _call(grpc_receiver, _spans([(now, now)], name="x" * (3 * MIB)))
+    finally:
+        grpc_receiver.budget.give(4 * MIB)
+    trailers = dict(refused.value.trailing_metadata())  # type: ignore[attr-defined]
+    assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 1
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert status.code == code_pb2.UNAVAILABLE and "memory" in status.message
+    (detail,) = status.details
+    retry = RetryInfo()
+    assert detail.Unpack(retry) and retry.retry_delay.seconds == 1
 
 
 def test_metrics_are_accepted_and_dropped_with_one_log_line(
@@ -378,6 +399,8 @@ def test_calls_past_the_cap_are_told_unavailable_which_exporters_retry(store_pat
         with pytest.raises(grpc.RpcError) as refused:
             channel.unary_unary(TRACES)(b"", timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        trailers = dict(refused.value.trailing_metadata())  # type: ignore[attr-defined]
+        assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 1
         # once the stalled calls end (at the request deadline), a retry gets in
         for call in stalled:
             assert call.exception(10).code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -23,6 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import status_pb2
+from google.rpc.error_details_pb2 import RetryInfo
 from grpc import aio
 
 from tracekit.receiver._address import family, host_port
@@ -48,6 +52,7 @@ _WORKERS = 16  # messages decoded and stored at once; whole messages wait for a 
 # OTLP specification tells exporters not to retry: the batch would be lost. It stays as a
 # backstop, above ours, for calls arriving faster than ours are refused.)
 MAX_CALLS = 4096
+_TOO_MANY_CALLS = RequestError(503, "too many calls at once, retry later", retry_after=1)
 _T = TypeVar("_T")
 Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
@@ -123,13 +128,13 @@ class GrpcReceiver:
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
         if self._open_calls >= self.max_calls:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "too many calls at once, retry later")
+            await _abort(context, _TOO_MANY_CALLS)
         self._open_calls += 1
         try:
             request = await self._receive(requests)
             return await self._stored(signal, request)
         except RequestError as error:
-            await context.abort(_CODES.get(error.status, grpc.StatusCode.UNKNOWN), error.message)
+            await _abort(context, error)
             raise  # abort raised already; this line only tells type checkers so
         finally:
             self._open_calls -= 1
@@ -160,6 +165,26 @@ class GrpcReceiver:
             return self.service.export(signal, PROTOBUF, request, reservation)
         finally:
             reservation.release()
+
+
+async def _abort(context: Any, error: RequestError) -> None:
+    """End the call with ``error``'s code; a retryable one says when to retry, as RetryInfo."""
+    code = _CODES.get(error.status, grpc.StatusCode.UNKNOWN)
+    trailers = () if error.retry_after is None else _retry_info(code, error)
+    await context.abort(code, error.message, trailers)
+
+
+def _retry_info(code: grpc.StatusCode, error: RequestError) -> tuple[tuple[str, bytes], ...]:
+    """RetryInfo where each exporter looks for it: OpenTelemetry Python reads its own trailer,
+    Go and Java (the Collector's exporters too) the details of the standard rich status."""
+    retry = RetryInfo(retry_delay=Duration(seconds=error.retry_after))
+    details = any_pb2.Any()
+    details.Pack(retry)
+    status = status_pb2.Status(code=code.value[0], message=error.message, details=[details])
+    return (
+        ("google.rpc.retryinfo-bin", retry.SerializeToString()),
+        ("grpc-status-details-bin", status.SerializeToString()),
+    )
 
 
 def _outcome_seen(work: asyncio.Future[bytes]) -> None:
