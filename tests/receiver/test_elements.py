@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
+from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -148,6 +150,53 @@ def test_metrics_of_many_data_points_are_still_acknowledged(receiver: Receiver) 
     started = time.monotonic()
     assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
     assert time.monotonic() - started < 2
+
+
+def test_json_metrics_of_many_data_points_are_acknowledged_as_protobuf_ones(
+    store_path: Path,
+) -> None:
+    """The same 120,000 data points in OTLP/JSON (11 MiB) got 413: json.loads built them all,
+    so they were counted, where protobuf's are dropped unread."""
+    request = ExportMetricsServiceRequest()
+    gauge = request.resource_metrics.add().scope_metrics.add().metrics.add(name="queue.depth")
+    for n in range(120_000):
+        point = gauge.gauge.data_points.add(time_unix_nano=NOW, as_int=n)
+        point.attributes.add(key="q").value.string_value = "o [retry] {x}"
+    body = json_format.MessageToJson(request, indent=None).encode()
+    headers = {"Content-Type": "application/json"}
+    with Receiver(Store(store_path), ReceiverConfig(port=0)) as receiver:
+        assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
+        started = time.monotonic()
+        reply = post(receiver, "/v1/metrics", body, headers)
+        assert reply.status == 200, reply.body
+        assert time.monotonic() - started < 2
+
+
+def test_json_metrics_of_millions_of_empty_metrics_are_refused(receiver: Receiver) -> None:
+    """Dropped unbuilt, metrics are still counted, as protobuf counts its Metric messages."""
+    text = json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": ["@"]}]}]})
+    body = gzip.compress(text.replace('"@"', ",".join(["{}"] * MIB)).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    started = time.monotonic()
+    reply = post(receiver, "/v1/metrics", body, headers)
+    assert reply.status == 413 and "smaller batches" in json.loads(reply.body)["message"]
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "x"', "not valid JSON"),
+        (b'{"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "x"]}]}]}', "not valid"),
+        (b'{"resourceMetrics": 5}', "resourceMetrics must be an array"),
+        (b'{"resourceMetrics": [{"scopeMetrics": ["x"]}]}', "scopeMetrics[] must be an object"),
+        (b"[]", "body must be an object"),
+        (b'{"resourceMetrics": []} {}', "not valid JSON"),
+    ],
+)
+def test_malformed_json_metrics_are_400(receiver: Receiver, body: bytes, message: str) -> None:
+    reply = post(receiver, "/v1/metrics", body, {"Content-Type": "application/json"})
+    assert reply.status == 400 and message in json.loads(reply.body)["message"]
 
 
 def test_json_strings_full_of_brackets_and_braces_are_not_counted(

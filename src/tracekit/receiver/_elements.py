@@ -27,6 +27,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from tracekit.receiver._decoded import MalformedRequest
 from tracekit.receiver._errors import RequestError
+from tracekit.receiver._json_metrics import walk_metrics
 
 __all__ = ["check_elements"]
 
@@ -85,6 +86,8 @@ def check_elements(body: bytes | bytearray, protobuf: bool, signal: str, most: i
     try:
         if protobuf:
             _Counter(body, most).walk(0, len(body), _LAYOUTS[signal], 0)
+        elif signal == "metrics":  # dropped unbuilt: only what holds the metrics is counted
+            walk_metrics(body, most)
         else:
             _count_json(body, most)
     except _TooMany as error:

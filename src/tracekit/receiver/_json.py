@@ -364,16 +364,6 @@ def _log(
     )
 
 
-def decode_metrics(body: bytes, admit: Admit = admit_any) -> Decoded:
-    """Metrics are checked for shape and acknowledged, never stored."""
-    out = Decoded()
-    for resource_metrics in as_list(get(load(body), "resourceMetrics", "resource_metrics"), "rm"):
-        rm = as_object(resource_metrics, "resourceMetrics[]")
-        for scope in as_list(get(rm, "scopeMetrics", "scope_metrics"), "scopeMetrics"):
-            out.total += len(as_list(as_object(scope, "scopeMetrics[]").get("metrics"), "metrics"))
-    return out
-
-
 def response(signal: str, decoded: Decoded) -> bytes:
     """The Export*ServiceResponse in JSON (int64 counts as strings, per proto3 JSON)."""
     if not decoded.rejected:

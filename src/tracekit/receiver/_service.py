@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-from tracekit.receiver import _json, _protobuf
+from tracekit.receiver import _json, _json_metrics, _protobuf
 from tracekit.receiver._admission import Reservation
 from tracekit.receiver._decoded import Admit, Decoded, MalformedRequest
 from tracekit.receiver._elements import check_elements
@@ -31,7 +31,7 @@ _DECODERS: dict[tuple[str, str], Callable[[bytes, Admit], Decoded]] = {
     (PROTOBUF, "metrics"): _protobuf.decode_metrics,
     (JSON, "traces"): _json.decode_traces,
     (JSON, "logs"): _json.decode_logs,
-    (JSON, "metrics"): _json.decode_metrics,
+    (JSON, "metrics"): _json_metrics.decode_metrics,
 }
 
 
