@@ -3,6 +3,7 @@ the request deadline each answer at once, and a slow client makes room for a who
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -212,3 +213,18 @@ def test_more_records_than_half_the_budget_is_413(small: Receiver) -> None:
     assert reply.status == 413 and f"at most {most}".encode() in reply.body
     del scope.spans[most:]
     assert post(small, "/v1/traces", request.SerializeToString()).status == 200
+
+
+def test_metrics_cost_only_their_body_as_they_are_never_built(small: Receiver) -> None:
+    """A JSON export of metrics was charged what parsing JSON costs (12 bytes a byte), so while
+    other requests held part of the budget it got 503 again and again; it builds nothing."""
+    points = [{"timeUnixNano": str(time.time_ns()), "asInt": str(n)} for n in range(3000)]
+    metric = {"name": "queue.depth", "gauge": {"dataPoints": points}}
+    body = json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": [metric]}]}]}).encode()
+    assert 100_000 < len(body) < 256 * 1024  # over a tenth of the 1 MiB budget
+    assert small.budget.take(512 * 1024)  # other requests hold half the budget
+    try:
+        reply = post(small, "/v1/metrics", body, {"Content-Type": "application/json"})
+    finally:
+        small.budget.give(512 * 1024)
+    assert reply.status == 200, reply.body

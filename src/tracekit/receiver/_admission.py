@@ -37,6 +37,8 @@ MIN_AGE = 1.0  # seconds a connection keeps its place before a newcomer may disp
 # collector and 84 MiB in its writer; 26,900 of JSON at 143 and 73; 207,000 tiny spans at over
 # 500 MiB, which is why a request may hold at most half the budget's worth of records.
 BODY_COST = {"application/x-protobuf": 6, "application/json": 12}
+# Metrics are dropped unbuilt, either encoding: the body, and protobuf's copy of each metric's bytes
+METRICS_COST = 2
 RECORD_COST = 1536
 # What decoding one message of a request costs at most (an empty span event: 260 bytes measured,
 # an empty attribute 100); a request may hold half the budget's worth (see _elements).
@@ -99,15 +101,16 @@ class Reservation:
             raise _memory_full()
         self.held = total
 
-    def expect(self, body_bytes: int, content_type: str) -> None:
+    def expect(self, body_bytes: int, content_type: str, signal: str) -> None:
         """503 at once when a body of ``body_bytes`` (declared, not yet sent) could not be
         covered now. Nothing is held: a client declaring much and sending little holds little."""
-        if not self._budget.fits(_body_cost(body_bytes, content_type) - self.held, self.held):
+        cost = _body_cost(body_bytes, content_type, signal)
+        if not self._budget.fits(cost - self.held, self.held):
             raise _memory_full()
 
-    def cover(self, body_bytes: int, content_type: str) -> None:
+    def cover(self, body_bytes: int, content_type: str, signal: str) -> None:
         """Hold what a whole body of ``body_bytes`` costs until its records are committed."""
-        self.body_cost = _body_cost(body_bytes, content_type)
+        self.body_cost = _body_cost(body_bytes, content_type, signal)
         self.grow(self.body_cost)
 
     def cover_records(self, count: int) -> None:
@@ -130,7 +133,9 @@ class Reservation:
         self.held = 0
 
 
-def _body_cost(body_bytes: int, content_type: str) -> int:
+def _body_cost(body_bytes: int, content_type: str, signal: str) -> int:
+    if signal == "metrics":
+        return body_bytes * METRICS_COST
     return body_bytes * BODY_COST.get(content_type, 12)
 
 

@@ -148,7 +148,7 @@ class GrpcReceiver:
     async def _stored(self, signal: str, request: bytes) -> bytes:
         reservation = Reservation(self.budget)
         try:
-            reservation.cover(len(request), PROTOBUF)  # 503 at once, before waiting for a worker
+            reservation.cover(len(request), PROTOBUF, signal)  # 503 now, not after a wait
             work = self._loop.run_in_executor(
                 self._workers, self._store, signal, request, reservation
             )

@@ -279,14 +279,14 @@ class OtlpHandler(BaseHTTPRequestHandler):
             raise RequestError(413, f"body larger than {limit} bytes")
         with self.server.budget.reservation() as reservation:
             if length:  # a body that could not be covered now is refused before it is sent
-                reservation.expect(length, content_type)
+                reservation.expect(length, content_type, signal)
             self._continue()
             sink = BodySink(limit, encoding, reservation)
             for piece in self._pieces:
                 sink.write(piece)
             self._pieces, self._body_read = None, True  # the connection may serve another request
             body = sink.finish()
-            reservation.cover(len(body), content_type)
+            reservation.cover(len(body), content_type, signal)
             self.stream.state = BUSY
             return self.server.service.export(signal, content_type, body, reservation)
 
