@@ -7,7 +7,9 @@ a JSON export of 120,000 data points got 413 where the same request in protobuf 
 Here the outer levels (the request, each resource's and each scope's metrics) are walked and
 checked, and each metric is matched whole by its brackets and strings, at the regex engine's
 speed, and dropped unparsed. Every member and item walked counts against the request's
-elements, so a body of millions of empty ones is refused (413) as protobuf's is.
+elements, so a body of millions of empty ones is refused (413) as protobuf's is. What a metric
+holds is checked no further than its strings and the nesting of its brackets (a ``]`` may close
+a ``{``), as protobuf's Metric bytes are not checked at all.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ _MAX_BRACKETS = 160
 
 
 def _nested(depth: int) -> bytes:
-    """What may sit between a pair of brackets ``depth`` deep at most (no regex recursion)."""
+    """What may sit between a pair of brackets: strings, anything but brackets, and pairs of
+    brackets nested ``depth - 1`` deep at most (Python's regexes cannot recurse)."""
     inside = rb"(?:" + _OTHER + rb"|" + _STRING + rb")*+"
     for _ in range(depth - 1):
         inside = rb"(?:" + _OTHER + rb"|" + _STRING + rb"|[\[{]" + inside + rb"[\]}])*+"
