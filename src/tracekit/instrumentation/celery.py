@@ -32,7 +32,7 @@
   attempt, and ``task_retry`` puts ``tracekit-first-attempt`` in its headers.
 
 Signals are Celery's own extension point: besides ``send_task``, nothing is patched, and
-uninstrumenting disconnects.
+uninstrumenting disconnects (the receivers that end a run once the runs under way have ended).
 """
 
 from __future__ import annotations
@@ -114,6 +114,31 @@ class _Connection(Patch):
         self.owner.disconnect(self.receiver, dispatch_uid=self.attribute)
 
 
+@dataclass(slots=True)
+class _RunEnding(_Connection):
+    """A receiver that ends runs (``task_failure``, ``task_retry``, ``task_postrun``): undone
+    while runs begun under tracekit are under way, it stays connected until the last of them
+    ends, or their spans would stay open and their correlation IDs current in their threads."""
+
+    def undo(self) -> None:
+        self.live = False
+        with _lock:
+            if _running:
+                _lingering.append(self)
+                return
+        _Connection.undo(self)
+
+
+# Run-ending receivers undone while runs were under way: disconnected when the last one ends.
+_lingering: list[_RunEnding] = []
+
+
+def _disconnect_lingering() -> None:
+    """Called with ``_lock`` held, once no run is under way."""
+    while _lingering:
+        _Connection.undo(_lingering.pop())
+
+
 class CeleryInstrumentor(Instrumentor):
     """Connects tracekit's receivers to Celery's publish and task-run signals."""
 
@@ -122,20 +147,25 @@ class CeleryInstrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         from celery import signals
 
+        with _lock:  # instrumented again: the lingering receivers are the ones connected now
+            _lingering.clear()
         self.wrap(module.Celery, "send_task", _traced_send_task)
         self._connect(signals.before_task_publish, _before_publish)
+        self._connect(signals.task_failure, _task_failure, _RunEnding)
+        self._connect(signals.task_retry, _task_retry, _RunEnding)
+        self._connect(signals.task_postrun, _task_postrun, _RunEnding)
+        # Undone in reverse: no run begins once the receivers that end runs count those left.
         self._connect(signals.task_prerun, _task_prerun)
-        self._connect(signals.task_failure, _task_failure)
-        self._connect(signals.task_retry, _task_retry)
-        self._connect(signals.task_postrun, _task_postrun)
         self._connect(signals.task_revoked, _task_revoked)
         self._connect(signals.task_unknown, _task_unknown)
         self._connect(signals.task_rejected, _task_rejected)
 
-    def _connect(self, signal: Any, receiver: Callable[..., None]) -> None:
+    def _connect(
+        self, signal: Any, receiver: Callable[..., None], kind: type[_Connection] = _Connection
+    ) -> None:
         uid = f"tracekit.{receiver.__name__}"
-        signal.connect(receiver, weak=False, dispatch_uid=uid)
-        self._patches.append(_Connection(signal, uid, receiver=receiver))
+        signal.connect(receiver, weak=False, dispatch_uid=uid)  # (once per uid, however often)
+        self._patches.append(kind(signal, uid, receiver=receiver))
 
 
 def _traced_send_task(
@@ -372,6 +402,8 @@ def _task_postrun(task_id: Any = None, state: Any = None, retval: Any = None, **
         running = _running.pop(key, None)
         if running is not None and running.outer is not None:
             _running[key] = running.outer
+        if not _running:
+            _disconnect_lingering()
     if running is None:
         return
     span = running.delivery.span
