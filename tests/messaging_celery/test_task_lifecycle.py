@@ -64,3 +64,32 @@ def tracekit_receivers() -> list[object]:
 
     run_signals = (signals.task_prerun, signals.task_failure, signals.task_postrun)
     return [key[0] for s in run_signals for key, _ in s.receivers if "tracekit" in str(key[0])]
+
+
+@pytest.mark.parametrize("how", ["task_always_eager", "apply"])
+def test_a_task_run_eagerly_is_named_by_the_queue_it_would_be_sent_to(
+    spans: InMemorySpanExporter, how: str
+) -> None:
+    """A worker names a task's span by its queue (``process orders``); run eagerly, every task
+    was ``process celery``, whatever its routes, so tests and dev runs named spans unlike
+    production."""
+    app = Celery("eager-queues", broker="memory://", set_as_current=False)
+    app.conf.update(task_default_queue="orders", task_always_eager=how == "task_always_eager")
+    app.conf.task_routes = {"eager.bill": {"queue": "billing"}}
+
+    @app.task(name="eager.pack")
+    def pack() -> None:
+        pass
+
+    @app.task(name="eager.bill")
+    def bill() -> None:
+        pass
+
+    @app.task(name="eager.ship", queue="shipping")
+    def ship() -> None:
+        pass
+
+    for task in (pack, bill, ship):
+        task.delay() if how == "task_always_eager" else task.apply()
+    names = [span.name for span in consumers(spans)]
+    assert names == ["process orders", "process billing", "process shipping"]

@@ -21,7 +21,8 @@
   message): failed with Celery's reason, state ``REJECTED``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID (or the
-  one the caller passed in its headers).
+  one the caller passed in its headers). It is named by the queue its routes would send it to
+  (a ``queue=`` given to ``apply_async`` is not passed on to the eager run, so it is not seen).
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
   N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
@@ -251,12 +252,13 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     present = {name: value for name, value in headers.items() if value is not None}
     retries = getattr(request, "retries", 0)
     first = _first_attempt_header(present.pop(FIRST_ATTEMPT_HEADER, None), retries)
-    if getattr(request, "is_eager", False):
+    eager = getattr(request, "is_eager", False)
+    if eager:
         _continue_caller(present)
     delivery = messaging.consume(
         present,
         system=SYSTEM,
-        destination=_queue_of(request),
+        destination=_routed_queue_of(task, request) if eager else _queue_of(request),
         message_id=task_id,
         attributes=_task(getattr(task, "name", None)),
     )
@@ -321,9 +323,26 @@ _last_header_names: tuple[object, tuple[str, ...]] | None = None
 
 
 def _queue_of(request: Any) -> str:
+    return str(_routing_key_of(request) or "celery")[:256]
+
+
+def _routing_key_of(request: Any) -> object:
     info = getattr(request, "delivery_info", None)
-    queue = info.get("routing_key") if isinstance(info, dict) else None
-    return str(queue or "celery")[:256]
+    return info.get("routing_key") if isinstance(info, dict) else None
+
+
+def _routed_queue_of(task: Any, request: Any) -> str:
+    """For a task run eagerly, which was not sent: the queue its routes would have sent it to
+    (the task's ``queue``, ``task_routes``, ``task_default_queue``), as a worker names it."""
+    if _routing_key_of(request):  # apply(routing_key=...) keeps the key it was given
+        return _queue_of(request)
+    try:
+        options = {"queue": task.queue} if getattr(task, "queue", None) else {}
+        route = task.app.amqp.router.route(options, task.name, request.args, request.kwargs)
+    except Exception:  # a user's router that fails here would fail a real send too
+        return _queue_of(request)
+    queue = route.get("queue")
+    return str(route.get("routing_key") or getattr(queue, "routing_key", None) or "celery")[:256]
 
 
 def _retry_count(retries: object) -> int | None:
