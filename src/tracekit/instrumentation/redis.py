@@ -107,6 +107,8 @@ class RedisInstrumentor(Instrumentor):
         for pipeline in (module.client.Pipeline, module.asyncio.client.Pipeline):
             if "raise_first_error" in vars(pipeline):  # (redis-py's own; cluster ones differ)
                 self.wrap(pipeline, "raise_first_error", _noting_replies)
+        for strategy in _cluster_transaction_strategies(module):
+            self.wrap(strategy, "_raise_first_error", _noting_transaction_replies)
         asyncio_pubsub = module.asyncio.client.PubSub
         self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
         # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
@@ -278,34 +280,50 @@ def _traced_execute(
     queued = _queued.pop(instance, None)
     if not queued:
         return wrapped(*args, **kwargs)
-    with _ending_queued_if_raises(queued):
+    commands = _cluster_commands(instance)
+    with _ending_queued_if_raises(queued, commands):
         replies = wrapped(*args, **kwargs)
     if inspect.isawaitable(replies):  # an asyncio pipeline: sent when awaited
-        return _executed_when_awaited(queued, replies)
+        return _executed_when_awaited(queued, commands, replies)
     _end_queued(queued, replies)
     return replies
 
 
-async def _executed_when_awaited(queued: list[_Queued], execution: Any) -> Any:
-    with _ending_queued_if_raises(queued):
+async def _executed_when_awaited(
+    queued: list[_Queued], commands: list[Any] | None, execution: Any
+) -> Any:
+    with _ending_queued_if_raises(queued, commands):
         replies = await execution
     _end_queued(queued, replies)
     return replies
 
 
 @contextlib.contextmanager
-def _ending_queued_if_raises(queued: list[_Queued]) -> Iterator[None]:
-    """Around a pipeline's execution: the replies ``raise_first_error`` sees are kept, so that
-    if it raises, the queued spans end as ``_end_queued_after`` reads them."""
+def _ending_queued_if_raises(queued: list[_Queued], commands: list[Any] | None) -> Iterator[None]:
+    """Around a pipeline's execution: the replies ``raise_first_error`` sees are kept (a
+    cluster pipeline's, from its ``commands``), so that if it raises, the queued spans end as
+    ``_end_queued_after`` reads them."""
     seen: list[Any] = []
     token = _replies_seen.set(seen)
     try:
         yield
     except BaseException as error:
+        if commands is not None and not seen:
+            seen[:] = [getattr(command, "result", None) for command in commands]
         _end_queued_after(queued, seen, error)
         raise
     finally:
         _replies_seen.reset(token)
+
+
+def _cluster_commands(pipeline: Any) -> list[Any] | None:
+    """A cluster pipeline's queued commands (None for other pipelines). Each command keeps its
+    own reply (``result``) and the first error among them is raised, with no
+    ``raise_first_error`` to see the replies go by; resetting after ``execute`` replaces the
+    list, so this one still holds them once ``execute`` has raised."""
+    strategy = getattr(pipeline, "_execution_strategy", None)
+    commands = getattr(strategy, "_command_queue", None)
+    return commands if isinstance(commands, list) else None
 
 
 def _noting_replies(
@@ -316,6 +334,29 @@ def _noting_replies(
     response = args[1] if len(args) > 1 else kwargs.get("response")
     if seen is not None and isinstance(response, list):
         seen[:] = response
+    return wrapped(*args, **kwargs)
+
+
+def _cluster_transaction_strategies(module: ModuleType) -> list[Any]:
+    """How cluster pipelines run MULTI/EXEC (redis-py 6+): the replies, errors among them, go
+    to their ``_raise_first_error(responses, stack, start_time)``, and nowhere else before it
+    raises."""
+    found = []
+    for cluster in (module.cluster, module.asyncio.cluster):
+        strategy = getattr(cluster, "TransactionStrategy", None)
+        if strategy is not None and "_raise_first_error" in vars(strategy):
+            found.append(strategy)
+    return found
+
+
+def _noting_transaction_replies(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A cluster transaction's ``_raise_first_error(responses, ...)``: keep the replies."""
+    seen = _replies_seen.get()
+    responses = args[0] if args else kwargs.get("responses")
+    if seen is not None and isinstance(responses, list):
+        seen[:] = responses
     return wrapped(*args, **kwargs)
 
 
