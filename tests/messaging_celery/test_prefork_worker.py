@@ -5,6 +5,8 @@ reads: what is recorded for a task whose child process the worker stops."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +40,18 @@ def stuck():
 @app.task(name="prefork.long")
 def long():
     open("started", "w").close()
+    time.sleep(30)
+
+
+@app.task(name="prefork.quits")
+def quits():
+    raise SystemExit(3)
+
+
+@app.task(name="prefork.doomed")
+def doomed():
+    with open("doomed.pid", "w") as pid:
+        pid.write(str(os.getpid()))
     time.sleep(30)
 """
 
@@ -115,3 +129,46 @@ def test_a_task_terminated_by_revoke_is_one_failed_span(
     time.sleep(0.5)  # a second span, if any, would be written by now
     later = _path(store, cid)
     assert later is not None and later["spans"] == [consumer]
+
+
+def test_a_task_whose_child_was_killed_outright_is_a_failed_span(
+    store: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """A prefork child killed with SIGKILL (the OOM killer) runs no more Python, and the worker
+    reports WorkerLostError: the path ended at the publish, with no sign of the task. The
+    worker's main process records the run as a failed CONSUMER span."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = "doomed-" + uuid.uuid4().hex
+    task_id = sender.send_task("prefork.doomed", headers={"x-correlation-id": cid}).id
+    pid_file = tmp_path / "doomed.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    path = wait_for(lambda: _path(store, cid), 20, "the lost task's span")
+    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumer["name"] == "process prefork"
+    assert consumer["attributes"]["messaging.message.id"] == task_id
+    assert consumer["attributes"]["correlation.id"] == cid
+    assert consumer["attributes"]["tracekit.celery.task_state"] == "FAILURE"
+    assert consumer["status"] == "ERROR"
+    assert consumer["attributes"]["error.type"] == "WorkerLostError"
+    assert consumer["status_message"].startswith(
+        "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"
+    )
+
+
+def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: str) -> None:
+    """A task that raises SystemExit ends its child after its own span is recorded; the worker
+    then reports WorkerLostError (exitcode 3), which adds no second span for the task."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = "quits-" + uuid.uuid4().hex
+    sender.send_task("prefork.quits", headers={"x-correlation-id": cid})
+
+    wait_for(lambda: _path(store, cid), 20, "the task's span")
+    time.sleep(1)  # the worker's WorkerLostError comes just after: a span for it is stored by now
+    path = _path(store, cid)
+    assert path is not None
+    consumers = [s["status_message"] for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumers == ["SystemExit: 3"]

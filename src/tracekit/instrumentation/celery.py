@@ -18,7 +18,10 @@
   ``TaskRevokedError: expired`` when it expired. ``task_unknown`` records one the worker dropped
   because it has no task of that name: failed with ``NotRegistered``, state ``FAILURE``;
   ``task_rejected`` one it would not take as a task (content it does not accept, an invalid
-  message): failed with Celery's reason, state ``REJECTED``.
+  message): failed with Celery's reason, state ``REJECTED``. ``task_failure`` with
+  ``WorkerLostError`` for a child killed by a signal (in the main process: a prefork child killed
+  in the middle of a task, which recorded nothing) records a CONSUMER span failed with it, state
+  ``FAILURE``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID (or the
   one the caller passed in its headers). It is named by the queue its routes would send it to
@@ -38,6 +41,7 @@ uninstrumenting disconnects (the receivers that end a run once the runs under wa
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
@@ -370,10 +374,34 @@ def _mark_retry(delivery: messaging.Delivery, retries: object, first: str | None
 
 
 @guarded(None)
-def _task_failure(task_id: Any = None, exception: Any = None, **_: Any) -> None:
+def _task_failure(task_id: Any = None, exception: Any = None, sender: Any = None, **_: Any) -> None:
     running = _running.get(_run_key(task_id))
     if running is not None and isinstance(exception, BaseException):
         running.error = exception
+    elif running is None and _is_worker_lost(exception):
+        _record_lost(sender, task_id, exception)
+
+
+def _is_worker_lost(exception: object) -> bool:
+    """A child killed by a signal (billiard says ``signal 9 (SIGKILL)``), which ran no more
+    Python. One that exited (``exitcode 3``: a task raised SystemExit) recorded its span."""
+    from celery.exceptions import WorkerLostError  # (billiard's, the process pool's)
+
+    return isinstance(exception, WorkerLostError) and _KILLED.search(str(exception)) is not None
+
+
+_KILLED = re.compile(r"prematurely: signal \d")
+
+
+def _record_lost(task: Any, task_id: object, error: BaseException) -> None:
+    """A prefork child that died in the middle of a task (SIGKILL: the OOM killer) recorded
+    nothing; the worker's main process, which sends ``task_failure`` with ``WorkerLostError``
+    and the task's request current, records a failed CONSUMER span in its place."""
+    request = getattr(task, "request", None)
+    if request is None:
+        return
+    attributes = {**_task(getattr(task, "name", None)), TASK_STATE: "FAILURE"}
+    _record_discard(request, _message_headers(request), attributes, error, task_id)
 
 
 @guarded(None)
