@@ -93,3 +93,27 @@ def test_a_task_run_eagerly_is_named_by_the_queue_it_would_be_sent_to(
         task.delay() if how == "task_always_eager" else task.apply()
     names = [span.name for span in consumers(spans)]
     assert names == ["process orders", "process billing", "process shipping"]
+
+
+def test_a_task_sees_the_same_correlation_id_eagerly_as_on_a_worker(redis_url: str) -> None:
+    """A caller inside a request (its correlation ID current) that also passes a correlation
+    header of its own: on a worker the task ran with the request's ID, as every tracekit
+    transport carries the current one, but run eagerly (tests, dev) with the header's."""
+    app = Celery("same-id", broker=redis_url, backend=None, set_as_current=False)
+    app.conf.update(task_default_queue="same-id", broker_connection_retry_on_startup=True)
+    seen: list[str | None] = []
+
+    @app.task(name="same.whoami")
+    def whoami() -> None:
+        seen.append(tracekit.correlation_id())
+
+    own = {"X-Correlation-ID": "job-9"}
+    token = tracekit.correlation.set_correlation_id("request-42")
+    try:
+        with running_worker(app):
+            whoami.apply_async(headers=own)
+            wait_for(lambda: seen, what="the task on the worker")
+        whoami.apply(headers=own)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert seen == ["request-42", "request-42"]

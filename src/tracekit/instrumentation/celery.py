@@ -23,9 +23,10 @@
   in the middle of a task, which recorded nothing) records a CONSUMER span failed with it, state
   ``FAILURE``.
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
-  span is a child of the caller's current span, and it keeps the caller's correlation ID (or the
-  one the caller passed in its headers). It is named by the queue its routes would send it to
-  (a ``queue=`` given to ``apply_async`` is not passed on to the eager run, so it is not seen).
+  span is a child of the caller's current span, and it keeps the caller's correlation ID (when
+  the caller has none, the one it passed in its headers), as a worker would. It is named by the
+  queue its routes would send it to (a ``queue=`` given to ``apply_async`` is not passed on to
+  the eager run, so it is not seen).
 - A retry is published from inside the failing attempt, so attempt N+1 is a descendant of attempt
   N in the same trace; each retry also carries ``tracekit-first-attempt`` so that its CONSUMER span
   links to the first attempt's span (link attribute ``tracekit.link = retry_of``) and records
@@ -274,12 +275,12 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
 
 def _continue_caller(present: dict[str, Any]) -> None:
     """Run in the caller (task_always_eager, Task.apply()): nothing was published, the task
-    continues the caller's trace and keeps its correlation ID, as a function call would. A
-    header the caller passed itself (its own correlation ID) stays."""
+    continues the caller's trace and keeps its correlation ID, as a function call would. What
+    the caller has current replaces a header it passed itself, as a publish's headers do on a
+    worker; a header it passed stays where it has nothing current (a job outside a request)."""
     current: dict[str, str] = {}
     reading_for(_state.current_options()).propagator.inject(current, otel_context.get_current())
-    for name, value in current.items():
-        present.setdefault(name, value)
+    present.update(current)
 
 
 def _first_attempt_header(value: object, retries: object) -> str | None:
