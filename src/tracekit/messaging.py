@@ -397,11 +397,14 @@ class HeldDeliveries:
     message (or closes). ``hold(consumer, delivery)`` ends the consumer's previous delivery and
     starts this one; ``release(consumer)`` ends it. When consumers take turns in one thread (two
     channels polled in turn), the message fetched last is the current one; once the last held
-    delivery ends, what was current before the first is back.
+    delivery ends, what was current before the first is back. A consumer collected without
+    being closed (a worker function that returned) ends its delivery as it goes.
     """
 
     def __init__(self) -> None:
-        self._weak: weakref.WeakKeyDictionary[object, Delivery] = weakref.WeakKeyDictionary()
+        # Keyed by a weak reference whose callback ends the delivery when the consumer is
+        # collected: its message's correlation ID must not stay current in the thread.
+        self._weak: dict[weakref.ref[object], Delivery] = {}
         self._by_id: dict[int, Delivery] = {}  # consumers that cannot be weakly referenced
         # No lock: an allocation under it could run a collected object's __del__ that closes a
         # channel, which releases here again. Single dict operations are atomic; release_all
@@ -414,7 +417,7 @@ class HeldDeliveries:
         releases_all = self._releases_all
         start_held(delivery)
         try:
-            self._weak[consumer] = delivery
+            self._weak[weakref.ref(consumer, self._collected)] = delivery
         except TypeError:
             self._by_id[id(consumer)] = delivery
         if self._releases_all != releases_all:  # uninstrumented meanwhile: end it too
@@ -435,7 +438,7 @@ class HeldDeliveries:
                 break
             except RuntimeError:
                 continue
-        ended = [self._weak.pop(c, None) for c in consumers] + [
+        ended = [self._weak.pop(ref, None) for ref in consumers] + [
             self._by_id.pop(i, None) for i in ids
         ]
         for delivery in reversed(ended):
@@ -445,9 +448,16 @@ class HeldDeliveries:
     def release(self, consumer: object, error: BaseException | None = None) -> None:
         """End ``consumer``'s open delivery, if any."""
         try:
-            delivery = self._weak.pop(consumer, None)
+            delivery = self._weak.pop(weakref.ref(consumer), None)
         except TypeError:
             delivery = None
         delivery = delivery or self._by_id.pop(id(consumer), None)
         if delivery is not None:
             delivery.end(error)
+
+    def _collected(self, consumer: weakref.ref[object]) -> None:
+        """The consumer was collected with its delivery open: end it (in the thread that
+        dropped it, what the delivery made current there is put back)."""
+        delivery = self._weak.pop(consumer, None)
+        if delivery is not None:
+            delivery.end()

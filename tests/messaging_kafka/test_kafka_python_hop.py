@@ -6,12 +6,16 @@ fetch path are kafka-python's own.
 
 from __future__ import annotations
 
+import gc
+import io
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import kafka
@@ -21,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
-from tracekit import instrumentation, semconv
+from tracekit import config, correlation, instrumentation, logs, semconv
 from tracekit.instrumentation.kafka import finish
 from tracekit.path import reconstruct
 from tracekit.store import Store
@@ -338,3 +342,57 @@ def test_a_send_still_lingering_at_shutdown_keeps_its_span(
     (span,) = [s for s in path.to_json()["spans"] if s["kind"] == "PRODUCER"]
     assert span["name"] == f"send {topic}"
     assert span["attributes"][semconv.DELIVERY_OUTCOME] == "unknown"
+
+
+@pytest.fixture
+def worker_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A worker's logger whose lines show the correlation ID, as tracekit stamps them."""
+    original = logging.getLogRecordFactory()
+    logs.install(config.resolve("worker", environ={}, export_logs=False))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(correlation_id)s %(message)s"))
+    logger = logging.getLogger("tests.kafka.worker")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, stream
+    logger.removeHandler(handler)
+    logs.uninstall()
+    logging.setLogRecordFactory(original)
+
+
+def test_a_consumer_dropped_without_close_leaves_its_id_behind_nowhere(
+    kafka_bootstrap: str,
+    topic: str,
+    spans: InMemorySpanExporter,
+    worker_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """A worker function that takes one record and returns without ``close()``: once the
+    consumer is collected, its record's span has ended and the thread's next log line shows
+    no correlation ID of that record."""
+    logger, stream = worker_log
+    cid = f"dropped-{uuid.uuid4().hex[:8]}"
+    kp = producer(kafka_bootstrap)
+    token = correlation.set_correlation_id(cid)
+    try:
+        kp.send(topic, b"order-1", partition=0).get(timeout=10)
+    finally:
+        correlation.reset_correlation_id(token)
+    kp.close()
+
+    def take_one() -> None:
+        kc = consumer(kafka_bootstrap, topic)
+        next(kc)
+        logger.info("handling")
+
+    def worker() -> None:
+        take_one()
+        gc.collect()
+        logger.info("idle")
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(30)
+    assert stream.getvalue().splitlines() == [f"{cid} handling", "- idle"]
+    one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")
