@@ -23,7 +23,9 @@ Consumer side::
 span ``"process orders"`` as a child of the producer's span, makes the message's correlation ID
 current for the handler's logs and outgoing calls, and records the queue wait (consume start minus
 publish time) as ``tracekit.queue_wait_ms`` and in ``messaging`` metrics. A handler's exception
-marks the span as failed and propagates unchanged. ``consume_batch`` opens one span linked to every
+marks the span as failed and propagates unchanged; a handler that gives the message back to the
+broker calls ``message.note_rejected("nack", requeue)``, which fails the span with
+``MessageRejected``. ``consume_batch`` opens one span linked to every
 message. Bad headers are ignored (new trace, rate-limited warning without the value). In
 correlation-only mode no spans or metrics are made; IDs and headers still travel.
 """
@@ -46,6 +48,7 @@ from prometheus_client import CollectorRegistry
 from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging.consumer import (
     Delivery,
+    MessageRejected,
     Received,
     Target,
     current_delivery,
@@ -67,6 +70,7 @@ __all__ = [
     "PUBLISH_TIME_HEADER",
     "Delivery",
     "HeldDeliveries",
+    "MessageRejected",
     "Publication",
     "Publishing",
     "consume",
@@ -454,6 +458,14 @@ class HeldDeliveries:
         delivery = delivery or self._by_id.pop(id(consumer), None)
         if delivery is not None:
             delivery.end(error)
+
+    def held_by(self, consumer: object) -> Delivery | None:
+        """``consumer``'s open delivery, if any."""
+        try:
+            delivery = self._weak.get(weakref.ref(consumer))
+        except TypeError:
+            delivery = None
+        return delivery or self._by_id.get(id(consumer))
 
     def _collected(self, consumer: weakref.ref[object]) -> None:
         """The consumer was collected with its delivery open: end it (in the thread that

@@ -879,3 +879,97 @@ def test_a_worker_whose_message_was_ended_from_another_thread_is_clean_at_its_ne
     go_on.set()
     thread.join(10)
     assert seen == ["job-0", "job-1", None]
+
+
+def _by_message_id(spans: Any) -> dict[str, ReadableSpan]:
+    consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    return {s.attributes["messaging.message.id"]: s for s in consumers}
+
+
+def _publish_ids(channel: Any, queue: str, *message_ids: str) -> None:
+    for message_id in message_ids:
+        channel.basic_publish("", queue, b"order", pika.BasicProperties(message_id=message_id))
+
+
+def _messages_left(amqp_url: str, queue: str) -> int:
+    with _connection(amqp_url) as connection:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+
+
+def test_a_message_the_callback_nacks_or_rejects_ends_failed_saying_so(
+    amqp_url, queue_name, spans
+) -> None:
+    """A callback that gives its message back (nack, reject): the trace shows it was refused,
+    and whether the broker requeued it; a message acked stays a success."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    _publish_ids(channel, queue_name, "acked", "dead-lettered", "requeued")
+
+    def handler(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        if properties.message_id == "acked":
+            ch.basic_ack(method.delivery_tag)
+        elif properties.message_id == "dead-lettered":
+            ch.basic_nack(method.delivery_tag, requeue=False)
+        else:
+            ch.basic_reject(method.delivery_tag)  # requeue=True is pika's default
+            ch.stop_consuming()
+
+    channel.basic_qos(prefetch_count=1)
+    channel.basic_consume(queue_name, handler)
+    channel.start_consuming()
+    connection.close()
+
+    consumers = _by_message_id(spans)
+    assert consumers["acked"].status.status_code.name == "UNSET"
+    refused = consumers["dead-lettered"]
+    assert refused.status.status_code.name == "ERROR"
+    assert refused.status.description == "MessageRejected: basic_nack, not requeued"
+    assert refused.attributes["error.type"] == "MessageRejected"
+    assert consumers["requeued"].status.description == "MessageRejected: basic_reject, requeued"
+    assert _messages_left(amqp_url, queue_name) == 1  # the broker has the requeued one back
+
+
+def test_a_held_message_nacked_in_the_loop_ends_failed(amqp_url, queue_name, spans) -> None:
+    """``basic_get`` and the consume generator: a nack of the message held (``multiple``
+    covering it) fails its span; the next message, acked, stays a success."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    _publish_ids(channel, queue_name, "got", "iterated", "acked")
+    method, _, _ = channel.basic_get(queue_name)
+    channel.basic_nack(method.delivery_tag, requeue=False)
+    channel.basic_qos(prefetch_count=1)  # tag 3 arrives after tag 2 is settled
+    for method, _, _ in channel.consume(queue_name, inactivity_timeout=5):
+        if method.delivery_tag == 2:
+            channel.basic_nack(0, multiple=True, requeue=False)
+        else:
+            channel.basic_ack(method.delivery_tag)
+            break
+    channel.cancel()
+    connection.close()
+
+    consumers = _by_message_id(spans)
+    assert consumers["got"].status.description == "MessageRejected: basic_nack, not requeued"
+    assert consumers["iterated"].status.description == "MessageRejected: basic_nack, not requeued"
+    assert consumers["acked"].status.status_code.name == "UNSET"
+
+
+def test_a_select_connection_callback_that_rejects_ends_failed(amqp_url, queue_name, spans) -> None:
+    """The callback-style adapters' ``Channel``: a reject in the callback fails its span."""
+
+    def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        channel.basic_reject(method.delivery_tag, requeue=False)
+        channel.connection.close()
+
+    def on_channel(channel: Any) -> None:
+        _publish_ids(channel, queue_name, "rejected")
+        channel.basic_consume(queue_name, on_message)
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(amqp_url),
+        on_open_callback=lambda opened: opened.channel(on_open_callback=on_channel),
+        on_close_callback=lambda closed, reason: closed.ioloop.stop(),
+    )
+    connection.ioloop.call_later(5, connection.ioloop.stop)
+    connection.ioloop.start()
+    rejected = _by_message_id(spans)["rejected"]
+    assert rejected.status.description == "MessageRejected: basic_reject, not requeued"

@@ -37,6 +37,11 @@ def current_delivery() -> Delivery | None:
     return _current.get()
 
 
+class MessageRejected(Exception):
+    """The consumer gave its message back to the broker (a nack or reject) instead of handling
+    it: how its span ends, failed, saying whether the broker requeues the message."""
+
+
 _Tokens = tuple[Token[str | None], Token[otel_context.Context] | None, Token["Delivery | None"]]
 
 
@@ -76,6 +81,9 @@ class Delivery:
         # A held delivery ended from another context (uninstrumented from another thread): its
         # tokens, for its own context to put back what it made current (see _put_back).
         self._left: _Tokens | None = None
+        # The transport's handle on the message (pika: its channel and delivery tag), set by an
+        # integration that can match a nack or reject to it; None where it cannot be settled.
+        self.settle_key: object = None
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
@@ -91,6 +99,11 @@ class Delivery:
         queue iterator's loop). The span ends failed, with the first error noted."""
         if self._failure is None:
             self._failure = error
+
+    def note_rejected(self, operation: str, requeue: bool) -> None:
+        """Note that the consumer gave the message back with ``operation`` (a nack or reject):
+        the span ends failed with ``MessageRejected``, unless the handler fails otherwise."""
+        self.fail(MessageRejected(f"{operation}, {'requeued' if requeue else 'not requeued'}"))
 
     def end(self, error: BaseException | None = None) -> None:
         """Close the span (failed if ``error``, or if ``fail`` was called) and restore the

@@ -21,6 +21,10 @@
   Python closes that loop's generator first, as it does after ``break``, so the span has
   ended.)
 
+A ``basic_nack`` or ``basic_reject`` of a message whose span is open (its callback's, the one
+its ``BlockingChannel`` holds) fails that span with ``messaging.MessageRejected``, saying whether
+the broker requeues it.
+
 Messages without tracekit headers start a new trace and take the correlation ID from the
 configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
 """
@@ -50,6 +54,8 @@ _CONSUME_PARAMETERS = (
     "arguments",
 )
 _ASYNC_CONSUME_PARAMETERS = (*_CONSUME_PARAMETERS, "callback")  # Channel's: and on ConsumeOk
+_NACK_PARAMETERS = ("delivery_tag", "multiple", "requeue")
+_REJECT_PARAMETERS = ("delivery_tag", "requeue")
 
 _held = messaging.HeldDeliveries()
 
@@ -78,6 +84,9 @@ class PikaInstrumentor(Instrumentor):
             "basic_consume",
             functools.partial(self._traced_basic_consume, _ASYNC_CONSUME_PARAMETERS, channel),
         )
+        for cls in (channel, async_channel.Channel):  # each checks its own channel's messages
+            self.wrap(cls, "basic_nack", functools.partial(_noting_rejection, _NACK_PARAMETERS))
+            self.wrap(cls, "basic_reject", functools.partial(_noting_rejection, _REJECT_PARAMETERS))
         self.wrap(channel, "basic_get", _traced_basic_get)
         self.wrap(channel, "consume", functools.partial(_traced_consume, lambda: self.active))
         self.wrap(channel, "close", _release_on_close)
@@ -106,23 +115,34 @@ class PikaInstrumentor(Instrumentor):
         if callable(callback) and not isinstance(
             getattr(callback, "__self__", None), blocking_channel
         ):
-            bound["on_message_callback"] = self._traced_callback(str(bound.get("queue")), callback)
+            bound["on_message_callback"] = self._traced_callback(
+                str(bound.get("queue")), callback, acked_by_app=not bound.get("auto_ack")
+            )
         return wrapped(**bound)
 
-    def _traced_callback(self, queue: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+    def _traced_callback(
+        self, queue: str, callback: Callable[..., Any], acked_by_app: bool
+    ) -> Callable[..., Any]:
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> Any:
             if not self.active:  # uninstrumented since: consumers already registered run bare
                 return callback(channel, method, properties, body)
-            with delivery_of(queue, method, properties):
+            settled_on = channel if acked_by_app else None
+            with delivery_of(queue, method, properties, settled_on):
                 return callback(channel, method, properties, body)
 
         return on_message
 
 
-def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
-    """The (not yet started) ``Delivery`` of one message consumed from ``queue``."""
+def delivery_of(
+    queue: str, method: Any, properties: Any, settled_on: object = None
+) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of one message consumed from ``queue``.
+
+    ``settled_on``: the channel the app acks the message on (None when the broker took it as
+    acked on delivery): a nack or reject of it there fails the span.
+    """
     destination = amqp.destination_of(queue)
-    return messaging.consume(
+    delivery = messaging.consume(
         getattr(properties, "headers", None),
         system=SYSTEM,
         destination=destination,
@@ -130,6 +150,45 @@ def delivery_of(queue: str, method: Any, properties: Any) -> messaging.Delivery:
         correlation_property=messaging.correlation_property_of(properties),
         attributes=amqp.attributes_of(destination, getattr(method, "routing_key", None)),
     )
+    if settled_on is not None:
+        delivery.settle_key = (settled_on, getattr(method, "delivery_tag", None))
+    return delivery
+
+
+def _noting_rejection(
+    parameters: tuple[str, ...],
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``basic_nack`` or ``basic_reject``: once the call is made, the span of each message it
+    gives back (the handler's, or the one this channel holds) ends failed, saying so."""
+    result = wrapped(*args, **kwargs)
+    safe("pika rejection", lambda: _note_rejection(parameters, instance, args, kwargs))
+    return result
+
+
+def _note_rejection(
+    parameters: tuple[str, ...], channel: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    bound = _bind(parameters, args, kwargs)
+    tag, multiple = bound.get("delivery_tag", 0), bool(bound.get("multiple", False))
+    operation = "basic_nack" if "multiple" in parameters else "basic_reject"
+    for delivery in (messaging.current_delivery(), _held.held_by(channel)):
+        if delivery is not None and _gives_back(delivery.settle_key, channel, tag, multiple):
+            delivery.note_rejected(operation, bool(bound.get("requeue", True)))
+
+
+def _gives_back(settle_key: object, channel: Any, tag: object, multiple: bool) -> bool:
+    """Whether a nack or reject of ``tag`` on ``channel`` covers the message ``settle_key``
+    names: that tag, or with ``multiple`` every tag up to it (0: every one outstanding)."""
+    if not isinstance(settle_key, tuple) or settle_key[0] is not channel:
+        return False
+    own = settle_key[1]
+    if own == tag:
+        return True
+    return multiple and isinstance(own, int) and isinstance(tag, int) and (tag == 0 or own <= tag)
 
 
 def _traced_publish(
@@ -194,7 +253,8 @@ def _traced_basic_get(
     result = wrapped(*args, **kwargs)
     method, properties, _ = result
     if method is not None:
-        _held.hold(instance, delivery_of(_queue_of(args, kwargs), method, properties))
+        settled_on = None if _auto_ack(args, kwargs, position=1) else instance
+        _held.hold(instance, delivery_of(_queue_of(args, kwargs), method, properties, settled_on))
     return result
 
 
@@ -207,11 +267,16 @@ def _traced_consume(
 ) -> Any:
     """``consume()``'s generator, re-yielded with a span per message while ``active()``."""
     messages = wrapped(*args, **kwargs)
-    return _held_generator(messages, instance, _queue_of(args, kwargs), active)
+    settled_on = None if _auto_ack(args, kwargs, position=1) else instance
+    return _held_generator(messages, instance, _queue_of(args, kwargs), active, settled_on)
 
 
 def _held_generator(
-    messages: Iterator[tuple[Any, Any, Any]], channel: Any, queue: str, active: Callable[[], bool]
+    messages: Iterator[tuple[Any, Any, Any]],
+    channel: Any,
+    queue: str,
+    active: Callable[[], bool],
+    settled_on: object,
 ) -> Iterator[tuple[Any, Any, Any]]:
     """Re-yield pika's messages; each one's span lasts until the caller asks for the next
     (none once tracekit is uninstrumented: a generator made before goes on bare)."""
@@ -220,7 +285,7 @@ def _held_generator(
             method, properties, _ = message
             # (None, None, None) marks an inactivity timeout
             if method is not None and active():
-                _held.hold(channel, delivery_of(queue, method, properties))
+                _held.hold(channel, delivery_of(queue, method, properties, settled_on))
             yield message
             # Asked for the next: the caller is done with this one, before pika waits for more
             # (on a quiet queue the wait is no part of handling this message).
@@ -297,6 +362,11 @@ def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any])
         raise TypeError("unexpected positional arguments")
     bound.update(kwargs)
     return bound
+
+
+def _auto_ack(args: tuple[Any, ...], kwargs: dict[str, Any], position: int) -> bool:
+    """The ``auto_ack`` argument of ``basic_get`` or ``consume`` (the second of both)."""
+    return bool(args[position] if len(args) > position else kwargs.get("auto_ack", False))
 
 
 def _queue_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
