@@ -417,3 +417,48 @@ def test_messages_collected_from_an_iterator_are_handled_as_their_own(
     assert [c.attributes["correlation.id"] for c in failed] == ["order-1"]
     assert failed[0].attributes["error.type"].endswith("OutOfStock")
     assert {c.attributes["correlation.id"] for c in consumers} == {"order-1", "order-2"}
+
+
+def test_a_message_nacked_or_rejected_by_its_handler_ends_failed_saying_so(
+    amqp_url, queue_name, spans
+) -> None:
+    """``message.nack()`` / ``message.reject()`` in a consume callback or an iterator's loop:
+    the trace shows the message was given back, and whether the broker requeued it."""
+
+    async def on_message(message: Any) -> None:
+        if message.message_id == "callback-nack":
+            await message.nack(requeue=False)
+        else:
+            await message.ack()
+
+    async def publish(channel: Any, *message_ids: str) -> None:
+        for message_id in message_ids:
+            message = aio_pika.Message(b"order", message_id=message_id)
+            await channel.default_exchange.publish(message, queue_name)
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await publish(channel, "callback-nack", "callback-ack")
+            queue = await channel.declare_queue(queue_name)
+            tag = await queue.consume(on_message)
+            while len(_kind(spans.get_finished_spans(), SpanKind.CONSUMER)) < 2:
+                await asyncio.sleep(0.01)
+            await queue.cancel(tag)
+            await publish(channel, "loop-reject", "loop-nack")
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    if message.message_id == "loop-reject":
+                        await message.reject()  # aio-pika's default: not requeued
+                    else:
+                        await message.nack()  # requeued
+                        break
+
+    asyncio.run(run())
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    status = {c.attributes["messaging.message.id"]: c.status for c in consumers}
+    assert status["callback-ack"].status_code.name == "UNSET"
+    assert status["callback-nack"].description == "MessageRejected: nack, not requeued"
+    assert status["loop-reject"].description == "MessageRejected: reject, not requeued"
+    assert status["loop-nack"].description == "MessageRejected: nack, requeued"

@@ -16,11 +16,14 @@
   leaving the block (the message is rejected) marks that span failed, as does one leaving the
   iterator's ``async with`` block. Either way an ack or reject that fails as the block exits
   (the channel gone: the message comes back) fails the span too.
+- ``message.nack()`` / ``message.reject()`` of the message an open span is for fail that span
+  with ``messaging.MessageRejected``, saying whether the broker requeues the message.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -65,6 +68,9 @@ class AioPikaInstrumentor(Instrumentor):
         self.wrap(module.queue.QueueIterator, "close", _release_on_close)
         self.wrap(module.queue.QueueIterator, "__aexit__", _release_on_exit)
         self.wrap(module.IncomingMessage, "process", _traced_process)
+        for operation in ("nack", "reject"):
+            rejecting = functools.partial(_noting_rejection, operation)
+            self.wrap(module.IncomingMessage, operation, rejecting)
 
     def _traced_consume(
         self,
@@ -108,7 +114,7 @@ async def _handled(callback: Callable[[Any], Any], message: Any) -> Any:
 def delivery_of(queue: str, message: Any) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of one incoming aio-pika message."""
     destination = amqp.destination_of(queue)
-    return messaging.consume(
+    delivery = messaging.consume(
         getattr(message, "headers", None),
         system=SYSTEM,
         destination=destination,
@@ -116,6 +122,31 @@ def delivery_of(queue: str, message: Any) -> messaging.Delivery:
         correlation_property=messaging.correlation_property_of(message),
         attributes=amqp.attributes_of(destination, getattr(message, "routing_key", None)),
     )
+    delivery.settle_key = message  # its nack() or reject() fails the span
+    return delivery
+
+
+async def _noting_rejection(
+    operation: str,
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``message.nack()`` or ``reject()``: once done, the span open for that message (its
+    callback's, the iterator's latest, its ``process()`` block's) ends failed, saying so."""
+    result = await wrapped(*args, **kwargs)
+    delivery = messaging.current_delivery()
+    if delivery is not None and delivery.settle_key is instance:
+        delivery.note_rejected(operation, _requeues(operation, args, kwargs))
+    return result
+
+
+def _requeues(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """``requeue`` of ``nack(multiple=False, requeue=True)`` or ``reject(requeue=False)``."""
+    if operation == "nack":
+        return bool(args[1] if len(args) > 1 else kwargs.get("requeue", True))
+    return bool(args[0] if args else kwargs.get("requeue", False))
 
 
 async def _traced_publish(
