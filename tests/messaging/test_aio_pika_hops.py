@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from typing import Any
 
@@ -462,3 +463,75 @@ def test_a_message_nacked_or_rejected_by_its_handler_ends_failed_saying_so(
     assert status["callback-nack"].description == "MessageRejected: nack, not requeued"
     assert status["loop-reject"].description == "MessageRejected: reject, not requeued"
     assert status["loop-nack"].description == "MessageRejected: nack, requeued"
+
+
+def test_workers_sharing_one_iterator_each_keep_their_own_message_span(
+    amqp_url, queue_name, spans
+) -> None:
+    """Two tasks taking messages from one iterator: the second task's fetch does not end the
+    first task's span, whose failure, raised later, is on its own message."""
+    seen: dict[str, list[str | None]] = {}
+
+    async def worker(messages: Any) -> None:
+        async for message in messages:
+            body = message.body.decode()
+            with contextlib.suppress(OutOfStock):
+                async with message.process():
+                    if body == "slow":
+                        await asyncio.sleep(0.3)
+                        seen[body] = [tracekit.correlation_id()]
+                        raise OutOfStock(body)
+                    seen[body] = [tracekit.correlation_id()]
+            return
+
+    async def run() -> None:
+        from tracekit import correlation
+
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for body in ("slow", "fast"):
+                token = correlation.set_correlation_id(f"order-{body}")
+                await channel.default_exchange.publish(aio_pika.Message(body.encode()), queue_name)
+                correlation.reset_correlation_id(token)
+            queue = await channel.declare_queue(queue_name)
+            async with queue.iterator() as messages:
+                await asyncio.gather(worker(messages), worker(messages))
+
+    asyncio.run(run())
+    assert seen == {"slow": ["order-slow"], "fast": ["order-fast"]}
+    consumers = {
+        c.attributes["correlation.id"]: c
+        for c in _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    }
+    slow, fast = consumers["order-slow"], consumers["order-fast"]
+    assert slow.status.status_code.name == "ERROR"
+    assert slow.attributes["error.type"].endswith("OutOfStock")
+    assert slow.end_time - slow.start_time >= 300_000_000  # its whole handling
+    assert fast.status.status_code.name == "UNSET"
+
+
+def test_a_task_that_leaves_a_bare_iterator_loop_ends_its_span_when_it_ends(
+    amqp_url, queue_name, spans
+) -> None:
+    """``async for message in queue.iterator(): ... break`` (no ``async with``) in a task of
+    its own: nothing tells the iterator the loop is left, but once the task is over its
+    message's span is recorded, not lost."""
+
+    async def take_one(queue: Any) -> None:
+        async for message in queue.iterator():
+            await message.ack()
+            break
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.default_exchange.publish(aio_pika.Message(b"order"), queue_name)
+            queue = await channel.declare_queue(queue_name)
+            await asyncio.create_task(take_one(queue))
+            await asyncio.sleep(0)  # the loop lets go of the finished task
+            gc.collect()
+            assert len(_kind(spans.get_finished_spans(), SpanKind.CONSUMER)) == 1
+
+    asyncio.run(run())

@@ -5,7 +5,9 @@
   The destination is the exchange, or the routing key (the queue) on the default exchange.
 - ``Queue.consume(callback)``: the CONSUMER span covers each ``await callback(message)``.
 - ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
-  loop body runs; it ends when the iterator fetches the next message, stops, or is closed. The
+  loop body runs; it ends when the same task fetches its next message (tasks sharing an
+  iterator each hold their own), when the iterator stops or is closed, or once the task is
+  over and collected. The
   robust iterator (``connect_robust``) has an ``__anext__`` of its own: it is wrapped too.
 - ``IncomingMessage.process()``: for a message no open span covers (one from ``Queue.get``;
   one an iterator fetched before the latest, as a loop collecting a batch has), the
@@ -22,9 +24,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from types import ModuleType
@@ -50,6 +54,19 @@ _covered: ContextVar[int | None] = ContextVar("tracekit_aio_pika_covered", defau
 # messages never processed are forgotten.
 _fetched_from: dict[int, tuple[object, str]] = {}
 _FETCHED_MAX = 1024
+
+
+class _Turn:
+    """One task's turn at a queue iterator, which its message is held under: tasks sharing an
+    iterator each keep their own message's span, until that task fetches again."""
+
+    __slots__ = ("__weakref__",)
+
+
+# iterator -> task -> its turn (weakly both ways: a turn goes, and ends its span, with either)
+_turns: weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[Any, _Turn]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class AioPikaInstrumentor(Instrumentor):
@@ -221,22 +238,57 @@ async def _traced_next(
 ) -> Any:
     if _fetching.get():
         return await wrapped(*args, **kwargs)
-    _held.release(instance)
+    turn = _turn_at(instance)
+    _held.release(turn)
     token = _fetching.set(True)
     try:
         message = await wrapped(*args, **kwargs)
     finally:
         _fetching.reset(token)
     queue = getattr(instance, "_amqp_queue", None)
-    _held.hold(instance, delivery_of(str(getattr(queue, "name", "")), message))
+    _held.hold(turn, delivery_of(str(getattr(queue, "name", "")), message))
     _covered.set(id(message))  # like the held delivery, current in the loop body until the next
     return message
+
+
+def _turn_at(iterator: Any) -> object:
+    """The current task's turn at ``iterator`` (the iterator itself outside any task)."""
+    task = asyncio.current_task()
+    by_task = _turns_at(iterator) if task is not None else None
+    if by_task is None:
+        return iterator
+    turn = by_task.get(task)
+    if turn is None:
+        turn = by_task[task] = _Turn()
+    return turn
+
+
+def _turns_at(iterator: Any) -> weakref.WeakKeyDictionary[Any, _Turn] | None:
+    """The turns tasks take at ``iterator``; None for an iterator without weak references (a
+    subclass with slots), whose tasks share one turn: the iterator itself."""
+    try:
+        by_task = _turns.get(iterator)
+        if by_task is None:
+            by_task = _turns[iterator] = weakref.WeakKeyDictionary()
+    except TypeError:
+        return None
+    return by_task
+
+
+def _release_turns(iterator: Any, error: BaseException | None = None) -> None:
+    """End the message each task holds from ``iterator``; the current task's failed if
+    ``error``, the others' (still handling theirs, as the iterator closes) not."""
+    current = _turn_at(iterator)
+    for turn in [*(_turns_at(iterator) or {}).values(), iterator]:
+        if turn is not current:
+            _held.release(turn)
+    _held.release(current, error)
 
 
 async def _release_on_close(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    _held.release(instance)
+    _release_turns(instance)
     return await wrapped(*args, **kwargs)
 
 
@@ -245,7 +297,7 @@ async def _release_on_exit(
 ) -> Any:
     """``async with queue.iterator()`` left by an exception: the loop body's span ends failed."""
     error = args[1] if len(args) > 1 else None
-    _held.release(instance, error if isinstance(error, Exception) else None)
+    _release_turns(instance, error if isinstance(error, Exception) else None)
     return await wrapped(*args, **kwargs)
 
 
