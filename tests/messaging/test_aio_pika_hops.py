@@ -535,3 +535,44 @@ def test_a_task_that_leaves_a_bare_iterator_loop_ends_its_span_when_it_ends(
             assert len(_kind(spans.get_finished_spans(), SpanKind.CONSUMER)) == 1
 
     asyncio.run(run())
+
+
+def test_a_batch_processed_after_its_iterator_closed_inside_another_handler_is_its_own(
+    amqp_url, queue_name, spans
+) -> None:
+    """A handler (here a custom transport's) drains a batch with an iterator, leaves it, then
+    processes each message: every ``process()`` block is its message's own span, and a
+    failure lands there, not on the handler's span."""
+    from tracekit import correlation, messaging
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for order in ("order-1", "order-2"):
+                token = correlation.set_correlation_id(order)
+                await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
+                correlation.reset_correlation_id(token)
+            queue = await channel.declare_queue(queue_name)
+            trigger = {"x-correlation-id": "nightly-run"}
+            async with messaging.consume(trigger, system="cron", destination="nightly"):
+                batch: list[Any] = []
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        batch.append(message)
+                        if len(batch) == 2:
+                            break
+                for message in batch:
+                    with contextlib.suppress(OutOfStock):
+                        async with message.process():
+                            raise OutOfStock(message.body.decode())
+
+    asyncio.run(run())
+    finished = spans.get_finished_spans()
+    (handler,) = [s for s in finished if s.name == "process nightly"]
+    assert handler.status.status_code.name == "UNSET"
+    processed = [s for s in _kind(finished, SpanKind.CONSUMER) if s.name == f"process {queue_name}"]
+    failed = [
+        s.attributes["correlation.id"] for s in processed if s.status.status_code.name == "ERROR"
+    ]
+    assert sorted(failed) == ["order-1", "order-2"]

@@ -45,10 +45,6 @@ __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
 _fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
-# id() of the message the open delivery is for (a callback's, the iterator's latest): only
-# that message's ``process()`` is part of it; another's (one collected earlier, one from
-# ``Queue.get`` in a callback) is a delivery of its own.
-_covered: ContextVar[int | None] = ContextVar("tracekit_aio_pika_covered", default=None)
 # The queue each ``Queue.get`` message came from, until its ``process()``: keyed by id (aio-pika
 # messages take no attributes or weak references) and checked by delivery tag; bounded, so
 # messages never processed are forgotten.
@@ -112,11 +108,7 @@ class AioPikaInstrumentor(Instrumentor):
             if not self.active:
                 return await _handled(callback, message)
             async with delivery_of(queue, message):
-                token = _covered.set(id(message))
-                try:
-                    return await _handled(callback, message)
-                finally:
-                    _covered.reset(token)
+                return await _handled(callback, message)
 
         return on_message
 
@@ -139,7 +131,9 @@ def delivery_of(queue: str, message: Any) -> messaging.Delivery:
         correlation_property=messaging.correlation_property_of(message),
         attributes=amqp.attributes_of(destination, getattr(message, "routing_key", None)),
     )
-    delivery.settle_key = message  # its nack() or reject() fails the span
+    # The message itself: only its own process(), nack() or reject() is part of this delivery;
+    # another's (one collected earlier, one from ``Queue.get`` in a callback) is not.
+    delivery.settle_key = message
     return delivery
 
 
@@ -247,7 +241,6 @@ async def _traced_next(
         _fetching.reset(token)
     queue = getattr(instance, "_amqp_queue", None)
     _held.hold(turn, delivery_of(str(getattr(queue, "name", "")), message))
-    _covered.set(id(message))  # like the held delivery, current in the loop body until the next
     return message
 
 
@@ -329,7 +322,7 @@ def _traced_process(
 ) -> Any:
     process_context = wrapped(*args, **kwargs)
     delivery = messaging.current_delivery()
-    if delivery is not None and _covered.get() == id(instance):  # a callback's, an iterator's
+    if delivery is not None and delivery.settle_key is instance:  # a callback's, an iterator's
         return _ProcessInDelivery(process_context, delivery)
     return _ProcessWithDelivery(process_context, instance)
 
