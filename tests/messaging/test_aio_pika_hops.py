@@ -576,3 +576,42 @@ def test_a_batch_processed_after_its_iterator_closed_inside_another_handler_is_i
         s.attributes["correlation.id"] for s in processed if s.status.status_code.name == "ERROR"
     ]
     assert sorted(failed) == ["order-1", "order-2"]
+
+
+def test_a_message_a_callback_hands_to_a_task_is_processed_in_a_span_of_its_own(
+    amqp_url, queue_name, spans
+) -> None:
+    """A callback that hands its message to a background task and returns: the task's
+    ``process()`` block, after the callback's span has ended, is a span of its own, with the
+    message's failure on it (not lost on the ended one)."""
+    from tracekit import correlation
+
+    handled: list[asyncio.Task[None]] = []
+
+    async def handle(message: Any) -> None:
+        await asyncio.sleep(0.05)  # the callback has returned by now
+        with contextlib.suppress(OutOfStock):
+            async with message.process():
+                raise OutOfStock(message.body.decode())
+
+    async def on_message(message: Any) -> None:
+        handled.append(asyncio.create_task(handle(message)))
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            token = correlation.set_correlation_id("order-bg")
+            await channel.default_exchange.publish(aio_pika.Message(b"sku-9"), queue_name)
+            correlation.reset_correlation_id(token)
+            queue = await channel.declare_queue(queue_name)
+            await queue.consume(on_message)
+            while not handled:
+                await asyncio.sleep(0.01)
+            await handled[0]
+
+    asyncio.run(run())
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    failed = [c for c in consumers if c.status.status_code.name == "ERROR"]
+    assert [c.attributes["correlation.id"] for c in failed] == ["order-bg"]
+    assert failed[0].attributes["error.type"].endswith("OutOfStock")

@@ -100,6 +100,11 @@ class Delivery:
         if self._failure is None:
             self._failure = error
 
+    @property
+    def is_open(self) -> bool:
+        """Started and not yet ended (a task the handler spawned may outlive it)."""
+        return self._tokens is not None
+
     def note_rejected(self, operation: str, requeue: bool) -> None:
         """Note that the consumer gave the message back with ``operation`` (a nack or reject):
         the span ends failed with ``MessageRejected``, unless the handler fails otherwise."""

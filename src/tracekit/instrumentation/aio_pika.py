@@ -7,10 +7,11 @@
 - ``Queue.iterator()`` / ``async for message in queue``: each message's span is open while the
   loop body runs; it ends when the same task fetches its next message (tasks sharing an
   iterator each hold their own), when the iterator stops or is closed, or once the task is
-  over and collected. The
-  robust iterator (``connect_robust``) has an ``__anext__`` of its own: it is wrapped too.
+  over and collected. The robust iterator (``connect_robust``) has an ``__anext__`` of its
+  own: it is wrapped too.
 - ``IncomingMessage.process()``: for a message no open span covers (one from ``Queue.get``;
-  one an iterator fetched before the latest, as a loop collecting a batch has), the
+  one an iterator fetched before the latest, as a loop collecting a batch has; one a
+  callback handed to a task that processes it after the callback returned), the
   ``async with message.process():`` block is the CONSUMER span. Its destination is the queue
   ``get`` fetched it from (a message names only its exchange and routing key, so ``get`` notes
   the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside the
@@ -322,7 +323,9 @@ def _traced_process(
 ) -> Any:
     process_context = wrapped(*args, **kwargs)
     delivery = messaging.current_delivery()
-    if delivery is not None and delivery.settle_key is instance:  # a callback's, an iterator's
+    # The span open for this very message (a callback's, an iterator's), not one that has
+    # ended since: a task the callback handed the message to processes it in a span of its own.
+    if delivery is not None and delivery.settle_key is instance and delivery.is_open:
         return _ProcessInDelivery(process_context, delivery)
     return _ProcessWithDelivery(process_context, instance)
 
