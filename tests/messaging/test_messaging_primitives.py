@@ -132,6 +132,20 @@ def test_handler_exception_propagates_unchanged_and_marks_the_span(spans) -> Non
     assert consumer.attributes["error.type"] == "KeyError"
 
 
+def test_a_handler_that_gives_its_message_back_ends_failed_saying_so(spans) -> None:
+    """``note_rejected``: the span fails with ``MessageRejected``; a later exception wins."""
+    with messaging.consume({}, system="test", destination="q") as message:
+        message.note_rejected("nack", requeue=True)
+    with pytest.raises(KeyError), messaging.consume({}, system="test", destination="q") as message:
+        message.note_rejected("reject", requeue=False)
+        raise KeyError("missing sku")
+    consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    rejected, raised = sorted(consumers, key=lambda s: s.start_time or 0)
+    assert rejected.status.description == "MessageRejected: nack, requeued"
+    assert rejected.attributes["error.type"] == "MessageRejected"
+    assert raised.attributes["error.type"] == "KeyError"
+
+
 def test_nested_publish_makes_one_span(spans) -> None:
     outer: dict[str, Any] = {}
     inner: dict[str, Any] = {}
