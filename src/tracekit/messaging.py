@@ -32,9 +32,10 @@ correlation-only mode no spans or metrics are made; IDs and headers still travel
 
 from __future__ import annotations
 
+import queue
 import time
 import weakref
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextvars import Token
 from time import perf_counter
 from types import TracebackType
@@ -402,11 +403,12 @@ class HeldDeliveries:
     starts this one; ``release(consumer)`` ends it. When consumers take turns in one thread (two
     channels polled in turn), the message fetched last is the current one; once the last held
     delivery ends, what was current before the first is back. A consumer collected without
-    being closed (a worker function that returned) ends its delivery as it goes.
+    being closed (a worker function that returned) puts back what its delivery made current as
+    it goes; the span is recorded at the next ``hold`` or ``release`` (or ``release_all``).
     """
 
     def __init__(self) -> None:
-        # Keyed by a weak reference whose callback ends the delivery when the consumer is
+        # Keyed by a weak reference whose callback leaves the delivery when the consumer is
         # collected: its message's correlation ID must not stay current in the thread.
         self._weak: dict[weakref.ref[object], Delivery] = {}
         self._by_id: dict[int, Delivery] = {}  # consumers that cannot be weakly referenced
@@ -414,6 +416,9 @@ class HeldDeliveries:
         # channel, which releases here again. Single dict operations are atomic; release_all
         # counts its runs so that a hold racing it ends what it stored.
         self._releases_all = 0
+        # Span-ending steps of deliveries whose consumers were collected: run at the next hold
+        # or release, never in the collection (a SimpleQueue: safe to put to from there).
+        self._to_end: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
 
     def hold(self, consumer: object, delivery: Delivery) -> Delivery:
         """End ``consumer``'s open delivery, then start and keep ``delivery``."""
@@ -448,6 +453,7 @@ class HeldDeliveries:
         for delivery in reversed(ended):
             if delivery is not None:  # popped here, so ended once, here
                 delivery.end()
+        self._end_collected()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:
         """End ``consumer``'s open delivery, if any."""
@@ -458,6 +464,8 @@ class HeldDeliveries:
         delivery = delivery or self._by_id.pop(id(consumer), None)
         if delivery is not None:
             delivery.end(error)
+        if not self._to_end.empty():
+            self._end_collected()
 
     def held_by(self, consumer: object) -> Delivery | None:
         """``consumer``'s open delivery, if any."""
@@ -468,8 +476,16 @@ class HeldDeliveries:
         return delivery or self._by_id.get(id(consumer))
 
     def _collected(self, consumer: weakref.ref[object]) -> None:
-        """The consumer was collected with its delivery open: end it (in the thread that
-        dropped it, what the delivery made current there is put back)."""
+        """The consumer was collected with its delivery open: what the delivery made current
+        is put back now (when collected in the thread that held it); its span ends later."""
         delivery = self._weak.pop(consumer, None)
         if delivery is not None:
-            delivery.end()
+            self._to_end.put(delivery.leave())
+
+    def _end_collected(self) -> None:
+        while True:
+            try:
+                end_span = self._to_end.get_nowait()
+            except queue.Empty:  # (another thread may take the last one first)
+                return
+            safe("messaging consume end", end_span)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -340,6 +342,39 @@ def test_baggage_travels_and_supplies_the_correlation_id(spans) -> None:
     with messaging.consume(headers, system="test", destination="q"):
         assert tracekit.correlation_id() == "from-baggage"
         assert baggage.get_baggage("tenant") == "acme corp"
+
+
+def test_a_consumer_collected_under_a_metrics_lock_never_deadlocks_its_thread(spans) -> None:
+    """A consumer dropped with its message held is freed by a garbage collection, which any
+    allocation can start: here while its thread holds the lock that counting a handled
+    message takes. The collection must not count the message there, or the thread waits for
+    itself forever; the span is recorded at the next release instead."""
+    from tracekit._runtime import state
+    from tracekit.metrics import MessagingMetrics
+
+    registry = CollectorRegistry()
+    held = messaging.HeldDeliveries()
+    options = state.current_options()
+    metrics = MessagingMetrics.get(options.service_name, options.service_version, registry)
+
+    class Consumer:
+        itself: Any
+
+    consumer = Consumer()
+    consumer.itself = consumer  # a cycle: only the garbage collector frees it
+    held.hold(consumer, messaging.consume({}, system="test", destination="q", registry=registry))
+    del consumer
+
+    def collect_holding_the_lock() -> None:
+        with metrics.process_duration._lock:
+            gc.collect()
+
+    collector = threading.Thread(target=collect_holding_the_lock, daemon=True)
+    collector.start()
+    collector.join(5)
+    assert not collector.is_alive()
+    held.release(object())
+    assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]) == 1
 
 
 def test_a_hold_that_races_release_all_is_ended_too(spans, monkeypatch) -> None:

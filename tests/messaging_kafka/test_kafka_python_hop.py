@@ -369,8 +369,8 @@ def test_a_consumer_dropped_without_close_leaves_its_id_behind_nowhere(
     worker_log: tuple[logging.Logger, io.StringIO],
 ) -> None:
     """A worker function that takes one record and returns without ``close()``: once the
-    consumer is collected, its record's span has ended and the thread's next log line shows
-    no correlation ID of that record."""
+    consumer is collected, the thread's next log line shows no correlation ID of that record,
+    and the record's span is recorded when the worker takes its next record."""
     logger, stream = worker_log
     cid = f"dropped-{uuid.uuid4().hex[:8]}"
     kp = producer(kafka_bootstrap)
@@ -386,13 +386,19 @@ def test_a_consumer_dropped_without_close_leaves_its_id_behind_nowhere(
         next(kc)
         logger.info("handling")
 
+    recorded: list[int] = []
+
     def worker() -> None:
         take_one()
         gc.collect()
         logger.info("idle")
+        with consumer(kafka_bootstrap, topic) as kc:
+            next(kc)  # the worker's next job
+            finished = spans.get_finished_spans()
+            recorded.append(len([s for s in finished if s.kind == SpanKind.CONSUMER]))
 
     thread = threading.Thread(target=worker)
     thread.start()
     thread.join(30)
     assert stream.getvalue().splitlines() == [f"{cid} handling", "- idle"]
-    one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")
+    assert recorded == [1]  # the dropped consumer's record's span

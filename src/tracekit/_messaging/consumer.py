@@ -9,7 +9,7 @@ shares with it lives in ``_messaging.spans`` (attributes, the tracer) and ``_mes
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
@@ -241,16 +241,35 @@ class Delivery:
             if self.span is not None:
                 self._end_span(self.span, error if error is not None else self._failure)
         finally:
-            if _current.get() is self:
-                self._restore_before(tokens)
-            # Otherwise a later delivery is current (pull consumers take turns, or this one
-            # ends in another context): what was current before this one is stale, never
-            # restored; the later delivery restores the context when it ends.
-            elif self._nested is not None and self._nested[0] is not None:
-                self._leave_to_nested(self._nested, tokens)
-            elif self._held:  # maybe ended from another thread: see _put_back
-                self._left = tokens
-            self._below = None
+            self._leave(tokens)
+
+    def leave(self) -> Callable[[], None]:
+        """Put back at once what this delivery made current, and return the step that ends its
+        span, to be run later: a consumer collected with its delivery open may be collected
+        inside any code, holding locks that ending a span and counting it would take again."""
+        tokens, span = self._tokens, self.span
+        if tokens is None:
+            return _nothing
+        self._tokens = None
+        try:
+            self._leave(tokens)
+        except Exception as failure:
+            report_once("messaging consume end", failure)
+        if span is None:
+            return _nothing
+        return lambda: self._end_span(span, self._failure)
+
+    def _leave(self, tokens: _Tokens) -> None:
+        if _current.get() is self:
+            self._restore_before(tokens)
+        # Otherwise a later delivery is current (pull consumers take turns, or this one
+        # ends in another context): what was current before this one is stale, never
+        # restored; the later delivery restores the context when it ends.
+        elif self._nested is not None and self._nested[0] is not None:
+            self._leave_to_nested(self._nested, tokens)
+        elif self._held:  # maybe ended from another thread: see _put_back
+            self._left = tokens
+        self._below = None
 
     def _restore_before(self, tokens: _Tokens) -> None:
         """Put back what was current before this delivery, which is still the current one."""
@@ -303,6 +322,10 @@ class Delivery:
         metrics = target.metrics()
         for _ in self._received:
             metrics.processed(target.system, target.destination, share, span, error_type)
+
+
+def _nothing() -> None:
+    pass
 
 
 def start_held(delivery: Delivery) -> None:

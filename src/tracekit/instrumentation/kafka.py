@@ -18,7 +18,8 @@ When the span ends, since a pull API has no handler boundary: when the same cons
 again (next iteration step or next ``poll``, before it waits for new records), when it is closed,
 when its ``with`` block exits (failed if the block raised), when ``finish(consumer)`` is
 called — the way to end it promptly after leaving a loop with ``break`` — or when the consumer is
-collected unclosed. It never ends before the caller's code has the record.
+collected unclosed (recorded at the next fetch of any consumer). It never ends before the
+caller's code has the record.
 """
 
 from __future__ import annotations
