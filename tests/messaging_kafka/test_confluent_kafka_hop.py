@@ -573,8 +573,9 @@ def test_a_consumer_dropped_without_close_ends_its_span(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:
     """A function that polls one message and returns without ``close()``: once the consumer is
-    gone its CONSUMER span is recorded, and the message's correlation ID is no longer current
-    for whatever the thread does next."""
+    gone the message's correlation ID is no longer current for whatever the thread does next,
+    and its CONSUMER span is recorded at the next fetch (not inside the collection, which may
+    run under a lock that ending a span takes)."""
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
     with tracekit.messaging.consume({"x-correlation-id": "dropped-1"}, system="t", destination="t"):
         producer.produce(topic, b"order", partition=0)
@@ -587,4 +588,7 @@ def test_a_consumer_dropped_without_close_ends_its_span(
     assert handle_one() == b"order"
     gc.collect()
     assert tracekit.correlation_id() is None
+    idle = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "idle"})
+    assert idle.poll(0) is None  # the worker's next fetch (assigned nothing: no message)
+    idle.close()
     one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")

@@ -27,12 +27,13 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
 The span stays open while the caller handles the message(s) and ends when the same consumer
 fetches again (next ``poll``/``consume``, before it waits), when it is closed, when its ``with``
 block exits (failed if the block raised), when ``finish(consumer)`` is called, or when the
-consumer is collected unclosed.
+consumer is collected unclosed: then the message's correlation ID and context stop being current
+at once, and its span is recorded at the next fetch of any consumer or at shutdown (never inside
+the collection, which may run where a lock that ending a span takes is held).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import sys
 from collections.abc import Callable, Sequence
@@ -309,12 +310,6 @@ def _traced_consumer_class(base: type) -> type:
         def __exit__(self, *args: Any) -> Any:
             _held.release(self, args[1] if len(args) > 1 else None)
             return super().__exit__(*args)
-
-        def __del__(self) -> None:
-            # Dropped without close(): its span ends, and the message's correlation ID and
-            # context stop being current in the thread that polled it.
-            with contextlib.suppress(Exception):  # at exit what it needs may be torn down
-                _held.release(self)
 
     Consumer.__module__ = base.__module__
     return Consumer
