@@ -63,6 +63,9 @@ class ActiveRequest:
     outer: ActiveRequest | None = None
     route: str | None = None
     error: BaseException | None = None
+    # The metrics the request was counted in flight in: it leaves them, whatever init renamed
+    # while it was under way (the middleware reads the options again once init has run).
+    metrics: HttpServerMetrics | None = None
 
 
 class ServerRequests:
@@ -167,6 +170,7 @@ class ServerRequests:
                 otel_context.Context({**current, correlation.CONTEXT_KEY: cid})
             )
         if self._metrics is not None and request.measured:
+            request.metrics = self._metrics
             self._metrics.request_started()
         request.started = perf_counter()
 
@@ -209,8 +213,8 @@ class ServerRequests:
     def _record(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
-        if self._metrics is not None and request.measured:
-            self._metrics.request_finished(
+        if request.metrics is not None:
+            request.metrics.request_finished(
                 request.method,
                 route,
                 request.status_code,
