@@ -15,6 +15,7 @@ middleware (``tracekit._http.server_errors``).
 from __future__ import annotations
 
 import re
+import sys
 from contextvars import Token
 from typing import Any
 
@@ -335,9 +336,26 @@ def _route(scope: Scope, top: object) -> str | None:
     if not isinstance(template, str):
         return None
     if scope.get("root_path", "") != scope.get("app_root_path", ""):  # under a mount
+        if _routes_further(route):
+            return None  # a 404 below the mount: no route matched, as at the top level
         prefix = _mount_prefix(route, top, scope.get("app"))
         template = template if prefix is None else prefix + template
     return template if ":" not in template else _without_convertors(template)
+
+
+def _routes_further(route: object) -> bool:
+    """Whether ``route`` is a mount (or host) of an application Starlette routes further.
+
+    Starlette's router names the route it matches in the scope, so a mount still there is one
+    whose router below matched nothing: no route of the request's (OpenTelemetry sets
+    ``http.route`` only for one the framework matched). A mount of an app without Starlette's
+    routes (``StaticFiles``, another framework's app) is the request's route.
+    """
+    routing = sys.modules.get("starlette.routing")
+    if routing is None or not isinstance(getattr(route, "routes", None), list):
+        return False  # a route that matched (the usual case)
+    routes = _routes_of(route)
+    return isinstance(routes, list) and bool(routes) and isinstance(routes[0], routing.BaseRoute)
 
 
 def _without_convertors(template: str) -> str:
