@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -32,6 +33,7 @@ from tracekit._http.server import (
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
 from tracekit._runtime.guard import report_once
+from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["TracekitMiddleware"]
 
@@ -54,8 +56,9 @@ class TracekitMiddleware:
         # waits for the first request (see _ready).
         check_overrides(self._overrides)
         self._first = True
-        if iscoroutinefunction(get_response):
+        if iscoroutinefunction(get_response):  # under ASGI
             markcoroutinefunction(self)
+            _fresh_context_per_request.instrument()
 
     def _ready(self) -> None:
         """Read the options (again at the first request: a project's wsgi.py ends with
@@ -80,7 +83,6 @@ class TracekitMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         """The async path, used when Django runs this middleware chain under ASGI."""
-        forget_answered_request()  # the previous request's, on a pipelined connection
         active = self._start(request)
         if active is None:
             return await self.get_response(request)
@@ -130,6 +132,35 @@ class TracekitMiddleware:
             _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
+
+
+class _FreshContextPerRequest(Instrumentor):
+    """Each request Django's ASGI handler serves starts without the one answered before it.
+
+    uvicorn starts a connection's next pipelined request from inside the previous response's
+    last send, which Django makes in that request's context, and the new request's task copies
+    it. Django sends ``request_started`` before any middleware runs: its receivers (a project's
+    log line, a database tag) saw the previous request's correlation ID and span.
+    """
+
+    target = "django.core.handlers.asgi"
+
+    def patch(self, module: ModuleType) -> None:
+        # Not ``__call__``: servers tell an ASGI 3 app by inspecting it (uvicorn took a wrapped
+        # one for ASGI 2). ``handle`` runs in the request's task, before the signal.
+        self.wrap(module.ASGIHandler, "handle", _forgetting_answered_request)
+
+
+_fresh_context_per_request = _FreshContextPerRequest()
+
+
+def _forgetting_answered_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # ASGIHandler.__call__ awaits handle() as it calls it: this runs in the request's own task,
+    # and what it attaches ends with that task.
+    forget_answered_request()
+    return wrapped(*args, **kwargs)
 
 
 def _watch_stream(

@@ -236,6 +236,32 @@ def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per c
     assert second.startswith("200") and "None False" in second, second
 
 
+@pytest.mark.parametrize("site", ["uvicorn"], indirect=True)
+def test_request_started_receivers_of_a_pipelined_request_see_nothing_of_the_one_before(
+    site: tuple[str, Path, str],
+) -> None:
+    """Django sends ``request_started`` before any middleware runs: under uvicorn a pipelined
+    request's receivers ran in the context the previous request's last send left, and saw its
+    correlation ID (a receiver's log line joined another request's trace)."""
+    url, _, _ = site
+    host, port = url.removeprefix("http://").split(":")
+    wire = (f"GET /orders/1 HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: first-request\r\n\r\n"
+            f"GET /started-with HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(wire.encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    first, second = received.decode().split("HTTP/1.1 ")[1:]
+    assert "first-request () [('order_id', 1)]" in first
+    assert second.startswith("200") and _chunked_body(second) == "None", second
+
+
+def _chunked_body(response: str) -> str:
+    """The body of a response read from the wire, sent in one chunk (as Django's under uvicorn)."""
+    return response.split("\r\n\r\n", 1)[1].split("\r\n")[1]
+
+
 # The status of a request whose client gave up during the view: Django under ASGI cancels the
 # view and sends nothing (counted as nginx's 499, "client closed request"); under WSGI the view
 # runs to its end and answers a socket nobody reads.

@@ -27,6 +27,7 @@ urlpatterns = [
     path("refused", views.refused),
     path("slow", views.slow),
     path("health", views.health),
+    path("started-with", views.started_with),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

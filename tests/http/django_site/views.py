@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.core.signals import request_started
+from django.dispatch import receiver
 from django.http import (
     Http404,
     HttpRequest,
@@ -62,3 +64,17 @@ def health(request: HttpRequest) -> HttpResponse:
     """Excluded from tracing: whatever request context is current here was left behind."""
     span_context = trace.get_current_span().get_span_context()
     return HttpResponse(f"{tracekit.correlation_id()} {span_context.is_valid}")
+
+
+@receiver(request_started)
+def note_whose_request_started(sender: Any, **named: Any) -> None:
+    """A project's receiver of ``request_started`` (connected when the URLconf is first loaded):
+    it runs before any middleware; what it sees is what its log lines and database tags get."""
+    where = named.get("scope", named.get("environ"))
+    if isinstance(where, dict):
+        where["started_with"] = str(tracekit.correlation_id())
+
+
+def started_with(request: HttpRequest) -> HttpResponse:
+    """The correlation ID ``request_started``'s receivers saw for this request."""
+    return HttpResponse(getattr(request, "scope", request.META).get("started_with", "unseen"))
