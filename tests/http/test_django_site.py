@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,13 @@ def _command(server: str, port: int) -> list[str]:
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """(base URL, store path, metrics URL) of the site served by ``request.param``."""
     store = tmp_path_factory.mktemp("django") / "tracekit.db"
+    with _served_site(request.param, store) as served:
+        yield served
+
+
+@contextmanager
+def _served_site(server: str, store: Path, **settings: str) -> Iterator[tuple[str, Path, str]]:
+    """The site served by ``server`` with more ``TRACEKIT_*`` ``settings``, until the end."""
     env = {
         **os.environ,
         # the caller's path too: the servers run the tracekit under test (as tests/support/shop.py)
@@ -65,11 +73,12 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         "TRACEKIT_STORE": str(store),
         "TRACEKIT_METRICS_PORT": str(metrics_port := free_port()),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        **settings,
     }
     port = free_port()
     with _log_of(store).open("wb") as log:  # the server's stderr, beside the store
         process = subprocess.Popen(
-            _command(request.param, port), env=env, stdout=subprocess.DEVNULL, stderr=log
+            _command(server, port), env=env, stdout=subprocess.DEVNULL, stderr=log
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -222,18 +231,9 @@ def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per c
     """uvicorn starts a connection's next pipelined request from inside the send of the
     previous response, which Django makes in the previous request's context: the excluded
     health check behind it saw that request's correlation ID and span."""
-    url, _, _ = site
-    host, port = url.removeprefix("http://").split(":")
-    wire = (f"GET /orders/1 HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: first-request\r\n\r\n"
-            f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")  # fmt: skip
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(wire.encode())
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    first, second = received.decode().split("HTTP/1.1 ")[1:]
+    first, second = _pipelined(site[0], "/orders/1", "/health")
     assert "first-request () [('order_id', 1)]" in first
-    assert second.startswith("200") and "None False" in second, second
+    assert second.startswith("200") and _chunked_body(second) == "None False", second
 
 
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)
@@ -243,18 +243,37 @@ def test_request_started_receivers_of_a_pipelined_request_see_nothing_of_the_one
     """Django sends ``request_started`` before any middleware runs: under uvicorn a pipelined
     request's receivers ran in the context the previous request's last send left, and saw its
     correlation ID (a receiver's log line joined another request's trace)."""
-    url, _, _ = site
+    first, second = _pipelined(site[0], "/orders/1", "/started-with")
+    assert "first-request () [('order_id', 1)]" in first
+    assert second.startswith("200") and _chunked_body(second) == "None", second
+
+
+@pytest.mark.parametrize(("path", "seen"), [("/health", "None False"), ("/started-with", "None")])
+def test_in_correlation_only_mode_a_pipelined_request_sees_nothing_of_the_one_before(
+    tmp_path: Path, path: str, seen: str
+) -> None:
+    """Correlation-only mode left nothing in the context saying a request had answered: the
+    request behind it (its ``request_started`` receivers, an excluded health check's view and
+    logs) got the previous request's correlation ID."""
+    with _served_site("uvicorn", tmp_path / "tracekit.db", TRACEKIT_MODE="correlation") as site:
+        first, second = _pipelined(site[0], "/orders/1", path)
+    assert "first-request () [('order_id', 1)]" in first
+    assert second.startswith("200") and _chunked_body(second) == seen, second
+
+
+def _pipelined(url: str, first: str, second: str) -> list[str]:
+    """Send two requests in one write on one connection; return the two responses' texts."""
     host, port = url.removeprefix("http://").split(":")
-    wire = (f"GET /orders/1 HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: first-request\r\n\r\n"
-            f"GET /started-with HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")  # fmt: skip
+    wire = (f"GET {first} HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: first-request\r\n\r\n"
+            f"GET {second} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")  # fmt: skip
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(wire.encode())
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
-    first, second = received.decode().split("HTTP/1.1 ")[1:]
-    assert "first-request () [('order_id', 1)]" in first
-    assert second.startswith("200") and _chunked_body(second) == "None", second
+    responses = received.decode().split("HTTP/1.1 ")[1:]
+    assert len(responses) == 2, received
+    return responses
 
 
 def _chunked_body(response: str) -> str:

@@ -272,3 +272,23 @@ def test_a_server_span_opened_around_or_between_the_layers_keeps_it_one_request(
     assert [s.attributes["correlation.id"] for s in outermost] == [
         r.headers["X-Correlation-ID"] for r in during
     ]
+
+
+def test_a_traced_layer_inside_a_correlation_only_one_keeps_its_span(
+    serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """A correlation-only layer outside (``mode="correlation"`` on the WSGI app) has no span to
+    share: the traced layer inside it opens its own, with the same correlation ID."""
+    from tracekit import wsgi
+
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"hello"]
+
+    traced = wsgi.TracekitMiddleware(hello, registry=CollectorRegistry())
+    url = serve_wsgi(wsgi.TracekitMiddleware(traced, mode="correlation"))
+    response = requests.get(url + "/hello", headers={"X-Correlation-ID": "layered-1"}, timeout=10)
+
+    assert response.headers["X-Correlation-ID"] == "layered-1"
+    (span,) = wait_for_spans(1)
+    assert (span.name, span.attributes["correlation.id"]) == ("GET", "layered-1")

@@ -165,9 +165,12 @@ class ServerRequests:
                 )
         else:
             # No span to carry it: the ID alone rides in OpenTelemetry's context, for what
-            # carries only that into a pool thread (OpenTelemetry's threading instrumentation).
+            # carries only that into a pool thread (OpenTelemetry's threading instrumentation);
+            # the request too, for forget_answered_request to tell once it has answered.
             request.context_token = otel_context.attach(
-                otel_context.Context({**current, correlation.CONTEXT_KEY: cid})
+                otel_context.Context(
+                    {**current, _REQUEST_KEY: request, correlation.CONTEXT_KEY: cid}
+                )
             )
         if self._metrics is not None and request.measured:
             request.metrics = self._metrics
@@ -412,8 +415,9 @@ def forget_answered_request() -> None:
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
     """True when ``outer``, a request an outer tracekit layer started, is still the one under
     way here: its span is the current span, or the current span is a SERVER span opened right
-    inside it (FastAPI's own, around a mounted app), not a span the application opened."""
-    if outer.completed:
+    inside it (FastAPI's own, around a mounted app), not a span the application opened. A
+    correlation-only layer's request has no span to share: the layer inside it traces alone."""
+    if outer.completed or outer.span is None:
         return False
     span = current.get(propagation.CURRENT_SPAN_KEY)
     if span is outer.span:
