@@ -172,12 +172,14 @@ def _watch_stream(
     if getattr(response, "file_to_stream", None) is not None:
         return
 
+    is_async = bool(getattr(response, "is_async", False))
+
     def failed(error: BaseException, answered: bool) -> None:
         try:
-            if not answered and not hasattr(request, "scope"):
-                # Under WSGI nothing goes out before the first chunk: the server answers
-                # instead (gunicorn and werkzeug with their own 500). Under ASGI Django has
-                # sent the status already.
+            if not hasattr(request, "scope") and (is_async or not answered):
+                # Under WSGI nothing goes out before the first chunk, and Django reads an async
+                # body whole before sending any: the server answers instead (gunicorn and
+                # werkzeug with their own 500). Under ASGI Django has sent the status already.
                 active.status_code = 0
             requests.complete(active, route_of(request), error)
         except Exception as exc:
@@ -185,7 +187,7 @@ def _watch_stream(
 
     try:
         content = response.streaming_content
-        watch = _watched_async if getattr(response, "is_async", False) else _watched
+        watch = _watched_async if is_async else _watched
         response.streaming_content = watch(content, failed)
     except Exception as error:
         report_once("django streamed response", error)

@@ -409,6 +409,13 @@ def django_application() -> Any:
 
         return StreamingHttpResponse(body())
 
+    def async_stillborn_stream(request: Any) -> StreamingHttpResponse:
+        async def body() -> AsyncIterator[bytes]:
+            yield b"row0\n"
+            raise OSError("the export file went away")
+
+        return StreamingHttpResponse(body())
+
     sys.modules[__name__ + "_urls"] = SimpleNamespace(  # type: ignore[assignment]
         urlpatterns=[
             path("orders/<int:order_id>", order),
@@ -416,6 +423,7 @@ def django_application() -> Any:
             path("stream", streamed),
             path("broken-stream", broken_stream),
             path("stillborn-stream", stillborn_stream),
+            path("async-stillborn-stream", async_stillborn_stream),
             path("ping", lambda request: HttpResponse("pong")),
         ]
     )
@@ -478,6 +486,24 @@ def test_a_django_stream_that_fails_before_its_first_chunk_is_no_200(
     assert span.status.status_code is StatusCode.ERROR
     assert "http.response.status_code" not in span.attributes
     assert span.attributes["error.type"] == "LookupError"
+
+
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")  # what this test is
+def test_an_async_django_stream_that_fails_under_wsgi_is_no_200(
+    django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """Under WSGI Django reads an async streamed body whole before sending any of it: one that
+    fails after its first chunk gets the server's own 500, while the span and the metrics said
+    200 (with the exception), so the failure was missing from 5xx error ratios."""
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
+    url = serve_wsgi(django_application)
+    assert requests.get(url + "/async-stillborn-stream", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /async-stillborn-stream"
+    assert span.status.status_code is StatusCode.ERROR
+    assert "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "OSError"
 
 
 def test_django_excluded_urls_match_the_path_below_the_script_name(
