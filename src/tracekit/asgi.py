@@ -338,7 +338,7 @@ def _route(scope: Scope, top: object) -> str | None:
     if scope.get("root_path", "") != scope.get("app_root_path", ""):  # under a mount
         if _routes_further(route):
             return None  # a 404 below the mount: no route matched, as at the top level
-        prefix = _mount_prefix(route, top, scope.get("app"))
+        prefix = _mount_prefix(route, scope, top, scope.get("app"))
         template = template if prefix is None else prefix + template
     return template if ":" not in template else _without_convertors(template)
 
@@ -370,35 +370,81 @@ def _without_convertors(template: str) -> str:
     return known
 
 
-def _mount_prefix(route: object, *apps: object) -> str | None:
-    """The mount templates leading to ``route`` from the first of ``apps`` that has it."""
+def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
+    """The mount templates leading to ``route`` from the first of ``apps`` that has it; for a
+    route under several mounts (one list of routes mounted as ``/v1`` and ``/v2``), those of
+    the mounts the request came through."""
     known = _mount_prefixes.get(id(route))
-    if known is not None and known[0] is route:
-        return known[1]
+    if known is None or known[0] is not route:
+        prefixes = _prefixes_of(route, apps)
+        if not prefixes:
+            return None
+        if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
+            _mount_prefixes.clear()
+        known = _mount_prefixes[id(route)] = (route, prefixes)
+    prefixes = known[1]
+    return prefixes[0] if len(prefixes) == 1 else _prefix_taken(prefixes, _mounted_path(scope))
+
+
+def _prefixes_of(route: object, apps: tuple[object, ...]) -> tuple[str, ...]:
     for app in apps:
-        prefix = _find_route(_routes_of(app), route, "", 0)
-        if prefix is not None:
-            if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
-                _mount_prefixes.clear()
-            _mount_prefixes[id(route)] = (route, prefix)
-            return prefix
-    return None
+        found: list[str] = []
+        _find_route(_routes_of(app), route, "", 0, found)
+        if found:
+            return tuple(found)
+    return ()
 
 
-def _find_route(routes: object, route: object, prefix: str, depth: int) -> str | None:
+def _find_route(routes: object, route: object, prefix: str, depth: int, found: list[str]) -> None:
+    """Add to ``found`` the mount templates under which ``routes`` hold ``route``."""
     if not isinstance(routes, list) or depth > _MAX_MOUNT_DEPTH:
-        return None
+        return
     for candidate in routes:
+        if len(found) >= _MAX_MOUNTS_OF_A_ROUTE:
+            return
         if candidate is route:
-            return prefix
+            found.append(prefix)
+            continue
         inner = _routes_of(candidate)  # a Mount (or Host) and what it routes to
         if inner:
             path = getattr(candidate, "path", "")  # a Host has none
             below = prefix + path if isinstance(path, str) else prefix
-            found = _find_route(inner, route, below, depth + 1)
-            if found is not None:
-                return found
-    return None
+            _find_route(inner, route, below, depth + 1, found)
+
+
+def _mounted_path(scope: Scope) -> str:
+    """What the mounts matched in the request's path: the scope's ``root_path`` past the root
+    the server gave (``app_root_path``, which Starlette's first mount sets)."""
+    if "app_root_path" not in scope:
+        return ""
+    root_path: str = scope.get("root_path", "")
+    return root_path[len(scope["app_root_path"]) :]
+
+
+def _prefix_taken(prefixes: tuple[str, ...], mounted: str) -> str:
+    """The prefix template matching the path the mounts matched (else the first): the client's
+    path only chooses among the application's own templates."""
+    for prefix in prefixes:
+        pattern = _prefix_patterns.get(prefix)
+        if pattern is None:
+            pattern = _template_pattern(prefix)
+            if len(_prefix_patterns) < _MAX_KNOWN_ROUTES:
+                _prefix_patterns[prefix] = pattern
+        if pattern.fullmatch(mounted):
+            return prefix
+    return prefixes[0]
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """``/tenants/{tenant}`` -> a pattern of the paths it matches (a ``:path`` parameter
+    spans segments, as in Starlette)."""
+    pieces, last = [], 0
+    for parameter in _PARAMETER.finditer(template):
+        pieces.append(re.escape(template[last : parameter.start()]))
+        pieces.append(".+" if parameter.group().endswith(":path}") else "[^/]+")
+        last = parameter.end()
+    pieces.append(re.escape(template[last:]))
+    return re.compile("".join(pieces))
 
 
 def _routes_of(app: object) -> object:
@@ -419,8 +465,13 @@ def _routes_of(app: object) -> object:
 _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[A-Za-z_][A-Za-z0-9_]*\}")
 # Template as written -> without convertors.
 _plain_templates: dict[str, str] = {}
+# A parameter in a template, with or without its convertor: {tenant}, {name:path}.
+_PARAMETER = re.compile(r"\{[^{}]*\}")
 # Route object (by id, kept to tell a reused id) -> the templates of the mounts above it.
-_mount_prefixes: dict[int, tuple[object, str]] = {}
+_mount_prefixes: dict[int, tuple[object, tuple[str, ...]]] = {}
+# Mount template -> a pattern of the paths it matches (templates of routes under two mounts).
+_prefix_patterns: dict[str, re.Pattern[str]] = {}
+_MAX_MOUNTS_OF_A_ROUTE = 16
 _MAX_KNOWN_ROUTES = 4096
 _MAX_MOUNT_DEPTH = 16
 _MAX_WRAPPERS = 16  # middleware around one mounted application
