@@ -170,3 +170,36 @@ def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
     }
     # the mounted app's view exception is recorded too, not only the main app's
     assert spans["/shop/pay"].attributes["error.type"] == "LookupError"
+
+
+def test_a_flask_app_mounted_twice_is_named_by_the_mount_the_request_came_through(
+    serve_wsgi, wait_for_spans
+):
+    """One app under two mounts (``{"/v1": api, "/v2": api}``, an old prefix kept as an
+    alias): every request was named after the first mount, ``/v2/items/2`` as
+    ``GET /v1/items/{item_id}``, its metrics counted as v1's."""
+    main, api = flask.Flask("main"), flask.Flask("api")
+
+    @api.get("/items/<int:item_id>")
+    def item(item_id: int) -> str:
+        return "api"
+
+    main.wsgi_app = DispatcherMiddleware(main.wsgi_app, {"/v1": api, "/v2": api})  # type: ignore[method-assign]
+    main.wsgi_app = ProxyFix(main.wsgi_app, x_prefix=1)  # type: ignore[method-assign]
+    registry = CollectorRegistry()
+    url = serve_wsgi(tracekit.flask.init_app(main, registry=registry))
+
+    assert requests.get(url + "/v1/items/1", timeout=10).text == "api"
+    assert requests.get(url + "/v2/items/2", timeout=10).text == "api"
+    prefixed = {"X-Forwarded-Prefix": "/v1"}  # a proxy's prefix: the mount is still /v2
+    assert requests.get(url + "/v2/items/3", headers=prefixed, timeout=10).text == "api"
+
+    spans = {span.attributes["url.path"]: span.name for span in wait_for_spans(3)}
+    assert spans == {
+        "/v1/items/1": "GET /v1/items/{item_id}",
+        "/v2/items/2": "GET /v2/items/{item_id}",
+        "/v2/items/3": "GET /v2/items/{item_id}",
+    }
+    labelled = {sample.labels["http_route"] for metric in registry.collect()
+                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
+    assert labelled == {"/v1/items/{item_id}", "/v2/items/{item_id}"}

@@ -24,8 +24,9 @@ from tracekit._runtime.guard import guarded, report_once
 
 _TEMPLATES: dict[str, str] = {}
 # (id of the app tracekit wraps, id of a Flask app below it) -> both, and the mounts between
-_MOUNTS: dict[tuple[int, int], tuple[object, object, str]] = {}
+_MOUNTS: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
 _MAX_WRAPPERS = 16
+_MAX_MOUNTS_OF_AN_APP = 16  # mount paths kept for one Flask app mounted several times
 
 
 def connect(app: object) -> bool:
@@ -63,7 +64,8 @@ def _mount_of(environ: Environ) -> str:
     """The mount paths (``/shop``) of the ``DispatcherMiddleware`` instances leading from the
     app tracekit wraps to the Flask app handling the request; "" for none. Read from the
     application's own configuration, never from the request's ``SCRIPT_NAME`` (a proxy's
-    prefix, or ``X-Forwarded-Prefix`` through ``ProxyFix``, is not part of a route)."""
+    prefix, or ``X-Forwarded-Prefix`` through ``ProxyFix``, is not part of a route), which
+    only tells which of them the request came through when the app is mounted twice."""
     root = environ.get(ROOT_KEY)
     flask = sys.modules.get("flask")
     if root is None or flask is None or not flask.has_app_context():
@@ -71,28 +73,39 @@ def _mount_of(environ: Environ) -> str:
     handler = flask.current_app._get_current_object()
     known = _MOUNTS.get((id(root), id(handler)))
     if known is None or known[0] is not root or known[1] is not handler:
-        known = (root, handler, _mount_path(root, handler, 0) or "")
+        found: list[str] = []
+        _mount_paths(root, handler, "", 0, found)
+        known = (root, handler, tuple(found) or ("",))
         if len(_MOUNTS) < CACHE_LIMIT:
             _MOUNTS[(id(root), id(handler))] = known
-    return known[2]
+    paths = known[2]
+    return paths[0] if len(paths) == 1 else _mount_taken(paths, environ.get("SCRIPT_NAME"))
 
 
-def _mount_path(app: object, handler: object, depth: int) -> str | None:
-    """The mount paths from ``app`` down to ``handler`` through wrappers that keep the app they
-    wrap as ``app`` (``ProxyFix``, ``DispatcherMiddleware``'s default app); None if not found."""
+def _mount_paths(app: object, handler: object, prefix: str, depth: int, found: list[str]) -> None:
+    """Add to ``found`` the mount paths from ``app`` down to ``handler`` through wrappers that
+    keep the app they wrap as ``app`` (``ProxyFix``, ``DispatcherMiddleware``'s default app)."""
     for _ in range(_MAX_WRAPPERS):
-        if app is None:
-            return None
+        if app is None or len(found) >= _MAX_MOUNTS_OF_AN_APP:
+            return
         if app is handler or getattr(app, "__self__", None) is handler:
-            return ""
+            found.append(prefix)
+            return
         mounts = getattr(app, "mounts", None)
         if isinstance(mounts, dict) and depth < _MAX_WRAPPERS:
             for path, mounted in mounts.items():
-                below = _mount_path(mounted, handler, depth + 1)
-                if isinstance(path, str) and below is not None:
-                    return path + below
+                if isinstance(path, str):
+                    _mount_paths(mounted, handler, prefix + path, depth + 1, found)
         app = getattr(app, "app", None)
-    return None
+
+
+def _mount_taken(paths: tuple[str, ...], script_name: object) -> str:
+    """The longest of ``paths`` that ``SCRIPT_NAME`` ends with (the dispatcher appends the
+    mount it took to it), else the first: the client's prefix only chooses among them."""
+    if not isinstance(script_name, str):
+        return paths[0]
+    taken = [path for path in paths if script_name.endswith(path)]
+    return max(taken, key=len) if taken else paths[0]
 
 
 def _template(rule: str) -> str:
