@@ -251,10 +251,13 @@ def _restore(tokens: _Tokens) -> None:
 
 
 def _ends_response(kind: str, message: Message, trailers: bool) -> bool:
-    """True for the message that completes an HTTP response: its last body chunk, or its last
-    trailers when it announced some."""
+    """True for the message that completes an HTTP response: its last body chunk (or the file
+    of the ASGI path send extension, Starlette's ``FileResponse``), or its last trailers when it
+    announced some."""
     if kind == "http.response.body":
         return not trailers and not message.get("more_body")
+    if kind == "http.response.pathsend":  # the whole body: a file the server sends (extension)
+        return not trailers
     return kind == "http.response.trailers" and not message.get("more_trailers")
 
 

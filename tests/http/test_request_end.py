@@ -199,6 +199,38 @@ def test_only_the_last_trailers_go_in_the_context_the_request_arrived_in(mode: s
     ]
 
 
+async def _file_by_path(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.pathsend", "path": "/srv/report.pdf"})
+    await asyncio.sleep(0.3)  # work after answering
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+def test_a_file_sent_by_path_completes_the_response(mode: str, spans: Any) -> None:
+    """The ASGI path send extension (Starlette's ``FileResponse`` uses it where the server
+    offers it): the file's message completes the response, sent in the context the request
+    arrived in, and the request's span ends with it, not with the work after it. Driven as a
+    server that speaks the extension would (none installed here does)."""
+    seen: list[tuple[str, str | None]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append((message["type"], tracekit.correlation_id()))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http",
+             "headers": [(b"x-correlation-id", b"filed-1")], "http_version": "1.1",
+             "extensions": {"http.response.pathsend": {}}}  # fmt: skip
+    middleware = asgi.TracekitMiddleware(_file_by_path, registry=CollectorRegistry(), mode=mode)
+    asyncio.run(middleware(scope, receive, send))
+    assert seen == [("http.response.start", "filed-1"), ("http.response.pathsend", None)]
+    if mode == "full":
+        (span,) = spans.get_finished_spans()
+        assert span.end_time is not None and span.start_time is not None
+        assert (span.end_time - span.start_time) / 1e9 < 0.3
+
+
 async def _stream_failing_midway(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"first rows\n", "more_body": True})
