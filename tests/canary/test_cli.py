@@ -434,3 +434,21 @@ def test_the_rich_table_folds_a_route_it_has_little_room_for(two_routes: Path) -
     assert [row[1:] for row in cells if row[1]] == [
         re.split(r"\s{2,}", line.strip())[-5:] for line in wide[header + 1 : header + 7]
     ]
+
+
+def test_a_route_asked_for_that_only_the_canary_serves_counts_as_its_metric_does(
+    outside_routes: Path,
+) -> None:
+    """``--route _unmatched`` where only canary 2.1 has such requests: its one check counts its
+    failures among every request of each version (its ``n``), and the header said 0 baseline
+    requests and the canary's 400 unrouted ones, as if nothing else had been counted."""
+    code, out, _ = run(
+        outside_routes, "2.1", "--route", "_unmatched", "--format", "json", baseline="2.0"
+    )
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    (unrouted,) = document["metrics"]
+    assert unrouted["n"] == {"baseline": 800, "canary": 1200}
+    assert (document["baseline"]["requests"], document["canary"]["requests"]) == (800, 1200)
+    assert (document["verdict"], code) == ("fail", 1)

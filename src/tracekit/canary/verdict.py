@@ -105,9 +105,10 @@ def judge(
     verdict, score, decided = _decide(results)
     reasons = _reasons(subject, verdict, decided, results, baseline, canary)
     more = _more_requests(decided) if verdict == INCONCLUSIVE else None
+    among = [_counted_among(baseline, key) for key in errors_only]
     return Verdict(
-        subject, settings, _total(baseline, routes), _total(canary, routes), verdict, score,
-        tuple(results), tuple(decided), tuple(reasons), more, tuple(warnings),
+        subject, settings, _total(baseline, routes, among), _total(canary, routes, among),
+        verdict, score, tuple(results), tuple(decided), tuple(reasons), more, tuple(warnings),
     )  # fmt: skip
 
 
@@ -284,6 +285,15 @@ def _more_requests(decided: list[MetricResult]) -> int | None:
     return round_requests(max(count for count in counts if count is not None))
 
 
-def _total(samples: VersionSamples, routes: Sequence[str] | None) -> int:
-    """Requests of one version in the window (on the routes asked for, if any)."""
-    return sum(s.requests for key, s in samples.items() if not routes or key.route in routes)
+def _total(
+    samples: VersionSamples, routes: Sequence[str] | None, among: list[frozenset[str] | None]
+) -> int:
+    """Requests of one version in the window: on the routes asked for, if any, and those of the
+    kinds (None: every kind) an errors-only route's failures are counted among, which are its
+    ``n``: a new route asked for by name is judged among the version's other requests."""
+
+    def counted(key: RouteKey) -> bool:
+        asked = not routes or key.route in routes
+        return asked or any(kinds is None or key.kind in kinds for kinds in among)
+
+    return sum(s.requests for key, s in samples.items() if counted(key))
