@@ -5,8 +5,9 @@ grafana/tempo: ``modules/frontend``, ``pkg/api``, ``pkg/traceql``), for the requ
 sends:
 
 - ``GET /api/v2/traces/<id>`` (Tempo >= 2.6): ``{"trace", "metrics"}``; a trace over
-  ``max_bytes_per_trace`` comes back cut with ``"status": "PARTIAL"`` (Tempo >= 2.7); an unknown
-  trace is ``404`` with no body. Before 2.6 the route does not exist: ``404 page not found``.
+  ``max_bytes_per_trace`` comes back cut with ``"status": "PARTIAL"`` (Tempo >= 2.7), and before
+  2.7 is refused, ``422 trace exceeds max size (max bytes: N)``; an unknown trace is ``404``
+  with no body. Before 2.6 the route does not exist: ``404 page not found``.
 - ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
 - ``GET /api/search?q=&start=&end=&limit=``: a trace is found when it overlaps the window (it
   starts before ``end`` and ends after ``start``: ``tempodb/encoding/vparquet4``'s trace
@@ -101,6 +102,8 @@ class FakeTempo:
     def trace_v2(self, trace: list[SpanRecord] | None) -> Response:
         if not trace:
             return Response(b"", 404)
+        if self.too_large(trace) and self.max_bytes is not None and self.version < (2, 7):
+            return text_answer(f"trace exceeds max size (max bytes: {self.max_bytes})", 422)
         if self.too_large(trace) and self.max_bytes is not None:
             kept = trace[: self.max_bytes // BYTES_PER_SPAN]
             return json_answer(tempo_v2(kept, partial_of_bytes=self.max_bytes))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracekit.backends._http import NotFound
+from tracekit.backends._http import HTTPStatusError, NotFound
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
@@ -211,6 +211,23 @@ class TempoSource(RemoteSource):
         )  # fmt: skip
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
+        try:
+            return self._fetch_whole_trace(trace_id)
+        except HTTPStatusError as error:
+            if error.status != 422:  # Tempo's "not this one trace": the others may still be read
+                raise
+            self._say_refused(trace_id, error)
+            return []
+
+    def _say_refused(self, trace_id: str, error: HTTPStatusError) -> None:
+        """One trace refused (a Tempo before 2.7 refuses one over its ``max_bytes_per_trace``
+        where a later one returns it in part): said in the path, and on stderr for the commands
+        that show no path."""
+        said = f"{self.client.where} refused trace {trace_id} (HTTP 422: {error.detail})"
+        self.notes.warn(trace_id, f"{said}: it is left out")
+        self.notes.once(f"{said}: it is left out", key="refused a trace")
+
+    def _fetch_whole_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
             try:
                 return self._read_v2(trace_id, self.client.get(f"/api/v2/traces/{trace_id}"))
