@@ -7,11 +7,8 @@ into the request.
 
 from __future__ import annotations
 
-from tracekit.backends._requests import joined
+from tracekit.backends._requests import joined, root_span, with_continuations
 from tracekit.records import RequestSummary, SpanRecord
-
-# how far a chain of traces continuing one another is followed (a consumer's consumer...)
-MAX_CONTINUATIONS = 16
 
 
 def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
@@ -26,14 +23,14 @@ def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
     by_trace: dict[str, list[SpanRecord]] = {}
     for span in spans:
         by_trace.setdefault(span.trace_id, []).append(span)
-    rows = {trace_id: _summary(trace, _root(trace)) for trace_id, trace in by_trace.items()}
+    rows = {trace_id: _summary(trace, root_span(trace)) for trace_id, trace in by_trace.items()}
     continues = _continued_traces(by_trace, {(s.trace_id, s.span_id) for s in spans})
     requests: dict[str, list[str]] = {}
     for trace_id in sorted(rows, key=lambda t: rows[t].start_unix_nano):
         if trace_id not in continues:
             requests.setdefault(_request_key(rows[trace_id]), []).append(trace_id)
     return [
-        joined([rows[t] for t in _with_continuations(entries, continues)], rows[entries[-1]])
+        joined([rows[t] for t in with_continuations(entries, continues)], rows[entries[-1]])
         for entries in requests.values()
     ]
 
@@ -46,7 +43,7 @@ def _continued_traces(
     for trace_id, trace in by_trace.items():
         linked = {
             link.trace_id
-            for link in _root(trace).links
+            for link in root_span(trace).links
             if (link.trace_id, link.span_id) in known and link.trace_id != trace_id
         }
         if linked:
@@ -54,26 +51,8 @@ def _continued_traces(
     return continues
 
 
-def _with_continuations(entries: list[str], continues: dict[str, set[str]]) -> list[str]:
-    """``entries`` and, transitively, the traces continuing them."""
-    found = dict.fromkeys(entries)
-    for _ in range(MAX_CONTINUATIONS):
-        more = [t for t, into in continues.items() if t not in found and into & found.keys()]
-        if not more:
-            break
-        found.update(dict.fromkeys(more))
-    return list(found)
-
-
 def _request_key(row: RequestSummary) -> str:
     return row.correlation_id if row.correlation_id else "\0" + row.trace_id
-
-
-def _root(trace: list[SpanRecord]) -> SpanRecord:
-    """The true root, else the earliest span whose parent is missing, else the earliest span."""
-    ids = {s.span_id for s in trace}
-    roots = [s for s in trace if not s.parent_span_id or s.parent_span_id not in ids]
-    return min(roots or trace, key=lambda s: (s.parent_span_id is not None, s.start_unix_nano))
 
 
 def _summary(trace: list[SpanRecord], root: SpanRecord) -> RequestSummary:

@@ -7,21 +7,58 @@ each trace as a row would show one request twice, each row measured over part of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from tracekit.records import RequestSummary
+from tracekit.records import RequestSummary, SpanRecord
 
-__all__ = ["by_correlation_id", "joined"]
+__all__ = ["MAX_CONTINUATIONS", "by_correlation_id", "joined", "root_span", "with_continuations"]
+
+# how far a chain of traces continuing one another is followed (a consumer's consumer...)
+MAX_CONTINUATIONS = 16
 
 
-def by_correlation_id(rows: Sequence[RequestSummary]) -> list[RequestSummary]:
+def by_correlation_id(
+    rows: Sequence[RequestSummary], continues: Mapping[str, set[str]] | None = None
+) -> list[RequestSummary]:
     """Rows sharing a correlation ID as one, listed as the earliest of them (the producer's
-    trace starts before its consumer's); a row without one stays its own request."""
+    trace starts before its consumer's); a row without one stays its own request, unless it
+    ``continues`` others (a consumer's trace linking into them): it is then measured in their
+    requests, not listed."""
+    continues = continues or {}
     groups: dict[str, list[RequestSummary]] = {}
     for row in sorted(rows, key=lambda r: r.start_unix_nano):
-        key = row.correlation_id if row.correlation_id else "\0" + row.trace_id
-        groups.setdefault(key, []).append(row)
-    return [joined(group, group[0]) for group in groups.values()]
+        if row.trace_id not in continues:
+            key = row.correlation_id if row.correlation_id else "\0" + row.trace_id
+            groups.setdefault(key, []).append(row)
+    by_trace = {row.trace_id: row for row in rows}
+    return [_measured(group, continues, by_trace) for group in groups.values()]
+
+
+def _measured(
+    group: list[RequestSummary], continues: Mapping[str, set[str]],
+    by_trace: Mapping[str, RequestSummary],
+) -> RequestSummary:  # fmt: skip
+    """One request: ``group``'s rows and those continuing them, named by the earliest."""
+    traces = with_continuations([row.trace_id for row in group], continues)
+    return joined([by_trace[t] for t in traces], group[0])
+
+
+def with_continuations(entries: list[str], continues: Mapping[str, set[str]]) -> list[str]:
+    """``entries`` and, transitively, the traces continuing them."""
+    found = dict.fromkeys(entries)
+    for _ in range(MAX_CONTINUATIONS):
+        more = [t for t, into in continues.items() if t not in found and into & found.keys()]
+        if not more:
+            break
+        found.update(dict.fromkeys(more))
+    return list(found)
+
+
+def root_span(trace: list[SpanRecord]) -> SpanRecord:
+    """The true root, else the earliest span whose parent is missing, else the earliest span."""
+    ids = {s.span_id for s in trace}
+    roots = [s for s in trace if not s.parent_span_id or s.parent_span_id not in ids]
+    return min(roots or trace, key=lambda s: (s.parent_span_id is not None, s.start_unix_nano))
 
 
 def joined(parts: Sequence[RequestSummary], entry: RequestSummary) -> RequestSummary:

@@ -26,7 +26,7 @@ from tracekit.backends._http import HTTPStatusError, NotFound
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
-from tracekit.backends._requests import by_correlation_id
+from tracekit.backends._requests import by_correlation_id, root_span
 from tracekit.backends._tempo_search import (
     Hit,
     read_hits,
@@ -123,13 +123,31 @@ class TempoSource(RemoteSource):
     ) -> Sequence[RequestSummary]:
         """Newest traces matching the filters that started since then, from one TraceQL search
         (Tempo finds the traces that overlap its window: those that started before are left);
-        those sharing a correlation ID are one request (``_requests.by_correlation_id``)."""
+        those sharing a correlation ID are one request, and so is a trace without one with the
+        traces its root links into (``_requests.by_correlation_id``)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        found = by_correlation_id([self._summary(hit) for hit in started])
+        rows = [self._summary(hit) for hit in started]
+        found = by_correlation_id(rows, self._continued(rows))
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _continued(self, rows: list[RequestSummary]) -> dict[str, set[str]]:
+        """Each listed trace without a correlation ID whose root links into other listed traces
+        (a consumer that began a trace of its own), with those: ``trace`` joins it to their
+        request. Tempo's hits carry no links, so these traces alone are read."""
+        listed = {row.trace_id for row in rows}
+        continues = {}
+        for row in rows:
+            others = listed - {row.trace_id}
+            if row.correlation_id or not others:
+                continue
+            spans = self._traces.spans(row.trace_id)
+            into = {link.trace_id for link in root_span(spans).links} & others if spans else set()
+            if into:
+                continues[row.trace_id] = into
+        return continues
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces since then (at most a few hundred traces are read)."""
