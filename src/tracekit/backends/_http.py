@@ -53,7 +53,13 @@ class NotFound(Exception):
 
 
 class AnswerTooLarge(BackendError):
-    """The answer is over ``MAX_RESPONSE_BYTES`` (once unzipped): a smaller question may fit."""
+    """The answer is over ``MAX_RESPONSE_BYTES`` (once unzipped), or more than there is memory
+    to decode: a smaller question may fit. ``what`` says how large, for a message of the
+    caller's (``58 MiB of JSON, more than there is memory to read``)."""
+
+    def __init__(self, name: str, what: str) -> None:
+        super().__init__(f"{name} answered {what}")
+        self.what = what
 
 
 class HTTPStatusError(BackendError):
@@ -191,7 +197,7 @@ class JsonClient:
         return BackendError(f"{self.where} sent a broken HTTP answer ({why})")
 
     def _too_large(self) -> AnswerTooLarge:
-        return AnswerTooLarge(f"{self.name} answered more than {MAX_RESPONSE_BYTES} bytes")
+        return AnswerTooLarge(self.name, f"more than {MAX_RESPONSE_BYTES} bytes")
 
     def _tls_failure(self, error: ssl.SSLError) -> str:
         """What went wrong in the TLS handshake, and what the user can do about it."""
@@ -219,6 +225,9 @@ class JsonClient:
             return json.loads(body, parse_int=_int_or_float)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise BackendError(self._not_json(body)) from None
+        except MemoryError:  # as Python objects, JSON takes several times its size
+            what = f"{len(body) // 2**20} MiB of JSON, more than there is memory to read"
+            raise AnswerTooLarge(self.where, what) from None
 
     def _not_json(self, body: bytes) -> str:
         """Why the answer is no JSON; a page (a login page the request was sent on to) by its

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracekit.backends._http import HTTPStatusError, NotFound
+from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
@@ -231,19 +231,21 @@ class TempoSource(RemoteSource):
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         try:
             return self._fetch_whole_trace(trace_id)
+        except AnswerTooLarge as error:  # this trace alone: the others may still be read
+            self._leave_out(trace_id, f"answered trace {trace_id} with {error.what}")
         except HTTPStatusError as error:
             if error.status != 422:  # Tempo's "not this one trace": the others may still be read
                 raise
-            self._say_refused(trace_id, error)
-            return []
+            self._leave_out(trace_id, f"refused trace {trace_id} (HTTP 422: {error.detail})")
+        return []
 
-    def _say_refused(self, trace_id: str, error: HTTPStatusError) -> None:
-        """One trace refused (a Tempo before 2.7 refuses one over its ``max_bytes_per_trace``
-        where a later one returns it in part): said in the path, and on stderr for the commands
-        that show no path."""
-        said = f"{self.client.where} refused trace {trace_id} (HTTP 422: {error.detail})"
-        self.notes.warn(trace_id, f"{said}: it is left out")
-        self.notes.once(f"{said}: it is left out", key="refused a trace")
+    def _leave_out(self, trace_id: str, what_tempo_did: str) -> None:
+        """One trace that cannot be read (a Tempo before 2.7 refuses one over its
+        ``max_bytes_per_trace`` where a later one returns it in part; one too large to read):
+        said in the path, and on stderr for the commands that show no path."""
+        said = f"{self.client.where} {what_tempo_did}: it is left out"
+        self.notes.warn(trace_id, said)
+        self.notes.once(said, key="left out a trace")
 
     def _fetch_whole_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
