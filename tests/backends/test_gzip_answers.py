@@ -65,16 +65,14 @@ def test_a_gzip_bomb_is_refused_at_the_bound_of_any_answer(serve: Any, source: A
         source(url, retries=0).recent_requests()
 
 
-def test_a_trace_over_the_bound_is_left_out_of_what_tempo_answers(serve: Any) -> None:
-    """One trace too large to read is one trace missing, not the whole command."""
+def test_a_trace_over_the_bound_is_refused_naming_it(serve: Any) -> None:
+    """Tempo's answer for one trace: the error names the trace (another one of the request
+    would still be shown: ``test_tempo_refused_traces``)."""
     bomb = gzip.compress(b" " * (MAX_RESPONSE_BYTES + 1), compresslevel=9)
     url = serve(answer(bomb)).url
-    notices: list[str] = []
-    assert TempoSource(url, retries=0, notify=notices.append).spans_by_trace_ids(["a" * 32]) == []
-    assert notices == [
-        f"Tempo at {url} answered trace {'a' * 32} with more than {MAX_RESPONSE_BYTES} bytes: "
-        "it is left out"
-    ]
+    refusal = f"answered trace {'a' * 32} with more than {MAX_RESPONSE_BYTES} bytes"
+    with pytest.raises(BackendError, match=refusal):
+        TempoSource(url, retries=0).spans_by_trace_ids(["a" * 32])
 
 
 @pytest.mark.parametrize(

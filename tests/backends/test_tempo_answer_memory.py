@@ -72,7 +72,7 @@ def test_a_trace_too_large_for_memory_is_left_out_not_the_request(serve: Any) ->
         f"Tempo at {url} answered trace {huge_id} with {len(huge) // 2**20} MiB of JSON, more "
         "than there is memory to read: it is left out"
     )
-    assert (done.returncode, done.stderr) == (0, f"tracekit: warning: {said}\n")
+    assert (done.returncode, done.stderr) == (0, "")
     path = json.loads(done.stdout)
     assert [s["name"] for s in path["spans"]] == ["POST /jobs"]
     assert said in path["warnings"]

@@ -54,7 +54,21 @@ def test_a_trace_tempo_refuses_is_left_out_and_said_not_the_whole_request(serve:
         s.name for s in spans if s.trace_id != refused
     )
     assert said in path["warnings"]
-    assert err == f"tracekit: warning: {said}\n"
+    assert err == ""  # the path says it
+
+
+def test_a_request_tempo_answers_none_of_is_its_refusal_not_not_found(serve: Any) -> None:
+    spans = jobs([5])
+    backend = serve(FakeTempo(spans, version=TEMPO_2_6, max_bytes_per_trace=1500))
+
+    for typed in ("req-jobs", spans[0].trace_id):
+        code, out, err = run("trace", typed, "--tempo", backend.url, "--format", "json")
+
+        assert (code, out) == (2, "")
+        assert err == (
+            f"tracekit: Tempo at {backend.url} refused trace {spans[0].trace_id} (HTTP 422: "
+            "trace exceeds max size (max bytes: 1500))\n"
+        )
 
 
 def test_services_on_tempo_map_the_traces_it_answers(serve: Any) -> None:

@@ -76,12 +76,35 @@ class TempoSource(RemoteSource):
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._can_search_links = True
         self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
+        self._unreadable: dict[str, str] = {}  # trace id -> what Tempo did instead of answering
+        self._read_by_id = False  # whether a trace asked for by id has been read yet
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
         starts = self.trace_starts_by_correlation_id(correlation_id, MAX_TRACES_PER_SEARCH)
         spans = self.spans_by_trace_ids(trace_id for trace_id, _ in starts)
         return [s for s in spans if s.correlation_id == correlation_id]
+
+    def spans_by_trace_ids(self, trace_ids: Iterable[str]) -> list[SpanRecord]:
+        """Every span of the given traces; BackendError when Tempo would answer none of the
+        first traces asked for (see ``_read_or_refused``)."""
+        wanted = [t.lower() for t in trace_ids]
+        return self._read_or_refused(wanted, super().spans_by_trace_ids(wanted))
+
+    def first_spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
+        """As ``RemoteSource``'s, with ``spans_by_trace_ids``' error."""
+        wanted = [t.lower() for t in trace_ids]
+        return self._read_or_refused(wanted, super().first_spans_by_trace_ids(wanted, limit))
+
+    def _read_or_refused(self, wanted: list[str], spans: list[SpanRecord]) -> list[SpanRecord]:
+        """``spans``; or, when a command's first traces could none of them be read because
+        Tempo would not answer them, Tempo's refusal: that is the answer (exit 2), not "not
+        found". A trace left out later (one a link joins) is only a warning of the path."""
+        unreadable = [self._unreadable[t] for t in wanted if t in self._unreadable]
+        if unreadable and not spans and not self._read_by_id:
+            raise BackendError(unreadable[0])
+        self._read_by_id = self._read_by_id or bool(spans)
+        return spans
 
     def trace_starts_by_correlation_id(
         self, correlation_id: str, limit: int
@@ -143,7 +166,7 @@ class TempoSource(RemoteSource):
             others = listed - {row.trace_id}
             if row.correlation_id or not others:
                 continue
-            spans = self._traces.spans(row.trace_id)
+            spans = self._listed_trace(row.trace_id)
             into = {link.trace_id for link in root_span(spans).links} & others if spans else set()
             if into:
                 continues[row.trace_id] = into
@@ -169,7 +192,7 @@ class TempoSource(RemoteSource):
         for hit in newest_first:
             if len(kept) >= limit:
                 break
-            spans = self._traces.spans(hit.trace_id)
+            spans = self._listed_trace(hit.trace_id)
             kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
         return sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
 
@@ -221,7 +244,7 @@ class TempoSource(RemoteSource):
                 "2.5, or blocks older than vParquet4): reading each trace found to "
                 "count its spans and errors"
             )
-            trace = self._traces.spans(hit.trace_id)
+            trace = self._listed_trace(hit.trace_id)
             spans, errors = len(trace), sum(1 for s in trace if s.status == "ERROR")
         return RequestSummary(
             hit.correlation_id, hit.trace_id, hit.root_service, hit.root_name,
@@ -242,10 +265,18 @@ class TempoSource(RemoteSource):
     def _leave_out(self, trace_id: str, what_tempo_did: str) -> None:
         """One trace that cannot be read (a Tempo before 2.7 refuses one over its
         ``max_bytes_per_trace`` where a later one returns it in part; one too large to read):
-        said in the path, and on stderr for the commands that show no path."""
-        said = f"{self.client.where} {what_tempo_did}: it is left out"
-        self.notes.warn(trace_id, said)
-        self.notes.once(said, key="left out a trace")
+        a warning of the path it belongs to (``_listed_trace`` says it for the others)."""
+        self._unreadable[trace_id] = f"{self.client.where} {what_tempo_did}"
+        self.notes.warn(trace_id, f"{self._unreadable[trace_id]}: it is left out")
+
+    def _listed_trace(self, trace_id: str) -> list[SpanRecord]:
+        """One trace a search found, for a command that shows no path (search, services,
+        diff's set form): one left out is said on stderr, once."""
+        spans = self._traces.spans(trace_id)
+        if trace_id in self._unreadable:
+            said = f"{self._unreadable[trace_id]}: it is left out"
+            self.notes.once(said, key="left out a trace")
+        return spans
 
     def _fetch_whole_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
