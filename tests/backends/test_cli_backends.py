@@ -128,6 +128,36 @@ def test_a_consumers_trace_without_the_id_is_one_row_with_the_request_it_links_t
     assert (row["span_count"], row["error"]) == (len(path["spans"]), True)
 
 
+def behind_a_proxy() -> Topology:
+    """A request entering through a proxy that does not carry the correlation ID (its three
+    spans first in the trace), and a pull consumer's trace that carries it."""
+    t = Topology("req-edge-1")
+    edge = t.span("edge", "ingress", "SERVER", 0, 60, correlated=False)
+    route = t.span("edge", "route", "INTERNAL", 1, 59, edge, correlated=False)
+    call = t.span("edge", "POST /jobs", "CLIENT", 2, 58, route, correlated=False)
+    web = t.span("web", "POST /jobs", "SERVER", 3, 57, call)
+    sent = t.publish(web, "jobs", 10, 12, system="rabbitmq")
+    t.new_trace()
+    t.consume("worker", "jobs", 300, 400, links=[sent], system="rabbitmq")
+    return t
+
+
+def test_a_request_whose_first_spans_lack_the_id_is_one_row_on_tempo(serve: Any) -> None:
+    """Tempo selects ``span.correlation.id`` from the first three spans a search matched: a
+    request entering through a proxy was listed twice, its own trace with no ID and its
+    consumer's trace as a second request."""
+    url = serve(FakeTempo(recent(behind_a_proxy().spans))).url
+    code, out, _ = run("search", "--tempo", url, "--format", "json")
+    rows = json.loads(out)["requests"]
+    code, out, _ = run("trace", "req-edge-1", "--tempo", url, "--raw-times", "--format", "json")
+    path = json.loads(out)
+    assert code == 0 and len(path["trace_ids"]) == 2
+    assert [(r["correlation_id"], r["root_service"], r["span_count"]) for r in rows] == [
+        ("req-edge-1", "edge", len(path["spans"]))
+    ]
+    assert rows[0]["duration_ms"] == path["duration_ms"] == 400.0
+
+
 @pytest.mark.parametrize(
     ("option", "found"), [(["--service", "web"], ["req-incident-9"]),
                           (["--min-duration", "195"], ["req-checkout-1"])],

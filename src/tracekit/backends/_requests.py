@@ -7,11 +7,19 @@ each trace as a row would show one request twice, each row measured over part of
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from tracekit.records import RequestSummary, SpanRecord
 
-__all__ = ["MAX_CONTINUATIONS", "by_correlation_id", "joined", "root_span", "with_continuations"]
+__all__ = [
+    "MAX_CONTINUATIONS",
+    "by_correlation_id",
+    "carried_correlation_id",
+    "joined",
+    "root_span",
+    "with_continuations",
+]
 
 # how far a chain of traces continuing one another is followed (a consumer's consumer...)
 MAX_CONTINUATIONS = 16
@@ -73,3 +81,10 @@ def joined(parts: Sequence[RequestSummary], entry: RequestSummary) -> RequestSum
         (end - start) / 1e6, sum(part.span_count for part in parts),
         any(part.error for part in parts),
     )  # fmt: skip
+
+
+def carried_correlation_id(trace: list[SpanRecord]) -> str | None:
+    """The correlation ID most spans of ``trace`` carry, as ``tracekit trace`` names a trace's
+    request (None when none carries one)."""
+    counts = Counter(span.correlation_id for span in trace if span.correlation_id)
+    return counts.most_common(1)[0][0] if counts else None

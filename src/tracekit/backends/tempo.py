@@ -18,6 +18,7 @@ Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
-from tracekit.backends._requests import by_correlation_id, root_span
+from tracekit.backends._requests import by_correlation_id, carried_correlation_id, root_span
 from tracekit.backends._tempo_search import (
     Hit,
     read_hits,
@@ -152,9 +153,18 @@ class TempoSource(RemoteSource):
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        rows = [self._summary(hit) for hit in started]
+        rows = [self._with_correlation_id(self._summary(hit)) for hit in started]
         found = by_correlation_id(rows, self._continued(rows))
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _with_correlation_id(self, row: RequestSummary) -> RequestSummary:
+        """``row`` with the correlation ID its trace carries when its hit showed none: Tempo
+        selects it from the first three spans the search matched, which may all be a proxy's
+        that does not carry it. The trace is read (and kept for ``_continued``)."""
+        if row.correlation_id:
+            return row
+        carried = carried_correlation_id(self._listed_trace(row.trace_id))
+        return dataclasses.replace(row, correlation_id=carried) if carried else row
 
     def _continued(self, rows: list[RequestSummary]) -> dict[str, set[str]]:
         """Each listed trace without a correlation ID whose root links into other listed traces
