@@ -142,14 +142,18 @@ def behind_a_proxy() -> Topology:
     return t
 
 
-def test_a_request_whose_first_spans_lack_the_id_is_one_row_on_tempo(serve: Any) -> None:
+@pytest.mark.parametrize(("backend", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+def test_a_request_whose_first_spans_lack_the_id_is_one_row_named_by_it(
+    serve: Any, backend: str, fake: Any
+) -> None:
     """Tempo selects ``span.correlation.id`` from the first three spans a search matched: a
     request entering through a proxy was listed twice, its own trace with no ID and its
-    consumer's trace as a second request."""
-    url = serve(FakeTempo(recent(behind_a_proxy().spans))).url
-    code, out, _ = run("search", "--tempo", url, "--format", "json")
+    consumer's trace as a second request. Jaeger named a request by its root span's ID: the
+    proxy's, none."""
+    url = serve(fake(recent(behind_a_proxy().spans))).url
+    code, out, _ = run("search", backend, url, "--format", "json")
     rows = json.loads(out)["requests"]
-    code, out, _ = run("trace", "req-edge-1", "--tempo", url, "--raw-times", "--format", "json")
+    code, out, _ = run("trace", "req-edge-1", backend, url, "--raw-times", "--format", "json")
     path = json.loads(out)
     assert code == 0 and len(path["trace_ids"]) == 2
     assert [(r["correlation_id"], r["root_service"], r["span_count"]) for r in rows] == [

@@ -7,7 +7,12 @@ into the request.
 
 from __future__ import annotations
 
-from tracekit.backends._requests import joined, root_span, with_continuations
+from tracekit.backends._requests import (
+    carried_correlation_id,
+    joined,
+    root_span,
+    with_continuations,
+)
 from tracekit.records import RequestSummary, SpanRecord
 
 
@@ -56,8 +61,11 @@ def _request_key(row: RequestSummary) -> str:
 
 
 def _summary(trace: list[SpanRecord], root: SpanRecord) -> RequestSummary:
+    """One trace's row, named by the correlation ID its spans carry, as ``tracekit trace``
+    names it (a proxy's root span may carry none)."""
     end = max(s.end_unix_nano for s in trace)
     return RequestSummary(
-        root.correlation_id, root.trace_id, root.service, root.name, root.start_unix_nano,
-        (end - root.start_unix_nano) / 1e6, len(trace), any(s.status == "ERROR" for s in trace),
+        carried_correlation_id(trace), root.trace_id, root.service, root.name,
+        root.start_unix_nano, (end - root.start_unix_nano) / 1e6, len(trace),
+        any(s.status == "ERROR" for s in trace),
     )  # fmt: skip
