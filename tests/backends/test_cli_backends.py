@@ -162,6 +162,31 @@ def test_a_request_whose_first_spans_lack_the_id_is_one_row_named_by_it(
     assert rows[0]["duration_ms"] == path["duration_ms"] == 400.0
 
 
+def test_search_on_tempo_lists_its_hits_when_a_trace_read_fails(serve: Any) -> None:
+    """A hit that shows no correlation ID is read to name and join it: a trace Tempo failed to
+    answer (a querier down) failed the whole search, which needs no trace read to list it."""
+    spans = recent(uncorrelated_pulled_job().spans)
+    consumer = spans[-1].trace_id
+    tempo = FakeTempo(spans)
+
+    def answer(request: Request) -> Response:
+        if request.path.endswith(f"/traces/{consumer}"):
+            return Response("querier unavailable", 500)
+        return tempo(request)
+
+    url = serve(answer).url
+    code, out, err = run("search", "--tempo", url, "--timeout", "1", "--format", "json")
+
+    rows = json.loads(out)["requests"]
+    assert code == 0
+    assert sorted(str(r["correlation_id"]) for r in rows) == ["None", "req-pull-2"]
+    assert err == (
+        f"tracekit: warning: Tempo at {url} failed to answer trace {consumer} (Tempo at {url} "
+        "answered HTTP 500: querier unavailable): search lists the traces whose search hit "
+        "shows no correlation ID as Tempo found them, unread\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("option", "found"), [(["--service", "web"], ["req-incident-9"]),
                           (["--min-duration", "195"], ["req-checkout-1"])],

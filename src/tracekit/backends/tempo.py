@@ -79,6 +79,7 @@ class TempoSource(RemoteSource):
         self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
         self._unreadable: dict[str, str] = {}  # trace id -> what Tempo did instead of answering
         self._read_by_id = False  # whether a trace asked for by id has been read yet
+        self._unnamed_unreadable = False  # a search hit's trace could not be read
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
@@ -163,8 +164,25 @@ class TempoSource(RemoteSource):
         that does not carry it. The trace is read (and kept for ``_continued``)."""
         if row.correlation_id:
             return row
-        carried = carried_correlation_id(self._listed_trace(row.trace_id))
+        carried = carried_correlation_id(self._unnamed_trace(row.trace_id))
         return dataclasses.replace(row, correlation_id=carried) if carried else row
+
+    def _unnamed_trace(self, trace_id: str) -> list[SpanRecord]:
+        """The trace of a hit that shows no correlation ID; none once a read has failed: the
+        hits still list the traces, so a failing read (each taking up to the timeout and its
+        retries) is said once and not tried again."""
+        if self._unnamed_unreadable:
+            return []
+        try:
+            return self._listed_trace(trace_id)
+        except BackendError as error:
+            self._unnamed_unreadable = True
+            self.notes.once(
+                f"{self.client.where} failed to answer trace {trace_id} ({error}): search "
+                "lists the traces whose search hit shows no correlation ID as Tempo found "
+                "them, unread"
+            )
+            return []
 
     def _continued(self, rows: list[RequestSummary]) -> dict[str, set[str]]:
         """Each listed trace without a correlation ID whose root links into other listed traces
@@ -176,7 +194,7 @@ class TempoSource(RemoteSource):
             others = listed - {row.trace_id}
             if row.correlation_id or not others:
                 continue
-            spans = self._listed_trace(row.trace_id)
+            spans = self._unnamed_trace(row.trace_id)
             into = {link.trace_id for link in root_span(spans).links} & others if spans else set()
             if into:
                 continues[row.trace_id] = into
