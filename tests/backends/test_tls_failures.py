@@ -6,9 +6,14 @@ loopback: HTTPS with the test certificate of ``tls/`` (whose CA no system trusts
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from tempo_fake import FakeTempo
 from trace_topologies import checkout
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
+TLS = Path(__file__).with_name("tls")  # a test CA and the server certificate it signed
 
 
 def tracekit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,3 +64,52 @@ def test_https_to_a_port_that_speaks_plain_http_is_said(serve: Any) -> None:
     assert done.stderr.startswith(f"tracekit: Tempo at {url}: the TLS handshake failed (")
     assert done.stderr.endswith("); does it serve HTTPS on that port?\n")
     assert done.stderr.count("\n") == 1
+
+
+class ClientCertificateRequired:
+    """A TLS server on loopback that requires a client certificate (mutual TLS, as a gateway
+    in front of Tempo may): TLS 1.3 sends its refusal after the handshake, as the client reads
+    the answer. The connection is held a second after, so the refusal arrives, not a reset."""
+
+    def __init__(self) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+        self.context.load_verify_locations(TLS / "ca.pem")
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            wrapped = self.context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+            with contextlib.suppress(ssl.SSLError, OSError):
+                wrapped.do_handshake()
+            time.sleep(1)
+            wrapped.close()
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("command", [["search"], ["trace", "req-checkout-1"]])
+def test_a_backend_that_wants_a_client_certificate_is_said_as_such(command: list[str]) -> None:
+    """It ended in "internal error (SSLError: ...)": the refusal came as the answer was read."""
+    server = ClientCertificateRequired()
+    try:
+        done = tracekit(*command, "--tempo", server.url, env={"SSL_CERT_FILE": str(TLS / "ca.pem")})
+    finally:
+        server.close()
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: Tempo at {server.url}: it asks for a TLS client certificate, which tracekit "
+        "does not send (tlsv13 alert certificate required); reach it through a proxy that "
+        "holds one\n"
+    )

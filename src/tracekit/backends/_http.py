@@ -160,6 +160,8 @@ class JsonClient:
                 encoding = _content_encoding(response.headers)
         except urllib.error.HTTPError as error:
             raise self._http_error(error) from None
+        except ssl.SSLError as error:  # as the answer is read: TLS 1.3 refuses after handshaking
+            raise BackendError(self._tls_failure(error)) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
@@ -205,6 +207,10 @@ class JsonClient:
             why = self.printable(error.verify_message or error.reason or "not verified")
             return (f"{self.where}: its TLS certificate is not trusted ({why}); if a private CA "
                     "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
+        if error.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":  # mutual TLS
+            return (f"{self.where}: it asks for a TLS client certificate, which tracekit does "
+                    "not send (tlsv13 alert certificate required); reach it through a proxy "
+                    "that holds one")  # fmt: skip
         why = self.printable(error.reason or type(error).__name__)
         return f"{self.where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
 
