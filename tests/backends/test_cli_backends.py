@@ -479,6 +479,17 @@ def test_every_read_command_documents_the_header_option() -> None:
     [
         ("localhost:3200", "URL must look like http(s)://host[:port][/path], got 'localhost:3200'"),
         ("http://user:secret@tempo:99999", "URL has an invalid port: 'tempo:99999'"),
+        # a typo and a label over DNS's 63 characters: "internal error (UnicodeError ...)"
+        (
+            "http://tempo..internal:3200",
+            "URL has an invalid host name: 'tempo..internal' (an "
+            "empty part, or one over 63 characters)",
+        ),
+        (
+            f"https://{'t' * 64}.example",
+            f"URL has an invalid host name: '{'t' * 64}.example' (an "
+            "empty part, or one over 63 characters)",
+        ),
     ],
 )
 def test_a_bad_url_is_one_line_and_exit_2(

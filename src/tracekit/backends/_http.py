@@ -337,6 +337,11 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     except ValueError:
         shown = parsed.netloc.rpartition("@")[2][:80]  # host:port, no userinfo
         raise BackendError(f"{name} URL has an invalid port: {shown!r}") from None
+    try:  # what the resolver would do, failing there as an internal error
+        parsed.hostname.encode("idna")
+    except UnicodeError:
+        raise BackendError(f"{name} URL has an invalid host name: {parsed.hostname[:80]!r} (an "
+                           "empty part, or one over 63 characters)") from None  # fmt: skip
     host = parsed.netloc.rpartition("@")[2]
     url = urllib.parse.urlunsplit((parsed.scheme, host, parsed.path.rstrip("/"), "", ""))
     if parsed.username is None:
