@@ -479,6 +479,7 @@ def test_every_read_command_documents_the_header_option() -> None:
     [
         ("localhost:3200", "URL must look like http(s)://host[:port][/path], got 'localhost:3200'"),
         ("http://user:secret@tempo:99999", "URL has an invalid port: 'tempo:99999'"),
+        ("http://[::1:3200", "URL is not valid: Invalid IPv6 URL"),  # which URL it did not say
         # a typo and a label over DNS's 63 characters: "internal error (UnicodeError ...)"
         (
             "http://tempo..internal:3200",

@@ -186,7 +186,8 @@ def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path
         (["--prometheus", ""], empty),
         (["--prometheus", " ", "--store", str(store)], empty),
         (["--store", ""], "tracekit: --store was given an empty value\n"),
-        (["--prometheus", "http://[::1"], "tracekit: Invalid IPv6 URL\n"),
+        (["--prometheus", "http://[::1"],
+         "tracekit: Prometheus URL is not valid: Invalid IPv6 URL\n"),
     ]:  # fmt: skip
         result = CliRunner().invoke(cli, [*versions, *args])
         assert (result.exit_code, result.stdout, result.stderr) == (2, "", says)

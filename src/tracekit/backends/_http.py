@@ -326,7 +326,10 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
 
 def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     """The URL without credentials, and the Authorization header its ``user:password@`` gives."""
-    parsed = urllib.parse.urlsplit(raw.strip())
+    try:
+        parsed = urllib.parse.urlsplit(raw.strip())
+    except ValueError as error:  # an unclosed "[" of an IPv6 address
+        raise BackendError(f"{name} URL is not valid: {error}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         shown = raw.strip().rpartition("@")[2].partition("?")[0][:80]  # no userinfo, no query
         raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
