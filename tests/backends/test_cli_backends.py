@@ -187,6 +187,29 @@ def test_search_on_tempo_lists_its_hits_when_a_trace_read_fails(serve: Any) -> N
     )
 
 
+def test_search_limit_on_tempo_lists_that_many_requests_each_whole(serve: Any) -> None:
+    """Five requests of two traces each (a pull consumer's, carrying the ID): ``--limit 3``
+    asked Tempo for 3 traces, so it listed 2 requests, the older one its consumer's trace
+    alone (root worker, its producer's trace beyond the answer)."""
+    spans = []
+    for n in range(5):
+        t = Topology(f"req-pull-{n}")
+        root = t.span("web", "POST /jobs", "SERVER", n * 1000, n * 1000 + 50)
+        sent = t.publish(root, "jobs", n * 1000 + 10, n * 1000 + 12, system="rabbitmq")
+        t.new_trace()
+        t.consume("worker", "jobs", n * 1000 + 300, n * 1000 + 400, links=[sent])
+        spans += t.spans
+    url = serve(FakeTempo(recent(spans))).url
+
+    code, out, _ = run("search", "--tempo", url, "--limit", "3", "--format", "json")
+
+    rows = json.loads(out)["requests"]
+    assert code == 0
+    assert [(r["correlation_id"], r["root_service"], r["span_count"]) for r in rows] == [
+        ("req-pull-4", "web", 3), ("req-pull-3", "web", 3), ("req-pull-2", "web", 3),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("option", "found"), [(["--service", "web"], ["req-incident-9"]),
                           (["--min-duration", "195"], ["req-checkout-1"])],

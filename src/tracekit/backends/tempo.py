@@ -40,6 +40,7 @@ from tracekit.backends._tempo_search import (
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
 __all__ = [
+    "HITS_PER_REQUEST",
     "MAX_TRACES_FOR_MAP",
     "MAX_TRACES_OF_A_SERVICE",
     "MAX_TRACES_PER_SEARCH",
@@ -53,6 +54,10 @@ MAX_TRACES_FOR_MAP = 200
 # `limit` traces in one search unless its query_frontend.search.max_result_limit (0, none, by
 # default) is lower, when it answers that many, without a word
 MAX_TRACES_OF_A_SERVICE = 2_000
+# `search` asks for this many traces per request listed: a request is often two (a pull
+# consumer's trace beside its producer's), and one cut at the answer's edge would be listed as
+# part of itself (its consumer's trace alone), or not fill the listing
+HITS_PER_REQUEST = 2
 _MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
 
 
@@ -146,13 +151,14 @@ class TempoSource(RemoteSource):
         errors_only: bool = False,
         limit: int = 20,
     ) -> Sequence[RequestSummary]:
-        """Newest traces matching the filters that started since then, from one TraceQL search
-        (Tempo finds the traces that overlap its window: those that started before are left);
+        """Newest requests matching the filters that started since then, from one TraceQL search
+        of ``HITS_PER_REQUEST`` traces a request (Tempo finds the traces that overlap its
+        window: those that started before are left);
         those sharing a correlation ID are one request, and so is a trace without one with the
         traces its root links into (``_requests.by_correlation_id``)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
-        hits = self._search(query, limit, since, newest=True)
+        hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
         rows = [self._with_correlation_id(self._summary(hit)) for hit in started]
         found = by_correlation_id(rows, self._continued(rows))
