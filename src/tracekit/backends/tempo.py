@@ -153,9 +153,9 @@ class TempoSource(RemoteSource):
     ) -> Sequence[RequestSummary]:
         """Newest requests matching the filters that started since then, from one TraceQL search
         of ``HITS_PER_REQUEST`` traces a request (Tempo finds the traces that overlap its
-        window: those that started before are left);
-        those sharing a correlation ID are one request, and so is a trace without one with the
-        traces its root links into (``_requests.by_correlation_id``)."""
+        window: those that started before are left). Traces sharing a correlation ID are one
+        request, and so is a trace without one with the traces its root links into
+        (``_requests.by_correlation_id``)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
