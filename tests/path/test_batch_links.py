@@ -8,6 +8,9 @@ Written to a real store, read by ``reconstruct`` and ``recent_requests`` as the 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path as FilePath
 
 import pytest
@@ -108,3 +111,44 @@ def test_search_counts_what_opening_each_row_shows(tmp_path: FilePath) -> None:
         path = reconstruct(store, row.correlation_id or row.trace_id)
         assert path is not None
         assert (row.span_count, row.duration_ms) == (len(path.spans), path.to_json()["duration_ms"])
+
+
+BATCH_SCRIPT = """
+import tracekit
+from opentelemetry import trace
+from tracekit import correlation, messaging
+
+tracekit.init("shop")
+tracer, batch = trace.get_tracer("shop"), []
+for n in range({messages}):
+    token = correlation.set_correlation_id(f"req-{{n}}")
+    with tracer.start_as_current_span("POST /orders", kind=trace.SpanKind.SERVER):
+        batch.append(messaging.inject({{}}, system="kafka", destination="orders"))
+    correlation.reset_correlation_id(token)
+with messaging.consume_batch(batch, system="kafka", destination="orders"):
+    pass
+tracekit.shutdown()
+"""
+
+
+def test_every_message_of_a_large_batch_reaches_the_consumer_in_its_path(
+    tmp_path: FilePath,
+) -> None:
+    """A consumer polling 1,500 records at a time (``max_poll_records`` raised): the SDK keeps
+    the span's last 1,000 links, so the first 500 requests' paths ended at their producer,
+    without the hop to the batch that consumed their message."""
+    store_path = tmp_path / "spans.db"
+    env = {**os.environ, "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store_path)}
+    env.pop("OTEL_SPAN_LINK_COUNT_LIMIT", None)
+    subprocess.run(
+        [sys.executable, "-c", BATCH_SCRIPT.format(messages=1500)], env=env, check=True,
+        timeout=120,
+    )  # fmt: skip
+
+    with Store(store_path) as store:
+        for request in ("req-0", "req-1", "req-499", "req-500", "req-1499"):
+            path = reconstruct(store, request)
+            assert path is not None
+            assert [(h.from_service, h.to_service, h.type) for h in path.hops] == [
+                ("shop", "shop", "messaging")
+            ], request
