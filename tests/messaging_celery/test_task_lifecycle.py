@@ -77,15 +77,15 @@ def test_a_task_run_eagerly_is_named_by_the_queue_it_would_be_sent_to(
     app.conf.update(task_default_queue="orders", task_always_eager=how == "task_always_eager")
     app.conf.task_routes = {"eager.bill": {"queue": "billing"}}
 
-    @app.task(name="eager.pack")
+    @app.task(name="eager.pack", shared=False)
     def pack() -> None:
         pass
 
-    @app.task(name="eager.bill")
+    @app.task(name="eager.bill", shared=False)
     def bill() -> None:
         pass
 
-    @app.task(name="eager.ship", queue="shipping")
+    @app.task(name="eager.ship", queue="shipping", shared=False)
     def ship() -> None:
         pass
 
