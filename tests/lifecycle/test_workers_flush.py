@@ -9,11 +9,17 @@ multiprocessing's finalizers.
 from __future__ import annotations
 
 import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from celery import Celery
 from conditions import wait_for
 from loopback import free_port
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from stopping import Service
 
 N = 5
@@ -255,3 +261,91 @@ def test_a_forked_child_and_its_parent_both_store_through_one_exporter(service: 
     assert "child status: 0" in service.output()
     names = sorted(s.name for s in service.spans())
     assert names == ["child", "parent-after-fork", "parent-before-fork"], service.output()
+
+
+class _KeepAliveCollector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that keeps connections open, as a collector does; notes which
+    connection (the client's port) brought which span names and log bodies."""
+
+    protocol_version = "HTTP/1.1"
+    received: ClassVar[list[tuple[int, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        for name in _names(self.path, body):
+            self.received.append((self.client_address[1], name))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _names(path: str, body: bytes) -> list[str]:
+    if path == "/v1/traces":
+        spans = ExportTraceServiceRequest.FromString(body)
+        return [
+            f"span {s.name}" for r in spans.resource_spans for g in r.scope_spans for s in g.spans
+        ]
+    logs = ExportLogsServiceRequest.FromString(body)
+    return [
+        f"log {lr.body.string_value}"
+        for r in logs.resource_logs
+        for g in r.scope_logs
+        for lr in g.log_records
+    ]
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    _KeepAliveCollector.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveCollector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+FORKED_AFTER_EXPORTING = """
+import logging, tracekit, tracekit.logs
+import multiprocessing as mp
+from opentelemetry import trace
+
+tracekit.init("forked-otlp")
+
+def work(name):
+    with trace.get_tracer("t").start_as_current_span(name):
+        logging.getLogger("app").warning(name)
+
+if __name__ == "__main__":
+    work("parent-before-fork")
+    trace.get_tracer_provider().force_flush()  # exported: the connection stays open
+    tracekit.logs.flush()
+    child = mp.get_context("fork").Process(target=work, args=("child",))
+    child.start()
+    child.join()
+    work("parent-after-fork")
+"""
+
+
+def test_a_child_forked_after_an_otlp_export_exports_on_its_own_connection(
+    service: Service, collector: str
+) -> None:
+    """A child of ``fork()`` inherited the parent's open connection to the collector: parent and
+    children wrote their requests onto one socket, interleaved (the collector answered 400)
+    and read each other's answers (exports waited out their timeout), and batches were lost."""
+    service.write("forked.py", FORKED_AFTER_EXPORTING)
+    service.start("forked.py", TRACEKIT_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=collector)
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    received = _KeepAliveCollector.received
+    names = sorted(name for _, name in received)
+    expected = ["child", "parent-after-fork", "parent-before-fork"]
+    assert names == sorted([f"log {n}" for n in expected] + [f"span {n}" for n in expected])
+    child_connections = {port for port, name in received if name.endswith(" child")}
+    parent_connections = {port for port, name in received if " parent-" in name}
+    assert not child_connections & parent_connections, received

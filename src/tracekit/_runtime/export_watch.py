@@ -191,13 +191,41 @@ class _ExportRequestLines(logging.Filter):
         return True
 
 
+class _ExporterOfThisProcess:
+    """The OTLP exporter of ``signal``, made anew in a child of ``fork()``.
+
+    An exporter keeps its connection to the collector open between exports (an HTTP session,
+    a gRPC channel), and a forked child inherits it: parent and children then wrote their
+    requests onto one socket, interleaved (the collector answered 400), and read each other's
+    answers (exports waited out their timeout), so batches were lost.
+    """
+
+    def __init__(self, signal: str) -> None:
+        self._signal = signal
+        self._exporter, self.endpoint = otlp_exporter(signal)
+        self._pid = os.getpid()
+
+    def get(self) -> Any:
+        """This process's exporter (no lock: one held at a fork would stay held in the child;
+        two threads of a new child may each make one, and one of them is dropped)."""
+        if self._pid != os.getpid():
+            self._exporter, _ = otlp_exporter(self._signal)
+            self._pid = os.getpid()
+        return self._exporter
+
+
 class WatchedSpanExporter(SpanExporter):
     """The OTLP span exporter, warning once when its exports fail."""
 
     def __init__(self) -> None:
-        inner, endpoint = otlp_exporter("traces")
-        self.inner: SpanExporter = inner
-        self.watch = ExportWatch("spans", endpoint, inner)
+        self._exporters = _ExporterOfThisProcess("traces")
+        self.watch = ExportWatch("spans", self._exporters.endpoint, self.inner)
+
+    @property
+    def inner(self) -> SpanExporter:
+        """The wrapped OTLP exporter, this process's own."""
+        exporter: SpanExporter = self._exporters.get()
+        return exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the wrapped exporter and note a failure."""
@@ -219,9 +247,14 @@ class WatchedLogExporter(LogRecordExporter):
     """The OTLP log record exporter, warning once when its exports fail."""
 
     def __init__(self) -> None:
-        inner, endpoint = otlp_exporter("logs")
-        self.inner: LogRecordExporter = inner
-        self.watch = ExportWatch("log records", endpoint, inner)
+        self._exporters = _ExporterOfThisProcess("logs")
+        self.watch = ExportWatch("log records", self._exporters.endpoint, self.inner)
+
+    @property
+    def inner(self) -> LogRecordExporter:
+        """The wrapped OTLP exporter, this process's own."""
+        exporter: LogRecordExporter = self._exporters.get()
+        return exporter
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
         """Export through the wrapped exporter and note a failure."""
