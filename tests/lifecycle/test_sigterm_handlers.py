@@ -150,3 +150,70 @@ def test_sigterm_flushes_logs_beside_spans_whose_endpoint_hangs(service: Service
         receiver.stop()
         blackhole.close()
     assert _stored_bodies(service) == ["pending log line"]
+
+
+BLOCKED_WHEN_SIGTERM_LANDS = """
+    import logging, signal, threading, time
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")
+    set_correlation_id("job-1")
+    logging.getLogger("worker").warning("pending log line")
+    never_released = threading.Lock()
+    never_released.acquire()
+
+    def sigterm_noted_by_another_thread():
+        time.sleep(0.5)  # the main thread is waiting by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=sigterm_noted_by_another_thread).start()
+    print("ready", flush=True)
+    never_released.acquire()  # waits for good, like a pool worker for its next task
+"""
+
+
+def test_sigterm_ends_a_process_whose_main_thread_is_blocked_when_it_lands(
+    service: Service,
+) -> None:
+    """CPython runs a Python signal handler in the main thread, between bytecodes. A SIGTERM
+    noted while the main thread is already blocked (delivered to another thread, or landing
+    just before the wait starts: a pool worker waiting for its next task when the pool is
+    terminated, tests/lifecycle/test_workers_flush.py) was never handled: with tracekit's
+    handler in place of the default action, the process lived on and its parent waited for it
+    for ever."""
+    service.write("worker.py", BLOCKED_WHEN_SIGTERM_LANDS)
+    service.start("worker.py")
+    service.wait_output("ready")
+    assert service.process is not None
+
+    assert service.process.wait(30) == -signal.SIGTERM, service.output()
+    assert _stored_bodies(service) == ["pending log line"]
+
+
+PARENT_OF_A_TERMINATED_CHILD = """
+    import multiprocessing as mp, time
+    import tracekit
+
+    tracekit.init("parent")
+
+    if __name__ == "__main__":
+        child = mp.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.5)
+        child.terminate()
+        child.join()
+        time.sleep(2)  # longer than tracekit waits for a handler to run
+        print("child", child.exitcode, "parent still here", flush=True)
+"""
+
+
+def test_a_forked_childs_sigterm_leaves_its_parent_alone(service: Service) -> None:
+    """A forked child inherits the wakeup socket that tells of SIGTERM, but not the thread that
+    listens on it: it listens on its own, so its SIGTERM does not reach the parent's."""
+    service.write("parent.py", PARENT_OF_A_TERMINATED_CHILD)
+    service.start("parent.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert f"child {-signal.SIGTERM} parent still here" in service.output()

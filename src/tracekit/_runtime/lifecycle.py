@@ -14,7 +14,9 @@ way out, preferring the host's own extension points over its signals:
 - SIGTERM, only where nobody handles it (the default action, which would end the process at
   once): flush, then restore the default and raise the signal again, so the exit status is the
   one it would have been. When a stop is already under way, the signal is raised again once it
-  is done (``Pool.terminate()`` signals workers that are already stopping).
+  is done (``Pool.terminate()`` signals workers that are already stopping). A watcher thread
+  hears of SIGTERM on a wakeup fd and wakes the main thread when it was blocked as the signal
+  landed, so that the handler runs (it runs between bytecodes of the main thread).
 
 Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``).
 """
@@ -22,8 +24,11 @@ Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_T
 from __future__ import annotations
 
 import atexit
+import os
 import signal
+import socket
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
@@ -47,6 +52,7 @@ def install() -> None:
         return
     _installed = True
     atexit.register(_stop)
+    os.register_at_fork(after_in_child=_watch_in_child)
     wrapt.register_post_import_hook(_hook_celery, "celery.signals")
     wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
 
@@ -91,6 +97,7 @@ def _hook_sigterm() -> None:
     """Handle SIGTERM only where its action is the default; a host's own handler stays."""
     if _in_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
+        _watch_sigterm()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -117,6 +124,63 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if signal.getsignal(signum) is signal.SIG_DFL:
         signal.signal(signum, _on_sigterm)
     _terminating = False
+
+
+# --- SIGTERM noted while the main thread is blocked -------------------------------------------
+# CPython notes a signal at once but runs its Python handler only between bytecodes of the main
+# thread. A SIGTERM noted while the main thread is blocked (delivered to another thread, or just
+# before the wait began: a pool worker waiting for its next task when the pool is terminated) was
+# never handled: the process outlived it, where the default action would have ended it.
+
+_NUDGE_AFTER_S = 1.0  # a handler that has not run by then is not going to run by itself
+_wakeup: socket.socket | None = None  # the write end of this process's wakeup fd, when ours
+
+
+@guarded(None)
+def _watch_sigterm() -> None:
+    """Hear of SIGTERM on a wakeup fd (main thread only; never over one the host has set)."""
+    global _wakeup
+    if _wakeup is not None:
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    if signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False) != -1:
+        signal.set_wakeup_fd(-1)  # an event loop's: it wakes its own main thread
+        reader.close()
+        writer.close()
+        return
+    _wakeup = writer
+    thread = threading.Thread(
+        target=_nudge_on_sigterm, args=(reader,), name="tracekit-sigterm", daemon=True
+    )
+    thread.start()
+
+
+def _nudge_on_sigterm(reader: socket.socket) -> None:
+    """Interrupt the main thread's wait when SIGTERM came and its handler has not run."""
+    main = threading.main_thread().ident
+    while signals := reader.recv(64):
+        if signal.SIGTERM in signals:
+            time.sleep(_NUDGE_AFTER_S)
+            # Still ours: not handled yet (the handler restores the default action first).
+            if main is not None and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.pthread_kill(main, signal.SIGTERM)
+
+
+@guarded(None)
+def _watch_in_child() -> None:
+    """A forked child shares its parent's wakeup socket, not its watcher thread: the parent's
+    watcher would hear the child's SIGTERM. The child watches with its own."""
+    global _wakeup
+    if _wakeup is None:
+        return
+    inherited = signal.set_wakeup_fd(-1)
+    if inherited != _wakeup.fileno():  # replaced since (an event loop's): it stays
+        signal.set_wakeup_fd(inherited)
+        return
+    _wakeup = None
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        _watch_sigterm()
 
 
 def _bounded(action: Callable[[], None]) -> None:
