@@ -398,8 +398,9 @@ class LogExportHandler(logging.Handler):
         _emit(self.provider, record)
 
     def flush(self) -> None:
-        """Push buffered records to the exporter."""
-        self.provider.force_flush(timeout_millis=5_000)
+        """Push buffered records to the exporter, waiting 5 s at most (the stdlib flushes every
+        handler at exit and in ``dictConfig``)."""
+        _flushed_within(self.provider, 5_000)
 
 
 class _Bridge:
@@ -700,6 +701,26 @@ def detach() -> LoggerProvider | None:
 
 
 def flush(timeout_millis: int = 30_000) -> bool:
-    """Export the log records still batched (for a process about to exit); True when done."""
+    """Export the log records still batched (for a process about to exit); True when done
+    within ``timeout_millis``."""
     handler = _handler
-    return True if handler is None else bool(handler.provider.force_flush(timeout_millis))
+    return True if handler is None else _flushed_within(handler.provider, timeout_millis)
+
+
+def _flushed_within(provider: LoggerProvider, timeout_millis: int) -> bool:
+    """Flush ``provider`` in a daemon thread waited for ``timeout_millis`` at most: the SDK's
+    flush ignores its timeout and waits out the exporter's own, retries included."""
+    outcome: list[bool] = []
+    finished = threading.Event()
+
+    def flush_provider() -> None:
+        try:
+            outcome.append(bool(provider.force_flush(timeout_millis)))
+        except Exception as error:
+            report_once("log flush", error)
+        finally:
+            finished.set()
+
+    threading.Thread(target=flush_provider, name="tracekit log flush", daemon=True).start()
+    finished.wait(timeout_millis / 1000)
+    return outcome == [True]

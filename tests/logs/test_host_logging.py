@@ -367,6 +367,44 @@ def test_flush_exports_what_is_batched_before_the_delay(tmp_path: Path) -> None:
     assert stored_bodies(tmp_path) == ["batched"]
 
 
+def test_flush_returns_within_its_timeout_when_the_collector_hangs(tmp_path: Path) -> None:
+    """The SDK's flush ignores its timeout and waits out the exporter's own, retries included:
+    ``flush(timeout_millis=1000)`` (and a ``LogExportHandler``'s flush, which the stdlib runs at
+    exit) blocked for 20 s against a collector that accepts and never answers."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    with closing(blackhole):
+        result = run_python(
+            """
+            import logging, os, time, tracekit, tracekit.logs
+            from opentelemetry.sdk._logs import LoggerProvider
+            from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+            from tracekit._runtime.export_watch import WatchedLogExporter
+            tracekit.init("shop", metrics_port=0)
+            logging.getLogger("shop").warning("batched")
+            started = time.monotonic()
+            done = tracekit.logs.flush(timeout_millis=1000)
+            print(f"flush {done} {time.monotonic() - started:.0f}", flush=True)
+            provider = LoggerProvider(shutdown_on_exit=False)
+            provider.add_log_record_processor(BatchLogRecordProcessor(WatchedLogExporter()))
+            handler = tracekit.logs.LogExportHandler(provider)
+            logging.getLogger("attached").addHandler(handler)
+            logging.getLogger("attached").warning("attached")
+            started = time.monotonic()
+            handler.flush()
+            print(f"handler flush {time.monotonic() - started:.0f}", flush=True)
+            os._exit(0)
+            """,
+            tmp_path,
+            TRACEKIT_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="20",
+            OTEL_BLRP_SCHEDULE_DELAY="60000",
+        )
+    assert result.stdout.splitlines() == ["flush False 1", "handler flush 5"], result.stderr
+
+
 def test_a_record_made_by_hand_without_a_name_is_handled_and_exported(tmp_path: Path) -> None:
     """``logging.makeLogRecord({...})`` without ``name`` gives a record named None: handing it
     to a logger raised AttributeError out of ``logger.handle`` (tracekit's export read the
