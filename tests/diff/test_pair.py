@@ -678,3 +678,18 @@ def test_requests_only_log_lines_carry_are_said_to_have_no_span_to_compare(
         "tracekit: 'req-logs-1' has only log lines, no span to compare"
         " (tracekit trace shows them)\n"
     )
+
+
+def test_times_read_in_the_unit_they_round_to(deployment: Deployment) -> None:
+    """999.96 ms rounds to a second, not to "1000.0 ms"; 40 us less is "+0.0 ms", not "-0.0"."""
+    a, b = pair(deployment, Shape(pricing_ms=50.0), Shape(pricing_ms=999.96))
+    assert tree_row(deployment, a, b, PRICING)[:5] == ["50.0", "ms", "1.00", "s", "+950.0"]
+
+    a, b = pair(deployment, Shape(pricing_ms=50.04), Shape(pricing_ms=50.0))
+    assert tree_row(deployment, a, b, PRICING)[:6] == ["50.0", "ms", "50.0", "ms", "+0.0", "ms"]
+
+
+def tree_row(deployment: Deployment, a: str, b: str, label: str) -> list[str]:
+    """The words of the text view's tree row of the node ``label``, after its marker."""
+    text = run(deployment, a, b, "--format", "text")[1]
+    return next(line[2:].split() for line in text.splitlines() if line.endswith(f"- {label}"))

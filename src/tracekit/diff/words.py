@@ -7,13 +7,16 @@ __all__ = ["duration", "signed", "signed_pct"]
 
 def duration(ns: float) -> str:
     """``12.5 ms``, ``1.24 s``."""
-    ms = ns / 1e6
-    return f"{ms / 1000:.2f} s" if abs(ms) >= 1000 else f"{ms:.1f} ms"
+    # the unit is chosen by what is shown: 999.96 ms would read "1000.0 ms", and a 40 us drop
+    # "-0.0 ms" (+ 0.0 turns the negative zero that rounding leaves into a plain one)
+    ms = round(ns / 1e6, 1) + 0.0
+    return f"{ns / 1e9:.2f} s" if abs(ms) >= 1000 else f"{ms:.1f} ms"
 
 
 def signed(ns: float) -> str:
-    """``+412.0 ms``, ``-30.0 ms``, ``+1.24 s``."""
-    return ("-" if ns < 0 else "+") + duration(abs(ns))
+    """``+412.0 ms``, ``-30.0 ms``, ``+1.24 s``; ``+0.0 ms`` for what rounds to nothing."""
+    shown = duration(ns)
+    return shown if shown.startswith("-") else "+" + shown
 
 
 def signed_pct(delta: float, base: float) -> str:
