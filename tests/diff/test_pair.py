@@ -693,3 +693,24 @@ def tree_row(deployment: Deployment, a: str, b: str, label: str) -> list[str]:
     """The words of the text view's tree row of the node ``label``, after its marker."""
     text = run(deployment, a, b, "--format", "text")[1]
     return next(line[2:].split() for line in text.splitlines() if line.endswith(f"- {label}"))
+
+
+def test_a_loop_over_items_after_one_failed_is_not_a_retry(deployment: Deployment) -> None:
+    """A checkout asks inventory for three SKUs in turn; in B the first answers 503. The calls
+    for the other SKUs go elsewhere: they are no retry of it, and no change in calls."""
+    ids = []
+    for first_status in (200, 503):
+        req = deployment.request()
+        gateway = req.entry("gateway", "/checkout", 0, 40)
+        for number, status in enumerate((first_status, 200, 200)):
+            start = 2 + number * 12
+            req.call(gateway, "inventory", "/stock/{sku}", start, start + 10, status=status,
+                     path=f"/stock/sku-{number + 1}")  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    code, doc = document(deployment, *ids)
+
+    stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
+    assert (stock["b"]["calls"], stock["b"]["retries"], stock["b"]["errors"]) == (3, 0, 1)
+    assert (code, doc["reasons"], kinds(doc)) == (1, ["errors"], ["new_error"])

@@ -155,11 +155,13 @@ def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
 def _retry_causes(units: list[Unit], errors: dict[int, str | None]) -> dict[int, str]:
     """id(unit) -> why it is a retry: the previous attempt's error, or a marked resend.
 
-    Attempts are the calls of one key by one caller (one parent unit), in order of start.
+    Attempts are the calls of one key by one caller (one parent unit) for one target (URL
+    path or message id), in order of start: a loop over items that goes on after one item
+    failed asks for other items, it does not retry the one that failed.
     """
-    attempts: dict[tuple[int, NodeKey], list[Unit]] = {}
+    attempts: dict[tuple[int, NodeKey, str | None], list[Unit]] = {}
     for unit in units:
-        attempts.setdefault((id(unit.parent), unit.key), []).append(unit)
+        attempts.setdefault((id(unit.parent), unit.key, unit.target()), []).append(unit)
     causes: dict[int, str] = {}
     for calls in attempts.values():
         calls.sort(key=lambda u: u.start_ns)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
-from tracekit.path.conventions import attribute
+from tracekit.path.conventions import attribute, text, url_path
 from tracekit.path.hops import hop_type
 from tracekit.path.model import ATTACHED_BY_LINK
 from tracekit.records import SpanRecord
@@ -98,6 +98,14 @@ class Unit:
         for span in reversed(self.spans):
             if span.record.status == "ERROR":
                 return error_message(span.record)
+        return None
+
+    def target(self) -> str | None:
+        """What the call asked for: the URL path, else the message id (None when unsaid)."""
+        for span in self.spans:
+            found = url_path(span.record) or text(span.record, semconv.MESSAGING_MESSAGE_ID)
+            if found:
+                return found
         return None
 
     def resent(self) -> bool:
