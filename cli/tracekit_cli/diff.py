@@ -235,6 +235,9 @@ def _compare_sets(
 
     if not service or not a_match or not b_match:
         fail("the set form needs --service S, --a KEY=VALUE and --b KEY=VALUE", EXIT_ERROR)
+    if limit < min_requests:  # every run would end "too few to tell", however busy the window
+        fail(f"--limit {limit} is below --min-requests {min_requests}: no set could be tested "
+             "(raise --limit or lower --min-requests)", EXIT_ERROR)  # fmt: skip
     try:
         a = Selector(_service_name(service), parse_match(a_match), route)
         b = Selector(a.service, parse_match(b_match), route)

@@ -142,25 +142,27 @@ def test_two_halves_of_version_1_report_nothing(store_path: Path) -> None:
 
 
 def test_too_few_requests_in_a_set_is_too_few_to_tell(store_path: Path) -> None:
-    code, doc, _ = diff(store_path, *versions("1", "2", "--format", "json", "--limit", "12"))
+    code, doc, _ = diff(store_path, *versions("1", "2", "--format", "json",
+                                              "--min-requests", "201"))  # fmt: skip
     assert isinstance(doc, dict)
 
     assert code == 0 and doc["changes"] == []
     assert doc["headline"].startswith("too few requests to tell")
     assert doc["warnings"][0].startswith(
-        "set A (service.version=1) has 12 requests, fewer than the 20 needed"
+        "set A (service.version=1) has 200 requests, fewer than the 201 needed"
     )
 
 
 def test_too_few_requests_to_tell_is_not_called_no_difference(store_path: Path) -> None:
     """Exit 0 (nothing found that counts, as the contract's codes allow), but the result line
     does not claim the sets alike when nothing could be tested."""
-    code, out, _ = diff(store_path, *versions("1", "2", "--format", "text", "--limit", "12"))
+    code, out, _ = diff(store_path, *versions("1", "2", "--format", "text",
+                                              "--min-requests", "201"))  # fmt: skip
 
     assert code == 0
     assert isinstance(out, str)
     assert out.rstrip().splitlines()[-1] == (
-        "result: too few requests to tell (--min-requests 20): exit 0"
+        "result: too few requests to tell (--min-requests 201): exit 0"
     )
 
 
@@ -189,6 +191,15 @@ def test_route_and_not_found(store_path: Path) -> None:
 def test_set_form_usage_errors(store_path: Path, args: tuple[str, ...]) -> None:
     code, out, err = diff(store_path, *args)
     assert code == 2 and out == "" and "Traceback" not in err
+
+
+def test_a_limit_below_min_requests_is_a_usage_error(store_path: Path) -> None:
+    """--limit 10 keeps at most 10 requests a set: with --min-requests 20 nothing could ever
+    be tested, whatever the store holds (version 1 and 2 have 200 each)."""
+    code, out, err = diff(store_path, *versions("1", "2", "--limit", "10"))
+    assert (code, out) == (2, "")
+    assert err == ("tracekit: --limit 10 is below --min-requests 20: no set could be tested "
+                   "(raise --limit or lower --min-requests)\n")  # fmt: skip
 
 
 def test_set_views(store_path: Path) -> None:
