@@ -228,6 +228,17 @@ def test_endpoint_latency_panels_show_exemplars() -> None:
         assert all("_bucket{" in t["expr"] for t in panel["targets"])
 
 
+def test_canary_latency_panels_show_exemplars_of_each_version() -> None:
+    """A slow canary is looked into from a slow request of its own: each version's latency
+    series offers its exemplars (tracekit records them on every histogram, docs/metrics.md)."""
+    board = load("canary.json")
+    latency = [p for p in panels(board) if p["type"] == "timeseries"
+               and all("histogram_quantile" in t["expr"] for t in p["targets"])]  # fmt: skip
+    assert {p["title"] for p in latency} >= {"Latency p95", "Handler duration p95"}
+    for panel in latency:
+        assert all(t["exemplar"] for t in panel["targets"]), panel["title"]
+
+
 def test_service_overview_links_each_series_to_its_endpoint_drill_down() -> None:
     board = load("service-overview.json")
     endpoint_uid = STABLE_UIDS["endpoint.json"]

@@ -301,6 +301,7 @@ def _exemplars(
         ("endpoint.json", "Latency per route (exemplars link to traces)"),
         ("endpoint.json", "Latency distribution (exemplars link to traces)"),
         ("messaging.json", "Queue wait p50 / p95 (exemplars link to traces)"),
+        ("canary.json", "Latency p95"),
     ],
 )
 def test_exemplar_panels_get_trace_ids_from_prometheus(
