@@ -351,3 +351,29 @@ def test_retries_through_a_service_that_does_not_stamp_the_correlation_id(tmp_pa
     doc = json.loads(result.stdout)
     assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 40)
     assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 22.0
+
+
+def test_a_significant_change_below_the_thresholds_is_not_called_insignificant(
+    tmp_path: Path,
+) -> None:
+    """Version 2 is 1 ms slower in every one of its 20 requests: clearly a change (p far below
+    0.05), but below --min-delta-ms 5. The headline says that, not that it is insignificant."""
+    import time
+
+    now = time.time_ns() - 60 * 10**9
+    spans = [api_entry(n, now + n * 10**7, 100 + n % 2, service_version=str(1 + n % 2))
+             for n in range(40)]  # fmt: skip
+    with Store(tmp_path / "small.db") as store:
+        store.write_spans(spans)
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
+              str(tmp_path / "small.db"), "--format", "json"],
+    )  # fmt: skip
+
+    assert (result.exit_code, result.stderr) == (0, "")
+    doc = json.loads(result.stdout)
+    assert doc["duration_test"]["p_adjusted"] < 0.05
+    assert doc["headline"] == (
+        f"+1.0 ms mean (+1%): no timing difference above 5 ms and 10% "
+        f"(p={doc['duration_test']['p_adjusted']:.2g} after correction)"
+    )

@@ -213,10 +213,21 @@ def _headline(
     if duration.verdict != CHANGED:
         delta = mean_b - mean_a
         return (
-            f"{signed(delta)} mean ({signed_pct(delta, mean_a)}): not a significant change in "
-            f"duration (p={duration.p_adjusted or 1.0:.2g} after correction)"
+            f"{signed(delta)} mean ({signed_pct(delta, mean_a)}): {_unchanged(duration, settings)}"
         )
     return headline(nodes, parts, mean_a, mean_b, settings.thresholds, "mean")
+
+
+def _unchanged(duration: Test, settings: SetSettings) -> str:
+    """Why a duration change is not reported: chance, or (significant all the same, as a
+    steady 1 ms on hundreds of requests is) too small to count."""
+    p = 1.0 if duration.p_adjusted is None else duration.p_adjusted
+    if p < settings.alpha:
+        limits = settings.thresholds
+        why = f"no timing difference above {limits.min_delta_ms:g} ms and {limits.min_delta_pct:g}%"
+    else:
+        why = "not a significant change in duration"
+    return f"{why} (p={p:.2g} after correction)"
 
 
 def _too_few_warnings(
