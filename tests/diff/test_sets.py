@@ -377,3 +377,23 @@ def test_a_significant_change_below_the_thresholds_is_not_called_insignificant(
         f"+1.0 ms mean (+1%): no timing difference above 5 ms and 10% "
         f"(p={doc['duration_test']['p_adjusted']:.2g} after correction)"
     )
+
+
+def test_a_set_of_one_request_is_said_in_the_singular(tmp_path: Path) -> None:
+    import time
+
+    now = time.time_ns() - 60 * 10**9
+    spans = [api_entry(n, now + n * 10**7, 20, service_version="1" if n else "2")
+             for n in range(3)]  # fmt: skip
+    with Store(tmp_path / "one.db") as store:
+        store.write_spans(spans)
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
+              str(tmp_path / "one.db"), "--format", "text"],
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [
+        "A service.version=1  2 requests, mean 20.0 ms, median 20.0 ms",
+        "B service.version=2  1 request, mean 20.0 ms, median 20.0 ms",
+    ]

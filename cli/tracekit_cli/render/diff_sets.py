@@ -33,7 +33,8 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     document = Document(glyphs, [])
     for name, side in (("A", diff.a), ("B", diff.b)):
         document.note((f"{name} ", "bold"), (one_line(side.label, 120), "bold"),
-                      (f"  {side.requests} requests, mean {duration(side.mean_ns)}, "
+                      (f"  {side.requests} request{'s' if side.requests != 1 else ''}, "
+                       f"mean {duration(side.mean_ns)}, "
                        f"median {duration(side.median_ns)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
     document.row(("", ""))
