@@ -397,3 +397,20 @@ def test_a_set_of_one_request_is_said_in_the_singular(tmp_path: Path) -> None:
         "A service.version=1  2 requests, mean 20.0 ms, median 20.0 ms",
         "B service.version=2  1 request, mean 20.0 ms, median 20.0 ms",
     ]
+
+
+def test_a_change_under_one_percent_keeps_its_sign_and_size(tmp_path: Path) -> None:
+    """Version 2 is 0.3 ms faster on 100 ms: "(-0.3%)" beside "-0.3 ms", not "(-0%)"."""
+    import time
+
+    now = time.time_ns() - 60 * 10**9
+    spans = [api_entry(n, now + n * 10**7, 100 - 0.3 * (n % 2), service_version=str(1 + n % 2))
+             for n in range(40)]  # fmt: skip
+    with Store(tmp_path / "small.db") as store:
+        store.write_spans(spans)
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
+              str(tmp_path / "small.db"), "--format", "json"],
+    )  # fmt: skip
+
+    assert json.loads(result.stdout)["headline"].startswith("-0.3 ms mean (-0.3%): ")

@@ -20,7 +20,10 @@ def signed(ns: float) -> str:
 
 
 def signed_pct(delta: float, base: float) -> str:
-    """``+27%`` of ``base``; ``new`` when there was nothing before."""
+    """``+27%`` of ``base``, ``-0.3%`` under one percent; ``new`` when there was nothing before."""
     if base == 0:
         return "new" if delta else "+0%"
-    return f"{delta / base * 100:+.0f}%"
+    pct = delta / base * 100
+    if delta and round(pct) == 0:  # "-0%" beside "-0.3 ms" would lose the change and its sign
+        return f"{pct:+.1g}%"
+    return f"{pct:+.0f}%"
