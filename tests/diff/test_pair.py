@@ -714,3 +714,30 @@ def test_a_loop_over_items_after_one_failed_is_not_a_retry(deployment: Deploymen
     stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
     assert (stock["b"]["calls"], stock["b"]["retries"], stock["b"]["errors"]) == (3, 0, 1)
     assert (code, doc["reasons"], kinds(doc)) == (1, ["errors"], ["new_error"])
+
+
+def test_a_proxys_second_attempt_on_a_rewritten_path_is_a_retry(deployment: Deployment) -> None:
+    """gateway calls /api/stock/sku-1 once; the proxy in front of inventory (untraced) strips
+    /api and, after a 503, sends the request again: two SERVER spans under one CLIENT span."""
+    from opentelemetry import trace
+
+    ids = []
+    for statuses in ((200,), (503, 200)):
+        req = deployment.request()
+        gateway = req.entry("gateway", "/checkout", 0, 40)
+        client = req.span("gateway", "GET", "CLIENT", 2, 30, trace.set_span_in_context(gateway),
+                          attrs={"http.request.method": "GET",
+                                 "url.full": "http://inventory/api/stock/sku-1"})  # fmt: skip
+        for number, status in enumerate(statuses):
+            attrs = {"http.route": "/stock/{sku}", "http.request.method": "GET",
+                     "url.path": "/stock/sku-1", "http.response.status_code": status}  # fmt: skip
+            req.span("inventory", "GET /stock/{sku}", "SERVER", 3 + 13 * number,
+                     14 + 13 * number, trace.set_span_in_context(client), attrs=attrs,
+                     error="HTTP 503" if status == 503 else None)  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    _, doc = document(deployment, *ids)
+
+    b = node(doc, "gateway -> inventory: GET /stock/{sku}")["b"]
+    assert (b["calls"], b["retries"], b["retried_after"]) == (2, 1, ["HTTP 503"])

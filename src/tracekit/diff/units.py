@@ -101,8 +101,10 @@ class Unit:
         return None
 
     def target(self) -> str | None:
-        """What the call asked for: the URL path, else the message id (None when unsaid)."""
-        for span in self.spans:
+        """What the call asked for: the URL path, else the message id (None when unsaid), as
+        the receiving side saw it, like the unit's name: a proxy's second attempt has only that
+        side, and must match the first through a path the proxy may have rewritten."""
+        for span in reversed(self.spans):
             found = url_path(span.record) or text(span.record, semconv.MESSAGING_MESSAGE_ID)
             if found:
                 return found
