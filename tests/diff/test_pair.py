@@ -741,3 +741,30 @@ def test_a_proxys_second_attempt_on_a_rewritten_path_is_a_retry(deployment: Depl
 
     b = node(doc, "gateway -> inventory: GET /stock/{sku}")["b"]
     assert (b["calls"], b["retries"], b["retried_after"]) == (2, 1, ["HTTP 503"])
+
+
+def test_a_huge_request_draws_what_changed_not_every_node(deployment: Deployment) -> None:
+    """A batch job of 1,500 distinct steps gains one step: the terminal view draws that step
+    under its parent, not 1,500 unchanged rows around it; the JSON document still lists all."""
+    from opentelemetry import trace
+
+    ids = []
+    for extra in (False, True):
+        req = deployment.request()
+        job = req.entry("batch", "/jobs/nightly", 0, 2000)
+        for step in range(1500):
+            name = "".join(chr(65 + step // 26**i % 26) for i in range(3))  # AAA, BAA, ...
+            req.internal(job, f"step {name}", step, step + 0.5)
+        if extra:
+            req.span("batch", "vacuum", "INTERNAL", 1501, 1502, trace.set_span_in_context(job))
+        deployment.flush()  # within the SDK's export queue (2,048 spans)
+        ids.append(req.correlation_id)
+
+    code, text, _ = run(deployment, *ids, "--format", "text")
+
+    tree = text.split("  node\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert code == 1 and len(tree) == 3, tree[:5]
+    assert tree[0].endswith("  batch: POST /jobs/nightly")
+    assert tree[1].startswith("+") and tree[1].endswith("`- batch: vacuum")
+    assert tree[2] == "  ... 1500 unchanged nodes not drawn (--format json lists them all)"
+    assert len(document(deployment, *ids)[1]["nodes"]) == 1502

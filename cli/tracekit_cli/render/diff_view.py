@@ -252,6 +252,7 @@ def footer(
 # --- two requests ---------------------------------------------------------------------------
 
 COLUMNS = 34  # marker, A, B and delta before the tree
+MAX_PAIR_ROWS = 200  # nodes drawn whatever changed; past that, the changed ones and their ancestors
 
 
 def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
@@ -268,17 +269,37 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     for change in diff.changes:
         if change.node is not None and change.kind not in ("added", "removed", "timing"):
             by_node.setdefault(change.node, []).append(change)
-    nodes = [d.node for d in diff.nodes]
-    for d, (guides, connector, below) in zip(diff.nodes, tree_prefixes(document, nodes),
-                                             strict=True):  # fmt: skip
+    drawn = drawn_nodes(diff.nodes)
+    prefixes = tree_prefixes(document, [d.node for d in drawn])
+    for d, (guides, connector, below) in zip(drawn, prefixes, strict=True):
         _pair_row(document, d, guides + connector)
         for text, style in _pair_notes(document, d, by_node.get(d.node.id, [])):
             document.note((" " * COLUMNS + below + "  ", "dim"), (text, style))
+    if len(drawn) < len(diff.nodes):
+        hidden = len(diff.nodes) - len(drawn)
+        document.row((f"  ... {hidden} unchanged nodes not drawn (--format json lists them all)",
+                      "dim"))  # fmt: skip
     changes_section(document, diff.changes)
     attribution_section(document, diff.attribution, {d.node.id: d.node for d in diff.nodes},
                         diff.duration_delta_ns, "end to end")  # fmt: skip
     footer(document, diff.warnings, diff.changes, fail_on)
     return document
+
+
+def drawn_nodes(nodes: list[NodeDiff]) -> list[NodeDiff]:
+    """Every node of a tree that fits a screen or two; of a larger one (a batch job of 10,000
+    spans), the roots, the nodes that differ and those above them, which the unchanged rows
+    would bury."""
+    if len(nodes) <= MAX_PAIR_ROWS:
+        return nodes
+    parents = {d.node.id: d.node.parent for d in nodes}
+    kept: set[int] = set()
+    for d in nodes:
+        n = d.node.id if d.status != "same" or d.node.parent is None else None
+        while n is not None and n not in kept:
+            kept.add(n)
+            n = parents[n]
+    return [d for d in nodes if d.node.id in kept]
 
 
 def _title(side: Side) -> str:
