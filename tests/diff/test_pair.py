@@ -768,3 +768,15 @@ def test_a_huge_request_draws_what_changed_not_every_node(deployment: Deployment
     assert tree[1].startswith("+") and tree[1].endswith("`- batch: vacuum")
     assert tree[2] == "  ... 1500 unchanged nodes not drawn (--format json lists them all)"
     assert len(document(deployment, *ids)[1]["nodes"]) == 1502
+
+
+def test_a_retry_that_went_away_is_named_in_the_headline(deployment: Deployment) -> None:
+    """B is faster because inventory no longer needed a retry: the headline says so, not
+    "(no retries)", which reads as though retries had nothing to do with it."""
+    a, b = pair(deployment, Shape(inventory=((150, 503), (30, 200))), Shape())
+
+    _, doc = document(deployment, a, b)
+
+    assert doc["headline"] == (
+        f"-152.0 ms end to end (-60%): 99% in {INVENTORY} (1 retry after HTTP 503 in A, none in B)"
+    )

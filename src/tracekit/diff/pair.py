@@ -55,7 +55,7 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     touched = _touched(changes)
     parts = shares(order, _parts(before), _parts(after), b_side.duration_ns - a_side.duration_ns)
     lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
-                    notes=_notes(changes, after))  # fmt: skip
+                    notes=_notes(changes, before, after))  # fmt: skip
     return PairDiff(
         a=a_side,
         b=b_side,
@@ -109,12 +109,12 @@ def _parts(measures: Measures) -> Parts:
     return {n: (m.critical_ns, m.critical_wait_ns) for n, m in measures.items()}
 
 
-def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
+def _notes(changes: list[Change], before: Measures, after: Measures) -> dict[int, str]:
     """A word for the headline on nodes that retried or stopped (or started) running in parallel."""
     out: dict[int, str] = {}
     for change in changes:
         if change.kind == "retries" and change.node is not None:
-            out[change.node] = retries(after.get(change.node))
+            out[change.node] = _retry_note(before.get(change.node), after.get(change.node))
         elif change.kind == "concurrency":
             serial = SERIALISED in change.message
             # siblings that moved, or the node itself when its own repeated calls did
@@ -122,6 +122,13 @@ def _notes(changes: list[Change], after: Measures) -> dict[int, str]:
             for n in moved:
                 out[n] = "no longer in parallel" if serial else "now in parallel"
     return out
+
+
+def _retry_note(a: Measure | None, b: Measure | None) -> str:
+    """B's retries; or, where B has none, A's that went away (the time they no longer cost)."""
+    if b is not None and b.retries:
+        return retries(b)
+    return f"{retries(a)} in A, none in B"
 
 
 def _touched(changes: list[Change]) -> set[int]:
