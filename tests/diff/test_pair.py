@@ -780,3 +780,23 @@ def test_a_retry_that_went_away_is_named_in_the_headline(deployment: Deployment)
     assert doc["headline"] == (
         f"-152.0 ms end to end (-60%): 99% in {INVENTORY} (1 retry after HTTP 503 in A, none in B)"
     )
+
+
+def test_replies_through_queues_the_broker_named_are_one_node(deployment: Deployment) -> None:
+    """An RPC client's reply queue is named by RabbitMQ, one per client (amq.gen-...): two
+    clients' identical requests are no difference, not a reply hop removed and another added."""
+    ids = []
+    for reply_queue in ("amq.gen-JzTY20BRgKO-HjmUJj0wLg", "amq.gen-Q1w9xPZb3TvL0aYcKd2mFe"):
+        req = deployment.request()
+        gateway = req.entry("gateway", "/quote", 0, 40)
+        asked = req.publish(gateway, "rpc.pricing", 1, 2)
+        worker = req.consume("pricing", asked, 3, 20)
+        reply = req.publish(worker, reply_queue, 18, 19)
+        req.consume("gateway", reply, 21, 22)
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    code, doc = document(deployment, *ids)
+
+    assert (code, doc["changes"]) == (0, [])
+    assert "pricing -> gateway: (anonymous)" in [n["label"] for n in doc["nodes"]]

@@ -4,7 +4,9 @@ The route template (``GET /orders/{id}``), else the messaging destination (``ord
 else the span name with ids stripped: ``/orders/123`` and ``/orders/456`` are one node. An HTTP
 client span named only by its method (``GET``, as OpenTelemetry names them, or ``HTTP GET`` under
 the older conventions) is named by its URL's path, ids stripped, so two calls from one caller to
-different places stay two nodes. Attributes are read under either conventions
+different places stay two nodes. A queue RabbitMQ named (an RPC client's ``amq.gen-...`` reply
+queue, direct reply-to) is ``(anonymous)``, as tracekit's own instrumentation names it, so other
+SDKs' spans match from client to client too. Attributes are read under either conventions
 (``tracekit.path.conventions``): an SDK writing ``http.method`` tells GET from POST too.
 """
 
@@ -14,6 +16,7 @@ import re
 from functools import lru_cache
 
 from tracekit import semconv
+from tracekit._messaging import amqp
 from tracekit.path.conventions import text, url_path
 from tracekit.records import SpanRecord
 
@@ -59,6 +62,7 @@ def node_name(record: SpanRecord) -> str:
         return _bounded(f"{method} {route}" if method else route)
     destination = _text(record, semconv.MESSAGING_DESTINATION_NAME)
     if destination:
+        destination = amqp.destination_of(destination)  # one reply queue per client: not a name
         task = _text(record, TASK_NAME)
         return _bounded(f"{destination} {task}" if task else destination)
     name = record.name
