@@ -242,7 +242,7 @@ def _carrying(cid: str) -> otel_context.Context:
 
 
 def _make_current(cid: str, carried: otel_context.Context) -> _Tokens:
-    return correlation.set_checked(cid), otel_context.attach(carried)
+    return correlation._set_checked(cid), otel_context.attach(carried)
 
 
 def _restore(tokens: _Tokens) -> None:
@@ -276,7 +276,7 @@ async def _send_as_arrived(
     context is current again afterwards, for the work the application does after answering.
     """
     before = correlation_token.old_value
-    id_token = correlation.set_checked(None if before is Token.MISSING else before)
+    id_token = correlation._set_checked(None if before is Token.MISSING else before)
     context_token = otel_context.attach(arrived_in)
     try:
         await send(message)

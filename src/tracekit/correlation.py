@@ -118,9 +118,10 @@ def _why_invalid(value: object) -> str:
     return "characters other than letters, digits and ._:;=#@+/-"
 
 
-# ``set_correlation_id`` for tracekit's own callers, whose value is valid already (chosen with
-# ``is_valid``, made by ``new_correlation_id``) or None: not checked a second time per request.
-set_checked = _current.set
+# ``set_correlation_id`` for tracekit's own middleware and consumers, whose value is valid
+# already (chosen with ``is_valid``, made by ``new_correlation_id``) or None: not checked a second
+# time per request. Private: an application's value is always checked.
+_set_checked = _current.set
 
 
 def reset_correlation_id(token: Token[str | None]) -> None:

@@ -123,7 +123,7 @@ class ServerRequests:
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
             return _nested(outer, current)
         cid = self.choose_correlation_id(headers)
-        cid_token = correlation.set_checked(cid)  # chosen valid
+        cid_token = correlation._set_checked(cid)  # chosen valid
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
             if isinstance(method, str) and METHOD_TOKEN.fullmatch(method):
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
@@ -409,7 +409,7 @@ def forget_answered_request() -> None:
     inherited = otel_context.get_value(_REQUEST_KEY)
     if isinstance(inherited, ActiveRequest) and inherited.status_code:
         otel_context.attach(otel_context.Context())
-        correlation.set_checked(None)
+        correlation._set_checked(None)
 
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
@@ -438,7 +438,7 @@ def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveReques
     span = current.get(propagation.CURRENT_SPAN_KEY)
     if span is not outer.span and isinstance(span, trace.Span) and span.is_recording():
         span.set_attribute(semconv.CORRELATION_ID, outer.correlation_id)
-    token = correlation.set_checked(outer.correlation_id)
+    token = correlation._set_checked(outer.correlation_id)
     return ActiveRequest(
         outer.correlation_id, outer.method, outer.span, None, token, 0.0,
         owns_span=False, measured=False, outer=outer,

@@ -160,7 +160,7 @@ class Delivery:
         if self._held and below is not None and below._held and below._tokens is not None:
             self._restores = below._restores
         # Each token is kept as soon as it exists: whatever fails after it, end() restores it.
-        cid_token = correlation.set_checked(self.correlation_id)  # read valid, or new
+        cid_token = correlation._set_checked(self.correlation_id)  # read valid, or new
         delivery_token = _current.set(self)
         self._tokens = (cid_token, None, delivery_token)
         if not target.options.correlation_only:
