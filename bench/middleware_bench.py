@@ -283,6 +283,15 @@ same SDK and nothing else (no context extraction, correlation ID, route lookup o
 added cost is the floor under any full mode, so a full mode's ratio can never fall below the
 reference ratio. Where OpenTelemetry's middleware adds little beyond its own span (WSGI), that
 floor alone takes most of a 0.5 budget.
+
+tracekit's correlation-only mode does two things per request that asgi-correlation-id does not.
+It puts the ID in OpenTelemetry's context too, for work that carries only that context into a
+pool thread (docs/logs.md). And it sends the response's last message in the context the request
+arrived in, because uvicorn starts a pipelined request inside that send (docs/middleware.md).
+Timed on 2026-12-04 with each of them taken out of the code in turn (21 interleaved rounds of
+3,000 requests, on a quiet machine), the first cost about 1.0 to 1.6 µs a request and the second
+about 0.1 to 0.7 µs. Without them tracekit's path cost 0.83 to 0.95 times what
+asgi-correlation-id's does; with them, 1.3 to 1.4 times.
 """
 _PEERS = ("starlette", "flask", "asgi-correlation-id", "opentelemetry-sdk",
           "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-wsgi")  # fmt: skip
