@@ -173,12 +173,10 @@ def test_a_response_with_trailers_ends_with_its_trailers(spans: Any) -> None:
     assert (span.end_time - span.start_time) / 1e9 >= 0.3
 
 
-@pytest.mark.parametrize("mode", ["full", "correlation"])
-def test_only_the_last_trailers_go_in_the_context_the_request_arrived_in(mode: str) -> None:
-    """The message that completes a response is sent in the context the request arrived in
-    (a server starts a pipelined request inside it); with trailers announced that is the last
-    trailers message, not the body. Correlation-only mode took the body for it. Driven as a
-    server that speaks the extension would (none installed here does)."""
+def _drive(app: Any, mode: str, extension: str, cid: str) -> list[tuple[str, str | None]]:
+    """Run one request through tracekit around ``app`` as a server offering the ASGI
+    ``extension`` would (none installed here does): each message sent, with the correlation ID
+    current as it was sent."""
     seen: list[tuple[str, str | None]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -188,11 +186,19 @@ def test_only_the_last_trailers_go_in_the_context_the_request_arrived_in(mode: s
         return {"type": "http.request", "body": b""}
 
     scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http",
-             "headers": [(b"x-correlation-id", b"trailed-1")], "http_version": "1.1",
-             "extensions": {"http.response.trailers": {}}}  # fmt: skip
-    middleware = asgi.TracekitMiddleware(_with_trailers, registry=CollectorRegistry(), mode=mode)
+             "headers": [(b"x-correlation-id", cid.encode())], "http_version": "1.1",
+             "extensions": {extension: {}}}  # fmt: skip
+    middleware = asgi.TracekitMiddleware(app, registry=CollectorRegistry(), mode=mode)
     asyncio.run(middleware(scope, receive, send))
-    assert seen == [
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+def test_only_the_last_trailers_go_in_the_context_the_request_arrived_in(mode: str) -> None:
+    """The message that completes a response is sent in the context the request arrived in
+    (a server starts a pipelined request inside it); with trailers announced that is the last
+    trailers message, not the body. Correlation-only mode took the body for it."""
+    assert _drive(_with_trailers, mode, "http.response.trailers", "trailed-1") == [
         ("http.response.start", "trailed-1"),
         ("http.response.body", "trailed-1"),
         ("http.response.trailers", None),
@@ -209,22 +215,11 @@ async def _file_by_path(scope: Any, receive: Any, send: Any) -> None:
 def test_a_file_sent_by_path_completes_the_response(mode: str, spans: Any) -> None:
     """The ASGI path send extension (Starlette's ``FileResponse`` uses it where the server
     offers it): the file's message completes the response, sent in the context the request
-    arrived in, and the request's span ends with it, not with the work after it. Driven as a
-    server that speaks the extension would (none installed here does)."""
-    seen: list[tuple[str, str | None]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        seen.append((message["type"], tracekit.correlation_id()))
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b""}
-
-    scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http",
-             "headers": [(b"x-correlation-id", b"filed-1")], "http_version": "1.1",
-             "extensions": {"http.response.pathsend": {}}}  # fmt: skip
-    middleware = asgi.TracekitMiddleware(_file_by_path, registry=CollectorRegistry(), mode=mode)
-    asyncio.run(middleware(scope, receive, send))
-    assert seen == [("http.response.start", "filed-1"), ("http.response.pathsend", None)]
+    arrived in, and the request's span ends with it, not with the work after it."""
+    assert _drive(_file_by_path, mode, "http.response.pathsend", "filed-1") == [
+        ("http.response.start", "filed-1"),
+        ("http.response.pathsend", None),
+    ]
     if mode == "full":
         (span,) = spans.get_finished_spans()
         assert span.end_time is not None and span.start_time is not None
