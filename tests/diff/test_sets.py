@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 from sdk_requests import Deployment, api_entry
 
 from tracekit.diff import load_schema
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 from tracekit_cli.main import cli
 
@@ -56,9 +58,11 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield path
 
 
-def diff(store_path: Path, *args: str) -> tuple[int, dict[str, Any] | str, str]:
+def diff(
+    store_path: Path, *args: str, service: str = "fulfilment"
+) -> tuple[int, dict[str, Any] | str, str]:
     result = CliRunner().invoke(
-        cli, ["diff", "--service", "fulfilment", *args, "--store", str(store_path)],
+        cli, ["diff", "--service", service, *args, "--store", str(store_path)],
         env={"COLUMNS": "120"},
     )  # fmt: skip
     out: dict[str, Any] | str = result.stdout
@@ -66,6 +70,16 @@ def diff(store_path: Path, *args: str) -> tuple[int, dict[str, Any] | str, str]:
         out = json.loads(result.stdout)
         jsonschema.validate(out, load_schema())
     return result.exit_code, out, result.stderr
+
+
+def diff_of(
+    tmp_path: Path, spans: list[SpanRecord], *args: str
+) -> tuple[int, dict[str, Any] | str, str]:
+    """``diff`` of service api over a store of ``spans`` alone."""
+    path = tmp_path / "spans.db"
+    with Store(path) as store:
+        store.write_spans(spans)
+    return diff(path, *args, service="api")
 
 
 def versions(a: str, b: str, *more: str) -> tuple[str, ...]:
@@ -224,10 +238,6 @@ def test_a_busy_window_compares_its_newest_requests(
     """Past the spans read per window (200,000; 60 here), the newest are compared, as the docs
     and ``services`` say: the oldest were read, and a version deployed in the last minutes was
     "not found" (exit 3) behind an hour of the old one."""
-    import time
-
-    from tracekit.records import SpanRecord
-
     monkeypatch.setattr("tracekit.diff.select.MAX_SPANS", 60)
     now = time.time_ns()
 
@@ -237,27 +247,15 @@ def test_a_busy_window_compares_its_newest_requests(
 
     old = [request(n, "1.4", 3000 - n) for n in range(100)]
     recent = [request(100 + n, "1.4" if n % 2 else "1.5", 60 - n) for n in range(40)]
-    path = tmp_path / "busy.db"
-    with Store(path) as store:
-        store.write_spans(old + recent)
-
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", "--a", "service.version=1.4",
-              "--b", "service.version=1.5", "--store", str(path), "--format", "json"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    assert document["b"]["requests"] == 20
-    assert "newest 60 spans" in result.stderr  # and says so
+    code, out, err = diff_of(tmp_path, old + recent, *versions("1.4", "1.5"), "--format", "json")
+    assert code == 0, err
+    assert isinstance(out, dict) and out["b"]["requests"] == 20
+    assert "newest 60 spans" in err  # and says so
 
 
 def test_a_boolean_or_number_attribute_is_selected_as_json_writes_it(tmp_path: Path) -> None:
     """A feature flag set with ``span.set_attribute("feature.new_checkout", True)``: the user
     types ``=true``, as tracekit shows it everywhere; it matched only Python's ``True``."""
-    import time
-
-    from tracekit.records import SpanRecord
-
     now = time.time_ns() - 60 * 10**9
 
     def request(n: int) -> SpanRecord:
@@ -265,17 +263,23 @@ def test_a_boolean_or_number_attribute_is_selected_as_json_writes_it(tmp_path: P
         return api_entry(n, now + n * 10**7, 30 if n % 2 else 20, attributes=flags)
 
     spans = [request(n) for n in range(40)]
-    with Store(tmp_path / "flags.db") as store:
-        store.write_spans(spans)
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", "--a", "feature.new_checkout=false",
-              "--b", "feature.new_checkout=true", "--a", "retry.limit=3", "--b", "retry.limit=3",
-              "--store", str(tmp_path / "flags.db"), "--format", "json"],
-    )  # fmt: skip
+    code, out, err = diff_of(
+        tmp_path,
+        spans,
+        "--a",
+        "feature.new_checkout=false",
+        "--b",
+        "feature.new_checkout=true",
+        "--a",
+        "retry.limit=3",
+        "--b",
+        "retry.limit=3",
+        "--format",
+        "json",
+    )
 
-    assert (result.exit_code, result.stderr) == (1, "")
-    doc = json.loads(result.stdout)
-    assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 20)
+    assert (code, err) == (1, "")
+    assert isinstance(out, dict) and (out["a"]["requests"], out["b"]["requests"]) == (20, 20)
 
 
 def test_requests_that_share_a_correlation_id_are_compared_one_by_one(tmp_path: Path) -> None:
@@ -283,10 +287,6 @@ def test_requests_that_share_a_correlation_id_are_compared_one_by_one(tmp_path: 
     correlation ID, version 1.5's retried requests were joined into one "request" of both
     attempts and the wait between them (70 ms for two 20 ms calls: a slowdown that never
     happened), and a request retried on the other version was left out of both sets."""
-    import time
-
-    from tracekit.records import SpanRecord
-
     now = time.time_ns() - 60 * 10**9
 
     def attempt(n: int, version: str, cid: str, later_ms: int = 0) -> SpanRecord:
@@ -300,29 +300,17 @@ def test_requests_that_share_a_correlation_id_are_compared_one_by_one(tmp_path: 
     for n in range(5):  # retried on the other version; first tried on a version neither set has
         spans += [attempt(300 + n, "1.4", f"req-c{n}"), attempt(400 + n, "1.5", f"req-c{n}", 50)]
         spans += [attempt(500 + n, "1.3", f"req-d{n}"), attempt(600 + n, "1.5", f"req-d{n}", 50)]
-    with Store(tmp_path / "retries.db") as store:
-        store.write_spans(spans)
+    code, out, err = diff_of(tmp_path, spans, *versions("1.4", "1.5"), "--format", "json")
 
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", "--a", "service.version=1.4", "--b",
-              "service.version=1.5", "--store", str(tmp_path / "retries.db"), "--format", "json"],
-    )  # fmt: skip
-
-    assert (result.exit_code, result.stderr) == (0, "")
-    doc = json.loads(result.stdout)
-    jsonschema.validate(doc, load_schema())
-    assert (doc["a"]["requests"], doc["b"]["requests"]) == (25, 50)
-    assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 20.0
+    assert (code, err) == (0, "")
+    assert isinstance(out, dict) and (out["a"]["requests"], out["b"]["requests"]) == (25, 50)
+    assert out["a"]["mean_duration_ms"] == out["b"]["mean_duration_ms"] == 20.0
 
 
 def test_retries_through_a_service_that_does_not_stamp_the_correlation_id(tmp_path: Path) -> None:
     """The service compared runs an SDK without tracekit: its spans carry no correlation ID, its
     caller's do. Keyed by trace ID, each attempt was reconstructed by its caller's correlation
     ID, so a client's retries were still joined into one request (exit 1, 72 ms for 22 ms)."""
-    import time
-
-    from tracekit.records import SpanRecord
-
     now = time.time_ns() - 60 * 10**9
 
     def attempt(n: int, version: str, cid: str, later_ms: int = 0) -> list[SpanRecord]:
@@ -338,19 +326,11 @@ def test_retries_through_a_service_that_does_not_stamp_the_correlation_id(tmp_pa
     for n in range(20):
         spans += attempt(n, "1.4", f"req-a{n}") + attempt(100 + n, "1.5", f"req-b{n}")
         spans += attempt(200 + n, "1.5", f"req-b{n}", later_ms=50)
-    with Store(tmp_path / "unstamped.db") as store:
-        store.write_spans(spans)
+    code, out, err = diff_of(tmp_path, spans, *versions("1.4", "1.5"), "--format", "json")
 
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", "--a", "service.version=1.4", "--b",
-              "service.version=1.5", "--store", str(tmp_path / "unstamped.db"), "--format",
-              "json"],
-    )  # fmt: skip
-
-    assert (result.exit_code, result.stderr) == (0, "")
-    doc = json.loads(result.stdout)
-    assert (doc["a"]["requests"], doc["b"]["requests"]) == (20, 40)
-    assert doc["a"]["mean_duration_ms"] == doc["b"]["mean_duration_ms"] == 22.0
+    assert (code, err) == (0, "")
+    assert isinstance(out, dict) and (out["a"]["requests"], out["b"]["requests"]) == (20, 40)
+    assert out["a"]["mean_duration_ms"] == out["b"]["mean_duration_ms"] == 22.0
 
 
 def test_a_significant_change_below_the_thresholds_is_not_called_insignificant(
@@ -358,41 +338,27 @@ def test_a_significant_change_below_the_thresholds_is_not_called_insignificant(
 ) -> None:
     """Version 2 is 1 ms slower in every one of its 20 requests: clearly a change (p far below
     0.05), but below --min-delta-ms 5. The headline says that, not that it is insignificant."""
-    import time
-
     now = time.time_ns() - 60 * 10**9
     spans = [api_entry(n, now + n * 10**7, 100 + n % 2, service_version=str(1 + n % 2))
              for n in range(40)]  # fmt: skip
-    with Store(tmp_path / "small.db") as store:
-        store.write_spans(spans)
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
-              str(tmp_path / "small.db"), "--format", "json"],
-    )  # fmt: skip
+    code, out, err = diff_of(tmp_path, spans, *versions("1", "2"), "--format", "json")
 
-    assert (result.exit_code, result.stderr) == (0, "")
-    doc = json.loads(result.stdout)
-    assert doc["duration_test"]["p_adjusted"] < 0.05
-    assert doc["headline"] == (
+    assert (code, err) == (0, "")
+    assert isinstance(out, dict) and out["duration_test"]["p_adjusted"] < 0.05
+    assert out["headline"] == (
         f"+1.0 ms mean (+1%): no timing difference above 5 ms and 10% "
-        f"(p={doc['duration_test']['p_adjusted']:.2g} after correction)"
+        f"(p={out['duration_test']['p_adjusted']:.2g} after correction)"
     )
 
 
 def test_a_set_of_one_request_is_said_in_the_singular(tmp_path: Path) -> None:
-    import time
-
     now = time.time_ns() - 60 * 10**9
     spans = [api_entry(n, now + n * 10**7, 20, service_version="1" if n else "2")
              for n in range(3)]  # fmt: skip
-    with Store(tmp_path / "one.db") as store:
-        store.write_spans(spans)
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
-              str(tmp_path / "one.db"), "--format", "text"],
-    )  # fmt: skip
+    _, out, _ = diff_of(tmp_path, spans, *versions("1", "2"), "--format", "text")
 
-    lines = result.stdout.splitlines()
+    assert isinstance(out, str)
+    lines = out.splitlines()
     assert lines[:2] == [
         "A service.version=1  2 requests, mean 20.0 ms, median 20.0 ms",
         "B service.version=2  1 request, mean 20.0 ms, median 20.0 ms",
@@ -401,16 +367,9 @@ def test_a_set_of_one_request_is_said_in_the_singular(tmp_path: Path) -> None:
 
 def test_a_change_under_one_percent_keeps_its_sign_and_size(tmp_path: Path) -> None:
     """Version 2 is 0.3 ms faster on 100 ms: "(-0.3%)" beside "-0.3 ms", not "(-0%)"."""
-    import time
-
     now = time.time_ns() - 60 * 10**9
     spans = [api_entry(n, now + n * 10**7, 100 - 0.3 * (n % 2), service_version=str(1 + n % 2))
              for n in range(40)]  # fmt: skip
-    with Store(tmp_path / "small.db") as store:
-        store.write_spans(spans)
-    result = CliRunner().invoke(
-        cli, ["diff", "--service", "api", *versions("1", "2"), "--store",
-              str(tmp_path / "small.db"), "--format", "json"],
-    )  # fmt: skip
+    _, out, _ = diff_of(tmp_path, spans, *versions("1", "2"), "--format", "json")
 
-    assert json.loads(result.stdout)["headline"].startswith("-0.3 ms mean (-0.3%): ")
+    assert isinstance(out, dict) and out["headline"].startswith("-0.3 ms mean (-0.3%): ")
