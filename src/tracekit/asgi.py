@@ -145,10 +145,10 @@ class TracekitMiddleware(OptionsReadLate):
 
         Its own short path: no span, no metrics, so none of the request bookkeeping either.
         """
+        arrived_in = otel_context.get_current()
         try:
             cid = self._requests.choose_correlation_id(self._headers(scope))
-            carried = _carrying(cid)
-            tokens = _make_current(cid, carried)
+            tokens = _make_current(cid, _carrying(cid))
         except Exception as error:
             report_once("asgi request start", error)
             await self.app(scope, receive, send)
@@ -159,19 +159,15 @@ class TracekitMiddleware(OptionsReadLate):
         trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
 
         async def send_with_correlation(message: Message) -> None:
-            nonlocal tokens, trailers
+            nonlocal trailers
             kind = message["type"]
             if kind in _RESPONSE_STARTS:
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
             elif _ends_response(kind, message, trailers):
-                # As _send_as_arrived: the last message goes in the context the request arrived
-                # in (a pipelined request starts inside it), then this one's is current again.
-                _restore(tokens)
-                try:
-                    await send(message)
-                finally:
-                    tokens = _make_current(cid, carried)
+                # Not by resetting ``tokens``: Starlette may send from a task of its own (a
+                # streamed body), whose context did not make them.
+                await _send_as_arrived(send, message, arrived_in, tokens[0])
                 return
             await send(message)
 

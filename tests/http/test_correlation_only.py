@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from rawhttp import send
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import tracekit
@@ -99,6 +99,28 @@ def test_asgi_handler_exception_propagates_and_the_id_does_not_leak(
 
     assert failed.status == 500
     assert NEW_ID.fullmatch(after.body.decode()), "the next request does not inherit first-1"
+
+
+def test_asgi_streamed_response_arrives_whole(serve_asgi: Any) -> None:
+    """uvicorn announces ASGI 2.3, so Starlette streams a body from a task of its own: the
+    last send came in another context than the request's, restoring the request's context
+    there raised into the application, and the client got a body cut short."""
+
+    async def chunks() -> Any:
+        yield b"id="
+        yield (tracekit.correlation_id() or "none").encode()
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    app = Starlette(routes=[Route("/stream", stream)])
+    url = serve_asgi(asgi.TracekitMiddleware(app, mode="correlation"))
+
+    response = send(url + "/stream", [b"X-Correlation-ID: streamed-1"])
+
+    assert response.raw.endswith(b"0\r\n\r\n"), response.raw  # the last chunk came
+    assert (response.status, response.body) == (200, b"id=streamed-1")
+    assert response.header("X-Correlation-ID") == "streamed-1"
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
