@@ -217,3 +217,34 @@ def test_a_forked_childs_sigterm_leaves_its_parent_alone(service: Service) -> No
 
     assert service.process.wait(30) == 0, service.output()
     assert f"child {-signal.SIGTERM} parent still here" in service.output()
+
+
+ASYNCIO_APP_RELOADING_ON_SIGHUP = """
+    import asyncio, os, signal
+    import tracekit
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        reloaded = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, reloaded.set)
+        tracekit.init("app")  # at startup, inside the app, as a lifespan handler calls it
+        os.kill(os.getpid(), signal.SIGHUP)
+        try:
+            await asyncio.wait_for(reloaded.wait(), 10)
+            print("reloaded", flush=True)
+        except TimeoutError:
+            print("SIGHUP never handled", flush=True)
+
+    asyncio.run(main())
+"""
+
+
+def test_an_event_loops_signal_handlers_still_run_after_init(service: Service) -> None:
+    """asyncio's ``add_signal_handler`` hears of signals on the wakeup fd it set. ``init``
+    found it there, left it, and then cleared it: the loop never heard of a signal again."""
+    service.write("app.py", ASYNCIO_APP_RELOADING_ON_SIGHUP)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert service.output().splitlines() == ["reloaded"]

@@ -144,8 +144,11 @@ def _watch_sigterm() -> None:
         return
     reader, writer = socket.socketpair()
     writer.setblocking(False)
-    if signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False) != -1:
-        signal.set_wakeup_fd(-1)  # an event loop's: it wakes its own main thread
+    hosts = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    if hosts != -1:
+        # An event loop's (asyncio's add_signal_handler): it hears of its signals there and
+        # wakes its own main thread. Put back, it goes on hearing of them.
+        signal.set_wakeup_fd(hosts)
         reader.close()
         writer.close()
         return
