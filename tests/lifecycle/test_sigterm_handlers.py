@@ -248,3 +248,32 @@ def test_an_event_loops_signal_handlers_still_run_after_init(service: Service) -
 
     assert service.process.wait(30) == 0, service.output()
     assert service.output().splitlines() == ["reloaded"]
+
+
+FORKING_PARENT = """
+    import gc, os
+    import tracekit
+
+    tracekit.init("parent")
+    child = os.fork()
+    if child == 0:
+        gc.collect()
+        print("child open fds", len(os.listdir("/proc/self/fd")), flush=True)
+        os._exit(0)
+    os.waitpid(child, 0)
+    print("parent open fds", len(os.listdir("/proc/self/fd")), flush=True)
+"""
+
+
+def test_a_forked_child_leaves_no_socket_of_its_parents_unclosed(service: Service) -> None:
+    """A forked child dropped the parent's wakeup socket without closing it (a ResourceWarning
+    under ``python -X dev``) and kept the other end open for good."""
+    service.write("parent.py", FORKING_PARENT)
+    service.start("-X", "dev", "parent.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    output = service.output()
+    assert "ResourceWarning" not in output, output
+    counts = dict(line.split(" open fds ") for line in output.splitlines() if "open fds" in line)
+    assert counts["child"] == counts["parent"], output  # its own wakeup socket for the parent's

@@ -133,7 +133,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 # never handled: the process outlived it, where the default action would have ended it.
 
 _NUDGE_AFTER_S = 1.0  # a handler that has not run by then is not going to run by itself
-_wakeup: socket.socket | None = None  # the write end of this process's wakeup fd, when ours
+# This process's wakeup socket pair (what the watcher reads, the wakeup fd), when ours.
+_wakeup: tuple[socket.socket, socket.socket] | None = None
 
 
 @guarded(None)
@@ -152,7 +153,7 @@ def _watch_sigterm() -> None:
         reader.close()
         writer.close()
         return
-    _wakeup = writer
+    _wakeup = reader, writer
     thread = threading.Thread(
         target=_nudge_on_sigterm, args=(reader,), name="tracekit-sigterm", daemon=True
     )
@@ -177,12 +178,15 @@ def _watch_in_child() -> None:
     global _wakeup
     if _wakeup is None:
         return
-    inherited = signal.set_wakeup_fd(-1)
-    if inherited != _wakeup.fileno():  # replaced since (an event loop's): it stays
-        signal.set_wakeup_fd(inherited)
-        return
+    reader, writer = _wakeup
     _wakeup = None
-    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+    current = signal.set_wakeup_fd(-1)
+    ours = current == writer.fileno()
+    if not ours:  # replaced since (an event loop's): it stays
+        signal.set_wakeup_fd(current)
+    reader.close()  # the parent's watcher reads it: of no use here, and open for good
+    writer.close()
+    if ours and signal.getsignal(signal.SIGTERM) is _on_sigterm:
         _watch_sigterm()
 
 
