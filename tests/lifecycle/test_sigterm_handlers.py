@@ -113,6 +113,35 @@ def test_pid_one_outlives_sigterm_with_tracekit_still_exporting(service: Service
     assert _stored_bodies(service) == ["before SIGTERM", "after SIGTERM"]
 
 
+PID_ONE_AFTER_SIGTERM = """
+    import os, signal
+    import tracekit
+
+    tracekit.init("worker")
+    alarms = []
+    signal.signal(signal.SIGALRM, lambda *_: alarms.append(1))
+    os.kill(os.getpid(), signal.SIGTERM)  # handled, and outlived
+    signal.alarm(3)
+    signal.pause()  # until the next signal this process gets
+    print("woken by", "the alarm" if alarms else "another signal", flush=True)
+"""
+
+
+def test_pid_one_gets_no_second_sigterm_nobody_sent(service: Service) -> None:
+    """tracekit wakes a main thread whose SIGTERM handler has not run a second after the
+    signal. A PID 1 ran it and lived on, with tracekit's handler back in place: taken for one
+    that had not run, it was sent SIGTERM again, a signal nobody had sent."""
+    prefix = _pid_namespace_prefix()
+    script = service.write("worker.py", PID_ONE_AFTER_SIGTERM)
+    result = subprocess.run(
+        [*prefix, sys.executable, str(script)],
+        env=service.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "woken by the alarm\n"
+
+
 PENDING_WORK = """
     import logging, time
     import tracekit

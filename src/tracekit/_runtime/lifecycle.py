@@ -42,6 +42,7 @@ from tracekit._runtime.guard import guarded
 _LIFESPAN_ENDS = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 _installed = False
 _terminating = False
+_sigterms_handled = 0  # runs of _on_sigterm, for the watcher to tell one that ran (below)
 
 
 def install() -> None:
@@ -102,7 +103,8 @@ def _hook_sigterm() -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Flush (bounded), then let SIGTERM do what it would have done without us."""
-    global _terminating
+    global _terminating, _sigterms_handled
+    _sigterms_handled += 1
     if signal.getsignal(signum) is not _on_sigterm:
         # A handler the host installed after init called ours, the one it replaced: what
         # happens next is its decision (raising SIGTERM again would only call it again).
@@ -163,12 +165,19 @@ def _watch_sigterm() -> None:
 def _nudge_on_sigterm(reader: socket.socket) -> None:
     """Interrupt the main thread's wait when SIGTERM came and its handler has not run."""
     main = threading.main_thread().ident
+    handled = _sigterms_handled
     while signals := reader.recv(64):
         if signal.SIGTERM in signals:
             time.sleep(_NUDGE_AFTER_S)
-            # Still ours: not handled yet (the handler restores the default action first).
-            if main is not None and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            # Not handled since the last SIGTERM heard (a handler that ran may have put itself
+            # back: a container's PID 1 outlives SIGTERM), and the handler is still ours.
+            if _sigterms_handled == handled and _handler_is_ours() and main is not None:
                 signal.pthread_kill(main, signal.SIGTERM)
+            handled = _sigterms_handled
+
+
+def _handler_is_ours() -> bool:
+    return signal.getsignal(signal.SIGTERM) is _on_sigterm
 
 
 @guarded(None)
