@@ -148,7 +148,7 @@ class TracekitMiddleware(OptionsReadLate):
         arrived_in = otel_context.get_current()
         try:
             cid = self._requests.choose_correlation_id(self._headers(scope))
-            tokens = _make_current(cid, _carrying(cid))
+            tokens = _make_current(cid, arrived_in)
         except Exception as error:
             report_once("asgi request start", error)
             await self.app(scope, receive, send)
@@ -230,14 +230,12 @@ class TracekitMiddleware(OptionsReadLate):
 _Tokens = tuple[Token[str | None], Token[otel_context.Context]]
 
 
-def _carrying(cid: str) -> otel_context.Context:
-    """The current OpenTelemetry context with ``cid`` in it. In correlation-only mode no span
-    carries the ID there, so it rides alone, for what carries only that context into a pool
-    thread (OpenTelemetry's threading instrumentation) or saves it for later sends."""
-    return otel_context.Context({**otel_context.get_current(), correlation.CONTEXT_KEY: cid})
-
-
-def _make_current(cid: str, carried: otel_context.Context) -> _Tokens:
+def _make_current(cid: str, arrived_in: otel_context.Context) -> _Tokens:
+    """Make ``cid`` current: in tracekit's context variable, and in OpenTelemetry's context,
+    where in correlation-only mode no span carries it, so it rides alone: for what carries only
+    that context into a pool thread (OpenTelemetry's threading instrumentation) or saves it for
+    later sends."""
+    carried = otel_context.Context({**arrived_in, correlation.CONTEXT_KEY: cid})
     return correlation._set_checked(cid), otel_context.attach(carried)
 
 
