@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -117,6 +118,28 @@ def test_demo_on_the_embedded_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     sent, store, description = run_demo(tmp_path, "embedded")
     assert description.startswith("embedded SQLite queue")
     check_topology(sent, store)
+
+
+def test_a_port_taken_before_its_service_binds_it_gets_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port is chosen free, then bound by its service; in between another process may take it
+    (a CI run saw the orders service exit with "Address already in use", and the demo with it).
+    The services start again on new ports."""
+    from tracekit_cli.demo import topology as topology_module
+
+    choose_free = topology_module._free_port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        chosen = iter([taken_port])  # the gateway's, the first chosen
+        monkeypatch.setattr(topology_module, "_free_port", lambda: next(chosen, 0) or choose_free())
+        with Topology(tmp_path / "demo.db", queue="embedded") as topology:
+            topology.start()
+            sent = topology.send(0)
+            assert topology.ports["gateway"] != taken_port
+    assert (sent.status, bool(sent.correlation_id)) == (202, True)
 
 
 def test_demo_on_redis(tmp_path: Path) -> None:

@@ -75,6 +75,13 @@ def checkout_for(number: int) -> tuple[str, int]:
     return sku, quantity
 
 
+class _PortTaken(Exception):
+    """A demo service exited because another process had taken its port."""
+
+
+_START_ATTEMPTS = 3
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -154,8 +161,27 @@ class Topology:
         }
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start every service and wait until the HTTP ones answer."""
+        """Start every service and wait until the HTTP ones answer.
+
+        A service's port is chosen free, then bound by the service: in between, any process's
+        outgoing connection may take it (the ports are ephemeral ones). A service that finds its
+        port taken starts them all again on new ports, a few times at most.
+        """
         self._wait_for_queue(timeout)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_services(timeout)
+                return
+            except _PortTaken:
+                if attempt == _START_ATTEMPTS:
+                    raise RuntimeError(
+                        f"the demo's services found their ports taken {attempt} times"
+                        f" (see {self.workdir}); try again"
+                    ) from None
+                self.stop()
+                self.ports = {role: _free_port() for role in HTTP_ROLES}
+
+    def _start_services(self, timeout: float) -> None:
         for role in ROLES:
             with (self.workdir / f"{role}.log").open("wb") as log:  # the child has its own copy
                 self.processes[role] = subprocess.Popen(  # noqa: S603 (this interpreter, our module)
@@ -201,7 +227,10 @@ class Topology:
         url = f"http://127.0.0.1:{self.ports[role]}/health"
         while True:
             if self.processes[role].poll() is not None:
-                raise RuntimeError(f"demo service {role} exited; see {self.workdir / role}.log")
+                log = self.workdir / f"{role}.log"
+                if b"address already in use" in log.read_bytes().lower():
+                    raise _PortTaken(role)
+                raise RuntimeError(f"demo service {role} exited; see {log}")
             try:
                 with open_loopback(url, timeout=1):
                     return
