@@ -289,9 +289,9 @@ It puts the ID in OpenTelemetry's context too, for work that carries only that c
 pool thread (docs/logs.md). And it sends the response's last message in the context the request
 arrived in, because uvicorn starts a pipelined request inside that send (docs/middleware.md).
 Timed on 2026-12-04 with each of them taken out of the code in turn (21 interleaved rounds of
-3,000 requests, on a quiet machine), the first cost about 1.0 to 1.6 µs a request and the second
-about 0.1 to 0.7 µs. Without them tracekit's path cost 0.83 to 0.95 times what
-asgi-correlation-id's does; with them, 1.3 to 1.4 times.
+3,000 requests, on a quiet machine), the first cost about 0.7 to 1.2 µs a request and the second
+about 0.9 to 1.2 µs; without both, tracekit's path cost 0.92 to 0.95 times what
+asgi-correlation-id's did in the same runs.
 """
 _PEERS = ("starlette", "flask", "asgi-correlation-id", "opentelemetry-sdk",
           "opentelemetry-instrumentation-asgi", "opentelemetry-instrumentation-wsgi")  # fmt: skip
