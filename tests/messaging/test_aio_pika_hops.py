@@ -382,7 +382,6 @@ def test_messages_collected_from_an_iterator_are_handled_as_their_own(
     """A loop that collects messages and handles them together: each ``process()`` block runs
     with its own message's correlation ID, and a failure lands on that message, not on the one
     the iterator fetched last."""
-    from tracekit import correlation
 
     seen: list[str | None] = []
 
@@ -398,10 +397,7 @@ def test_messages_collected_from_an_iterator_are_handled_as_their_own(
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
-            for order in ("order-1", "order-2"):
-                token = correlation.set_correlation_id(order)
-                await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
-                correlation.reset_correlation_id(token)
+            await _publish_orders(channel, queue_name, "order-1", "order-2")
             queue = await channel.declare_queue(queue_name)
             batch: list[Any] = []
             async with queue.iterator() as messages:
@@ -550,16 +546,13 @@ def test_a_batch_processed_after_its_iterator_closed_inside_another_handler_is_i
     """A handler (here a custom transport's) drains a batch with an iterator, leaves it, then
     processes each message: every ``process()`` block is its message's own span, and a
     failure lands there, not on the handler's span."""
-    from tracekit import correlation, messaging
+    from tracekit import messaging
 
     async def run() -> None:
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
-            for order in ("order-1", "order-2"):
-                token = correlation.set_correlation_id(order)
-                await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
-                correlation.reset_correlation_id(token)
+            await _publish_orders(channel, queue_name, "order-1", "order-2")
             queue = await channel.declare_queue(queue_name)
             trigger = {"x-correlation-id": "nightly-run"}
             async with messaging.consume(trigger, system="cron", destination="nightly"):
@@ -622,3 +615,13 @@ def test_a_message_a_callback_hands_to_a_task_is_processed_in_a_span_of_its_own(
     failed = [c for c in consumers if c.status.status_code.name == "ERROR"]
     assert [c.attributes["correlation.id"] for c in failed] == ["order-bg"]
     assert failed[0].attributes["error.type"].endswith("OutOfStock")
+
+
+async def _publish_orders(channel: Any, queue_name: str, *orders: str) -> None:
+    """Publish each order as its own request would: with its correlation ID current."""
+    from tracekit import correlation
+
+    for order in orders:
+        token = correlation.set_correlation_id(order)
+        await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
+        correlation.reset_correlation_id(token)

@@ -560,13 +560,7 @@ def test_select_connection_hop_carries_the_context(amqp_url, queue_name, spans) 
         _publish_in_request(channel, queue_name, b"hello", "order-sel-1", properties)
         channel.basic_consume(queue_name, on_message, auto_ack=True)
 
-    connection = pika.SelectConnection(
-        pika.URLParameters(amqp_url),
-        on_open_callback=lambda opened: opened.channel(on_open_callback=on_channel),
-        on_close_callback=lambda closed, reason: closed.ioloop.stop(),
-    )
-    connection.ioloop.call_later(5, connection.ioloop.stop)
-    connection.ioloop.start()
+    _run_select_connection(amqp_url, on_channel)
 
     [(body, headers, amqp_correlation_id, in_handler)] = handled
     assert body == b"hello" and amqp_correlation_id == "rpc-7"  # the application's own property
@@ -964,6 +958,13 @@ def test_a_select_connection_callback_that_rejects_ends_failed(amqp_url, queue_n
         _publish_ids(channel, queue_name, "rejected")
         channel.basic_consume(queue_name, on_message)
 
+    _run_select_connection(amqp_url, on_channel)
+    rejected = _by_message_id(spans)["rejected"]
+    assert rejected.status.description == "MessageRejected: basic_reject, not requeued"
+
+
+def _run_select_connection(amqp_url: str, on_channel: Any) -> None:
+    """Run an asynchronous (``SelectConnection``) consumer until it closes, or 5 s at most."""
     connection = pika.SelectConnection(
         pika.URLParameters(amqp_url),
         on_open_callback=lambda opened: opened.channel(on_open_callback=on_channel),
@@ -971,5 +972,3 @@ def test_a_select_connection_callback_that_rejects_ends_failed(amqp_url, queue_n
     )
     connection.ioloop.call_later(5, connection.ioloop.stop)
     connection.ioloop.start()
-    rejected = _by_message_id(spans)["rejected"]
-    assert rejected.status.description == "MessageRejected: basic_reject, not requeued"
