@@ -48,12 +48,12 @@ def make_app(broker: str) -> Celery:
     app = Celery("shop", broker=broker, backend=None, set_as_current=False)
     app.conf.update(task_default_queue="orders", broker_connection_retry_on_startup=True)
 
-    @app.task(name="shop.fulfil")
+    @app.task(shared=False, name="shop.fulfil")
     def fulfil(order: str) -> None:
         seen["correlation_id"] = tracekit.correlation_id()
         scene_of["scene"].call_downstream()
 
-    @app.task(name="shop.flaky", bind=True, max_retries=2)
+    @app.task(shared=False, name="shop.flaky", bind=True, max_retries=2)
     def flaky(self: Any) -> None:
         seen.setdefault("attempt_ids", []).append(tracekit.correlation_id())
         try:
@@ -63,6 +63,7 @@ def make_app(broker: str) -> Celery:
             raise self.retry(countdown=0.1)  # noqa: B904 - written as Celery's docs write it
 
     @app.task(
+        shared=False,
         name="shop.charge",
         autoretry_for=(CardDeclined,),
         max_retries=1,
@@ -72,20 +73,20 @@ def make_app(broker: str) -> Celery:
     def charge() -> None:
         raise CardDeclined("card ending 4242 declined")
 
-    @app.task(name="shop.refuse", acks_late=True)
+    @app.task(shared=False, name="shop.refuse", acks_late=True)
     def refuse() -> None:
         raise Reject(ValueError("malformed order payload"), requeue=False)
 
-    @app.task(name="shop.await_stock", bind=True, max_retries=3)
+    @app.task(shared=False, name="shop.await_stock", bind=True, max_retries=3)
     def await_stock(self: Any) -> None:
         if self.request.retries < 1:  # not in stock yet: look again shortly
             raise self.retry(countdown=0.1)
 
-    @app.task(name="shop.whoami")
+    @app.task(shared=False, name="shop.whoami")
     def whoami() -> None:
         seen.setdefault("correlation_ids", []).append(tracekit.correlation_id())
 
-    @app.task(name="shop.broken")
+    @app.task(shared=False, name="shop.broken")
     def broken() -> None:
         raise RuntimeError("out of stock\x1b[2J\n" + "x" * 1000)
 
@@ -379,7 +380,7 @@ def test_two_runs_of_one_task_id_at_once_each_end_their_own_span(
     app = Celery("dupes", broker=redis_url, backend=None, set_as_current=False)
     app.conf.update(task_default_queue="dupes", broker_connection_retry_on_startup=True)
 
-    @app.task(name="dupes.nap")
+    @app.task(shared=False, name="dupes.nap")
     def nap(seconds: float) -> None:
         time.sleep(seconds)
         seen.setdefault("after", []).append(tracekit.correlation_id())
@@ -420,7 +421,7 @@ def test_a_task_run_eagerly_continues_the_caller(spans: InMemorySpanExporter, ho
     app = Celery("eager", broker="memory://", set_as_current=False)
     app.conf.task_always_eager = how == "task_always_eager"
 
-    @app.task(name="eager.look")
+    @app.task(shared=False, name="eager.look")
     def look() -> tuple[str | None, int]:
         span_context = trace.get_current_span().get_span_context()
         return tracekit.correlation_id(), span_context.trace_id
@@ -452,7 +453,7 @@ def test_a_task_run_eagerly_with_its_own_correlation_header_continues_the_caller
     app = Celery("eager-own-id", broker="memory://", set_as_current=False)
     app.conf.task_always_eager = how == "task_always_eager"
 
-    @app.task(name="eager.look")
+    @app.task(shared=False, name="eager.look")
     def look() -> str | None:
         return tracekit.correlation_id()
 
@@ -478,11 +479,11 @@ def test_an_eager_replace_ends_both_runs_and_leaves_the_caller_as_it_was(
                  set_as_current=False)  # fmt: skip
     app.conf.task_always_eager = True
 
-    @app.task(name="eager.leaf")
+    @app.task(shared=False, name="eager.leaf")
     def leaf(x: int) -> int:
         return x + 1
 
-    @app.task(name="eager.outer", bind=True)
+    @app.task(shared=False, name="eager.outer", bind=True)
     def outer(self: Any, x: int) -> Any:
         return self.replace(leaf.s(x))
 
@@ -500,7 +501,7 @@ def test_eager_retries_link_the_first_attempt(spans: InMemorySpanExporter) -> No
     app = Celery("eager-retry", broker="memory://", set_as_current=False)
     app.conf.task_always_eager = True
 
-    @app.task(name="eager.flaky", bind=True, max_retries=2)
+    @app.task(shared=False, name="eager.flaky", bind=True, max_retries=2)
     def flaky(self: Any) -> str:
         if self.request.retries < 2:
             raise self.retry(countdown=0, exc=GatewayTimeout("upstream took 30s"))

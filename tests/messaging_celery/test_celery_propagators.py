@@ -26,7 +26,7 @@ def app(redis_url: str) -> Iterator[Celery]:
     celery_app = Celery("mesh", broker=redis_url, backend=None, set_as_current=False)
     celery_app.conf.update(task_default_queue="mesh", broker_connection_retry_on_startup=True)
 
-    @celery_app.task(name="mesh.work", bind=True)
+    @celery_app.task(shared=False, name="mesh.work", bind=True)
     def work(self: Any) -> None:
         seen["carried"] = {n: getattr(self.request, n, None) for n in ("X-Amzn-Trace-Id", "b3")}
         seen["traceparent"] = getattr(self.request, "traceparent", None)

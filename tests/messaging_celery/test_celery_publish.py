@@ -35,7 +35,7 @@ def _app(broker: str, queue: str) -> Celery:
         task_default_queue=queue, broker_connection_retry=False, broker_connection_timeout=2
     )
 
-    @app.task(name="publish.charge")
+    @app.task(shared=False, name="publish.charge")
     def charge(order: str) -> None:
         pass
 

@@ -35,7 +35,7 @@ def test_the_id_set_at_send_reaches_the_task_and_its_span(
     app = Celery("contrib_shop", broker=redis_url, backend=None, set_as_current=False)
     app.conf.update(task_default_queue="contrib-orders", broker_connection_retry_on_startup=True)
 
-    @app.task(name="contrib_shop.fulfil")
+    @app.task(shared=False, name="contrib_shop.fulfil")
     def fulfil() -> None:
         seen["correlation_id"] = tracekit.correlation_id()
 

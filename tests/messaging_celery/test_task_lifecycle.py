@@ -34,12 +34,12 @@ def test_uninstrumenting_while_a_task_runs_ends_its_span_and_clears_its_id(
     started, release = threading.Event(), threading.Event()
     ids_seen_later: list[str | None] = []
 
-    @app.task(name="drain.slow")
+    @app.task(shared=False, name="drain.slow")
     def slow() -> None:
         started.set()
         release.wait(10)
 
-    @app.task(name="drain.whoami")
+    @app.task(shared=False, name="drain.whoami")
     def whoami() -> None:
         ids_seen_later.append(tracekit.correlation_id())
 
@@ -103,7 +103,7 @@ def test_a_task_sees_the_same_correlation_id_eagerly_as_on_a_worker(redis_url: s
     app.conf.update(task_default_queue="same-id", broker_connection_retry_on_startup=True)
     seen: list[str | None] = []
 
-    @app.task(name="same.whoami")
+    @app.task(shared=False, name="same.whoami")
     def whoami() -> None:
         seen.append(tracekit.correlation_id())
 
