@@ -154,20 +154,25 @@ def tempo_search_hit(
     *,
     service_stats: bool = True,
     selected: tuple[str, ...] = (),
+    grouped: bool = False,
 ) -> dict[str, Any]:
-    """One ``TraceSearchMetadata``: the trace's root and size, the spans the query matched."""
+    """One ``TraceSearchMetadata``: the trace's root and size, the spans the query matched
+    (``grouped``: a span set per correlation ID, as ``by(span.correlation.id)`` answers)."""
     root = next((s for s in trace if not s.parent_span_id), None)
     start = min(s.start_unix_nano for s in trace)
-    span_set = {
-        "spans": [_hit_span(s, selected) for s in matched[:3]],  # the default spss is 3
-        "matched": len(matched),
-    }
+    groups: dict[str | None, list[SpanRecord]] = {}
+    for span in matched:
+        groups.setdefault(span.correlation_id if grouped else None, []).append(span)
+    span_sets = [_span_set(spans, selected) for spans in groups.values()]
+    if grouped:  # Tempo's value for the spans that carry no ID is the text "nil"
+        for span_set, value in zip(span_sets, groups, strict=True):
+            span_set["attributes"] = key_values({"by(span.correlation.id)": value or "nil"})
     hit: dict[str, Any] = {
         "traceID": trace[0].trace_id.lstrip("0"),
         "rootServiceName": root.service if root else "<root span not yet received>",
         "startTimeUnixNano": str(root.start_unix_nano if root else start),
-        "spanSet": span_set,
-        "spanSets": [span_set],
+        "spanSet": span_sets[0],
+        "spanSets": span_sets,
     }
     if root:
         hit["rootTraceName"] = root.name
@@ -176,6 +181,13 @@ def tempo_search_hit(
     if service_stats:
         hit["serviceStats"] = _service_stats(trace)
     return hit
+
+
+def _span_set(matched: list[SpanRecord], selected: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "spans": [_hit_span(s, selected) for s in matched[:3]],  # the default spss is 3
+        "matched": len(matched),
+    }
 
 
 def _hit_span(span: SpanRecord, selected: tuple[str, ...]) -> dict[str, Any]:

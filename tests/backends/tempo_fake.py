@@ -18,6 +18,9 @@ sends:
   lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2,
   a query hint ``with (...)`` before 2.4, their scoped names ``trace:rootService`` and
   ``trace:duration`` before 2.5, ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
+  ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
+  spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
+  ``{ ... } && { }`` matches every span of a trace the filter matched.
   Tempo answers the first ``limit`` traces its parallel search finds; this fake, the first in
   trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from 2.8, the
   newest ``limit``, newest first.
@@ -158,8 +161,11 @@ class FakeTempo:
         matched = [s for s in trace if all(test(s) for test in parsed.span_tests)]
         if not matched:
             return None
+        matched = trace if parsed.whole else matched
         stats = self.version >= (2, 5)
-        return tempo_search_hit(trace, matched, service_stats=stats, selected=parsed.selected)
+        return tempo_search_hit(
+            trace, matched, service_stats=stats, selected=parsed.selected, grouped=parsed.grouped
+        )
 
     def parse(self, query: str) -> Query | None:
         """The TraceQL forms tracekit writes; None for anything this Tempo would refuse."""
@@ -173,9 +179,13 @@ class FakeTempo:
                 query.removesuffix(" | select(span.correlation.id)"),
                 ("correlation.id",),
             )
+        grouped = query.endswith(" | by(span.correlation.id)") and self.version >= (2, 2)
+        query = query.removesuffix(" | by(span.correlation.id)") if grouped else query
+        whole = query.endswith(" && { }")  # every span of a trace the filter matched
+        query = query.removesuffix(" && { }")
         if not (query.startswith("{ ") or query == "{ }") or not query.endswith(" }"):
             return None
-        parsed = Query(selected, most_recent)
+        parsed = Query(selected, most_recent, grouped=grouped, whole=whole)
         inner = query[2:-2].strip()
         try:
             added = [parsed.add(c, self.version) for c in inner.split(" && ")]
@@ -188,9 +198,13 @@ class Query:
     """A parsed TraceQL spanset filter: trace-level tests, span-level tests, selected names,
     and whether the newest traces were asked for."""
 
-    def __init__(self, selected: tuple[str, ...], most_recent: bool) -> None:
+    def __init__(
+        self, selected: tuple[str, ...], most_recent: bool, *, grouped: bool, whole: bool
+    ) -> None:
         self.selected = selected
         self.most_recent = most_recent  # with (most_recent=true)
+        self.grouped = grouped  # | by(span.correlation.id)
+        self.whole = whole  # && { }
         self.trace_tests: list[TraceTest] = []
         self.span_tests: list[SpanTest] = []
 

@@ -162,6 +162,38 @@ def test_a_request_whose_first_spans_lack_the_id_is_one_row_named_by_it(
     assert rows[0]["duration_ms"] == path["duration_ms"] == 400.0
 
 
+def failing_behind_a_proxy() -> Topology:
+    """A request through a proxy that carries no correlation ID and fails (its spans first in
+    the trace, its error span the only one), then served by a service that carries it."""
+    t = Topology("req-edge-2")
+    edge = t.span("edge", "ingress", "SERVER", 0, 60, correlated=False, status="ERROR")
+    route = t.span("edge", "route", "INTERNAL", 1, 59, edge, correlated=False)
+    call = t.span("edge", "POST /jobs", "CLIENT", 2, 58, route, correlated=False)
+    t.span("web", "POST /jobs", "SERVER", 3, 57, call)
+    return t
+
+
+@pytest.mark.parametrize(
+    ("topology", "options"), [(behind_a_proxy, []), (failing_behind_a_proxy, ["--errors"])]
+)
+def test_search_on_tempo_names_a_request_behind_a_proxy_without_reading_it(
+    serve: Any, topology: Any, options: list[str]
+) -> None:
+    """No real Tempo runs here: the fake answers as Tempo's TraceQL engine does. A hit showed
+    the first three spans the search matched, a proxy's that carry no correlation ID, so
+    ``search`` read each such trace to name it (up to two reads per request listed). Grouped
+    by correlation ID, the hit names the request itself; ``--errors`` matched only the proxy's
+    error span, and now groups every span of a trace with an error."""
+    t = topology()
+    backend = serve(FakeTempo(recent(t.spans)))
+    code, out, _ = run("search", "--tempo", backend.url, *options, "--format", "json")
+    rows = json.loads(out)["requests"]
+    assert (code, [(r["correlation_id"], r["root_service"]) for r in rows]) == (
+        0, [(t.correlation_id, "edge")]
+    )  # fmt: skip
+    assert [r.path for r in backend.requests if "/traces/" in r.path] == []
+
+
 def test_search_on_tempo_lists_its_hits_when_a_trace_read_fails(serve: Any) -> None:
     """A hit that shows no correlation ID is read to name and join it: a trace Tempo failed to
     answer (a querier down) failed the whole search, which needs no trace read to list it."""

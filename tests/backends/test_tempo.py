@@ -127,8 +127,8 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
         ("web", "POST /jobs", "req-incident-9")
     ]
     assert searches(backend)[-1].args["q"] == (
-        '{ rootServiceName = "web" && traceDuration >= 50us && status = error }'
-        " | select(span.correlation.id) with (most_recent=true)"
+        '{ rootServiceName = "web" && traceDuration >= 50us && status = error } && { }'
+        " | by(span.correlation.id) | select(span.correlation.id) with (most_recent=true)"
     )
 
 

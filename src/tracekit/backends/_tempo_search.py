@@ -6,6 +6,11 @@ service and name, start and duration, up to three matched spans per span set (``
 the deprecated ``spanSet``) with ``matched`` -- the number of spans the *query* matched, not the
 trace's size -- and, from Tempo 2.5 on vParquet4 blocks, ``serviceStats`` ``{service: {spanCount,
 errorCount}}`` for the whole trace.
+
+``tracekit search`` groups a hit's spans by correlation ID (TraceQL ``by()``): Tempo then
+answers a span set per ID the trace carries (and one for spans with none, valued ``nil``), each
+with its ``matched`` count, so the hit names the trace's request by itself. Ungrouped, the three
+spans a set shows may all be a proxy's that carries no ID, and the trace had to be read.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,7 @@ DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max
 NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root is missing
 HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
+BY_CORRELATION_ID = "by(span.correlation.id)"  # also the key of each group's span set attribute
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 
 
@@ -40,8 +47,10 @@ def search_query(service: str | None, min_duration_ms: float | None, errors: boo
     """The TraceQL for ``tracekit search``: trace-level filters, error spans, correlation ids.
 
     The trace intrinsics by their first names, which every Tempo from 2.2 knows (with
-    ``select()``); ``trace:rootService`` and ``trace:duration`` came in 2.5, and Tempo keeps the
-    old names beside them with no plan to remove them.
+    ``select()`` and ``by()``); ``trace:rootService`` and ``trace:duration`` came in 2.5, and
+    Tempo keeps the old names beside them with no plan to remove them. The spans are grouped by
+    correlation ID (``BY_CORRELATION_ID``); with ``errors``, ``&& { }`` makes every span of a
+    trace with an error part of its groups, not only its error spans, which may carry no ID.
     """
     conditions = []
     if service:
@@ -51,7 +60,8 @@ def search_query(service: str | None, min_duration_ms: float | None, errors: boo
     if errors:
         conditions.append("status = error")
     selector = "{ " + " && ".join(conditions) + " }" if conditions else "{ }"
-    return selector + " | select(span.correlation.id)"
+    whole = " && { }" if errors else ""
+    return f"{selector}{whole} | {BY_CORRELATION_ID} | select(span.correlation.id)"
 
 
 def window(since: float | None, max_seconds: float | None) -> tuple[int, int, bool]:
@@ -101,6 +111,7 @@ class Hit:
     start_unix_nano: int
     duration_ms: float
     correlation_id: str | None
+    names_its_request: bool  # spans grouped by correlation ID: correlation_id is the trace's
     span_count: int | None  # None: this Tempo sent no serviceStats
     error_count: int | None
 
@@ -130,13 +141,15 @@ def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
 
 def _hit(hit: dict[str, Any]) -> Hit:
     stats = hit.get("serviceStats") or {}
+    correlation_id, grouped = _correlation_id(hit)
     return Hit(
         trace_id=hit_trace_id(hit["traceID"]),
         root_service=cut(str(hit.get("rootServiceName") or NO_ROOT), MAX_NAME_CHARS),
         root_name=cut(str(hit.get("rootTraceName") or ""), MAX_NAME_CHARS),
         start_unix_nano=unix_nano(hit.get("startTimeUnixNano")),
         duration_ms=float(hit.get("durationMs") or 0),
-        correlation_id=_correlation_id(hit),
+        correlation_id=correlation_id,
+        names_its_request=grouped,
         span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,
         error_count=sum(int(s.get("errorCount") or 0) for s in stats.values()) if stats else None,
     )
@@ -150,12 +163,25 @@ def hit_trace_id(value: Any) -> str:
     return text.rjust(32, "0")
 
 
-def _correlation_id(hit: dict[str, Any]) -> str | None:
-    """The selected ``span.correlation.id`` (keyed by its unscoped name) of a matched span."""
+def _correlation_id(hit: dict[str, Any]) -> tuple[str | None, bool]:
+    """The correlation ID most of the hit's spans carry (as ``trace`` names a trace's request),
+    and whether the spans were grouped by it: then a hit showing none has none."""
+    counts: Counter[str] = Counter()
+    grouped = False
     for span_set in hit.get("spanSets") or ([hit["spanSet"]] if hit.get("spanSet") else []):
-        for span in span_set.get("spans") or []:
-            for attribute in span.get("attributes") or []:
-                value = (attribute.get("value") or {}).get("stringValue")
-                if attribute.get("key") == semconv.CORRELATION_ID and isinstance(value, str):
-                    return cut(value, MAX_VALUE_CHARS)  # the store's bound, as the trace's
+        keys = [attribute.get("key") for attribute in span_set.get("attributes") or []]
+        grouped = grouped or BY_CORRELATION_ID in keys
+        if (value := _selected_id(span_set)) is not None:
+            counts[value] += max(1, int(span_set.get("matched") or 1))
+    found = counts.most_common(1)[0][0] if counts else None
+    return found, grouped
+
+
+def _selected_id(span_set: dict[str, Any]) -> str | None:
+    """The selected ``span.correlation.id`` (keyed by its unscoped name) of a span shown."""
+    for span in span_set.get("spans") or []:
+        for attribute in span.get("attributes") or []:
+            value = (attribute.get("value") or {}).get("stringValue")
+            if attribute.get("key") == semconv.CORRELATION_ID and isinstance(value, str):
+                return cut(value, MAX_VALUE_CHARS)  # the store's bound, as the trace's
     return None

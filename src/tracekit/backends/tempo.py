@@ -160,15 +160,16 @@ class TempoSource(RemoteSource):
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        rows = [self._with_correlation_id(self._summary(hit)) for hit in started]
+        rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
         found = by_correlation_id(rows, self._continued(rows))
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
-    def _with_correlation_id(self, row: RequestSummary) -> RequestSummary:
-        """``row`` with the correlation ID its trace carries when its hit showed none: Tempo
-        selects it from the first three spans the search matched, which may all be a proxy's
-        that does not carry it. The trace is read (and kept for ``_continued``)."""
-        if row.correlation_id:
+    def _with_correlation_id(self, row: RequestSummary, hit: Hit) -> RequestSummary:
+        """``row`` with the correlation ID its trace carries when its hit showed none and its
+        spans were not grouped by it: Tempo then selects it from the first three spans the
+        search matched, which may all be a proxy's that does not carry it. The trace is read
+        (and kept for ``_continued``)."""
+        if row.correlation_id or hit.names_its_request:
             return row
         carried = carried_correlation_id(self._unnamed_trace(row.trace_id))
         return dataclasses.replace(row, correlation_id=carried) if carried else row
