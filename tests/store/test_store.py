@@ -197,6 +197,33 @@ def test_a_store_removed_while_open_is_not_written_blind(tmp_path: Path) -> None
     store.close()
 
 
+@pytest.mark.parametrize("replaced_by", ["another store", "a new file"])
+def test_a_store_file_replaced_while_closed_is_written_with_its_own_strings(
+    tmp_path: Path, replaced_by: str
+) -> None:
+    """A store closed (``Store.close``, or around a ``fork()``) reopens by path. The file there
+    had been replaced (rotated, restored from another store, or deleted and created again):
+    before, the ids cached for the old file were written into it, and the span written as
+    checkout's ``GET /cart`` read as billing's ``POST /pay``, the other store's strings."""
+    path = tmp_path / "s.db"
+    store = Store(path)
+    store.write_spans([span(T1, "1" * 16, service="checkout", name="GET /cart")])
+    store.close()
+    with contextlib.closing(Store(tmp_path / "other.db")) as other:
+        if replaced_by == "another store":
+            other.write_spans([span(T2, "2" * 16, service="billing", name="POST /pay")])
+        else:
+            other.create()
+    os.replace(tmp_path / "other.db", path)
+
+    store.write_spans([span(T3, "3" * 16, service="checkout", name="GET /cart")])
+    store.close()
+    with contextlib.closing(Store(path)) as reread:
+        written = [(s.trace_id, s.service, s.name) for s in reread.spans_since(0)]
+    before = [(T2, "billing", "POST /pay")] if replaced_by == "another store" else []
+    assert written == [*before, (T3, "checkout", "GET /cart")]
+
+
 def test_bad_ids_are_refused_before_anything_is_written(store: Store) -> None:
     with pytest.raises(ValueError, match="span id"):
         store.write_spans([span(T1, "1" * 16), span(T1, "nothex")])

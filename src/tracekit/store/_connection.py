@@ -22,6 +22,7 @@ BUSY_TIMEOUT_MS = 5000
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_FOLDER_MODE = 0o700
 INCREMENTAL = 2  # PRAGMA auto_vacuum's number for INCREMENTAL
+GENERATION = "SELECT value FROM meta WHERE key = 'generation'"  # see _reclaim
 # journal_size_limit keeps the WAL file from staying huge after a burst.
 _WRITE_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: a commit survives a process crash (kill -9)
@@ -53,7 +54,27 @@ def open_writer(path: Path) -> sqlite3.Connection:
         conn.execute(pragma)
     retry_busy(lambda: migrate(conn))
     retry_busy(lambda: _check_writable(conn))
+    retry_busy(lambda: _number_generations_apart(conn))
     return conn
+
+
+def _number_generations_apart(conn: sqlite3.Connection) -> None:
+    """Move a store whose ids were never reclaimed (generation 0) to a random generation.
+
+    Writers cache string and resource ids with the generation they came from (``_reclaim``).
+    A file replaced at the store's path (rotated, restored, deleted and created again) while a
+    process had its connections closed (``Store.close``, a ``fork()``) is opened again by path;
+    at the same generation, 0 for every new store, ids cached for the old file were written
+    into the new one and read there as other strings. Apart, the new file's generation tells
+    the writer that every cached id is stale. For a store already at 0 this costs its other
+    writers one encoding again, as a reclaim would.
+    """
+    row = conn.execute(GENERATION).fetchone()
+    if row is not None and row[0] == 0:
+        conn.execute(
+            "UPDATE meta SET value = (random() & 4611686018427387903) + 1"
+            " WHERE key = 'generation' AND value = 0"
+        )
 
 
 def _vacuum_incrementally(conn: sqlite3.Connection) -> None:
