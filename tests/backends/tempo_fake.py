@@ -20,7 +20,8 @@ sends:
   ``trace:duration`` before 2.5, ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
   ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
   spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
-  ``{ ... } && { }`` matches every span of a trace the filter matched.
+  ``{ ... } && { }`` matches every span of a trace the filter matched; ``||`` joins
+  correlation IDs.
   Tempo answers the first ``limit`` traces its parallel search finds; this fake, the first in
   trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from 2.8, the
   newest ``limit``, newest first.
@@ -212,6 +213,12 @@ class Query:
         """Add one condition; False for one this version of Tempo refuses."""
         if version < FIRST_TEMPO_WITH.get(condition.partition(" ")[0], (99, 0)):
             return False
+        if " || " in condition:  # one of several correlation IDs
+            alternatives = [re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', c)
+                            for c in condition.split(" || ")]  # fmt: skip
+            wanted_ids = {_unquote(m.group(1)) for m in alternatives if m}
+            self.span_tests.append(lambda s: s.correlation_id in wanted_ids)
+            return all(alternatives)
         if m := re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', condition):
             wanted = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.correlation_id == wanted)

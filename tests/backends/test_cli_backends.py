@@ -6,6 +6,7 @@ the no-traceback checks run the installed console script.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,6 +26,7 @@ from tempo_fake import FakeTempo
 from trace_topologies import Topology, checkout, incident
 from werkzeug.wrappers import Request, Response
 
+from tracekit.store import Store
 from tracekit_cli.main import cli
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
@@ -288,6 +290,35 @@ def test_tempo_search_since_lists_only_requests_started_since_then(serve: Any) -
         code, out, err = run("search", "--since", since, "--tempo", url, "--format", "json")
         assert (code, err) == (0, "")
         assert [r["correlation_id"] for r in json.loads(out)["requests"]] == found, since
+
+
+def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed_on_tempo(
+    serve: Any, tmp_path: Path
+) -> None:
+    """A pull consumer took the job two minutes after its producer's trace ended; ``search
+    --since`` between the two listed the consumer's trace alone on Tempo, as a request of its
+    own, where the store (and ``trace``) start the request with its producer's trace, before
+    ``--since``, and list only the request begun since. No Tempo runs here: ``FakeTempo``
+    finds traces by overlap and answers TraceQL as Tempo does."""
+    job, now = Topology("req-pull-9"), Topology("req-just-now")
+    root = job.span("web", "POST /jobs", "SERVER", 0, 50)
+    sent = job.publish(root, "jobs", 10, 12, system="rabbitmq")
+    job.new_trace()
+    job.consume("worker", "jobs", 120_000, 120_100, links=[sent], system="rabbitmq")
+    now.span("edge", "GET /", "SERVER", 0, 10)
+    spans = recent(job.spans, 600) + recent(now.spans, 60)
+    with contextlib.closing(Store(tmp_path / "s.db")) as store:
+        store.write_spans(spans)
+    since = (datetime.now(UTC) - timedelta(seconds=540)).isoformat(timespec="seconds")
+    listed = {}
+    for flag, where in (
+        ("--store", str(tmp_path / "s.db")),
+        ("--tempo", serve(FakeTempo(spans)).url),
+    ):
+        code, out, err = run("search", "--since", since, flag, where, "--format", "json")
+        assert (code, err) == (0, ""), flag
+        listed[flag] = [r["correlation_id"] for r in json.loads(out)["requests"]]
+    assert listed == {"--store": ["req-just-now"], "--tempo": ["req-just-now"]}
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

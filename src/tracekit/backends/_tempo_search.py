@@ -35,6 +35,8 @@ NO_ROOT = "<root span not yet received>"  # what Tempo itself says when the root
 HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
 BY_CORRELATION_ID = "by(span.correlation.id)"  # also the key of each group's span set attribute
+_IDS_PER_SEARCH = 20
+_QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URLs over 8 KiB)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 
 
@@ -64,14 +66,16 @@ def search_query(service: str | None, min_duration_ms: float | None, errors: boo
     return f"{selector}{whole} | {BY_CORRELATION_ID} | select(span.correlation.id)"
 
 
-def window(since: float | None, max_seconds: float | None) -> tuple[int, int, bool]:
+def window(
+    since: float | None, max_seconds: float | None, until: float | None = None
+) -> tuple[int, int, bool]:
     """Unix seconds (start, end) to search, and whether ``max_seconds`` cut the window short.
 
-    From ``since`` (default: as far back as a default Tempo allows) to a minute from now, never
-    longer than ``max_seconds`` when that is known.
+    From ``since`` (default: as far back as a default Tempo allows) to ``until`` (default: a
+    minute from now), never longer than ``max_seconds`` when that is known.
     """
     now = time.time()
-    end = now + CLOCK_SLACK_SECONDS
+    end = now + CLOCK_SLACK_SECONDS if until is None else until
     # Tempo reads start as unsigned: before 1970 is 1970, then narrowed like any long window
     start = end - DEFAULT_WINDOW_SECONDS if since is None else max(since, 0)
     if end - start > DEFAULT_WINDOW_SECONDS:  # spend the slack only where a default Tempo allows
@@ -80,6 +84,20 @@ def window(since: float | None, max_seconds: float | None) -> tuple[int, int, bo
     if max_seconds is not None and cut:
         start = end - max_seconds
     return math.ceil(start), math.floor(end), cut
+
+
+def carrying_any(correlation_ids: list[str]) -> list[str]:
+    """TraceQL searches for the traces carrying any of ``correlation_ids``, grouped by ID, a
+    few IDs each (the query travels in the URL)."""
+    queries, terms = [], []
+    for value in correlation_ids:
+        terms.append("span.correlation.id = " + traceql_string(value))
+        if len(terms) == _IDS_PER_SEARCH or sum(map(len, terms)) > _QUERY_CHARS:
+            queries.append(terms)
+            terms = []
+    queries += [terms] if terms else []
+    grouped = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)"
+    return ["{ " + " || ".join(each) + grouped for each in queries]
 
 
 def window_limit(error: BackendError) -> tuple[float, str] | None:

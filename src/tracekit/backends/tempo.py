@@ -29,7 +29,9 @@ from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
 from tracekit.backends._requests import by_correlation_id, carried_correlation_id, root_span
 from tracekit.backends._tempo_search import (
+    DEFAULT_WINDOW_SECONDS,
     Hit,
+    carrying_any,
     read_hits,
     refused_traceql,
     search_query,
@@ -153,8 +155,9 @@ class TempoSource(RemoteSource):
     ) -> Sequence[RequestSummary]:
         """Newest requests matching the filters that started since then, from one TraceQL search
         of ``HITS_PER_REQUEST`` traces a request (Tempo finds the traces that overlap its
-        window: those that started before are left). Traces sharing a correlation ID are one
-        request, and so is a trace without one with the traces its root links into
+        window: those that started before are left, and so are the requests one of whose
+        traces did, see ``_begun_before``). Traces sharing a correlation ID are one request,
+        and so is a trace without one with the traces its root links into
         (``_requests.by_correlation_id``)."""
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
@@ -162,7 +165,35 @@ class TempoSource(RemoteSource):
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
         rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
         found = by_correlation_id(rows, self._continued(rows))
+        if since_unix_nano is not None:
+            begun_before = self._begun_before(found, since_unix_nano)
+            found = [r for r in found if r.correlation_id not in begun_before]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _begun_before(self, found: list[RequestSummary], since_unix_nano: int) -> set[str]:
+        """The correlation IDs of ``found`` that a trace started before ``since_unix_nano``
+        carries: a pull consumer's trace started since then, its producer's before (and may
+        have ended before, out of the search's window). As in the store and ``trace``, such a
+        request starts with its earliest trace, before ``--since``, and is not listed. Searched
+        for in the longest window a default Tempo allows, up to then; a failed search is said
+        once, and the requests are listed as found."""
+        ids = [r.correlation_id for r in found if r.correlation_id]
+        since = since_unix_nano / 1e9
+        begun: set[str | None] = set()
+        for query in carrying_any(ids):
+            try:
+                hits = self._search_once(
+                    query, MAX_TRACES_PER_SEARCH, since - DEFAULT_WINDOW_SECONDS, until=since
+                )
+            except BackendError as error:
+                self.notes.once(
+                    f"{self.client.where} failed to search for the traces of the requests "
+                    f"listed before {_moment(since)} ({error}): a request whose first trace "
+                    "started before --since may be listed from its later traces"
+                )
+                break
+            begun |= {h.correlation_id for h in hits if h.start_unix_nano < since_unix_nano}
+        return {i for i in begun if i is not None}
 
     def _with_correlation_id(self, row: RequestSummary, hit: Hit) -> RequestSummary:
         """``row`` with the correlation ID its trace carries when its hit showed none and its
@@ -369,8 +400,13 @@ class TempoSource(RemoteSource):
         )
         return hits
 
-    def _search_once(self, query: str, limit: int, since: float | None) -> list[Hit]:
-        start, end, cut = window(since, self._max_window[0] if self._max_window else None)
+    def _search_once(
+        self, query: str, limit: int, since: float | None, until: float | None = None
+    ) -> list[Hit]:
+        """One search from ``since`` to ``until`` (default: now), in the window Tempo allows;
+        narrowed, a search up to now says so once."""
+        most = self._max_window[0] if self._max_window else None
+        start, end, cut = window(since, most, until)
         if start >= end:  # since after now: nothing to find, and Tempo refuses such a window
             return []
         params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
@@ -386,8 +422,8 @@ class TempoSource(RemoteSource):
             if learnt is None or learnt[0] >= end - start:
                 raise
             self._max_window = learnt
-            return self._search_once(query, limit, since)
-        if cut:
+            return self._search_once(query, limit, since, until)
+        if cut and until is None:
             self._say_window_narrowed(start)
         return read_hits(answer, self._left_out)
 
