@@ -102,3 +102,33 @@ def test_a_wrapped_note_continues_under_itself(store: Path, fmt: str) -> None:
         at = next(i for i, line in enumerate(lines) if line.lstrip().startswith(start))
         indent = len(lines[at]) - len(lines[at].lstrip())
         assert lines[at + 1].startswith(" " * (indent + 4) + rest), lines[at : at + 2]
+
+
+def _section(lines: list[str], heading: str) -> list[str]:
+    """The words of the section that starts with ``heading``, up to its blank line."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return " ".join(lines[start:end]).split()
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_where_the_time_went_and_the_result_are_whole_at_40_columns(store: Path, fmt: str) -> None:
+    """They were rows, cut at the width like the tree: at 40 columns the result lost its exit
+    status ('result: different (structure, retries, e') and each part of where the time went
+    kept four letters of its node ('paym', 'orde'). They wrap now, as at 100 they read."""
+    views = {}
+    for width in ("100", "40"):
+        result = CliRunner().invoke(
+            cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store),
+                  "--format", fmt], env={"COLUMNS": width, "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert result.exit_code == 1
+        views[width] = result.stdout.splitlines()
+
+    wide, narrow = views["100"], views["40"]
+    assert max(len(line) for line in narrow) <= 40
+    for heading in ("where the time went", "result:"):
+        assert _section(narrow, heading) == _section(wide, heading)
+    assert " ".join(_section(narrow, "result:")).endswith("errors): exit 1")
+    arrow = "→" if fmt == "rich" else "->"
+    assert f"      payments {arrow} bank: POST /charge" in narrow  # under its figures, whole

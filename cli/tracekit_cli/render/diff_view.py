@@ -78,10 +78,10 @@ def to_text(document: Document, width: int) -> str:
     """Plain text, every line at most ``width`` columns."""
     out: list[str] = []
     for line, wraps in document.lines:
-        text = "".join(piece for piece, _ in (_narrow_indent(line, width) if wraps else line))
+        pieces = _narrow_indent(line, width) if wraps else line
+        text = "".join(piece for piece, _ in pieces)
         if wraps and _cells(text) > width:
-            indent = " " * (len(text) - len(text.lstrip()) + 4)
-            out += _wrap_text(text, width, indent)
+            out += _wrap_text(text, width, " " * (_leading_spaces(pieces) + 4))
         else:
             out.append(_crop_text(text, width).rstrip())
     return "\n".join(out) + "\n"
@@ -145,9 +145,11 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
 
 def _leading_spaces(line: Line) -> int:
     """Where a note's words begin (before the first guide of a tree): its continuation lines
-    are indented past it, as in the text view, not under the A and B columns."""
-    text = "".join(piece for piece, _ in line)
-    return len(text) - len(text.lstrip(" "))
+    are indented past it, not under the A and B columns. Counted in the first piece, the
+    indent: a figure the next piece right-aligns (where the time went) keeps its padding out
+    of it, so the rows' continuations line up."""
+    indent = line[0][0] if line else ""
+    return len(indent) - len(indent.lstrip(" "))
 
 
 def _narrow_indent(note: Line, width: int) -> Line:
@@ -207,8 +209,8 @@ def attribution_section(
     if not parts:
         return
     document.row(("", ""))
-    document.row((f"where the time went (critical path, adds up to {signed(total_ns)} {what}):",
-                  "bold"))  # fmt: skip
+    document.note((f"where the time went (critical path, adds up to {signed(total_ns)} {what}):",
+                   "bold"))  # fmt: skip
     for part in parts[:MAX_ATTRIBUTION]:
         share = "" if part.share is None else f"{part.share:>7.1%}"
         where = (
@@ -218,8 +220,9 @@ def attribution_section(
         )
         component = {"queue_wait": "queue wait", "critical": "on the path"}.get(part.component, "")
         style = "yellow" if part.delta_ns > 0 else "cyan"
-        document.row(("  ", ""), (f"{signed(part.delta_ns):>11}", style), (f" {share:>7}", ""),
-                     (f"  {component:<11}  ", "dim"), (where, ""))  # fmt: skip
+        # a note: on a narrow terminal the node wraps under its figures instead of being cut
+        document.note(("  ", ""), (f"{signed(part.delta_ns):>11}", style), (f" {share:>7}", ""),
+                      (f"  {component:<11}  ", "dim"), (where, ""))  # fmt: skip
     if len(parts) > MAX_ATTRIBUTION:
         more = len(parts) - MAX_ATTRIBUTION
         noun = "part" if more == 1 else "parts"
@@ -240,13 +243,13 @@ def footer(
             document.note(("  ", ""), (document.text(warning), "yellow"))
     counted = reasons(changes, fail_on)
     document.row(("", ""))
-    if counted:
-        document.row((f"result: different ({', '.join(counted)}): exit 1", "bold"))
+    if counted:  # notes: the exit status at the end must not be cut off a narrow terminal
+        document.note((f"result: different ({', '.join(counted)}): exit 1", "bold"))
     elif too_few_below is not None:
         said = f"result: too few requests to tell (--min-requests {too_few_below}): exit 0"
-        document.row((said, "bold yellow"))
+        document.note((said, "bold yellow"))
     else:
-        document.row(("result: no difference that counts: exit 0", "bold green"))
+        document.note(("result: no difference that counts: exit 0", "bold green"))
 
 
 # --- two requests ---------------------------------------------------------------------------
