@@ -3,6 +3,7 @@ wrap between words instead of standing one letter a line."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -132,3 +133,25 @@ def test_where_the_time_went_and_the_result_are_whole_at_40_columns(store: Path,
     assert " ".join(_section(narrow, "result:")).endswith("errors): exit 1")
     arrow = "→" if fmt == "rich" else "->"
     assert f"      payments {arrow} bank: POST /charge" in narrow  # under its figures, whole
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_every_node_of_the_tree_is_named_whole_at_40_columns(store: Path, fmt: str) -> None:
+    """The figures and the tree's guides take 34 columns and more: at 40 a row kept six
+    columns for its node ('gatewa', '`- gat') and a deep one none at all, a duration with no
+    name. A node that would keep fewer than 16 columns is named on the line below."""
+    result = CliRunner().invoke(
+        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": "40", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    arrow = "→" if fmt == "rich" else "->"
+    nodes = [
+        "gateway: POST /checkout", f"payments {arrow} bank: POST /charge", "web: POST /jobs",
+        f"api {arrow} worker: jobs", "ledger: POST /entries",
+    ]  # fmt: skip
+    for node in nodes:
+        at = lines.index(f"    {node}")
+        assert re.match(r"^[-+~ ] +(\S+ ms|-) +(\S+ ms|-) +[-+]\S+ ms", lines[at - 1]), node
+    assert max(len(line) for line in lines) <= 40

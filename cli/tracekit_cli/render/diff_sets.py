@@ -42,7 +42,7 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
                   "bold"))  # fmt: skip
     for found in diff.nodes[:MAX_ROWS]:
         style = ROW_STYLES[found.status]
-        document.row((f"{MARKERS[found.status]} ", f"bold {style or 'yellow'}"),
+        document.tree_row((f"{MARKERS[found.status]} ", f"bold {style or 'yellow'}"),
                      (f"{signed(found.contribution_ns):>12}  ", style),
                      (document.label(found.node), style))  # fmt: skip
         for text, note_style in _notes(found, diff.settings.min_requests):

@@ -2,9 +2,11 @@
 changed with the delta (slower yellow, faster cyan).
 
 One layout for both views: lines of styled pieces, each either a row (cropped to the width: the
-tree must not break) or a note (wrapped). The text view drops the styles and draws ASCII; the rich
-view paints them (``Painter``, never ``rich.console``, as ``tracekit trace`` does). Names come
-from spans (untrusted) and are flattened to one printable line before anything is drawn.
+tree must not break) or a note (wrapped); a tree row whose node would keep fewer than
+``MIN_LABEL_WIDTH`` columns beside its figures and guides has its node drawn on the next line.
+The text view drops the styles and draws ASCII; the rich view paints them (``Painter``, never
+``rich.console``, as ``tracekit trace`` does). Names come from spans (untrusted) and are
+flattened to one printable line before anything is drawn.
 """
 
 from __future__ import annotations
@@ -46,23 +48,30 @@ ROW_STYLES = {
 MAX_ATTRIBUTION = 10  # the largest parts, listed in a terminal view; JSON lists all
 MAX_NOTE_CHARS = 600
 MIN_NOTE_WIDTH = 24  # columns a note keeps beside its indent, however narrow the terminal
+MIN_LABEL_WIDTH = 16  # columns a tree row's node keeps beside it, else it goes on a line below
+NODE_INDENT = "    "  # where such a node goes
 _WORDS = re.compile(r"\s+|\S+")
 
 
 @dataclass(slots=True)
 class Document:
-    """The view as lines; ``wrap`` marks the ones that may wrap (the rest are cropped)."""
+    """The view as lines, each a ``row`` (cropped), a ``note`` (wrapped) or a ``tree`` row
+    (cropped, its last piece the node's label, see ``laid_out``)."""
 
     glyphs: Glyphs
-    lines: list[tuple[Line, bool]]
+    lines: list[tuple[Line, str]]
 
     def row(self, *pieces: Piece) -> None:
         """A line that is cropped at the width."""
-        self.lines.append((list(pieces), False))
+        self.lines.append((list(pieces), "row"))
 
     def note(self, *pieces: Piece) -> None:
         """A line that wraps at the width."""
-        self.lines.append((list(pieces), True))
+        self.lines.append((list(pieces), "note"))
+
+    def tree_row(self, *pieces: Piece) -> None:
+        """A row of the tree: figures, guides, then the node's label (the last piece)."""
+        self.lines.append((list(pieces), "tree"))
 
     def text(self, text: str) -> str:
         """An untrusted or library sentence, flattened, with the view's arrows."""
@@ -74,10 +83,24 @@ class Document:
         return one_line(node.label(self.glyphs.arrow), 300)
 
 
+def laid_out(document: Document, width: int) -> Iterator[tuple[Line, bool]]:
+    """The document's lines for ``width`` columns, each with whether it wraps: a tree row whose
+    node would keep fewer than ``MIN_LABEL_WIDTH`` columns (a deep node, a narrow terminal)
+    is its figures and guides, then its node on a note of its own, whole rather than cut to
+    a few letters."""
+    for line, kind in document.lines:
+        room = width - sum(_cells(text) for text, _ in line[:-1])
+        if kind != "tree" or room >= min(MIN_LABEL_WIDTH, _cells(line[-1][0])):
+            yield line, kind == "note"
+            continue
+        yield line[:-1], False
+        yield [(NODE_INDENT, ""), line[-1]], True
+
+
 def to_text(document: Document, width: int) -> str:
     """Plain text, every line at most ``width`` columns."""
     out: list[str] = []
-    for line, wraps in document.lines:
+    for line, wraps in laid_out(document, width):
         pieces = _narrow_indent(line, width) if wraps else line
         text = "".join(piece for piece, _ in pieces)
         if wraps and _cells(text) > width:
@@ -134,7 +157,7 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
 
     painter = Painter(color)
     out = []
-    for line, wraps in document.lines:
+    for line, wraps in laid_out(document, width):
         parts = [crop(line, width)]
         if wraps:
             note = _narrow_indent(line, width)
@@ -320,7 +343,7 @@ def _pair_row(document: Document, d: NodeDiff, prefix: str) -> None:
     delta = (b or 0) - (a or 0)
     row_style = ROW_STYLES[d.status]
     delta_style = row_style or ("yellow" if delta > 0 else "cyan")
-    document.row(
+    document.tree_row(
         (f"{MARKERS[d.status]} ", f"bold {row_style or 'yellow'}"),
         (f"{_ms(a):>9} {_ms(b):>9} ", row_style),
         (f"{signed(delta):>10}", delta_style if d.status == "changed" else row_style),
