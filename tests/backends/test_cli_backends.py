@@ -292,14 +292,16 @@ def test_tempo_search_since_lists_only_requests_started_since_then(serve: Any) -
         assert [r["correlation_id"] for r in json.loads(out)["requests"]] == found, since
 
 
-def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed_on_tempo(
-    serve: Any, tmp_path: Path
+@pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed(
+    serve: Any, tmp_path: Path, flag: str, fake: Any
 ) -> None:
     """A pull consumer took the job two minutes after its producer's trace ended; ``search
-    --since`` between the two listed the consumer's trace alone on Tempo, as a request of its
-    own, where the store (and ``trace``) start the request with its producer's trace, before
-    ``--since``, and list only the request begun since. No Tempo runs here: ``FakeTempo``
-    finds traces by overlap and answers TraceQL as Tempo does."""
+    --since`` between the two listed the consumer's trace alone on Tempo and Jaeger, as a
+    request of its own, where the store (and ``trace``) start the request with its producer's
+    trace, before ``--since``, and list only the request begun since. No Tempo or Jaeger runs
+    here: the fakes find traces as those servers do (Tempo by overlap, Jaeger by span start)
+    and answer their queries as they do."""
     job, now = Topology("req-pull-9"), Topology("req-just-now")
     root = job.span("web", "POST /jobs", "SERVER", 0, 50)
     sent = job.publish(root, "jobs", 10, 12, system="rabbitmq")
@@ -311,14 +313,11 @@ def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed_on
         store.write_spans(spans)
     since = (datetime.now(UTC) - timedelta(seconds=540)).isoformat(timespec="seconds")
     listed = {}
-    for flag, where in (
-        ("--store", str(tmp_path / "s.db")),
-        ("--tempo", serve(FakeTempo(spans)).url),
-    ):
-        code, out, err = run("search", "--since", since, flag, where, "--format", "json")
-        assert (code, err) == (0, ""), flag
-        listed[flag] = [r["correlation_id"] for r in json.loads(out)["requests"]]
-    assert listed == {"--store": ["req-just-now"], "--tempo": ["req-just-now"]}
+    for option, where in (("--store", str(tmp_path / "s.db")), (flag, serve(fake(spans)).url)):
+        code, out, err = run("search", "--since", since, option, where, "--format", "json")
+        assert (code, err) == (0, ""), option
+        listed[option] = [r["correlation_id"] for r in json.loads(out)["requests"]]
+    assert listed == {"--store": ["req-just-now"], flag: ["req-just-now"]}
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

@@ -30,6 +30,7 @@ from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS, RemoteSource
+from tracekit.backends._requests import carried_correlation_id, root_span
 from tracekit.records import (
     CORRELATION_ATTRIBUTE,
     BackendError,
@@ -129,7 +130,36 @@ class JaegerSource(RemoteSource):
             and (service is None or s.root_service == service)  # a root, not any span, there
             and (min_duration_ms is None or s.duration_ms >= min_duration_ms)
         ]
+        if since_unix_nano is not None:
+            begun = self._begun_before(spans, since_unix_nano)
+            found = [r for r in found if not {r.trace_id, r.correlation_id} & begun]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _begun_before(self, spans: list[SpanRecord], since_unix_nano: int) -> set[str | None]:
+        """The trace and correlation IDs of the traces of ``spans`` whose root links into a
+        trace that started before ``since_unix_nano``: a pull consumer's trace found since then,
+        its producer's started before, outside the search's window. As in the store and
+        ``trace``, that request starts with its producer's trace and is not listed. Those
+        traces are read by id (one that Jaeger does not hold, a caller's from outside, leaves
+        the trace an entry); a failed read is said once, and the requests are listed as found."""
+        by_trace: dict[str, list[SpanRecord]] = {}
+        for span in spans:
+            by_trace.setdefault(span.trace_id, []).append(span)
+        begun: set[str | None] = set()
+        for trace_id, trace in by_trace.items():
+            outside = {link.trace_id for link in root_span(trace).links} - by_trace.keys()
+            try:
+                linked = self.spans_by_trace_ids(sorted(outside))
+            except BackendError as error:
+                self.notes.once(
+                    f"{self.client.where} failed to answer a trace linked from a request "
+                    f"listed ({error}): a request whose first trace started before --since "
+                    "may be listed from its later traces"
+                )
+                return begun
+            if any(s.start_unix_nano < since_unix_nano for s in linked):
+                begun |= {trace_id, carried_correlation_id(trace)}
+        return begun - {None}
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans of the newest traces of every service since then."""
