@@ -414,6 +414,20 @@ def test_a_narrow_terminal_keeps_every_header_route_and_number_whole(
         assert sum(line.strip() == route for line in narrow.splitlines()) == 1, narrow
 
 
+def test_the_rich_view_wraps_a_reason_under_itself_as_the_text_view_does(two_routes: Path) -> None:
+    """At 40 columns the rich view continued a reason at the margin, where it read as the next
+    reason (or a line of the header); the text view indents it under the reason."""
+
+    def reasons(view: str) -> list[str]:
+        lines = view.splitlines()
+        start = lines.index("because:")
+        return lines[start : lines.index("", start)]
+
+    rich, text = reasons(view_at(two_routes, "rich", 40)), reasons(view_at(two_routes, "text", 40))
+    assert rich == text
+    assert all(line == "because:" or line.startswith(("  - ", "      ")) for line in rich)
+
+
 def test_the_rich_table_folds_a_route_it_has_little_room_for(two_routes: Path) -> None:
     """At 100 columns (the demo's) the table is drawn with the route folded onto a second
     line, every character kept, the other columns whole."""

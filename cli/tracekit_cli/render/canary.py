@@ -180,12 +180,17 @@ def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> 
     """The same view on a terminal: the verdict and classes in colour, the rows as a table."""
     from rich.text import Text
 
+    # wrapped as the text view wraps them: a reason's continuation indented under it, not at
+    # the margin where it reads as the next reason (rich still wraps a part too wide for it)
     lines = header_lines(verdict, strict=strict)
     for line in lines[:-1]:
-        console.print(Text(line))
-    console.print(Text(lines[-1], style=STYLES[verdict.verdict]))
+        for part in _wrap(line, console.width):
+            console.print(Text(part))
+    for part in _wrap(lines[-1], console.width):
+        console.print(Text(part, style=STYLES[verdict.verdict]))
     for line in reason_lines(verdict):
-        console.print(Text(line, style="yellow" if line.startswith("warning") else ""))
+        for part in _wrap(line, console.width):
+            console.print(Text(part, style="yellow" if line.startswith("warning") else ""))
     console.print()
     rows = table_rows(verdict)
     widths = _widths([HEADERS, *rows])
