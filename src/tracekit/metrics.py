@@ -116,21 +116,24 @@ class BoundedLabel:
 
 
 def _label_value(value: object) -> str:
-    """``value`` as text cut to ``MAX_LABEL_LENGTH`` characters, with what UTF-8 cannot encode
-    replaced.
+    """``value`` as text cut to ``MAX_LABEL_LENGTH`` characters, every character that is not
+    printable read as ``?``.
 
     Exposition writes text: a value of another type (a Redis stream key as ``bytes``) or one
     holding a lone surrogate (bytes decoded with ``surrogateescape``: a queue name from the
     environment or a file) failed every later scrape of the process, every metric with it.
+    Exposition escapes only backslash, quote and newline: a control character (a channel a
+    publisher named under a pattern subscription) went out raw, to the terminal of whoever
+    read the scrape, and a carriage return split the line for readers of universal newlines.
     """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     elif not isinstance(value, str):
         value = str(value)
     value = value[:MAX_LABEL_LENGTH]
-    if value.isascii():
+    if value.isprintable():  # a lone surrogate is not: it becomes "?" too
         return value
-    return value.encode("utf-8", "replace").decode("utf-8")
+    return "".join(char if char.isprintable() else "?" for char in value)
 
 
 def _histogram(

@@ -354,6 +354,37 @@ def test_leaving_a_pubsubs_with_block_ends_the_message_span(client, spans) -> No
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_a_pattern_subscribers_metrics_show_no_control_character_a_publisher_chose(
+    client, spans, monkeypatch
+) -> None:
+    """Under a pattern subscription the publisher names the channel, and the channel is the
+    destination label: one named with a terminal's escape sequences (a window title, a
+    hyperlink, a carriage return) was scraped raw, acted on by whoever read /metrics in a
+    terminal. Such characters read as ``?``, like those UTF-8 cannot encode."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    service = f"pattern-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    tag = uuid.uuid4().hex[:8]
+    channel = f"prices-{tag}\x1b]0;owned\x07\r\x9b2J\x7f"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.psubscribe("prices-*")
+    subscriber.get_message(timeout=1)  # the psubscribe confirmation
+    token = tracekit.correlation.set_correlation_id("pattern-1")
+    client.publish(channel, "price changed")
+    tracekit.correlation.reset_correlation_id(token)
+    message = subscriber.get_message(timeout=5)
+    subscriber.close()
+    assert message is not None and _text(message["channel"]) == channel  # the app gets it as sent
+
+    scrape = generate_latest(REGISTRY).decode()
+    ours = [line for line in scrape.split("\n") if f'service_name="{service}"' in line]
+    assert any("messaging_process_duration_seconds_count" in line for line in ours)
+    assert all(line.isprintable() for line in ours), [ln for ln in ours if not ln.isprintable()]
+    assert f'messaging_destination_name="prices-{tag}?]0;owned???2J?"' in "\n".join(ours)
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     channel = f"alerts-{uuid.uuid4().hex[:8]}"
     received: list[tuple[Any, str | None]] = []
