@@ -1,9 +1,12 @@
-"""Helpers every benchmark may use: a fixed-width table for the terminal, a Markdown table, and
-replacing one ``## Section`` of docs/benchmarks.md without touching the other sections."""
+"""Helpers every benchmark may use: a fixed-width table for the terminal, a Markdown table,
+replacing one ``## Section`` of docs/benchmarks.md without touching the other sections, and a
+private folder for what a benchmark keeps between runs."""
 
 from __future__ import annotations
 
+import os
 import platform
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +18,27 @@ _DOC_HEADER = (
     "section is rewritten by its own benchmark; compare numbers only within one section, since\n"
     "they come from one run on one machine.\n"
 )
+
+
+def private_cache(name: str) -> Path:
+    """``name`` in ``$XDG_CACHE_HOME/tracekit-bench`` (``~/.cache/tracekit-bench``), a folder
+    made 0700; exits when that folder is a symlink, another user's, or writable by others.
+
+    What a benchmark keeps between runs (a built store, the bytecode its timed commands load)
+    was under the shared temporary folder by a fixed name, which any user could create first:
+    bytecode left there ran in the benchmark's commands, as whoever ran them.
+    """
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(cache_home) / "tracekit-bench"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.lstat()
+    if (
+        not stat.S_ISDIR(status.st_mode)
+        or status.st_uid != os.getuid()
+        or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise SystemExit(f"{folder} must be a folder of this user's that no one else may write")
+    return folder / name
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

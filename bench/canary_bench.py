@@ -14,7 +14,7 @@ with scipy.stats (if installed). Target: the verdict under 1 s.
     python -m bench.canary_bench [--runs 5] [--store PATH] [--quick] [--write-docs]
 
 The store is built once (a minute or two) and reused from
-$TMPDIR/tracekit-canary-bench-1000000-v1.db.
+~/.cache/tracekit-bench/tracekit-canary-bench-1000000-v1.db.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._report import machine, markdown_table, replace_section, text_table
+from bench._report import machine, markdown_table, private_cache, replace_section, text_table
 from tracekit.canary import Subject, judge, samples_from_store
 from tracekit.records import SpanRecord
 from tracekit.store import Store
@@ -119,8 +118,7 @@ def command_time(path: Path, window: tuple[int, int], runs: int) -> tuple[float,
     command = [str(Path(sys.executable).with_name("tracekit")), "canary", "--service", SERVICE,
                "--baseline", BASELINE, "--canary", CANARY, "--store", str(path), "--start",
                _iso(window[0]), "--end", _iso(window[1]), "--format", "json"]  # fmt: skip
-    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "tk-pycache")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = child_env()
     subprocess.run(command, stdout=subprocess.DEVNULL, env=env, check=False)
     walls, cpus = [], []
     for _ in range(runs):
@@ -132,6 +130,13 @@ def command_time(path: Path, window: tuple[int, int], runs: int) -> tuple[float,
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return statistics.median(walls), statistics.median(cpus)
+
+
+def child_env() -> dict[str, str]:
+    """The timed command's environment: bytecode cached in the benchmarks' private folder."""
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(private_cache("pycache"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _iso(unix_nano: int) -> str:
@@ -168,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.spans, args.runs = min(args.spans, 100_000), min(args.runs, 3)
-    path = args.store or Path(tempfile.gettempdir()) / f"tracekit-canary-bench-{args.spans}-v1.db"
+    path = args.store or private_cache(f"tracekit-canary-bench-{args.spans}-v1.db")
     if not path.exists():
         print(f"building {args.spans:,} spans into {path} ...", flush=True)
         started = time.perf_counter()

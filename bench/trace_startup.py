@@ -6,7 +6,7 @@ Compared in the same run with the floor `python -c "import click, rich.table, sq
     python -m bench.trace_startup [--spans 1000000] [--runs 15] [--store PATH] [--uncached]
 
 The store is built once (about a minute for a million spans) and reused from
-$TMPDIR/tracekit-bench-1000000-v2.db on later runs.
+~/.cache/tracekit-bench/tracekit-bench-1000000-v2.db on later runs.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench._report import private_cache
 from tracekit.records import SpanRecord
 from tracekit.store import Store
 
@@ -69,14 +69,14 @@ def child_env(uncached: bool = False) -> dict[str, str]:
 
     ``pip install`` compiles every module to bytecode; an editable checkout with
     ``PYTHONDONTWRITEBYTECODE=1`` (as on the development machines) recompiles tracekit's sources
-    on every start, which would time the compiler. The cache lives in a private directory, so
-    the checkout gets no ``__pycache__``, and a warm-up run fills it.
+    on every start, which would time the compiler. The cache lives in a private directory (see
+    ``private_cache``), so the checkout gets no ``__pycache__``, and a warm-up run fills it.
     """
     env = {**os.environ, "COLUMNS": "120"}
     if uncached:  # --uncached: the environment as it is (sources recompiled if it says so)
         return env
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "tracekit-bench-pycache")
+    env["PYTHONPYCACHEPREFIX"] = str(private_cache("pycache"))
     return env
 
 
@@ -112,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:  # `python -m bench --quick` passes it to every benchmark
         args.spans, args.runs = min(args.spans, 100_000), min(args.runs, 5)
-    path = args.store or Path(tempfile.gettempdir()) / f"tracekit-bench-{args.spans}-v2.db"
+    path = args.store or private_cache(f"tracekit-bench-{args.spans}-v2.db")
     if not path.exists():
         print(f"building {args.spans:,} spans into {path} ...", flush=True)
         started = time.perf_counter()
