@@ -135,3 +135,45 @@ def test_collector_and_its_writer_process_create_private_files(tmp_path: Path, u
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+def _nobody() -> int:
+    import pwd
+
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        return 65534
+
+
+def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(tmp_path: Path) -> None:
+    """Another user's symlink in /tmp (sticky, writable by all) at the path a store is asked
+    for: the kernel's fs.protected_symlinks refuses to follow such a link, but tracekit
+    resolved it itself (realpath) and created the file it names, in a folder only this user
+    may write. ``tracekit collector --store /tmp/tracekit.db`` is one line and exit 2, and
+    nothing is created."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a symlink another user owns")
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private.mkdir(mode=0o700)
+    target, link = private / "planted.db", shared / "tracekit.db"
+    link.symlink_to(target)
+    os.lchown(link, _nobody(), -1)
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    result = subprocess.run(
+        [tracekit, "collector", "--port", "0", "--grpc-port", "0", "--store", str(link)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
+    assert not target.exists()
+    with pytest.raises(PermissionError, match="another user"):
+        Store(link).create()
+    assert not target.exists()
+    os.lchown(link, os.geteuid(), -1)  # this user's own link: followed, as before
+    with Store(link) as store:
+        store.create()
+    assert target.is_file()

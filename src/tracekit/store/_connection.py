@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,8 +122,10 @@ def create_private(path: Path) -> None:
 
     The modes are set explicitly after creation, so they hold whatever the umask; an existing
     file or folder keeps the mode its owner gave it. A symlink to a file not there yet has that
-    file created so (SQLite would create it through the link with the umask's mode).
+    file created so (SQLite would create it through the link with the umask's mode), unless
+    another user left it in a shared folder (``PermissionError``, see ``_refuse_foreign_link``).
     """
+    _refuse_foreign_link(path)
     target = Path(os.path.realpath(path))
     _create_private_folders(target.parent)
     with _descriptors:
@@ -133,6 +137,28 @@ def create_private(path: Path) -> None:
             os.fchmod(fd, PRIVATE_FILE_MODE)
         finally:
             os.close(fd)
+
+
+def _refuse_foreign_link(path: Path) -> None:
+    """Raise ``PermissionError`` when ``path`` is a symlink another user left in a shared
+    folder (sticky and writable by all, as /tmp) that is not theirs either.
+
+    That is the link the kernel's ``fs.protected_symlinks`` does not follow; resolved here
+    (realpath reads links without following them), it made this user create the file another
+    user named, wherever this user may write.
+    """
+    try:
+        link = os.lstat(path)
+        if not stat.S_ISLNK(link.st_mode):
+            return
+        folder = os.stat(path.parent)
+    except OSError:
+        return  # nothing there yet, or nothing to read: opening it says what is wrong
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    if shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+        raise PermissionError(
+            errno.EACCES, "a symlink another user left in a shared folder, not followed", str(path)
+        )
 
 
 def _create_private_folders(folder: Path) -> None:
