@@ -194,9 +194,12 @@ def run_canary_step(console: Any, store_path: Path) -> Any:
 def _taking_turns(console: Any, store_path: Path) -> Iterator[None]:
     """Hold the step's store until its verdict is in: the verdict covers a time window, and a
     second demo's step in the same store at the same time would be counted in it. The lock is
-    a file beside the store (locking the store's own file would break SQLite's locks)."""
+    a file beside the store (locking the store's own file would break SQLite's locks), never
+    opened through a symlink: in a shared folder (``--store /tmp/...``) anyone could have left
+    one there naming a file for this user to create."""
     lock_path = store_path.with_name(f"{store_path.name}.lock")  # in the demo store's folder
-    with open(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+    with open(os.open(lock_path, flags, 0o600)) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
