@@ -236,10 +236,10 @@ def test_millions_of_fields_that_hold_no_element_are_refused_too(store_path: Pat
     walking it to count elements took 5 s of CPU for 16 KiB of gzip."""
     body = _traces(_span(_field(15, b"") * (8 * MIB - 64)))
     with Receiver(Store(store_path), ReceiverConfig(port=0)) as receiver:
-        started = time.monotonic()
+        started = time.process_time()  # CPU, as the docstring says: wall time waits on neighbours
         reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
         assert reply.status == 413 and b"protobuf fields" in reply.body
-        assert time.monotonic() - started < 2.5
+        assert time.process_time() - started < 2.5
 
 
 def test_a_span_with_a_corrupt_event_in_a_counted_request_is_rejected_alone(
