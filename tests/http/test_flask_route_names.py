@@ -203,3 +203,40 @@ def test_a_flask_app_mounted_twice_is_named_by_the_mount_the_request_came_throug
     labelled = {sample.labels["http_route"] for metric in registry.collect()
                 for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
     assert labelled == {"/v1/items/{item_id}", "/v2/items/{item_id}"}
+
+
+def test_a_method_the_rule_does_not_allow_is_named_by_the_rule(serve_wsgi, wait_for_spans):
+    """A 405 (the path matched a url rule, the method did not) was named as a 404 is, by its
+    method alone, and counted under ``_unmatched``; OpenTelemetry's ``http.route`` is the rule
+    that matched, and Starlette's and Django's 405s already carry theirs. A path no rule
+    matches keeps no route."""
+    app = flask.Flask("not_allowed")
+
+    @app.get("/orders/<int:oid>")
+    def order(oid: int) -> str:
+        return f"order {oid}"
+
+    @app.route("/items/<name>", methods=["POST", "PUT"])
+    def item(name: str) -> str:
+        return name
+
+    registry = CollectorRegistry()
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=registry, service_name="flask-405"))
+
+    assert requests.post(url + "/orders/7", timeout=10).status_code == 405
+    assert requests.delete(url + "/items/a", timeout=10).status_code == 405
+    assert requests.post(url + "/nowhere", timeout=10).status_code == 404
+
+    spans = {span.attributes["url.path"]: span for span in wait_for_spans(3)}
+    assert {path: span.name for path, span in spans.items()} == {
+        "/orders/7": "POST /orders/{oid}",
+        "/items/a": "DELETE /items/{name}",
+        "/nowhere": "POST",
+    }
+    assert spans["/orders/7"].attributes["http.route"] == "/orders/{oid}"
+    assert spans["/orders/7"].attributes["http.response.status_code"] == 405
+    assert "http.route" not in spans["/nowhere"].attributes
+    routes = {(sample.labels["http_route"], sample.labels["http_response_status_code"])
+              for metric in registry.collect() for sample in metric.samples
+              if sample.name == "http_server_request_duration_seconds_count"}  # fmt: skip
+    assert routes == {("/orders/{oid}", "405"), ("/items/{name}", "405"), ("_unmatched", "404")}

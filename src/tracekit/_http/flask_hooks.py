@@ -15,6 +15,7 @@ internals.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -52,12 +53,32 @@ def remember_route(environ: Environ) -> None:
     """
     try:
         if ROUTE_KEY not in environ:
-            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            request = environ.get("werkzeug.request")
+            rule = getattr(request, "url_rule", None) or _rule_of_a_405(request)
             template = getattr(rule, "rule", None)
             if isinstance(template, str):
                 environ[ROUTE_KEY] = _mount_of(environ) + _template(template)
     except Exception as error:
         report_once("wsgi flask route", error)
+
+
+def _rule_of_a_405(request: object) -> object:
+    """The url rule whose path a 405 matched (werkzeug's ``MethodNotAllowed``: a rule has the
+    path, not the method), which Flask leaves out of ``url_rule``: found again with a method
+    the rules allow, the first in order. Only these few methods come from the app's rules; the
+    client's path only chooses among the app's own templates."""
+    allowed = getattr(getattr(request, "routing_exception", None), "valid_methods", None)
+    flask = sys.modules.get("flask")
+    if not allowed or flask is None or not flask.has_app_context():
+        return None
+    from werkzeug.exceptions import HTTPException  # Flask's own: there when Flask is
+
+    adapter = flask.current_app.create_url_adapter(request)
+    for method in sorted(allowed) if adapter is not None else ():
+        # a method whose rule redirects (strict slashes) is an HTTPException: the next one
+        with contextlib.suppress(HTTPException):
+            return adapter.match(method=method, return_rule=True)[0]
+    return None
 
 
 def _mount_of(environ: Environ) -> str:
