@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextvars import Token
 from types import ModuleType
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from opentelemetry import context as otel_context
 
-from tracekit import semconv
+from tracekit import correlation, semconv
 from tracekit._http.django_routes import route_of
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
@@ -32,7 +34,7 @@ from tracekit._http.server import (
     server_requests,
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["TracekitMiddleware"]
@@ -226,24 +228,51 @@ def _finish_on_close(
     ``request_finished``): a streamed body is still being produced after the view returns, and
     Django logs a 4xx or 5xx ("Not Found: /x") after the middleware chain has returned, which
     should carry the request's IDs. Under ASGI Django closes the response in another context,
-    where nothing is restored: the request's own task context ends with it."""
+    where nothing is restored: the request's own task context ends with it. The request's
+    context is made current there for the close, so ``request_finished``'s receivers see its
+    correlation ID and span, as under WSGI."""
     close = response.close
+    carried = otel_context.get_current()  # the request's: its span and correlation ID
 
     def finish() -> None:
         _complete(requests, active, request)  # a streamed response's span ends here
         _finish(requests, active, request, None)  # complete by now: restores the context
 
     def close_and_finish() -> None:
+        tokens = _enter_request_context(active, carried)
         try:
             close()
         finally:
             finish()
+            _leave_request_context(tokens)
 
     try:
         response.close = close_and_finish
     except Exception as error:  # a response class that refuses the attribute: finish now
         report_once("django response close", error)
         finish()
+
+
+_Tokens = tuple[Token[str | None], object]
+
+
+def _enter_request_context(active: ActiveRequest, carried: otel_context.Context) -> _Tokens | None:
+    """Make the request's context current where it is not: Django's ASGI handler closes the
+    response from its own task. None where it is current already (WSGI)."""
+    try:
+        if correlation.correlation_id() == active.correlation_id:
+            return None
+        return correlation._set_checked(active.correlation_id), otel_context.attach(carried)
+    except Exception as error:
+        report_once("django response close context", error)
+        return None
+
+
+@guarded(None)
+def _leave_request_context(tokens: _Tokens | None) -> None:
+    if tokens is not None:
+        otel_context.detach(tokens[1])  # type: ignore[arg-type]
+        correlation.reset_correlation_id(tokens[0])
 
 
 def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:

@@ -224,6 +224,26 @@ def test_djangos_own_log_line_for_a_4xx_is_the_requests(
     assert requests.get(url + "/health", timeout=10).text == "None False"
 
 
+@pytest.mark.parametrize("request_path", ["/orders/5", "/stream"])
+def test_request_finished_receivers_see_the_requests_correlation_id(
+    site: tuple[str, Path, str], request_path: str
+) -> None:
+    """Django sends ``request_finished`` when the server closes the response. Under gunicorn its
+    receivers (a project's log line, a metrics flush) saw the request's correlation ID and
+    span; under uvicorn Django closes the response from its handler's task, outside the
+    request's context, and they saw none: their log lines showed ``-``."""
+    url = site[0]
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + request_path, headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code == 200
+
+    def seen() -> list[str]:
+        lines = requests.get(url + "/finished-with", timeout=10).text.splitlines()
+        return [line for line in lines if line.startswith(cid)]
+
+    assert wait_for(seen, 5, f"request_finished with {cid}") == [f"{cid} True"]
+
+
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn's sync worker: one
 def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per connection
     site: tuple[str, Path, str],

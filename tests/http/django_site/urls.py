@@ -28,6 +28,7 @@ urlpatterns = [
     path("slow", views.slow),
     path("health", views.health),
     path("started-with", views.started_with),
+    path("finished-with", views.finished_with),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
 from django.dispatch import receiver
 from django.http import (
     Http404,
@@ -78,3 +78,21 @@ def note_whose_request_started(sender: Any, **named: Any) -> None:
 def started_with(request: HttpRequest) -> HttpResponse:
     """The correlation ID ``request_started``'s receivers saw for this request."""
     return HttpResponse(getattr(request, "scope", request.META).get("started_with", "unseen"))
+
+
+# What the receiver of ``request_finished`` saw, most recent last (a few kept).
+_finished_with: list[str] = []
+
+
+@receiver(request_finished)
+def note_whose_request_finished(sender: Any, **named: Any) -> None:
+    """A project's receiver of ``request_finished`` (Django sends it when the server closes
+    the response): the correlation ID and whether a span is current, as its log lines get."""
+    span_context = trace.get_current_span().get_span_context()
+    _finished_with.append(f"{tracekit.correlation_id()} {span_context.is_valid}")
+    del _finished_with[:-16]
+
+
+def finished_with(request: HttpRequest) -> HttpResponse:
+    """What ``request_finished``'s receiver saw for the latest requests, one per line."""
+    return HttpResponse("\n".join(_finished_with))
