@@ -38,6 +38,7 @@ from tracekit._runtime.guard import report_once
 __all__ = ["TracekitMiddleware"]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
+_REQUEST_KEY = "tracekit.request"  # in the scope: the request the outermost layer traces
 # Messages that start a response: its status and headers (a WebSocket's accept is a 101; its
 # denial, an HTTP response of the ASGI denial extension).
 _RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
@@ -197,10 +198,16 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             method = scope.get("method", "GET")
             attributes = _attributes(scope)
-            return self._requests.start(
+            request = self._requests.start(
                 method, scope["path"], self._headers(scope), attributes,
                 measured=scope["type"] == "http",  # a WebSocket's lifetime is no request's
+                enclosing=scope.get(_REQUEST_KEY),
             )  # fmt: skip
+            if request.outer is None:
+                # For a layer below (a mounted app's own middleware), whatever context the
+                # framework between attaches: FastAPI's SERVER span starts from the headers.
+                scope[_REQUEST_KEY] = request
+            return request
         except Exception as error:
             report_once("asgi request start", error)
             return None

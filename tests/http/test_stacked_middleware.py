@@ -292,3 +292,56 @@ def test_a_traced_layer_inside_a_correlation_only_one_keeps_its_span(
     assert response.headers["X-Correlation-ID"] == "layered-1"
     (span,) = wait_for_spans(1)
     assert (span.name, span.attributes["correlation.id"]) == ("GET", "layered-1")
+
+
+@pytest.mark.parametrize("outer", ["starlette", "fastapi-tracing-off"])
+def test_a_fastapi_app_mounted_under_a_traced_app_is_one_request_with_one_id(
+    outer: str, serve_asgi: Any, wait_for_spans: Any, spans: InMemorySpanExporter
+) -> None:
+    """A FastAPI sub-application whose constructor adds tracekit's middleware, mounted in an
+    app traced by tracekit without FastAPI's own span around it. FastAPI's SERVER span for the
+    sub-application starts from the request's headers alone, so the context the inner layer
+    met held nothing of the outer one: it traced the request again, counted it a second time
+    and, for a request without a correlation header, gave it a second correlation ID (the
+    response's ID was not the one on tracekit's span)."""
+    from fastapi import FastAPI
+
+    import tracekit
+
+    registry = CollectorRegistry()
+
+    class ShopApi(FastAPI):
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_middleware(TracekitMiddleware, registry=registry)
+
+    child = ShopApi()
+
+    @child.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, Any]:
+        return {"correlation_id": tracekit.correlation_id()}
+
+    if outer == "starlette":
+        app: Any = TracekitMiddleware(
+            Starlette(routes=[Mount("/shop", app=child)]), registry=registry
+        )
+    else:
+        app = FastAPI(telemetry={"tracing": False})
+        app.add_middleware(TracekitMiddleware, registry=registry)
+        app.mount("/shop", child)
+
+    response = requests.get(serve_asgi(app) + "/shop/items/3", timeout=10)
+    cid = response.headers["X-Correlation-ID"]
+
+    assert response.json() == {"correlation_id": cid}
+    server_spans = [s for s in wait_for_spans(2) if s.kind.name == "SERVER"]
+    # FastAPI's own span for the sub-application is FastAPI's doing; tracekit's is one
+    (own,) = [s for s in server_spans if s.instrumentation_scope.name == "tracekit"]
+    assert own.name == "GET /shop/items/{item_id}"
+    assert {s.attributes["correlation.id"] for s in server_spans} == {cid}
+
+    def counts() -> dict[tuple[str, str], float]:
+        return _request_counts(generate_latest(registry).decode())
+
+    wait_for(counts, 5, "the request counted")
+    assert counts() == {("/shop/items/{item_id}", "200"): 1.0}

@@ -114,14 +114,19 @@ class ServerRequests:
         attributes: dict[str, Any],
         *,
         measured: bool = True,
+        enclosing: object = None,
     ) -> ActiveRequest:
         """Begin a request: pick the correlation ID, extract context, open the SERVER span.
-        ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket)."""
+        ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket).
+        ``enclosing``: what an outer layer left in the request itself (the ASGI scope), found
+        even where the context it attached was replaced on the way in."""
         current = otel_context.get_current()
         # An empty current context (the usual case) holds no enclosing request or span.
         outer = current.get(_REQUEST_KEY) if current else None
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
             return _nested(outer, current)
+        if isinstance(enclosing, ActiveRequest) and _serving(enclosing):
+            return _nested(enclosing, current)
         cid = self.choose_correlation_id(headers)
         cid_token = correlation._set_checked(cid)  # chosen valid
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
@@ -410,6 +415,12 @@ def forget_answered_request() -> None:
     if isinstance(inherited, ActiveRequest) and inherited.status_code:
         otel_context.attach(otel_context.Context())
         correlation._set_checked(None)
+
+
+def _serving(outer: ActiveRequest) -> bool:
+    """True while ``outer``, a request an outer tracekit layer started for this very request
+    (it left it in the ASGI scope), is under way with a span of its own to share."""
+    return not outer.completed and outer.span is not None
 
 
 def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
