@@ -477,3 +477,83 @@ def test_instrument_twice_wraps_once(http_clients: None) -> None:
 def test_requests_refuses_an_unprepared_request_in_its_own_words(http_clients: None) -> None:
     with pytest.raises(ValueError, match="You can only send PreparedRequests"):
         requests.Session().send(requests.Request("GET", "http://127.0.0.1:9/"))
+
+
+# A redirect the server sends a client to another origin. The application called one origin; a
+# redirect to another (a CDN, a signed storage URL, an identity provider) is the server's choice.
+# HTTP clients drop ``Authorization`` there, as browsers do; tracekit's ``baggage`` (application
+# data) and its correlation header followed every hop. The trace headers still go: that hop is
+# the call's CLIENT span, and they name nothing but it.
+
+
+def _redirecting(elsewhere: str) -> Any:
+    """The called origin: ``/away`` redirects to ``elsewhere``, ``/stay`` to its own echo."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        if path in ("/away", "/stay"):
+            target = elsewhere + "/echo" if path == "/away" else "/echo"
+            start_response("302 Found", [("Location", target), ("Content-Length", "0")])
+            return [b""]
+        return echo_app(environ, start_response)
+
+    return app
+
+
+def follow_with_httpx(url: str) -> dict[str, str]:
+    with httpx.Client(follow_redirects=True) as client:
+        return client.get(url, timeout=10).json()
+
+
+def follow_with_httpx_async(url: str) -> dict[str, str]:
+    async def go() -> dict[str, str]:
+        async with httpx.AsyncClient(follow_redirects=True) as client:
+            return (await client.get(url, timeout=10)).json()
+
+    return _run(go())
+
+
+# Each client as it follows redirects (httpx only when asked to).
+FOLLOWING = {**CLIENTS, "httpx": follow_with_httpx, "httpx-async": follow_with_httpx_async}
+
+
+@pytest.fixture
+def origins(serve_wsgi: Any) -> str:
+    """The called origin's base URL; ``/away`` sends the client to another port: another
+    origin, though the same host, for every client and for browsers."""
+    return serve_wsgi(_redirecting(serve_wsgi(echo_app)))
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_a_redirect_to_another_origin_carries_no_baggage_or_correlation_id(
+    name: str, origins: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    seen = FOLLOWING[name](origins + "/away")
+
+    (span,) = wait_for_spans(1)
+    assert "baggage" not in seen and "x-correlation-id" not in seen, seen
+    assert seen["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert span.attributes["correlation.id"] == "client-test-1"  # tracekit still knows it
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_a_redirect_within_the_origin_carries_them_as_before(
+    name: str, origins: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    seen = FOLLOWING[name](origins + "/stay")
+
+    assert seen["x-correlation-id"] == "client-test-1"
+    assert "tenant=acme" in seen["baggage"]
+    assert seen["traceparent"].split("-")[2] == f"{wait_for_spans(1)[0].context.span_id:016x}"
+
+
+def test_a_redirect_to_another_origin_carries_the_callers_own_headers_as_they_were(
+    origins: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    """What the caller set itself goes on as without tracekit: its own ``baggage`` and
+    correlation header, not tracekit's values written over them for the origin it called."""
+    own = {"baggage": "order=7", "X-Correlation-ID": "callers-own"}
+    seen = requests.get(origins + "/away", headers=own, timeout=10).json()
+
+    assert (seen["baggage"], seen["x-correlation-id"]) == ("order=7", "callers-own")
+    assert len(wait_for_spans(1)) == 1

@@ -49,6 +49,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     (headers get the correlation ID and incoming context, no span).
     """
     if http_call_suppressed(headers):
+        keep_within_origin(url, headers)  # a redirect of a call of ours, maybe elsewhere
         return None
     options = current_options()
     if options.correlation_only:
@@ -57,28 +58,132 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     propagator = propagation.configured(options.response_header)
     if _traced_outside(headers, propagator):
         return None
-    attributes = _attributes(method, url)
+    parts = _split(url)
+    attributes = _attributes(method, parts)
     name = attributes[semconv.HTTP_REQUEST_METHOD]
     name = "HTTP" if name == semconv.OTHER_METHOD else name
-    callers_fields = _fields_set_by_caller(headers, propagator)
+    present = _names_in(headers)
+    callers_fields = _fields_set_by_caller(present, propagator)
     parent = _callers_parent(headers, callers_fields, propagator)
     span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
     ctx = trace.set_span_in_context(span)
+    private = _private_headers(propagator, options.response_header)
+    callers_own = _callers_values(headers, present, private)
     _write_context(headers, callers_fields, propagator, ctx)
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
+    if sent is not None:  # what its redirects to another origin must not carry
+        call = _Call(_origin(parts), _prefix(parts), sent, _but(private, sent[0]), callers_own)
+        ctx = otel_context.set_value(_CALL_KEY, call, ctx)
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
 
 
+# The outgoing call under way, for its redirects: where it went and what left only with it.
+_CALL_KEY = otel_context.create_key("tracekit-client-call")
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    origin: tuple[str, str, int | None] | None  # scheme, host, port of the URL the caller called
+    prefix: str  # that URL's ``scheme://authority``, as written: the cheap test of the origin
+    sent: tuple[str, str]  # the header telling this call's own requests (its redirects) apart
+    private: tuple[str, ...]  # what tracekit wrote that stays within that origin
+    callers_own: tuple[tuple[str, str], ...]  # the caller's own values of those, before
+
+
+def _private_headers(
+    propagator: propagation.TracekitPropagator, correlation_header: str
+) -> tuple[str, ...]:
+    """The headers tracekit writes that carry the application's data or the request's identity
+    (``baggage``, the correlation header), as opposed to the call's own span (trace headers)."""
+    if propagator.carries_baggage:
+        return (propagation.BAGGAGE, correlation_header)
+    return (correlation_header,)
+
+
+def _but(names: tuple[str, ...], kept: str) -> tuple[str, ...]:
+    """``names`` without ``kept``: with no trace header configured, the correlation header is
+    what tells the call's own redirects from other calls, so it has to go with them."""
+    return tuple(name for name in names if name.lower() != kept.lower())
+
+
+def _callers_values(
+    headers: MutableMapping[str, Any], present: set[str], names: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    """The caller's own values for ``names`` (those in ``present``): what a redirect to
+    another origin carries of them, as it would without tracekit."""
+    return tuple(
+        (name, ", ".join(_header_values(headers, name)))
+        for name in names
+        if name.lower() in present
+    )
+
+
+def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
+    """When ``headers`` are a redirect of the call under way to another origin than the one the
+    caller called, take out what tracekit wrote of ``baggage`` and the correlation header (the
+    caller's own values go back): the server that redirected chose that origin, not the
+    application, and HTTP clients drop ``Authorization`` there for the same reason. Trace
+    headers stay: they name the call's own span and nothing else. An HTTPS upgrade of the same
+    host keeps everything, as requests and httpx keep ``Authorization`` there."""
+    try:
+        call = otel_context.get_value(_CALL_KEY)
+        if not isinstance(call, _Call) or _same_start(url, call.prefix):
+            return  # (urllib3 below requests, on every call: no URL to split there)
+        if _within(call.origin, _origin(_split(url))):
+            return
+        if _header_values(headers, call.sent[0]) != [call.sent[1]]:
+            return  # another call's headers: made from this one's hooks, with its own
+        for name in call.private:
+            if name in headers:
+                del headers[name]  # every spelling and repeat: all these containers ignore case
+        for name, value in call.callers_own:
+            headers[name] = value
+    except Exception as error:
+        report_once("http client redirect", error)
+
+
+def _prefix(parts: SplitResult | None) -> str:
+    return f"{parts.scheme}://{parts.netloc}" if parts is not None and parts.netloc else ""
+
+
+def _same_start(url: str, prefix: str) -> bool:
+    """Whether ``url`` is under ``prefix`` (``http://host:port``) as written."""
+    return bool(prefix) and url.startswith(prefix) and url[len(prefix) : len(prefix) + 1] in "/?#"
+
+
+def _origin(parts: SplitResult | None) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port (a default one filled in) of a URL's ``parts``."""
+    if parts is None:
+        return None
+    scheme = parts.scheme.lower()
+    port = _port(parts)
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def _within(
+    called: tuple[str, str, int | None] | None, hop: tuple[str, str, int | None] | None
+) -> bool:
+    if called is None or hop is None:
+        return False  # a URL Python cannot split: taken for another origin
+    if called == hop:
+        return True
+    return called == ("http", hop[1], 80) and hop == ("https", called[1], 443)
+
+
+def _names_in(headers: MutableMapping[str, Any]) -> set[str]:
+    """The header names the caller set, lower-case. One pass over the names: a missing key
+    costs an exception in requests' header dict."""
+    return {str(name).lower() for name in headers}
+
+
 def _fields_set_by_caller(
-    headers: MutableMapping[str, Any], propagator: propagation.TracekitPropagator
+    present: set[str], propagator: propagation.TracekitPropagator
 ) -> list[str]:
     """The headers tracekit's propagator writes (trace headers, ``baggage``) that the caller
-    already set. One pass over the names: a missing key costs an exception in requests'
-    header dict."""
-    present = {str(name).lower() for name in headers}
+    already set (``present``, from ``_names_in``)."""
     return [name for name in propagator.carried_fields if name.lower() in present]
 
 
@@ -179,7 +284,7 @@ def inject_only(headers: MutableMapping[str, Any]) -> None:
     """Inject the current context without a span (correlation-only mode, suppressed calls)."""
     if correlation.correlation_id() is not None:
         propagator = propagation.configured(current_options().response_header)
-        callers_fields = _fields_set_by_caller(headers, propagator)
+        callers_fields = _fields_set_by_caller(_names_in(headers), propagator)
         _write_context(headers, callers_fields, propagator, otel_context.get_current())
 
 
@@ -218,7 +323,7 @@ def _as_text(value: object) -> str:
 DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
 
 
-def _attributes(method: str, url: str) -> dict[str, Any]:
+def _attributes(method: str, parts: SplitResult | None) -> dict[str, Any]:
     known = method.upper() in KNOWN_METHODS
     attributes: dict[str, Any] = {
         semconv.HTTP_REQUEST_METHOD: method.upper() if known else semconv.OTHER_METHOD
@@ -227,7 +332,6 @@ def _attributes(method: str, url: str) -> dict[str, Any]:
     # sends "get" as given): OpenTelemetry asks for the original beside a canonical method.
     if method not in KNOWN_METHODS and METHOD_TOKEN.fullmatch(method):
         attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
-    parts = _split(url)
     if parts is not None:
         _add_url_attributes(attributes, parts)
     return attributes

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
-from tracekit._http.client import ClientCall, end_call, start_call
+from tracekit._http.client import ClientCall, end_call, keep_within_origin, start_call
 from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
@@ -79,11 +79,28 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         else:
             _end(ctx, None, error)
 
+    async def on_redirect(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        # aiohttp sends every redirect with the headers given at the start: what tracekit wrote
+        # there stays within the origin the caller called (aiohttp drops Authorization too).
+        if getattr(ctx, "tracekit_call", None) is not None:
+            _keep_within_origin(params)
+
     trace_config = module.TraceConfig()
+    trace_config.on_request_redirect.append(on_redirect)
     trace_config.on_request_start.append(on_start)
     trace_config.on_request_end.append(on_end)
     trace_config.on_request_exception.append(on_exception)
     return trace_config
+
+
+def _keep_within_origin(params: Any) -> None:
+    """Where the redirect in ``params`` (its response's ``Location``) leads, as aiohttp joins it."""
+    try:
+        location = params.response.headers.get("Location")
+        if location is not None:
+            keep_within_origin(str(params.url.join(type(params.url)(location))), params.headers)
+    except Exception as error:
+        report_once("aiohttp redirect", error)
 
 
 def _start(method: str, url: str, headers: Any) -> ClientCall | None:

@@ -1,7 +1,9 @@
 """httpx: a CLIENT span and injected context for every ``Client.send`` and ``AsyncClient.send``.
 
 Every httpx call (``httpx.get``, ``client.post``, streaming, redirects handled by the client)
-goes through ``send``, so one patch per client class covers them all.
+goes through ``send``, so one patch per client class covers them all; the redirects it follows
+inside get their headers from ``_redirect_headers``, which tracekit wraps too (what it wrote of
+``baggage`` and the correlation header stays within the origin the caller called).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import run_traced, run_traced_async
+from tracekit._http.client import keep_within_origin, run_traced, run_traced_async
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["HttpxInstrumentor"]
@@ -24,6 +26,11 @@ class HttpxInstrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.Client, "send", _traced_send)
         self.wrap(module.AsyncClient, "send", _traced_send_async)
+        # httpx follows redirects inside ``send``, and makes each redirect's headers in this
+        # private method of its clients' base: wrapped where it is, the rest works without.
+        base = getattr(getattr(module, "_client", None), "BaseClient", None)
+        if base is not None and callable(base.__dict__.get("_redirect_headers")):
+            self.wrap(base, "_redirect_headers", _redirect_headers)
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
@@ -48,6 +55,17 @@ def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tup
             copy.read()
         request = copy
     return request, (request, *args[1:])
+
+
+def _redirect_headers(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The headers of a redirect (``_redirect_headers(request, url, method)``), without what
+    tracekit wrote that stays within the origin the caller called."""
+    headers = wrapped(*args, **kwargs)
+    url = args[1] if len(args) > 1 else kwargs.get("url")
+    keep_within_origin(str(url), headers)
+    return headers
 
 
 def _traced_send(
