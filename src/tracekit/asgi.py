@@ -378,15 +378,18 @@ def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
     """The mount templates leading to ``route`` from the first of ``apps`` that has it; for a
     route under several mounts (one list of routes mounted as ``/v1`` and ``/v2``), those of
     the mounts the request came through."""
-    known = _mount_prefixes.get(id(route))
-    if known is None or known[0] is not route:
+    # By the app searched from too: a layer inside a mounted sub-application searches from it
+    # and finds no mount above the route, which the outer layer's search must not take.
+    key = (id(route), id(apps[0]))
+    known = _mount_prefixes.get(key)
+    if known is None or known[0] is not route or known[1] is not apps[0]:
         prefixes = _prefixes_of(route, apps)
         if not prefixes:
             return None
         if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
             _mount_prefixes.clear()
-        known = _mount_prefixes[id(route)] = (route, prefixes)
-    prefixes = known[1]
+        known = _mount_prefixes[key] = (route, apps[0], prefixes)
+    prefixes = known[2]
     return prefixes[0] if len(prefixes) == 1 else _prefix_taken(prefixes, _mounted_path(scope))
 
 
@@ -471,8 +474,9 @@ _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[A-Za-z_][A-Za-z0-9_]*\}")
 _plain_templates: dict[str, str] = {}
 # A parameter in a template, with or without its convertor: {tenant}, {name:path}.
 _PARAMETER = re.compile(r"\{[^{}]*\}")
-# Route object (by id, kept to tell a reused id) -> the templates of the mounts above it.
-_mount_prefixes: dict[int, tuple[object, tuple[str, ...]]] = {}
+# (route, app searched from), by ids (both kept to tell a reused id) -> the templates of the
+# mounts above the route.
+_mount_prefixes: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
 # Mount template -> a pattern of the paths it matches (templates of routes under two mounts).
 _prefix_patterns: dict[str, re.Pattern[str]] = {}
 _MAX_MOUNTS_OF_A_ROUTE = 16

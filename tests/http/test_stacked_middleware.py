@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from tracekit.asgi import TracekitMiddleware
 from tracekit.path import reconstruct
@@ -345,3 +345,32 @@ def test_a_fastapi_app_mounted_under_a_traced_app_is_one_request_with_one_id(
 
     wait_for(counts, 5, "the request counted")
     assert counts() == {("/shop/items/{item_id}", "200"): 1.0}
+
+
+def test_a_websocket_through_a_mounted_app_with_its_own_middleware_keeps_the_mount(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A WebSocket ends when the application returns, so the inner layer (added inside the
+    sub-application, which names itself in the scope) named its route first, from the
+    sub-application, where the mount is not seen; that name was remembered for the route
+    object and the outer layer's span took it: ``GET /chat/{room}`` for a socket served at
+    ``/shop/chat/{room}``."""
+    from starlette.websockets import WebSocket
+    from websockets.sync.client import connect
+
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    shop = Starlette(routes=[WebSocketRoute("/chat/{room}", chat)])
+    shop.add_middleware(TracekitMiddleware)  # inside the sub-application, which names itself
+    url = serve_asgi(TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)])))
+    with connect(url.replace("http://", "ws://") + "/shop/chat/lobby") as socket:
+        assert socket.recv(timeout=10) == "hello"
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind.name == "SERVER"]
+    assert (span.name, span.attributes["http.route"]) == (
+        "GET /shop/chat/{room}",
+        "/shop/chat/{room}",
+    )
