@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -61,11 +62,13 @@ def emit_rich(draw: Callable[[Any], None], narrowest: int = 40) -> None:
     """Rich tables on a console (``search``, ``services``); only for ``--format rich``."""
     from tracekit_cli.render.rich_view import make_console
 
-    console = make_console(terminal_width(narrowest=narrowest), color=not no_color())
-    with console.capture() as drawn:  # rich would exit 1 itself on a closed pipe
-        draw(console)
+    # The console draws into a buffer of its own: rich would exit 1 itself on a closed pipe,
+    # and even a capture touches its file when it ends (a full disk failed there).
+    drawn = io.StringIO()
+    console = make_console(terminal_width(narrowest=narrowest), color=not no_color(), file=drawn)
+    draw(console)
     with _stdout_reader_may_leave():
-        sys.stdout.write(drawn.get())
+        sys.stdout.write(drawn.getvalue())
 
 
 @contextmanager

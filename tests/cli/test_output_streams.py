@@ -118,13 +118,17 @@ def test_a_reader_that_closed_the_pipe_changes_no_exit_status(
     assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
 
 
+@pytest.mark.parametrize("fmt", ["rich", "text", "json"])
 @pytest.mark.parametrize("name", list(commands(Path(), "text")))
-def test_output_that_cannot_be_written_is_one_line_and_exit_2(store: Path, name: str) -> None:
+def test_output_that_cannot_be_written_is_one_line_and_exit_2(
+    store: Path, fmt: str, name: str
+) -> None:
     """`tracekit trace ID > report.txt` on a full disk said `internal error (OSError: [Errno 28]
-    No space left on device); TRACEKIT_DEBUG=1 shows the traceback`, as if tracekit had a bug."""
+    No space left on device); TRACEKIT_DEBUG=1 shows the traceback`, as if tracekit had a bug;
+    `search`, `services` and `canary` still said so with `--format rich`."""
     env = {**os.environ, "COLUMNS": "100"}
     with open("/dev/full", "wb") as full:
-        result = subprocess.run([TRACEKIT, *commands(store, "text")[name]], stdout=full,
+        result = subprocess.run([TRACEKIT, *commands(store, fmt)[name]], stdout=full,
                                 stderr=subprocess.PIPE, env=env, timeout=60)  # fmt: skip
 
     assert result.returncode == 2
