@@ -96,3 +96,26 @@ def test_the_fields_the_excerpt_parses_are_the_ones_tracekit_writes() -> None:
     logged = datetime.strptime(inside["time"], layout).replace(tzinfo=UTC)
     assert abs(datetime.now(UTC) - logged) < timedelta(minutes=5)
     assert "correlation_id" not in outside
+
+
+# The level names stanza's severity parser knows without a mapping (its default preset:
+# pkg/stanza/operator/helper/severity_builder.go, getBuiltinMapping, compared lower-cased). A
+# name outside it is kept as text with severity 0, "unspecified", below DEBUG.
+STANZA_DEFAULT_LEVELS = frozenset(
+    {"trace", "debug", "info", "warn", "warning", "error", "err", "fatal"}
+)
+
+
+def test_every_python_level_gets_a_severity() -> None:
+    """CRITICAL is no name of stanza's default mapping: a CRITICAL line arrived with severity
+    number 0 (unspecified), below every DEBUG line, unless the excerpt maps it."""
+    (parser,) = [op for op in _operators() if op["type"] == "json_parser"]
+    mapping = parser["severity"].get("mapping", {})
+    mapped = {str(v).lower() for values in mapping.values() for v in _as_list(values)}
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    unknown = [lv for lv in levels if lv.lower() not in STANZA_DEFAULT_LEVELS | mapped]
+    assert not unknown, unknown
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values if isinstance(values, list) else [values]
