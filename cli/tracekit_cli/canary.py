@@ -106,7 +106,7 @@ _how_strict = _options([
 ])  # fmt: skip
 
 
-@click.command()
+@click.command(short_help="Judge a canary version against its baseline.")
 @_what_and_where
 @format_option
 @_how_strict

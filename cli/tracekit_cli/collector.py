@@ -68,7 +68,7 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-@click.command()
+@click.command(short_help="Receive OTLP traces and logs into the embedded store.")
 @click.option(
     "--host",
     default=DEFAULT_HOST,

@@ -42,7 +42,7 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
 SET_OPTIONS = ("--service", "--a", "--b", "--route")
 
 
-@click.command()
+@click.command(short_help="Show what differs between two requests or two sets.")
 @click.argument("requests", nargs=-1, metavar="[A B]")
 @backend_options
 @format_option

@@ -21,7 +21,7 @@ from tracekit_cli.options import (
 from tracekit_cli.output import emit_json, emit_rich, emit_text
 
 
-@click.command()
+@click.command(short_help="List recent requests, the newest first.")
 @backend_options
 @format_option
 @click.option("--service", metavar="NAME", callback=service_name,

@@ -30,7 +30,7 @@ from tracekit_cli.output import emit_json, emit_text
 MAX_SPANS_LIMIT = 10_000_000
 
 
-@click.command()
+@click.command(short_help="Show the path of one request, its hops, errors and logs.")
 @click.argument("request_id", metavar="ID")
 @backend_options
 @format_option

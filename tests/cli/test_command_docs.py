@@ -34,6 +34,19 @@ def test_top_level_help_lists_every_command() -> None:
         assert f"  {name} " in result.output
 
 
+def test_top_level_help_summarises_each_command_in_a_whole_sentence() -> None:
+    """`tracekit --help` cut every summary short (`demo  Run gateway, orders, inventory,
+    workers and pricing...`): the first words of the description, not a summary."""
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=80)
+
+    rows = result.output.split("Commands:\n")[1].splitlines()
+    summaries = {row.split()[0]: row.split(None, 1)[1] for row in rows if row.strip()}
+    assert sorted(summaries) == sorted(COMMANDS)  # one line each: nothing wrapped
+    cut = {name: text for name, text in summaries.items() if "..." in text}
+    assert not cut, cut
+    assert all(text.endswith(".") for text in summaries.values()), summaries
+
+
 def section(heading: str) -> str:
     """docs/cli.md from the heading that starts with ``heading`` to the next ``## `` heading."""
     start = DOCS.index(f"\n## {heading}")

@@ -18,7 +18,7 @@ PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one b
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 
 
-@click.command()
+@click.command(short_help="Run eight demo services and trace their requests.")
 @click.option(
     "--requests",
     "count",
