@@ -33,7 +33,7 @@ from tracekit.store import (
     parse_size,
 )
 from tracekit.store._heap import map_large_buffers
-from tracekit_cli.options import StoreOption, default_store, one_line
+from tracekit_cli.options import StoreOption, default_store, one_line, reason
 
 EXIT_ERROR = 2
 REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
@@ -135,7 +135,7 @@ def collector(
     try:
         store.create()
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
-        _fail(f"cannot open store {path}: {error}")
+        _fail(f"cannot open store {path}: {reason(error)}")
     receiver = _receiver(
         store, ReceiverConfig(host=host, port=port, retention=retention), grpc_port
     )

@@ -218,6 +218,14 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def reason(error: BaseException) -> str:
+    """Why ``error`` happened, without the file name an ``OSError`` repeats after the reason
+    (the caller's message has already named the file)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """``text`` without control characters or line breaks, at most ``limit`` characters."""
     if len(text) <= limit and text.isprintable() and "  " not in text and text == text.strip():

@@ -139,6 +139,17 @@ def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert "newer" in result.stderr
 
 
+def test_a_store_path_that_cannot_be_made_is_named_once(tmp_path: Path) -> None:
+    """The line said the path twice: `cannot open store F/x.db: [Errno 20] Not a directory:
+    'F/x.db'`."""
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "x.db"
+    result = subprocess.run([*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(path)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == f"tracekit collector: cannot open store {path}: Not a directory\n"
+
+
 def test_the_error_line_shows_no_control_characters_of_the_path(tmp_path: Path) -> None:
     """The store path is echoed in the error; an escape sequence in it is not sent to the
     terminal (it could clear the screen or rewrite the line)."""

@@ -309,6 +309,11 @@ def traced_within(seconds: float, store: Path, correlation_id: str) -> bool:
     ("args", "path", "says"),
     [
         (["--store", "/etc/passwd"], None, "cannot open store /etc/passwd: file is not a database"),
+        (
+            ["--store", "/etc/passwd/d.db"],
+            None,
+            "cannot open store /etc/passwd/d.db: Not a directory\n",
+        ),
         (["--queue", "redis"], "/nonexistent", "--queue redis needs redis-server on PATH"),
     ],
 )

@@ -12,7 +12,14 @@ from typing import Any
 import click
 
 from tracekit_cli.demo.typed import command_as_typed, store_flag
-from tracekit_cli.options import EXIT_ERROR, StoreOption, fail, no_color, terminal_width
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    StoreOption,
+    fail,
+    no_color,
+    reason,
+    terminal_width,
+)
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
@@ -104,7 +111,7 @@ def _create_store(path: FilePath) -> None:
     try:
         Store(path).create()
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
-        fail(f"cannot open store {path}: {error}", EXIT_ERROR)
+        fail(f"cannot open store {path}: {reason(error)}", EXIT_ERROR)
 
 
 class _Terminated(KeyboardInterrupt):
