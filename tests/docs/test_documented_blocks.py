@@ -91,6 +91,14 @@ def test_the_blocks_of_a_document_work_as_written(
     try:
         for block in blocks(document):
             reader.follow(block)
+        # The README's gunicorn workers each said `tracekit: metrics port 9464 unavailable
+        # (Address already in use) ...`: uvicorn, run just before, held the port, and so did the
+        # other worker. A page's servers run as the page sets them up, without that warning.
+        for log in reader.served_logs:
+            said = [
+                line for line in log.read_text().splitlines() if "tracekit: metrics port" in line
+            ]
+            assert not said, f"{log.name}: {said}"
     finally:
         reader.finish()
 
@@ -103,6 +111,7 @@ class Reader:
         self.home = _home_like_the_pages()
         self.replace = dict(replace)
         self.servers: list[subprocess.Popen[bytes]] = []
+        self.served_logs: list[Path] = []
         self.counter = 0
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -173,6 +182,7 @@ class Reader:
         port = free_port()
         self.replace[block.argument] = str(port)  # this block and the ones after it
         log_path = self.folder / f"serve{block.line}.log"
+        self.served_logs.append(log_path)
         with open(log_path, "wb") as log:
             server = subprocess.Popen(["bash", "-c", self.shell(block)], cwd=self.folder,
                                       env=self.env(), stdout=log, stderr=log,
