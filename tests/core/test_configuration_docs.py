@@ -23,3 +23,14 @@ def test_environment_variables_are_read() -> None:
     options = config.resolve(environ=environ)
     assert options.public_endpoint is True
     assert options.excluded_urls == ("a", "b")
+
+
+def test_the_instrument_row_names_every_instrumentation() -> None:
+    """The row said `requests`, `httpx`, `urllib3`, `aiohttp`, "queue libraries": whether
+    aio-pika was `aio_pika`, `aio-pika` or `aiopika`, and SQS `botocore` or `boto3`, a user
+    learned from the ConfigError."""
+    from tracekit.instrumentation import INSTRUMENTORS
+
+    (row,) = [line for line in DOC.splitlines() if line.startswith("| `instrument` |")]
+    missing = [name for name in sorted(INSTRUMENTORS) if f"`{name}`" not in row]
+    assert not missing, missing
