@@ -444,3 +444,26 @@ def test_every_hint_the_demo_prints_shows_something(
     for hint in hints:
         pasted = subprocess.run(["bash", "-c", hint], capture_output=True, text=True, timeout=60)
         assert pasted.returncode == 0 and pasted.stdout, (hint, pasted.stderr)
+
+
+def test_a_reader_that_leaves_early_changes_no_exit_status(tmp_path: Path) -> None:
+    """`tracekit demo | head -3` under `set -o pipefail` failed with status 1 and no word why:
+    rich exits 1 itself when its pipe closes. The demo now runs to its end, unseen, and exits
+    0 like a demo that was read whole, with every service stopped."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--no-canary",
+             "--queue", "embedded", "--store", str(tmp_path / "d.db")],
+            stdout=write_end, stderr=subprocess.PIPE, timeout=120, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (0, b"")
+    search = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "search", "--store", str(tmp_path / "d.db"),
+         "--format", "json"], capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert len(json.loads(search.stdout)["requests"]) == 2  # every checkout traced

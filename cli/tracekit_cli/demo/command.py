@@ -55,13 +55,12 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: bool) -> None:
     """Run gateway, orders, inventory, workers and pricing replicas, then trace their requests."""
     _require_demo_packages()
-    from rich.console import Console
     from rich.markup import escape
 
     from tracekit_cli.demo.topology import Topology
     from tracekit_cli.options import default_store
 
-    console = Console(width=terminal_width(), no_color=no_color(), highlight=False)
+    console = _console()
     store_path = FilePath(store) if store else default_store()
     _create_store(store_path)
     _stop_on_sigterm()
@@ -99,6 +98,24 @@ def _require_demo_packages() -> None:
             missing.append(name)
     if missing:
         fail(f"tracekit demo needs {', '.join(missing)}: pip install 'tracekit[demo]'", EXIT_ERROR)
+
+
+def _console() -> Any:
+    """The demo's console. A reader that leaves (``tracekit demo | head -3``) does not stop
+    the demo: rich would exit 1 at once; the rest goes unseen, and the demo ends as it would
+    have, its services stopped, with its own status."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    class ReaderMayLeave(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+
+    return ReaderMayLeave(width=terminal_width(), no_color=no_color(), highlight=False)
 
 
 def _create_store(path: FilePath) -> None:
