@@ -19,6 +19,7 @@ __all__ = [
     "HTTP_REQUEST_METHOD_ORIGINAL",
     "HTTP_RESPONSE_STATUS_CODE",
     "HTTP_ROUTE",
+    "LINKS_DROPPED",
     "MESSAGING_BATCH_MESSAGE_COUNT",
     "MESSAGING_CONSUMER_GROUP_NAME",
     "MESSAGING_DESTINATION_NAME",
@@ -80,3 +81,6 @@ PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"
 CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
 # "unknown": the PRODUCER span ended before the client reported the delivery's outcome
 DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"
+# on a batch's CONSUMER span: links to producers left out past the span's link limit (the
+# batch's first messages keep theirs)
+LINKS_DROPPED: Final = "tracekit.messaging.links_dropped"

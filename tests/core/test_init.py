@@ -144,6 +144,8 @@ def test_a_batch_consumer_span_keeps_a_link_to_every_message(
     assert span.name == "process orders"
     assert len(span.links) == kept
     assert span.dropped_links_count == 500 - kept
+    # the first messages' links, in order (the SDK alone keeps a span's last ones)
+    assert [int.from_bytes(link.span_id, "big") for link in span.links] == list(range(1, kept + 1))
 
 
 def test_host_name_from_otel_resource_attributes_wins(collector: Capture) -> None:

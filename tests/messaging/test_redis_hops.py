@@ -109,6 +109,34 @@ def test_stream_batch_links_every_entry(client, spans, entry_service) -> None:
     assert [link.attributes["correlation.id"] for link in consumer.links] == ["a-1", "a-2", "a-3"]
 
 
+def test_a_batch_past_the_link_limit_keeps_its_first_messages_hops(
+    client, spans, tracer_provider, reachable
+) -> None:
+    """A batch with more messages than a span may hold links (here the SDK's default of 128,
+    a provider of the user's own) keeps the links of its first messages, whose correlation ID
+    the handler runs with, and says how many it left out: the SDK alone keeps the last ones."""
+    limit = tracer_provider._span_limits.max_links
+    stream = f"events-{uuid.uuid4().hex[:8]}"
+    for n in range(limit + 2):
+        token = tracekit.correlation.set_correlation_id(f"order-{n}")
+        try:
+            client.xadd(stream, {"order": str(n)})
+        finally:
+            tracekit.correlation.reset_correlation_id(token)
+    ((name, stream_entries),) = _streams(client.xread({stream: "0"}))
+    with traced_redis.consume_entries(name, stream_entries):
+        assert tracekit.correlation_id() == "order-0"
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    producers = [s.context.span_id for s in _kind(finished, SpanKind.PRODUCER)]
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    assert consumer.attributes["messaging.batch.message_count"] == limit + 2
+    assert [link.context.span_id for link in consumer.links] == producers[:limit]
+    assert consumer.attributes["tracekit.messaging.links_dropped"] == 2
+    assert consumer.context.span_id in reachable("order-1", finished)
+
+
 def test_stream_batch_of_a_reply_as_redis_py_returns_it(client, spans) -> None:
     """``consume_entries`` takes a stream's entries straight from the reply, under RESP2 and
     RESP3 alike (RESP3 nests them one list deeper)."""

@@ -187,12 +187,16 @@ class Delivery:
     def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
         received = self._received
         parent = _NO_CONTEXT if self._batch else received[0].context
-        links = [r.link(now_ns) for r in received if r.has_parent] if self._batch else None
-        self.span = span = target.tracer.start_span(
+        attributes, tracer, links = self._attributes(target), target.tracer, None
+        if self._batch:
+            links, dropped = _first_links(received, now_ns, _link_limit(tracer))
+            if dropped:
+                attributes[semconv.LINKS_DROPPED] = dropped
+        self.span = span = tracer.start_span(
             f"{target.operation_name} {target.destination}",
             parent,
             SpanKind.CONSUMER,
-            self._attributes(target),
+            attributes,
             links,
             now_ns,
         )
@@ -326,6 +330,29 @@ class Delivery:
 
 def _nothing() -> None:
     pass
+
+
+def _first_links(
+    received: Sequence[Received], now_ns: int, limit: int | None
+) -> tuple[list[Link], int]:
+    """A batch's links to its messages' producers, for a span that keeps ``limit`` (None: every
+    one), and how many of them it will drop. Past its limit the SDK keeps a span's last links,
+    so a large batch lost its first messages' hops, the first one's too, whose correlation ID
+    the handler runs with. The links are handed over with the first ``limit`` at the end: the
+    SDK keeps those, in the batch's order, and still counts the others as dropped (OTLP's
+    ``dropped_links_count``)."""
+    links = [message.link(now_ns) for message in received if message.has_parent]
+    if limit is None or len(links) <= limit:
+        return links, 0
+    return links[limit:] + links[:limit], len(links) - limit
+
+
+def _link_limit(tracer: trace.Tracer) -> int | None:
+    """How many links a span of ``tracer`` keeps: the SDK's ``SpanLimits.max_links`` (tracekit's
+    10,000, ``OTEL_SPAN_LINK_COUNT_LIMIT``, or the limits of a provider of the user's own),
+    which its tracer holds and no public API gives; None when unlimited or not the SDK's."""
+    limit = getattr(getattr(tracer, "_span_limits", None), "max_links", None)
+    return limit if type(limit) is int and limit >= 0 else None
 
 
 def start_held(delivery: Delivery) -> None:
