@@ -25,9 +25,10 @@ current for the handler's logs and outgoing calls, and records the queue wait (c
 publish time) as ``tracekit.queue_wait_ms`` and in ``messaging`` metrics. A handler's exception
 marks the span as failed and propagates unchanged; a handler that gives the message back to the
 broker calls ``message.note_rejected("nack", requeue)``, which fails the span with
-``MessageRejected``. ``consume_batch`` opens one span linked to every
-message. Bad headers are ignored (new trace, rate-limited warning without the value). In
-correlation-only mode no spans or metrics are made; IDs and headers still travel.
+``MessageRejected`` (called after the block: a failed ``nack <destination>`` span under it).
+``consume_batch`` opens one span linked to every message. Bad headers are ignored (new trace,
+rate-limited warning without the value). In correlation-only mode no spans or metrics are made;
+IDs and headers still travel.
 """
 
 from __future__ import annotations

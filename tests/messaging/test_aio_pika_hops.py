@@ -617,6 +617,54 @@ def test_a_message_a_callback_hands_to_a_task_is_processed_in_a_span_of_its_own(
     assert failed[0].attributes["error.type"].endswith("OutOfStock")
 
 
+def test_a_nack_after_the_callback_returned_is_a_failed_settle_span_of_its_own(
+    amqp_url, queue_name, spans
+) -> None:
+    """A callback hands its message to a task and returns; the task rejects the message once
+    the callback's span is recorded. That span cannot change any more: the rejection is a
+    span of its own under it, failed, so the message's path still shows it was given back."""
+    from tracekit import correlation
+
+    handled: list[asyncio.Task[None]] = []
+
+    def consumer_spans() -> list[ReadableSpan]:
+        return _kind(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+
+    async def handle(message: Any) -> None:
+        while not consumer_spans():  # the callback's span has ended
+            await asyncio.sleep(0.01)
+        await message.nack(requeue=False)
+
+    async def on_message(message: Any) -> None:
+        handled.append(asyncio.create_task(handle(message)))
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            token = correlation.set_correlation_id("order-late")
+            await channel.default_exchange.publish(aio_pika.Message(b"sku-9"), queue_name)
+            correlation.reset_correlation_id(token)
+            queue = await channel.declare_queue(queue_name)
+            await queue.consume(on_message)
+            while not handled:
+                await asyncio.sleep(0.01)
+            await handled[0]
+            assert tracekit.correlation_id() is None
+
+    asyncio.run(run())
+    finished = list(spans.get_finished_spans())
+    (consumer,) = consumer_spans()
+    (settle,) = [s for s in finished if s.name == f"nack {queue_name}"]
+    assert consumer.status.status_code.name == "UNSET"
+    assert settle.kind == SpanKind.CLIENT
+    assert settle.parent is not None and settle.parent.span_id == consumer.context.span_id
+    assert settle.status.description == "MessageRejected: nack, not requeued"
+    assert settle.attributes["messaging.operation.type"] == "settle"
+    assert settle.attributes["messaging.destination.name"] == queue_name
+    assert settle.attributes["correlation.id"] == "order-late"
+
+
 async def _publish_orders(channel: Any, queue_name: str, *orders: str) -> None:
     """Publish each order as its own request would: with its correlation ID current."""
     from tracekit import correlation

@@ -84,6 +84,7 @@ class Delivery:
         # The transport's handle on the message (pika: its channel and delivery tag), set by an
         # integration that can match a nack or reject to it; None where it cannot be settled.
         self.settle_key: object = None
+        self._ended = False  # its span ended (or is about to: see leave), never to change again
 
     def start(self) -> Delivery:
         """Open the CONSUMER span and make the message's correlation ID and context current."""
@@ -107,8 +108,20 @@ class Delivery:
 
     def note_rejected(self, operation: str, requeue: bool) -> None:
         """Note that the consumer gave the message back with ``operation`` (a nack or reject):
-        the span ends failed with ``MessageRejected``, unless the handler fails otherwise."""
-        self.fail(MessageRejected(f"{operation}, {'requeued' if requeue else 'not requeued'}"))
+        the span ends failed with ``MessageRejected``, unless the handler fails otherwise.
+
+        Once the delivery has ended (a task the handler handed the message to rejects it
+        later) its span can no longer change: the rejection is then a span of its own under
+        it, ``"<operation> <destination>"`` (``messaging.operation.type`` ``settle``), failed.
+        """
+        rejected = MessageRejected(f"{operation}, {'requeued' if requeue else 'not requeued'}")
+        if not self._ended:
+            self.fail(rejected)
+            return
+        try:
+            self._record_late_rejection(operation, rejected)
+        except Exception as failure:
+            report_once("messaging late rejection", failure)
 
     def end(self, error: BaseException | None = None) -> None:
         """Close the span (failed if ``error``, or if ``fail`` was called) and restore the
@@ -240,7 +253,7 @@ class Delivery:
         tokens = self._tokens
         if tokens is None:
             return
-        self._tokens = None
+        self._tokens, self._ended = None, True
         try:
             if self.span is not None:
                 self._end_span(self.span, error if error is not None else self._failure)
@@ -254,7 +267,7 @@ class Delivery:
         tokens, span = self._tokens, self.span
         if tokens is None:
             return _nothing
-        self._tokens = None
+        self._tokens, self._ended = None, True
         try:
             self._leave(tokens)
         except Exception as failure:
@@ -312,6 +325,27 @@ class Delivery:
             self._left = None
             if restores is not None:
                 restores[0] = None
+
+    def _record_late_rejection(self, operation: str, rejected: MessageRejected) -> None:
+        """A zero-length settle span (CLIENT, as OpenTelemetry's messaging conventions make
+        settlement) under this delivery's ended span, failed with ``rejected``. Metrics are
+        left as they are: the message was counted handled when its span ended."""
+        target, span = self._target, self.span
+        if target is None or span is None:
+            return
+        message_id = None if self._batch else self._received[0].message_id
+        attributes = base_attributes(
+            target.system, target.destination, "settle", operation, message_id, target.attributes
+        )
+        attributes[semconv.CORRELATION_ID] = self.correlation_id
+        settle = target.tracer.start_span(
+            f"{operation} {target.destination}",
+            trace.set_span_in_context(span, _NO_CONTEXT),
+            SpanKind.CLIENT,
+            attributes,
+        )
+        mark_failed(settle, rejected)
+        settle.end()
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:
