@@ -54,6 +54,7 @@ from tracekit._messaging.consumer import (
     Received,
     Target,
     current_delivery,
+    put_back_left,
     start_held,
 )
 from tracekit._messaging.headers import (
@@ -156,6 +157,7 @@ class Publishing:
         self._ended = False
 
     def __enter__(self) -> Publication:
+        safe("messaging publish start", put_back_left)
         ctx = otel_context.get_current()
         if ctx.get(_PUBLISHING) or instrumentation_suppressed(context=ctx):
             return Publication()

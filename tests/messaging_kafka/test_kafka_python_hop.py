@@ -15,8 +15,10 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kafka
 import pytest
@@ -402,3 +404,53 @@ def test_a_consumer_dropped_without_close_leaves_its_id_behind_nowhere(
     thread.join(30)
     assert stream.getvalue().splitlines() == [f"{cid} handling", "- idle"]
     assert recorded == [1]  # the dropped consumer's record's span
+
+
+def test_a_consumer_collected_in_another_thread_does_not_send_its_id_on(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A worker takes one record and returns without ``close()``. kafka-python's consumer sits
+    in a reference cycle, so the cycle collector frees it, in whichever thread it runs: here
+    another one, which cannot put back the worker's context. The worker's next publish is still
+    not sent as part of that record's request (its correlation ID, its trace)."""
+    cid = f"elsewhere-{uuid.uuid4().hex[:8]}"
+    kp = producer(kafka_bootstrap)
+    token = correlation.set_correlation_id(cid)
+    try:
+        kp.send(topic, b"order-1", partition=0).get(timeout=10)
+    finally:
+        correlation.reset_correlation_id(token)
+    taken, collected = threading.Event(), threading.Event()
+    dropped: list[Any] = []
+    after: list[str | None] = []
+
+    def take_one() -> None:
+        kc = consumer(kafka_bootstrap, topic)
+        next(kc)
+        dropped.append(weakref.ref(kc))
+
+    def worker() -> None:
+        take_one()
+        taken.set()
+        collected.wait(30)
+        kp.send(topic, b"next job", partition=1).get(timeout=10)  # the worker's next job
+        after.append(correlation.correlation_id())
+
+    thread = threading.Thread(target=worker)
+    gc.disable()  # only the collection below, in this thread, frees the consumer
+    try:
+        thread.start()
+        assert taken.wait(30)
+        gc.collect()
+    finally:
+        gc.enable()
+        collected.set()
+        thread.join(30)
+    kp.close()
+    assert dropped[0]() is None, "the cycle collector freed the consumer"
+    assert after == [None]
+    # (the record's CONSUMER span, a child of its producer's, is recorded at the next fetch)
+    order, next_job = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert next_job.parent is None
+    assert next_job.context.trace_id != order.context.trace_id
+    assert (next_job.attributes or {}).get("correlation.id") != cid

@@ -165,10 +165,8 @@ class Delivery:
             first = received[0]
             self.correlation_id = first.correlation_id or correlation.new_correlation_id()
             self.queue_wait_ms = first.wait_ms(now_ns)
+        put_back_left()
         below = _current.get()
-        if below is not None and below._left is not None:
-            below._put_back()  # an ended delivery's values, left current here: back first
-            below = _current.get()
         self._below = below
         if self._held and below is not None and below._held and below._tokens is not None:
             self._restores = below._restores
@@ -364,6 +362,15 @@ class Delivery:
 
 def _nothing() -> None:
     pass
+
+
+def put_back_left() -> None:
+    """Put back what a delivery ended in another thread left current in this one (its consumer
+    collected there, or uninstrumented from there): before a consume or a publish here takes
+    the context, which must not be that message's any more."""
+    left = _current.get()
+    if left is not None and left._left is not None:
+        left._put_back()
 
 
 def _first_links(
