@@ -45,6 +45,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import config, correlation, semconv
+from tracekit._runtime import state
 from tracekit._runtime.guard import (
     instrumentation_suppressed,
     report_once,
@@ -415,16 +416,18 @@ class _Bridge:
         self.owned = owned  # False: the host's provider, never shut down by tracekit
 
     def handle(self, record: logging.LogRecord) -> None:
-        _emit(self.provider, record)
+        if _emit(self.provider, record):
+            state.flush_late()  # the interpreter is exiting: out now, or never (``state``)
 
 
-def _emit(provider: LoggerProvider, record: logging.LogRecord) -> None:
-    """Translate ``record`` and emit it to ``provider``; never raises into the application."""
+def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
+    """Translate ``record`` and emit it to ``provider``, True if it was; never raises into the
+    application."""
     # A record made by hand (``logging.makeLogRecord({...})``) may be named None, as it shows.
     name = str(record.name)
     # By the top-level name: an application's ``requestsvc`` is not ``requests``.
     if name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
-        return
+        return False
     try:
         provider.get_logger(name).emit(
             timestamp=int(record.created * 1e9),
@@ -437,6 +440,8 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> None:
         )
     except Exception as error:
         report_once("log export", error)
+        return False
+    return True
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -643,7 +648,9 @@ def _start_export(options: Options, resource: Resource | None) -> None:
         processor = BatchLogRecordProcessor(exporter)
     except ValueError as error:  # the SDK refuses an OTEL_BLRP_* value, naming its parameter
         raise batch_setting_error(error, "OTEL_BLRP") from None
-    provider = LoggerProvider(resource=resource) if resource is not None else LoggerProvider()
+    # No exit hook of the SDK's: it would shut the pipeline down before the host's own exit hooks
+    # registered before init have run (tracekit's flushes at exit, ``state.flush_at_exit``).
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_log_record_processor(processor)
     _handler = _Bridge(provider, owned=True)
 

@@ -5,7 +5,8 @@ that ends without flushing loses them. ``install`` (called by ``tracekit.init()`
 way out, preferring the host's own extension points over its signals:
 
 - interpreter exit: ``atexit`` (gunicorn workers and master leave through ``sys.exit``, Celery's
-  main process too);
+  main process too). A flush, not a stop: the exit hooks registered before ``init`` run after
+  tracekit's, and what they emit is flushed as it comes (``state.flush_at_exit``);
 - ASGI servers: the lifespan protocol's shutdown (``lifespan_send``; uvicorn then re-raises
   SIGTERM, which ends the process without exit hooks);
 - Celery: ``worker_process_shutdown`` in a prefork child (which ends with ``os._exit``) and
@@ -52,7 +53,7 @@ def install() -> None:
     if _installed:
         return
     _installed = True
-    atexit.register(_stop)
+    atexit.register(_flush_at_exit)
     os.register_at_fork(after_in_child=_watch_in_child)
     wrapt.register_post_import_hook(_hook_celery, "celery.signals")
     wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
@@ -80,6 +81,11 @@ def lifespan_send(send: Send) -> Send:
 @guarded(None)
 def _flush() -> None:
     state.flush_current()
+
+
+@guarded(None)
+def _flush_at_exit() -> None:
+    state.flush_at_exit()
 
 
 @guarded(None)
@@ -135,8 +141,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 # never handled: the process outlived it, where the default action would have ended it.
 
 _NUDGE_AFTER_S = 1.0  # a handler that has not run by then is not going to run by itself
-# This process's wakeup socket pair (what the watcher reads, the wakeup fd), when ours.
-_wakeup: tuple[socket.socket, socket.socket] | None = None
+# This process's wakeup socket pair, when ours: what the watcher reads, and the wakeup fd. The
+# fd stays open for the life of the process (a signal may come until its very end), so no
+# socket object owns it, to be collected unclosed at exit (a ResourceWarning).
+_wakeup: tuple[socket.socket, int] | None = None
 
 
 @guarded(None)
@@ -155,7 +163,7 @@ def _watch_sigterm() -> None:
         reader.close()
         writer.close()
         return
-    _wakeup = reader, writer
+    _wakeup = reader, writer.detach()
     thread = threading.Thread(
         target=_nudge_on_sigterm, args=(reader,), name="tracekit-sigterm", daemon=True
     )
@@ -190,11 +198,11 @@ def _watch_in_child() -> None:
     reader, writer = _wakeup
     _wakeup = None
     current = signal.set_wakeup_fd(-1)
-    ours = current == writer.fileno()
+    ours = current == writer
     if not ours:  # replaced since (an event loop's): it stays
         signal.set_wakeup_fd(current)
     reader.close()  # the parent's watcher reads it: of no use here, and open for good
-    writer.close()
+    os.close(writer)
     if ours and signal.getsignal(signal.SIGTERM) is _on_sigterm:
         _watch_sigterm()
 

@@ -222,6 +222,8 @@ def _flush_spans(deadline: Deadline) -> None:
 _current: Runtime | None = None
 # A stopping runtime while it uninstruments: where the spans that ends still go (on_end).
 _ending: Runtime | None = None
+# Set when the interpreter exits: what is left of the time that flushing at exit may take.
+_exit_budget: Deadline | None = None
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
 lock = threading.Lock()
 
@@ -256,6 +258,28 @@ def stop_current(timeout_millis: int | None = None) -> None:
             runtime.stop(timeout_millis)
 
 
+def flush_at_exit() -> None:
+    """The interpreter is exiting (tracekit's ``atexit`` hook): flush what is batched, and from
+    now on flush what every later span or log record brings, as it comes (``flush_late``).
+
+    ``atexit`` runs its hooks last registered, first run: the hooks an application or a library
+    registered before ``init`` run after this one, and what they emit would otherwise wait in a
+    batch that never goes out. Nothing is stopped: those hooks may still need everything. One
+    export timeout bounds this flush and all the later ones together."""
+    global _exit_budget
+    _exit_budget = Deadline(export_timeout_millis())
+    with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
+        flush_current(_exit_budget.left_millis())
+
+
+def flush_late() -> None:
+    """After ``flush_at_exit``: flush a span or log record just emitted, while time is left."""
+    budget = _exit_budget
+    left = budget.left_millis() if budget is not None else 0
+    if left > 0:
+        flush_current(left)
+
+
 def flush_current(timeout_millis: int | None = None) -> None:
     """Flush the running runtime; without one (the middleware on a host's own SDK setup), the
     global provider."""
@@ -281,6 +305,7 @@ class RuntimeSpanProcessor(SpanProcessor):
         if runtime is not None:
             for processor in runtime.span_processors:
                 processor.on_end(span)
+        flush_late()  # the interpreter is exiting: out now, or never
 
     def shutdown(self) -> None:
         """The provider is shutting down (the SDK's own exit hook): so is tracekit."""

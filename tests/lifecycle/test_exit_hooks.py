@@ -1,0 +1,78 @@
+"""What an application emits in its own exit hooks reaches the store, whatever their order.
+
+``atexit`` runs its hooks last registered, first run: a hook the application (or a library it
+imported) registered before ``tracekit.init()`` runs after tracekit's own.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from stopping import Service
+
+from tracekit.store import Store
+
+HOOK_REGISTERED_BEFORE_INIT = """
+    import atexit, logging
+    from opentelemetry import trace
+
+    def close_connections():
+        for n in range(3):
+            with trace.get_tracer("app").start_as_current_span(f"close-{n}"):
+                logging.getLogger("app").warning("closed connection %s", n)
+
+    atexit.register(close_connections)  # before tracekit's hook: runs after it
+
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("app")
+    set_correlation_id("job-1")
+    with trace.get_tracer("app").start_as_current_span("work"):
+        logging.getLogger("app").warning("working")
+"""
+
+
+def _stored(service: Service) -> tuple[list[str], list[str]]:
+    with Store(service.store) as store:
+        logs = [str(log.body) for log in store.logs_by_correlation_id("job-1")]
+    return sorted(span.name for span in service.spans()), logs
+
+
+def test_what_an_exit_hook_registered_before_init_emits_is_stored(service: Service) -> None:
+    service.write("app.py", HOOK_REGISTERED_BEFORE_INIT)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    spans, logs = _stored(service)
+    assert spans == ["close-0", "close-1", "close-2", "work"], service.output()
+    assert logs == ["working", *(f"closed connection {n}" for n in range(3))]
+
+
+def test_exit_hooks_wait_no_longer_than_the_export_timeout_for_a_hung_backend(
+    service: Service,
+) -> None:
+    """Flushing what each late hook emits shares one export timeout: a backend that never
+    answers holds the exit that long once, not once per span."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    endpoint = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+    try:
+        service.write("app.py", HOOK_REGISTERED_BEFORE_INIT)
+        started = time.monotonic()
+        service.start(
+            "app.py",
+            TRACEKIT_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="1000",
+        )  # fmt: skip
+        assert service.process is not None
+        assert service.process.wait(30) == 0, service.output()
+        elapsed = time.monotonic() - started
+    finally:
+        blackhole.close()
+    # One second of export timeout and the interpreter's own start and stop; four flushes of
+    # a second each (one per late span) would take longer.
+    assert elapsed < 4, service.output()
