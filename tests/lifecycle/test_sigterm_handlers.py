@@ -306,3 +306,48 @@ def test_a_forked_child_leaves_no_socket_of_its_parents_unclosed(service: Servic
     assert "ResourceWarning" not in output, output
     counts = dict(line.split(" open fds ") for line in output.splitlines() if "open fds" in line)
     assert counts["child"] == counts["parent"], output  # its own wakeup socket for the parent's
+
+
+SHUTDOWN_FROM_A_HANDLER_DURING_INIT = """
+    import logging, os, signal, sys
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.correlation import set_correlation_id
+
+    def on_sigterm(signum, frame):
+        tracekit.shutdown()
+        print("tracekit shut down", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    class SigtermNow(logging.Handler):
+        def emit(self, record):  # SIGTERM lands while init runs, as a platform's may
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    tracekit.init("worker")
+    set_correlation_id("job-1")
+    with trace.get_tracer("worker").start_as_current_span("job"):
+        logging.getLogger("worker").warning("working")
+    logging.getLogger("tracekit").addHandler(SigtermNow(logging.DEBUG))
+    logging.getLogger("tracekit").setLevel(logging.DEBUG)
+    tracekit.init("worker")  # a library calling it again (it logs that at DEBUG)
+    print("init returned", flush=True)
+"""
+
+
+def test_a_host_handler_calling_shutdown_while_init_runs_does_not_hang(
+    service: Service,
+) -> None:
+    """The handler runs in the thread it interrupted, inside ``init``: its ``shutdown()`` waited
+    for the lock ``init`` holds, for ever. The stop now waits for ``init`` to end instead."""
+    service.write("worker.py", SHUTDOWN_FROM_A_HANDLER_DURING_INIT)
+    service.start("worker.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    output = service.output()
+    assert "tracekit shut down" in output.splitlines()
+    assert "Traceback" not in output
+    assert [span.name for span in service.spans()] == ["job"]
+    assert _stored_bodies(service) == ["working"]

@@ -98,7 +98,15 @@ def build_exporter(options: config.Options) -> SpanExporter | None:
 
 def init(service_name: str | None = None, **options: Any) -> config.Options:
     """Configure tracing, log correlation, metrics and instrumentation; see ``tracekit.init``."""
-    with state.lock:
+    try:
+        return _init(service_name, options)
+    finally:
+        if state.stop_put_off():  # shutdown() from a signal handler that interrupted init
+            shutdown()
+
+
+def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
+    with state.initializing():
         running = state.current()
         if running is not None:
             _log.debug("tracekit.init() called again; keeping the first configuration")

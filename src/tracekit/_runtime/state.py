@@ -225,7 +225,12 @@ _ending: Runtime | None = None
 # Set when the interpreter exits: what is left of the time that flushing at exit may take.
 _exit_budget: Deadline | None = None
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
-lock = threading.Lock()
+# Reentrant: a signal handler calling shutdown() runs in the thread it interrupted, which may hold
+# it already.
+lock = threading.RLock()
+# The thread running init, while it holds the lock; a stop asked for there waits for init's end.
+_init_thread: int | None = None
+_stop_after_init = False
 
 
 def current() -> Runtime | None:
@@ -248,8 +253,41 @@ def activate(runtime: Runtime | None) -> None:
     _current = runtime
 
 
+@contextmanager
+def initializing() -> Iterator[None]:
+    """Around ``init``, holding the lock: a stop asked for in this thread meanwhile (a signal
+    handler that interrupted ``init``) is put off until ``init`` ends (``stop_put_off``)."""
+    global _init_thread
+    with lock:
+        _init_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            _init_thread = None
+
+
+def stop_put_off() -> bool:
+    """True, once, when a stop was asked for while ``init`` ran: the caller stops now."""
+    global _stop_after_init
+    asked, _stop_after_init = _stop_after_init, False
+    return asked
+
+
+def _put_off_during_init() -> bool:
+    global _stop_after_init
+    if _init_thread != threading.get_ident():
+        return False
+    # A runtime half started would be stopped, then started on; and what init starts later
+    # would run on unstopped.
+    _stop_after_init = True
+    return True
+
+
 def stop_current(timeout_millis: int | None = None) -> None:
-    """Stop the running runtime, if any, and clear the pointer: ``tracekit.shutdown()``."""
+    """Stop the running runtime, if any, and clear the pointer: ``tracekit.shutdown()``. Called
+    from inside ``init`` (a signal handler), the stop happens as ``init`` returns."""
+    if _put_off_during_init():
+        return
     with _stops.running():  # from before the pointer is cleared: a SIGTERM waits for this stop
         with lock:
             runtime = _current
