@@ -351,3 +351,49 @@ def test_a_host_handler_calling_shutdown_while_init_runs_does_not_hang(
     assert "Traceback" not in output
     assert [span.name for span in service.spans()] == ["job"]
     assert _stored_bodies(service) == ["working"]
+
+
+PID_ONE_SIGTERM_DURING_SHUTDOWN = """
+    import logging, os, signal
+    import tracekit
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+    from tracekit.correlation import set_correlation_id
+
+    class SigtermWhileStopping(SpanProcessor):
+        armed = True
+
+        def force_flush(self, timeout_millis=30000):
+            if self.armed:  # the platform's SIGTERM lands while shutdown() flushes
+                self.armed = False
+                os.kill(os.getpid(), signal.SIGTERM)
+            return True
+
+    tracekit.init("worker")
+    trace.get_tracer_provider().add_span_processor(SigtermWhileStopping())
+    tracekit.shutdown()  # handled once this stop is done, and outlived
+    tracekit.init("worker")
+    set_correlation_id("job-1")
+    logging.getLogger("worker").warning("after the first SIGTERM")
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("pid", os.getpid(), "outlived both", flush=True)
+    os._exit(0)  # the platform's SIGKILL after its grace period: no exit hook runs
+"""
+
+
+def test_pid_one_flushes_at_a_second_sigterm_after_one_that_waited_for_a_stop(
+    service: Service,
+) -> None:
+    """A SIGTERM that lands while a stop runs is raised again when that stop is done. A PID 1
+    outlived it, and tracekit took itself for still terminating: the next SIGTERM flushed
+    nothing."""
+    prefix = _pid_namespace_prefix()
+    script = service.write("worker.py", PID_ONE_SIGTERM_DURING_SHUTDOWN)
+    result = subprocess.run(
+        [*prefix, sys.executable, str(script)],
+        env=service.env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "pid 1 outlived both" in result.stdout
+    assert _stored_bodies(service) == ["after the first SIGTERM"]

@@ -122,14 +122,23 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # A stop already under way (an exit hook, a multiprocessing finalizer, shutdown()),
         # perhaps the very frame this signal interrupted: SIGTERM ends the process when it is
         # done, not in the middle of its exports.
-        if state.when_stops_end(lambda: signal.raise_signal(signum)):
+        if state.when_stops_end(lambda: _raise_again(signum)):
             return
         _bounded(_flush)  # a flush, not a stop: the process may outlive the signal (below)
+    _raise_again(signum)
+
+
+def _raise_again(signum: int) -> None:
+    """SIGTERM with its default action, as without tracekit; then, if the process is still
+    here, tracekit's handler again."""
+    global _terminating
     signal.raise_signal(signum)
     # Still here: SIGTERM's default action did nothing, as for the first process of a PID
     # namespace (a container's PID 1 without an init) until SIGKILL. The process goes on, and
-    # so does tracekit, ready to flush at the next SIGTERM.
-    if signal.getsignal(signum) is signal.SIG_DFL:
+    # so does tracekit, ready to flush at the next SIGTERM. (Raised again after a stop, this may
+    # run in the thread that ended it: only the main thread may set a handler, and the next
+    # init puts it back.)
+    if _in_main_thread() and signal.getsignal(signum) is signal.SIG_DFL:
         signal.signal(signum, _on_sigterm)
     _terminating = False
 
