@@ -220,6 +220,61 @@ def test_sigterm_ends_a_process_whose_main_thread_is_blocked_when_it_lands(
     assert _stored_bodies(service) == ["pending log line"]
 
 
+PRELOADED_APP = """
+    import logging, signal, threading, time
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")  # at import: in the fork server too, which preloads this module
+
+    def blocked_when_sigterm_lands():
+        set_correlation_id("job-1")
+        logging.getLogger("worker").warning("pending log line")
+        never_released = threading.Lock()
+        never_released.acquire()
+
+        def sigterm_noted_by_another_thread():
+            time.sleep(0.5)  # the main thread is waiting by now
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        threading.Thread(target=sigterm_noted_by_another_thread).start()
+        never_released.acquire()  # waits for good, like a pool worker for its next task
+"""
+
+FORK_SERVER_PARENT = """
+    import multiprocessing as mp
+
+    if __name__ == "__main__":
+        context = mp.get_context("forkserver")
+        context.set_forkserver_preload(["app"])
+        import app
+
+        child = context.Process(target=app.blocked_when_sigterm_lands)
+        child.start()
+        child.join(20)
+        print("child exit code", child.exitcode, flush=True)
+        if child.exitcode is None:
+            child.kill()
+"""
+
+
+def test_sigterm_ends_a_fork_server_child_whose_main_thread_is_blocked(
+    service: Service,
+) -> None:
+    """A fork server that preloads the app runs ``init`` and then sets a wakeup fd of its own;
+    its children, forked with tracekit's SIGTERM handler but no watcher, lived on after a
+    SIGTERM that landed while their main thread was blocked (a pool that never finished
+    terminating)."""
+    service.write("app.py", PRELOADED_APP)
+    service.write("parent.py", FORK_SERVER_PARENT)
+    service.start("parent.py")
+    assert service.process is not None
+
+    assert service.process.wait(60) == 0, service.output()
+    assert f"child exit code {-signal.SIGTERM}" in service.output()
+    assert _stored_bodies(service) == ["pending log line"]
+
+
 PARENT_OF_A_TERMINATED_CHILD = """
     import multiprocessing as mp, time
     import tracekit

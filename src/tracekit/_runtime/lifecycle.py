@@ -266,3 +266,7 @@ def _in_child(_: object) -> None:
 
     # A negative priority runs after the children's own finalizers (pools, queues).
     multiprocessing.util.Finalize(None, _stop, exitpriority=-100)
+    # A fork server's child: forked while the server's own wakeup fd was set (so not watched
+    # then, ``_watch_in_child``), and cleared since. It has tracekit's handler all the same.
+    if _in_main_thread() and _handler_is_ours():
+        _watch_sigterm()
