@@ -93,9 +93,7 @@ class Runtime:
 
     def _stop(self, timeout_millis: int | None) -> None:
         deadline = Deadline(timeout_millis or export_timeout_millis())
-        instrumented = self.instrumented
-        if instrumented:
-            _safely("uninstrument", lambda: self._uninstrument(instrumented))
+        self.uninstrument()
         processors, self.span_processors = self.span_processors, ()
         # This runtime is no longer current: its processors are flushed directly (through the
         # provider, the forwarding processor would find none), then the host's, kindly.
@@ -114,6 +112,12 @@ class Runtime:
         _within(deadline, spans, logs)
         if self.metrics_server is not None:
             _safely("metrics shutdown", self.metrics_server.close)
+
+    def uninstrument(self) -> None:
+        """Undo the instrumentation, once: what it holds open ends (``_uninstrument``)."""
+        instrumented, self.instrumented = self.instrumented, ()
+        if instrumented:
+            _safely("uninstrument", lambda: self._uninstrument(instrumented))
 
     def _uninstrument(self, names: tuple[str, ...]) -> None:
         """Undo the instrumentation; the spans it ends meanwhile (deliveries held open, sends
@@ -302,11 +306,15 @@ def flush_at_exit() -> None:
 
     ``atexit`` runs its hooks last registered, first run: the hooks an application or a library
     registered before ``init`` run after this one, and what they emit would otherwise wait in a
-    batch that never goes out. Nothing is stopped: those hooks may still need everything. One
-    export timeout bounds this flush and all the later ones together."""
+    batch that never goes out. So the pipelines keep running; only the instrumentation is undone,
+    as a stop would, to end the spans it holds open (a consumer's message, a send awaiting its
+    delivery report). One export timeout bounds this flush and all the later ones together."""
     global _exit_budget
     _exit_budget = Deadline(export_timeout_millis())
     with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
+        runtime = _current
+        if runtime is not None:
+            runtime.uninstrument()
         flush_current(_exit_budget.left_millis())
 
 
