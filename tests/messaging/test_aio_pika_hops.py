@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -584,9 +585,6 @@ def test_a_message_a_callback_hands_to_a_task_is_processed_in_a_span_of_its_own(
     """A callback that hands its message to a background task and returns: the task's
     ``process()`` block, after the callback's span has ended, is a span of its own, with the
     message's failure on it (not lost on the ended one)."""
-    from tracekit import correlation
-
-    handled: list[asyncio.Task[None]] = []
 
     async def handle(message: Any) -> None:
         await asyncio.sleep(0.05)  # the callback has returned by now
@@ -594,23 +592,7 @@ def test_a_message_a_callback_hands_to_a_task_is_processed_in_a_span_of_its_own(
             async with message.process():
                 raise OutOfStock(message.body.decode())
 
-    async def on_message(message: Any) -> None:
-        handled.append(asyncio.create_task(handle(message)))
-
-    async def run() -> None:
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            token = correlation.set_correlation_id("order-bg")
-            await channel.default_exchange.publish(aio_pika.Message(b"sku-9"), queue_name)
-            correlation.reset_correlation_id(token)
-            queue = await channel.declare_queue(queue_name)
-            await queue.consume(on_message)
-            while not handled:
-                await asyncio.sleep(0.01)
-            await handled[0]
-
-    asyncio.run(run())
+    _hand_to_a_task(amqp_url, queue_name, "order-bg", handle)
     consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
     failed = [c for c in consumers if c.status.status_code.name == "ERROR"]
     assert [c.attributes["correlation.id"] for c in failed] == ["order-bg"]
@@ -623,9 +605,6 @@ def test_a_nack_after_the_callback_returned_is_a_failed_settle_span_of_its_own(
     """A callback hands its message to a task and returns; the task rejects the message once
     the callback's span is recorded. That span cannot change any more: the rejection is a
     span of its own under it, failed, so the message's path still shows it was given back."""
-    from tracekit import correlation
-
-    handled: list[asyncio.Task[None]] = []
 
     def consumer_spans() -> list[ReadableSpan]:
         return _kind(list(spans.get_finished_spans()), SpanKind.CONSUMER)
@@ -635,24 +614,7 @@ def test_a_nack_after_the_callback_returned_is_a_failed_settle_span_of_its_own(
             await asyncio.sleep(0.01)
         await message.nack(requeue=False)
 
-    async def on_message(message: Any) -> None:
-        handled.append(asyncio.create_task(handle(message)))
-
-    async def run() -> None:
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            token = correlation.set_correlation_id("order-late")
-            await channel.default_exchange.publish(aio_pika.Message(b"sku-9"), queue_name)
-            correlation.reset_correlation_id(token)
-            queue = await channel.declare_queue(queue_name)
-            await queue.consume(on_message)
-            while not handled:
-                await asyncio.sleep(0.01)
-            await handled[0]
-            assert tracekit.correlation_id() is None
-
-    asyncio.run(run())
+    assert _hand_to_a_task(amqp_url, queue_name, "order-late", handle) is None
     finished = list(spans.get_finished_spans())
     (consumer,) = consumer_spans()
     (settle,) = [s for s in finished if s.name == f"nack {queue_name}"]
@@ -663,6 +625,32 @@ def test_a_nack_after_the_callback_returned_is_a_failed_settle_span_of_its_own(
     assert settle.attributes["messaging.operation.type"] == "settle"
     assert settle.attributes["messaging.destination.name"] == queue_name
     assert settle.attributes["correlation.id"] == "order-late"
+
+
+def _hand_to_a_task(
+    amqp_url: str, queue_name: str, order: str, handle: Callable[[Any], Awaitable[None]]
+) -> str | None:
+    """Publish ``order`` (its correlation ID current) and consume it with a callback that hands
+    the message to a task running ``handle`` and returns. Once that task is done: the
+    correlation ID current in the consumer's own task."""
+    handled: list[asyncio.Task[None]] = []
+
+    async def on_message(message: Any) -> None:
+        handled.append(asyncio.create_task(handle(message)))
+
+    async def run() -> str | None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await _publish_orders(channel, queue_name, order)
+            queue = await channel.declare_queue(queue_name)
+            await queue.consume(on_message)
+            while not handled:
+                await asyncio.sleep(0.01)
+            await handled[0]
+            return tracekit.correlation_id()
+
+    return asyncio.run(run())
 
 
 async def _publish_orders(channel: Any, queue_name: str, *orders: str) -> None:

@@ -45,6 +45,18 @@ def producer(bootstrap: str, linger_ms: int = 0) -> kafka.KafkaProducer:
     )
 
 
+def _order_sent(kp: kafka.KafkaProducer, topic: str, prefix: str) -> str:
+    """Send one order to partition 0 as a request of its own would (a new correlation ID
+    current), and return that ID."""
+    cid = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    token = correlation.set_correlation_id(cid)
+    try:
+        kp.send(topic, b"order-1", partition=0).get(timeout=10)
+    finally:
+        correlation.reset_correlation_id(token)
+    return cid
+
+
 def consumer(bootstrap: str, topic: str) -> kafka.KafkaConsumer:
     """A consumer assigned every partition from the start (no group join to wait for)."""
     kc = kafka.KafkaConsumer(
@@ -374,13 +386,8 @@ def test_a_consumer_dropped_without_close_leaves_its_id_behind_nowhere(
     consumer is collected, the thread's next log line shows no correlation ID of that record,
     and the record's span is recorded when the worker takes its next record."""
     logger, stream = worker_log
-    cid = f"dropped-{uuid.uuid4().hex[:8]}"
     kp = producer(kafka_bootstrap)
-    token = correlation.set_correlation_id(cid)
-    try:
-        kp.send(topic, b"order-1", partition=0).get(timeout=10)
-    finally:
-        correlation.reset_correlation_id(token)
+    cid = _order_sent(kp, topic, "dropped")
     kp.close()
 
     def take_one() -> None:
@@ -413,13 +420,8 @@ def test_a_consumer_collected_in_another_thread_does_not_send_its_id_on(
     in a reference cycle, so the cycle collector frees it, in whichever thread it runs: here
     another one, which cannot put back the worker's context. The worker's next publish is still
     not sent as part of that record's request (its correlation ID, its trace)."""
-    cid = f"elsewhere-{uuid.uuid4().hex[:8]}"
     kp = producer(kafka_bootstrap)
-    token = correlation.set_correlation_id(cid)
-    try:
-        kp.send(topic, b"order-1", partition=0).get(timeout=10)
-    finally:
-        correlation.reset_correlation_id(token)
+    cid = _order_sent(kp, topic, "elsewhere")
     taken, collected = threading.Event(), threading.Event()
     dropped: list[Any] = []
     after: list[str | None] = []
