@@ -96,7 +96,9 @@ def _log_of(store: Path) -> Path:
 
 def _answers(url: str) -> bool:
     try:
-        requests.get(url + "/orders/0", timeout=1)
+        # Nothing listening is retried at once; a request the server took is waited for,
+        # however slow a loaded machine makes the first (Django sets up on it).
+        requests.get(url + "/orders/0", timeout=(1, 30))
         return True
     except requests.ConnectionError:
         return False

@@ -107,7 +107,9 @@ def _serve_stacked_django(
 
 def _answers(url: str) -> bool:
     try:
-        requests.get(url + "/in-flight", timeout=1)
+        # Nothing listening is retried at once; a request the server took is waited for,
+        # however slow a loaded machine makes the first (Django sets up on it).
+        requests.get(url + "/in-flight", timeout=(1, 30))
         return True
     except requests.ConnectionError:
         return False
