@@ -557,3 +557,30 @@ def test_a_redirect_to_another_origin_carries_the_callers_own_headers_as_they_we
 
     assert (seen["baggage"], seen["x-correlation-id"]) == ("order=7", "callers-own")
     assert len(wait_for_spans(1)) == 1
+
+
+@pytest.fixture
+def away_and_back(serve_wsgi: Any) -> str:
+    """The called origin: ``/away`` sends the client to another origin, whose ``/back`` sends it
+    back to the called origin's echo (a login or a storage hop that returns)."""
+    called: list[str] = []
+
+    def elsewhere(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("302 Found", [("Location", called[0] + "/echo"), ("Content-Length", "0")])
+        return [b""]
+
+    called.append(serve_wsgi(_redirecting(serve_wsgi(elsewhere))))
+    return called[0]
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_a_redirect_back_to_the_called_origin_carries_them_again(
+    name: str, away_and_back: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    """Only the hop elsewhere goes without them: the origin the application called gets its
+    correlation ID and baggage on every hop to it, as before."""
+    seen = FOLLOWING[name](away_and_back + "/away")
+
+    assert seen.get("x-correlation-id") == "client-test-1", seen
+    assert "tenant=acme" in seen.get("baggage", ""), seen
+    assert seen["traceparent"].split("-")[2] == f"{wait_for_spans(1)[0].context.span_id:016x}"

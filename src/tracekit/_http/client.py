@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, TypeVar
@@ -91,6 +91,7 @@ class _Call:
     sent: tuple[str, str]  # the header telling this call's own requests (its redirects) apart
     private: tuple[str, ...]  # what tracekit wrote that stays within that origin
     callers_own: tuple[tuple[str, str], ...]  # the caller's own values of those, before
+    taken_out: list[tuple[str, str]] = field(default_factory=list)  # tracekit's, at a hop away
 
 
 def _private_headers(
@@ -127,22 +128,40 @@ def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
     caller's own values go back): the server that redirected chose that origin, not the
     application, and HTTP clients drop ``Authorization`` there for the same reason. Trace
     headers stay: they name the call's own span and nothing else. An HTTPS upgrade of the same
-    host keeps everything, as requests and httpx keep ``Authorization`` there."""
+    host keeps everything, as requests and httpx keep ``Authorization`` there; so does a hop
+    back to the called origin, which gets again what a hop elsewhere went without."""
     try:
         call = otel_context.get_value(_CALL_KEY)
-        if not isinstance(call, _Call) or _same_start(url, call.prefix):
-            return  # (urllib3 below requests, on every call: no URL to split there)
-        if _within(call.origin, _origin(_split(url))):
+        if not isinstance(call, _Call):
             return
-        if _header_values(headers, call.sent[0]) != [call.sent[1]]:
-            return  # another call's headers: made from this one's hooks, with its own
-        for name in call.private:
-            if name in headers:
-                del headers[name]  # every spelling and repeat: all these containers ignore case
-        for name, value in call.callers_own:
-            headers[name] = value
+        if _same_start(url, call.prefix) or _within(call.origin, _origin(_split(url))):
+            if call.taken_out and _of_this_call(headers, call):
+                _put_back(headers, call.taken_out)  # the hop before went elsewhere
+            return  # (urllib3 below requests, on every call: no URL to split there)
+        if _of_this_call(headers, call):  # not another call's, made from this one's hooks
+            _take_out(headers, call)
     except Exception as error:
         report_once("http client redirect", error)
+
+
+def _of_this_call(headers: MutableMapping[str, Any], call: _Call) -> bool:
+    return _header_values(headers, call.sent[0]) == [call.sent[1]]
+
+
+def _take_out(headers: MutableMapping[str, Any], call: _Call) -> None:
+    """Replace tracekit's values of ``call.private`` in ``headers`` by the caller's own, keeping
+    tracekit's (of the first hop elsewhere, before any was taken out) for a hop back."""
+    if not call.taken_out:
+        call.taken_out.extend(_callers_values(headers, _names_in(headers), call.private))
+    for name in call.private:
+        if name in headers:
+            del headers[name]  # every spelling and repeat: all these containers ignore case
+    _put_back(headers, call.callers_own)
+
+
+def _put_back(headers: MutableMapping[str, Any], values: Iterable[tuple[str, str]]) -> None:
+    for name, value in values:
+        headers[name] = value
 
 
 def _prefix(parts: SplitResult | None) -> str:
