@@ -74,7 +74,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
     if sent is not None:  # what its redirects to another origin must not carry
-        call = _Call(_origin(parts), _prefix(parts), sent, _but(private, sent[0]), callers_own)
+        call = _Call(url, _prefix(parts), sent, private, callers_own)
         ctx = otel_context.set_value(_CALL_KEY, call, ctx)
     token = suppress_nested_http_in(ctx, sent)
     return ClientCall(span, token, attributes)
@@ -84,14 +84,14 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
 _CALL_KEY = otel_context.create_key("tracekit-client-call")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made on every call: what only a redirect elsewhere needs waits for one
 class _Call:
-    origin: tuple[str, str, int | None] | None  # scheme, host, port of the URL the caller called
-    prefix: str  # that URL's ``scheme://authority``, as written: the cheap test of the origin
+    url: str  # the URL the caller called
+    prefix: str  # its ``scheme://authority``, as written: the cheap test of the origin
     sent: tuple[str, str]  # the header telling this call's own requests (its redirects) apart
-    private: tuple[str, ...]  # what tracekit wrote that stays within that origin
+    private: tuple[str, ...]  # what tracekit wrote that stays within that origin (and ``sent``)
     callers_own: tuple[tuple[str, str], ...]  # the caller's own values of those, before
-    taken_out: list[tuple[str, str]] = field(default_factory=list)  # tracekit's, at a hop away
+    taken_out: tuple[tuple[str, str], ...] = ()  # tracekit's, at the first hop away
 
 
 def _private_headers(
@@ -114,12 +114,10 @@ def _callers_values(
     headers: MutableMapping[str, Any], present: set[str], names: tuple[str, ...]
 ) -> tuple[tuple[str, str], ...]:
     """The caller's own values for ``names`` (those in ``present``): what a redirect to
-    another origin carries of them, as it would without tracekit."""
-    return tuple(
-        (name, ", ".join(_header_values(headers, name)))
-        for name in names
-        if name.lower() in present
-    )
+    another origin carries of them, as it would without tracekit. (Run on every call: most set
+    none, and a loop finds that sooner than a generator.)"""
+    own = [name for name in names if name.lower() in present]
+    return tuple((name, ", ".join(_header_values(headers, name))) for name in own) if own else ()
 
 
 def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
@@ -134,7 +132,7 @@ def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
         call = otel_context.get_value(_CALL_KEY)
         if not isinstance(call, _Call):
             return
-        if _same_start(url, call.prefix) or _within(call.origin, _origin(_split(url))):
+        if _same_start(url, call.prefix) or _within_called(call.url, url):
             if call.taken_out and _of_this_call(headers, call):
                 _put_back(headers, call.taken_out)  # the hop before went elsewhere
             return  # (urllib3 below requests, on every call: no URL to split there)
@@ -151,9 +149,10 @@ def _of_this_call(headers: MutableMapping[str, Any], call: _Call) -> bool:
 def _take_out(headers: MutableMapping[str, Any], call: _Call) -> None:
     """Replace tracekit's values of ``call.private`` in ``headers`` by the caller's own, keeping
     tracekit's (of the first hop elsewhere, before any was taken out) for a hop back."""
+    private = _but(call.private, call.sent[0])
     if not call.taken_out:
-        call.taken_out.extend(_callers_values(headers, _names_in(headers), call.private))
-    for name in call.private:
+        call.taken_out = _callers_values(headers, _names_in(headers), private)
+    for name in private:
         if name in headers:
             del headers[name]  # every spelling and repeat: all these containers ignore case
     _put_back(headers, call.callers_own)
@@ -180,6 +179,11 @@ def _origin(parts: SplitResult | None) -> tuple[str, str, int | None] | None:
     scheme = parts.scheme.lower()
     port = _port(parts)
     return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def _within_called(called: str, hop: str) -> bool:
+    """Whether ``hop`` is within the origin of the URL the caller ``called``, however written."""
+    return _within(_origin(_split(called)), _origin(_split(hop)))
 
 
 def _within(
