@@ -18,6 +18,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import BaseConverter
 
 import tracekit.flask
 from tracekit import wsgi
@@ -240,3 +241,36 @@ def test_a_method_the_rule_does_not_allow_is_named_by_the_rule(serve_wsgi, wait_
               for metric in registry.collect() for sample in metric.samples
               if sample.name == "http_server_request_duration_seconds_count"}  # fmt: skip
     assert routes == {("/orders/{oid}", "405"), ("/items/{name}", "405"), ("_unmatched", "404")}
+
+
+class _OrderConverter(BaseConverter):
+    """An app's converter that refuses what it cannot read, in words quoting the path."""
+
+    def to_python(self, value: str) -> int:
+        if not value.isdigit():
+            raise ValueError(f"no such order {value}")
+        return int(value)
+
+
+def test_a_405_whose_converter_refuses_the_path_logs_nothing_of_tracekits(
+    serve_wsgi: Any, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Naming a 405 runs the app's converters on the client's path, which Flask's 405 does
+    not: what they raise is about that path, not a failure of tracekit's, and its words (the
+    client's, escape sequences and all) are not logged by tracekit. The 405 is then named as
+    a path no rule takes."""
+    app = flask.Flask("converter_405")
+    app.url_map.converters["order"] = _OrderConverter
+
+    @app.get("/orders/<order:oid>")
+    def order(oid: int) -> str:
+        return f"order {oid}"
+
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=CollectorRegistry()))
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        assert requests.post(url + "/orders/x\x1b[2J", timeout=10).status_code == 405
+        assert requests.post(url + "/orders/7", timeout=10).status_code == 405
+
+    spans = {span.attributes["url.path"]: span.name for span in wait_for_spans(2)}
+    assert spans == {"/orders/x\x1b[2J": "POST", "/orders/7": "POST /orders/{oid}"}
+    assert [r for r in caplog.records if r.name.startswith("tracekit")] == []

@@ -71,12 +71,12 @@ def _rule_of_a_405(request: object) -> object:
     flask = sys.modules.get("flask")
     if not allowed or flask is None or not flask.has_app_context():
         return None
-    from werkzeug.exceptions import HTTPException  # Flask's own: there when Flask is
-
     adapter = flask.current_app.create_url_adapter(request)
     for method in sorted(allowed) if adapter is not None else ():
-        # a method whose rule redirects (strict slashes) is an HTTPException: the next one
-        with contextlib.suppress(HTTPException):
+        # A method whose rule redirects (strict slashes) raises an HTTPException: the next one.
+        # So does a converter of the app's refusing the path (Flask's 405 runs none): what it
+        # raises is about the client's path, in its words, not a failure of tracekit's to log.
+        with contextlib.suppress(Exception):
             return adapter.match(method=method, return_rule=True)[0]
     return None
 
