@@ -116,8 +116,8 @@ class BoundedLabel:
 
 
 def _label_value(value: object) -> str:
-    """``value`` as text cut to ``MAX_LABEL_LENGTH`` characters, every character that is not
-    printable read as ``?``.
+    """``value`` as text cut to ``MAX_LABEL_LENGTH`` characters, every control character (and
+    what UTF-8 cannot encode) read as ``?``.
 
     Exposition writes text: a value of another type (a Redis stream key as ``bytes``) or one
     holding a lone surrogate (bytes decoded with ``surrogateescape``: a queue name from the
@@ -125,15 +125,25 @@ def _label_value(value: object) -> str:
     Exposition escapes only backslash, quote and newline: a control character (a channel a
     publisher named under a pattern subscription) went out raw, to the terminal of whoever
     read the scrape, and a carriage return split the line for readers of universal newlines.
+    Printed text Python calls unprintable (a no-break space, an emoji's zero-width joiner, a
+    character newer than its Unicode tables) is kept: its series keeps its name.
     """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     elif not isinstance(value, str):
         value = str(value)
     value = value[:MAX_LABEL_LENGTH]
-    if value.isprintable():  # a lone surrogate is not: it becomes "?" too
+    if value.isprintable():  # the usual case; a lone surrogate is not printable
         return value
-    return "".join(char if char.isprintable() else "?" for char in value)
+    return _UNSAFE_IN_LABEL.sub("?", value)
+
+
+# C0 and C1 controls and DEL (terminal escapes, carriage return), lone surrogates, the line and
+# paragraph separators that str.splitlines breaks at, and bidirectional overrides and isolates
+# (which make a terminal show the line in another order than it is written)
+_UNSAFE_IN_LABEL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def _histogram(

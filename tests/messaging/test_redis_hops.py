@@ -413,6 +413,37 @@ def test_a_pattern_subscribers_metrics_show_no_control_character_a_publisher_cho
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_a_channel_named_in_printed_text_keeps_its_name_in_the_metrics(
+    client, spans, monkeypatch
+) -> None:
+    """Text a person reads as printed (a no-break space, an emoji joined by a zero-width
+    joiner, a Persian word with its zero-width non-joiner) is not a control character: it was
+    scraped as it is, and stays one series under that name. Python calls those characters not
+    printable, and they read as ``?``: every such series was renamed, and two names differing
+    only there became one."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    service = f"printed-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    tag = uuid.uuid4().hex[:8]
+    # "café", a no-break space, the woman-technologist emoji (two joined), Persian "I want"
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"
+    channel = f"prices-{tag}-caf\u00e9\u00a0\U0001f469\u200d\U0001f4bb-{persian}"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.psubscribe("prices-*")
+    subscriber.get_message(timeout=1)  # the psubscribe confirmation
+    client.publish(channel, "price changed")
+    message = subscriber.get_message(timeout=5)
+    subscriber.close()
+    assert message is not None and _text(message["channel"]) == channel
+
+    scrape = generate_latest(REGISTRY).decode()
+    ours = [line for line in scrape.split("\n") if f'service_name="{service}"' in line]
+    assert any("messaging_process_duration_seconds_count" in line for line in ours)
+    assert f'messaging_destination_name="{channel}"' in "\n".join(ours)
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     channel = f"alerts-{uuid.uuid4().hex[:8]}"
     received: list[tuple[Any, str | None]] = []
