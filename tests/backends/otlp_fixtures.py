@@ -91,10 +91,14 @@ def otlp_span(span: SpanRecord, encoding: Encoding) -> dict[str, Any]:
     if span.events:
         document["events"] = [_event(e.name, e.time_unix_nano, e.attributes) for e in span.events]
     if span.links:
-        document["links"] = [
-            {"traceId": encoding.id(ln.trace_id), "spanId": encoding.id(ln.span_id)}
-            for ln in span.links
-        ]
+        document["links"] = [_link(ln, encoding) for ln in span.links]
+    return document
+
+
+def _link(link: Any, encoding: Any) -> dict[str, Any]:
+    document = {"traceId": encoding.id(link.trace_id), "spanId": encoding.id(link.span_id)}
+    if link.attributes:
+        document["attributes"] = key_values(link.attributes)
     return document
 
 

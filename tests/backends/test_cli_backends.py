@@ -26,6 +26,7 @@ from tempo_fake import FakeTempo
 from trace_topologies import Topology, checkout, incident
 from werkzeug.wrappers import Request, Response
 
+from tracekit.records import SpanLink
 from tracekit.store import Store
 from tracekit_cli.main import cli
 
@@ -318,6 +319,42 @@ def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed(
         assert (code, err) == (0, ""), option
         listed[option] = [r["correlation_id"] for r in json.loads(out)["requests"]]
     assert listed == {"--store": ["req-just-now"], flag: ["req-just-now"]}
+
+
+@pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+def test_a_batch_consumer_since_then_is_listed_as_the_store_lists_it(
+    serve: Any, tmp_path: Path, flag: str, fake: Any
+) -> None:
+    """A batch consumer took 30 orders since then, the first published since then, the others
+    before. Its trace carries the first order's correlation ID and links to every message; the
+    store (and ``trace``) join a batch's trace to its own ID's traces, not to every message's, so
+    that request is listed. Jaeger read each of the 29 older producers' traces and left it out.
+    No Tempo or Jaeger runs here: the fakes answer as those servers do."""
+    spans = []
+    for n in range(30):
+        order = Topology(f"order-{n}")
+        root = order.span("web", "POST /orders", "SERVER", 0, 20)
+        order.publish(root, "orders", 5, 6, system="rabbitmq")
+        spans += recent(order.spans, 500 if n == 0 else 600 + n)
+    batch = Topology("order-0")
+    batch.new_trace()
+    consumer = batch.consume("worker", "orders", 0, 40, system="rabbitmq")
+    producers = [s for s in spans if s.kind == "PRODUCER"]
+    links = [
+        SpanLink(p.trace_id, p.span_id, {"correlation.id": p.correlation_id}) for p in producers
+    ]
+    spans += recent([dataclasses.replace(consumer, links=links)], 400)
+    with contextlib.closing(Store(tmp_path / "s.db")) as store:
+        store.write_spans(spans)
+    since = (datetime.now(UTC) - timedelta(seconds=540)).isoformat(timespec="seconds")
+    backend = serve(fake(spans))
+    listed = {}
+    for option, where in (("--store", str(tmp_path / "s.db")), (flag, backend.url)):
+        code, out, err = run("search", "--since", since, option, where, "--format", "json")
+        assert (code, err) == (0, ""), option
+        listed[option] = [r["correlation_id"] for r in json.loads(out)["requests"]]
+    assert listed == {"--store": ["order-0"], flag: ["order-0"]}
+    assert len([r for r in backend.requests if "/traces/" in r.path]) <= 1
 
 
 @pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])

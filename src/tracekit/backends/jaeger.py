@@ -147,7 +147,7 @@ class JaegerSource(RemoteSource):
             by_trace.setdefault(span.trace_id, []).append(span)
         begun: set[str | None] = set()
         for trace_id, trace in by_trace.items():
-            outside = {link.trace_id for link in root_span(trace).links} - by_trace.keys()
+            outside = _joined_through_links(trace) - by_trace.keys()
             try:
                 linked = self.spans_by_trace_ids(sorted(outside))
             except BackendError as error:
@@ -418,3 +418,16 @@ def _search_params(
     if min_ms is not None:
         params["query.duration_min"] = go_duration(round(min_ms * 1e6))
     return params
+
+
+def _joined_through_links(trace: list[SpanRecord]) -> set[str]:
+    """The traces the root of ``trace`` links into that the store and ``trace`` join to its
+    request: all of them for a trace carrying no correlation ID, or linking into one trace (a
+    pull consumer continuing its message); a batch's, only those of the messages that carry its
+    own ID (the others are other requests: reading each of them cost a read per message)."""
+    links = root_span(trace).links
+    targets = {link.trace_id for link in links}
+    carried = carried_correlation_id(trace)
+    if carried is None or len(targets) <= 1:
+        return targets
+    return {ln.trace_id for ln in links if ln.attributes.get(CORRELATION_ATTRIBUTE) == carried}
