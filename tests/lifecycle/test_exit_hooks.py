@@ -6,6 +6,7 @@ imported) registered before ``tracekit.init()`` runs after tracekit's own.
 
 from __future__ import annotations
 
+import json
 import socket
 
 from stopping import Service
@@ -97,3 +98,56 @@ def test_exit_hooks_wait_no_longer_than_the_export_timeout_for_a_hung_backend(
     assert len(took) == 1, service.output()
     # One second for all; a second per late flush (three spans, three log records) is seven.
     assert float(took[0].split()[3]) < 3, service.output()
+
+
+HOST_PROCESSOR_ON_TRACEKITS_PROVIDER = """
+    import atexit, json, sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor, SpanExporter, SpanExportResult,
+    )
+
+    class ReportExporter(SpanExporter):
+        '''Writes its report when shut down, as the SDK does for every provider at exit.'''
+
+        def __init__(self):
+            self.names = []
+
+        def export(self, spans):
+            self.names.extend(span.name for span in spans)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            with open(sys.argv[1], "w") as report:
+                json.dump(self.names, report)
+
+    def close_connections():
+        with trace.get_tracer("app").start_as_current_span("close"):
+            pass
+
+    atexit.register(close_connections)  # before tracekit's hook: runs after it
+
+    import tracekit
+
+    tracekit.init("app")
+    trace.get_tracer_provider().add_span_processor(BatchSpanProcessor(ReportExporter()))
+    with trace.get_tracer("app").start_as_current_span("work"):
+        pass
+"""
+
+
+def test_a_processor_the_host_adds_to_tracekits_provider_is_shut_down_at_exit(
+    service: Service,
+) -> None:
+    """The SDK shuts a provider's processors down at exit; a host that added its own to the
+    provider tracekit made gets its exporter's shutdown too, and tracekit still stores what
+    the later exit hooks emit."""
+    report = service.workdir / "report.json"
+    service.write("app.py", HOST_PROCESSOR_ON_TRACEKITS_PROVIDER)
+    service.start("app.py", str(report))
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert report.exists(), service.output()
+    assert json.loads(report.read_text()) == ["work"], service.output()
+    assert sorted(span.name for span in service.spans()) == ["close", "work"], service.output()

@@ -165,10 +165,10 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
         ids = _id_generator(propagation.configured(opts.response_header).names)
-        # No exit hook of the SDK's: tracekit's flushes at exit (``state.flush_at_exit``) and
-        # must still export what the host's exit hooks registered before init emit.
+        # With the SDK's exit hook: it shuts down the processors a host adds to this provider,
+        # as for any provider. tracekit's own keeps running past it (``state.flush_at_exit``).
         _own_provider = current = TracerProvider(
-            resource=resource, id_generator=ids, span_limits=_span_limits(), shutdown_on_exit=False
+            resource=resource, id_generator=ids, span_limits=_span_limits()
         )
         trace.set_tracer_provider(current)
     state.attach_to(current)

@@ -354,8 +354,10 @@ class RuntimeSpanProcessor(SpanProcessor):
         flush_late()  # the interpreter is exiting: out now, or never
 
     def shutdown(self) -> None:
-        """The provider is shutting down (the SDK's own exit hook): so is tracekit."""
-        stop_current()
+        """The provider is shutting down: so is tracekit, unless the interpreter is exiting
+        (the SDK's exit hook), where tracekit keeps exporting what later exit hooks emit."""
+        if _exit_budget is None:
+            stop_current()
 
     def force_flush(self, timeout_millis: int = DEFAULT_TIMEOUT_MS) -> bool:
         runtime = _current
