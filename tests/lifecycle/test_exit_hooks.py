@@ -151,3 +151,49 @@ def test_a_processor_the_host_adds_to_tracekits_provider_is_shut_down_at_exit(
     assert report.exists(), service.output()
     assert json.loads(report.read_text()) == ["work"], service.output()
     assert sorted(span.name for span in service.spans()) == ["close", "work"], service.output()
+
+
+SHUTDOWN_IN_AN_EXIT_HOOK = """
+    import atexit, logging, time
+    from opentelemetry import trace
+
+    import tracekit
+
+    def report():
+        print(f"exit hooks took {time.monotonic() - began[0]:.1f} s", flush=True)
+
+    atexit.register(report)  # runs last
+    atexit.register(tracekit.shutdown)  # the host's cleanup, registered before init: runs after
+
+    tracekit.init("app")
+    with trace.get_tracer("app").start_as_current_span("work"):
+        logging.getLogger("app").warning("working")
+    began = []
+    atexit.register(lambda: began.append(time.monotonic()))  # runs first
+"""
+
+
+def test_shutdown_in_a_later_exit_hook_shares_the_exit_timeout_for_a_hung_backend(
+    service: Service,
+) -> None:
+    """A host's exit hook that calls ``tracekit.shutdown()`` after tracekit's flush at exit
+    waits for what is left of the same export timeout, not for a second one."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(64)
+    endpoint = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+    try:
+        service.write("app.py", SHUTDOWN_IN_AN_EXIT_HOOK)
+        service.start(
+            "app.py",
+            TRACEKIT_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="2000",
+        )  # fmt: skip
+        assert service.process is not None
+        assert service.process.wait(30) == 0, service.output()
+    finally:
+        blackhole.close()
+    took = [line for line in service.output().splitlines() if line.startswith("exit hooks took")]
+    assert len(took) == 1, service.output()
+    # Two seconds for the flush at exit and the stop together; one timeout each would be four.
+    assert float(took[0].split()[3]) < 3, service.output()

@@ -297,7 +297,17 @@ def stop_current(timeout_millis: int | None = None) -> None:
             runtime = _current
             activate(None)
         if runtime is not None:
-            runtime.stop(timeout_millis)
+            runtime.stop(_left_of_exit_budget(timeout_millis))
+
+
+def _left_of_exit_budget(timeout_millis: int | None) -> int | None:
+    """After tracekit's exit hook (a later hook calling ``shutdown()``): no more than what is
+    left of the time flushing at exit may take, as for every other late flush."""
+    budget = _exit_budget
+    if budget is None:
+        return timeout_millis
+    # At least a millisecond: no time given means the whole export timeout.
+    return min(timeout_millis or export_timeout_millis(), max(1, budget.left_millis()))
 
 
 def flush_at_exit() -> None:
