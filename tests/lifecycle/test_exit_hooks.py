@@ -197,3 +197,35 @@ def test_shutdown_in_a_later_exit_hook_shares_the_exit_timeout_for_a_hung_backen
     assert len(took) == 1, service.output()
     # Two seconds for the flush at exit and the stop together; one timeout each would be four.
     assert float(took[0].split()[3]) < 3, service.output()
+
+
+TRACING_STARTED_BY_A_LATER_INIT = """
+    import atexit
+    from opentelemetry import trace
+
+    def close_connections():
+        with trace.get_tracer("app").start_as_current_span("close"):
+            pass
+
+    atexit.register(close_connections)  # before tracekit's hook: runs after it
+
+    import tracekit
+
+    tracekit.init("app", mode="correlation")  # no tracer provider yet
+    tracekit.shutdown()
+    tracekit.init("app")  # makes tracekit's tracer provider, after tracekit's exit hook
+    with trace.get_tracer("app").start_as_current_span("work"):
+        pass
+"""
+
+
+def test_an_exit_hook_registered_before_init_is_stored_when_a_later_init_starts_tracing(
+    service: Service,
+) -> None:
+    """The provider's own exit hook still runs after tracekit's, however many inits came first."""
+    service.write("app.py", TRACING_STARTED_BY_A_LATER_INIT)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert sorted(span.name for span in service.spans()) == ["close", "work"], service.output()

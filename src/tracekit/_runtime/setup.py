@@ -166,10 +166,12 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     if not isinstance(current, TracerProvider):
         ids = _id_generator(propagation.configured(opts.response_header).names)
         # With the SDK's exit hook: it shuts down the processors a host adds to this provider,
-        # as for any provider. tracekit's own keeps running past it (``state.flush_at_exit``).
+        # as for any provider. tracekit's own keeps running past it (``state.flush_at_exit``),
+        # whose hook must run first.
         _own_provider = current = TracerProvider(
             resource=resource, id_generator=ids, span_limits=_span_limits()
         )
+        lifecycle.run_exit_hook_first()
         trace.set_tracer_provider(current)
     state.attach_to(current)
     if current is not _own_provider:
