@@ -114,6 +114,7 @@ def _console() -> Any:
             self.quiet = True
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)  # stdout holds its own copy now
 
     return ReaderMayLeave(width=terminal_width(), no_color=no_color(), highlight=False)
 
