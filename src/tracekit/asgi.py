@@ -30,6 +30,8 @@ from tracekit._http.server import (
     ActiveRequest,
     OptionsReadLate,
     ServerRequests,
+    make_current,
+    restore_current,
 )
 from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
 from tracekit._runtime import lifecycle
@@ -149,7 +151,11 @@ class TracekitMiddleware(OptionsReadLate):
         arrived_in = otel_context.get_current()
         try:
             cid = self._requests.choose_correlation_id(self._headers(scope))
-            tokens = _make_current(cid, arrived_in)
+            # In correlation-only mode no span carries the ID in OpenTelemetry's context: it
+            # rides there alone, for what carries only that context into a pool thread
+            # (OpenTelemetry's threading instrumentation) or saves it for later sends.
+            carried = otel_context.Context({**arrived_in, correlation.CONTEXT_KEY: cid})
+            tokens = make_current(cid, carried)
         except Exception as error:
             report_once("asgi request start", error)
             await self.app(scope, receive, send)
@@ -176,7 +182,7 @@ class TracekitMiddleware(OptionsReadLate):
             await self.app(scope, receive, send_with_correlation)
         finally:
             try:
-                _restore(tokens)
+                restore_current(tokens)
             except Exception as error:
                 report_once("asgi request finish", error)
 
@@ -232,23 +238,6 @@ class TracekitMiddleware(OptionsReadLate):
             self._requests.responded(request, _route(scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
-
-
-_Tokens = tuple[Token[str | None], Token[otel_context.Context]]
-
-
-def _make_current(cid: str, arrived_in: otel_context.Context) -> _Tokens:
-    """Make ``cid`` current: in tracekit's context variable, and in OpenTelemetry's context,
-    where in correlation-only mode no span carries it, so it rides alone: for what carries only
-    that context into a pool thread (OpenTelemetry's threading instrumentation) or saves it for
-    later sends."""
-    carried = otel_context.Context({**arrived_in, correlation.CONTEXT_KEY: cid})
-    return correlation._set_checked(cid), otel_context.attach(carried)
-
-
-def _restore(tokens: _Tokens) -> None:
-    otel_context.detach(tokens[1])
-    correlation.reset_correlation_id(tokens[0])
 
 
 def _ends_response(kind: str, message: Message, trailers: bool) -> bool:

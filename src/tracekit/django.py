@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from contextvars import Token
 from types import ModuleType
 from typing import Any
 
@@ -28,9 +27,12 @@ from tracekit._http.django_routes import route_of
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     ActiveRequest,
+    CurrentTokens,
     ServerRequests,
     check_overrides,
     forget_answered_request,
+    make_current,
+    restore_current,
     server_requests,
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
@@ -253,26 +255,24 @@ def _finish_on_close(
         finish()
 
 
-_Tokens = tuple[Token[str | None], object]
-
-
-def _enter_request_context(active: ActiveRequest, carried: otel_context.Context) -> _Tokens | None:
+def _enter_request_context(
+    active: ActiveRequest, carried: otel_context.Context
+) -> CurrentTokens | None:
     """Make the request's context current where it is not: Django's ASGI handler closes the
     response from its own task. None where it is current already (WSGI)."""
     try:
         if correlation.correlation_id() == active.correlation_id:
             return None
-        return correlation._set_checked(active.correlation_id), otel_context.attach(carried)
+        return make_current(active.correlation_id, carried)
     except Exception as error:
         report_once("django response close context", error)
         return None
 
 
 @guarded(None)
-def _leave_request_context(tokens: _Tokens | None) -> None:
+def _leave_request_context(tokens: CurrentTokens | None) -> None:
     if tokens is not None:
-        otel_context.detach(tokens[1])  # type: ignore[arg-type]
-        correlation.reset_correlation_id(tokens[0])
+        restore_current(tokens)
 
 
 def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:

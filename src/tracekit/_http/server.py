@@ -521,6 +521,20 @@ def braced_route(rule: str) -> str:
     return _ANGLE_PARAMETER.sub(r"{\1}", rule)
 
 
+CurrentTokens = tuple[Token[str | None], Token[otel_context.Context]]
+
+
+def make_current(cid: str, context: otel_context.Context) -> CurrentTokens:
+    """Make ``cid`` (chosen valid) and ``context`` current where a request's work runs outside
+    the context it started in; ``restore_current`` puts back what was there."""
+    return correlation._set_checked(cid), otel_context.attach(context)
+
+
+def restore_current(tokens: CurrentTokens) -> None:
+    otel_context.detach(tokens[1])
+    correlation.reset_correlation_id(tokens[0])
+
+
 def _restore(request: ActiveRequest) -> None:
     """Put back the context the request started in, when it ends in that context. A streamed
     response may be closed in another (Django under ASGI closes it from a worker thread's
