@@ -17,8 +17,10 @@ def service(tmp_path: Path) -> Iterator[Service]:
     running.kill()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A throw-away redis-server (no persistence) as Celery's broker."""
+    """A throw-away redis-server (no persistence) as Celery's broker, one per test: a worker
+    stopped before its ack reached the broker leaves the message to be restored, and the next
+    test's worker would run it too."""
     with running_redis() as port:
         yield f"redis://127.0.0.1:{port}/0"
