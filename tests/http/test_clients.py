@@ -584,3 +584,72 @@ def test_a_redirect_back_to_the_called_origin_carries_them_again(
     assert seen.get("x-correlation-id") == "client-test-1", seen
     assert "tenant=acme" in seen.get("baggage", ""), seen
     assert seen["traceparent"].split("-")[2] == f"{wait_for_spans(1)[0].context.span_id:016x}"
+
+
+@pytest.fixture
+def correlation_only(monkeypatch: pytest.MonkeyPatch, spans: Any) -> Iterator[None]:
+    """Correlation-only mode: the request's context goes out, and no CLIENT span is made."""
+    monkeypatch.setenv("TRACEKIT_MODE", "correlation")
+    yield
+    assert spans.get_finished_spans() == ()
+
+
+# The caller's remote parent: passed on as it came, there being no span of tracekit's
+CALLERS_PARENT = f"00-{PARENT_TRACE:032x}-{0xB7AD6B7169203331:016x}-03"
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_correlation_only_a_redirect_to_another_origin_carries_no_baggage_or_correlation_id(
+    name: str, origins: str, http_clients: None, in_request: None, correlation_only: None
+) -> None:
+    """Correlation-only mode keeps no record of a call, and its baggage and correlation ID
+    followed a redirect to any origin: now the origin called is the only one they go to, as in
+    full mode."""
+    seen = FOLLOWING[name](origins + "/away")
+
+    assert "baggage" not in seen and "x-correlation-id" not in seen, seen
+    assert seen["traceparent"] == CALLERS_PARENT
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_correlation_only_a_redirect_within_the_origin_carries_them_as_before(
+    name: str, origins: str, http_clients: None, in_request: None, correlation_only: None
+) -> None:
+    seen = FOLLOWING[name](origins + "/stay")
+
+    assert seen["x-correlation-id"] == "client-test-1"
+    assert "tenant=acme" in seen["baggage"]
+    assert seen["traceparent"] == CALLERS_PARENT
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_correlation_only_a_redirect_back_to_the_called_origin_carries_them_again(
+    name: str, away_and_back: str, http_clients: None, in_request: None, correlation_only: None
+) -> None:
+    seen = FOLLOWING[name](away_and_back + "/away")
+
+    assert seen.get("x-correlation-id") == "client-test-1", seen
+    assert "tenant=acme" in seen.get("baggage", ""), seen
+
+
+def test_correlation_only_a_call_from_a_hook_during_a_redirect_is_a_call_of_its_own(
+    origins: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    in_request: None,
+    correlation_only: None,
+) -> None:
+    """A response hook of the hop elsewhere calls a third origin: that call is the
+    application's own, with the request's correlation ID, not a hop of the redirect."""
+    third = serve_wsgi(echo_app) + "/echo"
+    from_hook: list[dict[str, str]] = []
+
+    def hook(response: requests.Response, **kwargs: Any) -> None:
+        if not response.is_redirect:
+            from_hook.append(requests.get(third, timeout=10).json())
+
+    seen = requests.get(origins + "/away", hooks={"response": hook}, timeout=10).json()
+
+    assert "x-correlation-id" not in seen, seen
+    assert from_hook[0]["x-correlation-id"] == "client-test-1", from_hook
+    assert "tenant=acme" in from_hook[0]["baggage"]

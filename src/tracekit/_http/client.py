@@ -53,7 +53,11 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         return None
     options = current_options()
     if options.correlation_only:
-        inject_only(headers)
+        step = otel_context.get_value(_REDIRECT_STEP_KEY)
+        if isinstance(step, RedirectStep):  # a redirect requests follows, or urllib3 below it
+            step.send(url, headers)
+        else:
+            inject_only(headers)
         return None
     propagator = propagation.configured(options.response_header)
     if _traced_outside(headers, propagator):
@@ -301,6 +305,66 @@ def _record_metrics(call: ClientCall, status_code: int | None, error: BaseExcept
         metrics.request_finished(call.attributes, status_code, error, seconds, call.span)
     except Exception as exc:
         report_once("http client metrics", exc)
+
+
+# Correlation-only mode keeps no record of a call (it would cost every call): each client's
+# redirect step says which URL the call was sent to, and the rule of ``keep_within_origin`` is
+# applied there. What tracekit writes in this mode is the context's, the same on every hop: a
+# hop within the origin called gets it again by injecting, a hop elsewhere goes without.
+
+
+def keep_within_called_origin(called: str, url: str, headers: MutableMapping[str, Any]) -> bool:
+    """In correlation-only mode, for a redirect to ``url`` of a call first sent to ``called``:
+    tracekit's ``baggage`` and correlation header where ``url`` is within the origin called,
+    neither elsewhere. False (``headers`` left alone) in full mode, where ``keep_within_origin``
+    does this from the call's record, and for a call tracekit does not touch."""
+    try:
+        if not current_options().correlation_only or http_call_suppressed(headers):
+            return False
+        _follow_origin_rule(called, url, headers)
+    except Exception as error:
+        report_once("http client redirect", error)
+    return True
+
+
+def _follow_origin_rule(called: str, url: str, headers: MutableMapping[str, Any]) -> None:
+    if correlation.correlation_id() is None:
+        return  # tracekit wrote nothing: what is there is the caller's own
+    if _within_called(called, url):
+        inject_only(headers)  # again, after a hop elsewhere went without
+        return
+    propagator = propagation.configured(current_options().response_header)
+    for name in _private_headers(propagator, current_options().response_header):
+        if name in headers:
+            del headers[name]  # every spelling and repeat: all these containers ignore case
+
+
+_REDIRECT_STEP_KEY = otel_context.create_key("tracekit-redirect-step")
+
+
+@dataclass(slots=True)
+class RedirectStep:
+    """One redirect a client follows by sending again through its instrumented entry point
+    (requests' ``Session.send`` and urllib3 below it), in correlation-only mode."""
+
+    called: str  # the URL the call was first sent to
+    hop_origin: tuple[str, str, int | None] | None = None  # where the hop goes: its first send
+
+    def send(self, url: str, headers: MutableMapping[str, Any]) -> None:
+        """Headers for a request sent while this redirect is followed: the hop itself and the
+        layers below it (one origin) follow the rule; a call a response hook makes elsewhere is
+        a call of its own."""
+        origin = _origin(_split(url))
+        if self.hop_origin is None:
+            self.hop_origin = origin
+        if origin != self.hop_origin:
+            inject_only(headers)
+        else:
+            _follow_origin_rule(self.called, url, headers)
+
+    def attach(self) -> object:
+        """Make this step current; returns the token for ``otel_context.detach``."""
+        return otel_context.attach(otel_context.set_value(_REDIRECT_STEP_KEY, self))
 
 
 def inject_only(headers: MutableMapping[str, Any]) -> None:

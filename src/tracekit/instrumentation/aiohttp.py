@@ -12,7 +12,13 @@ from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
-from tracekit._http.client import ClientCall, end_call, keep_within_origin, start_call
+from tracekit._http.client import (
+    ClientCall,
+    end_call,
+    keep_within_called_origin,
+    keep_within_origin,
+    start_call,
+)
 from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
@@ -84,6 +90,9 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         # there stays within the origin the caller called (aiohttp drops Authorization too).
         if getattr(ctx, "tracekit_call", None) is not None:
             _keep_within_origin(params)
+        elif enabled():  # correlation-only mode, maybe: the first redirect names the URL called
+            ctx.tracekit_called = getattr(ctx, "tracekit_called", None) or str(params.url)
+            _keep_within_called_origin(ctx.tracekit_called, params)
 
     trace_config = module.TraceConfig()
     trace_config.on_request_redirect.append(on_redirect)
@@ -99,6 +108,16 @@ def _keep_within_origin(params: Any) -> None:
         location = params.response.headers.get("Location")
         if location is not None:
             keep_within_origin(str(params.url.join(type(params.url)(location))), params.headers)
+    except Exception as error:
+        report_once("aiohttp redirect", error)
+
+
+def _keep_within_called_origin(called: str, params: Any) -> None:
+    try:
+        location = params.response.headers.get("Location")
+        if location is not None:
+            hop = params.url.join(type(params.url)(location))
+            keep_within_called_origin(called, str(hop), params.headers)
     except Exception as error:
         report_once("aiohttp redirect", error)
 

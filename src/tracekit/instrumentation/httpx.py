@@ -12,7 +12,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import keep_within_origin, run_traced, run_traced_async
+from tracekit._http.client import (
+    keep_within_called_origin,
+    keep_within_origin,
+    run_traced,
+    run_traced_async,
+)
+from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["HttpxInstrumentor"]
@@ -31,6 +37,10 @@ class HttpxInstrumentor(Instrumentor):
         base = getattr(getattr(module, "_client", None), "BaseClient", None)
         if base is not None and callable(base.__dict__.get("_redirect_headers")):
             self.wrap(base, "_redirect_headers", _redirect_headers)
+        # Correlation-only mode keeps no record of the call: the redirect's request is built
+        # here, from the response, whose history names the request first sent.
+        if base is not None and callable(base.__dict__.get("_build_redirect_request")):
+            self.wrap(base, "_build_redirect_request", _build_redirect_request)
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
@@ -66,6 +76,21 @@ def _redirect_headers(
     url = args[1] if len(args) > 1 else kwargs.get("url")
     keep_within_origin(str(url), headers)
     return headers
+
+
+def _build_redirect_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The next request of a redirect (``_build_redirect_request(request, response)``); in
+    correlation-only mode, without what tracekit wrote when it leaves the origin called."""
+    hop = wrapped(*args, **kwargs)
+    try:
+        response = args[1] if len(args) > 1 else kwargs["response"]
+        first = response.history[0] if response.history else response
+        keep_within_called_origin(str(first.request.url), str(hop.url), hop.headers)
+    except Exception as error:
+        report_once("httpx redirect", error)
+    return hop
 
 
 def _traced_send(

@@ -6,7 +6,11 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import run_traced
+from opentelemetry import context as otel_context
+
+from tracekit._http.client import RedirectStep, run_traced
+from tracekit._runtime.guard import report_once
+from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["RequestsInstrumentor"]
@@ -19,6 +23,7 @@ class RequestsInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.Session, "send", _traced_send)
+        self.wrap(module.SessionRedirectMixin, "rebuild_auth", _rebuild_auth)
 
 
 def _traced_send(
@@ -29,10 +34,23 @@ def _traced_send(
     request = args[0] if args else kwargs.pop("request")
     if not isinstance(request, PreparedRequest):  # requests refuses it in its own words
         return wrapped(request, *args[1:], **kwargs)
+    called = getattr(request, _REDIRECT_OF, None)
+    if called is None:
+        return _send_a_copy(request, wrapped, args[1:], kwargs)
+    token = RedirectStep(called).attach()
+    try:
+        return _send_a_copy(request, wrapped, args[1:], kwargs)
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def _send_a_copy(
+    request: Any, wrapped: Callable[..., Any], rest: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
     # loop) never carries the headers of an earlier call: a correlation ID of another request.
     request = request.copy()
-    args = (request, *args[1:])
+    args = (request, *rest)
     return run_traced(
         request.method or "GET",
         request.url or "",
@@ -40,3 +58,26 @@ def _traced_send(
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
     )
+
+
+# Correlation-only mode keeps no record of a call, so a redirect's request carries the URL the
+# call was first sent to, for its send (and urllib3 below it) to keep what tracekit wrote
+# within that origin. Set only in that mode, by the step requests takes for redirects alone.
+_REDIRECT_OF = "_tracekit_redirect_of"
+
+
+def _rebuild_auth(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """requests' redirect step for credentials (``rebuild_auth(prepared_request, response)``):
+    the redirect's request learns the URL called, in correlation-only mode."""
+    result = wrapped(*args, **kwargs)
+    try:
+        if current_options().correlation_only:
+            hop = args[0] if args else kwargs["prepared_request"]
+            response = args[1] if len(args) > 1 else kwargs["response"]
+            first = response.history[0] if response.history else response
+            setattr(hop, _REDIRECT_OF, getattr(first.request, "url", None))
+    except Exception as error:
+        report_once("requests redirect", error)
+    return result

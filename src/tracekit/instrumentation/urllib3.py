@@ -13,14 +13,15 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import DEFAULT_PORTS, run_traced
+from tracekit._http.client import DEFAULT_PORTS, keep_within_called_origin, run_traced
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["Urllib3Instrumentor"]
 
-# A pool's urlopen(method, url, body=None, headers=None, ...); a PoolManager's takes the headers
-# only as a keyword: urlopen(method, url, redirect=True, **kw).
+# A pool's urlopen(method, url, body=None, headers=None, retries=None, ...); a PoolManager's
+# takes them only as keywords: urlopen(method, url, redirect=True, **kw).
 _HEADERS_POSITION = 3
+_RETRIES_POSITION = 4
 
 
 class Urllib3Instrumentor(Instrumentor):
@@ -39,6 +40,9 @@ def _traced_urlopen(
     method = args[0] if args else kwargs.get("method", "GET")
     url = args[1] if len(args) > 1 else kwargs.get("url", "/")
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
+    retries = args[_RETRIES_POSITION] if len(args) > _RETRIES_POSITION else kwargs.get("retries")
+    if getattr(retries, "history", None) and _redirect_hop(instance, retries, str(url), headers):
+        return wrapped(*args, **kwargs)
     return run_traced(
         str(method),
         _full_url(instance, str(url)),
@@ -46,6 +50,16 @@ def _traced_urlopen(
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status,
     )
+
+
+def _redirect_hop(pool: Any, retries: Any, url: str, headers: Any) -> bool:
+    """For a redirect urllib3 follows (its ``Retry`` holds the hops so far, the first sent to
+    the URL called), in correlation-only mode: what tracekit wrote stays within the origin
+    called. False in full mode, where the call's own record does it."""
+    if not any(hop.redirect_location for hop in retries.history):
+        return False  # retried after an error, never redirected: a call as any other
+    called = _full_url(pool, str(retries.history[0].url))
+    return keep_within_called_origin(called, _full_url(pool, url), headers)
 
 
 def _with_own_headers(
