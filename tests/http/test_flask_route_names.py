@@ -255,10 +255,10 @@ class _OrderConverter(BaseConverter):
 def test_a_405_whose_converter_refuses_the_path_logs_nothing_of_tracekits(
     serve_wsgi: Any, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Naming a 405 runs the app's converters on the client's path, which Flask's 405 does
-    not: what they raise is about that path, not a failure of tracekit's, and its words (the
-    client's, escape sequences and all) are not logged by tracekit. The 405 is then named as
-    a path no rule takes."""
+    """A converter that would refuse the client's path (in words quoting it, escape sequences
+    and all) is not run to name a 405, as Flask's 405 runs none: nothing of it reaches
+    tracekit's log, and the 405 is named by the rule whose shape the path has, the one Flask
+    answered 405 for."""
     app = flask.Flask("converter_405")
     app.url_map.converters["order"] = _OrderConverter
 
@@ -272,5 +272,36 @@ def test_a_405_whose_converter_refuses_the_path_logs_nothing_of_tracekits(
         assert requests.post(url + "/orders/7", timeout=10).status_code == 405
 
     spans = {span.attributes["url.path"]: span.name for span in wait_for_spans(2)}
-    assert spans == {"/orders/x\x1b[2J": "POST", "/orders/7": "POST /orders/{oid}"}
+    assert spans == {"/orders/x\x1b[2J": "POST /orders/{oid}", "/orders/7": "POST /orders/{oid}"}
     assert [r for r in caplog.records if r.name.startswith("tracekit")] == []
+
+
+def test_naming_a_405_runs_none_of_the_apps_converters(
+    serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """Flask's 405 is decided by the path's shape (the converters' patterns) and runs no
+    converter; tracekit matched the rule again with an allowed method to name the span, and
+    ran the converter Flask had not (one that looks an order up, or counts, did it once more).
+    A GET runs it once, as without tracekit."""
+    converted: list[str] = []
+
+    class Counting(BaseConverter):
+        def to_python(self, value: str) -> str:
+            converted.append(value)
+            return value
+
+    app = flask.Flask("converter_runs")
+    app.url_map.converters["counted"] = Counting
+
+    @app.get("/orders/<counted:oid>")
+    def order(oid: str) -> str:
+        return f"order {oid}"
+
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=CollectorRegistry()))
+    assert requests.post(url + "/orders/7", timeout=10).status_code == 405
+    assert converted == []
+    assert requests.get(url + "/orders/8", timeout=10).status_code == 200
+    assert converted == ["8"]
+
+    spans = {span.attributes["url.path"]: span.name for span in wait_for_spans(2)}
+    assert spans == {"/orders/7": "POST /orders/{oid}", "/orders/8": "GET /orders/{oid}"}

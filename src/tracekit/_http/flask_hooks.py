@@ -72,13 +72,65 @@ def _rule_of_a_405(request: object) -> object:
     if not allowed or flask is None or not flask.has_app_context():
         return None
     adapter = flask.current_app.create_url_adapter(request)
-    for method in sorted(allowed) if adapter is not None else ():
+    if adapter is None:
+        return None
+    shapes = _shape_adapter(adapter)
+    for method in sorted(allowed):
         # A method whose rule redirects (strict slashes) raises an HTTPException: the next one.
-        # So does a converter of the app's refusing the path (Flask's 405 runs none): what it
-        # raises is about the client's path, in its words, not a failure of tracekit's to log.
         with contextlib.suppress(Exception):
-            return adapter.match(method=method, return_rule=True)[0]
+            return shapes.match(method=method, return_rule=True)[0]
     return None
+
+
+# id of an app's url map -> (that map, its number of rules, a copy matching by shape alone)
+_SHAPES: dict[int, tuple[object, int, object]] = {}
+
+
+def _shape_adapter(adapter: Any) -> Any:
+    """``adapter`` over a copy of its map whose converters match as the app's do (the same
+    patterns) but never convert: Flask's 405 decides by the paths' shapes and runs none of the
+    app's converters, and naming it must not run one either (a converter may look a value up
+    or count it)."""
+    from werkzeug.routing import MapAdapter
+
+    rules = list(adapter.map.iter_rules())
+    known = _SHAPES.get(id(adapter.map))
+    if known is None or known[0] is not adapter.map or known[1] != len(rules):
+        known = (adapter.map, len(rules), _shapes_of(adapter.map, rules))
+        if len(_SHAPES) < CACHE_LIMIT:
+            _SHAPES[id(adapter.map)] = known
+    return MapAdapter(
+        known[2],  # type: ignore[arg-type]
+        adapter.server_name,
+        adapter.script_name,
+        adapter.subdomain,
+        adapter.url_scheme,
+        adapter.path_info,
+        adapter.default_method,
+    )
+
+
+def _shapes_of(url_map: Any, rules: list[Any]) -> Any:
+    from werkzeug.routing import Map
+
+    return Map(
+        [rule.empty() for rule in rules],
+        default_subdomain=url_map.default_subdomain,
+        strict_slashes=url_map.strict_slashes,
+        merge_slashes=url_map.merge_slashes,
+        redirect_defaults=url_map.redirect_defaults,
+        converters={name: _shape_only(kind) for name, kind in url_map.converters.items()},
+        host_matching=url_map.host_matching,
+    )
+
+
+def _shape_only(converter: type) -> type:
+    """``converter`` with its pattern, keeping the matched text as it is."""
+    return type(converter.__name__, (converter,), {"to_python": _as_matched})
+
+
+def _as_matched(self: object, value: str) -> str:
+    return value
 
 
 def _mount_of(environ: Environ) -> str:
