@@ -15,7 +15,15 @@ settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` op
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+import contextvars
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from types import ModuleType
 from typing import Any
 
@@ -96,6 +104,7 @@ class TracekitMiddleware:
             # Django cancels the view's task when the client disconnects: the client's doing,
             # counted as nginx counts it ("499 client closed request"), not as a server error.
             active.status_code = CLIENT_CLOSED_REQUEST
+            _note_cancelled(active)
             _finish(self._requests, active, request, None)
             raise
         except BaseException as error:
@@ -153,6 +162,11 @@ class _FreshContextPerRequest(Instrumentor):
         # Not ``__call__``: servers tell an ASGI 3 app by inspecting it (uvicorn took a wrapped
         # one for ASGI 2). ``handle`` runs in the request's task, before the signal.
         self.wrap(module.ASGIHandler, "handle", _forgetting_answered_request)
+        # A cancelled view's ``request_finished`` is sent from ``handle`` itself, not by a
+        # response's close: its receivers get the request's context from here.
+        signal = type(module.signals.request_finished)
+        if "asend" in signal.__dict__:  # Django 5: the one that cancels views
+            self.wrap(signal, "asend", _sent_in_cancelled_context)
 
 
 _fresh_context_per_request = _FreshContextPerRequest()
@@ -164,7 +178,56 @@ def _forgetting_answered_request(
     # ASGIHandler.__call__ awaits handle() as it calls it: this runs in the request's own task,
     # and what it attaches ends with that task.
     forget_answered_request()
+    _cancelled.set(_Cancelled())  # this request's, in its handler's task
     return wrapped(*args, **kwargs)
+
+
+class _Cancelled:
+    """The request whose view Django cancelled, and its context, for the ``request_finished``
+    its handler then sends: the view ran in a task of its own, whose context ended with it."""
+
+    request: tuple[ActiveRequest, otel_context.Context] | None = None
+
+
+_cancelled: contextvars.ContextVar[_Cancelled | None] = contextvars.ContextVar(
+    "tracekit_django_cancelled", default=None
+)
+
+
+@guarded(None)
+def _note_cancelled(active: ActiveRequest) -> None:
+    """Run in the view's task, whose context is a copy of the handler's: the box is shared."""
+    box = _cancelled.get()
+    if box is not None:
+        box.request = (active, otel_context.get_current())
+
+
+def _sent_in_cancelled_context(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Signal.asend``: ``request_finished`` for a cancelled view goes to its receivers in the
+    request's context, as it does when the response closes; every other send as it is."""
+    box = _cancelled.get()
+    if box is None or box.request is None or instance is not _request_finished():
+        return wrapped(*args, **kwargs)
+    cancelled, box.request = box.request, None
+    return _in_context_of(cancelled, wrapped(*args, **kwargs))
+
+
+def _request_finished() -> object:
+    from django.core.signals import request_finished
+
+    return request_finished
+
+
+async def _in_context_of(
+    cancelled: tuple[ActiveRequest, otel_context.Context], sending: Awaitable[Any]
+) -> Any:
+    tokens = _enter_request_context(*cancelled)
+    try:
+        return await sending
+    finally:
+        _leave_request_context(tokens)
 
 
 def _watch_stream(

@@ -246,6 +246,30 @@ def test_request_finished_receivers_see_the_requests_correlation_id(
     assert wait_for(seen, 5, f"request_finished with {cid}") == [f"{cid} True"]
 
 
+@pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn runs the view to its end
+def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_client_left(
+    site: tuple[str, Path, str],
+) -> None:
+    """Under ASGI Django cancels the view when the client disconnects and sends
+    ``request_finished`` from its handler's task, where none of the request's context was:
+    its receivers' lines showed ``-``, while those of a request that answered show its ID."""
+    url = site[0]
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    host, port = url.removeprefix("http://").split(":")
+    head = f"GET /hold HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: {cid}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        held = lambda: cid in requests.get(url + "/held", timeout=10).text.split()  # noqa: E731
+        wait_for(held, 10, f"the view holding {cid}")
+    # the client has gone: Django cancels the view and sends request_finished
+
+    def seen() -> list[str]:
+        lines = requests.get(url + "/finished-with", timeout=10).text.splitlines()
+        return [line for line in lines if line.startswith(cid)]
+
+    assert wait_for(seen, 10, f"request_finished with {cid}") == [f"{cid} True"]
+
+
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn's sync worker: one
 def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per connection
     site: tuple[str, Path, str],

@@ -26,6 +26,8 @@ urlpatterns = [
     path("in-flight", views.in_flight),
     path("refused", views.refused),
     path("slow", views.slow),
+    path("hold", views.hold),
+    path("held", views.held),
     path("health", views.health),
     path("started-with", views.started_with),
     path("finished-with", views.finished_with),

@@ -56,6 +56,23 @@ async def slow(request: HttpRequest) -> HttpResponse:
     return HttpResponse("finally")
 
 
+# Correlation IDs of the requests whose view ``hold`` is running or ran (a few kept).
+_held: list[str] = []
+
+
+async def hold(request: HttpRequest) -> HttpResponse:
+    """A view that waits until its client gives up (Django cancels it under ASGI)."""
+    _held.append(str(tracekit.correlation_id()))
+    del _held[:-16]
+    await asyncio.sleep(30)
+    return HttpResponse("finally")
+
+
+def held(request: HttpRequest) -> HttpResponse:
+    """Whose requests ``hold`` has been running for, one per line."""
+    return HttpResponse("\n".join(_held))
+
+
 def crash(request: HttpRequest) -> HttpResponse:
     raise LookupError("card service said: \x1b[31mdeclined\x1b[0m " + "x" * 600)
 
