@@ -218,3 +218,55 @@ def _exit_hooks_seconds(service: Service, script: str, *, export_timeout_ms: int
     took = [line for line in service.output().splitlines() if line.startswith("exit hooks took")]
     assert len(took) == 1, service.output()
     return float(took[0].split()[3])
+
+
+HOOK_REGISTERED_BETWEEN_INITS = """
+    import atexit, threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import requests
+    from opentelemetry import trace
+
+    import tracekit
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            print("traceparent", self.headers.get("traceparent"), flush=True)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def tell_the_registry():
+        with trace.get_tracer("app").start_as_current_span("deregister"):
+            requests.get(f"http://127.0.0.1:{server.server_port}/bye", timeout=10)
+
+    tracekit.init("app", mode="correlation")  # no tracer provider yet
+    tracekit.shutdown()
+    atexit.register(tell_the_registry)  # after tracekit's hook: runs before it
+    tracekit.init("app")  # makes tracekit's tracer provider
+"""
+
+
+def test_an_exit_hook_registered_between_inits_runs_before_tracekits_flush(
+    service: Service,
+) -> None:
+    """A hook registered after the first ``init`` runs before tracekit's flush at exit, as
+    with one ``init``: what it does with an instrumented library is still traced. A later
+    ``init`` that made the tracer provider moved tracekit's hook to run first, which undid the
+    instrumentation before that hook ran: its request left without a trace context."""
+    service.write("app.py", HOOK_REGISTERED_BETWEEN_INITS)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    spans = {span.name: span for span in service.spans()}
+    assert sorted(spans) == ["GET", "deregister"], service.output()
+    assert spans["GET"].parent_span_id == spans["deregister"].span_id
+    sent = [line.split()[1] for line in service.output().splitlines() if "traceparent" in line]
+    assert [header.rsplit("-", 1)[0] for header in sent] == [
+        f"00-{spans['GET'].trace_id}-{spans['GET'].span_id}"
+    ], service.output()

@@ -59,15 +59,6 @@ def install() -> None:
     wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
 
 
-def run_exit_hook_first() -> None:
-    """Register tracekit's exit hook again, if it is, so that it runs before every exit hook
-    registered so far: a tracer provider made after it (``init`` in correlation mode first)
-    must be shut down after tracekit's flush at exit, not stop tracekit before it."""
-    if _installed:
-        atexit.unregister(_flush_at_exit)
-        atexit.register(_flush_at_exit)
-
-
 def uninstall() -> None:
     """Give SIGTERM back its default action if tracekit's handler is still the one installed."""
     if _in_main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:

@@ -165,13 +165,14 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
         ids = _id_generator(propagation.configured(opts.response_header).names)
-        # With the SDK's exit hook: it shuts down the processors a host adds to this provider,
-        # as for any provider. tracekit's own keeps running past it (``state.flush_at_exit``),
-        # whose hook must run first.
+        # Without the SDK's exit hook, made here, after tracekit's (a first init in correlation
+        # mode) and so run before it: tracekit's hook shuts the provider down right after its
+        # flush (``state.flush_at_exit``), where the hooks registered since the first init have
+        # run, as they run before tracekit's.
         _own_provider = current = TracerProvider(
-            resource=resource, id_generator=ids, span_limits=_span_limits()
+            resource=resource, id_generator=ids, span_limits=_span_limits(), shutdown_on_exit=False
         )
-        lifecycle.run_exit_hook_first()
+        state.shut_down_at_exit(current)
         trace.set_tracer_provider(current)
     state.attach_to(current)
     if current is not _own_provider:

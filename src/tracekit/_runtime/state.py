@@ -228,6 +228,8 @@ _current: Runtime | None = None
 _ending: Runtime | None = None
 # Set when the interpreter exits: what is left of the time that flushing at exit may take.
 _exit_budget: Deadline | None = None
+# tracekit's tracer provider, shut down by tracekit's exit hook rather than by the SDK's own.
+_provider_of_exit: TracerProvider | None = None
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
 # Reentrant: a signal handler calling shutdown() runs in the thread it interrupted, which may hold
 # it already.
@@ -326,6 +328,17 @@ def flush_at_exit() -> None:
         if runtime is not None:
             runtime.uninstrument()
         flush_current(_exit_budget.left_millis())
+        provider = _provider_of_exit
+        if provider is not None:  # the processors a host added to it; tracekit's runs on
+            _safely("tracer provider shutdown", provider.shutdown)
+
+
+def shut_down_at_exit(provider: TracerProvider) -> None:
+    """Shut ``provider`` (tracekit's own, made without the SDK's exit hook) down at exit, right
+    after tracekit's flush: as the SDK's hook would, but never before the hooks registered
+    after tracekit's have run."""
+    global _provider_of_exit
+    _provider_of_exit = provider
 
 
 def flush_late() -> None:
