@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 from stopping import Service
 
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
 HOOK_REGISTERED_BEFORE_INIT = """
@@ -270,3 +277,80 @@ def test_an_exit_hook_registered_between_inits_runs_before_tracekits_flush(
     assert [header.rsplit("-", 1)[0] for header in sent] == [
         f"00-{spans['GET'].trace_id}-{spans['GET'].span_id}"
     ], service.output()
+
+
+MANY_RECORDS_IN_A_LATE_HOOK = """
+    import atexit, logging
+    from opentelemetry import trace
+
+    def drain_the_queue():
+        tracer = trace.get_tracer("app")
+        for n in range(1000):
+            with tracer.start_as_current_span(f"drained-{n}"):
+                logging.getLogger("app").info("drained message %s", n)
+
+    atexit.register(drain_the_queue)  # before tracekit's hook: runs after it
+
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("app")
+    logging.getLogger("app").setLevel(logging.INFO)
+    set_correlation_id("job-1")
+"""
+
+
+def test_a_late_exit_hook_emitting_many_records_sends_them_in_batches(
+    service: Service,
+) -> None:
+    """What the hooks after tracekit's emit was flushed record by record, one export request
+    each: a hook draining 1,000 messages held the exit for seconds. They now go out in export
+    batches, and none is lost."""
+    receiver = Receiver(Store(service.store), ReceiverConfig(port=0, grpc_port=0)).start()
+    try:
+        with _counting_requests(receiver.endpoint) as (endpoint, requests):
+            service.write("app.py", MANY_RECORDS_IN_A_LATE_HOOK)
+            service.start("app.py", TRACEKIT_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+            assert service.process is not None
+            assert service.process.wait(60) == 0, service.output()
+    finally:
+        receiver.stop()
+    assert len(service.spans()) == 1000, service.output()
+    with Store(service.store) as store:
+        assert len(store.logs_by_correlation_id("job-1")) == 1000
+    # 2,000 records, flushed whenever 512 of them (spans and log records) wait, and at the end.
+    assert requests["/v1/traces"] <= 4, requests
+    assert requests["/v1/logs"] <= 4, requests
+
+
+@contextmanager
+def _counting_requests(upstream: str) -> Iterator[tuple[str, Counter[str]]]:
+    """An OTLP/HTTP endpoint that passes each request on to ``upstream`` and counts them by
+    path."""
+    requests: Counter[str] = Counter()
+    client = httpx.Client(base_url=upstream, timeout=30)
+
+    class PassOn(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            requests[self.path] += 1
+            passed = {k: v for k, v in self.headers.items() if k.lower().startswith("content-")}
+            answer = client.post(self.path, content=body, headers=passed)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PassOn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        client.close()

@@ -6,7 +6,8 @@ way out, preferring the host's own extension points over its signals:
 
 - interpreter exit: ``atexit`` (gunicorn workers and master leave through ``sys.exit``, Celery's
   main process too). A flush, not a stop: the exit hooks registered before ``init`` run after
-  tracekit's, and what they emit is flushed as it comes (``state.flush_at_exit``);
+  tracekit's, and what they emit is flushed when logging's exit hook closes its handlers, or
+  as it comes after that (``state.flush_at_exit``);
 - ASGI servers: the lifespan protocol's shutdown (``lifespan_send``; uvicorn then re-raises
   SIGTERM, which ends the process without exit hooks);
 - Celery: ``worker_process_shutdown`` in a prefork child (which ends with ``os._exit``) and
@@ -25,6 +26,7 @@ Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_T
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import socket
@@ -85,7 +87,30 @@ def _flush() -> None:
 
 @guarded(None)
 def _flush_at_exit() -> None:
+    global _exit_hooks_end
+    _exit_hooks_end = _ExitHooksEnd()  # first: the late records must have their last flush
     state.flush_at_exit()
+
+
+class _ExitHooksEnd(logging.Handler):
+    """Handles no record; it only hears when logging's exit hook runs. Made at exit, it is among
+    the handlers ``logging.shutdown`` closes, and that hook (registered when logging was
+    imported, before tracekit's) runs after the hooks that emit late records."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        _exit_hooks_ending()
+        super().close()
+
+
+_exit_hooks_end: _ExitHooksEnd | None = None
+
+
+@guarded(None)
+def _exit_hooks_ending() -> None:
+    state.exit_hooks_ending()
 
 
 @guarded(None)

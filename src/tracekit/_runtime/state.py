@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -230,6 +230,12 @@ _ending: Runtime | None = None
 _exit_budget: Deadline | None = None
 # tracekit's tracer provider, shut down by tracekit's exit hook rather than by the SDK's own.
 _provider_of_exit: TracerProvider | None = None
+# The spans and log records emitted since tracekit's flush at exit and not flushed yet; at most
+# one export batch of them wait (a full queue would drop some), and none once logging's exit
+# hook has run (``exit_hooks_ending``).
+_late_unflushed = 0
+_late_batch = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BLRP_…
+_logging_shut_down = False
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
 # Reentrant: a signal handler calling shutdown() runs in the thread it interrupted, which may hold
 # it already.
@@ -314,14 +320,15 @@ def _left_of_exit_budget(timeout_millis: int | None) -> int | None:
 
 def flush_at_exit() -> None:
     """The interpreter is exiting (tracekit's ``atexit`` hook): flush what is batched, and from
-    now on flush what every later span or log record brings, as it comes (``flush_late``).
+    now on flush what later spans and log records bring once the exit hooks end (``flush_late``).
 
     ``atexit`` runs its hooks last registered, first run: the hooks an application or a library
     registered before ``init`` run after this one, and what they emit would otherwise wait in a
     batch that never goes out. So the pipelines keep running; only the instrumentation is undone,
     as a stop would, to end the spans it holds open (a consumer's message, a send awaiting its
     delivery report). One export timeout bounds this flush and all the later ones together."""
-    global _exit_budget
+    global _exit_budget, _late_batch
+    _late_batch = _export_batch_size()
     _exit_budget = Deadline(export_timeout_millis())
     with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
         runtime = _current
@@ -342,11 +349,47 @@ def shut_down_at_exit(provider: TracerProvider) -> None:
 
 
 def flush_late() -> None:
-    """After ``flush_at_exit``: flush a span or log record just emitted, while time is left."""
-    budget = _exit_budget
-    left = budget.left_millis() if budget is not None else 0
+    """After ``flush_at_exit``: a span or log record was just emitted. It waits for the end of
+    the exit hooks (``exit_hooks_ending``) with the others, unless a whole export batch waits
+    already or that end has passed: then they are flushed now, while time is left."""
+    global _late_unflushed
+    if _exit_budget is None:
+        return
+    _late_unflushed += 1
+    if _logging_shut_down or _late_unflushed >= _late_batch:
+        _flush_late_records()
+
+
+def exit_hooks_ending() -> None:
+    """logging's exit hook runs (``logging.shutdown``): registered when logging was imported,
+    before tracekit's hook, it runs after the hooks that emit late records. Flush them, and
+    from now on flush each one as it comes (a hook registered before logging was imported
+    runs after this one)."""
+    global _logging_shut_down
+    if _exit_budget is None:  # the host's own logging.shutdown(), or dictConfig's, not exit's
+        return
+    _logging_shut_down = True
+    if _late_unflushed:
+        _flush_late_records()
+
+
+def _flush_late_records() -> None:
+    global _late_unflushed
+    _late_unflushed = 0
+    left = _exit_budget.left_millis() if _exit_budget is not None else 0
     if left > 0:
         flush_current(left)
+
+
+def _export_batch_size() -> int:
+    """The smaller of the span and log export batch sizes (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
+    ``OTEL_BLRP_MAX_EXPORT_BATCH_SIZE``): the SDK keeps each queue at least that long."""
+    sizes = [_late_batch]
+    for variable in ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"):
+        # A value that is no number: the SDK refused it as init ran, or uses its default.
+        with suppress(ValueError):
+            sizes.append(int(os.environ.get(variable, _late_batch)))
+    return max(1, min(sizes))
 
 
 def flush_current(timeout_millis: int | None = None) -> None:
