@@ -334,6 +334,55 @@ def test_an_event_loops_signal_handlers_still_run_after_init(service: Service) -
     assert service.output().splitlines() == ["reloaded"]
 
 
+BLOCKED_AFTER_AN_EVENT_LOOP = """
+    import asyncio, logging, signal, threading, time
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    INIT_BEFORE_THE_LOOP = {init_before_the_loop}
+    if INIT_BEFORE_THE_LOOP:
+        tracekit.init("worker")
+
+    async def start_up():  # takes the wakeup fd over, and clears it as the loop closes
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, print, "reload")
+        if not INIT_BEFORE_THE_LOOP:
+            tracekit.init("worker")  # finds the loop's wakeup fd set
+
+    asyncio.run(start_up())
+    set_correlation_id("job-1")
+    logging.getLogger("worker").warning("pending log line")
+    never_released = threading.Lock()
+    never_released.acquire()
+
+    def sigterm_noted_by_another_thread():
+        time.sleep(0.5)  # the main thread is waiting by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    threading.Thread(target=sigterm_noted_by_another_thread).start()
+    print("ready", flush=True)
+    never_released.acquire()  # synchronous work after an asyncio start-up
+"""
+
+
+@pytest.mark.parametrize("init_before_the_loop", [True, False])
+def test_sigterm_ends_a_blocked_process_after_an_event_loop_cleared_the_wakeup_fd(
+    service: Service, init_before_the_loop: bool
+) -> None:
+    """asyncio's ``add_signal_handler`` sets the loop's own wakeup fd over tracekit's (or
+    ``init`` finds it set), and the loop clears it (``set_wakeup_fd(-1)``) as it closes:
+    tracekit heard of no SIGTERM after that, and a process blocked when one landed lived on."""
+    service.write(
+        "worker.py",
+        BLOCKED_AFTER_AN_EVENT_LOOP.replace("{init_before_the_loop}", str(init_before_the_loop)),
+    )
+    service.start("worker.py")
+    service.wait_output("ready")
+    assert service.process is not None
+
+    assert service.process.wait(30) == -signal.SIGTERM, service.output()
+    assert _stored_bodies(service) == ["pending log line"]
+
+
 FORKING_PARENT = """
     import gc, os
     import tracekit

@@ -18,7 +18,8 @@ way out, preferring the host's own extension points over its signals:
   one it would have been. When a stop is already under way, the signal is raised again once it
   is done (``Pool.terminate()`` signals workers that are already stopping). A watcher thread
   hears of SIGTERM on a wakeup fd and wakes the main thread when it was blocked as the signal
-  landed, so that the handler runs (it runs between bytecodes of the main thread).
+  landed, so that the handler runs (it runs between bytecodes of the main thread). An asyncio
+  loop that set its own wakeup fd clears it as it closes: tracekit's is set again then.
 
 Every flush and stop is bounded by the SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``).
 """
@@ -59,6 +60,7 @@ def install() -> None:
     os.register_at_fork(after_in_child=_watch_in_child)
     wrapt.register_post_import_hook(_hook_celery, "celery.signals")
     wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
+    wrapt.register_post_import_hook(_hook_asyncio, "asyncio.unix_events")
 
 
 def uninstall() -> None:
@@ -220,6 +222,40 @@ def _nudge_on_sigterm(reader: socket.socket) -> None:
 
 def _handler_is_ours() -> bool:
     return signal.getsignal(signal.SIGTERM) is _on_sigterm
+
+
+@guarded(None)
+def _hook_asyncio(unix_events: ModuleType) -> None:
+    # The only way to hear that a loop cleared the wakeup fd: CPython tells no one (no audit
+    # event), and no thread but the main one may even read which fd is set.
+    wrapt.wrap_function_wrapper(
+        unix_events.SelectorEventLoop, "remove_signal_handler", _watch_again_after
+    )
+
+
+def _watch_again_after(
+    wrapped: Callable[..., bool], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """An asyncio loop's last signal handler goes (as the loop closes): the loop cleared the
+    wakeup fd it had set over tracekit's, so tracekit heard of SIGTERM no more."""
+    removed = wrapped(*args, **kwargs)
+    _watch_again()
+    return removed
+
+
+@guarded(None)
+def _watch_again() -> None:
+    """Put tracekit's wakeup fd back where none is set any more (a fd someone else set stays),
+    or start watching if ``init`` found one set."""
+    if not (_in_main_thread() and _handler_is_ours()):
+        return
+    if _wakeup is None:
+        _watch_sigterm()
+        return
+    writer = _wakeup[1]
+    current = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    if current not in (-1, writer):
+        signal.set_wakeup_fd(current)
 
 
 @guarded(None)
