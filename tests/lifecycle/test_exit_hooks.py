@@ -323,6 +323,40 @@ def test_a_late_exit_hook_emitting_many_records_sends_them_in_batches(
     assert requests["/v1/logs"] <= 4, requests
 
 
+HOOK_REGISTERED_BEFORE_LOGGING_IS_IMPORTED = """
+    import atexit
+
+    def close_connections():  # runs after logging's own exit hook
+        import logging
+        from opentelemetry import trace
+
+        for n in range(3):
+            with trace.get_tracer("app").start_as_current_span(f"close-{n}"):
+                logging.getLogger("app").warning("closed connection %s", n)
+
+    atexit.register(close_connections)
+
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("app")
+    set_correlation_id("job-1")
+"""
+
+
+def test_what_a_hook_running_after_loggings_own_emits_is_stored(service: Service) -> None:
+    """The records of the late hooks wait for logging's exit hook; a hook registered before
+    logging was imported runs after it, and what it emits is flushed as it comes."""
+    service.write("app.py", HOOK_REGISTERED_BEFORE_LOGGING_IS_IMPORTED)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    spans, logs = _stored(service)
+    assert spans == ["close-0", "close-1", "close-2"], service.output()
+    assert logs == [f"closed connection {n}" for n in range(3)]
+
+
 @contextmanager
 def _counting_requests(upstream: str) -> Iterator[tuple[str, Counter[str]]]:
     """An OTLP/HTTP endpoint that passes each request on to ``upstream`` and counts them by
