@@ -64,7 +64,12 @@ from tracekit._messaging.headers import (
     drop_replaced,
     reading_for,
 )
-from tracekit._messaging.spans import base_attributes, bounded_id, tracer_for
+from tracekit._messaging.spans import (
+    base_attributes,
+    bounded_id,
+    record_failed_after,
+    tracer_for,
+)
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, report_once, safe
 from tracekit.metrics import MessagingMetrics
@@ -92,8 +97,9 @@ _PUBLISHING = otel_context.create_key("tracekit-messaging-publishing")
 class Publication:
     """The message being published inside a ``publish`` block."""
 
-    def __init__(self, span: trace.Span | None = None) -> None:
+    def __init__(self, span: trace.Span | None = None, correlation_id: str | None = None) -> None:
         self.span = span
+        self._correlation_id = correlation_id  # the one on the span, for a span after it
         self._started = perf_counter()
         self._accepted: int | None = None
         # (unix ns, perf_counter) when the client took the message, if its span ends later
@@ -214,6 +220,22 @@ class Publishing:
         except Exception as failure:
             report_once("messaging publish end", failure)
 
+    def fail_after_end(self, error: BaseException, operation_name: str) -> None:
+        """The message failed after the block (a Kafka delivery report): the span ends failed
+        with ``error`` if still open; once recorded (it can no longer change), the failure is
+        a zero-length CLIENT span ``"<operation_name> <destination>"`` of its own under it.
+        Metrics are left as they are: the message was counted sent when its span ended."""
+        publication = self._publication
+        if publication is None or publication.span is None:
+            return
+        if not self._ended:
+            self.end(error)
+            return
+        try:
+            _record_failed_after(publication, self._call, operation_name, error)
+        except Exception as failure:
+            report_once("messaging late publish failure", failure)
+
 
 def inject(
     headers: MutableMapping[str, Any],
@@ -274,6 +296,7 @@ def _start_publish(
 ) -> tuple[Publication, Token[otel_context.Context], config.Options]:
     opts = _state.current_options()
     span = None
+    cid = None
     if opts.correlation_only:
         inside = otel_context.Context({**ctx, _PUBLISHING: True})
     else:
@@ -294,7 +317,7 @@ def _start_publish(
             {**ctx, propagation.CURRENT_SPAN_KEY: span, _PUBLISHING: True}
         )
     _write_headers(headers, inside, opts)
-    return Publication(span), otel_context.attach(inside), opts
+    return Publication(span, cid), otel_context.attach(inside), opts
 
 
 def _write_headers(
@@ -332,6 +355,21 @@ def _end_publish(
         system, destination, ended - publication._started, span,
         type(error).__qualname__ if error is not None else None, count,
     )  # fmt: skip
+
+
+def _record_failed_after(
+    publication: Publication, call: tuple[Any, ...], operation_name: str, error: BaseException
+) -> None:
+    span = publication.span
+    assert span is not None
+    _, system, destination, message_id, _operation, attributes, provider, _registry = call
+    span_attributes = base_attributes(
+        system, destination, "send", operation_name, message_id, attributes
+    )
+    if publication._correlation_id is not None:
+        span_attributes[semconv.CORRELATION_ID] = publication._correlation_id
+    name = f"{operation_name} {destination}"
+    record_failed_after(tracer_for(provider), span, name, span_attributes, error)
 
 
 def consume(

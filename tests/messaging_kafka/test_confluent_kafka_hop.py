@@ -365,6 +365,45 @@ def test_reports_of_errors_only_leave_successful_spans_ended(spans: InMemorySpan
     producer.flush(10)
 
 
+def test_a_failure_reported_after_suppressed_successes_is_a_failed_span_under_its_send(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """With ``delivery.report.only.error`` the spans are recorded at produce(); a failure report
+    that comes later for one of them (its partition does not exist: librdkafka learns so after
+    produce() queued it) is a failed span of its own under that send, so the trace shows the
+    message never reached Kafka. The message that was delivered gets none; the callback still
+    gets the failure report, once."""
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "delivery.report.only.error": True}
+    )
+    reports: list[tuple[Any, Any]] = []
+    token = tracekit.correlation.set_correlation_id("order-lost-1")
+    try:
+        producer.produce(topic, b"kept", partition=0)
+        producer.produce(topic, b"lost", partition=99, on_delivery=lambda *r: reports.append(r))
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    sends = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert len(sends) == 2  # recorded at produce(), before any report
+    assert producer.flush(10) == 0
+    ((error, message),) = reports
+    assert error.code() == confluent_kafka.KafkaError._UNKNOWN_PARTITION
+    assert message.value() == b"lost"
+    finished = list(spans.get_finished_spans())
+    assert [s for s in finished if s.kind == SpanKind.PRODUCER] == sends
+    assert all(s.status.status_code is StatusCode.UNSET for s in sends)
+    (failed,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    assert failed.name == f"delivery_report {topic}"
+    assert failed.parent is not None and failed.parent.span_id == sends[1].context.span_id
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "Unknown partition" in (failed.status.description or "")
+    assert failed.attributes is not None
+    assert failed.attributes[semconv.ERROR_TYPE] == "KafkaException"
+    assert failed.attributes[semconv.MESSAGING_DESTINATION_NAME] == topic
+    assert failed.attributes[semconv.CORRELATION_ID] == "order-lost-1"
+    assert failed.start_time == failed.end_time
+
+
 @pytest.mark.skipif(
     not hasattr(confluent_kafka.cimpl.Producer, "produce_batch"), reason="no produce_batch"
 )

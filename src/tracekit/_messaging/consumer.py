@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from tracekit import config, correlation, propagation, semconv
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, Reading, reading_for
-from tracekit._messaging.spans import base_attributes, tracer_for
+from tracekit._messaging.spans import base_attributes, record_failed_after, tracer_for
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import mark_failed, report_once
@@ -336,14 +336,8 @@ class Delivery:
             target.system, target.destination, "settle", operation, message_id, target.attributes
         )
         attributes[semconv.CORRELATION_ID] = self.correlation_id
-        settle = target.tracer.start_span(
-            f"{operation} {target.destination}",
-            trace.set_span_in_context(span, _NO_CONTEXT),
-            SpanKind.CLIENT,
-            attributes,
-        )
-        mark_failed(settle, rejected)
-        settle.end()
+        name = f"{operation} {target.destination}"
+        record_failed_after(target.tracer, span, name, attributes, rejected)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
         if error is not None:

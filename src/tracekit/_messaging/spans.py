@@ -1,15 +1,19 @@
 """What both sides of a queue hop build their spans from: the messaging attributes every span
-carries, a message ID bounded for an attribute, and tracekit's messaging tracer."""
+carries, a message ID bounded for an attribute, tracekit's messaging tracer, and the span that
+records what happened to a message after its own span was recorded."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import SpanKind, TracerProvider
 
 from tracekit import semconv
+from tracekit._runtime.guard import mark_failed
 
 MAX_MESSAGE_ID = 256
 
@@ -57,3 +61,20 @@ def tracer_for(tracer_provider: TracerProvider | None) -> trace.Tracer:
 
 
 _last_tracer: tuple[TracerProvider, trace.Tracer] | None = None
+
+
+def record_failed_after(
+    tracer: trace.Tracer,
+    ended: trace.Span,
+    name: str,
+    attributes: dict[str, Any],
+    error: BaseException,
+) -> None:
+    """A zero-length CLIENT span ``name`` under the span ``ended``, failed with ``error``: what
+    became of a message once its span was recorded and could no longer change (a nack after
+    the handler returned, a Kafka delivery failure reported after the send)."""
+    now = time.time_ns()
+    parent = trace.set_span_in_context(ended, otel_context.Context())
+    span = tracer.start_span(name, parent, SpanKind.CLIENT, attributes, start_time=now)
+    mark_failed(span, error)
+    span.end(now)

@@ -15,7 +15,9 @@ confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
   headers. The span covers the hand-over to librdkafka's queue; delivery is asynchronous. The
   delivery callback (``on_delivery``) runs in the context ``produce`` was called in, whichever
   later ``poll``/``flush`` serves it; the span is recorded then, failed if delivery failed
-  (unless ``delivery.report.only.error``: no report comes for a success). Spans waiting for
+  (with ``delivery.report.only.error``, which sends no report of a success, spans end at
+  ``produce`` and a failure reported later is a failed ``delivery_report {topic}`` span under
+  the send's). Spans waiting for
   reports that are never served (no ``poll``/``flush``) are recorded, outcome unknown, past
   a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``).
 - ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
@@ -57,6 +59,8 @@ _HEADERS_POSITION = 7
 _CALLBACK_SLOTS = (("callback", 4), ("on_delivery", 5))
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
+# The operation name of the span recording a failure reported after the send's span ended.
+_DELIVERY_REPORT = "delivery_report"
 
 _held = messaging.HeldDeliveries()
 _awaiting_reports = _kafka.SpansAwaitingDelivery()
@@ -225,12 +229,12 @@ def _run_in(context: contextvars.Context, callback: Callable[..., Any]) -> Calla
     return lambda *report: context.run(callback, *report)
 
 
-def _settling(config: dict[str, Any]) -> _kafka.Settling | None:
-    """How a producer's messages end their spans with their delivery reports; None when
-    librdkafka reports failures only (``delivery.report.only.error``): a span waiting for a
-    success would never end, so spans end at ``produce``."""
+def _settling(config: dict[str, Any]) -> _kafka.Settling:
+    """How a producer's messages end their spans with their delivery reports. When librdkafka
+    reports failures only (``delivery.report.only.error``) a span waiting for a success would
+    never end: spans end at ``produce``, and a failure reported later is recorded after them."""
     if str(config.get("delivery.report.only.error", "false")).lower() in ("true", "1"):
-        return None
+        return _failure_reported_after_span
     return _reported_to_span
 
 
@@ -253,6 +257,41 @@ def _reported_to_span(
     except BaseException:
         _awaiting_reports.discard(publishing)  # no report comes: the block ends the span failed
         raise
+
+
+def _failure_reported_after_span(
+    publishing: messaging.Publishing,
+    produce: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """``produce`` with a delivery callback that records a failure report (the only kind
+    librdkafka sends here) under the span ``produce`` ended, then calls the message's own."""
+    slot, callback = _delivery_callback(args, kwargs)
+    if callback is not None and not callable(callback):
+        return produce(*args, **kwargs)  # confluent-kafka refuses it, as without tracekit
+    args, kwargs = _with_callback(args, kwargs, slot, _noting_failure_then(publishing, callback))
+    return produce(*args, **kwargs)
+
+
+def _noting_failure_then(
+    publishing: messaging.Publishing, callback: Callable[..., Any] | None
+) -> Callable[[Any, Any], Any]:
+    def report(error: Any, message: Any) -> Any:
+        if error is not None:
+            _record_failure(publishing, error)
+        return callback(error, message) if callback is not None else None
+
+    return report
+
+
+def _record_failure(publishing: messaging.Publishing, error: Any) -> None:
+    try:
+        from confluent_kafka import KafkaException
+
+        publishing.fail_after_end(KafkaException(error), _DELIVERY_REPORT)
+    except Exception as failure:
+        report_once("confluent-kafka delivery report", failure)
 
 
 def _ending_span_then(
