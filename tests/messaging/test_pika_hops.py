@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import socket
 import threading
 import time
@@ -947,6 +948,53 @@ def test_a_held_message_nacked_in_the_loop_ends_failed(amqp_url, queue_name, spa
     assert consumers["acked"].status.status_code.name == "UNSET"
 
 
+def test_a_nack_a_worker_thread_hands_back_to_the_connection_is_a_failed_settle_span(
+    amqp_url, queue_name, spans
+) -> None:
+    """pika's way to settle from a worker thread: the callback hands the message to a thread
+    (started in its context, as docs/logs.md shows, so the worker's logs carry the message's
+    ID) and returns; once the callback's span is recorded, the worker nacks through
+    ``add_callback_threadsafe``, which runs the nack in the consuming thread. The span cannot
+    change any more: the nack is a failed span of its own under it, with the message's ID."""
+    from conditions import wait_for
+
+    from tracekit import correlation
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    token = correlation.set_correlation_id("order-threaded")
+    _publish_ids(channel, queue_name, "handed-over")
+    correlation.reset_correlation_id(token)
+    workers: list[threading.Thread] = []
+
+    def work(ch: Any, tag: int) -> None:
+        wait_for(lambda: _by_message_id(spans), 5, "the callback's span recorded")
+        connection.add_callback_threadsafe(lambda: ch.basic_nack(tag, requeue=False))
+        connection.add_callback_threadsafe(ch.stop_consuming)
+
+    def handler(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        run_in_context = contextvars.copy_context().run
+        worker = threading.Thread(target=run_in_context, args=(work, ch, method.delivery_tag))
+        workers.append(worker)
+        worker.start()
+
+    channel.basic_consume(queue_name, handler)
+    channel.start_consuming()
+    workers[0].join()
+    assert correlation.correlation_id() is None  # the consuming thread's context is its own
+    connection.close()
+
+    consumer = _by_message_id(spans)["handed-over"]
+    (settle,) = [s for s in spans.get_finished_spans() if s.name == f"basic_nack {queue_name}"]
+    assert consumer.status.status_code.name == "UNSET"
+    assert settle.kind == SpanKind.CLIENT
+    assert settle.parent is not None and settle.parent.span_id == consumer.context.span_id
+    assert settle.status.description == "MessageRejected: basic_nack, not requeued"
+    assert settle.attributes["messaging.operation.type"] == "settle"
+    assert settle.attributes["correlation.id"] == "order-threaded"
+    assert _messages_left(amqp_url, queue_name) == 0  # the broker took the nack
+
+
 def test_a_select_connection_callback_that_rejects_ends_failed(amqp_url, queue_name, spans) -> None:
     """The callback-style adapters' ``Channel``: a reject in the callback fails its span."""
 
@@ -961,6 +1009,41 @@ def test_a_select_connection_callback_that_rejects_ends_failed(amqp_url, queue_n
     _run_select_connection(amqp_url, on_channel)
     rejected = _by_message_id(spans)["rejected"]
     assert rejected.status.description == "MessageRejected: basic_reject, not requeued"
+
+
+def test_a_select_connection_worker_thread_reject_is_a_failed_settle_span(
+    amqp_url, queue_name, spans
+) -> None:
+    """The callback-style adapters: a worker thread started in the callback's context rejects
+    through the ioloop's ``add_callback_threadsafe`` once the callback's span is recorded."""
+    from conditions import wait_for
+
+    workers: list[threading.Thread] = []
+
+    def work(channel: Any, tag: int) -> None:
+        wait_for(lambda: _by_message_id(spans), 5, "the callback's span recorded")
+        ioloop = channel.connection.ioloop
+        ioloop.add_callback_threadsafe(lambda: channel.basic_reject(tag, requeue=False))
+        ioloop.add_callback_threadsafe(channel.connection.close)
+
+    def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        run_in_context = contextvars.copy_context().run
+        worker = threading.Thread(target=run_in_context, args=(work, channel, method.delivery_tag))
+        workers.append(worker)
+        worker.start()
+
+    def on_channel(channel: Any) -> None:
+        _publish_ids(channel, queue_name, "rejected-later")
+        channel.basic_consume(queue_name, on_message)
+
+    _run_select_connection(amqp_url, on_channel)
+    workers[0].join()
+    consumer = _by_message_id(spans)["rejected-later"]
+    (settle,) = [s for s in spans.get_finished_spans() if s.name == f"basic_reject {queue_name}"]
+    assert consumer.status.status_code.name == "UNSET"
+    assert settle.parent is not None and settle.parent.span_id == consumer.context.span_id
+    assert settle.status.description == "MessageRejected: basic_reject, not requeued"
+    assert _messages_left(amqp_url, queue_name) == 0
 
 
 def _run_select_connection(amqp_url: str, on_channel: Any) -> None:

@@ -23,7 +23,10 @@
 
 A ``basic_nack`` or ``basic_reject`` of a message whose span is open (its callback's, the one
 its ``BlockingChannel`` holds) fails that span with ``messaging.MessageRejected``, saying whether
-the broker requeues it.
+the broker requeues it. One a worker thread hands to the connection's thread with
+``add_callback_threadsafe`` (``BlockingConnection``'s, ``SelectConnection``'s ioloop's) after
+the span ended is matched to its message when the worker runs in the callback's context: it is
+a failed settle span of its own under the message's span.
 
 Messages without tracekit headers start a new trace and take the correlation ID from the
 configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``correlation_id``).
@@ -31,6 +34,7 @@ configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``c
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
@@ -93,6 +97,11 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(channel, "__exit__", _release_on_exit)
         self.wrap(module.BlockingConnection, "__exit__", _release_channels_on_exit)
         self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
+        # A worker thread's nack, handed to the consuming thread: see _in_delivery_context.
+        self.wrap(module.BlockingConnection, "add_callback_threadsafe", _in_delivery_context)
+        from pika.adapters import select_connection
+
+        self.wrap(select_connection.IOLoop, "add_callback_threadsafe", _in_delivery_context)
         if "_transition_to_closed" in vars(async_channel.Channel):  # every way a channel closes
             self.wrap(async_channel.Channel, "_transition_to_closed", _release_on_channel_closed)
 
@@ -178,6 +187,26 @@ def _note_rejection(
     for delivery in (messaging.current_delivery(), _held.held_by(channel)):
         if delivery is not None and _gives_back(delivery.settle_key, channel, tag, multiple):
             delivery.note_rejected(operation, bool(bound.get("requeue", True)))
+
+
+def _in_delivery_context(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``add_callback_threadsafe(callback)`` from a thread where a message's delivery is current
+    (a worker the callback started in its context): the callback runs in that thread's context,
+    in the connection's thread, so a ``basic_nack`` or ``basic_reject`` it makes is matched to
+    the message (its channel and delivery tag) and recorded under the message's span, which has
+    usually ended by then; its log lines carry the message's ID. From any other thread the call
+    is left as it is: one context-variable read, and nothing per message."""
+    if messaging.current_delivery() is None:
+        return wrapped(*args, **kwargs)
+    callback = args[0] if args else kwargs.get("callback")
+    if not callable(callback):
+        return wrapped(*args, **kwargs)  # pika refuses it, as without tracekit
+    in_context = functools.partial(contextvars.copy_context().run, callback)
+    if args:
+        return wrapped(in_context, *args[1:], **kwargs)
+    return wrapped(**{**kwargs, "callback": in_context})
 
 
 def _gives_back(settle_key: object, channel: Any, tag: object, multiple: bool) -> bool:
