@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -84,7 +84,56 @@ def _stdout_reader_may_leave() -> Iterator[None]:
         yield
         sys.stdout.flush()
     except OSError as error:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _stop_writing_stdout()
         if not isinstance(error, BrokenPipeError):  # a full disk: the output is lost, say so
-            fail(f"cannot write the output: {error.strerror or error}", EXIT_ERROR)
+            fail_output_lost(error)
+
+
+class OutputLost(Exception):
+    """stdout refused what a command writes as it goes (a full disk); the command stops what it
+    started, then says so with :func:`fail_output_lost`."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
+def fail_output_lost(error: OSError) -> NoReturn:
+    """The one line (exit 2) every command says when its output cannot be written."""
+    fail(f"cannot write the output: {error.strerror or error}", EXIT_ERROR)
+
+
+class StdoutAsWritten:
+    """``sys.stdout`` for a console that writes as a long command goes (the demo): a reader that
+    leaves is let go quietly, the rest unseen, and output that cannot be written raises
+    :class:`OutputLost`, as rich only catches a closed pipe."""
+
+    def write(self, text: str) -> int:
+        with _written_or_lost():
+            sys.stdout.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with _written_or_lost():
+            sys.stdout.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: stdout's own
+        return getattr(sys.stdout, name)
+
+
+@contextmanager
+def _written_or_lost() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        _stop_writing_stdout()
+    except OSError as error:
+        _stop_writing_stdout()
+        raise OutputLost(error) from error
+
+
+def _stop_writing_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered, and what follows, goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)  # stdout holds its own copy now

@@ -467,3 +467,25 @@ def test_a_reader_that_leaves_early_changes_no_exit_status(tmp_path: Path) -> No
          "--format", "json"], capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert len(json.loads(search.stdout)["requests"]) == 2  # every checkout traced
+
+
+def test_output_that_cannot_be_written_is_the_one_line_every_command_says(tmp_path: Path) -> None:
+    """`tracekit demo > report.txt` on a full disk said `demo: [Errno 28] No space left on
+    device`, where every other command says `cannot write the output: ...`; it still stops
+    every process it started and removes its scratch folder."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with open("/dev/full", "wb") as full:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+             "--queue", "embedded", "--store", str(tmp_path / "d.db")],
+            stdout=full, stderr=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "100", "TMPDIR": str(scratch)},
+        )  # fmt: skip
+        _, stderr = demo.communicate(timeout=120)
+
+    assert (demo.returncode, stderr) == (
+        2,
+        b"tracekit: cannot write the output: No space left on device\n",
+    )
+    assert list(scratch.iterdir()) == []

@@ -7,7 +7,7 @@ import shlex
 import signal
 import time
 from pathlib import Path as FilePath
-from typing import Any
+from typing import IO, Any, cast
 
 import click
 
@@ -20,6 +20,7 @@ from tracekit_cli.options import (
     reason,
     terminal_width,
 )
+from tracekit_cli.output import OutputLost, StdoutAsWritten, fail_output_lost
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
@@ -81,6 +82,8 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     except KeyboardInterrupt as stop:
         console.print("stopped: every demo process was shut down")
         raise SystemExit(143 if isinstance(stop, _Terminated) else 130) from None
+    except OutputLost as lost:
+        fail_output_lost(lost.error)
     except (RuntimeError, OSError) as error:  # a service that did not start names its log
         fail(f"demo: {error}", EXIT_ERROR)
 
@@ -103,20 +106,12 @@ def _require_demo_packages() -> None:
 def _console() -> Any:
     """The demo's console. A reader that leaves (``tracekit demo | head -3``) does not stop
     the demo: rich would exit 1 at once; the rest goes unseen, and the demo ends as it would
-    have, its services stopped, with its own status."""
-    import os
-    import sys
-
+    have, its services stopped, with its own status. Output that cannot be written (a full
+    disk) stops it, as any command's."""
     from rich.console import Console
 
-    class ReaderMayLeave(Console):
-        def on_broken_pipe(self) -> None:
-            self.quiet = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)  # stdout holds its own copy now
-
-    return ReaderMayLeave(width=terminal_width(), no_color=no_color(), highlight=False)
+    stdout = cast("IO[str]", StdoutAsWritten())  # what rich uses of a file, not all of IO
+    return Console(file=stdout, width=terminal_width(), no_color=no_color(), highlight=False)
 
 
 def _create_store(path: FilePath) -> None:

@@ -140,9 +140,10 @@ class Topology:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-        if error is None or isinstance(error, KeyboardInterrupt):
+        # A service or queue that failed says so naming its log in the folder: keep it then.
+        # Ctrl-C, output that cannot be written (a full disk) and the like name none.
+        if not isinstance(error, (RuntimeError, OSError)):
             shutil.rmtree(self.workdir, ignore_errors=True)
-        # else keep it: the error names a service log in it
 
     def environment(self, role: str) -> dict[str, str]:
         """What one service process runs with: tracekit writes straight into the store."""
