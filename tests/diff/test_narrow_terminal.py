@@ -155,3 +155,33 @@ def test_every_node_of_the_tree_is_named_whole_at_40_columns(store: Path, fmt: s
         at = lines.index(f"    {node}")
         assert re.match(r"^[-+~ ] +(\S+ ms|-) +(\S+ ms|-) +[-+]\S+ ms", lines[at - 1]), node
     assert max(len(line) for line in lines) <= 40
+
+
+@pytest.mark.parametrize("width", ["50", "60", "72"])
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_a_node_cut_at_the_edge_says_so(store: Path, fmt: str, width: str) -> None:
+    """At 60 columns a node keeping 16 columns and more beside its figures and guides was cut
+    silently ('orders -> payments:', 'ledger: POST /ent'): it read as a whole name. A cut node
+    now ends in an ellipsis ('...' in the ASCII text view), as `trace` marks its cut names."""
+    result = CliRunner().invoke(
+        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": width, "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    arrow, mark = ("→", "…") if fmt == "rich" else ("->", "...")
+    nodes = [
+        "gateway: POST /checkout", f"gateway {arrow} orders: POST /orders",
+        "orders: INSERT orders", f"orders {arrow} payments: orders.created",
+        f"payments {arrow} bank: POST /charge", "web: POST /jobs", f"web {arrow} api: POST /jobs",
+        f"api {arrow} worker: jobs", "ledger: POST /entries",
+    ]  # fmt: skip
+    cut = 0
+    for node in nodes:
+        key = node[:12]  # the first line naming it is its row, or the line below its row
+        drawn = key + next(line.split(key, 1)[1] for line in lines if key in line)
+        if drawn != node:
+            assert drawn.endswith(mark) and node.startswith(drawn.removesuffix(mark)), drawn
+            cut += 1
+    assert cut or width == "72"
+    assert max(len(line) for line in lines) <= int(width)

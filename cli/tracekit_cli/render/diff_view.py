@@ -38,6 +38,11 @@ class Glyphs:
     error: str
     unicode: bool
 
+    @property
+    def cut(self) -> str:
+        """What ends a name cut at the terminal's edge, as ``trace`` ends one."""
+        return "…" if self.unicode else "..."
+
 
 ASCII = Glyphs("->", "+- ", "`- ", "|  ", "!", unicode=False)
 UNICODE = Glyphs("→", "├─ ", "└─ ", "│  ", "✗", unicode=True)
@@ -87,14 +92,27 @@ def laid_out(document: Document, width: int) -> Iterator[tuple[Line, bool]]:
     """The document's lines for ``width`` columns, each with whether it wraps: a tree row whose
     node would keep fewer than ``MIN_LABEL_WIDTH`` columns (a deep node, a narrow terminal)
     is its figures and guides, then its node on a note of its own, whole rather than cut to
-    a few letters."""
+    a few letters; a node with more columns than that, but fewer than it needs, is cut there
+    and ends in an ellipsis, never read as a whole name."""
     for line, kind in document.lines:
         room = width - sum(_cells(text) for text, _ in line[:-1])
-        if kind != "tree" or room >= min(MIN_LABEL_WIDTH, _cells(line[-1][0])):
+        if kind != "tree" or room >= _cells(line[-1][0]):
             yield line, kind == "note"
-            continue
-        yield line[:-1], False
-        yield [(NODE_INDENT, ""), line[-1]], True
+        elif room >= MIN_LABEL_WIDTH:
+            label, style = line[-1]
+            yield [*line[:-1], (_cut(label, room, document.glyphs.cut), style)], False
+        else:
+            yield line[:-1], False
+            yield [(NODE_INDENT, ""), line[-1]], True
+
+
+def _cut(label: str, room: int, mark: str) -> str:
+    """``label`` in ``room`` columns, its end replaced by ``mark``."""
+    if label.isascii():
+        return label[: room - len(mark)] + mark
+    from rich.cells import set_cell_size
+
+    return set_cell_size(label, room - _cells(mark)).rstrip() + mark
 
 
 def to_text(document: Document, width: int) -> str:
