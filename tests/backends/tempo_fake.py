@@ -17,7 +17,9 @@ sends:
   tracekit writes (anything else is refused as ``invalid TraceQL query``, as is what a version
   lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2,
   a query hint ``with (...)`` before 2.4, their scoped names ``trace:rootService`` and
-  ``trace:duration`` before 2.5, ``link:traceID`` before 2.6); ``serviceStats`` from 2.5.
+  ``trace:duration`` and the intrinsic ``trace:id`` before 2.5, ``link:traceID`` before 2.6);
+  ``serviceStats`` from 2.5. ``trace:id`` values joined by ``||`` are compared as text with
+  the trace's hex without leading zeros (Tempo before 2.10).
   ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
   spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
   ``{ ... } && { }`` matches every span of a trace the filter matched; ``||`` joins
@@ -54,6 +56,7 @@ FIRST_TEMPO_WITH = {
     "trace:rootService": (2, 5),
     "trace:duration": (2, 5),
     "link:traceID": (2, 6),
+    "trace:id": (2, 5),
 }
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
@@ -213,6 +216,13 @@ class Query:
         """Add one condition; False for one this version of Tempo refuses."""
         if version < FIRST_TEMPO_WITH.get(condition.partition(" ")[0], (99, 0)):
             return False
+        if condition.startswith("trace:id = "):  # one trace or several, by id
+            ids = [re.fullmatch(r'trace:id = "([0-9a-f]{1,32})"', c)
+                   for c in condition.split(" || ")]  # fmt: skip
+            # an || is compared as text with the hex of hits, which has no leading zeros
+            wanted_traces = {m.group(1) for m in ids if m}
+            self.span_tests.append(lambda s: s.trace_id.lstrip("0") in wanted_traces)
+            return all(ids)
         if " || " in condition:  # one of several correlation IDs
             alternatives = [re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', c)
                             for c in condition.split(" || ")]  # fmt: skip

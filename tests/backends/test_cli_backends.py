@@ -321,6 +321,59 @@ def test_a_consumers_trace_since_then_of_a_request_begun_before_is_not_listed(
     assert listed == {"--store": ["req-just-now"], flag: ["req-just-now"]}
 
 
+def uncorrelated_pull(producer_ms: float, linked: bool = True) -> list[Any]:
+    """A pull consumer whose trace carries no correlation ID took, two minutes after it was
+    published, the message of a request whose web span lasted ``producer_ms``; unless
+    ``linked``, its root links to a context no backend holds (an untrusted caller's)."""
+    job = Topology("req-pull-8")
+    root = job.span("web", "POST /jobs", "SERVER", 0, producer_ms)
+    sent = job.publish(root, "jobs", 10, 12, system="rabbitmq")
+    job.new_trace()
+    consumer = job.consume("worker", "jobs", 120_000, 120_100, links=[sent], correlated=False,
+                           system="rabbitmq")  # fmt: skip
+    if not linked:
+        return recent([dataclasses.replace(consumer, links=[SpanLink("ab" * 16, "cd" * 8)])], 480)
+    return recent(job.spans, 600)
+
+
+@pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+@pytest.mark.parametrize(
+    ("producer_ms", "linked", "alone", "listed"),
+    [
+        (50, True, False, ["req-just-now"]),  # the producer's trace ended before --since
+        (50, True, True, []),
+        (119_000, True, False, ["req-just-now"]),  # it began before --since and ended after
+        (50, False, False, ["req-just-now", None]),  # its link leads to nothing held
+    ],
+)
+def test_an_uncorrelated_consumer_since_then_of_a_request_begun_before_is_not_listed(
+    serve: Any, tmp_path: Path, flag: str, fake: Any, producer_ms: float, linked: bool,
+    alone: bool, listed: list[str | None],
+) -> None:  # fmt: skip
+    """A pull consumer whose trace carries no correlation ID, its root linking to a producer's
+    trace begun before ``--since``: the store (and ``trace``) start the request with that
+    trace and do not list it; Tempo listed it alone, a request of its own. It now searches the
+    traces those roots link to before ``--since`` (TraceQL ``trace:id``, Tempo 2.5), reading
+    no trace but the consumer's, as it did. No Tempo or Jaeger runs here: the fakes find traces
+    as those servers do (Tempo by overlap) and answer their queries as they do."""
+    now = Topology("req-just-now")
+    now.span("edge", "GET /", "SERVER", 0, 10)
+    spans = uncorrelated_pull(producer_ms, linked) + ([] if alone else recent(now.spans, 60))
+    with contextlib.closing(Store(tmp_path / "s.db")) as store:
+        store.write_spans(spans)
+    since = (datetime.now(UTC) - timedelta(seconds=540)).isoformat(timespec="seconds")
+    backend = serve(fake(spans))
+    found = {}
+    for option, where in (("--store", str(tmp_path / "s.db")), (flag, backend.url)):
+        code, out, err = run("search", "--since", since, option, where, "--format", "json")
+        said = "" if listed else "tracekit: no requests match\n"
+        assert (code, err) == (0 if listed else 1, said)
+        found[option] = [r["correlation_id"] for r in json.loads(out)["requests"]] if out else []
+    assert found == {"--store": listed, flag: listed}
+    if flag == "--tempo":
+        assert len([r for r in backend.requests if "/traces/" in r.path]) <= 1
+
+
 @pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
 def test_a_batch_consumer_since_then_is_listed_as_the_store_lists_it(
     serve: Any, tmp_path: Path, flag: str, fake: Any
@@ -821,3 +874,20 @@ def test_a_huge_root_name_in_a_tempo_search_hit_is_cut_as_the_store_cuts_names(
     assert code == 0 and len(out) < 100_000
     names = {r["root_name"] for r in json.loads(out)["requests"]}
     assert names == {"n" * 1024}  # MAX_NAME_CHARS, the store's bound on a span name
+
+
+def test_a_tempo_that_cannot_search_by_trace_id_lists_such_a_consumer_and_says_why(
+    serve: Any,
+) -> None:
+    """Tempo 2.4 refuses TraceQL ``trace:id``: the consumer's trace is listed on its own, as
+    before, and stderr says why once. No Tempo runs here: the fake refuses what 2.4 refuses."""
+    now = Topology("req-just-now")
+    now.span("edge", "GET /", "SERVER", 0, 10)
+    url = serve(FakeTempo(uncorrelated_pull(50) + recent(now.spans, 60), version=(2, 4))).url
+    since = (datetime.now(UTC) - timedelta(seconds=540)).isoformat(timespec="seconds")
+    code, out, err = run("search", "--since", since, "--tempo", url, "--format", "json")
+    assert code == 0
+    assert [r["correlation_id"] for r in json.loads(out)["requests"]] == ["req-just-now", None]
+    said = [line for line in err.splitlines() if "failed to search traces by id" in line]
+    assert len(said) == 1, err
+    assert "(TraceQL trace:id needs Tempo 2.5 or later): a trace carrying no" in said[0]

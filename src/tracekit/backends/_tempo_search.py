@@ -89,15 +89,28 @@ def window(
 def carrying_any(correlation_ids: list[str]) -> list[str]:
     """TraceQL searches for the traces carrying any of ``correlation_ids``, grouped by ID, a
     few IDs each (the query travels in the URL)."""
-    queries, terms = [], []
-    for value in correlation_ids:
-        terms.append("span.correlation.id = " + traceql_string(value))
-        if len(terms) == _IDS_PER_SEARCH or sum(map(len, terms)) > _QUERY_CHARS:
-            queries.append(terms)
-            terms = []
-    queries += [terms] if terms else []
+    terms = ["span.correlation.id = " + traceql_string(value) for value in correlation_ids]
     grouped = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)"
-    return ["{ " + " || ".join(each) + grouped for each in queries]
+    return ["{ " + " || ".join(each) + grouped for each in _a_few_at_a_time(terms)]
+
+
+def with_trace_ids(trace_ids: list[str]) -> list[str]:
+    """TraceQL searches for the traces of ``trace_ids`` (``trace:id``, Tempo >= 2.5), a few
+    each. An ID is written without its leading zeros, as Tempo's hits write it: a Tempo
+    before 2.10 compares it so where it cannot look the trace up by its bytes (in an ``||``)."""
+    terms = ["trace:id = " + traceql_string(t.lstrip("0") or "0") for t in trace_ids]
+    return ["{ " + " || ".join(each) + " }" for each in _a_few_at_a_time(terms)]
+
+
+def _a_few_at_a_time(terms: list[str]) -> list[list[str]]:
+    """``terms`` in groups small enough for one search's URL."""
+    groups, group = [], []
+    for term in terms:
+        group.append(term)
+        if len(group) == _IDS_PER_SEARCH or sum(map(len, group)) > _QUERY_CHARS:
+            groups.append(group)
+            group = []
+    return groups + ([group] if group else [])
 
 
 def window_limit(error: BackendError) -> tuple[float, str] | None:

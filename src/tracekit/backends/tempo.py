@@ -38,6 +38,7 @@ from tracekit.backends._tempo_search import (
     traceql_string,
     window,
     window_limit,
+    with_trace_ids,
 )
 from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
 
@@ -167,7 +168,13 @@ class TempoSource(RemoteSource):
         found = by_correlation_id(rows, self._continued(rows))
         if since_unix_nano is not None:
             begun_before = self._begun_before(found, since_unix_nano)
-            found = [r for r in found if r.correlation_id not in begun_before]
+            early = {h.trace_id for h in hits if h.start_unix_nano < since_unix_nano}
+            continuing = self._continuing_before(found, early, since_unix_nano)
+            found = [
+                r
+                for r in found
+                if r.correlation_id not in begun_before and r.trace_id not in continuing
+            ]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
 
     def _begun_before(self, found: list[RequestSummary], since_unix_nano: int) -> set[str]:
@@ -194,6 +201,51 @@ class TempoSource(RemoteSource):
                 break
             begun |= {h.correlation_id for h in hits if h.start_unix_nano < since_unix_nano}
         return {i for i in begun if i is not None}
+
+    def _continuing_before(
+        self, found: list[RequestSummary], early: set[str], since_unix_nano: int
+    ) -> set[str]:
+        """The listed traces carrying no correlation ID whose root links into a trace Tempo
+        holds that started before ``since_unix_nano`` (a pull consumer's trace, its producer's
+        begun before): as in the store, their request began then, and is not listed. Such a
+        trace is one the search found (``early``: it overlapped the window), or one searched
+        for by id (TraceQL ``trace:id``) in the longest window a default Tempo allows, up to
+        then. Only the listed traces are read, once each, as ``_continued`` reads them."""
+        listed = {row.trace_id for row in found}
+        links = {}
+        for row in found:
+            spans = [] if row.correlation_id else self._unnamed_trace(row.trace_id)
+            if spans:
+                links[row.trace_id] = {link.trace_id for link in root_span(spans).links} - listed
+        unknown = sorted(set().union(*links.values()) - early)
+        begun = early | self._started_before(unknown, since_unix_nano)
+        return {trace_id for trace_id, into in links.items() if into & begun}
+
+    def _started_before(self, trace_ids: list[str], since_unix_nano: int) -> set[str]:
+        """Those of ``trace_ids`` Tempo holds that started before ``since_unix_nano``; a failed
+        search (or a Tempo before 2.5, which cannot search by trace id) is said once, and the
+        traces linking to them are listed as found."""
+        since = since_unix_nano / 1e9
+        started: set[str] = set()
+        for query in with_trace_ids(trace_ids):
+            try:
+                hits = self._search_once(
+                    query, MAX_TRACES_PER_SEARCH, since - DEFAULT_WINDOW_SECONDS, until=since
+                )
+            except BackendError as error:
+                why = (
+                    "TraceQL trace:id needs Tempo 2.5 or later"
+                    if refused_traceql(error)
+                    else str(error)
+                )
+                self.notes.once(
+                    f"{self.client.where} failed to search traces by id before "
+                    f"{_moment(since)} ({why}): a trace carrying no correlation ID that links "
+                    "into a request begun before --since is listed on its own"
+                )
+                break
+            started |= {h.trace_id for h in hits if h.start_unix_nano < since_unix_nano}
+        return started
 
     def _with_correlation_id(self, row: RequestSummary, hit: Hit) -> RequestSummary:
         """``row`` with the correlation ID its trace carries when its hit showed none and its
