@@ -317,3 +317,24 @@ def test_service_is_taken_without_surrounding_spaces_and_refused_empty(store: Pa
     code, out, err = run("--store", str(store), "--service", "")
     assert (code, out) == (2, "")
     assert "Invalid value for '--service': 1-256 printable characters, got ''" in err
+
+
+def test_a_root_word_longer_than_the_line_folds_in_a_block(tmp_path: Path) -> None:
+    """A route longer than a 40-column line stood whole in its block, running past the
+    terminal's edge where the terminal broke it anywhere; only the IDs, which are copied, stand
+    whole. The root now folds onto the next lines, as in the table, every character kept."""
+    route = "POST /api/v1/organisations/{organisation_id}/members/{member_id}"
+    t = Topology("req-long-route")
+    t.span("accounts-service", route, "SERVER", 0, 12)
+    with Store(tmp_path / "route.db") as s:
+        s.write_spans(t.spans)
+
+    args = ["search", "--store", str(tmp_path / "route.db"), "--since", SINCE, "--format", "rich"]
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": "40", "NO_COLOR": "1"})
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 40, lines
+    at = next(i for i, line in enumerate(lines) if "accounts-service:" in line)
+    root = "".join(line.strip() for line in lines[at : at + 3])
+    assert root.startswith("accounts-service: " + route.replace(" ", ""))

@@ -165,3 +165,22 @@ def test_service_without_jaeger_is_a_usage_error_not_the_whole_map(store: Path) 
     code, out, err = run("--store", str(store), "--since", SINCE, "--service", "orders")
     assert (code, out) == (2, "")
     assert err == "tracekit: --service is for --jaeger: the store and Tempo read every service\n"
+
+
+def test_a_service_name_longer_than_the_line_folds_in_a_block(tmp_path: Path) -> None:
+    """A service named longer than a 30-column line stood whole in its edge's block, past the
+    terminal's edge. It now folds onto the next line, every character kept."""
+    t = Topology("req-long-name")
+    root = t.span("storefront", "GET /", "SERVER", 0, 50)
+    t.http(root, "inventory-reconciliation-worker", "/stock", 5, 30)
+    with Store(tmp_path / "names.db") as s:
+        s.write_spans(t.spans)
+
+    args = ["services", "--store", str(tmp_path / "names.db"), "--since", SINCE,
+            "--format", "rich"]  # fmt: skip
+    result = CliRunner().invoke(cli, args, env={"COLUMNS": "30", "NO_COLOR": "1"})
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 30, lines
+    assert "".join(result.stdout.split()).startswith("storefront→inventory-reconciliation-worker")

@@ -398,27 +398,33 @@ def _table_fits(widths: list[int], width: int) -> bool:
     return sum(widths) + 3 * len(widths) - 1 <= width
 
 
-def _request_block(r: RequestSummary, request_id: str, cells: tuple[str, ...]) -> list[Line]:
+def _request_block(
+    r: RequestSummary, request_id: str, cells: tuple[str, ...]
+) -> list[tuple[Line, bool]]:
     """One request on a narrow terminal: the ID on a line of its own, whole (it is copied), then
-    the numbers, the root and the trace ID, wrapped between words."""
+    the numbers, the root and the trace ID, wrapped between words (see ``_print_lines``)."""
     start, duration, spans, _ = cells
     facts = f"  {start} UTC · {duration} · {spans} span{'' if r.span_count == 1 else 's'}"
-    lines: list[Line] = [[(request_id, "bold" if r.correlation_id else "dim")], [(facts, "")]]
+    lines: list[tuple[Line, bool]] = [
+        ([(request_id, "bold" if r.correlation_id else "dim")], False),
+        ([(facts, "")], True),
+    ]
     if r.error:
-        lines.append([("  ✗ error", "bold red")])
-    lines.append([("  " + _root_of(r), "")])
+        lines.append(([("  ✗ error", "bold red")], True))
+    lines.append(([("  " + _root_of(r), "")], True))
     if r.correlation_id:
-        lines.append([("  trace " + r.trace_id, "dim")])
+        lines.append(([("  trace " + r.trace_id, "dim")], False))
     return lines
 
 
-def _print_lines(console: Console, lines: list[Line]) -> None:
-    """Styled lines wrapped at the console's width between words; a word longer than a line (an
-    ID) stands alone on its line, whole, rather than be cut or folded."""
+def _print_lines(console: Console, lines: list[tuple[Line, bool]]) -> None:
+    """Styled lines wrapped at the console's width between words, each with whether a word
+    longer than a line folds onto the next lines (a route, a service name) or, in a line of
+    IDs, which are copied, stands alone on its line, whole."""
     from rich.text import Text
 
-    for line in lines:
-        for part in wrap(line, console.width, fold=False):
+    for line, fold in lines:
+        for part in wrap(line, console.width, fold=fold):
             console.print(Text.assemble(*part), no_wrap=True, overflow="ignore", crop=False)
 
 
@@ -455,15 +461,17 @@ def _edge_cells(e: ServiceEdge) -> tuple[str, str, str, str, str, str, str]:
     )  # fmt: skip
 
 
-def _edge_block(e: ServiceEdge, cells: tuple[str, ...]) -> list[Line]:
-    """One edge on a narrow terminal: who calls whom, then its numbers, wrapped."""
+def _edge_block(e: ServiceEdge, cells: tuple[str, ...]) -> list[tuple[Line, bool]]:
+    """One edge on a narrow terminal: who calls whom, then its numbers, wrapped, a service
+    name longer than a line folded."""
     caller, callee, kind, calls, rate, p50, p95 = cells
-    return [
+    lines: list[Line] = [
         [(caller, "bold"), (" → ", ""), (callee, "bold")],
         [(f"  {kind} · {calls} call{'' if e.calls == 1 else 's'} · ", ""),
          (f"{rate} errors", "red" if e.errors else "")],
         [(f"  p50 {p50} · p95 {p95}", "")],
     ]  # fmt: skip
+    return [(line, True) for line in lines]
 
 
 def _table() -> Table:
