@@ -49,11 +49,17 @@ def _pair(item: str, origin: str, *, decode: bool = False) -> tuple[str, str]:
     if name.lower() in _RESERVED:
         raise ValueError(f"{origin}: {name} is set by tracekit itself")
     value = urllib.parse.unquote(value) if decode else value
-    if len(value) > MAX_VALUE_CHARS or not _sendable(value):
+    unsendable = [char for char in value if not _sendable(char)]
+    if len(value) > MAX_VALUE_CHARS or any(char <= "\xff" for char in unsendable):
         raise ValueError(f"{origin}: the value of {name} is too long or has control characters")
+    if unsendable:
+        raise ValueError(
+            f"{origin}: the value of {name} has a character no HTTP header carries (only"
+            " Latin-1: a typographic quote or a symbol pasted with it?)"
+        )
     return name, value
 
 
-def _sendable(value: str) -> bool:
+def _sendable(char: str) -> bool:
     """Visible Latin-1 text, spaces and tabs: no line break can split the request."""
-    return all(ch == "\t" or (" " <= ch <= "~") or ("\xa0" <= ch <= "\xff") for ch in value)
+    return char == "\t" or (" " <= char <= "~") or ("\xa0" <= char <= "\xff")

@@ -565,6 +565,12 @@ def test_jaeger_tenant_header(serve: Any, spans: list[Any]) -> None:
             {"TRACEKIT_BACKEND_HEADERS": "Authorization=Bearer%0D%0As3cret"},
             "TRACEKIT_BACKEND_HEADERS: the value of Authorization is too long or has control",
         ),
+        (  # a token pasted with typographic quotes was said to be too long or have controls
+            ["--header", "Authorization=Bearer “s3cret”"],
+            {},
+            "--header: the value of Authorization has a character no HTTP header carries (only"
+            " Latin-1: a typographic quote or a symbol pasted with it?)\n",
+        ),
     ],
 )
 def test_bad_headers_are_one_line_that_never_shows_the_value(
