@@ -489,3 +489,26 @@ def test_output_that_cannot_be_written_is_the_one_line_every_command_says(tmp_pa
         b"tracekit: cannot write the output: No space left on device\n",
     )
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("width", [40, 60, 80])
+def test_the_checkouts_table_loses_nothing_on_a_narrow_terminal(tmp_path: Path, width: int) -> None:
+    """At 80 columns the demo's table of checkouts showed 'sku-…', 'serv…' and 'fulf…'; at 60
+    every column but the ID was '…'; at 40 they had no width at all, gone without a sign. Where
+    the table cannot hold each column's longest word, each checkout is a block of lines instead;
+    every value is whole either way."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "6", "--no-canary",
+         "--queue", "embedded", "--store", str(tmp_path / "d.db")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "COLUMNS": str(width), "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("6 checkouts", 1)[1].split("slowest request", 1)[0].splitlines()
+    assert max(len(line) for line in lines) <= width, lines
+    assert "…" not in "".join(lines), lines
+    words = " ".join(lines).replace("│", " ").split()
+    for number in range(6):
+        sku, quantity = checkout_for(number)
+        assert {sku, f"x{quantity}"} <= set(words), (sku, lines)
+    assert {"fulfilment,", "inventory", "services", "spans"} <= set(words), lines

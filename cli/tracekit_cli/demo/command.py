@@ -195,12 +195,13 @@ def _wait_for_ctrl_c() -> None:
 
 
 def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: float) -> None:
+    from rich.measure import Measurement
     from rich.table import Table
 
     from tracekit.path import reconstruct
     from tracekit.store import Store
     from tracekit_cli.demo.diff_step import show_diff
-    from tracekit_cli.render.rich_view import render_path
+    from tracekit_cli.render.rich_view import print_lines, render_path
 
     source = Store(store_path)
     paths = [(request, reconstruct(source, request.correlation_id or "")) for request in sent]
@@ -212,18 +213,16 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
             justify="right" if header in ("#", "spans", "duration") else "left",
             no_wrap=header == "correlation id",  # users copy it into `tracekit trace`
             min_width=32 if header == "correlation id" else None,
+            overflow="fold",
         )
     for request, path in paths:
-        table.add_row(
-            str(request.number),
-            request.correlation_id or "-",
-            f"{request.sku} x{request.quantity}",
-            str(len(path.services)) if path else "-",
-            str(len(path.spans)) if path else "-",
-            f"{path.duration_ms:.0f} ms" if path else "-",
-            ", ".join(sorted({e.service for e in path.errors})) if path and path.errors else "",
-        )
-    console.print(table)
+        table.add_row(*_checkout_cells(request, path))
+    unbounded = console.options.update_width(10**6)  # else the minimum is capped at the width
+    if Measurement.get(console, unbounded, table).minimum <= console.width:
+        console.print(table)
+    else:  # a column would be cut ('sku-…') or drop out: a block per checkout instead
+        console.print(title)
+        print_lines(console, [line for r, p in paths for line in _checkout_block(r, p)])
     found = [(r, p) for r, p in paths if p is not None]
     slowest = max(found, key=lambda item: item[1].duration_ms, default=None)
     failed = next(((r, p) for r, p in found if p.errors), None)
@@ -234,6 +233,39 @@ def _show_results(console: Any, store_path: FilePath, sent: list[Any], elapsed: 
     show_diff(console, [path for _, path in found], store_path)
     console.rule()
     _show_next_steps(console, store_path, [path for _, path in found], elapsed)
+
+
+def _checkout_cells(request: Any, path: Any) -> tuple[str, ...]:
+    """One checkout's row: number, correlation ID, order, services, spans, duration, errors."""
+    return (
+        str(request.number),
+        request.correlation_id or "-",
+        f"{request.sku} x{request.quantity}",
+        str(len(path.services)) if path else "-",
+        str(len(path.spans)) if path else "-",
+        f"{path.duration_ms:.0f} ms" if path else "-",
+        ", ".join(sorted({e.service for e in path.errors})) if path and path.errors else "",
+    )
+
+
+def _checkout_block(request: Any, path: Any) -> list[tuple[Any, bool]]:
+    """One checkout on a terminal too narrow for the table: its number and correlation ID
+    (whole: it is copied), then the rest, wrapped (see ``rich_view.print_lines``)."""
+    number, correlation_id, order, services, spans, duration, errors = _checkout_cells(
+        request, path
+    )
+    facts = f"  {order} · no spans stored"
+    if path:
+        counts = f"{_counted(services, 'service')} · {_counted(spans, 'span')}"
+        facts = f"  {order} · {counts} · {duration}"
+    lines = [([(f"#{number} ", "bold"), (correlation_id, "")], False), ([(facts, "")], True)]
+    if errors:
+        lines.append(([(f"  errors: {errors}", "red")], True))
+    return lines
+
+
+def _counted(count: str, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == "1" else "s")
 
 
 SLOW_MS = 500  # the demo's bulk orders take about 600 ms, the others well under

@@ -353,7 +353,7 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
              enumerate(_WHOLE_REQUEST_COLUMNS)]  # fmt: skip
     if not _table_fits([*whole, MIN_FOLDED_COLUMN, MIN_FOLDED_COLUMN], console.width):
         blocks = [_request_block(r, i, c) for r, i, c in zip(requests, ids, cells, strict=True)]
-        _print_lines(console, [line for block in blocks for line in block])
+        print_lines(console, [line for block in blocks for line in block])
         return
     table = _table()
     for name in _WHOLE_REQUEST_COLUMNS:
@@ -417,7 +417,7 @@ def _request_block(
     return lines
 
 
-def _print_lines(console: Console, lines: list[tuple[Line, bool]]) -> None:
+def print_lines(console: Console, lines: list[tuple[Line, bool]]) -> None:
     """Styled lines wrapped at the console's width between words, each with whether a word
     longer than a line folds onto the next lines (a route, a service name) or, in a line of
     IDs, which are copied, stands alone on its line, whole."""
@@ -436,8 +436,8 @@ def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
     widths = [max(cell_len(name), *(cell_len(row[i]) for row in rows)) for i, name in
               enumerate(_EDGE_COLUMNS)]  # fmt: skip
     if not _table_fits(widths, console.width):
-        _print_lines(console, [line for e, row in zip(edges, rows, strict=True)
-                               for line in _edge_block(e, row)])  # fmt: skip
+        print_lines(console, [line for e, row in zip(edges, rows, strict=True)
+                              for line in _edge_block(e, row)])  # fmt: skip
         return
     table = _table()
     for name in _EDGE_COLUMNS:
