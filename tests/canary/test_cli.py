@@ -467,3 +467,28 @@ def test_a_route_asked_for_that_only_the_canary_serves_counts_as_its_metric_does
     assert unrouted["n"] == {"baseline": 800, "canary": 1200}
     assert (document["baseline"]["requests"], document["canary"]["requests"]) == (800, 1200)
     assert (document["verdict"], code) == ("fail", 1)
+
+
+@pytest.mark.parametrize("view", ["text", "rich"])
+@pytest.mark.parametrize("columns", [60, 40])
+def test_a_route_in_wide_characters_keeps_to_the_terminal(
+    tmp_path: Path, view: str, columns: int
+) -> None:
+    """A route in Japanese takes two columns a character: wrapped by counting characters, its
+    reasons and rows ran past a 40-column terminal (the text view to 80 columns; rich broke
+    them again itself, continuations at the margin), and the narrow table's columns drifted
+    apart. Each line now keeps to the width, every word of the wide view kept, in order."""
+    from rich.cells import cell_len
+
+    path = tmp_path / "wide.db"
+    route = "/注文/{注文番号}/明細/再計算"
+    with Store(path) as writer:
+        writer.write_spans(requests("1.0", route, 400, seed=20)
+                           + requests("1.1", route, 400, seed=21, scale=2))  # fmt: skip
+    wide, narrow = view_at(path, view, 400), view_at(path, view, columns)
+
+    assert max(cell_len(line) for line in narrow.splitlines()) <= columns, narrow
+    assert "".join(words(narrow)) == "".join(words(wide))
+    lines = narrow.splitlines()
+    reasons = lines[lines.index("because:") + 1 : lines.index("", lines.index("because:"))]
+    assert all(line.startswith(("  - ", "      ")) for line in reasons), reasons

@@ -7,13 +7,13 @@ come from spans and metric labels (untrusted): both views flatten them to one pr
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from tracekit.canary import ERROR_RATE, LATENCY, MetricResult, Verdict, exit_code
 from tracekit.canary.explain import format_seconds
 from tracekit_cli.options import one_line
+from tracekit_cli.render.columns import pad, text_width, wrap_text
 from tracekit_cli.render.layout import format_time
 
 if TYPE_CHECKING:
@@ -131,8 +131,8 @@ def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
 
 
 def _widths(rows: Sequence[tuple[str, ...]]) -> list[int]:
-    """Each column's width: its widest cell, header included."""
-    return [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    """Each column's width: its widest cell, header included (in terminal columns)."""
+    return [max(text_width(row[i]) for row in rows) for i in range(len(HEADERS))]
 
 
 def _narrow_lines(
@@ -152,14 +152,14 @@ def _narrow_lines(
         bands[-1].append(column)
         end = start + widths[column]
     for number, row in enumerate(rows):
-        for part in textwrap.wrap(row[0], width):
+        for part in wrap_text(row[0], width):
             yield number, 0, [(0, part)]
         for band, columns in enumerate(bands):
             yield number, 2 if band == 0 else 4, [(column, row[column]) for column in columns]
 
 
 def _text_line(indent: int, cells: list[tuple[int, str]], widths: list[int]) -> str:
-    return (" " * indent + "  ".join(cell.ljust(widths[i]) for i, cell in cells)).rstrip()
+    return (" " * indent + "  ".join(pad(cell, widths[i]) for i, cell in cells)).rstrip()
 
 
 def _legend(verdict: Verdict) -> str:
@@ -171,9 +171,9 @@ def _legend(verdict: Verdict) -> str:
 
 
 def _wrap(line: str, width: int) -> list[str]:
-    if len(line) <= width:
+    if text_width(line) <= width:
         return [line]
-    return textwrap.wrap(line, width, subsequent_indent="      ", break_on_hyphens=False)
+    return wrap_text(line, width, "      ", break_on_hyphens=False)
 
 
 def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> None:
@@ -211,7 +211,7 @@ def _print_narrow(console: Console, rows: list[tuple[str, ...]]) -> None:
     for number, indent, cells in _narrow_lines(rows, console.width):
         line = Text(" " * indent, style="bold" if number == 0 else "")
         for column, cell in cells:
-            line.append(cell.ljust(widths[column] + 2), STYLES.get(cell) if column == 2 else None)
+            line.append(pad(cell, widths[column] + 2), STYLES.get(cell) if column == 2 else None)
         line.rstrip()
         console.print(line)
 

@@ -11,8 +11,6 @@ flattened to one printable line before anything is drawn.
 
 from __future__ import annotations
 
-import re
-import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +19,7 @@ from tracekit.diff.changes import TIMING_METRICS
 from tracekit.diff.nodes import Node
 from tracekit.diff.words import duration, signed
 from tracekit_cli.options import one_line
+from tracekit_cli.render.columns import text_width, wrap_text
 from tracekit_cli.render.layout import MAX_GUIDES, format_time
 
 Piece = tuple[str, str]  # (text, rich style)
@@ -55,7 +54,6 @@ MAX_NOTE_CHARS = 600
 MIN_NOTE_WIDTH = 24  # columns a note keeps beside its indent, however narrow the terminal
 MIN_LABEL_WIDTH = 16  # columns a tree row's node keeps beside it, else it goes on a line below
 NODE_INDENT = "    "  # where such a node goes
-_WORDS = re.compile(r"\s+|\S+")
 
 
 @dataclass(slots=True)
@@ -95,8 +93,8 @@ def laid_out(document: Document, width: int) -> Iterator[tuple[Line, bool]]:
     a few letters; a node with more columns than that, but fewer than it needs, is cut there
     and ends in an ellipsis, never read as a whole name."""
     for line, kind in document.lines:
-        room = width - sum(_cells(text) for text, _ in line[:-1])
-        if kind != "tree" or room >= _cells(line[-1][0]):
+        room = width - sum(text_width(text) for text, _ in line[:-1])
+        if kind != "tree" or room >= text_width(line[-1][0]):
             yield line, kind == "note"
         elif room >= MIN_LABEL_WIDTH:
             label, style = line[-1]
@@ -112,7 +110,7 @@ def _cut(label: str, room: int, mark: str) -> str:
         return label[: room - len(mark)] + mark
     from rich.cells import set_cell_size
 
-    return set_cell_size(label, room - _cells(mark)).rstrip() + mark
+    return set_cell_size(label, room - text_width(mark)).rstrip() + mark
 
 
 def to_text(document: Document, width: int) -> str:
@@ -121,21 +119,11 @@ def to_text(document: Document, width: int) -> str:
     for line, wraps in laid_out(document, width):
         pieces = _narrow_indent(line, width) if wraps else line
         text = "".join(piece for piece, _ in pieces)
-        if wraps and _cells(text) > width:
-            out += _wrap_text(text, width, " " * (_leading_spaces(pieces) + 4))
+        if wraps and text_width(text) > width:
+            out += wrap_text(text, width, " " * (_leading_spaces(pieces) + 4))
         else:
             out.append(_crop_text(text, width).rstrip())
     return "\n".join(out) + "\n"
-
-
-# Names and messages may hold characters two columns wide (CJK): counted in characters, a line
-# of them overruns the terminal, which breaks the tree. ASCII keeps the plain, faster path.
-
-
-def _cells(text: str) -> int:
-    from rich.cells import cell_len
-
-    return len(text) if text.isascii() else cell_len(text)
 
 
 def _crop_text(text: str, width: int) -> str:
@@ -144,29 +132,6 @@ def _crop_text(text: str, width: int) -> str:
     from tracekit_cli.render.rich_view import crop
 
     return "".join(piece for piece, _ in crop([(text, "")], width))
-
-
-def _wrap_text(text: str, width: int, indent: str) -> list[str]:
-    """``textwrap.wrap`` counting columns: a word longer than a line (a message in Japanese has
-    no spaces) is split over lines, never cut."""
-    if text.isascii():
-        return textwrap.wrap(text, width, subsequent_indent=indent)
-    lines, line = [], ""
-    for word in _WORDS.findall(text):
-        if _cells(line + word) <= width:
-            line += word
-            continue
-        if line.strip():
-            lines.append(line.rstrip())
-            line = indent
-        if word.isspace():
-            continue  # the break itself
-        for char in word:
-            if _cells(line + char) > width and line.strip():
-                lines.append(line)
-                line = indent
-            line += char
-    return [*lines, line.rstrip()]
 
 
 def to_rich(document: Document, width: int, *, color: bool) -> str:
