@@ -373,3 +373,22 @@ def test_a_change_under_one_percent_keeps_its_sign_and_size(tmp_path: Path) -> N
     _, out, _ = diff_of(tmp_path, spans, *versions("1", "2"), "--format", "json")
 
     assert isinstance(out, dict) and out["headline"].startswith("-0.3 ms mean (-0.3%): ")
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_the_column_header_is_whole_on_a_narrow_terminal(store_path: Path, fmt: str) -> None:
+    """At 60 columns the set view's header read 'node (ranked by contribution to the change i',
+    cut without a sign; it wraps now, as the view's other prose does."""
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "fulfilment", *versions("1", "2", "--format", fmt),
+              "--store", str(store_path)], env={"COLUMNS": "60", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    at = next(i for i, line in enumerate(lines) if line.startswith("  contribution  node"))
+    said = " ".join(" ".join(lines[at : at + 2]).split())
+    assert said.startswith(
+        "contribution node (ranked by contribution to the change in mean duration)"
+    ), lines[at : at + 2]

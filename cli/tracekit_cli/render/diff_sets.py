@@ -38,8 +38,8 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
                        f"median {duration(side.median_ns)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
     document.row(("", ""))
-    document.row(("  contribution  node (ranked by contribution to the change in mean duration)",
-                  "bold"))  # fmt: skip
+    document.note(("  contribution  node (ranked by contribution to the change in mean duration)",
+                   "bold"))  # fmt: skip
     for found in diff.nodes[:MAX_ROWS]:
         style = ROW_STYLES[found.status]
         document.tree_row((f"{MARKERS[found.status]} ", f"bold {style or 'yellow'}"),
@@ -49,7 +49,7 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
             document.note((" " * 18, ""), (document.text(text), note_style))
     if len(diff.nodes) > MAX_ROWS:
         hidden = len(diff.nodes) - MAX_ROWS
-        document.row((f"  ... {hidden} more nodes (--format json lists them all)", "dim"))
+        document.note((f"  ... {hidden} more nodes (--format json lists them all)", "dim"))
     changes_section(document, diff.changes)
     attribution_section(document, diff.attribution, {n.node.id: n.node for n in diff.nodes},
                         diff.b.mean_ns - diff.a.mean_ns, "mean")  # fmt: skip

@@ -232,7 +232,7 @@ def attribution_section(
     if len(parts) > MAX_ATTRIBUTION:
         more = len(parts) - MAX_ATTRIBUTION
         noun = "part" if more == 1 else "parts"
-        document.row((f"  ... {more} smaller {noun} (--format json lists them all)", "dim"))
+        document.note((f"  ... {more} smaller {noun} (--format json lists them all)", "dim"))
 
 
 def footer(
@@ -286,8 +286,8 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
             document.note((" " * COLUMNS + below + "  ", "dim"), (text, style))
     if len(drawn) < len(diff.nodes):
         hidden = len(diff.nodes) - len(drawn)
-        document.row((f"  ... {hidden} unchanged nodes not drawn (--format json lists them all)",
-                      "dim"))  # fmt: skip
+        document.note((f"  ... {hidden} unchanged nodes not drawn (--format json lists them all)",
+                       "dim"))  # fmt: skip
     changes_section(document, diff.changes)
     attribution_section(document, diff.attribution, {d.node.id: d.node for d in diff.nodes},
                         diff.duration_delta_ns, "end to end")  # fmt: skip
