@@ -14,12 +14,14 @@ import math
 from typing import Any
 
 from tracekit.receiver._decoded import (
+    MAX_SPAN_ELEMENTS,
     MAX_VALUE_DEPTH,
     Admit,
     Decoded,
     MalformedRequest,
     admit_any,
     check_id,
+    count_dropped,
     kind_name,
     log_time,
     service_of,
@@ -34,6 +36,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.semconv import DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS
 from tracekit.store._limits import time_bounds
 
 _KIND_BY_NAME = {
@@ -272,6 +275,11 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
     parent = as_id(get(span, "parentSpanId", "parent_span_id"), 8, "span.parentSpanId")
     status = as_object(span.get("status"), "span.status")
     service, version = service_of(resource)
+    kept = _kept_attributes(span, "span.attributes")
+    events = as_list(span.get("events"), "events")
+    links = as_list(span.get("links"), "links")
+    for key, found in ((DROPPED_EVENTS, events), (DROPPED_LINKS, links)):
+        count_dropped(kept, key, _reported(span, key), len(found) - MAX_SPAN_ELEMENTS)
     record = SpanRecord(
         trace_id=trace_id or "",
         span_id=span_id or "",
@@ -285,11 +293,9 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
         end_unix_nano=as_int(get(span, "endTimeUnixNano", "end_time_unix_nano"), "span.end"),
         status=status_name(as_enum(status.get("code"), _STATUS_BY_NAME, "status.code")),
         status_message=as_str(status.get("message"), "status.message"),
-        attributes=attributes(span.get("attributes"), "span.attributes"),
-        links=_links(span),
-        events=[
-            _event(as_object(e, "span.events[]")) for e in as_list(span.get("events"), "events")
-        ],
+        attributes=kept,
+        links=_links(links[:MAX_SPAN_ELEMENTS]),
+        events=[_event(as_object(e, "span.events[]")) for e in events[:MAX_SPAN_ELEMENTS]],
         resource=resource,
         service_version=version,
         scope=scope,
@@ -297,10 +303,39 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
     return record if trace_id and span_id else None
 
 
-def _links(span: dict[str, Any]) -> list[SpanLink]:
-    """The span's links but those to an empty context (see ``_protobuf._links``)."""
-    links = [_link(as_object(link, "span.links[]")) for link in as_list(span.get("links"), "links")]
-    return [link for link in links if link is not None]
+# the JSON names (camelCase, then the proto name) of the count OTLP sends with each list
+_DROPPED_NAMES = {
+    DROPPED_ATTRIBUTES: ("droppedAttributesCount", "dropped_attributes_count"),
+    DROPPED_EVENTS: ("droppedEventsCount", "dropped_events_count"),
+    DROPPED_LINKS: ("droppedLinksCount", "dropped_links_count"),
+}
+
+
+def _kept_attributes(container: dict[str, Any], where: str) -> Attributes:
+    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event or link, and how many more
+    it had when there were more."""
+    found = as_list(container.get("attributes"), where)
+    kept = attributes(found[:MAX_SPAN_ELEMENTS], where)
+    count_dropped(
+        kept, DROPPED_ATTRIBUTES, _reported(container, DROPPED_ATTRIBUTES),
+        len(found) - MAX_SPAN_ELEMENTS,
+    )  # fmt: skip
+    return kept
+
+
+def _reported(container: dict[str, Any], key: str) -> int:
+    """What the sender counted as dropped of a list; 0 when it is not a count (it was not read
+    before the collector cut lists, so it refuses no span)."""
+    try:
+        return max(as_int(get(container, *_DROPPED_NAMES[key]), key), 0)
+    except MalformedRequest:
+        return 0
+
+
+def _links(links: list[Any]) -> list[SpanLink]:
+    """The links but those to an empty context (see ``_protobuf._links``)."""
+    found = [_link(as_object(link, "span.links[]")) for link in links]
+    return [link for link in found if link is not None]
 
 
 def _link(link: dict[str, Any]) -> SpanLink | None:
@@ -308,14 +343,14 @@ def _link(link: dict[str, Any]) -> SpanLink | None:
     span_id = as_id(get(link, "spanId", "span_id"), 8, "link.spanId")
     if trace_id is None or span_id is None:
         return None
-    return SpanLink(trace_id, span_id, attributes(link.get("attributes"), "link.attributes"))
+    return SpanLink(trace_id, span_id, _kept_attributes(link, "link.attributes"))
 
 
 def _event(event: dict[str, Any]) -> SpanEvent:
     return SpanEvent(
         name=as_str(event.get("name"), "event.name"),
         time_unix_nano=as_int(get(event, "timeUnixNano", "time_unix_nano"), "event.time"),
-        attributes=attributes(event.get("attributes"), "event.attributes"),
+        attributes=_kept_attributes(event, "event.attributes"),
     )
 
 

@@ -21,12 +21,14 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tracekit.receiver._decoded import (
+    MAX_SPAN_ELEMENTS,
     MAX_VALUE_DEPTH,
     Admit,
     Decoded,
     MalformedRequest,
     admit_any,
     check_id,
+    count_dropped,
     kind_name,
     log_time,
     service_of,
@@ -41,6 +43,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
+from tracekit.semconv import DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS
 from tracekit.store._limits import time_bounds
 
 BAD_RESOURCE = "resource is not a valid OTLP Resource (a string that is not UTF-8?)"
@@ -101,14 +104,27 @@ def decode_traces(body: bytes, admit: Admit = admit_any) -> Decoded:
 
 
 def span_record(
-    span: Any, service: str, version: str | None, resource: Attributes, scope: str | None
+    span: Any,
+    service: str,
+    version: str | None,
+    resource: Attributes,
+    scope: str | None,
+    cut: tuple[int, int, int] = (0, 0, 0),
 ) -> SpanRecord | None:
-    """One OTLP Span as a record (None when its trace or span id is empty or all zero)."""
+    """One OTLP Span as a record (None when its trace or span id is empty or all zero): its
+    first ``MAX_SPAN_ELEMENTS`` attributes, events and links; ``cut``: how many of each were
+    left out of ``span`` already (see ``_protobuf_spans``)."""
     trace_id = check_id(span.trace_id, 16, "trace_id")
     span_id = check_id(span.span_id, 8, "span_id")
     parent = check_id(span.parent_span_id, 8, "parent_span_id")
     if trace_id is None or span_id is None:
         return None
+    attributes_kept = _kept_attributes(span, cut[0])
+    for key, reported, found, earlier in (
+        (DROPPED_EVENTS, span.dropped_events_count, span.events, cut[1]),
+        (DROPPED_LINKS, span.dropped_links_count, span.links, cut[2]),
+    ):
+        count_dropped(attributes_kept, key, reported, earlier + len(found) - MAX_SPAN_ELEMENTS)
     return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,
@@ -120,13 +136,28 @@ def span_record(
         end_unix_nano=span.end_time_unix_nano,
         status=status_name(span.status.code),
         status_message=span.status.message,
-        attributes=attributes(span.attributes),
-        links=_links(span.links),
-        events=[SpanEvent(e.name, e.time_unix_nano, attributes(e.attributes)) for e in span.events],
+        attributes=attributes_kept,
+        links=_links(span.links[:MAX_SPAN_ELEMENTS]),
+        events=[
+            SpanEvent(e.name, e.time_unix_nano, _kept_attributes(e))
+            for e in span.events[:MAX_SPAN_ELEMENTS]
+        ],
         resource=resource,
         service_version=version,
         scope=scope,
     )
+
+
+def _kept_attributes(message: Any, cut: int = 0) -> Attributes:
+    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event or link, and how many more
+    it had when there were more (``cut``: left out of it already)."""
+    found = message.attributes
+    kept = attributes(found[:MAX_SPAN_ELEMENTS] if len(found) > MAX_SPAN_ELEMENTS else found)
+    count_dropped(
+        kept, DROPPED_ATTRIBUTES, message.dropped_attributes_count,
+        cut + len(found) - MAX_SPAN_ELEMENTS,
+    )  # fmt: skip
+    return kept
 
 
 def _links(links: Any) -> list[SpanLink]:
@@ -145,7 +176,7 @@ def _link(link: Any) -> SpanLink | None:
     span_id = check_id(link.span_id, 8, "link span_id")
     if trace_id is None or span_id is None:
         return None
-    return SpanLink(trace_id, span_id, attributes(link.attributes))
+    return SpanLink(trace_id, span_id, _kept_attributes(link))
 
 
 def decode_logs(body: bytes, admit: Admit = admit_any) -> Decoded:

@@ -16,6 +16,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracekit.receiver._decoded import (
+    MAX_SPAN_ELEMENTS,
     Admit,
     Decoded,
     MalformedRequest,
@@ -138,7 +139,7 @@ class SpanRowDecoder:
             return False
         if not bounds[0] <= start <= end <= bounds[1]:
             return False
-        if span.events or span.links:
+        if span.events or span.links or len(span.attributes) > MAX_SPAN_ELEMENTS:
             return False
         get = self._pairs.get
         parts: list[str] = []
@@ -203,6 +204,7 @@ class SpanRowDecoder:
         A span that does not parse on its own (a string that is not UTF-8, which C++ and Go
         SDKs can send, or a malformed attribute) is rejected alone: the others are stored.
         """
+        cut = _cut(span)
         try:
             full = parse(Span(), span.SerializeToString())
         except MalformedRequest:
@@ -210,7 +212,7 @@ class SpanRowDecoder:
             return
         try:  # an id of the wrong length, a value nested too deep: this span alone is refused
             record = span_record(
-                full, resource.service, resource.version, resource.attributes, scope
+                full, resource.service, resource.version, resource.attributes, scope, cut
             )
         except MalformedRequest as error:
             out.reject(str(error))
@@ -250,6 +252,18 @@ class SpanRowDecoder:
             found = (self.encoder.strings[name] if name else 0, name)
             _remember(self._scopes, raw, found)
         return found
+
+
+def _cut(span: Any) -> tuple[int, int, int]:
+    """Leave out of the lazy ``span`` its attributes, events and links past
+    ``MAX_SPAN_ELEMENTS``, still bytes, before it is parsed whole; how many of each went."""
+    cut = []
+    for found in (span.attributes, span.events, span.links):
+        over = len(found) - MAX_SPAN_ELEMENTS
+        if over > 0:
+            del found[MAX_SPAN_ELEMENTS:]
+        cut.append(max(over, 0))
+    return cut[0], cut[1], cut[2]
 
 
 def _plain(trace_id: bytes, span_id: bytes, parent: bytes) -> bool:
