@@ -183,6 +183,60 @@ def test_partial_success_in_json(receiver: Receiver, reader: Store) -> None:
     assert [s.name for s in reader.spans_by_trace_ids(["01" * 16])] == ["kept"]
 
 
+# Longer than Python's int-from-string limit (4,300 digits): json.loads refused the whole body
+TOO_MANY_DIGITS = "1" + "0" * 5000
+
+
+def _span_json(span_id: str, name: str, value: str) -> str:
+    return (f'{{"traceId": "{"ab" * 16}", "spanId": "{span_id}", "name": "{name}", '
+            f'"startTimeUnixNano": {NOW}, "endTimeUnixNano": {NOW}, '
+            f'"attributes": [{{"key": "n", "value": {value}}}]}}')  # fmt: skip
+
+
+def test_an_integer_too_long_for_python_refuses_its_span_alone(
+    receiver: Receiver, reader: Store
+) -> None:
+    spans = [_span_json("01" * 8, "kept", '{"intValue": 7}'),
+             _span_json("02" * 8, "huge", f'{{"intValue": {TOO_MANY_DIGITS}}}'),
+             _span_json("03" * 8, "ignored",
+                        f'{{"intValue": 8}}, "unknownField": -{TOO_MANY_DIGITS}')]  # fmt: skip
+    body = f'{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{", ".join(spans)}]}}]}}]}}'
+    reply = post(receiver, "/v1/traces", body.encode(), JSON)
+    assert reply.status == 200
+    partial = json.loads(reply.body)["partialSuccess"]
+    assert partial == {
+        "rejectedSpans": "1",
+        "errorMessage": "span.attributes must be a 64-bit integer",
+    }
+    stored = {s.name: s.attributes for s in reader.spans_by_trace_ids(["ab" * 16])}
+    assert stored == {"kept": {"n": 7}, "ignored": {"n": 8}}
+
+
+def test_an_integer_too_long_for_python_refuses_its_log_record_alone(
+    receiver: Receiver, reader: Store
+) -> None:
+    records = [{"timeUnixNano": NOW, "traceId": "cd" * 16, "body": {"stringValue": "kept"}},
+               {"timeUnixNano": NOW, "traceId": "cd" * 16, "body": {"intValue": 0}}]  # fmt: skip
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+    body = body.replace('"intValue": 0', f'"intValue": {TOO_MANY_DIGITS}')
+    reply = post(receiver, "/v1/logs", body.encode(), JSON)
+    assert reply.status == 200
+    assert json.loads(reply.body)["partialSuccess"]["rejectedLogRecords"] == "1"
+    assert [r.body for r in reader.logs_by_trace_ids(["cd" * 16])] == ["kept"]
+
+
+def test_an_integer_past_a_doubles_range_is_infinite_as_1e400_is(
+    receiver: Receiver, reader: Store
+) -> None:
+    spans = [_span_json("01" * 8, "digits", '{"doubleValue": -1' + "0" * 400 + "}"),
+             _span_json("02" * 8, "exponent", '{"doubleValue": -1e400}')]  # fmt: skip
+    body = f'{{"resourceSpans": [{{"scopeSpans": [{{"spans": [{", ".join(spans)}]}}]}}]}}'
+    reply = post(receiver, "/v1/traces", body.encode(), JSON)  # was: connection closed, no answer
+    assert (reply.status, reply.body) == (200, b"{}")
+    stored = {s.name: s.attributes for s in reader.spans_by_trace_ids(["ab" * 16])}
+    assert stored["digits"] == stored["exponent"] == {"n": "-Infinity"}  # as the store reads -inf
+
+
 # -- property tests -------------------------------------------------------------------------------
 
 hex_id = lambda n: st.binary(min_size=n, max_size=n).filter(any).map(bytes.hex)  # noqa: E731

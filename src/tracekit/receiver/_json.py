@@ -54,10 +54,32 @@ _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf
 _INT64 = (-(2**63), 2**64 - 1)  # signed and unsigned 64-bit fields share this decoder
 
 
+class _TooManyDigits:
+    """Stands for a JSON integer longer than Python converts (4,300 digits): no field takes it,
+    so the record holding it is refused alone, and an unknown field holding it is ignored."""
+
+
+_TOO_MANY_DIGITS = _TooManyDigits()
+
+
+def _integer(text: str) -> int | _TooManyDigits:
+    try:
+        return int(text)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        return _TOO_MANY_DIGITS
+
+
 def load(body: bytes) -> dict[str, Any]:
     """Parse the body as a JSON object."""
     try:
-        document = json.loads(body)
+        try:
+            document = json.loads(body)
+        except ValueError as error:
+            if type(error) is not ValueError:  # a JSON syntax or UTF-8 error: no integer's
+                raise
+            # an integer too long to convert, which failed the whole request: parsed again,
+            # integers one by one (slower, so only then)
+            document = json.loads(body, parse_int=_integer)
     except (ValueError, RecursionError) as error:
         raise MalformedRequest("body is not valid JSON (UTF-8)") from error
     if not isinstance(document, dict):
@@ -171,6 +193,8 @@ def _double(value: Any, where: str) -> float:
         return float(value)
     except ValueError:
         raise MalformedRequest(f"{where} doubleValue must be a number") from None
+    except OverflowError:  # an integer past a double's range: what 1e400 reads as
+        return math.inf if int(value) > 0 else -math.inf
 
 
 def _bytes(value: Any, where: str) -> str:
