@@ -87,9 +87,9 @@ DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"
 # on a batch's CONSUMER span: links to producers left out past the span's link limit (the
 # batch's first messages keep theirs)
 LINKS_DROPPED: Final = "tracekit.messaging.links_dropped"
-# on a span (or one of its events or links) the collector received with more elements than it
-# keeps (see receiver._decoded.MAX_SPAN_ELEMENTS): everything of that list dropped, what the
-# sender counted (OTLP's dropped_*_count) plus what the collector cut
+# on a span (or one of its events or links), or a log record, the collector received with more
+# elements than it keeps (see receiver._decoded.MAX_SPAN_ELEMENTS): everything of that list
+# dropped, what the sender counted (OTLP's dropped_*_count) plus what the collector cut
 DROPPED_ATTRIBUTES: Final = "tracekit.dropped_attributes_count"
 DROPPED_EVENTS: Final = "tracekit.dropped_events_count"
 DROPPED_LINKS: Final = "tracekit.dropped_links_count"

@@ -1,5 +1,5 @@
-"""One span keeps at most 128 attributes, events and links (and 128 attributes per event or
-link), the OpenTelemetry SDK's default limits: the first ones, the rest counted in
+"""One span keeps at most 128 attributes, events and links (and 128 attributes per event,
+link or log record), the OpenTelemetry SDK's default limits: the first ones, the rest counted in
 ``tracekit.dropped_*_count``. The other spans of the request are stored whole.
 
 Before, one span of 300,000 links took the collector 12 s and 380 MiB to store.
@@ -11,6 +11,7 @@ import json
 import time
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -115,3 +116,25 @@ def test_json_spans_are_bounded_alike(receiver: Receiver, reader: Store) -> None
     assert len(crowded.events) == len(crowded.links) == 128
     assert small.attributes == {"k0000": 0, "k0001": 1, "k0002": 2}  # no count where none cut
     assert len(small.events) == len(small.links) == 3
+
+
+def test_a_log_record_keeps_its_first_128_attributes(receiver: Receiver, reader: Store) -> None:
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    crowded = records.add(time_unix_nano=NOW, trace_id=b"\x0e" * 16, dropped_attributes_count=3)
+    for n in range(1000):
+        crowded.attributes.add(key=f"k{n:04}", value={"int_value": n})
+    records.add(time_unix_nano=NOW + 1, trace_id=b"\x0e" * 16).attributes.add(key="plain")
+    assert post(receiver, "/v1/logs", request.SerializeToString()).status == 200
+    many = [{"key": f"j{n}", "value": {"intValue": n}} for n in range(200)]
+    json_record = {"timeUnixNano": str(NOW + 2), "traceId": "0e" * 16, "attributes": many}
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": [json_record]}]}]}
+    reply = post(receiver, "/v1/logs", json.dumps(body).encode(),
+                 {"Content-Type": "application/json"})  # fmt: skip
+    assert (reply.status, reply.body) == (200, b"{}")
+    first, plain, from_json = reader.logs_by_trace_ids(["0e" * 16])
+    assert list(first.attributes)[:128] == [f"k{n:04}" for n in range(128)]
+    assert first.attributes[DROPPED_ATTRIBUTES] == 3 + 1000 - 128
+    assert plain.attributes == {"plain": None}
+    assert len(from_json.attributes) == 129
+    assert from_json.attributes[DROPPED_ATTRIBUTES] == 200 - 128

@@ -24,7 +24,8 @@ STATUS_NAMES = ("UNSET", "OK", "ERROR")
 MAX_VALUE_DEPTH = 32
 UNKNOWN_SERVICE = "unknown_service"
 # Elements of one span kept, each list apart (attributes, events, links), and attributes of one
-# event or link: the OpenTelemetry SDK's default span limits, so a default SDK never sends more.
+# event, link or log record: the OpenTelemetry SDK's default span and log record limits, so a
+# default SDK never sends more.
 # The first ones are kept, the rest counted (``count_dropped``): bounded only by the request's
 # element count, one span of 300,000 links took 12 s and 380 MiB of the collector to store.
 MAX_SPAN_ELEMENTS = 128

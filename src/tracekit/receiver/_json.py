@@ -336,8 +336,8 @@ _DROPPED_NAMES = {
 
 
 def _kept_attributes(container: dict[str, Any], where: str) -> Attributes:
-    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event or link, and how many more
-    it had when there were more."""
+    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event, link or log record, and how
+    many more it had when there were more."""
     found = as_list(container.get("attributes"), where)
     kept = attributes(found[:MAX_SPAN_ELEMENTS], where)
     count_dropped(
@@ -418,7 +418,7 @@ def _log(
         body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
         trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
         span_id=as_id(get(record, "spanId", "span_id"), 8, "log.spanId"),
-        attributes=attributes(record.get("attributes"), "log.attributes"),
+        attributes=_kept_attributes(record, "log.attributes"),
         resource=resource,
     )
 

@@ -149,8 +149,8 @@ def span_record(
 
 
 def _kept_attributes(message: Any, cut: int = 0) -> Attributes:
-    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event or link, and how many more
-    it had when there were more (``cut``: left out of it already)."""
+    """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event, link or log record, and how
+    many more it had when there were more (``cut``: left out of it already)."""
     found = message.attributes
     kept = attributes(found[:MAX_SPAN_ELEMENTS] if len(found) > MAX_SPAN_ELEMENTS else found)
     count_dropped(
@@ -242,7 +242,7 @@ def _log(
         body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
         trace_id=check_id(record.trace_id, 16, "log trace_id"),
         span_id=check_id(record.span_id, 8, "log span_id"),
-        attributes=attributes(record.attributes),
+        attributes=_kept_attributes(record),
         resource=resource,
     )
 
