@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tracekit.records import Attributes, LogRecordData, SpanRecord
+from tracekit.records import LogRecordData, SpanRecord
 from tracekit.store._limits import (
     LOG_TIME_PROBLEM,
     MAX_NAME_CHARS,
@@ -26,7 +26,9 @@ UNKNOWN_SERVICE = "unknown_service"
 # Elements of one span kept, each list apart (attributes, events, links), and attributes of one
 # event, link or log record: the OpenTelemetry SDK's default span and log record limits, so a
 # default SDK never sends more.
-# The first ones are kept, the rest counted (``count_dropped``): bounded only by the request's
+# The first ones are kept; on a record (or event, link) that had more, the attribute
+# ``semconv.DROPPED_*`` says how many of that list went: what the sender counted as dropped
+# (OTLP's dropped_*_count) plus what was cut here. Bounded only by the request's
 # element count, one span of 300,000 links took 12 s and 380 MiB of the collector to store.
 MAX_SPAN_ELEMENTS = 128
 # Records dated out of the store's bounds (store._limits.time_bounds) are refused: partial success.
@@ -117,14 +119,6 @@ def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | N
     if not value:
         return time.time_ns()
     return value if log_time_problem(value, bounds) is None else None
-
-
-def count_dropped(attributes: Attributes, key: str, reported: int, cut: int) -> None:
-    """When ``cut`` elements were left out past ``MAX_SPAN_ELEMENTS``, say so in ``attributes``:
-    ``key`` is then everything dropped of that list, the ``reported`` count of the sender and
-    the cut (spans the collector did not cut keep what they had, without it)."""
-    if cut > 0:
-        attributes[key] = reported + cut
 
 
 def kind_name(number: int) -> str:

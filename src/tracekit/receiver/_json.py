@@ -21,7 +21,6 @@ from tracekit.receiver._decoded import (
     MalformedRequest,
     admit_any,
     check_id,
-    count_dropped,
     kind_name,
     log_time,
     service_of,
@@ -303,7 +302,8 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
     events = as_list(span.get("events"), "events")
     links = as_list(span.get("links"), "links")
     for key, found in ((DROPPED_EVENTS, events), (DROPPED_LINKS, links)):
-        count_dropped(kept, key, _reported(span, key), len(found) - MAX_SPAN_ELEMENTS)
+        if len(found) > MAX_SPAN_ELEMENTS:
+            kept[key] = _reported(span, key) + len(found) - MAX_SPAN_ELEMENTS
     record = SpanRecord(
         trace_id=trace_id or "",
         span_id=span_id or "",
@@ -339,11 +339,11 @@ def _kept_attributes(container: dict[str, Any], where: str) -> Attributes:
     """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event, link or log record, and how
     many more it had when there were more."""
     found = as_list(container.get("attributes"), where)
+    if len(found) <= MAX_SPAN_ELEMENTS:
+        return attributes(found, where)
     kept = attributes(found[:MAX_SPAN_ELEMENTS], where)
-    count_dropped(
-        kept, DROPPED_ATTRIBUTES, _reported(container, DROPPED_ATTRIBUTES),
-        len(found) - MAX_SPAN_ELEMENTS,
-    )  # fmt: skip
+    left_out = len(found) - MAX_SPAN_ELEMENTS
+    kept[DROPPED_ATTRIBUTES] = _reported(container, DROPPED_ATTRIBUTES) + left_out
     return kept
 
 

@@ -28,7 +28,6 @@ from tracekit.receiver._decoded import (
     MalformedRequest,
     admit_any,
     check_id,
-    count_dropped,
     kind_name,
     log_time,
     service_of,
@@ -120,11 +119,13 @@ def span_record(
     if trace_id is None or span_id is None:
         return None
     attributes_kept = _kept_attributes(span, cut[0])
-    for key, reported, found, earlier in (
-        (DROPPED_EVENTS, span.dropped_events_count, span.events, cut[1]),
-        (DROPPED_LINKS, span.dropped_links_count, span.links, cut[2]),
+    for key, field, found, earlier in (
+        (DROPPED_EVENTS, "dropped_events_count", span.events, cut[1]),
+        (DROPPED_LINKS, "dropped_links_count", span.links, cut[2]),
     ):
-        count_dropped(attributes_kept, key, reported, earlier + len(found) - MAX_SPAN_ELEMENTS)
+        left_out = earlier + len(found) - MAX_SPAN_ELEMENTS
+        if left_out > 0:
+            attributes_kept[key] = getattr(span, field) + left_out
     return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,
@@ -152,11 +153,11 @@ def _kept_attributes(message: Any, cut: int = 0) -> Attributes:
     """The first ``MAX_SPAN_ELEMENTS`` attributes of a span, event, link or log record, and how
     many more it had when there were more (``cut``: left out of it already)."""
     found = message.attributes
-    kept = attributes(found[:MAX_SPAN_ELEMENTS] if len(found) > MAX_SPAN_ELEMENTS else found)
-    count_dropped(
-        kept, DROPPED_ATTRIBUTES, message.dropped_attributes_count,
-        cut + len(found) - MAX_SPAN_ELEMENTS,
-    )  # fmt: skip
+    left_out = cut + len(found) - MAX_SPAN_ELEMENTS
+    if left_out <= 0:
+        return attributes(found)
+    kept = attributes(found[:MAX_SPAN_ELEMENTS])
+    kept[DROPPED_ATTRIBUTES] = message.dropped_attributes_count + left_out
     return kept
 
 
