@@ -22,6 +22,7 @@ from tracekit import semconv
 
 __all__ = [
     "CORRELATION_ATTRIBUTE",
+    "MAX_SPAN_LINKS",
     "SPAN_KINDS",
     "STATUS_CODES",
     "AttributeValue",
@@ -52,6 +53,15 @@ SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 
 CORRELATION_ATTRIBUTE = semconv.CORRELATION_ID
+
+# The links one span holds: tracekit's tracer provider keeps this many (the SDK's default is
+# 128) and the collector stores as many. A batch consumer's span links to every message's
+# producer, and kafka-python's poll() returns up to 500 records by default: at 128 the earlier
+# records' hops would silently drop out of their paths (the SDK keeps a span's last links).
+# Consumers tuned for throughput poll thousands (max_poll_records, consume(num_messages=...));
+# a link costs about 600 bytes (its context, correlation ID and queue wait), so a batch of
+# 10,000 holds 6 MB of links, next to the 10,000 messages it holds anyway.
+MAX_SPAN_LINKS = 10_000
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
-"""One span keeps at most 128 attributes, events and links (and 128 attributes per event,
-link or log record), the OpenTelemetry SDK's default limits: the first ones, the rest counted in
+"""One span keeps at most 128 attributes and events (and 128 attributes per event, link or
+log record), the OpenTelemetry SDK's default limits, and 10,000 links, as many as tracekit's own
+tracer provider keeps for a batch consumer's hops: the first ones, the rest counted in
 ``tracekit.dropped_*_count``. The other spans of the request are stored whole.
 
 Before, one span of 300,000 links took the collector 12 s and 380 MiB to store.
@@ -12,6 +13,7 @@ import time
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -20,7 +22,7 @@ from opentelemetry.trace import Link, SpanContext, TraceFlags
 from tests.receiver.conftest import post
 
 from tracekit.receiver import Receiver
-from tracekit.records import SpanRecord
+from tracekit.records import MAX_SPAN_LINKS, SpanRecord
 from tracekit.semconv import DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS
 from tracekit.store import Store
 
@@ -67,7 +69,7 @@ def _stored(reader: Store, trace_id: int) -> dict[str, SpanRecord]:
     return {s.name: s for s in reader.spans_by_trace_ids([f"{trace_id:032x}"])}
 
 
-def test_a_span_keeps_its_first_128_of_each_and_counts_the_rest(
+def test_a_span_keeps_its_first_128_attributes_and_events_and_every_batch_link(
     receiver: Receiver, reader: Store
 ) -> None:
     crowded, sent_parent = _send_crowded_span(receiver)
@@ -79,9 +81,9 @@ def test_a_span_keeps_its_first_128_of_each_and_counts_the_rest(
     assert kept == dict(list(sent_attributes.items())[:128])
     assert span.attributes[DROPPED_ATTRIBUTES] == 10 + SDK_LIMIT - 128
     assert span.attributes[DROPPED_EVENTS] == SDK_LIMIT - 128
-    assert span.attributes[DROPPED_LINKS] == SDK_LIMIT - 128
+    assert DROPPED_LINKS not in span.attributes  # a batch of 300 messages: every hop kept
     assert [e.name for e in span.events] == [e.name for e in crowded.events[:128]]
-    assert [int(link.span_id, 16) for link in span.links] == list(range(1, 129))
+    assert [int(link.span_id, 16) for link in span.links] == list(range(1, SDK_LIMIT + 1))
     first_event, first_link = span.events[0], span.links[0]
     assert len(first_event.attributes) == len(first_link.attributes) == 129
     assert first_event.attributes[DROPPED_ATTRIBUTES] == 200 - 128
@@ -89,20 +91,22 @@ def test_a_span_keeps_its_first_128_of_each_and_counts_the_rest(
     assert stored["parent"].attributes == dict(sent_parent.attributes or {})  # untouched
 
 
-def _json_span(span_id: str, name: str, count: int) -> dict[str, object]:
+def _json_span(span_id: str, name: str, count: int, links: int | None = None) -> dict[str, object]:
     return {
         "traceId": "ab" * 16, "spanId": span_id, "name": name,
         "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 1000),
         "attributes": [{"key": f"k{n:04}", "value": {"intValue": n}} for n in range(count)],
         "droppedAttributesCount": 5,
         "events": [{"name": f"e{n}", "timeUnixNano": str(NOW)} for n in range(count)],
-        "links": [{"traceId": "cd" * 16, "spanId": f"{n + 1:016x}"} for n in range(count)],
+        "links": [{"traceId": "cd" * 16, "spanId": f"{n + 1:016x}"}
+                  for n in range(count if links is None else links)],
         "droppedLinksCount": "7",
     }  # fmt: skip
 
 
 def test_json_spans_are_bounded_alike(receiver: Receiver, reader: Store) -> None:
-    spans = [_json_span("01" * 8, "crowded", 1000), _json_span("02" * 8, "small", 3)]
+    spans = [_json_span("01" * 8, "crowded", 1000, links=MAX_SPAN_LINKS + 20),
+             _json_span("02" * 8, "small", 3)]  # fmt: skip
     body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
     reply = post(receiver, "/v1/traces", json.dumps(body).encode(),
                  {"Content-Type": "application/json"})  # fmt: skip
@@ -112,8 +116,9 @@ def test_json_spans_are_bounded_alike(receiver: Receiver, reader: Store) -> None
     assert list(crowded.attributes)[:128] == [f"k{n:04}" for n in range(128)]
     assert crowded.attributes[DROPPED_ATTRIBUTES] == 5 + 1000 - 128
     assert crowded.attributes[DROPPED_EVENTS] == 1000 - 128
-    assert crowded.attributes[DROPPED_LINKS] == 7 + 1000 - 128
-    assert len(crowded.events) == len(crowded.links) == 128
+    assert crowded.attributes[DROPPED_LINKS] == 7 + 20
+    assert len(crowded.events) == 128
+    assert [int(link.span_id, 16) for link in crowded.links] == list(range(1, MAX_SPAN_LINKS + 1))
     assert small.attributes == {"k0000": 0, "k0001": 1, "k0002": 2}  # no count where none cut
     assert len(small.events) == len(small.links) == 3
 
@@ -138,3 +143,17 @@ def test_a_log_record_keeps_its_first_128_attributes(receiver: Receiver, reader:
     assert plain.attributes == {"plain": None}
     assert len(from_json.attributes) == 129
     assert from_json.attributes[DROPPED_ATTRIBUTES] == 200 - 128
+
+
+def test_protobuf_links_past_the_bound_are_counted(receiver: Receiver, reader: Store) -> None:
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    span = spans.add(trace_id=b"\x0f" * 16, span_id=b"\x01" * 8, name="batch",
+                     start_time_unix_nano=NOW, end_time_unix_nano=NOW + 1000,
+                     dropped_links_count=2)  # fmt: skip
+    for n in range(MAX_SPAN_LINKS + 30):
+        span.links.add(trace_id=b"\x0c" * 16, span_id=(n + 1).to_bytes(8, "big"))
+    assert post(receiver, "/v1/traces", request.SerializeToString()).status == 200
+    (stored,) = reader.spans_by_trace_ids(["0f" * 16])
+    assert stored.attributes == {DROPPED_LINKS: 2 + 30}
+    assert [int(link.span_id, 16) for link in stored.links] == list(range(1, MAX_SPAN_LINKS + 1))

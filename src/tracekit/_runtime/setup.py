@@ -33,6 +33,7 @@ from tracekit import (
 )
 from tracekit._runtime import lifecycle, state
 from tracekit._runtime.guard import error_message, report_once
+from tracekit.records import MAX_SPAN_LINKS
 
 _log = logging.getLogger("tracekit")
 # The SDK allows one global provider per process: tracekit creates it once and, across
@@ -189,20 +190,11 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     return (CorrelationSpanProcessor(), batch)
 
 
-# A batch consumer's span links to every message's producer, and kafka-python's poll() returns
-# up to 500 records by default: at the SDK's default of 128 links the earlier records' hops
-# would silently drop out of their paths (the SDK keeps a span's last links). Consumers tuned
-# for throughput poll thousands (max_poll_records, consume(num_messages=...)); a link costs
-# about 600 bytes (its context, correlation ID and queue wait), so a batch of 10,000 holds
-# 6 MB of links, next to the 10,000 messages it holds anyway.
-BATCH_LINK_LIMIT = 10_000
-
-
 def _span_limits() -> SpanLimits:
     """The SDK's limits, with room for a batch's links unless OTEL_SPAN_LINK_COUNT_LIMIT says."""
     if os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT"):
         return SpanLimits()
-    return SpanLimits(max_links=BATCH_LINK_LIMIT)
+    return SpanLimits(max_links=MAX_SPAN_LINKS)
 
 
 class XRayIdGenerator(RandomIdGenerator):

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tracekit.records import LogRecordData, SpanRecord
+from tracekit.records import MAX_SPAN_LINKS, LogRecordData, SpanRecord
 from tracekit.store._limits import (
     LOG_TIME_PROBLEM,
     MAX_NAME_CHARS,
@@ -23,14 +23,16 @@ STATUS_NAMES = ("UNSET", "OK", "ERROR")
 # Attribute values nest (arrays, key-value lists); deeper than this is refused, not recursed into.
 MAX_VALUE_DEPTH = 32
 UNKNOWN_SERVICE = "unknown_service"
-# Elements of one span kept, each list apart (attributes, events, links), and attributes of one
-# event, link or log record: the OpenTelemetry SDK's default span and log record limits, so a
-# default SDK never sends more.
-# The first ones are kept; on a record (or event, link) that had more, the attribute
-# ``semconv.DROPPED_*`` says how many of that list went: what the sender counted as dropped
-# (OTLP's dropped_*_count) plus what was cut here. Bounded only by the request's
+# Attributes and events of one span kept, and attributes of one event, link or log record: the
+# OpenTelemetry SDK's default span and log record limits, so a default SDK never sends more.
+# Links: as many as tracekit's own tracer provider keeps (``records.MAX_SPAN_LINKS``), for a
+# batch consumer's hops. The first ones are kept; on a record (or event, link) that had more,
+# the attribute ``semconv.DROPPED_*`` says how many of that list went: what the sender counted
+# as dropped (OTLP's dropped_*_count) plus what was cut here. Bounded only by the request's
 # element count, one span of 300,000 links took 12 s and 380 MiB of the collector to store.
 MAX_SPAN_ELEMENTS = 128
+# the bound of each of a span's lists: attributes, events, links
+SPAN_LIST_BOUNDS = (MAX_SPAN_ELEMENTS, MAX_SPAN_ELEMENTS, MAX_SPAN_LINKS)
 # Records dated out of the store's bounds (store._limits.time_bounds) are refused: partial success.
 _MAX_REASONS = 3
 

@@ -28,6 +28,7 @@ from tracekit.receiver._decoded import (
     status_name,
 )
 from tracekit.records import (
+    MAX_SPAN_LINKS,
     Attributes,
     AttributeValue,
     LogRecordData,
@@ -301,9 +302,10 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
     kept = _kept_attributes(span, "span.attributes")
     events = as_list(span.get("events"), "events")
     links = as_list(span.get("links"), "links")
-    for key, found in ((DROPPED_EVENTS, events), (DROPPED_LINKS, links)):
-        if len(found) > MAX_SPAN_ELEMENTS:
-            kept[key] = _reported(span, key) + len(found) - MAX_SPAN_ELEMENTS
+    for key, found, bound in ((DROPPED_EVENTS, events, MAX_SPAN_ELEMENTS),
+                              (DROPPED_LINKS, links, MAX_SPAN_LINKS)):  # fmt: skip
+        if len(found) > bound:
+            kept[key] = _reported(span, key) + len(found) - bound
     record = SpanRecord(
         trace_id=trace_id or "",
         span_id=span_id or "",
@@ -318,7 +320,7 @@ def _span(span: dict[str, Any], resource: Attributes, scope: str | None) -> Span
         status=status_name(as_enum(status.get("code"), _STATUS_BY_NAME, "status.code")),
         status_message=as_str(status.get("message"), "status.message"),
         attributes=kept,
-        links=_links(links[:MAX_SPAN_ELEMENTS]),
+        links=_links(links[:MAX_SPAN_LINKS]),
         events=[_event(as_object(e, "span.events[]")) for e in events[:MAX_SPAN_ELEMENTS]],
         resource=resource,
         service_version=version,

@@ -35,6 +35,7 @@ from tracekit.receiver._decoded import (
 )
 from tracekit.receiver._lazy_proto import LazyMetricsRequest, TolerantLogsRequest
 from tracekit.records import (
+    MAX_SPAN_LINKS,
     Attributes,
     AttributeValue,
     LogRecordData,
@@ -111,19 +112,19 @@ def span_record(
     cut: tuple[int, int, int] = (0, 0, 0),
 ) -> SpanRecord | None:
     """One OTLP Span as a record (None when its trace or span id is empty or all zero): its
-    first ``MAX_SPAN_ELEMENTS`` attributes, events and links; ``cut``: how many of each were
-    left out of ``span`` already (see ``_protobuf_spans``)."""
+    first ``MAX_SPAN_ELEMENTS`` attributes and events, its first ``MAX_SPAN_LINKS`` links;
+    ``cut``: how many of each were left out of ``span`` already (see ``_protobuf_spans``)."""
     trace_id = check_id(span.trace_id, 16, "trace_id")
     span_id = check_id(span.span_id, 8, "span_id")
     parent = check_id(span.parent_span_id, 8, "parent_span_id")
     if trace_id is None or span_id is None:
         return None
     attributes_kept = _kept_attributes(span, cut[0])
-    for key, field, found, earlier in (
-        (DROPPED_EVENTS, "dropped_events_count", span.events, cut[1]),
-        (DROPPED_LINKS, "dropped_links_count", span.links, cut[2]),
+    for key, field, found, earlier, bound in (
+        (DROPPED_EVENTS, "dropped_events_count", span.events, cut[1], MAX_SPAN_ELEMENTS),
+        (DROPPED_LINKS, "dropped_links_count", span.links, cut[2], MAX_SPAN_LINKS),
     ):
-        left_out = earlier + len(found) - MAX_SPAN_ELEMENTS
+        left_out = earlier + len(found) - bound
         if left_out > 0:
             attributes_kept[key] = getattr(span, field) + left_out
     return SpanRecord(
@@ -138,7 +139,7 @@ def span_record(
         status=status_name(span.status.code),
         status_message=span.status.message,
         attributes=attributes_kept,
-        links=_links(span.links[:MAX_SPAN_ELEMENTS]),
+        links=_links(span.links[:MAX_SPAN_LINKS]),
         events=[
             SpanEvent(e.name, e.time_unix_nano, _kept_attributes(e))
             for e in span.events[:MAX_SPAN_ELEMENTS]

@@ -17,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tracekit.receiver._decoded import (
     MAX_SPAN_ELEMENTS,
+    SPAN_LIST_BOUNDS,
     Admit,
     Decoded,
     MalformedRequest,
@@ -255,13 +256,14 @@ class SpanRowDecoder:
 
 
 def _cut(span: Any) -> tuple[int, int, int]:
-    """Leave out of the lazy ``span`` its attributes, events and links past
-    ``MAX_SPAN_ELEMENTS``, still bytes, before it is parsed whole; how many of each went."""
+    """Leave out of the lazy ``span`` its attributes, events and links past their bounds
+    (``SPAN_LIST_BOUNDS``), still bytes, before it is parsed whole; how many of each went."""
     cut = []
-    for found in (span.attributes, span.events, span.links):
-        over = len(found) - MAX_SPAN_ELEMENTS
+    lists = (span.attributes, span.events, span.links)
+    for found, bound in zip(lists, SPAN_LIST_BOUNDS, strict=True):
+        over = len(found) - bound
         if over > 0:
-            del found[MAX_SPAN_ELEMENTS:]
+            del found[bound:]
         cut.append(max(over, 0))
     return cut[0], cut[1], cut[2]
 
