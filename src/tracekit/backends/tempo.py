@@ -19,7 +19,7 @@ Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -185,22 +185,16 @@ class TempoSource(RemoteSource):
         for in the longest window a default Tempo allows, up to then; a failed search is said
         once, and the requests are listed as found."""
         ids = [r.correlation_id for r in found if r.correlation_id]
-        since = since_unix_nano / 1e9
-        begun: set[str | None] = set()
-        for query in carrying_any(ids):
-            try:
-                hits = self._search_once(
-                    query, MAX_TRACES_PER_SEARCH, since - DEFAULT_WINDOW_SECONDS, until=since
-                )
-            except BackendError as error:
-                self.notes.once(
-                    f"{self.client.where} failed to search for the traces of the requests "
-                    f"listed before {_moment(since)} ({error}): a request whose first trace "
-                    "started before --since may be listed from its later traces"
-                )
-                break
-            begun |= {h.correlation_id for h in hits if h.start_unix_nano < since_unix_nano}
-        return {i for i in begun if i is not None}
+
+        def failed(error: BackendError, since: str) -> str:
+            return (
+                f"{self.client.where} failed to search for the traces of the requests "
+                f"listed before {since} ({error}): a request whose first trace "
+                "started before --since may be listed from its later traces"
+            )
+
+        hits = self._started_before(carrying_any(ids), since_unix_nano, failed)
+        return {h.correlation_id for h in hits if h.correlation_id is not None}
 
     def _continuing_before(
         self, found: list[RequestSummary], early: set[str], since_unix_nano: int
@@ -218,33 +212,40 @@ class TempoSource(RemoteSource):
             if spans:
                 links[row.trace_id] = {link.trace_id for link in root_span(spans).links} - listed
         unknown = sorted(set().union(*links.values()) - early)
-        begun = early | self._started_before(unknown, since_unix_nano)
+
+        def failed(error: BackendError, since: str) -> str:
+            # a Tempo before 2.5 cannot search by trace id
+            why = "TraceQL trace:id needs Tempo 2.5 or later" if refused_traceql(error) else error
+            return (
+                f"{self.client.where} failed to search traces by id before {since} ({why}): a "
+                "trace carrying no correlation ID that links into a request begun before "
+                "--since is listed on its own"
+            )
+
+        hits = self._started_before(with_trace_ids(unknown), since_unix_nano, failed)
+        begun = early | {h.trace_id for h in hits}
         return {trace_id for trace_id, into in links.items() if into & begun}
 
-    def _started_before(self, trace_ids: list[str], since_unix_nano: int) -> set[str]:
-        """Those of ``trace_ids`` Tempo holds that started before ``since_unix_nano``; a failed
-        search (or a Tempo before 2.5, which cannot search by trace id) is said once, and the
-        traces linking to them are listed as found."""
+    def _started_before(
+        self,
+        queries: list[str],
+        since_unix_nano: int,
+        failed: Callable[[BackendError, str], str],
+    ) -> list[Hit]:
+        """The hits of ``queries`` that started before ``since_unix_nano``, searched for in the
+        longest window a default Tempo allows, up to then. A failed search is said once
+        (``failed`` words it), and what was found so far is the answer."""
         since = since_unix_nano / 1e9
-        started: set[str] = set()
-        for query in with_trace_ids(trace_ids):
+        started: list[Hit] = []
+        for query in queries:
             try:
                 hits = self._search_once(
                     query, MAX_TRACES_PER_SEARCH, since - DEFAULT_WINDOW_SECONDS, until=since
                 )
             except BackendError as error:
-                why = (
-                    "TraceQL trace:id needs Tempo 2.5 or later"
-                    if refused_traceql(error)
-                    else str(error)
-                )
-                self.notes.once(
-                    f"{self.client.where} failed to search traces by id before "
-                    f"{_moment(since)} ({why}): a trace carrying no correlation ID that links "
-                    "into a request begun before --since is listed on its own"
-                )
+                self.notes.once(failed(error, _moment(since)))
                 break
-            started |= {h.trace_id for h in hits if h.start_unix_nano < since_unix_nano}
+            started += [h for h in hits if h.start_unix_nano < since_unix_nano]
         return started
 
     def _with_correlation_id(self, row: RequestSummary, hit: Hit) -> RequestSummary:
