@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, Rule
 
 import tracekit.flask
 from tracekit import wsgi
@@ -305,3 +305,32 @@ def test_naming_a_405_runs_none_of_the_apps_converters(
 
     spans = {span.attributes["url.path"]: span.name for span in wait_for_spans(2)}
     assert spans == {"/orders/7": "POST /orders/{oid}", "/orders/8": "GET /orders/{oid}"}
+
+
+class _TaggedRule(Rule):
+    """An app's rule class taking an argument of its own, as ``url_rule_class`` allows."""
+
+    def __init__(self, string: str, *, team: str, **options: Any) -> None:
+        super().__init__(string, **options)
+        self.team = team
+
+
+def test_a_405_is_named_when_the_apps_rule_class_takes_arguments_of_its_own(
+    serve_wsgi: Any, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app whose ``url_rule_class`` needs an argument werkzeug's copy of a rule does not
+    pass: its 405 is named by the rule whose path it has, as before, and tracekit logs
+    nothing about failing to read the route."""
+    app = flask.Flask("rule_class_405")
+    app.url_rule_class = lambda string, **options: _TaggedRule(string, team="orders", **options)  # type: ignore[assignment]
+
+    @app.get("/orders/<int:oid>")
+    def order(oid: int) -> str:
+        return f"order {oid}"
+
+    url = serve_wsgi(tracekit.flask.init_app(app, registry=CollectorRegistry()))
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        assert requests.post(url + "/orders/7", timeout=10).status_code == 405
+
+    assert [span.name for span in wait_for_spans(1)] == ["POST /orders/{oid}"]
+    assert [r for r in caplog.records if r.name.startswith("tracekit")] == []

@@ -114,13 +114,35 @@ def _shapes_of(url_map: Any, rules: list[Any]) -> Any:
     from werkzeug.routing import Map
 
     return Map(
-        [rule.empty() for rule in rules],
+        [_shape_of(rule) for rule in rules],
         default_subdomain=url_map.default_subdomain,
         strict_slashes=url_map.strict_slashes,
         merge_slashes=url_map.merge_slashes,
         redirect_defaults=url_map.redirect_defaults,
         converters={name: _shape_only(kind) for name, kind in url_map.converters.items()},
         host_matching=url_map.host_matching,
+    )
+
+
+def _shape_of(rule: Any) -> Any:
+    """``rule`` made again as werkzeug's own ``Rule``: what decides a match (path, host,
+    subdomain, methods, slashes) and nothing of an app's ``url_rule_class``, which may need
+    arguments of its own to be made (``rule.empty()`` would fail on them)."""
+    from werkzeug.routing import Rule
+
+    return Rule(
+        rule.rule,
+        defaults=rule.defaults,
+        subdomain=rule.subdomain,
+        methods=rule.methods,
+        build_only=rule.build_only,
+        endpoint=rule.endpoint,
+        strict_slashes=rule.strict_slashes,
+        merge_slashes=rule.merge_slashes,
+        redirect_to=rule.redirect_to,
+        alias=rule.alias,
+        host=rule.host,
+        websocket=rule.websocket,
     )
 
 
