@@ -234,12 +234,15 @@ def _hook_asyncio(unix_events: ModuleType) -> None:
 
 
 def _watch_again_after(
-    wrapped: Callable[..., bool], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    wrapped: Callable[..., bool], loop: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> bool:
     """An asyncio loop's last signal handler goes (as the loop closes): the loop cleared the
-    wakeup fd it had set over tracekit's, so tracekit heard of SIGTERM no more."""
+    wakeup fd it had set over tracekit's, so tracekit heard of SIGTERM no more. While the loop
+    keeps other handlers its fd stays, and is left alone: putting tracekit's in to read which
+    is set would, for that instant, send a signal of the loop's to tracekit's socket."""
     removed = wrapped(*args, **kwargs)
-    _watch_again()
+    if not getattr(loop, "_signal_handlers", None):  # asyncio's own record of them
+        _watch_again()
     return removed
 
 
