@@ -181,12 +181,9 @@ def test_sigterm_flushes_logs_beside_spans_whose_endpoint_hangs(service: Service
     assert _stored_bodies(service) == ["pending log line"]
 
 
-BLOCKED_WHEN_SIGTERM_LANDS = """
-    import logging, signal, threading, time
-    import tracekit
-    from tracekit.correlation import set_correlation_id
-
-    tracekit.init("worker")
+# A main thread that logs, then blocks for good (like a pool worker waiting for its next task)
+# as a SIGTERM lands that another thread noted: the end of the scripts below.
+BLOCKED_AS_SIGTERM_LANDS = """
     set_correlation_id("job-1")
     logging.getLogger("worker").warning("pending log line")
     never_released = threading.Lock()
@@ -198,8 +195,19 @@ BLOCKED_WHEN_SIGTERM_LANDS = """
 
     threading.Thread(target=sigterm_noted_by_another_thread).start()
     print("ready", flush=True)
-    never_released.acquire()  # waits for good, like a pool worker for its next task
+    never_released.acquire()
 """
+
+BLOCKED_WHEN_SIGTERM_LANDS = (
+    """
+    import logging, signal, threading, time
+    import tracekit
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")
+"""
+    + BLOCKED_AS_SIGTERM_LANDS
+)
 
 
 def test_sigterm_ends_a_process_whose_main_thread_is_blocked_when_it_lands(
@@ -334,7 +342,8 @@ def test_an_event_loops_signal_handlers_still_run_after_init(service: Service) -
     assert service.output().splitlines() == ["reloaded"]
 
 
-BLOCKED_AFTER_AN_EVENT_LOOP = """
+BLOCKED_AFTER_AN_EVENT_LOOP = (
+    """
     import asyncio, logging, signal, threading, time
     import tracekit
     from tracekit.correlation import set_correlation_id
@@ -349,19 +358,9 @@ BLOCKED_AFTER_AN_EVENT_LOOP = """
             tracekit.init("worker")  # finds the loop's wakeup fd set
 
     asyncio.run(start_up())
-    set_correlation_id("job-1")
-    logging.getLogger("worker").warning("pending log line")
-    never_released = threading.Lock()
-    never_released.acquire()
-
-    def sigterm_noted_by_another_thread():
-        time.sleep(0.5)  # the main thread is waiting by now
-        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
-
-    threading.Thread(target=sigterm_noted_by_another_thread).start()
-    print("ready", flush=True)
-    never_released.acquire()  # synchronous work after an asyncio start-up
 """
+    + BLOCKED_AS_SIGTERM_LANDS
+)
 
 
 @pytest.mark.parametrize("init_before_the_loop", [True, False])
