@@ -97,9 +97,8 @@ _PUBLISHING = otel_context.create_key("tracekit-messaging-publishing")
 class Publication:
     """The message being published inside a ``publish`` block."""
 
-    def __init__(self, span: trace.Span | None = None, correlation_id: str | None = None) -> None:
+    def __init__(self, span: trace.Span | None = None) -> None:
         self.span = span
-        self._correlation_id = correlation_id  # the one on the span, for a span after it
         self._started = perf_counter()
         self._accepted: int | None = None
         # (unix ns, perf_counter) when the client took the message, if its span ends later
@@ -232,7 +231,7 @@ class Publishing:
             self.end(error)
             return
         try:
-            _record_failed_after(publication, self._call, operation_name, error)
+            _record_failed_after(publication.span, self._call, operation_name, error)
         except Exception as failure:
             report_once("messaging late publish failure", failure)
 
@@ -296,7 +295,6 @@ def _start_publish(
 ) -> tuple[Publication, Token[otel_context.Context], config.Options]:
     opts = _state.current_options()
     span = None
-    cid = None
     if opts.correlation_only:
         inside = otel_context.Context({**ctx, _PUBLISHING: True})
     else:
@@ -317,7 +315,7 @@ def _start_publish(
             {**ctx, propagation.CURRENT_SPAN_KEY: span, _PUBLISHING: True}
         )
     _write_headers(headers, inside, opts)
-    return Publication(span, cid), otel_context.attach(inside), opts
+    return Publication(span), otel_context.attach(inside), opts
 
 
 def _write_headers(
@@ -358,16 +356,16 @@ def _end_publish(
 
 
 def _record_failed_after(
-    publication: Publication, call: tuple[Any, ...], operation_name: str, error: BaseException
+    span: trace.Span, call: tuple[Any, ...], operation_name: str, error: BaseException
 ) -> None:
-    span = publication.span
-    assert span is not None
+    """The failed span under ``span``, recorded already, carrying the correlation ID it does."""
     _, system, destination, message_id, _operation, attributes, provider, _registry = call
     span_attributes = base_attributes(
         system, destination, "send", operation_name, message_id, attributes
     )
-    if publication._correlation_id is not None:
-        span_attributes[semconv.CORRELATION_ID] = publication._correlation_id
+    cid = (getattr(span, "attributes", None) or {}).get(semconv.CORRELATION_ID)  # SDK spans'
+    if isinstance(cid, str):
+        span_attributes[semconv.CORRELATION_ID] = cid
     name = f"{operation_name} {destination}"
     record_failed_after(tracer_for(provider), span, name, span_attributes, error)
 
