@@ -156,10 +156,14 @@ def _take_out(headers: MutableMapping[str, Any], call: _Call) -> None:
     private = _but(call.private, call.sent[0])
     if not call.taken_out:
         call.taken_out = _callers_values(headers, _names_in(headers), private)
-    for name in private:
+    _drop(headers, private)
+    _put_back(headers, call.callers_own)
+
+
+def _drop(headers: MutableMapping[str, Any], names: Iterable[str]) -> None:
+    for name in names:
         if name in headers:
             del headers[name]  # every spelling and repeat: all these containers ignore case
-    _put_back(headers, call.callers_own)
 
 
 def _put_back(headers: MutableMapping[str, Any], values: Iterable[tuple[str, str]]) -> None:
@@ -333,10 +337,8 @@ def _follow_origin_rule(called: str, url: str, headers: MutableMapping[str, Any]
     if _within_called(called, url):
         inject_only(headers)  # again, after a hop elsewhere went without
         return
-    propagator = propagation.configured(current_options().response_header)
-    for name in _private_headers(propagator, current_options().response_header):
-        if name in headers:
-            del headers[name]  # every spelling and repeat: all these containers ignore case
+    response_header = current_options().response_header
+    _drop(headers, _private_headers(propagation.configured(response_header), response_header))
 
 
 _REDIRECT_STEP_KEY = otel_context.create_key("tracekit-redirect-step")
