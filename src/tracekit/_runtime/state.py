@@ -234,7 +234,8 @@ _provider_of_exit: TracerProvider | None = None
 # one export batch of them wait (a full queue would drop some), and none once logging's exit
 # hook has run (``exit_hooks_ending``).
 _late_unflushed = 0
-_late_batch = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BLRP_…
+_LATE_BATCH_DEFAULT = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BLRP_…
+_late_batch = _LATE_BATCH_DEFAULT
 _logging_shut_down = False
 # Held by init and shutdown, and only while the pointer changes: a stop (a flush) never holds it.
 # Reentrant: a signal handler calling shutdown() runs in the thread it interrupted, which may hold
@@ -384,11 +385,11 @@ def _flush_late_records() -> None:
 def _export_batch_size() -> int:
     """The smaller of the span and log export batch sizes (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``,
     ``OTEL_BLRP_MAX_EXPORT_BATCH_SIZE``): the SDK keeps each queue at least that long."""
-    sizes = [_late_batch]
+    sizes = [_LATE_BATCH_DEFAULT]
     for variable in ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"):
         # A value that is no number: the SDK refused it as init ran, or uses its default.
         with suppress(ValueError):
-            sizes.append(int(os.environ.get(variable, _late_batch)))
+            sizes.append(int(os.environ.get(variable, _LATE_BATCH_DEFAULT)))
     return max(1, min(sizes))
 
 
