@@ -241,12 +241,7 @@ def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:
 
 def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
     """4317 held by someone else: one line on stderr, OTLP/HTTP serves on."""
-    holder = socket.socket()
-    try:
-        holder.bind(("127.0.0.1", 4317))
-        holder.listen()
-    except OSError:
-        pass  # someone on this machine holds it already: just as good
+    holder = _hold_default_grpc_port()
     try:
         process = subprocess.Popen(
             [*ENTRY, "--port", "0", "--store", str(tmp_path / "d.db")], stdout=subprocess.PIPE,
@@ -266,6 +261,25 @@ def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
         " already in use; serving OTLP/HTTP only (--grpc-port PORT for another port,"
         " --grpc-port 0 for none)\n"
     )
+
+
+def _hold_default_grpc_port() -> socket.socket:
+    """A listening socket on 4317, or an unbound one when another process keeps holding it
+    (an OpenTelemetry Collector on this machine: just as good). Another suite's run of this
+    test holds it for a moment only: waiting it out keeps the port from coming free between
+    this check and the collector's bind."""
+    deadline = time.monotonic() + 10
+    while True:
+        holder = socket.socket()
+        try:
+            holder.bind(("127.0.0.1", 4317))
+            holder.listen()
+            return holder
+        except OSError:
+            holder.close()
+            if time.monotonic() > deadline:
+                return socket.socket()
+            time.sleep(0.1)
 
 
 def test_importing_tracekit_does_not_import_grpc() -> None:
