@@ -74,10 +74,16 @@ def test_several_headers_are_one_list_under_the_same_limits() -> None:
 
 @pytest.mark.parametrize(
     "member",
-    ["noequals", "=v", "k y=1", "k=a b", 'k="q"', "k=a\\b", "k=%FF%FE", "k=é", "k=\x00"],
+    ["noequals", "=v", "k y=1", "k=a b", 'k="q"', "k=a\\b", "k=é", "k=\x00"],
 )
 def test_invalid_members_are_dropped(member: str) -> None:
     assert members(f"{member},ok=1") == {"ok": "1"}
+
+
+def test_escapes_that_are_not_utf8_read_as_the_replacement_character() -> None:
+    """W3C Baggage: such sequences MUST be replaced with U+FFFD (the member is valid)."""
+    assert members("k=%FF%FE,ok=1") == {"k": "\ufffd\ufffd", "ok": "1"}
+    assert _baggage.parse(["k=%FF%FE"])[1] == ""  # nothing dropped, nothing to warn about
 
 
 def test_dropping_warns_at_most_once_a_minute_naming_the_header_never_a_value() -> None:

@@ -9,6 +9,7 @@ Rules (W3C Baggage): only the first ``MAX_BYTES`` characters of the combined hea
 at most ``MAX_EXAMINED`` list members of them looked at, and at most ``MAX_MEMBERS`` kept (the
 spec asks to propagate at least 64 members and 8,192 bytes); a member cut by the byte limit, a
 member beyond the counts and an invalid member are dropped one by one, the valid ones kept.
+Percent-escapes that are not UTF-8 are read as U+FFFD, as the spec requires, not dropped.
 A member's properties (``;ttl=60;pii``) go on with it while its value is the one they came with
 (OpenTelemetry Python's API has no place for them: they are kept beside the baggage); invalid
 properties are dropped, their member kept. Dropped members are counted in a rate-limited warning
@@ -167,12 +168,8 @@ def _member(raw: str) -> tuple[str, str] | None:
     value = rest.partition(";")[0].strip(_OWS)
     if not separator or _KEY.fullmatch(key) is None or _VALUE.fullmatch(value) is None:
         return None
-    if "%" not in value:
-        return key, value
-    try:
-        return key, unquote(value, errors="strict")
-    except UnicodeDecodeError:  # percent-escapes that are not UTF-8
-        return None
+    # Escapes that are not UTF-8 read as U+FFFD, as W3C Baggage requires (unquote's default).
+    return key, (unquote(value) if "%" in value else value)
 
 
 def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> Context:
