@@ -9,7 +9,9 @@ Rules (W3C Baggage): only the first ``MAX_BYTES`` characters of the combined hea
 at most ``MAX_EXAMINED`` list members of them looked at, and at most ``MAX_MEMBERS`` kept (the
 spec asks to propagate at least 64 members and 8,192 bytes); a member cut by the byte limit, a
 member beyond the counts and an invalid member are dropped one by one, the valid ones kept.
-Percent-escapes that are not UTF-8 are read as U+FFFD, as the spec requires, not dropped.
+Percent-escapes that are not UTF-8 are read as U+FFFD, as the spec requires, not dropped. Keys
+are percent-decoded like values: OpenTelemetry's SDKs, and ``header``, encode a key that is not
+a token (``user%20id``), so that it reads back as it was set.
 A member's properties (``;ttl=60;pii``) go on with it while its value is the one they came with
 (OpenTelemetry Python's API has no place for them: they are kept beside the baggage); invalid
 properties are dropped, their member kept. Dropped members are counted in a rate-limited warning
@@ -51,9 +53,9 @@ _VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 # "= value", a property of a key and thousands of spaces took quadratic time (0.1 s a header).
 _PROPERTY = re.compile(rf"({_KEY.pattern})(?:[ \t]*=[ \t]*({_VALUE.pattern}))?")
 _OWS = " \t"
-# A list of members that ``_member`` would keep exactly as written: a key, "=", a value without
-# "%" (nothing to decode), no whitespace or properties.
-_PLAIN_MEMBER = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+=[\x21\x23\x24\x26-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+# A list of members that ``_member`` would keep exactly as written: a key and a value without
+# "%" (nothing to decode), "=", no whitespace or properties.
+_PLAIN_MEMBER = r"[!#$&'*+\-.^_`|~0-9A-Za-z]+=[\x21\x23\x24\x26-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
 _PLAIN_LIST = re.compile(rf"{_PLAIN_MEMBER}(?:,{_PLAIN_MEMBER})*")
 # Written: keys and values sent as they are (quote() keeps letters, digits and "_.-~" too);
 # "+" and "%" are always encoded, since OpenTelemetry Python's reader decodes "+" as a space.
@@ -169,7 +171,13 @@ def _member(raw: str) -> tuple[str, str] | None:
     if not separator or _KEY.fullmatch(key) is None or _VALUE.fullmatch(value) is None:
         return None
     # Escapes that are not UTF-8 read as U+FFFD, as W3C Baggage requires (unquote's default).
-    return key, (unquote(value) if "%" in value else value)
+    # A key is decoded too, as OpenTelemetry's SDKs (and ``header``) encode one that is not a
+    # token: read raw, "user%20id" went on as "user%2520id", one more "%25" every hop.
+    return _decoded(key), _decoded(value)
+
+
+def _decoded(text: str) -> str:
+    return unquote(text) if "%" in text else text
 
 
 def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> Context:
