@@ -3,7 +3,9 @@
 The SDK is installed at the exact versions of ``js_sdk/package-lock.json`` with ``npm ci``. Its
 OTLP/HTTP exporters (``exporter-trace-otlp-proto`` and ``-http``) always stream the body with
 ``Transfer-Encoding: chunked``, gzip or not. A Node service and a tracekit Python service call
-each other, and the store must hold one trace with the parents right in both directions.
+each other, and the store must hold one trace with the parents right in both directions. With
+OpenTelemetry JS's own propagators (W3C, B3 single and multi, X-Ray) on the Node side, the same
+round trip keeps the sampling decision, the baggage and the correlation ID.
 """
 
 from __future__ import annotations
@@ -191,3 +193,97 @@ def test_node_and_python_services_make_one_trace(
         ("storefront-node", "pricing-python", "GET /price"),
         ("pricing-python", "storefront-node", "GET /stock"),
     ]
+
+
+PYTHON_PEER = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading
+    import requests
+    import tracekit
+    from opentelemetry import baggage, trace
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+    from tracekit.wsgi import TracekitMiddleware
+
+    tracekit.init(service_name="pricing-python", exporter="otlp")
+
+    def app(environ, start_response):
+        if Request(environ).path != "/price":
+            return Response("not found", status=404)(environ, start_response)
+        span = trace.get_current_span()
+        stock = requests.get(os.environ["NODE"] + "/stock", timeout=10).json()
+        seen = {
+            "trace_id": format(span.get_span_context().trace_id, "032x"),
+            "span_id": format(span.get_span_context().span_id, "016x"),
+            "parent": format(span.parent.span_id, "016x") if span.is_recording() else None,
+            "sampled": span.get_span_context().trace_flags.sampled,
+            "recording": span.is_recording(),
+            "correlation_id": tracekit.correlation_id(),
+            "baggage": dict(baggage.get_all()),
+            "stock": stock,
+        }
+        return Response(json.dumps(seen), mimetype="application/json")(environ, start_response)
+
+    server = make_server("127.0.0.1", int(sys.argv[1]), TracekitMiddleware(app), threaded=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print("listening", flush=True)
+    server.serve_forever()
+    tracekit.shutdown()
+    """
+)
+BAGGAGE_SENT = {"correlation.id": "order-42", "user name": "Amélie Dupont", "plan": "a+b=c; 100%"}
+
+
+@pytest.fixture(params=["tracecontext", "b3", "b3multi", "xray", "tracecontext,b3multi,xray"])
+def propagating_services(
+    request: pytest.FixtureRequest, node: str, receiver: Receiver
+) -> Iterator[str]:
+    """A Node service carrying context with OpenTelemetry JS's propagators and a tracekit
+    Python service with the same ``OTEL_PROPAGATORS`` (plus ``baggage``); yields Node's URL."""
+    names = f"{request.param},baggage"
+    node_port, python_port = free_port(), free_port()
+    node_url, python_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{python_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
+    env |= {"TRACEKIT_METRICS_PORT": str(free_port()), "OTEL_PROPAGATORS": names}
+    env |= {"OTEL_BSP_SCHEDULE_DELAY": "100"}  # the CLIENT span is read from the store
+    python = _start([sys.executable, "-c", PYTHON_PEER, str(python_port)], env)
+    try:
+        node_env = {**env, "PEER": python_url, "PROPAGATORS": names, "PORT": str(node_port)}
+        js = _start([node, str(JS / "propagation.js")], node_env)
+        try:
+            yield node_url
+        finally:
+            _stop(js)
+    finally:
+        _stop(python)
+
+
+def _round_trip(node_url: str, sampled: bool) -> dict:  # type: ignore[type-arg]
+    url = f"{node_url}/start?sampled={int(sampled)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def _python_spans(reader: Store, trace_id: str) -> list[SpanRecord]:
+    """The Python service's SERVER and CLIENT spans of ``trace_id``, once stored."""
+    return wait_for(lambda: _at_least(2, reader.spans_by_trace_ids([trace_id])), 15, "spans")
+
+
+def test_js_propagators_and_tracekit_carry_one_context_both_ways(
+    propagating_services: str, reader: Store
+) -> None:
+    """Node -> Python -> Node with OpenTelemetry JS's own propagators on the Node side: one
+    trace, each side's parent the span that called it, the sampling decision kept, baggage
+    and the correlation ID intact both ways."""
+    for sampled in (True, False):
+        node = _round_trip(propagating_services, sampled)
+        python, back = node["peer"], node["peer"]["stock"]
+        assert python["trace_id"] == back["trace_id"] == node["trace_id"]
+        assert python["sampled"] is python["recording"] is back["sampled"] is sampled
+        assert python["baggage"] == back["baggage"] == BAGGAGE_SENT
+        assert python["correlation_id"] == back["correlation_id"] == "order-42"
+        if sampled:  # Node's CLIENT span is the Python SERVER's parent, and the other way
+            assert python["parent"] == node["client"]
+            (call,) = [s for s in _python_spans(reader, node["trace_id"]) if s.kind == "CLIENT"]
+            assert (call.span_id, call.parent_span_id) == (back["parent"], python["span_id"])
