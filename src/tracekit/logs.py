@@ -246,7 +246,21 @@ _STANDARD_ATTRIBUTES = frozenset(
 
 
 def _bounded_text(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…[truncated]"
+    """``text`` cut to ``limit`` characters, in text UTF-8 can hold (``_utf8``)."""
+    return _utf8(text if len(text) <= limit else text[:limit] + "…[truncated]")
+
+
+def _utf8(text: str) -> str:
+    """``text`` with each lone surrogate (JSON's ``"\\ud800"`` in a request body, a name
+    decoded with ``surrogateescape``) as U+FFFD, as the store keeps it: OTLP's protobuf cannot
+    encode one, and the SDK then dropped the whole batch, every other record in it too."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def _bounded_value(value: object) -> str | int | float | bool | None:
@@ -295,7 +309,7 @@ def _bounded_fields(
             continue
         if len(kept) >= MAX_EXTRA_FIELDS:
             break
-        kept[key[:64]] = _bounded_value(value)
+        kept[_utf8(key[:64])] = _bounded_value(value)
     return kept
 
 
@@ -424,7 +438,7 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
     """Translate ``record`` and emit it to ``provider``, True if it was; never raises into the
     application."""
     # A record made by hand (``logging.makeLogRecord({...})``) may be named None, as it shows.
-    name = str(record.name)
+    name = _utf8(str(record.name))
     # By the top-level name: an application's ``requestsvc`` is not ``requests``.
     if name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
         return False
@@ -502,7 +516,8 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     cid = _record_fields(record).get("correlation_id") or correlation.correlation_id()
     if cid is not None:
         attributes[semconv.CORRELATION_ID] = cid
-    attributes["code.file.path"] = record.pathname
+    path = record.pathname  # a file's name as the file system gave it
+    attributes["code.file.path"] = _utf8(path) if isinstance(path, str) else path
     attributes["code.function.name"] = record.funcName
     attributes["code.line.number"] = record.lineno
     if record.exc_info and record.exc_info[0] is not None:

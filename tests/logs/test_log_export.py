@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,7 @@ import pytest
 from loopback import free_port, wait_for_port
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
 APP = Path(__file__).parent / "apps" / "log_service.py"
@@ -151,3 +153,68 @@ def test_request_logs_are_exported_over_otlp_http(
     assert record.severity_text == "INFO"
     service = {a.key: a.value.string_value for a in resource.attributes}["service.name"]
     assert service == "logsvc"
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
+    """What ``tracekit collector`` runs: a real OTLP receiver on loopback, into its own store."""
+    path = tmp_path / "collector.db"
+    receiver = Receiver(Store(path), ReceiverConfig(port=0)).start()
+    yield receiver, path
+    receiver.stop()
+
+
+def _run_app(code: str, endpoint: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter exporting over OTLP/HTTP to ``endpoint``."""
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+    env.pop("TRACEKIT_EXPORTER", None)
+    command = [sys.executable, "-c", textwrap.dedent(code)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_text_utf8_cannot_hold_loses_neither_its_record_nor_the_batch(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """A lone surrogate (JSON's ``"\\ud800"`` in a request body, a name decoded with
+    ``surrogateescape``) in one record's message failed the encoding of the whole batch: every
+    record batched with it was lost, and tracekit warned that the collector was unreachable."""
+    receiver, path = collector
+    result = _run_app(
+        """
+        import json, logging, tracekit
+        tracekit.init("shop", metrics_port=0)
+        log = logging.getLogger("shop")
+        tracekit.correlation.set_correlation_id("order-9")
+        name = json.loads('"\\\\ud800x"')
+        log.warning("before")
+        log.warning("hello %s", name)
+        log.warning("extra", extra={"customer": name, name: 1})
+        try:
+            raise ValueError(name)
+        except ValueError:
+            log.exception("failed")
+        logging.getLogger(f"shop.{name}").warning("scoped")
+        log.warning("after")
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    assert "Failed to encode" not in result.stderr
+    assert "could not export" not in result.stderr
+    with Store(path) as store:
+        records = store.logs_by_correlation_id("order-9")
+    assert [r.body for r in records] == [
+        "before",
+        "hello \ufffdx",
+        "extra",
+        "failed",
+        "scoped",
+        "after",
+    ]
+    extra, failed = records[2].attributes, records[3].attributes
+    assert extra["customer"] == "\ufffdx" and extra["\ufffdx"] == 1
+    assert failed["exception.message"] == "\ufffdx"
+    assert str(failed["exception.stacktrace"]).endswith("ValueError: \ufffdx\n")
