@@ -314,8 +314,9 @@ def _bounded_fields(
 
 
 # structlog's stdlib integration (``ProcessorFormatter.wrap_for_formatter``) logs the event
-# dict itself as the record's message; its ``event`` is the message, the other keys are fields.
-_EVENT_DICT_LEFT_OUT = frozenset(("event", *STAMPED_FIELDS))
+# dict itself as the record's message; its ``event`` is the message, the other keys are fields
+# but ``exc_info``, the exception the record is exported with (``_exception_of``).
+_EVENT_DICT_LEFT_OUT = frozenset(("event", "exc_info", *STAMPED_FIELDS))
 
 
 def _event_dict(record: logging.LogRecord) -> Mapping[Any, object] | None:
@@ -520,11 +521,30 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     attributes["code.file.path"] = _utf8(path) if isinstance(path, str) else path
     attributes["code.function.name"] = record.funcName
     attributes["code.line.number"] = record.lineno
-    if record.exc_info and record.exc_info[0] is not None:
-        attributes.update(_exception_attributes(record.exc_info))
+    exc_info = _exception_of(record)
+    if exc_info is not None:
+        attributes.update(_exception_attributes(exc_info))
     if record.stack_info:  # stack_info=True: where the call came from
         attributes["code.stacktrace"] = _bounded_text(record.stack_info, MAX_MESSAGE)
     return attributes
+
+
+def _exception_of(record: logging.LogRecord) -> Any:
+    """The record's exception, or the one a structlog event dict names in ``exc_info`` (which
+    structlog's renderer formats in the handler, where the record's own is None): ``True``
+    for the one being handled (the export runs in the logging call), an exception, or a
+    ``sys.exc_info()`` tuple."""
+    if record.exc_info:
+        return record.exc_info if record.exc_info[0] is not None else None
+    event = _event_dict(record)
+    exc_info = event.get("exc_info") if event is not None else None
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info if isinstance(exc_info[1], BaseException) else None
+    return None
 
 
 def _exception_attributes(exc_info: Any) -> Mapping[str, str]:

@@ -504,6 +504,59 @@ def test_structlog_through_its_stdlib_formatter_exports_the_event_and_its_fields
     assert record.attributes["level"] == "warning"
 
 
+def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
+    tmp_path: Path,
+) -> None:
+    """With ``ProcessorFormatter``, ``exc_info=`` stays in the event dict (structlog's renderer
+    formats it in the handler): the host's output showed the traceback, the exported record
+    had an attribute ``exc_info: true`` and no exception."""
+    result = run_python(
+        """
+        import logging, structlog, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        structlog.configure(
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(),
+                ]
+            )
+        )
+        logging.getLogger().addHandler(handler)
+        tracekit.correlation.set_correlation_id("order-8")
+        log = structlog.get_logger("shop")
+        try:
+            {}["card"]
+        except KeyError:
+            log.error("card lookup failed", exc_info=True)
+        log.warning("refund failed", exc_info=ValueError("no refund"))
+        log.warning("no exception here", exc_info=True)
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert "KeyError: 'card'" in result.stderr  # the host's own rendering, unchanged
+    with Store(tmp_path / "t.db") as store:
+        lookup, refund, none = store.logs_by_correlation_id("order-8")
+    assert lookup.attributes["exception.type"] == "KeyError"
+    assert lookup.attributes["exception.message"] == "'card'"
+    stacktrace = str(lookup.attributes["exception.stacktrace"])
+    assert stacktrace.startswith("Traceback (most recent call last):\n")
+    assert stacktrace.endswith("in <module>\nKeyError: 'card'\n")  # raised, with its frame
+    assert refund.attributes["exception.type"] == "ValueError"
+    assert refund.attributes["exception.message"] == "no refund"
+    assert none.body == "no exception here" and "exception.type" not in none.attributes
+    for record in (lookup, refund, none):
+        assert "exc_info" not in record.attributes  # structlog's instruction, not a field
+
+
 MULTIPROCESS_RECIPE = """
 import logging, logging.handlers, multiprocessing, tracekit
 
