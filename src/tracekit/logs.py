@@ -295,7 +295,25 @@ def _extra_fields(record: logging.LogRecord) -> dict[str, str | int | float | bo
     event = _event_dict(record)
     if event is not None:
         fields = {**_bounded_fields(event, _EVENT_DICT_LEFT_OUT), **fields}
-    return fields
+    return {**_own_stamped_names(record, event), **fields}
+
+
+def _own_stamped_names(
+    record: logging.LogRecord, event: Mapping[Any, object] | None
+) -> dict[str, str | int | float | bool | None]:
+    """The application's own values (``extra=``, then a structlog event's keys) for the names
+    tracekit stamps, where they differ from the stamp (``extra={"service": "stripe"}``: the
+    provider called). The correlation ID is left out: a valid one is ``correlation.id``."""
+    stamp = record._tracekit_fields if isinstance(record, _Correlating) else None
+    if stamp is None:  # not stamped here: nothing tells the application's values from others'
+        return {}
+    own = {}
+    for name in ("trace_id", "span_id", "service"):
+        values = (record.__dict__.get(name), event.get(name) if event is not None else None)
+        value = next((v for v in values if v is not None and v != stamp[name]), None)
+        if value is not None:
+            own[name] = _bounded_value(value)
+    return own
 
 
 def _bounded_fields(

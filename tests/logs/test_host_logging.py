@@ -557,6 +557,41 @@ def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
         assert "exc_info" not in record.attributes  # structlog's instruction, not a field
 
 
+def test_the_applications_own_service_and_trace_id_fields_are_exported(tmp_path: Path) -> None:
+    """``extra={"service": ...}`` (the provider called, say) wins on stdout, as documented, but
+    the exported record dropped it: every name tracekit stamps was left out of the attributes,
+    the application's own values with tracekit's."""
+    run_python(
+        """
+        import logging, structlog, tracekit
+        from opentelemetry import trace
+        tracekit.init("orders", exporter="store", metrics_port=0)
+        structlog.configure(
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+        )
+        tracekit.correlation.set_correlation_id("order-5")
+        log = logging.getLogger("orders")
+        with trace.get_tracer("shop").start_as_current_span("checkout"):
+            log.warning("paying", extra={"service": "stripe", "trace_id": "stripe-9"})
+            structlog.get_logger("orders").warning("refunding", service="adyen")
+            log.warning("plain")
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    with Store(tmp_path / "t.db") as store:
+        paying, refunding, plain = store.logs_by_correlation_id("order-5")
+    assert paying.service == refunding.service == "orders"  # the resource's, as before
+    assert paying.trace_id == plain.trace_id and paying.trace_id != "stripe-9"
+    assert paying.attributes["service"] == "stripe"
+    assert paying.attributes["trace_id"] == "stripe-9"
+    assert refunding.attributes["service"] == "adyen"
+    for name in ("service", "trace_id", "span_id", "correlation_id"):
+        assert name not in plain.attributes  # tracekit's own fields are the record's already
+    assert "span_id" not in paying.attributes
+
+
 MULTIPROCESS_RECIPE = """
 import logging, logging.handlers, multiprocessing, tracekit
 
