@@ -124,13 +124,8 @@ class _Correlating:
     _tracekit_base: type[logging.LogRecord] = logging.LogRecord
     __dict__: dict[str, Any]
 
-    def settle(self) -> None:
-        """Move the fields into the record's ``__dict__``, where ``extra=`` did not set them."""
-        for key, value in self._tracekit_fields.items():
-            self.__dict__.setdefault(key, value)
-
     def getMessage(self) -> str:
-        self.settle()
+        _settle(self)
         return super().getMessage()  # type: ignore[misc, no-any-return]
 
     def __getattr__(self, name: str) -> str:
@@ -144,6 +139,16 @@ class _Correlating:
 
 class _CorrelatedRecord(_Correlating, logging.LogRecord):
     __slots__ = ("_tracekit_fields",)
+
+
+def _settle(record: _Correlating) -> None:
+    """Move the fields into the record's ``__dict__``, where ``extra=`` did not set them.
+
+    A function, not a method of the record: ``extra=`` may name anything the stdlib's record
+    does not have, and a key named like a method would shadow it (``extra={"settle": ...}``
+    made every logging call with it raise TypeError)."""
+    for key, value in record._tracekit_fields.items():
+        record.__dict__.setdefault(key, value)
 
 
 def _rebuilt(cls: type[logging.LogRecord], state: dict[str, Any]) -> logging.LogRecord:
@@ -650,7 +655,7 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     """
     exported_where_made = _stamped_elsewhere(record)
     if isinstance(record, _Correlating):
-        record.settle()
+        _settle(record)
     _previous_call_handlers(self, record)
     handler = _handler
     if handler is not None and not exported_where_made and _exports(self):

@@ -83,6 +83,18 @@ def test_extra_with_the_same_names_wins_and_does_not_raise(
     assert stream.getvalue().startswith("INFO mine ")
 
 
+def test_any_extra_name_the_stdlib_accepts_is_accepted(
+    stamping: None, text_log: tuple[logging.Logger, io.StringIO], tracer_provider: TracerProvider
+) -> None:
+    """``extra={"settle": ...}`` (a payment's settlement, say) shadowed a method tracekit had
+    put on the record, and the logging call raised TypeError into the application."""
+    logger, stream = text_log
+    handler = logger.handlers[0]
+    handler.setFormatter(logging.Formatter("%(correlation_id)s %(message)s %(settle)s"))
+    _in_request("order-3", tracer_provider, lambda: logger.info("paid", extra={"settle": "T+1"}))
+    assert stream.getvalue() == "order-3 paid T+1\n"
+
+
 class _AppRecord(logging.LogRecord):
     """A record class of the application's own, made by its factory."""
 
