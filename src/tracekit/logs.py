@@ -338,7 +338,7 @@ def _bounded_fields(
 
 # structlog's stdlib integration (``ProcessorFormatter.wrap_for_formatter``) logs the event
 # dict itself as the record's message; its ``event`` is the message, the other keys are fields
-# but ``exc_info``, the exception the record is exported with (``_exception_of``).
+# but ``exc_info``, the record's exception (``_exception_of``).
 _EVENT_DICT_LEFT_OUT = frozenset(("event", "exc_info", *STAMPED_FIELDS))
 
 
@@ -385,7 +385,8 @@ class JsonFormatter(logging.Formatter):
         document.update(_record_fields(record))
         # As the stdlib's Formatter: a record that crossed a process (SocketHandler, a
         # multiprocessing queue) carries its traceback already formatted, in exc_text.
-        exception = self.formatException(record.exc_info) if record.exc_info else record.exc_text
+        exc_info = _exception_of(record)
+        exception = self.formatException(exc_info) if exc_info else record.exc_text
         if exception:
             document["exception"] = _bounded_text(exception, MAX_MESSAGE)
         if record.stack_info:
@@ -545,7 +546,7 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     attributes["code.function.name"] = record.funcName
     attributes["code.line.number"] = record.lineno
     exc_info = _exception_of(record)
-    if exc_info is not None:
+    if exc_info is not None and exc_info[0] is not None:
         attributes.update(_exception_attributes(exc_info))
     if record.stack_info:  # stack_info=True: where the call came from
         attributes["code.stacktrace"] = _bounded_text(record.stack_info, MAX_MESSAGE)
@@ -553,12 +554,12 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _exception_of(record: logging.LogRecord) -> Any:
-    """The record's exception, or the one a structlog event dict names in ``exc_info`` (which
-    structlog's renderer formats in the handler, where the record's own is None): ``True``
-    for the one being handled (the export runs in the logging call), an exception, or a
-    ``sys.exc_info()`` tuple."""
+    """The record's ``exc_info``, or the one a structlog event dict names (which structlog's
+    renderer formats in the handler, where the record's own is None): ``True`` for the
+    exception being handled (the export runs in the logging call), an exception, or a
+    ``sys.exc_info()`` tuple; None for neither."""
     if record.exc_info:
-        return record.exc_info if record.exc_info[0] is not None else None
+        return record.exc_info
     event = _event_dict(record)
     exc_info = event.get("exc_info") if event is not None else None
     if exc_info is True:

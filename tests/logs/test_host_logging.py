@@ -6,6 +6,7 @@ configure) logging sees on its own stderr once tracekit is in, and what lands in
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -530,6 +531,7 @@ def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
             )
         )
         logging.getLogger().addHandler(handler)
+        logging.getLogger().addHandler(tracekit.logs.json_stdout_handler())
         tracekit.correlation.set_correlation_id("order-8")
         log = structlog.get_logger("shop")
         try:
@@ -543,6 +545,10 @@ def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
         tmp_path,
     )
     assert "KeyError: 'card'" in result.stderr  # the host's own rendering, unchanged
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["exception"].endswith("in <module>\nKeyError: 'card'")  # the JSON line's
+    assert lines[1]["exception"] == "ValueError: no refund"
+    assert "exception" not in lines[2] and "exc_info" not in lines[2]
     with Store(tmp_path / "t.db") as store:
         lookup, refund, none = store.logs_by_correlation_id("order-8")
     assert lookup.attributes["exception.type"] == "KeyError"
