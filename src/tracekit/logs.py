@@ -315,10 +315,16 @@ def _own_stamped_names(
     own = {}
     for name in ("trace_id", "span_id", "service"):
         values = (record.__dict__.get(name), event.get(name) if event is not None else None)
-        value = next((v for v in values if v is not None and v != stamp[name]), None)
+        value = next((v for v in values if _differs(v, stamp[name])), None)
         if value is not None:
             own[name] = _bounded_value(value)
     return own
+
+
+def _differs(value: object, stamped: str) -> bool:
+    """Whether ``value`` is another than tracekit's text; any object but text differs (and is
+    not compared: a numpy array's comparison has no truth value)."""
+    return value is not None and (not isinstance(value, str) or value != stamped)
 
 
 def _bounded_fields(

@@ -572,6 +572,12 @@ def test_the_applications_own_service_and_trace_id_fields_are_exported(tmp_path:
         import logging, structlog, tracekit
         from opentelemetry import trace
         tracekit.init("orders", exporter="store", metrics_port=0)
+
+        class Ambiguous:  # as a numpy array compares: no truth value
+            def __eq__(self, other): raise ValueError("ambiguous")
+            def __ne__(self, other): raise ValueError("ambiguous")
+            def __repr__(self): return "Ambiguous()"
+
         structlog.configure(
             processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
             logger_factory=structlog.stdlib.LoggerFactory(),
@@ -582,12 +588,14 @@ def test_the_applications_own_service_and_trace_id_fields_are_exported(tmp_path:
             log.warning("paying", extra={"service": "stripe", "trace_id": "stripe-9"})
             structlog.get_logger("orders").warning("refunding", service="adyen")
             log.warning("plain")
+            log.warning("weighing", extra={"span_id": Ambiguous()})
         tracekit.shutdown()
         """,
         tmp_path,
     )
     with Store(tmp_path / "t.db") as store:
-        paying, refunding, plain = store.logs_by_correlation_id("order-5")
+        paying, refunding, plain, weighing = store.logs_by_correlation_id("order-5")
+    assert weighing.attributes["span_id"] == "Ambiguous()"  # compared to nothing: not text
     assert paying.service == refunding.service == "orders"  # the resource's, as before
     assert paying.trace_id == plain.trace_id and paying.trace_id != "stripe-9"
     assert paying.attributes["service"] == "stripe"
