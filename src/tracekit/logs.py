@@ -51,6 +51,7 @@ from tracekit._runtime.guard import (
     report_once,
     without_url_secrets,
 )
+from tracekit._utf8 import clean_text
 from tracekit.config import batch_setting_error
 
 if TYPE_CHECKING:
@@ -251,21 +252,9 @@ _STANDARD_ATTRIBUTES = frozenset(
 
 
 def _bounded_text(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, in text UTF-8 can hold (``_utf8``)."""
-    return _utf8(text if len(text) <= limit else text[:limit] + "…[truncated]")
-
-
-def _utf8(text: str) -> str:
-    """``text`` with each lone surrogate (JSON's ``"\\ud800"`` in a request body, a name
-    decoded with ``surrogateescape``) as U+FFFD, as the store keeps it: OTLP's protobuf cannot
-    encode one, and the SDK then dropped the whole batch, every other record in it too."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    """``text`` cut to ``limit`` characters, in text UTF-8 can hold (``clean_text``: OTLP's
+    protobuf cannot encode a lone surrogate, and the SDK then dropped the whole batch)."""
+    return clean_text(text if len(text) <= limit else text[:limit] + "…[truncated]")
 
 
 def _bounded_value(value: object) -> str | int | float | bool | None:
@@ -338,7 +327,7 @@ def _bounded_fields(
             continue
         if len(kept) >= MAX_EXTRA_FIELDS:
             break
-        kept[_utf8(key[:64])] = _bounded_value(value)
+        kept[clean_text(key[:64])] = _bounded_value(value)
     return kept
 
 
@@ -469,7 +458,7 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
     """Translate ``record`` and emit it to ``provider``, True if it was; never raises into the
     application."""
     # A record made by hand (``logging.makeLogRecord({...})``) may be named None, as it shows.
-    name = _utf8(str(record.name))
+    name = clean_text(str(record.name))
     # By the top-level name: an application's ``requestsvc`` is not ``requests``.
     if name.partition(".")[0] in _PIPELINE_LOGGERS or instrumentation_suppressed():
         return False
@@ -548,7 +537,7 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     if cid is not None:
         attributes[semconv.CORRELATION_ID] = cid
     path = record.pathname  # a file's name as the file system gave it
-    attributes["code.file.path"] = _utf8(path) if isinstance(path, str) else path
+    attributes["code.file.path"] = clean_text(path) if isinstance(path, str) else path
     attributes["code.function.name"] = record.funcName
     attributes["code.line.number"] = record.lineno
     exc_info = _exception_of(record)

@@ -15,6 +15,7 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyVa
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tracekit._utf8 import clean_text
 from tracekit.receiver._decoded import (
     MAX_SPAN_ELEMENTS,
     SPAN_LIST_BOUNDS,
@@ -39,7 +40,6 @@ from tracekit.receiver._protobuf import (
     span_record,
 )
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
-from tracekit.store._encoding import clean_text
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._limits import (
     MAX_NAME_CHARS,

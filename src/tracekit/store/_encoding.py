@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping
 
+from tracekit._utf8 import clean_text, clean_value
 from tracekit.records import SPAN_KINDS, STATUS_CODES, Attributes, AttributeValue, finite_json
 
 KIND_CODES = {name: code for code, name in enumerate(SPAN_KINDS)}
@@ -34,29 +35,6 @@ def id_bytes(hex_id: str, length: int, what: str) -> bytes:
     if len(raw) != length:
         raise ValueError(f"{what} must be {length} bytes")
     return raw
-
-
-def clean_text(text: str) -> str:
-    """``text`` made storable as UTF-8: a lone surrogate (JSON's ``"\\ud800"``, or an app's own
-    string) becomes U+FFFD, which every reader can print."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-def clean_value(value: object) -> object:
-    """``value`` with ``clean_text`` applied to every string in it (dict keys too)."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, list | tuple):
-        return [clean_value(item) for item in value]
-    if isinstance(value, dict):
-        return {clean_value(k): clean_value(v) for k, v in value.items()}
-    return value
 
 
 def dumps(value: object) -> str:

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from tracekit._utf8 import clean_value
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
-from tracekit.store._encoding import clean_value, intern_resource, intern_string
+from tracekit.store._encoding import intern_resource, intern_string
 from tracekit.store._reclaim import StaleRows, generation
 
 # Cached ids at most (a cache, not the table: past this it starts over, rows keep their ids).

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
 from tracekit.store._encoding import (
     INTERN_MAX_LENGTH,
     INTERN_MAX_VALUES_PER_KEY,
     KIND_CODES,
     STATUS_CODE_OF,
-    clean_text,
     dumps,
     id_bytes,
 )

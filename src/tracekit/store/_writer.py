@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 
+from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
 from tracekit.store._connection import retry_busy
 from tracekit.store._encoding import (
     StringTable,
-    clean_text,
     encoded_attributes,
     id_bytes,
     intern_resource,

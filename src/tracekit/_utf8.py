@@ -1,0 +1,31 @@
+"""Text that UTF-8 can hold: a lone surrogate (JSON's ``"\\ud800"`` in a request body, a name
+decoded with ``surrogateescape``, an application's own string) becomes U+FFFD.
+
+Python strings may hold one; UTF-8, and so SQLite's text and OTLP's protobuf, cannot. The store
+keeps such text with U+FFFD, and the exporters send it so: protobuf refused the whole batch that
+held one record with it.
+"""
+
+from __future__ import annotations
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD (``text`` itself when it has none)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def clean_value(value: object) -> object:
+    """``value`` with ``clean_text`` applied to every string in it (dict keys too)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list | tuple):
+        return [clean_value(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    return value
