@@ -263,6 +263,15 @@ def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
     )
 
 
+def test_a_receiver_stopped_twice_stops_quietly(store_path: Path) -> None:
+    """As with OTLP/HTTP alone: the second stop of a receiver serving gRPC raised 'Event loop
+    is closed'."""
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0, grpc_port=0)).start()
+    receiver.stop()
+    receiver.stop()
+    assert receiver.grpc is not None and receiver.grpc._loop.is_closed()
+
+
 def _hold_default_grpc_port() -> socket.socket:
     """A listening socket on 4317, or an unbound one when another process keeps holding it
     (an OpenTelemetry Collector on this machine: just as good). Another suite's run of this

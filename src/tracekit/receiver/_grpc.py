@@ -116,7 +116,9 @@ class GrpcReceiver:
         self._run(self.server.start())
 
     def stop(self, grace: float) -> None:
-        """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s)."""
+        """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s); once."""
+        if self._loop.is_closed():  # stopped already, as the HTTP side may be again
+            return
         self._run(self.server.stop(grace))
         self._workers.shutdown(wait=True)  # what was received is stored before the queue closes
         self._end_loop()
