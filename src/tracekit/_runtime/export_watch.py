@@ -12,18 +12,24 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
 from tracekit._runtime.guard import instrumentation_suppressed, without_url_secrets
+from tracekit._utf8 import clean_text, clean_value
 
 _log = logging.getLogger("tracekit")
+T = TypeVar("T")
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 
@@ -112,9 +118,12 @@ class ExportWatch(logging.Filter):
     failure and, repeated for each batch, bury the application's own.
     """
 
-    def __init__(self, what: str, endpoint: str, exporter: object) -> None:
+    def __init__(
+        self, what: str, endpoint: str, exporter: object, *, resends_unencodable: bool = False
+    ) -> None:
         super().__init__()
         self.what = what
+        self.resends_unencodable = resends_unencodable
         self.endpoint = endpoint
         self.warned = False
         self.failing = False
@@ -131,8 +140,9 @@ class ExportWatch(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let the exporter's lines through, without URL secrets, unless its endpoint is known
-        to be failing."""
-        if self.failing:
+        to be failing; its "Failed to encode" line of a batch with text UTF-8 cannot hold is
+        left out too: tracekit sends that batch again (``WatchedSpanExporter.export``)."""
+        if self.failing or (self.resends_unencodable and _encoding_error(record)):
             return False
         _cut_url_secrets(record)
         return True
@@ -156,6 +166,11 @@ class ExportWatch(logging.Filter):
                 self.what,
                 self.endpoint,
             )
+
+
+def _encoding_error(record: logging.LogRecord) -> bool:
+    args = record.args
+    return isinstance(args, tuple) and bool(args) and isinstance(args[0], UnicodeEncodeError)
 
 
 # Userinfo before a host without "//": the gRPC exporter names its endpoint as the URL's
@@ -219,7 +234,9 @@ class WatchedSpanExporter(SpanExporter):
 
     def __init__(self) -> None:
         self._exporters = _ExporterOfThisProcess("traces")
-        self.watch = ExportWatch("spans", self._exporters.endpoint, self.inner)
+        self.watch = ExportWatch(
+            "spans", self._exporters.endpoint, self.inner, resends_unencodable=True
+        )
 
     @property
     def inner(self) -> SpanExporter:
@@ -228,8 +245,19 @@ class WatchedSpanExporter(SpanExporter):
         return exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the wrapped exporter and note a failure."""
-        result = self.inner.export(spans)
+        """Export through the wrapped exporter and note a failure.
+
+        A failed batch holding text UTF-8 cannot (a lone surrogate: JSON's ``"\\ud800"`` in a
+        request body that a span is named after) goes again with U+FFFD in its place: OTLP's
+        protobuf cannot encode it, and the SDK dropped the whole batch, other requests' spans
+        too. Looked for only once an export failed: the batch's text costs nothing to check
+        while exports succeed."""
+        try:
+            result = self.inner.export(spans)
+        except UnicodeEncodeError:  # the gRPC exporter lets the encoder's error out
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.FAILURE and not all(map(_utf8_span, spans)):
+            result = self.inner.export([_cleaned_span(span) for span in spans])
         self.watch.saw(result is SpanExportResult.FAILURE)
         return result
 
@@ -270,3 +298,57 @@ class WatchedLogExporter(LogRecordExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush the wrapped exporter."""
         return self.inner.force_flush(timeout_millis)
+
+
+def _utf8_span(span: ReadableSpan) -> bool:
+    """Whether every text of ``span`` that protobuf encodes whole (its name, its events' names,
+    its status) is UTF-8. Attributes are left out: the SDK's encoder drops one it cannot encode
+    alone, and keeps the span."""
+    texts = [span.name, span.status.description or "", *(event.name for event in span.events)]
+    return all(clean_text(text) is text for text in texts)
+
+
+def _cleaned_span(span: ReadableSpan) -> ReadableSpan:
+    """``span`` with each lone surrogate of its text (attributes too) as U+FFFD; what the SDK
+    counted as dropped stays counted."""
+    events = [
+        Event(clean_text(e.name), _cleaned(e.attributes, e.dropped_attributes), e.timestamp)
+        for e in span.events
+    ]
+    links = [
+        Link(link.context, _cleaned(link.attributes, link.dropped_attributes))
+        for link in span.links
+    ]
+    return ReadableSpan(
+        name=clean_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_cleaned(span.attributes, span.dropped_attributes),
+        events=_counted(events, span.dropped_events),
+        links=_counted(links, span.dropped_links),
+        kind=span.kind,
+        status=Status(span.status.status_code, clean_text(span.status.description or "") or None),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _cleaned(attributes: Attributes, dropped: int) -> BoundedAttributes:
+    # clean_value keeps each value's type (text stays text, a sequence a sequence).
+    cleaned = BoundedAttributes(
+        attributes={
+            clean_text(k): cast(AttributeValue, clean_value(v))
+            for k, v in (attributes or {}).items()
+        },
+        immutable=True,
+    )
+    cleaned.dropped = dropped
+    return cleaned
+
+
+def _counted(items: list[T], dropped: int) -> BoundedList[T]:
+    kept = BoundedList.from_seq(None, items)
+    kept.dropped = dropped
+    return kept
