@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DURATION_BUCKETS",
     "MAX_CLIENT_DESTINATIONS",
+    "MAX_CLIENT_STATUS_CODES",
     "MAX_LABEL_LENGTH",
     "MULTIPROC_DIR_ENV",
     "OTHER_VALUE",
@@ -75,6 +76,7 @@ UNMATCHED_ROUTE = "_unmatched"
 OTHER_VALUE = "_other"
 MAX_LABEL_LENGTH = 128
 MAX_CLIENT_DESTINATIONS = 100  # distinct (server.address, server.port) pairs per process
+MAX_CLIENT_STATUS_CODES = 20  # distinct status codes per destination and process
 _SERVICE_LABELS = ("service_name", "service_version")
 _SERVER_DURATION = "http_server_request_duration_seconds"
 _SERVER_DURATION_HELP = "Duration of HTTP server requests."
@@ -550,6 +552,9 @@ class HttpClientMetrics(_ServiceMetrics):
         # Hosts and ports come from URLs the application builds (webhooks may be user-supplied):
         # bound the destinations, an address and port together, so neither can multiply series.
         self._destination = BoundedLabel(MAX_CLIENT_DESTINATIONS)
+        # The peer chooses its status code: bounded per destination, so that one answering
+        # every call with another code multiplies only its own series, and by a few.
+        self._statuses: dict[tuple[str, str], BoundedLabel] = {}
         self.duration = _histogram(
             "http_client_request_duration_seconds",
             "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry,
@@ -565,13 +570,14 @@ class HttpClientMetrics(_ServiceMetrics):
     ) -> None:
         """Record one outgoing request described by its CLIENT span ``attributes``."""
         host, port = self._bounded_destination(attributes)
+        status = self._bounded_status(host, port, status_code)
         self._child(
             self.duration,
             str(attributes.get(semconv.HTTP_REQUEST_METHOD, semconv.OTHER_METHOD)),
             host,
             port,
-            _status_label(status_code),
-            _client_error_type(status_code, error),
+            status,
+            _client_error_type(status_code, status, error),
         ).observe(seconds, exemplar_of(span))
 
     def _bounded_destination(self, attributes: Mapping[str, Any]) -> tuple[str, str]:
@@ -584,6 +590,19 @@ class HttpClientMetrics(_ServiceMetrics):
             return host, port
         return OTHER_VALUE, OTHER_VALUE
 
+    def _bounded_status(self, host: str, port: str, status_code: int | None) -> str:
+        """The status label; past the destination's first ``MAX_CLIENT_STATUS_CODES`` codes,
+        ``_other``."""
+        status = _status_label(status_code)
+        if not status or status == OTHER_VALUE:
+            return status
+        statuses = self._statuses.get((host, port))
+        if statuses is None:  # at most MAX_CLIENT_DESTINATIONS + 2 destinations: "" and _other
+            statuses = self._statuses.setdefault(
+                (host, port), BoundedLabel(MAX_CLIENT_STATUS_CODES)
+            )
+        return status if statuses.admit(status) else OTHER_VALUE
+
 
 def _server_error_type(status_code: int, error: BaseException | None) -> str:
     """OpenTelemetry's ``error.type`` of a server request: the exception's class when the
@@ -593,11 +612,13 @@ def _server_error_type(status_code: int, error: BaseException | None) -> str:
     return _status_label(status_code) if status_code >= 500 else ""
 
 
-def _client_error_type(status_code: int | None, error: BaseException | None) -> str:
+def _client_error_type(status_code: int | None, status: str, error: BaseException | None) -> str:
+    """OpenTelemetry's ``error.type`` of a client call: the exception's class when the call
+    raised, else the status label (``status``) of a 4xx or 5xx answer, else empty."""
     if error is not None:
         return type(error).__qualname__[:MAX_LABEL_LENGTH]
     if status_code and status_code >= 400:
-        return _status_label(status_code)
+        return status
     return ""
 
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import requests
 from conditions import wait_for
-from loopback import free_port, start_uvicorn, start_werkzeug
+from loopback import free_port, serving_werkzeug, start_uvicorn, start_werkzeug
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest
@@ -173,6 +173,46 @@ def test_http_client_requests_are_measured(
         server_port=closed_port, http_response_status_code="", error_type="ConnectionError"
     )
     assert failed == 1
+
+
+HOSTILE_PEER_SERVICE = "metric-families-hostile-peer"
+
+
+def test_a_peer_answering_every_status_code_adds_a_bounded_number_of_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer chooses the status it answers (a webhook receiver the application's users name):
+    one answering each call with another code made a series per code, 400 here from one
+    destination, and with 100 such destinations 40,000 series and 720,000 samples a scrape. A
+    destination now keeps its first codes; later ones are _other, still failures from 400 up."""
+    monkeypatch.setenv("OTEL_SERVICE_NAME", HOSTILE_PEER_SERVICE)
+
+    def peer(environ: dict[str, Any], start_response: Any) -> Any:
+        return Response("", status=int(environ["PATH_INFO"].strip("/")))(environ, start_response)
+
+    codes = [200, 404, *(code for code in range(201, 600) if code != 404)]
+    with serving_werkzeug(peer) as url:
+        instrumentation.instrument(["requests"])
+        try:
+            with requests.Session() as session:
+                for code in codes:
+                    assert session.get(f"{url}/{code}", timeout=5).status_code == code
+        finally:
+            instrumentation.uninstrument()
+    counts = {
+        (s.labels["http_response_status_code"], s.labels["error_type"]): s.value
+        for f in REGISTRY.collect()
+        for s in f.samples
+        if s.name == "http_client_request_duration_seconds_count"
+        and s.labels["service_name"] == HOSTILE_PEER_SERVICE
+        and s.labels["server_port"] == url.rsplit(":", 1)[1]
+    }
+    statuses = {status for status, _ in counts}
+    assert len(statuses) == metrics.MAX_CLIENT_STATUS_CODES + 1
+    assert {"200", "404", metrics.OTHER_VALUE} <= statuses  # the first codes keep their names
+    assert sum(counts.values()) == len(codes)
+    failed = sum(count for (_, error_type), count in counts.items() if error_type)
+    assert failed == sum(1 for code in codes if code >= 400)
 
 
 def test_a_websocket_is_traced_but_is_no_http_request_in_the_metrics(
