@@ -23,6 +23,7 @@ from tracekit.logs import JsonFormatter, current_fields
 from tracekit.metrics import exemplar_of
 
 PROVISIONING = DASHBOARDS / "provisioning"
+COLLECTOR_CONFIG = DASHBOARDS.parent / "collector-config"
 # Grafana expands $VAR / ${VAR} from its environment in provisioning files; `$$` is a literal `$`.
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\$)\$(?!\$)")
 
@@ -147,3 +148,18 @@ def test_dashboard_provider_loads_the_tracekit_folder() -> None:
     assert Path(provider["options"]["path"]).is_absolute()
     readme = (DASHBOARDS / "README.md").read_text(encoding="utf-8")
     assert provider["options"]["path"] in readme, "the README says where to put the JSON files"
+
+
+def test_grafana_assumes_the_scrape_interval_the_collectors_scrape_the_services_at(
+    sources: dict[str, dict[str, Any]],
+) -> None:
+    """``$__rate_interval`` is four of the data source's scrape interval at least: were it
+    shorter than the interval the series arrive at, a rate window would hold one sample and
+    every rate panel show no data (dashboards/README.md says so for direct scrapes)."""
+    assumed = sources["prometheus"]["jsonData"]["timeInterval"]
+    configs = ("sidecar.yaml", "sidecar-aws.yaml", "k8s/configmap.yaml")
+    text = "\n".join((COLLECTOR_CONFIG / name).read_text(encoding="utf-8") for name in configs)
+    intervals = re.findall(
+        r"job_name: \$\{env:OTEL_SERVICE_NAME[^}]*\}\s+scrape_interval: (\S+)", text
+    )
+    assert intervals == [assumed] * len(configs)
