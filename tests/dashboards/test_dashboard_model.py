@@ -361,3 +361,13 @@ def test_client_minus_server_latency_leaves_messaging_edges_out() -> None:
         assert len(found) == 2
         for selector in found:
             assert ("connection_type", "!=", "messaging_system") in selector.matchers
+
+
+def test_the_backlog_panel_says_a_rabbitmq_exchange_has_no_line() -> None:
+    """A publish to a RabbitMQ exchange is counted under the exchange and its consumption
+    under the queue (docs/queues/rabbitmq.md): sent minus consumed per destination matches no
+    pair, and the panel stayed empty however far the consumers fell behind, with nothing
+    saying why (seen with a real fanout exchange and pika consumer)."""
+    board = load("messaging.json")
+    (panel,) = [p for p in panels(board) if p["title"] == "Publish minus process rate"]
+    assert "RabbitMQ exchange" in panel["description"]
