@@ -191,17 +191,21 @@ def samples_from_prometheus(
             raise BackendError(f"no Prometheus query API at {client.base_url}") from None
         return _vector(answer)
 
-    found = []
-    for version in versions:
-        samples: Samples = {}
-        for family in FAMILIES:
-            buckets, failed = [], []
-            for born in (False, True):  # the two parts of each count, added up per route
-                buckets += query(family.buckets_query(service, version, window, born=born))
-                failed += query(family.failed_query(service, version, window, born=born))
-            samples.update(_family_samples(family, buckets, failed))
-        found.append(samples)
-    return found[0], found[1]
+    def histograms(family: Family, version: str) -> _Histograms:
+        buckets, failed = [], []
+        for born in (False, True):  # the two parts of each count, added up per route
+            buckets += query(family.buckets_query(service, version, window, born=born))
+            failed += query(family.failed_query(service, version, window, born=born))
+        return _histograms(family, buckets, failed)
+
+    read = [{family: histograms(family, version) for family in FAMILIES} for version in versions]
+    found: tuple[Samples, Samples] = ({}, {})
+    for family in FAMILIES:
+        baseline, canary = read[0][family], read[1][family]
+        shared = _shared_bounds(baseline, canary)
+        found[0].update(_family_samples(family, baseline, shared))
+        found[1].update(_family_samples(family, canary, shared))
+    return found
 
 
 def _vector(answer: Any) -> list[dict[str, Any]]:
@@ -245,10 +249,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _family_samples(
+# per route: the succeeded requests' cumulative counts by bucket bound (``le``), and the failed
+_Histograms = dict[str, tuple[dict[float, float], float]]
+
+
+def _histograms(
     family: Family, buckets: list[dict[str, Any]], failed: list[dict[str, Any]]
-) -> Samples:
-    """Samples per route from the succeeded requests' bucket series and failed-request series (a
+) -> _Histograms:
+    """Per route, from the succeeded requests' bucket series and the failed-request series (a
     route's or a bucket's series are added up); a route may have only failures."""
     by_route: dict[str, dict[float, float]] = {}
     for series in buckets:
@@ -262,10 +270,36 @@ def _family_samples(
     for series in failed:
         route = _route(series["metric"], family)
         errors[route] = errors.get(route, 0.0) + _value(series)
+    routes = by_route.keys() | errors.keys()
+    return {route: (by_route.get(route, {}), errors.get(route, 0.0)) for route in routes}
+
+
+def _shared_bounds(baseline: _Histograms, canary: _Histograms) -> dict[str, set[float]]:
+    """Per route both versions timed, the bucket bounds both versions' histograms have.
+
+    Inside a bucket the requests are spread evenly, a guess; when the versions' buckets differ
+    (a tracekit or a configuration with other bounds), the guess differs too, and the tests
+    would see that difference as one of latency. Read on the bounds both have, the two versions
+    are guessed alike (a cumulative count at a bound does not depend on the other bounds).
+    """
+    return {
+        route: set(baseline[route][0]) & set(canary[route][0])
+        for route in baseline.keys() & canary.keys()
+        if baseline[route][0] and canary[route][0]
+    }
+
+
+def _family_samples(
+    family: Family, histograms: _Histograms, shared: dict[str, set[float]]
+) -> Samples:
+    """Samples per route, each read on the bucket bounds it shares with the other version's."""
     out: Samples = {}
-    for route in sorted(by_route.keys() | errors.keys()):
-        bounds, counts = _buckets(by_route.get(route, {}).items())
-        failures = round(errors.get(route, 0.0))
+    for route in sorted(histograms):
+        cumulative, errors = histograms[route]
+        if route in shared:
+            cumulative = _on_bounds(cumulative, shared[route])
+        bounds, counts = _buckets(cumulative.items())
+        failures = round(errors)
         total = sum(counts) + failures
         if total > MAX_REQUESTS:  # the same shares, in fewer requests: only more cautious
             counts = [round(c * MAX_REQUESTS / total) for c in counts]
@@ -274,6 +308,13 @@ def _family_samples(
         if samples.requests:
             out[RouteKey(family.kind, route)] = samples
     return out
+
+
+def _on_bounds(cumulative: dict[float, float], bounds: set[float]) -> dict[float, float]:
+    """The cumulative counts at ``bounds`` only (merging the buckets between them), and at the
+    highest bound, which counts every request."""
+    kept = bounds | {max(cumulative)}
+    return {bound: count for bound, count in cumulative.items() if bound in kept}
 
 
 def _route(labels: dict[str, str], family: Family) -> str:
