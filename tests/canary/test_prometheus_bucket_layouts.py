@@ -26,7 +26,7 @@ from shop import CanaryRun, canary_json, scraped_requests
 
 from tracekit.metrics import DURATION_BUCKETS
 
-BASELINE, CANARY, SLOWER = "1.0.0", "2.0.0", "2.1.0"
+BASELINE, CANARY, SLOWER, DISJOINT = "1.0.0", "2.0.0", "2.1.0", "2.2.0"
 ROUTE = "/orders/{order_id}"
 REQUESTS = 3000
 LABELS = ("service_name", "service_version", "http_request_method", "http_route",
@@ -34,6 +34,7 @@ LABELS = ("service_name", "service_version", "http_request_method", "http_route"
 # a finer layout: every one of tracekit's bounds, and more between them
 FINER = tuple(sorted({*DURATION_BUCKETS, 0.0075, 0.015, 0.02, 0.035, 0.04, 0.06, 0.065, 0.085,
                       0.09, 0.125, 0.15, 0.175, 0.2, 0.3, 0.4}))  # fmt: skip
+POWERS_OF_TWO = tuple(0.004 * 2**k for k in range(12))  # 4 ms to 8.192 s: no bound of FINER
 
 
 def _durations() -> list[float]:
@@ -65,12 +66,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
         _exposed(BASELINE, FINER, durations),
         _exposed(CANARY, DURATION_BUCKETS, durations),
         _exposed(SLOWER, DURATION_BUCKETS, [1.5 * seconds for seconds in durations]),
+        _exposed(DISJOINT, POWERS_OF_TWO, durations),
     ]
     try:
         targets = [f"127.0.0.1:{port}" for port, _ in exposed]
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
             wait_for(
-                lambda: scraped_requests(url, f'http_route="{ROUTE}"') == 3 * REQUESTS,
+                lambda: scraped_requests(url, f'http_route="{ROUTE}"') == len(exposed) * REQUESTS,
                 30,
                 "both versions scraped",
                 ignoring=UNREACHABLE,
@@ -100,3 +102,13 @@ def test_a_slower_canary_on_other_buckets_still_fails(run: CanaryRun) -> None:
     assert metrics["latency"]["class"] == "fail"
     assert metrics["latency"]["effect"]["estimate"] > 1.2, metrics["latency"]["effect"]
     assert (document["verdict"], code) == ("fail", 1)
+
+
+def test_buckets_without_a_bound_in_common_cannot_tell(run: CanaryRun) -> None:
+    code, document = canary_json(run, BASELINE, DISJOINT, "--prometheus", run.prometheus)
+
+    metrics = {m["name"]: m for m in document["metrics"]}
+    for name in ("latency", "tail_latency"):
+        assert metrics[name]["class"] == "inconclusive", name
+        assert "buckets are too coarse" in metrics[name]["explanation"], name
+    assert (document["verdict"], code) == ("inconclusive", 4)
