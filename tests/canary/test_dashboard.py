@@ -83,20 +83,20 @@ def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
         "sum by (http_route, le) (increase(http_server_request_duration_seconds_bucket"
         '{service_name="orders", service_version="1.5.0\\"x", error_type="",'
         ' http_response_status_code!~"5..|"}[1800s])'
-        " and http_server_request_duration_seconds_bucket"
+        " and last_over_time(http_server_request_duration_seconds_bucket"
         '{service_name="orders", service_version="1.5.0\\"x", error_type="",'
-        ' http_response_status_code!~"5..|"} offset 1800s)'
+        ' http_response_status_code!~"5..|"}[5m] offset 1800s))'
     )
     assert http.failed_query("orders", "1.5.0", Window(0, 60_000)) == (
         "sum by (http_route) ((increase(http_server_request_duration_seconds_count"
         '{service_name="orders", service_version="1.5.0", error_type!=""}[60s])'
-        " and http_server_request_duration_seconds_count"
-        '{service_name="orders", service_version="1.5.0", error_type!=""} offset 60s)'
+        " and last_over_time(http_server_request_duration_seconds_count"
+        '{service_name="orders", service_version="1.5.0", error_type!=""}[5m] offset 60s))'
         " or (increase(http_server_request_duration_seconds_count"
         '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
-        "[60s]) and http_server_request_duration_seconds_count"
+        "[60s]) and last_over_time(http_server_request_duration_seconds_count"
         '{service_name="orders", service_version="1.5.0", http_response_status_code=~"5..|"}'
-        " offset 60s))"
+        "[5m] offset 60s)))"
     )
 
 
@@ -109,5 +109,5 @@ def test_a_series_born_in_the_window_is_read_at_steps_ending_at_its_end() -> Non
     assert Family(HTTP, "m", "r", (), "").buckets_query("orders", "v", window, born=True) == (
         f"sum by (r, le) (increase((({series} offset 500ms + 0)"
         f" or (last_over_time({series}[1800s] @ end()) * 0))[1800s:1800ms] @ 1700001801.000)"
-        f" unless {series} offset 1800s)"
+        f" unless last_over_time({series}[5m] offset 1800s))"
     )

@@ -44,6 +44,7 @@ from tracekit.records import BackendError
 __all__ = [
     "BORN_STEPS",
     "FAMILIES",
+    "LOOKBACK",
     "MAX_REQUESTS",
     "MAX_SERIES",
     "Family",
@@ -58,6 +59,9 @@ MAX_REQUESTS = 200_000
 # Steps a series born inside the window is read at: a reset is seen unless the counter regrows
 # past its value of the step before within one step (a window's 1/1000th).
 BORN_STEPS = 1000
+# How far before the window's start a series' last sample shows it existed then: Prometheus'
+# default lookback, the reach of an instant selector.
+LOOKBACK = "5m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +126,16 @@ class Family:
 def _counted(series: str, window: Window, *, born: bool = False) -> str:
     """How much each counter of ``series`` grew over ``window``: ``increase()`` for the series
     that existed at the window's start, or with ``born`` for those that did not, counted from
-    zero (``_from_zero``)."""
+    zero (``_from_zero``).
+
+    A series existed when it has a sample in the ``LOOKBACK`` before the start, as an instant
+    selector would find it, but for staleness: a scrape that failed just before the start marks
+    every series of its target stale, and such a series taken as born would count, from zero,
+    everything its process served before the window (days of it, for a baseline)."""
+    existed = f"last_over_time({series}[{LOOKBACK}] offset {window.length})"
     if born:
-        return f"{_from_zero(series, window)} unless {series} offset {window.length}"
-    return f"increase({series}[{window.length}]) and {series} offset {window.length}"
+        return f"{_from_zero(series, window)} unless {existed}"
+    return f"increase({series}[{window.length}]) and {existed}"
 
 
 def _from_zero(series: str, window: Window) -> str:
