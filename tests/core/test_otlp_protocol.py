@@ -30,10 +30,12 @@ SCRIPT = """
 """
 
 
-def _run(env: dict[str, str], before: str = "") -> subprocess.CompletedProcess[str]:
+def _run(
+    env: dict[str, str], before: str = "", script: str = SCRIPT
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
     return subprocess.run(
-        [sys.executable, "-c", before + textwrap.dedent(SCRIPT)],
+        [sys.executable, "-c", before + textwrap.dedent(script)],
         env={**clean, "TRACEKIT_METRICS_PORT": "0", **env},
         capture_output=True,
         text=True,
@@ -102,3 +104,44 @@ def test_grpc_without_its_exporter_installed_stops_init_saying_what_to_install()
         "tracekit.config.ConfigError: OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs OpenTelemetry's"
         " gRPC exporter: pip install 'tracekit[grpc]'"
     )
+
+
+# A lone surrogate (JSON's "\ud800" in a request body that the application names a span or an
+# event after) cannot be encoded by OTLP's protobuf. Over OTLP/HTTP the SDK's exporter then
+# dropped the whole batch, every other request's spans with it, and tracekit warned that the
+# collector was unreachable; over OTLP/gRPC the batch processor logged a traceback and dropped it.
+LONE_SURROGATE = """
+    import json, tracekit
+    from opentelemetry import trace
+    tracekit.init("shop")
+    tracer = trace.get_tracer("shop")
+    name = json.loads('"\\\\ud800x"')
+    tracekit.correlation.set_correlation_id("order-9")
+    tracer.start_span("before").end()
+    with tracer.start_as_current_span(f"charge {name}") as span:
+        span.add_event(f"retry {name}")
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"declined {name}"))
+    tracer.start_span("after").end()
+    tracekit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_span_with_a_lone_surrogate_loses_neither_itself_nor_its_batch(
+    grpc_receiver: tuple[Receiver, Path], protocol: str
+) -> None:
+    receiver, store = grpc_receiver
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
+    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    result = _run(variables, script=LONE_SURROGATE)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    receiver.stop()
+    with Store(store) as source:
+        spans = source.spans_by_correlation_id("order-9")
+    assert sorted(s.name for s in spans) == ["after", "before", "charge \ufffdx"]
+    charge = next(s for s in spans if s.name.startswith("charge"))
+    assert [e.name for e in charge.events] == ["retry \ufffdx"]
+    assert (charge.status, charge.status_message) == ("ERROR", "declined \ufffdx")

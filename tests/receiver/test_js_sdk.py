@@ -142,15 +142,25 @@ def _stop(process: subprocess.Popen[str]) -> None:
 @pytest.fixture
 def services(node: str, receiver: Receiver) -> Iterator[str]:
     """The Node service and the Python service, exporting to the receiver; yields Node's URL."""
+    yield from _node_and_python(
+        node, "service.js", PYTHON_SERVICE, {"COLLECTOR": receiver.endpoint}, receiver
+    )
+
+
+def _node_and_python(
+    node: str, script: str, python_code: str, env: dict[str, str], receiver: Receiver
+) -> Iterator[str]:
+    """Node's ``script`` and the Python service ``python_code``, each told the other's URL
+    (``PEER``, ``NODE``), exporting to the receiver, with ``env`` on top; yields Node's URL."""
     node_port, python_port = free_port(), free_port()
     node_url, python_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{python_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
-    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
-    env |= {"TRACEKIT_METRICS_PORT": str(free_port())}
-    python = _start([sys.executable, "-c", PYTHON_SERVICE, str(python_port)], env)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    base |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
+    base |= {"TRACEKIT_METRICS_PORT": str(free_port()), **env}
+    python = _start([sys.executable, "-c", python_code, str(python_port)], base)
     try:
-        node_env = {**env, "COLLECTOR": receiver.endpoint, "PEER": python_url}
-        js = _start([node, str(JS / "service.js")], {**node_env, "PORT": str(node_port)})
+        node_env = {**base, "PEER": python_url, "PORT": str(node_port)}
+        js = _start([node, str(JS / script)], node_env)
         try:
             yield node_url
         finally:
@@ -241,22 +251,9 @@ def propagating_services(
     """A Node service carrying context with OpenTelemetry JS's propagators and a tracekit
     Python service with the same ``OTEL_PROPAGATORS`` (plus ``baggage``); yields Node's URL."""
     names = f"{request.param},baggage"
-    node_port, python_port = free_port(), free_port()
-    node_url, python_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{python_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
-    env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
-    env |= {"TRACEKIT_METRICS_PORT": str(free_port()), "OTEL_PROPAGATORS": names}
+    env = {"OTEL_PROPAGATORS": names, "PROPAGATORS": names}
     env |= {"OTEL_BSP_SCHEDULE_DELAY": "100"}  # the CLIENT span is read from the store
-    python = _start([sys.executable, "-c", PYTHON_PEER, str(python_port)], env)
-    try:
-        node_env = {**env, "PEER": python_url, "PROPAGATORS": names, "PORT": str(node_port)}
-        js = _start([node, str(JS / "propagation.js")], node_env)
-        try:
-            yield node_url
-        finally:
-            _stop(js)
-    finally:
-        _stop(python)
+    yield from _node_and_python(node, "propagation.js", PYTHON_PEER, env, receiver)
 
 
 def _round_trip(node_url: str, sampled: bool) -> dict:  # type: ignore[type-arg]
