@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -197,13 +198,17 @@ def existing_store(store: str | None) -> Path:
     """The store file to read (``--store``, else the default); exit 2 with what to do when
     there is none yet, as on a new user's first command, or when the path is a folder."""
     path = Path(store) if store else default_store()
-    if path.is_dir():
-        fail(f"{path} is a folder, not a store: name the store file in it (such as"
-             f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
-    if not path.exists():
+    try:
+        is_folder = stat.S_ISDIR(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
         fail(f"no tracekit store at {path} yet: 'tracekit demo' makes one, as do 'tracekit"
              " collector' and services run with TRACEKIT_EXPORTER=store (--store reads"
              " another)", EXIT_ERROR)  # fmt: skip
+    except OSError as error:  # another account's private folder, a symlink loop
+        fail(f"store {path}: {reason(error)}", EXIT_ERROR)
+    if is_folder:
+        fail(f"{path} is a folder, not a store: name the store file in it (such as"
+             f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
     return path
 
 

@@ -61,3 +61,30 @@ def test_it_sees_what_a_writer_still_holding_the_store_committed(folder: Path) -
         writer.write_spans([_request(2)])
         assert (folder / "t.db-wal").stat().st_size > 0
         assert _correlation_ids(_search(folder / "t.db")) == ["req-2", "req-1"]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*as_an_ordinary_user(), *CLI, *command], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("command", [["search"], ["services"], ["trace", "req-1"]])
+def test_a_store_in_a_folder_it_may_not_enter_is_one_line(folder: Path, command: list[str]) -> None:
+    """Another account's store, in that account's private folder: before, 'internal error
+    (PermissionError: ...)', the line the CLI keeps for its own bugs."""
+    folder.chmod(0o000)
+    result = _run([*command, "--store", str(folder / "t.db")])
+    assert result.returncode == 2
+    assert result.stderr == f"tracekit: store {folder / 't.db'}: Permission denied\n"
+
+
+def test_a_store_file_it_may_not_read_is_named_as_such(folder: Path) -> None:
+    """Before: 'unable to open database file', SQLite's words for any file it cannot open."""
+    (folder / "t.db").chmod(0o000)
+    try:
+        result = _run(["search", "--store", str(folder / "t.db")])
+    finally:
+        (folder / "t.db").chmod(0o600)
+    assert result.returncode == 2
+    assert result.stderr == f"tracekit: store {folder / 't.db'}: Permission denied\n"

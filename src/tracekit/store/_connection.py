@@ -185,9 +185,12 @@ def open_reader(path: Path) -> sqlite3.Connection:
     (see ``_open_wal_copy``). Opened ``rw`` otherwise (SQLite falls back to reading a file it
     may not write), so that the last connection to close removes the WAL files.
     """
-    if not path.is_file():
+    if not stat.S_ISREG(os.stat(path).st_mode):  # absent, or not to be entered: raised as is
         raise FileNotFoundError(str(path))
     file = path.resolve()
+    # SQLite says only "unable to open database file" for a file it may not read
+    if not os.access(file, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     conn = _connect(f"{file.as_uri()}?mode=rw", uri=True)
     try:
         schema_version(conn)  # the first read opens the WAL

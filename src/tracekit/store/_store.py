@@ -298,6 +298,8 @@ class Store:
                     reader.conn.execute("COMMIT")
             except FileNotFoundError:
                 raise BackendError(f"no tracekit store at {self.path}") from None
+            except OSError as error:  # another account's private folder or file
+                raise BackendError(f"store {self.path}: {error.strerror or error}") from None
             except (sqlite3.Error, ValueError) as error:
                 raise BackendError(f"store {self.path}: {one_line(error)}") from error
 
