@@ -290,3 +290,19 @@ def test_a_stdout_that_cannot_take_the_listening_line_does_not_stop_the_collecto
     assert process.returncode == 0, err
     assert b"Traceback" not in err and b"internal error" not in err
     assert [s.name for s in Store(tmp_path / "s.db").spans_by_trace_ids(["01" * 16])] == ["hello"]
+
+
+def test_a_named_pipe_at_the_store_path_is_named_and_left_alone(tmp_path: Path) -> None:
+    """Whatever is at the path that is not a file is refused before SQLite opens it. A pipe
+    said 'disk I/O error'; a block device (run as root: /dev/loop0 holding ext4) had SQLite's
+    header written over its first page, the file system's superblock, and /dev/null got a
+    /dev/null-journal beside it."""
+    path = tmp_path / "pipe.db"
+    os.mkfifo(path)
+    result = subprocess.run([*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(path)],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"tracekit collector: cannot open store {path}: a named pipe, not a file\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.db"]

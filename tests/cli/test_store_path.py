@@ -166,3 +166,15 @@ def test_no_home_directory_for_the_default_store_is_one_line(
     assert result.stderr.count("\n") == 1
     assert helped.returncode == 0 and "$TRACEKIT_STORE" in helped.stdout, helped.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_named_pipe_given_as_the_store_is_named_as_one(home: Path, name: str) -> None:
+    """It said "no tracekit store at PATH", as if nothing were there."""
+    args, _ = COMMANDS[name]
+    os.mkfifo(home / "pipe.db")
+
+    result = CliRunner().invoke(cli, [*args, "--store", str(home / "pipe.db")])
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"tracekit: store {home / 'pipe.db'}: a named pipe, not a file\n"

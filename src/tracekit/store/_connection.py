@@ -43,6 +43,7 @@ _descriptors = threading.Lock()
 def open_writer(path: Path) -> sqlite3.Connection:
     """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
     create_private(path)
+    require_a_file(path)
     conn = _connect(str(path), uri=False)
     # TRACEKIT_STORE pointed at the app's own database must not turn it into a store: vacuumed,
     # switched to WAL, tracekit's tables added to it.
@@ -139,6 +140,28 @@ def create_private(path: Path) -> None:
             os.close(fd)
 
 
+_NOT_FILES = (
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def require_a_file(path: Path) -> None:
+    """Raise ``OSError`` when ``path`` is a device, a named pipe or a socket
+    (``FileNotFoundError`` when nothing is there; SQLite's own error names a folder).
+
+    SQLite opens whatever is at the path. Run as root on a disk device whose first bytes are
+    zero (an ext4 partition's are), it wrote a database header over the file system's
+    superblock; beside /dev/null it created /dev/null-journal.
+    """
+    mode = os.stat(path).st_mode
+    for test, kind in _NOT_FILES:
+        if test(mode):
+            raise OSError(errno.EINVAL, f"{kind}, not a file", str(path))
+
+
 def _refuse_foreign_link(path: Path) -> None:
     """Raise ``PermissionError`` when ``path`` is a symlink another user left in a shared
     folder (sticky and writable by all, as /tmp) that is not theirs either.
@@ -185,7 +208,8 @@ def open_reader(path: Path) -> sqlite3.Connection:
     (see ``_open_wal_copy``). Opened ``rw`` otherwise (SQLite falls back to reading a file it
     may not write), so that the last connection to close removes the WAL files.
     """
-    if not stat.S_ISREG(os.stat(path).st_mode):  # absent, or not to be entered: raised as is
+    require_a_file(path)
+    if path.is_dir():  # (the CLI names a folder before it gets here)
         raise FileNotFoundError(str(path))
     file = path.resolve()
     # SQLite says only "unable to open database file" for a file it may not read
