@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conditions import wait_for
 from loopback import free_port, wait_for_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from ordinary_user import as_an_ordinary_user
-from tests.receiver._collector_process import start_collector
+from tests.receiver._collector_process import _children, start_collector
 
 from tracekit.store import Store
 from tracekit_cli.main import cli
@@ -306,3 +308,39 @@ def test_a_named_pipe_at_the_store_path_is_named_and_left_alone(tmp_path: Path) 
         result.stderr == f"tracekit collector: cannot open store {path}: a named pipe, not a file\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.db"]
+
+
+def _writer_process(collector: int) -> int | None:
+    """The collector's writer process (not multiprocessing's resource tracker), once started."""
+    for pid in _children(collector):
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return None
+
+
+def _interpreter_started(pid: int) -> bool:
+    """Whether ``pid`` runs Python: it catches SIGINT (KeyboardInterrupt), or, past its
+    start, ignores it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    sigint = 1 << (signal.SIGINT - 1)
+    return bool((int(masks.get("SigCgt", "0"), 16) | int(masks.get("SigIgn", "0"), 16)) & sigint)
+
+
+def test_ctrl_c_while_its_writer_process_starts_shows_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group. The writer process ignored it only once it
+    had imported the store: Ctrl-C in the first moments of a collector printed the writer's
+    KeyboardInterrupt traceback (two runs in five, signalled as soon as it said it listened)."""
+    process = subprocess.Popen(
+        [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "c.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    writer = wait_for(lambda: _writer_process(process.pid), what="the writer process")
+    wait_for(lambda: _interpreter_started(writer), what="the writer's interpreter to start")
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (0, "")

@@ -20,6 +20,9 @@ import multiprocessing
 import pickle
 import signal
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NoReturn
@@ -105,7 +108,8 @@ class WriterProcess:
             self._process = context.Process(
                 target=_serve, args=(str(self.path), child_end), name="tracekit-writer", daemon=True
             )
-            self._process.start()
+            with _stop_signals_blocked():  # inherited: the child starts with them blocked
+                self._process.start()
             child_end.close()  # so that the child alone holds it, and sees our end close
             self._conn = parent_end
         return self._conn
@@ -120,11 +124,32 @@ class WriterProcess:
             self._process = None
 
 
+# A terminal's Ctrl-C reaches the whole process group, systemd's stop every process of the
+# service; the parent alone decides when writing stops.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread meanwhile (the parent's handlers still run in
+    its other threads, or when unblocked). A child inherits the mask through fork and exec,
+    so one that arrives while the child's interpreter starts waits for ``_serve`` to ignore
+    it; before, the child died of it there, printing its KeyboardInterrupt traceback."""
+    # multiprocessing starts its resource tracker with these blocked, then unblocks them:
+    # started first, it leaves the mask alone while the child is spawned
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _serve(path: str, conn: Connection) -> None:
     """The child: write each batch received, answer None or an error text, until end-of-file."""
-    # Ctrl-C reaches the whole process group; the parent decides when writing stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)  # which discards one pending since the start
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     map_large_buffers()
     store = Store(path)
     while True:
