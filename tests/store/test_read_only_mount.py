@@ -75,3 +75,22 @@ def test_search_reads_a_snapshot_whose_last_commits_are_only_in_its_wal(tmp_path
     requests = json.loads(result.stdout)["requests"]
     assert sorted(r["correlation_id"] for r in requests) == ["req-1", "req-2"]
     assert sorted(p.name for p in snapshot.iterdir()) == ["t.db", "t.db-wal"]
+
+
+def test_the_collector_names_a_read_only_file_system(tmp_path: Path) -> None:
+    """It said 'cannot open store PATH: unable to open database file', SQLite's words for any
+    file it cannot open, which sent the operator looking at modes and owners."""
+    need(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare(1)")
+    Store(tmp_path / "t.db").create()
+    place = shlex.quote(str(tmp_path))
+    script = (
+        f"mount --bind {place} {place} && mount -o remount,bind,ro {place}"
+        f" && {CLI} collector --port 0 --grpc-port 0 --store {place}/t.db"
+    )
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit collector: cannot open store {tmp_path / 't.db'}: Read-only file system\n"
+    )

@@ -44,6 +44,7 @@ def open_writer(path: Path) -> sqlite3.Connection:
     """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
     create_private(path)
     require_a_file(path)
+    _refuse_read_only_file_system(path)
     conn = _connect(str(path), uri=False)
     # TRACEKIT_STORE pointed at the app's own database must not turn it into a store: vacuumed,
     # switched to WAL, tracekit's tables added to it.
@@ -59,6 +60,14 @@ def open_writer(path: Path) -> sqlite3.Connection:
     retry_busy(lambda: _check_writable(conn))
     retry_busy(lambda: _number_generations_apart(conn))
     return conn
+
+
+def _refuse_read_only_file_system(path: Path) -> None:
+    """Raise ``OSError`` (EROFS) for a store on a read-only file system (a volume mounted
+    ``:ro``): SQLite said ``attempt to write a readonly database`` or ``unable to open database
+    file``, as for a file whose mode forbids writing."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
 
 def _number_generations_apart(conn: sqlite3.Connection) -> None:
