@@ -339,8 +339,13 @@ def test_ctrl_c_while_its_writer_process_starts_shows_no_traceback(tmp_path: Pat
         [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "c.db")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    writer = wait_for(lambda: _writer_process(process.pid), what="the writer process")
-    wait_for(lambda: _interpreter_started(writer), what="the writer's interpreter to start")
-    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group
-    _, stderr = process.communicate(timeout=60)
+    try:
+        writer = wait_for(lambda: _writer_process(process.pid), what="the writer process")
+        wait_for(lambda: _interpreter_started(writer), what="the writer's interpreter to start")
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of it
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # a failed wait: the collector would outlive the test
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert (process.returncode, stderr) == (0, "")
