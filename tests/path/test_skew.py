@@ -7,11 +7,19 @@ from different hosts that no single clock could produce are moved and reported.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path as FilePath
+from typing import Any
+
+import jsonschema
 import pytest
+from click.testing import CliRunner
 from trace_topologies import MS, T0, MemorySource, Topology
 
-from tracekit.path import Path, reconstruct
+from tracekit.path import Path, load_schema, reconstruct
 from tracekit.records import SpanRecord
+from tracekit.store import Store
+from tracekit_cli.main import cli
 
 
 def run(t: Topology, **options: bool) -> Path:
@@ -269,3 +277,65 @@ def test_raw_times_say_why_a_message_was_received_before_it_was_sent(
     adjusted = run(t)
     assert adjusted.hops[0].latency_ms > 0
     assert not any("recorded times" in w for w in adjusted.warnings)
+
+
+def test_a_service_consuming_its_own_message_on_a_clock_behind_is_moved(
+    tmp_path: FilePath,
+) -> None:
+    """An SDK that names no host (the default of most): orders publishes a message its own
+    worker replica, 50 ms behind, consumes. One clock cannot show a message consumed before it
+    was published, yet `trace` kept the times: the request began 40 ms before its entry span,
+    the hop took -15 ms, and the critical path covered 20 of the 60 ms shown."""
+    t = Topology()
+    root = t.span("orders", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(root, "orders.created", 5, 8)
+    consumer = t.consume("orders", "orders.created", 10 - 50, 40 - 50, producer)
+    update = t.span("orders", "UPDATE orders", "CLIENT", 12 - 50, 38 - 50, consumer)
+    doc = trace_json(tmp_path, t)
+    spans = {s["span_id"]: s for s in doc["spans"]}
+    assert (spans[consumer.span_id]["start_unix_nano"] - T0) / MS == 8.0  # at its producer's end
+    assert (spans[update.span_id]["start_unix_nano"] - T0) / MS == 10.0  # and its work with it
+    assert doc["hops"][0]["latency_ms"] == 33.0  # publish start to handler end
+    assert doc["duration_ms"] == 38.0
+    assert sum(s["critical_ms"] + s["critical_wait_ms"] for s in doc["spans"]) == 38.0
+    assert doc["warnings"] == [
+        "clock skew adjusted on orders: shifted +48.0 ms (1 span and their children on the "
+        "same clock)"
+    ]
+
+
+def test_a_service_answering_its_own_call_on_a_clock_behind_is_centred(tmp_path: FilePath) -> None:
+    t = Topology()
+    root = t.span("orders", "GET /orders/7", "SERVER", 0, 100)
+    client = t.span("orders", "GET /prices/7", "CLIENT", 10, 90, root)
+    server = t.span("orders", "GET /prices/7", "SERVER", 12 - 100, 82 - 100, client)
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == server.span_id)
+    assert (start - T0) / MS == 15.0  # 5 ms of network each side
+    assert doc["duration_ms"] == 100.0
+    assert doc["warnings"][0].startswith("clock skew adjusted on orders: shifted +103.0 ms")
+
+
+def test_a_service_consuming_its_own_message_in_time_is_left_alone(tmp_path: FilePath) -> None:
+    t = Topology()
+    root = t.span("orders", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(root, "orders.created", 5, 8)
+    consumer = t.consume("orders", "orders.created", 7, 40, producer)  # took it mid-publish
+    doc = trace_json(tmp_path, t)
+    assert doc["warnings"] == []
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == consumer.span_id)
+    assert (start - T0) / MS == 7.0
+
+
+def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
+    """What ``tracekit trace --format json`` prints for the topology, from a real store."""
+    store_file = tmp_path / "tracekit.db"
+    with Store(store_file) as store:
+        store.write_spans(t.spans)
+    result = CliRunner().invoke(
+        cli, ["trace", t.correlation_id or "", "--store", str(store_file), "--format", "json"]
+    )
+    assert (result.exit_code, result.stderr) == (0, "")
+    doc: dict[str, Any] = json.loads(result.stdout)
+    jsonschema.validate(doc, load_schema())
+    return doc

@@ -16,7 +16,9 @@ the producer's end.
 
 Spans that share a clock are never moved against each other: two spans whose resources both name
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
-service. They inherit their parent's shift, as do orphans (placed by their host's recorded times).
+service, unless one was called or sent its message before the other began (two replicas of the
+service: one consuming the service's own messages, or answering its own calls). They inherit
+their parent's shift, as do orphans (placed by their host's recorded times).
 Consumers on one clock that consumed messages from one other clock move by one amount, the
 largest any of them needed: each "started before its producer" only bounds the difference of the
 two clocks from below, and the largest bound is the best estimate for all of them (a worker's two
@@ -43,7 +45,7 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         parent = node.parent
         if parent is None:
             continue
-        if node.attached_by == ATTACHED_AS_ORPHAN or same_clock(node.record, parent.record):
+        if node.attached_by == ATTACHED_AS_ORPHAN or _one_clock(node.record, parent.record):
             # one clock; or an orphan, placed by its host's recorded times: keep that relation
             _shift(node, parent.shift_ns)
             continue
@@ -146,6 +148,27 @@ def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
         if first is not None and second is not None:
             return first == second
     return a.service == b.service
+
+
+def _one_clock(child: SpanRecord, parent: SpanRecord) -> bool:
+    """``same_clock``, unless only the service name says so and the child was called or sent
+    its message before its parent began: then two replicas of the service (one consuming the
+    service's own messages, or answering its own calls) on two hosts the resources do not name."""
+    if not same_clock(child, parent):
+        return False
+    return _hosts_named(child, parent) or not _received_before_sent(child, parent)
+
+
+def _hosts_named(a: SpanRecord, b: SpanRecord) -> bool:
+    return any(
+        _host(a, name) is not None and _host(b, name) is not None for name in HOST_ATTRIBUTES
+    )
+
+
+def _received_before_sent(child: SpanRecord, parent: SpanRecord) -> bool:
+    """A SERVER or CONSUMER span that starts before the CLIENT or PRODUCER span it answers."""
+    receives = child.kind in ("SERVER", "CONSUMER") and parent.kind in ("CLIENT", "PRODUCER")
+    return receives and child.start_unix_nano < parent.start_unix_nano
 
 
 def _shift(node: PathSpan, delta: int) -> None:
