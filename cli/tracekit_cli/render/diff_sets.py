@@ -52,7 +52,7 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
         document.note((f"  ... {hidden} more nodes (--format json lists them all)", "dim"))
     changes_section(document, diff.changes)
     attribution_section(document, diff.attribution, {n.node.id: n.node for n in diff.nodes},
-                        diff.b.mean_ns - diff.a.mean_ns, "mean")  # fmt: skip
+                        diff.b.mean_ns - diff.a.mean_ns, "mean", diff.gap)  # fmt: skip
     too_few = diff.duration_test.verdict == TOO_FEW  # a set below --min-requests
     footer(document, diff.warnings, diff.changes, fail_on,
            too_few_below=diff.settings.min_requests if too_few else None)  # fmt: skip

@@ -209,7 +209,7 @@ def changes_section(document: Document, changes: Sequence[Change]) -> None:
 
 def attribution_section(
     document: Document, parts: Sequence[Share], nodes: dict[int, Node], total_ns: float,
-    what: str,
+    what: str, gap: str,
 ) -> None:  # fmt: skip
     """The largest parts of the change, either sign, and that they add up."""
     if not parts:
@@ -219,11 +219,7 @@ def attribution_section(
                    "bold"))  # fmt: skip
     for part in parts[:MAX_ATTRIBUTION]:
         share = "" if part.share is None else f"{part.share:>7.1%}"
-        where = (
-            document.label(nodes[part.node])
-            if part.node is not None
-            else ("between traces joined only by correlation ID")
-        )
+        where = document.label(nodes[part.node]) if part.node is not None else gap
         component = {"queue_wait": "queue wait", "critical": "on the path"}.get(part.component, "")
         style = "yellow" if part.delta_ns > 0 else "cyan"
         # a note: on a narrow terminal the node wraps under its figures instead of being cut
@@ -290,7 +286,7 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
                        "dim"))  # fmt: skip
     changes_section(document, diff.changes)
     attribution_section(document, diff.attribution, {d.node.id: d.node for d in diff.nodes},
-                        diff.duration_delta_ns, "end to end")  # fmt: skip
+                        diff.duration_delta_ns, "end to end", diff.gap)  # fmt: skip
     footer(document, diff.warnings, diff.changes, fail_on)
     return document
 

@@ -3,18 +3,33 @@
 The critical path covers the request from its start to its end, queue waits included (issue 20),
 so each request's per-node critical-path times add up to its duration; their changes add up to
 the change in duration, across queue hops. Each node's change is split into queue wait and its
-own time. What no node accounts for is the time between traces that share a correlation ID but
-no link (nothing was on the path then), kept as a part of its own so the parts always add up.
+own time. What no node accounts for is kept as a part of its own so the parts always add up: the
+time between traces that share a correlation ID but no link, or between the spans of a trace
+whose parent was never exported (that span did the work, and nothing recorded it).
 """
 
 from __future__ import annotations
 
-from .model import CRITICAL, QUEUE_WAIT, Share
+from collections.abc import Iterable
+
+from tracekit.path import Path
+
+from .model import BETWEEN_TRACES, CRITICAL, QUEUE_WAIT, UNEXPORTED_PARENT, Share
 from .nodes import Node
 from .settings import Thresholds
 from .words import signed, signed_pct
 
-__all__ = ["GAP", "HEADLINE_COVERS", "HEADLINE_PARTS", "Parts", "headline", "shares"]
+__all__ = [
+    "BETWEEN_TRACES",
+    "GAP",
+    "HEADLINE_COVERS",
+    "HEADLINE_PARTS",
+    "UNEXPORTED_PARENT",
+    "Parts",
+    "gap_place",
+    "headline",
+    "shares",
+]
 
 GAP = "gap"  # the component of the part no node accounts for
 HEADLINE_COVERS = 0.8  # the headline names parts until they explain this much of the change
@@ -41,17 +56,31 @@ def shares(order: list[int], before: Parts, after: Parts, total_ns: float) -> li
     return sorted(kept, key=lambda s: (-abs(s.delta_ns), position.get(s.node, -1), s.component))
 
 
+def gap_place(paths: Iterable[Path]) -> str:
+    """Where the time no node accounts for lies in ``paths``: between separate traces, under a
+    parent span that was never exported (the roots of a trace that did not come), or either."""
+    separate = unexported = False
+    for path in paths:
+        roots = [span for span in path.spans if span.parent is None]
+        separate = separate or len({span.record.trace_id for span in roots}) > 1
+        unexported = unexported or any(span.record.parent_span_id for span in roots)
+    if unexported:
+        return f"{UNEXPORTED_PARENT}, or {BETWEEN_TRACES}" if separate else UNEXPORTED_PARENT
+    return BETWEEN_TRACES
+
+
 def _share(node: int | None, component: str, delta: float, total: float) -> Share:
     return Share(node, component, delta, delta / total if total else None)
 
 
 def headline(
     nodes: list[Node], parts: list[Share], a_ns: float, b_ns: float, thresholds: Thresholds,
-    what: str = "end to end", notes: dict[int, str] | None = None,
+    what: str = "end to end", notes: dict[int, str] | None = None, gap: str = BETWEEN_TRACES,
 ) -> str:  # fmt: skip
     """``+412.0 ms end to end (+343%): 95% queue wait on orders.created``.
 
-    ``notes`` add a word on a node named (``1 retry after HTTP 503``).
+    ``notes`` add a word on a node named (``1 retry after HTTP 503``); ``gap`` says where the
+    part no node accounts for lies (``gap_place``).
     """
     delta = b_ns - a_ns
     if not thresholds.exceeded(a_ns, b_ns):
@@ -67,16 +96,14 @@ def headline(
         if part.share is None or part.share <= 0:
             continue  # a part against the change: the headline says where the time went
         note = (notes or {}).get(part.node) if part.node is not None else None
-        named.append(f"{part.share:.0%} {_where(nodes, part)}" + (f" ({note})" if note else ""))
+        where = gap if part.node is None else _where(nodes[part.node], part.component)
+        named.append(f"{part.share:.0%} {where}" + (f" ({note})" if note else ""))
         covered += part.share
     head = f"{signed(delta)} {what} ({signed_pct(delta, a_ns)})"
     return f"{head}: {', '.join(named)}" if named else head
 
 
-def _where(nodes: list[Node], part: Share) -> str:
-    if part.node is None:
-        return "between traces joined only by correlation ID"
-    node = nodes[part.node]
-    if part.component == QUEUE_WAIT:
+def _where(node: Node, component: str) -> str:
+    if component == QUEUE_WAIT:
         return f"queue wait on {node.key.name}"
     return f"in {node.label()}"

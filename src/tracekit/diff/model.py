@@ -10,12 +10,14 @@ from .settings import CATEGORIES, SLOWER, FailOn
 
 __all__ = [
     "ADDED",
+    "BETWEEN_TRACES",
     "CHANGED",
     "CRITICAL",
     "DURATION",
     "QUEUE_WAIT",
     "REMOVED",
     "SAME",
+    "UNEXPORTED_PARENT",
     "Change",
     "NodeDiff",
     "PairDiff",
@@ -28,6 +30,9 @@ SAME, CHANGED, ADDED, REMOVED = "same", "changed", "added", "removed"
 DURATION = "duration"  # the kind of the end-to-end timing change
 QUEUE_WAIT = "queue_wait"  # attribution components: time waiting in a queue on the path...
 CRITICAL = "critical"  # ... and the node's own time on the path
+# where the part of the change no node accounts for lies: no span shown covers it
+BETWEEN_TRACES = "between traces joined only by correlation ID"
+UNEXPORTED_PARENT = "under a parent span never exported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,7 @@ class Change:
 class Share:
     """One node's part of the end-to-end change: its queue wait or own time on the path."""
 
-    node: int | None  # None: time between traces that share a correlation ID but no link
+    node: int | None  # None: time on no span (between traces, under a parent never exported)
     component: str  # QUEUE_WAIT or CRITICAL
     delta_ns: float
     share: float | None  # of the end-to-end change (None when that is 0)
@@ -90,6 +95,7 @@ class PairDiff:
     min_delta_ms: float
     min_delta_pct: float
     warnings: list[str] = field(default_factory=list)
+    gap: str = BETWEEN_TRACES  # where the part no node accounts for lies
 
     @property
     def duration_delta_ns(self) -> int:

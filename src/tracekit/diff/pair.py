@@ -12,7 +12,7 @@ from itertools import chain
 from tracekit.path import Path
 
 from .arrangement import SERIALISED, arrangement_changes
-from .attribution import Parts, headline, shares
+from .attribution import Parts, gap_place, headline, shares
 from .changes import (
     call_changes,
     changed_metrics,
@@ -54,8 +54,9 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     )
     touched = _touched(changes)
     parts = shares(order, _parts(before), _parts(after), b_side.duration_ns - a_side.duration_ns)
+    gap = gap_place((a, b))
     lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
-                    notes=_notes(changes, before, after))  # fmt: skip
+                    notes=_notes(changes, before, after), gap=gap)  # fmt: skip
     return PairDiff(
         a=a_side,
         b=b_side,
@@ -66,6 +67,7 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
         min_delta_ms=limits.min_delta_ms,
         min_delta_pct=limits.min_delta_pct,
         warnings=[f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings],
+        gap=gap,
     )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from tracekit.path import Path
 
-from .attribution import Parts, headline, shares
+from .attribution import BETWEEN_TRACES, Parts, gap_place, headline, shares
 from .model import ADDED, CHANGED, REMOVED, SAME, Change, Share
 from .nodes import Measure, Node, NodeIndex, measure
 from .pair import tree_order
@@ -116,6 +116,7 @@ class SetDiff:
     headline: str
     settings: SetSettings
     warnings: list[str] = field(default_factory=list)
+    gap: str = BETWEEN_TRACES  # where the part no node accounts for lies
 
 
 def compare_sets(
@@ -131,6 +132,7 @@ def compare_sets(
     order = tree_order(index, {**{n: m.first_start_ns for n, m in after.items()},
                                **{n: m.first_start_ns for n, m in before.items()}})  # fmt: skip
     mean_a, mean_b = (statistics.fmean(d) if d else 0.0 for d in durations)
+    gap = gap_place([*a_paths, *b_paths])
     parts = shares(order, _parts(before), _parts(after), mean_b - mean_a)
     nodes = [_set_node(index.nodes[n], before.get(n), after.get(n), tested.tests.get(n, ()))
              for n in order]  # fmt: skip
@@ -144,9 +146,10 @@ def compare_sets(
         duration_test=tested.duration,
         changes=changes,
         attribution=parts,
-        headline=_headline(index.nodes, parts, mean_a, mean_b, tested.duration, chosen),
+        headline=_headline(index.nodes, parts, mean_a, mean_b, tested.duration, chosen, gap),
         settings=chosen,
         warnings=_too_few_warnings(durations, labels, chosen.min_requests),
+        gap=gap,
     )
 
 
@@ -206,7 +209,7 @@ def _status(a: SetMeasure | None, b: SetMeasure | None, tests: tuple[Test, ...])
 
 def _headline(
     nodes: list[Node], parts: list[Share], mean_a: float, mean_b: float, duration: Test,
-    settings: SetSettings,
+    settings: SetSettings, gap: str,
 ) -> str:  # fmt: skip
     if duration.verdict == TOO_FEW:
         return f"too few requests to tell: at least {settings.min_requests} needed in each set"
@@ -215,7 +218,7 @@ def _headline(
         return (
             f"{signed(delta)} mean ({signed_pct(delta, mean_a)}): {_unchanged(duration, settings)}"
         )
-    return headline(nodes, parts, mean_a, mean_b, settings.thresholds, "mean")
+    return headline(nodes, parts, mean_a, mean_b, settings.thresholds, "mean", gap=gap)
 
 
 def _unchanged(duration: Test, settings: SetSettings) -> str:
