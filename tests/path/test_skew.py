@@ -327,6 +327,30 @@ def test_a_service_consuming_its_own_message_in_time_is_left_alone(tmp_path: Fil
     assert (start - T0) / MS == 7.0
 
 
+def test_a_call_a_consumer_made_on_a_clock_behind_is_centred_in_it(tmp_path: FilePath) -> None:
+    """fulfilment's handler calls inventory (200 ms behind) through a client that carries the
+    trace context but records no span: the SERVER span hangs straight under the CONSUMER. It
+    was placed at the consumer's end, as a message would be, so the request seemed to end
+    60 ms after the handler had returned, waiting on a call that was over by then."""
+    t = Topology()
+    root = t.span("orders", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(root, "orders.created", 5, 8)
+    consumer = t.consume("fulfilment", "orders.created", 10, 110, producer)
+    server = t.span("inventory", "GET /stock/{sku}", "SERVER", 30 - 200, 90 - 200, consumer)
+    on_host("node-1", root, producer)
+    on_host("node-2", consumer)
+    on_host("node-3", server)
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == server.span_id)
+    assert (start - T0) / MS == 30.0  # centred: 20 ms each side inside the handler
+    assert doc["duration_ms"] == 110.0
+    assert doc["critical_path"][-1] == server.span_id
+    assert doc["warnings"] == [
+        "clock skew adjusted on inventory: shifted +200.0 ms (1 span and their children on the "
+        "same clock)"
+    ]
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

@@ -12,7 +12,8 @@ response iterable, after the client has read the body; an asynchronous child may
 parent. Such spans keep their recorded times. A skewed synchronous child is centred in its caller
 (the network time split evenly, as Jaeger's adjuster does) or, when it lasts longer than its caller
 and cannot fit, made to start with it; a consumer that "started" before its producer is placed at
-the producer's end.
+the producer's end. Work in another clock straight under a consumer (a call its handler made
+through a client that records no span) is a synchronous call, not a message.
 
 Spans that share a clock are never moved against each other: two spans whose resources both name
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
@@ -69,7 +70,7 @@ class _Entries:
 
     def add(self, node: PathSpan, parent: PathSpan) -> None:
         clock = _clock_of(node.record)
-        if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
+        if _sent_message(node.record, parent.record):
             self.consumers.setdefault((clock, _clock_of(parent.record)), []).append(node)
         else:
             self.called.add(clock)
@@ -180,7 +181,7 @@ def _shift(node: PathSpan, delta: int) -> None:
 def _needed_shift(node: PathSpan, parent: PathSpan) -> int:
     """How far ``node`` must move to sit plausibly against ``parent`` (0 when it already does)."""
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
-    if node.record.kind in ASYNC_KINDS or parent.record.kind in ASYNC_KINDS:
+    if _sent_message(node.record, parent.record):
         return parent.end_unix_nano - start if start < parent.start_unix_nano else 0
     if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent):
         return 0
@@ -190,6 +191,13 @@ def _needed_shift(node: PathSpan, parent: PathSpan) -> int:
         # only an impossible early start is corrected (a late start is left as recorded)
         return parent.start_unix_nano - start if start < parent.start_unix_nano else 0
     return parent.start_unix_nano + slack // 2 - start
+
+
+def _sent_message(child: SpanRecord, parent: SpanRecord) -> bool:
+    """Whether ``child`` came from ``parent`` as a message: either is a PRODUCER or the child a
+    CONSUMER. Other work under a CONSUMER is its handler's (a call through a client that records
+    no span of its own), which the consumer waited for."""
+    return child.kind in ASYNC_KINDS or parent.kind == "PRODUCER"
 
 
 def _served_after_call_ended(node: PathSpan, parent: PathSpan) -> bool:
