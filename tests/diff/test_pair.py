@@ -18,7 +18,9 @@ import jsonschema
 import pytest
 from checkout import Shape, build
 from click.testing import CliRunner
-from sdk_requests import Deployment, recent_origin
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import Span
+from sdk_requests import Deployment, Request, recent_origin
 
 from tracekit.diff import load_schema
 from tracekit_cli.main import cli
@@ -714,6 +716,46 @@ def test_a_loop_over_items_after_one_failed_is_not_a_retry(deployment: Deploymen
     stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
     assert (stock["b"]["calls"], stock["b"]["retries"], stock["b"]["errors"]) == (3, 0, 1)
     assert (code, doc["reasons"], kinds(doc)) == (1, ["errors"], ["new_error"])
+
+
+def test_an_immediate_retry_of_a_call_whose_server_closed_late_is_a_retry(
+    deployment: Deployment,
+) -> None:
+    """The client gets a 503 at 30 ms and asks again 0.1 ms later; the failed attempt's WSGI
+    server span closes 1 ms after the client read the answer, after the second attempt reached
+    its server. The attempt was over for the caller when its client span ended: a retry."""
+    ids = []
+    for statuses in ((200,), (503, 200)):
+        req = deployment.request()
+        gateway = req.entry("gateway", "/checkout", 0, 80)
+        start = 2.0
+        for status in statuses:
+            stock_call(req, gateway, start, status)
+            start += 28.1
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    code, doc = document(deployment, *ids)
+
+    stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
+    assert code == 1 and "retries" in doc["reasons"]
+    assert (stock["b"]["calls"], stock["b"]["retries"]) == (2, 1)
+    assert stock["b"]["retried_after"] == ["HTTP 503"]
+
+
+def stock_call(req: Request, caller: Span, start: float, status: int) -> None:
+    """A 28 ms call to inventory whose server span closes 1 ms after the client's ended."""
+    error = "HTTP 503" if status >= 500 else None
+    attrs = {"http.request.method": "GET", "url.path": "/stock/sku-1",
+             "http.response.status_code": status}  # fmt: skip
+    calling = trace.set_span_in_context(caller)
+    client = req.span("gateway", "GET", "CLIENT", start, start + 28, calling, attrs=attrs,
+                      error=error)  # fmt: skip
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=trace.set_span_in_context(client))
+    req.span("inventory", "GET /stock/{sku}", "SERVER", start + 0.2, start + 29,
+             propagate.extract(headers), attrs={**attrs, "http.route": "/stock/{sku}"},
+             error=error)  # fmt: skip
 
 
 def test_a_proxys_second_attempt_on_a_rewritten_path_is_a_retry(deployment: Deployment) -> None:

@@ -11,6 +11,7 @@ times are their sums, and each call's interval is kept for the order and concurr
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass, field
 
@@ -153,11 +154,13 @@ def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
 
 
 def _retry_causes(units: list[Unit], errors: dict[int, str | None]) -> dict[int, str]:
-    """id(unit) -> why it is a retry: the previous attempt's error, or a marked resend.
+    """id(unit) -> why it is a retry: the error of the attempt before, or a marked resend.
 
     Attempts are the calls of one key by one caller (one parent unit) for one target (URL
-    path or message id), in order of start: a loop over items that goes on after one item
-    failed asks for other items, it does not retry the one that failed.
+    path or message id): a loop over items that goes on after one item failed asks for other
+    items, it does not retry the one that failed. The attempt before a call is the one that
+    ended last before it began: calls made at once (a scatter to replicas) retry none of each
+    other.
     """
     attempts: dict[tuple[int, NodeKey, str | None], list[Unit]] = {}
     for unit in units:
@@ -165,11 +168,22 @@ def _retry_causes(units: list[Unit], errors: dict[int, str | None]) -> dict[int,
     causes: dict[int, str] = {}
     for calls in attempts.values():
         calls.sort(key=lambda u: u.start_ns)
-        previous: str | None = None  # the error of the attempt before
-        for unit in calls:
+        running: list[tuple[int, int, Unit]] = []  # earlier attempts by end (a heap)
+        before: Unit | None = None  # the one that ended last before the current call began
+        for order, unit in enumerate(calls):
+            while running and running[0][0] <= unit.start_ns:
+                before = heapq.heappop(running)[2]
+            previous = errors[id(before)] if before is not None else None
             if previous is not None:
                 causes[id(unit)] = previous
             elif unit.resent():
                 causes[id(unit)] = RESEND
-            previous = errors[id(unit)]
+            heapq.heappush(running, (_failed_at(unit), order, unit))
     return causes
+
+
+def _failed_at(unit: Unit) -> int:
+    """When the attempt was over, for the one who could retry it: its first span to end (the
+    client, when its server's span closed after the response was read; the server, when a
+    proxy retried inside one client span)."""
+    return min(span.end_unix_nano for span in unit.spans)
