@@ -49,9 +49,10 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
     """One node per (trace id, span id); a duplicate export of the same span is dropped, and
     another span that reuses the id is too, with a warning.
 
-    A span that ends before it starts (no receiver or backend keeps one, but any ``SpanSource``
-    may hold one) is shown as lasting no time, with a warning: every duration in the path, and
-    every time on the critical path, stays positive.
+    A span that ends before it starts (any ``SpanSource`` may hold one) is shown as lasting no
+    time, with a warning: every duration in the path, and every time on the critical path,
+    stays positive. The store keeps such a span ending when it starts, marked with how far its
+    clock stepped back: it gets the same warning.
     """
     nodes: dict[Key, PathSpan] = {}
     clashes: list[SpanRecord] = []
@@ -61,7 +62,7 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
             if _identity(record) != _identity(nodes[key].record):
                 clashes.append(record)
             continue
-        backwards = record.end_unix_nano < record.start_unix_nano
+        backwards = record.end_unix_nano < record.start_unix_nano or _stepped_back(record)
         if backwards:
             record = replace(record, end_unix_nano=record.start_unix_nano)
         nodes[key] = node = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
@@ -70,6 +71,12 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
     if clashes:
         warnings.append(_clash_warning(clashes, nodes))
     return nodes
+
+
+def _stepped_back(record: SpanRecord) -> bool:
+    """Stored ending when it starts because it ended before (``clock_step_mended``)."""
+    step = record.attributes.get(semconv.CLOCK_STEPPED_BACK_NS)
+    return isinstance(step, int) and not isinstance(step, bool) and step > 0
 
 
 def _identity(record: SpanRecord) -> tuple[object, ...]:
