@@ -45,7 +45,11 @@ def _export_with_retries(
 
 @pytest.fixture
 def receiver(store_path: Path) -> Iterator[Receiver]:
-    config = ReceiverConfig(port=0, commit_timeout=0.5)
+    # One record per transaction: the writer takes one request's records at a time and holds
+    # at most two batches in flight, so the third request waits in the queue, where it can be
+    # withdrawn and answered 503. With larger batches, requests arriving together were taken
+    # in one batch behind the lock and waited it out with 200: no exporter was refused.
+    config = ReceiverConfig(port=0, commit_timeout=0.5, batch_size=1)
     started = Receiver(Store(store_path), config)
     started.start()
     yield started
