@@ -144,26 +144,27 @@ def same_clock(a: SpanRecord, b: SpanRecord) -> bool:
     replicas of a service on different machines have two clocks. Without that, a service is
     assumed to keep one clock and two services two.
     """
-    for name in HOST_ATTRIBUTES:
-        first, second = _host(a, name), _host(b, name)
-        if first is not None and second is not None:
-            return first == second
-    return a.service == b.service
+    hosts = _named_hosts(a, b)
+    return hosts[0] == hosts[1] if hosts is not None else a.service == b.service
 
 
 def _one_clock(child: SpanRecord, parent: SpanRecord) -> bool:
     """``same_clock``, unless only the service name says so and the child was called or sent
     its message before its parent began: then two replicas of the service (one consuming the
     service's own messages, or answering its own calls) on two hosts the resources do not name."""
-    if not same_clock(child, parent):
-        return False
-    return _hosts_named(child, parent) or not _received_before_sent(child, parent)
+    hosts = _named_hosts(child, parent)
+    if hosts is not None:
+        return hosts[0] == hosts[1]
+    return child.service == parent.service and not _received_before_sent(child, parent)
 
 
-def _hosts_named(a: SpanRecord, b: SpanRecord) -> bool:
-    return any(
-        _host(a, name) is not None and _host(b, name) is not None for name in HOST_ATTRIBUTES
-    )
+def _named_hosts(a: SpanRecord, b: SpanRecord) -> tuple[str, str] | None:
+    """The hosts of ``a`` and ``b`` by the first attribute both resources name, if any."""
+    for name in HOST_ATTRIBUTES:
+        first, second = _host(a, name), _host(b, name)
+        if first is not None and second is not None:
+            return first, second
+    return None
 
 
 def _received_before_sent(child: SpanRecord, parent: SpanRecord) -> bool:
