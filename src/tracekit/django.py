@@ -120,6 +120,9 @@ class TracekitMiddleware:
         if self._first:  # (two first requests at once both read them: the same options)
             self._ready()
             self._first = False
+        # A request answered in this thread or task and never closed (Django's test client
+        # closes a streamed response only once its body is read) has no part in this one.
+        forget_answered_request()
         # Below SCRIPT_NAME (a proxy's /api prefix), as the WSGI and ASGI middleware match it.
         if self._requests.is_excluded(request.path_info):
             return None

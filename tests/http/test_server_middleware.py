@@ -524,6 +524,36 @@ def test_django_excluded_urls_match_the_path_below_the_script_name(
     assert (span.name, span.attributes["url.path"]) == ("GET /orders/{order_id}", "/api/orders/3")
 
 
+@pytest.mark.parametrize("next_client", ["Client", "AsyncClient"])
+def test_a_stream_left_unread_in_djangos_test_client_does_not_take_over_the_next_request(
+    django_application: Any, spans: Any, next_client: str
+) -> None:
+    """Django's test client closes a streamed response only once a test reads its body; a test
+    that checked only the status left that request current in the thread, and every request
+    after it (for the rest of the test run) was taken for part of it: no span of its own, and
+    the old correlation ID echoed, on its logs and on the tasks its view sent."""
+    import asyncio
+
+    from django import test
+
+    export = test.Client().get("/stream", HTTP_X_REQUEST_ID="dj-export")
+    assert export.status_code == 200  # its body never read, as many tests leave it
+    if next_client == "Client":
+        order = test.Client().get("/orders/5", HTTP_X_REQUEST_ID="dj-next")
+    else:
+        order = asyncio.run(
+            test.AsyncClient().get("/orders/5", headers={"X-Request-ID": "dj-next"})
+        )
+
+    assert order.content == b"order 5 dj-next"
+    assert order.headers["X-Correlation-ID"] == "dj-next"
+    (span,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert span.name == "GET /orders/{order_id}"
+    assert span.attributes["correlation.id"] == "dj-next"
+    assert span.parent is None
+    export.close()
+
+
 def test_a_wsgi_url_path_is_the_whole_path_the_client_sent(
     serve_wsgi: Any, wait_for_spans: Any
 ) -> None:

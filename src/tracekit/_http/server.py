@@ -409,7 +409,9 @@ def forget_answered_request() -> None:
 
     Django under ASGI sends a response in its request's context, and uvicorn starts the
     connection's next pipelined request from inside that send: its task copies that context.
-    The task ends with its request, so what is attached here is never detached.
+    The task ends with its request, so what is attached here is never detached. Django's test
+    client leaves a streamed response it never read open in the test's thread: the request
+    after it starts afresh too, and the abandoned one is not restored over it.
     """
     inherited = otel_context.get_value(_REQUEST_KEY)
     if isinstance(inherited, ActiveRequest) and inherited.status_code:
