@@ -68,6 +68,7 @@ class TracekitMiddleware:
         # waits for the first request (see _ready).
         check_overrides(self._overrides)
         self._first = True
+        _async_test_client_requests.instrument()  # (on its import: never, outside tests)
         if iscoroutinefunction(get_response):  # under ASGI
             markcoroutinefunction(self)
             _fresh_context_per_request.instrument()
@@ -173,6 +174,52 @@ class _FreshContextPerRequest(Instrumentor):
 
 
 _fresh_context_per_request = _FreshContextPerRequest()
+
+
+class _AsyncTestClientRequests(Instrumentor):
+    """Each request Django's ``AsyncClient`` makes leaves the test's context as it was.
+
+    The client runs the request in the test's own task, where a server gives each request a
+    task of its own, and closes the response from another thread: what the request made current
+    (kept until the response closes, so that Django's own log line for it carries its IDs)
+    stayed current in the test, and, through ``async_to_sync``, which copies a context back, in
+    the tests that ran after it. (The very first request of a process builds the middleware,
+    hence this patch, as it runs: the next request it makes starts afresh all the same.)
+    """
+
+    target = "django.test.client"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.AsyncClientHandler, "__call__", _in_a_context_of_its_own)
+
+
+_async_test_client_requests = _AsyncTestClientRequests()
+
+
+async def _in_a_context_of_its_own(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    tokens = _keep_current()
+    forget_answered_request()  # one an earlier test left open (a streamed body never read)
+    response = None
+    try:
+        response = await wrapped(*args, **kwargs)
+        return response
+    finally:
+        # A streamed body is produced as the test reads it, in the request's context, which
+        # its close puts back (as Django's Client does): it stays current until then.
+        if not getattr(response, "streaming", False):
+            _leave_request_context(tokens)
+
+
+def _keep_current() -> CurrentTokens | None:
+    """Tokens that put back what is current now, whatever is made current after them."""
+    try:
+        kept = correlation._set_checked(correlation.correlation_id())
+        return kept, otel_context.attach(otel_context.get_current())
+    except Exception as error:
+        report_once("django async test client", error)
+        return None
 
 
 def _forgetting_answered_request(

@@ -554,6 +554,29 @@ def test_a_stream_left_unread_in_djangos_test_client_does_not_take_over_the_next
     export.close()
 
 
+def test_a_request_through_djangos_async_test_client_leaves_the_test_as_it_was(
+    django_application: Any, spans: Any
+) -> None:
+    """Django's ``AsyncClient`` runs the request in the test's own task (a server gives each
+    request a task of its own): the test went on with the request's correlation ID and span
+    current, and, through ``async_to_sync`` (how Django's test case runs an async test), so
+    did every test after it: their logs and tasks carried that ID, their spans joined its trace."""
+    from asgiref.sync import async_to_sync
+    from django import test
+    from opentelemetry import trace
+
+    async def request() -> Any:
+        return await test.AsyncClient().get("/orders/5", headers={"X-Request-ID": "dj-async"})
+
+    response = async_to_sync(request)()
+
+    assert response.content == b"order 5 dj-async"
+    assert tracekit.correlation_id() is None
+    assert not trace.get_current_span().get_span_context().is_valid
+    (span,) = spans.get_finished_spans()
+    assert span.attributes["correlation.id"] == "dj-async"
+
+
 def test_a_wsgi_url_path_is_the_whole_path_the_client_sent(
     serve_wsgi: Any, wait_for_spans: Any
 ) -> None:
