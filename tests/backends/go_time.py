@@ -55,3 +55,26 @@ def _unit(rest: str) -> tuple[str, str]:
 def quote(value: str) -> str:
     """Go's ``strconv.Quote`` for the plain text these messages carry."""
     return json.dumps(value, ensure_ascii=False)
+
+
+def format_duration(nanos: int) -> str:
+    """Go's ``time.Duration.String()`` (what ``%v`` prints): ``-6.5ms``, ``1.25s``, ``2m0.5s``."""
+    sign, n = ("-" if nanos < 0 else ""), abs(nanos)
+    if n == 0:
+        return "0s"
+    if n < 10**9:
+        unit, size = next((u, s) for u, s in (("ns", 1), ("µs", 10**3), ("ms", 10**6))
+                          if n < s * 1000)  # fmt: skip
+        return sign + _decimal(n, size) + unit
+    hours, rest = divmod(n, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = _decimal(rest, 10**9) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    return f"{sign}{minutes}m{seconds}" if minutes else sign + seconds
+
+
+def _decimal(n: int, size: int) -> str:
+    whole, part = divmod(n, size)
+    digits = str(part).rjust(len(str(size)) - 1, "0").rstrip("0") if size > 1 else ""
+    return f"{whole}.{digits}" if digits else str(whole)

@@ -13,7 +13,11 @@ and ``query_parser.go``, ``internal/tenancy/http.go``, the query server's routes
   ``400 query.startTimeMin must be before query.startTimeMax`` unless it is (``query_parser.go``);
 - an unknown route under ``/api/`` (or every api_v3 route on a server without it) is a bare
   ``404 page not found``;
-- multi-tenancy: ``401 missing tenant header`` without ``x-tenant``; an optional base path.
+- multi-tenancy: ``401 missing tenant header`` without ``x-tenant``; an optional base path;
+- from 1.65 and 2.2 on, every trace answered goes through the query service's adjusters
+  (``jaeger_adjusters``: warnings as a span attribute, spans moved when ``max_clock_skew_adjust``
+  is set) unless the request asks ``raw_traces=true`` (a search: ``query.raw_traces=true``),
+  read as Go's ``strconv.ParseBool`` reads it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from go_answers import PAGE_NOT_FOUND, json_answer, text_answer
-from go_time import parse_duration
+from go_time import parse_duration, quote
+from jaeger_adjusters import adjusted
 from otlp_fixtures import jaeger_v3
 from werkzeug.wrappers import Request, Response
 
@@ -48,7 +53,10 @@ class FakeJaeger:
         api_v3: bool = True,
         tenant: str | None = None,
         base_path: str = "",
+        max_clock_skew_adjust: int = 0,
     ) -> None:
+        """``max_clock_skew_adjust``: nanoseconds, as ``query.max_clock_skew_adjust`` (0, the
+        default, moves no span: the adjuster only warns)."""
         self.spans = spans
         self.traces: dict[str, list[SpanRecord]] = {}
         for span in spans:
@@ -57,6 +65,7 @@ class FakeJaeger:
         self.api_v3 = api_v3
         self.tenant = tenant
         self.base_path = base_path
+        self.max_clock_skew_adjust = max_clock_skew_adjust
 
     def __call__(self, request: Request) -> Response:
         if self.tenant and not request.headers.get("x-tenant"):
@@ -71,14 +80,28 @@ class FakeJaeger:
             return json_answer({"services": services})
         if m := re.fullmatch(r"/api/v3/traces/([0-9a-fA-F]{1,32})", path):
             found = self.traces.get(m.group(1).lower().rjust(32, "0"))
-            return json_answer(jaeger_v3(found)) if found else gateway_error(404, "No traces found")
+            if not found:
+                return gateway_error(404, "No traces found")
+            try:
+                raw = _parse_bool(request.args.get("raw_traces", "false"), "raw_traces")
+            except ValueError as error:
+                return gateway_error(400, str(error))
+            return json_answer(jaeger_v3(self.answered([found], raw)))
         if path == "/api/v3/traces":
             return self.find(request.args)
         return text_answer(PAGE_NOT_FOUND, 404)
 
+    def answered(self, traces: list[list[SpanRecord]], raw: bool) -> list[SpanRecord]:
+        """The spans of ``traces`` as this Jaeger answers them: adjusted, unless asked for
+        ``raw`` traces or this Jaeger predates the adjusters."""
+        if raw or self.version < (2, 2):
+            return [span for trace in traces for span in trace]
+        return [s for trace in traces for s in adjusted(trace, self.max_clock_skew_adjust)]
+
     def find(self, args: Any) -> Response:
         try:
             wanted = Search(args, checked=self.version >= (2, 19))
+            raw = _parse_bool(args.get("query.raw_traces", "false"), "query.raw_traces")
         except ValueError as error:
             return gateway_error(400, str(error))
         if not wanted.service:
@@ -87,7 +110,7 @@ class FakeJaeger:
         hits.sort(key=lambda t: -min(s.start_unix_nano for s in t))
         if not hits[: wanted.depth]:
             return gateway_error(404, "No traces found")
-        return json_answer(jaeger_v3([s for t in hits[: wanted.depth] for s in t]))
+        return json_answer(jaeger_v3(self.answered(hits[: wanted.depth], raw)))
 
 
 class Search:
@@ -121,6 +144,17 @@ class Search:
             and span.end_unix_nano - span.start_unix_nano >= self.min_nanos
             and all(span.attributes.get(k) == v for k, v in self.attributes.items())
         )
+
+
+def _parse_bool(value: str, name: str) -> bool:
+    """Go's ``strconv.ParseBool``, with the gateway's error for what it refuses."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ValueError(
+        f"malformed parameter {name}: strconv.ParseBool: parsing {quote(value)}: invalid syntax"
+    )
 
 
 def _time(value: str, name: str) -> int:

@@ -2,7 +2,9 @@
 
 Jaeger 1.54 or later, or any 2.x (the base URL may carry Jaeger's ``--query.base-path``):
 
-- trace by id: ``GET /api/v3/traces/<id>`` answering ``{"result": {"resourceSpans": [...]}}``;
+- trace by id: ``GET /api/v3/traces/<id>?raw_traces=true`` answering ``{"result":
+  {"resourceSpans": [...]}}``; raw (``query.raw_traces=true`` in a search): the spans as the
+  services sent them, as the store holds them, not as Jaeger's adjusters rewrite them;
 - search: ``GET /api/v3/traces?query.service_name=&query.attributes=&query.start_time_min=
   &query.start_time_max=&query.num_traces=&query.duration_min=`` (RFC 3339 times, Go durations).
   Most storages need a service name, so without one the client asks ``GET /api/v3/services`` and
@@ -56,6 +58,12 @@ MAX_SERVICES = 200  # one search each: `--service` makes it one
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
 MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces each
+# The spans as the services sent them: from 1.65 and 2.2 on, Jaeger otherwise runs its adjusters
+# (a consumer quicker than its publish is moved into it, warnings become span attributes); an
+# earlier Jaeger adjusts nothing here and ignores the parameter, as every api_v3 release does
+# a parameter it does not know
+RAW_TRACE = {"raw_traces": "true"}
+RAW_SEARCH = {"query.raw_traces": "true"}
 
 
 def rfc3339(unix_seconds: float) -> str:
@@ -232,7 +240,7 @@ class JaegerSource(RemoteSource):
         return sorted({s for s in listed if _is_name(s)})
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
-        return self._spans(self._get(f"/api/v3/traces/{trace_id}"))
+        return self._spans(self._get(f"/api/v3/traces/{trace_id}", RAW_TRACE))
 
     def _search_within_budget(
         self, services: list[str], since: float, limit: int, min_duration_ms: float | None
@@ -412,7 +420,7 @@ def _search_params(
     """api_v3 search parameters (the snake_case names every api_v3 release accepts)."""
     params = {"query.service_name": service, "query.start_time_min": rfc3339(window[0]),
               "query.start_time_max": rfc3339(window[1]),
-              "query.num_traces": str(limit)}  # fmt: skip
+              "query.num_traces": str(limit), **RAW_SEARCH}  # fmt: skip
     if attributes:
         params["query.attributes"] = json.dumps(attributes)
     if min_ms is not None:
