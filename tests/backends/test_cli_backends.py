@@ -621,6 +621,28 @@ def test_a_redirect_from_https_down_to_http_is_not_followed(
     assert plain.requests == []
 
 
+@pytest.mark.parametrize("flag", ["--tempo", "--jaeger"])
+def test_a_redirect_not_followed_says_where_it_led(serve: Any, flag: str) -> None:
+    """An SSO proxy in front of the API (oauth2-proxy) sends a request without its session to
+    the identity provider, another host: tracekit does not follow (the headers would go with
+    it) and said only 'answered HTTP 302'. It names the host (never the path or query, which
+    carry the proxy's state), escaped and bounded, and what to check."""
+    login = "https://login.example.com/oauth2/auth?state=s3cr3t&redirect_uri=x"
+    proxy = serve(lambda r: Response("", 302, {"Location": login}))
+    code, out, err = run("trace", "req-checkout-1", flag, proxy.url)
+    name = "Tempo" if flag == "--tempo" else "Jaeger"
+    assert (code, out) == (2, "")
+    assert err == (
+        f"tracekit: {name} at {proxy.url} answered HTTP 302, a redirect to "
+        "https://login.example.com that tracekit does not follow (another host, or https to "
+        "http: the headers would go with it): is the URL the API's, and are the credential "
+        "headers right?\n"
+    )
+    hostile = serve(lambda r: Response("", 307, {"Location": "https://\x1b]0;x\x07" + "a" * 300}))
+    code, _, err = run("search", flag, hostile.url)
+    assert code == 2 and "\x1b" not in err and "\x07" not in err and len(err) < 400
+
+
 def test_a_header_value_a_server_repeats_is_redacted(serve: Any) -> None:
     def echo(request: Request) -> Response:
         return Response(f"bad token {request.headers.get('Authorization', '')!s}", 401)

@@ -224,7 +224,23 @@ class JsonClient:
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
         hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
+        if 300 <= error.code < 400:
+            hint = self._not_followed(error.url, error.headers.get("Location"))
         return HTTPStatusError(f"{self.where} answered {message}{hint}", error.code, detail)
+
+    def _not_followed(self, url: str, location: str | None) -> str:
+        """Where a redirect tracekit would not follow led (an SSO proxy sending the request to
+        its identity provider), by scheme and host: the path and query carry the proxy's state."""
+        try:
+            target = urllib.parse.urlsplit(urllib.parse.urljoin(url, location or ""))
+        except ValueError:  # an unclosed "[" of an IPv6 address
+            return ""
+        if not location or _followed(url, target.geturl()):  # a loop on one host
+            return ""
+        shown = self.printable(f"{target.scheme}://{target.netloc.rpartition('@')[2]}", 80)
+        return (f", a redirect to {shown} that tracekit does not follow (another host, or https "
+                "to http: the headers would go with it): is the URL the API's, and are the "
+                "credential headers right?")  # fmt: skip
 
     def _decode(self, body: bytes) -> Any:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
@@ -317,11 +333,16 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(
         self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
     ) -> urllib.request.Request | None:
-        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
-        upgrade = (old.scheme, new.scheme) == ("http", "https") and old.hostname == new.hostname
-        if not upgrade and (old.scheme, old.netloc) != (new.scheme, new.netloc):
+        if not _followed(req.full_url, newurl):
             return None  # urllib then raises the 3xx as an HTTPError
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _followed(old_url: str, new_url: str) -> bool:
+    """Whether ``_SameHostRedirects`` follows a redirect from ``old_url`` to ``new_url``."""
+    old, new = urllib.parse.urlsplit(old_url), urllib.parse.urlsplit(new_url)
+    upgrade = (old.scheme, new.scheme) == ("http", "https") and old.hostname == new.hostname
+    return upgrade or (old.scheme, old.netloc) == (new.scheme, new.netloc)
 
 
 def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
