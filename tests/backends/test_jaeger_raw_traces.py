@@ -62,3 +62,13 @@ def test_a_search_lists_the_request_as_the_services_sent_it(serve: Any) -> None:
         (r.trace_id, r.duration_ms, r.span_count) for r in expected
     ]
     assert all(r.args["query.raw_traces"] == "true" for r in backend.requests if r.args)
+
+
+def test_a_span_the_storage_holds_twice_is_one_span(serve: Any) -> None:
+    """A collector that retried an export can leave a span twice in Jaeger's storage (Elasticsearch,
+    Cassandra). Jaeger's adjusters dropped the copy; a raw trace keeps it, and the store, whose
+    (trace, span id) is unique, holds one: search counts it once, as the store does."""
+    spans = quick_consumer()
+    backend = serve(FakeJaeger([*spans, spans[2]]))
+    found = JaegerSource(backend.url).recent_requests(service="shop", since_unix_nano=1)
+    assert [r.span_count for r in found] == [len(spans)]

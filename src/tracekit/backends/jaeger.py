@@ -371,7 +371,7 @@ class JaegerSource(RemoteSource):
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, dict):
             raise BackendError("Jaeger answered something that is not an api_v3 traces document")
-        return spans_from_batches(result.get("resourceSpans") or [], self._left_out)
+        return _once_each(spans_from_batches(result.get("resourceSpans") or [], self._left_out))
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer at ``path``; None for Jaeger's own "not found", an error for any other
@@ -388,6 +388,15 @@ class JaegerSource(RemoteSource):
                 f"{self.client.where} has no api_v3 ({path} answered {answered}): "
                 "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
             ) from None
+
+
+def _once_each(spans: list[SpanRecord]) -> list[SpanRecord]:
+    """The first of each (trace, span id): a raw trace keeps a span that a retried export left
+    twice in the storage (Jaeger's adjusters dropped it), where the store keeps one."""
+    first: dict[tuple[str, str], SpanRecord] = {}
+    for span in spans:
+        first.setdefault((span.trace_id, span.span_id), span)
+    return list(first.values())
 
 
 def _is_name(value: Any) -> bool:
