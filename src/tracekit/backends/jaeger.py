@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,8 @@ LOOKBACK_SECONDS = 2 * 24 * 3600
 MAX_SERVICES = 200  # one search each: `--service` makes it one
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
+# told of a search answer holding as many traces as tracekit asks for: the service, the spans
+Capped = Callable[[str, list[SpanRecord]], None]
 MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces each
 # The spans as the services sent them: from 1.65 and 2.2 on, Jaeger otherwise runs its adjusters
 # (a consumer quicker than its publish is moved into it, warnings become span attributes); an
@@ -90,7 +92,10 @@ class JaegerSource(RemoteSource):
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, searched service by service."""
-        return list(self._correlated(correlation_id))
+        capped: list[str] = []
+        spans = list(self._correlated(correlation_id, capped))
+        self._say_more_carry_it(list(dict.fromkeys(s.trace_id for s in spans)), capped)
+        return spans
 
     def trace_starts_by_correlation_id(
         self, correlation_id: str, limit: int
@@ -99,10 +104,28 @@ class JaegerSource(RemoteSource):
         start, earliest first, the first ``limit`` (``LimitedSpanSource``): no more than one
         search answer is held at a time."""
         starts: dict[str, int] = {}
-        for span in self._correlated(correlation_id):
+        capped: list[str] = []
+        for span in self._correlated(correlation_id, capped):
             first = starts.get(span.trace_id, span.start_unix_nano)
             starts[span.trace_id] = min(first, span.start_unix_nano)
-        return sorted(starts.items(), key=lambda t: t[1])[:limit]
+        found = sorted(starts.items(), key=lambda t: t[1])[:limit]
+        self._say_more_carry_it([trace_id for trace_id, _ in found], capped)
+        return found
+
+    def _say_more_carry_it(self, trace_ids: list[str], capped: list[str]) -> None:
+        """A warning of the path of ``trace_ids`` when a service's search for the correlation
+        ID answered as many traces as tracekit asks for (``capped`` names those services)."""
+        for trace_id in trace_ids if capped else []:
+            self.notes.warn(
+                trace_id,
+                f"more than {MAX_TRACES_PER_SEARCH} traces of {capped[0]!r:.80} carry this "
+                f"correlation ID: showing the newest {MAX_TRACES_PER_SEARCH} Jaeger found",
+            )
+
+    def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
+        """What a path built from these traces should warn about (a correlation ID on more
+        traces than a search answers)."""
+        return self.notes.warnings_for(trace_ids)
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Jaeger cannot search by link."""
@@ -179,7 +202,9 @@ class JaegerSource(RemoteSource):
         newest ``limit`` before the next is read (``LimitedSpanSource``)."""
         since = since_unix_nano / 1e9
         answers = (
-            self._pages(since) if self.service else self._searches(self._services(), {}, since)
+            self._pages(since)
+            if self.service
+            else self._searches(self._services(), {}, since, capped=self._say_capped)
         )
         kept: list[SpanRecord] = []
         for spans in answers:
@@ -248,9 +273,7 @@ class JaegerSource(RemoteSource):
         """The newest ``limit`` traces of each service, searched no further once they hold more
         than ``MAX_SEARCH_SPANS`` spans (and that said)."""
         held: list[SpanRecord] = []
-        answers = self._searches(
-            services, {}, since, limit=limit, min_duration_ms=min_duration_ms, cap=False
-        )
+        answers = self._searches(services, {}, since, limit=limit, min_duration_ms=min_duration_ms)
         for searched, spans in enumerate(answers, 1):
             held += spans
             if len(held) > MAX_SEARCH_SPANS and searched < len(services):
@@ -265,13 +288,14 @@ class JaegerSource(RemoteSource):
     def _searches(
         self, services: list[str], attributes: dict[str, str], since: float, *,
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
-        cap: bool = True,
+        capped: Capped | None = None,
     ) -> Iterator[list[SpanRecord]]:  # fmt: skip
         """The spans of each service's search answer, one answer at a time, less the traces an
         earlier answer held (Jaeger answers whole traces, whichever service found them).
 
-        ``cap``: ``limit`` is tracekit's own bound, not the reader's, so an answer that reaches
-        it is said (once): that service's older traces in the window are not read.
+        ``capped`` hears of an answer that reaches ``limit`` (the service and its spans) where
+        ``limit`` is tracekit's own bound, not the reader's: that service's older traces in the
+        window are not read.
         """
         until = time.time() + CLOCK_SLACK_SECONDS
         if since >= until:  # nothing to find, and Jaeger 2.19 and later refuse such a window
@@ -285,8 +309,8 @@ class JaegerSource(RemoteSource):
                 if found is None:
                     continue
                 self._check_attributes_applied(found, attributes, limit)
-                if cap:
-                    self._say_if_capped(found, limit)
+                if capped and len({s.trace_id for s in found}) >= limit:
+                    capped(service, found)
                 yield [s for s in found if s.trace_id not in answered]
                 answered.update(s.trace_id for s in found)
         finally:  # also when the reader stops early: what failed until then is said
@@ -328,13 +352,12 @@ class JaegerSource(RemoteSource):
                     key="fewer traces",
                 )
 
-    def _say_if_capped(self, found: list[SpanRecord], limit: int) -> None:
-        if len({s.trace_id for s in found}) >= limit:
-            self.notes.once(
-                f"{self.client.where}: a service's search answered {limit} "
-                "traces, the most tracekit asks for: that service's older traces in the "
-                "window are not read (narrow --since)"
-            )
+    def _say_capped(self, service: str, found: list[SpanRecord]) -> None:
+        self.notes.once(
+            f"{self.client.where}: a service's search answered {MAX_TRACES_PER_SEARCH} "
+            "traces, the most tracekit asks for: that service's older traces in the "
+            "window are not read (narrow --since)"
+        )
 
     def _say_search_failed(self, service: str, error: HTTPStatusError) -> None:
         self.notes.once(
@@ -343,10 +366,19 @@ class JaegerSource(RemoteSource):
             "other service whose search fails)"
         )
 
-    def _correlated(self, correlation_id: str) -> Iterator[SpanRecord]:
-        """The spans carrying ``correlation_id``, searched service by service."""
+    def _correlated(self, correlation_id: str, capped: list[str]) -> Iterator[SpanRecord]:
+        """The spans carrying ``correlation_id``, searched service by service; ``capped`` gets
+        the services whose answer held as many traces carrying it as tracekit asks for (not
+        those of a Jaeger that ignored the filter: its traces need not carry the ID)."""
+
+        def full(service: str, found: list[SpanRecord]) -> None:
+            carrying = {s.trace_id for s in found if s.correlation_id == correlation_id}
+            if len(carrying) >= MAX_TRACES_PER_SEARCH:
+                capped.append(service)
+
         attributes = {CORRELATION_ATTRIBUTE: correlation_id}
-        for spans in self._searches(self._services(), attributes, time.time() - LOOKBACK_SECONDS):
+        since = time.time() - LOOKBACK_SECONDS
+        for spans in self._searches(self._services(), attributes, since, capped=full):
             yield from (s for s in spans if s.correlation_id == correlation_id)
 
     def _check_attributes_applied(
