@@ -432,12 +432,15 @@ def _json_or_none(body: str) -> Any:
 
 
 def _reason(body: str, document: Any) -> str:
-    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``), the title of
-    an HTML page (a proxy's ``502 Bad Gateway``, a login page), else the body."""
-    error = document.get("error") if isinstance(document, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    if isinstance(message, str):
-        return message
+    """The message of a JSON error body (Jaeger: ``{"error": {"message": ...}}``; a gateway such
+    as Grafana's data-source proxy: ``{"message": ...}``; Prometheus-style: ``{"error": ...}``),
+    the title of an HTML page (a proxy's ``502 Bad Gateway``, a login page), else the body."""
+    found = document if isinstance(document, dict) else {}
+    error = found.get("error")
+    for message in (error.get("message") if isinstance(error, dict) else None,
+                    found.get("message"), error):  # fmt: skip
+        if isinstance(message, str) and message:
+            return message
     return _page_title(body) if body.lstrip().startswith("<") else body
 
 
