@@ -57,8 +57,6 @@ LOOKBACK_SECONDS = 2 * 24 * 3600
 MAX_SERVICES = 200  # one search each: `--service` makes it one
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
-# told of a search answer holding as many traces as tracekit asks for: the service, the spans
-Capped = Callable[[str, list[SpanRecord]], None]
 MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces each
 # The spans as the services sent them: from 1.65 and 2.2 on, Jaeger otherwise runs its adjusters
 # (a consumer quicker than its publish is moved into it, warnings become span attributes); an
@@ -66,6 +64,8 @@ MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces
 # a parameter it does not know
 RAW_TRACE = {"raw_traces": "true"}
 RAW_SEARCH = {"query.raw_traces": "true"}
+# told of a search answer holding as many traces as tracekit asks for: the service, the spans
+Capped = Callable[[str, list[SpanRecord]], None]
 
 
 def rfc3339(unix_seconds: float) -> str:
