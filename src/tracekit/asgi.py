@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
@@ -325,7 +326,9 @@ def _route(scope: Scope, top: object) -> str | None:
     in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
     """
     route = scope.get("route")
-    template = getattr(route, "path", None)
+    if route is None:
+        route = _route_of_endpoint(scope)
+    template = _included_template(scope, route)
     if not isinstance(template, str):
         return None
     if scope.get("root_path", "") != scope.get("app_root_path", ""):  # under a mount
@@ -334,6 +337,38 @@ def _route(scope: Scope, top: object) -> str | None:
         prefix = _mount_prefix(route, scope, top, scope.get("app"))
         template = template if prefix is None else prefix + template
     return template if ":" not in template else _without_convertors(template)
+
+
+def _included_template(scope: Scope, route: object) -> object:
+    """``route``'s template within its application: FastAPI's router (0.16x) names a router's
+    own ``APIRoute`` in the scope, without the prefix the router was included with
+    (``include_router(api, prefix="/api")``), and keeps the route as included, prefix and all,
+    beside it; the route's own template everywhere else."""
+    fastapi = scope.get("fastapi")
+    included = fastapi.get("effective_route_context") if isinstance(fastapi, dict) else None
+    if included is not None and getattr(included, "original_route", None) is route:
+        template = getattr(included, "path_format", None)
+        if isinstance(template, str) and template:
+            return template
+    return getattr(route, "path", None)
+
+
+def _route_of_endpoint(scope: Scope) -> object:
+    """The route of the application routing the request whose endpoint the scope names, for a
+    router that routes without naming the route (FastAPI's names none but its ``APIRoute``:
+    not its ``/docs``, an ``add_route`` or a mount such as ``StaticFiles``). None for a 404,
+    whose scope names no endpoint, or only the application it was mounted as."""
+    endpoint = scope.get("endpoint")
+    routes = _routes_of(scope.get("app")) if endpoint is not None else None
+    if not isinstance(routes, list):
+        return None
+    for candidate in routes:
+        # a route by its endpoint; a mount (``StaticFiles``) by the app it mounts
+        if endpoint is getattr(candidate, "endpoint", None) or endpoint is getattr(
+            candidate, "app", None
+        ):
+            return candidate
+    return None
 
 
 def _routes_further(route: object) -> bool:
@@ -366,20 +401,34 @@ def _without_convertors(template: str) -> str:
 def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
     """The mount templates leading to ``route`` from the first of ``apps`` that has it; for a
     route under several mounts (one list of routes mounted as ``/v1`` and ``/v2``), those of
-    the mounts the request came through."""
+    the mounts the request came through. A route no search finds (FastAPI keeps an included
+    router's routes where no list shows them) is under the mounts of the application routing
+    the request (the last of ``apps``)."""
     # By the app searched from too: a layer inside a mounted sub-application searches from it
     # and finds no mount above the route, which the outer layer's search must not take.
-    key = (id(route), id(apps[0]))
+    prefixes = _known_prefixes(route, apps[0], lambda: _prefixes_of(route, apps))
+    if not prefixes and apps[-1] is not None and apps[-1] is not apps[0]:
+        app = apps[-1]
+        prefixes = _known_prefixes(app, apps[0], lambda: _prefixes_of_app(app, apps[0]))
+    if not prefixes:
+        return None
+    return prefixes[0] if len(prefixes) == 1 else _prefix_taken(prefixes, _mounted_path(scope))
+
+
+def _known_prefixes(
+    target: object, origin: object, find: Callable[[], tuple[str, ...]]
+) -> tuple[str, ...]:
+    """The mount templates leading from ``origin`` to ``target``, found once by ``find``."""
+    key = (id(target), id(origin))
     known = _mount_prefixes.get(key)
-    if known is None or known[0] is not route or known[1] is not apps[0]:
-        prefixes = _prefixes_of(route, apps)
+    if known is None or known[0] is not target or known[1] is not origin:
+        prefixes = find()
         if not prefixes:
-            return None
+            return ()
         if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
             _mount_prefixes.clear()
-        known = _mount_prefixes[key] = (route, apps[0], prefixes)
-    prefixes = known[2]
-    return prefixes[0] if len(prefixes) == 1 else _prefix_taken(prefixes, _mounted_path(scope))
+        known = _mount_prefixes[key] = (target, origin, prefixes)
+    return known[2]
 
 
 def _prefixes_of(route: object, apps: tuple[object, ...]) -> tuple[str, ...]:
@@ -406,6 +455,42 @@ def _find_route(routes: object, route: object, prefix: str, depth: int, found: l
             path = getattr(candidate, "path", "")  # a Host has none
             below = prefix + path if isinstance(path, str) else prefix
             _find_route(inner, route, below, depth + 1, found)
+
+
+def _prefixes_of_app(app: object, top: object) -> tuple[str, ...]:
+    found: list[str] = []
+    _find_mount(_routes_of(top), app, "", 0, found)
+    return tuple(found)
+
+
+def _find_mount(routes: object, app: object, prefix: str, depth: int, found: list[str]) -> None:
+    """Add to ``found`` the templates of the mounts of ``app`` (through the middleware around
+    it) in ``routes``, under the mounts that hold them."""
+    if not isinstance(routes, list) or depth > _MAX_MOUNT_DEPTH:
+        return
+    for candidate in routes:
+        if len(found) >= _MAX_MOUNTS_OF_A_ROUTE:
+            return
+        path = getattr(candidate, "path", "")  # a Host has none
+        below = prefix + path if isinstance(path, str) else prefix
+        if _mounts(candidate, app):
+            found.append(below)
+            continue
+        inner = _routes_of(candidate)
+        if inner:
+            _find_mount(inner, app, below, depth + 1, found)
+
+
+def _mounts(route: object, app: object) -> bool:
+    """Whether ``route`` is a mount of ``app``, directly or through middleware around it."""
+    mounted = getattr(route, "app", None)
+    for _ in range(_MAX_WRAPPERS):
+        if mounted is None:
+            return False
+        if mounted is app:
+            return True
+        mounted = getattr(mounted, "app", None)
+    return False
 
 
 def _mounted_path(scope: Scope) -> str:
@@ -463,8 +548,8 @@ _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[A-Za-z_][A-Za-z0-9_]*\}")
 _plain_templates: dict[str, str] = {}
 # A parameter in a template, with or without its convertor: {tenant}, {name:path}.
 _PARAMETER = re.compile(r"\{[^{}]*\}")
-# (route, app searched from), by ids (both kept to tell a reused id) -> the templates of the
-# mounts above the route.
+# (route, or an application mounted, and app searched from), by ids (both kept to tell a reused
+# id) -> the templates of the mounts above it.
 _mount_prefixes: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
 # Mount template -> a pattern of the paths it matches (templates of routes under two mounts).
 _prefix_patterns: dict[str, re.Pattern[str]] = {}

@@ -1,0 +1,89 @@
+"""Route names under FastAPI's own router (0.16x), which leaves Starlette's ``scope["route"]``
+unset for every route that is not an ``APIRoute`` (its ``/docs``, ``/openapi.json``,
+``app.add_route``, ``app.mount("/static", StaticFiles(...))``) and sets it to the router's own
+``APIRoute`` for a router included with a prefix (``include_router(api, prefix="/api")``), whose
+template lacks that prefix. Users saw ``GET`` spans and ``_unmatched`` metrics for pages that
+answered 200, ``GET /things/{thing_id}`` for both ``/api/…`` and ``/v2/…``, and a FastAPI
+app's routers mounted under ``/v1`` named without ``/v1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from fastapi import APIRouter, FastAPI
+from loopback import start_uvicorn
+from prometheus_client import CollectorRegistry
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.staticfiles import StaticFiles
+
+from tracekit import asgi
+
+
+async def plain(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("plain")
+
+
+def _api(static: Path) -> FastAPI:
+    # FastAPI's own span off: tracekit's SERVER span is the one users get
+    app = FastAPI(telemetry={"tracing": False})
+    things = APIRouter()
+
+    @things.get("/things/{thing_id}")
+    def thing(thing_id: int) -> dict[str, int]:
+        return {"thing": thing_id}
+
+    app.include_router(things, prefix="/api")
+    app.include_router(things, prefix="/v2")
+    app.add_route("/plain/{kind}", plain)
+    app.mount("/static", StaticFiles(directory=static))
+    return app
+
+
+@pytest.fixture
+def static(tmp_path: Path) -> Path:
+    (tmp_path / "a.txt").write_text("a")
+    return tmp_path
+
+
+def test_fastapi_routes_are_named_by_their_whole_template(
+    wait_for_spans: Any, static: Path
+) -> None:
+    registry = CollectorRegistry()
+    app = _api(static)
+    app.mount("/v1", _api(static))
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-routes")
+    url, stop = start_uvicorn(app)
+    expected = {
+        "/api/things/1": (200, "/api/things/{thing_id}"),
+        "/v2/things/2": (200, "/v2/things/{thing_id}"),
+        "/docs": (200, "/docs"),
+        "/openapi.json": (200, "/openapi.json"),
+        "/plain/a": (200, "/plain/{kind}"),
+        "/static/a.txt": (200, "/static"),
+        "/v1/api/things/3": (200, "/v1/api/things/{thing_id}"),
+        "/v1/docs": (200, "/v1/docs"),
+        "/v1/static/a.txt": (200, "/v1/static"),
+        "/v1/typo": (404, None),
+        "/typo": (404, None),
+    }
+
+    try:
+        answered = {path: requests.get(url + path, timeout=10).status_code for path in expected}
+    finally:
+        stop()
+
+    assert answered == {path: status for path, (status, _) in expected.items()}
+    spans = wait_for_spans(len(expected))
+    named = {span.attributes["url.path"]: (span.name, span.attributes.get("http.route"))
+             for span in spans}  # fmt: skip
+    assert named == {
+        path: (f"GET {route}" if route else "GET", route) for path, (_, route) in expected.items()
+    }
+    labelled = {sample.labels["http_route"] for metric in registry.collect()
+                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
+    assert labelled == {route or "_unmatched" for _, route in expected.values()}
