@@ -468,6 +468,29 @@ def test_an_aiohttp_session_made_before_a_reinstrument_is_traced_again(
     assert again["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
 
 
+def test_an_aiohttp_session_made_before_tracekit_is_traced(
+    echo_url: str, wait_for_spans: Any
+) -> None:
+    """A session made before ``tracekit.init()`` (at import, by a library's client) sent no
+    trace headers and no correlation ID, and had no span, while requests' and httpx's clients
+    made then were traced: the next service's logs lost the request."""
+
+    async def go() -> dict[str, str]:
+        async with aiohttp.ClientSession() as session:
+            tracekit.instrumentation.instrument(["aiohttp"])
+            try:
+                async with session.get(echo_url) as response:
+                    return json.loads(await response.read())
+            finally:
+                tracekit.uninstrument()
+
+    seen = _run(go())
+
+    (span,) = wait_for_spans(1)
+    assert span.kind is SpanKind.CLIENT
+    assert seen["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+
+
 def test_instrument_twice_wraps_once(http_clients: None) -> None:
     first = httpx.Client.__dict__["send"]
     tracekit.instrumentation.instrument(["httpx"])

@@ -1,7 +1,8 @@
 """aiohttp client: CLIENT spans through aiohttp's own ``TraceConfig`` extension point.
 
 Every ``ClientSession`` created while instrumented gets tracekit's ``TraceConfig`` appended to its
-``trace_configs``. The hooks open the span and inject context into the request headers on
+``trace_configs``, and a session made before (at import, by a library) gets it at its next request.
+The hooks open the span and inject context into the request headers on
 ``on_request_start`` and close it on ``on_request_end``/``on_request_exception``; sessions created
 before ``uninstrument()`` keep the hooks but they do nothing until tracekit is instrumented again.
 """
@@ -37,7 +38,10 @@ class AiohttpInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         AiohttpInstrumentor._latest = self
-        self.wrap(module.ClientSession, "__init__", _with_trace_config(_shared_config(module)))
+        trace_config = _shared_config(module)
+        self.wrap(module.ClientSession, "__init__", _with_trace_config(trace_config))
+        # A session made before tracekit (at import, by a library) gets it at its next request.
+        self.wrap(module.ClientSession, "_request", _adopting(trace_config))
 
 
 def _shared_config(module: ModuleType) -> Any:
@@ -63,6 +67,23 @@ def _with_trace_config(trace_config: Any) -> Callable[..., Any]:
         return wrapped(*args, **kwargs)
 
     return init
+
+
+def _adopting(trace_config: Any) -> Callable[..., Any]:
+    def request(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        try:
+            configs = instance.trace_configs
+            if trace_config not in configs:
+                trace_config.freeze()  # as the session's own constructor freezes its configs
+                # a new list: the one the session holds may be the caller's, shared
+                instance._trace_configs = [*configs, trace_config]
+        except Exception as error:
+            report_once("aiohttp session", error)
+        return wrapped(*args, **kwargs)
+
+    return request
 
 
 def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
