@@ -362,13 +362,18 @@ def _route_of_endpoint(scope: Scope) -> object:
     routes = _routes_of(scope.get("app")) if endpoint is not None else None
     if not isinstance(routes, list):
         return None
-    for candidate in routes:
-        # a route by its endpoint; a mount (``StaticFiles``) by the app it mounts
-        if endpoint is getattr(candidate, "endpoint", None) or endpoint is getattr(
-            candidate, "app", None
-        ):
-            return candidate
-    return None
+    # a route by its endpoint; a mount (``StaticFiles``) by the app it mounts
+    found = [route for route in routes if endpoint is getattr(route, "endpoint", None)
+             or endpoint is getattr(route, "app", None)]  # fmt: skip
+    if len(found) > 1:  # one endpoint under several paths: the one the request's path matches
+        path = _below_root(scope)
+        found = [route for route in found if _matches_path(route, path)] or found
+    return found[0] if found else None
+
+
+def _matches_path(route: object, path: str) -> bool:
+    pattern = getattr(route, "path_regex", None)
+    return isinstance(pattern, re.Pattern) and pattern.match(path) is not None
 
 
 def _routes_further(route: object) -> bool:

@@ -40,6 +40,7 @@ def _api(static: Path) -> FastAPI:
     app.include_router(things, prefix="/api")
     app.include_router(things, prefix="/v2")
     app.add_route("/plain/{kind}", plain)
+    app.add_route("/healthz", plain)  # one endpoint, two routes
     app.mount("/static", StaticFiles(directory=static))
     return app
 
@@ -64,9 +65,11 @@ def test_fastapi_routes_are_named_by_their_whole_template(
         "/docs": (200, "/docs"),
         "/openapi.json": (200, "/openapi.json"),
         "/plain/a": (200, "/plain/{kind}"),
+        "/healthz": (200, "/healthz"),
         "/static/a.txt": (200, "/static"),
         "/v1/api/things/3": (200, "/v1/api/things/{thing_id}"),
         "/v1/docs": (200, "/v1/docs"),
+        "/v1/healthz": (200, "/v1/healthz"),
         "/v1/static/a.txt": (200, "/v1/static"),
         "/v1/typo": (404, None),
         "/typo": (404, None),
