@@ -229,14 +229,14 @@ class TracekitMiddleware(OptionsReadLate):
             elif error is not None and _client_closed_websocket(error):
                 error = None  # how a WebSocket connection ends: no server error either
             # a response that has gone was routed already (complete): no second lookup
-            route = None if request.completed else _route(scope, top)
+            route = None if request.completed else _route(scope, top, request.route)
             self._requests.finish(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
     def _responded(self, request: ActiveRequest, scope: Scope, top: object) -> None:
         try:
-            self._requests.responded(request, _route(scope, top))
+            self._requests.responded(request, _route(scope, top, request.route))
         except Exception as exc:
             report_once("asgi request finish", exc)
 
@@ -318,9 +318,11 @@ def _below_root(scope: Scope) -> str:
     return path
 
 
-def _route(scope: Scope, top: object) -> str | None:
+def _route(scope: Scope, top: object, inner: str | None = None) -> str | None:
     """The matched route template that Starlette/FastAPI routing left in the scope, under the
-    templates of the mounts it was found through, without parameter convertors.
+    templates of the mounts it was found through, without parameter convertors. A mount of an
+    application Starlette does not route (a Flask app in ``WSGIMiddleware``) is followed by
+    ``inner``, the route a tracekit layer inside that application reported.
 
     The scope names only the innermost route; its ``root_path`` holds what the mounts matched
     in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
@@ -336,6 +338,8 @@ def _route(scope: Scope, top: object) -> str | None:
             return None  # a 404 below the mount: no route matched, as at the top level
         prefix = _mount_prefix(route, scope, top, scope.get("app"))
         template = template if prefix is None else prefix + template
+        if inner is not None and inner.startswith("/") and _is_mount(route):
+            template = template.rstrip("/") + inner
     return template if ":" not in template else _without_convertors(template)
 
 
@@ -374,6 +378,12 @@ def _route_of_endpoint(scope: Scope) -> object:
 def _matches_path(route: object, path: str) -> bool:
     pattern = getattr(route, "path_regex", None)
     return isinstance(pattern, re.Pattern) and pattern.match(path) is not None
+
+
+def _is_mount(route: object) -> bool:
+    """Whether ``route`` is a mount (of an application Starlette routes no further, as
+    ``_routes_further`` told), rather than a route of its own."""
+    return isinstance(getattr(route, "routes", None), list)
 
 
 def _routes_further(route: object) -> bool:
