@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import traceback
@@ -466,7 +467,7 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
         provider.get_logger(name).emit(
             timestamp=int(record.created * 1e9),
             observed_timestamp=time_ns(),
-            context=otel_context.get_current(),
+            context=_record_context(record),
             severity_number=severity_number(record.levelno),
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
             body=_bounded_text(_message(record), MAX_MESSAGE),
@@ -476,6 +477,38 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
         report_once("log export", error)
         return False
     return True
+
+
+def _record_context(record: logging.LogRecord) -> otel_context.Context:
+    """The context ``record`` is exported in: the current one, or, where no span is current but
+    the record was stamped inside one (a ``LogExportHandler`` behind a ``QueueListener``, whose
+    thread is in no span), that span's. Its trace flags are not stamped: they stay unset."""
+    current = otel_context.get_current()
+    fields = record._tracekit_fields if isinstance(record, _Correlating) else record.__dict__
+    trace_id = fields.get("trace_id")
+    if trace_id is None or trace_id == EMPTY:  # outside spans, or not stamped: nothing to check
+        return current
+    if trace.get_current_span(current).get_span_context().is_valid:
+        return current
+    stamped = _stamped_span(trace_id, fields.get("span_id"))
+    if stamped is None:
+        return current
+    return trace.set_span_in_context(trace.NonRecordingSpan(stamped), current)
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _stamped_span(trace_id: object, span_id: object) -> trace.SpanContext | None:
+    """The span of a record's stamped ``trace_id`` and ``span_id`` (on a copy, what it carries,
+    ``extra=`` values included), None when they are not valid ids."""
+    if not isinstance(trace_id, str) or not isinstance(span_id, str):
+        return None
+    if not (_TRACE_ID.fullmatch(trace_id) and _SPAN_ID.fullmatch(span_id)):
+        return None
+    stamped = trace.SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False)
+    return stamped if stamped.is_valid else None
 
 
 def _message(record: logging.LogRecord) -> str:

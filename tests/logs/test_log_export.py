@@ -218,3 +218,46 @@ def test_text_utf8_cannot_hold_loses_neither_its_record_nor_the_batch(
     assert extra["customer"] == "\ufffdx" and extra["\ufffdx"] == 1
     assert failed["exception.message"] == "\ufffdx"
     assert str(failed["exception.stacktrace"]).endswith("ValueError: \ufffdx\n")
+
+
+def test_a_record_exported_behind_a_queue_listener_keeps_its_span(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """The stdlib's ``QueueHandler``/``QueueListener`` recipe with ``LogExportHandler`` on the
+    listener: the handler exported in the listener's thread, where no span is current, so the
+    record arrived without the trace and span it was logged in (only its correlation ID)."""
+    receiver, path = collector
+    _run_app(
+        """
+        import logging, logging.handlers, queue, tracekit
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from tracekit.logs import LogExportHandler
+        tracekit.init("shop", metrics_port=0, export_logs=False)
+        provider = LoggerProvider()
+        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+        records = queue.Queue()
+        listener = logging.handlers.QueueListener(records, LogExportHandler(provider))
+        logging.root.addHandler(logging.handlers.QueueHandler(records))
+        listener.start()
+        tracekit.correlation.set_correlation_id("order-5")
+        with trace.get_tracer("shop").start_as_current_span("charge"):
+            logging.getLogger("shop").warning("inside")
+        logging.getLogger("shop").warning("outside")
+        listener.stop()
+        provider.shutdown()
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    with Store(path) as store:
+        (charge,) = store.spans_by_correlation_id("order-5")
+        records = {r.body: r for r in store.logs_by_correlation_id("order-5")}
+    assert (records["inside"].trace_id, records["inside"].span_id) == (
+        charge.trace_id,
+        charge.span_id,
+    )
+    assert (records["outside"].trace_id, records["outside"].span_id) == (None, None)
