@@ -145,3 +145,39 @@ def test_a_span_with_a_lone_surrogate_loses_neither_itself_nor_its_batch(
     charge = next(s for s in spans if s.name.startswith("charge"))
     assert [e.name for e in charge.events] == ["retry \ufffdx"]
     assert (charge.status, charge.status_message) == ("ERROR", "declined \ufffdx")
+
+
+# The same text in attributes: the SDK's encoder dropped each such attribute (the span kept)
+# and printed its error with a traceback on the application's stderr.
+LONE_SURROGATE_ATTRIBUTES = """
+    import json, tracekit
+    from opentelemetry import trace
+    tracekit.init("shop")
+    name = json.loads('"\\\\ud800x"')
+    tracekit.correlation.set_correlation_id("order-9")
+    with trace.get_tracer("shop").start_as_current_span("charge") as span:
+        span.set_attribute("customer", name)
+        span.set_attribute("tags", ["vip", name])
+        span.add_event("retry", {"reason": name})
+    tracekit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_attribute_with_a_lone_surrogate_is_kept_with_a_replacement_character(
+    grpc_receiver: tuple[Receiver, Path], protocol: str
+) -> None:
+    receiver, store = grpc_receiver
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
+    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    result = _run(variables, script=LONE_SURROGATE_ATTRIBUTES)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    receiver.stop()
+    with Store(store) as source:
+        (charge,) = source.spans_by_correlation_id("order-9")
+    assert charge.attributes["customer"] == "\ufffdx"
+    assert charge.attributes["tags"] == ["vip", "\ufffdx"]
+    assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]

@@ -11,7 +11,9 @@ import importlib
 import logging
 import os
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -237,6 +239,7 @@ class WatchedSpanExporter(SpanExporter):
         self.watch = ExportWatch(
             "spans", self._exporters.endpoint, self.inner, resends_unencodable=True
         )
+        logging.getLogger(_ATTRIBUTE_ENCODER_LOGGER).addFilter(_unencodable_attribute)
 
     @property
     def inner(self) -> SpanExporter:
@@ -251,12 +254,15 @@ class WatchedSpanExporter(SpanExporter):
         request body that a span is named after) goes again with U+FFFD in its place: OTLP's
         protobuf cannot encode it, and the SDK dropped the whole batch, other requests' spans
         too. Looked for only once an export failed: the batch's text costs nothing to check
-        while exports succeed."""
+        while exports succeed. An attribute holding such text, which the SDK's encoder would
+        drop alone (with a traceback on stderr), fails the first attempt too
+        (``_refusing_unencodable_attributes``), so that it is sent with U+FFFD as well."""
         try:
-            result = self.inner.export(spans)
+            with _refusing_unencodable_attributes() as refused:
+                result = self.inner.export(spans)
         except UnicodeEncodeError:  # the gRPC exporter lets the encoder's error out
             result = SpanExportResult.FAILURE
-        if result is SpanExportResult.FAILURE and not all(map(_utf8_span, spans)):
+        if result is SpanExportResult.FAILURE and (refused or not all(map(_utf8_span, spans))):
             result = self.inner.export([_cleaned_span(span) for span in spans])
         self.watch.saw(result is SpanExportResult.FAILURE)
         return result
@@ -302,10 +308,46 @@ class WatchedLogExporter(LogRecordExporter):
 
 def _utf8_span(span: ReadableSpan) -> bool:
     """Whether every text of ``span`` that protobuf encodes whole (its name, its events' names,
-    its status) is UTF-8. Attributes are left out: the SDK's encoder drops one it cannot encode
-    alone, and keeps the span."""
+    its status) is UTF-8. Attributes are left out: the encoder's error line about one tells
+    (``_UnencodableAttribute``)."""
     texts = [span.name, span.status.description or "", *(event.name for event in span.events)]
     return all(clean_text(text) is text for text in texts)
+
+
+# The SDK's attribute encoder: it logs an attribute it cannot encode, then drops it.
+_ATTRIBUTE_ENCODER_LOGGER = "opentelemetry.exporter.otlp.proto.common._internal"
+_attempt = threading.local()
+
+
+@contextmanager
+def _refusing_unencodable_attributes() -> Iterator[list[bool]]:
+    """While it runs, an attribute the encoder cannot encode fails the whole export on this
+    thread (``_unencodable_attribute``) instead of being dropped; the list it yields is then
+    ``[True]``. Nothing is checked while exports succeed: only the encoder's error line runs
+    the filter."""
+    refused: list[bool] = []
+    _attempt.refused = refused
+    try:
+        yield refused
+    finally:
+        _attempt.refused = None
+
+
+class _UnencodableAttribute(logging.Filter):
+    """Raises the encoder's ``UnicodeEncodeError`` again, out of its "Failed to encode key"
+    line, during ``_refusing_unencodable_attributes``; passes every line through otherwise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = getattr(_attempt, "refused", None)
+        args = record.args if isinstance(record.args, tuple) else ()
+        error = next((a for a in args if isinstance(a, UnicodeEncodeError)), None)
+        if refused is None or error is None:
+            return True
+        refused.append(True)
+        raise error
+
+
+_unencodable_attribute = _UnencodableAttribute()
 
 
 def _cleaned_span(span: ReadableSpan) -> ReadableSpan:
