@@ -181,3 +181,59 @@ def test_an_attribute_with_a_lone_surrogate_is_kept_with_a_replacement_character
     assert charge.attributes["customer"] == "\ufffdx"
     assert charge.attributes["tags"] == ["vip", "\ufffdx"]
     assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]
+
+
+def _stored_names(store: Path) -> tuple[list[str], list[str]]:
+    with Store(store) as source:
+        spans = source.spans_since(0)
+        logs = source.logs_by_trace_ids({s.trace_id for s in spans})
+    return [s.name for s in spans], [str(r.body) for r in logs]
+
+
+# OTEL_EXPORTER_OTLP_TIMEOUT and OTEL_EXPORTER_OTLP_COMPRESSION (and their per-signal forms) as
+# a deployment may set them. Over gRPC the SDK's exporter raised out of init on a value it could
+# not read (a traceback, the application down), "none" compression (the specification's own
+# value) included; a timeout of zero or less, over either protocol, failed every export, with
+# tracekit's warning blaming an unreachable collector.
+@pytest.mark.parametrize(
+    ("protocol", "name", "value", "warning"),
+    [
+        ("grpc", "OTEL_EXPORTER_OTLP_TIMEOUT", "abc", "is not a number of seconds above 0"),
+        ("grpc", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "-1", "is not a number of seconds above 0"),
+        ("http/protobuf", "OTEL_EXPORTER_OTLP_TIMEOUT", "0", "is not a number of seconds above 0"),
+        ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "none", None),
+        ("grpc", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", None),
+        ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "is not gzip, deflate or none"),
+    ],
+)
+def test_an_exporter_setting_the_sdk_cannot_use_is_warned_of_and_export_goes_on(
+    grpc_receiver: tuple[Receiver, Path],
+    protocol: str,
+    name: str,
+    value: str,
+    warning: str | None,
+) -> None:
+    receiver, store = grpc_receiver
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
+    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    result = _run({**variables, name: value})
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    assert _stored_names(store) == (["charge"], ["card declined"])
+    used = "10 s" if warning and "seconds" in warning else "none"
+    warned = [] if warning is None else [f"tracekit: {name}={value!r} {warning}; using {used}"]
+    assert result.stderr.splitlines() == [*warned, "card declined"]  # the script's own line
+
+
+def test_a_per_signal_grpc_timeout_the_sdk_cannot_read_stops_init_naming_it() -> None:
+    """OpenTelemetry's gRPC exporter reads ``OTEL_EXPORTER_OTLP_<SIGNAL>_TIMEOUT`` itself, and
+    raises on a value that is not a number, whatever it is given: the one line names it."""
+    variables = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "5s"}
+    result = _run(variables)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "tracekit.config.ConfigError: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '5s' is not a number"
+        " of seconds, which OpenTelemetry's gRPC exporter needs"
+    )

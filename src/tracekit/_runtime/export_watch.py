@@ -28,6 +28,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
 from tracekit._runtime.guard import instrumentation_suppressed, without_url_secrets
+from tracekit._runtime.otlp_settings import exporter_arguments
 from tracekit._utf8 import clean_text, clean_value
 
 _log = logging.getLogger("tracekit")
@@ -64,7 +65,8 @@ def otlp_exporter(signal: str) -> tuple[Any, str]:
     # The exporter reads OTEL_EXPORTER_OTLP_HEADERS as it is made (it is made once per signal,
     # and addFilter adds one filter once).
     logging.getLogger(_HEADER_PARSER_LOGGER).addFilter(_header_values_hidden)
-    return getattr(module, class_name)(), otlp_endpoint(signal, protocol)
+    arguments = exporter_arguments(signal, protocol)
+    return getattr(module, class_name)(**arguments), otlp_endpoint(signal, protocol)
 
 
 # The SDK's parser of OTEL_EXPORTER_OTLP_HEADERS, which logs nothing but this warning.

@@ -1,0 +1,100 @@
+"""The OTLP exporter's timeout and compression, where their variables hold a value it cannot use.
+
+OpenTelemetry's exporters read ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]TIMEOUT`` and ``…_COMPRESSION``
+themselves, unevenly: over HTTP an unreadable value is warned of and replaced, over gRPC it
+raised out of the exporter's constructor and so out of ``init`` (``none``, the specification's
+own compression value, included), and a timeout of zero or less made every export fail, over
+either protocol, as if the collector were down. tracekit reads them first, as the HTTP exporter
+does (the per-signal variable, else the general one; an empty one is unset), and hands the
+exporter a value it can use, with one warning naming the variable where it replaced one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+from tracekit.config import ConfigError
+
+_log = logging.getLogger("tracekit")
+DEFAULT_TIMEOUT = 10.0  # seconds, the SDK's
+_GRPC_COMPRESSION = {"none": "NoCompression", "gzip": "Gzip", "deflate": "Deflate"}
+_warned: set[str] = set()
+
+
+def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
+    """Keyword arguments for ``signal``'s (``traces``, ``logs``) OTLP exporter in ``protocol``:
+    the timeout where a variable sets one, and over gRPC the compression."""
+    arguments: dict[str, Any] = {}
+    if protocol == "grpc":
+        _check_grpc_timeout(signal)
+        compression = _grpc_compression(signal)
+        if compression is not None:
+            arguments["compression"] = compression
+    timeout = _timeout(signal)
+    if timeout is not None:
+        arguments["timeout"] = timeout
+    return arguments
+
+
+def _setting(signal: str, setting: str) -> tuple[str, str] | None:
+    """The variable that sets ``setting`` for ``signal`` and its value, per-signal first."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_{setting}", f"OTEL_EXPORTER_OTLP_{setting}"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _timeout(signal: str) -> float | None:
+    found = _setting(signal, "TIMEOUT")
+    if found is None:
+        return None
+    name, value = found
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if math.isfinite(seconds) and seconds > 0:
+        return seconds
+    _warn_once(name, value, "is not a number of seconds above 0", "10 s")
+    return DEFAULT_TIMEOUT
+
+
+def _check_grpc_timeout(signal: str) -> None:
+    """The gRPC exporter reads its per-signal timeout itself, whatever it is given, and raises
+    on one that is not a number: a line naming the variable instead of its traceback."""
+    name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_TIMEOUT"
+    value = os.environ.get(name)
+    if value is None:
+        return
+    try:
+        float(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name}: {value[:40]!r} is not a number of seconds,"
+            " which OpenTelemetry's gRPC exporter needs"
+        ) from None
+
+
+def _grpc_compression(signal: str) -> Any:
+    found = _setting(signal, "COMPRESSION")
+    if found is None:
+        return None
+    import grpc
+
+    name, value = found
+    member = _GRPC_COMPRESSION.get(value.lower())
+    if member is None:
+        _warn_once(name, value, "is not gzip, deflate or none", "none")
+        member = "NoCompression"
+    return getattr(grpc.Compression, member)
+
+
+def _warn_once(name: str, value: str, problem: str, used: str) -> None:
+    """One warning a variable (both signals' exporters read the general one)."""
+    if name not in _warned:
+        _warned.add(name)
+        _log.warning("tracekit: %s=%r %s; using %s", name, value[:40], problem, used)
