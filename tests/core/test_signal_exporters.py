@@ -154,3 +154,25 @@ def test_otel_metrics_exporter_none_serves_no_metrics_port(value: str) -> None:
 @pytest.mark.parametrize("value", ["prometheus", "otlp", ""])
 def test_other_metrics_exporter_names_keep_the_metrics_port(value: str) -> None:
     assert _serves_metrics(OTEL_METRICS_EXPORTER=value)
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "on"])
+def test_an_otel_sdk_disabled_other_than_true_or_false_is_warned_of(
+    tmp_path: Path, value: str
+) -> None:
+    """Only ``true`` turns the SDK off (OpenTelemetry's rule: any other value is false, with a
+    warning). ``OTEL_SDK_DISABLED=1`` left telemetry on without a word."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    store = tmp_path / "t.db"
+    env = {**clean, "OTEL_SDK_DISABLED": value, "TRACEKIT_METRICS_PORT": "0",
+           "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store)}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT)], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"tracekit: OTEL_SDK_DISABLED={value!r} is neither true nor false; telemetry stays on"
+        " (only true turns it off)",
+        "card declined",
+    ]
+    assert _stored(store) == (["charge"], ["card declined"])

@@ -113,6 +113,7 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
             _log.debug("tracekit.init() called again; keeping the first configuration")
             return running.options
         opts = config.resolve(service_name, **options)
+        _warn_if_sdk_disabled_unclear()
         runtime = state.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
         state.activate(runtime)
@@ -124,6 +125,18 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
             runtime.stop()
             raise
         return opts
+
+
+def _warn_if_sdk_disabled_unclear() -> None:
+    """Only ``true`` (any case) turns the SDK off; OpenTelemetry reads any other value as false
+    and asks for a warning: ``OTEL_SDK_DISABLED=1`` is meant to turn it off, and does not."""
+    value = os.environ.get("OTEL_SDK_DISABLED", "").strip()
+    if value.lower() not in ("", "true", "false"):
+        _log.warning(
+            "tracekit: OTEL_SDK_DISABLED=%r is neither true nor false; telemetry stays on"
+            " (only true turns it off)",
+            value[:40],
+        )
 
 
 def _start(runtime: state.Runtime, opts: config.Options) -> None:
