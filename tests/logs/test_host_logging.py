@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from loopback import free_port
 
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
 
@@ -288,6 +289,31 @@ def test_the_sdks_warning_on_a_malformed_otlp_header_names_it_without_its_value(
     )
     warnings = [line for line in result.stderr.splitlines() if "Header format invalid" in line]
     assert [line.rsplit(": ", 1)[1] for line in warnings] == ["Authorization=…", "…"] * 2
+    assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
+
+
+def test_an_otlp_header_value_the_http_client_refuses_is_not_quoted_in_the_failure_line(
+    tmp_path: Path,
+) -> None:
+    """A header value holding a line break once decoded (``%0A`` in a pasted token) makes the
+    HTTP client refuse every export, and the SDK's failure line quoted the value whole: the
+    token, in the application's log."""
+    with Receiver(Store(tmp_path / "collector.db"), ReceiverConfig(port=0)) as receiver:
+        result = run_python(
+            """
+            import tracekit
+            from opentelemetry import trace
+            tracekit.init("shop", metrics_port=0, logs=False)
+            trace.get_tracer("t").start_span("work").end()
+            tracekit.shutdown()
+            """,
+            tmp_path,
+            TRACEKIT_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+            OTEL_EXPORTER_OTLP_HEADERS="authorization=Bearer%20tok1%0Atok2",
+        )
+    failures = [line for line in result.stderr.splitlines() if "header value" in line]
+    assert failures and all(line.endswith("in header value: …") for line in failures), failures
     assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
 
 

@@ -183,15 +183,21 @@ def _encoding_error(record: logging.LogRecord) -> bool:
 _BARE_USERINFO = re.compile(r"[^\s/@'\"]{1,256}@(?=[^\s@'\"])")
 
 
+# The HTTP client's refusal of a header value it cannot send (a line break in a token) quotes it.
+_HEADER_VALUE = re.compile(r"(in header value: ).+", re.DOTALL)
+
+
 def _cut_url_secrets(record: logging.LogRecord) -> None:
     """Rewrite ``record``'s message without URL queries and credentials: the SDK's retry and
     failure lines quote the HTTP client's error, which names the request's URL whole
-    (``…with url: /v1/traces?api_key=…``), or the gRPC endpoint with its userinfo."""
+    (``…with url: /v1/traces?api_key=…``), or the gRPC endpoint with its userinfo, or an
+    ``OTEL_EXPORTER_OTLP_HEADERS`` value it refused (``…in header value: 'Bearer …'``)."""
     try:
         message = record.getMessage()
     except Exception:  # a line the SDK cannot format: the handler reports it as it would
         return
     redacted = _BARE_USERINFO.sub("", without_url_secrets(message))
+    redacted = _HEADER_VALUE.sub(r"\1…", redacted)
     if redacted != message:
         record.msg, record.args = redacted, ()
 
