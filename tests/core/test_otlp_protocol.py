@@ -237,3 +237,27 @@ def test_a_per_signal_grpc_timeout_the_sdk_cannot_read_stops_init_naming_it() ->
         "tracekit.config.ConfigError: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '5s' is not a number"
         " of seconds, which OpenTelemetry's gRPC exporter needs"
     )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT",),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+    ],
+    ids=["general", "per signal"],
+)
+def test_an_otlp_http_endpoint_with_spaces_around_it_is_sent_to(
+    grpc_receiver: tuple[Receiver, Path], names: tuple[str, ...]
+) -> None:
+    """``OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 `` (a space an env file kept): the
+    HTTP exporter failed every export on the host "collector:4318 ", under tracekit's warning
+    naming the endpoint without the space, which looked right."""
+    receiver, store = grpc_receiver
+    paths = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "/v1/traces"}
+    paths["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"] = "/v1/logs"
+    result = _run({name: f" {receiver.endpoint}{paths.get(name, '')} " for name in names})
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    assert _stored_names(store) == (["charge"], ["card declined"])
+    assert result.stderr.splitlines() == ["card declined"]  # the script's own line

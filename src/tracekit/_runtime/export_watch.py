@@ -28,24 +28,17 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
 from tracekit._runtime.guard import instrumentation_suppressed, without_url_secrets
-from tracekit._runtime.otlp_settings import exporter_arguments
+from tracekit._runtime.otlp_settings import endpoint, exporter_arguments
 from tracekit._utf8 import clean_text, clean_value
 
 _log = logging.getLogger("tracekit")
 T = TypeVar("T")
-DEFAULT_ENDPOINT = "http://localhost:4318"
-DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 
 
 def otlp_endpoint(signal: str, protocol: str) -> str:
-    """Where the OTLP exporter sends ``signal`` (traces, logs), by the SDK's variables."""
-    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
-    if specific:
-        return _without_credentials(specific)
-    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    if protocol == "grpc":  # one endpoint for every signal, no path
-        return _without_credentials(base or DEFAULT_GRPC_ENDPOINT)
-    return _without_credentials(f"{(base or DEFAULT_ENDPOINT).rstrip('/')}/v1/{signal}")
+    """Where the OTLP exporter sends ``signal`` (traces, logs), by the SDK's variables, for a
+    log line (without credentials)."""
+    return _without_credentials(endpoint(signal, protocol))
 
 
 def otlp_exporter(signal: str) -> tuple[Any, str]:

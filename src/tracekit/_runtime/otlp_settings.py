@@ -1,4 +1,4 @@
-"""The OTLP exporter's timeout and compression, where their variables hold a value it cannot use.
+"""The OTLP exporter's endpoint, timeout and compression, read from OpenTelemetry's variables.
 
 OpenTelemetry's exporters read ``OTEL_EXPORTER_OTLP_[<SIGNAL>_]TIMEOUT`` and ``…_COMPRESSION``
 themselves, unevenly: over HTTP an unreadable value is warned of and replaced, over gRPC it
@@ -7,6 +7,9 @@ own compression value, included), and a timeout of zero or less made every expor
 either protocol, as if the collector were down. tracekit reads them first, as the HTTP exporter
 does (the per-signal variable, else the general one; an empty one is unset), and hands the
 exporter a value it can use, with one warning naming the variable where it replaced one.
+
+The HTTP exporter's endpoint is handed over too, without the spaces around it that an env file
+may leave: the SDK kept them, and every export failed on a host name ending in a space.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from tracekit.config import ConfigError
 
 _log = logging.getLogger("tracekit")
+DEFAULT_ENDPOINT = "http://localhost:4318"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_TIMEOUT = 10.0  # seconds, the SDK's
 _GRPC_COMPRESSION = {"none": "NoCompression", "gzip": "Gzip", "deflate": "Deflate"}
 _warned: set[str] = set()
@@ -26,9 +31,11 @@ _warned: set[str] = set()
 
 def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
     """Keyword arguments for ``signal``'s (``traces``, ``logs``) OTLP exporter in ``protocol``:
-    the timeout where a variable sets one, and over gRPC the compression."""
+    the timeout where a variable sets one; over HTTP the endpoint, over gRPC the compression."""
     arguments: dict[str, Any] = {}
-    if protocol == "grpc":
+    if protocol != "grpc":
+        arguments["endpoint"] = endpoint(signal, protocol)
+    else:
         _check_grpc_timeout(signal)
         compression = _grpc_compression(signal)
         if compression is not None:
@@ -37,6 +44,19 @@ def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
     if timeout is not None:
         arguments["timeout"] = timeout
     return arguments
+
+
+def endpoint(signal: str, protocol: str) -> str:
+    """Where the exporter sends ``signal``: the per-signal variable as it is, else over HTTP
+    the general one (or the default) with ``/v1/<signal>`` appended, as the SDKs do; over gRPC
+    one endpoint serves every signal, without a path."""
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
+    if specific:
+        return specific
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if protocol == "grpc":
+        return base or DEFAULT_GRPC_ENDPOINT
+    return f"{(base or DEFAULT_ENDPOINT).rstrip('/')}/v1/{signal}"
 
 
 def _setting(signal: str, setting: str) -> tuple[str, str] | None:
