@@ -261,3 +261,25 @@ def test_an_otlp_http_endpoint_with_spaces_around_it_is_sent_to(
     receiver.stop()
     assert _stored_names(store) == (["charge"], ["card declined"])
     assert result.stderr.splitlines() == ["card declined"]  # the script's own line
+
+
+def test_a_resource_attribute_not_in_utf8_is_kept_with_a_replacement_character(
+    grpc_receiver: tuple[Receiver, Path],
+) -> None:
+    """``OTEL_RESOURCE_ATTRIBUTES`` holding a byte that is not UTF-8 (Python reads it as a lone
+    surrogate): the SDK's encoder dropped the attribute from every batch of spans and logs,
+    each time with a traceback on the application's stderr."""
+    receiver, store = grpc_receiver
+    variables = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_RESOURCE_ATTRIBUTES": "team=caf\udce9,region=eu",  # b"caf\xe9": Latin-1's é
+    }
+    result = _run(variables)
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    assert result.stderr.splitlines() == ["card declined"]  # the script's own line
+    with Store(store) as source:
+        (span,) = source.spans_since(0)
+        (record,) = source.logs_by_trace_ids({span.trace_id})
+    assert (span.resource["team"], span.resource["region"]) == ("caf\ufffd", "eu")
+    assert record.resource["team"] == "caf\ufffd"

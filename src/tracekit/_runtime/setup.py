@@ -33,6 +33,7 @@ from tracekit import (
 )
 from tracekit._runtime import lifecycle, state
 from tracekit._runtime.guard import error_message, report_once
+from tracekit._utf8 import clean_text, clean_value
 from tracekit.records import MAX_SPAN_LINKS
 
 _log = logging.getLogger("tracekit")
@@ -65,11 +66,21 @@ def build_resource(options: config.Options) -> Resource:
     if options.environment:
         attributes["deployment.environment.name"] = options.environment
         attributes["deployment.environment"] = options.environment  # pre-1.27 name, still common
-    resource = Resource.create(attributes)
+    resource = _utf8_resource(Resource.create(attributes))
     if "host.name" in resource.attributes:
         return resource
     # Spans of services on one host share a clock: path reconstruction never "fixes" skew there.
     return resource.merge(Resource({"host.name": socket.gethostname()}))
+
+
+def _utf8_resource(resource: Resource) -> Resource:
+    """``resource`` with its text UTF-8 can hold (``clean_text``): ``OTEL_RESOURCE_ATTRIBUTES``
+    may hold a byte that is not UTF-8, which Python reads as a lone surrogate, and OTLP's
+    encoder dropped that attribute from every batch, with a traceback on stderr each time."""
+    cleaned = {clean_text(k): clean_value(v) for k, v in resource.attributes.items()}
+    if cleaned == dict(resource.attributes):
+        return resource
+    return Resource(cleaned, resource.schema_url)  # type: ignore[arg-type]  # values kept
 
 
 def build_exporter(options: config.Options) -> SpanExporter | None:
