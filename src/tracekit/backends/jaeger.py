@@ -62,10 +62,10 @@ MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces
 # (a consumer quicker than its publish is moved into it, warnings become span attributes); an
 # earlier Jaeger adjusts nothing here and ignores the parameter, as every api_v3 release does
 # a parameter it does not know
-RAW_TRACE = {"raw_traces": "true"}
-RAW_SEARCH = {"query.raw_traces": "true"}
+_RAW_TRACE = {"raw_traces": "true"}
+_RAW_SEARCH = {"query.raw_traces": "true"}
 # told of a search answer holding as many traces as tracekit asks for: the service, the spans
-Capped = Callable[[str, list[SpanRecord]], None]
+_Capped = Callable[[str, list[SpanRecord]], None]
 
 
 def rfc3339(unix_seconds: float) -> str:
@@ -265,7 +265,7 @@ class JaegerSource(RemoteSource):
         return sorted({s for s in listed if _is_name(s)})
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
-        return self._spans(self._get(f"/api/v3/traces/{trace_id}", RAW_TRACE))
+        return self._spans(self._get(f"/api/v3/traces/{trace_id}", _RAW_TRACE))
 
     def _search_within_budget(
         self, services: list[str], since: float, limit: int, min_duration_ms: float | None
@@ -288,7 +288,7 @@ class JaegerSource(RemoteSource):
     def _searches(
         self, services: list[str], attributes: dict[str, str], since: float, *,
         limit: int = MAX_TRACES_PER_SEARCH, min_duration_ms: float | None = None,
-        capped: Capped | None = None,
+        capped: _Capped | None = None,
     ) -> Iterator[list[SpanRecord]]:  # fmt: skip
         """The spans of each service's search answer, one answer at a time, less the traces an
         earlier answer held (Jaeger answers whole traces, whichever service found them).
@@ -461,7 +461,7 @@ def _search_params(
     """api_v3 search parameters (the snake_case names every api_v3 release accepts)."""
     params = {"query.service_name": service, "query.start_time_min": rfc3339(window[0]),
               "query.start_time_max": rfc3339(window[1]),
-              "query.num_traces": str(limit), **RAW_SEARCH}  # fmt: skip
+              "query.num_traces": str(limit), **_RAW_SEARCH}  # fmt: skip
     if attributes:
         params["query.attributes"] = json.dumps(attributes)
     if min_ms is not None:
