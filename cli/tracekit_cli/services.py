@@ -6,7 +6,7 @@ import time
 
 import click
 
-from tracekit.records import BackendError, SpanRecord, SpanSource
+from tracekit.records import BackendError, HopSample, HopSampleSource, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -39,7 +39,7 @@ def services(
     output_format: str | None, since: str, service: str | None,
 ) -> None:  # fmt: skip
     """Show the service map: edges with type, calls, error rate, p50 and p95 latency."""
-    from tracekit.path import service_map
+    from tracekit.path import edges_from_samples
 
     since_ns = parse_since(since)
     if since_ns is None:  # (the epoch, 0, is a time like any other)
@@ -47,7 +47,7 @@ def services(
     require_jaeger_for_service(service, jaeger)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
-        edges = service_map(_newest_spans(source, since_ns, since))
+        edges = edges_from_samples(_window_samples(source, since_ns, since))
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     chosen = resolve_format(output_format)
@@ -65,12 +65,18 @@ def services(
         emit_rich(lambda console: rich_view.render_edges(console, edges), NARROWEST_READ_VIEW)
 
 
-def _newest_spans(source: SpanSource, since_ns: int, since: str) -> list[SpanRecord]:
-    """The window's spans; past ``MAX_SPANS``, the newest of them and a warning that says so."""
+def _window_samples(source: SpanSource, since_ns: int, since: str) -> list[HopSample]:
+    """The window's calls; past ``MAX_SPANS`` spans, those among the newest and a warning that
+    says so. (The store finds them itself; from another backend, in the spans it answers.)"""
+    from tracekit.path import hop_samples
     from tracekit.records import newest_spans
 
-    spans = newest_spans(source, since_ns, MAX_SPANS + 1)
-    if len(spans) > MAX_SPANS:
+    if isinstance(source, HopSampleSource):
+        samples, more = source.newest_hop_samples(since_ns, limit=MAX_SPANS)
+    else:
+        spans = newest_spans(source, since_ns, MAX_SPANS + 1)
+        samples, more = hop_samples(spans[-MAX_SPANS:]), len(spans) > MAX_SPANS
+    if more:
         warn(f"more than {MAX_SPANS} spans since {since}: the map covers only the newest "
              f"{MAX_SPANS} (narrow --since)")  # fmt: skip
-    return spans[-MAX_SPANS:]
+    return samples

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 from tracekit import semconv
 
@@ -29,6 +29,8 @@ __all__ = [
     "Attributes",
     "BackendError",
     "CorrelatedLogSource",
+    "HopSample",
+    "HopSampleSource",
     "LimitedSpanSource",
     "LogRecordData",
     "RequestSummary",
@@ -203,6 +205,31 @@ class SpanSource(Protocol):
 
     def spans_since(self, since_unix_nano: int, *, limit: int = 100_000) -> list[SpanRecord]:
         """Spans that started at or after ``since_unix_nano`` (for the service map)."""
+        ...
+
+
+class HopSample(NamedTuple):
+    """One call between two services, as the service map counts it
+    (``tracekit.path.service_map``): who called whom, over what, how long, and whether either
+    side failed."""
+
+    from_service: str
+    to_service: str
+    type: str  # "http" | "messaging"
+    latency_ms: float
+    error: bool
+
+
+@runtime_checkable
+class HopSampleSource(Protocol):
+    """A read backend that finds the service map's calls itself, without handing over every
+    span of the window (the embedded store: ``tracekit services`` over 200,000 spans)."""
+
+    def newest_hop_samples(
+        self, since_unix_nano: int, *, limit: int
+    ) -> tuple[list[HopSample], bool]:
+        """The calls ``service_map`` finds among the ``limit`` spans that started last, at or
+        after ``since_unix_nano``; and whether the window holds more spans than that."""
         ...
 
 

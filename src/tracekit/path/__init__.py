@@ -11,7 +11,7 @@ from tracekit.path.build import build_log_path, build_path, error_message
 from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id, trace_id_of
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
-from tracekit.path.servicemap import ServiceEdge, service_map
+from tracekit.path.servicemap import ServiceEdge, edges_from_samples, hop_samples, service_map
 from tracekit.records import CorrelatedLogSource, LogRecordData, SpanSource
 
 __all__ = [
@@ -26,7 +26,9 @@ __all__ = [
     "ServiceEdge",
     "build_path",
     "collect",
+    "edges_from_samples",
     "error_message",
+    "hop_samples",
     "load_schema",
     "looks_like_trace_id",
     "reconstruct",

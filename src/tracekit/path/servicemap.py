@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracekit.path.hops import calling_span, hop_type
-from tracekit.records import SpanRecord
+from tracekit.records import HopSample, SpanRecord
 
-__all__ = ["ServiceEdge", "percentile", "service_map"]
+__all__ = ["ServiceEdge", "edges_from_samples", "hop_samples", "percentile", "service_map"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,16 +59,31 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 def service_map(spans: Iterable[SpanRecord]) -> list[ServiceEdge]:
     """Edges between services, busiest first."""
+    return edges_from_samples(hop_samples(spans))
+
+
+def hop_samples(spans: Iterable[SpanRecord]) -> list[HopSample]:
+    """Every call between services among ``spans`` (a sender or receiver not among them is no
+    call), one sample each."""
     records = list(spans)
     by_key = {(s.trace_id, s.span_id): s for s in records}
-    samples: dict[tuple[str, str, str], list[tuple[float, bool]]] = {}
+    samples: list[HopSample] = []
     for receiver in records:
         for sender in _senders(receiver, by_key):
             kind = hop_type(sender, receiver)
             if kind is not None:
-                edge = (sender.service, receiver.service, kind)
-                samples.setdefault(edge, []).append(_sample(kind, sender, receiver))
-    edges = [_edge(key, values) for key, values in samples.items()]
+                latency_ms, error = _sample(kind, sender, receiver)
+                samples.append(HopSample(sender.service, receiver.service, kind, latency_ms, error))
+    return samples
+
+
+def edges_from_samples(samples: Iterable[HopSample]) -> list[ServiceEdge]:
+    """The edges the calls add up to, busiest first."""
+    grouped: dict[tuple[str, str, str], list[tuple[float, bool]]] = {}
+    for sample in samples:
+        key = (sample.from_service, sample.to_service, sample.type)
+        grouped.setdefault(key, []).append((sample.latency_ms, sample.error))
+    edges = [_edge(key, values) for key, values in grouped.items()]
     return sorted(edges, key=lambda e: (-e.calls, e.from_service, e.to_service, e.type))
 
 

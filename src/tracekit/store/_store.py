@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
-from tracekit.store import _reclaim, _retention
+from tracekit.records import BackendError, HopSample, LogRecordData, RequestSummary, SpanRecord
+from tracekit.store import _hops, _reclaim, _retention
 from tracekit.store._connection import (
     StoreRemovedError,
     file_identity,
@@ -249,6 +249,14 @@ class Store:
         """The ``limit`` spans that started last, at or after ``since_unix_nano``, oldest first
         (``spans_since`` keeps the first ``limit``)."""
         return self._read(lambda r: r.newest_spans_since(since_unix_nano, limit))
+
+    def newest_hop_samples(
+        self, since_unix_nano: int, *, limit: int
+    ) -> tuple[list[HopSample], bool]:
+        """The service map's calls among the ``limit`` spans that started last, at or after
+        ``since_unix_nano``, found without reading the spans (``HopSampleSource``); and whether
+        the window holds more spans than ``limit``."""
+        return self._read(lambda r: _hops.newest_hop_samples(r, since_unix_nano, limit))
 
     def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
         """Spans that carry a link to the span ``trace_id``/``span_id``."""
