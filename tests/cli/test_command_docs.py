@@ -72,3 +72,16 @@ def test_every_option_is_named_in_its_section(name: str) -> None:
 def named(flag: str, text: str) -> bool:
     """``flag`` in ``text`` as a whole option (``--since`` is not ``--since-x``)."""
     return re.search(re.escape(flag) + r"(?![\w-])", text) is not None
+
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_the_cli_page_and_the_readme_name_every_command() -> None:
+    """The page's title and the README's link to it named trace, search, services, collector and
+    demo: a reader of either never learnt that `diff` and `canary` exist."""
+    title = DOCS.splitlines()[0]
+    (link,) = re.findall(r"\[(The CLI: [^\]]*)\]\(docs/cli\.md\)", README)
+    for where, text in (("docs/cli.md's title", title), ("the README's link to it", link)):
+        missing = [name for name in sorted(COMMANDS) if not re.search(rf"\b{name}\b", text)]
+        assert not missing, f"{where} does not name {missing}: {text!r}"
