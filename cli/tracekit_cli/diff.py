@@ -36,6 +36,7 @@ from tracekit_cli.output import emit_json, emit_text
 
 if TYPE_CHECKING:
     from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
+    from tracekit.diff.select import Selector
     from tracekit.path import Path
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
@@ -253,10 +254,17 @@ def _compare_sets(
         warn(note)
     for name, selector, found in (("A", a, a_paths), ("B", b, b_paths)):
         if not found:
-            fail(f"no requests of {a.service!r:.60} with {selector.describe()!r:.120} "
+            fail(f"no requests of {a.service!r:.60} with {_matched(selector)} "
                  f"since {since!r:.40} (set {name})", EXIT_MISSING)  # fmt: skip
     settings = SetSettings(thresholds, min_requests)
     return compare_sets(a_paths, b_paths, settings, (a.describe(), b.describe()))
+
+
+def _matched(selector: Selector) -> str:
+    """``'service.version=1.4' on route '/stock/{sku}'``: the route named as one."""
+    text = ",".join(f"{key}={value}" for key, value in selector.match)
+    on_route = f" on route {selector.route!r:.120}" if selector.route else ""
+    return f"{text!r:.120}{on_route}"
 
 
 def _service_name(value: str) -> str:

@@ -193,6 +193,18 @@ def test_route_and_not_found(store_path: Path) -> None:
     assert code == 3 and len(err.splitlines()) == 1
 
 
+def test_a_route_with_no_requests_is_named_as_a_route(store_path: Path) -> None:
+    """The route ran on from the attribute: "with 'service.version=1 /nowhere'" read as one
+    value with a space in it."""
+    code, out, err = diff(store_path, *versions("1", "2", "--route", "/nowhere"))
+
+    assert (code, out) == (3, "")
+    assert err == (
+        "tracekit: no requests of 'fulfilment' with 'service.version=1' on route '/nowhere'"
+        " since '1h' (set A)\n"
+    )
+
+
 @pytest.mark.parametrize(
     "args",
     [
