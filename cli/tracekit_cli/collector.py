@@ -33,7 +33,7 @@ from tracekit.store import (
     parse_size,
 )
 from tracekit.store._heap import map_large_buffers
-from tracekit_cli.options import StoreOption, default_store, one_line, reason
+from tracekit_cli.options import StoreOption, default_store, one_line, reason, refuse_folder
 
 EXIT_ERROR = 2
 REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
@@ -92,7 +92,8 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    type=click.Path(path_type=Path),
     default=None,
     cls=StoreOption,
 )
@@ -131,6 +132,7 @@ def collector(
     # matters reaches the user as one line from us. Read when grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     path = store_path if store_path is not None else default_store()
+    refuse_folder(path)
     store = Store(path)
     try:
         store.create()

@@ -207,9 +207,15 @@ def existing_store(store: str | None) -> Path:
     except OSError as error:  # another account's private folder, a symlink loop
         fail(f"store {path}: {reason(error)}", EXIT_ERROR)
     if is_folder:
+        refuse_folder(path)
+    return path
+
+
+def refuse_folder(path: Path) -> None:
+    """Exit 2 when ``path`` is a folder, saying what to name instead: the store is a file."""
+    if path.is_dir():
         fail(f"{path} is a folder, not a store: name the store file in it (such as"
              f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
-    return path
 
 
 def warn(message: str) -> None:

@@ -85,3 +85,16 @@ def test_the_cli_page_and_the_readme_name_every_command() -> None:
     for where, text in (("docs/cli.md's title", title), ("the README's link to it", link)):
         missing = [name for name in sorted(COMMANDS) if not re.search(rf"\b{name}\b", text)]
         assert not missing, f"{where} does not name {missing}: {text!r}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_store_reads_the_same_in_every_help(name: str) -> None:
+    """docs/cli.md and docs/store.md write `--store PATH` for every command; the collector's and
+    the demo's help said `--store FILE`."""
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None
+    store = [p for p in command.params if p.name in ("store", "store_path")]
+    if store:
+        (option,) = store
+        record = option.get_help_record(click.Context(command))
+        assert record is not None and record[0] == "--store PATH"

@@ -114,6 +114,34 @@ def test_a_folder_given_as_the_store_is_named_as_one(home: Path, name: str) -> N
     )
 
 
+WRITERS = {
+    "demo": ["demo", "--requests", "1", "--no-canary"],
+    "collector": ["collector", "--port", "0", "--grpc-port", "0"],
+}
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+@pytest.mark.parametrize("given", ["option", "variable"])
+def test_a_folder_given_to_the_commands_that_write_is_named_as_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch, name: str, given: str
+) -> None:
+    """The demo and the collector said "Invalid value for '--store': File '/x' is a directory."
+    for a folder in --store, and "cannot open store /x: unable to open database file" for one in
+    $TRACEKIT_STORE, where the reading commands say what to name instead."""
+    option = ["--store", str(home)] if given == "option" else []
+    if given == "variable":
+        monkeypatch.setenv("TRACEKIT_STORE", str(home))
+
+    result = CliRunner().invoke(cli, [*WRITERS[name], *option])
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: {home} is a folder, not a store: name the store file in it"
+        f" (such as {home / 'tracekit.db'})\n"
+    )
+    assert sorted(p.name for p in home.iterdir()) == ["x.db"], "nothing made in the folder"
+
+
 @pytest.mark.parametrize(
     "command",
     [["demo", "--requests", "1", "--no-canary"], ["collector", "--port", "0", "--grpc-port", "0"]],

@@ -18,6 +18,7 @@ from tracekit_cli.options import (
     fail,
     no_color,
     reason,
+    refuse_folder,
     terminal_width,
 )
 from tracekit_cli.output import OutputLost, StdoutAsWritten, fail_output_lost
@@ -35,7 +36,7 @@ EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
     type=click.IntRange(1, 500),
     help="How many checkouts to send through the gateway.",
 )
-@click.option("--store", type=click.Path(dir_okay=False), default=None, cls=StoreOption)
+@click.option("--store", metavar="PATH", default=None, cls=StoreOption)
 @click.option(
     "--queue",
     type=click.Choice(["auto", "redis", "embedded"]),
@@ -121,6 +122,7 @@ def _create_store(path: FilePath) -> None:
 
     from tracekit.store import SchemaTooNewError, Store
 
+    refuse_folder(path)
     try:
         Store(path).create()
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
