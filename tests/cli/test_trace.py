@@ -571,3 +571,19 @@ def test_the_text_views_header_wraps_at_the_terminals_width(store: Path) -> None
         "start 2023-11-14 22:13:20.000 UTC, 215.0 ms, 8 spans, 4 services, 2 traces, 3 hops, "
         "4 errors path: web -> api -> worker -> ledger"
     )
+
+
+def test_a_pasted_traceparent_is_answered_with_the_trace_id_in_it(store: Path) -> None:
+    """A `traceparent` copied from a proxy's log or a request's headers is a valid correlation ID
+    in form, and said only "no request found": the trace ID in it is what finds the request."""
+    trace_id = "c303d9b3000000000000000000000001"  # the checkout request's
+    typed = f"00-{trace_id.upper()}-00f067aa0ba902b7-01"
+
+    code, out, err = run("trace", typed, "--store", str(store))
+
+    assert (code, out) == (1, "")
+    assert err == (
+        f"tracekit: no request found for '{typed}': it is a traceparent header, whose trace ID"
+        f" is {trace_id} (tracekit trace {trace_id})\n"
+    )
+    assert run("trace", trace_id, "--store", str(store), "--format", "json")[0] == 0
