@@ -52,7 +52,8 @@ def search(
     if not found:
         if chosen == "json":  # a script reading the output gets a document either way
             emit_json({"requests": []})
-        fail("no requests match", EXIT_NOT_FOUND)
+        filtered = service or since or min_duration is not None or errors
+        fail("no requests match" if filtered else _nothing_yet(source), EXIT_NOT_FOUND)
     _emit(found, chosen)
 
 
@@ -76,3 +77,13 @@ def _summary_json(r: RequestSummary) -> dict[str, object]:
         "start_unix_nano": r.start_unix_nano, "duration_ms": round(r.duration_ms, 3),
         "span_count": r.span_count, "error": r.error,
     }  # fmt: skip
+
+
+def _nothing_yet(source: object) -> str:
+    """Nothing at all, no filter given: an empty store is named, which is the one read (a
+    collector that has received nothing yet, a service writing to another file)."""
+    from tracekit.store import Store
+
+    if isinstance(source, Store):
+        return f"no requests in the store {source.path} yet"
+    return "no requests match"

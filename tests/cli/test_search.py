@@ -338,3 +338,18 @@ def test_a_root_word_longer_than_the_line_folds_in_a_block(tmp_path: Path) -> No
     at = next(i for i, line in enumerate(lines) if "accounts-service:" in line)
     root = "".join(line.strip() for line in lines[at : at + 3])
     assert root.startswith("accounts-service: " + route.replace(" ", ""))
+
+
+def test_an_empty_store_searched_without_filters_is_named_as_empty(tmp_path: Path) -> None:
+    """A collector started, but nothing sent to it yet (an SDK pointed at another port): `search`
+    with no filter said "no requests match", as if a filter had left everything out."""
+    path = tmp_path / "fresh.db"
+    Store(path).create()
+
+    assert run("--store", str(path)) == (
+        1, "", f"tracekit: no requests in the store {path} yet\n"
+    )  # fmt: skip
+    code, out, err = run("--store", str(path), "--format", "json")
+    assert (code, json.loads(out)) == (1, {"requests": []})
+    assert err == f"tracekit: no requests in the store {path} yet\n"
+    assert run("--store", str(path), "--errors") == (1, "", "tracekit: no requests match\n")
