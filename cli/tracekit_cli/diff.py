@@ -30,6 +30,7 @@ from tracekit_cli.options import (
     open_source,
     parse_since,
     resolve_format,
+    traceparent_trace_id,
     warn,
 )
 from tracekit_cli.output import emit_json, emit_text
@@ -177,7 +178,8 @@ def _not_comparable(source: SpanSource, missing: list[str]) -> str:
     logs_held = isinstance(source, CorrelatedLogSource)
     logged = [q for q in missing if logs_held and reconstruct(source, q) is not None]
     unknown = [q for q in missing if q not in logged]
-    said = [f"no request found for {_quoted(unknown)}"] if unknown else []
+    named = " and ".join(repr(q)[:80] + _trace_id_inside(q) for q in unknown)
+    said = [f"no request found for {named}"] if unknown else []
     if logged:
         verb = "has" if len(logged) == 1 else "have"
         said.append(f"{_quoted(logged)} {verb} only log lines, no span to compare "
@@ -187,6 +189,13 @@ def _not_comparable(source: SpanSource, missing: list[str]) -> str:
 
 def _quoted(queries: list[str]) -> str:
     return " and ".join(repr(q)[:80] for q in queries)
+
+
+def _trace_id_inside(query: str) -> str:
+    """`` (a traceparent header, whose trace ID is ...)`` for a whole ``traceparent``, as
+    ``tracekit trace`` names it: the ID to type instead."""
+    trace_id = traceparent_trace_id(query)
+    return f" (a traceparent header, whose trace ID is {trace_id})" if trace_id else ""
 
 
 def _apart(

@@ -28,6 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS = ("rich", "text", "json")
 MAX_ID_CHARS = 256
+# version-traceid-parentid-flags, as a proxy logs it or a request carries it (W3C Trace Context)
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.IGNORECASE)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
@@ -263,6 +265,13 @@ def check_id(value: str) -> str:
     if not stripped or len(stripped) > MAX_ID_CHARS or not stripped.isprintable():
         fail(f"not a usable ID (1-{MAX_ID_CHARS} printable characters): {stripped!r:.60}", 2)
     return stripped
+
+
+def traceparent_trace_id(query: str) -> str | None:
+    """The trace ID inside ``query`` when it is a whole W3C ``traceparent`` (as a proxy logs it
+    or a request carries it), lower case; None for anything else."""
+    match = TRACEPARENT.fullmatch(query)
+    return match[1].lower() if match else None
 
 
 def parse_since(value: str | None, now: float | None = None, option: str = "--since") -> int | None:

@@ -6,8 +6,6 @@ Start-up is kept light: click, the engine and the chosen backend only; rich's st
 
 from __future__ import annotations
 
-import re
-
 import click
 
 from tracekit.path.collect import MAX_SPANS
@@ -25,13 +23,12 @@ from tracekit_cli.options import (
     require_jaeger_for_service,
     resolve_format,
     service_name,
+    traceparent_trace_id,
 )
 from tracekit_cli.output import emit_json, emit_text
 
 # far more than memory holds (about 1.5 kB a span), and what the store's 64-bit LIMIT can take
 MAX_SPANS_LIMIT = 10_000_000
-# version-traceid-parentid-flags, as a proxy logs it or a request carries it (W3C Trace Context)
-TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.IGNORECASE)
 
 
 @click.command(short_help="Show the path of one request, its hops, errors and logs.")
@@ -84,8 +81,7 @@ def trace(
 def _traceparent_hint(query: str) -> str:
     """What to type instead when ``query`` is a whole ``traceparent``: its trace ID (the form of
     a correlation ID, so it was looked up as one)."""
-    match = TRACEPARENT.fullmatch(query)
-    if not match:
+    trace_id = traceparent_trace_id(query)
+    if trace_id is None:
         return ""
-    trace_id = match[1].lower()
     return f": it is a traceparent header, whose trace ID is {trace_id} (tracekit trace {trace_id})"

@@ -332,6 +332,21 @@ def test_a_batch_consumer_matches_whichever_reply_came_last(deployment: Deployme
     assert gather["a"]["calls"] == gather["b"]["calls"] == 1
 
 
+def test_a_pasted_traceparent_is_answered_with_the_trace_id_in_it(deployment: Deployment) -> None:
+    """As in `tracekit trace`: a whole `traceparent` is looked up as a correlation ID, and when
+    nothing carries it the error names the trace ID inside it."""
+    a, _ = pair(deployment, Shape(), Shape())
+    typed = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+
+    code, out, err = run(deployment, a, typed)
+
+    assert (code, out) == (3, "")
+    assert err == (
+        f"tracekit: no request found for '{typed}' (a traceparent header, whose trace ID is"
+        " 4bf92f3577b34da6a3ce929d0e0e4736)\n"
+    )
+
+
 def test_exit_status_like_unix_diff(deployment: Deployment, tmp_path: Path) -> None:
     a, _ = pair(deployment, Shape(), Shape())
 
