@@ -131,10 +131,7 @@ def test_a_span_with_a_lone_surrogate_loses_neither_itself_nor_its_batch(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
     receiver, store = grpc_receiver
-    assert receiver.grpc_address is not None
-    host, port = receiver.grpc_address
-    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
-    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    variables = _exporting_to(receiver, protocol)
     result = _run(variables, script=LONE_SURROGATE)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -168,10 +165,7 @@ def test_an_attribute_with_a_lone_surrogate_is_kept_with_a_replacement_character
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
     receiver, store = grpc_receiver
-    assert receiver.grpc_address is not None
-    host, port = receiver.grpc_address
-    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
-    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    variables = _exporting_to(receiver, protocol)
     result = _run(variables, script=LONE_SURROGATE_ATTRIBUTES)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -181,6 +175,14 @@ def test_an_attribute_with_a_lone_surrogate_is_kept_with_a_replacement_character
     assert charge.attributes["customer"] == "\ufffdx"
     assert charge.attributes["tags"] == ["vip", "\ufffdx"]
     assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]
+
+
+def _exporting_to(receiver: Receiver, protocol: str) -> dict[str, str]:
+    """The variables that send a service's telemetry to ``receiver`` over ``protocol``."""
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
 
 
 def _stored_names(store: Path) -> tuple[list[str], list[str]]:
@@ -214,10 +216,7 @@ def test_an_exporter_setting_the_sdk_cannot_use_is_warned_of_and_export_goes_on(
     warning: str | None,
 ) -> None:
     receiver, store = grpc_receiver
-    assert receiver.grpc_address is not None
-    host, port = receiver.grpc_address
-    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
-    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    variables = _exporting_to(receiver, protocol)
     result = _run({**variables, name: value})
     assert result.returncode == 0, result.stderr
     receiver.stop()
