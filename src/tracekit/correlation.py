@@ -37,7 +37,9 @@ MAX_LENGTH = 128
 # control characters, so a valid ID can be written into logs and headers as it is.
 _VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:;=#@+/\-]*")
 
-# Never set in this context: "" (never a valid ID). Set to None: cleared.
+# Never set in this context: "" (never a valid ID; also set to put a context back to never set).
+# Set to None: cleared.
+_NEVER_SET = ""
 _current: ContextVar[str | None] = ContextVar("tracekit_correlation_id")
 
 # The request's (or message's) ID also rides in the OpenTelemetry context tracekit attaches for
@@ -60,8 +62,8 @@ def correlation_id_for(context: object | None) -> str | None:
     """The ID to send with ``context`` (the OpenTelemetry Context an ``inject`` was given):
     the one current here (a request's, ``set_correlation_id``'s) first, else the one
     ``context`` carries (a request's context saved for work sent later, outside it)."""
-    value = _current.get("")
-    if value != "":
+    value = _current.get(_NEVER_SET)
+    if value != _NEVER_SET:
         return value
     return _carried(CONTEXT_KEY, context) or _carried(CALLERS_CONTEXT_KEY, context)
 
@@ -74,8 +76,8 @@ def span_correlation_id(parent_context: object | None, is_server_span: bool) -> 
     span's ID (and gives none to a span that continued the caller's trace in public-endpoint
     mode, whose caller is not trusted).
     """
-    value = _current.get("")
-    if value != "":
+    value = _current.get(_NEVER_SET)
+    if value != _NEVER_SET:
         return value
     decided = _carried(CONTEXT_KEY)
     if decided is not None or is_server_span:

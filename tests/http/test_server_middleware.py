@@ -552,6 +552,14 @@ def test_a_stream_left_unread_in_djangos_test_client_does_not_take_over_the_next
     assert span.attributes["correlation.id"] == "dj-next"
     assert span.parent is None
     export.close()
+    # and the test's thread is left as it was: an ID a context carries into it is seen there
+    from opentelemetry import context, propagate
+
+    token = context.attach(propagate.extract({"X-Correlation-ID": "dj-later"}))
+    try:
+        assert tracekit.correlation_id() == "dj-later"
+    finally:
+        context.detach(token)
 
 
 def test_a_request_through_djangos_async_test_client_leaves_the_test_as_it_was(
