@@ -643,6 +643,26 @@ def test_a_redirect_not_followed_says_where_it_led(serve: Any, flag: str) -> Non
     assert code == 2 and "\x1b" not in err and "\x07" not in err and len(err) < 400
 
 
+@pytest.mark.parametrize("flag", ["--tempo", "--jaeger"])
+@pytest.mark.parametrize("location", ["https://[::1/oauth2", "https://\x1b[31mlogin.example/"])
+def test_a_redirect_to_a_location_that_is_no_url_is_said_as_one(
+    serve_raw: Any, flag: str, location: str
+) -> None:
+    """A Location urllib cannot parse (an unclosed "[" of an IPv6 address, or an escape sequence
+    in the host, whose "[" reads as one) ended in 'internal error (ValueError: Invalid IPv6
+    URL)': it is the redirect tracekit does not follow, in one line, exit 2. Sent as raw bytes:
+    werkzeug itself fails on such a Location."""
+    head = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+    proxy = serve_raw(head.encode())
+    code, out, err = run("search", flag, proxy.url)
+    name = "Tempo" if flag == "--tempo" else "Jaeger"
+    assert (code, out) == (2, "")
+    assert err == (
+        f"tracekit: {name} at {proxy.url} answered HTTP 302, a redirect to a Location that is "
+        "not a valid URL: is the URL the API's, and are the credential headers right?\n"
+    )
+
+
 def test_a_header_value_a_server_repeats_is_redacted(serve: Any) -> None:
     def echo(request: Request) -> Response:
         return Response(f"bad token {request.headers.get('Authorization', '')!s}", 401)

@@ -234,7 +234,8 @@ class JsonClient:
         try:
             target = urllib.parse.urlsplit(urllib.parse.urljoin(url, location or ""))
         except ValueError:  # an unclosed "[" of an IPv6 address
-            return ""
+            return (", a redirect to a Location that is not a valid URL: is the URL the API's, "
+                    "and are the credential headers right?")  # fmt: skip
         if not location or _followed(url, target.geturl()):  # a loop on one host
             return ""
         shown = self.printable(f"{target.scheme}://{target.netloc.rpartition('@')[2]}", 80)
@@ -336,6 +337,21 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         if not _followed(req.full_url, newurl):
             return None  # urllib then raises the 3xx as an HTTPError
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> Any:
+        """urllib's redirect, except that a Location it cannot parse (an unclosed "[", which an
+        escape sequence in the host also makes) is not followed, as another host's is: urllib
+        raised ValueError."""
+        location = headers.get("Location") or headers.get("URI") or ""
+        try:
+            urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, location))
+        except ValueError:
+            return None  # urllib then raises the 3xx as an HTTPError
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 def _followed(old_url: str, new_url: str) -> bool:
