@@ -587,3 +587,31 @@ def test_a_pasted_traceparent_is_answered_with_the_trace_id_in_it(store: Path) -
         f" is {trace_id} (tracekit trace {trace_id})\n"
     )
     assert run("trace", trace_id, "--store", str(store), "--format", "json")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("typed", "hinted"),
+    [
+        # a later version may add fields after the flags: its trace ID is read as version 00's
+        ("01-c303d9b3000000000000000000000001-00f067aa0ba902b7-01-future", True),
+        # headers a W3C propagator refuses, starting a new trace: no request has their trace ID
+        ("ff-c303d9b3000000000000000000000001-00f067aa0ba902b7-01", False),
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", False),
+        ("00-c303d9b3000000000000000000000001-0000000000000000-01", False),
+        ("00-c303d9b3000000000000000000000001-00f067aa0ba902b7-01-extra", False),
+    ],
+)
+def test_only_a_traceparent_a_service_accepts_is_answered_with_its_trace_id(
+    store: Path, typed: str, hinted: bool
+) -> None:
+    """The hint named the trace ID of a header no service takes (version ff, an all-zero trace
+    or parent ID: the propagator starts a new trace) and told to type `tracekit trace 000...0`,
+    which can find nothing; and it missed a later version's header, which carries more fields."""
+    code, out, err = run("trace", typed, "--store", str(store))
+
+    hint = (
+        ": it is a traceparent header, whose trace ID is c303d9b3000000000000000000000001"
+        " (tracekit trace c303d9b3000000000000000000000001)"
+    )
+    assert (code, out) == (1, "")
+    assert err == f"tracekit: no request found for '{typed}'{hint if hinted else ''}\n"
