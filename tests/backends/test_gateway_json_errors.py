@@ -7,6 +7,7 @@ Real servers on loopback answer with such bodies.
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -64,4 +65,32 @@ def test_a_json_document_without_a_message_is_said_as_it_came(serve: Any) -> Non
     )
     assert result.stderr == (
         f'tracekit: Tempo at {url} answered HTTP 400: {{"code": 7, "details": []}}\n'
+    )
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_long_json_error_is_said_by_its_message(serve: Any, gzipped: bool) -> None:
+    """A gateway's error document over 2,000 bytes (a stack trace beside the message, as Spring
+    Boot's ``{"status": 401, "error": ..., "message": ..., "trace": "..."}``) was cut there, no
+    longer JSON: the line carried the document's first 200 characters instead of the message."""
+    frames = "".join(
+        f"\tat com.example.gateway.Filter{i}.doFilter(Filter.java:{i})\n" for i in range(80)
+    )
+    document = {"status": 401, "error": "Unauthorized", "trace": frames, "message": "token expired"}
+    body = json.dumps(document).encode()
+    headers = {"Content-Encoding": "gzip"} if gzipped else {}
+
+    def answer(request: Any) -> Response:
+        sent = gzip.compress(body) if gzipped else body
+        return Response(sent, 401, headers, content_type="application/json")
+
+    url = serve(answer).url
+    result = CliRunner().invoke(
+        cli, ["search", "--jaeger", url], env={"TRACEKIT_BACKEND_HEADERS": ""}
+    )
+    assert len(body) > 2000
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: Jaeger at {url} answered HTTP 401: token expired (check the tenant and "
+        "credential headers)\n"
     )

@@ -29,11 +29,13 @@ from typing import Any
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-MAX_ERROR_BYTES = 64 * 1024  # of a gzipped error answer, whose first 2,000 bytes are shown
+# read of an error answer (and of it once unzipped): a gateway's JSON error can carry a stack
+# trace beside its message, which is what is shown, in at most 200 characters
+MAX_ERROR_BYTES = 64 * 1024
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 REDACTED = "[redacted]"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at 2,000 bytes
+_TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
 
 
 class NotFound(Exception):
@@ -424,9 +426,9 @@ def _error_body(error: urllib.error.HTTPError) -> str:
     """The start of an error answer's body; "" when even that arrives broken."""
     gzipped = _content_encoding(error.headers) == "gzip"
     try:
-        raw = error.read(MAX_ERROR_BYTES if gzipped else 2000)
+        raw = error.read(MAX_ERROR_BYTES)
         if gzipped:
-            raw = zlib.decompressobj(wbits=31).decompress(raw, 2000)
+            raw = zlib.decompressobj(wbits=31).decompress(raw, MAX_ERROR_BYTES)
         return raw.decode("utf-8", "replace")
     except (OSError, http.client.HTTPException, zlib.error):
         return ""
