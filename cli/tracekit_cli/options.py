@@ -217,8 +217,14 @@ def existing_store(store: str | None) -> Path:
 
 
 def refuse_folder(path: Path) -> None:
-    """Exit 2 when ``path`` is a folder, saying what to name instead: the store is a file."""
-    if path.is_dir():
+    """Exit 2 when ``path`` is a folder, saying what to name instead: the store is a file. A
+    path that cannot be looked at (a name too long, a folder not to be searched) is left to the
+    store's opening, which says why."""
+    try:
+        folder = path.is_dir()
+    except OSError:  # is_dir raises all but "no such file" and its kind
+        return
+    if folder:
         fail(f"{path} is a folder, not a store: name the store file in it (such as"
              f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
 

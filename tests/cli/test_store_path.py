@@ -142,6 +142,23 @@ def test_a_folder_given_to_the_commands_that_write_is_named_as_one(
     assert sorted(p.name for p in home.iterdir()) == ["x.db"], "nothing made in the folder"
 
 
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_a_store_path_the_system_cannot_look_at_is_a_store_that_cannot_be_opened(
+    home: Path, name: str
+) -> None:
+    """Checking for a folder made the demo and the collector end in "internal error (OSError:
+    [Errno 36] File name too long ...)" (and PermissionError for a path inside a folder they may
+    not search), where they said "cannot open store ...": the store's opening says why, exit 2."""
+    path = home / ("a" * 300 + ".db")  # a name over the file system's 255 bytes
+
+    result = CliRunner().invoke(cli, [*WRITERS[name], "--store", str(path)])
+
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith("tracekit") and result.stderr.count("\n") == 1
+    assert "cannot open store" in result.stderr  # the reason is past one line's 300 characters
+    assert "internal error" not in result.stderr
+
+
 @pytest.mark.parametrize(
     "command",
     [["demo", "--requests", "1", "--no-canary"], ["collector", "--port", "0", "--grpc-port", "0"]],
