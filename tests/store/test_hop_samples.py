@@ -104,3 +104,27 @@ def test_a_call_through_internal_spans_is_found_as_far_as_the_engine_looks(
             assert [s[:3] for s in found] == (
                 [("web", "api", "http")] if between <= MAX_SPANS_BETWEEN else []
             )
+
+
+def test_links_sent_again_with_a_span_already_stored_are_not_the_span_s_links(
+    tmp_path: Path,
+) -> None:
+    """A span sent again (an exporter's retry, another process) is skipped as stored, but the
+    link rows of the copy were stored beside it. The span as first stored has no links: neither
+    the map nor the span read back may count them, whether or not another span of its trace in
+    the window has links of its own."""
+    message = SpanLink(trace_id(0), span_id(0))
+    producer = SpanRecord(trace_id(0), span_id(0), None, "web", "send", "PRODUCER", BASE, BASE + 10)
+
+    def consumer(n: int, links: list[SpanLink]) -> SpanRecord:
+        return SpanRecord(trace_id(0), span_id(n), None, "worker", "handle", "CONSUMER",
+                          BASE + n, BASE + 20, links=links)  # fmt: skip
+
+    with Store(tmp_path / "s.db") as store:
+        store.write_spans([producer, consumer(1, []), consumer(2, [message])])
+        store.write_spans([consumer(1, [message])])
+        found, _ = store_samples(store, BASE, 100)
+        assert found == engine_samples(store, BASE, 100)[0]
+        assert [s[:3] for s in found] == [("web", "worker", "messaging")]
+        spans = {s.span_id: s for s in store.newest_spans_since(BASE, limit=100)}
+        assert spans[span_id(1)].links == []

@@ -374,7 +374,12 @@ class StoreReader:
                 refs.extend(attribute_refs(link[2]))
         self.strings.load(self.conn, refs)
         self._load_resources({row[12] for row in rows})
-        return [self._span(row, a, e, links.get((row[0], row[2]), [])) for row, a, e in decoded]
+        # A span's links are those stored with it (has_links): a copy sent again after it was
+        # stored is skipped, but its link rows were kept beside it (INSERT OR IGNORE).
+        return [
+            self._span(row, a, e, links.get((row[0], row[2]), []) if row[16] else [])
+            for row, a, e in decoded
+        ]
 
     def _links(
         self, rows: list[Any]
