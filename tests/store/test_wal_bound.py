@@ -73,3 +73,37 @@ def test_the_wal_is_emptied_past_its_bound_while_reads_keep_a_snapshot(
         assert store.count_spans() == 200 * 150
     assert reads[0] > written  # reads overlapped all along
     assert largest < 2 * BOUND
+
+
+def test_a_checkpoint_that_gave_up_does_not_raise_the_bound_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long read made the writer's checkpoints give up, again and again, while the WAL grew;
+    then another connection emptied the WAL (another writer process, the retention pass). When
+    reads overlap again the WAL must be held near the bound, not let grow back to where the
+    last try gave up."""
+    monkeypatch.setattr("tracekit.store._writer.WAL_BOUND_BYTES", BOUND, raising=False)
+    monkeypatch.setattr("tracekit.store._connection.BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "s.db"
+    wal = Path(f"{path}-wal")
+    with Store(path) as store:
+        store.write_spans(batch(0))
+        long_read = sqlite3.connect(path, isolation_level=None)
+        long_read.execute("BEGIN")
+        long_read.execute("SELECT count(*) FROM spans").fetchone()
+        number = 1
+        while wal.stat().st_size < 4 * BOUND:  # each try past the bound gives up
+            store.write_spans(batch(number))
+            number += 1
+        long_read.execute("COMMIT")
+        long_read.close()
+        other = sqlite3.connect(path, isolation_level=None)
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        other.close()
+        assert wal.stat().st_size == 0
+        largest = 0
+        with reads_without_a_gap(path):
+            for more in range(60):
+                store.write_spans(batch(number + more))
+                largest = max(largest, wal.stat().st_size)
+    assert largest < 2 * BOUND

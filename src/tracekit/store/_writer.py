@@ -76,13 +76,18 @@ class StoreWriter:
         the file alone and is not waited for), then empties the WAL. It waits as long as any
         writer waits for a lock (``busy_timeout``, 5 s); a read lasting longer keeps its
         snapshot, and the writer tries again once the WAL has grown by another quarter of the
-        bound, not after every commit.
+        bound, not after every commit; once the WAL is found smaller than it was then (emptied or
+        restarted meanwhile), the bound is the bound again.
         """
         try:
             size = os.stat(self._wal).st_size
         except OSError:
             return  # no WAL (yet): nothing to bound
-        if size < max(WAL_BOUND_BYTES, self._next_try):
+        if size < self._next_try - WAL_BOUND_BYTES // 4:
+            # smaller than when the last try gave up: emptied since (another writer, retention)
+            # or restarted and cut back to journal_size_limit, the bound itself
+            self._next_try = 0
+        if size <= max(WAL_BOUND_BYTES, self._next_try):
             return
         try:
             busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
