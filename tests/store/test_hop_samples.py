@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -71,12 +72,20 @@ def stores(draw: st.DrawFn) -> list[SpanRecord]:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stores(), st.integers(0, 40), st.integers(0, 12))
+@given(stores(), st.integers(0, 40), st.integers(0, 12), st.data())
 def test_the_store_finds_the_calls_the_engine_finds_in_the_same_window(
-    spans: list[SpanRecord], limit: int, since_ms: int
+    spans: list[SpanRecord], limit: int, since_ms: int, data: st.DataObject
 ) -> None:
+    # some spans are sent again (a retry, another process) with links of their own
+    again = data.draw(st.lists(st.sampled_from(spans), max_size=4, unique_by=id))
+    targets = data.draw(st.lists(st.sampled_from(spans), min_size=len(again), max_size=len(again)))
+    resent = [
+        replace(s, links=[*s.links, SpanLink(t.trace_id, t.span_id)])
+        for s, t in zip(again, targets, strict=True)
+    ]
     with tempfile.TemporaryDirectory() as folder, Store(Path(folder) / "s.db") as store:
         store.write_spans(spans)
+        store.write_spans(resent)
         since = BASE + since_ms * 1_000_000
         assert store_samples(store, since, limit) == engine_samples(store, since, limit)
 
