@@ -117,8 +117,9 @@ class _Correlating:
 
     ``Logger.makeRecord`` refuses ``extra`` keys already in the record's ``__dict__``, so the
     fields wait in a slot and move into ``__dict__`` (without overwriting) when the record is
-    formatted; attribute access finds them before that. Copied or pickled (``QueueHandler``,
-    ``SocketHandler``), it is the record class it stands for, with the fields in its dict.
+    formatted; attribute access finds them before that. Pickled (``SocketHandler``, a
+    ``QueueHandler`` to another process), it is the record class it stands for, with the fields
+    in its dict; copied (``copy.copy``), it stays a correlating record with its stamp.
     """
 
     __slots__ = ()
@@ -137,6 +138,15 @@ class _Correlating:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuilt, (self._tracekit_base, {**self._tracekit_fields, **self.__dict__})
+
+    def __copy__(self) -> _Correlating:
+        # A copy in this process (``QueueHandler.prepare``) keeps the stamp apart from the
+        # ``extra=`` values: a listener's ``LogExportHandler`` exports it in the stamped span,
+        # not in one an application's own ``trace_id``/``span_id`` names (``_record_context``).
+        copied = type(self).__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        copied._tracekit_fields = self._tracekit_fields  # type: ignore[misc]  # (each subclass's slot)
+        return copied
 
 
 class _CorrelatedRecord(_Correlating, logging.LogRecord):
@@ -501,8 +511,8 @@ _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def _stamped_span(trace_id: object, span_id: object) -> trace.SpanContext | None:
-    """The span of a record's stamped ``trace_id`` and ``span_id`` (on a copy, what it carries,
-    ``extra=`` values included), None when they are not valid ids."""
+    """The span of a record's stamped ``trace_id`` and ``span_id`` (on a pickled record, what
+    it carries, ``extra=`` values included), None when they are not valid ids."""
     if not isinstance(trace_id, str) or not isinstance(span_id, str):
         return None
     if not (_TRACE_ID.fullmatch(trace_id) and _SPAN_ID.fullmatch(span_id)):

@@ -261,3 +261,51 @@ def test_a_record_exported_behind_a_queue_listener_keeps_its_span(
         charge.span_id,
     )
     assert (records["outside"].trace_id, records["outside"].span_id) == (None, None)
+
+
+def test_ids_given_with_extra_do_not_move_a_queued_record_to_another_trace(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """``extra={"trace_id": ...}`` (a partner's trace ID, or one a client sent in a header) on
+    a record that a ``QueueHandler`` copies: the ``LogExportHandler`` behind the listener read
+    the copy's ``trace_id``/``span_id``, so the record left the span it was logged in for the
+    trace those values named (mixed with the real span ID where only one was given), and lost
+    the values as attributes; exported in the logging call it kept both."""
+    receiver, path = collector
+    _run_app(
+        """
+        import logging, logging.handlers, queue, tracekit
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from tracekit.logs import LogExportHandler
+        tracekit.init("shop", metrics_port=0, export_logs=False)
+        provider = LoggerProvider()
+        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+        records = queue.Queue()
+        listener = logging.handlers.QueueListener(records, LogExportHandler(provider))
+        logging.root.addHandler(logging.handlers.QueueHandler(records))
+        listener.start()
+        log = logging.getLogger("shop")
+        tracekit.correlation.set_correlation_id("order-6")
+        with trace.get_tracer("shop").start_as_current_span("charge"):
+            log.warning("partner", extra={"trace_id": "ab" * 16})
+            log.warning("both", extra={"trace_id": "cd" * 16, "span_id": "ef" * 8})
+        log.warning("outside", extra={"trace_id": "12" * 16, "span_id": "34" * 8})
+        listener.stop()
+        provider.shutdown()
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    with Store(path) as store:
+        (charge,) = store.spans_by_correlation_id("order-6")
+        records = {r.body: r for r in store.logs_by_correlation_id("order-6")}
+    for body in ("partner", "both"):
+        assert (records[body].trace_id, records[body].span_id) == (charge.trace_id, charge.span_id)
+    assert (records["outside"].trace_id, records["outside"].span_id) == (None, None)
+    assert records["partner"].attributes["trace_id"] == "ab" * 16
+    assert records["both"].attributes["span_id"] == "ef" * 8
+    assert records["outside"].attributes["trace_id"] == "12" * 16
