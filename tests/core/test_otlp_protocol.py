@@ -282,3 +282,37 @@ def test_a_resource_attribute_not_in_utf8_is_kept_with_a_replacement_character(
         (record,) = source.logs_by_trace_ids({span.trace_id})
     assert (span.resource["team"], span.resource["region"]) == ("caf\ufffd", "eu")
     assert record.resource["team"] == "caf\ufffd"
+
+
+# A host whose logging configuration silences the SDK's encoder logger (``dictConfig``'s default
+# ``disable_existing_loggers``, run after ``init``; OpenTelemetry's loggers set to CRITICAL):
+# the encoder's error line, which told tracekit to send such a batch cleaned, was never made,
+# and the attribute was dropped without a word.
+SILENCED_ENCODER = {
+    "dictConfig": "import logging.config; logging.config.dictConfig({'version': 1})",
+    "critical": "import logging; logging.getLogger('opentelemetry').setLevel(logging.CRITICAL)",
+}
+
+
+@pytest.mark.parametrize("silenced", list(SILENCED_ENCODER))
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_an_attribute_with_a_lone_surrogate_is_kept_when_the_host_silences_the_encoder(
+    grpc_receiver: tuple[Receiver, Path], protocol: str, silenced: str
+) -> None:
+    receiver, store = grpc_receiver
+    assert receiver.grpc_address is not None
+    host, port = receiver.grpc_address
+    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
+    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+    script = LONE_SURROGATE_ATTRIBUTES.replace(
+        'tracekit.init("shop")\n', f'tracekit.init("shop")\n    {SILENCED_ENCODER[silenced]}\n'
+    )
+    result = _run(variables, script=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    receiver.stop()
+    with Store(store) as source:
+        (charge,) = source.spans_by_correlation_id("order-9")
+    assert charge.attributes["customer"] == "\ufffdx"
+    assert charge.attributes["tags"] == ["vip", "\ufffdx"]
+    assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]

@@ -257,7 +257,11 @@ class WatchedSpanExporter(SpanExporter):
         too. Looked for only once an export failed: the batch's text costs nothing to check
         while exports succeed. An attribute holding such text, which the SDK's encoder would
         drop alone (with a traceback on stderr), fails the first attempt too
-        (``_refusing_unencodable_attributes``), so that it is sent with U+FFFD as well."""
+        (``_refusing_unencodable_attributes``), so that it is sent with U+FFFD as well; where
+        the host's logging configuration silences that line, the batch's attributes are looked
+        at before it goes (``_encoder_silenced``)."""
+        if _encoder_silenced() and not all(map(_utf8_attributes, spans)):
+            spans = [_cleaned_span(span) for span in spans]
         try:
             with _refusing_unencodable_attributes() as refused:
                 result = self.inner.export(spans)
@@ -313,6 +317,29 @@ def _utf8_span(span: ReadableSpan) -> bool:
     (``_UnencodableAttribute``)."""
     texts = [span.name, span.status.description or "", *(event.name for event in span.events)]
     return all(clean_text(text) is text for text in texts)
+
+
+def _utf8_attributes(span: ReadableSpan) -> bool:
+    """Whether every attribute of ``span``, its events' and its links', is text UTF-8 can
+    hold (keys too)."""
+    groups = [span.attributes, *(e.attributes for e in span.events)]
+    groups += [link.attributes for link in span.links]
+    return all(_utf8(k) and _utf8(v) for group in groups for k, v in (group or {}).items())
+
+
+def _utf8(value: object) -> bool:
+    if isinstance(value, str):
+        return clean_text(value) is value
+    if isinstance(value, list | tuple):
+        return all(map(_utf8, value))
+    return True
+
+
+def _encoder_silenced() -> bool:
+    """Whether the host's logging configuration keeps the encoder from making its error line
+    (a logger disabled by ``dictConfig``, a level above ERROR, ``logging.disable``): the line
+    that tells ``_UnencodableAttribute`` of an attribute it drops."""
+    return not logging.getLogger(_ATTRIBUTE_ENCODER_LOGGER).isEnabledFor(logging.ERROR)
 
 
 # The SDK's attribute encoder: it logs an attribute it cannot encode, then drops it.
