@@ -490,20 +490,33 @@ def _emit(provider: LoggerProvider, record: logging.LogRecord) -> bool:
 
 
 def _record_context(record: logging.LogRecord) -> otel_context.Context:
-    """The context ``record`` is exported in: the current one, or, where no span is current but
-    the record was stamped inside one (a ``LogExportHandler`` behind a ``QueueListener``, whose
-    thread is in no span), that span's. Its trace flags are not stamped: they stay unset."""
+    """The context ``record`` is exported in: the current one where the record was stamped
+    in its span (the logging call) or outside spans, else the stamped span's (a
+    ``LogExportHandler`` behind a ``QueueListener``, whose thread is in no span, or in a span
+    of its own). Its trace flags are not stamped: they stay unset."""
     current = otel_context.get_current()
-    fields = record._tracekit_fields if isinstance(record, _Correlating) else record.__dict__
+    if isinstance(record, _Correlating):
+        fields = record._tracekit_fields
+    elif _stamped_elsewhere(record):  # its stamp and ``extra=`` share one dict
+        fields = record.__dict__
+    else:  # not stamped (``logs=False``): a ``trace_id`` on it is the application's own
+        return current
     trace_id = fields.get("trace_id")
     if trace_id is None or trace_id == EMPTY:  # outside spans, or not stamped: nothing to check
         return current
-    if trace.get_current_span(current).get_span_context().is_valid:
+    span_id = fields.get("span_id")
+    if _is_current(trace.get_current_span(current).get_span_context(), span_id):
         return current
-    stamped = _stamped_span(trace_id, fields.get("span_id"))
-    if stamped is None:
+    stamped = _stamped_span(trace_id, span_id)
+    if stamped is None:  # not ids: the current span, as without a stamp
         return current
     return trace.set_span_in_context(trace.NonRecordingSpan(stamped), current)
+
+
+def _is_current(span_context: trace.SpanContext, span_id: object) -> bool:
+    """Whether the current span is the one stamped (its flags then come with it): the span
+    ID, random in 64 bits, tells."""
+    return span_context.is_valid and f"{span_context.span_id:016x}" == span_id
 
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -511,8 +524,9 @@ _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def _stamped_span(trace_id: object, span_id: object) -> trace.SpanContext | None:
-    """The span of a record's stamped ``trace_id`` and ``span_id`` (on a pickled record, what
-    it carries, ``extra=`` values included), None when they are not valid ids."""
+    """The span of a record's stamped ``trace_id`` and ``span_id`` (on a record pickled in
+    another process, what it carries, ``extra=`` values included), None when they are not
+    valid ids."""
     if not isinstance(trace_id, str) or not isinstance(span_id, str):
         return None
     if not (_TRACE_ID.fullmatch(trace_id) and _SPAN_ID.fullmatch(span_id)):

@@ -309,3 +309,80 @@ def test_ids_given_with_extra_do_not_move_a_queued_record_to_another_trace(
     assert records["partner"].attributes["trace_id"] == "ab" * 16
     assert records["both"].attributes["span_id"] == "ef" * 8
     assert records["outside"].attributes["trace_id"] == "12" * 16
+
+
+def test_a_record_exported_in_a_listener_span_keeps_the_span_it_was_logged_in(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """A listener that traces its own work (each record handed on inside a ``ship`` span): the
+    ``LogExportHandler`` exported the record in that span, so the request's log line showed in
+    the shipping trace instead of the request's."""
+    receiver, path = collector
+    _run_app(
+        """
+        import logging, logging.handlers, queue, tracekit
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from tracekit.logs import LogExportHandler
+        tracekit.init("shop", metrics_port=0, export_logs=False)
+        tracer = trace.get_tracer("shop")
+        provider = LoggerProvider()
+        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+
+        class ShippingListener(logging.handlers.QueueListener):
+            def handle(self, record):
+                with tracer.start_as_current_span("ship"):
+                    super().handle(record)
+
+        records = queue.Queue()
+        listener = ShippingListener(records, LogExportHandler(provider))
+        logging.root.addHandler(logging.handlers.QueueHandler(records))
+        listener.start()
+        tracekit.correlation.set_correlation_id("order-7")
+        with tracer.start_as_current_span("charge"):
+            logging.getLogger("shop").warning("inside")
+        listener.stop()
+        provider.shutdown()
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    with Store(path) as store:
+        (charge,) = store.spans_by_correlation_id("order-7")
+        (record,) = store.logs_by_correlation_id("order-7")
+    assert (record.trace_id, record.span_id) == (charge.trace_id, charge.span_id)
+
+
+def test_ids_given_with_extra_are_no_trace_context_without_stamping(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """With ``logs=False`` nothing is stamped, so a record's ``trace_id``/``span_id`` can only
+    be the application's ``extra=`` values: exported outside spans, the record was put in the
+    trace they named."""
+    receiver, path = collector
+    _run_app(
+        """
+        import logging, tracekit
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from tracekit.logs import LogExportHandler
+        tracekit.init("shop", metrics_port=0, logs=False, export_logs=False)
+        provider = LoggerProvider()
+        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+        logging.root.addHandler(LogExportHandler(provider))
+        tracekit.correlation.set_correlation_id("order-8")
+        partner = {"trace_id": "ab" * 16, "span_id": "cd" * 8}
+        logging.getLogger("shop").warning("partner", extra=partner)
+        provider.shutdown()
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    with Store(path) as store:
+        (record,) = store.logs_by_correlation_id("order-8")
+    assert (record.trace_id, record.span_id) == (None, None)
