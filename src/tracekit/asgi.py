@@ -328,8 +328,10 @@ def _route(scope: Scope, top: object, inner: str | None = None) -> str | None:
     in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
     """
     route = scope.get("route")
-    if route is None:
-        route = _route_of_endpoint(scope)
+    if route is None or _routes_further(route):
+        # FastAPI's router names no plain route, so under Starlette's Mount of a FastAPI app
+        # that Mount is still named: the endpoint below it tells whether anything matched
+        route = _route_of_endpoint(scope) or route
     template = _included_template(scope, route)
     if not isinstance(template, str):
         return None

@@ -17,8 +17,10 @@ import requests
 from fastapi import APIRouter, FastAPI
 from loopback import start_uvicorn
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from tracekit import asgi
@@ -73,6 +75,49 @@ def test_fastapi_routes_are_named_by_their_whole_template(
         "/v1/static/a.txt": (200, "/v1/static"),
         "/v1/typo": (404, None),
         "/typo": (404, None),
+    }
+
+    try:
+        answered = {path: requests.get(url + path, timeout=10).status_code for path in expected}
+    finally:
+        stop()
+
+    assert answered == {path: status for path, (status, _) in expected.items()}
+    spans = wait_for_spans(len(expected))
+    named = {span.attributes["url.path"]: (span.name, span.attributes.get("http.route"))
+             for span in spans}  # fmt: skip
+    assert named == {
+        path: (f"GET {route}" if route else "GET", route) for path, (_, route) in expected.items()
+    }
+    labelled = {sample.labels["http_route"] for metric in registry.collect()
+                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
+    assert labelled == {route or "_unmatched" for _, route in expected.values()}
+
+
+def test_fastapi_routes_under_a_starlette_mount_are_named(
+    wait_for_spans: Any, static: Path
+) -> None:
+    # Starlette's router names its Mount in the scope; FastAPI's router below it names no plain
+    # route, so the Mount stayed there as if nothing below it had matched
+    registry = CollectorRegistry()
+    inner = FastAPI(telemetry={"tracing": False})
+    inner.add_route("/healthz", plain)
+    middle = FastAPI(telemetry={"tracing": False})
+    middle.add_route("/plain/{kind}", plain)
+    middle.mount("/inner", inner)
+    app = Starlette(routes=[Mount("/fa", app=_api(static)), Mount("/middle", app=middle)])
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-mounted")
+    url, stop = start_uvicorn(app)
+    expected = {
+        "/fa/docs": (200, "/fa/docs"),
+        "/fa/healthz": (200, "/fa/healthz"),
+        "/fa/plain/a": (200, "/fa/plain/{kind}"),
+        "/fa/static/a.txt": (200, "/fa/static"),
+        "/fa/api/things/1": (200, "/fa/api/things/{thing_id}"),
+        "/middle/plain/b": (200, "/middle/plain/{kind}"),
+        "/middle/inner/healthz": (200, "/middle/inner/healthz"),
+        "/fa/typo": (404, None),
+        "/middle/inner/typo": (404, None),
     }
 
     try:
