@@ -435,13 +435,12 @@ def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
 def _known_prefixes(
     target: object, origin: object, find: Callable[[], tuple[str, ...]]
 ) -> tuple[str, ...]:
-    """The mount templates leading from ``origin`` to ``target``, found once by ``find``."""
+    """The mount templates leading from ``origin`` to ``target``, found once by ``find``;
+    none found is kept too (a route of a router FastAPI included, which no search shows)."""
     key = (id(target), id(origin))
     known = _mount_prefixes.get(key)
     if known is None or known[0] is not target or known[1] is not origin:
         prefixes = find()
-        if not prefixes:
-            return ()
         if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
             _mount_prefixes.clear()
         known = _mount_prefixes[key] = (target, origin, prefixes)
