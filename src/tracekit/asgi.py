@@ -365,16 +365,32 @@ def _route_of_endpoint(scope: Scope) -> object:
     not its ``/docs``, an ``add_route`` or a mount such as ``StaticFiles``). None for a 404,
     whose scope names no endpoint, or only the application it was mounted as."""
     endpoint = scope.get("endpoint")
-    routes = _routes_of(scope.get("app")) if endpoint is not None else None
-    if not isinstance(routes, list):
+    if endpoint is None:
         return None
-    # a route by its endpoint; a mount (``StaticFiles``) by the app it mounts
-    found = [route for route in routes if endpoint is getattr(route, "endpoint", None)
-             or endpoint is getattr(route, "app", None)]  # fmt: skip
+    found = _routes_of_endpoint(scope.get("app"), endpoint)
     if len(found) > 1:  # one endpoint under several paths: the one the request's path matches
         path = _below_root(scope)
-        found = [route for route in found if _matches_path(route, path)] or found
+        found = tuple(route for route in found if _matches_path(route, path)) or found
     return found[0] if found else None
+
+
+def _routes_of_endpoint(app: object, endpoint: object) -> tuple[object, ...]:
+    """The routes of ``app`` to ``endpoint``, found once (a walk through every route)."""
+    key = (id(app), id(endpoint))
+    known = _endpoint_routes.get(key)
+    if known is None or known[0] is not app or known[1] is not endpoint:
+        routes = _routes_of(app)
+        routes = routes if isinstance(routes, list) else []
+        found = tuple(route for route in routes if _leads_to(route, endpoint))
+        if len(_endpoint_routes) >= _MAX_KNOWN_ROUTES:
+            _endpoint_routes.clear()
+        known = _endpoint_routes[key] = (app, endpoint, found)
+    return known[2]
+
+
+def _leads_to(route: object, endpoint: object) -> bool:
+    """A route by its endpoint; a mount (``StaticFiles``) by the app it mounts."""
+    return endpoint is getattr(route, "endpoint", None) or endpoint is getattr(route, "app", None)
 
 
 def _matches_path(route: object, path: str) -> bool:
@@ -567,6 +583,8 @@ _PARAMETER = re.compile(r"\{[^{}]*\}")
 # (route, or an application mounted, and app searched from), by ids (both kept to tell a reused
 # id) -> the templates of the mounts above it.
 _mount_prefixes: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
+# (application, endpoint), by ids (both kept to tell a reused id) -> its routes to it.
+_endpoint_routes: dict[tuple[int, int], tuple[object, object, tuple[object, ...]]] = {}
 # Mount template -> a pattern of the paths it matches (templates of routes under two mounts).
 _prefix_patterns: dict[str, re.Pattern[str]] = {}
 _MAX_MOUNTS_OF_A_ROUTE = 16

@@ -178,3 +178,40 @@ def test_a_fastapi_router_under_a_mount_is_searched_for_once(wait_for_spans: Any
     assert [first.status_code, *(response.status_code for response in later)] == [200] * 6
     assert {span.name for span in spans} == {"GET /v1/api/things/{thing_id}"}
     assert _CountingMount.reads == after_the_first
+
+
+class _CountingFastAPI(FastAPI):
+    """A FastAPI app that counts how often its routes are read (FastAPI's routing reads its
+    router's, not these)."""
+
+    reads = 0
+
+    @property
+    def routes(self) -> list[Any]:
+        _CountingFastAPI.reads += 1
+        return super().routes
+
+
+def test_a_route_fastapi_leaves_unnamed_is_looked_up_once(wait_for_spans: Any) -> None:
+    # /docs, add_route routes and StaticFiles mounts are found by their endpoint among the
+    # application's routes: a walk through all of them on every request (~10 us with 200)
+    app = _CountingFastAPI(telemetry={"tracing": False})
+    for number in range(50):
+        app.add_route(f"/other/{number}", plain)
+    app.add_route("/healthz", plain)
+    app.add_middleware(
+        asgi.TracekitMiddleware, registry=CollectorRegistry(), service_name="fastapi-looked-up"
+    )
+    url, stop = start_uvicorn(app)
+    try:
+        first = requests.get(url + "/healthz", timeout=10)
+        wait_for_spans(1)
+        after_the_first = _CountingFastAPI.reads
+        later = [requests.get(url + "/healthz", timeout=10) for _ in range(5)]
+    finally:
+        stop()
+
+    spans = wait_for_spans(6)
+    assert [first.status_code, *(response.status_code for response in later)] == [200] * 6
+    assert [span.name for span in spans] == ["GET /healthz"] * 6
+    assert _CountingFastAPI.reads == after_the_first
