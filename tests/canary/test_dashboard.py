@@ -102,12 +102,13 @@ def test_the_prometheus_mode_queries_are_the_documented_promql() -> None:
 
 def test_a_series_born_in_the_window_is_read_at_steps_ending_at_its_end() -> None:
     """1.8 s steps, the last at the window's end (1_700_001_800.5 s): the grid's own steps fall
-    on multiples of 1.8 s, so each is moved 0.5 s later and reads 0.5 s back."""
+    on multiples of 1.8 s, so each is moved 0.5 s later and reads 0.5 s back; each reads the
+    series' last value, stale or not (a failed scrape is no restart)."""
     series = 'm_bucket{service_name="orders", service_version="v"}'
     window = Window(1_700_000_000_500, 1_700_001_800_500)
 
     assert Family(HTTP, "m", "r", (), "").buckets_query("orders", "v", window, born=True) == (
-        f"sum by (r, le) (increase((({series} offset 500ms + 0)"
+        f"sum by (r, le) (increase(((last_over_time({series}[5m] offset 500ms) + 0)"
         f" or (last_over_time({series}[1800s] @ end()) * 0))[1800s:1800ms] @ 1700001801.000)"
         f" unless last_over_time({series}[5m] offset 1800s))"
     )

@@ -4,7 +4,9 @@ A scrape that fails (a timeout, a pod too busy to answer) marks every series of 
 until the next one succeeds. As found in review: the baseline had served 1,000 requests before
 the window, one scrape of it failed just before the window's start, and it served 300 more
 inside; read as "born in the window" and counted from zero, the baseline had 1,300 requests in
-the window. Here each version's histogram is served by prometheus_client behind a small HTTP
+the window. So was a canary whose series were born in the window and a scrape of it failed
+inside: read as 0 while stale and back, it looked like a restart and counted its 300 twice. Here
+each version's histogram is served by prometheus_client behind a small HTTP
 server that can be told to answer 503, and a real Prometheus scrapes both. Outside CI a missing
 ``prometheus`` binary skips; with CI=true it fails.
 """
@@ -124,6 +126,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
                 30,
                 "the requests inside the window scraped",
             )
+            # one failed scrape of the canary inside the window, whose series were born in it
+            canary.failing = True
+            wait_for(lambda: _up(url, canary) == 0, 30, "a failed scrape of the canary")
+            canary.failing = False
+            wait_for(lambda: _up(url, canary) == 1, 30, "the canary scraped again")
             # a window of many scrapes: increase() extrapolates to its edges by a small share
             wait_for(lambda: _scrapes_since(url, baseline, start) >= SCRAPES, 30, "more scrapes")
             yield CanaryRun(url, Path(directory), start.isoformat(), datetime.now(UTC).isoformat())

@@ -12,9 +12,10 @@ they are rounded to whole requests.
 every series of a canary is new: a 5xx series appears with its first failure, a pod's series with
 its first requests. So ``increase()`` counts only the series that existed at the window's start,
 and each count has a second query, ``born``, for those that did not: ``increase()`` of the series
-read as 0 wherever it had no value, before its first scrape as after a restart that had not yet
-recreated it (``_from_zero``). Its first value, where it was born, was not enough: a crash-looping
-canary's counters reset, and the first value is then lost among smaller ones.
+read as 0 before its first scrape and as its last value where it had none since (a failed
+scrape, a restart that had not yet recreated it) (``_from_zero``). Its first value, where it was
+born, was not enough: a crash-looping canary's counters reset, and the first value is then lost
+among smaller ones.
 
 Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
 ``histogram_quantile`` makes, and keep their bucket's edges: a latency interval is never narrower
@@ -139,19 +140,23 @@ def _counted(series: str, window: Window, *, born: bool = False) -> str:
 
 
 def _from_zero(series: str, window: Window) -> str:
-    """``increase()`` of each series over ``window`` as if it were 0 wherever it had no value
-    (before its first scrape, and while a restarted pod had not yet recreated it): its first
-    value counts as growth, and a reset after it as a reset. Read at ``BORN_STEPS`` steps, the
-    last at the window's end (a series' first value alone, its minimum, is lost when it
-    resets)."""
+    """``increase()`` of each series over ``window`` as if it were 0 before its first scrape
+    and kept its last value while it had none (a failed scrape, a pod not yet recreated after a
+    restart): its first value counts as growth, and a reset after it as a reset. Read at
+    ``BORN_STEPS`` steps, the last at the window's end (a series' first value alone, its
+    minimum, is lost when it resets)."""
     step = max(1, (window.end_ms - window.start_ms) // BORN_STEPS)
     # A subquery's steps fall on multiples of its step: they are moved later by ``shift``, and
     # each reads ``shift`` back, so that the last reads the window's end and nothing after it.
     shift = -window.end_ms % step
-    shifted = f"{series} offset {_duration(shift)}" if shift else series
+    shifted = f" offset {_duration(shift)}" if shift else ""
+    # Its last value, stale or not: a scrape that failed marks it stale until the next, and read
+    # as 0 meanwhile it looked like a restart, its count counted twice. Back no further than
+    # LOOKBACK, where the series had no sample (else it existed: not born).
+    held = f"last_over_time({series}[{LOOKBACK}]{shifted})"
     every_series = f"last_over_time({series}[{window.length}] @ end())"  # its labels, every step
     # + 0 and * 0 both drop the metric name, so that `or` gives one series, not two
-    steps = f"(({shifted} + 0) or ({every_series} * 0))[{window.length}:{_duration(step)}]"
+    steps = f"(({held} + 0) or ({every_series} * 0))[{window.length}:{_duration(step)}]"
     return f"increase({steps} @ {_seconds(window.end_ms + shift)})"
 
 
