@@ -60,7 +60,6 @@ def test_fastapi_routes_are_named_by_their_whole_template(
     app = _api(static)
     app.mount("/v1", _api(static))
     app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-routes")
-    url, stop = start_uvicorn(app)
     expected = {
         "/api/things/1": (200, "/api/things/{thing_id}"),
         "/v2/things/2": (200, "/v2/things/{thing_id}"),
@@ -76,22 +75,7 @@ def test_fastapi_routes_are_named_by_their_whole_template(
         "/v1/typo": (404, None),
         "/typo": (404, None),
     }
-
-    try:
-        answered = {path: requests.get(url + path, timeout=10).status_code for path in expected}
-    finally:
-        stop()
-
-    assert answered == {path: status for path, (status, _) in expected.items()}
-    spans = wait_for_spans(len(expected))
-    named = {span.attributes["url.path"]: (span.name, span.attributes.get("http.route"))
-             for span in spans}  # fmt: skip
-    assert named == {
-        path: (f"GET {route}" if route else "GET", route) for path, (_, route) in expected.items()
-    }
-    labelled = {sample.labels["http_route"] for metric in registry.collect()
-                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
-    assert labelled == {route or "_unmatched" for _, route in expected.values()}
+    _assert_named(app, registry, expected, wait_for_spans)
 
 
 def test_fastapi_routes_under_a_starlette_mount_are_named(
@@ -107,7 +91,6 @@ def test_fastapi_routes_under_a_starlette_mount_are_named(
     middle.mount("/inner", inner)
     app = Starlette(routes=[Mount("/fa", app=_api(static)), Mount("/middle", app=middle)])
     app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-mounted")
-    url, stop = start_uvicorn(app)
     expected = {
         "/fa/docs": (200, "/fa/docs"),
         "/fa/healthz": (200, "/fa/healthz"),
@@ -119,7 +102,16 @@ def test_fastapi_routes_under_a_starlette_mount_are_named(
         "/fa/typo": (404, None),
         "/middle/inner/typo": (404, None),
     }
+    _assert_named(app, registry, expected, wait_for_spans)
 
+
+def _assert_named(
+    app: Any, registry: CollectorRegistry, expected: dict[str, tuple[int, str | None]],
+    wait_for_spans: Any,
+) -> None:  # fmt: skip
+    """Served by uvicorn, each path in ``expected`` answers its status, and its span and
+    metrics name its route (None: no route matched, a plain ``GET`` and ``_unmatched``)."""
+    url, stop = start_uvicorn(app)
     try:
         answered = {path: requests.get(url + path, timeout=10).status_code for path in expected}
     finally:

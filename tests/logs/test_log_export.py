@@ -164,11 +164,37 @@ def collector(tmp_path: Path) -> Iterator[tuple[Receiver, Path]]:
     receiver.stop()
 
 
-def _run_app(code: str, endpoint: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter exporting over OTLP/HTTP to ``endpoint``."""
+# The application's own LoggerProvider, exporting over OTLP/HTTP, for a LogExportHandler it
+# places itself (behind a QueueListener, ``records``).
+OWN_PROVIDER = """
+import logging, logging.handlers, queue, tracekit
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from tracekit.logs import LogExportHandler
+provider = LoggerProvider()
+provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+records = queue.Queue()
+"""
+# ... with tracekit stamping records and a LogExportHandler behind a running QueueListener.
+QUEUED = (
+    OWN_PROVIDER
+    + """
+tracekit.init("shop", metrics_port=0, export_logs=False)
+listener = logging.handlers.QueueListener(records, LogExportHandler(provider))
+logging.root.addHandler(logging.handlers.QueueHandler(records))
+listener.start()
+"""
+)
+
+
+def _run_app(code: str, endpoint: str, preamble: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``preamble`` then ``code`` in a fresh interpreter exporting over OTLP/HTTP to
+    ``endpoint``."""
     env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
     env.pop("TRACEKIT_EXPORTER", None)
-    command = [sys.executable, "-c", textwrap.dedent(code)]
+    command = [sys.executable, "-c", preamble + textwrap.dedent(code)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result
@@ -229,19 +255,6 @@ def test_a_record_exported_behind_a_queue_listener_keeps_its_span(
     receiver, path = collector
     _run_app(
         """
-        import logging, logging.handlers, queue, tracekit
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from tracekit.logs import LogExportHandler
-        tracekit.init("shop", metrics_port=0, export_logs=False)
-        provider = LoggerProvider()
-        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
-        records = queue.Queue()
-        listener = logging.handlers.QueueListener(records, LogExportHandler(provider))
-        logging.root.addHandler(logging.handlers.QueueHandler(records))
-        listener.start()
         tracekit.correlation.set_correlation_id("order-5")
         with trace.get_tracer("shop").start_as_current_span("charge"):
             logging.getLogger("shop").warning("inside")
@@ -251,6 +264,7 @@ def test_a_record_exported_behind_a_queue_listener_keeps_its_span(
         tracekit.shutdown()
         """,
         receiver.endpoint,
+        QUEUED,
     )
     receiver.stop()
     with Store(path) as store:
@@ -274,19 +288,6 @@ def test_ids_given_with_extra_do_not_move_a_queued_record_to_another_trace(
     receiver, path = collector
     _run_app(
         """
-        import logging, logging.handlers, queue, tracekit
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from tracekit.logs import LogExportHandler
-        tracekit.init("shop", metrics_port=0, export_logs=False)
-        provider = LoggerProvider()
-        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
-        records = queue.Queue()
-        listener = logging.handlers.QueueListener(records, LogExportHandler(provider))
-        logging.root.addHandler(logging.handlers.QueueHandler(records))
-        listener.start()
         log = logging.getLogger("shop")
         tracekit.correlation.set_correlation_id("order-6")
         with trace.get_tracer("shop").start_as_current_span("charge"):
@@ -298,6 +299,7 @@ def test_ids_given_with_extra_do_not_move_a_queued_record_to_another_trace(
         tracekit.shutdown()
         """,
         receiver.endpoint,
+        QUEUED,
     )
     receiver.stop()
     with Store(path) as store:
@@ -320,23 +322,14 @@ def test_a_record_exported_in_a_listener_span_keeps_the_span_it_was_logged_in(
     receiver, path = collector
     _run_app(
         """
-        import logging, logging.handlers, queue, tracekit
-        from opentelemetry import trace
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from tracekit.logs import LogExportHandler
         tracekit.init("shop", metrics_port=0, export_logs=False)
         tracer = trace.get_tracer("shop")
-        provider = LoggerProvider()
-        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
 
         class ShippingListener(logging.handlers.QueueListener):
             def handle(self, record):
                 with tracer.start_as_current_span("ship"):
                     super().handle(record)
 
-        records = queue.Queue()
         listener = ShippingListener(records, LogExportHandler(provider))
         logging.root.addHandler(logging.handlers.QueueHandler(records))
         listener.start()
@@ -348,6 +341,7 @@ def test_a_record_exported_in_a_listener_span_keeps_the_span_it_was_logged_in(
         tracekit.shutdown()
         """,
         receiver.endpoint,
+        OWN_PROVIDER,
     )
     receiver.stop()
     with Store(path) as store:
@@ -365,14 +359,7 @@ def test_ids_given_with_extra_are_no_trace_context_without_stamping(
     receiver, path = collector
     _run_app(
         """
-        import logging, tracekit
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-        from tracekit.logs import LogExportHandler
         tracekit.init("shop", metrics_port=0, logs=False, export_logs=False)
-        provider = LoggerProvider()
-        provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
         logging.root.addHandler(LogExportHandler(provider))
         tracekit.correlation.set_correlation_id("order-8")
         partner = {"trace_id": "ab" * 16, "span_id": "cd" * 8}
@@ -381,6 +368,7 @@ def test_ids_given_with_extra_are_no_trace_context_without_stamping(
         tracekit.shutdown()
         """,
         receiver.endpoint,
+        OWN_PROVIDER,
     )
     receiver.stop()
     with Store(path) as store:
