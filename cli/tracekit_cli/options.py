@@ -28,11 +28,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS = ("rich", "text", "json")
 MAX_ID_CHARS = 256
-# version-traceid-parentid-flags, as a proxy logs it or a request carries it (W3C Trace Context);
-# a version after 00 may add fields after the flags
-TRACEPARENT = re.compile(
-    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", re.IGNORECASE | re.DOTALL
-)
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
@@ -280,13 +275,13 @@ def traceparent_trace_id(query: str) -> str | None:
     """The trace ID inside ``query`` when it is a whole W3C ``traceparent`` (as a proxy logs it
     or a request carries it), lower case; None for anything else, and for a header a W3C
     propagator refuses (version ff, version 00 with more fields, an all-zero ID): the service
-    started a new trace, so no request has the trace ID in it."""
-    match = TRACEPARENT.fullmatch(query)
-    if match is None:
-        return None
-    version, trace_id, parent_id, more = match.groups()
-    refused = version.lower() == "ff" or (version == "00" and more is not None)
-    return None if refused or not int(trace_id, 16) or not int(parent_id, 16) else trace_id.lower()
+    started a new trace, so no request has the trace ID in it. The propagator's own parser
+    decides (loaded on this path only: the CLI starts without OpenTelemetry); typed in upper
+    case, it is read as the lower case the header carries."""
+    from tracekit.propagation import parse_traceparent
+
+    parsed = parse_traceparent(query.lower())
+    return None if parsed is None else f"{parsed.trace_id:032x}"
 
 
 def parse_since(value: str | None, now: float | None = None, option: str = "--since") -> int | None:
