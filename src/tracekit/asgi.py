@@ -350,8 +350,7 @@ def _included_template(scope: Scope, route: object) -> object:
     own ``APIRoute`` in the scope, without the prefix the router was included with
     (``include_router(api, prefix="/api")``), and keeps the route as included, prefix and all,
     beside it; the route's own template everywhere else."""
-    fastapi = scope.get("fastapi")
-    included = fastapi.get("effective_route_context") if isinstance(fastapi, dict) else None
+    included = _effective_route_context(scope)
     if included is not None and getattr(included, "original_route", None) is route:
         template = getattr(included, "path_format", None)
         if isinstance(template, str) and template:
@@ -360,18 +359,36 @@ def _included_template(scope: Scope, route: object) -> object:
 
 
 def _route_of_endpoint(scope: Scope) -> object:
-    """The route of the application routing the request whose endpoint the scope names, for a
-    router that routes without naming the route (FastAPI's names none but its ``APIRoute``:
-    not its ``/docs``, an ``add_route`` or a mount such as ``StaticFiles``). None for a 404,
-    whose scope names no endpoint, or only the application it was mounted as."""
+    """The route to the endpoint the scope names, for a router that routes without naming the
+    route (FastAPI's names none but its ``APIRoute``: not its ``/docs``, an ``add_route`` or a
+    mount such as ``StaticFiles``): the one an included router holds, where FastAPI took one,
+    else the application's own. None for a 404, whose scope names no endpoint, or only the
+    application it was mounted as."""
     endpoint = scope.get("endpoint")
     if endpoint is None:
         return None
+    included = _included_route(scope, endpoint)
+    if included is not None:
+        return included
     found = _routes_of_endpoint(scope.get("app"), endpoint)
     if len(found) > 1:  # one endpoint under several paths: the one the request's path matches
         path = _below_root(scope)
         found = tuple(route for route in found if _matches_path(route, path)) or found
     return found[0] if found else None
+
+
+def _included_route(scope: Scope, endpoint: object) -> object:
+    """The route to ``endpoint`` FastAPI's router took in an included router, with the prefix
+    it was included with (``add_route`` or ``mount`` on an ``APIRouter``): no list of routes
+    shows it, and the application's own route to the same endpoint is another path."""
+    route = getattr(_effective_route_context(scope), "starlette_route", None)
+    return route if route is not None and _leads_to(route, endpoint) else None
+
+
+def _effective_route_context(scope: Scope) -> object:
+    """What FastAPI's router (0.16x) keeps in the scope of the route it took, as included."""
+    fastapi = scope.get("fastapi")
+    return fastapi.get("effective_route_context") if isinstance(fastapi, dict) else None
 
 
 def _routes_of_endpoint(app: object, endpoint: object) -> tuple[object, ...]:

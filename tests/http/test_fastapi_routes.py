@@ -105,6 +105,39 @@ def test_fastapi_routes_under_a_starlette_mount_are_named(
     _assert_named(app, registry, expected, wait_for_spans)
 
 
+def _with_an_operations_router(static: Path) -> FastAPI:
+    app = FastAPI(telemetry={"tracing": False})
+    files = StaticFiles(directory=static)
+    app.add_route("/healthz", plain)
+    app.mount("/static", files)
+    ops = APIRouter()  # the same endpoint and files again, in a router of their own
+    ops.add_route("/ready", plain)
+    ops.mount("/files", files)
+    app.include_router(ops, prefix="/ops")
+    return app
+
+
+def test_a_plain_route_of_an_included_router_is_named_by_its_own_path(
+    wait_for_spans: Any, static: Path
+) -> None:
+    # FastAPI's router names no plain route of an included router in the scope and lists it
+    # nowhere: the lookup by endpoint took the application's route to the same endpoint, and
+    # /ops/ready was named /healthz, /ops/files/a.txt /static
+    registry = CollectorRegistry()
+    app = _with_an_operations_router(static)
+    app.mount("/v1", _with_an_operations_router(static))
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-ops")
+    expected = {
+        "/healthz": (200, "/healthz"),
+        "/static/a.txt": (200, "/static"),
+        "/ops/ready": (200, "/ops/ready"),
+        "/ops/files/a.txt": (200, "/ops/files"),
+        "/v1/ops/ready": (200, "/v1/ops/ready"),
+        "/v1/ops/files/a.txt": (200, "/v1/ops/files"),
+    }
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
 def _assert_named(
     app: Any, registry: CollectorRegistry, expected: dict[str, tuple[int, str | None]],
     wait_for_spans: Any,
