@@ -206,6 +206,10 @@ def _stored_names(store: Path) -> tuple[list[str], list[str]]:
         ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "none", None),
         ("grpc", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", None),
         ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "is not gzip, deflate or none"),
+        # empty, as a compose file's ${OTEL_EXPORTER_OTLP_TIMEOUT} leaves an unset one: unset
+        ("grpc", "OTEL_EXPORTER_OTLP_TIMEOUT", "", None),
+        ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "", None),
+        ("grpc", "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "", None),
     ],
 )
 def test_an_exporter_setting_the_sdk_cannot_use_is_warned_of_and_export_goes_on(

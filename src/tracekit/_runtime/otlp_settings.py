@@ -31,18 +31,14 @@ _warned: set[str] = set()
 
 def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
     """Keyword arguments for ``signal``'s (``traces``, ``logs``) OTLP exporter in ``protocol``:
-    the timeout where a variable sets one; over HTTP the endpoint, over gRPC the compression."""
-    arguments: dict[str, Any] = {}
+    the timeout; over HTTP the endpoint, over gRPC the compression. Always given, so that the
+    gRPC exporter does not read the variables again: it refused an empty one, which is unset."""
+    arguments: dict[str, Any] = {"timeout": _timeout(signal)}
     if protocol != "grpc":
         arguments["endpoint"] = endpoint(signal, protocol)
     else:
         _check_grpc_timeout(signal)
-        compression = _grpc_compression(signal)
-        if compression is not None:
-            arguments["compression"] = compression
-    timeout = _timeout(signal)
-    if timeout is not None:
-        arguments["timeout"] = timeout
+        arguments["compression"] = _grpc_compression(signal)
     return arguments
 
 
@@ -68,10 +64,10 @@ def _setting(signal: str, setting: str) -> tuple[str, str] | None:
     return None
 
 
-def _timeout(signal: str) -> float | None:
+def _timeout(signal: str) -> float:
     found = _setting(signal, "TIMEOUT")
     if found is None:
-        return None
+        return DEFAULT_TIMEOUT
     name, value = found
     try:
         seconds = float(value)
@@ -100,11 +96,11 @@ def _check_grpc_timeout(signal: str) -> None:
 
 
 def _grpc_compression(signal: str) -> Any:
-    found = _setting(signal, "COMPRESSION")
-    if found is None:
-        return None
     import grpc
 
+    found = _setting(signal, "COMPRESSION")
+    if found is None:
+        return grpc.Compression.NoCompression  # the exporter's default
     name, value = found
     member = _GRPC_COMPRESSION.get(value.lower())
     if member is None:
