@@ -229,14 +229,14 @@ class TracekitMiddleware(OptionsReadLate):
             elif error is not None and _client_closed_websocket(error):
                 error = None  # how a WebSocket connection ends: no server error either
             # a response that has gone was routed already (complete): no second lookup
-            route = None if request.completed else _route(scope, top, request.route)
+            route = None if request.completed else _route_named(request, scope, top)
             self._requests.finish(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
     def _responded(self, request: ActiveRequest, scope: Scope, top: object) -> None:
         try:
-            self._requests.responded(request, _route(scope, top, request.route))
+            self._requests.responded(request, _route_named(request, scope, top))
         except Exception as exc:
             report_once("asgi request finish", exc)
 
@@ -316,6 +316,18 @@ def _below_root(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+def _route_named(request: ActiveRequest, scope: Scope, top: object) -> str | None:
+    """The request's route as this layer names it for its span and metrics; None from a layer
+    inside another tracekit layer's request (a mounted sub-application's own middleware): the
+    outer layer reads the same scope and names the route under all the mounts, and follows a
+    mount of an application Starlette does not route with the route an inner layer reports,
+    which only one inside that application (Flask's, Django's) can tell. This layer's name
+    (``/ws``, the mount inside the sub-application) went after the mount: ``/shop/ws/ws``."""
+    if request.outer is not None:
+        return None
+    return _route(scope, top, request.route)
 
 
 def _route(scope: Scope, top: object, inner: str | None = None) -> str | None:

@@ -8,6 +8,7 @@ in the metrics, with that route; one request in flight while it runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -376,3 +377,42 @@ def test_a_websocket_through_a_mounted_app_with_its_own_middleware_keeps_the_mou
         "GET /shop/chat/{room}",
         "/shop/chat/{room}",
     )
+
+
+def test_a_plain_asgi_app_mounted_in_a_sub_application_with_its_own_middleware_keeps_its_mount(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """A WebSocket, and a request that fails with a 5xx, end with the application: the layer
+    inside the sub-application named them first, under the sub-application's mount (``/ws``),
+    and the outer layer followed the mount it found with that name, as it follows a mounted
+    Flask app's mount with the route Flask names: ``GET /shop/ws/ws``."""
+    from websockets.sync.client import connect
+
+    async def sockets(scope: Any, receive: Any, send: Any) -> None:  # as socketio's ASGIApp
+        if scope["type"] == "http":
+            raise RuntimeError("the socket server failed")
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "hello"})
+        await send({"type": "websocket.close"})
+
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception
+    registry = CollectorRegistry()
+    shop = Starlette(routes=[Mount("/ws", app=sockets)])
+    shop.add_middleware(TracekitMiddleware, registry=registry)
+    app = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]), registry=registry)
+    url = serve_asgi(app)
+    with connect(url.replace("http://", "ws://") + "/shop/ws/lobby") as socket:
+        assert socket.recv(timeout=10) == "hello"
+    assert requests.get(url + "/shop/ws/poll", timeout=10).status_code == 500
+
+    server_spans = [s for s in wait_for_spans(2) if s.kind.name == "SERVER"]
+    assert [(s.name, s.attributes["http.route"]) for s in server_spans] == [
+        ("GET /shop/ws", "/shop/ws")
+    ] * 2
+
+    def counts() -> dict[tuple[str, str], float]:
+        return _request_counts(generate_latest(registry).decode())
+
+    wait_for(counts, 5, "the request counted")
+    assert counts() == {("/shop/ws", "500"): 1.0}
