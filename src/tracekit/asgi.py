@@ -383,9 +383,8 @@ def _route_of_endpoint(scope: Scope) -> object:
     if included is not None:
         return included
     found = _routes_of_endpoint(scope.get("app"), endpoint)
-    if len(found) > 1:  # one endpoint under several paths: the one the request's path matches
-        path = _below_root(scope)
-        found = tuple(route for route in found if _matches_path(route, path)) or found
+    if len(found) > 1:  # one endpoint under several paths: the one the request took
+        found = tuple(route for route in found if _taken(route, scope)) or found
     return found[0] if found else None
 
 
@@ -422,9 +421,22 @@ def _leads_to(route: object, endpoint: object) -> bool:
     return endpoint is getattr(route, "endpoint", None) or endpoint is getattr(route, "app", None)
 
 
-def _matches_path(route: object, path: str) -> bool:
+def _taken(route: object, scope: Scope) -> bool:
+    """Whether the request took ``route``: a route by the request's path below the root path,
+    a mount by the root path, which ends with what the mount matched (the path below it is the
+    mounted application's)."""
+    if _is_mount(route):
+        return _ends_with_mount(scope.get("root_path", ""), getattr(route, "path", None))
     pattern = getattr(route, "path_regex", None)
-    return isinstance(pattern, re.Pattern) and pattern.match(path) is not None
+    return isinstance(pattern, re.Pattern) and pattern.match(_below_root(scope)) is not None
+
+
+def _ends_with_mount(root_path: str, template: object) -> bool:
+    """Whether ``root_path`` ends with a path the mount ``template`` matches."""
+    if not isinstance(template, str):
+        return False
+    pattern = _template_pattern(template).pattern
+    return re.search(f"(?:{pattern})\\Z", root_path) is not None
 
 
 def _is_mount(route: object) -> bool:

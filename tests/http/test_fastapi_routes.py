@@ -138,6 +138,32 @@ def test_a_plain_route_of_an_included_router_is_named_by_its_own_path(
     _assert_named(app, registry, expected, wait_for_spans)
 
 
+def _files_mounted_twice(static: Path) -> FastAPI:
+    app = FastAPI(telemetry={"tracing": False})
+    files = StaticFiles(directory=static)  # one application at two paths (a GraphQL app too)
+    app.mount("/static", files)
+    app.mount("/assets", files)
+    return app
+
+
+def test_one_application_mounted_at_two_paths_is_named_by_the_mount_the_request_took(
+    wait_for_spans: Any, static: Path
+) -> None:
+    # FastAPI's router names neither mount: the lookup by endpoint matched the path below the
+    # mount against both, and took the first, so /assets/a.txt was named /static
+    registry = CollectorRegistry()
+    app = _files_mounted_twice(static)
+    app.mount("/v1", _files_mounted_twice(static))
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-twice")
+    expected = {
+        "/static/a.txt": (200, "/static"),
+        "/assets/a.txt": (200, "/assets"),
+        "/v1/static/a.txt": (200, "/v1/static"),
+        "/v1/assets/a.txt": (200, "/v1/assets"),
+    }
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
 def _assert_named(
     app: Any, registry: CollectorRegistry, expected: dict[str, tuple[int, str | None]],
     wait_for_spans: Any,
