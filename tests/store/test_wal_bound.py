@@ -107,3 +107,39 @@ def test_a_checkpoint_that_gave_up_does_not_raise_the_bound_for_good(
                 store.write_spans(batch(number + more))
                 largest = max(largest, wal.stat().st_size)
     assert largest < 2 * BOUND
+
+
+def test_one_read_that_outlasts_the_wait_pauses_the_writer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read held longer than a writer waits for a lock (a backup of the store, a search over
+    a large one): every try, 16 MB apart, waited the busy timeout out for nothing while the
+    write lock was held. A collector stored 113,000 of the 392,000 spans an OTel SDK sent during
+    one 50 s read (380,000 of 412,000 before the WAL was bounded). Once that read has ended,
+    overlapping reads are waited for and the WAL is emptied again."""
+    monkeypatch.setattr("tracekit.store._writer.WAL_BOUND_BYTES", BOUND, raising=False)
+    monkeypatch.setattr("tracekit.store._connection.BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "s.db"
+    wal = Path(f"{path}-wal")
+    checkpoints: list[str] = []
+    with Store(path) as store:
+        store.write_spans(batch(0))
+        store._writer_side().conn.set_trace_callback(checkpoints.append)
+        long_read = sqlite3.connect(path, isolation_level=None)
+        long_read.execute("BEGIN")
+        long_read.execute("SELECT count(*) FROM spans").fetchone()
+        number = 1
+        while wal.stat().st_size < 6 * BOUND:
+            store.write_spans(batch(number))
+            number += 1
+        waited = [s for s in checkpoints if "TRUNCATE" in s]
+        long_read.execute("COMMIT")
+        long_read.close()
+        with reads_without_a_gap(path):
+            for more in range(60):
+                store.write_spans(batch(number + more))
+                if wal.stat().st_size < BOUND:
+                    break
+        emptied = wal.stat().st_size < BOUND
+    assert len(waited) == 1
+    assert emptied
