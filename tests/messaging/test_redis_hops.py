@@ -592,6 +592,35 @@ def test_a_broken_setting_never_stops_xadd_or_publish(client, spans, monkeypatch
     assert spans.get_finished_spans() == ()
 
 
+def test_a_redis_py_whose_asyncio_cluster_pipeline_has_no_reset_is_traced(
+    client, spans, instrumented, monkeypatch
+) -> None:
+    """redis-py before 6.2 (5.0 and later are what tracekit's ``redis`` extra allows) has no
+    ``reset`` on its asyncio ``ClusterPipeline``. Patching failed on it, so redis-py was not
+    instrumented at all: one warning, then stream entries without the correlation ID or trace
+    context, and no PRODUCER span."""
+    redis_instrumentor = instrumented["RedisInstrumentor"]
+    stream = f"old-redis-{uuid.uuid4().hex[:8]}"
+    token = tracekit.correlation.set_correlation_id("order-50")
+    try:
+        redis_instrumentor.uninstrument()
+        monkeypatch.delattr(redis.asyncio.cluster.ClusterPipeline, "reset")
+        redis_instrumentor.instrument()
+        client.xadd(stream, {"order": "1"})
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+        redis_instrumentor.uninstrument()
+        monkeypatch.undo()
+        redis_instrumentor.instrument()
+    [(_, fields)] = client.xrange(stream)
+    client.delete(stream)
+    assert fields[b"order"] == b"1"
+    assert fields[b"x-correlation-id"] == b"order-50"
+    (sent,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert sent.name == f"send {stream}"
+    assert fields[b"traceparent"].decode().split("-")[2] == format(sent.context.span_id, "016x")
+
+
 def test_pubsub_is_off_by_default(client, spans, monkeypatch) -> None:
     monkeypatch.delenv("TRACEKIT_REDIS_PUBSUB_CHANNELS", raising=False)
     channel = f"prices-{uuid.uuid4().hex[:8]}"

@@ -103,7 +103,8 @@ class RedisInstrumentor(Instrumentor):
             module.asyncio.cluster.ClusterPipeline,
         ):
             self.wrap(pipeline, "execute", _traced_execute)
-            self.wrap(pipeline, "reset", _traced_reset)
+            if "reset" in vars(pipeline):  # (the asyncio cluster one has none before redis-py 6.2)
+                self.wrap(pipeline, "reset", _traced_reset)
         for pipeline in (module.client.Pipeline, module.asyncio.client.Pipeline):
             if "raise_first_error" in vars(pipeline):  # (redis-py's own; cluster ones differ)
                 self.wrap(pipeline, "raise_first_error", _noting_replies)
