@@ -377,6 +377,55 @@ def test_a_message_whose_ack_fails_ends_failed(amqp_url, queue_name, spans, fetc
     assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
 
 
+def test_an_iterator_closed_with_its_channel_leaves_the_message_to_its_handler(
+    amqp_url, queue_name, spans, instrumented, monkeypatch
+) -> None:
+    """aio-pika 9.4 (which tracekit's ``rabbitmq`` extra allows) closes a queue iterator
+    through its public ``close(queue, exc)`` when the channel closes, which ended the span of
+    the message being handled as a success: the ack then failed (the broker delivers the
+    message again), and the trace still said processed. As on later versions, the span ends
+    with its handler, failed."""
+    from aio_pika.queue import QueueIterator
+
+    close, init = QueueIterator.close, QueueIterator.__init__
+
+    async def close_as_in_9_4(self: Any, *_: Any) -> None:
+        await close(self)
+
+    def init_as_in_9_4(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._amqp_queue.close_callbacks.add(self.close)
+
+    aio_pika_instrumentor = instrumented["AioPikaInstrumentor"]
+    aio_pika_instrumentor.uninstrument()
+    monkeypatch.setattr(QueueIterator, "close", close_as_in_9_4)
+    monkeypatch.setattr(QueueIterator, "__init__", init_as_in_9_4)
+    aio_pika_instrumentor.instrument()
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            await channel.default_exchange.publish(aio_pika.Message(b"order"), queue_name)
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+                        async with message.process():
+                            await channel.close()  # (the connection dropped...)
+                    break
+
+    try:
+        asyncio.run(run())
+    finally:
+        aio_pika_instrumentor.uninstrument()
+        monkeypatch.undo()
+        aio_pika_instrumentor.instrument()
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.status.status_code.name == "ERROR"
+    assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
+
+
 def test_messages_collected_from_an_iterator_are_handled_as_their_own(
     amqp_url, queue_name, spans
 ) -> None:

@@ -282,7 +282,12 @@ def _release_turns(iterator: Any, error: BaseException | None = None) -> None:
 async def _release_on_close(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    _release_turns(instance)
+    """The app's ``close()`` ends the messages its tasks hold. aio-pika 9.4 also calls it as the
+    queue's close callback, ``close(queue, exc)``, when the channel goes away: its tasks are
+    still handling their messages then, whose spans end as on later versions (a failed ack as
+    the ``process()`` block exits, the next fetch, leaving the iterator's ``async with``)."""
+    if not args:
+        _release_turns(instance)
     return await wrapped(*args, **kwargs)
 
 
