@@ -222,6 +222,47 @@ def test_a_plain_function_callback_is_called_as_aio_pika_calls_it(
     assert consumer.attributes["correlation.id"] == "plain-aio"
 
 
+def test_a_consumer_registered_before_instrumenting_anew_is_traced_again(
+    amqp_url, queue_name, spans, instrumented
+) -> None:
+    """``tracekit.shutdown()`` then ``init()`` (a reload) uninstrument, then instrument with new
+    instrumentors. A consumer registered at startup ran bare for good after that: its handler
+    had no correlation ID, and its messages no CONSUMER span, though they carried both."""
+    from tracekit.instrumentation.aio_pika import AioPikaInstrumentor
+
+    seen: list[str | None] = []
+    first, anew = instrumented["AioPikaInstrumentor"], AioPikaInstrumentor()
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            done = asyncio.Event()
+
+            async def on_message(message: Any) -> None:
+                seen.append(tracekit.correlation_id())
+                await message.ack()
+                done.set()
+
+            await queue.consume(on_message)
+            first.uninstrument()
+            anew.instrument()
+            token = tracekit.correlation.set_correlation_id("order-reloaded")
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"), queue_name)
+            tracekit.correlation.reset_correlation_id(token)
+            await asyncio.wait_for(done.wait(), 10)
+
+    try:
+        asyncio.run(run())
+    finally:
+        anew.uninstrument()
+        first.instrument()
+    assert seen == ["order-reloaded"]
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.attributes["correlation.id"] == "order-reloaded"
+
+
 def test_a_message_published_twice_is_left_as_it_was(amqp_url, queue_name, spans) -> None:
     """One Message object published twice (fan-out by hand, a retry): each publish carries its
     own trace headers, and the caller's message is never written to."""

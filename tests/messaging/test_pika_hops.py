@@ -308,6 +308,40 @@ def test_uninstrument_restores_plain_pika(amqp_url, queue_name, spans, instrumen
     assert blocking.__dict__["basic_publish"] is not traced  # instrumenting again wraps anew
 
 
+def test_a_consumer_registered_before_instrumenting_anew_is_traced_again(
+    amqp_url, queue_name, spans, instrumented
+) -> None:
+    """``tracekit.shutdown()`` then ``init()`` (a reload) uninstrument, then instrument with new
+    instrumentors. A consumer registered at startup ran bare for good after that: its handler
+    had no correlation ID, and its messages no CONSUMER span, though they carried both."""
+    import tracekit
+    from tracekit.instrumentation.pika import PikaInstrumentor
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    seen: list[str | None] = []
+
+    def handler(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        seen.append(tracekit.correlation_id())
+        ch.basic_ack(method.delivery_tag)
+        ch.stop_consuming()
+
+    channel.basic_consume(queue_name, handler)
+    first, anew = instrumented["PikaInstrumentor"], PikaInstrumentor()
+    first.uninstrument()
+    anew.instrument()
+    try:
+        _publish_in_request(channel, queue_name, b"{}", "order-reloaded")
+        channel.start_consuming()
+    finally:
+        anew.uninstrument()
+        first.instrument()
+        connection.close()
+    assert seen == ["order-reloaded"]
+    consumer = _one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.attributes["correlation.id"] == "order-reloaded"
+
+
 def test_break_then_cancel_ends_the_span_while_the_generator_lives(
     amqp_url, queue_name, spans
 ) -> None:

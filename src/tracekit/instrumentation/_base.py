@@ -56,6 +56,8 @@ class Instrumentor:
     # A pull API's open deliveries (``messaging.HeldDeliveries``): ended when uninstrumented,
     # or their spans would stay open and their correlation IDs current for good.
     held: ClassVar[Any] = None
+    # The instance of each subclass asked to instrument last (see ``latest_active``).
+    _latest: ClassVar[Instrumentor | None] = None
 
     def __init__(self) -> None:
         self._enabled = False
@@ -67,11 +69,21 @@ class Instrumentor:
         """True while the target library is patched."""
         return bool(self._patches)
 
+    @classmethod
+    def latest_active(cls) -> bool:
+        """Whether the instance of this instrumentor asked to instrument last is active: what
+        a hook an earlier instance left in the library asks (a consumer callback registered, a
+        session made, before ``tracekit.shutdown()`` and ``init()`` again), so that it traces
+        again once tracekit is instrumented anew, rather than staying silent for good."""
+        latest = cls._latest
+        return latest is not None and latest.active
+
     def instrument(self) -> None:
         """Patch the target now if imported, else on import. Calling it twice is harmless."""
         if self._enabled:
             return
         self._enabled = True
+        type(self)._latest = self
         if not self._hooked:
             self._hooked = True
             wrapt.register_post_import_hook(self._on_import, self.target)

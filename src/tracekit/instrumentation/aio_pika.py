@@ -106,7 +106,7 @@ class AioPikaInstrumentor(Instrumentor):
         self, queue: str, callback: Callable[[Any], Any]
     ) -> Callable[[Any], Awaitable[Any]]:
         async def on_message(message: Any) -> Any:
-            if not self.active:
+            if not self.latest_active():
                 return await _handled(callback, message)
             async with delivery_of(queue, message):
                 return await _handled(callback, message)

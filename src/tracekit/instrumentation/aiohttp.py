@@ -34,10 +34,8 @@ class AiohttpInstrumentor(Instrumentor):
     # made before tracekit.shutdown() and init() again is traced again, as requests' and httpx's
     # clients made then are, rather than staying silent for good.
     _shared: ClassVar[tuple[ModuleType, Any] | None] = None
-    _latest: ClassVar[AiohttpInstrumentor | None] = None
 
     def patch(self, module: ModuleType) -> None:
-        AiohttpInstrumentor._latest = self
         trace_config = _shared_config(module)
         self.wrap(module.ClientSession, "__init__", _with_trace_config(trace_config))
         # A session made before tracekit (at import, by a library) gets it at its next request.
@@ -48,13 +46,9 @@ def _shared_config(module: ModuleType) -> Any:
     """The ``TraceConfig`` of this aiohttp module, made on first use."""
     shared = AiohttpInstrumentor._shared
     if shared is None or shared[0] is not module:
-        shared = AiohttpInstrumentor._shared = (module, _trace_config(module, _latest_active))
+        trace_config = _trace_config(module, AiohttpInstrumentor.latest_active)
+        shared = AiohttpInstrumentor._shared = (module, trace_config)
     return shared[1]
-
-
-def _latest_active() -> bool:
-    latest = AiohttpInstrumentor._latest
-    return latest is not None and latest.active
 
 
 def _with_trace_config(trace_config: Any) -> Callable[..., Any]:

@@ -92,7 +92,7 @@ class PikaInstrumentor(Instrumentor):
             self.wrap(cls, "basic_nack", functools.partial(_noting_rejection, _NACK_PARAMETERS))
             self.wrap(cls, "basic_reject", functools.partial(_noting_rejection, _REJECT_PARAMETERS))
         self.wrap(channel, "basic_get", _traced_basic_get)
-        self.wrap(channel, "consume", functools.partial(_traced_consume, lambda: self.active))
+        self.wrap(channel, "consume", functools.partial(_traced_consume, self.latest_active))
         self.wrap(channel, "close", _release_on_close)
         self.wrap(channel, "__exit__", _release_on_exit)
         self.wrap(module.BlockingConnection, "__exit__", _release_channels_on_exit)
@@ -133,7 +133,7 @@ class PikaInstrumentor(Instrumentor):
         self, queue: str, callback: Callable[..., Any], acked_by_app: bool
     ) -> Callable[..., Any]:
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> Any:
-            if not self.active:  # uninstrumented since: consumers already registered run bare
+            if not self.latest_active():  # uninstrumented since: registered consumers run bare
                 return callback(channel, method, properties, body)
             settled_on = channel if acked_by_app else None
             with delivery_of(queue, method, properties, settled_on):
