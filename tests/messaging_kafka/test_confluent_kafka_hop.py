@@ -136,6 +136,34 @@ def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> 
     assert message.headers() is None
 
 
+def test_clients_built_before_instrumenting_anew_are_traced_again(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """``tracekit.shutdown()`` then ``init()`` (a reload) uninstrument, then instrument again. A
+    producer and a consumer built at startup stayed pass-throughs for good after that: records
+    went out without headers (their consumers started new traces under new IDs), and polled
+    messages had no CONSUMER span nor their correlation ID."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    cc = consumer(kafka_bootstrap, topic)
+    instrumentation.uninstrument(["confluent_kafka"])
+    instrumentation.instrument(["confluent_kafka"])
+    token = tracekit.correlation.set_correlation_id("order-reloaded")
+    try:
+        producer.produce(topic, b"order-1", partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    producer.flush(10)
+    message = poll_one(cc)
+    inside = tracekit.correlation_id()
+    cc.close()
+    assert inside == "order-reloaded"
+    assert dict(message.headers())["x-correlation-id"] == b"order-reloaded"
+    finished = list(spans.get_finished_spans())
+    sent = one(finished, SpanKind.PRODUCER, f"send {topic}")
+    taken = one(finished, SpanKind.CONSUMER, f"process {topic}")
+    assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
+
+
 def test_isinstance_against_the_swapped_classes_holds_both_ways(kafka_bootstrap: str) -> None:
     """Objects of the library's own classes (built before instrumenting, and the Serializing/
     Deserializing wrappers, subclasses of the originals) are still ``confluent_kafka.Producer``

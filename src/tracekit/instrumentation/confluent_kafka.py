@@ -3,12 +3,13 @@
 confluent-kafka's ``Producer`` and ``Consumer`` are C extension types whose methods cannot be
 patched, so instrumenting replaces ``confluent_kafka.Producer`` and ``confluent_kafka.Consumer``
 with subclasses that trace; uninstrumenting puts the originals back and turns objects already
-built into pass-throughs. ``isinstance`` and ``issubclass`` hold both ways: the subclasses'
-objects are instances of the originals, and the swapped-in names answer as the originals do, so
-objects built before instrumenting and the ``SerializingProducer``/``DeserializingConsumer``
-wrappers (subclasses of the originals) are still instances of ``confluent_kafka.Producer`` and
-``Consumer``. Code that bound the classes before tracekit instrumented (``from
-confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
+built into pass-throughs, until tracekit is instrumented again (``tracekit.shutdown()``, then
+``init()``), when they trace again. ``isinstance`` and ``issubclass`` hold both ways: the
+subclasses' objects are instances of the originals, and the swapped-in names answer as the
+originals do, so objects built before instrumenting and the ``SerializingProducer``/
+``DeserializingConsumer`` wrappers (subclasses of the originals) are still instances of
+``confluent_kafka.Producer`` and ``Consumer``. Code that bound the classes before tracekit
+instrumented (``from confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
 
 - ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
@@ -82,7 +83,6 @@ class _ClassSwap(Patch):
         proxy = self.owner.__dict__.get(self.attribute)
         proxy_live = getattr(proxy, "_tracekit_live", None)
         if proxy_live is not None and self.original is not None and proxy.__base__ is self.original:
-            proxy._tracekit_live = False
             setattr(self.owner, self.attribute, self.original)
         self.live = False
 
@@ -371,9 +371,9 @@ def _message_max_bytes(config: dict[str, Any]) -> int | None:
 
 
 def _traced(client: Any) -> bool:
-    """Whether ``client``'s calls are traced: tracekit has not been uninstrumented since its
-    class was swapped in, and no asyncio client made it (``_made_by_asyncio_client``)."""
-    return bool(type(client)._tracekit_live) and not client._tracekit_bare
+    """Whether ``client``'s calls are traced: confluent-kafka is instrumented now (whichever
+    swap made its class), and no asyncio client made it (``_made_by_asyncio_client``)."""
+    return ConfluentKafkaInstrumentor.latest_active() and not client._tracekit_bare
 
 
 def _made_by_asyncio_client() -> bool:
