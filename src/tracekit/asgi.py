@@ -82,8 +82,7 @@ class TracekitMiddleware(OptionsReadLate):
         if scope["type"] == "lifespan":  # flush before the server stops (docs/middleware.md)
             await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
-        if not self._final:
-            self._read_options()
+        self._read_options()
         if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(_below_root(scope)):
             await self.app(scope, receive, send)
             return

@@ -72,8 +72,7 @@ class TracekitMiddleware(OptionsReadLate):
         self._environ_keys = header_keys(requests.wanted_headers)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not self._final:
-            self._read_options()
+        self._read_options()
         path = request_path(environ)
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:

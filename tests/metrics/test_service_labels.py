@@ -8,6 +8,7 @@ under uvicorn on loopback, calls it through httpx, and scrapes tracekit's own me
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scripted_metrics import metrics_printed_by, script_output
 
@@ -75,6 +76,80 @@ def test_each_service_labels_its_own_requests() -> None:
         for s in families["http_server_active_requests"].samples
     }
     assert in_flight == {("first", ""): 0.0, ("second", "2.0"): 0.0, ("billing", "2.0"): 0.0}
+
+
+ONE_APP_SCRIPT = """
+import sys
+
+import httpx
+
+import tracekit
+
+metrics_port = int(sys.argv[1])
+url, stop = serve()
+tracekit.init("first", exporter="none", metrics_port=metrics_port)
+httpx.get(url + "/orders/1").raise_for_status()
+tracekit.shutdown()
+httpx.get(url + "/orders/2").raise_for_status()  # still the first service's, not the env's
+tracekit.init("second", service_version="2.0", exporter="none", metrics_port=metrics_port)
+httpx.get(url + "/orders/3").raise_for_status()
+stop()
+print(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text)
+tracekit.shutdown()
+"""
+SERVE_ASGI = """
+from loopback import start_uvicorn
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from tracekit.asgi import TracekitMiddleware
+
+
+async def order(request):
+    return PlainTextResponse("ok")
+
+
+def serve():
+    return start_uvicorn(TracekitMiddleware(Starlette(routes=[Route("/orders/{id}", order)])))
+"""
+SERVE_DJANGO = """
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+from loopback import start_werkzeug
+
+settings.configure(
+    ALLOWED_HOSTS=["*"], SECRET_KEY="test-only", ROOT_URLCONF=__name__, LOGGING_CONFIG=None,
+    MIDDLEWARE=["tracekit.django.TracekitMiddleware"],
+)
+urlpatterns = [path("orders/<int:order_id>", lambda request, order_id: HttpResponse("ok"))]
+django.setup()
+
+
+def serve():
+    from django.core.wsgi import get_wsgi_application
+
+    return start_werkzeug(get_wsgi_application())
+"""
+
+
+@pytest.mark.parametrize("serve", [SERVE_ASGI, SERVE_DJANGO], ids=["asgi", "django"])
+def test_an_app_served_across_init_calls_labels_its_requests_with_the_current_service(
+    serve: str,
+) -> None:
+    """One application object outlives ``tracekit.shutdown()`` and an ``init()`` under a new
+    name (a test suite's module-level app, whose lifespan inits per test; a notebook): its
+    requests after the new ``init`` were counted under the first service's name and version,
+    while its outgoing calls and messages already said the new one."""
+    families = metrics_printed_by(serve + ONE_APP_SCRIPT)
+    requests = {
+        (sample.labels["service_name"], sample.labels["service_version"]): sample.value
+        for sample in families["http_server_request_duration_seconds"].samples
+        if sample.name.endswith("_count")
+    }
+    assert requests == {("first", ""): 2.0, ("second", "2.0"): 1.0}
 
 
 OTEL_ONLY_SCRIPT = """

@@ -368,16 +368,28 @@ def check_overrides(overrides: dict[str, Any]) -> None:
         )
 
 
+UNREAD = object()  # a middleware's runtime before its first request: none read yet
+
+
+def options_outdated(read_under: object, runtime: object) -> bool:
+    """Whether a middleware's options, read under the runtime ``read_under``, must be read again
+    under ``runtime`` (``state.current()``): at its first request (``UNREAD``) and under each new
+    ``tracekit.init``. After a ``shutdown`` (None) those read stay until the next init: a request
+    still served then keeps its service's name, not the environment's."""
+    return runtime is not read_under and (runtime is not None or read_under is UNREAD)
+
+
 class OptionsReadLate:
     """Base of the ASGI and WSGI middleware: options are read at the first request, and again
-    at each until ``tracekit.init`` has run. Frameworks build middleware before the code that
-    calls init (Starlette before the lifespan startup where FastAPI apps call it, an app factory
-    before its init call). An invalid option fails at construction, as the application starts;
-    no metric series exists until the first request."""
+    at the first after each ``tracekit.init`` (or ``shutdown``). Frameworks build middleware
+    before the code that calls init (Starlette before the lifespan startup where FastAPI apps
+    call it, an app factory before its init call), and an application can outlive an init (a
+    test suite's app whose lifespan inits per test): its requests follow the current one's
+    service name and options. An invalid option fails at construction, as the application
+    starts; no metric series exists until the first request."""
 
     _requests: ServerRequests
-    _configured = False
-    _final = False  # read once tracekit.init had run: never read again
+    _read_under: object = UNREAD  # the runtime whose options were read (None: before init)
 
     def __init__(
         self,
@@ -389,13 +401,14 @@ class OptionsReadLate:
         check_overrides(options)
 
     def _read_options(self) -> None:
-        """Called while ``_final`` is false: read the options if not yet read or if init ran."""
-        if self._configured and state.current() is None:
+        """Read the options if those read are outdated (``options_outdated``)."""
+        runtime = state.current()
+        if not options_outdated(self._read_under, runtime):
             return
         self._requests = server_requests(*self._setup)
         self._configure(self._requests)
-        # Last: a request on another thread that sees them set finds everything above set.
-        self._configured, self._final = True, state.current() is not None
+        # Last: a request on another thread that sees it set finds everything above set.
+        self._read_under = runtime
 
     def _configure(self, requests: ServerRequests) -> None:
         """What the middleware derives from freshly read options."""
