@@ -101,6 +101,28 @@ def parse_label_values(query: str) -> tuple[str, str]:
     return match["selector"].strip(), match["label"]
 
 
+def first_value(var: Mapping[str, Any], listed: list[str]) -> str:
+    """The value Grafana selects in a variable when the dashboard opens: the first of ``listed``
+    in the variable's ``sort`` order (1 and 2: alphabetical, ascending and descending; 7 and 8:
+    natural, the numbers within the text compared as numbers, as JavaScript's ``localeCompare``
+    with ``numeric`` does; 0: as the data source listed them)."""
+    order = var.get("sort", 0)
+    if order == 0:
+        return listed[0]
+    key = _natural_key if order in (7, 8) else None
+    return sorted(listed, key=key, reverse=order in (2, 8))[0]
+
+
+def _natural_key(value: str) -> list[tuple[int, int, str]]:
+    return [
+        (0, int(part), "") if part[0] in _DIGITS else (1, 0, part)
+        for part in re.findall(f"[{_DIGITS}]+|[^{_DIGITS}]+", value)
+    ]
+
+
+_DIGITS = "0123456789"
+
+
 def _regex_escape(value: str) -> str:
     # Escaped for the regex AND for the PromQL string literal around it: `{` becomes `\\{`.
     return _REGEX_SPECIAL.sub(r"\\\\\1", value.replace("\\", "\\\\\\\\"))

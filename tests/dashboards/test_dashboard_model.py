@@ -20,6 +20,7 @@ from grafana_model import (
     DASHBOARD_FILES,
     DASHBOARDS,
     DATASOURCE_REF,
+    first_value,
     load,
     panels,
     parse_label_values,
@@ -258,12 +259,18 @@ def test_files_are_stable_pretty_printed_json() -> None:
         assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n", name
 
 
-def test_canary_dashboard_opens_on_two_different_versions() -> None:
-    """Grafana selects a variable's first value: opposite sort orders pick lowest and highest."""
+def test_canary_dashboard_opens_on_the_older_version_as_baseline_and_the_newer_as_canary() -> None:
+    """Grafana selects a variable's first value in its sort order: opposite orders pick the
+    lowest version as the baseline and the highest as the canary. Sorted as text, 1.10.0 comes
+    before 1.9.0: after a 1.9.0 -> 1.10.0 rollout the dashboard opened with the new version as
+    the baseline, and a canary's regression read as an improvement (its error ratio difference
+    negative)."""
     defined = variables(load("canary.json"))
     baseline, canary = defined["baseline"], defined["canary"]
     assert variable_query(baseline) == variable_query(canary)
-    assert (baseline["sort"], canary["sort"]) == (1, 2)
+    for listed in (["1.10.0", "1.9.0"], ["2.3.0", "2.4.0"]):  # as Prometheus' label API sorts
+        chosen = (first_value(baseline, listed), first_value(canary, listed))
+        assert chosen == tuple(sorted(listed, key=lambda v: [int(n) for n in v.split(".")]))
 
 
 @pytest.mark.parametrize("name", ["service-overview.json", "endpoint.json", "messaging.json"])

@@ -32,6 +32,7 @@ from grafana_model import (
     COLLECTOR_DASHBOARDS,
     DASHBOARD_FILES,
     MACROS,
+    first_value,
     interpolate,
     load,
     panels,
@@ -188,8 +189,7 @@ def _resolve(
         if pick_all and (var["multi"] or var["includeAll"]):
             chosen[name] = [ALL]
         else:
-            # Grafana's default: the first value in the variable's sort order (2: descending).
-            chosen[name] = [listed[name][-1 if var.get("sort") == 2 else 0]]
+            chosen[name] = [first_value(var, listed[name])]  # Grafana's default
     return chosen, listed
 
 
