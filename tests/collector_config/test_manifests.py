@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import yaml
 
+from tracekit.config import resolve
+
 from . import tracekit_defaults as tk
 from .manifests import (
     ecs_container,
@@ -31,6 +33,22 @@ def queue_dir(config: Config) -> str:
 
 def required_variables(config: Config) -> set[str]:
     return {name for name, defaults in env_defaults(config).items() if None in defaults}
+
+
+def sidecar_scrapes_loopback(config: Config) -> bool:
+    """Whether the sidecar scrapes the app's metrics port on the task's or pod's loopback."""
+    (job,) = [
+        job
+        for job in config["receivers"]["prometheus"]["config"]["scrape_configs"]
+        if job["job_name"] != "otelcol"
+    ]
+    (target,) = [t for group in job["static_configs"] for t in group["targets"]]
+    return with_defaults(target) == f"localhost:{tk.METRICS_PORT}"
+
+
+def metrics_host(app_env: dict[str, str]) -> str:
+    """The address tracekit binds the metrics port to with the app's environment."""
+    return resolve(environ=app_env).metrics_host
 
 
 # --- ECS ---------------------------------------------------------------------------------------
@@ -64,6 +82,15 @@ def test_ecs_metrics_port_is_the_same_on_both_sides() -> None:
     app = ecs_env(ecs_container("app"))[tk.METRICS_PORT_ENV]
     collector = ecs_env(ecs_container("otel-collector"))[tk.METRICS_PORT_ENV]
     assert app == collector == str(tk.METRICS_PORT)
+
+
+def test_ecs_metrics_port_is_reached_by_the_sidecar_only() -> None:
+    """The sidecar scrapes the task's localhost. Bound to every interface (tracekit's default),
+    the port took connections from anything reaching the task's IP, and 16 held open and idle
+    (the server's cap) made every one of the sidecar's scrapes fail: a gap in the metrics."""
+    _, config = ecs_config()
+    assert sidecar_scrapes_loopback(config)
+    assert metrics_host(ecs_env(ecs_container("app"))) == "127.0.0.1"
 
 
 def test_ecs_app_waits_for_a_healthy_sidecar() -> None:
@@ -146,6 +173,14 @@ def test_k8s_metrics_port_is_the_same_on_both_sides() -> None:
     app = k8s_env(k8s_container("app"))[tk.METRICS_PORT_ENV]
     collector = k8s_env(k8s_container("otel-collector"))[tk.METRICS_PORT_ENV]
     assert app == collector == str(tk.METRICS_PORT)
+
+
+def test_k8s_metrics_port_is_reached_by_the_sidecar_only() -> None:
+    """As on ECS: the port on the pod's IP let any pod of the cluster hold its 16 connections
+    and fail the sidecar's scrapes of localhost."""
+    _, config = k8s_config()
+    assert sidecar_scrapes_loopback(config)
+    assert metrics_host(k8s_env(k8s_container("app"))) == "127.0.0.1"
 
 
 def test_k8s_queue_volume_is_mounted_where_the_config_writes() -> None:
