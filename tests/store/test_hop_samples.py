@@ -137,3 +137,23 @@ def test_links_sent_again_with_a_span_already_stored_are_not_the_span_s_links(
         assert [s[:3] for s in found] == [("web", "worker", "messaging")]
         spans = {s.span_id: s for s in store.newest_spans_since(BASE, limit=100)}
         assert spans[span_id(1)].links == []
+
+
+def test_a_span_sent_again_with_links_joins_no_other_trace(tmp_path: Path) -> None:
+    """The copy's links join nothing either: reading the request a consumer handled (by the
+    traces linking to the producer's, as trace and search follow a message) finds only the
+    consumer that was stored with the link, not the one whose copy brought it later."""
+    message = SpanLink(trace_id(0), span_id(0))
+    producer = SpanRecord(trace_id(0), span_id(0), None, "web", "send", "PRODUCER", BASE, BASE + 10)
+
+    def consumer(n: int, links: list[SpanLink]) -> SpanRecord:
+        return SpanRecord(trace_id(n), span_id(n), None, "worker", "handle", "CONSUMER",
+                          BASE + n, BASE + 20, links=links)  # fmt: skip
+
+    with Store(tmp_path / "s.db") as store:
+        store.write_spans([producer, consumer(1, []), consumer(2, [message])])
+        store.write_spans([consumer(1, [message]), consumer(3, [message])])
+        assert store.trace_ids_linking_to([trace_id(0)]) == {trace_id(2), trace_id(3)}
+        assert [s.span_id for s in store.spans_linking_to(trace_id(0), span_id(0))] == [
+            span_id(2), span_id(3)
+        ]  # fmt: skip

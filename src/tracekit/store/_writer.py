@@ -30,9 +30,14 @@ _INSERT_SPAN = (
     " (SELECT id FROM correlations WHERE value = ?9), ?10, nullif(?11, 0), nullif(?12, ''),"
     " nullif(?13, ''), nullif(?14, 0))"
 )
+# A link row is stored only with the span stored in the same batch (its row id past the last
+# one before it): a copy of a stored span sent again (a retry, another process) is skipped, and
+# its links must not be stored beside it, or they would join its trace to others in every read.
 _INSERT_LINK = (
     "INSERT OR IGNORE INTO links (trace_ref, span_id, position, linked_trace_id, linked_span_id,"
-    " attributes) VALUES ((SELECT id FROM traces WHERE trace_id = ?), ?, ?, ?, ?, nullif(?, ''))"
+    " attributes) SELECT s.trace_ref, s.span_id, ?3, ?4, ?5, nullif(?6, '') FROM spans s"
+    " WHERE s.trace_ref = (SELECT id FROM traces WHERE trace_id = ?1) AND s.span_id = ?2"
+    " AND s.id > ?7"
 )
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
@@ -144,8 +149,12 @@ class StoreWriter:
         execute = self.conn.executemany
         execute(_INSERT_TRACE, [(bytearray(t),) for t in rows.trace_ids])
         execute(_INSERT_CORRELATION, [(c,) for c in rows.correlations])
+        if not rows.links:
+            execute(_INSERT_SPAN, rows.spans)
+            return
+        last_before = self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0]
         execute(_INSERT_SPAN, rows.spans)
-        execute(_INSERT_LINK, rows.links)
+        execute(_INSERT_LINK, [(*link, last_before) for link in rows.links])
 
     def _insert_logs(self, logs: Sequence[LogRecordData]) -> None:
         if not logs:
