@@ -387,7 +387,9 @@ def consume(
     ``headers`` is the message's header mapping or list of ``(key, value)`` pairs.
     ``correlation_property`` is the message property a producer without tracekit may have set
     (for AMQP, ``properties.correlation_id``; ``correlation_property_of(properties)`` reads the
-    configured one): it is the correlation ID when the headers carry none.
+    configured one): it is the correlation ID when the headers carry none. ``attributes`` go on
+    the span; a ``messaging.destination.template`` among them (``semconv``) names it in place of
+    ``destination``, which publishers may choose (a pattern subscription's channels).
     """
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:

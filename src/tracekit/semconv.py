@@ -27,6 +27,7 @@ __all__ = [
     "MESSAGING_CONSUMER_GROUP_NAME",
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_DESTINATION_PARTITION_ID",
+    "MESSAGING_DESTINATION_TEMPLATE",
     "MESSAGING_KAFKA_OFFSET",
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
@@ -68,6 +69,8 @@ MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
 MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
 MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
 MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
+# A destination's low-cardinality form (a pattern subscription's pattern): spans are named by it.
+MESSAGING_DESTINATION_TEMPLATE: Final = "messaging.destination.template"
 MESSAGING_CONSUMER_GROUP_NAME: Final = "messaging.consumer.group.name"
 MESSAGING_KAFKA_OFFSET: Final = "messaging.kafka.offset"
 

@@ -444,6 +444,31 @@ def test_a_channel_named_in_printed_text_keeps_its_name_in_the_metrics(
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_a_pattern_subscription_names_its_spans_by_the_pattern(client, spans) -> None:
+    """Publishers choose the channel a pattern subscriber gets (``prices-<sku>``): named by it,
+    the subscriber's spans had a name per channel, which Jaeger and Tempo list as operations.
+    As OpenTelemetry's messaging conventions ask of a destination of high cardinality, the span
+    is named by the pattern (``messaging.destination.template``); the channel stays its
+    ``messaging.destination.name``."""
+    tag = uuid.uuid4().hex[:8]
+    pattern = f"prices-{tag}-*"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.psubscribe(pattern)
+    subscriber.get_message(timeout=1)  # the psubscribe confirmation
+    for sku in ("a1", "b2"):
+        client.publish(f"prices-{tag}-{sku}", "price changed")
+        assert subscriber.get_message(timeout=5) is not None
+    subscriber.get_message(timeout=0.1)  # the next fetch ends the second message's span
+    subscriber.close()
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert [s.name for s in consumers] == [f"process {pattern}"] * 2
+    assert [s.attributes["messaging.destination.name"] for s in consumers] == [
+        f"prices-{tag}-a1", f"prices-{tag}-b2"
+    ]  # fmt: skip
+    assert {s.attributes["messaging.destination.template"] for s in consumers} == {pattern}
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_pubsub_channel_handler_runs_inside_the_span(client, spans) -> None:
     channel = f"alerts-{uuid.uuid4().hex[:8]}"
     received: list[tuple[Any, str | None]] = []

@@ -204,7 +204,7 @@ class Delivery:
             if dropped:
                 attributes[semconv.LINKS_DROPPED] = dropped
         self.span = span = tracer.start_span(
-            f"{target.operation_name} {target.destination}",
+            f"{target.operation_name} {target.named_by}",
             parent,
             SpanKind.CONSUMER,
             attributes,
@@ -473,6 +473,16 @@ class Target:
         except Exception as error:
             report_once("messaging consume setup", error)
             return None
+
+    @property
+    def named_by(self) -> str:
+        """What the span is named by: the destination's template where the instrumentation
+        gives one (a pattern subscription's pattern; the channels a publisher chooses would make
+        a span name each), else the destination."""
+        template = (
+            self.attributes.get(semconv.MESSAGING_DESTINATION_TEMPLATE) if self.attributes else None
+        )
+        return template if isinstance(template, str) else self.destination
 
     def metrics(self) -> MessagingMetrics:
         return MessagingMetrics.get(

@@ -44,7 +44,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from tracekit import messaging, propagation
+from tracekit import messaging, propagation, semconv
 from tracekit._messaging.headers import callers_own
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import guarded
@@ -447,8 +447,15 @@ def _opened_call(
     if unwrapped is None:
         return None
     response, headers = unwrapped
-    channel = response[2] if len(response) == 4 else response[1]
-    _held.hold(instance, messaging.consume(headers, system=SYSTEM, destination=_text(channel)))
+    # [kind, channel, data], or [kind, pattern, channel, data] for a pattern subscription's,
+    # whose spans are named by the pattern: the channels come from the publishers
+    pattern = (
+        {semconv.MESSAGING_DESTINATION_TEMPLATE: _text(response[1])} if len(response) == 4 else None
+    )
+    delivery = messaging.consume(
+        headers, system=SYSTEM, destination=_text(response[-2]), attributes=pattern
+    )
+    _held.hold(instance, delivery)
     return (response, *args[1:]), {k: v for k, v in kwargs.items() if k != "response"}
 
 
