@@ -531,6 +531,34 @@ def test_clients_sending_their_request_a_byte_at_a_time_do_not_shut_scrapes_out(
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_peers_holding_every_slot_open_do_not_shut_a_scrape_out(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Anything that reaches the port could open as many connections as there are slots, send
+    nothing, and open them again as each was dropped after the timeout: every scrape in
+    between was closed unanswered (0 of 47 sidecar scrapes in the metrics review). A scrape
+    now takes the slot of the oldest connection that has not sent its request, at once; the
+    timeout is left at its default, so no slot frees by itself during the test."""
+    port = free_port()
+    server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    assert server is not None
+    held = [
+        socket.create_connection(("127.0.0.1", port)) for _ in range(metrics_server.MAX_CONNECTIONS)
+    ]
+    try:
+        time.sleep(0.3)  # every connection accepted and holding its slot by now
+        for _ in range(3):
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS}, timeout=5
+            )
+            assert response.status_code == 200 and response.text.rstrip().endswith("# EOF")
+    finally:
+        for connection in held:
+            connection.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_in_multiprocess_mode_a_worker_takes_the_port_over_when_it_frees(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -6,11 +6,15 @@ scanner, a slow or hostile peer; the port binds every interface) held a thread f
 a thousand such connections were a thousand threads in the application. Here a connection must
 send its whole request within ``TIMEOUT_S`` (a client sending a byte every few seconds is cut
 off too) and take each write of the answer within it, and at most ``MAX_CONNECTIONS`` are served
-at once: one more is closed at once, without a thread.
+at once. One more takes the slot of the oldest connection still sending its request (Prometheus
+sends its own as it connects): peers holding every slot open, and opening them again as they
+were dropped, failed every scrape. Only when every slot is busy answering is one more closed at
+once, without a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import sys
@@ -39,6 +43,7 @@ class _Handler(WSGIRequestHandler):
         read only, and clients sending a byte at a time held every slot for as long as they
         liked (every scrape was closed unanswered)."""
         super().setup()
+        self.server.waiting(self.connection)  # type: ignore[attr-defined]
         deadline = time.monotonic() + self.timeout
         self.rfile.close()  # the plain reader setup() made (the socket stays open)
         self.rfile = io.BufferedReader(_ReadsBefore(self.connection, deadline))
@@ -46,6 +51,7 @@ class _Handler(WSGIRequestHandler):
     def parse_request(self) -> bool:
         """Parse the request read, then give each write of the answer the whole timeout."""
         parsed = super().parse_request()
+        self.server.answering(self.connection)  # type: ignore[attr-defined]
         self.connection.settimeout(self.timeout)
         return parsed
 
@@ -76,13 +82,29 @@ class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a scrape in progress never holds up the application's exit
     request_queue_size = 64  # listen backlog: a burst waits to be accepted (or closed), not refused
 
+    EVICTION_WAIT_S = 1.0  # for the slot of a connection dropped to make room
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # Connections still sending their request, oldest first (dicts keep insertion order).
+        self._waiting: dict[socket.socket, None] = {}
+        self._waiting_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
+    def waiting(self, connection: socket.socket) -> None:
+        """``connection`` is served and has yet to send its whole request."""
+        with self._waiting_lock:
+            self._waiting[connection] = None
+
+    def answering(self, connection: socket.socket) -> None:
+        """``connection`` sent its request (or is done): it keeps its slot."""
+        with self._waiting_lock:
+            self._waiting.pop(connection, None)
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve ``request`` on a thread of its own if a slot is free, else close it."""
-        if not self._slots.acquire(blocking=False):
+        """Serve ``request`` on a thread of its own once a slot is free: one is made by dropping
+        the oldest connection still sending its request; without one, ``request`` is closed."""
+        if not self._slots.acquire(blocking=False) and not self._made_room():
             self.shutdown_request(request)
             return
         try:
@@ -90,6 +112,18 @@ class _Server(ThreadingMixIn, WSGIServer):
         except BaseException:
             self._slots.release()
             raise
+
+    def _made_room(self) -> bool:
+        """Drop the oldest connection still sending its request and take its slot as its thread
+        ends (True), or find none to drop (False)."""
+        with self._waiting_lock:
+            oldest = next(iter(self._waiting), None)
+            if oldest is None:
+                return False
+            del self._waiting[oldest]
+        with contextlib.suppress(OSError):
+            oldest.shutdown(socket.SHUT_RDWR)  # its read ends, and its thread with it
+        return self._slots.acquire(timeout=self.EVICTION_WAIT_S)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went silent or away is no error of the application's: nothing is
@@ -102,6 +136,7 @@ class _Server(ThreadingMixIn, WSGIServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self.answering(request)
             self._slots.release()
 
 
