@@ -4,6 +4,7 @@ the request deadline each answer at once, and a slow client makes room for a who
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,26 @@ def test_a_slow_client_makes_room_for_a_whole_request(small: Receiver, tmp_path:
             answers.append(None)
         sock.close()
     assert answers.count(503) == 1  # the one displaced was told to come back
+
+
+def test_an_idle_keep_alive_connection_making_room_is_closed_unanswered(small: Receiver) -> None:
+    """Four exporters' keep-alive connections wait for their next request; after a second, a
+    fifth client displaces one. It asked nothing, so it is told nothing: closed, as at its idle
+    timeout. Before, it was sent a 503 answering no request, which Go's HTTP client logs as
+    "Unsolicited response received on idle HTTP channel" and OkHttp reads as the answer to its
+    next request."""
+    body = _request()
+    idle = [socket.create_connection(small.address, timeout=10) for _ in range(4)]
+    for sock in idle:
+        sock.sendall(_head(len(body)) + body)
+        assert read_response(sock).status == 200
+    time.sleep(1.2)
+    assert post(small, "/v1/traces", _request(2)).status == 200
+    readable, _, _ = select.select(idle, [], [], 4)  # within the others' 5 s idle timeout
+    received = [sock.recv(65536) for sock in readable]
+    for sock in idle:
+        sock.close()
+    assert received == [b""]  # one was closed, and sent nothing
 
 
 def test_over_the_memory_budget_a_request_gets_503_before_sending_its_body(

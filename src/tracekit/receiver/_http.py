@@ -164,16 +164,22 @@ class OtlpHandler(BaseHTTPRequestHandler):
             self.rfile.close()
 
     def handle_one_request(self) -> None:
-        """One request, under the connection's deadlines; an evicted connection gets 503."""
+        """One request, under the connection's deadlines. An evicted connection gets 503 for
+        the request it had begun; one evicted while it waited for its next request is closed
+        unanswered, as at its idle timeout (an answer to no request is one its client never
+        asked for, and would read as the answer to its next)."""
         self.stream.arm()
         self._answered = self._expect_continue = False
+        waited_idle = False
         if not self.stream.evicted:
+            self.raw_requestline = b""
             try:
                 super().handle_one_request()
             except ConnectionError:
                 self.close_connection = True
+            waited_idle = not self.raw_requestline  # woken by the eviction with nothing read
         if self.stream.evicted:
-            if not self._answered:
+            if not (self._answered or waited_idle):
                 self.send_error(503)
             self.close_connection = True
 
