@@ -432,3 +432,37 @@ def test_calls_past_the_cap_are_told_unavailable_which_exporters_retry(store_pat
         held.set()
         channel.close()
         receiver.stop()
+
+
+def test_calls_at_the_cap_that_never_send_make_room_for_an_exporter(store_path: Path) -> None:
+    """At the cap of open calls, as at the HTTP side's connection cap, a newcomer displaces the
+    call that has waited longest (over a second) for its message, whose client is told to retry.
+    Before, the stalled calls held every place until their 30 s deadline, and a client reopening
+    them as they ended kept every exporter out: each export was refused until it gave up."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_grpc_calls=4)  # a 30 s request deadline
+    receiver = Receiver(Store(store_path), config).start()
+    held = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        held.wait()
+        yield from ()
+
+    channel = grpc.insecure_channel(_target(receiver))
+    try:
+        stalled = [channel.stream_unary(TRACES).future(never_sends()) for _ in range(4)]
+        time.sleep(1.2)
+        exporter = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=10)
+        assert exporter.export(_finished_spans(2)) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        exporter.shutdown()
+        wait_for(lambda: any(call.done() for call in stalled))
+        displaced = [call.exception() for call in stalled if call.done()]
+        assert len(displaced) == 1  # the others wait on
+        assert displaced[0].code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+        trailers = dict(displaced[0].trailing_metadata())  # type: ignore[union-attr]
+        assert RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 1
+    finally:
+        held.set()
+        channel.close()
+        receiver.stop()
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 2

@@ -9,8 +9,10 @@ port is asked for: ``grpcio`` comes with the ``cli`` extra.
 Messages are received on an event loop, not in worker threads: a client that opens a call and
 never sends its message (or sends it a byte at a time) holds a coroutine until the request
 deadline, never one of the few threads that decode and store, so a handful of such clients cannot
-starve the exporters. A message is charged to the memory budget as soon as it is whole, before it
-waits for a worker.
+starve the exporters. At the cap of open calls a newcomer displaces the call that has waited
+longest for its message (as the HTTP side displaces its slowest connection), so neither can many
+of them. A message is charged to the memory budget as soon as it is whole, before it waits for a
+worker.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,7 +33,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from grpc import aio
 
 from tracekit.receiver._address import family, host_port
-from tracekit.receiver._admission import MemoryBudget, Reservation
+from tracekit.receiver._admission import MIN_AGE, MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
 
@@ -47,12 +50,12 @@ _CODES = {
     503: grpc.StatusCode.UNAVAILABLE,  # OTLP exporters retry UNAVAILABLE
 }
 _WORKERS = 16  # messages decoded and stored at once; whole messages wait for a worker
-# RPCs open at once, most of them still receiving: past this a call is told UNAVAILABLE, which
-# OTLP exporters retry. (grpc's own cap answers RESOURCE_EXHAUSTED without RetryInfo, which the
-# OTLP specification tells exporters not to retry: the batch would be lost. It stays as a
-# backstop, above ours, for calls arriving faster than ours are refused.)
+# RPCs open at once, most of them still receiving: past this a newcomer displaces the call that
+# has waited longest (over MIN_AGE) for its message, else it is told UNAVAILABLE; so is a
+# displaced call, and OTLP exporters retry it. (grpc's own cap answers RESOURCE_EXHAUSTED without
+# RetryInfo, which the OTLP specification tells exporters not to retry: the batch would be lost.
+# It stays as a backstop, above ours, for calls arriving faster than ours are refused.)
 MAX_CALLS = 4096
-_TOO_MANY_CALLS = RequestError(503, "too many calls at once, retry later", retry_after=1)
 _T = TypeVar("_T")
 Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
@@ -78,6 +81,8 @@ class GrpcReceiver:
         self.receive_timeout = receive_timeout
         self.max_calls = max_calls
         self._open_calls = 0  # only ever changed on the event loop's thread
+        # calls still waiting for their message, oldest first, with when each began (loop thread)
+        self._receiving: dict[asyncio.Future[bytes], float] = {}
         self._workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tracekit-grpc")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -129,8 +134,8 @@ class GrpcReceiver:
         self._loop.close()
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        if self._open_calls >= self.max_calls:
-            await _abort(context, _TOO_MANY_CALLS)
+        if self._open_calls >= self.max_calls and not self._make_room():
+            await _abort(context, _too_many_calls())
         self._open_calls += 1
         try:
             request = await self._receive(requests)
@@ -141,11 +146,32 @@ class GrpcReceiver:
         finally:
             self._open_calls -= 1
 
+    def _make_room(self) -> bool:
+        """Cancel the call that has waited longest (at least ``MIN_AGE``) for its message; its
+        client is told to retry. False when every call waiting is younger."""
+        oldest = next(iter(self._receiving), None)
+        if oldest is None or time.monotonic() - self._receiving[oldest] < MIN_AGE:
+            return False
+        del self._receiving[oldest]
+        oldest.cancel()
+        return True
+
     async def _receive(self, requests: AsyncIterator[bytes]) -> bytes:
+        receiving = asyncio.ensure_future(
+            asyncio.wait_for(_one_message(requests), self.receive_timeout)
+        )
+        self._receiving[receiving] = time.monotonic()
         try:
-            return await asyncio.wait_for(_one_message(requests), self.receive_timeout)
+            return await receiving
         except TimeoutError:
             raise RequestError(408, "request message too slow") from None
+        except asyncio.CancelledError:
+            call = asyncio.current_task()
+            if call is not None and call.cancelling():  # the call itself ends: its client left
+                raise
+            raise _too_many_calls() from None  # displaced by a newcomer (_make_room)
+        finally:
+            self._receiving.pop(receiving, None)
 
     async def _stored(self, signal: str, request: bytes) -> bytes:
         reservation = Reservation(self.budget)
@@ -167,6 +193,10 @@ class GrpcReceiver:
             return self.service.export(signal, PROTOBUF, request, reservation)
         finally:
             reservation.release()
+
+
+def _too_many_calls() -> RequestError:
+    return RequestError(503, "too many calls at once, retry later", retry_after=1)
 
 
 async def _abort(context: Any, error: RequestError) -> None:
