@@ -383,7 +383,7 @@ def _route_of_endpoint(scope: Scope) -> object:
         return included
     found = _routes_of_endpoint(scope.get("app"), endpoint)
     if len(found) > 1:  # one endpoint under several paths: the one the request took
-        found = tuple(route for route in found if _taken(route, scope)) or found
+        return max(found, key=lambda route: _taken(route, scope))
     return found[0] if found else None
 
 
@@ -420,22 +420,24 @@ def _leads_to(route: object, endpoint: object) -> bool:
     return endpoint is getattr(route, "endpoint", None) or endpoint is getattr(route, "app", None)
 
 
-def _taken(route: object, scope: Scope) -> bool:
-    """Whether the request took ``route``: a route by the request's path below the root path,
-    a mount by the root path, which ends with what the mount matched (the path below it is the
-    mounted application's)."""
+def _taken(route: object, scope: Scope) -> int:
+    """How surely the request took ``route`` (0: it did not): a route by the request's path
+    below the root path; a mount by the root path, which ends with what the mount matched (the
+    path below it is the mounted application's), the more of it the surer: ``/v2/static`` ends
+    with what mounts at ``/static`` and ``/v2/static`` match, and took the second."""
     if _is_mount(route):
-        return _ends_with_mount(scope.get("root_path", ""), getattr(route, "path", None))
+        return _mount_match(scope.get("root_path", ""), getattr(route, "path", None))
     pattern = getattr(route, "path_regex", None)
-    return isinstance(pattern, re.Pattern) and pattern.match(_below_root(scope)) is not None
+    return int(isinstance(pattern, re.Pattern) and pattern.match(_below_root(scope)) is not None)
 
 
-def _ends_with_mount(root_path: str, template: object) -> bool:
-    """Whether ``root_path`` ends with a path the mount ``template`` matches."""
+def _mount_match(root_path: str, template: object) -> int:
+    """1 + the length of the end of ``root_path`` the mount ``template`` matches (0: none)."""
     if not isinstance(template, str):
-        return False
+        return 0
     pattern = _template_pattern(template).pattern
-    return re.search(f"(?:{pattern})\\Z", root_path) is not None
+    found = re.search(f"(?:{pattern})\\Z", root_path)
+    return 0 if found is None else 1 + len(found.group())
 
 
 def _is_mount(route: object) -> bool:

@@ -164,6 +164,20 @@ def test_one_application_mounted_at_two_paths_is_named_by_the_mount_the_request_
     _assert_named(app, registry, expected, wait_for_spans)
 
 
+def test_one_application_mounted_at_a_path_and_under_it_is_named_by_the_mount_taken(
+    wait_for_spans: Any, static: Path
+) -> None:
+    # the root path /v2/static ends with what either mount matches: /static was taken first
+    registry = CollectorRegistry()
+    app = FastAPI(telemetry={"tracing": False})
+    files = StaticFiles(directory=static)
+    app.mount("/static", files)
+    app.mount("/v2/static", files)
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-nested")
+    expected = {"/static/a.txt": (200, "/static"), "/v2/static/a.txt": (200, "/v2/static")}
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
 def _assert_named(
     app: Any, registry: CollectorRegistry, expected: dict[str, tuple[int, str | None]],
     wait_for_spans: Any,
