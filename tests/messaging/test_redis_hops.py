@@ -382,13 +382,14 @@ def test_leaving_a_pubsubs_with_block_ends_the_message_span(client, spans) -> No
 
 
 @pytest.mark.usefixtures("named_channels")
-def test_a_pattern_subscribers_metrics_show_no_control_character_a_publisher_chose(
+def test_a_subscribers_metrics_show_no_control_character_in_a_channel_name(
     client, spans, monkeypatch
 ) -> None:
-    """Under a pattern subscription the publisher names the channel, and the channel is the
-    destination label: one named with a terminal's escape sequences (a window title, a
-    hyperlink, a carriage return) was scraped raw, acted on by whoever read /metrics in a
-    terminal. Such characters read as ``?``, like those UTF-8 cannot encode."""
+    """The channel is the destination label: one named with a terminal's escape sequences (a
+    window title, a hyperlink, a carriage return; a name a subscriber was handed) was scraped
+    raw, acted on by whoever read /metrics in a terminal. Such characters read as ``?``, like
+    those UTF-8 cannot encode. (Under a pattern subscription, where publishers choose the
+    channel, the label is the pattern: see the test of pattern subscriptions above.)"""
     from prometheus_client import REGISTRY, generate_latest
 
     service = f"pattern-{uuid.uuid4().hex[:8]}"
@@ -396,8 +397,8 @@ def test_a_pattern_subscribers_metrics_show_no_control_character_a_publisher_cho
     tag = uuid.uuid4().hex[:8]
     channel = f"prices-{tag}\x1b]0;owned\x07\r\x9b2J\x7f"
     subscriber = client.pubsub(ignore_subscribe_messages=True)
-    subscriber.psubscribe("prices-*")
-    subscriber.get_message(timeout=1)  # the psubscribe confirmation
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
     token = tracekit.correlation.set_correlation_id("pattern-1")
     client.publish(channel, "price changed")
     tracekit.correlation.reset_correlation_id(token)
@@ -430,8 +431,8 @@ def test_a_channel_named_in_printed_text_keeps_its_name_in_the_metrics(
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645"
     channel = f"prices-{tag}-caf\u00e9\u00a0\U0001f469\u200d\U0001f4bb-{persian}"
     subscriber = client.pubsub(ignore_subscribe_messages=True)
-    subscriber.psubscribe("prices-*")
-    subscriber.get_message(timeout=1)  # the psubscribe confirmation
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
     client.publish(channel, "price changed")
     message = subscriber.get_message(timeout=5)
     subscriber.close()
@@ -444,12 +445,17 @@ def test_a_channel_named_in_printed_text_keeps_its_name_in_the_metrics(
 
 
 @pytest.mark.usefixtures("named_channels")
-def test_a_pattern_subscription_names_its_spans_by_the_pattern(client, spans) -> None:
+def test_a_pattern_subscription_names_its_spans_by_the_pattern(client, spans, monkeypatch) -> None:
     """Publishers choose the channel a pattern subscriber gets (``prices-<sku>``): named by it,
-    the subscriber's spans had a name per channel, which Jaeger and Tempo list as operations.
-    As OpenTelemetry's messaging conventions ask of a destination of high cardinality, the span
-    is named by the pattern (``messaging.destination.template``); the channel stays its
+    the subscriber's spans had a name per channel, which Jaeger and Tempo list as operations,
+    and its metrics a series per channel, up to the label's cap. As OpenTelemetry's messaging
+    conventions ask of a destination of high cardinality, the span is named, and the metrics
+    labelled, by the pattern (``messaging.destination.template``); the channel stays the span's
     ``messaging.destination.name``."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    service = f"pattern-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
     tag = uuid.uuid4().hex[:8]
     pattern = f"prices-{tag}-*"
     subscriber = client.pubsub(ignore_subscribe_messages=True)
@@ -466,6 +472,15 @@ def test_a_pattern_subscription_names_its_spans_by_the_pattern(client, spans) ->
         f"prices-{tag}-a1", f"prices-{tag}-b2"
     ]  # fmt: skip
     assert {s.attributes["messaging.destination.template"] for s in consumers} == {pattern}
+    scrape = generate_latest(REGISTRY).decode()
+    counts = [
+        line
+        for line in scrape.split("\n")
+        if line.startswith("messaging_process_duration_seconds_count")
+        and f'service_name="{service}"' in line
+    ]
+    assert len(counts) == 1 and f'messaging_destination_name="{pattern}"' in counts[0], counts
+    assert counts[0].endswith(" 2.0")
 
 
 @pytest.mark.usefixtures("named_channels")

@@ -226,7 +226,7 @@ class Delivery:
         for message in self._received:
             wait_ms = message.wait_ms(now_ns)
             if wait_ms is not None:
-                metrics.waited(target.system, target.destination, wait_ms / 1e3, self.span)
+                metrics.waited(target.system, target.named_by, wait_ms / 1e3, self.span)
 
     def _attributes(self, target: Target) -> dict[str, Any]:
         first = self._received[0]
@@ -336,7 +336,7 @@ class Delivery:
             target.system, target.destination, "settle", operation, message_id, target.attributes
         )
         attributes[semconv.CORRELATION_ID] = self.correlation_id
-        name = f"{operation} {target.destination}"
+        name = f"{operation} {target.named_by}"
         record_failed_after(target.tracer, span, name, attributes, rejected)
 
     def _end_span(self, span: trace.Span, error: BaseException | None) -> None:
@@ -351,7 +351,7 @@ class Delivery:
         share = (perf_counter() - self._started) / len(self._received)
         metrics = target.metrics()
         for _ in self._received:
-            metrics.processed(target.system, target.destination, share, span, error_type)
+            metrics.processed(target.system, target.named_by, share, span, error_type)
 
 
 def _nothing() -> None:
@@ -476,9 +476,9 @@ class Target:
 
     @property
     def named_by(self) -> str:
-        """What the span is named by: the destination's template where the instrumentation
-        gives one (a pattern subscription's pattern; the channels a publisher chooses would make
-        a span name each), else the destination."""
+        """What spans are named by, and metrics labelled with: the destination's template where
+        the instrumentation gives one (a pattern subscription's pattern; the channels publishers
+        choose would make a span name and a series each), else the destination."""
         template = (
             self.attributes.get(semconv.MESSAGING_DESTINATION_TEMPLATE) if self.attributes else None
         )
