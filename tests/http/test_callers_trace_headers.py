@@ -120,6 +120,39 @@ def test_b3_headers_of_another_trace_give_way_to_tracekits(
     assert seen["x-b3-spanid"] == f"{span.context.span_id:016x}"
 
 
+@pytest.mark.parametrize("propagators", ["b3multi", "b3"])
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_a_forwarded_b3_parent_span_id_gives_way_with_the_rest_of_the_set(
+    name: str,
+    propagators: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    in_a_request: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An application forwarding the incoming ``x-b3-*`` headers, as Istio asks: tracekit's ids
+    replaced the caller's but the caller's ``X-B3-ParentSpanId`` went on beside them, naming
+    the parent of another span as the parent of tracekit's; a Zipkin reader joining that span
+    hung it under the wrong one."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", propagators)
+    callers = {
+        "X-B3-TraceId": f"{REQUEST_TRACE:032x}",
+        "X-B3-SpanId": f"{0xDEF:016x}",
+        "X-B3-ParentSpanId": f"{0x123:016x}",
+        "X-B3-Sampled": "1",
+    }
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", callers)
+
+    (span,) = wait_for_spans(1)
+    assert "x-b3-parentspanid" not in seen
+    ids = f"{REQUEST_TRACE:032x}-{span.context.span_id:016x}"
+    if propagators == "b3":
+        assert seen["b3"] == f"{ids}-1"
+    else:
+        assert f"{seen['x-b3-traceid']}-{seen['x-b3-spanid']}" == ids
+
+
 CALLERS_PARENT = (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7)
 TRACEPARENT = "00-%032x-%016x-01"
 

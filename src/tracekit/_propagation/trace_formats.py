@@ -42,7 +42,8 @@ class TraceFormat(Protocol):
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The header names it writes; it reads them in lower case (as every reader keys them)."""
+        """The header names of its set: those it writes, and any it leaves out (a caller's own
+        gives way to the set written); it reads them in lower case (as every reader keys them)."""
         ...
 
     def extract(self, headers: Headers) -> Remote | None:
@@ -81,13 +82,17 @@ class B3:
     SINGLE = "b3"
     TRACE_ID, SPAN_ID = "x-b3-traceid", "x-b3-spanid"
     SAMPLED_KEY, FLAGS = "x-b3-sampled", "x-b3-flags"
+    # Never written (B3 lets a child leave it out), but one of the set: a caller's own, left
+    # beside tracekit's ids, would name another span's parent as this one's.
+    PARENT_SPAN_ID = "x-b3-parentspanid"
     DEBUG = "d"
     _SAMPLED_VALUES = frozenset(("1", "d", "true", "True"))
 
     def __init__(self, *, single: bool) -> None:
         self.single = single
         self.fields: tuple[str, ...] = (
-            self.SINGLE, self.TRACE_ID, self.SPAN_ID, self.SAMPLED_KEY, self.FLAGS
+            self.SINGLE, self.TRACE_ID, self.SPAN_ID, self.SAMPLED_KEY, self.FLAGS,
+            self.PARENT_SPAN_ID,
         )  # fmt: skip
 
     def extract(self, headers: Headers) -> Remote | None:
