@@ -192,6 +192,39 @@ def test_a_call_outside_any_trace_stays_in_the_trace_its_headers_name(
         assert seen["x-b3-traceid"] == f"{CALLERS_PARENT[0]:032x}" and "b3" not in seen
 
 
+@pytest.mark.parametrize(
+    ("propagators", "header", "value"),
+    [
+        ("xray", "X-Amzn-Trace-Id", "Root=1-%08x-%024x;Parent=%016x;Sampled=1;Lineage=a87bd80c:1"),
+        ("b3", "b3", "%032x-%016x-d"),
+    ],
+    ids=["xray-lineage", "b3-debug"],
+)
+@pytest.mark.parametrize("name", sorted(SENDERS))
+def test_outside_any_trace_what_the_callers_headers_forward_goes_on(
+    name: str,
+    propagators: str,
+    header: str,
+    value: str,
+    serve_wsgi: Any,
+    http_clients: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker passing a job's X-Ray header on by hand: its span became the parent of
+    tracekit's, but its ``Lineage`` (Lambda's recursion count) was dropped from the header sent,
+    and a B3 debug trace went on as merely sampled; without tracekit both went on, as they do
+    from a request tracekit's middleware continued."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", propagators)
+    trace_id, parent_id = CALLERS_PARENT
+    ids = (trace_id >> 96, trace_id & (1 << 96) - 1) if propagators == "xray" else (trace_id,)
+    seen = SENDERS[name](serve_wsgi(echo_app) + "/x", {header: value % (*ids, parent_id)})
+
+    (span,) = wait_for_spans(1)
+    assert span.parent is not None and span.parent.span_id == parent_id
+    assert seen[header.lower()] == value % (*ids, span.context.span_id)
+
+
 @pytest.mark.parametrize("name", sorted(SENDERS))
 def test_trace_headers_of_a_format_tracekit_does_not_write_are_left_alone(
     name: str, serve_wsgi: Any, http_clients: None, wait_for_spans: Any

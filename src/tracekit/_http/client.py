@@ -70,7 +70,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     callers_fields = _fields_set_by_caller(present, propagator)
     parent = _callers_parent(headers, callers_fields, propagator)
     span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
-    ctx = trace.set_span_in_context(span)
+    ctx = trace.set_span_in_context(span, parent)
     private = _private_headers(propagator, options.response_header)
     callers_own = _callers_values(headers, present, private)
     _write_context(headers, callers_fields, propagator, ctx)
@@ -225,11 +225,14 @@ def _callers_parent(
 ) -> otel_context.Context | None:
     """The parent the caller's own trace headers name, when no trace is under way here (a
     job's traceparent passed on by hand): the call stays in that trace, as without tracekit.
-    None: the current context is the parent, as for any span."""
-    if not callers_fields or trace.get_current_span().get_span_context().is_valid:
+    The current context with that parent in it: what its headers bring for the next hop of the
+    trace (X-Ray's ``Lineage``, B3's debug flag) goes on in tracekit's. None: the current
+    context is the parent, as for any span."""
+    current = otel_context.get_current()
+    if not callers_fields or trace.get_current_span(current).get_span_context().is_valid:
         return None
     found = {name.lower(): _header_values(headers, name) for name in callers_fields}
-    context = propagator.extract_header_lists(found, with_baggage=False)
+    context = propagator.extract_header_lists(found, current, with_baggage=False)
     return context if trace.get_current_span(context).get_span_context().is_valid else None
 
 
