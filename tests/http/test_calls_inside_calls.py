@@ -204,3 +204,46 @@ def test_every_propagator_choice_tells_calls_apart(
     spans = client_spans(wait_for_spans, 2)
     assert sorted(spans) == ["api", "audit"]
     assert [(path, cid) for path, _, cid in app.seen] == [("/api", CID), ("/audit", CID)]
+
+
+def test_a_call_in_a_hook_carrying_forwarded_b3_headers_is_a_call_of_its_own(
+    serve_wsgi: Any,
+    http_clients: None,
+    in_request: None,
+    wait_for_spans: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A session that forwards the incoming ``x-b3-*`` headers on every call, as Istio asks:
+    with ``b3multi`` a call from a response hook carried the outer call's ``x-b3-traceid`` (one
+    trace) and was taken for that call: no span, no correlation header, and the forwarded
+    ``x-b3-spanid`` sent as its parent."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        carried = (environ.get("HTTP_X_B3_SPANID"), environ.get("HTTP_X_CORRELATION_ID"))
+        seen.append((environ["PATH_INFO"], *carried))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    base = serve_wsgi(app)
+    session = requests.Session()
+    forwarded = {
+        "X-B3-TraceId": f"{0xABC:032x}",
+        "X-B3-SpanId": f"{0xDEF:016x}",
+        "X-B3-Sampled": "1",
+    }
+    session.headers.update(forwarded)
+
+    def audit(response: Any, *args: Any, **kwargs: Any) -> None:
+        session.post(f"{base}/audit", data=b"x", timeout=10)
+
+    session.get(f"{base}/api", hooks={"response": audit}, timeout=10)
+
+    spans = client_spans(wait_for_spans, 2)
+    assert sorted(spans) == ["api", "audit"]
+    assert seen == [
+        ("/api", f"{spans['api'].context.span_id:016x}", CID),
+        ("/audit", f"{spans['audit'].context.span_id:016x}", CID),
+    ]
+    assert spans["audit"].parent.span_id == spans["api"].context.span_id

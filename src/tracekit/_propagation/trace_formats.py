@@ -90,8 +90,11 @@ class B3:
 
     def __init__(self, *, single: bool) -> None:
         self.single = single
+        # The span's own id before the trace's: an HTTP client tells a call's lower layers
+        # (urllib3 under requests, a retry) from another call of the same trace by the first
+        # of these it wrote, which must be this call's alone.
         self.fields: tuple[str, ...] = (
-            self.SINGLE, self.TRACE_ID, self.SPAN_ID, self.SAMPLED_KEY, self.FLAGS,
+            self.SINGLE, self.SPAN_ID, self.TRACE_ID, self.SAMPLED_KEY, self.FLAGS,
             self.PARENT_SPAN_ID,
         )  # fmt: skip
 
