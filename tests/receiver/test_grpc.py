@@ -348,7 +348,8 @@ def test_an_ipv6_port_taken_names_the_address_in_brackets(tmp_path: Path) -> Non
 
 
 def test_calls_that_never_send_their_message_do_not_starve_an_exporter(store_path: Path) -> None:
-    config = ReceiverConfig(port=0, grpc_port=0, request_timeout=2.0)
+    # 1 MiB messages: 160 calls may be receiving at once, so the 40 below all wait for theirs
+    config = ReceiverConfig(port=0, grpc_port=0, request_timeout=2.0, max_body_bytes=MIB)
     receiver = Receiver(Store(store_path), config).start()
     held = threading.Event()
 

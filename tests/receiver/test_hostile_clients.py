@@ -6,6 +6,8 @@
 - File descriptors exhausted: waiting clients are shed with 503, without a busy accept loop.
 - Requests that declare 16 MiB and send a byte, held open: an exporter is still answered 200.
 - 40 concurrent 16 MiB uploads: the collector (with its writer process) stays under 300 MiB.
+- 40 gRPC calls each holding 15 MiB of a 16 MiB message: the collector stays under 400 MiB, and
+  the SDK's gRPC exporter still gets its batches stored.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from loopback import free_port
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -340,3 +346,158 @@ def test_forty_concurrent_16_mib_uploads_stay_under_300_mib(tmp_path: Path) -> N
     assert answers[40:] == [(200, protobuf_spans), (200, json_spans), (413, tiny_spans)]
     # every request acknowledged is stored (the protobuf and JSON bodies share span ids)
     assert Store(tmp_path / "m.db").count_spans() == max(protobuf_spans, json_spans)
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _h2_literal(name: bytes, value: bytes) -> bytes:
+    """An HPACK header field, not indexed, its name and value plain (both under 127 bytes)."""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+class PartialGrpcCalls:
+    """One HTTP/2 connection opening ``calls`` OTLP/gRPC calls at once, each declaring a message
+    of ``declared`` bytes and sending ``sent`` bytes of it, as fast as the server's flow-control
+    windows allow; then it holds them. grpc clients only send whole messages, hence raw frames."""
+
+    DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
+
+    def __init__(self, port: int, calls: int, declared: int, sent: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        self.changed = threading.Condition()
+        self.connection_window = self.initial_window = 65_535
+        self.windows: dict[int, int] = {}
+        self.ended: set[int] = set()  # calls the server answered or reset
+        self.closed = False
+        message = memoryview(b"\x00" + declared.to_bytes(4, "big") + bytes(sent - 5))
+        self.unsent = {2 * n + 1: message for n in range(calls)}
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(self.SETTINGS, 0, 0, b""))
+        threading.Thread(target=self._read, daemon=True).start()
+        fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"),
+                  (b":path", b"/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
+                  (b"content-type", b"application/grpc"), (b"te", b"trailers")]  # fmt: skip
+        headers = b"".join(_h2_literal(name, value) for name, value in fields)
+        with self.changed:
+            for stream in self.unsent:
+                self.windows[stream] = self.initial_window
+                self.sock.sendall(_h2_frame(self.HEADERS, 0x4, stream, headers))  # END_HEADERS
+
+    def send(self, seconds: float) -> None:
+        """Send what the windows allow until every call has sent its part or was ended."""
+        deadline = time.monotonic() + seconds
+        with self.changed:
+            while self.unsent and not self.closed and time.monotonic() < deadline:
+                for stream, rest in list(self.unsent.items()):
+                    size = min(16_384, self.windows[stream], self.connection_window, len(rest))
+                    if stream in self.ended or not rest:
+                        del self.unsent[stream]
+                    elif size > 0:
+                        self.sock.sendall(_h2_frame(self.DATA, 0, stream, bytes(rest[:size])))
+                        self.unsent[stream] = rest[size:]
+                        self.windows[stream] -= size
+                        self.connection_window -= size
+                        break
+                else:
+                    self.changed.wait(0.2)  # for a WINDOW_UPDATE
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, EOFError):
+            while True:
+                head = self._exactly(9)
+                kind, flags = head[3], head[4]
+                stream = int.from_bytes(head[5:9], "big") & 0x7FFF_FFFF
+                payload = self._exactly(int.from_bytes(head[:3], "big"))
+                with self.changed:
+                    self._handle(kind, flags, stream, payload)
+                    self.changed.notify_all()
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def _handle(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
+        if kind == self.SETTINGS and not flags & 0x1:
+            for at in range(0, len(payload), 6):
+                if int.from_bytes(payload[at : at + 2], "big") == 0x4:  # INITIAL_WINDOW_SIZE
+                    value = int.from_bytes(payload[at + 2 : at + 6], "big")
+                    for open_stream in self.windows:
+                        self.windows[open_stream] += value - self.initial_window
+                    self.initial_window = value
+            self.sock.sendall(_h2_frame(self.SETTINGS, 0x1, 0, b""))  # ACK
+        elif kind == self.PING and not flags & 0x1:
+            self.sock.sendall(_h2_frame(self.PING, 0x1, 0, payload))
+        elif kind == self.WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFF_FFFF
+            if stream == 0:
+                self.connection_window += increment
+            else:
+                self.windows[stream] = self.windows.get(stream, 0) + increment
+        elif kind == self.RST_STREAM or (kind == self.HEADERS and flags & 0x1):  # END_STREAM
+            self.ended.add(stream)
+        elif kind == self.GOAWAY:
+            self.closed = True
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+
+def _large_spans(count: int, attribute_bytes: int) -> list[object]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "normal"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("hostile")
+    for n in range(count):
+        tracer.start_span(
+            f"op-{n}", attributes={"payload": f"{n:08}" * (attribute_bytes // 8)}
+        ).end()
+    return list(memory.get_finished_spans())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_grpc_calls_holding_partial_16_mib_messages_stay_within_the_budget(tmp_path: Path) -> None:
+    """grpc buffers a message out of the handler's sight until it is whole, widening the call's
+    window to the size the message declares. 40 calls sending 15 MiB of a declared 16 MiB each
+    took the collector from 86 to 690 MiB (200 such calls: 3.1 GiB), kept until they ended. At
+    most the budget's worth of 16 MiB messages (10) is received at once; other calls are told
+    UNAVAILABLE, and an exporter's retry displaces the call that waited longest."""
+    grpc_port = free_port()
+    process, _ = start_collector(tmp_path / "g.db", "--grpc-port", str(grpc_port))
+    peak = [tree_rss(process.pid)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak.append(tree_rss(process.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    hostile = PartialGrpcCalls(grpc_port, calls=40, declared=16 * MIB, sent=15 * MIB)
+    try:
+        hostile.send(seconds=90)
+        held = tree_rss(process.pid)
+        exporter = GrpcSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True, timeout=60)
+        large = _large_spans(2_000, attribute_bytes=2_048)  # about 4 MiB
+        default_batch = _finished_spans(512)  # the SDK's default batch size
+        assert exporter.export(large) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        assert exporter.export(default_batch) == SpanExportResult.SUCCESS  # type: ignore[arg-type]
+        exporter.shutdown()
+    finally:
+        done.set()
+        sampler.join()
+        hostile.sock.close()
+        process.terminate()
+        assert process.wait(60) == 0
+    assert max(peak) < 400 * MIB, f"peak RSS {max(peak) / MIB:.0f} MiB ({held / MIB:.0f} held)"
+    assert len(hostile.ended) >= 30  # told to retry before they could send their part
+    assert Store(tmp_path / "g.db").count_spans() == 2_512

@@ -12,7 +12,9 @@ deadline, never one of the few threads that decode and store, so a handful of su
 starve the exporters. At the cap of open calls a newcomer displaces the call that has waited
 longest for its message (as the HTTP side displaces its slowest connection), so neither can many
 of them. A message is charged to the memory budget as soon as it is whole, before it waits for a
-worker.
+worker. Until then grpc holds what has arrived of it, out of our sight, and lets the client send
+as much as the message declares; so fewer calls may be receiving at once than are open: the
+budget's worth of messages of the size limit (10 at the defaults), with the same displacement.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class GrpcReceiver:
         self.budget = budget
         self.receive_timeout = receive_timeout
         self.max_calls = max_calls
+        # grpc buffers a message out of our sight until it is whole, up to the size it declares:
+        # calls receiving at once may hold about the memory budget's worth of message limits
+        self.max_receiving = max(1, budget.limit // max_body)
         self._open_calls = 0  # only ever changed on the event loop's thread
         # calls still waiting for their message, oldest first, with when each began (loop thread)
         self._receiving: dict[asyncio.Future[bytes], float] = {}
@@ -134,7 +139,8 @@ class GrpcReceiver:
         self._loop.close()
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        if self._open_calls >= self.max_calls and not self._make_room():
+        full = self._open_calls >= self.max_calls or len(self._receiving) >= self.max_receiving
+        if full and not self._make_room():
             await _abort(context, _too_many_calls())
         self._open_calls += 1
         try:
