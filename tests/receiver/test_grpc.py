@@ -420,9 +420,11 @@ def test_calls_past_the_cap_are_told_unavailable_which_exporters_retry(
         held.wait()
         yield from ()
 
-    channel = grpc.insecure_channel(_target(receiver))
+    # each stalled call on its own connection: no client crowds the others out (see below)
+    channels = [_own_connection(receiver) for _ in range(5)]
+    channel = channels[4]
     try:
-        stalled = [channel.stream_unary(TRACES).future(never_sends()) for _ in range(4)]
+        stalled = [stalling.stream_unary(TRACES).future(never_sends()) for stalling in channels[:4]]
         time.sleep(0.5)
         with pytest.raises(grpc.RpcError) as refused:
             channel.unary_unary(TRACES)(b"", timeout=5)
@@ -435,8 +437,46 @@ def test_calls_past_the_cap_are_told_unavailable_which_exporters_retry(
         assert channel.unary_unary(TRACES)(b"", timeout=5) == b""
     finally:
         held.set()
-        channel.close()
+        for open_channel in channels:
+            open_channel.close()
         receiver.stop()
+
+
+def _own_connection(receiver: Receiver) -> grpc.Channel:
+    """A channel on a connection of its own (grpc shares one between channels to a target)."""
+    return grpc.insecure_channel(_target(receiver), options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def test_a_connection_crowding_the_receiving_calls_makes_room_at_once(store_path: Path) -> None:
+    """At most the memory budget's worth of messages of the size limit is received at once (2
+    here). A newcomer displaces the oldest call of the connection holding the most of them, young
+    or not: one client renewing its stalled calls faster than every second kept every other
+    client's calls refused, UNAVAILABLE after UNAVAILABLE."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=MIB, max_memory_bytes=2 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    held = threading.Event()
+
+    def never_sends() -> Iterator[bytes]:
+        held.wait()
+        yield from ()
+
+    crowding, exporter = _own_connection(receiver), _own_connection(receiver)
+    try:
+        stalled = [crowding.stream_unary(TRACES).future(never_sends()) for _ in range(2)]
+        time.sleep(0.3)  # both receiving, neither a second old
+        now = time.time_ns()
+        assert exporter.unary_unary(TRACES)(_spans([(now, now)]), timeout=5) == b""
+        wait_for(lambda: any(call.done() for call in stalled))
+        displaced = [call.exception() for call in stalled if call.done()]
+        assert len(displaced) == 1  # the other waits on
+        assert displaced[0].code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+    finally:
+        held.set()
+        crowding.close()
+        exporter.close()
+        receiver.stop()
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 1
 
 
 def test_calls_at_the_cap_that_never_send_make_room_for_an_exporter(store_path: Path) -> None:

@@ -14,7 +14,9 @@ longest for its message (as the HTTP side displaces its slowest connection), so 
 of them. A message is charged to the memory budget as soon as it is whole, before it waits for a
 worker. Until then grpc holds what has arrived of it, out of our sight, and lets the client send
 as much as the message declares; so fewer calls may be receiving at once than are open: the
-budget's worth of messages of the size limit (10 at the defaults), with the same displacement.
+budget's worth of messages of the size limit (10 at the defaults). Past that a newcomer first
+displaces a call of the connection holding the most of them, so one client's flood of calls
+cannot keep the others out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -86,8 +89,9 @@ class GrpcReceiver:
         # calls receiving at once may hold about the memory budget's worth of message limits
         self.max_receiving = max(1, budget.limit // max_body)
         self._open_calls = 0  # only ever changed on the event loop's thread
-        # calls still waiting for their message, oldest first, with when each began (loop thread)
-        self._receiving: dict[asyncio.Future[bytes], float] = {}
+        # calls still waiting for their message, oldest first, with when each began and the
+        # connection it came on (grpc's peer: address and port) (loop thread)
+        self._receiving: dict[asyncio.Future[bytes], tuple[float, str]] = {}
         self._workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tracekit-grpc")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -144,7 +148,7 @@ class GrpcReceiver:
             await _abort(context, _too_many_calls())
         self._open_calls += 1
         try:
-            request = await self._receive(requests)
+            request = await self._receive(requests, context.peer())
             return await self._stored(signal, request)
         except RequestError as error:
             await _abort(context, error)
@@ -153,20 +157,33 @@ class GrpcReceiver:
             self._open_calls -= 1
 
     def _make_room(self) -> bool:
-        """Cancel the call that has waited longest (at least ``MIN_AGE``) for its message; its
-        client is told to retry. False when every call waiting is younger."""
-        oldest = next(iter(self._receiving), None)
-        if oldest is None or time.monotonic() - self._receiving[oldest] < MIN_AGE:
+        """Cancel a call still waiting for its message; its client is told to retry. False
+        when there is none to cancel."""
+        victim = self._victim()
+        if victim is None:
             return False
-        del self._receiving[oldest]
-        oldest.cancel()
+        del self._receiving[victim]
+        victim.cancel()
         return True
 
-    async def _receive(self, requests: AsyncIterator[bytes]) -> bytes:
+    def _victim(self) -> asyncio.Future[bytes] | None:
+        """The oldest call of the connection holding the most calls waiting, when it holds
+        several: a client opening call after call keeps no other connection out, however young
+        its calls. Else the call that has waited longest, when that is at least ``MIN_AGE``."""
+        calls = Counter(peer for _, peer in self._receiving.values())
+        for crowded, count in calls.most_common(1):
+            if count > 1:
+                return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
+        oldest = next(iter(self._receiving), None)
+        if oldest is None or time.monotonic() - self._receiving[oldest][0] < MIN_AGE:
+            return None
+        return oldest
+
+    async def _receive(self, requests: AsyncIterator[bytes], peer: str) -> bytes:
         receiving = asyncio.ensure_future(
             asyncio.wait_for(_one_message(requests), self.receive_timeout)
         )
-        self._receiving[receiving] = time.monotonic()
+        self._receiving[receiving] = (time.monotonic(), peer)
         try:
             return await receiving
         except TimeoutError:
