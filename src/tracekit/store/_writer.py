@@ -149,12 +149,12 @@ class StoreWriter:
         execute = self.conn.executemany
         execute(_INSERT_TRACE, [(bytearray(t),) for t in rows.trace_ids])
         execute(_INSERT_CORRELATION, [(c,) for c in rows.correlations])
-        if not rows.links:
-            execute(_INSERT_SPAN, rows.spans)
-            return
-        last_before = self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0]
+        last_before = self._last_span_id() if rows.links else 0  # (_INSERT_LINK)
         execute(_INSERT_SPAN, rows.spans)
         execute(_INSERT_LINK, [(*link, last_before) for link in rows.links])
+
+    def _last_span_id(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
 
     def _insert_logs(self, logs: Sequence[LogRecordData]) -> None:
         if not logs:
