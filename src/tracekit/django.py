@@ -34,19 +34,15 @@ from tracekit import correlation, semconv
 from tracekit._http.django_routes import route_of
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
-    UNREAD,
     ActiveRequest,
     CurrentTokens,
+    OptionsReadLate,
     ServerRequests,
-    check_overrides,
     forget_answered_request,
     make_current,
-    options_outdated,
     restore_current,
-    server_requests,
 )
 from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
-from tracekit._runtime import state
 from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation._base import Instrumentor
 
@@ -55,7 +51,7 @@ __all__ = ["TracekitMiddleware"]
 _ERROR_ATTRIBUTE = "_tracekit_error"
 
 
-class TracekitMiddleware:
+class TracekitMiddleware(OptionsReadLate):
     """Correlates and traces every request Django handles, in sync or async mode."""
 
     sync_capable = True
@@ -65,28 +61,18 @@ class TracekitMiddleware:
         from django.conf import settings
 
         self.get_response = get_response
-        self._overrides = dict(getattr(settings, "TRACEKIT", {}) or {})
         self._attributes = ServerAttributes()
         # An invalid option stops the project now, as it starts; the rest, metrics included,
-        # waits for the first request (see _ready).
-        check_overrides(self._overrides)
-        self._read_under: object = UNREAD
+        # waits for the first request (a project's wsgi.py ends with get_wsgi_application(),
+        # which builds this middleware, and tracekit.init is often appended after it).
+        super().__init__(None, None, dict(getattr(settings, "TRACEKIT", {}) or {}))
         _async_test_client_requests.instrument()  # (on its import: never, outside tests)
         if iscoroutinefunction(get_response):  # under ASGI
             markcoroutinefunction(self)
             _fresh_context_per_request.instrument()
 
-    def _ready(self) -> None:
-        """Read the options at the first request (a project's wsgi.py ends with
-        ``get_wsgi_application()``, which builds this middleware, and ``tracekit.init`` is
-        often appended after it), and again at the first after each later ``init``."""
-        runtime = state.current()
-        if not options_outdated(self._read_under, runtime):
-            return
-        requests = server_requests(None, None, self._overrides)
+    def _configure(self, requests: ServerRequests) -> None:
         self._environ_keys = header_keys(requests.wanted_headers)
-        self._requests = requests
-        self._read_under = runtime
 
     def __call__(self, request: Any) -> Any:
         if iscoroutinefunction(self):
@@ -125,7 +111,7 @@ class TracekitMiddleware:
         setattr(request, _ERROR_ATTRIBUTE, exception)
 
     def _start(self, request: Any) -> ActiveRequest | None:
-        self._ready()  # (two first requests at once both read them: the same options)
+        self._read_options()  # (two first requests at once both read them: the same options)
         # A request answered in this thread or task and never closed (Django's test client
         # closes a streamed response only once its body is read) has no part in this one.
         forget_answered_request()

@@ -368,20 +368,12 @@ def check_overrides(overrides: dict[str, Any]) -> None:
         )
 
 
-UNREAD = object()  # a middleware's runtime before its first request: none read yet
-
-
-def options_outdated(read_under: object, runtime: object) -> bool:
-    """Whether a middleware's options, read under the runtime ``read_under``, must be read again
-    under ``runtime`` (``state.current()``): at its first request (``UNREAD``) and under each new
-    ``tracekit.init``. After a ``shutdown`` (None) those read stay until the next init: a request
-    still served then keeps its service's name, not the environment's."""
-    return runtime is not read_under and (runtime is not None or read_under is UNREAD)
+_UNREAD = object()  # a middleware's runtime before its first request: none read yet
 
 
 class OptionsReadLate:
-    """Base of the ASGI and WSGI middleware: options are read at the first request, and again
-    at the first after each ``tracekit.init`` (or ``shutdown``). Frameworks build middleware
+    """Base of the ASGI, WSGI and Django middleware: options are read at the first request, and
+    again at the first after each ``tracekit.init``. Frameworks build middleware
     before the code that calls init (Starlette before the lifespan startup where FastAPI apps
     call it, an app factory before its init call), and an application can outlive an init (a
     test suite's app whose lifespan inits per test): its requests follow the current one's
@@ -389,7 +381,7 @@ class OptionsReadLate:
     starts; no metric series exists until the first request."""
 
     _requests: ServerRequests
-    _read_under: object = UNREAD  # the runtime whose options were read (None: before init)
+    _read_under: object = _UNREAD  # the runtime whose options were read (None: before init)
 
     def __init__(
         self,
@@ -401,9 +393,12 @@ class OptionsReadLate:
         check_overrides(options)
 
     def _read_options(self) -> None:
-        """Read the options if those read are outdated (``options_outdated``)."""
-        runtime = state.current()
-        if not options_outdated(self._read_under, runtime):
+        """Read the options at the first request and at the first under each new
+        ``tracekit.init`` (``state.current()``). After a ``shutdown`` (None) those read stay
+        until the next init: a request still served then keeps its service's name, not the
+        environment's."""
+        runtime, read_under = state.current(), self._read_under
+        if runtime is read_under or (runtime is None and read_under is not _UNREAD):
             return
         self._requests = server_requests(*self._setup)
         self._configure(self._requests)
