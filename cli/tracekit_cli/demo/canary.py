@@ -51,11 +51,12 @@ def catalog_app(version: str) -> Any:
     from tracekit.asgi import TracekitMiddleware
 
     async def product(request: Request) -> JSONResponse:
-        await _work(PRODUCT_SECONDS)
-        return JSONResponse({"id": request.path_params["product_id"], "version": version})
+        product_id = request.path_params["product_id"]
+        await _work(PRODUCT_SECONDS, product_id)
+        return JSONResponse({"id": product_id, "version": version})
 
     async def search(request: Request) -> JSONResponse:
-        await _work(SEARCH_SECONDS[version])
+        await _work(SEARCH_SECONDS[version], request.query_params.get("q", ""))
         return JSONResponse({"hits": [], "version": version})
 
     async def health(request: Request) -> JSONResponse:
@@ -66,9 +67,12 @@ def catalog_app(version: str) -> Any:
     return TracekitMiddleware(Starlette(routes=routes))
 
 
-async def _work(median_seconds: float) -> None:
-    """A handler's work: about ``median_seconds``, varying as real requests do."""
-    await asyncio.sleep(median_seconds * random.lognormvariate(0, 0.3))
+async def _work(median_seconds: float, subject: str) -> None:
+    """A handler's work: about ``median_seconds``, varying from one product or query to the next
+    as real requests do, and the same for one ``subject`` in both versions, as the same code's
+    would be. (Drawn afresh per request, the two versions' samples of /products differed by
+    chance now and then enough to call the healthy route significantly slower.)"""
+    await asyncio.sleep(median_seconds * random.Random(subject).lognormvariate(0, 0.3))
 
 
 def main(version: str, port: int) -> None:
@@ -148,13 +152,23 @@ def _stop(processes: Any) -> None:
 
 
 def send_traffic(ports: dict[str, int], per_route: int = REQUESTS_PER_ROUTE) -> int:
-    """``per_route`` requests to each route of each version, a few at a time; returns how many."""
+    """``per_route`` requests to each route of each version, a few at a time; returns how many.
+
+    Each version has clients of its own, as many as the other's: from one shared pool the slower
+    canary would always hold more of the requests in flight, and wait more for its event loop
+    and the CPU on /products too."""
     paths = [f"/products/p-{n}" if route != "/search" else f"/search?q=item-{n}"
              for n in range(per_route) for route in ROUTES]  # fmt: skip
-    urls = [f"http://127.0.0.1:{port}{path}" for path in paths for port in ports.values()]
-    with ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(_get, urls))
-    return len(urls)
+    pools = {port: ThreadPoolExecutor(CONCURRENCY // len(ports)) for port in ports.values()}
+    try:
+        sent = [pool.submit(_get, f"http://127.0.0.1:{port}{path}")
+                for path in paths for port, pool in pools.items()]  # fmt: skip
+        for request in sent:
+            request.result()
+    finally:
+        for pool in pools.values():
+            pool.shutdown(cancel_futures=True)
+    return len(sent)
 
 
 def _get(url: str) -> None:
