@@ -6,6 +6,7 @@ their lines carry no correlation ID, and never the ID of an earlier request that
 with. Flask's ``copy_current_request_context`` carries Flask's request only.
 ``contextvars.copy_context().run`` carries the request's ID and trace there, and so does
 carrying only OpenTelemetry's context (its threading instrumentation): the ID rides in it.
+A process pool's processes start with no ID either, also when they are forked inside a request.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import flask
 import pytest
 import requests
+from loopback import free_port
 from opentelemetry import context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
+from stopping import Service
 
 from tracekit import config, logs, wsgi
 
@@ -119,3 +123,57 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
     assert by_message["pool idle"] == [("-", "-")]
     assert by_message["flask copied"] == [("-", "-")] * 2  # Flask's request, not the IDs
     assert by_message["both copied"] == views
+
+
+PROCESS_POOL_APP = """
+import logging, signal, sys, threading, tracekit
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from werkzeug.serving import make_server
+from tracekit.wsgi import TracekitMiddleware
+
+tracekit.init("shop")
+logging.basicConfig(
+    format="%(correlation_id)s %(trace_id)s %(message)s", level=logging.INFO, stream=sys.stdout
+)
+log = logging.getLogger("shop.processes")
+# Made at import; its process is forked when the first request submits to it.
+pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"))
+
+def work():
+    log.info("pool")
+    sys.stdout.flush()
+
+def app(environ, start_response):
+    log.info("view")
+    pool.submit(work).result()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+server = make_server("127.0.0.1", int(sys.argv[1]), TracekitMiddleware(app))
+# SIGTERM stops the server, then the pool's process (which would outlive a killed parent).
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+with pool:
+    server.serve_forever()
+"""
+
+
+def test_a_process_pool_forked_in_a_request_shows_no_id_of_it(tmp_path: Path) -> None:
+    """A pool's process serves every later request: the IDs of the request it was forked in
+    are not its own, as a pool started with spawn or forkserver has none either."""
+    service = Service(tmp_path, tmp_path / "spans.db")
+    service.write("pool_app.py", PROCESS_POOL_APP)
+    port = free_port()
+    service.start("pool_app.py", str(port), TRACEKIT_EXPORTER="none")
+    try:
+        service.wait_http(f"http://127.0.0.1:{port}/")
+        for cid in ("order-1", "order-2"):
+            url = f"http://127.0.0.1:{port}/"
+            requests.get(url, headers={"X-Correlation-ID": cid}, timeout=30)
+    finally:
+        service.terminate()
+    shown = [line.split(" ", 2) for line in service.output().splitlines() if line.count(" ") >= 2]
+    pool_lines = [(cid, trace_id) for cid, trace_id, message in shown if message == "pool"]
+    views = [cid for cid, _, message in shown if message == "view"]
+    assert views[-2:] == ["order-1", "order-2"], service.output()
+    assert pool_lines == [("-", "-")] * len(views), service.output()

@@ -12,7 +12,8 @@ way out, preferring the host's own extension points over its signals:
   SIGTERM, which ends the process without exit hooks);
 - Celery: ``worker_process_shutdown`` in a prefork child (which ends with ``os._exit``) and
   ``worker_shutdown`` in the main process;
-- multiprocessing children, which also end with ``os._exit``: a multiprocessing finalizer;
+- multiprocessing children, which also end with ``os._exit``: a multiprocessing finalizer
+  (a forked one also starts outside the request its parent was in, as a spawned one does);
 - SIGTERM, only where nobody handles it (the default action, which would end the process at
   once): flush, then restore the default and raise the signal again, so the exit status is the
   one it would have been. When a stop is already under way, the signal is raised again once it
@@ -38,7 +39,9 @@ from types import FrameType, ModuleType
 from typing import Any
 
 import wrapt
+from opentelemetry import context as otel_context
 
+from tracekit import correlation
 from tracekit._http.asgi_types import Message, Send
 from tracekit._runtime import state
 from tracekit._runtime.guard import guarded
@@ -319,9 +322,19 @@ _FORK_TOKEN = _ForkToken()
 def _hook_multiprocessing(util: ModuleType) -> None:
     import multiprocessing
 
-    util.register_after_fork(_FORK_TOKEN, _in_child)
+    util.register_after_fork(_FORK_TOKEN, _in_forked_child)
     if multiprocessing.parent_process() is not None:  # init ran inside a child
         _in_child(_FORK_TOKEN)
+
+
+def _in_forked_child(token: object) -> None:
+    """A multiprocessing child starts outside the request (or message) its parent was handling
+    as it forked, as a spawned child does: a pool (``ProcessPoolExecutor``, ``Pool``) forked in
+    the first request that used it works for every later one, whose log lines, spans and
+    outgoing headers then carried that first request's IDs."""
+    otel_context.attach(otel_context.Context())
+    correlation._set_checked(correlation._NEVER_SET)
+    _in_child(token)
 
 
 def _in_child(_: object) -> None:
