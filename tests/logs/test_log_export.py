@@ -246,6 +246,42 @@ def test_text_utf8_cannot_hold_loses_neither_its_record_nor_the_batch(
     assert str(failed["exception.stacktrace"]).endswith("ValueError: \ufffdx\n")
 
 
+def test_a_burst_of_records_at_their_bounds_loses_no_record_of_the_batch(
+    collector: tuple[Receiver, Path],
+) -> None:
+    """Each record is bounded (a 16 KiB message, a 16 KiB traceback, 32 fields of 1 KiB), but
+    the SDK batches up to 512 records whatever their size: a burst of large ones (every request
+    logging a hostile value with its exception) made one export request larger than a collector
+    takes (16 MiB here): it was refused whole (413), every record batched with it was lost, and
+    tracekit warned that the collector was unreachable."""
+    receiver, path = collector
+    result = _run_app(
+        """
+        import logging, tracekit
+        tracekit.init("shop", metrics_port=0)
+        log = logging.getLogger("shop")
+        tracekit.correlation.set_correlation_id("order-9")
+        value = "x" * 20_000
+        fields = {f"field{n}": value for n in range(32)}
+        log.warning("before")
+        for _ in range(300):
+            try:
+                raise ValueError(value)
+            except ValueError:
+                log.exception("refused %s", value, extra=fields)
+        log.warning("after")
+        tracekit.shutdown()
+        """,
+        receiver.endpoint,
+    )
+    receiver.stop()
+    assert "could not export" not in result.stderr
+    with Store(path) as store:
+        bodies = [r.body for r in store.logs_by_correlation_id("order-9")]
+    assert len(bodies) == 302
+    assert bodies[0] == "before" and bodies[-1] == "after"
+
+
 def test_a_record_exported_behind_a_queue_listener_keeps_its_span(
     collector: tuple[Receiver, Path],
 ) -> None:

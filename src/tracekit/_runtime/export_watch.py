@@ -296,8 +296,14 @@ class WatchedLogExporter(LogRecordExporter):
         return exporter
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        """Export through the wrapped exporter and note a failure."""
-        result = self.inner.export(batch)
+        """Export through the wrapped exporter, in requests a collector takes
+        (``_export_requests``), and note a failure. After a failed request the rest of the
+        batch is dropped, as a whole batch was: the collector is not taking any."""
+        result = LogRecordExportResult.SUCCESS
+        for records in _export_requests(batch):
+            result = self.inner.export(records)
+            if result is LogRecordExportResult.FAILURE:
+                break
         self.watch.saw(result is LogRecordExportResult.FAILURE)
         return result
 
@@ -309,6 +315,37 @@ class WatchedLogExporter(LogRecordExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush the wrapped exporter."""
         return self.inner.force_flush(timeout_millis)
+
+
+# The text one export request of log records holds at most: each character is at most 4 bytes
+# of UTF-8, so a request stays under gRPC's default largest message (4 MiB, an OpenTelemetry
+# Collector's) and far under the HTTP receivers' bodies (16 MiB for tracekit's).
+MAX_REQUEST_TEXT = 1024 * 1024
+_RECORD_OVERHEAD = 256  # a record's ids, times, severity and encoding, about
+
+
+def _export_requests(batch: Sequence[ReadableLogRecord]) -> Iterator[list[ReadableLogRecord]]:
+    """``batch`` in consecutive parts of at most ``MAX_REQUEST_TEXT`` each (a larger record
+    alone). The SDK batches by count: 512 records at tracekit's bounds (a 16 KiB message and
+    traceback, 32 fields of 1 KiB) made a request of 30 MiB, which a collector refused whole."""
+    part: list[ReadableLogRecord] = []
+    size = 0
+    for record in batch:
+        record_size = _text_size(record)
+        if part and size + record_size > MAX_REQUEST_TEXT:
+            yield part
+            part, size = [], 0
+        part.append(record)
+        size += record_size
+    if part:
+        yield part
+
+
+def _text_size(record: ReadableLogRecord) -> int:
+    """About how much text ``record`` holds: its body, its attributes' names and values."""
+    attributes = record.log_record.attributes or {}
+    texts = [str(record.log_record.body), *attributes, *map(str, attributes.values())]
+    return _RECORD_OVERHEAD + sum(map(len, texts))
 
 
 def _utf8_span(span: ReadableSpan) -> bool:
