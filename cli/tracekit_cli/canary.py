@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -145,6 +146,8 @@ def canary(
     except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse, a header
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
+    if prometheus is None and not (verdict.baseline_requests and verdict.canary_requests):
+        verdict = replace(verdict, warnings=(*verdict.warnings, _versions_served(subject, store)))
     _emit(verdict, resolve_format(output_format), strict=gate == "strict")
     sys.exit(exit_code(verdict.verdict, strict=gate == "strict"))
 
@@ -191,6 +194,30 @@ def _read(
 
     return samples_from_store(Store(existing_store(store)), subject.service, versions,
                               *window)  # fmt: skip
+
+
+MAX_VERSIONS_SHOWN = 20
+
+
+def _versions_served(subject: Subject, store: str | None) -> str:
+    """Which versions of the service the store has requests of in the window: a version typed
+    as the pipeline does not label it (``1.1.0`` for ``v1.1.0``) or a misspelled service."""
+    from tracekit.store import Store
+
+    window = (subject.start_unix_nano, subject.end_unix_nano)
+    try:
+        found = Store(existing_store(store)).versions_served(subject.service, *window)
+    except BackendError as error:
+        fail(str(error), EXIT_ERROR)
+    if not found:
+        return f"no requests of service {subject.service} in the window"
+    named = sorted(version for version in found if version is not None)
+    shown = named[:MAX_VERSIONS_SHOWN]
+    if len(named) > len(shown):
+        shown.append(f"and {len(named) - len(shown)} more")
+    if None in found:
+        shown.append("(none: set TRACEKIT_SERVICE_VERSION)")
+    return f"versions of {subject.service} with requests in the window: {', '.join(shown)}"
 
 
 def _emit(verdict: Verdict, chosen: str, *, strict: bool) -> None:

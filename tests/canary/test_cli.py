@@ -28,8 +28,8 @@ _ids = iter(range(1, 10**9))
 
 
 def requests(
-    version: str, route: str | None, n: int, *, seed: int, scale: float = 1.0, errors: int = 0,
-    ok: int = 200,
+    version: str | None, route: str | None, n: int, *, seed: int, scale: float = 1.0,
+    errors: int = 0, ok: int = 200,
 ) -> list[SpanRecord]:  # fmt: skip
     """``n`` SERVER spans of ``route`` (None: matched no route), the first ``errors`` 500s."""
     rng = random.Random(seed)
@@ -158,6 +158,42 @@ def test_terminal_views_never_print_control_characters_from_route_names(store: P
         assert code == 4  # 50 requests each: too few to decide
         assert "\x1b[31m{sku}" not in out
         assert "/stock/ [31m{sku}" in out
+
+
+def test_a_version_with_no_requests_names_the_versions_that_have_some(store: Path) -> None:
+    """``--canary 1.1.0`` where the service's requests say ``1.1`` (or a misspelled service) only
+    said "no requests of canary version 1.1.0 in the window", exit 4: nothing told the user
+    which versions there are, nor that the service itself had no requests."""
+    versions = "versions of orders with requests in the window: 1.0, 1.1, 1.2, 1.3, 1.4, 1.5"
+    text = run(store, "1.1.0", "--format", "text")
+    document = run(store, "1.1.0", "--format", "json")
+
+    assert (text[0], document[0]) == (4, 4)
+    assert f"warning: {versions}" in text[1]
+    assert versions in json.loads(document[1])["warnings"]
+
+    result = CliRunner().invoke(
+        cli,
+        ["canary", "--service", "order", "--baseline", "1.0", "--canary", "1.1",
+         "--store", str(store), *WINDOW, "--format", "text"],
+    )  # fmt: skip
+    assert result.exit_code == 4
+    assert "warning: no requests of service order in the window" in result.stdout
+
+
+def test_a_service_without_versions_is_told_to_set_them(tmp_path: Path) -> None:
+    """Requests recorded without ``TRACEKIT_SERVICE_VERSION`` carry no version to compare."""
+    path = tmp_path / "tracekit.db"
+    with Store(path) as writer:
+        writer.write_spans(requests(None, "/orders/{id}", 20, seed=1))
+
+    code, out, _ = run(path, "1.1", "--format", "text")
+
+    assert code == 4
+    assert (
+        "warning: versions of orders with requests in the window: (none: set"
+        " TRACEKIT_SERVICE_VERSION)" in out
+    )
 
 
 def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Path) -> None:

@@ -22,7 +22,7 @@ from tracekit.store._attribute_text import Picked, TextBatch, ValuePicker, value
 from tracekit.store._encoding import KIND_CODES, STATUS_CODE_OF
 from tracekit.store._reader import StoreReader, loads_list, marks
 
-__all__ = ["RequestGroup", "request_groups"]
+__all__ = ["RequestGroup", "request_groups", "versions_served"]
 
 _ROUTE_KEYS = {
     KIND_CODES["SERVER"]: semconv.HTTP_ROUTE,
@@ -71,6 +71,27 @@ def request_groups(
             route = ValuePicker(_string_ref(reader, key))
             _group(of_kind, route, status, resources, groups)
     return _resolve_routes(reader, groups)
+
+
+def versions_served(
+    reader: StoreReader, service: str, start_ns: int, end_ns: int
+) -> set[str | None]:
+    """The versions (None: none recorded) of the service's requests started in the window."""
+    service_ref = _string_ref(reader, service)
+    if service_ref is None:
+        return set()
+    query = (
+        "SELECT DISTINCT resource_ref FROM spans"
+        " WHERE start_ns >= ? AND start_ns < ? AND service_ref = ? AND kind IN (?, ?)"
+    )
+    params = [start_ns, end_ns, service_ref, *_ROUTE_KEYS]
+    refs = {int(row[0]) for row in reader.conn.execute(query, params)}
+    found: set[str | None] = set()
+    for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
+        if int(ref) in refs:
+            document = loads_list(text)
+            found.add(document[1] if len(document) > 1 else None)
+    return found
 
 
 def _group(

@@ -27,7 +27,7 @@ from tracekit.store._interner import Interner
 from tracekit.store._limits import bounded_log
 from tracekit.store._paths import default_store_path
 from tracekit.store._reader import StoreReader
-from tracekit.store._requests import RequestGroup, request_groups
+from tracekit.store._requests import RequestGroup, request_groups, versions_served
 from tracekit.store._retention import Retention
 from tracekit.store._rows import RowEncoder, SpanRows
 from tracekit.store._schema import (
@@ -285,6 +285,11 @@ class Store:
         """The service's SERVER and CONSUMER spans of ``versions`` that started in the window,
         grouped by version and route (``tracekit canary`` compares them)."""
         return self._read(lambda r: request_groups(r, service, versions, start_ns, end_ns))
+
+    def versions_served(self, service: str, start_ns: int, end_ns: int) -> set[str | None]:
+        """The versions (None: none recorded) of the service's SERVER and CONSUMER spans that
+        started in the window: what ``tracekit canary`` can compare."""
+        return self._read(lambda r: versions_served(r, service, start_ns, end_ns))
 
     def count_spans(self) -> int:
         """Number of spans stored."""
