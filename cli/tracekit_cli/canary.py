@@ -146,8 +146,9 @@ def canary(
     except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse, a header
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
-    if prometheus is None and not (verdict.baseline_requests and verdict.canary_requests):
-        verdict = replace(verdict, warnings=(*verdict.warnings, _versions_served(subject, store)))
+    if not (verdict.baseline_requests and verdict.canary_requests):
+        found = _versions(subject, store, prometheus, timeout, headers)
+        verdict = replace(verdict, warnings=(*verdict.warnings, _versions_served(subject, found)))
     _emit(verdict, resolve_format(output_format), strict=gate == "strict")
     sys.exit(exit_code(verdict.verdict, strict=gate == "strict"))
 
@@ -199,16 +200,29 @@ def _read(
 MAX_VERSIONS_SHOWN = 20
 
 
-def _versions_served(subject: Subject, store: str | None) -> str:
-    """Which versions of the service the store has requests of in the window: a version typed
-    as the pipeline does not label it (``1.1.0`` for ``v1.1.0``) or a misspelled service."""
-    from tracekit.store import Store
-
+def _versions(
+    subject: Subject, store: str | None, prometheus: str | None, timeout: float,
+    typed_headers: tuple[str, ...],
+) -> set[str | None]:  # fmt: skip
+    """The versions of the service with requests in the window, from the source ``_read`` read."""
     window = (subject.start_unix_nano, subject.end_unix_nano)
     try:
-        found = Store(existing_store(store)).versions_served(subject.service, *window)
-    except BackendError as error:
+        if prometheus is not None:
+            from tracekit.canary.prometheus import versions_from_prometheus
+
+            headers = parse_headers(typed_headers, os.environ.get(HEADERS_ENV))
+            return versions_from_prometheus(prometheus, subject.service, *window, timeout,
+                                            headers=headers)  # fmt: skip
+        from tracekit.store import Store
+
+        return Store(existing_store(store)).versions_served(subject.service, *window)
+    except (BackendError, ValueError) as error:
         fail(str(error), EXIT_ERROR)
+
+
+def _versions_served(subject: Subject, found: set[str | None]) -> str:
+    """Which versions of the service have requests in the window: shows a version typed
+    otherwise than the services label it (``1.1.0`` for ``1.1``) or a misspelled service."""
     if not found:
         return f"no requests of service {subject.service} in the window"
     named = sorted(version for version in found if version is not None)

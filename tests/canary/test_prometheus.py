@@ -182,14 +182,19 @@ def test_both_sources_fail_the_canary_for_the_same_reasons(run: Run) -> None:
         assert classes[("latency", "/fast/{n}")] != "fail", source
 
 
-def test_the_command_reads_prometheus(run: Run) -> None:
-    window = [str(run.start_ns / 1e9), str(run.end_ns / 1e9)]
+def _window_options(run: Run) -> list[str]:
+    """``--start`` and ``--end`` of the run's window, as ISO 8601 times."""
     from datetime import UTC, datetime
 
-    start, end = (datetime.fromtimestamp(float(t), tz=UTC).isoformat() for t in window)
+    start, end = (datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat() for ns in
+                  (run.start_ns, run.end_ns))  # fmt: skip
+    return ["--start", start, "--end", end]
+
+
+def test_the_command_reads_prometheus(run: Run) -> None:
     result = CliRunner().invoke(cli, [
         "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
-        "--prometheus", run.prometheus, "--start", start, "--end", end, "--format", "json",
+        "--prometheus", run.prometheus, *_window_options(run), "--format", "json",
     ])  # fmt: skip
 
     assert result.exit_code == 1, result.output
@@ -197,6 +202,25 @@ def test_the_command_reads_prometheus(run: Run) -> None:
     jsonschema.validate(document, load_schema())
     assert document["source"] == "prometheus"
     assert document["verdict"] == "fail"
+
+
+def test_a_version_without_requests_names_the_versions_prometheus_has(run: Run) -> None:
+    """``--canary 2.0`` where the services label ``2.0.0`` (or a misspelled service) only said
+    "no requests of canary version 2.0 in the window", exit 4, naming no version there is."""
+
+    def canary(service: str, version: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, [
+            "canary", "--service", service, "--baseline", BASELINE, "--canary", version,
+            "--prometheus", run.prometheus, *_window_options(run), "--format", "text",
+        ])  # fmt: skip
+        return result.exit_code, result.stdout
+
+    code, out = canary("shop", "2.0")
+    assert code == 4, out
+    assert "warning: versions of shop with requests in the window: 1.0.0, 2.0.0\n" in out
+    code, out = canary("shops", CANARY)
+    assert code == 4, out
+    assert "warning: no requests of service shops in the window\n" in out
 
 
 def test_an_unreachable_prometheus_is_a_one_line_error() -> None:

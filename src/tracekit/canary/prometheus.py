@@ -30,7 +30,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracekit.canary.samples import (
     HTTP,
@@ -42,6 +42,9 @@ from tracekit.canary.samples import (
 from tracekit.canary.samples import VersionSamples as Samples
 from tracekit.records import BackendError
 
+if TYPE_CHECKING:
+    from tracekit.backends._http import JsonClient
+
 __all__ = [
     "BORN_STEPS",
     "FAMILIES",
@@ -51,6 +54,7 @@ __all__ = [
     "Family",
     "Window",
     "samples_from_prometheus",
+    "versions_from_prometheus",
 ]
 
 MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
@@ -194,17 +198,13 @@ def samples_from_prometheus(
 ) -> tuple[Samples, Samples]:
     """(baseline, canary) samples from tracekit's histograms, asked with ``headers`` (a
     tenant, credentials); raises ``BackendError``."""
-    from tracekit.backends._http import JsonClient, NotFound
+    from tracekit.backends._http import JsonClient
 
     client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
     window = Window.of(start_ns, end_ns)
 
     def query(promql: str) -> list[dict[str, Any]]:
-        try:
-            answer = client.get("/api/v1/query", {"query": promql, "time": window.at})
-        except NotFound:
-            raise BackendError(f"no Prometheus query API at {client.base_url}") from None
-        return _vector(answer)
+        return _instant(client, promql, window)
 
     def histograms(family: Family, version: str) -> _Histograms:
         buckets, failed = [], []
@@ -221,6 +221,39 @@ def samples_from_prometheus(
         found[0].update(_family_samples(family, baseline, shared))
         found[1].update(_family_samples(family, canary, shared))
     return found
+
+
+def versions_from_prometheus(
+    url: str,
+    service: str,
+    start_ns: int,
+    end_ns: int,
+    timeout: float = 10.0,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> set[str | None]:
+    """The ``service_version`` values (None: none recorded) of ``service``'s request histograms
+    over the window; raises ``BackendError``."""
+    from tracekit.backends._http import JsonClient
+
+    client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
+    window = Window.of(start_ns, end_ns)
+    names = "|".join(f"{family.histogram}_count" for family in FAMILIES)
+    series = f"{{__name__=~{_string(names)}, service_name={_string(service)}}}"
+    promql = f"count by (service_version) (last_over_time({series}[{window.length}]))"
+    found = _instant(client, promql, window)
+    return {series["metric"].get("service_version") or None for series in found}
+
+
+def _instant(client: JsonClient, promql: str, window: Window) -> list[dict[str, Any]]:
+    """The instant vector ``promql`` gives at the window's end."""
+    from tracekit.backends._http import NotFound
+
+    try:
+        answer = client.get("/api/v1/query", {"query": promql, "time": window.at})
+    except NotFound:
+        raise BackendError(f"no Prometheus query API at {client.base_url}") from None
+    return _vector(answer)
 
 
 def _vector(answer: Any) -> list[dict[str, Any]]:
