@@ -146,7 +146,7 @@ def canary(
     except (BackendError, ValueError) as error:  # ValueError: a URL urllib cannot parse, a header
         fail(str(error), EXIT_ERROR)
     verdict = judge(subject, *samples, settings, routes or None)
-    if not (verdict.baseline_requests and verdict.canary_requests):
+    if not all(samples):  # a version with no requests at all: which ones are there?
         found = _versions(subject, store, prometheus, timeout, headers)
         verdict = replace(verdict, warnings=(*verdict.warnings, _versions_served(subject, found)))
     _emit(verdict, resolve_format(output_format), strict=gate == "strict")

@@ -180,6 +180,12 @@ def test_a_version_with_no_requests_names_the_versions_that_have_some(store: Pat
     assert result.exit_code == 4
     assert "warning: no requests of service order in the window" in result.stdout
 
+    # both versions have requests, on other routes: the route's own warning says so
+    code, out, _ = run(store, "1.1", "--route", "/nowhere", "--format", "text")
+    assert code == 4
+    assert "warning: route '/nowhere': no requests of either version in the window" in out
+    assert "versions of orders" not in out
+
 
 def test_a_service_without_versions_is_told_to_set_them(tmp_path: Path) -> None:
     """Requests recorded without ``TRACEKIT_SERVICE_VERSION`` carry no version to compare."""
