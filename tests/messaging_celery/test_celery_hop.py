@@ -15,6 +15,7 @@ from celery.exceptions import Reject
 from celery_worker import running_worker
 from conditions import wait_for
 from hopscene import Scene, check_hop, start_scene
+from kombu import Exchange, Queue
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -28,6 +29,7 @@ from tracekit.instrumentation.celery import FIRST_ATTEMPT_HEADER, RETRY_COUNT, T
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 DELAY_S = 0.5
+QUORUM = {"x-queue-type": "quorum"}
 seen: dict[str, Any] = {}
 scene_of: dict[str, Scene] = {}
 
@@ -523,3 +525,47 @@ def test_eager_retries_link_the_first_attempt(spans: InMemorySpanExporter) -> No
         assert [link.context.span_id for link in attempt.links] == [first.context.span_id]
         assert attempt.attributes[semconv.CORRELATION_ID] == "request-43"
     assert retries[-1].attributes[TASK_STATE] == "SUCCESS"
+
+
+def test_a_countdown_on_a_quorum_queue_is_named_by_its_queue(
+    amqp_url: str, spans: InMemorySpanExporter, leave_no_names: Any
+) -> None:
+    """On RabbitMQ quorum queues Celery delays a countdown or eta through its native delayed
+    delivery: the routing key is the delay in seconds, as 28 binary digits, then the queue's
+    key. Each delay made its own span name and metric series ("send 0.0.[...].1.0.pay-xxx")."""
+    queue = "pay-" + uuid.uuid4().hex[:8]
+    app = Celery("pay", broker=amqp_url, backend=None, set_as_current=False)
+    exchange = Exchange(queue, type="topic")
+    app.conf.update(
+        task_default_queue=queue,
+        task_default_exchange=queue,
+        task_default_exchange_type="topic",
+        task_queues=[Queue(queue, exchange, routing_key=queue, queue_arguments=QUORUM)],
+        broker_transport_options={"confirm_publish": True},
+        broker_connection_retry_on_startup=True,
+        # The in-process worker stops when its loop next wakes: with AMQP, up to 10 s later
+        # unless a timer is due (the heartbeat check, every broker_heartbeat / 2 s), and
+        # remote control's reply may hang its stop.
+        broker_heartbeat=4,
+        worker_enable_remote_control=False,
+    )
+    leave_no_names(amqp_url, {"task_default_queue": queue})
+
+    @app.task(shared=False, name="pay.settle")
+    def settle() -> None:
+        seen.setdefault("settled", []).append(tracekit.correlation_id())
+
+    with running_worker(app):
+        settle.apply_async(countdown=1)
+        settle.apply_async(countdown=2)
+        wait_for(lambda: len(finished_of(spans, SpanKind.CONSUMER)) == 2, 30, "both tasks")
+    sent_and_run = finished_of(spans, SpanKind.PRODUCER) + finished_of(spans, SpanKind.CONSUMER)
+    assert sorted(span.name for span in sent_and_run) == [
+        f"process {queue}",
+        f"process {queue}",
+        f"send {queue}",
+        f"send {queue}",
+    ]
+    for span in sent_and_run:
+        assert span.attributes is not None
+        assert span.attributes[semconv.MESSAGING_DESTINATION_NAME] == queue

@@ -199,7 +199,7 @@ def _before_publish(
     if not isinstance(headers, MutableMapping):
         return  # nowhere to carry context
     carrier: dict[str, str] = {}
-    queue = str(routing_key or "celery")
+    queue = _queue_named(routing_key)
     task = _task_fields(headers, body)
     publishing = messaging.publish(
         carrier,
@@ -328,7 +328,18 @@ _last_header_names: tuple[object, tuple[str, ...]] | None = None
 
 
 def _queue_of(request: Any) -> str:
-    return str(_routing_key_of(request) or "celery")[:256]
+    return _queue_named(_routing_key_of(request))[:256]
+
+
+def _queue_named(routing_key: object) -> str:
+    """The queue named by a task message's routing key. Celery's native delayed delivery
+    (RabbitMQ quorum queues) puts a countdown's seconds in front of the queue's key, as 28
+    binary digits (``0.0.[...].1.0.orders``): left out, or each delay would name a span and a
+    metric series of its own."""
+    return _DELAY_PREFIX.sub("", str(routing_key or "celery"), count=1)
+
+
+_DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
 
 
 def _routing_key_of(request: Any) -> object:
