@@ -53,6 +53,16 @@ def doomed():
     with open("doomed.pid", "w") as pid:
         pid.write(str(os.getpid()))
     time.sleep(30)
+
+
+@app.task(
+    name="prefork.doomed_once", bind=True, retry_on_worker_lost=True, default_retry_delay=0
+)
+def doomed_once(self):
+    if self.request.retries == 0:
+        with open("doomed_once.pid", "w") as pid:
+            pid.write(str(os.getpid()))
+        time.sleep(30)
 """
 
 BIN = Path(sys.executable).parent
@@ -156,6 +166,42 @@ def test_a_task_whose_child_was_killed_outright_is_a_failed_span(
     assert consumer["status_message"].startswith(
         "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"
     )
+
+
+def test_a_task_retried_after_its_child_was_killed_shows_the_killed_attempt(
+    store: Path, redis_url: str, tmp_path: Path
+) -> None:
+    """With ``retry_on_worker_lost`` the worker's main process publishes a retry for a task
+    whose child was killed (the OOM killer) and sends task_retry, not task_failure: the path
+    showed only the retry's run, as if the task had run once and succeeded."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = "doomed-once-" + uuid.uuid4().hex
+    task_id = sender.send_task("prefork.doomed_once", headers={"x-correlation-id": cid}).id
+    pid_file = tmp_path / "doomed_once.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+    def both_runs() -> list[dict[str, Any]]:
+        path = _path(store, cid)
+        runs = [s for s in path["spans"] if s["kind"] == "CONSUMER"] if path else []
+        return runs if len(runs) == 2 else []
+
+    runs = wait_for(both_runs, 30, "the killed run and its retry")
+    killed, retried = sorted(runs, key=lambda s: s["attributes"].get("tracekit.retry_count", 0))
+    assert killed["name"] == retried["name"] == "process prefork"
+    assert killed["attributes"]["messaging.message.id"] == task_id
+    assert killed["attributes"]["correlation.id"] == cid
+    assert killed["attributes"]["tracekit.celery.task_state"] == "RETRY"
+    assert killed["status"] == "ERROR"
+    assert killed["attributes"]["error.type"] == "WorkerLostError"
+    assert killed["status_message"].startswith(
+        "WorkerLostError: Worker exited prematurely: signal 9 (SIGKILL)"
+    )
+    assert retried["attributes"]["messaging.message.id"] == task_id
+    assert retried["attributes"]["tracekit.retry_count"] == 1
+    assert retried["attributes"]["tracekit.celery.task_state"] == "SUCCESS"
+    assert retried["status"] == "UNSET"
 
 
 def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: str) -> None:

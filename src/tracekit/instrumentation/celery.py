@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanContext, TraceFlags
@@ -394,7 +394,7 @@ def _task_failure(task_id: Any = None, exception: Any = None, sender: Any = None
         _record_lost(sender, task_id, exception)
 
 
-def _is_worker_lost(exception: object) -> bool:
+def _is_worker_lost(exception: object) -> TypeGuard[BaseException]:
     """A child killed by a signal (billiard says ``signal 9 (SIGKILL)``), which ran no more
     Python. One that exited (``exitcode 3``: a task raised SystemExit) recorded its span."""
     from celery.exceptions import WorkerLostError  # (billiard's, the process pool's)
@@ -405,24 +405,29 @@ def _is_worker_lost(exception: object) -> bool:
 _KILLED = re.compile(r"prematurely: signal \d")
 
 
-def _record_lost(task: Any, task_id: object, error: BaseException) -> None:
+def _record_lost(task: Any, task_id: object, error: BaseException, state: str = "FAILURE") -> None:
     """A prefork child that died in the middle of a task (SIGKILL: the OOM killer) recorded
     nothing; the worker's main process, which sends ``task_failure`` with ``WorkerLostError``
-    and the task's request current, records a failed CONSUMER span in its place."""
+    (``task_retry`` when it retries the task) and the task's request current, records a failed
+    CONSUMER span in its place."""
     request = getattr(task, "request", None)
     if request is None:
         return
-    attributes = {**_task(getattr(task, "name", None)), TASK_STATE: "FAILURE"}
+    attributes = {**_task(getattr(task, "name", None)), TASK_STATE: state}
     _record_discard(request, _message_headers(request), attributes, error, task_id)
 
 
 @guarded(None)
-def _task_retry(request: Any = None, reason: Any = None, **_: Any) -> None:
-    running = _running.get(_run_key(getattr(request, "id", None)))
+def _task_retry(request: Any = None, reason: Any = None, sender: Any = None, **_: Any) -> None:
+    task_id = getattr(request, "id", None)
+    running = _running.get(_run_key(task_id))
     if running is not None and isinstance(reason, BaseException):
         running.error = _retry_cause(reason)
         if getattr(request, "is_eager", False):
             _carry_first_attempt(running, getattr(reason, "sig", None))
+    elif running is None and _is_worker_lost(lost := getattr(reason, "exc", None)):
+        # retry_on_worker_lost: the main process retries a task whose child was killed
+        _record_lost(sender, task_id, lost, "RETRY")
 
 
 def _carry_first_attempt(running: _Running, retry: Any) -> None:
