@@ -1,4 +1,5 @@
-"""Celery with a real worker (in-process, ``start_worker``) on a real redis-server broker."""
+"""Celery with a real worker (in-process, ``start_worker``) on a real redis-server broker (the
+shared RabbitMQ for quorum queues)."""
 
 from __future__ import annotations
 
@@ -553,7 +554,7 @@ def test_a_countdown_on_a_quorum_queue_is_named_by_its_queue(
 
     @app.task(shared=False, name="pay.settle")
     def settle() -> None:
-        seen.setdefault("settled", []).append(tracekit.correlation_id())
+        """A payment settled after a delay."""
 
     with running_worker(app):
         settle.apply_async(countdown=1)
