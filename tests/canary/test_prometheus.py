@@ -30,7 +30,12 @@ from click.testing import CliRunner
 from conditions import wait_for
 from doc_blocks import ROOT, blocks
 from loopback import UNREACHABLE, free_port
-from prometheus_server import instant, prometheus_binary, running_prometheus
+from prometheus_server import (
+    instant,
+    prometheus_binary,
+    prometheus_configured,
+    running_prometheus,
+)
 from shop import Shop, start_shop
 
 from tracekit.canary import (
@@ -231,6 +236,27 @@ def test_an_unreachable_prometheus_is_a_one_line_error() -> None:
 
     assert result.exit_code == 2
     assert result.stderr.startswith("tracekit: Prometheus at http://127.0.0.1:")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_prometheus_that_read_only_part_of_its_data_is_a_one_line_error(tmp_path: Path) -> None:
+    """A remote-read store that cannot be reached (long-term storage, another cluster's
+    Prometheus; Thanos' partial responses are the same): Prometheus answers "success" with what
+    it holds and a warning. A verdict on part of the requests is no verdict."""
+    dead = f"http://127.0.0.1:{free_port()}/api/v1/read"
+    config = (
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        f"remote_read: [{{url: '{dead}', read_recent: true}}]\n"
+    )
+    with prometheus_configured(prometheus_binary(), tmp_path, config) as url:
+        result = CliRunner().invoke(cli, [
+            "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
+            "--prometheus", url, "--timeout", "30",
+        ])  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("tracekit: Prometheus answered only part of the data")
+    assert "remote_read" in result.stderr
     assert result.stderr.count("\n") == 1
 
 

@@ -260,6 +260,10 @@ def _vector(answer: Any) -> list[dict[str, Any]]:
     if not isinstance(answer, dict) or answer.get("status") != "success":
         error = answer.get("error") if isinstance(answer, dict) else None
         raise BackendError(f"Prometheus query failed: {str(error or 'unexpected answer')[:200]}")
+    warnings = answer.get("warnings")
+    if warnings:  # a store it reads from (remote read, Thanos' store API) did not answer
+        said = warnings[0] if isinstance(warnings, list) else warnings
+        raise BackendError(f"Prometheus answered only part of the data: {str(said)[:200]}")
     data = answer.get("data") or {}
     result = data.get("result") if data.get("resultType") == "vector" else None
     if not isinstance(result, list):
