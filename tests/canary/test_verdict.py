@@ -76,6 +76,21 @@ def test_zero_against_three_errors_in_fifty_is_inconclusive_with_a_number() -> N
     assert verdict.more_requests is not None and verdict.more_requests >= 50
 
 
+def test_a_metric_needs_the_number_of_requests_its_explanation_says() -> None:
+    """One canary request against 400: its error rate needs a few hundred more, a number the
+    explanation rounds ("about 270"); the field beside it, and the verdict's, say the same."""
+    verdict = judge(SUBJECT, {ORDERS: served(400, 0, 1)}, {ORDERS: served(1, 0, 2)})
+
+    errors = metric(verdict, "error_rate")
+    assert errors["class"] == "inconclusive"
+    assert errors["more_requests_needed"] >= 100
+    assert (
+        f"about {errors['more_requests_needed']:,} more canary requests needed"
+        in errors["explanation"]
+    )
+    assert to_json(verdict)["more_requests_needed"] == errors["more_requests_needed"]
+
+
 def test_zero_against_zero_errors_in_fifty_is_inconclusive() -> None:
     verdict = verdict_of(50, 0, 0)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tracekit.canary.checks import Check
+from tracekit.canary.explain import round_requests
 from tracekit.canary.samples import RouteSamples
 from tracekit.canary.settings import ERROR_RATE, LATENCY, TAIL_LATENCY, Settings
 from tracekit.canary.verdict import MetricResult, Verdict
@@ -100,10 +101,15 @@ def _metric(result: MetricResult, settings: Settings) -> dict[str, Any]:
         "summary": {"baseline": _summary(check.baseline), "canary": _summary(check.canary)},
         "effect": _effect(check, settings),
         "test": _test(result),
-        "more_requests_needed": check.more_requests if result.classification == "inconclusive"
+        "more_requests_needed": _needed(check) if result.classification == "inconclusive"
         else None,
         "explanation": result.explanation,
     }  # fmt: skip
+
+
+def _needed(check: Check) -> int | None:
+    """The requests a metric needs, rounded as its explanation says them."""
+    return None if check.more_requests is None else round_requests(check.more_requests)
 
 
 def _summary(samples: RouteSamples) -> dict[str, Any]:
