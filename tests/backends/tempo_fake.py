@@ -9,17 +9,19 @@ sends:
   2.7 is refused, ``422 trace exceeds max size (max bytes: N)``; an unknown trace is ``404``
   with no body. Before 2.6 the route does not exist: ``404 page not found``.
 - ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
-- ``GET /api/search?q=&start=&end=&limit=``: a trace is found when it overlaps the window (it
-  starts before ``end`` and ends after ``start``: ``tempodb/encoding/vparquet4``'s trace
-  iterator), not only when it starts in it; ``400 http parameter start must be before end``
-  unless it does (``pkg/api/http.go``); ``400 range specified by start and end exceeds
-  168h0m0s. received start=.. end=..`` over ``search.max_duration``; TraceQL limited to the forms
+- ``GET /api/search?q=&start=&end=&limit=``: a trace is found when it overlaps the window (it starts
+  before ``end`` and ends after ``start``: ``tempodb/encoding/vparquet4``'s trace iterator), not
+  only when it starts in it; ``400 http parameter start must be before end`` unless it does
+  (``pkg/api/http.go``); ``400 range specified by start and end exceeds 168h0m0s. received start=..
+  end=..`` over ``search.max_duration``; ``400 limit N exceeds max limit M`` over
+  ``search.max_result_limit`` (Tempo >= 2.4; before, the limit was lowered to it, and 0, the default
+  before 3.0, is no limit: ``modules/frontend``'s ``adjustLimit``); TraceQL limited to the forms
   tracekit writes (anything else is refused as ``invalid TraceQL query``, as is what a version
-  lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2,
-  a query hint ``with (...)`` before 2.4, their scoped names ``trace:rootService`` and
+  lacks: ``select()`` and the intrinsics ``rootServiceName`` and ``traceDuration`` before 2.2, a
+  query hint ``with (...)`` before 2.4, their scoped names ``trace:rootService`` and
   ``trace:duration`` and the intrinsic ``trace:id`` before 2.5, ``link:traceID`` before 2.6);
-  ``serviceStats`` from 2.5. ``trace:id`` values joined by ``||`` are compared as text with
-  the trace's hex without leading zeros (Tempo before 2.10).
+  ``serviceStats`` from 2.5. ``trace:id`` values joined by ``||`` are compared as text with the
+  trace's hex without leading zeros (Tempo before 2.10).
   ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
   spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
   ``{ ... } && { }`` matches every span of a trace the filter matched; ``||`` joins
@@ -75,6 +77,7 @@ class FakeTempo:
         tenant: str | None = None,
         prefix: str = "",
         link_search_status: int | None = None,
+        max_result_limit: int = 0,
     ) -> None:
         self.traces: dict[str, list[SpanRecord]] = {}
         for span in spans:
@@ -85,6 +88,7 @@ class FakeTempo:
         self.tenant = tenant
         self.prefix = prefix
         self.link_search_status = link_search_status
+        self.max_result_limit = max_result_limit
 
     def __call__(self, request: Request) -> Response:
         path = request.path
@@ -139,6 +143,13 @@ class FakeTempo:
                 f"received start={start} end={end}",
                 400,
             )
+        limit = int(args["limit"])
+        if self.max_result_limit and limit > self.max_result_limit:
+            if self.version < (2, 4):
+                limit = self.max_result_limit
+            else:  # http.go's NewBadRequest(err): the error's text alone
+                refusal = f"limit {limit} exceeds max limit {self.max_result_limit}"
+                return Response(refusal, 400, content_type="text/plain; charset=utf-8")
         parsed = self.parse(args["q"])
         if parsed is None:
             return text_answer(
@@ -155,7 +166,7 @@ class FakeTempo:
         else:
             hits.sort(key=lambda h: h["traceID"].rjust(32, "0"))
         metrics = {"inspectedTraces": len(traces), "completedJobs": 1, "totalJobs": 1}
-        return json_answer({"traces": hits[: int(args["limit"])], "metrics": metrics})
+        return json_answer({"traces": hits[:limit], "metrics": metrics})
 
     def hit(self, trace: list[SpanRecord], parsed: Query, start: int, end: int) -> Any:
         first, last = min(s.start_unix_nano for s in trace), max(s.end_unix_nano for s in trace)

@@ -435,6 +435,35 @@ def test_a_shorter_tempo_limit_is_said_once_on_stderr(serve: Any, spans: list[An
     assert err.startswith(f"tracekit: warning: Tempo at {url} searches at most 24h0m0s at a time")
 
 
+@pytest.mark.parametrize("command", [["trace", "req-incident-9"], ["services", "--since", "7d"]])
+def test_a_tempo_result_limit_below_tracekit_s_is_searched_within(
+    serve: Any, spans: list[Any], command: list[str]
+) -> None:
+    """A Tempo whose ``max_result_limit`` is below what tracekit asks for (101 traces for a
+    correlation ID, 201 for the map) refused every such search, ``400 limit 101 exceeds max
+    limit 100``, and the command failed with exit 2: it is asked again within the limit, and
+    answers as any Tempo does."""
+    backend = serve(FakeTempo(spans, max_result_limit=100))
+    code, out, err = run(*command, "--tempo", backend.url, "--format", "json")
+    assert (code, err) == (0, "")
+    unlimited = serve(FakeTempo(spans)).url
+    expected = json.loads(run(*command, "--tempo", unlimited, "--format", "json")[1])
+    found = json.loads(out)
+    for document in (found, expected):  # services: "7d" ago, from each command's now
+        document.pop("since_unix_nano", None)
+    assert found == expected and found["trace_ids" if "trace_ids" in found else "edges"]
+
+
+def test_a_search_full_at_tempo_s_result_limit_is_said(serve: Any, spans: list[Any]) -> None:
+    """Tempo answering as many traces as its ``max_result_limit`` may hold more: said once."""
+    backend = serve(FakeTempo(spans, max_result_limit=1))
+    code, _, err = run("services", "--since", "7d", "--tempo", backend.url, "--format", "json")
+    assert (code, err) == (0, (
+        f"tracekit: warning: Tempo at {backend.url} answers at most 1 traces a search (its "
+        "max_result_limit): more traces than that in the window are not read\n"
+    ))  # fmt: skip
+
+
 def test_a_partial_trace_is_in_the_json_warnings(serve: Any, spans: list[Any]) -> None:
     url = serve(FakeTempo(spans, max_bytes_per_trace=1500)).url
     code, out, _ = run("trace", "req-checkout-1", "--tempo", url, "--format", "json")

@@ -38,6 +38,7 @@ BY_CORRELATION_ID = "by(span.correlation.id)"  # also the key of each group's sp
 _IDS_PER_SEARCH = 20
 _QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URLs over 8 KiB)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
+_TOO_MANY = re.compile(r"^limit [0-9]+ exceeds max limit ([0-9]{1,9})$")
 
 
 def traceql_string(value: str) -> str:
@@ -121,6 +122,16 @@ def window_limit(error: BackendError) -> tuple[float, str] | None:
     match = _TOO_LONG.match(error.detail)
     seconds = parse_go_duration(match.group(1)) if match else None
     return (seconds, match.group(1)) if match and seconds else None
+
+
+def result_limit(error: BackendError) -> int | None:
+    """Tempo's most traces a search answers when ``error`` is its refusal of a larger
+    ``limit`` (Tempo >= 2.4, over ``search.max_result_limit``): ``400 limit 101 exceeds max
+    limit 100``."""
+    if not isinstance(error, HTTPStatusError) or error.status != 400:
+        return None
+    match = _TOO_MANY.match(error.detail)
+    return int(match.group(1)) if match and int(match.group(1)) > 0 else None
 
 
 def refused_traceql(error: BackendError) -> bool:

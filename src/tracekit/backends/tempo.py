@@ -34,6 +34,7 @@ from tracekit.backends._tempo_search import (
     carrying_any,
     read_hits,
     refused_traceql,
+    result_limit,
     search_query,
     traceql_string,
     window,
@@ -54,8 +55,8 @@ __all__ = [
 MAX_TRACES_PER_SEARCH = 100
 MAX_TRACES_FOR_MAP = 200
 # diff's set form (one service named): as many as Jaeger's pages read. Tempo answers up to
-# `limit` traces in one search unless its query_frontend.search.max_result_limit (0, none, by
-# default) is lower, when it answers that many, without a word
+# `limit` traces in one search; over its query_frontend.search.max_result_limit (0, none, by
+# default before 3.0) it refuses the search from 2.4 on, and is then asked for that many
 MAX_TRACES_OF_A_SERVICE = 2_000
 # `search` asks for this many traces per request listed: a request is often two (a pull
 # consumer's trace beside its producer's), and one cut at the answer's edge would be listed as
@@ -83,6 +84,7 @@ class TempoSource(RemoteSource):
         self.service = service
         self._use_v2 = True
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
+        self._max_results: int | None = None  # its max_result_limit, learnt likewise
         self._can_search_links = True
         self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
         self._unreadable: dict[str, str] = {}  # trace id -> what Tempo did instead of answering
@@ -462,7 +464,8 @@ class TempoSource(RemoteSource):
         start, end, cut = window(since, most, until)
         if start >= end:  # since after now: nothing to find, and Tempo refuses such a window
             return []
-        params = {"q": query, "limit": str(limit), "start": str(start), "end": str(end)}
+        asked = min(limit, self._max_results or limit)
+        params = {"q": query, "limit": str(asked), "start": str(start), "end": str(end)}
         try:
             answer = self.client.get("/api/search", params)
         except NotFound:
@@ -471,6 +474,10 @@ class TempoSource(RemoteSource):
                 "this Tempo's HTTP API (with its path prefix)?"
             ) from None
         except BackendError as error:
+            most_results = result_limit(error)
+            if most_results is not None and most_results < asked:
+                self._max_results = most_results
+                return self._search_once(query, limit, since, until)
             learnt = window_limit(error)
             if learnt is None or learnt[0] >= end - start:
                 raise
@@ -478,7 +485,14 @@ class TempoSource(RemoteSource):
             return self._search_once(query, limit, since, until)
         if cut and until is None:
             self._say_window_narrowed(start)
-        return read_hits(answer, self._left_out)
+        hits = read_hits(answer, self._left_out)
+        if asked < limit and len(hits) >= asked:
+            self.notes.once(
+                f"{self.client.where} answers at most {asked} traces a search (its "
+                "max_result_limit): more traces than that in the window are not read",
+                key="results capped",
+            )
+        return hits
 
     def _say_window_narrowed(self, start: int) -> None:
         assert self._max_window is not None
