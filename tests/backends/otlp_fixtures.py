@@ -130,8 +130,11 @@ def resource_spans(spans: list[SpanRecord], encoding: Encoding) -> list[dict[str
     ]
 
 
-def tempo_v2(spans: list[SpanRecord], *, partial_of_bytes: int | None = None) -> dict[str, Any]:
-    """``/api/v2/traces/<id>``; ``partial_of_bytes``: Tempo's size limit cut the trace."""
+def tempo_v2(
+    spans: list[SpanRecord], *, partial_of_bytes: int | None = None, pruned_on_read: bool = False
+) -> dict[str, Any]:
+    """``/api/v2/traces/<id>``; ``partial_of_bytes``: Tempo's size limit cut the trace;
+    ``pruned_on_read``: Tempo's span pruning collapsed similar spans as it served it."""
     document: dict[str, Any] = {
         "trace": {"resourceSpans": resource_spans(spans, TEMPO)},
         "metrics": {"inspectedBytes": str(300 * len(spans))},
@@ -140,6 +143,12 @@ def tempo_v2(spans: list[SpanRecord], *, partial_of_bytes: int | None = None) ->
         document["status"] = "PARTIAL"
         document["message"] = (
             f"Trace exceeds maximum size of {partial_of_bytes} bytes, a partial trace is returned"
+        )
+    if pruned_on_read:  # combiner/trace_by_id_v2.go's words
+        document["status"] = "PARTIAL"
+        document["message"] = (
+            "Trace was pruned by Tempo while serving this request; the original spans remain in "
+            "storage and can be retrieved by querying again with span pruning disabled"
         )
     return document
 

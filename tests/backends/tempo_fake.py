@@ -8,6 +8,11 @@ sends:
   ``max_bytes_per_trace`` comes back cut with ``"status": "PARTIAL"`` (Tempo >= 2.7), and before
   2.7 is refused, ``422 trace exceeds max size (max bytes: N)``; an unknown trace is ``404``
   with no body. Before 2.6 the route does not exist: ``404 page not found``.
+  From 3.0.1, where the operator made span pruning the default (``span_pruning_enabled`` and
+  ``span_pruning_enabled_by_default``), a trace is pruned as it is served unless the request says
+  ``span_pruning=false`` (``modules/frontend/traceid_handlers.go``, ``pkg/spanpruning``): each
+  group of 5 or more leaf spans of one parent with the same name, kind and status is one summary
+  span (``aggregation.is_summary``), and ``"status": "PARTIAL"`` says so.
 - ``GET /api/traces/<id>``: ``{"batches"}``; ``422 trace exceeds max size`` over the limit.
 - ``GET /api/search?q=&start=&end=&limit=``: a trace is found when it overlaps the window (it starts
   before ``end`` and ends after ``start``: ``tempodb/encoding/vparquet4``'s trace iterator), not
@@ -35,6 +40,7 @@ sends:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +84,7 @@ class FakeTempo:
         prefix: str = "",
         link_search_status: int | None = None,
         max_result_limit: int = 0,
+        prunes_by_default: bool = False,
     ) -> None:
         self.traces: dict[str, list[SpanRecord]] = {}
         for span in spans:
@@ -89,6 +96,7 @@ class FakeTempo:
         self.prefix = prefix
         self.link_search_status = link_search_status
         self.max_result_limit = max_result_limit
+        self.prunes_by_default = prunes_by_default
 
     def __call__(self, request: Request) -> Response:
         path = request.path
@@ -100,7 +108,11 @@ class FakeTempo:
         visible = not self.tenant or request.headers.get("X-Scope-OrgID") == self.tenant
         traces = self.traces if visible else {}
         if (m := re.fullmatch(r"/api/v2/traces/([0-9a-f]{1,32})", path)) and self.version >= (2, 6):
-            return self.trace_v2(traces.get(m.group(1).rjust(32, "0")))
+            trace = traces.get(m.group(1).rjust(32, "0"))
+            if trace and self.prunes_by_default and request.args.get("span_pruning") != "false":
+                served = pruned(trace)
+                return json_answer(tempo_v2(served, pruned_on_read=len(served) < len(trace)))
+            return self.trace_v2(trace)
         if m := re.fullmatch(r"/api/traces/([0-9a-f]{1,32})", path):
             return self.trace_v1(traces.get(m.group(1).rjust(32, "0")))
         if path == "/api/search":
@@ -263,6 +275,28 @@ class Query:
         else:
             return False
         return True
+
+
+def pruned(trace: list[SpanRecord]) -> list[SpanRecord]:
+    """``trace`` as Tempo's span pruning serves it (its defaults: ``min_spans_to_aggregate`` 5,
+    leaf spans only here): each group of similar leaf spans of one parent is one summary span."""
+    parents = {s.parent_span_id for s in trace}
+    groups: dict[tuple[object, ...], list[SpanRecord]] = {}
+    for span in trace:
+        if span.span_id not in parents:
+            key = (span.parent_span_id, span.name, span.kind, span.status)
+            groups.setdefault(key, []).append(span)
+    kept = [s for s in trace if s.span_id in parents]
+    for group in groups.values():
+        if len(group) < 5:
+            kept += group
+            continue
+        summary = {"aggregation.is_summary": True, "aggregation.span_count": len(group)}
+        kept.append(dataclasses.replace(
+            group[0], end_unix_nano=max(s.end_unix_nano for s in group),
+            attributes={**group[0].attributes, **summary},
+        ))  # fmt: skip
+    return kept
 
 
 def _trace_nanos(trace: list[SpanRecord]) -> int:

@@ -464,6 +464,28 @@ def test_a_search_full_at_tempo_s_result_limit_is_said(serve: Any, spans: list[A
     ))  # fmt: skip
 
 
+def test_a_tempo_that_prunes_by_default_answers_every_span(serve: Any) -> None:
+    """A Tempo whose operator made span pruning the default (3.0.1 on) served a request that
+    published five messages with its five publishes collapsed into one summary span: ``trace``
+    showed one publish and one hop of five, the consumers linking to spans no longer there,
+    and a warning to query again with pruning disabled, which tracekit did not. It asks for the
+    spans Tempo stores."""
+    t = Topology("req-fanout-1")
+    root = t.span("web", "POST /newsletter", "SERVER", 0, 60)
+    sent = [t.publish(root, "emails", 10 + i, 11 + i, system="rabbitmq") for i in range(5)]
+    for i, message in enumerate(sent):
+        t.new_trace()
+        t.consume("mailer", "emails", 100 + 10 * i, 105 + 10 * i, links=[message],
+                  system="rabbitmq")  # fmt: skip
+    spans = recent(t.spans)
+    url = serve(FakeTempo(spans, prunes_by_default=True)).url
+    code, out, err = run("trace", "req-fanout-1", "--tempo", url, "--format", "json")
+    path = json.loads(out)
+    assert (code, err, path["warnings"]) == (0, "", [])
+    assert len(path["spans"]) == len(spans) == 11
+    assert [h["type"] for h in path["hops"]] == ["messaging"] * 5
+
+
 def test_a_partial_trace_is_in_the_json_warnings(serve: Any, spans: list[Any]) -> None:
     url = serve(FakeTempo(spans, max_bytes_per_trace=1500)).url
     code, out, _ = run("trace", "req-checkout-1", "--tempo", url, "--format", "json")

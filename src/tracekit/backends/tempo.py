@@ -1,8 +1,9 @@
 """Grafana Tempo as a read backend (HTTP API, Tempo 2.x; the base URL may carry a path prefix).
 
-- trace by id: ``GET /api/v2/traces/<id>`` (Tempo >= 2.6: ``{"trace": {"resourceSpans"},
-  "metrics", "status", "message"}``; ``"status": "PARTIAL"`` when Tempo cut the trace at its size
-  limit, which becomes a warning of the path), else ``GET /api/traces/<id>`` (``{"batches"}``);
+- trace by id: ``GET /api/v2/traces/<id>?span_pruning=false`` (Tempo >= 2.6: ``{"trace":
+  {"resourceSpans"}, "metrics", "status", "message"}``; ``"status": "PARTIAL"`` when Tempo cut
+  the trace at its size limit, which becomes a warning of the path), else ``GET
+  /api/traces/<id>`` (``{"batches"}``);
 - search: TraceQL on ``GET /api/search`` (see ``_tempo_search``), over at most Tempo's
   ``search.max_duration`` (168h by default; a shorter limit is read from Tempo's refusal, the
   window narrowed and the reader told once); a search for the newest traces asks with
@@ -63,6 +64,11 @@ MAX_TRACES_OF_A_SERVICE = 2_000
 # part of itself (its consumer's trace alone), or not fill the listing
 HITS_PER_REQUEST = 2
 _MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start (Tempo >= 2.8)
+# Every span Tempo stores: from 3.0.1 its operator may make span pruning the default, when a
+# trace is served with each group of similar leaf spans (a request's publishes, its queries)
+# collapsed into one summary span, and the consumers linking to the others lead nowhere. An
+# earlier Tempo, or one without pruning enabled, ignores the parameter.
+_UNPRUNED = {"span_pruning": "false"}
 
 
 class TempoSource(RemoteSource):
@@ -402,7 +408,8 @@ class TempoSource(RemoteSource):
     def _fetch_whole_trace(self, trace_id: str) -> list[SpanRecord]:
         if self._use_v2:
             try:
-                return self._read_v2(trace_id, self.client.get(f"/api/v2/traces/{trace_id}"))
+                document = self.client.get(f"/api/v2/traces/{trace_id}", _UNPRUNED)
+                return self._read_v2(trace_id, document)
             except NotFound as missing:
                 if not missing.no_such_endpoint:
                     return []
