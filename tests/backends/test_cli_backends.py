@@ -533,6 +533,31 @@ def test_jaeger_min_duration_below_a_millisecond(serve: Any, spans: list[Any]) -
     assert backend.requests[-1].args["query.duration_min"] == "50us"
 
 
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_search_service_finds_its_own_requests_behind_newer_calls_into_it(
+    serve: Any, fake: Any
+) -> None:
+    """``search --service orders`` lists the requests whose root is in orders. Jaeger finds a
+    trace by any of its spans: with 25 requests of gateway calling orders since a job of orders'
+    own began, its answer of the newest 20 traces held none rooted in orders, and tracekit said
+    ``no requests match`` (exit 1) where the store and Tempo list the job. Jaeger's traces are
+    read on, older page by older page, until the requests rooted in orders are found."""
+    job = Topology("req-reconcile-1")
+    job.span("orders", "reconcile", "SERVER", 0, 30)
+    spans = job.spans
+    for n in range(25):
+        t = Topology(f"req-web-{n}")
+        root = t.span("gateway", "POST /checkout", "SERVER", 1000 + 100 * n, 1050 + 100 * n)
+        t.http(root, "orders", "/orders", 1010 + 100 * n, 1040 + 100 * n)
+        spans += t.spans
+    url = serve(fake(recent(spans))).url
+    flag = "--tempo" if fake is FakeTempo else "--jaeger"
+    code, out, err = run("search", "--service", "orders", flag, url, "--format", "json")
+    assert (code, err) == (0, "")
+    listed = [(r["correlation_id"], r["root_service"]) for r in json.loads(out)["requests"]]
+    assert listed == [("req-reconcile-1", "orders")]
+
+
 def test_jaeger_without_api_v3_is_exit_2_not_nothing_found(serve: Any, spans: list[Any]) -> None:
     url = serve(FakeJaeger(spans, api_v3=False)).url
     for args in (

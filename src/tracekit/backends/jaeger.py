@@ -147,24 +147,36 @@ class JaegerSource(RemoteSource):
         """Newest traces of the service(s), summarised by their root span."""
         # without --since, as far back as `trace` looks here: two days
         since = time.time() - LOOKBACK_SECONDS if since_unix_nano is None else since_unix_nano / 1e9
-        services = [service] if service else self._services()
-        spans = self._search_within_budget(services, since, limit, min_duration_ms)
         if errors_only:
             self.notes.once(
                 f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
                 f"in error among the newest {limit} it reads per service"
             )
-        found = [
-            s
-            for s in summaries(spans)
-            if (s.error or not errors_only)
-            and (service is None or s.root_service == service)  # a root, not any span, there
-            and (min_duration_ms is None or s.duration_ms >= min_duration_ms)
-        ]
+        if service:
+            spans = self._until_found(service, since, limit, min_duration_ms, errors_only)
+        else:
+            spans = self._search_within_budget(self._services(), since, limit, min_duration_ms)
+        found = _matching(summaries(spans), service, min_duration_ms, errors_only)
         if since_unix_nano is not None:
             begun = self._begun_before(spans, since_unix_nano)
             found = [r for r in found if not {r.trace_id, r.correlation_id} & begun]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _until_found(
+        self, service: str, since: float, limit: int, min_duration_ms: float | None,
+        errors_only: bool,
+    ) -> list[SpanRecord]:  # fmt: skip
+        """The spans of ``service``'s traces in the window, newest first, read page by page
+        until they hold ``limit`` requests that match, or more than ``MAX_SEARCH_SPANS`` spans.
+        Jaeger finds a trace by any of its spans: the requests whose root is in a service
+        mostly called by others can be older than its newest hundred traces."""
+        held: list[SpanRecord] = []
+        for page in self._pages(since, service, min_duration_ms):
+            held += page
+            found = _matching(summaries(held), service, min_duration_ms, errors_only)
+            if len(found) >= limit or len(held) > MAX_SEARCH_SPANS:
+                break
+        return held
 
     def _begun_before(self, spans: list[SpanRecord], since_unix_nano: int) -> set[str | None]:
         """The trace and correlation IDs of the traces of ``spans`` whose root links into a
@@ -202,7 +214,7 @@ class JaegerSource(RemoteSource):
         newest ``limit`` before the next is read (``LimitedSpanSource``)."""
         since = since_unix_nano / 1e9
         answers = (
-            self._pages(since)
+            self._pages(since, self.service)
             if self.service
             else self._searches(self._services(), {}, since, capped=self._say_capped)
         )
@@ -214,29 +226,31 @@ class JaegerSource(RemoteSource):
                 break  # one service's next page is older than every span held
         return kept
 
-    def _pages(self, since: float) -> Iterator[list[SpanRecord]]:
+    def _pages(
+        self, since: float, service: str, min_duration_ms: float | None = None
+    ) -> Iterator[list[SpanRecord]]:
         """The traces of the one service (``--service``) in the window, newest first, one search
         answer at a time (up to ``MAX_PAGES``): api_v3 has no paging, so each next search ends
         where the traces of the last answer began. One search of 100 traces held too few of a
         canary's requests to compare (10 in 100 at 10% of the traffic), however long the window."""
-        assert self.service is not None
         high, answered = time.time() + CLOCK_SLACK_SECONDS, set[str]()
         for _ in range(MAX_PAGES):
             if since >= high:
                 return
-            params = _search_params(self.service, {}, (since, high), MAX_TRACES_PER_SEARCH, None)
+            window = (since, high)
+            params = _search_params(service, {}, window, MAX_TRACES_PER_SEARCH, min_duration_ms)
             found, asked = self._search(params)
             yield [s for s in found if s.trace_id not in answered]
             answered.update(s.trace_id for s in found)
             full = len({s.trace_id for s in found}) >= asked
             # api_v3 times are whole microseconds: the next page keeps the boundary's microsecond
-            boundary = _page_end(found, self.service, since, high) + 1e-6
+            boundary = _page_end(found, service, since, high) + 1e-6
             if not full or boundary >= high:
                 return
             high = boundary
         self.notes.once(
             f"{self.client.where}: read the newest "
-            f"{len(answered)} traces of {self.service!r:.80}: older ones in "
+            f"{len(answered)} traces of {service!r:.80}: older ones in "
             "the window are not read (narrow --since)"
         )
 
@@ -420,6 +434,20 @@ class JaegerSource(RemoteSource):
                 f"{self.client.where} has no api_v3 ({path} answered {answered}): "
                 "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
             ) from None
+
+
+def _matching(
+    rows: list[RequestSummary], service: str | None, min_duration_ms: float | None,
+    errors_only: bool,
+) -> list[RequestSummary]:  # fmt: skip
+    """The requests of ``rows`` that ``search``'s filters keep."""
+    return [
+        r
+        for r in rows
+        if (r.error or not errors_only)
+        and (service is None or r.root_service == service)  # a root, not any span, there
+        and (min_duration_ms is None or r.duration_ms >= min_duration_ms)
+    ]
 
 
 def _once_each(spans: list[SpanRecord]) -> list[SpanRecord]:
