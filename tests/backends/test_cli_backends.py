@@ -873,6 +873,22 @@ def test_a_url_with_a_space_is_said_to_be_the_url_not_the_server(backend: str) -
     assert err.startswith(f"tracekit: {name} URL is not valid: URL can't contain control"), err
 
 
+@pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
+def test_a_url_whose_path_is_not_ascii_is_sent_percent_encoded(serve: Any, backend: str) -> None:
+    """A base path as a browser shows it (``/tëmpo``, not ``/t%C3%ABmpo``) failed as a bug,
+    ``internal error (UnicodeEncodeError: 'ascii' codec can't encode character ...)``, exit 2:
+    it is sent as a browser sends it, its UTF-8 percent-encoded."""
+    spans = recent(checkout().spans)
+    fake = FakeTempo(spans, prefix="/tëmpo") if backend == "--tempo" else FakeJaeger(
+        spans, base_path="/tëmpo")  # fmt: skip
+    server = serve(fake)
+    code, out, err = run("trace", "req-checkout-1", backend, server.url + "/tëmpo/",
+                         "--format", "json")  # fmt: skip
+    assert (code, err) == (0, "") and len(json.loads(out)["spans"]) == len(spans)
+    sent = {r.environ["RAW_URI"].partition("/api/")[0] for r in server.requests}
+    assert sent == {"/t%C3%ABmpo"}
+
+
 def test_a_request_given_up_at_the_deadline_leaves_no_thread_reading(trickling: str) -> None:
     """The request thread is not left reading a byte at a time after its caller gave up: a
     long-running process (a library user of the Tempo or Jaeger source) would pile them up."""

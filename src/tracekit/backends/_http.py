@@ -36,6 +36,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 REDACTED = "[redacted]"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
+_ASCII = "".join(map(chr, range(0x80)))
 
 
 class NotFound(Exception):
@@ -385,7 +386,10 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
         raise BackendError(f"{name} URL has an invalid host name: {parsed.hostname[:80]!r} (an "
                            "empty part, or one over 63 characters)") from None  # fmt: skip
     host = parsed.netloc.rpartition("@")[2]
-    url = urllib.parse.urlunsplit((parsed.scheme, host, parsed.path.rstrip("/"), "", ""))
+    # a path as a browser shows it (/tëmpo) is sent as a browser sends it, UTF-8 percent-encoded
+    # (http.client sends ASCII alone); ASCII is kept as typed, escapes and refused spaces alike
+    path = urllib.parse.quote(parsed.path.rstrip("/"), safe=_ASCII)
+    url = urllib.parse.urlunsplit((parsed.scheme, host, path, "", ""))
     if parsed.username is None:
         return url, {}
     user = urllib.parse.unquote(parsed.username)
