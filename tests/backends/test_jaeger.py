@@ -158,6 +158,20 @@ def test_errors_only_is_filtered_client_side_and_said_once(serve: Any) -> None:
     ]
 
 
+def test_errors_only_with_a_service_says_its_traces_are_read(serve: Any) -> None:
+    """With a service named, its traces are read page by page until the requests in error
+    are found: the notice said "among the newest 20 it reads per service"."""
+    backend = serve(FakeJaeger(recent(checkout().spans + incident().spans)))
+    notices: list[str] = []
+    source = JaegerSource(backend.url, service="web", notify=notices.append)
+    found = source.recent_requests(service="web", errors_only=True, since_unix_nano=1)
+    assert [r.correlation_id for r in found] == ["req-incident-9"]
+    assert notices == [
+        "Jaeger's api_v3 cannot search by status: tracekit keeps the traces in "
+        "error among the traces of 'web' it reads"
+    ]
+
+
 def test_a_linked_consumer_trace_is_not_a_request_of_its_own(serve: Any) -> None:
     """incident(): worker's trace starts with a consumer linked to api's producer."""
     backend = serve(FakeJaeger(recent(incident().spans)))

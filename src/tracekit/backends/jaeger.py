@@ -148,9 +148,12 @@ class JaegerSource(RemoteSource):
         # without --since, as far back as `trace` looks here: two days
         since = time.time() - LOOKBACK_SECONDS if since_unix_nano is None else since_unix_nano / 1e9
         if errors_only:
+            read = f"the traces of {service!r:.80} it reads"
+            if not service:
+                read = f"the newest {limit} it reads per service"
             self.notes.once(
                 f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
-                f"in error among the newest {limit} it reads per service"
+                f"in error among {read}"
             )
         if service:
             spans = self._until_found(service, since, limit, min_duration_ms, errors_only)
