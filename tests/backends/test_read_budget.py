@@ -107,6 +107,29 @@ def test_search_on_jaeger_stops_at_its_span_budget_and_says_so(
     assert len([p for p in backend.paths() if p == "/api/v3/traces"]) == 2
 
 
+def test_jaeger_search_of_a_service_stops_reading_at_the_span_budget_and_says_so(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``search --service`` reads the service's traces page by page until ``--limit``
+    requests rooted in it are found: past the span budget it stops, and says so."""
+    spans = []
+    for n in range(150):  # orders is called by gateway: none of these is its own request
+        t = Topology(f"req-{n}")
+        t.http(t.span("gateway", "GET /", "SERVER", 0, 10), "orders", "/o", 1, 9)
+        spans += recent(t.spans, 900 - n)
+    backend = serve(FakeJaeger(spans))
+    monkeypatch.setattr("tracekit.backends.jaeger.MAX_SEARCH_SPANS", 50)
+
+    code, _, err = run("search", "--jaeger", backend.url, "--service", "orders")
+
+    assert (code, len([p for p in backend.paths() if p == "/api/v3/traces"])) == (1, 1)
+    assert err == (
+        f"tracekit: warning: Jaeger at {backend.url}: the newest traces of 'orders' read hold "
+        "more than 50 spans: older ones in the window are not read (narrow --since)\n"
+        "tracekit: no requests match\n"
+    )
+
+
 def test_a_correlation_id_on_more_traces_than_tempo_is_searched_for_says_so(serve: Any) -> None:
     """Tempo is asked for at most 100 traces of a correlation ID; a request over more showed
     100 of them as if that were all (the store says "more than 500 traces")."""

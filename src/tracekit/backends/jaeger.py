@@ -177,7 +177,14 @@ class JaegerSource(RemoteSource):
         for page in self._pages(since, service, min_duration_ms):
             held += page
             found = _matching(summaries(held), service, min_duration_ms, errors_only)
-            if len(found) >= limit or len(held) > MAX_SEARCH_SPANS:
+            if len(found) >= limit:
+                break
+            if len(held) > MAX_SEARCH_SPANS:
+                self.notes.once(
+                    f"{self.client.where}: the newest traces of {service!r:.80} read hold "
+                    f"more than {MAX_SEARCH_SPANS} spans: older ones in the window are not "
+                    "read (narrow --since)"
+                )
                 break
         return held
 
