@@ -71,3 +71,30 @@ def test_search_lists_the_other_hits_and_warns_once(serve: Any) -> None:
     assert result.stderr == (
         f"tracekit: warning: Tempo at {url} answered {HIT_UNREADABLE}: it is left out\n"
     )
+
+
+def test_a_search_answer_over_the_limit_asked_is_read_only_to_that_limit(serve: Any) -> None:
+    """Tempo answers at most ``limit`` hits; a server answering more (one that ignores the
+    parameter) had every one of them read: ``search --limit 1`` read the traces of all 50
+    hits, one request each, where it asks for 2."""
+    hits = [
+        {**GOOD_HIT, "traceID": f"{n:x}", "startTimeUnixNano": str(GOOD[0].start_unix_nano + n),
+         "spanSet": {}, "spanSets": []}
+        for n in range(1, 51)
+    ]  # fmt: skip
+    read: list[str] = []
+
+    def tempo(request: Request) -> Response:
+        if request.path.startswith("/api/v2/traces/"):
+            read.append(request.path)
+            return json_answer({"trace": {}})
+        return json_answer({"traces": hits})
+
+    url = serve(tempo).url
+    result = CliRunner().invoke(
+        cli, ["search", "--tempo", url, "--limit", "1", "--format", "json"],
+        env={"COLUMNS": "100", "TRACEKIT_BACKEND_HEADERS": ""},
+    )  # fmt: skip
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert [r["trace_id"] for r in json.loads(result.stdout)["requests"]] == [f"{2:032x}"]
+    assert read == [f"/api/v2/traces/{n:032x}" for n in (1, 2)]

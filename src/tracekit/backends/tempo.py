@@ -492,7 +492,7 @@ class TempoSource(RemoteSource):
             return self._search_once(query, limit, since, until)
         if cut and until is None:
             self._say_window_narrowed(start)
-        hits = read_hits(answer, self._left_out)
+        hits = read_hits(answer, self._left_out)[:asked]  # a server ignoring limit: no more
         if asked < limit and len(hits) >= asked:
             self.notes.once(
                 f"{self.client.where} answers at most {asked} traces a search (its "
