@@ -558,6 +558,23 @@ def test_search_service_finds_its_own_requests_behind_newer_calls_into_it(
     assert listed == [("req-reconcile-1", "orders")]
 
 
+@pytest.mark.parametrize("service", [[], ["--service", "web"]])
+def test_search_errors_on_a_jaeger_that_fails_says_the_error_alone(
+    serve: Any, service: list[str]
+) -> None:
+    """The notice that Jaeger cannot search by status comes with what the search found, not
+    before an error: a failed search is one line."""
+
+    def failing(request: Request) -> Response:
+        return Response("upstream connect error", 400)
+
+    url = serve(failing).url
+    code, out, err = run("search", "--errors", *service, "--jaeger", url)
+    assert (code, out, err) == (
+        2, "", f"tracekit: Jaeger at {url} answered HTTP 400: upstream connect error\n"
+    )  # fmt: skip
+
+
 def test_jaeger_without_api_v3_is_exit_2_not_nothing_found(serve: Any, spans: list[Any]) -> None:
     url = serve(FakeJaeger(spans, api_v3=False)).url
     for args in (

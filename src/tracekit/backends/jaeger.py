@@ -147,6 +147,10 @@ class JaegerSource(RemoteSource):
         """Newest traces of the service(s), summarised by their root span."""
         # without --since, as far back as `trace` looks here: two days
         since = time.time() - LOOKBACK_SECONDS if since_unix_nano is None else since_unix_nano / 1e9
+        if service:
+            spans = self._until_found(service, since, limit, min_duration_ms, errors_only)
+        else:
+            spans = self._search_within_budget(self._services(), since, limit, min_duration_ms)
         if errors_only:
             read = f"the traces of {service!r:.80} it reads"
             if not service:
@@ -155,10 +159,6 @@ class JaegerSource(RemoteSource):
                 f"Jaeger's api_v3 cannot search by status: tracekit keeps the traces "
                 f"in error among {read}"
             )
-        if service:
-            spans = self._until_found(service, since, limit, min_duration_ms, errors_only)
-        else:
-            spans = self._search_within_budget(self._services(), since, limit, min_duration_ms)
         found = _matching(summaries(spans), service, min_duration_ms, errors_only)
         if since_unix_nano is not None:
             begun = self._begun_before(spans, since_unix_nano)
