@@ -176,8 +176,21 @@ def test_both_tails_above_the_last_bucket_do_not_pass(
         {"metric": {"http_route": "/a", "le": "+Inf"}, "value": [1, "five"]},  # not a number
         {"metric": {"http_route": ["/a"], "le": "+Inf"}, "value": [1, "5"]},  # label not text
         {"metric": {"http_route": "/a"}, "value": [1, "5"]},  # a bucket without its bound
+        {"metric": {"http_route": "/a", "le": "-1"}, "value": [1, "5"]},  # no duration is < 0
+        {"metric": {"http_route": "/a", "le": "-Inf"}, "value": [1, "5"]},
+        {"metric": {"http_route": "/a", "le": "1e308"}, "value": [1, "5"]},  # past any clock
     ],
-    ids=["list", "metric-list", "value-string", "value-text", "label-list", "no-le"],
+    ids=[
+        "list",
+        "metric-list",
+        "value-string",
+        "value-text",
+        "label-list",
+        "no-le",
+        "negative-le",
+        "minus-infinite-le",
+        "huge-le",
+    ],
 )
 def test_a_malformed_answer_is_a_backend_error(answering: Callable[..., str], series: Any) -> None:
     """Not "no requests" (inconclusive), not a traceback: one line, exit 2."""

@@ -57,6 +57,9 @@ __all__ = [
     "versions_from_prometheus",
 ]
 
+# the largest finite bucket bound read as a duration (about 30 years): past it the log-scale
+# arithmetic overflows, and no latency histogram has one
+MAX_BOUND_SECONDS = 1e9
 MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 per process
 # Requests per route and version taken into the tests; a busier route's buckets (and failures)
 # are scaled down to this many in proportion: one float per request must fit in memory.
@@ -316,6 +319,11 @@ def _histograms(
         bound = _number(labels.get("le"))
         if bound is None:
             raise BackendError("Prometheus answered a histogram bucket without a numeric le label")
+        if not (0 <= bound <= MAX_BOUND_SECONDS or bound == math.inf):
+            raise BackendError(
+                f"Prometheus answered a histogram bucket with le={str(labels['le'])[:40]!r}:"
+                " not a duration in seconds"
+            )
         cumulative = by_route.setdefault(_route(labels, family), {})
         cumulative[bound] = cumulative.get(bound, 0.0) + _value(series)
     errors: dict[str, float] = {}
