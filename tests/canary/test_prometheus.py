@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,23 @@ def test_a_version_without_requests_names_the_versions_prometheus_has(run: Run) 
     code, out = canary("shops", CANARY)
     assert code == 4, out
     assert "warning: no requests of service shops in the window\n" in out
+
+
+def test_versions_whose_series_did_not_grow_in_the_window_are_not_named(run: Run) -> None:
+    """After the traffic both versions' series are still scraped, unchanged: a window there
+    holds no request of either version, and the warning named both as having requests in it,
+    beside "no requests of canary version 2.0.0 in the window"."""
+    quiet_end_ns = run.end_ns + 2 * 10**9  # scraped every 200 ms: a window of ten scrapes
+    time.sleep(max(0.0, (quiet_end_ns - time.time_ns()) / 1e9))
+    quiet = replace(run, start_ns=run.end_ns, end_ns=quiet_end_ns)
+    result = CliRunner().invoke(cli, [
+        "canary", "--service", "shop", "--baseline", BASELINE, "--canary", CANARY,
+        "--prometheus", run.prometheus, *_window_options(quiet), "--format", "text",
+    ])  # fmt: skip
+
+    assert result.exit_code == 4, result.output
+    assert f"no requests of canary version {CANARY} in the window" in result.stdout
+    assert "warning: no requests of service shop in the window\n" in result.stdout, result.stdout
 
 
 def test_an_unreachable_prometheus_is_a_one_line_error() -> None:

@@ -235,17 +235,22 @@ def versions_from_prometheus(
     *,
     headers: Mapping[str, str] | None = None,
 ) -> set[str | None]:
-    """The ``service_version`` values (None: none recorded) of ``service``'s request histograms
-    over the window; raises ``BackendError``."""
+    """The ``service_version`` values (None: none recorded) of ``service``'s requests in the
+    window: of its request histograms whose count grew there, counted as the samples are
+    (``_counted``); a series scraped there unchanged holds no request of the window. Raises
+    ``BackendError``."""
     from tracekit.backends._http import JsonClient
 
     client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
     window = Window.of(start_ns, end_ns)
-    names = "|".join(f"{family.histogram}_count" for family in FAMILIES)
-    series = f"{{__name__=~{_string(names)}, service_name={_string(service)}}}"
-    promql = f"count by (service_version) (last_over_time({series}[{window.length}]))"
-    found = _instant(client, promql, window)
-    return {series["metric"].get("service_version") or None for series in found}
+    found: set[str | None] = set()
+    for family in FAMILIES:
+        series = f"{family.histogram}_count{{service_name={_string(service)}}}"
+        for born in (False, True):  # the two parts of each count, as ``samples_from_prometheus``
+            grew = f"count by (service_version) (({_counted(series, window, born=born)}) > 0)"
+            answer = _instant(client, grew, window)
+            found |= {sample["metric"].get("service_version") or None for sample in answer}
+    return found
 
 
 def _instant(client: JsonClient, promql: str, window: Window) -> list[dict[str, Any]]:
