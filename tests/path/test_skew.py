@@ -351,6 +351,29 @@ def test_a_call_a_consumer_made_on_a_clock_behind_is_centred_in_it(tmp_path: Fil
     ]
 
 
+def test_a_server_ahead_called_through_an_attempt_span_is_centred_in_it(
+    tmp_path: FilePath,
+) -> None:
+    """gateway's HTTP client records the call (CLIENT) and each attempt (INTERNAL); orders, on
+    a clock 1 s ahead, answered inside the attempt. Its span started after the attempt had
+    ended, as no single clock records a call: it was left there, with no warning, so the
+    100 ms request lasted 1.08 s and its critical path waited 932 ms on nothing."""
+    t = Topology()
+    root = t.span("gateway", "GET /orders/7", "SERVER", 0, 100)
+    client = t.span("gateway", "GET /orders/7", "CLIENT", 10, 90, root)
+    attempt = t.span("gateway", "attempt 1", "INTERNAL", 12, 88, client)
+    server = t.span("orders", "GET /orders/{id}", "SERVER", 1020, 1080, attempt)
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == server.span_id)
+    assert (start - T0) / MS == 20.0  # centred: 8 ms of network each side of the attempt
+    assert doc["duration_ms"] == 100.0
+    assert [s["critical_wait_ms"] for s in doc["spans"]] == [0.0, 0.0, 0.0, 0.0]
+    assert doc["warnings"] == [
+        "clock skew adjusted on orders: shifted -1000.0 ms (1 span and their children on the "
+        "same clock)"
+    ]
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

@@ -5,7 +5,8 @@ produce is evidence of skew:
 
 - a child that *starts* before its parent starts (a call cannot be handled, nor a message
   consumed, before it was made);
-- for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended.
+- for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended
+  (or after the INTERNAL span between them ended: a client library's span for one attempt).
 
 A child that merely *ends* later is no evidence: a WSGI server span ends when the server closes the
 response iterable, after the client has read the body; an asynchronous child may outlive its
@@ -29,6 +30,9 @@ clock, each is placed on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from tracekit.path.hops import calling_span
 from tracekit.path.model import ATTACHED_AS_ORPHAN, ATTACHED_BY_LINK, PathSpan
 from tracekit.records import SpanRecord
 
@@ -42,6 +46,7 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
     """Shift spans in place (``ordered`` must list parents before children); warn per service."""
     shifts: dict[str, list[int]] = {}
     entries = _Entries()
+    parent_of = _parent_lookup(ordered)
     for node in ordered:
         parent = node.parent
         if parent is None:
@@ -51,7 +56,7 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
             _shift(node, parent.shift_ns)
             continue
         entries.add(node, parent)
-        delta = _needed_shift(node, parent)
+        delta = _needed_shift(node, parent, parent_of)
         if delta:
             _shift(node, delta)
             shifts.setdefault(node.service, []).append(delta)
@@ -179,12 +184,20 @@ def _shift(node: PathSpan, delta: int) -> None:
     node.end_unix_nano = node.record.end_unix_nano + delta
 
 
-def _needed_shift(node: PathSpan, parent: PathSpan) -> int:
+def _parent_lookup(ordered: list[PathSpan]) -> Callable[[SpanRecord], SpanRecord | None]:
+    """A record's parent by its parent id, as ``calling_span`` asks for it."""
+    by_key = {node.key: node.record for node in ordered}
+    return lambda record: by_key.get((record.trace_id, record.parent_span_id or ""))
+
+
+def _needed_shift(
+    node: PathSpan, parent: PathSpan, parent_of: Callable[[SpanRecord], SpanRecord | None]
+) -> int:
     """How far ``node`` must move to sit plausibly against ``parent`` (0 when it already does)."""
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
     if _sent_message(node.record, parent.record):
         return parent.end_unix_nano - start if start < parent.start_unix_nano else 0
-    if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent):
+    if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent, parent_of):
         return 0
     slack = (parent.end_unix_nano - parent.start_unix_nano) - (end - start)
     if slack < 0:
@@ -201,10 +214,16 @@ def _sent_message(child: SpanRecord, parent: SpanRecord) -> bool:
     return child.kind in ASYNC_KINDS or parent.kind == "PRODUCER"
 
 
-def _served_after_call_ended(node: PathSpan, parent: PathSpan) -> bool:
-    """A SERVER span that starts after its CLIENT span ended: no single clock shows that."""
-    is_call = parent.record.kind == "CLIENT" and node.record.kind == "SERVER"
-    return is_call and node.record.start_unix_nano > parent.end_unix_nano
+def _served_after_call_ended(
+    node: PathSpan, parent: PathSpan, parent_of: Callable[[SpanRecord], SpanRecord | None]
+) -> bool:
+    """A SERVER span that starts after the call it answers ended (its CLIENT span, or the
+    INTERNAL span of the attempt between them): no single clock shows that."""
+    server = node.record
+    is_call = server.kind == "SERVER" and (
+        parent.record.kind == "CLIENT" or calling_span(server, parent_of) is not None
+    )
+    return is_call and server.start_unix_nano > parent.end_unix_nano
 
 
 def _describe(service: str, deltas: list[int]) -> str:
