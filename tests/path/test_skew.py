@@ -374,6 +374,27 @@ def test_a_server_ahead_called_through_an_attempt_span_is_centred_in_it(
     ]
 
 
+def test_a_proxy_ahead_answering_a_call_is_centred_in_it(tmp_path: FilePath) -> None:
+    """orders' proxy records its own span (INTERNAL) over the SERVER span of the call, on a
+    clock 1 s ahead of gateway's: the proxy's span started after the CLIENT span had ended.
+    It was left there, with no warning (1 s behind, it was centred), so the 100 ms request
+    lasted 1.09 s, 922 ms of it a wait on nothing."""
+    t = Topology()
+    root = t.span("gateway", "GET /orders/7", "SERVER", 0, 100)
+    client = t.span("gateway", "GET /orders/7", "CLIENT", 10, 90, root)
+    proxy = t.span("orders", "proxy", "INTERNAL", 1012, 1088, client)
+    t.span("orders", "GET /orders/{id}", "SERVER", 1020, 1080, proxy)
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == proxy.span_id)
+    assert (start - T0) / MS == 12.0  # centred: 2 ms of network each side
+    assert doc["duration_ms"] == 100.0
+    assert [s["critical_wait_ms"] for s in doc["spans"]] == [0.0, 0.0, 0.0, 0.0]
+    assert doc["warnings"] == [
+        "clock skew adjusted on orders: shifted -1000.0 ms (1 span and their children on the "
+        "same clock)"
+    ]
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

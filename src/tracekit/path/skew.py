@@ -6,7 +6,8 @@ produce is evidence of skew:
 - a child that *starts* before its parent starts (a call cannot be handled, nor a message
   consumed, before it was made);
 - for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended
-  (or after the INTERNAL span between them ended: a client library's span for one attempt).
+  (or after the INTERNAL span between them ended: a client library's span for one attempt; or
+  a proxy's own INTERNAL span over the server that starts after the client ended).
 
 A child that merely *ends* later is no evidence: a WSGI server span ends when the server closes the
 response iterable, after the client has read the body; an asynchronous child may outlive its
@@ -217,13 +218,15 @@ def _sent_message(child: SpanRecord, parent: SpanRecord) -> bool:
 def _served_after_call_ended(
     node: PathSpan, parent: PathSpan, parent_of: Callable[[SpanRecord], SpanRecord | None]
 ) -> bool:
-    """A SERVER span that starts after the call it answers ended (its CLIENT span, or the
-    INTERNAL span of the attempt between them): no single clock shows that."""
-    server = node.record
-    is_call = server.kind == "SERVER" and (
-        parent.record.kind == "CLIENT" or calling_span(server, parent_of) is not None
-    )
-    return is_call and server.start_unix_nano > parent.end_unix_nano
+    """A span that answers a call and starts after the call ended (its CLIENT span, or the
+    INTERNAL span of the attempt between them): no single clock shows that. The answer is
+    the SERVER span, or a proxy's own span (INTERNAL) over it."""
+    record = node.record
+    if parent.record.kind == "CLIENT":
+        is_call = record.kind in ("SERVER", "INTERNAL")
+    else:
+        is_call = record.kind == "SERVER" and calling_span(record, parent_of) is not None
+    return is_call and record.start_unix_nano > parent.end_unix_nano
 
 
 def _describe(service: str, deltas: list[int]) -> str:
