@@ -395,6 +395,26 @@ def test_a_proxy_ahead_answering_a_call_is_centred_in_it(tmp_path: FilePath) -> 
     ]
 
 
+def test_a_long_poll_begun_before_its_message_was_sent_is_no_skew(tmp_path: FilePath) -> None:
+    """A pull consumer's "receive" span is its long poll (SQS, Kafka): it began 100 ms
+    before the message it returned with was published, as one clock records it, and its
+    "process" span, which links to the message, began 7 ms after the publish ended. Taking
+    the poll's start for the message's arrival moved the worker 105 ms later with a skew
+    warning: the queue wait read 112 ms and the 150 ms request 255 ms."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 120)
+    producer = t.publish(root, "orders", 100, 105)
+    t.new_trace()
+    receive = t.span("worker", "receive orders", "CONSUMER", 0, 112, correlated=False)
+    process = t.consume("worker", "orders", 112, 150, receive, links=[producer])
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == process.span_id)
+    assert (start - T0) / MS == 112.0
+    assert [(h["to_span_id"], h["queue_wait_ms"]) for h in doc["hops"]] == [(process.span_id, 7.0)]
+    assert doc["duration_ms"] == 150.0
+    assert doc["warnings"] == []
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

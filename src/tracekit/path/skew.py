@@ -4,7 +4,8 @@ Each host stamps its spans with its own clock, so only a relation that one clock
 produce is evidence of skew:
 
 - a child that *starts* before its parent starts (a call cannot be handled, nor a message
-  consumed, before it was made);
+  consumed, before it was made; a pull consumer's "receive", a poll that may begin before the
+  message is sent, by the start of the first "process" span below it that links to a message);
 - for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended
   (or after the INTERNAL span between them ended: a client library's span for one attempt; or
   a proxy's own INTERNAL span over the server that starts after the client ended).
@@ -197,7 +198,7 @@ def _needed_shift(
     """How far ``node`` must move to sit plausibly against ``parent`` (0 when it already does)."""
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
     if _sent_message(node.record, parent.record):
-        return parent.end_unix_nano - start if start < parent.start_unix_nano else 0
+        return parent.end_unix_nano - start if _received(node) < parent.start_unix_nano else 0
     if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent, parent_of):
         return 0
     slack = (parent.end_unix_nano - parent.start_unix_nano) - (end - start)
@@ -206,6 +207,18 @@ def _needed_shift(
         # only an impossible early start is corrected (a late start is left as recorded)
         return parent.start_unix_nano - start if start < parent.start_unix_nano else 0
     return parent.start_unix_nano + slack // 2 - start
+
+
+def _received(consumer: PathSpan) -> int:
+    """When ``consumer`` had its message, as its clock recorded it: its start; for a pull
+    consumer's "receive" placed by the "process" spans below it that link to the messages (it
+    links to none itself), when the first of those began: a long poll waits for its message,
+    so it may begin before the message was sent."""
+    record = consumer.record
+    if consumer.attached_by != ATTACHED_BY_LINK or record.links:
+        return record.start_unix_nano
+    linking = [child.record.start_unix_nano for child in consumer.children if child.record.links]
+    return min(linking, default=record.start_unix_nano)
 
 
 def _sent_message(child: SpanRecord, parent: SpanRecord) -> bool:
