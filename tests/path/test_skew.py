@@ -415,6 +415,30 @@ def test_a_long_poll_begun_before_its_message_was_sent_is_no_skew(tmp_path: File
     assert doc["warnings"] == []
 
 
+def test_a_long_poll_on_a_clock_behind_places_its_process_span_after_the_publish(
+    tmp_path: FilePath,
+) -> None:
+    """The same long poll on a worker whose clock runs 500 ms behind: its "process" span
+    recorded 388 ms before the publish began. The worker was moved by what its poll's start
+    needed, 605 ms, so the message seemed queued 112 ms (the poll's wait before the publish)
+    where it was taken as soon as it was sent. The process span, which took the message, is
+    now what is placed at the publish's end."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 120)
+    producer = t.publish(root, "orders", 100, 105)
+    t.new_trace()
+    receive = t.span("worker", "receive orders", "CONSUMER", -500, -388, correlated=False)
+    process = t.consume("worker", "orders", -388, -350, receive, links=[producer])
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == process.span_id)
+    assert (start - T0) / MS == 105.0
+    assert [(h["to_span_id"], h["queue_wait_ms"]) for h in doc["hops"]] == [(process.span_id, 0.0)]
+    assert doc["warnings"] == [
+        "clock skew adjusted on worker: shifted +493.0 ms (1 span and their children on the "
+        "same clock)"
+    ]
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

@@ -5,7 +5,8 @@ produce is evidence of skew:
 
 - a child that *starts* before its parent starts (a call cannot be handled, nor a message
   consumed, before it was made; a pull consumer's "receive", a poll that may begin before the
-  message is sent, by the start of the first "process" span below it that links to a message);
+  message is sent, by the start of the first "process" span below it that links to a message,
+  which is then the span placed at the producer's end);
 - for a synchronous CLIENT -> SERVER pair, a server that starts after its client already ended
   (or after the INTERNAL span between them ended: a client library's span for one attempt; or
   a proxy's own INTERNAL span over the server that starts after the client ended).
@@ -198,7 +199,8 @@ def _needed_shift(
     """How far ``node`` must move to sit plausibly against ``parent`` (0 when it already does)."""
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
     if _sent_message(node.record, parent.record):
-        return parent.end_unix_nano - start if _received(node) < parent.start_unix_nano else 0
+        received = _received(node)
+        return parent.end_unix_nano - received if received < parent.start_unix_nano else 0
     if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent, parent_of):
         return 0
     slack = (parent.end_unix_nano - parent.start_unix_nano) - (end - start)
