@@ -53,6 +53,11 @@ class Delivery:
     ``span`` and ``queue_wait_ms`` describe the message.
     """
 
+    # What its span names the destination by, and the metrics it records to: looked up once,
+    # as the span starts (set there and in _record_waits), for its metrics as it ends.
+    _named_by = ""
+    _metrics: MessagingMetrics | None = None
+
     def __init__(
         self,
         received: Sequence[Received],
@@ -199,12 +204,13 @@ class Delivery:
         received = self._received
         parent = _NO_CONTEXT if self._batch else received[0].context
         attributes, tracer, links = self._attributes(target), target.tracer, None
+        self._named_by = named_by = target.named_by
         if self._batch:
             links, dropped = _first_links(received, now_ns, _link_limit(tracer))
             if dropped:
                 attributes[semconv.LINKS_DROPPED] = dropped
         self.span = span = tracer.start_span(
-            f"{target.operation_name} {target.named_by}",
+            f"{target.operation_name} {named_by}",
             parent,
             SpanKind.CONSUMER,
             attributes,
@@ -222,11 +228,12 @@ class Delivery:
         return otel_context.attach(self._context)
 
     def _record_waits(self, target: Target, now_ns: int) -> None:
-        metrics = target.metrics()
+        self._metrics = metrics = target.metrics()
+        named_by = self._named_by
         for message in self._received:
             wait_ms = message.wait_ms(now_ns)
             if wait_ms is not None:
-                metrics.waited(target.system, target.named_by, wait_ms / 1e3, self.span)
+                metrics.waited(target.system, named_by, wait_ms / 1e3, self.span)
 
     def _attributes(self, target: Target) -> dict[str, Any]:
         first = self._received[0]
@@ -349,9 +356,12 @@ class Delivery:
         # One handler call for every message received: each is observed with an equal share
         # of its time, so the count is per message and the sum is the handler's time.
         share = (perf_counter() - self._started) / len(self._received)
-        metrics = target.metrics()
+        metrics = self._metrics
+        if metrics is None:  # (the look-up failed as the span started: reported then)
+            metrics = target.metrics()
+        named_by = self._named_by
         for _ in self._received:
-            metrics.processed(target.system, target.named_by, share, span, error_type)
+            metrics.processed(target.system, named_by, share, span, error_type)
 
 
 def _nothing() -> None:
