@@ -322,10 +322,14 @@ def _write_headers(
     headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
 ) -> None:
     reading = reading_for(opts)
+    # Other spellings of tracekit's headers are the caller's: in headers of tracekit's alone
+    # (the usual message, which came with none) there are none to look for.
+    callers_headers = bool(headers)
     drop_replaced(headers, reading.replaced)
     reading.propagator.inject(headers, ctx)
     headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
-    drop_other_spellings(headers, reading.written)
+    if callers_headers or reading.written_twice:
+        drop_other_spellings(headers, reading.written)
 
 
 def _end_publish(

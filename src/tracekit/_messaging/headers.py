@@ -163,6 +163,9 @@ class Reading(NamedTuple):
     w3c_only: bool  # the only trace headers are W3C's: a parent found means a usable traceparent
     # the headers a publish writes, by lower-case name: other spellings of them are the caller's
     written: dict[str, str]
+    # two of those differ only in case (a correlation header named like a trace header): then
+    # a publish drops one of its own (see drop_other_spellings), even among no caller's headers
+    written_twice: bool
     # of those, the ones that are always the new message's (trace headers, publish time): a
     # value already there is a previous message's, in a headers dict used again
     replaced: dict[str, str]
@@ -255,8 +258,10 @@ def reading_for(options: config.Options) -> Reading:
     names = tuple(n.lower() for n in (*options.correlation_headers, options.response_header))
     limits = field_limits(names, propagator.carried_fields)
     w3c_only = propagator.trace_fields == (propagation.TRACEPARENT, propagation.TRACESTATE)
-    written = {name.lower(): name for name in (*propagator.fields, PUBLISH_TIME_HEADER)}
+    written_names = {*propagator.fields, PUBLISH_TIME_HEADER}
+    written = {name.lower(): name for name in written_names}
+    written_twice = len(written) < len(written_names)
     replaced = {name.lower(): name for name in (*propagator.trace_fields, PUBLISH_TIME_HEADER)}
-    reading = Reading(names, propagator, limits, w3c_only, written, replaced)
+    reading = Reading(names, propagator, limits, w3c_only, written, written_twice, replaced)
     _last_reading = (options, reading)
     return reading
