@@ -11,10 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from tests.receiver._collector_process import start_collector
 
 from tracekit.store import Store
+from tracekit.store._writer import WAL_BOUND_BYTES
 
 
 def _request(trace_id: bytes, span_ids: list[bytes]) -> bytes:
@@ -108,6 +113,43 @@ def test_sixty_second_load_count_sent_equals_count_stored(tmp_path: Path) -> Non
     with Store(store_path) as store:
         assert store.count_spans() == sent == total
     assert elapsed >= seconds - 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_read_held_past_the_wal_bound_costs_an_sdk_exporter_no_spans(tmp_path: Path) -> None:
+    """A read holds its snapshot (a backup, a long search) while an OTel SDK exports 2,000
+    spans/s and the WAL grows past its bound. The writer's checkpoint waited 5 s for that read,
+    holding the write lock; the exporter waited for its answer meanwhile, and the SDK's queue
+    (2,048 spans) dropped what the application made during the wait: 13,000 of 180,000 spans
+    at 3,000 spans/s ("Queue full, dropping Span.")."""
+    store_path = tmp_path / "held.db"
+    wal = Path(f"{store_path}-wal")
+    process, port = start_collector(store_path)
+    provider = TracerProvider(resource=Resource.create({"service.name": "load"}))
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("load")
+    reader = sqlite3.connect(store_path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM spans").fetchone()
+    rate, made, after_bound = 2000, 0, 0
+    started = time.monotonic()
+    while after_bound < 10 * rate and made < 120 * rate:  # 10 s past the bound, at most 2 min
+        for _ in range(rate // 100):
+            with tracer.start_as_current_span("GET /orders/{id}", attributes={"n": made}):
+                made += 1
+        if after_bound or wal.stat().st_size > WAL_BOUND_BYTES:
+            after_bound += rate // 100
+        time.sleep(max(0.0, started + made / rate - time.monotonic()))
+    reader.execute("COMMIT")
+    reader.close()
+    provider.shutdown()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+    assert after_bound  # the WAL passed its bound while the read held its snapshot
+    with Store(store_path) as store:
+        assert store.count_spans() == made
 
 
 @pytest.mark.parametrize("damaged", ["strings", "spans"])

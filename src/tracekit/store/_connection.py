@@ -309,6 +309,17 @@ def retry_busy(action: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def truncate_checkpoint(conn: sqlite3.Connection, wait_ms: int) -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` waiting at most ``wait_ms`` for the writer and the
+    reads in flight (its busy, log and checkpointed counts); the busy timeout is restored."""
+    conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+    try:
+        busy, log, checkpointed = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return busy, log, checkpointed
+
+
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""

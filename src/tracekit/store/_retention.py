@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tracekit.store._connection import BUSY_TIMEOUT_MS, retry_busy
+from tracekit.store._connection import retry_busy, truncate_checkpoint
 from tracekit.store._reclaim import string_heavy
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
@@ -121,11 +121,7 @@ def _checkpoint_without_waiting(conn: sqlite3.Connection) -> None:
     a later write. Without a busy timeout, TRUNCATE never waits for the writer or a reader: it
     then copies what it can, as PASSIVE does, and the next pass tries again.
     """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    truncate_checkpoint(conn, wait_ms=0)
 
 
 def _free_pages(conn: sqlite3.Connection) -> int:

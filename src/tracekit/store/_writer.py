@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
-from tracekit.store._connection import retry_busy
+from tracekit.store._connection import BUSY_TIMEOUT_MS, retry_busy, truncate_checkpoint
 from tracekit.store._encoding import (
     StringTable,
     encoded_attributes,
@@ -52,6 +52,11 @@ _INSERT_LOG = (
 # one there, and the WAL grew for as long as they ran: 133 MB beside a 31 MB store in 90 s. Past
 # this size a writer empties it (``_bound_wal``); journal_size_limit is the same size.
 WAL_BOUND_BYTES = 64 * 1024 * 1024
+# How long a writer's first checkpoint past the bound waits for the reads in flight, holding the
+# write lock. Each try that gives up waits twice as long the next time, up to the busy timeout,
+# so that reads overlapping for longer are waited out too. Every try waiting the full 5 s made
+# an OTel SDK exporter sending 3,000 spans/s drop 13,000 of them (its queue holds 2,048).
+FIRST_WAIT_MS = 500
 
 
 class StoreWriter:
@@ -67,6 +72,7 @@ class StoreWriter:
         self._wal = conn.execute("PRAGMA database_list").fetchone()[2] + "-wal"
         self._next_try = 0
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
+        self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
 
     def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> None:
         """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped)."""
@@ -79,8 +85,9 @@ class StoreWriter:
 
         A TRUNCATE checkpoint holds the write lock, copies what is left back into the file,
         waits for the reads begun before it (a read that starts once the WAL is all copied reads
-        the file alone and is not waited for), then empties the WAL. It waits as long as any
-        writer waits for a lock (``busy_timeout``, 5 s); a read lasting longer keeps its
+        the file alone and is not waited for), then empties the WAL. It waits 0.5 s, twice as long
+        after each try that gave up, up to the time a writer waits for a lock (``busy_timeout``,
+        5 s), and 0.5 s again once a try emptied the WAL; a read lasting longer keeps its
         snapshot, and the writer tries again once the WAL has grown by another quarter of the
         bound, not after every commit; once the WAL is found smaller than it was then (emptied or
         restarted meanwhile), the bound is the bound again. While the read that made a try give
@@ -102,11 +109,12 @@ class StoreWriter:
             self._next_try = size + WAL_BOUND_BYTES // 4  # that read goes on
             return
         try:
-            busy, frames, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, frames, _ = truncate_checkpoint(self.conn, self._wait_ms)
         except sqlite3.Error:
             busy, frames = 1, 0  # the batch is committed all the same
         self._next_try = size + WAL_BOUND_BYTES // 4 if busy else 0
         self._gave_up_at = frames if busy else 0
+        self._wait_ms = min(2 * self._wait_ms, BUSY_TIMEOUT_MS) if busy else FIRST_WAIT_MS
 
     def _copied_back(self) -> int:
         """How many of the WAL's frames are in the file once those no read needs are copied
