@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tests.receiver._collector_process import ENTRY, start_collector
 from tests.receiver.conftest import post
+from tests.receiver.test_hostile_clients import PartialGrpcCalls
 
 from tracekit.receiver import Receiver, ReceiverConfig, _grpc
 from tracekit.store import Store
@@ -511,3 +512,118 @@ def test_calls_at_the_cap_that_never_send_make_room_for_an_exporter(store_path: 
         receiver.stop()
     with Store(store_path) as reader:
         assert reader.count_spans() == 2
+
+
+class RenewedCalls:
+    """``count`` connections, each holding one call that never sends its message and renewing
+    it every ``every`` seconds (always younger than a second, so never displaced)."""
+
+    def __init__(self, receiver: Receiver, count: int, every: float) -> None:
+        self.channels = [_own_connection(receiver) for _ in range(count)]
+        self.every = every
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._renew, args=(c,)) for c in self.channels]
+        for thread in self.threads:
+            thread.start()
+
+    def _renew(self, channel: grpc.Channel) -> None:
+        while not self.stop.is_set():
+            held = threading.Event()
+            call = channel.stream_unary(TRACES).future(_never_sends(held))
+            self.stop.wait(self.every)
+            call.cancel()
+            held.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        for channel in self.channels:
+            channel.close()
+
+
+def _never_sends(held: threading.Event) -> Iterator[bytes]:
+    held.wait()
+    yield from ()
+
+
+def test_calls_renewed_faster_than_a_second_do_not_keep_an_exporter_out(store_path: Path) -> None:
+    """Two calls may be receiving here. Connections each renewing a call that never sends,
+    faster than a call may be displaced (a second), kept every place taken: the SDK's exporter
+    was told UNAVAILABLE at each try and lost every batch (12 connections at the defaults: 12 of
+    12 batches). Now a newcomer waits in line for a place, unread, and a renewed call queues
+    behind it."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=MIB, max_memory_bytes=2 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    renewed = RenewedCalls(receiver, count=4, every=0.3)
+    try:
+        time.sleep(1.0)  # every place taken, and renewed
+        exporter = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=10)
+        results = [exporter.export(_finished_spans(2)) for _ in range(3)]  # type: ignore[arg-type]
+        exporter.shutdown()
+    finally:
+        renewed.close()
+        receiver.stop()
+    assert results == [SpanExportResult.SUCCESS] * 3
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 6
+
+
+def test_a_call_waiting_in_line_holds_at_most_a_window_of_its_message(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call waiting for a place is not read, and grpc buffers what arrives of its message out
+    of the budget's sight: its bandwidth probe widened that window to 4 MiB and more. It stays
+    at HTTP/2's 64 KiB, while the call receiving is sent its whole message."""
+    monkeypatch.setattr(_grpc, "MIN_AGE", 60.0)  # the call receiving keeps its place
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=16 * MIB, max_memory_bytes=16 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    assert receiver.grpc_address is not None
+    port = receiver.grpc_address[1]
+    receiving = PartialGrpcCalls(port, calls=1, declared=16 * MIB, sent=15 * MIB)
+    waiting = PartialGrpcCalls(port, calls=1, declared=16 * MIB, sent=15 * MIB)
+    try:
+        receiving.send(seconds=30)
+        waiting.send(seconds=3)  # as much as its windows let it
+    finally:
+        receiving.sock.close()
+        waiting.sock.close()
+        receiver.stop()
+    assert not receiving.unsent  # all of it sent
+    assert not waiting.ended
+    assert 15 * MIB - len(waiting.unsent[1]) <= 65_535
+
+
+def test_a_connection_filling_the_line_makes_room_for_another(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line holds what its places serve in 10 s, or fewer (3 calls here, with 2 MiB of
+    memory budget). A client filling it with calls on one connection keeps no other connection
+    out: a newcomer (its own next call too) takes the place in line of that connection's last
+    call, which is told to retry."""
+    monkeypatch.setattr(_grpc, "MIN_AGE", 60.0)  # nothing is displaced for its age
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=MIB, max_memory_bytes=2 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    held = threading.Event()
+    first, second, crowding, exporter = (_own_connection(receiver) for _ in range(4))
+    try:
+        placed = [c.stream_unary(TRACES).future(_never_sends(held)) for c in (first, second)]
+        time.sleep(0.3)  # both places taken
+        assert receiver.grpc is not None and receiver.grpc.max_waiting == 3
+        waiting = [crowding.stream_unary(TRACES).future(_never_sends(held)) for _ in range(4)]
+        wait_for(lambda: any(call.done() for call in waiting))  # the line is 3 long
+        now = time.time_ns()
+        answer = exporter.unary_unary(TRACES).future(_spans([(now, now)]), timeout=20)
+        wait_for(lambda: sum(call.done() for call in waiting) == 2)  # one more for the exporter
+        told = [call.exception().code() for call in waiting if call.done()]  # type: ignore[union-attr]
+        assert told == [grpc.StatusCode.UNAVAILABLE] * 2
+        for call in placed:
+            call.cancel()  # places free: the line moves on, and the exporter's call is served
+        assert answer.result() == b""
+    finally:
+        held.set()
+        for channel in (first, second, crowding, exporter):
+            channel.close()
+        receiver.stop()
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 1

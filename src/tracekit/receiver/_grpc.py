@@ -16,7 +16,9 @@ worker. Until then grpc holds what has arrived of it, out of our sight, and lets
 as much as the message declares; so fewer calls may be receiving at once than are open: the
 budget's worth of messages of the size limit (10 at the defaults). Past that a newcomer first
 displaces a call of the connection holding the most of them, so one client's flood of calls
-cannot keep the others out.
+cannot keep the others out; else it waits in line, unread, for a place to free or for the oldest
+call to have waited a second (then displaced), so calls renewed faster than that cannot keep the
+others out either.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import grpc
@@ -61,6 +64,7 @@ _WORKERS = 16  # messages decoded and stored at once; whole messages wait for a 
 # RetryInfo, which the OTLP specification tells exporters not to retry: the batch would be lost.
 # It stays as a backstop, above ours, for calls arriving faster than ours are refused.)
 MAX_CALLS = 4096
+_WINDOW = 65_535  # bytes HTTP/2 lets a client send on a call before the server reads from it
 _T = TypeVar("_T")
 Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
@@ -92,6 +96,12 @@ class GrpcReceiver:
         # calls still waiting for their message, oldest first, with when each began and the
         # connection it came on (grpc's peer: address and port) (loop thread)
         self._receiving: dict[asyncio.Future[bytes], tuple[float, str]] = {}
+        # calls waiting for a place among those, in arrival order, with their connection (loop
+        # thread). Each place frees at least once a second (MIN_AGE) while calls wait, so the
+        # line holds what the places serve in 10 s (OTLP exporters' default timeout), unless
+        # what grpc may hold of those calls' messages would pass a tenth of the budget
+        self._waiting: dict[asyncio.Event, str] = {}
+        self.max_waiting = max(1, min(10 * self.max_receiving, budget.limit // 10 // _WINDOW))
         self._workers = ThreadPoolExecutor(_WORKERS, thread_name_prefix="tracekit-grpc")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -112,6 +122,9 @@ class GrpcReceiver:
             handlers=[_handler(name, signal, self._export) for name, signal in _SERVICES.items()],
             options=[
                 ("grpc.max_receive_message_length", max_body),
+                # a call not reading (one waiting in line) keeps HTTP/2's window (_WINDOW): grpc's
+                # bandwidth probe widened it up to 16 MiB, which grpc held beyond our sight
+                ("grpc.http2.bdp_probe", 0),
                 ("grpc.so_reuseport", 0),  # a second collector must fail to bind, not share
             ],
             maximum_concurrent_rpcs=2 * self.max_calls,
@@ -143,11 +156,11 @@ class GrpcReceiver:
         self._loop.close()
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        full = self._open_calls >= self.max_calls or len(self._receiving) >= self.max_receiving
-        if full and not self._make_room():
+        if self._open_calls >= self.max_calls and not self._make_room():
             await _abort(context, _too_many_calls())
         self._open_calls += 1
         try:
+            await self._wait_turn(context.peer())
             request = await self._receive(requests, context.peer())
             return await self._stored(signal, request)
         except RequestError as error:
@@ -155,6 +168,62 @@ class GrpcReceiver:
             raise  # abort raised already; this line only tells type checkers so
         finally:
             self._open_calls -= 1
+
+    async def _wait_turn(self, peer: str) -> None:
+        """Wait in line until a place among the calls receiving is free or may be made (see
+        ``_victim``); UNAVAILABLE when the line is full, when this call is displaced from it, or
+        when no place came within the request deadline. Nothing of the message is read meanwhile:
+        grpc holds at most a stream's window of it (``_WINDOW``)."""
+        if len(self._waiting) >= self.max_waiting and not self._shorten_line():
+            raise _too_many_calls()
+        turn = asyncio.Event()
+        self._waiting[turn] = peer
+        deadline = time.monotonic() + self.receive_timeout
+        try:
+            while not (self._next_in_line() is turn and self._take_place()):
+                turn.clear()
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise _too_many_calls()
+                if self._next_in_line() is turn:  # until the oldest call may be displaced
+                    wait = min(wait, self._until_displaceable())
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(turn.wait(), wait)
+                if turn not in self._waiting:  # displaced by a newcomer (_shorten_line)
+                    raise _too_many_calls()
+        finally:
+            self._waiting.pop(turn, None)
+            self._wake_next()
+
+    def _next_in_line(self) -> asyncio.Event | None:
+        """The call to be given the next place: first come, first served."""
+        return next(iter(self._waiting), None)
+
+    def _shorten_line(self) -> bool:
+        """Make room in a full line: the last call of the connection with the most calls in it,
+        when it has several, is told to retry. False when there is none."""
+        calls = Counter(self._waiting.values())
+        for crowded, count in calls.most_common(1):
+            if count > 1:
+                last = next(t for t, p in reversed(self._waiting.items()) if p == crowded)
+                del self._waiting[last]
+                last.set()
+                return True
+        return False
+
+    def _take_place(self) -> bool:
+        return len(self._receiving) < self.max_receiving or self._make_room()
+
+    def _until_displaceable(self) -> float:
+        """Seconds until the call that has waited longest for its message may be displaced."""
+        oldest = min((since for since, _ in self._receiving.values()), default=0.0)
+        return max(0.0, oldest + MIN_AGE - time.monotonic())
+
+    def _wake_next(self) -> None:
+        """Let the next call in line look again for a place."""
+        turn = self._next_in_line()
+        if turn is not None:
+            turn.set()
 
     def _make_room(self) -> bool:
         """Cancel a call still waiting for its message; its client is told to retry. False
@@ -195,6 +264,7 @@ class GrpcReceiver:
             raise _too_many_calls() from None  # displaced by a newcomer (_make_room)
         finally:
             self._receiving.pop(receiving, None)
+            self._wake_next()
 
     async def _stored(self, signal: str, request: bytes) -> bytes:
         reservation = Reservation(self.budget)
