@@ -147,13 +147,7 @@ def test_a_task_whose_child_was_killed_outright_is_a_failed_span(
     """A prefork child killed with SIGKILL (the OOM killer) runs no more Python, and the worker
     reports WorkerLostError: the path ended at the publish, with no sign of the task. The
     worker's main process records the run as a failed CONSUMER span."""
-    sender = Celery("prefork", broker=redis_url, set_as_current=False)
-    sender.conf.task_default_queue = "prefork"
-    cid = "doomed-" + uuid.uuid4().hex
-    task_id = sender.send_task("prefork.doomed", headers={"x-correlation-id": cid}).id
-    pid_file = tmp_path / "doomed.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    cid, task_id = _killed_while_running("doomed", redis_url, tmp_path)
 
     path = wait_for(lambda: _path(store, cid), 20, "the lost task's span")
     [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
@@ -174,13 +168,7 @@ def test_a_task_retried_after_its_child_was_killed_shows_the_killed_attempt(
     """With ``retry_on_worker_lost`` the worker's main process publishes a retry for a task
     whose child was killed (the OOM killer) and sends task_retry, not task_failure: the path
     showed only the retry's run, as if the task had run once and succeeded."""
-    sender = Celery("prefork", broker=redis_url, set_as_current=False)
-    sender.conf.task_default_queue = "prefork"
-    cid = "doomed-once-" + uuid.uuid4().hex
-    task_id = sender.send_task("prefork.doomed_once", headers={"x-correlation-id": cid}).id
-    pid_file = tmp_path / "doomed_once.pid"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    cid, task_id = _killed_while_running("doomed_once", redis_url, tmp_path)
 
     def both_runs() -> list[dict[str, Any]]:
         path = _path(store, cid)
@@ -218,3 +206,16 @@ def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: 
     assert path is not None
     consumers = [s["status_message"] for s in path["spans"] if s["kind"] == "CONSUMER"]
     assert consumers == ["SystemExit: 3"]
+
+
+def _killed_while_running(task: str, redis_url: str, tmp_path: Path) -> tuple[str, str]:
+    """Send ``prefork.<task>`` with a correlation ID of its own, and SIGKILL the child running it
+    once it has written its pid (as the OOM killer would); returns the ID and the task's id."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = f"{task.replace('_', '-')}-{uuid.uuid4().hex}"
+    task_id = sender.send_task(f"prefork.{task}", headers={"x-correlation-id": cid}).id
+    pid_file = tmp_path / f"{task}.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, "the task to start")
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    return cid, task_id
