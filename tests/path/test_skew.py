@@ -439,6 +439,24 @@ def test_a_long_poll_on_a_clock_behind_places_its_process_span_after_the_publish
     ]
 
 
+def test_work_under_a_call_that_begins_after_it_ended_is_no_clock_skew() -> None:
+    """A job another service begins after the call that asked for it returned (202 Accepted),
+    in a span of its own (INTERNAL) under the CLIENT span or linking to it, is no proxy over
+    the call's server: since proxies' spans were centred in the call, such a job, begun 2 s
+    later, was pulled back into the call with a skew warning on the worker (-1980 ms)."""
+    t = Topology()
+    root = t.span("api", "POST /reports", "SERVER", 0, 100)
+    client = t.span("api", "POST /jobs", "CLIENT", 10, 60, root)
+    child = t.span("worker", "build report", "INTERNAL", 2000, 2030, client)
+    t.new_trace()
+    linked = t.span("worker", "build report", "INTERNAL", 3000, 3030, links=[client],
+                    correlated=False)  # fmt: skip
+    path = run(t)
+    assert path.warnings == []
+    assert placed_start_ms(path, child) == 2000.0
+    assert placed_start_ms(path, linked) == 3000.0
+
+
 def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     """What ``tracekit trace --format json`` prints for the topology, from a real store."""
     store_file = tmp_path / "tracekit.db"

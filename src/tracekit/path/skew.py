@@ -238,10 +238,16 @@ def _served_after_call_ended(
     the SERVER span, or a proxy's own span (INTERNAL) over it."""
     record = node.record
     if parent.record.kind == "CLIENT":
-        is_call = record.kind in ("SERVER", "INTERNAL")
+        is_call = record.kind == "SERVER" or (record.kind == "INTERNAL" and _over_server(node))
     else:
         is_call = record.kind == "SERVER" and calling_span(record, parent_of) is not None
     return is_call and record.start_unix_nano > parent.end_unix_nano
+
+
+def _over_server(node: PathSpan) -> bool:
+    """Whether ``node`` is a proxy's own span over the SERVER span it passes the call to (not
+    a job begun under the call, or linking to it, after it returned)."""
+    return any(child.record.kind == "SERVER" for child in node.children)
 
 
 def _describe(service: str, deltas: list[int]) -> str:
