@@ -7,7 +7,9 @@ budget is spent.
 
 from __future__ import annotations
 
+import gc
 import gzip
+import itertools
 import logging
 import os
 import socket
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -627,3 +630,39 @@ def test_a_connection_filling_the_line_makes_room_for_another(
         receiver.stop()
     with Store(store_path) as reader:
         assert reader.count_spans() == 1
+
+
+def test_calls_ended_as_they_get_a_place_leave_no_warning(store_path: Path) -> None:
+    """Clients ending their calls (short deadlines, calls cancelled) while others take and free
+    places: a call could end just as its message was to be read, and the collector printed
+    "RuntimeWarning: coroutine '_one_message' was never awaited" on stderr (1274 times in 15 s
+    of this, 8 connections). Now nothing."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=MIB, max_memory_bytes=2 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    stop = threading.Event()
+
+    def churn() -> None:
+        channel = _own_connection(receiver)
+        deadlines = itertools.cycle([0.001, 0.005, 0.01, 0.02, 0.05])
+        while not stop.is_set():
+            now = time.time_ns()
+            channel.unary_unary(TRACES).future(_spans([(now, now)]), timeout=next(deadlines))
+            held = threading.Event()
+            stalled = channel.stream_unary(TRACES).future(_never_sends(held))
+            stop.wait(0.01)
+            stalled.cancel()
+            held.set()
+        channel.close()
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        clients = [threading.Thread(target=churn) for _ in range(8)]
+        for client in clients:
+            client.start()
+        time.sleep(5)
+        stop.set()
+        for client in clients:
+            client.join()
+        receiver.stop()
+        gc.collect()
+    assert [str(warning.message) for warning in seen] == []

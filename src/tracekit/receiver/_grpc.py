@@ -249,9 +249,8 @@ class GrpcReceiver:
         return oldest
 
     async def _receive(self, requests: AsyncIterator[bytes], peer: str) -> bytes:
-        receiving = asyncio.ensure_future(
-            asyncio.wait_for(_one_message(requests), self.receive_timeout)
-        )
+        # a task of the coroutine itself: one cancelled before it starts leaves nothing unawaited
+        receiving = asyncio.ensure_future(_one_message(requests, self.receive_timeout))
         self._receiving[receiving] = (time.monotonic(), peer)
         try:
             return await receiving
@@ -317,9 +316,10 @@ def _outcome_seen(work: asyncio.Future[bytes]) -> None:
         work.exception()
 
 
-async def _one_message(requests: AsyncIterator[bytes]) -> bytes:
-    async for request in requests:
-        return request
+async def _one_message(requests: AsyncIterator[bytes], timeout: float) -> bytes:
+    async with asyncio.timeout(timeout):
+        async for request in requests:
+            return request
     raise RequestError(400, "the call ended without a request message")
 
 
