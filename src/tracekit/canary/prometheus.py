@@ -49,6 +49,7 @@ __all__ = [
     "BORN_STEPS",
     "FAMILIES",
     "LOOKBACK",
+    "MAX_BOUND_SECONDS",
     "MAX_REQUESTS",
     "MAX_SERIES",
     "Family",
