@@ -584,13 +584,15 @@ def test_a_call_waiting_in_line_holds_at_most_a_window_of_its_message(
     assert receiver.grpc_address is not None
     port = receiver.grpc_address[1]
     receiving = PartialGrpcCalls(port, calls=1, declared=16 * MIB, sent=15 * MIB)
-    waiting = PartialGrpcCalls(port, calls=1, declared=16 * MIB, sent=15 * MIB)
     try:
-        receiving.send(seconds=30)
-        waiting.send(seconds=3)  # as much as its windows let it
+        receiving.send(seconds=30)  # the one place is its own before the other call comes
+        waiting = PartialGrpcCalls(port, calls=1, declared=16 * MIB, sent=15 * MIB)
+        try:
+            waiting.send(seconds=3)  # as much as its windows let it
+        finally:
+            waiting.sock.close()
     finally:
         receiving.sock.close()
-        waiting.sock.close()
         receiver.stop()
     assert not receiving.unsent  # all of it sent
     assert not waiting.ended
