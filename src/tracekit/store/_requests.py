@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,12 +86,7 @@ def versions_served(
     )
     params = [start_ns, end_ns, service_ref, *_ROUTE_KEYS]
     refs = {int(row[0]) for row in reader.conn.execute(query, params)}
-    found: set[str | None] = set()
-    for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
-        if int(ref) in refs:
-            document = loads_list(text)
-            found.add(document[1] if len(document) > 1 else None)
-    return found
+    return {version for ref, version in _resource_versions(reader) if ref in refs}
 
 
 def _group(
@@ -153,13 +148,14 @@ def _string_ref(reader: StoreReader, value: str) -> int | None:
 def _resources_of(reader: StoreReader, versions: Sequence[str]) -> dict[int, str]:
     """Resource id -> service.version, for the resources of the versions asked for."""
     wanted = set(versions)
-    found = {}
+    return {ref: version for ref, version in _resource_versions(reader) if version in wanted}
+
+
+def _resource_versions(reader: StoreReader) -> Iterator[tuple[int, str | None]]:
+    """Each resource's id and service.version (None: none recorded)."""
     for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
         document = loads_list(text)
-        version = document[1] if len(document) > 1 else None
-        if version in wanted:
-            found[int(ref)] = version
-    return found
+        yield int(ref), document[1] if len(document) > 1 else None
 
 
 def _resolve_routes(
