@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -202,14 +202,13 @@ class GrpcReceiver:
     def _shorten_line(self) -> bool:
         """Make room in a full line: the last call of the connection with the most calls in it,
         when it has several, is told to retry. False when there is none."""
-        calls = Counter(self._waiting.values())
-        for crowded, count in calls.most_common(1):
-            if count > 1:
-                last = next(t for t, p in reversed(self._waiting.items()) if p == crowded)
-                del self._waiting[last]
-                last.set()
-                return True
-        return False
+        crowded = _crowding(self._waiting.values())
+        if crowded is None:
+            return False
+        last = next(t for t, p in reversed(self._waiting.items()) if p == crowded)
+        del self._waiting[last]
+        last.set()
+        return True
 
     def _take_place(self) -> bool:
         return len(self._receiving) < self.max_receiving or self._make_room()
@@ -239,10 +238,9 @@ class GrpcReceiver:
         """The oldest call of the connection holding the most calls waiting, when it holds
         several: a client opening call after call keeps no other connection out, however young
         its calls. Else the call that has waited longest, when that is at least ``MIN_AGE``."""
-        calls = Counter(peer for _, peer in self._receiving.values())
-        for crowded, count in calls.most_common(1):
-            if count > 1:
-                return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
+        crowded = _crowding(peer for _, peer in self._receiving.values())
+        if crowded is not None:
+            return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
         oldest = next(iter(self._receiving), None)
         if oldest is None or time.monotonic() - self._receiving[oldest][0] < MIN_AGE:
             return None
@@ -285,6 +283,14 @@ class GrpcReceiver:
             return self.service.export(signal, PROTOBUF, request, reservation)
         finally:
             reservation.release()
+
+
+def _crowding(peers: Iterable[str]) -> str | None:
+    """The connection holding the most of these calls, when it holds several."""
+    for peer, count in Counter(peers).most_common(1):
+        if count > 1:
+            return peer
+    return None
 
 
 def _too_many_calls() -> RequestError:
