@@ -323,8 +323,22 @@ def _cluster_commands(pipeline: Any) -> list[Any] | None:
     ``raise_first_error`` to see the replies go by; resetting after ``execute`` replaces the
     list, so this one still holds them once ``execute`` has raised."""
     strategy = getattr(pipeline, "_execution_strategy", None)
-    commands = getattr(strategy, "_command_queue", None)
-    return commands if isinstance(commands, list) else None
+    # redis-py 6.1+ (asyncio: 6.2+) queues them in the pipeline's execution strategy; before,
+    # in the cluster pipeline itself (asyncio: ``_command_stack``)
+    for owner, name in (
+        (strategy, "_command_queue"),
+        (pipeline, "_command_stack"),
+        (pipeline, "command_stack"),
+    ):
+        commands = getattr(owner, name, None)
+        if isinstance(commands, list) and commands and _keep_replies(commands):
+            return commands
+    return None
+
+
+def _keep_replies(commands: list[Any]) -> bool:
+    """Cluster pipelines queue commands that keep their reply; others queue bare arguments."""
+    return all(hasattr(command, "result") for command in commands)
 
 
 def _noting_replies(
