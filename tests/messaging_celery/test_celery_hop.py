@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import Reject
 from celery_worker import running_worker
 from conditions import wait_for
@@ -47,6 +47,13 @@ def finished_of(spans: InMemorySpanExporter, kind: SpanKind) -> list[Any]:
     return [s for s in spans.get_finished_spans() if s.kind == kind]
 
 
+class RejectingAfterSuccess(Task):
+    """A task whose ``on_success`` finds the outcome unusable and rejects the message."""
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        raise Reject(ValueError("carrier refused the label"), requeue=False)
+
+
 def make_app(broker: str) -> Celery:
     app = Celery("shop", broker=broker, backend=None, set_as_current=False)
     app.conf.update(task_default_queue="orders", broker_connection_retry_on_startup=True)
@@ -79,6 +86,10 @@ def make_app(broker: str) -> Celery:
     @app.task(shared=False, name="shop.refuse", acks_late=True)
     def refuse() -> None:
         raise Reject(ValueError("malformed order payload"), requeue=False)
+
+    @app.task(shared=False, name="shop.ship", base=RejectingAfterSuccess, acks_late=True)
+    def ship() -> str:
+        return "label printed"
 
     @app.task(shared=False, name="shop.await_stock", bind=True, max_retries=3)
     def await_stock(self: Any) -> None:
@@ -415,6 +426,19 @@ def test_a_rejected_task_is_a_failed_span(app: Celery, spans: InMemorySpanExport
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "ValueError: malformed order payload"
     assert span.attributes[semconv.ERROR_TYPE] == "ValueError"
+
+
+def test_a_task_rejected_by_its_on_success_is_a_failed_span(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """``Reject`` raised from ``on_success``: Celery sends ``task_postrun`` with state SUCCESS
+    while the ``Reject`` goes through, and the span said the task succeeded."""
+    app.tasks["shop.ship"].apply_async()
+    span = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    assert span.attributes is not None
+    assert span.attributes[TASK_STATE] == "REJECTED"
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "ValueError: carrier refused the label"
 
 
 @pytest.mark.parametrize("how", ["task_always_eager", "apply"])

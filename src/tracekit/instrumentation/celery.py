@@ -11,8 +11,9 @@
   ends it, with Celery's final state (``tracekit.celery.task_state``). A run stopped by an
   exception Celery does not handle (a hard time limit, ``revoke(terminate=True)``) has no final
   state: it is failed with that exception. So is one that raised ``Reject`` (state
-  ``REJECTED``), with the reason it gave. The span covers the task function, and queue wait
-  covers any ``countdown``/``eta``.
+  ``REJECTED``), with the reason it gave, from the task or from its ``on_success`` or
+  ``after_return``. The span covers the task function, and queue wait covers any
+  ``countdown``/``eta``.
 - ``task_revoked`` (in the worker's main process) records a task discarded before it ran, revoked
   or expired in the queue: a CONSUMER span that ends at once, state ``REVOKED``, failed with
   ``TaskRevokedError: expired`` when it expired. ``task_unknown`` records one the worker dropped
@@ -470,10 +471,23 @@ def _task_postrun(task_id: Any = None, state: Any = None, retval: Any = None, **
             _disconnect_lingering()
     if running is None:
         return
+    rejected = _rejection_under_way()
+    if rejected is not None:
+        state, retval = "REJECTED", rejected
     span = running.delivery.span
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
     running.delivery.end(running.error or _interrupting(state) or _rejection(state, retval))
+
+
+def _rejection_under_way() -> BaseException | None:
+    """A ``Reject`` raised by ``on_success`` or ``after_return``: Celery lets it through and
+    sends ``task_postrun`` from a ``finally`` on the way, with the state the task function
+    reached (SUCCESS), while the worker rejects the message."""
+    from celery.exceptions import Reject
+
+    raised = sys.exc_info()[1]
+    return raised if isinstance(raised, Reject) else None
 
 
 def _rejection(state: object, retval: object) -> BaseException | None:
