@@ -305,6 +305,36 @@ def test_a_pipeline_redis_never_answered_fails_every_span(client, spans) -> None
     assert span.attributes["error.type"] == "WatchError"
 
 
+def test_xadds_queued_in_a_pipeline_at_shutdown_keep_their_spans(
+    client, spans, instrumented
+) -> None:
+    """``tracekit.shutdown()`` (uninstrumenting) while a pipeline holds a queued XADD: its span
+    was never recorded, and once tracekit was back, the same pipeline's next execute() ended
+    it with the next entry's ID, so two spans claimed one entry."""
+    stream = f"piped-{uuid.uuid4().hex[:8]}"
+    redis_instrumentor = instrumented["RedisInstrumentor"]
+    pipeline = client.pipeline(transaction=False)
+    pipeline.xadd(stream, {"order": "1"})
+    redis_instrumentor.uninstrument()
+    try:
+        recorded_at_shutdown = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+        pipeline.execute()
+    finally:
+        redis_instrumentor.instrument()
+    pipeline.xadd(stream, {"order": "2"})
+    (entry_id,) = pipeline.execute()
+    client.delete(stream)
+    (queued,) = recorded_at_shutdown
+    assert queued.name == f"send {stream}"
+    assert queued.attributes["tracekit.delivery.outcome"] == "unknown"
+    assert "messaging.message.id" not in queued.attributes
+    producers = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    assert [s.attributes.get("messaging.message.id") for s in producers] == [
+        None,
+        _text(entry_id),
+    ]
+
+
 def test_a_relayed_tracestate_never_rides_beside_a_new_traceparent(client, spans) -> None:
     """A relay forwards an entry's fields, ``tracestate`` of another trace included, outside
     any context carrying one: tracekit's new ``traceparent`` went out with that foreign

@@ -2,7 +2,8 @@
 
 Streams. ``XADD`` runs inside ``messaging.publish``: the entry gets extra fields ``traceparent``,
 ``tracestate``, ``baggage``, ``x-correlation-id`` and ``tracekit-publish-time``, and the PRODUCER
-span records the entry ID (in a pipeline, the span ends when ``execute`` sends it). With
+span records the entry ID (in a pipeline, the span ends when ``execute`` sends it, or, still
+queued when tracekit is uninstrumented, is recorded then, outcome unknown). With
 ``idmpauto=`` (Redis derives an idempotent ID from the fields) the fields are left alone: the
 span is recorded, no context is carried. On asyncio clients
 (``XADD`` and ``PUBLISH``) that block runs when the command's coroutine is awaited, in the task
@@ -86,6 +87,12 @@ class RedisInstrumentor(Instrumentor):
     held = _held
 
     target = "redis"
+
+    def uninstrument(self) -> None:
+        """Undo the patches; the spans of XADDs and PUBLISHes still queued in pipelines, whose
+        ``execute`` is no longer traced, are recorded now, outcome unknown."""
+        super().uninstrument()
+        _end_all_queued()
 
     def patch(self, module: ModuleType) -> None:
         commands = module.commands.core
@@ -395,6 +402,27 @@ def _end_queued(queued: list[_Queued], replies: Any, error: BaseException | None
         if error is None:
             _record_entry_id(sent, reply)
         publishing.end(error)
+
+
+def _end_all_queued() -> None:
+    """Uninstrumented (``tracekit.shutdown()``) while pipelines hold queued publishes: their
+    spans would never be recorded, and a pipeline used again once tracekit is back would end
+    them with another command's reply."""
+    while True:
+        try:
+            _pipeline, queued = _queued.popitem()
+        except KeyError:  # none left (or collected meanwhile)
+            return
+        for publishing, _sent, _index in queued:
+            _end_outcome_unknown(publishing)
+
+
+@guarded(None)
+def _end_outcome_unknown(publishing: messaging.Publishing) -> None:
+    span = publishing.span
+    if span is not None and span.is_recording():
+        span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
+    publishing.end()
 
 
 def _traced_reset(
