@@ -191,6 +191,56 @@ def test_process_block_names_the_queue_not_the_routing_key(amqp_url, queue_name,
     assert consumer.attributes["messaging.rabbitmq.destination.routing_key"] == "order.created"
 
 
+def test_messages_handled_outside_their_own_span_name_their_queue_not_routing_keys(
+    amqp_url, queue_name, spans
+) -> None:
+    """A queue bound to a topic exchange, whose messages each have a routing key of their own:
+    messages a loop collected from an iterator, and one a consume callback handed to a task,
+    were each named by their routing key (``process order.created.1``...): a span name and a
+    metric series per key."""
+    handed: list[asyncio.Task[None]] = []
+
+    async def process(message: Any) -> None:
+        async with message.process():
+            pass
+
+    async def hand_to_a_task(message: Any) -> None:
+        handed.append(asyncio.create_task(process(message)))
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                f"{queue_name}-ex", aio_pika.ExchangeType.TOPIC, auto_delete=True
+            )
+            queue = await channel.declare_queue(queue_name)
+            await queue.bind(exchange, "order.created.*")
+            for n in (1, 2, 3):
+                await exchange.publish(aio_pika.Message(b"order"), f"order.created.{n}")
+            batch: list[Any] = []
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    batch.append(message)
+                    if len(batch) == 2:
+                        break
+            for message in batch:
+                await process(message)
+            await queue.consume(hand_to_a_task)
+            while not handed:
+                await asyncio.sleep(0.01)
+            await handed[0]
+            await exchange.delete()
+
+    asyncio.run(run())
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert {c.name for c in consumers} == {f"process {queue_name}"}
+    assert sorted(
+        c.attributes["messaging.rabbitmq.destination.routing_key"] for c in consumers
+    ) == ["order.created.1", "order.created.1", "order.created.2", "order.created.2",
+          "order.created.3", "order.created.3"]  # fmt: skip
+
+
 def test_a_plain_function_callback_is_called_as_aio_pika_calls_it(
     amqp_url, queue_name, spans
 ) -> None:

@@ -13,8 +13,9 @@
   one an iterator fetched before the latest, as a loop collecting a batch has; one a
   callback handed to a task that processes it after the callback returned), the
   ``async with message.process():`` block is the CONSUMER span. Its destination is the queue
-  ``get`` fetched it from (a message names only its exchange and routing key, so ``get`` notes
-  the queue; a message tracekit saw no ``get`` for falls back to its routing key). Inside the
+  the message was fetched from (a message names only its exchange and routing key, so ``get``,
+  iterators and consume callbacks note the queue; a message tracekit saw fetched by none of
+  them falls back to its routing key). Inside the
   span open for the same message (its consume callback, the iterator's loop body), an exception
   leaving the block (the message is rejected) marks that span failed, as does one leaving the
   iterator's ``async with`` block. Either way an ack or reject that fails as the block exits
@@ -38,7 +39,7 @@ from typing import Any
 from tracekit import messaging
 from tracekit._messaging import amqp
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
-from tracekit._runtime.guard import report_once, safe
+from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
@@ -46,7 +47,7 @@ __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
 _fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
-# The queue each ``Queue.get`` message came from, until its ``process()``: keyed by id (aio-pika
+# The queue each message fetched came from, until its ``process()``: keyed by id (aio-pika
 # messages take no attributes or weak references) and checked by delivery tag; bounded, so
 # messages never processed are forgotten.
 _fetched_from: dict[int, tuple[object, str]] = {}
@@ -108,6 +109,7 @@ class AioPikaInstrumentor(Instrumentor):
         async def on_message(message: Any) -> Any:
             if not self.latest_active():
                 return await _handled(callback, message)
+            _note_queue(message, queue)  # for a process() after the callback has returned
             async with delivery_of(queue, message):
                 return await _handled(callback, message)
 
@@ -240,8 +242,9 @@ async def _traced_next(
         message = await wrapped(*args, **kwargs)
     finally:
         _fetching.reset(token)
-    queue = getattr(instance, "_amqp_queue", None)
-    _held.hold(turn, delivery_of(str(getattr(queue, "name", "")), message))
+    queue = str(getattr(getattr(instance, "_amqp_queue", None), "name", ""))
+    _note_queue(message, queue)  # for a process() outside this span (a loop collecting a batch)
+    _held.hold(turn, delivery_of(queue, message))
     return message
 
 
@@ -305,10 +308,11 @@ async def _noting_queue_get(
 ) -> Any:
     message = await wrapped(*args, **kwargs)
     if message is not None:
-        safe("aio-pika get", lambda: _note_queue(message, str(getattr(instance, "name", ""))))
+        _note_queue(message, str(getattr(instance, "name", "")))
     return message
 
 
+@guarded(None)
 def _note_queue(message: Any, queue: str) -> None:
     while len(_fetched_from) >= _FETCHED_MAX:
         _fetched_from.pop(next(iter(_fetched_from)), None)
@@ -316,7 +320,8 @@ def _note_queue(message: Any, queue: str) -> None:
 
 
 def _queue_of(message: Any) -> str:
-    """The queue ``Queue.get`` fetched ``message`` from, else its routing key."""
+    """The queue ``message`` was fetched from (by ``Queue.get``, an iterator or a consume
+    callback), else its routing key."""
     tag, queue = _fetched_from.pop(id(message), (None, None))
     if queue is not None and tag == getattr(message, "delivery_tag", None):
         return queue
@@ -331,6 +336,7 @@ def _traced_process(
     # The span open for this very message (a callback's, an iterator's), not one that has
     # ended since: a task the callback handed the message to processes it in a span of its own.
     if delivery is not None and delivery.settle_key is instance and delivery.is_open:
+        _fetched_from.pop(id(instance), None)  # named by its open span: forget the note
         return _ProcessInDelivery(process_context, delivery)
     return _ProcessWithDelivery(process_context, instance)
 
