@@ -289,6 +289,32 @@ def test_asyncio_subscriber_gets_the_original_payload(
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_an_asyncio_poll_that_finds_no_message_ends_the_last_ones_span(
+    redis_url, protocol, spans
+) -> None:
+    """The asyncio subscriber polling ``get_message(timeout=...)``: the message's span stayed
+    open, and its correlation ID current, through polls that found nothing."""
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+
+    async def read_then_poll() -> tuple[str | None, list[ReadableSpan]]:
+        client = aioredis.Redis.from_url(redis_url, protocol=protocol)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        await _published_in_request(redis_url, channel, b"price changed")
+        await _next_message(pubsub, "get_message")
+        assert await pubsub.get_message(timeout=0.3) is None  # nothing more came
+        idle = tracekit.correlation_id(), _kind(spans, SpanKind.CONSUMER)
+        await pubsub.aclose()
+        await client.aclose()
+        return idle
+
+    current, consumers = asyncio.run(read_then_poll())
+    assert current is None
+    assert [c.attributes["correlation.id"] for c in consumers] == [CORRELATION_ID]
+
+
+@pytest.mark.usefixtures("named_channels")
 @pytest.mark.parametrize("asynchronous", [True, False], ids=["async-handler", "sync-handler"])
 def test_asyncio_channel_handler_runs_inside_the_span(
     redis_url, protocol, spans, asynchronous

@@ -393,6 +393,30 @@ def test_pubsub_get_message_strips_the_envelope(client, spans, downstream, entry
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_a_poll_that_finds_no_message_ends_the_last_ones_span(client, spans) -> None:
+    """A subscriber polling ``get_message(timeout=...)``: the message's span stayed open, and
+    its correlation ID current, through every poll that found nothing, until the next message
+    came; its span covered the idle wait, not the handling."""
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+    token = tracekit.correlation.set_correlation_id("pubsub-idle-1")
+    client.publish(channel, "price changed")
+    tracekit.correlation.reset_correlation_id(token)
+    assert subscriber.get_message(timeout=5) is not None
+    assert tracekit.correlation_id() == "pubsub-idle-1"
+    polled_at = time.time_ns()
+    assert subscriber.get_message(timeout=DELAY_S) is None  # nothing more came
+    idle = (tracekit.correlation_id(), _kind(spans.get_finished_spans(), SpanKind.CONSUMER))
+    subscriber.close()
+    current, (consumer,) = idle
+    assert current is None
+    assert consumer.attributes["correlation.id"] == "pubsub-idle-1"
+    assert consumer.end_time is not None and consumer.end_time <= polled_at + DELAY_S * 1e9 / 2
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_leaving_a_pubsubs_with_block_ends_the_message_span(client, spans) -> None:
     """``with client.pubsub() as p:`` closes it on the way out (redis-py calls reset()): the
     span of the last message read ends there, and its context is no longer current."""

@@ -23,11 +23,12 @@ except on the channels the user names (option ``redis_pubsub_channels``, names o
 never when kombu or Celery publish (their subscribers parse the raw payload). Subscribers with
 tracekit (``get_message``, ``listen``, channel handlers of the sync and the asyncio ``PubSub``)
 strip an envelope on any channel. A message's CONSUMER span covers a registered channel handler;
-for messages returned by ``get_message``/``listen`` it stays open until the next message is read
-or the ``PubSub`` closes (or resets). Subscribers look for the end of the headers within the first
-``MAX_ENVELOPE_HEADERS`` characters, so the publisher leaves out ``tracestate``, then ``baggage``,
-when the headers would be longer, and publishes the bare payload if they still are: a payload
-never reaches a subscriber altered.
+for messages returned by ``get_message``/``listen`` it stays open until the ``PubSub`` reads
+again (the next ``get_message``, or ``listen`` going on, before either waits) or closes (or
+resets). Subscribers look for the end of the headers within the first ``MAX_ENVELOPE_HEADERS``
+characters, so the publisher leaves out ``tracestate``, then ``baggage``, when the headers
+would be longer, and publishes the bare payload if they still are: a payload never reaches a
+subscriber altered.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.StreamCommands, "xadd", functools.partial(_traced_xadd, idmpauto_at))
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
+        # get_message() and listen() read through it, before waiting for the next message
+        self.wrap(module.client.PubSub, "parse_response", _release_then_read)
         # reset(), which close(), leaving a ``with`` block and collection all call.
         self.wrap(module.client.PubSub, "reset", _release_on_close)
         for pipeline in (
@@ -119,6 +122,7 @@ class RedisInstrumentor(Instrumentor):
             self.wrap(strategy, "_raise_first_error", _noting_transaction_replies)
         asyncio_pubsub = module.asyncio.client.PubSub
         self.wrap(asyncio_pubsub, "handle_message", _traced_async_handle_message)
+        self.wrap(asyncio_pubsub, "parse_response", _release_then_read_async)
         # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
         closing = "aclose" if "aclose" in vars(asyncio_pubsub) else "reset"
         self.wrap(asyncio_pubsub, closing, _release_on_close)
@@ -478,6 +482,24 @@ async def _traced_async_handle_message(
         _held.release(instance, error)
         raise
     return _handled(instance, message)
+
+
+def _release_then_read(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The subscriber is back for more: the message it read last is handled. Ended here, its
+    span does not cover the wait for the next one, nor its ID stay current through polls
+    that find nothing."""
+    _held.release(instance)
+    return wrapped(*args, **kwargs)
+
+
+async def _release_then_read_async(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The asyncio ``PubSub``'s ``parse_response``, a coroutine: the same as the sync one."""
+    _held.release(instance)
+    return await wrapped(*args, **kwargs)
 
 
 def _opened_call(
