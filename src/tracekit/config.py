@@ -47,6 +47,13 @@ MAX_PATH = 4096
 _HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 # RFC 9110 field-name: a token
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers that frame the message, route it or manage its connection (RFC 9110 7.2, 7.6.1, 8;
+# RFC 9112 6), lower case: servers and clients act on them, so an ID written there breaks the
+# exchange (uvicorn drops a streamed response whose Content-Length is not a number).
+_PROTOCOL_HEADERS = frozenset({
+    "connection", "host", "keep-alive", "proxy-connection", "te", "trailer",
+    "transfer-encoding", "upgrade",
+})  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -196,6 +203,15 @@ def _sequence(values: object) -> tuple[object, ...]:
     return values
 
 
+def _writable_header_name(value: object) -> None:
+    """A header tracekit writes (the echoed and sent correlation ID): no protocol header and
+    no ``Content-*`` header, which describes the body."""
+    _header_name(value)
+    name = str(value).lower()
+    if name in _PROTOCOL_HEADERS or name.startswith("content-"):
+        raise ValueError(f"{value!r} is a header HTTP itself uses; choose another name")
+
+
 def _header_names(values: object) -> None:
     if not _sequence(values):
         raise ValueError("expected at least one header name")
@@ -268,7 +284,7 @@ class Options:
     )
     response_header: str = field(
         default="X-Correlation-ID",
-        metadata={"env": "TRACEKIT_RESPONSE_HEADER", "check": _header_name},
+        metadata={"env": "TRACEKIT_RESPONSE_HEADER", "check": _writable_header_name},
     )
     public_endpoint: bool = field(
         default=False, metadata={"env": "TRACEKIT_PUBLIC_ENDPOINT", "parse": _bool, "check": _flag}
