@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 import tracekit
 import tracekit.flask
-from tracekit import asgi, wsgi
+from tracekit import asgi, correlation, wsgi
 
 events: dict[str, Any] = {}
 
@@ -560,6 +560,30 @@ def test_a_stream_left_unread_in_djangos_test_client_does_not_take_over_the_next
         assert tracekit.correlation_id() == "dj-later"
     finally:
         context.detach(token)
+
+
+def test_a_stream_left_unread_in_djangos_test_client_gives_back_the_tests_context(
+    django_application: Any, spans: Any
+) -> None:
+    """The request after a stream left unread started afresh, but so did the test: the span and
+    correlation ID the test had before the abandoned request were gone once the next request
+    returned, so the test's own logs and spans after it lost their trace and ID."""
+    from django import test
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("django-test")
+    token = correlation.set_correlation_id("checkout-suite")
+    try:
+        with tracer.start_as_current_span("checkout test") as test_span:
+            export = test.Client().get("/stream", HTTP_X_REQUEST_ID="dj-export")
+            assert export.status_code == 200  # its body never read
+            order = test.Client().get("/orders/5", HTTP_X_REQUEST_ID="dj-next")
+            assert order.content == b"order 5 dj-next"
+            assert trace.get_current_span() is test_span
+            assert tracekit.correlation_id() == "checkout-suite"
+        export.close()
+    finally:
+        correlation.reset_correlation_id(token)
 
 
 def test_a_request_through_djangos_async_test_client_leaves_the_test_as_it_was(

@@ -66,6 +66,9 @@ class ActiveRequest:
     # The metrics the request was counted in flight in: it leaves them, whatever init renamed
     # while it was under way (the middleware reads the options again once init has run).
     metrics: HttpServerMetrics | None = None
+    # The context current as the request started: what ``forget_answered_request`` puts back
+    # where the request is abandoned without ever restoring it.
+    arrived_in: otel_context.Context | None = None
 
 
 class ServerRequests:
@@ -134,6 +137,7 @@ class ServerRequests:
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
             method = semconv.OTHER_METHOD
         request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
+        request.arrived_in = current
         try:
             self._begin(request, current, path, headers, attributes)
         except BaseException:
@@ -423,10 +427,17 @@ def forget_answered_request() -> None:
     """
     inherited = otel_context.get_value(_REQUEST_KEY)
     if isinstance(inherited, ActiveRequest) and inherited.status_code:
-        otel_context.attach(otel_context.Context())
-        # Never set, not cleared (None): a thread that lives on (a test's) must not go on
-        # hiding the ID a context carries into it, once the request after this one has ended.
-        correlation._set_checked(correlation._NEVER_SET)
+        # What was current before it (a test's own span around its client calls), not nothing.
+        otel_context.attach(inherited.arrived_in or otel_context.Context())
+        correlation._set_checked(_correlation_id_before(inherited))
+
+
+def _correlation_id_before(request: ActiveRequest) -> str | None:
+    """The correlation ID current before ``request`` set its own. Never set, not cleared (None),
+    where there was none: a thread that lives on (a test's) must not go on hiding the ID a
+    context carries into it, once the request after this one has ended."""
+    before = request.correlation_token.old_value
+    return correlation._NEVER_SET if before is Token.MISSING else before
 
 
 def _serving(outer: ActiveRequest) -> bool:
