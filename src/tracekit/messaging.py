@@ -60,9 +60,12 @@ from tracekit._messaging.consumer import (
 from tracekit._messaging.headers import (
     PUBLISH_TIME_HEADER,
     Headers,
+    RecordingSetter,
+    drop_left_by_last_publish,
     drop_other_spellings,
     drop_replaced,
     reading_for,
+    remember_left,
 )
 from tracekit._messaging.spans import (
     base_attributes,
@@ -325,9 +328,13 @@ def _write_headers(
     # Other spellings of tracekit's headers are the caller's: in headers of tracekit's alone
     # (the usual message, which came with none) there are none to look for.
     callers_headers = bool(headers)
+    if callers_headers:
+        drop_left_by_last_publish(headers)
     drop_replaced(headers, reading.replaced)
-    reading.propagator.inject(headers, ctx)
-    headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+    setter = RecordingSetter()
+    reading.propagator.inject(headers, ctx, setter)
+    stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+    remember_left(headers, stamp, setter.written, reading.replaced)
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 

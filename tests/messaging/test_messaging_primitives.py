@@ -467,3 +467,35 @@ def test_a_callers_own_correlation_id_and_baggage_are_kept_outside_a_request(spa
     messaging.inject(headers, system="test", destination="out")
     assert (headers["x-correlation-id"], headers["baggage"]) == ("nightly-17", "tenant=acme")
     assert "Traceparent" not in headers and headers["traceparent"] != TRACEPARENT
+
+
+def test_a_reused_headers_dict_carries_no_correlation_id_or_baggage_of_the_message_before(
+    spans,
+) -> None:
+    """A producer that publishes every message with the same dict: the message sent after one
+    published inside a request went out with that request's correlation ID and baggage, though
+    it was no part of it (its consumer's logs and spans were filed under the wrong request)."""
+    headers: dict[str, Any] = {"x-app": "kept"}
+    incoming = {"traceparent": TRACEPARENT, "x-correlation-id": "order-1",
+                "baggage": "tenant=acme"}  # fmt: skip
+    with messaging.consume(incoming, system="test", destination="in"):
+        messaging.inject(headers, system="test", destination="out")
+    assert headers["x-correlation-id"] == "order-1" and "tenant=acme" in headers["baggage"]
+
+    messaging.inject(headers, system="test", destination="out")  # a background job: no request
+
+    assert "x-correlation-id" not in headers and "baggage" not in headers
+    assert headers["x-app"] == "kept"
+
+
+def test_a_value_set_again_on_a_reused_headers_dict_is_the_callers(spans) -> None:
+    """What the caller writes into the dict between two publishes is its own, and stays."""
+    headers: dict[str, Any] = {}
+    incoming = {"traceparent": TRACEPARENT, "x-correlation-id": "order-1"}
+    with messaging.consume(incoming, system="test", destination="in"):
+        messaging.inject(headers, system="test", destination="out")
+
+    headers["x-correlation-id"] = "nightly-18"
+    messaging.inject(headers, system="test", destination="out")
+
+    assert headers["x-correlation-id"] == "nightly-18"

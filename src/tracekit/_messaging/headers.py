@@ -12,10 +12,13 @@ the propagator ``OTEL_PROPAGATORS`` names, and each field's size limit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Iterable, KeysView, Mapping, MutableMapping
 from typing import Any, NamedTuple
+
+from opentelemetry.propagators.textmap import Setter
 
 from tracekit import config, propagation
 from tracekit._runtime.ratelimit import RateLimitedWarning
@@ -227,6 +230,56 @@ def drop_replaced(headers: MutableMapping[Any, Any], replaced: dict[str, str]) -
     stale = [key for key in headers if replaced.get(lower_name(key) or "") is not None]
     for key in stale:
         del headers[key]
+
+
+class RecordingSetter(Setter[MutableMapping[Any, Any]]):
+    """Sets headers as OpenTelemetry's default setter does, noting each one it set."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, str] = {}
+
+    def set(self, carrier: MutableMapping[Any, Any], key: str, value: str) -> None:
+        carrier[key] = value
+        self.written[key] = value
+
+
+# What a publish wrote of the headers a later one may leave (correlation ID, baggage), as
+# (name, hash of the value: a baggage value may be 8 KB), by the headers dict's id and the
+# publish time it was stamped with (insertion order: oldest first).
+_left_by_publish: dict[tuple[int, str], tuple[tuple[str, int], ...]] = {}
+_LEFT_KEPT = 1024
+
+
+def remember_left(
+    headers: MutableMapping[Any, Any], stamp: str, written: dict[str, str], replaced: dict[str, str]
+) -> None:
+    """Note the correlation ID and baggage a publish wrote (``written``, less the ``replaced``
+    trace headers), so that the next publish into the same ``headers`` can tell them from the
+    caller's."""
+    left = tuple(
+        (name, hash(value)) for name, value in written.items() if name.lower() not in replaced
+    )
+    if not left:
+        return
+    _left_by_publish[(id(headers), stamp)] = left
+    if len(_left_by_publish) > _LEFT_KEPT:
+        with contextlib.suppress(RuntimeError, StopIteration, KeyError):  # (another thread's)
+            del _left_by_publish[next(iter(_left_by_publish))]
+
+
+def drop_left_by_last_publish(headers: MutableMapping[Any, Any]) -> None:
+    """Before a publish into a headers dict used again: remove the correlation ID and baggage
+    the previous publish wrote there, still as it wrote them. Left, they went out with a
+    message that has none of its own (published outside any request). A value the caller has
+    set since is the caller's, and stays."""
+    stamp = headers.get(PUBLISH_TIME_HEADER)
+    if type(stamp) is not str:
+        return
+    left = _left_by_publish.pop((id(headers), stamp), ())
+    for name, value_hash in left:
+        value = headers.get(name)
+        if type(value) is str and hash(value) == value_hash:
+            del headers[name]
 
 
 def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, str]) -> None:
