@@ -479,6 +479,10 @@ def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
     the mounts the request came through. A route no search finds (FastAPI keeps an included
     router's routes where no list shows them) is under the mounts of the application routing
     the request (the last of ``apps``)."""
+    included = _included_mount_of(scope, apps[-1], apps[0])
+    if included is not None:  # no list shows that mount: the route is found from its app
+        below = _known_prefixes(route, apps[-1], lambda: _prefixes_of(route, apps[-1:]))
+        return included + (below[0] if below else "")
     # By the app searched from too: a layer inside a mounted sub-application searches from it
     # and finds no mount above the route, which the outer layer's search must not take.
     prefixes = _known_prefixes(route, apps[0], lambda: _prefixes_of(route, apps))
@@ -488,6 +492,53 @@ def _mount_prefix(route: object, scope: Scope, *apps: object) -> str | None:
     if not prefixes:
         return None
     return prefixes[0] if len(prefixes) == 1 else _prefix_taken(prefixes, _mounted_path(scope))
+
+
+def _included_mount_of(scope: Scope, app: object, top: object) -> str | None:
+    """The templates of the mounts leading from ``top`` to the mount of ``app`` that FastAPI's
+    router took in an included router (``router.mount("/sub", app)``), which no list of routes
+    shows: ``/v1`` + ``/api/sub``, the prefix the router was included with and all."""
+    context = _effective_route_context(scope)
+    mount = getattr(context, "starlette_route", None)
+    if app is None or not _mounts(mount, app):
+        return None
+    template = getattr(mount, "path", None)
+    if not isinstance(template, str):
+        return None
+    original = getattr(context, "original_route", None)
+    above = _known_prefixes(original, top, lambda: _prefixes_of_includer(original, top))
+    if not above:
+        return template
+    if len(above) == 1:
+        return above[0] + template
+    return _prefix_taken(above, _mounted_above(scope, template)) + template
+
+
+def _mounted_above(scope: Scope, template: str) -> str:
+    """What the mounts above the one of ``template`` matched in the request's path."""
+    mounted = _mounted_path(scope)
+    found = re.search(f"(?:{_template_pattern(template).pattern})\\Z", mounted)
+    return mounted if found is None else mounted[: found.start()]
+
+
+def _prefixes_of_includer(original: object, top: object) -> tuple[str, ...]:
+    """The mount templates leading from ``top`` to the application whose included router
+    holds ``original``: ``("",)`` for ``top`` itself."""
+    if _includes(top, original):
+        return ("",)
+    found: list[str] = []
+    _find_mount(_routes_of(top), lambda mounted: _includes(mounted, original), "", 0, found)
+    return tuple(found)
+
+
+def _includes(app: object, original: object) -> bool:
+    """Whether ``app`` has included a FastAPI router that holds the route ``original``."""
+    routes = _routes_of(app)
+    return isinstance(routes, list) and any(
+        any(held is original for held in getattr(route.original_router, "routes", ()))
+        for route in routes
+        if hasattr(route, "original_router")
+    )
 
 
 def _known_prefixes(
@@ -533,13 +584,15 @@ def _find_route(routes: object, route: object, prefix: str, depth: int, found: l
 
 def _prefixes_of_app(app: object, top: object) -> tuple[str, ...]:
     found: list[str] = []
-    _find_mount(_routes_of(top), app, "", 0, found)
+    _find_mount(_routes_of(top), lambda mounted: _mounts(mounted, app), "", 0, found)
     return tuple(found)
 
 
-def _find_mount(routes: object, app: object, prefix: str, depth: int, found: list[str]) -> None:
-    """Add to ``found`` the templates of the mounts of ``app`` (through the middleware around
-    it) in ``routes``, under the mounts that hold them."""
+def _find_mount(
+    routes: object, wanted: Callable[[object], bool], prefix: str, depth: int, found: list[str]
+) -> None:
+    """Add to ``found`` the templates of the mounts in ``routes`` that are ``wanted`` (of an
+    app, through the middleware around it), under the mounts that hold them."""
     if not isinstance(routes, list) or depth > _MAX_MOUNT_DEPTH:
         return
     for candidate in routes:
@@ -547,12 +600,12 @@ def _find_mount(routes: object, app: object, prefix: str, depth: int, found: lis
             return
         path = getattr(candidate, "path", "")  # a Host has none
         below = prefix + path if isinstance(path, str) else prefix
-        if _mounts(candidate, app):
+        if wanted(candidate):
             found.append(below)
             continue
         inner = _routes_of(candidate)
         if inner:
-            _find_mount(inner, app, below, depth + 1, found)
+            _find_mount(inner, wanted, below, depth + 1, found)
 
 
 def _mounts(route: object, app: object) -> bool:

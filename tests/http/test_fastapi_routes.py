@@ -138,6 +138,44 @@ def test_a_plain_route_of_an_included_router_is_named_by_its_own_path(
     _assert_named(app, registry, expected, wait_for_spans)
 
 
+def _with_a_mounted_shop() -> FastAPI:
+    app = FastAPI(telemetry={"tracing": False})
+    shop = FastAPI(telemetry={"tracing": False})
+
+    @shop.get("/orders/{order_id}")
+    def order(order_id: int) -> dict[str, int]:
+        return {"order": order_id}
+
+    legacy = Starlette()
+    legacy.add_route("/carts/{cart_id}", plain)
+    api = APIRouter()
+    api.mount("/shop", shop)
+    api.mount("/legacy", legacy)
+    app.include_router(api, prefix="/api")
+    return app
+
+
+def test_an_application_mounted_in_an_included_router_is_named_under_that_mount(
+    wait_for_spans: Any,
+) -> None:
+    # The search for the mounts above the route found the route in the mounted application
+    # alone, no list showing the included router's mount: /api/shop/orders/5 was named
+    # /orders/{order_id}, as if the application were the top one
+    registry = CollectorRegistry()
+    app = _with_a_mounted_shop()
+    versioned = _with_a_mounted_shop()
+    app.mount("/v1", versioned)
+    app.mount("/v2", versioned)
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-shop")
+    expected = {
+        "/api/shop/orders/5": (200, "/api/shop/orders/{order_id}"),
+        "/api/legacy/carts/7": (200, "/api/legacy/carts/{cart_id}"),
+        "/v1/api/shop/orders/5": (200, "/v1/api/shop/orders/{order_id}"),
+        "/v2/api/shop/orders/6": (200, "/v2/api/shop/orders/{order_id}"),
+    }
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
 def _files_mounted_twice(static: Path) -> FastAPI:
     app = FastAPI(telemetry={"tracing": False})
     files = StaticFiles(directory=static)  # one application at two paths (a GraphQL app too)
