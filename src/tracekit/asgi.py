@@ -42,6 +42,9 @@ __all__ = ["TracekitMiddleware"]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
 _REQUEST_KEY = "tracekit.request"  # in the scope: the request the outermost layer traces
+# In the scope too: its id, by which a layer inside tells a copy (a middleware between the
+# layers that passes ``dict(scope)`` on) from the scope the outermost layer reads.
+_SCOPE_ID_KEY = "tracekit.scope"
 # Messages that start a response: its status and headers (a WebSocket's accept is a 101; its
 # denial, an HTTP response of the ASGI denial extension).
 _RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
@@ -136,10 +139,16 @@ class TracekitMiddleware(OptionsReadLate):
             if not _ends_response(kind, message, trailers):
                 await send(message)
                 return
+            nested = request.outer is not None
+            if nested:
+                # Before the outer layer, which ends the request as this message passes it:
+                # the route only this layer sees (its scope a copy) must have reached it.
+                self._responded(request, scope, top)
             await _send_as_arrived(send, message, arrived_in, request.correlation_token)
             # The response has gone: work the application does after it (Starlette's
             # BackgroundTasks) is not the request's duration, nor is it still in flight.
-            self._responded(request, scope, top)
+            if not nested:
+                self._responded(request, scope, top)
 
         return send_with_correlation
 
@@ -213,6 +222,7 @@ class TracekitMiddleware(OptionsReadLate):
                 # For a layer below (a mounted app's own middleware), whatever context the
                 # framework between attaches: FastAPI's SERVER span starts from the headers.
                 scope[_REQUEST_KEY] = request
+                scope[_SCOPE_ID_KEY] = id(scope)
             return request
         except Exception as error:
             report_once("asgi request start", error)
@@ -323,8 +333,10 @@ def _route_named(request: ActiveRequest, scope: Scope, top: object) -> str | Non
     outer layer reads the same scope and names the route under all the mounts, and follows a
     mount of an application Starlette does not route with the route an inner layer reports,
     which only one inside that application (Flask's, Django's) can tell. This layer's name
-    (``/ws``, the mount inside the sub-application) went after the mount: ``/shop/ws/ws``."""
-    if request.outer is not None:
+    (``/ws``, the mount inside the sub-application) went after the mount: ``/shop/ws/ws``.
+    Where a middleware between the layers passed a copy of the scope on, the routing below
+    wrote into the copy, which the outer layer never sees: this layer names the route then."""
+    if request.outer is not None and scope.get(_SCOPE_ID_KEY) == id(scope):
         return None
     return _route(scope, top, request.route)
 

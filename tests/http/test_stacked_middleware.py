@@ -214,6 +214,32 @@ def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
     ]
 
 
+class _ScopeCopying:
+    """A middleware that passes a copy of the scope on, as some auth and proxy-header ones do."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(dict(scope), receive, send)
+
+
+def test_a_scope_copied_between_the_layers_keeps_the_route_the_inner_one_saw(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    # Starlette's routing below the copying middleware wrote the route into the copy, which the
+    # outer layer never reads: the request was a bare "GET" span and an unmatched metric
+    registry = CollectorRegistry()
+    shop = _ScopeCopying(TracekitMiddleware(_item_app(registry, "starlette"), registry=registry))
+    app = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]), registry=registry)
+
+    _three_items_counted_once(serve_asgi(app), registry)
+
+    server_spans = [s for s in wait_for_spans(3) if s.kind.name == "SERVER"]
+    assert [s.name for s in server_spans] == ["GET /shop/items/{item_id}"] * 3
+    assert [s.attributes["http.route"] for s in server_spans] == ["/shop/items/{item_id}"] * 3
+
+
 def _three_items_counted_once(url: str, registry: CollectorRegistry) -> list[Any]:
     """Three requests for a shop item, each seeing itself alone in flight and counted once,
     under its route; their responses."""
