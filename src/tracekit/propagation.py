@@ -344,8 +344,9 @@ def _callers_correlation_id(
     with one valid value (a repeated header is ambiguous), else the baggage member (the first
     of a repeated one)."""
     for values in accepted:
-        if len(values) == 1 and correlation.is_valid(values[0]):
-            return values[0]
+        value = values[0].strip(_OWS) if len(values) == 1 else None
+        if correlation.is_valid(value):
+            return value
     return _baggage.correlation_id_of(baggage_values)
 
 

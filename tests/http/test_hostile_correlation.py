@@ -102,6 +102,10 @@ def test_hostile_header_is_replaced_and_never_echoed(
         ([b"X-Correlation-ID: 01ARZ3NDEKTSV4RRFFQ69G5FAV"], None),
         ([b"X-Request-ID: from-request-id"], "from-request-id"),
         ([b"X-Correlation-ID: <bad>", b"X-Request-ID: fallback-ok"], "fallback-ok"),
+        # whitespace around a value is no part of it (RFC 9110 5.5): werkzeug's server, unlike
+        # uvicorn and gunicorn, hands it on, and the caller's ID was replaced by a new one
+        ([b"X-Correlation-ID: order-77   "], "order-77"),
+        ([b"X-Request-ID: order-78\t"], "order-78"),
     ],
 )
 def test_ids_gateways_send_are_kept(server_url: str, lines: list[bytes], expected: str | None):

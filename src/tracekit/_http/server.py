@@ -271,8 +271,11 @@ class ServerRequests:
         for name in self.correlation_headers:
             values = headers.get(name)
             # A header repeated with several values is ambiguous: trust none of them.
-            if values and len(values) == 1 and correlation.is_valid(values[0]):
-                return values[0]
+            if values and len(values) == 1:
+                # Whitespace around a value is no part of it; werkzeug's server leaves it on.
+                value = values[0].strip(" \t")
+                if correlation.is_valid(value):
+                    return value
         if not self._public_endpoint:
             from_baggage = _baggage.correlation_id_of(headers.get(propagation.BAGGAGE))
             if from_baggage is not None:
