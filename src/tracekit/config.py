@@ -204,12 +204,23 @@ def _sequence(values: object) -> tuple[object, ...]:
 
 
 def _writable_header_name(value: object) -> None:
-    """A header tracekit writes (the echoed and sent correlation ID): no protocol header and
-    no ``Content-*`` header, which describes the body."""
+    """A header tracekit writes (the echoed and sent correlation ID): no protocol header, no
+    ``Content-*`` header, which describes the body, and no header of the trace context."""
     _header_name(value)
     name = str(value).lower()
     if name in _PROTOCOL_HEADERS or name.startswith("content-"):
         raise ValueError(f"{value!r} is a header HTTP itself uses; choose another name")
+    if name in _propagated_headers():
+        # written after the trace headers, it replaced them on every outgoing request
+        raise ValueError(f"{value!r} carries trace context or baggage; choose another name")
+
+
+def _propagated_headers() -> set[str]:
+    """The headers of every ``OTEL_PROPAGATORS`` format tracekit carries, lower case."""
+    from tracekit._propagation.trace_formats import FORMATS
+
+    names = {"traceparent", "tracestate", "baggage"}  # W3C's, written by tracekit.propagation
+    return names | {field.lower() for format_ in FORMATS.values() for field in format_().fields}
 
 
 def _header_names(values: object) -> None:

@@ -1,7 +1,10 @@
 """``response_header`` names the header the correlation ID is echoed in and sent on. A header
 HTTP itself acts on was taken: ``Content-Length`` made uvicorn drop every streamed response
 (the client read nothing), ``Transfer-Encoding`` every response, and ``Connection`` sent the ID
-as a connection option. Such a name is refused as the application starts, naming the option."""
+as a connection option. ``traceparent`` (or another trace context header) was written after
+the trace headers on every outgoing request, so the next service got the correlation ID for its
+parent and began a new trace. Such a name is refused as the application starts, naming the
+option."""
 
 from __future__ import annotations
 
@@ -54,3 +57,11 @@ def test_an_ordinary_name_echoes_on_a_streamed_response(serve_asgi: Any) -> None
 
     assert response.text == "hello world"
     assert response.headers["X-Request-ID"] == "order-42"
+
+
+@pytest.mark.parametrize(
+    "name", ["traceparent", "Tracestate", "baggage", "b3", "X-B3-TraceId", "X-Amzn-Trace-Id"]
+)
+def test_a_trace_context_header_is_refused_as_the_app_starts(name: str) -> None:
+    with pytest.raises(ConfigError, match="trace context"):
+        asgi.TracekitMiddleware(Starlette(routes=[Route("/", _streamed)]), response_header=name)
