@@ -60,7 +60,6 @@ from tracekit._messaging.consumer import (
 from tracekit._messaging.headers import (
     PUBLISH_TIME_HEADER,
     Headers,
-    RecordingSetter,
     drop_left_by_last_publish,
     drop_other_spellings,
     drop_replaced,
@@ -329,12 +328,11 @@ def _write_headers(
     # (the usual message, which came with none) there are none to look for.
     callers_headers = bool(headers)
     if callers_headers:
-        drop_left_by_last_publish(headers)
+        drop_left_by_last_publish(headers, reading.left)
     drop_replaced(headers, reading.replaced)
-    setter = RecordingSetter()
-    reading.propagator.inject(headers, ctx, setter)
+    reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
-    remember_left(headers, stamp, setter.written, reading.replaced)
+    remember_left(headers, stamp, reading.left)
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 

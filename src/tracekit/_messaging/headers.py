@@ -12,13 +12,11 @@ the propagator ``OTEL_PROPAGATORS`` names, and each field's size limit.
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import itertools
 import logging
 from collections.abc import Iterable, KeysView, Mapping, MutableMapping
 from typing import Any, NamedTuple
-
-from opentelemetry.propagators.textmap import Setter
 
 from tracekit import config, propagation
 from tracekit._runtime.ratelimit import RateLimitedWarning
@@ -172,6 +170,9 @@ class Reading(NamedTuple):
     # of those, the ones that are always the new message's (trace headers, publish time): a
     # value already there is a previous message's, in a headers dict used again
     replaced: dict[str, str]
+    # the rest of them as written (correlation ID, baggage): a publish may write none of those,
+    # and one used again may hold the previous message's (see drop_left_by_last_publish)
+    left: tuple[str, ...]
 
 
 _last_reading: tuple[config.Options, Reading] | None = None
@@ -232,53 +233,42 @@ def drop_replaced(headers: MutableMapping[Any, Any], replaced: dict[str, str]) -
         del headers[key]
 
 
-class RecordingSetter(Setter[MutableMapping[Any, Any]]):
-    """Sets headers as OpenTelemetry's default setter does, noting each one it set."""
-
-    def __init__(self) -> None:
-        self.written: dict[str, str] = {}
-
-    def set(self, carrier: MutableMapping[Any, Any], key: str, value: str) -> None:
-        carrier[key] = value
-        self.written[key] = value
+# What the last publish into each headers dict left there that the next publish into the same
+# dict may not write (the correlation ID and baggage, outside any request): the publish time it
+# was stamped with and the values themselves, by the dict's id, oldest first. Bounded: a dict
+# used again after that many publishes into other dicts keeps what was left in it.
+_left_by_publish: dict[int, tuple[str, tuple[object, ...]]] = {}
+_LEFT_KEPT = 512
 
 
-# What a publish wrote of the headers a later one may leave (correlation ID, baggage), as
-# (name, hash of the value: a baggage value may be 8 KB), by the headers dict's id and the
-# publish time it was stamped with (insertion order: oldest first).
-_left_by_publish: dict[tuple[int, str], tuple[tuple[str, int], ...]] = {}
-_LEFT_KEPT = 1024
-
-
-def remember_left(
-    headers: MutableMapping[Any, Any], stamp: str, written: dict[str, str], replaced: dict[str, str]
-) -> None:
-    """Note the correlation ID and baggage a publish wrote (``written``, less the ``replaced``
-    trace headers), so that the next publish into the same ``headers`` can tell them from the
-    caller's."""
-    left = tuple(
-        (name, hash(value)) for name, value in written.items() if name.lower() not in replaced
-    )
-    if not left:
-        return
-    _left_by_publish[(id(headers), stamp)] = left
+def remember_left(headers: MutableMapping[Any, Any], stamp: str, names: tuple[str, ...]) -> None:
+    """Note the values of ``names`` (``Reading.left``) this publish left in ``headers``."""
+    _left_by_publish[id(headers)] = (stamp, tuple(map(headers.get, names)))
     if len(_left_by_publish) > _LEFT_KEPT:
-        with contextlib.suppress(RuntimeError, StopIteration, KeyError):  # (another thread's)
-            del _left_by_publish[next(iter(_left_by_publish))]
+        _forget_oldest_half()
 
 
-def drop_left_by_last_publish(headers: MutableMapping[Any, Any]) -> None:
+def _forget_oldest_half() -> None:
+    """Half at once: a publish pays for forgetting once in ``_LEFT_KEPT // 2``."""
+    try:
+        for key in list(itertools.islice(_left_by_publish, _LEFT_KEPT // 2)):
+            _left_by_publish.pop(key, None)
+    except RuntimeError:  # another thread's publish changed the dict while it was read
+        pass
+
+
+def drop_left_by_last_publish(headers: MutableMapping[Any, Any], names: tuple[str, ...]) -> None:
     """Before a publish into a headers dict used again: remove the correlation ID and baggage
-    the previous publish wrote there, still as it wrote them. Left, they went out with a
-    message that has none of its own (published outside any request). A value the caller has
-    set since is the caller's, and stays."""
+    the previous publish left there, still the very values it wrote. Left, they went out with
+    a message that has none of its own (published outside any request). A value the caller
+    has set since is the caller's, and stays."""
     stamp = headers.get(PUBLISH_TIME_HEADER)
-    if type(stamp) is not str:
+    left = _left_by_publish.pop(id(headers), None)
+    if left is None or type(stamp) is not str or left[0] != stamp:
         return
-    left = _left_by_publish.pop((id(headers), stamp), ())
-    for name, value_hash in left:
-        value = headers.get(name)
-        if type(value) is str and hash(value) == value_hash:
+    # strict=False: options read anew since (no init) may name other headers
+    for name, value in zip(names, left[1], strict=False):
+        if value is not None and headers.get(name) is value:
             del headers[name]
 
 
@@ -315,6 +305,7 @@ def reading_for(options: config.Options) -> Reading:
     written = {name.lower(): name for name in written_names}
     written_twice = len(written) < len(written_names)
     replaced = {name.lower(): name for name in (*propagator.trace_fields, PUBLISH_TIME_HEADER)}
-    reading = Reading(names, propagator, limits, w3c_only, written, written_twice, replaced)
+    left = tuple(name for lower, name in written.items() if lower not in replaced)
+    reading = Reading(names, propagator, limits, w3c_only, written, written_twice, replaced, left)
     _last_reading = (options, reading)
     return reading
