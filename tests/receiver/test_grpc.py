@@ -7,6 +7,7 @@ budget is spent.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import gzip
 import itertools
@@ -44,7 +45,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tests.receiver._collector_process import ENTRY, start_collector
 from tests.receiver.conftest import post
-from tests.receiver.test_hostile_clients import PartialGrpcCalls
+from tests.receiver.test_hostile_clients import PartialGrpcCalls, _h2_frame, _h2_literal
 
 from tracekit.receiver import Receiver, ReceiverConfig, _grpc
 from tracekit.store import Store
@@ -671,3 +672,86 @@ def test_calls_ended_as_they_get_a_place_leave_no_warning(store_path: Path) -> N
     # ResourceWarnings left out: a collection here may still find another test's unclosed files
     said = [str(w.message) for w in seen if not issubclass(w.category, ResourceWarning)]
     assert said == []
+
+
+class StalledCallsFrom:
+    """``count`` connections from ``address`` (another loopback address than the exporter's),
+    each holding one call that never sends its message and opening a new one on a new
+    connection as soon as it is ended: raw HTTP/2, as a grpc client cannot choose its address."""
+
+    def __init__(self, address: str, port: int, count: int) -> None:
+        self.address, self.port = address, port
+        self.stop = threading.Event()
+        self.ended = 0
+        self.threads = [threading.Thread(target=self._renew) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _renew(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError), self._stalled_call() as sock:
+                while not self.stop.is_set() and not self._call_ended(sock):
+                    pass
+            self.ended += 1
+
+    def _stalled_call(self) -> socket.socket:
+        sock = socket.socket()
+        sock.bind((self.address, 0))
+        sock.connect(("127.0.0.1", self.port))
+        sock.settimeout(0.2)
+        fields = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"),
+                  (b":path", TRACES.encode()), (b"content-type", b"application/grpc"),
+                  (b"te", b"trailers")]  # fmt: skip
+        headers = b"".join(_h2_literal(name, value) for name, value in fields)
+        sock.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b"")  # SETTINGS
+            + _h2_frame(4, 1, 0, b"")  # SETTINGS ACK (of the server's, sent first or not)
+            + _h2_frame(1, 4, 1, headers)  # HEADERS, END_HEADERS: a call, no message
+        )  # fmt: skip
+        return sock
+
+    @staticmethod
+    def _call_ended(sock: socket.socket) -> bool:
+        """Whether what arrived ends the call (RST_STREAM, trailers, GOAWAY or a closed socket);
+        frames split across reads are read no further: the server's answer comes in one piece."""
+        try:
+            data = sock.recv(65_536)
+        except TimeoutError:
+            return False
+        if not data:  # closed
+            return True
+        kinds = set()  # (type, END_STREAM flag) of each frame
+        while len(data) >= 9:
+            kinds.add((data[3], data[4] & 0x1))
+            data = data[9 + int.from_bytes(data[:3], "big") :]
+        return bool(kinds & {(3, 0), (3, 1), (1, 1), (7, 0)})
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def test_connections_from_one_address_do_not_keep_an_exporter_from_another_out(
+    store_path: Path,
+) -> None:
+    """Connections each holding a call that never sends its message, reopened as soon as they
+    are displaced, kept the places and the line full: an exporter's call was told to retry, or
+    waited its turn behind them, until its deadline (120 such connections against the defaults:
+    0 of 12 batches stored). Calls from another client address than theirs now go first, and
+    take the place of one of theirs (here 2 places and a line of 3, against 8 connections)."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_body_bytes=MIB, max_memory_bytes=2 * MIB)
+    receiver = Receiver(Store(store_path), config).start()
+    assert receiver.grpc_address is not None
+    flood = StalledCallsFrom("127.0.0.2", receiver.grpc_address[1], count=8)
+    try:
+        wait_for(lambda: flood.ended >= 20)  # places and line full, their calls displaced
+        exporter = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=5)
+        results = [exporter.export(_finished_spans(2)) for _ in range(3)]  # type: ignore[arg-type]
+        exporter.shutdown()
+    finally:
+        flood.close()
+        receiver.stop()
+    assert results == [SpanExportResult.SUCCESS] * 3
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 6

@@ -18,7 +18,9 @@ budget's worth of messages of the size limit (10 at the defaults). Past that a n
 displaces a call of the connection holding the most of them, so one client's flood of calls
 cannot keep the others out; else it waits in line, unread, for a place to free or for the oldest
 call to have waited a second (then displaced), so calls renewed faster than that cannot keep the
-others out either.
+others out either. Client addresses are served fairly too: a call from an address with fewer
+calls receiving goes first in line, and displaces a call of an address holding over half the
+places, so many connections from one address cannot keep the others out.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class GrpcReceiver:
         self._loop.close()
 
     async def _export(self, signal: str, requests: AsyncIterator[bytes], context: Any) -> bytes:
-        if self._open_calls >= self.max_calls and not self._make_room():
+        if self._open_calls >= self.max_calls and not self._make_room(context.peer()):
             await _abort(context, _too_many_calls())
         self._open_calls += 1
         try:
@@ -174,19 +176,21 @@ class GrpcReceiver:
         ``_victim``); UNAVAILABLE when the line is full, when this call is displaced from it, or
         when no place came within the request deadline. Nothing of the message is read meanwhile:
         grpc holds at most a stream's window of it (``_WINDOW``)."""
-        if len(self._waiting) >= self.max_waiting and not self._shorten_line():
+        if len(self._waiting) >= self.max_waiting and not self._shorten_line(peer):
             raise _too_many_calls()
         turn = asyncio.Event()
         self._waiting[turn] = peer
         deadline = time.monotonic() + self.receive_timeout
         try:
-            while not (self._next_in_line() is turn and self._take_place()):
+            while not (self._next_in_line() is turn and self._take_place(peer)):
                 turn.clear()
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     raise _too_many_calls()
                 if self._next_in_line() is turn:  # until the oldest call may be displaced
                     wait = min(wait, self._until_displaceable())
+                else:  # woken, but the places taken since put another call first: its turn
+                    self._wake_next()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(turn.wait(), wait)
                 if turn not in self._waiting:  # displaced by a newcomer (_shorten_line)
@@ -196,22 +200,33 @@ class GrpcReceiver:
             self._wake_next()
 
     def _next_in_line(self) -> asyncio.Event | None:
-        """The call to be given the next place: first come, first served."""
-        return next(iter(self._waiting), None)
+        """The call to be given the next place: the first in line of the client addresses
+        with the fewest calls receiving, so that many connections from one address cannot make
+        the others wait behind them; first come, first served among calls of one address."""
+        receiving = Counter(_address(peer) for _, peer in self._receiving.values())
+        return min(self._waiting, key=lambda t: receiving[_address(self._waiting[t])], default=None)
 
-    def _shorten_line(self) -> bool:
+    def _shorten_line(self, newcomer: str) -> bool:
         """Make room in a full line: the last call of the connection with the most calls in it,
-        when it has several, is told to retry. False when there is none."""
-        crowded = _crowding(self._waiting.values())
-        if crowded is None:
+        when it has several, else of another client address with the most calls in it, when it
+        has several, is told to retry. False when there is none."""
+        peers = list(self._waiting.values())
+        crowded = _crowding(peers)
+        if crowded is not None:
+            return self._drop_last(lambda p: p == crowded)
+        address = _crowding(_address(p) for p in peers)
+        if address is None or address == _address(newcomer):
             return False
-        last = next(t for t, p in reversed(self._waiting.items()) if p == crowded)
+        return self._drop_last(lambda p: _address(p) == address)
+
+    def _drop_last(self, chosen: Callable[[str], bool]) -> bool:
+        last = next(t for t, p in reversed(self._waiting.items()) if chosen(p))
         del self._waiting[last]
         last.set()
         return True
 
-    def _take_place(self) -> bool:
-        return len(self._receiving) < self.max_receiving or self._make_room()
+    def _take_place(self, peer: str) -> bool:
+        return len(self._receiving) < self.max_receiving or self._make_room(peer)
 
     def _until_displaceable(self) -> float:
         """Seconds until the call that has waited longest for its message may be displaced."""
@@ -224,27 +239,40 @@ class GrpcReceiver:
         if turn is not None:
             turn.set()
 
-    def _make_room(self) -> bool:
-        """Cancel a call still waiting for its message; its client is told to retry. False
-        when there is none to cancel."""
-        victim = self._victim()
+    def _make_room(self, newcomer: str) -> bool:
+        """Cancel a call still waiting for its message to make room for ``newcomer`` (a peer);
+        its client is told to retry. False when there is none to cancel."""
+        victim = self._victim(newcomer)
         if victim is None:
             return False
         del self._receiving[victim]
         victim.cancel()
         return True
 
-    def _victim(self) -> asyncio.Future[bytes] | None:
+    def _victim(self, newcomer: str) -> asyncio.Future[bytes] | None:
         """The oldest call of the connection holding the most calls waiting, when it holds
         several: a client opening call after call keeps no other connection out, however young
-        its calls. Else the call that has waited longest, when that is at least ``MIN_AGE``."""
+        its calls. Else the oldest call of another client address holding over half the places
+        (``_hogging``): nor do many connections from one address keep other addresses out.
+        Else the call that has waited longest, when that is at least ``MIN_AGE``."""
         crowded = _crowding(peer for _, peer in self._receiving.values())
         if crowded is not None:
             return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
+        hogging = self._hogging(newcomer)
+        if hogging is not None:
+            return next(c for c, (_, p) in self._receiving.items() if _address(p) == hogging)
         oldest = next(iter(self._receiving), None)
         if oldest is None or time.monotonic() - self._receiving[oldest][0] < MIN_AGE:
             return None
         return oldest
+
+    def _hogging(self, newcomer: str) -> str | None:
+        """Another client address than ``newcomer``'s holding several places and over half."""
+        address = _crowding(_address(peer) for _, peer in self._receiving.values())
+        if address is None or address == _address(newcomer):
+            return None
+        held = sum(_address(peer) == address for _, peer in self._receiving.values())
+        return address if 2 * held > self.max_receiving else None
 
     async def _receive(self, requests: AsyncIterator[bytes], peer: str) -> bytes:
         # a task of the coroutine itself: one cancelled before it starts leaves nothing unawaited
@@ -291,6 +319,12 @@ def _crowding(peers: Iterable[str]) -> str | None:
         if count > 1:
             return peer
     return None
+
+
+def _address(peer: str) -> str:
+    """A connection's client address, without its port: ``ipv4:10.0.0.7`` of grpc's peer
+    ``ipv4:10.0.0.7:51234`` (``ipv6:[::1]:51234``: ``ipv6:[::1]``)."""
+    return peer.rpartition(":")[0] or peer
 
 
 def _too_many_calls() -> RequestError:
