@@ -10,8 +10,11 @@ declares much and sends little holds little.
 
 At the connection cap a newcomer first displaces the connection that has waited longest without
 sending a whole request (a client trickling bytes, or an idle keep-alive connection), so a
-handful of slow clients cannot starve the exporters that send whole requests. Every request must
-arrive whole within a deadline that trickling bytes cannot extend (``ClientStream``).
+handful of slow clients cannot starve the exporters that send whole requests. When every such
+connection is too young, one of another client address holding over half the cap is displaced,
+so that connections renewed faster than that from one address cannot keep the others out.
+Every request must arrive whole within a deadline that trickling bytes cannot extend
+(``ClientStream``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import io
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -133,6 +137,14 @@ class Reservation:
         self.held = 0
 
 
+def _client_address(sock: socket.socket) -> str:
+    """The address a connection comes from (its host, not its port); '' once it is gone."""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
+
+
 def _body_cost(body_bytes: int, content_type: str, signal: str) -> int:
     if signal == "metrics":
         return body_bytes * METRICS_COST
@@ -154,6 +166,7 @@ class ClientStream(io.RawIOBase):
     def __init__(self, sock: socket.socket, idle: float, whole: float) -> None:
         super().__init__()
         self.sock = sock
+        self.address = _client_address(sock)
         self.idle = idle
         self.whole = whole
         self.state = IDLE
@@ -206,18 +219,29 @@ class ConnectionTable:
     def admit(self, sock: socket.socket) -> bool:
         """Register ``sock``; False when it must be refused (full of busy or young connections)."""
         with self.lock:
+            stream = ClientStream(sock, self.idle, self.whole)
             if len(self.streams) >= self.cap:
-                victim = self._victim()
+                victim = self._victim() or self._hogging(stream.address)
                 if victim is None:
                     return False
                 victim.evict()
                 del self.streams[victim.sock]
-            self.streams[sock] = ClientStream(sock, self.idle, self.whole)
+            self.streams[sock] = stream
             return True
 
     def _victim(self) -> ClientStream | None:
         oldest = time.monotonic() - MIN_AGE
         candidates = [s for s in self.streams.values() if s.state != BUSY and s.since <= oldest]
+        return min(candidates, key=lambda s: (s.state, s.since), default=None)
+
+    def _hogging(self, newcomer: str) -> ClientStream | None:
+        """The oldest connection not being answered of another client address than
+        ``newcomer`` holding over half the cap, however young."""
+        held = Counter(s.address for s in self.streams.values())
+        address, count = next(iter(held.most_common(1)), ("", 0))
+        if address == newcomer or 2 * count <= self.cap:
+            return None
+        candidates = [s for s in self.streams.values() if s.address == address and s.state != BUSY]
         return min(candidates, key=lambda s: (s.state, s.since), default=None)
 
     def stream(self, sock: socket.socket) -> ClientStream:
