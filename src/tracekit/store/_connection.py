@@ -262,6 +262,11 @@ def _has_wal(file: Path) -> bool:
     return file.with_name(f"{file.name}-wal").exists()
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """A plain connection to an existing store (no schema check), with the busy timeout."""
+    return _connect(path, uri=False)
+
+
 def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
     with _descriptors:
         conn = sqlite3.connect(

@@ -12,6 +12,9 @@ what it is sent, in order, and answers each batch when it has committed it; the 
 the next batch before that answer arrives, so the child need not wait for the parent between
 batches. It exits when the parent closes the pipe, or dies (the pipe then reads end-of-file), so
 it never outlives it.
+
+The child's commits never copy the WAL back into the file themselves: a thread of its own, on a
+connection of its own, does (``WalCopier``).
 """
 
 from __future__ import annotations
@@ -20,20 +23,22 @@ import multiprocessing
 import pickle
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NoReturn
 
 from tracekit.records import LogRecordData
-from tracekit.store._connection import one_line
+from tracekit.store._connection import connect, one_line
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
 
 _LARGE_BATCH = 4 * 1024 * 1024  # pickled bytes past which the writer trims its heap after
+COPY_EVERY = 0.1  # seconds between the WAL copier's looks for frames to copy back
 
 
 class WriterProcessError(RuntimeError):
@@ -152,6 +157,7 @@ def _serve(path: str, conn: Connection) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     map_large_buffers()
     store = Store(path)
+    copier = _copier(store, path)
     while True:
         try:
             payload = conn.recv_bytes()
@@ -168,4 +174,47 @@ def _serve(path: str, conn: Connection) -> None:
         if len(payload) > _LARGE_BATCH:
             del spans, logs, payload
             trim()  # a big batch's memory goes back rather than stay with the writer
+    if copier is not None:
+        copier.close()
     store.close()
+
+
+def _copier(store: Store, path: str) -> WalCopier | None:
+    """A copier, and commits that leave the WAL to it; None, and commits that copy it as SQLite's
+    do, when the store cannot be opened now (each batch's write then says why)."""
+    try:
+        store.create()  # the file exists, private, before another connection opens it
+        copier = WalCopier(path)
+    except Exception:  # whatever it is, the writes that follow report it
+        return None
+    store.leave_checkpoints_to_others()
+    return copier
+
+
+class WalCopier:
+    """Copies committed WAL frames back into the store file, from a thread and connection of
+    its own, every ``COPY_EVERY`` s.
+
+    SQLite's commits do it themselves (its automatic checkpoint, past 1,000 frames), and the
+    batch after waits for them: when a long read ended, for the whole WAL the read had held
+    back. With 300 MB of it, the first commit after took 745 ms, and OpenTelemetry SDK exporters,
+    whose queues overflow meanwhile, dropped spans. A PASSIVE checkpoint takes no write lock and
+    waits for no one, so commits go on while this one copies.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._conn = connect(path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tracekit-wal-copier", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(COPY_EVERY):
+            with suppress(sqlite3.Error):  # busy (another checkpoint), a full disk: next time
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    def close(self) -> None:
+        """Stop copying and close the connection."""
+        self._stop.set()
+        self._thread.join()
+        self._conn.close()

@@ -138,6 +138,12 @@ class Store:
         with self._write_lock:
             self._writer_side()
 
+    def leave_checkpoints_to_others(self) -> None:
+        """Commits no longer copy the WAL back into the file (SQLite's automatic checkpoint):
+        another connection does, as the writer process's ``WalCopier``. (Until ``close``.)"""
+        with self._write_lock:
+            self._writer_side().conn.execute("PRAGMA wal_autocheckpoint = 0")
+
     def apply_retention(self, retention: Retention, now_ns: int | None = None) -> int:
         """Delete what ``retention`` no longer keeps; returns the number of records deleted."""
         now = time.time_ns() if now_ns is None else now_ns
