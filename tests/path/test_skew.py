@@ -439,6 +439,32 @@ def test_a_long_poll_on_a_clock_behind_places_its_process_span_after_the_publish
     ]
 
 
+def test_a_long_poll_begun_before_the_request_does_not_stretch_it(tmp_path: FilePath) -> None:
+    """A pull consumer's long poll began 400 ms before the request did (one clock, no skew):
+    the 150 ms request read 550 ms from the poll's start, the worker came first in its
+    services, and the poll's 512 ms stood on the critical path, the request's 100 ms entry
+    span credited nothing. The poll counts from its message's arrival."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 120)
+    producer = t.publish(root, "orders", 100, 105)
+    t.new_trace()
+    receive = t.span("worker", "receive orders", "CONSUMER", -400, 112, correlated=False)
+    t.consume("worker", "orders", 112, 150, receive, links=[producer])
+    doc = trace_json(tmp_path, t)
+    assert (doc["start_unix_nano"] - T0) / MS == 0.0
+    assert doc["duration_ms"] == 150.0
+    assert doc["services"] == ["shop", "worker"]
+    assert [s["critical_ms"] for s in doc["spans"]] == [100.0, 5.0, 7.0, 38.0]
+    poll = next(s for s in doc["spans"] if s["span_id"] == receive.span_id)
+    assert (poll["start_unix_nano"] - T0) / MS == -400.0  # the span keeps its own times
+    assert doc["warnings"] == []
+    text = CliRunner().invoke(
+        cli, ["trace", t.correlation_id or "", "--store", str(tmp_path / "tracekit.db"),
+              "--format", "text"], env={"COLUMNS": "160"},
+    ).stdout  # fmt: skip
+    assert "-400.0 ms  512.0 ms *    `- worker: receive orders" in text
+
+
 def test_work_under_a_call_that_begins_after_it_ended_is_no_clock_skew() -> None:
     """A job another service begins after the call that asked for it returned (202 Accepted),
     in a span of its own (INTERNAL) under the CLIENT span or linking to it, is no proxy over

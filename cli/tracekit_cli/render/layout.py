@@ -162,9 +162,17 @@ def bar_span(row: Row, total_ms: float, width: int) -> tuple[int, int]:
     """(first column, length) of the row's waterfall bar in a ``width``-column lane."""
     if total_ms <= 0:
         return 0, width
-    start = min(width - 1, int(row.offset_ms / total_ms * width))
-    length = max(1, round(row.duration_ms / total_ms * width))
-    return start, min(length, width - start)
+    start = int(row.offset_ms / total_ms * width)
+    length = round(row.duration_ms / total_ms * width)
+    if start < 0:  # a long poll begun before the request: the lane shows the request's part
+        start, length = 0, length + start
+    start = min(width - 1, start)
+    return start, min(max(1, length), width - start)
+
+
+def format_offset(value: float) -> str:
+    """A row's offset from the request's start, signed: a long poll may begin before it."""
+    return format_ms(value) if value < 0 else "+" + format_ms(value)
 
 
 # (unit, its length in ms, the size from which the next unit takes over), smallest first

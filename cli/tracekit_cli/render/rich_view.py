@@ -27,6 +27,7 @@ from tracekit_cli.render.layout import (
     build_rows,
     depth_marker,
     format_ms,
+    format_offset,
     format_time,
     hop_text,
     summary_line,
@@ -253,7 +254,7 @@ class _SpanLines:
         pad = " " * max(room - _cells(service) - _cells(name), 0)
         start, length = bar_span(row, self.path.duration_ms, self.lane)
         return [
-            (f"{'+' + format_ms(row.offset_ms):>9} ", "dim"),
+            (f"{format_offset(row.offset_ms):>9} ", "dim"),
             (f"{format_ms(row.duration_ms):>9} ", ""),
             (guides, "dim"),
             (marker, "bold yellow" if row.critical else ""),

@@ -21,6 +21,7 @@ from tracekit_cli.render.layout import (
     build_rows,
     depth_marker,
     format_ms,
+    format_offset,
     format_time,
     hop_text,
     summary_line,
@@ -111,7 +112,7 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
     bar = " " * start + ("!" if row.error else "#") * length
     mark = "*" if row.critical else " "
     lines = [
-        f"{'+' + format_ms(row.offset_ms):>9} {format_ms(row.duration_ms):>9} {mark} "
+        f"{format_offset(row.offset_ms):>9} {format_ms(row.duration_ms):>9} {mark} "
         f"{_pad(label, label_width)} |{bar:<{lane}}|"
     ]
     pad = " " * TIMING_WIDTH + _continuation(row)

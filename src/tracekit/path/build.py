@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from tracekit import semconv
 from tracekit.path.collect import TRACE_ID_PATTERN as TRACE_ID
 from tracekit.path.conventions import attribute
-from tracekit.path.critical import critical_path
+from tracekit.path.critical import critical_path, request_start
 from tracekit.path.hops import find_hops
 from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.skew import adjust_clock_skew
@@ -48,7 +48,7 @@ def build_path(
     ordered = preorder(roots)
     if adjust_skew:
         adjust_clock_skew(ordered, notes)
-    start = min(n.start_unix_nano for n in ordered)
+    start = min(request_start(n) for n in ordered)
     end = max(n.end_unix_nano for n in ordered)
     hops = _hops_by_start(ordered, nodes)
     if not adjust_skew:
@@ -101,7 +101,7 @@ def _trace_ids(requested: Iterable[str], ordered: list[PathSpan]) -> list[str]:
 
 
 def _services_by_first_start(ordered: list[PathSpan]) -> list[str]:
-    by_start = sorted(ordered, key=lambda n: (n.start_unix_nano, n.depth))
+    by_start = sorted(ordered, key=lambda n: (request_start(n), n.depth))
     return list(dict.fromkeys(n.service for n in by_start))
 
 

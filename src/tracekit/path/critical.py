@@ -23,7 +23,14 @@ from __future__ import annotations
 from tracekit.path.hops import hop_type
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
-__all__ = ["Window", "critical_path", "is_async_child", "set_self_times", "windows"]
+__all__ = [
+    "Window",
+    "critical_path",
+    "is_async_child",
+    "request_start",
+    "set_self_times",
+    "windows",
+]
 
 Window = tuple[int, int]
 
@@ -36,6 +43,20 @@ def is_async_child(node: PathSpan) -> bool:
     if node.attached_by == ATTACHED_BY_LINK or hop_type(parent.record, node.record) == "messaging":
         return True
     return node.start_unix_nano > parent.end_unix_nano
+
+
+def request_start(node: PathSpan) -> int:
+    """When the request's work in ``node`` began: its start; for a pull consumer's "receive"
+    (a long poll placed by the "process" spans below it that link to the messages), when its
+    message arrived: the poll may have waited long before the request even began, and that
+    wait was not the request's."""
+    parent = node.parent
+    if parent is None or node.attached_by != ATTACHED_BY_LINK or node.record.links:
+        return node.start_unix_nano
+    taken = [child.start_unix_nano for child in node.children if child.record.links]
+    if not taken:
+        return node.start_unix_nano
+    return max(node.start_unix_nano, min(parent.end_unix_nano, *taken))
 
 
 def set_self_times(ordered: list[PathSpan], detached: set[PathSpan]) -> None:
@@ -65,7 +86,7 @@ def windows(
     """
     out: dict[PathSpan, Window] = {}
     for node in ordered:
-        own = (node.start_unix_nano, node.end_unix_nano)
+        own = (request_start(node), node.end_unix_nano)
         parent = node.parent
         if parent is None or node is end or node in detached:
             out[node] = own
