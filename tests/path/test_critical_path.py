@@ -9,6 +9,7 @@ while fulfilment was still publishing.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path as FilePath
 
@@ -316,3 +317,30 @@ def test_time_on_the_path_adds_up_to_the_request_duration(t: Topology) -> None:
         assert span.critical_ns <= span.end_unix_nano - span.start_unix_nano
         if span.critical_ns or span.critical_wait_ns:
             assert span.record.span_id in path.critical_path
+
+
+def test_a_redelivered_message_waits_from_the_failed_delivery_not_the_publish(
+    store_file: FilePath,
+) -> None:
+    """A handler failed (15-40 ms) and the broker delivered the message again 1 s later. The
+    redelivery's queue wait read 1028 ms, the failed handler's 25 ms counted as time queued,
+    and the failed delivery, which the redelivery waited for, was off the critical path. The
+    redelivery now waits from the failed delivery's end, with that delivery on the path."""
+    t = Topology()
+    root = t.span("shop", "POST /order", "SERVER", 0, 20)
+    producer = send(t, root, "orders", 10, 12)
+    failed = t.span("worker", "process orders", "CONSUMER", 15, 40, producer, status="ERROR",
+                    message="boom", attrs=messaging("orders", "process"))  # fmt: skip
+    again = process(t, "worker", "orders", 1040, 1060, producer)
+    with Store(store_file) as store:
+        store.write_spans(t.spans)
+    result = CliRunner().invoke(
+        cli, ["trace", t.correlation_id or "", "--store", str(store_file), "--format", "json"]
+    )
+    doc = json.loads(result.stdout)
+    waits = {h["to_span_id"]: h["queue_wait_ms"] for h in doc["hops"]}
+    assert waits == {failed.span_id: 3.0, again.span_id: 1000.0}
+    assert doc["critical_path"] == [root.span_id, producer.span_id, failed.span_id, again.span_id]
+    spans = {s["span_id"]: (s["critical_ms"], s["critical_wait_ms"]) for s in doc["spans"]}
+    assert spans[failed.span_id] == (25.0, 3.0)
+    assert spans[again.span_id] == (20.0, 1000.0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
 from tracekit.path.conventions import attribute, text, url_path
-from tracekit.path.hops import hop_type
+from tracekit.path.hops import hop_type, queue_wait_ns
 from tracekit.path.model import ATTACHED_BY_LINK
 from tracekit.records import SpanRecord
 
@@ -169,10 +169,10 @@ def _hop_key(kind: str, sender: SpanRecord, receiver: SpanRecord) -> NodeKey:
 
 
 def _queue_wait(kind: str, sender: PathSpan, receiver: PathSpan) -> int:
-    """Consumer start - producer end; never negative (a message taken before publish returned)."""
+    """The message's time in the queue (the path's hop's: ``queue_wait_ns``)."""
     if kind != MESSAGING:
         return 0
-    return max(0, receiver.start_unix_nano - sender.end_unix_nano)
+    return queue_wait_ns(sender, receiver)
 
 
 def batch_anchors(spans: list[PathSpan]) -> dict[int, PathSpan | None]:

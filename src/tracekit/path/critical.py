@@ -20,7 +20,7 @@ from the request's end. Each span gets ``critical_ns``, its own time on the path
 
 from __future__ import annotations
 
-from tracekit.path.hops import hop_type
+from tracekit.path.hops import earlier_delivery, hop_type
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 __all__ = [
@@ -166,12 +166,13 @@ def _cause(
     """Past ``node``'s start: what started it and when; the wait in between is on the path.
 
     A span's cause is its parent in the tree: the caller, the producer of a consumer's message,
-    or the linked message a batch consumer waited for. The roots hang under a virtual span
-    covering the whole request (None).
+    or the linked message a batch consumer waited for; for a redelivered message, the delivery
+    before it, whose end sent the message back to the queue. The roots hang under a virtual
+    span covering the whole request (None).
     """
     start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
-    cause = node.parent
+    cause = earlier_delivery(node) or node.parent
     if cause is None:
         return None, start
     lo, hi = spans[cause]

@@ -17,7 +17,16 @@ from tracekit.path.conventions import text, url_path
 from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
-__all__ = ["MAX_SPANS_BETWEEN", "Key", "calling_span", "find_hops", "hop_type", "make_hop"]
+__all__ = [
+    "MAX_SPANS_BETWEEN",
+    "Key",
+    "calling_span",
+    "earlier_delivery",
+    "find_hops",
+    "hop_type",
+    "make_hop",
+    "queue_wait_ns",
+]
 
 Key = tuple[str, str]
 
@@ -53,13 +62,52 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
             r, semconv.MESSAGING_DESTINATION_NAME
         )
         latency_ns = receiver.end_unix_nano - sender.start_unix_nano
-        # A fast consumer can take the message before the producer's broker call has returned
-        # (and its span ended): no time was spent queued then, never a negative wait.
-        wait = max(0.0, round((receiver.start_unix_nano - sender.end_unix_nano) / 1e6, 3))
+        wait = round(queue_wait_ns(sender, receiver) / 1e6, 3)
     return Hop(
         s.service, r.service, kind, system, destination, s.span_id, r.span_id,
         round(latency_ns / 1e6, 3), wait,
     )  # fmt: skip
+
+
+def queue_wait_ns(sender: PathSpan, receiver: PathSpan) -> int:
+    """How long the message waited in the queue before ``receiver`` took it: since it was
+    published, or for a redelivery since the delivery before it ended (the message was being
+    handled until then)."""
+    earlier = earlier_delivery(receiver) if receiver.parent is sender else None
+    queued_at = max(sender.end_unix_nano, earlier.end_unix_nano if earlier else 0)
+    # A fast consumer can take the message before the producer's broker call has returned
+    # (and its span ended): no time was spent queued then, never a negative wait.
+    return max(0, receiver.start_unix_nano - queued_at)
+
+
+def earlier_delivery(consumer: PathSpan) -> PathSpan | None:
+    """The delivery of the same message that ended last before ``consumer`` began (it failed,
+    was rejected or its worker died, and the broker delivered the message again): another
+    consumer of the same service and destination under the same producer."""
+    sender = consumer.parent
+    if sender is None or hop_type(sender.record, consumer.record) != "messaging":
+        return None
+    earlier = [
+        sibling
+        for sibling in sender.children
+        if sibling is not consumer
+        and sibling.end_unix_nano <= consumer.start_unix_nano
+        and _same_message_taken(sibling.record, consumer.record)
+    ]
+    return max(earlier, key=lambda sibling: sibling.end_unix_nano, default=None)
+
+
+def _same_message_taken(first: SpanRecord, second: SpanRecord) -> bool:
+    """Two consumers of one producer's message by the same service from the same destination
+    (and, where both say, with the same message id)."""
+    ids = [text(r, semconv.MESSAGING_MESSAGE_ID) for r in (first, second)]
+    return (
+        first.kind == second.kind == "CONSUMER"
+        and first.service == second.service
+        and text(first, semconv.MESSAGING_DESTINATION_NAME)
+        == text(second, semconv.MESSAGING_DESTINATION_NAME)
+        and (None in ids or ids[0] == ids[1])
+    )
 
 
 def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:
