@@ -395,6 +395,28 @@ def test_a_proxy_ahead_answering_a_call_is_centred_in_it(tmp_path: FilePath) -> 
     ]
 
 
+def test_a_proxy_ahead_behind_a_mesh_sidecar_is_centred_in_the_sidecar(tmp_path: FilePath) -> None:
+    """The call leaves through a mesh sidecar (its own INTERNAL span under the CLIENT span)
+    and reaches orders' proxy (INTERNAL, over the SERVER span) on a clock 1 s ahead. The
+    proxy, not directly under the CLIENT span, was left 1 s late with no warning: the 100 ms
+    request read 1058 ms, 953 ms of it a wait on nothing."""
+    t = Topology()
+    root = t.span("api", "GET /x", "SERVER", 0, 100)
+    client = t.span("api", "GET /orders", "CLIENT", 10, 60, root)
+    sidecar = t.span("sidecar", "egress", "INTERNAL", 11, 59, client)
+    proxy = t.span("edge", "proxy /orders", "INTERNAL", 1012, 1058, sidecar)
+    server = t.span("orders", "GET /orders", "SERVER", 1013, 1057, proxy)
+    doc = trace_json(tmp_path, t)
+    starts = {s["span_id"]: (s["start_unix_nano"] - T0) / MS for s in doc["spans"]}
+    assert (starts[proxy.span_id], starts[server.span_id]) == (12.0, 13.0)
+    assert doc["duration_ms"] == 100.0
+    assert [s["critical_wait_ms"] for s in doc["spans"]] == [0.0] * 5
+    assert doc["warnings"][0] == (
+        "clock skew adjusted on edge: shifted -1000.0 ms (1 span and their children on the "
+        "same clock)"
+    )
+
+
 def test_a_long_poll_begun_before_its_message_was_sent_is_no_skew(tmp_path: FilePath) -> None:
     """A pull consumer's "receive" span is its long poll (SQS, Kafka): it began 100 ms
     before the message it returned with was published, as one clock records it, and its

@@ -239,9 +239,16 @@ def _served_after_call_ended(
     record = node.record
     if parent.record.kind == "CLIENT":
         is_call = record.kind == "SERVER" or (record.kind == "INTERNAL" and _over_server(node))
+    elif record.kind == "INTERNAL":  # a proxy's span under a mesh sidecar's, over the server
+        is_call = any(_answers_call(child.record, parent_of) for child in node.children)
     else:
-        is_call = record.kind == "SERVER" and calling_span(record, parent_of) is not None
+        is_call = _answers_call(record, parent_of)
     return is_call and record.start_unix_nano > parent.end_unix_nano
+
+
+def _answers_call(record: SpanRecord, parent_of: Callable[[SpanRecord], SpanRecord | None]) -> bool:
+    """A SERVER span that answered a CLIENT span through INTERNAL spans between them."""
+    return record.kind == "SERVER" and calling_span(record, parent_of) is not None
 
 
 def _over_server(node: PathSpan) -> bool:
