@@ -417,6 +417,25 @@ def test_a_proxy_ahead_behind_a_mesh_sidecar_is_centred_in_the_sidecar(tmp_path:
     )
 
 
+def test_a_server_taking_a_timed_out_attempt_late_is_no_clock_skew(tmp_path: FilePath) -> None:
+    """gateway's first attempt timed out at 510 ms and it tried again; orders, overloaded, on
+    a clock that agrees, took the abandoned request at 600 ms, while the call was still on.
+    Its span was centred in the timed-out attempt, -390 ms, with a skew warning on orders."""
+    t = Topology()
+    root = t.span("gateway", "GET /x", "SERVER", 0, 1200)
+    client = t.span("gateway", "GET /orders", "CLIENT", 10, 1100, root)
+    first = t.span("gateway", "attempt 1", "INTERNAL", 10, 510, client, status="ERROR",
+                   message="timed out")  # fmt: skip
+    late = t.span("orders", "GET /orders", "SERVER", 600, 700, first)
+    second = t.span("gateway", "attempt 2", "INTERNAL", 520, 1100, client)
+    t.span("orders", "GET /orders", "SERVER", 800, 1090, second)
+    doc = trace_json(tmp_path, t)
+    start = next(s["start_unix_nano"] for s in doc["spans"] if s["span_id"] == late.span_id)
+    assert (start - T0) / MS == 600.0
+    assert doc["warnings"] == []
+    assert late.span_id not in doc["critical_path"]
+
+
 def test_a_long_poll_begun_before_its_message_was_sent_is_no_skew(tmp_path: FilePath) -> None:
     """A pull consumer's "receive" span is its long poll (SQS, Kafka): it began 100 ms
     before the message it returned with was published, as one clock records it, and its

@@ -242,13 +242,27 @@ def _served_after_call_ended(
     elif record.kind == "INTERNAL":  # a proxy's span under a mesh sidecar's, over the server
         is_call = any(_answers_call(child.record, parent_of) for child in node.children)
     else:
-        is_call = _answers_call(record, parent_of)
+        return _served_after_attempts_ended(node, parent, parent_of)
     return is_call and record.start_unix_nano > parent.end_unix_nano
 
 
 def _answers_call(record: SpanRecord, parent_of: Callable[[SpanRecord], SpanRecord | None]) -> bool:
     """A SERVER span that answered a CLIENT span through INTERNAL spans between them."""
     return record.kind == "SERVER" and calling_span(record, parent_of) is not None
+
+
+def _served_after_attempts_ended(
+    node: PathSpan, parent: PathSpan, parent_of: Callable[[SpanRecord], SpanRecord | None]
+) -> bool:
+    """A SERVER span under the INTERNAL span of one attempt that starts after the whole call
+    ended. One that starts after its attempt ended, while the client was still trying again,
+    is no evidence: an overloaded server takes a timed-out attempt's request late."""
+    record = node.record
+    caller = calling_span(record, parent_of) if record.kind == "SERVER" else None
+    if caller is None:
+        return False
+    call_end = caller.end_unix_nano + parent.shift_ns  # the attempt's clock is its client's
+    return record.start_unix_nano > max(parent.end_unix_nano, call_end)
 
 
 def _over_server(node: PathSpan) -> bool:
