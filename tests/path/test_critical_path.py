@@ -344,3 +344,27 @@ def test_a_redelivered_message_waits_from_the_failed_delivery_not_the_publish(
     spans = {s["span_id"]: (s["critical_ms"], s["critical_wait_ms"]) for s in doc["spans"]}
     assert spans[failed.span_id] == (25.0, 3.0)
     assert spans[again.span_id] == (20.0, 1000.0)
+
+
+def test_a_reply_over_a_queue_puts_the_replier_on_the_critical_path(
+    store_file: FilePath,
+) -> None:
+    """web asks pricing over a queue and waits for the reply on a queue of its own (request/
+    reply). The path credited web's entry span with 98 of the 100 ms and left pricing's 35 ms
+    of work, and both queue waits, off the critical path: the reply is now awaited like a
+    synchronous child, and the path runs through the replier."""
+    t = Topology()
+    root = t.span("web", "POST /quote", "SERVER", 0, 100)
+    ask = send(t, root, "rpc", 10, 12)
+    work = process(t, "pricing", "rpc", 15, 60, ask)
+    answer = send(t, work, "reply-q", 50, 52)
+    reply = process(t, "web", "reply-q", 55, 58, answer)
+    path = stored_path(store_file, t)
+    assert on_path(path) == [
+        "web:POST /quote", "web:send rpc", "pricing:process rpc", "pricing:send reply-q",
+        "web:process reply-q",
+    ]  # fmt: skip
+    assert critical_ms(path, root) == 52.0
+    assert (critical_ms(path, work), wait_ms(path, work)) == (35.0, 3.0)
+    assert (critical_ms(path, reply), wait_ms(path, reply)) == (3.0, 3.0)
+    assert path_total_ms(path) == 100.0

@@ -24,9 +24,11 @@ from tracekit.path.hops import earlier_delivery, hop_type
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 __all__ = [
+    "MAX_REPLY_DEPTH",
     "Window",
     "critical_path",
     "is_async_child",
+    "replies_awaited",
     "request_start",
     "set_self_times",
     "windows",
@@ -96,27 +98,72 @@ def windows(
     return out
 
 
+# ancestors looked through, from a consumer, for the span of its own service awaiting it
+MAX_REPLY_DEPTH = 32
+
+
+def replies_awaited(ordered: list[PathSpan]) -> dict[PathSpan, list[PathSpan]]:
+    """Span -> the reply messages it waited for (request/reply over a queue): a consumer of
+    the span's own service, below it past another service, that ran within it. The caller
+    went on when the reply came back, so the reply is on the path like a synchronous child."""
+    replies: dict[PathSpan, list[PathSpan]] = {}
+    for node in ordered:
+        if node.record.kind == "CONSUMER":
+            waiter = _awaiting(node)
+            if waiter is not None:
+                replies.setdefault(waiter, []).append(node)
+    return replies
+
+
+def _awaiting(reply: PathSpan) -> PathSpan | None:
+    """The span of ``reply``'s service that sent the request out of it and was running all
+    the while the reply was handled (the caller, above its own "publish"), if any."""
+    node, depth = reply.parent, 0
+    while node is not None and node.service == reply.service and depth < MAX_REPLY_DEPTH:
+        node, depth = node.parent, depth + 1  # a publish to itself is not a request out
+    while node is not None and node.service != reply.service and depth < MAX_REPLY_DEPTH:
+        node, depth = node.parent, depth + 1
+    while node is not None and depth < MAX_REPLY_DEPTH and node.service == reply.service:
+        if (
+            node.start_unix_nano
+            <= reply.start_unix_nano
+            <= reply.end_unix_nano
+            <= node.end_unix_nano
+        ):
+            return node
+        node, depth = node.parent, depth + 1
+    return None
+
+
 class _Walk:
-    """The backward walk's state: each span's untried synchronous children, latest end last."""
+    """The backward walk's state: each span's untried synchronous children (and the replies
+    it awaited), latest end last."""
 
     def __init__(
-        self, spans: dict[PathSpan, Window], roots: list[PathSpan], detached: set[PathSpan]
+        self,
+        spans: dict[PathSpan, Window],
+        roots: list[PathSpan],
+        detached: set[PathSpan],
+        replies: dict[PathSpan, list[PathSpan]],
     ) -> None:
         self.spans = spans
         self.roots = roots
         self.detached = detached
+        self.replies = replies
         self.untried: dict[PathSpan | None, list[PathSpan]] = {}
         self.on_path: set[PathSpan] = set()
 
     def latest_child_before(self, node: PathSpan | None, moment: int) -> PathSpan | None:
-        """The untried synchronous child of ``node`` (None: the roots) that ended last by then."""
+        """The untried synchronous child of ``node`` (None: the roots), or reply it awaited,
+        that ended last by then."""
         children = self.roots if node is None else node.children
-        if not children:
+        replies = self.replies.get(node, []) if node is not None else []
+        if not children and not replies:
             return None
         untried = self.untried.get(node)
         if untried is None:
             spans = self.spans
-            untried = [c for c in children if c not in self.detached]
+            untried = [c for c in children if c not in self.detached] + replies
             # by end, and on a tie the earlier start (the longer span) is tried first
             untried.sort(key=lambda c: (spans[c][1], -spans[c][0]))
             self.untried[node] = untried
@@ -136,7 +183,7 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     set_self_times(ordered, detached)
     end = last_to_end(ordered)
     spans = windows(ordered, end, detached)
-    walk = _Walk(spans, roots, detached)
+    walk = _Walk(spans, roots, detached, replies_awaited(ordered))
     node: PathSpan | None = end
     moment = end.end_unix_nano
     while True:
