@@ -436,6 +436,21 @@ def test_a_server_taking_a_timed_out_attempt_late_is_no_clock_skew(tmp_path: Fil
     assert late.span_id not in doc["critical_path"]
 
 
+def test_each_attempt_of_a_retried_call_is_a_hop_of_its_own_length(tmp_path: FilePath) -> None:
+    """A call of 1090 ms made two attempts, the first timing out after 500 ms. Both hops to
+    orders read the whole call's 1090 ms; each now reads its own attempt's."""
+    t = Topology()
+    root = t.span("gateway", "GET /x", "SERVER", 0, 1200)
+    client = t.span("gateway", "GET /orders", "CLIENT", 10, 1100, root)
+    first = t.span("gateway", "attempt 1", "INTERNAL", 10, 510, client, status="ERROR")
+    late = t.span("orders", "GET /orders", "SERVER", 600, 700, first)
+    second = t.span("gateway", "attempt 2", "INTERNAL", 520, 1100, client)
+    answer = t.span("orders", "GET /orders", "SERVER", 800, 1090, second)
+    doc = trace_json(tmp_path, t)
+    latencies = {h["to_span_id"]: h["latency_ms"] for h in doc["hops"]}
+    assert latencies == {late.span_id: 500.0, answer.span_id: 580.0}
+
+
 def test_a_long_poll_begun_before_its_message_was_sent_is_no_skew(tmp_path: FilePath) -> None:
     """A pull consumer's "receive" span is its long poll (SQS, Kafka): it began 100 ms
     before the message it returned with was published, as one clock records it, and its

@@ -4,7 +4,8 @@ An HTTP hop is a CLIENT span with a SERVER child in another service (an RPC such
 named by its ``rpc.system`` and method), or a SERVER descendant through INTERNAL spans only. A
 queue hop is a PRODUCER (or a messaging CLIENT "send") span and a CONSUMER span that is its child
 or links to it; a batch consumer makes one hop per message it links to. Latency is what the
-sending side experienced for HTTP (the client span) and publish start -> handler end for
+sending side experienced for HTTP (the client span, or for a retried call the attempt's, where
+the client library records one span per attempt) and publish start -> handler end for
 messaging; queue wait is consumer start - producer end.
 """
 
@@ -54,7 +55,8 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
     s, r = sender.record, receiver.record
     system: str | None
     if kind == "http":
-        latency_ns, wait = sender.end_unix_nano - sender.start_unix_nano, None
+        timed = _attempt(sender, receiver) or sender
+        latency_ns, wait = timed.end_unix_nano - timed.start_unix_nano, None
         system, destination = _call_target(s, r)
     else:
         system = text(r, semconv.MESSAGING_SYSTEM) or text(s, semconv.MESSAGING_SYSTEM)
@@ -108,6 +110,27 @@ def _same_message_taken(first: SpanRecord, second: SpanRecord) -> bool:
         == text(second, semconv.MESSAGING_DESTINATION_NAME)
         and (None in ids or ids[0] == ids[1])
     )
+
+
+def _attempt(client: PathSpan, server: PathSpan) -> PathSpan | None:
+    """The client library's span (INTERNAL, in the client's service, under its CLIENT span)
+    for the attempt ``server`` answered, when the call was retried: a call retried after a
+    timeout made two hops, and each took its own attempt's time, not the whole call's."""
+    node = server.parent
+    for _ in range(MAX_SPANS_BETWEEN):
+        if node is None or node.record.kind != "INTERNAL":
+            return None
+        if node.parent is client:
+            return node if node.service == client.service and _retried(client) else None
+        node = node.parent
+    return None
+
+
+def _retried(client: PathSpan) -> bool:
+    """Whether the client library recorded more than one attempt under ``client`` (for one
+    attempt, the call's own span is the hop's time, as it always was)."""
+    attempts = [c for c in client.children if c.record.kind == "INTERNAL"]
+    return sum(c.service == client.service for c in attempts) > 1
 
 
 def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:
