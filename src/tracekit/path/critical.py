@@ -61,21 +61,38 @@ def request_start(node: PathSpan) -> int:
     return max(node.start_unix_nano, min(parent.end_unix_nano, *taken))
 
 
-def set_self_times(ordered: list[PathSpan], detached: set[PathSpan]) -> None:
-    """``self_ns`` of every span: its duration minus the union of its synchronous children.
+def set_self_times(
+    ordered: list[PathSpan],
+    detached: set[PathSpan],
+    replies: dict[PathSpan, list[PathSpan]] | None = None,
+) -> None:
+    """``self_ns`` of every span: its duration minus the union of its synchronous children
+    and, for each reply it awaited (``replies_awaited``), the time from the request it sent
+    to the reply's end.
 
     ``detached`` holds the asynchronous children (``is_async_child``).
     """
     for node in ordered:
         lo, hi = node.start_unix_nano, node.end_unix_nano
+        busy = [(c.start_unix_nano, c.end_unix_nano) for c in node.children if c not in detached]
+        busy += [
+            (_sent_from(node, r).start_unix_nano, r.end_unix_nano)
+            for r in (replies or {}).get(node, [])
+        ]
         covered, reach = 0, lo
-        for child in node.children:  # sorted by start
-            if child in detached:
-                continue
-            start, end = max(child.start_unix_nano, reach), min(child.end_unix_nano, hi)
+        for first, last in sorted(busy):
+            start, end = max(first, reach), min(last, hi)
             if end > start:
                 covered, reach = covered + end - start, end
         node.self_ns = hi - lo - covered
+
+
+def _sent_from(waiter: PathSpan, reply: PathSpan) -> PathSpan:
+    """The child of ``waiter`` that ``reply`` descends from: where the request left it."""
+    node = reply
+    while node.parent is not None and node.parent is not waiter:
+        node = node.parent
+    return node
 
 
 def windows(
@@ -180,10 +197,11 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     if not ordered:
         return []
     detached = {n for n in ordered if is_async_child(n)}
-    set_self_times(ordered, detached)
+    replies = replies_awaited(ordered)
+    set_self_times(ordered, detached, replies)
     end = last_to_end(ordered)
     spans = windows(ordered, end, detached)
-    walk = _Walk(spans, roots, detached, replies_awaited(ordered))
+    walk = _Walk(spans, roots, detached, replies)
     node: PathSpan | None = end
     moment = end.end_unix_nano
     while True:

@@ -1,0 +1,43 @@
+"""``tracekit diff`` on request/reply over a queue: web asks pricing over RabbitMQ and waits
+for the reply on a queue of its own. Built through real OpenTelemetry SDK providers into a
+real store (``sdk_requests``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from click.testing import CliRunner
+from sdk_requests import Deployment, Request
+
+from tracekit_cli.main import cli
+
+
+def quote(request: Request, pricing_ms: float) -> None:
+    """web: ask (10-12 ms), pricing works ``pricing_ms``, its reply taken 3 ms after sent."""
+    root = request.entry("web", "/quote", 0, 60 + pricing_ms)
+    ask = request.publish(root, "rpc", 10, 12)
+    work = request.consume("pricing", ask, 15, 20 + pricing_ms)
+    answer = request.publish(work, "reply", 18 + pricing_ms, 19 + pricing_ms)
+    request.consume("web", answer, 22 + pricing_ms, 24 + pricing_ms)
+
+
+def test_a_slower_replier_is_where_the_time_went_not_its_caller(deployment: Deployment) -> None:
+    """pricing took 200 ms longer in B. The diff also reported the caller's self time,
+    78 -> 278 ms, as a change of its own: its wait for the reply counted as its own work. The
+    wait for a reply is now no self time, like the wait for a synchronous call."""
+    a, b = deployment.request(), deployment.request()
+    quote(a, 20)
+    quote(b, 220)
+    deployment.flush()
+    store = str(deployment.store.path)
+    result = CliRunner().invoke(
+        cli, ["diff", a.correlation_id, b.correlation_id, "--store", store, "--format", "json"]
+    )
+    assert result.exit_code == 1, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    labels = {n["id"]: n["label"] for n in doc["nodes"]}
+    timed = [labels.get(c["node"]) for c in doc["changes"] if c["kind"] == "timing"]
+    assert "web: POST /quote" not in timed
+    assert doc["headline"] == "+200.0 ms end to end (+250%): 100% in web -> pricing: rpc"
