@@ -15,6 +15,7 @@ import pty
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
@@ -615,3 +616,42 @@ def test_only_a_traceparent_a_service_accepts_is_answered_with_its_trace_id(
     )
     assert (code, out) == (1, "")
     assert err == f"tracekit: no request found for '{typed}'{hint if hinted else ''}\n"
+
+
+def test_span_ids_repeated_across_traces_keep_each_span_its_own_notes(tmp_path: Path) -> None:
+    """A worker whose SDK numbers span ids per process reuses, in its own trace, the ids of
+    the caller's spans (ids are unique only within a trace). The text view hung the worker's
+    error on the caller's "publish q" row and the queue wait on its entry span; each note now
+    stays on its own span."""
+    t = Topology("req-reused-ids")
+    root = t.span("web", "POST /a", "SERVER", 0, 30)
+    publish = t.publish(root, "q", 10, 12)
+    t.new_trace()
+    consumer = t.consume("worker", "q", 20, 80, links=[publish], correlated=False)
+    charge = t.span("worker", "charge", "INTERNAL", 30, 70, consumer, status="ERROR",
+                    message="card declined")  # fmt: skip
+    t.log(charge, 40, "declined by the bank")
+    reused = {consumer.span_id: root.span_id, charge.span_id: publish.span_id}
+    t.spans = [replace(s, span_id=reused.get(s.span_id, s.span_id),
+                       parent_span_id=reused.get(s.parent_span_id or "", s.parent_span_id))
+               for s in t.spans]  # fmt: skip
+    t.logs = [replace(log, span_id=reused[charge.span_id]) for log in t.logs]
+    store_file = str(write_store(tmp_path / "t.db", t))
+    code, out, err = run("trace", "req-reused-ids", "--store", store_file, "--format", "text")
+    assert (code, err) == (0, "")
+    rows = out.split("\n\n")[1].splitlines()[1:]  # the tree, below its header
+    notes = {}
+    for line in rows:
+        if line.lstrip().startswith("+"):
+            label = line.split(" *")[1].split("|")[0].strip(" `-") if " *" in line else line
+            notes[label] = []
+        else:
+            notes[label].append(line.strip(" |`"))
+    assert notes == {
+        "web: POST /a": [],
+        "web: publish q": [],
+        "worker: process q": ["~ waited 8.0 ms in queue kafka q",
+                              "* request ends here, 50.0 ms after the entry span ended"],
+        "worker: charge": ["! ERROR card declined",
+                           "> 22:13:20.040 INFO declined by the bank"],
+    }  # fmt: skip

@@ -47,27 +47,27 @@ class Row:
 def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) -> list[Row]:
     """Rows in tree order for ``path``; ``limit`` bounds every name and message (the text view
     passes a generous one: piped output must not lose content)."""
-    critical = path.critical_span_ids()
-    errors = {e.span_id: e.message for e in path.errors}
-    arriving: dict[str, list[Hop]] = {}
+    # by (trace id, span id): span ids are unique only within a trace, and a path joins several
+    errors = {(e.trace_id, e.span_id): e.message for e in path.errors}
+    arriving: dict[tuple[str, str], list[Hop]] = {}
     for hop in path.hops:
         if hop.type == "messaging":
-            arriving.setdefault(hop.to_span_id, []).append(hop)
+            arriving.setdefault((hop.to_trace_id, hop.to_span_id), []).append(hop)
     logs = _logs_by_span(path.logs) if with_logs else {}
-    senders = {s.record.span_id: s for s in path.spans} if arriving else {}
+    senders = {s.key: s for s in path.spans} if arriving else {}
     rows = []
     for span, guides, last in _walk(path.spans):
-        span_id = span.record.span_id
-        waited, others = _arrivals(span, arriving.get(span_id, []))
+        key = span.key
+        waited, others = _arrivals(span, arriving.get(key, []))
         rows.append(
             Row(
                 span, guides, last,
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
-                span_id in critical, one_line(span.service, limit or 60),
+                span.on_critical_path, one_line(span.service, limit or 60),
                 one_line(span.record.name, limit or 200),
-                one_line(errors[span_id], limit or 300) if span_id in errors else None,
+                one_line(errors[key], limit or 300) if key in errors else None,
                 waited, _consumed(others, senders, path.start_unix_nano, limit), None,
-                logs.get(span_id, []),
+                logs.get(key, []),
             )
         )  # fmt: skip
     _note_request_end(path, rows)
@@ -78,18 +78,18 @@ def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
     """The hop of the message the span waited for (it hangs under it), and the others."""
     if not hops:
         return None, []
-    parent_id = span.parent.record.span_id if span.parent is not None else None
-    waited = next((h for h in hops if h.from_span_id == parent_id), hops[0])
+    parent = span.parent.key if span.parent is not None else None
+    waited = next((h for h in hops if (h.from_trace_id, h.from_span_id) == parent), hops[0])
     return waited, [h for h in hops if h is not waited]
 
 
 def _consumed(
-    hops: list[Hop], senders: dict[str, PathSpan], start: int, limit: int | None
+    hops: list[Hop], senders: dict[tuple[str, str], PathSpan], start: int, limit: int | None
 ) -> list[str]:
     """One line per other message a batch consumer took: where from, how long queued, when sent."""
     lines = []
     for hop in hops[:MAX_CONSUMED_NOTES]:
-        sender = senders.get(hop.from_span_id)
+        sender = senders.get((hop.from_trace_id, hop.from_span_id))
         sent = f", sent +{format_ms((sender.end_unix_nano - start) / 1e6)}" if sender else ""
         what = one_line(hop.destination or hop.type, limit or 80)
         wait = format_ms(hop.queue_wait_ms or 0.0)
@@ -127,8 +127,8 @@ def unplaced_logs(path: Path) -> list[PathLog]:
     """Log lines of no span the path shows (a span never exported, as a worker that crashed
     mid-job leaves, one cut by ``--max-spans``, or none at all): drawn after the tree, so no
     view loses a line the JSON document has."""
-    shown = {span.record.span_id for span in path.spans}
-    return [log for log in path.logs if log.span_id not in shown]
+    shown = {span.key for span in path.spans}
+    return [log for log in path.logs if (log.trace_id, log.span_id) not in shown]
 
 
 def unplaced_title(path: Path) -> str:
@@ -136,10 +136,10 @@ def unplaced_title(path: Path) -> str:
     return "logs of spans not shown:" if path.spans else "log lines (no span):"
 
 
-def _logs_by_span(logs: list[PathLog]) -> dict[str | None, list[PathLog]]:
-    grouped: dict[str | None, list[PathLog]] = {}
+def _logs_by_span(logs: list[PathLog]) -> dict[tuple[str | None, str | None], list[PathLog]]:
+    grouped: dict[tuple[str | None, str | None], list[PathLog]] = {}
     for log in logs:
-        grouped.setdefault(log.span_id, []).append(log)
+        grouped.setdefault((log.trace_id, log.span_id), []).append(log)
     return grouped
 
 

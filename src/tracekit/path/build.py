@@ -106,8 +106,16 @@ def _services_by_first_start(ordered: list[PathSpan]) -> list[str]:
 
 
 def _hops_by_start(ordered: list[PathSpan], nodes: dict[tuple[str, str], PathSpan]) -> list[Hop]:
-    starts = {n.record.span_id: n.start_unix_nano for n in ordered}
-    return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(hop.to_span_id, 0))
+    starts = {n.key: n.start_unix_nano for n in ordered}
+    return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(_receiver(hop), 0))
+
+
+def _sender(hop: Hop) -> tuple[str, str]:
+    return (hop.from_trace_id, hop.from_span_id)
+
+
+def _receiver(hop: Hop) -> tuple[str, str]:
+    return (hop.to_trace_id, hop.to_span_id)
 
 
 def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]:
@@ -116,10 +124,10 @@ def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]
     the two clocks, mislead (a latency that may be negative, a queue wait of 0); corrected times
     (the default) put the clocks on one line. An HTTP hop's latency is its client's own span:
     one clock, true either way."""
-    starts = {n.record.span_id: n.start_unix_nano for n in ordered}
+    starts = {n.key: n.start_unix_nano for n in ordered}
     notes = []
     for hop in hops:
-        early_ns = starts[hop.from_span_id] - starts[hop.to_span_id]
+        early_ns = starts[_sender(hop)] - starts[_receiver(hop)]
         if hop.type == "messaging" and early_ns > 0:
             what = " ".join(part for part in (hop.system, hop.destination) if part) or hop.type
             notes.append(
@@ -131,7 +139,8 @@ def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]
 
 
 def _error(node: PathSpan) -> PathError:
-    return PathError(node.record.span_id, node.service, error_message(node.record))
+    record = node.record
+    return PathError(record.span_id, node.service, error_message(record), record.trace_id)
 
 
 def error_message(record: SpanRecord) -> str:
@@ -171,6 +180,7 @@ def _place_logs(
         node = nodes.get((log.trace_id or "", log.span_id or ""))
         shift = node.shift_ns if node is not None else 0
         span_id = node.record.span_id if node is not None else log.span_id
+        trace_id = node.record.trace_id if node is not None else None
         placed.append(
             PathLog(
                 log.time_unix_nano + shift,
@@ -178,6 +188,7 @@ def _place_logs(
                 log.service,
                 log.severity_text or severity_name(log.severity_number),
                 log.body[:MAX_LOG_BODY_CHARS],
+                trace_id,
             )
         )
     return sorted(placed, key=lambda log: log.time_unix_nano)

@@ -216,6 +216,8 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
             break
         else:
             node, moment = _cause(node, spans, moment)
+    for node in walk.on_path:
+        node.on_critical_path = True
     return [n.record.span_id for n in ordered if n in walk.on_path]
 
 

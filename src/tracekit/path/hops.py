@@ -67,7 +67,7 @@ def make_hop(kind: str, sender: PathSpan, receiver: PathSpan) -> Hop:
         wait = round(queue_wait_ns(sender, receiver) / 1e6, 3)
     return Hop(
         s.service, r.service, kind, system, destination, s.span_id, r.span_id,
-        round(latency_ns / 1e6, 3), wait,
+        round(latency_ns / 1e6, 3), wait, s.trace_id, r.trace_id,
     )  # fmt: skip
 
 

@@ -49,6 +49,7 @@ class PathSpan:
     self_ns: int = 0  # duration minus the time its synchronous children covered
     critical_ns: int = 0  # its own time on the critical path
     critical_wait_ns: int = 0  # the wait before it on the critical path (a queue wait)
+    on_critical_path: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -106,6 +107,9 @@ class Hop:
     to_span_id: str
     latency_ms: float
     queue_wait_ms: float | None
+    # span ids are unique only within a trace: a path of several traces may repeat one
+    from_trace_id: str = ""
+    to_trace_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The hop object of the ``tracekit.path/v1`` document."""
@@ -129,6 +133,7 @@ class PathError:
     span_id: str
     service: str
     message: str
+    trace_id: str = ""  # span ids are unique only within a trace
 
     def to_json(self) -> dict[str, Any]:
         """The error object of the ``tracekit.path/v1`` document."""
@@ -144,6 +149,7 @@ class PathLog:
     service: str
     severity: str
     body: str
+    trace_id: str | None = None  # of its span, when the path shows it
 
     def to_json(self) -> dict[str, Any]:
         """The log object of the ``tracekit.path/v1`` document."""
