@@ -1,6 +1,6 @@
-"""``tracekit diff`` on request/reply over a queue: web asks pricing over RabbitMQ and waits
-for the reply on a queue of its own. Built through real OpenTelemetry SDK providers into a
-real store (``sdk_requests``).
+"""``tracekit diff`` across queue hops: request/reply over a queue (web asks pricing over
+RabbitMQ and waits for the reply on a queue of its own) and a redelivered message. Built
+through real OpenTelemetry SDK providers into a real store (``sdk_requests``).
 """
 
 from __future__ import annotations
@@ -41,3 +41,24 @@ def test_a_slower_replier_is_where_the_time_went_not_its_caller(deployment: Depl
     timed = [labels.get(c["node"]) for c in doc["changes"] if c["kind"] == "timing"]
     assert "web: POST /quote" not in timed
     assert doc["headline"] == "+200.0 ms end to end (+250%): 100% in web -> pricing: rpc"
+
+
+def test_a_redelivery_waited_in_the_queue_from_the_failed_delivery(deployment: Deployment) -> None:
+    """In B the worker's first delivery was rejected after 25 ms and the broker delivered the
+    message again 1 s later. The diff's queue wait counted the failed handler's 25 ms as time queued
+    (3 -> 1031 ms); the message was queued 3 ms, then 1000 ms after the failure."""
+    a, b = deployment.request(), deployment.request()
+    for request in (a, b):
+        root = request.entry("shop", "/order", 0, 20)
+        sent = request.publish(root, "orders", 10, 12)
+        request.consume("worker", sent, 15, 40)
+        if request is b:  # the first delivery was nacked: the broker delivers it again
+            request.consume("worker", sent, 1040, 1060)
+    deployment.flush()
+    store = str(deployment.store.path)
+    result = CliRunner().invoke(
+        cli, ["diff", a.correlation_id, b.correlation_id, "--store", store, "--format", "json"]
+    )
+    doc: dict[str, Any] = json.loads(result.stdout)
+    worker = next(n for n in doc["nodes"] if n["label"] == "shop -> worker: orders")
+    assert (worker["a"]["queue_wait_ms"], worker["b"]["queue_wait_ms"]) == (3.0, 1003.0)
