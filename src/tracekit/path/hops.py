@@ -26,6 +26,7 @@ __all__ = [
     "find_hops",
     "hop_type",
     "make_hop",
+    "mark_redeliveries",
     "queue_wait_ns",
 ]
 
@@ -84,32 +85,41 @@ def queue_wait_ns(sender: PathSpan, receiver: PathSpan) -> int:
 
 def earlier_delivery(consumer: PathSpan) -> PathSpan | None:
     """The delivery of the same message that ended last before ``consumer`` began (it failed,
-    was rejected or its worker died, and the broker delivered the message again): another
-    consumer of the same service and destination under the same producer."""
-    sender = consumer.parent
-    if sender is None or hop_type(sender.record, consumer.record) != "messaging":
-        return None
-    earlier = [
-        sibling
-        for sibling in sender.children
-        if sibling is not consumer
-        and sibling.end_unix_nano <= consumer.start_unix_nano
-        and _same_message_taken(sibling.record, consumer.record)
-    ]
-    return max(earlier, key=lambda sibling: sibling.end_unix_nano, default=None)
+    was rejected or its worker died, and the broker delivered the message again), as
+    ``mark_redeliveries`` found it."""
+    return consumer.redelivery_of
 
 
-def _same_message_taken(first: SpanRecord, second: SpanRecord) -> bool:
-    """Two consumers of one producer's message by the same service from the same destination
-    (and, where both say, with the same message id)."""
-    ids = [text(r, semconv.MESSAGING_MESSAGE_ID) for r in (first, second)]
-    return (
-        first.kind == second.kind == "CONSUMER"
-        and first.service == second.service
-        and text(first, semconv.MESSAGING_DESTINATION_NAME)
-        == text(second, semconv.MESSAGING_DESTINATION_NAME)
-        and (None in ids or ids[0] == ids[1])
-    )
+def mark_redeliveries(ordered: list[PathSpan]) -> None:
+    """Set ``redelivery_of`` on every consumer that took a message another delivery of it had
+    taken first: a consumer of the same service, destination and message id under the same
+    producer, that ended before it began. Sorted once per message: a poison message delivered
+    thousands of times must not make the engine quadratic."""
+    for sender in ordered:
+        deliveries: dict[tuple[str, str | None, str | None], list[PathSpan]] = {}
+        for child in sender.children:
+            if child.record.kind == "CONSUMER" and hop_type(sender.record, child.record):
+                deliveries.setdefault(_message_of(child.record), []).append(child)
+        for same in deliveries.values():
+            if len(same) > 1:
+                _mark_in_order(same)
+
+
+def _message_of(consumer: SpanRecord) -> tuple[str, str | None, str | None]:
+    return (consumer.service, text(consumer, semconv.MESSAGING_DESTINATION_NAME),
+            text(consumer, semconv.MESSAGING_MESSAGE_ID))  # fmt: skip
+
+
+def _mark_in_order(deliveries: list[PathSpan]) -> None:
+    """Each delivery's ``redelivery_of``: of those ended by its start, the one ended last."""
+    by_end = sorted(deliveries, key=lambda d: d.end_unix_nano)
+    ended, latest, before = 0, None, None
+    for delivery in sorted(deliveries, key=lambda d: d.start_unix_nano):
+        while ended < len(by_end) and by_end[ended].end_unix_nano <= delivery.start_unix_nano:
+            before, latest = latest, by_end[ended]
+            ended += 1
+        # a delivery lasting no time has ended by its own start: the one before it, then
+        delivery.redelivery_of = before if latest is delivery else latest
 
 
 def _attempt(client: PathSpan, server: PathSpan) -> PathSpan | None:

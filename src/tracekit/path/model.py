@@ -50,6 +50,8 @@ class PathSpan:
     critical_ns: int = 0  # its own time on the critical path
     critical_wait_ns: int = 0  # the wait before it on the critical path (a queue wait)
     on_critical_path: bool = False
+    # the delivery of the same message before it, for a message delivered again
+    redelivery_of: PathSpan | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
