@@ -139,8 +139,9 @@ def _attempt(client: PathSpan, server: PathSpan) -> PathSpan | None:
 def _retried(client: PathSpan) -> bool:
     """Whether the client library recorded more than one attempt under ``client`` (for one
     attempt, the call's own span is the hop's time, as it always was)."""
-    attempts = [c for c in client.children if c.record.kind == "INTERNAL"]
-    return sum(c.service == client.service for c in attempts) > 1
+    attempts = (c for c in client.children if c.record.kind == "INTERNAL")
+    own = (c for c in attempts if c.service == client.service)
+    return next(own, None) is not None and next(own, None) is not None  # stops at the second
 
 
 def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:
