@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from click.testing import CliRunner
-from sdk_requests import Deployment, Request
+from sdk_requests import Deployment, Request, _context
 
 from tracekit_cli.main import cli
 
@@ -62,3 +62,27 @@ def test_a_redelivery_waited_in_the_queue_from_the_failed_delivery(deployment: D
     doc: dict[str, Any] = json.loads(result.stdout)
     worker = next(n for n in doc["nodes"] if n["label"] == "shop -> worker: orders")
     assert (worker["a"]["queue_wait_ms"], worker["b"]["queue_wait_ms"]) == (3.0, 1003.0)
+
+
+def test_a_longer_long_poll_before_the_request_is_no_difference(deployment: Deployment) -> None:
+    """A pull consumer's long poll began 50 ms before request A and 400 ms before request B;
+    the requests were alike. The diff said +350 ms end to end (+175%), then, with the path
+    counting the poll from its message, still a self time 167 -> 517 ms of the hop: the poll's
+    wait before the message arrived is no time of the request's."""
+    a, b = deployment.request(), deployment.request()
+    for request, poll in ((a, -50), (b, -400)):
+        root = request.entry("shop", "/order", 0, 120)
+        sent = request.publish(root, "orders", 100, 105)
+        receive = request.span("worker", "receive orders", "CONSUMER", poll, 112,
+                               attrs={"messaging.system": "rabbitmq"})  # fmt: skip
+        request.span("worker", "process orders", "CONSUMER", 112, 150, _context(receive),
+                     links=[sent], attrs={"messaging.system": "rabbitmq",
+                                          "messaging.destination.name": "orders"})  # fmt: skip
+    deployment.flush()
+    store = str(deployment.store.path)
+    result = CliRunner().invoke(
+        cli, ["diff", a.correlation_id, b.correlation_id, "--store", store, "--format", "json"]
+    )
+    doc: dict[str, Any] = json.loads(result.stdout)
+    assert (result.exit_code, doc["changes"]) == (0, [])
+    assert (doc["a"]["duration_ms"], doc["b"]["duration_ms"]) == (150.0, 150.0)

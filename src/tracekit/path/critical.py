@@ -73,7 +73,7 @@ def set_self_times(
     ``detached`` holds the asynchronous children (``is_async_child``).
     """
     for node in ordered:
-        lo, hi = node.start_unix_nano, node.end_unix_nano
+        lo, hi = request_start(node), node.end_unix_nano  # a long poll's wait is not the request's
         busy = [(c.start_unix_nano, c.end_unix_nano) for c in node.children if c not in detached]
         busy += [
             (_sent_from(node, r).start_unix_nano, r.end_unix_nano)
