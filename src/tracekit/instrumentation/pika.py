@@ -74,15 +74,18 @@ class PikaInstrumentor(Instrumentor):
 
     def patch(self, module: ModuleType) -> None:
         from pika import channel as async_channel
+        from pika.spec import BasicProperties
 
         channel = module.BlockingChannel
-        self.wrap(channel, "basic_publish", _traced_publish)
+        # (pika's properties class handed over once: imported per message, it cost a lookup each)
+        traced_publish = functools.partial(_traced_publish, BasicProperties)
+        self.wrap(channel, "basic_publish", traced_publish)
         self.wrap(
             channel,
             "basic_consume",
             functools.partial(self._traced_basic_consume, _CONSUME_PARAMETERS, channel),
         )
-        self.wrap(async_channel.Channel, "basic_publish", _traced_publish)
+        self.wrap(async_channel.Channel, "basic_publish", traced_publish)
         self.wrap(
             async_channel.Channel,
             "basic_consume",
@@ -221,7 +224,11 @@ def _gives_back(settle_key: object, channel: Any, tag: object, multiple: bool) -
 
 
 def _traced_publish(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    properties_type: type,
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     if messaging.publishing():  # inside BlockingChannel's publish, or the caller's own block
         return wrapped(*args, **kwargs)
@@ -229,7 +236,7 @@ def _traced_publish(
         bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
     except TypeError:
         return wrapped(*args, **kwargs)  # pika reports the bad call itself
-    headers = _headers_of(bound)
+    headers = _headers_of(bound, properties_type)
     if headers is None:
         return wrapped(*args, **kwargs)
     exchange, routing_key = str(bound.get("exchange") or ""), str(bound.get("routing_key") or "")
@@ -244,9 +251,9 @@ def _traced_publish(
         return wrapped(**bound)
 
 
-def _headers_of(bound: dict[str, Any]) -> dict[str, Any] | None:
-    """The header table of this message's own properties, put in ``bound``; None if tracekit
-    cannot add one.
+def _headers_of(bound: dict[str, Any], properties_type: type) -> dict[str, Any] | None:
+    """The header table of this message's own properties (a new ``properties_type`` when none
+    are given), put in ``bound``; None if tracekit cannot add one.
 
     The caller's ``BasicProperties`` is copied, never written to: applications reuse one
     properties object for many messages (and threads), which must not carry one message's
@@ -255,21 +262,20 @@ def _headers_of(bound: dict[str, Any]) -> dict[str, Any] | None:
     try:
         given = bound.get("properties")
         if given is None:
-            from pika.spec import BasicProperties
-
-            properties = BasicProperties()
+            properties = properties_type()
         else:
             properties = object.__new__(type(given))
             properties.__dict__.update(vars(given))
-        headers = properties.headers
-        if headers is None:
-            headers = {}
-        elif type(headers) is not dict and not isinstance(headers, Mapping):
-            # (pika sends any mapping: it reads items())
+        given_headers = properties.headers
+        if given_headers is None:
+            headers: dict[str, Any] = {}
+        elif type(given_headers) is dict or isinstance(given_headers, Mapping):
+            headers = dict(given_headers)  # (pika sends any mapping: it reads items())
+        else:
             return None
-        properties.headers = dict(headers)
+        properties.headers = headers
         bound["properties"] = properties
-        return properties.headers  # type: ignore[no-any-return]
+        return headers
     except Exception as error:
         report_once("pika publish headers", error)
         return None
