@@ -126,7 +126,8 @@ class Publication:
 
 def publishing() -> bool:
     """True inside a ``publish`` block: instrumented clients then leave the message alone."""
-    return bool(otel_context.get_value(_PUBLISHING))
+    # (read from the current context itself: asked twice per pika publish, outside and inside)
+    return bool(otel_context.get_current().get(_PUBLISHING))
 
 
 def publish(
@@ -164,7 +165,8 @@ class Publishing:
         self._ended = False
 
     def __enter__(self) -> Publication:
-        safe("messaging publish start", put_back_left)
+        if current_delivery() is not None:  # (none outside a handler: no call to guard)
+            safe("messaging publish start", put_back_left)
         ctx = otel_context.get_current()
         if ctx.get(_PUBLISHING) or instrumentation_suppressed(context=ctx):
             return Publication()
