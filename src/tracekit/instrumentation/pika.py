@@ -135,11 +135,14 @@ class PikaInstrumentor(Instrumentor):
     def _traced_callback(
         self, queue: str, callback: Callable[..., Any], acked_by_app: bool
     ) -> Callable[..., Any]:
+        # The consumer's queue is named once, not per message.
+        destination = amqp.destination_of(queue)
+
         def on_message(channel: Any, method: Any, properties: Any, body: bytes) -> Any:
             if not self.latest_active():  # uninstrumented since: registered consumers run bare
                 return callback(channel, method, properties, body)
             settled_on = channel if acked_by_app else None
-            with delivery_of(queue, method, properties, settled_on):
+            with _delivery_to(destination, method, properties, settled_on):
                 return callback(channel, method, properties, body)
 
         return on_message
@@ -153,7 +156,13 @@ def delivery_of(
     ``settled_on``: the channel the app acks the message on (None when the broker took it as
     acked on delivery): a nack or reject of it there fails the span.
     """
-    destination = amqp.destination_of(queue)
+    return _delivery_to(amqp.destination_of(queue), method, properties, settled_on)
+
+
+def _delivery_to(
+    destination: str, method: Any, properties: Any, settled_on: object
+) -> messaging.Delivery:
+    """``delivery_of`` for a queue already named as spans name it (``amqp.destination_of``)."""
     delivery = messaging.consume(
         getattr(properties, "headers", None),
         system=SYSTEM,
@@ -315,12 +324,13 @@ def _held_generator(
 ) -> Iterator[tuple[Any, Any, Any]]:
     """Re-yield pika's messages; each one's span lasts until the caller asks for the next
     (none once tracekit is uninstrumented: a generator made before goes on bare)."""
+    destination = amqp.destination_of(queue)
     try:
         for message in messages:
             method, properties, _ = message
             # (None, None, None) marks an inactivity timeout
             if method is not None and active():
-                _held.hold(channel, delivery_of(queue, method, properties, settled_on))
+                _held.hold(channel, _delivery_to(destination, method, properties, settled_on))
             yield message
             # Asked for the next: the caller is done with this one, before pika waits for more
             # (on a quiet queue the wait is no part of handling this message).
