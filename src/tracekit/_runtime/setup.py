@@ -48,8 +48,11 @@ class CorrelationSpanProcessor(SpanProcessor):
     instrumentation's CONSUMER span started with ``context=propagate.extract(...)``)."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes
+        if attributes and semconv.CORRELATION_ID in attributes:
+            return  # stamped as started (tracekit's own spans are): no ID to look up
         cid = correlation.span_correlation_id(parent_context, span.kind is SpanKind.SERVER)
-        if cid is not None and not (span.attributes and semconv.CORRELATION_ID in span.attributes):
+        if cid is not None:
             span.set_attribute(semconv.CORRELATION_ID, cid)
 
     def on_end(self, span: ReadableSpan) -> None:
