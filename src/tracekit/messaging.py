@@ -184,13 +184,15 @@ class Publishing:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        started = self._started
-        if started is None or self._publication is None:
+        started, publication = self._started, self._publication
+        if started is None or publication is None:
             return
         otel_context.detach(started[0])
+        if publication.span is None:
+            return  # correlation-only: no span to end, no message to count
         if error is None and self._kept_open:
             if self._settled_later:
-                self._publication._handed_over = (time.time_ns(), perf_counter())
+                publication._handed_over = (time.time_ns(), perf_counter())
             return
         self.end(error)
 
@@ -331,7 +333,7 @@ def _write_headers(
     callers_headers = bool(headers)
     if callers_headers:
         drop_left_by_last_publish(headers, reading.left)
-    drop_replaced(headers, reading.replaced)
+        drop_replaced(headers, reading.replaced)
     reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     remember_left(headers, stamp, reading.left)
