@@ -327,12 +327,13 @@ def _inject_baggage(
     """Write the context's baggage with the correlation ID as its ``correlation.id`` member,
     replacing one the caller's baggage brought (a request whose ``X-Correlation-ID`` won over
     it must not send the other ID downstream beside its own)."""
-    entries = _baggage.entries_in(context)
-    if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) != cid:
-        entries = (
-            {**entries, CORRELATION_BAGGAGE_KEY: cid} if entries else {CORRELATION_BAGGAGE_KEY: cid}
-        )
-    value = _baggage.header(entries, _baggage.properties_in(context)) if entries else None
+    entries, properties = _baggage.entries_in(context), _baggage.properties_in(context)
+    if not entries and not properties:  # no baggage of the caller's: the usual case
+        value = _baggage.correlation_member(cid) if cid is not None else None
+    else:
+        if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) != cid:
+            entries = {**entries, CORRELATION_BAGGAGE_KEY: cid}
+        value = _baggage.header(entries, properties) if entries else None
     if value is not None:
         setter.set(carrier, BAGGAGE, value)
 

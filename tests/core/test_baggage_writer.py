@@ -140,6 +140,13 @@ def test_the_correlation_id_alone_is_one_member() -> None:
     }
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.just("x" * 9000)))
+def test_the_correlation_id_alone_is_written_as_the_many_member_path_writes_it(cid: str) -> None:
+    alone = _baggage.correlation_member(cid)
+    assert alone == _baggage.header({propagation.CORRELATION_BAGGAGE_KEY: cid})
+
+
 _TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~azAZ09", min_size=1, max_size=6)
 _OCTETS = st.text(alphabet="!#$%&'()*+-./:<=>?@[]^_`{|}~az09\"\\;, \t\u00e9", max_size=6)
 

@@ -236,6 +236,17 @@ def header(
     return _within_limits(members, list(entries))
 
 
+def correlation_member(cid: str) -> str | None:
+    """``header({CORRELATION_ID: cid})``, what nearly every message and outgoing request sends
+    (no baggage of the caller's): the one member written straight, without the lists and
+    limits ``header`` builds for many."""
+    member = _CORRELATION_MEMBER_KEY + _value_text(cid)
+    return member if len(member) <= MAX_BYTES else header({CORRELATION_ID: cid})
+
+
+_CORRELATION_MEMBER_KEY = f"{CORRELATION_ID}="  # (a token: written as it is)
+
+
 def _within_limits(members: list[str], keys: list[object]) -> str | None:
     """The members that fit, in order, the correlation member first to be given room."""
     kept = [False] * len(members)
