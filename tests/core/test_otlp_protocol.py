@@ -144,6 +144,41 @@ def test_a_span_with_a_lone_surrogate_loses_neither_itself_nor_its_batch(
     assert (charge.status, charge.status_message) == ("ERROR", "declined \ufffdx")
 
 
+# Spans whose attributes the application filled with large values (a request body, a query's
+# result): the SDK batches spans by count, so one request of 20 spans of 1 MB passed the
+# collector's limit (tracekit's 16 MiB body over HTTP, gRPC's largest message) and was refused
+# whole: ordinary spans batched with them were lost too, with a warning that the collector was
+# unreachable.
+LARGE_SPANS = """
+    import tracekit
+    from opentelemetry import trace
+    tracekit.init("shop")
+    tracer = trace.get_tracer("shop")
+    tracekit.correlation.set_correlation_id("order-9")
+    tracer.start_span("before").end()
+    for n in range(20):
+        with tracer.start_as_current_span(f"export {n}") as span:
+            span.set_attribute("report", "x" * 1_000_000)
+    tracer.start_span("after").end()
+    tracekit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_batch_of_large_spans_reaches_the_collector_whole(
+    grpc_receiver: tuple[Receiver, Path], protocol: str
+) -> None:
+    receiver, store = grpc_receiver
+    result = _run(_exporting_to(receiver, protocol), script=LARGE_SPANS)
+    assert result.returncode == 0, result.stderr
+    assert "could not export" not in result.stderr
+    receiver.stop()
+    with Store(store) as source:
+        spans = source.spans_by_correlation_id("order-9")
+    names = sorted(s.name for s in spans)
+    assert names == sorted(["before", "after", *(f"export {n}" for n in range(20))])
+
+
 # The same text in attributes: the SDK's encoder dropped each such attribute (the span kept)
 # and printed its error with a traceback on the application's stderr.
 LONE_SURROGATE_ATTRIBUTES = """

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -249,7 +249,23 @@ class WatchedSpanExporter(SpanExporter):
         return exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Export through the wrapped exporter and note a failure.
+        """Export through the wrapped exporter, in requests a collector takes
+        (``_export_requests``), and note a failure. After a failed request the rest of the
+        batch is dropped, as a whole batch was: the collector is not taking any.
+
+        The SDK batches by count, whatever the spans hold: 20 spans with a 1 MB attribute each
+        made one request a collector refused whole (413, or gRPC's largest message), and every
+        span batched with them was lost."""
+        result = SpanExportResult.SUCCESS
+        for request in _export_requests(spans, _span_text_size):
+            result = self._export_request(request)
+            if result is SpanExportResult.FAILURE:
+                break
+        self.watch.saw(result is SpanExportResult.FAILURE)
+        return result
+
+    def _export_request(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Export one request's spans.
 
         A failed batch holding text UTF-8 cannot (a lone surrogate: JSON's ``"\\ud800"`` in a
         request body that a span is named after) goes again with U+FFFD in its place: OTLP's
@@ -269,7 +285,6 @@ class WatchedSpanExporter(SpanExporter):
             result = SpanExportResult.FAILURE
         if result is SpanExportResult.FAILURE and (refused or not all(map(_utf8_span, spans))):
             result = self.inner.export([_cleaned_span(span) for span in spans])
-        self.watch.saw(result is SpanExportResult.FAILURE)
         return result
 
     def shutdown(self) -> None:
@@ -300,7 +315,7 @@ class WatchedLogExporter(LogRecordExporter):
         (``_export_requests``), and note a failure. After a failed request the rest of the
         batch is dropped, as a whole batch was: the collector is not taking any."""
         result = LogRecordExportResult.SUCCESS
-        for records in _export_requests(batch):
+        for records in _export_requests(batch, _text_size):
             result = self.inner.export(records)
             if result is LogRecordExportResult.FAILURE:
                 break
@@ -317,26 +332,27 @@ class WatchedLogExporter(LogRecordExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-# The text one export request of log records holds at most: each character is at most 4 bytes
-# of UTF-8, so a request stays under gRPC's default largest message (4 MiB, an OpenTelemetry
-# Collector's) and far under the HTTP receivers' bodies (16 MiB for tracekit's).
+# The text one export request of spans or log records holds at most: each character is at most
+# 4 bytes of UTF-8, so a request stays under gRPC's default largest message (4 MiB, an
+# OpenTelemetry Collector's) and far under the HTTP receivers' bodies (16 MiB for tracekit's).
 MAX_REQUEST_TEXT = 1024 * 1024
-_RECORD_OVERHEAD = 256  # a record's ids, times, severity and encoding, about
+_RECORD_OVERHEAD = 256  # a record's or span's ids, times, severity and encoding, about
 
 
-def _export_requests(batch: Sequence[ReadableLogRecord]) -> Iterator[list[ReadableLogRecord]]:
-    """``batch`` in consecutive parts of at most ``MAX_REQUEST_TEXT`` each (a larger record
-    alone). The SDK batches by count: 512 records at tracekit's bounds (a 16 KiB message and
-    traceback, 32 fields of 1 KiB) made a request of 30 MiB, which a collector refused whole."""
-    part: list[ReadableLogRecord] = []
+def _export_requests(batch: Sequence[T], text_size: Callable[[T], int]) -> Iterator[list[T]]:
+    """``batch`` in consecutive parts of at most ``MAX_REQUEST_TEXT`` each, by ``text_size``
+    (a larger item alone). The SDK batches by count: 512 log records at tracekit's bounds (a
+    16 KiB message and traceback, 32 fields of 1 KiB) made a request of 30 MiB, which a
+    collector refused whole."""
+    part: list[T] = []
     size = 0
-    for record in batch:
-        record_size = _text_size(record)
-        if part and size + record_size > MAX_REQUEST_TEXT:
+    for item in batch:
+        item_size = text_size(item)
+        if part and size + item_size > MAX_REQUEST_TEXT:
             yield part
             part, size = [], 0
-        part.append(record)
-        size += record_size
+        part.append(item)
+        size += item_size
     if part:
         yield part
 
@@ -346,6 +362,16 @@ def _text_size(record: ReadableLogRecord) -> int:
     attributes = record.log_record.attributes or {}
     texts = [str(record.log_record.body), *attributes, *map(str, attributes.values())]
     return _RECORD_OVERHEAD + sum(map(len, texts))
+
+
+def _span_text_size(span: ReadableSpan) -> int:
+    """About how much text ``span`` holds: its name, status, and the names and values of its
+    attributes, its events' and its links'."""
+    groups = [span.attributes, *(e.attributes for e in span.events)]
+    groups += [link.attributes for link in span.links]
+    texts = [span.name, span.status.description or "", *(e.name for e in span.events)]
+    texts += [text for group in groups for pair in (group or {}).items() for text in map(str, pair)]
+    return _RECORD_OVERHEAD * (1 + len(span.events) + len(span.links)) + sum(map(len, texts))
 
 
 def _utf8_span(span: ReadableSpan) -> bool:
