@@ -20,8 +20,10 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self, TypeVar
 
+import wrapt
 from opentelemetry.trace import Span
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -36,7 +38,7 @@ from tracekit._metrics.local import (
     LockFreeCounter,
     local_values,
 )
-from tracekit._runtime.guard import report_once
+from tracekit._runtime.guard import guarded, report_once
 from tracekit.config import signal_exporter
 
 if TYPE_CHECKING:
@@ -877,3 +879,45 @@ def _before_fork() -> None:
 
 
 os.register_at_fork(before=_before_fork)
+
+
+# --- uvicorn's supervisor ---------------------------------------------------------------------
+# ``uvicorn.run("main:app", reload=True)`` below an ``init()`` at the top of main.py, and
+# ``fastapi dev`` (which imports the app's module to find the app), run ``init`` in the
+# supervising process too. It serves no request, yet it held the metrics port: the worker it
+# starts, the one that counts the requests, waited for the port for ever, and scrapes showed the
+# supervisor's empty metrics.
+_SUPERVISORS = (
+    ("uvicorn.supervisors.basereload", "BaseReload"),  # --reload
+    ("uvicorn.supervisors.multiprocess", "Multiprocess"),  # --workers N
+)
+
+
+@guarded(None)
+def _hook_supervisor(module: ModuleType) -> None:
+    supervisor = next(name for path, name in _SUPERVISORS if path == module.__name__)
+    wrapt.wrap_function_wrapper(module, f"{supervisor}.run", _run_without_metrics_port)
+
+
+def _run_without_metrics_port(
+    wrapped: Callable[..., None], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Free the metrics port before the supervisor starts its workers, for one of them."""
+    _release_port()
+    wrapped(*args, **kwargs)
+
+
+@guarded(None)
+def _release_port() -> None:
+    from tracekit._runtime import state
+
+    runtime = state.current()
+    if runtime is None or runtime.metrics_server is None:
+        return
+    server, runtime.metrics_server = runtime.metrics_server, None
+    server.close()
+    _log.debug("tracekit: metrics port freed for uvicorn's workers")
+
+
+for _module, _ in _SUPERVISORS:
+    wrapt.register_post_import_hook(_hook_supervisor, _module)
