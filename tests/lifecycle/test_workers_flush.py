@@ -9,7 +9,9 @@ multiprocessing's finalizers.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -349,3 +351,41 @@ def test_a_child_forked_after_an_otlp_export_exports_on_its_own_connection(
     child_connections = {port for port, name in received if name.endswith(" child")}
     parent_connections = {port for port, name in received if " parent-" in name}
     assert not child_connections & parent_connections, received
+
+
+@pytest.mark.parametrize(
+    "pool", [["--pool", "solo"], ["--pool", "prefork", "-c", "2"]], ids=["solo", "prefork"]
+)
+def test_a_worker_with_a_hung_collector_stops_within_one_export_timeout(
+    service: Service, redis_url: str, pool: list[str]
+) -> None:
+    """The collector takes connections and never answers. The worker's main process flushed at
+    worker_shutdown, then at exit, and (prefork) only after its children had flushed: each
+    waited the whole export timeout, so a 4 s timeout stopped a solo worker in 10 s and a prefork
+    one in 15 s, past the grace period a platform gives before SIGKILL."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    service.write("tasks.py", TASKS)
+    service.start(
+        "-m", "celery", "-A", "tasks", "worker", "-l", "info", "--without-heartbeat",
+        "--without-gossip", "--without-mingle", *pool,
+        BROKER=redis_url, INIT_WHERE="module", TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="4000",
+    )  # fmt: skip
+    try:
+        service.wait_output("ready.")
+        _send_tasks(redis_url)
+        for n in range(N):
+            service.wait_output(f"task {n} ran")
+
+        started = time.monotonic()
+        status = service.terminate()
+        stopped_after = time.monotonic() - started
+    finally:
+        blackhole.close()
+
+    assert status == 0, service.output()
+    # Celery's own stop (a second or two for a prefork pool), then one export timeout.
+    assert stopped_after < 4.0 + 3.0, service.output()

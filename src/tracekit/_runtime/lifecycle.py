@@ -305,10 +305,26 @@ def _hook_celery(signals: ModuleType) -> None:
     signals.worker_shutdown.connect(
         _flush_receiver, weak=False, dispatch_uid="tracekit.lifecycle.worker_shutdown"
     )
+    # ... and first as the stop begins, beside the pool's children stopping (each flushing its
+    # own): with a collector that hangs, one export timeout passes for them all, not one for
+    # the children and then another for the main process.
+    signals.worker_shutting_down.connect(
+        _flush_in_background, weak=False, dispatch_uid="tracekit.lifecycle.worker_shutting_down"
+    )
 
 
 def _flush_receiver(*_: Any, **__: Any) -> None:
-    _flush()
+    _flush_for_stop()
+
+
+def _flush_in_background(*_: Any, **__: Any) -> None:
+    # Sent from Celery's signal handler: the stop it asks for must not wait for the flush.
+    threading.Thread(target=_flush_for_stop, name="tracekit-flush", daemon=True).start()
+
+
+@guarded(None)
+def _flush_for_stop() -> None:
+    state.flush_for_stop()
 
 
 class _ForkToken:

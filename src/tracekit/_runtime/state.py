@@ -330,15 +330,40 @@ def flush_at_exit() -> None:
     delivery report). One export timeout bounds this flush and all the later ones together."""
     global _exit_budget, _late_batch
     _late_batch = _export_batch_size()
-    _exit_budget = Deadline(export_timeout_millis())
+    _exit_budget = Deadline(_left_of_stop_budget())
     with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
         runtime = _current
         if runtime is not None:
             runtime.uninstrument()
-        flush_current(_exit_budget.left_millis())
+        if _exit_budget.left_millis() > 0:
+            flush_current(_exit_budget.left_millis())
         provider = _provider_of_exit
         if provider is not None:  # the processors a host added to it; tracekit's runs on
             _safely("tracer provider shutdown", provider.shutdown)
+
+
+# How long the flushes of a stopping process (Celery's worker shutdown) waited for an export
+# that never ended within its timeout: a collector that takes the connection and never answers.
+# The later flushes of that stop, the one at exit included, wait only what is left of one export
+# timeout; a Celery worker waited for it again at each (two to four times in all).
+_stop_flushes_timed_out_s = 0.0
+
+
+def flush_for_stop() -> None:
+    """Flush as a step of the process stopping; the steps and the flush at exit wait one export
+    timeout in all for a collector that hangs (a flush that ends in time costs nothing)."""
+    global _stop_flushes_timed_out_s
+    left = _left_of_stop_budget()
+    if left <= 0:
+        return
+    started, deadline = time.monotonic(), Deadline(left)
+    flush_current(left)
+    if deadline.left_millis() == 0:
+        _stop_flushes_timed_out_s += time.monotonic() - started
+
+
+def _left_of_stop_budget() -> int:
+    return max(0, export_timeout_millis() - int(_stop_flushes_timed_out_s * 1000))
 
 
 def shut_down_at_exit(provider: TracerProvider) -> None:
