@@ -179,6 +179,35 @@ def test_a_batch_of_large_spans_reaches_the_collector_whole(
     assert names == sorted(["before", "after", *(f"export {n}" for n in range(20))])
 
 
+# One span larger than the collector takes (a 20 MB attribute): it is refused, and the spans
+# sent after it in the batch were dropped with it.
+ONE_SPAN_TOO_LARGE = """
+    import tracekit
+    from opentelemetry import trace
+    tracekit.init("shop")
+    tracer = trace.get_tracer("shop")
+    tracekit.correlation.set_correlation_id("order-9")
+    tracer.start_span("before").end()
+    with tracer.start_as_current_span("export") as span:
+        span.set_attribute("report", "x" * 20_000_000)
+    tracer.start_span("after").end()
+    tracekit.shutdown()
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_span_too_large_for_the_collector_loses_no_other_span(
+    grpc_receiver: tuple[Receiver, Path], protocol: str
+) -> None:
+    receiver, store = grpc_receiver
+    result = _run(_exporting_to(receiver, protocol), script=ONE_SPAN_TOO_LARGE)
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    with Store(store) as source:
+        spans = source.spans_by_correlation_id("order-9")
+    assert sorted(s.name for s in spans) == ["after", "before"]
+
+
 # The same text in attributes: the SDK's encoder dropped each such attribute (the span kept)
 # and printed its error with a traceback on the application's stderr.
 LONE_SURROGATE_ATTRIBUTES = """

@@ -340,14 +340,19 @@ _RECORD_OVERHEAD = 256  # a record's or span's ids, times, severity and encoding
 
 
 def _export_requests(batch: Sequence[T], text_size: Callable[[T], int]) -> Iterator[list[T]]:
-    """``batch`` in consecutive parts of at most ``MAX_REQUEST_TEXT`` each, by ``text_size``
-    (a larger item alone). The SDK batches by count: 512 log records at tracekit's bounds (a
-    16 KiB message and traceback, 32 fields of 1 KiB) made a request of 30 MiB, which a
-    collector refused whole."""
+    """``batch`` in consecutive parts of at most ``MAX_REQUEST_TEXT`` each, by ``text_size``,
+    then each larger item alone. The SDK batches by count: 512 log records at tracekit's bounds
+    (a 16 KiB message and traceback, 32 fields of 1 KiB) made a request of 30 MiB, which a
+    collector refused whole. A larger item goes last: a collector may refuse it, and the
+    requests after a refused one are not sent."""
     part: list[T] = []
     size = 0
+    larger: list[T] = []
     for item in batch:
         item_size = text_size(item)
+        if item_size > MAX_REQUEST_TEXT:
+            larger.append(item)
+            continue
         if part and size + item_size > MAX_REQUEST_TEXT:
             yield part
             part, size = [], 0
@@ -355,6 +360,8 @@ def _export_requests(batch: Sequence[T], text_size: Callable[[T], int]) -> Itera
         size += item_size
     if part:
         yield part
+    for item in larger:
+        yield [item]
 
 
 def _text_size(record: ReadableLogRecord) -> int:
