@@ -218,6 +218,37 @@ def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service:
     assert 2.0 <= stopped_after < 2.0 + 2.0  # it waited the export timeout, and no longer
 
 
+def test_uvicorn_with_a_hanging_collector_stops_within_one_export_timeout(
+    service: Service,
+) -> None:
+    """uvicorn flushes at lifespan shutdown, then raises SIGTERM again: tracekit flushed at
+    both, each waiting the whole export timeout for a collector that never answers (4 s: the
+    server stopped in 8 s)."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    service.write("asgi_app.py", ASGI_APP)
+    port = free_port()
+    service.start(
+        "-m", "uvicorn", "asgi_app:app", "--port", str(port),
+        TRACEKIT_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="4000",
+    )  # fmt: skip
+    try:
+        service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+        _send_requests(port)
+
+        started = time.monotonic()
+        status = service.terminate()
+        stopped_after = time.monotonic() - started
+    finally:
+        blackhole.close()
+
+    assert status == -signal.SIGTERM
+    assert stopped_after < 4.0 + 2.0, service.output()
+
+
 STOP_WITH_A_HANGING_COLLECTOR = """
 import logging, sys, time, tracekit
 from opentelemetry import trace

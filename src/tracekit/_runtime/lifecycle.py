@@ -79,7 +79,8 @@ def lifespan_send(send: Send) -> Send:
         if message.get("type") in _LIFESPAN_ENDS:
             # Blocking, on purpose: at lifespan shutdown every request has finished, and the
             # server may end the process (uvicorn re-raises SIGTERM) as soon as it is told.
-            _flush()
+            # A step of the stop: the flush at that SIGTERM shares its export timeout.
+            _flush_for_stop()
         await send(message)
 
     return send_after_flushing
@@ -154,7 +155,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # done, not in the middle of its exports.
         if state.when_stops_end(lambda: _raise_again(signum)):
             return
-        _bounded(_flush)  # a flush, not a stop: the process may outlive the signal (below)
+        # A flush, not a stop: the process may outlive the signal (below).
+        _bounded(_flush_for_stop)
     _raise_again(signum)
 
 
@@ -171,6 +173,7 @@ def _raise_again(signum: int) -> None:
     if _in_main_thread() and signal.getsignal(signum) is signal.SIG_DFL:
         signal.signal(signum, _on_sigterm)
     _terminating = False
+    state.stop_outlived()
 
 
 # --- SIGTERM noted while the main thread is blocked -------------------------------------------

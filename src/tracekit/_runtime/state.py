@@ -342,10 +342,11 @@ def flush_at_exit() -> None:
             _safely("tracer provider shutdown", provider.shutdown)
 
 
-# How long the flushes of a stopping process (Celery's worker shutdown) waited for an export
-# that never ended within its timeout: a collector that takes the connection and never answers.
-# The later flushes of that stop, the one at exit included, wait only what is left of one export
-# timeout; a Celery worker waited for it again at each (two to four times in all).
+# How long the flushes of a stopping process (Celery's worker shutdown; an ASGI server's lifespan
+# shutdown, then the SIGTERM uvicorn raises again) waited for an export that never ended within
+# its timeout: a collector that takes the connection and never answers. The later flushes of
+# that stop, the one at exit included, wait only what is left of one export timeout; each waited
+# the whole timeout again (a Celery worker two to four times, uvicorn twice).
 _stop_flushes_timed_out_s = 0.0
 
 
@@ -360,6 +361,13 @@ def flush_for_stop() -> None:
     flush_current(left)
     if deadline.left_millis() == 0:
         _stop_flushes_timed_out_s += time.monotonic() - started
+
+
+def stop_outlived() -> None:
+    """The process outlived its stop (a container's PID 1 that SIGTERM does not end): the next
+    stop's flushes have a whole export timeout again."""
+    global _stop_flushes_timed_out_s
+    _stop_flushes_timed_out_s = 0.0
 
 
 def _left_of_stop_budget() -> int:
