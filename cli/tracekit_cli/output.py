@@ -22,12 +22,16 @@ from tracekit_cli.options import EXIT_ERROR, fail, no_color, terminal_width
 # hidden text). They can only stand inside JSON strings, where the \uXXXX form decodes to the
 # same text; printable non-ASCII text stays as it is.
 _MAYBE_UNPRINTABLE = re.compile("[^\x20-\x7e\n]")
+_NOT_ASCII = re.compile("[^\x00-\x7f]")
 
 
 def _escaped(match: re.Match[str]) -> str:
     char = match.group()
-    if char.isprintable():
-        return char
+    return char if char.isprintable() else _json_escape(char)
+
+
+def _json_escape(char: str) -> str:
+    """``char`` as JSON's ``\\uXXXX`` escape, which decodes to the same character."""
     code = ord(char)
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
@@ -38,18 +42,42 @@ def _escaped(match: re.Match[str]) -> str:
 def emit_json(document: Any) -> None:
     """Indented JSON on stdout: non-ASCII kept, every character a terminal acts on escaped."""
     with _stdout_reader_may_leave():
-        click.echo(json_for_terminal(document))
+        click.echo(json_for_terminal(document, getattr(sys.stdout, "encoding", None)))
 
 
-def json_for_terminal(document: Any) -> str:
+def json_for_terminal(document: Any, encoding: str | None = None) -> str:
     """``document`` as indented, standard JSON with no raw character that is not printable
     (controls, bidi, separators, invisible ones); NaN and infinities (attribute values OTLP
-    allows) as OTLP/JSON's strings."""
+    allows) as OTLP/JSON's strings. Characters ``encoding`` (stdout's) lacks are escaped too."""
     try:
         text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
     except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
         text = json.dumps(finite_json(document), indent=2, ensure_ascii=False)
-    return _MAYBE_UNPRINTABLE.sub(_escaped, text)
+    return _escaped_unencodable(_MAYBE_UNPRINTABLE.sub(_escaped, text), encoding)
+
+
+def _escaped_unencodable(text: str, encoding: str | None) -> str:
+    """``text`` with each character ``encoding`` cannot write escaped: the '?' stdout would
+    print instead (a span name's emoji under latin-1) is data lost to a script reading the
+    JSON, and an ID so changed finds nothing. Only strings hold characters beyond ASCII."""
+    if encoding is None or text.isascii() or _encodable(text, encoding):
+        return text
+
+    def escaped(match: re.Match[str]) -> str:
+        char = match.group()
+        return char if _encodable(char, encoding) else _json_escape(char)
+
+    return _NOT_ASCII.sub(escaped, text)
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    except LookupError:  # an encoding Python does not know: stdout would have failed first
+        return True
+    return True
 
 
 def emit_text(render: Callable[[int], str], narrowest: int = 40) -> None:

@@ -8,6 +8,7 @@ on stderr, and exits with the status its result gives.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -98,6 +99,43 @@ def test_characters_the_stdout_encoding_lacks_are_replaced(
     if name == "trace-accented":
         assert ("req-café" if encoding == "latin-1" else "req-caf?") in out
         assert "p?tisserie" in out if encoding == "ascii" else "pâtisserie" in out
+
+
+@pytest.fixture(scope="module")
+def unencodable_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A request whose ID and names have characters latin-1 lacks (an emoji, an arrow)."""
+    request = Topology("req-☕-1")
+    root = request.span("café", "GET /menü → ☕", "SERVER", 500, 600, attrs={"note": "😀"})
+    request.http(root, "kitchen☕", "/brew", 510, 590)
+    path = tmp_path_factory.mktemp("unencodable") / "tracekit.db"
+    with Store(path) as s:
+        for t in (checkout(), request):
+            s.write_spans(t.spans)
+    return path
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+@pytest.mark.parametrize("name", ["trace", "search", "services", "diff"])
+def test_json_keeps_characters_the_stdout_encoding_lacks(
+    unencodable_store: Path, encoding: str, name: str
+) -> None:
+    """`tracekit search --format json` under a latin-1 locale printed the root "GET /menü → ☕"
+    as "GET /menü ? ?" and the correlation ID "req-☕-1" as "req-?-1", which `tracekit trace`
+    then did not find; such characters are now JSON escapes, which decode to the same text."""
+    at = ["--store", str(unencodable_store), "--format", "json"]
+    args = {
+        "trace": ["trace", "req-☕-1", *at],
+        "search": ["search", "--since", SINCE, *at],
+        "services": ["services", "--since", SINCE, *at],
+        "diff": ["diff", "req-checkout-1", "req-☕-1", *at],
+    }[name]
+
+    result = run(args, encoding)
+
+    assert result.stderr == b"" and result.returncode == (1 if name == "diff" else 0)
+    document = json.loads(result.stdout.decode(encoding))  # every byte is the encoding's
+    assert document == json.loads(run(args).stdout.decode())
+    assert "☕" in json.dumps(document, ensure_ascii=False)
 
 
 @pytest.mark.parametrize("fmt", ["rich", "text", "json"])
