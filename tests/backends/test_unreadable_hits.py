@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from go_answers import json_answer
 from otlp_fixtures import recent, tempo_search_hit
 from trace_topologies import checkout
+from tracekit_process import tracekit
 from werkzeug.wrappers import Request, Response
 
 from tracekit.backends._tempo_search import HIT_UNREADABLE, read_hits
@@ -52,6 +53,27 @@ def test_an_answer_with_nothing_readable_is_a_backend_error(answer: Any) -> None
     with pytest.raises(BackendError, match=r"^unreadable search answer from Tempo ") as caught:
         read_hits(answer)
     assert "\x1b" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", [["search"], ["services"], ["trace", "req-checkout-1"]])
+def test_a_search_answer_that_is_no_json_object_is_a_backend_error(
+    serve: Any, command: list[str]
+) -> None:
+    """``--tempo`` pointed at Grafana (with a Grafana token in ``--header``): its own
+    ``/api/search`` lists dashboards, a JSON array, and ``search`` said "no requests match"
+    (exit 1), ``trace`` "no request found", as if Tempo held nothing."""
+
+    def grafana(request: Request) -> Response:
+        return json_answer([{"id": 1, "uid": "tk-overview", "title": "Service overview"}])
+
+    url = serve(grafana).url
+    done = tracekit(*command, "--tempo", url, "--timeout", "5")
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "tracekit: unreadable search answer from Tempo (not a JSON object: is the URL Tempo's "
+        "API?)\n"
+    )
 
 
 def test_search_lists_the_other_hits_and_warns_once(serve: Any) -> None:

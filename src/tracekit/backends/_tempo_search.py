@@ -161,8 +161,12 @@ class Hit:
 def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
     """The hits of one search answer; BackendError if it is malformed. A hit timed out of range
     or unreadable is left out, and ``dropped`` told (``HIT_TIME_OUT_OF_RANGE``,
-    ``HIT_UNREADABLE``); an answer of unreadable hits only is a BackendError, not "none found"."""
-    traces = answer.get("traces") if isinstance(answer, dict) else None
+    ``HIT_UNREADABLE``); an answer of unreadable hits only, or no JSON object at all, is a
+    BackendError, not "none found"."""
+    if not isinstance(answer, dict):  # Grafana's own /api/search (dashboards) answers a list
+        raise BackendError("unreadable search answer from Tempo (not a JSON object: is the URL "
+                           "Tempo's API?)")  # fmt: skip
+    traces = answer.get("traces")
     if not isinstance(traces, list | None):
         raise BackendError("unreadable search answer from Tempo (traces is not a list)")
     hits, unreadable = [], []
