@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,27 @@ def test_limit_keeps_the_first_rows_of_the_listing(store: Path) -> None:
     assert [cid for cid, _ in everything] == ["req-checkout-1", "req-incident-9"]
     for n in range(1, len(everything) + 1):
         assert listed(store, "--since", SINCE, "--limit", str(n)) == everything[:n]
+
+
+def test_text_columns_stay_aligned_past_a_wide_correlation_id(tmp_path: Path) -> None:
+    """A correlation ID with CJK characters (two terminal columns each, from an SDK that is not
+    tracekit's) was padded by its length in characters: its trace ID and root stood two columns
+    to the right of every other row's."""
+    tokyo = Topology("req-東京-1")
+    tokyo.span("tokyo", "GET /menu", "SERVER", 0, 100)
+    path = write_store(tmp_path / "wide.db", checkout(), tokyo)
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "text")
+
+    def trace_id_column(line: str) -> int:
+        found = re.search(r"trace id|[0-9a-f]{32}", line)
+        assert found is not None
+        return sum(
+            2 if unicodedata.east_asian_width(c) == "W" else 1 for c in line[: found.start()]
+        )
+
+    assert code == 0 and "req-東京-1" in out
+    assert {trace_id_column(line) for line in out.splitlines()} == {64}
 
 
 def test_order_limit_and_since_follow_the_start_shown(tmp_path: Path) -> None:

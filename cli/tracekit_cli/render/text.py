@@ -159,7 +159,7 @@ def _footer(path: Path) -> list[str]:
 def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
     """``tracekit search`` as a text table (``-`` where a request has no correlation ID)."""
     ids = [_text(r.correlation_id) if r.correlation_id else "-" for r in requests]
-    id_width = max([len("correlation id"), *map(len, ids)])
+    id_width = max([len("correlation id"), *map(_cells, ids)])
     lines = [
         f"{'start (UTC)':<23}  {'duration':>9}  {'spans':>5}  {'err':<3}  "
         f"{'correlation id':<{id_width}}  {'trace id':<32}  root"
@@ -167,7 +167,7 @@ def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
     for r, cid in zip(requests, ids, strict=True):
         lines.append(
             f"{format_time(r.start_unix_nano)[:23]:<23}  {format_ms(r.duration_ms):>9}  "
-            f"{r.span_count:>5}  {'yes' if r.error else '':<3}  {cid:<{id_width}}  "
+            f"{r.span_count:>5}  {'yes' if r.error else '':<3}  {_pad(cid, id_width)}  "
             f"{r.trace_id:<32}  {_text(r.root_service)}: {_text(r.root_name)}"
         )
     return "\n".join(line.rstrip() for line in lines) + "\n"
