@@ -168,14 +168,8 @@ LARGE_SPANS = """
 def test_a_batch_of_large_spans_reaches_the_collector_whole(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
-    receiver, store = grpc_receiver
-    result = _run(_exporting_to(receiver, protocol), script=LARGE_SPANS)
-    assert result.returncode == 0, result.stderr
-    assert "could not export" not in result.stderr
-    receiver.stop()
-    with Store(store) as source:
-        spans = source.spans_by_correlation_id("order-9")
-    names = sorted(s.name for s in spans)
+    names, stderr = _order_9_stored(grpc_receiver, protocol, LARGE_SPANS)
+    assert "could not export" not in stderr
     assert names == sorted(["before", "after", *(f"export {n}" for n in range(20))])
 
 
@@ -199,13 +193,22 @@ ONE_SPAN_TOO_LARGE = """
 def test_a_span_too_large_for_the_collector_loses_no_other_span(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
+    names, _ = _order_9_stored(grpc_receiver, protocol, ONE_SPAN_TOO_LARGE)
+    assert names == ["after", "before"]
+
+
+def _order_9_stored(
+    grpc_receiver: tuple[Receiver, Path], protocol: str, script: str
+) -> tuple[list[str], str]:
+    """The names of the spans of ``order-9`` the collector stored once ``script`` exported over
+    ``protocol`` and ended; and the script's stderr."""
     receiver, store = grpc_receiver
-    result = _run(_exporting_to(receiver, protocol), script=ONE_SPAN_TOO_LARGE)
+    result = _run(_exporting_to(receiver, protocol), script=script)
     assert result.returncode == 0, result.stderr
     receiver.stop()
     with Store(store) as source:
         spans = source.spans_by_correlation_id("order-9")
-    assert sorted(s.name for s in spans) == ["after", "before"]
+    return sorted(s.name for s in spans), result.stderr
 
 
 # The same text in attributes: the SDK's encoder dropped each such attribute (the span kept)
