@@ -49,6 +49,7 @@ __all__ = [
     "BORN_STEPS",
     "FAMILIES",
     "LOOKBACK",
+    "LOOKBACK_MS",
     "MAX_BOUND_SECONDS",
     "MAX_REQUESTS",
     "MAX_SERIES",
@@ -71,6 +72,7 @@ BORN_STEPS = 1000
 # How far before the window's start a series' last sample shows it existed then: Prometheus'
 # default lookback, the reach of an instant selector.
 LOOKBACK = "5m"
+LOOKBACK_MS = 5 * 60 * 1000  # the same, to add to a window's length
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +161,25 @@ def _from_zero(series: str, window: Window) -> str:
     shift = -window.end_ms % step
     shifted = f" offset {_duration(shift)}" if shift else ""
     # Its last value, stale or not: a scrape that failed marks it stale until the next, and read
-    # as 0 meanwhile it looked like a restart, its count counted twice. Back no further than
-    # LOOKBACK, where the series had no sample (else it existed: not born).
-    held = f"last_over_time({series}[{LOOKBACK}]{shifted})"
+    # as 0 meanwhile it looked like a restart, its count counted twice.
+    held = f"({_held(series, window, shifted)} or last_over_time({series}[{LOOKBACK}]{shifted}))"
     every_series = f"last_over_time({series}[{window.length}] @ end())"  # its labels, every step
     # + 0 and * 0 both drop the metric name, so that `or` gives one series, not two
     steps = f"(({held} + 0) or ({every_series} * 0))[{window.length}:{_duration(step)}]"
     return f"increase({steps} @ {_seconds(window.end_ms + shift)})"
+
+
+def _held(series: str, window: Window, shifted: str) -> str:
+    """Each series' last value in the window's length before a step: held through an outage of
+    any length (Prometheus restarted, a target unreachable for minutes), where holding it only
+    ``LOOKBACK`` read it as 0 and back, a restart, and counted what it served before twice.
+
+    Only for series with no sample in that length before the window (nor in ``LOOKBACK`` before
+    it): such a sample is an earlier life's (a version rolled back and deployed again), whose
+    count is not the window's. Those are held ``LOOKBACK`` only, where they had none."""
+    length = window.end_ms - window.start_ms
+    earlier = f"{series}[{_duration(length + LOOKBACK_MS)}] @ {_seconds(window.start_ms)}"
+    return f"(last_over_time({series}[{window.length}]{shifted}) unless last_over_time({earlier}))"
 
 
 def _duration(millis: int) -> str:
