@@ -1,4 +1,4 @@
-"""`tracekit canary --prometheus` when a canary's series go unscraped for longer than 5 minutes.
+"""`tracekit canary --prometheus` when a version's series go unscraped for longer than 5 minutes.
 
 A series born in the window is counted from zero, held at its last value while it has no sample
 (a failed scrape). As found in review: held only Prometheus' 5-minute lookback, a canary whose
@@ -6,6 +6,9 @@ target went unscraped for 10 minutes (Prometheus restarted, the pod unreachable)
 5 and back at its count when scraped again: a restart, so its 1,125 requests before the outage
 were counted twice (4,665 requests for 3,540, and its failures twice). A real pod restart inside
 the outage, and a canary deployed before, rolled back and deployed again, must still count right.
+And a baseline unscraped across the window's start (no sample in the 5 minutes before it) was
+read as born in the window and counted from 0: its two hours before the window were in it
+(10,800 requests for 3,600).
 
 The series are written with ``promtool``'s backfill into a real Prometheus' storage: an outage of
 minutes cannot be waited for in a test. Outside CI a missing binary skips; with CI=true it fails.
@@ -31,6 +34,8 @@ SCRAPE = 15  # seconds between samples
 WINDOW = 3600
 BORN = 60  # the canaries' first sample, after the window's start
 OUTAGE = (1200, 1800)  # no sample of the outage canaries in these seconds of the window
+ACROSS_START = (-310, 240)  # nor of the baseline 1.1.0 in these
+LAST_BEFORE_START = 315  # seconds before the window: its last sample there
 FAIL_EVERY = 100  # each version fails one request in 100 (each failure its own series)
 
 
@@ -61,6 +66,8 @@ def _backfill(directory: Path, start: int) -> None:
     inside = (start + OUTAGE[0], start + OUTAGE[1])
     born, end = start + BORN, start + WINDOW
     lines = _samples(BASELINE, start - 600, end)
+    across = (start + ACROSS_START[0], start + ACROSS_START[1])
+    lines += _samples("1.1.0", start - 7200, end, gap=across)
     lines += _samples("2.0.0", born, end, gap=inside)  # unscraped for 10 minutes
     lines += _samples("3.0.0", born, end, gap=inside, restart=inside[1])  # and restarted
     lines += _samples("4.0.0", start - 1800, start - 600) + _samples("4.0.0", born, end)
@@ -110,3 +117,14 @@ def test_an_unscraped_canary_counts_each_request_once(
     assert found["requests"] == served
     if version != "3.0.0":
         assert found["errors"] == served // FAIL_EVERY
+
+
+def test_a_baseline_unscraped_across_the_start_counts_from_its_last_value_before_it(
+    prometheus: tuple[str, int],
+) -> None:
+    """Its requests of the outage's minutes before the window cannot be told apart from
+    those inside: they are counted in, as the first scrape after an outage puts them."""
+    url, start = prometheus
+    run = CanaryRun(url, Path("unused.db"), _iso(start), _iso(start + WINDOW))
+    _, doc = canary_json(run, "1.1.0", "3.0.0", "--prometheus", url)
+    assert doc["baseline"]["requests"] == WINDOW + LAST_BEFORE_START

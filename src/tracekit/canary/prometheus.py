@@ -151,7 +151,8 @@ def _counted(series: str, window: Window, *, born: bool = False) -> str:
 
 def _from_zero(series: str, window: Window) -> str:
     """``increase()`` of each series over ``window`` as if it were 0 before its first scrape
-    and kept its last value while it had none (a failed scrape, a pod not yet recreated after a
+    (or at its last value before the window, see ``_at_start``) and kept its last value while it
+    had none (a failed scrape, a pod not yet recreated after a
     restart): its first value counts as growth, and a reset after it as a reset. Read at
     ``BORN_STEPS`` steps, the last at the window's end (a series' first value alone, its
     minimum, is lost when it resets)."""
@@ -160,26 +161,28 @@ def _from_zero(series: str, window: Window) -> str:
     # each reads ``shift`` back, so that the last reads the window's end and nothing after it.
     shift = -window.end_ms % step
     shifted = f" offset {_duration(shift)}" if shift else ""
-    # Its last value, stale or not: a scrape that failed marks it stale until the next, and read
-    # as 0 meanwhile it looked like a restart, its count counted twice.
-    held = f"({_held(series, window, shifted)} or last_over_time({series}[{LOOKBACK}]{shifted}))"
+    # Its last value, stale or not, back to the window's start: a scrape that failed marks it
+    # stale until the next, and one unscraped for minutes (Prometheus restarted, the pod
+    # unreachable) has no sample in LOOKBACK; read as 0 meanwhile it looked like a restart, and
+    # what it served before was counted twice.
+    held = f"(last_over_time({series}[{window.length}]{shifted}) or {_at_start(series, window)})"
     every_series = f"last_over_time({series}[{window.length}] @ end())"  # its labels, every step
     # + 0 and * 0 both drop the metric name, so that `or` gives one series, not two
     steps = f"(({held} + 0) or ({every_series} * 0))[{window.length}:{_duration(step)}]"
     return f"increase({steps} @ {_seconds(window.end_ms + shift)})"
 
 
-def _held(series: str, window: Window, shifted: str) -> str:
-    """Each series' last value in the window's length before a step: held through an outage of
-    any length (Prometheus restarted, a target unreachable for minutes), where holding it only
-    ``LOOKBACK`` read it as 0 and back, a restart, and counted what it served before twice.
+def _at_start(series: str, window: Window) -> str:
+    """Each series' last value before the window (back the window's length and ``LOOKBACK``):
+    where a step has no sample of the window yet, its count stands there, not at 0.
 
-    Only for series with no sample in that length before the window (nor in ``LOOKBACK`` before
-    it): such a sample is an earlier life's (a version rolled back and deployed again), whose
-    count is not the window's. Those are held ``LOOKBACK`` only, where they had none."""
-    length = window.end_ms - window.start_ms
-    earlier = f"{series}[{_duration(length + LOOKBACK_MS)}] @ {_seconds(window.start_ms)}"
-    return f"(last_over_time({series}[{window.length}]{shifted}) unless last_over_time({earlier}))"
+    A series is born in the window when it has no sample in ``LOOKBACK`` before it; one unscraped
+    across the start (Prometheus restarted, its target unreachable for minutes) has one earlier,
+    and read from 0 it counted its whole life before the window (10,800 requests of a baseline
+    for 3,600). A version rolled back and deployed again starts below its earlier count: a
+    reset, which counts that count back."""
+    reach = _duration(window.end_ms - window.start_ms + LOOKBACK_MS)
+    return f"last_over_time({series}[{reach}] @ {_seconds(window.start_ms)})"
 
 
 def _duration(millis: int) -> str:
