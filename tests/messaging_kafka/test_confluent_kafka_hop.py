@@ -474,6 +474,37 @@ def test_produce_batch_is_traced_as_one_send_of_the_request(
     assert "without trace context" in caplog.text and "produce_batch" in caplog.text
 
 
+@pytest.mark.skipif(
+    not hasattr(confluent_kafka.cimpl.Producer, "produce_batch"), reason="no produce_batch"
+)
+@pytest.mark.parametrize("batch_callback", ["on_delivery", "setting"])
+def test_delivery_callbacks_of_a_batch_run_in_the_callers_context(
+    kafka_bootstrap: str, topic: str, batch_callback: str
+) -> None:
+    """As produce()'s do: a message's own callback and the batch's (given, or the producer's
+    setting) run in the context produce_batch was called in, not in flush()'s; the caller's
+    message dicts keep their own callbacks."""
+    seen: list[tuple[str, str | None]] = []
+
+    def reported(name: str) -> Any:
+        return lambda error, message: seen.append((name, tracekit.correlation_id()))
+
+    setting = {"on_delivery": reported("batch")} if batch_callback == "setting" else {}
+    given = {"on_delivery": reported("batch")} if batch_callback == "on_delivery" else {}
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap, **setting})
+    own = reported("own")
+    batch = [{"value": b"m0", "callback": own}, {"value": b"m1"}]
+    token = tracekit.correlation.set_correlation_id("order-batch-2")
+    try:
+        queued = producer.produce_batch(topic, batch, partition=0, **given)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert producer.flush(10) == 0
+    assert queued == 2
+    assert sorted(seen) == [("batch", "order-batch-2"), ("own", "order-batch-2")]
+    assert batch == [{"value": b"m0", "callback": own}, {"value": b"m1"}]
+
+
 def test_a_group_given_as_a_keyword_names_the_consumer_group(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

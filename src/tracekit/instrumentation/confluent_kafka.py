@@ -23,6 +23,8 @@ instrumented (``from confluent_kafka.cimpl import Producer``, those two wrappers
   a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``).
 - ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
   taking none: the batch gets one PRODUCER span, and no context travels with its messages.
+  Its delivery callbacks (each message's own, the batch's, the producer's setting) run in the
+  context ``produce_batch`` was called in, as ``produce``'s do.
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
   ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
   Messages carrying an error (``msg.error()``) get no span.
@@ -37,9 +39,10 @@ the collection, which may run where a lock that ending a span takes is held).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -58,6 +61,10 @@ from tracekit.instrumentation._kafka import SYSTEM
 # ``on_delivery``; None there means the producer's ``on_delivery`` setting.
 _HEADERS_POSITION = 7
 _CALLBACK_SLOTS = (("callback", 4), ("on_delivery", 5))
+# produce_batch(topic, messages, partition, callback, on_delivery): the same rule, its own places.
+_BATCH_CALLBACK_SLOTS = (("callback", 3), ("on_delivery", 4))
+
+_CallbackSlots = tuple[tuple[str, int], ...]
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
 # The operation name of the span recording a failure reported after the send's span ended.
@@ -163,7 +170,11 @@ def _traced_producer_class(base: type) -> type:
         def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
             if not _traced(self):
                 return super().produce_batch(*args, **kwargs)
-            return _traced_batch(super().produce_batch, args, kwargs)
+            args, kwargs = _delivered_in_callers_context(
+                args, kwargs, self._tracekit_on_delivery, _BATCH_CALLBACK_SLOTS
+            )
+            with _own_callbacks_in_callers_context(args, kwargs):
+                return _traced_batch(super().produce_batch, args, kwargs)
 
     if not hasattr(base, "produce_batch"):  # an older confluent-kafka: no such method
         del Producer.produce_batch
@@ -192,29 +203,59 @@ def _traced_batch(
 
 
 def _delivered_in_callers_context(
-    args: tuple[Any, ...], kwargs: dict[str, Any], default: object
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    default: object,
+    slots: _CallbackSlots = _CALLBACK_SLOTS,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``produce``'s arguments with its delivery callback (the message's own, else ``default``,
     the producer's ``on_delivery`` setting) run in the context ``produce`` was called in.
     librdkafka calls it from whichever later ``poll()`` or ``flush()`` serves the report, where
     another request (or none) is current: its log lines, and a retry it sends, would belong to
-    that one."""
-    slot, callback = _delivery_callback(args, kwargs)
+    that one. ``slots``: where the call takes its callback (``produce``'s, or ``produce_batch``'s
+    for the messages of a batch without one of their own)."""
+    slot, callback = _delivery_callback(args, kwargs, slots)
     callback = default if callback is None else callback
     if not callable(callback):
         return args, kwargs  # none, or one confluent-kafka refuses, as without tracekit
     return _with_callback(args, kwargs, slot, _run_in(contextvars.copy_context(), callback))
 
 
-def _delivery_callback(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int | str, Any]:
+def _delivery_callback(
+    args: tuple[Any, ...], kwargs: dict[str, Any], slots: _CallbackSlots = _CALLBACK_SLOTS
+) -> tuple[int | str, Any]:
     """Where the message's delivery callback is given (where to give one, if nowhere), and the
     callback: None when the producer's ``on_delivery`` setting serves the message."""
-    for name, position in _CALLBACK_SLOTS:
+    for name, position in slots:
         if len(args) > position:
             return position, args[position]
         if name in kwargs:
             return name, kwargs[name]
     return "on_delivery", None
+
+
+@contextlib.contextmanager
+def _own_callbacks_in_callers_context(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterator[None]:
+    """While ``produce_batch`` takes the batch: each message's own ``callback`` (which serves it
+    over the batch's) runs in the caller's context, as ``produce``'s does. Swapped in the
+    caller's dicts and put back after: confluent-kafka marks the messages it refused in those
+    very dicts (``_error``), and librdkafka keeps the callback it was handed."""
+    messages = args[1] if len(args) > 1 else kwargs.get("messages")
+    own = [
+        (message, message["callback"])
+        for message in (messages if isinstance(messages, list) else ())
+        if isinstance(message, dict) and callable(message.get("callback"))
+    ]
+    context = contextvars.copy_context()
+    for message, callback in own:
+        message["callback"] = _run_in(context, callback)
+    try:
+        yield
+    finally:
+        for message, callback in own:
+            message["callback"] = callback
 
 
 def _with_callback(
@@ -226,7 +267,9 @@ def _with_callback(
 
 
 def _run_in(context: contextvars.Context, callback: Callable[..., Any]) -> Callable[..., Any]:
-    return lambda *report: context.run(callback, *report)
+    # A copy per report: a batch's reports share one callback, which two threads' poll() may
+    # run at once, and a Context can be entered by one of them at a time.
+    return lambda *report: context.copy().run(callback, *report)
 
 
 def _settling(config: dict[str, Any]) -> _kafka.Settling:
