@@ -264,6 +264,37 @@ def test_a_record_near_max_request_size_goes_without_headers(
     assert all(s.attributes and s.attributes["correlation.id"] == "big-record-1" for s in sent)
 
 
+def test_a_serialized_record_near_max_request_size_goes_without_headers(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """With a serializer the record's size is known only inside send(): 900 serialized bytes
+    fit max_request_size=1000 and went out without tracekit, but with its headers send() raised
+    MessageSizeTooLargeError (1028 bytes). The record goes out bare, with its span; one too
+    large on its own is refused as without tracekit."""
+    kp = kafka.KafkaProducer(
+        bootstrap_servers=kafka_bootstrap,
+        api_version=KAFKA_PYTHON_API_VERSION,
+        max_request_size=1000,
+        value_serializer=str.encode,
+    )
+    token = tracekit.correlation.set_correlation_id("big-record-2")
+    try:
+        kp.send(topic, "x" * 900, partition=0).get(timeout=10)
+        kp.send(topic, "small", partition=0).get(timeout=10)
+        with pytest.raises(kafka.errors.MessageSizeTooLargeError):
+            kp.send(topic, "x" * 1000, partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    kp.close()
+    kc = consumer(kafka_bootstrap, topic)
+    big, small = next(kc), next(kc)
+    kc.close()
+    assert (big.value, big.headers) == (b"x" * 900, [])
+    assert "traceparent" in dict(small.headers)
+    sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert [s.status.status_code for s in sent] == [StatusCode.UNSET] * 2 + [StatusCode.ERROR]
+
+
 def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) -> None:
     """send() only buffers the record; when its broker goes away it expires in the buffer and
     the future fails. The span keeps send()'s timing and is failed; callbacks run once."""

@@ -7,6 +7,8 @@
   the producer's buffer; delivery is asynchronous, so queue wait includes the producer's linger.
   The span is recorded when the future ``send`` returns is resolved: failed if the record was;
   one not resolved by shutdown is recorded then, outcome unknown.
+  A record that tracekit's headers would take past ``max_request_size`` goes out bare (with a
+  serializer, whose bytes are known only inside ``send``, after ``send`` refused it once).
   Callbacks added to that future run in the context they were added in, not in the sender
   thread's empty one.
 - Iterating a ``KafkaConsumer`` yields one record at a time: its CONSUMER span is a child of the
@@ -32,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from tracekit import messaging, semconv
+from tracekit._messaging import headers as _message_headers
 from tracekit._runtime.guard import report_once
 from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor
@@ -87,7 +90,46 @@ def _traced_send(
 ) -> Any:
     position = _headers_position(instance)
     limit = _size_limit(instance)
-    return _kafka.traced_send(wrapped, args, kwargs, position, limit, _settled_by_future)
+    send = wrapped if limit is not None else _bare_when_too_large(wrapped, args, kwargs)
+    return _kafka.traced_send(send, args, kwargs, position, limit, _settled_by_future)
+
+
+def _bare_when_too_large(
+    send: Callable[..., Any], callers_args: tuple[Any, ...], callers_kwargs: dict[str, Any]
+) -> Callable[..., Any]:
+    """``send``, sending the record as the caller made it when tracekit's headers took it past
+    ``max_request_size``. With a serializer its size is known only inside ``send``, which
+    refuses it before queueing anything (raising, or with a failed future before kafka-python
+    3.0): the record is sent again bare, its serializer running a second time. One too large
+    without the headers too is refused as without tracekit."""
+
+    def send_within_limit(*args: Any, **kwargs: Any) -> Any:
+        try:
+            future = send(*args, **kwargs)
+        except Exception as error:
+            if not _too_large(error):
+                raise
+            return _sent_bare(send, callers_args, callers_kwargs)
+        if getattr(future, "is_done", False) and _too_large(getattr(future, "exception", None)):
+            return _sent_bare(send, callers_args, callers_kwargs)
+        return future
+
+    return send_within_limit
+
+
+def _too_large(error: object) -> bool:
+    from kafka.errors import MessageSizeTooLargeError
+
+    return isinstance(error, MessageSizeTooLargeError)
+
+
+def _sent_bare(send: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    future = send(*args, **kwargs)
+    if not (getattr(future, "is_done", False) and _too_large(getattr(future, "exception", None))):
+        _message_headers.context_left_out.warn(
+            "Kafka record", "its headers took it past the producer's max_request_size"
+        )
+    return future
 
 
 def _settled_by_future(
