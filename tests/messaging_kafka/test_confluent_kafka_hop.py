@@ -164,6 +164,47 @@ def test_clients_built_before_instrumenting_anew_are_traced_again(
     assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
 
 
+def test_the_serializing_wrappers_continue_the_request(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """SerializingProducer and DeserializingConsumer (the Schema Registry path) bind the C
+    classes when confluent-kafka is imported: their messages went out with no headers and no
+    span, and the consumer never saw the correlation ID. Now they trace as Producer and Consumer
+    do, and uninstrumenting puts the library's wrappers back."""
+    from confluent_kafka.serialization import StringDeserializer, StringSerializer
+
+    config = {"bootstrap.servers": kafka_bootstrap}
+    producer = confluent_kafka.SerializingProducer(
+        {**config, "value.serializer": StringSerializer()}
+    )
+    token = tracekit.correlation.set_correlation_id("order-serialized-1")
+    try:
+        producer.produce(topic, value="order-1", partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert producer.flush(10) == 0
+    cc = confluent_kafka.DeserializingConsumer(
+        {**config, "group.id": "workers", "value.deserializer": StringDeserializer()}
+    )
+    cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    message = poll_one(cc)
+    inside = tracekit.correlation_id()
+    cc.close()
+    assert message.value() == "order-1" and inside == "order-serialized-1"
+    assert dict(message.headers())["x-correlation-id"] == b"order-serialized-1"
+    finished = list(spans.get_finished_spans())
+    sent = one(finished, SpanKind.PRODUCER, f"send {topic}")
+    taken = one(finished, SpanKind.CONSUMER, f"process {topic}")
+    assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
+    instrumentation.uninstrument()
+    assert confluent_kafka.SerializingProducer is (
+        confluent_kafka.serializing_producer.SerializingProducer
+    )
+    assert confluent_kafka.DeserializingConsumer is (
+        confluent_kafka.deserializing_consumer.DeserializingConsumer
+    )
+
+
 def test_isinstance_against_the_swapped_classes_holds_both_ways(kafka_bootstrap: str) -> None:
     """Objects of the library's own classes (built before instrumenting, and the Serializing/
     Deserializing wrappers, subclasses of the originals) are still ``confluent_kafka.Producer``

@@ -8,8 +8,11 @@ built into pass-throughs, until tracekit is instrumented again (``tracekit.shutd
 subclasses' objects are instances of the originals, and the swapped-in names answer as the
 originals do, so objects built before instrumenting and the ``SerializingProducer``/
 ``DeserializingConsumer`` wrappers (subclasses of the originals) are still instances of
-``confluent_kafka.Producer`` and ``Consumer``. Code that bound the classes before tracekit
-instrumented (``from confluent_kafka.cimpl import Producer``, those two wrappers) is not traced.
+``confluent_kafka.Producer`` and ``Consumer``. Those wrappers bind the library's classes when
+confluent-kafka is imported, so ``confluent_kafka.SerializingProducer`` and
+``DeserializingConsumer`` are swapped too, for subclasses built on the tracing ones. Code that
+bound the classes before tracekit instrumented (``from confluent_kafka.cimpl import Producer``)
+is not traced.
 
 - ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -108,13 +112,20 @@ class ConfluentKafkaInstrumentor(Instrumentor):
         _awaiting_reports.end_all()
 
     def patch(self, module: ModuleType) -> None:
-        self._swap(module, "Producer", _traced_producer_class)
-        self._swap(module, "Consumer", _traced_consumer_class)
+        producer = self._swap(module, "Producer", _traced_producer_class)
+        consumer = self._swap(module, "Consumer", _traced_consumer_class)
+        wrappers = (("SerializingProducer", producer), ("DeserializingConsumer", consumer))
+        for name, traced in wrappers:
+            wrapper = module.__dict__.get(name)
+            if isinstance(wrapper, type) and wrapper.__base__ is traced.__base__:
+                self._swap(module, name, functools.partial(_traced_wrapper_class, traced))
 
-    def _swap(self, module: ModuleType, name: str, build: Callable[[type], type]) -> None:
+    def _swap(self, module: ModuleType, name: str, build: Callable[[type], type]) -> type:
         original = module.__dict__[name]
-        setattr(module, name, build(original))
+        swapped = build(original)
+        setattr(module, name, swapped)
         self._patches.append(_ClassSwap(module, name, original=original))
+        return swapped
 
 
 def finish(consumer: object, error: BaseException | None = None) -> None:
@@ -180,6 +191,21 @@ def _traced_producer_class(base: type) -> type:
         del Producer.produce_batch
     Producer.__module__ = base.__module__
     return Producer
+
+
+def _traced_wrapper_class(traced: type, wrapper: type) -> type:
+    """confluent-kafka's ``SerializingProducer`` or ``DeserializingConsumer`` (``wrapper``), built
+    on ``traced`` (the tracing subclass of the library class it wraps): its own ``produce`` and
+    ``poll`` call that class's, which now trace. Its module binds the library's class at import,
+    before tracekit can swap it; without this, every message of these wrappers went untraced."""
+
+    class Wrapper(wrapper, traced, metaclass=_StandsIn):  # type: ignore[misc]
+        __doc__ = wrapper.__doc__
+        _tracekit_original = wrapper
+
+    Wrapper.__name__ = Wrapper.__qualname__ = wrapper.__name__
+    Wrapper.__module__ = wrapper.__module__
+    return Wrapper
 
 
 def _traced_batch(
