@@ -121,6 +121,31 @@ def test_handler_error_in_with_block_fails_the_span(
     assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "ValueError"
 
 
+def test_handler_error_in_a_deserializing_consumers_with_block_fails_the_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """DeserializingConsumer's own ``__exit__`` closes the consumer without Consumer's: the
+    span of a handler that raised ended unfailed."""
+    from confluent_kafka.serialization import StringDeserializer
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"boom", partition=0)
+    producer.flush(10)
+    config = {"bootstrap.servers": kafka_bootstrap, "group.id": "workers"}
+    with (
+        pytest.raises(ValueError, match="handler failed"),
+        confluent_kafka.DeserializingConsumer(
+            {**config, "value.deserializer": StringDeserializer()}
+        ) as cc,
+    ):
+        cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+        poll_one(cc)
+        raise ValueError("handler failed")
+    span = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert span.status.is_ok is False
+    assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "ValueError"
+
+
 def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> None:
     traced = confluent_kafka.Producer
     assert traced.__base__ is confluent_kafka.cimpl.Producer

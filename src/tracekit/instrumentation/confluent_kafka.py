@@ -203,6 +203,12 @@ def _traced_wrapper_class(traced: type, wrapper: type) -> type:
         __doc__ = wrapper.__doc__
         _tracekit_original = wrapper
 
+        def __exit__(self, *args: Any) -> Any:
+            # The wrapper's own __exit__ closes without calling the tracing class's: the span
+            # of a handler that raised in the ``with`` block would end as if it had succeeded.
+            _held.release(self, args[1] if len(args) > 1 else None)
+            return super().__exit__(*args)
+
     Wrapper.__name__ = Wrapper.__qualname__ = wrapper.__name__
     Wrapper.__module__ = wrapper.__module__
     return Wrapper
