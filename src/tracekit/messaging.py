@@ -334,9 +334,11 @@ def _write_headers(
     if callers_headers:
         drop_left_by_last_publish(headers, reading.left)
         drop_replaced(headers, reading.replaced)
+    # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
+    callers_left = tuple(map(headers.get, reading.left)) if callers_headers else ()
     reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
-    remember_left(headers, stamp, reading.left)
+    remember_left(headers, stamp, reading.left, callers_left)
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 

@@ -499,3 +499,30 @@ def test_a_value_set_again_on_a_reused_headers_dict_is_the_callers(spans) -> Non
     messaging.inject(headers, system="test", destination="out")
 
     assert headers["x-correlation-id"] == "nightly-18"
+
+
+def test_a_callers_own_correlation_id_on_a_reused_headers_dict_goes_with_every_message(
+    redis_url, spans
+) -> None:
+    """A nightly job sends every message of a batch with one dict holding its own correlation
+    ID and baggage, over a transport of its own (a Redis list): the second message went out
+    without them, as if tracekit had written them, and its consumer began a new correlation."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    queue = f"jobs-{time.time_ns()}"
+    headers: dict[str, Any] = {"x-correlation-id": "nightly-17", "baggage": "tenant=acme"}
+    for number in range(3):
+        messaging.inject(headers, system="redis-list", destination=queue)
+        client.rpush(queue, json.dumps({"headers": headers, "body": number}))
+
+    received = []
+    for raw in client.lrange(queue, 0, -1):
+        sent = json.loads(raw)["headers"]
+        with messaging.consume(sent, system="redis-list", destination=queue):
+            received.append((tracekit.correlation_id(), sent.get("baggage")))
+    client.delete(queue)
+    client.close()
+    assert received == [("nightly-17", "tenant=acme")] * 3

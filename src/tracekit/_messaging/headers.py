@@ -241,9 +241,19 @@ _left_by_publish: dict[int, tuple[str, tuple[object, ...]]] = {}
 _LEFT_KEPT = 512
 
 
-def remember_left(headers: MutableMapping[Any, Any], stamp: str, names: tuple[str, ...]) -> None:
-    """Note the values of ``names`` (``Reading.left``) this publish left in ``headers``."""
-    _left_by_publish[id(headers)] = (stamp, tuple(map(headers.get, names)))
+def remember_left(
+    headers: MutableMapping[Any, Any],
+    stamp: str,
+    names: tuple[str, ...],
+    callers: tuple[object, ...] = (),
+) -> None:
+    """Note the values of ``names`` (``Reading.left``) this publish wrote into ``headers``.
+    ``callers`` are their values before it: one it left as it was is the caller's own (a job's
+    correlation ID outside any request), to go with the next message too, not to be taken out."""
+    left = tuple(map(headers.get, names))
+    if callers.count(None) != len(callers):  # the caller had some of its own (seldom)
+        left = tuple(None if now is then else now for now, then in zip(left, callers, strict=True))
+    _left_by_publish[id(headers)] = (stamp, left)
     if len(_left_by_publish) > _LEFT_KEPT:
         _forget_oldest_half()
 
