@@ -115,6 +115,36 @@ def test_connections_from_one_address_make_room_for_another_however_young(
     assert answers.count(503) == 1  # the one displaced was told to come back
 
 
+def test_an_address_making_room_gives_up_an_idle_connection_before_a_request_arriving(
+    small: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporters behind one NAT address hold three keep-alive connections and are sending a
+    batch on a fourth. A newcomer from another address took the batch's connection (503, the
+    batch sent again or lost), not an idle one, which nothing is lost by closing."""
+    monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
+    body = _request(span_id=7)
+    behind_nat = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.connect(small.address)
+        behind_nat.append(sock)
+    sending = behind_nat[-1]
+    sending.sendall(_head(len(body)) + body[:10])
+    time.sleep(0.2)  # the receiver has accepted all four and read the batch's first bytes
+    try:
+        assert post(small, "/v1/traces", _request(span_id=1)).status == 200  # from 127.0.0.1
+        sending.sendall(body[10:])
+        sending.settimeout(5)
+        answer = read_response(sending).status
+    finally:
+        for sock in behind_nat:
+            sock.close()
+    assert answer == 200
+    with Store(tmp_path / "small.db") as store:
+        assert store.count_spans() == 2
+
+
 def test_an_idle_keep_alive_connection_making_room_is_closed_unanswered(small: Receiver) -> None:
     """Four exporters' keep-alive connections wait for their next request; after a second, a
     fifth client displaces one. It asked nothing, so it is told nothing: closed, as at its idle

@@ -236,13 +236,15 @@ class ConnectionTable:
 
     def _hogging(self, newcomer: str) -> ClientStream | None:
         """The oldest connection not being answered of another client address than
-        ``newcomer`` holding over half the cap, however young."""
+        ``newcomer`` holding over half the cap, however young: an idle one first. One address
+        may be many exporters (behind a NAT), and one of them may be sending a batch just now:
+        closing a keep-alive connection loses nothing, cutting that batch off loses it."""
         held = Counter(s.address for s in self.streams.values())
         address, count = next(iter(held.most_common(1)), ("", 0))
         if address == newcomer or 2 * count <= self.cap:
             return None
         candidates = [s for s in self.streams.values() if s.address == address and s.state != BUSY]
-        return min(candidates, key=lambda s: (s.state, s.since), default=None)
+        return min(candidates, key=lambda s: (s.state != IDLE, s.since), default=None)
 
     def stream(self, sock: socket.socket) -> ClientStream:
         """The stream registered for ``sock`` (a fresh one if it was evicted meanwhile)."""
