@@ -177,3 +177,38 @@ def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(tmp_path
     with Store(link) as store:
         store.create()
     assert target.is_file()
+
+
+@pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
+def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
+    tmp_path: Path, planted: str
+) -> None:
+    """Another user's empty file, mode 0666, in /tmp (sticky, writable by all) at the store's
+    path or at its -wal's: the kernel's fs.protected_regular keeps a writer from opening it, but
+    where that is off SQLite wrote every span into it, for the other user to read. Now
+    ``tracekit collector --store /tmp/tracekit.db`` is one line and exit 2, and the file stays
+    empty."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a file another user owns")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    store_path, left = shared / "tracekit.db", shared / planted
+    left.touch()
+    left.chmod(0o666)
+    os.chown(left, _nobody(), -1)
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    result = subprocess.run(
+        [tracekit, "collector", "--port", "0", "--grpc-port", "0", "--store", str(store_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
+    with pytest.raises(PermissionError, match="another user"), Store(store_path) as store:
+        store.create()
+    assert left.stat().st_size == 0
+    os.chown(left, os.geteuid(), -1)  # this user's own file: written, as before
+    with Store(store_path) as store:
+        store.create()
+    assert store_path.stat().st_size > 0

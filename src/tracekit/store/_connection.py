@@ -59,7 +59,18 @@ def open_writer(path: Path) -> sqlite3.Connection:
     retry_busy(lambda: migrate(conn))
     retry_busy(lambda: _check_writable(conn))
     retry_busy(lambda: _number_generations_apart(conn))
+    _refuse_files_left_meanwhile(conn, path)
     return conn
+
+
+def _refuse_files_left_meanwhile(conn: sqlite3.Connection, path: Path) -> None:
+    """``_refuse_foreign_files`` again, now that SQLite has opened its ``-wal`` and ``-shm``:
+    one another user made in the moment since ``create_private`` looked gets no span."""
+    try:
+        _refuse_foreign_files(Path(os.path.realpath(path)))
+    except PermissionError:
+        conn.close()
+        raise
 
 
 def _refuse_read_only_file_system(path: Path) -> None:
@@ -133,15 +144,18 @@ def create_private(path: Path) -> None:
     The modes are set explicitly after creation, so they hold whatever the umask; an existing
     file or folder keeps the mode its owner gave it. A symlink to a file not there yet has that
     file created so (SQLite would create it through the link with the umask's mode), unless
-    another user left it in a shared folder (``PermissionError``, see ``_refuse_foreign_link``).
+    another user left it in a shared folder (``PermissionError``, see ``_refuse_foreign_link``);
+    so is a file another user left there in the store's place (``_refuse_foreign_files``).
     """
     _refuse_foreign_link(path)
     target = Path(os.path.realpath(path))
     _create_private_folders(target.parent)
+    _refuse_foreign_files(target)
     with _descriptors:
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        except FileExistsError:
+        except FileExistsError:  # there already, or made since the look above
+            _refuse_foreign_files(target)
             return
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)
@@ -181,16 +195,50 @@ def _refuse_foreign_link(path: Path) -> None:
     """
     try:
         link = os.lstat(path)
-        if not stat.S_ISLNK(link.st_mode):
-            return
-        folder = os.stat(path.parent)
     except OSError:
         return  # nothing there yet, or nothing to read: opening it says what is wrong
-    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
-    if shared and link.st_uid not in (os.geteuid(), folder.st_uid):
+    if stat.S_ISLNK(link.st_mode) and _left_by_another_user(link, path.parent):
         raise PermissionError(
             errno.EACCES, "a symlink another user left in a shared folder, not followed", str(path)
         )
+
+
+# The store's file and SQLite's beside it: SQLite opens one it finds there as it is
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def _refuse_foreign_files(target: Path) -> None:
+    """Raise ``PermissionError`` when the store file at ``target``, or a ``-wal``, ``-shm`` or
+    ``-journal`` file beside it, is one another user left in a shared folder.
+
+    That is the file the kernel's ``fs.protected_regular`` keeps a writer from opening (off
+    on many hosts and in containers, as ``fs.protected_symlinks`` is). SQLite writes into
+    whatever it finds: spans and log bodies went into a file the other user reads (a ``-wal``
+    of theirs, mode 0666, took every commit), and their ``-wal`` could bring in rows of theirs.
+    """
+    for suffix in _COMPANIONS:
+        file = target.with_name(target.name + suffix)
+        try:
+            status = os.lstat(file)
+        except OSError:
+            continue  # nothing there: SQLite creates it with the store's mode and owner
+        if _left_by_another_user(status, target.parent):
+            raise PermissionError(
+                errno.EACCES, "a file another user left in a shared folder, not written", str(file)
+            )
+
+
+def _left_by_another_user(status: os.stat_result, folder: Path) -> bool:
+    """Whether an entry of ``folder`` is another user's in a folder shared with every user
+    (sticky and writable by all, as /tmp), whose owner is not that user either: the entries
+    the kernel's ``fs.protected_*`` settings keep a process from following or writing."""
+    try:
+        shared_folder = os.stat(folder)
+    except OSError:
+        return False
+    mode = shared_folder.st_mode
+    shared = mode & stat.S_ISVTX and mode & stat.S_IWOTH
+    return bool(shared) and status.st_uid not in (os.geteuid(), shared_folder.st_uid)
 
 
 def _create_private_folders(folder: Path) -> None:
