@@ -89,10 +89,25 @@ def server_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
     host = environ.get("SERVER_NAME")
     if host:
         attributes[semconv.SERVER_ADDRESS] = host
-    port = str(environ.get("SERVER_PORT", ""))
-    if port.isdigit():
-        attributes[semconv.SERVER_PORT] = int(port)
+    port = _port_number(environ.get("SERVER_PORT"))
+    if port is not None:
+        attributes[semconv.SERVER_PORT] = port
     protocol = environ.get("SERVER_PROTOCOL", "")
     if isinstance(protocol, str) and protocol.startswith("HTTP/"):
         attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
     return attributes
+
+
+def _port_number(value: object) -> int | None:
+    """``SERVER_PORT`` as a TCP port number, else None.
+
+    gunicorn on a unix socket fills it from the client's Host header: ``x:²`` (a digit to
+    ``str.isdigit``, not to ``int``) failed the request's span, and a port past 64 bits failed
+    the OTLP encoding of the span's attributes, with a traceback in the application's log on
+    every export.
+    """
+    text = str(value) if value is not None else ""
+    if not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= 65535 else None
