@@ -36,6 +36,11 @@ BROKEN = {
         "sent a broken HTTP answer (cut short)",
     ),
     "empty body": (answer(b"HTTP/1.1 200 OK", b""), "answered something not JSON"),
+    # "²" (latin-1 0xB2) is a digit to str.isdigit, not to float: an "internal error" it was
+    "Retry-After not a number": (
+        answer(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: \xb2", b"{}"),
+        ": HTTP 503",
+    ),
 }
 
 

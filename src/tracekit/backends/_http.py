@@ -318,7 +318,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to float
         return float(text[:12])  # bounded: a thousand-digit number is still "too long"
     try:
         moment = email.utils.parsedate_to_datetime(text)
