@@ -327,7 +327,8 @@ def terminal_width(default: int = 100, narrowest: int = 40) -> int:
     """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to
     ``narrowest``-400)."""
     columns = os.environ.get("COLUMNS", "")
-    if columns.isdigit():
+    # ASCII and short: "²" is a digit to isdigit, not to int, nor is a 5,000-digit number
+    if columns.isascii() and columns.isdigit() and len(columns) <= 6:
         return max(narrowest, min(int(columns), 400))
     try:
         return max(narrowest, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))

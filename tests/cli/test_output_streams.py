@@ -184,3 +184,16 @@ def test_a_closed_stdout_changes_no_exit_status(store: Path, fmt: str, name: str
                             env=env, timeout=60, preexec_fn=lambda: os.close(1))  # fmt: skip
 
     assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
+
+
+@pytest.mark.parametrize("columns", ["²", "9" * 5000])
+@pytest.mark.parametrize("name", list(commands(Path(), "text")))
+def test_a_columns_value_that_is_no_number_is_ignored(store: Path, columns: str, name: str) -> None:
+    """``COLUMNS=²`` (a digit to ``str.isdigit``, not to ``int``), or a number of more digits
+    than ``int`` reads, made every command say ``internal error (ValueError ...)``; like any
+    value that is no width, it is ignored."""
+    env = {**os.environ, "COLUMNS": columns}
+    result = subprocess.run([TRACEKIT, *commands(store, "text")[name]], capture_output=True,
+                            env=env, timeout=60)  # fmt: skip
+
+    assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
