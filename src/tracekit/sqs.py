@@ -230,7 +230,7 @@ def _publish_time_from_sent_timestamp(
 ) -> None:
     system = message.get("Attributes")
     sent = system.get("SentTimestamp") if isinstance(system, Mapping) else None
-    if isinstance(sent, str) and sent.isdigit() and len(sent) <= 16:
+    if isinstance(sent, str) and sent.isascii() and sent.isdigit() and len(sent) <= 16:
         headers[messaging.PUBLISH_TIME_HEADER] = str(int(sent) * 1_000_000)
 
 

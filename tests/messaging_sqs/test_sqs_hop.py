@@ -785,3 +785,16 @@ def test_messages_sent_count_a_batchs_messages_and_not_a_refused_send(
 
     assert sent(queue) == 5 + 1 + 1  # of the second batch, only the entry SQS accepted
     assert sent(missing) == 0 and refusals(missing) == 1
+
+
+def test_a_sent_timestamp_that_is_no_number_loses_no_trace_context() -> None:
+    """A message as ``receive_message`` returns it, its ``SentTimestamp`` system attribute
+    ``²`` (a digit to ``str.isdigit``, not to ``int``: a relay or a Lambda test event that
+    fills it by hand). Reading it failed, and the message's trace context went with it."""
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    message = {
+        "MessageId": "1", "Body": "x", "Attributes": {"SentTimestamp": "²"},
+        "MessageAttributes": {"traceparent": {"DataType": "String", "StringValue": traceparent}},
+    }  # fmt: skip
+
+    assert tracekit.sqs.headers_of(message) == {"traceparent": traceparent}
