@@ -192,27 +192,13 @@ def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service)
 
 def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service: Service) -> None:
     """The collector accepts connections but never answers: SIGTERM still ends the process."""
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(16)
     service.write("wsgi_app.py", WSGI_APP)
     service.write("serve.py", SERVE_WERKZEUG)
     port = free_port()
-    service.start(
-        "serve.py", str(port),
-        TRACEKIT_EXPORTER="otlp", TRACEKIT_EXPORT_LOGS="false",
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
-        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="2000",
+    status, stopped_after = _stop_with_a_hanging_collector(
+        service, port, "serve.py", str(port),
+        TRACEKIT_EXPORT_LOGS="false", OTEL_BSP_EXPORT_TIMEOUT="2000",
     )  # fmt: skip
-    try:
-        service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
-        _send_requests(port)
-
-        started = time.monotonic()
-        status = service.terminate()
-        stopped_after = time.monotonic() - started
-    finally:
-        blackhole.close()
 
     assert status == -signal.SIGTERM
     assert 2.0 <= stopped_after < 2.0 + 2.0  # it waited the export timeout, and no longer
@@ -224,29 +210,39 @@ def test_uvicorn_with_a_hanging_collector_stops_within_one_export_timeout(
     """uvicorn flushes at lifespan shutdown, then raises SIGTERM again: tracekit flushed at
     both, each waiting the whole export timeout for a collector that never answers (4 s: the
     server stopped in 8 s)."""
+    service.write("asgi_app.py", ASGI_APP)
+    port = free_port()
+    status, stopped_after = _stop_with_a_hanging_collector(
+        service, port, "-m", "uvicorn", "asgi_app:app", "--port", str(port),
+        OTEL_BSP_EXPORT_TIMEOUT="4000",
+    )  # fmt: skip
+
+    assert status == -signal.SIGTERM
+    assert stopped_after < 4.0 + 2.0, service.output()
+
+
+def _stop_with_a_hanging_collector(
+    service: Service, port: int, *command: str, **env: str
+) -> tuple[int, float]:
+    """Start ``command`` (serving on ``port``) exporting to a collector that takes connections
+    and never answers, send it requests, then SIGTERM it: its exit status, and how long it took
+    to stop."""
     blackhole = socket.socket()
     blackhole.bind(("127.0.0.1", 0))
     blackhole.listen(16)
-    service.write("asgi_app.py", ASGI_APP)
-    port = free_port()
     service.start(
-        "-m", "uvicorn", "asgi_app:app", "--port", str(port),
-        TRACEKIT_EXPORTER="otlp",
+        *command, TRACEKIT_EXPORTER="otlp",
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
-        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="4000",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60", **env,
     )  # fmt: skip
     try:
         service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
         _send_requests(port)
-
         started = time.monotonic()
         status = service.terminate()
-        stopped_after = time.monotonic() - started
+        return status, time.monotonic() - started
     finally:
         blackhole.close()
-
-    assert status == -signal.SIGTERM
-    assert stopped_after < 4.0 + 2.0, service.output()
 
 
 STOP_WITH_A_HANGING_COLLECTOR = """
