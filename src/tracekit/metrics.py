@@ -881,30 +881,32 @@ def _before_fork() -> None:
 os.register_at_fork(before=_before_fork)
 
 
-# --- uvicorn's supervisor ---------------------------------------------------------------------
+# --- reloaders and supervisors -------------------------------------------------------------------
 # ``uvicorn.run("main:app", reload=True)`` below an ``init()`` at the top of main.py, and
 # ``fastapi dev`` (which imports the app's module to find the app), run ``init`` in the
 # supervising process too. It serves no request, yet it held the metrics port: the worker it
 # starts, the one that counts the requests, waited for the port for ever, and scrapes showed the
-# supervisor's empty metrics.
+# supervisor's empty metrics. werkzeug's reloader (``flask run --debug``, ``app.run(debug=True)``)
+# does the same: the reloading process loads the app, then starts the child that serves it.
 _SUPERVISORS = (
-    ("uvicorn.supervisors.basereload", "BaseReload"),  # --reload
-    ("uvicorn.supervisors.multiprocess", "Multiprocess"),  # --workers N
+    ("uvicorn.supervisors.basereload", "BaseReload.run"),  # --reload
+    ("uvicorn.supervisors.multiprocess", "Multiprocess.run"),  # --workers N
+    ("werkzeug._reloader", "ReloaderLoop.restart_with_reloader"),  # flask run --debug
 )
 
 
 @guarded(None)
 def _hook_supervisor(module: ModuleType) -> None:
-    supervisor = next(name for path, name in _SUPERVISORS if path == module.__name__)
-    wrapt.wrap_function_wrapper(module, f"{supervisor}.run", _run_without_metrics_port)
+    start_workers = next(name for path, name in _SUPERVISORS if path == module.__name__)
+    wrapt.wrap_function_wrapper(module, start_workers, _run_without_metrics_port)
 
 
 def _run_without_metrics_port(
-    wrapped: Callable[..., None], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> None:
+    wrapped: Callable[..., Any], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Free the metrics port before the supervisor starts its workers, for one of them."""
     _release_port()
-    wrapped(*args, **kwargs)
+    return wrapped(*args, **kwargs)
 
 
 @guarded(None)
@@ -916,7 +918,7 @@ def _release_port() -> None:
         return
     server, runtime.metrics_server = runtime.metrics_server, None
     server.close()
-    _log.debug("tracekit: metrics port freed for uvicorn's workers")
+    _log.debug("tracekit: metrics port freed for the workers of a reloader or supervisor")
 
 
 for _module, _ in _SUPERVISORS:
