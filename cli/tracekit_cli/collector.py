@@ -169,6 +169,9 @@ def _announce(line: str) -> None:
         os.close(devnull)
 
 
+_GRPC_PORT_ADVICE = "--grpc-port PORT for another port, --grpc-port 0 for none"
+
+
 def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Receiver:
     """The receiver; the default gRPC port, if taken, only costs gRPC (one line on stderr)."""
     wanted = DEFAULT_GRPC_PORT if grpc_port is None else grpc_port
@@ -179,7 +182,7 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
             _fail(_listen_error(config, error))
         click.echo(
             f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}; serving"
-            " OTLP/HTTP only (--grpc-port PORT for another port, --grpc-port 0 for none)",
+            f" OTLP/HTTP only ({_GRPC_PORT_ADVICE})",
             err=True,
         )
     try:
@@ -195,7 +198,9 @@ def _listen_error(config: ReceiverConfig, error: Exception) -> str:
         taken = getattr(error, "errno", None) == errno.EADDRINUSE
         # most often a collector started twice: say what to do, as the gRPC port's line does
         return f"{where} (another collector? --port PORT for another port)" if taken else where
-    return str(error)  # the gRPC side says where
+    if isinstance(error, OSError):  # the gRPC socket: its text says where and why, not what to do
+        return f"{error} ({_GRPC_PORT_ADVICE})"
+    return str(error)
 
 
 def _where(receiver: Receiver) -> str:

@@ -240,7 +240,8 @@ def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:
     # the system's reason, as for the HTTP port; grpc's own text said only "Failed to bind to
     # address ...; set GRPC_VERBOSITY=debug environment variable to see detailed error message"
     assert result.stderr == (
-        f"tracekit collector: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+        f"tracekit collector: cannot listen on 127.0.0.1:{port}: Address already in use"
+        " (--grpc-port PORT for another port, --grpc-port 0 for none)\n"
     )
 
 
