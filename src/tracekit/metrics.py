@@ -887,11 +887,13 @@ os.register_at_fork(before=_before_fork)
 # supervising process too. It serves no request, yet it held the metrics port: the worker it
 # starts, the one that counts the requests, waited for the port for ever, and scrapes showed the
 # supervisor's empty metrics. werkzeug's reloader (``flask run --debug``, ``app.run(debug=True)``)
-# does the same: the reloading process loads the app, then starts the child that serves it.
+# does the same: the reloading process loads the app, then starts the child that serves it; and
+# Django's autoreloader (``manage.py runserver``) with an ``init()`` in settings.py or manage.py.
 _SUPERVISORS = (
     ("uvicorn.supervisors.basereload", "BaseReload.run"),  # --reload
     ("uvicorn.supervisors.multiprocess", "Multiprocess.run"),  # --workers N
     ("werkzeug._reloader", "ReloaderLoop.restart_with_reloader"),  # flask run --debug
+    ("django.utils.autoreload", "restart_with_reloader"),  # manage.py runserver
 )
 
 
