@@ -43,9 +43,18 @@ def _retention(max_age: str | None, max_size: str | None) -> Retention | None:
     if max_age is None and max_size is None:
         return None
     return Retention(
-        max_age_ns=_parsed(parse_duration, max_age, "--retention"),
+        max_age_ns=_parsed(_age_with_unit, max_age, "--retention"),
         max_bytes=_parsed(parse_size, max_size, "--max-size"),
     )
+
+
+def _age_with_unit(text: str) -> int:
+    """An age for ``--retention``, which must name its unit: a bare ``7`` is 7 seconds to the
+    parser, and a user who meant 7 days would lose everything older at the next pass."""
+    age_ns = parse_duration(text)  # its own refusals first: they say what is wrong
+    if text.strip()[-1:].isdigit():
+        raise ValueError(f"give {text.strip()[:40]!r} a unit: 7d, 12h, 30m, 45s")
+    return age_ns
 
 
 def _parsed(parse: Callable[[str], int], text: str | None, option: str) -> int | None:

@@ -128,6 +128,19 @@ def test_bad_retention_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a duration" in result.stderr
 
 
+def test_retention_without_a_unit_is_refused(tmp_path: Path) -> None:
+    """`--retention 7` (meant as the docs' 7d) was 7 seconds: the collector started, and its next
+    retention pass deleted every record older than that."""
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "kept.db")]
+    command += ["--retention", "7"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "tracekit: Invalid value for '--retention': give '7' a unit: 7d, 12h, 30m, 45s"
+        " (see 'tracekit collector --help')\n"
+    )
+
+
 def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     Store(path).create()
