@@ -141,6 +141,19 @@ def test_retention_without_a_unit_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_small_max_size_without_a_unit_says_it_is_bytes(tmp_path: Path) -> None:
+    """`--max-size 500`, meant as megabytes, was refused with "max size must be at least 1MB"
+    alone, which 500 MB is."""
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "s.db")]
+    command += ["--max-size", "500"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tracekit: Invalid value for '--max-size': max size must be at least 1MB ('500' without"
+        " a unit is bytes: 500MB, 2GB) (see 'tracekit collector --help')\n"
+    )
+
+
 def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     Store(path).create()

@@ -43,10 +43,15 @@ def parse_size(text: str) -> int:
     base = 1024 if "i" in unit else 1000
     size = float(match.group(1)) * base ** _POWERS[unit[:1]]
     if size < 1_000_000:
-        raise ValueError("max size must be at least 1MB")
+        raise ValueError(f"max size must be at least 1MB{_bytes_hint(text, unit)}")
     if size > MAX_BYTES:  # also infinity, from a number too long for a float
         raise ValueError("max size must be at most 1000TB")
     return int(size)
+
+
+def _bytes_hint(text: str, unit: str) -> str:
+    """Said of a size too small: a bare ``500`` meant as megabytes is 500 bytes."""
+    return "" if unit else f" ({text.strip()[:40]!r} without a unit is bytes: 500MB, 2GB)"
 
 
 @dataclass(frozen=True, slots=True)
