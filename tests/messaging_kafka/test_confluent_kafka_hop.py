@@ -230,6 +230,39 @@ def test_the_serializing_wrappers_continue_the_request(
     )
 
 
+def test_the_serializing_wrappers_stay_generic(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """confluent-kafka's wrappers are generic in their key and value types: an application
+    writing ``DeserializingConsumer[str, str](config)`` (or such an annotation, evaluated at
+    import) was told 'TypeError: <class ...> is not a generic class' once tracekit had swapped
+    them. They take their types again, and what they build traces."""
+    from confluent_kafka.serialization import StringDeserializer, StringSerializer
+
+    config = {"bootstrap.servers": kafka_bootstrap}
+    producer = confluent_kafka.SerializingProducer[str, str](
+        {**config, "value.serializer": StringSerializer()}
+    )
+    token = tracekit.correlation.set_correlation_id("order-generic-1")
+    try:
+        producer.produce(topic, value="order-1", partition=0)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+    assert producer.flush(10) == 0
+    cc = confluent_kafka.DeserializingConsumer[str, str](
+        {**config, "group.id": "workers", "value.deserializer": StringDeserializer()}
+    )
+    cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    message = poll_one(cc)
+    inside = tracekit.correlation_id()
+    cc.close()
+    assert message.value() == "order-1" and inside == "order-generic-1"
+    finished = list(spans.get_finished_spans())
+    sent = one(finished, SpanKind.PRODUCER, f"send {topic}")
+    taken = one(finished, SpanKind.CONSUMER, f"process {topic}")
+    assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
+
+
 def test_isinstance_against_the_swapped_classes_holds_both_ways(kafka_bootstrap: str) -> None:
     """Objects of the library's own classes (built before instrumenting, and the Serializing/
     Deserializing wrappers, subclasses of the originals) are still ``confluent_kafka.Producer``

@@ -211,6 +211,10 @@ def _traced_wrapper_class(traced: type, wrapper: type) -> type:
 
     Wrapper.__name__ = Wrapper.__qualname__ = wrapper.__name__
     Wrapper.__module__ = wrapper.__module__
+    # Generic in its key and value types where the wrapper is (confluent-kafka 2.16): a subclass
+    # naming no type parameters has none, and the application's
+    # ``DeserializingConsumer[str, Order]`` raised TypeError ('is not a generic class').
+    Wrapper.__parameters__ = getattr(wrapper, "__parameters__", ())
     return Wrapper
 
 
