@@ -300,3 +300,56 @@ def test_gunicorn_workers_recycled_by_max_requests_flush_as_they_exit(service: S
     wait_for(lambda: len(server_spans(service.spans())) >= N, 30, "the recycled workers' spans")
     assert service.terminate() == 0
     _assert_all_flushed(service)
+
+
+# One process serving the application twice (a test harness's TestClient): its first stop meets
+# a collector that takes connections and never answers, its second a collector that works.
+TWO_LIFESPANS = """
+import socket, sys, tracekit
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+from tracekit.asgi import TracekitMiddleware
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+async def hello(request):
+    return PlainTextResponse("ok")
+
+def main(port, store):
+    hanging = socket.create_server(("127.0.0.1", port))
+    tracekit.init("served-twice")
+    app = TracekitMiddleware(Starlette(routes=[Route("/hello/{n}", hello)]))
+    with TestClient(app) as client:
+        client.get("/hello/first")
+    hanging.close()
+    receiver = Receiver(Store(store), ReceiverConfig(port=port, grpc_port=0)).start()
+    with TestClient(app) as client:
+        client.get("/hello/second")
+    receiver.stop()
+
+if __name__ == "__main__":  # the store's writer process is spawned: it imports this file
+    main(int(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_an_application_served_again_has_its_stop_flushed_after_an_earlier_stop_hung(
+    service: Service,
+) -> None:
+    """The flushes of one stop share one export timeout; the first stop used it up waiting for
+    the collector that hung, and the second lifespan's shutdown, with the collector back, did
+    not flush at all: its request's span was never sent."""
+    port = free_port()
+    service.write("two_lifespans.py", TWO_LIFESPANS)
+    service.start(
+        "two_lifespans.py", str(port), str(service.store),
+        TRACEKIT_EXPORTER="otlp", TRACEKIT_EXPORT_LOGS="false",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="1", OTEL_BSP_EXPORT_TIMEOUT="1000",
+    )  # fmt: skip
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+
+    paths = [span.attributes.get("url.path") for span in server_spans(service.spans())]
+    assert "/hello/second" in paths, service.output()

@@ -81,6 +81,10 @@ def lifespan_send(send: Send) -> Send:
             # server may end the process (uvicorn re-raises SIGTERM) as soon as it is told.
             # A step of the stop: the flush at that SIGTERM shares its export timeout.
             _flush_for_stop()
+        elif message.get("type") == "lifespan.startup.complete":
+            # The application serves again (a test harness running it more than once): a
+            # collector that hung at an earlier stop leaves this one its whole export timeout.
+            state.stop_outlived()
         await send(message)
 
     return send_after_flushing
