@@ -1,5 +1,7 @@
-"""The metrics port under a development server's reloader: ``flask run --debug`` (werkzeug's
-reloader) loads the app, and ``manage.py runserver`` (Django's autoreloader) its settings, in the
+"""The metrics port under a development server's reloader: ``uvicorn.run("main:app",
+reload=True)`` below an ``init()`` at the top of main.py (and ``fastapi dev``, which imports the
+app's module to find the app), ``flask run --debug`` (werkzeug's reloader), which loads the app,
+and ``manage.py runserver`` (Django's autoreloader), which loads its settings, do so in the
 reloading process as well as in the child it starts, which serves the requests. An ``init()``
 there ran in both, and the reloader held the port: the child warned that the port was
 unavailable, and scrapes showed the reloader's metrics, without a single request."""
@@ -18,6 +20,23 @@ from conditions import wait_for
 from loopback import UNREACHABLE, free_port, wait_for_port
 
 INIT = 'tracekit.init("shop", metrics_port=int(os.environ["METRICS_PORT"]), exporter="none")'
+UVICORN_MAIN = f"""
+    import os, sys
+    import tracekit, uvicorn
+    from tracekit.asgi import TracekitMiddleware
+
+    {INIT}
+
+    async def hello(scope, receive, send):
+        if scope["type"] == "http":
+            await send({{"type": "http.response.start", "status": 200, "headers": []}})
+            await send({{"type": "http.response.body", "body": b"ok"}})
+
+    app = TracekitMiddleware(hello)
+
+    if __name__ == "__main__":
+        uvicorn.run("main:app", port=int(sys.argv[1]), reload=True, log_level="warning")
+"""
 FLASK_APP = f"""
     import os
     import tracekit, tracekit.flask
@@ -48,6 +67,12 @@ DJANGO_URLS = """
     urlpatterns = [path("", lambda request: HttpResponse("ok"))]
 """
 COUNT = "http_server_request_duration_seconds_count{"
+
+
+def test_the_worker_of_a_reloading_uvicorn_serves_the_metrics_port(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(textwrap.dedent(UVICORN_MAIN))
+    port = free_port()
+    _assert_the_serving_child_serves_metrics(tmp_path, ["main.py", str(port)], port)
 
 
 def test_the_child_of_flask_run_debug_serves_the_metrics_port(tmp_path: Path) -> None:
