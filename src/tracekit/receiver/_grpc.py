@@ -268,11 +268,11 @@ class GrpcReceiver:
 
     def _hogging(self, newcomer: str) -> str | None:
         """Another client address than ``newcomer``'s holding several places and over half."""
-        address = _crowding(_address(peer) for _, peer in self._receiving.values())
-        if address is None or address == _address(newcomer):
-            return None
-        held = sum(_address(peer) == address for _, peer in self._receiving.values())
-        return address if 2 * held > self.max_receiving else None
+        held = Counter(_address(peer) for _, peer in self._receiving.values())
+        for address, count in held.most_common(1):
+            if count > 1 and 2 * count > self.max_receiving and address != _address(newcomer):
+                return address
+        return None
 
     async def _receive(self, requests: AsyncIterator[bytes], peer: str) -> bytes:
         # a task of the coroutine itself: one cancelled before it starts leaves nothing unawaited
