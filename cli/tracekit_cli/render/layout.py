@@ -52,7 +52,7 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
     arriving: dict[tuple[str, str], list[Hop]] = {}
     for hop in path.hops:
         if hop.type == "messaging":
-            arriving.setdefault((hop.to_trace_id, hop.to_span_id), []).append(hop)
+            arriving.setdefault(hop.receiver_key, []).append(hop)
     logs = _logs_by_span(path.logs) if with_logs else {}
     senders = {s.key: s for s in path.spans} if arriving else {}
     rows = []
@@ -79,7 +79,7 @@ def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
     if not hops:
         return None, []
     parent = span.parent.key if span.parent is not None else None
-    waited = next((h for h in hops if (h.from_trace_id, h.from_span_id) == parent), hops[0])
+    waited = next((h for h in hops if h.sender_key == parent), hops[0])
     return waited, [h for h in hops if h is not waited]
 
 
@@ -89,7 +89,7 @@ def _consumed(
     """One line per other message a batch consumer took: where from, how long queued, when sent."""
     lines = []
     for hop in hops[:MAX_CONSUMED_NOTES]:
-        sender = senders.get((hop.from_trace_id, hop.from_span_id))
+        sender = senders.get(hop.sender_key)
         sent = f", sent +{format_ms((sender.end_unix_nano - start) / 1e6)}" if sender else ""
         what = one_line(hop.destination or hop.type, limit or 80)
         wait = format_ms(hop.queue_wait_ms or 0.0)

@@ -108,15 +108,7 @@ def _services_by_first_start(ordered: list[PathSpan]) -> list[str]:
 
 def _hops_by_start(ordered: list[PathSpan], nodes: dict[tuple[str, str], PathSpan]) -> list[Hop]:
     starts = {n.key: n.start_unix_nano for n in ordered}
-    return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(_receiver(hop), 0))
-
-
-def _sender(hop: Hop) -> tuple[str, str]:
-    return (hop.from_trace_id, hop.from_span_id)
-
-
-def _receiver(hop: Hop) -> tuple[str, str]:
-    return (hop.to_trace_id, hop.to_span_id)
+    return sorted(find_hops(ordered, nodes), key=lambda hop: starts.get(hop.receiver_key, 0))
 
 
 def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]:
@@ -128,7 +120,7 @@ def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]
     starts = {n.key: n.start_unix_nano for n in ordered}
     notes = []
     for hop in hops:
-        early_ns = starts[_sender(hop)] - starts[_receiver(hop)]
+        early_ns = starts[hop.sender_key] - starts[hop.receiver_key]
         if hop.type == "messaging" and early_ns > 0:
             what = " ".join(part for part in (hop.system, hop.destination) if part) or hop.type
             notes.append(

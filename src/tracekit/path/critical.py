@@ -20,7 +20,7 @@ from the request's end. Each span gets ``critical_ns``, its own time on the path
 
 from __future__ import annotations
 
-from tracekit.path.hops import earlier_delivery, hop_type
+from tracekit.path.hops import hop_type
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 __all__ = [
@@ -239,7 +239,7 @@ def _cause(
     """
     start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
-    cause = earlier_delivery(node) or node.parent
+    cause = node.redelivery_of or node.parent
     if cause is None:
         return None, start
     lo, hi = spans[cause]

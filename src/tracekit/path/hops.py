@@ -22,7 +22,6 @@ __all__ = [
     "MAX_SPANS_BETWEEN",
     "Key",
     "calling_span",
-    "earlier_delivery",
     "find_hops",
     "hop_type",
     "make_hop",
@@ -76,18 +75,11 @@ def queue_wait_ns(sender: PathSpan, receiver: PathSpan) -> int:
     """How long the message waited in the queue before ``receiver`` took it: since it was
     published, or for a redelivery since the delivery before it ended (the message was being
     handled until then)."""
-    earlier = earlier_delivery(receiver) if receiver.parent is sender else None
+    earlier = receiver.redelivery_of if receiver.parent is sender else None
     queued_at = max(sender.end_unix_nano, earlier.end_unix_nano if earlier else 0)
     # A fast consumer can take the message before the producer's broker call has returned
     # (and its span ended): no time was spent queued then, never a negative wait.
     return max(0, receiver.start_unix_nano - queued_at)
-
-
-def earlier_delivery(consumer: PathSpan) -> PathSpan | None:
-    """The delivery of the same message that ended last before ``consumer`` began (it failed,
-    was rejected or its worker died, and the broker delivered the message again), as
-    ``mark_redeliveries`` found it."""
-    return consumer.redelivery_of
 
 
 def mark_redeliveries(ordered: list[PathSpan]) -> None:

@@ -113,6 +113,16 @@ class Hop:
     from_trace_id: str = ""
     to_trace_id: str = ""
 
+    @property
+    def sender_key(self) -> tuple[str, str]:
+        """(trace id, span id) of the sending span, as ``PathSpan.key``."""
+        return (self.from_trace_id, self.from_span_id)
+
+    @property
+    def receiver_key(self) -> tuple[str, str]:
+        """(trace id, span id) of the receiving span, as ``PathSpan.key``."""
+        return (self.to_trace_id, self.to_span_id)
+
     def to_json(self) -> dict[str, Any]:
         """The hop object of the ``tracekit.path/v1`` document."""
         return {
