@@ -196,31 +196,11 @@ def test_the_serializing_wrappers_continue_the_request(
     classes when confluent-kafka is imported: their messages went out with no headers and no
     span, and the consumer never saw the correlation ID. Now they trace as Producer and Consumer
     do, and uninstrumenting puts the library's wrappers back."""
-    from confluent_kafka.serialization import StringDeserializer, StringSerializer
-
-    config = {"bootstrap.servers": kafka_bootstrap}
-    producer = confluent_kafka.SerializingProducer(
-        {**config, "value.serializer": StringSerializer()}
-    )
-    token = tracekit.correlation.set_correlation_id("order-serialized-1")
-    try:
-        producer.produce(topic, value="order-1", partition=0)
-    finally:
-        tracekit.correlation.reset_correlation_id(token)
-    assert producer.flush(10) == 0
-    cc = confluent_kafka.DeserializingConsumer(
-        {**config, "group.id": "workers", "value.deserializer": StringDeserializer()}
-    )
-    cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
-    message = poll_one(cc)
-    inside = tracekit.correlation_id()
-    cc.close()
-    assert message.value() == "order-1" and inside == "order-serialized-1"
+    message = _serialized_round_trip(
+        kafka_bootstrap, topic, spans, "order-serialized-1",
+        confluent_kafka.SerializingProducer, confluent_kafka.DeserializingConsumer,
+    )  # fmt: skip
     assert dict(message.headers())["x-correlation-id"] == b"order-serialized-1"
-    finished = list(spans.get_finished_spans())
-    sent = one(finished, SpanKind.PRODUCER, f"send {topic}")
-    taken = one(finished, SpanKind.CONSUMER, f"process {topic}")
-    assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
     instrumentation.uninstrument()
     assert confluent_kafka.SerializingProducer is (
         confluent_kafka.serializing_producer.SerializingProducer
@@ -237,30 +217,50 @@ def test_the_serializing_wrappers_stay_generic(
     writing ``DeserializingConsumer[str, str](config)`` (or such an annotation, evaluated at
     import) was told 'TypeError: <class ...> is not a generic class' once tracekit had swapped
     them. They take their types again, and what they build traces."""
+    _serialized_round_trip(
+        kafka_bootstrap,
+        topic,
+        spans,
+        "order-generic-1",
+        confluent_kafka.SerializingProducer[str, str],
+        confluent_kafka.DeserializingConsumer[str, str],
+    )
+
+
+def _serialized_round_trip(
+    bootstrap: str,
+    topic: str,
+    spans: InMemorySpanExporter,
+    correlation_id: str,
+    producer_class: Any,
+    consumer_class: Any,
+) -> Any:
+    """Send one string value with ``producer_class`` inside ``correlation_id``, and take it with
+    ``consumer_class``: the consumer saw the ID, and its span is the producer's child. The
+    message taken."""
     from confluent_kafka.serialization import StringDeserializer, StringSerializer
 
-    config = {"bootstrap.servers": kafka_bootstrap}
-    producer = confluent_kafka.SerializingProducer[str, str](
-        {**config, "value.serializer": StringSerializer()}
-    )
-    token = tracekit.correlation.set_correlation_id("order-generic-1")
+    config = {"bootstrap.servers": bootstrap}
+    producer = producer_class({**config, "value.serializer": StringSerializer()})
+    token = tracekit.correlation.set_correlation_id(correlation_id)
     try:
         producer.produce(topic, value="order-1", partition=0)
     finally:
         tracekit.correlation.reset_correlation_id(token)
     assert producer.flush(10) == 0
-    cc = confluent_kafka.DeserializingConsumer[str, str](
+    cc = consumer_class(
         {**config, "group.id": "workers", "value.deserializer": StringDeserializer()}
     )
     cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
     message = poll_one(cc)
     inside = tracekit.correlation_id()
     cc.close()
-    assert message.value() == "order-1" and inside == "order-generic-1"
+    assert message.value() == "order-1" and inside == correlation_id
     finished = list(spans.get_finished_spans())
     sent = one(finished, SpanKind.PRODUCER, f"send {topic}")
     taken = one(finished, SpanKind.CONSUMER, f"process {topic}")
     assert taken.parent is not None and taken.parent.span_id == sent.context.span_id
+    return message
 
 
 def test_isinstance_against_the_swapped_classes_holds_both_ways(kafka_bootstrap: str) -> None:
