@@ -13,6 +13,7 @@ Exposition: ``install`` (called by ``tracekit.init()``) serves the registry on
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import logging
 import os
@@ -898,8 +899,7 @@ _SUPERVISORS = (
 
 
 @guarded(None)
-def _hook_supervisor(module: ModuleType) -> None:
-    start_workers = next(name for path, name in _SUPERVISORS if path == module.__name__)
+def _hook_supervisor(start_workers: str, module: ModuleType) -> None:
     wrapt.wrap_function_wrapper(module, start_workers, _run_without_metrics_port)
 
 
@@ -923,5 +923,5 @@ def _release_port() -> None:
     _log.debug("tracekit: metrics port freed for the workers of a reloader or supervisor")
 
 
-for _module, _ in _SUPERVISORS:
-    wrapt.register_post_import_hook(_hook_supervisor, _module)
+for _module, _start_workers in _SUPERVISORS:
+    wrapt.register_post_import_hook(functools.partial(_hook_supervisor, _start_workers), _module)
