@@ -366,9 +366,8 @@ def _export_requests(batch: Sequence[T], text_size: Callable[[T], int]) -> Itera
 
 def _text_size(record: ReadableLogRecord) -> int:
     """About how much text ``record`` holds: its body, its attributes' names and values."""
-    attributes = record.log_record.attributes or {}
-    texts = [str(record.log_record.body), *attributes, *map(str, attributes.values())]
-    return _RECORD_OVERHEAD + sum(map(len, texts))
+    log_record = record.log_record
+    return _RECORD_OVERHEAD + len(str(log_record.body)) + _attributes_size(log_record.attributes)
 
 
 def _span_text_size(span: ReadableSpan) -> int:
@@ -384,17 +383,12 @@ def _span_text_size(span: ReadableSpan) -> int:
 
 
 def _attributes_size(attributes: Mapping[str, object] | None) -> int:
+    """The names and values of ``attributes`` as text (a value that is no ``str`` as it prints:
+    a sequence with its brackets and quotes, which counts it generously)."""
     size = 0
     for key, value in (attributes or {}).items():
-        size += len(key) + (len(value) if type(value) is str else _value_size(value))
+        size += len(key) + (len(value) if type(value) is str else len(str(value)))
     return size
-
-
-def _value_size(value: object) -> int:
-    """The text of an attribute value that is no ``str``: a number, a flag, or a sequence."""
-    if isinstance(value, tuple | list):
-        return sum(len(item) if type(item) is str else len(str(item)) for item in value)
-    return len(str(value))
 
 
 def _utf8_span(span: ReadableSpan) -> bool:
