@@ -49,6 +49,10 @@ _SCOPE_ID_KEY = "tracekit.scope"
 # denial, an HTTP response of the ASGI denial extension).
 _RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
                               "websocket.http.response.start"))  # fmt: skip
+# A server offering it lets the application answer a WebSocket handshake with an HTTP response
+# (ASGI's WebSocket denial response extension): how a 500 can carry the correlation header.
+_DENIAL_RESPONSE = "websocket.http.response"
+_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 
 
 class TracekitMiddleware(OptionsReadLate):
@@ -110,6 +114,8 @@ class TracekitMiddleware(OptionsReadLate):
             await self.app(scope, receive, watched_send)
         except BaseException as exc:
             error = exc
+            if not request.status_code:
+                await _refuse_on_error(watched_send, scope, exc)
             raise
         finally:
             self._finish(request, scope, top, error)
@@ -135,7 +141,11 @@ class TracekitMiddleware(OptionsReadLate):
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
             elif kind == "websocket.close" and not request.status_code:
-                request.status_code = 403  # closed before accepting: the server answers 403 (ASGI)
+                # Closed before accepting: the server answers 403 (ASGI), without the header.
+                # Not sent as a denial response, which could carry it: an in-process client
+                # (Starlette's TestClient) would raise another exception than the app's tests
+                # expect (WebSocketDenialResponse, not WebSocketDisconnect with its close code).
+                request.status_code = 403
             if not _ends_response(kind, message, trailers):
                 await send(message)
                 return
@@ -173,10 +183,12 @@ class TracekitMiddleware(OptionsReadLate):
         scope[ECHO_KEY] = echo
 
         trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
+        answered = False  # a response started, or a WebSocket closed (the server answers it)
 
         async def send_with_correlation(message: Message) -> None:
-            nonlocal trailers
+            nonlocal trailers, answered
             kind = message["type"]
+            answered = answered or kind in _RESPONSE_STARTS or kind == "websocket.close"
             if kind in _RESPONSE_STARTS:
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
@@ -189,6 +201,10 @@ class TracekitMiddleware(OptionsReadLate):
 
         try:
             await self.app(scope, receive, send_with_correlation)
+        except BaseException as exc:
+            if not answered:
+                await _refuse_on_error(send_with_correlation, scope, exc)
+            raise
         finally:
             try:
                 restore_current(tokens)
@@ -283,6 +299,34 @@ async def _send_as_arrived(
     finally:
         otel_context.detach(context_token)
         correlation.reset_correlation_id(id_token)
+
+
+async def _refuse_on_error(send: Send, scope: Scope, error: BaseException) -> None:
+    """Answer a WebSocket whose application raised before accepting it as its server would,
+    with a 500, but through ``send``, which puts the correlation header on it: the server's own
+    answer carries none. Only where the server offers ASGI's denial response extension; never
+    for an HTTP request (a server error page is the framework's), a cancelled task or a client
+    that left (nobody to answer). A send that fails leaves the server to answer, as without
+    tracekit; the error goes on to the server either way, so an in-process client (Starlette's
+    TestClient) still raises the application's exception."""
+    if not _can_deny(scope) or not isinstance(error, Exception) or _client_closed_websocket(error):
+        return
+    try:
+        await send({"type": "websocket.http.response.start", "status": 500, "headers": [_PLAIN]})
+        await send({"type": "websocket.http.response.body", "body": b"Internal Server Error"})
+    except Exception as failed:
+        report_once("asgi websocket refusal", failed)
+
+
+def _can_deny(scope: Scope) -> bool:
+    """Whether the server lets the application answer this WebSocket's handshake with an HTTP
+    response of its own (ASGI's denial response extension)."""
+    extensions = scope.get("extensions")
+    return (
+        scope["type"] == "websocket"
+        and isinstance(extensions, dict)
+        and _DENIAL_RESPONSE in extensions
+    )
 
 
 def _client_went_away(error: BaseException) -> bool:

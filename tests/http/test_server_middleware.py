@@ -192,6 +192,61 @@ def test_a_websocket_the_client_closes_is_no_server_error(
     assert broke.attributes["error.type"] == "RuntimeError"
 
 
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+def test_a_websocket_whose_endpoint_raises_before_accepting_carries_the_correlation_id(
+    serve_asgi: Any, wait_for_spans: Any, caplog: Any, mode: str
+) -> None:
+    """The server answers a WebSocket whose endpoint raises before accepting it with a 500,
+    which carried no correlation ID, unlike every HTTP response's 500: the client refused had
+    no ID to look the failure up by."""
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs what the endpoint lets out
+
+    async def fail(websocket: WebSocket) -> None:
+        raise RuntimeError("no room")
+
+    app = Starlette(routes=[WebSocketRoute("/fail", fail)])
+    app.add_middleware(asgi.TracekitMiddleware, mode=mode)
+    ws_url = serve_asgi(app).replace("http://", "ws://")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url + "/fail", additional_headers={"X-Correlation-ID": "ws-fail-1"})
+
+    answer = refused.value.response
+    assert answer.status_code == 500
+    assert answer.headers["X-Correlation-ID"] == "ws-fail-1"
+    assert answer.body == b"Internal Server Error"
+    if mode == "full":
+        (span,) = wait_for_spans(1)
+        assert span.attributes["http.response.status_code"] == 500
+        assert span.attributes["error.type"] == "RuntimeError"
+        assert span.attributes["correlation.id"] == "ws-fail-1"
+
+
+def test_a_websocket_refused_before_accepting_is_refused_as_without_tracekit_in_a_test_client() -> (
+    None
+):
+    """What an application's own tests see through Starlette's TestClient is unchanged: a
+    close before accepting raises ``WebSocketDisconnect`` with the endpoint's close code (not
+    the ``WebSocketDenialResponse`` a denial response carrying the header would raise), and an
+    exception before accepting is the endpoint's own."""
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    async def refuse(websocket: WebSocket) -> None:
+        await websocket.close(code=1008)
+
+    async def fail(websocket: WebSocket) -> None:
+        raise RuntimeError("no room")
+
+    app = Starlette(routes=[WebSocketRoute("/refuse", refuse), WebSocketRoute("/fail", fail)])
+    app.add_middleware(asgi.TracekitMiddleware)
+    client = TestClient(app)
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/refuse"):
+        pass
+    assert closed.value.code == 1008
+    with pytest.raises(RuntimeError, match="no room"), client.websocket_connect("/fail"):
+        pass
+
+
 def test_lifespan_passes_through(asgi_url: str, spans: Any) -> None:
     assert events["lifespan_started"] is True
     assert spans.get_finished_spans() == ()
