@@ -63,7 +63,14 @@ def test_the_reference_reads_what_tracekit_writes(name: str, sampled: bool) -> N
     [
         ("b3", {"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"}),
         ("b3", {"b3": "a3ce929d0e0e4736-00f067aa0ba902b7"}),  # 64-bit trace id, deferred
-        ("b3", {"x-b3-traceid": "a3ce929d0e0e4736", "x-b3-spanid": "00f067aa0ba902b7"}),
+        (
+            "b3",
+            {
+                "x-b3-traceid": "a3ce929d0e0e4736",
+                "x-b3-spanid": "00f067aa0ba902b7",
+                "x-b3-sampled": "0",
+            },
+        ),
         (
             "b3multi",
             {
@@ -92,6 +99,27 @@ def test_formats_as_other_implementations_send_them(name: str, headers: dict[str
         reference.span_id,
         reference.trace_flags,
     )
+
+
+@pytest.mark.parametrize("name", ["b3", "b3multi"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"b3": "a3ce929d0e0e4736-00f067aa0ba902b7"},
+        {"x-b3-traceid": "a3ce929d0e0e4736", "x-b3-spanid": "00f067aa0ba902b7"},
+    ],
+)
+def test_b3_without_a_sampling_state_defers_the_decision_to_this_hop(
+    name: str, headers: dict[str, str]
+) -> None:
+    """B3 without a sampling state leaves the decision to the receiver, in either encoding.
+    OpenTelemetry's reference records a single header so but drops the same ids sent as
+    multiple headers (it reads a missing X-B3-Sampled as "0"); tracekit records both, as its
+    span is the receiver's decision (Envoy makes its own on both)."""
+    parent = parent_of(propagation.TracekitPropagator(propagators=[name]).extract(headers))
+
+    assert (parent.trace_id, parent.span_id) == (0xA3CE929D0E0E4736, 0x00F067AA0BA902B7)
+    assert parent.trace_flags.sampled
 
 
 HOSTILE = "\x1b]0;pwned\x07"

@@ -248,3 +248,38 @@ def test_a_b3_debug_trace_stays_debug_downstream(
     else:
         assert sent["x-b3-spanid"] == client.span_id and sent["x-b3-flags"] == "1"
         assert "x-b3-sampled" not in sent  # debug implies it: B3 sends one or the other
+
+
+@pytest.mark.parametrize(
+    ("propagators", "deferred"),
+    [
+        ("b3", [b"b3: 4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"]),
+        (
+            "b3multi",
+            [b"X-B3-TraceId: 4bf92f3577b34da6a3ce929d0e0e4736", b"X-B3-SpanId: 00f067aa0ba902b7"],
+        ),
+    ],
+)
+def test_a_b3_caller_leaving_the_sampling_decision_to_this_hop_is_traced(
+    service: Service,
+    downstream: tuple[str, list[dict[str, str]]],
+    propagators: str,
+    deferred: list[bytes],
+) -> None:
+    """B3 without a sampling state (no ``X-B3-Sampled``; ``b3: {trace}-{span}``) defers the
+    decision to the receiver, as a proxy that forwards the ids and makes no decision sends
+    them; Envoy decides for itself. The single header was recorded, while the same ids as
+    multiple headers were taken as 'not sampled': the service stored no span of the request
+    and told the next hop not to sample either."""
+    downstream_url, received = downstream
+    port = _start_mesh(service, propagators, downstream_url)
+
+    response = send(f"http://127.0.0.1:{port}/call", deferred)
+    assert response.status == 200
+    service.terminate()
+
+    (server,) = [s for s in service.spans() if s.kind == "SERVER" and s.name == "GET /call"]
+    assert server.trace_id == f"{CALLER_TRACE:032x}"  # the caller's trace, continued
+    assert server.parent_span_id == f"{CALLER_SPAN:016x}"
+    context = REFERENCES[propagators].extract(received[-1], getter=HttpHeaders())
+    assert trace.get_current_span(context).get_span_context().trace_flags.sampled

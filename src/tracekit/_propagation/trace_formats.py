@@ -106,7 +106,10 @@ class B3:
         if trace_id is None or span_id is None:
             return None
         debug = one(headers, self.FLAGS) == "1"
-        sampled = debug or one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
+        # No sampling state (not one unreadable): deferred, as a single header without one is
+        # (OpenTelemetry's reference reads only that one so; Envoy decides for itself on both)
+        deferred = not headers.get(self.SAMPLED_KEY)
+        sampled = debug or deferred or one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
         return self._ids(trace_id, span_id, sampled, debug)
 
     def _single(self, value: str) -> Remote | None:
