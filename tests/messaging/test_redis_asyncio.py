@@ -354,6 +354,29 @@ def test_asyncio_channel_handler_runs_inside_the_span(
 
 
 @pytest.mark.usefixtures("named_channels")
+def test_a_read_bounded_by_asyncio_timeout_keeps_the_message_current(redis_url, spans) -> None:
+    """What redis.md tells a subscriber that bounds its wait: ``asyncio.timeout()`` reads in the
+    subscriber's own task, so the code after it has the message's correlation ID (under
+    ``asyncio.wait_for`` on Python 3.11 the read runs in a task of its own, and it has none)."""
+    channel = f"prices-{uuid.uuid4().hex[:8]}"
+
+    async def read_bounded() -> tuple[Any, str | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(channel)
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        await _published_in_request(redis_url, channel, b"price changed")
+        async with asyncio.timeout(5):
+            message = await pubsub.get_message(timeout=4)
+        current = tracekit.correlation_id()
+        await pubsub.aclose()
+        await client.aclose()
+        return message["data"] if message else None, current
+
+    assert asyncio.run(read_bounded()) == (b"price changed", CORRELATION_ID)
+
+
+@pytest.mark.usefixtures("named_channels")
 def test_asyncio_messages_read_in_tasks_of_their_own(redis_url, spans, caplog) -> None:
     """Each read in a task of its own (``asyncio.wait_for`` does that on Python 3.11): a message's
     span starts there and ends in the next task, or at ``aclose()``, where the context it made
