@@ -134,10 +134,21 @@ class _ServerErrors:
         interned, text = picked
         if interned:
             return text in self.interned
-        value = value_of(picked)
-        if isinstance(value, str) and value.isdigit():
-            value = int(value)
+        value = _status_number(value_of(picked))
         return isinstance(value, int) and 500 <= value <= 599
+
+
+def _status_number(value: object) -> object:
+    """A status code some SDKs send as text ("503") as its number, when it is short ASCII
+    digits; other values as they are.
+
+    Stored text is whatever a client sent: "500" followed by superscript zeros is digits to
+    ``str.isdigit`` and not to ``int``, which failed ``tracekit canary`` for the whole window
+    (exit 2) over one such span, as would a number of thousands of digits.
+    """
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
+        return int(value)
+    return value
 
 
 def _string_ref(reader: StoreReader, value: str) -> int | None:
