@@ -326,14 +326,38 @@ def _out_of_range(value: str, option: str) -> click.BadParameter:
 def terminal_width(default: int = 100, narrowest: int = 40) -> int:
     """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to
     ``narrowest``-400)."""
-    columns = os.environ.get("COLUMNS", "")
-    # ASCII and short: "²" is a digit to isdigit, not to int, nor is a 5,000-digit number
-    if columns.isascii() and columns.isdigit() and len(columns) <= 6:
-        return max(narrowest, min(int(columns), 400))
+    columns = _dimension_from_environment("COLUMNS")
+    if columns is not None:
+        return max(narrowest, min(columns, 400))
     try:
         return max(narrowest, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))
     except (OSError, ValueError):
         return default
+
+
+def terminal_height(default: int = 25) -> int:
+    """``LINES`` if set, else the terminal's height, else ``default``.
+
+    A rich console is given it with the width: one given neither reads ``COLUMNS`` and ``LINES``
+    itself, and takes any text ``str.isdigit`` accepts to ``int`` (``LINES=²`` was an internal
+    error of every rich view).
+    """
+    lines = _dimension_from_environment("LINES")
+    if lines:
+        return lines
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).lines or default
+    except (OSError, ValueError):
+        return default
+
+
+def _dimension_from_environment(name: str) -> int | None:
+    """The variable ``name`` as a number of cells, or None when it is no short ASCII number."""
+    value = os.environ.get(name, "")
+    # ASCII and short: "²" is a digit to isdigit, not to int, nor is a 5,000-digit number
+    if value.isascii() and value.isdigit() and len(value) <= 6:
+        return int(value)
+    return None
 
 
 def no_color() -> bool:

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from tracekit.records import finite_json
-from tracekit_cli.options import EXIT_ERROR, fail, no_color, terminal_width
+from tracekit_cli.options import EXIT_ERROR, fail, no_color, terminal_height, terminal_width
 
 # json escapes C0 controls only. Every other character that is not printable is escaped too:
 # those a terminal may act on (C1 such as CSI and OSC, DEL), bidirectional overrides, line
@@ -93,7 +93,8 @@ def emit_rich(draw: Callable[[Any], None], narrowest: int = 40) -> None:
     # The console draws into a buffer of its own: rich would exit 1 itself on a closed pipe,
     # and even a capture touches its file when it ends (a full disk failed there).
     drawn = io.StringIO()
-    console = make_console(terminal_width(narrowest=narrowest), color=not no_color(), file=drawn)
+    width = terminal_width(narrowest=narrowest)
+    console = make_console(width, terminal_height(), color=not no_color(), file=drawn)
     draw(console)
     with _stdout_reader_may_leave():
         sys.stdout.write(drawn.getvalue())

@@ -197,3 +197,21 @@ def test_a_columns_value_that_is_no_number_is_ignored(store: Path, columns: str,
                             env=env, timeout=60)  # fmt: skip
 
     assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
+
+
+@pytest.mark.parametrize("variable", ["COLUMNS", "LINES"])
+@pytest.mark.parametrize("name", list(commands(Path(), "rich")))
+def test_a_terminal_size_that_is_no_number_is_ignored_by_the_rich_views(
+    store: Path, variable: str, name: str
+) -> None:
+    """The rich tables (search, services, canary: the default on a terminal) had rich read
+    ``COLUMNS`` and ``LINES`` itself, and it takes any text ``str.isdigit`` accepts to ``int``:
+    ``COLUMNS=²`` or ``LINES=²`` there was still ``internal error (ValueError ...)`` once the
+    text views ignored it. Like any value that is no size, it is ignored."""
+    for value in ("²", "9" * 5000):
+        env = {**os.environ, variable: value}
+        result = subprocess.run([TRACEKIT, *commands(store, "rich")[name]], capture_output=True,
+                                env=env, timeout=60)  # fmt: skip
+
+        assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
+        assert result.stdout

@@ -19,6 +19,7 @@ from tracekit_cli.options import (
     no_color,
     reason,
     refuse_folder,
+    terminal_height,
     terminal_width,
 )
 from tracekit_cli.output import OutputLost, StdoutAsWritten, fail_output_lost
@@ -112,7 +113,13 @@ def _console() -> Any:
     from rich.console import Console
 
     stdout = cast("IO[str]", StdoutAsWritten())  # what rich uses of a file, not all of IO
-    return Console(file=stdout, width=terminal_width(), no_color=no_color(), highlight=False)
+    return Console(
+        file=stdout,
+        width=terminal_width(),
+        height=terminal_height(),
+        no_color=no_color(),
+        highlight=False,
+    )
 
 
 def _create_store(path: FilePath) -> None:

@@ -51,12 +51,12 @@ PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_
 _WORDS = re.compile(r"\s+|\S+")
 
 
-def make_console(width: int, *, color: bool, file: object = None) -> Console:
-    """A console of fixed width; ``color=False`` (NO_COLOR) keeps the layout without colour."""
+def make_console(width: int, height: int, *, color: bool, file: object = None) -> Console:
+    """A console of fixed size; ``color=False`` (NO_COLOR) keeps the layout without colour."""
     from rich.console import Console
 
     return Console(
-        width=width, no_color=not color, highlight=False, soft_wrap=False,
+        width=width, height=height, no_color=not color, highlight=False, soft_wrap=False,
         color_system="standard" if color else None, force_terminal=color,
         file=file,  # type: ignore[arg-type]
     )  # fmt: skip
