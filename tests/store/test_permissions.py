@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 UMASKS = [0o000, 0o022, 0o027]
@@ -212,3 +213,54 @@ def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
     with Store(store_path) as store:
         store.create()
     assert store_path.stat().st_size > 0
+
+
+def test_a_wal_another_user_left_beside_a_store_in_a_shared_folder_is_not_read(
+    tmp_path: Path,
+) -> None:
+    """Another user's ``-wal`` (holding every page of a store of theirs) left beside the user's
+    store in /tmp, where no collector has it open: ``tracekit search`` listed their forged
+    request in place of the user's own, and closing the store wrote their pages into the file,
+    the user's request gone for good. Now the command is one line and exit 2, and the store
+    keeps what it held."""
+    import sqlite3
+
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a file another user owns")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    store_path, theirs = shared / "tracekit.db", tmp_path / "theirs.db"
+    now = time.time_ns()
+    for path, cid, trace_id in (
+        (store_path, "req-own", "a" * 32),
+        (theirs, "req-forged", "c" * 32),
+    ):
+        with Store(path) as store:
+            store.write_spans([_request(cid, trace_id, now)])
+    forger = sqlite3.connect(theirs, isolation_level=None)
+    forger.execute("PRAGMA wal_autocheckpoint = 0")
+    forger.execute("VACUUM")  # every page of their store into its -wal
+    left = shared / "tracekit.db-wal"
+    left.write_bytes(Path(f"{theirs}-wal").read_bytes())
+    forger.close()
+    left.chmod(0o666)
+    os.chown(left, _nobody(), -1)
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    search = [tracekit, "search", "--since", "1h", "--format", "text", "--store", str(store_path)]
+
+    result = subprocess.run(search, capture_output=True, text=True, timeout=30, check=False)
+
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
+    left.unlink()
+    kept = subprocess.run(search, capture_output=True, text=True, timeout=30, check=True)
+    assert "req-own" in kept.stdout and "req-forged" not in kept.stdout
+
+
+def _request(correlation_id: str, trace_id: str, start: int) -> SpanRecord:
+    return SpanRecord(
+        trace_id, "b" * 16, None, "svc", "GET /", "SERVER", start, start + 10**6,
+        attributes={"correlation.id": correlation_id}, resource={"service.name": "svc"},
+    )  # fmt: skip

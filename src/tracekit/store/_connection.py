@@ -228,17 +228,43 @@ def _refuse_foreign_files(target: Path) -> None:
             )
 
 
-def _left_by_another_user(status: os.stat_result, folder: Path) -> bool:
-    """Whether an entry of ``folder`` is another user's in a folder shared with every user
-    (sticky and writable by all, as /tmp), whose owner is not that user either: the entries
-    the kernel's ``fs.protected_*`` settings keep a process from following or writing."""
+def _left_by_another_user(status: os.stat_result, folder: Path, user: int | None = None) -> bool:
+    """Whether an entry of ``folder`` is another user's than ``user`` (default: this process's)
+    in a folder shared with every user (sticky and writable by all, as /tmp), whose owner is
+    not that user either: the entries the kernel's ``fs.protected_*`` settings keep a process
+    from following or writing."""
     try:
         shared_folder = os.stat(folder)
     except OSError:
         return False
     mode = shared_folder.st_mode
     shared = mode & stat.S_ISVTX and mode & stat.S_IWOTH
-    return bool(shared) and status.st_uid not in (os.geteuid(), shared_folder.st_uid)
+    owner = os.geteuid() if user is None else user
+    return bool(shared) and status.st_uid not in (owner, shared_folder.st_uid)
+
+
+def _refuse_companions_of_another_user(file: Path) -> None:
+    """Raise ``PermissionError`` when a ``-wal``, ``-shm`` or ``-journal`` beside the store
+    ``file`` in a shared folder is not the store owner's.
+
+    SQLite reads one it finds there as the store's own: a ``-wal`` another user left beside a
+    store in /tmp had ``tracekit search`` list their requests in place of the owner's, and the
+    last connection to close writes it into the file. The store itself may be another user's
+    (root reading it): what is read is that user's alone.
+    """
+    owner = os.stat(file).st_uid
+    for suffix in _COMPANIONS[1:]:
+        companion = file.with_name(file.name + suffix)
+        try:
+            status = os.lstat(companion)
+        except OSError:
+            continue  # nothing there
+        if _left_by_another_user(status, file.parent, owner):
+            raise PermissionError(
+                errno.EACCES,
+                "a file another user left in a shared folder, not read",
+                str(companion),
+            )
 
 
 def _create_private_folders(folder: Path) -> None:
@@ -269,6 +295,7 @@ def open_reader(path: Path) -> sqlite3.Connection:
     if path.is_dir():  # (the CLI names a folder before it gets here)
         raise FileNotFoundError(str(path))
     file = path.resolve()
+    _refuse_companions_of_another_user(file)
     # SQLite says only "unable to open database file" for a file it may not read
     if not os.access(file, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
