@@ -438,6 +438,14 @@ def _error_body(error: urllib.error.HTTPError) -> str:
         return ""
 
 
+def of_another_api(document: Any, keys: frozenset[str]) -> bool:
+    """Whether ``document`` is a JSON object none of whose keys the expected answer has: another
+    API's (``{"data": null}`` of Jaeger's UI API, a gateway's ``{"errors": [...]}``), whose
+    absent fields read as "nothing found". An empty object is the expected answer with nothing
+    in it: protobuf's JSON leaves empty fields out."""
+    return isinstance(document, dict) and bool(document) and not keys & document.keys()
+
+
 def _int_or_float(digits: str) -> int | float:
     """A JSON integer; one longer than any 64-bit number (20 characters) as a float, which its
     field then refuses as out of range. Python refuses to read an integer of over 4,300 digits:

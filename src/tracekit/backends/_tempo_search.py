@@ -24,7 +24,7 @@ from typing import Any
 
 from tracekit import semconv
 from tracekit.backends._duration import go_duration, parse_go_duration
-from tracekit.backends._http import HTTPStatusError
+from tracekit.backends._http import HTTPStatusError, of_another_api
 from tracekit.backends._otlp_json import MALFORMED, Dropped, TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
 from tracekit.records import BackendError
@@ -36,6 +36,7 @@ HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
 BY_CORRELATION_ID = "by(span.correlation.id)"  # also the key of each group's span set attribute
 _IDS_PER_SEARCH = 20
+_SEARCH_KEYS = frozenset({"traces", "metrics"})  # SearchResponse's fields
 _QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URLs over 8 KiB)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 _TOO_MANY = re.compile(r"^limit [0-9]+ exceeds max limit ([0-9]{1,9})$")
@@ -166,6 +167,9 @@ def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
     if not isinstance(answer, dict):  # Grafana's own /api/search (dashboards) answers a list
         raise BackendError("unreadable search answer from Tempo (not a JSON object: is the URL "
                            "Tempo's API?)")  # fmt: skip
+    if of_another_api(answer, _SEARCH_KEYS):
+        raise BackendError("unreadable search answer from Tempo (neither traces nor metrics in "
+                           "it: is the URL Tempo's API?)")  # fmt: skip
     traces = answer.get("traces")
     if not isinstance(traces, list | None):
         raise BackendError("unreadable search answer from Tempo (traces is not a list)")

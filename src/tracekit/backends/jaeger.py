@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracekit.backends._duration import go_duration
-from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound
+from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound, of_another_api
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
@@ -64,6 +64,7 @@ MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces
 # a parameter it does not know
 _RAW_TRACE = {"raw_traces": "true"}
 _RAW_SEARCH = {"query.raw_traces": "true"}
+_SERVICES_KEYS = frozenset({"services"})
 # told of a search answer holding as many traces as tracekit asks for: the service, the spans
 _Capped = Callable[[str, list[SpanRecord]], None]
 
@@ -282,7 +283,7 @@ class JaegerSource(RemoteSource):
         if answer is None:  # Jaeger's own "not found"
             return []
         listed = (answer.get("services") or []) if isinstance(answer, dict) else None
-        if not isinstance(listed, list):
+        if not isinstance(listed, list) or of_another_api(answer, _SERVICES_KEYS):
             raise BackendError("Jaeger answered something that is not an api_v3 services document")
         if not all(_is_name(s) for s in listed):
             self._left_out("a service name that is no name")

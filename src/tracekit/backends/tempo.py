@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound
+from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound, of_another_api
 from tracekit.backends._notes import Notify
 from tracekit.backends._otlp_json import spans_from_batches
 from tracekit.backends._remote import RemoteSource
@@ -69,6 +69,8 @@ _MOST_RECENT = " with (most_recent=true)"  # the newest traces, ordered by start
 # collapsed into one summary span, and the consumers linking to the others lead nowhere. An
 # earlier Tempo, or one without pruning enabled, ignores the parameter.
 _UNPRUNED = {"span_pruning": "false"}
+_V1_KEYS = frozenset({"batches"})  # /api/traces/<id>: Tempo renames resourceSpans so
+_V2_KEYS = frozenset({"trace", "metrics", "status", "message"})  # TraceByIDResponse's fields
 
 
 class TempoSource(RemoteSource):
@@ -423,10 +425,11 @@ class TempoSource(RemoteSource):
                     "this Tempo's HTTP API (with its path prefix)?"
                 ) from None
             return []
-        return spans_from_batches(_field(document, "batches"), self._left_out)
+        return spans_from_batches(_field(document, "batches", _V1_KEYS), self._left_out)
 
     def _read_v2(self, trace_id: str, document: Any) -> list[SpanRecord]:
-        batches = _field(_field(document, "trace", {}), "resourceSpans")
+        trace = _field(document, "trace", _V2_KEYS, {})
+        batches = _field(trace, "resourceSpans", frozenset({"resourceSpans"}))
         spans = spans_from_batches(batches, self._left_out)
         if isinstance(document, dict) and document.get("status") == "PARTIAL":
             message = document.get("message")
@@ -514,8 +517,12 @@ def _moment(unix_seconds: float) -> str:
     return datetime.fromtimestamp(unix_seconds, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _field(document: Any, name: str, default: Any = None) -> Any:
-    """``document[name]``; BackendError when the document is not a JSON object."""
+def _field(document: Any, name: str, keys: frozenset[str], default: Any = None) -> Any:
+    """``document[name]``; BackendError when the document is not a JSON object, or one of
+    another API (none of ``keys``, the fields of Tempo's answer, in it)."""
     if not isinstance(document, dict):
         raise BackendError("Tempo answered a trace that is not a JSON object")
+    if of_another_api(document, keys):
+        raise BackendError("Tempo answered a trace that is not a Tempo trace document (is the "
+                           "URL Tempo's API?)")  # fmt: skip
     return document.get(name, [] if default is None else default)
