@@ -209,6 +209,25 @@ class StoreReader:
         query = f"{_SPAN_SELECT} WHERE s.start_ns >= ? ORDER BY s.start_ns DESC, s.id DESC LIMIT ?"
         return self._spans(self.conn.execute(query, (since_unix_nano, limit)).fetchall()[::-1])
 
+    def span_id_clashes(self, trace_ids: Iterable[str], limit: int) -> list[tuple[str, str]]:
+        """(trace id, span id) of the first ``limit`` span ids of these traces that were also
+        sent for another span, which the store did not keep (a store from before schema 3
+        noted none)."""
+        ids = hex_ids(trace_ids, 16)
+        if not ids or not self._has_table("span_id_clashes"):
+            return []
+        query = (
+            "SELECT t.trace_id, c.span_id FROM span_id_clashes c JOIN traces t"
+            f" ON t.id = c.trace_ref WHERE t.trace_id IN ({marks(len(ids))})"
+            " ORDER BY t.trace_id, c.span_id LIMIT ?"
+        )
+        rows = self.conn.execute(query, (*ids, limit)).fetchall()
+        return [(bytes(trace).hex(), bytes(span).hex()) for trace, span in rows]
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
+        return self.conn.execute(query, (name,)).fetchone() is not None
+
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces holding a span whose link points into any of ``trace_ids``."""
         ids = hex_ids(trace_ids, 16)

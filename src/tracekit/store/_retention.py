@@ -232,6 +232,10 @@ def _delete_spans(conn: sqlite3.Connection, condition: str, params: tuple[int, .
         "DELETE FROM links WHERE trace_ref = ? AND span_id = ?",
         [(row[0], row[2]) for row in rows if row[3]],
     )
+    conn.executemany(  # a trace ref is handed out again once its trace is gone
+        "DELETE FROM span_id_clashes WHERE trace_ref = ? AND span_id = ?",
+        [(row[0], row[2]) for row in rows],
+    )
     _touch(conn, rows)
     return len(rows)
 

@@ -80,11 +80,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('generation', 0);
     """,
+    # 3: the span ids a trace was sent for two different spans (a client reusing ids): the store
+    # keeps the first, and a read says so (the spans below the other one hang under it)
+    """
+    CREATE TABLE span_id_clashes (
+        trace_ref INTEGER NOT NULL, span_id BLOB NOT NULL, PRIMARY KEY (trace_ref, span_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema the reader reads as it is: migration 2 only added the writers' generation
-# table. A migration that changes what readers query must raise this.
+# table, migration 3 a table a reader does without (``StoreReader.span_id_clashes``). A
+# migration that changes what readers query must raise this.
 OLDEST_READABLE = 1
 
 

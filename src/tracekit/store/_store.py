@@ -39,6 +39,7 @@ from tracekit.store._schema import (
 from tracekit.store._writer import StoreWriter
 
 T = TypeVar("T")
+MAX_CLASHES_SAID = 5  # span id clashes a path warns of one by one
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +224,21 @@ class Store:
         """Log records emitted inside spans of the given traces, oldest first."""
         ids = list(trace_ids)
         return self._read(lambda r: r.logs_by_trace_ids(ids))
+
+    def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
+        """What a path of these traces should warn about (``WarningSource``): a span id that
+        was sent for two different spans, of which the store kept the first."""
+        ids = list(trace_ids)
+        clashes = self._read(lambda r: r.span_id_clashes(ids, MAX_CLASHES_SAID + 1))
+        said = [
+            f"span id {span_id} of trace {trace_id} was sent for two different spans (a client "
+            "reusing span ids): only the first is stored, and the children of the other show "
+            "under it"
+            for trace_id, span_id in clashes[:MAX_CLASHES_SAID]
+        ]
+        if len(clashes) > MAX_CLASHES_SAID:
+            said.append(f"more than {MAX_CLASHES_SAID} span ids were sent for two different spans")
+        return said
 
     def recent_requests(
         self,

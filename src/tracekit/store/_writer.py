@@ -17,7 +17,7 @@ from tracekit.store._encoding import (
 )
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._reclaim import StaleRows, generation
-from tracekit.store._rows import SpanRows, indexed_correlation
+from tracekit.store._rows import SpanRow, SpanRows, indexed_correlation
 
 # A row's first value holds its ids: trace id (16 bytes), span id (8), parent span id (8, zeros
 # for none); trace and correlation are resolved here, "absent" is '' or 0 (see _rows.py).
@@ -38,6 +38,17 @@ _INSERT_LINK = (
     " attributes) SELECT s.trace_ref, s.span_id, ?3, ?4, ?5, nullif(?6, '') FROM spans s"
     " WHERE s.trace_ref = (SELECT id FROM traces WHERE trace_id = ?1) AND s.span_id = ?2"
     " AND s.id > ?7"
+)
+# What tells a copy of a stored span sent again (an export retried) from another span sent with
+# its trace and span id (a client reusing ids): the row's columns that a copy repeats exactly.
+_STORED_UNDER_ITS_ID = (
+    "SELECT service_ref, name_ref, kind, start_ns, duration_ns FROM spans"
+    " WHERE trace_ref = (SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16))"
+    " AND span_id = substr(?1, 17, 8)"
+)
+_INSERT_CLASH = (
+    "INSERT OR IGNORE INTO span_id_clashes (trace_ref, span_id) VALUES ("
+    "(SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16)), substr(?1, 17, 8))"
 )
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
@@ -158,8 +169,21 @@ class StoreWriter:
         execute(_INSERT_TRACE, [(bytearray(t),) for t in rows.trace_ids])
         execute(_INSERT_CORRELATION, [(c,) for c in rows.correlations])
         last_before = self._last_span_id() if rows.links else 0  # (_INSERT_LINK)
+        changes_before = self.conn.total_changes
         execute(_INSERT_SPAN, rows.spans)
+        if self.conn.total_changes - changes_before < len(rows.spans):  # some were ignored
+            self._note_clashes(rows.spans)
         execute(_INSERT_LINK, [(*link, last_before) for link in rows.links])
+
+    def _note_clashes(self, spans: list[SpanRow]) -> None:
+        """Note the span ids stored for a span other than the one of ``spans`` that the
+        insert skipped: a copy sent again is the same span, and no clash."""
+        clashes = []
+        for row in spans:
+            stored = self.conn.execute(_STORED_UNDER_ITS_ID, (row[0],)).fetchone()
+            if stored is not None and tuple(stored) != tuple(row[1:6]):
+                clashes.append((row[0],))
+        self.conn.executemany(_INSERT_CLASH, clashes)
 
     def _last_span_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
