@@ -263,9 +263,9 @@ def test_error_deep_in_the_path_carries_the_exception_message() -> None:
     path = run(t)
     assert [e.to_json() for e in path.errors] == [
         {"span_id": payments.span_id, "service": "payments",
-         "message": "charge failed: upstream bank"},
+         "message": "charge failed: upstream bank", "trace_id": payments.trace_id},
         {"span_id": bank.span_id, "service": "bank",
-         "message": "ConnectionResetError: peer reset"},
+         "message": "ConnectionResetError: peer reset", "trace_id": bank.trace_id},
     ]  # fmt: skip
 
 

@@ -93,6 +93,7 @@ class PathSpan:
             "attributes": dict(record.attributes),
             "links": [{"trace_id": ln.trace_id, "span_id": ln.span_id} for ln in record.links],
             "depth": self.depth,
+            "on_critical_path": self.on_critical_path,
         }
 
 
@@ -135,6 +136,8 @@ class Hop:
             "to_span_id": self.to_span_id,
             "latency_ms": self.latency_ms,
             "queue_wait_ms": self.queue_wait_ms,
+            "from_trace_id": self.from_trace_id,
+            "to_trace_id": self.to_trace_id,
         }
 
 
@@ -149,7 +152,8 @@ class PathError:
 
     def to_json(self) -> dict[str, Any]:
         """The error object of the ``tracekit.path/v1`` document."""
-        return {"span_id": self.span_id, "service": self.service, "message": self.message}
+        return {"span_id": self.span_id, "service": self.service, "message": self.message,
+                "trace_id": self.trace_id}  # fmt: skip
 
 
 @dataclass(slots=True, frozen=True)
@@ -171,6 +175,7 @@ class PathLog:
             "service": self.service,
             "severity": self.severity,
             "body": self.body,
+            "trace_id": self.trace_id,
         }
 
 
