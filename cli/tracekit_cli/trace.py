@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from tracekit.path.collect import MAX_SPANS
+from tracekit.path.collect import MAX_SPANS, looks_like_trace_id
 from tracekit.records import BackendError
 from tracekit_cli.options import (
     EXIT_ERROR,
@@ -60,7 +60,8 @@ def trace(
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
     if path is None:
-        fail(f"no request found for {query!r:.80}{_traceparent_hint(query)}", EXIT_NOT_FOUND)
+        hint = _traceparent_hint(query) or _searched_back_hint(source, query)
+        fail(f"no request found for {query!r:.80}{hint}", EXIT_NOT_FOUND)
     chosen = resolve_format(output_format)
     if chosen == "json":
         emit_json(path.to_json())
@@ -76,6 +77,16 @@ def trace(
             lambda width: rich_view.format_path(path, width, color=color, with_logs=logs),
             NARROWEST_READ_VIEW,
         )
+
+
+def _searched_back_hint(source: object, query: str) -> str:
+    """How far back a remote backend was searched for the correlation ID ``query``: a request
+    older than that is there all the same, and found by its trace ID (read by id, at any age)."""
+    searched_back = getattr(source, "searched_back", None)
+    if searched_back is None or looks_like_trace_id(query):
+        return ""
+    return (f": the correlation ID is searched for over the last {searched_back()}; an older "
+            "request is found by its trace ID")  # fmt: skip
 
 
 def _traceparent_hint(query: str) -> str:

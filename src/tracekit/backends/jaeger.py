@@ -123,6 +123,10 @@ class JaegerSource(RemoteSource):
                 f"correlation ID: showing the newest {MAX_TRACES_PER_SEARCH} Jaeger found",
             )
 
+    def searched_back(self) -> str:
+        """How far back a search for a correlation ID looks (``LOOKBACK_SECONDS``)."""
+        return f"{LOOKBACK_SECONDS // 86400} days"
+
     def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
         """What a path built from these traces should warn about (a correlation ID on more
         traces than a search answers)."""

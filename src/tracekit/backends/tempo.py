@@ -141,6 +141,11 @@ class TempoSource(RemoteSource):
             )
         return sorted(((h.trace_id, h.start_unix_nano) for h in hits), key=lambda t: t[1])[:limit]
 
+    def searched_back(self) -> str:
+        """How far back a search for a correlation ID looks: a default Tempo's longest search,
+        or the shorter one this Tempo refused a search for."""
+        return self._max_window[1] if self._max_window else "168h"
+
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces with a span linking into ``trace_ids`` (what cannot be searched is warned)."""
         wanted = list(trace_ids)
