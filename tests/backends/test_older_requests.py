@@ -44,3 +44,17 @@ def test_an_unknown_trace_id_gets_no_such_hint(serve: Any) -> None:
     url = serve(FakeJaeger(recent(checkout().spans))).url
     done = tracekit("trace", "ab" * 16, "--jaeger", url, "--timeout", "5")
     assert (done.returncode, done.stderr) == (1, f"tracekit: no request found for {'ab' * 16!r}\n")
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_diff_says_so_too(serve: Any, backend: str) -> None:
+    fake, searched_back = BACKENDS[backend]
+    spans = recent(checkout().spans, seconds_ago=EIGHT_DAYS)
+    url = serve(fake(spans)).url
+
+    done = tracekit("diff", "req-checkout-1", spans[0].trace_id, backend, url, "--timeout", "5")
+    assert (done.returncode, done.stdout) == (3, "")
+    assert done.stderr == (
+        f"tracekit: no request found for 'req-checkout-1'; correlation IDs are searched for over "
+        f"the last {searched_back}; an older request is found by its trace ID\n"
+    )

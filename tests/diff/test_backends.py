@@ -127,6 +127,7 @@ def test_a_request_not_found_on_jaeger_is_searched_for_once(
 
         assert traced.exit_code == 1 and searches > 0
         assert (result.exit_code, result.stderr) == (
-            3, "tracekit: no request found for 'req-nowhere'\n"
+            3, "tracekit: no request found for 'req-nowhere'; correlation IDs are searched "
+               "for over the last 2 days; an older request is found by its trace ID\n"
         )  # fmt: skip
         assert len(asked) == searches
