@@ -254,8 +254,12 @@ class GrpcReceiver:
         several: a client opening call after call keeps no other connection out, however young
         its calls. Else the oldest call of another client address holding over half the places
         (``_hogging``): nor do many connections from one address keep other addresses out.
-        Else the call that has waited longest, when that is at least ``MIN_AGE``."""
-        crowded = _crowding(peer for _, peer in self._receiving.values())
+        Else the call that has waited longest, when that is at least ``MIN_AGE``. Never by the
+        first rule a call of the newcomer's own connection: displacing a sibling makes no room
+        for anyone else, and OpenTelemetry JS, whose gRPC exporter sends its batches at once on
+        one connection and retries nothing, lost each batch so displaced."""
+        others = (peer for _, peer in self._receiving.values() if peer != newcomer)
+        crowded = _crowding(others)
         if crowded is not None:
             return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
         hogging = self._hogging(newcomer)

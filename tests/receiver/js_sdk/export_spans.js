@@ -1,6 +1,9 @@
-// Spans made by the official OpenTelemetry JS SDK, sent by its OTLP/HTTP exporters.
-// Usage: node export_spans.js ENDPOINT proto|json gzip|none COUNT [empty-link]
+// Spans made by the official OpenTelemetry JS SDK, sent by its OTLP/HTTP or gRPC exporters.
+// Usage: node export_spans.js ENDPOINT proto|json|grpc gzip|none COUNT [empty-link|at-once]
+// (grpc: ENDPOINT is the receiver's gRPC address, http://host:port)
 // empty-link: each parent span links to the invalid (all-zero) span context, with an attribute.
+// at-once: every batch of 200 is exported at once (the exporter's limit raised to allow it),
+// and each child span carries 500 characters of SQL, so that receiving a batch takes a while.
 // Prints one JSON line: spans acknowledged and refused by the receiver, and their trace ids.
 'use strict';
 const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
@@ -9,8 +12,8 @@ const { ExportResultCode } = require('@opentelemetry/core');
 const { context, trace, INVALID_SPAN_CONTEXT } = require('@opentelemetry/api');
 
 const [endpoint, encoding, compression, countText, option] = process.argv.slice(2);
-const module_ = encoding === 'proto' ? '@opentelemetry/exporter-trace-otlp-proto' : '@opentelemetry/exporter-trace-otlp-http';
-const { OTLPTraceExporter } = require(module_);
+const MODULES = { proto: 'proto', json: 'http', grpc: 'grpc' };
+const { OTLPTraceExporter } = require(`@opentelemetry/exporter-trace-otlp-${MODULES[encoding]}`);
 
 async function main() {
   const memory = new InMemorySpanExporter();
@@ -23,22 +26,29 @@ async function main() {
     const links = option === 'empty-link' ? [{ context: INVALID_SPAN_CONTEXT, attributes: { reason: 'no upstream context' } }] : [];
     const parent = tracer.startSpan('GET /items/{id}', { kind: 1, attributes: { 'http.request.method': 'GET', n: i }, links });
     const inside = trace.setSpan(context.active(), parent);
-    tracer.startSpan('SELECT items', { attributes: { 'db.system.name': 'postgresql' } }, inside).end();
+    const query = option === 'at-once' ? { 'db.query.text': `SELECT * FROM items WHERE id = ${i} ${' '.repeat(500)}` } : {};
+    tracer.startSpan('SELECT items', { attributes: { 'db.system.name': 'postgresql', ...query } }, inside).end();
     parent.end();
   }
   const spans = memory.getFinishedSpans();
-  const exporter = new OTLPTraceExporter({ url: `${endpoint}/v1/traces`, compression });
+  const url = encoding === 'grpc' ? endpoint : `${endpoint}/v1/traces`;
+  const concurrencyLimit = option === 'at-once' ? Math.ceil(spans.length / 200) : undefined;
+  const exporter = new OTLPTraceExporter({ url, compression, concurrencyLimit });
   let acknowledged = 0;
   let refused = 0;
-  for (let start = 0; start < spans.length; start += 200) {
-    const batch = spans.slice(start, start + 200);
+  const errors = new Set();
+  const send = async (batch) => {
     const result = await new Promise((resolve) => exporter.export(batch, resolve));
     if (result.code === ExportResultCode.SUCCESS) acknowledged += batch.length;
-    else refused += batch.length;
-  }
+    else { refused += batch.length; errors.add(String(result.error)); }
+  };
+  const batches = [];
+  for (let start = 0; start < spans.length; start += 200) batches.push(spans.slice(start, start + 200));
+  if (option === 'at-once') await Promise.all(batches.map(send));
+  else for (const batch of batches) await send(batch);
   await exporter.shutdown();
   const traceIds = [...new Set(spans.map((s) => s.spanContext().traceId))];
-  process.stdout.write(JSON.stringify({ acknowledged, refused, traceIds }) + '\n');
+  process.stdout.write(JSON.stringify({ acknowledged, refused, errors: [...errors], traceIds }) + '\n');
 }
 
 main().catch((error) => { console.error(String(error)); process.exit(1); });
