@@ -2,8 +2,10 @@
 
 The SDK is installed at the exact versions of ``js_sdk/package-lock.json`` with ``npm ci``. Its
 OTLP/HTTP exporters (``exporter-trace-otlp-proto`` and ``-http``) always stream the body with
-``Transfer-Encoding: chunked``, gzip or not. A Node service and a tracekit Python service call
-each other, and the store must hold one trace with the parents right in both directions. With
+``Transfer-Encoding: chunked``, gzip or not. Its gRPC exporter, its log exporters (HTTP JSON,
+protobuf, gRPC) and its metric exporters are taken too. A Node service and a tracekit Python
+service call each other, and the store must hold one trace with the parents right in both
+directions. With
 OpenTelemetry JS's own propagators (W3C, B3 single and multi, X-Ray) on the Node side, the same
 round trip keeps the sampling decision, the baggage and the correlation ID.
 """
@@ -33,6 +35,7 @@ from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 JS = Path(__file__).parent / "js_sdk"
+TRACE = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "trace"]
 T = TypeVar("T")
 
 
@@ -123,6 +126,39 @@ def test_js_spans_linking_to_an_empty_context_are_stored(
     stored = reader.spans_by_trace_ids(result["traceIds"])
     assert sorted(s.name for s in stored) == ["GET /items/{id}"] * 2 + ["SELECT items"] * 2
     assert all(s.links == [] for s in stored)  # an empty context names no link target
+
+
+@pytest.mark.parametrize("transport", ["json", "proto", "grpc"])
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_js_log_and_metric_exporters(
+    node: str, transport: str, compression: str, grpc_receiver: Receiver, store_path: Path
+) -> None:
+    """A Node service's log records, sent by the JS SDK's log exporter, show under their request
+    in ``tracekit trace``; its metrics are acknowledged (and dropped), so its exporter does not
+    log an error at every interval."""
+    script = str(JS / "export_signals.js")
+    endpoints = [grpc_receiver.endpoint, _grpc_endpoint(grpc_receiver)]
+    done = subprocess.run(
+        [node, script, *endpoints, transport, compression], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert (sent["traces"], sent["logs"], sent["metrics"]) == (0, 0, 0)  # ExportResultCode.SUCCESS
+    shown = subprocess.run(
+        [*TRACE, sent["traceId"], "--store", str(store_path), "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    logs = json.loads(shown.stdout)["logs"]
+    service = f"node-{transport}-{compression}"
+    assert [(r["span_id"], r["service"], r["severity"], r["body"]) for r in logs] == [
+        (sent["spanId"], service, "INFO", "order loaded"),
+        (sent["spanId"], service, "ERROR", "payment declined"),
+    ]
+    with Store(store_path) as reader:
+        stored = reader.logs_by_trace_ids([sent["traceId"]])
+    assert [r.attributes for r in stored] == [{"order.id": 42}, {}]
 
 
 PYTHON_SERVICE = textwrap.dedent(
