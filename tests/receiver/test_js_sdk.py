@@ -117,6 +117,21 @@ def test_js_grpc_exporter_sending_batches_at_once_loses_none(
         assert reader.count_spans() == 12_000
 
 
+def test_js_grpc_exporter_waits_out_a_full_write_queue(node: str, store_path: Path) -> None:
+    """A write queue with room for fewer records than arrive at once (as behind a slow disk):
+    OTLP/HTTP exporters retry the 503, but JS's gRPC exporter lost each batch told UNAVAILABLE
+    (7,800 of 12,000 spans). A call now waits for room within its deadline."""
+    config = ReceiverConfig(port=0, grpc_port=0, queue_capacity=300)
+    receiver = Receiver(Store(store_path), config).start()
+    try:
+        result = _export(node, receiver, "grpc", "none", 12_000, "at-once")
+    finally:
+        receiver.stop()
+    assert result == {**result, "acknowledged": 12_000, "refused": 0}
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 12_000
+
+
 @pytest.mark.parametrize("encoding", ["proto", "json"])
 def test_js_spans_linking_to_an_empty_context_are_stored(
     node: str, encoding: str, receiver: Receiver, reader: Store

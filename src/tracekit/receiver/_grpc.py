@@ -164,7 +164,7 @@ class GrpcReceiver:
         try:
             await self._wait_turn(context.peer())
             request = await self._receive(requests, context.peer())
-            return await self._stored(signal, request)
+            return await self._stored(signal, request, self._wait_for_room(context))
         except RequestError as error:
             await _abort(context, error)
             raise  # abort raised already; this line only tells type checkers so
@@ -295,12 +295,20 @@ class GrpcReceiver:
             self._receiving.pop(receiving, None)
             self._wake_next()
 
-    async def _stored(self, signal: str, request: bytes) -> bytes:
+    def _wait_for_room(self, context: Any) -> float:
+        """How long a call may wait for room in a full write queue: half what is left of its
+        deadline (the other half is for the commit), at most the commit timeout. Unlike over
+        HTTP, OpenTelemetry JS's gRPC exporter retries nothing: UNAVAILABLE loses its batch."""
+        remaining = context.time_remaining()
+        most = self.service.commit_timeout
+        return most if remaining is None else max(0.0, min(most, remaining / 2))
+
+    async def _stored(self, signal: str, request: bytes, wait_for_room: float) -> bytes:
         reservation = Reservation(self.budget)
         try:
             reservation.cover(len(request), PROTOBUF, signal)  # 503 now, not after a wait
             work = self._loop.run_in_executor(
-                self._workers, self._store, signal, request, reservation
+                self._workers, self._store, signal, request, reservation, wait_for_room
             )
         except BaseException:
             reservation.release()
@@ -310,9 +318,11 @@ class GrpcReceiver:
         work.add_done_callback(_outcome_seen)
         return await asyncio.shield(work)
 
-    def _store(self, signal: str, request: bytes, reservation: Reservation) -> bytes:
+    def _store(
+        self, signal: str, request: bytes, reservation: Reservation, wait_for_room: float
+    ) -> bytes:
         try:
-            return self.service.export(signal, PROTOBUF, request, reservation)
+            return self.service.export(signal, PROTOBUF, request, reservation, wait_for_room)
         finally:
             reservation.release()
 

@@ -87,7 +87,9 @@ class IngestQueue:
         self._items: deque[Ticket] = deque()
         self._queued = 0
         self._closing = False
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the writer waits here for tickets
+        self._room = threading.Condition(lock)  # submitters willing to wait, for room
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
@@ -101,18 +103,23 @@ class IngestQueue:
         """Records waiting to be written."""
         return self._queued
 
-    def submit(self, spans: SpanRows, logs: list[LogRecordData]) -> Ticket:
-        """Queue records; ``QueueFull`` when there is no room (an empty queue takes any size)."""
+    def submit(self, spans: SpanRows, logs: list[LogRecordData], wait: float = 0.0) -> Ticket:
+        """Queue records; ``QueueFull`` when there is no room within ``wait`` seconds (an empty
+        queue takes any size)."""
         ticket = Ticket(spans, logs)
         with self._cond:
+            self._room.wait_for(lambda: self._closing or self._fits(ticket), wait)
             if self._closing:
                 raise QueueFull("receiver is shutting down")
-            if self._queued and self._queued + ticket.size > self.capacity:
+            if not self._fits(ticket):
                 raise QueueFull("write queue is full")
             self._items.append(ticket)
             self._queued += ticket.size
             self._cond.notify()
         return ticket
+
+    def _fits(self, ticket: Ticket) -> bool:
+        return not self._queued or self._queued + ticket.size <= self.capacity
 
     @property
     def writing(self) -> bool:
@@ -127,6 +134,7 @@ class IngestQueue:
                 return False
             self._items.remove(ticket)
             self._queued -= ticket.size
+            self._room.notify_all()
             return True
 
     def close(self, timeout: float | None = None) -> None:
@@ -134,6 +142,7 @@ class IngestQueue:
         with self._cond:
             self._closing = True
             self._cond.notify()
+            self._room.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._process is not None:
@@ -150,6 +159,8 @@ class IngestQueue:
                 batch.append(ticket)
                 count += ticket.size
             self._queued -= count
+            if batch:
+                self._room.notify_all()
             return batch
 
     def _finished(self) -> bool:

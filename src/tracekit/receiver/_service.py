@@ -51,18 +51,24 @@ class IngestService:
         self._metrics_logged = threading.Event()
 
     def export(
-        self, signal: str, content_type: str, body: bytes | bytearray, reservation: Reservation
+        self,
+        signal: str,
+        content_type: str,
+        body: bytes | bytearray,
+        reservation: Reservation,
+        wait_for_room: float = 0.0,
     ) -> bytes:
         """Store one request's records; returns the encoded ``Export*ServiceResponse``.
 
         ``reservation`` holds the request's memory; it grows by what its records cost.
+        ``wait_for_room``: seconds to wait for the write queue to make room before a 503.
         """
         try:
             decoded = self._decode(content_type, signal, body, reservation)
             if signal == "metrics":
                 self._note_metrics()
             else:
-                self._store(decoded)
+                self._store(decoded, wait_for_room)
             encode = _protobuf.response if content_type == PROTOBUF else _json.response
             return encode(signal, decoded)
         finally:
@@ -130,11 +136,11 @@ class IngestService:
                 " logs; send metrics to Prometheus). This is logged once."
             )
 
-    def _store(self, decoded: Decoded) -> None:
+    def _store(self, decoded: Decoded, wait_for_room: float) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
         try:
-            ticket = self.queue.submit(decoded.rows, decoded.logs)
+            ticket = self.queue.submit(decoded.rows, decoded.logs, wait_for_room)
         except QueueFull:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
         self._wait_for_commit(ticket)
