@@ -9,6 +9,7 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from tests.receiver.conftest import post
 
 from tracekit.receiver import Receiver
@@ -348,3 +349,22 @@ def test_first_request_with_many_distinct_values_per_key(receiver: Receiver, rea
     assert sorted(s.attributes["order.id"] for s in stored) == sorted(
         f"order-{n}" for n in range(1500)
     )
+
+
+def test_a_log_record_without_a_body_has_an_empty_body_whatever_the_encoding(
+    receiver: Receiver, reader: Store
+) -> None:
+    """OpenTelemetry JS sends a record emitted without a body (an event: a name and attributes)
+    with an empty AnyValue as its body: over OTLP/JSON its body was stored, and shown by
+    ``tracekit trace``, as ``null``, where protobuf and gRPC gave an empty body."""
+    trace_id = "ab" * 16
+    records = [{"timeUnixNano": "1700000000000000001", "traceId": trace_id, "body": {}},
+               {"timeUnixNano": "1700000000000000002", "traceId": trace_id}]  # fmt: skip
+    body = {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]}
+    assert post(receiver, "/v1/logs", json.dumps(body).encode(), JSON).status == 200
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add()
+    record.time_unix_nano, record.trace_id = 1700000000000000003, bytes.fromhex(trace_id)
+    record.body.SetInParent()  # set, and holding no value
+    assert post(receiver, "/v1/logs", request.SerializeToString()).status == 200
+    assert [r.body for r in reader.logs_by_trace_ids([trace_id])] == ["", "", ""]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tracekit.records import MAX_SPAN_LINKS, LogRecordData, SpanRecord
+from tracekit.records import MAX_SPAN_LINKS, AttributeValue, LogRecordData, SpanRecord
 from tracekit.store._limits import (
     LOG_TIME_PROBLEM,
     MAX_NAME_CHARS,
@@ -110,6 +111,15 @@ def span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | No
     if record is None:
         return "span with an empty or all-zero trace id or span id"
     return span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
+
+
+def log_body_text(body: AttributeValue) -> str:
+    """A log record's body as stored: a string as sent, a structured value as JSON, and no
+    value at all (no body, or an AnyValue holding none, as OpenTelemetry JS sends for a record
+    emitted without one) as the empty string, not ``null``."""
+    if body is None:
+        return ""
+    return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
 
 
 def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | None:

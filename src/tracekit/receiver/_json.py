@@ -22,6 +22,7 @@ from tracekit.receiver._decoded import (
     admit_any,
     check_id,
     kind_name,
+    log_body_text,
     log_time,
     service_of,
     severity_number,
@@ -409,7 +410,7 @@ def _log(
     )
     if time is None:
         return None
-    body = any_value(record.get("body"), "log.body") if record.get("body") is not None else ""
+    body = any_value(record.get("body"), "log.body") if record.get("body") is not None else None
     return LogRecordData(
         time_unix_nano=time,
         service=service_of(resource)[0],
@@ -417,7 +418,7 @@ def _log(
         severity_number=severity_number(
             as_enum(get(record, "severityNumber", "severity_number"), _SEVERITY_BY_NAME, "severity")
         ),
-        body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
+        body=log_body_text(body),
         trace_id=as_id(get(record, "traceId", "trace_id"), 16, "log.traceId"),
         span_id=as_id(get(record, "spanId", "span_id"), 8, "log.spanId"),
         attributes=_kept_attributes(record, "log.attributes"),

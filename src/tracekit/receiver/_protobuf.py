@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -29,6 +28,7 @@ from tracekit.receiver._decoded import (
     admit_any,
     check_id,
     kind_name,
+    log_body_text,
     log_time,
     service_of,
     status_name,
@@ -235,13 +235,13 @@ def _log(
     time = log_time(record.time_unix_nano, record.observed_time_unix_nano, bounds)
     if time is None:
         return None
-    body = any_value(record.body) if record.HasField("body") else ""
+    body = any_value(record.body) if record.HasField("body") else None
     return LogRecordData(
         time_unix_nano=time,
         service=service,
         severity_text=record.severity_text,
         severity_number=record.severity_number,
-        body=body if isinstance(body, str) else json.dumps(body, ensure_ascii=False),
+        body=log_body_text(body),
         trace_id=check_id(record.trace_id, 16, "log trace_id"),
         span_id=check_id(record.span_id, 8, "log span_id"),
         attributes=_kept_attributes(record),
