@@ -37,10 +37,10 @@ import queue
 import time
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from contextvars import Token
+from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -93,7 +93,8 @@ __all__ = [
 ]
 
 # Set while a publish block runs, so an instrumented client below it does not publish twice.
-_PUBLISHING = otel_context.create_key("tracekit-messaging-publishing")
+# (A context variable of its own: correlation-only mode then attaches no OpenTelemetry context.)
+_publishing_now: ContextVar[bool] = ContextVar("tracekit_messaging_publishing", default=False)
 
 
 class Publication:
@@ -126,8 +127,7 @@ class Publication:
 
 def publishing() -> bool:
     """True inside a ``publish`` block: instrumented clients then leave the message alone."""
-    # (read from the current context itself: asked twice per pika publish, outside and inside)
-    return bool(otel_context.get_current().get(_PUBLISHING))
+    return _publishing_now.get()
 
 
 def publish(
@@ -159,7 +159,7 @@ class Publishing:
     def __init__(self, *call: Any) -> None:
         self._call = call
         self._publication: Publication | None = None
-        self._started: tuple[Token[otel_context.Context], config.Options] | None = None
+        self._started: _Started | None = None
         self._kept_open = False
         self._settled_later = False
         self._ended = False
@@ -168,14 +168,14 @@ class Publishing:
         if current_delivery() is not None:  # (none outside a handler: no call to guard)
             safe("messaging publish start", put_back_left)
         ctx = otel_context.get_current()
-        if ctx.get(_PUBLISHING) or instrumentation_suppressed(context=ctx):
+        if _publishing_now.get() or instrumentation_suppressed(context=ctx):
             return Publication()
         try:
-            publication, token, opts = _start_publish(ctx, *self._call)
+            publication, started = _start_publish(ctx, *self._call)
         except Exception as error:
             report_once("messaging publish start", error)
             return Publication()
-        self._publication, self._started = publication, (token, opts)
+        self._publication, self._started = publication, started
         return publication
 
     def __exit__(
@@ -187,7 +187,7 @@ class Publishing:
         started, publication = self._started, self._publication
         if started is None or publication is None:
             return
-        otel_context.detach(started[0])
+        _leave_block(started)
         if publication.span is None:
             return  # correlation-only: no span to end, no message to count
         if error is None and self._kept_open:
@@ -221,7 +221,7 @@ class Publishing:
             return
         self._ended = True  # (the block's context token stays in _started for __exit__)
         try:
-            _end_publish(publication, started[1], self._call, error)
+            _end_publish(publication, started.options, self._call, error)
         except Exception as failure:
             report_once("messaging publish end", failure)
 
@@ -240,6 +240,45 @@ class Publishing:
             _record_failed_after(publication.span, self._call, operation_name, error)
         except Exception as failure:
             report_once("messaging late publish failure", failure)
+
+
+def _publish_alone(headers: MutableMapping[str, Any]) -> _PublishingAlone | None:
+    """``publish`` in correlation-only mode, for an integration that made ``headers`` itself
+    for this message (pika copies the caller's properties): no span or metrics, and since no
+    caller holds the dict to publish with again, nothing to look for in it or remember for
+    next time. None in full mode, or when the options cannot be read: use ``publish``."""
+    try:
+        options = _state.current_options()
+    except Exception:  # (publish reports it)
+        return None
+    return _PublishingAlone(headers, options) if options.correlation_only else None
+
+
+class _PublishingAlone:
+    """What ``_publish_alone`` returns: ``with`` it around the broker call."""
+
+    __slots__ = ("_headers", "_options", "_token")
+
+    def __init__(self, headers: MutableMapping[str, Any], options: config.Options) -> None:
+        self._headers, self._options = headers, options
+        self._token: Token[bool] | None = None
+
+    def __enter__(self) -> None:
+        if current_delivery() is not None:  # (none outside a handler: no call to guard)
+            safe("messaging publish start", put_back_left)
+        ctx = otel_context.get_current()
+        if instrumentation_suppressed(context=ctx):
+            return
+        try:
+            _write_own_headers(self._headers, ctx, self._options)
+        except Exception as error:
+            report_once("messaging publish start", error)
+            return
+        self._token = _publishing_now.set(True)
+
+    def __exit__(self, *exited: object) -> None:
+        if self._token is not None:
+            _publishing_now.reset(self._token)
 
 
 def inject(
@@ -288,6 +327,23 @@ def correlation_property_of(properties: object, options: config.Options | None =
     return getattr(properties, name, None)
 
 
+class _Started(NamedTuple):
+    """What a publish block made current, to put back as it ends, and the options it read."""
+
+    context: Token[otel_context.Context] | None  # None in correlation-only mode: no span
+    publishing: Token[bool]
+    options: config.Options
+
+
+def _leave_block(started: _Started) -> None:
+    if started.context is not None:
+        otel_context.detach(started.context)
+    try:  # noqa: SIM105 (once per message: contextlib.suppress would cost a context manager)
+        _publishing_now.reset(started.publishing)
+    except (ValueError, RuntimeError):  # left in another context, or twice: nothing to undo
+        pass
+
+
 def _start_publish(
     ctx: otel_context.Context,
     headers: MutableMapping[str, Any],
@@ -298,30 +354,28 @@ def _start_publish(
     attributes: Mapping[str, Any] | None,
     tracer_provider: TracerProvider | None,
     registry: CollectorRegistry | None,
-) -> tuple[Publication, Token[otel_context.Context], config.Options]:
+) -> tuple[Publication, _Started]:
     opts = _state.current_options()
-    span = None
-    if opts.correlation_only:
-        inside = otel_context.Context({**ctx, _PUBLISHING: True})
-    else:
-        span_attributes = base_attributes(
-            system, destination, "send", operation_name, message_id, attributes
-        )
-        cid = correlation.correlation_id()
-        if cid is not None:
-            span_attributes[semconv.CORRELATION_ID] = cid
-        span = tracer_for(tracer_provider).start_span(
-            f"{operation_name} {destination}",
-            ctx,
-            SpanKind.PRODUCER,
-            span_attributes,
-        )
-        # One new Context holding the span (as trace.set_span_in_context would) and the flag.
-        inside = otel_context.Context(
-            {**ctx, propagation.CURRENT_SPAN_KEY: span, _PUBLISHING: True}
-        )
+    if opts.correlation_only:  # no span: the context stays as it is, and writes the headers
+        _write_headers(headers, ctx, opts)
+        return Publication(), _Started(None, _publishing_now.set(True), opts)
+    span_attributes = base_attributes(
+        system, destination, "send", operation_name, message_id, attributes
+    )
+    cid = correlation.correlation_id()
+    if cid is not None:
+        span_attributes[semconv.CORRELATION_ID] = cid
+    span = tracer_for(tracer_provider).start_span(
+        f"{operation_name} {destination}",
+        ctx,
+        SpanKind.PRODUCER,
+        span_attributes,
+    )
+    # One new Context holding the span (as trace.set_span_in_context would).
+    inside = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
     _write_headers(headers, inside, opts)
-    return Publication(span), otel_context.attach(inside), opts
+    token = otel_context.attach(inside)
+    return Publication(span), _Started(token, _publishing_now.set(True), opts)
 
 
 def _write_headers(
@@ -339,6 +393,22 @@ def _write_headers(
     reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     remember_left(headers, stamp, reading.left, callers_left)
+    if callers_headers or reading.written_twice:
+        drop_other_spellings(headers, reading.written)
+
+
+def _write_own_headers(
+    headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
+) -> None:
+    """``_write_headers`` into a dict no caller holds: the ones it may come with are copies of
+    the caller's, to clear of other messages' trace headers; nothing is remembered for its
+    next use, which never comes."""
+    reading = reading_for(opts)
+    callers_headers = bool(headers)
+    if callers_headers:
+        drop_replaced(headers, reading.replaced)
+    reading.propagator.inject(headers, ctx)
+    headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 

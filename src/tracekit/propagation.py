@@ -284,9 +284,11 @@ class TracekitPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Write the trace headers, baggage and the correlation header into ``carrier``."""
-        span_context = trace.get_current_span(context).get_span_context()
-        if span_context.is_valid:
-            self._inject_trace(carrier, span_context, context, setter)
+        # (a context given without a span, as in correlation-only mode: none to look up)
+        if context is None or CURRENT_SPAN_KEY in context:
+            span_context = trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                self._inject_trace(carrier, span_context, context, setter)
         cid = correlation.correlation_id_for(context)
         if cid is not None:
             setter.set(carrier, self._correlation_header, cid)

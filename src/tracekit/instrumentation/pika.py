@@ -241,35 +241,42 @@ def _traced_publish(
 ) -> Any:
     if messaging.publishing():  # inside BlockingChannel's publish, or the caller's own block
         return wrapped(*args, **kwargs)
+    own = _own_properties(args[3] if len(args) > 3 else kwargs.get("properties"), properties_type)
+    if own is None:
+        return wrapped(*args, **kwargs)
+    properties, headers = own
+    alone = messaging._publish_alone(headers)  # the headers are a copy: see _own_properties
+    if alone is not None:  # (no span to describe: the other arguments are not looked at)
+        with alone:
+            if len(args) > 3:
+                return wrapped(*args[:3], properties, *args[4:], **kwargs)
+            return wrapped(*args, **{**kwargs, "properties": properties})
     try:
         bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
     except TypeError:
         return wrapped(*args, **kwargs)  # pika reports the bad call itself
-    headers = _headers_of(bound, properties_type)
-    if headers is None:
-        return wrapped(*args, **kwargs)
+    bound["properties"] = properties
     exchange, routing_key = str(bound.get("exchange") or ""), str(bound.get("routing_key") or "")
     destination = amqp.destination_of(exchange or routing_key)
     with messaging.publish(
         headers,
         system=SYSTEM,
         destination=destination,
-        message_id=getattr(bound["properties"], "message_id", None),
+        message_id=getattr(properties, "message_id", None),
         attributes=amqp.attributes_of(destination, routing_key),
     ):
         return wrapped(**bound)
 
 
-def _headers_of(bound: dict[str, Any], properties_type: type) -> dict[str, Any] | None:
-    """The header table of this message's own properties (a new ``properties_type`` when none
-    are given), put in ``bound``; None if tracekit cannot add one.
+def _own_properties(given: Any, properties_type: type) -> tuple[Any, dict[str, Any]] | None:
+    """A copy of the message's ``properties`` (a new ``properties_type`` when none are given)
+    and its header table, to send in their place; None if tracekit cannot add one.
 
     The caller's ``BasicProperties`` is copied, never written to: applications reuse one
     properties object for many messages (and threads), which must not carry one message's
     correlation ID and trace context to the next.
     """
     try:
-        given = bound.get("properties")
         if given is None:
             properties = properties_type()
         else:
@@ -283,8 +290,7 @@ def _headers_of(bound: dict[str, Any], properties_type: type) -> dict[str, Any] 
         else:
             return None
         properties.headers = headers
-        bound["properties"] = properties
-        return headers
+        return properties, headers
     except Exception as error:
         report_once("pika publish headers", error)
         return None
