@@ -487,6 +487,31 @@ def consume(
     return Delivery((received,), target, batch=False)
 
 
+def _consume_alone(
+    headers: Headers | None, properties: object, system: str, destination: str
+) -> Delivery | None:
+    """``consume`` in correlation-only mode, for an integration holding the message's
+    ``properties`` (pika's): no span to name or describe, and the correlation property is
+    read only for a message whose headers bring no ID. None in full mode, or when the options
+    cannot be read: use ``consume``."""
+    try:
+        options = _state.current_options()
+    except Exception:  # (consume reports it)
+        return None
+    if not options.correlation_only:
+        return None
+    target = Target.make(system, destination, "process", None, None, None)
+    try:
+        received = Received.parse(headers, None, None, options)
+        if received.correlation_id is None:
+            prop = correlation_property_of(properties, options)
+            received.correlation_id = correlation.first_valid([prop]) if prop is not None else None
+    except Exception as error:
+        report_once("messaging header extraction", error)
+        received = Received.empty(None)
+    return Delivery((received,), target, batch=False)
+
+
 def consume_batch(
     messages: Sequence[Headers | None],
     *,

@@ -93,3 +93,18 @@ def test_a_message_published_outside_a_request_starts_an_id_of_its_own(
     assert sorted(message["headers"]) == ["tracekit-publish-time"]
     assert correlation.is_valid(message["id"])
     assert spans.get_finished_spans() == ()
+
+
+def test_a_message_without_an_id_in_its_headers_takes_its_correlation_property(
+    amqp_url: str, queue_name: str, spans: Any
+) -> None:
+    """Published outside any request (no ID in the headers), with AMQP's correlation_id set, as
+    an RPC client does: the handler runs with that ID."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    properties = pika.BasicProperties(correlation_id="rpc-call-7")
+    connection.channel().basic_publish("", queue_name, b"x", properties)
+    connection.close()
+
+    (message,) = _received(amqp_url, queue_name, 1)
+    assert "x-correlation-id" not in message["headers"]
+    assert message["id"] == "rpc-call-7"

@@ -163,17 +163,25 @@ def _delivery_to(
     destination: str, method: Any, properties: Any, settled_on: object
 ) -> messaging.Delivery:
     """``delivery_of`` for a queue already named as spans name it (``amqp.destination_of``)."""
-    delivery = messaging.consume(
-        getattr(properties, "headers", None),
+    headers = getattr(properties, "headers", None)
+    delivery = messaging._consume_alone(headers, properties, SYSTEM, destination)
+    if delivery is None:
+        delivery = _traced(headers, destination, method, properties)
+    if settled_on is not None:
+        delivery.settle_key = (settled_on, getattr(method, "delivery_tag", None))
+    return delivery
+
+
+def _traced(headers: Any, destination: str, method: Any, properties: Any) -> messaging.Delivery:
+    """The delivery of a message in full mode: a CONSUMER span, and metrics."""
+    return messaging.consume(
+        headers,
         system=SYSTEM,
         destination=destination,
         message_id=getattr(properties, "message_id", None),
         correlation_property=messaging.correlation_property_of(properties),
         attributes=amqp.attributes_of(destination, getattr(method, "routing_key", None)),
     )
-    if settled_on is not None:
-        delivery.settle_key = (settled_on, getattr(method, "delivery_tag", None))
-    return delivery
 
 
 def _noting_rejection(
