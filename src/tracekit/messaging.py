@@ -269,14 +269,22 @@ class _PublishingAlone:
         ctx = otel_context.get_current()
         if instrumentation_suppressed(context=ctx):
             return
-        try:
-            _write_own_headers(self._headers, ctx, self._options)
+        headers = self._headers
+        try:  # _write_headers into a dict no caller holds: nothing to remember for its next use
+            reading = reading_for(self._options)
+            callers_headers = bool(headers)  # (copies of the caller's: see _write_headers)
+            if callers_headers:
+                drop_replaced(headers, reading.replaced)
+            reading.propagator.inject(headers, ctx)
+            headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
+            if callers_headers or reading.written_twice:
+                drop_other_spellings(headers, reading.written)
         except Exception as error:
             report_once("messaging publish start", error)
             return
         self._token = _publishing_now.set(True)
 
-    def __exit__(self, *exited: object) -> None:
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
         if self._token is not None:
             _publishing_now.reset(self._token)
 
@@ -393,22 +401,6 @@ def _write_headers(
     reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     remember_left(headers, stamp, reading.left, callers_left)
-    if callers_headers or reading.written_twice:
-        drop_other_spellings(headers, reading.written)
-
-
-def _write_own_headers(
-    headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
-) -> None:
-    """``_write_headers`` into a dict no caller holds: the ones it may come with are copies of
-    the caller's, to clear of other messages' trace headers; nothing is remembered for its
-    next use, which never comes."""
-    reading = reading_for(opts)
-    callers_headers = bool(headers)
-    if callers_headers:
-        drop_replaced(headers, reading.replaced)
-    reading.propagator.inject(headers, ctx)
-    headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 

@@ -290,10 +290,17 @@ class TracekitPropagator(TextMapPropagator):
             if span_context.is_valid:
                 self._inject_trace(carrier, span_context, context, setter)
         cid = correlation.correlation_id_for(context)
+        sent_baggage = _baggage_to_send(context, cid) if self.carries_baggage else None
+        if setter is default_setter:  # (a dict, as every message's headers: stored, no calls)
+            if cid is not None:
+                carrier[self._correlation_header] = cid  # type: ignore[index]
+            if sent_baggage is not None:
+                carrier[BAGGAGE] = sent_baggage  # type: ignore[index]
+            return
         if cid is not None:
             setter.set(carrier, self._correlation_header, cid)
-        if self.carries_baggage:
-            _inject_baggage(carrier, context, cid, setter)
+        if sent_baggage is not None:
+            setter.set(carrier, BAGGAGE, sent_baggage)
 
     def _inject_trace(
         self, carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
@@ -323,21 +330,16 @@ DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
 KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
 
 
-def _inject_baggage(
-    carrier: Any, context: Context | None, cid: str | None, setter: Setter[Any]
-) -> None:
-    """Write the context's baggage with the correlation ID as its ``correlation.id`` member,
+def _baggage_to_send(context: Context | None, cid: str | None) -> str | None:
+    """The context's baggage with the correlation ID as its ``correlation.id`` member,
     replacing one the caller's baggage brought (a request whose ``X-Correlation-ID`` won over
-    it must not send the other ID downstream beside its own)."""
-    entries, properties = _baggage.entries_in(context), _baggage.properties_in(context)
+    it must not send the other ID downstream beside its own); None when there is none."""
+    entries, properties = _baggage.carried_in(context)
     if not entries and not properties:  # no baggage of the caller's: the usual case
-        value = _baggage.correlation_member(cid) if cid is not None else None
-    else:
-        if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) != cid:
-            entries = {**entries, CORRELATION_BAGGAGE_KEY: cid}
-        value = _baggage.header(entries, properties) if entries else None
-    if value is not None:
-        setter.set(carrier, BAGGAGE, value)
+        return _baggage.correlation_member(cid) if cid is not None else None
+    if cid is not None and entries.get(CORRELATION_BAGGAGE_KEY) != cid:
+        entries = {**entries, CORRELATION_BAGGAGE_KEY: cid}
+    return _baggage.header(entries, properties) if entries else None
 
 
 def _callers_correlation_id(

@@ -211,6 +211,19 @@ def entries_in(context: Context | None) -> Mapping[str, object]:
     return found if isinstance(found, dict) else _NO_ENTRIES
 
 
+def carried_in(
+    context: Context | None,
+) -> tuple[Mapping[str, object], Mapping[str, tuple[str, str]]]:
+    """``entries_in`` and ``properties_in`` of ``context`` in one look (every published message
+    and outgoing request asks for both)."""
+    ctx = context if context is not None else get_current()
+    entries, properties = ctx.get(_BAGGAGE_CONTEXT_KEY), ctx.get(_PROPERTIES_KEY)
+    return (
+        entries if isinstance(entries, dict) else _NO_ENTRIES,
+        properties if isinstance(properties, dict) else _NO_PROPERTIES,
+    )
+
+
 def header(
     entries: Mapping[str, object], properties: Mapping[str, tuple[str, str]] = _NO_PROPERTIES
 ) -> str | None:

@@ -62,6 +62,9 @@ _NACK_PARAMETERS = ("delivery_tag", "multiple", "requeue")
 _REJECT_PARAMETERS = ("delivery_tag", "requeue")
 
 _held = messaging.HeldDeliveries()
+# messaging.publishing() without a frame of its own: asked twice per message (BlockingChannel's
+# publish, then its Channel's beneath it)
+_publishing = messaging._publishing_now.get
 
 
 class PikaInstrumentor(Instrumentor):
@@ -247,7 +250,7 @@ def _traced_publish(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    if messaging.publishing():  # inside BlockingChannel's publish, or the caller's own block
+    if _publishing():  # inside BlockingChannel's publish, or the caller's own block
         return wrapped(*args, **kwargs)
     own = _own_properties(args[3] if len(args) > 3 else kwargs.get("properties"), properties_type)
     if own is None:
@@ -258,7 +261,8 @@ def _traced_publish(
         with alone:
             if len(args) > 3:
                 return wrapped(*args[:3], properties, *args[4:], **kwargs)
-            return wrapped(*args, **{**kwargs, "properties": properties})
+            kwargs["properties"] = properties  # (this call's own dict)
+            return wrapped(*args, **kwargs)
     try:
         bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
     except TypeError:
