@@ -269,16 +269,8 @@ class _PublishingAlone:
         ctx = otel_context.get_current()
         if instrumentation_suppressed(context=ctx):
             return
-        headers = self._headers
-        try:  # _write_headers into a dict no caller holds: nothing to remember for its next use
-            reading = reading_for(self._options)
-            callers_headers = bool(headers)  # (copies of the caller's: see _write_headers)
-            if callers_headers:
-                drop_replaced(headers, reading.replaced)
-            reading.propagator.inject(headers, ctx)
-            headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
-            if callers_headers or reading.written_twice:
-                drop_other_spellings(headers, reading.written)
+        try:
+            _write_headers(self._headers, ctx, self._options, fresh=True)
         except Exception as error:
             report_once("messaging publish start", error)
             return
@@ -387,20 +379,30 @@ def _start_publish(
 
 
 def _write_headers(
-    headers: MutableMapping[str, Any], ctx: otel_context.Context, opts: config.Options
+    headers: MutableMapping[str, Any],
+    ctx: otel_context.Context,
+    opts: config.Options,
+    *,
+    fresh: bool = False,
 ) -> None:
+    """Write the hop's headers into ``headers``. ``fresh``: a dict the integration made for
+    this message alone (pika copies the caller's), which no caller publishes with again, so
+    nothing of an earlier publish is looked for in it or remembered for the next."""
     reading = reading_for(opts)
     # Other spellings of tracekit's headers are the caller's: in headers of tracekit's alone
     # (the usual message, which came with none) there are none to look for.
     callers_headers = bool(headers)
-    if callers_headers:
+    remembered = callers_headers and not fresh
+    if remembered:
         drop_left_by_last_publish(headers, reading.left)
+    if callers_headers:
         drop_replaced(headers, reading.replaced)
     # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
-    callers_left = tuple(map(headers.get, reading.left)) if callers_headers else ()
+    callers_left = tuple(map(headers.get, reading.left)) if remembered else ()
     reading.propagator.inject(headers, ctx)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
-    remember_left(headers, stamp, reading.left, callers_left)
+    if not fresh:
+        remember_left(headers, stamp, reading.left, callers_left)
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
 
