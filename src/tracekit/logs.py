@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -46,6 +47,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 
 from tracekit import config, correlation, semconv
+from tracekit._http.wsgi_environ import CONTEXT_KEY
 from tracekit._runtime import state
 from tracekit._runtime.guard import (
     instrumentation_suppressed,
@@ -202,7 +204,7 @@ def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     if _probing:
         _probed = True
     previous = _previous_factory or logging.LogRecord
-    fields = _safe_fields() if _stamping else _stopped_fields()
+    fields = _request_fields(args) if _stamping else _stopped_fields()
     if previous is logging.LogRecord:
         record = _CorrelatedRecord(*args, **kwargs)
         record._tracekit_fields = fields
@@ -219,6 +221,33 @@ def _make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         return made
     stamped._tracekit_fields = fields  # type: ignore[misc]  # (each subclass's slot)
     return cast(logging.LogRecord, stamped)
+
+
+# gunicorn logs a request's access line once the response is sent, after the WSGI middleware
+# put the request's context back: the line would show ``-``. gunicorn hands that record the
+# request's environ as ``{key}e`` atoms, and the middleware left the request's context there.
+_ACCESS_ATOM = f"{{{CONTEXT_KEY}}}e"
+
+
+def _request_fields(args: tuple[Any, ...]) -> dict[str, str]:
+    """The fields of the current context, or of the request an access record is about."""
+    context = _access_record_context(args)
+    if context is None:
+        return _safe_fields()
+    try:
+        return context.run(_safe_fields)
+    except RuntimeError:  # that context is entered already (in another thread)
+        return _safe_fields()
+
+
+def _access_record_context(args: tuple[Any, ...]) -> contextvars.Context | None:
+    """The request's context among the atoms of a gunicorn access record (``makeRecord``'s
+    sixth argument holds the logging call's arguments: for this record, one dict of atoms)."""
+    logged = args[5] if len(args) > 5 else None
+    if type(logged) is not tuple or len(logged) != 1 or not isinstance(logged[0], dict):
+        return None
+    context = logged[0].get(_ACCESS_ATOM)
+    return context if isinstance(context, contextvars.Context) else None
 
 
 def _start_stamping() -> None:

@@ -12,6 +12,7 @@ the server closes the response), so streamed responses are covered.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from tracekit._http import flask_hooks
 from tracekit._http.server import ActiveRequest, OptionsReadLate, ServerRequests
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
+    CONTEXT_KEY,
     ERROR_KEY,
     ROOT_KEY,
     ROUTE_KEY,
@@ -80,6 +82,7 @@ class TracekitMiddleware(OptionsReadLate):
         request = self._start(environ, url_path(environ, path))
         if request is None:
             return self.app(environ, start_response)
+        environ[CONTEXT_KEY] = contextvars.copy_context()
         echo = (self._requests.response_header, request.correlation_id)
         echo_lower, flask = self._echo_lower, self._flask
         if flask:  # where a Flask app mounted below (DispatcherMiddleware) is found

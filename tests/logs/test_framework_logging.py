@@ -4,7 +4,8 @@ Each test runs the framework as its users do, as a real process with ``tracekit.
 docs put it: a Celery worker (``worker_hijack_root_logger``) on a real redis-server, Django under
 gunicorn (``LOGGING`` applied by ``django.setup()`` after init), uvicorn with ``--log-config``
 (and ``uvicorn.run(log_config=...)`` after init), gunicorn with a logger class that replaces the
-root's handlers (reloaded by SIGHUP after a preloaded init). Each asserts both sides: the
+root's handlers (reloaded by SIGHUP after a preloaded init), gunicorn's access line (logged after
+the response, outside the request's context). Each asserts both sides: the
 framework's own output still shows the line, with ``%(correlation_id)s`` filled in, and
 ``tracekit trace`` shows the same line under the request.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,3 +207,22 @@ def test_gunicorn_logger_class_reloaded_after_a_preloaded_init(tmp_path: Path) -
     output = (tmp_path / "server.log").read_text()
     for cid in ("gunicorn-log-1", "gunicorn-log-2"):
         assert f"gunicorn-class INFO [{cid}] wsgi view: order page" in output, output
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_gunicorn_access_lines_carry_the_requests_ids(worker_class: str, tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
+               "--bind", f"127.0.0.1:{port}", "--workers", "1", "-k", worker_class,
+               "gunicorn_logging:app"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "access-1", server)
+        wait_for(
+            lambda: '"GET /order HTTP/1.1" 200' in (tmp_path / "server.log").read_text(),
+            20, "the access line",
+        )  # fmt: skip
+    output = (tmp_path / "server.log").read_text()
+    view = re.search(r"shop\.wsgi \[access-1 ([0-9a-f]{32})\] wsgi view: order page", output)
+    assert view is not None, output
+    access = f'gunicorn.access [access-1 {view[1]}] "GET /order HTTP/1.1" 200'
+    assert access in output, output

@@ -21,6 +21,9 @@ CACHE_LIMIT = 256  # entries per cache of values read from environs: bounded wha
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
 ERROR_KEY = "tracekit.error"  # ... and the view's exception they answered with a 500 page
 ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: where mounts are
+# The request's context (its correlation ID and span), for what the server logs about the request
+# after the middleware put the context back: gunicorn's access line (``tracekit.logs``).
+CONTEXT_KEY = "tracekit.context"
 
 
 def request_path(environ: Mapping[str, Any]) -> str:

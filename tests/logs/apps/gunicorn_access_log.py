@@ -1,0 +1,30 @@
+"""gunicorn settings (``-c``) whose access log names tracekit's fields, as a team's format might.
+
+The root logger and ``gunicorn.access`` share one format, so an app's line and the access line of
+the same request can be compared; ``defaults`` cover the master's lines, logged before any init.
+"""
+
+_FIELDS = {"correlation_id": "-", "trace_id": "-"}
+
+accesslog = "-"
+access_log_format = '"%(r)s" %(s)s'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "fields": {
+            "()": "logging.Formatter",
+            "fmt": "%(name)s [%(correlation_id)s %(trace_id)s] %(message)s",
+            "defaults": _FIELDS,
+        }
+    },
+    "handlers": {
+        "out": {
+            "class": "logging.StreamHandler",
+            "formatter": "fields",
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "root": {"handlers": ["out"], "level": "INFO"},
+    "loggers": {"gunicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+}
