@@ -9,11 +9,12 @@ ULIDs) and nothing that could inject into a log line or a header.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 from collections.abc import Iterable
-from contextvars import ContextVar, Token
+from contextvars import Context, ContextVar, Token, copy_context
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
 
@@ -124,6 +125,36 @@ def _why_invalid(value: object) -> str:
 # already (chosen with ``is_valid``, made by ``new_correlation_id``) or None: not checked a second
 # time per request. Private: an application's value is always checked.
 _set_checked = _current.set
+
+
+# A server logs what a request raised ("Exception in ASGI application", gunicorn's "Error
+# handling request") once the middleware has put the request's context back: the exception keeps
+# that context, so the record still names its request (``tracekit.logs``).
+_CONTEXT_ATTRIBUTE = "__tracekit_context__"
+
+
+class _KeptContext:
+    __slots__ = ("context",)
+
+    def __init__(self, context: Context | None) -> None:
+        self.context = context
+
+    def __reduce__(self) -> tuple[type[_KeptContext], tuple[None]]:
+        # A Context cannot be pickled: the exception (sent to another process, cached) can.
+        return _KeptContext, (None,)
+
+
+def _remember_context(error: BaseException) -> None:
+    """Keep the current context on ``error``, unless a request it escaped earlier left its own."""
+    if _context_of(error) is None:
+        with contextlib.suppress(Exception):  # an exception that takes no attributes
+            setattr(error, _CONTEXT_ATTRIBUTE, _KeptContext(copy_context()))
+
+
+def _context_of(error: object) -> Context | None:
+    """The context ``_remember_context`` kept on ``error``, if any."""
+    kept = getattr(error, _CONTEXT_ATTRIBUTE, None)
+    return kept.context if isinstance(kept, _KeptContext) else None
 
 
 def reset_correlation_id(token: Token[str | None]) -> None:

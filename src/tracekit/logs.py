@@ -230,14 +230,33 @@ _ACCESS_ATOM = f"{{{CONTEXT_KEY}}}e"
 
 
 def _request_fields(args: tuple[Any, ...]) -> dict[str, str]:
-    """The fields of the current context, or of the request an access record is about."""
+    """The fields of the current context, or of the request the record is about: the one an
+    access record names, or the one its exception was raised in (logged by the server)."""
     context = _access_record_context(args)
-    if context is None:
-        return _safe_fields()
+    if context is not None:
+        return _fields_in(context)
+    fields = _safe_fields()
+    if fields["correlation_id"] == EMPTY and fields["trace_id"] == EMPTY:
+        context = _error_context(args)
+        if context is not None:
+            return _fields_in(context)
+    return fields
+
+
+def _fields_in(context: contextvars.Context) -> dict[str, str]:
     try:
         return context.run(_safe_fields)
     except RuntimeError:  # that context is entered already (in another thread)
         return _safe_fields()
+
+
+def _error_context(args: tuple[Any, ...]) -> contextvars.Context | None:
+    """The context of the request a record's exception escaped (``makeRecord``'s seventh
+    argument is the record's ``exc_info``)."""
+    exc_info = args[6] if len(args) > 6 else None
+    if type(exc_info) is not tuple or len(exc_info) != 3:
+        return None
+    return correlation._context_of(exc_info[1])
 
 
 def _access_record_context(args: tuple[Any, ...]) -> contextvars.Context | None:

@@ -226,3 +226,43 @@ def test_gunicorn_access_lines_carry_the_requests_ids(worker_class: str, tmp_pat
     assert view is not None, output
     access = f'gunicorn.access [access-1 {view[1]}] "GET /order HTTP/1.1" 200'
     assert access in output, output
+
+
+def _get(url: str, correlation_id: str) -> httpx.Response:
+    return httpx.get(url, headers={"X-Correlation-ID": correlation_id}, timeout=10)
+
+
+def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-up", server)
+        assert _get(f"http://127.0.0.1:{port}/fail", "uvicorn-fail-1").status_code == 500
+        wait_for(
+            lambda: "Exception in ASGI application" in (tmp_path / "server.log").read_text(),
+            20, "uvicorn's exception line",
+        )  # fmt: skip
+    output = (tmp_path / "server.log").read_text()
+    assert "uvicorn-config ERROR [uvicorn-fail-1] Exception in ASGI application" in output, output
+
+
+def test_gunicorns_line_on_an_exception_the_app_raised_carries_the_requests_ids(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
+               "--bind", f"127.0.0.1:{port}", "--workers", "1", "gunicorn_logging:app"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-up", server)
+        assert _get(f"http://127.0.0.1:{port}/fail", "gunicorn-fail-1").status_code == 500
+        wait_for(
+            lambda: "Error handling request" in (tmp_path / "server.log").read_text(),
+            20, "gunicorn's exception line",
+        )  # fmt: skip
+    output = (tmp_path / "server.log").read_text()
+    view = re.search(r"shop\.wsgi \[gunicorn-fail-1 ([0-9a-f]{32})\] wsgi view", output)
+    assert view is not None, output
+    error = f"gunicorn.error [gunicorn-fail-1 {view[1]}] Error handling request GET /fail"
+    assert error in output, output

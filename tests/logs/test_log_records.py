@@ -12,6 +12,7 @@ import json
 import logging
 import logging.handlers
 import pickle
+import re
 import socket
 import struct
 import sys
@@ -402,3 +403,29 @@ def test_severity_numbers_follow_the_otel_data_model() -> None:
     assert logs.severity_number(logging.CRITICAL).name == "FATAL"
     assert logs.severity_number(21).name == "INFO2"
     assert logs.severity_number(25).name == "INFO4"  # the SDK's own bridge maps it the same way
+
+
+def test_a_servers_line_on_an_exception_names_its_request_and_the_exception_still_pickles(
+    stamping: None,
+    tracer_provider: TracerProvider,
+    text_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    from wsgiref.util import setup_testing_defaults
+
+    from tracekit.wsgi import TracekitMiddleware
+
+    def failing(environ: dict[str, object], start_response: object) -> list[bytes]:
+        raise KeyError("basket")
+
+    environ: dict[str, object] = {"HTTP_X_CORRELATION_ID": "order-7"}
+    setup_testing_defaults(environ)
+    app = TracekitMiddleware(failing, tracer_provider=tracer_provider)
+    logger, stream = text_log
+    try:
+        app(environ, lambda *args: None)
+    except KeyError as error:
+        logger.exception("Exception on request")  # as a server logs it, outside the request
+        raised = error
+    line = stream.getvalue().splitlines()[0]
+    assert re.fullmatch("ERROR order-7 [0-9a-f]{32} Exception on request", line), line
+    assert repr(pickle.loads(pickle.dumps(raised))) == "KeyError('basket')"

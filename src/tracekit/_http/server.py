@@ -239,6 +239,8 @@ class ServerRequests:
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
         """``complete`` the request if it is not yet, and restore the caller's context."""
+        if error is not None:
+            correlation._remember_context(error)
         try:
             if request.completed and error is not None:
                 self._failed_after_response(request, error)

@@ -1,4 +1,5 @@
-"""A Starlette app that logs inside a request, for uvicorn with a logging config.
+"""A Starlette app that logs inside a request (and one that fails), for uvicorn with a logging
+config.
 
 As a module (``uvicorn asgi_logging:app --log-config FILE``) uvicorn applies the file before it
 imports the app; run as a script (``python asgi_logging.py PORT FILE``) the app calls
@@ -27,7 +28,13 @@ async def order(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-app = TracekitMiddleware(Starlette(routes=[Route("/order", order)]))
+async def fail(request: Request) -> PlainTextResponse:
+    """Log one line, then raise: uvicorn answers 500 and logs the exception."""
+    logging.getLogger("shop.asgi").info("asgi view: failing page")
+    raise RuntimeError("the failing page failed")
+
+
+app = TracekitMiddleware(Starlette(routes=[Route("/order", order), Route("/fail", fail)]))
 
 if __name__ == "__main__":
     import uvicorn

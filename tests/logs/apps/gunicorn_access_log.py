@@ -1,7 +1,8 @@
-"""gunicorn settings (``-c``) whose access log names tracekit's fields, as a team's format might.
+"""gunicorn settings (``-c``) whose logs name tracekit's fields, as a team's format might.
 
-The root logger and ``gunicorn.access`` share one format, so an app's line and the access line of
-the same request can be compared; ``defaults`` cover the master's lines, logged before any init.
+The root logger, ``gunicorn.access`` and ``gunicorn.error`` share one format, so an app's line
+and gunicorn's lines about the same request can be compared; ``defaults`` cover the master's
+lines, logged before any init.
 """
 
 _FIELDS = {"correlation_id": "-", "trace_id": "-"}
@@ -26,5 +27,8 @@ logconfig_dict = {
         }
     },
     "root": {"handlers": ["out"], "level": "INFO"},
-    "loggers": {"gunicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False}},
+    "loggers": {
+        "gunicorn.access": {"handlers": ["out"], "level": "INFO", "propagate": False},
+        "gunicorn.error": {"handlers": ["out"], "level": "INFO", "propagate": False},
+    },
 }

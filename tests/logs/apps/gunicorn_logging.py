@@ -35,6 +35,8 @@ class RootTakingLogger(glogging.Logger):  # type: ignore[misc]
 
 def _order(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     logging.getLogger("shop.wsgi").info("wsgi view: order page")
+    if environ["PATH_INFO"] == "/fail":
+        raise RuntimeError("the order page failed")  # gunicorn answers 500 and logs it
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 
