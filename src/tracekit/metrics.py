@@ -545,6 +545,9 @@ _CLIENT_LABELS = (
 )
 
 
+_CLIENT_DURATION = "http_client_request_duration_seconds"
+
+
 class HttpClientMetrics(_ServiceMetrics):
     """Duration histogram of the outgoing HTTP requests of one service."""
 
@@ -559,9 +562,19 @@ class HttpClientMetrics(_ServiceMetrics):
         # every call with another code multiplies only its own series, and by a few.
         self._statuses: dict[tuple[str, str], BoundedLabel] = {}
         self.duration = _histogram(
-            "http_client_request_duration_seconds",
-            "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry,
-        )  # fmt: skip
+            _CLIENT_DURATION, "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry
+        )
+        if multiprocess_enabled():
+            self._admit_recorded_destinations()
+
+    def _admit_recorded_destinations(self) -> None:
+        """Count, against the cap, the destinations this service's workers have recorded in the
+        shared directory, where the series of exited workers stay: each worker recycled by
+        gunicorn's ``--max-requests`` admitted a whole cap of new destinations again."""
+        for labels in _recorded_labels(_CLIENT_DURATION, self._service):
+            host, port = labels.get("server_address", ""), labels.get("server_port", "")
+            if (host or port) and host != OTHER_VALUE:
+                self._destination.admit(f"{len(host)}:{host}{port}")
 
     def request_finished(
         self,
@@ -722,6 +735,23 @@ class _WorkerFiles(Collector):
         ]
         metrics: Iterable[Metric] = MultiProcessCollector.merge(paths)  # type: ignore[no-untyped-call]
         return metrics
+
+
+def _recorded_labels(family: str, service: tuple[str, str]) -> list[dict[str, str]]:
+    """The labels of the series of ``family`` that ``service`` has in the multiprocess files."""
+    try:
+        metrics = list(_WorkerFiles().collect())
+    except Exception as error:
+        report_once("reading the metrics files' labels", error)
+        return []
+    wanted = dict(zip(_SERVICE_LABELS, service, strict=True))
+    return [
+        sample.labels
+        for metric in metrics
+        if metric.name == family
+        for sample in metric.samples
+        if sample.name == f"{family}_count" and wanted.items() <= sample.labels.items()
+    ]
 
 
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")

@@ -22,6 +22,8 @@ from conditions import wait_for
 from loopback import UNREACHABLE, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from tracekit.metrics import MAX_CLIENT_DESTINATIONS
+
 APPS = Path(__file__).parent / "apps"
 REQUESTS = 12
 GUNICORN_CONF = """
@@ -222,3 +224,22 @@ def test_a_multiprocess_directory_set_too_late_is_said(tmp_path: Path) -> None:
     assert "set PROMETHEUS_MULTIPROC_DIR in the environment the server starts with" in (
         log.read_text()
     )
+
+
+def test_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
+    tmp_path: Path,
+) -> None:
+    """Each worker capped the destinations of its own calls: one recycled every 30 requests
+    (``--max-requests``) admitted 100 new ones each time, and every exited worker's series
+    stay in the directory. The cap is now the server's, however often workers restart."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    destinations = MAX_CLIENT_DESTINATIONS + 50
+    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
+        for port in range(40_000, 40_000 + destinations):  # a new destination per call
+            assert httpx.get(f"{url}/call?{port}", timeout=30).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    counts = _samples(text, "http_client_request_duration_seconds_count")
+    ports = {dict(labels)["server_port"] for labels in counts}
+    assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
+    assert sum(counts.values()) == destinations

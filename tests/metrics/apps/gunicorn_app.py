@@ -1,16 +1,19 @@
 """A plain WSGI app served by several gunicorn workers in test_gunicorn_multiprocess.py.
 
 Each worker imports this module, so each calls tracekit.init() (TRACEKIT_* variables come from the
-test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``.
+test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``;
+``/call?PORT`` makes one outgoing HTTP call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import httpx
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 import tracekit
@@ -27,4 +30,16 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
     return [str(os.getpid()).encode()]
 
 
-app = DispatcherMiddleware(TracekitMiddleware(hello), {"/metrics": wsgi_metrics_app()})
+def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Call the loopback port the query names (nothing listens there: refused at once)."""
+    with contextlib.suppress(httpx.TransportError):
+        _client.get(f"http://127.0.0.1:{int(environ['QUERY_STRING'])}/")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+_client = httpx.Client(timeout=2)
+app = DispatcherMiddleware(
+    TracekitMiddleware(hello),
+    {"/metrics": wsgi_metrics_app(), "/call": TracekitMiddleware(call)},
+)
