@@ -13,6 +13,7 @@ verdict is printed with its reasons: what ``tracekit canary`` says in a pipeline
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import random
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import tracekit
+from tracekit.store._connection import left_by_another_user
 from tracekit_cli.demo.topology import _free_port, inherited_environment, open_loopback
 
 SERVICE, BASELINE, CANARY = "catalog", "2.3.0", "2.4.0"
@@ -210,16 +212,30 @@ def _taking_turns(console: Any, store_path: Path) -> Iterator[None]:
     second demo's step in the same store at the same time would be counted in it. The lock is
     a file beside the store (locking the store's own file would break SQLite's locks), never
     opened through a symlink: in a shared folder (``--store /tmp/...``) anyone could have left
-    one there naming a file for this user to create."""
+    one there naming a file for this user to create, nor a file another user left there (see
+    ``_open_own_lock``)."""
     lock_path = store_path.with_name(f"{store_path.name}.lock")  # in the demo store's folder
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
-    with open(os.open(lock_path, flags, 0o600)) as lock:
+    with open(_open_own_lock(lock_path)) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             console.print("waiting for another demo's canary step on this store")
             fcntl.flock(lock, fcntl.LOCK_EX)
         yield  # closing the file releases the lock, on any way out
+
+
+def _open_own_lock(lock_path: Path) -> int:
+    """The lock file's descriptor, refused (``PermissionError``) when the file is one another
+    user left in a shared folder (``--store /tmp/...``): whoever holds a lock on it made the
+    step wait forever, as the store refuses their files beside it. Looked at once opened, so
+    that the file looked at is the file locked."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    if left_by_another_user(os.fstat(fd), lock_path.parent):
+        os.close(fd)
+        raise PermissionError(
+            errno.EACCES, "a lock file another user left in a shared folder", str(lock_path)
+        )
+    return fd
 
 
 def _whole_microseconds(unix_nano: int, *, up: bool) -> int:

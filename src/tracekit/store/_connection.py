@@ -197,7 +197,7 @@ def _refuse_foreign_link(path: Path) -> None:
         link = os.lstat(path)
     except OSError:
         return  # nothing there yet, or nothing to read: opening it says what is wrong
-    if stat.S_ISLNK(link.st_mode) and _left_by_another_user(link, path.parent):
+    if stat.S_ISLNK(link.st_mode) and left_by_another_user(link, path.parent):
         raise PermissionError(
             errno.EACCES, "a symlink another user left in a shared folder, not followed", str(path)
         )
@@ -222,13 +222,13 @@ def _refuse_foreign_files(target: Path) -> None:
             status = os.lstat(file)
         except OSError:
             continue  # nothing there: SQLite creates it with the store's mode and owner
-        if _left_by_another_user(status, target.parent):
+        if left_by_another_user(status, target.parent):
             raise PermissionError(
                 errno.EACCES, "a file another user left in a shared folder, not written", str(file)
             )
 
 
-def _left_by_another_user(status: os.stat_result, folder: Path, user: int | None = None) -> bool:
+def left_by_another_user(status: os.stat_result, folder: Path, user: int | None = None) -> bool:
     """Whether an entry of ``folder`` is another user's than ``user`` (default: this process's)
     in a folder shared with every user (sticky and writable by all, as /tmp), whose owner is
     not that user either: the entries the kernel's ``fs.protected_*`` settings keep a process
@@ -259,7 +259,7 @@ def _refuse_companions_of_another_user(file: Path) -> None:
             status = os.lstat(companion)
         except OSError:
             continue  # nothing there
-        if _left_by_another_user(status, file.parent, owner):
+        if left_by_another_user(status, file.parent, owner):
             raise PermissionError(
                 errno.EACCES,
                 "a file another user left in a shared folder, not read",
