@@ -307,3 +307,16 @@ def test_k8s_sidecar_runs_no_detector_its_pod_may_not_use() -> None:
     ]
     assert "env" in detectors
     assert "eks" not in detectors or _reads_configmaps_in_kube_system()
+
+
+def test_ecs_containers_log_into_a_group_that_is_created_when_missing() -> None:
+    """The awslogs driver writes into an existing log group only: a task registered as the
+    README says stopped at start ('The specified log group does not exist') until someone
+    created /ecs/orders by hand, which the README did not say. Each container now lets the
+    driver create it, and the README names the execution role's permission for that."""
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    for container in ecs_task()["containerDefinitions"]:
+        logging = container["logConfiguration"]
+        assert logging["logDriver"] == "awslogs"
+        assert logging["options"].get("awslogs-create-group") == "true", container["name"]
+    assert "logs:CreateLogGroup" in readme.split("**ECS (Fargate)")[1].split("**Kubernetes")[0]
