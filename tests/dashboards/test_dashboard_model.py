@@ -378,3 +378,13 @@ def test_the_backlog_panel_says_a_rabbitmq_exchange_has_no_line() -> None:
     board = load("messaging.json")
     (panel,) = [p for p in panels(board) if p["title"] == "Publish minus process rate"]
     assert "RabbitMQ exchange" in panel["description"]
+
+
+def test_the_endpoint_route_and_method_lists_follow_the_selected_version() -> None:
+    """A service served as 1.0 (gunicorn) and as 1.1 (uvicorn) with a route only 1.1 has: with
+    version 1.0 selected, the route list still offered that route, and picking it (the first in
+    the list) left five of the dashboard's panels on No data. The route and method lists now
+    hold what the selected versions served."""
+    definitions = variables(load("endpoint.json"))
+    for name in ("route", "method"):
+        assert "version" in references(variable_query(definitions[name])), name
