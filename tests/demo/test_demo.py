@@ -512,3 +512,33 @@ def test_the_checkouts_table_loses_nothing_on_a_narrow_terminal(tmp_path: Path, 
         sku, quantity = checkout_for(number)
         assert {sku, f"x{quantity}"} <= set(words), (sku, lines)
     assert {"fulfilment,", "inventory", "services", "spans"} <= set(words), lines
+
+
+def test_a_canary_store_another_user_left_in_a_shared_folder_is_refused_before_the_demo(
+    tmp_path: Path,
+) -> None:
+    """Another user's empty ``tracekit-canary.db`` (mode 0666) beside ``--store`` in a shared
+    folder: the demo ran its whole topology and the canary step's 1,200 requests (its services
+    refused the file), then said 'internal error (BackendError: store ... is empty or not
+    initialised yet)'. The file is now refused before anything starts, in one line."""
+    import pwd
+
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a file another user owns")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    left = shared / "tracekit-canary.db"
+    left.touch()
+    left.chmod(0o666)
+    os.chown(left, pwd.getpwnam("nobody").pw_uid, -1)
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1",
+         "--queue", "embedded", "--store", str(shared / "tracekit.db")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr and result.stdout == ""
+    assert left.stat().st_size == 0

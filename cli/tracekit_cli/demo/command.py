@@ -66,6 +66,10 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     console = _console()
     store_path = FilePath(store) if store else default_store()
     _create_store(store_path)
+    if canary:
+        from tracekit_cli.demo.canary import canary_store
+
+        _create_store(canary_store(store_path))  # refused now, not after the step's traffic
     _stop_on_sigterm()
     started = time.monotonic()
     try:
