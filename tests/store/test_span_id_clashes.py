@@ -11,7 +11,9 @@ Spans go through the OpenTelemetry SDK's OTLP/HTTP exporter into a real receiver
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,36 @@ def test_a_span_exported_again_is_no_clash(collector: tuple[str, Path]) -> None:
     send_checkout(endpoint, SentTwice, OneTrace())
     assert stored_spans(path) == ["GET /checkout", "POST /orders", "POST /pay", "charge card"]
     assert path_of(path)["warnings"] == []
+
+
+def user_version(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_a_tracekit_from_before_the_table_still_opens_the_store(
+    collector: tuple[str, Path],
+) -> None:
+    """A tracekit from before ``span_id_clashes`` (schema 2) refuses a store numbered above 2
+    as newer. Numbered 3, a store noting a clash made its CLI say "store ... was written by a
+    newer tracekit" (exit 2) and its services' store exporters drop every span
+    (SchemaTooNewError), though the table is one it reads and writes beside unharmed."""
+    endpoint, path = collector
+    send_checkout(endpoint, OTLPSpanExporter, ReusedIds())
+    assert path_of(path)["warnings"] == [CLASH]
+    assert user_version(path) == 2
+
+
+def test_a_store_numbered_3_for_the_table_is_read_and_numbered_2_again(
+    collector: tuple[str, Path],
+) -> None:
+    """Development builds numbered the table migration 3: such a store is still read, and the
+    next writer numbers it so that an older tracekit opens it."""
+    endpoint, path = collector
+    send_checkout(endpoint, OTLPSpanExporter, ReusedIds())
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA user_version = 3")
+    assert path_of(path)["warnings"] == [CLASH]
+    with Store(path) as store:
+        store.create()
+    assert user_version(path) == 2

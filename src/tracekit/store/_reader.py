@@ -211,8 +211,8 @@ class StoreReader:
 
     def span_id_clashes(self, trace_ids: Iterable[str], limit: int) -> list[tuple[str, str]]:
         """(trace id, span id) of the first ``limit`` span ids of these traces that were also
-        sent for another span, which the store did not keep (a store from before schema 3
-        noted none)."""
+        sent for another span, which the store did not keep (a store no writer of this tracekit
+        has opened lacks the table, and noted none)."""
         ids = hex_ids(trace_ids, 16)
         if not ids or not self._has_table("span_id_clashes"):
             return []

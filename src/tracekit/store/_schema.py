@@ -80,20 +80,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO meta (key, value) VALUES ('generation', 0);
     """,
-    # 3: the span ids a trace was sent for two different spans (a client reusing ids): the store
-    # keeps the first, and a read says so (the spans below the other one hang under it)
-    """
-    CREATE TABLE span_id_clashes (
-        trace_ref INTEGER NOT NULL, span_id BLOB NOT NULL, PRIMARY KEY (trace_ref, span_id)
-    ) WITHOUT ROWID;
-    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 # The oldest schema the reader reads as it is: migration 2 only added the writers' generation
-# table, migration 3 a table a reader does without (``StoreReader.span_id_clashes``). A
-# migration that changes what readers query must raise this.
+# table. A migration that changes what readers query must raise this.
 OLDEST_READABLE = 1
+
+# Tables a tracekit that predates them reads and writes beside without harm, so not numbered: a
+# numbered migration makes every older tracekit refuse the store as newer (its CLI exits 2, its
+# services' store exporters drop every span). Each writer creates them; a reader does without.
+ADDITIONS: tuple[str, ...] = (
+    # The span ids a trace was sent for two different spans (a client reusing ids): the store
+    # keeps the first, and a read says so (the spans below the other one hang under it).
+    """
+    CREATE TABLE IF NOT EXISTS span_id_clashes (
+        trace_ref INTEGER NOT NULL, span_id BLOB NOT NULL, PRIMARY KEY (trace_ref, span_id)
+    ) WITHOUT ROWID
+    """,
+)
+_ADDITION_NAMES = ("span_id_clashes",)
+# Development builds numbered span_id_clashes migration 3: such a store is schema 2 with the
+# table, which a writer numbers 2 again (while no numbered migration 3 exists).
+ADDITIONS_NUMBERED: int | None = 3 if SCHEMA_VERSION < 3 else None
 
 
 class SchemaTooNewError(RuntimeError):
@@ -120,23 +129,37 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
+def readable_version(version: int) -> bool:
+    """Whether a store numbered ``version`` is one this tracekit reads and writes (it may need
+    migrating), rather than one a newer tracekit made."""
+    return version <= SCHEMA_VERSION or version == ADDITIONS_NUMBERED
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply every migration the database lacks (the connection must be in autocommit mode)."""
-    if schema_version(conn) == SCHEMA_VERSION:
+    """Apply every migration and addition the database lacks (the connection must be in
+    autocommit mode)."""
+    if schema_version(conn) == SCHEMA_VERSION and _has_additions(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)  # re-read under the write lock: another process may have won
-        if current > SCHEMA_VERSION:
+        if not readable_version(current):
             raise SchemaTooNewError(f"store schema {current} is newer than {SCHEMA_VERSION}")
-        for number in range(current, SCHEMA_VERSION):
+        for number in range(min(current, SCHEMA_VERSION), SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
                 conn.execute(statement)
+        for statement in ADDITIONS:
+            conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _has_additions(conn: sqlite3.Connection) -> bool:
+    query = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
+    return all(conn.execute(query, (name,)).fetchone() for name in _ADDITION_NAMES)
 
 
 def _statements(script: str) -> list[str]:
