@@ -43,6 +43,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 from tracekit import correlation, semconv
 from tracekit._propagation import baggage as _baggage
 from tracekit._propagation import trace_formats as _trace_formats
+from tracekit._runtime.guard import report_once
 
 __all__ = [
     "BAGGAGE",
@@ -424,7 +425,9 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
     flag: those of a W3C parent of the same trace found before it (a caller writing both
     formats for one span) stay, as they describe the trace."""
     trace_state, random = _same_trace_w3c(remote.trace_id, context)
-    flags = remote.flags & SAMPLED | random
+    deferred = remote.deferred and _this_hop_samples(remote.trace_id)
+    sampled = remote.flags & SAMPLED or deferred
+    flags = (SAMPLED if sampled else 0) | random
     span_context = SpanContext(
         remote.trace_id, remote.span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state
     )
@@ -438,6 +441,24 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
         earlier = _forwarded(remote.trace_id, context)
         values[_FORWARDED] = (remote.trace_id, {**earlier, kind: remote.forwarded})
     return Context(values)
+
+
+def _this_hop_samples(trace_id: int) -> bool:
+    """The decision a caller left to this hop (B3 without a sampling state, X-Ray's
+    ``Sampled=?``): the one the tracer provider's sampler makes for a new trace of that id, so
+    that a ratio sampler (``parentbased_traceidratio``) keeps its ratio rather than record every
+    such request. Without an SDK sampler (tracekit not set up), the request is recorded."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler  # (extraction needs no SDK)
+
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    if not isinstance(sampler, Sampler):
+        return True
+    try:  # a host's own sampler may raise: the request is then recorded
+        decision = sampler.should_sample(Context(), trace_id, "").decision
+        return decision is Decision.RECORD_AND_SAMPLE
+    except Exception as error:
+        report_once("sampling a deferred trace", error)
+        return True
 
 
 def _same_trace_w3c(trace_id: int, context: Context) -> tuple[TraceState, int]:

@@ -28,13 +28,15 @@ _HEX_UP_TO_16 = re.compile(r"[0-9a-fA-F]{1,16}")
 
 
 class Remote(NamedTuple):
-    """A caller's span read from trace headers: ids, W3C trace-flags bits, and the fields of the
-    header that the next hop gets unchanged (X-Ray's ``Lineage`` and the like; "" for none)."""
+    """A caller's span read from trace headers: ids, W3C trace-flags bits, the fields of the
+    header that the next hop gets unchanged (X-Ray's ``Lineage`` and the like; "" for none),
+    and whether the caller left the sampling decision to this hop (its flags then say none)."""
 
     trace_id: int
     span_id: int
     flags: int
     forwarded: str = ""
+    deferred: bool = False
 
 
 class TraceFormat(Protocol):
@@ -66,10 +68,12 @@ def one(headers: Headers, name: str) -> str | None:
     return values[0].strip(" \t")
 
 
-def _remote(trace_id: int, span_id: int, sampled: bool, forwarded: str = "") -> Remote | None:
+def _remote(
+    trace_id: int, span_id: int, sampled: bool, forwarded: str = "", deferred: bool = False
+) -> Remote | None:
     if trace_id == 0 or span_id == 0:
         return None
-    return Remote(trace_id, span_id, SAMPLED if sampled else 0, forwarded)
+    return Remote(trace_id, span_id, SAMPLED if sampled else 0, forwarded, deferred)
 
 
 class B3:
@@ -108,23 +112,28 @@ class B3:
         debug = one(headers, self.FLAGS) == "1"
         # No sampling state (not one unreadable): deferred, as a single header without one is
         # (OpenTelemetry's reference reads only that one so; Envoy decides for itself on both)
-        deferred = not headers.get(self.SAMPLED_KEY)
-        sampled = debug or deferred or one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
-        return self._ids(trace_id, span_id, sampled, debug)
+        deferred = not debug and not headers.get(self.SAMPLED_KEY)
+        sampled = debug or one(headers, self.SAMPLED_KEY) in self._SAMPLED_VALUES
+        return self._ids(trace_id, span_id, sampled, debug, deferred)
 
     def _single(self, value: str) -> Remote | None:
         # {trace}-{span}[-{sampling}[-{parent}]]; a sampling state alone carries no parent.
         fields = value.split("-")
         if len(fields) < 2 or len(fields) > 4:
             return None
-        sampled = len(fields) == 2 or fields[2] in self._SAMPLED_VALUES  # absent: deferred
-        return self._ids(fields[0], fields[1], sampled, len(fields) > 2 and fields[2] == "d")
+        deferred = len(fields) == 2  # no sampling state
+        sampled = not deferred and fields[2] in self._SAMPLED_VALUES
+        debug = not deferred and fields[2] == "d"
+        return self._ids(fields[0], fields[1], sampled, debug, deferred)
 
     @classmethod
-    def _ids(cls, trace_id: str, span_id: str, sampled: bool, debug: bool) -> Remote | None:
+    def _ids(
+        cls, trace_id: str, span_id: str, sampled: bool, debug: bool, deferred: bool
+    ) -> Remote | None:
         if _HEX16_32.fullmatch(trace_id) is None or _HEX16.fullmatch(span_id) is None:
             return None
-        return _remote(int(trace_id, 16), int(span_id, 16), sampled, cls.DEBUG if debug else "")
+        forwarded = cls.DEBUG if debug else ""
+        return _remote(int(trace_id, 16), int(span_id, 16), sampled, forwarded, deferred)
 
     def inject(
         self, trace_id: int, span_id: int, sampled: bool, put: Put, forwarded: str = ""
@@ -191,9 +200,9 @@ class XRay:
     fields: tuple[str, ...] = (WRITTEN,)
     _ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})")
     _NOT_FORWARDED = frozenset(("Root", "Parent", "Sampled", "Self"))
-    # "?": the caller asks this hop to decide. tracekit decides to record, as for B3's deferred
-    # state and as its default sampler does for a new trace (the parent's ids are kept).
-    _SAMPLED: ClassVar[Mapping[str, bool]] = {"1": True, "0": False, "?": True}
+    # "?": the caller asks this hop to decide, as for B3's deferred state (the parent's ids are
+    # kept, and this hop's sampler decides as for a new trace: see propagation.py).
+    _SAMPLED: ClassVar[Mapping[str, bool]] = {"1": True, "0": False, "?": False}
     _FORWARDED_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
     # visible ASCII but the separators of the header (";") and of a header list (",")
     _FORWARDED_VALUE = re.compile(r"[\x21-\x2b\x2d-\x3a\x3c-\x7e]*")
@@ -217,7 +226,8 @@ class XRay:
         if root is None or _HEX16.fullmatch(parent) is None or sampled not in self._SAMPLED:
             return None
         trace_id = int(root.group(1) + root.group(2), 16)
-        return _remote(trace_id, int(parent, 16), self._SAMPLED[sampled], self._forwarded(pairs))
+        forwarded, deferred = self._forwarded(pairs), sampled == "?"
+        return _remote(trace_id, int(parent, 16), self._SAMPLED[sampled], forwarded, deferred)
 
     def _forwarded(self, pairs: dict[str, str]) -> str:
         """The fields to forward, in order, as far as they fit in ``MAX_FORWARDED``."""
