@@ -41,14 +41,13 @@ _INSERT_LINK = (
 )
 # What tells a copy of a stored span sent again (an export retried) from another span sent with
 # its trace and span id (a client reusing ids): the row's columns that a copy repeats exactly.
-_STORED_UNDER_ITS_ID = (
-    "SELECT service_ref, name_ref, kind, start_ns, duration_ns FROM spans"
+# One statement per row, compared in SQLite: a retried batch is all copies, and is checked whole.
+_INSERT_CLASH = (
+    "INSERT OR IGNORE INTO span_id_clashes (trace_ref, span_id)"
+    " SELECT trace_ref, span_id FROM spans"
     " WHERE trace_ref = (SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16))"
     " AND span_id = substr(?1, 17, 8)"
-)
-_INSERT_CLASH = (
-    "INSERT OR IGNORE INTO span_id_clashes (trace_ref, span_id) VALUES ("
-    "(SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16)), substr(?1, 17, 8))"
+    " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
 )
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
@@ -178,12 +177,7 @@ class StoreWriter:
     def _note_clashes(self, spans: list[SpanRow]) -> None:
         """Note the span ids stored for a span other than the one of ``spans`` that the
         insert skipped: a copy sent again is the same span, and no clash."""
-        clashes = []
-        for row in spans:
-            stored = self.conn.execute(_STORED_UNDER_ITS_ID, (row[0],)).fetchone()
-            if stored is not None and tuple(stored) != tuple(row[1:6]):
-                clashes.append((row[0],))
-        self.conn.executemany(_INSERT_CLASH, clashes)
+        self.conn.executemany(_INSERT_CLASH, [row[:6] for row in spans])
 
     def _last_span_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
