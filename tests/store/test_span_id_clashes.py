@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from tracekit.receiver import Receiver, ReceiverConfig
-from tracekit.store import Store
+from tracekit.store import Retention, Store
 from tracekit_cli.main import cli
 
 TRACE_ID = 0x0123456789ABCDEF0123456789ABCDEF
@@ -49,6 +49,13 @@ class ReusedIds(IdGenerator):
 
     def generate_trace_id(self) -> int:
         return TRACE_ID
+
+
+class IdsOnce(ReusedIds):
+    """The same trace, each span id once (0xb2 among them)."""
+
+    def __init__(self) -> None:
+        self.ids = iter([0xA1, 0xB2, 0xC3, 0xD4])
 
 
 class OneTrace(RandomIdGenerator):
@@ -154,3 +161,18 @@ def test_a_store_numbered_3_for_the_table_is_read_and_numbered_2_again(
     with Store(path) as store:
         store.create()
     assert user_version(path) == 2
+
+
+def test_retention_forgets_the_clashes_of_the_spans_it_deletes(
+    collector: tuple[str, Path],
+) -> None:
+    """Retention deletes a trace's clash notes with its spans: the trace's number is handed out
+    again, and a later trace sending that span id once must not be warned of it."""
+    endpoint, path = collector
+    send_checkout(endpoint, OTLPSpanExporter, ReusedIds())
+    with Store(path) as store:
+        store.apply_retention(Retention(max_age_ns=1))
+        assert store.count_spans() == 0
+    send_checkout(endpoint, OTLPSpanExporter, IdsOnce())
+    assert len(stored_spans(path)) == 4
+    assert path_of(path)["warnings"] == []
