@@ -148,21 +148,6 @@ def test_a_tracekit_from_before_the_table_still_opens_the_store(
     assert user_version(path) == 2
 
 
-def test_a_store_numbered_3_for_the_table_is_read_and_numbered_2_again(
-    collector: tuple[str, Path],
-) -> None:
-    """Development builds numbered the table migration 3: such a store is still read, and the
-    next writer numbers it so that an older tracekit opens it."""
-    endpoint, path = collector
-    send_checkout(endpoint, OTLPSpanExporter, ReusedIds())
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA user_version = 3")
-    assert path_of(path)["warnings"] == [CLASH]
-    with Store(path) as store:
-        store.create()
-    assert user_version(path) == 2
-
-
 def test_retention_forgets_the_clashes_of_the_spans_it_deletes(
     collector: tuple[str, Path],
 ) -> None:

@@ -100,9 +100,6 @@ ADDITIONS: tuple[str, ...] = (
     """,
 )
 _ADDITION_NAMES = ("span_id_clashes",)
-# Development builds numbered span_id_clashes migration 3: such a store is schema 2 with the
-# table, which a writer numbers 2 again (while no numbered migration 3 exists).
-ADDITIONS_NUMBERED: int | None = 3 if SCHEMA_VERSION < 3 else None
 
 
 class SchemaTooNewError(RuntimeError):
@@ -129,12 +126,6 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def readable_version(version: int) -> bool:
-    """Whether a store numbered ``version`` is one this tracekit reads and writes (it may need
-    migrating), rather than one a newer tracekit made."""
-    return version <= SCHEMA_VERSION or version == ADDITIONS_NUMBERED
-
-
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply every migration and addition the database lacks (the connection must be in
     autocommit mode)."""
@@ -143,9 +134,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)  # re-read under the write lock: another process may have won
-        if not readable_version(current):
+        if current > SCHEMA_VERSION:
             raise SchemaTooNewError(f"store schema {current} is newer than {SCHEMA_VERSION}")
-        for number in range(min(current, SCHEMA_VERSION), SCHEMA_VERSION):
+        for number in range(current, SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
                 conn.execute(statement)
         for statement in ADDITIONS:

@@ -32,8 +32,8 @@ from tracekit.store._retention import Retention
 from tracekit.store._rows import RowEncoder, SpanRows
 from tracekit.store._schema import (
     OLDEST_READABLE,
+    SCHEMA_VERSION,
     holds_other_tables,
-    readable_version,
     schema_version,
 )
 from tracekit.store._writer import StoreWriter
@@ -345,7 +345,7 @@ class Store:
                 conn.close()
                 raise BackendError(f"{self.path} is not a tracekit store (another database)")
             version = schema_version(conn)
-            if not readable_version(version):
+            if version > SCHEMA_VERSION:
                 conn.close()
                 raise BackendError(f"store {self.path} was written by a newer tracekit")
             if version < OLDEST_READABLE:
