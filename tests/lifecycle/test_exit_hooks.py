@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pytest
 from stopping import Service
 
 from tracekit.receiver import Receiver, ReceiverConfig
@@ -388,3 +389,36 @@ def _counting_requests(upstream: str) -> Iterator[tuple[str, Counter[str]]]:
         server.shutdown()
         server.server_close()
         client.close()
+
+
+STOPPED_WITH_OR_WITHOUT_SHUTDOWN = """
+    import sys
+    from opentelemetry import trace
+
+    import tracekit
+
+    tracekit.init("app")
+    with trace.get_tracer("app").start_as_current_span("work"):
+        pass
+    if sys.argv[1:] == ["shutdown"]:
+        tracekit.shutdown()
+        print("shut down", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["shutdown", "exit"])
+def test_an_export_timeout_longer_than_a_thread_can_wait_still_stops_and_stores(
+    service: Service, how: str
+) -> None:
+    """``OTEL_BSP_EXPORT_TIMEOUT=99999999999999999999`` (a container's "never give up"): past
+    the longest wait a thread takes (about 292 years), ``tracekit.shutdown()`` raised
+    OverflowError into the application, and at exit every flush printed that traceback. Such
+    a timeout now waits as long as a thread can, and the span is stored."""
+    service.write("app.py", STOPPED_WITH_OR_WITHOUT_SHUTDOWN)
+    service.start("app.py", how, OTEL_BSP_EXPORT_TIMEOUT="99999999999999999999")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert "Traceback" not in service.output() and "OverflowError" not in service.output()
+    assert [span.name for span in service.spans()] == ["work"]
+    assert ("shut down" in service.output()) == (how == "shutdown")

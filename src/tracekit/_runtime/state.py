@@ -34,15 +34,19 @@ if TYPE_CHECKING:
     from tracekit.metrics import MetricsServer
 
 DEFAULT_TIMEOUT_MS = 30_000  # the SDK's default export timeout
+# The longest a thread may wait (about 292 years): a longer timeout raises OverflowError in the
+# wait itself, which a "never give up" OTEL_BSP_EXPORT_TIMEOUT made of every stop and flush
+LONGEST_WAIT_MS = int(threading.TIMEOUT_MAX * 1000)
 
 
 def export_timeout_millis() -> int:
-    """The SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``): the bound of a flush or stop."""
+    """The SDK's export timeout (``OTEL_BSP_EXPORT_TIMEOUT``): the bound of a flush or stop,
+    at most what a thread can wait."""
     try:
         value = int(os.environ.get("OTEL_BSP_EXPORT_TIMEOUT", DEFAULT_TIMEOUT_MS))
     except ValueError:
         return DEFAULT_TIMEOUT_MS
-    return value if value > 0 else DEFAULT_TIMEOUT_MS
+    return min(value, LONGEST_WAIT_MS) if value > 0 else DEFAULT_TIMEOUT_MS
 
 
 class Deadline:
