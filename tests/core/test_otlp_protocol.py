@@ -270,6 +270,11 @@ def _stored_names(store: Path) -> tuple[list[str], list[str]]:
         ("grpc", "OTEL_EXPORTER_OTLP_TIMEOUT", "abc", "is not a number of seconds above 0"),
         ("grpc", "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "-1", "is not a number of seconds above 0"),
         ("http/protobuf", "OTEL_EXPORTER_OTLP_TIMEOUT", "0", "is not a number of seconds above 0"),
+        # "never give up": every export failed, over HTTP on 'timestamp out of range for
+        # platform time_t' (past the ~292 years a thread waits), over gRPC on a deadline past
+        # 2262 that expired at once; a timeout of a year is used instead
+        ("http/protobuf", "OTEL_EXPORTER_OTLP_TIMEOUT", "99999999999", None),
+        ("grpc", "OTEL_EXPORTER_OTLP_TIMEOUT", "1e300", None),
         ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "none", None),
         ("grpc", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", None),
         ("grpc", "OTEL_EXPORTER_OTLP_COMPRESSION", "zstd", "is not gzip, deflate or none"),

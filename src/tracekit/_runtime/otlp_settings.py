@@ -25,6 +25,10 @@ _log = logging.getLogger("tracekit")
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_TIMEOUT = 10.0  # seconds, the SDK's
+# A longer timeout (a "never give up" value) failed every export: past 292 years the HTTP
+# exporter's wait raised 'timestamp out of range for platform time_t', and a gRPC deadline past
+# 2262 (nanoseconds since 1970 in 64 bits) expired at once. A year is as good as never.
+LONGEST_TIMEOUT = 365 * 24 * 3600.0
 _GRPC_COMPRESSION = {"none": "NoCompression", "gzip": "Gzip", "deflate": "Deflate"}
 _warned: set[str] = set()
 
@@ -74,7 +78,7 @@ def _timeout(signal: str) -> float:
     except ValueError:
         seconds = math.nan
     if math.isfinite(seconds) and seconds > 0:
-        return seconds
+        return min(seconds, LONGEST_TIMEOUT)
     _warn_once(name, value, "is not a number of seconds above 0", "10 s")
     return DEFAULT_TIMEOUT
 
