@@ -158,8 +158,9 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
     message = start + "x" * (MAX_MESSAGE - len(start)) + "…"
     assert span["status_message"] == f"LookupError: {message}"
     assert path["errors"] == [
-        {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"]}
-    ]
+        {"span_id": span["span_id"], "service": "django-site", "message": span["status_message"],
+         "trace_id": span["trace_id"]}
+    ]  # fmt: skip
 
 
 def test_server_is_described_as_the_wsgi_middleware_describes_it(

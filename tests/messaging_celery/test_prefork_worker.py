@@ -116,7 +116,7 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
     assert consumer["attributes"]["error.type"] == "SystemExit"
     assert path["errors"] == [
         {"span_id": consumer["span_id"], "service": "prefork-worker",
-         "message": consumer["status_message"]}
+         "message": consumer["status_message"], "trace_id": consumer["trace_id"]}
     ]  # fmt: skip
 
 
