@@ -109,6 +109,12 @@ class BoundedLabel:
         value = _label_value(value)
         return value if self.admit(value) else OTHER_VALUE
 
+    def admit_recorded(self, value: str) -> None:
+        """Count ``value``, a label value already recorded (by another process), against the
+        limit; ``OTHER_VALUE`` is no value of its own."""
+        if value != OTHER_VALUE:
+            self.admit(value)
+
     def admit(self, key: str) -> bool:
         """Whether ``key`` is one of the first ``limit`` distinct keys (remembered if it is)."""
         if key in self.seen:
@@ -386,6 +392,7 @@ class MessagingMetrics(_ServiceMetrics):
             self._local_families(registry)
         else:
             self._shared_families(registry)
+            self._admit_recorded_destinations()
 
     def _local_families(self, registry: CollectorRegistry) -> None:
         service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
@@ -433,6 +440,13 @@ class MessagingMetrics(_ServiceMetrics):
         self.queue_wait = _histogram(
             _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, registry, QUEUE_WAIT_BUCKETS
         )
+
+    def _admit_recorded_destinations(self) -> None:
+        """Count, against the cap, the destinations this service's workers have recorded in the
+        shared directory (see ``_recorded_labels``)."""
+        families = (_PUBLISH_DURATION, _PROCESS_DURATION, _QUEUE_WAIT)
+        for labels in _recorded_labels(self._service, *families):
+            self._destination.admit_recorded(labels.get("messaging_destination_name", ""))
 
     def published(
         self,
@@ -568,13 +582,15 @@ class HttpClientMetrics(_ServiceMetrics):
             self._admit_recorded_destinations()
 
     def _admit_recorded_destinations(self) -> None:
-        """Count, against the cap, the destinations this service's workers have recorded in the
-        shared directory, where the series of exited workers stay: each worker recycled by
-        gunicorn's ``--max-requests`` admitted a whole cap of new destinations again."""
-        for labels in _recorded_labels(_CLIENT_DURATION, self._service):
+        """Count, against the caps, the destinations and each one's status codes that this
+        service's workers have recorded in the shared directory (see ``_recorded_labels``)."""
+        for labels in _recorded_labels(self._service, _CLIENT_DURATION):
             host, port = labels.get("server_address", ""), labels.get("server_port", "")
-            if (host or port) and host != OTHER_VALUE:
-                self._destination.admit(f"{len(host)}:{host}{port}")
+            if (host or port) and host != OTHER_VALUE:  # past the cap: both are _other
+                self._destination.admit(_destination_key(host, port))
+            status = labels.get("http_response_status_code", "")
+            if status:
+                self._statuses_of(host, port).admit_recorded(status)
 
     def request_finished(
         self,
@@ -602,7 +618,7 @@ class HttpClientMetrics(_ServiceMetrics):
         port = _label_value(attributes.get(semconv.SERVER_PORT, ""))
         if not host and not port:
             return "", ""
-        if self._destination.admit(f"{len(host)}:{host}{port}"):
+        if self._destination.admit(_destination_key(host, port)):
             return host, port
         return OTHER_VALUE, OTHER_VALUE
 
@@ -612,12 +628,21 @@ class HttpClientMetrics(_ServiceMetrics):
         status = _status_label(status_code)
         if not status or status == OTHER_VALUE:
             return status
+        return status if self._statuses_of(host, port).admit(status) else OTHER_VALUE
+
+    def _statuses_of(self, host: str, port: str) -> BoundedLabel:
+        """The status codes seen from a destination (label values, ``_other`` included)."""
         statuses = self._statuses.get((host, port))
         if statuses is None:  # at most MAX_CLIENT_DESTINATIONS + 2 destinations: "" and _other
             statuses = self._statuses.setdefault(
                 (host, port), BoundedLabel(MAX_CLIENT_STATUS_CODES)
             )
-        return status if statuses.admit(status) else OTHER_VALUE
+        return statuses
+
+
+def _destination_key(host: str, port: str) -> str:
+    """One key per (host, port) pair, whatever characters either holds."""
+    return f"{len(host)}:{host}{port}"
 
 
 def _server_error_type(status_code: int, error: BaseException | None) -> str:
@@ -737,8 +762,14 @@ class _WorkerFiles(Collector):
         return metrics
 
 
-def _recorded_labels(family: str, service: tuple[str, str]) -> list[dict[str, str]]:
-    """The labels of the series of ``family`` that ``service`` has in the multiprocess files."""
+def _recorded_labels(service: tuple[str, str], *families: str) -> list[dict[str, str]]:
+    """The labels of the series of the histogram ``families`` that ``service`` has in the
+    multiprocess files.
+
+    A cap on a label's values (``BoundedLabel``) counts in one process; the series of exited
+    workers stay in the directory. Each worker gunicorn's ``--max-requests`` recycled admitted a
+    whole cap of new values again, without end, until it counted these first.
+    """
     try:
         metrics = list(_WorkerFiles().collect())
     except Exception as error:
@@ -748,9 +779,9 @@ def _recorded_labels(family: str, service: tuple[str, str]) -> list[dict[str, st
     return [
         sample.labels
         for metric in metrics
-        if metric.name == family
+        if metric.name in families
         for sample in metric.samples
-        if sample.name == f"{family}_count" and wanted.items() <= sample.labels.items()
+        if sample.name == f"{metric.name}_count" and wanted.items() <= sample.labels.items()
     ]
 
 

@@ -11,9 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,7 +24,7 @@ from conditions import wait_for
 from loopback import UNREACHABLE, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from tracekit.metrics import MAX_CLIENT_DESTINATIONS
+from tracekit.metrics import MAX_CLIENT_DESTINATIONS, MAX_CLIENT_STATUS_CODES
 
 APPS = Path(__file__).parent / "apps"
 REQUESTS = 12
@@ -243,3 +245,67 @@ def test_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
     ports = {dict(labels)["server_port"] for labels in counts}
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
     assert sum(counts.values()) == destinations
+
+
+MAX_MESSAGING_DESTINATIONS = 200  # per service (docs/metrics.md)
+
+
+def test_workers_recycled_by_max_requests_keep_the_messaging_destinations_capped(
+    tmp_path: Path,
+) -> None:
+    """Each worker capped the queue and topic names of its own messages: one recycled every 30
+    requests admitted 200 new ones each time (250 streams through one worker: 250 series). The
+    cap is now the server's, however often workers restart."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    destinations = MAX_MESSAGING_DESTINATIONS + 50
+    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
+        for number in range(destinations):  # a new stream per message
+            assert httpx.get(f"{url}/consume?stream-{number}", timeout=30).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    counts = _samples(text, "messaging_process_duration_seconds_count")
+    names = {dict(labels)["messaging_destination_name"] for labels in counts}
+    assert len(names) == MAX_MESSAGING_DESTINATIONS + 1, sorted(names)  # and "_other"
+    assert sum(counts.values()) == destinations
+
+
+class _AnswerWithThePath(BaseHTTPRequestHandler):
+    """Answers ``GET /404`` with a 404: a peer choosing its status codes."""
+
+    def do_GET(self) -> None:
+        self.send_response(int(self.path.lstrip("/")))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def peer() -> Iterator[int]:
+    """The port of a loopback HTTP server answering each path's status code."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AnswerWithThePath)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_workers_recycled_by_max_requests_keep_a_destinations_status_codes_capped(
+    tmp_path: Path, peer: int
+) -> None:
+    """Each worker capped the status codes of a destination's answers in its own memory: one
+    recycled every 30 requests admitted 20 new codes each time (60 codes from one peer: 41
+    series). The cap is now the server's."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    codes = range(400, 460)
+    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
+        for code in codes:
+            assert httpx.get(f"{url}/call?{peer}/{code}", timeout=30).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    counts = _samples(text, "http_client_request_duration_seconds_count")
+    statuses = {dict(labels)["http_response_status_code"] for labels in counts}
+    assert len(statuses) == MAX_CLIENT_STATUS_CODES + 1, sorted(statuses)  # and "_other"
+    assert sum(counts.values()) == len(codes)

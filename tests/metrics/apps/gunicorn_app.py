@@ -2,7 +2,8 @@
 
 Each worker imports this module, so each calls tracekit.init() (TRACEKIT_* variables come from the
 test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``;
-``/call?PORT`` makes one outgoing HTTP call.
+``/call?PORT`` or ``/call?PORT/PATH`` makes one outgoing HTTP call; ``/consume?NAME`` consumes one
+message from the destination it names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import httpx
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 import tracekit
+from tracekit.messaging import consume
 from tracekit.metrics import wsgi_metrics_app
 from tracekit.wsgi import ROUTE_KEY, TracekitMiddleware
 
@@ -31,9 +33,19 @@ def hello(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterab
 
 
 def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """Call the loopback port the query names (nothing listens there: refused at once)."""
+    """Call the loopback port (and path) the query names (where nothing listens: refused at
+    once)."""
+    port, _, path = environ["QUERY_STRING"].partition("/")
     with contextlib.suppress(httpx.TransportError):
-        _client.get(f"http://127.0.0.1:{int(environ['QUERY_STRING'])}/")
+        _client.get(f"http://127.0.0.1:{int(port)}/{path}")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+def consume_one(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Handle one message from the Redis stream the query names."""
+    with consume({}, system="redis", destination=environ["QUERY_STRING"]):
+        pass
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
 
@@ -41,5 +53,5 @@ def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
 _client = httpx.Client(timeout=2)
 app = DispatcherMiddleware(
     TracekitMiddleware(hello),
-    {"/metrics": wsgi_metrics_app(), "/call": TracekitMiddleware(call)},
+    {"/metrics": wsgi_metrics_app(), "/call": TracekitMiddleware(call), "/consume": consume_one},
 )
