@@ -542,3 +542,28 @@ def test_a_canary_store_another_user_left_in_a_shared_folder_is_refused_before_t
     assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
     assert "internal error" not in result.stderr and result.stdout == ""
     assert left.stat().st_size == 0
+
+
+def test_a_canary_store_replaced_during_the_step_is_one_line(tmp_path: Path) -> None:
+    """The canary step's store replaced by a file that is no store (or removed) while its
+    services ran: reading the verdict said 'internal error (BackendError: store ...: file is not
+    a database)'. It is now one line naming the store and why, exit 2."""
+    canary_store = tmp_path / "tracekit-canary.db"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1",
+         "--queue", "embedded", "--store", str(tmp_path / "tracekit.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if "(canary)" in line:  # the step has begun; its verdict is read after its traffic
+                canary_store.unlink()
+                canary_store.write_text("not a database\n" * 100)
+        _, stderr = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 2, stderr
+    assert stderr.count("\n") == 1, stderr
+    assert "internal error" not in stderr, stderr
+    assert f"demo: store {canary_store}: file is not a database" in stderr, stderr

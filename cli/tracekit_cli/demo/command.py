@@ -11,6 +11,7 @@ from typing import IO, Any, cast
 
 import click
 
+from tracekit.records import BackendError
 from tracekit_cli.demo.typed import command_as_typed, store_flag
 from tracekit_cli.options import (
     EXIT_ERROR,
@@ -91,6 +92,8 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     except OutputLost as lost:
         fail_output_lost(lost.error)
     except (RuntimeError, OSError) as error:  # a service that did not start names its log
+        fail(f"demo: {error}", EXIT_ERROR)
+    except BackendError as error:  # a store the steps read back, removed or replaced meanwhile
         fail(f"demo: {error}", EXIT_ERROR)
 
 
