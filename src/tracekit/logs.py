@@ -251,12 +251,15 @@ def _fields_in(context: contextvars.Context) -> dict[str, str]:
 
 
 def _error_context(args: tuple[Any, ...]) -> contextvars.Context | None:
-    """The context of the request a record's exception escaped (``makeRecord``'s seventh
-    argument is the record's ``exc_info``)."""
+    """The context of the request a record's exception escaped: the record's ``exc_info``
+    (``makeRecord``'s seventh argument), else the exception being handled where the record is
+    made. Servers log some lines about a request that raised while handling it, without
+    ``exc_info``: werkzeug's "Error on request" and its 500's access line, gunicorn's access
+    line of the 500 it answers in the app's place (with an environ of its own)."""
     exc_info = args[6] if len(args) > 6 else None
-    if type(exc_info) is not tuple or len(exc_info) != 3:
-        return None
-    return correlation._context_of(exc_info[1])
+    if type(exc_info) is tuple and len(exc_info) == 3:
+        return correlation._context_of(exc_info[1])
+    return correlation._context_of(sys.exc_info()[1])
 
 
 def _access_record_context(args: tuple[Any, ...]) -> contextvars.Context | None:

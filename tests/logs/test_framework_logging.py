@@ -266,3 +266,48 @@ def test_gunicorns_line_on_an_exception_the_app_raised_carries_the_requests_ids(
     assert view is not None, output
     error = f"gunicorn.error [gunicorn-fail-1 {view[1]}] Error handling request GET /fail"
     assert error in output, output
+
+
+def test_gunicorns_access_line_of_a_request_that_raised_carries_the_requests_ids(
+    tmp_path: Path,
+) -> None:
+    """gunicorn answers an app that raised with a 500 of its own, and logs that access line
+    with a new environ, while handling the exception: the line showed '[- -]'."""
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
+               "--bind", f"127.0.0.1:{port}", "--workers", "1", "gunicorn_logging:app"]  # fmt: skip
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-up", server)
+        assert _get(f"http://127.0.0.1:{port}/fail", "gunicorn-fail-2").status_code == 500
+        wait_for(
+            lambda: '"GET /fail HTTP/1.1" 500' in (tmp_path / "server.log").read_text(),
+            20, "gunicorn's access line",
+        )  # fmt: skip
+    output = (tmp_path / "server.log").read_text()
+    view = re.search(r"shop\.wsgi \[gunicorn-fail-2 ([0-9a-f]{32})\] wsgi view", output)
+    assert view is not None, output
+    access = f'gunicorn.access [gunicorn-fail-2 {view[1]}] "GET /fail HTTP/1.1" 500'
+    assert access in output, output
+
+
+def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(
+    tmp_path: Path,
+) -> None:
+    """werkzeug's development server logs "Error on request" and the 500's access line while
+    handling what the app raised, after the middleware put the request's context back: both
+    showed '[- -]'."""
+    port = free_port()
+    command = [sys.executable, "werkzeug_logging.py", str(port)]
+    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "werkzeug-up", server)
+        assert _get(f"http://127.0.0.1:{port}/fail", "werkzeug-fail-1").status_code == 500
+        wait_for(
+            lambda: "Error on request" in (tmp_path / "server.log").read_text(),
+            20, "werkzeug's exception line (after its access line)",
+        )  # fmt: skip
+    output = (tmp_path / "server.log").read_text()
+    view = re.search(r"shop\.wsgi INFO \[werkzeug-fail-1 ([0-9a-f]{32})\] wsgi view", output)
+    assert view is not None, output
+    assert f"werkzeug ERROR [werkzeug-fail-1 {view[1]}] Error on request:" in output, output
+    access = rf'werkzeug INFO \[werkzeug-fail-1 {view[1]}\] .*GET /fail HTTP/1\.1.*" 500'
+    assert re.search(access, output) is not None, output
