@@ -209,27 +209,45 @@ def test_gunicorn_logger_class_reloaded_after_a_preloaded_init(tmp_path: Path) -
         assert f"gunicorn-class INFO [{cid}] wsgi view: order page" in output, output
 
 
+def _get(url: str, correlation_id: str) -> httpx.Response:
+    return httpx.get(url, headers={"X-Correlation-ID": correlation_id}, timeout=10)
+
+
+def _server_log(
+    command: list[str], port: int, tmp_path: Path, request: tuple[str, str, int], awaited: str
+) -> str:
+    """The log of the server ``command`` starts on ``port``, once it has answered ``request``
+    (path, correlation ID, the status expected) and logged ``awaited``."""
+    log = tmp_path / "server.log"
+    path, correlation_id, status = request
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        assert _get(f"http://127.0.0.1:{port}{path}", correlation_id).status_code == status
+        wait_for(lambda: awaited in log.read_text(), 20, repr(awaited))
+    return log.read_text()
+
+
+def _view_trace_id(output: str, correlation_id: str) -> str:
+    """The trace ID on the application's own line of the request with ``correlation_id``."""
+    cid = re.escape(correlation_id)
+    view = re.search(rf"shop\.wsgi (?:INFO )?\[{cid} ([0-9a-f]{{32}})\] wsgi view", output)
+    assert view is not None, output
+    return view[1]
+
+
+def _gunicorn(port: int, *options: str) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
+            "--bind", f"127.0.0.1:{port}", "--workers", "1", *options,
+            "gunicorn_logging:app"]  # fmt: skip
+
+
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_gunicorn_access_lines_carry_the_requests_ids(worker_class: str, tmp_path: Path) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "-k", worker_class,
-               "gunicorn_logging:app"]  # fmt: skip
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "access-1", server)
-        wait_for(
-            lambda: '"GET /order HTTP/1.1" 200' in (tmp_path / "server.log").read_text(),
-            20, "the access line",
-        )  # fmt: skip
-    output = (tmp_path / "server.log").read_text()
-    view = re.search(r"shop\.wsgi \[access-1 ([0-9a-f]{32})\] wsgi view: order page", output)
-    assert view is not None, output
-    access = f'gunicorn.access [access-1 {view[1]}] "GET /order HTTP/1.1" 200'
-    assert access in output, output
-
-
-def _get(url: str, correlation_id: str) -> httpx.Response:
-    return httpx.get(url, headers={"X-Correlation-ID": correlation_id}, timeout=10)
+    request, awaited = ("/access", "access-1", 200), '"GET /access HTTP/1.1" 200'
+    output = _server_log(_gunicorn(port, "-k", worker_class), port, tmp_path, request, awaited)
+    trace_id = _view_trace_id(output, "access-1")
+    assert f'gunicorn.access [access-1 {trace_id}] "GET /access HTTP/1.1" 200' in output, output
 
 
 def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
@@ -237,14 +255,8 @@ def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
 ) -> None:
     port = free_port()
     command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "uvicorn-up", server)
-        assert _get(f"http://127.0.0.1:{port}/fail", "uvicorn-fail-1").status_code == 500
-        wait_for(
-            lambda: "Exception in ASGI application" in (tmp_path / "server.log").read_text(),
-            20, "uvicorn's exception line",
-        )  # fmt: skip
-    output = (tmp_path / "server.log").read_text()
+    request, awaited = ("/fail", "uvicorn-fail-1", 500), "Exception in ASGI application"
+    output = _server_log(command, port, tmp_path, request, awaited)
     assert "uvicorn-config ERROR [uvicorn-fail-1] Exception in ASGI application" in output, output
 
 
@@ -252,19 +264,10 @@ def test_gunicorns_line_on_an_exception_the_app_raised_carries_the_requests_ids(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "gunicorn_logging:app"]  # fmt: skip
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-up", server)
-        assert _get(f"http://127.0.0.1:{port}/fail", "gunicorn-fail-1").status_code == 500
-        wait_for(
-            lambda: "Error handling request" in (tmp_path / "server.log").read_text(),
-            20, "gunicorn's exception line",
-        )  # fmt: skip
-    output = (tmp_path / "server.log").read_text()
-    view = re.search(r"shop\.wsgi \[gunicorn-fail-1 ([0-9a-f]{32})\] wsgi view", output)
-    assert view is not None, output
-    error = f"gunicorn.error [gunicorn-fail-1 {view[1]}] Error handling request GET /fail"
+    request, awaited = ("/fail", "gunicorn-fail-1", 500), "Error handling request"
+    output = _server_log(_gunicorn(port), port, tmp_path, request, awaited)
+    trace_id = _view_trace_id(output, "gunicorn-fail-1")
+    error = f"gunicorn.error [gunicorn-fail-1 {trace_id}] Error handling request GET /fail"
     assert error in output, output
 
 
@@ -274,19 +277,10 @@ def test_gunicorns_access_line_of_a_request_that_raised_carries_the_requests_ids
     """gunicorn answers an app that raised with a 500 of its own, and logs that access line
     with a new environ, while handling the exception: the line showed '[- -]'."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn_access_log.py",
-               "--bind", f"127.0.0.1:{port}", "--workers", "1", "gunicorn_logging:app"]  # fmt: skip
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "gunicorn-up", server)
-        assert _get(f"http://127.0.0.1:{port}/fail", "gunicorn-fail-2").status_code == 500
-        wait_for(
-            lambda: '"GET /fail HTTP/1.1" 500' in (tmp_path / "server.log").read_text(),
-            20, "gunicorn's access line",
-        )  # fmt: skip
-    output = (tmp_path / "server.log").read_text()
-    view = re.search(r"shop\.wsgi \[gunicorn-fail-2 ([0-9a-f]{32})\] wsgi view", output)
-    assert view is not None, output
-    access = f'gunicorn.access [gunicorn-fail-2 {view[1]}] "GET /fail HTTP/1.1" 500'
+    request, awaited = ("/fail", "gunicorn-fail-2", 500), '"GET /fail HTTP/1.1" 500'
+    output = _server_log(_gunicorn(port), port, tmp_path, request, awaited)
+    trace_id = _view_trace_id(output, "gunicorn-fail-2")
+    access = f'gunicorn.access [gunicorn-fail-2 {trace_id}] "GET /fail HTTP/1.1" 500'
     assert access in output, output
 
 
@@ -298,16 +292,9 @@ def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(
     showed '[- -]'."""
     port = free_port()
     command = [sys.executable, "werkzeug_logging.py", str(port)]
-    with running(command, environment(tmp_path), tmp_path / "server.log") as server:
-        get_when_up(f"http://127.0.0.1:{port}/order", "werkzeug-up", server)
-        assert _get(f"http://127.0.0.1:{port}/fail", "werkzeug-fail-1").status_code == 500
-        wait_for(
-            lambda: "Error on request" in (tmp_path / "server.log").read_text(),
-            20, "werkzeug's exception line (after its access line)",
-        )  # fmt: skip
-    output = (tmp_path / "server.log").read_text()
-    view = re.search(r"shop\.wsgi INFO \[werkzeug-fail-1 ([0-9a-f]{32})\] wsgi view", output)
-    assert view is not None, output
-    assert f"werkzeug ERROR [werkzeug-fail-1 {view[1]}] Error on request:" in output, output
-    access = rf'werkzeug INFO \[werkzeug-fail-1 {view[1]}\] .*GET /fail HTTP/1\.1.*" 500'
+    request, awaited = ("/fail", "werkzeug-fail-1", 500), "Error on request"
+    output = _server_log(command, port, tmp_path, request, awaited)
+    trace_id = _view_trace_id(output, "werkzeug-fail-1")
+    assert f"werkzeug ERROR [werkzeug-fail-1 {trace_id}] Error on request:" in output, output
+    access = rf'werkzeug INFO \[werkzeug-fail-1 {trace_id}\] .*GET /fail HTTP/1\.1.*" 500'
     assert re.search(access, output) is not None, output
