@@ -228,23 +228,35 @@ def test_a_multiprocess_directory_set_too_late_is_said(tmp_path: Path) -> None:
     )
 
 
+def _recorded_after_recycling(
+    tmp_path: Path, paths: list[str], family: str, label: str
+) -> tuple[set[str], float]:
+    """GET each of ``paths`` from one gunicorn worker recycled every 30 requests
+    (``--max-requests``), then scrape: the values of ``label`` in ``family``'s series, and
+    their count summed."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
+        for path in paths:
+            assert httpx.get(f"{url}{path}", timeout=30).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    counts = _samples(text, family)
+    return {dict(labels)[label] for labels in counts}, sum(counts.values())
+
+
 def test_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
     tmp_path: Path,
 ) -> None:
     """Each worker capped the destinations of its own calls: one recycled every 30 requests
     (``--max-requests``) admitted 100 new ones each time, and every exited worker's series
     stay in the directory. The cap is now the server's, however often workers restart."""
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
     destinations = MAX_CLIENT_DESTINATIONS + 50
-    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
-        for port in range(40_000, 40_000 + destinations):  # a new destination per call
-            assert httpx.get(f"{url}/call?{port}", timeout=30).status_code == 200
-        text = httpx.get(f"{url}/metrics").text
-    counts = _samples(text, "http_client_request_duration_seconds_count")
-    ports = {dict(labels)["server_port"] for labels in counts}
+    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
+    ports, total = _recorded_after_recycling(
+        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port"
+    )
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
-    assert sum(counts.values()) == destinations
+    assert total == destinations
 
 
 MAX_MESSAGING_DESTINATIONS = 200  # per service (docs/metrics.md)
@@ -256,17 +268,13 @@ def test_workers_recycled_by_max_requests_keep_the_messaging_destinations_capped
     """Each worker capped the queue and topic names of its own messages: one recycled every 30
     requests admitted 200 new ones each time (250 streams through one worker: 250 series). The
     cap is now the server's, however often workers restart."""
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
     destinations = MAX_MESSAGING_DESTINATIONS + 50
-    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
-        for number in range(destinations):  # a new stream per message
-            assert httpx.get(f"{url}/consume?stream-{number}", timeout=30).status_code == 200
-        text = httpx.get(f"{url}/metrics").text
-    counts = _samples(text, "messaging_process_duration_seconds_count")
-    names = {dict(labels)["messaging_destination_name"] for labels in counts}
+    paths = [f"/consume?stream-{number}" for number in range(destinations)]  # a new one each
+    names, total = _recorded_after_recycling(
+        tmp_path, paths, "messaging_process_duration_seconds_count", "messaging_destination_name"
+    )
     assert len(names) == MAX_MESSAGING_DESTINATIONS + 1, sorted(names)  # and "_other"
-    assert sum(counts.values()) == destinations
+    assert total == destinations
 
 
 class _AnswerWithThePath(BaseHTTPRequestHandler):
@@ -298,14 +306,10 @@ def test_workers_recycled_by_max_requests_keep_a_destinations_status_codes_cappe
     """Each worker capped the status codes of a destination's answers in its own memory: one
     recycled every 30 requests admitted 20 new codes each time (60 codes from one peer: 41
     series). The cap is now the server's."""
-    multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
     codes = range(400, 460)
-    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
-        for code in codes:
-            assert httpx.get(f"{url}/call?{peer}/{code}", timeout=30).status_code == 200
-        text = httpx.get(f"{url}/metrics").text
-    counts = _samples(text, "http_client_request_duration_seconds_count")
-    statuses = {dict(labels)["http_response_status_code"] for labels in counts}
+    statuses, total = _recorded_after_recycling(
+        tmp_path, [f"/call?{peer}/{code}" for code in codes],
+        "http_client_request_duration_seconds_count", "http_response_status_code",
+    )  # fmt: skip
     assert len(statuses) == MAX_CLIENT_STATUS_CODES + 1, sorted(statuses)  # and "_other"
-    assert sum(counts.values()) == len(codes)
+    assert total == len(codes)
