@@ -9,7 +9,6 @@ ULIDs) and nothing that could inject into a log line or a header.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -128,33 +127,26 @@ _set_checked = _current.set
 
 
 # A server logs what a request raised ("Exception in ASGI application", gunicorn's "Error
-# handling request") once the middleware has put the request's context back: the exception keeps
-# that context, so the record still names its request (``tracekit.logs``).
-_CONTEXT_ATTRIBUTE = "__tracekit_context__"
-
-
-class _KeptContext:
-    __slots__ = ("context",)
-
-    def __init__(self, context: Context | None) -> None:
-        self.context = context
-
-    def __reduce__(self) -> tuple[type[_KeptContext], tuple[None]]:
-        # A Context cannot be pickled: the exception (sent to another process, cached) can.
-        return _KeptContext, (None,)
+# handling request") once the middleware has put the request's context back, in the same thread
+# or task: the request's context waits there beside its exception, so the record still names its
+# request (``tracekit.logs``). Not kept on the exception itself: one exception object raised in
+# several requests (a shared lookup's failure) would name the first of them in every later one,
+# and an application keeping its exceptions (a retry list) would keep every request's context.
+_escaped: ContextVar[tuple[BaseException, Context] | None] = ContextVar(
+    "tracekit_escaped", default=None
+)
 
 
 def _remember_context(error: BaseException) -> None:
-    """Keep the current context on ``error``, unless a request it escaped earlier left its own."""
-    if _context_of(error) is None:
-        with contextlib.suppress(Exception):  # an exception that takes no attributes
-            setattr(error, _CONTEXT_ATTRIBUTE, _KeptContext(copy_context()))
+    """Keep the current context for the server's record of ``error``, in this thread or task."""
+    _escaped.set(None)  # the kept context must not hold the previous one (a chain of them)
+    _escaped.set((error, copy_context()))
 
 
 def _context_of(error: object) -> Context | None:
-    """The context ``_remember_context`` kept on ``error``, if any."""
-    kept = getattr(error, _CONTEXT_ATTRIBUTE, None)
-    return kept.context if isinstance(kept, _KeptContext) else None
+    """The context ``_remember_context`` kept for ``error`` in this thread or task, if any."""
+    escaped = _escaped.get()
+    return escaped[1] if escaped is not None and escaped[0] is error else None
 
 
 def reset_correlation_id(token: Token[str | None]) -> None:

@@ -260,6 +260,24 @@ def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
     assert "uvicorn-config ERROR [uvicorn-fail-1] Exception in ASGI application" in output, output
 
 
+def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests_id(
+    tmp_path: Path,
+) -> None:
+    """Two requests raise the one exception object of a shared lookup that failed: the
+    second request's line showed the first request's ID."""
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        for cid in ("shared-fail-1", "shared-fail-2"):
+            assert _get(f"http://127.0.0.1:{port}/shared-failure", cid).status_code == 500
+        awaited = "Exception in ASGI application"
+        wait_for(lambda: log.read_text().count(awaited) == 2, 20, f"two {awaited!r}")
+    output = log.read_text()
+    for cid in ("shared-fail-1", "shared-fail-2"):
+        assert f"uvicorn-config ERROR [{cid}] Exception in ASGI application" in output, output
+
+
 def test_gunicorns_line_on_an_exception_the_app_raised_carries_the_requests_ids(
     tmp_path: Path,
 ) -> None:

@@ -16,6 +16,7 @@ import re
 import socket
 import struct
 import sys
+import threading
 from collections.abc import Iterator
 from queue import Queue
 
@@ -429,3 +430,39 @@ def test_a_servers_line_on_an_exception_names_its_request_and_the_exception_stil
     line = stream.getvalue().splitlines()[0]
     assert re.fullmatch("ERROR order-7 [0-9a-f]{32} Exception on request", line), line
     assert repr(pickle.loads(pickle.dumps(raised))) == "KeyError('basket')"
+
+
+def test_a_background_job_handling_an_exception_a_request_raised_names_no_request(
+    stamping: None,
+    tracer_provider: TracerProvider,
+    text_log: tuple[logging.Logger, io.StringIO],
+) -> None:
+    """An application keeps what its requests raised (a retry list) and a worker thread retries
+    them later: its lines named the request the exception had escaped."""
+    from wsgiref.util import setup_testing_defaults
+
+    from tracekit.wsgi import TracekitMiddleware
+
+    def failing(environ: dict[str, object], start_response: object) -> list[bytes]:
+        raise KeyError("basket")
+
+    environ: dict[str, object] = {"HTTP_X_CORRELATION_ID": "order-8"}
+    setup_testing_defaults(environ)
+    app = TracekitMiddleware(failing, tracer_provider=tracer_provider)
+    to_retry: list[BaseException] = []
+    try:
+        app(environ, lambda *args: None)
+    except KeyError as error:
+        to_retry.append(error)
+    logger, stream = text_log
+
+    def retry() -> None:
+        try:
+            raise to_retry.pop()
+        except KeyError:
+            logger.warning("retrying a failed order")
+
+    worker = threading.Thread(target=retry)
+    worker.start()
+    worker.join()
+    assert stream.getvalue().splitlines() == ["WARNING - - retrying a failed order"]

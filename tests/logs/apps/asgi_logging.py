@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from concurrent.futures import Future
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,7 +35,18 @@ async def fail(request: Request) -> PlainTextResponse:
     raise RuntimeError("the failing page failed")
 
 
-app = TracekitMiddleware(Starlette(routes=[Route("/order", order), Route("/fail", fail)]))
+# A shared lookup that failed once: every request awaiting it gets its one exception raised.
+_failed_lookup: Future[str] = Future()
+_failed_lookup.set_exception(RuntimeError("the shared lookup failed"))
+
+
+async def shared_failure(request: Request) -> PlainTextResponse:
+    """Raise the exception of the shared lookup: the same object in every request."""
+    return PlainTextResponse(_failed_lookup.result())
+
+
+routes = [Route("/order", order), Route("/fail", fail), Route("/shared-failure", shared_failure)]
+app = TracekitMiddleware(Starlette(routes=routes))
 
 if __name__ == "__main__":
     import uvicorn
