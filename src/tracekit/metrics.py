@@ -91,6 +91,9 @@ _SAMPLED = 0x01  # W3C trace-flags bit
 _Family = TypeVar("_Family", Counter, Gauge, Histogram)
 
 
+_every_bounded_label: weakref.WeakSet[BoundedLabel] = weakref.WeakSet()
+
+
 class BoundedLabel:
     """Caps the distinct values one open-ended label takes in this process.
 
@@ -101,6 +104,12 @@ class BoundedLabel:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.seen: set[str] = set()  # the values passed through so far (read-only to callers)
+        self._lock = threading.Lock()
+        _every_bounded_label.add(self)
+
+    def renew_lock(self) -> None:
+        """A new lock, in a forked child: one a thread of the parent held at the fork (a call
+        it was counting) would stay held there for ever."""
         self._lock = threading.Lock()
 
     def __call__(self, value: object) -> str:
@@ -260,6 +269,18 @@ class _ServiceMetrics:
         self._service = (service_name, service_version or "")
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._local = local_values() if local is None else local
+
+    def _admit_recorded_destinations(self) -> None:
+        """Count, against the caps, the label values recorded in the shared directory (see
+        ``_recorded_labels``): none by default."""
+
+    @classmethod
+    def _admit_recorded_again(cls) -> None:
+        """``_admit_recorded_destinations`` of every instance, in a forked child."""
+        for services in list(cls._instances.values()):
+            for instance in list(services.values()):
+                if isinstance(instance, _ServiceMetrics):
+                    instance._admit_recorded_destinations()
 
     def _child(self, family: Any, *labels: str) -> Any:
         """``family.labels(*labels, service_name, service_version)``, cached.
@@ -444,6 +465,8 @@ class MessagingMetrics(_ServiceMetrics):
     def _admit_recorded_destinations(self) -> None:
         """Count, against the cap, the destinations this service's workers have recorded in the
         shared directory (see ``_recorded_labels``)."""
+        if self._local:  # (counted in this process alone: nothing shared to count)
+            return
         families = (_PUBLISH_DURATION, _PROCESS_DURATION, _QUEUE_WAIT)
         for labels in _recorded_labels(self._service, *families):
             self._destination.admit_recorded(labels.get("messaging_destination_name", ""))
@@ -940,7 +963,19 @@ def _before_fork() -> None:
     )
 
 
-os.register_at_fork(before=_before_fork)
+def _admit_recorded_in_child() -> None:
+    """A worker forked from a process that had made its metrics (gunicorn ``--preload``, an app
+    calling out as it starts) held only that process's count of each capped label: each worker
+    ``--max-requests`` recycled admitted a whole cap of new values again. It counts the
+    directory's now, as a worker that makes its metrics itself does."""
+    for label in list(_every_bounded_label):
+        label.renew_lock()
+    if multiprocess_enabled():
+        MessagingMetrics._admit_recorded_again()
+        HttpClientMetrics._admit_recorded_again()
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_admit_recorded_in_child)
 
 
 # --- reloaders and supervisors -------------------------------------------------------------------

@@ -52,7 +52,11 @@ def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 @contextmanager
 def _gunicorn(
-    tmp_path: Path, *options: str, multiproc: Path | None = None, metrics_port: int = 0
+    tmp_path: Path,
+    *options: str,
+    multiproc: Path | None = None,
+    metrics_port: int = 0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, Path]]:
     """gunicorn serving apps/gunicorn_app.py on loopback with ``options``, multiprocess mode in
     ``multiproc`` (none without); yields its URL once it answers, and its log."""
@@ -62,6 +66,7 @@ def _gunicorn(
         "TRACEKIT_EXPORTER": "none",
         "TRACEKIT_EXPORT_LOGS": "false",
         "TRACEKIT_METRICS_PORT": str(metrics_port),
+        **(extra_env or {}),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if multiproc is not None:
@@ -229,14 +234,20 @@ def test_a_multiprocess_directory_set_too_late_is_said(tmp_path: Path) -> None:
 
 
 def _recorded_after_recycling(
-    tmp_path: Path, paths: list[str], family: str, label: str
+    tmp_path: Path,
+    paths: list[str],
+    family: str,
+    label: str,
+    *options: str,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[set[str], float]:
     """GET each of ``paths`` from one gunicorn worker recycled every 30 requests
     (``--max-requests``), then scrape: the values of ``label`` in ``family``'s series, and
     their count summed."""
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
-    with _gunicorn(tmp_path, "-w", "1", "--max-requests", "30", multiproc=multiproc) as (url, _):
+    options = ("-w", "1", "--max-requests", "30", *options)
+    with _gunicorn(tmp_path, *options, multiproc=multiproc, extra_env=extra_env) as (url, _):
         for path in paths:
             assert httpx.get(f"{url}{path}", timeout=30).status_code == 200
         text = httpx.get(f"{url}/metrics").text
@@ -257,6 +268,22 @@ def test_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
     )
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
     assert total == destinations
+
+
+def test_preloaded_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
+    tmp_path: Path,
+) -> None:
+    """``--preload`` with an app that calls out as it starts (its settings): the master made
+    the client metrics, and every worker forked from it counted only the master's destinations
+    against the cap, never those its recycled predecessors recorded."""
+    destinations = MAX_CLIENT_DESTINATIONS + 50
+    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
+    ports, total = _recorded_after_recycling(
+        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port",
+        "--preload", extra_env={"GUNISVC_CALL_AT_START": "39999"},
+    )  # fmt: skip
+    assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
+    assert total == destinations + 1  # and the master's call
 
 
 MAX_MESSAGING_DESTINATIONS = 200  # per service (docs/metrics.md)

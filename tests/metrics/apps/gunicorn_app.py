@@ -3,7 +3,8 @@
 Each worker imports this module, so each calls tracekit.init() (TRACEKIT_* variables come from the
 test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``;
 ``/call?PORT`` or ``/call?PORT/PATH`` makes one outgoing HTTP call; ``/consume?NAME`` consumes one
-message from the destination it names.
+message from the destination it names. With ``GUNISVC_CALL_AT_START=PORT`` it calls that port
+as it is imported (in gunicorn's master under ``--preload``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def consume_one(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
 
 
 _client = httpx.Client(timeout=2)
+if os.environ.get("GUNISVC_CALL_AT_START"):  # as an app fetching its settings as it starts
+    with contextlib.suppress(httpx.TransportError):
+        _client.get(f"http://127.0.0.1:{int(os.environ['GUNISVC_CALL_AT_START'])}/settings")
 app = DispatcherMiddleware(
     TracekitMiddleware(hello),
     {"/metrics": wsgi_metrics_app(), "/call": TracekitMiddleware(call), "/consume": consume_one},
