@@ -175,3 +175,43 @@ def test_a_publish_inside_the_callers_own_block_carries_what_the_block_wrote(
     headers = seen["message"].headers
     assert headers["x-correlation-id"] == "from-the-block" == seen["id"]
     assert sorted(headers) == ["baggage", "tracekit-publish-time", "x-correlation-id"]
+
+
+class _Handler:
+    """A callable object with an async ``__call__``: not a coroutine function itself."""
+
+    def __init__(self, seen: list[str | None]) -> None:
+        self.seen = seen
+
+    async def __call__(self, message: Any) -> None:
+        self.seen.append(tracekit.correlation_id())
+
+
+def test_every_kind_of_callback_runs_with_its_messages_id(amqp_url: str, queue_name: str) -> None:
+    """A coroutine function, a callable object with an async ``__call__`` and a plain function
+    (deprecated by aio-pika, still run): each handles its message with the message's ID, and
+    what a handler raises leaves nothing of that message current."""
+    seen: list[str | None] = []
+
+    def plain(message: Any) -> None:
+        seen.append(tracekit.correlation_id())
+
+    async def failing(message: Any) -> None:
+        seen.append(tracekit.correlation_id())
+        raise RuntimeError("handler failed")
+
+    async def hop(channel: Any) -> None:
+        queue = await channel.declare_queue(queue_name)
+        handlers = (("by-coro", failing), ("by-object", _Handler(seen)), ("by-plain", plain))
+        for handled, (cid, handler) in enumerate(handlers, 1):
+            token = correlation.set_correlation_id(cid)
+            await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue_name)
+            correlation.reset_correlation_id(token)
+            tag = await queue.consume(handler, no_ack=True)
+            while len(seen) < handled:
+                await asyncio.sleep(0.01)
+            await queue.cancel(tag)
+        assert tracekit.correlation_id() is None and messaging.current_delivery() is None
+
+    _run(amqp_url, lambda ch: asyncio.wait_for(hop(ch), 10))
+    assert seen == ["by-coro", "by-object", "by-plain"]

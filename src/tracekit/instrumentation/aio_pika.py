@@ -110,12 +110,30 @@ class AioPikaInstrumentor(Instrumentor):
     def _traced_callback(
         self, queue: str, callback: Callable[[Any], Any]
     ) -> Callable[[Any], Awaitable[Any]]:
+        destination = amqp.destination_of(queue)  # the consumer's queue, named once
+        # (a coroutine function's call is awaited as it is: no coroutine of _handled's around it)
+        handle: Callable[[Any], Awaitable[Any]] = (
+            callback
+            if inspect.iscoroutinefunction(callback)
+            else functools.partial(_handled, callback)
+        )
+
         async def on_message(message: Any) -> Any:
             if not self.latest_active():
-                return await _handled(callback, message)
-            _note_queue(message, queue)  # for a process() after the callback has returned
-            async with delivery_of(queue, message):
-                return await _handled(callback, message)
+                return await handle(message)
+            delivery = _delivery_alone(destination, message)
+            if delivery is None:  # full mode
+                _note_queue(message, queue)  # for a process() after the callback has returned
+                delivery = _traced(destination, message)
+            # What ``async with delivery`` does, without its two coroutines per message.
+            delivery.start()
+            try:
+                result = await handle(message)
+            except BaseException as error:
+                delivery.end(error)
+                raise
+            delivery.end()
+            return result
 
         return on_message
 
@@ -130,6 +148,23 @@ async def _handled(callback: Callable[[Any], Any], message: Any) -> Any:
 def delivery_of(queue: str, message: Any) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of one incoming aio-pika message."""
     destination = amqp.destination_of(queue)
+    return _delivery_alone(destination, message) or _traced(destination, message)
+
+
+def _delivery_alone(destination: str, message: Any) -> messaging.Delivery | None:
+    """The delivery of a message in correlation-only mode (no span: nothing else of the
+    message is read than its headers, and its correlation property when they bring no ID);
+    None in full mode."""
+    delivery = messaging._consume_alone(
+        getattr(message, "headers", None), message, SYSTEM, destination
+    )
+    if delivery is not None:
+        delivery.settle_key = message  # see _traced
+    return delivery
+
+
+def _traced(destination: str, message: Any) -> messaging.Delivery:
+    """The delivery of a message in full mode: a CONSUMER span, and metrics."""
     delivery = messaging.consume(
         getattr(message, "headers", None),
         system=SYSTEM,
