@@ -54,13 +54,31 @@ def traced_send(
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
+    alone = messaging._publish_alone(carrier)  # a dict of tracekit's own, for this record alone
+    if alone is not None:  # (no span: no delivery report to wait for)
+        with alone:
+            args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
+            return send(*args, **kwargs)
     publishing = messaging.publish(carrier, system=SYSTEM, destination=topic)
     with publishing as sent:
-        if headers_position is not None and _fits(args, kwargs, carrier, headers_position, limit):
-            args, kwargs = _with_headers(args, kwargs, carrier, headers_position)
+        args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
         if settle is not None and sent.span is not None:
             return settle(publishing, send, args, kwargs)
         return send(*args, **kwargs)
+
+
+def _carrying(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    carrier: dict[str, str],
+    headers_position: int | None,
+    limit: int | None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The send's arguments with tracekit's headers, where the format has headers and the
+    record stays within ``limit`` with them."""
+    if headers_position is not None and _fits(args, kwargs, carrier, headers_position, limit):
+        return _with_headers(args, kwargs, carrier, headers_position)
+    return args, kwargs
 
 
 class SpansAwaitingDelivery:
@@ -192,8 +210,12 @@ def merged_headers(given: object, carrier: dict[str, str]) -> Any:
     """``given`` (pairs or dict) with tracekit's headers replacing same-named ones; None: leave."""
     if not carrier:
         return None
-    ours = {name.lower() for name in carrier} | replaced_names()
     encoded = [(name, value.encode("utf-8")) for name, value in carrier.items()]
+    # The usual record has no headers of the caller's: none to look through for tracekit's
+    # names (which take reading the options).
+    if not given and isinstance(given, dict | list | type(None)):
+        return dict(encoded) if isinstance(given, dict) else encoded
+    ours = {name.lower() for name in carrier} | replaced_names()
     if isinstance(given, dict):
         kept = {k: v for k, v in given.items() if not _named(k, ours)}
         return {**kept, **dict(encoded)}
