@@ -1,5 +1,5 @@
-"""Instructions per message of a pika or aio-pika hop, counted by valgrind's callgrind: a
-repeatable view.
+"""Instructions per message of a pika, aio-pika or confluent-kafka hop, counted by valgrind's
+callgrind: a repeatable view.
 
 CPU time on a shared machine moves with the neighbours; the number of instructions the process
 executes does not. Each stack runs in a child process under ``valgrind --tool=callgrind``, once
@@ -12,8 +12,11 @@ sockets is not counted), so they weigh Python code more than CPU time does.
     python -m bench._queue_instructions STACK N publish|hop [CLIENT]    # the child (one count)
 
 CLIENT is ``pika`` (the default: ``BlockingConnection``'s ``basic_publish`` and a
-``basic_consume`` callback) or ``aio-pika`` (``Exchange.publish`` without publisher confirms
-and a ``Queue.consume`` callback, as ``bench/_queue_pika.py`` runs them).
+``basic_consume`` callback), ``aio-pika`` (``Exchange.publish`` without publisher confirms
+and a ``Queue.consume`` callback, as ``bench/_queue_pika.py`` runs them) or
+``confluent-kafka`` (``produce`` and ``poll`` on librdkafka's mock cluster, as
+``bench/_queue_kafka.py`` runs them). The mock cluster's threads run in the child, and what
+they do waiting moves a count by a few thousand instructions per message from run to run.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import _queue_stacks
+from bench._queue_kafka import ConfluentKafka
 from bench._queue_pika import AMQP_URL, BODY, AioPika, Pika
 from bench._queue_stacks import STACKS
 
@@ -160,9 +164,51 @@ async def _aio_pika_consume(queue: Any, size: int) -> None:
     await queue.cancel(tag)
 
 
+def _confluent_kafka_child(stack: str, size: int, what: str) -> None:
+    import confluent_kafka
+
+    from tracekit import correlation
+
+    broker = ConfluentKafka()
+    shared = _queue_stacks.providers()
+    set_up, tear_down = _queue_stacks.in_stack(stack, broker, shared)
+    set_up()  # before the clients: the stacks swap in classes of their own
+    topic = f"tracekit-bench-{uuid.uuid4().hex[:8]}"
+    partitions = list(broker._anchor.list_topics(topic, timeout=10).topics[topic].partitions)
+    producer = confluent_kafka.Producer({"bootstrap.servers": broker.bootstrap, "log_level": 0})
+    token = correlation.set_correlation_id(_queue_stacks.CORRELATION_ID)
+    for _ in range(size):
+        producer.produce(topic, BODY)
+    producer.flush(30)
+    correlation.reset_correlation_id(token)
+    if what == "hop":
+        _poll(broker.bootstrap, topic, partitions, size)
+    tear_down()
+    shared.flush()
+
+
+def _poll(bootstrap: str, topic: str, partitions: list[int], size: int) -> None:
+    import confluent_kafka
+
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": topic, "log_level": 0}
+    )
+    consumer.assign(
+        [confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+         for p in partitions]
+    )  # fmt: skip
+    received = 0
+    while received < size:
+        message = consumer.poll(1.0)
+        if message is not None and message.error() is None:
+            received += 1
+    consumer.close()
+
+
 _CHILDREN: dict[str, Callable[[str, int, str], None]] = {
     "pika": _pika_child,
     "aio-pika": _aio_pika_child,
+    "confluent-kafka": _confluent_kafka_child,
 }
 
 
