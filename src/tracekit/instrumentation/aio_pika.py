@@ -284,12 +284,15 @@ class _MessageCopier:
             name for name in slots if not name.startswith("_") and name != "headers"
         )
         has_fields = "headers" in slots and bool(self._fields)
-        self._read = operator.attrgetter(*self._fields) if has_fields else None
-        # (a version of aio-pika without that lock slot is copied by its own __copy__)
-        self._lock = f"_{message_type.__name__}__lock" if "__lock" in slots else None
+        # Private state this copy knows (the lock; ``_headers``, unused by aio-pika 10): a
+        # version with more, or without that lock, is copied by its own ``__copy__``, since a
+        # slot left unset here would fail aio-pika where it reads it.
+        known = {name for name in slots if name.startswith("_")} == {"_headers", "__lock"}
+        self._read = operator.attrgetter(*self._fields) if has_fields and known else None
+        self._lock = f"_{message_type.__name__}__lock"
 
     def __call__(self, message: Any, headers: dict[str, Any]) -> Any:
-        if type(message) is not self._type or self._read is None or self._lock is None:
+        if type(message) is not self._type or self._read is None:
             return self._copied(message, headers)
         try:
             values = self._read(message)
