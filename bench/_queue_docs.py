@@ -119,14 +119,15 @@ def _broker(result: Result) -> str:
     )
 
 
-def instructions_table(counts: dict[str, tuple[float, float]]) -> str:
-    """The instruction counts of the pika stacks, as a Markdown subsection."""
+def instructions_table(counts: dict[str, tuple[float, float]], client: str = "pika") -> str:
+    """The instruction counts of one client's stacks (``_queue_instructions.per_message``), as
+    a Markdown subsection."""
     bare = counts[BARE]
     peer = counts[PEER]
     header = ["stack", "publish", "overhead", "/ OTel", "consume", "overhead", "/ OTel"]
     body = []
     for stack in STACKS:
-        cells = [{BARE: "bare client", PEER: "OpenTelemetry pika"}.get(stack, stack)]
+        cells = [{BARE: "bare client", PEER: f"OpenTelemetry {client}"}.get(stack, stack)]
         for phase in (0, 1):
             overhead = counts[stack][phase] - bare[phase]
             ratio = overhead / (peer[phase] - bare[phase])
@@ -134,7 +135,7 @@ def instructions_table(counts: dict[str, tuple[float, float]]) -> str:
             cells += [f"{counts[stack][phase] / 1e3:.0f}k", f"{overhead / 1e3:+.0f}k", shown]
         body.append(cells)
     return (
-        "### pika in instructions\n\n"
+        f"### {client} in instructions\n\n"
         "Instructions per message (user space) counted by valgrind's callgrind, which the "
         "neighbours do not move (`bench/_queue_instructions.py`: each stack in a child process, "
         "400 and 1,200 messages, the difference divided by 800):\n\n"
