@@ -278,28 +278,24 @@ def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests
         assert f"uvicorn-config ERROR [{cid}] Exception in ASGI application" in output, output
 
 
-def test_gunicorns_line_on_an_exception_the_app_raised_carries_the_requests_ids(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("awaited", "line"),
+    [
+        ("Error handling request", "gunicorn.error [{} {}] Error handling request GET /fail"),
+        ('"GET /fail HTTP/1.1" 500', 'gunicorn.access [{} {}] "GET /fail HTTP/1.1" 500'),
+    ],
+    ids=["error", "access"],
+)
+def test_gunicorns_lines_about_a_request_that_raised_carry_its_ids(
+    awaited: str, line: str, tmp_path: Path
 ) -> None:
+    """gunicorn logs "Error handling request" with what the app raised, then answers with a 500
+    of its own and logs its access line with a new environ, while handling the exception: both
+    lines showed '[- -]'."""
     port = free_port()
-    request, awaited = ("/fail", "gunicorn-fail-1", 500), "Error handling request"
-    output = _server_log(_gunicorn(port), port, tmp_path, request, awaited)
-    trace_id = _view_trace_id(output, "gunicorn-fail-1")
-    error = f"gunicorn.error [gunicorn-fail-1 {trace_id}] Error handling request GET /fail"
-    assert error in output, output
-
-
-def test_gunicorns_access_line_of_a_request_that_raised_carries_the_requests_ids(
-    tmp_path: Path,
-) -> None:
-    """gunicorn answers an app that raised with a 500 of its own, and logs that access line
-    with a new environ, while handling the exception: the line showed '[- -]'."""
-    port = free_port()
-    request, awaited = ("/fail", "gunicorn-fail-2", 500), '"GET /fail HTTP/1.1" 500'
-    output = _server_log(_gunicorn(port), port, tmp_path, request, awaited)
-    trace_id = _view_trace_id(output, "gunicorn-fail-2")
-    access = f'gunicorn.access [gunicorn-fail-2 {trace_id}] "GET /fail HTTP/1.1" 500'
-    assert access in output, output
+    output = _server_log(_gunicorn(port), port, tmp_path, ("/fail", "gunicorn-fail", 500), awaited)
+    trace_id = _view_trace_id(output, "gunicorn-fail")
+    assert line.format("gunicorn-fail", trace_id) in output, output
 
 
 def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(
