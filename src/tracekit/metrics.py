@@ -276,10 +276,11 @@ class _ServiceMetrics:
 
     @classmethod
     def _admit_recorded_again(cls) -> None:
-        """``_admit_recorded_destinations`` of every instance, in a forked child."""
+        """``_admit_recorded_destinations`` of every instance keeping its values in the shared
+        directory, in a forked child."""
         for services in list(cls._instances.values()):
             for instance in list(services.values()):
-                if isinstance(instance, _ServiceMetrics):
+                if isinstance(instance, _ServiceMetrics) and not instance._local:
                     instance._admit_recorded_destinations()
 
     def _child(self, family: Any, *labels: str) -> Any:
@@ -465,8 +466,6 @@ class MessagingMetrics(_ServiceMetrics):
     def _admit_recorded_destinations(self) -> None:
         """Count, against the cap, the destinations this service's workers have recorded in the
         shared directory (see ``_recorded_labels``)."""
-        if self._local:  # (counted in this process alone: nothing shared to count)
-            return
         families = (_PUBLISH_DURATION, _PROCESS_DURATION, _QUEUE_WAIT)
         for labels in _recorded_labels(self._service, *families):
             self._destination.admit_recorded(labels.get("messaging_destination_name", ""))
@@ -601,7 +600,7 @@ class HttpClientMetrics(_ServiceMetrics):
         self.duration = _histogram(
             _CLIENT_DURATION, "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry
         )
-        if multiprocess_enabled():
+        if not self._local:
             self._admit_recorded_destinations()
 
     def _admit_recorded_destinations(self) -> None:
@@ -970,9 +969,8 @@ def _admit_recorded_in_child() -> None:
     directory's now, as a worker that makes its metrics itself does."""
     for label in list(_every_bounded_label):
         label.renew_lock()
-    if multiprocess_enabled():
-        MessagingMetrics._admit_recorded_again()
-        HttpClientMetrics._admit_recorded_again()
+    MessagingMetrics._admit_recorded_again()
+    HttpClientMetrics._admit_recorded_again()
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_admit_recorded_in_child)
