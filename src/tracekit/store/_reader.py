@@ -21,6 +21,7 @@ from tracekit.records import (
     SpanRecord,
 )
 from tracekit.store._encoding import StringResolver, attribute_refs
+from tracekit.store._schema import has_table
 
 _SPAN_SELECT = (
     "SELECT s.trace_ref, t.trace_id, s.span_id, s.parent_id, s.service_ref, s.name_ref, s.kind,"
@@ -214,7 +215,7 @@ class StoreReader:
         sent for another span, which the store did not keep (a store no writer of this tracekit
         has opened lacks the table, and noted none)."""
         ids = hex_ids(trace_ids, 16)
-        if not ids or not self._has_table("span_id_clashes"):
+        if not ids or not has_table(self.conn, "span_id_clashes"):
             return []
         query = (
             "SELECT t.trace_id, c.span_id FROM span_id_clashes c JOIN traces t"
@@ -223,10 +224,6 @@ class StoreReader:
         )
         rows = self.conn.execute(query, (*ids, limit)).fetchall()
         return [(bytes(trace).hex(), bytes(span).hex()) for trace, span in rows]
-
-    def _has_table(self, name: str) -> bool:
-        query = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
-        return self.conn.execute(query, (name,)).fetchone() is not None
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces holding a span whose link points into any of ``trace_ids``."""

@@ -149,8 +149,13 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 
 def _has_additions(conn: sqlite3.Connection) -> bool:
+    return all(has_table(conn, name) for name in _ADDITION_NAMES)
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the database holds a table ``name`` (an addition an older writer never made)."""
     query = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?"
-    return all(conn.execute(query, (name,)).fetchone() for name in _ADDITION_NAMES)
+    return conn.execute(query, (name,)).fetchone() is not None
 
 
 def _statements(script: str) -> list[str]:
