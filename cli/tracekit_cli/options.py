@@ -21,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from tracekit._digits import ascii_int
 from tracekit.records import BackendError, SpanSource
 from tracekit_cli.headers import HEADERS_ENV, parse_headers
 
@@ -353,11 +354,7 @@ def terminal_height(default: int = 25) -> int:
 
 def _dimension_from_environment(name: str) -> int | None:
     """The variable ``name`` as a number of cells, or None when it is no short ASCII number."""
-    value = os.environ.get(name, "")
-    # ASCII and short: "²" is a digit to isdigit, not to int, nor is a 5,000-digit number
-    if value.isascii() and value.isdigit() and len(value) <= 6:
-        return int(value)
-    return None
+    return ascii_int(os.environ.get(name, ""), 6)
 
 
 def no_color() -> bool:

@@ -31,6 +31,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from tracekit import messaging
+from tracekit._digits import ascii_int
 from tracekit._messaging.headers import byte_length, callers_own
 from tracekit._runtime.guard import report_once, safe
 
@@ -230,8 +231,9 @@ def _publish_time_from_sent_timestamp(
 ) -> None:
     system = message.get("Attributes")
     sent = system.get("SentTimestamp") if isinstance(system, Mapping) else None
-    if isinstance(sent, str) and sent.isascii() and sent.isdigit() and len(sent) <= 16:
-        headers[messaging.PUBLISH_TIME_HEADER] = str(int(sent) * 1_000_000)
+    millis = ascii_int(sent, 16)
+    if millis is not None:
+        headers[messaging.PUBLISH_TIME_HEADER] = str(millis * 1_000_000)
 
 
 def _x_ray_from_trace_header(message: Mapping[str, Any], headers: MutableMapping[str, str]) -> None:

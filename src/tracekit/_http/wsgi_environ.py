@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from tracekit import semconv
+from tracekit._digits import ascii_int
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -109,8 +110,5 @@ def _port_number(value: object) -> int | None:
     the OTLP encoding of the span's attributes, with a traceback in the application's log on
     every export.
     """
-    text = str(value) if value is not None else ""
-    if not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
-        return None
-    number = int(text)
-    return number if number <= 65535 else None
+    number = ascii_int(str(value) if value is not None else "", 5)
+    return number if number is not None and number <= 65535 else None

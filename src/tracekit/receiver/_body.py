@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from email.message import Message
 from io import BufferedIOBase
 
+from tracekit._digits import ascii_int
 from tracekit.receiver._admission import Reservation
 from tracekit.receiver._errors import RequestError
 
@@ -47,10 +48,10 @@ def body_length(headers: Message) -> int | None:
         raise RequestError(411, "send a Content-Length or a chunked body", close=True)
     if len(values) > 1:
         raise RequestError(400, "conflicting Content-Length headers", close=True)
-    text = values.pop()
-    if not text.isdigit() or not text.isascii() or len(text) > _MAX_LENGTH_DIGITS:
+    length = ascii_int(values.pop(), _MAX_LENGTH_DIGITS)
+    if length is None:
         raise RequestError(400, "bad Content-Length", close=True)
-    return int(text)
+    return length
 
 
 def raw_pieces(rfile: BufferedIOBase, length: int | None, limit: int) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracekit import semconv
+from tracekit._digits import ascii_int
 from tracekit.store._attribute_text import Picked, TextBatch, ValuePicker, value_of
 from tracekit.store._encoding import KIND_CODES, STATUS_CODE_OF
 from tracekit.store._reader import StoreReader, loads_list, marks
@@ -146,9 +147,8 @@ def _status_number(value: object) -> object:
     ``str.isdigit`` and not to ``int``, which failed ``tracekit canary`` for the whole window
     (exit 2) over one such span, as would a number of thousands of digits.
     """
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 6:
-        return int(value)
-    return value
+    number = ascii_int(value, 6)
+    return value if number is None else number
 
 
 def _string_ref(reader: StoreReader, value: str) -> int | None:
