@@ -30,6 +30,7 @@ from tracekit_cli.options import (
     open_source,
     parse_since,
     resolve_format,
+    searched_back,
     traceparent_trace_id,
     warn,
 )
@@ -180,24 +181,13 @@ def _not_comparable(source: SpanSource, missing: list[str]) -> str:
     unknown = [q for q in missing if q not in logged]
     named = " and ".join(repr(q)[:80] + _trace_id_inside(q) for q in unknown)
     said = [f"no request found for {named}"] if unknown else []
-    said += _searched_back(source, unknown)
+    window = searched_back(source, unknown)
+    said += [f"correlation IDs are searched for {window}"] if window else []
     if logged:
         verb = "has" if len(logged) == 1 else "have"
         said.append(f"{_quoted(logged)} {verb} only log lines, no span to compare "
                     "(tracekit trace shows them)")  # fmt: skip
     return "; ".join(said)
-
-
-def _searched_back(source: SpanSource, unknown: list[str]) -> list[str]:
-    """How far back a remote backend was searched for the correlation IDs of ``unknown``, as
-    ``tracekit trace`` says it: an older request is there, and found by its trace ID."""
-    from tracekit.path import looks_like_trace_id
-
-    searched_back = getattr(source, "searched_back", None)
-    if searched_back is None or all(looks_like_trace_id(q) for q in unknown):
-        return []
-    return [f"correlation IDs are searched for over the last {searched_back()}; an older "
-            "request is found by its trace ID"]  # fmt: skip
 
 
 def _quoted(queries: list[str]) -> str:

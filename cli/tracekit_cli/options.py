@@ -357,6 +357,19 @@ def _dimension_from_environment(name: str) -> int | None:
     return ascii_int(os.environ.get(name, ""), 6)
 
 
+def searched_back(source: object, queries: list[str]) -> str | None:
+    """How far back a remote backend searched for the correlation IDs among ``queries``, and
+    that an older request is there all the same, found by its trace ID (read at any age):
+    "over the last 2 days; an older ...". None for the store, or when every query is a trace ID.
+    """
+    from tracekit.path.collect import looks_like_trace_id
+
+    window = getattr(source, "searched_back", None)
+    if window is None or all(looks_like_trace_id(q) for q in queries):
+        return None
+    return f"over the last {window()}; an older request is found by its trace ID"
+
+
 def no_color() -> bool:
     """True when the ``NO_COLOR`` convention asks for no colour (any non-empty value)."""
     return bool(os.environ.get("NO_COLOR"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from tracekit.path.collect import MAX_SPANS, looks_like_trace_id
+from tracekit.path.collect import MAX_SPANS
 from tracekit.records import BackendError
 from tracekit_cli.options import (
     EXIT_ERROR,
@@ -22,6 +22,7 @@ from tracekit_cli.options import (
     open_source,
     require_jaeger_for_service,
     resolve_format,
+    searched_back,
     service_name,
     traceparent_trace_id,
 )
@@ -80,13 +81,9 @@ def trace(
 
 
 def _searched_back_hint(source: object, query: str) -> str:
-    """How far back a remote backend was searched for the correlation ID ``query``: a request
-    older than that is there all the same, and found by its trace ID (read by id, at any age)."""
-    searched_back = getattr(source, "searched_back", None)
-    if searched_back is None or looks_like_trace_id(query):
-        return ""
-    return (f": the correlation ID is searched for over the last {searched_back()}; an older "
-            "request is found by its trace ID")  # fmt: skip
+    """How far back a remote backend was searched for the correlation ID ``query``."""
+    window = searched_back(source, [query])
+    return f": the correlation ID is searched for {window}" if window else ""
 
 
 def _traceparent_hint(query: str) -> str:
