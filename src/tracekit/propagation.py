@@ -38,7 +38,8 @@ from opentelemetry.propagators.textmap import (
     default_getter,
     default_setter,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.util.types import Attributes
 
 from tracekit import correlation, semconv
 from tracekit._propagation import baggage as _baggage
@@ -64,6 +65,7 @@ __all__ = [
     "TracekitPropagator",
     "carried_fields",
     "configured",
+    "decide_deferred",
     "format_traceparent",
     "format_tracestate",
     "inject_trace_context",
@@ -95,6 +97,9 @@ _REMOTE_FLAGS = create_key("tracekit-remote-flags")
 # (trace id, {format class: fields}) that foreign trace headers brought for the next hop of the
 # trace (X-Ray's Lineage, B3's debug flag).
 _FORWARDED = create_key("tracekit-forwarded-fields")
+# The parent a caller left the sampling decision for to this hop (B3 without a sampling state,
+# X-Ray's ``Sampled=?``): its SpanContext, not sampled until ``decide_deferred`` says otherwise.
+_DEFERRED = create_key("tracekit-deferred-decision")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
@@ -244,7 +249,9 @@ class TracekitPropagator(TextMapPropagator):
             or _header_values(getter, carrier, name.lower())
             for name in (*self.carried_fields, *self._accepted_headers)
         }
-        context = self.extract_header_lists(headers, context)
+        # No span name here: the decision a caller left to this hop is taken now, for the span
+        # the instrumentation calling this will start.
+        context = decide_deferred(self.extract_header_lists(headers, context, deciding=False))
         accepted = [headers[name.lower()] for name in self._accepted_headers]
         cid = _callers_correlation_id(accepted, headers.get(BAGGAGE) or ())
         return (
@@ -257,12 +264,15 @@ class TracekitPropagator(TextMapPropagator):
         context: Context | None = None,
         *,
         with_baggage: bool = True,
+        deciding: bool = True,
     ) -> Context:
         """``extract`` for lower-case header names mapped to lists of values.
 
         The server middleware and the message-header reader collect headers in this shape;
         reading them directly saves the getter round trips. ``with_baggage=False``: trace
-        headers only.
+        headers only. ``deciding=False``: a parent whose caller left the sampling decision to
+        this hop stays undecided (not sampled), for ``decide_deferred`` to settle where the
+        span's name and attributes are known.
         """
         context = context if context is not None else Context()
         for _, format_ in self._trace_formats:
@@ -275,6 +285,8 @@ class TracekitPropagator(TextMapPropagator):
             remote = format_.extract(headers)
             if remote is not None:
                 context = _with_foreign_parent(remote, type(format_), context)
+        if deciding:
+            context = decide_deferred(context)
         values = headers.get(BAGGAGE) if with_baggage and self.carries_baggage else None
         return _baggage.extract(values, context) if values else context
 
@@ -425,9 +437,7 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
     flag: those of a W3C parent of the same trace found before it (a caller writing both
     formats for one span) stay, as they describe the trace."""
     trace_state, random = _same_trace_w3c(remote.trace_id, context)
-    deferred = remote.deferred and _this_hop_samples(remote.trace_id)
-    sampled = remote.flags & SAMPLED or deferred
-    flags = (SAMPLED if sampled else 0) | random
+    flags = (remote.flags & SAMPLED) | random
     span_context = SpanContext(
         remote.trace_id, remote.span_id, True, _TRACE_FLAGS[flags & SAMPLED], trace_state
     )
@@ -436,6 +446,7 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
         **context,
         CURRENT_SPAN_KEY: NonRecordingSpan(span_context),
         _REMOTE_FLAGS: (remote.trace_id, flags),
+        _DEFERRED: span_context if remote.deferred else None,
     }
     if remote.forwarded:  # kept for the trace, whichever header's parent wins after this one
         earlier = _forwarded(remote.trace_id, context)
@@ -443,18 +454,51 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
     return Context(values)
 
 
-def _this_hop_samples(trace_id: int) -> bool:
-    """The decision a caller left to this hop (B3 without a sampling state, X-Ray's
-    ``Sampled=?``): the one the tracer provider's sampler makes for a new trace of that id, so
-    that a ratio sampler (``parentbased_traceidratio``) keeps its ratio rather than record every
-    such request. Without an SDK sampler (tracekit not set up), the request is recorded."""
+def decide_deferred(
+    context: Context,
+    tracer_provider: trace.TracerProvider | None = None,
+    name: str = "",
+    kind: SpanKind | None = None,
+    attributes: Attributes = None,
+) -> Context:
+    """``context``, its remote parent sampled if this hop decides so where the caller left the
+    decision to it (B3 without a sampling state, X-Ray's ``Sampled=?``); unchanged otherwise.
+
+    The decision is the one ``tracer_provider``'s sampler (default: the global provider's)
+    makes for a new trace of that id and a span of that ``name``, ``kind`` and ``attributes``:
+    a ratio sampler keeps its ratio, and one with rules (no ``/health``) applies them, where a
+    parent-based sampler alone would only follow the parent's flag."""
+    deferred = context.get(_DEFERRED)
+    if deferred is None or trace.get_current_span(context).get_span_context() is not deferred:
+        return context
+    assert isinstance(deferred, SpanContext)
+    undecided = Context({**context, CURRENT_SPAN_KEY: trace.INVALID_SPAN, _DEFERRED: None})
+    if not _this_hop_samples(undecided, deferred.trace_id, tracer_provider, name, kind, attributes):
+        return Context({**context, _DEFERRED: None})
+    sampled = SpanContext(
+        deferred.trace_id, deferred.span_id, True, _TRACE_FLAGS[SAMPLED], deferred.trace_state
+    )
+    return Context({**context, CURRENT_SPAN_KEY: NonRecordingSpan(sampled), _DEFERRED: None})
+
+
+def _this_hop_samples(
+    context: Context,
+    trace_id: int,
+    tracer_provider: trace.TracerProvider | None,
+    name: str,
+    kind: SpanKind | None,
+    attributes: Attributes,
+) -> bool:
+    """Whether the provider's sampler records a new trace of ``trace_id`` for this span.
+    Without an SDK sampler (tracekit not set up), the request is recorded."""
     from opentelemetry.sdk.trace.sampling import Decision, Sampler  # (extraction needs no SDK)
 
-    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+    sampler = getattr(provider, "sampler", None)
     if not isinstance(sampler, Sampler):
         return True
     try:  # a host's own sampler may raise: the request is then recorded
-        decision = sampler.should_sample(Context(), trace_id, "").decision
+        decision = sampler.should_sample(context, trace_id, name, kind, attributes).decision
         return decision is Decision.RECORD_AND_SAMPLE
     except Exception as error:
         report_once("sampling a deferred trace", error)

@@ -91,6 +91,7 @@ class ServerRequests:
         self.excluded_search = self._excluded.search if self._excluded is not None else None
         self._public_endpoint = options.public_endpoint
         self._tracer = None
+        self._tracer_provider = tracer_provider  # (None: the global one, looked up when needed)
         if not options.correlation_only:
             self._tracer = trace.get_tracer("tracekit", tracer_provider=tracer_provider)
         self._metrics = None if options.correlation_only else metrics
@@ -306,19 +307,26 @@ class ServerRequests:
         assert self._tracer is not None
         # Public-endpoint mode drops incoming baggage: it is not even parsed.
         parent = self._propagator.extract_header_lists(
-            headers, with_baggage=not self._public_endpoint
+            headers, with_baggage=not self._public_endpoint, deciding=False
         )
+        method = request.method
+        attributes[semconv.HTTP_REQUEST_METHOD] = method
+        attributes[semconv.URL_PATH] = path
+        attributes[semconv.CORRELATION_ID] = request.correlation_id
+        name = "HTTP" if method == semconv.OTHER_METHOD else method
         links = None
         if self._public_endpoint:
             remote = trace.get_current_span(parent).get_span_context()
             links = [Link(remote)] if remote.is_valid else None
             parent = _without_caller(otel_context.get_current())
-        method = request.method
-        attributes[semconv.HTTP_REQUEST_METHOD] = method
-        attributes[semconv.URL_PATH] = path
-        attributes[semconv.CORRELATION_ID] = request.correlation_id
+        else:
+            # A decision the caller left to this hop is this provider's sampler's, for this span
+            # (its rules may name the path), not one taken before the request was known.
+            parent = propagation.decide_deferred(
+                parent, self._tracer_provider, name, SpanKind.SERVER, attributes
+            )
         span = request.span = self._tracer.start_span(
-            "HTTP" if method == semconv.OTHER_METHOD else method,
+            name,
             context=parent,
             kind=SpanKind.SERVER,
             attributes=attributes,
