@@ -283,7 +283,7 @@ class TracekitPropagator(TextMapPropagator):
                     context = _with_remote_parent(parents[0], states, context)
                 continue
             remote = format_.extract(headers)
-            if remote is not None:
+            if remote is not None and not (remote.decision_only and _has_parent(context)):
                 context = _with_foreign_parent(remote, type(format_), context)
         if deciding:
             context = decide_deferred(context)
@@ -503,6 +503,12 @@ def _this_hop_samples(
     except Exception as error:
         report_once("sampling a deferred trace", error)
         return True
+
+
+def _has_parent(context: Context) -> bool:
+    """Whether ``context`` names a parent span: a caller's ids, which a decision sent without
+    ids (B3's ``b3: 0``) in another header does not replace."""
+    return trace.get_current_span(context).get_span_context().is_valid
 
 
 def _same_trace_w3c(trace_id: int, context: Context) -> tuple[TraceState, int]:

@@ -129,7 +129,6 @@ HOSTILE = "\x1b]0;pwned\x07"
     ("name", "headers"),
     [
         ("b3", {"b3": f"{HOSTILE}-00f067aa0ba902b7-1"}),
-        ("b3", {"b3": "0"}),  # a sampling decision alone: no parent
         ("b3", {"b3": "0" * 32 + "-00f067aa0ba902b7-1"}),
         ("b3multi", {"x-b3-traceid": "a3ce929d0e0e4736" * 64, "x-b3-spanid": "00f067aa0ba902b7"}),
         ("jaeger", {"uber-trace-id": f"{HOSTILE}:1:0:1"}),
@@ -165,6 +164,24 @@ def test_bad_trace_headers_start_a_new_trace_silently(
     )
 
     assert not parent_of(context).is_valid
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("name", "headers"), [("b3", {"b3": "0"}), ("b3multi", {"x-b3-sampled": "0"})]
+)
+def test_a_b3_denial_alone_starts_a_trace_that_is_not_sampled(
+    name: str, headers: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sampling decision without ids (B3's deny) names no caller's span, but says the caller
+    wants no trace: the parent was none, so this hop sampled a new trace as its own."""
+    caplog.set_level(logging.DEBUG)
+    propagator = propagation.TracekitPropagator(propagators=[name])
+
+    first, second = (parent_of(propagator.extract(headers)) for _ in range(2))
+
+    assert first.is_valid and not first.trace_flags.sampled
+    assert first.trace_id != second.trace_id  # a new trace each time, not a shared one
     assert caplog.records == []
 
 

@@ -330,3 +330,25 @@ def test_a_decision_left_to_this_hop_is_its_ratio_samplers(
         for headers in received
     ]
     assert sent_on == [True, False]
+
+
+def test_a_b3_denial_without_ids_is_not_recorded_here_nor_downstream(
+    service: Service, downstream: tuple[str, list[dict[str, str]]]
+) -> None:
+    """``b3: 0`` (or ``X-B3-Sampled: 0`` alone) is a caller's decision not to sample, sent
+    without ids (a Zipkin tracer's way of leaving health checks out): the request was recorded
+    and sent on as sampled (``b3: …-1``), as a new trace. It now starts a trace that neither
+    this service nor the next hops record; beside a caller's ids in another header it says
+    nothing, and their trace goes on."""
+    downstream_url, received = downstream
+    port = _start_mesh(service, "tracecontext,b3", downstream_url)
+    traceparent = f"traceparent: 00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01".encode()
+
+    for headers in ([b"b3: 0"], [b"X-B3-Sampled: 0"], [traceparent, b"b3: 0"]):
+        assert send(f"http://127.0.0.1:{port}/call", headers).status == 200
+    service.terminate()
+
+    recorded = [s.trace_id for s in service.spans() if s.name == "GET /call"]
+    assert recorded == [f"{CALLER_TRACE:032x}"]
+    assert [sent["b3"][-2:] for sent in received] == ["-0", "-0", "-1"]
+    assert [sent["traceparent"][-3:] for sent in received] == ["-00", "-00", "-01"]

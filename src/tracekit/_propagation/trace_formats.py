@@ -11,7 +11,9 @@ logged), and a repeated header is ambiguous and ignored, as for ``traceparent``.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, NamedTuple, Protocol
 from urllib.parse import unquote
@@ -30,13 +32,15 @@ _HEX_UP_TO_16 = re.compile(r"[0-9a-fA-F]{1,16}")
 class Remote(NamedTuple):
     """A caller's span read from trace headers: ids, W3C trace-flags bits, the fields of the
     header that the next hop gets unchanged (X-Ray's ``Lineage`` and the like; "" for none),
-    and whether the caller left the sampling decision to this hop (its flags then say none)."""
+    whether the caller left the sampling decision to this hop (its flags then say none), and
+    whether the caller sent a decision alone (the ids are made up here)."""
 
     trace_id: int
     span_id: int
     flags: int
     forwarded: str = ""
     deferred: bool = False
+    decision_only: bool = False
 
 
 class TraceFormat(Protocol):
@@ -76,6 +80,16 @@ def _remote(
     return Remote(trace_id, span_id, SAMPLED if sampled else 0, forwarded, deferred)
 
 
+def _not_sampled_new_trace() -> Remote:
+    """A caller's decision not to sample, sent without ids (B3's ``b3: 0``): this hop starts a
+    new trace under a parent of made-up ids, not sampled, so neither it nor the next hops record
+    it, as a Zipkin tracer does with such a request. (The parent is never recorded: no trace
+    shows it missing.) The trace id starts with the time, in seconds, as X-Ray asks of the ids
+    it is sent."""
+    trace_id = int(time.time()) << 96 | random.getrandbits(96)
+    return Remote(trace_id, random.getrandbits(64) or 1, 0, decision_only=True)
+
+
 class B3:
     """Zipkin's B3: one ``b3`` header, or ``x-b3-*`` headers; both are read either way.
 
@@ -91,6 +105,7 @@ class B3:
     PARENT_SPAN_ID = "x-b3-parentspanid"
     DEBUG = "d"
     _SAMPLED_VALUES = frozenset(("1", "d", "true", "True"))
+    _DENIED_VALUES = frozenset(("0", "false", "False"))
 
     def __init__(self, *, single: bool) -> None:
         self.single = single
@@ -106,6 +121,9 @@ class B3:
         value = one(headers, self.SINGLE)
         if value is not None:
             return self._single(value)
+        if not headers.get(self.TRACE_ID) and not headers.get(self.SPAN_ID):
+            denied = one(headers, self.SAMPLED_KEY) in self._DENIED_VALUES
+            return _not_sampled_new_trace() if denied else None
         trace_id, span_id = one(headers, self.TRACE_ID), one(headers, self.SPAN_ID)
         if trace_id is None or span_id is None:
             return None
@@ -117,7 +135,10 @@ class B3:
         return self._ids(trace_id, span_id, sampled, debug, deferred)
 
     def _single(self, value: str) -> Remote | None:
-        # {trace}-{span}[-{sampling}[-{parent}]]; a sampling state alone carries no parent.
+        # {trace}-{span}[-{sampling}[-{parent}]]; a sampling state alone carries no parent,
+        # but a denial ("0") is still one: the trace it starts here is not sampled.
+        if value == "0":
+            return _not_sampled_new_trace()
         fields = value.split("-")
         if len(fields) < 2 or len(fields) > 4:
             return None
