@@ -53,6 +53,7 @@ __all__ = [
     "CURRENT_SPAN_KEY",
     "DEFAULT_PROPAGATORS",
     "KNOWN_PROPAGATORS",
+    "MAX_TRACESTATE_LENGTH",
     "MAX_TRACESTATE_MEMBERS",
     "RANDOM",
     "SAMPLED",
@@ -84,6 +85,11 @@ CORRELATION_BAGGAGE_KEY = semconv.CORRELATION_ID  # the baggage member is named 
 SAMPLED = 0x01
 RANDOM = 0x02
 MAX_TRACESTATE_MEMBERS = 32
+# What the spec asks every vendor to pass on at least, and what tracekit passes on at most: a
+# caller's 32 members of 256 characters (8.3 KB) would make the next hop's server refuse the
+# request (gunicorn answers 431 to a header line over 8,190 bytes; nginx's buffers are 8 KB).
+MAX_TRACESTATE_LENGTH = 512
+_LONG_TRACESTATE_MEMBER = 128  # the spec's threshold: such members are the first to go
 
 _TRACEPARENT_PREFIX = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _KEY = r"[a-z0-9][a-z0-9_\-*/@]{0,255}"
@@ -178,8 +184,20 @@ def parse_tracestate(values: Iterable[str]) -> list[tuple[str, str]] | None:
 
 
 def format_tracestate(members: Iterable[tuple[str, str]]) -> str:
-    """Serialize tracestate members, at most 32, in order."""
-    return ",".join(f"{key}={value}" for key, value in list(members)[:MAX_TRACESTATE_MEMBERS])
+    """Serialize tracestate members, at most 32, in order, in at most 512 characters."""
+    entries = [f"{key}={value}" for key, value in list(members)[:MAX_TRACESTATE_MEMBERS]]
+    value = ",".join(entries)
+    return value if len(value) <= MAX_TRACESTATE_LENGTH else _shortened(entries)
+
+
+def _shortened(entries: list[str]) -> str:
+    """``entries`` cut to ``MAX_TRACESTATE_LENGTH`` as the spec asks: members longer than 128
+    characters go first, then members from the end."""
+    kept = [entry for entry in entries if len(entry) <= _LONG_TRACESTATE_MEMBER]
+    length = len(",".join(kept))
+    while length > MAX_TRACESTATE_LENGTH:
+        length -= len(kept.pop()) + 1  # (the last one's separator goes with it)
+    return ",".join(kept)
 
 
 def update_tracestate(
@@ -550,8 +568,10 @@ def _inject_w3c(
             span_context.trace_id, span_context.span_id, _flags(span_context, context)
         ),
     )
-    if span_context.trace_state:
-        setter.set(carrier, TRACESTATE, format_tracestate(span_context.trace_state.items()))
+    # (members all over 128 characters are all left out: then no header)
+    state = format_tracestate(span_context.trace_state.items()) if span_context.trace_state else ""
+    if state:
+        setter.set(carrier, TRACESTATE, state)
 
 
 def _flags(span_context: SpanContext, context: Context | None) -> int:
