@@ -857,3 +857,27 @@ def test_replies_through_queues_the_broker_named_are_one_node(deployment: Deploy
 
     assert (code, doc["changes"]) == (0, [])
     assert "pricing -> gateway: (anonymous)" in [n["label"] for n in doc["nodes"]]
+
+
+def test_a_call_moved_behind_a_new_proxy_is_not_where_the_time_went(
+    deployment: Deployment,
+) -> None:
+    """B reaches inventory through a proxy that adds 30 ms; inventory still takes 90 ms. Its
+    node has another chain of ancestors, so it is removed and added, but the time it took did
+    not come or go: the 30 ms went to the proxy (the headline said 300% in proxy -> inventory)."""
+    first, second = deployment.request(), deployment.request()
+    gateway = first.entry("gateway", "/reserve", 0, 200)
+    first.call(gateway, "inventory", "/stock/{sku}", 10, 100)
+    gateway = second.entry("gateway", "/reserve", 0, 230)
+    _, proxy = second.call(gateway, "proxy", "/stock/{sku}", 10, 130)
+    second.call(proxy, "inventory", "/stock/{sku}", 20, 110)
+    deployment.flush()
+
+    code, doc = document(deployment, first.correlation_id, second.correlation_id)
+
+    assert code == 1 and "structure" in doc["reasons"]
+    proxied = "gateway -> proxy: GET /stock/{sku}"
+    assert doc["headline"] == f"+30.0 ms end to end (+15%): 100% in {proxied}"
+    assert share_of(doc, proxied) == 1.0
+    assert share_of(doc, "proxy -> inventory: GET /stock/{sku}") == 0
+    assert share_of(doc, "gateway -> inventory: GET /stock/{sku}") == 0

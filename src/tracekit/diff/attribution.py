@@ -6,6 +6,13 @@ the change in duration, across queue hops. Each node's change is split into queu
 own time. What no node accounts for is kept as a part of its own so the parts always add up: the
 time between traces that share a correlation ID but no link, or between the spans of a trace
 whose parent was never exported (that span did the work, and nothing recorded it).
+
+Work that moved is not work that came and went: a call that B makes through an extra hop (a
+proxy in front of inventory), or under a span renamed, is a node only B has (its chain of
+ancestors changed), and its counterpart a node only A has. Counted apart, the call's whole time
+is a part gained and a part lost, and the headline named the moved call as where the change went
+(300% of +30 ms in ``proxy -> inventory``, unchanged at 90 ms, for a proxy's 30 ms). Such nodes
+of one key (service, name, kind) are one part (``moved_parts``): the time they gained or lost.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from tracekit.path import Path
 from .model import BETWEEN_TRACES, CRITICAL, QUEUE_WAIT, UNEXPORTED_PARENT, Share
 from .nodes import Node
 from .settings import Thresholds
+from .units import NodeKey
 from .words import signed, signed_pct
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "Parts",
     "gap_place",
     "headline",
+    "moved_parts",
     "shares",
 ]
 
@@ -36,6 +45,24 @@ HEADLINE_COVERS = 0.8  # the headline names parts until they explain this much o
 HEADLINE_PARTS = 3
 
 Parts = dict[int, tuple[float, float]]  # node -> (critical-path time, its queue-wait part), ns
+
+
+def moved_parts(
+    nodes: list[Node], order: list[int], before: Parts, after: Parts
+) -> tuple[Parts, Parts]:
+    """``before`` and ``after`` with each node only A has given to the first node (in ``order``)
+    only B has of its key, where there is one: a moved call's part is its change, not its
+    whole time twice over. The parts still add up to the same."""
+    gained: dict[NodeKey, int] = {}
+    for n in order:
+        if n in after and n not in before:
+            gained.setdefault(nodes[n].key, n)
+    moved: Parts = {}
+    for n, (critical, wait) in before.items():
+        owner = gained.get(nodes[n].key, n) if n not in after else n
+        kept_critical, kept_wait = moved.get(owner, (0, 0))
+        moved[owner] = (kept_critical + critical, kept_wait + wait)
+    return moved, after
 
 
 def shares(order: list[int], before: Parts, after: Parts, total_ns: float) -> list[Share]:

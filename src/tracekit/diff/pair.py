@@ -12,7 +12,7 @@ from itertools import chain
 from tracekit.path import Path
 
 from .arrangement import SERIALISED, arrangement_changes
-from .attribution import Parts, gap_place, headline, shares
+from .attribution import Parts, gap_place, headline, moved_parts, shares
 from .changes import (
     call_changes,
     changed_metrics,
@@ -53,7 +53,8 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
         )
     )
     touched = _touched(changes)
-    parts = shares(order, _parts(before), _parts(after), b_side.duration_ns - a_side.duration_ns)
+    moved = moved_parts(nodes, order, _parts(before), _parts(after))
+    parts = shares(order, *moved, b_side.duration_ns - a_side.duration_ns)
     gap = gap_place((a, b))
     lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
                     notes=_notes(changes, before, after), gap=gap)  # fmt: skip

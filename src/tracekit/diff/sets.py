@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from tracekit.path import Path
 
-from .attribution import BETWEEN_TRACES, Parts, gap_place, headline, shares
+from .attribution import BETWEEN_TRACES, Parts, gap_place, headline, moved_parts, shares
 from .model import ADDED, CHANGED, REMOVED, SAME, Change, Share
 from .nodes import Measure, Node, NodeIndex, measure
 from .pair import tree_order
@@ -133,7 +133,8 @@ def compare_sets(
                                **{n: m.first_start_ns for n, m in before.items()}})  # fmt: skip
     mean_a, mean_b = (statistics.fmean(d) if d else 0.0 for d in durations)
     gap = gap_place([*a_paths, *b_paths])
-    parts = shares(order, _parts(before), _parts(after), mean_b - mean_a)
+    moved = moved_parts(index.nodes, order, _parts(before), _parts(after))
+    parts = shares(order, *moved, mean_b - mean_a)
     nodes = [_set_node(index.nodes[n], before.get(n), after.get(n), tested.tests.get(n, ()))
              for n in order]  # fmt: skip
     nodes.sort(key=lambda s: -abs(s.contribution_ns))  # stable: ties keep tree order
