@@ -881,3 +881,33 @@ def test_a_call_moved_behind_a_new_proxy_is_not_where_the_time_went(
     assert share_of(doc, proxied) == 1.0
     assert share_of(doc, "proxy -> inventory: GET /stock/{sku}") == 0
     assert share_of(doc, "gateway -> inventory: GET /stock/{sku}") == 0
+
+
+def test_a_retry_after_a_refused_connection_is_a_retry(deployment: Deployment) -> None:
+    """In B the first call to inventory is refused (a pod gone): the client span has no server
+    below it. The caller asks again and another pod answers: one call retried, not a node added
+    beside it (it read 'added gateway: GET /stock/{id}' and no retry)."""
+    ids = []
+    for refused in (False, True):
+        req = deployment.request()
+        gateway = req.entry("gateway", "/checkout", 0, 140)
+        start = 10.0
+        if refused:
+            attrs = {"http.request.method": "GET", "server.address": "inventory",
+                     "url.full": "http://inventory:8080/stock/sku-42",
+                     "error.type": "ConnectionRefusedError"}  # fmt: skip
+            req.span("gateway", "GET", "CLIENT", start, start + 20,
+                     trace.set_span_in_context(gateway), attrs=attrs,
+                     error="[Errno 111] Connection refused")  # fmt: skip
+            start += 21
+        req.call(gateway, "inventory", "/stock/{sku}", start, start + 90)
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    code, doc = document(deployment, *ids)
+
+    stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
+    assert (stock["b"]["calls"], stock["b"]["retries"], stock["b"]["errors"]) == (2, 1, 1)
+    assert stock["b"]["retried_after"] == ["[Errno 111] Connection refused"]
+    assert code == 1 and doc["reasons"] == ["retries", "errors", "timing"]
+    assert "structure" not in [c["category"] for c in doc["changes"]]

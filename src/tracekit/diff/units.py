@@ -9,11 +9,17 @@ retry, a message fanned out to two consumer groups) is a unit of its own beside 
 A batch consumer (linked to several messages) hangs under the closest span all of its messages
 come from, not under the one it happened to wait for: which reply arrived last changes from
 request to request, the batch's place in the request does not.
+
+An HTTP call no server recorded (refused, reset, timed out before it arrived) is a CLIENT span
+alone; when its caller made the same call again and a server answered that one, the two are
+attempts of one call, and the lone one joins the answered one's node (``_join_unanswered``): a
+retry after a refused connection is a retry, not a node added beside the call it retried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
@@ -129,7 +135,51 @@ def units_of(path: Path) -> list[Unit]:
         unit_of[id(span)] = unit
         if unit.spans[0] is span:
             units.append(unit)
+    _join_unanswered(units)
     return units
+
+
+# an HTTP call as its caller made it: method, host and path
+_Call = tuple[str, str | None, str]
+
+
+def _join_unanswered(units: list[Unit]) -> None:
+    """Give each HTTP call no server answered the node of the same call, by the same caller,
+    that a server did answer (see the module's docstring)."""
+    answered: dict[tuple[int, _Call], Unit] = {}
+    for unit in units:
+        call = _http_call(unit.spans[0].record)
+        if unit.key.kind == HTTP and call is not None:
+            answered.setdefault((id(unit.parent), call), unit)
+    for unit in units:
+        call = _http_call(unit.spans[0].record)
+        if unit.key.kind != SPAN or len(unit.spans) != 1 or call is None:
+            continue
+        match = answered.get((id(unit.parent), call))
+        if match is not None:
+            unit.key, unit.sender = match.key, match.sender
+
+
+def _http_call(record: SpanRecord) -> _Call | None:
+    """The HTTP call a CLIENT span made (None: not one, or unsaid)."""
+    if record.kind != "CLIENT" or semconv.MESSAGING_SYSTEM in record.attributes:
+        return None
+    method, path = text(record, semconv.HTTP_REQUEST_METHOD), url_path(record)
+    if not method or not path:
+        return None
+    return method, _host(record), path
+
+
+def _host(record: SpanRecord) -> str | None:
+    """The server the call was made to: ``server.address``, else the full URL's host."""
+    found = text(record, semconv.SERVER_ADDRESS)
+    if found:
+        return found
+    full = text(record, semconv.URL_FULL)
+    try:
+        return urlsplit(full).hostname if full else None
+    except ValueError:
+        return None
 
 
 def _place(span: PathSpan, unit_of: dict[int, Unit], anchors: dict[int, PathSpan | None]) -> Unit:
