@@ -25,6 +25,13 @@ from tracekit_cli.main import cli
         ("GET /api/v1/oauth2/token", "GET /api/v1/oauth2/token"),  # versions are not ids
         ("send orders.created", "send orders.created"),
         ("GET /s/aZ3kQ9xLm2Pq8RtY7uWv", "GET /s/{id}"),  # an opaque token
+        # a URL path's segments: other APIs' ids, not the words of span names
+        ("POST /v1/customers/cus_NffrFeUfNV2Hib/sources", "POST /v1/customers/{id}/sources"),
+        ("GET /orders/ORD-2024-000123", "GET /orders/{id}"),
+        ("GET /api/keys/8f3Kd9sLq2", "GET /api/keys/{id}"),
+        ("GET /dp/B07XJ8C8F5", "GET /dp/{id}"),
+        ("computeSha256Hash ORD-2024-000123", "computeSha256Hash ORD-2024-000123"),
+        ("GET /api/v2/user_profile/oauth2", "GET /api/v2/user_profile/oauth2"),
     ],
 )
 def test_ids_are_stripped_and_names_kept(name: str, stripped: str) -> None:
@@ -67,6 +74,31 @@ def test_calls_to_one_route_with_other_ids_are_one_node(deployment: Deployment) 
     doc = json.loads(result.stdout)
     assert (result.exit_code, doc["changes"]) == (0, [])
     assert [n["label"] for n in doc["nodes"]] == ["shop: POST /checkout", "shop: GET /orders/{id}"]
+
+
+def test_calls_to_another_api_with_its_own_ids_are_one_node(deployment: Deployment) -> None:
+    """Two charges of two Stripe customers (ids like cus_NffrFeUfNV2Hib): one call, no
+    difference (they were a node removed and one added, exit 1)."""
+    ids = []
+    for customer in ("cus_NffrFeUfNV2Hib", "cus_Pq81LmZx0aYtRw"):
+        req = deployment.request()
+        entry = req.entry("billing", "/charge", 0, 100)
+        url = f"https://api.stripe.com/v1/customers/{customer}/sources"
+        req.span("billing", "POST", "CLIENT", 10, 90, trace.set_span_in_context(entry),
+                 attrs={"http.request.method": "POST", "url.full": url})  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    result = CliRunner().invoke(
+        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
+    )
+
+    doc = json.loads(result.stdout)
+    assert (result.exit_code, doc["changes"]) == (0, [])
+    assert [n["label"] for n in doc["nodes"]] == [
+        "billing: POST /charge",
+        "billing: POST /v1/customers/{id}/sources",
+    ]
 
 
 def test_older_conventions_tell_calls_apart(deployment: Deployment) -> None:

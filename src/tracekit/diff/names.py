@@ -45,13 +45,30 @@ _ID = re.compile(
     r"|[A-Za-z]+[-_]\d+"  # sku-42, order_1042 (but not v1 or oauth2)
     r"|(?=[\w-]*\d)[\w-]{20,})$"  # long opaque tokens: base62 ids, JWT-ish keys
 )
+# A URL path's segment is a value far more often than a span name's word is: a third-party API's
+# ids (Stripe's cus_NffrFeUfNV2Hib, an order number ORD-2024-000123, a base62 key 8f3Kd9sLq2, an
+# ASIN B07XJ8C8F5) differ in every request, and left in, two identical calls were two nodes. Words
+# of span names (computeSha256Hash) stay as they are.
+_PATH_ID = re.compile(
+    r"^(?:[A-Za-z]+(?:[-_](?=[A-Za-z0-9]*\d)[A-Za-z0-9]+)+"  # a prefix, then parts with digits
+    r"|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{8,}"  # base62
+    r"|(?=[A-Z0-9]*\d)[A-Z0-9]{8,})$"  # upper-case codes
+)
 _TOKEN = re.compile(r"[^/\s:=?&,;#]+")
 
 
 @lru_cache(maxsize=4096)  # a request repeats a few names many times
 def strip_ids(text: str) -> str:
-    """``text`` with each id-like token (numbers, UUIDs, hex, ``sku-42``) replaced by ``{id}``."""
-    return _TOKEN.sub(lambda m: ID_PLACEHOLDER if _ID.match(m.group()) else m.group(), text)
+    """``text`` with each id-like token (numbers, UUIDs, hex, ``sku-42``, and in a URL path
+    other ids too, ``_PATH_ID``) replaced by ``{id}``."""
+    return _TOKEN.sub(lambda m: ID_PLACEHOLDER if _is_id(m) else m.group(), text)
+
+
+def _is_id(token: re.Match[str]) -> bool:
+    if _ID.match(token.group()):
+        return True
+    in_path = token.start() > 0 and token.string[token.start() - 1] == "/"
+    return in_path and _PATH_ID.match(token.group()) is not None
 
 
 def node_name(record: SpanRecord) -> str:
