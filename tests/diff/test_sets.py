@@ -131,8 +131,8 @@ def test_a_node_too_rare_to_compare_is_too_few_to_tell(store_path: Path) -> None
     assert fraud["status"] == "too_few"
     assert (fraud["a"]["requests"], fraud["b"]["requests"]) == (10, 10)
     verdicts = {t["metric"]: t["verdict"] for t in fraud["tests"]}
-    assert verdicts == {"frequency": "same", "calls": "too_few", "error_rate": "too_few",
-                        "self": "too_few", "critical": "too_few"}  # fmt: skip
+    too_few = ("calls", "retries", "error_rate", "self", "critical")
+    assert verdicts == {"frequency": "same", **dict.fromkeys(too_few, "too_few")}
     _, text, _ = diff(store_path, *versions("1", "2", "--format", "text"))
     assert "too few to tell: 10 and 10 requests reach it (20 needed in each set)" in text
     _, doc, _ = diff(store_path, *versions("1", "2", "--format", "json", "--min-requests", "5"))
@@ -404,3 +404,30 @@ def test_the_column_header_is_whole_on_a_narrow_terminal(store_path: Path, fmt: 
     assert said.startswith(
         "contribution node (ranked by contribution to the change in mean duration)"
     ), lines[at : at + 2]
+
+
+def test_a_version_that_retries_every_call_fails_fail_on_retries(tmp_path: Path) -> None:
+    """Every request of 1.5 retries inventory after a 503 (30 requests a version): --fail-on
+    retries gates on it, as in the pair form (it said 'no difference that counts', exit 0)."""
+    with Store(tmp_path / "retries.db") as store:
+        deployment = Deployment(store)
+        for version, statuses in (("1.4", (200,)), ("1.5", (503, 200))):
+            for _ in range(30):
+                req = deployment.request(versions={"gateway": version})
+                gateway = req.entry("gateway", "/checkout", 0, 120)
+                for attempt, status in enumerate(statuses):
+                    req.call(gateway, "inventory", "/stock/{sku}", 5 + 4 * attempt,
+                             8 + 4 * attempt if status >= 500 else 100, status=status)  # fmt: skip
+        deployment.shutdown()
+
+    args = versions("1.4", "1.5", "--format", "json", "--fail-on", "retries")
+    code, doc, _ = diff(tmp_path / "retries.db", *args, service="gateway")
+
+    assert isinstance(doc, dict)
+    assert (code, doc["reasons"]) == (1, ["retries"])
+    stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
+    retried = next(t for t in stock["tests"] if t["metric"] == "retries")
+    assert (retried["a"], retried["b"], retried["verdict"]) == (0.0, 1.0, "changed")
+    assert "gateway -> inventory: GET /stock/{sku}: 0.00 -> 1.00 retries per request" in [
+        c["message"].split(" (p=")[0] for c in doc["changes"] if c["kind"] == "retries"
+    ]

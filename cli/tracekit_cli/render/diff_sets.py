@@ -22,6 +22,7 @@ MAX_ROWS = 40  # nodes drawn in a terminal view; JSON lists all
 WORDS = {
     "frequency": "in requests",
     "calls": "calls per request",
+    "retries": "retries per request",
     "error_rate": "failed in",
     "self": "mean self time",
     "critical": "mean critical-path time",
@@ -78,7 +79,7 @@ def _value(test: Test, value: float | None) -> str:
         return "-"
     if test.metric in ("frequency", "error_rate"):
         return f"{value:.0%}" if test.metric == "frequency" else f"{value:.1%}"
-    return f"{value:.2f}" if test.metric == "calls" else duration(value)
+    return f"{value:.2f}" if test.metric in ("calls", "retries") else duration(value)
 
 
 def _delta(test: Test) -> str:

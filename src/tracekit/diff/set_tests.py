@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .model import ADDED, CHANGED, DURATION, REMOVED, SAME, Change
 from .nodes import Node
-from .settings import ERRORS, STRUCTURE, TIMING
+from .settings import ERRORS, RETRIES, STRUCTURE, TIMING
 from .stats import fisher_exact, holm, mann_whitney
 from .words import duration, signed, signed_pct
 
@@ -22,6 +22,7 @@ __all__ = [
     "FREQUENCY",
     "MANN_WHITNEY",
     "METRICS",
+    "RETRIED",
     "SELF",
     "TIMED",
     "TOO_FEW",
@@ -32,8 +33,9 @@ __all__ = [
 ]
 
 FREQUENCY, CALLS, ERROR_RATE = "frequency", "calls", "error_rate"
+RETRIED = "retries"  # retries per request: what --fail-on retries gates on, as in the pair form
 SELF, CRITICAL = "self", "critical"
-METRICS = (FREQUENCY, CALLS, ERROR_RATE, SELF, CRITICAL)
+METRICS = (FREQUENCY, CALLS, RETRIED, ERROR_RATE, SELF, CRITICAL)
 FISHER, MANN_WHITNEY = "fisher", "mann-whitney"
 TOO_FEW, UNTESTED = "too_few", "untested"
 TIMED = (SELF, CRITICAL, DURATION)
@@ -120,6 +122,8 @@ def _conditional(n: int, metric: str, a: SetMeasure | None, b: SetMeasure | None
         test.method, test.verdict = None, UNTESTED
     elif min(a.requests, b.requests) < needed:
         test.method, test.verdict = None, TOO_FEW
+    elif metric == RETRIED and not any(a.retries) and not any(b.retries):
+        test.method = None  # nothing retried: no test to spend the error budget on
     elif metric == ERROR_RATE:
         test.p_value = fisher_exact(a.failed, a.requests, b.failed, b.requests)
     else:
@@ -132,6 +136,7 @@ def _value(metric: str, found: SetMeasure | None) -> float | None:
         return None
     return {
         CALLS: found.calls_per_request,
+        RETRIED: found.retries_per_request,
         ERROR_RATE: found.error_rate,
         SELF: found.mean_self_ns,
         CRITICAL: found.mean_critical_ns,
@@ -139,7 +144,9 @@ def _value(metric: str, found: SetMeasure | None) -> float | None:
 
 
 def _samples(metric: str, found: SetMeasure) -> list[int]:
-    return {CALLS: found.calls, SELF: found.self_ns, CRITICAL: found.critical_ns}[metric]
+    samples = {CALLS: found.calls, RETRIED: found.retries, SELF: found.self_ns,
+               CRITICAL: found.critical_ns}  # fmt: skip
+    return samples[metric]
 
 
 def _large(test: Test, settings: SetSettings) -> bool:
@@ -166,6 +173,9 @@ def _change(nodes: list[Node], test: Test) -> Change:
     if test.metric == CALLS:
         message = f"{label}: {a:.2f} -> {b:.2f} calls per request{p}"
         return Change(CALLS, STRUCTURE, test.node, message)
+    if test.metric == RETRIED:
+        message = f"{label}: {a:.2f} -> {b:.2f} retries per request{p}"
+        return Change(RETRIED, RETRIES, test.node, message)
     if test.metric == ERROR_RATE:
         message = f"{label}: failed in {a:.1%} -> {b:.1%} of the requests reaching it{p}"
         return Change(ERROR_RATE, ERRORS, test.node, message)

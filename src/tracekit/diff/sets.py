@@ -4,7 +4,8 @@ Per node, each a test fit for its data:
 
 - how often it appears (share of requests) and its error rate (share of the requests that reach
   it in which it failed): Fisher's exact test, honest on zero-heavy counts;
-- calls per request, self time and critical-path time (among the requests that reach it) and
+- calls per request, retries per request (calls repeated after a failed attempt, as the pair
+  form counts them), self time and critical-path time (among the requests that reach it) and
   the end-to-end duration: Mann-Whitney U, which assumes nothing of the skewed, tied
   distributions that durations and counts have.
 
@@ -63,6 +64,7 @@ class SetMeasure:
     requests: int  # requests that reach the node
     frequency: float  # ... as a share of the set
     calls: list[int] = field(default_factory=list, repr=False)  # per request reaching it
+    retries: list[int] = field(default_factory=list, repr=False)  # ... of those calls, retries
     failed: int = 0  # requests in which it failed
     self_ns: list[int] = field(default_factory=list, repr=False)
     critical_ns: list[int] = field(default_factory=list, repr=False)
@@ -74,6 +76,11 @@ class SetMeasure:
     def calls_per_request(self) -> float:
         """Mean calls among the requests that reach the node."""
         return statistics.fmean(self.calls) if self.calls else 0.0
+
+    @property
+    def retries_per_request(self) -> float:
+        """Mean retries among the requests that reach the node."""
+        return statistics.fmean(self.retries) if self.retries else 0.0
 
     @property
     def error_rate(self) -> float:
@@ -167,6 +174,7 @@ def _summarise(found: list[Measure], total: int) -> SetMeasure:
         requests=len(found),
         frequency=len(found) / total,
         calls=[m.calls for m in found],
+        retries=[m.retries for m in found],
         failed=sum(1 for m in found if m.errors),
         self_ns=[m.self_ns for m in found],
         critical_ns=[m.critical_ns for m in found],
