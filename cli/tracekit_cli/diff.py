@@ -126,6 +126,8 @@ def diff(
     if set_form:
         if requests:
             fail("give A B or --service with --a and --b, not both", EXIT_ERROR)
+        if fail_on is not None:
+            _warn_unreported(counted)
         result: PairDiff | SetDiff = _compare_sets(
             service, a_match, b_match, route, since, limit, min_requests, thresholds,
             lambda: open_source(store, tempo, jaeger, timeout=timeout, service=service),
@@ -139,6 +141,17 @@ def diff(
         result = _compare_pair(source, check_id(requests[0]), check_id(requests[1]), thresholds)
     _emit(result, resolve_format(output_format), counted)
     sys.exit(_exit_status(result, counted))
+
+
+def _warn_unreported(counted: FailOn) -> None:
+    """``--fail-on order`` (or ``resources``) in the set form would gate on nothing, silently:
+    say so (a pipeline's list shared with the pair form keeps working)."""
+    from tracekit.diff.sets import REPORTED
+
+    unreported = [name for name in sorted(counted.categories) if name not in REPORTED]
+    if unreported:
+        warn(f"--fail-on {','.join(unreported)}: the set form reports no such change (it "
+             f"reports {', '.join(REPORTED)}, slower); that part never fails")  # fmt: skip
 
 
 def _refuse_set_options() -> None:

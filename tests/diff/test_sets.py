@@ -431,3 +431,16 @@ def test_a_version_that_retries_every_call_fails_fail_on_retries(tmp_path: Path)
     assert "gateway -> inventory: GET /stock/{sku}: 0.00 -> 1.00 retries per request" in [
         c["message"].split(" (p=")[0] for c in doc["changes"] if c["kind"] == "retries"
     ]
+
+
+def test_fail_on_a_kind_the_set_form_never_reports_is_said(store_path: Path) -> None:
+    """--fail-on order (or resources) in the set form can never fail: it gated on nothing
+    without a word; one line on stderr now says so, and the exit status is as before."""
+    code, _, err = diff(store_path, *versions("1", "2", "--format", "json", "--fail-on", "order"))
+
+    assert code == 0
+    assert err == (
+        "tracekit: warning: --fail-on order: the set form reports no such change (it reports"
+        " structure, retries, errors, timing, slower); that part never fails\n"
+    )
+    assert diff(store_path, *versions("1", "2", "--format", "json", "--fail-on", "errors"))[2] == ""

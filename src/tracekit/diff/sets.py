@@ -32,10 +32,24 @@ from .model import ADDED, CHANGED, REMOVED, SAME, Change, Share
 from .nodes import Measure, Node, NodeIndex, measure
 from .pair import tree_order
 from .set_tests import TOO_FEW, Test, run_tests
-from .settings import Thresholds
+from .settings import ERRORS, RETRIES, STRUCTURE, TIMING, Thresholds
 from .words import signed, signed_pct
 
-__all__ = ["TOO_FEW", "SetDiff", "SetMeasure", "SetNode", "SetSettings", "SetSide", "compare_sets"]
+__all__ = [
+    "REPORTED",
+    "TOO_FEW",
+    "SetDiff",
+    "SetMeasure",
+    "SetNode",
+    "SetSettings",
+    "SetSide",
+    "compare_sets",
+]
+
+
+# The --fail-on categories the set form can report: it tests no order or concurrency, and the
+# resources of two sets differ by what selected them
+REPORTED = (STRUCTURE, RETRIES, ERRORS, TIMING)
 
 
 @dataclass(frozen=True, slots=True)
