@@ -39,6 +39,7 @@ from tracekit._metrics.local import (
     LockFreeCounter,
     local_values,
 )
+from tracekit._metrics.recorded import RecordedSeries, recorded_series
 from tracekit._runtime.guard import guarded, report_once
 from tracekit.config import signal_exporter
 
@@ -270,18 +271,19 @@ class _ServiceMetrics:
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._local = local_values() if local is None else local
 
-    def _admit_recorded_destinations(self) -> None:
-        """Count, against the caps, the label values recorded in the shared directory (see
-        ``_recorded_labels``): none by default."""
+    def _admit_recorded_destinations(self, recorded: RecordedSeries) -> None:
+        """Count, against the caps, the label values of ``recorded``, the series in the shared
+        directory (see ``_recorded_labels``): none by default."""
 
     @classmethod
-    def _admit_recorded_again(cls) -> None:
-        """``_admit_recorded_destinations`` of every instance keeping its values in the shared
-        directory, in a forked child."""
-        for services in list(cls._instances.values()):
-            for instance in list(services.values()):
-                if isinstance(instance, _ServiceMetrics) and not instance._local:
-                    instance._admit_recorded_destinations()
+    def _shared_instances(cls) -> list[_ServiceMetrics]:
+        """Every instance keeping its values in the shared directory."""
+        return [
+            instance
+            for services in list(cls._instances.values())
+            for instance in list(services.values())
+            if isinstance(instance, _ServiceMetrics) and not instance._local
+        ]
 
     def _child(self, family: Any, *labels: str) -> Any:
         """``family.labels(*labels, service_name, service_version)``, cached.
@@ -414,7 +416,7 @@ class MessagingMetrics(_ServiceMetrics):
             self._local_families(registry)
         else:
             self._shared_families(registry)
-            self._admit_recorded_destinations()
+            self._admit_recorded_destinations(_recorded_now())
 
     def _local_families(self, registry: CollectorRegistry) -> None:
         service = tuple(zip(_SERVICE_LABELS, self._service, strict=True))
@@ -463,11 +465,11 @@ class MessagingMetrics(_ServiceMetrics):
             _QUEUE_WAIT, _QUEUE_WAIT_HELP, labels, registry, QUEUE_WAIT_BUCKETS
         )
 
-    def _admit_recorded_destinations(self) -> None:
+    def _admit_recorded_destinations(self, recorded: RecordedSeries) -> None:
         """Count, against the cap, the destinations this service's workers have recorded in the
         shared directory (see ``_recorded_labels``)."""
         families = (_PUBLISH_DURATION, _PROCESS_DURATION, _QUEUE_WAIT)
-        for labels in _recorded_labels(self._service, *families):
+        for labels in _recorded_labels(recorded, self._service, *families):
             self._destination.admit_recorded(labels.get("messaging_destination_name", ""))
 
     def published(
@@ -601,12 +603,12 @@ class HttpClientMetrics(_ServiceMetrics):
             _CLIENT_DURATION, "Duration of outgoing HTTP requests.", _CLIENT_LABELS, registry
         )
         if not self._local:
-            self._admit_recorded_destinations()
+            self._admit_recorded_destinations(_recorded_now())
 
-    def _admit_recorded_destinations(self) -> None:
+    def _admit_recorded_destinations(self, recorded: RecordedSeries) -> None:
         """Count, against the caps, the destinations and each one's status codes that this
         service's workers have recorded in the shared directory (see ``_recorded_labels``)."""
-        for labels in _recorded_labels(self._service, _CLIENT_DURATION):
+        for labels in _recorded_labels(recorded, self._service, _CLIENT_DURATION):
             host, port = labels.get("server_address", ""), labels.get("server_port", "")
             if (host or port) and host != OTHER_VALUE:  # past the cap: both are _other
                 self._destination.admit(_destination_key(host, port))
@@ -784,26 +786,36 @@ class _WorkerFiles(Collector):
         return metrics
 
 
-def _recorded_labels(service: tuple[str, str], *families: str) -> list[dict[str, str]]:
-    """The labels of the series of the histogram ``families`` that ``service`` has in the
-    multiprocess files.
+def _recorded_now() -> RecordedSeries:
+    """The histogram series in the multiprocess files (``tracekit._metrics.recorded``); none
+    when they cannot be read."""
+    directory = os.environ.get(MULTIPROC_DIR_ENV, "")
+    if not os.path.isdir(directory):
+        error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
+        report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
+        return []
+    try:
+        return recorded_series(directory)
+    except Exception as error:
+        report_once("reading the metrics files' labels", error)
+        return []
+
+
+def _recorded_labels(
+    recorded: RecordedSeries, service: tuple[str, str], *families: str
+) -> list[dict[str, str]]:
+    """The labels of the series of the histogram ``families`` that ``service`` has among
+    ``recorded``.
 
     A cap on a label's values (``BoundedLabel``) counts in one process; the series of exited
     workers stay in the directory. Each worker gunicorn's ``--max-requests`` recycled admitted a
     whole cap of new values again, without end, until it counted these first.
     """
-    try:
-        metrics = list(_WorkerFiles().collect())
-    except Exception as error:
-        report_once("reading the metrics files' labels", error)
-        return []
     wanted = dict(zip(_SERVICE_LABELS, service, strict=True))
     return [
-        sample.labels
-        for metric in metrics
-        if metric.name in families
-        for sample in metric.samples
-        if sample.name == f"{metric.name}_count" and wanted.items() <= sample.labels.items()
+        labels
+        for family, labels in recorded
+        if family in families and wanted.items() <= labels.items()
     ]
 
 
@@ -969,8 +981,11 @@ def _admit_recorded_in_child() -> None:
     directory's now, as a worker that makes its metrics itself does."""
     for label in list(_every_bounded_label):
         label.renew_lock()
-    MessagingMetrics._admit_recorded_again()
-    HttpClientMetrics._admit_recorded_again()
+    instances = [*MessagingMetrics._shared_instances(), *HttpClientMetrics._shared_instances()]
+    if instances:
+        recorded = _recorded_now()  # read once for all of them: a directory of many files
+        for instance in instances:
+            instance._admit_recorded_destinations(recorded)
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_admit_recorded_in_child)

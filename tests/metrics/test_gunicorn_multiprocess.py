@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -245,7 +246,7 @@ def _recorded_after_recycling(
     (``--max-requests``), then scrape: the values of ``label`` in ``family``'s series, and
     their count summed."""
     multiproc = tmp_path / "multiproc"
-    multiproc.mkdir()
+    multiproc.mkdir(exist_ok=True)  # (a test may have put files of its own in it)
     options = ("-w", "1", "--max-requests", "30", *options)
     with _gunicorn(tmp_path, *options, multiproc=multiproc, extra_env=extra_env) as (url, _):
         for path in paths:
@@ -284,6 +285,27 @@ def test_preloaded_workers_recycled_by_max_requests_keep_the_client_destinations
     )  # fmt: skip
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
     assert total == destinations + 1  # and the master's call
+
+
+def test_recycled_workers_count_the_destinations_beside_files_of_other_kinds(
+    tmp_path: Path,
+) -> None:
+    """A worker counts the destinations its predecessors recorded from their histogram files
+    alone: the directory also holds a killed worker's empty files, a counter file and another
+    program's database, none of which may stop it counting or booting."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    (multiproc / "histogram_4194304.db").touch()  # killed before prometheus-client sized it
+    (multiproc / "counter_4194305.db").touch()
+    with sqlite3.connect(multiproc / "other-program.db") as other:
+        other.execute("CREATE TABLE notes (body TEXT)")
+    destinations = MAX_CLIENT_DESTINATIONS + 50
+    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
+    ports, total = _recorded_after_recycling(
+        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port"
+    )
+    assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
+    assert total == destinations
 
 
 MAX_MESSAGING_DESTINATIONS = 200  # per service (docs/metrics.md)
