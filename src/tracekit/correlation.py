@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from contextvars import Context, ContextVar, Token, copy_context
 
@@ -137,16 +138,37 @@ _escaped: ContextVar[tuple[BaseException, Context] | None] = ContextVar(
 )
 
 
+class _LastEscaped(threading.local):
+    """The last exception that escaped a request in this thread, and that request's context.
+
+    Starlette runs what is below a function middleware (``@app.middleware("http")``) in a task
+    of its own and raises what it raised again in the request's task, where the server logs it:
+    the context variable set in the inner task is not seen there. One per thread, so another
+    thread (retrying a kept exception) never takes the request's IDs, and the memory held stays
+    one request's."""
+
+    escaped: tuple[BaseException, Context] | None = None
+
+
+_last_escaped = _LastEscaped()
+
+
 def _remember_context(error: BaseException) -> None:
     """Keep the current context for the server's record of ``error``, in this thread or task."""
     _escaped.set(None)  # the kept context must not hold the previous one (a chain of them)
-    _escaped.set((error, copy_context()))
+    _last_escaped.escaped = None
+    escaped = (error, copy_context())
+    _escaped.set(escaped)
+    _last_escaped.escaped = escaped
 
 
 def _context_of(error: object) -> Context | None:
-    """The context ``_remember_context`` kept for ``error`` in this thread or task, if any."""
-    escaped = _escaped.get()
-    return escaped[1] if escaped is not None and escaped[0] is error else None
+    """The context ``_remember_context`` kept for ``error`` in this task (where concurrent
+    requests raising one exception object each find their own), else in this thread."""
+    for escaped in (_escaped.get(), _last_escaped.escaped):
+        if escaped is not None and escaped[0] is error:
+            return escaped[1]
+    return None
 
 
 def reset_correlation_id(token: Token[str | None]) -> None:

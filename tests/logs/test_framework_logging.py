@@ -260,6 +260,19 @@ def test_uvicorns_line_on_an_exception_the_app_raised_carries_the_requests_id(
     assert "uvicorn-config ERROR [uvicorn-fail-1] Exception in ASGI application" in output, output
 
 
+def test_uvicorns_line_carries_the_requests_id_below_a_function_middleware(
+    tmp_path: Path,
+) -> None:
+    """tracekit's middleware below an ``@app.middleware("http")`` function, which Starlette
+    runs in a task of its own: the exception is raised again in the request's task, where
+    uvicorn logs it, and its line showed '[-]'."""
+    port = free_port()
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json", "below"]
+    request, awaited = ("/fail", "below-fail-1", 500), "Exception in ASGI application"
+    output = _server_log(command, port, tmp_path, request, awaited)
+    assert "uvicorn-config ERROR [below-fail-1] Exception in ASGI application" in output, output
+
+
 def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests_id(
     tmp_path: Path,
 ) -> None:

@@ -13,8 +13,10 @@ import sys
 from concurrent.futures import Future
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import tracekit
@@ -48,7 +50,21 @@ async def shared_failure(request: Request) -> PlainTextResponse:
 routes = [Route("/order", order), Route("/fail", fail), Route("/shared-failure", shared_failure)]
 app = TracekitMiddleware(Starlette(routes=routes))
 
+
+async def timed(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    """An ``@app.middleware("http")`` function: Starlette runs what is below it in a task of
+    its own, and raises what that raised again in the request's task."""
+    return await call_next(request)
+
+
+# tracekit's middleware below a function middleware (``python asgi_logging.py PORT FILE below``)
+below_function_middleware = Starlette(
+    routes=routes,
+    middleware=[Middleware(BaseHTTPMiddleware, dispatch=timed), Middleware(TracekitMiddleware)],
+)
+
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=sys.argv[2])
+    served = below_function_middleware if sys.argv[3:] == ["below"] else app
+    uvicorn.run(served, host="127.0.0.1", port=int(sys.argv[1]), log_config=sys.argv[2])
