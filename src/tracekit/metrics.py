@@ -778,8 +778,8 @@ class _WorkerFiles(Collector):
             report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
             return []
         paths = [
-            path
-            for path in glob.glob(os.path.join(directory, "*.db"))
+            path  # (the directory's name escaped: "metrics[blue]" is no pattern)
+            for path in glob.glob(os.path.join(glob.escape(directory), "*.db"))
             if not _of_dead_process(path) and _readable(path)
         ]
         metrics: Iterable[Metric] = MultiProcessCollector.merge(paths)  # type: ignore[no-untyped-call]

@@ -136,6 +136,20 @@ def test_an_unreadable_worker_file_costs_only_its_own_values(
     assert sum(counts.values()) == 3
 
 
+def test_a_multiprocess_directory_named_with_brackets_is_scraped(tmp_path: Path) -> None:
+    """A directory whose name holds glob characters (a deployment's colour, ``metrics[blue]``):
+    the scrape looked for the files with the name as a pattern, found none, and showed no
+    request at all."""
+    multiproc = tmp_path / "metrics[blue]"
+    multiproc.mkdir()
+    with _gunicorn(tmp_path, "-w", "2", multiproc=multiproc) as (url, _):
+        for _ in range(3):
+            assert httpx.get(f"{url}/hello").status_code == 200
+        scrape = httpx.get(f"{url}/metrics").text
+    counts = _samples(scrape, "http_server_request_duration_seconds_count")
+    assert sum(counts.values()) == 3, scrape
+
+
 @pytest.mark.parametrize("multiprocess", [False, True], ids=["single-process", "multiprocess"])
 def test_preloaded_workers_without_multiprocess_mode_are_said_unserved_once(
     tmp_path: Path, multiprocess: bool
