@@ -981,6 +981,8 @@ def _admit_recorded_in_child() -> None:
     directory's now, as a worker that makes its metrics itself does."""
     for label in list(_every_bounded_label):
         label.renew_lock()
+    # (as the labels' locks: one a parent thread held, building a service's metrics at the fork)
+    _ServiceMetrics._lock = threading.Lock()
     instances = [*MessagingMetrics._shared_instances(), *HttpClientMetrics._shared_instances()]
     if instances:
         recorded = _recorded_now()  # read once for all of them: a directory of many files

@@ -1,0 +1,54 @@
+"""A worker forked while another thread of its parent was building a service's metrics (gunicorn
+``--preload`` with an app whose thread calls out as the master forks) does not wait for ever for
+the lock that thread held: the thread does not exist in the worker, so it never lets it go."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from tracekit.metrics import HttpClientMetrics, MessagingMetrics, _ServiceMetrics
+
+
+def _forked_child_builds_metrics(seconds: float) -> bool:
+    """Whether a forked child gets a new service's client and messaging metrics within
+    ``seconds`` (it is killed otherwise)."""
+    pid = os.fork()
+    if pid == 0:  # the worker
+        try:
+            registry = CollectorRegistry()
+            HttpClientMetrics.get("forked-worker", registry=registry)
+            MessagingMetrics.get("forked-worker", registry=registry)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return False
+
+
+def test_a_lock_a_parent_thread_held_at_the_fork_does_not_hang_the_worker() -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def building_metrics() -> None:
+        with _ServiceMetrics._lock:  # where get() builds a service's metrics
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=building_metrics)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        assert _forked_child_builds_metrics(seconds=10)
+    finally:
+        release.set()
+        thread.join()
