@@ -154,10 +154,13 @@ class Publishing:
     A class rather than a generator-based context manager: this runs once per message.
     """
 
-    __slots__ = ("_call", "_ended", "_kept_open", "_publication", "_settled_later", "_started")
+    __slots__ = (
+        "_call", "_ended", "_fresh", "_kept_open", "_publication", "_settled_later", "_started"
+    )  # fmt: skip
 
     def __init__(self, *call: Any) -> None:
         self._call = call
+        self._fresh = False  # see _publish_own
         self._publication: Publication | None = None
         self._started: _Started | None = None
         self._kept_open = False
@@ -171,7 +174,7 @@ class Publishing:
         if _publishing_now.get() or instrumentation_suppressed(context=ctx):
             return Publication()
         try:
-            publication, started = _start_publish(ctx, *self._call)
+            publication, started = _start_publish(ctx, self._fresh, *self._call)
         except Exception as error:
             report_once("messaging publish start", error)
             return Publication()
@@ -240,6 +243,23 @@ class Publishing:
             _record_failed_after(publication.span, self._call, operation_name, error)
         except Exception as failure:
             report_once("messaging late publish failure", failure)
+
+
+def _publish_own(
+    headers: MutableMapping[str, Any],
+    system: str,
+    destination: str,
+    message_id: object,
+    attributes: Mapping[str, Any] | None,
+) -> Publishing:
+    """``publish`` for an integration that made ``headers`` itself for this message (pika
+    copies the caller's properties): since no caller holds the dict to publish with again,
+    nothing of an earlier publish is looked for in it, nor remembered for the next."""
+    publishing = Publishing(
+        headers, system, destination, message_id, "send", attributes, None, None
+    )
+    publishing._fresh = True
+    return publishing
 
 
 def _publish_alone(headers: MutableMapping[str, Any]) -> _PublishingAlone | None:
@@ -346,6 +366,7 @@ def _leave_block(started: _Started) -> None:
 
 def _start_publish(
     ctx: otel_context.Context,
+    fresh: bool,
     headers: MutableMapping[str, Any],
     system: str,
     destination: str,
@@ -357,7 +378,7 @@ def _start_publish(
 ) -> tuple[Publication, _Started]:
     opts = _state.current_options()
     if opts.correlation_only:  # no span: the context stays as it is, and writes the headers
-        _write_headers(headers, ctx, opts)
+        _write_headers(headers, ctx, opts, fresh=fresh)
         return Publication(), _Started(None, _publishing_now.set(True), opts)
     span_attributes = base_attributes(
         system, destination, "send", operation_name, message_id, attributes
@@ -373,7 +394,7 @@ def _start_publish(
     )
     # One new Context holding the span (as trace.set_span_in_context would).
     inside = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
-    _write_headers(headers, inside, opts)
+    _write_headers(headers, inside, opts, fresh=fresh)
     token = otel_context.attach(inside)
     return Publication(span), _Started(token, _publishing_now.set(True), opts)
 

@@ -252,32 +252,33 @@ def _traced_publish(
 ) -> Any:
     if _publishing():  # inside BlockingChannel's publish, or the caller's own block
         return wrapped(*args, **kwargs)
+    if len(args) > len(_PUBLISH_PARAMETERS):
+        return wrapped(*args, **kwargs)  # pika reports the bad call itself
     own = _own_properties(args[3] if len(args) > 3 else kwargs.get("properties"), properties_type)
     if own is None:
         return wrapped(*args, **kwargs)
     properties, headers = own
+    # The call as it was made, with the copy in place of the caller's properties (positional
+    # as given: binding every argument to its name cost a dict and a keyword call per message)
+    if len(args) > 3:
+        args = (*args[:3], properties, *args[4:])
+    else:
+        kwargs["properties"] = properties  # (this call's own dict)
     alone = messaging._publish_alone(headers)  # the headers are a copy: see _own_properties
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
-            if len(args) > 3:
-                return wrapped(*args[:3], properties, *args[4:], **kwargs)
-            kwargs["properties"] = properties  # (this call's own dict)
             return wrapped(*args, **kwargs)
-    try:
-        bound = _bind(_PUBLISH_PARAMETERS, args, kwargs)
-    except TypeError:
-        return wrapped(*args, **kwargs)  # pika reports the bad call itself
-    bound["properties"] = properties
-    exchange, routing_key = str(bound.get("exchange") or ""), str(bound.get("routing_key") or "")
+    exchange = str((args[0] if args else kwargs.get("exchange")) or "")
+    routing_key = str((args[1] if len(args) > 1 else kwargs.get("routing_key")) or "")
     destination = amqp.destination_of(exchange or routing_key)
-    with messaging.publish(
+    with messaging._publish_own(  # (the headers are a copy: see _own_properties)
         headers,
-        system=SYSTEM,
-        destination=destination,
-        message_id=getattr(properties, "message_id", None),
-        attributes=amqp.attributes_of(destination, routing_key),
+        SYSTEM,
+        destination,
+        getattr(properties, "message_id", None),
+        amqp.attributes_of(destination, routing_key),
     ):
-        return wrapped(**bound)
+        return wrapped(*args, **kwargs)
 
 
 def _own_properties(given: Any, properties_type: type) -> tuple[Any, dict[str, Any]] | None:
