@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, TracerProvider
+from opentelemetry.trace import SpanContext, SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from tracekit import config, correlation, propagation, semconv
@@ -394,7 +394,7 @@ def _start_publish(
     )
     # One new Context holding the span (as trace.set_span_in_context would).
     inside = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
-    _write_headers(headers, inside, opts, fresh=fresh)
+    _write_headers(headers, inside, opts, fresh=fresh, known=(span.get_span_context(), cid))
     token = otel_context.attach(inside)
     return Publication(span), _Started(token, _publishing_now.set(True), opts)
 
@@ -405,10 +405,13 @@ def _write_headers(
     opts: config.Options,
     *,
     fresh: bool = False,
+    known: tuple[SpanContext, str | None] | None = None,
 ) -> None:
     """Write the hop's headers into ``headers``. ``fresh``: a dict the integration made for
     this message alone (pika copies the caller's), which no caller publishes with again, so
-    nothing of an earlier publish is looked for in it or remembered for the next."""
+    nothing of an earlier publish is looked for in it or remembered for the next. ``known``:
+    the context of the span ``ctx`` holds, and the correlation ID to send (a publish started
+    them): not looked up again."""
     reading = reading_for(opts)
     # Other spellings of tracekit's headers are the caller's: in headers of tracekit's alone
     # (the usual message, which came with none) there are none to look for.
@@ -420,7 +423,10 @@ def _write_headers(
         drop_replaced(headers, reading.replaced)
     # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
     callers_left = tuple(map(headers.get, reading.left)) if remembered else ()
-    reading.propagator.inject(headers, ctx)
+    if known is None:
+        reading.propagator.inject(headers, ctx)
+    else:
+        reading.propagator.inject_known(headers, ctx, *known)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     if not fresh:
         remember_left(headers, stamp, reading.left, callers_left)

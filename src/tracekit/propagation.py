@@ -315,12 +315,25 @@ class TracekitPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Write the trace headers, baggage and the correlation header into ``carrier``."""
+        span_context = None
         # (a context given without a span, as in correlation-only mode: none to look up)
         if context is None or CURRENT_SPAN_KEY in context:
             span_context = trace.get_current_span(context).get_span_context()
-            if span_context.is_valid:
-                self._inject_trace(carrier, span_context, context, setter)
         cid = correlation.correlation_id_for(context)
+        self.inject_known(carrier, context, span_context, cid, setter)
+
+    def inject_known(
+        self,
+        carrier: CarrierT,
+        context: Context | None,
+        span_context: SpanContext | None,
+        cid: str | None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """``inject`` for a caller that holds the span of ``context`` and the correlation ID to
+        send with it (a publish that has just started both): neither is looked up again."""
+        if span_context is not None and span_context.is_valid:
+            self._inject_trace(carrier, span_context, context, setter)
         sent_baggage = _baggage_to_send(context, cid) if self.carries_baggage else None
         if setter is default_setter:  # (a dict, as every message's headers: stored, no calls)
             if cid is not None:

@@ -253,8 +253,18 @@ def correlation_member(cid: str) -> str | None:
     """``header({CORRELATION_ID: cid})``, what nearly every message and outgoing request sends
     (no baggage of the caller's): the one member written straight, without the lists and
     limits ``header`` builds for many."""
+    global _last_member
+    last = _last_member
+    if last is not None and last[0] == cid:  # (a job's messages, a request's calls: one ID)
+        return last[1]
     member = _CORRELATION_MEMBER_KEY + _value_text(cid)
-    return member if len(member) <= MAX_BYTES else header({CORRELATION_ID: cid})
+    written = member if len(member) <= MAX_BYTES else header({CORRELATION_ID: cid})
+    _last_member = (cid, written)
+    return written
+
+
+# The ID written last and its member (one tuple: threads read and replace it whole).
+_last_member: tuple[str, str | None] | None = None
 
 
 _CORRELATION_MEMBER_KEY = f"{CORRELATION_ID}="  # (a token: written as it is)
