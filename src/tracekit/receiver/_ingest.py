@@ -25,9 +25,15 @@ from tracekit.store._process import (
     is_damage,
 )
 from tracekit.store._rows import SpanRows
+from tracekit.store._writer import SpanIdClashes
 
 _log = logging.getLogger("tracekit.receiver")
 _WRITE_FAILED = "tracekit receiver: write failed: %s: %s; %d more such warnings suppressed"
+# Only the store's own hex of the ids is said, never the client's text.
+_SPAN_ID_CLASH = (
+    "tracekit receiver: %s was sent for two different spans (a client reusing span ids): only the"
+    " first is stored (%s); %d more such warnings suppressed"
+)
 # Batches handed to the writer process at once: while it commits one, the next is already in
 # its pipe, so it never waits for this process (whose threads take turns with the GIL).
 _IN_FLIGHT = 2
@@ -76,6 +82,7 @@ class IngestQueue:
         self._process = WriterProcess(store.path) if writer_process else None
         self._store_errors: set[str] = set()
         self._write_failures = RateLimitedWarning(60.0, _WRITE_FAILED)
+        self._span_id_clashes = RateLimitedWarning(60.0, _SPAN_ID_CLASH)
         self.capacity = capacity
         self.batch_size = batch_size
         self.retention = retention
@@ -211,14 +218,14 @@ class IngestQueue:
         assert self._process is not None
         batch = sent.popleft()
         try:
-            self._process.receive()
+            clashes = self._process.receive()
         except WriterProcessDied:
             self._recover([batch, *sent], sent)
             return
         except WriterProcessError:  # this batch only: the child goes on with the next ones
             self._isolate(batch, sent)
             return
-        self._acknowledge(batch)
+        self._acknowledge(batch, clashes)
 
     def _isolate(self, batch: list[Ticket], sent: deque[list[Ticket]]) -> None:
         """``batch`` failed: settle the batches after it, then write its requests one by one."""
@@ -238,9 +245,9 @@ class IngestQueue:
         rows, logs = _merged(batch)
         try:
             if self._process is not None:
-                self._process.write_rows(rows, logs)
+                clashes = self._process.write_rows(rows, logs)
             else:
-                self.store.write_rows(rows, logs)
+                clashes = self.store.write_rows(rows, logs)
         except Exception as error:
             if len(batch) == 1:
                 self._failed(batch[0], error)
@@ -248,7 +255,7 @@ class IngestQueue:
             for ticket in batch:  # find the request that cannot be written; keep the others
                 self._commit([ticket])
             return
-        self._acknowledge(batch)
+        self._acknowledge(batch, clashes)
 
     def _failed(self, ticket: Ticket, error: Exception) -> None:
         if "StaleRows" in str(error) or type(error).__name__ == "StaleRows":
@@ -269,10 +276,14 @@ class IngestQueue:
             self._store_errors.add(text)
             _log.error("tracekit receiver: the store at %s refuses: %s", self.store.path, text)
 
-    def _acknowledge(self, batch: list[Ticket]) -> None:
+    def _acknowledge(self, batch: list[Ticket], clashes: SpanIdClashes | None) -> None:
         self.committed += sum(t.size for t in batch)
         for ticket in batch:
             ticket.finish()
+        if clashes is not None:  # the exporter was told OK: the operator is told what was lost
+            ids = f"span id {clashes.span_id} of trace {clashes.trace_id}"
+            count = f"{clashes.noted} such id{'s' if clashes.noted > 1 else ''} in this batch"
+            self._span_id_clashes.warn(ids, count)
 
 
 def _merged(batch: list[Ticket]) -> tuple[SpanRows, list[LogRecordData]]:

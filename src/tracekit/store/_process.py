@@ -36,6 +36,7 @@ from tracekit.store._connection import connect, one_line
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
+from tracekit.store._writer import SpanIdClashes
 
 _LARGE_BATCH = 4 * 1024 * 1024  # pickled bytes past which the writer trims its heap after
 COPY_EVERY = 0.1  # seconds between the WAL copier's looks for frames to copy back
@@ -76,10 +77,11 @@ class WriterProcess:
         """Start the child now rather than on the first write (it takes a moment to import)."""
         self._connection()
 
-    def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
-        """Write in one transaction in the child; returns once it has committed."""
+    def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> SpanIdClashes | None:
+        """Write in one transaction in the child; returns once it has committed (with the span
+        id clashes it noted, if any)."""
         self.send(spans, logs)
-        self.receive()
+        return self.receive()
 
     def send(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
         """Hand the child one batch to write in one transaction; ``receive`` tells how it went."""
@@ -90,17 +92,19 @@ class WriterProcess:
         except OSError as lost:
             self._lost(lost)
 
-    def receive(self) -> None:
-        """Wait for the answer to the oldest batch sent and not yet answered."""
+    def receive(self) -> SpanIdClashes | None:
+        """Wait for the answer to the oldest batch sent and not yet answered; returns the span
+        id clashes its write noted, if any."""
         if self._conn is None:
             raise WriterProcessDied("the writer process died")
         try:
-            error = self._conn.recv()
+            error, clashes = self._conn.recv()
         except (EOFError, OSError) as lost:
             self._lost(lost)
         if error is not None:
             damaged, text = error
             raise (WriterProcessDamaged if damaged else WriterProcessError)(text)
+        return SpanIdClashes(*clashes) if clashes is not None else None
 
     def _lost(self, cause: BaseException) -> NoReturn:
         self.close()  # the next send starts a new child
@@ -151,7 +155,8 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 def _serve(path: str, conn: Connection) -> None:
-    """The child: write each batch received, answer None or an error text, until end-of-file."""
+    """The child: write each batch received, answer (None, its span id clashes or None) or
+    ((damaged, error text), None), until end-of-file."""
     for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # which discards one pending since the start
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -166,11 +171,11 @@ def _serve(path: str, conn: Connection) -> None:
         except (EOFError, OSError):
             break
         try:
-            store.write_rows(spans, logs)
-            conn.send(None)
+            clashes = store.write_rows(spans, logs)
+            conn.send((None, None if clashes is None else tuple(clashes)))
         except Exception as error:
             text = f"{type(error).__name__}: {one_line(error)}"
-            conn.send((is_damage(error), text))
+            conn.send(((is_damage(error), text), None))
         if len(payload) > _LARGE_BATCH:
             del spans, logs, payload
             trim()  # a big batch's memory goes back rather than stay with the writer

@@ -36,7 +36,7 @@ from tracekit.store._schema import (
     holds_other_tables,
     schema_version,
 )
-from tracekit.store._writer import StoreWriter
+from tracekit.store._writer import SpanIdClashes, StoreWriter
 
 T = TypeVar("T")
 MAX_CLASHES_SAID = 5  # span id clashes a path warns of one by one
@@ -106,13 +106,16 @@ class Store:
                     raise
                 self.encoder.interner.refresh()  # ids were reclaimed meanwhile: encode again
 
-    def write_rows(self, spans: SpanRows, logs: Sequence[LogRecordData] = ()) -> None:
-        """Store rows built by ``encoder`` (and log records) in one transaction."""
+    def write_rows(
+        self, spans: SpanRows, logs: Sequence[LogRecordData] = ()
+    ) -> SpanIdClashes | None:
+        """Store rows built by ``encoder`` (and log records) in one transaction; returns the
+        span ids it found sent for two different spans, if any (the first span stays)."""
         logs = [bounded_log(record) for record in logs]
         with self._write_lock:
             writer = self._writer_side()
             self._check_still_at_path()
-            writer.write(spans, logs)
+            return writer.write(spans, logs)
 
     def _check_still_at_path(self) -> None:
         """Refuse to write into a file that is no longer at ``path`` (removed, or replaced by

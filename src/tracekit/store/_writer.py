@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple, cast
 
 from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
@@ -49,6 +50,13 @@ _INSERT_CLASH = (
     " AND span_id = substr(?1, 17, 8)"
     " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
 )
+# Whether a row is such another span (the clause of _INSERT_CLASH): to name one the batch had.
+_CLASHES_WITH_STORED = (
+    "SELECT 1 FROM spans"
+    " WHERE trace_ref = (SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16))"
+    " AND span_id = substr(?1, 17, 8)"
+    " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
+)
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
 _INSERT_LOG = (
@@ -69,6 +77,15 @@ WAL_BOUND_BYTES = 64 * 1024 * 1024
 FIRST_WAIT_MS = 500
 
 
+class SpanIdClashes(NamedTuple):
+    """Span ids a batch sent for a span other than the one stored under them: one of them (lower-
+    case hex, as the store made it) and how many were newly noted."""
+
+    trace_id: str
+    span_id: str
+    noted: int
+
+
 class StoreWriter:
     """Writes rows on one write connection; not thread-safe (the Store locks)."""
 
@@ -84,11 +101,14 @@ class StoreWriter:
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
         self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
 
-    def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> None:
-        """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped)."""
-        if spans.spans or logs:
-            retry_busy(lambda: self._write_once(spans, logs))
-            self._bound_wal()
+    def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
+        """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped);
+        returns the span id clashes it noted, if any."""
+        if not spans.spans and not logs:
+            return None
+        clashes = retry_busy(lambda: self._write_once(spans, logs))
+        self._bound_wal()
+        return clashes
 
     def _bound_wal(self) -> None:
         """Empty a WAL grown past ``WAL_BOUND_BYTES``.
@@ -134,14 +154,14 @@ class StoreWriter:
         except sqlite3.Error:
             return -1
 
-    def _write_once(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> None:
+    def _write_once(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
         self.conn.execute("BEGIN IMMEDIATE")
         self._check_generation(spans)
         self.strings.begin(self.conn)
         self._pending_resources = {}
         self._batch_resources = {}
         try:
-            self._insert_spans(spans)
+            clashes = self._insert_spans(spans)
             self._insert_logs(logs)
             self.conn.execute("COMMIT")
         except BaseException:
@@ -151,6 +171,7 @@ class StoreWriter:
             raise
         self.strings.commit()
         self._resources.update(self._pending_resources)
+        return clashes
 
     def _check_generation(self, spans: SpanRows) -> None:
         """Forget cached ids after a reclaim; refuse rows encoded before it (inside BEGIN)."""
@@ -163,21 +184,30 @@ class StoreWriter:
             self.conn.execute("ROLLBACK")
             raise StaleRows("rows carry ids from before strings were reclaimed")
 
-    def _insert_spans(self, rows: SpanRows) -> None:
+    def _insert_spans(self, rows: SpanRows) -> SpanIdClashes | None:
         execute = self.conn.executemany
         execute(_INSERT_TRACE, [(bytearray(t),) for t in rows.trace_ids])
         execute(_INSERT_CORRELATION, [(c,) for c in rows.correlations])
         last_before = self._last_span_id() if rows.links else 0  # (_INSERT_LINK)
         changes_before = self.conn.total_changes
         execute(_INSERT_SPAN, rows.spans)
+        clashes = None
         if self.conn.total_changes - changes_before < len(rows.spans):  # some were ignored
-            self._note_clashes(rows.spans)
+            clashes = self._note_clashes(rows.spans)
         execute(_INSERT_LINK, [(*link, last_before) for link in rows.links])
+        return clashes
 
-    def _note_clashes(self, spans: list[SpanRow]) -> None:
+    def _note_clashes(self, spans: list[SpanRow]) -> SpanIdClashes | None:
         """Note the span ids stored for a span other than the one of ``spans`` that the
         insert skipped: a copy sent again is the same span, and no clash."""
+        changes_before = self.conn.total_changes
         self.conn.executemany(_INSERT_CLASH, [row[:6] for row in spans])
+        noted = self.conn.total_changes - changes_before
+        if not noted:  # copies sent again (a retried export): the common case, said in one step
+            return None
+        clashing = (r for r in spans if self.conn.execute(_CLASHES_WITH_STORED, r[:6]).fetchone())
+        ids = bytes(cast("bytearray", next(clashing)[0]))  # (_INSERT_SPAN)
+        return SpanIdClashes(ids[:16].hex(), ids[16:24].hex(), noted)
 
     def _last_span_id(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
