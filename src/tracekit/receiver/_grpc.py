@@ -164,7 +164,7 @@ class GrpcReceiver:
         try:
             await self._wait_turn(context.peer())
             request = await self._receive(requests, context.peer())
-            return await self._stored(signal, request, self._wait_for_room(context))
+            return await self._stored(signal, request, self._wait_for_room(context), context.peer())
         except RequestError as error:
             await _abort(context, error)
             raise  # abort raised already; this line only tells type checkers so
@@ -297,18 +297,19 @@ class GrpcReceiver:
 
     def _wait_for_room(self, context: Any) -> float:
         """How long a call may wait for room in a full write queue: half what is left of its
-        deadline (the other half is for the commit), at most the commit timeout. Unlike over
-        HTTP, OpenTelemetry JS's gRPC exporter retries nothing: UNAVAILABLE loses its batch."""
+        deadline (the other half is for the commit), at most the commit timeout. Longer than over
+        HTTP (1 s): OpenTelemetry JS's gRPC exporter retries nothing, and UNAVAILABLE loses its
+        batch."""
         remaining = context.time_remaining()
         most = self.service.commit_timeout
         return most if remaining is None else max(0.0, min(most, remaining / 2))
 
-    async def _stored(self, signal: str, request: bytes, wait_for_room: float) -> bytes:
+    async def _stored(self, signal: str, request: bytes, wait_for_room: float, peer: str) -> bytes:
         reservation = Reservation(self.budget)
         try:
             reservation.cover(len(request), PROTOBUF, signal)  # 503 now, not after a wait
             work = self._loop.run_in_executor(
-                self._workers, self._store, signal, request, reservation, wait_for_room
+                self._workers, self._store, signal, request, reservation, wait_for_room, peer
             )
         except BaseException:
             reservation.release()
@@ -319,10 +320,11 @@ class GrpcReceiver:
         return await asyncio.shield(work)
 
     def _store(
-        self, signal: str, request: bytes, reservation: Reservation, wait_for_room: float
+        self, signal: str, request: bytes, reservation: Reservation, wait_for_room: float, peer: str
     ) -> bytes:
         try:
-            return self.service.export(signal, PROTOBUF, request, reservation, wait_for_room)
+            export = self.service.export
+            return export(signal, PROTOBUF, request, reservation, wait_for_room, peer)
         finally:
             reservation.release()
 

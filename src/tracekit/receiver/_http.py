@@ -37,6 +37,11 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 404: code_pb2.NOT_FOUND, 405: code
               503: code_pb2.UNAVAILABLE}  # fmt: skip
 _DRAIN_LIMIT = 256 * 1024 * 1024  # read and drop at most this much of a refused body
 _WRITE_TIMEOUT = 10.0
+# How long a request waits in line for room in a full write queue before its 503. HTTP exporters
+# retry a 503 themselves, but one told 503 at once was never in line when room freed: gRPC calls
+# waiting for it took every place (0 of 5 batches stored beside a gRPC client filling the queue).
+# A second is many of the writer's commits, and holds a connection's thread no longer.
+_WAIT_FOR_ROOM = 1.0
 # After refusing a request whose client may or may not have sent its body despite expecting
 # 100 Continue: how long what it sends is read and dropped, so that closing does not reset the
 # connection under the answer (Go's net/http waits half a second likewise).
@@ -294,7 +299,9 @@ class OtlpHandler(BaseHTTPRequestHandler):
             body = sink.finish()
             reservation.cover(len(body), content_type, signal)
             self.stream.state = BUSY
-            return self.server.service.export(signal, content_type, body, reservation)
+            client = "http:{}:{}".format(*self.client_address[:2])  # (IPv6: 4 items)
+            export = self.server.service.export
+            return export(signal, content_type, body, reservation, _WAIT_FOR_ROOM, client)
 
     def _continue(self) -> None:
         if self._expect_continue:

@@ -2,7 +2,13 @@
 
 A request's records are acknowledged only after the transaction holding them commits: the
 handler waits on its ``Ticket``. Many requests share one transaction, so waiting costs latency,
-not throughput. When the queue is full the handler answers 503 with Retry-After at once.
+not throughput. When the queue is full a request waits in line for room, as long as its side
+allows (see ``IngestService.export``), then the handler answers 503 with Retry-After.
+
+Room is given in turn, not to whoever asks at the moment it frees: first to the client
+connection with the fewest records queued, first come first served among equals. A client
+sending call after call (gRPC calls wait for room up to half their deadline) would otherwise take
+each place the writer frees, and an exporter of another connection never find one.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -46,11 +52,12 @@ class QueueFull(Exception):
 class Ticket:
     """One request's records on their way into the store."""
 
-    __slots__ = ("done", "error", "logs", "spans")
+    __slots__ = ("client", "done", "error", "logs", "spans")
 
-    def __init__(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
+    def __init__(self, spans: SpanRows, logs: list[LogRecordData], client: str = "") -> None:
         self.spans = spans
         self.logs = logs
+        self.client = client  # the connection it came on (room is given client by client)
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -93,10 +100,13 @@ class IngestQueue:
         self.decode_lock = threading.RLock()
         self._items: deque[Ticket] = deque()
         self._queued = 0
+        self._queued_by: Counter[str] = Counter()  # records queued, by client
+        self._line: dict[Ticket, None] = {}  # tickets waiting for room, in arrival order
+        self._turn: Ticket | None = None  # the one of them to be given room next
         self._closing = False
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # the writer waits here for tickets
-        self._room = threading.Condition(lock)  # submitters willing to wait, for room
+        self._room = threading.Condition(lock)  # submitters waiting for room and their turn
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
@@ -110,23 +120,55 @@ class IngestQueue:
         """Records waiting to be written."""
         return self._queued
 
-    def submit(self, spans: SpanRows, logs: list[LogRecordData], wait: float = 0.0) -> Ticket:
-        """Queue records; ``QueueFull`` when there is no room within ``wait`` seconds (an empty
-        queue takes any size)."""
-        ticket = Ticket(spans, logs)
+    def submit(
+        self, spans: SpanRows, logs: list[LogRecordData], wait: float = 0.0, client: str = ""
+    ) -> Ticket:
+        """Queue records from ``client``; ``QueueFull`` when neither room nor its turn came
+        within ``wait`` seconds (an empty queue takes any size)."""
+        ticket = Ticket(spans, logs, client)
         with self._cond:
-            self._room.wait_for(lambda: self._closing or self._fits(ticket), wait)
-            if self._closing:
-                raise QueueFull("receiver is shutting down")
-            if not self._fits(ticket):
-                raise QueueFull("write queue is full")
+            self._join_line(ticket)
+            try:
+                self._room.wait_for(lambda: self._closing or self._may_enter(ticket), wait)
+                if self._closing:
+                    raise QueueFull("receiver is shutting down")
+                if not self._may_enter(ticket):
+                    raise QueueFull("write queue is full")
+            finally:
+                self._leave_line(ticket)
             self._items.append(ticket)
             self._queued += ticket.size
+            self._queued_by[client] += ticket.size
+            self._choose_turn()
             self._cond.notify()
         return ticket
 
+    def _may_enter(self, ticket: Ticket) -> bool:
+        return self._turn is ticket and self._fits(ticket)
+
     def _fits(self, ticket: Ticket) -> bool:
         return not self._queued or self._queued + ticket.size <= self.capacity
+
+    def _join_line(self, ticket: Ticket) -> None:
+        self._line[ticket] = None
+        self._choose_turn()
+
+    def _leave_line(self, ticket: Ticket) -> None:
+        del self._line[ticket]
+        self._choose_turn()
+
+    def _choose_turn(self) -> None:
+        """Whose turn it is (after any change to the line or to what is queued): the first in
+        line of the clients with the fewest records queued. Everyone waiting looks again."""
+        queued = self._queued_by
+        self._turn = min(self._line, key=lambda t: queued[t.client], default=None)
+        self._room.notify_all()
+
+    def _dequeued(self, ticket: Ticket) -> None:
+        self._queued -= ticket.size
+        self._queued_by[ticket.client] -= ticket.size
+        if not self._queued_by[ticket.client]:
+            del self._queued_by[ticket.client]  # a client gone leaves nothing behind
 
     @property
     def writing(self) -> bool:
@@ -140,8 +182,8 @@ class IngestQueue:
             if ticket.done.is_set() or ticket not in self._items:
                 return False
             self._items.remove(ticket)
-            self._queued -= ticket.size
-            self._room.notify_all()
+            self._dequeued(ticket)
+            self._choose_turn()
             return True
 
     def close(self, timeout: float | None = None) -> None:
@@ -165,9 +207,9 @@ class IngestQueue:
                 ticket = self._items.popleft()
                 batch.append(ticket)
                 count += ticket.size
-            self._queued -= count
+                self._dequeued(ticket)
             if batch:
-                self._room.notify_all()
+                self._choose_turn()
             return batch
 
     def _finished(self) -> bool:

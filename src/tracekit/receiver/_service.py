@@ -57,18 +57,20 @@ class IngestService:
         body: bytes | bytearray,
         reservation: Reservation,
         wait_for_room: float = 0.0,
+        client: str = "",
     ) -> bytes:
         """Store one request's records; returns the encoded ``Export*ServiceResponse``.
 
         ``reservation`` holds the request's memory; it grows by what its records cost.
         ``wait_for_room``: seconds to wait for the write queue to make room before a 503.
+        ``client``: the connection it came on (a full queue's room is given client by client).
         """
         try:
             decoded = self._decode(content_type, signal, body, reservation)
             if signal == "metrics":
                 self._note_metrics()
             else:
-                self._store(decoded, wait_for_room)
+                self._store(decoded, wait_for_room, client)
             encode = _protobuf.response if content_type == PROTOBUF else _json.response
             return encode(signal, decoded)
         finally:
@@ -136,11 +138,11 @@ class IngestService:
                 " logs; send metrics to Prometheus). This is logged once."
             )
 
-    def _store(self, decoded: Decoded, wait_for_room: float) -> None:
+    def _store(self, decoded: Decoded, wait_for_room: float, client: str) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
         try:
-            ticket = self.queue.submit(decoded.rows, decoded.logs, wait_for_room)
+            ticket = self.queue.submit(decoded.rows, decoded.logs, wait_for_room, client)
         except QueueFull:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
         self._wait_for_commit(ticket)

@@ -1,0 +1,135 @@
+"""A full write queue hands its room out in turn, client by client.
+
+gRPC calls wait for room in a full write queue (OpenTelemetry JS's gRPC exporter retries nothing,
+so a refusal loses its batch). A client flooding calls that each fill the queue kept every
+freed place for itself: each was taken by one of its waiting calls the moment the writer made
+it, and an OTLP/HTTP exporter, told 503 at once, retried into a full queue until it gave up (0
+of 5 batches stored). Room now goes first to the connection with the fewest records queued, an
+HTTP request waiting its turn too. Another gRPC client, waiting as the flood's calls do, kept
+getting in before and still does (guarded here, as it is what the turns must not break).
+
+A real receiver on loopback; the flood is raw gRPC calls; the HTTP exporter is the OpenTelemetry
+Python SDK's, the gRPC client calls as OpenTelemetry JS's exporter does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Store
+
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+QUEUE = 2_000  # records: each flooding call fills it alone (as a slow disk makes a queue full)
+CHECKOUT_IDS = (n.to_bytes(16, "big") for n in itertools.count(1))
+
+
+def _request(service: str, count: int) -> bytes:
+    """One call's message: ``count`` spans of ``service``, each of a new trace (``TRACE_ID``
+    and a counter for checkout's, random for the flood's)."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    name = AnyValue(string_value=service)
+    resource_spans.resource.attributes.add(key="service.name", value=name)
+    spans = resource_spans.scope_spans.add().spans
+    now = time.time_ns()
+    for _ in range(count):
+        trace_id = next(CHECKOUT_IDS) if service == "checkout" else os.urandom(16)
+        span = spans.add(trace_id=trace_id, span_id=os.urandom(8), name="GET /orders")
+        span.start_time_unix_nano, span.end_time_unix_nano = now, now + 1_000
+    return request.SerializeToString()
+
+
+def _target(receiver: Receiver) -> str:
+    assert receiver.grpc_address is not None
+    return "{}:{}".format(*receiver.grpc_address)
+
+
+class Flood:
+    """Calls after calls from ``callers`` threads, each willing to wait a minute for room."""
+
+    def __init__(self, target: str, callers: int) -> None:
+        self.body = _request("flood", QUEUE)  # each call fills the queue alone
+        self.stop = threading.Event()
+        self.channel = grpc.insecure_channel(target)
+        self.threads = [threading.Thread(target=self._call) for _ in range(callers)]
+        for thread in self.threads:
+            thread.start()
+
+    def _call(self) -> None:
+        export = self.channel.stream_unary(TRACES)
+        while not self.stop.is_set():
+            try:
+                export(iter([self.body]), timeout=60)
+            except grpc.RpcError:
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        self.channel.close()
+
+
+@pytest.fixture
+def flooded(store_path: Path) -> Iterator[Receiver]:
+    """A receiver whose write queue a gRPC client keeps full, with calls waiting for room."""
+    config = ReceiverConfig(port=0, grpc_port=0, queue_capacity=QUEUE)
+    receiver = Receiver(Store(store_path), config).start()
+    assert receiver.grpc_address is not None
+    flood = Flood(_target(receiver), callers=24)
+    time.sleep(1)  # its calls are waiting for room
+    yield receiver
+    flood.close()
+    receiver.stop()
+
+
+def _batch(service: str) -> list[object]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for n in range(100):
+        provider.get_tracer("test").start_span(f"GET /orders/{n}").end()
+    return list(memory.get_finished_spans())
+
+
+def test_an_http_exporter_gets_its_turn_in_a_queue_a_grpc_flood_keeps_full(
+    flooded: Receiver, store_path: Path
+) -> None:
+    """Before, each of its 5 batches was told 503 at every retry for 10 s, and lost."""
+    exporter = HttpExporter(endpoint=f"{flooded.endpoint}/v1/traces")
+    batches = [_batch("checkout") for _ in range(5)]
+    results = [exporter.export(batch) for batch in batches]  # type: ignore[arg-type]
+    assert results == [SpanExportResult.SUCCESS] * 5
+    with Store(store_path) as store:
+        trace_ids = {f"{span.context.trace_id:032x}" for b in batches for span in b}  # type: ignore[attr-defined]
+        assert len(store.spans_by_trace_ids(trace_ids)) == 500
+
+
+def test_a_grpc_client_retrying_nothing_gets_its_turn_in_a_queue_a_grpc_flood_keeps_full(
+    flooded: Receiver, store_path: Path
+) -> None:
+    """As OpenTelemetry JS's gRPC exporter: one call per batch on its own connection, 10 s
+    deadline, never retried."""
+    with grpc.insecure_channel(_target(flooded)) as channel:
+        export = channel.stream_unary(TRACES)
+        for _ in range(5):
+            export(iter([_request("checkout", 100)]), timeout=10)  # raises unless OK
+    with Store(store_path) as store:
+        stored = store.spans_by_trace_ids(f"{n:032x}" for n in range(1, 501))
+        assert len(stored) == 500
