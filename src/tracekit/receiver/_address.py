@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["family", "host_port"]
+__all__ = ["family", "host_port", "peer"]
 
 
 def family(host: str) -> socket.AddressFamily:
@@ -16,3 +16,9 @@ def family(host: str) -> socket.AddressFamily:
 def host_port(host: str, port: int) -> str:
     """``127.0.0.1:4318``, ``[::1]:4318``."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer(host: str, port: int) -> str:
+    """A client connection as grpc names its peer: ``ipv4:10.0.0.7:51234``, ``ipv6:[::1]:51234``
+    (its client address is what comes before the last colon)."""
+    return ("ipv6:" if ":" in host else "ipv4:") + host_port(host, port)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from google.rpc import code_pb2, status_pb2
 
-from tracekit.receiver._address import family
+from tracekit.receiver._address import family, peer
 from tracekit.receiver._admission import BUSY, ClientStream, ConnectionTable, MemoryBudget
 from tracekit.receiver._body import ENCODINGS, PIECE, BodySink, body_length, raw_pieces
 from tracekit.receiver._errors import RequestError
@@ -299,7 +299,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
             body = sink.finish()
             reservation.cover(len(body), content_type, signal)
             self.stream.state = BUSY
-            client = "http:{}:{}".format(*self.client_address[:2])  # (IPv6: 4 items)
+            client = peer(*self.client_address[:2])  # (IPv6: 4 items)
             export = self.server.service.export
             return export(signal, content_type, body, reservation, _WAIT_FOR_ROOM, client)
 

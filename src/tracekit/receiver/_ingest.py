@@ -5,10 +5,11 @@ handler waits on its ``Ticket``. Many requests share one transaction, so waiting
 not throughput. When the queue is full a request waits in line for room, as long as its side
 allows (see ``IngestService.export``), then the handler answers 503 with Retry-After.
 
-Room is given in turn, not to whoever asks at the moment it frees: first to the client
-connection with the fewest records queued, first come first served among equals. A client
-sending call after call (gRPC calls wait for room up to half their deadline) would otherwise take
-each place the writer frees, and an exporter of another connection never find one.
+Room is given in turn, not to whoever asks at the moment it frees: first to the client address
+with the fewest records queued or being written, then to its connection with the fewest, first
+come first served among equals. A client sending call after call (gRPC calls wait for room up to
+half their deadline), or many connections from one address, would otherwise take each place the
+writer frees, and an exporter of another connection find few or none.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Ticket:
     def __init__(self, spans: SpanRows, logs: list[LogRecordData], client: str = "") -> None:
         self.spans = spans
         self.logs = logs
-        self.client = client  # the connection it came on (room is given client by client)
+        self.client = client  # the connection it came on, as grpc names its peer (_address.peer)
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -100,7 +101,9 @@ class IngestQueue:
         self.decode_lock = threading.RLock()
         self._items: deque[Ticket] = deque()
         self._queued = 0
-        self._queued_by: Counter[str] = Counter()  # records queued, by client
+        # records queued or being written, by connection and by address (until committed, so
+        # that a client whose batch the writer just took does not count as having none)
+        self._unwritten_by: Counter[str] = Counter()
         self._line: dict[Ticket, None] = {}  # tickets waiting for room, in arrival order
         self._turn: Ticket | None = None  # the one of them to be given room next
         self._closing = False
@@ -138,7 +141,7 @@ class IngestQueue:
                 self._leave_line(ticket)
             self._items.append(ticket)
             self._queued += ticket.size
-            self._queued_by[client] += ticket.size
+            self._unwritten_by.update(_counted(ticket))
             self._choose_turn()
             self._cond.notify()
         return ticket
@@ -159,16 +162,24 @@ class IngestQueue:
 
     def _choose_turn(self) -> None:
         """Whose turn it is (after any change to the line or to what is queued): the first in
-        line of the clients with the fewest records queued. Everyone waiting looks again."""
-        queued = self._queued_by
-        self._turn = min(self._line, key=lambda t: queued[t.client], default=None)
+        line of the client addresses with the fewest records unwritten, of their connections
+        with the fewest. Everyone waiting looks again."""
+        self._turn = min(self._line, key=self._queued_from, default=None)
         self._room.notify_all()
 
-    def _dequeued(self, ticket: Ticket) -> None:
-        self._queued -= ticket.size
-        self._queued_by[ticket.client] -= ticket.size
-        if not self._queued_by[ticket.client]:
-            del self._queued_by[ticket.client]  # a client gone leaves nothing behind
+    def _queued_from(self, ticket: Ticket) -> tuple[int, int]:
+        connection, address = _connection_and_address(ticket.client)
+        return self._unwritten_by[address], self._unwritten_by[connection]
+
+    def _written(self, tickets: list[Ticket]) -> None:
+        """``tickets`` are committed, or failed: their clients' turns come sooner."""
+        with self._cond:
+            for ticket in tickets:
+                for key, size in _counted(ticket).items():
+                    self._unwritten_by[key] -= size
+                    if not self._unwritten_by[key]:
+                        del self._unwritten_by[key]  # a client gone leaves nothing behind
+            self._choose_turn()
 
     @property
     def writing(self) -> bool:
@@ -182,9 +193,9 @@ class IngestQueue:
             if ticket.done.is_set() or ticket not in self._items:
                 return False
             self._items.remove(ticket)
-            self._dequeued(ticket)
-            self._choose_turn()
-            return True
+            self._queued -= ticket.size
+        self._written([ticket])
+        return True
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the writer thread."""
@@ -207,7 +218,7 @@ class IngestQueue:
                 ticket = self._items.popleft()
                 batch.append(ticket)
                 count += ticket.size
-                self._dequeued(ticket)
+            self._queued -= count
             if batch:
                 self._choose_turn()
             return batch
@@ -309,6 +320,7 @@ class IngestQueue:
         else:  # a full disk fails every request alike: said once a minute, not once each
             self._write_failures.warn(type(error).__name__, one_line(error))
         ticket.finish(error)
+        self._written([ticket])
 
     def note_store_error(self, error: BaseException) -> None:
         """Say on the collector's log, once per kind, why the store refuses: an exporter only
@@ -322,10 +334,22 @@ class IngestQueue:
         self.committed += sum(t.size for t in batch)
         for ticket in batch:
             ticket.finish()
+        self._written(batch)
         if clashes is not None:  # the exporter was told OK: the operator is told what was lost
             ids = f"span id {clashes.span_id} of trace {clashes.trace_id}"
             count = f"{clashes.noted} such id{'s' if clashes.noted > 1 else ''} in this batch"
             self._span_id_clashes.warn(ids, count)
+
+
+def _connection_and_address(client: str) -> tuple[str, str]:
+    """``ipv4:10.0.0.7:51234`` and ``ipv4:10.0.0.7``."""
+    return client, client.rpartition(":")[0]
+
+
+def _counted(ticket: Ticket) -> dict[str, int]:
+    """What ``ticket`` adds to the records queued by its connection and by its address (once,
+    for a ticket of no known client)."""
+    return dict.fromkeys(_connection_and_address(ticket.client), ticket.size)
 
 
 def _merged(batch: list[Ticket]) -> tuple[SpanRows, list[LogRecordData]]:
