@@ -90,7 +90,10 @@ class TracekitMiddleware(OptionsReadLate):
             await self.app(scope, receive, lifecycle.lifespan_send(send))
             return
         self._read_options()
-        if scope["type"] not in _TRACED_SCOPES or self._requests.is_excluded(_below_root(scope)):
+        excluded = self._requests.excluded_search  # None without excluded_urls (the usual case)
+        if scope["type"] not in _TRACED_SCOPES or (
+            excluded is not None and excluded(_below_root(scope)) is not None
+        ):
             await self.app(scope, receive, send)
             return
         if not self._requests.records:
