@@ -301,7 +301,7 @@ async def _send_as_arrived(
         await send(message)
     finally:
         current_context.detach(context_token)
-        correlation.reset_correlation_id(id_token)
+        correlation._reset(id_token)
 
 
 async def _refuse_on_error(send: Send, scope: Scope, error: BaseException) -> None:

@@ -125,6 +125,8 @@ def _why_invalid(value: object) -> str:
 # already (chosen with ``is_valid``, made by ``new_correlation_id``) or None: not checked a second
 # time per request. Private: an application's value is always checked.
 _set_checked = _current.set
+# ``reset_correlation_id`` minus a call, for the same per-request paths.
+_reset = _current.reset
 
 
 # A server logs what a request raised ("Exception in ASGI application", gunicorn's "Error

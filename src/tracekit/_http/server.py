@@ -568,7 +568,7 @@ def make_current(cid: str, context: otel_context.Context) -> CurrentTokens:
 
 def restore_current(tokens: CurrentTokens) -> None:
     current_context.detach(tokens[1])
-    correlation.reset_correlation_id(tokens[0])
+    correlation._reset(tokens[0])
 
 
 def _restore(request: ActiveRequest) -> None:
@@ -576,7 +576,7 @@ def _restore(request: ActiveRequest) -> None:
     response may be closed in another (Django under ASGI closes it from a worker thread's
     context): nothing of the request is current there, so nothing is restored."""
     try:
-        correlation.reset_correlation_id(request.correlation_token)
+        correlation._reset(request.correlation_token)
     except ValueError:
         return
     if request.context_token is not None:
