@@ -163,7 +163,7 @@ def _mount_of(environ: Environ) -> str:
     only tells which of them the request came through when the app is mounted twice."""
     root = environ.get(ROOT_KEY)
     flask = sys.modules.get("flask")
-    if root is None or flask is None or not flask.has_app_context():
+    if root is None or flask is None or _is_flask_own(root, flask) or not flask.has_app_context():
         return ""
     handler = flask.current_app._get_current_object()
     known = _MOUNTS.get((id(root), id(handler)))
@@ -175,6 +175,15 @@ def _mount_of(environ: Environ) -> str:
             _MOUNTS[(id(root), id(handler))] = known
     paths = known[2]
     return paths[0] if len(paths) == 1 else _mount_taken(paths, environ.get("SCRIPT_NAME"))
+
+
+def _is_flask_own(app: object, flask: Any) -> bool:
+    """Whether ``app`` is a Flask app's own ``wsgi_app`` (the usual ``app.wsgi_app =
+    TracekitMiddleware(app.wsgi_app)``): that app handles every request, mounted nowhere below,
+    which is told without looking up the app handling the request."""
+    return getattr(app, "__func__", None) is flask.Flask.wsgi_app and isinstance(
+        getattr(app, "__self__", None), flask.Flask
+    )
 
 
 def _mount_paths(app: object, handler: object, prefix: str, depth: int, found: list[str]) -> None:
