@@ -32,6 +32,12 @@ from tracekit_cli.main import cli
         ("GET /dp/B07XJ8C8F5", "GET /dp/{id}"),
         ("computeSha256Hash ORD-2024-000123", "computeSha256Hash ORD-2024-000123"),
         ("GET /api/v2/user_profile/oauth2", "GET /api/v2/user_profile/oauth2"),
+        # ... but a route's own words with a digit are not ids
+        ("GET /users/list-v2", "GET /users/list-v2"),
+        ("GET /buckets/S3Bucket", "GET /buckets/S3Bucket"),
+        ("GET /metrics/p99Latency", "GET /metrics/p99Latency"),
+        ("GET /v1/Ec2Instances/cus_NffrFeUfNV2Hib", "GET /v1/Ec2Instances/{id}"),
+        ("GET /api/v2beta1/healthz", "GET /api/v2beta1/healthz"),
     ],
 )
 def test_ids_are_stripped_and_names_kept(name: str, stripped: str) -> None:
@@ -98,6 +104,33 @@ def test_calls_to_another_api_with_its_own_ids_are_one_node(deployment: Deployme
     assert [n["label"] for n in doc["nodes"]] == [
         "billing: POST /charge",
         "billing: POST /v1/customers/{id}/sources",
+    ]
+
+
+def test_calls_to_two_routes_with_a_digit_in_their_words_are_two_nodes(
+    deployment: Deployment,
+) -> None:
+    """A version calling /users/list-v3 where the other called /users/list-v2: a removed call
+    and an added one (both were /users/{id}: one node, no difference, exit 0)."""
+    ids = []
+    for route in ("list-v2", "list-v3"):
+        req = deployment.request()
+        entry = req.entry("shop", "/checkout", 0, 100)
+        url = f"http://accounts/users/{route}"
+        req.span("shop", "GET", "CLIENT", 10, 90, trace.set_span_in_context(entry),
+                 attrs={"http.request.method": "GET", "url.full": url})  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+
+    result = CliRunner().invoke(
+        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
+    )
+
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert sorted(c["message"] for c in doc["changes"]) == [
+        "added shop: GET /users/list-v3",
+        "removed shop: GET /users/list-v2",
     ]
 
 

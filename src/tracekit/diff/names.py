@@ -48,12 +48,18 @@ _ID = re.compile(
 # A URL path's segment is a value far more often than a span name's word is: a third-party API's
 # ids (Stripe's cus_NffrFeUfNV2Hib, an order number ORD-2024-000123, a base62 key 8f3Kd9sLq2, an
 # ASIN B07XJ8C8F5) differ in every request, and left in, two identical calls were two nodes. Words
-# of span names (computeSha256Hash) stay as they are.
+# of span names (computeSha256Hash) stay as they are, and so do a route's own words with a digit
+# (list-v2, S3Bucket, p99Latency): taken for ids, two routes would be one node.
+_MIXED_CASE_ID = r"(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]"
 _PATH_ID = re.compile(
-    r"^(?:[A-Za-z]+(?:[-_](?=[A-Za-z0-9]*\d)[A-Za-z0-9]+)+"  # a prefix, then parts with digits
-    r"|(?=[A-Za-z0-9]*\d)(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{8,}"  # base62
+    # a prefix, then parts of digits (ORD-2024-000123) or of random characters (cus_Nffr...)
+    rf"^(?:[A-Za-z]+(?:[-_](?:\d+|{_MIXED_CASE_ID}+|(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{{8,}}))+"
     r"|(?=[A-Z0-9]*\d)[A-Z0-9]{8,})$"  # upper-case codes
 )
+_BASE62_ID = re.compile(rf"^{_MIXED_CASE_ID}{{8,}}$")
+_LEADING_WORD = re.compile(r"^[A-Z]?[a-z]*")
+_LOWER_RUN = re.compile(r"[a-z]+")
+_DIGIT_RUN = re.compile(r"\d+")
 _TOKEN = re.compile(r"[^/\s:=?&,;#]+")
 
 
@@ -68,7 +74,23 @@ def _is_id(token: re.Match[str]) -> bool:
     if _ID.match(token.group()):
         return True
     in_path = token.start() > 0 and token.string[token.start() - 1] == "/"
-    return in_path and _PATH_ID.match(token.group()) is not None
+    return in_path and _is_path_id(token.group())
+
+
+def _is_path_id(segment: str) -> bool:
+    if _PATH_ID.match(segment):
+        return True
+    return _BASE62_ID.match(segment) is not None and not _reads_as_words(segment)
+
+
+def _reads_as_words(segment: str) -> bool:
+    """Whether a mixed-case ``segment`` with digits is camel-case words (S3Bucket, p99Latency,
+    Ec2Instances): one number, and past the first word no lower-case run shorter than two
+    letters, which a random key of that length seldom has (8f3Kd9sLq2, NffrFeUfNV2Hib)."""
+    rest = _LEADING_WORD.sub("", segment, count=1)
+    if len(_DIGIT_RUN.findall(segment)) != 1:
+        return False
+    return all(len(run) >= 2 for run in _LOWER_RUN.findall(rest))
 
 
 def node_name(record: SpanRecord) -> str:
