@@ -147,9 +147,12 @@ class _LastEscaped(threading.local):
     of its own and raises what it raised again in the request's task, where the server logs it:
     the context variable set in the inner task is not seen there. One per thread, so another
     thread (retrying a kept exception) never takes the request's IDs, and the memory held stays
-    one request's."""
+    one request's. No context (None) where the one exception object escaped a second request
+    here before a record asked for the first's: which request it is raised again for cannot
+    be told."""
 
-    escaped: tuple[BaseException, Context] | None = None
+    escaped: tuple[BaseException, Context | None] | None = None
+    asked = False  # whether a record has asked for ``escaped`` (``_context_of``)
 
 
 _last_escaped = _LastEscaped()
@@ -158,18 +161,27 @@ _last_escaped = _LastEscaped()
 def _remember_context(error: BaseException) -> None:
     """Keep the current context for the server's record of ``error``, in this thread or task."""
     _escaped.set(None)  # the kept context must not hold the previous one (a chain of them)
-    _last_escaped.escaped = None
+    last, _last_escaped.escaped = _last_escaped.escaped, None
     escaped = (error, copy_context())
     _escaped.set(escaped)
-    _last_escaped.escaped = escaped
+    # Two requests awaiting one failed lookup raise its one exception together, before the
+    # server's record of the first: that record would name the second request. Naming none is
+    # better than naming the wrong one. (Raised again one request after another, each record
+    # has asked for its own before the next.)
+    together = last is not None and last[0] is error and not _last_escaped.asked
+    _last_escaped.escaped, _last_escaped.asked = (error, None) if together else escaped, False
 
 
 def _context_of(error: object) -> Context | None:
     """The context ``_remember_context`` kept for ``error`` in this task (where concurrent
     requests raising one exception object each find their own), else in this thread."""
-    for escaped in (_escaped.get(), _last_escaped.escaped):
-        if escaped is not None and escaped[0] is error:
-            return escaped[1]
+    escaped = _escaped.get()
+    if escaped is not None and escaped[0] is error:
+        return escaped[1]
+    kept = _last_escaped.escaped
+    if kept is not None and kept[0] is error:
+        _last_escaped.asked = True
+        return kept[1]
     return None
 
 

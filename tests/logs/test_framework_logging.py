@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -273,13 +274,14 @@ def test_uvicorns_line_carries_the_requests_id_below_a_function_middleware(
     assert "uvicorn-config ERROR [below-fail-1] Exception in ASGI application" in output, output
 
 
+@pytest.mark.parametrize("below", [[], ["below"]], ids=["alone", "below-a-function-middleware"])
 def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests_id(
-    tmp_path: Path,
+    tmp_path: Path, below: list[str]
 ) -> None:
     """Two requests raise the one exception object of a shared lookup that failed: the
     second request's line showed the first request's ID."""
     port, log = free_port(), tmp_path / "server.log"
-    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json"]
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json", *below]
     with running(command, environment(tmp_path), log) as server:
         get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
         for cid in ("shared-fail-1", "shared-fail-2"):
@@ -289,6 +291,28 @@ def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests
     output = log.read_text()
     for cid in ("shared-fail-1", "shared-fail-2"):
         assert f"uvicorn-config ERROR [{cid}] Exception in ASGI application" in output, output
+
+
+def test_uvicorns_lines_on_an_exception_two_requests_raised_at_once_below_a_function_middleware(
+    tmp_path: Path,
+) -> None:
+    """Below a function middleware, two requests raise at once the one exception object of a
+    shared lookup they both awaited: each line names its own request, or none, never the
+    other's (both named the one that raised last)."""
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json", "below"]
+    url = f"http://127.0.0.1:{port}/shared-failure-together"
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(pool.map(lambda cid: _get(url, cid), ("together-1", "together-2")))
+        assert [answer.status_code for answer in answers] == [500, 500]
+        awaited = "Exception in ASGI application"
+        wait_for(lambda: log.read_text().count(awaited) == 2, 20, f"two {awaited!r}")
+    line = r"uvicorn-config ERROR \[(\S+)\] Exception in ASGI application"
+    named = re.findall(line, log.read_text())
+    requests_named = [cid for cid in named if cid != "-"]
+    assert len(named) == 2 and len(set(requests_named)) == len(requests_named), named
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ imports the app; run as a script (``python asgi_logging.py PORT FILE``) the app 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from concurrent.futures import Future
@@ -47,7 +48,27 @@ async def shared_failure(request: Request) -> PlainTextResponse:
     return PlainTextResponse(_failed_lookup.result())
 
 
-routes = [Route("/order", order), Route("/fail", fail), Route("/shared-failure", shared_failure)]
+# A shared lookup two requests await at once, failing once both wait for it.
+_lookup_awaited: list[asyncio.Future[str]] = []
+
+
+async def shared_failure_together(request: Request) -> PlainTextResponse:
+    """Await the lookup the other request awaits too; the second to come fails it, and both
+    raise its one exception together."""
+    if not _lookup_awaited:
+        _lookup_awaited.append(asyncio.get_running_loop().create_future())
+        return PlainTextResponse(await _lookup_awaited[0])
+    lookup = _lookup_awaited.pop()
+    lookup.set_exception(RuntimeError("the shared lookup failed"))
+    return PlainTextResponse(await lookup)
+
+
+routes = [
+    Route("/order", order),
+    Route("/fail", fail),
+    Route("/shared-failure", shared_failure),
+    Route("/shared-failure-together", shared_failure_together),
+]
 app = TracekitMiddleware(Starlette(routes=routes))
 
 
