@@ -70,6 +70,7 @@ __all__ = [
     "format_traceparent",
     "format_tracestate",
     "inject_trace_context",
+    "linked_caller",
     "parse_traceparent",
     "parse_tracestate",
     "propagator_names",
@@ -106,6 +107,9 @@ _FORWARDED = create_key("tracekit-forwarded-fields")
 # The parent a caller left the sampling decision for to this hop (B3 without a sampling state,
 # X-Ray's ``Sampled=?``): its SpanContext, not sampled until ``decide_deferred`` says otherwise.
 _DEFERRED = create_key("tracekit-deferred-decision")
+# The parent made up for a caller's decision sent without ids (B3's ``b3: 0``): its SpanContext,
+# a span that exists nowhere, so no link to it (``linked_caller``).
+_MADE_UP = create_key("tracekit-made-up-parent")
 # Immutable, so every request can share them instead of building its own.
 _TRACE_FLAGS = (TraceFlags(0), TraceFlags(SAMPLED))
 _NO_TRACE_STATE = TraceState()
@@ -479,10 +483,22 @@ def _with_foreign_parent(remote: _trace_formats.Remote, kind: type, context: Con
         _REMOTE_FLAGS: (remote.trace_id, flags),
         _DEFERRED: span_context if remote.deferred else None,
     }
+    if remote.decision_only:
+        values[_MADE_UP] = span_context
     if remote.forwarded:  # kept for the trace, whichever header's parent wins after this one
         earlier = _forwarded(remote.trace_id, context)
         values[_FORWARDED] = (remote.trace_id, {**earlier, kind: remote.forwarded})
     return Context(values)
+
+
+def linked_caller(context: Context) -> SpanContext | None:
+    """The caller's span ``context`` names, for a public endpoint to link to; None where none
+    is named, or where the caller sent a decision alone (``b3: 0``): its ids were made up here,
+    and a link to them would point at a trace that exists nowhere."""
+    span_context = trace.get_current_span(context).get_span_context()
+    if not span_context.is_valid or context.get(_MADE_UP) is span_context:
+        return None
+    return span_context
 
 
 def decide_deferred(

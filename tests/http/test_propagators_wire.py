@@ -352,3 +352,26 @@ def test_a_b3_denial_without_ids_is_not_recorded_here_nor_downstream(
     assert recorded == [f"{CALLER_TRACE:032x}"]
     assert [sent["b3"][-2:] for sent in received] == ["-0", "-0", "-1"]
     assert [sent["traceparent"][-3:] for sent in received] == ["-00", "-00", "-01"]
+
+
+def test_a_public_endpoint_links_no_made_up_caller_for_a_b3_denial(
+    service: Service, downstream: tuple[str, list[dict[str, str]]]
+) -> None:
+    """A public endpoint starts its own trace and links to the caller's span. ``b3: 0`` names
+    no span (its ids are made up here, see above): the stored span linked to a trace that
+    exists nowhere. The caller's traceparent is still linked."""
+    downstream_url, _ = downstream
+    port = _start_mesh(service, "tracecontext,b3", downstream_url, TRACEKIT_PUBLIC_ENDPOINT="true")
+    traceparent = f"traceparent: 00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-01".encode()
+
+    for cid, headers in (("denial", [b"b3: 0"]), ("caller", [traceparent])):
+        sent = [*headers, f"X-Correlation-ID: {cid}".encode()]
+        assert send(f"http://127.0.0.1:{port}/call", sent).status == 200
+    service.terminate()
+
+    linked = {
+        s.attributes.get("correlation.id"): [f"{link.trace_id}" for link in s.links]
+        for s in service.spans()
+        if s.name == "GET /call"
+    }
+    assert linked == {"denial": [], "caller": [f"{CALLER_TRACE:032x}"]}

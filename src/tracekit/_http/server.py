@@ -316,8 +316,8 @@ class ServerRequests:
         name = "HTTP" if method == semconv.OTHER_METHOD else method
         links = None
         if self._public_endpoint:
-            remote = trace.get_current_span(parent).get_span_context()
-            links = [Link(remote)] if remote.is_valid else None
+            remote = propagation.linked_caller(parent)
+            links = [Link(remote)] if remote is not None else None
             parent = _without_caller(otel_context.get_current())
         else:
             # A decision the caller left to this hop is this provider's sampler's, for this span
