@@ -34,10 +34,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.receiver._admission import BODY_COST, RECORD_COST
 from tracekit.store import Store
 
 TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
+PROTOBUF_TYPE = "application/x-protobuf"
+PROTOBUF = {"Content-Type": PROTOBUF_TYPE}
 QUEUE = 2_000  # records: each flooding call fills it alone (as a slow disk makes a queue full)
 CHECKOUT_IDS = (n.to_bytes(16, "big") for n in itertools.count(1))
 
@@ -189,3 +191,29 @@ def test_many_connections_from_one_address_keep_no_exporter_of_another_waiting(
         flood.close()
         receiver.stop()
     assert statuses == [200] * 10
+
+
+def test_grpc_calls_waiting_for_room_leave_memory_for_http_exporters(store_path: Path) -> None:
+    """12 gRPC calls at once, each as large as the queue, with a memory budget of 10 such calls:
+    the calls waiting for room held nearly all of it, and about half of 40 OTLP/HTTP requests
+    were told 503 (memory limit) at once. Calls waiting long for room now hold at most half the
+    budget (the others are told UNAVAILABLE at once, and retry), so HTTP requests find room."""
+    call_cost = len(_request("flood", QUEUE)) * BODY_COST[PROTOBUF_TYPE] + QUEUE * RECORD_COST
+    config = ReceiverConfig(
+        port=0, grpc_port=0, queue_capacity=QUEUE, max_memory_bytes=10 * call_cost
+    )
+    receiver = Receiver(Store(store_path), config).start()
+    flood = Flood(_target(receiver), callers=12)
+    replies = []
+    try:
+        time.sleep(2)  # its calls are waiting for room
+        for _ in range(20):
+            connection = http.client.HTTPConnection(*receiver.address, timeout=30)
+            connection.request("POST", "/v1/traces", _request("checkout", 100), PROTOBUF)
+            response = connection.getresponse()
+            replies.append((response.status, response.read()[:60]))
+            connection.close()
+    finally:
+        flood.close()
+        receiver.stop()
+    assert replies == [(200, b"")] * 20

@@ -15,6 +15,11 @@ connection is too young, one of another client address holding over half the cap
 so that connections renewed faster than that from one address cannot keep the others out.
 Every request must arrive whole within a deadline that trickling bytes cannot extend
 (``ClientStream``).
+
+Requests that may wait long for room in a full write queue (gRPC calls: up to half their
+deadline, 30 s at most) hold at most half the budget while they wait; past that such a request
+is let in only if there is room at once, else told to retry. Without that share a few large
+calls waiting could hold the whole budget, and every other request be refused until they left.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class MemoryBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+        self.waiting = 0  # bytes held by requests waiting long for room (at most half)
         self._lock = threading.Lock()
 
     def fits(self, size: int, held: int = 0) -> bool:
@@ -80,6 +86,22 @@ class MemoryBudget:
             self.used -= size
 
     @contextmanager
+    def waiting_room(self, size: int) -> Iterator[bool]:
+        """Whether a request holding ``size`` bytes may wait long for room in the write queue
+        (counted as waiting until the block ends): while waiting requests hold half the budget
+        or less with it. One larger than half may wait alone: slow, not refused for ever."""
+        with self._lock:
+            allowed = self.waiting + size <= self.limit // 2 or not self.waiting
+            if allowed:
+                self.waiting += size
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._lock:
+                    self.waiting -= size
+
+    @contextmanager
     def reservation(self) -> Iterator[Reservation]:
         """A reservation that grows as a request's body arrives and is returned at the end."""
         held = Reservation(self)
@@ -90,10 +112,12 @@ class MemoryBudget:
 
 
 class Reservation:
-    """The bytes one request holds."""
+    """The bytes one request holds. ``waits_long``: the request may wait long for room in the
+    write queue, within the budget's share for waiting (``MemoryBudget.waiting_room``)."""
 
-    def __init__(self, budget: MemoryBudget) -> None:
+    def __init__(self, budget: MemoryBudget, waits_long: bool = False) -> None:
         self._budget = budget
+        self.waits_long = waits_long
         self.held = 0
         self.body_cost = 0
 
@@ -125,6 +149,16 @@ class Reservation:
                 413, f"{count} records in one request; this collector takes at most {most}"
             )
         self.grow(self.body_cost + count * RECORD_COST)
+
+    @contextmanager
+    def waiting(self, seconds: float) -> Iterator[float]:
+        """Seconds this request may wait for room in the write queue: ``seconds``, or none when
+        it waits long and the requests waiting long already hold half the budget."""
+        if not self.waits_long or seconds <= 0:
+            yield seconds
+            return
+        with self._budget.waiting_room(self.held) as allowed:
+            yield seconds if allowed else 0.0
 
     @property
     def most_elements(self) -> int:

@@ -305,7 +305,7 @@ class GrpcReceiver:
         return most if remaining is None else max(0.0, min(most, remaining / 2))
 
     async def _stored(self, signal: str, request: bytes, wait_for_room: float, peer: str) -> bytes:
-        reservation = Reservation(self.budget)
+        reservation = Reservation(self.budget, waits_long=True)  # within the waiting share
         try:
             reservation.cover(len(request), PROTOBUF, signal)  # 503 now, not after a wait
             work = self._loop.run_in_executor(

@@ -70,7 +70,7 @@ class IngestService:
             if signal == "metrics":
                 self._note_metrics()
             else:
-                self._store(decoded, wait_for_room, client)
+                self._store(decoded, reservation, wait_for_room, client)
             encode = _protobuf.response if content_type == PROTOBUF else _json.response
             return encode(signal, decoded)
         finally:
@@ -138,11 +138,14 @@ class IngestService:
                 " logs; send metrics to Prometheus). This is logged once."
             )
 
-    def _store(self, decoded: Decoded, wait_for_room: float, client: str) -> None:
+    def _store(
+        self, decoded: Decoded, reservation: Reservation, wait_for_room: float, client: str
+    ) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
         try:
-            ticket = self.queue.submit(decoded.rows, decoded.logs, wait_for_room, client)
+            with reservation.waiting(wait_for_room) as wait:
+                ticket = self.queue.submit(decoded.rows, decoded.logs, wait, client)
         except QueueFull:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
         self._wait_for_commit(ticket)
