@@ -81,7 +81,9 @@ def load(body: bytes) -> dict[str, Any]:
             # an integer too long to convert, which failed the whole request: parsed again,
             # integers one by one (slower, so only then)
             document = json.loads(body, parse_int=_integer)
-    except (ValueError, RecursionError) as error:
+    except RecursionError as error:  # past Python's recursion limit (about 1,000 levels)
+        raise MalformedRequest("body is nested too deep (JSON objects and arrays)") from error
+    except ValueError as error:
         raise MalformedRequest("body is not valid JSON (UTF-8)") from error
     if not isinstance(document, dict):
         raise MalformedRequest("body must be a JSON object")

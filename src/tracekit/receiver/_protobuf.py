@@ -47,6 +47,14 @@ from tracekit.semconv import DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS
 from tracekit.store._limits import time_bounds
 
 BAD_RESOURCE = "resource is not a valid OTLP Resource (a string that is not UTF-8?)"
+BAD_LOG_RECORD = "log record is not a valid OTLP LogRecord (a string that is not UTF-8?)"
+# protobuf's parsers (upb, and the pure-Python one) stop at 100 messages within each other
+NESTED_TOO_DEEP = "nested too deep (over 100 messages within each other)"
+
+
+class NestedTooDeep(MalformedRequest):
+    """A message nests deeper than protobuf parses (values of arrays or lists within each
+    other): told as such, not as the string that is not UTF-8 a parse error most often is."""
 
 
 def parse(message: Any, body: bytes) -> Any:
@@ -54,8 +62,22 @@ def parse(message: Any, body: bytes) -> Any:
     try:
         message.ParseFromString(body)
     except (DecodeError, RecursionError, ValueError) as error:
+        if _too_deep(error):
+            raise NestedTooDeep(f"body is {NESTED_TOO_DEEP}") from error
         raise MalformedRequest("body is not a valid OTLP protobuf message") from error
     return message
+
+
+def _too_deep(error: Exception) -> bool:
+    # upb says "Exceeded upb_DecodeOptions_MaxDepth", the pure-Python parser "too many levels
+    # of nesting"; neither has an exception of its own
+    text = str(error)
+    return isinstance(error, RecursionError) or "MaxDepth" in text or "nesting" in text
+
+
+def refusal(error: MalformedRequest, what: str, otherwise: str) -> str:
+    """Why ``what`` (``"span"``) did not parse: nested too deep, else ``otherwise``."""
+    return f"{what} is {NESTED_TOO_DEEP}" if isinstance(error, NestedTooDeep) else otherwise
 
 
 def any_value(value: Any, depth: int = 0) -> AttributeValue:
@@ -214,15 +236,15 @@ def _logs_one_by_one(request: Any, admit: Admit) -> Decoded:
         records = [raw for scope_logs in resource_logs.scope_logs for raw in scope_logs.log_records]
         try:
             resource = attributes(parse(Resource(), resource_logs.resource).attributes)
-        except MalformedRequest:
-            out.refuse(BAD_RESOURCE, len(records))
+        except MalformedRequest as error:
+            out.refuse(refusal(error, "resource", BAD_RESOURCE), len(records))
             continue
         service, _ = service_of(resource)
         for raw in records:
             try:
                 record = parse(LogRecord(), raw)
-            except MalformedRequest:
-                out.refuse("log record is not a valid OTLP LogRecord (a string that is not UTF-8?)")
+            except MalformedRequest as error:
+                out.refuse(refusal(error, "log record", BAD_LOG_RECORD))
                 continue
             with out.refusing_alone():
                 out.add_log(_log(record, service, resource, bounds))

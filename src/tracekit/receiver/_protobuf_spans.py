@@ -36,6 +36,7 @@ from tracekit.receiver._protobuf import (
     any_value,
     attributes,
     parse,
+    refusal,
     span_count,
     span_record,
 )
@@ -49,6 +50,8 @@ from tracekit.store._limits import (
     time_bounds,
 )
 from tracekit.store._rows import RowEncoder, indexed_correlation
+
+BAD_SPAN = "span is not a valid OTLP Span (a string that is not UTF-8?)"
 
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
 _KIND_CODES = (0, 0, 1, 2, 3, 4)
@@ -108,8 +111,9 @@ class SpanRowDecoder:
         for resource_spans in request.resource_spans:
             try:
                 resource = self._resource(resource_spans.resource)
-            except MalformedRequest:  # a string not UTF-8: its spans are rejected, others stored
-                out.refuse(BAD_RESOURCE, sum(len(ss.spans) for ss in resource_spans.scope_spans))
+            except MalformedRequest as error:  # a string not UTF-8: its spans are rejected
+                count = sum(len(ss.spans) for ss in resource_spans.scope_spans)
+                out.refuse(refusal(error, "resource", BAD_RESOURCE), count)
                 continue
             for scope_spans in resource_spans.scope_spans:
                 scope_ref, scope = self._scope(scope_spans.scope)
@@ -208,8 +212,8 @@ class SpanRowDecoder:
         cut = _cut(span)
         try:
             full = parse(Span(), span.SerializeToString())
-        except MalformedRequest:
-            out.reject("span is not a valid OTLP Span (a string that is not UTF-8?)")
+        except MalformedRequest as error:
+            out.reject(refusal(error, "span", BAD_SPAN))
             return
         try:  # an id of the wrong length, a value nested too deep: this span alone is refused
             record = span_record(
