@@ -6,8 +6,9 @@ not throughput. When the queue is full a request waits in line for room, as long
 allows (see ``IngestService.export``), then the handler answers 503 with Retry-After.
 
 Room is given in turn, not to whoever asks at the moment it frees: first to the client address
-with the fewest records queued or being written, then to its connection with the fewest, first
-come first served among equals. A client sending call after call (gRPC calls wait for room up to
+with the fewest records queued or being written, then to its connection with the fewest; among
+equals, to a request that fits before one waiting for the queue to drain further, then first come
+first served. A client sending call after call (gRPC calls wait for room up to
 half their deadline), or many connections from one address, would otherwise take each place the
 writer frees, and an exporter of another connection find few or none.
 """
@@ -166,14 +167,17 @@ class IngestQueue:
     def _choose_turn(self) -> None:
         """Whose turn it is (after any change to the line or to what is queued): the first in
         line of the client addresses with the fewest records unwritten, of their connections
-        with the fewest. It looks again whether it may enter."""
-        self._turn = min(self._line, key=self._queued_from, default=None)
+        with the fewest, and of those one that fits: a request as large as the queue, first in
+        line, kept an exporter's 100 records waiting until the queue was empty (a 503 after its
+        second, 160,000 places free). It looks again whether it may enter."""
+        self._turn = min(self._line, key=self._place_in_line, default=None)
         if self._turn is not None:
             self._line[self._turn].notify()
 
-    def _queued_from(self, ticket: Ticket) -> tuple[int, int]:
+    def _place_in_line(self, ticket: Ticket) -> tuple[int, int, bool]:
         connection, address = _connection_and_address(ticket.client)
-        return self._unwritten_by[address], self._unwritten_by[connection]
+        unwritten = self._unwritten_by
+        return unwritten[address], unwritten[connection], not self._fits(ticket)
 
     def _written(self, tickets: list[Ticket]) -> None:
         """``tickets`` are committed, or failed: their clients' turns come sooner."""
