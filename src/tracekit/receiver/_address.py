@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+from urllib.parse import quote
 
 __all__ = ["family", "host_port", "peer"]
 
@@ -19,6 +21,21 @@ def host_port(host: str, port: int) -> str:
 
 
 def peer(host: str, port: int) -> str:
-    """A client connection as grpc names its peer: ``ipv4:10.0.0.7:51234``, ``ipv6:[::1]:51234``
-    (its client address is what comes before the last colon)."""
-    return ("ipv6:" if ":" in host else "ipv4:") + host_port(host, port)
+    """A client connection as grpc names its peer: ``ipv4:10.0.0.7:51234``,
+    ``ipv6:%5B::1%5D:51234`` (its client address is what comes before the last colon). Written as
+    grpc writes it, so that one client's HTTP and gRPC connections share an address: ``[::1]``
+    was not grpc's ``%5B::1%5D``, and an IPv4 client of an IPv6 socket (``::ffff:10.0.0.7``,
+    which grpc names ``ipv4:10.0.0.7``) was not its IPv4 address."""
+    host = _unmapped(host)
+    if ":" not in host:
+        return f"ipv4:{host}:{port}"
+    return "ipv6:{}:{}".format(quote(f"[{host}]", safe=":"), port)
+
+
+def _unmapped(host: str) -> str:
+    """``10.0.0.7`` for ``::ffff:10.0.0.7``; any other host as it is."""
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:  # an IPv4 address
+        return host
+    return host if mapped is None else str(mapped)
