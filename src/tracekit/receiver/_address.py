@@ -6,7 +6,7 @@ import ipaddress
 import socket
 from urllib.parse import quote
 
-__all__ = ["family", "host_port", "peer"]
+__all__ = ["client_address", "family", "host_port", "peer"]
 
 
 def family(host: str) -> socket.AddressFamily:
@@ -39,3 +39,9 @@ def _unmapped(host: str) -> str:
     except ValueError:  # an IPv4 address
         return host
     return host if mapped is None else str(mapped)
+
+
+def client_address(peer: str) -> str:
+    """A connection's client address, without its port: ``ipv4:10.0.0.7`` of the peer
+    ``ipv4:10.0.0.7:51234`` (``ipv6:%5B::1%5D:51234``: ``ipv6:%5B::1%5D``)."""
+    return peer.rpartition(":")[0] or peer

@@ -42,7 +42,7 @@ from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 from grpc import aio
 
-from tracekit.receiver._address import family, host_port
+from tracekit.receiver._address import client_address, family, host_port
 from tracekit.receiver._admission import MIN_AGE, MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
@@ -203,8 +203,10 @@ class GrpcReceiver:
         """The call to be given the next place: the first in line of the client addresses
         with the fewest calls receiving, so that many connections from one address cannot make
         the others wait behind them; first come, first served among calls of one address."""
-        receiving = Counter(_address(peer) for _, peer in self._receiving.values())
-        return min(self._waiting, key=lambda t: receiving[_address(self._waiting[t])], default=None)
+        receiving = Counter(client_address(peer) for _, peer in self._receiving.values())
+        return min(
+            self._waiting, key=lambda t: receiving[client_address(self._waiting[t])], default=None
+        )
 
     def _shorten_line(self, newcomer: str) -> bool:
         """Make room in a full line: the last call of the connection with the most calls in it,
@@ -214,10 +216,10 @@ class GrpcReceiver:
         crowded = _crowding(peers)
         if crowded is not None:
             return self._drop_last(lambda p: p == crowded)
-        address = _crowding(_address(p) for p in peers)
-        if address is None or address == _address(newcomer):
+        address = _crowding(client_address(p) for p in peers)
+        if address is None or address == client_address(newcomer):
             return False
-        return self._drop_last(lambda p: _address(p) == address)
+        return self._drop_last(lambda p: client_address(p) == address)
 
     def _drop_last(self, chosen: Callable[[str], bool]) -> bool:
         last = next(t for t, p in reversed(self._waiting.items()) if chosen(p))
@@ -264,7 +266,7 @@ class GrpcReceiver:
             return next(c for c, (_, peer) in self._receiving.items() if peer == crowded)
         hogging = self._hogging(newcomer)
         if hogging is not None:
-            return next(c for c, (_, p) in self._receiving.items() if _address(p) == hogging)
+            return next(c for c, (_, p) in self._receiving.items() if client_address(p) == hogging)
         oldest = next(iter(self._receiving), None)
         if oldest is None or time.monotonic() - self._receiving[oldest][0] < MIN_AGE:
             return None
@@ -272,9 +274,9 @@ class GrpcReceiver:
 
     def _hogging(self, newcomer: str) -> str | None:
         """Another client address than ``newcomer``'s holding several places and over half."""
-        held = Counter(_address(peer) for _, peer in self._receiving.values())
+        held = Counter(client_address(peer) for _, peer in self._receiving.values())
         for address, count in held.most_common(1):
-            if count > 1 and 2 * count > self.max_receiving and address != _address(newcomer):
+            if count > 1 and 2 * count > self.max_receiving and address != client_address(newcomer):
                 return address
         return None
 
@@ -335,12 +337,6 @@ def _crowding(peers: Iterable[str]) -> str | None:
         if count > 1:
             return peer
     return None
-
-
-def _address(peer: str) -> str:
-    """A connection's client address, without its port: ``ipv4:10.0.0.7`` of grpc's peer
-    ``ipv4:10.0.0.7:51234`` (``ipv6:[::1]:51234``: ``ipv6:[::1]``)."""
-    return peer.rpartition(":")[0] or peer
 
 
 def _too_many_calls() -> RequestError:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
+from tracekit.receiver._address import client_address
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
 from tracekit.store._connection import one_line
@@ -352,7 +353,7 @@ class IngestQueue:
 
 def _connection_and_address(client: str) -> tuple[str, str]:
     """``ipv4:10.0.0.7:51234`` and ``ipv4:10.0.0.7``."""
-    return client, client.rpartition(":")[0]
+    return client, client_address(client)
 
 
 def _counted(ticket: Ticket) -> dict[str, int]:
