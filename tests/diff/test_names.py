@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -85,22 +86,10 @@ def test_calls_to_one_route_with_other_ids_are_one_node(deployment: Deployment) 
 def test_calls_to_another_api_with_its_own_ids_are_one_node(deployment: Deployment) -> None:
     """Two charges of two Stripe customers (ids like cus_NffrFeUfNV2Hib): one call, no
     difference (they were a node removed and one added, exit 1)."""
-    ids = []
-    for customer in ("cus_NffrFeUfNV2Hib", "cus_Pq81LmZx0aYtRw"):
-        req = deployment.request()
-        entry = req.entry("billing", "/charge", 0, 100)
-        url = f"https://api.stripe.com/v1/customers/{customer}/sources"
-        req.span("billing", "POST", "CLIENT", 10, 90, trace.set_span_in_context(entry),
-                 attrs={"http.request.method": "POST", "url.full": url})  # fmt: skip
-        ids.append(req.correlation_id)
-    deployment.flush()
-
-    result = CliRunner().invoke(
-        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
-    )
-
-    doc = json.loads(result.stdout)
-    assert (result.exit_code, doc["changes"]) == (0, [])
+    urls = [f"https://api.stripe.com/v1/customers/{customer}/sources"
+            for customer in ("cus_NffrFeUfNV2Hib", "cus_Pq81LmZx0aYtRw")]  # fmt: skip
+    exit_code, doc = _diff_of_one_call_each(deployment, "billing", "/charge", "POST", urls)
+    assert (exit_code, doc["changes"]) == (0, [])
     assert [n["label"] for n in doc["nodes"]] == [
         "billing: POST /charge",
         "billing: POST /v1/customers/{id}/sources",
@@ -112,22 +101,9 @@ def test_calls_to_two_routes_with_a_digit_in_their_words_are_two_nodes(
 ) -> None:
     """A version calling /users/list-v3 where the other called /users/list-v2: a removed call
     and an added one (both were /users/{id}: one node, no difference, exit 0)."""
-    ids = []
-    for route in ("list-v2", "list-v3"):
-        req = deployment.request()
-        entry = req.entry("shop", "/checkout", 0, 100)
-        url = f"http://accounts/users/{route}"
-        req.span("shop", "GET", "CLIENT", 10, 90, trace.set_span_in_context(entry),
-                 attrs={"http.request.method": "GET", "url.full": url})  # fmt: skip
-        ids.append(req.correlation_id)
-    deployment.flush()
-
-    result = CliRunner().invoke(
-        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
-    )
-
-    doc = json.loads(result.stdout)
-    assert result.exit_code == 1
+    urls = [f"http://accounts/users/{route}" for route in ("list-v2", "list-v3")]
+    exit_code, doc = _diff_of_one_call_each(deployment, "shop", "/checkout", "GET", urls)
+    assert exit_code == 1
     assert sorted(c["message"] for c in doc["changes"]) == [
         "added shop: GET /users/list-v3",
         "removed shop: GET /users/list-v2",
@@ -163,3 +139,22 @@ def test_older_conventions_tell_calls_apart(deployment: Deployment) -> None:
         "removed shop -> orders: GET /orders/{id}",
         "removed shop: GET /stock/{id}",
     ]
+
+
+def _diff_of_one_call_each(
+    deployment: Deployment, service: str, route: str, method: str, urls: list[str]
+) -> tuple[int, dict[str, Any]]:
+    """``tracekit diff --format json`` of requests to ``service``'s ``route``, each making one
+    ``method`` call to its URL of ``urls``: the exit code and the document."""
+    ids = []
+    for url in urls:
+        req = deployment.request()
+        entry = req.entry(service, route, 0, 100)
+        req.span(service, method, "CLIENT", 10, 90, trace.set_span_in_context(entry),
+                 attrs={"http.request.method": method, "url.full": url})  # fmt: skip
+        ids.append(req.correlation_id)
+    deployment.flush()
+    result = CliRunner().invoke(
+        cli, ["diff", *ids, "--store", str(deployment.store.path), "--format", "json"]
+    )
+    return result.exit_code, json.loads(result.stdout)

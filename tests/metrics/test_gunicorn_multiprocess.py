@@ -270,19 +270,31 @@ def _recorded_after_recycling(
     return {dict(labels)[label] for labels in counts}, sum(counts.values())
 
 
+CLIENT_DESTINATIONS = MAX_CLIENT_DESTINATIONS + 50  # each worker's calls, a new one each
+
+
+def _client_ports_after_recycling(
+    tmp_path: Path, *gunicorn_args: str, extra_env: dict[str, str] | None = None
+) -> tuple[set[str], float]:
+    """``_recorded_after_recycling`` of calls to ``CLIENT_DESTINATIONS`` ports: the
+    ``server_port`` values of the client histogram and its count of calls."""
+    ports = range(40_000, 40_000 + CLIENT_DESTINATIONS)
+    return _recorded_after_recycling(
+        tmp_path, [f"/call?{port}" for port in ports],
+        "http_client_request_duration_seconds_count", "server_port",
+        *gunicorn_args, extra_env=extra_env,
+    )  # fmt: skip
+
+
 def test_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
     tmp_path: Path,
 ) -> None:
     """Each worker capped the destinations of its own calls: one recycled every 30 requests
     (``--max-requests``) admitted 100 new ones each time, and every exited worker's series
     stay in the directory. The cap is now the server's, however often workers restart."""
-    destinations = MAX_CLIENT_DESTINATIONS + 50
-    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
-    ports, total = _recorded_after_recycling(
-        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port"
-    )
+    ports, total = _client_ports_after_recycling(tmp_path)
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
-    assert total == destinations
+    assert total == CLIENT_DESTINATIONS
 
 
 def test_preloaded_workers_recycled_by_max_requests_keep_the_client_destinations_capped(
@@ -291,14 +303,11 @@ def test_preloaded_workers_recycled_by_max_requests_keep_the_client_destinations
     """``--preload`` with an app that calls out as it starts (its settings): the master made
     the client metrics, and every worker forked from it counted only the master's destinations
     against the cap, never those its recycled predecessors recorded."""
-    destinations = MAX_CLIENT_DESTINATIONS + 50
-    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
-    ports, total = _recorded_after_recycling(
-        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port",
-        "--preload", extra_env={"GUNISVC_CALL_AT_START": "39999"},
-    )  # fmt: skip
+    ports, total = _client_ports_after_recycling(
+        tmp_path, "--preload", extra_env={"GUNISVC_CALL_AT_START": "39999"}
+    )
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
-    assert total == destinations + 1  # and the master's call
+    assert total == CLIENT_DESTINATIONS + 1  # and the master's call
 
 
 def test_recycled_workers_count_the_destinations_beside_files_of_other_kinds(
@@ -313,13 +322,9 @@ def test_recycled_workers_count_the_destinations_beside_files_of_other_kinds(
     (multiproc / "counter_4194305.db").touch()
     with sqlite3.connect(multiproc / "other-program.db") as other:
         other.execute("CREATE TABLE notes (body TEXT)")
-    destinations = MAX_CLIENT_DESTINATIONS + 50
-    paths = [f"/call?{port}" for port in range(40_000, 40_000 + destinations)]  # a new one each
-    ports, total = _recorded_after_recycling(
-        tmp_path, paths, "http_client_request_duration_seconds_count", "server_port"
-    )
+    ports, total = _client_ports_after_recycling(tmp_path)
     assert len(ports) == MAX_CLIENT_DESTINATIONS + 1, sorted(ports)  # and "_other"
-    assert total == destinations
+    assert total == CLIENT_DESTINATIONS
 
 
 MAX_MESSAGING_DESTINATIONS = 200  # per service (docs/metrics.md)
