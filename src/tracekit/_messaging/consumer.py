@@ -205,12 +205,17 @@ class Delivery:
         parent = _NO_CONTEXT if self._batch else received[0].context
         attributes, tracer, links = self._attributes(target), target.tracer, None
         self._named_by = named_by = target.named_by
+        name = f"{target.operation_name} {named_by}"
         if self._batch:
             links, dropped = _first_links(received, now_ns, _link_limit(tracer))
             if dropped:
                 attributes[semconv.LINKS_DROPPED] = dropped
+        else:  # a decision the producer left to this hop: its sampler's, for this span
+            parent = propagation.decide_deferred(
+                parent, target.tracer_provider, name, SpanKind.CONSUMER, attributes
+            )
         self.span = span = tracer.start_span(
-            f"{target.operation_name} {named_by}",
+            name,
             parent,
             SpanKind.CONSUMER,
             attributes,
@@ -440,8 +445,8 @@ class Target:
     """Where messages are consumed, and the options, tracer and metrics that apply there."""
 
     __slots__ = (
-        "_registry", "_tracer_provider", "attributes", "destination", "operation_name", "options",
-        "system",
+        "_registry", "attributes", "destination", "operation_name", "options", "system",
+        "tracer_provider",
     )  # fmt: skip
 
     def __init__(
@@ -458,14 +463,14 @@ class Target:
         self.operation_name = operation_name
         self.attributes = attributes
         self.options = _state.current_options()
-        self._tracer_provider = tracer_provider
+        self.tracer_provider = tracer_provider  # (None: the global one)
         self._registry = registry
 
     @property
     def tracer(self) -> trace.Tracer:
         """tracekit's messaging tracer of the provider given (correlation-only mode needs none:
         the global provider is then not even looked up, an environment read each time)."""
-        return tracer_for(self._tracer_provider)
+        return tracer_for(self.tracer_provider)
 
     @classmethod
     def make(
@@ -529,7 +534,8 @@ class Received:
             cid = _correlation_from(fields, reading, prop)
             return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
         propagator = reading.propagator
-        context = propagator.extract_header_lists(fields, with_baggage=False)
+        # (a decision the producer left to this hop is taken as the span starts: _start_span)
+        context = propagator.extract_header_lists(fields, with_baggage=False, deciding=False)
         _warn_unusable_traceparent(fields, context, reading.w3c_only)
         if propagator.carries_baggage:
             context = _with_baggage(fields, context)
