@@ -7,49 +7,19 @@ name and attributes, so a sampler's rules apply to it as to any new trace.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 from conditions import wait_for
-from opentelemetry.context import Context
+from deferred_sampling import DEFERRED, PARENT, TRACE, DropsWhere
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
-from opentelemetry.util.types import Attributes
+from opentelemetry.sdk.trace.sampling import ParentBased
 
 from tracekit import asgi, propagation, wsgi
-
-TRACE, PARENT = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-DEFERRED = {
-    "b3": {"b3": f"{TRACE}-{PARENT}"},
-    "b3multi": {"X-B3-TraceId": TRACE, "X-B3-SpanId": PARENT},
-    "xray": {"X-Amzn-Trace-Id": f"Root=1-{TRACE[:8]}-{TRACE[8:]};Parent={PARENT};Sampled=?"},
-}
-
-
-class NoHealthChecks(Sampler):
-    """Records every new trace but a health check's, told by the span's ``url.path``."""
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: TraceState | None = None,
-    ) -> SamplingResult:
-        if (attributes or {}).get("url.path") == "/health":
-            return SamplingResult(Decision.DROP)
-        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
-
-    def get_description(self) -> str:
-        return "NoHealthChecks"
 
 
 def traceparent_sent_on() -> bytes:
@@ -83,7 +53,7 @@ def test_a_decision_left_to_this_hop_follows_the_middlewares_sampler_rules(
     before the request was known, with no span name and no attributes."""
     monkeypatch.setenv("OTEL_PROPAGATORS", "b3,xray")
     recorded = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(NoHealthChecks()))
+    provider = TracerProvider(sampler=ParentBased(DropsWhere("url.path", "/health")))
     provider.add_span_processor(SimpleSpanProcessor(recorded))
     if server == "uvicorn":
         base = serve_asgi(asgi.TracekitMiddleware(asgi_app, tracer_provider=provider))
