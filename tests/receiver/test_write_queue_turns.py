@@ -14,7 +14,6 @@ Python SDK's, the gRPC client calls as OpenTelemetry JS's exporter does.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import itertools
 import os
@@ -138,59 +137,6 @@ def test_a_grpc_client_retrying_nothing_gets_its_turn_in_a_queue_a_grpc_flood_ke
     with Store(store_path) as store:
         stored = store.spans_by_trace_ids(f"{n:032x}" for n in range(1, 501))
         assert len(stored) == 500
-
-
-class HttpFlood:
-    """``connections`` keep-alive connections from ``source`` (another loopback address), each
-    posting batches as large as the queue, one after another, as fast as they are answered."""
-
-    def __init__(self, receiver: Receiver, source: str, connections: int) -> None:
-        self.address = receiver.address
-        self.source = source
-        self.body = _request("flood", QUEUE)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._post) for _ in range(connections)]
-        for thread in self.threads:
-            thread.start()
-
-    def _post(self) -> None:
-        while not self.stop.is_set():
-            connection = http.client.HTTPConnection(
-                *self.address, timeout=30, source_address=(self.source, 0)
-            )
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                while not self.stop.is_set():
-                    connection.request("POST", "/v1/traces", self.body, PROTOBUF)
-                    connection.getresponse().read()
-            connection.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-
-def test_many_connections_from_one_address_keep_no_exporter_of_another_waiting(
-    store_path: Path,
-) -> None:
-    """64 connections from 127.0.0.2 posting as fast as they are answered: an exporter on
-    127.0.0.1 had half its requests told 503 after waiting a second in line (the writer's
-    batch had just been taken, so the flood's address counted as having nothing queued and its
-    earlier requests went first). A client's records now count until they are written."""
-    receiver = Receiver(Store(store_path), ReceiverConfig(port=0, queue_capacity=QUEUE)).start()
-    flood = HttpFlood(receiver, "127.0.0.2", connections=64)
-    statuses = []
-    try:
-        time.sleep(1)  # its requests are waiting for room
-        for _ in range(10):
-            connection = http.client.HTTPConnection(*receiver.address, timeout=30)
-            connection.request("POST", "/v1/traces", _request("checkout", 100), PROTOBUF)
-            statuses.append(connection.getresponse().status)
-            connection.close()
-    finally:
-        flood.close()
-        receiver.stop()
-    assert statuses == [200] * 10
 
 
 def test_grpc_calls_waiting_for_room_leave_memory_for_http_exporters(store_path: Path) -> None:
