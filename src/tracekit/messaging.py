@@ -426,7 +426,7 @@ def _write_headers(
     if known is None:
         reading.propagator.inject(headers, ctx)
     else:
-        reading.propagator.inject_known(headers, ctx, *known)
+        reading.propagator._inject_known(headers, ctx, *known)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     if not fresh:
         remember_left(headers, stamp, reading.left, callers_left)

@@ -324,9 +324,9 @@ class TracekitPropagator(TextMapPropagator):
         if context is None or CURRENT_SPAN_KEY in context:
             span_context = trace.get_current_span(context).get_span_context()
         cid = correlation.correlation_id_for(context)
-        self.inject_known(carrier, context, span_context, cid, setter)
+        self._inject_known(carrier, context, span_context, cid, setter)
 
-    def inject_known(
+    def _inject_known(
         self,
         carrier: CarrierT,
         context: Context | None,
@@ -335,7 +335,8 @@ class TracekitPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """``inject`` for a caller that holds the span of ``context`` and the correlation ID to
-        send with it (a publish that has just started both): neither is looked up again."""
+        send with it (a publish that has just started both): neither is looked up again. Kept
+        out of the propagator's public interface: tracekit's publish is its only caller."""
         if span_context is not None and span_context.is_valid:
             self._inject_trace(carrier, span_context, context, setter)
         sent_baggage = _baggage_to_send(context, cid) if self.carries_baggage else None
