@@ -12,7 +12,9 @@ import pytest
 from rawhttp import RawResponse, parse
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.records import SpanRecord
 from tracekit.store import Store
+from tracekit.store._rows import SpanRows
 
 
 @dataclass
@@ -77,3 +79,16 @@ def reader(store_path: Path, receiver: Receiver) -> Iterator[Store]:
     store = Store(store_path)
     yield store
     store.close()
+
+
+def queued_rows(store: Store, trace_id: str, count: int) -> SpanRows:
+    """``count`` server spans of one trace, encoded as the write queue takes them."""
+    return store.encoder.encode([_server_span(trace_id, n) for n in range(count)])
+
+
+def _server_span(trace_id: str, number: int) -> SpanRecord:
+    return SpanRecord(
+        trace_id=trace_id, span_id=f"{number + 1:016x}", parent_span_id=None, service="checkout",
+        name="GET /orders", kind="SERVER", start_unix_nano=1_000 + number,
+        end_unix_nano=2_000 + number,
+    )  # fmt: skip

@@ -12,36 +12,17 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tests.receiver.conftest import post
+from tests.receiver.conftest import post, queued_rows
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.receiver._ingest import IngestQueue, Ticket
-from tracekit.records import SpanRecord
 from tracekit.store import Retention, Store
 from tracekit.store._rows import SpanRows
 
 
-def _rows(store: Store, trace: str, count: int) -> SpanRows:
-    records = [_span(trace, i) for i in range(count)]
-    return store.encoder.encode(records)
-
-
-def _span(trace: str, i: int) -> SpanRecord:
-    return SpanRecord(
-        trace_id=trace,
-        span_id=f"{i + 1:016x}",
-        parent_span_id=None,
-        service="gateway",
-        name="GET /",
-        kind="SERVER",
-        start_unix_nano=1_000 + i,
-        end_unix_nano=2_000 + i,
-    )
-
-
 def _unwritable(store: Store) -> SpanRows:
     """Rows SQLite refuses: the last one lacks values for most columns."""
-    rows = _rows(store, "e" * 32, 2)
+    rows = queued_rows(store, "e" * 32, 2)
     rows.spans.append(rows.spans[0][:3])
     return rows
 
@@ -53,7 +34,7 @@ def test_a_failing_request_fails_alone_while_others_are_in_flight(tmp_path: Path
     queue = IngestQueue(store, batch_size=1)
     tickets: list[Ticket] = []
     for n, trace in enumerate("abcdef"):
-        rows = _unwritable(store) if n == 2 else _rows(store, trace * 32, 3)
+        rows = _unwritable(store) if n == 2 else queued_rows(store, trace * 32, 3)
         tickets.append(queue.submit(rows, []))
     queue.start()
     for ticket in tickets:
@@ -73,7 +54,7 @@ def test_requests_queued_before_start_are_written_in_one_pass_and_closing_writes
     store = Store(tmp_path / "s.db")
     store.create()
     queue = IngestQueue(store)
-    tickets = [queue.submit(_rows(store, f"{n + 1:032x}", 50), []) for n in range(40)]
+    tickets = [queue.submit(queued_rows(store, f"{n + 1:032x}", 50), []) for n in range(40)]
     queue.start()
     queue.close()  # graceful: everything queued is committed before the writer stops
     assert all(t.done.is_set() and t.error is None for t in tickets)

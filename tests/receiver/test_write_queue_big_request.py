@@ -18,24 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+from tests.receiver.conftest import queued_rows
+
 from tracekit.receiver._ingest import IngestQueue, QueueFull, Ticket
-from tracekit.records import SpanRecord
 from tracekit.store import Store
-from tracekit.store._rows import SpanRows
 
 CAPACITY = 1_000
-
-
-def _rows(store: Store, trace_id: str, count: int) -> SpanRows:
-    return store.encoder.encode([_span(trace_id, n) for n in range(count)])
-
-
-def _span(trace_id: str, number: int) -> SpanRecord:
-    return SpanRecord(
-        trace_id=trace_id, span_id=f"{number + 1:016x}", parent_span_id=None,
-        service="checkout", name="GET /orders", kind="SERVER", start_unix_nano=1_000,
-        end_unix_nano=2_000,
-    )  # fmt: skip
 
 
 def test_a_request_that_fits_is_not_kept_waiting_behind_one_as_large_as_the_queue(
@@ -44,18 +32,18 @@ def test_a_request_that_fits_is_not_kept_waiting_behind_one_as_large_as_the_queu
     store = Store(tmp_path / "s.db")
     store.create()
     queue = IngestQueue(store, capacity=CAPACITY)
-    queued = queue.submit(_rows(store, "a" * 32, CAPACITY // 2), [], client="ipv4:10.0.0.1:1")
+    queued = queue.submit(queued_rows(store, "a" * 32, CAPACITY // 2), [], client="ipv4:10.0.0.1:1")
     big: list[Ticket] = []
     in_line = threading.Thread(
         target=lambda: big.append(
-            queue.submit(_rows(store, "b" * 32, CAPACITY), [], 60, "ipv4:10.0.0.2:1")
+            queue.submit(queued_rows(store, "b" * 32, CAPACITY), [], 60, "ipv4:10.0.0.2:1")
         )
     )
     in_line.start()
     while not queue._line:  # the large request is in line, waiting for the queue to empty
         time.sleep(0.01)
     try:
-        small = queue.submit(_rows(store, "c" * 32, 100), [], 1.0, "ipv4:10.0.0.3:1")
+        small = queue.submit(queued_rows(store, "c" * 32, 100), [], 1.0, "ipv4:10.0.0.3:1")
     except QueueFull:
         small = None  # before: told 503, with half the queue free
     queue.start()

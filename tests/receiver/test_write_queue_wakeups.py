@@ -16,28 +16,15 @@ import re
 import threading
 from pathlib import Path
 
+from tests.receiver.conftest import queued_rows
+
 from tracekit.receiver._ingest import IngestQueue
-from tracekit.records import SpanRecord
 from tracekit.store import Store
-from tracekit.store._rows import SpanRows
 
 CLIENTS = 200
 REQUESTS = 5  # by each client
 SPANS = 100  # a request
 _SWITCHES = re.compile(r"^voluntary_ctxt_switches:\s+(\d+)", re.MULTILINE)
-
-
-def _rows(store: Store, client: int) -> SpanRows:
-    spans = [_span(f"{client + 1:032x}", n) for n in range(SPANS)]
-    return store.encoder.encode(spans)
-
-
-def _span(trace_id: str, number: int) -> SpanRecord:
-    return SpanRecord(
-        trace_id=trace_id, span_id=f"{number + 1:016x}", parent_span_id=None,
-        service="checkout", name="GET /orders", kind="SERVER", start_unix_nano=1_000,
-        end_unix_nano=2_000,
-    )  # fmt: skip
 
 
 def _sleeps_of_this_thread() -> int:
@@ -54,7 +41,7 @@ def test_clients_waiting_for_room_are_not_all_woken_at_every_change(tmp_path: Pa
     errors: list[BaseException | None] = []
 
     def client(number: int) -> None:
-        rows = _rows(store, number)
+        rows = queued_rows(store, f"{number + 1:032x}", SPANS)
         before = _sleeps_of_this_thread()
         for _ in range(REQUESTS):
             ticket = queue.submit(rows, [], wait=60, client=f"ipv4:127.0.0.1:{20_000 + number}")
