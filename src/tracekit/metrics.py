@@ -780,9 +780,13 @@ class _WorkerFiles(Collector):
         paths = [
             path  # (the directory's name escaped: "metrics[blue]" is no pattern)
             for path in glob.glob(os.path.join(glob.escape(directory), "*.db"))
-            if not _of_dead_process(path) and _readable(path)
+            if not _of_dead_process(path)
         ]
-        metrics: Iterable[Metric] = MultiProcessCollector.merge(paths)  # type: ignore[no-untyped-call]
+        merge = MultiProcessCollector.merge
+        try:
+            metrics: Iterable[Metric] = merge(paths)  # type: ignore[no-untyped-call]
+        except Exception:  # a file that cannot be read: found one by one, and left out
+            metrics = merge([path for path in paths if _readable(path)])  # type: ignore[no-untyped-call]
         return metrics
 
 
