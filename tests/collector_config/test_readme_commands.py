@@ -35,3 +35,31 @@ def test_the_configmap_regeneration_writes_an_edited_sidecar_config(tmp_path: Pa
     assert configmap["data"]["sidecar.yaml"] == edited
     shipped = yaml.safe_load((CONFIG_DIR / "k8s" / "configmap.yaml").read_text())
     assert configmap["metadata"]["labels"] == shipped["metadata"]["labels"]
+
+
+def _validate_commands() -> list[str]:
+    """Every command of the README's shell blocks that asks a collector to `validate`, with its
+    continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", README, re.S)
+    commands = [c for b in blocks for c in b.replace("\\\n", " ").splitlines()]
+    return [c for c in commands if " validate " in f" {c} " and not c.lstrip().startswith("#")]
+
+
+def _runs_otelcol_contrib(command: str) -> bool:
+    """The otelcol-contrib binary, or its image, and not the AWS Distro's."""
+    contrib = "otelcol-contrib" in command or "opentelemetry-collector-contrib" in command
+    return contrib and "aws-otel-collector" not in command
+
+
+def test_every_validate_command_runs_a_collector_that_has_the_command() -> None:
+    """The AWS flavour was to be checked with `aws-otel-collector:v0.43.3 validate --config=…`.
+    The AWS Distro's command has no subcommands (cmd/awscollector/main.go builds one cobra
+    command whose flags Go's flag package parses first, stopping at `validate`): it read no
+    config and stopped with `invalid 'confmap.ResolverSettings' configuration: no URIs`, having
+    checked nothing. otelcol-contrib, binary or image, has `validate`."""
+    commands = _validate_commands()
+    assert len(commands) >= 3, commands
+    without = [c for c in commands if not _runs_otelcol_contrib(c)]
+    assert not without, f"validate run by a collector that has no such command: {without}"
+    checked = {name for c in commands for name in re.findall(r"[\w-]+\.yaml", c)}
+    assert "sidecar-aws.yaml" in checked, checked
