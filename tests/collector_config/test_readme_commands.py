@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from conditions import need
 
-from .otelcol import CONFIG_DIR
+from .otelcol import CONFIG_DIR, component_type, parse, with_defaults
 
 README = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
 
@@ -63,3 +63,29 @@ def test_every_validate_command_runs_a_collector_that_has_the_command() -> None:
     assert not without, f"validate run by a collector that has no such command: {without}"
     checked = {name for c in commands for name in re.findall(r"[\w-]+\.yaml", c)}
     assert "sidecar-aws.yaml" in checked, checked
+
+
+def _queue_directories(name: str) -> set[str]:
+    """The directories a config's file_storage extensions name, as shipped: `validate` stats
+    each one (the extension's Validate) and refuses the config when one does not exist."""
+    config = parse(with_defaults((CONFIG_DIR / name).read_text(encoding="utf-8")), name)
+    storages = [c for cid, c in config.get("extensions", {}).items()
+                if component_type(cid) == "file_storage"]  # fmt: skip
+    named = [(s["directory"], (s.get("compaction") or {}).get("directory")) for s in storages]
+    return {directory for pair in named for directory in pair if directory}
+
+
+def test_every_validate_command_gives_the_queue_directory_that_must_exist() -> None:
+    """`otel/opentelemetry-collector-contrib:0.162.0 validate --config=/cfg/gateway-sampling.yaml`
+    as written stopped at `extensions::file_storage/queue: directory must exist: stat
+    /var/lib/otelcol/queue: no such file or directory`: the image is built from scratch and the
+    queue's volume is mounted only where the collector runs. So did the three validations of
+    configs with a persistent queue on a machine without that folder."""
+    missing = [
+        (name, directory)
+        for command in _validate_commands()
+        for name in re.findall(r"[\w-]+\.yaml", command)
+        for directory in _queue_directories(name)
+        if f"--tmpfs {directory}" not in command and "TRACEKIT_OTELCOL_QUEUE_DIR=" not in command
+    ]
+    assert not missing, f"validate without the queue directory the config needs: {missing}"
