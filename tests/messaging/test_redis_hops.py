@@ -794,3 +794,24 @@ def test_a_pubsub_closed_from_a_collected_objects_del_does_not_hang(redis_url: s
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, env=environ)  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+
+
+def test_a_batch_links_no_span_made_up_for_a_b3_denial(client, spans, monkeypatch) -> None:
+    """A Zipkin producer's entry saying only ``b3: 0`` (leave it out, no ids) was linked to a
+    span of a made-up trace, which exists nowhere, beside the real producer's; the batch
+    now links only the producer that named its span (its correlation ID still counts)."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,baggage,b3")
+    stream = f"zipkin-{uuid.uuid4().hex[:8]}"
+    traced = f"00-{'4bf92f3577b34da6a3ce929d0e0e4736'}-{'00f067aa0ba902b7'}-01"
+    client.execute_command("XADD", stream, "*", "b3", "0", "x-correlation-id", "denied-1")
+    client.execute_command("XADD", stream, "*", "traceparent", traced, "body", "x")
+    ((name, stream_entries),) = _streams(client.xread({stream: "0"}))
+    with traced_redis.consume_entries(name, stream_entries):
+        assert tracekit.correlation_id() == "denied-1"
+    client.delete(stream)
+
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.attributes["messaging.batch.message_count"] == 2
+    assert [(link.context.trace_id, link.context.span_id) for link in consumer.links] == [
+        (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7)
+    ]

@@ -554,7 +554,9 @@ class Received:
 
     @property
     def has_parent(self) -> bool:
-        return self.parent.is_valid
+        """Whether the message names its producer's span, for a batch to link to: not the
+        parent made up for a decision sent alone (``b3: 0``), a span that exists nowhere."""
+        return propagation.linked_caller(self.context) is not None
 
     def wait_ms(self, now_ns: int) -> float | None:
         if self.publish_time_ns is None:
