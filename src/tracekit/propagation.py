@@ -515,42 +515,55 @@ def decide_deferred(
     The decision is the one ``tracer_provider``'s sampler (default: the global provider's)
     makes for a new trace of that id and a span of that ``name``, ``kind`` and ``attributes``:
     a ratio sampler keeps its ratio, and one with rules (no ``/health``) applies them, where a
-    parent-based sampler alone would only follow the parent's flag."""
-    deferred = context.get(_DEFERRED)
-    if deferred is None or trace.get_current_span(context).get_span_context() is not deferred:
+    parent-based sampler alone would only follow the parent's flag.
+
+    The parent made up for a denial sent without ids (``b3: 0``) is left out where that
+    sampler records the span all the same (``always_on``, ``traceidratio``: samplers that do
+    not follow a parent's flag): the span then starts a trace of its own, rather than one
+    under a parent that exists nowhere."""
+    deferred, made_up = context.get(_DEFERRED), context.get(_MADE_UP)
+    if deferred is None and made_up is None:  # (the usual request: one look, no more)
         return context
-    assert isinstance(deferred, SpanContext)
+    parent = trace.get_current_span(context).get_span_context()
+    asked = (tracer_provider, name, kind, attributes)
+    if parent is made_up:
+        if _samples(context, parent.trace_id, *asked) is not True:
+            return context
+        return Context({**context, CURRENT_SPAN_KEY: trace.INVALID_SPAN, _MADE_UP: None})
+    if parent is not deferred:
+        return context
     undecided = Context({**context, CURRENT_SPAN_KEY: trace.INVALID_SPAN, _DEFERRED: None})
-    if not _this_hop_samples(undecided, deferred.trace_id, tracer_provider, name, kind, attributes):
+    # Without an SDK sampler (tracekit not set up), or one that raised, the request is recorded.
+    if _samples(undecided, parent.trace_id, *asked) is False:
         return Context({**context, _DEFERRED: None})
     sampled = SpanContext(
-        deferred.trace_id, deferred.span_id, True, _TRACE_FLAGS[SAMPLED], deferred.trace_state
+        parent.trace_id, parent.span_id, True, _TRACE_FLAGS[SAMPLED], parent.trace_state
     )
     return Context({**context, CURRENT_SPAN_KEY: NonRecordingSpan(sampled), _DEFERRED: None})
 
 
-def _this_hop_samples(
+def _samples(
     context: Context,
     trace_id: int,
     tracer_provider: trace.TracerProvider | None,
     name: str,
     kind: SpanKind | None,
     attributes: Attributes,
-) -> bool:
-    """Whether the provider's sampler records a new trace of ``trace_id`` for this span.
-    Without an SDK sampler (tracekit not set up), the request is recorded."""
+) -> bool | None:
+    """Whether the provider's sampler samples a span of ``trace_id`` under ``context``'s
+    parent; None without an SDK sampler, or where the host's own sampler raised."""
     from opentelemetry.sdk.trace.sampling import Decision, Sampler  # (extraction needs no SDK)
 
     provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
     sampler = getattr(provider, "sampler", None)
     if not isinstance(sampler, Sampler):
-        return True
-    try:  # a host's own sampler may raise: the request is then recorded
+        return None
+    try:
         decision = sampler.should_sample(context, trace_id, name, kind, attributes).decision
         return decision is Decision.RECORD_AND_SAMPLE
     except Exception as error:
         report_once("sampling a deferred trace", error)
-        return True
+        return None
 
 
 def _has_parent(context: Context) -> bool:

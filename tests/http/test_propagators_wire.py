@@ -375,3 +375,29 @@ def test_a_public_endpoint_links_no_made_up_caller_for_a_b3_denial(
         if s.name == "GET /call"
     }
     assert linked == {"denial": [], "caller": [f"{CALLER_TRACE:032x}"]}
+
+
+@pytest.mark.parametrize("sampler", ["always_on", "traceidratio"])
+def test_a_b3_denial_recorded_by_a_sampler_of_its_own_names_no_made_up_parent(
+    service: Service, downstream: tuple[str, list[dict[str, str]]], sampler: str
+) -> None:
+    """A sampler that does not follow the caller's flag (``always_on``, ``traceidratio``)
+    records a request sent with ``b3: 0`` all the same: it was stored as the child of the
+    span made up to carry the denial (a parent that exists nowhere, so ``tracekit trace``
+    and Tempo show it missing). Such a request is now stored as the root of its own trace,
+    and sent on as the sampler recorded it."""
+    downstream_url, received = downstream
+    port = _start_mesh(
+        service, "tracecontext,b3", downstream_url,
+        OTEL_TRACES_SAMPLER=sampler, OTEL_TRACES_SAMPLER_ARG="1.0",
+    )  # fmt: skip
+
+    for headers in ([b"b3: 0"], [b"X-B3-Sampled: 0"]):
+        assert send(f"http://127.0.0.1:{port}/call", headers).status == 200
+    service.terminate()
+
+    stored = [s for s in service.spans() if s.name == "GET /call"]
+    assert [s.parent_span_id for s in stored] == [None, None]
+    sent_on = [sent["traceparent"].split("-") for sent in received]
+    assert sorted(fields[1] for fields in sent_on) == sorted(s.trace_id for s in stored)
+    assert [int(fields[3], 16) & 0x01 for fields in sent_on] == [1, 1]  # sampled

@@ -83,9 +83,10 @@ def _remote(
 def _not_sampled_new_trace() -> Remote:
     """A caller's decision not to sample, sent without ids (B3's ``b3: 0``): this hop starts a
     new trace under a parent of made-up ids, not sampled, so neither it nor the next hops record
-    it, as a Zipkin tracer does with such a request. (The parent is never recorded: no trace
-    shows it missing.) The trace id starts with the time, in seconds, as X-Ray asks of the ids
-    it is sent."""
+    it, as a Zipkin tracer does with such a request. (The parent is never recorded: where this
+    hop's sampler records the span all the same, ``propagation.decide_deferred`` leaves the
+    parent out, so no trace shows it missing.) The trace id starts with the time, in seconds,
+    as X-Ray asks of the ids it is sent."""
     trace_id = int(time.time()) << 96 | random.getrandbits(96)
     return Remote(trace_id, random.getrandbits(64) or 1, 0, decision_only=True)
 
