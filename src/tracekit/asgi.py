@@ -35,7 +35,7 @@ from tracekit._http.server import (
     restore_current,
 )
 from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
-from tracekit._runtime import current_context, lifecycle
+from tracekit._runtime import lifecycle
 from tracekit._runtime.guard import report_once
 
 __all__ = ["TracekitMiddleware"]
@@ -103,7 +103,7 @@ class TracekitMiddleware(OptionsReadLate):
 
     async def _trace(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request under its SERVER span, measured, its correlation ID echoed."""
-        arrived_in = current_context.get_current()
+        arrived_in = otel_context.get_current()
         request = self._start(scope)
         if request is None:
             await self.app(scope, receive, send)
@@ -170,7 +170,7 @@ class TracekitMiddleware(OptionsReadLate):
 
         Its own short path: no span, no metrics, so none of the request bookkeeping either.
         """
-        arrived_in = current_context.get_current()
+        arrived_in = otel_context.get_current()
         try:
             cid = self._requests.choose_correlation_id(self._headers(scope))
             # In correlation-only mode no span carries the ID in OpenTelemetry's context: it
@@ -296,11 +296,11 @@ async def _send_as_arrived(
     """
     before = correlation_token.old_value
     id_token = correlation._set_checked(None if before is Token.MISSING else before)
-    context_token = current_context.attach(arrived_in)
+    context_token = otel_context.attach(arrived_in)
     try:
         await send(message)
     finally:
-        current_context.detach(context_token)
+        otel_context.detach(context_token)
         correlation._reset(id_token)
 
 

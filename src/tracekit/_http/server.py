@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, propagation, semconv
 from tracekit._propagation import baggage as _baggage
-from tracekit._runtime import current_context, state
+from tracekit._runtime import state
 from tracekit._runtime.guard import guarded, mark_failed, mark_failed_status, report_once
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
@@ -124,7 +124,7 @@ class ServerRequests:
         ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket).
         ``enclosing``: what an outer layer left in the request itself (the ASGI scope), found
         even where the context it attached was replaced on the way in."""
-        current = current_context.get_current()
+        current = otel_context.get_current()
         # An empty current context (the usual case) holds no enclosing request or span.
         outer = current.get(_REQUEST_KEY) if current else None
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
@@ -168,7 +168,7 @@ class ServerRequests:
             else:
                 request.span, request.owns_span = enclosing, False
                 # the request, where a second tracekit layer inside this one finds it
-                request.context_token = current_context.attach(
+                request.context_token = otel_context.attach(
                     otel_context.Context(
                         {**current, _REQUEST_KEY: request, correlation.CONTEXT_KEY: cid}
                     )
@@ -177,7 +177,7 @@ class ServerRequests:
             # No span to carry it: the ID alone rides in OpenTelemetry's context, for what
             # carries only that into a pool thread (OpenTelemetry's threading instrumentation);
             # the request too, for forget_answered_request to tell once it has answered.
-            request.context_token = current_context.attach(
+            request.context_token = otel_context.attach(
                 otel_context.Context(
                     {**current, _REQUEST_KEY: request, correlation.CONTEXT_KEY: cid}
                 )
@@ -334,7 +334,7 @@ class ServerRequests:
         )
         # One new Context holding the span (what trace.set_span_in_context builds, minus a call)
         # and the request, which a second tracekit layer inside this one finds there.
-        request.context_token = current_context.attach(
+        request.context_token = otel_context.attach(
             otel_context.Context(
                 {
                     **parent,
@@ -563,11 +563,11 @@ CurrentTokens = tuple[Token[str | None], Token[otel_context.Context]]
 def make_current(cid: str, context: otel_context.Context) -> CurrentTokens:
     """Make ``cid`` (chosen valid) and ``context`` current where a request's work runs outside
     the context it started in; ``restore_current`` puts back what was there."""
-    return correlation._set_checked(cid), current_context.attach(context)
+    return correlation._set_checked(cid), otel_context.attach(context)
 
 
 def restore_current(tokens: CurrentTokens) -> None:
-    current_context.detach(tokens[1])
+    otel_context.detach(tokens[1])
     correlation._reset(tokens[0])
 
 
@@ -580,4 +580,4 @@ def _restore(request: ActiveRequest) -> None:
     except ValueError:
         return
     if request.context_token is not None:
-        current_context.detach(request.context_token)  # type: ignore[arg-type]
+        otel_context.detach(request.context_token)  # type: ignore[arg-type]
