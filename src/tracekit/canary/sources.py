@@ -1,6 +1,13 @@
-"""Samples from the embedded store: one duration per request, per version and route."""
+"""Samples from the embedded store: one duration per request, per version and route.
+
+A request whose clock stepped back mid-span is stored lasting 0 ms: counted among the requests
+(it did not fail), never timed, since OpenTelemetry holds an end before the start invalid and a
+0 ms success would make a version look faster than it is.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -30,7 +37,9 @@ def _add(samples: Samples, key: RouteKey, more: RouteSamples) -> None:
     """``more`` requests on ``key``: several groups can share one key (no route, an empty one
     and ``_unmatched`` itself all matched no route), and each of their requests counts."""
     if key in samples:
-        more = RouteSamples.joined([samples[key], more], samples[key].errors + more.errors)
+        kept = samples[key]
+        joined = RouteSamples.joined([kept, more], kept.errors + more.errors)
+        more = replace(joined, uncounted=kept.uncounted + more.uncounted)
     samples[key] = more
 
 
@@ -40,4 +49,4 @@ def _key(group: RequestGroup) -> RouteKey:
 
 def _samples(group: RequestGroup) -> RouteSamples:
     seconds = np.sort(np.asarray(group.durations_ns, dtype=np.float64) / 1e9)
-    return RouteSamples(seconds, group.errors)
+    return RouteSamples(seconds, group.errors, uncounted=group.untimed)

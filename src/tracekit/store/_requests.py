@@ -2,9 +2,11 @@
 
 A request is one SERVER span (routed by ``http.route``) or one CONSUMER span (routed by
 ``messaging.destination.name``); it failed when its status is ERROR or its
-``http.response.status_code`` is 5xx. Rows are read without decoding whole spans: the two
-attributes are picked out of the stored attribute text in bulk (``_attribute_text``), so a window
-of 100,000 requests a version reads in a fraction of a second.
+``http.response.status_code`` is 5xx. A request whose clock stepped back mid-span (stored lasting
+0 ms, ``tracekit.clock_stepped_back_ns``) has no duration to compare: it is counted, not timed.
+Rows are read without decoding whole spans: the attributes are picked out of the stored attribute
+text in bulk (``_attribute_text``), so a window of 100,000 requests a version reads in a fraction
+of a second.
 """
 
 # ruff: noqa: S608 - queries are built from constant fragments and "?" placeholders only
@@ -47,6 +49,7 @@ class RequestGroup:
     route: str | None
     durations_ns: list[int] = field(default_factory=list)  # of the requests that succeeded
     errors: int = 0
+    untimed: int = 0  # succeeded, but the clock stepped back: how long they took is unknown
 
 
 def request_groups(
@@ -65,12 +68,13 @@ def request_groups(
     params = [start_ns, end_ns, service_ref, *_ROUTE_KEYS, *resources]
     rows = reader.conn.execute(query, params).fetchall()
     status = _ServerErrors(reader)
+    stepped = ValuePicker(_string_ref(reader, semconv.CLOCK_STEPPED_BACK_NS))
     groups: dict[_GroupKey, RequestGroup] = {}
     for kind, key in _ROUTE_KEYS.items():
         of_kind = [row for row in rows if row[1] == kind]
         if of_kind:
             route = ValuePicker(_string_ref(reader, key))
-            _group(of_kind, route, status, resources, groups)
+            _group(of_kind, (route, stepped), status, resources, groups)
     return _resolve_routes(reader, groups)
 
 
@@ -92,21 +96,24 @@ def versions_served(
 
 def _group(
     rows: _Rows,
-    route: ValuePicker,
+    pickers: tuple[ValuePicker, ValuePicker],
     status: _ServerErrors,
     resources: dict[int, str],
     groups: dict[_GroupKey, RequestGroup],
 ) -> None:
-    """Add ``rows`` (all of one kind) to their groups: the succeeded requests' durations, and
-    how many failed (a failure's duration is not timed: see ``RequestGroup``)."""
+    """Add ``rows`` (all of one kind) to their groups: the succeeded requests' durations, how
+    many failed (a failure's duration is not timed: see ``RequestGroup``), and how many
+    succeeded with no duration to tell (``pickers``: the route's, the clock step's)."""
+    route, stepped = pickers
     refs, kinds, durations, statuses, texts = zip(*rows, strict=True)
     batch = TextBatch(texts)
     keys = list(zip(refs, kinds, route.pick_all(batch), strict=True))
     failed = {index for index, code in enumerate(statuses) if code == _ERROR}
     failed.update(status.lines(batch))
+    untimed = set(stepped.lines_where(batch, r"[0-9]+", _stepped_back)) - failed
     durations_of: defaultdict[_GroupKey, list[int]] = defaultdict(list)
     for index, (key, duration) in enumerate(zip(keys, durations, strict=True)):
-        if index not in failed:
+        if index not in failed and index not in untimed:
             durations_of[key].append(duration)
     for key in dict.fromkeys(keys):
         groups.setdefault(key, RequestGroup(resources[key[0]], _KIND_NAMES[key[1]], None))
@@ -114,6 +121,16 @@ def _group(
         groups[key].durations_ns.extend(found)
     for index in failed:
         groups[keys[index]].errors += 1
+    for index in untimed:
+        groups[keys[index]].untimed += 1
+
+
+def _stepped_back(picked: Picked) -> bool:
+    """Whether the clock step is the number the store wrote (a client's own attribute of that
+    name, a string, leaves the span timed as it was sent)."""
+    interned, _ = picked
+    value = value_of(picked)
+    return not interned and isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class _ServerErrors:
@@ -183,6 +200,7 @@ def _resolve_routes(
         target = merged.setdefault(key, RequestGroup(group.version, group.kind, text))
         target.durations_ns.extend(group.durations_ns)
         target.errors += group.errors
+        target.untimed += group.untimed
     return [merged[key] for key in sorted(merged, key=lambda k: (k[0], k[1], k[2] or ""))]
 
 
