@@ -39,6 +39,12 @@ from tracekit_cli.main import cli
         ("GET /metrics/p99Latency", "GET /metrics/p99Latency"),
         ("GET /v1/Ec2Instances/cus_NffrFeUfNV2Hib", "GET /v1/Ec2Instances/{id}"),
         ("GET /api/v2beta1/healthz", "GET /api/v2beta1/healthz"),
+        # days and emails are values wherever they are; locales and versions are words
+        ("GET /v1/rates/2024-01-31/EUR", "GET /v1/rates/{id}/EUR"),
+        ("GET /logs/2024-01-31T10%3A00%3A00Z", "GET /logs/{id}"),
+        ("PUT /lists/members/alice.smith+shop@example.co.uk", "PUT /lists/members/{id}"),
+        ("GET /users/bob%40example.com", "GET /users/{id}"),
+        ("GET /docs/en-US/pt_BR/v1.2.3/i18n", "GET /docs/en-US/pt_BR/v1.2.3/i18n"),
     ],
 )
 def test_ids_are_stripped_and_names_kept(name: str, stripped: str) -> None:
@@ -108,6 +114,15 @@ def test_calls_to_two_routes_with_a_digit_in_their_words_are_two_nodes(
         "added shop: GET /users/list-v3",
         "removed shop: GET /users/list-v2",
     ]
+
+
+def test_calls_to_another_api_on_two_days_are_one_node(deployment: Deployment) -> None:
+    """Yesterday's and today's exchange rates, fetched the same way: no difference (they were
+    'removed ... GET /v1/rates/2024-01-30', 'added ... /2024-01-31', exit 1)."""
+    urls = [f"https://rates.example/v1/rates/{day}" for day in ("2024-01-30", "2024-01-31")]
+    exit_code, doc = _diff_of_one_call_each(deployment, "shop", "/quote", "GET", urls)
+    assert (exit_code, doc["changes"]) == (0, [])
+    assert [n["label"] for n in doc["nodes"]] == ["shop: POST /quote", "shop: GET /v1/rates/{id}"]
 
 
 def test_older_conventions_tell_calls_apart(deployment: Deployment) -> None:

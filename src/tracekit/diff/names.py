@@ -43,6 +43,8 @@ _ID = re.compile(
     rf"|{_UUID}"
     r"|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"  # hex digests and ids: 5f0c2e9a
     r"|[A-Za-z]+[-_]\d+"  # sku-42, order_1042 (but not v1 or oauth2)
+    r"|\d{4}-\d\d-\d\d(?:T[\w.%+-]*)?"  # a day (an exchange rate's, a report's): 2024-01-31
+    r"|[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}"  # an email: alice@example.com
     r"|(?=[\w-]*\d)[\w-]{20,})$"  # long opaque tokens: base62 ids, JWT-ish keys
 )
 # A URL path's segment is a value far more often than a span name's word is: a third-party API's
@@ -65,8 +67,8 @@ _TOKEN = re.compile(r"[^/\s:=?&,;#]+")
 
 @lru_cache(maxsize=4096)  # a request repeats a few names many times
 def strip_ids(text: str) -> str:
-    """``text`` with each id-like token (numbers, UUIDs, hex, ``sku-42``, and in a URL path
-    other ids too, ``_PATH_ID``) replaced by ``{id}``."""
+    """``text`` with each id-like token (numbers, UUIDs, hex, ``sku-42``, days, emails, and in a
+    URL path other ids too, ``_PATH_ID``) replaced by ``{id}``."""
     return _TOKEN.sub(lambda m: ID_PLACEHOLDER if _is_id(m) else m.group(), text)
 
 
