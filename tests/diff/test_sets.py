@@ -444,3 +444,29 @@ def test_fail_on_a_kind_the_set_form_never_reports_is_said(store_path: Path) -> 
         " structure, retries, errors, timing, slower); that part never fails\n"
     )
     assert diff(store_path, *versions("1", "2", "--format", "json", "--fail-on", "errors"))[2] == ""
+
+
+def test_retries_alone_are_no_change_in_calls_per_request(tmp_path: Path) -> None:
+    """Every request of 1.5 retries inventory once after a 503: one more attempt, not one more
+    call the code made, as the pair form counts it ('1 retry', calls unchanged). It read
+    '1.00 -> 2.00 calls per request' too, and --fail-on structure failed (exit 1)."""
+    with Store(tmp_path / "retries.db") as store:
+        deployment = Deployment(store)
+        for version, statuses in (("1.4", (200,)), ("1.5", (503, 200))):
+            for _ in range(30):
+                req = deployment.request(versions={"gateway": version})
+                gateway = req.entry("gateway", "/checkout", 0, 120)
+                for attempt, status in enumerate(statuses):
+                    req.call(gateway, "inventory", "/stock/{sku}", 5 + 4 * attempt,
+                             8 + 4 * attempt if status >= 500 else 100, status=status)  # fmt: skip
+        deployment.shutdown()
+
+    args = versions("1.4", "1.5", "--format", "json", "--fail-on", "structure")
+    code, doc, _ = diff(tmp_path / "retries.db", *args, service="gateway")
+
+    assert isinstance(doc, dict)
+    assert (code, doc["reasons"]) == (0, [])  # was 1, ['structure']: 1.00 -> 2.00 calls
+    stock = node(doc, "gateway -> inventory: GET /stock/{sku}")
+    tests = {t["metric"]: (t["a"], t["b"], t["verdict"]) for t in stock["tests"]}
+    assert tests["calls"] == (1.0, 1.0, "same")
+    assert tests["retries"] == (0.0, 1.0, "changed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -135,7 +136,7 @@ def _value(metric: str, found: SetMeasure | None) -> float | None:
     if found is None:
         return None
     return {
-        CALLS: found.calls_per_request,
+        CALLS: statistics.fmean(found.asked) if found.asked else 0.0,
         RETRIED: found.retries_per_request,
         ERROR_RATE: found.error_rate,
         SELF: found.mean_self_ns,
@@ -144,7 +145,7 @@ def _value(metric: str, found: SetMeasure | None) -> float | None:
 
 
 def _samples(metric: str, found: SetMeasure) -> list[int]:
-    samples = {CALLS: found.calls, RETRIED: found.retries, SELF: found.self_ns,
+    samples = {CALLS: found.asked, RETRIED: found.retries, SELF: found.self_ns,
                CRITICAL: found.critical_ns}  # fmt: skip
     return samples[metric]
 

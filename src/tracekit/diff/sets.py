@@ -4,8 +4,9 @@ Per node, each a test fit for its data:
 
 - how often it appears (share of requests) and its error rate (share of the requests that reach
   it in which it failed): Fisher's exact test, honest on zero-heavy counts;
-- calls per request, retries per request (calls repeated after a failed attempt, as the pair
-  form counts them), self time and critical-path time (among the requests that reach it) and
+- calls per request (retries aside: a retry is one more attempt, not one more call, as in the
+  pair form), retries per request (calls repeated after a failed attempt, as the pair form
+  counts them), self time and critical-path time (among the requests that reach it) and
   the end-to-end duration: Mann-Whitney U, which assumes nothing of the skewed, tied
   distributions that durations and counts have.
 
@@ -90,6 +91,11 @@ class SetMeasure:
     def calls_per_request(self) -> float:
         """Mean calls among the requests that reach the node."""
         return statistics.fmean(self.calls) if self.calls else 0.0
+
+    @property
+    def asked(self) -> list[int]:
+        """Calls per request reaching the node, retries aside: the calls the code made."""
+        return [calls - retries for calls, retries in zip(self.calls, self.retries, strict=True)]
 
     @property
     def retries_per_request(self) -> float:
