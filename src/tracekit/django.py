@@ -283,6 +283,10 @@ def _watch_stream(
     is_async = bool(getattr(response, "is_async", False))
 
     def failed(error: BaseException, answered: bool) -> None:
+        # The server logs what the body raised once the response is closed and the request's
+        # context put back ("Error handling request", "Exception in ASGI application"): kept
+        # beside the exception, as the WSGI and ASGI middleware keep it, that line names it.
+        correlation._remember_context(error)
         try:
             if not hasattr(request, "scope") and (is_async or not answered):
                 # Under WSGI nothing goes out before the first chunk, and Django reads an async

@@ -12,6 +12,7 @@ framework's own output still shows the line, with ``%(correlation_id)s`` filled 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -333,6 +334,57 @@ def test_gunicorns_lines_about_a_request_that_raised_carry_its_ids(
     output = _server_log(_gunicorn(port), port, tmp_path, ("/fail", "gunicorn-fail", 500), awaited)
     trace_id = _view_trace_id(output, "gunicorn-fail")
     assert line.format("gunicorn-fail", trace_id) in output, output
+
+
+def _get_cut_body(url: str, correlation_id: str) -> None:
+    """GET ``url``, whose body the server cuts off (or answers with its own 500)."""
+    with contextlib.suppress(httpx.RemoteProtocolError):  # a chunked body without its end
+        _get(url, correlation_id)
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_gunicorns_lines_about_a_django_stream_that_raised_carry_its_ids(
+    worker_class: str, tmp_path: Path
+) -> None:
+    """A Django ``StreamingHttpResponse`` whose body raises: gunicorn logs "Error handling
+    request" (and, before any chunk went, the access line of the 500 it answers with) after
+    the response was closed and the request's context put back; those lines showed '[- -]'."""
+    port, log = free_port(), tmp_path / "server.log"
+    command = [*_gunicorn(port, "-k", worker_class)[:-1], "django_wsgi:application"]
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        _get_cut_body(f"http://127.0.0.1:{port}/stream-failing", "stream-cut")
+        _get_cut_body(f"http://127.0.0.1:{port}/stream-failing?first", "stream-unsent")
+        awaited = '"GET /stream-failing?first HTTP/1.1" 500'
+        wait_for(lambda: awaited in log.read_text(), 20, repr(awaited))
+    output = log.read_text()
+    for cid, request_line in (
+        ("stream-cut", "GET /stream-failing HTTP/1.1"),
+        ("stream-unsent", "GET /stream-failing?first HTTP/1.1"),
+    ):  # the trace ID on gunicorn's access line of the response the view gave
+        access = rf'gunicorn\.access \[{cid} ([0-9a-f]{{32}})\] "{re.escape(request_line)}" '
+        answered = re.search(access + "200", output)
+        assert answered is not None, output
+        assert f"gunicorn.error [{cid} {answered[1]}] Error handling request" in output, output
+    # nothing had gone: gunicorn answered with a 500 of its own
+    assert f'gunicorn.access [stream-unsent {answered[1]}] "{request_line}" 500' in output, output
+
+
+def test_uvicorns_line_on_a_django_stream_that_raised_carries_the_requests_id(
+    tmp_path: Path,
+) -> None:
+    """A Django async ``StreamingHttpResponse`` whose body raises under uvicorn: its
+    "Exception in ASGI application" line showed '[-]'."""
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "-m", "uvicorn", "django_asgi:application", "--port", str(port),
+               "--log-config", "uvicorn_log_config.json"]  # fmt: skip
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        _get_cut_body(f"http://127.0.0.1:{port}/stream-failing", "asgi-stream-cut")
+        awaited = "Exception in ASGI application"
+        wait_for(lambda: awaited in log.read_text(), 20, repr(awaited))
+    output = log.read_text()
+    assert "django-site ERROR [asgi-stream-cut] Exception in ASGI application" in output, output
 
 
 def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(

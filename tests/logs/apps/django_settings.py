@@ -1,13 +1,15 @@
-"""Settings of a one-view Django site whose LOGGING replaces the root logger's handlers.
+"""Settings of a small Django site whose LOGGING replaces the root logger's handlers.
 
-``django_wsgi`` calls ``tracekit.init`` first; ``django.setup()`` applies LOGGING afterwards.
+``django_wsgi`` and ``django_asgi`` call ``tracekit.init`` first; ``django.setup()`` applies
+LOGGING afterwards.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Iterator
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 
 SECRET_KEY = "test-only"  # a throw-away site on loopback
@@ -33,4 +35,20 @@ def order(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
-urlpatterns = [path("order", order)]
+def stream_failing(request: HttpRequest) -> StreamingHttpResponse:
+    """A streamed body that raises after its first chunk (``?first``: before it), which the
+    server logs after the request's context was put back."""
+
+    def body() -> Iterator[bytes]:
+        if "first" not in request.GET:
+            yield b"part of the report\n"
+        raise RuntimeError("the report's source went away")
+
+    async def async_body() -> AsyncIterator[bytes]:  # the body an ASGI server streams
+        for part in body():
+            yield part
+
+    return StreamingHttpResponse(async_body() if hasattr(request, "scope") else body())
+
+
+urlpatterns = [path("order", order), path("stream-failing", stream_failing)]
