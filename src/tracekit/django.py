@@ -340,15 +340,26 @@ def _finish_on_close(
     should carry the request's IDs. Under ASGI Django closes the response in another context,
     where nothing is restored: the request's own task context ends with it. The request's
     context is made current there for the close, so ``request_finished``'s receivers see its
-    correlation ID and span, as under WSGI."""
+    correlation ID and span, as under WSGI.
+
+    Django also closes the request with the response it sends: where a middleware listed
+    above tracekit's sends one of its own instead (CommonMiddleware's APPEND_SLASH redirect in
+    place of a 404), the server never closes this response, and the request ends then."""
     close = response.close
+    close_request = getattr(request, "close", None)  # (a test's stand-in request may have none)
     carried = otel_context.get_current()  # the request's: its span and correlation ID
+    closing = finished = False
 
     def finish() -> None:
-        _complete(requests, active, request)  # a streamed response's span ends here
-        _finish(requests, active, request, None)  # complete by now: restores the context
+        nonlocal finished
+        if not finished:
+            finished = True
+            _complete(requests, active, request)  # a streamed response's span ends here
+            _finish(requests, active, request, None)  # complete by now: restores the context
 
     def close_and_finish() -> None:
+        nonlocal closing
+        closing = True  # this response's close closes the request too: finished after it
         tokens = _enter_request_context(active, carried)
         try:
             close()
@@ -356,9 +367,19 @@ def _finish_on_close(
             finish()
             _leave_request_context(tokens)
 
+    def close_request_and_finish() -> None:
+        # Not this response's close: left current, the request's context was the next
+        # request's in a WSGI server's thread, until tracekit's middleware started it.
+        if not closing:
+            finish()
+        if close_request is not None:
+            close_request()
+
     try:
         response.close = close_and_finish
-    except Exception as error:  # a response class that refuses the attribute: finish now
+        if close_request is not None:
+            request.close = close_request_and_finish
+    except Exception as error:  # a class that refuses the attribute: finish now
         report_once("django response close", error)
         finish()
 

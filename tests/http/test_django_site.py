@@ -271,6 +271,24 @@ def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_cl
     assert wait_for(seen, 10, f"request_finished with {cid}") == [f"{cid} True"]
 
 
+def test_a_response_replaced_above_the_middleware_leaves_nothing_of_its_request(
+    tmp_path: Path,
+) -> None:
+    """tracekit's middleware below CommonMiddleware, whose APPEND_SLASH redirect replaces the
+    404 tracekit saw: gunicorn closes the redirect, never that 404, and the request's context
+    stayed current in the worker: the next request's ``request_started`` receivers (and any
+    line the worker logged in between) had the redirected request's correlation ID."""
+    below_common = {"DJANGO_SETTINGS_MODULE": "django_site.settings_below_common"}
+    with _served_site("gunicorn", tmp_path / "t.db", **below_common) as (url, _, _):
+        headers = {"X-Correlation-ID": "redirected-1"}
+        redirect = requests.get(
+            url + "/legacy/abc", headers=headers, allow_redirects=False, timeout=10
+        )
+        assert redirect.status_code == 301 and redirect.headers["Location"] == "/legacy/abc/"
+        after = requests.get(url + "/started-with", timeout=10)
+    assert after.text == "None"
+
+
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn's sync worker: one
 def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per connection
     site: tuple[str, Path, str],
