@@ -49,6 +49,7 @@ from tracekit.instrumentation._base import Instrumentor
 __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
+_ROUTE_ATTRIBUTE = "_tracekit_route"
 
 
 class TracekitMiddleware(OptionsReadLate):
@@ -134,6 +135,7 @@ class TracekitMiddleware(OptionsReadLate):
                 response[self._requests.response_header] = active.correlation_id
         except Exception as error:
             report_once("django response header", error)
+        _keep_route(request)
         if not getattr(response, "streaming", False):
             _complete(self._requests, active, request)
         else:
@@ -293,7 +295,7 @@ def _watch_stream(
                 # body whole before sending any: the server answers instead (gunicorn and
                 # werkzeug with their own 500). Under ASGI Django has sent the status already.
                 active.status_code = 0
-            requests.complete(active, route_of(request), error)
+            requests.complete(active, _route_of(request), error)
         except Exception as exc:
             report_once("django request finish", exc)
 
@@ -404,6 +406,21 @@ def _leave_request_context(tokens: CurrentTokens | None) -> None:
         restore_current(tokens)
 
 
+@guarded(None)
+def _keep_route(request: Any) -> None:
+    """Read the route as the response comes through the middleware, for a streamed one's span,
+    which ends when the response is closed: under ASGI Django closes it outside the request's
+    task, where the language ``i18n_patterns`` matched is no longer active, and a language
+    prefix read as the default language's none (``/fr/export`` named ``/export``)."""
+    setattr(request, _ROUTE_ATTRIBUTE, route_of(request))
+
+
+def _route_of(request: Any) -> str | None:
+    """The route ``_keep_route`` read, else the resolver's now (a view that raised)."""
+    kept: str | None = getattr(request, _ROUTE_ATTRIBUTE, None)
+    return kept if kept is not None else route_of(request)
+
+
 def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:
     """The view's exception if Django answered it with a server error. ``Http404``,
     ``PermissionDenied``, ``SuspiciousOperation``, ``BadRequest``... become 4xx responses: the
@@ -415,7 +432,7 @@ def _server_error(request: Any, active: ActiveRequest) -> BaseException | None:
 def _complete(requests: ServerRequests, active: ActiveRequest, request: Any) -> None:
     """End the span and record the metrics: the response is ready, its context stays current."""
     try:
-        requests.complete(active, route_of(request), _server_error(request, active))
+        requests.complete(active, _route_of(request), _server_error(request, active))
     except Exception as exc:
         report_once("django request finish", exc)
 
@@ -424,7 +441,7 @@ def _finish(
     requests: ServerRequests, active: ActiveRequest, request: Any, error: BaseException | None
 ) -> None:
     try:
-        requests.finish(active, route_of(request), error)
+        requests.finish(active, _route_of(request), error)
     except Exception as exc:
         report_once("django request finish", exc)
 

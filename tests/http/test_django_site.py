@@ -271,6 +271,35 @@ def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_cl
     assert wait_for(seen, 10, f"request_finished with {cid}") == [f"{cid} True"]
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
+def test_a_streamed_response_in_a_prefixed_language_is_named_with_its_prefix(
+    server: str, tmp_path: Path
+) -> None:
+    """``i18n_patterns(prefix_default_language=False)``: a streamed response's span ends when
+    the response is closed, under ASGI outside the request's task, where French is no longer
+    the active language: ``/fr/stream/`` was named ``GET /stream/`` (the English page's
+    route), where ``/fr/about/`` is ``GET /{language}/about/``."""
+    unprefixed = {"DJANGO_SETTINGS_MODULE": "django_site.settings_default_language_unprefixed"}
+    with _served_site(server, tmp_path / "t.db", **unprefixed) as (url, store, metrics):
+        for request_path, cid in (("/fr/about/", "fr-page-1"), ("/fr/stream/", "fr-stream-1")):
+            response = requests.get(
+                url + request_path, headers={"X-Correlation-ID": cid}, timeout=10
+            )
+            assert response.status_code == 200
+        names = {cid: _server_span(store, cid)["name"] for cid in ("fr-page-1", "fr-stream-1")}
+        lines = requests.get(metrics, timeout=10).text.splitlines()
+    assert names == {
+        "fr-page-1": "GET /{language}/about/",
+        "fr-stream-1": "GET /{language}/stream/",
+    }
+    assert not any('http_route="/stream/"' in line for line in lines)
+
+
+def _server_span(store: Path, correlation_id: str) -> dict[str, Any]:
+    (span,) = [s for s in path_of(store, correlation_id)["spans"] if s["kind"] == "SERVER"]
+    return span
+
+
 def test_a_response_replaced_above_the_middleware_leaves_nothing_of_its_request(
     tmp_path: Path,
 ) -> None:
