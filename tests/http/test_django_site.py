@@ -295,6 +295,22 @@ def test_a_streamed_response_in_a_prefixed_language_is_named_with_its_prefix(
     assert not any('http_route="/stream/"' in line for line in lines)
 
 
+def test_a_prefixed_language_page_whose_view_switches_language_keeps_its_prefix(
+    tmp_path: Path,
+) -> None:
+    """``i18n_patterns(prefix_default_language=False)``: the language prefix was read from the
+    language active when the route was named, so ``/fr/in-english/``, whose view makes English
+    active, was named ``GET /in-english/``, the English page's route."""
+    unprefixed = {"DJANGO_SETTINGS_MODULE": "django_site.settings_default_language_unprefixed"}
+    with _served_site("gunicorn", tmp_path / "t.db", **unprefixed) as (url, store, metrics):
+        headers = {"X-Correlation-ID": "fr-switch-1"}
+        response = requests.get(url + "/fr/in-english/", headers=headers, timeout=10)
+        assert response.status_code == 200
+        assert _server_span(store, "fr-switch-1")["name"] == "GET /{language}/in-english/"
+        lines = requests.get(metrics, timeout=10).text.splitlines()
+    assert any('http_route="/{language}/in-english/"' in line for line in lines), lines
+
+
 def _server_span(store: Path, correlation_id: str) -> dict[str, Any]:
     (span,) = [s for s in path_of(store, correlation_id)["spans"] if s["kind"] == "SERVER"]
     return span

@@ -8,7 +8,9 @@ root URLconf down to the view. Each contributes its part of the template:
   ``{0}``, ``{1}``... numbered from the left of the whole route (Django passes them to the view
   positionally); escaped punctuation loses its backslash, anchors go, anything else stays;
 - ``i18n_patterns()``: the language prefix (``fr/``) -> ``{language}/``, so one view is one route
-  in every language (no prefix for the default language when ``prefix_default_language=False``).
+  in every language (no prefix for the default language when ``prefix_default_language=False``:
+  told by the request's path, not by the language active as the route is read, which a view
+  may have changed).
 
 Without that chain (a resolver match someone built by hand) the route string is read the same way.
 """
@@ -35,21 +37,31 @@ def route_of(request: Any) -> str | None:
     chain = getattr(match, "tried", None)
     numbers = itertools.count()
     if chain and isinstance(chain[-1], list | tuple):
-        parts = [_part(getattr(p, "pattern", None), numbers) for p in chain[-1]]
+        parts = [_part(getattr(p, "pattern", None), numbers, request) for p in chain[-1]]
         if None not in parts:
             return "/" + "".join(str(part) for part in parts)
     return "/" + braced_route(_regex_template(route, numbers))
 
 
-def _part(pattern: object, numbers: Iterator[int]) -> str | None:
+def _part(pattern: object, numbers: Iterator[int], request: Any) -> str | None:
     kind = type(pattern).__name__
     if kind == "RoutePattern":
         return braced_route(str(pattern))
     if kind == "RegexPattern":
         return _regex_template(str(pattern), numbers)
     if kind == "LocalePrefixPattern":
-        return "{language}/" if str(pattern) else ""
+        return "{language}/" if _language_prefixed(request) else ""
     return None  # a pattern class tracekit does not know: use the resolver's route string
+
+
+def _language_prefixed(request: Any) -> bool:
+    """Whether the request's path starts with a language's prefix (``/fr/``), as
+    ``LocaleMiddleware`` reads it: the prefix the resolver matched is the language active then,
+    which the view may have changed since (``translation.activate`` of a user's preference)."""
+    from django.utils.translation import get_language_from_path
+
+    path = getattr(request, "path_info", None)
+    return isinstance(path, str) and get_language_from_path(path) is not None
 
 
 def _regex_template(regex: str, numbers: Iterator[int]) -> str:

@@ -9,5 +9,8 @@ from django_site.urls import urlpatterns as site_patterns
 
 urlpatterns = [p for p in site_patterns if not isinstance(p.pattern, LocalePrefixPattern)]
 urlpatterns += i18n_patterns(
-    path("about/", views.show), path("stream/", views.stream), prefix_default_language=False
+    path("about/", views.show),
+    path("stream/", views.stream),
+    path("in-english/", views.in_english),
+    prefix_default_language=False,
 )

@@ -15,6 +15,7 @@ from django.http import (
     HttpResponseBadRequest,
     StreamingHttpResponse,
 )
+from django.utils import translation
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -113,3 +114,10 @@ def note_whose_request_finished(sender: Any, **named: Any) -> None:
 def finished_with(request: HttpRequest) -> HttpResponse:
     """What ``request_finished``'s receiver saw for the latest requests, one per line."""
     return HttpResponse("\n".join(_finished_with))
+
+
+def in_english(request: HttpRequest) -> HttpResponse:
+    """A view that makes English the active language (a user's saved preference), whatever
+    language the URL's prefix chose."""
+    translation.activate("en")
+    return HttpResponse("in English")
