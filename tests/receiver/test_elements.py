@@ -16,11 +16,13 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from tests.receiver.conftest import post
@@ -263,6 +265,61 @@ def test_a_span_with_a_corrupt_event_in_a_counted_request_is_rejected_alone(
     assert reply.status == 200
     assert ExportTraceServiceResponse.FromString(reply.body).partial_success.rejected_spans == 1
     assert reader.count_spans() == 2999
+
+
+def _nest(value: AnyValue, depth: int) -> None:
+    for _ in range(depth):
+        value = value.array_value.values.add()
+    value.string_value = "bottom"
+
+
+def _batch_with_one_nested_too_deep(signal: str) -> bytes:
+    """3,000 records, the eighth nesting arrays 200 deep: a body large enough to be counted."""
+    if signal == "logs":
+        logs = ExportLogsServiceRequest()
+        scope_logs = logs.resource_logs.add().scope_logs.add()
+        for n in range(3000):
+            record = scope_logs.log_records.add(time_unix_nano=NOW)
+            record.body.string_value = "SELECT 1 " * 30
+            if n == 7:
+                _nest(record.body, 200)
+        return logs.SerializeToString()
+    traces = ExportTraceServiceRequest()
+    scope = traces.resource_spans.add().scope_spans.add()
+    for n in range(3000):
+        span = scope.spans.add(name="op", start_time_unix_nano=NOW, end_time_unix_nano=NOW)
+        span.trace_id, span.span_id = b"\x01" * 16, (n + 1).to_bytes(8, "big")
+        span.attributes.add(key="db.query.text").value.string_value = "SELECT 1 " * 30
+        if n == 7:
+            _nest(span.attributes.add(key="deep").value, 200)
+    return traces.SerializeToString()
+
+
+@pytest.mark.parametrize(("signal", "what"), [("traces", "span"), ("logs", "log record")])
+def test_a_record_nested_too_deep_in_a_counted_request_is_rejected_alone(
+    signal: str, what: str, receiver: Receiver, reader: Store
+) -> None:
+    """The count refused the whole body as 'not a valid OTLP protobuf message (nested too
+    deep)', a 400 for all 3,000 records, where a smaller batch lost that record alone."""
+    body = _batch_with_one_nested_too_deep(signal)
+    assert len(body) > 2 * 327_680
+    reply = post(receiver, f"/v1/{signal}", body)
+    assert reply.status == 200
+    assert reply.body.endswith(
+        f"{what} is nested too deep (over 100 messages within each other)".encode()
+    )
+    assert (reader.count_spans() if signal == "traces" else reader.count_logs()) == 2999
+
+
+def test_messages_nested_too_deep_to_walk_are_still_counted(receiver: Receiver) -> None:
+    """Past protobuf's depth the count does not walk on, but charges what such a message could
+    hold: millions of empty array values at the bottom of a deep attribute are refused too."""
+    bottom = _field(1, b"") * COUNT  # an ArrayValue of empty AnyValues
+    for _ in range(60):  # ArrayValue.values: [AnyValue.array_value], 120 messages deep
+        bottom = _field(1, _field(5, bottom))
+    body = _traces(_span(_field(9, _field(1, b"deep") + _field(2, _field(5, bottom)))))
+    reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
+    assert reply.status == 413 and b"elements in one request" in reply.body
 
 
 def test_a_group_cannot_hide_the_messages_after_it(receiver: Receiver) -> None:

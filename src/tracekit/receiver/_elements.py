@@ -107,8 +107,6 @@ class _Counter:
     def walk(self, pos: int, end: int, layout: _Layout, depth: int) -> None:
         """Count what ``data[pos:end]``, a message of ``layout``, holds (written for speed:
         one-byte tags and lengths, nearly all of them, are read inline)."""
-        if depth > _MAX_DEPTH:
-            raise MalformedRequest("body is not a valid OTLP protobuf message (nested too deep)")
         data = self.data
         while pos < end:
             self.fields_left -= 1
@@ -131,8 +129,7 @@ class _Counter:
                     if found[0]:
                         self.left -= 1
                         if self.left < 0:
-                            raise _TooMany(f"more than {self.most} spans, attributes, events and"
-                                           " other elements")  # fmt: skip
+                            raise self._too_many()
                     if found[1]:
                         self._walk_inside(pos, pos + size, found[1], depth + 1)
                 pos += size
@@ -147,11 +144,22 @@ class _Counter:
 
     def _walk_inside(self, pos: int, end: int, layout: _Layout, depth: int) -> None:
         """Walk a nested message; one that is malformed is the decoder's to refuse, which
-        rejects its record alone (a span whose event is corrupt): its count stops there."""
+        rejects its record alone (a span whose event is corrupt): its count stops there. So does
+        the decoder refuse alone a record nesting deeper than protobuf parses, where refusing the
+        request lost every record of a batch over ``2 * most`` bytes beside it: such a message is
+        not walked, but counted as the most it could hold (a message takes two bytes at least)."""
+        if depth > _MAX_DEPTH:
+            self.left -= (end - pos) // 2
+            if self.left < 0:
+                raise self._too_many()
+            return
         try:  # noqa: SIM105  (suppress() would cost a call per attribute; try costs nothing)
             self.walk(pos, end, layout, depth)
         except _Unframed:  # not a group or a nesting too deep, which protobuf's parser accepts
             pass  # or which refuse the whole request: its messages would not have been counted
+
+    def _too_many(self) -> _TooMany:
+        return _TooMany(f"more than {self.most} spans, attributes, events and other elements")
 
     def _varint(self, pos: int, end: int) -> tuple[int, int]:
         data, value, shift = self.data, 0, 0
