@@ -4,7 +4,8 @@ A full write queue gives room client address by client address (``_ingest``); gR
 connection by its peer, HTTP by ``peer``. They differed for IPv6, ``ipv6:[::1]`` against grpc's
 ``ipv6:%5B::1%5D``, and for an IPv4 client of a collector listening on ``::``,
 ``ipv6:[::ffff:127.0.0.1]`` against grpc's ``ipv4:127.0.0.1``: one host's HTTP and gRPC
-exporters counted as two addresses, and took two turns where one address takes one.
+exporters counted as two addresses, and took two turns where one address takes one. A link-local
+client still was: grpc names its interface (``%5Bfe80::1%254%5D``, scope 4), HTTP dropped it.
 
 A real grpc server names a real client; the HTTP side's name is built from the address a real
 IPv6 listening socket reports for a client from the same host.
@@ -13,7 +14,9 @@ IPv6 listening socket reports for a client from the same host.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+from pathlib import Path
 
 import grpc
 import pytest
@@ -55,11 +58,27 @@ def _http_peer(listen: str, connect: str) -> str:
         with socket.create_connection((connect, server.getsockname()[1])):
             client, address = server.accept()
             client.close()
-    return peer(*address[:2])
+    return peer(*address)  # as the HTTP handler does (IPv6: host, port, flow, scope id)
 
 
 def _address(name: str) -> str:
     return name.rpartition(":")[0]
+
+
+# an address still being checked for duplicates, or found one, cannot be connected to
+_TENTATIVE_OR_DUPLICATE = 0x40 | 0x08
+
+
+def _link_local() -> str:
+    """A usable link-local address of this machine with its interface (``fe80::1%eth0``), else
+    '' (Linux's table: address, interface index, prefix length, scope, flags, interface)."""
+    table = Path("/proc/net/if_inet6")
+    lines = table.read_text().splitlines() if table.exists() else []
+    for digits, _, _, _, flags, interface in (line.split() for line in lines):
+        if digits.startswith("fe80") and not int(flags, 16) & _TENTATIVE_OR_DUPLICATE:
+            groups = ":".join(digits[i : i + 4] for i in range(0, 32, 4))
+            return f"{ipaddress.IPv6Address(groups)}%{interface}"
+    return ""
 
 
 @pytest.mark.parametrize(
@@ -68,3 +87,12 @@ def _address(name: str) -> str:
 def test_http_and_grpc_name_one_client_address_alike(listen: str, connect: str) -> None:
     grpc_name = asyncio.run(_grpc_peer(listen, connect))
     assert _address(_http_peer(listen, connect)) == _address(grpc_name)
+
+
+def test_a_link_local_client_is_named_alike_with_its_interface() -> None:
+    connect = _link_local()
+    if not connect:
+        pytest.skip("no link-local IPv6 address on this machine")
+    grpc_name = asyncio.run(_grpc_peer("::", connect))
+    assert "%25" in grpc_name  # grpc names the interface, as its scope id
+    assert _address(_http_peer("::", connect)) == _address(grpc_name)

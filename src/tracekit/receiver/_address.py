@@ -20,16 +20,18 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def peer(host: str, port: int) -> str:
-    """A client connection as grpc names its peer: ``ipv4:10.0.0.7:51234``,
-    ``ipv6:%5B::1%5D:51234`` (its client address is what comes before the last colon). Written as
-    grpc writes it, so that one client's HTTP and gRPC connections share an address: ``[::1]``
-    was not grpc's ``%5B::1%5D``, and an IPv4 client of an IPv6 socket (``::ffff:10.0.0.7``,
-    which grpc names ``ipv4:10.0.0.7``) was not its IPv4 address."""
+def peer(host: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> str:
+    """A client connection (a socket's peer address: IPv6 adds flow and scope) as grpc names
+    its peer: ``ipv4:10.0.0.7:51234``, ``ipv6:%5B::1%5D:51234``, ``ipv6:%5Bfe80::1%254%5D:51234``
+    (its client address is what comes before the last colon). Written as grpc writes it, so that
+    one client's HTTP and gRPC connections share an address: ``[::1]`` was not grpc's
+    ``%5B::1%5D``, an IPv4 client of an IPv6 socket (``::ffff:10.0.0.7``, which grpc names
+    ``ipv4:10.0.0.7``) was not its IPv4 address, and a link-local client lacked its scope."""
     host = _unmapped(host)
     if ":" not in host:
         return f"ipv4:{host}:{port}"
-    return "ipv6:{}:{}".format(quote(f"[{host}]", safe=":"), port)
+    scope = f"%{scope_id}" if scope_id else ""
+    return "ipv6:{}:{}".format(quote(f"[{host}{scope}]", safe=":"), port)
 
 
 def _unmapped(host: str) -> str:

@@ -299,7 +299,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
             body = sink.finish()
             reservation.cover(len(body), content_type, signal)
             self.stream.state = BUSY
-            client = peer(*self.client_address[:2])  # (IPv6: 4 items)
+            client = peer(*self.client_address)
             export = self.server.service.export
             return export(signal, content_type, body, reservation, _WAIT_FOR_ROOM, client)
 
