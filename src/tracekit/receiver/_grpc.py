@@ -308,10 +308,11 @@ class GrpcReceiver:
 
     async def _stored(self, signal: str, request: bytes, wait_for_room: float, peer: str) -> bytes:
         reservation = Reservation(self.budget, waits_long=True)  # within the waiting share
+        gone = threading.Event()
         try:
             reservation.cover(len(request), PROTOBUF, signal)  # 503 now, not after a wait
             work = self._loop.run_in_executor(
-                self._workers, self._store, signal, request, reservation, wait_for_room, peer
+                self._workers, self._store, signal, request, reservation, wait_for_room, peer, gone
             )
         except BaseException:
             reservation.release()
@@ -319,14 +320,25 @@ class GrpcReceiver:
         # shielded: when the call is cancelled meanwhile, the work still ends and releases (its
         # outcome then has no one to go to, and is not to be printed as if unexpected)
         work.add_done_callback(_outcome_seen)
-        return await asyncio.shield(work)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:  # its client left: what it waits in line for goes to none
+            gone.set()
+            self.service.queue.client_gone(gone)
+            raise
 
     def _store(
-        self, signal: str, request: bytes, reservation: Reservation, wait_for_room: float, peer: str
+        self,
+        signal: str,
+        request: bytes,
+        reservation: Reservation,
+        wait_for_room: float,
+        peer: str,
+        gone: threading.Event,
     ) -> bytes:
         try:
             export = self.service.export
-            return export(signal, PROTOBUF, request, reservation, wait_for_room, peer)
+            return export(signal, PROTOBUF, request, reservation, wait_for_room, peer, gone)
         finally:
             reservation.release()
 

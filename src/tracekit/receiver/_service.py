@@ -58,19 +58,21 @@ class IngestService:
         reservation: Reservation,
         wait_for_room: float = 0.0,
         client: str = "",
+        gone: threading.Event | None = None,
     ) -> bytes:
         """Store one request's records; returns the encoded ``Export*ServiceResponse``.
 
         ``reservation`` holds the request's memory; it grows by what its records cost.
         ``wait_for_room``: seconds to wait for the write queue to make room before a 503.
         ``client``: the connection it came on (a full queue's room is given client by client).
+        ``gone``: set when the client stops waiting (``IngestQueue.client_gone``).
         """
         try:
             decoded = self._decode(content_type, signal, body, reservation)
             if signal == "metrics":
                 self._note_metrics()
             else:
-                self._store(decoded, reservation, wait_for_room, client)
+                self._store(decoded, reservation, wait_for_room, client, gone)
             encode = _protobuf.response if content_type == PROTOBUF else _json.response
             return encode(signal, decoded)
         finally:
@@ -139,13 +141,18 @@ class IngestService:
             )
 
     def _store(
-        self, decoded: Decoded, reservation: Reservation, wait_for_room: float, client: str
+        self,
+        decoded: Decoded,
+        reservation: Reservation,
+        wait_for_room: float,
+        client: str,
+        gone: threading.Event | None,
     ) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
         try:
             with reservation.waiting(wait_for_room) as wait:
-                ticket = self.queue.submit(decoded.rows, decoded.logs, wait, client)
+                ticket = self.queue.submit(decoded.rows, decoded.logs, wait, client, gone)
         except QueueFull:
             raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
         self._wait_for_commit(ticket)
