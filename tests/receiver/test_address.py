@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conditions import need
 
 from tracekit.receiver._address import host_port, peer
 
@@ -91,8 +92,7 @@ def test_http_and_grpc_name_one_client_address_alike(listen: str, connect: str) 
 
 def test_a_link_local_client_is_named_alike_with_its_interface() -> None:
     connect = _link_local()
-    if not connect:
-        pytest.skip("no link-local IPv6 address on this machine")
+    need(bool(connect), "a link-local IPv6 address on this machine")
     grpc_name = asyncio.run(_grpc_peer("::", connect))
     assert "%25" in grpc_name  # grpc names the interface, as its scope id
     assert _address(_http_peer("::", connect)) == _address(grpc_name)
