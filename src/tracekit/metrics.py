@@ -718,9 +718,24 @@ class MetricsServer(NamedTuple):
         self.thread.join(timeout=timeout_s)
 
 
+# The variable's former name, which prometheus-client still honours (with a deprecation
+# warning): its values go to the shared files under either name, so the scrape must read them.
+_FORMER_MULTIPROC_DIR_ENV = "prometheus_multiproc_dir"
+
+
 def multiprocess_enabled() -> bool:
     """True when prometheus-client's multiprocess mode is configured for this process."""
-    return bool(os.environ.get(MULTIPROC_DIR_ENV))
+    return bool(_multiprocess_directory())
+
+
+def _multiprocess_directory() -> str:
+    """The shared directory of multiprocess mode, as prometheus-client reads it ('' if unset).
+
+    prometheus-client copies the former name into ``PROMETHEUS_MULTIPROC_DIR`` only as a
+    process creates its first value: read before (at ``init``, in gunicorn's master), the new
+    name alone said single-process mode, and scrapes served one worker's values of the files.
+    """
+    return os.environ.get(MULTIPROC_DIR_ENV) or os.environ.get(_FORMER_MULTIPROC_DIR_ENV, "")
 
 
 def exposition_registry(registry: CollectorRegistry | None = None) -> Collector:
@@ -772,7 +787,7 @@ class _WorkerFiles(Collector):
         """The samples of every worker's readable files, summed."""
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        directory = os.environ.get(MULTIPROC_DIR_ENV, "")
+        directory = _multiprocess_directory()
         if not os.path.isdir(directory):
             error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
             report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
@@ -793,7 +808,7 @@ class _WorkerFiles(Collector):
 def _recorded_now() -> RecordedSeries:
     """The histogram series in the multiprocess files (``tracekit._metrics.recorded``); none
     when they cannot be read."""
-    directory = os.environ.get(MULTIPROC_DIR_ENV, "")
+    directory = _multiprocess_directory()
     if not os.path.isdir(directory):
         error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
         report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
@@ -882,10 +897,12 @@ def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[...,
 
 def mark_process_dead(pid: int) -> None:
     """Forget a dead worker's live gauges (multiprocess mode; call from gunicorn's child_exit)."""
-    if multiprocess_enabled():
+    directory = _multiprocess_directory()
+    if directory:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        # (named: prometheus-client looks only under the new name, unset here under the former)
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def install(options: Options, resource: Resource | None = None) -> MetricsServer | None:

@@ -120,6 +120,27 @@ def test_metrics_are_summed_over_workers(server: tuple[str, str]) -> None:
         assert sum(active.values()) == 0  # livesum over the live workers, none in flight
 
 
+def test_the_former_lower_case_variable_name_is_summed_over_workers(tmp_path: Path) -> None:
+    """prometheus-client still honours ``prometheus_multiproc_dir``, its variable's former name
+    (with a deprecation warning): the workers wrote their values into the directory, yet the
+    mount and the port each served one worker's requests (4 of 12), and the port's warning said
+    to set the variable. Both now sum the directory, as prometheus-client's own collector does."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    metrics_port = free_port()
+    env = {"prometheus_multiproc_dir": str(multiproc)}
+    with _gunicorn(tmp_path, "-w", "3", metrics_port=metrics_port, extra_env=env) as (url, log):
+        with ThreadPoolExecutor(REQUESTS) as pool:
+            responses = list(pool.map(lambda _: httpx.get(f"{url}/hello"), range(REQUESTS)))
+        assert len({r.text for r in responses}) >= 2, "served by several workers"
+        for metrics_url in (f"{url}/metrics", f"http://127.0.0.1:{metrics_port}/"):
+            counts = _samples(
+                httpx.get(metrics_url).text, "http_server_request_duration_seconds_count"
+            )
+            assert sum(counts.values()) == REQUESTS, metrics_url
+    assert "its scrapes miss this worker's metrics" not in log.read_text()
+
+
 def test_an_unreadable_worker_file_costs_only_its_own_values(
     server: tuple[str, str], tmp_path: Path
 ) -> None:
