@@ -130,7 +130,7 @@ def diff(
             _warn_unreported(counted)
         result: PairDiff | SetDiff = _compare_sets(
             service, a_match, b_match, route, since, limit, min_requests, thresholds,
-            lambda: open_source(store, tempo, jaeger, timeout=timeout, service=service),
+            lambda: open_source(store, tempo, jaeger, timeout=timeout, newest_of=service),
         )  # fmt: skip
     else:
         if len(requests) != 2:

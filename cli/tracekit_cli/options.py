@@ -154,10 +154,13 @@ def require_jaeger_for_service(service: str | None, jaeger: str | None) -> None:
 
 def open_source(
     store: str | None, tempo: str | None, jaeger: str | None, *, timeout: float = 10.0,
-    service: str | None = None,
+    service: str | None = None, newest_of: str | None = None,
 ) -> SpanSource:  # fmt: skip
     """The read backend the options name (the embedded store when none does); exit 2 with one
-    line when the options cannot make one (two backends, a bad URL or header)."""
+    line when the options cannot make one (two backends, a bad URL or header). ``service``:
+    Jaeger searches that service alone; ``newest_of``: a remote backend's newest spans are
+    those of that service's traces (``diff``'s set form), its requests found as ``trace``
+    finds them."""
     for option, value in (("--store", store), ("--tempo", tempo), ("--jaeger", jaeger)):
         require_value(option, value)
     if sum(1 for choice in (store, tempo, jaeger) if choice is not None) > 1:
@@ -166,14 +169,14 @@ def open_source(
     if typed and not (tempo or jaeger):
         fail("--header is for a remote backend: use it with --tempo or --jaeger", EXIT_ERROR)
     try:
-        return _remote_source(tempo, jaeger, timeout, service, typed) or _store(store)
+        return _remote_source(tempo, jaeger, timeout, typed, service, newest_of) or _store(store)
     except (BackendError, ValueError) as error:
         fail(str(error), EXIT_ERROR)
 
 
 def _remote_source(
-    tempo: str | None, jaeger: str | None, timeout: float, service: str | None,
-    typed: tuple[str, ...],
+    tempo: str | None, jaeger: str | None, timeout: float, typed: tuple[str, ...],
+    service: str | None, newest_of: str | None,
 ) -> SpanSource | None:  # fmt: skip
     if not (tempo or jaeger):
         return None
@@ -181,12 +184,12 @@ def _remote_source(
     if tempo:
         from tracekit.backends.tempo import TempoSource
 
-        return TempoSource(tempo, timeout=timeout, service=service, headers=headers,
+        return TempoSource(tempo, timeout=timeout, service=newest_of, headers=headers,
                            notify=warn)  # fmt: skip
     from tracekit.backends.jaeger import JaegerSource
 
     return JaegerSource(jaeger or "", timeout=timeout, service=service, headers=headers,
-                        notify=warn)  # fmt: skip
+                        notify=warn, newest_of=newest_of)  # fmt: skip
 
 
 def _store(store: str | None) -> SpanSource:

@@ -79,17 +79,24 @@ class JaegerSource(RemoteSource):
 
     ``headers`` go with every request (a tenant header, ``Authorization``); ``notify`` hears
     notices such as a fallback to client-side filtering (default: a log warning).
+    ``service``: the one service searched (``trace --service``, ``services --service``).
+    ``newest_of``: ``newest_spans_since`` reads that service's traces (``diff``'s set form), while
+    a correlation ID is still searched in every service, as ``trace`` searches it: a request's
+    trace that has no span there (a pull consumer's) is part of it.
     """
 
     def __init__(
         self, base_url: str, *, timeout: float = 10.0, retries: int = 2, service: str | None = None,
         headers: Mapping[str, str] | None = None, notify: Notify | None = None,
+        newest_of: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(
             base_url, name="Jaeger", timeout=timeout, retries=retries, headers=headers,
             notify=notify,
         )  # fmt: skip
         self.service = service
+        self.newest_of = newest_of or service
+        self._listed: list[str] | None = None  # the services Jaeger lists, asked for once
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, searched service by service."""
@@ -229,15 +236,15 @@ class JaegerSource(RemoteSource):
         newest ``limit`` before the next is read (``LimitedSpanSource``)."""
         since = since_unix_nano / 1e9
         answers = (
-            self._pages(since, self.service)
-            if self.service
+            self._pages(since, self.newest_of)
+            if self.newest_of
             else self._searches(self._services(), {}, since, capped=self._say_capped)
         )
         kept: list[SpanRecord] = []
         for spans in answers:
             kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
             kept = sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
-            if self.service and len(kept) >= limit:
+            if self.newest_of and len(kept) >= limit:
                 break  # one service's next page is older than every span held
         return kept
 
@@ -272,7 +279,9 @@ class JaegerSource(RemoteSource):
     def _services(self) -> list[str]:
         if self.service:
             return [self.service]
-        names = self._service_names(self._get("/api/v3/services"))
+        if self._listed is None:  # once: the set form searches every service per request
+            self._listed = self._service_names(self._get("/api/v3/services"))
+        names = self._listed
         if len(names) > MAX_SERVICES:
             self.notes.once(
                 f"{self.client.where} lists {len(names)} services: tracekit "
