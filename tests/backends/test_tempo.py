@@ -126,9 +126,15 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
     assert [(r.root_service, r.root_name, r.correlation_id) for r in found] == [
         ("web", "POST /jobs", "req-incident-9")
     ]
-    assert searches(backend)[-1].args["q"] == (
+    first, then = (search.args["q"] for search in searches(backend))
+    assert first == (
         '{ rootServiceName = "web" && traceDuration >= 50us && status = error } && { }'
         " | by(span.correlation.id) | select(span.correlation.id) with (most_recent=true)"
+    )
+    # the request's other traces, which the filter does not match (test_tempo_filtered_search)
+    assert then == (
+        '{ span.correlation.id = "req-incident-9" } | by(span.correlation.id)'
+        " | select(span.correlation.id)"
     )
 
 

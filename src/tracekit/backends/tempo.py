@@ -180,6 +180,8 @@ class TempoSource(RemoteSource):
         hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
         rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
+        if service or min_duration_ms is not None or errors_only:
+            rows += self._other_traces(rows, since_unix_nano)
         found = by_correlation_id(rows, self._continued(rows))
         if since_unix_nano is not None:
             begun_before = self._begun_before(found, since_unix_nano)
@@ -191,6 +193,33 @@ class TempoSource(RemoteSource):
                 if r.correlation_id not in begun_before and r.trace_id not in continuing
             ]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _other_traces(
+        self, rows: list[RequestSummary], since_unix_nano: int | None
+    ) -> list[RequestSummary]:
+        """The traces started since then that carry the correlation IDs of ``rows`` but are
+        not among them: a filter (an error, the root's service, a duration) matches traces, so a
+        pull consumer's trace of a request it found is no hit, and the request would be listed
+        without it. Searched for 20 IDs at a time; a failed search is said once, and the
+        requests are measured over the traces found."""
+        ids = list(dict.fromkeys(r.correlation_id for r in rows if r.correlation_id))
+        held = {r.trace_id for r in rows}
+        since = None if since_unix_nano is None else since_unix_nano / 1e9
+        more: dict[str, RequestSummary] = {}
+        for query in carrying_any(ids):
+            try:
+                hits = self._search_once(query, MAX_TRACES_PER_SEARCH, since)
+            except BackendError as error:
+                self.notes.once(
+                    f"{self.client.where} failed to search for the other traces of the "
+                    f"requests listed ({error}): a request is measured over the traces the "
+                    "filter matched"
+                )
+                break
+            for hit in hits:
+                if hit.trace_id not in held and hit.start_unix_nano >= (since_unix_nano or 0):
+                    more[hit.trace_id] = self._summary(hit)
+        return list(more.values())
 
     def _begun_before(self, found: list[RequestSummary], since_unix_nano: int) -> set[str]:
         """The correlation IDs of ``found`` that a trace started before ``since_unix_nano``

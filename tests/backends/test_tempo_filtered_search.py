@@ -1,0 +1,69 @@
+"""``tracekit search --tempo URL`` with a filter (``--errors``, ``--service``, ``--min-duration``)
+measures each request it lists over every trace carrying its correlation ID, as the store and
+``tracekit trace`` measure it.
+
+TraceQL's filters match traces, not requests: a pull consumer's trace (a trace of its own,
+carrying the request's correlation ID) has no error, no root in the service asked for, and is
+shorter than the request, so it is no hit. Before, such a request was listed over its first trace
+alone: 5 spans and 100 ms where the store listed 6 spans and 120 ms. No Tempo runs here:
+``FakeTempo`` answers TraceQL as Tempo does, on a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from tempo_fake import FakeTempo
+from trace_topologies import T0, Topology
+
+from tracekit.records import SpanRecord
+from tracekit.store import Store
+from tracekit_cli.main import cli
+
+NOW = time.time_ns() - 120 * 10**9
+
+
+def request_with_pull_consumer(n: int) -> list[SpanRecord]:
+    """gateway -> api (its database call fails) -> publish; a worker pulls the message 15 ms
+    after, in a trace of its own linked to it, and ends the request 20 ms after the gateway."""
+    t = Topology(f"req-{n}")
+    root = t.span("gateway", "GET /items", "SERVER", 0, 100)
+    _, api = t.http(root, "api", "/items/{id}", 5, 90)
+    t.span("api", "SELECT items", "CLIENT", 10, 40, api, status="ERROR")
+    sent = t.publish(api, "jobs", 50, 55)
+    t.new_trace()
+    t.consume("worker", "jobs", 70, 120, links=[sent])
+    shift = NOW - (10 - n) * 20 * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+def listed(*args: str) -> list[tuple[Any, ...]]:
+    result = CliRunner().invoke(
+        cli, ["search", "--format", "json", *args], env={"TRACEKIT_BACKEND_HEADERS": ""}
+    )
+    assert (result.exit_code, result.stderr) == (0, ""), result.stderr
+    rows = json.loads(result.stdout)["requests"]
+    return [(r["correlation_id"], r["span_count"], r["duration_ms"], r["error"]) for r in rows]
+
+
+@pytest.mark.parametrize("given", [["--errors"], ["--service", "gateway"]])
+def test_a_filtered_search_lists_requests_as_the_store_does(
+    serve: Any, tmp_path: Path, given: list[str]
+) -> None:
+    spans = [span for n in range(10) for span in request_with_pull_consumer(n)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed(*given, "--store", str(tmp_path / "store.db"))
+    assert from_store[0] == ("req-9", 6, 120.0, True)
+    assert listed(*given, "--tempo", serve(FakeTempo(spans)).url) == from_store
