@@ -48,3 +48,15 @@ def test_another_apis_answer_is_one_line_and_exit_2(
 def test_an_empty_object_is_still_nothing_found(serve: Any, backend: str) -> None:
     done = tracekit("search", backend, serve(answering({})).url, "--timeout", "5")
     assert (done.returncode, done.stderr) == (1, "tracekit: no requests match\n")
+
+
+@pytest.mark.parametrize(
+    "command", [["trace", "cid-1"], ["trace", "ab" * 16], ["search"], ["services"]]
+)
+def test_a_json_null_from_jaeger_is_one_line_and_exit_2(serve: Any, command: list[str]) -> None:
+    """Jaeger says "nothing found" with its 404 document, never with 200 ``null`` (what a Go
+    handler writes for a nil value): that was read as nothing found, exit 1."""
+    done = tracekit(*command, "--jaeger", serve(answering(None)).url, "--timeout", "5")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.startswith("tracekit: ") and done.stderr.count("\n") == 1
+    assert "not an api_v3" in done.stderr

@@ -445,9 +445,10 @@ class JaegerSource(RemoteSource):
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer at ``path``; None for Jaeger's own "not found", an error for any other
-        404 (a route Jaeger does not have, a proxy's page for a path it does not serve)."""
+        404 (a route Jaeger does not have, a proxy's page for a path it does not serve) and for
+        a JSON null, which no api_v3 release answers."""
         try:
-            return self.client.get(path, params)
+            answer = self.client.get(path, params)
         except NotFound as missing:
             if _not_found_by_jaeger(missing.document):
                 return None
@@ -458,6 +459,12 @@ class JaegerSource(RemoteSource):
                 f"{self.client.where} has no api_v3 ({path} answered {answered}): "
                 "tracekit needs Jaeger 1.54 or later, and the URL with Jaeger's base path"
             ) from None
+        if answer is None:  # JSON null: Jaeger's "nothing found" is its 404 document, never this
+            raise BackendError(
+                f"{self.client.where} answered null at {path}, not an api_v3 document: is the "
+                "URL Jaeger's, with its base path?"
+            )
+        return answer
 
 
 def _matching(
