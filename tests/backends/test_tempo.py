@@ -393,5 +393,25 @@ def test_a_refused_url_never_shows_its_credentials_or_query(url: str) -> None:
     assert "hunter2" not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:1234/hunter2@tempo.example",  # was sent to host "admin", port 1234
+        "https://viewer:hun/ter2@tempo.example",  # was "invalid port: 'viewer:hun'"
+        "https://viewer:hunter#2@tempo.example",
+        "https://viewer:hunter?2@tempo.example",
+    ],
+)
+def test_a_password_with_a_slash_hash_or_question_mark_is_refused_unshown(url: str) -> None:
+    """Unescaped, '/', '#' or '?' ends the host part of a URL: the rest of the password was
+    its path, printed in every error ('Tempo at https://admin:1234/hunter2@tempo.example:
+    unreachable'), and the request went to a host named after the user."""
+    with pytest.raises(BackendError) as refused:
+        TempoSource(url)
+    said = str(refused.value)
+    assert "percent-encoded (%2F, %23, %3F)" in said
+    assert not any(secret in said for secret in ("admin", "viewer", "1234", "hun", "ter2"))
+
+
 def test_traceql_strings_are_escaped() -> None:
     assert traceql_string('a"b\\c') == '"a\\"b\\\\c"'

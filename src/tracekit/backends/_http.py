@@ -373,6 +373,12 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         shown = raw.strip().rpartition("@")[2].partition("?")[0][:80]  # no userinfo, no query
         raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
+    if "@" in parsed.path + parsed.query + parsed.fragment:
+        # user:pass/word@host: the "/" ended the host part, leaving the rest of the password in
+        # the path every error shows, and the request going to a host named after the user
+        raise BackendError(f"{name} URL has an '@' after its host: a user name or password "
+                           "holding '/', '#' or '?' must be percent-encoded (%2F, %23, "
+                           "%3F)")  # fmt: skip
     if parsed.query:
         raise BackendError(f"{name} URL must not carry a query string (send headers instead)")
     try:
