@@ -868,7 +868,9 @@ def test_a_backend_that_trickles_its_answer_is_cut_off_at_the_timeout(
     backend: str, trickling: str
 ) -> None:
     """The socket's timeout bounds each read only; ``--timeout`` must bound the whole answer,
-    its head as much as its body."""
+    its head as much as its body. The server is there, slow: it is not called unreachable (a
+    Tempo searching a week of traces for longer than the timeout was, and users looked at the
+    network instead of raising --timeout)."""
     import time
 
     url = trickling
@@ -877,7 +879,11 @@ def test_a_backend_that_trickles_its_answer_is_cut_off_at_the_timeout(
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     took = time.monotonic() - started
     assert (done.returncode, done.stdout) == (2, "")
-    assert "unreachable (timed out)" in done.stderr and done.stderr.count("\n") == 1
+    name = backend.strip("-").capitalize()
+    assert done.stderr == (
+        f"tracekit: {name} at {url}: no whole answer within 1 s (timed out: a slow search may "
+        "need a longer timeout)\n"
+    )
     assert took < 20, took  # three tries of a second, their backoff, and the interpreter
 
 
@@ -916,7 +922,7 @@ def test_a_request_given_up_at_the_deadline_leaves_no_thread_reading(trickling: 
     from tracekit.records import BackendError
 
     client = JsonClient(trickling, name="Tempo", timeout=0.5, retries=1)
-    with pytest.raises(BackendError, match="unreachable"):
+    with pytest.raises(BackendError, match=r"no whole answer within 0\.5 s"):
         client.get("/api/search")
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline and any(

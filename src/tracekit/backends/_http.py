@@ -144,7 +144,7 @@ class JsonClient:
             for sock in list(opened):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-            raise _Retryable("unreachable (timed out)")
+            raise self._timed_out(connected=bool(opened))
         succeeded, value = outcome.pop()
         try:
             if not succeeded:
@@ -169,6 +169,8 @@ class JsonClient:
             reason = getattr(error, "reason", error)
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
                 raise BackendError(self._tls_failure(reason)) from None
+            if isinstance(reason, TimeoutError):
+                raise self._timed_out(connected=bool(_connections.opened)) from None
             raise _Retryable(f"unreachable ({self.printable(str(reason))})") from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
             raise BackendError(
@@ -197,6 +199,15 @@ class JsonClient:
         if len(plain) > MAX_RESPONSE_BYTES:
             raise self._too_large()
         return plain
+
+    def _timed_out(self, *, connected: bool) -> _Retryable:
+        """A request that ran out of time: before a connection, the server is unreachable;
+        after, it is there but slow (a search over days of traces), which a longer timeout
+        may answer: "unreachable" sent users looking at the network."""
+        if not connected:
+            return _Retryable("unreachable (timed out)")
+        return _Retryable(f"no whole answer within {self.timeout:g} s (timed out: a slow "
+                          "search may need a longer timeout)")  # fmt: skip
 
     def _broken_answer(self, why: str) -> BackendError:
         return BackendError(f"{self.where} sent a broken HTTP answer ({why})")
