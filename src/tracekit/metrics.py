@@ -780,8 +780,12 @@ class _WorkerFiles(Collector):
 
     A file that cannot be read is left out (one warning each), not the whole scrape:
     prometheus-client creates a worker's file empty and sizes it after, and a worker killed in
-    between (or a scrape at that moment) made every scrape of the server fail.
+    between (or a scrape at that moment) made every scrape of the server fail. Such a file stays
+    left out until it changes, so later scrapes merge the others once, as usual.
     """
+
+    def __init__(self) -> None:
+        self._unreadable: set[_FileStamp] = set()  # files found unreadable, as they were then
 
     def collect(self) -> Iterable[Metric]:
         """The samples of every worker's readable files, summed."""
@@ -797,12 +801,35 @@ class _WorkerFiles(Collector):
             for path in glob.glob(os.path.join(glob.escape(directory), "*.db"))
             if not _of_dead_process(path)
         ]
+        if self._unreadable:  # (a file removed or changed since is forgotten, or read again)
+            stamps = {path: _stamp(path) for path in paths}
+            self._unreadable &= set(stamps.values())
+            paths = [path for path in paths if stamps[path] not in self._unreadable]
         merge = MultiProcessCollector.merge
         try:
             metrics: Iterable[Metric] = merge(paths)  # type: ignore[no-untyped-call]
-        except Exception:  # a file that cannot be read: found one by one, and left out
-            metrics = merge([path for path in paths if _readable(path)])  # type: ignore[no-untyped-call]
+            return metrics
+        except Exception:  # noqa: S110 (a file that cannot be read: found one by one, below)
+            pass
+        readable = []
+        for path in paths:
+            if _readable(path):
+                readable.append(path)
+            else:
+                self._unreadable.add(_stamp(path))
+        metrics = merge(readable)  # type: ignore[no-untyped-call]
         return metrics
+
+
+_FileStamp = tuple[str, int, int]  # path, size, modification time (ns)
+
+
+def _stamp(path: str) -> _FileStamp:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return (path, -1, -1)
+    return (path, found.st_size, found.st_mtime_ns)
 
 
 def _recorded_now() -> RecordedSeries:

@@ -1,0 +1,77 @@
+"""A worker's file that cannot be read, left in the multiprocess directory for good.
+
+prometheus-client creates a worker's file empty and sizes it after: a worker killed in between
+leaves an empty file that no scrape can merge. The scrape leaves it out (tested under gunicorn in
+test_gunicorn_multiprocess.py); here, that it is not read again at every scrape while it stays as
+it was, and that it is read again once it changes. The worker's file is written by a real
+prometheus-client in multiprocess mode, in a process of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from tracekit import metrics
+
+_WORKER = """
+from prometheus_client import Histogram
+served = Histogram("served_seconds", "Time served", ["route"])
+for _ in range(3):
+    served.labels("/orders").observe(0.1)
+"""
+
+
+def _served(exposition: bytes) -> float:
+    families = text_string_to_metric_families(exposition.decode())
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == "served_seconds_count"
+    )
+
+
+def test_a_file_that_cannot_be_read_is_left_out_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    worker_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", _WORKER], env=worker_env, check=True, timeout=60)
+    (written,) = directory.glob("*.db")
+    killed = directory / "histogram_4194301.db"  # a pid that never returns
+    killed.touch()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    read: list[str] = []
+    merge = MultiProcessCollector.merge
+
+    def counted(files: Iterable[str], accumulate: bool = True) -> object:
+        files = list(files)
+        read.extend(files)
+        return merge(files, accumulate)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(MultiProcessCollector, "merge", staticmethod(counted))
+    exposition = metrics.exposition_registry()
+
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        scrapes = [_served(generate_latest(exposition)) for _ in range(3)]  # type: ignore[arg-type]
+    assert scrapes == [3, 3, 3]
+    # the first scrape finds it (the whole merge fails, then the file alone); no later one reads it
+    assert read.count(str(killed)) == 2
+    assert read.count(str(written)) == 5  # the failed merge, alone, then once a scrape
+    (warning,) = [r for r in caplog.records if "histogram_4194301.db" in r.getMessage()]
+    assert warning.exc_info is not None and warning.exc_info[1] is not None
+    assert warning.exc_info[1].__context__ is None  # not chained to the failed whole merge
+
+    killed.write_bytes(written.read_bytes())  # sized at last: a worker's values like the other's
+    assert _served(generate_latest(exposition)) == 6  # type: ignore[arg-type]
