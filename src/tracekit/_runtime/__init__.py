@@ -6,5 +6,6 @@
 - ``guard``: never break the host (report once, guarded hooks, marking a span failed, the
   suppression check);
 - ``ratelimit``: warnings about untrusted input, at most one a minute;
-- ``export_watch``: one warning when the OTLP endpoint takes nothing.
+- ``export_watch``: one warning when the OTLP endpoint takes nothing, one line when it takes
+  again.
 """

@@ -1,8 +1,9 @@
-"""A one-time warning when the OTLP endpoint takes nothing: telemetry must not vanish silently.
+"""A warning when the OTLP endpoint takes nothing, and a word when it takes again: telemetry
+must not vanish silently.
 
 The SDK's exporter retries and then drops the batch, logging each attempt under
-``opentelemetry.*``; tracekit adds one warning of its own per signal that says where it tried to
-send and what to do about it.
+``opentelemetry.*``; tracekit adds one warning of its own per signal and outage that says where
+it tried to send and what to do about it, and one line as the outage ends, with what it lost.
 """
 
 from __future__ import annotations
@@ -108,11 +109,13 @@ def _without_credentials(url: str) -> str:
 
 
 class ExportWatch(logging.Filter):
-    """Warns once, the first time an export of ``what`` to ``endpoint`` fails.
+    """Warns once per outage, as an export of ``what`` to ``endpoint`` first fails, and says
+    when it ends, with how many were dropped meanwhile: a collector that restarts (a deploy, a
+    crash) goes away more than once in a service's life, and each time data is lost.
 
-    From then until an export succeeds it also quiets the exporter's own loggers (a filter on
-    them): the SDK logs its retries and the failure of every batch, lines that explained the first
-    failure and, repeated for each batch, bury the application's own.
+    During an outage it also quiets the exporter's own loggers (a filter on them): the SDK logs
+    its retries and the failure of every batch, lines that explained the first failure and,
+    repeated for each batch, bury the application's own.
     """
 
     def __init__(
@@ -122,8 +125,9 @@ class ExportWatch(logging.Filter):
         self.what = what
         self.resends_unencodable = resends_unencodable
         self.endpoint = endpoint
-        self.warned = False
         self.failing = False
+        self.dropped = 0  # during the current outage
+        self._pid = os.getpid()
         # The loggers of the exporter's classes (the gRPC exporters log from their base's module).
         self._loggers = [
             logging.getLogger(name)
@@ -150,12 +154,15 @@ class ExportWatch(logging.Filter):
             logger.removeFilter(self)
         logging.getLogger(_HTTP_CLIENT_LOGGER).removeFilter(self._request_lines)
 
-    def saw(self, failed: bool) -> None:
-        """Record one export's outcome: a failure quiets the exporter's lines until a success
-        (the SDK's lines of the first failure of an outage explain it)."""
+    def saw(self, failed: bool, dropped: int = 0) -> None:
+        """Record one export's outcome (``dropped``: what a failed one lost): a failure quiets
+        the exporter's lines until a success (the SDK's lines of the first failure of an outage
+        explain it)."""
+        self._forget_parents_outage()
+        began, ended = failed and not self.failing, self.failing and not failed
         self.failing = failed
-        if failed and not self.warned:
-            self.warned = True
+        self.dropped += dropped
+        if began:
             _log.warning(
                 "tracekit: could not export %s to the OTLP endpoint %s (unreachable or refusing);"
                 " they are dropped until it answers. Start a collector there (or `tracekit"
@@ -163,6 +170,24 @@ class ExportWatch(logging.Filter):
                 self.what,
                 self.endpoint,
             )
+        elif ended:
+            self._say_outage_ended()
+
+    def _forget_parents_outage(self) -> None:
+        """A forked worker exports on a connection of its own (``_ExporterOfThisProcess``): what
+        its parent lost is not its to report."""
+        if self._pid != os.getpid():
+            self._pid, self.failing, self.dropped = os.getpid(), False, 0
+
+    def _say_outage_ended(self) -> None:
+        dropped, self.dropped = self.dropped, 0
+        _log.warning(
+            "tracekit: the OTLP endpoint %s takes %s again; %d %s dropped meanwhile.",
+            self.endpoint,
+            self.what,
+            dropped,
+            "was" if dropped == 1 else "were",
+        )
 
 
 def _encoding_error(record: logging.LogRecord) -> bool:
@@ -256,12 +281,14 @@ class WatchedSpanExporter(SpanExporter):
         The SDK batches by count, whatever the spans hold: 20 spans with a 1 MB attribute each
         made one request a collector refused whole (413, or gRPC's largest message), and every
         span batched with them was lost."""
-        result = SpanExportResult.SUCCESS
+        result, sent = SpanExportResult.SUCCESS, 0
         for request in _export_requests(spans, _span_text_size):
             result = self._export_request(request)
             if result is SpanExportResult.FAILURE:
                 break
-        self.watch.saw(result is SpanExportResult.FAILURE)
+            sent += len(request)
+        failed = result is SpanExportResult.FAILURE
+        self.watch.saw(failed, len(spans) - sent if failed else 0)
         return result
 
     def _export_request(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -314,12 +341,14 @@ class WatchedLogExporter(LogRecordExporter):
         """Export through the wrapped exporter, in requests a collector takes
         (``_export_requests``), and note a failure. After a failed request the rest of the
         batch is dropped, as a whole batch was: the collector is not taking any."""
-        result = LogRecordExportResult.SUCCESS
+        result, sent = LogRecordExportResult.SUCCESS, 0
         for records in _export_requests(batch, _text_size):
             result = self.inner.export(records)
             if result is LogRecordExportResult.FAILURE:
                 break
-        self.watch.saw(result is LogRecordExportResult.FAILURE)
+            sent += len(records)
+        failed = result is LogRecordExportResult.FAILURE
+        self.watch.saw(failed, len(batch) - sent if failed else 0)
         return result
 
     def shutdown(self) -> None:
