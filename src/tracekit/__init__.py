@@ -36,7 +36,8 @@ def init(service_name: str | None = None, **options: _typing.Any) -> "Options":
 
     ``service_name`` defaults to ``TRACEKIT_SERVICE_NAME``, then ``OTEL_SERVICE_NAME``. Every
     keyword option also has a ``TRACEKIT_*`` environment variable (docs/configuration.md).
-    Calling it again is harmless: the first configuration stays. Returns the options in force.
+    Calling it again is harmless: the first configuration stays (options asked for again are
+    not taken, and a warning names them). Returns the options in force.
     """
     from tracekit._runtime import setup
 

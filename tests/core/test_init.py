@@ -229,6 +229,40 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
     assert out.split("\n")[:4] == ["first first True", "True True", "True None", "third"]
 
 
+def test_a_second_init_asking_for_other_options_says_they_are_not_taken(tmp_path: Any) -> None:
+    """A second init() while the first runs keeps the first configuration: a service whose
+    framework plugin called init() first, then its own init("orders", exporter="store"), had
+    its spans sent over OTLP to nowhere under the plugin's name, and nothing said so (a DEBUG
+    line). Asking again for the same options, or for none, stays quiet."""
+    store = tmp_path / "spans.db"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import tracekit
+            from opentelemetry import trace
+            tracekit.init("plugin", exporter="none")
+            tracekit.init("orders", exporter="store", store={str(store)!r})
+            tracekit.init("plugin", exporter="none")
+            tracekit.init()
+            tracekit.init(exporter="no such exporter")
+            trace.get_tracer("t").start_span("checkout").end()
+            tracekit.shutdown()
+        """)],
+        env={**_clean_env(), **QUIET},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
+    assert ours == [
+        "tracekit: init() was called again while running, asking for other options (exporter,"
+        " service_name, store); they are not taken: the first init() stays in force until"
+        " tracekit.shutdown()",
+        "tracekit: init() was called again while running, asking for other options (exporter);"
+        " they are not taken: the first init() stays in force until tracekit.shutdown()",
+    ], result.stderr
+    assert not store.exists()
+
+
 def test_a_later_init_under_another_name_says_its_spans_keep_the_first(tmp_path: Any) -> None:
     """The global tracer provider (and the spans' resource) is set once per process: a second
     init() under another name cannot rename spans, and must say so rather than mislabel them."""

@@ -125,6 +125,7 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
         running = state.current()
         if running is not None:
             _log.debug("tracekit.init() called again; keeping the first configuration")
+            _warn_if_options_not_taken(running.options, service_name, options)
             return running.options
         opts = config.resolve(service_name, **options)
         _warn_if_sdk_disabled_unclear()
@@ -139,6 +140,26 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
             runtime.stop()
             raise
         return opts
+
+
+def _warn_if_options_not_taken(
+    running: config.Options, service_name: str | None, options: dict[str, Any]
+) -> None:
+    """A second ``init`` keeps the first configuration: say so when it asked for another one
+    (a framework plugin's ``init()`` came first, and the service's own options went unheeded).
+    Only the options it names are compared: ``init()`` alone asks for nothing."""
+    asked = {**options, **({"service_name": service_name} if service_name else {})}
+    try:
+        wanted = config.resolve(**asked)
+        differing = [name for name in asked if getattr(wanted, name) != getattr(running, name)]
+    except (ValueError, TypeError):  # options init would refuse: they are not taken either
+        differing = list(asked)
+    if differing:
+        _log.warning(
+            "tracekit: init() was called again while running, asking for other options (%s);"
+            " they are not taken: the first init() stays in force until tracekit.shutdown()",
+            ", ".join(sorted(differing)),
+        )
 
 
 def _warn_if_sdk_disabled_unclear() -> None:
