@@ -3,6 +3,7 @@ and the stored telemetry reconstructs to the topology the demo is known to have.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -261,6 +262,52 @@ def test_ctrl_c_or_sigterm_stops_every_process_the_demo_started(
     assert "stopped: every demo process was shut down" in rest
     assert not (_demo_services() & running)
     assert list(scratch.iterdir()) == [], "the demo's work folder is removed on Ctrl-C too"
+
+
+def test_a_second_ctrl_c_while_the_services_stop_leaves_none_running(tmp_path: Path) -> None:
+    """A second Ctrl-C while the services flushed interrupted the wait for them: the demo said
+    'every demo process was shut down' and exited 130, leaving redis-server and a service that
+    had not yet exited running in sessions of their own, with nothing left to stop them."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--keep-running", "--store", str(tmp_path / "twice.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        if "press Ctrl-C" in line:
+            break
+    children = _live_children(demo.pid)
+    slow = min(_demo_services(parent=demo.pid))  # a service slow to flush: it cannot exit
+    os.kill(slow, signal.SIGSTOP)
+    try:
+        demo.send_signal(signal.SIGINT)
+        while len(_live_children(demo.pid)) > 2:  # the slow one and the queue's, if Redis
+            time.sleep(0.05)
+        demo.send_signal(signal.SIGINT)  # the user does not want to wait
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed and reaped: the fix
+            os.kill(slow, signal.SIGCONT)
+    assert demo.returncode == 130
+    assert "stopped: every demo process was shut down" in rest
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def _live_children(parent: int) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    return {int(pid) for pid in found.stdout.split() if _alive(int(pid))}
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process nobody reaped yet is a zombie: 'Z')."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_keep_running_shows_how_to_send_one_more_checkout(tmp_path: Path) -> None:

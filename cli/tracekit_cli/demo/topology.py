@@ -139,11 +139,13 @@ class Topology:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
-        # A service or queue that failed says so naming its log in the folder: keep it then.
-        # Ctrl-C, output that cannot be written (a full disk) and the like name none.
-        if not isinstance(error, (RuntimeError, OSError)):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            # A service or queue that failed says so naming its log in the folder: keep it then.
+            # Ctrl-C, output that cannot be written (a full disk) and the like name none.
+            if not isinstance(error, (RuntimeError, OSError)):
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def environment(self, role: str) -> dict[str, str]:
         """What one service process runs with: tracekit writes straight into the store."""
@@ -282,22 +284,43 @@ class Topology:
         return False
 
     def stop(self) -> None:
-        """SIGTERM every process (they flush their telemetry), then make sure they are gone."""
-        for process in self.processes.values():
+        """Stop every service (they flush their telemetry), then the queue."""
+        try:
+            stop_processes(list(self.processes.values()))
+        finally:
+            self.processes.clear()
+            if self._redis is not None:
+                redis, self._redis = self._redis, None
+                stop_processes([redis])
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process and wait for it, killing one that takes over STOP_GRACE_SECONDS.
+
+    A second Ctrl-C (or SIGTERM) while they flush means: do not wait. Each is then killed at
+    once, rather than left running in its own session with nobody to stop it.
+    """
+    try:
+        _terminate_and_wait(processes)
+    except BaseException:
+        for process in processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
                 process.kill()
-                process.wait()
-        self.processes.clear()
-        if self._redis is not None:
-            self._redis.terminate()
-            self._redis.wait()
-            self._redis = None
+            process.wait()
+        raise
+
+
+def _terminate_and_wait(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _has_module(name: str) -> bool:
