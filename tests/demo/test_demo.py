@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,52 @@ def test_a_second_ctrl_c_while_the_services_stop_leaves_none_running(tmp_path: P
     assert demo.returncode == 130
     assert "stopped: every demo process was shut down" in rest
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def test_a_second_ctrl_c_while_the_canary_versions_stop_leaves_none_running(
+    tmp_path: Path,
+) -> None:
+    """The same in the canary step: its two versions were left running when a second Ctrl-C
+    came while they flushed."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--queue", "embedded",
+         "--store", str(tmp_path / "canary.db")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        if "side by side" in line:
+            break
+    while len(versions := _live_children(demo.pid)) < 2:
+        time.sleep(0.05)
+    for pid in versions:  # serving the step's traffic: the Ctrl-C comes amid it
+        port = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[-2]
+        assert wait_for_health(int(port)), port
+    slow = min(versions)  # a version slow to flush: it cannot exit
+    os.kill(slow, signal.SIGSTOP)
+    try:
+        demo.send_signal(signal.SIGINT)
+        while len(_live_children(demo.pid)) > 1:
+            time.sleep(0.05)
+        demo.send_signal(signal.SIGINT)  # the user does not want to wait
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed and reaped: the fix
+            os.kill(slow, signal.SIGCONT)
+    assert demo.returncode == 130
+    assert "stopped: every demo process was shut down" in rest
+    assert [pid for pid in versions if _alive(pid)] == []
+
+
+def wait_for_health(port: int) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _live_children(parent: int) -> set[int]:

@@ -18,7 +18,6 @@ import fcntl
 import os
 import random
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,12 @@ from typing import Any
 
 import tracekit
 from tracekit.store._connection import left_by_another_user
-from tracekit_cli.demo.topology import _free_port, inherited_environment, open_loopback
+from tracekit_cli.demo.topology import (
+    _free_port,
+    inherited_environment,
+    open_loopback,
+    stop_processes,
+)
 
 SERVICE, BASELINE, CANARY = "catalog", "2.3.0", "2.4.0"
 ROUTES = ("/products/{product_id}", "/search")
@@ -124,7 +128,7 @@ def deployed(store_path: Path) -> Iterator[dict[str, int]]:
             _wait_until_up(processes[version], port)
         yield ports
     finally:
-        _stop(processes.values())
+        stop_processes(list(processes.values()))
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], port: int) -> None:
@@ -139,18 +143,6 @@ def _wait_until_up(process: subprocess.Popen[bytes], port: int) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the demo's {SERVICE} service did not start") from None
             time.sleep(0.1)
-
-
-def _stop(processes: Any) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def send_traffic(ports: dict[str, int], per_route: int = REQUESTS_PER_ROUTE) -> int:
