@@ -329,14 +329,17 @@ def _out_of_range(value: str, option: str) -> click.BadParameter:
 
 def terminal_width(default: int = 100, narrowest: int = 40) -> int:
     """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to
-    ``narrowest``-400)."""
-    columns = _dimension_from_environment("COLUMNS")
-    if columns is not None:
-        return max(narrowest, min(columns, 400))
+    ``narrowest``-400). A width of 0 is none known: a terminal whose size nobody set reports
+    0x0 (``script``, ``docker exec -t``, CI runners), and shells treat ``COLUMNS=0`` as unset."""
+    columns = _dimension_from_environment("COLUMNS") or _terminal_columns() or default
+    return max(narrowest, min(columns, 400))
+
+
+def _terminal_columns() -> int | None:
     try:
-        return max(narrowest, min(os.get_terminal_size(sys.stdout.fileno()).columns, 400))
+        return os.get_terminal_size(sys.stdout.fileno()).columns
     except (OSError, ValueError):
-        return default
+        return None
 
 
 def terminal_height(default: int = 25) -> int:

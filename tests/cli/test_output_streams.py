@@ -8,9 +8,12 @@ on stderr, and exits with the status its result gives.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +218,38 @@ def test_a_terminal_size_that_is_no_number_is_ignored_by_the_rich_views(
 
         assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
         assert result.stdout
+
+
+def on_a_terminal_of_no_size(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``tracekit`` on a new pseudo-terminal, whose size is 0x0 until someone sets it (as
+    ``script``, ``docker exec -t`` and CI runners leave it); returns its status and output."""
+    primary, replica = pty.openpty()
+    process = subprocess.Popen([TRACEKIT, *args], stdin=subprocess.DEVNULL, stdout=replica,
+                               stderr=replica, env=env)  # fmt: skip
+    os.close(replica)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once the command has exited
+        while chunk := os.read(primary, 65536):
+            chunks.append(chunk)
+    os.close(primary)
+    return process.wait(timeout=60), re.sub(
+        r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode()
+    )
+
+
+@pytest.mark.parametrize("columns", [None, "0"])
+@pytest.mark.parametrize("name", ["trace", "search", "services", "diff", "canary-fail"])
+def test_a_terminal_that_reports_no_size_gets_the_default_width(
+    store: Path, columns: str | None, name: str
+) -> None:
+    """A terminal that reports 0 columns (a size nobody set) was taken at its word: every view
+    was drawn for the narrowest, 20 columns, a correlation ID folded over two lines. Like
+    ``COLUMNS=0``, it says nothing of the width: the default, 100 columns, is used."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if columns is not None:
+        env["COLUMNS"] = columns
+
+    status, shown = on_a_terminal_of_no_size(commands(store, "rich")[name], env)
+
+    assert status == EXPECTED_STATUS.get(name, 0), shown
+    assert 60 < max(len(line) for line in shown.splitlines()) <= 100, shown
