@@ -235,7 +235,15 @@ def _demo_services(parent: int | None = None) -> set[int]:
     return {int(pid) for pid in found.stdout.split()}
 
 
-@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("stop", "status"),
+    [
+        (signal.SIGINT, 130),
+        (signal.SIGTERM, 143),
+        # the terminal closed: the services, in sessions of their own, were left running
+        (signal.SIGHUP, 129),
+    ],
+)
 def test_ctrl_c_or_sigterm_stops_every_process_the_demo_started(
     tmp_path: Path, stop: signal.Signals, status: int
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import shlex
 import signal
@@ -87,8 +88,10 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
                 _show_ports(console, topology)
                 _wait_for_ctrl_c()
     except KeyboardInterrupt as stop:
-        console.print("stopped: every demo process was shut down")
-        raise SystemExit(143 if isinstance(stop, _Terminated) else 130) from None
+        with contextlib.suppress(OutputLost):  # a terminal that hung up takes no more lines
+            console.print("stopped: every demo process was shut down")
+        signum = stop.signum if isinstance(stop, _Terminated) else signal.SIGINT
+        raise SystemExit(128 + signum) from None
     except OutputLost as lost:
         fail_output_lost(lost.error)
     except (RuntimeError, OSError) as error:  # a service that did not start names its log
@@ -144,14 +147,21 @@ def _create_store(path: FilePath) -> None:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C is: every process the demo started is stopped."""
+    """SIGTERM, or SIGHUP (its terminal closed), handled as Ctrl-C is: every process the demo
+    started is stopped (they run in sessions of their own, so no hangup reaches them)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _stop_on_sigterm() -> None:
     def terminate(signum: int, frame: Any) -> None:
-        raise _Terminated
+        raise _Terminated(signum)
 
     signal.signal(signal.SIGTERM, terminate)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+        signal.signal(signal.SIGHUP, terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # inherited ignored in background
 
 
