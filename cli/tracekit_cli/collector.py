@@ -58,8 +58,11 @@ def _age_with_unit(text: str) -> int:
 
 
 def _parsed(parse: Callable[[str], int], text: str | None, option: str) -> int | None:
-    if not text:
+    if text is None:
         return None
+    if not text.strip():  # an unset variable (--retention "$AGE"): a limit was meant, not none
+        raise click.BadParameter("empty; leave the option out to keep everything",
+                                 param_hint=f"'{option}'")  # fmt: skip
     try:
         return parse(text)
     except ValueError as error:

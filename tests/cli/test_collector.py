@@ -141,6 +141,18 @@ def test_retention_without_a_unit_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("option", ["--retention", "--max-size"])
+def test_an_empty_retention_or_size_is_refused(tmp_path: Path, option: str) -> None:
+    """`--retention "$RETENTION"` with the variable unset started a collector that kept
+    everything, the store growing until the disk was full, as if no limit had been asked for;
+    it is refused, as an empty --host or --store is."""
+    command = [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(tmp_path / "e.db")]
+    result = subprocess.run([*command, option, ""], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"tracekit: Invalid value for '{option}': empty")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_a_small_max_size_without_a_unit_says_it_is_bytes(tmp_path: Path) -> None:
     """`--max-size 500`, meant as megabytes, was refused with "max size must be at least 1MB"
     alone, which 500 MB is."""
