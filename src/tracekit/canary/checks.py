@@ -139,7 +139,9 @@ def check_route(
     A route the canary served no request of (it stopped serving it) has all three untested: no
     evidence, so it cannot pass, and no number of requests that would settle it. A route none of
     whose baseline requests succeeded has only its errors checked: as a new endpoint, it has no
-    baseline latency to be slower than, and a canary that fixed it must be able to pass.
+    baseline latency to be slower than, and a canary that fixed it must be able to pass. One whose
+    baseline requests succeeded untimed (the clock stepped back) keeps its latency checks: how fast
+    the baseline was is unknown, not missing, and a slower canary must not pass unseen.
     """
     route = _route(key, baseline, canary, settings, tests)
     if not canary.requests:
@@ -148,7 +150,7 @@ def check_route(
             route.check(metric, method, None, nothing, _tolerance(metric, settings), None)
             for metric, method in _METHODS.items()
         ]
-    if not baseline.succeeded:
+    if baseline.all_failed:
         return [_errors(route)]
     return [_latency(route), _tail(route), _errors(route)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from tracekit.canary.checks import Check
-from tracekit.canary.samples import UNMATCHED_ROUTE
+from tracekit.canary.samples import UNMATCHED_ROUTE, RouteSamples
 from tracekit.canary.settings import ERROR_RATE, LATENCY
 
 __all__ = [
@@ -31,10 +31,7 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
             f" stopped serving cannot pass"
         )
     if check.metric != ERROR_RATE and not check.canary.succeeded:
-        return (
-            f"none of the canary's {check.canary.requests} requests succeeded: nothing to time"
-            f" (its failures are judged by the error rate)"
-        )
+        return _nothing_timed(check.canary)
     if check.p_value is None or check.estimate is None:
         return f"{_too_few(check)}; {_more(check)}"
     measured = _measured(check, confidence, q)
@@ -57,6 +54,19 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
     return (
         f"{measured}: not significantly {worse}, but {excess} beyond {tolerance} is not ruled"
         f" out; {_more(check)}"
+    )
+
+
+def _nothing_timed(canary: RouteSamples) -> str:
+    if canary.all_failed:
+        return (
+            f"none of the canary's {canary.requests} requests succeeded: nothing to time"
+            f" (its failures are judged by the error rate)"
+        )
+    # succeeded while the clock stepped back: not failures, and not 0 ms either
+    return (
+        f"none of the canary's {canary.requests} requests was timed: {canary.uncounted}"
+        f" succeeded while the clock stepped back, {canary.errors} failed"
     )
 
 

@@ -63,7 +63,8 @@ class RouteSamples:
     errors: int
     edges: tuple[Floats, Floats] | None = None
     # requests neither timed here nor counted failed: the other routes' failures, when one
-    # route's failures are counted among every request of the version
+    # route's failures are counted among every request of the version; in a route's own
+    # samples, requests that succeeded while the clock stepped back (no duration to tell)
     uncounted: int = 0
 
     @classmethod
@@ -87,6 +88,12 @@ class RouteSamples:
     def succeeded(self) -> int:
         """Number of requests that succeeded: those whose durations the latency checks compare."""
         return len(self.durations)
+
+    @property
+    def all_failed(self) -> bool:
+        """Whether none of the requests succeeded, timed or not (a route that only ever failed,
+        which has no latency to compare, unlike one whose clock stepped back)."""
+        return not self.succeeded and not self.uncounted
 
     def quantile(self, q: float) -> float:
         """The succeeded requests' ``q``-quantile in seconds, interpolated linearly between order

@@ -157,7 +157,7 @@ def _untimed(
         f"route {key.route!r}: none of version {subject.baseline_version}'s"
         f" {baseline[key].requests} requests succeeded; only its errors are compared"
         for key in compared
-        if key in canary and not baseline[key].succeeded
+        if key in canary and baseline[key].all_failed
     ]
 
 
