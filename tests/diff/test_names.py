@@ -42,6 +42,8 @@ from tracekit_cli.main import cli
         # days and emails are values wherever they are; locales and versions are words
         ("GET /v1/rates/2024-01-31/EUR", "GET /v1/rates/{id}/EUR"),
         ("GET /logs/2024-01-31T10%3A00%3A00Z", "GET /logs/{id}"),
+        ("GET /logs/2024-01-31T10:00:00.250+01:00/lines", "GET /logs/{id}/lines"),
+        ("report 2024-01-31T23:59:59Z done", "report {id} done"),
         ("PUT /lists/members/alice.smith+shop@example.co.uk", "PUT /lists/members/{id}"),
         ("GET /users/bob%40example.com", "GET /users/{id}"),
         ("GET /docs/en-US/pt_BR/v1.2.3/i18n", "GET /docs/en-US/pt_BR/v1.2.3/i18n"),
@@ -120,6 +122,16 @@ def test_calls_to_another_api_on_two_days_are_one_node(deployment: Deployment) -
     """Yesterday's and today's exchange rates, fetched the same way: no difference (they were
     'removed ... GET /v1/rates/2024-01-30', 'added ... /2024-01-31', exit 1)."""
     urls = [f"https://rates.example/v1/rates/{day}" for day in ("2024-01-30", "2024-01-31")]
+    exit_code, doc = _diff_of_one_call_each(deployment, "shop", "/quote", "GET", urls)
+    assert (exit_code, doc["changes"]) == (0, [])
+    assert [n["label"] for n in doc["nodes"]] == ["shop: POST /quote", "shop: GET /v1/rates/{id}"]
+
+
+def test_calls_to_another_api_at_two_times_are_one_node(deployment: Deployment) -> None:
+    """A time as HTTP clients send it in a path, its colons as they are (httpx and requests leave
+    them): 'removed ... GET /v1/rates/{id}:{id}:00Z', 'added ... {id}:{id}:15Z', exit 1."""
+    times = ("2024-01-30T10:00:00Z", "2024-01-31T11:30:15Z")
+    urls = [f"https://rates.example/v1/rates/{time}" for time in times]
     exit_code, doc = _diff_of_one_call_each(deployment, "shop", "/quote", "GET", urls)
     assert (exit_code, doc["changes"]) == (0, [])
     assert [n["label"] for n in doc["nodes"]] == ["shop: POST /quote", "shop: GET /v1/rates/{id}"]

@@ -43,7 +43,7 @@ _ID = re.compile(
     rf"|{_UUID}"
     r"|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"  # hex digests and ids: 5f0c2e9a
     r"|[A-Za-z]+[-_]\d+"  # sku-42, order_1042 (but not v1 or oauth2)
-    r"|\d{4}-\d\d-\d\d(?:T[\w.%+-]*)?"  # a day (an exchange rate's, a report's): 2024-01-31
+    r"|\d{4}-\d\d-\d\d(?:T[\w.%:+-]*)?"  # a day (an exchange rate's, a report's): 2024-01-31
     r"|[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}"  # an email: alice@example.com
     r"|(?=[\w-]*\d)[\w-]{20,})$"  # long opaque tokens: base62 ids, JWT-ish keys
 )
@@ -62,7 +62,11 @@ _BASE62_ID = re.compile(rf"^{_MIXED_CASE_ID}{{8,}}$")
 _LEADING_WORD = re.compile(r"^[A-Z]?[a-z]*")
 _LOWER_RUN = re.compile(r"[a-z]+")
 _DIGIT_RUN = re.compile(r"\d+")
-_TOKEN = re.compile(r"[^/\s:=?&,;#]+")
+_SEPARATOR = r"/\s:=?&,;#"
+# A time keeps its colons, as HTTP clients leave them in a path (2024-01-31T10:00:00Z): split
+# there, its seconds were a word of their own (":15Z"), and two calls at two times two nodes.
+_TIME = r"\d{4}-\d\d-\d\dT\d\d(?::\d\d){1,2}(?:\.\d+)?(?:Z|[+-]\d\d(?::?\d\d)?)?"
+_TOKEN = re.compile(rf"{_TIME}(?![^{_SEPARATOR}])|[^{_SEPARATOR}]+")
 
 
 @lru_cache(maxsize=4096)  # a request repeats a few names many times
