@@ -1054,3 +1054,14 @@ def test_a_tempo_that_cannot_search_by_trace_id_lists_such_a_consumer_and_says_w
     said = [line for line in err.splitlines() if "failed to search traces by id" in line]
     assert len(said) == 1, err
     assert "(TraceQL trace:id needs Tempo 2.5 or later): a trace carrying no" in said[0]
+
+
+@pytest.mark.parametrize("flag", ["--tempo", "--jaeger"])
+def test_an_at_sign_in_a_backend_path_is_refused_saying_how_to_write_it(flag: str) -> None:
+    """A proxy path holding an '@' (Grafana's datasource proxy to a uid like 'team@tempo') is
+    refused, as a password's unencoded '/' would leave an '@' there too: the line spoke only of
+    user names and passwords the URL does not have, not of writing the '@' as %40, which works."""
+    url = "https://grafana.example/api/datasources/proxy/uid/team@tempo"
+    code, out, err = run("search", flag, url)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "an '@' in its path as %40" in err

@@ -386,10 +386,11 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
         raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
     if "@" in parsed.path + parsed.query + parsed.fragment:
         # user:pass/word@host: the "/" ended the host part, leaving the rest of the password in
-        # the path every error shows, and the request going to a host named after the user
+        # the path every error shows, and the request going to a host named after the user.
+        # A path's own '@' (a proxy's) cannot be told from that, but it works written as %40.
         raise BackendError(f"{name} URL has an '@' after its host: a user name or password "
                            "holding '/', '#' or '?' must be percent-encoded (%2F, %23, "
-                           "%3F)")  # fmt: skip
+                           "%3F), and an '@' in its path as %40")  # fmt: skip
     if parsed.query:
         raise BackendError(f"{name} URL must not carry a query string (send headers instead)")
     try:
