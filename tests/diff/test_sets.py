@@ -406,10 +406,10 @@ def test_the_column_header_is_whole_on_a_narrow_terminal(store_path: Path, fmt: 
     ), lines[at : at + 2]
 
 
-def test_a_version_that_retries_every_call_fails_fail_on_retries(tmp_path: Path) -> None:
-    """Every request of 1.5 retries inventory after a 503 (30 requests a version): --fail-on
-    retries gates on it, as in the pair form (it said 'no difference that counts', exit 0)."""
-    with Store(tmp_path / "retries.db") as store:
+def _store_retrying_version(path: Path) -> None:
+    """30 requests of gateway 1.4 calling inventory once, and 30 of 1.5 retrying it once after
+    a 503."""
+    with Store(path) as store:
         deployment = Deployment(store)
         for version, statuses in (("1.4", (200,)), ("1.5", (503, 200))):
             for _ in range(30):
@@ -419,6 +419,12 @@ def test_a_version_that_retries_every_call_fails_fail_on_retries(tmp_path: Path)
                     req.call(gateway, "inventory", "/stock/{sku}", 5 + 4 * attempt,
                              8 + 4 * attempt if status >= 500 else 100, status=status)  # fmt: skip
         deployment.shutdown()
+
+
+def test_a_version_that_retries_every_call_fails_fail_on_retries(tmp_path: Path) -> None:
+    """Every request of 1.5 retries inventory after a 503 (30 requests a version): --fail-on
+    retries gates on it, as in the pair form (it said 'no difference that counts', exit 0)."""
+    _store_retrying_version(tmp_path / "retries.db")
 
     args = versions("1.4", "1.5", "--format", "json", "--fail-on", "retries")
     code, doc, _ = diff(tmp_path / "retries.db", *args, service="gateway")
@@ -450,16 +456,7 @@ def test_retries_alone_are_no_change_in_calls_per_request(tmp_path: Path) -> Non
     """Every request of 1.5 retries inventory once after a 503: one more attempt, not one more
     call the code made, as the pair form counts it ('1 retry', calls unchanged). It read
     '1.00 -> 2.00 calls per request' too, and --fail-on structure failed (exit 1)."""
-    with Store(tmp_path / "retries.db") as store:
-        deployment = Deployment(store)
-        for version, statuses in (("1.4", (200,)), ("1.5", (503, 200))):
-            for _ in range(30):
-                req = deployment.request(versions={"gateway": version})
-                gateway = req.entry("gateway", "/checkout", 0, 120)
-                for attempt, status in enumerate(statuses):
-                    req.call(gateway, "inventory", "/stock/{sku}", 5 + 4 * attempt,
-                             8 + 4 * attempt if status >= 500 else 100, status=status)  # fmt: skip
-        deployment.shutdown()
+    _store_retrying_version(tmp_path / "retries.db")
 
     args = versions("1.4", "1.5", "--format", "json", "--fail-on", "structure")
     code, doc, _ = diff(tmp_path / "retries.db", *args, service="gateway")
