@@ -289,18 +289,8 @@ def test_a_second_ctrl_c_while_the_services_stop_leaves_none_running(tmp_path: P
             break
     children = _live_children(demo.pid)
     slow = min(_demo_services(parent=demo.pid))  # a service slow to flush: it cannot exit
-    os.kill(slow, signal.SIGSTOP)
-    try:
-        demo.send_signal(signal.SIGINT)
-        while len(_live_children(demo.pid)) > 2:  # the slow one and the queue's, if Redis
-            time.sleep(0.05)
-        demo.send_signal(signal.SIGINT)  # the user does not want to wait
-        rest, _ = demo.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # killed and reaped: the fix
-            os.kill(slow, signal.SIGCONT)
-    assert demo.returncode == 130
-    assert "stopped: every demo process was shut down" in rest
+    # (left running besides it: the queue's, if Redis)
+    _ctrl_c_twice_while_one_is_frozen(demo, slow, left=2)
     assert [pid for pid in children if _alive(pid)] == []
 
 
@@ -324,20 +314,25 @@ def test_a_second_ctrl_c_while_the_canary_versions_stop_leaves_none_running(
     for pid in versions:  # serving the step's traffic: the Ctrl-C comes amid it
         port = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[-2]
         assert wait_for_health(int(port)), port
-    slow = min(versions)  # a version slow to flush: it cannot exit
-    os.kill(slow, signal.SIGSTOP)
+    _ctrl_c_twice_while_one_is_frozen(demo, min(versions), left=1)  # one slow to flush
+    assert [pid for pid in versions if _alive(pid)] == []
+
+
+def _ctrl_c_twice_while_one_is_frozen(demo: subprocess.Popen[str], frozen: int, left: int) -> None:
+    """Freeze child ``frozen`` (it cannot exit), press Ctrl-C, and press it again once only
+    ``left`` children run: the user does not want to wait. The demo says it stopped all."""
+    os.kill(frozen, signal.SIGSTOP)
     try:
         demo.send_signal(signal.SIGINT)
-        while len(_live_children(demo.pid)) > 1:
+        while len(_live_children(demo.pid)) > left:
             time.sleep(0.05)
-        demo.send_signal(signal.SIGINT)  # the user does not want to wait
+        demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
     finally:
         with contextlib.suppress(ProcessLookupError):  # killed and reaped: the fix
-            os.kill(slow, signal.SIGCONT)
+            os.kill(frozen, signal.SIGCONT)
     assert demo.returncode == 130
     assert "stopped: every demo process was shut down" in rest
-    assert [pid for pid in versions if _alive(pid)] == []
 
 
 def wait_for_health(port: int) -> bool:
