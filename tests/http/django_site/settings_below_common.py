@@ -2,18 +2,7 @@
 path without its trailing slash CommonMiddleware answers with a redirect of its own, in place of
 the 404 response tracekit's middleware saw (which is never closed)."""
 
-from django_site.settings import (  # noqa: F401 - the site's settings, as they are
-    ALLOWED_HOSTS,
-    DATABASES,
-    DEBUG,
-    INSTALLED_APPS,
-    LANGUAGE_CODE,
-    LANGUAGES,
-    MIDDLEWARE,
-    ROOT_URLCONF,
-    SECRET_KEY,
-    TRACEKIT,
-    USE_I18N,
-)
+from django_site.settings import *  # noqa: F403 - the site's settings, as they are
+from django_site.settings import MIDDLEWARE
 
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware", *MIDDLEWARE]
