@@ -235,6 +235,16 @@ def _demo_services(parent: int | None = None) -> set[int]:
     return {int(pid) for pid in found.stdout.split()}
 
 
+def _demo_in(scratch: Path, *args: str) -> subprocess.Popen[str]:
+    """``tracekit demo *args`` started with its scratch folder in ``scratch``, its output (both
+    streams, plain, 120 columns) read line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tracekit_cli", "demo", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(scratch)},
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("stop", "status"),
     [
@@ -249,12 +259,9 @@ def test_ctrl_c_or_sigterm_stops_every_process_the_demo_started(
 ) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "2", "--keep-running",
-         "--store", str(tmp_path / "keep.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(scratch)},
-    )  # fmt: skip
+    demo = _demo_in(
+        scratch, "--requests", "2", "--keep-running", "--store", str(tmp_path / "keep.db")
+    )
     assert demo.stdout is not None
     lines = []
     for line in demo.stdout:
@@ -277,12 +284,8 @@ def test_a_second_ctrl_c_while_the_services_stop_leaves_none_running(tmp_path: P
     """A second Ctrl-C while the services flushed interrupted the wait for them: the demo said
     'every demo process was shut down' and exited 130, leaving redis-server and a service that
     had not yet exited running in sessions of their own, with nothing left to stop them."""
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
-         "--keep-running", "--store", str(tmp_path / "twice.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
+    demo = _demo_in(tmp_path, "--requests", "1", "--no-canary", "--keep-running",
+                    "--store", str(tmp_path / "twice.db"))  # fmt: skip
     assert demo.stdout is not None
     for line in demo.stdout:
         if "press Ctrl-C" in line:
@@ -299,12 +302,8 @@ def test_a_second_ctrl_c_while_the_canary_versions_stop_leaves_none_running(
 ) -> None:
     """The same in the canary step: its two versions were left running when a second Ctrl-C
     came while they flushed."""
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--queue", "embedded",
-         "--store", str(tmp_path / "canary.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
+    demo = _demo_in(tmp_path, "--requests", "1", "--queue", "embedded",
+                    "--store", str(tmp_path / "canary.db"))  # fmt: skip
     assert demo.stdout is not None
     for line in demo.stdout:
         if "side by side" in line:
