@@ -433,6 +433,34 @@ def test_a_reply_to_a_broker_named_queue_is_anonymous(amqp_url, spans) -> None:
         assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
 
 
+def test_a_reply_to_a_queue_a_robust_channel_named_is_anonymous(amqp_url, spans) -> None:
+    """Over ``connect_robust`` aio-pika names an unnamed queue itself (``amq_`` and 32 hex
+    digits, new for every client) instead of the broker: its RPC replies were named after it,
+    ``send amq_8373b6...``, a span name and metric series per client. They are ``(anonymous)``
+    as over a plain connection."""
+
+    async def run() -> str:
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            replies = await channel.declare_queue(exclusive=True)
+            await channel.default_exchange.publish(aio_pika.Message(b"42"), replies.name)
+            async with replies.iterator() as messages:
+                async for message in messages:
+                    async with message.process():
+                        return str(replies.name)
+        raise AssertionError("no reply")
+
+    reply_to = asyncio.run(run())
+    assert reply_to.startswith("amq_")
+    finished = spans.get_finished_spans()
+    (sent,), (taken,) = _kind(finished, SpanKind.PRODUCER), _kind(finished, SpanKind.CONSUMER)
+    assert (sent.name, taken.name) == ("send (anonymous)", "process (anonymous)")
+    for span in (sent, taken):
+        assert span.attributes["messaging.destination.anonymous"] is True
+        assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
+
+
 @pytest.mark.parametrize("fetch", ["get", "iterator"])
 def test_a_message_whose_ack_fails_ends_failed(amqp_url, queue_name, spans, fetch) -> None:
     """The channel goes away while a message is handled: leaving ``message.process()`` cannot

@@ -5,11 +5,14 @@ default exchange. A queue the broker names is one per RPC client (an exclusive r
 ``amq.gen-...``) or per channel (direct reply-to): named after it, every client would add a span
 name and metric series of its own to a server that answers it. Such a destination is
 ``(anonymous)``, as OpenTelemetry's messaging conventions name it; the queue's own name stays
-in the routing key attribute.
+in the routing key attribute. aio-pika's robust channels (``connect_robust``) name such a queue
+themselves, before declaring it, so that it is declared again under the same name after a
+reconnection: ``amq_`` and a random UUID's 32 hex digits; it is ``(anonymous)`` too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 SYSTEM = "rabbitmq"
@@ -18,12 +21,16 @@ ANONYMOUS = "(anonymous)"
 ANONYMOUS_DESTINATION = "messaging.destination.anonymous"
 
 _BROKER_NAMED = ("amq.gen-", "amq.rabbitmq.reply-to")
+_ROBUSTLY_NAMED = re.compile(r"amq_[0-9a-f]{32}")  # aio-pika's RobustQueue: f"amq_{uuid4().hex}"
 
 
 def destination_of(name: str) -> str:
-    """``name`` as spans and metrics name the destination: ``(anonymous)`` if the broker made
-    it up, or if it is empty (AMQP's name for the queue the channel declared last)."""
-    return ANONYMOUS if not name or name.startswith(_BROKER_NAMED) else name
+    """``name`` as spans and metrics name the destination: ``(anonymous)`` if the broker (or
+    aio-pika, for a robust channel) made it up, or if it is empty (AMQP's name for the queue the
+    channel declared last)."""
+    if not name or name.startswith(_BROKER_NAMED) or _ROBUSTLY_NAMED.fullmatch(name):
+        return ANONYMOUS
+    return name
 
 
 def attributes_of(destination: str, routing_key: object) -> dict[str, Any]:
