@@ -28,7 +28,9 @@ def destination_of(name: str) -> str:
     """``name`` as spans and metrics name the destination: ``(anonymous)`` if the broker (or
     aio-pika, for a robust channel) made it up, or if it is empty (AMQP's name for the queue the
     channel declared last)."""
-    if not name or name.startswith(_BROKER_NAMED) or _ROBUSTLY_NAMED.fullmatch(name):
+    if not name or name.startswith(_BROKER_NAMED):
+        return ANONYMOUS
+    if name.startswith("amq_") and _ROBUSTLY_NAMED.fullmatch(name):  # (no regex per message)
         return ANONYMOUS
     return name
 
