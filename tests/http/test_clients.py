@@ -180,6 +180,27 @@ def test_a_request_sent_again_carries_no_header_of_an_earlier_call(
     assert "traceparent" not in prepared.headers and "baggage" not in built.headers
 
 
+class _AppRequest(httpx.Request):
+    """An application's own kind of request (a method or two of its own)."""
+
+
+def test_an_httpx_request_of_a_subclass_sent_again_starts_a_trace_of_its_own(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """A request of an ``httpx.Request`` subclass, sent twice outside any request: the
+    second call's trace must not be the first call's (it is its own call, as without
+    tracekit), and the application's object keeps only the headers it was given."""
+    built = _AppRequest("GET", echo_url)
+    with httpx.Client() as client:
+        first, again = client.send(built).json(), client.send(built).json()
+
+    spans = wait_for_spans(2)
+    assert [span.parent for span in spans] == [None, None]  # the second is no child of the first
+    trace_ids = {seen["traceparent"].split("-")[1] for seen in (first, again)}
+    assert len(trace_ids) == 2, (first, again)
+    assert "traceparent" not in built.headers and "x-correlation-id" not in built.headers
+
+
 @pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_url_full_shows_credentials_were_given_without_them(
     name: str, echo_url: str, http_clients: None, wait_for_spans: Any

@@ -46,25 +46,26 @@ class HttpxInstrumentor(Instrumentor):
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
     """The request to send and the call's arguments with it in place.
 
-    A copy (as httpx copies a request to follow a redirect) when the request is an
-    ``httpx.Request``, so one the caller sends again never carries the headers of an earlier
-    call: a correlation ID of another request.
+    A copy when the request is an ``httpx.Request``, so one the caller sends again never
+    carries the headers of an earlier call: a correlation ID of another request, or a trace
+    header the next call would take for the caller's own, and join that call's trace.
     """
     import httpx
 
     request = args[0] if args else kwargs.pop("request")
-    if type(request) is httpx.Request:
-        copy = httpx.Request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            stream=request.stream,
-            extensions=request.extensions,
-        )
-        if hasattr(request, "_content"):  # a body already read stays readable on the copy
-            copy.read()
-        request = copy
+    if isinstance(request, httpx.Request):
+        request = _with_own_headers(request, httpx.Headers)
     return request, (request, *args[1:])
+
+
+def _with_own_headers(request: Any, headers_type: Callable[[Any], Any]) -> Any:
+    """``request`` with a copy of its headers: the same class (an application's subclass keeps
+    its own methods), body and extensions. Not ``copy.copy``: httpx's pickling support leaves
+    a copy's body and extensions behind."""
+    copy = object.__new__(type(request))
+    copy.__dict__.update(vars(request))
+    copy.headers = headers_type(request.headers)
+    return copy
 
 
 def _redirect_headers(
