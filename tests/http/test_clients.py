@@ -19,6 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 import tracekit
 from tracekit import correlation
+from tracekit._runtime import guard
 
 PARENT_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 
@@ -521,6 +522,33 @@ def test_instrument_twice_wraps_once(http_clients: None) -> None:
 def test_requests_refuses_an_unprepared_request_in_its_own_words(http_clients: None) -> None:
     with pytest.raises(ValueError, match="You can only send PreparedRequests"):
         requests.Session().send(requests.Request("GET", "http://127.0.0.1:9/"))
+
+
+def test_a_request_prepared_without_headers_is_traced_by_requests_without_a_warning(
+    echo_url: str,
+    http_clients: None,
+    wait_for_spans: Any,
+    log_lines: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``PreparedRequest`` given only a method and a URL (its headers None), which requests
+    sends as it is: tracekit's span and headers, and no warning of tracekit's in the app's
+    log (which, warned once per process, would also hide a later real failure there)."""
+    monkeypatch.setattr(guard, "_reported", set())  # warned once per process: this test's
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method("GET")
+    prepared.prepare_url(echo_url, None)
+    token = correlation.set_correlation_id("bare-1")
+    try:
+        seen = requests.Session().send(prepared, timeout=10).json()
+    finally:
+        correlation.reset_correlation_id(token)
+
+    (span,) = wait_for_spans(1)
+    assert seen["x-correlation-id"] == "bare-1"
+    assert seen["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert not [line for line in log_lines if "tracekit" in line], log_lines
+    assert prepared.headers is None  # the caller's object as it was
 
 
 # A redirect the server sends a client to another origin. The application called one origin; a

@@ -50,6 +50,8 @@ def _send_a_copy(
     # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
     # loop) never carries the headers of an earlier call: a correlation ID of another request.
     request = request.copy()
+    if request.headers is None:  # prepared by hand, method and URL alone: requests sends that
+        request.headers = _no_headers()
     args = (request, *rest)
     return run_traced(
         request.method or "GET",
@@ -58,6 +60,12 @@ def _send_a_copy(
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
     )
+
+
+def _no_headers() -> Any:
+    from requests.structures import CaseInsensitiveDict
+
+    return CaseInsensitiveDict()
 
 
 # Correlation-only mode keeps no record of a call, so a redirect's request carries the URL the
