@@ -813,23 +813,28 @@ class _WorkerFiles(Collector):
             pass
         readable = []
         for path in paths:
+            # Stamped before it is read: a worker sizing its file as it is read makes it another
+            # file at the next scrape, read again, not one stamped as it became, left out for good.
+            stamp = _stamp(path)
             if _readable(path):
                 readable.append(path)
             else:
-                self._unreadable.add(_stamp(path))
+                self._unreadable.add(stamp)
         metrics = merge(readable)  # type: ignore[no-untyped-call]
         return metrics
 
 
-_FileStamp = tuple[str, int, int]  # path, size, modification time (ns)
+# path, inode, size, modification time (ns): a file replaced by another (a new inode) of the same
+# size, written within the same tick of the file system's coarse clock, is another file.
+_FileStamp = tuple[str, int, int, int]
 
 
 def _stamp(path: str) -> _FileStamp:
     try:
         found = os.stat(path)
     except OSError:
-        return (path, -1, -1)
-    return (path, found.st_size, found.st_mtime_ns)
+        return (path, -1, -1, -1)
+    return (path, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def _recorded_now() -> RecordedSeries:

@@ -75,3 +75,65 @@ def test_a_file_that_cannot_be_read_is_left_out_until_it_changes(
 
     killed.write_bytes(written.read_bytes())  # sized at last: a worker's values like the other's
     assert _served(generate_latest(exposition)) == 6  # type: ignore[arg-type]
+
+
+def _directory_with_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A multiprocess directory holding one real worker's file (3 requests served)."""
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    worker_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", _WORKER], env=worker_env, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    return directory
+
+
+def test_a_file_sized_while_it_was_found_unreadable_is_read_at_the_next_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that sizes its file (and writes its values) just as a scrape finds it empty:
+    the file was remembered as it was after, so it stayed left out, its values missing from
+    every scrape while its size and time stayed the same (an idle worker: for good)."""
+    directory = _directory_with_a_worker(tmp_path, monkeypatch)
+    (written,) = directory.glob("*.db")
+    starting = directory / "histogram_4194302.db"  # a worker just created, not yet sized
+    starting.touch()
+    merge = MultiProcessCollector.merge
+
+    def sized_as_read(files: Iterable[str], accumulate: bool = True) -> object:
+        files = list(files)
+        try:
+            return merge(files, accumulate)  # type: ignore[no-untyped-call]
+        finally:
+            if files == [str(starting)] and not starting.stat().st_size:
+                starting.write_bytes(written.read_bytes())  # the worker, meanwhile
+
+    monkeypatch.setattr(MultiProcessCollector, "merge", staticmethod(sized_as_read))
+    exposition = metrics.exposition_registry()
+
+    assert _served(generate_latest(exposition)) == 3  # type: ignore[arg-type]
+    assert _served(generate_latest(exposition)) == 6  # type: ignore[arg-type]
+
+
+def test_an_unreadable_file_replaced_by_one_of_the_same_size_and_time_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file found unreadable, then replaced by a new one of the same size and modification
+    time (written within one tick of the file system's clock, or restored with its times): it
+    stayed left out, the new file's values missing from every scrape."""
+    directory = _directory_with_a_worker(tmp_path, monkeypatch)
+    (written,) = directory.glob("*.db")
+    values = written.read_bytes()
+    broken = directory / "histogram_4194303.db"
+    broken.write_bytes(b"\xff\xff\xff\x7f" + values[4:])  # says it holds more than its size
+    exposition = metrics.exposition_registry()
+    assert _served(generate_latest(exposition)) == 3  # type: ignore[arg-type]
+
+    before = broken.stat()
+    replacement = directory / "replacement.tmp"
+    replacement.write_bytes(values)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, broken)
+
+    assert broken.stat().st_size == before.st_size
+    assert broken.stat().st_mtime_ns == before.st_mtime_ns
+    assert _served(generate_latest(exposition)) == 6  # type: ignore[arg-type]
