@@ -263,6 +263,30 @@ def test_a_second_init_asking_for_other_options_says_they_are_not_taken(tmp_path
     assert not store.exists()
 
 
+def test_a_second_init_with_one_refused_option_names_that_option_alone() -> None:
+    """A second init() repeating the first's options and adding one that init would refuse
+    (a misspelt instrumentation) named every option it gave as not taken ("exporter,
+    instrument, service_name"), though the others were those in force: only the refused one
+    is named now."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import tracekit
+            tracekit.init("orders", exporter="none")
+            tracekit.init("orders", exporter="none", instrument="flask")
+            tracekit.shutdown()
+        """)],
+        env={**_clean_env(), **QUIET},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
+    assert ours == [
+        "tracekit: init() was called again while running, asking for other options (instrument);"
+        " they are not taken: the first init() stays in force until tracekit.shutdown()",
+    ], result.stderr
+
+
 def test_a_later_init_under_another_name_says_its_spans_keep_the_first(tmp_path: Any) -> None:
     """The global tracer provider (and the spans' resource) is set once per process: a second
     init() under another name cannot rename spans, and must say so rather than mislabel them."""

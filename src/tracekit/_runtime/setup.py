@@ -149,17 +149,23 @@ def _warn_if_options_not_taken(
     (a framework plugin's ``init()`` came first, and the service's own options went unheeded).
     Only the options it names are compared: ``init()`` alone asks for nothing."""
     asked = {**options, **({"service_name": service_name} if service_name else {})}
-    try:
-        wanted = config.resolve(**asked)
-        differing = [name for name in asked if getattr(wanted, name) != getattr(running, name)]
-    except (ValueError, TypeError):  # options init would refuse: they are not taken either
-        differing = list(asked)
+    differing = [name for name, value in asked.items() if _not_in_force(running, name, value)]
     if differing:
         _log.warning(
             "tracekit: init() was called again while running, asking for other options (%s);"
             " they are not taken: the first init() stays in force until tracekit.shutdown()",
             ", ".join(sorted(differing)),
         )
+
+
+def _not_in_force(running: config.Options, name: str, value: Any) -> bool:
+    """Whether the option ``name`` asked for as ``value`` differs from the one in force; each is
+    resolved alone, so that one value init would refuse does not make the others differ."""
+    try:
+        wanted = config.resolve(**{name: value})
+    except (ValueError, TypeError):  # a value (or name) init would refuse: not taken either
+        return True
+    return bool(getattr(wanted, name) != getattr(running, name))
 
 
 def _warn_if_sdk_disabled_unclear() -> None:
