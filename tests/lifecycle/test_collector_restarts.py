@@ -149,9 +149,9 @@ def test_each_outage_of_the_collector_is_warned_of_and_its_end_said(
     taken_again = f"tracekit: the OTLP endpoint {_endpoint(collector)} takes spans again;"
     assert ours == [
         _warning(collector),
-        f"{taken_again} 2 were dropped meanwhile.",
+        f"{taken_again} at least 2 were dropped meanwhile.",
         _warning(collector),
-        f"{taken_again} 1 was dropped meanwhile.",
+        f"{taken_again} at least 1 was dropped meanwhile.",
     ]
     assert _stored(collector) == ["up 1", "up 2", "up 3"]
 
@@ -164,5 +164,5 @@ def test_a_worker_forked_during_an_outage_counts_only_what_it_dropped(
     ours = _export_one_span_each(service, collector, "down 1", "child up 1", "up 2")
 
     taken_again = f"tracekit: the OTLP endpoint {_endpoint(collector)} takes spans again;"
-    assert ours == [_warning(collector), f"{taken_again} 1 was dropped meanwhile."]
+    assert ours == [_warning(collector), f"{taken_again} at least 1 was dropped meanwhile."]
     assert _stored(collector) == ["child up 1", "up 2"]

@@ -110,8 +110,8 @@ def _without_credentials(url: str) -> str:
 
 class ExportWatch(logging.Filter):
     """Warns once per outage, as an export of ``what`` to ``endpoint`` first fails, and says
-    when it ends, with how many were dropped meanwhile: a collector that restarts (a deploy, a
-    crash) goes away more than once in a service's life, and each time data is lost.
+    when it ends, with how many at least were dropped meanwhile: a collector that restarts (a
+    deploy, a crash) goes away more than once in a service's life, and each time data is lost.
 
     During an outage it also quiets the exporter's own loggers (a filter on them): the SDK logs
     its retries and the failure of every batch, lines that explained the first failure and,
@@ -180,9 +180,11 @@ class ExportWatch(logging.Filter):
             self._pid, self.failing, self.dropped = os.getpid(), False, 0
 
     def _say_outage_ended(self) -> None:
+        # "at least": what the failed exports held is counted; what the SDK's batch queue,
+        # full while they waited out their timeout, dropped is not (the SDK counts it privately)
         dropped, self.dropped = self.dropped, 0
         _log.warning(
-            "tracekit: the OTLP endpoint %s takes %s again; %d %s dropped meanwhile.",
+            "tracekit: the OTLP endpoint %s takes %s again; at least %d %s dropped meanwhile.",
             self.endpoint,
             self.what,
             dropped,
