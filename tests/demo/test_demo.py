@@ -237,11 +237,13 @@ def _demo_services(parent: int | None = None) -> set[int]:
 
 def _demo_in(scratch: Path, *args: str) -> subprocess.Popen[str]:
     """``tracekit demo *args`` started with its scratch folder in ``scratch``, its output (both
-    streams, plain, 120 columns) read line by line."""
+    streams, plain, 120 columns) read line by line, as from a terminal: a hangup is not ignored
+    (a test run under ``nohup`` ignores it, and the demo keeps an ignored hangup ignored)."""
     return subprocess.Popen(
         [sys.executable, "-m", "tracekit_cli", "demo", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(scratch)},
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
     )  # fmt: skip
 
 
