@@ -235,31 +235,24 @@ def test_a_second_init_asking_for_other_options_says_they_are_not_taken(tmp_path
     its spans sent over OTLP to nowhere under the plugin's name, and nothing said so (a DEBUG
     line). Asking again for the same options, or for none, stays quiet."""
     store = tmp_path / "spans.db"
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import tracekit
-            from opentelemetry import trace
-            tracekit.init("plugin", exporter="none")
-            tracekit.init("orders", exporter="store", store={str(store)!r})
-            tracekit.init("plugin", exporter="none")
-            tracekit.init()
-            tracekit.init(exporter="no such exporter")
-            trace.get_tracer("t").start_span("checkout").end()
-            tracekit.shutdown()
-        """)],
-        env={**_clean_env(), **QUIET},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-    assert result.returncode == 0, result.stderr
-    ours = [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
+    ours = _tracekit_lines(f"""
+        import tracekit
+        from opentelemetry import trace
+        tracekit.init("plugin", exporter="none")
+        tracekit.init("orders", exporter="store", store={str(store)!r})
+        tracekit.init("plugin", exporter="none")
+        tracekit.init()
+        tracekit.init(exporter="no such exporter")
+        trace.get_tracer("t").start_span("checkout").end()
+        tracekit.shutdown()
+    """)
     assert ours == [
         "tracekit: init() was called again while running, asking for other options (exporter,"
         " service_name, store); they are not taken: the first init() stays in force until"
         " tracekit.shutdown()",
         "tracekit: init() was called again while running, asking for other options (exporter);"
         " they are not taken: the first init() stays in force until tracekit.shutdown()",
-    ], result.stderr
+    ]
     assert not store.exists()
 
 
@@ -268,23 +261,26 @@ def test_a_second_init_with_one_refused_option_names_that_option_alone() -> None
     (a misspelt instrumentation) named every option it gave as not taken ("exporter,
     instrument, service_name"), though the others were those in force: only the refused one
     is named now."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent("""
-            import tracekit
-            tracekit.init("orders", exporter="none")
-            tracekit.init("orders", exporter="none", instrument="flask")
-            tracekit.shutdown()
-        """)],
-        env={**_clean_env(), **QUIET},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-    assert result.returncode == 0, result.stderr
-    ours = [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
+    ours = _tracekit_lines("""
+        import tracekit
+        tracekit.init("orders", exporter="none")
+        tracekit.init("orders", exporter="none", instrument="flask")
+        tracekit.shutdown()
+    """)
     assert ours == [
         "tracekit: init() was called again while running, asking for other options (instrument);"
         " they are not taken: the first init() stays in force until tracekit.shutdown()",
-    ], result.stderr
+    ]
+
+
+def _tracekit_lines(script: str) -> list[str]:
+    """tracekit's own lines on stderr of ``script`` run in a fresh interpreter (exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env={**_clean_env(), **QUIET}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")]
 
 
 def test_a_later_init_under_another_name_says_its_spans_keep_the_first(tmp_path: Any) -> None:
