@@ -405,13 +405,25 @@ def test_a_message_the_broker_returns_unroutable_fails_its_send_span(amqp_url, s
     assert "NO_ROUTE" in (producer.status.description or "")
 
 
-def test_a_reply_to_a_broker_named_queue_is_anonymous(amqp_url, spans) -> None:
-    """An RPC reply: published on the default exchange to the queue the broker named for the
-    client, and taken from it. Both spans name the destination ``(anonymous)`` (one name for
-    every client), the queue's own name stays in the routing key attribute."""
+@pytest.mark.parametrize(
+    ("connect", "named"),
+    [
+        ("connect", "amq.gen-"),  # by the broker
+        # by aio-pika: over connect_robust it names an unnamed queue itself, new for every
+        # client, and its replies were named after it, "send amq_8373b6...": a span name and
+        # metric series per client
+        ("connect_robust", "amq_"),
+    ],
+)
+def test_a_reply_to_a_queue_named_for_the_client_is_anonymous(
+    amqp_url, spans, connect: str, named: str
+) -> None:
+    """An RPC reply: published on the default exchange to the queue named for the client, and
+    taken from it. Both spans name the destination ``(anonymous)`` (one name for every client),
+    the queue's own name stays in the routing key attribute."""
 
     async def run() -> str:
-        connection = await aio_pika.connect(amqp_url)
+        connection = await getattr(aio_pika, connect)(amqp_url)
         async with connection:
             channel = await connection.channel()
             replies = await channel.declare_queue(exclusive=True)
@@ -423,40 +435,12 @@ def test_a_reply_to_a_broker_named_queue_is_anonymous(amqp_url, spans) -> None:
         raise AssertionError("no reply")
 
     reply_to = asyncio.run(run())
-    assert reply_to.startswith("amq.gen-")
+    assert reply_to.startswith(named)
     finished = spans.get_finished_spans()
     (sent,), (taken,) = _kind(finished, SpanKind.PRODUCER), _kind(finished, SpanKind.CONSUMER)
     assert (sent.name, taken.name) == ("send (anonymous)", "process (anonymous)")
     for span in (sent, taken):
         assert span.attributes["messaging.destination.name"] == "(anonymous)"
-        assert span.attributes["messaging.destination.anonymous"] is True
-        assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
-
-
-def test_a_reply_to_a_queue_a_robust_channel_named_is_anonymous(amqp_url, spans) -> None:
-    """Over ``connect_robust`` aio-pika names an unnamed queue itself (``amq_`` and 32 hex
-    digits, new for every client) instead of the broker: its RPC replies were named after it,
-    ``send amq_8373b6...``, a span name and metric series per client. They are ``(anonymous)``
-    as over a plain connection."""
-
-    async def run() -> str:
-        connection = await aio_pika.connect_robust(amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            replies = await channel.declare_queue(exclusive=True)
-            await channel.default_exchange.publish(aio_pika.Message(b"42"), replies.name)
-            async with replies.iterator() as messages:
-                async for message in messages:
-                    async with message.process():
-                        return str(replies.name)
-        raise AssertionError("no reply")
-
-    reply_to = asyncio.run(run())
-    assert reply_to.startswith("amq_")
-    finished = spans.get_finished_spans()
-    (sent,), (taken,) = _kind(finished, SpanKind.PRODUCER), _kind(finished, SpanKind.CONSUMER)
-    assert (sent.name, taken.name) == ("send (anonymous)", "process (anonymous)")
-    for span in (sent, taken):
         assert span.attributes["messaging.destination.anonymous"] is True
         assert span.attributes["messaging.rabbitmq.destination.routing_key"] == reply_to
 
