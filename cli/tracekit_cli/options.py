@@ -331,15 +331,7 @@ def terminal_width(default: int = 100, narrowest: int = 40) -> int:
     """``COLUMNS`` if set, else the terminal's width, else ``default`` (clamped to
     ``narrowest``-400). A width of 0 is none known: a terminal whose size nobody set reports
     0x0 (``script``, ``docker exec -t``, CI runners), and shells treat ``COLUMNS=0`` as unset."""
-    columns = _dimension_from_environment("COLUMNS") or _terminal_columns() or default
-    return max(narrowest, min(columns, 400))
-
-
-def _terminal_columns() -> int | None:
-    try:
-        return os.get_terminal_size(sys.stdout.fileno()).columns
-    except (OSError, ValueError):
-        return None
+    return max(narrowest, min(_dimension("COLUMNS", 0) or default, 400))
 
 
 def terminal_height(default: int = 25) -> int:
@@ -349,13 +341,19 @@ def terminal_height(default: int = 25) -> int:
     itself, and takes any text ``str.isdigit`` accepts to ``int`` (``LINES=²`` was an internal
     error of every rich view).
     """
-    lines = _dimension_from_environment("LINES")
-    if lines:
-        return lines
+    return _dimension("LINES", 1) or default
+
+
+def _dimension(variable: str, axis: int) -> int:
+    """The ``variable`` (a number of cells), else the terminal's size along ``axis`` (0:
+    columns, 1: lines); 0 where neither is known."""
+    from_environment = _dimension_from_environment(variable)
+    if from_environment:
+        return from_environment
     try:
-        return os.get_terminal_size(sys.stdout.fileno()).lines or default
+        return os.get_terminal_size(sys.stdout.fileno())[axis]
     except (OSError, ValueError):
-        return default
+        return 0
 
 
 def _dimension_from_environment(name: str) -> int | None:
