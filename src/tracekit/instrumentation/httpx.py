@@ -54,18 +54,14 @@ def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tup
 
     request = args[0] if args else kwargs.pop("request")
     if isinstance(request, httpx.Request):
-        request = _with_own_headers(request, httpx.Headers)
+        # of the same class (an application's subclass keeps its own methods), body and
+        # extensions, with headers of its own; not ``copy.copy``: httpx's pickling support
+        # leaves a copy's body and extensions behind
+        copy = object.__new__(type(request))
+        copy.__dict__.update(vars(request))
+        copy.headers = httpx.Headers(request.headers)
+        request = copy
     return request, (request, *args[1:])
-
-
-def _with_own_headers(request: Any, headers_type: Callable[[Any], Any]) -> Any:
-    """``request`` with a copy of its headers: the same class (an application's subclass keeps
-    its own methods), body and extensions. Not ``copy.copy``: httpx's pickling support leaves
-    a copy's body and extensions behind."""
-    copy = object.__new__(type(request))
-    copy.__dict__.update(vars(request))
-    copy.headers = headers_type(request.headers)
-    return copy
 
 
 def _redirect_headers(
