@@ -311,6 +311,32 @@ def test_a_prefixed_language_page_whose_view_switches_language_keeps_its_prefix(
     assert any('http_route="/{language}/in-english/"' in line for line in lines), lines
 
 
+@pytest.mark.parametrize(
+    ("settings", "request_path"),
+    [
+        ("settings_default_language_unprefixed", "/en/news/"),
+        ("settings_without_locale_middleware", "/fr/news/"),
+    ],
+)
+def test_a_default_language_page_whose_path_starts_like_a_language_has_no_prefix(
+    settings: str, request_path: str, tmp_path: Path
+) -> None:
+    """``i18n_patterns(prefix_default_language=False)`` with an English page at
+    ``<slug:section>/news/``: ``/en/news/`` (or, without ``LocaleMiddleware``, ``/fr/news/``) is
+    that English page, its section the first part, yet the language prefix was told by the
+    path alone and it was named ``GET /{language}/{section}/news/``, a route it has not."""
+    module = {"DJANGO_SETTINGS_MODULE": f"django_site.{settings}"}
+    with _served_site("gunicorn", tmp_path / "t.db", **module) as (url, store, metrics):
+        headers = {"X-Correlation-ID": "section-1"}
+        response = requests.get(url + request_path, headers=headers, timeout=10)
+        section = request_path.split("/")[1]
+        assert response.text == f"section-1 () [('section', '{section}')]"
+        assert _server_span(store, "section-1")["name"] == "GET /{section}/news/"
+        lines = requests.get(metrics, timeout=10).text.splitlines()
+    assert any('http_route="/{section}/news/"' in line for line in lines), lines
+    assert not any("{language}" in line for line in lines), lines
+
+
 def _server_span(store: Path, correlation_id: str) -> dict[str, Any]:
     (span,) = [s for s in path_of(store, correlation_id)["spans"] if s["kind"] == "SERVER"]
     return span

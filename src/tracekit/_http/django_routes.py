@@ -9,8 +9,8 @@ root URLconf down to the view. Each contributes its part of the template:
   positionally); escaped punctuation loses its backslash, anchors go, anything else stays;
 - ``i18n_patterns()``: the language prefix (``fr/``) -> ``{language}/``, so one view is one route
   in every language (no prefix for the default language when ``prefix_default_language=False``:
-  told by the request's path, not by the language active as the route is read, which a view
-  may have changed).
+  told by the language ``LocaleMiddleware`` made active as the request was resolved, not by the
+  one active as the route is read, which a view may have changed).
 
 Without that chain (a resolver match someone built by hand) the route string is read the same way.
 """
@@ -50,18 +50,23 @@ def _part(pattern: object, numbers: Iterator[int], request: Any) -> str | None:
     if kind == "RegexPattern":
         return _regex_template(str(pattern), numbers)
     if kind == "LocalePrefixPattern":
-        return "{language}/" if _language_prefixed(request) else ""
+        return "{language}/" if _language_prefixed(pattern, request) else ""
     return None  # a pattern class tracekit does not know: use the resolver's route string
 
 
-def _language_prefixed(request: Any) -> bool:
-    """Whether the request's path starts with a language's prefix (``/fr/``), as
-    ``LocaleMiddleware`` reads it: the prefix the resolver matched is the language active then,
-    which the view may have changed since (``translation.activate`` of a user's preference)."""
-    from django.utils.translation import get_language_from_path
+def _language_prefixed(pattern: object, request: Any) -> bool:
+    """Whether the resolver matched a language prefix: as ``LocalePrefixPattern`` tells it, for
+    the language ``LocaleMiddleware`` made active before resolving (``request.LANGUAGE_CODE``),
+    which the view may have changed since (``translation.activate`` of a user's preference).
+    Not by the path: ``/en/news/`` in an unprefixed default language (English) is an English
+    page whose first part is a parameter. Without that middleware, the language active now."""
+    from django.conf import settings
 
-    path = getattr(request, "path_info", None)
-    return isinstance(path, str) and get_language_from_path(path) is not None
+    language = getattr(request, "LANGUAGE_CODE", None)
+    if not isinstance(language, str):
+        return bool(str(pattern))
+    prefixes_default = getattr(pattern, "prefix_default_language", True)
+    return bool(prefixes_default) or language != settings.LANGUAGE_CODE
 
 
 def _regex_template(regex: str, numbers: Iterator[int]) -> str:

@@ -12,5 +12,6 @@ urlpatterns += i18n_patterns(
     path("about/", views.show),
     path("stream/", views.stream),
     path("in-english/", views.in_english),
+    path("<slug:section>/news/", views.show),  # /en/news/: an English page, section "en"
     prefix_default_language=False,
 )
