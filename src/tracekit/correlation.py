@@ -172,6 +172,13 @@ def _remember_context(error: BaseException) -> None:
     _last_escaped.escaped, _last_escaped.asked = (error, None) if together else escaped, False
 
 
+def _remember_context_here(error: BaseException, context: Context) -> None:
+    """Keep ``context``, the request's, for the server's record of ``error`` in this task: the
+    request ran in a task of its own (Django's ASGI handler runs one per request), whose
+    context ended with it, and the server logs in the task that awaited it."""
+    _escaped.set((error, context))
+
+
 def _context_of(error: object) -> Context | None:
     """The context ``_remember_context`` kept for ``error`` in this task (where concurrent
     requests raising one exception object each find their own), else in this thread."""

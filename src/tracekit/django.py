@@ -215,34 +215,59 @@ def _keep_current() -> CurrentTokens | None:
         return None
 
 
-def _forgetting_answered_request(
+async def _forgetting_answered_request(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     # ASGIHandler.__call__ awaits handle() as it calls it: this runs in the request's own task,
     # and what it attaches ends with that task.
     forget_answered_request()
-    _cancelled.set(_Cancelled())  # this request's, in its handler's task
-    return wrapped(*args, **kwargs)
+    box = _FromRequestTasks()
+    _from_request_tasks.set(box)  # this request's, in its handler's task
+    try:
+        return await wrapped(*args, **kwargs)
+    except Exception as error:
+        _keep_escaped_context(box, error)
+        raise
 
 
-class _Cancelled:
-    """The request whose view Django cancelled, and its context, for the ``request_finished``
-    its handler then sends: the view ran in a task of its own, whose context ended with it."""
+class _FromRequestTasks:
+    """What the handler's task learns from the tasks Django runs its request in (the view's,
+    the response's), whose contexts end with them: the request whose view Django cancelled,
+    and its context, for the ``request_finished`` the handler then sends; what a streamed body
+    raised, and the request's context, for the server's line about it ("Exception in ASGI
+    application"), logged in the handler's task."""
 
-    request: tuple[ActiveRequest, otel_context.Context] | None = None
+    cancelled: tuple[ActiveRequest, otel_context.Context] | None = None
+    escaped: tuple[BaseException, contextvars.Context] | None = None
 
 
-_cancelled: contextvars.ContextVar[_Cancelled | None] = contextvars.ContextVar(
-    "tracekit_django_cancelled", default=None
+_from_request_tasks: contextvars.ContextVar[_FromRequestTasks | None] = contextvars.ContextVar(
+    "tracekit_django_from_request_tasks", default=None
 )
 
 
 @guarded(None)
 def _note_cancelled(active: ActiveRequest) -> None:
     """Run in the view's task, whose context is a copy of the handler's: the box is shared."""
-    box = _cancelled.get()
+    box = _from_request_tasks.get()
     if box is not None:
-        box.request = (active, otel_context.get_current())
+        box.cancelled = (active, otel_context.get_current())
+
+
+@guarded(None)
+def _note_escaped(error: BaseException) -> None:
+    """Run in the response's task, in the request's context: the box is the handler's."""
+    box = _from_request_tasks.get()
+    if box is not None:
+        box.escaped = (error, contextvars.copy_context())
+
+
+@guarded(None)
+def _keep_escaped_context(box: _FromRequestTasks, error: BaseException) -> None:
+    """Where the server logs it: in this task, the request's own, concurrent requests each find
+    theirs (the thread's last one is another request's as soon as two fail together)."""
+    if box.escaped is not None and box.escaped[0] is error:
+        correlation._remember_context_here(error, box.escaped[1])
 
 
 def _sent_in_cancelled_context(
@@ -250,10 +275,10 @@ def _sent_in_cancelled_context(
 ) -> Any:
     """``Signal.asend``: ``request_finished`` for a cancelled view goes to its receivers in the
     request's context, as it does when the response closes; every other send as it is."""
-    box = _cancelled.get()
-    if box is None or box.request is None or instance is not _request_finished():
+    box = _from_request_tasks.get()
+    if box is None or box.cancelled is None or instance is not _request_finished():
         return wrapped(*args, **kwargs)
-    cancelled, box.request = box.request, None
+    cancelled, box.cancelled = box.cancelled, None
     return _in_context_of(cancelled, wrapped(*args, **kwargs))
 
 
@@ -289,6 +314,7 @@ def _watch_stream(
         # context put back ("Error handling request", "Exception in ASGI application"): kept
         # beside the exception, as the WSGI and ASGI middleware keep it, that line names it.
         correlation._remember_context(error)
+        _note_escaped(error)  # under ASGI, for the handler's task, where the server logs it
         try:
             if not hasattr(request, "scope") and (is_async or not answered):
                 # Under WSGI nothing goes out before the first chunk, and Django reads an async

@@ -373,18 +373,43 @@ def test_gunicorns_lines_about_a_django_stream_that_raised_carry_its_ids(
 def test_uvicorns_line_on_a_django_stream_that_raised_carries_the_requests_id(
     tmp_path: Path,
 ) -> None:
-    """A Django async ``StreamingHttpResponse`` whose body raises under uvicorn: its
-    "Exception in ASGI application" line showed '[-]'."""
+    """A Django ``StreamingHttpResponse`` whose body raises under uvicorn: its "Exception in
+    ASGI application" line showed '[-]'; also for a sync body, which Django reads in a thread
+    of its own."""
     port, log = free_port(), tmp_path / "server.log"
     command = [sys.executable, "-m", "uvicorn", "django_asgi:application", "--port", str(port),
                "--log-config", "uvicorn_log_config.json"]  # fmt: skip
     with running(command, environment(tmp_path), log) as server:
         get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
         _get_cut_body(f"http://127.0.0.1:{port}/stream-failing", "asgi-stream-cut")
+        _get_cut_body(f"http://127.0.0.1:{port}/stream-failing?sync", "asgi-sync-stream-cut")
         awaited = "Exception in ASGI application"
-        wait_for(lambda: awaited in log.read_text(), 20, repr(awaited))
+        wait_for(lambda: log.read_text().count(awaited) == 2, 20, f"two {awaited!r}")
     output = log.read_text()
-    assert "django-site ERROR [asgi-stream-cut] Exception in ASGI application" in output, output
+    for cid in ("asgi-stream-cut", "asgi-sync-stream-cut"):
+        assert f"django-site ERROR [{cid}] Exception in ASGI application" in output, output
+
+
+def test_uvicorns_lines_on_django_streams_that_raised_together_carry_each_requests_id(
+    tmp_path: Path,
+) -> None:
+    """Four Django async ``StreamingHttpResponse`` bodies raise at once, before uvicorn logs the
+    first "Exception in ASGI application": each line names its own request. Only the last
+    body to raise was named; the other three lines showed '[-]'."""
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "-m", "uvicorn", "django_asgi:application", "--port", str(port),
+               "--log-config", "uvicorn_log_config.json"]  # fmt: skip
+    orders = range(1, 5)
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        url = f"http://127.0.0.1:{port}/stream-failing-together?of={len(orders)}&order="
+        with ThreadPoolExecutor(len(orders)) as pool:
+            list(pool.map(lambda n: _get_cut_body(f"{url}{n}", f"together-{n}"), orders))
+        awaited = "Exception in ASGI application"
+        wait_for(lambda: log.read_text().count(awaited) == len(orders), 20, f"4 {awaited!r}")
+    records = log.read_text().split("django-site ERROR ")[1:]  # each with its traceback
+    named = {re.search(r"order (\d+)'s", record)[1]: record.split("]")[0] for record in records}
+    assert named == {str(n): f"[together-{n}" for n in orders}, records
 
 
 def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(

@@ -6,6 +6,7 @@ LOGGING afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 
@@ -37,7 +38,8 @@ def order(request: HttpRequest) -> HttpResponse:
 
 def stream_failing(request: HttpRequest) -> StreamingHttpResponse:
     """A streamed body that raises after its first chunk (``?first``: before it), which the
-    server logs after the request's context was put back."""
+    server logs after the request's context was put back. Under ASGI an async body, unless
+    ``?sync`` (Django reads a sync one whole in a thread of its own)."""
 
     def body() -> Iterator[bytes]:
         if "first" not in request.GET:
@@ -48,7 +50,34 @@ def stream_failing(request: HttpRequest) -> StreamingHttpResponse:
         for part in body():
             yield part
 
-    return StreamingHttpResponse(async_body() if hasattr(request, "scope") else body())
+    asgi = hasattr(request, "scope") and "sync" not in request.GET
+    return StreamingHttpResponse(async_body() if asgi else body())
 
 
-urlpatterns = [path("order", order), path("stream-failing", stream_failing)]
+# The bodies of ``stream_failing_together`` waiting for the others (ASGI: one event loop).
+_together: list[asyncio.Future[None]] = []
+
+
+def stream_failing_together(request: HttpRequest) -> StreamingHttpResponse:
+    """An async streamed body that raises once ``?of=N`` such bodies have sent a chunk, all of
+    them at once, before the server logs the first; its message names ``?order=``."""
+    order, count = request.GET["order"], int(request.GET["of"])
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part of the report\n"
+        _together.append(waiting := asyncio.get_running_loop().create_future())
+        if len(_together) == count:
+            for other in _together:
+                other.set_result(None)
+            _together.clear()
+        await waiting
+        raise RuntimeError(f"the source of order {order}'s report went away")
+
+    return StreamingHttpResponse(body())
+
+
+urlpatterns = [
+    path("order", order),
+    path("stream-failing", stream_failing),
+    path("stream-failing-together", stream_failing_together),
+]
