@@ -198,6 +198,18 @@ def test_a_view_error_under_both_layers_is_recorded_with_its_exception(
     assert span["attributes"]["error.type"] == "LookupError"
 
 
+def test_request_started_receivers_see_their_own_request_under_both_layers(
+    stacked_django: tuple[str, Path, str],
+) -> None:
+    """Django sends ``request_started`` before any middleware runs: with tracekit's Django
+    middleware alone its receivers see no correlation ID. docs/middleware.md says to wrap the
+    application in the WSGI middleware too for them to see their request's: they do."""
+    url = stacked_django[0]
+    requests.get(url + "/started-with", timeout=10)  # loads the URLconf, which connects them
+    headers = {"X-Correlation-ID": "started-1"}
+    assert requests.get(url + "/started-with", headers=headers, timeout=10).text == "started-1"
+
+
 def test_a_mounted_sub_application_with_its_own_middleware_is_one_request(
     serve_asgi: Any, wait_for_spans: Any, spans: InMemorySpanExporter
 ) -> None:
