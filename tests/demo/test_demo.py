@@ -122,6 +122,22 @@ def test_demo_on_the_embedded_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     check_topology(sent, store)
 
 
+def test_the_shells_metrics_directory_gets_nothing_of_the_demos_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prometheus-client honours its variable's former name, ``prometheus_multiproc_dir``, too:
+    the demo left out only ``PROMETHEUS_MULTIPROC_DIR``, and its services wrote their counters
+    (10 files for 2 checkouts) into the directory another server of this shell sums."""
+    shells = {name: tmp_path / name for name in ("PROMETHEUS_MULTIPROC_DIR",
+                                                 "prometheus_multiproc_dir")}  # fmt: skip
+    for name, directory in shells.items():
+        directory.mkdir()
+        monkeypatch.setenv(name, str(directory))
+    sent, _, _ = run_demo(tmp_path, "embedded")
+    assert [r.status for r in sent] == [202] * REQUESTS
+    assert {name: sorted(d.iterdir()) for name, d in shells.items()} == {n: [] for n in shells}
+
+
 def test_a_port_taken_before_its_service_binds_it_gets_new_ports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

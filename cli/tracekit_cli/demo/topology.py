@@ -53,6 +53,9 @@ class SentRequest:
 # without 127.0.0.1 in no_proxy, as behind a corporate proxy) would take every call away.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 open_loopback = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+# prometheus-client's shared metrics directory: PROMETHEUS_MULTIPROC_DIR or its former name, which
+# it still honours. Another server's, whose scrapes would sum the demo's counts with its own.
+MULTIPROC_DIR = "prometheus_multiproc_dir"
 
 
 def inherited_environment() -> dict[str, str]:
@@ -60,11 +63,11 @@ def inherited_environment() -> dict[str, str]:
     settings: a shell set up for other services (``OTEL_SDK_DISABLED=true``, a sampler, an
     exporter, ``TRACEKIT_MODE=correlation``) must not leave the demo's services without spans.
     Proxies are left out too: the services call one another on loopback."""
-    theirs = ("TRACEKIT_", "OTEL_", "PROMETHEUS_MULTIPROC_DIR")
+    theirs = ("TRACEKIT_", "OTEL_")
     return {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(theirs) and name.lower() not in PROXY_VARIABLES
+        if not name.startswith(theirs) and name.lower() not in (*PROXY_VARIABLES, MULTIPROC_DIR)
     }
 
 
