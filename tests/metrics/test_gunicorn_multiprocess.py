@@ -141,6 +141,28 @@ def test_the_former_lower_case_variable_name_is_summed_over_workers(tmp_path: Pa
     assert "its scrapes miss this worker's metrics" not in log.read_text()
 
 
+def test_the_created_samples_docs_metrics_md_promises_are_the_ones_scraped(
+    tmp_path: Path,
+) -> None:
+    """docs/metrics.md said every counter exposes a ``_created`` sample; prometheus-client's
+    multiprocess mode keeps no creation time in its files, and a 2-worker gunicorn's scrape has
+    none, of a counter or a histogram. The doc says where they are and where they are not."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    with _gunicorn(tmp_path, "-w", "2", multiproc=multiproc) as (url, _):
+        assert httpx.get(f"{url}/hello").status_code == 200
+        assert httpx.get(f"{url}/consume?orders").status_code == 200  # a counter too
+        text = httpx.get(f"{url}/metrics").text
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert {"messaging_client_consumed_messages_total",
+            "http_server_request_duration_seconds_count"} <= names  # fmt: skip
+    assert not [name for name in names if name.endswith("_created")]
+    doc = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    (said,) = [" ".join(part.split()) for part in doc.split("\n\n")
+               if part.startswith("Counters and histograms")]  # fmt: skip
+    assert "in multiprocess mode" in said and "they have none" in said, said
+
+
 def test_an_unreadable_worker_file_costs_only_its_own_values(
     server: tuple[str, str], tmp_path: Path
 ) -> None:
