@@ -33,8 +33,9 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     """The whole view of a set comparison."""
     document = Document(glyphs, [])
     for name, side in (("A", diff.a), ("B", diff.b)):
+        untimed = f" ({side.untimed} untimed)" if side.untimed else ""
         document.note((f"{name} ", "bold"), (one_line(side.label, 120), "bold"),
-                      (f"  {side.requests} request{'s' if side.requests != 1 else ''}, "
+                      (f"  {side.requests} request{'s' if side.requests != 1 else ''}{untimed}, "
                        f"mean {duration(side.mean_ns)}, "
                        f"median {duration(side.median_ns)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from tracekit.path import Path
+from tracekit.path.conventions import clock_stepped_back
 
 from .units import HTTP, MESSAGING, NodeKey, Unit, units_of
 
@@ -28,6 +29,7 @@ __all__ = [
     "NodeIndex",
     "error_shape",
     "measure",
+    "timed",
 ]
 
 MAX_MESSAGES = 5  # distinct error messages kept per node
@@ -151,6 +153,12 @@ def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
             unit, path.start_unix_nano, errors[id(unit)], causes.get(id(unit))
         )
     return out
+
+
+def timed(path: Path) -> bool:
+    """No span of the request is kept lasting 0 ms because its clock stepped back while it ran:
+    where one is, how long the request and its calls took is unknown, not what they show."""
+    return bool(path.spans) and not any(clock_stepped_back(s.record) for s in path.spans)
 
 
 def _retry_causes(units: list[Unit], errors: dict[int, str | None]) -> dict[int, str]:

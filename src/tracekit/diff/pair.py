@@ -3,6 +3,10 @@
 Both paths come clock-skew corrected (the engine's default); their warnings travel along, marked
 A or B. The merged tree lists every node either request has, in pre-order, siblings by when they
 started; each node says whether it was added, removed, changed or is the same.
+
+A request with a span whose clock stepped back while it ran (kept lasting 0 ms) is not timed:
+its structure, calls and errors are compared, its durations are not (no duration or timing
+change, no attribution), and the headline says why.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from .changes import (
     timing_changes,
 )
 from .model import ADDED, CHANGED, REMOVED, SAME, Change, NodeDiff, PairDiff, Side
-from .nodes import Measure, Node, NodeIndex, measure
+from .nodes import Measure, Node, NodeIndex, measure, timed
 from .resources import resource_changes
 from .settings import Thresholds
 
@@ -39,11 +43,13 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     before, after = measure(a, index), measure(b, index)
     nodes = index.nodes
     order = tree_order(index, _first_starts(before, after))
-    timing = {n: changed_metrics(before.get(n), after.get(n), limits) for n in order}
+    untimed = [name for name, path in (("A", a), ("B", b)) if not timed(path)]
+    timing = {n: () if untimed else changed_metrics(before.get(n), after.get(n), limits)
+              for n in order}  # fmt: skip
     a_side, b_side = _side(a), _side(b)
     changes = list(
         chain(
-            duration_change(a_side.duration_ns, b_side.duration_ns, limits),
+            () if untimed else duration_change(a_side.duration_ns, b_side.duration_ns, limits),
             structure_changes(nodes, order, before, after),
             call_changes(nodes, order, before, after),
             error_changes(nodes, order, before, after),
@@ -54,10 +60,11 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     )
     touched = _touched(changes)
     moved = moved_parts(nodes, order, _parts(before), _parts(after))
-    parts = shares(order, *moved, b_side.duration_ns - a_side.duration_ns)
+    parts = [] if untimed else shares(order, *moved, b_side.duration_ns - a_side.duration_ns)
     gap = gap_place((a, b))
-    lead = headline(nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
-                    notes=_notes(changes, before, after), gap=gap)  # fmt: skip
+    lead = _untimed_headline(untimed) if untimed else headline(
+        nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
+        notes=_notes(changes, before, after), gap=gap)  # fmt: skip
     return PairDiff(
         a=a_side,
         b=b_side,
@@ -106,6 +113,12 @@ def _side(path: Path) -> Side:
         duration_ns = end - path.start_unix_nano
     return Side(path.query, path.correlation_id, tuple(path.trace_ids), path.start_unix_nano,
                 duration_ns, tuple(path.warnings))  # fmt: skip
+
+
+def _untimed_headline(untimed: list[str]) -> str:
+    sides = " and ".join(untimed)
+    return (f"timing not compared: a clock stepped back while {sides} ran (a span kept lasting"
+            " 0 ms), so how long it took is unknown")  # fmt: skip
 
 
 def _parts(measures: Measures) -> Parts:

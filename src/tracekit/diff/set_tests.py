@@ -67,12 +67,12 @@ class Tested:
 
 def run_tests(
     nodes: list[Node], before: dict[int, SetMeasure], after: dict[int, SetMeasure],
-    durations: tuple[list[float], list[float]], settings: SetSettings,
+    durations: tuple[list[float], list[float]], sizes: tuple[int, int], settings: SetSettings,
 ) -> Tested:  # fmt: skip
-    """Run every test, correct them together, and say which changed."""
+    """Run every test, correct them together, and say which changed (``durations``: of the
+    timed requests; ``sizes``: how many requests each set has, timed or not)."""
     needed = settings.min_requests
     everything = [_duration(durations, needed)]
-    sizes = (len(durations[0]), len(durations[1]))
     for n in sorted(before.keys() | after.keys()):
         everything += _node_tests(n, before.get(n), after.get(n), sizes, needed)
     ran = [test for test in everything if test.p_value is not None]
@@ -121,7 +121,7 @@ def _conditional(n: int, metric: str, a: SetMeasure | None, b: SetMeasure | None
                 _value(metric, a), _value(metric, b), node=n)  # fmt: skip
     if a is None or b is None:
         test.method, test.verdict = None, UNTESTED
-    elif min(a.requests, b.requests) < needed:
+    elif min(_reached(metric, a), _reached(metric, b)) < needed:
         test.method, test.verdict = None, TOO_FEW
     elif metric == RETRIED and not any(a.retries) and not any(b.retries):
         test.method = None  # nothing retried: no test to spend the error budget on
@@ -130,6 +130,12 @@ def _conditional(n: int, metric: str, a: SetMeasure | None, b: SetMeasure | None
     else:
         test.p_value = mann_whitney(_samples(metric, a), _samples(metric, b))
     return test
+
+
+def _reached(metric: str, found: SetMeasure) -> int:
+    """The requests reaching the node that the metric has a value of: the timed ones, for a
+    time (see ``sets``)."""
+    return len(_samples(metric, found)) if metric in (SELF, CRITICAL) else found.requests
 
 
 def _value(metric: str, found: SetMeasure | None) -> float | None:

@@ -18,6 +18,11 @@ says it came or went). A significant timing change must also pass the thresholds
 Nodes are ranked by their contribution to the change in mean duration: the change in their mean
 critical-path time per request (over all requests, zero where absent). As in the pair form, the
 contributions add up to the change in mean duration.
+
+A request with a span whose clock stepped back while it ran (kept lasting 0 ms, with
+``tracekit.clock_stepped_back_ns``) is counted (how often, how many calls, errors, retries) but
+not timed, as ``tracekit canary`` does: how long it took is unknown, not zero, and 0 ms would make
+its set look faster than it is. A warning says how many there were.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from tracekit.path import Path
 
 from .attribution import BETWEEN_TRACES, Parts, gap_place, headline, moved_parts, shares
 from .model import ADDED, CHANGED, REMOVED, SAME, Change, Share
-from .nodes import Measure, Node, NodeIndex, measure
+from .nodes import Measure, Node, NodeIndex, measure, timed
 from .pair import tree_order
 from .set_tests import TOO_FEW, Test, run_tests
 from .settings import ERRORS, RETRIES, STRUCTURE, TIMING, Thresholds
@@ -64,12 +69,13 @@ class SetSettings:
 
 @dataclass(frozen=True, slots=True)
 class SetSide:
-    """One set of requests: what selected it and how long its requests took."""
+    """One set of requests: what selected it and how long its timed requests took."""
 
     label: str
     requests: int
     mean_ns: float
     median_ns: float
+    untimed: int = 0  # requests a clock stepped back in: counted, not timed
 
 
 @dataclass(slots=True)
@@ -81,9 +87,9 @@ class SetMeasure:
     calls: list[int] = field(default_factory=list, repr=False)  # per request reaching it
     retries: list[int] = field(default_factory=list, repr=False)  # ... of those calls, retries
     failed: int = 0  # requests in which it failed
-    self_ns: list[int] = field(default_factory=list, repr=False)
-    critical_ns: list[int] = field(default_factory=list, repr=False)
-    contribution_ns: float = 0.0  # mean critical-path time over every request of the set
+    self_ns: list[int] = field(default_factory=list, repr=False)  # per timed request reaching it
+    critical_ns: list[int] = field(default_factory=list, repr=False)  # ... likewise
+    contribution_ns: float = 0.0  # mean critical-path time over every timed request of the set
     contribution_wait_ns: float = 0.0  # its queue-wait part
     first_start_ns: int = 0
 
@@ -155,7 +161,8 @@ def compare_sets(
     index = NodeIndex()
     before, after = _measures(a_paths, index), _measures(b_paths, index)
     durations = (_durations(a_paths), _durations(b_paths))
-    tested = run_tests(index.nodes, before, after, durations, chosen)
+    sizes = (_requests(a_paths), _requests(b_paths))
+    tested = run_tests(index.nodes, before, after, durations, sizes, chosen)
     order = tree_order(index, {**{n: m.first_start_ns for n, m in after.items()},
                                **{n: m.first_start_ns for n, m in before.items()}})  # fmt: skip
     mean_a, mean_b = (statistics.fmean(d) if d else 0.0 for d in durations)
@@ -168,45 +175,64 @@ def compare_sets(
     rank = {s.node.id: i for i, s in enumerate(nodes)}
     changes = sorted(tested.changes, key=lambda c: -1 if c.node is None else rank[c.node])
     return SetDiff(
-        a=_side(labels[0], durations[0]),
-        b=_side(labels[1], durations[1]),
+        a=_side(labels[0], durations[0], sizes[0]),
+        b=_side(labels[1], durations[1], sizes[1]),
         nodes=nodes,
         duration_test=tested.duration,
         changes=changes,
         attribution=parts,
         headline=_headline(index.nodes, parts, mean_a, mean_b, tested.duration, chosen, gap),
         settings=chosen,
-        warnings=_too_few_warnings(durations, labels, chosen.min_requests),
+        warnings=[
+            *_too_few_warnings(sizes, labels, chosen.min_requests),
+            *_untimed_warnings(durations, sizes, labels),
+        ],
         gap=gap,
     )
 
 
 def _measures(paths: Sequence[Path], index: NodeIndex) -> dict[int, SetMeasure]:
     gathered: dict[int, list[Measure]] = {}
+    gathered_timed: dict[int, list[Measure]] = {}
+    timed_total = 0
     for path in paths:
+        is_timed = timed(path)
+        timed_total += is_timed
         for n, found in measure(path, index).items():
             gathered.setdefault(n, []).append(found)
-    return {n: _summarise(found, len(paths)) for n, found in gathered.items()}
+            if is_timed:
+                gathered_timed.setdefault(n, []).append(found)
+    total = len(paths)
+    return {n: _summarise(found, gathered_timed.get(n, []), total, timed_total)
+            for n, found in gathered.items()}  # fmt: skip
 
 
-def _summarise(found: list[Measure], total: int) -> SetMeasure:
+def _summarise(
+    found: list[Measure], timed: list[Measure], total: int, timed_total: int
+) -> SetMeasure:
+    per_timed_request = max(timed_total, 1)
     return SetMeasure(
         requests=len(found),
         frequency=len(found) / total,
         calls=[m.calls for m in found],
         retries=[m.retries for m in found],
         failed=sum(1 for m in found if m.errors),
-        self_ns=[m.self_ns for m in found],
-        critical_ns=[m.critical_ns for m in found],
-        contribution_ns=sum(m.critical_ns for m in found) / total,
-        contribution_wait_ns=sum(m.critical_wait_ns for m in found) / total,
+        self_ns=[m.self_ns for m in timed],
+        critical_ns=[m.critical_ns for m in timed],
+        contribution_ns=sum(m.critical_ns for m in timed) / per_timed_request,
+        contribution_wait_ns=sum(m.critical_wait_ns for m in timed) / per_timed_request,
         first_start_ns=min(m.first_start_ns for m in found),
     )
 
 
+def _requests(paths: Sequence[Path]) -> int:
+    return sum(1 for path in paths if path.spans)
+
+
 def _durations(paths: Sequence[Path]) -> list[float]:
+    """The timed requests' end-to-end durations."""
     return [
-        float(max(s.end_unix_nano for s in p.spans) - p.start_unix_nano) for p in paths if p.spans
+        float(max(s.end_unix_nano for s in p.spans) - p.start_unix_nano) for p in paths if timed(p)
     ]
 
 
@@ -214,10 +240,12 @@ def _parts(measures: dict[int, SetMeasure]) -> Parts:
     return {n: (m.contribution_ns, m.contribution_wait_ns) for n, m in measures.items()}
 
 
-def _side(label: str, durations: list[float]) -> SetSide:
+def _side(label: str, durations: list[float], requests: int) -> SetSide:
+    untimed = requests - len(durations)
     if not durations:
-        return SetSide(label, 0, 0.0, 0.0)
-    return SetSide(label, len(durations), statistics.fmean(durations), statistics.median(durations))
+        return SetSide(label, requests, 0.0, 0.0, untimed)
+    mean, median = statistics.fmean(durations), statistics.median(durations)
+    return SetSide(label, requests, mean, median, untimed)
 
 
 def _set_node(
@@ -262,12 +290,21 @@ def _unchanged(duration: Test, settings: SetSettings) -> str:
     return f"{why} (p={p:.2g} after correction)"
 
 
-def _too_few_warnings(
-    durations: tuple[list[float], list[float]], labels: tuple[str, str], needed: int
+def _too_few_warnings(sizes: tuple[int, int], labels: tuple[str, str], needed: int) -> list[str]:
+    return [
+        f"set {name} ({label}) has {found} request{'s' if found != 1 else ''}, fewer "
+        f"than the {needed} needed (--min-requests): too few to tell"
+        for name, label, found in zip("AB", labels, sizes, strict=True)
+        if found < needed
+    ]
+
+
+def _untimed_warnings(
+    durations: tuple[list[float], list[float]], sizes: tuple[int, int], labels: tuple[str, str]
 ) -> list[str]:
     return [
-        f"set {name} ({label}) has {len(found)} request{'s' if len(found) != 1 else ''}, fewer "
-        f"than the {needed} needed (--min-requests): too few to tell"
-        for name, label, found in zip("AB", labels, durations, strict=True)
-        if len(found) < needed
+        f"set {name} ({label}): {size - len(timed)} of its {size} requests ran while a clock "
+        "stepped back (a span kept lasting 0 ms): counted, not timed"
+        for name, label, timed, size in zip("AB", labels, durations, sizes, strict=True)
+        if size > len(timed)
     ]

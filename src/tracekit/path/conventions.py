@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from tracekit import semconv
 from tracekit.records import AttributeValue, SpanRecord
 
-__all__ = ["OLDER_NAMES", "attribute", "text", "url_path"]
+__all__ = ["OLDER_NAMES", "attribute", "clock_stepped_back", "text", "url_path"]
 
 # stable name -> the older names that meant the same, most likely first
 OLDER_NAMES: dict[str, tuple[str, ...]] = {
@@ -62,3 +62,11 @@ def url_path(record: SpanRecord) -> str | None:
         return urlsplit(full).path or "/"
     except ValueError:
         return None
+
+
+def clock_stepped_back(record: SpanRecord) -> bool:
+    """Kept lasting no time because its clock stepped back while it ran: the store and the
+    remote backends mark such a span with the step (``tracekit.clock_stepped_back_ns``). How
+    long it took is unknown, not zero."""
+    step = record.attributes.get(semconv.CLOCK_STEPPED_BACK_NS)
+    return isinstance(step, int) and not isinstance(step, bool) and step > 0

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from tracekit import semconv
+from tracekit.path.conventions import clock_stepped_back
 from tracekit.path.model import (
     ATTACHED_AS_ORPHAN,
     ATTACHED_BY_LINK,
@@ -62,7 +63,7 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
             if _identity(record) != _identity(nodes[key].record):
                 clashes.append(record)
             continue
-        backwards = record.end_unix_nano < record.start_unix_nano or _stepped_back(record)
+        backwards = record.end_unix_nano < record.start_unix_nano or clock_stepped_back(record)
         if backwards:
             record = replace(record, end_unix_nano=record.start_unix_nano)
         nodes[key] = node = PathSpan(record, record.start_unix_nano, record.end_unix_nano)
@@ -71,12 +72,6 @@ def index_spans(records: Iterable[SpanRecord], warnings: list[str]) -> dict[Key,
     if clashes:
         warnings.append(_clash_warning(clashes, nodes))
     return nodes
-
-
-def _stepped_back(record: SpanRecord) -> bool:
-    """Stored ending when it starts because it ended before (``clock_step_mended``)."""
-    step = record.attributes.get(semconv.CLOCK_STEPPED_BACK_NS)
-    return isinstance(step, int) and not isinstance(step, bool) and step > 0
 
 
 def _identity(record: SpanRecord) -> tuple[object, ...]:
