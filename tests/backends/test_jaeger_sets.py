@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from jaeger_fake import FakeJaeger
 from trace_topologies import T0, Topology
@@ -69,3 +70,38 @@ def test_the_set_form_joins_a_consumers_trace_as_the_store_does(serve: Any, tmp_
     from_jaeger = diff_sets("--jaeger", serve(FakeJaeger(spans)).url)
     assert from_store["a"]["mean_duration_ms"] == 120.0  # the worker ends the request
     assert from_jaeger == from_store
+
+
+def test_the_sets_service_is_searched_past_the_services_searched(
+    serve: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Jaeger listing more services than are searched: each correlation ID is still searched
+    in the set's own service. Before, the first services by name alone were searched, 'api'
+    past them: 'no requests of 'api' with 'service.version=1.0'', exit 3, where the store and
+    the pages of 'api' held 40."""
+    monkeypatch.setattr("tracekit.backends.jaeger.MAX_SERVICES", 3)
+    spans = [span for n in range(60) for span in request_with_pull_consumer(n)]
+    others = [other_service(f"aaa-{n}", n) for n in range(3)]  # by name before 'api'
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    result = CliRunner().invoke(
+        cli, ["diff", "--service", "api", "--a", "service.version=1.0", "--b",
+              "service.version=1.1", "--since", "1h", "--format", "json", "--jaeger",
+              serve(FakeJaeger(spans + others)).url],
+        env={"TRACEKIT_BACKEND_HEADERS": ""},
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.stderr
+    from_store = diff_sets("--store", str(tmp_path / "store.db"))
+    assert json.loads(result.stdout)["a"]["requests"] == from_store["a"]["requests"] == 40
+    assert "lists 6 services: tracekit searches each request in 'api' and the first 2 " in (
+        result.stderr
+    )
+
+
+def other_service(service: str, n: int) -> SpanRecord:
+    """One span of a service of its own, in no request of the sets."""
+    return SpanRecord(
+        trace_id=f"{n + 1:032x}", span_id=f"{n + 1:016x}", parent_span_id=None, service=service,
+        name="GET /", kind="SERVER", start_unix_nano=NOW, end_unix_nano=NOW + 10**6,
+        resource={"service.name": service},
+    )  # fmt: skip

@@ -282,13 +282,26 @@ class JaegerSource(RemoteSource):
         if self._listed is None:  # once: the set form searches every service per request
             self._listed = self._service_names(self._get("/api/v3/services"))
         names = self._listed
+        if self.newest_of:  # the set form's requests enter there: first, never past the cap
+            names = [self.newest_of, *(n for n in names if n != self.newest_of)]
         if len(names) > MAX_SERVICES:
             self.notes.once(
-                f"{self.client.where} lists {len(names)} services: tracekit "
-                f"searches the first {MAX_SERVICES} by name, so a request only in the others "
-                "is not found (name one of its services with --service)"
+                f"{self.client.where} lists {len(names)} services: {self._searched_of_too_many()}"
             )
         return names[:MAX_SERVICES]
+
+    def _searched_of_too_many(self) -> str:
+        """Which services a correlation ID is searched in when Jaeger lists too many."""
+        if not self.newest_of:
+            return (
+                f"tracekit searches the first {MAX_SERVICES} by name, so a request only in the "
+                "others is not found (name one of its services with --service)"
+            )
+        return (
+            f"tracekit searches each request in {self.newest_of!r:.80} and the first "
+            f"{MAX_SERVICES - 1} others by name, so a request's traces only in the others are "
+            "left out"
+        )
 
     def _service_names(self, answer: Any) -> list[str]:
         """The names in a ``GetServices`` answer (``{"services": [...]}``), each once, sorted; a
