@@ -73,3 +73,18 @@ def test_a_list_that_is_no_list_is_one_backend_error(serve: Any, answer: Any) ->
 def test_no_services_yet_is_nothing_found(serve: Any, answer: Any) -> None:
     result = search(serve(listing(answer)).url)
     assert (result.exit_code, result.stderr) == (1, "tracekit: no requests match\n")
+
+
+def test_a_name_utf8_cannot_hold_is_searched_as_the_store_keeps_it(serve: Any) -> None:
+    """A name with a lone surrogate (JSON's ``\\ud800``, which no Go server writes but a server
+    in front of one may) made every search 'internal error (UnicodeEncodeError: 'utf-8' codec
+    can't encode character '\\ud800' ...)', exit 2; it is searched with U+FFFD in its place, as
+    the store keeps such text, and the request in the other services is found."""
+    backend = serve(listing({"services": [*SERVICES, "bad\ud800name"]}))
+    result = search(backend.url)
+    assert result.exit_code == 0, result.stderr
+    assert [r["correlation_id"] for r in json.loads(result.stdout)["requests"]] == [
+        "req-checkout-1"
+    ]
+    searched = [r.args["query.service_name"] for r in backend.requests if r.args]
+    assert searched == ["bad\ufffdname", "bank", "gateway", "orders", "payments"]

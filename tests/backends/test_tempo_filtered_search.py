@@ -67,3 +67,20 @@ def test_a_filtered_search_lists_requests_as_the_store_does(
     from_store = listed(*given, "--store", str(tmp_path / "store.db"))
     assert from_store[0] == ("req-9", 6, 120.0, True)
     assert listed(*given, "--tempo", serve(FakeTempo(spans)).url) == from_store
+
+
+def test_a_correlation_id_utf8_cannot_hold_is_searched_as_the_store_keeps_it(
+    serve: Any,
+) -> None:
+    """A hit whose correlation ID holds a lone surrogate (JSON's ``\\ud800``, which Tempo does
+    not write but a server in front of it may): the search for the other traces of the
+    requests listed was 'internal error (UnicodeEncodeError ...)', exit 2; that ID is searched
+    with U+FFFD in its place, and every request is listed."""
+    odd = [
+        dataclasses.replace(s, attributes={**s.attributes, "correlation.id": "req-\ud800"})
+        for s in request_with_pull_consumer(9)
+    ]
+    spans = [span for n in range(2) for span in request_with_pull_consumer(n)] + odd
+    rows = listed("--errors", "--tempo", serve(FakeTempo(spans)).url)
+    assert rows == [("req-\ud800", 5, 100.0, True), ("req-1", 6, 120.0, True),
+                    ("req-0", 6, 120.0, True)]  # fmt: skip

@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tracekit._utf8 import clean_text
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -97,7 +98,9 @@ class JsonClient:
         """The decoded JSON at ``path``; raises NotFound on 404 and BackendError otherwise."""
         url = self.base_url + path
         if params:
-            url += "?" + urllib.parse.urlencode(params)
+            # a name or ID read from an answer may hold a lone surrogate (JSON's "\ud800"), which
+            # UTF-8 cannot: sent as U+FFFD, as the store keeps such text, not a UnicodeEncodeError
+            url += "?" + urllib.parse.urlencode({k: clean_text(v) for k, v in params.items()})
         for attempt in range(self.retries + 1):
             try:
                 return self._get_within_timeout(url)
