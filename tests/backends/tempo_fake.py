@@ -30,7 +30,9 @@ sends:
   ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
   spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
   ``{ ... } && { }`` matches every span of a trace the filter matched; ``||`` joins
-  correlation IDs.
+  correlation IDs. A string literal's escapes are decoded as ``strconv.Unquote`` decodes them,
+  and one holding a raw newline or NUL is refused, as ``text/scanner`` refuses it
+  (``pkg/traceql/lexer.go``).
   Tempo answers the first ``limit`` traces its parallel search finds; this fake, the first in
   trace-id order (the order of a block's rows). With ``with (most_recent=true)``, from 2.8, the
   newest ``limit``, newest first.
@@ -68,6 +70,7 @@ FIRST_TEMPO_WITH = {
 }
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
+_GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[abfnrtv\\"])')
 
 
 class FakeTempo:
@@ -197,6 +200,8 @@ class FakeTempo:
     def parse(self, query: str) -> Query | None:
         """The TraceQL forms tracekit writes; None for anything this Tempo would refuse."""
         selected: tuple[str, ...] = ()
+        if "\n" in query or "\x00" in query:  # Go's text/scanner: a literal not terminated, NUL
+            return None
         most_recent = query.endswith(" with (most_recent=true)")
         if most_recent and self.version < (2, 4):
             return None
@@ -304,4 +309,14 @@ def _trace_nanos(trace: list[SpanRecord]) -> int:
 
 
 def _unquote(literal: str) -> str:
-    return re.sub(r"\\(.)", r"\1", literal)
+    """A string literal's value, its escapes decoded as Go's ``strconv.Unquote`` does (those
+    of one character, ``\\xHH`` and ``\\uHHHH``)."""
+    return _GO_ESCAPE.sub(lambda m: _go_escaped(m.group(1)), literal)
+
+
+def _go_escaped(escape: str) -> str:
+    if escape[0] in "xu":
+        return chr(int(escape[1:], 16))
+    return {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}.get(
+        escape, escape
+    )

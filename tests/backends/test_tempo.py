@@ -415,3 +415,4 @@ def test_a_password_with_a_slash_hash_or_question_mark_is_refused_unshown(url: s
 
 def test_traceql_strings_are_escaped() -> None:
     assert traceql_string('a"b\\c') == '"a\\"b\\\\c"'
+    assert traceql_string("a\nb\x00") == r'"a\x0ab\x00"'  # Tempo refuses them raw

@@ -84,3 +84,18 @@ def test_a_correlation_id_utf8_cannot_hold_is_searched_as_the_store_keeps_it(
     rows = listed("--errors", "--tempo", serve(FakeTempo(spans)).url)
     assert rows == [("req-\ud800", 5, 100.0, True), ("req-1", 6, 120.0, True),
                     ("req-0", 6, 120.0, True)]  # fmt: skip
+
+
+def test_a_correlation_id_with_a_newline_leaves_the_others_measured_whole(serve: Any) -> None:
+    """Tempo's lexer ends a string literal at a raw newline: the one search for the other traces
+    of 20 requests, one of whose IDs held a newline, was refused ('invalid TraceQL query'),
+    and every request was listed over the trace the filter matched, 5 spans and 100 ms, beside
+    a warning. The newline is written as an escape, which Tempo reads back as the newline."""
+    odd = [
+        dataclasses.replace(s, attributes={**s.attributes, "correlation.id": "req\n9"})
+        for s in request_with_pull_consumer(9)
+    ]
+    spans = [span for n in range(2) for span in request_with_pull_consumer(n)] + odd
+    rows = listed("--errors", "--tempo", serve(FakeTempo(spans)).url)
+    assert rows == [("req\n9", 6, 120.0, True), ("req-1", 6, 120.0, True),
+                    ("req-0", 6, 120.0, True)]  # fmt: skip

@@ -39,12 +39,16 @@ _IDS_PER_SEARCH = 20
 _SEARCH_KEYS = frozenset({"traces", "metrics"})  # SearchResponse's fields
 _QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URLs over 8 KiB)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOO_MANY = re.compile(r"^limit [0-9]+ exceeds max limit ([0-9]{1,9})$")
 
 
 def traceql_string(value: str) -> str:
-    """``value`` as a TraceQL string literal (quotes and backslashes escaped)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as a TraceQL string literal: quotes and backslashes escaped, and control
+    characters written as ``\\xHH``, which Tempo reads back as them (its lexer, Go's
+    ``text/scanner``, refuses the whole query for a raw newline or NUL in a literal)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", escaped) + '"'
 
 
 def search_query(service: str | None, min_duration_ms: float | None, errors: bool) -> str:
