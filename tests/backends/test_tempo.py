@@ -413,6 +413,26 @@ def test_a_password_with_a_slash_hash_or_question_mark_is_refused_unshown(url: s
     assert not any(secret in said for secret in ("admin", "viewer", "1234", "hun", "ter2"))
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        # U+FF03 and U+FF0F become '#' and '/' under NFKC: Python refuses the URL, quoting it
+        ("https://admin:hunter2\uff03x@tempo.example", "under NFKC normalization"),
+        ("https://admin:hunter2\uff0fx@tempo.example", "under NFKC normalization"),
+        ("https://admin:hu[nter2]x@tempo.example", "in brackets is no IP address"),
+    ],
+)
+def test_a_url_python_cannot_split_is_refused_without_its_password(url: str, says: str) -> None:
+    """Python's own refusal was the error: 'Tempo URL is not valid: netloc
+    'admin:hunter2\uff03x@tempo.example' contains invalid characters under NFKC normalization',
+    the whole password printed, or "'nter2' does not appear to be an IPv4 or IPv6 address"."""
+    with pytest.raises(BackendError) as refused:
+        TempoSource(url)
+    said = str(refused.value)
+    assert said.startswith("Tempo URL is not valid: ") and says in said, said
+    assert not any(secret in said for secret in ("admin", "hunter2", "nter2", "x@"))
+
+
 def test_traceql_strings_are_escaped() -> None:
     assert traceql_string('a"b\\c') == '"a\\"b\\\\c"'
     assert traceql_string("a\nb\x00") == r'"a\x0ab\x00"'  # Tempo refuses them raw

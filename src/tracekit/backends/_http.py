@@ -382,8 +382,8 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     """The URL without credentials, and the Authorization header its ``user:password@`` gives."""
     try:
         parsed = urllib.parse.urlsplit(raw.strip())
-    except ValueError as error:  # an unclosed "[" of an IPv6 address
-        raise BackendError(f"{name} URL is not valid: {error}") from None
+    except ValueError as error:  # an unclosed "[" of an IPv6 address, and others below
+        raise BackendError(f"{name} URL is not valid: {_unsplit(str(error))}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         shown = raw.strip().rpartition("@")[2].partition("?")[0][:80]  # no userinfo, no query
         raise BackendError(f"{name} URL must look like http(s)://host[:port][/path], got {shown!r}")
@@ -417,6 +417,18 @@ def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
     password = urllib.parse.unquote(parsed.password or "")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return url, {"Authorization": f"Basic {token}"}
+
+
+def _unsplit(why: str) -> str:
+    """Why ``urlsplit`` refused a URL, in its words where they repeat none of it ("Invalid IPv6
+    URL"); in others where they quote the whole host part, password and all, or the text in
+    its brackets, which may be a password's ("user:pa[ss]word@host")."""
+    if why.endswith("contains invalid characters under NFKC normalization"):
+        return ("a character of its user name, password or host becomes '/', '?', '#', '@' or "
+                "':' under NFKC normalization (percent-encode it)")  # fmt: skip
+    if why.endswith("does not appear to be an IPv4 or IPv6 address"):
+        return "what it holds in brackets is no IP address (percent-encode a password's '[', ']')"
+    return why
 
 
 def _secrets(values: Iterable[str]) -> list[str]:
