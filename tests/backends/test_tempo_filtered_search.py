@@ -99,3 +99,46 @@ def test_a_correlation_id_with_a_newline_leaves_the_others_measured_whole(serve:
     rows = listed("--errors", "--tempo", serve(FakeTempo(spans)).url)
     assert rows == [("req\n9", 6, 120.0, True), ("req-1", 6, 120.0, True),
                     ("req-0", 6, 120.0, True)]  # fmt: skip
+
+
+def request_after_its_client(n: int) -> list[SpanRecord]:
+    """A mobile app's trace of its own (its tap, in error), carrying the correlation ID it sends
+    the gateway without a traceparent; then the gateway's trace of the request."""
+    t = Topology(f"req-{n}")
+    t.span("mobile", "tap", "SERVER", 0, 10, status="ERROR")
+    t.new_trace()
+    root = t.span("gateway", "GET /items", "SERVER", 20, 100)
+    t.http(root, "api", "/items/{id}", 25, 90)
+    shift = NOW - (10 - n) * 20 * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+@pytest.mark.parametrize("given", [["--service", "gateway"], ["--min-duration", "50"]])
+def test_a_filtered_search_names_a_request_by_a_trace_it_matched(
+    serve: Any, tmp_path: Path, given: list[str]
+) -> None:
+    """Measured over its other traces too, a request was named by the earliest of them: 'search
+    --service gateway' listed each request with its root in 'mobile' (the app's trace, found by
+    the correlation ID), where the store listed 'gateway'. It is named by a trace the filter
+    matched, as the store names it."""
+    spans = [span for n in range(3) for span in request_after_its_client(n)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+
+    def roots(*backend: str) -> list[tuple[Any, ...]]:
+        result = CliRunner().invoke(
+            cli, ["search", "--format", "json", *given, *backend],
+            env={"TRACEKIT_BACKEND_HEADERS": ""},
+        )  # fmt: skip
+        assert (result.exit_code, result.stderr) == (0, ""), result.stderr
+        rows = json.loads(result.stdout)["requests"]
+        return [(r["correlation_id"], r["root_service"], r["span_count"]) for r in rows]
+
+    from_store = roots("--store", str(tmp_path / "store.db"))
+    assert from_store == [("req-2", "gateway", 4), ("req-1", "gateway", 4), ("req-0", "gateway", 4)]
+    assert roots("--tempo", serve(FakeTempo(spans)).url) == from_store

@@ -26,12 +26,14 @@ MAX_CONTINUATIONS = 16
 
 
 def by_correlation_id(
-    rows: Sequence[RequestSummary], continues: Mapping[str, set[str]] | None = None
-) -> list[RequestSummary]:
+    rows: Sequence[RequestSummary], continues: Mapping[str, set[str]] | None = None,
+    named_by: set[str] | None = None,
+) -> list[RequestSummary]:  # fmt: skip
     """Rows sharing a correlation ID as one, listed as the earliest of them (the producer's
-    trace starts before its consumer's); a row without one stays its own request, unless it
-    ``continues`` others (a consumer's trace linking into them): it is then measured in their
-    requests, not listed."""
+    trace starts before its consumer's), or of those in ``named_by`` (the traces a search's
+    filter matched: a request listed for ``--service S`` is named by a root in S); a row
+    without one stays its own request, unless it ``continues`` others (a consumer's trace
+    linking into them): it is then measured in their requests, not listed."""
     continues = continues or {}
     groups: dict[str, list[RequestSummary]] = {}
     for row in sorted(rows, key=lambda r: r.start_unix_nano):
@@ -39,16 +41,18 @@ def by_correlation_id(
             key = row.correlation_id if row.correlation_id else "\0" + row.trace_id
             groups.setdefault(key, []).append(row)
     by_trace = {row.trace_id: row for row in rows}
-    return [_measured(group, continues, by_trace) for group in groups.values()]
+    return [_measured(group, continues, by_trace, named_by) for group in groups.values()]
 
 
 def _measured(
     group: list[RequestSummary], continues: Mapping[str, set[str]],
-    by_trace: Mapping[str, RequestSummary],
+    by_trace: Mapping[str, RequestSummary], named_by: set[str] | None,
 ) -> RequestSummary:  # fmt: skip
-    """One request: ``group``'s rows and those continuing them, named by the earliest."""
+    """One request: ``group``'s rows and those continuing them, named by the earliest (of
+    ``named_by``, when one is there)."""
     traces = with_continuations([row.trace_id for row in group], continues)
-    return joined([by_trace[t] for t in traces], group[0])
+    named = [row for row in group if named_by is None or row.trace_id in named_by]
+    return joined([by_trace[t] for t in traces], (named or group)[0])
 
 
 def with_continuations(entries: list[str], continues: Mapping[str, set[str]]) -> list[str]:

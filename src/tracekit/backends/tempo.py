@@ -180,9 +180,10 @@ class TempoSource(RemoteSource):
         hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
         rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
+        matched = {row.trace_id for row in rows}
         if service or min_duration_ms is not None or errors_only:
             rows += self._other_traces(rows, since_unix_nano)
-        found = by_correlation_id(rows, self._continued(rows))
+        found = by_correlation_id(rows, self._continued(rows), named_by=matched)
         if since_unix_nano is not None:
             begun_before = self._begun_before(found, since_unix_nano)
             early = {h.trace_id for h in hits if h.start_unix_nano < since_unix_nano}
