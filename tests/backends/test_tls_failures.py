@@ -113,3 +113,36 @@ def test_a_backend_that_wants_a_client_certificate_is_said_as_such(command: list
         "does not send (tlsv13 alert certificate required); reach it through a proxy that "
         "holds one\n"
     )
+
+
+@pytest.fixture
+def silent() -> Any:
+    """A port that takes every connection and never sends a byte: a TLS handshake there never
+    ends (a proxy holding the connection, a service that waits for its own protocol)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                taken.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+    for connection in taken:
+        connection.close()
+
+
+@pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
+def test_a_tls_handshake_that_never_ends_is_not_called_unreachable(
+    silent: str, backend: str
+) -> None:
+    """It read 'unreachable (timed out)', which is kept for a connection never made."""
+    done = tracekit("search", backend, silent, "--timeout", "1")
+    name = backend.strip("-").capitalize()
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: {name} at {silent}: took the connection but finished no TLS handshake within "
+        "1 s (timed out): does it serve HTTPS on that port?\n"
+    )

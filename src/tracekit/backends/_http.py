@@ -147,7 +147,7 @@ class JsonClient:
             for sock in list(opened):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-            raise self._timed_out(connected=bool(opened))
+            raise self._timed_out(opened)
         succeeded, value = outcome.pop()
         try:
             if not succeeded:
@@ -173,7 +173,7 @@ class JsonClient:
             if isinstance(reason, ssl.SSLError):  # the server answered: no retry will change it
                 raise BackendError(self._tls_failure(reason)) from None
             if isinstance(reason, TimeoutError):
-                raise self._timed_out(connected=bool(_connections.opened)) from None
+                raise self._timed_out(_connections.opened or []) from None
             raise _Retryable(f"unreachable ({self.printable(str(reason))})") from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
             raise BackendError(
@@ -203,12 +203,18 @@ class JsonClient:
             raise self._too_large()
         return plain
 
-    def _timed_out(self, *, connected: bool) -> _Retryable:
+    def _timed_out(self, opened: list[socket.socket]) -> _Retryable:
         """A request that ran out of time: before a connection, the server is unreachable;
         after, it is there but slow (a search over days of traces), which a longer timeout
-        may answer: "unreachable" sent users looking at the network."""
-        if not connected:
+        may answer: "unreachable" sent users looking at the network. In between, a server
+        that took the connection and never finished the TLS handshake (a port that is not
+        HTTPS and waits, a proxy holding the connection) is neither."""
+        if not opened:
             return _Retryable("unreachable (timed out)")
+        if any(isinstance(s, _TrackedSSLSocket) and not s.handshaken for s in opened):
+            return _Retryable(f"took the connection but finished no TLS handshake within "
+                              f"{self.timeout:g} s (timed out): does it serve HTTPS on that "
+                              "port?")  # fmt: skip
         return _Retryable(f"no whole answer within {self.timeout:g} s (timed out: a slow "
                           "search may need a longer timeout)")  # fmt: skip
 
@@ -315,7 +321,28 @@ class _TrackedHTTPHandler(urllib.request.HTTPHandler):
 
 class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_TrackedHTTPSConnection, req, context=getattr(self, "_context", None))
+        return self.do_open(_TrackedHTTPSConnection, req, context=_tracked_tls_context())
+
+
+class _TrackedSSLSocket(ssl.SSLSocket):
+    """A TLS socket noted as its handshake starts: a server that takes the connection and never
+    answers the handshake is shut at the deadline too, and said to have been reached."""
+
+    handshaken = False
+
+    def do_handshake(self, block: bool = False) -> None:
+        if _connections.opened is not None:
+            _connections.opened.append(self)
+        super().do_handshake(block)
+        self.handshaken = True
+
+
+def _tracked_tls_context() -> ssl.SSLContext:
+    """The context http.client makes for a connection (the system's CAs, or SSL_CERT_FILE's),
+    its sockets ``_TrackedSSLSocket``."""
+    context = ssl._create_default_https_context()  # what http.client uses (PYTHONHTTPSVERIFY)
+    context.sslsocket_class = _TrackedSSLSocket
+    return context
 
 
 class _Retryable(Exception):
