@@ -142,3 +142,34 @@ def test_a_filtered_search_names_a_request_by_a_trace_it_matched(
     from_store = roots("--store", str(tmp_path / "store.db"))
     assert from_store == [("req-2", "gateway", 4), ("req-1", "gateway", 4), ("req-0", "gateway", 4)]
     assert roots("--tempo", serve(FakeTempo(spans)).url) == from_store
+
+
+def session_poll(n: int) -> list[SpanRecord]:
+    """One of a session's many requests, all carrying the session's ID as their correlation ID
+    (a client that sends it on every call), each failing; its trace first in a block's rows."""
+    t = Topology("session-1")
+    t.trace = f"{n + 1:032x}"
+    t.span("gateway", "GET /poll", "SERVER", 0, 10, status="ERROR")
+    shift = NOW - 1800 * 10**9 + n * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+def test_an_id_on_many_traces_leaves_the_others_measured_whole(serve: Any, tmp_path: Path) -> None:
+    """The search for the other traces of the requests listed asks for 100 traces: a session's
+    ID on 120 filled the answer, and the other requests were listed without their consumers'
+    traces, 5 spans and 100 ms where the store has 6 and 120, without a word. A full answer is
+    searched again ID by ID."""
+    spans = [span for n in range(3) for span in request_with_pull_consumer(n)]
+    spans += [span for n in range(120) for span in session_poll(n)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed("--errors", "--limit", "4", "--store", str(tmp_path / "store.db"))
+    assert from_store[:3] == [("req-2", 6, 120.0, True), ("req-1", 6, 120.0, True),
+                              ("req-0", 6, 120.0, True)]  # fmt: skip
+    from_tempo = listed("--errors", "--limit", "4", "--tempo", serve(FakeTempo(spans)).url)
+    assert from_tempo[:3] == from_store[:3]

@@ -95,9 +95,20 @@ def window(
 def carrying_any(correlation_ids: list[str]) -> list[str]:
     """TraceQL searches for the traces carrying any of ``correlation_ids``, grouped by ID, a
     few IDs each (the query travels in the URL)."""
-    terms = ["span.correlation.id = " + traceql_string(value) for value in correlation_ids]
+    terms = [_carrying(value) for value in correlation_ids]
     grouped = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)"
     return ["{ " + " || ".join(each) + grouped for each in _a_few_at_a_time(terms)]
+
+
+def few_at_a_time(correlation_ids: list[str]) -> list[list[str]]:
+    """``correlation_ids`` as ``carrying_any`` groups them, one search each."""
+    groups = _a_few_at_a_time([_carrying(value) for value in correlation_ids])
+    values = iter(correlation_ids)
+    return [[next(values) for _ in group] for group in groups]
+
+
+def _carrying(correlation_id: str) -> str:
+    return "span.correlation.id = " + traceql_string(correlation_id)
 
 
 def with_trace_ids(trace_ids: list[str]) -> list[str]:

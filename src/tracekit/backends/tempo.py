@@ -20,7 +20,7 @@ Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from tracekit.backends._tempo_search import (
     DEFAULT_WINDOW_SECONDS,
     Hit,
     carrying_any,
+    few_at_a_time,
     read_hits,
     refused_traceql,
     result_limit,
@@ -207,20 +208,31 @@ class TempoSource(RemoteSource):
         held = {r.trace_id for r in rows}
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         more: dict[str, RequestSummary] = {}
-        for query in carrying_any(ids):
-            try:
-                hits = self._search_once(query, MAX_TRACES_PER_SEARCH, since)
-            except BackendError as error:
-                self.notes.once(
-                    f"{self.client.where} failed to search for the other traces of the "
-                    f"requests listed ({error}): a request is measured over the traces the "
-                    "filter matched"
-                )
-                break
+        for hits in self._carrying(ids, since):
             for hit in hits:
                 if hit.trace_id not in held and hit.start_unix_nano >= (since_unix_nano or 0):
                     more[hit.trace_id] = self._summary(hit)
         return list(more.values())
+
+    def _carrying(self, ids: list[str], since: float | None) -> Iterator[list[Hit]]:
+        """The hits of the traces carrying ``ids``, a few IDs a search; each ID alone where a
+        search answered as many traces as it asks for: one ID on many traces (a session's)
+        filled it, leaving out the other IDs' traces. A failed search is said once, and ends
+        the searches."""
+        try:
+            for group in few_at_a_time(ids):
+                hits = self._search_once(carrying_any(group)[0], MAX_TRACES_PER_SEARCH, since)
+                yield hits
+                if len(hits) < MAX_TRACES_PER_SEARCH or len(group) == 1:
+                    continue
+                for one in group:
+                    yield self._search_once(carrying_any([one])[0], MAX_TRACES_PER_SEARCH, since)
+        except BackendError as error:
+            self.notes.once(
+                f"{self.client.where} failed to search for the other traces of the "
+                f"requests listed ({error}): a request is measured over the traces the "
+                "filter matched"
+            )
 
     def _begun_before(self, found: list[RequestSummary], since_unix_nano: int) -> set[str]:
         """The correlation IDs of ``found`` that a trace started before ``since_unix_nano``
