@@ -23,6 +23,8 @@ from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import checkout
 
+from tracekit.backends._http import JsonClient
+
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 TLS = Path(__file__).with_name("tls")  # a test CA and the server certificate it signed
 
@@ -146,3 +148,35 @@ def test_a_tls_handshake_that_never_ends_is_not_called_unreachable(
         f"tracekit: {name} at {silent}: took the connection but finished no TLS handshake within "
         "1 s (timed out): does it serve HTTPS on that port?\n"
     )
+
+
+def test_the_client_offers_http_1_1_over_tls_as_pythons_http_client_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """tracekit hands http.client a TLS context of its own (to tell a handshake that never ends
+    from a slow answer); http.client offers ALPN ``http/1.1`` only in the context it makes
+    itself, so a server choosing its protocol by ALPN (``h2`` or ``http/1.1``) heard no offer."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    offered: list[str | None] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with context.wrap_socket(connection, server_side=True) as tls:
+            offered.append(tls.selected_alpn_protocol())
+            tls.recv(65536)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")  # fmt: skip
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "ca.pem"))
+    client = JsonClient(f"https://127.0.0.1:{listener.getsockname()[1]}", name="Tempo")
+    try:
+        assert client.get("/api/echo") == {}
+    finally:
+        server.join(10)
+        listener.close()
+    assert offered == ["http/1.1"]

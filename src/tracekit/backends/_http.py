@@ -341,6 +341,7 @@ def _tracked_tls_context() -> ssl.SSLContext:
     """The context http.client makes for a connection (the system's CAs, or SSL_CERT_FILE's),
     its sockets ``_TrackedSSLSocket``."""
     context = ssl._create_default_https_context()  # what http.client uses (PYTHONHTTPSVERIFY)
+    context.set_alpn_protocols(["http/1.1"])  # as http.client says it speaks, given no context
     context.sslsocket_class = _TrackedSSLSocket
     return context
 
