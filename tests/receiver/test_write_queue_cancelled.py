@@ -82,3 +82,35 @@ def test_a_call_cancelled_while_waiting_for_room_is_not_stored(store_path: Path)
     with Store(store_path) as store:
         stored = Counter(span.service for span in store.spans_since(0))
     assert stored == {"first": CALL, "second": CALL}  # before: "cancelled" too
+
+
+def test_a_call_cancelled_once_queued_before_the_writer_took_it_is_not_stored(
+    store_path: Path,
+) -> None:
+    """Cancelled just after it was given room (queued, the writer not yet holding it), a call
+    was stored all the same when the writer came to it: its client, told CANCELLED (a deadline
+    passed while the store was slow), sent the records again and they were stored twice."""
+    config = ReceiverConfig(port=0, grpc_port=0, queue_capacity=2 * CALL, batch_size=CALL)
+    receiver = Receiver(Store(store_path), config).start()
+    assert receiver.grpc_address is not None
+    writer = _writer_pid()
+    queue = receiver.queue
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        with grpc.insecure_channel("{}:{}".format(*receiver.grpc_address)) as channel:
+            export = channel.unary_unary(TRACES)
+            sent = [export.future(_request("first"), timeout=120)]
+            _until(lambda: queue._unwritten_by and not queue.depth, 30)  # the writer has it
+            cancelled = export.future(_request("cancelled"), timeout=120)
+            _until(lambda: queue.depth == CALL, 30)  # queued, waiting for its commit
+            cancelled.cancel()
+            _until(lambda: not queue.depth, 20)  # before: it stayed queued
+            os.kill(writer, signal.SIGCONT)
+            assert [call.result(timeout=60) for call in sent] == [b""]
+            assert cancelled.cancelled()
+    finally:
+        os.kill(writer, signal.SIGCONT)
+        receiver.stop()
+    with Store(store_path) as store:
+        stored = Counter(span.service for span in store.spans_since(0))
+    assert stored == {"first": CALL}  # before: "cancelled" too

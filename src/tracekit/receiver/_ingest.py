@@ -168,11 +168,17 @@ class IngestQueue:
     def client_gone(self, gone: threading.Event) -> None:
         """The client of the request waiting with ``gone`` (now set) is no longer waiting for
         it: a cancelled gRPC call, whose records it will never hear of, leaves the line now
-        rather than at the end of its wait (up to 30 s), with the worker thread it holds."""
+        rather than at the end of its wait (up to 30 s), with the worker thread it holds. One
+        queued already is taken back while the writer has not taken it: its client, told
+        CANCELLED, sends the records again, and they were stored twice."""
         with self._cond:
             for ticket, room in self._line.items():
                 if ticket.gone is gone:
                     room.notify()
+            queued = [ticket for ticket in self._items if ticket.gone is gone]
+        for ticket in queued:
+            if self.withdraw(ticket):
+                ticket.finish(QueueFull("its client is gone"))
 
     def _leaving(self, ticket: Ticket) -> bool:
         return self._closing or (ticket.gone is not None and ticket.gone.is_set())
