@@ -15,14 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 from conditions import need
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.receiver.conftest import post
 
+from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.receiver._address import host_port, peer
+from tracekit.store import Store
+
+TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 METHOD = "/tracekit.test.Peer/Name"
 
@@ -96,3 +104,32 @@ def test_a_link_local_client_is_named_alike_with_its_interface() -> None:
     grpc_name = asyncio.run(_grpc_peer("::", connect))
     assert "%25" in grpc_name  # grpc names the interface, as its scope id
     assert _address(_http_peer("::", connect)) == _address(grpc_name)
+
+
+def _one_span(service: str) -> bytes:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = service
+    span = resource_spans.scope_spans.add().spans.add(name="GET /orders", kind=2)
+    span.trace_id, span.span_id = os.urandom(16), os.urandom(8)
+    span.start_time_unix_nano = time.time_ns()
+    span.end_time_unix_nano = span.start_time_unix_nano + 1_000
+    return request.SerializeToString()
+
+
+def test_a_receiver_listens_on_a_link_local_address_with_its_interface(store_path: Path) -> None:
+    """``--host fe80::1%eth0`` failed 'Invalid argument': bind takes the interface as a scope
+    id, not in the host. Both sides now listen there, and the endpoint names the interface."""
+    host = _link_local()
+    need(bool(host), "a link-local IPv6 address on this machine")
+    config = ReceiverConfig(host=host, port=0, grpc_port=0)
+    with Receiver(Store(store_path), config) as receiver:
+        assert receiver.grpc_address is not None
+        assert receiver.endpoint == "http://[{}]:{}".format(
+            host.replace("%", "%25"), receiver.address[1]
+        )
+        assert post(receiver, "/v1/traces", _one_span("over-http")).status == 200
+        with grpc.insecure_channel(host_port(*receiver.grpc_address)) as channel:
+            assert channel.unary_unary(TRACES)(_one_span("over-grpc"), timeout=30) == b""
+    with Store(store_path) as store:
+        assert sorted(span.service for span in store.spans_since(0)) == ["over-grpc", "over-http"]

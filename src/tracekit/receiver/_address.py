@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["client_address", "family", "host_port", "peer"]
+__all__ = ["client_address", "family", "host_port", "peer", "socket_address"]
 
 
 def family(host: str) -> socket.AddressFamily:
     """The socket family to listen on ``host`` with: IPv6 for an address like ``::1`` or ``::``
     (``::`` also takes IPv4 where the system maps it, as Linux does by default)."""
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def socket_address(host: str, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+    """What to bind a socket to for ``host:port``. A link-local IPv6 address names its interface
+    (``fe80::1%eth0``), which ``bind`` takes only as the scope id of a 4-tuple: given in the
+    host, it failed 'Invalid argument'."""
+    if "%" not in host:
+        return host, port
+    found = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM, 0,
+                               socket.AI_NUMERICHOST | socket.AI_PASSIVE)  # fmt: skip
+    scoped: tuple[Any, ...] = found[0][4]  # AF_INET6: host, port, flow info, scope id
+    return str(scoped[0]), int(scoped[1]), int(scoped[2]), int(scoped[3])
 
 
 def host_port(host: str, port: int) -> str:

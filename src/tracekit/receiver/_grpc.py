@@ -42,7 +42,7 @@ from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 from grpc import aio
 
-from tracekit.receiver._address import client_address, family, host_port
+from tracekit.receiver._address import client_address, family, host_port, socket_address
 from tracekit.receiver._admission import MIN_AGE, MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
 from tracekit.receiver._service import PROTOBUF, IngestService
@@ -393,7 +393,7 @@ def _why_not(host: str, port: int) -> str:
     try:
         with socket.socket(family(host), socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc's socket does
-            probe.bind((host, port))
+            probe.bind(socket_address(host, port))
     except OSError as error:
         return error.strerror or str(error)
     return "grpc could not bind it"  # free a moment later: nothing more to say

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from google.rpc import code_pb2, status_pb2
 
-from tracekit.receiver._address import family, peer
+from tracekit.receiver._address import family, peer, socket_address
 from tracekit.receiver._admission import BUSY, ClientStream, ConnectionTable, MemoryBudget
 from tracekit.receiver._body import ENCODINGS, PIECE, BodySink, body_length, raw_pieces
 from tracekit.receiver._errors import RequestError
@@ -81,7 +81,7 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
         self.connections = connections
         self._spare: int | None = _spare_descriptor()
         self.address_family = family(address[0])
-        super().__init__(address, OtlpHandler)
+        super().__init__(socket_address(*address), OtlpHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a handler thread, or answer 503 at once when no connection can make room."""

@@ -116,6 +116,8 @@ class Receiver:
     def address(self) -> tuple[str, int]:
         """The bound host and port (the real port when 0 was asked for)."""
         host, port = self.httpd.server_address[:2]
+        if "%" in self.config.host:  # the system names it without its interface (fe80::1%eth0),
+            host = self.config.host  # and a link-local address cannot be reached without one
         return str(host), int(port)
 
     @property
@@ -126,7 +128,8 @@ class Receiver:
     @property
     def endpoint(self) -> str:
         """Base URL for OTLP exporters (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
-        return f"http://{host_port(*self.address)}"
+        # a URL writes the % before an interface as %25 (RFC 6874), as curl reads it
+        return "http://" + host_port(*self.address).replace("%", "%25")
 
     def start(self) -> Receiver:
         """Create the store if needed, start the writer, and serve in a background thread."""
