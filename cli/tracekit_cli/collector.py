@@ -72,9 +72,10 @@ def _parsed(parse: Callable[[str], int], text: str | None, option: str) -> int |
 def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An empty address (an unset variable in ``--host "$HOST"``) would listen on every
     interface: refused, so that exposing the receiver is always said out loud. An IPv6 address
-    may come in the brackets of a URL (``[::1]``, as the listening line writes it)."""
+    may come in the brackets of a URL (``[::1]``, as the listening line writes it), where the %
+    before a link-local address's interface is written %25 (``[fe80::1%25eth0]``, RFC 6874)."""
     if value.startswith("[") and value.endswith("]"):
-        value = value[1:-1]
+        value = value[1:-1].replace("%25", "%")
     if not value.strip():
         raise click.BadParameter("empty; to listen on every interface, say 0.0.0.0 or ::")
     return value

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conditions import wait_for
+from conditions import need, wait_for
 from loopback import free_port, wait_for_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from ordinary_user import as_an_ordinary_user
 from tests.receiver._collector_process import _children, start_collector
+from tests.receiver.test_address import _link_local
 
 from tracekit.store import Store
 from tracekit_cli.main import cli
@@ -387,3 +388,20 @@ def test_ctrl_c_while_its_writer_process_starts_shows_no_traceback(tmp_path: Pat
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     assert (process.returncode, stderr) == (0, "")
+
+
+def test_a_link_local_host_as_the_listening_line_writes_it_is_taken(tmp_path: Path) -> None:
+    """The listening line writes a link-local address's interface as a URL does,
+    ``http://[fe80::1%25eth0]:PORT``; ``--host [fe80::1%25eth0]``, copied from there, failed:
+    "cannot listen on [fe80::1%25eth0]:PORT: Name or service not known" (exit 2)."""
+    host = _link_local()
+    need(bool(host), "a link-local IPv6 address on this machine")
+    url_host = f"[{host.replace('%', '%25')}]"
+    process = subprocess.Popen([*ENTRY, "--host", url_host, "--port", "0", "--grpc-port", "0",
+                                "--store", str(tmp_path / "v6.db")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.communicate()[1]
+    assert line.startswith(f"tracekit collector listening on http://{url_host}:")
