@@ -551,3 +551,75 @@ def trace_json(tmp_path: FilePath, t: Topology) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(result.stdout)
     jsonschema.validate(doc, load_schema())
     return doc
+
+
+def scatter_gather(t: Topology, skew_ms: int) -> tuple[SpanRecord, list[SpanRecord]]:
+    """gateway gathers five calls to backend, whose clock is ``skew_ms`` ahead; one call is
+    slow (times as measured with uvicorn + httpx -> gunicorn + Flask on two hosts)."""
+    root = t.span("gateway", "GET /scatter", "SERVER", 0, 583.4)
+    calls = [(135.9, 295.8, 265.2, 286.3), (254.1, 303.7, 270.5, 293.7),
+             (254.9, 304.0, 271.2, 294.1), (255.6, 582.2, 272.3, 573.0),
+             (263.7, 304.4, 272.8, 294.3)]  # fmt: skip
+    servers = []
+    for client_start, client_end, start, end in calls:
+        client = t.span("gateway", "GET", "CLIENT", client_start, client_end, root)
+        servers.append(t.span("backend", "GET /item/{i}", "SERVER", start + skew_ms,
+                              end + skew_ms, client))  # fmt: skip
+        on_host("host-a", client)
+    on_host("host-a", root)
+    on_host("host-b", *servers)
+    return root, servers
+
+
+def test_calls_into_one_clock_ahead_move_together_in_a_scatter_gather() -> None:
+    """The slow call's server starts while its client waits, so alone it shows no skew; its
+    four siblings on the same clock do. All five move by one amount, and the request ends
+    when its entry span does (it read 780.7 ms, ending in the slow server 197 ms after the
+    entry span, the only backend span not moved)."""
+    t = Topology()
+    root, servers = scatter_gather(t, 200)
+    path = run(t)
+    doc = path.to_json()
+    assert doc["duration_ms"] == 583.4
+    shifts = {node.shift_ns for node in path.spans if node.record in servers}
+    assert len(shifts) == 1
+    (shift,) = shifts
+    assert -210 * MS < shift < -190 * MS
+    assert path.request_end() is not None and path.request_end().record is root
+    assert path.warnings == [
+        f"clock skew adjusted on backend: shifted {shift / MS:+.1f} ms "
+        "(5 spans and their children on the same clock)"
+    ]
+
+
+def test_calls_on_the_callers_clock_below_a_moved_call_stay_where_recorded() -> None:
+    """Nested fan-out: gateway -> backend (200 ms ahead) -> leaf (gateway's clock). Once the
+    slow call's backend span is moved with its sibling, leaf's spans under it need no move
+    (before, they were moved +199 ms to fit the backend span left 200 ms late)."""
+    t = Topology()
+    root = t.span("gateway", "GET /nested", "SERVER", 0, 393.2)
+    leaves = []
+    fans = []
+    for client_start, client_end, fan_start, fan_end, slow in (
+        (42.0, 105.8, 49.1, 98.7, False), (43.0, 391.5, 66.7, 384.4, True),
+    ):  # fmt: skip
+        client = t.span("gateway", "GET", "CLIENT", client_start, client_end, root)
+        fan = t.span("backend", "GET /fan/{i}", "SERVER", fan_start + 200, fan_end + 200, client)
+        fans.append(fan)
+        on_host("host-a", client)
+        for i in range(3):  # backend's three calls, the slow fan's last one slow
+            lasts = 303.9 if slow and i == 2 else 24.0
+            begins = fan_start + 11 + i
+            call = t.span("backend", "GET", "CLIENT", begins + 200, begins + lasts + 200, fan)
+            on_host("host-b", call)
+            leaves.append(
+                t.span("leaf", "GET /item/{i}", "SERVER", begins + 1, begins + lasts - 2, call)
+            )
+    on_host("host-a", root, *leaves)
+    on_host("host-b", *fans)
+    path = run(t)
+    assert [placed_start_ms(path, leaf) for leaf in leaves] == [
+        pytest.approx((leaf.start_unix_nano - T0) / MS) for leaf in leaves
+    ]
+    assert path.to_json()["duration_ms"] == 393.2
+    assert [w.split(":")[0] for w in path.warnings] == ["clock skew adjusted on backend"]

@@ -29,6 +29,9 @@ largest any of them needed: each "started before its producer" only bounds the d
 two clocks from below, and the largest bound is the best estimate for all of them (a worker's two
 jobs keep the gap its clock recorded between them). Where a synchronous call also enters that
 clock, each is placed on its own.
+Servers on one clock called from one other clock move by one amount too, when one of the calls
+shows skew: each call bounds the difference of the clocks from both sides, and the middle of what
+they all allow places them all.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ HOST_ATTRIBUTES = ("host.id", "host.name")
 
 def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
     """Shift spans in place (``ordered`` must list parents before children); warn per service."""
-    shifts: dict[str, list[int]] = {}
+    shifts: dict[PathSpan, int] = {}  # each span moved for skew (not with its parent): by how much
     entries = _Entries()
     parent_of = _parent_lookup(ordered)
     for node in ordered:
@@ -62,10 +65,18 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         delta = _needed_shift(node, parent, parent_of)
         if delta:
             _shift(node, delta)
-            shifts.setdefault(node.service, []).append(delta)
+            shifts[node] = delta
+    entries.unify_calls(shifts)
     entries.unify_consumers(shifts)
     _move_joined_traces(ordered)
-    warnings.extend(_describe(service, deltas) for service, deltas in shifts.items())
+    warnings.extend(_describe(service, deltas) for service, deltas in _by_service(shifts).items())
+
+
+def _by_service(shifts: dict[PathSpan, int]) -> dict[str, list[int]]:
+    by_service: dict[str, list[int]] = {}
+    for node, delta in shifts.items():
+        by_service.setdefault(node.service, []).append(delta)
+    return by_service
 
 
 class _Entries:
@@ -75,15 +86,47 @@ class _Entries:
         # consumers by (their clock, their producer's clock); the clocks a synchronous call enters
         self.consumers: dict[tuple[tuple[str, object], tuple[str, object]], list[PathSpan]] = {}
         self.called: set[tuple[str, object]] = set()
+        # SERVER spans straight under a CLIENT span, by (their clock, their caller's clock)
+        self.calls: dict[tuple[tuple[str, object], tuple[str, object]], list[PathSpan]] = {}
 
     def add(self, node: PathSpan, parent: PathSpan) -> None:
         clock = _clock_of(node.record)
+        pair = (clock, _clock_of(parent.record))
         if _sent_message(node.record, parent.record):
-            self.consumers.setdefault((clock, _clock_of(parent.record)), []).append(node)
-        else:
-            self.called.add(clock)
+            self.consumers.setdefault(pair, []).append(node)
+            return
+        self.called.add(clock)
+        if node.record.kind == "SERVER" and parent.record.kind == "CLIENT":
+            self.calls.setdefault(pair, []).append(node)
 
-    def unify_consumers(self, shifts: dict[str, list[int]]) -> None:
+    def unify_calls(self, shifts: dict[PathSpan, int]) -> None:
+        """Place the servers on one clock called from one other clock by one amount, when there
+        are several: each call bounds the difference of the two clocks, and together they pin
+        it down. Placed one by one, a call whose server starts while its client is still
+        waiting (the slow one of a scatter-gather) kept its recorded times while its siblings
+        on the same clock moved 200 ms: it ended 200 ms after the request. Where no call shows
+        skew, none is moved; where the calls disagree, each keeps its own placement."""
+        for nodes in self.calls.values():
+            if len(nodes) < 2:
+                continue
+            if not any(_impossible_unmoved(node) for node in nodes):
+                for node in nodes:  # moved against a caller since placed elsewhere
+                    _move(node, -node.shift_ns)
+                    shifts.pop(node, None)
+                continue
+            offset = _common_offset(nodes)
+            if offset is None:
+                continue
+            for node in nodes:  # parents first: a call below another is placed after it
+                caller = node.parent
+                assert caller is not None  # a call has its client
+                _move(node, caller.shift_ns + offset - node.shift_ns)
+                if node.shift_ns:
+                    shifts[node] = node.shift_ns
+                else:
+                    shifts.pop(node, None)
+
+    def unify_consumers(self, shifts: dict[PathSpan, int]) -> None:
         """Move the consumers on one clock of messages from one other clock, where no
         synchronous call enters their clock, by the largest shift any of them needed (with
         everything below them, rigidly). Messages from two clocks bound two differences: each
@@ -95,8 +138,43 @@ class _Entries:
             for node in nodes:  # parents first: one moved with an ancestor is not moved twice
                 if node.shift_ns < largest:
                     if not node.shift_ns:
-                        shifts.setdefault(node.service, []).append(largest)
+                        shifts[node] = largest
                     _move(node, largest - node.shift_ns)
+
+
+def _call_bounds(server: PathSpan) -> tuple[int, int, int]:
+    """What one call says of its server's clock minus its client's, negated (the shift, on top
+    of the client's, that puts the server inside the call): at least the client's start, at
+    most its end (by the server's start), and, for a server shorter than its call, at most
+    the end by the server's end: (lowest, highest by start, highest by both)."""
+    client, record = server.parent, server.record
+    assert client is not None  # a call has its client
+    lowest = client.record.start_unix_nano - record.start_unix_nano
+    by_start = client.record.end_unix_nano - record.start_unix_nano
+    by_end = client.record.end_unix_nano - record.end_unix_nano
+    fits = record.end_unix_nano - record.start_unix_nano <= (
+        client.record.end_unix_nano - client.record.start_unix_nano
+    )
+    return lowest, by_start, min(by_start, by_end) if fits else by_start
+
+
+def _impossible_unmoved(server: PathSpan) -> bool:
+    """Whether the server, at its recorded times, starts outside its call as placed."""
+    client = server.parent
+    assert client is not None  # a call has its client
+    lowest, by_start, _ = _call_bounds(server)
+    return not lowest <= -client.shift_ns <= by_start
+
+
+def _common_offset(servers: list[PathSpan]) -> int | None:
+    """The shift on top of their clients' that places every server inside its call (centred
+    in what all the calls allow, their ends too where that leaves any room); None if none."""
+    bounds = [_call_bounds(server) for server in servers]
+    lowest = max(low for low, _, _ in bounds)
+    for highest in (min(both for _, _, both in bounds), min(high for _, high, _ in bounds)):
+        if lowest <= highest:
+            return (lowest + highest) // 2
+    return None
 
 
 def _clock_of(record: SpanRecord) -> tuple[str, object]:
