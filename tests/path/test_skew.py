@@ -623,3 +623,22 @@ def test_calls_on_the_callers_clock_below_a_moved_call_stay_where_recorded() -> 
     ]
     assert path.to_json()["duration_ms"] == 393.2
     assert [w.split(":")[0] for w in path.warnings] == ["clock skew adjusted on backend"]
+
+
+def test_a_server_behind_a_service_that_exported_nothing_on_a_clock_behind_is_moved() -> None:
+    """gateway calls middle (instrumented, exporting nothing), which calls backend on a host
+    200 ms behind. backend's span hangs under gateway's root, nothing enclosing it; it
+    started 160 ms before the request, which read 255 ms and began in backend (times as
+    measured: uvicorn + requests -> gunicorn -> gunicorn)."""
+    t = Topology()
+    root = t.span("gateway", "GET /viamiddle", "SERVER", 0, 95.5)
+    client = t.span("gateway", "GET", "CLIENT", 1.1, 94.1, root)
+    server = t.span("backend", "GET /item/{i}", "SERVER", -159.8, -138.4,
+                    parent_span_id="00000000000000ff")  # fmt: skip
+    on_host("host-a", root, client)
+    on_host("host-b", server)
+    path = run(t)
+    assert 0 <= placed_start_ms(path, server) <= 95.5 - 21.4
+    assert path.services == ["gateway", "backend"]
+    assert path.to_json()["duration_ms"] == 95.5
+    assert path.warnings[-1].startswith("clock skew adjusted on backend: shifted +")

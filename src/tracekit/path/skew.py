@@ -23,7 +23,9 @@ Spans that share a clock are never moved against each other: two spans whose res
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
 service, unless one was called or sent its message before the other began (two replicas of the
 service: one consuming the service's own messages, or answering its own calls). They inherit
-their parent's shift, as do orphans (placed by their host's recorded times).
+their parent's shift, as do orphans (placed by their host's recorded times), but for an orphan on
+another clock that starts before its host (nothing enclosed it: a server behind a service that
+exported nothing, on a clock behind), placed like a call into its host.
 Consumers on one clock that consumed messages from one other clock move by one amount, the
 largest any of them needed: each "started before its producer" only bounds the difference of the
 two clocks from below, and the largest bound is the best estimate for all of them (a worker's two
@@ -57,8 +59,7 @@ def adjust_clock_skew(ordered: list[PathSpan], warnings: list[str]) -> None:
         parent = node.parent
         if parent is None:
             continue
-        if node.attached_by == ATTACHED_AS_ORPHAN or _one_clock(node.record, parent.record):
-            # one clock; or an orphan, placed by its host's recorded times: keep that relation
+        if _keeps_recorded_relation(node, parent):
             _shift(node, parent.shift_ns)
             continue
         entries.add(node, parent)
@@ -175,6 +176,17 @@ def _common_offset(servers: list[PathSpan]) -> int | None:
         if lowest <= highest:
             return (lowest + highest) // 2
     return None
+
+
+def _keeps_recorded_relation(node: PathSpan, parent: PathSpan) -> bool:
+    """Whether ``node`` keeps the place its recorded times give it against ``parent``: on one
+    clock; or an orphan, placed by its host's recorded times, unless it is on another clock
+    and starts before its host did (a server behind a service that exported nothing, on a
+    clock behind: hung under the trace's root, nothing encloses it), which no clock records."""
+    if node.attached_by != ATTACHED_AS_ORPHAN:
+        return _one_clock(node.record, parent.record)
+    before = node.record.start_unix_nano < parent.record.start_unix_nano
+    return not before or same_clock(node.record, parent.record)
 
 
 def _clock_of(record: SpanRecord) -> tuple[str, object]:
