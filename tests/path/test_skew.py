@@ -642,3 +642,23 @@ def test_a_server_behind_a_service_that_exported_nothing_on_a_clock_behind_is_mo
     assert path.services == ["gateway", "backend"]
     assert path.to_json()["duration_ms"] == 95.5
     assert path.warnings[-1].startswith("clock skew adjusted on backend: shifted +")
+
+
+def test_a_moved_span_is_drawn_in_the_order_of_its_placed_start(tmp_path: FilePath) -> None:
+    """The server behind the silent service, moved +197 ms into the request, was still drawn
+    above gateway's call (which starts at +1.1 ms), where its recorded start had put it."""
+    t = Topology()
+    root = t.span("gateway", "GET /viamiddle", "SERVER", 0, 95.5)
+    client = t.span("gateway", "GET", "CLIENT", 1.1, 94.1, root)
+    server = t.span("backend", "GET /item/{i}", "SERVER", -159.8, -138.4,
+                    parent_span_id="00000000000000ff")  # fmt: skip
+    on_host("host-a", root, client)
+    on_host("host-b", server)
+    doc = trace_json(tmp_path, t)
+    assert [(s["service"], s["kind"]) for s in doc["spans"]] == [
+        ("gateway", "SERVER"),
+        ("gateway", "CLIENT"),
+        ("backend", "SERVER"),
+    ]
+    starts = [s["start_unix_nano"] for s in doc["spans"]]
+    assert starts == sorted(starts)

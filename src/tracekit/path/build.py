@@ -48,6 +48,7 @@ def build_path(
     ordered = preorder(roots)
     if adjust_skew:
         adjust_clock_skew(ordered, notes)
+        ordered = preorder(roots)  # siblings by their placed starts: a moved span kept its row
     mark_redeliveries(ordered)
     start = min(request_start(n) for n in ordered)
     end = max(n.end_unix_nano for n in ordered)

@@ -255,12 +255,12 @@ def _subtree(top: PathSpan) -> set[PathSpan]:
 
 
 def preorder(roots: list[PathSpan]) -> list[PathSpan]:
-    """All nodes, parents before children, siblings by start time; sets ``depth``.
+    """All nodes, parents before children, siblings (and roots) by start time; sets ``depth``.
 
     Iterative, so a 10,000-span chain does not hit the recursion limit.
     """
     ordered: list[PathSpan] = []
-    stack = [(root, 0) for root in reversed(roots)]
+    stack = [(root, 0) for root in reversed(sorted(roots, key=_start_order))]
     while stack:
         node, depth = stack.pop()
         node.depth = depth
