@@ -10,6 +10,7 @@ import time
 import uuid
 from types import MappingProxyType
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import parse_qsl
 
 import pytest
@@ -183,6 +184,75 @@ def test_entries_of_a_reply_without_pending_entries_is_empty(client) -> None:
     reply = client.xreadgroup("workers", "worker-1", {stream: "0"})
     client.delete(stream)
     assert list(traced_redis.entries(reply)) == []
+
+
+def _claimable(client: redis.Redis, stream: str, correlation_ids: list[str], entry_service) -> None:
+    """Entries published in requests, read by a worker that then died without acknowledging."""
+    client.xgroup_create(stream, "billing", id="0", mkstream=True)
+    for cid in correlation_ids:
+        with entry_service(_Producer(client, stream)) as entry:
+            requests.post(entry, headers={"X-Correlation-ID": cid})
+    client.xreadgroup("billing", "crashed-worker", {stream: ">"})
+
+
+@pytest.mark.parametrize("command", ["xautoclaim", "xclaim"])
+def test_claimed_entries_continue_their_requests(client, spans, entry_service, command) -> None:
+    """Taking over a dead worker's pending entries (XAUTOCLAIM, XCLAIM): their replies name no
+    stream, so entries() takes it; each entry's span is still its producer's child."""
+    stream = f"claimed-{uuid.uuid4().hex[:8]}"
+    _claimable(client, stream, ["claim-1", "claim-2"], entry_service)
+    if command == "xautoclaim":
+        reply = client.xautoclaim(stream, "billing", "worker-2", min_idle_time=0, start_id="0")
+    else:
+        pending = client.xpending_range(stream, "billing", "-", "+", 10)
+        ids = [p["message_id"] for p in pending]
+        reply = client.xclaim(stream, "billing", "worker-2", min_idle_time=0, message_ids=ids)
+    handled = []
+    for name, entry_id, fields in traced_redis.entries(reply, stream=stream):
+        with traced_redis.consume_entry(name, entry_id, fields):
+            handled.append((name, fields[b"order"], tracekit.correlation_id()))
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    producers = _kind(finished, SpanKind.PRODUCER)
+    consumers = _kind(finished, SpanKind.CONSUMER)
+    assert handled == [(stream, b"0", "claim-1"), (stream, b"0", "claim-2")]
+    assert [c.name for c in consumers] == [f"process {stream}"] * 2
+    assert [c.parent.span_id for c in consumers] == [p.context.span_id for p in producers]
+
+
+def test_an_autoclaimed_batch_links_every_entry(client, spans, entry_service) -> None:
+    stream = f"claimed-{uuid.uuid4().hex[:8]}"
+    _claimable(client, stream, ["claim-1", "claim-2"], entry_service)
+    reply = client.xautoclaim(stream, "billing", "worker-2", min_idle_time=0, start_id="0")
+    with traced_redis.consume_entries(stream, reply):
+        assert tracekit.correlation_id() == "claim-1"
+    client.delete(stream)
+
+    finished = spans.get_finished_spans()
+    producers = [s.context.span_id for s in _kind(finished, SpanKind.PRODUCER)]
+    (consumer,) = _kind(finished, SpanKind.CONSUMER)
+    assert consumer.attributes["messaging.batch.message_count"] == 2
+    assert [link.context.span_id for link in consumer.links] == producers
+
+
+@pytest.mark.parametrize("command", ["xautoclaim", "xclaim", "xrange"])
+def test_a_reply_naming_no_stream_given_without_it_says_what_is_missing(client, command) -> None:
+    stream = f"claimed-{uuid.uuid4().hex[:8]}"
+    client.xgroup_create(stream, "billing", id="0", mkstream=True)
+    entry_id = client.xadd(stream, {"order": "0"})
+    client.xreadgroup("billing", "crashed-worker", {stream: ">"})
+    if command == "xautoclaim":
+        reply = client.xautoclaim(stream, "billing", "worker-2", min_idle_time=0)
+    elif command == "xclaim":
+        ids = [entry_id]
+        reply = client.xclaim(stream, "billing", "worker-2", min_idle_time=0, message_ids=ids)
+    else:
+        reply = client.xrange(stream)
+    client.delete(stream)
+    with pytest.raises(TypeError, match=r"names no stream: entries\(reply, stream=\.\.\.\)"):
+        list(traced_redis.entries(reply))
+    assert list(traced_redis.entries(reply, stream=stream)) == [(stream, entry_id.decode(), ANY)]
 
 
 @pytest.mark.parametrize("fields", [{}, MappingProxyType({"order": "1"})], ids=["empty", "proxy"])

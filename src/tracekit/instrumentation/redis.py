@@ -14,7 +14,8 @@ tracekit cannot know where handling an entry ends; consumers say so themselves::
         with tracekit.instrumentation.redis.consume_entry(stream, entry_id, fields):
             handle(fields)
 
-(``consume_entries`` gives one span linked to every entry of a batch.)
+(``consume_entries`` gives one span linked to every entry of a batch; an XRANGE, XCLAIM or
+XAUTOCLAIM reply names no stream, so ``entries(reply, stream=...)`` is told it.)
 
 Pub/sub. A published message has no headers, so tracekit can only carry context inside the
 payload: ``\\x1etracekit1\\x1e<headers>\\x1e<original payload>``. A subscriber without tracekit
@@ -128,8 +129,20 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(asyncio_pubsub, closing, _release_on_close)
 
 
-def entries(response: object) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
-    """``(stream, entry_id, fields)`` of every entry in an XREAD/XREADGROUP reply (RESP2 or 3)."""
+def entries(
+    response: object, stream: object = None
+) -> Iterator[tuple[str, str, Mapping[Any, Any]]]:
+    """``(stream, entry_id, fields)`` of every entry in an XREAD/XREADGROUP reply (RESP2 or 3),
+    or, given the ``stream`` it came from, in a reply that names none: XRANGE, XREVRANGE and
+    XCLAIM (``[(id, fields), ...]``) and XAUTOCLAIM (``[next id, [(id, fields), ...], ...]``)."""
+    if stream is not None:
+        for entry_id, fields in _claimed(response):
+            yield _text(stream), _text(entry_id), fields or {}
+        return
+    if _names_no_stream(response):
+        raise TypeError(
+            "an XRANGE, XCLAIM or XAUTOCLAIM reply names no stream: entries(reply, stream=...)"
+        )
     streams: Any = response.items() if isinstance(response, Mapping) else (response or ())
     for stream_and_entries in streams:
         stream, stream_entries = stream_and_entries
@@ -155,9 +168,10 @@ def consume_entries(
     stream: object, stream_entries: Sequence[tuple[Any, Mapping[Any, Any]]]
 ) -> messaging.Delivery:
     """One CONSUMER span linked to every entry of a batch read from ``stream``: its entries as
-    a reply holds them, RESP2 (``[(id, fields), ...]``) or RESP3 (one list deeper)."""
+    a reply holds them, RESP2 (``[(id, fields), ...]``, as XCLAIM's too) or RESP3 (one list
+    deeper), or an XAUTOCLAIM reply."""
     nested = _is_resp3_nesting(stream_entries)
-    batch: Sequence[Any] = stream_entries[0] if nested else stream_entries
+    batch: Sequence[Any] = stream_entries[0] if nested else _claimed(stream_entries)
     return messaging.consume_batch(
         [fields for _, fields in batch],
         system=SYSTEM,
@@ -590,6 +604,30 @@ def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
     except ValueError:
         headers = {}  # a mangled envelope still yields the original payload, with a new trace
     return headers, payload[end + 1 :]
+
+
+def _claimed(reply: Any) -> Any:
+    """The entries of an XCLAIM reply (the entries themselves) or an XAUTOCLAIM one, which
+    begins with the ID to scan on from."""
+    if isinstance(reply, list | tuple) and reply and isinstance(reply[0], str | bytes):
+        return reply[1] if len(reply) > 1 else ()
+    return reply or ()
+
+
+def _names_no_stream(reply: object) -> bool:
+    """Whether ``reply`` names no stream: XAUTOCLAIM's (it begins with an ID), or XRANGE's and
+    XCLAIM's (its first item is an entry: an ID and its fields, None for one XCLAIM found
+    deleted before Redis 7; XREAD's is a stream and its list of entries)."""
+    if not isinstance(reply, list | tuple) or not reply:
+        return False
+    first = reply[0]
+    if isinstance(first, str | bytes):
+        return True
+    return (
+        isinstance(first, list | tuple)
+        and len(first) == 2
+        and (first[1] is None or isinstance(first[1], Mapping))
+    )
 
 
 def _is_resp3_nesting(stream_entries: Any) -> bool:
