@@ -246,14 +246,20 @@ def test_an_ipv6_host_in_url_brackets_is_taken(tmp_path: Path) -> None:
     failed: "cannot listen on [[::1]]:0: Name or service not known" (exit 2)."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6 here")
-    process = subprocess.Popen([*ENTRY, "--host", "[::1]", "--port", "0", "--grpc-port", "0",
-                                "--store", str(tmp_path / "v6.db")], stdout=subprocess.PIPE,
+    line = _listening_line("[::1]", tmp_path / "v6.db")
+    assert line.startswith("tracekit collector listening on http://[::1]:")
+
+
+def _listening_line(host: str, store: Path) -> str:
+    """The line ``tracekit collector --host host`` starts with; it then stops cleanly."""
+    process = subprocess.Popen([*ENTRY, "--host", host, "--port", "0", "--grpc-port", "0",
+                                "--store", str(store)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert process.stdout is not None
     line = process.stdout.readline()
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0, process.communicate()[1]
-    assert line.startswith("tracekit collector listening on http://[::1]:")
+    return line
 
 
 def test_one_stop_delivered_twice_still_waits_for_the_requests_in_flight(tmp_path: Path) -> None:
@@ -397,11 +403,5 @@ def test_a_link_local_host_as_the_listening_line_writes_it_is_taken(tmp_path: Pa
     host = _link_local()
     need(bool(host), "a link-local IPv6 address on this machine")
     url_host = f"[{host.replace('%', '%25')}]"
-    process = subprocess.Popen([*ENTRY, "--host", url_host, "--port", "0", "--grpc-port", "0",
-                                "--store", str(tmp_path / "v6.db")], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0, process.communicate()[1]
+    line = _listening_line(url_host, tmp_path / "v6.db")
     assert line.startswith(f"tracekit collector listening on http://{url_host}:")
