@@ -125,3 +125,21 @@ def test_a_request_whose_clock_stepped_back_is_not_timed_against_another(
     assert document["reasons"] == ["resources"]  # the version; not timing
     assert document["attribution"] == []
     assert result.exit_code == 1
+
+
+def test_the_rows_of_a_request_whose_clock_stepped_back_are_not_timed(store_path: Path) -> None:
+    """Under 'timing not compared', B's line read '81.2 ms' and its rows '100.5 ms  0.0 ms
+    -100.5 ms  orders: GET /orders/{id}': the times the headline calls unknown, as 0 ms and a
+    change."""
+    result = diff(store_path, "req-1.0-5", "req-1.1-3", "--format", "text")
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("B req-1.1-3  untimed, start ")
+    rows = [line.split() for line in lines if line.endswith(("orders/{id}", "load order"))]
+    assert [row[2:4] for row in rows] == [["untimed", "-"], ["untimed", "-"]]
+    assert "0.0 ms" not in result.stdout
+
+    both = diff(store_path, "req-1.1-5", "req-1.1-3", "--format", "text").stdout.splitlines()
+    assert both[0].startswith("A req-1.1-5  untimed, start ")
+    rows = [line.split() for line in both if line.endswith(("orders/{id}", "load order"))]
+    assert rows == [["untimed", "untimed", "-", "orders:", "GET", "/orders/{id}"],
+                    ["untimed", "untimed", "-", "`-", "orders:", "load", "order"]]  # fmt: skip

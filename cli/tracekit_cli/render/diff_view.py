@@ -257,6 +257,7 @@ def footer(
 # --- two requests ---------------------------------------------------------------------------
 
 COLUMNS = 34  # marker, A, B and delta before the tree
+UNTIMED = "untimed"  # in place of the times of a request a clock stepped back in
 MAX_PAIR_ROWS = 200  # nodes drawn whatever changed; past that, the changed ones and their ancestors
 
 
@@ -265,7 +266,7 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     document = Document(glyphs, [])
     for name, side in (("A", diff.a), ("B", diff.b)):
         document.note((f"{name} ", "bold"), (_title(side), "bold"),
-                      (f"  {duration(side.duration_ns)}, start "
+                      (f"  {_timed_ms(side.duration_ns, side)}, start "
                        f"{format_time(side.start_unix_nano)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
     document.row(("", ""))
@@ -277,7 +278,7 @@ def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     drawn = drawn_nodes(diff.nodes)
     prefixes = tree_prefixes(document, [d.node for d in drawn])
     for d, (guides, connector, below) in zip(drawn, prefixes, strict=True):
-        _pair_row(document, d, guides + connector)
+        _pair_row(document, d, guides + connector, (diff.a, diff.b))
         for text, style in _pair_notes(document, d, by_node.get(d.node.id, [])):
             document.note((" " * COLUMNS + below + "  ", "dim"), (text, style))
     if len(drawn) < len(diff.nodes):
@@ -316,16 +317,17 @@ def _title(side: Side) -> str:
     return f"{typed} (correlation ID {one_line(side.correlation_id, 80)})"
 
 
-def _pair_row(document: Document, d: NodeDiff, prefix: str) -> None:
+def _pair_row(document: Document, d: NodeDiff, prefix: str, sides: tuple[Side, Side]) -> None:
     a = d.a.duration_ns if d.a is not None else None
     b = d.b.duration_ns if d.b is not None else None
     delta = (b or 0) - (a or 0)
     row_style = ROW_STYLES[d.status]
     delta_style = row_style or ("yellow" if delta > 0 else "cyan")
+    shown_delta = signed(delta) if sides[0].timed and sides[1].timed else "-"
     document.tree_row(
         (f"{MARKERS[d.status]} ", f"bold {row_style or 'yellow'}"),
-        (f"{_ms(a):>9} {_ms(b):>9} ", row_style),
-        (f"{signed(delta):>10}", delta_style if d.status == "changed" else row_style),
+        (f"{_timed_ms(a, sides[0]):>9} {_timed_ms(b, sides[1]):>9} ", row_style),
+        (f"{shown_delta:>10}", delta_style if d.status == "changed" else row_style),
         (f"  {prefix}", "dim"),
         (document.label(d.node), row_style),
     )
@@ -333,6 +335,12 @@ def _pair_row(document: Document, d: NodeDiff, prefix: str) -> None:
 
 def _ms(ns: float | None) -> str:
     return "-" if ns is None else duration(ns)
+
+
+def _timed_ms(ns: float | None, side: Side) -> str:
+    """``_ms``, but for a request a clock stepped back in, whose times are unknown: a span
+    kept lasting 0 ms would read 0 ms, and its calls' times as a change."""
+    return _ms(ns) if side.timed or ns is None else UNTIMED
 
 
 def _pair_notes(document: Document, d: NodeDiff, changes: list[Change]) -> Iterator[Piece]:

@@ -69,6 +69,7 @@ class Side:
     start_unix_nano: int
     duration_ns: int
     warnings: tuple[str, ...]
+    timed: bool = True  # False: a clock stepped back while it ran, so its times are unknown
 
 
 @dataclass(frozen=True, slots=True)

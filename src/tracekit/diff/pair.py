@@ -112,7 +112,7 @@ def _side(path: Path) -> Side:
         end = max(span.end_unix_nano for span in path.spans)
         duration_ns = end - path.start_unix_nano
     return Side(path.query, path.correlation_id, tuple(path.trace_ids), path.start_unix_nano,
-                duration_ns, tuple(path.warnings))  # fmt: skip
+                duration_ns, tuple(path.warnings), timed(path))  # fmt: skip
 
 
 def _untimed_headline(untimed: list[str]) -> str:
