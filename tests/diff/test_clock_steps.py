@@ -143,3 +143,40 @@ def test_the_rows_of_a_request_whose_clock_stepped_back_are_not_timed(store_path
     rows = [line.split() for line in both if line.endswith(("orders/{id}", "load order"))]
     assert rows == [["untimed", "untimed", "-", "orders:", "GET", "/orders/{id}"],
                     ["untimed", "untimed", "-", "`-", "orders:", "load", "order"]]  # fmt: skip
+
+
+@pytest.fixture
+def all_stepped_store(tmp_path: Path) -> Iterator[Path]:
+    """As ``store_path``, but every request of 1.1 ended a second before it started."""
+    path = tmp_path / "tracekit.db"
+    receiver = Receiver(Store(path), ReceiverConfig(port=0))
+    receiver.start()
+    try:
+        serve(receiver, "1.0", 100, stepped=0)
+        serve(receiver, "1.1", 150, stepped=REQUESTS)
+    finally:
+        receiver.stop()
+    yield path
+
+
+def test_a_set_none_of_whose_requests_was_timed_is_not_read_as_0_ms(
+    all_stepped_store: Path,
+) -> None:
+    """'60 requests (60 untimed), mean 0.0 ms, median 0.0 ms', each node '-49.7 ms', and 'where
+    the time went (critical path, adds up to -99.4 ms mean)': a set no request of which was
+    timed, read as one 99.4 ms faster."""
+    result = diff(all_stepped_store, *SETS, "--format", "text")
+    lines = result.stdout.splitlines()
+    assert lines[1] == "B service.version=1.1  60 requests (60 untimed), not timed"
+    assert lines[2] == (
+        "timing not compared: a clock stepped back in every request of B (a span kept lasting"
+        " 0 ms), so how long they took is unknown"
+    )
+    assert "0.0 ms" not in result.stdout and "where the time went" not in result.stdout
+    rows = [line.split() for line in lines if line.endswith(("orders/{id}", "load order"))]
+    assert [row[:2] for row in rows] == [["?", "-"], ["?", "-"]]
+    assert "60 and 60 requests reach it, 60 and 0 of them timed" in result.stdout
+
+    document = as_json(diff(all_stepped_store, *SETS, "--format", "json"))
+    assert document["attribution"] == []
+    assert [node["contribution_ms"] for node in document["nodes"]] == [0.0, 0.0]

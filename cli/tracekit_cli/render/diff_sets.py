@@ -3,7 +3,7 @@ change in mean duration, each with the tests that found a change (or could not t
 
 from __future__ import annotations
 
-from tracekit.diff import FailOn, SetDiff, SetNode
+from tracekit.diff import FailOn, SetDiff, SetNode, SetSide
 from tracekit.diff.set_tests import TOO_FEW, Test
 from tracekit.diff.words import duration, signed
 from tracekit_cli.options import one_line
@@ -36,16 +36,17 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
         untimed = f" ({side.untimed} untimed)" if side.untimed else ""
         document.note((f"{name} ", "bold"), (one_line(side.label, 120), "bold"),
                       (f"  {side.requests} request{'s' if side.requests != 1 else ''}{untimed}, "
-                       f"mean {duration(side.mean_ns)}, "
-                       f"median {duration(side.median_ns)}", "dim"))  # fmt: skip
+                       f"{_timing(side)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
     document.row(("", ""))
     document.note(("  contribution  node (ranked by contribution to the change in mean duration)",
                    "bold"))  # fmt: skip
+    timed = diff.a.timed and diff.b.timed
     for found in diff.nodes[:MAX_ROWS]:
         style = ROW_STYLES[found.status]
+        contribution = signed(found.contribution_ns) if timed else "-"
         document.tree_row((f"{MARKERS[found.status]} ", f"bold {style or 'yellow'}"),
-                     (f"{signed(found.contribution_ns):>12}  ", style),
+                     (f"{contribution:>12}  ", style),
                      (document.label(found.node), style))  # fmt: skip
         for text, note_style in _notes(found, diff.settings.min_requests):
             document.note((" " * 18, ""), (document.text(text), note_style))
@@ -61,6 +62,13 @@ def set_document(diff: SetDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     return document
 
 
+def _timing(side: SetSide) -> str:
+    """Its mean and median; for a set none of whose requests was timed, not 0 ms."""
+    if not side.timed:
+        return "not timed"
+    return f"mean {duration(side.mean_ns)}, median {duration(side.median_ns)}"
+
+
 def _notes(found: SetNode, needed: int) -> list[tuple[str, str]]:
     out = []
     for test in found.tests:
@@ -70,9 +78,17 @@ def _notes(found: SetNode, needed: int) -> list[tuple[str, str]]:
                         "yellow"))  # fmt: skip
     if found.status == TOO_FEW:
         reached = (found.a.requests if found.a else 0, found.b.requests if found.b else 0)
-        out.append((f"too few to tell: {reached[0]} and {reached[1]} requests reach it "
-                    f"({needed} needed in each set)", "magenta"))  # fmt: skip
+        out.append((f"too few to tell: {reached[0]} and {reached[1]} requests reach it"
+                    f"{_timed_of(found, reached)} ({needed} needed in each set)",
+                    "magenta"))  # fmt: skip
     return out
+
+
+def _timed_of(found: SetNode, reached: tuple[int, int]) -> str:
+    """How many of the requests reaching the node were timed, where some were not: a time
+    is tested over those alone."""
+    timed = (len(found.a.self_ns) if found.a else 0, len(found.b.self_ns) if found.b else 0)
+    return "" if timed == reached else f", {timed[0]} and {timed[1]} of them timed"
 
 
 def _value(test: Test, value: float | None) -> str:

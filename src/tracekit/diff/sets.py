@@ -77,6 +77,12 @@ class SetSide:
     median_ns: float
     untimed: int = 0  # requests a clock stepped back in: counted, not timed
 
+    @property
+    def timed(self) -> bool:
+        """Whether any of its requests was timed: else how long they took is unknown (its
+        mean and median read 0)."""
+        return self.untimed < self.requests or not self.requests
+
 
 @dataclass(slots=True)
 class SetMeasure:
@@ -166,22 +172,26 @@ def compare_sets(
     order = tree_order(index, {**{n: m.first_start_ns for n, m in after.items()},
                                **{n: m.first_start_ns for n, m in before.items()}})  # fmt: skip
     mean_a, mean_b = (statistics.fmean(d) if d else 0.0 for d in durations)
+    a_side, b_side = (_side(*side) for side in zip(labels, durations, sizes, strict=True))
+    untimed = [name for name, side in (("A", a_side), ("B", b_side)) if not side.timed]
     gap = gap_place([*a_paths, *b_paths])
     moved = moved_parts(index.nodes, order, _parts(before), _parts(after))
-    parts = shares(order, *moved, mean_b - mean_a)
-    nodes = [_set_node(index.nodes[n], before.get(n), after.get(n), tested.tests.get(n, ()))
-             for n in order]  # fmt: skip
+    parts = [] if untimed else shares(order, *moved, mean_b - mean_a)
+    nodes = [_set_node(index.nodes[n], before.get(n), after.get(n), tested.tests.get(n, ()),
+                       timed=not untimed) for n in order]  # fmt: skip
     nodes.sort(key=lambda s: -abs(s.contribution_ns))  # stable: ties keep tree order
     rank = {s.node.id: i for i, s in enumerate(nodes)}
     changes = sorted(tested.changes, key=lambda c: -1 if c.node is None else rank[c.node])
+    lead = _untimed_headline(untimed) if untimed else _headline(
+        index.nodes, parts, mean_a, mean_b, tested.duration, chosen, gap)  # fmt: skip
     return SetDiff(
-        a=_side(labels[0], durations[0], sizes[0]),
-        b=_side(labels[1], durations[1], sizes[1]),
+        a=a_side,
+        b=b_side,
         nodes=nodes,
         duration_test=tested.duration,
         changes=changes,
         attribution=parts,
-        headline=_headline(index.nodes, parts, mean_a, mean_b, tested.duration, chosen, gap),
+        headline=lead,
         settings=chosen,
         warnings=[
             *_too_few_warnings(sizes, labels, chosen.min_requests),
@@ -249,9 +259,14 @@ def _side(label: str, durations: list[float], requests: int) -> SetSide:
 
 
 def _set_node(
-    node: Node, a: SetMeasure | None, b: SetMeasure | None, tests: tuple[Test, ...]
-) -> SetNode:
+    node: Node, a: SetMeasure | None, b: SetMeasure | None, tests: tuple[Test, ...], *,
+    timed: bool,
+) -> SetNode:  # fmt: skip
+    """``timed``: both sets have a timed request (else a contribution would be 0 ms taken
+    for the time of a set none of whose requests was timed)."""
     contribution = (b.contribution_ns if b else 0.0) - (a.contribution_ns if a else 0.0)
+    if not timed:
+        contribution = 0.0
     return SetNode(node, _status(a, b, tests), a, b, tests, contribution)
 
 
@@ -276,6 +291,12 @@ def _headline(
             f"{signed(delta)} mean ({signed_pct(delta, mean_a)}): {_unchanged(duration, settings)}"
         )
     return headline(nodes, parts, mean_a, mean_b, settings.thresholds, "mean", gap=gap)
+
+
+def _untimed_headline(untimed: list[str]) -> str:
+    sides = " and ".join(untimed)
+    return (f"timing not compared: a clock stepped back in every request of {sides} (a span kept"
+            " lasting 0 ms), so how long they took is unknown")  # fmt: skip
 
 
 def _unchanged(duration: Test, settings: SetSettings) -> str:
