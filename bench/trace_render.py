@@ -42,6 +42,22 @@ def ten_thousand_spans() -> list[SpanRecord]:
     return spans
 
 
+def chain_across_two_hosts() -> list[SpanRecord]:
+    """10,000 spans calling one another in turn, between two hosts (client then server, each
+    host's server calling the other host): every call enters another clock."""
+    trace = "cd" * 16
+    hosts = [{"service.name": "ping", "host.name": "a"}, {"service.name": "pong", "host.name": "b"}]
+    spans = [SpanRecord(trace, f"{1:016x}", None, "ping", "GET /0", "SERVER", T0,
+                        T0 + 20_000 * MS, attributes={"correlation.id": "bench-chain"},
+                        resource=hosts[0])]  # fmt: skip
+    for i in range(1, 10_000):
+        host = hosts[(i // 2) % 2]
+        spans.append(SpanRecord(trace, f"{i + 1:016x}", spans[-1].span_id, host["service.name"],
+                                f"GET /{i}", "CLIENT" if i % 2 else "SERVER", T0 + i * MS,
+                                T0 + (20_000 - i) * MS, resource=host))  # fmt: skip
+    return spans
+
+
 def best_of(runs: int, work: object) -> tuple[float, float]:
     samples = []
     for _ in range(runs):
@@ -58,12 +74,14 @@ def main() -> None:
     spans = ten_thousand_spans()
     path = build_path("bench-10k", spans)
     assert path is not None and len(path.spans) == 10_000
+    chain = chain_across_two_hosts()
 
     def rich() -> None:
         rich_view.format_path(path, 120, color=True)
 
     rows = [
         ("reconstruct (build_path)", best_of(5, lambda: build_path("bench-10k", spans))),
+        ("reconstruct chain, 2 hosts", best_of(5, lambda: build_path("bench-chain", chain))),
         ("render --format text", best_of(5, lambda: render_path(path, 120))),
         ("render --format json", best_of(5, lambda: json.dumps(path.to_json()))),
         ("render --format rich", best_of(3, rich)),

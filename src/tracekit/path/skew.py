@@ -228,6 +228,8 @@ def _move_joined_traces(ordered: list[PathSpan]) -> None:
 
 def _move(top: PathSpan, delta: int) -> None:
     """Shift ``top`` and everything below it by ``delta`` (iteratively: paths run deep)."""
+    if not delta:  # most calls are asked to move by nothing: a walk of each subtree is quadratic
+        return
     stack = [top]
     while stack:
         node = stack.pop()
