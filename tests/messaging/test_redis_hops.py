@@ -255,6 +255,31 @@ def test_a_reply_naming_no_stream_given_without_it_says_what_is_missing(client, 
     assert list(traced_redis.entries(reply, stream=stream)) == [(stream, entry_id.decode(), ANY)]
 
 
+@pytest.mark.parametrize("claimed", [1, 2], ids=["one-entry", "two-entries"])
+@pytest.mark.parametrize("command", ["xautoclaim", "xclaim"])
+def test_a_justid_claim_reply_is_refused_for_what_it_is(client, command, claimed) -> None:
+    """XAUTOCLAIM and XCLAIM with JUSTID answer entry IDs alone: no fields, so no trace to
+    continue. Read as an XAUTOCLAIM reply (it begins with an ID), one ID was no entry at all and
+    two failed with 'cannot unpack non-iterable int object'; each now says what it is."""
+    stream = f"claimed-{uuid.uuid4().hex[:8]}"
+    client.xgroup_create(stream, "billing", id="0", mkstream=True)
+    ids = [client.xadd(stream, {"order": str(n)}) for n in range(claimed)]
+    client.xreadgroup("billing", "crashed-worker", {stream: ">"})
+    if command == "xautoclaim":
+        reply = client.xautoclaim(stream, "billing", "worker-2", 0, justid=True)
+    else:
+        reply = client.xclaim(stream, "billing", "worker-2", 0, ids, justid=True)
+    client.delete(stream)
+    assert len(reply) == claimed
+    justid = r"a JUSTID reply holds entry IDs alone, no fields: claim without JUSTID"
+    with pytest.raises(TypeError, match=justid):
+        list(traced_redis.entries(reply, stream=stream))
+    with pytest.raises(TypeError, match=justid):
+        list(traced_redis.entries(reply))
+    with pytest.raises(TypeError, match=justid):
+        traced_redis.consume_entries(stream, reply)
+
+
 @pytest.mark.parametrize("fields", [{}, MappingProxyType({"order": "1"})], ids=["empty", "proxy"])
 def test_xadd_fields_redis_py_refuses_are_refused_as_without_tracekit(
     client, spans, fields

@@ -72,6 +72,7 @@ MAX_ENVELOPE_HEADERS = 16384
 # Celery's remote control and events, Celery's Redis result backend).
 _HOST_PUBLISHERS = ("kombu.", "celery.")
 _OWN_FRAMES = ("tracekit.", "wrapt.")
+_JUSTID_REPLY = "a JUSTID reply holds entry IDs alone, no fields: claim without JUSTID"
 
 _held = messaging.HeldDeliveries()
 # Pipelines' queued publishes, with each one's place among the pipeline's commands.
@@ -140,6 +141,7 @@ def entries(
             yield _text(stream), _text(entry_id), fields or {}
         return
     if _names_no_stream(response):
+        _claimed(response)  # a JUSTID reply is refused for what it is, stream or not
         raise TypeError(
             "an XRANGE, XCLAIM or XAUTOCLAIM reply names no stream: entries(reply, stream=...)"
         )
@@ -608,10 +610,18 @@ def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
 
 def _claimed(reply: Any) -> Any:
     """The entries of an XCLAIM reply (the entries themselves) or an XAUTOCLAIM one, which
-    begins with the ID to scan on from."""
-    if isinstance(reply, list | tuple) and reply and isinstance(reply[0], str | bytes):
-        return reply[1] if len(reply) > 1 else ()
-    return reply or ()
+    begins with the ID to scan on from and then lists them. A JUSTID reply (IDs alone, which
+    redis-py answers for both) also begins with an ID: it holds no fields to trace from."""
+    begins_with_cursor = (
+        isinstance(reply, list | tuple)
+        and len(reply) > 1
+        and isinstance(reply[0], str | bytes)
+        and isinstance(reply[1], list | tuple)
+    )
+    claimed = reply[1] if begins_with_cursor else reply or ()
+    if claimed and isinstance(claimed[0], str | bytes):
+        raise TypeError(_JUSTID_REPLY)
+    return claimed
 
 
 def _names_no_stream(reply: object) -> bool:
