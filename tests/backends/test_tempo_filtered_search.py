@@ -173,3 +173,61 @@ def test_an_id_on_many_traces_leaves_the_others_measured_whole(serve: Any, tmp_p
                               ("req-0", 6, 120.0, True)]  # fmt: skip
     from_tempo = listed("--errors", "--limit", "4", "--tempo", serve(FakeTempo(spans)).url)
     assert from_tempo[:3] == from_store[:3]
+
+
+def request_fanned_out(n: int, workers: int) -> list[SpanRecord]:
+    """gateway (failing) -> publish; ``workers`` workers each pull the message in a trace of
+    their own, so the request's correlation ID is on ``workers + 1`` traces."""
+    t = Topology(f"req-{n}")
+    root = t.span("gateway", "POST /batch", "SERVER", 0, 100, status="ERROR")
+    sent = t.publish(root, "jobs", 50, 55)
+    for w in range(workers):
+        t.new_trace()
+        t.consume("worker", "jobs", 70 + w, 120 + w, links=[sent])
+    shift = NOW - (n + 1) * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+def test_requests_of_a_few_traces_each_are_searched_for_together(
+    serve: Any, tmp_path: Path
+) -> None:
+    """20 requests of 6 traces each carry 120 traces: the search for the other traces of the
+    requests listed asked for 100, was filled, and each ID was searched again alone: 22
+    searches for 20 requests, 1,051 for 'search --limit 500' (37 s on loopback, nothing
+    printed). A search for a few IDs asks for as many traces as each ID alone would."""
+    spans = [span for n in range(20) for span in request_fanned_out(n, workers=5)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed("--errors", "--store", str(tmp_path / "store.db"))
+    assert from_store[0] == ("req-0", 7, 124.0, True)
+    tempo = serve(FakeTempo(spans))
+    assert listed("--errors", "--tempo", tempo.url) == from_store
+    assert tempo.paths() == ["/api/search"] * 2
+
+
+@pytest.mark.parametrize("version", [(2, 3), (2, 10)])
+def test_requests_of_a_few_traces_each_are_measured_whole_under_a_result_limit(
+    serve: Any, tmp_path: Path, version: tuple[int, int]
+) -> None:
+    """Under a max_result_limit of 100 (which a Tempo before 2.4 applies without a word, and a
+    later one refuses a larger limit for), a search for 20 IDs is cut at 100 traces: each ID
+    is still searched alone, and no warning says traces were not read."""
+    spans = [span for n in range(20) for span in request_fanned_out(n, workers=5)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed("--errors", "--store", str(tmp_path / "store.db"))
+    tempo = serve(FakeTempo(spans, version=version, max_result_limit=100)).url
+    result = CliRunner().invoke(
+        cli, ["search", "--format", "json", "--errors", "--tempo", tempo],
+        env={"TRACEKIT_BACKEND_HEADERS": ""},
+    )  # fmt: skip
+    rows = json.loads(result.stdout)["requests"]
+    assert [(r["correlation_id"], r["span_count"], r["duration_ms"], r["error"]) for r in rows] == (
+        from_store
+    )
+    assert "max_result_limit" not in result.stderr

@@ -215,15 +215,17 @@ class TempoSource(RemoteSource):
         return list(more.values())
 
     def _carrying(self, ids: list[str], since: float | None) -> Iterator[list[Hit]]:
-        """The hits of the traces carrying ``ids``, a few IDs a search; each ID alone where a
-        search answered as many traces as it asks for: one ID on many traces (a session's)
-        filled it, leaving out the other IDs' traces. A failed search is said once, and ends
-        the searches."""
+        """The hits of the traces carrying ``ids``, a few IDs a search, asking for as many
+        traces as each ID alone would (requests of a few traces each, 20 to a search, filled
+        100: each ID was searched again); each ID alone where a search answered as many as it
+        asks for: one ID on many traces (a session's) filled it, leaving out the other IDs'
+        traces. A failed search is said once, and ends the searches."""
         try:
             for group in few_at_a_time(ids):
-                hits = self._search_once(carrying_any(group)[0], MAX_TRACES_PER_SEARCH, since)
+                asked = self._traces_for(group)
+                hits = self._search_once(carrying_any(group)[0], asked, since, capped_said=False)
                 yield hits
-                if len(hits) < MAX_TRACES_PER_SEARCH or len(group) == 1:
+                if len(hits) < min(asked, self._max_results or asked) or len(group) == 1:
                     continue
                 for one in group:
                     yield self._search_once(carrying_any([one])[0], MAX_TRACES_PER_SEARCH, since)
@@ -233,6 +235,12 @@ class TempoSource(RemoteSource):
                 f"requests listed ({error}): a request is measured over the traces the "
                 "filter matched"
             )
+
+    def _traces_for(self, ids: list[str]) -> int:
+        """The traces to ask for in one search for the traces carrying ``ids``. A Tempo before
+        2.4 lowers a limit over its max_result_limit without a word: an answer there is known
+        to be full only at what one ID asks for."""
+        return MAX_TRACES_PER_SEARCH * (len(ids) if self._takes_hints else 1)
 
     def _begun_before(self, found: list[RequestSummary], since_unix_nano: int) -> set[str]:
         """The correlation IDs of ``found`` that a trace started before ``since_unix_nano``
@@ -513,10 +521,17 @@ class TempoSource(RemoteSource):
         return hits
 
     def _search_once(
-        self, query: str, limit: int, since: float | None, until: float | None = None
+        self,
+        query: str,
+        limit: int,
+        since: float | None,
+        until: float | None = None,
+        *,
+        capped_said: bool = True,
     ) -> list[Hit]:
         """One search from ``since`` to ``until`` (default: now), in the window Tempo allows;
-        narrowed, a search up to now says so once."""
+        narrowed, a search up to now says so once, and one cut by Tempo's max_result_limit
+        too, unless ``capped_said`` is False (the caller searches again for what was cut)."""
         most = self._max_window[0] if self._max_window else None
         start, end, cut = window(since, most, until)
         if start >= end:  # since after now: nothing to find, and Tempo refuses such a window
@@ -534,16 +549,16 @@ class TempoSource(RemoteSource):
             most_results = result_limit(error)
             if most_results is not None and most_results < asked:
                 self._max_results = most_results
-                return self._search_once(query, limit, since, until)
+                return self._search_once(query, limit, since, until, capped_said=capped_said)
             learnt = window_limit(error)
             if learnt is None or learnt[0] >= end - start:
                 raise
             self._max_window = learnt
-            return self._search_once(query, limit, since, until)
+            return self._search_once(query, limit, since, until, capped_said=capped_said)
         if cut and until is None:
             self._say_window_narrowed(start)
         hits = read_hits(answer, self._left_out)[:asked]  # a server ignoring limit: no more
-        if asked < limit and len(hits) >= asked:
+        if capped_said and asked < limit and len(hits) >= asked:
             self.notes.once(
                 f"{self.client.where} answers at most {asked} traces a search (its "
                 "max_result_limit): more traces than that in the window are not read",
