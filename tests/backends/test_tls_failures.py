@@ -180,3 +180,56 @@ def test_the_client_offers_http_1_1_over_tls_as_pythons_http_client_does(
         server.join(10)
         listener.close()
     assert offered == ["http/1.1"]
+
+
+class ClientCertificateAskedAfterHandshake(ClientCertificateRequired):
+    """A server asking for a client certificate only once it has read the request (TLS 1.3
+    post-handshake authentication, as Apache httpd does for a location under
+    ``SSLVerifyClient require``). A client that did not offer it cannot be asked: Apache then
+    answers 403 Forbidden (AH10158), as this one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context.post_handshake_auth = True
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_3
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            with contextlib.suppress(ssl.SSLError, OSError):
+                self._answer(self.context.wrap_socket(connection, server_side=True))
+
+    def _answer(self, tls: ssl.SSLSocket) -> None:
+        tls.recv(65536)
+        try:
+            tls.verify_client_post_handshake()
+        except ssl.SSLError:  # no post-handshake authentication offered
+            page = b"<html><title>403 Forbidden</title></html>\n"
+            tls.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nContent-Length: "
+                        b"%d\r\nConnection: close\r\n\r\n%s" % (len(page), page))  # fmt: skip
+            tls.close()
+            return
+        with contextlib.suppress(ssl.SSLError, OSError):
+            tls.recv(65536)  # reads the client's (empty) certificate and refuses it
+        time.sleep(1)
+        tls.close()
+
+
+def test_a_client_certificate_asked_for_after_the_handshake_is_said_as_such() -> None:
+    """http.client offers TLS 1.3 post-handshake authentication in the context it makes; the
+    one tracekit makes offered none, so a server asking for a certificate once it read the
+    request could not, and its 403 page read 'answered an HTML page (403 Forbidden)'."""
+    server = ClientCertificateAskedAfterHandshake()
+    try:
+        done = tracekit("search", "--tempo", server.url, env={"SSL_CERT_FILE": str(TLS / "ca.pem")})
+    finally:
+        server.close()
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: Tempo at {server.url}: it asks for a TLS client certificate, which tracekit "
+        "does not send (tlsv13 alert certificate required); reach it through a proxy that "
+        "holds one\n"
+    )

@@ -342,6 +342,9 @@ def _tracked_tls_context() -> ssl.SSLContext:
     its sockets ``_TrackedSSLSocket``."""
     context = ssl._create_default_https_context()  # what http.client uses (PYTHONHTTPSVERIFY)
     context.set_alpn_protocols(["http/1.1"])  # as http.client says it speaks, given no context
+    # as http.client offers too: a server asking for a client certificate once it has read the
+    # request (TLS 1.3) can then ask, and is refused in words, not left to answer 403
+    context.post_handshake_auth = True
     context.sslsocket_class = _TrackedSSLSocket
     return context
 
