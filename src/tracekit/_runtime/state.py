@@ -7,17 +7,13 @@ the next ``init`` builds a fresh runtime.
 
 The SDK cannot remove a processor from a tracer provider, so tracekit adds a single
 ``RuntimeSpanProcessor`` to a provider, once per process, and it forwards to the running
-runtime's processors: init/shutdown cycles never pile processors up. A span that ends while
-``shutdown`` is still flushing (a request finishing as the process stops) reaches the stopping
-processors and goes out with the rest; one that ends after they stopped is dropped, as the SDK
-drops it (at INFO level, "Shutdown called, ignoring Span"), but said: one warning at the first,
-and how many in all at exit (``_dropped_after_stop``).
+runtime's processors: init/shutdown cycles never pile processors up, and a span that ends after
+``shutdown`` goes nowhere instead of into a stopped processor ("Shutdown called, ignoring Span").
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import threading
 import time
@@ -37,7 +33,6 @@ if TYPE_CHECKING:
     from tracekit.config import Options
     from tracekit.metrics import MetricsServer
 
-_log = logging.getLogger("tracekit")
 DEFAULT_TIMEOUT_MS = 30_000  # the SDK's default export timeout
 # The longest a thread may wait (about 292 years): a longer timeout raises OverflowError in the
 # wait itself, which a "never give up" OTEL_BSP_EXPORT_TIMEOUT made of every stop and flush
@@ -104,13 +99,11 @@ class Runtime:
         deadline = Deadline(timeout_millis or export_timeout_millis())
         self.uninstrument()
         processors, self.span_processors = self.span_processors, ()
-        _stopping.append(processors)  # until they shut down, spans that end still reach them
         # This runtime is no longer current: its processors are flushed directly (through the
         # provider, the forwarding processor would find none), then the host's, kindly.
         spans: list[tuple[str, Any]] = [
             ("span flush", lambda: _flush_processors(processors, deadline)),
             ("span flush", lambda: _flush_spans(deadline)),
-            ("span processor shutdown", lambda: _stopping.remove(processors)),
             *(("span processor shutdown", processor.shutdown) for processor in processors),
         ]
         logs: list[tuple[str, Any]] = []
@@ -237,12 +230,6 @@ def _flush_spans(deadline: Deadline) -> None:
 _current: Runtime | None = None
 # A stopping runtime while it uninstruments: where the spans that ends still go (on_end).
 _ending: Runtime | None = None
-# The span processors of stopping runtimes until they shut down: where spans that end while a
-# stop flushes go (a request that finishes as the process stops), to be exported with the rest.
-_stopping: list[tuple[SpanProcessor, ...]] = []
-# Spans that ended after every processor had stopped: dropped, and said (``_say_dropped``).
-_dropped_after_stop = 0
-_dropped_lock = threading.Lock()
 # Set when the interpreter exits: what is left of the time that flushing at exit may take.
 _exit_budget: Deadline | None = None
 # tracekit's tracer provider, shut down by tracekit's exit hook rather than by the SDK's own.
@@ -346,7 +333,6 @@ def flush_at_exit() -> None:
     as a stop would, to end the spans it holds open (a consumer's message, a send awaiting its
     delivery report). One export timeout bounds this flush and all the later ones together."""
     global _exit_budget, _late_batch
-    say_dropped_at_exit()
     _late_batch = _export_batch_size()
     _exit_budget = Deadline(_left_of_stop_budget())
     with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
@@ -444,32 +430,6 @@ def _export_batch_size() -> int:
     return max(1, min(sizes))
 
 
-def _say_dropped() -> None:
-    """A span ended after ``tracekit.shutdown()`` had stopped the export: warn at the first (a
-    request still in flight as the process stopped loses its span), and count the others."""
-    global _dropped_after_stop
-    with _dropped_lock:  # spans end in any thread
-        _dropped_after_stop += 1
-        first = _dropped_after_stop == 1
-    if first:
-        _log.warning(
-            "tracekit: a span ended after tracekit.shutdown() had stopped the export and was not"
-            " exported (a request still in flight as the process stopped?); any later one is"
-            " counted, and the count said at exit"
-        )
-
-
-def say_dropped_at_exit() -> None:
-    """How many spans ended after ``tracekit.shutdown()`` in all, when more than the one the
-    first warning was about."""
-    if _dropped_after_stop > 1:
-        _log.warning(
-            "tracekit: %d spans in all ended after tracekit.shutdown() had stopped the export"
-            " and were not exported",
-            _dropped_after_stop,
-        )
-
-
 def flush_current(timeout_millis: int | None = None) -> None:
     """Flush the running runtime; without one (the middleware on a host's own SDK setup), the
     global provider."""
@@ -493,13 +453,8 @@ class RuntimeSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         runtime = _current or _ending
         if runtime is not None:
-            processors = runtime.span_processors
-        else:
-            processors = tuple(p for stopping in list(_stopping) for p in stopping)
-            if not processors:
-                _say_dropped()
-        for processor in processors:
-            processor.on_end(span)
+            for processor in runtime.span_processors:
+                processor.on_end(span)
         flush_late()  # the interpreter is exiting: out now, or never
 
     def shutdown(self) -> None:
