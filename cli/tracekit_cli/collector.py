@@ -78,7 +78,22 @@ def _address(ctx: click.Context, param: click.Parameter, value: str) -> str:
         value = value[1:-1].replace("%25", "%")
     if not value.strip():
         raise click.BadParameter("empty; to listen on every interface, say 0.0.0.0 or ::")
+    if not _host_text(value):
+        raise click.BadParameter(f"no address or host name can hold {value!r:.80}")
     return value
+
+
+def _host_text(value: str) -> bool:
+    """Whether ``value`` can be a host at all: the socket encodes a name beyond ASCII as IDNA,
+    which a control character, a bidi override or U+FFFD fails, and the bind then raised
+    TypeError or UnicodeError (read as an internal error) instead of saying the name."""
+    if not value.isprintable():
+        return False
+    try:
+        value.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 @click.command(short_help="Receive OTLP traces and logs into the embedded store.")

@@ -405,3 +405,17 @@ def test_a_link_local_host_as_the_listening_line_writes_it_is_taken(tmp_path: Pa
     url_host = f"[{host.replace('%', '%25')}]"
     line = _listening_line(url_host, tmp_path / "v6.db")
     assert line.startswith(f"tracekit collector listening on http://{url_host}:")
+
+
+@pytest.mark.parametrize("host", ["a\u202eb", "[::1%25\u202elo]", "\ufffd"])
+def test_a_host_no_address_or_name_can_be_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
+    """A --host holding what no host name can (a bidi override pasted with an address, the
+    U+FFFD of bytes the locale could not read) read 'tracekit: internal error (TypeError:
+    encoding of hostname failed)' or '(UnicodeError: encoding with 'idna' codec failed ...)'."""
+    result = subprocess.run([*ENTRY, "--host", host, "--port", "0", "--grpc-port", "0",
+                             "--store", str(tmp_path / "h.db")],
+                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr
+    assert "Invalid value for '--host': no address or host name can hold" in result.stderr
+    assert "\u202e" not in result.stderr  # named by its escape, never written raw
