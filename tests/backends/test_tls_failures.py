@@ -233,3 +233,40 @@ def test_a_client_certificate_asked_for_after_the_handshake_is_said_as_such() ->
         "does not send (tlsv13 alert certificate required); reach it through a proxy that "
         "holds one\n"
     )
+
+
+@pytest.fixture
+def another_address() -> Any:
+    """The test certificate (for 127.0.0.1 and localhost) served on 127.0.0.2, a loopback
+    address it does not name: its CA trusted, the certificate is for another host."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+    listener = socket.create_server(("127.0.0.2", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                connection = listener.accept()[0]
+                with contextlib.suppress(ssl.SSLError, OSError):  # the client refuses it
+                    context.wrap_socket(connection, server_side=True).close()
+                connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"https://127.0.0.2:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.mark.parametrize(("backend", "name"), [("--tempo", "Tempo"), ("--jaeger", "Jaeger")])
+def test_a_certificate_for_another_host_is_not_said_to_want_its_ca(
+    another_address: str, backend: str, name: str
+) -> None:
+    """It read 'its TLS certificate is not trusted (IP address mismatch, ...); if a private CA
+    signed it, name that CA's PEM file in SSL_CERT_FILE', with that CA named there already:
+    the advice mends an unknown signer, not a certificate issued for another host."""
+    done = tracekit("search", backend, another_address, env={"SSL_CERT_FILE": str(TLS / "ca.pem")})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: {name} at {another_address}: its TLS certificate is for another host (IP "
+        "address mismatch, certificate is not valid for '127.0.0.2'.); the URL must name a host "
+        "the certificate was issued for\n"
+    )

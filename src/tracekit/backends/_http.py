@@ -30,6 +30,11 @@ from tracekit._utf8 import clean_text
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# OpenSSL's verify codes (X509_V_ERR_*) of a certificate whose signer is not trusted here
+# (unable to get issuer certificate, self-signed, self-signed in chain, unable to get local
+# issuer, unable to verify leaf), and of one issued for another host (hostname, IP mismatch)
+_UNKNOWN_SIGNER = frozenset({2, 18, 19, 20, 21})
+_OTHER_HOST = frozenset({62, 64})
 # read of an error answer (and of it once unzipped): a gateway's JSON error can carry a stack
 # trace beside its message, which is what is shown, in at most 200 characters
 MAX_ERROR_BYTES = 64 * 1024
@@ -227,15 +232,26 @@ class JsonClient:
     def _tls_failure(self, error: ssl.SSLError) -> str:
         """What went wrong in the TLS handshake, and what the user can do about it."""
         if isinstance(error, ssl.SSLCertVerificationError):
-            why = self.printable(error.verify_message or error.reason or "not verified")
-            return (f"{self.where}: its TLS certificate is not trusted ({why}); if a private CA "
-                    "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
+            return self._untrusted(error)
         if error.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED":  # mutual TLS
             return (f"{self.where}: it asks for a TLS client certificate, which tracekit does "
                     "not send (tlsv13 alert certificate required); reach it through a proxy "
                     "that holds one")  # fmt: skip
         why = self.printable(error.reason or type(error).__name__)
         return f"{self.where}: the TLS handshake failed ({why}); does it serve HTTPS on that port?"
+
+    def _untrusted(self, error: ssl.SSLCertVerificationError) -> str:
+        """A certificate that failed verification. Naming a CA in SSL_CERT_FILE mends only an
+        unknown signer: said of a certificate for another host, or an expired one, it sent users
+        to trust a CA they trusted already."""
+        why = self.printable(error.verify_message or error.reason or "not verified")
+        if error.verify_code in _OTHER_HOST:
+            return (f"{self.where}: its TLS certificate is for another host ({why}); the URL "
+                    "must name a host the certificate was issued for")  # fmt: skip
+        if error.verify_code not in _UNKNOWN_SIGNER:
+            return f"{self.where}: its TLS certificate is not valid ({why})"
+        return (f"{self.where}: its TLS certificate is not trusted ({why}); if a private CA "
+                "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
