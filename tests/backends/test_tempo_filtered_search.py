@@ -231,3 +231,24 @@ def test_requests_of_a_few_traces_each_are_measured_whole_under_a_result_limit(
         from_store
     )
     assert "max_result_limit" not in result.stderr
+
+
+@pytest.mark.parametrize("since", [[], ["--since", "1h"]])
+def test_a_correlation_id_too_long_for_a_url_leaves_the_others_measured_whole(
+    serve: Any, since: list[str]
+) -> None:
+    """A service that is not tracekit's may set any correlation.id, up to the 16,384 characters
+    a value is kept to: one such ID among 20 requests listed made the one search for their other
+    traces a URL of 98 KB, which the server refused (414), and every request was listed over
+    the trace the filter matched, 5 spans and 100 ms, beside a warning (with --since, the
+    search for their traces begun before it failed likewise). An ID no URL can carry is not
+    searched for; the other requests are measured whole."""
+    long_id = "\x1b" * 16_000  # each written \\x1b in TraceQL, then %5Cx1b in the URL
+    odd = [
+        dataclasses.replace(s, attributes={**s.attributes, "correlation.id": long_id})
+        for s in request_with_pull_consumer(9)
+    ]
+    spans = [span for n in range(2) for span in request_with_pull_consumer(n)] + odd
+    rows = listed("--errors", *since, "--tempo", serve(FakeTempo(spans)).url)
+    assert rows == [(long_id, 5, 100.0, True), ("req-1", 6, 120.0, True),
+                    ("req-0", 6, 120.0, True)]  # fmt: skip
