@@ -105,3 +105,27 @@ def other_service(service: str, n: int) -> SpanRecord:
         name="GET /", kind="SERVER", start_unix_nano=NOW, end_unix_nano=NOW + 10**6,
         resource={"service.name": service},
     )  # fmt: skip
+
+
+def test_a_correlation_id_too_long_for_a_url_is_measured_by_its_trace(
+    serve: Any, tmp_path: Path
+) -> None:
+    """A service that is not tracekit's may set any correlation.id, up to the 16,384 characters
+    a value is kept to: one request of 60 whose ID was 16,000 ESC characters made the set form
+    fail, 'Jaeger at ... answered HTTP 414: Error response', exit 2, its search for the ID a
+    URL the server refused. An ID longer than tracekit takes (128) is not searched for: that
+    request is measured by its trace (in Jaeger without its consumer's trace, which only the
+    ID led to: 100 ms of 120), and the sets are the store's."""
+    long_id = "\x1b" * 16_000
+    spans = [
+        dataclasses.replace(s, attributes={**s.attributes, "correlation.id": long_id})
+        if s.correlation_id == "req-5" else s
+        for n in range(60) for s in request_with_pull_consumer(n)
+    ]  # fmt: skip
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = diff_sets("--store", str(tmp_path / "store.db"))
+    from_jaeger = diff_sets("--jaeger", serve(FakeJaeger(spans)).url)
+    assert [from_jaeger[s]["requests"] for s in "ab"] == [from_store[s]["requests"] for s in "ab"]
+    assert from_store["a"]["requests"] == 40
+    assert from_jaeger["a"]["mean_duration_ms"] == (39 * 120 + 100) / 40

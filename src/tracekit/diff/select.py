@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tracekit import semconv
+from tracekit.correlation import MAX_LENGTH
 from tracekit.path import Path, reconstruct
 from tracekit.path.conventions import text
 from tracekit.records import SpanRecord, SpanSource, newest_spans
@@ -154,11 +155,14 @@ def _request_keys(
     entries: Sequence[SpanRecord], correlation: _Correlation
 ) -> dict[_RequestKey, None]:
     """The request of each entry span, newest first: its correlation ID; its trace ID when it
-    has none, or when that ID carries several requests through the service."""
+    has none, when that ID carries several requests through the service, or when it is longer
+    than tracekit takes one."""
     keys: dict[_RequestKey, None] = {}
     for span in entries:
         cid = correlation.of_span(span)
-        if cid and cid in correlation.shared:
+        if cid and (cid in correlation.shared or len(cid) > MAX_LENGTH):
+            # a value no tracekit service takes (a foreign one, up to the store's 16,384
+            # characters): a search for it is a URL a backend refuses (414), failing the diff
             keys.setdefault((span.trace_id, False), None)
         else:
             keys.setdefault((cid or span.trace_id, True), None)
