@@ -173,7 +173,7 @@ def collector(
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
     try:
         receiver.start()
-        _announce(f"tracekit collector listening on {_where(receiver)}, storing in {path}")
+        _announce(f"tracekit collector listening on {_where(receiver)}, storing in {_shown(path)}")
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -182,6 +182,13 @@ def collector(
         receiver.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _shown(path: Path) -> str:
+    """``path`` as given, or quoted with escapes where it holds a character a terminal acts on
+    (an escape sequence, a bell, a bidi override), which the line would send it raw."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def _announce(line: str) -> None:

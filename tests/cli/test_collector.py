@@ -419,3 +419,13 @@ def test_a_host_no_address_or_name_can_be_is_refused_in_one_line(tmp_path: Path,
     assert result.stderr.count("\n") == 1 and "internal error" not in result.stderr
     assert "Invalid value for '--host': no address or host name can hold" in result.stderr
     assert "\u202e" not in result.stderr  # named by its escape, never written raw
+
+
+def test_the_listening_line_shows_no_control_characters_of_the_path(tmp_path: Path) -> None:
+    """The listening line wrote the store path raw: an OSC 8 hyperlink and a bell in it went to
+    the terminal (the error lines clean the path: see above). It is now quoted, escaped."""
+    path = tmp_path / "a\x1b]8;;http://evil\x07b.db"
+    line = _listening_line("127.0.0.1", path)
+    assert line.startswith("tracekit collector listening on http://127.0.0.1:")
+    assert line.rstrip().endswith(f"storing in {str(path)!r}")
+    assert not any(ch in line for ch in "\x1b\x07")
