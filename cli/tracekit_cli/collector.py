@@ -33,7 +33,14 @@ from tracekit.store import (
     parse_size,
 )
 from tracekit.store._heap import map_large_buffers
-from tracekit_cli.options import StoreOption, default_store, one_line, reason, refuse_folder
+from tracekit_cli.options import (
+    StoreOption,
+    default_store,
+    one_line,
+    reason,
+    refuse_folder,
+    shown_path,
+)
 
 EXIT_ERROR = 2
 REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
@@ -173,7 +180,9 @@ def collector(
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
     try:
         receiver.start()
-        _announce(f"tracekit collector listening on {_where(receiver)}, storing in {_shown(path)}")
+        _announce(
+            f"tracekit collector listening on {_where(receiver)}, storing in {shown_path(path)}"
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -182,13 +191,6 @@ def collector(
         receiver.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _shown(path: Path) -> str:
-    """``path`` as given, or quoted with escapes where it holds a character a terminal acts on
-    (an escape sequence, a bell, a bidi override), which the line would send it raw."""
-    text = str(path)
-    return text if text.isprintable() else repr(text)
 
 
 def _announce(line: str) -> None:

@@ -256,6 +256,13 @@ def one_line(text: str, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as given, or quoted with escapes where it holds a character a terminal acts on
+    (an escape sequence, a bell, a bidi override), which a line would send it raw."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def service_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--service`` as typed, without surrounding spaces; refused when empty, too long or
     unprintable (bytes the locale cannot decode), before any backend is asked."""

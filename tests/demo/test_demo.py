@@ -681,3 +681,19 @@ def test_a_canary_store_replaced_during_the_step_is_one_line(tmp_path: Path) -> 
     assert stderr.count("\n") == 1, stderr
     assert "internal error" not in stderr, stderr
     assert f"demo: store {canary_store}: file is not a database" in stderr, stderr
+
+
+def test_the_first_line_shows_no_control_characters_of_the_store_path(tmp_path: Path) -> None:
+    """'tracekit demo → store PATH' wrote the path raw: an ESC[2J in it cleared the terminal,
+    a U+202E turned the rest of the line around. It is now quoted, those escaped, as the
+    collector's listening line shows it. (The demo's services then refuse such a store path,
+    as tracekit.init refuses it in TRACEKIT_STORE, and the demo names the log saying so.)"""
+    store = tmp_path / "a\x1b[2Jb\u202ec.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
+         "--queue", "embedded", "--store", str(store)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert result.stdout.splitlines()[0].endswith(f" store {str(store)!r}"), result.stdout
+    assert not any(ch in result.stdout + result.stderr for ch in "\x1b\u202e")

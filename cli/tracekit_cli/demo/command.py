@@ -63,7 +63,7 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     from rich.markup import escape
 
     from tracekit_cli.demo.topology import Topology
-    from tracekit_cli.options import default_store
+    from tracekit_cli.options import default_store, shown_path
 
     console = _console()
     store_path = FilePath(store) if store else default_store()
@@ -76,7 +76,7 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     started = time.monotonic()
     try:
         with Topology(store_path, queue=queue) as topology:
-            console.print(f"[bold]tracekit demo[/] → store {escape(str(store_path))}")
+            console.print(f"[bold]tracekit demo[/] → store {escape(shown_path(store_path))}")
             console.print(f"queue: {topology.queue_description}")
             sent = _run_traffic(console, topology, count, stop=not keep_running)
             _show_results(console, store_path, sent, time.monotonic() - started)
