@@ -683,11 +683,13 @@ def test_a_canary_store_replaced_during_the_step_is_one_line(tmp_path: Path) -> 
     assert f"demo: store {canary_store}: file is not a database" in stderr, stderr
 
 
-def test_the_first_line_shows_no_control_characters_of_the_store_path(tmp_path: Path) -> None:
-    """'tracekit demo → store PATH' wrote the path raw: an ESC[2J in it cleared the terminal,
-    a U+202E turned the rest of the line around. It is now quoted, those escaped, as the
-    collector's listening line shows it. (The demo's services then refuse such a store path,
-    as tracekit.init refuses it in TRACEKIT_STORE, and the demo names the log saying so.)"""
+def test_a_store_path_its_services_cannot_take_is_refused_before_they_start(
+    tmp_path: Path,
+) -> None:
+    """'tracekit demo → store PATH' wrote such a path raw (an ESC[2J in it cleared the terminal,
+    a U+202E turned the rest of the line around), then started the eight services, which
+    exited at once: tracekit.init refuses it in TRACEKIT_STORE ("demo service gateway
+    exited"). It is refused before anything starts, shown with its escapes."""
     store = tmp_path / "a\x1b[2Jb\u202ec.db"
     result = subprocess.run(
         [sys.executable, "-m", "tracekit_cli", "demo", "--requests", "1", "--no-canary",
@@ -695,5 +697,9 @@ def test_the_first_line_shows_no_control_characters_of_the_store_path(tmp_path: 
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TMPDIR": str(tmp_path)},
     )  # fmt: skip
-    assert result.stdout.splitlines()[0].endswith(f" store {str(store)!r}"), result.stdout
-    assert not any(ch in result.stdout + result.stderr for ch in "\x1b\u202e")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"tracekit: cannot use store {str(store)!r}: the demo's services take it in "
+        "TRACEKIT_STORE, which holds at most 4096 printable characters, no surrounding spaces\n"
+    )
+    assert not store.exists()

@@ -21,6 +21,7 @@ from tracekit_cli.options import (
     no_color,
     reason,
     refuse_folder,
+    shown_path,
     terminal_height,
     terminal_width,
 )
@@ -63,7 +64,7 @@ def demo(count: int, store: str | None, queue: str, keep_running: bool, canary: 
     from rich.markup import escape
 
     from tracekit_cli.demo.topology import Topology
-    from tracekit_cli.options import default_store, shown_path
+    from tracekit_cli.options import default_store
 
     console = _console()
     store_path = FilePath(store) if store else default_store()
@@ -137,8 +138,16 @@ def _create_store(path: FilePath) -> None:
     cannot be a store is refused before the demo starts."""
     import sqlite3
 
+    from tracekit.config import MAX_PATH
     from tracekit.store import SchemaTooNewError, Store
 
+    text = str(path)
+    if not text.isprintable() or text != text.strip() or len(text) > MAX_PATH:
+        # the services are told it in TRACEKIT_STORE, which tracekit.init refuses (or strips):
+        # they would all have been started to exit at once ("demo service gateway exited")
+        fail(f"cannot use store {shown_path(path)}: the demo's services take it in "
+             f"TRACEKIT_STORE, which holds at most {MAX_PATH} printable characters, no "
+             "surrounding spaces", EXIT_ERROR)  # fmt: skip
     refuse_folder(path)
     try:
         Store(path).create()
