@@ -3,6 +3,9 @@ port to accept connections, stopping a served app with Ctrl-C."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import signal
 import socket
 import ssl
@@ -43,12 +46,41 @@ def start_uvicorn(app: Any, **settings: Any) -> tuple[str, Callable[[], None]]:
 UNREACHABLE = (OSError, httpx.HTTPError)
 
 
+# Ports free_port hands out: below Linux's ephemeral range (32768-60999), from which the system
+# picks every port asked for as 0 and every client connection's own port. A port the system
+# picked and freed for a test could be a client's of another test process a moment later (a
+# server told it then failed "Address already in use"); each pytest-xdist process has its own
+# slice of these, handed out in turn.
+_PORTS = range(20000, 32768)
+
+
+def _own_ports() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = len(_PORTS) // max(count, 1)
+    mine = _PORTS[index * size : (index + 1) * size]
+    start = random.randrange(len(mine))  # another run's servers may still hold the first ones
+    return itertools.cycle([*mine[start:], *mine[:start]])
+
+
+_next_port = _own_ports()
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now (for servers that must be told one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nobody listens on right now, on any interface (for servers that must be told
+    one): from this test process's own slice, outside the range the system picks ports from."""
+    with _port_lock:
+        for _ in range(len(_PORTS)):
+            port = next(_next_port)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("", port))  # taken on any interface, loopback included
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port in this test process's slice")
 
 
 def wait_for_port(
