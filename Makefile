@@ -25,12 +25,11 @@ demo: $(DEMO)
 
 install: $(DEV)
 
-# Three processes, on the two cores CI has: most tests wait on the servers they start (two kept
-# the load average under 2), so the suite takes 10 minutes where one process took 25. worksteal:
-# a process that runs out of tests takes some of another's, so a file of long tests does not
-# leave one working alone at the end.
+# Two processes (the machines CI runs on have two cores): most tests wait on the servers they
+# start, so the suite takes about half as long. worksteal: a process that runs out of tests takes
+# some of the other's, so a file of long tests does not leave one working alone at the end.
 test: $(DEV) check
-	$(BIN)/python -m pytest -n 3 --dist worksteal
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 check: $(DEV)
 	$(BIN)/ruff check src cli tests bench tools
