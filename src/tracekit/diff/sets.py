@@ -165,8 +165,10 @@ def compare_sets(
     """What differs between the requests ``a_paths`` and the requests ``b_paths``."""
     chosen = settings or SetSettings()
     index = NodeIndex()
-    before, after = _measures(a_paths, index), _measures(b_paths, index)
-    durations = (_durations(a_paths), _durations(b_paths))
+    # each request looked at once for a stepped clock: measured and timed by the same answer
+    timed_a, timed_b = ([timed(path) for path in paths] for paths in (a_paths, b_paths))
+    before, after = _measures(a_paths, timed_a, index), _measures(b_paths, timed_b, index)
+    durations = (_durations(a_paths, timed_a), _durations(b_paths, timed_b))
     sizes = (_requests(a_paths), _requests(b_paths))
     tested = run_tests(index.nodes, before, after, durations, sizes, chosen)
     order = tree_order(index, {**{n: m.first_start_ns for n, m in after.items()},
@@ -201,18 +203,17 @@ def compare_sets(
     )
 
 
-def _measures(paths: Sequence[Path], index: NodeIndex) -> dict[int, SetMeasure]:
+def _measures(
+    paths: Sequence[Path], timed_ones: list[bool], index: NodeIndex
+) -> dict[int, SetMeasure]:
     gathered: dict[int, list[Measure]] = {}
     gathered_timed: dict[int, list[Measure]] = {}
-    timed_total = 0
-    for path in paths:
-        is_timed = timed(path)
-        timed_total += is_timed
+    for path, is_timed in zip(paths, timed_ones, strict=True):
         for n, found in measure(path, index).items():
             gathered.setdefault(n, []).append(found)
             if is_timed:
                 gathered_timed.setdefault(n, []).append(found)
-    total = len(paths)
+    total, timed_total = len(paths), sum(timed_ones)
     return {n: _summarise(found, gathered_timed.get(n, []), total, timed_total)
             for n, found in gathered.items()}  # fmt: skip
 
@@ -239,10 +240,12 @@ def _requests(paths: Sequence[Path]) -> int:
     return sum(1 for path in paths if path.spans)
 
 
-def _durations(paths: Sequence[Path]) -> list[float]:
+def _durations(paths: Sequence[Path], timed_ones: list[bool]) -> list[float]:
     """The timed requests' end-to-end durations."""
     return [
-        float(max(s.end_unix_nano for s in p.spans) - p.start_unix_nano) for p in paths if timed(p)
+        float(max(s.end_unix_nano for s in p.spans) - p.start_unix_nano)
+        for p, is_timed in zip(paths, timed_ones, strict=True)
+        if is_timed
     ]
 
 
