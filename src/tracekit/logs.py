@@ -660,8 +660,12 @@ def _exception_of(record: logging.LogRecord) -> Any:
     """The record's ``exc_info``, or the one a structlog event dict names (which structlog's
     renderer formats in the handler, where the record's own is None): ``True`` for the
     exception being handled (the export runs in the logging call), an exception, or a
-    ``sys.exc_info()`` tuple; None for neither."""
-    if record.exc_info:
+    ``sys.exc_info()`` tuple; None for neither.
+
+    A record whose own is ``(None, None, None)`` holds none: structlog's ``aexception`` takes the
+    exception in the caller and logs it in an executor thread, where ``Logger.exception`` finds
+    nothing to take; the event dict's is the one."""
+    if record.exc_info and record.exc_info[0] is not None:
         return record.exc_info
     event = _event_dict(record)
     exc_info = event.get("exc_info") if event is not None else None

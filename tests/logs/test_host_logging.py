@@ -589,6 +589,56 @@ def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
         assert "exc_info" not in record.attributes  # structlog's instruction, not a field
 
 
+def test_structlog_async_exception_through_its_stdlib_formatter_exports_the_exception(
+    tmp_path: Path,
+) -> None:
+    """structlog's ``await log.aexception(...)`` takes the exception in the caller and logs it in
+    an executor thread, where the stdlib's ``Logger.exception`` finds none: the record's own
+    ``exc_info`` is ``(None, None, None)``. The exported record had no exception and the JSON
+    line said ``NoneType: None``, while the host's rendering showed the traceback."""
+    result = run_python(
+        """
+        import asyncio, logging, structlog, tracekit
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        structlog.configure(
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(),
+                ]
+            )
+        )
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().addHandler(tracekit.logs.json_stdout_handler())
+
+        async def charge():
+            tracekit.correlation.set_correlation_id("order-9")
+            try:
+                {}["card"]
+            except KeyError:
+                await structlog.get_logger("shop").aexception("card lookup failed")
+
+        asyncio.run(charge())
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    assert "KeyError: 'card'" in result.stderr  # the host's own rendering, unchanged
+    (line,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert line["exception"].endswith("in charge\nKeyError: 'card'")
+    with Store(tmp_path / "t.db") as store:
+        (record,) = store.logs_by_correlation_id("order-9")
+    assert record.attributes["exception.type"] == "KeyError"
+    assert str(record.attributes["exception.stacktrace"]).endswith("in charge\nKeyError: 'card'\n")
+
+
 def test_the_applications_own_service_and_trace_id_fields_are_exported(tmp_path: Path) -> None:
     """``extra={"service": ...}`` (the provider called, say) wins on stdout, as documented, but
     the exported record dropped it: every name tracekit stamps was left out of the attributes,
