@@ -235,9 +235,15 @@ def _request_fields(args: tuple[Any, ...]) -> dict[str, str]:
     context = _access_record_context(args)
     if context is not None:
         return _fields_in(context)
+    return _fields_logged_with(args[6] if len(args) > 6 else None)  # makeRecord's exc_info
+
+
+def _fields_logged_with(exc_info: object) -> dict[str, str]:
+    """The fields of the current context, or, outside any request, of the request a logged
+    exception escaped: ``exc_info`` as a logging call gives it, else the one being handled."""
     fields = _safe_fields()
     if fields["correlation_id"] == EMPTY and fields["trace_id"] == EMPTY:
-        context = _error_context(args)
+        context = _error_context(exc_info)
         if context is not None:
             return _fields_in(context)
     return fields
@@ -250,13 +256,14 @@ def _fields_in(context: contextvars.Context) -> dict[str, str]:
         return _safe_fields()
 
 
-def _error_context(args: tuple[Any, ...]) -> contextvars.Context | None:
-    """The context of the request a record's exception escaped: the record's ``exc_info``
-    (``makeRecord``'s seventh argument), else the exception being handled where the record is
-    made. Servers log some lines about a request that raised while handling it, without
-    ``exc_info``: werkzeug's "Error on request" and its 500's access line, gunicorn's access
-    line of the 500 it answers in the app's place (with an environ of its own)."""
-    exc_info = args[6] if len(args) > 6 else None
+def _error_context(exc_info: object) -> contextvars.Context | None:
+    """The context of the request an exception escaped: the logged one (a ``sys.exc_info()``
+    tuple, or an exception as structlog takes it), else the exception being handled where the
+    line is logged. Servers log some lines about a request that raised while handling it,
+    without ``exc_info``: werkzeug's "Error on request" and its 500's access line, gunicorn's
+    access line of the 500 it answers in the app's place (with an environ of its own)."""
+    if isinstance(exc_info, BaseException):
+        return correlation._context_of(exc_info)
     if type(exc_info) is tuple and len(exc_info) == 3:
         return correlation._context_of(exc_info[1])
     return correlation._context_of(sys.exc_info()[1])

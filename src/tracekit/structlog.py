@@ -9,7 +9,9 @@ Put it early in the processor chain, before the renderer::
 
 It adds ``correlation_id``, ``trace_id``, ``span_id`` and ``service`` (the same names the stdlib
 records get), skips the ones that have no value outside a request, and never overwrites a key the
-event already has. structlog itself is not imported here: a processor is a plain callable.
+event already has. Like a stdlib record, an event about an exception a request raised, logged
+after that request's context was put back (Starlette's handler for ``Exception``), names it.
+structlog itself is not imported here: a processor is a plain callable.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-from tracekit.logs import EMPTY, _record_fields, current_fields
+from tracekit.logs import EMPTY, _fields_logged_with, _record_fields
 
 __all__ = ["add_tracekit_context"]
 
@@ -35,8 +37,9 @@ def add_tracekit_context(logger: Any, method_name: str, event_dict: _EventDict) 
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord) and getattr(record, "service", None) is not None:
         fields = _record_fields(record)  # those with a value, a correlation ID only if valid
-    else:
-        fields = {key: value for key, value in current_fields().items() if value != EMPTY}
+    else:  # outside a request, an exception it raised names it (a framework's error handler)
+        logged = _fields_logged_with(event_dict.get("exc_info"))
+        fields = {key: value for key, value in logged.items() if value != EMPTY}
     for key, value in fields.items():
         event_dict.setdefault(key, value)
     return event_dict

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from queue import Queue
 
+import httpx
 import pytest
 import structlog
 from opentelemetry import trace
@@ -394,6 +395,47 @@ def test_structlog_formatter_behind_a_queue_gets_each_records_own_fields(
     assert line["correlation_id"] == "q-1"
     assert line["trace_id"] == trace_id
     assert line["service"] == "billing"
+
+
+def test_structlog_line_on_an_exception_a_request_raised_names_that_request(
+    tracer_provider: TracerProvider,
+) -> None:
+    """Starlette runs an application's handler for ``Exception`` in its ``ServerErrorMiddleware``,
+    outside the middleware ``add_middleware`` adds: its stdlib lines named the request whose
+    exception they log, its structlog lines named none."""
+    from loopback import start_uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from tracekit.asgi import TracekitMiddleware
+
+    out = io.StringIO()
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(out),
+        processors=[add_tracekit_context, structlog.processors.JSONRenderer()],
+    )
+
+    async def crash(request: Request) -> PlainTextResponse:
+        raise RuntimeError("card service timed out")
+
+    async def on_error(request: Request, error: Exception) -> PlainTextResponse:
+        log.error("unhandled", exc_info=error)  # the exception handed in
+        log.exception("unhandled")  # the one being handled
+        return PlainTextResponse("sorry", status_code=500)
+
+    app = Starlette(routes=[Route("/crash", crash)], exception_handlers={Exception: on_error})
+    app.add_middleware(TracekitMiddleware, tracer_provider=tracer_provider)
+    url, stop = start_uvicorn(app)
+    try:
+        response = httpx.get(url + "/crash", headers={"X-Correlation-ID": "order-500"})
+    finally:
+        stop()
+    assert response.status_code == 500
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["correlation_id"] for line in lines] == ["order-500", "order-500"]
+    assert all(re.fullmatch("[0-9a-f]{32}", line["trace_id"]) for line in lines), lines
 
 
 def test_severity_numbers_follow_the_otel_data_model() -> None:
