@@ -5,7 +5,10 @@ the server; ``tracekit.uninstrument()`` puts the original functions back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -268,6 +271,39 @@ def test_aiohttp_raise_for_status_keeps_the_status(
     assert span.attributes["http.response.status_code"] == 503
     assert span.attributes["error.type"] == "503"
     assert span.status.status_code.name == "ERROR"
+
+
+@pytest.fixture
+def answering_malformed() -> Iterator[str]:
+    """A server on loopback that answers 200 with a header line no HTTP parser takes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with contextlib.suppress(OSError), listener.accept()[0] as connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nNo Colon\r\n\r\nok")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/malformed"
+    listener.close()
+    thread.join(10)
+
+
+def test_aiohttp_a_response_it_cannot_parse_is_no_400_from_the_server(
+    answering_malformed: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            await session.get(answering_malformed)
+
+    with pytest.raises(aiohttp.ClientResponseError):  # aiohttp's own 400, "Invalid header token"
+        _run(go())
+
+    (span,) = wait_for_spans(1)
+    assert "http.response.status_code" not in span.attributes
+    assert span.attributes["error.type"] == "ClientResponseError"
+    assert "Invalid header token" in span.status.description
 
 
 def _raise_for_status_in_a_hook(name: str, url: str) -> None:

@@ -93,8 +93,8 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
 
     async def on_exception(session: Any, ctx: SimpleNamespace, params: Any) -> None:
         error = params.exception
-        status = getattr(error, "status", None)
-        if isinstance(error, module.ClientResponseError) and isinstance(status, int) and status:
+        status = _status_raised(error, module.ClientResponseError)
+        if status is not None:
             # ``raise_for_status``: the server answered; the span says so, as without it
             _end(ctx, status, None)
         else:
@@ -115,6 +115,19 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
     trace_config.on_request_end.append(on_end)
     trace_config.on_request_exception.append(on_exception)
     return trace_config
+
+
+def _status_raised(error: BaseException, response_error: type[BaseException]) -> int | None:
+    """The status a ``ClientResponseError`` (``response_error``) names when the server answered
+    with it (``raise_for_status``); None for any other error, and for the 400 aiohttp raises,
+    the same way, for a response it could not parse (an HTTP parser error behind it): that
+    server did not answer 400, and a span or metric saying so would blame the request."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    status = getattr(error, "status", None)
+    if not isinstance(error, response_error) or not isinstance(status, int) or not status:
+        return None
+    return None if isinstance(error.__cause__, HttpProcessingError) else status
 
 
 def _keep_within_origin(params: Any) -> None:
