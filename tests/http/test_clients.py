@@ -306,6 +306,25 @@ def test_aiohttp_a_response_it_cannot_parse_is_no_400_from_the_server(
     assert "Invalid header token" in span.status.description
 
 
+@pytest.mark.parametrize(("scheme", "port"), [("ws", 80), ("wss", 443)])
+def test_an_aiohttp_websocket_to_a_default_port_names_that_port(
+    scheme: str, port: int, http_clients: None, wait_for_spans: Any
+) -> None:
+    # an address of loopback where nothing listens: aiohttp really connects, and is refused
+    url = f"{scheme}://127.83.41.7/socket"
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as session:
+            await session.ws_connect(url)
+
+    with pytest.raises(aiohttp.ClientConnectorError, match=f":{port} "):
+        _run(go())
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["server.port"] == port
+    assert span.attributes["url.full"] == url
+
+
 def _raise_for_status_in_a_hook(name: str, url: str) -> None:
     if name == "requests":
         requests.get(url, timeout=10, hooks={"response": lambda r, *_, **__: r.raise_for_status()})

@@ -412,7 +412,9 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-DEFAULT_PORTS = {"http": 80, "https": 443}  # what a URL without a port means
+# What a URL without a port means; WebSocket URLs too (aiohttp's ws_connect sends its ws:// or
+# wss:// URL through the same client hooks), whose defaults are HTTP's (RFC 6455).
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def _attributes(method: str, parts: SplitResult | None) -> dict[str, Any]:
