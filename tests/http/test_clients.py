@@ -397,6 +397,30 @@ PURGES: dict[str, Callable[[str], Any]] = {
 }
 
 
+def test_urllib3_names_a_non_ascii_path_as_it_sends_it_as_requests_does(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    url = echo_url.replace("/echo/path", "/straße")
+    with urllib3.PoolManager() as pool:
+        assert pool.request("GET", url).status == 200
+    requests.get(url, timeout=10)
+
+    by_urllib3, by_requests = wait_for_spans(2)
+    assert by_urllib3.attributes["url.full"].endswith("/stra%C3%9Fe")
+    assert by_urllib3.attributes["url.full"] == by_requests.attributes["url.full"]
+
+
+def test_urllib3_names_a_non_ascii_host_as_it_connects_to_it(
+    http_clients: None, wait_for_spans: Any
+) -> None:
+    with urllib3.PoolManager() as pool, pytest.raises(urllib3.exceptions.NameResolutionError):
+        pool.request("GET", "http://bücher.invalid/x", retries=False)  # nothing resolves .invalid
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["server.address"] == "xn--bcher-kva.invalid"
+    assert span.attributes["url.full"] == "http://xn--bcher-kva.invalid/x"
+
+
 @pytest.mark.parametrize("name", sorted(PURGES))
 def test_a_method_outside_the_known_ones_is_kept_as_method_original(
     name: str, echo_url: str, http_clients: None, wait_for_spans: Any

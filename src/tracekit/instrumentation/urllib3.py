@@ -45,7 +45,7 @@ def _traced_urlopen(
         return wrapped(*args, **kwargs)
     return run_traced(
         str(method),
-        _full_url(instance, str(url)),
+        _as_sent(_full_url(instance, str(url))),
         headers,
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status,
@@ -79,6 +79,23 @@ def _with_own_headers(
     else:
         kwargs = {**kwargs, "headers": headers}
     return args, kwargs, headers
+
+
+def _as_sent(url: str) -> str:
+    """``url`` as urllib3 sends it, as requests, httpx and aiohttp name theirs: a non-ASCII host
+    IDNA-encoded (``xn--…``, the name it resolves) and a non-ASCII path percent-encoded; else
+    two clients calling one host would name it two ways (in ``server.address`` and the metric's
+    labels). An ASCII URL is left as it is: parsing every URL again would cost more than the
+    span; one urllib3 cannot parse is too, for urllib3 to refuse in its own words."""
+    if url.isascii():
+        return url
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    try:
+        return str(parse_url(url).url)
+    except LocationParseError:
+        return url
 
 
 def _full_url(pool: Any, url: str) -> str:
