@@ -630,6 +630,38 @@ def test_a_request_prepared_without_headers_is_traced_by_requests_without_a_warn
     assert prepared.headers is None  # the caller's object as it was
 
 
+class _PriorityRequest(requests.PreparedRequest):
+    """An application's own prepared request, with what its transport adapter reads."""
+
+    priority = "normal"
+
+
+class _PriorityAdapter(requests.adapters.HTTPAdapter):
+    """An application's adapter that reads what its requests carry."""
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().send(request, *args, **kwargs)
+        response.headers["X-Sent-As"] = f"{type(request).__name__} {request.priority}"
+        return response
+
+
+def test_a_requests_adapter_gets_the_request_of_the_applications_class_and_attributes(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    session = requests.Session()
+    session.mount("http://", _PriorityAdapter())
+    prepared = _PriorityRequest()
+    prepared.__dict__.update(vars(session.prepare_request(requests.Request("GET", echo_url))))
+    prepared.priority = "high"
+
+    response = session.send(prepared, timeout=10)
+
+    (span,) = wait_for_spans(1)
+    assert response.headers["X-Sent-As"] == "_PriorityRequest high"
+    assert response.json()["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert "traceparent" not in prepared.headers  # the caller's object as it was
+
+
 # A redirect the server sends a client to another origin. The application called one origin; a
 # redirect to another (a CDN, a signed storage URL, an identity provider) is the server's choice.
 # HTTP clients drop ``Authorization`` there, as browsers do; tracekit's ``baggage`` (application

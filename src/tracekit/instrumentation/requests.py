@@ -49,7 +49,7 @@ def _send_a_copy(
 ) -> Any:
     # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
     # loop) never carries the headers of an earlier call: a correlation ID of another request.
-    request = request.copy()
+    request = _copy_of(request)
     if request.headers is None:  # prepared by hand, method and URL alone: requests sends that
         request.headers = _no_headers()
     args = (request, *rest)
@@ -60,6 +60,19 @@ def _send_a_copy(
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
     )
+
+
+def _copy_of(request: Any) -> Any:
+    """``request`` of its own class, with every attribute the application gave it (its own
+    adapter may read one), and requests' own copies of its headers and cookies: not
+    ``request.copy()`` alone, a plain ``PreparedRequest`` of requests' attributes only."""
+    copy = request.copy()
+    if type(copy) is type(request) and len(vars(copy)) == len(vars(request)):
+        return copy  # requests' attributes alone, as nearly every call: that copy is whole
+    whole = object.__new__(type(request))
+    whole.__dict__.update(vars(request))
+    whole.__dict__.update(vars(copy))
+    return whole
 
 
 def _no_headers() -> Any:
