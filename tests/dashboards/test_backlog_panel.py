@@ -2,7 +2,7 @@
 consumers have stopped and its publishers go on: the time that panel is for.
 
 A publisher and a consumer of one destination run as two processes
-(tests/dashboards/apps/queue_end.py), each scraped every second by a real Prometheus. Both handle
+(tests/dashboards/apps/worker.py), each scraped every second by a real Prometheus. Both handle
 messages for a while; then the consumer's process exits (as a crashed or scaled-down consumer
 does: Prometheus marks its series stale) while the publisher goes on.
 """
@@ -21,7 +21,7 @@ from loopback import UNREACHABLE
 from prometheus_server import instant, prometheus_binary, running_prometheus
 from shop import Shop, start_shop
 
-APP = Path(__file__).parent / "apps" / "queue_end.py"
+APP = Path(__file__).parent / "apps" / "worker.py"
 RATE = 10.0  # messages per second
 UP = 'sum(up{job="queue"})'
 

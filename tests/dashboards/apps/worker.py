@@ -1,10 +1,13 @@
-"""One end of a queue hop as a process of its own, scraped by a real Prometheus in
-test_backlog_panel.py.
+"""A service that is no HTTP server of tracekit's, as a process of its own, scraped by a real
+Prometheus in test_backlog_panel.py and test_client_only_service.py.
 
-argv: app-port metrics-port service-version role. ``role`` is ``publisher`` or ``consumer``;
-``GET /message`` publishes one message to the destination ``orders.created`` (a publisher) or
-handles one from it (a consumer), through ``tracekit.messaging``: the two ends' metrics are
-those of a queue whose consumers run apart from its publishers, and can stop while those go on.
+argv: app-port metrics-port service-version role. ``GET /message`` (an unmeasured trigger: no
+tracekit middleware) does the role's work once, which names the service:
+
+- ``publisher``: publishes one message to the destination ``orders.created`` and ``consumer``
+  handles one from it, through ``tracekit.messaging``: the two ends' metrics are those of a queue
+  whose consumers run apart from its publishers, and can stop while those go on.
+- ``caller``: calls ``/health`` of this process through httpx (a job that only calls out).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,9 +36,12 @@ async def message(request: Request) -> PlainTextResponse:
     if role == "publisher":
         with messaging.publish({}, system=SYSTEM, destination=DESTINATION):
             pass
-    else:
+    elif role == "consumer":
         with messaging.consume({}, system=SYSTEM, destination=DESTINATION):
             pass
+    else:
+        async with httpx.AsyncClient() as client:
+            (await client.get(f"http://127.0.0.1:{app_port}/health")).raise_for_status()
     return PlainTextResponse(role)
 
 
