@@ -1,12 +1,14 @@
 """A service that is no HTTP server of tracekit's, as a process of its own, scraped by a real
-Prometheus in test_backlog_panel.py and test_client_only_service.py.
+Prometheus in test_backlog_panel.py, test_client_only_service.py and
+test_messaging_variables.py.
 
-argv: app-port metrics-port service-version role. ``GET /message`` (an unmeasured trigger: no
-tracekit middleware) does the role's work once, which names the service:
+argv: app-port metrics-port service-version role [destination, default ``orders.created``].
+``GET /message`` (an unmeasured trigger: no tracekit middleware) does the role's work once; the
+role names the service:
 
-- ``publisher``: publishes one message to the destination ``orders.created`` and ``consumer``
-  handles one from it, through ``tracekit.messaging``: the two ends' metrics are those of a queue
-  whose consumers run apart from its publishers, and can stop while those go on.
+- ``publisher``: publishes one message to the destination and ``consumer`` handles one from it,
+  through ``tracekit.messaging``: the two ends' metrics are those of a queue whose consumers run
+  apart from its publishers, and can stop while those go on.
 - ``caller``: calls ``/health`` of this process through httpx (a job that only calls out).
 """
 
@@ -29,7 +31,7 @@ from tracekit import messaging
 
 app_port, metrics_port, version, role = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 tracekit.init(role, service_version=version, exporter="none", metrics_port=metrics_port)
-SYSTEM, DESTINATION = "inproc", "orders.created"
+SYSTEM, DESTINATION = "inproc", sys.argv[5] if len(sys.argv) > 5 else "orders.created"
 
 
 async def message(request: Request) -> PlainTextResponse:
