@@ -95,7 +95,7 @@ def window(
 def carrying_any(correlation_ids: list[str]) -> list[str]:
     """TraceQL searches for the traces carrying any of ``correlation_ids``, grouped by ID, a
     few IDs each (the query travels in the URL)."""
-    terms = [_carrying(value) for value in _searchable(correlation_ids)]
+    terms = list(_searchable(correlation_ids).values())
     grouped = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)"
     return ["{ " + " || ".join(each) + grouped for each in _a_few_at_a_time(terms)]
 
@@ -103,20 +103,17 @@ def carrying_any(correlation_ids: list[str]) -> list[str]:
 def few_at_a_time(correlation_ids: list[str]) -> list[list[str]]:
     """``correlation_ids`` as ``carrying_any`` groups them, one search each."""
     searchable = _searchable(correlation_ids)
-    groups = _a_few_at_a_time([_carrying(value) for value in searchable])
     values = iter(searchable)
-    return [[next(values) for _ in group] for group in groups]
+    return [[next(values) for _ in group] for group in _a_few_at_a_time(list(searchable.values()))]
 
 
-def _searchable(correlation_ids: list[str]) -> list[str]:
-    """``correlation_ids`` but those too long for a search's URL alone: a service that is not
-    tracekit's may set any value, up to the 16,384 characters one is kept to, and the search
-    holding it was refused (414), leaving the other IDs in it unsearched too."""
-    return [value for value in correlation_ids if len(_carrying(value)) <= _QUERY_CHARS]
-
-
-def _carrying(correlation_id: str) -> str:
-    return "span.correlation.id = " + traceql_string(correlation_id)
+def _searchable(correlation_ids: list[str]) -> dict[str, str]:
+    """The TraceQL term finding each of ``correlation_ids``, in their order, but those too long
+    for a search's URL alone: a service that is not tracekit's may set any value, up to the
+    16,384 characters one is kept to, and the search holding it was refused (414), leaving the
+    other IDs in it unsearched too."""
+    terms = {value: "span.correlation.id = " + traceql_string(value) for value in correlation_ids}
+    return {value: term for value, term in terms.items() if len(term) <= _QUERY_CHARS}
 
 
 def with_trace_ids(trace_ids: list[str]) -> list[str]:
