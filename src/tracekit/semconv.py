@@ -28,6 +28,7 @@ __all__ = [
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_DESTINATION_PARTITION_ID",
     "MESSAGING_DESTINATION_TEMPLATE",
+    "MESSAGING_KAFKA_MESSAGE_TOMBSTONE",
     "MESSAGING_KAFKA_OFFSET",
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
@@ -73,6 +74,8 @@ MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
 MESSAGING_DESTINATION_TEMPLATE: Final = "messaging.destination.template"
 MESSAGING_CONSUMER_GROUP_NAME: Final = "messaging.consumer.group.name"
 MESSAGING_KAFKA_OFFSET: Final = "messaging.kafka.offset"
+# true on a record without a value (deleting its key from a compacted topic); absent: false
+MESSAGING_KAFKA_MESSAGE_TOMBSTONE: Final = "messaging.kafka.message.tombstone"
 
 # RPC (gRPC and others, over HTTP/2 or their own transport)
 RPC_SYSTEM: Final = "rpc.system"

@@ -107,6 +107,31 @@ def test_consume_batch_links_every_message(
     check_batch(consumers[0], producers, DELAY_S)
 
 
+def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A record without a value deletes its key from a compacted topic; an empty value does
+    not. OpenTelemetry's Kafka conventions require the tombstone marked."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, None, b"deleted", partition=0)
+    producer.produce(topic, b"", b"emptied", partition=0)
+    producer.flush(10)
+    cc = consumer(kafka_bootstrap, topic)
+    keys: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(keys) < 2 and time.monotonic() < deadline:
+        message = cc.poll(0.1)  # (no poll_one: a message of no or empty value is falsy)
+        if message is not None and message.error() is None:
+            keys.append(message.key())
+    cc.close()
+    assert keys == [b"deleted", b"emptied"]
+    sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    received = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    for tombstone, other in (sent, received):
+        assert (tombstone.attributes or {}).get(semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE) is True
+        assert semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE not in (other.attributes or {})
+
+
 def test_handler_error_in_with_block_fails_the_span(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

@@ -148,6 +148,34 @@ def test_poll_batch_links_every_record(
     check_batch(batch_spans[0], producers, DELAY_S)
 
 
+def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A record without a value deletes its key from a compacted topic; an empty value does
+    not, nor does one a deserializer made of a missing one. OpenTelemetry's Kafka conventions
+    require the tombstone marked."""
+    kp = producer(kafka_bootstrap)
+    kp.send(topic, None, b"deleted", partition=0).get(timeout=10)
+    kp.send(topic, b"", b"emptied", partition=0).get(timeout=10)
+    kp.close()
+    kc = kafka.KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap,
+        api_version=KAFKA_PYTHON_API_VERSION,
+        value_deserializer=lambda value: b"{}" if value is None else value,
+        consumer_timeout_ms=10_000,
+    )
+    kc.assign([kafka.TopicPartition(topic, 0)])
+    kc.seek_to_beginning()
+    records = [next(kc), next(kc)]
+    kc.close()
+    assert [(r.key, r.value) for r in records] == [(b"deleted", b"{}"), (b"emptied", b"")]
+    sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    received = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    for tombstone, other in (sent, received):
+        assert (tombstone.attributes or {}).get(semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE) is True
+        assert semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE not in (other.attributes or {})
+
+
 def test_garbage_headers_start_a_new_trace(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

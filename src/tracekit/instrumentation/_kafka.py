@@ -45,11 +45,14 @@ def traced_send(
     headers_position: int | None,
     limit: int | None = None,
     settle: Settling | None = None,
+    value_sent_as_given: bool = True,
 ) -> Any:
     """Call ``send(topic, value, key, ...)`` inside a PRODUCER span, with context added to its
     headers (``headers_position`` None: the broker's message format has no headers, none are
     added) unless they could take the record past ``limit`` bytes (None: not checked).
-    ``settle`` (if given) makes the call, so that the delivery's outcome ends the span."""
+    ``settle`` (if given) makes the call, so that the delivery's outcome ends the span.
+    ``value_sent_as_given`` False: a serializer makes the value inside ``send``, so whether the
+    record is a tombstone is not known."""
     topic = args[0] if args else kwargs.get("topic")
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
@@ -59,12 +62,21 @@ def traced_send(
         with alone:
             args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
             return send(*args, **kwargs)
-    publishing = messaging.publish(carrier, system=SYSTEM, destination=topic)
+    value = args[1] if len(args) > 1 else kwargs.get("value")
+    tombstone = tombstone_attributes(value) if value_sent_as_given else None
+    publishing = messaging.publish(carrier, system=SYSTEM, destination=topic, attributes=tombstone)
     with publishing as sent:
         args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
         if settle is not None and sent.span is not None:
             return settle(publishing, send, args, kwargs)
         return send(*args, **kwargs)
+
+
+def tombstone_attributes(value: object) -> dict[str, Any] | None:
+    """What marks a record without a value (a tombstone: it deletes its key from a compacted
+    topic) on its span, as OpenTelemetry's Kafka conventions require; None for any other
+    record (the attribute's absence means false)."""
+    return {semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE: True} if value is None else None
 
 
 def _carrying(

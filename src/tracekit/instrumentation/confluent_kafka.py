@@ -486,6 +486,7 @@ def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.
                 semconv.MESSAGING_KAFKA_OFFSET: int(message.offset()),
             }
         )
+        extra.update(_kafka.tombstone_attributes(message.value()) or {})
         return messaging.consume(
             message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )

@@ -91,7 +91,11 @@ def _traced_send(
     position = _headers_position(instance)
     limit = _size_limit(instance)
     send = wrapped if limit is not None else _bare_when_too_large(wrapped, args, kwargs)
-    return _kafka.traced_send(send, args, kwargs, position, limit, _settled_by_future)
+    config = getattr(instance, "config", None)
+    serializes_values = isinstance(config, dict) and bool(config.get("value_serializer"))
+    return _kafka.traced_send(
+        send, args, kwargs, position, limit, _settled_by_future, not serializes_values
+    )
 
 
 def _bare_when_too_large(
@@ -258,6 +262,7 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
                 semconv.MESSAGING_KAFKA_OFFSET: int(record.offset),
             }
         )
+        extra.update(_kafka.tombstone_attributes(_sent_value(record)) or {})
         return messaging.consume(
             record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
         )
@@ -267,6 +272,13 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
         destination=destination_of(record.topic for record in records),
         attributes=extra,
     )
+
+
+def _sent_value(record: Any) -> object:
+    """The record's value as sent: a deserializer may have made something of a missing one,
+    whose serialized size kafka-python gives as -1."""
+    size = getattr(record, "serialized_value_size", None)
+    return None if type(size) is int and size < 0 else record.value
 
 
 def destination_of(topics: Iterable[object]) -> str:
