@@ -793,10 +793,34 @@ def test_past_the_bound_the_oldest_span_awaiting_its_report_is_recorded(
     assert oldest.attributes[semconv.DELIVERY_OUTCOME] == "unknown"
     assert oldest.status.status_code is StatusCode.UNSET
     assert producer.flush(10) == 0
-    first, *reported = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    sent = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    first, *reported = sorted(sent, key=lambda s: s.start_time or 0)
     assert first.context.span_id == oldest.context.span_id
     assert [s.status.status_code for s in reported] == [StatusCode.ERROR] * 2
     assert all(semconv.DELIVERY_OUTCOME not in (s.attributes or {}) for s in reported)
+
+
+def test_a_failure_reported_past_the_bound_is_a_failed_span_under_its_send(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In an outage more messages wait for their reports than the bound: the oldest span is
+    recorded, outcome unknown, and the failure reported for it later is not lost but a failed
+    span of its own under it."""
+    monkeypatch.setattr(traced_confluent, "_awaiting_reports", SpansAwaitingDelivery(limit=1))
+    producer = _unreachable_producer()
+    producer.produce("orders", b"first")
+    producer.produce("orders", b"second")
+    assert producer.flush(10) == 0
+    finished = spans.get_finished_spans()
+    sent = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    first, second = sorted(sent, key=lambda s: s.start_time or 0)
+    assert (first.attributes or {})[semconv.DELIVERY_OUTCOME] == "unknown"
+    assert second.status.status_code is StatusCode.ERROR
+    (late,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    assert late.name == "delivery_report orders"
+    assert late.parent is not None and late.parent.span_id == first.context.span_id
+    assert late.status.status_code is StatusCode.ERROR
+    assert "Message timed out" in (late.status.description or "")
 
 
 def test_a_consumer_dropped_without_close_ends_its_span(

@@ -28,6 +28,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import config, correlation, instrumentation, logs, semconv
+from tracekit.instrumentation import kafka as traced_kafka
+from tracekit.instrumentation._kafka import SpansAwaitingDelivery
 from tracekit.instrumentation.kafka import finish
 from tracekit.path import reconstruct
 from tracekit.store import Store
@@ -351,6 +353,42 @@ def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) 
     assert span.end_time is not None and span.end_time <= sent_at
     assert span.status.is_ok is False
     assert span.attributes is not None and span.attributes["error.type"] == "KafkaTimeoutError"
+
+
+def test_a_failure_past_the_bound_is_a_failed_span_under_its_send(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In an outage more records wait for their futures than the bound: the oldest span is
+    recorded, outcome unknown, and the failure its future reports later is not lost but a
+    failed span of its own under it."""
+    import confluent_kafka
+
+    monkeypatch.setattr(traced_kafka, "_awaiting_futures", SpansAwaitingDelivery(limit=1))
+    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
+    brokers = cluster.list_topics("doomed", timeout=10).brokers.values()
+    kp = kafka.KafkaProducer(
+        bootstrap_servers=",".join(f"{b.host}:{b.port}" for b in brokers),
+        api_version=KAFKA_PYTHON_API_VERSION,
+        linger_ms=300,
+        request_timeout_ms=300,
+        delivery_timeout_ms=1000,
+        retries=0,
+    )
+    futures = [kp.send("doomed", b"lost", partition=0) for _ in range(2)]
+    del cluster  # the broker stops before the records leave the buffer
+    for future in futures:
+        with pytest.raises(kafka.errors.KafkaTimeoutError):
+            future.get(timeout=10)
+    kp.close(timeout=1)
+    finished = spans.get_finished_spans()
+    sent = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    first, second = sorted(sent, key=lambda s: s.start_time or 0)
+    assert (first.attributes or {})[semconv.DELIVERY_OUTCOME] == "unknown"
+    assert second.status.status_code is StatusCode.ERROR
+    (late,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    assert late.name == "delivery_report doomed"
+    assert late.parent is not None and late.parent.span_id == first.context.span_id
+    assert late.status.status_code is StatusCode.ERROR
 
 
 def test_a_delivered_record_keeps_a_successful_span(

@@ -29,6 +29,8 @@ _HEADER_OVERHEAD = 10
 # PRODUCER spans one client library keeps waiting for their deliveries' outcomes: past this many
 # (a confluent-kafka producer that never polls gets no reports) the oldest is recorded unknown.
 MOST_AWAITING_DELIVERY = 10_000
+# The operation name of the span recording a failure reported after the send's span ended.
+DELIVERY_REPORT = "delivery_report"
 
 
 # Makes the call ``send(*args, **kwargs)`` so that the delivery's outcome ends the publish's span
@@ -113,9 +115,15 @@ class SpansAwaitingDelivery:
             self._end_oldest()
 
     def settle(self, publishing: messaging.Publishing, error: BaseException | None = None) -> None:
-        """The delivery's outcome is known: end the span, failed if ``error``."""
+        """The delivery's outcome is known: end the span, failed if ``error``. A failure of a
+        span recorded already (outcome unknown, past ``limit``) is a failed span of its own
+        under it: in an outage, when most messages wait past the bound, their failures were
+        otherwise recorded nowhere."""
         self.discard(publishing)
-        publishing.end(error)
+        if error is None:
+            publishing.end()
+        else:
+            publishing.fail_after_end(error, DELIVERY_REPORT)
 
     def discard(self, publishing: messaging.Publishing) -> None:
         self._spans.pop(publishing, None)

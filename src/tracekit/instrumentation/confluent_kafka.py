@@ -23,7 +23,8 @@ is not traced.
   ``produce`` and a failure reported later is a failed ``delivery_report {topic}`` span under
   the send's). Spans waiting for
   reports that are never served (no ``poll``/``flush``) are recorded, outcome unknown, past
-  a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``).
+  a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``); a failure reported
+  after that is a failed ``delivery_report {topic}`` span under the send's too.
 - ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
   taking none: the batch gets one PRODUCER span, and no context travels with its messages.
   Its delivery callbacks (each message's own, the batch's, the producer's setting) run in the
@@ -71,8 +72,6 @@ _BATCH_CALLBACK_SLOTS = (("callback", 3), ("on_delivery", 4))
 _CallbackSlots = tuple[tuple[str, int], ...]
 
 _DEFAULT_MESSAGE_MAX_BYTES = 1_000_000
-# The operation name of the span recording a failure reported after the send's span ended.
-_DELIVERY_REPORT = "delivery_report"
 
 _held = messaging.HeldDeliveries()
 _awaiting_reports = _kafka.SpansAwaitingDelivery()
@@ -368,7 +367,7 @@ def _record_failure(publishing: messaging.Publishing, error: Any) -> None:
     try:
         from confluent_kafka import KafkaException
 
-        publishing.fail_after_end(KafkaException(error), _DELIVERY_REPORT)
+        publishing.fail_after_end(KafkaException(error), _kafka.DELIVERY_REPORT)
     except Exception as failure:
         report_once("confluent-kafka delivery report", failure)
 
