@@ -171,6 +171,51 @@ def test_handler_error_in_a_deserializing_consumers_with_block_fails_the_span(
     assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "ValueError"
 
 
+def test_a_message_its_deserializer_refuses_fails_its_span(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """DeserializingConsumer.poll raises for a message its deserializer refuses (a poison
+    message): the message never reached the handler, and its span says so."""
+
+    def deserialize(value: bytes | None, ctx: Any) -> str:
+        if value == b"poison":
+            raise ValueError("not an order")
+        return (value or b"").decode()
+
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"poison", partition=0)
+    producer.produce(topic, b"order-2", partition=0)
+    producer.flush(10)
+    cc = confluent_kafka.DeserializingConsumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": "workers",
+            "value.deserializer": deserialize,
+        }
+    )
+    cc.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    refused: list[Exception] = []
+    handled: list[str] = []
+    deadline = time.monotonic() + 10
+    while not handled and time.monotonic() < deadline:
+        try:
+            message = cc.poll(0.1)
+        except confluent_kafka.error.ValueDeserializationError as error:
+            refused.append(error)
+            continue
+        if message is not None:
+            handled.append(message.value())
+    cc.close()
+    assert (len(refused), handled) == (1, ["order-2"])
+    poison, good = sorted(
+        [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER],
+        key=lambda s: s.start_time or 0,
+    )
+    assert poison.status.status_code is StatusCode.ERROR
+    assert (poison.attributes or {})[semconv.ERROR_TYPE] == "ValueDeserializationError"
+    assert good.status.status_code is StatusCode.UNSET
+
+
 def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> None:
     traced = confluent_kafka.Producer
     assert traced.__base__ is confluent_kafka.cimpl.Producer

@@ -30,6 +30,8 @@ is not traced.
   Its delivery callbacks (each message's own, the batch's, the producer's setting) run in the
   context ``produce_batch`` was called in, as ``produce``'s do.
 - ``poll`` returns one message: its CONSUMER span is a child of the producer's span.
+  ``DeserializingConsumer.poll`` raising for a message its deserializer refused fails that
+  message's span (still ended at the next fetch).
   ``consume(num_messages)`` returns a list: several messages get one span linked to each producer.
   Messages carrying an error (``msg.error()``) get no span.
 
@@ -208,6 +210,15 @@ def _traced_wrapper_class(traced: type, wrapper: type) -> type:
             _held.release(self, args[1] if len(args) > 1 else None)
             return super().__exit__(*args)
 
+        def poll(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().poll(*args, **kwargs)
+            except Exception as error:
+                _fail_held(self, error)
+                raise
+
+    if "poll" not in vars(wrapper):  # SerializingProducer: its poll hands out no message
+        del Wrapper.poll
     Wrapper.__name__ = Wrapper.__qualname__ = wrapper.__name__
     Wrapper.__module__ = wrapper.__module__
     # Generic in its key and value types where the wrapper is (confluent-kafka 2.16): a subclass
@@ -215,6 +226,18 @@ def _traced_wrapper_class(traced: type, wrapper: type) -> type:
     # ``DeserializingConsumer[str, Order]`` raised TypeError ('is not a generic class').
     Wrapper.__parameters__ = getattr(wrapper, "__parameters__", ())
     return Wrapper
+
+
+def _fail_held(consumer: Any, error: BaseException) -> None:
+    """``DeserializingConsumer.poll`` raised after fetching a message (its deserializer refused
+    it, a poison message): the message never reached the handler, so its span, held until the
+    next fetch, ends failed. Nothing is held when the fetch itself raised."""
+    try:
+        delivery = _held.held_by(consumer)
+        if delivery is not None:
+            delivery.fail(error)
+    except Exception as failure:
+        report_once("confluent-kafka consumer span", failure)
 
 
 def _traced_batch(
