@@ -628,7 +628,11 @@ class HeldDeliveries:
         self._end_collected()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:
-        """End ``consumer``'s open delivery, if any."""
+        """End ``consumer``'s open delivery, if any. Called as a consumer fetches again: first,
+        what a delivery ended from another thread (a shutdown closing the consumer there) left
+        current in this one is put back, even if the fetch then fails."""
+        if current_delivery() is not None:  # (none outside a handler: no call to guard)
+            safe("messaging consume end", put_back_left)
         try:
             delivery = self._weak.pop(weakref.ref(consumer), None)
         except TypeError:

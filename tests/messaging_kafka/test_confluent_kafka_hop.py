@@ -10,6 +10,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
-from tracekit import instrumentation, semconv
+from tracekit import correlation, instrumentation, semconv
 from tracekit.instrumentation import confluent_kafka as traced_confluent
 from tracekit.instrumentation._kafka import SpansAwaitingDelivery
 from tracekit.path import reconstruct
@@ -214,6 +215,42 @@ def test_a_message_its_deserializer_refuses_fails_its_span(
     assert poison.status.status_code is StatusCode.ERROR
     assert (poison.attributes or {})[semconv.ERROR_TYPE] == "ValueDeserializationError"
     assert good.status.status_code is StatusCode.UNSET
+
+
+def test_a_consumer_closed_from_another_thread_leaves_the_polling_thread_clean(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A shutdown closes the consumer from another thread while the polling thread handles a
+    message: its span ends there, and the polling thread, back for more (its poll now raising,
+    the consumer closed), no longer runs with that message's correlation ID."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    token = correlation.set_correlation_id("order-closed-elsewhere")
+    try:
+        producer.produce(topic, b"order-1", partition=0)
+    finally:
+        correlation.reset_correlation_id(token)
+    producer.flush(10)
+    cc = consumer(kafka_bootstrap, topic)
+    handling, closed = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def poll_loop() -> None:
+        poll_one(cc)
+        seen["handling"] = tracekit.correlation_id()
+        handling.set()
+        closed.wait(10)
+        with pytest.raises(RuntimeError, match="Consumer closed"):
+            cc.poll(0.1)
+        seen["after"] = tracekit.correlation_id()
+
+    worker = threading.Thread(target=poll_loop)
+    worker.start()
+    assert handling.wait(15)
+    cc.close()
+    closed.set()
+    worker.join(15)
+    assert seen == {"handling": "order-closed-elsewhere", "after": None}
+    one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
 
 
 def test_uninstrument_restores_the_classes(kafka_bootstrap: str, topic: str) -> None:
