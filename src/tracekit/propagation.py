@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
-from opentelemetry.context import Context, create_key, get_value
+from opentelemetry.context import Context, create_key, get_current, get_value
 from opentelemetry.propagators.textmap import (
     CarrierT,
     Getter,
@@ -39,6 +39,7 @@ from opentelemetry.propagators.textmap import (
     default_setter,
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import Attributes
 
 from tracekit import correlation, semconv
@@ -119,6 +120,7 @@ _NOTHING_FORWARDED: Mapping[type, str] = MappingProxyType({})
 CURRENT_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _log = logging.getLogger("tracekit")
 _HEX_BYTE = {f"{i:02x}": i for i in range(256)}  # traceparent flags: a lookup, not int(..., 16)
+_FLAGS_HEX = tuple(f"{i:02x}" for i in range((SAMPLED | RANDOM) + 1))  # and back
 
 
 class ParsedTraceState(TraceState):
@@ -165,7 +167,13 @@ def _traceparent_fields(value: str) -> tuple[int, int, int] | None:
 
 def format_traceparent(trace_id: int, span_id: int, flags: int) -> str:
     """Format a version-00 ``traceparent`` value (only the bits version 00 defines)."""
-    return f"00-{trace_id:032x}-{span_id:016x}-{flags & (SAMPLED | RANDOM):02x}"
+    # Once per message and outgoing request: the ids' bytes in hex cost half what a format
+    # spec does on a 128-bit int. (An id out of range is written as it was, longer: invalid.)
+    try:
+        trace_hex, span_hex = trace_id.to_bytes(16, "big").hex(), span_id.to_bytes(8, "big").hex()
+    except OverflowError:
+        trace_hex, span_hex = f"{trace_id:032x}", f"{span_id:016x}"
+    return f"00-{trace_hex}-{span_hex}-{_FLAGS_HEX[flags & (SAMPLED | RANDOM)]}"
 
 
 def parse_tracestate(values: Iterable[str]) -> list[tuple[str, str]] | None:
@@ -354,19 +362,20 @@ class TracekitPropagator(TextMapPropagator):
     def _inject_trace(
         self, carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
     ) -> None:
-        sampled = bool(span_context.trace_flags & SAMPLED)
-        forwarded = _forwarded(span_context.trace_id, context)
+        forwarded = None  # what the other formats need: not looked up for W3C's alone
         for _, format_ in self._trace_formats:
             if format_ is None:
                 _inject_w3c(carrier, span_context, context, setter)
-            else:
-                format_.inject(
-                    span_context.trace_id,
-                    span_context.span_id,
-                    sampled,
-                    lambda name, value: setter.set(carrier, name, value),
-                    forwarded.get(type(format_), ""),
-                )
+                continue
+            if forwarded is None:
+                forwarded = _forwarded(span_context.trace_id, context)
+            format_.inject(
+                span_context.trace_id,
+                span_context.span_id,
+                bool(span_context.trace_flags & SAMPLED),
+                lambda name, value: setter.set(carrier, name, value),
+                forwarded.get(type(format_), ""),
+            )
 
     @property
     def fields(self) -> set[str]:
@@ -604,24 +613,29 @@ def inject_trace_context(
 def _inject_w3c(
     carrier: Any, span_context: SpanContext, context: Context | None, setter: Setter[Any]
 ) -> None:
-    setter.set(
-        carrier,
-        TRACEPARENT,
-        format_traceparent(
-            span_context.trace_id, span_context.span_id, _flags(span_context, context)
-        ),
-    )
+    # Once per message and outgoing request: each of the span context's fields is a property,
+    # read once here.
+    trace_id = span_context.trace_id
+    flags = _flags(trace_id, span_context.trace_flags, context)
+    traceparent = format_traceparent(trace_id, span_context.span_id, flags)
+    if setter is default_setter:  # (a dict, as every message's headers: stored, no call)
+        carrier[TRACEPARENT] = traceparent
+    else:
+        setter.set(carrier, TRACEPARENT, traceparent)
+    trace_state = span_context.trace_state
+    if trace_state is DEFAULT_TRACE_STATE:  # a trace of our own, none: no length to ask
+        return
     # (members all over 128 characters are all left out: then no header)
-    state = format_tracestate(span_context.trace_state.items()) if span_context.trace_state else ""
+    state = format_tracestate(trace_state.items()) if trace_state else ""
     if state:
         setter.set(carrier, TRACESTATE, state)
 
 
-def _flags(span_context: SpanContext, context: Context | None) -> int:
-    """Sampled bit from the span; random bit from the remote parent, or set for our own traces."""
-    sampled = int(span_context.trace_flags) & SAMPLED
-    trace_id = span_context.trace_id
-    remote = get_value(_REMOTE_FLAGS, context)
+def _flags(trace_id: int, trace_flags: int, context: Context | None) -> int:
+    """Sampled bit from the span's ``trace_flags``; random bit from the remote parent, or set for
+    our own traces."""
+    sampled = int(trace_flags) & SAMPLED
+    remote = (context if context is not None else get_current()).get(_REMOTE_FLAGS)
     if isinstance(remote, tuple) and remote[0] == trace_id:
         return sampled | (int(remote[1]) & RANDOM)
     # A span started with the extracted context as its parent but made current elsewhere

@@ -109,6 +109,22 @@ def test_unknown_flag_bits_are_not_sent() -> None:
     assert out["traceparent"].endswith("-03")  # sampled + random (Level 2) only
 
 
+@pytest.mark.parametrize(
+    ("trace_id", "span_id", "flags", "expected"),
+    [
+        (1, 2, 1, "00-00000000000000000000000000000001-0000000000000002-01"),
+        (2**128 - 1, 2**64 - 1, 0xFF, f"00-{'f' * 32}-{'f' * 16}-03"),
+        (int(TRACE, 16), int(SPAN, 16), 0, f"00-{TRACE}-{SPAN}-00"),
+        # out of range (no SDK makes one): written in full as ever, so the header is invalid
+        (2**128, 1, 1, f"00-1{'0' * 32}-0000000000000001-01"),
+    ],
+)
+def test_traceparent_is_written_with_padded_lower_case_ids(
+    trace_id: int, span_id: int, flags: int, expected: str
+) -> None:
+    assert propagation.format_traceparent(trace_id, span_id, flags) == expected
+
+
 @pytest.mark.parametrize(("incoming", "random"), [("01", False), ("03", True)])
 def test_random_flag_of_level_2_follows_the_continued_trace(incoming: str, random: bool) -> None:
     tracer = TracerProvider().get_tracer("test")
