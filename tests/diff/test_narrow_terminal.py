@@ -185,3 +185,51 @@ def test_a_node_cut_at_the_edge_says_so(store: Path, fmt: str, width: str) -> No
             cut += 1
     assert cut or width == "72"
     assert max(len(line) for line in lines) <= int(width)
+
+
+def _fan_out(path: Path) -> Path:
+    """Two requests of one shape, a root calling two services; in B the first call fails with
+    a message long enough to wrap at 72 columns, under a tree row with a sibling below it."""
+    from tracekit.records import SpanRecord
+    from tracekit.store import Store
+
+    start, ms = 1_700_000_000_000_000_000, 10**6
+    spans = []
+    for n, cid in enumerate(("fan-a", "fan-b"), start=1):
+        ids = {"correlation.id": cid}
+        trace = f"{n:032x}"
+        root = SpanRecord(trace, f"{n}{0:015x}", None, "gateway", "POST /checkout", "SERVER",
+                          start, start + 50 * ms, attributes=ids)  # fmt: skip
+        failed = {"status": "ERROR", "status_message": "stock service answered 503 while "
+                  "rebuilding its index for warehouse seven"} if cid == "fan-b" else {}  # fmt: skip
+        spans.append(root)
+        for k, service in enumerate(("stock", "prices"), start=1):
+            spans.append(SpanRecord(trace, f"{n}{k:015x}", root.span_id, service, "GET /items",
+                                    "SERVER", start + k * ms, start + (k + 20) * ms,
+                                    attributes=ids, **(failed if k == 1 else {})))  # fmt: skip
+    with Store(path) as store:
+        store.write_spans(spans)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_a_note_under_a_tree_row_wraps_with_the_trees_guide(tmp_path: Path, fmt: str) -> None:
+    """At 80 columns, `tracekit demo`'s own diff wrapped the notes of a node with a sibling
+    below it onto lines of spaces: the tree's line down to the sibling broke at each wrap. Its
+    continuation lines go on with the guide."""
+    store = _fan_out(tmp_path / "fan.db")
+    result = CliRunner().invoke(
+        cli, ["diff", "fan-a", "fan-b", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": "72", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    guide = "|" if fmt == "text" else "│"
+    at = next(i for i, line in enumerate(lines) if "new error: stock service" in line)
+    column = lines[at].index(guide)
+    below = lines[at + 1 : next(i for i in range(at, len(lines)) if "prices" in lines[i])]
+    assert below, lines[at:]  # the note wrapped
+    assert all(line[column] == guide for line in below), lines[at - 1 : at + len(below) + 2]
+    words = " ".join(line[column + 1 :] for line in [lines[at], *below]).split()
+    assert " ".join(words) == ("new error: stock service answered 503 while rebuilding its index"
+                               " for warehouse seven")  # fmt: skip

@@ -120,7 +120,7 @@ def to_text(document: Document, width: int) -> str:
         pieces = _narrow_indent(line, width) if wraps else line
         text = "".join(piece for piece, _ in pieces)
         if wraps and text_width(text) > width:
-            out += wrap_text(text, width, " " * (_leading_spaces(pieces) + 4))
+            out += wrap_text(text, width, _continuation(pieces)[0])
         else:
             out.append(_crop_text(text, width).rstrip())
     return "\n".join(out) + "\n"
@@ -144,18 +144,24 @@ def to_rich(document: Document, width: int, *, color: bool) -> str:
         parts = [crop(line, width)]
         if wraps:
             note = _narrow_indent(line, width)
-            parts = wrap(note, width, (" " * (_leading_spaces(note) + 4), ""))
+            parts = wrap(note, width, _continuation(note))
         out += [painter.line(part).rstrip() for part in parts]
     return "\n".join(out) + "\n"
 
 
-def _leading_spaces(line: Line) -> int:
-    """Where a note's words begin (before the first guide of a tree): its continuation lines
-    are indented past it, not under the A and B columns. Counted in the first piece, the
-    indent: a figure the next piece right-aligns (where the time went) keeps its padding out
-    of it, so the rows' continuations line up."""
-    indent = line[0][0] if line else ""
-    return len(indent) - len(indent.lstrip(" "))
+def _continuation(line: Line) -> Piece:
+    """What a note's continuation lines start with: past where its words begin, not under the
+    A and B columns. The first piece is the indent: a note under a tree row (spaces and the
+    tree's guides) goes on with the guides, so the tree below it reads unbroken; else its
+    spaces alone count (a figure the next piece right-aligns, in where the time went, keeps its
+    padding out of it, so the rows' continuations line up)."""
+    indent, style = line[0] if line else ("", "")
+    if indent.strip() and not indent.strip(" " + _GUIDES):
+        return indent + "    ", style
+    return " " * (len(indent) - len(indent.lstrip(" ")) + 4), ""
+
+
+_GUIDES = ASCII.pipe.strip() + UNICODE.pipe.strip()  # what a tree's lines below a node hold
 
 
 def _narrow_indent(note: Line, width: int) -> Line:
