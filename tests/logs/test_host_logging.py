@@ -37,6 +37,30 @@ def run_python(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedPro
     return result
 
 
+# structlog through the stdlib, rendered as JSON by its ProcessorFormatter on stderr, and
+# tracekit's JSON lines on stdout (a script's lines, for ``run_python``)
+STRUCTLOG_THROUGH_STDLIB = """
+        tracekit.init("shop", exporter="store", metrics_port=0)
+        structlog.configure(
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(),
+                ]
+            )
+        )
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().addHandler(tracekit.logs.json_stdout_handler())
+"""
+
+
 def stored_bodies(tmp_path: Path) -> list[str]:
     """Bodies of the log records in the test's store, oldest first."""
     path = tmp_path / "t.db"
@@ -540,24 +564,9 @@ def test_structlog_exc_info_through_its_stdlib_formatter_exports_the_exception(
     result = run_python(
         """
         import logging, structlog, tracekit
-        tracekit.init("shop", exporter="store", metrics_port=0)
-        structlog.configure(
-            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-            logger_factory=structlog.stdlib.LoggerFactory(),
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer(),
-                ]
-            )
-        )
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().addHandler(tracekit.logs.json_stdout_handler())
+        """
+        + STRUCTLOG_THROUGH_STDLIB
+        + """
         tracekit.correlation.set_correlation_id("order-8")
         log = structlog.get_logger("shop")
         try:
@@ -599,24 +608,9 @@ def test_structlog_async_exception_through_its_stdlib_formatter_exports_the_exce
     result = run_python(
         """
         import asyncio, logging, structlog, tracekit
-        tracekit.init("shop", exporter="store", metrics_port=0)
-        structlog.configure(
-            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-            logger_factory=structlog.stdlib.LoggerFactory(),
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )
-        handler = logging.StreamHandler()
-        handler.setFormatter(
-            structlog.stdlib.ProcessorFormatter(
-                processors=[
-                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer(),
-                ]
-            )
-        )
-        logging.getLogger().addHandler(handler)
-        logging.getLogger().addHandler(tracekit.logs.json_stdout_handler())
+        """
+        + STRUCTLOG_THROUGH_STDLIB
+        + """
 
         async def charge():
             tracekit.correlation.set_correlation_id("order-9")
