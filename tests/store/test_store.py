@@ -588,3 +588,41 @@ def test_one_log_record_the_store_cannot_keep_leaves_the_others_stored(
         " than a day ahead (a clock that stepped back, or set before 2000 or a day ahead); 0 more"
         " such warnings suppressed"
     ]
+
+
+def test_one_export_of_spans_from_two_providers_stores_each_with_its_own_resource(
+    tmp_path: Path,
+) -> None:
+    """The exporter makes each resource plain once per batch and shares it among that
+    resource's spans: spans of two providers, interleaved in one batch, keep their own."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tracekit.store.exporter import StoreSpanExporter
+
+    finished: list[list[ReadableSpan]] = []
+    for service, version in (("cart", "1.0"), ("pay", "2.0")):
+        memory = InMemorySpanExporter()
+        attributes = {"service.name": service, "service.version": version, "zone": service}
+        provider = TracerProvider(resource=Resource.create(attributes))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        for n in range(3):
+            provider.get_tracer("t").start_span(f"{service}-{n}").end()
+        finished.append(list(memory.get_finished_spans()))
+    batch = [span for pair in zip(*finished, strict=True) for span in pair]
+
+    exporter = StoreSpanExporter(tmp_path / "s.db")
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+
+    with Store(tmp_path / "s.db") as store:
+        ids = [f"{s.get_span_context().trace_id:032x}" for s in batch]  # type: ignore[union-attr]
+        stored = store.spans_by_trace_ids(ids)
+    seen = {(s.name, s.service, s.service_version, s.resource["zone"]) for s in stored}
+    assert seen == {
+        (f"{service}-{n}", service, version, service)
+        for service, version in (("cart", "1.0"), ("pay", "2.0"))
+        for n in range(3)
+    }

@@ -95,7 +95,7 @@ class StoreSpanExporter(_StoreWriter, SpanExporter):
         return SpanExportResult.FAILURE
 
     def _keepable(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
-        records, bounds = [span_record(s) for s in spans], time_bounds()
+        records, bounds = _span_records(spans), time_bounds()
         kept = []
         for record in records:
             problem = span_time_problem(record.start_unix_nano, record.end_unix_nano, bounds)
@@ -131,11 +131,30 @@ class StoreLogExporter(_StoreWriter, LogRecordExporter):
         return kept
 
 
-def span_record(span: ReadableSpan) -> SpanRecord:
-    """A ``SpanRecord`` from an SDK span."""
+def _span_records(spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
+    """``SpanRecord``s of a batch whose spans of one resource share one plain copy of it.
+
+    A provider gives every span it makes the same ``Resource``: converted once per batch, and
+    shared, the store also encodes and digests it once per batch (it caches by the dict's
+    identity), where a copy per span cost more than the span's own attributes.
+    """
+    plain: dict[int, Attributes] = {}  # by id(): the spans hold their resources meanwhile
+    records = []
+    for span in spans:
+        resource = plain.get(id(span.resource))
+        if resource is None:
+            resource = plain[id(span.resource)] = plain_attributes(span.resource.attributes)
+        records.append(span_record(span, resource))
+    return records
+
+
+def span_record(span: ReadableSpan, resource: Attributes | None = None) -> SpanRecord:
+    """A ``SpanRecord`` from an SDK span (``resource``: its resource's attributes, already made
+    plain; converted here when not given)."""
     context = span.get_span_context()
     assert context is not None  # the SDK always sets it on a finished span
-    resource = plain_attributes(span.resource.attributes)
+    if resource is None:
+        resource = plain_attributes(span.resource.attributes)
     return SpanRecord(
         trace_id=format_trace_id(context.trace_id),
         span_id=format_span_id(context.span_id),
