@@ -45,6 +45,11 @@ def start_uvicorn(app: Any, **settings: Any) -> tuple[str, Callable[[], None]]:
 # What asking a server that is not up (yet) raises: wait_for(..., ignoring=UNREACHABLE).
 UNREACHABLE = (OSError, httpx.HTTPError)
 
+# For polling a server until it answers: httpx.get() builds a client, and an SSL context, per
+# call (30-80 ms of CPU per poll). Without keep-alive each poll is a connection of its own, as
+# httpx.get()'s was, and none is left open when the server is stopped.
+POLLING = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+
 
 # Ports free_port hands out: below Linux's ephemeral range (32768-60999), from which the system
 # picks every port asked for as 0 and every client connection's own port. A port the system

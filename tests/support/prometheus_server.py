@@ -67,7 +67,7 @@ def prometheus_configured(binary: str, directory: Path, text: str) -> Iterator[s
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(
-            lambda: httpx.get(f"{url}/-/ready").status_code == 200,
+            lambda: _http.get(f"{url}/-/ready").status_code == 200,
             20,
             "prometheus ready",
             ignoring=UNREACHABLE,

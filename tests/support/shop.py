@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 from conditions import wait_for
-from loopback import UNREACHABLE, free_port, interrupt
+from loopback import POLLING, UNREACHABLE, free_port, interrupt
 
 SUPPORT = Path(__file__).resolve().parent
 
@@ -37,7 +37,9 @@ class Shop:
     def wait_up(self) -> None:
         """Wait until the app answers its health check (it imports and starts for a while)."""
         health = f"{self.url}/health"
-        wait_for(lambda: httpx.get(health).status_code == 200, 20, "shop up", ignoring=UNREACHABLE)
+        wait_for(
+            lambda: POLLING.get(health).status_code == 200, 20, "shop up", ignoring=UNREACHABLE
+        )
 
     def stop(self) -> None:
         """Ctrl-C: uvicorn runs the lifespan shutdown, which flushes spans and metrics."""

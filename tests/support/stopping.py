@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 from conditions import wait_for
-from loopback import UNREACHABLE
+from loopback import POLLING, UNREACHABLE
 
 from tracekit.records import SpanRecord
 from tracekit.store import Store
@@ -75,7 +75,7 @@ class Service:
         # slow a loaded machine makes its first answer, so no abandoned request is left in flight
         # (its span and log record would then race the stop the test is about).
         patient = httpx.Timeout(timeout, connect=2)
-        self._wait(lambda: self.running() and bool(httpx.get(url, timeout=patient)), timeout, url)
+        self._wait(lambda: self.running() and bool(POLLING.get(url, timeout=patient)), timeout, url)
 
     def wait_output(self, text: str, timeout: float = 60) -> None:
         self._wait(lambda: self.running() and text in self.output(), timeout, f"{text!r} printed")
