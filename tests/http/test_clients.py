@@ -665,6 +665,29 @@ def test_a_requests_adapter_gets_the_request_of_the_applications_class_and_attri
     assert "traceparent" not in prepared.headers  # the caller's object as it was
 
 
+class _SlottedPriorityRequest(requests.PreparedRequest):
+    """An application's own prepared request keeping what its adapter reads in a slot."""
+
+    __slots__ = ("priority",)
+
+
+def test_a_requests_adapter_gets_what_the_applications_request_keeps_in_slots(
+    echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    session = requests.Session()
+    session.mount("http://", _PriorityAdapter())
+    prepared = _SlottedPriorityRequest()
+    prepared.__dict__.update(vars(session.prepare_request(requests.Request("GET", echo_url))))
+    prepared.priority = "high"
+
+    response = session.send(prepared, timeout=10)
+
+    (span,) = wait_for_spans(1)
+    assert response.headers["X-Sent-As"] == "_SlottedPriorityRequest high"
+    assert response.json()["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert "traceparent" not in prepared.headers  # the caller's object as it was
+
+
 # A redirect the server sends a client to another origin. The application called one origin; a
 # redirect to another (a CDN, a signed storage URL, an identity provider) is the server's choice.
 # HTTP clients drop ``Authorization`` there, as browsers do; tracekit's ``baggage`` (application

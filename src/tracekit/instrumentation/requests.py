@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import copy as shallow_copy
 from types import ModuleType
 from typing import Any
 
@@ -67,12 +68,23 @@ def _copy_of(request: Any) -> Any:
     adapter may read one), and requests' own copies of its headers and cookies: not
     ``request.copy()`` alone, a plain ``PreparedRequest`` of requests' attributes only."""
     copy = request.copy()
-    if type(copy) is type(request) and len(vars(copy)) == len(vars(request)):
-        return copy  # requests' attributes alone, as nearly every call: that copy is whole
-    whole = object.__new__(type(request))
-    whole.__dict__.update(vars(request))
+    if _copied_whole(request, copy):
+        return copy  # requests' attributes alone, as nearly every call
+    # A shallow copy keeps the class and every attribute, those a subclass keeps in
+    # ``__slots__`` too, which ``vars()`` does not show.
+    whole = shallow_copy(request)
     whole.__dict__.update(vars(copy))
     return whole
+
+
+def _copied_whole(request: Any, copy: Any) -> bool:
+    """Whether ``copy`` (``request.copy()``) holds every attribute ``request`` has."""
+    cls = type(request)
+    return (
+        type(copy) is cls
+        and len(vars(copy)) == len(vars(request))
+        and not any("__slots__" in vars(base) for base in cls.__mro__[:-1])
+    )
 
 
 def _no_headers() -> Any:
