@@ -23,6 +23,7 @@ import httpx
 import pytest
 from conditions import wait_for
 from grafana_model import (
+    ALL,
     COLLECTOR_DASHBOARDS,
     DASHBOARD_FILES,
     interpolate,
@@ -147,3 +148,34 @@ def test_the_canary_share_counts_the_canary_requests(run: Run) -> None:
     promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)
     found = instant(run.prometheus, promql, run.end)
     assert [float(sample["value"][1]) for sample in found] == [pytest.approx(0.5, abs=0.1)]
+
+
+def _listed(url: str, board: dict[str, Any], chosen: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each variable after those ``chosen``, set to every value its query lists there."""
+    definitions = variables(board)
+    for name, var in list(definitions.items())[1:]:
+        if name not in chosen:
+            selector, label = parse_label_values(variable_query(var))
+            selector = interpolate(selector, definitions, chosen)
+            chosen[name] = sorted(label_values(url, selector, label, 0, 2**31))
+    return chosen
+
+
+@pytest.mark.parametrize("service", [SERVICE, ALL], ids=["awkward-name", "all"])
+def test_the_messaging_lists_follow_a_service_named_with_quotes(run: Run, service: str) -> None:
+    """System and Destination list the chosen service's own queues (their queries are scoped by
+    it), whatever quotes and regex characters its name holds, and every queue under "All"."""
+    listed = _listed(run.prometheus, load("messaging.json"), {"service": [service]})
+    assert listed == {"service": [service], "system": ["inproc"], "destination": ["orders.created"]}
+
+
+@pytest.mark.parametrize("service", [SERVICE, ALL], ids=["awkward-name", "all"])
+def test_the_service_overview_lists_follow_a_service_named_with_quotes(
+    run: Run, service: str
+) -> None:
+    """The Service list (servers and clients alike) names the service, and Version lists both
+    of its versions when it or "All" is chosen."""
+    board = load("service-overview.json")
+    assert SERVICE in _listed(run.prometheus, board, {})["service"]
+    listed = _listed(run.prometheus, board, {"service": [service]})
+    assert listed == {"service": [service], "version": sorted([BASELINE, CANARY])}
