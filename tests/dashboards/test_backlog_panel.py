@@ -79,3 +79,32 @@ def test_backlog_grows_at_the_publish_rate_while_no_consumer_runs(tmp_path: Path
         consumer.stop()
     assert published["orders.created"] > 0
     assert backlog == {"orders.created": pytest.approx(published["orders.created"])}
+
+
+def test_backlog_shows_no_line_while_prometheus_saw_nothing(tmp_path: Path) -> None:
+    """Prometheus restarted mid-range: while it was down, the rate panels show a gap, and so
+    must the backlog. Its stand-in 0 for a side that stopped (the test above) made both sides 0
+    there: a flat line saying the queue neither grew nor shrank, where nothing was seen."""
+    publisher, consumer = (start_shop(APP, "1.0.0", role) for role in ("publisher", "consumer"))
+    scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in (publisher, consumer)]
+    try:
+        for shop in (publisher, consumer):
+            shop.wait_up()
+        with httpx.Client(timeout=10) as client:
+            with running_prometheus(prometheus_binary(), tmp_path, "queue", scrape) as url:
+                wait_for(lambda: _scraped(url, UP) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
+                start = time.time()
+                _send(client, [publisher, consumer], 3)
+            _send(client, [publisher, consumer], 6.5)  # longer than the rate interval: unseen
+            blind = time.time()
+            _send(client, [publisher, consumer], 1)
+            with running_prometheus(prometheus_binary(), tmp_path, "queue", scrape) as url:
+                wait_for(lambda: _scraped(url, UP) == 2, 20, "scrapes again", ignoring=UNREACHABLE)
+                selected_range = f"{math.ceil(blind - start) + 1}s"  # the first run within it
+                published = _shown(url, "Publish rate", selected_range, blind)
+                backlog = _shown(url, "Publish minus process rate", selected_range, blind)
+    finally:
+        publisher.stop()
+        consumer.stop()
+    assert published == {}
+    assert backlog == {}
