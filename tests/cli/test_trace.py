@@ -80,9 +80,9 @@ def test_a_narrow_terminal_wraps_queue_waits_and_errors_under_their_span(store: 
     assert lines[at : at + 5] == [
         guides + "⏳ waited 15.0 ms in queue",  # ⏳ takes two cells
         guides + "  kafka orders.created",
-        guides + "◆ request ends here, 80.0",
-        guides + "  ms after the entry span",
-        guides + "  ended",
+        guides + "◆ request ends here,",  # a figure stays with its unit
+        guides + "  80.0 ms after the entry",
+        guides + "  span ended",
     ]
     assert lines[at + 5].startswith(guides + "│ 22:13:20.070 INFO chargin")
 

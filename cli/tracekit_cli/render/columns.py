@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import re
 import textwrap
+from typing import Any
 
-_WORDS = re.compile(r"\s+|\S+")
+# A number and its unit ("+600.6 ms", "2.0 min", "22:13:20.000 UTC") are one word when lines
+# wrap: split over two lines, a figure reads as a bare number.
+_WORDS = re.compile(r"\S*\d (?:ms|s|min|h|d|y|UTC)\b\S*|\s+|\S+")
+_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:ms|s|min|h|d|y|UTC)\b)")
+_NO_BREAK = "\xa0"  # textwrap breaks at ASCII whitespace only
 
 
 def text_width(text: str) -> int:
@@ -24,17 +29,29 @@ def pad(text: str, width: int) -> str:
     return text + " " * (width - text_width(text))
 
 
+def words(text: str) -> list[str]:
+    """``text`` as words and the spaces between them, a number and its unit one word."""
+    return _WORDS.findall(text)
+
+
+def wrap_keeping_units(text: str, width: int, **options: Any) -> list[str]:
+    """``textwrap.wrap`` keeping each number on a line with its unit (``text`` holds no
+    no-break space of its own: ``one_line`` turns them into spaces)."""
+    held = _UNIT_SPACE.sub(_NO_BREAK, text)
+    return [line.replace(_NO_BREAK, " ") for line in textwrap.wrap(held, width, **options)]
+
+
 def wrap_text(
     text: str, width: int, indent: str = "", *, break_on_hyphens: bool = True
 ) -> list[str]:
     """``textwrap.wrap`` counting columns; continuation lines start with ``indent``. A word
     longer than a line (a message in Japanese has no spaces) is split over lines, never cut."""
     if text.isascii():
-        return textwrap.wrap(
+        return wrap_keeping_units(
             text, width, subsequent_indent=indent, break_on_hyphens=break_on_hyphens
         )
     lines, line = [], ""
-    for word in _WORDS.findall(text):
+    for word in words(text):
         if text_width(line + word) <= width:
             line += word
             continue

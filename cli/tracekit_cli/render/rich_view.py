@@ -10,7 +10,6 @@ printable line before they are styled, so a span name cannot inject escape codes
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from rich.style import Style
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import MAX_ID_CHARS, one_line
+from tracekit_cli.render.columns import words
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -48,7 +48,6 @@ WRAP_INDENT = "    "
 MIN_NOTE_ROOM = 16  # cells a wrapped note needs beside its guides, else it drops them
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
-_WORDS = re.compile(r"\s+|\S+")
 
 
 def make_console(width: int, height: int, *, color: bool, file: object = None) -> Console:
@@ -143,7 +142,7 @@ def wrap(
     used, indented = 0, cell_len(indent[0])
     room = max(width - indented, 1)
     for text, style in line:
-        for word in _WORDS.findall(text):
+        for word in words(text):
             for part in _fold(word, room) if fold else [word]:
                 size = cell_len(part)
                 if not fold and size > room and used > 0:  # alone on its line, whole

@@ -8,13 +8,13 @@ anything tracekit's own exporters write), so a hostile span cannot flood a pipe.
 
 from __future__ import annotations
 
-import textwrap
 import unicodedata
 from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
+from tracekit_cli.render.columns import wrap_keeping_units
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -95,7 +95,7 @@ def _wrap(line: str, width: int) -> list[str]:
     if len(line) <= width:
         return [line]
     # words stay whole: a route or an ID split across lines would defeat grep
-    return textwrap.wrap(
+    return wrap_keeping_units(
         line, width, subsequent_indent="    ", break_long_words=False, break_on_hyphens=False
     )
 
