@@ -224,7 +224,7 @@ def attribution_section(
     document.note((f"where the time went (critical path, adds up to {signed(total_ns)} {what}):",
                    "bold"))  # fmt: skip
     for part in parts[:MAX_ATTRIBUTION]:
-        share = "" if part.share is None else f"{part.share:>7.1%}"
+        share = "" if part.share is None else _percent(part.share)
         where = document.label(nodes[part.node]) if part.node is not None else gap
         component = {"queue_wait": "queue wait", "critical": "on the path"}.get(part.component, "")
         style = "yellow" if part.delta_ns > 0 else "cyan"
@@ -235,6 +235,13 @@ def attribution_section(
         more = len(parts) - MAX_ATTRIBUTION
         noun = "part" if more == 1 else "parts"
         document.note((f"  ... {more} smaller {noun} (--format json lists them all)", "dim"))
+
+
+def _percent(share: float) -> str:
+    """``64.4%``; a share that rounds to nothing is ``0.0%`` whatever its sign ("-0.0%" reads
+    as a figure gone wrong; the delta beside it says which way it went)."""
+    shown = f"{share:.1%}"
+    return "0.0%" if shown == "-0.0%" else shown
 
 
 def footer(
