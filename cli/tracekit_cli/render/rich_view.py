@@ -45,6 +45,7 @@ Line = list[Piece]
 MAX_FOOTER_HOPS = 40  # a terminal summary; text and JSON list every hop
 TIMING_WIDTH = 20  # "+offset duration " before the tree
 WRAP_INDENT = "    "
+MIN_LANE = 10  # cells of waterfall kept however long the names
 MIN_NOTE_ROOM = 16  # cells a wrapped note needs beside its guides, else it drops them
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
@@ -209,11 +210,21 @@ class _SpanLines:
     def __init__(self, path: Path, colours: dict[str, str], width: int, with_logs: bool):
         self.path, self.colours, self.width = path, colours, width
         self.rows = build_rows(path, with_logs=with_logs)
-        self.lane = max(10, width // 4)
-        self.label_width = max(20, width - TIMING_WIDTH - self.lane - 2)
+        lane = max(MIN_LANE, width // 4)
+        label_width = max(20, width - TIMING_WIDTH - lane - 2)
+        # the lane gives way before a name is cut: "send pricing.1" and "send pricing.2" both
+        # read "send pric…" at 80 columns, and the end of a name is often what tells rows apart
+        given = min(max(self._widest_label() - label_width, 0), lane - MIN_LANE)
+        self.lane, self.label_width = lane - given, label_width + given
         self.guides_width = self.label_width - 14  # a deep row keeps room for its name
         # rows are laid out to the width; only narrow terminals (or wide characters) need cropping
         self.fits = TIMING_WIDTH + self.label_width + 2 + self.lane <= width
+
+    def _widest_label(self) -> int:
+        """Cells the widest row's guides, marker, service and name take, uncut."""
+        guides = ((len(row.guides) + (row.span.parent is not None)) * 3 for row in self.rows)
+        names = (_cells(row.service) + 1 + _cells(row.name) for row in self.rows)
+        return max((g + 2 + n for g, n in zip(guides, names, strict=True)), default=0)
 
     def lines(self) -> list[Line]:
         header = f"{'offset':>9} {'duration':>9} {'span':<{self.label_width}}  waterfall"

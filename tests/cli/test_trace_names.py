@@ -1,0 +1,44 @@
+"""The rich trace view at 80 columns, the most common width: span names that differ only at
+their end (the demo's "send pricing.1", "send pricing.2", "send pricing.3") are told apart."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from trace_topologies import Topology, write_store
+
+from tracekit_cli.main import cli
+
+
+def _fan_out() -> Topology:
+    """gateway -> orders -> fulfilment, which sends three pricing jobs (as ``tracekit demo``)."""
+    t = Topology("req-fan-out")
+    root = t.span("gateway", "POST /checkout", "SERVER", 0, 100)
+    _, orders = t.http(root, "orders", "/orders", 5, 90, method="POST")
+    _, fulfilment = t.http(orders, "fulfilment", "/fulfil", 10, 80, method="POST")
+    for n in (1, 2, 3):
+        t.span("fulfilment", f"send pricing.{n}", "PRODUCER", 10 + 20 * n, 12 + 20 * n, fulfilment)
+    return t
+
+
+def test_names_that_differ_at_their_end_are_shown_whole_at_80_columns(tmp_path: Path) -> None:
+    """At 80 columns all three rows read "fulfilment send pric…" while the waterfall kept 20
+    columns; the waterfall now gives up room (down to 10 columns) before a name is cut."""
+    store = write_store(tmp_path / "tracekit.db", _fan_out())
+    result = CliRunner().invoke(
+        cli, ["trace", "req-fan-out", "--store", str(store), "--format", "rich"],
+        env={"COLUMNS": "80", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if "send pricing" in line]
+    assert [line.split("fulfilment ")[1].split()[:2] for line in rows] == [
+        ["send", f"pricing.{n}"] for n in (1, 2, 3)
+    ]
+    assert all("█" in line for line in rows)  # each row keeps its waterfall bar
