@@ -534,3 +534,24 @@ def test_a_route_in_wide_characters_keeps_to_the_terminal(
     lines = narrow.splitlines()
     reasons = lines[lines.index("because:") + 1 : lines.index("", lines.index("because:"))]
     assert all(line.startswith(("  - ", "      ")) for line in reasons), reasons
+
+
+def legend(view: str) -> list[str]:
+    lines = view.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("latency: p50")) :]
+
+
+@pytest.mark.parametrize("view", ["text", "rich"])
+def test_the_legend_wraps_between_its_items(two_routes: Path, view: str) -> None:
+    """At 80 columns the legend broke "adj. p:" from what it means, and the rich view went on
+    at the margin after a trailing space ("adj. p: " / "Holm-corrected, ..."); at 40 it left
+    the "*" of "* critical" alone at a line's end. It now wraps between its items, indented."""
+    assert legend(view_at(two_routes, view, 80)) == [
+        "latency: p50, tail_latency: p95; * critical; intervals 90%;",
+        "      adj. p: Holm-corrected, one-sided (canary worse)",
+    ]
+    narrow = legend(view_at(two_routes, view, 40))
+    assert narrow == legend(view_at(two_routes, "text", 40))
+    assert any("* critical;" in line for line in narrow), narrow
+    assert all(line == line.rstrip() and len(line) <= 40 for line in narrow), narrow
+    assert all(line.startswith("      ") for line in narrow[1:]), narrow

@@ -126,7 +126,7 @@ def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
         ]
     lines = [part for line in header_lines(verdict, strict=strict) for part in _wrap(line, width)]
     lines += ["", *[part for line in reason_lines(verdict) for part in _wrap(line, width)]]
-    lines += ["", *table, "", *_wrap(_legend(verdict), width)]
+    lines += ["", *table, "", *_legend_lines(verdict, width)]
     return "\n".join(lines) + "\n"
 
 
@@ -162,12 +162,28 @@ def _text_line(indent: int, cells: list[tuple[int, str]], widths: list[int]) -> 
     return (" " * indent + "  ".join(pad(cell, widths[i]) for i, cell in cells)).rstrip()
 
 
-def _legend(verdict: Verdict) -> str:
+def _legend(verdict: Verdict) -> list[str]:
     q = verdict.settings.tail_quantile * 100
-    return (
-        f"latency: p50, tail_latency: p{q:g}; * critical; intervals"
-        f" {verdict.settings.confidence:.0%}; adj. p: Holm-corrected, one-sided (canary worse)"
-    )
+    return [
+        f"latency: p50, tail_latency: p{q:g};", "* critical;",
+        f"intervals {verdict.settings.confidence:.0%};",
+        "adj. p: Holm-corrected, one-sided (canary worse)",
+    ]  # fmt: skip
+
+
+def _legend_lines(verdict: Verdict, width: int) -> list[str]:
+    """The legend wrapped between its items, so that no term ("adj. p:", "*") ends a line
+    apart from what it means; an item longer than a line wraps between its words."""
+    lines: list[str] = []
+    for item in _legend(verdict):
+        if lines and text_width(f"{lines[-1]} {item}") <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(item if not lines else LEGEND_INDENT + item)
+    return [part for line in lines for part in _wrap(line, width)]
+
+
+LEGEND_INDENT = "      "  # as a wrapped reason's
 
 
 def _wrap(line: str, width: int) -> list[str]:
@@ -200,7 +216,8 @@ def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> 
         console.print(_rich_table(rows))
     else:
         _print_narrow(console, [HEADERS, *rows])
-    console.print(Text(_legend(verdict), style="dim"))
+    for part in _legend_lines(verdict, console.width):
+        console.print(Text(part, style="dim"))
 
 
 def _print_narrow(console: Console, rows: list[tuple[str, ...]]) -> None:
