@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
@@ -42,3 +43,29 @@ def test_names_that_differ_at_their_end_are_shown_whole_at_80_columns(tmp_path: 
         ["send", f"pricing.{n}"] for n in (1, 2, 3)
     ]
     assert all("█" in line for line in rows)  # each row keeps its waterfall bar
+
+
+LEGENDS = {
+    "rich": ["◆ critical path", "⏳ queue wait", "✗ error"],
+    "text": ["* critical path", "# span", "! span in error", "~ queue wait"],
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(LEGENDS))
+@pytest.mark.parametrize("columns", [40, 50, 60])
+def test_the_legend_keeps_each_glyph_beside_its_meaning(
+    tmp_path: Path, fmt: str, columns: int
+) -> None:
+    """At 40 columns the rich legend ended a line with a bare "✗" and began the next with
+    "error" (the text view: "! span in" / "error"); it now wraps between its items."""
+    store = write_store(tmp_path / "tracekit.db", _fan_out())
+    result = CliRunner().invoke(
+        cli, ["trace", "req-fan-out", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": str(columns), "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(LEGENDS[fmt][0]))
+    items = [item for line in lines[first:] for item in line.strip().split("   ") if item]
+    assert items[: len(LEGENDS[fmt])] == LEGENDS[fmt]
+    assert max(len(line) for line in lines[first:]) <= columns

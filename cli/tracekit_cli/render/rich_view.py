@@ -20,7 +20,7 @@ from rich.style import Style
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import MAX_ID_CHARS, one_line
-from tracekit_cli.render.columns import words
+from tracekit_cli.render.columns import pack, words
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -47,6 +47,7 @@ TIMING_WIDTH = 20  # "+offset duration " before the tree
 WRAP_INDENT = "    "
 MIN_LANE = 10  # cells of waterfall kept however long the names
 MIN_NOTE_ROOM = 16  # cells a wrapped note needs beside its guides, else it drops them
+LEGEND = ["◆ critical path", "⏳ queue wait", "✗ error"]
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
 
@@ -100,8 +101,9 @@ def format_path(path: Path, width: int, *, color: bool, with_logs: bool = True) 
     rows = _SpanLines(path, colours, width, with_logs).lines() if path.spans else []
     unplaced = _unplaced(path, colours) if with_logs else []
     rows += [part for line in unplaced for part in wrap(line, width)]
+    legend = [[(part, "dim")] for part in pack(LEGEND, width)] if path.spans else []
     footer = [part for line in _footer(path, colours) for part in wrap(line, width)]
-    return "".join(painter.line(line) + "\n" for line in [*wrapped, *rows, *footer])
+    return "".join(painter.line(line) + "\n" for line in [*wrapped, *rows, *legend, *footer])
 
 
 def _unplaced(path: Path, colours: dict[str, str]) -> list[Line]:
@@ -333,8 +335,7 @@ def _severity_style(severity: str) -> str:
 
 
 def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
-    legend = "◆ critical path   ⏳ queue wait   ✗ error"
-    lines: list[Line] = [[(legend, "dim")]] if path.spans else []
+    lines: list[Line] = []
     for hop in path.hops[:MAX_FOOTER_HOPS]:
         line: Line = [
             ("  ", ""), (one_line(hop.from_service, 40), colours.get(hop.from_service, "")),

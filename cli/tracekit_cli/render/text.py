@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
-from tracekit_cli.render.columns import wrap_keeping_units
+from tracekit_cli.render.columns import pack, wrap_keeping_units
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -31,6 +31,7 @@ from tracekit_cli.render.layout import (
 
 TIMING_WIDTH = 22  # "   +offset  duration * " columns before the tree
 VALUE_LIMIT = 16_384
+LEGEND = ["* critical path", "# span", "! span in error", "~ queue wait"]
 
 
 def _text(value: str) -> str:
@@ -62,6 +63,8 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
         clock = format_time(log.time_unix_nano)[11:23]
         service = one_line(log.service, 60)
         lines.append(f"  > {clock} {one_line(log.severity, 10)} {service}: {_text(log.body)}")
+    if path.spans:
+        lines += ["", *pack(LEGEND, width)]
     for line in _footer(path):
         lines.extend(_wrap(line, width))
     return "\n".join(line.rstrip() for line in lines) + "\n"
@@ -137,7 +140,7 @@ def _continuation(row: Row) -> str:
 
 
 def _footer(path: Path) -> list[str]:
-    lines = ["", "* critical path   # span   ! span in error   ~ queue wait"] if path.spans else []
+    lines: list[str] = []
     if path.hops:
         lines += ["", "hops:"]
         for hop in path.hops:
