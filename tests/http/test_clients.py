@@ -648,42 +648,32 @@ class _PriorityAdapter(requests.adapters.HTTPAdapter):
         return response
 
 
-def test_a_requests_adapter_gets_the_request_of_the_applications_class_and_attributes(
-    echo_url: str, http_clients: None, wait_for_spans: Any
-) -> None:
-    session = requests.Session()
-    session.mount("http://", _PriorityAdapter())
-    prepared = _PriorityRequest()
-    prepared.__dict__.update(vars(session.prepare_request(requests.Request("GET", echo_url))))
-    prepared.priority = "high"
-
-    response = session.send(prepared, timeout=10)
-
-    (span,) = wait_for_spans(1)
-    assert response.headers["X-Sent-As"] == "_PriorityRequest high"
-    assert response.json()["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
-    assert "traceparent" not in prepared.headers  # the caller's object as it was
-
-
 class _SlottedPriorityRequest(requests.PreparedRequest):
     """An application's own prepared request keeping what its adapter reads in a slot."""
 
     __slots__ = ("priority",)
 
 
-def test_a_requests_adapter_gets_what_the_applications_request_keeps_in_slots(
-    echo_url: str, http_clients: None, wait_for_spans: Any
+@pytest.mark.parametrize("request_class", [_PriorityRequest, _SlottedPriorityRequest])
+def test_a_requests_adapter_gets_the_request_of_the_applications_class_and_attributes(
+    request_class: type[requests.PreparedRequest],
+    echo_url: str,
+    http_clients: None,
+    wait_for_spans: Any,
 ) -> None:
+    """tracekit sends a copy: it was requests' own ``copy()``, a plain ``PreparedRequest``
+    without the attribute the application's adapter reads (``AttributeError`` in the app),
+    then one made from ``vars()``, without an attribute kept in ``__slots__``."""
     session = requests.Session()
     session.mount("http://", _PriorityAdapter())
-    prepared = _SlottedPriorityRequest()
+    prepared = request_class()
     prepared.__dict__.update(vars(session.prepare_request(requests.Request("GET", echo_url))))
-    prepared.priority = "high"
+    prepared.priority = "high"  # type: ignore[attr-defined]
 
     response = session.send(prepared, timeout=10)
 
     (span,) = wait_for_spans(1)
-    assert response.headers["X-Sent-As"] == "_SlottedPriorityRequest high"
+    assert response.headers["X-Sent-As"] == f"{request_class.__name__} high"
     assert response.json()["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
     assert "traceparent" not in prepared.headers  # the caller's object as it was
 
