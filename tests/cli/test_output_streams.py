@@ -252,4 +252,8 @@ def test_a_terminal_that_reports_no_size_gets_the_default_width(
     status, shown = on_a_terminal_of_no_size(commands(store, "rich")[name], env)
 
     assert status == EXPECTED_STATUS.get(name, 0), shown
-    assert 60 < max(len(line) for line in shown.splitlines()) <= 100, shown
+    # search draws a block per request at 100 columns (these requests' 38-column trace IDs
+    # leave the table too little room): its widest line is a block's start, duration and span
+    # count, 48 columns, which 20 columns would wrap
+    narrowest_widest = 45 if name == "search" else 60
+    assert narrowest_widest < max(len(line) for line in shown.splitlines()) <= 100, shown

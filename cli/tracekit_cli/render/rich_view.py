@@ -363,7 +363,10 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
     cells = [_request_cells(r) for r in requests]
     whole = [max(len(name), *(cell_len(row[i]) for row in cells)) for i, name in
              enumerate(_WHOLE_REQUEST_COLUMNS)]  # fmt: skip
-    if not _table_fits([*whole, MIN_FOLDED_COLUMN, MIN_FOLDED_COLUMN], console.width):
+    # the ID is what the user copies into `tracekit trace`: folded over lines, a double-click
+    # takes a third of it, so a terminal that cannot show every ID whole gets the blocks
+    id_width = max(len(ID_HEADER), *(cell_len(request_id) for request_id in ids))
+    if not _table_fits([*whole, id_width, MIN_ROOT_COLUMN], console.width):
         blocks = [_request_block(r, i, c) for r, i, c in zip(requests, ids, cells, strict=True)]
         print_lines(console, [line for block in blocks for line in block])
         return
@@ -371,10 +374,9 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
     for name in _WHOLE_REQUEST_COLUMNS:
         table.add_column(name, justify="right" if name in ("duration", "spans") else "left",
                          no_wrap=True, min_width=len(name))  # fmt: skip
-    # these give way on a narrow terminal: the ID folds, never cut (it is what the user types
-    # into `tracekit trace`), the root wraps between words
-    table.add_column("correlation id", overflow="fold", min_width=MIN_FOLDED_COLUMN)
-    table.add_column("root", overflow="fold", min_width=MIN_FOLDED_COLUMN)
+    table.add_column(ID_HEADER, no_wrap=True, min_width=id_width)
+    # the one column that gives way: the root wraps between words
+    table.add_column("root", overflow="fold", min_width=MIN_ROOT_COLUMN)
     for r, request_id, (start, duration, spans, _) in zip(requests, ids, cells, strict=True):
         table.add_row(
             start, duration, spans, Text("✗", style="bold red") if r.error else "",
@@ -385,7 +387,8 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
 
 
 _WHOLE_REQUEST_COLUMNS = ("start (UTC)", "duration", "spans", "error")
-MIN_FOLDED_COLUMN = 10  # cells the ID and the root fold into; narrower, a block per request
+ID_HEADER = "correlation id"
+MIN_ROOT_COLUMN = 16  # cells the root wraps into beside whole IDs; narrower, a block per request
 
 
 def _request_id(request: RequestSummary) -> str:
