@@ -3,7 +3,7 @@
 Backend choice: ``--store PATH`` (default: the embedded store tracekit writes), ``--tempo URL`` or
 ``--jaeger URL``, with ``--header NAME=VALUE`` (and ``TRACEKIT_BACKEND_HEADERS``) for a remote
 backend's tenant and credentials. Output: ``--format rich|text|json``, rich on a terminal and
-text when piped; ``NO_COLOR`` turns colour off in the rich view too.
+text when piped; ``NO_COLOR`` or ``TERM=dumb`` turns colour off in the rich view too.
 """
 
 from __future__ import annotations
@@ -382,5 +382,8 @@ def searched_back(source: object, queries: list[str]) -> str | None:
 
 
 def no_color() -> bool:
-    """True when the ``NO_COLOR`` convention asks for no colour (any non-empty value)."""
-    return bool(os.environ.get("NO_COLOR"))
+    """True when no colour is wanted: the ``NO_COLOR`` convention asks for none (any non-empty
+    value), or ``TERM`` names a terminal that has none (``dumb``, as Emacs' shell and some CI
+    logs set it, or ``unknown``: the names rich itself takes for one)."""
+    dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
+    return dumb or bool(os.environ.get("NO_COLOR"))

@@ -39,7 +39,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env={"COLUMNS": "100", **(env or {})})
+    # a terminal that shows colour: the rich view's escape codes are pinned in snapshots
+    result = CliRunner().invoke(
+        cli, list(args), env={"COLUMNS": "100", "TERM": COLOUR_TERM, **(env or {})}
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -361,9 +364,35 @@ def test_long_durations_keep_the_text_columns(tmp_path: Path) -> None:
 def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
     piped = cli_process("trace", "req-checkout-1", "--store", str(store))
     assert piped.stdout.startswith("request req-checkout-1\n") and "\x1b" not in piped.stdout
+    shown = on_a_terminal(["trace", "req-checkout-1", "--store", str(store)], term=COLOUR_TERM)
+    assert "\x1b[" in shown and "◆" in shown and "│" in shown
+
+
+@pytest.mark.parametrize(("command", "shows"), [
+    (["trace", "req-checkout-1"], "◆ gateway POST /checkout"),
+    (["search"], "req-checkout-1"),
+    (["services"], "gateway │ orders"),
+], ids=["trace", "search", "services"])  # fmt: skip
+def test_a_dumb_terminal_gets_the_rich_view_without_escape_codes(
+    store: Path, command: list[str], shows: str
+) -> None:
+    """TERM=dumb (Emacs' shell, some CI logs) shows escape codes as text: the rich views printed
+    them all the same (51 lines of the demo's trace, 43 of search). It is now told as NO_COLOR
+    is, the layout kept."""
+    since = ["--since", "2023-11-14T22:00:00+00:00"] if command[0] != "trace" else []
+    shown = on_a_terminal([*command, *since, "--store", str(store)], term="dumb")
+    assert "\x1b" not in shown
+    assert shows in " ".join(shown.split())  # the rich view's tree or table, not the text view
+
+
+COLOUR_TERM = "xterm-256color"
+
+
+def on_a_terminal(args: list[str], *, term: str) -> str:
+    """What the installed command writes on a real pseudo-terminal of 100 columns."""
     primary, replica = pty.openpty()
-    command = [TRACEKIT, "trace", "req-checkout-1", "--store", str(store)]
-    env = {**os.environ, "COLUMNS": "100"}
+    command = [TRACEKIT, *args]
+    env = {**os.environ, "COLUMNS": "100", "TERM": term}
     proc = subprocess.Popen(command, stdout=replica, stderr=replica, env=env)
     os.close(replica)
     chunks = []
@@ -376,8 +405,7 @@ def test_piped_output_is_text_and_a_terminal_gets_rich(store: Path) -> None:
             break
         chunks.append(chunk)
     assert proc.wait(timeout=60) == 0
-    shown = b"".join(chunks).decode()
-    assert "\x1b[" in shown and "◆" in shown and "│" in shown
+    return b"".join(chunks).decode()
 
 
 def test_text_and_json_never_import_rich_or_the_sdk(store: Path) -> None:

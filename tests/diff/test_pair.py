@@ -40,7 +40,9 @@ def pair(deployment: Deployment, a: Shape, b: Shape, **b_request: Any) -> tuple[
 
 def run(deployment: Deployment, *args: str) -> tuple[int, str, str]:
     store = str(deployment.store.path)
-    result = CliRunner().invoke(cli, ["diff", *args, "--store", store], env={"COLUMNS": "120"})
+    result = CliRunner().invoke(
+        cli, ["diff", *args, "--store", store], env={"COLUMNS": "120", "TERM": "xterm-256color"}
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
