@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import write_store
+from trace_topologies import Topology, write_store
 
 from tracekit_cli.main import cli
 
@@ -46,4 +46,28 @@ def test_no_figure_is_split_from_its_unit(store: Path, command: str, fmt: str) -
             for line, after in itertools.pairwise(lines)
             if ENDS_IN_A_NUMBER.search(line) and STARTS_WITH_A_UNIT.match(after)
         ]
+    assert not split, split[:3]
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_an_http_status_stays_beside_its_protocol(tmp_path: Path, fmt: str) -> None:
+    """A span that failed with a 5xx and no message reads 'HTTP 500' in the errors under the
+    tree; at 40 columns (tracekit demo's inventory errors) the line ended in 'HTTP' and the next
+    began with '500', a status without its protocol. The two now wrap together."""
+    t = Topology("req-stock-1")
+    root = t.span("fulfilment", "GET /stock", "CLIENT", 0, 20, status="ERROR",
+                  attrs={"http.response.status_code": 500})  # fmt: skip
+    t.span("inventory", "GET /stock/{sku}", "SERVER", 2, 18, root, status="ERROR",
+           attrs={"http.response.status_code": 500})  # fmt: skip
+    db = write_store(tmp_path / "status.db", t)
+    split = []
+    for width in range(40, 81):
+        result = CliRunner().invoke(
+            cli, ["trace", "req-stock-1", "--store", str(db), "--format", fmt],
+            env={"COLUMNS": str(width), "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        lines = result.stdout.splitlines()
+        split += [(width, line, after) for line, after in itertools.pairwise(lines)
+                  if line.endswith("HTTP") and re.match(r"^[\s│|]*\d{3}\b", after)]  # fmt: skip
     assert not split, split[:3]

@@ -8,10 +8,12 @@ import re
 import textwrap
 from typing import Any
 
-# A number and its unit ("+600.6 ms", "2.0 min", "22:13:20.000 UTC") are one word when lines
-# wrap: split over two lines, a figure reads as a bare number.
-_WORDS = re.compile(r"\S*\d (?:ms|s|min|h|d|y|UTC)\b\S*|\s+|\S+")
-_UNIT_SPACE = re.compile(r"(?<=\d) (?=(?:ms|s|min|h|d|y|UTC)\b)")
+# A number and its unit ("+600.6 ms", "2.0 min", "22:13:20.000 UTC"), and a status and its
+# protocol ("HTTP 500"), are one word when lines wrap: split over two lines, a figure reads as a
+# bare number and "HTTP" as the end of a sentence.
+_UNIT = r"(?:ms|s|min|h|d|y|UTC)\b"
+_WORDS = re.compile(rf"\S*\d {_UNIT}\S*|\S*\bHTTP \d{{3}}\b\S*|\s+|\S+")
+_UNIT_SPACE = re.compile(rf"(?<=\d) (?={_UNIT})|(?<=\bHTTP) (?=\d{{3}}\b)")
 _NO_BREAK = "\xa0"  # textwrap breaks at ASCII whitespace only
 
 
@@ -30,13 +32,14 @@ def pad(text: str, width: int) -> str:
 
 
 def words(text: str) -> list[str]:
-    """``text`` as words and the spaces between them, a number and its unit one word."""
+    """``text`` as words and the spaces between them, a number and its unit one word, as is
+    ``HTTP`` and its status."""
     return _WORDS.findall(text)
 
 
 def wrap_keeping_units(text: str, width: int, **options: Any) -> list[str]:
-    """``textwrap.wrap`` keeping each number on a line with its unit (``text`` holds no
-    no-break space of its own: ``one_line`` turns them into spaces)."""
+    """``textwrap.wrap`` keeping each number on a line with its unit, and ``HTTP`` with its
+    status (``text`` holds no no-break space of its own: ``one_line`` turns them into spaces)."""
     held = _UNIT_SPACE.sub(_NO_BREAK, text)
     return [line.replace(_NO_BREAK, " ") for line in textwrap.wrap(held, width, **options)]
 
