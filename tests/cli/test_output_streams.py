@@ -257,3 +257,5 @@ def test_a_terminal_that_reports_no_size_gets_the_default_width(
     # count, 48 columns, which 20 columns would wrap
     narrowest_widest = 45 if name == "search" else 60
     assert narrowest_widest < max(len(line) for line in shown.splitlines()) <= 100, shown
+    told = on_a_terminal_of_no_size(commands(store, "rich")[name], {**env, "COLUMNS": "100"})
+    assert shown == told[1]  # laid out as for a terminal said to be 100 columns wide
