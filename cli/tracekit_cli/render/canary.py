@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from tracekit.canary import ERROR_RATE, LATENCY, MetricResult, Verdict, exit_code
 from tracekit.canary.explain import format_seconds
 from tracekit_cli.options import one_line
-from tracekit_cli.render.columns import pad, text_width, wrap_text
+from tracekit_cli.render.columns import pack, pad, text_width, wrap_text
 from tracekit_cli.render.layout import format_time
 
 if TYPE_CHECKING:
@@ -174,12 +174,7 @@ def _legend(verdict: Verdict) -> list[str]:
 def _legend_lines(verdict: Verdict, width: int) -> list[str]:
     """The legend wrapped between its items, so that no term ("adj. p:", "*") ends a line
     apart from what it means; an item longer than a line wraps between its words."""
-    lines: list[str] = []
-    for item in _legend(verdict):
-        if lines and text_width(f"{lines[-1]} {item}") <= width:
-            lines[-1] += " " + item
-        else:
-            lines.append(item if not lines else LEGEND_INDENT + item)
+    lines = pack(_legend(verdict), width, " ", LEGEND_INDENT)
     return [part for line in lines for part in _wrap(line, width)]
 
 

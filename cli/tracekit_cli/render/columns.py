@@ -44,15 +44,16 @@ def wrap_keeping_units(text: str, width: int, **options: Any) -> list[str]:
     return [line.replace(_NO_BREAK, " ") for line in textwrap.wrap(held, width, **options)]
 
 
-def pack(items: list[str], width: int, sep: str = "   ") -> list[str]:
+def pack(items: list[str], width: int, sep: str = "   ", indent: str = "") -> list[str]:
     """``items`` joined by ``sep`` on as few lines of ``width`` columns as hold them, each item
-    whole on one line: a legend's glyph stays beside what it means."""
+    whole on one line (a legend's glyph stays beside what it means); lines after the first
+    start with ``indent``."""
     lines: list[str] = []
     for item in items:
         if lines and text_width(lines[-1] + sep + item) <= width:
             lines[-1] += sep + item
         else:
-            lines.append(item)
+            lines.append(indent + item if lines else item)
     return lines
 
 
