@@ -88,13 +88,16 @@ class ClientCertificateRequired:
                 connection, _ = self.listener.accept()
             except OSError:  # closed
                 return
-            wrapped = self.context.wrap_socket(
-                connection, server_side=True, do_handshake_on_connect=False
-            )
-            with contextlib.suppress(ssl.SSLError, OSError):
-                wrapped.do_handshake()
-            time.sleep(1)
-            wrapped.close()
+            self._handle(connection)
+
+    def _handle(self, connection: socket.socket) -> None:
+        wrapped = self.context.wrap_socket(
+            connection, server_side=True, do_handshake_on_connect=False
+        )
+        with contextlib.suppress(ssl.SSLError, OSError):
+            wrapped.do_handshake()
+        time.sleep(1)
+        wrapped.close()
 
     def close(self) -> None:
         self.listener.shutdown(socket.SHUT_RDWR)
@@ -177,14 +180,9 @@ class ClientCertificateAskedAfterHandshake(ClientCertificateRequired):
         self.context.post_handshake_auth = True
         self.context.minimum_version = ssl.TLSVersion.TLSv1_3
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:  # closed
-                return
-            with contextlib.suppress(ssl.SSLError, OSError):
-                self._answer(self.context.wrap_socket(connection, server_side=True))
+    def _handle(self, connection: socket.socket) -> None:
+        with contextlib.suppress(ssl.SSLError, OSError):
+            self._answer(self.context.wrap_socket(connection, server_side=True))
 
     def _answer(self, tls: ssl.SSLSocket) -> None:
         tls.recv(65536)
