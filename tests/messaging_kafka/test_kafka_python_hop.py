@@ -22,7 +22,7 @@ from typing import Any
 
 import kafka
 import pytest
-from hopscene import check_batch, check_hop, one, start_scene
+from hopscene import check_batch, check_failure_past_the_bound, check_hop, one, start_scene
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -325,14 +325,14 @@ def test_a_serialized_record_near_max_request_size_goes_without_headers(
     assert [s.status.status_code for s in sent] == [StatusCode.UNSET] * 2 + [StatusCode.ERROR]
 
 
-def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) -> None:
-    """send() only buffers the record; when its broker goes away it expires in the buffer and
-    the future fails. The span keeps send()'s timing and is failed; callbacks run once."""
+def _producer_to_a_doomed_broker() -> tuple[Any, kafka.KafkaProducer]:
+    """A mock cluster of one broker (the caller drops it to stop the broker) and a producer to
+    it whose records expire within a second once the broker is gone."""
     import confluent_kafka
 
     cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
     brokers = cluster.list_topics("doomed", timeout=10).brokers.values()
-    kp = kafka.KafkaProducer(
+    producer = kafka.KafkaProducer(
         bootstrap_servers=",".join(f"{b.host}:{b.port}" for b in brokers),
         api_version=KAFKA_PYTHON_API_VERSION,
         linger_ms=300,
@@ -340,6 +340,13 @@ def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) 
         delivery_timeout_ms=1000,
         retries=0,
     )
+    return cluster, producer
+
+
+def test_a_failed_delivery_fails_the_producer_span(spans: InMemorySpanExporter) -> None:
+    """send() only buffers the record; when its broker goes away it expires in the buffer and
+    the future fails. The span keeps send()'s timing and is failed; callbacks run once."""
+    cluster, kp = _producer_to_a_doomed_broker()
     future = kp.send("doomed", b"lost", partition=0)
     sent_at = time.time_ns()
     errors: list[Exception] = []
@@ -361,34 +368,15 @@ def test_a_failure_past_the_bound_is_a_failed_span_under_its_send(
     """In an outage more records wait for their futures than the bound: the oldest span is
     recorded, outcome unknown, and the failure its future reports later is not lost but a
     failed span of its own under it."""
-    import confluent_kafka
-
     monkeypatch.setattr(traced_kafka, "_awaiting_futures", SpansAwaitingDelivery(limit=1))
-    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1, "log_level": 0})
-    brokers = cluster.list_topics("doomed", timeout=10).brokers.values()
-    kp = kafka.KafkaProducer(
-        bootstrap_servers=",".join(f"{b.host}:{b.port}" for b in brokers),
-        api_version=KAFKA_PYTHON_API_VERSION,
-        linger_ms=300,
-        request_timeout_ms=300,
-        delivery_timeout_ms=1000,
-        retries=0,
-    )
+    cluster, kp = _producer_to_a_doomed_broker()
     futures = [kp.send("doomed", b"lost", partition=0) for _ in range(2)]
     del cluster  # the broker stops before the records leave the buffer
     for future in futures:
         with pytest.raises(kafka.errors.KafkaTimeoutError):
             future.get(timeout=10)
     kp.close(timeout=1)
-    finished = spans.get_finished_spans()
-    sent = [s for s in finished if s.kind == SpanKind.PRODUCER]
-    first, second = sorted(sent, key=lambda s: s.start_time or 0)
-    assert (first.attributes or {})[semconv.DELIVERY_OUTCOME] == "unknown"
-    assert second.status.status_code is StatusCode.ERROR
-    (late,) = [s for s in finished if s.kind == SpanKind.CLIENT]
-    assert late.name == "delivery_report doomed"
-    assert late.parent is not None and late.parent.span_id == first.context.span_id
-    assert late.status.status_code is StatusCode.ERROR
+    check_failure_past_the_bound(list(spans.get_finished_spans()), "doomed")
 
 
 def test_a_delivered_record_keeps_a_successful_span(

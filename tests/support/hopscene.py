@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import requests
 from loopback import serving_werkzeug
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from werkzeug.wrappers import Request, Response
 
 from tracekit import semconv
@@ -156,3 +156,18 @@ def check_wait_within_spans(
     shortest_ms = round((consumer.start_time - first_end) / 1e6, 3)
     assert delay_s * 1000 <= wait_ms, wait_ms
     assert shortest_ms <= wait_ms <= longest_ms, (shortest_ms, wait_ms, longest_ms)
+
+
+def check_failure_past_the_bound(finished: list[ReadableSpan], topic: str) -> ReadableSpan:
+    """Two sends with room for one awaiting its outcome, both failed: the oldest was recorded
+    outcome unknown, the second failed; the first's failure, reported later, is a failed
+    ``delivery_report`` span under it (returned)."""
+    sent = [s for s in finished if s.kind == SpanKind.PRODUCER]
+    first, second = sorted(sent, key=lambda s: s.start_time or 0)
+    assert (first.attributes or {})[semconv.DELIVERY_OUTCOME] == "unknown"
+    assert second.status.status_code is StatusCode.ERROR
+    (late,) = [s for s in finished if s.kind == SpanKind.CLIENT]
+    assert late.name == f"delivery_report {topic}"
+    assert late.parent is not None and late.parent.span_id == first.context.span_id
+    assert late.status.status_code is StatusCode.ERROR
+    return late
