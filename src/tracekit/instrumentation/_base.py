@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -29,7 +29,9 @@ class Patch:
     # The wrapt.FunctionWrapper put in place. Typed Any: wrapt 2's stubs declare it a descriptor,
     # so a field of that type would read as already bound to the Patch.
     wrapper: Any = None
-    live: bool = True
+    # wrapt's ``enabled``: true while live. A list, emptied by ``undo``: wrapt reads it in C on
+    # every call and calls the original past a disabled wrapper, with no frame of ours between.
+    live: list[bool] = field(default_factory=lambda: [True])
 
     def undo(self) -> None:
         """Restore the original, unless someone else has wrapped over us since.
@@ -37,7 +39,7 @@ class Patch:
         In that case the wrapper stays in their chain but turns into a plain pass-through, so an
         uninstrumented tracekit never traces again whatever order the patches are removed in.
         """
-        self.live = False
+        self.live.clear()
         current = self.owner.__dict__.get(self.attribute)
         # Someone who unwrapped a layer above ours through getattr() put back our wrapper bound
         # to the class (wrapt's BoundFunctionWrapper, whose parent is ours): that is ours too.
@@ -109,15 +111,9 @@ class Instrumentor:
         if isinstance(original, staticmethod | classmethod):
             raise TypeError("tracekit does not wrap static or class methods")
         patch = Patch(owner, attribute)
-
-        def call(
-            wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
-        ) -> Any:
-            if not patch.live:
-                return wrapped(*args, **kwargs)
-            return wrapper(wrapped, instance, args, kwargs)
-
-        patch.wrapper = wrapt.FunctionWrapper(original, call)
+        # (a list's truth is its length, which the stubs' __bool__ protocol does not cover)
+        enabled: Any = patch.live
+        patch.wrapper = wrapt.FunctionWrapper(original, wrapper, enabled=enabled)
         setattr(owner, attribute, patch.wrapper)
         self._patches.append(patch)
 

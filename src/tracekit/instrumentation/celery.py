@@ -117,7 +117,7 @@ class _Connection(Patch):
     receiver: Any = None
 
     def undo(self) -> None:
-        self.live = False
+        self.live.clear()
         self.owner.disconnect(self.receiver, dispatch_uid=self.attribute)
 
 
@@ -128,7 +128,7 @@ class _RunEnding(_Connection):
     ends, or their spans would stay open and their correlation IDs current in their threads."""
 
     def undo(self) -> None:
-        self.live = False
+        self.live.clear()
         with _lock:
             if _running:
                 _lingering.append(self)

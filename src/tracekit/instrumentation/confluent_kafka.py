@@ -96,7 +96,7 @@ class _ClassSwap(Patch):
         proxy_live = getattr(proxy, "_tracekit_live", None)
         if proxy_live is not None and self.original is not None and proxy.__base__ is self.original:
             setattr(self.owner, self.attribute, self.original)
-        self.live = False
+        self.live.clear()
 
 
 class ConfluentKafkaInstrumentor(Instrumentor):
