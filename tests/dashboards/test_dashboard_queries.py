@@ -253,6 +253,24 @@ def test_canary_stats_match_the_traffic_sent(prometheus: str, traffic: Traffic) 
     assert abs(delta) < 0.1
 
 
+def test_canary_consumer_stats_match_the_messages_handled(
+    prometheus: str, traffic: Traffic
+) -> None:
+    """The Verdict row judges a service's queue consumers too: each checkout publishes one
+    message its own version consumes, a poison one (a checkout kind in three) fails in both."""
+    chosen = {"service": ["shop"], "baseline": [BASELINE], "canary": [CANARY]}
+    share = _panel_value(prometheus, "canary.json", "Canary message share", chosen, traffic.end)
+    checkouts = traffic.count(prefix="/checkout/")
+    assert share == pytest.approx(traffic.count(CANARY, "/checkout/") / checkouts, abs=0.08)
+    title = "Failed-message ratio: canary minus baseline"
+    delta = _panel_value(prometheus, "canary.json", title, chosen, traffic.end)
+    assert abs(delta) < 0.15
+    for quantile in ("p95", "p99"):  # both versions' handlers return at once
+        title = f"Handler {quantile}: canary \N{DIVISION SIGN} baseline"
+        ratio = _panel_value(prometheus, "canary.json", title, chosen, traffic.end)
+        assert 0.5 < ratio < 2.0
+
+
 @pytest.mark.parametrize(
     ("name", "chosen"),
     [
