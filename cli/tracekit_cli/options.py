@@ -3,7 +3,8 @@
 Backend choice: ``--store PATH`` (default: the embedded store tracekit writes), ``--tempo URL`` or
 ``--jaeger URL``, with ``--header NAME=VALUE`` (and ``TRACEKIT_BACKEND_HEADERS``) for a remote
 backend's tenant and credentials. Output: ``--format rich|text|json``, rich on a terminal and
-text when piped; ``NO_COLOR`` or ``TERM=dumb`` turns colour off in the rich view too.
+text when piped; the rich view is in colour on a terminal, not when piped nor with ``NO_COLOR``
+or ``TERM=dumb``, and ``FORCE_COLOR`` asks for it anywhere (``NO_COLOR`` still wins).
 """
 
 from __future__ import annotations
@@ -382,8 +383,21 @@ def searched_back(source: object, queries: list[str]) -> str | None:
 
 
 def no_color() -> bool:
-    """True when no colour is wanted: the ``NO_COLOR`` convention asks for none (any non-empty
-    value), or ``TERM`` names a terminal that has none (``dumb``, as Emacs' shell and some CI
-    logs set it, or ``unknown``: the names rich itself takes for one)."""
+    """True when the rich views are drawn without colour, decided as rich and click decide it:
+    ``NO_COLOR`` (any non-empty value) asks for none; else ``FORCE_COLOR`` (any non-empty value)
+    asks for colour wherever the output goes, a pipe or a dumb terminal; else there is none in a
+    pipe or a file, nor on a terminal ``TERM`` names as having none (``dumb``, as Emacs' shell
+    and some CI logs set it, or ``unknown``: the names rich itself takes for one)."""
+    if os.environ.get("NO_COLOR"):
+        return True
+    if os.environ.get("FORCE_COLOR"):
+        return False
     dumb = os.environ.get("TERM", "").lower() in ("dumb", "unknown")
-    return dumb or bool(os.environ.get("NO_COLOR"))
+    return dumb or not _stdout_is_a_terminal()
+
+
+def _stdout_is_a_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except ValueError:  # stdout closed
+        return False

@@ -39,9 +39,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    # a terminal that shows colour: the rich view's escape codes are pinned in snapshots
+    # colour asked for (the runner's output is no terminal): the rich view's escape codes are
+    # pinned in snapshots
     result = CliRunner().invoke(
-        cli, list(args), env={"COLUMNS": "100", "TERM": COLOUR_TERM, **(env or {})}
+        cli, list(args), env={"COLUMNS": "100", "FORCE_COLOR": "1", **(env or {})}
     )
     return result.exit_code, result.stdout, result.stderr
 
@@ -297,7 +298,12 @@ def test_hostile_span_names_cannot_reach_the_terminal(tmp_path: Path) -> None:
 
 def cli_process(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([TRACEKIT, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "100", **env})  # fmt: skip
+                          env={**uncoloured_environ(), "COLUMNS": "100", **env})  # fmt: skip
+
+
+def uncoloured_environ() -> dict[str, str]:
+    """This environment without the variables that choose colour (a CI job's FORCE_COLOR)."""
+    return {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
 
 
 def test_exit_status_and_one_line_errors(store: Path, tmp_path: Path) -> None:
@@ -385,14 +391,36 @@ def test_a_dumb_terminal_gets_the_rich_view_without_escape_codes(
     assert shows in " ".join(shown.split())  # the rich view's tree or table, not the text view
 
 
+READ_VIEWS = pytest.mark.parametrize("command", [
+    ["trace", "req-checkout-1"],
+    ["search", "--since", "2023-11-14T22:00:00+00:00"],
+    ["services", "--since", "2023-11-14T22:00:00+00:00"],
+], ids=["trace", "search", "services"])  # fmt: skip
+
+
+@READ_VIEWS
+def test_force_color_colours_a_dumb_terminal_and_a_pipe(store: Path, command: list[str]) -> None:
+    """FORCE_COLOR asks for colour wherever the output goes, as rich and click read it: on a
+    dumb terminal the rich views had none; piped, they had colour whether it was asked for or
+    not (the escape codes landed in a file)."""
+    args = [*command, "--store", str(store)]
+    assert "\x1b[" in on_a_terminal(args, term="dumb", FORCE_COLOR="1")
+    piped = [*args, "--format", "rich"]
+    assert "\x1b" not in cli_process(*piped).stdout
+    assert "\x1b[" in cli_process(*piped, FORCE_COLOR="1").stdout
+    assert "\x1b" not in cli_process(*piped, FORCE_COLOR="1", NO_COLOR="1").stdout
+    assert "\x1b" not in on_a_terminal(args, term=COLOUR_TERM, FORCE_COLOR="1", NO_COLOR="1")
+
+
 COLOUR_TERM = "xterm-256color"
 
 
-def on_a_terminal(args: list[str], *, term: str) -> str:
-    """What the installed command writes on a real pseudo-terminal of 100 columns."""
+def on_a_terminal(args: list[str], *, term: str, **env: str) -> str:
+    """What the installed command writes on a real pseudo-terminal of 100 columns (in colour
+    unless ``term`` or ``env`` ask for none)."""
     primary, replica = pty.openpty()
     command = [TRACEKIT, *args]
-    env = {**os.environ, "COLUMNS": "100", "TERM": term}
+    env = {**uncoloured_environ(), "COLUMNS": "100", "TERM": term, **env}
     proc = subprocess.Popen(command, stdout=replica, stderr=replica, env=env)
     os.close(replica)
     chunks = []

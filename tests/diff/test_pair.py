@@ -41,7 +41,7 @@ def pair(deployment: Deployment, a: Shape, b: Shape, **b_request: Any) -> tuple[
 def run(deployment: Deployment, *args: str) -> tuple[int, str, str]:
     store = str(deployment.store.path)
     result = CliRunner().invoke(
-        cli, ["diff", *args, "--store", store], env={"COLUMNS": "120", "TERM": "xterm-256color"}
+        cli, ["diff", *args, "--store", store], env={"COLUMNS": "120", "FORCE_COLOR": "1"}
     )
     return result.exit_code, result.stdout, result.stderr
 

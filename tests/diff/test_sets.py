@@ -63,7 +63,7 @@ def diff(
 ) -> tuple[int, dict[str, Any] | str, str]:
     result = CliRunner().invoke(
         cli, ["diff", "--service", service, *args, "--store", str(store_path)],
-        env={"COLUMNS": "120", "TERM": "xterm-256color"},  # the rich view is checked in colour
+        env={"COLUMNS": "120", "FORCE_COLOR": "1"},  # the rich view is checked in colour
     )  # fmt: skip
     out: dict[str, Any] | str = result.stdout
     if "--format" in args and args[args.index("--format") + 1] == "json" and result.stdout:

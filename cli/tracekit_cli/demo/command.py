@@ -124,11 +124,13 @@ def _console() -> Any:
     from rich.console import Console
 
     stdout = cast("IO[str]", StdoutAsWritten())  # what rich uses of a file, not all of IO
+    colour = not no_color()  # named, not detected: rich gives a dumb terminal none, even forced
     return Console(
         file=stdout,
         width=terminal_width(),
         height=terminal_height(),
-        no_color=no_color(),
+        no_color=not colour,
+        color_system="standard" if colour else None,
         highlight=False,
     )
 
