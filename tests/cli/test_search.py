@@ -299,6 +299,47 @@ def test_rich_table_keeps_every_field_readable_at_80_columns(tmp_path: Path) -> 
     assert " ".join(" ".join(row[5]).split()) == "gateway: POST /checkout"
 
 
+def test_a_request_without_correlation_id_needs_no_wider_table(tmp_path: Path) -> None:
+    """A request without a correlation ID is listed by its labelled trace ID, 'trace <32 hex>':
+    that label made the table need 112 columns where 32-hex correlation IDs need 106, so from
+    106 to 111 every request was a block. The label now stands above the trace ID in its cell
+    where the table is narrower than both side by side; the ID stays whole on its line, and the
+    JSON is as it was."""
+    correlated = Topology("09236c50c9cb4727838000b25df48e57")
+    correlated.span("gateway", "POST /checkout", "SERVER", 0, 884.4)
+    uncorrelated = Topology(None)
+    uncorrelated.span("gateway", "GET /health", "SERVER", 10, 12.5)
+    trace_id = uncorrelated.spans[0].trace_id
+    path = tmp_path / "ids.db"
+    with Store(path) as s:
+        s.write_spans([*correlated.spans, *uncorrelated.spans])
+    args = ["search", "--store", str(path), "--since", SINCE]
+
+    def shown(width: int) -> list[str]:
+        env = {"COLUMNS": str(width), "NO_COLOR": "1"}
+        result = CliRunner().invoke(cli, [*args, "--format", "rich"], env=env)
+        assert result.exit_code == 0
+        lines = result.stdout.splitlines()
+        assert max(len(line) for line in lines) <= width
+        return lines
+
+    assert shown(80)[:2] == [f"trace {trace_id}", "  2023-11-14 22:13:20.010 UTC · 2.5 ms · 1 span"]
+    for width in (106, 108):
+        lines = shown(width)
+        assert lines[1].startswith("━")  # a table
+        row = columns(lines[2:4])  # the newest request: label, then the ID whole on its line
+        assert row[0] == ("2023-11-14 22:13:20.010", "") and row[1] == ("2.5 ms", "")
+        assert row[4] == ("trace", trace_id)
+    row = columns(shown(120)[2:3])
+    assert row[4] == (f"trace {trace_id}",)  # room for both on one line
+    result = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert [r["correlation_id"] for r in json.loads(result.stdout)["requests"]] == [
+        None,
+        "09236c50c9cb4727838000b25df48e57",
+    ]
+    assert json.loads(result.stdout)["requests"][0]["trace_id"] == trace_id
+
+
 @pytest.mark.parametrize("width", [20, 30, 60])
 def test_a_terminal_too_narrow_for_the_table_gets_a_block_per_request(
     store: Path, width: int

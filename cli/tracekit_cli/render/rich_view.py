@@ -10,7 +10,7 @@ printable line before they are styled, so a span name cannot inject escape codes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rich.cells import cell_len, chop_cells, set_cell_size
@@ -365,8 +365,10 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
              enumerate(_WHOLE_REQUEST_COLUMNS)]  # fmt: skip
     # the ID is what the user copies into `tracekit trace`: folded over lines, a double-click
     # takes a third of it, so a terminal that cannot show every ID whole gets the blocks
-    id_width = max(len(ID_HEADER), *(cell_len(request_id) for request_id in ids))
-    if not _table_fits([*whole, id_width, MIN_ROOT_COLUMN], console.width):
+    id_width = _id_column_width(
+        requests, ids, lambda width: _table_fits([*whole, width, MIN_ROOT_COLUMN], console.width)
+    )
+    if id_width is None:
         blocks = [_request_block(r, i, c) for r, i, c in zip(requests, ids, cells, strict=True)]
         print_lines(console, [line for block in blocks for line in block])
         return
@@ -378,12 +380,27 @@ def render_requests(console: Console, requests: Sequence[RequestSummary]) -> Non
     # the one column that gives way: the root wraps between words
     table.add_column("root", overflow="fold", min_width=MIN_ROOT_COLUMN)
     for r, request_id, (start, duration, spans, _) in zip(requests, ids, cells, strict=True):
+        if not r.correlation_id and cell_len(request_id) > id_width:
+            request_id = f"trace\n{r.trace_id}"  # the label over the ID (see _id_column_width)
         table.add_row(
             start, duration, spans, Text("✗", style="bold red") if r.error else "",
             Text(request_id, style="" if r.correlation_id else "dim"),
             Text(_root_of(r)),
         )  # fmt: skip
     console.print(table)
+
+
+def _id_column_width(
+    requests: Sequence[RequestSummary], ids: list[str], fits: Callable[[int], bool]
+) -> int | None:
+    """Cells for the ID column, the fewest of those with which the table ``fits``, or None when
+    some ID cannot stand whole in any. A trace ID's label ("trace") stands beside it where there
+    is room, else above it: beside it, the label alone made the table six columns wider than
+    32-hex correlation IDs do."""
+    beside = max(len(ID_HEADER), *(cell_len(request_id) for request_id in ids))
+    above = max(len(ID_HEADER), *(cell_len(i) if r.correlation_id else len(r.trace_id)
+                                  for r, i in zip(requests, ids, strict=True)))  # fmt: skip
+    return next((width for width in (beside, above) if fits(width)), None)
 
 
 _WHOLE_REQUEST_COLUMNS = ("start (UTC)", "duration", "spans", "error")
