@@ -100,7 +100,7 @@ def test_iterated_record_continues_the_request(
     assert consumer_span.attributes is not None
     assert consumer_span.attributes["messaging.kafka.offset"] == 0
     assert consumer_span.attributes["messaging.consumer.group.name"] == "workers"
-    check_hop(finished, scene, cid, consumer_span, DELAY_S, wait_within_spans=True)
+    check_hop(finished, scene, cid, consumer_span, DELAY_S)
 
 
 def test_span_of_record_n_ends_when_record_n_plus_1_is_fetched(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hopscene import check_hop, check_wait, one, start_scene
+from hopscene import check_hop, check_wait_within, check_wait_within_spans, one, start_scene
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -117,7 +117,7 @@ def test_batch_send_and_batch_consume_link_each_message(
     assert producer.attributes[semconv.MESSAGING_BATCH_MESSAGE_COUNT] == 3
     assert [link.context.span_id for link in consumer.links] == [producer.context.span_id] * 3
     assert consumer.parent is None
-    check_wait(consumer, DELAY_S)
+    check_wait_within_spans(consumer, [producer], DELAY_S)
 
 
 @pytest.mark.parametrize("refused", [1, 2], ids=["one-of-two", "both"])
@@ -397,7 +397,9 @@ def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
     instrumentation.uninstrument()
+    before_send = time.time_ns()
     sqs_client.send_message(QueueUrl=queue_url, MessageBody="plain")
+    after_send = time.time_ns()
     instrumentation.instrument(["botocore"])
     time.sleep(DELAY_S)
     [message] = receive(sqs_client, queue_url)
@@ -406,7 +408,8 @@ def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
         assert delivery.correlation_id is not None
     consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
     assert consumer.parent is None
-    check_wait(consumer, DELAY_S - 0.001)  # SentTimestamp has millisecond precision
+    # SQS stamps SentTimestamp during the send, in whole milliseconds (rounded down)
+    check_wait_within(consumer, before_send - 1_000_000, after_send, DELAY_S - 0.001)
 
 
 SNS_TRACE = 0x5A5
