@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from conditions import wait_for
 
@@ -39,11 +40,9 @@ def _get(sock_path: Path, host: bytes) -> bytes:
         return client.recv(100).split(b"\r\n")[0]
 
 
-def test_a_host_header_port_that_is_no_port_number_leaves_the_span_whole(tmp_path: Path) -> None:
-    """``Host: b:²`` (latin-1 0xB2: a digit to ``str.isdigit``, not to ``int``) left its request
-    untraced, with tracekit's warning and a traceback on gunicorn's stderr; ``Host: c:`` and 23
-    nines failed the OTLP encoding of the span's ``server.port``, a traceback on every export.
-    Every request now has its span; ``server.port`` only where it is a port number."""
+def _served(tmp_path: Path, hosts: list[bytes]) -> tuple[list[Any], str]:
+    """The spans of one request per Host header to the app under gunicorn on a unix socket,
+    exported over OTLP/HTTP into a real receiver and store; and gunicorn's output."""
     (tmp_path / "hosts_app.py").write_text(textwrap.dedent(APP))
     sock_path, log = tmp_path / "g.sock", tmp_path / "gunicorn.log"
     config = ReceiverConfig(port=0, grpc_port=None)
@@ -63,15 +62,40 @@ def test_a_host_header_port_that_is_no_port_number_leaves_the_span_whole(tmp_pat
             )  # fmt: skip
         try:
             wait_for(sock_path.exists, 30, "gunicorn's socket")
-            hosts = [b"a.example:8000", b"b.example:\xb2", b"c.example:" + b"9" * 23]
-            assert [_get(sock_path, host) for host in hosts] == [b"HTTP/1.1 200 OK"] * 3
+            assert [_get(sock_path, host) for host in hosts] == [b"HTTP/1.1 200 OK"] * len(hosts)
             spans = wait_for(
-                lambda: len(found := receiver.store.spans_since(0)) == 3 and found, 30, "spans"
+                lambda: len(found := receiver.store.spans_since(0)) == len(hosts) and found,
+                30,
+                "spans",
             )
         finally:
             process.terminate()
             process.wait(20)
+    return spans, log.read_text()
+
+
+def test_a_host_header_port_that_is_no_port_number_leaves_the_span_whole(tmp_path: Path) -> None:
+    """``Host: b:²`` (latin-1 0xB2: a digit to ``str.isdigit``, not to ``int``) left its request
+    untraced, with tracekit's warning and a traceback on gunicorn's stderr; ``Host: c:`` and 23
+    nines failed the OTLP encoding of the span's ``server.port``, a traceback on every export.
+    Every request now has its span; ``server.port`` only where it is a port number."""
+    hosts = [b"a.example:8000", b"b.example:\xb2", b"c.example:" + b"9" * 23]
+    spans, output = _served(tmp_path, hosts)
     ports = {s.attributes["server.address"]: s.attributes.get("server.port") for s in spans}
     assert ports == {"a.example": 8000, "b.example": None, "c.example": None}
-    output = log.read_text()
+    assert "Traceback" not in output and "tracekit:" not in output, output
+
+
+def test_an_ipv6_host_names_the_server_by_its_address_and_port(tmp_path: Path) -> None:
+    """gunicorn cuts a Host header's IPv6 literal at its first colon: ``Host: [::1]:8000`` was
+    ``server.address`` ``[`` without ``server.port``, ``[2001:db8::1]`` was ``[2001``. They are
+    ``::1`` and 8000, and ``2001:db8::1``, as the ASGI middleware writes an IPv6 address. A Host
+    that is no server's name (3,000 characters, or not ASCII) is no ``server.address``: before,
+    each such span carried whatever the client sent."""
+    hosts = [b"[::1]:8000", b"[2001:db8::1]", b"[nonsense]:81", b"a" * 3000, b"caf\xe9.example"]
+    spans, output = _served(tmp_path, hosts)
+    described = sorted(
+        (s.attributes.get("server.address", ""), s.attributes.get("server.port", 0)) for s in spans
+    )
+    assert described == [("", 0), ("", 80), ("", 80), ("2001:db8::1", 0), ("::1", 8000)]
     assert "Traceback" not in output and "tracekit:" not in output, output

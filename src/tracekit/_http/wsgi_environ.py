@@ -6,6 +6,7 @@ same keys under ASGI (without ``SERVER_PROTOCOL``: the ASGI scope's ``http_versi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -75,9 +76,11 @@ class ServerAttributes:
         self._built: dict[tuple[object, ...], dict[str, Any]] = {}
 
     def __call__(self, environ: Mapping[str, Any]) -> dict[str, Any]:
+        name = environ.get("SERVER_NAME")
         key = (
-            environ.get("wsgi.url_scheme"), environ.get("SERVER_NAME"),
+            environ.get("wsgi.url_scheme"), name,
             environ.get("SERVER_PORT"), environ.get("SERVER_PROTOCOL"),
+            environ.get("HTTP_HOST") if _cut_ipv6_literal(name) else None,
         )  # fmt: skip
         attributes = self._built.get(key)
         if attributes is None:
@@ -90,16 +93,45 @@ class ServerAttributes:
 def server_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
     """``url.scheme``, ``server.address``, ``server.port`` and ``network.protocol.version``."""
     attributes: dict[str, Any] = {semconv.URL_SCHEME: environ.get("wsgi.url_scheme", "http")}
-    host = environ.get("SERVER_NAME")
-    if host:
+    host, port_text = _server_name_and_port(environ)
+    if host is not None:
         attributes[semconv.SERVER_ADDRESS] = host
-    port = _port_number(environ.get("SERVER_PORT"))
+    port = _port_number(port_text)
     if port is not None:
         attributes[semconv.SERVER_PORT] = port
     protocol = environ.get("SERVER_PROTOCOL", "")
     if isinstance(protocol, str) and protocol.startswith("HTTP/"):
         attributes[semconv.NETWORK_PROTOCOL_VERSION] = protocol[5:]
     return attributes
+
+
+# A server's name as servers write it: a host name, an IP address, a unix socket's path (Django
+# under ASGI names the socket uvicorn listens on). Some servers take it from the client's Host
+# header (gunicorn on a unix socket, Apache): printable ASCII, at most 255 characters, or none.
+_SERVER_NAME = re.compile(r"[!-~]{1,255}")
+# A Host header with an IPv6 literal, and a port or none: ``[::1]:8000``.
+_BRACKETED_HOST = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\](?::([^:]*))?")
+
+
+def _server_name_and_port(environ: Mapping[str, Any]) -> tuple[str | None, object]:
+    """``SERVER_NAME`` (when it is a server's name) and ``SERVER_PORT``; from the Host header
+    where gunicorn on a unix socket cut its IPv6 literal at the first colon (``[::1]:8000``
+    gave ``SERVER_NAME`` ``[`` and no port): ``::1`` and 8000, without brackets, as the ASGI
+    middleware and OpenTelemetry write an IPv6 address."""
+    name, port = environ.get("SERVER_NAME"), environ.get("SERVER_PORT")
+    if _cut_ipv6_literal(name):
+        host = environ.get("HTTP_HOST")
+        found = _BRACKETED_HOST.fullmatch(host) if isinstance(host, str) else None
+        if found is None:
+            return None, None
+        return found.group(1), found.group(2)
+    if not isinstance(name, str) or _SERVER_NAME.fullmatch(name) is None:
+        return None, port
+    return name, port
+
+
+def _cut_ipv6_literal(name: object) -> bool:
+    return isinstance(name, str) and name.startswith("[")
 
 
 def _port_number(value: object) -> int | None:
