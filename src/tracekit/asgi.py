@@ -31,6 +31,7 @@ from tracekit._http.server import (
     ActiveRequest,
     OptionsReadLate,
     ServerRequests,
+    address_or_none,
     make_current,
     restore_current,
 )
@@ -361,6 +362,12 @@ def _attributes(scope: Scope) -> dict[str, Any]:
             attributes[semconv.SERVER_PORT] = server[1]
     if "http_version" in scope:
         attributes[semconv.NETWORK_PROTOCOL_VERSION] = scope["http_version"]
+    # The peer's address, or the one a proxy named where the server trusts it (uvicorn's
+    # --forwarded-allow-ips): the server's choice, X-Forwarded-For is not read here.
+    client = scope.get("client")
+    address = address_or_none(client[0]) if client else None
+    if address is not None:
+        attributes[semconv.CLIENT_ADDRESS] = address
     return attributes
 
 

@@ -11,6 +11,7 @@ reconstruction engine, dashboards' documentation) can import the same names.
 from typing import Final
 
 __all__ = [
+    "CLIENT_ADDRESS",
     "CLOCK_STEPPED_BACK_NS",
     "CORRELATION_ID",
     "DELIVERY_OUTCOME",
@@ -57,6 +58,7 @@ URL_PATH: Final = "url.path"
 URL_SCHEME: Final = "url.scheme"
 URL_FULL: Final = "url.full"
 SERVER_ADDRESS: Final = "server.address"
+CLIENT_ADDRESS: Final = "client.address"
 SERVER_PORT: Final = "server.port"
 NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 ERROR_TYPE: Final = "error.type"

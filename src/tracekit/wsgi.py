@@ -19,8 +19,9 @@ from typing import Any
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from tracekit import semconv
 from tracekit._http import flask_hooks
-from tracekit._http.server import ActiveRequest, OptionsReadLate, ServerRequests
+from tracekit._http.server import ActiveRequest, OptionsReadLate, ServerRequests, address_or_none
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     CONTEXT_KEY,
@@ -210,6 +211,7 @@ def _finish(
     requests: ServerRequests, request: ActiveRequest, environ: Environ, error: BaseException | None
 ) -> None:
     try:
+        _client_named_below(request, environ)
         route = environ.get(ROUTE_KEY) if requests.records else None
         if error is None:  # the view's exception a framework answered with its 500 page
             found = environ.get(ERROR_KEY)
@@ -217,6 +219,20 @@ def _finish(
         requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
+
+
+def _client_named_below(request: ActiveRequest, environ: Environ) -> None:
+    """The client's address a middleware below this one put in ``REMOTE_ADDR`` (werkzeug's
+    ``ProxyFix``, which ``init_app`` wraps: the address a trusted proxy named) replaces the
+    peer's the span started with."""
+    span = request.span
+    if span is None or not request.owns_span or not span.is_recording():
+        return
+    address = address_or_none(environ.get("REMOTE_ADDR"))
+    if address is not None and address != getattr(span, "attributes", {}).get(
+        semconv.CLIENT_ADDRESS
+    ):
+        span.set_attribute(semconv.CLIENT_ADDRESS, address)
 
 
 def _status_code(status: str) -> int:

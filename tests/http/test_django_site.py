@@ -166,8 +166,9 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
 def test_server_is_described_as_the_wsgi_middleware_describes_it(
     site: tuple[str, Path, str],
 ) -> None:
-    """url.scheme, server.address, server.port and network.protocol.version, under either server
-    (Django's META has no SERVER_PROTOCOL under ASGI: the scope's http_version says it)."""
+    """url.scheme, server.address, server.port, network.protocol.version and client.address,
+    under either server (Django's META has no SERVER_PROTOCOL under ASGI: the scope's
+    http_version says it)."""
     url, store, _ = site
     cid = "dj-" + uuid.uuid4().hex[:12]
     requests.get(url + "/orders/7", headers={"X-Correlation-ID": cid}, timeout=10)
@@ -178,10 +179,13 @@ def test_server_is_described_as_the_wsgi_middleware_describes_it(
         "server.address": "127.0.0.1",
         "server.port": int(url.rsplit(":", 1)[1]),
         "network.protocol.version": "1.1",
+        "client.address": "127.0.0.1",
     }
 
 
-WSGI_DESCRIBES = ("url.scheme", "server.address", "server.port", "network.protocol.version")
+WSGI_DESCRIBES = (
+    "url.scheme", "server.address", "server.port", "network.protocol.version", "client.address",
+)  # fmt: skip
 
 
 def test_a_streamed_response_ends_its_span_when_closed_and_logs_nothing(

@@ -35,6 +35,10 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went aw
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
 METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,32}")
+# An address as servers write one: a host name, an IP address, a unix socket's path. Some take
+# it from what the client sent (a Host header; X-Forwarded-For behind a proxy they trust):
+# printable ASCII of at most 255 characters, or none.
+_ADDRESS = re.compile(r"[!-~]{1,255}")
 _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 # The ActiveRequest of the request under way, in the context tracekit attaches for its span.
@@ -550,6 +554,11 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
             mark_failed_status(span, request.status_code)
     finally:  # whatever failed above, the span is exported
         span.end(request.responded_ns or None)
+
+
+def address_or_none(value: object) -> str | None:
+    """``value`` when it reads as an address (``_ADDRESS``), else None."""
+    return value if isinstance(value, str) and _ADDRESS.fullmatch(value) else None
 
 
 def braced_route(rule: str) -> str:

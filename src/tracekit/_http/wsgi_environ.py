@@ -13,6 +13,7 @@ from typing import Any
 
 from tracekit import semconv
 from tracekit._digits import ascii_int
+from tracekit._http.server import address_or_none
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -66,7 +67,9 @@ def headers_of(
 
 
 class ServerAttributes:
-    """The span attributes describing the server, built once per distinct server environ.
+    """The span attributes describing the server, built once per distinct server environ, and
+    the client's address (``REMOTE_ADDR``: the peer's, or the one a proxy named where the
+    application trusts it, through werkzeug's ``ProxyFix`` for example).
 
     They repeat on every request of a server. Some servers fill ``SERVER_NAME`` from the Host
     header, so the cache is bounded; past the bound each request builds its own.
@@ -87,7 +90,11 @@ class ServerAttributes:
             attributes = server_attributes(environ)
             if len(self._built) < CACHE_LIMIT:
                 self._built[key] = attributes
-        return attributes.copy()  # the span start adds per-request attributes to the copy
+        attributes = attributes.copy()  # the span start adds per-request attributes to the copy
+        client = address_or_none(environ.get("REMOTE_ADDR"))
+        if client is not None:
+            attributes[semconv.CLIENT_ADDRESS] = client
+        return attributes
 
 
 def server_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,10 +112,6 @@ def server_attributes(environ: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-# A server's name as servers write it: a host name, an IP address, a unix socket's path (Django
-# under ASGI names the socket uvicorn listens on). Some servers take it from the client's Host
-# header (gunicorn on a unix socket, Apache): printable ASCII, at most 255 characters, or none.
-_SERVER_NAME = re.compile(r"[!-~]{1,255}")
 # A Host header with an IPv6 literal, and a port or none: ``[::1]:8000``.
 _BRACKETED_HOST = re.compile(r"\[([0-9A-Fa-f:.]{2,45})\](?::([^:]*))?")
 
@@ -125,9 +128,7 @@ def _server_name_and_port(environ: Mapping[str, Any]) -> tuple[str | None, objec
         if found is None:
             return None, None
         return found.group(1), found.group(2)
-    if not isinstance(name, str) or _SERVER_NAME.fullmatch(name) is None:
-        return None, port
-    return name, port
+    return address_or_none(name), port
 
 
 def _cut_ipv6_literal(name: object) -> bool:
