@@ -111,7 +111,9 @@ class TracekitMiddleware(OptionsReadLate):
             return
         # The outermost application routing this request (Starlette names itself in the scope;
         # a mounted sub-application replaces it on the way down): where its mounts are found.
+        # Named already, it is the app whose middleware this layer is (``add_middleware``).
         top = scope.get("app", self.app)
+        inside = top if "app" in scope else None
         watched_send = self._watching(send, request, scope, top, arrived_in)
         error: BaseException | None = None
         try:
@@ -122,7 +124,7 @@ class TracekitMiddleware(OptionsReadLate):
                 await _refuse_on_error(watched_send, scope, exc)
             raise
         finally:
-            self._finish(request, scope, top, error)
+            self._finish(request, scope, top, error, inside)
 
     def _watching(
         self,
@@ -249,7 +251,12 @@ class TracekitMiddleware(OptionsReadLate):
             return None
 
     def _finish(
-        self, request: ActiveRequest, scope: Scope, top: object, error: BaseException | None
+        self,
+        request: ActiveRequest,
+        scope: Scope,
+        top: object,
+        error: BaseException | None,
+        inside: object = None,
     ) -> None:
         try:
             if error is not None and not request.status_code and _client_went_away(error):
@@ -257,6 +264,8 @@ class TracekitMiddleware(OptionsReadLate):
                 request.status_code, error = CLIENT_CLOSED_REQUEST, None
             elif error is not None and _client_closed_websocket(error):
                 error = None  # how a WebSocket connection ends: no server error either
+            elif error is not None and not request.status_code:
+                request.status_code = _error_page_status(inside, scope, error)
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route_named(request, scope, top)
             self._requests.finish(request, route, error)
@@ -331,6 +340,25 @@ def _can_deny(scope: Scope) -> bool:
         and isinstance(extensions, dict)
         and _DENIAL_RESPONSE in extensions
     )
+
+
+def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
+    """The status of the page the Starlette (or FastAPI) ``app`` whose middleware this layer is
+    answers ``error`` with, out of sight: its ``ServerErrorMiddleware``, outside every
+    ``add_middleware`` middleware, sends a 500 for any exception let out of an HTTP request,
+    its own page or its debug page. 0 where that is not known: outside any such app, the server
+    answers (uvicorn with its own 500, unseen here too); the app's own 500 handler chooses its
+    page's status, unless the app is in debug mode."""
+    applications = sys.modules.get("starlette.applications")
+    if (
+        applications is None
+        or not isinstance(app, applications.Starlette)
+        or scope["type"] != "http"
+        or not isinstance(error, Exception)
+    ):
+        return 0
+    handlers = app.exception_handlers
+    return 500 if app.debug or (500 not in handlers and Exception not in handlers) else 0
 
 
 def _client_went_away(error: BaseException) -> bool:

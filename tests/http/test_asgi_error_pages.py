@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 from rawhttp import send
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -134,3 +135,64 @@ def test_the_apps_own_500_page_gets_the_header_it_did_not_set(kind: str, serve_a
     response = send(serve_asgi(app) + "/crash", [b"X-Correlation-ID: handled-5"])
     assert response.status == 500 and response.body == f"sorry ({kind})".encode()
     assert response.header("X-Correlation-ID") == "handled-5"
+
+
+def _counted(registry: CollectorRegistry) -> list[tuple[str, str, str]]:
+    """(route, status, error type) of each request the server metrics counted."""
+    return [
+        (s.labels["http_route"], s.labels["http_response_status_code"], s.labels["error_type"])
+        for metric in registry.collect()
+        for s in metric.samples
+        if s.name == "http_server_request_duration_seconds_count" and s.value
+    ]
+
+
+CRASH = [Route("/crash", crash)]
+
+
+def _added(app: Starlette, registry: CollectorRegistry) -> Starlette:
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry)
+    return app
+
+
+ANSWERED_WITH_500 = {
+    "starlette": lambda registry: starlette_app(registry=registry),
+    "starlette-debug": lambda registry: _added(Starlette(debug=True, routes=CRASH), registry),
+    "fastapi": lambda registry: _added(
+        FastAPI(telemetry={"tracing": False}, routes=CRASH), registry
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ANSWERED_WITH_500))
+def test_an_unhandled_exception_is_the_500_its_app_answered(
+    kind: str, serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """Starlette's ``ServerErrorMiddleware`` answers outside ``add_middleware`` middleware: the
+    client got a 500, while the span had no ``http.response.status_code`` and the metrics
+    counted the request under an empty status. Both now say 500, the exception beside it."""
+    registry = CollectorRegistry()
+    response = send(serve_asgi(ANSWERED_WITH_500[kind](registry)) + "/crash", [])
+    assert response.status == 500
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.attributes.get("http.response.status_code") == 500
+    assert span.status.status_code is StatusCode.ERROR
+    assert _counted(registry) == [("/crash", "500", "RuntimeError")]
+
+
+def test_the_status_of_an_apps_own_500_handler_is_not_guessed(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """An app's own handler chooses the status of its page, which this middleware, inside the
+    handler's ``ServerErrorMiddleware``, never sees: no status is recorded for it."""
+    registry = CollectorRegistry()
+
+    async def unavailable(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("later", status_code=503)
+
+    app = _added(Starlette(routes=CRASH, exception_handlers={Exception: unavailable}), registry)
+    assert send(serve_asgi(app) + "/crash", []).status == 503
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert "http.response.status_code" not in (span.attributes or {})
+    assert _counted(registry) == [("/crash", "", "RuntimeError")]
