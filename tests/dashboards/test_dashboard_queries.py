@@ -281,9 +281,9 @@ def test_canary_consumer_stats_match_the_messages_handled(
 def test_error_ratio_counts_every_500_the_clients_got(
     prometheus: str, traffic: Traffic, name: str, chosen: dict[str, list[str]]
 ) -> None:
-    """/fail answers 500; /crash raises, and Starlette's ServerErrorMiddleware, outside the
-    app's middleware, answers 500 (tracekit records the request with no status code, as it never
-    saw one): clients got both, the ratio counts both."""
+    """/fail answers 500; /crash raises, and the app's exception handler, run by Starlette's
+    ServerErrorMiddleware outside the app's middleware, answers 500 (tracekit records the
+    request with no status code, as it never saw one): clients got both, the ratio counts both."""
     board = load(name)
     panel = next(p for p in panels(board) if p["title"].startswith("Error ratio"))
     promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)

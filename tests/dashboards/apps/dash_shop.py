@@ -6,7 +6,8 @@ spans) but not exported. Every metric family the dashboards read gets traffic:
 
 - ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s.
 - ``/fail``: HTTP 500.
-- ``/crash``: raises; the server answers 500, tracekit records no status code.
+- ``/crash``: raises; the app's own exception handler answers 500, whose status tracekit
+  cannot see: it records the exception with no status code.
 - ``/checkout/{cart_id}``: calls ``/orders/{cart_id}`` on this service through httpx (HTTP client
   metrics, exemplars) and publishes the cart to the in-process queue ``orders.created``
   (``tracekit.messaging.publish``, ``inproc_queue``). A consumer thread handles each message inside
@@ -85,6 +86,18 @@ routes = [
     Route("/crash", crash),
     Route("/checkout/{cart_id}", checkout),
 ]
-# add_middleware's place: inside Starlette's ServerErrorMiddleware, which answers /crash
-app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(TracekitMiddleware)])
+
+
+async def crashed(request: Request, error: Exception) -> PlainTextResponse:
+    return PlainTextResponse("crashed", status_code=500)
+
+
+# add_middleware's place: inside Starlette's ServerErrorMiddleware, which answers /crash with
+# the app's own handler's page, whose status tracekit cannot see
+app = Starlette(
+    routes=routes,
+    lifespan=lifespan,
+    middleware=[Middleware(TracekitMiddleware)],
+    exception_handlers={Exception: crashed},
+)
 uvicorn.run(app, host="127.0.0.1", port=app_port, log_level="warning")
