@@ -29,6 +29,7 @@ __all__ = [
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_DESTINATION_PARTITION_ID",
     "MESSAGING_DESTINATION_TEMPLATE",
+    "MESSAGING_KAFKA_MESSAGE_KEY",
     "MESSAGING_KAFKA_MESSAGE_TOMBSTONE",
     "MESSAGING_KAFKA_OFFSET",
     "MESSAGING_MESSAGE_ID",
@@ -76,6 +77,8 @@ MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
 MESSAGING_DESTINATION_TEMPLATE: Final = "messaging.destination.template"
 MESSAGING_CONSUMER_GROUP_NAME: Final = "messaging.consumer.group.name"
 MESSAGING_KAFKA_OFFSET: Final = "messaging.kafka.offset"
+# the record's key as text, where it has one (application data: bounded, see _kafka.key_text)
+MESSAGING_KAFKA_MESSAGE_KEY: Final = "messaging.kafka.message.key"
 # true on a record without a value (deleting its key from a compacted topic); absent: false
 MESSAGING_KAFKA_MESSAGE_TOMBSTONE: Final = "messaging.kafka.message.tombstone"
 

@@ -133,6 +133,39 @@ def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
         assert semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE not in (other.attributes or {})
 
 
+def test_keys_and_partitions_are_on_the_producer_and_consumer_spans(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """OpenTelemetry's Kafka conventions recommend the record key (as text) and the partition
+    on both sides: the partition the caller chose, else the one the delivery report names. A
+    key without a text form (binary) is left out; a long one is cut to 256 characters."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"chosen", b"user-42", 2)
+    producer.produce(topic, b"binary", key=b"\xff\xfe\x00", partition=2)
+    producer.produce(topic, b"long", key=("\u00e9" * 300).encode(), partition=2)
+    producer.produce(topic, b"partitioned", key="user-7")
+    producer.flush(10)
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    # (in the order of the sends: each span ends with its delivery report, in any order)
+    sent = [s.attributes or {} for s in sorted(producers, key=lambda s: s.start_time or 0)]
+    cc = consumer(kafka_bootstrap, topic)
+    for _ in range(4):
+        poll_one(cc)
+    cc.close()
+    received = {
+        (s.attributes or {})[semconv.MESSAGING_KAFKA_OFFSET]: s.attributes or {}
+        for s in spans.get_finished_spans()
+        if s.kind == SpanKind.CONSUMER
+        and (s.attributes or {}).get(semconv.MESSAGING_DESTINATION_PARTITION_ID) == "2"
+    }
+    key, partition = semconv.MESSAGING_KAFKA_MESSAGE_KEY, semconv.MESSAGING_DESTINATION_PARTITION_ID
+    assert [a.get(key) for a in sent] == ["user-42", None, "\u00e9" * 256, "user-7"]
+    assert [a.get(partition) for a in sent[:3]] == ["2", "2", "2"]
+    assert sent[3][partition] in {"0", "1", "2", "3"}  # the partitioner's choice, reported
+    assert [a.get(semconv.MESSAGING_KAFKA_OFFSET) for a in sent[:3]] == [0, 1, 2]
+    assert [received[n].get(key) for n in range(3)] == ["user-42", None, "\u00e9" * 256]
+
+
 def test_handler_error_in_with_block_fails_the_span(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

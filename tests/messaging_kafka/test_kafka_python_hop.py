@@ -178,6 +178,36 @@ def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
         assert semconv.MESSAGING_KAFKA_MESSAGE_TOMBSTONE not in (other.attributes or {})
 
 
+def test_keys_and_partitions_are_on_the_producer_and_consumer_spans(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """OpenTelemetry's Kafka conventions recommend the record key (as text) and the partition
+    on both sides: the partition the caller chose, else the one the send's future names. A key
+    without a text form (binary) is left out."""
+    kp = producer(kafka_bootstrap)
+    kp.send(topic, b"chosen", b"user-42", None, 1).get(timeout=10)
+    kp.send(topic, b"binary", key=b"\xff\xfe\x00", partition=1).get(timeout=10)
+    kp.send(topic, b"partitioned", key=b"user-7").get(timeout=10)
+    kp.close()
+    sent = [s.attributes or {} for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    with consumer(kafka_bootstrap, topic) as kc:
+        records = [next(kc) for _ in range(3)]
+    assert len(records) == 3
+    received = [
+        s.attributes or {}
+        for s in spans.get_finished_spans()
+        if s.kind == SpanKind.CONSUMER
+        and (s.attributes or {}).get(semconv.MESSAGING_DESTINATION_PARTITION_ID) == "1"
+    ]
+    key, partition = semconv.MESSAGING_KAFKA_MESSAGE_KEY, semconv.MESSAGING_DESTINATION_PARTITION_ID
+    assert [a.get(key) for a in sent] == ["user-42", None, "user-7"]
+    assert [a.get(partition) for a in sent[:2]] == ["1", "1"]
+    assert sent[2][partition] in {"0", "1", "2", "3"}  # the partitioner's choice, reported
+    assert [a.get(semconv.MESSAGING_KAFKA_OFFSET) for a in sent[:2]] == [0, 1]
+    by_offset = {a[semconv.MESSAGING_KAFKA_OFFSET]: a.get(key) for a in received}
+    assert [by_offset[0], by_offset[1]] == ["user-42", None]
+
+
 def test_garbage_headers_start_a_new_trace(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

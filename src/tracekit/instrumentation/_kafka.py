@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from opentelemetry.trace import Span
+
 from tracekit import messaging, semconv
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.headers import byte_length, replaced_names
@@ -31,6 +33,9 @@ _HEADER_OVERHEAD = 10
 MOST_AWAITING_DELIVERY = 10_000
 # The operation name of the span recording a failure reported after the send's span ended.
 DELIVERY_REPORT = "delivery_report"
+# A record key is the application's data: at most this many characters of it go on a span.
+MAX_KEY = 256
+_KEY_POSITION = 2  # send(topic, value, key, ...) and produce(topic, value, key, ...) alike
 
 
 # Makes the call ``send(*args, **kwargs)`` so that the delivery's outcome ends the publish's span
@@ -45,6 +50,7 @@ def traced_send(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     headers_position: int | None,
+    partition_position: int,
     limit: int | None = None,
     settle: Settling | None = None,
     value_sent_as_given: bool = True,
@@ -52,6 +58,7 @@ def traced_send(
     """Call ``send(topic, value, key, ...)`` inside a PRODUCER span, with context added to its
     headers (``headers_position`` None: the broker's message format has no headers, none are
     added) unless they could take the record past ``limit`` bytes (None: not checked).
+    ``partition_position``: where the call takes the partition the caller chose.
     ``settle`` (if given) makes the call, so that the delivery's outcome ends the span.
     ``value_sent_as_given`` False: a serializer makes the value inside ``send``, so whether the
     record is a tombstone is not known."""
@@ -64,14 +71,66 @@ def traced_send(
         with alone:
             args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
             return send(*args, **kwargs)
-    value = args[1] if len(args) > 1 else kwargs.get("value")
-    tombstone = tombstone_attributes(value) if value_sent_as_given else None
-    publishing = messaging.publish(carrier, system=SYSTEM, destination=topic, attributes=tombstone)
+    attributes = _record_attributes(args, kwargs, partition_position, value_sent_as_given)
+    publishing = messaging.publish(carrier, system=SYSTEM, destination=topic, attributes=attributes)
     with publishing as sent:
         args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
         if settle is not None and sent.span is not None:
             return settle(publishing, send, args, kwargs)
         return send(*args, **kwargs)
+
+
+def _record_attributes(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    partition_position: int,
+    value_sent_as_given: bool,
+) -> dict[str, Any] | None:
+    """What the PRODUCER span of ``send(topic, value, key, ...)`` says of its record before it
+    is sent: its key's text, the partition the caller chose, whether it is a tombstone. None
+    for a record without any of them (no dict built)."""
+    value = args[1] if len(args) > 1 else kwargs.get("value")
+    attributes = tombstone_attributes(value) if value_sent_as_given else None
+    key = key_text(args[_KEY_POSITION] if len(args) > _KEY_POSITION else kwargs.get("key"))
+    if key is not None:
+        attributes = attributes or {}
+        attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
+    given = args[partition_position] if len(args) > partition_position else kwargs.get("partition")
+    if type(given) is int and given >= 0:  # (confluent-kafka's -1: the partitioner chooses)
+        attributes = attributes or {}
+        attributes[semconv.MESSAGING_DESTINATION_PARTITION_ID] = str(given)
+    return attributes
+
+
+def key_text(key: object) -> str | None:
+    """A record key as a span gives it (``messaging.kafka.message.key``): text as it is, bytes
+    that are UTF-8 text decoded, either cut to ``MAX_KEY`` characters. None for any other key
+    (binary, or an object a serializer makes bytes of): the conventions want no value for a key
+    without an unambiguous text form, and tracekit never calls an application's ``__str__``."""
+    if type(key) is str:
+        return key[:MAX_KEY]
+    if type(key) is not bytes:
+        return None
+    head = key[: MAX_KEY * 4]  # (a character is at most 4 bytes in UTF-8)
+    try:
+        return head.decode("utf-8")[:MAX_KEY]
+    except UnicodeDecodeError as error:
+        cut = len(key) > len(head) and error.reason == "unexpected end of data"
+        if cut:  # the bound cut its last character: the whole ones before it
+            return key_text(head[: error.start])
+        return None
+
+
+def note_delivered(publishing: messaging.Publishing, partition: object, offset: object) -> None:
+    """Put where the broker stored the record (from its delivery report) on its PRODUCER span,
+    still open until the report ends it."""
+    span: Span | None = publishing.span
+    if span is None or not span.is_recording():
+        return
+    if type(partition) is int and partition >= 0:
+        span.set_attribute(semconv.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
+    if type(offset) is int and offset >= 0:
+        span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
 
 
 def tombstone_attributes(value: object) -> dict[str, Any] | None:

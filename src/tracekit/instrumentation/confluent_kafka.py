@@ -67,6 +67,7 @@ from tracekit.instrumentation._kafka import SYSTEM
 # A message's delivery callback is ``callback`` whenever that is given at all (None too), else
 # ``on_delivery``; None there means the producer's ``on_delivery`` setting.
 _HEADERS_POSITION = 7
+_PARTITION_POSITION = 3
 _CALLBACK_SLOTS = (("callback", 4), ("on_delivery", 5))
 # produce_batch(topic, messages, partition, callback, on_delivery): the same rule, its own places.
 _BATCH_CALLBACK_SLOTS = (("callback", 3), ("on_delivery", 4))
@@ -175,6 +176,7 @@ def _traced_producer_class(base: type) -> type:
                 args,
                 kwargs,
                 _HEADERS_POSITION,
+                _PARTITION_POSITION,
                 self._tracekit_limit,
                 self._tracekit_settle,
             )
@@ -399,18 +401,21 @@ def _ending_span_then(
     publishing: messaging.Publishing, callback: Callable[..., Any] | None
 ) -> Callable[[Any, Any], Any]:
     def report(error: Any, message: Any) -> Any:
-        _end_span(publishing, error)
+        _end_span(publishing, error, message)
         return callback(error, message) if callback is not None else None
 
     return report
 
 
-def _end_span(publishing: messaging.Publishing, error: Any) -> None:
-    """End the span of a delivery report: failed with librdkafka's error, as ``KafkaException``
-    (what confluent-kafka raises for it elsewhere)."""
+def _end_span(publishing: messaging.Publishing, error: Any, message: Any) -> None:
+    """End the span of a delivery report: with the partition and offset the message was stored
+    at, or failed with librdkafka's error, as ``KafkaException`` (what confluent-kafka raises for
+    it elsewhere)."""
     try:
         from confluent_kafka import KafkaException
 
+        if error is None:
+            _kafka.note_delivered(publishing, message.partition(), message.offset())
         _awaiting_reports.settle(publishing, KafkaException(error) if error is not None else None)
     except Exception as failure:
         report_once("confluent-kafka delivery report", failure)
@@ -509,6 +514,9 @@ def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.
             }
         )
         extra.update(_kafka.tombstone_attributes(message.value()) or {})
+        key = _kafka.key_text(message.key())
+        if key is not None:
+            extra[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
         return messaging.consume(
             message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )

@@ -41,6 +41,7 @@ from tracekit.instrumentation._base import Instrumentor
 from tracekit.instrumentation._kafka import SYSTEM
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
+_PARTITION_POSITION = 4
 
 _held = messaging.HeldDeliveries()
 _awaiting_futures = _kafka.SpansAwaitingDelivery()
@@ -94,7 +95,14 @@ def _traced_send(
     config = getattr(instance, "config", None)
     serializes_values = isinstance(config, dict) and bool(config.get("value_serializer"))
     return _kafka.traced_send(
-        send, args, kwargs, position, limit, _settled_by_future, not serializes_values
+        send,
+        args,
+        kwargs,
+        position,
+        _PARTITION_POSITION,
+        limit,
+        _settled_by_future,
+        not serializes_values,
     )
 
 
@@ -147,7 +155,7 @@ def _settled_by_future(
     future = send(*args, **kwargs)
     _awaiting_futures.add(publishing)
     try:
-        future.add_callback(lambda _metadata: _awaiting_futures.settle(publishing))
+        future.add_callback(functools.partial(_delivered, publishing))
         future.add_errback(lambda error: _awaiting_futures.settle(publishing, error))
     except Exception as error:  # not the future kafka-python returns: the span ends here
         _awaiting_futures.discard(publishing)
@@ -155,6 +163,17 @@ def _settled_by_future(
         return future
     publishing.settle_later()
     return future
+
+
+def _delivered(publishing: messaging.Publishing, metadata: Any) -> None:
+    """The record is stored: its span says where (``RecordMetadata``), and ends."""
+    try:
+        _kafka.note_delivered(
+            publishing, getattr(metadata, "partition", None), getattr(metadata, "offset", None)
+        )
+    except Exception as error:
+        report_once("kafka-python delivery", error)
+    _awaiting_futures.settle(publishing)
 
 
 def _size_limit(producer: Any) -> int | None:
@@ -263,6 +282,9 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
             }
         )
         extra.update(_kafka.tombstone_attributes(_sent_value(record)) or {})
+        key = _kafka.key_text(record.key)
+        if key is not None:
+            extra[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
         return messaging.consume(
             record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
         )
