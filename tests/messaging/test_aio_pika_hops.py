@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 import pytest
 import requests
+import yarl
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -813,3 +814,29 @@ async def _publish_orders(channel: Any, queue_name: str, *orders: str) -> None:
         token = correlation.set_correlation_id(order)
         await channel.default_exchange.publish(aio_pika.Message(order.encode()), queue_name)
         correlation.reset_correlation_id(token)
+
+
+def test_spans_name_the_broker_and_the_consumers_delivery_tag(amqp_url, queue_name, spans) -> None:
+    """OpenTelemetry's RabbitMQ conventions: ``server.address`` and ``server.port`` (the broker
+    the connection was opened to) on both sides, and the consumed message's delivery tag
+    (conditionally required: aio-pika always has it) on its CONSUMER span."""
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=queue_name)
+            queue = await channel.declare_queue(queue_name)
+            message = await queue.get(timeout=5)
+            async with message.process():
+                pass
+
+    asyncio.run(run())
+    url = yarl.URL(amqp_url)
+    (producer,) = _kind(spans.get_finished_spans(), SpanKind.PRODUCER)
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    for span in (producer, consumer):
+        assert span.attributes["server.address"] == url.host
+        assert span.attributes["server.port"] == (url.port or 5672)
+    assert consumer.attributes["messaging.rabbitmq.message.delivery_tag"] == 1
+    assert "messaging.rabbitmq.message.delivery_tag" not in producer.attributes

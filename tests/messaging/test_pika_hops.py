@@ -607,6 +607,8 @@ def test_select_connection_hop_carries_the_context(amqp_url, queue_name, spans) 
     consumer = _one(finished, SpanKind.CONSUMER, f"process {queue_name}")
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
     assert tracekit.correlation_id() is None
+    port = pika.URLParameters(amqp_url).port
+    assert producer.attributes["server.port"] == consumer.attributes["server.port"] == port
 
 
 class _OutOfStock(Exception):
@@ -1089,3 +1091,41 @@ def _run_select_connection(amqp_url: str, on_channel: Any) -> None:
     )
     connection.ioloop.call_later(5, connection.ioloop.stop)
     connection.ioloop.start()
+
+
+def test_spans_name_the_broker_and_the_consumers_delivery_tags(amqp_url, queue_name, spans) -> None:
+    """OpenTelemetry's RabbitMQ conventions: ``server.address`` and ``server.port`` (the broker
+    the connection was opened to) on both sides, and each consumed message's delivery tag
+    (conditionally required: pika always has it) on its CONSUMER span, however it was fetched."""
+    params = pika.URLParameters(amqp_url)
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    for n in range(3):
+        channel.basic_publish("", queue_name, f"job {n}".encode())
+
+    tags: list[int] = []  # as the app saw them
+
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        tags.append(method.delivery_tag)
+        ch.basic_ack(method.delivery_tag)
+        ch.stop_consuming()
+
+    channel.basic_consume(queue_name, on_message)
+    channel.start_consuming()
+    tags.append(channel.basic_get(queue_name, auto_ack=True)[0].delivery_tag)
+    for method, _, _ in channel.consume(queue_name, auto_ack=True, inactivity_timeout=5):
+        tags.append(method.delivery_tag)
+        break
+    channel.cancel()
+    connection.close()
+    finished = spans.get_finished_spans()
+    producers = [s.attributes for s in finished if s.kind == SpanKind.PRODUCER]
+    consumers = [s.attributes for s in finished if s.kind == SpanKind.CONSUMER]
+    assert len(producers) == 3 and len(consumers) == 3
+    for attributes in producers + consumers:
+        assert (attributes["server.address"], attributes["server.port"]) == (
+            params.host,
+            params.port,
+        )
+    assert [a["messaging.rabbitmq.message.delivery_tag"] for a in consumers] == tags
+    assert all("messaging.rabbitmq.message.delivery_tag" not in a for a in producers)

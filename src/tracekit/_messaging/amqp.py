@@ -15,8 +15,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tracekit import semconv
+
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+DELIVERY_TAG = "messaging.rabbitmq.message.delivery_tag"
 ANONYMOUS = "(anonymous)"
 ANONYMOUS_DESTINATION = "messaging.destination.anonymous"
 
@@ -35,10 +38,28 @@ def destination_of(name: str) -> str:
     return name
 
 
-def attributes_of(destination: str, routing_key: object) -> dict[str, Any]:
+def attributes_of(
+    destination: str,
+    routing_key: object,
+    server: tuple[str, int] | None = None,
+    delivery_tag: object = None,
+) -> dict[str, Any]:
     """The RabbitMQ attributes of a span to or from ``destination`` (as ``destination_of``
-    names it), with the message's routing key."""
+    names it), with the message's routing key, the broker the client is connected to (see
+    ``server_of``) and, on the consumer's side, the message's delivery tag."""
     attributes: dict[str, Any] = {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}
     if destination == ANONYMOUS:
         attributes[ANONYMOUS_DESTINATION] = True
+    if server is not None:
+        attributes[semconv.SERVER_ADDRESS], attributes[semconv.SERVER_PORT] = server
+    if type(delivery_tag) is int:
+        attributes[DELIVERY_TAG] = delivery_tag
     return attributes
+
+
+def server_of(host: object, port: object) -> tuple[str, int] | None:
+    """The broker as ``server.address`` and ``server.port`` give it: the host and port the
+    connection was opened to (no lookup); None where the client does not say."""
+    if isinstance(host, str) and host and type(port) is int:
+        return host[:256], port
+    return None

@@ -171,7 +171,12 @@ def _traced(destination: str, message: Any) -> messaging.Delivery:
         destination=destination,
         message_id=getattr(message, "message_id", None),
         correlation_property=messaging.correlation_property_of(message),
-        attributes=amqp.attributes_of(destination, getattr(message, "routing_key", None)),
+        attributes=amqp.attributes_of(
+            destination,
+            getattr(message, "routing_key", None),
+            _server_of(getattr(message, "channel", None)),
+            getattr(message, "delivery_tag", None),
+        ),
     )
     # The message itself: only its own process(), nack() or reject() is part of this delivery;
     # another's (one collected earlier, one from ``Queue.get`` in a callback) is not.
@@ -230,11 +235,30 @@ async def _traced_publish(
         system=SYSTEM,
         destination=destination,
         message_id=getattr(message, "message_id", None),
-        attributes=amqp.attributes_of(destination, routing_key),
+        attributes=amqp.attributes_of(
+            destination, routing_key, _server_of(getattr(instance, "channel", None))
+        ),
     ) as sent:
         result = await wrapped(*args, **kwargs)
         _note_returned(sent, result)
         return result
+
+
+# The port aiormq connects to when the URL names none (yarl knows no AMQP default).
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
+
+
+def _server_of(channel: object) -> tuple[str, int] | None:
+    """The broker ``channel`` is connected to, as its connection's URL names it: an aio-pika
+    ``Channel`` (an exchange's) or aiormq's (an incoming message's)."""
+    try:
+        connection = getattr(channel, "_connection", None) or getattr(channel, "connection", None)
+        url = getattr(connection, "url", None)
+        port = getattr(url, "port", None) or _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
+        return amqp.server_of(getattr(url, "host", None), port)
+    except Exception as error:  # (a property of a channel object tracekit does not know)
+        report_once("aio-pika broker address", error)
+        return None
 
 
 def _note_returned(sent: messaging.Publication, result: Any) -> None:

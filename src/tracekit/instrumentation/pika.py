@@ -145,46 +145,68 @@ class PikaInstrumentor(Instrumentor):
             if not self.latest_active():  # uninstrumented since: registered consumers run bare
                 return callback(channel, method, properties, body)
             settled_on = channel if acked_by_app else None
-            with _delivery_to(destination, method, properties, settled_on):
+            with _delivery_to(destination, method, properties, settled_on, channel):
                 return callback(channel, method, properties, body)
 
         return on_message
 
 
 def delivery_of(
-    queue: str, method: Any, properties: Any, settled_on: object = None
+    queue: str, method: Any, properties: Any, settled_on: object = None, channel: object = None
 ) -> messaging.Delivery:
     """The (not yet started) ``Delivery`` of one message consumed from ``queue``.
 
     ``settled_on``: the channel the app acks the message on (None when the broker took it as
-    acked on delivery): a nack or reject of it there fails the span.
+    acked on delivery): a nack or reject of it there fails the span. ``channel``: the one the
+    message came on (default: ``settled_on``), whose broker the span names.
     """
-    return _delivery_to(amqp.destination_of(queue), method, properties, settled_on)
+    channel = settled_on if channel is None else channel
+    return _delivery_to(amqp.destination_of(queue), method, properties, settled_on, channel)
 
 
 def _delivery_to(
-    destination: str, method: Any, properties: Any, settled_on: object
+    destination: str, method: Any, properties: Any, settled_on: object, channel: object
 ) -> messaging.Delivery:
     """``delivery_of`` for a queue already named as spans name it (``amqp.destination_of``)."""
     headers = getattr(properties, "headers", None)
     delivery = messaging._consume_alone(headers, properties, SYSTEM, destination)
     if delivery is None:
-        delivery = _traced(headers, destination, method, properties)
+        delivery = _traced(headers, destination, method, properties, channel)
     if settled_on is not None:
         delivery.settle_key = (settled_on, getattr(method, "delivery_tag", None))
     return delivery
 
 
-def _traced(headers: Any, destination: str, method: Any, properties: Any) -> messaging.Delivery:
+def _traced(
+    headers: Any, destination: str, method: Any, properties: Any, channel: object
+) -> messaging.Delivery:
     """The delivery of a message in full mode: a CONSUMER span, and metrics."""
+    attributes = amqp.attributes_of(
+        destination,
+        getattr(method, "routing_key", None),
+        _server_of(channel),
+        getattr(method, "delivery_tag", None),
+    )
     return messaging.consume(
         headers,
         system=SYSTEM,
         destination=destination,
         message_id=getattr(properties, "message_id", None),
         correlation_property=messaging.correlation_property_of(properties),
-        attributes=amqp.attributes_of(destination, getattr(method, "routing_key", None)),
+        attributes=attributes,
     )
+
+
+def _server_of(channel: object) -> tuple[str, int] | None:
+    """The broker ``channel`` (a ``BlockingChannel`` or a ``Channel``) is connected to, as its
+    connection's parameters name it."""
+    try:
+        impl = getattr(channel, "_impl", channel)  # a BlockingChannel's Channel beneath it
+        params = getattr(getattr(impl, "connection", None), "params", None)
+        return amqp.server_of(getattr(params, "host", None), getattr(params, "port", None))
+    except Exception as error:  # (a property of a channel object tracekit does not know)
+        report_once("pika broker address", error)
+        return None
 
 
 def _noting_rejection(
@@ -276,7 +298,7 @@ def _traced_publish(
         SYSTEM,
         destination,
         getattr(properties, "message_id", None),
-        amqp.attributes_of(destination, routing_key),
+        amqp.attributes_of(destination, routing_key, _server_of(instance)),
     ):
         return wrapped(*args, **kwargs)
 
@@ -317,7 +339,8 @@ def _traced_basic_get(
     method, properties, _ = result
     if method is not None:
         settled_on = None if _auto_ack(args, kwargs, position=1) else instance
-        _held.hold(instance, delivery_of(_queue_of(args, kwargs), method, properties, settled_on))
+        queue = _queue_of(args, kwargs)
+        _held.hold(instance, delivery_of(queue, method, properties, settled_on, instance))
     return result
 
 
@@ -349,7 +372,8 @@ def _held_generator(
             method, properties, _ = message
             # (None, None, None) marks an inactivity timeout
             if method is not None and active():
-                _held.hold(channel, _delivery_to(destination, method, properties, settled_on))
+                delivery = _delivery_to(destination, method, properties, settled_on, channel)
+                _held.hold(channel, delivery)
             yield message
             # Asked for the next: the caller is done with this one, before pika waits for more
             # (on a quiet queue the wait is no part of handling this message).
