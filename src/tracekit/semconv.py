@@ -32,6 +32,7 @@ __all__ = [
     "MESSAGING_KAFKA_MESSAGE_KEY",
     "MESSAGING_KAFKA_MESSAGE_TOMBSTONE",
     "MESSAGING_KAFKA_OFFSET",
+    "MESSAGING_MESSAGE_CONVERSATION_ID",
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
     "MESSAGING_OPERATION_TYPE",
@@ -71,6 +72,8 @@ MESSAGING_DESTINATION_NAME: Final = "messaging.destination.name"
 MESSAGING_OPERATION_TYPE: Final = "messaging.operation.type"
 MESSAGING_OPERATION_NAME: Final = "messaging.operation.name"
 MESSAGING_MESSAGE_ID: Final = "messaging.message.id"
+# the message's own correlation ID (AMQP's correlation_id property: an RPC's request and reply)
+MESSAGING_MESSAGE_CONVERSATION_ID: Final = "messaging.message.conversation_id"
 MESSAGING_BATCH_MESSAGE_COUNT: Final = "messaging.batch.message_count"
 MESSAGING_DESTINATION_PARTITION_ID: Final = "messaging.destination.partition.id"
 # A destination's low-cardinality form (a pattern subscription's pattern): spans are named by it.

@@ -840,3 +840,31 @@ def test_spans_name_the_broker_and_the_consumers_delivery_tag(amqp_url, queue_na
         assert span.attributes["server.port"] == (url.port or 5672)
     assert consumer.attributes["messaging.rabbitmq.message.delivery_tag"] == 1
     assert "messaging.rabbitmq.message.delivery_tag" not in producer.attributes
+
+
+def test_spans_carry_the_messages_own_correlation_id_as_its_conversation(
+    amqp_url, queue_name, spans
+) -> None:
+    """OpenTelemetry's RabbitMQ conventions recommend the message's ``correlation_id`` property
+    as ``messaging.message.conversation_id``, on both sides; a message without one has none."""
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = channel.default_exchange
+            await exchange.publish(aio_pika.Message(b"ask", correlation_id="rpc-7"), queue_name)
+            await exchange.publish(aio_pika.Message(b"tell"), queue_name)
+            queue = await channel.declare_queue(queue_name)
+            for _ in range(2):
+                message = await queue.get(timeout=5)
+                async with message.process():
+                    pass
+
+    asyncio.run(run())
+    finished = spans.get_finished_spans()
+    for kind in (SpanKind.PRODUCER, SpanKind.CONSUMER):
+        conversations = [
+            s.attributes.get("messaging.message.conversation_id") for s in _kind(finished, kind)
+        ]
+        assert conversations == ["rpc-7", None]

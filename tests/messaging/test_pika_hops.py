@@ -1129,3 +1129,27 @@ def test_spans_name_the_broker_and_the_consumers_delivery_tags(amqp_url, queue_n
         )
     assert [a["messaging.rabbitmq.message.delivery_tag"] for a in consumers] == tags
     assert all("messaging.rabbitmq.message.delivery_tag" not in a for a in producers)
+
+
+def test_spans_carry_the_messages_own_correlation_id_as_its_conversation(
+    amqp_url, queue_name, spans
+) -> None:
+    """OpenTelemetry's RabbitMQ conventions recommend the message's ``correlation_id`` property
+    (an RPC's request and reply share it) as ``messaging.message.conversation_id``, on both
+    sides; a message without one has none."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"ask", pika.BasicProperties(correlation_id="rpc-7"))
+    channel.basic_publish("", queue_name, b"tell")
+    for _ in range(2):
+        channel.basic_get(queue_name, auto_ack=True)
+    channel.close()
+    connection.close()
+    finished = spans.get_finished_spans()
+    for kind in (SpanKind.PRODUCER, SpanKind.CONSUMER):
+        conversations = [
+            s.attributes.get("messaging.message.conversation_id")
+            for s in finished
+            if s.kind == kind
+        ]
+        assert conversations == ["rpc-7", None]

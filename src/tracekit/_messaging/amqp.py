@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from tracekit import semconv
+from tracekit._messaging.spans import bounded_id
 
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
@@ -43,10 +44,12 @@ def attributes_of(
     routing_key: object,
     server: tuple[str, int] | None = None,
     delivery_tag: object = None,
+    conversation_id: object = None,
 ) -> dict[str, Any]:
     """The RabbitMQ attributes of a span to or from ``destination`` (as ``destination_of``
     names it), with the message's routing key, the broker the client is connected to (see
-    ``server_of``) and, on the consumer's side, the message's delivery tag."""
+    ``server_of``), the message's ``correlation_id`` property (``conversation_id``) and, on the
+    consumer's side, its delivery tag."""
     attributes: dict[str, Any] = {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}
     if destination == ANONYMOUS:
         attributes[ANONYMOUS_DESTINATION] = True
@@ -54,6 +57,8 @@ def attributes_of(
         attributes[semconv.SERVER_ADDRESS], attributes[semconv.SERVER_PORT] = server
     if type(delivery_tag) is int:
         attributes[DELIVERY_TAG] = delivery_tag
+    if conversation_id:
+        attributes[semconv.MESSAGING_MESSAGE_CONVERSATION_ID] = bounded_id(conversation_id)
     return attributes
 
 

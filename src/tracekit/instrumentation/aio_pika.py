@@ -176,6 +176,7 @@ def _traced(destination: str, message: Any) -> messaging.Delivery:
             getattr(message, "routing_key", None),
             _server_of(getattr(message, "channel", None)),
             getattr(message, "delivery_tag", None),
+            getattr(message, "correlation_id", None),
         ),
     )
     # The message itself: only its own process(), nack() or reject() is part of this delivery;
@@ -236,7 +237,10 @@ async def _traced_publish(
         destination=destination,
         message_id=getattr(message, "message_id", None),
         attributes=amqp.attributes_of(
-            destination, routing_key, _server_of(getattr(instance, "channel", None))
+            destination,
+            routing_key,
+            _server_of(getattr(instance, "channel", None)),
+            conversation_id=getattr(message, "correlation_id", None),
         ),
     ) as sent:
         result = await wrapped(*args, **kwargs)

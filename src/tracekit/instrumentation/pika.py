@@ -186,6 +186,7 @@ def _traced(
         getattr(method, "routing_key", None),
         _server_of(channel),
         getattr(method, "delivery_tag", None),
+        getattr(properties, "correlation_id", None),
     )
     return messaging.consume(
         headers,
@@ -298,7 +299,12 @@ def _traced_publish(
         SYSTEM,
         destination,
         getattr(properties, "message_id", None),
-        amqp.attributes_of(destination, routing_key, _server_of(instance)),
+        amqp.attributes_of(
+            destination,
+            routing_key,
+            _server_of(instance),
+            conversation_id=getattr(properties, "correlation_id", None),
+        ),
     ):
         return wrapped(*args, **kwargs)
 
