@@ -73,7 +73,13 @@ from tracekit._messaging.spans import (
     tracer_for,
 )
 from tracekit._runtime import state as _state
-from tracekit._runtime.guard import instrumentation_suppressed, mark_failed, report_once, safe
+from tracekit._runtime.guard import (
+    error_type,
+    instrumentation_suppressed,
+    mark_failed,
+    report_once,
+    safe,
+)
 from tracekit.metrics import MessagingMetrics
 
 __all__ = [
@@ -457,7 +463,7 @@ def _end_publish(
     metrics = MessagingMetrics.get(opts.service_name, opts.service_version, registry)
     metrics.published(
         system, destination, ended - publication._started, span,
-        type(error).__qualname__ if error is not None else None, count,
+        error_type(error) if error is not None else None, count,
     )  # fmt: skip
 
 

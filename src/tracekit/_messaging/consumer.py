@@ -26,7 +26,7 @@ from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, Reading, r
 from tracekit._messaging.spans import base_attributes, record_failed_after, tracer_for
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state as _state
-from tracekit._runtime.guard import mark_failed, report_once
+from tracekit._runtime.guard import error_type, mark_failed, report_once
 from tracekit.metrics import MessagingMetrics
 
 _current: ContextVar[Delivery | None] = ContextVar("tracekit_delivery", default=None)
@@ -357,7 +357,7 @@ class Delivery:
         span.end()
         target = self._target
         assert target is not None
-        error_type = type(error).__qualname__ if error is not None else None
+        failed_by = error_type(error) if error is not None else None
         # One handler call for every message received: each is observed with an equal share
         # of its time, so the count is per message and the sum is the handler's time.
         share = (perf_counter() - self._started) / len(self._received)
@@ -366,7 +366,7 @@ class Delivery:
             metrics = target.metrics()
         named_by = self._named_by
         for _ in self._received:
-            metrics.processed(target.system, named_by, share, span, error_type)
+            metrics.processed(target.system, named_by, share, span, failed_by)
 
 
 def _nothing() -> None:

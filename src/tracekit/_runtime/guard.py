@@ -4,7 +4,8 @@
 - ``guarded`` (a hook that must not raise) and ``safe`` (one step of tracekit's own work inside
   the user's call): both report once and give a default, so the user's work goes on;
 - ``mark_failed``, ``mark_failed_status``: the one way to mark a span failed, by an exception or
-  by an HTTP status; ``without_url_secrets``: text without the URL queries and credentials it
+  by an HTTP status; ``error_type``: what ``error.type`` (and the metrics' ``error_type``) says
+  of an exception; ``without_url_secrets``: text without the URL queries and credentials it
   quotes;
 - ``instrumentation_suppressed``, ``suppressing_instrumentation``: OpenTelemetry's flag that an
   exporter's own work is not to be traced; ``http_call_suppressed``, ``suppress_nested_http_in``:
@@ -34,6 +35,8 @@ from opentelemetry.trace import Status, StatusCode
 from tracekit import semconv
 
 MAX_MESSAGE = 512
+# librdkafka's error names are short (``UNKNOWN_TOPIC_OR_PART``); a longer one is not its.
+MAX_ERROR_CODE = 64
 
 _log = logging.getLogger("tracekit")
 _reported: set[str] = set()
@@ -103,8 +106,32 @@ def mark_failed(
     except Exception:  # the SDK's own str(error) raised: a broken __str__
         attributes.setdefault("exception.stacktrace", _stacktrace(error))
         span.add_event("exception", {"exception.type": kind, **attributes})
-    span.set_attribute(semconv.ERROR_TYPE, kind)
+    span.set_attribute(semconv.ERROR_TYPE, error_type(error))
     span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}" if message else kind))
+
+
+def error_type(error: BaseException) -> str:
+    """``error.type`` of ``error``: its class's name, except for confluent-kafka's one class
+    for every librdkafka error, where it is the error's name (``_MSG_TIMED_OUT``,
+    ``UNKNOWN_TOPIC_OR_PART``), as OpenTelemetry's Kafka conventions give it: a failed
+    delivery's class alone tells no cause from another. (Matched by names: tracekit does not
+    import the library to recognise its errors.)"""
+    kind = type(error)
+    if kind.__name__ == "KafkaException" and error.args:
+        code = error.args[0]
+        if type(code).__name__ == "KafkaError":
+            name = _code_name(code)
+            if name is not None:
+                return name
+    return kind.__qualname__
+
+
+def _code_name(code: Any) -> str | None:
+    try:
+        name = code.name()
+    except Exception:  # not librdkafka's KafkaError after all
+        return None
+    return name if isinstance(name, str) and 0 < len(name) <= MAX_ERROR_CODE else None
 
 
 def mark_failed_status(span: trace.Span, status_code: int) -> None:
