@@ -35,8 +35,9 @@ from opentelemetry.trace import Status, StatusCode
 from tracekit import semconv
 
 MAX_MESSAGE = 512
-# librdkafka's error names are short (``UNKNOWN_TOPIC_OR_PART``); a longer one is not its.
-MAX_ERROR_CODE = 64
+# librdkafka's error names are short words of capitals and underscores (``_MSG_TIMED_OUT``):
+# any other is not its.
+_ERROR_CODE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 _log = logging.getLogger("tracekit")
 _reported: set[str] = set()
@@ -131,7 +132,7 @@ def _code_name(code: Any) -> str | None:
         name = code.name()
     except Exception:  # not librdkafka's KafkaError after all
         return None
-    return name if isinstance(name, str) and 0 < len(name) <= MAX_ERROR_CODE else None
+    return name if isinstance(name, str) and _ERROR_CODE_NAME.fullmatch(name) else None
 
 
 def mark_failed_status(span: trace.Span, status_code: int) -> None:
