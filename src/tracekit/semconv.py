@@ -49,6 +49,7 @@ __all__ = [
     "URL_FULL",
     "URL_PATH",
     "URL_SCHEME",
+    "USER_AGENT_ORIGINAL",
 ]
 
 # HTTP (stable)
@@ -64,6 +65,7 @@ CLIENT_ADDRESS: Final = "client.address"
 SERVER_PORT: Final = "server.port"
 NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
 ERROR_TYPE: Final = "error.type"
+USER_AGENT_ORIGINAL: Final = "user_agent.original"
 OTHER_METHOD: Final = "_OTHER"
 
 # Messaging (Development status upstream: current names)

@@ -991,3 +991,28 @@ def test_excluded_urls_match_the_path_below_the_root_path(wait_for_spans: Any) -
         stop()
     (span,) = wait_for_spans(1)
     assert (span.name, span.attributes["url.path"]) == ("GET /orders", "/api/orders")
+
+
+def test_server_spans_name_the_client_and_its_user_agent(
+    serve_asgi: Any, serve_wsgi: Any, wait_for_spans: Any
+) -> None:
+    """OpenTelemetry's HTTP server conventions recommend ``client.address`` (the peer the server
+    accepted) and ``user_agent.original``; an over-long User-Agent is cut to 512 characters."""
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    asgi_url = serve_asgi(asgi.TracekitMiddleware(Starlette(routes=[Route("/a", hello)])))
+    wsgi_url = serve_wsgi(wsgi.TracekitMiddleware(plain))
+    agent = "probe/1.0 " + "x" * 600
+    for url in (asgi_url + "/a", wsgi_url + "/w"):
+        assert requests.get(url, headers={"User-Agent": agent}, timeout=10).text == "ok"
+
+    by_path = {span.attributes["url.path"]: span.attributes for span in wait_for_spans(2)}
+    for path in ("/a", "/w"):
+        assert by_path[path]["client.address"] == "127.0.0.1"
+        assert by_path[path]["user_agent.original"] == agent[:512]

@@ -31,6 +31,9 @@ KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
 )
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away first
+USER_AGENT = "user-agent"
+# The caller's own text: at most this much of it goes on the span (real ones are shorter).
+MAX_USER_AGENT = 512
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
@@ -89,7 +92,9 @@ class ServerRequests:
         self.response_header = options.response_header
         # The trace headers OTEL_PROPAGATORS names (W3C's by default) and the correlation headers.
         self._propagator = propagation.configured(options.response_header)
-        self.wanted_headers = frozenset((*self.correlation_headers, *self._trace_headers(options)))
+        self.wanted_headers = frozenset(
+            (*self.correlation_headers, *self._trace_headers(options), *_described_by(options))
+        )
         self._excluded = compile_excluded(options.excluded_urls)
         # Read on every request: plain attributes rather than a walk through options.
         self.excluded_search = self._excluded.search if self._excluded is not None else None
@@ -316,6 +321,9 @@ class ServerRequests:
         method = request.method
         attributes[semconv.HTTP_REQUEST_METHOD] = method
         attributes[semconv.URL_PATH] = path
+        agent = headers.get(USER_AGENT)
+        if agent:
+            attributes[semconv.USER_AGENT_ORIGINAL] = agent[0][:MAX_USER_AGENT]
         attributes[semconv.CORRELATION_ID] = request.correlation_id
         name = "HTTP" if method == semconv.OTHER_METHOD else method
         links = None
@@ -348,6 +356,11 @@ class ServerRequests:
                 }
             )
         )
+
+
+def _described_by(options: Options) -> tuple[str, ...]:
+    """The request headers a SERVER span describes the caller by (none without spans)."""
+    return () if options.correlation_only else (USER_AGENT,)
 
 
 def server_requests(
