@@ -70,6 +70,31 @@ def test_xray_indexes_the_correlation_attribute() -> None:
     assert tk.CORRELATION_ATTR in exporter["indexed_attributes"]
 
 
+def xray_annotation_key(attribute: str) -> str:
+    """The annotation key the awsxray exporter writes for an indexed attribute: letters, digits
+    and dots kept, anything else an underscore (internal/translator/segment.go fixAnnotationKey;
+    dots are kept since the feature gate exporter.xray.allowDot went beta in v0.97.0, so in
+    ADOT v0.43.3, which vendors the exporter at v0.117.0, and in otelcol-contrib since)."""
+    return re.sub(r"[^0-9A-Za-z.]", "_", attribute)
+
+
+def test_readme_searches_x_ray_by_the_annotation_key_the_exporter_writes() -> None:
+    """The README and sidecar-aws.yaml told users to search `annotation.correlation_id = "<id>"`,
+    but the exporter keeps the dot: the annotation is `correlation.id`, so the search matched no
+    trace. X-Ray's filter language names a key with dots in brackets, `annotation[key]`, as AWS's
+    Application Signals searches do (`annotation[aws.local.operation] = "GET /api/orders"`)."""
+    key = xray_annotation_key(tk.CORRELATION_ATTR)
+    assert key == "correlation.id"
+    search = f'`annotation[{key}] = "<id>"`'
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    config = (CONFIG_DIR / "sidecar-aws.yaml").read_text(encoding="utf-8")
+    assert search in readme
+    assert search.strip("`") in config
+    for text in (readme, config):
+        assert "annotation.correlation_id" not in text
+        assert "annotation `correlation_id`" not in text
+
+
 def test_correlation_attribute_is_spelled_one_way(any_config: tuple[str, Config]) -> None:
     name, config = any_config
     spellings = {s for s in strings(config) if s.startswith("correlation")}
