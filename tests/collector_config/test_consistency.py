@@ -171,14 +171,24 @@ SCRAPE_TARGET_ATTRIBUTES = {"server.address", "server.port", "url.scheme", "net.
                             "net.host.port", "http.scheme"}  # fmt: skip
 
 
+def scraping_pipelines() -> list[tuple[str, dict[str, list[str]]]]:
+    """(file name, pipeline) of every pipeline that takes a prometheus receiver's scrapes."""
+    return [
+        (path.name, pipe)
+        for path in config_paths()
+        for pipe in load(path)["service"]["pipelines"].values()
+        if any(r.split("/")[0] == "prometheus" for r in pipe["receivers"])
+    ]
+
+
 def test_scraped_target_attributes_never_become_labels() -> None:
     """Remote write with resource_to_telemetry_conversion makes every resource attribute a label
     and joins two that sanitise to the same name with ";" (prometheusremotewrite's
     createAttributes): a pipeline that converts resources of scraped series must drop the
     scrape target's own attributes before the exporter sees them."""
-    for name in SIDECARS:
+    assert {name for name, _ in scraping_pipelines()} >= {*SIDECARS, "gateway-sampling.yaml"}
+    for name, pipeline in scraping_pipelines():
         config = load(CONFIG_DIR / name)
-        pipeline = config["service"]["pipelines"]["metrics"]
         converting = [
             exporter
             for exporter in pipeline["exporters"]
@@ -228,6 +238,51 @@ def test_late_spans_follow_their_traces_sampling_decision() -> None:
     a_minute = 60 * int(processor["expected_new_traces_per_sec"])
     assert int(cache.get("sampled_cache_size", 0)) >= a_minute
     assert int(cache.get("non_sampled_cache_size", 0)) >= a_minute
+
+
+# Where a collector serves its own telemetry: the Prometheus reader of service.telemetry.metrics
+# defaults to localhost:8888 (opentelemetry-collector service/telemetry/otelconftelemetry/
+# factory.go), so nothing outside the pod can scrape it; the collector must scrape itself.
+OWN_TELEMETRY = "localhost:8888"
+
+
+def scrapes_itself_into_remote_write(config: Config) -> bool:
+    """Whether a pipeline scrapes the collector's own telemetry and remote-writes it."""
+    for pipe in config["service"]["pipelines"].values():
+        jobs = [
+            job
+            for receiver in pipe["receivers"]
+            if receiver.split("/")[0] == "prometheus"
+            for job in config["receivers"][receiver]["config"]["scrape_configs"]
+        ]
+        targets = {t for job in jobs for group in job["static_configs"] for t in group["targets"]}
+        remote = any(e.split("/")[0] == "prometheusremotewrite" for e in pipe["exporters"])
+        if OWN_TELEMETRY in targets and remote:
+            return True
+    return False
+
+
+def test_service_graph_losses_reach_prometheus() -> None:
+    """The servicegraph connector emits traces_service_graph_request_total, _request_failed_total
+    and the _request_server_seconds / _request_client_seconds histograms, nothing else
+    (connector/servicegraphconnector/connector.go, buildMetrics). A hop whose two spans never
+    meet within store.ttl, or a span dropped with the store full, is counted only in the
+    collector's own telemetry: otelcol_connector_servicegraph_expired_edges and _dropped_spans
+    (its internal/metadata/generated_telemetry.go). The sampling tier did not scrape itself, so
+    those counts, and its queues and refusals, reached no Prometheus, while the README said the
+    hop was "counted as unpaired" under a name the connector never writes."""
+    config = load(CONFIG_DIR / "gateway-sampling.yaml")
+    assert "servicegraph" in config["connectors"]
+    assert scrapes_itself_into_remote_write(config)
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    for name in ("expired_edges", "dropped_spans"):
+        assert f"`otelcol_connector_servicegraph_{name}_total`" in readme
+    assert "counted as unpaired" not in readme
+
+
+def test_sidecars_scrape_themselves_into_remote_write() -> None:
+    for name in SIDECARS:
+        assert scrapes_itself_into_remote_write(load(CONFIG_DIR / name)), name
 
 
 # OpenTelemetry's default OTEL_BSP_SCHEDULE_DELAY in every language's SDK: a span waits up to
