@@ -186,7 +186,11 @@ def test_scraped_target_attributes_never_become_labels() -> None:
     and joins two that sanitise to the same name with ";" (prometheusremotewrite's
     createAttributes): a pipeline that converts resources of scraped series must drop the
     scrape target's own attributes before the exporter sees them."""
-    assert {name for name, _ in scraping_pipelines()} >= {*SIDECARS, "gateway-sampling.yaml"}
+    assert {name for name, _ in scraping_pipelines()} >= {
+        *SIDECARS,
+        "gateway.yaml",
+        "gateway-sampling.yaml",
+    }
     for name, pipeline in scraping_pipelines():
         config = load(CONFIG_DIR / name)
         converting = [
@@ -280,9 +284,15 @@ def test_service_graph_losses_reach_prometheus() -> None:
     assert "counted as unpaired" not in readme
 
 
-def test_sidecars_scrape_themselves_into_remote_write() -> None:
-    for name in SIDECARS:
-        assert scrapes_itself_into_remote_write(load(CONFIG_DIR / name)), name
+def test_every_deployed_collector_scrapes_itself_into_remote_write() -> None:
+    """A collector's queues, refusals and drops are in its own telemetry, served on localhost
+    only: the sidecars scraped theirs, the gateways did not, so tier 1's queue of spans waiting
+    for tier 2 (and what it refused or dropped) never reached the collector-health dashboard.
+    local.yaml runs on a laptop, with no Prometheus to write to."""
+    deployed = [path for path in config_paths() if path.name != "local.yaml"]
+    assert {path.name for path in deployed} >= {*SIDECARS, "gateway.yaml", "gateway-sampling.yaml"}
+    for path in deployed:
+        assert scrapes_itself_into_remote_write(load(path)), path.name
 
 
 # OpenTelemetry's default OTEL_BSP_SCHEDULE_DELAY in every language's SDK: a span waits up to

@@ -54,11 +54,12 @@ def test_without_a_host_name_the_instance_is_the_scraped_address(
     assert instances == {"tracekit-service": "localhost:9464", "otelcol": "localhost:8888"}
 
 
-@pytest.mark.parametrize("environ", [{"HOSTNAME": "otelcol-sampling-0"}, {}])
-def test_the_sampling_tier_names_its_scrape_of_itself_after_its_pod(
-    tmp_path: Path, environ: dict[str, str]
+@pytest.mark.parametrize("gateway", ["gateway.yaml", "gateway-sampling.yaml"])
+@pytest.mark.parametrize("environ", [{"HOSTNAME": "otelcol-gateway-0"}, {}])
+def test_each_gateway_names_its_scrape_of_itself_after_its_pod(
+    tmp_path: Path, gateway: str, environ: dict[str, str]
 ) -> None:
-    # each instance counts its own share of the traces: its series must stay apart
-    instances = _instances(tmp_path, "gateway-sampling.yaml", environ)
+    # every instance serves its own telemetry: its series must stay apart
+    instances = _instances(tmp_path, gateway, environ)
 
     assert instances == {"otelcol": environ.get("HOSTNAME", "localhost:8888")}
