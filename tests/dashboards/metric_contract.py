@@ -87,7 +87,9 @@ def _histogram(name: str, labels: frozenset[str]) -> dict[str, frozenset[str]]:
 
 # --- servicegraph connector -------------------------------------------------------------------
 # Source: open-telemetry/opentelemetry-collector-contrib connector/servicegraphconnector/README.md,
-# "Metrics" table (labels client, server, connection_type). The gateway's `dimensions:
+# "Metrics" table (labels client, server, connection_type). That table, written for Tempo, also
+# lists unpaired and dropped span counters the connector never emits: it counts those in the
+# collector's own telemetry (below). The gateway's `dimensions:
 # [messaging.system]` (collector-config/gateway-sampling.yaml) adds client_/server_-prefixed
 # labels, as the same README describes for `dimensions`.
 _EDGE = frozenset(
@@ -96,8 +98,6 @@ _EDGE = frozenset(
 SERVICE_GRAPH = {
     "traces_service_graph_request_total": _EDGE,
     "traces_service_graph_request_failed_total": _EDGE,
-    "traces_service_graph_unpaired_spans_total": _EDGE,
-    "traces_service_graph_dropped_spans_total": _EDGE,
     **_histogram("traces_service_graph_request_server_seconds", _EDGE),
     **_histogram("traces_service_graph_request_client_seconds", _EDGE),
 }
@@ -169,6 +169,10 @@ COLLECTOR = {
         for verb in ("sent", "send_failed", "enqueue_failed")
         for k, v in _with_total(f"otelcol_exporter_{verb}_{item}", _EXPORTER).items()
     },
+    # connector/servicegraphconnector/documentation.md, "Internal Telemetry": monotonic sums
+    # with no attributes of their own.
+    **_with_total("otelcol_connector_servicegraph_expired_edges", frozenset()),
+    **_with_total("otelcol_connector_servicegraph_dropped_spans", frozenset()),
     "otelcol_exporter_queue_size": _EXPORTER | {"data_type"},
     "otelcol_exporter_queue_capacity": _EXPORTER | {"data_type"},
     "otelcol_process_memory_rss": frozenset(),
