@@ -180,6 +180,42 @@ def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(tmp_path
     assert target.is_file()
 
 
+def test_a_folder_symlink_another_user_left_in_a_shared_folder_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    """Another user's symlink in /tmp standing for the store's folder (``--store
+    /tmp/tracekit/tracekit.db``, /tmp/tracekit theirs, naming a folder of their choosing):
+    the kernel's fs.protected_symlinks refuses to go through it, as through one at the file,
+    but tracekit resolved it and created the store where it pointed. Now the collector is one
+    line and exit 2, and nothing is created there."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a symlink another user owns")
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private.mkdir(mode=0o700)
+    link = shared / "tracekit"
+    link.symlink_to(private)
+    os.lchown(link, _nobody(), -1)
+    store_path = link / "tracekit.db"
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    result = subprocess.run(
+        [tracekit, "collector", "--port", "0", "--grpc-port", "0", "--store", str(store_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
+    assert list(private.iterdir()) == []
+    with pytest.raises(PermissionError, match="another user"):
+        Store(store_path).create()
+    assert list(private.iterdir()) == []
+    os.lchown(link, os.geteuid(), -1)  # this user's own link: followed, as before
+    with Store(store_path) as store:
+        store.create()
+    assert (private / "tracekit.db").is_file()
+
+
 @pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
 def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
     tmp_path: Path, planted: str

@@ -186,21 +186,26 @@ def require_a_file(path: Path) -> None:
 
 
 def _refuse_foreign_link(path: Path) -> None:
-    """Raise ``PermissionError`` when ``path`` is a symlink another user left in a shared
-    folder (sticky and writable by all, as /tmp) that is not theirs either.
+    """Raise ``PermissionError`` when ``path``, or a folder on the way to it, is a symlink
+    another user left in a shared folder (sticky and writable by all, as /tmp) that is not
+    theirs either.
 
-    That is the link the kernel's ``fs.protected_symlinks`` does not follow; resolved here
-    (realpath reads links without following them), it made this user create the file another
-    user named, wherever this user may write.
+    That is the link the kernel's ``fs.protected_symlinks`` does not follow, wherever it
+    stands in the path; resolved here (realpath reads links without following them), it made
+    this user create the file another user named, wherever this user may write.
     """
-    try:
-        link = os.lstat(path)
-    except OSError:
-        return  # nothing there yet, or nothing to read: opening it says what is wrong
-    if stat.S_ISLNK(link.st_mode) and left_by_another_user(link, path.parent):
-        raise PermissionError(
-            errno.EACCES, "a symlink another user left in a shared folder, not followed", str(path)
-        )
+    absolute = Path(os.path.abspath(path))
+    for entry in [*reversed(absolute.parents[:-1]), absolute]:  # from the top down, no "/"
+        try:
+            link = os.lstat(entry)
+        except OSError:
+            return  # nothing there yet, or nothing to read: opening it says what is wrong
+        if stat.S_ISLNK(link.st_mode) and left_by_another_user(link, entry.parent):
+            raise PermissionError(
+                errno.EACCES,
+                "a symlink another user left in a shared folder, not followed",
+                str(entry),
+            )
 
 
 # The store's file and SQLite's beside it: SQLite opens one it finds there as it is
