@@ -26,7 +26,7 @@ from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.receiver._address import client_address
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
-from tracekit.store._connection import one_line
+from tracekit.store._connection import escaped, one_line
 from tracekit.store._process import (
     WriterProcess,
     WriterProcessDied,
@@ -368,10 +368,11 @@ class IngestQueue:
     def note_store_error(self, error: BaseException) -> None:
         """Say on the collector's log, once per kind, why the store refuses: an exporter only
         sees 503 or 500, and an operator would otherwise see nothing at all."""
-        text = f"{type(error).__name__}: {error}"[:300]
+        text = f"{type(error).__name__}: {one_line(error)}"
         if text not in self._store_errors and len(self._store_errors) < 32:
             self._store_errors.add(text)
-            _log.error("tracekit receiver: the store at %s refuses: %s", self.store.path, text)
+            where = escaped(str(self.store.path))
+            _log.error("tracekit receiver: the store at %s refuses: %s", where, text)
 
     def _acknowledge(self, batch: list[Ticket], clashes: SpanIdClashes | None) -> None:
         self.committed += sum(t.size for t in batch)

@@ -368,8 +368,16 @@ def _text(raw: bytes) -> str:
 
 
 def one_line(error: BaseException) -> str:
-    """An error's message on one line, at most 200 characters."""
-    return " ".join(str(error).split())[:200]
+    """An error's message on one line, at most 200 characters, for a log line: what a terminal
+    would act on in it (an escape sequence or a bell in the store's path) is escaped."""
+    return escaped(" ".join(str(error).split()))[:200]
+
+
+def escaped(text: str) -> str:
+    """``text`` with each character that is not printable as its Python escape (``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def is_busy(error: sqlite3.OperationalError) -> bool:
