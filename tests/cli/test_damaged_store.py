@@ -62,3 +62,33 @@ def test_trace_shows_every_span_without_what_was_lost(stores: tuple[Path, Path])
         for s in expected
     ]
     assert {s["attributes"].get("correlation.id") for s in spans} == {"req-checkout-1"}
+
+
+@pytest.mark.parametrize(
+    ("column", "text"),
+    [
+        ("attributes", "[" * 100_000 + "]" * 100_000),  # deeper than the JSON decoder goes
+        ("events", "[" * 200 + "]" * 200),  # JSON, but no event list: no [time, name, attrs]
+        ("attributes", f"[{2**70},1]"),  # a string id past SQLite's integers
+    ],
+    ids=["nested-attributes", "events-of-another-shape", "id-past-sqlite"],
+)
+def test_trace_shows_every_span_of_rows_another_tool_wrote(
+    tmp_path: Path, column: str, text: str
+) -> None:
+    """Rows that are JSON the store never writes (a tool's or a hand's edit of a store shared
+    from an incident): trace ended with 'internal error (RecursionError: maximum recursion
+    depth exceeded while decoding a JSON array ...)', '(IndexError: list index out of range)'
+    or '(OverflowError: Python int too large to convert to SQLite INTEGER)', exit 2, as did
+    diff of the request. What such a row held is lost, as with a row that is not JSON."""
+    path = write_store(tmp_path / "edited.db")
+    whole = run("trace", "req-checkout-1", "--store", str(path))
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"UPDATE spans SET {column} = ?", (text,))
+
+    code, out, err = run("trace", "req-checkout-1", "--store", str(path))
+
+    assert (code, err) == (0, "")
+    ids = [s["span_id"] for s in json.loads(out)["spans"]]
+    assert ids == [s["span_id"] for s in json.loads(whole[1])["spans"]]
+    assert run("diff", "req-checkout-1", "req-checkout-1", "--store", str(path))[:1] == (0,)

@@ -99,7 +99,7 @@ class ValuePicker:
     def _pick_decoded(self, text: str) -> Picked | None:
         try:
             items: Any = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not the store's writing, or nested past decoding
             return None
         for index in range(0, len(items) - 1, 2):
             if items[index] in (self.key_ref, -(self.key_ref or 0)):
@@ -115,5 +115,5 @@ def value_of(picked: Picked) -> Any:
     """The picked value decoded (an interned value is its string id); None if unreadable."""
     try:
         return json.loads(picked[1])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None

@@ -192,11 +192,15 @@ class StringResolver:
 
 
 def attribute_refs(items: list[object]) -> Iterable[int]:
-    """Every string id a flat attribute list refers to."""
+    """Every string id a flat attribute list refers to (none past SQLite's: another tool's
+    write could hold any number, which the query for the strings would refuse)."""
     for index in range(0, len(items) - 1, 2):
         key_ref = items[index]
-        if isinstance(key_ref, int):
+        if isinstance(key_ref, int) and abs(key_ref) <= _MAX_ROWID:
             yield abs(key_ref)
             value = items[index + 1]
-            if key_ref < 0 and isinstance(value, int):
+            if key_ref < 0 and isinstance(value, int) and 0 <= value <= _MAX_ROWID:
                 yield value
+
+
+_MAX_ROWID = 2**63 - 1

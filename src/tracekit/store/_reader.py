@@ -377,7 +377,7 @@ class StoreReader:
         )
 
     def _spans(self, rows: list[Any]) -> list[SpanRecord]:
-        decoded = [(row, loads_list(row[14]), loads_list(row[15])) for row in rows]
+        decoded = [(row, loads_list(row[14]), _stored_events(row[15])) for row in rows]
         refs: list[int] = []
         for row, attributes, events in decoded:
             refs.extend(r for r in (row[4], row[5], row[13]) if r is not None)
@@ -497,11 +497,28 @@ def _matches(
 
 def loads_list(text: str | None) -> list[Any]:
     """A row's encoded attributes or events; [] for what no writer of the store wrote (a damaged
-    row), so that one bad record does not sink the request or the map around it."""
+    row, or another tool's nesting deeper than the decoder goes), so that one bad record does
+    not sink the request or the map around it."""
     if not text:
         return []
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     return value if isinstance(value, list) else []
+
+
+def _stored_events(text: str | None) -> list[Any]:
+    """A row's events, each ``[time, name, attributes]`` as the store writes them; any other
+    shape (a damaged row, another tool's write) is left out, as a row that is not JSON is."""
+    return [event for event in loads_list(text) if _is_event(event)]
+
+
+def _is_event(event: object) -> bool:
+    return (
+        isinstance(event, list)
+        and len(event) == 3
+        and type(event[0]) is int
+        and isinstance(event[1], str)
+        and isinstance(event[2], list)
+    )
