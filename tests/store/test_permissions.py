@@ -147,47 +147,16 @@ def _nobody() -> int:
         return 65534
 
 
-def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(tmp_path: Path) -> None:
-    """Another user's symlink in /tmp (sticky, writable by all) at the path a store is asked
-    for: the kernel's fs.protected_symlinks refuses to follow such a link, but tracekit
-    resolved it itself (realpath) and created the file it names, in a folder only this user
-    may write. ``tracekit collector --store /tmp/tracekit.db`` is one line and exit 2, and
-    nothing is created."""
-    from conditions import need
-
-    need(os.geteuid() == 0, "root, to leave a symlink another user owns")
-    shared, private = tmp_path / "shared", tmp_path / "private"
-    shared.mkdir()
-    shared.chmod(0o1777)
-    private.mkdir(mode=0o700)
-    target, link = private / "planted.db", shared / "tracekit.db"
-    link.symlink_to(target)
-    os.lchown(link, _nobody(), -1)
-    tracekit = str(Path(sys.executable).with_name("tracekit"))
-    result = subprocess.run(
-        [tracekit, "collector", "--port", "0", "--grpc-port", "0", "--store", str(link)],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and "another user" in result.stderr, result.stderr
-    assert not target.exists()
-    with pytest.raises(PermissionError, match="another user"):
-        Store(link).create()
-    assert not target.exists()
-    os.lchown(link, os.geteuid(), -1)  # this user's own link: followed, as before
-    with Store(link) as store:
-        store.create()
-    assert target.is_file()
-
-
-def test_a_folder_symlink_another_user_left_in_a_shared_folder_is_not_followed(
-    tmp_path: Path,
+@pytest.mark.parametrize("standing_for", ["file", "folder"])
+def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(
+    tmp_path: Path, standing_for: str
 ) -> None:
-    """Another user's symlink in /tmp standing for the store's folder (``--store
-    /tmp/tracekit/tracekit.db``, /tmp/tracekit theirs, naming a folder of their choosing):
-    the kernel's fs.protected_symlinks refuses to go through it, as through one at the file,
-    but tracekit resolved it and created the store where it pointed. Now the collector is one
-    line and exit 2, and nothing is created there."""
+    """Another user's symlink in /tmp (sticky, writable by all) at the path a store is asked for
+    (``--store /tmp/tracekit.db``) or standing for its folder (``--store
+    /tmp/tracekit/tracekit.db``, /tmp/tracekit theirs): the kernel's fs.protected_symlinks
+    refuses to go through such a link, but tracekit resolved it itself (realpath) and created
+    the store where it pointed, in a folder only this user may write. The collector is one line
+    and exit 2, and nothing is created there; this user's own link is followed."""
     from conditions import need
 
     need(os.geteuid() == 0, "root, to leave a symlink another user owns")
@@ -195,10 +164,14 @@ def test_a_folder_symlink_another_user_left_in_a_shared_folder_is_not_followed(
     shared.mkdir()
     shared.chmod(0o1777)
     private.mkdir(mode=0o700)
-    link = shared / "tracekit"
-    link.symlink_to(private)
+    if standing_for == "file":
+        link = store_path = shared / "tracekit.db"
+        link.symlink_to(private / "planted.db")
+    else:
+        link = shared / "tracekit"
+        link.symlink_to(private)
+        store_path = link / "tracekit.db"
     os.lchown(link, _nobody(), -1)
-    store_path = link / "tracekit.db"
     tracekit = str(Path(sys.executable).with_name("tracekit"))
     result = subprocess.run(
         [tracekit, "collector", "--port", "0", "--grpc-port", "0", "--store", str(store_path)],
@@ -213,7 +186,7 @@ def test_a_folder_symlink_another_user_left_in_a_shared_folder_is_not_followed(
     os.lchown(link, os.geteuid(), -1)  # this user's own link: followed, as before
     with Store(store_path) as store:
         store.create()
-    assert (private / "tracekit.db").is_file()
+    assert (private / ("planted.db" if standing_for == "file" else "tracekit.db")).is_file()
 
 
 @pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
