@@ -347,7 +347,8 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     answers ``error`` with, out of sight: its ``ServerErrorMiddleware``, outside every
     ``add_middleware`` middleware, sends a 500 for any exception let out of an HTTP request,
     its own page or its debug page. 0 where that is not known: outside any such app, the server
-    answers (uvicorn with its own 500, unseen here too); the app's own 500 handler chooses its
+    answers (uvicorn with its own 500, unseen here too); a middleware added after this one may
+    answer it first, its own way (a catch-all's 503); the app's own 500 handler chooses its
     page's status, unless the app is in debug mode."""
     applications = sys.modules.get("starlette.applications")
     if (
@@ -355,10 +356,20 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
         or not isinstance(app, applications.Starlette)
         or scope["type"] != "http"
         or not isinstance(error, Exception)
+        or not _added_last(app)
     ):
         return 0
     handlers = app.exception_handlers
     return 500 if app.debug or (500 not in handlers and Exception not in handlers) else 0
+
+
+def _added_last(app: object) -> bool:
+    """Whether the outermost middleware added to ``app`` (the first of its ``user_middleware``,
+    where Starlette's ``add_middleware`` and FastAPI's ``@app.middleware`` put the last added)
+    is tracekit's: none of the user's is between it and the app's ``ServerErrorMiddleware``."""
+    added = getattr(app, "user_middleware", None)
+    outermost = getattr(added[0], "cls", None) if isinstance(added, list) and added else None
+    return isinstance(outermost, type) and issubclass(outermost, TracekitMiddleware)
 
 
 def _client_went_away(error: BaseException) -> bool:

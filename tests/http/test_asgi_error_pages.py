@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from rawhttp import send
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Mount, Route
 
 from tracekit import asgi
 
@@ -196,3 +196,79 @@ def test_the_status_of_an_apps_own_500_handler_is_not_guessed(
     (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
     assert "http.response.status_code" not in (span.attributes or {})
     assert _counted(registry) == [("/crash", "", "RuntimeError")]
+
+
+class _CatchAll:
+    """A pure ASGI middleware answering any exception from within with a 503 of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            await JSONResponse({"error": "unavailable"}, status_code=503)(scope, receive, send)
+
+
+def _fastapi_caught_by_its_http_middleware(registry: CollectorRegistry) -> FastAPI:
+    app = _added(FastAPI(telemetry={"tracing": False}, routes=CRASH), registry)
+
+    @app.middleware("http")  # FastAPI's documented way, added after tracekit: outside it
+    async def unavailable(request: Request, call_next: Any) -> Any:
+        try:
+            return await call_next(request)
+        except Exception:
+            return JSONResponse({"error": "unavailable"}, status_code=503)
+
+    return app
+
+
+def _starlette_caught_by_a_middleware_outside(registry: CollectorRegistry) -> Starlette:
+    app = _added(Starlette(routes=CRASH), registry)
+    app.add_middleware(_CatchAll)
+    return app
+
+
+ANSWERED_OUTSIDE_TRACEKIT = {
+    "fastapi-http-middleware": _fastapi_caught_by_its_http_middleware,
+    "starlette-asgi-middleware": _starlette_caught_by_a_middleware_outside,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ANSWERED_OUTSIDE_TRACEKIT))
+def test_an_exception_a_middleware_outside_answers_is_not_taken_for_a_500(
+    kind: str, serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A middleware added after tracekit's sits between it and ``ServerErrorMiddleware`` and
+    answers the exception its own way (here a 503), unseen by tracekit: no status is recorded,
+    where a 500 the client never got was."""
+    registry = CollectorRegistry()
+    app = ANSWERED_OUTSIDE_TRACEKIT[kind](registry)
+    assert send(serve_asgi(app) + "/crash", []).status == 503
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert "http.response.status_code" not in (span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert _counted(registry) == [("/crash", "", "RuntimeError")]
+
+
+def test_an_exception_of_a_wrapped_app_mounted_in_starlette_is_not_taken_for_a_500(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """tracekit wrapping an ASGI app that a Starlette app mounts: the exception goes on to the
+    mounting app, whose own handler for it answers (here a 400): no status is recorded."""
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("no such card")
+
+    async def bad_request(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("bad card", status_code=400)
+
+    app = Starlette(
+        routes=[Mount("/cards", app=asgi.TracekitMiddleware(raw))],
+        exception_handlers={ValueError: bad_request},
+    )
+    assert send(serve_asgi(app) + "/cards/7", []).status == 400
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert "http.response.status_code" not in (span.attributes or {})
+    assert span.attributes.get("error.type") == "ValueError"
