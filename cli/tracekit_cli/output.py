@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import json
 import os
@@ -71,9 +72,35 @@ def _escaped_unencodable(text: str, encoding: str | None) -> str:
     if encoding is None or text.isascii():
         return text
     try:
-        return text.encode(encoding, _JSON_ESCAPES).decode(encoding)
+        written = text.encode(encoding, _JSON_ESCAPES).decode(encoding)
     except LookupError:  # an encoding Python does not know: stdout would have failed first
         return text
+    if written == text:  # each character written, and read back as itself: nearly always
+        return text
+    read_back_otherwise = _read_back_otherwise(encoding)
+    if read_back_otherwise is None:
+        return written
+    text = read_back_otherwise.sub(lambda match: _json_escape(match.group()), text)
+    return text.encode(encoding, _JSON_ESCAPES).decode(encoding)
+
+
+@functools.cache
+def _read_back_otherwise(encoding: str) -> re.Pattern[str] | None:
+    """The characters ``encoding`` writes as bytes that read back as another character: shift_jis
+    and euc_jp write U+00A5 (the yen sign) as a backslash's byte, which ended the JSON string
+    or made an invalid escape of it; cp932 reads U+00A2 back as U+FFE0, data changed. (Python's
+    codecs have such characters in the first 65,536 alone: a scan of a few milliseconds.)"""
+    changed = "".join(
+        char for char in map(chr, range(0x80, 0x10000)) if _read_back_as_other(char, encoding)
+    )
+    return re.compile(f"[{re.escape(changed)}]") if changed else None
+
+
+def _read_back_as_other(char: str, encoding: str) -> bool:
+    try:
+        return char.encode(encoding).decode(encoding) != char
+    except UnicodeError:  # not written at all (the error handler escapes it), or a surrogate
+        return False
 
 
 def _json_escapes(error: UnicodeError) -> tuple[str, int]:

@@ -131,3 +131,28 @@ _, status, usage = os.wait4(child.pid, 0)
 print(usage.ru_maxrss, file=sys.stderr)
 sys.exit(os.waitstatus_to_exitcode(status))
 """
+
+
+@pytest.mark.parametrize("encoding", ["shift_jis", "euc_jp", "cp932"])
+def test_json_under_a_stdout_that_reads_a_character_back_as_another_decodes_to_the_data(
+    tmp_path: Path, encoding: str
+) -> None:
+    """shift_jis and euc_jp write the yen sign as a backslash's byte: a span named "price ¥"
+    ended its JSON string early (invalid JSON), "¥n" read back as a newline. cp932 reads the cent
+    sign back as U+FFE0. Such characters are written as their escapes, as unwritable ones are."""
+    name = 'price ¥", ¥n ¥ ¢ £ ¬ ‾ 日本'
+    t = Topology("req-yen")
+    t.span("gateway", name, "SERVER", 0, 100, attrs={"note": f"{name}¥"})
+    path = tmp_path / "tracekit.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    command = [tracekit, "trace", "req-yen", "--store", str(path), "--format", "json"]
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    result = subprocess.run(command, capture_output=True, env=env, check=False)
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout.decode(encoding))
+    assert document["spans"][0]["name"] == name
+    assert f"{name}¥" in strings(document["spans"][0])
+    assert "日本" in result.stdout.decode(encoding)  # what the encoding writes stays readable
