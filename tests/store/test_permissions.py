@@ -189,6 +189,33 @@ def test_a_symlink_another_user_left_in_a_shared_folder_is_not_followed(
     assert (private / ("planted.db" if standing_for == "file" else "tracekit.db")).is_file()
 
 
+def test_a_symlink_another_user_left_is_not_followed_on_a_path_that_goes_up_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--store /tmp/theirs/../tracekit.db``: the kernel goes through /tmp/theirs (another
+    user's link) and up from where it points, but the check read the path tidied to
+    /tmp/tracekit.db, saw no link, and the store was created in the folder above the one
+    they named. The link is refused as on any other path."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a symlink another user owns")
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (private / "inner").mkdir(parents=True, mode=0o700)
+    link = shared / "theirs"
+    link.symlink_to(private / "inner")
+    os.lchown(link, _nobody(), -1)
+    store_path = link / ".." / "tracekit.db"
+    with pytest.raises(PermissionError, match="another user"):
+        Store(store_path).create()
+    assert not (private / "tracekit.db").exists() and not (shared / "tracekit.db").exists()
+    monkeypatch.chdir(shared)  # a relative path too
+    with pytest.raises(PermissionError, match="another user"):
+        Store(Path("theirs/../tracekit.db")).create()
+    assert not (private / "tracekit.db").exists()
+
+
 @pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
 def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
     tmp_path: Path, planted: str

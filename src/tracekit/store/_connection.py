@@ -194,7 +194,9 @@ def _refuse_foreign_link(path: Path) -> None:
     stands in the path; resolved here (realpath reads links without following them), it made
     this user create the file another user named, wherever this user may write.
     """
-    absolute = Path(os.path.abspath(path))
+    # Not normalised: in "link/../tracekit.db" the kernel goes through the link, then up from
+    # where it points, where abspath's "tracekit.db" would have seen no link at all.
+    absolute = path.absolute()
     for entry in [*reversed(absolute.parents[:-1]), absolute]:  # from the top down, no "/"
         try:
             link = os.lstat(entry)
