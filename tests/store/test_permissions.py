@@ -216,6 +216,35 @@ def test_a_symlink_another_user_left_is_not_followed_on_a_path_that_goes_up_past
     assert not (private / "tracekit.db").exists()
 
 
+def test_a_symlink_another_user_left_is_not_followed_where_this_users_own_link_leads(
+    tmp_path: Path,
+) -> None:
+    """This user's own link (``~/.tracekit`` -> /tmp/tracekit-me) leading through a link another
+    user left in /tmp in its place: the kernel refuses that second link as it follows the
+    first, but only the path as written was checked, and the store was created in the folder
+    the other user named. It is refused; this user's own links are followed as before."""
+    from conditions import need
+
+    need(os.geteuid() == 0, "root, to leave a symlink another user owns")
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private.mkdir(mode=0o700)
+    theirs = shared / "tracekit-me"
+    theirs.symlink_to(private)
+    os.lchown(theirs, _nobody(), -1)
+    mine = tmp_path / "home" / ".tracekit"
+    mine.parent.mkdir()
+    mine.symlink_to(theirs)
+    with pytest.raises(PermissionError, match="another user"):
+        Store(mine / "tracekit.db").create()
+    assert list(private.iterdir()) == []
+    os.lchown(theirs, os.geteuid(), -1)  # this user's own links all the way: followed
+    with Store(mine / "tracekit.db") as store:
+        store.create()
+    assert (private / "tracekit.db").is_file()
+
+
 @pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
 def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
     tmp_path: Path, planted: str

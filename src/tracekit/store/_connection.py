@@ -188,7 +188,7 @@ def require_a_file(path: Path) -> None:
 def _refuse_foreign_link(path: Path) -> None:
     """Raise ``PermissionError`` when ``path``, or a folder on the way to it, is a symlink
     another user left in a shared folder (sticky and writable by all, as /tmp) that is not
-    theirs either.
+    theirs either; so too on the way to where this user's own links point.
 
     That is the link the kernel's ``fs.protected_symlinks`` does not follow, wherever it
     stands in the path; resolved here (realpath reads links without following them), it made
@@ -196,18 +196,38 @@ def _refuse_foreign_link(path: Path) -> None:
     """
     # Not normalised: in "link/../tracekit.db" the kernel goes through the link, then up from
     # where it points, where abspath's "tracekit.db" would have seen no link at all.
-    absolute = path.absolute()
+    _refuse_foreign_links_on(path.absolute(), [_MOST_LINKS_FOLLOWED])
+
+
+# As many links as the kernel follows in one path before it gives up (ELOOP): a loop ends.
+_MOST_LINKS_FOLLOWED = 40
+
+
+def _refuse_foreign_links_on(absolute: Path, links_left: list[int]) -> None:
     for entry in [*reversed(absolute.parents[:-1]), absolute]:  # from the top down, no "/"
         try:
             link = os.lstat(entry)
         except OSError:
             return  # nothing there yet, or nothing to read: opening it says what is wrong
-        if stat.S_ISLNK(link.st_mode) and left_by_another_user(link, entry.parent):
+        if not stat.S_ISLNK(link.st_mode):
+            continue
+        if left_by_another_user(link, entry.parent):
             raise PermissionError(
                 errno.EACCES,
                 "a symlink another user left in a shared folder, not followed",
                 str(entry),
             )
+        links_left[0] -= 1
+        if links_left[0] >= 0:  # this user's own link: the kernel goes on where it points
+            _refuse_foreign_links_on(_pointed_at(entry), links_left)
+
+
+def _pointed_at(link: Path) -> Path:
+    """Where ``link`` points, as a path from the root (a relative link from its folder)."""
+    try:
+        return link.parent / os.readlink(link)
+    except OSError:  # gone meanwhile: nothing there to check
+        return link
 
 
 # The store's file and SQLite's beside it: SQLite opens one it finds there as it is
