@@ -167,6 +167,21 @@ def test_keys_and_partitions_are_on_the_producer_and_consumer_spans(
     assert [received[n].get(key) for n in range(3)] == ["user-42", None, "\u00e9" * 256]
 
 
+@pytest.mark.parametrize("partition", [2**40, 10**5000], ids=["40 bits", "5001 digits"])
+def test_a_partition_the_client_refuses_is_refused_as_without_tracekit(
+    kafka_bootstrap: str, spans: InMemorySpanExporter, partition: int
+) -> None:
+    """A partition number past Kafka's 32 bits is confluent-kafka's OverflowError to raise; one
+    past 4,300 digits raised tracekit's ValueError (``str`` of it) instead, and a failed send's
+    span named a partition no topic has."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    with pytest.raises(OverflowError):
+        producer.produce("orders", b"x", b"user-42", partition)
+    (failed,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert (failed.attributes or {})[semconv.ERROR_TYPE] == "OverflowError"
+    assert semconv.MESSAGING_DESTINATION_PARTITION_ID not in (failed.attributes or {})
+
+
 def test_handler_error_in_with_block_fails_the_span(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

@@ -96,7 +96,7 @@ def _record_attributes(
         attributes = attributes or {}
         attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
     given = args[partition_position] if len(args) > partition_position else kwargs.get("partition")
-    if type(given) is int and given >= 0:  # (confluent-kafka's -1: the partitioner chooses)
+    if _is_partition(given):  # (confluent-kafka's -1: the partitioner chooses)
         attributes = attributes or {}
         attributes[semconv.MESSAGING_DESTINATION_PARTITION_ID] = str(given)
     return attributes
@@ -121,13 +121,22 @@ def key_text(key: object) -> str | None:
         return None
 
 
+def _is_partition(number: object) -> bool:
+    """Whether ``number`` can name a partition (Kafka's are 32-bit): a caller's larger one is
+    the client's error to raise, and past 4,300 digits ``str`` of it raised one of its own."""
+    return type(number) is int and 0 <= number <= _LAST_PARTITION
+
+
+_LAST_PARTITION = 2**31 - 1
+
+
 def note_delivered(publishing: messaging.Publishing, partition: object, offset: object) -> None:
     """Put where the broker stored the record (from its delivery report) on its PRODUCER span,
     still open until the report ends it."""
     span: Span | None = publishing.span
     if span is None or not span.is_recording():
         return
-    if type(partition) is int and partition >= 0:
+    if _is_partition(partition):
         span.set_attribute(semconv.MESSAGING_DESTINATION_PARTITION_ID, str(partition))
     if type(offset) is int and offset >= 0:
         span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
