@@ -1153,3 +1153,27 @@ def test_spans_carry_the_messages_own_correlation_id_as_its_conversation(
             if s.kind == kind
         ]
         assert conversations == ["rpc-7", None]
+
+
+class _UnprintableId:
+    def __str__(self) -> str:
+        raise RuntimeError("the application's own __str__")
+
+
+@pytest.mark.parametrize(
+    "correlation_id", [_UnprintableId(), 10**5000], ids=["an object", "5001 digits"]
+)
+def test_a_correlation_id_pika_refuses_is_refused_as_without_tracekit(
+    amqp_url, queue_name, spans, correlation_id
+) -> None:
+    """pika refuses a correlation_id that is not text with its AssertionError; tracekit made
+    text of it first, so the caller got the RuntimeError of the object's own ``__str__`` or
+    the ValueError of ``str`` of a 5,001-digit int in its place."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    properties = pika.BasicProperties(correlation_id=correlation_id)
+    with pytest.raises(AssertionError, match="non-string value"):
+        channel.basic_publish("", queue_name, b"ask", properties)
+    connection.close()
+    for span in spans.get_finished_spans():
+        assert "messaging.message.conversation_id" not in (span.attributes or {})

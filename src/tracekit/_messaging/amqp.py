@@ -57,7 +57,9 @@ def attributes_of(
         attributes[semconv.SERVER_ADDRESS], attributes[semconv.SERVER_PORT] = server
     if type(delivery_tag) is int:
         attributes[DELIVERY_TAG] = delivery_tag
-    if conversation_id:
+    # Text only: str() of another object is the application's code (its __str__ raising, or an
+    # int past 4,300 digits), which ran before pika's own check refused the property.
+    if isinstance(conversation_id, str | bytes | bytearray) and conversation_id:
         attributes[semconv.MESSAGING_MESSAGE_CONVERSATION_ID] = bounded_id(conversation_id)
     return attributes
 
