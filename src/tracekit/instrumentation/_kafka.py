@@ -13,6 +13,7 @@ adds), so a record is only left bare within about a hundred bytes of the limit.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -104,21 +105,28 @@ def _record_attributes(
 
 def key_text(key: object) -> str | None:
     """A record key as a span gives it (``messaging.kafka.message.key``): text as it is, bytes
-    that are UTF-8 text decoded, either cut to ``MAX_KEY`` characters. None for any other key
-    (binary, or an object a serializer makes bytes of): the conventions want no value for a key
-    without an unambiguous text form, and tracekit never calls an application's ``__str__``."""
+    that are UTF-8 text without control characters decoded, either cut to ``MAX_KEY``
+    characters. None for any other key (binary, or an object a serializer makes bytes of): the
+    conventions want no value for a key without an unambiguous text form, and tracekit never
+    calls an application's ``__str__``."""
     if type(key) is str:
         return key[:MAX_KEY]
     if type(key) is not bytes:
         return None
     head = key[: MAX_KEY * 4]  # (a character is at most 4 bytes in UTF-8)
     try:
-        return head.decode("utf-8")[:MAX_KEY]
+        text = head.decode("utf-8")[:MAX_KEY]
     except UnicodeDecodeError as error:
         cut = len(key) > len(head) and error.reason == "unexpected end of data"
         if cut:  # the bound cut its last character: the whole ones before it
             return key_text(head[: error.start])
         return None
+    return None if _CONTROL_CHARACTER.search(text) else text
+
+
+# Bytes holding one are a serializer's binary that happens to be UTF-8, not text: an
+# IntegerSerializer's 7 is 00 00 00 07, a Schema Registry key starts with a zero byte.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 
 
 def _is_partition(number: object) -> bool:
