@@ -1177,3 +1177,24 @@ def test_a_correlation_id_pika_refuses_is_refused_as_without_tracekit(
     connection.close()
     for span in spans.get_finished_spans():
         assert "messaging.message.conversation_id" not in (span.attributes or {})
+
+
+@pytest.mark.parametrize(
+    "routing_key", [_UnprintableId(), 10**5000], ids=["an object", "5001 digits"]
+)
+def test_a_routing_key_or_exchange_pika_refuses_is_refused_as_without_tracekit(
+    amqp_url, spans, routing_key
+) -> None:
+    """pika refuses a routing key that is not text with its AssertionError; tracekit made text
+    of it for the span first, and the caller got that object's ``__str__`` error, or
+    ValueError for a 5,001-digit int, in its place."""
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    with pytest.raises(AssertionError, match="non-string value"):
+        channel.basic_publish("", routing_key, b"ask")
+    with pytest.raises(AssertionError, match="non-string value"):  # an exchange alike
+        channel.basic_publish(routing_key, "orders", b"ask")
+    connection.close()
+    for span in spans.get_finished_spans():
+        routed = (span.attributes or {}).get("messaging.rabbitmq.destination.routing_key")
+        assert routed in (None, "orders")

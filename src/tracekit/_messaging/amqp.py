@@ -50,7 +50,9 @@ def attributes_of(
     names it), with the message's routing key, the broker the client is connected to (see
     ``server_of``), the message's ``correlation_id`` property (``conversation_id``) and, on the
     consumer's side, its delivery tag."""
-    attributes: dict[str, Any] = {ROUTING_KEY: str(routing_key)[:256]} if routing_key else {}
+    attributes: dict[str, Any] = {}
+    if isinstance(routing_key, str) and routing_key:  # (str() of another: see conversation_id)
+        attributes[ROUTING_KEY] = routing_key[:256]
     if destination == ANONYMOUS:
         attributes[ANONYMOUS_DESTINATION] = True
     if server is not None:
