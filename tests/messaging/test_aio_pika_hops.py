@@ -868,3 +868,26 @@ def test_spans_carry_the_messages_own_correlation_id_as_its_conversation(
             s.attributes.get("messaging.message.conversation_id") for s in _kind(finished, kind)
         ]
         assert conversations == ["rpc-7", None]
+
+
+class _UnprintableKey:
+    def __str__(self) -> str:
+        raise RuntimeError("the application's own __str__")
+
+
+@pytest.mark.parametrize("routing_key", [_UnprintableKey(), 10**5000], ids=["object", "digits"])
+def test_a_routing_key_aio_pika_refuses_is_refused_as_without_tracekit(
+    amqp_url, spans, routing_key
+) -> None:
+    """aio-pika refuses a routing key that is not text with TypeError (it takes its len());
+    tracekit made text of it to name the span first, and the caller got that object's
+    ``__str__`` error, or ValueError for an int of 5,001 digits, in its place."""
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            with pytest.raises(TypeError, match="has no len"):
+                await channel.default_exchange.publish(aio_pika.Message(b"ask"), routing_key)
+
+    asyncio.run(run())

@@ -39,6 +39,13 @@ def destination_of(name: str) -> str:
     return name
 
 
+def given_name(name: object) -> str:
+    """An exchange or routing key as the caller gave it; "" for one that is not text, which the
+    client refuses itself: ``str`` of it ran the application's own ``__str__`` first (or raised
+    for an int past 4,300 digits), and the caller got that error in place of the client's."""
+    return name if isinstance(name, str) else ""
+
+
 def attributes_of(
     destination: str,
     routing_key: object,

@@ -229,8 +229,8 @@ async def _traced_publish(
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return await wrapped(*args, **kwargs)
-    routing_key = args[1] if len(args) > 1 else kwargs.get("routing_key", "")
-    destination = amqp.destination_of(str(getattr(instance, "name", "") or routing_key))
+    routing_key = amqp.given_name(args[1] if len(args) > 1 else kwargs.get("routing_key", ""))
+    destination = amqp.destination_of(amqp.given_name(getattr(instance, "name", "")) or routing_key)
     with messaging.publish(
         own.headers,
         system=SYSTEM,

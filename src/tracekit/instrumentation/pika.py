@@ -291,8 +291,8 @@ def _traced_publish(
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return wrapped(*args, **kwargs)
-    exchange = _given_name(args[0] if args else kwargs.get("exchange"))
-    routing_key = _given_name(args[1] if len(args) > 1 else kwargs.get("routing_key"))
+    exchange = amqp.given_name(args[0] if args else kwargs.get("exchange"))
+    routing_key = amqp.given_name(args[1] if len(args) > 1 else kwargs.get("routing_key"))
     destination = amqp.destination_of(exchange or routing_key)
     with messaging._publish_own(  # (the headers are a copy: see _own_properties)
         headers,
@@ -307,13 +307,6 @@ def _traced_publish(
         ),
     ):
         return wrapped(*args, **kwargs)
-
-
-def _given_name(name: object) -> str:
-    """An exchange or routing key as the caller gave it; "" for one that is not text, which
-    pika refuses itself: ``str`` of it ran the application's own ``__str__`` first (or raised
-    for an int past 4,300 digits), and the caller got that error in place of pika's."""
-    return name if isinstance(name, str) else ""
 
 
 def _own_properties(given: Any, properties_type: type) -> tuple[Any, dict[str, Any]] | None:
