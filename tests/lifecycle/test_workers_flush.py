@@ -356,7 +356,7 @@ def test_a_child_forked_after_an_otlp_export_exports_on_its_own_connection(
 
 # What a hung collector may add to a worker's stop besides one export timeout: the noise
 # between two stops of the same worker, measured in the same test.
-STOP_NOISE_S = 2.0
+STOP_NOISE_S = 1.5
 
 
 def _seconds_to_stop(service: Service, redis_url: str, pool: list[str], collector: str) -> float:
