@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from trace_topologies import write_store
@@ -28,12 +28,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_store(path)
 
 
+def _diff(
+    store: Path, fmt: str, width: str, a: str = "req-checkout-1", b: str = "req-incident-9"
+) -> Result:
+    """``tracekit diff A B`` on ``store`` at ``width`` columns, in ``fmt``, without colour."""
+    return CliRunner().invoke(
+        cli,
+        ["diff", a, b, "--store", str(store), "--format", fmt],
+        env={"COLUMNS": width, "NO_COLOR": "1"},
+    )
+
+
 @pytest.mark.parametrize("fmt", ["text", "rich"])
 def test_notes_wrap_between_words_at_40_columns(store: Path, fmt: str) -> None:
-    result = CliRunner().invoke(
-        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "40", "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _diff(store, fmt, "40")
 
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
@@ -92,10 +100,7 @@ def test_a_wrapped_note_continues_under_itself(store: Path, fmt: str) -> None:
     """At 72 columns the rich view continued a note under the tree at column 4, beneath the
     A and B columns, where it read as part of another row; the text view indents it under the
     note."""
-    result = CliRunner().invoke(
-        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "72", "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _diff(store, fmt, "72")
 
     lines = result.stdout.splitlines()
     notes = (("1 retry after HTTP 503", "retries)"), ("new error: duplicate", "for job"))
@@ -119,10 +124,7 @@ def test_where_the_time_went_and_the_result_are_whole_at_40_columns(store: Path,
     kept four letters of its node ('paym', 'orde'). They wrap now, as at 100 they read."""
     views = {}
     for width in ("100", "40"):
-        result = CliRunner().invoke(
-            cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store),
-                  "--format", fmt], env={"COLUMNS": width, "NO_COLOR": "1"},
-        )  # fmt: skip
+        result = _diff(store, fmt, width)
         assert result.exit_code == 1
         views[width] = result.stdout.splitlines()
 
@@ -140,10 +142,7 @@ def test_every_node_of_the_tree_is_named_whole_at_40_columns(store: Path, fmt: s
     """The figures and the tree's guides take 34 columns and more: at 40 a row kept six
     columns for its node ('gatewa', '`- gat') and a deep one none at all, a duration with no
     name. A node that would keep fewer than 16 columns is named on the line below."""
-    result = CliRunner().invoke(
-        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "40", "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _diff(store, fmt, "40")
 
     lines = result.stdout.splitlines()
     arrow = "→" if fmt == "rich" else "->"
@@ -163,10 +162,7 @@ def test_a_node_cut_at_the_edge_says_so(store: Path, fmt: str, width: str) -> No
     """At 60 columns a node keeping 16 columns and more beside its figures and guides was cut
     silently ('orders -> payments:', 'ledger: POST /ent'): it read as a whole name. A cut node
     now ends in an ellipsis ('...' in the ASCII text view), as `trace` marks its cut names."""
-    result = CliRunner().invoke(
-        cli, ["diff", "req-checkout-1", "req-incident-9", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": width, "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _diff(store, fmt, width)
 
     lines = result.stdout.splitlines()
     arrow, mark = ("→", "…") if fmt == "rich" else ("->", "...")
@@ -218,10 +214,7 @@ def test_a_note_under_a_tree_row_wraps_with_the_trees_guide(tmp_path: Path, fmt:
     below it onto lines of spaces: the tree's line down to the sibling broke at each wrap. Its
     continuation lines go on with the guide."""
     store = _fan_out(tmp_path / "fan.db")
-    result = CliRunner().invoke(
-        cli, ["diff", "fan-a", "fan-b", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "72", "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _diff(store, fmt, "72", "fan-a", "fan-b")
 
     lines = result.stdout.splitlines()
     guide = "|" if fmt == "text" else "│"
