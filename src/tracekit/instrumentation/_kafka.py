@@ -150,6 +150,16 @@ def note_delivered(publishing: messaging.Publishing, partition: object, offset: 
         span.set_attribute(semconv.MESSAGING_KAFKA_OFFSET, offset)
 
 
+def consumed_record_attributes(value: object, key: object) -> dict[str, Any]:
+    """What the CONSUMER span of one record says of it: whether it is a tombstone, and its
+    key's text (``key_text``)."""
+    attributes = tombstone_attributes(value) or {}
+    text = key_text(key)
+    if text is not None:
+        attributes[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = text
+    return attributes
+
+
 def tombstone_attributes(value: object) -> dict[str, Any] | None:
     """What marks a record without a value (a tombstone: it deletes its key from a compacted
     topic) on its span, as OpenTelemetry's Kafka conventions require; None for any other

@@ -513,10 +513,7 @@ def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.
                 semconv.MESSAGING_KAFKA_OFFSET: int(message.offset()),
             }
         )
-        extra.update(_kafka.tombstone_attributes(message.value()) or {})
-        key = _kafka.key_text(message.key())
-        if key is not None:
-            extra[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
+        extra.update(_kafka.consumed_record_attributes(message.value(), message.key()))
         return messaging.consume(
             message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )

@@ -281,10 +281,7 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
                 semconv.MESSAGING_KAFKA_OFFSET: int(record.offset),
             }
         )
-        extra.update(_kafka.tombstone_attributes(_sent_value(record)) or {})
-        key = _kafka.key_text(record.key)
-        if key is not None:
-            extra[semconv.MESSAGING_KAFKA_MESSAGE_KEY] = key
+        extra.update(_kafka.consumed_record_attributes(_sent_value(record), record.key))
         return messaging.consume(
             record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
         )
