@@ -196,19 +196,21 @@ def _refuse_foreign_link(path: Path) -> None:
     """
     # Not normalised: in "link/../tracekit.db" the kernel goes through the link, then up from
     # where it points, where abspath's "tracekit.db" would have seen no link at all.
-    _refuse_foreign_links_on(path.absolute(), [_MOST_LINKS_FOLLOWED])
+    _refuse_foreign_links_on(path.absolute(), _MOST_LINKS_FOLLOWED)
 
 
 # As many links as the kernel follows in one path before it gives up (ELOOP): a loop ends.
 _MOST_LINKS_FOLLOWED = 40
 
 
-def _refuse_foreign_links_on(absolute: Path, links_left: list[int]) -> None:
+def _refuse_foreign_links_on(absolute: Path, links_left: int) -> int:
+    """``_refuse_foreign_link`` of ``absolute``, following at most ``links_left`` of this
+    user's links; how many more may be followed after it."""
     for entry in [*reversed(absolute.parents[:-1]), absolute]:  # from the top down, no "/"
         try:
             link = os.lstat(entry)
         except OSError:
-            return  # nothing there yet, or nothing to read: opening it says what is wrong
+            return links_left  # nothing there yet, or unreadable: opening it says what is wrong
         if not stat.S_ISLNK(link.st_mode):
             continue
         if left_by_another_user(link, entry.parent):
@@ -217,9 +219,10 @@ def _refuse_foreign_links_on(absolute: Path, links_left: list[int]) -> None:
                 "a symlink another user left in a shared folder, not followed",
                 str(entry),
             )
-        links_left[0] -= 1
-        if links_left[0] >= 0:  # this user's own link: the kernel goes on where it points
-            _refuse_foreign_links_on(_pointed_at(entry), links_left)
+        links_left -= 1
+        if links_left >= 0:  # this user's own link: the kernel goes on where it points
+            links_left = _refuse_foreign_links_on(_pointed_at(entry), links_left)
+    return links_left
 
 
 def _pointed_at(link: Path) -> Path:
