@@ -326,11 +326,10 @@ def test_a_second_ctrl_c_while_the_canary_versions_stop_leaves_none_running(
     for line in demo.stdout:
         if "side by side" in line:
             break
-    while len(versions := _live_children(demo.pid)) < 2:
+    while len(versions := _canary_versions(demo.pid)) < 2:
         time.sleep(0.05)
-    for pid in versions:  # serving the step's traffic: the Ctrl-C comes amid it
-        port = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[-2]
-        assert wait_for_health(int(port)), port
+    for port in versions.values():  # serving the step's traffic: the Ctrl-C comes amid it
+        assert wait_for_health(port), port
     _ctrl_c_twice_while_one_is_frozen(demo, min(versions), left=1)  # one slow to flush
     assert [pid for pid in versions if _alive(pid)] == []
 
@@ -366,6 +365,20 @@ def _live_children(parent: int) -> set[int]:
     found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True,
                            check=False)  # fmt: skip
     return {int(pid) for pid in found.stdout.split() if _alive(int(pid))}
+
+
+def _canary_versions(parent: int) -> dict[int, int]:
+    """The canary step's catalog versions among ``parent``'s children, with their ports: a
+    child forked to start the second one holds the demo's own command line until it execs."""
+    versions = {}
+    for pid in _live_children(parent):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        except OSError:
+            continue  # exited meanwhile
+        if "tracekit_cli.demo.canary" in args:
+            versions[pid] = int(args[-2])  # (... VERSION PORT, each ended by a NUL)
+    return versions
 
 
 def _alive(pid: int) -> bool:
