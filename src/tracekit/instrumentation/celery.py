@@ -37,8 +37,13 @@
   Run eagerly, a retry is not published: ``Task.apply`` runs the retry's signature after the
   attempt, and ``task_retry`` puts ``tracekit-first-attempt`` in its headers.
 
-Signals are Celery's own extension point: besides ``send_task``, nothing is patched, and
-uninstrumenting disconnects (the receivers that end a run once the runs under way have ended).
+A group or chord applied outside any span is applied inside an INTERNAL span ``celery group`` or
+``celery chord`` (``apply_async`` of both wrapped), so that its tasks, and a chord's callback,
+published from the header task that finished last, are one trace.
+
+Signals are Celery's own extension point: besides ``send_task`` and the canvas, nothing is
+patched, and uninstrumenting disconnects (the receivers that end a run once the runs under way
+have ended).
 """
 
 from __future__ import annotations
@@ -52,13 +57,16 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeGuard
 
+import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from tracekit import messaging, propagation
+from tracekit import correlation, messaging, propagation, semconv
 from tracekit._messaging.headers import reading_for
+from tracekit._messaging.spans import tracer_for
 from tracekit._runtime import state as _state
-from tracekit._runtime.guard import guarded
+from tracekit._runtime.guard import guarded, instrumentation_suppressed, mark_failed, safe
 from tracekit.instrumentation._base import Instrumentor, Patch
 
 __all__ = [
@@ -151,12 +159,17 @@ class CeleryInstrumentor(Instrumentor):
 
     target = "celery.app.base"  # imports celery.signals: both are there when it is
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._canvas_hooked = False
+
     def patch(self, module: ModuleType) -> None:
         from celery import signals
 
         with _lock:  # instrumented again: the lingering receivers are the ones connected now
             _lingering.clear()
         self.wrap(module.Celery, "send_task", _traced_send_task)
+        self._patch_canvas_when_imported()
         self._connect(signals.before_task_publish, _before_publish)
         self._connect(signals.task_failure, _task_failure, _RunEnding)
         self._connect(signals.task_retry, _task_retry, _RunEnding)
@@ -166,6 +179,23 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_revoked, _task_revoked)
         self._connect(signals.task_unknown, _task_unknown)
         self._connect(signals.task_rejected, _task_rejected)
+
+    def _patch_canvas_when_imported(self) -> None:
+        """``celery.canvas`` (groups, chords) is imported apart from the app, when first used."""
+        if "celery.canvas" in sys.modules:
+            self._patch_canvas(sys.modules["celery.canvas"])
+        elif not self._canvas_hooked:
+            self._canvas_hooked = True
+            wrapt.register_post_import_hook(self._patch_canvas, "celery.canvas")
+
+    def _patch_canvas(self, canvas: ModuleType) -> None:
+        """(Also run by the import of ``celery.canvas``, which must not fail for it.)"""
+        if self.active and not any(p.owner is canvas.group for p in self._patches):
+            safe("instrumenting celery.canvas", lambda: self._wrap_canvas(canvas))
+
+    def _wrap_canvas(self, canvas: ModuleType) -> None:
+        self.wrap(canvas.group, "apply_async", _traced_canvas("group"))
+        self.wrap(canvas._chord, "apply_async", _traced_canvas("chord"))
 
     def _connect(
         self, signal: Any, receiver: Callable[..., None], kind: type[_Connection] = _Connection
@@ -191,6 +221,51 @@ def _traced_send_task(
         kind = type(error) if error is not None else None
         for publishing in reversed(sending):  # the last begun is the innermost
             publishing.__exit__(kind, error, None)
+
+
+def _traced_canvas(kind: str) -> Callable[..., Any]:
+    """A group or chord applied outside any span (a script, a job with only a correlation ID)
+    publishes each of its tasks as a trace of its own, and a chord's callback joins only the
+    trace of the task that finished last. Applied inside an INTERNAL span ``celery <kind>``,
+    they are one trace, the callback's included."""
+
+    def traced(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        span = safe("celery canvas span", lambda: _canvas_span(kind))
+        if span is None:
+            return wrapped(*args, **kwargs)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        error: BaseException | None = None
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            otel_context.detach(token)
+            _end_canvas(span, error)
+
+    return traced
+
+
+def _canvas_span(kind: str) -> trace.Span | None:
+    """The span to apply a canvas in, when none is current and tracekit makes spans."""
+    ctx = otel_context.get_current()
+    if trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    if instrumentation_suppressed(context=ctx) or _state.current_options().correlation_only:
+        return None
+    cid = correlation.correlation_id()
+    attributes = {semconv.CORRELATION_ID: cid} if cid is not None else {}
+    return tracer_for(None).start_span(f"celery {kind}", ctx, SpanKind.INTERNAL, attributes)
+
+
+@guarded(None)
+def _end_canvas(span: trace.Span, error: BaseException | None) -> None:
+    if error is not None:
+        mark_failed(span, error)
+    span.end()
 
 
 @guarded(None)

@@ -1,0 +1,96 @@
+"""Celery's canvas (groups, chords) on a real worker (in-process, ``start_worker``) on a real
+redis-server broker, with the Redis result backend (native chords) and the filesystem one
+(chords joined by Celery's ``chord_unlock`` task)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery, chord, group
+from celery_worker import running_worker
+from conditions import wait_for
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tracekit import correlation, semconv
+from tracekit.instrumentation.celery import TASK_NAME
+
+pytestmark = pytest.mark.usefixtures("instrumented")
+
+
+@pytest.fixture(params=["redis", "filesystem"])
+def app(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[Celery]:
+    backend = redis_url if request.param == "redis" else f"file://{tmp_path}"
+    app = Celery("canvas", broker=redis_url, backend=backend, set_as_current=False)
+    app.conf.update(task_default_queue="canvas", broker_connection_retry_on_startup=True)
+
+    @app.task(shared=False, name="canvas.price")
+    def price(item: int) -> int:
+        return item * 10
+
+    @app.task(shared=False, name="canvas.total")
+    def total(prices: list[int]) -> int:
+        return sum(prices)
+
+    with running_worker(app):
+        yield app
+
+
+def consumers(spans: InMemorySpanExporter, count: int) -> list[Any]:
+    """The runs of the test's tasks (not Celery's chord_unlock), once ``count`` have ended."""
+
+    def finished() -> list[Any]:
+        return [
+            s
+            for s in spans.get_finished_spans()
+            if s.kind == SpanKind.CONSUMER and s.attributes[TASK_NAME].startswith("canvas.")
+        ]
+
+    wait_for(lambda: len(finished()) >= count, 10, f"{count} CONSUMER spans")
+    return finished()
+
+
+def applied_by_a_job(apply: Any) -> Any:
+    """What a script or scheduled job does: a correlation ID of its own, no span current."""
+    token = correlation.set_correlation_id("nightly-reprice-7")
+    try:
+        return apply()
+    finally:
+        correlation.reset_correlation_id(token)
+
+
+def test_a_chord_applied_outside_a_span_is_one_trace_with_its_callback(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    price, total = app.tasks["canvas.price"], app.tasks["canvas.total"]
+    result = applied_by_a_job(lambda: chord(price.s(i) for i in range(4))(total.s()))
+    assert result.get(timeout=20) == 60
+    runs = consumers(spans, 5)
+    callback = one_named(runs, "canvas.total")
+    assert len(runs) == 5
+    assert {s.context.trace_id for s in runs} == {callback.context.trace_id}
+    assert {s.attributes[semconv.CORRELATION_ID] for s in runs} == {"nightly-reprice-7"}
+    roots = [s for s in spans.get_finished_spans() if s.parent is None]
+    assert [(s.name, s.kind) for s in roots] == [("celery chord", SpanKind.INTERNAL)]
+    assert roots[0].attributes[semconv.CORRELATION_ID] == "nightly-reprice-7"
+
+
+def test_a_group_applied_outside_a_span_is_one_trace(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    price = app.tasks["canvas.price"]
+    result = applied_by_a_job(lambda: group(price.s(i) for i in range(3)).delay())
+    assert result.get(timeout=20) == [0, 10, 20]
+    runs = consumers(spans, 3)
+    assert len({s.context.trace_id for s in runs}) == 1
+    roots = [s for s in spans.get_finished_spans() if s.parent is None]
+    assert [s.name for s in roots] == ["celery group"]
+
+
+def one_named(runs: list[Any], task: str) -> Any:
+    named = [s for s in runs if s.attributes[TASK_NAME] == task]
+    assert len(named) == 1, named
+    return named[0]
