@@ -11,6 +11,7 @@ reconstruction engine, dashboards' documentation) can import the same names.
 from typing import Final
 
 __all__ = [
+    "CELERY_TASK_NAME",
     "CLIENT_ADDRESS",
     "CLOCK_STEPPED_BACK_NS",
     "CORRELATION_ID",
@@ -98,6 +99,8 @@ QUEUE_WAIT_MS: Final = "tracekit.queue_wait_ms"
 PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"
 # on a span stored with no duration because it ended before it started: how far back its clock went
 CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
+# on Celery spans: the task, which tells apart the many tasks one queue carries
+CELERY_TASK_NAME: Final = "tracekit.celery.task_name"
 # "unknown": the PRODUCER span ended before the client reported the delivery's outcome
 DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"
 # on a batch's CONSUMER span: links to producers left out past the span's link limit (the

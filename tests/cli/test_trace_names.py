@@ -3,6 +3,7 @@ their end (the demo's "send pricing.1", "send pricing.2", "send pricing.3") are 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -69,3 +70,33 @@ def test_the_legend_keeps_each_glyph_beside_its_meaning(
     items = [item for line in lines[first:] for item in line.strip().split("   ") if item]
     assert items[: len(LEGENDS[fmt])] == LEGENDS[fmt]
     assert max(len(line) for line in lines[first:]) <= columns
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_celery_tasks_of_one_queue_are_named_by_their_task(tmp_path: Path, fmt: str) -> None:
+    """Every task of a Celery chain goes through one queue, so each span is named "send
+    celery" or "process celery": the rows said so, and nothing told the charge from the shipment
+    (the task name was in ``--format json`` only). Each row now names its task after the span."""
+    t = Topology("req-chain")
+    root = t.span("shop", "POST /checkout", "SERVER", 0, 100)
+    parent = root
+    for n, task in enumerate(("shop.charge", "shop.ship")):
+        attrs = {"messaging.destination.name": "celery", "tracekit.celery.task_name": task}
+        sent = t.span("shop", "send celery", "PRODUCER", 10 + 40 * n, 12 + 40 * n, parent,
+                      attrs=attrs)  # fmt: skip
+        parent = t.span("worker", "process celery", "CONSUMER", 20 + 40 * n, 45 + 40 * n, sent,
+                        attrs=attrs)  # fmt: skip
+    store = write_store(tmp_path / "tracekit.db", t)
+    result = CliRunner().invoke(
+        cli, ["trace", "req-chain", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": "120", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    named = re.findall(r"(?:send|process) celery(?: \([\w.]+\))?", result.stdout)
+    assert named == [
+        "send celery (shop.charge)",
+        "process celery (shop.charge)",
+        "send celery (shop.ship)",
+        "process celery (shop.ship)",
+    ]

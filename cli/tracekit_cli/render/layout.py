@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tracekit import semconv
 from tracekit.path import Hop, Path, PathLog, PathSpan
+from tracekit.records import SpanRecord
 from tracekit_cli.options import one_line
 
 # Deeper spans are drawn at this indentation with their depth written out, so a 10,000-deep
@@ -64,7 +66,7 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
                 span, guides, last,
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
                 span.on_critical_path, one_line(span.service, limit or 60),
-                one_line(span.record.name, limit or 200),
+                one_line(_name(span.record), limit or 200),
                 one_line(errors[key], limit or 300) if key in errors else None,
                 waited, _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(key, []),
@@ -72,6 +74,13 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
         )  # fmt: skip
     _note_request_end(path, rows)
     return rows
+
+
+def _name(record: SpanRecord) -> str:
+    """The span's name, and a Celery task's name after it: one queue carries many tasks, and
+    their spans are named by it ("process celery (shop.charge)")."""
+    task = record.attributes.get(semconv.CELERY_TASK_NAME)
+    return f"{record.name} ({task})" if isinstance(task, str) and task else record.name
 
 
 def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:

@@ -34,8 +34,7 @@ ID_PLACEHOLDER = "{id}"
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER"}
 )
-# tracekit's Celery integration: many tasks share one queue, the task name tells them apart
-TASK_NAME = "tracekit.celery.task_name"
+TASK_NAME = semconv.CELERY_TASK_NAME  # many Celery tasks share one queue: this tells them apart
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _ID = re.compile(

@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 SYSTEM = "celery"
-TASK_NAME = "tracekit.celery.task_name"
+TASK_NAME = semconv.CELERY_TASK_NAME
 TASK_STATE = "tracekit.celery.task_state"
 RETRY_COUNT = "tracekit.retry_count"
 FIRST_ATTEMPT_HEADER = "tracekit-first-attempt"
