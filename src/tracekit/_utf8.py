@@ -4,6 +4,9 @@ decoded with ``surrogateescape``, an application's own string) becomes U+FFFD.
 Python strings may hold one; UTF-8, and so SQLite's text and OTLP's protobuf, cannot. The store
 keeps such text with U+FFFD, and the exporters send it so: protobuf refused the whole batch that
 held one record with it.
+
+``escaped`` is text for a log line or a terminal: what either would act on in it (a line break,
+an escape sequence, a bell) is written out as its Python escape.
 """
 
 from __future__ import annotations
@@ -29,3 +32,10 @@ def clean_value(value: object) -> object:
     if isinstance(value, dict):
         return {clean_value(k): clean_value(v) for k, v in value.items()}
     return value
+
+
+def escaped(text: str) -> str:
+    """``text`` with each character that is not printable as its Python escape (``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)

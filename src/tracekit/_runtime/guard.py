@@ -1,6 +1,9 @@
 """Never break the host application, and never trace tracekit: the one home for guarding.
 
-- ``report_once``: log tracekit's own failure once per place, then stay quiet;
+- ``report_once``: log tracekit's own failure once per place, then stay quiet (its traceback
+  with each exception's message escaped and bounded: one can quote a header, a broker's reply
+  or a stored string, whose line breaks and escape sequences would forge log lines or reach
+  the terminal that shows the log);
 - ``guarded`` (a hook that must not raise) and ``safe`` (one step of tracekit's own work inside
   the user's call): both report once and give a default, so the user's work goes on;
 - ``mark_failed``, ``mark_failed_status``: the one way to mark a span failed, by an exception or
@@ -33,6 +36,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from tracekit import semconv
+from tracekit._utf8 import escaped
 
 MAX_MESSAGE = 512
 # librdkafka's error names are short words of capitals and underscores (``_MSG_TIMED_OUT``):
@@ -41,6 +45,7 @@ _ERROR_CODE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
 
 _log = logging.getLogger("tracekit")
 _reported: set[str] = set()
+_CHAIN_LIMIT = 8  # exceptions of one chain shown
 _SUPPRESS = otel_context._SUPPRESS_INSTRUMENTATION_KEY  # the SDK's own "do not trace me" flag
 _SUPPRESS_HTTP = otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY
 
@@ -77,6 +82,63 @@ def guarded(default: _T) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
         return wrapper
 
     return decorate
+
+
+class _EscapedTraceback(logging.Filter):
+    """Gives a record tracekit logs with an exception the traceback its handlers print, each
+    message escaped (a formatter prints a record's ``exc_text`` when it has one). The record
+    keeps its ``exc_info`` for handlers that take the exception itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = escaped_traceback(record.exc_info[1])
+        return True
+
+
+_log.addFilter(_EscapedTraceback())
+
+
+def escaped_traceback(error: BaseException) -> str:
+    """Python's traceback of ``error`` and the exceptions it was raised from or while handling,
+    each one's message on one escaped line of at most ``MAX_MESSAGE`` characters."""
+    chain = [error]
+    earlier = _raised_from(error)
+    while (
+        earlier is not None and len(chain) < _CHAIN_LIMIT and all(earlier is not e for e in chain)
+    ):
+        chain.append(earlier)
+        earlier = _raised_from(earlier)
+    blocks = [_one_traceback(one) for one in reversed(chain)]
+    links = [_link(later) for later in reversed(chain[:-1])]
+    return "".join(block + link for block, link in zip(blocks, [*links, ""], strict=True))
+
+
+def _raised_from(error: BaseException) -> BaseException | None:
+    if error.__cause__ is not None:
+        return error.__cause__
+    return None if error.__suppress_context__ else error.__context__
+
+
+def _link(later: BaseException) -> str:
+    if later.__cause__ is not None:
+        return "\n\nThe above exception was the direct cause of the following exception:\n\n"
+    return "\n\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _one_traceback(error: BaseException) -> str:
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__
+        text = "<exception str() failed>"
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE] + "…"
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    line = f"{name}: {escaped(text)}" if text else name
+    return f"Traceback (most recent call last):\n{frames}{line}" if frames else line
 
 
 def safe(where: str, action: Callable[[], _T]) -> _T | None:

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from tracekit._runtime.ratelimit import RateLimitedWarning
+from tracekit._utf8 import escaped
 from tracekit.receiver._address import client_address
 from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
-from tracekit.store._connection import escaped, one_line
+from tracekit.store._connection import one_line
 from tracekit.store._process import (
     WriterProcess,
     WriterProcessDied,

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from tracekit._utf8 import escaped
 from tracekit.store._schema import NotAStoreError, holds_other_tables, migrate, schema_version
 
 T = TypeVar("T")
@@ -396,13 +397,6 @@ def one_line(error: BaseException) -> str:
     """An error's message on one line, at most 200 characters, for a log line: what a terminal
     would act on in it (an escape sequence or a bell in the store's path) is escaped."""
     return escaped(" ".join(str(error).split()))[:200]
-
-
-def escaped(text: str) -> str:
-    """``text`` with each character that is not printable as its Python escape (``\\x1b``)."""
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def is_busy(error: sqlite3.OperationalError) -> bool:
