@@ -51,9 +51,9 @@ def test_every_block_is_run_or_marked_as_a_fragment_with_a_reason() -> None:
 
 
 @pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    with running_redis() as port:
-        yield port
+def redis_url() -> Iterator[str]:
+    with running_redis() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def substitutions(document: Path, request: pytest.FixtureRequest) -> dict[str, s
         return {"'tracekit[cli]'": f"'{ROOT}[cli]'",
                 "TRACEKIT_METRICS_PORT=9465": f"TRACEKIT_METRICS_PORT={free_port()}"}  # fmt: skip
     if name == "docs/queues/redis.md":
-        return {"redis.Redis()": f"redis.Redis(port={request.getfixturevalue('redis_port')})"}
+        return {"redis.Redis()": f"redis.Redis.from_url({request.getfixturevalue('redis_url')!r})"}
     if name == "docs/queues/kafka.md":
         return {"localhost:9092": request.getfixturevalue("kafka_bootstrap")}
     return {}

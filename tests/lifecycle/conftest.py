@@ -22,5 +22,5 @@ def redis_url() -> Iterator[str]:
     """A throw-away redis-server (no persistence) as Celery's broker, one per test: a worker
     stopped before its ack reached the broker leaves the message to be restored, and the next
     test's worker would run it too."""
-    with running_redis() as port:
-        yield f"redis://127.0.0.1:{port}/0"
+    with running_redis() as url:
+        yield url

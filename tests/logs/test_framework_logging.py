@@ -111,8 +111,8 @@ def get_when_up(url: str, correlation_id: str, process: subprocess.Popen[Any]) -
 
 def test_celery_worker_hijacking_the_root_logger(tmp_path: Path) -> None:
     bodies = {"module logger: charging order 7", "task logger: charged order 7"}
-    with running_redis() as port:
-        env = environment(tmp_path, CELERY_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    with running_redis() as url:
+        env = environment(tmp_path, CELERY_BROKER_URL=url)
         worker = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker", "--pool=solo",
                   "--loglevel=INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
         with running(worker, env, tmp_path / "worker.log"):

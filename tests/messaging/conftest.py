@@ -61,8 +61,8 @@ def queue_name(amqp_url: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A private redis-server for this session (no persistence)."""
-    with running_redis() as port:
-        yield f"redis://127.0.0.1:{port}/0"
+    with running_redis() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,8 +19,8 @@ AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A throw-away redis-server (no persistence) for this module's tests."""
-    with running_redis() as port:
-        yield f"redis://127.0.0.1:{port}/0"
+    with running_redis() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

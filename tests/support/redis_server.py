@@ -4,6 +4,7 @@ them."""
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import socket
 import subprocess
@@ -16,37 +17,59 @@ from conditions import need, wait_for
 from loopback import free_port
 
 
-def answers_ping(port: int) -> bool:
-    """True when a Redis server on loopback ``port`` answers PING."""
+def answers_ping(port: int, password: str | None = None) -> bool:
+    """True when a Redis server on loopback ``port`` answers PING (after ``AUTH password``:
+    a server that does not hold that password answers an error)."""
+    request = b"PING\r\n" if password is None else f"AUTH {password}\r\nPING\r\n".encode()
+    expected = b"+PONG" if password is None else b"+OK\r\n+PONG"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(request)
+            answer = b""
+            while len(answer) < len(expected) and (chunk := sock.recv(64)):
+                answer += chunk
+            return answer.startswith(expected)
     except OSError:
         return False
 
 
 @contextmanager
-def running_redis() -> Iterator[int]:
-    """Start redis-server and yield its port (skip locally, fail in CI, when it is missing)."""
+def running_redis() -> Iterator[str]:
+    """Start a redis-server of its own and yield its URL, password included (skip locally, fail
+    in CI, when it is missing). A server of someone else's that took the port chosen for it
+    answers no command to that password, and another port is tried: their data is never read,
+    written or flushed."""
     binary = shutil.which("redis-server")
     need(binary is not None, "redis-server")
     assert binary is not None
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    password = secrets.token_hex(16)
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--requirepass", password],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         try:
-            wait_for(lambda: process.poll() is None and answers_ping(port), 10, "redis-server")
-        except AssertionError:
-            need(False, "a running redis-server")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
+            if _serves(process, port, password):
+                yield f"redis://:{password}@127.0.0.1:{port}/0"
+                return
+        finally:
+            process.terminate()
+            process.wait(10)
+    need(False, "a running redis-server")
+
+
+def _serves(process: subprocess.Popen[bytes], port: int, password: str) -> bool:
+    """Whether ``process`` serves ``port``: False once it has exited (the port was taken
+    meanwhile) or when nothing answers to ``password`` there in time."""
+    try:
+        wait_for(lambda: process.poll() is not None or answers_ping(port, password), 10,
+                 "redis-server")  # fmt: skip
+    except AssertionError:
+        return False
+    return process.poll() is None
 
 
 @contextmanager
