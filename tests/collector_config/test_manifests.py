@@ -274,11 +274,25 @@ def test_k8s_sidecar_buffers_cannot_overflow_their_volume() -> None:
 def test_ecs_app_outlives_a_collector_crash() -> None:
     """An essential container that stops takes its whole task down: a collector killed by a
     burst or a bad deploy stopped the app, its requests in flight with it. The collector is not
-    essential and ECS restarts it in place (the app keeps serving; its exports fail quietly)."""
+    essential and ECS restarts it in place, once it has run a minute (the app keeps serving; its
+    exports fail quietly)."""
     collector = ecs_container("otel-collector")
     assert collector["essential"] is False
     assert collector["restartPolicy"]["enabled"] is True
     assert ecs_container("app")["essential"] is True
+
+
+def test_ecs_readme_says_which_collector_exits_are_not_restarted() -> None:
+    """ECS restarts a container only once it has run ``restartAttemptPeriod`` seconds (60 to
+    1800; 300 when unset): one that exits sooner is not restarted. The README said a collector
+    that crashes "is restarted in place"; one that died within a minute of its start stayed
+    stopped, and the task served on with its telemetry lost."""
+    period = ecs_container("otel-collector")["restartPolicy"]["restartAttemptPeriod"]
+    assert 60 <= period <= 1800
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    ecs = " ".join(readme.split("**ECS (Fargate)")[1].split("**Kubernetes")[0].split())
+    assert f"only if it had run for {period} s (`restartAttemptPeriod`" in ecs
+    assert "ECS does not restart a container that exits sooner after it started" in ecs
 
 
 def _reads_configmaps_in_kube_system() -> bool:
