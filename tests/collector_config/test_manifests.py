@@ -334,3 +334,24 @@ def test_ecs_containers_log_into_a_group_that_is_created_when_missing() -> None:
         assert logging["logDriver"] == "awslogs"
         assert logging["options"].get("awslogs-create-group") == "true", container["name"]
     assert "logs:CreateLogGroup" in readme.split("**ECS (Fargate)")[1].split("**Kubernetes")[0]
+
+
+def test_readme_says_what_the_disk_queues_lose() -> None:
+    """The persistent queue is not sent on shutdown (the collector leaves it on disk for its next
+    start) and a sender gives a request up after ``max_elapsed_time``. The README said a backend
+    outage or a collector restart "loses nothing that fits on the volume", where the queue on an
+    emptyDir or a task volume goes with every pod or task that ends: a rollout during an outage
+    lost the backlog."""
+    _, config = k8s_config()
+    mounts = {m["mountPath"]: m["name"] for m in k8s_container("otel-collector")["volumeMounts"]}
+    (volume,) = [v for v in pod_spec()["volumes"] if v["name"] == mounts[queue_dir(config)]]
+    exporters = [config["exporters"][cid] for cid in used(config, "exporters")]
+    queued = [e for e in exporters if (e.get("sending_queue") or {}).get("storage")]
+    assert {e["retry_on_failure"]["max_elapsed_time"] for e in queued} == {"10m"}
+    assert not any("num_consumers" in e["sending_queue"] for e in queued)  # 10, as documented
+    readme = " ".join((CONFIG_DIR / "README.md").read_text(encoding="utf-8").split())
+    assert "loses nothing" not in readme
+    assert "retried for `max_elapsed_time` (10m in the sidecars) and then dropped" in readme
+    assert "The queue is not sent on shutdown" in readme
+    if "emptyDir" in volume:
+        assert "the volume goes with its pod or task" in readme
