@@ -355,3 +355,23 @@ def test_readme_says_what_the_disk_queues_lose() -> None:
     assert "The queue is not sent on shutdown" in readme
     if "emptyDir" in volume:
         assert "the volume goes with its pod or task" in readme
+
+
+def test_readme_names_the_aws_exporters_that_keep_their_queue_on_disk() -> None:
+    """The README said that beside X-Ray "the other two exporters persist like the Grafana
+    flavour": Amazon Managed Prometheus's remote write keeps nothing on disk (no sending queue
+    storage, no write-ahead log), so metrics of an outage are held in memory only."""
+    _, config = ecs_config()
+    persisted = {
+        cid
+        for cid in used(config, "exporters")
+        if ((config["exporters"][cid] or {}).get("sending_queue") or {}).get("storage")
+    }
+    assert persisted == {"awscloudwatchlogs"}
+    readme = " ".join((CONFIG_DIR / "README.md").read_text(encoding="utf-8").split())
+    assert "the other two exporters persist" not in readme
+    assert "`awscloudwatchlogs` keeps its queue on the task volume" in readme
+    assert (
+        "`prometheusremotewrite/amp`, like remote write to Prometheus, keeps no write-ahead"
+        in readme
+    )
