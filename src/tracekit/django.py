@@ -42,7 +42,7 @@ from tracekit._http.server import (
     make_current,
     restore_current,
 )
-from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of
+from tracekit._http.wsgi_environ import ServerAttributes, header_keys, headers_of, server_answer
 from tracekit._runtime.guard import guarded, report_once
 from tracekit.instrumentation._base import Instrumentor
 
@@ -320,7 +320,7 @@ def _watch_stream(
                 # Under WSGI nothing goes out before the first chunk, and Django reads an async
                 # body whole before sending any: the server answers instead (gunicorn and
                 # werkzeug with their own 500). Under ASGI Django has sent the status already.
-                active.status_code = 0
+                active.status_code = server_answer(error)
             requests.complete(active, _route_of(request), error)
         except Exception as exc:
             report_once("django request finish", exc)

@@ -36,6 +36,7 @@ from tracekit._http.wsgi_environ import (
     header_keys,
     headers_of,
     request_path,
+    server_answer,
     url_path,
 )
 from tracekit._runtime.guard import report_once
@@ -106,8 +107,8 @@ class TracekitMiddleware(OptionsReadLate):
             body = self.app(environ, start_with_correlation)
         except BaseException as error:
             # A response the app started has not gone out (PEP 3333: not before its first
-            # chunk); the server answers instead (werkzeug and gunicorn with their own 500).
-            request.status_code = 0
+            # chunk); the server answers instead, without the correlation header.
+            request.status_code = server_answer(error)
             _finish(self._requests, request, environ, error)
             raise
         sized = hasattr(body, "__len__")
@@ -162,8 +163,8 @@ class _Response:
             raise
         except BaseException as error:
             self._error = error
-            if not answered:  # the server answers instead (werkzeug and gunicorn: their 500)
-                self._request.status_code = 0
+            if not answered:  # the server answers instead
+                self._request.status_code = server_answer(error)
             self.close()
             raise
         self.close()

@@ -29,6 +29,15 @@ ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: wher
 CONTEXT_KEY = "tracekit.context"
 
 
+def server_answer(error: BaseException) -> int:
+    """The status the server answers with when ``error`` leaves the application before any of
+    its response went out: 500 for an exception (werkzeug's, gunicorn's, wsgiref's page), but
+    0, not known, for an ``OSError``, which gunicorn takes for its socket failing and answers
+    with nothing (werkzeug too, for a ``ConnectionError``), and for a ``BaseException`` that is
+    no exception (a worker's ``SystemExit``)."""
+    return 500 if isinstance(error, Exception) and not isinstance(error, OSError) else 0
+
+
 def request_path(environ: Mapping[str, Any]) -> str:
     """``PATH_INFO`` as the client's text: PEP 3333 gives its bytes decoded as latin-1, while
     the path is UTF-8 (``/café``, as ASGI servers and Django decode it, not ``/cafÃ©``)."""
