@@ -35,7 +35,13 @@ from tracekit._http.server import (
     make_current,
     restore_current,
 )
-from tracekit._http.server_errors import ECHO_KEY, echo_on_server_error_pages, with_header
+from tracekit._http.server_errors import (
+    AWAITED_KEY,
+    ECHO_KEY,
+    answers_through_tracekit,
+    echo_on_server_error_pages,
+    with_header,
+)
 from tracekit._runtime import lifecycle
 from tracekit._runtime.guard import report_once
 
@@ -268,7 +274,28 @@ class TracekitMiddleware(OptionsReadLate):
                 request.status_code = _error_page_status(inside, scope, error)
             # a response that has gone was routed already (complete): no second lookup
             route = None if request.completed else _route_named(request, scope, top)
+            if (
+                error is not None
+                and not request.status_code
+                and _handler_answers(inside, scope, error)
+            ):
+                scope[AWAITED_KEY] = lambda status: self._handler_answered(
+                    request, route, error, status
+                )
+                self._requests.set_aside(request, error)
+                return
             self._requests.finish(request, route, error)
+        except Exception as exc:
+            report_once("asgi request finish", exc)
+
+    def _handler_answered(
+        self, request: ActiveRequest, route: str | None, error: BaseException, status: int
+    ) -> None:
+        """The app's own 500 handler made its page (of ``status``) for the request's exception:
+        the request ends with it."""
+        try:
+            request.status_code = status
+            self._requests.complete(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
 
@@ -349,7 +376,7 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     its own page or its debug page. 0 where that is not known: outside any such app, the server
     answers (uvicorn with its own 500, unseen here too); a middleware added after this one may
     answer it first, its own way (a catch-all's 503); the app's own 500 handler chooses its
-    page's status, unless the app is in debug mode."""
+    page's status, unless the app is in debug mode (``_handler_answers``)."""
     applications = sys.modules.get("starlette.applications")
     if (
         applications is None
@@ -361,6 +388,23 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
         return 0
     handlers = app.exception_handlers
     return 500 if app.debug or (500 not in handlers and Exception not in handlers) else 0
+
+
+def _handler_answers(app: object, scope: Scope, error: BaseException) -> bool:
+    """Whether the app's own 500 handler answers ``error`` next, through tracekit's wrapper,
+    which tells the status of its page (``_error_page_status`` found it not known): an HTTP
+    request, tracekit's the app's outermost added middleware and ``error`` the application's
+    own exception. Starlette's signals (its body limit's) and groups that may hold one are left
+    alone: FastAPI answers those on the way out, before any handler."""
+    kind = type(error)
+    return (
+        scope["type"] == "http"
+        and isinstance(error, Exception)
+        and _added_last(app)
+        and answers_through_tracekit(getattr(app, "middleware_stack", None))
+        and not kind.__module__.startswith("starlette.")
+        and not isinstance(error, BaseExceptionGroup)
+    )
 
 
 def _added_last(app: object) -> bool:

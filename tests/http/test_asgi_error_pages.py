@@ -181,21 +181,73 @@ def test_an_unhandled_exception_is_the_500_its_app_answered(
     assert _counted(registry) == [("/crash", "500", "RuntimeError")]
 
 
-def test_the_status_of_an_apps_own_500_handler_is_not_guessed(
-    serve_asgi: Any, wait_for_spans: Any
+async def _unavailable(request: Request, exc: Exception) -> PlainTextResponse:
+    return PlainTextResponse("later", status_code=503)
+
+
+def _unavailable_sync(request: Request, exc: Exception) -> PlainTextResponse:
+    return PlainTextResponse("later", status_code=503)
+
+
+async def _broken_handler(request: Request, exc: Exception) -> PlainTextResponse:
+    raise LookupError("no such template")
+
+
+def _fastapi_with_handler(registry: CollectorRegistry) -> FastAPI:
+    app = _added(FastAPI(telemetry={"tracing": False}, routes=CRASH), registry)
+    app.exception_handler(Exception)(_unavailable)  # FastAPI's documented decorator
+    return app
+
+
+OWN_HANDLERS = {  # the app, and the status its client gets
+    "starlette-async": (
+        lambda registry: _added(
+            Starlette(routes=CRASH, exception_handlers={Exception: _unavailable}), registry
+        ),
+        503,
+    ),
+    "starlette-sync": (
+        lambda registry: _added(
+            Starlette(routes=CRASH, exception_handlers={500: _unavailable_sync}), registry
+        ),
+        503,
+    ),
+    "fastapi": (_fastapi_with_handler, 503),
+    "handler-that-raises": (  # uvicorn answers then, with its own 500
+        lambda registry: _added(
+            Starlette(routes=CRASH, exception_handlers={Exception: _broken_handler}), registry
+        ),
+        500,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWN_HANDLERS))
+def test_the_status_of_an_apps_own_500_handler_is_recorded(
+    kind: str, serve_asgi: Any, wait_for_spans: Any
 ) -> None:
-    """An app's own handler chooses the status of its page, which this middleware, inside the
-    handler's ``ServerErrorMiddleware``, never sees: no status is recorded for it."""
+    """An app's own handler chooses the status of its page, sent by its ``ServerErrorMiddleware``
+    outside this middleware, after the exception has gone through it: the span had no
+    ``http.response.status_code`` and the metrics counted the request under an empty status,
+    where the client got a 503. tracekit's wrapper of that handler sees the page's status."""
     registry = CollectorRegistry()
-
-    async def unavailable(request: Request, exc: Exception) -> PlainTextResponse:
-        return PlainTextResponse("later", status_code=503)
-
-    app = _added(Starlette(routes=CRASH, exception_handlers={Exception: unavailable}), registry)
-    assert send(serve_asgi(app) + "/crash", []).status == 503
+    make_app, status = OWN_HANDLERS[kind]
+    assert send(serve_asgi(make_app(registry)) + "/crash", []).status == status
     (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
-    assert "http.response.status_code" not in (span.attributes or {})
-    assert _counted(registry) == [("/crash", "", "RuntimeError")]
+    assert span.attributes.get("http.response.status_code") == status
+    assert span.attributes.get("error.type") == "RuntimeError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert _counted(registry) == [("/crash", str(status), "RuntimeError")]
+    assert _in_flight(registry) == [0]
+
+
+def _in_flight(registry: CollectorRegistry) -> list[float]:
+    return [
+        s.value
+        for metric in registry.collect()
+        for s in metric.samples
+        if s.name == "http_server_active_requests"
+    ]
 
 
 class _CatchAll:

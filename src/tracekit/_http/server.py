@@ -259,6 +259,12 @@ class ServerRequests:
         finally:
             _restore(request)
 
+    def set_aside(self, request: ActiveRequest, error: BaseException) -> None:
+        """Restore the caller's context, leaving the request to ``complete`` once the answer
+        to ``error``, made out of sight, is known (an app's own 500 handler's page)."""
+        correlation._remember_context(error)
+        _restore(request)
+
     def _failed_after_response(self, request: ActiveRequest, error: BaseException) -> None:
         """The application raised after its response had gone (a background task, its
         trailers): the request's span has ended, so the exception gets a span of its own under

@@ -8,7 +8,8 @@ makes (its own, its debug page, or the app's 500 handler's) gets it, when it has
 already. Only the error path is wrapped, so requests that succeed pay nothing for it; the
 wrappers are installed (lazily, once) by the first tracekit ASGI middleware. An app's own 500
 handler is wrapped when its ``ServerErrorMiddleware`` is built, which Starlette does at the app's
-first request.
+first request; that wrapper also tells the middleware, which has let the exception go by then,
+the status of the handler's page (``AWAITED_KEY``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from tracekit._http.asgi_types import Message
 from tracekit.instrumentation._base import Instrumentor
 
 ECHO_KEY = "tracekit.echo"
+# In the scope, where the app's own 500 handler answers the exception of a request tracekit has
+# yet to finish: called with the status of the handler's page (500, uvicorn's, if it raises).
+AWAITED_KEY = "tracekit.awaited_page"
 
 
 class _ServerErrorPages(Instrumentor):
@@ -87,16 +91,40 @@ def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
     from starlette.concurrency import run_in_threadpool
 
     async def echoing_handler(request: Any, exc: Exception) -> Any:
-        if _is_coroutine_function(handler):
-            page = handler(request, exc)
-        else:
-            page = await run_in_threadpool(handler, request, exc)
-        if inspect.isawaitable(page):
-            page = await page
-        _echo_on(page, getattr(request, "scope", None))
+        scope = getattr(request, "scope", None)
+        awaited = scope.pop(AWAITED_KEY, None) if isinstance(scope, dict) else None
+        status = 500  # the server's answer, should the handler raise
+        try:
+            if _is_coroutine_function(handler):
+                page = handler(request, exc)
+            else:
+                page = await run_in_threadpool(handler, request, exc)
+            if inspect.isawaitable(page):
+                page = await page
+            status = _status_of(page)
+        finally:
+            if callable(awaited):
+                awaited(status)
+        _echo_on(page, scope)
         return page
 
+    echoing_handler.tracekit_echoing = True  # type: ignore[attr-defined]
     return echoing_handler
+
+
+def answers_through_tracekit(errors_middleware: object) -> bool:
+    """Whether a Starlette ``ServerErrorMiddleware`` answers an exception with the app's own 500
+    handler, wrapped here (so ``AWAITED_KEY`` is called): not in debug mode, which answers with
+    the debug page instead."""
+    handler = getattr(errors_middleware, "handler", None)
+    return getattr(handler, "tracekit_echoing", False) and not getattr(
+        errors_middleware, "debug", True
+    )
+
+
+def _status_of(page: object) -> int:
+    status = getattr(page, "status_code", None)
+    return status if type(status) is int else 0
 
 
 def _is_coroutine_function(handler: Callable[..., Any]) -> bool:
