@@ -38,6 +38,7 @@ from tracekit._http.server import (
 from tracekit._http.server_errors import (
     AWAITED_KEY,
     ECHO_KEY,
+    AwaitedPage,
     answers_through_tracekit,
     echo_on_server_error_pages,
     with_header,
@@ -216,6 +217,8 @@ class TracekitMiddleware(OptionsReadLate):
         except BaseException as exc:
             if not answered:
                 await _refuse_on_error(send_with_correlation, scope, exc)
+                if _handler_answers(scope.get("app"), scope, exc):  # with the ID current
+                    scope[AWAITED_KEY] = AwaitedPage(cid, carried)
             raise
         finally:
             try:
@@ -279,8 +282,10 @@ class TracekitMiddleware(OptionsReadLate):
                 and not request.status_code
                 and _handler_answers(inside, scope, error)
             ):
-                scope[AWAITED_KEY] = lambda status: self._handler_answered(
-                    request, route, error, status
+                scope[AWAITED_KEY] = AwaitedPage(
+                    request.correlation_id,
+                    otel_context.get_current(),
+                    lambda status: self._handler_answered(request, route, error, status),
                 )
                 self._requests.set_aside(request, error)
                 return

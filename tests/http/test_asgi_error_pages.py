@@ -5,11 +5,13 @@ tracekit's middleware where users put it (``add_middleware``, inside the framewo
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from rawhttp import send
@@ -18,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
+import tracekit
 from tracekit import asgi
 
 
@@ -324,3 +327,48 @@ def test_an_exception_of_a_wrapped_app_mounted_in_starlette_is_not_taken_for_a_5
     (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
     assert "http.response.status_code" not in (span.attributes or {})
     assert span.attributes.get("error.type") == "ValueError"
+
+
+async def _quoting_the_id(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(_ids_here(), status_code=500)
+
+
+def _quoting_the_id_sync(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(_ids_here(), status_code=500)
+
+
+def _ids_here() -> dict[str, str | None]:
+    span = trace.get_current_span().get_span_context()
+    return {
+        "correlation_id": tracekit.correlation_id(),
+        "trace_id": format(span.trace_id, "032x") if span.is_valid else None,
+    }
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+@pytest.mark.parametrize("handler", [_quoting_the_id, _quoting_the_id_sync])
+def test_the_apps_own_500_handler_runs_in_its_request(
+    mode: str, handler: Any, serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A handler whose error page quotes the request's correlation ID (for the user to give
+    support) ran after the exception had left tracekit's middleware: its page said null, while
+    its header carried the ID. Async or sync, it now runs with the request's ID and span."""
+    routes = [Route("/crash", crash), Route("/fine", fine)]
+    app = Starlette(routes=routes, exception_handlers={Exception: handler})
+    app.add_middleware(asgi.TracekitMiddleware, mode=mode)
+    url = serve_asgi(app)
+
+    response = send(url + "/crash", [b"X-Correlation-ID: ticket-77"])
+    after = send(url + "/fine", [])
+
+    assert response.status == 500 and response.header("X-Correlation-ID") == "ticket-77"
+    quoted = json.loads(response.body)
+    assert quoted["correlation_id"] == "ticket-77"
+    assert after.status == 200 and after.header("X-Correlation-ID") != "ticket-77"
+    if mode == "full":
+        (span,) = [
+            s
+            for s in wait_for_spans(2)
+            if s.kind is SpanKind.SERVER and s.attributes.get("correlation.id") == "ticket-77"
+        ]
+        assert quoted["trace_id"] == format(span.context.trace_id, "032x")

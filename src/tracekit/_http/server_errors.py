@@ -17,16 +17,32 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from tracekit._http.asgi_types import Message
+from tracekit._http.server import CurrentTokens, make_current, restore_current
+from tracekit._runtime.guard import guarded, safe
 from tracekit.instrumentation._base import Instrumentor
 
 ECHO_KEY = "tracekit.echo"
 # In the scope, where the app's own 500 handler answers the exception of a request tracekit has
-# yet to finish: called with the status of the handler's page (500, uvicorn's, if it raises).
+# let go: an ``AwaitedPage``.
 AWAITED_KEY = "tracekit.awaited_page"
+
+
+@dataclass(slots=True)
+class AwaitedPage:
+    """The request whose exception the app's own 500 handler answers: its correlation ID and
+    context, current again while the handler runs (its page may quote the ID), and what is
+    told the status of the handler's page (500, uvicorn's, when the handler raises)."""
+
+    correlation_id: str
+    context: otel_context.Context
+    answered: Callable[[int], None] | None = None
 
 
 class _ServerErrorPages(Instrumentor):
@@ -93,7 +109,10 @@ def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
     async def echoing_handler(request: Any, exc: Exception) -> Any:
         scope = getattr(request, "scope", None)
         awaited = scope.pop(AWAITED_KEY, None) if isinstance(scope, dict) else None
+        if not isinstance(awaited, AwaitedPage):
+            awaited = None
         status = 500  # the server's answer, should the handler raise
+        tokens = _made_current(awaited) if awaited else None
         try:
             if _is_coroutine_function(handler):
                 page = handler(request, exc)
@@ -103,8 +122,10 @@ def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
                 page = await page
             status = _status_of(page)
         finally:
-            if callable(awaited):
-                awaited(status)
+            if tokens is not None:
+                _restored(tokens)
+            if awaited is not None and awaited.answered is not None:
+                awaited.answered(status)
         _echo_on(page, scope)
         return page
 
@@ -112,9 +133,19 @@ def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
     return echoing_handler
 
 
+def _made_current(awaited: AwaitedPage) -> CurrentTokens | None:
+    """The request's ID and context made current for its handler (None if that failed)."""
+    return safe("asgi 500 handler", lambda: make_current(awaited.correlation_id, awaited.context))
+
+
+@guarded(None)
+def _restored(tokens: CurrentTokens) -> None:
+    restore_current(tokens)
+
+
 def answers_through_tracekit(errors_middleware: object) -> bool:
     """Whether a Starlette ``ServerErrorMiddleware`` answers an exception with the app's own 500
-    handler, wrapped here (so ``AWAITED_KEY`` is called): not in debug mode, which answers with
+    handler, wrapped here (so an ``AWAITED_KEY`` is read): not in debug mode, which answers with
     the debug page instead."""
     handler = getattr(errors_middleware, "handler", None)
     return getattr(handler, "tracekit_echoing", False) and not getattr(
