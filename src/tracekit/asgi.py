@@ -61,6 +61,7 @@ _RESPONSE_STARTS = frozenset(("http.response.start", "websocket.accept",
 # (ASGI's WebSocket denial response extension): how a 500 can carry the correlation header.
 _DENIAL_RESPONSE = "websocket.http.response"
 _PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+_CONTENT_TOO_LARGE = 413
 
 
 class TracekitMiddleware(OptionsReadLate):
@@ -271,6 +272,8 @@ class TracekitMiddleware(OptionsReadLate):
             if error is not None and not request.status_code and _client_went_away(error):
                 # the client's doing, as Django's cancelled view is: no server error
                 request.status_code, error = CLIENT_CLOSED_REQUEST, None
+            elif error is not None and _over_body_limit(error, request.status_code):
+                request.status_code, error = _CONTENT_TOO_LARGE, None  # the client's error too
             elif error is not None and _client_closed_websocket(error):
                 error = None  # how a WebSocket connection ends: no server error either
             elif error is not None and not request.status_code:
@@ -425,6 +428,16 @@ def _client_went_away(error: BaseException) -> bool:
     """Starlette's ``ClientDisconnect``: the client left before its request body had come
     (an upload cancelled), and reading it raised."""
     return _is_starlettes(error, "ClientDisconnect")
+
+
+def _over_body_limit(error: BaseException, status_code: int) -> bool:
+    """Starlette's body limit (FastAPI's ``max_body_size``) answering a request whose body is
+    over it with its own 413, outside this middleware: it stops the app with this exception
+    once it has sent that 413 in place of the app's answer, or answers this one that left the
+    app before it answered."""
+    return _is_starlettes(error, "_RequestBodyLimitResponseSent") or (
+        not status_code and _is_starlettes(error, "_RequestBodyTooLarge")
+    )
 
 
 def _client_closed_websocket(error: BaseException) -> bool:

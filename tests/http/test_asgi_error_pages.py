@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import pytest
+import requests
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -372,3 +373,34 @@ def test_the_apps_own_500_handler_runs_in_its_request(
             if s.kind is SpanKind.SERVER and s.attributes.get("correlation.id") == "ticket-77"
         ]
         assert quoted["trace_id"] == format(span.context.trace_id, "032x")
+
+
+def _upload_limited(registry: CollectorRegistry) -> FastAPI:
+    async def upload(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"{len(await request.body())} bytes")
+
+    app = FastAPI(telemetry={"tracing": False}, max_body_size=1024)
+    app.add_api_route("/upload", upload, methods=["POST"])
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry)
+    return app
+
+
+def test_an_upload_over_the_apps_body_limit_is_the_clients_413(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """FastAPI's ``max_body_size``: Starlette's body limit answers an upload whose
+    Content-Length is over it with a 413 of its own and stops the app with an exception of its
+    own. The span was failed and the request counted with error_type
+    ``_RequestBodyLimitResponseSent``, a server error on every dashboard, for the client's 413."""
+    registry = CollectorRegistry()
+    url = serve_asgi(_upload_limited(registry)) + "/upload"
+    response = requests.post(url, data=b"x" * 4096, timeout=10)
+    fine_upload = requests.post(url, data=b"x" * 10, timeout=10)
+
+    assert response.status_code == 413 and fine_upload.text == "10 bytes"
+    assert "X-Correlation-ID" not in response.headers  # the limit's own page, sent outside
+    spans = [s for s in wait_for_spans(2) if s.kind is SpanKind.SERVER]
+    (span,) = [s for s in spans if s.attributes.get("http.response.status_code") == 413]
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (span.attributes or {}) and not span.events
+    assert sorted(_counted(registry)) == [("/upload", "200", ""), ("/upload", "413", "")]
