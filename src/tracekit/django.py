@@ -84,6 +84,8 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             response = self.get_response(request)
         except BaseException as error:
+            # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the server answers
+            active.status_code = server_answer(error)
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)

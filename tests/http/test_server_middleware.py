@@ -510,6 +510,25 @@ def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_
     assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
 
 
+def test_an_exception_django_propagates_is_the_servers_500(
+    django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """With ``DEBUG_PROPAGATE_EXCEPTIONS`` Django lets a view's exception out to the server,
+    which answers with its own 500: the span had no ``http.response.status_code`` and the
+    metrics an empty status, as for Flask's ``PROPAGATE_EXCEPTIONS``."""
+    from django.test import override_settings
+
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
+    url = serve_wsgi(django_application)
+    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
+        assert requests.get(url + "/crash", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /crash" and span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "KeyError"
+
+
 def test_a_django_stream_that_fails_part_way_is_a_failed_request(
     django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
 ) -> None:
