@@ -105,6 +105,9 @@ class TracekitMiddleware(OptionsReadLate):
             _finish(self._requests, active, request, None)
             raise
         except BaseException as error:
+            # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the ASGI server
+            # answers any exception with its 500 (uvicorn's), an OSError too
+            active.status_code = 500 if isinstance(error, Exception) else 0
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)

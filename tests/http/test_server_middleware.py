@@ -529,6 +529,25 @@ def test_an_exception_django_propagates_is_the_servers_500(
     assert span.attributes["error.type"] == "KeyError"
 
 
+def test_an_exception_django_propagates_under_asgi_is_the_servers_500(
+    django_application: Any, serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """Under ASGI too (Django's async middleware path), uvicorn answers the exception Django
+    lets out with its own 500, while the span had no ``http.response.status_code``."""
+    from django.core.asgi import get_asgi_application
+    from django.test import override_settings
+
+    caplog.set_level(logging.CRITICAL, logger="uvicorn.error")  # uvicorn logs the exception
+    url = serve_asgi(get_asgi_application())
+    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
+        assert requests.get(url + "/crash", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /crash" and span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "KeyError"
+
+
 def test_a_django_stream_that_fails_part_way_is_a_failed_request(
     django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
 ) -> None:
