@@ -282,8 +282,8 @@ def test_error_ratio_counts_every_500_the_clients_got(
     prometheus: str, traffic: Traffic, name: str, chosen: dict[str, list[str]]
 ) -> None:
     """/fail answers 500; /crash raises, and the app's exception handler, run by Starlette's
-    ServerErrorMiddleware outside the app's middleware, answers 500 (tracekit records the
-    request with no status code, as it never saw one): clients got both, the ratio counts both."""
+    ServerErrorMiddleware outside the app's middleware, answers 500: clients got both, the
+    ratio counts both."""
     board = load(name)
     panel = next(p for p in panels(board) if p["title"].startswith("Error ratio"))
     promql = interpolate(panel["targets"][0]["expr"], variables(board), chosen)

@@ -6,8 +6,8 @@ spans) but not exported. Every metric family the dashboards read gets traffic:
 
 - ``/orders/{order_id}``: HTTP server; ids starting with ``slow`` sleep 0.3 s.
 - ``/fail``: HTTP 500.
-- ``/crash``: raises; the app's own exception handler answers 500, whose status tracekit
-  cannot see: it records the exception with no status code.
+- ``/crash``: raises; the app's own exception handler answers 500 (tracekit records that status
+  beside the exception, from its wrapper of the handler).
 - ``/checkout/{cart_id}``: calls ``/orders/{cart_id}`` on this service through httpx (HTTP client
   metrics, exemplars) and publishes the cart to the in-process queue ``orders.created``
   (``tracekit.messaging.publish``, ``inproc_queue``). A consumer thread handles each message inside
@@ -52,7 +52,7 @@ async def fail(request: Request) -> PlainTextResponse:
 
 
 async def crash(request: Request) -> PlainTextResponse:
-    raise RuntimeError("an unhandled exception: the server answers 500, no status is recorded")
+    raise RuntimeError("an exception the app's own handler answers with a 500")
 
 
 async def checkout(request: Request) -> PlainTextResponse:
@@ -93,7 +93,7 @@ async def crashed(request: Request, error: Exception) -> PlainTextResponse:
 
 
 # add_middleware's place: inside Starlette's ServerErrorMiddleware, which answers /crash with
-# the app's own handler's page, whose status tracekit cannot see
+# the app's own handler's page, after the exception has left tracekit's middleware
 app = Starlette(
     routes=routes,
     lifespan=lifespan,
