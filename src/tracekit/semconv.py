@@ -22,6 +22,7 @@ __all__ = [
     "ERROR_TYPE",
     "HTTP_REQUEST_METHOD",
     "HTTP_REQUEST_METHOD_ORIGINAL",
+    "HTTP_REQUEST_RESEND_COUNT",
     "HTTP_RESPONSE_STATUS_CODE",
     "HTTP_ROUTE",
     "LINKS_DROPPED",
@@ -56,6 +57,7 @@ __all__ = [
 # HTTP (stable)
 HTTP_REQUEST_METHOD: Final = "http.request.method"
 HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"
+HTTP_REQUEST_RESEND_COUNT: Final = "http.request.resend_count"
 HTTP_ROUTE: Final = "http.route"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 URL_PATH: Final = "url.path"

@@ -1,7 +1,9 @@
 """A call made from inside another client call (a requests response hook, an httpx event hook, an
 aiohttp client middleware: fetching a token, reporting to an audit service) is a call of its own:
 its span and its headers. What is the *same* call one layer down stays quiet: urllib3 under
-requests, a redirect requests follows, a urllib3 retry.
+requests. What the call sends again (a redirect followed, a urllib3 retry) is that call's resend:
+a span of its own with ``http.request.resend_count``, in the call's trace, as OpenTelemetry's
+HTTP conventions ask.
 
 Real clients against werkzeug on loopback; the server records the headers each request carried.
 """
@@ -73,6 +75,23 @@ def traceparent_of(span: Any) -> str:
     return f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
 
 
+def resends(wait_for_spans: Any, count: int) -> list[Any]:
+    """The CLIENT spans of one call sent ``count`` times, in the order sent: the first without
+    ``http.request.resend_count``, then 1, 2, ...; in one trace."""
+    found = [s for s in wait_for_spans(count) if s.kind is SpanKind.CLIENT]
+    found.sort(key=lambda s: s.attributes.get("http.request.resend_count", 0))
+    assert [s.attributes.get("http.request.resend_count") for s in found] == [
+        None,
+        *range(1, count),
+    ]
+    assert len({s.context.trace_id for s in found}) == 1
+    # siblings under the call's parent; under the first span where the call began the trace
+    first = found[0]
+    parent = first.parent.span_id if first.parent else first.context.span_id
+    assert [s.parent.span_id for s in found[1:]] == [parent] * (count - 1)
+    return found
+
+
 def assert_own_call(recorder: Recorder, spans: dict[str, Any], outer: str, inner: str) -> None:
     """``inner`` was called inside ``outer``: each has its span and sent its own headers."""
     assert set(spans) == {outer, inner}
@@ -134,16 +153,21 @@ def test_a_call_from_an_aiohttp_client_middleware(
 def test_what_requests_does_below_one_call_is_that_call(
     recorder: tuple[Recorder, str], http_clients: None, in_request: None, wait_for_spans: Any
 ) -> None:
-    """urllib3 under requests, and the redirect requests follows, are the one call: one span,
-    whose traceparent both requests carried."""
+    """urllib3 under requests is the one call: no span of its own. The redirect requests
+    follows is that call sent again: a span of its own (it shared the first one's, which ended
+    with the final status), whose traceparent it carried."""
     app, base = recorder
 
     assert requests.get(f"{base}/redirect", timeout=10).status_code == 200
 
-    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
-    assert span.attributes["http.response.status_code"] == 200
-    sent = (traceparent_of(span), CID)
-    assert app.seen == [("/redirect", *sent), ("/api", *sent)]
+    first, hop = resends(wait_for_spans, 2)
+    assert first.attributes["http.response.status_code"] == 302
+    assert hop.attributes["http.response.status_code"] == 200
+    assert hop.attributes["url.full"] == f"{base}/api"
+    assert app.seen == [
+        ("/redirect", traceparent_of(first), CID),
+        ("/api", traceparent_of(hop), CID),
+    ]
 
 
 def test_a_urllib3_retry_is_the_same_call(
@@ -154,8 +178,10 @@ def test_a_urllib3_retry_is_the_same_call(
     with urllib3.PoolManager() as pool:
         assert pool.request("GET", f"{base}/flaky", retries=retry).status == 200
 
-    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
-    assert [entry[1:] for entry in app.seen] == [(traceparent_of(span), CID)] * 3
+    attempts = resends(wait_for_spans, 3)
+    statuses = [s.attributes["http.response.status_code"] for s in attempts]
+    assert statuses == [503, 503, 200]
+    assert [entry[1:] for entry in app.seen] == [(traceparent_of(s), CID) for s in attempts]
 
 
 @pytest.mark.parametrize("correlated", [True, False], ids=["in-request", "no-request"])
@@ -163,8 +189,9 @@ def test_a_redirect_urllib3_follows_is_the_same_call(
     correlated: bool, recorder: tuple[Recorder, str], http_clients: None, wait_for_spans: Any
 ) -> None:
     """``PoolManager`` follows redirects above the connection pool: each hop was a span of its
-    own, in a trace of its own outside a request. One span now, as requests and httpx give,
-    with the final status; both hops carried its traceparent."""
+    own, in a trace of its own outside a request. Now each is a span of the one call, in its
+    trace, the second with ``http.request.resend_count`` 1; each hop carried its own span's
+    traceparent."""
     app, base = recorder
     token = correlation.set_correlation_id(CID) if correlated else None
     try:
@@ -174,11 +201,16 @@ def test_a_redirect_urllib3_follows_is_the_same_call(
         if token is not None:
             correlation.reset_correlation_id(token)
 
-    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.CLIENT]
-    assert span.attributes["url.full"] == f"{base}/redirect"
-    assert span.attributes["http.response.status_code"] == 200
-    sent = (traceparent_of(span), CID if correlated else None)
-    assert app.seen == [("/redirect", *sent), ("/api", *sent)]
+    first, hop = resends(wait_for_spans, 2)
+    assert first.attributes["url.full"] == f"{base}/redirect"
+    assert hop.attributes["url.full"] == f"{base}/api"
+    assert first.attributes["http.response.status_code"] == 302
+    assert hop.attributes["http.response.status_code"] == 200
+    cid = CID if correlated else None
+    assert app.seen == [
+        ("/redirect", traceparent_of(first), cid),
+        ("/api", traceparent_of(hop), cid),
+    ]
 
 
 @pytest.mark.parametrize("propagators", ["none", "baggage", "b3multi", "jaeger", "xray"])

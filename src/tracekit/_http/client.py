@@ -16,6 +16,7 @@ from tracekit import correlation, propagation, semconv
 from tracekit._http.server import KNOWN_METHODS, METHOD_TOKEN
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime.guard import (
+    SentHeader,
     http_call_suppressed,
     mark_failed,
     mark_failed_status,
@@ -33,12 +34,18 @@ _tracer = trace.get_tracer("tracekit")
 
 @dataclass(slots=True)
 class ClientCall:
-    """An outgoing request between ``start_call`` and ``end_call``."""
+    """An outgoing request between ``start_call`` and ``end_call``; ``span`` is that of the
+    request sent last (each resend, a redirect or a retry, has its own)."""
 
     span: trace.Span
     token: object
     attributes: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=perf_counter)
+    parent: otel_context.Context | None = None  # of every span of the call: siblings
+    sent: SentHeader | None = None  # the header naming the span sent last
+    resends: int = 0
+    seen: object = None  # what told the client's last resend (urllib3's ``Retry``)
+    answer: int = 0  # the status of the request sent last, until it is sent again (httpx)
 
 
 def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
@@ -64,8 +71,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         return None
     parts = _split(url)
     attributes = _attributes(method, parts)
-    name = attributes[semconv.HTTP_REQUEST_METHOD]
-    name = "HTTP" if name == semconv.OTHER_METHOD else name
+    name = _span_name(attributes)
     present = _names_in(headers)
     callers_fields = _fields_set_by_caller(present, propagator)
     parent = _callers_parent(headers, callers_fields, propagator)
@@ -77,11 +83,12 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     # Below our span, what carries the headers it sent (urllib3 under requests, a redirect, a
     # retry) is this call and stays quiet; so does contrib's instrumentation of it.
     sent = _sent(headers, (*propagator.trace_fields, options.response_header))
+    call = ClientCall(span, None, attributes, parent=_resends_parent(parent, ctx), sent=sent)
     if sent is not None:  # what its redirects to another origin must not carry
-        call = _Call(url, _prefix(parts), sent, private, callers_own)
-        ctx = otel_context.set_value(_CALL_KEY, call, ctx)
-    token = suppress_nested_http_in(ctx, sent)
-    return ClientCall(span, token, attributes)
+        record = _Call(url, _prefix(parts), sent, private, callers_own, call)
+        ctx = otel_context.set_value(_CALL_KEY, record, ctx)
+    call.token = suppress_nested_http_in(ctx, sent)
+    return call
 
 
 # The outgoing call under way, for its redirects: where it went and what left only with it.
@@ -92,10 +99,20 @@ _CALL_KEY = otel_context.create_key("tracekit-client-call")
 class _Call:
     url: str  # the URL the caller called
     prefix: str  # its ``scheme://authority``, as written: the cheap test of the origin
-    sent: tuple[str, str]  # the header telling this call's own requests (its redirects) apart
+    sent: SentHeader  # the header telling this call's own requests (its redirects) apart
     private: tuple[str, ...]  # what tracekit wrote that stays within that origin (and ``sent``)
     callers_own: tuple[tuple[str, str], ...]  # the caller's own values of those, before
+    client: ClientCall  # its span, and those of its resends
     taken_out: tuple[tuple[str, str], ...] = ()  # tracekit's, at the first hop away
+
+
+def _resends_parent(
+    parent: otel_context.Context | None, own: otel_context.Context
+) -> otel_context.Context:
+    """The parent of the spans of the call's resends: the first one's (they are siblings), or
+    the first span itself (``own``'s) when that began a trace, which its resends stay in."""
+    context = parent if parent is not None else otel_context.get_current()
+    return context if trace.get_current_span(context).get_span_context().is_valid else own
 
 
 def _private_headers(
@@ -147,13 +164,13 @@ def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
 
 
 def _of_this_call(headers: MutableMapping[str, Any], call: _Call) -> bool:
-    return _header_values(headers, call.sent[0]) == [call.sent[1]]
+    return _header_values(headers, call.sent.name) == [call.sent.value]
 
 
 def _take_out(headers: MutableMapping[str, Any], call: _Call) -> None:
     """Replace tracekit's values of ``call.private`` in ``headers`` by the caller's own, keeping
     tracekit's (of the first hop elsewhere, before any was taken out) for a hop back."""
-    private = _but(call.private, call.sent[0])
+    private = _but(call.private, call.sent.name)
     if not call.taken_out:
         call.taken_out = _callers_values(headers, _names_in(headers), private)
     _drop(headers, private)
@@ -280,20 +297,82 @@ def _traced_outside(
     return bool(fields) and all(_header_values(headers, name) == [own[name]] for name in fields)
 
 
-def _sent(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> tuple[str, str] | None:
+def _sent(headers: MutableMapping[str, Any], names: tuple[str, ...]) -> SentHeader | None:
     """A header this call sent that tells it from another: its trace header (whichever format
     ``OTEL_PROPAGATORS`` wrote), else its correlation header, which a new call has not yet."""
     for name in names:
         value = headers.get(name)
         if isinstance(value, str):
-            return name, value
+            return SentHeader(name, value)
     return None
+
+
+def current_call() -> ClientCall | None:
+    """The call under way here (None in correlation-only mode, which keeps no record)."""
+    record = otel_context.get_value(_CALL_KEY)
+    return record.client if isinstance(record, _Call) else None
+
+
+def call_resending(headers: MutableMapping[str, Any]) -> ClientCall | None:
+    """The call under way whose request ``headers`` are, sent again (a redirect, a retry):
+    they carry the header it sent. None for a new call, and in correlation-only mode."""
+    record = otel_context.get_value(_CALL_KEY)
+    if isinstance(record, _Call) and _of_this_call(headers, record):
+        return record.client
+    return None
+
+
+def resend(
+    call: ClientCall,
+    method: str,
+    url: str,
+    headers: MutableMapping[str, Any],
+    answer: int | None,
+    error: BaseException | None = None,
+) -> None:
+    """``call``'s request goes again (a redirect followed, a retry) as ``method url`` with
+    ``headers``: the span of the one before ends with its ``answer`` (or ``error``), and the new
+    one gets a span of its own, a sibling with ``http.request.resend_count``, that its trace
+    headers name, as OpenTelemetry's HTTP conventions ask."""
+    try:
+        _end_span(call.span, answer, error)
+        call.resends += 1
+        attributes = _attributes(method, _split(url))
+        attributes[semconv.HTTP_REQUEST_RESEND_COUNT] = call.resends
+        call.span = _tracer.start_span(
+            _span_name(attributes), call.parent, kind=SpanKind.CLIENT, attributes=attributes
+        )
+        _rewrite_trace_headers(call, headers)
+    except Exception as exc:
+        report_once("http client resend", exc)
+
+
+def _rewrite_trace_headers(call: ClientCall, headers: MutableMapping[str, Any]) -> None:
+    """Name ``call``'s current span in the trace headers of ``headers`` (nothing else: what
+    the redirect step left of ``baggage`` and the correlation header stays as it is)."""
+    propagator = propagation.configured(current_options().response_header)
+    written: dict[str, str] = {}
+    propagator.inject(written, trace.set_span_in_context(call.span, call.parent))
+    for name in propagator.trace_fields:
+        if name in written:
+            headers[name] = written[name]
+    if call.sent is not None and call.sent.name in written:
+        call.sent.value = written[call.sent.name]
+
+
+def _span_name(attributes: dict[str, Any]) -> str:
+    name = attributes[semconv.HTTP_REQUEST_METHOD]
+    return "HTTP" if name == semconv.OTHER_METHOD else str(name)
 
 
 def end_call(call: ClientCall, status_code: int | None, error: BaseException | None = None) -> None:
     """Close the CLIENT span with the response status or the exception."""
     otel_context.detach(call.token)  # type: ignore[arg-type]
-    span = call.span
+    _end_span(call.span, status_code, error)
+    _record_metrics(call, status_code, error)
+
+
+def _end_span(span: trace.Span, status_code: int | None, error: BaseException | None) -> None:
     if status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
     if error is not None:
@@ -301,7 +380,6 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
     elif status_code and status_code >= 400:
         mark_failed_status(span, status_code)
     span.end()
-    _record_metrics(call, status_code, error)
 
 
 def _record_metrics(call: ClientCall, status_code: int | None, error: BaseException | None) -> None:

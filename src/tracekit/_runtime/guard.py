@@ -29,6 +29,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
@@ -265,10 +266,19 @@ def http_call_suppressed(headers: Any) -> bool:
     outer = ctx.get(_SUPPRESS_HTTP)
     if not outer:
         return False
-    if type(outer) is not tuple:  # another instrumentation's flag: it traces this call
+    if type(outer) is not SentHeader:  # another instrumentation's flag: it traces this call
         return True
-    name, value = outer
-    return bool(headers.get(name) == value)
+    return bool(headers.get(outer.name) == outer.value)
+
+
+@dataclass(slots=True)
+class SentHeader:
+    """The header (``name``, ``value``) an HTTP call sent that tells its own lower layers from
+    another call: its trace header, else its correlation header. The value changes when the
+    call sends its request again (a redirect, a retry) under a span of its own."""
+
+    name: str
+    value: str
 
 
 @contextmanager
@@ -281,9 +291,10 @@ def suppressing_instrumentation() -> Iterator[None]:
         otel_context.detach(token)
 
 
-def suppress_nested_http_in(context: otel_context.Context, sent: tuple[str, str] | None) -> object:
+def suppress_nested_http_in(context: otel_context.Context, sent: SentHeader | None) -> object:
     """Attach ``context`` with nested HTTP instrumentation of the same call suppressed; returns
-    the token. ``sent``: the trace header (name, value) the call carries, which tells that
+    the token. ``sent``: the trace header (name, value) the call carries (kept current by the
+    call as it resends), which tells that
     call's lower layers from another call (``http_call_suppressed``); None: every HTTP call
     below is taken for this one.
 

@@ -18,6 +18,7 @@ from tracekit._http.client import (
     end_call,
     keep_within_called_origin,
     keep_within_origin,
+    resend,
     start_call,
 )
 from tracekit._runtime.guard import report_once
@@ -103,8 +104,10 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
     async def on_redirect(session: Any, ctx: SimpleNamespace, params: Any) -> None:
         # aiohttp sends every redirect with the headers given at the start: what tracekit wrote
         # there stays within the origin the caller called (aiohttp drops Authorization too).
-        if getattr(ctx, "tracekit_call", None) is not None:
+        call = getattr(ctx, "tracekit_call", None)
+        if call is not None:
             _keep_within_origin(params)
+            _resend(call, params)
         elif enabled():  # correlation-only mode, maybe: the first redirect names the URL called
             ctx.tracekit_called = getattr(ctx, "tracekit_called", None) or str(params.url)
             _keep_within_called_origin(ctx.tracekit_called, params)
@@ -138,6 +141,22 @@ def _keep_within_origin(params: Any) -> None:
             keep_within_origin(str(params.url.join(type(params.url)(location))), params.headers)
     except Exception as error:
         report_once("aiohttp redirect", error)
+
+
+def _resend(call: ClientCall, params: Any) -> None:
+    """The redirect in ``params`` is sent next with its ``headers``: a span of its own. (Its
+    method is the one aiohttp keeps for it: GET after a 303, and after a 301 or 302 of a POST.)"""
+    try:
+        response = params.response
+        hop = params.url.join(type(params.url)(response.headers["Location"]))
+        method = params.method
+        if (response.status == 303 and method != "HEAD") or (
+            response.status in (301, 302) and method == "POST"
+        ):
+            method = "GET"
+        resend(call, method, str(hop), params.headers, response.status)
+    except Exception as error:
+        report_once("aiohttp resend", error)
 
 
 def _keep_within_called_origin(called: str, params: Any) -> None:

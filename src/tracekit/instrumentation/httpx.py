@@ -3,7 +3,8 @@
 Every httpx call (``httpx.get``, ``client.post``, streaming, redirects handled by the client)
 goes through ``send``, so one patch per client class covers them all; the redirects it follows
 inside get their headers from ``_redirect_headers``, which tracekit wraps too (what it wrote of
-``baggage`` and the correlation header stays within the origin the caller called).
+``baggage`` and the correlation header stays within the origin the caller called), and each is
+sent by ``_send_single_request``, where it gets a span of its own (``http.request.resend_count``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from types import ModuleType
 from typing import Any
 
 from tracekit._http.client import (
+    ClientCall,
+    call_resending,
+    current_call,
     keep_within_called_origin,
     keep_within_origin,
+    resend,
     run_traced,
     run_traced_async,
 )
@@ -41,6 +46,13 @@ class HttpxInstrumentor(Instrumentor):
         # here, from the response, whose history names the request first sent.
         if base is not None and callable(base.__dict__.get("_build_redirect_request")):
             self.wrap(base, "_build_redirect_request", _build_redirect_request)
+        # Each request ``send`` puts on the wire (the first, each redirect followed, each
+        # resend of an auth flow) goes through this private method: every one after the first
+        # gets a span of its own. If it is gone, the call's one span covers them all, as before.
+        if callable(module.Client.__dict__.get("_send_single_request")):
+            self.wrap(module.Client, "_send_single_request", _sending)
+        if callable(module.AsyncClient.__dict__.get("_send_single_request")):
+            self.wrap(module.AsyncClient, "_send_single_request", _sending_async)
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
@@ -114,3 +126,39 @@ async def _traced_send_async(
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
     )
+
+
+def _sending(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    call = _resent(args, kwargs)
+    response = wrapped(*args, **kwargs)
+    if call is not None:
+        call.answer = response.status_code
+    return response
+
+
+async def _sending_async(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    call = _resent(args, kwargs)
+    response = await wrapped(*args, **kwargs)
+    if call is not None:
+        call.answer = response.status_code
+    return response
+
+
+def _resent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClientCall | None:
+    """The call this request (``_send_single_request(request)``) is of; a request of it sent
+    after another was answered is a resend, with a span of its own. (The first costs one
+    look-up: nothing is compared before an answer came.)"""
+    try:
+        call = current_call()
+        if call is not None and call.answer:
+            request = args[0] if args else kwargs["request"]
+            if call_resending(request.headers) is call:
+                resend(call, request.method, str(request.url), request.headers, call.answer)
+        return call
+    except Exception as error:
+        report_once("httpx resend", error)
+        return None

@@ -9,7 +9,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from tracekit._http.client import RedirectStep, run_traced
+from tracekit._http.client import RedirectStep, call_resending, resend, run_traced
 from tracekit._runtime.guard import report_once
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -50,6 +50,8 @@ def _send_a_copy(
 ) -> Any:
     # A copy is sent, so a request the caller sends again (``session.send(prepared)`` in a
     # loop) never carries the headers of an earlier call: a correlation ID of another request.
+    if request.headers is not None:  # the redirect's own request: the next is made from it
+        _resend_if_redirected(request)
     request = _copy_of(request)
     if request.headers is None:  # prepared by hand, method and URL alone: requests sends that
         request.headers = _no_headers()
@@ -99,18 +101,33 @@ def _no_headers() -> Any:
 _REDIRECT_OF = "_tracekit_redirect_of"
 
 
+def _resend_if_redirected(request: Any) -> None:
+    """A redirect requests follows of a call under way gets a span of its own (the status
+    that sent it there was noted by ``_rebuild_auth``)."""
+    call = call_resending(request.headers)
+    if call is not None and call.answer:
+        resend(call, request.method or "GET", request.url or "", request.headers, call.answer)
+        call.answer = 0
+
+
 def _rebuild_auth(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """requests' redirect step for credentials (``rebuild_auth(prepared_request, response)``):
-    the redirect's request learns the URL called, in correlation-only mode."""
+    the redirect's request learns the URL called, in correlation-only mode; in full mode, the
+    call notes the status that redirected it, for the span of the redirect's request (none is
+    sent when requests only prepares it, as ``response.next``)."""
     result = wrapped(*args, **kwargs)
     try:
+        hop = args[0] if args else kwargs["prepared_request"]
+        response = args[1] if len(args) > 1 else kwargs["response"]
         if current_options().correlation_only:
-            hop = args[0] if args else kwargs["prepared_request"]
-            response = args[1] if len(args) > 1 else kwargs["response"]
             first = response.history[0] if response.history else response
             setattr(hop, _REDIRECT_OF, getattr(first.request, "url", None))
+        elif hop.headers is not None:
+            call = call_resending(hop.headers)
+            if call is not None:
+                call.answer = response.status_code
     except Exception as error:
         report_once("requests redirect", error)
     return result

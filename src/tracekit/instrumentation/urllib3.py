@@ -1,10 +1,11 @@
 """urllib3: a CLIENT span and injected context for every ``PoolManager.urlopen`` and every
 ``HTTPConnectionPool.urlopen``.
 
-A ``PoolManager`` follows redirects itself, above the pools: its span covers the whole call, and
-the pools' ``urlopen`` below it carries the headers it sent, so tracekit's suppression keeps them
-quiet, as it keeps urllib3 under requests (or any other client span). Retries re-enter a pool's
-``urlopen`` below our own span and are not traced twice.
+A ``PoolManager`` follows redirects itself, above the pools: the pools' ``urlopen`` below it
+carries the headers it sent, so tracekit's suppression keeps them quiet, as it keeps urllib3
+under requests (or any other client span). Each request sent again (a redirect followed, a retry
+re-entering a pool's ``urlopen``; its ``Retry`` tells what happened to the one before) is a span
+of its own with ``http.request.resend_count``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from tracekit._http.client import DEFAULT_PORTS, keep_within_called_origin, run_traced
+from tracekit._http.client import (
+    DEFAULT_PORTS,
+    call_resending,
+    keep_within_called_origin,
+    resend,
+    run_traced,
+)
 from tracekit.instrumentation._base import Instrumentor
 
 __all__ = ["Urllib3Instrumentor"]
@@ -41,8 +48,10 @@ def _traced_urlopen(
     url = args[1] if len(args) > 1 else kwargs.get("url", "/")
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
     retries = args[_RETRIES_POSITION] if len(args) > _RETRIES_POSITION else kwargs.get("retries")
-    if getattr(retries, "history", None) and _redirect_hop(instance, retries, str(url), headers):
-        return wrapped(*args, **kwargs)
+    if getattr(retries, "history", None):
+        if _redirect_hop(instance, retries, str(url), headers):
+            return wrapped(*args, **kwargs)
+        _resend_if_retried(instance, retries, str(method), str(url), headers)
     return run_traced(
         str(method),
         _as_sent(_full_url(instance, str(url))),
@@ -60,6 +69,19 @@ def _redirect_hop(pool: Any, retries: Any, url: str, headers: Any) -> bool:
         return False  # retried after an error, never redirected: a call as any other
     called = _full_url(pool, str(retries.history[0].url))
     return keep_within_called_origin(called, _full_url(pool, url), headers)
+
+
+def _resend_if_retried(pool: Any, retries: Any, method: str, url: str, headers: Any) -> None:
+    """A request urllib3 sends again (a retry, or a redirect it follows; its ``Retry`` holds
+    what happened to the one before) gets a span of its own. A ``PoolManager`` passes the same
+    ``Retry`` to the pool below it: one resend, one span."""
+    call = call_resending(headers)
+    if call is None or call.seen is retries:
+        return
+    call.seen = retries
+    last = retries.history[-1]
+    error = last.error if isinstance(last.error, BaseException) else None
+    resend(call, method, _as_sent(_full_url(pool, url)), headers, last.status, error)
 
 
 def _with_own_headers(

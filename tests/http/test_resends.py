@@ -1,0 +1,311 @@
+"""Each request a client sends again (a redirect it follows, a retry) is a CLIENT span of its own
+with ``http.request.resend_count`` (1 for the first resend), in the call's trace, and the trace
+headers that request carried name that span, as OpenTelemetry's HTTP client conventions ask.
+Before, one span covered every hop and every hop carried the first one's ``traceparent``: a
+server reached by a redirect showed up as a child of the request that was redirected.
+
+Real clients against werkzeug servers on loopback; the servers record what each request carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+import requests
+import urllib3
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from requests.adapters import HTTPAdapter
+
+from tracekit import correlation
+
+CID = "resend-cid-1"
+RESENDS = "http.request.resend_count"
+
+
+class Server:
+    """``/to/<code>/<n>`` answers ``code`` to ``/to/<code>/<n-1>``, and ``/to/<code>/0`` to
+    ``/done``; ``/away`` sends the client to ``elsewhere``'s ``/done``; ``/loop`` to itself;
+    ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there. Every
+    request's path, method, ``traceparent`` and correlation header are kept."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None, str | None]] = []
+        self.elsewhere = ""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        carried = (environ.get("HTTP_TRACEPARENT"), environ.get("HTTP_X_CORRELATION_ID"))
+        self.seen.append((path, environ["REQUEST_METHOD"], *carried))
+        if path.startswith("/to/"):
+            _, _, code, left = path.split("/")
+            target = f"/to/{code}/{int(left) - 1}" if int(left) else "/done"
+            return _redirect(start_response, code, target)
+        if path == "/away":
+            return _redirect(start_response, "302", self.elsewhere + "/done")
+        if path == "/to-flaky":
+            return _redirect(start_response, "302", "/flaky")
+        if path == "/loop":
+            return _redirect(start_response, "307", "/loop")
+        if path == "/flaky" and [p for p, *_ in self.seen].count(path) < 3:
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return []
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+
+def _redirect(start_response: Any, code: str, location: str) -> list[bytes]:
+    start_response(f"{code} Moved", [("Location", location), ("Content-Length", "0")])
+    return []
+
+
+@pytest.fixture
+def servers(serve_wsgi: Any) -> Iterator[tuple[Server, str, Server]]:
+    """The called server, its base URL, and another origin it redirects to."""
+    called, other = Server(), Server()
+    called.elsewhere = serve_wsgi(other)
+    yield called, serve_wsgi(called), other
+
+
+@pytest.fixture
+def in_request() -> Iterator[trace.Span]:
+    """A request under way: a correlation ID and a current span, the calls' parent."""
+    token = correlation.set_correlation_id(CID)
+    with trace.get_tracer("test").start_as_current_span("handler") as span:
+        yield span
+    correlation.reset_correlation_id(token)
+
+
+def with_requests(url: str, method: str = "GET") -> None:
+    requests.request(method, url, data=b"x" if method == "POST" else None, timeout=10)
+
+
+def with_httpx(url: str, method: str = "GET") -> None:
+    with httpx.Client(follow_redirects=True) as client:
+        client.request(method, url, content=b"x" if method == "POST" else None, timeout=10)
+
+
+def with_httpx_async(url: str, method: str = "GET") -> None:
+    async def go() -> None:
+        async with httpx.AsyncClient(follow_redirects=True) as client:
+            await client.request(method, url, content=b"x" if method == "POST" else None)
+
+    asyncio.run(go())
+
+
+def with_urllib3(url: str, method: str = "GET") -> None:
+    with urllib3.PoolManager() as pool:
+        pool.request(method, url, body=b"x" if method == "POST" else None)
+
+
+def with_aiohttp(url: str, method: str = "GET") -> None:
+    async def go() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url, data=b"x" if method == "POST" else None) as answer,
+        ):
+            await answer.read()
+
+    asyncio.run(go())
+
+
+CLIENTS: dict[str, Callable[..., None]] = {
+    "requests": with_requests,
+    "httpx": with_httpx,
+    "httpx-async": with_httpx_async,
+    "urllib3": with_urllib3,
+    "aiohttp": with_aiohttp,
+}
+
+
+def in_order(wait_for_spans: Any, count: int) -> list[Any]:
+    """The CLIENT spans (at least ``count`` awaited), first sent first."""
+    found = [s for s in wait_for_spans(count) if s.kind is SpanKind.CLIENT]
+    return sorted(found, key=lambda s: s.attributes.get(RESENDS, 0))
+
+
+def traceparent_of(span: Any) -> str:
+    return f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-03"
+
+
+@pytest.mark.parametrize("code", ["301", "302", "307", "308"])
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_each_redirect_followed_is_a_span_of_its_own(
+    name: str,
+    code: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    called, base, _ = servers
+
+    CLIENTS[name](f"{base}/to/{code}/1")
+
+    spans = in_order(wait_for_spans, 3)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2]
+    assert [s.attributes["url.full"] for s in spans] == [
+        f"{base}/to/{code}/1",
+        f"{base}/to/{code}/0",
+        f"{base}/done",
+    ]
+    assert [s.attributes["http.response.status_code"] for s in spans] == [int(code)] * 2 + [200]
+    # siblings under the caller's span, each request naming its own span, correlated
+    assert {s.parent.span_id for s in spans} == {in_request.get_span_context().span_id}
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+    assert {s.attributes["correlation.id"] for s in spans} == {CID}
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_redirect_to_another_origin_is_its_own_span_without_the_correlation_id(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """The hop elsewhere carries its own span's traceparent; the correlation header stays
+    within the origin called (docs/design-notes.md), and tracekit's spans still know the ID."""
+    called, base, other = servers
+
+    CLIENTS[name](f"{base}/away")
+
+    first, hop = in_order(wait_for_spans, 2)
+    assert hop.attributes[RESENDS] == 1
+    assert called.seen == [("/away", "GET", traceparent_of(first), CID)]
+    assert other.seen == [("/done", "GET", traceparent_of(hop), None)]
+    assert hop.attributes["correlation.id"] == CID
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_post_redirected_by_a_303_is_a_get_span(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    called, base, _ = servers
+
+    CLIENTS[name](f"{base}/to/303/0", "POST")
+
+    spans = in_order(wait_for_spans, 2)
+    assert [m for _, m, *_ in called.seen] == ["POST", "GET"]
+    assert [s.attributes["http.request.method"] for s in spans] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_call_outside_a_request_keeps_its_resends_in_its_trace(
+    name: str, servers: tuple[Server, str, Server], http_clients: None, wait_for_spans: Any
+) -> None:
+    """With no span current the first request begins a trace: its resends stay in it."""
+    called, base, _ = servers
+
+    CLIENTS[name](f"{base}/to/302/0")
+
+    first, hop = in_order(wait_for_spans, 2)
+    assert first.parent is None
+    assert hop.parent.span_id == first.context.span_id
+    assert hop.context.trace_id == first.context.trace_id
+    assert [tp for *_, tp, _ in called.seen] == [traceparent_of(first), traceparent_of(hop)]
+
+
+LIMIT_HIT = {
+    "requests": "TooManyRedirects",
+    "httpx": "TooManyRedirects",
+    "httpx-async": "TooManyRedirects",
+    "urllib3": "MaxRetryError",
+    "aiohttp": "TooManyRedirects",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_redirect_loop_ends_every_span_the_last_with_the_clients_error(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    called, base, _ = servers
+
+    too_many = (requests.TooManyRedirects, httpx.TooManyRedirects,
+                urllib3.exceptions.MaxRetryError, aiohttp.TooManyRedirects)  # fmt: skip
+    with pytest.raises(too_many):
+        CLIENTS[name](f"{base}/loop")
+
+    spans = in_order(wait_for_spans, len(called.seen))
+    # aiohttp tells of a redirect before it checks its limit: the resend it refuses has a span
+    assert len(spans) == len(called.seen) + (name == "aiohttp")
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, *range(1, len(spans))]
+    assert {s.attributes.get("http.response.status_code") for s in spans[:-1]} == {307}
+    assert spans[-1].attributes["error.type"] == LIMIT_HIT[name]
+
+
+def test_a_requests_adapter_retry_is_a_span_of_its_own(
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    called, base, _ = servers
+    session = requests.Session()
+    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+
+    assert session.get(f"{base}/flaky", timeout=10).status_code == 200
+
+    spans = in_order(wait_for_spans, 3)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2]
+    assert [s.attributes["http.response.status_code"] for s in spans] == [503, 503, 200]
+    assert [s.attributes.get("error.type") for s in spans] == ["503", "503", None]
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+
+
+def test_a_redirect_then_a_retry_counts_both(
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """requests follows the redirect, urllib3 below it retries the hop: one count for both."""
+    called, base, _ = servers
+    session = requests.Session()
+    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+
+    assert session.get(f"{base}/to-flaky", timeout=10).status_code == 200
+
+    spans = in_order(wait_for_spans, 4)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2, 3]
+    assert [s.attributes["http.response.status_code"] for s in spans] == [302, 503, 503, 200]
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+
+
+@pytest.mark.parametrize("name", ["requests", "httpx"])
+def test_a_redirect_not_followed_is_one_span(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """requests and httpx prepare the next request (``response.next``) without sending it."""
+    called, base, _ = servers
+
+    if name == "requests":
+        answer: Any = requests.get(f"{base}/to/302/0", allow_redirects=False, timeout=10)
+        assert answer.next is not None
+    else:
+        answer = httpx.get(f"{base}/to/302/0", timeout=10)
+        assert answer.next_request is not None
+
+    (span,) = in_order(wait_for_spans, 1)
+    assert span.attributes["http.response.status_code"] == 302
+    assert RESENDS not in span.attributes
+    assert [tp for *_, tp, _ in called.seen] == [traceparent_of(span)]
