@@ -360,6 +360,26 @@ def _rewrite_trace_headers(call: ClientCall, headers: MutableMapping[str, Any]) 
         call.sent.value = written[call.sent.name]
 
 
+# What each client says of the HTTP version it spoke, as ``network.protocol.version`` has it:
+# httpx's and urllib3's ``version_string``, urllib3's ``version`` (11), aiohttp's ``(1, 1)``.
+_PROTOCOL_VERSIONS: dict[object, str] = {
+    **{f"HTTP/{v}": v for v in ("0.9", "1.0", "1.1", "2", "3")},
+    **{"HTTP/2.0": "2", "HTTP/3.0": "3", 9: "0.9", 10: "1.0", 11: "1.1", 20: "2", 30: "3"},
+    **{(0, 9): "0.9", (1, 0): "1.0", (1, 1): "1.1", (2, 0): "2", (3, 0): "3"},
+}
+
+
+def note_protocol(call: ClientCall, version: object) -> None:
+    """Set ``network.protocol.version`` on the span of the request answered in ``version``
+    (one of the known versions; anything else, from a server or a stand-in, is left out)."""
+    try:
+        name = _PROTOCOL_VERSIONS.get(version)
+        if name is not None:
+            call.span.set_attribute(semconv.NETWORK_PROTOCOL_VERSION, name)
+    except Exception as error:  # an unhashable stand-in
+        report_once("http client protocol version", error)
+
+
 def _span_name(attributes: dict[str, Any]) -> str:
     name = attributes[semconv.HTTP_REQUEST_METHOD]
     return "HTTP" if name == semconv.OTHER_METHOD else str(name)
@@ -552,6 +572,7 @@ def run_traced(
     headers: MutableMapping[str, Any],
     send: Callable[[], R],
     status_of: Callable[[R], int | None],
+    protocol_of: Callable[[R], object] | None = None,
 ) -> R:
     """Run ``send()`` inside a CLIENT span; tracekit's own failures never reach the caller."""
     call = _safe_start(method, url, headers)
@@ -562,6 +583,8 @@ def run_traced(
     except BaseException as error:
         _safe_end_failed(call, error)
         raise
+    if protocol_of is not None:
+        note_protocol(call, _safe_status(protocol_of, result))
     _safe_end(call, _safe_status(status_of, result))
     return result
 
@@ -572,6 +595,7 @@ async def run_traced_async(
     headers: MutableMapping[str, Any],
     send: Callable[[], Awaitable[R]],
     status_of: Callable[[R], int | None],
+    protocol_of: Callable[[R], object] | None = None,
 ) -> R:
     """The ``run_traced`` of async clients."""
     call = _safe_start(method, url, headers)
@@ -582,6 +606,8 @@ async def run_traced_async(
     except BaseException as error:
         _safe_end_failed(call, error)
         raise
+    if protocol_of is not None:
+        note_protocol(call, _safe_status(protocol_of, result))
     _safe_end(call, _safe_status(status_of, result))
     return result
 
@@ -617,7 +643,7 @@ def _safe_end_failed(call: ClientCall, error: BaseException) -> None:
         _safe_end(call, None, error)
 
 
-def _safe_status(status_of: Callable[[R], int | None], result: R) -> int | None:
+def _safe_status(status_of: Callable[[R], Any], result: R) -> Any:
     try:
         return status_of(result)
     except Exception:

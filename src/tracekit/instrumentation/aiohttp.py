@@ -18,6 +18,7 @@ from tracekit._http.client import (
     end_call,
     keep_within_called_origin,
     keep_within_origin,
+    note_protocol,
     resend,
     start_call,
 )
@@ -90,6 +91,7 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
             ctx.tracekit_call = _start(params.method, str(params.url), params.headers)
 
     async def on_end(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        _note_protocol(ctx, params.response)
         _end(ctx, params.response.status, None)
 
     async def on_exception(session: Any, ctx: SimpleNamespace, params: Any) -> None:
@@ -107,6 +109,7 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         call = getattr(ctx, "tracekit_call", None)
         if call is not None:
             _keep_within_origin(params)
+            _note_protocol(ctx, params.response)
             _resend(call, params)
         elif enabled():  # correlation-only mode, maybe: the first redirect names the URL called
             ctx.tracekit_called = getattr(ctx, "tracekit_called", None) or str(params.url)
@@ -141,6 +144,12 @@ def _keep_within_origin(params: Any) -> None:
             keep_within_origin(str(params.url.join(type(params.url)(location))), params.headers)
     except Exception as error:
         report_once("aiohttp redirect", error)
+
+
+def _note_protocol(ctx: SimpleNamespace, response: Any) -> None:
+    call = getattr(ctx, "tracekit_call", None)
+    if call is not None:
+        note_protocol(call, getattr(response, "version", None))
 
 
 def _resend(call: ClientCall, params: Any) -> None:

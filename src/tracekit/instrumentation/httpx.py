@@ -19,6 +19,7 @@ from tracekit._http.client import (
     current_call,
     keep_within_called_origin,
     keep_within_origin,
+    note_protocol,
     resend,
     run_traced,
     run_traced_async,
@@ -112,6 +113,7 @@ def _traced_send(
         request.headers,
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
+        lambda response: response.http_version,
     )
 
 
@@ -125,6 +127,7 @@ async def _traced_send_async(
         request.headers,
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
+        lambda response: response.http_version,
     )
 
 
@@ -133,8 +136,7 @@ def _sending(
 ) -> Any:
     call = _resent(args, kwargs)
     response = wrapped(*args, **kwargs)
-    if call is not None:
-        call.answer = response.status_code
+    _answered(call, response)
     return response
 
 
@@ -143,9 +145,15 @@ async def _sending_async(
 ) -> Any:
     call = _resent(args, kwargs)
     response = await wrapped(*args, **kwargs)
+    _answered(call, response)
+    return response
+
+
+def _answered(call: ClientCall | None, response: Any) -> None:
+    """Note the answer to the request of ``call`` sent last, for its span and the next's."""
     if call is not None:
         call.answer = response.status_code
-    return response
+        note_protocol(call, response.http_version)
 
 
 def _resent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClientCall | None:

@@ -9,7 +9,13 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from tracekit._http.client import RedirectStep, call_resending, resend, run_traced
+from tracekit._http.client import (
+    RedirectStep,
+    call_resending,
+    note_protocol,
+    resend,
+    run_traced,
+)
 from tracekit._runtime.guard import report_once
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -62,6 +68,7 @@ def _send_a_copy(
         request.headers,
         lambda: wrapped(*args, **kwargs),
         lambda response: response.status_code,
+        lambda response: response.raw.version,  # urllib3's number (11), as it read the answer
     )
 
 
@@ -128,6 +135,7 @@ def _rebuild_auth(
             call = call_resending(hop.headers)
             if call is not None:
                 call.answer = response.status_code
+                note_protocol(call, getattr(response.raw, "version", None))
     except Exception as error:
         report_once("requests redirect", error)
     return result

@@ -17,7 +17,9 @@ from typing import Any
 from tracekit._http.client import (
     DEFAULT_PORTS,
     call_resending,
+    current_call,
     keep_within_called_origin,
+    note_protocol,
     resend,
     run_traced,
 )
@@ -56,7 +58,7 @@ def _traced_urlopen(
         str(method),
         _as_sent(_full_url(instance, str(url))),
         headers,
-        lambda: wrapped(*args, **kwargs),
+        lambda: _answered(wrapped(*args, **kwargs)),
         lambda response: response.status,
     )
 
@@ -69,6 +71,16 @@ def _redirect_hop(pool: Any, retries: Any, url: str, headers: Any) -> bool:
         return False  # retried after an error, never redirected: a call as any other
     called = _full_url(pool, str(retries.history[0].url))
     return keep_within_called_origin(called, _full_url(pool, url), headers)
+
+
+def _answered(response: Any) -> Any:
+    """``response``, its HTTP version noted on the span of the request it answers: this call's,
+    or a redirect's a ``PoolManager`` follows above this pool. (Those urllib3 retries after a
+    status drain and drop their answers inside: their spans go without.)"""
+    call = current_call()
+    if call is not None:
+        note_protocol(call, getattr(response, "version", None))
+    return response
 
 
 def _resend_if_retried(pool: Any, retries: Any, method: str, url: str, headers: Any) -> None:
