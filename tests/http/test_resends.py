@@ -17,6 +17,7 @@ import aiohttp
 import httpx
 import pytest
 import requests
+import requests.auth
 import urllib3
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -31,8 +32,9 @@ RESENDS = "http.request.resend_count"
 class Server:
     """``/to/<code>/<n>`` answers ``code`` to ``/to/<code>/<n-1>``, and ``/to/<code>/0`` to
     ``/done``; ``/away`` sends the client to ``elsewhere``'s ``/done``; ``/loop`` to itself;
-    ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there. Every
-    request's path, method, ``traceparent`` and correlation header are kept."""
+    ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there;
+    ``/digest`` asks for digest credentials (401) until a request brings some. Every request's
+    path, method, ``traceparent`` and correlation header are kept."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str | None, str | None]] = []
@@ -50,6 +52,10 @@ class Server:
             return _redirect(start_response, "302", self.elsewhere + "/done")
         if path == "/to-flaky":
             return _redirect(start_response, "302", "/flaky")
+        if path == "/digest" and "HTTP_AUTHORIZATION" not in environ:
+            challenge = 'Digest realm="r", nonce="n0", qop="auth"'
+            start_response("401 Unauthorized", [("WWW-Authenticate", challenge)])
+            return []
         if path == "/loop":
             return _redirect(start_response, "307", "/loop")
         if path == "/flaky" and [p for p, *_ in self.seen].count(path) < 3:
@@ -309,3 +315,29 @@ def test_a_redirect_not_followed_is_one_span(
     assert span.attributes["http.response.status_code"] == 302
     assert RESENDS not in span.attributes
     assert [tp for *_, tp, _ in called.seen] == [traceparent_of(span)]
+
+
+@pytest.mark.parametrize("name", ["requests", "httpx"])
+def test_a_digest_auth_resend_is_a_span_of_its_own(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """The request sent again with credentials after a 401: requests sends it from a response
+    hook straight through its adapter (one span covered both, ending with the 200), httpx from
+    its auth flow."""
+    called, base, _ = servers
+
+    if name == "requests":
+        auth: Any = requests.auth.HTTPDigestAuth("user", "secret")
+        assert requests.get(f"{base}/digest", auth=auth, timeout=10).status_code == 200
+    else:
+        auth = httpx.DigestAuth("user", "secret")
+        assert httpx.get(f"{base}/digest", auth=auth, timeout=10).status_code == 200
+
+    spans = in_order(wait_for_spans, 2)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1]
+    assert [s.attributes["http.response.status_code"] for s in spans] == [401, 200]
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]

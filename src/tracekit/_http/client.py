@@ -45,7 +45,7 @@ class ClientCall:
     sent: SentHeader | None = None  # the header naming the span sent last
     resends: int = 0
     seen: object = None  # what told the client's last resend (urllib3's ``Retry``)
-    answer: int = 0  # the status of the request sent last, until it is sent again (httpx)
+    answer: int = 0  # the status of the request sent last, until it is sent again
 
 
 def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
@@ -336,6 +336,7 @@ def resend(
     headers name, as OpenTelemetry's HTTP conventions ask."""
     try:
         _end_span(call.span, answer, error)
+        call.answer = 0  # until this one is answered
         call.resends += 1
         attributes = _attributes(method, _split(url))
         attributes[semconv.HTTP_REQUEST_RESEND_COUNT] = call.resends

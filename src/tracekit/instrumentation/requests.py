@@ -114,7 +114,6 @@ def _resend_if_redirected(request: Any) -> None:
     call = call_resending(request.headers)
     if call is not None and call.answer:
         resend(call, request.method or "GET", request.url or "", request.headers, call.answer)
-        call.answer = 0
 
 
 def _rebuild_auth(

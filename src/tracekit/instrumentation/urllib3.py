@@ -50,10 +50,9 @@ def _traced_urlopen(
     url = args[1] if len(args) > 1 else kwargs.get("url", "/")
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
     retries = args[_RETRIES_POSITION] if len(args) > _RETRIES_POSITION else kwargs.get("retries")
-    if getattr(retries, "history", None):
-        if _redirect_hop(instance, retries, str(url), headers):
-            return wrapped(*args, **kwargs)
-        _resend_if_retried(instance, retries, str(method), str(url), headers)
+    if getattr(retries, "history", None) and _redirect_hop(instance, retries, str(url), headers):
+        return wrapped(*args, **kwargs)
+    _resend_if_sent_again(instance, retries, str(method), str(url), headers)
     return run_traced(
         str(method),
         _as_sent(_full_url(instance, str(url))),
@@ -74,26 +73,36 @@ def _redirect_hop(pool: Any, retries: Any, url: str, headers: Any) -> bool:
 
 
 def _answered(response: Any) -> Any:
-    """``response``, its HTTP version noted on the span of the request it answers: this call's,
-    or a redirect's a ``PoolManager`` follows above this pool. (Those urllib3 retries after a
-    status drain and drop their answers inside: their spans go without.)"""
+    """``response``, noted on the span of the request it answers (its status, for a request of
+    the same call sent after it; its HTTP version): this call's, or a redirect's a
+    ``PoolManager`` follows above this pool. (Those urllib3 retries after a status drain and
+    drop their answers inside: their spans go without a version.)"""
     call = current_call()
     if call is not None:
+        call.answer = getattr(response, "status", 0)
         note_protocol(call, getattr(response, "version", None))
     return response
 
 
-def _resend_if_retried(pool: Any, retries: Any, method: str, url: str, headers: Any) -> None:
-    """A request urllib3 sends again (a retry, or a redirect it follows; its ``Retry`` holds
-    what happened to the one before) gets a span of its own. A ``PoolManager`` passes the same
-    ``Retry`` to the pool below it: one resend, one span."""
-    call = call_resending(headers)
-    if call is None or call.seen is retries:
+def _resend_if_sent_again(pool: Any, retries: Any, method: str, url: str, headers: Any) -> None:
+    """A request of a call under way sent again gets a span of its own: a retry, or a redirect
+    it follows (its ``Retry`` holds what happened to the one before; a ``PoolManager`` passes
+    the same ``Retry`` to the pool below it: one resend, one span), or a request sent after an
+    answer (requests' digest auth sends its second request from a response hook)."""
+    call = current_call()
+    if call is None:
+        return  # a call of its own, not yet started: the cost of nearly every call
+    history = getattr(retries, "history", None)
+    if history and call.seen is not retries:
+        call.seen = retries
+        error = history[-1].error if isinstance(history[-1].error, BaseException) else None
+        answer = history[-1].status
+    elif call.answer:
+        error, answer = None, call.answer
+    else:
         return
-    call.seen = retries
-    last = retries.history[-1]
-    error = last.error if isinstance(last.error, BaseException) else None
-    resend(call, method, _as_sent(_full_url(pool, url)), headers, last.status, error)
+    if call_resending(headers) is call:
+        resend(call, method, _as_sent(_full_url(pool, url)), headers, answer, error)
 
 
 def _with_own_headers(
