@@ -33,7 +33,8 @@ class Server:
     """``/to/<code>/<n>`` answers ``code`` to ``/to/<code>/<n-1>``, and ``/to/<code>/0`` to
     ``/done``; ``/away`` sends the client to ``elsewhere``'s ``/done``; ``/loop`` to itself;
     ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there;
-    ``/digest`` asks for digest credentials (401) until a request brings some. Every request's
+    ``/digest`` asks for digest credentials (401) until a request brings some; ``/busy-moved``
+    answers 503 once, then 302 to ``/done``. Every request's
     path, method, ``traceparent`` and correlation header are kept."""
 
     def __init__(self) -> None:
@@ -56,6 +57,11 @@ class Server:
             challenge = 'Digest realm="r", nonce="n0", qop="auth"'
             start_response("401 Unauthorized", [("WWW-Authenticate", challenge)])
             return []
+        if path == "/busy-moved":
+            if [p for p, *_ in self.seen].count(path) < 2:
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return []
+            return _redirect(start_response, "302", "/done")
         if path == "/loop":
             return _redirect(start_response, "307", "/loop")
         if path == "/flaky" and [p for p, *_ in self.seen].count(path) < 3:
@@ -341,3 +347,35 @@ def test_a_digest_auth_resend_is_a_span_of_its_own(
     assert [s.attributes.get(RESENDS) for s in spans] == [None, 1]
     assert [s.attributes["http.response.status_code"] for s in spans] == [401, 200]
     assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+
+
+@pytest.mark.parametrize("name", ["requests", "urllib3"])
+def test_a_retry_then_a_redirect_counts_both(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """urllib3 retries the 503, then the redirect is followed: requests builds it from the
+    request it was given and a ``PoolManager`` from the headers it was called with, both
+    carrying the first span's traceparent. The redirect went out naming that span, with no span
+    of its own, and the retry's span ended with the final 200."""
+    called, base, _ = servers
+    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
+    if name == "requests":
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        assert session.get(f"{base}/busy-moved", timeout=10).status_code == 200
+    else:
+        with urllib3.PoolManager(retries=retry) as pool:
+            assert pool.request("GET", f"{base}/busy-moved").status == 200
+
+    spans = in_order(wait_for_spans, 3)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2]
+    assert [s.attributes["http.response.status_code"] for s in spans] == [503, 302, 200]
+    assert [(p, tp) for p, _, tp, _ in called.seen] == [
+        ("/busy-moved", traceparent_of(spans[0])),
+        ("/busy-moved", traceparent_of(spans[1])),
+        ("/done", traceparent_of(spans[2])),
+    ]

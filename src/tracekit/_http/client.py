@@ -164,7 +164,8 @@ def keep_within_origin(url: str, headers: MutableMapping[str, Any]) -> None:
 
 
 def _of_this_call(headers: MutableMapping[str, Any], call: _Call) -> bool:
-    return _header_values(headers, call.sent.name) == [call.sent.value]
+    values = _header_values(headers, call.sent.name)
+    return len(values) == 1 and call.sent.names_this_call(values[0])
 
 
 def _take_out(headers: MutableMapping[str, Any], call: _Call) -> None:
@@ -357,8 +358,10 @@ def _rewrite_trace_headers(call: ClientCall, headers: MutableMapping[str, Any]) 
     for name in propagator.trace_fields:
         if name in written:
             headers[name] = written[name]
-    if call.sent is not None and call.sent.name in written:
-        call.sent.value = written[call.sent.name]
+    sent = call.sent
+    if sent is not None and sent.name in written and written[sent.name] != sent.value:
+        sent.earlier += (sent.value,)
+        sent.value = written[sent.name]
 
 
 # What each client says of the HTTP version it spoke, as ``network.protocol.version`` has it:

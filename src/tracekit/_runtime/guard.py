@@ -268,17 +268,24 @@ def http_call_suppressed(headers: Any) -> bool:
         return False
     if type(outer) is not SentHeader:  # another instrumentation's flag: it traces this call
         return True
-    return bool(headers.get(outer.name) == outer.value)
+    return outer.names_this_call(headers.get(outer.name))
 
 
 @dataclass(slots=True)
 class SentHeader:
     """The header (``name``, ``value``) an HTTP call sent that tells its own lower layers from
     another call: its trace header, else its correlation header. The value changes when the
-    call sends its request again (a redirect, a retry) under a span of its own."""
+    call sends its request again (a redirect, a retry) under a span of its own; what it sent
+    before stays its own: a client may build the next request from an earlier one (requests'
+    redirect from the request it was given, after urllib3 retried it)."""
 
     name: str
     value: str
+    earlier: tuple[str, ...] = ()
+
+    def names_this_call(self, value: object) -> bool:
+        """Whether ``value`` of this header is one the call sent."""
+        return value == self.value or (bool(self.earlier) and value in self.earlier)
 
 
 @contextmanager
