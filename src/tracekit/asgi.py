@@ -36,10 +36,9 @@ from tracekit._http.server import (
     restore_current,
 )
 from tracekit._http.server_errors import (
-    AWAITED_KEY,
     ECHO_KEY,
-    AwaitedPage,
     answers_through_tracekit,
+    await_page,
     echo_on_server_error_pages,
     with_header,
 )
@@ -219,7 +218,7 @@ class TracekitMiddleware(OptionsReadLate):
             if not answered:
                 await _refuse_on_error(send_with_correlation, scope, exc)
                 if _handler_answers(scope.get("app"), scope, exc):  # with the ID current
-                    scope[AWAITED_KEY] = AwaitedPage(cid, carried)
+                    await_page(scope, cid, carried)
             raise
         finally:
             try:
@@ -285,7 +284,8 @@ class TracekitMiddleware(OptionsReadLate):
                 and not request.status_code
                 and _handler_answers(inside, scope, error)
             ):
-                scope[AWAITED_KEY] = AwaitedPage(
+                await_page(
+                    scope,
                     request.correlation_id,
                     otel_context.get_current(),
                     lambda status: self._handler_answered(request, route, error, status),

@@ -404,3 +404,32 @@ def test_an_upload_over_the_apps_body_limit_is_the_clients_413(
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in (span.attributes or {}) and not span.events
     assert sorted(_counted(registry)) == [("/upload", "200", ""), ("/upload", "413", "")]
+
+
+def test_a_traced_app_mounted_in_a_correlation_only_one_ends_with_their_handlers_page(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A gateway with correlation-only tracekit and a 500 handler mounts a traced app: both
+    layers leave the request for that handler. The outer one's note replaced the inner one's,
+    so the traced request never ended: no span, and http_server_active_requests one higher
+    for every such error, for ever."""
+    registry = CollectorRegistry()
+
+    async def cards(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("card service timed out")
+
+    app = Starlette(
+        routes=[Mount("/cards", app=asgi.TracekitMiddleware(cards, registry=registry))],
+        exception_handlers={Exception: _quoting_the_id},
+    )
+    app.add_middleware(asgi.TracekitMiddleware, mode="correlation")
+    url = serve_asgi(app)
+
+    responses = [send(url + "/cards/7", [b"X-Correlation-ID: ticket-9"]) for _ in range(3)]
+
+    assert [r.status for r in responses] == [500] * 3
+    assert {json.loads(r.body)["correlation_id"] for r in responses} == {"ticket-9"}
+    server = [s for s in wait_for_spans(3) if s.kind is SpanKind.SERVER]
+    assert [s.attributes.get("http.response.status_code") for s in server] == [500] * 3
+    assert _counted(registry) == [("/cards", "500", "RuntimeError")]
+    assert _in_flight(registry) == [0]

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -37,12 +37,29 @@ AWAITED_KEY = "tracekit.awaited_page"
 @dataclass(slots=True)
 class AwaitedPage:
     """The request whose exception the app's own 500 handler answers: its correlation ID and
-    context, current again while the handler runs (its page may quote the ID), and what is
-    told the status of the handler's page (500, uvicorn's, when the handler raises)."""
+    context, current again while the handler runs (its page may quote the ID), and those told
+    the status of the handler's page (500, uvicorn's, when the handler raises)."""
 
     correlation_id: str
     context: otel_context.Context
-    answered: Callable[[int], None] | None = None
+    answered: list[Callable[[int], None]] = field(default_factory=list)
+
+
+def await_page(
+    scope: MutableMapping[str, Any],
+    correlation_id: str,
+    context: otel_context.Context,
+    answered: Callable[[int], None] | None = None,
+) -> None:
+    """Leave a request for the app's own 500 handler to answer. A layer further in (a traced
+    app mounted in a correlation-only one) may have left its own already: the handler runs in
+    that one's context, whose ID its header carries, and tells every layer its status, so
+    none stays open for ever."""
+    page = scope.get(AWAITED_KEY)
+    if not isinstance(page, AwaitedPage):
+        page = scope[AWAITED_KEY] = AwaitedPage(correlation_id, context)
+    if answered is not None:
+        page.answered.append(answered)
 
 
 class _ServerErrorPages(Instrumentor):
@@ -124,8 +141,9 @@ def _echoing(handler: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             if tokens is not None:
                 _restored(tokens)
-            if awaited is not None and awaited.answered is not None:
-                awaited.answered(status)
+            if awaited is not None:
+                for answered in awaited.answered:
+                    answered(status)
         _echo_on(page, scope)
         return page
 
