@@ -386,16 +386,22 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     answer it first, its own way (a catch-all's 503); the app's own 500 handler chooses its
     page's status, unless the app is in debug mode (``_handler_answers``)."""
     applications = sys.modules.get("starlette.applications")
+    errors = sys.modules.get("starlette.middleware.errors")
     if (
         applications is None
+        or errors is None
         or not isinstance(app, applications.Starlette)
         or scope["type"] != "http"
         or not isinstance(error, Exception)
         or not _added_last(app)
     ):
         return 0
-    handlers = app.exception_handlers
-    return 500 if app.debug or (500 not in handlers and Exception not in handlers) else 0
+    # The answerer as Starlette built it at the app's first call (its lifespan's): a handler
+    # added, or ``debug`` switched, after that changes what the app says, not what it answers.
+    answerer = app.middleware_stack
+    if not isinstance(answerer, errors.ServerErrorMiddleware):
+        return 0
+    return 500 if answerer.debug or answerer.handler is None else 0
 
 
 def _handler_answers(app: object, scope: Scope, error: BaseException) -> bool:

@@ -4,9 +4,11 @@ tracekit's middleware where users put it (``add_middleware``, inside the framewo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -432,4 +434,48 @@ def test_a_traced_app_mounted_in_a_correlation_only_one_ends_with_their_handlers
     server = [s for s in wait_for_spans(3) if s.kind is SpanKind.SERVER]
     assert [s.attributes.get("http.response.status_code") for s in server] == [500] * 3
     assert _counted(registry) == [("/cards", "500", "RuntimeError")]
+    assert _in_flight(registry) == [0]
+
+
+def _handler_added_at_startup(registry: CollectorRegistry) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.add_exception_handler(Exception, _unavailable)  # after Starlette built its stack
+        yield
+
+    return _added(FastAPI(telemetry={"tracing": False}, routes=CRASH, lifespan=lifespan), registry)
+
+
+def _debug_switched_on_later(registry: CollectorRegistry) -> Starlette:
+    app = _added(Starlette(routes=CRASH, exception_handlers={Exception: _unavailable}), registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.debug = True  # after Starlette built its stack: its handler still answers
+        yield
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+ANSWERED_AS_BUILT = {  # the app, and the status its client gets
+    "handler-added-at-startup": (_handler_added_at_startup, 500),
+    "debug-switched-on-later": (_debug_switched_on_later, 503),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ANSWERED_AS_BUILT))
+def test_the_status_recorded_is_that_of_the_answer_starlette_built(
+    kind: str, serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """Starlette builds its ``ServerErrorMiddleware`` once, at the app's first call (its
+    lifespan): a 500 handler added in the lifespan, or ``debug`` switched on there, changes
+    nothing in what it answers. tracekit read the app's attributes instead: it recorded no
+    status for the 500 the client got, and a 500 for the handler's 503."""
+    registry = CollectorRegistry()
+    make_app, status = ANSWERED_AS_BUILT[kind]
+    assert send(serve_asgi(make_app(registry)) + "/crash", []).status == status
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.attributes.get("http.response.status_code") == status
+    assert _counted(registry) == [("/crash", str(status), "RuntimeError")]
     assert _in_flight(registry) == [0]
