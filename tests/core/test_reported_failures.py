@@ -69,3 +69,27 @@ def test_a_long_message_is_bounded(host_log: io.StringIO) -> None:
     text = host_log.getvalue()
     assert len(text) < 4 * guard.MAX_MESSAGE + 2_000
     assert "closed: " + "x" * (guard.MAX_MESSAGE - len("channel closed: ")) + "…\n" in text
+
+
+def _reply_checker(reply: str) -> None:
+    raise BrokerError(f"NOT_FOUND - {reply}")
+
+
+def test_an_exception_group_keeps_its_exceptions_and_notes_escaped(host_log: io.StringIO) -> None:
+    """A group (a task group's failures) was logged as its own line only, "2 sub-exceptions",
+    without them, their frames or their notes: what tells where tracekit failed was gone."""
+    failures: list[Exception] = []
+    for reply in (FORGED, "queue gone"):
+        try:
+            _reply_checker(reply)
+        except BrokerError as error:
+            error.add_note(f"while declaring {reply}")
+            failures.append(error)
+    guard.report_once("messaging consume", ExceptionGroup("declares failed", failures))
+    text = host_log.getvalue()
+    assert "ExceptionGroup: declares failed (2 sub-exceptions)" in text
+    assert text.count('raise BrokerError(f"NOT_FOUND - {reply}")') == 2
+    assert "BrokerError: NOT_FOUND - queue gone" in text
+    assert "while declaring \\nCRITICAL:payments:card store wiped\\x1b[2J" in text
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.lstrip("| ").startswith("CRITICAL") for line in text.splitlines())

@@ -91,8 +91,12 @@ class _EscapedTraceback(logging.Filter):
     keeps its ``exc_info`` for handlers that take the exception itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-            record.exc_text = escaped_traceback(record.exc_info[1])
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and not record.exc_text:
+            try:
+                record.exc_text = escaped_traceback(error)
+            except Exception:  # never out of the host's logging call; never the raw text
+                record.exc_text = type(error).__qualname__
         return True
 
 
@@ -100,46 +104,45 @@ _log.addFilter(_EscapedTraceback())
 
 
 def escaped_traceback(error: BaseException) -> str:
-    """Python's traceback of ``error`` and the exceptions it was raised from or while handling,
-    each one's message on one escaped line of at most ``MAX_MESSAGE`` characters."""
-    chain = [error]
-    earlier = _raised_from(error)
-    while (
-        earlier is not None and len(chain) < _CHAIN_LIMIT and all(earlier is not e for e in chain)
-    ):
-        chain.append(earlier)
-        earlier = _raised_from(earlier)
-    blocks = [_one_traceback(one) for one in reversed(chain)]
-    links = [_link(later) for later in reversed(chain[:-1])]
-    return "".join(block + link for block, link in zip(blocks, [*links, ""], strict=True))
+    """Python's traceback of ``error``: the exceptions it was raised from or while handling
+    (at most ``_CHAIN_LIMIT`` deep), those of a group, their first notes; each message and
+    note on one escaped line of at most ``MAX_MESSAGE`` characters."""
+    report = traceback.TracebackException(type(error), error, error.__traceback__)
+    pending, seen = [(report, 1)], set()
+    while pending:
+        one, depth = pending.pop()
+        if id(one) in seen:
+            continue
+        seen.add(id(one))
+        _escape_texts(one)
+        if depth >= _CHAIN_LIMIT:
+            one.__cause__ = one.__context__ = None
+        inner = [one.__cause__, one.__context__, *(one.exceptions or ())]
+        pending.extend((nested, depth + 1) for nested in inner if nested is not None)
+    return "".join(report.format()).rstrip("\n")
 
 
-def _raised_from(error: BaseException) -> BaseException | None:
-    if error.__cause__ is not None:
-        return error.__cause__
-    return None if error.__suppress_context__ else error.__context__
+def _escape_texts(report: traceback.TracebackException) -> None:
+    """One exception's message (a SyntaxError's, its line and file name) and notes, escaped."""
+    for name in ("_str", "msg", "text", "filename"):
+        text = getattr(report, name, None)
+        if isinstance(text, str):
+            setattr(report, name, _one_line(text.rstrip("\n") if name == "text" else text))
+    notes = report.__notes__
+    if notes is not None:
+        notes = notes if isinstance(notes, list | tuple) else [notes]
+        report.__notes__ = [_one_line(_text(note)) for note in notes[:_CHAIN_LIMIT]]
 
 
-def _link(later: BaseException) -> str:
-    if later.__cause__ is not None:
-        return "\n\nThe above exception was the direct cause of the following exception:\n\n"
-    return "\n\nDuring handling of the above exception, another exception occurred:\n\n"
-
-
-def _one_traceback(error: BaseException) -> str:
-    kind = type(error)
-    name = kind.__qualname__
-    if kind.__module__ not in ("builtins", "__main__"):
-        name = f"{kind.__module__}.{name}"
+def _text(value: object) -> str:
     try:
-        text = str(error)
+        return str(value)
     except Exception:  # a broken __str__
-        text = "<exception str() failed>"
-    if len(text) > MAX_MESSAGE:
-        text = text[:MAX_MESSAGE] + "…"
-    frames = "".join(traceback.format_tb(error.__traceback__))
-    line = f"{name}: {escaped(text)}" if text else name
-    return f"Traceback (most recent call last):\n{frames}{line}" if frames else line
+        return "<str() failed>"
+
+
+def _one_line(text: str) -> str:
+    return escaped(text[:MAX_MESSAGE] + "…" if len(text) > MAX_MESSAGE else text)
 
 
 def safe(where: str, action: Callable[[], _T]) -> _T | None:
