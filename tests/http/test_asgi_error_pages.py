@@ -205,6 +205,10 @@ def _fastapi_with_handler(registry: CollectorRegistry) -> FastAPI:
     return app
 
 
+async def _detail_only(request: Request, exc: Exception) -> dict[str, str]:
+    return {"detail": "try later"}  # a common slip: what a FastAPI route may return
+
+
 OWN_HANDLERS = {  # the app, and the status its client gets
     "starlette-async": (
         lambda registry: _added(
@@ -219,6 +223,12 @@ OWN_HANDLERS = {  # the app, and the status its client gets
         503,
     ),
     "fastapi": (_fastapi_with_handler, 503),
+    "handler-returning-no-page": (  # Starlette cannot send it: uvicorn answers with its 500
+        lambda registry: _added(
+            Starlette(routes=CRASH, exception_handlers={Exception: _detail_only}), registry
+        ),
+        500,
+    ),
     "handler-that-raises": (  # uvicorn answers then, with its own 500
         lambda registry: _added(
             Starlette(routes=CRASH, exception_handlers={Exception: _broken_handler}), registry

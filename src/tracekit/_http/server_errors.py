@@ -172,8 +172,12 @@ def answers_through_tracekit(errors_middleware: object) -> bool:
 
 
 def _status_of(page: object) -> int:
+    """The status of the handler's page: 500, the server's, for what is no page at all (a
+    dict, which Starlette fails to send); 0, unknown, for an ASGI app without ``status_code``."""
     status = getattr(page, "status_code", None)
-    return status if type(status) is int else 0
+    if type(status) is int:
+        return status
+    return 0 if callable(page) else 500
 
 
 def _is_coroutine_function(handler: Callable[..., Any]) -> bool:
