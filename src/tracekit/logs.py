@@ -823,7 +823,11 @@ def _start_export(options: Options, resource: Resource | None) -> None:
         raise batch_setting_error(error, "OTEL_BLRP") from None
     # No exit hook of the SDK's: it would shut the pipeline down before the host's own exit hooks
     # registered before init have run (tracekit's flushes at exit, ``state.flush_at_exit``).
-    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    from tracekit._runtime.limits import log_record_limits
+
+    provider = LoggerProvider(
+        resource=resource, shutdown_on_exit=False, log_record_limits=log_record_limits()
+    )
     provider.add_log_record_processor(processor)
     _handler = _Bridge(provider, owned=True)
 

@@ -521,3 +521,48 @@ def test_a_batch_setting_the_sdk_refuses_fails_init_whole_and_names_the_variable
     with Store(store) as written:
         assert [s.name for s in written.spans_since(0)] == ["after-the-fix"]
         assert written.count_logs() == 1  # "logged after the fix": logs are exported too
+
+
+def test_a_limit_the_sdk_refuses_is_left_out_with_one_warning_and_init_goes_on(
+    tmp_path: Any,
+) -> None:
+    """``OTEL_*_LIMIT`` values the SDK cannot read raised ValueError out of init (spans) or lost
+    every exported log record (logs): the service did not start over a tuning knob."""
+    store = tmp_path / "limits.db"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import logging, tracekit
+            from opentelemetry import trace
+            tracekit.init("limited")
+            with trace.get_tracer("t").start_as_current_span("work") as span:
+                span.set_attribute("note", "twelve chars")
+                logging.getLogger("app").warning("inside", extra={"a": 1, "b": 2})
+            tracekit.shutdown()
+            tracekit.init("limited")  # warned once a process
+            tracekit.shutdown()
+        """)],
+        env={
+            **_clean_env(), "TRACEKIT_EXPORTER": "store", "TRACEKIT_STORE": str(store),
+            "TRACEKIT_EXPORT_LOGS": "true",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "abc",
+            "OTEL_SPAN_EVENT_COUNT_LIMIT": "1e3",
+            "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT": "-3",
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "6",  # one it reads is still honoured
+        },
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")] == [
+        "tracekit: OTEL_SPAN_EVENT_COUNT_LIMIT='1e3' is not a whole number of 0 or more; using 128",
+        "tracekit: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT='abc' is not a whole number of 0 or more;"
+        " using the default",
+        "tracekit: OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT='-3' is not a whole number of 0 or more;"
+        " using 128",
+    ]
+    assert "Traceback" not in result.stderr
+    with Store(store) as stored:
+        (span,) = stored.spans_since(0)
+        (log,) = stored.logs_by_trace_ids([span.trace_id])
+    assert span.attributes["note"] == "twelve"
+    assert (log.body, log.attributes["a"], log.attributes["b"]) == ("inside", 1, 2)

@@ -79,7 +79,7 @@ def _timeout(signal: str) -> float:
         seconds = math.nan
     if math.isfinite(seconds) and seconds > 0:
         return min(seconds, LONGEST_TIMEOUT)
-    _warn_once(name, value, "is not a number of seconds above 0", "10 s")
+    warn_once(name, value, "is not a number of seconds above 0", "10 s")
     return DEFAULT_TIMEOUT
 
 
@@ -108,13 +108,14 @@ def _grpc_compression(signal: str) -> Any:
     name, value = found
     member = _GRPC_COMPRESSION.get(value.lower())
     if member is None:
-        _warn_once(name, value, "is not gzip, deflate or none", "none")
+        warn_once(name, value, "is not gzip, deflate or none", "none")
         member = "NoCompression"
     return getattr(grpc.Compression, member)
 
 
-def _warn_once(name: str, value: str, problem: str, used: str) -> None:
-    """One warning a variable (both signals' exporters read the general one)."""
+def warn_once(name: str, value: str, problem: str, used: str) -> None:
+    """One warning a variable (both signals' exporters read the general one), naming it, its
+    value (cut short) and what is used instead."""
     if name not in _warned:
         _warned.add(name)
         _log.warning("tracekit: %s=%r %s; using %s", name, value[:40], problem, used)

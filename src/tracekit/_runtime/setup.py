@@ -16,7 +16,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
     ReadableSpan,
     Span,
-    SpanLimits,
     SpanProcessor,
     TracerProvider,
 )
@@ -31,10 +30,9 @@ from tracekit import (
     propagation,
     semconv,
 )
-from tracekit._runtime import lifecycle, state
+from tracekit._runtime import lifecycle, limits, state
 from tracekit._runtime.guard import error_message, report_once
 from tracekit._utf8 import clean_text, clean_value
-from tracekit.records import MAX_SPAN_LINKS
 
 _log = logging.getLogger("tracekit")
 # The SDK allows one global provider per process: tracekit creates it once and, across
@@ -225,7 +223,10 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
         # flush (``state.flush_at_exit``), where the hooks registered since the first init have
         # run, as they run before tracekit's.
         _own_provider = current = TracerProvider(
-            resource=resource, id_generator=ids, span_limits=_span_limits(), shutdown_on_exit=False
+            resource=resource,
+            id_generator=ids,
+            span_limits=limits.span_limits(),
+            shutdown_on_exit=False,
         )
         state.shut_down_at_exit(current)
         trace.set_tracer_provider(current)
@@ -242,13 +243,6 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
         raise config.batch_setting_error(error, "OTEL_BSP") from None
     return (CorrelationSpanProcessor(), batch)
-
-
-def _span_limits() -> SpanLimits:
-    """The SDK's limits, with room for a batch's links unless OTEL_SPAN_LINK_COUNT_LIMIT says."""
-    if os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT"):
-        return SpanLimits()
-    return SpanLimits(max_links=MAX_SPAN_LINKS)
 
 
 class XRayIdGenerator(RandomIdGenerator):
