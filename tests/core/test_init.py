@@ -566,3 +566,25 @@ def test_a_limit_the_sdk_refuses_is_left_out_with_one_warning_and_init_goes_on(
         (log,) = stored.logs_by_trace_ids([span.trace_id])
     assert span.attributes["note"] == "twelve"
     assert (log.body, log.attributes["a"], log.attributes["b"]) == ("inside", 1, 2)
+
+
+def test_init_under_another_name_than_the_applications_own_provider_says_so() -> None:
+    """Under ``opentelemetry-instrument`` (or a provider the application set), spans keep that
+    provider's service.name: init("checkout") left them 'zc-app' and labelled the metrics
+    'checkout', silently. The same name, from OTEL_SERVICE_NAME, is not worth a line."""
+    script = """
+        import tracekit
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        named = Resource.create({"service.name": "zc-app"})
+        trace.set_tracer_provider(TracerProvider(resource=named))
+        tracekit.init(NAME)
+        tracekit.shutdown()
+    """
+    assert _tracekit_lines(script.replace("NAME", '"checkout"')) == [
+        "tracekit: spans keep the service.name of the tracer provider the application set"
+        " before init() ('zc-app', not 'checkout'): tracekit's metrics say 'checkout';"
+        " give both one name"
+    ]
+    assert _tracekit_lines(script.replace("NAME", '"zc-app"')) == []

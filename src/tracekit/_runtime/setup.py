@@ -233,6 +233,7 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     state.attach_to(current)
     if current is not _own_provider:
         # The application configured the SDK itself: add correlation stamping, keep its export.
+        _warn_if_host_names_another(current, opts.service_name)
         return (CorrelationSpanProcessor(),)
     _warn_if_resource_kept(current.resource, resource)
     exporter = build_exporter(opts)
@@ -272,6 +273,22 @@ def _warn_if_resource_kept(kept: Resource, wanted: Resource) -> None:
         " logs and metrics use the new one",
         str(kept.attributes.get("service.name"))[:80],
         str(wanted.attributes.get("service.name"))[:80],
+    )
+
+
+def _warn_if_host_names_another(provider: TracerProvider, service_name: str) -> None:
+    """The application's own tracer provider (``opentelemetry-instrument``'s) names its spans'
+    service, and tracekit cannot rename them; its metrics use ``service_name``. Say so when the
+    two differ: a dashboard's exemplar led to spans of a service of another name."""
+    named = provider.resource.attributes.get("service.name")
+    if named == service_name:
+        return
+    _log.warning(
+        "tracekit: spans keep the service.name of the tracer provider the application set"
+        " before init() (%r, not %r): tracekit's metrics say %r; give both one name",
+        str(named)[:80],
+        service_name[:80],
+        service_name[:80],
     )
 
 
