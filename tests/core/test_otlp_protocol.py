@@ -392,3 +392,30 @@ def test_an_attribute_with_a_lone_surrogate_is_kept_when_the_host_silences_the_e
     assert charge.attributes["customer"] == "\ufffdx"
     assert charge.attributes["tags"] == ["vip", "\ufffdx"]
     assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]
+
+
+def test_an_otlp_http_endpoint_without_http_is_warned_of_and_left_out(
+    grpc_receiver: tuple[Receiver, Path],
+) -> None:
+    """``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector:4318/v1/traces`` (a gRPC endpoint's form)
+    failed every export, under a warning that the collector was unreachable and to start one;
+    it is left out, as if unset, in one warning, and the spans reach the general endpoint."""
+    receiver, store = grpc_receiver
+    host_port = receiver.endpoint.removeprefix("http://")
+    result = _run(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{host_port}/v1/traces",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"user:secret@{host_port}/v1/logs?key=k",
+        }
+    )
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    assert _stored_names(store) == (["charge"], ["card declined"])
+    assert result.stderr.splitlines() == [
+        f"tracekit: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='{host_port}/v1/traces' is not an"
+        f" http:// or https:// URL (http://host:port); using {receiver.endpoint}/v1/traces",
+        f"tracekit: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT='…@{host_port}/v1/logs?…' is not an"
+        f" http:// or https:// URL (http://host:port); using {receiver.endpoint}/v1/logs",
+        "card declined",  # the script's own line
+    ]

@@ -18,7 +18,9 @@ import logging
 import math
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
+from tracekit._runtime.guard import without_url_secrets
 from tracekit.config import ConfigError
 
 _log = logging.getLogger("tracekit")
@@ -49,14 +51,43 @@ def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
 def endpoint(signal: str, protocol: str) -> str:
     """Where the exporter sends ``signal``: the per-signal variable as it is, else over HTTP
     the general one (or the default) with ``/v1/<signal>`` appended, as the SDKs do; over gRPC
-    one endpoint serves every signal, without a path."""
-    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "").strip()
-    if specific:
-        return specific
+    one endpoint serves every signal, without a path. Over HTTP, a value that is not an
+    ``http://`` or ``https://`` URL is left out with one warning (below)."""
+    specific_name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+    specific = os.environ.get(specific_name, "").strip()
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     if protocol == "grpc":
-        return base or DEFAULT_GRPC_ENDPOINT
-    return f"{(base or DEFAULT_ENDPOINT).rstrip('/')}/v1/{signal}"
+        return specific or base or DEFAULT_GRPC_ENDPOINT
+    if not _http_url("OTEL_EXPORTER_OTLP_ENDPOINT", base, DEFAULT_ENDPOINT):
+        base = ""
+    general = f"{(base or DEFAULT_ENDPOINT).rstrip('/')}/v1/{signal}"
+    return specific if _http_url(specific_name, specific, general) else general
+
+
+def _http_url(name: str, value: str, instead: str) -> bool:
+    """Whether ``value`` is an OTLP/HTTP endpoint; if it is another one than empty, says that
+    ``instead`` is used. ``collector:4318`` (a gRPC endpoint's form) or ``otel-collector`` made
+    every export fail, with a line that said the collector was unreachable and to start one."""
+    if not value:
+        return False
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  # a port past 65535, or not a number, raises ValueError
+    except ValueError:
+        usable = False
+    if not usable:
+        warn_once(
+            name, _shown(value), "is not an http:// or https:// URL (http://host:port)", instead
+        )
+    return usable
+
+
+def _shown(url: str) -> str:
+    """``url`` for a warning: without the credentials or query it may carry."""
+    userinfo, at, rest = url.rpartition("@")
+    scheme = userinfo.partition("//")[0] + "//" if "//" in userinfo else ""
+    return without_url_secrets(f"{scheme}…@{rest}" if at else url)
 
 
 def _setting(signal: str, setting: str) -> tuple[str, str] | None:
