@@ -554,11 +554,11 @@ def test_a_limit_the_sdk_refuses_is_left_out_with_one_warning_and_init_goes_on(
 
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("tracekit: ")] == [
-        "tracekit: OTEL_SPAN_EVENT_COUNT_LIMIT='1e3' is not a whole number of 0 or more; using 128",
         "tracekit: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT='abc' is not a whole number of 0 or more;"
         " using the default",
         "tracekit: OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT='-3' is not a whole number of 0 or more;"
         " using 128",
+        "tracekit: OTEL_SPAN_EVENT_COUNT_LIMIT='1e3' is not a whole number of 0 or more; using 128",
     ]
     assert "Traceback" not in result.stderr
     with Store(store) as stored:
@@ -588,3 +588,29 @@ def test_init_under_another_name_than_the_applications_own_provider_says_so() ->
         " give both one name"
     ]
     assert _tracekit_lines(script.replace("NAME", '"zc-app"')) == []
+
+
+def test_the_warnings_of_init_reach_a_format_set_before_it_that_names_the_fields() -> None:
+    """A format naming tracekit's fields, set before init (uvicorn's --log-config, Django's
+    LOGGING): each warning init gave, tracekit's or the SDK's, printed "--- Logging error ---"
+    and a traceback (KeyError: 'correlation_id') in place of its line."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import logging, tracekit
+            logging.basicConfig(format="[%(correlation_id)s] %(levelname)s %(message)s")
+            tracekit.init("formatted")
+            tracekit.shutdown()
+        """)],
+        env={
+            **_clean_env(), "TRACEKIT_EXPORTER": "none", "OTEL_SDK_DISABLED": "1",
+            "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "abc",
+        },
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "[-] WARNING tracekit: OTEL_SDK_DISABLED='1' is neither true nor false; telemetry stays"
+        " on (only true turns it off)",
+        "[-] WARNING Could not convert TRACES_SAMPLER_ARG to float. Using default rate 1.0.",
+    ]

@@ -413,9 +413,9 @@ def test_an_otlp_http_endpoint_without_http_is_warned_of_and_left_out(
     receiver.stop()
     assert _stored_names(store) == (["charge"], ["card declined"])
     assert result.stderr.splitlines() == [
-        f"tracekit: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='{host_port}/v1/traces' is not an"
-        f" http:// or https:// URL (http://host:port); using {receiver.endpoint}/v1/traces",
         f"tracekit: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT='…@{host_port}/v1/logs?…' is not an"
         f" http:// or https:// URL (http://host:port); using {receiver.endpoint}/v1/logs",
+        f"tracekit: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='{host_port}/v1/traces' is not an"
+        f" http:// or https:// URL (http://host:port); using {receiver.endpoint}/v1/traces",
         "card declined",  # the script's own line
     ]

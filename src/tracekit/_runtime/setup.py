@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -126,7 +127,6 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
             _warn_if_options_not_taken(running.options, service_name, options)
             return running.options
         opts = config.resolve(service_name, **options)
-        _warn_if_sdk_disabled_unclear()
         runtime = state.Runtime(opts)
         # Active first: instrumentation hooks may fire at once and read the options.
         state.activate(runtime)
@@ -179,14 +179,19 @@ def _warn_if_sdk_disabled_unclear() -> None:
 
 
 def _start(runtime: state.Runtime, opts: config.Options) -> None:
+    # Stamping first: the warnings init gives (tracekit's, the SDK's) are records too, and a
+    # host format set before init that names tracekit's fields (uvicorn's --log-config) printed
+    # "--- Logging error ---" with a traceback for each, in place of the warning.
+    runtime.logs_started = True  # uninstalling undoes whatever part of it did start
+    _start_optional("logs", dataclasses.replace(opts, export_logs=False), None)
+    resource = build_resource(opts)
+    _start_optional("logs", opts, resource)  # and the export, with the service's resource
+    _warn_if_sdk_disabled_unclear()
     # OpenTelemetry's contrib instrumentations extract the caller's ID from the headers
     # tracekit's middleware accepts.
     _set_global_propagator(propagation.configured(opts.response_header, opts.correlation_headers))
-    resource = build_resource(opts)
     if not opts.correlation_only:
         runtime.span_processors = _tracing(opts, resource)
-    runtime.logs_started = True  # uninstalling undoes whatever part of it did start
-    _start_optional("logs", opts, resource)
     runtime.metrics_server = _start_optional("metrics", opts, resource)
     runtime.instrumented = tuple(
         instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
@@ -292,7 +297,7 @@ def _warn_if_host_names_another(provider: TracerProvider, service_name: str) -> 
     )
 
 
-def _start_optional(part: str, opts: config.Options, resource: Resource) -> Any:
+def _start_optional(part: str, opts: config.Options, resource: Resource | None) -> Any:
     """Logs and metrics must never stop tracing from starting (a value tracekit or the SDK
     refuses stops ``init`` whole, as for tracing); returns what ``install`` did."""
     try:
