@@ -123,7 +123,11 @@ def escaped_traceback(error: BaseException) -> str:
 
 
 def _escape_texts(report: traceback.TracebackException) -> None:
-    """One exception's message (a SyntaxError's, its line and file name) and notes, escaped."""
+    """One exception's message (a SyntaxError's, its line and file name) and notes, escaped.
+    The message is the private ``_str`` of CPython's ``TracebackException``: a
+    Python without it raises here, and the record shows the exception's type alone."""
+    if not isinstance(getattr(report, "_str", None), str):
+        raise TypeError("no message to escape")
     for name in ("_str", "msg", "text", "filename"):
         text = getattr(report, name, None)
         if isinstance(text, str):
