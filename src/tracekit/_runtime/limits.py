@@ -35,14 +35,8 @@ def log_record_limits() -> LogRecordLimits:
     """The SDK's log record limits (its logs module loads only where logs are exported)."""
     from opentelemetry.sdk._logs import LogRecordLimits
 
-    class _LogRecordLimits(LogRecordLimits):
-        @classmethod
-        def _from_env_if_absent(
-            cls, value: int | None, env_var: str, default: int | None = None
-        ) -> int | None:
-            if _refused(value, env_var, default):
-                return default
-            return super()._from_env_if_absent(value, env_var, default)
+    class _LogRecordLimits(_RefusedLeftOut, LogRecordLimits):
+        pass
 
     return _LogRecordLimits()
 
@@ -69,11 +63,17 @@ def _refused(value: int | None, variable: str, default: int | None) -> bool:
     return value is None and variable in os.environ and not _readable(variable, default)
 
 
-class _SpanLimits(SpanLimits):
+class _RefusedLeftOut:
+    """Before the SDK's limits class: its reading of each variable, a refused value left out."""
+
     @classmethod
     def _from_env_if_absent(
         cls, value: int | None, env_var: str, default: int | None = None
     ) -> int | None:
         if _refused(value, env_var, default):
             return default
-        return super()._from_env_if_absent(value, env_var, default)
+        return super()._from_env_if_absent(value, env_var, default)  # type: ignore[misc,no-any-return]
+
+
+class _SpanLimits(_RefusedLeftOut, SpanLimits):
+    pass
