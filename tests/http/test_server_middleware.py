@@ -510,35 +510,23 @@ def test_django_resolver_routes_name_spans(django_application, serve_wsgi, wait_
     assert by_name["GET /stream"].end_time >= events["django_last_chunk_ns"]
 
 
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
 def test_an_exception_django_propagates_is_the_servers_500(
-    django_application: Any, serve_wsgi: Any, wait_for_spans: Any, caplog: Any
+    django_application: Any, server: str, request: Any, wait_for_spans: Any, caplog: Any
 ) -> None:
-    """With ``DEBUG_PROPAGATE_EXCEPTIONS`` Django lets a view's exception out to the server,
-    which answers with its own 500: the span had no ``http.response.status_code`` and the
-    metrics an empty status, as for Flask's ``PROPAGATE_EXCEPTIONS``."""
-    from django.test import override_settings
-
-    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
-    url = serve_wsgi(django_application)
-    with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
-        assert requests.get(url + "/crash", timeout=10).status_code == 500
-
-    (span,) = wait_for_spans(1)
-    assert span.name == "GET /crash" and span.status.status_code is StatusCode.ERROR
-    assert span.attributes["http.response.status_code"] == 500
-    assert span.attributes["error.type"] == "KeyError"
-
-
-def test_an_exception_django_propagates_under_asgi_is_the_servers_500(
-    django_application: Any, serve_asgi: Any, wait_for_spans: Any, caplog: Any
-) -> None:
-    """Under ASGI too (Django's async middleware path), uvicorn answers the exception Django
-    lets out with its own 500, while the span had no ``http.response.status_code``."""
+    """With ``DEBUG_PROPAGATE_EXCEPTIONS`` Django lets a view's exception out to the server
+    (under ASGI, through its async middleware path), which answers with its own 500
+    (werkzeug's, uvicorn's): the span had no ``http.response.status_code`` and the metrics an
+    empty status, as for Flask's ``PROPAGATE_EXCEPTIONS``."""
     from django.core.asgi import get_asgi_application
     from django.test import override_settings
 
-    caplog.set_level(logging.CRITICAL, logger="uvicorn.error")  # uvicorn logs the exception
-    url = serve_asgi(get_asgi_application())
+    caplog.set_level(logging.CRITICAL)  # werkzeug logs the exception
+    caplog.set_level(logging.CRITICAL, logger="uvicorn.error")  # and uvicorn
+    if server == "wsgi":
+        url = request.getfixturevalue("serve_wsgi")(django_application)
+    else:
+        url = request.getfixturevalue("serve_asgi")(get_asgi_application())
     with override_settings(DEBUG_PROPAGATE_EXCEPTIONS=True):
         assert requests.get(url + "/crash", timeout=10).status_code == 500
 
