@@ -874,3 +874,41 @@ def test_correlation_only_a_call_from_a_hook_during_a_redirect_is_a_call_of_its_
     assert "x-correlation-id" not in seen, seen
     assert from_hook[0]["x-correlation-id"] == "client-test-1", from_hook
     assert "tenant=acme" in from_hook[0]["baggage"]
+
+
+# aiohttp follows a redirect named by a ``URI`` header where the response has no ``Location``
+# (RFC 2616's predecessor's header, still read by aiohttp): a server choosing that header must
+# not get the call's baggage and correlation ID to another origin past tracekit's rule.
+
+
+@pytest.fixture
+def uri_redirect(serve_wsgi: Any) -> str:
+    """The called origin: ``/away`` answers 302 with ``URI`` (no ``Location``) to another one."""
+    elsewhere = serve_wsgi(echo_app)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] != "/away":
+            return echo_app(environ, start_response)
+        start_response("302 Found", [("URI", elsewhere + "/echo"), ("Content-Length", "0")])
+        return [b""]
+
+    return serve_wsgi(app)
+
+
+def test_aiohttp_a_uri_header_redirect_to_another_origin_carries_no_baggage_or_correlation_id(
+    uri_redirect: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    seen = call_aiohttp(uri_redirect + "/away")
+
+    assert "baggage" not in seen and "x-correlation-id" not in seen, seen
+    hop = sent_again(wait_for_spans, 2)[1]
+    assert seen["traceparent"].split("-")[2] == f"{hop.context.span_id:016x}"
+
+
+def test_correlation_only_aiohttp_a_uri_header_redirect_to_another_origin_carries_neither(
+    uri_redirect: str, http_clients: None, in_request: None, correlation_only: None
+) -> None:
+    seen = call_aiohttp(uri_redirect + "/away")
+
+    assert "baggage" not in seen and "x-correlation-id" not in seen, seen
+    assert seen["traceparent"] == CALLERS_PARENT

@@ -136,10 +136,16 @@ def _status_raised(error: BaseException, response_error: type[BaseException]) ->
     return None if isinstance(error.__cause__, HttpProcessingError) else status
 
 
+def _location(response: Any) -> Any:
+    """Where a redirect leads, as aiohttp reads it: ``Location``, else ``URI`` (which a server
+    may send alone, and aiohttp follows too)."""
+    return response.headers.get("Location") or response.headers.get("URI")
+
+
 def _keep_within_origin(params: Any) -> None:
     """Where the redirect in ``params`` (its response's ``Location``) leads, as aiohttp joins it."""
     try:
-        location = params.response.headers.get("Location")
+        location = _location(params.response)
         if location is not None:
             keep_within_origin(str(params.url.join(type(params.url)(location))), params.headers)
     except Exception as error:
@@ -157,7 +163,10 @@ def _resend(call: ClientCall, params: Any) -> None:
     method is the one aiohttp keeps for it: GET after a 303, and after a 301 or 302 of a POST.)"""
     try:
         response = params.response
-        hop = params.url.join(type(params.url)(response.headers["Location"]))
+        location = _location(response)
+        if location is None:
+            return  # aiohttp follows none: the call ends with this answer
+        hop = params.url.join(type(params.url)(location))
         method = params.method
         if (response.status == 303 and method != "HEAD") or (
             response.status in (301, 302) and method == "POST"
@@ -170,7 +179,7 @@ def _resend(call: ClientCall, params: Any) -> None:
 
 def _keep_within_called_origin(called: str, params: Any) -> None:
     try:
-        location = params.response.headers.get("Location")
+        location = _location(params.response)
         if location is not None:
             hop = params.url.join(type(params.url)(location))
             keep_within_called_origin(called, str(hop), params.headers)
