@@ -34,7 +34,8 @@ class Server:
     ``/done``; ``/away`` sends the client to ``elsewhere``'s ``/done``; ``/loop`` to itself;
     ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there;
     ``/digest`` asks for digest credentials (401) until a request brings some; ``/busy-moved``
-    answers 503 once, then 302 to ``/done``. Every request's
+    answers 503 once, then 302 to ``/done``; ``/far`` sends the client to a path of 20,000
+    characters. Every request's
     path, method, ``traceparent`` and correlation header are kept."""
 
     def __init__(self) -> None:
@@ -64,6 +65,8 @@ class Server:
             return _redirect(start_response, "302", "/done")
         if path == "/loop":
             return _redirect(start_response, "307", "/loop")
+        if path == "/far":  # a Location far longer than any span attribute should be
+            return _redirect(start_response, "302", "/" + "x" * 20_000)
         if path == "/flaky" and [p for p, *_ in self.seen].count(path) < 3:
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return []
@@ -379,3 +382,25 @@ def test_a_retry_then_a_redirect_counts_both(
         ("/busy-moved", traceparent_of(spans[1])),
         ("/done", traceparent_of(spans[2])),
     ]
+
+
+# aiohttp refuses a header line over 8,190 bytes itself (LineTooLong)
+@pytest.mark.parametrize("name", sorted(set(CLIENTS) - {"aiohttp"}))
+def test_a_redirect_to_a_huge_url_is_cut_in_the_span(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """The server called chooses the redirect's URL: one of 20,000 characters went whole into
+    the span's ``url.full`` (60,000 made 60 KB a span, a few such calls an export batch a
+    collector refuses whole); it is cut at 8,192 characters."""
+    called, base, _ = servers
+
+    CLIENTS[name](f"{base}/far")
+
+    _, hop = in_order(wait_for_spans, 2)
+    assert called.seen[-1][0] == "/" + "x" * 20_000  # the client went there
+    assert len(hop.attributes["url.full"]) == 8192
+    assert hop.attributes["url.full"].startswith(f"{base}/xxx")

@@ -1044,3 +1044,18 @@ def test_server_spans_name_the_client_and_its_user_agent(
     for path in ("/a", "/w"):
         assert by_path[path]["client.address"] == "127.0.0.1"
         assert by_path[path]["user_agent.original"] == agent[:512]
+
+
+def test_a_huge_path_is_cut_in_the_span(serve_asgi: Any, wait_for_spans: Any) -> None:
+    """The client chooses the path: 12,000 characters went whole into ``url.path`` (a few such
+    requests, and an export batch a collector refuses whole); it is cut at 8,192."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    url = serve_asgi(asgi.TracekitMiddleware(app))
+    assert requests.get(url + "/" + "p" * 12_000, timeout=10).status_code == 404
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["url.path"] == "/" + "p" * 8191

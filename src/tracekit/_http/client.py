@@ -13,7 +13,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from tracekit import correlation, propagation, semconv
-from tracekit._http.server import KNOWN_METHODS, METHOD_TOKEN
+from tracekit._http.server import KNOWN_METHODS, MAX_URL, METHOD_TOKEN
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime.guard import (
     SentHeader,
@@ -30,6 +30,7 @@ from tracekit.metrics import HttpClientMetrics
 R = TypeVar("R")
 
 _tracer = trace.get_tracer("tracekit")
+MAX_HOST = 255  # a DNS name's length at most: ``server.address`` of a longer one is cut
 
 
 @dataclass(slots=True)
@@ -552,9 +553,9 @@ def _add_url_attributes(attributes: dict[str, Any], parts: SplitResult) -> None:
         f"{parts.scheme}://{userinfo}{f'[{host}]' if ':' in host else host}"
         + (f":{port}" if port and port > 0 else "")
         + parts.path
-    )
-    if parts.hostname:
-        attributes[semconv.SERVER_ADDRESS] = parts.hostname
+    )[:MAX_URL]
+    if host:
+        attributes[semconv.SERVER_ADDRESS] = host[:MAX_HOST]
     if port != -1:
         port = port or DEFAULT_PORTS.get(parts.scheme)
         if port:

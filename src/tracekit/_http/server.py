@@ -34,6 +34,10 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went aw
 USER_AGENT = "user-agent"
 # The caller's own text: at most this much of it goes on the span (real ones are shorter).
 MAX_USER_AGENT = 512
+# ``url.path`` and ``url.full`` are cut here: a client (a server's path) or a server (a
+# redirect's ``Location``) may send 60,000 characters, and the spans of a few such requests could
+# make an export batch that a collector refuses whole (4 MiB on gRPC by default).
+MAX_URL = 8192
 # Flask's rules and Django's path() write a parameter as <name> or <converter:name>.
 _ANGLE_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 # An HTTP method is a token (RFC 9110); one that is not, or is longer, is not kept as sent.
@@ -326,7 +330,7 @@ class ServerRequests:
         )
         method = request.method
         attributes[semconv.HTTP_REQUEST_METHOD] = method
-        attributes[semconv.URL_PATH] = path
+        attributes[semconv.URL_PATH] = path[:MAX_URL]
         agent = headers.get(USER_AGENT)
         if agent:
             attributes[semconv.USER_AGENT_ORIGINAL] = agent[0][:MAX_USER_AGENT]
