@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
 from tracekit.path.conventions import attribute, text, url_path
-from tracekit.path.hops import hop_type, queue_wait_ns
+from tracekit.path.hops import hop_type, queue_wait_ns, request_before, resend_count
 from tracekit.path.model import ATTACHED_BY_LINK
 from tracekit.records import SpanRecord
 
@@ -117,12 +117,14 @@ class Unit:
         return None
 
     def resent(self) -> bool:
-        """An HTTP client marked the call as a resend (``http.request.resend_count`` >= 1)."""
-        for span in self.spans:
-            count = span.record.attributes.get(RESEND_COUNT)
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 1:
-                return True
-        return False
+        """An HTTP client sent the call again (``http.request.resend_count`` >= 1) after a
+        request that was not redirected: a redirect followed is one more call, not a retry."""
+        client = self.spans[0]
+        if resend_count(client.record) == 0:
+            return False
+        before = request_before(client)
+        status = attribute(before.record, semconv.HTTP_RESPONSE_STATUS_CODE) if before else None
+        return not (isinstance(status, int) and 300 <= status < 400)
 
 
 def units_of(path: Path) -> list[Unit]:

@@ -27,6 +27,8 @@ __all__ = [
     "make_hop",
     "mark_redeliveries",
     "queue_wait_ns",
+    "request_before",
+    "resend_count",
 ]
 
 Key = tuple[str, str]
@@ -134,6 +136,33 @@ def _retried(client: PathSpan) -> bool:
     attempts = (c for c in client.children if c.record.kind == "INTERNAL")
     own = (c for c in attempts if c.service == client.service)
     return next(own, None) is not None and next(own, None) is not None  # stops at the second
+
+
+def resend_count(record: SpanRecord) -> int:
+    """``http.request.resend_count`` of a CLIENT span: 1, 2, ... for a request its client sent
+    again (a redirect followed, a retry), 0 for the call's first request."""
+    count = record.attributes.get(semconv.HTTP_REQUEST_RESEND_COUNT)
+    if record.kind != "CLIENT" or not isinstance(count, int) or isinstance(count, bool):
+        return 0
+    return max(0, count)
+
+
+def request_before(client: PathSpan) -> PathSpan | None:
+    """For a request its client sent again, the request of the same call sent just before it:
+    a sibling (a span of the same service, resent one time fewer, ended by its start), or its
+    parent when the call began the trace (its resends hang under its first request)."""
+    count, parent = resend_count(client.record), client.parent
+    if count == 0 or parent is None:
+        return None
+    earlier = [
+        span
+        for span in (parent, *parent.children)
+        if span.record.kind == "CLIENT"
+        and span.service == client.service
+        and resend_count(span.record) == count - 1
+        and span.end_unix_nano <= client.start_unix_nano
+    ]
+    return max(earlier, key=lambda span: span.end_unix_nano, default=None)
 
 
 def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:

@@ -1,0 +1,91 @@
+"""``tracekit diff`` on calls real HTTP clients sent again: a redirect followed is one more call,
+not a retry; a retry is one after a failed attempt.
+
+Every request a client sends again is a CLIENT span of its own with
+``http.request.resend_count`` (a redirect followed as well as a retry). Services in processes of
+their own (``resend_services``) export into a real store; the real CLI reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from resend_services import resend_services, stored
+
+from tracekit_cli.main import cli
+
+CLIENTS = ("requests", "httpx", "urllib3", "aiohttp")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The store, and ``front``'s base URL."""
+    path = tmp_path_factory.mktemp("resends") / "tracekit.db"
+    with resend_services(path) as urls:
+        yield path, urls["front"]
+
+
+def request(store: tuple[Path, str], correlation_id: str, path: str, spans: int) -> None:
+    """One request to ``front``, whose ``spans`` spans are then awaited in the store."""
+    answer = httpx.get(f"{store[1]}{path}", headers={"X-Correlation-ID": correlation_id})
+    assert answer.status_code == 200, answer.text
+    stored(store[0], correlation_id, spans)
+
+
+def diff(store: tuple[Path, str], a: str, b: str) -> dict[str, Any]:
+    result = CliRunner().invoke(cli, ["diff", a, b, "--store", str(store[0]), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def changes(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(c["kind"], c["message"]) for c in doc["changes"] if c["category"] != "timing"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_redirect_followed_is_one_more_call_not_a_retry(
+    store: tuple[Path, str], client: str
+) -> None:
+    request(store, f"new-{client}", f"/call/{client}/item/new", 3)
+    request(store, f"old-{client}", f"/call/{client}/item/old", 5)  # 302 to /item/new
+
+    doc = diff(store, f"new-{client}", f"old-{client}")
+
+    assert changes(doc) == [("calls", "front -> back: GET /item/{name}: 1 -> 2 calls")]
+    assert "retries" not in doc["reasons"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_redirect_to_another_service_is_a_hop_that_appeared(
+    store: tuple[Path, str], client: str
+) -> None:
+    request(store, f"home-{client}", f"/call/{client}/done", 3)
+    request(store, f"away-{client}", f"/call/{client}/away", 5)  # 302 to other's /done
+
+    doc = diff(store, f"home-{client}", f"away-{client}")
+
+    assert sorted(changes(doc)) == [
+        ("added", "added front -> back: GET /away"),
+        ("added", "added front -> other: GET /done"),
+        ("removed", "removed front -> back: GET /done"),
+    ]
+
+
+@pytest.mark.parametrize("client", ["requests", "urllib3"])
+def test_a_retry_after_a_redirect_is_one_retry(store: tuple[Path, str], client: str) -> None:
+    request(store, f"flaky-{client}", f"/call/{client}/flaky/once-{client}?fail=0", 3)
+    request(store, f"via-{client}", f"/call/{client}/to-flaky/twice-{client}", 7)  # 302, 503, 200
+
+    doc = diff(store, f"flaky-{client}", f"via-{client}")
+
+    assert changes(doc) == [
+        ("added", "added front -> back: GET /to-flaky/{key}"),
+        ("retries", "front -> back: GET /flaky/{key}: 1 retry after HTTP 503 (A: no retries)"),
+        ("new_error", "new error at front -> back: GET /flaky/{key}: HTTP 503"),
+    ]
