@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from tracekit import semconv
 from tracekit.path import Hop, Path, PathLog, PathSpan
+from tracekit.path.hops import resend_count
 from tracekit.records import SpanRecord
 from tracekit_cli.options import one_line
 
@@ -125,11 +126,26 @@ def _note_request_end(path: Path, rows: list[Row]) -> None:
     entry = end
     while entry.parent is not None:
         entry = entry.parent
-    after = (end.end_unix_nano - entry.end_unix_nano) / 1e6
+    after = (end.end_unix_nano - _call_end(entry)) / 1e6
     if after <= 0:
         return
     row = next(r for r in rows if r.span is end)
     row.ends_request = f"request ends here, {format_ms(after)} after the entry span ended"
+
+
+def _call_end(entry: PathSpan) -> int:
+    """When the entry span's work ended: for an HTTP call that began the trace, its last
+    request (a redirect followed, a retry: they hang under its first one, as resends)."""
+    resends = [
+        c.end_unix_nano
+        for c in entry.children
+        if c.service == entry.service and resend_count(c.record)
+    ]
+    return (
+        max([entry.end_unix_nano, *resends])
+        if entry.record.kind == "CLIENT"
+        else entry.end_unix_nano
+    )
 
 
 def unplaced_logs(path: Path) -> list[PathLog]:

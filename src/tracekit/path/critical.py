@@ -9,7 +9,9 @@ The walk starts at the span that ended last, across every joined trace, and goes
   parallel and are not on the path;
 - at a span's start the walk moves to what started it: its caller for a synchronous span; for a
   consumer, the message it waited for (its producer, or for a batch consumer the linked message
-  that arrived last, the one it hangs under in the tree), with the queue wait on the path.
+  that arrived last, the one it hangs under in the tree), with the queue wait on the path; for
+  a request an HTTP client sent again under its call's first request (the call began the
+  trace), the request it sent before.
 
 Asynchronous work (a consumer under its producer, a linked trace, work started after its parent
 ended) is never a "child the parent waited for"; it is on the path only where the walk reaches it
@@ -20,7 +22,7 @@ from the request's end. Each span gets ``critical_ns``, its own time on the path
 
 from __future__ import annotations
 
-from tracekit.path.hops import hop_type
+from tracekit.path.hops import hop_type, request_before
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 __all__ = [
@@ -221,6 +223,14 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     return [n.record.span_id for n in ordered if n in walk.on_path]
 
 
+def _resent_after(node: PathSpan) -> PathSpan | None:
+    """For a request sent again under its call's first request (the call began the trace, so
+    its resends hang there, started after it ended), the request sent before it: the call
+    waited for each in turn, and the walk goes back through them."""
+    parent = node.parent
+    return request_before(node) if parent is not None and parent.record.kind == "CLIENT" else None
+
+
 def _credit(node: PathSpan | None, start: int, end: int) -> None:
     """``node`` itself was the work on the path from ``start`` to ``end``."""
     if node is not None and end > start:
@@ -239,7 +249,7 @@ def _cause(
     """
     start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
-    cause = node.redelivery_of or node.parent
+    cause = node.redelivery_of or _resent_after(node) or node.parent
     if cause is None:
         return None, start
     lo, hi = spans[cause]
