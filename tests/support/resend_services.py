@@ -142,15 +142,16 @@ def run_script(store: Path, back: str, client: str, path: str) -> str:
     return done.stdout.strip()
 
 
-def stored(store_path: Path, correlation_id: str, count: int) -> None:
-    """Wait until the traces carrying ``correlation_id`` hold ``count`` spans in the store (a
-    server reached by a redirect to another origin is sent no correlation header)."""
+def stored(store_path: Path, request: str, count: int, *, by_trace: bool = False) -> None:
+    """Wait until the traces of ``request`` (its correlation ID, or ``by_trace`` its trace id)
+    hold ``count`` spans in the store (a server reached by a redirect to another origin is
+    sent no correlation header)."""
 
     def spans() -> int:
         with Store(store_path) as store:
-            traces = {s.trace_id for s in store.spans_by_correlation_id(correlation_id)}
+            found = store.spans_by_correlation_id(request) if not by_trace else []
+            traces = {s.trace_id for s in found} if not by_trace else {request}
             return len(store.spans_by_trace_ids(traces)) if traces else 0
 
-    wait_for(
-        lambda: spans() >= count, 20, f"{count} spans of {correlation_id}", ignoring=(BackendError,)
-    )
+    what = f"{count} spans of {request}"
+    wait_for(lambda: spans() >= count, 20, what, ignoring=(BackendError,))

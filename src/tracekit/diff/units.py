@@ -6,6 +6,9 @@ orders.created``) and hung where the sending side hangs, so the client and the s
 producer and the consumer, never show up as two nodes. A second receiver of one sender (a proxy's
 retry, a message fanned out to two consumer groups) is a unit of its own beside the first.
 
+A request an HTTP client sent again hangs where its call's first request does, also when that
+request began the trace (its resends are spans below it there): the same call, not one below it.
+
 A batch consumer (linked to several messages) hangs under the closest span all of its messages
 come from, not under the one it happened to wait for: which reply arrived last changes from
 request to request, the batch's place in the request does not.
@@ -194,7 +197,10 @@ def _place(span: PathSpan, unit_of: dict[int, Unit], anchors: dict[int, PathSpan
     if anchor is not None and id(anchor) not in unit_of:
         anchor = parent  # linked to messages sent below it: it can only hang where it is
     if kind is None:
-        return Unit(_span_key(span), [span], unit_of[id(parent)])
+        owner: Unit | None = unit_of[id(parent)]
+        if owner is not None and resend_count(span.record) and parent.record.kind == "CLIENT":
+            owner = owner.parent  # under the first request of a call that began the trace
+        return Unit(_span_key(span), [span], owner)
     sender_unit = unit_of[id(parent)]
     unit = Unit(_hop_key(kind, parent.record, span.record), [span], sender_unit.parent,
                 parent.service, _queue_wait(kind, parent, span), span)  # fmt: skip

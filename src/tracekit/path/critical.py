@@ -249,10 +249,14 @@ def _cause(
     """
     start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
-    cause = node.redelivery_of or _resent_after(node) or node.parent
+    resent_after = _resent_after(node)
+    cause = node.redelivery_of or resent_after or node.parent
     if cause is None:
         return None, start
     lo, hi = spans[cause]
     resumed = min(max(lo, min(hi, start)), start)
-    node.critical_wait_ns += start - resumed
+    if resent_after is not None:  # the client's own time between its requests (a backoff)
+        _credit(node, resumed, start)
+    else:
+        node.critical_wait_ns += start - resumed
     return cause, resumed
