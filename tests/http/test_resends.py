@@ -404,3 +404,30 @@ def test_a_redirect_to_a_huge_url_is_cut_in_the_span(
     assert called.seen[-1][0] == "/" + "x" * 20_000  # the client went there
     assert len(hop.attributes["url.full"]) == 8192
     assert hop.attributes["url.full"].startswith(f"{base}/xxx")
+
+
+@pytest.mark.parametrize("name", ["requests", "urllib3"])
+def test_a_retrys_backoff_is_in_no_requests_span(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """urllib3 pauses before a retry (its backoff, a ``Retry-After``): the span of the request
+    answered ended only when the retry started, so a 503 answered at once lasted the 0.5 s
+    backoff too; it now ends before the pause."""
+    _, base, _ = servers
+    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0.25)  # 0 s, 0.5 s
+    if name == "requests":
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        assert session.get(f"{base}/flaky", timeout=10).status_code == 200
+    else:
+        with urllib3.PoolManager(retries=retry) as pool:
+            assert pool.request("GET", f"{base}/flaky").status == 200
+
+    spans = in_order(wait_for_spans, 3)
+    assert [s.attributes["http.response.status_code"] for s in spans] == [503, 503, 200]
+    paused = (spans[2].start_time - spans[1].end_time) / 1e9
+    assert paused >= 0.5  # the backoff: after the second span, before the third

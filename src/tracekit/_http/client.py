@@ -397,7 +397,21 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
     _record_metrics(call, status_code, error)
 
 
+def answered_before_pause(
+    call: ClientCall, answer: int | None, error: BaseException | None = None
+) -> None:
+    """The request of ``call`` sent last was answered (or failed) and the client pauses before
+    sending it again (urllib3's backoff, a ``Retry-After``): its span ends now, not when the
+    next request starts; the pause is the client's, not the server's."""
+    try:
+        _end_span(call.span, answer, error)
+    except Exception as exc:
+        report_once("http client retry", exc)
+
+
 def _end_span(span: trace.Span, status_code: int | None, error: BaseException | None) -> None:
+    if not span.is_recording():  # ended before the client paused to send it again
+        return
     if status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)
     if error is not None:

@@ -10,12 +10,14 @@ of its own with ``http.request.resend_count``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from tracekit._http.client import (
     DEFAULT_PORTS,
+    answered_before_pause,
     call_resending,
     current_call,
     keep_within_called_origin,
@@ -41,6 +43,7 @@ class Urllib3Instrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.PoolManager, "urlopen", _traced_urlopen)
         self.wrap(module.HTTPConnectionPool, "urlopen", _traced_urlopen)
+        self.wrap(sys.modules["urllib3.util.retry"].Retry, "sleep", _pausing)
 
 
 def _traced_urlopen(
@@ -103,6 +106,20 @@ def _resend_if_sent_again(pool: Any, retries: Any, method: str, url: str, header
         return
     if call_resending(headers) is call:
         resend(call, method, _as_sent(_full_url(pool, url)), headers, answer, error)
+
+
+def _pausing(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Retry.sleep``, between a request answered or failed (the last of the ``Retry``'s
+    history, as urllib3 just recorded it) and its retry: that request's span ends first, so its
+    duration is the server's answer, not the backoff too."""
+    call = current_call()
+    history = getattr(instance, "history", None) if call is not None else None
+    if call is not None and history:
+        error = history[-1].error if isinstance(history[-1].error, BaseException) else None
+        answered_before_pause(call, history[-1].status, error)
+    return wrapped(*args, **kwargs)
 
 
 def _with_own_headers(
