@@ -28,9 +28,10 @@ from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
-from tracekit._runtime.guard import instrumentation_suppressed, without_url_secrets
+from tracekit._runtime.export_failure import failure_of
+from tracekit._runtime.guard import guarded, instrumentation_suppressed, without_url_secrets
 from tracekit._runtime.otlp_settings import endpoint, exporter_arguments
-from tracekit._utf8 import clean_text, clean_value
+from tracekit._utf8 import clean_text, clean_value, escaped
 
 _log = logging.getLogger("tracekit")
 T = TypeVar("T")
@@ -127,6 +128,7 @@ class ExportWatch(logging.Filter):
         self.endpoint = endpoint
         self.failing = False
         self.dropped = 0  # during the current outage
+        self.failure = ""  # what the SDK's lines said went wrong, if more than "unreachable"
         self._pid = os.getpid()
         # The loggers of the exporter's classes (the gRPC exporters log from their base's module).
         self._loggers = [
@@ -143,10 +145,20 @@ class ExportWatch(logging.Filter):
         """Let the exporter's lines through, without URL secrets, unless its endpoint is known
         to be failing; its "Failed to encode" line of a batch with text UTF-8 cannot hold is
         left out too: tracekit sends that batch again (``WatchedSpanExporter.export``)."""
+        self._note_failure(record)
         if self.failing or (self.resends_unencodable and _encoding_error(record)):
             return False
         _cut_url_secrets(record)
         return True
+
+    @guarded(None)
+    def _note_failure(self, record: logging.LogRecord) -> None:
+        """Keep what ``record`` says went wrong, when it says more than "unreachable": the
+        last such line of an export explains its failure (a restarted collector's stale
+        connection, reset, is followed by refused ones)."""
+        failure = failure_of(record, self.endpoint)
+        if failure is not None and record.levelno >= logging.WARNING:
+            self.failure = failure
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
@@ -162,7 +174,15 @@ class ExportWatch(logging.Filter):
         began, ended = failed and not self.failing, self.failing and not failed
         self.failing = failed
         self.dropped += dropped
-        if began:
+        failure, self.failure = self.failure, ""
+        if began and failure:
+            _log.warning(
+                "tracekit: could not export %s to the OTLP endpoint %s: %s",
+                self.what,
+                self.endpoint,
+                failure,
+            )
+        elif began:
             _log.warning(
                 "tracekit: could not export %s to the OTLP endpoint %s (unreachable or refusing);"
                 " they are dropped until it answers. Start a collector there (or `tracekit"
@@ -211,13 +231,14 @@ def _cut_url_secrets(record: logging.LogRecord) -> None:
     """Rewrite ``record``'s message without URL queries and credentials: the SDK's retry and
     failure lines quote the HTTP client's error, which names the request's URL whole
     (``…with url: /v1/traces?api_key=…``), or the gRPC endpoint with its userinfo, or an
-    ``OTEL_EXPORTER_OTLP_HEADERS`` value it refused (``…in header value: 'Bearer …'``)."""
+    ``OTEL_EXPORTER_OTLP_HEADERS`` value it refused (``…in header value: 'Bearer …'``); and
+    escaped: they quote the server's reason phrase (``code: 401, reason: …``) as it came."""
     try:
         message = record.getMessage()
     except Exception:  # a line the SDK cannot format: the handler reports it as it would
         return
     redacted = _BARE_USERINFO.sub("", without_url_secrets(message))
-    redacted = _HEADER_VALUE.sub(r"\1…", redacted)
+    redacted = escaped(_HEADER_VALUE.sub(r"\1…", redacted))
     if redacted != message:
         record.msg, record.args = redacted, ()
 

@@ -1,0 +1,96 @@
+"""What an OTLP/HTTP export's failure was, read from the SDK's own lines about it.
+
+The exporter tells its caller only that an export failed; its log lines say why: an HTTP
+status (``Failed to export spans batch code: 401, reason: …``) or the HTTP client's error
+(``Transient error <exception> …``). ``ExportWatch`` sees those lines (it filters the
+exporter's loggers) and hands each to ``failure_of``; the outage's warning then says what
+happened instead of "unreachable": a 401 sent users to start a collector that was running.
+
+Nothing the server chose reaches the line: a status is named by its number and the standard
+phrase (not the server's reason phrase), a TLS error by OpenSSL's words, bounded and escaped.
+"""
+
+from __future__ import annotations
+
+import http
+import http.client
+import logging
+import ssl
+
+from tracekit._utf8 import escaped
+
+_UNKNOWN_SIGNER = frozenset({18, 19, 20, 21})  # X509_V_ERR_* of a CA no one here trusts
+_CHAIN_LIMIT = 8  # exceptions followed from the HTTP client's error to its cause
+_REASON_LIMIT = 80
+
+
+def failure_of(record: logging.LogRecord, endpoint: str) -> str | None:
+    """What the SDK's line ``record`` says went wrong sending to ``endpoint`` (a URL), as
+    ``<what happened>; they are dropped until <what mends it>``; ``""`` when it says nothing
+    more than "unreachable" (a refused connection, a timeout, a 5xx); None when it names no
+    cause (the SDK's last line after its retries: "…due to timeout, max retries…")."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    status = args[1] if "code: %s" in str(record.msg) and len(args) > 1 else None
+    if type(status) is int:
+        return _status_failure(status) if 400 <= status < 500 else ""
+    error = next((a for a in args if isinstance(a, BaseException)), None)
+    return None if error is None else _connection_failure(error, endpoint)
+
+
+def _status_failure(status: int) -> str:
+    try:
+        answer = f"it answered {status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        answer = f"it answered {status}"
+    dropped = f"{answer}; they are dropped until it takes them."
+    if status in (401, 403):
+        return f"{dropped} Set the credentials it wants in OTEL_EXPORTER_OTLP_HEADERS (name=value)."
+    if status == 404:
+        return (
+            f"{dropped} Is the path OTLP/HTTP's? OTEL_EXPORTER_OTLP_ENDPOINT takes the base URL"
+            " (http://host:4318), to which /v1/<signal> is added."
+        )
+    return dropped
+
+
+def _connection_failure(error: BaseException, endpoint: str) -> str:
+    causes = _chain(error)
+    tls = next((e for e in causes if isinstance(e, ssl.SSLError)), None)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        why = _reason(tls.verify_message or tls.reason or "not verified")
+        dropped = f"its TLS certificate was not accepted ({why}); they are dropped until it is."
+        if tls.verify_code in _UNKNOWN_SIGNER:
+            return f"{dropped} Name the CA that signed it in OTEL_EXPORTER_OTLP_CERTIFICATE."
+        return f"{dropped} The endpoint must name a host it was issued for, and it must be valid."
+    if tls is not None:
+        why = _reason(tls.reason or type(tls).__name__)
+        return (
+            f"the TLS handshake failed ({why}); they are dropped until it succeeds."
+            " Does it serve HTTPS on that port?"
+        )
+    closed = (ConnectionResetError, http.client.RemoteDisconnected)
+    if endpoint.startswith("http://") and any(isinstance(e, closed) for e in causes):
+        return (
+            "it took the connection and closed it without an answer; they are dropped until it"
+            " answers. If it serves HTTPS, the endpoint must start with https://."
+        )
+    return ""
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and what caused it: the HTTP client wraps its causes in its own errors (in
+    ``args``, ``reason``, ``__cause__``), a few deep."""
+    seen: list[BaseException] = []
+    pending = [error]
+    while pending and len(seen) < _CHAIN_LIMIT:
+        current = pending.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        inner = [*current.args, getattr(current, "reason", None), current.__cause__]
+        pending += [e for e in inner if isinstance(e, BaseException)]
+    return seen
+
+
+def _reason(text: object) -> str:
+    return escaped(" ".join(str(text).split()))[:_REASON_LIMIT]

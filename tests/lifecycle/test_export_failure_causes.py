@@ -1,0 +1,149 @@
+"""The warning of a failed export says what happened: the endpoint's certificate was not taken,
+it does not speak TLS, or it answered 401/404. Before, each read "unreachable or refusing …
+Start a collector there", though a collector was running and had answered. Real servers on
+loopback (HTTPS with a self-signed certificate made here, plain HTTP), the real OTLP/HTTP
+exporter in a service process.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conditions import need
+
+SERVICE = """
+    import tracekit
+    from opentelemetry import trace
+    tracekit.init("shop")
+    with trace.get_tracer("shop").start_as_current_span("charge"):
+        pass
+    trace.get_tracer_provider().force_flush()
+"""
+SECRET = "s3cret-token"
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(self.server.status, "Go Away \x1b[31m")  # type: ignore[attr-defined]
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def serve() -> Iterator[object]:
+    """Start an HTTP server answering every POST with a status, over TLS with a context."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(status: int, tls: ssl.SSLContext | None = None) -> int:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+        server.status = status  # type: ignore[attr-defined]
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1, made now."""
+    need(shutil.which("openssl") is not None, "openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _warnings(endpoint: str) -> list[str]:
+    """tracekit's lines on stderr of a service exporting one span to ``endpoint``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SERVICE)],
+        env={
+            **clean, "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORTER": "otlp",
+            "TRACEKIT_LOGS": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {SECRET}",
+        },
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stderr
+    assert "\x1b" not in done.stderr  # the server's reason phrase, escaped where it is quoted
+    return [line for line in done.stderr.splitlines() if line.startswith("tracekit: ")]
+
+
+def _could_not(port: int, scheme: str = "http") -> str:
+    endpoint = f"{scheme}://127.0.0.1:{port}/v1/traces"
+    return f"tracekit: could not export spans to the OTLP endpoint {endpoint}: "
+
+
+def test_a_401_says_the_credentials_were_not_taken(serve: object) -> None:
+    port = serve(401)  # type: ignore[operator]
+    assert _warnings(f"http://127.0.0.1:{port}") == [
+        _could_not(port) + "it answered 401 Unauthorized; they are dropped until it takes them."
+        " Set the credentials it wants in OTEL_EXPORTER_OTLP_HEADERS (name=value)."
+    ]
+
+
+def test_a_404_says_the_path_is_not_otlps(serve: object) -> None:
+    port = serve(404)  # type: ignore[operator]
+    assert _warnings(f"http://127.0.0.1:{port}") == [
+        _could_not(port) + "it answered 404 Not Found; they are dropped until it takes them."
+        " Is the path OTLP/HTTP's? OTEL_EXPORTER_OTLP_ENDPOINT takes the base URL"
+        " (http://host:4318), to which /v1/<signal> is added."
+    ]
+
+
+def test_a_certificate_signed_by_no_known_ca_says_what_to_trust(
+    serve: object, self_signed: ssl.SSLContext
+) -> None:
+    port = serve(200, self_signed)  # type: ignore[operator]
+    assert _warnings(f"https://127.0.0.1:{port}") == [
+        _could_not(port, "https") + "its TLS certificate was not accepted (self-signed"
+        " certificate); they are dropped until it is. Name the CA that signed it in"
+        " OTEL_EXPORTER_OTLP_CERTIFICATE."
+    ]
+
+
+def test_https_to_a_plain_http_port_says_the_handshake_failed(serve: object) -> None:
+    port = serve(200)  # type: ignore[operator]
+    assert _warnings(f"https://127.0.0.1:{port}") == [
+        _could_not(port, "https") + "the TLS handshake failed (WRONG_VERSION_NUMBER); they are"
+        " dropped until it succeeds. Does it serve HTTPS on that port?"
+    ]
+
+
+def test_http_to_a_tls_port_says_it_may_want_https(
+    serve: object, self_signed: ssl.SSLContext
+) -> None:
+    port = serve(200, self_signed)  # type: ignore[operator]
+    assert _warnings(f"http://127.0.0.1:{port}") == [
+        _could_not(port) + "it took the connection and closed it without an answer; they are"
+        " dropped until it answers. If it serves HTTPS, the endpoint must start with https://."
+    ]
