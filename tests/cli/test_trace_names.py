@@ -100,3 +100,32 @@ def test_celery_tasks_of_one_queue_are_named_by_their_task(tmp_path: Path, fmt: 
         "send celery (shop.ship)",
         "process celery (shop.ship)",
     ]
+
+
+@pytest.mark.parametrize(("fmt", "arrow"), [("text", "->"), ("rich", "→")])
+def test_celery_hops_are_named_by_the_task_they_ran(tmp_path: Path, fmt: str, arrow: str) -> None:
+    """The rows named each task, but the "hops:" list said "shop -> worker  celery celery" for
+    every hop of the chain. Each hop now names the task its receiving span ran, on one line,
+    without the control characters a stored name may hold."""
+    t = Topology("req-chain")
+    parent = t.span("shop", "POST /checkout", "SERVER", 0, 100)
+    for n, task in enumerate(("shop.charge", "shop.ship\x1b[31m\nnow")):
+        attrs = {"messaging.system": "celery", "messaging.destination.name": "celery",
+                 "tracekit.celery.task_name": task}  # fmt: skip
+        sent = t.span("shop", "send celery", "PRODUCER", 10 + 40 * n, 12 + 40 * n, parent,
+                      attrs=attrs)  # fmt: skip
+        parent = t.span("worker", "process celery", "CONSUMER", 20 + 40 * n, 45 + 40 * n, sent,
+                        attrs=attrs)  # fmt: skip
+    store = write_store(tmp_path / "tracekit.db", t)
+    result = CliRunner().invoke(
+        cli, ["trace", "req-chain", "--store", str(store), "--format", fmt],
+        env={"COLUMNS": "400", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout
+    hops = [line for line in result.stdout.splitlines() if f"shop {arrow} worker  " in line]
+    assert [line.split("  ")[2] for line in hops] == [
+        "celery celery (shop.charge)",
+        "celery celery (shop.ship [31m now)",
+    ]

@@ -80,8 +80,14 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
 def _name(record: SpanRecord) -> str:
     """The span's name, and a Celery task's name after it: one queue carries many tasks, and
     their spans are named by it ("process celery (shop.charge)")."""
-    task = record.attributes.get(semconv.CELERY_TASK_NAME)
-    return f"{record.name} ({task})" if isinstance(task, str) and task else record.name
+    task = _task_name(record)
+    return f"{record.name} ({task})" if task else record.name
+
+
+def _task_name(record: SpanRecord | None) -> str:
+    """The Celery task ``record`` ran or sent, or ``""``."""
+    task = record.attributes.get(semconv.CELERY_TASK_NAME) if record is not None else None
+    return task if isinstance(task, str) else ""
 
 
 def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
@@ -244,10 +250,18 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
-def hop_text(hop: Hop, limit: int = 80) -> str:
-    """``kafka orders.created`` / ``http POST /orders``."""
+def hop_text(hop: Hop, limit: int = 80, receiver: SpanRecord | None = None) -> str:
+    """``kafka orders.created`` / ``http POST /orders``; with the task the ``receiver`` span
+    ran after it, as its row has: ``celery celery (shop.charge)``."""
     parts = [one_line(p, limit) for p in (hop.system, hop.destination) if p]
-    return " ".join(parts) or hop.type
+    text = " ".join(parts) or hop.type
+    task = _task_name(receiver)
+    return f"{text} ({one_line(task, limit)})" if task else text
+
+
+def receivers(path: Path) -> dict[tuple[str, str], SpanRecord]:
+    """Each span's record by its key, for ``hop_text``'s ``receiver``."""
+    return {span.key: span.record for span in path.spans} if path.hops else {}
 
 
 def depth_marker(row: Row) -> str:

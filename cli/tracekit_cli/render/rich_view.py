@@ -30,6 +30,7 @@ from tracekit_cli.render.layout import (
     format_offset,
     format_time,
     hop_text,
+    receivers,
     summary_line,
     unplaced_logs,
     unplaced_title,
@@ -336,11 +337,13 @@ def _severity_style(severity: str) -> str:
 
 def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
     lines: list[Line] = []
+    received_by = receivers(path)
     for hop in path.hops[:MAX_FOOTER_HOPS]:
         line: Line = [
             ("  ", ""), (one_line(hop.from_service, 40), colours.get(hop.from_service, "")),
             (" → ", ""), (one_line(hop.to_service, 40), colours.get(hop.to_service, "")),
-            (f"  {hop_text(hop)}  {format_ms(hop.latency_ms)}", ""),
+            (f"  {hop_text(hop, receiver=received_by.get(hop.receiver_key))}"
+             f"  {format_ms(hop.latency_ms)}", ""),
         ]  # fmt: skip
         if hop.queue_wait_ms is not None:
             line.append((f"  queue wait {format_ms(hop.queue_wait_ms)}", "yellow"))

@@ -24,6 +24,7 @@ from tracekit_cli.render.layout import (
     format_offset,
     format_time,
     hop_text,
+    receivers,
     summary_line,
     unplaced_logs,
     unplaced_title,
@@ -143,13 +144,15 @@ def _footer(path: Path) -> list[str]:
     lines: list[str] = []
     if path.hops:
         lines += ["", "hops:"]
+        received_by = receivers(path)
         for hop in path.hops:
             wait = (
                 "" if hop.queue_wait_ms is None else f", queue wait {format_ms(hop.queue_wait_ms)}"
             )
+            what = hop_text(hop, VALUE_LIMIT, received_by.get(hop.receiver_key))
             lines.append(
                 f"  {_text(hop.from_service)} -> {_text(hop.to_service)}  "
-                f"{hop_text(hop, VALUE_LIMIT)}  latency {format_ms(hop.latency_ms)}{wait}"
+                f"{what}  latency {format_ms(hop.latency_ms)}{wait}"
             )
     if path.errors:
         lines += ["", "errors:"]
