@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from typing import Any
 
 import aiohttp
@@ -35,7 +36,7 @@ class Server:
     ``/flaky`` answers 503 twice, then 200, and ``/to-flaky`` sends the client there;
     ``/digest`` asks for digest credentials (401) until a request brings some; ``/busy-moved``
     answers 503 once, then 302 to ``/done``; ``/far`` sends the client to a path of 20,000
-    characters. Every request's
+    characters; ``/nowhere`` answers 302 without a Location. Every request's
     path, method, ``traceparent`` and correlation header are kept."""
 
     def __init__(self) -> None:
@@ -67,6 +68,9 @@ class Server:
             return _redirect(start_response, "307", "/loop")
         if path == "/far":  # a Location far longer than any span attribute should be
             return _redirect(start_response, "302", "/" + "x" * 20_000)
+        if path == "/nowhere":  # a redirect without a Location: the client returns it
+            start_response("302 Found", [("Content-Length", "0")])
+            return []
         if path == "/flaky" and [p for p, *_ in self.seen].count(path) < 3:
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return []
@@ -177,6 +181,26 @@ def test_each_redirect_followed_is_a_span_of_its_own(
 
 
 @pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_redirect_without_a_location_is_one_span_and_no_warning(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 302 without a Location is the answer the client returns: aiohttp tells of it as a
+    redirect, and tracekit logged "aiohttp resend failed (KeyError)" with a traceback."""
+    _, base, _ = servers
+
+    CLIENTS[name](f"{base}/nowhere")
+
+    (span,) = in_order(wait_for_spans, 1)
+    assert span.attributes["http.response.status_code"] == 302
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == []
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
 def test_a_redirect_to_another_origin_is_its_own_span_without_the_correlation_id(
     name: str,
     servers: tuple[Server, str, Server],
@@ -255,11 +279,14 @@ def test_a_redirect_loop_ends_every_span_the_last_with_the_clients_error(
         CLIENTS[name](f"{base}/loop")
 
     spans = in_order(wait_for_spans, len(called.seen))
-    # aiohttp tells of a redirect before it checks its limit: the resend it refuses has a span
-    assert len(spans) == len(called.seen) + (name == "aiohttp")
+    # one span per request sent: aiohttp tells of a redirect before it checks its limit, and
+    # the resend it then refused had a span of its own (11 spans for 10 requests)
+    assert len(spans) == len(called.seen)
     assert [s.attributes.get(RESENDS) for s in spans] == [None, *range(1, len(spans))]
     assert {s.attributes.get("http.response.status_code") for s in spans[:-1]} == {307}
     assert spans[-1].attributes["error.type"] == LIMIT_HIT[name]
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+    assert all(a.end_time <= b.start_time for a, b in pairwise(spans))
 
 
 def test_a_requests_adapter_retry_is_a_span_of_its_own(

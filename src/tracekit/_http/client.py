@@ -331,13 +331,18 @@ def resend(
     headers: MutableMapping[str, Any],
     answer: int | None,
     error: BaseException | None = None,
+    *,
+    end_before: bool = True,
 ) -> None:
     """``call``'s request goes again (a redirect followed, a retry) as ``method url`` with
     ``headers``: the span of the one before ends with its ``answer`` (or ``error``), and the new
     one gets a span of its own, a sibling with ``http.request.resend_count``, that its trace
-    headers name, as OpenTelemetry's HTTP conventions ask."""
+    headers name, as OpenTelemetry's HTTP conventions ask. Without ``end_before`` the span
+    before is left to the caller (``end_answered``): a client that tells of a resend before it
+    decides to send it (aiohttp's redirect limit)."""
     try:
-        _end_span(call.span, answer, error)
+        if end_before:
+            _end_span(call.span, answer, error)
         call.answer = 0  # until this one is answered
         call.resends += 1
         attributes = _attributes(method, _split(url))
@@ -409,7 +414,18 @@ def answered_before_pause(
         report_once("http client retry", exc)
 
 
-def _end_span(span: trace.Span, status_code: int | None, error: BaseException | None) -> None:
+def end_answered(span: trace.Span, status_code: int, end_time: int) -> None:
+    """End ``span``, of a request answered with ``status_code`` at ``end_time`` (ns) and sent
+    again (``resend(..., end_before=False)``)."""
+    _end_span(span, status_code, None, end_time)
+
+
+def _end_span(
+    span: trace.Span,
+    status_code: int | None,
+    error: BaseException | None,
+    end_time: int | None = None,
+) -> None:
     if not span.is_recording():  # ended before the client paused to send it again
         return
     if status_code:
@@ -418,7 +434,7 @@ def _end_span(span: trace.Span, status_code: int | None, error: BaseException | 
         mark_failed(span, error, without_url_secrets)
     elif status_code and status_code >= 400:
         mark_failed_status(span, status_code)
-    span.end()
+    span.end(end_time)
 
 
 def _record_metrics(call: ClientCall, status_code: int | None, error: BaseException | None) -> None:

@@ -10,11 +10,13 @@ before ``uninstrument()`` keep the hooks but they do nothing until tracekit is i
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import time_ns
 from types import ModuleType, SimpleNamespace
 from typing import Any, ClassVar
 
 from tracekit._http.client import (
     ClientCall,
+    end_answered,
     end_call,
     keep_within_called_origin,
     keep_within_origin,
@@ -82,8 +84,17 @@ def _adopting(trace_config: Any) -> Callable[..., Any]:
     return request
 
 
+# What aiohttp raises as it refuses to follow a redirect it has told of: that request is never sent.
+_REDIRECT_REFUSALS = (
+    "TooManyRedirects",
+    "InvalidUrlRedirectClientError",
+    "NonHttpUrlRedirectClientError",
+)
+
+
 def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
     """A ``TraceConfig`` whose hooks run only while ``enabled()``."""
+    refusals = tuple(getattr(module, name) for name in _REDIRECT_REFUSALS if hasattr(module, name))
 
     async def on_start(session: Any, ctx: SimpleNamespace, params: Any) -> None:
         ctx.tracekit_call = None
@@ -91,12 +102,18 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
             ctx.tracekit_call = _start(params.method, str(params.url), params.headers)
 
     async def on_end(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+        _end_answered(ctx)
         _note_protocol(ctx, params.response)
         _end(ctx, params.response.status, None)
 
     async def on_exception(session: Any, ctx: SimpleNamespace, params: Any) -> None:
         error = params.exception
         status = _status_raised(error, module.ClientResponseError)
+        answer = _unsent(ctx) if isinstance(error, refusals) else None
+        if answer is not None:  # the request before, answered, is the last one sent
+            _end(ctx, answer, error)
+            return
+        _end_answered(ctx)
         if status is not None:
             # ``raise_for_status``: the server answered; the span says so, as without it
             _end(ctx, status, None)
@@ -110,7 +127,8 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         if call is not None:
             _keep_within_origin(params)
             _note_protocol(ctx, params.response)
-            _resend(call, params)
+            _end_answered(ctx)  # this redirect answers its resend: that one was sent
+            _resend(ctx, call, params)
         elif enabled():  # correlation-only mode, maybe: the first redirect names the URL called
             ctx.tracekit_called = getattr(ctx, "tracekit_called", None) or str(params.url)
             _keep_within_called_origin(ctx.tracekit_called, params)
@@ -158,23 +176,54 @@ def _note_protocol(ctx: SimpleNamespace, response: Any) -> None:
         note_protocol(call, getattr(response, "version", None))
 
 
-def _resend(call: ClientCall, params: Any) -> None:
+def _resend(ctx: SimpleNamespace, call: ClientCall, params: Any) -> None:
     """The redirect in ``params`` is sent next with its ``headers``: a span of its own. (Its
-    method is the one aiohttp keeps for it: GET after a 303, and after a 301 or 302 of a POST.)"""
+    method is the one aiohttp keeps for it: GET after a 303, and after a 301 or 302 of a POST.)
+
+    aiohttp tells of a redirect before it checks ``max_redirects`` (and the ``Location``): the
+    answered request's span is kept open, with its answer and when it came, until the resend is
+    known to be sent (``_end_answered``) or refused (``_unsent``)."""
     try:
         response = params.response
         location = _location(response)
-        if location is None:
-            return  # aiohttp follows none: the call ends with this answer
+        if location is None:  # aiohttp returns this answer: its span ends with it
+            return
         hop = params.url.join(type(params.url)(location))
         method = params.method
         if (response.status == 303 and method != "HEAD") or (
             response.status in (301, 302) and method == "POST"
         ):
             method = "GET"
-        resend(call, method, str(hop), params.headers, response.status)
+        answered = (call.span, response.status, time_ns())
+        resend(call, method, str(hop), params.headers, response.status, end_before=False)
+        if call.span is not answered[0]:
+            ctx.tracekit_answered = answered
     except Exception as error:
         report_once("aiohttp resend", error)
+
+
+def _end_answered(ctx: SimpleNamespace) -> None:
+    """End the span of the request a redirect answered, now that its resend was sent."""
+    answered = getattr(ctx, "tracekit_answered", None)
+    ctx.tracekit_answered = None
+    if answered is not None:
+        try:
+            end_answered(*answered)
+        except Exception as error:
+            report_once("aiohttp span end", error)
+
+
+def _unsent(ctx: SimpleNamespace) -> int | None:
+    """The answer of the request a redirect answered, whose resend aiohttp refused: that
+    request's span becomes the call's last again, and the resend's is dropped unended (never
+    exported: it was never sent). None when no redirect is pending."""
+    answered = getattr(ctx, "tracekit_answered", None)
+    call = getattr(ctx, "tracekit_call", None)
+    ctx.tracekit_answered = None
+    if answered is None or call is None:
+        return None
+    call.span = answered[0]
+    return int(answered[1])
 
 
 def _keep_within_called_origin(called: str, params: Any) -> None:
