@@ -85,7 +85,7 @@ class TracekitMiddleware(OptionsReadLate):
             response = self.get_response(request)
         except BaseException as error:
             # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the server answers
-            active.status_code = server_answer(error)
+            active.status_code = server_answer(error, request.META)
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)
@@ -325,7 +325,7 @@ def _watch_stream(
                 # Under WSGI nothing goes out before the first chunk, and Django reads an async
                 # body whole before sending any: the server answers instead (gunicorn and
                 # werkzeug with their own 500). Under ASGI Django has sent the status already.
-                active.status_code = server_answer(error)
+                active.status_code = server_answer(error, request.META)
             requests.complete(active, _route_of(request), error)
         except Exception as exc:
             report_once("django request finish", exc)

@@ -108,7 +108,7 @@ class TracekitMiddleware(OptionsReadLate):
         except BaseException as error:
             # A response the app started has not gone out (PEP 3333: not before its first
             # chunk); the server answers instead, without the correlation header.
-            request.status_code = server_answer(error)
+            request.status_code = server_answer(error, environ)
             _finish(self._requests, request, environ, error)
             raise
         sized = hasattr(body, "__len__")
@@ -164,7 +164,7 @@ class _Response:
         except BaseException as error:
             self._error = error
             if not answered:  # the server answers instead
-                self._request.status_code = server_answer(error)
+                self._request.status_code = server_answer(error, self._environ)
             self.close()
             raise
         self.close()

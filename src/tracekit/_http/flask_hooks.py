@@ -228,11 +228,16 @@ def _connect_signals(app: Any) -> None:
     middleware handles for a Flask app (``ROOT_KEY`` in their environ); others are left alone.
 
     Route names need no signal: a receiver of ``request_started`` would run on every request,
-    while the middleware reads the url rule for free when the response starts.
+    while the middleware reads the url rule for free when the response starts. But for a
+    ``BaseException`` that is no ``Exception`` (gunicorn's sync worker stops a request past its
+    timeout with ``SystemExit``): Flask sends no ``got_request_exception`` for it and no response
+    starts, so the route is read as the request is torn down (a receiver that returns at once
+    for every other request).
     """
     import flask
 
     flask.got_request_exception.connect(_record_exception, weak=False)
+    flask.request_tearing_down.connect(_remember_route_of_an_exit, weak=False)
 
 
 @guarded(None)
@@ -243,3 +248,14 @@ def _record_exception(sender: Any, exception: BaseException, **extra: Any) -> No
     if ROOT_KEY in environ:
         remember_route(environ)
         environ[ERROR_KEY] = exception
+
+
+@guarded(None)
+def _remember_route_of_an_exit(sender: Any, exc: BaseException | None = None, **extra: Any) -> None:
+    if exc is None or isinstance(exc, Exception):
+        return
+    import flask
+
+    environ = flask.request.environ
+    if ROOT_KEY in environ:
+        remember_route(environ)

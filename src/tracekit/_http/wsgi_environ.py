@@ -7,6 +7,7 @@ same keys under ASGI (without ``SERVER_PROTOCOL``: the ASGI scope's ``http_versi
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -29,13 +30,23 @@ ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: wher
 CONTEXT_KEY = "tracekit.context"
 
 
-def server_answer(error: BaseException) -> int:
+def server_answer(error: BaseException, environ: Mapping[str, Any]) -> int:
     """The status the server answers with when ``error`` leaves the application before any of
     its response went out: 500 for an exception (werkzeug's, gunicorn's, wsgiref's page), but
     0, not known, for an ``OSError``, which gunicorn takes for its socket failing and answers
     with nothing (werkzeug too, for a ``ConnectionError``), and for a ``BaseException`` that is
-    no exception (a worker's ``SystemExit``)."""
+    no exception; but for gunicorn's ``SystemExit`` in the main thread: its sync worker stops a
+    request past its ``--timeout`` with one (its signal handler raises it there, as a view's
+    ``sys.exit()`` would) and answers it with its 500. A gthread worker's request threads
+    answer no ``SystemExit``."""
+    if isinstance(error, SystemExit) and _gunicorn(environ):
+        return 500 if threading.current_thread() is threading.main_thread() else 0
     return 500 if isinstance(error, Exception) and not isinstance(error, OSError) else 0
+
+
+def _gunicorn(environ: Mapping[str, Any]) -> bool:
+    software = environ.get("SERVER_SOFTWARE")
+    return isinstance(software, str) and software.startswith("gunicorn/")
 
 
 def request_path(environ: Mapping[str, Any]) -> str:
