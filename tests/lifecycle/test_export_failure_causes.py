@@ -16,8 +16,10 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 from conditions import need
 
@@ -79,7 +81,37 @@ def self_signed(tmp_path: Path) -> ssl.SSLContext:
     return context
 
 
-def _warnings(endpoint: str) -> list[str]:
+class _Refusing(grpc.GenericRpcHandler):
+    """Every call refused with ``code`` and details a terminal would act on."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def service(self, details: object) -> grpc.RpcMethodHandler:
+        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(self.code, "go away \x1b[31m")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@pytest.fixture
+def grpc_refusing() -> Iterator[object]:
+    """Start a gRPC server refusing every call with a status code; its port."""
+    servers: list[grpc.Server] = []
+
+    def start(code: grpc.StatusCode) -> int:
+        server = grpc.server(ThreadPoolExecutor(2), handlers=[_Refusing(code)])
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return port
+
+    yield start
+    for server in servers:
+        server.stop(None)
+
+
+def _warnings(endpoint: str, **env: str) -> list[str]:
     """tracekit's lines on stderr of a service exporting one span to ``endpoint``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
     done = subprocess.run(
@@ -88,7 +120,7 @@ def _warnings(endpoint: str) -> list[str]:
             **clean, "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORTER": "otlp",
             "TRACEKIT_LOGS": "false", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
-            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {SECRET}",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {SECRET}", **env,
         },
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -146,4 +178,23 @@ def test_http_to_a_tls_port_says_it_may_want_https(
     assert _warnings(f"http://127.0.0.1:{port}") == [
         _could_not(port) + "it took the connection and closed it without an answer; they are"
         " dropped until it answers. If it serves HTTPS, the endpoint must start with https://."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [
+        (grpc.StatusCode.UNAUTHENTICATED, "Set the credentials it wants in"
+         " OTEL_EXPORTER_OTLP_HEADERS (name=value)."),
+        (grpc.StatusCode.UNIMPLEMENTED, "Is it an OTLP/gRPC endpoint (4317; OTLP/HTTP's is 4318)?"),
+    ],
+)  # fmt: skip
+def test_a_grpc_refusal_says_its_status_without_the_servers_details(
+    grpc_refusing: object, code: grpc.StatusCode, advice: str
+) -> None:
+    port = grpc_refusing(code)  # type: ignore[operator]
+    endpoint = f"http://127.0.0.1:{port}"
+    assert _warnings(endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc") == [
+        f"tracekit: could not export spans to the OTLP endpoint {endpoint}: it answered"
+        f" {code.name}; they are dropped until it takes them. {advice}"
     ]

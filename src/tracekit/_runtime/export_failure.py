@@ -1,8 +1,9 @@
-"""What an OTLP/HTTP export's failure was, read from the SDK's own lines about it.
+"""What an OTLP export's failure was, read from the SDK's own lines about it.
 
 The exporter tells its caller only that an export failed; its log lines say why: an HTTP
-status (``Failed to export spans batch code: 401, reason: …``) or the HTTP client's error
-(``Transient error <exception> …``). ``ExportWatch`` sees those lines (it filters the
+status (``Failed to export spans batch code: 401, reason: …``), the HTTP client's error
+(``Transient error <exception> …``), or a gRPC status (``error code: StatusCode.…``).
+``ExportWatch`` sees those lines (it filters the
 exporter's loggers) and hands each to ``failure_of``; the outage's warning then says what
 happened instead of "unreachable": a 401 sent users to start a collector that was running.
 
@@ -33,8 +34,26 @@ def failure_of(record: logging.LogRecord, endpoint: str) -> str | None:
     status = args[1] if "code: %s" in str(record.msg) and len(args) > 1 else None
     if type(status) is int:
         return _status_failure(status) if 400 <= status < 500 else ""
+    grpc_status = next(
+        (getattr(a, "name", None) for a in args if type(a).__name__ == "StatusCode"), None
+    )
+    if isinstance(grpc_status, str):
+        return _GRPC_FAILURES.get(grpc_status, "")
     error = next((a for a in args if isinstance(a, BaseException)), None)
     return None if error is None else _connection_failure(error, endpoint)
+
+
+_CREDENTIALS = "Set the credentials it wants in OTEL_EXPORTER_OTLP_HEADERS (name=value)."
+# The gRPC exporter's final line names the call's status code (``StatusCode.UNAUTHENTICATED``);
+# its details, which the server chose, are left out.
+_GRPC_FAILURES = {
+    code: f"it answered {code}; they are dropped until it takes them. {advice}"
+    for code, advice in {
+        "UNAUTHENTICATED": _CREDENTIALS,
+        "PERMISSION_DENIED": _CREDENTIALS,
+        "UNIMPLEMENTED": "Is it an OTLP/gRPC endpoint (4317; OTLP/HTTP's is 4318)?",
+    }.items()
+}
 
 
 def _status_failure(status: int) -> str:
@@ -44,7 +63,7 @@ def _status_failure(status: int) -> str:
         answer = f"it answered {status}"
     dropped = f"{answer}; they are dropped until it takes them."
     if status in (401, 403):
-        return f"{dropped} Set the credentials it wants in OTEL_EXPORTER_OTLP_HEADERS (name=value)."
+        return f"{dropped} {_CREDENTIALS}"
     if status == 404:
         return (
             f"{dropped} Is the path OTLP/HTTP's? OTEL_EXPORTER_OTLP_ENDPOINT takes the base URL"

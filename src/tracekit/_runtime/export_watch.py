@@ -128,7 +128,6 @@ class ExportWatch(logging.Filter):
         self.endpoint = endpoint
         self.failing = False
         self.dropped = 0  # during the current outage
-        self.failure = ""  # what the SDK's lines said went wrong, if more than "unreachable"
         self._pid = os.getpid()
         # The loggers of the exporter's classes (the gRPC exporters log from their base's module).
         self._loggers = [
@@ -155,10 +154,12 @@ class ExportWatch(logging.Filter):
     def _note_failure(self, record: logging.LogRecord) -> None:
         """Keep what ``record`` says went wrong, when it says more than "unreachable": the
         last such line of an export explains its failure (a restarted collector's stale
-        connection, reset, is followed by refused ones)."""
+        connection, reset, is followed by refused ones). Kept for the thread that exports:
+        the gRPC exporters of spans and of log records log to one logger, which each watch
+        filters, and the first filter rewrites the line (``_cut_url_secrets``)."""
         failure = failure_of(record, self.endpoint)
         if failure is not None and record.levelno >= logging.WARNING:
-            self.failure = failure
+            _export_failure.text = failure
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
@@ -174,7 +175,8 @@ class ExportWatch(logging.Filter):
         began, ended = failed and not self.failing, self.failing and not failed
         self.failing = failed
         self.dropped += dropped
-        failure, self.failure = self.failure, ""
+        failure = getattr(_export_failure, "text", "")
+        _export_failure.text = ""
         if began and failure:
             _log.warning(
                 "tracekit: could not export %s to the OTLP endpoint %s: %s",
@@ -210,6 +212,10 @@ class ExportWatch(logging.Filter):
             dropped,
             "was" if dropped == 1 else "were",
         )
+
+
+# What the SDK's lines said of the failure of the export this thread is making (``failure_of``).
+_export_failure = threading.local()
 
 
 def _encoding_error(record: logging.LogRecord) -> bool:
