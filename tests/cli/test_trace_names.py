@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from trace_topologies import Topology, write_store
@@ -72,25 +72,31 @@ def test_the_legend_keeps_each_glyph_beside_its_meaning(
     assert max(len(line) for line in lines[first:]) <= columns
 
 
-@pytest.mark.parametrize("fmt", ["text", "rich"])
-def test_celery_tasks_of_one_queue_are_named_by_their_task(tmp_path: Path, fmt: str) -> None:
-    """Every task of a Celery chain goes through one queue, so each span is named "send
-    celery" or "process celery": the rows said so, and nothing told the charge from the shipment
-    (the task name was in ``--format json`` only). Each row now names its task after the span."""
+def _celery_chain(tmp_path: Path, fmt: str, tasks: tuple[str, ...], columns: int) -> Result:
+    """``tracekit trace`` of a request whose Celery tasks run one after the other, all through
+    the queue ``celery``, as tracekit's Celery integration records them."""
     t = Topology("req-chain")
-    root = t.span("shop", "POST /checkout", "SERVER", 0, 100)
-    parent = root
-    for n, task in enumerate(("shop.charge", "shop.ship")):
-        attrs = {"messaging.destination.name": "celery", "tracekit.celery.task_name": task}
+    parent = t.span("shop", "POST /checkout", "SERVER", 0, 100)
+    for n, task in enumerate(tasks):
+        attrs = {"messaging.system": "celery", "messaging.destination.name": "celery",
+                 "tracekit.celery.task_name": task}  # fmt: skip
         sent = t.span("shop", "send celery", "PRODUCER", 10 + 40 * n, 12 + 40 * n, parent,
                       attrs=attrs)  # fmt: skip
         parent = t.span("worker", "process celery", "CONSUMER", 20 + 40 * n, 45 + 40 * n, sent,
                         attrs=attrs)  # fmt: skip
     store = write_store(tmp_path / "tracekit.db", t)
-    result = CliRunner().invoke(
+    return CliRunner().invoke(
         cli, ["trace", "req-chain", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "120", "NO_COLOR": "1"},
+        env={"COLUMNS": str(columns), "NO_COLOR": "1"},
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_celery_tasks_of_one_queue_are_named_by_their_task(tmp_path: Path, fmt: str) -> None:
+    """Every task of a Celery chain goes through one queue, so each span is named "send
+    celery" or "process celery": the rows said so, and nothing told the charge from the shipment
+    (the task name was in ``--format json`` only). Each row now names its task after the span."""
+    result = _celery_chain(tmp_path, fmt, ("shop.charge", "shop.ship"), columns=120)
 
     assert result.exit_code == 0, result.output
     named = re.findall(r"(?:send|process) celery(?: \([\w.]+\))?", result.stdout)
@@ -107,20 +113,7 @@ def test_celery_hops_are_named_by_the_task_they_ran(tmp_path: Path, fmt: str, ar
     """The rows named each task, but the "hops:" list said "shop -> worker  celery celery" for
     every hop of the chain. Each hop now names the task its receiving span ran, on one line,
     without the control characters a stored name may hold."""
-    t = Topology("req-chain")
-    parent = t.span("shop", "POST /checkout", "SERVER", 0, 100)
-    for n, task in enumerate(("shop.charge", "shop.ship\x1b[31m\nnow")):
-        attrs = {"messaging.system": "celery", "messaging.destination.name": "celery",
-                 "tracekit.celery.task_name": task}  # fmt: skip
-        sent = t.span("shop", "send celery", "PRODUCER", 10 + 40 * n, 12 + 40 * n, parent,
-                      attrs=attrs)  # fmt: skip
-        parent = t.span("worker", "process celery", "CONSUMER", 20 + 40 * n, 45 + 40 * n, sent,
-                        attrs=attrs)  # fmt: skip
-    store = write_store(tmp_path / "tracekit.db", t)
-    result = CliRunner().invoke(
-        cli, ["trace", "req-chain", "--store", str(store), "--format", fmt],
-        env={"COLUMNS": "400", "NO_COLOR": "1"},
-    )  # fmt: skip
+    result = _celery_chain(tmp_path, fmt, ("shop.charge", "shop.ship\x1b[31m\nnow"), columns=400)
 
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout
