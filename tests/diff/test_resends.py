@@ -91,15 +91,17 @@ def test_a_retry_after_a_redirect_is_one_retry(store: tuple[Path, str, str], cli
     ]
 
 
-def from_a_script(store: tuple[Path, str, str], key: str, fail: int) -> str:
+def from_a_script(
+    store: tuple[Path, str, str], key: str, fail: int, client: str = "urllib3"
+) -> str:
     """The trace id of a script's call to ``back`` answered 503 ``fail`` times, then 200."""
-    assert run_script(store[0], store[2], "urllib3", f"/flaky/{key}?fail={fail}") == "200"
+    assert run_script(store[0], store[2], client, f"/flaky/{key}?fail={fail}") == "200"
     found = CliRunner().invoke(
         cli, ["search", "--service", "script", "--limit", "1", "--store", str(store[0]),
               "--format", "json"],
     )  # fmt: skip
     trace_id = str(json.loads(found.stdout)["requests"][0]["trace_id"])
-    stored(store[0], trace_id, 2 + 2 * fail, by_trace=True)
+    stored(store[0], trace_id, 2 + 2 * fail + (client == "sdk"), by_trace=True)
     return trace_id
 
 
@@ -115,3 +117,21 @@ def test_the_retries_of_a_call_that_began_the_trace_are_its_retries(
         ("new_error", "new error at script -> back: GET /flaky/{key}: HTTP 503"),
     ]
     assert "queue_wait" not in [part["component"] for part in doc["attribution"]]
+
+
+def test_the_retries_of_a_call_inside_an_sdks_client_span_stay_inside_it(
+    store: tuple[Path, str, str],
+) -> None:
+    once = from_a_script(store, "sdk-once", 0, "sdk")
+    retried = from_a_script(store, "sdk-2", 2, "sdk")
+
+    doc = diff(store, once, retried)
+
+    assert changes(doc) == [
+        ("retries", "script -> back: GET /flaky/{key}: 2 retries after HTTP 503 (A: no retries)"),
+        ("new_error", "new error at script -> back: GET /flaky/{key}: HTTP 503"),
+    ]
+    # the backoff between the requests is the SDK's span's time, as under a server's span
+    labels = {node["id"]: node["label"] for node in doc["nodes"]}
+    shares = {labels.get(part["node"]): part["delta_ms"] for part in doc["attribution"]}
+    assert shares["script: sdk.fetch"] > 100, doc["attribution"]

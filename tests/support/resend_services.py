@@ -5,8 +5,10 @@ into one store (``TRACEKIT_EXPORTER=store``), as a user runs them.
 ``/away`` to ``other``'s ``/done`` (another service), ``/flaky/<key>?fail=N`` answers 503 to the
 first N requests for ``key``, then 200, and ``/to-flaky/<key>`` redirects there (fail=1).
 ``front`` (Flask) calls ``back`` at ``/call/<client>/<path>`` with requests (a ``Retry`` on
-503 in its adapter), httpx, urllib3 (a ``Retry`` on 503) or aiohttp. ``script`` runs the
-same call from a process with no request under way (a cron job): it begins the trace.
+503 in its adapter), httpx, urllib3 (a ``Retry`` on 503) or aiohttp, or ``sdk``: requests
+inside an SDK's own CLIENT span (``sdk.fetch``, a backoff of 0.2 s before its second retry).
+``script`` runs the same call from a process with no request under way (a cron job): it begins
+the trace.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ SERVICE = textwrap.dedent(
         import aiohttp, httpx, requests, urllib3
         from requests.adapters import HTTPAdapter
         from urllib3.util import Retry
+        if client == "sdk":  # an SDK's own CLIENT span around the requests it makes
+            from opentelemetry import trace
+            tracer = trace.get_tracer("sdk")
+            retry = Retry(**{**RETRY, "backoff_factor": 0.1})  # 0 s, then 0.2 s
+            with tracer.start_as_current_span("sdk.fetch", kind=trace.SpanKind.CLIENT):
+                with requests.Session() as session:
+                    session.mount("http://", HTTPAdapter(max_retries=retry))
+                    return session.get(url, timeout=10).status_code
         if client == "requests":
             with requests.Session() as session:
                 session.mount("http://", HTTPAdapter(max_retries=Retry(**RETRY)))

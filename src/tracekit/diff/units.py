@@ -27,7 +27,13 @@ from urllib.parse import urlsplit
 from tracekit import semconv
 from tracekit.path import Path, PathSpan, error_message
 from tracekit.path.conventions import attribute, text, url_path
-from tracekit.path.hops import hop_type, queue_wait_ns, request_before, resend_count
+from tracekit.path.hops import (
+    hop_type,
+    queue_wait_ns,
+    request_before,
+    resend_count,
+    resent_under_first_request,
+)
 from tracekit.path.model import ATTACHED_BY_LINK
 from tracekit.records import SpanRecord
 
@@ -198,7 +204,7 @@ def _place(span: PathSpan, unit_of: dict[int, Unit], anchors: dict[int, PathSpan
         anchor = parent  # linked to messages sent below it: it can only hang where it is
     if kind is None:
         owner: Unit | None = unit_of[id(parent)]
-        if owner is not None and resend_count(span.record) and parent.record.kind == "CLIENT":
+        if owner is not None and resent_under_first_request(span):
             owner = owner.parent  # under the first request of a call that began the trace
         return Unit(_span_key(span), [span], owner)
     sender_unit = unit_of[id(parent)]

@@ -29,6 +29,7 @@ __all__ = [
     "queue_wait_ns",
     "request_before",
     "resend_count",
+    "resent_under_first_request",
 ]
 
 Key = tuple[str, str]
@@ -163,6 +164,20 @@ def request_before(client: PathSpan) -> PathSpan | None:
         and span.end_unix_nano <= client.start_unix_nano
     ]
     return max(earlier, key=lambda span: span.end_unix_nano, default=None)
+
+
+def resent_under_first_request(client: PathSpan) -> bool:
+    """Whether ``client`` is a request its client sent again that hangs under its call's first
+    request (the call began the trace): a CLIENT span of the same service, ended by its start.
+    The requests an SDK makes inside a CLIENT span of its own start inside that span."""
+    parent = client.parent
+    return (
+        resend_count(client.record) > 0
+        and parent is not None
+        and parent.record.kind == "CLIENT"
+        and parent.service == client.service
+        and parent.end_unix_nano <= client.start_unix_nano
+    )
 
 
 def _call_target(sender: SpanRecord, receiver: SpanRecord) -> tuple[str, str | None]:
