@@ -30,7 +30,6 @@ from tracekit.path.conventions import attribute, text, url_path
 from tracekit.path.hops import (
     hop_type,
     queue_wait_ns,
-    request_before,
     resend_count,
     resent_under_first_request,
 )
@@ -131,7 +130,7 @@ class Unit:
         client = self.spans[0]
         if resend_count(client.record) == 0:
             return False
-        before = request_before(client)
+        before = client.resend_of
         status = attribute(before.record, semconv.HTTP_RESPONSE_STATUS_CODE) if before else None
         return not (isinstance(status, int) and 300 <= status < 400)
 

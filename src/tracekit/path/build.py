@@ -8,7 +8,7 @@ from tracekit import semconv
 from tracekit.path.collect import TRACE_ID_PATTERN as TRACE_ID
 from tracekit.path.conventions import attribute
 from tracekit.path.critical import critical_path, request_start
-from tracekit.path.hops import find_hops, mark_redeliveries
+from tracekit.path.hops import find_hops, mark_redeliveries, mark_resends
 from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.skew import adjust_clock_skew
 from tracekit.path.tree import build_tree, index_spans, preorder
@@ -50,6 +50,7 @@ def build_path(
         adjust_clock_skew(ordered, notes)
         ordered = preorder(roots)  # siblings by their placed starts: a moved span kept its row
     mark_redeliveries(ordered)
+    mark_resends(ordered)
     start = min(request_start(n) for n in ordered)
     end = max(n.end_unix_nano for n in ordered)
     hops = _hops_by_start(ordered, nodes)

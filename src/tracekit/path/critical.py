@@ -22,7 +22,7 @@ from the request's end. Each span gets ``critical_ns``, its own time on the path
 
 from __future__ import annotations
 
-from tracekit.path.hops import hop_type, request_before, resent_under_first_request
+from tracekit.path.hops import hop_type, resent_under_first_request
 from tracekit.path.model import ATTACHED_BY_LINK, PathSpan, last_to_end
 
 __all__ = [
@@ -227,7 +227,7 @@ def _resent_after(node: PathSpan) -> PathSpan | None:
     """For a request sent again under its call's first request (the call began the trace, so
     its resends hang there, started after it ended), the request sent before it: the call
     waited for each in turn, and the walk goes back through them."""
-    return request_before(node) if resent_under_first_request(node) else None
+    return node.resend_of if resent_under_first_request(node) else None
 
 
 def _credit(node: PathSpan | None, start: int, end: int) -> None:

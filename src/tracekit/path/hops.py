@@ -11,6 +11,7 @@ messaging; queue wait is consumer start - producer end.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 
 from tracekit import semconv
@@ -26,8 +27,8 @@ __all__ = [
     "hop_type",
     "make_hop",
     "mark_redeliveries",
+    "mark_resends",
     "queue_wait_ns",
-    "request_before",
     "resend_count",
     "resent_under_first_request",
 ]
@@ -148,22 +149,29 @@ def resend_count(record: SpanRecord) -> int:
     return max(0, count)
 
 
-def request_before(client: PathSpan) -> PathSpan | None:
-    """For a request its client sent again, the request of the same call sent just before it:
-    a sibling (a span of the same service, resent one time fewer, ended by its start), or its
-    parent when the call began the trace (its resends hang under its first request)."""
-    count, parent = resend_count(client.record), client.parent
-    if count == 0 or parent is None:
-        return None
-    earlier = [
-        span
-        for span in (parent, *parent.children)
-        if span.record.kind == "CLIENT"
-        and span.service == client.service
-        and resend_count(span.record) == count - 1
-        and span.end_unix_nano <= client.start_unix_nano
-    ]
-    return max(earlier, key=lambda span: span.end_unix_nano, default=None)
+def mark_resends(ordered: list[PathSpan]) -> None:
+    """Set ``resend_of`` on every request its client sent again: the request of the same call
+    sent just before it, a sibling (a span of the same service, resent one time fewer, ended by
+    its start; of those, the one ended last), or its parent when the call began the trace (its
+    resends hang under its first request). Sorted once per parent: a span making thousands of
+    calls, each sent again, must not make the engine quadratic."""
+    for parent in ordered:
+        sent: dict[tuple[str, int], list[PathSpan]] = {}
+        for span in (parent, *parent.children):
+            if span.record.kind == "CLIENT":
+                sent.setdefault((span.service, resend_count(span.record)), []).append(span)
+        for (service, count), resends in sent.items():
+            if count > 0:
+                _mark_sent_before(resends, parent, sent.get((service, count - 1), []))
+
+
+def _mark_sent_before(resends: list[PathSpan], parent: PathSpan, earlier: list[PathSpan]) -> None:
+    by_end = sorted(earlier, key=lambda span: span.end_unix_nano)
+    ends = [span.end_unix_nano for span in by_end]
+    for span in resends:
+        if span.parent is parent:  # (``parent`` itself is one of its own parent's children)
+            ended = bisect_right(ends, span.start_unix_nano)
+            span.resend_of = by_end[ended - 1] if ended else None
 
 
 def resent_under_first_request(client: PathSpan) -> bool:

@@ -52,6 +52,8 @@ class PathSpan:
     on_critical_path: bool = False
     # the delivery of the same message before it, for a message delivered again
     redelivery_of: PathSpan | None = field(default=None, repr=False)
+    # the request of the same call sent before it, for a request its HTTP client sent again
+    resend_of: PathSpan | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
