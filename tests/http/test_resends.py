@@ -458,3 +458,33 @@ def test_a_retrys_backoff_is_in_no_requests_span(
     assert [s.attributes["http.response.status_code"] for s in spans] == [503, 503, 200]
     paused = (spans[2].start_time - spans[1].end_time) / 1e9
     assert paused >= 0.5  # the backoff: after the second span, before the third
+
+
+def test_a_retry_slept_outside_urllib3_is_not_the_calls_pause(
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """A response hook that backs off with a ``Retry`` of its own (a rate-limit helper) is
+    not urllib3 pausing before a retry of the call: the call answered 200 ended with that
+    answer, not with the error the hook's ``Retry`` recorded, before the hook's pause."""
+    _, base, _ = servers
+
+    def back_off(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        retry = urllib3.Retry(total=3, backoff_factor=0.1)
+        for _ in range(2):  # 0.2 s after a second error
+            retry = retry.increment(
+                "GET", "/quota", error=urllib3.exceptions.ProtocolError("quota")
+            )
+        retry.sleep()
+
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=urllib3.Retry(total=3)))
+        answer = session.get(f"{base}/done", hooks={"response": back_off}, timeout=10)
+    assert answer.status_code == 200
+
+    (span,) = in_order(wait_for_spans, 1)
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.status.status_code is trace.StatusCode.UNSET, span.status.description
+    assert (span.end_time - span.start_time) / 1e9 >= 0.2  # the hook ran inside the call

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +34,10 @@ __all__ = ["Urllib3Instrumentor"]
 # takes them only as keywords: urlopen(method, url, redirect=True, **kw).
 _HEADERS_POSITION = 3
 _RETRIES_POSITION = 4
+# True while urllib3 sends a request (inside a pool's or a PoolManager's urlopen): a Retry's
+# sleep there is urllib3 pausing before a retry of the call under way; one elsewhere (a
+# response hook backing off with a Retry of its own) has nothing to do with the call's request.
+_sending: ContextVar[bool] = ContextVar("tracekit_urllib3_sending", default=False)
 
 
 class Urllib3Instrumentor(Instrumentor):
@@ -54,15 +59,23 @@ def _traced_urlopen(
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
     retries = args[_RETRIES_POSITION] if len(args) > _RETRIES_POSITION else kwargs.get("retries")
     if getattr(retries, "history", None) and _redirect_hop(instance, retries, str(url), headers):
-        return wrapped(*args, **kwargs)
+        return _send(wrapped, args, kwargs)
     _resend_if_sent_again(instance, retries, str(method), str(url), headers)
     return run_traced(
         str(method),
         _as_sent(_full_url(instance, str(url))),
         headers,
-        lambda: _answered(wrapped(*args, **kwargs)),
+        lambda: _answered(_send(wrapped, args, kwargs)),
         lambda response: response.status,
     )
+
+
+def _send(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    token = _sending.set(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _sending.reset(token)
 
 
 def _redirect_hop(pool: Any, retries: Any, url: str, headers: Any) -> bool:
@@ -114,7 +127,7 @@ def _pausing(
     """``Retry.sleep``, between a request answered or failed (the last of the ``Retry``'s
     history, as urllib3 just recorded it) and its retry: that request's span ends first, so its
     duration is the server's answer, not the backoff too."""
-    call = current_call()
+    call = current_call() if _sending.get() else None
     history = getattr(instance, "history", None) if call is not None else None
     if call is not None and history:
         error = history[-1].error if isinstance(history[-1].error, BaseException) else None
