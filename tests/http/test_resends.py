@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 from itertools import pairwise
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import httpx
@@ -431,6 +432,30 @@ def test_a_redirect_to_a_huge_url_is_cut_in_the_span(
     assert called.seen[-1][0] == "/" + "x" * 20_000  # the client went there
     assert len(hop.attributes["url.full"]) == 8192
     assert hop.attributes["url.full"].startswith(f"{base}/xxx")
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_a_huge_non_ascii_url_is_cut_between_characters(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """A client sends a non-ASCII path percent-encoded (``é`` is ``%C3%A9``): ``url.full`` cut
+    at 8,192 characters ended inside a character (``…%C3``), which no reader decodes; it now
+    ends after the last whole one."""
+    called, base, _ = servers
+    lead = "/" + "x" * ((8192 - len(base) - 1 - 3) % 6)  # the cut falls after a "%C3"
+
+    CLIENTS[name](f"{base}{lead}" + "%C3%A9" * 3000)
+
+    (span,) = in_order(wait_for_spans, 1)
+    sent = called.seen[-1][0].encode("latin-1").decode()  # (WSGI's PATH_INFO)
+    assert sent == lead + "é" * 3000  # the server got it whole
+    full = span.attributes["url.full"]
+    assert full == f"{base}{lead}" + "%C3%A9" * ((8192 - len(base) - len(lead)) // 6)
+    assert unquote(full, errors="strict").endswith("é")
 
 
 @pytest.mark.parametrize("name", ["requests", "urllib3"])

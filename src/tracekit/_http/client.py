@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -579,17 +581,38 @@ def _add_url_attributes(attributes: dict[str, Any], parts: SplitResult) -> None:
     # Credentials as OpenTelemetry shows them (that some were given, not what); the query is
     # left out: it carries tokens too often.
     userinfo = "REDACTED:REDACTED@" if "@" in parts.netloc else ""
-    attributes[semconv.URL_FULL] = (
+    attributes[semconv.URL_FULL] = _cut(
         f"{parts.scheme}://{userinfo}{f'[{host}]' if ':' in host else host}"
         + (f":{port}" if port and port > 0 else "")
         + parts.path
-    )[:MAX_URL]
+    )
     if host:
         attributes[semconv.SERVER_ADDRESS] = host[:MAX_HOST]
     if port != -1:
         port = port or DEFAULT_PORTS.get(parts.scheme)
         if port:
             attributes[semconv.SERVER_PORT] = port
+
+
+# The %-escapes a cut URL ends with (a non-ASCII character is several: é is %C3%A9), and
+# an escape the cut went through.
+_ESCAPES_AT_END = re.compile(r"(?:%[0-9A-Fa-f]{2})+$")
+_HALF_ESCAPE = re.compile(r"%[0-9A-Fa-f]?$")
+
+
+def _cut(url: str) -> str:
+    """``url`` cut at ``MAX_URL`` characters, after its last whole character: never inside an
+    escape, nor between the escapes of one UTF-8 character (``…%C3``, which no reader decodes)."""
+    if len(url) <= MAX_URL:
+        return url
+    cut = _HALF_ESCAPE.sub("", url[:MAX_URL])
+    escapes = _ESCAPES_AT_END.search(cut)
+    if escapes is None:
+        return cut
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(bytes.fromhex(escapes.group().replace("%", "")))  # a character unfinished
+    unfinished = len(decoder.getstate()[0])  # stays in the decoder: its bytes are dropped
+    return cut[: len(cut) - 3 * unfinished]
 
 
 def _port(parts: SplitResult) -> int | None:
