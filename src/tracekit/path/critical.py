@@ -223,13 +223,6 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     return [n.record.span_id for n in ordered if n in walk.on_path]
 
 
-def _resent_after(node: PathSpan) -> PathSpan | None:
-    """For a request sent again under its call's first request (the call began the trace, so
-    its resends hang there, started after it ended), the request sent before it: the call
-    waited for each in turn, and the walk goes back through them."""
-    return node.resend_of if resent_under_first_request(node) else None
-
-
 def _credit(node: PathSpan | None, start: int, end: int) -> None:
     """``node`` itself was the work on the path from ``start`` to ``end``."""
     if node is not None and end > start:
@@ -248,13 +241,17 @@ def _cause(
     """
     start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
-    resent_after = _resent_after(node)
-    cause = node.redelivery_of or resent_after or node.parent
+    # A request sent again under its call's first request (the call began the trace): the
+    # call waited for each request in turn, and the walk goes back through them; the time
+    # between two is the client's own (a backoff), also where a clock stepped back between
+    # them and the request sent before is not known (the first request is the cause then).
+    resent = resent_under_first_request(node)
+    cause = node.redelivery_of or (node.resend_of if resent else None) or node.parent
     if cause is None:
         return None, start
     lo, hi = spans[cause]
     resumed = min(max(lo, min(hi, start)), start)
-    if resent_after is not None:  # the client's own time between its requests (a backoff)
+    if resent:
         _credit(node, resumed, start)
     else:
         node.critical_wait_ns += start - resumed
