@@ -404,22 +404,27 @@ def end_call(call: ClientCall, status_code: int | None, error: BaseException | N
     _record_metrics(call, status_code, error)
 
 
-def answered_before_pause(
-    call: ClientCall, answer: int | None, error: BaseException | None = None
+def end_answered(
+    span: trace.Span,
+    answer: int | None,
+    error: BaseException | None = None,
+    end_time: int | None = None,
 ) -> None:
-    """The request of ``call`` sent last was answered (or failed) and the client pauses before
-    sending it again (urllib3's backoff, a ``Retry-After``): its span ends now, not when the
-    next request starts; the pause is the client's, not the server's."""
+    """End ``span``, of a request answered with ``answer`` (or failed with ``error``) that its
+    client sends again, where ``resend`` does not: before the client pauses (urllib3's backoff,
+    a ``Retry-After``: the pause is the client's, not the server's), or at ``end_time`` (ns),
+    when the answer came, for a resend told of before it is sent (``end_before=False``)."""
     try:
-        _end_span(call.span, answer, error)
+        _end_span(span, answer, error, end_time)
     except Exception as exc:
-        report_once("http client retry", exc)
+        report_once("http client resend", exc)
 
 
-def end_answered(span: trace.Span, status_code: int, end_time: int) -> None:
-    """End ``span``, of a request answered with ``status_code`` at ``end_time`` (ns) and sent
-    again (``resend(..., end_before=False)``)."""
-    _end_span(span, status_code, None, end_time)
+def note_answer(call: ClientCall, status: int, version: object) -> None:
+    """The request of ``call`` sent last was answered with ``status``, in HTTP ``version``:
+    its span says the version, and the call keeps the status for the request sent after it."""
+    call.answer = status
+    note_protocol(call, version)
 
 
 def _end_span(

@@ -207,10 +207,8 @@ def _end_answered(ctx: SimpleNamespace) -> None:
     answered = getattr(ctx, "tracekit_answered", None)
     ctx.tracekit_answered = None
     if answered is not None:
-        try:
-            end_answered(*answered)
-        except Exception as error:
-            report_once("aiohttp span end", error)
+        span, answer, end_time = answered
+        end_answered(span, answer, end_time=end_time)
 
 
 def _unsent(ctx: SimpleNamespace) -> int | None:

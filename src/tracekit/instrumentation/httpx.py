@@ -19,7 +19,7 @@ from tracekit._http.client import (
     current_call,
     keep_within_called_origin,
     keep_within_origin,
-    note_protocol,
+    note_answer,
     resend,
     run_traced,
     run_traced_async,
@@ -152,8 +152,7 @@ async def _sending_async(
 def _answered(call: ClientCall | None, response: Any) -> None:
     """Note the answer to the request of ``call`` sent last, for its span and the next's."""
     if call is not None:
-        call.answer = response.status_code
-        note_protocol(call, response.http_version)
+        note_answer(call, response.status_code, response.http_version)
 
 
 def _resent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> ClientCall | None:

@@ -12,7 +12,7 @@ from opentelemetry import context as otel_context
 from tracekit._http.client import (
     RedirectStep,
     call_resending,
-    note_protocol,
+    note_answer,
     resend,
     run_traced,
 )
@@ -133,8 +133,7 @@ def _rebuild_auth(
         elif hop.headers is not None:
             call = call_resending(hop.headers)
             if call is not None:
-                call.answer = response.status_code
-                note_protocol(call, getattr(response.raw, "version", None))
+                note_answer(call, response.status_code, getattr(response.raw, "version", None))
     except Exception as error:
         report_once("requests redirect", error)
     return result

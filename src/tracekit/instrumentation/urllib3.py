@@ -18,11 +18,11 @@ from typing import Any
 
 from tracekit._http.client import (
     DEFAULT_PORTS,
-    answered_before_pause,
     call_resending,
     current_call,
+    end_answered,
     keep_within_called_origin,
-    note_protocol,
+    note_answer,
     resend,
     run_traced,
 )
@@ -95,8 +95,7 @@ def _answered(response: Any) -> Any:
     drop their answers inside: their spans go without a version.)"""
     call = current_call()
     if call is not None:
-        call.answer = getattr(response, "status", 0)
-        note_protocol(call, getattr(response, "version", None))
+        note_answer(call, getattr(response, "status", 0), getattr(response, "version", None))
     return response
 
 
@@ -111,8 +110,7 @@ def _resend_if_sent_again(pool: Any, retries: Any, method: str, url: str, header
     history = getattr(retries, "history", None)
     if history and call.seen is not retries:
         call.seen = retries
-        error = history[-1].error if isinstance(history[-1].error, BaseException) else None
-        answer = history[-1].status
+        answer, error = _last_outcome(history)
     elif call.answer:
         error, answer = None, call.answer
     else:
@@ -130,9 +128,14 @@ def _pausing(
     call = current_call() if _sending.get() else None
     history = getattr(instance, "history", None) if call is not None else None
     if call is not None and history:
-        error = history[-1].error if isinstance(history[-1].error, BaseException) else None
-        answered_before_pause(call, history[-1].status, error)
+        end_answered(call.span, *_last_outcome(history))
     return wrapped(*args, **kwargs)
+
+
+def _last_outcome(history: Any) -> tuple[int | None, BaseException | None]:
+    """The status and the error of the request a ``Retry``'s ``history`` recorded last."""
+    last = history[-1]
+    return last.status, last.error if isinstance(last.error, BaseException) else None
 
 
 def _with_own_headers(
