@@ -39,3 +39,9 @@ def escaped(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def escaped_line(text: object, limit: int) -> str:
+    """``text`` on one line (its runs of whitespace one space), ``escaped``, at most ``limit``
+    characters: a message quoted in a log line."""
+    return escaped(" ".join(str(text).split()))[:limit]

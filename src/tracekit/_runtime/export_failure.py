@@ -18,7 +18,7 @@ import http.client
 import logging
 import ssl
 
-from tracekit._utf8 import escaped
+from tracekit._utf8 import escaped_line
 
 _UNKNOWN_SIGNER = frozenset({18, 19, 20, 21})  # X509_V_ERR_* of a CA no one here trusts
 _CHAIN_LIMIT = 8  # exceptions followed from the HTTP client's error to its cause
@@ -112,4 +112,4 @@ def _chain(error: BaseException) -> list[BaseException]:
 
 
 def _reason(text: object) -> str:
-    return escaped(" ".join(str(text).split()))[:_REASON_LIMIT]
+    return escaped_line(text, _REASON_LIMIT)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from tracekit._utf8 import escaped
+from tracekit._utf8 import escaped_line
 from tracekit.store._schema import NotAStoreError, holds_other_tables, migrate, schema_version
 
 T = TypeVar("T")
@@ -396,7 +396,7 @@ def _text(raw: bytes) -> str:
 def one_line(error: BaseException) -> str:
     """An error's message on one line, at most 200 characters, for a log line: what a terminal
     would act on in it (an escape sequence or a bell in the store's path) is escaped."""
-    return escaped(" ".join(str(error).split()))[:200]
+    return escaped_line(error, 200)
 
 
 def is_busy(error: sqlite3.OperationalError) -> bool:
