@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from tracekit import semconv
 from tracekit.path import Hop, Path, PathLog, PathSpan
-from tracekit.path.hops import resend_count
+from tracekit.path.hops import resent_under_first_request
 from tracekit.records import SpanRecord
 from tracekit_cli.options import one_line
 
@@ -142,16 +142,8 @@ def _note_request_end(path: Path, rows: list[Row]) -> None:
 def _call_end(entry: PathSpan) -> int:
     """When the entry span's work ended: for an HTTP call that began the trace, its last
     request (a redirect followed, a retry: they hang under its first one, as resends)."""
-    resends = [
-        c.end_unix_nano
-        for c in entry.children
-        if c.service == entry.service and resend_count(c.record)
-    ]
-    return (
-        max([entry.end_unix_nano, *resends])
-        if entry.record.kind == "CLIENT"
-        else entry.end_unix_nano
-    )
+    resends = [c.end_unix_nano for c in entry.children if resent_under_first_request(c)]
+    return max([entry.end_unix_nano, *resends])
 
 
 def unplaced_logs(path: Path) -> list[PathLog]:

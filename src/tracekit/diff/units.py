@@ -41,7 +41,6 @@ from .names import node_name
 __all__ = [
     "HTTP",
     "MESSAGING",
-    "RESEND_COUNT",
     "SPAN",
     "NodeKey",
     "Unit",
@@ -53,7 +52,6 @@ __all__ = [
 HTTP = "http"
 MESSAGING = "messaging"
 SPAN = "span"
-RESEND_COUNT = "http.request.resend_count"
 
 
 @dataclass(frozen=True, slots=True, order=True)
