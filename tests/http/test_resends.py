@@ -134,6 +134,21 @@ def with_aiohttp(url: str, method: str = "GET") -> None:
     asyncio.run(go())
 
 
+# urllib3 retries a 503 at once, up to three times (requests' adapters pass it down to urllib3)
+RETRY_503 = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
+
+
+def get_retrying(name: str, url: str, retry: urllib3.Retry) -> int:
+    """GET ``url`` with ``retry`` through requests' adapter or a urllib3 ``PoolManager``: the
+    status the call returned."""
+    if name == "requests":
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        return session.get(url, timeout=10).status_code
+    with urllib3.PoolManager(retries=retry) as pool:
+        return pool.request("GET", url).status
+
+
 CLIENTS: dict[str, Callable[..., None]] = {
     "requests": with_requests,
     "httpx": with_httpx,
@@ -297,11 +312,8 @@ def test_a_requests_adapter_retry_is_a_span_of_its_own(
     wait_for_spans: Any,
 ) -> None:
     called, base, _ = servers
-    session = requests.Session()
-    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
-    session.mount("http://", HTTPAdapter(max_retries=retry))
 
-    assert session.get(f"{base}/flaky", timeout=10).status_code == 200
+    assert get_retrying("requests", f"{base}/flaky", RETRY_503) == 200
 
     spans = in_order(wait_for_spans, 3)
     assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2]
@@ -318,11 +330,8 @@ def test_a_redirect_then_a_retry_counts_both(
 ) -> None:
     """requests follows the redirect, urllib3 below it retries the hop: one count for both."""
     called, base, _ = servers
-    session = requests.Session()
-    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
-    session.mount("http://", HTTPAdapter(max_retries=retry))
 
-    assert session.get(f"{base}/to-flaky", timeout=10).status_code == 200
+    assert get_retrying("requests", f"{base}/to-flaky", RETRY_503) == 200
 
     spans = in_order(wait_for_spans, 4)
     assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2, 3]
@@ -393,14 +402,8 @@ def test_a_retry_then_a_redirect_counts_both(
     carrying the first span's traceparent. The redirect went out naming that span, with no span
     of its own, and the retry's span ended with the final 200."""
     called, base, _ = servers
-    retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0)
-    if name == "requests":
-        session = requests.Session()
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        assert session.get(f"{base}/busy-moved", timeout=10).status_code == 200
-    else:
-        with urllib3.PoolManager(retries=retry) as pool:
-            assert pool.request("GET", f"{base}/busy-moved").status == 200
+
+    assert get_retrying(name, f"{base}/busy-moved", RETRY_503) == 200
 
     spans = in_order(wait_for_spans, 3)
     assert [s.attributes.get(RESENDS) for s in spans] == [None, 1, 2]
@@ -471,13 +474,8 @@ def test_a_retrys_backoff_is_in_no_requests_span(
     backoff too; it now ends before the pause."""
     _, base, _ = servers
     retry = urllib3.Retry(total=3, status_forcelist=[503], backoff_factor=0.25)  # 0 s, 0.5 s
-    if name == "requests":
-        session = requests.Session()
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        assert session.get(f"{base}/flaky", timeout=10).status_code == 200
-    else:
-        with urllib3.PoolManager(retries=retry) as pool:
-            assert pool.request("GET", f"{base}/flaky").status == 200
+
+    assert get_retrying(name, f"{base}/flaky", retry) == 200
 
     spans = in_order(wait_for_spans, 3)
     assert [s.attributes["http.response.status_code"] for s in spans] == [503, 503, 200]
