@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from tracekit._runtime import guard
 
@@ -93,3 +94,25 @@ def test_an_exception_group_keeps_its_exceptions_and_notes_escaped(host_log: io.
     assert "while declaring \\nCRITICAL:payments:card store wiped\\x1b[2J" in text
     assert "\x1b" not in text and "\x07" not in text
     assert not any(line.lstrip("| ").startswith("CRITICAL") for line in text.splitlines())
+
+
+def test_structlogs_console_gets_the_escaped_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """structlog's ProcessorFormatter renders a record's ``exc_info`` itself: handed tracekit's
+    exception, its console printed the messages raw (the escape sequences reached the
+    terminal, the forged line was a line of its own in the log)."""
+    monkeypatch.setattr(guard, "_reported", set())
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(processor=structlog.dev.ConsoleRenderer(colors=False))
+    )
+    logging.getLogger().addHandler(handler)
+    try:
+        _fail(FORGED)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    shown = text.getvalue()
+    assert "tracekit: messaging publish start failed (BrokerError)" in shown
+    assert "channel closed: \\nCRITICAL:payments:card store wiped\\x1b[2J" in shown
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert not any("CRITICAL:payments" in line[:20] for line in shown.splitlines())

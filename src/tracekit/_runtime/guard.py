@@ -54,15 +54,19 @@ _T = TypeVar("_T")
 
 
 def report_once(where: str, error: BaseException) -> None:
-    """Log tracekit's own failure at ``where`` the first time it happens, then stay quiet."""
+    """Log tracekit's own failure at ``where`` the first time it happens, then stay quiet.
+
+    The traceback is part of the message, escaped, and the record has no ``exc_info``: a
+    formatter that renders an exception itself (structlog's, a JSON one) would print its
+    messages raw, and they can quote what tracekit read from outside."""
     if where in _reported:
         return
     _reported.add(where)
     _log.warning(
-        "tracekit: %s failed (%s); continuing without it",
+        "tracekit: %s failed (%s); continuing without it\n%s",
         where,
         type(error).__name__,
-        exc_info=error,
+        _traceback_text(error),
     )
 
 
@@ -85,22 +89,11 @@ def guarded(default: _T) -> Callable[[Callable[..., _T]], Callable[..., _T]]:
     return decorate
 
 
-class _EscapedTraceback(logging.Filter):
-    """Gives a record tracekit logs with an exception the traceback its handlers print, each
-    message escaped (a formatter prints a record's ``exc_text`` when it has one). The record
-    keeps its ``exc_info`` for handlers that take the exception itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if error is not None and not record.exc_text:
-            try:
-                record.exc_text = escaped_traceback(error)
-            except Exception:  # never out of the host's logging call; never the raw text
-                record.exc_text = type(error).__qualname__
-        return True
-
-
-_log.addFilter(_EscapedTraceback())
+def _traceback_text(error: BaseException) -> str:
+    try:
+        return escaped_traceback(error)
+    except Exception:  # never out of the caller; never the raw text
+        return type(error).__qualname__
 
 
 def escaped_traceback(error: BaseException) -> str:
