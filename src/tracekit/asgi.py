@@ -384,7 +384,13 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     its own page or its debug page. 0 where that is not known: outside any such app, the server
     answers (uvicorn with its own 500, unseen here too); a middleware added after this one may
     answer it first, its own way (a catch-all's 503); the app's own 500 handler chooses its
-    page's status, unless the app is in debug mode (``_handler_answers``)."""
+    page's status, unless the app is in debug mode (``_handler_answers``).
+
+    With no app at all (``None``: no Starlette app routed the request on its way here, which
+    names itself in the scope) the exception goes on to the server, which answers an HTTP
+    request with its 500 (uvicorn, hypercorn, daphne), as a WSGI server does."""
+    if app is None:
+        return 500 if scope["type"] == "http" and isinstance(error, Exception) else 0
     applications = sys.modules.get("starlette.applications")
     errors = sys.modules.get("starlette.middleware.errors")
     if (

@@ -187,6 +187,27 @@ def test_an_unhandled_exception_is_the_500_its_app_answered(
     assert _counted(registry) == [("/crash", "500", "RuntimeError")]
 
 
+@pytest.mark.parametrize("error", [RuntimeError, OSError])
+def test_a_bare_asgi_apps_exception_is_the_servers_500(
+    error: type[Exception], serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """An ASGI app with no framework around it raises before responding: uvicorn answers with
+    its own 500 (also for an ``OSError``), while the span had no ``http.response.status_code``
+    and the metrics counted the request under an empty status, outside every 5xx panel."""
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        raise error("card service timed out")
+
+    registry = CollectorRegistry()
+    app = asgi.TracekitMiddleware(raw, registry=registry)
+    assert send(serve_asgi(app) + "/crash", []).status == 500
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.attributes.get("http.response.status_code") == 500
+    assert span.attributes.get("error.type") == error.__name__
+    assert [status for _, status, _ in _counted(registry)] == ["500"]
+
+
 async def _unavailable(request: Request, exc: Exception) -> PlainTextResponse:
     return PlainTextResponse("later", status_code=503)
 
