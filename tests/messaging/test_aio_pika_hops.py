@@ -530,6 +530,67 @@ def test_an_iterator_closed_with_its_channel_leaves_the_message_to_its_handler(
     assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
 
 
+def test_messages_prefetched_before_the_broker_closed_the_channel_still_reach_the_loop(
+    amqp_url, queue_name, spans
+) -> None:
+    """The broker closes a robust connection's channel (here for an ack of an unknown delivery
+    tag; a dropped connection does the same): aio-pika reopens it, and its queue iterator still
+    hands over the messages it had prefetched, whose ``channel`` now raises (their acks fail,
+    the broker delivers them again). Reading it for the span's broker address raised
+    ``ChannelInvalidStateError`` out of the app's ``async for``, ending its consumer."""
+    bodies: list[bytes] = []
+
+    async def run() -> None:
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            for n in range(3):
+                await channel.default_exchange.publish(aio_pika.Message(b"%d" % n), queue_name)
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    bodies.append(message.body)
+                    if len(bodies) == 1:
+                        await message.ack()
+                        await message.channel.basic_ack(9999)  # the broker closes the channel
+                        await asyncio.sleep(0.5)
+                    elif len(bodies) == 3:
+                        break
+
+    asyncio.run(asyncio.wait_for(run(), 20))
+    assert bodies == [b"0", b"1", b"2"]
+    consumers = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert [span.name for span in consumers] == [f"process {queue_name}"] * 3
+
+
+def test_a_message_got_before_the_broker_closed_the_channel_is_still_processed(
+    amqp_url, queue_name, spans
+) -> None:
+    """``message.process()`` of a message whose channel has closed since ``Queue.get``: its
+    block runs, and the ack that cannot be sent raises as it leaves (as without tracekit).
+    Reading the closed channel for the span raised at ``process()``, and the block never ran."""
+    ran: list[bool] = []
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            await channel.default_exchange.publish(aio_pika.Message(b"order"), queue_name)
+            message = await queue.get(timeout=5)
+            await message.channel.basic_ack(9999)  # the broker closes the channel
+            await asyncio.sleep(0.5)
+            with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+                async with message.process():
+                    ran.append(True)
+
+    asyncio.run(asyncio.wait_for(run(), 20))
+    assert ran == [True]
+    (consumer,) = _kind(spans.get_finished_spans(), SpanKind.CONSUMER)
+    assert consumer.name == f"process {queue_name}"
+    assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
+
+
 def test_messages_collected_from_an_iterator_are_handled_as_their_own(
     amqp_url, queue_name, spans
 ) -> None:

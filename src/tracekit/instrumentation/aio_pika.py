@@ -174,7 +174,7 @@ def _traced(destination: str, message: Any) -> messaging.Delivery:
         attributes=amqp.attributes_of(
             destination,
             getattr(message, "routing_key", None),
-            _server_of(getattr(message, "channel", None)),
+            _server_of(message),
             getattr(message, "delivery_tag", None),
             getattr(message, "correlation_id", None),
         ),
@@ -239,7 +239,7 @@ async def _traced_publish(
         attributes=amqp.attributes_of(
             destination,
             routing_key,
-            _server_of(getattr(instance, "channel", None)),
+            _server_of(instance),
             conversation_id=getattr(message, "correlation_id", None),
         ),
     ) as sent:
@@ -252,9 +252,13 @@ async def _traced_publish(
 _DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
 
 
-def _server_of(channel: object) -> tuple[str, int] | None:
-    """The broker ``channel`` is connected to, as its connection's URL names it: an aio-pika
-    ``Channel`` (an exchange's) or aiormq's (an incoming message's)."""
+def _server_of(owner: object) -> tuple[str, int] | None:
+    """The broker the channel of ``owner`` is connected to, as its connection's URL names it:
+    an exchange's aio-pika ``Channel``, or an incoming message's aiormq one."""
+    try:
+        channel = getattr(owner, "channel", None)
+    except Exception:  # a message fetched before its channel closed: ChannelInvalidStateError
+        return None  # (a robust connection hands over what it had prefetched, as without tracekit)
     try:
         connection = getattr(channel, "_connection", None) or getattr(channel, "connection", None)
         url = getattr(connection, "url", None)
