@@ -202,6 +202,27 @@ def test_a_service_without_versions_is_told_to_set_them(tmp_path: Path) -> None:
     )
 
 
+def test_a_version_stored_with_a_newline_is_the_version_typed(tmp_path: Path) -> None:
+    """Another SDK that reads its version from a VERSION file sends "1.1\\n". As found in
+    review: ``--canary 1.1`` (a newline cannot be typed) said "no requests of canary version 1.1",
+    exit 4, beside "versions of orders with requests in the window: 1.0, 1.1, 1.1"."""
+    path = tmp_path / "tracekit.db"
+    with Store(path) as writer:
+        writer.write_spans(requests("1.0", "/orders/{id}", 400, seed=1))
+        writer.write_spans(requests("1.1\n", "/orders/{id}", 200, seed=3, scale=1.5))
+        writer.write_spans(requests(" 1.1", "/orders/{id}", 200, seed=4, scale=1.5))
+
+    code, out, _ = run(path, "1.1", "--route", "/orders/{id}", "--format", "json")
+    document = json.loads(out)
+
+    assert (code, document["verdict"]) == (1, "fail")  # 1.5 times slower
+    assert document["canary"] == {"version": "1.1", "requests": 400}
+    versions = run(path, "2.0", "--format", "json")
+    assert json.loads(versions[1])["warnings"][-1] == (
+        "versions of orders with requests in the window: 1.0, 1.1"
+    )
+
+
 def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Path) -> None:
     versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
     missing = CliRunner().invoke(cli, [*versions, "--store", str(tmp_path / "none.db")])

@@ -174,16 +174,20 @@ def _string_ref(reader: StoreReader, value: str) -> int | None:
 
 
 def _resources_of(reader: StoreReader, versions: Sequence[str]) -> dict[int, str]:
-    """Resource id -> service.version, for the resources of the versions asked for."""
-    wanted = set(versions)
-    return {ref: version for ref, version in _resource_versions(reader) if version in wanted}
+    """Resource id -> the version asked for, for the resources of the versions asked for (both
+    read without the white space around them, see ``_resource_versions``)."""
+    wanted = {version.strip(): version for version in versions}
+    return {ref: wanted[found] for ref, found in _resource_versions(reader) if found in wanted}
 
 
 def _resource_versions(reader: StoreReader) -> Iterator[tuple[int, str | None]]:
-    """Each resource's id and service.version (None: none recorded)."""
+    """Each resource's id and service.version (None: none recorded), without the white space
+    around it: an SDK that read it from a file keeps its newline ("1.2.0\n"), which no one can
+    type as a version, and which would show as the version typed beside it."""
     for ref, text in reader.conn.execute("SELECT id, attributes FROM resources"):
         document = loads_list(text)
-        yield int(ref), document[1] if len(document) > 1 else None
+        version = document[1] if len(document) > 1 else None
+        yield int(ref), (version.strip() or None) if isinstance(version, str) else None
 
 
 def _resolve_routes(
