@@ -377,6 +377,25 @@ def test_a_set_of_one_request_is_said_in_the_singular(tmp_path: Path) -> None:
     ]
 
 
+def test_a_version_stored_with_a_newline_is_the_version_typed(tmp_path: Path) -> None:
+    """Another SDK that reads its version from a VERSION file sends "2\n" (a resource's
+    ``service.version`` too). As found in review: ``--b service.version=2`` (a typed value is
+    stripped) found no request of B, exit 3, the version's 20 requests 10 ms slower unseen."""
+    now = time.time_ns() - 60 * 10**9
+
+    def request(n: int) -> SpanRecord:
+        version = "2\n" if n % 2 else "1"
+        return api_entry(n, now + n * 10**7, 30 if n % 2 else 20, service_version=version,
+                         resource={"service.name": "api", "service.version": version})  # fmt: skip
+
+    code, out, err = diff_of(tmp_path, [request(n) for n in range(40)], *versions("1", "2"),
+                             "--format", "json")  # fmt: skip
+
+    assert (code, err) == (1, "")
+    assert isinstance(out, dict) and (out["a"]["requests"], out["b"]["requests"]) == (20, 20)
+    assert out["reasons"] == ["timing"]
+
+
 def test_a_change_under_one_percent_keeps_its_sign_and_size(tmp_path: Path) -> None:
     """Version 2 is 0.3 ms faster on 100 ms: "(-0.3%)" beside "-0.3 ms", not "(-0%)"."""
     now = time.time_ns() - 60 * 10**9

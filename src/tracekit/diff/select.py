@@ -57,17 +57,20 @@ class Selector:
 
 
 def _values(record: SpanRecord, key: str) -> set[str]:
-    """The attribute's value as typed on a command line: strings as they are, other values as
-    JSON (``true``, ``3``, ``["a"]``), as every other view of tracekit shows them."""
-    candidates = (record.resource.get(key), record.attributes.get(key))
-    found = {_as_typed(v) for v in candidates if v is not None}
-    if key == "service.version" and record.service_version is not None:
-        found.add(record.service_version)
-    return found
+    """The attribute's value as typed on a command line: strings without the white space around
+    them (which ``parse_match`` takes off what is typed: a version an SDK read from a file with
+    its newline is the version typed), other values as JSON (``true``, ``3``, ``["a"]``), as
+    every other view of tracekit shows them."""
+    candidates: list[object] = [record.resource.get(key), record.attributes.get(key)]
+    if key == "service.version":
+        candidates.append(record.service_version)
+    return {_as_typed(v) for v in candidates if v is not None}
 
 
 def _as_typed(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _routes(record: SpanRecord) -> set[str]:
