@@ -179,6 +179,9 @@ def test_both_tails_above_the_last_bucket_do_not_pass(
         {"metric": {"http_route": "/a", "le": "-1"}, "value": [1, "5"]},  # no duration is < 0
         {"metric": {"http_route": "/a", "le": "-Inf"}, "value": [1, "5"]},
         {"metric": {"http_route": "/a", "le": "1e308"}, "value": [1, "5"]},  # past any clock
+        {"metric": {"http_route": "/a", "le": "+Inf"}, "value": [1, "NaN"]},  # no count
+        {"metric": {"http_route": "/a", "le": "+Inf"}, "value": [1, "+Inf"]},
+        {"metric": {"http_route": "/a", "le": "+Inf"}, "value": [1, "-5"]},
     ],
     ids=[
         "list",
@@ -190,6 +193,9 @@ def test_both_tails_above_the_last_bucket_do_not_pass(
         "negative-le",
         "minus-infinite-le",
         "huge-le",
+        "nan-count",
+        "infinite-count",
+        "negative-count",
     ],
 )
 def test_a_malformed_answer_is_a_backend_error(answering: Callable[..., str], series: Any) -> None:
@@ -204,6 +210,29 @@ def test_a_malformed_answer_is_a_backend_error(answering: Callable[..., str], se
     assert (code, document) == (2, {})
     assert stderr.startswith("tracekit: Prometheus answered ")
     assert stderr.count("\n") == 1
+
+
+def test_a_count_of_failures_that_is_no_number_is_a_backend_error(
+    answering: Callable[..., str],
+) -> None:
+    """``increase()`` of a counter is never NaN. As found in review: the canary's count of
+    failed requests answered as NaN was read as 0, its failures unseen (0.00% errors, exit 4
+    here on coarse buckets); a NaN bucket, read as 0, moved its requests into the next one (on a
+    real Prometheus, a canary like its baseline read 1.41x slower, exit 1)."""
+
+    def respond(query: str) -> dict[str, Any]:
+        if " unless " in query or "messaging" in query:
+            return vector([])  # every series existed before the window
+        if "_bucket" in query:
+            return vector(buckets("/pay", [100, 300, 360, 360, 360, 360]))
+        failed = "NaN" if 'service_version="2.0"' in query else "0"
+        sample = {"metric": {"http_route": "/pay"}, "value": [1_700_000_000.0, failed]}
+        return {"status": "success", "data": {"resultType": "vector", "result": [sample]}}
+
+    code, document, stderr = canary(answering(respond))
+
+    assert (code, document) == (2, {})
+    assert stderr == "tracekit: Prometheus answered 'NaN' where a count of requests belongs\n"
 
 
 def test_series_without_a_route_are_the_unmatched_requests(

@@ -429,9 +429,14 @@ def _number(text: object) -> float | None:
 
 
 def _value(series: dict[str, Any]) -> float:
-    """The sample's value as a count: NaN, infinite and negative values count nothing."""
-    number = _number(series["value"][1])
-    return number if number is not None and math.isfinite(number) and number > 0 else 0.0
+    """The sample's value as a count. ``increase()`` of a counter is never NaN, infinite or
+    negative: such a value is a backend error. Read as 0, a NaN count of failed requests hid
+    them, and a NaN bucket moved its requests into the next, slower one."""
+    text = series["value"][1]
+    number = float(text)
+    if not (math.isfinite(number) and number >= 0):
+        raise BackendError(f"Prometheus answered {text[:20]!r} where a count of requests belongs")
+    return number
 
 
 def _string(value: str) -> str:
