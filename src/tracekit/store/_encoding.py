@@ -160,14 +160,15 @@ class StringResolver:
     def __init__(self) -> None:
         self._values: dict[int, str] = {}
 
-    def load(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-        """Fetch every id in ``ids`` not yet cached."""
-        missing = sorted({i for i in ids if i not in self._values})
+    def load(self, conn: sqlite3.Connection, ids: Iterable[object]) -> None:
+        """Fetch every id in ``ids`` not yet cached (ids that are not integers, from a row
+        another tool wrote, name no string)."""
+        missing = sorted({i for i in ids if type(i) is int and i not in self._values})
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT id, value FROM strings WHERE id IN ({marks})"  # noqa: S608 - only '?'
-            self._values.update(conn.execute(query, chunk).fetchall())
+            self._values.update((i, stored_text(v)) for i, v in conn.execute(query, chunk))
 
     def get(self, ref: int | None) -> str | None:
         """The string for ``ref`` (None for None or an id the table does not hold)."""
@@ -189,6 +190,16 @@ class StringResolver:
             else:
                 out[values.get(key_ref, "")] = value  # type: ignore[assignment]
         return out
+
+
+def stored_text(value: object) -> str:
+    """A column meant to hold text, as text: another tool may have written a blob (read as
+    UTF-8, U+FFFD for what is not) or a number there, which readers would fail on."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def attribute_refs(items: list[object]) -> Iterable[int]:

@@ -20,7 +20,7 @@ from tracekit.records import (
     SpanLink,
     SpanRecord,
 )
-from tracekit.store._encoding import StringResolver, attribute_refs
+from tracekit.store._encoding import StringResolver, attribute_refs, stored_text
 from tracekit.store._schema import has_table
 
 _SPAN_SELECT = (
@@ -133,6 +133,11 @@ _MAY_LAST = (
 )
 
 
+# An entry another tool's edit left without an id or a time to read is not listed (_is_span_row).
+_ENTRY_TYPES = (
+    "typeof(t.trace_id) = 'blob' AND length(t.trace_id) = 16 AND typeof(s.span_id) = 'blob'"
+    " AND typeof(s.start_ns) = 'integer'"
+)
 _CORRELATED = "s.correlation_ref = (SELECT id FROM correlations WHERE value = ?)"
 
 
@@ -185,7 +190,7 @@ class StoreReader:
             " LIMIT ?"
         )
         rows = self.conn.execute(query, (correlation_id, limit))
-        return [(trace_id.hex(), start) for trace_id, start in rows]
+        return [(trace_id.hex(), start) for trace_id, start in rows if _is_id(trace_id, 16)]
 
     def spans_by_trace_ids(self, trace_ids: Iterable[str], limit: int = -1) -> list[SpanRecord]:
         """Every span of the given traces (the first ``limit``, oldest first)."""
@@ -223,7 +228,11 @@ class StoreReader:
             " ORDER BY t.trace_id, c.span_id LIMIT ?"
         )
         rows = self.conn.execute(query, (*ids, limit)).fetchall()
-        return [(bytes(trace).hex(), bytes(span).hex()) for trace, span in rows]
+        return [
+            (trace.hex(), span.hex())
+            for trace, span in rows
+            if _is_id(trace, 16) and _is_id(span, 8)
+        ]
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces holding a span whose link points into any of ``trace_ids``."""
@@ -234,7 +243,7 @@ class StoreReader:
             "SELECT DISTINCT t.trace_id FROM links l JOIN traces t ON t.id = l.trace_ref"
             f" WHERE l.linked_trace_id IN ({marks(len(ids))})"
         )
-        return {row[0].hex() for row in self.conn.execute(query, ids)}
+        return {row[0].hex() for row in self.conn.execute(query, ids) if _is_id(row[0], 16)}
 
     def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
         """Spans with a link pointing at exactly this span (follow a link backwards)."""
@@ -318,7 +327,7 @@ class StoreReader:
         errors_only: bool,
     ) -> sqlite3.Cursor:
         """Entry points, newest root first (start, span row id), read as the cursor is."""
-        conditions: list[str] = [f"({_IS_ROOT} OR {_OPENS_A_ROOTLESS_TRACE})"]
+        conditions: list[str] = [_ENTRY_TYPES, f"({_IS_ROOT} OR {_OPENS_A_ROOTLESS_TRACE})"]
         params: list[object] = []
         if service is not None:
             conditions.append("s.service_ref = (SELECT id FROM strings WHERE value = ?)")
@@ -359,7 +368,7 @@ class StoreReader:
         if not refs:
             return {}
         query = f"SELECT id, value FROM correlations WHERE id IN ({marks(len(refs))})"
-        return dict(self.conn.execute(query, refs).fetchall())
+        return {ref: stored_text(value) for ref, value in self.conn.execute(query, refs)}
 
     def _summary(
         self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any]
@@ -377,6 +386,7 @@ class StoreReader:
         )
 
     def _spans(self, rows: list[Any]) -> list[SpanRecord]:
+        rows = [row for row in rows if _is_span_row(row)]
         decoded = [(row, loads_list(row[14]), _stored_events(row[15])) for row in rows]
         refs: list[int] = []
         for row, attributes, events in decoded:
@@ -411,6 +421,8 @@ class StoreReader:
         for trace_ref, span_id, linked_trace, linked_span, attributes in self.conn.execute(
             query, trace_refs
         ):
+            if not (_is_id(linked_trace, 16) and _is_id(linked_span, 8)):
+                continue
             out.setdefault((trace_ref, span_id), []).append(
                 (linked_trace, linked_span, loads_list(attributes))
             )
@@ -433,7 +445,7 @@ class StoreReader:
         decode = self.strings.decode
         attrs = decode(attributes)
         if row[11] is not None:
-            attrs[CORRELATION_ATTRIBUTE] = row[11]
+            attrs[CORRELATION_ATTRIBUTE] = stored_text(row[11])
         resource, version = self._resources.get(row[12], ({}, None))
         return SpanRecord(
             trace_id=row[1].hex(),
@@ -441,11 +453,11 @@ class StoreReader:
             parent_span_id=row[3].hex() if row[3] is not None else None,
             service=self.strings.get(row[4]) or "",
             name=self.strings.get(row[5]) or "",
-            kind=SPAN_KINDS[row[6]] if 0 <= row[6] < len(SPAN_KINDS) else "INTERNAL",
+            kind=_named(SPAN_KINDS, row[6], "INTERNAL"),
             start_unix_nano=row[7],
             end_unix_nano=row[7] + row[8],
-            status=STATUS_CODES[row[9]] if 0 <= row[9] < len(STATUS_CODES) else "UNSET",
-            status_message=row[10] or "",
+            status=_named(STATUS_CODES, row[9], "UNSET"),
+            status_message=stored_text(row[10]),
             attributes=attrs,
             links=[SpanLink(t.hex(), s.hex(), decode(a)) for t, s, a in links],
             events=[SpanEvent(e[1], e[0], decode(e[2])) for e in events],
@@ -455,6 +467,7 @@ class StoreReader:
         )
 
     def _logs(self, rows: list[Any]) -> list[LogRecordData]:
+        rows = [row for row in rows if _is_log_row(row)]
         decoded = [(row, loads_list(row[9])) for row in rows]
         refs: list[int] = []
         for row, attributes in decoded:
@@ -467,19 +480,53 @@ class StoreReader:
     def _log(self, row: Sequence[Any], attributes: list[object]) -> LogRecordData:
         attrs = self.strings.decode(attributes)
         if row[7] is not None:
-            attrs[CORRELATION_ATTRIBUTE] = row[7]
+            attrs[CORRELATION_ATTRIBUTE] = stored_text(row[7])
         resource, _ = self._resources.get(row[8], ({}, None))
         return LogRecordData(
             time_unix_nano=row[0],
             service=self.strings.get(row[1]) or "",
             severity_text=self.strings.get(row[2]) or "",
-            severity_number=row[3],
-            body=row[4],
+            severity_number=row[3] if type(row[3]) is int else 0,
+            body=stored_text(row[4]),
             trace_id=row[5].hex() if row[5] is not None else None,
             span_id=row[6].hex() if row[6] is not None else None,
             attributes=attrs,
             resource=dict(resource),
         )
+
+
+def _is_id(value: object, length: int) -> bool:
+    """Whether ``value`` is an id of ``length`` bytes, as the store writes ids."""
+    return isinstance(value, bytes) and len(value) == length
+
+
+def _is_span_row(row: Sequence[Any]) -> bool:
+    """Whether a span row holds its ids and times as the store writes them. Another tool's (or a
+    hand's) edit may have put text or a number there; such a row is left out, so that it does
+    not end the read of every other span of the request."""
+    parent = row[3]
+    return (
+        _is_id(row[1], 16)
+        and _is_id(row[2], 8)
+        and (parent is None or isinstance(parent, bytes))
+        and type(row[7]) is int
+        and type(row[8]) is int
+    )
+
+
+def _is_log_row(row: Sequence[Any]) -> bool:
+    """Whether a log row holds its time and ids as the store writes them (see _is_span_row)."""
+    trace, span = row[5], row[6]
+    return (
+        type(row[0]) is int
+        and (trace is None or _is_id(trace, 16))
+        and (span is None or _is_id(span, 8))
+    )
+
+
+def _named(names: Sequence[str], code: object, default: str) -> str:
+    """The name of an enum code (a span's kind or status), ``default`` for any other value."""
+    return names[code] if type(code) is int and 0 <= code < len(names) else default
 
 
 def _matches(
