@@ -69,7 +69,7 @@ def _escaped_unencodable(text: str, encoding: str | None) -> str:
 
     The codec finds them (a call per run of them, not per character: under an ascii stdout a
     call each made 2,000 spans named in CJK cost 1.8 GB and 38 s)."""
-    if encoding is None or text.isascii():
+    if encoding is None or (text.isascii() and _writes_ascii(encoding)):
         return text
     try:
         written = text.encode(encoding, _JSON_ESCAPES).decode(encoding)
@@ -82,6 +82,20 @@ def _escaped_unencodable(text: str, encoding: str | None) -> str:
         return written
     text = read_back_otherwise.sub(lambda match: _json_escape(match.group()), text)
     return text.encode(encoding, _JSON_ESCAPES).decode(encoding)
+
+
+@functools.cache
+def _writes_ascii(encoding: str) -> bool:
+    """Whether ``encoding`` writes every ASCII character (cp864, an Arabic code page, has no
+    '%': its byte 0x25 is the Arabic percent sign)."""
+    try:
+        _ASCII.encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+_ASCII = "".join(map(chr, range(128)))
 
 
 @functools.cache
@@ -108,6 +122,8 @@ def _json_escapes(error: UnicodeError) -> tuple[str, int]:
     if not isinstance(error, UnicodeEncodeError):
         raise error
     lacking = error.object[error.start : error.end]
+    if lacking.encode("ascii", "ignore"):  # ASCII lacking too (cp864's '%'): json.dumps keeps it
+        return "".join(map(_json_escape, lacking)), error.end
     return json.dumps(lacking)[1:-1], error.end  # as _json_escape writes them, in C
 
 

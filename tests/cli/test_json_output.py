@@ -156,3 +156,31 @@ def test_json_under_a_stdout_that_reads_a_character_back_as_another_decodes_to_t
     assert document["spans"][0]["name"] == name
     assert f"{name}¥" in strings(document["spans"][0])
     assert "日本" in result.stdout.decode(encoding)  # what the encoding writes stays readable
+
+
+@pytest.mark.parametrize(
+    "name", ["GET /stock 100%", "GET /stock 100% é ☕"], ids=["ascii", "mixed"]
+)
+@pytest.mark.parametrize("command", ["trace", "diff"])
+def test_json_under_a_stdout_without_an_ascii_character_decodes_to_the_data(
+    tmp_path: Path, name: str, command: str
+) -> None:
+    """cp864 (an Arabic code page) has no '%'. A span name holding one beside a character beyond
+    ASCII ended `trace --format json` with "internal error (UnicodeEncodeError: 'charmap' codec
+    can't encode character '\\x25' ...)", exit 2; in an ASCII name the '%' was printed as '?', a
+    name that is not the span's. It is written as its escape, as other lacking characters are."""
+    t = Topology("req-percent")
+    t.span("gateway", name, "SERVER", 0, 100, attrs={"note": name})
+    path = tmp_path / "tracekit.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    tracekit = str(Path(sys.executable).with_name("tracekit"))
+    requests = ["req-percent"] * (2 if command == "diff" else 1)
+    argv = [tracekit, command, *requests, "--store", str(path), "--format", "json"]
+    env = {**os.environ, "PYTHONIOENCODING": "cp864"}
+    result = subprocess.run(argv, capture_output=True, env=env, check=False)
+
+    assert (result.returncode, result.stderr) == (0, b"")
+    document = json.loads(result.stdout.decode("cp864"))
+    assert name in strings(document)
+    assert "\\u0025" in result.stdout.decode("cp864")
