@@ -511,3 +511,27 @@ def test_a_retry_slept_outside_urllib3_is_not_the_calls_pause(
     assert span.attributes["http.response.status_code"] == 200
     assert span.status.status_code is trace.StatusCode.UNSET, span.status.description
     assert (span.end_time - span.start_time) / 1e9 >= 0.2  # the hook ran inside the call
+
+
+@pytest.mark.parametrize("name", ["requests", "urllib3"])
+def test_retries_used_up_on_503s_leave_each_answer_on_its_span(
+    name: str,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """urllib3 gives up after its last retry is answered 503 (``MaxRetryError``; requests says
+    ``RetryError``): that request's span ended with the error alone, without the 503 it was
+    answered, as if the server had never answered it."""
+    called, base, _ = servers
+    retry = urllib3.Retry(total=1, status_forcelist=[503], backoff_factor=0)
+
+    with pytest.raises((urllib3.exceptions.MaxRetryError, requests.exceptions.RetryError)):
+        get_retrying(name, f"{base}/flaky", retry)
+
+    spans = in_order(wait_for_spans, 2)
+    assert [s.attributes.get(RESENDS) for s in spans] == [None, 1]
+    assert [s.attributes.get("http.response.status_code") for s in spans] == [503, 503]
+    assert [s.status.status_code for s in spans] == [trace.StatusCode.ERROR] * 2
+    assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]

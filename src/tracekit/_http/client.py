@@ -695,7 +695,8 @@ def _safe_end(
 def _safe_end_failed(call: ClientCall, error: BaseException) -> None:
     """End ``call`` by ``error``; by the response status when the error is only that status
     raised (``raise_for_status`` in a requests response hook or an httpx event hook): the server
-    answered, and the span says so, as without the hook."""
+    answered, and the span says so, as without the hook. An error after an answer (urllib3's
+    retries used up on a 503) leaves that answer's status on the span beside it."""
     try:
         status = error.response.status_code  # type: ignore[attr-defined]
     except Exception:  # no response, or an exception that cannot even say
@@ -703,7 +704,7 @@ def _safe_end_failed(call: ClientCall, error: BaseException) -> None:
     if type(status) is int and status >= 400:
         _safe_end(call, status)
     else:
-        _safe_end(call, None, error)
+        _safe_end(call, call.answer or None, error)
 
 
 def _safe_status(status_of: Callable[[R], Any], result: R) -> Any:

@@ -49,6 +49,7 @@ class Urllib3Instrumentor(Instrumentor):
         self.wrap(module.PoolManager, "urlopen", _traced_urlopen)
         self.wrap(module.HTTPConnectionPool, "urlopen", _traced_urlopen)
         self.wrap(sys.modules["urllib3.util.retry"].Retry, "sleep", _pausing)
+        self.wrap(sys.modules["urllib3.util.retry"].Retry, "increment", _giving_up)
 
 
 def _traced_urlopen(
@@ -130,6 +131,21 @@ def _pausing(
     if call is not None and history:
         end_answered(call.span, *_last_outcome(history))
     return wrapped(*args, **kwargs)
+
+
+def _giving_up(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Retry.increment(method, url, response, ...)``, which raises ``MaxRetryError`` when a
+    request answered with a status to retry was the last the ``Retry`` allows: urllib3 drains
+    and drops that answer, and the call ends with the error; its span keeps the status too."""
+    try:
+        return wrapped(*args, **kwargs)
+    except Exception:
+        response = args[2] if len(args) > 2 else kwargs.get("response")
+        if response is not None and _sending.get():
+            _answered(response)
+        raise
 
 
 def _last_outcome(history: Any) -> tuple[int | None, BaseException | None]:
