@@ -66,8 +66,8 @@ def serve() -> Iterator[object]:
 
 
 @pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1, made now."""
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """The key and the self-signed certificate (PEM files) of 127.0.0.1, made now."""
     need(shutil.which("openssl") is not None, "openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
@@ -76,6 +76,13 @@ def self_signed(tmp_path: Path) -> ssl.SSLContext:
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
+    return key, cert
+
+
+@pytest.fixture
+def self_signed(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1."""
+    key, cert = certificate
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
@@ -99,9 +106,13 @@ def grpc_refusing() -> Iterator[object]:
     """Start a gRPC server refusing every call with a status code; its port."""
     servers: list[grpc.Server] = []
 
-    def start(code: grpc.StatusCode) -> int:
+    def start(code: grpc.StatusCode, tls: tuple[Path, Path] | None = None) -> int:
         server = grpc.server(ThreadPoolExecutor(2), handlers=[_Refusing(code)])
-        port = server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            port = server.add_insecure_port("127.0.0.1:0")
+        else:
+            pair = [(tls[0].read_bytes(), tls[1].read_bytes())]
+            port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(pair))
         server.start()
         servers.append(server)
         return port
@@ -197,4 +208,31 @@ def test_a_grpc_refusal_says_its_status_without_the_servers_details(
     assert _warnings(endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc") == [
         f"tracekit: could not export spans to the OTLP endpoint {endpoint}: it answered"
         f" {code.name}; they are dropped until it takes them. {advice}"
+    ]
+
+
+def test_grpc_to_a_certificate_signed_by_no_known_ca_says_what_to_trust(
+    grpc_refusing: object, certificate: tuple[Path, Path]
+) -> None:
+    """gRPC's failed handshakes read "unreachable or refusing ... Start a collector there",
+    where the HTTP exporter's said what was wrong with the certificate."""
+    port = grpc_refusing(grpc.StatusCode.UNAUTHENTICATED, certificate)  # type: ignore[operator]
+    endpoint = f"https://127.0.0.1:{port}"
+    assert _warnings(endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc") == [
+        f"tracekit: could not export spans to the OTLP endpoint {endpoint}: its TLS certificate"
+        " was not accepted (self signed certificate); they are dropped until it is. Name the CA"
+        " that signed it in OTEL_EXPORTER_OTLP_CERTIFICATE."
+    ]
+
+
+def test_grpc_over_tls_to_a_plaintext_port_says_the_handshake_failed(
+    grpc_refusing: object,
+) -> None:
+    port = grpc_refusing(grpc.StatusCode.UNAUTHENTICATED)  # type: ignore[operator]
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "false"}
+    assert _warnings(endpoint, **env) == [
+        f"tracekit: could not export spans to the OTLP endpoint {endpoint}: the TLS handshake"
+        " failed (WRONG_VERSION_NUMBER); they are dropped until it succeeds. Does it serve gRPC"
+        " over TLS on that port?"
     ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import http
 import http.client
 import logging
+import re
 import ssl
 
 from tracekit._utf8 import escaped_line
@@ -38,7 +39,7 @@ def failure_of(record: logging.LogRecord, endpoint: str) -> str | None:
         (getattr(a, "name", None) for a in args if type(a).__name__ == "StatusCode"), None
     )
     if isinstance(grpc_status, str):
-        return _GRPC_FAILURES.get(grpc_status, "")
+        return _grpc_failure(grpc_status, args[-1])
     error = next((a for a in args if isinstance(a, BaseException)), None)
     return None if error is None else _connection_failure(error, endpoint)
 
@@ -54,6 +55,49 @@ _GRPC_FAILURES = {
         "UNIMPLEMENTED": "Is it an OTLP/gRPC endpoint (4317; OTLP/HTTP's is 4318)?",
     }.items()
 }
+
+
+# A channel that could not connect: gRPC core's own words (the call never reached a server),
+# then the last address's error, OpenSSL's reason among them for a failed handshake:
+# "...: Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL
+# routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: self signed certificate" (grpcio before
+# 1.60 wrote "Ssl handshake failed"; one built on OpenSSL, "SSL routines::certificate verify
+# failed").
+_GRPC_NOT_CONNECTED = "failed to connect to all addresses;"
+_GRPC_HANDSHAKE = re.compile(
+    r"handshake failed\b.*?SSL routines:[^:]*:([^:]+)(?::\s*([^:]*))?", re.I
+)
+_GRPC_WRONG_HOST = "Hostname Verification Check failed"
+_GRPC_UNKNOWN_SIGNER = ("self signed", "self-signed", "local issuer", "the first certificate")
+
+
+def _grpc_failure(code: str, details: object) -> str:
+    """The gRPC exporter's line: a status the server answered (its details, the server's
+    choice, left out), or, for a channel that could not connect, a TLS handshake that failed,
+    as gRPC core tells it in the details."""
+    if code != "UNAVAILABLE" or not str(details).startswith(_GRPC_NOT_CONNECTED):
+        return _GRPC_FAILURES.get(code, "")
+    if _GRPC_WRONG_HOST in str(details):
+        return _certificate_refused("hostname mismatch", unknown_signer=False)
+    handshake = _GRPC_HANDSHAKE.search(str(details))
+    if handshake is None:
+        return ""
+    reason, message = handshake.group(1).strip(), handshake.group(2) or ""
+    if reason.replace("_", " ").lower() == "certificate verify failed":  # BoringSSL's, OpenSSL's
+        unknown = any(words in message for words in _GRPC_UNKNOWN_SIGNER)
+        return _certificate_refused(_reason(message or reason), unknown_signer=unknown)
+    return _handshake_failed(_reason(reason), "Does it serve gRPC over TLS on that port?")
+
+
+def _certificate_refused(why: str, unknown_signer: bool) -> str:
+    dropped = f"its TLS certificate was not accepted ({why}); they are dropped until it is."
+    if unknown_signer:
+        return f"{dropped} Name the CA that signed it in OTEL_EXPORTER_OTLP_CERTIFICATE."
+    return f"{dropped} The endpoint must name a host it was issued for, and it must be valid."
+
+
+def _handshake_failed(why: str, question: str) -> str:
+    return f"the TLS handshake failed ({why}); they are dropped until it succeeds. {question}"
 
 
 def _status_failure(status: int) -> str:
@@ -77,16 +121,10 @@ def _connection_failure(error: BaseException, endpoint: str) -> str:
     tls = next((e for e in causes if isinstance(e, ssl.SSLError)), None)
     if isinstance(tls, ssl.SSLCertVerificationError):
         why = _reason(tls.verify_message or tls.reason or "not verified")
-        dropped = f"its TLS certificate was not accepted ({why}); they are dropped until it is."
-        if tls.verify_code in _UNKNOWN_SIGNER:
-            return f"{dropped} Name the CA that signed it in OTEL_EXPORTER_OTLP_CERTIFICATE."
-        return f"{dropped} The endpoint must name a host it was issued for, and it must be valid."
+        return _certificate_refused(why, tls.verify_code in _UNKNOWN_SIGNER)
     if tls is not None:
         why = _reason(tls.reason or type(tls).__name__)
-        return (
-            f"the TLS handshake failed ({why}); they are dropped until it succeeds."
-            " Does it serve HTTPS on that port?"
-        )
+        return _handshake_failed(why, "Does it serve HTTPS on that port?")
     closed = (ConnectionResetError, http.client.RemoteDisconnected)
     if endpoint.startswith("http://") and any(isinstance(e, closed) for e in causes):
         return (
