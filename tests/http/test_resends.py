@@ -535,3 +535,32 @@ def test_retries_used_up_on_503s_leave_each_answer_on_its_span(
     assert [s.attributes.get("http.response.status_code") for s in spans] == [503, 503]
     assert [s.status.status_code for s in spans] == [trace.StatusCode.ERROR] * 2
     assert [(tp, cid) for *_, tp, cid in called.seen] == [(traceparent_of(s), CID) for s in spans]
+
+
+@pytest.mark.parametrize(("path", "retry"), [("/to/302/1", None), ("/flaky", RETRY_503)])
+def test_a_requests_response_hook_runs_in_the_span_of_the_request_it_answers(
+    path: str,
+    retry: urllib3.Retry | None,
+    servers: tuple[Server, str, Server],
+    http_clients: None,
+    in_request: trace.Span,
+    wait_for_spans: Any,
+) -> None:
+    """A response hook of a redirect's request, or of the answer after urllib3's retries, ran
+    with the call's first span current (ended by then, answered 302 or 503): a hook's log lines
+    and calls went under a request that was not the one it was handed."""
+    _, base, _ = servers
+    seen: list[tuple[int, int]] = []
+
+    def note(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        current = trace.get_current_span().get_span_context().span_id
+        seen.append((response.status_code, current))
+
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=retry or 0))
+        assert session.get(base + path, hooks={"response": note}, timeout=10).status_code == 200
+
+    spans = in_order(wait_for_spans, 3)
+    hooked = spans if retry is None else spans[-1:]  # urllib3's retries run no hook
+    answers = [(s.attributes["http.response.status_code"], s.context.span_id) for s in hooked]
+    assert seen == answers

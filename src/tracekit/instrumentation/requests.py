@@ -8,10 +8,12 @@ from types import ModuleType
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from tracekit._http.client import (
     RedirectStep,
     call_resending,
+    current_call,
     note_answer,
     resend,
     run_traced,
@@ -31,6 +33,7 @@ class RequestsInstrumentor(Instrumentor):
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.Session, "send", _traced_send)
         self.wrap(module.SessionRedirectMixin, "rebuild_auth", _rebuild_auth)
+        self.wrap(module, "dispatch_hook", _hooks_in_request_span)
 
 
 def _traced_send(
@@ -137,3 +140,30 @@ def _rebuild_auth(
     except Exception as error:
         report_once("requests redirect", error)
     return result
+
+
+def _hooks_in_request_span(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """requests' ``dispatch_hook``, which runs the response hooks of each request sent: those
+    of a request sent again (a redirect followed, the answer after urllib3's retries) run
+    inside that request's span, as the first response's run inside the first's. (Before, the
+    first span, ended by then, was current: a hook's log lines and calls went under it.)"""
+    token = _enter_request_span()
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def _enter_request_span() -> object | None:
+    """Make the span of the call's request sent last current, unless it is; the token."""
+    try:
+        call = current_call()
+        if call is None or trace.get_current_span() is call.span:
+            return None
+        return otel_context.attach(trace.set_span_in_context(call.span))
+    except Exception as error:
+        report_once("requests response hooks", error)
+        return None
