@@ -11,7 +11,9 @@ Producer side::
 starts when the broker call returns) and writes into ``headers`` (any mutable mapping):
 ``traceparent``, ``tracestate``, ``baggage``, the correlation header (``x-correlation-id``, or the
 configured ``response_header`` in lower case) and ``tracekit-publish-time`` (unix nanoseconds,
-taken just before the broker call). ``inject(headers, ...)`` is the one-shot form for
+taken just before the broker call). Published outside any request, with no correlation ID of
+the caller's in the message, the message gets a new one of its own (nothing is made current).
+``inject(headers, ...)`` is the one-shot form for
 fire-and-forget publishing: it returns the headers with a zero-length PRODUCER span already ended.
 
 Consumer side::
@@ -53,6 +55,7 @@ from tracekit._messaging.consumer import (
     MessageRejected,
     Received,
     Target,
+    correlation_id_in,
     current_delivery,
     put_back_left,
     start_held,
@@ -60,6 +63,7 @@ from tracekit._messaging.consumer import (
 from tracekit._messaging.headers import (
     PUBLISH_TIME_HEADER,
     Headers,
+    Reading,
     drop_left_by_last_publish,
     drop_other_spellings,
     drop_replaced,
@@ -97,6 +101,11 @@ __all__ = [
     "publish",
     "publishing",
 ]
+
+# The caller's own message, where an integration sends tracekit's headers beside it (Kafka
+# headers, stream fields, SQS attributes, AMQP properties): its fields (a mapping or ``(key,
+# value)`` pairs; for a batch, a list of them) and correlation property, either None.
+CallersMessage = tuple[Any, object]
 
 # Set while a publish block runs, so an instrumented client below it does not publish twice.
 # (A context variable of its own: correlation-only mode then attaches no OpenTelemetry context.)
@@ -161,12 +170,14 @@ class Publishing:
     """
 
     __slots__ = (
-        "_call", "_ended", "_fresh", "_kept_open", "_publication", "_settled_later", "_started"
+        "_call", "_callers", "_ended", "_fresh", "_kept_open", "_publication", "_settled_later",
+        "_started",
     )  # fmt: skip
 
     def __init__(self, *call: Any) -> None:
         self._call = call
         self._fresh = False  # see _publish_own
+        self._callers: CallersMessage | None = None  # see _beside
         self._publication: Publication | None = None
         self._started: _Started | None = None
         self._kept_open = False
@@ -180,7 +191,7 @@ class Publishing:
         if _publishing_now.get() or instrumentation_suppressed(context=ctx):
             return Publication()
         try:
-            publication, started = _start_publish(ctx, self._fresh, *self._call)
+            publication, started = _start_publish(ctx, self._fresh, self._callers, *self._call)
         except Exception as error:
             report_once("messaging publish start", error)
             return Publication()
@@ -204,6 +215,13 @@ class Publishing:
                 publication._handed_over = (time.time_ns(), perf_counter())
             return
         self.end(error)
+
+    def _beside(self, fields: Any, correlation_property: object = None) -> Publishing:
+        """For an integration that sends ``headers`` beside the caller's own message fields:
+        a correlation ID the caller put there (or in ``correlation_property``) is the message's
+        when none is current, and no new one is made for it (see ``_write_headers``)."""
+        self._callers = (fields, correlation_property)
+        return self
 
     def keep_open(self) -> None:
         """Inside the block: the client only queued the message (a Redis pipeline), so the
@@ -257,36 +275,46 @@ def _publish_own(
     destination: str,
     message_id: object,
     attributes: Mapping[str, Any] | None,
+    correlation_property: object = None,
 ) -> Publishing:
     """``publish`` for an integration that made ``headers`` itself for this message (pika
     copies the caller's properties): since no caller holds the dict to publish with again,
-    nothing of an earlier publish is looked for in it, nor remembered for the next."""
+    nothing of an earlier publish is looked for in it, nor remembered for the next.
+    ``correlation_property``: the message's own (see ``Publishing._beside``)."""
     publishing = Publishing(
         headers, system, destination, message_id, "send", attributes, None, None
     )
     publishing._fresh = True
-    return publishing
+    return publishing._beside(None, correlation_property)
 
 
-def _publish_alone(headers: MutableMapping[str, Any]) -> _PublishingAlone | None:
+def _publish_alone(
+    headers: MutableMapping[str, Any], callers: CallersMessage | None = None
+) -> _PublishingAlone | None:
     """``publish`` in correlation-only mode, for an integration that made ``headers`` itself
     for this message (pika copies the caller's properties): no span or metrics, and since no
     caller holds the dict to publish with again, nothing to look for in it or remember for
-    next time. None in full mode, or when the options cannot be read: use ``publish``."""
+    next time. None in full mode, or when the options cannot be read: use ``publish``.
+    ``callers``: the caller's own message, as ``Publishing._beside`` takes it."""
     try:
         options = _state.current_options()
     except Exception:  # (publish reports it)
         return None
-    return _PublishingAlone(headers, options) if options.correlation_only else None
+    return _PublishingAlone(headers, options, callers) if options.correlation_only else None
 
 
 class _PublishingAlone:
     """What ``_publish_alone`` returns: ``with`` it around the broker call."""
 
-    __slots__ = ("_headers", "_options", "_token")
+    __slots__ = ("_callers", "_headers", "_options", "_token")
 
-    def __init__(self, headers: MutableMapping[str, Any], options: config.Options) -> None:
-        self._headers, self._options = headers, options
+    def __init__(
+        self,
+        headers: MutableMapping[str, Any],
+        options: config.Options,
+        callers: CallersMessage | None,
+    ) -> None:
+        self._headers, self._options, self._callers = headers, options, callers
         self._token: Token[bool] | None = None
 
     def __enter__(self) -> None:
@@ -296,7 +324,7 @@ class _PublishingAlone:
         if instrumentation_suppressed(context=ctx):
             return
         try:
-            _write_headers(self._headers, ctx, self._options, fresh=True)
+            _write_headers(self._headers, ctx, self._options, fresh=True, callers=self._callers)
         except Exception as error:
             report_once("messaging publish start", error)
             return
@@ -373,6 +401,7 @@ def _leave_block(started: _Started) -> None:
 def _start_publish(
     ctx: otel_context.Context,
     fresh: bool,
+    callers: CallersMessage | None,
     headers: MutableMapping[str, Any],
     system: str,
     destination: str,
@@ -384,7 +413,7 @@ def _start_publish(
 ) -> tuple[Publication, _Started]:
     opts = _state.current_options()
     if opts.correlation_only:  # no span: the context stays as it is, and writes the headers
-        _write_headers(headers, ctx, opts, fresh=fresh)
+        _write_headers(headers, ctx, opts, fresh=fresh, callers=callers)
         return Publication(), _Started(None, _publishing_now.set(True), opts)
     span_attributes = base_attributes(
         system, destination, "send", operation_name, message_id, attributes
@@ -400,7 +429,10 @@ def _start_publish(
     )
     # One new Context holding the span (as trace.set_span_in_context would).
     inside = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
-    _write_headers(headers, inside, opts, fresh=fresh, known=(span.get_span_context(), cid))
+    known = (span.get_span_context(), cid)
+    sent = _write_headers(headers, inside, opts, fresh=fresh, known=known, callers=callers)
+    if cid is None and sent is not None:  # the message's own ID, made or the caller's
+        span.set_attribute(semconv.CORRELATION_ID, sent)
     token = otel_context.attach(inside)
     return Publication(span), _Started(token, _publishing_now.set(True), opts)
 
@@ -412,12 +444,18 @@ def _write_headers(
     *,
     fresh: bool = False,
     known: tuple[SpanContext, str | None] | None = None,
-) -> None:
-    """Write the hop's headers into ``headers``. ``fresh``: a dict the integration made for
-    this message alone (pika copies the caller's), which no caller publishes with again, so
-    nothing of an earlier publish is looked for in it or remembered for the next. ``known``:
-    the context of the span ``ctx`` holds, and the correlation ID to send (a publish started
-    them): not looked up again."""
+    callers: CallersMessage | None = None,
+) -> str | None:
+    """Write the hop's headers into ``headers`` and return the message's correlation ID.
+    ``fresh``: a dict the integration made for this message alone (pika copies the caller's),
+    which no caller publishes with again, so nothing of an earlier publish is looked for in it
+    or remembered for the next. ``known``: the context of the span ``ctx`` holds, and the
+    correlation ID to send (a publish started them): not looked up again. ``callers``: the
+    caller's own message beside ``headers`` (``Publishing._beside``).
+
+    Published outside any request (a script, a cron job), with no ID of the caller's in the
+    message either, the message gets a new correlation ID of its own: every delivery of it,
+    redeliveries included, and all that follows then share one ID. Nothing is made current."""
     reading = reading_for(opts)
     # Other spellings of tracekit's headers are the caller's: in headers of tracekit's alone
     # (the usual message, which came with none) there are none to look for.
@@ -430,14 +468,44 @@ def _write_headers(
     # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
     callers_left = tuple(map(headers.get, reading.left)) if remembered else ()
     if known is None:
-        reading.propagator.inject(headers, ctx)
+        in_context = propagation.CURRENT_SPAN_KEY in ctx  # (none in correlation-only mode)
+        span_context = trace.get_current_span(ctx).get_span_context() if in_context else None
+        cid = correlation.correlation_id_for(ctx)
     else:
-        reading.propagator._inject_known(headers, ctx, *known)
+        span_context, cid = known
+    message_id = cid
+    if cid is None:  # outside any request: the caller's own ID in the message, else a new one
+        message_id = _callers_correlation_id(headers if callers_headers else None, callers, reading)
+        if message_id is None:
+            cid = message_id = correlation.new_correlation_id()
+    reading.propagator._inject_known(headers, ctx, span_context, cid)
     stamp = headers[PUBLISH_TIME_HEADER] = str(time.time_ns())
     if not fresh:
         remember_left(headers, stamp, reading.left, callers_left)
     if callers_headers or reading.written_twice:
         drop_other_spellings(headers, reading.written)
+    return message_id
+
+
+def _callers_correlation_id(
+    headers: MutableMapping[str, Any] | None, callers: CallersMessage | None, reading: Reading
+) -> str | None:
+    """A correlation ID the caller put in the message itself (its headers, or beside them:
+    ``callers``), which its consumer will take; for a batch, the first entry's that has one."""
+    found = correlation_id_in(headers, None, reading) if headers else None
+    if found is not None or callers is None:
+        return found
+    fields, prop = callers
+    batch = fields if isinstance(fields, list) and all(map(_is_mapping, fields)) else [fields]
+    for entry in batch:
+        found = correlation_id_in(entry, prop, reading)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_mapping(value: object) -> bool:
+    return isinstance(value, Mapping)
 
 
 def _end_publish(

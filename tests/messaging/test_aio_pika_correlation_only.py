@@ -135,8 +135,9 @@ def test_a_message_published_outside_a_request_starts_an_id_of_its_own(
     _run(amqp_url, lambda ch: _publish_as(ch, queue_name, aio_pika.Message(b"x"), None))
 
     (seen,) = _received(amqp_url, queue_name, 1)
-    assert sorted(seen["message"].headers) == ["tracekit-publish-time"]
-    assert correlation.is_valid(seen["id"])
+    headers = seen["message"].headers
+    assert sorted(headers) == ["baggage", "tracekit-publish-time", "x-correlation-id"]
+    assert correlation.is_valid(seen["id"]) and headers["x-correlation-id"] == seen["id"]
     assert spans.get_finished_spans() == ()
 
 

@@ -484,7 +484,10 @@ def test_a_reused_headers_dict_carries_no_correlation_id_or_baggage_of_the_messa
 
     messaging.inject(headers, system="test", destination="out")  # a background job: no request
 
-    assert "x-correlation-id" not in headers and "baggage" not in headers
+    # (a message of its own: a new correlation ID, and no baggage of the request's)
+    new_id = headers["x-correlation-id"]
+    assert new_id != "order-1" and correlation.is_valid(new_id)
+    assert headers["baggage"] == f"correlation.id={new_id}"
     assert headers["x-app"] == "kept"
 
 

@@ -90,8 +90,10 @@ def test_a_message_published_outside_a_request_starts_an_id_of_its_own(
     connection.close()
 
     (message,) = _received(amqp_url, queue_name, 1)
-    assert sorted(message["headers"]) == ["tracekit-publish-time"]
-    assert correlation.is_valid(message["id"])
+    headers = message["headers"]
+    assert sorted(headers) == ["baggage", "tracekit-publish-time", "x-correlation-id"]
+    assert correlation.is_valid(message["id"]) and headers["x-correlation-id"] == message["id"]
+    assert headers["baggage"] == f"correlation.id={message['id']}"
     assert spans.get_finished_spans() == ()
 
 

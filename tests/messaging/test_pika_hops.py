@@ -1198,3 +1198,48 @@ def test_a_routing_key_or_exchange_pika_refuses_is_refused_as_without_tracekit(
     for span in spans.get_finished_spans():
         routed = (span.attributes or {}).get("messaging.rabbitmq.destination.routing_key")
         assert routed in (None, "orders")
+
+
+def test_a_message_published_outside_a_request_keeps_one_id_when_redelivered(
+    amqp_url, queue_name, spans
+) -> None:
+    """A script publishes with no correlation ID current; its worker nacks the message once
+    and gets it again. Each delivery made an ID of its own, so ``tracekit trace`` showed one
+    of the two; now both, and the PRODUCER span, carry the message's own ID."""
+    import tracekit
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"job")
+    assert tracekit.correlation_id() is None
+    ids = []
+    for _ in range(2):
+        method, _, _ = channel.basic_get(queue_name)
+        ids.append(tracekit.correlation_id())
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    channel.close()
+    connection.close()
+
+    (sent,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert ids[0] is not None and ids == [ids[0], ids[0]]
+    assert sent.attributes["correlation.id"] == ids[0]
+
+
+def test_a_correlation_property_outside_a_request_stays_the_messages_id(
+    amqp_url, queue_name, spans
+) -> None:
+    """An RPC client sets AMQP's ``correlation_id`` outside any request: that is the message's
+    ID; no new one is made over it."""
+    import tracekit
+
+    connection = _connection(amqp_url)
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"x", pika.BasicProperties(correlation_id="rpc-5"))
+    _, properties, _ = channel.basic_get(queue_name, auto_ack=True)
+    handled = tracekit.correlation_id()
+    channel.close()
+    connection.close()
+
+    assert handled == "rpc-5" and "x-correlation-id" not in properties.headers
+    (sent,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert sent.attributes["correlation.id"] == "rpc-5"

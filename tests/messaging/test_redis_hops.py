@@ -910,3 +910,54 @@ def test_a_batch_links_no_span_made_up_for_a_b3_denial(client, spans, monkeypatc
     assert [(link.context.trace_id, link.context.span_id) for link in consumer.links] == [
         (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7)
     ]
+
+
+@pytest.mark.parametrize("mode", ["full", "correlation"])
+def test_an_entry_added_outside_a_request_keeps_one_id_through_every_redelivery(
+    client, spans, mode, monkeypatch
+) -> None:
+    """A cron job XADDs with no correlation ID current: each delivery of the entry (read,
+    pending re-read, XAUTOCLAIM twice) made an ID of its own, so ``tracekit trace`` showed one
+    delivery, and in correlation-only mode nothing linked them. The entry now carries an ID of
+    its own; the job's next entry another; and the job itself still has none current."""
+    monkeypatch.setenv("TRACEKIT_MODE", mode)
+    stream = f"jobs-{uuid.uuid4().hex[:8]}"
+    client.xgroup_create(stream, "workers", id="0", mkstream=True)
+    client.xadd(stream, {"job": "1"})
+    client.xadd(stream, {"job": "2"})
+    assert tracekit.correlation_id() is None
+
+    seen: dict[bytes, list[str | None]] = {b"1": [], b"2": []}
+
+    def handle(reply: Any, named: str | None = None) -> None:
+        for name, entry_id, fields in traced_redis.entries(reply, named):
+            with traced_redis.consume_entry(name, entry_id, fields):
+                seen[fields[b"job"]].append(tracekit.correlation_id())
+
+    handle(client.xreadgroup("workers", "w1", {stream: ">"}))
+    handle(client.xreadgroup("workers", "w1", {stream: "0"}))  # its pending entries again
+    handle(client.xautoclaim(stream, "workers", "w2", 0, "0-0"), stream)
+    handle(client.xautoclaim(stream, "workers", "w3", 0, "0-0"), stream)
+    client.delete(stream)
+
+    first, second = seen[b"1"], seen[b"2"]
+    assert len(first) == len(second) == 4
+    assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] != second[0]
+    assert all(tracekit.correlation.is_valid(cid) for cid in (first[0], second[0]))
+    if mode == "full":
+        sent = _kind(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+        assert [s.attributes["correlation.id"] for s in sent] == [first[0], second[0]]
+
+
+def test_an_entry_with_a_correlation_id_field_of_its_own_keeps_it(client, spans) -> None:
+    """Outside a request, an entry's own ``correlation_id`` field is its ID: no new one
+    is made over it."""
+    stream = f"jobs-{uuid.uuid4().hex[:8]}"
+    client.xadd(stream, {"job": "1", "correlation_id": "nightly-7"})
+    ((_, entry_id, fields),) = traced_redis.entries(client.xrange(stream), stream)
+    with traced_redis.consume_entry(stream, entry_id, fields):
+        handled = tracekit.correlation_id()
+    client.delete(stream)
+    assert handled == "nightly-7" and b"x-correlation-id" not in fields
+    (sent,) = _kind(list(spans.get_finished_spans()), SpanKind.PRODUCER)
+    assert sent.attributes["correlation.id"] == "nightly-7"

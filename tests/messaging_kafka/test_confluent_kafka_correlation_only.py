@@ -109,9 +109,10 @@ def test_a_record_produced_outside_a_request_starts_an_id_of_its_own(
     reported = _produced_as(kafka_bootstrap, topic, None)
     headers, inside = _polled(kafka_bootstrap, topic)
 
-    assert sorted(headers) == ["tracekit-publish-time"]
+    assert sorted(headers) == ["baggage", "tracekit-publish-time", "x-correlation-id"]
     assert tracekit.correlation.is_valid(inside)
-    assert reported == [(None, None)]
+    assert headers["x-correlation-id"] == inside.encode()  # the record's own, not the poll's
+    assert reported == [(None, None)]  # (nothing made current where it was produced)
     assert spans.get_finished_spans() == ()
 
 

@@ -1006,3 +1006,30 @@ def test_a_consumer_dropped_without_close_ends_its_span(
     assert idle.poll(0) is None  # the worker's next fetch (assigned nothing: no message)
     idle.close()
     one(list(spans.get_finished_spans()), SpanKind.CONSUMER, f"process {topic}")
+
+
+def test_a_record_produced_outside_a_request_keeps_one_id_when_read_again(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A script produces with no correlation ID current, and the record is read twice (a
+    consumer restarted before committing): each read made an ID of its own. Now both, and the
+    PRODUCER span, carry the record's own ID; the script still has none current."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(topic, b"job", partition=0)
+    producer.produce(topic, b"job", partition=0, headers=[("X-Correlation-ID", b"nightly-3")])
+    producer.flush(10)
+    assert tracekit.correlation_id() is None
+    ids = []
+    for _ in range(2):
+        cc = consumer(kafka_bootstrap, topic)
+        poll_one(cc)
+        ids.append(tracekit.correlation_id())
+        poll_one(cc)
+        ids.append(tracekit.correlation_id())
+        cc.close()
+    sent = sorted(
+        (s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER),
+        key=lambda s: s.start_time or 0,
+    )
+    assert ids[0] is not None and ids == [ids[0], "nightly-3", ids[0], "nightly-3"]
+    assert [s.attributes["correlation.id"] for s in sent] == [ids[0], "nightly-3"]

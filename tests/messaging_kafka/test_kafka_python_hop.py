@@ -571,3 +571,29 @@ def test_a_consumer_collected_in_another_thread_does_not_send_its_id_on(
     assert next_job.parent is None
     assert next_job.context.trace_id != order.context.trace_id
     assert (next_job.attributes or {}).get("correlation.id") != cid
+
+
+def test_a_record_sent_outside_a_request_keeps_one_id_when_read_again(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A script sends with no correlation ID current, and the record is read twice (a consumer
+    restarted before committing): each read made an ID of its own. Now both, and the PRODUCER
+    span, carry the record's own ID; a caller's own ``X-Correlation-ID`` header is kept."""
+    kp = producer(kafka_bootstrap)
+    kp.send(topic, b"job", partition=0).get(timeout=10)
+    kp.send(topic, b"job", partition=0, headers=[("X-Correlation-ID", b"nightly-3")]).get(10)
+    kp.close()
+    assert tracekit.correlation_id() is None
+    ids = []
+    for _ in range(2):
+        kc = consumer(kafka_bootstrap, topic)
+        for _ in range(2):
+            next(kc)
+            ids.append(tracekit.correlation_id())
+        kc.close()
+    sent = sorted(
+        (s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER),
+        key=lambda s: s.start_time or 0,
+    )
+    assert ids[0] is not None and ids == [ids[0], "nightly-3", ids[0], "nightly-3"]
+    assert [s.attributes["correlation.id"] for s in sent] == [ids[0], "nightly-3"]

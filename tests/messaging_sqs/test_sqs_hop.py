@@ -801,3 +801,21 @@ def test_a_sent_timestamp_that_is_no_number_loses_no_trace_context() -> None:
     }  # fmt: skip
 
     assert tracekit.sqs.headers_of(message) == {"traceparent": traceparent}
+
+
+def test_a_message_sent_outside_a_request_keeps_one_id_when_received_again(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """A script sends with no correlation ID current; the worker lets the message become
+    visible again and receives it a second time: each receive made an ID of its own. Now both,
+    and the PRODUCER span, carry the message's own ID."""
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="job")
+    assert tracekit.correlation_id() is None
+    ids = []
+    for _ in range(2):
+        [message] = receive(sqs_client, queue_url, VisibilityTimeout=0)
+        with tracekit.sqs.consume(message, queue=queue_url):
+            ids.append(tracekit.correlation_id())
+    (sent,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert ids[0] is not None and ids == [ids[0], ids[0]]
+    assert sent.attributes is not None and sent.attributes["correlation.id"] == ids[0]

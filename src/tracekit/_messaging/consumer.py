@@ -598,6 +598,11 @@ def _warn_unusable_traceparent(
         _message_headers.bad_header.warn(propagation.TRACEPARENT, "malformed")
 
 
+def correlation_id_in(headers: Headers | None, prop: object, reading: Reading) -> str | None:
+    """The correlation ID a message's headers or property carry, as its consumer will read it."""
+    return _correlation_from(_message_headers.read(headers, reading.limits), reading, prop)
+
+
 def _correlation_from(
     fields: _message_headers.Fields, reading: Reading, prop: object
 ) -> str | None:

@@ -67,13 +67,15 @@ def traced_send(
     if not isinstance(topic, str) or messaging.publishing():
         return send(*args, **kwargs)
     carrier: dict[str, str] = {}
-    alone = messaging._publish_alone(carrier)  # a dict of tracekit's own, for this record alone
+    callers = (_given_headers(args, kwargs, headers_position), None)
+    alone = messaging._publish_alone(carrier, callers)  # tracekit's own dict, for this record
     if alone is not None:  # (no span: no delivery report to wait for)
         with alone:
             args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
             return send(*args, **kwargs)
     attributes = _record_attributes(args, kwargs, partition_position, value_sent_as_given)
     publishing = messaging.publish(carrier, system=SYSTEM, destination=topic, attributes=attributes)
+    publishing._beside(*callers)
     with publishing as sent:
         args, kwargs = _carrying(args, kwargs, carrier, headers_position, limit)
         if settle is not None and sent.span is not None:
@@ -297,6 +299,13 @@ def _headers_size(given: object) -> int | None:
             return None
         size += name + value + _HEADER_OVERHEAD
     return size
+
+
+def _given_headers(args: tuple[Any, ...], kwargs: dict[str, Any], position: int | None) -> object:
+    """The record headers the caller passed, if any (None: the format has none)."""
+    if position is None:
+        return None
+    return args[position] if len(args) > position else kwargs.get("headers")
 
 
 def _with_headers(

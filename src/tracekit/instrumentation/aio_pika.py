@@ -225,13 +225,14 @@ async def _traced_publish(
         args = (own, *args[1:])
     else:
         kwargs = {**kwargs, "message": own}
-    alone = messaging._publish_alone(own.headers)  # the headers are a copy: see _own_copy
+    prop = messaging.correlation_property_of(own)  # the message's ID outside a request
+    alone = messaging._publish_alone(own.headers, (None, prop))  # (a copy: see _own_copy)
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return await wrapped(*args, **kwargs)
     routing_key = amqp.given_name(args[1] if len(args) > 1 else kwargs.get("routing_key", ""))
     destination = amqp.destination_of(amqp.given_name(getattr(instance, "name", "")) or routing_key)
-    with messaging.publish(
+    publishing = messaging.publish(
         own.headers,
         system=SYSTEM,
         destination=destination,
@@ -242,7 +243,8 @@ async def _traced_publish(
             _server_of(instance),
             conversation_id=getattr(message, "correlation_id", None),
         ),
-    ) as sent:
+    )
+    with publishing._beside(None, prop) as sent:
         result = await wrapped(*args, **kwargs)
         _note_returned(sent, result)
         return result

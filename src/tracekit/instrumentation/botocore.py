@@ -94,7 +94,8 @@ def _send_one(
     if destination is None:
         return call(params)
     carrier: dict[str, str] = {}
-    with messaging.publish(carrier, system=how.system, destination=destination) as sent:
+    publishing = messaging.publish(carrier, system=how.system, destination=destination)
+    with publishing._beside(_callers_attributes(params)) as sent:
         result = call(_with_attributes(params, carrier, how))
         if isinstance(result, dict):
             sent.set_message_id(result.get("MessageId"))
@@ -112,9 +113,10 @@ def _send_batch(
         return call(params)
     carrier: dict[str, str] = {}
     count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
-    with messaging.publish(
+    publishing = messaging.publish(
         carrier, system=how.system, destination=destination, attributes=count
-    ) as sent:
+    )
+    with publishing._beside([_callers_attributes(entry) for entry in entries]) as sent:
         traced = [_with_attributes(entry, carrier, how) for entry in entries]
         if _pushed_over(_batch_size(traced, how), lambda: _batch_size(entries, how)):
             # SQS and SNS bound a batch's total by the same size as one message
@@ -169,6 +171,14 @@ def _batch_size(entries: Sequence[Any], how: _Sending) -> int:
 
 def _size_of(message: dict[str, Any], how: _Sending) -> int:
     return sqs.message_size(message.get(how.body), message.get("MessageAttributes"))
+
+
+def _callers_attributes(message: object) -> dict[str, str]:
+    """The text attributes the caller gave a message (params or a batch entry): a correlation
+    ID of its own there is the message's outside a request."""
+    if not isinstance(message, dict):
+        return {}
+    return sqs.headers_of({"MessageAttributes": message.get("MessageAttributes")})
 
 
 def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> Any:

@@ -283,7 +283,7 @@ def _before_publish(
         destination=queue,
         message_id=task.get("id"),  # the task id, as on the CONSUMER span
         attributes=_task(sender),
-    )
+    )._beside(headers)  # a caller's own X-Correlation-ID there is the task's outside a request
     publishing.__enter__()
     sending = _sending.get()
     if sending is None:  # not under send_task: a span that ends at once, as inject's

@@ -196,7 +196,7 @@ def _traced_xadd(
     if not isinstance(fields, dict) or not fields or messaging.publishing():
         return wrapped(*args, **kwargs)
     if _idempotent_by_fields(idmpauto_at, args, kwargs):
-        return _published(instance, _text(name), lambda _headers: wrapped(*args, **kwargs))
+        return _published(instance, _text(name), lambda _headers: wrapped(*args, **kwargs), fields)
 
     def send(headers: Mapping[str, Any]) -> Any:
         # No headers: tracekit could not start this publish (reported once): the caller's entry
@@ -205,7 +205,7 @@ def _traced_xadd(
             return wrapped(args[0], traced_fields, *args[2:], **kwargs)
         return wrapped(*args, **{**kwargs, "fields": traced_fields})
 
-    return _published(instance, _text(name), send)
+    return _published(instance, _text(name), send, fields)
 
 
 def _idempotent_by_fields(
@@ -278,7 +278,12 @@ def _published_by_host_library() -> bool:
     return False
 
 
-def _published(client: Any, destination: str, send: Callable[[Mapping[str, Any]], Any]) -> Any:
+def _published(
+    client: Any,
+    destination: str,
+    send: Callable[[Mapping[str, Any]], Any],
+    fields: Mapping[Any, Any] | None = None,
+) -> Any:
     """``send(headers)`` inside a publish block: now, or on asyncio clients when awaited.
 
     An asyncio command runs in whichever task awaits it, so the block is entered there: entered
@@ -287,9 +292,9 @@ def _published(client: Any, destination: str, send: Callable[[Mapping[str, Any]]
     before that await.)
     """
     if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
-        return _published_when_awaited(destination, send)
+        return _published_when_awaited(destination, send, fields)
     headers: dict[str, Any] = {}
-    publishing = messaging.publish(headers, system=SYSTEM, destination=destination)
+    publishing = _publish(headers, destination, fields)
     with publishing as sent:
         result = send(headers)
         if result is client:  # a pipeline queued the command: it is sent by execute()
@@ -453,11 +458,22 @@ def _traced_reset(
     return wrapped(*args, **kwargs)
 
 
+def _publish(
+    headers: dict[str, Any], destination: str, fields: Mapping[Any, Any] | None
+) -> messaging.Publishing:
+    """The publish of a stream entry (``fields``, the caller's: its own correlation ID there,
+    or in its ``correlation_id`` field, is the entry's outside a request) or of a message."""
+    publishing = messaging.publish(headers, system=SYSTEM, destination=destination)
+    if fields is None:
+        return publishing
+    return publishing._beside(fields, messaging.correlation_property_of(fields))
+
+
 async def _published_when_awaited(
-    destination: str, send: Callable[[Mapping[str, Any]], Any]
+    destination: str, send: Callable[[Mapping[str, Any]], Any], fields: Mapping[Any, Any] | None
 ) -> Any:
     headers: dict[str, Any] = {}
-    with messaging.publish(headers, system=SYSTEM, destination=destination) as sent:
+    with _publish(headers, destination, fields) as sent:
         result = await send(headers)
         _record_entry_id(sent, result)
     return result
