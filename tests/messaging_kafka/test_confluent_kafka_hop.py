@@ -19,7 +19,14 @@ import confluent_kafka
 import prometheus_client
 import pytest
 from conditions import wait_for
-from hopscene import check_batch, check_failure_past_the_bound, check_hop, one, start_scene
+from hopscene import (
+    check_batch,
+    check_failure_past_the_bound,
+    check_hop,
+    check_wait_within,
+    one,
+    start_scene,
+)
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -1033,3 +1040,33 @@ def test_a_record_produced_outside_a_request_keeps_one_id_when_read_again(
     )
     assert ids[0] is not None and ids == [ids[0], "nightly-3", ids[0], "nightly-3"]
     assert [s.attributes["correlation.id"] for s in sent] == [ids[0], "nightly-3"]
+
+
+def test_a_record_from_a_producer_without_tracekit_waits_from_its_timestamp(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A producer without tracekit (another language) sends no publish-time header: the
+    consumer span had no queue wait, though the record carries its CreateTime. Now that time
+    is the publish time; one in the future is a wait of 0, one before 2001 is no time."""
+    instrumentation.uninstrument()
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    before_ns = time.time_ns()
+    producer.produce(topic, b"plain", partition=0)
+    after_ns = time.time_ns()
+    producer.produce(topic, b"ahead", partition=0, timestamp=before_ns // 10**6 + 3_600_000)
+    producer.produce(topic, b"ancient", partition=0, timestamp=1_000)
+    producer.flush(10)
+    instrumentation.instrument(["confluent_kafka"])
+    time.sleep(DELAY_S)
+    cc = consumer(kafka_bootstrap, topic)
+    polled = [poll_one(cc) for _ in range(3)]
+    cc.close()
+
+    assert [m.headers() for m in polled] == [None, None, None]
+    plain, ahead, ancient = sorted(
+        (s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER),
+        key=lambda s: s.start_time or 0,
+    )
+    check_wait_within(plain, before_ns - 1_000_000, after_ns, DELAY_S)  # (whole milliseconds)
+    assert ahead.attributes is not None and ahead.attributes[semconv.QUEUE_WAIT_MS] == 0.0
+    assert ancient.attributes is not None and semconv.QUEUE_WAIT_MS not in ancient.attributes

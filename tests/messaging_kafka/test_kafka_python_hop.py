@@ -22,7 +22,14 @@ from typing import Any
 
 import kafka
 import pytest
-from hopscene import check_batch, check_failure_past_the_bound, check_hop, one, start_scene
+from hopscene import (
+    check_batch,
+    check_failure_past_the_bound,
+    check_hop,
+    check_wait_within,
+    one,
+    start_scene,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -597,3 +604,35 @@ def test_a_record_sent_outside_a_request_keeps_one_id_when_read_again(
     )
     assert ids[0] is not None and ids == [ids[0], "nightly-3", ids[0], "nightly-3"]
     assert [s.attributes["correlation.id"] for s in sent] == [ids[0], "nightly-3"]
+
+
+def test_a_record_from_a_producer_without_tracekit_waits_from_its_timestamp(
+    kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
+) -> None:
+    """A producer without tracekit (another language) sends no publish-time header: the
+    consumer span had no queue wait, though the record carries its CreateTime. Now that time
+    is the publish time; one in the future is a wait of 0, one before 2001 is no time."""
+    instrumentation.uninstrument()
+    kp = producer(kafka_bootstrap)
+    before_ns = time.time_ns()
+    kp.send(topic, b"plain", partition=0).get(timeout=10)
+    after_ns = time.time_ns()
+    ahead_ms = before_ns // 10**6 + 3_600_000
+    kp.send(topic, b"ahead", partition=0, timestamp_ms=ahead_ms).get(timeout=10)
+    kp.send(topic, b"ancient", partition=0, timestamp_ms=1_000).get(timeout=10)
+    kp.close()
+    instrumentation.instrument(["kafka"])
+    time.sleep(DELAY_S)
+    kc = consumer(kafka_bootstrap, topic)
+    records = [next(kc) for _ in range(3)]
+    kc.close()
+
+    assert [r.headers for r in records] == [[], [], []]
+    assert [r.timestamp_type for r in records] == [0, 0, 0]  # CreateTime
+    plain, ahead, ancient = sorted(
+        (s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER),
+        key=lambda s: s.start_time or 0,
+    )
+    check_wait_within(plain, before_ns - 1_000_000, after_ns, DELAY_S)  # (whole milliseconds)
+    assert ahead.attributes is not None and ahead.attributes[semconv.QUEUE_WAIT_MS] == 0.0
+    assert ancient.attributes is not None and semconv.QUEUE_WAIT_MS not in ancient.attributes

@@ -342,3 +342,32 @@ def merged_headers(given: object, carrier: dict[str, str]) -> Any:
 
 def _named(name: object, names: set[str]) -> bool:
     return isinstance(name, str) and name.lower() in names
+
+
+# Record times taken as publish times, as the header's are: from 2001 (an earlier one is a
+# producer's clock or unit gone wrong) to the last millisecond signed 64-bit nanoseconds hold.
+# Outside them, silently none: the record has no header to warn about.
+_EARLIEST_RECORD_MS = 978_307_200_000
+_LATEST_RECORD_MS = 2**63 // 1_000_000
+
+
+def with_record_time(headers: Any, timestamp_ms: object) -> Any:
+    """A consumed record's headers; for one without tracekit's publish time (a producer without
+    tracekit), the record's own timestamp (CreateTime or LogAppendTime, in milliseconds; None
+    when the record has none) as that time, so its queue wait is measured from it, as SQS's
+    ``SentTimestamp`` is: checked and bounded like the header (a time before 2001 is ignored,
+    one in the future is a wait of 0)."""
+    if type(timestamp_ms) is not int or not _EARLIEST_RECORD_MS <= timestamp_ms < _LATEST_RECORD_MS:
+        return headers
+    if headers is None:
+        headers = []
+    elif not isinstance(headers, list):
+        return headers
+    for pair in headers:
+        if isinstance(pair, tuple) and len(pair) == 2 and _is_publish_time(pair[0]):
+            return headers
+    return [*headers, (messaging.PUBLISH_TIME_HEADER, str(timestamp_ms * 1_000_000))]
+
+
+def _is_publish_time(name: object) -> bool:
+    return _message_headers.lower_name(name) == messaging.PUBLISH_TIME_HEADER

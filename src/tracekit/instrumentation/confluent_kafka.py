@@ -515,12 +515,24 @@ def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.
         )
         extra.update(_kafka.consumed_record_attributes(message.value(), message.key()))
         return messaging.consume(
-            message.headers(), system=SYSTEM, destination=str(message.topic()), attributes=extra
+            _headers_of(message), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )
     topics = sorted({str(message.topic()) for message in messages})
     return messaging.consume_batch(
-        [message.headers() for message in messages],
+        [_headers_of(message) for message in messages],
         system=SYSTEM,
         destination=",".join(topics)[:256],
         attributes=extra,
     )
+
+
+def _headers_of(message: Any) -> Any:
+    """The message's headers, with its own timestamp as the publish time when they have none
+    (``timestamp()`` is ``(type, ms)``; type 0, TIMESTAMP_NOT_AVAILABLE: the record has none)."""
+    stamp = message.timestamp()
+    known = isinstance(stamp, tuple) and len(stamp) == 2 and stamp[0] in _TIMESTAMP_TYPES
+    return _kafka.with_record_time(message.headers(), stamp[1] if known else None)
+
+
+# confluent_kafka.TIMESTAMP_CREATE_TIME and TIMESTAMP_LOG_APPEND_TIME
+_TIMESTAMP_TYPES = (1, 2)

@@ -283,14 +283,24 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
         )
         extra.update(_kafka.consumed_record_attributes(_sent_value(record), record.key))
         return messaging.consume(
-            record.headers, system=SYSTEM, destination=str(record.topic), attributes=extra
+            _headers_of(record), system=SYSTEM, destination=str(record.topic), attributes=extra
         )
     return messaging.consume_batch(
-        [record.headers for record in records],
+        [_headers_of(record) for record in records],
         system=SYSTEM,
         destination=destination_of(record.topic for record in records),
         attributes=extra,
     )
+
+
+def _headers_of(record: Any) -> Any:
+    """The record's headers, with its own timestamp as the publish time when they have none
+    (``timestamp_type`` 0 is CreateTime, 1 LogAppendTime; None or -1: the record has none)."""
+    known = getattr(record, "timestamp_type", None) in _TIMESTAMP_TYPES
+    return _kafka.with_record_time(record.headers, record.timestamp if known else None)
+
+
+_TIMESTAMP_TYPES = (0, 1)
 
 
 def _sent_value(record: Any) -> object:
