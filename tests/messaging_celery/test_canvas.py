@@ -94,3 +94,35 @@ def one_named(runs: list[Any], task: str) -> Any:
     named = [s for s in runs if s.attributes[TASK_NAME] == task]
     assert len(named) == 1, named
     return named[0]
+
+
+def test_a_chord_applied_with_no_correlation_id_gives_all_its_tasks_one(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A script applies a chord with no correlation ID current: each task's publish would give
+    its message an ID of its own, and the callback the last header task's. The chord now gets
+    one new ID for all its tasks, its callback's included, current only while it is applied."""
+    price, total = app.tasks["canvas.price"], app.tasks["canvas.total"]
+    result = chord(price.s(i) for i in range(4))(total.s())
+    assert correlation.correlation_id() is None
+    assert result.get(timeout=20) == 60
+    runs = consumers(spans, 5)
+    (cid,) = {s.attributes[semconv.CORRELATION_ID] for s in runs}
+    assert correlation.is_valid(cid)
+    (root,) = [s for s in spans.get_finished_spans() if s.parent is None]
+    assert root.name == "celery chord" and root.attributes[semconv.CORRELATION_ID] == cid
+
+
+def test_two_groups_applied_with_no_correlation_id_get_one_each(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    price = app.tasks["canvas.price"]
+    first = group(price.s(i) for i in range(2)).delay()
+    second = group(price.s(i) for i in range(2)).delay()
+    assert (first.get(timeout=20), second.get(timeout=20)) == ([0, 10], [0, 10])
+    runs = consumers(spans, 4)
+    by_trace: dict[int, set[Any]] = {}
+    for s in runs:
+        by_trace.setdefault(s.context.trace_id, set()).add(s.attributes[semconv.CORRELATION_ID])
+    ids = [next(iter(found)) for found in by_trace.values() if len(found) == 1]
+    assert len(by_trace) == 2 and len(ids) == 2 and ids[0] != ids[1]

@@ -39,7 +39,8 @@
 
 A group or chord applied outside any span is applied inside an INTERNAL span ``celery group`` or
 ``celery chord`` (``apply_async`` of both wrapped), so that its tasks, and a chord's callback,
-published from the header task that finished last, are one trace.
+published from the header task that finished last, are one trace; applied with no correlation
+ID current, it gets one new ID for all its tasks.
 
 Signals are Celery's own extension point: besides ``send_task`` and the canvas, nothing is
 patched, and uninstrumenting disconnects (the receivers that end a run once the runs under way
@@ -52,7 +53,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Mapping, MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeGuard
@@ -232,21 +233,41 @@ def _traced_canvas(kind: str) -> Callable[..., Any]:
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        span = safe("celery canvas span", lambda: _canvas_span(kind))
-        if span is None:
-            return wrapped(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        error: BaseException | None = None
+        given = safe("celery canvas correlation", _canvas_correlation_id)
         try:
-            return wrapped(*args, **kwargs)
-        except BaseException as raised:
-            error = raised
-            raise
+            return _applied_in_span(kind, wrapped, args, kwargs)
         finally:
-            otel_context.detach(token)
-            _end_canvas(span, error)
+            if given is not None:
+                correlation.reset_correlation_id(given)
 
     return traced
+
+
+def _canvas_correlation_id() -> Token[str | None] | None:
+    """Applied with no correlation ID current (a script, a beat-like loop), a canvas gets one
+    new ID for all its tasks, current only while it is applied: each task's publish would
+    otherwise give its message an ID of its own (``messaging.publish``)."""
+    if correlation.correlation_id() is not None or instrumentation_suppressed():
+        return None
+    return correlation.set_correlation_id(correlation.new_correlation_id())
+
+
+def _applied_in_span(
+    kind: str, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    span = safe("celery canvas span", lambda: _canvas_span(kind))
+    if span is None:
+        return wrapped(*args, **kwargs)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    error: BaseException | None = None
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as raised:
+        error = raised
+        raise
+    finally:
+        otel_context.detach(token)
+        _end_canvas(span, error)
 
 
 def _canvas_span(kind: str) -> trace.Span | None:
