@@ -76,6 +76,12 @@ app = get_wsgi_application()
 """
 
 
+# Django's ASGI handler refuses the lifespan protocol: uvicorn serves it without a lifespan stop.
+DJANGO_ASGI_APP = DJANGO_APP.replace("wsgi import get_wsgi_", "asgi import get_asgi_").replace(
+    "app = get_wsgi_application()", "app = get_asgi_application()"
+)
+
+
 SERVE_WERKZEUG = """
 import sys
 from werkzeug.serving import make_server
@@ -126,6 +132,24 @@ def test_uvicorn_workers_each_flush_when_the_supervisor_stops(service: Service) 
 
     assert service.terminate() == 0  # the supervisor's own exit status after stopping workers
     assert service.output().count("Application shutdown complete") == 2
+    _assert_all_flushed(service)
+
+
+def test_uvicorn_workers_of_an_app_without_lifespan_flush_when_the_supervisor_stops(
+    service: Service,
+) -> None:
+    """A worker imports the app (and runs ``tracekit.init``) after uvicorn took SIGTERM, and
+    ends by raising it with its default action: no exit hook runs. Django under ASGI has no
+    lifespan shutdown either, so every span and log record of the workers' last requests was
+    lost (0 of 4 stored)."""
+    service.write("app_module.py", DJANGO_ASGI_APP)
+    port = free_port()
+    service.start("-m", "uvicorn", "app_module:app", "--port", str(port), "--workers", "2")
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    assert service.terminate() == 0  # the supervisor's own exit status after stopping workers
+    assert "ASGI 'lifespan' protocol appears unsupported" in service.output()
     _assert_all_flushed(service)
 
 

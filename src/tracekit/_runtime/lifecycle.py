@@ -9,7 +9,9 @@ way out, preferring the host's own extension points over its signals:
   tracekit's, and what they emit is flushed when logging's exit hook closes its handlers, or
   as it comes after that (``state.flush_at_exit``);
 - ASGI servers: the lifespan protocol's shutdown (``lifespan_send``; uvicorn then re-raises
-  SIGTERM, which ends the process without exit hooks);
+  SIGTERM, which ends the process without exit hooks); uvicorn: also the end of its own
+  shutdown, for an application without a lifespan shutdown (Django's) in a worker, which
+  imported it after uvicorn took SIGTERM, so that tracekit's handler is not there;
 - Celery: ``worker_process_shutdown`` in a prefork child (which ends with ``os._exit``) and
   ``worker_shutdown`` in the main process;
 - multiprocessing children, which also end with ``os._exit``: a multiprocessing finalizer
@@ -64,6 +66,7 @@ def install() -> None:
     wrapt.register_post_import_hook(_hook_celery, "celery.signals")
     wrapt.register_post_import_hook(_hook_multiprocessing, "multiprocessing.util")
     wrapt.register_post_import_hook(_hook_asyncio, "asyncio.unix_events")
+    wrapt.register_post_import_hook(_hook_uvicorn, "uvicorn.server")
 
 
 def uninstall() -> None:
@@ -88,6 +91,23 @@ def lifespan_send(send: Send) -> Send:
         await send(message)
 
     return send_after_flushing
+
+
+@guarded(None)
+def _hook_uvicorn(server: ModuleType) -> None:
+    wrapt.wrap_function_wrapper(server.Server, "shutdown", _flush_after_shutdown)
+
+
+async def _flush_after_shutdown(
+    wrapped: Callable[..., Any], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """uvicorn has answered its last requests and run the lifespan shutdown, if any: flush
+    before it raises SIGTERM again with the action it found, the default in a worker of
+    ``--workers`` (a step of the stop: after a lifespan flush, this one has nothing left)."""
+    try:
+        await wrapped(*args, **kwargs)
+    finally:
+        _flush_for_stop()
 
 
 @guarded(None)
