@@ -47,8 +47,11 @@ def running_prometheus(
 
 
 @contextmanager
-def prometheus_configured(binary: str, directory: Path, text: str) -> Iterator[str]:
-    """Prometheus started with the config ``text``; yields its base URL."""
+def prometheus_configured(
+    binary: str, directory: Path, text: str, flags: Sequence[str] = ()
+) -> Iterator[str]:
+    """Prometheus started with the config ``text`` and command-line ``flags``; yields its base
+    URL."""
     config = directory / "prometheus.yml"
     config.write_text(text)
     port = free_port()
@@ -60,6 +63,7 @@ def prometheus_configured(binary: str, directory: Path, text: str) -> Iterator[s
             f"--web.listen-address=127.0.0.1:{port}",
             "--enable-feature=exemplar-storage",
             "--log.level=warn",
+            *flags,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

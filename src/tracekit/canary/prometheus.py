@@ -15,7 +15,11 @@ and each count has a second query, ``born``, for those that did not: ``increase(
 read as 0 before its first scrape and as its last value where it had none since (a failed
 scrape, a restart that had not yet recreated it) (``_from_zero``). Its first value, where it was
 born, was not enough: a crash-looping canary's counters reset, and the first value is then lost
-among smaller ones.
+among smaller ones. That reading takes ``BORN_STEPS`` steps of every series of the selector, about
+3,000 samples held per series: a service of 17,000 bucket series passed Prometheus' default
+``query.max-samples``. So a first query asks whether any born series reset in the window
+(``Family.resets_query``); where none did, as is usual, each born series counts the same from its
+values at the window's edges (``_since_birth``), one read of its samples.
 
 Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
 ``histogram_quantile`` makes, and keep their bucket's edges: a latency interval is never narrower
@@ -66,8 +70,8 @@ MAX_SERIES = 10_000  # per query: routes x buckets; tracekit caps routes at 500 
 # Requests per route and version taken into the tests; a busier route's buckets (and failures)
 # are scaled down to this many in proportion: one float per request must fit in memory.
 MAX_REQUESTS = 200_000
-# Steps a series born inside the window is read at: a reset is seen unless the counter regrows
-# past its value of the step before within one step (a window's 1/1000th).
+# Steps a series born inside the window is read at where one reset there: a reset is seen unless
+# the counter regrows past its value of the step before within one step (a window's 1/1000th).
 BORN_STEPS = 1000
 # How far before the window's start a series' last sample shows it existed then: Prometheus'
 # default lookback, the reach of an instant selector.
@@ -115,38 +119,79 @@ class Family:
         return "{" + labels + (f", {extra}" if extra else "") + "}"
 
     def buckets_query(
-        self, service: str, version: str, window: Window, *, born: bool = False
-    ) -> str:
-        """The succeeded requests' bucket counts per route over ``window`` (``born``: see
-        ``_counted``)."""
-        series = f"{self.histogram}_bucket{self.selector(service, version, self.succeeded)}"
-        return f"sum by ({self.route_label}, le) ({_counted(series, window, born=born)})"
+        self, service: str, version: str, window: Window, *, born: bool = False,
+        resets: bool = True,
+    ) -> str:  # fmt: skip
+        """The succeeded requests' bucket counts per route over ``window`` (``born``,
+        ``resets``: see ``_counted``)."""
+        counted = _counted(self._buckets(service, version), window, born=born, resets=resets)
+        return f"sum by ({self.route_label}, le) ({counted})"
 
     def failed_query(
-        self, service: str, version: str, window: Window, *, born: bool = False
-    ) -> str:
-        """Failed requests per route over ``window`` (``born``: see ``_counted``): the series
-        any of ``failed`` selects, each once (``or`` keeps one of the same labels)."""
-        parts = []
-        for matcher in self.failed:
-            series = f"{self.histogram}_count{self.selector(service, version, matcher)}"
-            parts.append(f"({_counted(series, window, born=born)})")
+        self, service: str, version: str, window: Window, *, born: bool = False,
+        resets: bool = True,
+    ) -> str:  # fmt: skip
+        """Failed requests per route over ``window`` (``born``, ``resets``: see ``_counted``):
+        the series any of ``failed`` selects, each once (``or`` keeps one of the same labels)."""
+        parts = [
+            f"({_counted(series, window, born=born, resets=resets)})"
+            for series in self._failed(service, version)
+        ]
         return f"sum by ({self.route_label}) ({' or '.join(parts)})"
 
+    def resets_query(self, service: str, version: str, window: Window) -> str:
+        """How many of the series ``buckets_query`` and ``failed_query`` read were born in
+        ``window`` and reset there (no answer: none); only then do their ``born`` parts need
+        ``resets``."""
+        series = [self._buckets(service, version), *self._failed(service, version)]
+        return f"count({' or '.join(f'({_reset_born(s, window)})' for s in series)})"
 
-def _counted(series: str, window: Window, *, born: bool = False) -> str:
+    def _buckets(self, service: str, version: str) -> str:
+        return f"{self.histogram}_bucket{self.selector(service, version, self.succeeded)}"
+
+    def _failed(self, service: str, version: str) -> list[str]:
+        return [
+            f"{self.histogram}_count{self.selector(service, version, matcher)}"
+            for matcher in self.failed
+        ]
+
+
+def _counted(series: str, window: Window, *, born: bool = False, resets: bool = True) -> str:
     """How much each counter of ``series`` grew over ``window``: ``increase()`` for the series
     that existed at the window's start, or with ``born`` for those that did not, counted from
-    zero (``_from_zero``).
+    zero: read at steps (``_from_zero``), or without ``resets``, where none of them reset in the
+    window, from the values at its edges (``_since_birth``).
 
     A series existed when it has a sample in the ``LOOKBACK`` before the start, as an instant
     selector would find it, but for staleness: a scrape that failed just before the start marks
     every series of its target stale, and such a series taken as born would count, from zero,
     everything its process served before the window (days of it, for a baseline)."""
-    existed = f"last_over_time({series}[{LOOKBACK}] offset {window.length})"
+    existed = _existed(series, window)
     if born:
-        return f"{_from_zero(series, window)} unless {existed}"
+        grown = _from_zero(series, window) if resets else _since_birth(series, window)
+        return f"{grown} unless {existed}"
     return f"increase({series}[{window.length}]) and {existed}"
+
+
+def _existed(series: str, window: Window) -> str:
+    """The series with a sample in the ``LOOKBACK`` before the window (see ``_counted``)."""
+    return f"last_over_time({series}[{LOOKBACK}] offset {window.length})"
+
+
+def _reset_born(series: str, window: Window) -> str:
+    """The series born in the window that fell there: a restart."""
+    return f"resets({series}[{window.length}]) > 0 unless {_existed(series, window)}"
+
+
+def _since_birth(series: str, window: Window) -> str:
+    """What ``_from_zero`` counts of a series that did not reset in the window, from one read of
+    its samples: its last value, less its value before the window (``_at_start``) where its first
+    in the window (its lowest, as it never fell) is not below it; else all of it. Range selectors
+    skip the stale markers of failed scrapes, and an outage holds no sample to read."""
+    last = f"last_over_time({series}[{window.length}])"
+    before = _at_start(series, window)
+    first = f"min_over_time({series}[{window.length}])"
+    return f"(({last} - ({before} and {first} >= {before})) or {last})"
 
 
 def _from_zero(series: str, window: Window) -> str:
@@ -228,10 +273,12 @@ def samples_from_prometheus(
         return _instant(client, promql, window)
 
     def histograms(family: Family, version: str) -> _Histograms:
+        resets = bool(query(family.resets_query(service, version, window)))
         buckets, failed = [], []
         for born in (False, True):  # the two parts of each count, added up per route
-            buckets += query(family.buckets_query(service, version, window, born=born))
-            failed += query(family.failed_query(service, version, window, born=born))
+            asked = {"born": born, "resets": resets}
+            buckets += query(family.buckets_query(service, version, window, **asked))
+            failed += query(family.failed_query(service, version, window, **asked))
         return _histograms(family, buckets, failed)
 
     read = [{family: histograms(family, version) for family in FAMILIES} for version in versions]
@@ -264,8 +311,10 @@ def versions_from_prometheus(
     found: set[str | None] = set()
     for family in FAMILIES:
         series = f"{family.histogram}_count{{service_name={_string(service)}}}"
+        resets = bool(_instant(client, f"count({_reset_born(series, window)})", window))
         for born in (False, True):  # the two parts of each count, as ``samples_from_prometheus``
-            grew = f"count by (service_version) (({_counted(series, window, born=born)}) > 0)"
+            counted = _counted(series, window, born=born, resets=resets)
+            grew = f"count by (service_version) (({counted}) > 0)"
             answer = _instant(client, grew, window)
             found |= {sample["metric"].get("service_version") or None for sample in answer}
     return found
