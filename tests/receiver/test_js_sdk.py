@@ -143,6 +143,24 @@ def test_js_spans_linking_to_an_empty_context_are_stored(
     assert all(s.links == [] for s in stored)  # an empty context names no link target
 
 
+@pytest.mark.parametrize("encoding", ["proto", "json"])
+def test_js_spans_with_a_ratio_that_is_not_a_number_are_stored(
+    node: str, encoding: str, receiver: Receiver, reader: Store
+) -> None:
+    """OpenTelemetry JS writes a NaN or infinite attribute (a ratio of 0 / 0, a rate of 1 / 0)
+    over OTLP/JSON as ``{"doubleValue": null}``, JSON having no NaN. The collector refused each
+    such span, and the exporter, told of a partial success, reported SUCCESS: the request was
+    missing from ``tracekit trace``. proto3's JSON mapping reads a null as a field not set, so
+    the attribute is now stored with no value (over protobuf the value itself arrives)."""
+    result = _export(node, receiver, encoding, "none", 4, "not-a-number")
+    assert result == {**result, "acknowledged": 4, "refused": 0}
+    stored = reader.spans_by_trace_ids(result["traceIds"])
+    assert sorted(s.name for s in stored) == ["GET /items/{id}"] * 2 + ["SELECT items"] * 2
+    parents = [s.attributes for s in stored if s.name == "GET /items/{id}"]
+    ratios = {(attributes["cache.hit_ratio"], attributes["rate"]) for attributes in parents}
+    assert ratios == {("NaN", "Infinity") if encoding == "proto" else (None, None)}
+
+
 @pytest.mark.parametrize("transport", ["json", "proto", "grpc"])
 @pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_js_log_and_metric_exporters(

@@ -159,8 +159,11 @@ def as_id(value: Any, length: int, where: str) -> str | None:
 
 
 def any_value(value: Any, where: str, depth: int = 0) -> AttributeValue:
-    """An AnyValue object as a JSON-compatible value (bytes become hex)."""
-    obj = as_object(value, where)
+    """An AnyValue object as a JSON-compatible value (bytes become hex).
+
+    A member that is null is not set (proto3's JSON mapping): OpenTelemetry JS writes a NaN or
+    infinite number as ``{"doubleValue": null}``, and its span was refused for it."""
+    obj = {name: member for name, member in as_object(value, where).items() if member is not None}
     for field, convert in _SCALARS:
         if field in obj:
             return convert(obj[field], where)

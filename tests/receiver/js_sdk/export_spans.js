@@ -1,9 +1,10 @@
 // Spans made by the official OpenTelemetry JS SDK, sent by its OTLP/HTTP or gRPC exporters.
-// Usage: node export_spans.js ENDPOINT proto|json|grpc gzip|none COUNT [empty-link|at-once]
+// Usage: node export_spans.js ENDPOINT proto|json|grpc gzip|none COUNT [empty-link|at-once|not-a-number]
 // (grpc: ENDPOINT is the receiver's gRPC address, http://host:port)
 // empty-link: each parent span links to the invalid (all-zero) span context, with an attribute.
 // at-once: every batch of 200 is exported at once (the exporter's limit raised to allow it),
 // and each child span carries 500 characters of SQL, so that receiving a batch takes a while.
+// not-a-number: each parent span has a ratio of 0 / 0 and a rate of 1 / 0 (NaN and Infinity).
 // Prints one JSON line: spans acknowledged and refused by the receiver, and their trace ids.
 'use strict';
 const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
@@ -24,7 +25,8 @@ async function main() {
   const tracer = provider.getTracer('tracekit-js-sdk-test', '1.0.0');
   for (let i = 0; i < Number(countText) / 2; i++) {
     const links = option === 'empty-link' ? [{ context: INVALID_SPAN_CONTEXT, attributes: { reason: 'no upstream context' } }] : [];
-    const parent = tracer.startSpan('GET /items/{id}', { kind: 1, attributes: { 'http.request.method': 'GET', n: i }, links });
+    const ratios = option === 'not-a-number' ? { 'cache.hit_ratio': 0 / 0, rate: 1 / 0 } : {};
+    const parent = tracer.startSpan('GET /items/{id}', { kind: 1, attributes: { 'http.request.method': 'GET', n: i, ...ratios }, links });
     const inside = trace.setSpan(context.active(), parent);
     const query = option === 'at-once' ? { 'db.query.text': `SELECT * FROM items WHERE id = ${i} ${' '.repeat(500)}` } : {};
     tracer.startSpan('SELECT items', { attributes: { 'db.system.name': 'postgresql', ...query } }, inside).end();
