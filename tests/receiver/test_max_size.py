@@ -14,7 +14,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from tests.receiver._collector_process import tree_rss
 
-from tracekit.store import Store
+from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.store import Retention, Store
 
 MB = 1_000_000
 SERVE = textwrap.dedent(
@@ -91,3 +92,25 @@ def test_unique_names_and_keys_stay_within_max_size(tmp_path: Path) -> None:
     assert newest.attributes == {"key-100000": "v100000"}
     grown = (rss[-1] - rss[len(rss) // 5]) / 2**20
     assert grown < 25, f"RSS grew {grown:.0f} MiB from 20k to 100k spans"
+
+
+def test_a_store_past_its_max_size_is_cut_back_within_seconds_not_at_the_next_minute(
+    tmp_path: Path,
+) -> None:
+    """Retention passes run every minute; between two, a busy collector took a 10 MB store to
+    66 MB (and its WAL to 68 MB) in 20 s, and it stayed there until the next pass. A store past
+    its limit now starts a pass within about a second."""
+    path = tmp_path / "max.db"
+    config = ReceiverConfig(port=0, retention=Retention(max_bytes=5 * MB))
+    with Receiver(Store(path), config) as receiver:
+        conn = http.client.HTTPConnection(*receiver.address, timeout=60)
+        sizes = []
+        for first in range(1, 60_001, 2000):  # about 13 MB of spans
+            assert _export(conn, _request(first, 2000)) == 200
+            sizes.append(path.stat().st_size)
+        conn.close()
+        deadline = time.monotonic() + 10
+        while path.stat().st_size > 5 * MB and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shrunk = path.stat().st_size
+    assert shrunk <= 5 * MB, f"{sizes[-1] / MB:.1f} MB, still {shrunk / MB:.1f} MB 10 s later"

@@ -47,6 +47,9 @@ _SPAN_ID_CLASH = (
 # Batches handed to the writer process at once: while it commits one, the next is already in
 # its pipe, so it never waits for this process (whose threads take turns with the GIL).
 _IN_FLIGHT = 2
+# Seconds between two looks at the store's size when it has a size limit: a store past it
+# starts a retention pass then, not at the next of the passes run every retention interval.
+_SIZE_CHECK_INTERVAL = 1.0
 
 
 class QueueFull(Exception):
@@ -420,6 +423,8 @@ class _RetentionRunner:
         self.interval = interval
         self.quiesce = quiesce
         self._next = time.monotonic()
+        self._size_checked = self._next  # when the store's size was last measured
+        self._over_size = False
         self._steps: Iterator[int] | None = None
         self._reported = ""  # the last failure logged: each problem is said once
 
@@ -433,7 +438,21 @@ class _RetentionRunner:
         """A pass is in progress or should start now."""
         if self.retention is None:
             return False
-        return self._steps is not None or time.monotonic() >= self._next
+        return self._steps is not None or time.monotonic() >= self._next or self._past_max_size()
+
+    def _past_max_size(self) -> bool:
+        """Whether the store has outgrown ``max_bytes``, measured once a second: waiting for the
+        next pass, a busy collector took a 10 MB store to 66 MB in 20 s, and kept it there."""
+        if self.retention is None or self.retention.max_bytes is None:
+            return False
+        now = time.monotonic()
+        if now - self._size_checked >= _SIZE_CHECK_INTERVAL:
+            self._size_checked = now
+            try:
+                self._over_size = self.store.used_bytes() > self.retention.max_bytes
+            except Exception:  # the writer thread must go on writing; a pass says what failed
+                self._over_size = False
+        return self._over_size
 
     def step(self) -> None:
         """Advance the current pass by one chunk, or start a pass when one is due."""
@@ -441,6 +460,7 @@ class _RetentionRunner:
             return
         if self._steps is None:
             self._next = time.monotonic() + self.interval
+            self._over_size = False
             self._steps = self.store.retention_steps(self.retention, quiesce=self.quiesce)
         try:
             next(self._steps)

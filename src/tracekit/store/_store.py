@@ -155,6 +155,11 @@ class Store:
             conn = self._writer_side().conn
             return _retention.apply(conn, retention, now, lambda: self._reclaim(conn, None))
 
+    def used_bytes(self) -> int:
+        """Bytes of the store file holding live pages: what ``Retention.max_bytes`` bounds."""
+        with self._write_lock:
+            return _retention.used_bytes(self._writer_side().conn)
+
     def retention_steps(
         self,
         retention: Retention,
