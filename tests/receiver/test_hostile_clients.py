@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -216,6 +217,44 @@ EXHAUSTED = textwrap.dedent(
     receiver.stop()
     """
 )
+
+
+# what an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_idle_grpc_connections_do_not_take_the_descriptors_otlp_http_needs(tmp_path: Path) -> None:
+    """1,500 connections to the gRPC port, each sending HTTP/2's preface and then nothing, at a
+    limit of 1024 descriptors: they took every one, and every OTLP/HTTP export was told 503
+    for as long as they stayed. gRPC now holds at most what the HTTP side leaves."""
+    grpc_port = free_port()
+    process, port = start_collector(
+        tmp_path / "t.db", "--grpc-port", str(grpc_port), open_files=1024
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(1500):
+            with contextlib.suppress(OSError):
+                sock = socket.create_connection(("127.0.0.1", grpc_port), timeout=2)
+                idle.append(sock)
+                sock.sendall(HTTP2_PREFACE)
+        time.sleep(2.0)  # grpc has accepted what it will
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=5)
+        results = [exporter.export(_finished_spans(5)) for _ in range(3)]  # type: ignore[arg-type]
+        exporter.shutdown()
+        descriptors = len(os.listdir(f"/proc/{process.pid}/fd"))
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        process.terminate()
+        process.wait(60)
+    assert results == [SpanExportResult.SUCCESS] * 3
+    assert descriptors < 1024 - 64, descriptors
 
 
 @pytest.mark.timeout(120)

@@ -86,6 +86,7 @@ class GrpcReceiver:
         max_body: int,
         receive_timeout: float = 30.0,
         max_calls: int = MAX_CALLS,
+        max_connections: int = 512,
     ) -> None:
         self.service = service
         self.budget = budget
@@ -111,7 +112,7 @@ class GrpcReceiver:
         )
         self._thread.start()
         try:
-            self.server, self.port = self._run(self._bind(host, port, max_body))
+            self.server, self.port = self._run(self._bind(host, port, max_body, max_connections))
         except BaseException:
             self._end_loop()
             raise
@@ -119,7 +120,9 @@ class GrpcReceiver:
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
-    async def _bind(self, host: str, port: int, max_body: int) -> tuple[aio.Server, int]:
+    async def _bind(
+        self, host: str, port: int, max_body: int, max_connections: int
+    ) -> tuple[aio.Server, int]:
         server = aio.server(
             handlers=[_handler(name, signal, self._export) for name, signal in _SERVICES.items()],
             options=[
@@ -128,6 +131,15 @@ class GrpcReceiver:
                 # bandwidth probe widened it up to 16 MiB, which grpc held beyond our sight
                 ("grpc.http2.bdp_probe", 0),
                 ("grpc.so_reuseport", 0),  # a second collector must fail to bind, not share
+                # Each connection holds a file descriptor, which the HTTP side and the store need
+                # too: 1,500 connections that sent HTTP/2's preface and then nothing took every
+                # descriptor, and every OTLP/HTTP export was told 503 for as long as they stayed.
+                # Past the cap grpc closes a newcomer; one that does not finish its handshake
+                # within the request deadline is closed, as an HTTP request head is. (Idle
+                # connections are not closed: each GOAWAY prints a line on the stderr of the
+                # service whose exporter receives it.)
+                ("grpc.max_allowed_incoming_connections", max_connections),
+                ("grpc.server_handshake_timeout_ms", int(self.receive_timeout * 1000)),
             ],
             maximum_concurrent_rpcs=2 * self.max_calls,
         )

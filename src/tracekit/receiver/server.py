@@ -46,7 +46,7 @@ class ReceiverConfig:
     queue_capacity: int = 200_000  # records waiting for the writer before 503s start
     batch_size: int = 20_000  # records per transaction at most
     commit_timeout: float = 30.0  # a handler waits this long for its commit before a 503
-    max_connections: int = 512  # HTTP connections at once (also held under the fd limit)
+    max_connections: int = 512  # HTTP connections at once, and gRPC ones (under the fd limit)
     # what requests may cost in memory at once, HTTP and gRPC (estimated: see _admission)
     max_memory_bytes: int = 160 * 1024 * 1024
     idle_timeout: float = 30.0  # seconds a keep-alive connection may wait for its next request
@@ -106,11 +106,19 @@ class Receiver:
             return GrpcReceiver(
                 self.config.host, self.config.grpc_port, self.service, self.budget,
                 self.config.max_body_bytes, self.config.request_timeout,
-                self.config.max_grpc_calls,
+                self.config.max_grpc_calls, self._grpc_connection_cap(),
             )  # fmt: skip
         except OSError:
             self.httpd.server_close()
             raise
+
+    def _grpc_connection_cap(self) -> int:
+        """gRPC connections at once: as many as HTTP's, within the file descriptors the HTTP
+        connections and the reserve leave (at least 64 when they leave fewer: exporters keep one
+        connection each, and at such a limit the HTTP side sheds rather than spins)."""
+        wanted = self.config.max_connections
+        left = connection_cap(wanted + self.httpd.connections.cap) - self.httpd.connections.cap
+        return max(min(wanted, 64), min(wanted, left))
 
     @property
     def address(self) -> tuple[str, int]:
