@@ -161,6 +161,23 @@ def test_js_spans_with_a_ratio_that_is_not_a_number_are_stored(
     assert ratios == {("NaN", "Infinity") if encoding == "proto" else (None, None)}
 
 
+def test_js_spans_with_an_integral_number_past_64_bits_are_stored(
+    node: str, receiver: Receiver, reader: Store
+) -> None:
+    """OpenTelemetry JS sends an integral number as an intValue, past 64 bits too (1e21 as
+    ``{"intValue": 1e+21}``, 2 ** 64 as its digits). The collector refused each such span over
+    OTLP/JSON, and the exporter reported SUCCESS: the request was missing from ``tracekit
+    trace``. The number is now kept as the double JavaScript had."""
+    result = _export(node, receiver, "json", "none", 4, "huge-integer")
+    assert result == {**result, "acknowledged": 4, "refused": 0}
+    stored = reader.spans_by_trace_ids(result["traceIds"])
+    assert sorted(s.name for s in stored) == ["GET /items/{id}"] * 2 + ["SELECT items"] * 2
+    parents = [s.attributes for s in stored if s.name == "GET /items/{id}"]
+    assert {(attributes["bytes.total"], attributes["count"]) for attributes in parents} == {
+        (1e21, 2.0**64)
+    }
+
+
 @pytest.mark.parametrize("transport", ["json", "proto", "grpc"])
 @pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_js_log_and_metric_exporters(

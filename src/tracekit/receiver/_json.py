@@ -184,6 +184,16 @@ def _string(value: Any, where: str) -> str:
     return as_str(value, where)
 
 
+def _int_value(value: Any, where: str) -> int | float:
+    """An attribute's intValue; a JSON number past 64 bits is kept as a double. OpenTelemetry
+    JS sends every integral number as an intValue (1e21 as ``{"intValue": 1e+21}``), and its
+    span was refused for one."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not _INT64[0] <= value <= _INT64[1]:
+        return _double(value, where)  # past a double's range too: infinite, as 1e400 reads
+    return as_int(value, where)
+
+
 def _bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise MalformedRequest(f"{where} boolValue must be true or false")
@@ -215,7 +225,7 @@ def _bytes(value: Any, where: str) -> str:
 
 _SCALARS = (
     ("stringValue", _string), ("string_value", _string),
-    ("intValue", as_int), ("int_value", as_int),
+    ("intValue", _int_value), ("int_value", _int_value),
     ("boolValue", _bool), ("bool_value", _bool),
     ("doubleValue", _double), ("double_value", _double),
 )  # fmt: skip

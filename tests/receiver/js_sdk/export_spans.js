@@ -1,10 +1,11 @@
 // Spans made by the official OpenTelemetry JS SDK, sent by its OTLP/HTTP or gRPC exporters.
-// Usage: node export_spans.js ENDPOINT proto|json|grpc gzip|none COUNT [empty-link|at-once|not-a-number]
+// Usage: node export_spans.js ENDPOINT proto|json|grpc gzip|none COUNT [empty-link|at-once|not-a-number|huge-integer]
 // (grpc: ENDPOINT is the receiver's gRPC address, http://host:port)
 // empty-link: each parent span links to the invalid (all-zero) span context, with an attribute.
 // at-once: every batch of 200 is exported at once (the exporter's limit raised to allow it),
 // and each child span carries 500 characters of SQL, so that receiving a batch takes a while.
 // not-a-number: each parent span has a ratio of 0 / 0 and a rate of 1 / 0 (NaN and Infinity).
+// huge-integer: each parent span has integral numbers past 64 bits, 1e21 and 2 ** 64.
 // Prints one JSON line: spans acknowledged and refused by the receiver, and their trace ids.
 'use strict';
 const { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } = require('@opentelemetry/sdk-trace-base');
@@ -25,7 +26,8 @@ async function main() {
   const tracer = provider.getTracer('tracekit-js-sdk-test', '1.0.0');
   for (let i = 0; i < Number(countText) / 2; i++) {
     const links = option === 'empty-link' ? [{ context: INVALID_SPAN_CONTEXT, attributes: { reason: 'no upstream context' } }] : [];
-    const ratios = option === 'not-a-number' ? { 'cache.hit_ratio': 0 / 0, rate: 1 / 0 } : {};
+    const ratios = option === 'not-a-number' ? { 'cache.hit_ratio': 0 / 0, rate: 1 / 0 }
+      : option === 'huge-integer' ? { 'bytes.total': 1e21, count: 2 ** 64 } : {};
     const parent = tracer.startSpan('GET /items/{id}', { kind: 1, attributes: { 'http.request.method': 'GET', n: i, ...ratios }, links });
     const inside = trace.setSpan(context.active(), parent);
     const query = option === 'at-once' ? { 'db.query.text': `SELECT * FROM items WHERE id = ${i} ${' '.repeat(500)}` } : {};
