@@ -31,7 +31,7 @@ from tracekit_cli.options import (
     require_value,
     resolve_format,
 )
-from tracekit_cli.output import emit_json, emit_rich, emit_text
+from tracekit_cli.output import Command, emit_json, emit_rich, emit_text
 
 if TYPE_CHECKING:
     from tracekit.canary import Subject, Verdict, VersionSamples
@@ -107,7 +107,7 @@ _how_strict = _options([
 ])  # fmt: skip
 
 
-@click.command(short_help="Judge a canary version against its baseline.")
+@click.command(cls=Command, short_help="Judge a canary version against its baseline.")
 @_what_and_where
 @format_option
 @_how_strict

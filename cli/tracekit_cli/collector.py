@@ -41,6 +41,7 @@ from tracekit_cli.options import (
     refuse_folder,
     shown_path,
 )
+from tracekit_cli.output import Command
 
 EXIT_ERROR = 2
 REPEATED_SIGNAL_SECONDS = 0.2  # a person's second Ctrl-C comes later than this
@@ -103,7 +104,7 @@ def _host_text(value: str) -> bool:
     return True
 
 
-@click.command(short_help="Receive OTLP traces and logs into the embedded store.")
+@click.command(cls=Command, short_help="Receive OTLP traces and logs into the embedded store.")
 @click.option(
     "--host",
     default=DEFAULT_HOST,

@@ -34,7 +34,7 @@ from tracekit_cli.options import (
     traceparent_trace_id,
     warn,
 )
-from tracekit_cli.output import emit_json, emit_text
+from tracekit_cli.output import Command, emit_json, emit_text
 
 if TYPE_CHECKING:
     from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
@@ -45,7 +45,7 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
 SET_OPTIONS = ("--service", "--a", "--b", "--route")
 
 
-@click.command(short_help="Show what differs between two requests or two sets.")
+@click.command(cls=Command, short_help="Show what differs between two requests or two sets.")
 @click.argument("requests", nargs=-1, metavar="[A B]")
 @backend_options
 @format_option

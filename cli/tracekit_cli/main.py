@@ -15,6 +15,7 @@ import click
 
 from tracekit._version import __version__
 from tracekit_cli.options import EXIT_ERROR, fail
+from tracekit_cli.output import help_written, print_and_exit
 
 _NO_ARGS: type[click.UsageError] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 # command name -> "module:attribute" of its click command
@@ -44,9 +45,18 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return help_written(super().get_help_option(ctx))
+
+
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        print_and_exit(ctx, f"tracekit, version {__version__}")
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tracekit")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version, help="Show the version and exit.")  # fmt: skip
 def cli() -> None:
     """Follow one request across services: correlation IDs, traces, logs."""
 

@@ -151,6 +151,35 @@ def emit_rich(draw: Callable[[Any], None], narrowest: int = 40) -> None:
         sys.stdout.write(drawn.getvalue())
 
 
+def print_and_exit(ctx: click.Context, text: str) -> NoReturn:
+    """Write ``--help`` or ``--version`` as every result is written (a reader that left, as in
+    ``tracekit --help | head -0``, is let go and the status stays 0; a full disk is one line and
+    exit 2), then exit. Click's own callbacks exited 1 for the first, and the second was an
+    "internal error"."""
+    with _stdout_reader_may_leave():
+        click.echo(text, color=ctx.color)
+    ctx.exit()
+
+
+def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        print_and_exit(ctx, ctx.get_help())
+
+
+def help_written(option: click.Option | None) -> click.Option | None:
+    """A command's help option (``-h``, ``--help``), its help written by :func:`print_and_exit`."""
+    if option is not None:
+        option.callback = _show_help
+    return option
+
+
+class Command(click.Command):
+    """A tracekit command: ``--help`` is output like any other (:func:`print_and_exit`)."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return help_written(super().get_help_option(ctx))
+
+
 @contextmanager
 def _stdout_reader_may_leave() -> Iterator[None]:
     """Write the output, and stop quietly if its reader has gone (``| head -1``): the command

@@ -18,10 +18,10 @@ from tracekit_cli.options import (
     resolve_format,
     service_name,
 )
-from tracekit_cli.output import emit_json, emit_rich, emit_text
+from tracekit_cli.output import Command, emit_json, emit_rich, emit_text
 
 
-@click.command(short_help="List recent requests, the newest first.")
+@click.command(cls=Command, short_help="List recent requests, the newest first.")
 @backend_options
 @format_option
 @click.option("--service", metavar="NAME", callback=service_name,

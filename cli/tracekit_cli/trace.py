@@ -26,13 +26,13 @@ from tracekit_cli.options import (
     service_name,
     traceparent_trace_id,
 )
-from tracekit_cli.output import emit_json, emit_text
+from tracekit_cli.output import Command, emit_json, emit_text
 
 # far more than memory holds (about 1.5 kB a span), and what the store's 64-bit LIMIT can take
 MAX_SPANS_LIMIT = 10_000_000
 
 
-@click.command(short_help="Show the path of one request, its hops, errors and logs.")
+@click.command(cls=Command, short_help="Show the path of one request, its hops, errors and logs.")
 @click.argument("request_id", metavar="ID")
 @backend_options
 @format_option

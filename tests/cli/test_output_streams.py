@@ -25,6 +25,7 @@ from trace_topologies import T0, Topology, checkout, incident
 
 from tracekit.records import SpanRecord
 from tracekit.store import Store
+from tracekit_cli.main import COMMANDS
 
 TRACEKIT = str(Path(sys.executable).with_name("tracekit"))
 SINCE = "2023-11-14T22:00:00+00:00"
@@ -187,6 +188,37 @@ def test_a_closed_stdout_changes_no_exit_status(store: Path, fmt: str, name: str
                             env=env, timeout=60, preexec_fn=lambda: os.close(1))  # fmt: skip
 
     assert (result.returncode, result.stderr) == (EXPECTED_STATUS.get(name, 0), b"")
+
+
+HELP_AND_VERSION = [["--version"], ["--help"], *([name, "--help"] for name in sorted(COMMANDS))]
+
+
+@pytest.mark.parametrize("args", HELP_AND_VERSION, ids=" ".join)
+def test_help_and_version_to_a_reader_that_closed_the_pipe_exit_0(args: list[str]) -> None:
+    """`tracekit --version | true` and `tracekit trace --help | head -0` exited 1 (click's
+    status for a closed pipe), failing a pipeline under `set -o pipefail`; like every other
+    output, a reader that left changes nothing: exit 0, nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([TRACEKIT, *args], stdout=write_end, stderr=subprocess.PIPE,
+                                timeout=60)  # fmt: skip
+    finally:
+        os.close(write_end)
+
+    assert (result.returncode, result.stderr) == (0, b"")
+
+
+@pytest.mark.parametrize("args", HELP_AND_VERSION, ids=" ".join)
+def test_help_and_version_that_cannot_be_written_are_one_line_and_exit_2(args: list[str]) -> None:
+    """`tracekit --help > help.txt` on a full disk said `internal error (OSError: [Errno 28] No
+    space left on device); TRACEKIT_DEBUG=1 shows the traceback`, as if tracekit had a bug."""
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([TRACEKIT, *args], stdout=full, stderr=subprocess.PIPE,
+                                timeout=60)  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stderr == b"tracekit: cannot write the output: No space left on device\n"
 
 
 @pytest.mark.parametrize("columns", ["²", "9" * 5000])

@@ -25,13 +25,13 @@ from tracekit_cli.options import (
     terminal_height,
     terminal_width,
 )
-from tracekit_cli.output import OutputLost, StdoutAsWritten, fail_output_lost
+from tracekit_cli.output import Command, OutputLost, StdoutAsWritten, fail_output_lost
 
 PACING_SECONDS = 0.1  # between checkouts, like users arriving rather than one burst
 EXPORT_INTERVAL_SECONDS = 0.2  # OTEL_BSP_SCHEDULE_DELAY of the demo's services
 
 
-@click.command(short_help="Run eight demo services and trace their requests.")
+@click.command(cls=Command, short_help="Run eight demo services and trace their requests.")
 @click.option(
     "--requests",
     "count",
