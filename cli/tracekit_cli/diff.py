@@ -32,6 +32,7 @@ from tracekit_cli.options import (
     resolve_format,
     searched_back,
     traceparent_trace_id,
+    typed_route,
     warn,
 )
 from tracekit_cli.output import Command, emit_json, emit_text
@@ -67,7 +68,10 @@ SET_OPTIONS = ("--service", "--a", "--b", "--route")
     help="Set form: requests of set B carry this (repeatable).",
 )
 @click.option(
-    "--route", metavar="ROUTE", help="Set form: only requests entering the service on this route."
+    "--route",
+    metavar="ROUTE",
+    callback=typed_route,
+    help="Set form: only requests entering the service on this route.",
 )
 @click.option(
     "--since",

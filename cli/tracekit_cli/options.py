@@ -275,6 +275,15 @@ def service_name(ctx: click.Context, param: click.Parameter, value: str | None) 
     return stripped
 
 
+def typed_route(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--route`` as typed, without the white space around it (a value from an env file keeps
+    its newline); refused when empty, as an unset variable gives it: no request has that route.
+    Any other character is the route's own (a stored one with an escape is typed with it)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("empty: give the route, or no --route for every route")
+    return None if value is None else value.strip()
+
+
 def check_id(value: str) -> str:
     """A correlation or trace ID as typed, refused when empty, too long or unprintable."""
     stripped = value.strip()

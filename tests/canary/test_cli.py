@@ -262,6 +262,26 @@ def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path
         )
 
 
+@pytest.mark.parametrize("route", ["", " "])
+def test_an_empty_route_is_a_usage_error_not_an_inconclusive_verdict(
+    store: Path, route: str
+) -> None:
+    """``--route "$ROUTE"`` with the variable unset judged a route named '': inconclusive, exit 4
+    (1 under ``--gate strict``), "no route has requests of both versions in the window", for a
+    canary 1.5 times slower on the 400 requests of each version; it is refused, exit 2."""
+    code, out, err = run(store, "1.2", "--route", route, "--format", "json")
+
+    assert (code, out) == (2, "")
+    assert "Invalid value for '--route'" in err
+
+
+def test_a_route_typed_with_white_space_around_it_is_the_route(store: Path) -> None:
+    """As a version is: a value from an env file keeps its newline."""
+    code, out, _ = run(store, "1.2", "--route", "/orders/{id}\n", "--format", "json")
+
+    assert (code, json.loads(out)["verdict"]) == (1, "fail")
+
+
 @pytest.fixture(scope="module")
 def outside_routes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both versions serve /orders/{id} alike. Canary 2.1 also fails 400 requests before any

@@ -205,6 +205,26 @@ def test_a_route_with_no_requests_is_named_as_a_route(store_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("route", ["", " "])
+def test_an_empty_route_is_a_usage_error(store_path: Path, route: str) -> None:
+    """``--route "$ROUTE"`` with the variable unset selected no request: exit 3, "no requests
+    of 'fulfilment' with 'service.version=1' since '1h' (set A)", naming no route, where
+    version 1 has 200; it is refused, exit 2, naming the option."""
+    code, out, err = diff(store_path, *versions("1", "2", "--route", route))
+
+    assert (code, out) == (2, "")
+    assert "Invalid value for '--route'" in err
+
+
+def test_a_route_typed_with_white_space_around_it_is_the_route(store_path: Path) -> None:
+    """``--route "$(cat route.txt)"`` keeps no newline, but a value from an env file does: the
+    route was found nowhere (exit 3)."""
+    args = versions("1", "2", "--route", " orders.created\n", "--format", "json")
+    code, doc, _ = diff(store_path, *args)
+
+    assert code == 1 and isinstance(doc, dict) and doc["b"]["requests"] == PER_VERSION
+
+
 @pytest.mark.parametrize(
     "args",
     [
