@@ -39,6 +39,7 @@ from tracekit_cli.options import (
     one_line,
     reason,
     refuse_folder,
+    say,
     shown_path,
 )
 from tracekit_cli.output import Command
@@ -218,10 +219,9 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
     except (OSError, RuntimeError) as error:
         if grpc_port is not None or getattr(error, "strerror", None):  # asked for, or HTTP's
             _fail(_listen_error(config, error))
-        click.echo(
+        say(
             f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}; serving"
-            f" OTLP/HTTP only ({_GRPC_PORT_ADVICE})",
-            err=True,
+            f" OTLP/HTTP only ({_GRPC_PORT_ADVICE})"
         )
     try:
         return Receiver(store, config)
@@ -249,7 +249,7 @@ def _where(receiver: Receiver) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"tracekit collector: {one_line(message)}", err=True)
+    say(f"tracekit collector: {one_line(message)}")
     sys.exit(EXIT_ERROR)
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 
@@ -231,13 +231,31 @@ def refuse_folder(path: Path) -> None:
 
 def warn(message: str) -> None:
     """One line on stderr that does not stop the command (a backend's notice)."""
-    click.echo(f"tracekit: warning: {one_line(message)}", err=True)
+    say(f"tracekit: warning: {one_line(message)}")
 
 
 def fail(message: str, code: int) -> NoReturn:
     """Print one clear line on stderr and exit with ``code``."""
-    click.echo(f"tracekit: {one_line(message)}", err=True)
+    say(f"tracekit: {one_line(message)}")
     sys.exit(code)
+
+
+def say(line: str) -> None:
+    """``line`` on stderr. A stderr whose reader has gone (``2>&1 | head -0``) or that cannot be
+    written (a full disk) is let go: the exit status still tells what happened. The failed write
+    made every error exit 1, read as "not found", diff's "different" or canary's "fail"."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        stop_writing(sys.stderr)
+
+
+def stop_writing(stream: TextIO) -> None:
+    """Point ``stream``'s file at /dev/null: what is still buffered, and what follows, goes
+    nowhere (the interpreter's flush at exit has nothing to fail on)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)  # the stream's file holds its own copy now
 
 
 def reason(error: BaseException) -> str:

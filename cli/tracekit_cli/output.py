@@ -6,7 +6,6 @@ import codecs
 import functools
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +15,14 @@ from typing import Any, NoReturn
 import click
 
 from tracekit.records import finite_json
-from tracekit_cli.options import EXIT_ERROR, fail, no_color, terminal_height, terminal_width
+from tracekit_cli.options import (
+    EXIT_ERROR,
+    fail,
+    no_color,
+    stop_writing,
+    terminal_height,
+    terminal_width,
+)
 
 # json escapes C0 controls only. Every other character that is not printable is escaped too:
 # those a terminal may act on (C1 such as CSI and OSC, DEL), bidirectional overrides, line
@@ -243,6 +249,4 @@ def _written_or_lost() -> Iterator[None]:
 
 def _stop_writing_stdout() -> None:
     """Point stdout at /dev/null: what is still buffered, and what follows, goes nowhere."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)  # stdout holds its own copy now
+    stop_writing(sys.stdout)

@@ -221,6 +221,42 @@ def test_help_and_version_that_cannot_be_written_are_one_line_and_exit_2(args: l
     assert result.stderr == b"tracekit: cannot write the output: No space left on device\n"
 
 
+def errors(store: Path) -> dict[str, tuple[list[str], int]]:
+    """Commands that end with one line on stderr, and the status each documents."""
+    at = ["--store", str(store)]
+    return {
+        "usage": (["trace", "--bogus"], 2),
+        "diff-missing": (["diff", "req-unknown", "req-checkout-1", *at], 3),
+        "canary-usage": (
+            ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.0", *at],
+            2,
+        ),
+        "bad-since": (["search", "--since", "yesterday", *at], 2),
+    }
+
+
+@pytest.mark.parametrize("stderr", ["closed pipe", "full disk"])
+@pytest.mark.parametrize("name", list(errors(Path())))
+def test_a_stderr_that_cannot_be_written_changes_no_exit_status(
+    store: Path, stderr: str, name: str
+) -> None:
+    """`tracekit diff A B 2>&1 | head -0` (or 2>> a log on a full disk) exited 1 whatever
+    happened: a usage error (2) or a request not found by diff (3) read as "not found", diff's
+    "different" or canary's "fail", for the write of its one line had failed."""
+    args, status = errors(store)[name]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open("/dev/full", "wb") as full:
+        target = write_end if stderr == "closed pipe" else full.fileno()
+        try:
+            result = subprocess.run([TRACEKIT, *args], stdout=subprocess.DEVNULL, stderr=target,
+                                    timeout=60)  # fmt: skip
+        finally:
+            os.close(write_end)
+
+    assert result.returncode == status
+
+
 @pytest.mark.parametrize("columns", ["²", "9" * 5000])
 @pytest.mark.parametrize("name", list(commands(Path(), "text")))
 def test_a_columns_value_that_is_no_number_is_ignored(store: Path, columns: str, name: str) -> None:
