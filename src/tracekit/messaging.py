@@ -491,17 +491,16 @@ def _callers_correlation_id(
     headers: MutableMapping[str, Any] | None, callers: CallersMessage | None, reading: Reading
 ) -> str | None:
     """A correlation ID the caller put in the message itself (its headers, or beside them:
-    ``callers``), which its consumer will take; for a batch, the first entry's that has one."""
+    ``callers``), which its consumer will take; for a batch, the first entry's when every entry
+    has one (else None: the batch gets a new ID, which the integration writes into each entry
+    without one of its own)."""
     found = correlation_id_in(headers, None, reading) if headers else None
     if found is not None or callers is None:
         return found
     fields, prop = callers
     batch = fields if isinstance(fields, list) and all(map(_is_mapping, fields)) else [fields]
-    for entry in batch:
-        found = correlation_id_in(entry, prop, reading)
-        if found is not None:
-            return found
-    return None
+    own = [correlation_id_in(entry, prop, reading) for entry in batch]
+    return own[0] if own and None not in own else None
 
 
 def _is_mapping(value: object) -> bool:

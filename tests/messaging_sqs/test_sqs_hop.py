@@ -819,3 +819,28 @@ def test_a_message_sent_outside_a_request_keeps_one_id_when_received_again(
     (sent,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
     assert ids[0] is not None and ids == [ids[0], ids[0]]
     assert sent.attributes is not None and sent.attributes["correlation.id"] == ids[0]
+
+
+def test_a_batch_sent_outside_a_request_gives_each_entry_one_id_when_received_again(
+    sqs_client: Any, queue_url: str
+) -> None:
+    """A script sends a batch in which one entry carries a correlation ID of its own and one
+    none: the one with none got no ID at all (the batch's was taken to be the first entry's),
+    so each receive of it made a new one. Now it keeps one ID over receives, and the other
+    entry keeps its own."""
+    own = {"X-Correlation-ID": {"DataType": "String", "StringValue": "job-41"}}
+    sqs_client.send_message_batch(
+        QueueUrl=queue_url,
+        Entries=[
+            {"Id": "a", "MessageBody": "mine", "MessageAttributes": own},
+            {"Id": "b", "MessageBody": "plain"},
+        ],
+    )
+    ids: dict[str, list[str | None]] = {"mine": [], "plain": []}
+    for _ in range(2):
+        for message in receive(sqs_client, queue_url, count=2, VisibilityTimeout=0):
+            with tracekit.sqs.consume(message, queue=queue_url):
+                ids[message["Body"]].append(tracekit.correlation_id())
+    assert ids["mine"] == ["job-41", "job-41"]
+    plain = ids["plain"]
+    assert plain[0] is not None and plain == [plain[0], plain[0]]

@@ -32,8 +32,9 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-from tracekit import messaging, propagation, semconv, sqs
+from tracekit import correlation, messaging, propagation, semconv, sqs
 from tracekit._messaging import headers as _message_headers
+from tracekit._messaging.consumer import correlation_id_in
 from tracekit._runtime.guard import mark_failed, report_once, safe
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -117,7 +118,7 @@ def _send_batch(
         carrier, system=how.system, destination=destination, attributes=count
     )
     with publishing._beside([_callers_attributes(entry) for entry in entries]) as sent:
-        traced = [_with_attributes(entry, carrier, how) for entry in entries]
+        traced = [_with_attributes(e, _entry_carrier(e, carrier), how) for e in entries]
         if _pushed_over(_batch_size(traced, how), lambda: _batch_size(entries, how)):
             # SQS and SNS bound a batch's total by the same size as one message
             _left_out(f"message batch to {how.service}")
@@ -179,6 +180,18 @@ def _callers_attributes(message: object) -> dict[str, str]:
     if not isinstance(message, dict):
         return {}
     return sqs.headers_of({"MessageAttributes": message.get("MessageAttributes")})
+
+
+def _entry_carrier(entry: object, carrier: dict[str, str]) -> dict[str, str]:
+    """``carrier`` for one entry of a batch sent outside any request: without the batch's new
+    correlation ID where the entry has one of its own, which it keeps (its consumer reads the
+    correlation attribute before baggage)."""
+    if not carrier or correlation.correlation_id() is not None:  # (a request's ID: every entry's)
+        return carrier
+    reading = _message_headers.reading_for(current_options())
+    if correlation_id_in(_callers_attributes(entry), None, reading) is None:
+        return carrier
+    return {name: value for name, value in carrier.items() if name.lower() not in reading.names}
 
 
 def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
