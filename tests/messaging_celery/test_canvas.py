@@ -126,3 +126,18 @@ def test_two_groups_applied_with_no_correlation_id_get_one_each(
         by_trace.setdefault(s.context.trace_id, set()).add(s.attributes[semconv.CORRELATION_ID])
     ids = [next(iter(found)) for found in by_trace.values() if len(found) == 1]
     assert len(by_trace) == 2 and len(ids) == 2 and ids[0] != ids[1]
+
+
+def test_a_group_applied_with_a_correlation_id_in_its_headers_keeps_it(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A script puts its job's ID in the headers of a group it applies, as it may for one task:
+    the canvas's own new ID was written over it, so `tracekit trace job-…` found nothing. Now
+    every task keeps the ID the caller gave."""
+    price = app.tasks["canvas.price"]
+    result = group(price.s(i) for i in range(3)).apply_async(
+        headers={"X-Correlation-ID": "nightly-reprice-8"}
+    )
+    assert result.get(timeout=20) == [0, 10, 20]
+    runs = consumers(spans, 3)
+    assert {s.attributes[semconv.CORRELATION_ID] for s in runs} == {"nightly-reprice-8"}

@@ -64,6 +64,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from tracekit import correlation, messaging, propagation, semconv
+from tracekit._messaging.consumer import correlation_id_in
 from tracekit._messaging.headers import reading_for
 from tracekit._messaging.spans import tracer_for
 from tracekit._runtime import state as _state
@@ -233,7 +234,7 @@ def _traced_canvas(kind: str) -> Callable[..., Any]:
     def traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        given = safe("celery canvas correlation", _canvas_correlation_id)
+        given = safe("celery canvas correlation", lambda: _canvas_correlation_id(instance, kwargs))
         try:
             return _applied_in_span(kind, wrapped, args, kwargs)
         finally:
@@ -243,13 +244,25 @@ def _traced_canvas(kind: str) -> Callable[..., Any]:
     return traced
 
 
-def _canvas_correlation_id() -> Token[str | None] | None:
+def _canvas_correlation_id(canvas: Any, options: dict[str, Any]) -> Token[str | None] | None:
     """Applied with no correlation ID current (a script, a beat-like loop), a canvas gets one
     new ID for all its tasks, current only while it is applied: each task's publish would
-    otherwise give its message an ID of its own (``messaging.publish``)."""
+    otherwise give its message an ID of its own (``messaging.publish``). Not when the caller
+    gave one in the canvas's ``headers``: every task's publish keeps that one."""
     if correlation.correlation_id() is not None or instrumentation_suppressed():
         return None
+    if _callers_correlation_id(canvas, options) is not None:
+        return None
     return correlation.set_correlation_id(correlation.new_correlation_id())
+
+
+def _callers_correlation_id(canvas: Any, options: dict[str, Any]) -> str | None:
+    """The correlation ID in the headers a canvas is applied with (or was given with ``set``)."""
+    given = getattr(canvas, "options", None)
+    headers = options.get("headers") or (given.get("headers") if isinstance(given, dict) else None)
+    if not isinstance(headers, Mapping):
+        return None
+    return correlation_id_in(headers, None, reading_for(_state.current_options()))
 
 
 def _applied_in_span(
