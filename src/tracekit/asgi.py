@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Callable
 from contextvars import Token
+from types import FrameType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -388,9 +389,11 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
 
     With no app at all (``None``: no Starlette app routed the request on its way here, which
     names itself in the scope) the exception goes on to the server, which answers an HTTP
-    request with its 500 (uvicorn, hypercorn, daphne), as a WSGI server does."""
+    request with its 500 (uvicorn, hypercorn, daphne), as a WSGI server does, when this layer is
+    the one the server called (``_server_called``)."""
     if app is None:
-        return 500 if scope["type"] == "http" and isinstance(error, Exception) else 0
+        answered = scope["type"] == "http" and isinstance(error, Exception) and _server_called()
+        return 500 if answered else 0
     applications = sys.modules.get("starlette.applications")
     errors = sys.modules.get("starlette.middleware.errors")
     if (
@@ -408,6 +411,21 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     if not isinstance(answerer, errors.ServerErrorMiddleware):
         return 0
     return 500 if answerer.debug or answerer.handler is None else 0
+
+
+def _server_called() -> bool:
+    """Whether the server itself called this layer, so that the exception goes to it next: not
+    a generic middleware around this one, which may answer it its own way (a catch-all's 503),
+    nor an in-process client (httpx's ASGITransport, Starlette's TestClient)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # this layer's own calls
+    caller = frame.f_globals.get("__name__") if frame is not None else None
+    return isinstance(caller, str) and caller.partition(".")[0] in _SERVERS
+
+
+# The ASGI servers known to answer an HTTP request whose application raised with a 500.
+_SERVERS = frozenset({"daphne", "hypercorn", "uvicorn"})
 
 
 def _handler_answers(app: object, scope: Scope, error: BaseException) -> bool:

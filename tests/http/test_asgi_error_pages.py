@@ -510,3 +510,29 @@ def test_the_status_recorded_is_that_of_the_answer_starlette_built(
     assert span.attributes.get("http.response.status_code") == status
     assert _counted(registry) == [("/crash", str(status), "RuntimeError")]
     assert _in_flight(registry) == [0]
+
+
+def test_a_bare_apps_exception_answered_by_an_outer_middleware_is_not_a_500(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A bare ASGI app behind tracekit's middleware, with a generic middleware outside both
+    that answers any exception with its own 503 (Starlette's ServerErrorMiddleware used
+    alone, with a handler): the client got 503, the span and the metrics said 500."""
+    from starlette.middleware.errors import ServerErrorMiddleware
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("card service timed out")
+
+    registry = CollectorRegistry()
+    traced = asgi.TracekitMiddleware(raw, registry=registry)
+
+    async def unavailable(request: Request, exc: Exception) -> PlainTextResponse:
+        return PlainTextResponse("later", status_code=503)
+
+    app = ServerErrorMiddleware(traced, handler=unavailable)
+    assert send(serve_asgi(app) + "/crash", []).status == 503
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.attributes.get("http.response.status_code") in (None, 503)
+    assert span.attributes.get("error.type") == "RuntimeError"
+    assert [status for _, status, _ in _counted(registry)] != ["500"]
