@@ -377,3 +377,52 @@ def test_an_application_served_again_has_its_stop_flushed_after_an_earlier_stop_
 
     paths = [span.attributes.get("url.path") for span in server_spans(service.spans())]
     assert "/hello/second" in paths, service.output()
+
+
+SERVE_IN_A_THREAD = """
+import os, socket, threading, time
+import httpx, uvicorn
+from asgi_app import app
+
+for run in range(2):  # a test fixture, or a notebook cell, serving and stopping the app
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/hello/{run}")
+    started = time.monotonic()
+    server.should_exit = True
+    thread.join(30)
+    print(f"stopped in {time.monotonic() - started:.1f} s", flush=True)
+os._exit(0)  # the process's own exit flush is not what this is about
+"""
+
+
+def test_a_server_stopped_without_a_signal_does_not_wait_for_the_collector(
+    service: Service,
+) -> None:
+    """uvicorn run in a thread (a test fixture, a notebook) and stopped with ``should_exit``:
+    the process goes on. A stop waited for an export: the whole export timeout (4 s) with a
+    collector that never answers; with none running, 7 s at every stop."""
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    service.write("asgi_app.py", ASGI_APP)
+    service.write("serve.py", SERVE_IN_A_THREAD)
+    service.start(
+        "serve.py", TRACEKIT_EXPORTER="otlp", TRACEKIT_EXPORT_LOGS="false",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="4000",
+    )  # fmt: skip
+    try:
+        assert service.process is not None
+        assert service.process.wait(60) == 0, service.output()
+    finally:
+        blackhole.close()
+
+    stops = [line.split()[2] for line in service.output().splitlines() if "stopped in" in line]
+    assert len(stops) == 2, service.output()
+    assert all(float(took) < 1.0 for took in stops), service.output()  # uvicorn's own: 0.1 s

@@ -99,15 +99,19 @@ def _hook_uvicorn(server: ModuleType) -> None:
 
 
 async def _flush_after_shutdown(
-    wrapped: Callable[..., Any], _: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    wrapped: Callable[..., Any], server: object, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     """uvicorn has answered its last requests and run the lifespan shutdown, if any: flush
-    before it raises SIGTERM again with the action it found, the default in a worker of
-    ``--workers`` (a step of the stop: after a lifespan flush, this one has nothing left)."""
+    before it raises the signal that stopped it again with the action it found, the default in
+    a worker of ``--workers`` (a step of the stop: after a lifespan flush, this one has nothing
+    left). A server stopped without a signal (``should_exit``: one run in a thread by tests or a
+    notebook) is no end of the process: its stop waits for no export (a collector not running
+    made each such stop 7 s long)."""
     try:
         await wrapped(*args, **kwargs)
     finally:
-        _flush_for_stop()
+        if getattr(server, "_captured_signals", None):  # the signals uvicorn raises again
+            _flush_for_stop()
 
 
 @guarded(None)
