@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,47 @@ def test_a_version_stored_with_a_newline_is_the_version_typed(tmp_path: Path) ->
     versions = run(path, "2.0", "--format", "json")
     assert json.loads(versions[1])["warnings"][-1] == (
         "versions of orders with requests in the window: 1.0, 1.1"
+    )
+
+
+# One span of 1.2 edited by hand or by another tool (a store shared from an incident): each ended
+# the canary with exit 2, "tracekit: could not convert string to float: 'x'", "internal error
+# (TypeError: sequence item 274: expected str instance, bytes found)" or, listing the versions,
+# "store ...: invalid literal for int() with base 10: 'x'". The span is left out (its duration is
+# no integer, or it names no resource) or read as it is (its attributes decoded); the rest of the
+# window is judged.
+FIRST_OF_12 = (
+    "id = (SELECT min(s.id) FROM spans s JOIN resources r ON r.id = s.resource_ref"
+    " WHERE r.attributes LIKE '%\"1.2\"%')"
+)
+MISTYPED = {
+    "duration-as-text": (f"UPDATE spans SET duration_ns = 'x' WHERE {FIRST_OF_12}", 399),
+    "duration-as-blob": (f"UPDATE spans SET duration_ns = x'00' WHERE {FIRST_OF_12}", 399),
+    "attributes-as-blob": (
+        f"UPDATE spans SET attributes = CAST(attributes AS BLOB) WHERE {FIRST_OF_12}",
+        400,
+    ),
+    "resource-ref-as-text": (f"UPDATE spans SET resource_ref = 'x' WHERE {FIRST_OF_12}", 399),
+}
+
+
+@pytest.mark.parametrize(("edit", "judged"), MISTYPED.values(), ids=MISTYPED.keys())
+def test_a_mistyped_row_leaves_the_rest_of_the_window_judged(
+    tmp_path: Path, store: Path, edit: str, judged: int
+) -> None:
+    path = tmp_path / "edited.db"
+    path.write_bytes(store.read_bytes())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(edit).rowcount == 1
+
+    code, out, err = run(path, "1.2", "--format", "json")
+    versions = run(path, "2.0", "--format", "json")
+
+    assert (code, err, json.loads(out)["verdict"]) == (1, "", "fail")  # 1.5 times slower
+    assert json.loads(out)["canary"] == {"version": "1.2", "requests": judged}
+    assert (versions[0], versions[2]) == (4, "")
+    assert json.loads(versions[1])["warnings"][-1].startswith(
+        "versions of orders with requests in the window: 1.0, 1.1, 1.2,"
     )
 
 
