@@ -105,7 +105,7 @@ __all__ = [
 # The caller's own message, where an integration sends tracekit's headers beside it (Kafka
 # headers, stream fields, SQS attributes, AMQP properties): its fields (a mapping or ``(key,
 # value)`` pairs; for a batch, a list of them) and correlation property, either None.
-CallersMessage = tuple[Any, object]
+_CallersMessage = tuple[Any, object]
 
 # Set while a publish block runs, so an instrumented client below it does not publish twice.
 # (A context variable of its own: correlation-only mode then attaches no OpenTelemetry context.)
@@ -177,7 +177,7 @@ class Publishing:
     def __init__(self, *call: Any) -> None:
         self._call = call
         self._fresh = False  # see _publish_own
-        self._callers: CallersMessage | None = None  # see _beside
+        self._callers: _CallersMessage | None = None  # see _beside
         self._publication: Publication | None = None
         self._started: _Started | None = None
         self._kept_open = False
@@ -289,7 +289,7 @@ def _publish_own(
 
 
 def _publish_alone(
-    headers: MutableMapping[str, Any], callers: CallersMessage | None = None
+    headers: MutableMapping[str, Any], callers: _CallersMessage | None = None
 ) -> _PublishingAlone | None:
     """``publish`` in correlation-only mode, for an integration that made ``headers`` itself
     for this message (pika copies the caller's properties): no span or metrics, and since no
@@ -312,7 +312,7 @@ class _PublishingAlone:
         self,
         headers: MutableMapping[str, Any],
         options: config.Options,
-        callers: CallersMessage | None,
+        callers: _CallersMessage | None,
     ) -> None:
         self._headers, self._options, self._callers = headers, options, callers
         self._token: Token[bool] | None = None
@@ -401,7 +401,7 @@ def _leave_block(started: _Started) -> None:
 def _start_publish(
     ctx: otel_context.Context,
     fresh: bool,
-    callers: CallersMessage | None,
+    callers: _CallersMessage | None,
     headers: MutableMapping[str, Any],
     system: str,
     destination: str,
@@ -444,7 +444,7 @@ def _write_headers(
     *,
     fresh: bool = False,
     known: tuple[SpanContext, str | None] | None = None,
-    callers: CallersMessage | None = None,
+    callers: _CallersMessage | None = None,
 ) -> str | None:
     """Write the hop's headers into ``headers`` and return the message's correlation ID.
     ``fresh``: a dict the integration made for this message alone (pika copies the caller's),
@@ -488,7 +488,7 @@ def _write_headers(
 
 
 def _callers_correlation_id(
-    headers: MutableMapping[str, Any] | None, callers: CallersMessage | None, reading: Reading
+    headers: MutableMapping[str, Any] | None, callers: _CallersMessage | None, reading: Reading
 ) -> str | None:
     """A correlation ID the caller put in the message itself (its headers, or beside them:
     ``callers``), which its consumer will take; for a batch, the first entry's when every entry
