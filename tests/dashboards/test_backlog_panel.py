@@ -51,6 +51,16 @@ def _shown(url: str, title: str, selected_range: str, at: float) -> dict[str, fl
     return {s["metric"]["messaging_destination_name"]: float(s["value"][1]) for s in found}
 
 
+def _stat(url: str, title: str, at: float) -> list[float]:
+    """What the messaging dashboard's stat panel ``title`` reads at ``at``, every variable on
+    "All" (an empty list: Grafana's "No data")."""
+    board = load("messaging.json")
+    panel = next(p for p in panels(board) if p["title"] == title and p["type"] == "stat")
+    chosen = {"service": [ALL], "system": [ALL], "destination": [ALL]}
+    found = instant(url, interpolate(panel["targets"][0]["expr"], variables(board), chosen), at)
+    return [float(s["value"][1]) for s in found]
+
+
 def test_backlog_grows_at_the_publish_rate_while_no_consumer_runs(tmp_path: Path) -> None:
     """The panel subtracted the consumers' rate from the publishers': with no consumer series
     left, the subtraction matched nothing and the panel showed no data, while the queue grew by
@@ -95,6 +105,7 @@ def test_backlog_shows_no_line_while_prometheus_saw_nothing(tmp_path: Path) -> N
                 wait_for(lambda: _scraped(url, UP) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
                 start = time.time()
                 _send(client, [publisher, consumer], 3)
+                seen = time.time()
             _send(client, [publisher, consumer], 6.5)  # longer than the rate interval: unseen
             blind = time.time()
             _send(client, [publisher, consumer], 1)
@@ -103,8 +114,13 @@ def test_backlog_shows_no_line_while_prometheus_saw_nothing(tmp_path: Path) -> N
                 selected_range = f"{math.ceil(blind - start) + 1}s"  # the first run within it
                 published = _shown(url, "Publish rate", selected_range, blind)
                 backlog = _shown(url, "Publish minus process rate", selected_range, blind)
+                failed_seen = _stat(url, "Failed messages", seen)
+                failed_unseen = _stat(url, "Failed messages", blind)
     finally:
         publisher.stop()
         consumer.stop()
     assert published == {}
     assert backlog == {}
+    # The stat's stand-in 0 (vector(0)) read "0 failed", green, where nothing was seen either.
+    assert failed_seen == [0.0]  # consumers handled messages and none failed
+    assert failed_unseen == []
