@@ -14,7 +14,7 @@ import sys
 import click
 
 from tracekit._version import __version__
-from tracekit_cli.options import EXIT_ERROR, fail
+from tracekit_cli.options import EXIT_ERROR, fail, stop_writing
 from tracekit_cli.output import help_written, print_and_exit
 
 _NO_ARGS: type[click.UsageError] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -68,7 +68,10 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False, prog_name="tracekit")
     except _NO_ARGS as error:  # bare `tracekit`: the help is the answer (click 8.2+)
-        error.show()
+        try:
+            error.show()
+        except OSError:  # stderr's reader left, or a full disk: the status still says it
+            stop_writing(sys.stderr)
         sys.exit(error.exit_code)
     except click.UsageError as error:
         fail(f"{error.format_message()} (see '{_command_path(error)} --help')", EXIT_ERROR)
