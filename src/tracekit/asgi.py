@@ -416,16 +416,23 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
 def _server_called() -> bool:
     """Whether the server itself called this layer, so that the exception goes to it next: not
     a generic middleware around this one, which may answer it its own way (a catch-all's 503),
-    nor an in-process client (httpx's ASGITransport, Starlette's TestClient)."""
+    nor an in-process client (httpx's ASGITransport, Starlette's TestClient). OpenTelemetry's
+    own ASGI middleware around this one raises the exception again, on to the server."""
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back  # this layer's own calls
+    while frame is not None and _passes_on(frame.f_globals.get("__name__")):
+        frame = frame.f_back  # this layer's own calls, and a middleware that raises it again
     caller = frame.f_globals.get("__name__") if frame is not None else None
     return isinstance(caller, str) and caller.partition(".")[0] in _SERVERS
 
 
+def _passes_on(module: object) -> bool:
+    return module == __name__ or module in _RAISE_AGAIN
+
+
 # The ASGI servers known to answer an HTTP request whose application raised with a 500.
 _SERVERS = frozenset({"daphne", "hypercorn", "uvicorn"})
+# Middleware known to raise an application's exception again, unanswered.
+_RAISE_AGAIN = frozenset({"opentelemetry.instrumentation.asgi"})
 
 
 def _handler_answers(app: object, scope: Scope, error: BaseException) -> bool:

@@ -536,3 +536,21 @@ def test_a_bare_apps_exception_answered_by_an_outer_middleware_is_not_a_500(
     assert span.attributes.get("http.response.status_code") in (None, 503)
     assert span.attributes.get("error.type") == "RuntimeError"
     assert [status for _, status, _ in _counted(registry)] != ["500"]
+
+
+def test_a_bare_apps_exception_re_raised_by_opentelemetrys_middleware_counts_as_a_500(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """OpenTelemetry's own ASGI middleware around tracekit's records the exception and raises
+    it again, on to uvicorn, which answers 500: tracekit's metrics counted it with no status.
+    (The SERVER span is OpenTelemetry's, which describes it as without tracekit.)"""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("card service timed out")
+
+    registry = CollectorRegistry()
+    app = OpenTelemetryMiddleware(asgi.TracekitMiddleware(raw, registry=registry))
+    assert send(serve_asgi(app) + "/crash", []).status == 500
+
+    assert _counted(registry) == [("_unmatched", "500", "RuntimeError")]
