@@ -389,7 +389,7 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
 
     With no app at all (``None``: no Starlette app routed the request on its way here, which
     names itself in the scope) the exception goes on to the server, which answers an HTTP
-    request with its 500 (uvicorn, hypercorn, daphne), as a WSGI server does, when this layer is
+    request with its 500 (uvicorn, hypercorn), as a WSGI server does, when this layer is
     the one the server called (``_server_called``)."""
     if app is None:
         answered = scope["type"] == "http" and isinstance(error, Exception) and _server_called()
@@ -429,8 +429,10 @@ def _passes_on(module: object) -> bool:
     return module == __name__ or module in _RAISE_AGAIN
 
 
-# The ASGI servers known to answer an HTTP request whose application raised with a 500.
-_SERVERS = frozenset({"daphne", "hypercorn", "uvicorn"})
+# The ASGI servers known to answer an HTTP request whose application raised with a 500 and to
+# call the application from a module of their own (daphne starts it as a task of its own: no
+# daphne frame is found, and no status recorded, as before).
+_SERVERS = frozenset({"hypercorn", "uvicorn"})
 # Middleware known to raise an application's exception again, unanswered.
 _RAISE_AGAIN = frozenset({"opentelemetry.instrumentation.asgi"})
 
