@@ -199,7 +199,7 @@ def _stdout_reader_may_leave() -> Iterator[None]:
         yield
         sys.stdout.flush()
     except OSError as error:
-        _stop_writing_stdout()
+        stop_writing(sys.stdout)
         if not isinstance(error, BrokenPipeError):  # a full disk: the output is lost, say so
             fail_output_lost(error)
 
@@ -241,12 +241,7 @@ def _written_or_lost() -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:
-        _stop_writing_stdout()
+        stop_writing(sys.stdout)
     except OSError as error:
-        _stop_writing_stdout()
+        stop_writing(sys.stdout)
         raise OutputLost(error) from error
-
-
-def _stop_writing_stdout() -> None:
-    """Point stdout at /dev/null: what is still buffered, and what follows, goes nowhere."""
-    stop_writing(sys.stdout)
