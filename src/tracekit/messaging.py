@@ -467,12 +467,7 @@ def _write_headers(
         drop_replaced(headers, reading.replaced)
     # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
     callers_left = tuple(map(headers.get, reading.left)) if remembered else ()
-    if known is None:
-        in_context = propagation.CURRENT_SPAN_KEY in ctx  # (none in correlation-only mode)
-        span_context = trace.get_current_span(ctx).get_span_context() if in_context else None
-        cid = correlation.correlation_id_for(ctx)
-    else:
-        span_context, cid = known
+    span_context, cid = propagation.sent_from(ctx) if known is None else known
     message_id = cid
     if cid is None:  # outside any request: the caller's own ID in the message, else a new one
         message_id = _callers_correlation_id(headers if callers_headers else None, callers, reading)

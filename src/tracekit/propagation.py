@@ -327,12 +327,7 @@ class TracekitPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Write the trace headers, baggage and the correlation header into ``carrier``."""
-        span_context = None
-        # (a context given without a span, as in correlation-only mode: none to look up)
-        if context is None or CURRENT_SPAN_KEY in context:
-            span_context = trace.get_current_span(context).get_span_context()
-        cid = correlation.correlation_id_for(context)
-        self._inject_known(carrier, context, span_context, cid, setter)
+        self._inject_known(carrier, context, *sent_from(context), setter)
 
     def _inject_known(
         self,
@@ -386,6 +381,16 @@ class TracekitPropagator(TextMapPropagator):
 TRACECONTEXT = "tracecontext"
 DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
 KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
+
+
+def sent_from(context: Context | None) -> tuple[SpanContext | None, str | None]:
+    """What ``inject`` sends from ``context`` (None: the current one): its span's context and
+    its correlation ID. A context given without a span (correlation-only mode) has none to
+    look up."""
+    span_context = None
+    if context is None or CURRENT_SPAN_KEY in context:
+        span_context = trace.get_current_span(context).get_span_context()
+    return span_context, correlation.correlation_id_for(context)
 
 
 def _baggage_to_send(context: Context | None, cid: str | None) -> str | None:
