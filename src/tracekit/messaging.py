@@ -104,7 +104,9 @@ __all__ = [
 
 # The caller's own message, where an integration sends tracekit's headers beside it (Kafka
 # headers, stream fields, SQS attributes, AMQP properties): its fields (a mapping or ``(key,
-# value)`` pairs; for a batch, a list of them) and correlation property, either None.
+# value)`` pairs; for a batch, a list of them) and the properties whose correlation property
+# (``correlation_property_of``) it may carry, either None. The property is read only where no
+# correlation ID is current: a publish inside a request does not pay for it.
 _CallersMessage = tuple[Any, object]
 
 # Set while a publish block runs, so an instrumented client below it does not publish twice.
@@ -216,11 +218,12 @@ class Publishing:
             return
         self.end(error)
 
-    def _beside(self, fields: Any, correlation_property: object = None) -> Publishing:
+    def _beside(self, fields: Any, properties: object = None) -> Publishing:
         """For an integration that sends ``headers`` beside the caller's own message fields:
-        a correlation ID the caller put there (or in ``correlation_property``) is the message's
-        when none is current, and no new one is made for it (see ``_write_headers``)."""
-        self._callers = (fields, correlation_property)
+        a correlation ID the caller put there (or in the correlation property of
+        ``properties``) is the message's when none is current, and no new one is made for it
+        (see ``_write_headers``)."""
+        self._callers = (fields, properties)
         return self
 
     def keep_open(self) -> None:
@@ -275,17 +278,17 @@ def _publish_own(
     destination: str,
     message_id: object,
     attributes: Mapping[str, Any] | None,
-    correlation_property: object = None,
+    properties: object = None,
 ) -> Publishing:
     """``publish`` for an integration that made ``headers`` itself for this message (pika
     copies the caller's properties): since no caller holds the dict to publish with again,
     nothing of an earlier publish is looked for in it, nor remembered for the next.
-    ``correlation_property``: the message's own (see ``Publishing._beside``)."""
+    ``properties``: the message's own (see ``Publishing._beside``)."""
     publishing = Publishing(
         headers, system, destination, message_id, "send", attributes, None, None
     )
     publishing._fresh = True
-    return publishing._beside(None, correlation_property)
+    return publishing._beside(None, properties)
 
 
 def _publish_alone(
@@ -470,7 +473,9 @@ def _write_headers(
     span_context, cid = propagation.sent_from(ctx) if known is None else known
     message_id = cid
     if cid is None:  # outside any request: the caller's own ID in the message, else a new one
-        message_id = _callers_correlation_id(headers if callers_headers else None, callers, reading)
+        message_id = _callers_correlation_id(
+            headers if callers_headers else None, callers, reading, opts
+        )
         if message_id is None:
             cid = message_id = correlation.new_correlation_id()
     reading.propagator._inject_known(headers, ctx, span_context, cid)
@@ -483,7 +488,10 @@ def _write_headers(
 
 
 def _callers_correlation_id(
-    headers: MutableMapping[str, Any] | None, callers: _CallersMessage | None, reading: Reading
+    headers: MutableMapping[str, Any] | None,
+    callers: _CallersMessage | None,
+    reading: Reading,
+    opts: config.Options,
 ) -> str | None:
     """A correlation ID the caller put in the message itself (its headers, or beside them:
     ``callers``), which its consumer will take; for a batch, the first entry's when every entry
@@ -492,7 +500,8 @@ def _callers_correlation_id(
     found = correlation_id_in(headers, None, reading) if headers else None
     if found is not None or callers is None:
         return found
-    fields, prop = callers
+    fields, properties = callers
+    prop = correlation_property_of(properties, opts)
     batch = fields if isinstance(fields, list) and all(map(_is_mapping, fields)) else [fields]
     own = [correlation_id_in(entry, prop, reading) for entry in batch]
     return own[0] if own and None not in own else None

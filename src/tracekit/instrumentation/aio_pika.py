@@ -225,8 +225,8 @@ async def _traced_publish(
         args = (own, *args[1:])
     else:
         kwargs = {**kwargs, "message": own}
-    prop = messaging.correlation_property_of(own)  # the message's ID outside a request
-    alone = messaging._publish_alone(own.headers, (None, prop))  # (a copy: see _own_copy)
+    # (the headers are a copy: see _own_copy; the message's properties may name its ID)
+    alone = messaging._publish_alone(own.headers, (None, own))
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return await wrapped(*args, **kwargs)
@@ -244,7 +244,7 @@ async def _traced_publish(
             conversation_id=getattr(message, "correlation_id", None),
         ),
     )
-    with publishing._beside(None, prop) as sent:
+    with publishing._beside(None, own) as sent:
         result = await wrapped(*args, **kwargs)
         _note_returned(sent, result)
         return result

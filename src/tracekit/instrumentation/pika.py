@@ -287,8 +287,8 @@ def _traced_publish(
         args = (*args[:3], properties, *args[4:])
     else:
         kwargs["properties"] = properties  # (this call's own dict)
-    prop = messaging.correlation_property_of(properties)  # the message's ID outside a request
-    alone = messaging._publish_alone(headers, (None, prop))  # (a copy: see _own_properties)
+    # (the headers are a copy: see _own_properties; the properties may name the message's ID)
+    alone = messaging._publish_alone(headers, (None, properties))
     if alone is not None:  # (no span to describe: the other arguments are not looked at)
         with alone:
             return wrapped(*args, **kwargs)
@@ -306,7 +306,7 @@ def _traced_publish(
             _server_of(instance),
             conversation_id=getattr(properties, "correlation_id", None),
         ),
-        prop,
+        properties,
     ):
         return wrapped(*args, **kwargs)
 

@@ -466,7 +466,7 @@ def _publish(
     publishing = messaging.publish(headers, system=SYSTEM, destination=destination)
     if fields is None:
         return publishing
-    return publishing._beside(fields, messaging.correlation_property_of(fields))
+    return publishing._beside(fields, fields)
 
 
 async def _published_when_awaited(
