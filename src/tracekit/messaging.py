@@ -470,7 +470,7 @@ def _write_headers(
         drop_replaced(headers, reading.replaced)
     # the caller's own correlation ID and baggage, there before: what tracekit leaves unwritten
     callers_left = tuple(map(headers.get, reading.left)) if remembered else ()
-    span_context, cid = propagation.sent_from(ctx) if known is None else known
+    span_context, cid = propagation._sent_from(ctx) if known is None else known
     message_id = cid
     if cid is None:  # outside any request: the caller's own ID in the message, else a new one
         message_id = _callers_correlation_id(

@@ -327,7 +327,7 @@ class TracekitPropagator(TextMapPropagator):
         setter: Setter[CarrierT] = default_setter,
     ) -> None:
         """Write the trace headers, baggage and the correlation header into ``carrier``."""
-        self._inject_known(carrier, context, *sent_from(context), setter)
+        self._inject_known(carrier, context, *_sent_from(context), setter)
 
     def _inject_known(
         self,
@@ -383,7 +383,7 @@ DEFAULT_PROPAGATORS = (TRACECONTEXT, BAGGAGE)
 KNOWN_PROPAGATORS = (*DEFAULT_PROPAGATORS, *_trace_formats.FORMATS, "none")
 
 
-def sent_from(context: Context | None) -> tuple[SpanContext | None, str | None]:
+def _sent_from(context: Context | None) -> tuple[SpanContext | None, str | None]:
     """What ``inject`` sends from ``context`` (None: the current one): its span's context and
     its correlation ID. A context given without a span (correlation-only mode) has none to
     look up."""
