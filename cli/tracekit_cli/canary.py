@@ -9,6 +9,7 @@ know zero and non-zero.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,9 @@ import click
 from tracekit.records import BackendError
 from tracekit_cli.headers import HEADERS_ENV, parse_headers
 from tracekit_cli.options import (
+    DURATION,
     EXIT_ERROR,
+    UNIT_SECONDS,
     Number,
     StoreOption,
     existing_store,
@@ -183,8 +186,38 @@ def _window(since: str | None, start: str | None, end: str | None) -> tuple[int,
     # the default window is the 30 minutes before its end, wherever --end puts that
     start_ns = end_ns - DEFAULT_WINDOW_NS if given_start is None else given_start
     if start_ns >= end_ns:
-        raise click.UsageError("the window must start before it ends")
+        raise click.UsageError(_backwards(("--start", start) if start else ("--since", since), end))
     return start_ns, end_ns
+
+
+def _backwards(typed_start: tuple[str, str | None], typed_end: str | None) -> str:
+    """What to type when the window ends before it starts. A duration counts back from now in
+    every option (as Grafana's ``now-30m`` and journalctl's ``--since -30m`` do), so ``--since
+    30m --end 2h`` starts after it ends; its likely meaning, the 30 minutes before ``--end``, is
+    named as ``--start`` (both durations added up) with that ``--end``."""
+    option, start = typed_start[0], (typed_start[1] or "").strip()
+    end = (typed_end or "now").strip()
+    said = (f"the window must start before it ends: {option} {one_line(start, 40)} is not"
+            f" before --end {one_line(end, 40)}")  # fmt: skip
+    length, back = DURATION.match(start), DURATION.match(end)
+    if length is None or back is None:
+        return said
+    earlier = _duration(_seconds(back) + _seconds(length))
+    return (f"{said} (a duration counts back from now); for the {start} before --end, type"
+            f" --start {earlier} --end {end}")  # fmt: skip
+
+
+def _seconds(duration: re.Match[str]) -> float:
+    return float(duration.group(1)) * UNIT_SECONDS[duration.group(2)]
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that holds it whole (``9000`` -> ``150m``)."""
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / UNIT_SECONDS[unit]
+        if count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{round(seconds * 1000)}ms"
 
 
 def _read(

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -281,6 +282,29 @@ def test_usage_and_backend_errors_exit_2_with_one_line(tmp_path: Path, store: Pa
     # one version judged against itself would pass whatever it does
     itself = run(store, "1.0")
     assert itself[0] == 2 and "--baseline and --canary are the same version ('1.0')" in itself[2]
+
+
+def test_a_since_after_the_end_says_what_to_type(store: Path) -> None:
+    """``--since 30m --end 2h``: both count back from now, so the window would end before it
+    starts; the line names the window meant (the 30 minutes before --end) as options that work.
+    The installed command, whose usage errors are one line."""
+    installed = str(Path(sys.executable).with_name("tracekit"))
+    versions = [installed, "canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    versions += ["--store", str(store), "--format", "json"]
+
+    def typing(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*versions, *args], capture_output=True, text=True, timeout=60)
+
+    typed = typing("--since", "30m", "--end", "2h")
+    assert (typed.returncode, typed.stdout, typed.stderr.count("\n")) == (2, "", 1)
+    assert "--since 30m is not before --end 2h" in typed.stderr
+    suggested = re.search(r"type (--start \S+ --end \S+)", typed.stderr)
+    assert suggested is not None and suggested.group(1) == "--start 150m --end 2h"
+    then = time.time()
+    meant = typing(*suggested.group(1).split())
+    window = json.loads(meant.stdout)["window"]
+    assert meant.returncode == 4 and window["seconds"] == 1800  # no requests of that time
+    assert abs(window["end_unix_nano"] / 1e9 - (then - 7200)) < 60
 
 
 def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path) -> None:
