@@ -1065,3 +1065,27 @@ def test_an_at_sign_in_a_backend_path_is_refused_saying_how_to_write_it(flag: st
     code, out, err = run("search", flag, url)
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "an '@' in its path as %40" in err
+
+
+@pytest.mark.parametrize("fake", [FakeTempo, FakeJaeger])
+def test_search_and_services_from_tempo_and_jaeger_are_documents_of_their_schemas(
+    serve: Any, fake: Any
+) -> None:
+    """The schemas describe what each backend's answer is printed as, not the store's alone:
+    a request without a correlation ID, a pull consumer's trace, an error, a messaging edge."""
+    import jsonschema
+
+    from tracekit_cli.schemas import load_schema
+
+    plain = Topology(None)
+    plain.span("edge", "GET /health", "SERVER", 0, 5)
+    url = serve(fake(recent(pulled_job().spans + incident().spans + plain.spans))).url
+    flag = "--tempo" if fake is FakeTempo else "--jaeger"
+    for command in ("search", "services"):
+        code, out, _ = run(command, "--since", "7d", flag, url, "--format", "json")
+        document = json.loads(out)
+        jsonschema.validate(document, load_schema(command))
+        assert code == 0 and document
+    found = json.loads(run("search", "--since", "7d", flag, url, "--format", "json")[1])
+    assert None in {r["correlation_id"] for r in found["requests"]}
+    assert True in {r["error"] for r in found["requests"]}
