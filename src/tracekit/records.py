@@ -41,6 +41,7 @@ __all__ = [
     "WarningSource",
     "finite_json",
     "newest_spans",
+    "service_name",
 ]
 
 AttributeValue: TypeAlias = (
@@ -55,6 +56,7 @@ SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 
 CORRELATION_ATTRIBUTE = semconv.CORRELATION_ID
+_UNKNOWN_SERVICE = "unknown_service"  # OpenTelemetry's name for a service that gave none
 
 # The links one span holds: tracekit's tracer provider keeps this many (the SDK's default is
 # 128) and the collector stores as many. A batch consumer's span links to every message's
@@ -150,6 +152,14 @@ class RequestSummary:
     duration_ms: float
     span_count: int
     error: bool
+
+
+def service_name(value: object) -> str:
+    """The service a resource's ``service.name`` value names, without the white space around it
+    (an SDK that read ``OTEL_SERVICE_NAME`` from a file keeps its newline: ``"checkout\\n"`` is
+    the ``checkout`` typed after ``--service``); OpenTelemetry's default when it names none."""
+    name = value.strip() if isinstance(value, str) else ""
+    return name or _UNKNOWN_SERVICE
 
 
 def finite_json(value: object) -> object:

@@ -33,7 +33,14 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from tracekit.records import AttributeValue, BackendError, SpanEvent, SpanLink, SpanRecord
+from tracekit.records import (
+    AttributeValue,
+    BackendError,
+    SpanEvent,
+    SpanLink,
+    SpanRecord,
+    service_name,
+)
 from tracekit.store._limits import bounded_span, clock_step_mended
 
 HEX = re.compile(r"[0-9a-f]+")
@@ -255,8 +262,7 @@ def _spans_of_batch(
     unreadable: Callable[[BackendError], None],
 ) -> Iterator[SpanRecord]:  # fmt: skip
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
-    name = resource.get("service.name")  # no string: the default, as the collector reads it
-    service = name if isinstance(name, str) and name else "unknown_service"
+    service = service_name(resource.get("service.name"))  # no string: the collector's default too
     for scope_spans in batch.get("scopeSpans") or []:
         scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:

@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from tracekit.records import MAX_SPAN_LINKS, AttributeValue, LogRecordData, SpanRecord
+from tracekit.records import (
+    MAX_SPAN_LINKS,
+    AttributeValue,
+    LogRecordData,
+    SpanRecord,
+    service_name,
+)
 from tracekit.store._limits import (
     LOG_TIME_PROBLEM,
     MAX_NAME_CHARS,
@@ -23,7 +29,6 @@ SPAN_KIND_NAMES = ("INTERNAL", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONS
 STATUS_NAMES = ("UNSET", "OK", "ERROR")
 # Attribute values nest (arrays, key-value lists); deeper than this is refused, not recursed into.
 MAX_VALUE_DEPTH = 32
-UNKNOWN_SERVICE = "unknown_service"
 # Attributes and events of one span kept, and attributes of one event, link or log record: the
 # OpenTelemetry SDK's default span and log record limits, so a default SDK never sends more.
 # Links: as many as tracekit's own tracer provider keeps (``records.MAX_SPAN_LINKS``), for a
@@ -168,6 +173,6 @@ def service_of(resource: Mapping[str, object]) -> tuple[str, str | None]:
     name = resource.get("service.name")
     version = resource.get("service.version")
     return (
-        cut(name, MAX_NAME_CHARS) if isinstance(name, str) and name else UNKNOWN_SERVICE,
+        cut(service_name(name), MAX_NAME_CHARS),
         cut(version, MAX_NAME_CHARS) if isinstance(version, str) else None,
     )

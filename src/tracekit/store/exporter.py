@@ -29,6 +29,7 @@ from tracekit.records import (
     SpanEvent,
     SpanLink,
     SpanRecord,
+    service_name,
 )
 from tracekit.store._connection import one_line
 from tracekit.store._limits import log_time_problem, span_time_problem, time_bounds
@@ -249,8 +250,7 @@ def _body_text(body: object) -> str:
 
 
 def _service(resource: Resource) -> str:
-    value = resource.attributes.get("service.name")
-    return value if isinstance(value, str) and value else "unknown_service"
+    return service_name(resource.attributes.get("service.name"))
 
 
 def _version(resource: Resource) -> str | None:
