@@ -676,6 +676,40 @@ def test_a_message_nacked_or_rejected_by_its_handler_ends_failed_saying_so(
     assert status["loop-nack"].description == "MessageRejected: nack, requeued"
 
 
+@pytest.mark.parametrize("pattern", ["RPC", "JsonRPC"])
+def test_an_rpc_whose_function_raises_ends_failed_though_aio_pika_answers_it(
+    amqp_url, spans, pattern: str
+) -> None:
+    """aio-pika's RPC pattern catches a registered function's exception, sends it to the caller
+    as the answer and acks the call: the call's span was reported handled (status UNSET) where
+    the caller got an error. It ends failed with that exception; a call that succeeds does not."""
+    from aio_pika import patterns
+
+    method = f"tracekit_stock_{time.monotonic_ns()}"
+
+    async def reserve(*, item: str) -> str:
+        if item == "out":
+            raise OutOfStock(item)
+        return item
+
+    async def run() -> list[str]:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            rpc = await getattr(patterns, pattern).create(await connection.channel())
+            await rpc.register(method, reserve, auto_delete=True)
+            answers = [await rpc.call(method, kwargs={"item": "in"})]
+            with pytest.raises(Exception) as failed:
+                await rpc.call(method, kwargs={"item": "out"})
+            answers.append(type(failed.value).__name__)
+            return answers
+
+    assert asyncio.run(run()) == ["in", "OutOfStock" if pattern == "RPC" else "JsonRPCError"]
+    calls = [c for c in _kind(spans.get_finished_spans(), SpanKind.CONSUMER) if method in c.name]
+    assert [c.status.status_code.name for c in calls] == ["UNSET", "ERROR"]
+    assert calls[1].attributes["error.type"].endswith("OutOfStock")
+    assert calls[1].status.description == "OutOfStock: out"
+
+
 def test_workers_sharing_one_iterator_each_keep_their_own_message_span(
     amqp_url, queue_name, spans
 ) -> None:

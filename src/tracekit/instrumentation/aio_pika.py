@@ -22,6 +22,9 @@
   (the channel gone: the message comes back) fails the span too.
 - ``message.nack()`` / ``message.reject()`` of the message an open span is for fail that span
   with ``messaging.MessageRejected``, saying whether the broker requeues the message.
+- ``aio_pika.patterns.RPC`` (and ``JsonRPC``) answers a registered function's exception to its
+  caller rather than raising it: the call's CONSUMER span ends failed with that exception all
+  the same (noted as the pattern's ``serialize_exception`` turns it into the answer).
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class AioPikaInstrumentor(Instrumentor):
         for operation in ("nack", "reject"):
             rejecting = functools.partial(_noting_rejection, operation)
             self.wrap(module.IncomingMessage, operation, rejecting)
+        for rpc in _rpc_classes(module):
+            self.wrap(rpc, "serialize_exception", _noting_rpc_failure)
 
     def _traced_consume(
         self,
@@ -199,6 +204,26 @@ async def _noting_rejection(
     if delivery is not None and delivery.settle_key is instance:
         delivery.note_rejected(operation, _requeues(operation, args, kwargs))
     return result
+
+
+def _rpc_classes(module: ModuleType) -> list[type]:
+    """The RPC patterns of aio-pika with a ``serialize_exception`` of their own (``RPC``, and
+    ``JsonRPC``, whose own does not call ``RPC``'s)."""
+    rpc = getattr(getattr(module, "patterns", None), "rpc", None)
+    found = (getattr(rpc, name, None) for name in ("RPC", "JsonRPC"))
+    return [cls for cls in found if isinstance(cls, type) and "serialize_exception" in vars(cls)]
+
+
+def _noting_rpc_failure(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The registered function failed (or its call could not be read): aio-pika answers the
+    caller with the exception and acks the call, whose span ends failed with it all the same."""
+    error = args[0] if args else kwargs.get("exception")
+    delivery = messaging.current_delivery()
+    if isinstance(error, BaseException) and delivery is not None and delivery.is_open:
+        delivery.fail(error)
+    return wrapped(*args, **kwargs)
 
 
 def _requeues(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
