@@ -577,6 +577,42 @@ def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("X-B3-TraceId", "X-B3-SpanId", "X-B3-Sampled"),  # OpenTelemetry Java's, .NET's, Brave's
+        ("x-b3-traceid", "x-b3-spanid", "x-b3-sampled"),  # Python's, JS's, Go's (and tracekit's)
+    ],
+    ids=["java", "python"],
+)
+def test_b3_attributes_of_a_producer_in_another_language_continue_its_trace(
+    sqs_client: Any,
+    queue_url: str,
+    spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    names: tuple[str, str, str],
+) -> None:
+    """Under OTEL_PROPAGATORS=b3multi, a Java service's message carries ``X-B3-TraceId`` and
+    its kin as message attributes. SQS returns only the attributes asked for, by exact name:
+    tracekit asked for ``x-b3-traceid`` alone, got none of them, and the consumer started a
+    new trace."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
+    trace_id, span_id = "463ac35c9f6413ad48485a3953bb6124", "0020000000000001"
+    attributes = {
+        name: {"DataType": "String", "StringValue": value}
+        for name, value in zip(names, (trace_id, span_id, "1"), strict=True)
+    }
+    instrumentation.uninstrument()
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="o", MessageAttributes=attributes)
+    instrumentation.instrument(["botocore"])
+    [message] = receive(sqs_client, queue_url)  # asks for no attributes: tracekit does
+    with tracekit.sqs.consume(message, queue=queue_url):
+        pass
+    consumer = one(list(spans.get_finished_spans()), SpanKind.CONSUMER)
+    assert consumer.context.trace_id == int(trace_id, 16)
+    assert consumer.parent is not None and consumer.parent.span_id == int(span_id, 16)
+
+
 def _consumer_of_aws_message(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, header: str
 ) -> ReadableSpan:

@@ -104,6 +104,13 @@ class B3:
     # Never written (B3 lets a child leave it out), but one of the set: a caller's own, left
     # beside tracekit's ids, would name another span's parent as this one's.
     PARENT_SPAN_ID = "x-b3-parentspanid"
+    # The same headers as OpenTelemetry's Java and .NET propagators (and Brave) write them, where
+    # its Python, JS and Go ones write lower case, as tracekit does: where names are matched
+    # case-sensitively (SQS returns the message attributes asked for by name), both are asked for.
+    CAPITALISED: ClassVar[Mapping[str, str]] = {
+        TRACE_ID: "X-B3-TraceId", SPAN_ID: "X-B3-SpanId", SAMPLED_KEY: "X-B3-Sampled",
+        FLAGS: "X-B3-Flags", PARENT_SPAN_ID: "X-B3-ParentSpanId",
+    }  # fmt: skip
     DEBUG = "d"
     _SAMPLED_VALUES = frozenset(("1", "d", "true", "True"))
     _DENIED_VALUES = frozenset(("0", "false", "False"))

@@ -35,6 +35,7 @@ from typing import Any
 from tracekit import correlation, messaging, propagation, semconv, sqs
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.consumer import correlation_id_in
+from tracekit._propagation.trace_formats import B3
 from tracekit._runtime.guard import mark_failed, report_once, safe
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
@@ -300,15 +301,18 @@ def _attribute_names() -> list[str]:
     """The message attributes tracekit reads. SQS matches the names asked for case-sensitively:
     the correlation headers are asked for as tracekit writes them (lower case) and as
     configured (``X-Correlation-ID``, ``X-Request-ID``), the spelling a producer without
-    tracekit uses. A name SQS refuses is not asked for (SQS would refuse the whole receive);
-    tracekit sends such a field packed."""
+    tracekit uses; B3's ``x-b3-*`` as tracekit writes them and as OpenTelemetry Java's
+    propagator does (``X-B3-TraceId``). A name SQS refuses is not asked for (SQS would refuse
+    the whole receive); tracekit sends such a field packed."""
     options = current_options()
     correlation_headers = (options.response_header, *options.correlation_headers)
+    carried = propagation.carried_fields()
     names = (
         "traceparent",
         "tracestate",
         "baggage",
-        *propagation.carried_fields(),
+        *carried,
+        *(B3.CAPITALISED[name] for name in carried if name in B3.CAPITALISED),
         *(name.lower() for name in correlation_headers),
         *correlation_headers,
         messaging.PUBLISH_TIME_HEADER,
