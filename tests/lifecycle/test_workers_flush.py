@@ -28,7 +28,7 @@ from stopping import Service
 N = 5
 
 TASKS = """
-import logging, os, tracekit
+import logging, os, time, tracekit
 from celery import Celery
 from celery.signals import worker_process_init
 
@@ -50,6 +50,11 @@ log = logging.getLogger("tasks")
 def work(n):
     log.warning("task %s ran", n)
     return n
+
+@app.task(name="tasks.slow")
+def slow():
+    log.warning("slow task started")
+    time.sleep(1)
 """
 
 
@@ -359,20 +364,32 @@ def test_a_child_forked_after_an_otlp_export_exports_on_its_own_connection(
 STOP_NOISE_S = 1.5
 
 
-def _seconds_to_stop(service: Service, redis_url: str, pool: list[str], collector: str) -> float:
-    """A worker exporting by OTLP to ``collector`` runs the tasks; SIGTERM to its exit."""
+def _seconds_to_stop(
+    service: Service,
+    redis_url: str,
+    pool: list[str],
+    collector: str,
+    *,
+    slow_task_running: bool = False,
+    **timeouts: str,
+) -> float:
+    """A worker exporting by OTLP to ``collector`` runs the tasks (and, if asked, is still
+    running a slow one as it is told to stop); SIGTERM to its exit."""
     service.write("tasks.py", TASKS)
+    timeouts = {"OTEL_EXPORTER_OTLP_TIMEOUT": "60", "OTEL_BSP_EXPORT_TIMEOUT": "4000", **timeouts}
     service.start(
         "-m", "celery", "-A", "tasks", "worker", "-l", "info", "--without-heartbeat",
         "--without-gossip", "--without-mingle", *pool,
         BROKER=redis_url, INIT_WHERE="module", TRACEKIT_EXPORTER="otlp",
-        OTEL_EXPORTER_OTLP_ENDPOINT=collector,
-        OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT="4000",
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector, **timeouts,
     )  # fmt: skip
     service.wait_output("ready.")
     _send_tasks(redis_url)
     for n in range(N):
         service.wait_output(f"task {n} ran")
+    if slow_task_running:
+        Celery("producer", broker=redis_url).send_task("tasks.slow")
+        service.wait_output("slow task started")
     started = time.monotonic()
     status = service.terminate()
     stopped_after = time.monotonic() - started
@@ -409,4 +426,39 @@ def test_a_worker_with_a_hung_collector_stops_within_one_export_timeout(
         blackhole.close()
 
     # One export timeout, not two or three.
+    assert hung_stop - own_stop < 4.0 + STOP_NOISE_S, (own_stop, hung_stop, service.output())
+
+
+@pytest.mark.parametrize(
+    "pool", [["--pool", "solo"], ["--pool", "threads", "-c", "2"]], ids=["solo", "threads"]
+)
+def test_a_worker_running_its_tasks_itself_waits_for_a_hung_collector_once(
+    service: Service, redis_url: str, collector: str, tmp_path: Path, pool: list[str]
+) -> None:
+    """A solo or threads pool runs its tasks in the worker's own process. Told to stop while a
+    task runs, with OpenTelemetry's OTLP timeout (4 s here, 10 s by default) shorter than the
+    export timeout: the worker flushed as the stop began, the task's span ended after, and
+    worker_shutdown's flush exported it once the first export had given up: the collector was
+    waited for twice (about 8 s here; 20 s with the defaults, where prefork stops in 13 s)."""
+    timeouts = {"OTEL_EXPORTER_OTLP_TIMEOUT": "4", "OTEL_BSP_EXPORT_TIMEOUT": "12000"}
+    answering = Service(tmp_path / "answering", tmp_path / "answering.db")
+    answering.workdir.mkdir()
+    try:
+        own_stop = _seconds_to_stop(
+            answering, redis_url, pool, collector, slow_task_running=True, **timeouts
+        )
+    finally:
+        answering.kill()
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    try:
+        hung = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        hung_stop = _seconds_to_stop(
+            service, redis_url, pool, hung, slow_task_running=True, **timeouts
+        )
+    finally:
+        blackhole.close()
+
+    # One OTLP timeout, not two.
     assert hung_stop - own_stop < 4.0 + STOP_NOISE_S, (own_stop, hung_stop, service.output())

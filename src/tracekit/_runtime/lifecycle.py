@@ -36,6 +36,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
@@ -342,6 +343,9 @@ def _hook_celery(signals: ModuleType) -> None:
     signals.worker_shutting_down.connect(
         _flush_in_background, weak=False, dispatch_uid="tracekit.lifecycle.worker_shutting_down"
     )
+    signals.worker_init.connect(
+        _note_worker, weak=False, dispatch_uid="tracekit.lifecycle.worker_init"
+    )
 
 
 def _flush_receiver(*_: Any, **__: Any) -> None:
@@ -349,8 +353,35 @@ def _flush_receiver(*_: Any, **__: Any) -> None:
 
 
 def _flush_in_background(*_: Any, **__: Any) -> None:
+    if _runs_its_tasks_itself():
+        return
     # Sent from Celery's signal handler: the stop it asks for must not wait for the flush.
     threading.Thread(target=_flush_for_stop, name="tracekit-flush", daemon=True).start()
+
+
+# The pools that run tasks in the worker's own process: no children flush beside it, and the
+# tasks still running as the stop begins end after it. Flushed then, they went in a second
+# export after the first, and a collector that hangs was waited for twice (a threads pool with
+# a task running: 20 s for the 10 s of OpenTelemetry's OTLP timeout); worker_shutdown flushes
+# once, after them.
+_IN_PROCESS_POOLS = frozenset(
+    f"celery.concurrency.{name}" for name in ("solo", "thread", "gevent", "eventlet")
+)
+_worker: weakref.ref[Any] | None = None  # the worker of this process (Celery's worker_init)
+
+
+@guarded(None)
+def _note_worker(sender: Any = None, **_: Any) -> None:
+    global _worker
+    _worker = weakref.ref(sender)
+
+
+def _runs_its_tasks_itself() -> bool:
+    """Whether this process's worker runs its tasks in its own process (pool as resolved by
+    then: a class; false where the worker is not known)."""
+    worker = _worker() if _worker is not None else None
+    pool = getattr(worker, "pool_cls", None)
+    return getattr(pool, "__module__", None) in _IN_PROCESS_POOLS
 
 
 @guarded(None)
