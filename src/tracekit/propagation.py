@@ -231,6 +231,20 @@ def _header_values(getter: Getter[Any], carrier: Any, name: str) -> list[str]:
     return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
 
 
+def _first_found(getter: Getter[Any], carrier: Any, spellings: Sequence[str]) -> list[str]:
+    """The values of the first of ``spellings`` that ``carrier`` holds."""
+    for name in spellings:
+        values = _header_values(getter, carrier, name)
+        if values:
+            return values
+    return []
+
+
+def _spelt_by_others(name: str) -> tuple[str, ...]:
+    capitalised = _trace_formats.B3.CAPITALISED.get(name)
+    return (capitalised,) if capitalised is not None else ()
+
+
 class TracekitPropagator(TextMapPropagator):
     """Extracts and injects trace headers, W3C baggage and the correlation header together.
 
@@ -264,6 +278,13 @@ class TracekitPropagator(TextMapPropagator):
             for field in (format_.fields if format_ is not None else (TRACEPARENT, TRACESTATE))
         )
         self.carried_fields = self.trace_fields + ((BAGGAGE,) if self.carries_baggage else ())
+        # What ``extract`` asks a carrier for, by the lower-case name each fills: as named, in
+        # lower case, and B3's as Java's propagators spell them (``X-B3-TraceId``): a message's
+        # headers are a case-sensitive map to a contrib consumer's getter.
+        self._spellings = tuple(
+            (name.lower(), tuple(dict.fromkeys((name, name.lower(), *_spelt_by_others(name)))))
+            for name in (*self.carried_fields, *self._accepted_headers)
+        )
 
     def extract(
         self,
@@ -275,9 +296,7 @@ class TracekitPropagator(TextMapPropagator):
         ``carrier``: what OpenTelemetry's contrib instrumentations start their spans under, so
         that those spans, and the work under them, carry the caller's correlation ID."""
         headers = {
-            name.lower(): _header_values(getter, carrier, name)
-            or _header_values(getter, carrier, name.lower())
-            for name in (*self.carried_fields, *self._accepted_headers)
+            name: _first_found(getter, carrier, spellings) for name, spellings in self._spellings
         }
         # No span name here: the decision a caller left to this hop is taken now, for the span
         # the instrumentation calling this will start.

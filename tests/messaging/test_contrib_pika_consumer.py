@@ -10,10 +10,12 @@ from typing import Any
 
 import pika
 import pytest
+from opentelemetry import propagate
 from opentelemetry.instrumentation.pika import PikaInstrumentor as ContribPikaInstrumentor
 from opentelemetry.trace import SpanKind
 
 import tracekit
+from tracekit import propagation
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,3 +54,42 @@ def test_contrib_consumer_span_and_callback_carry_the_producers_id(
     assert seen == [expected]
     (consumer,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
     assert consumer.attributes["correlation.id"] == expected
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("X-B3-TraceId", "X-B3-SpanId", "X-B3-Sampled"),  # OpenTelemetry Java's, .NET's, Brave's
+        ("x-b3-traceid", "x-b3-spanid", "x-b3-sampled"),  # Python's, JS's, Go's (and tracekit's)
+    ],
+    ids=["java", "python"],
+)
+def test_contrib_consumer_continues_a_java_producers_b3_trace(
+    amqp_url: str, queue_name: str, spans: Any, names: tuple[str, str, str]
+) -> None:
+    """Under ``b3multi`` a Java producer writes ``X-B3-TraceId`` and its kin into the AMQP
+    headers table, a case-sensitive map that contrib's getter looks names up in exactly: the
+    global propagator asked only for ``x-b3-traceid``, and the consumer started a new trace."""
+    trace_id, span_id = "463ac35c9f6413ad48485a3953bb6124", "0020000000000001"
+    headers = dict(zip(names, (trace_id, span_id, "1"), strict=True))
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.basic_publish("", queue_name, b"{}", pika.BasicProperties(headers=headers))
+    ContribPikaInstrumentor.instrument_channel(channel)
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(propagation.TracekitPropagator(propagators=["b3multi"]))
+
+    def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        ch.stop_consuming()
+
+    channel.basic_consume(queue_name, handle, auto_ack=True)
+    try:
+        channel.start_consuming()
+    finally:
+        propagate.set_global_textmap(previous)
+        ContribPikaInstrumentor.uninstrument_channel(channel)
+        connection.close()
+
+    (consumer,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert consumer.context.trace_id == int(trace_id, 16)
+    assert consumer.parent is not None and consumer.parent.span_id == int(span_id, 16)
