@@ -531,9 +531,19 @@ def _enclosing_server_span() -> trace.Span | None:
 
     FastAPI's native telemetry and OpenTelemetry's contrib ASGI/WSGI middleware open their SERVER
     span outside tracekit's middleware; tracekit then stamps that span instead of adding a second.
+    One the sampler left out is no longer recording and has no kind: a span of this process
+    (not a caller's) that is not sampled is taken to be it, and the request stays left out; a
+    span of tracekit's own would have been a new root, asked about again.
     """
     span = trace.get_current_span()
-    if span.is_recording() and getattr(span, "kind", None) is SpanKind.SERVER:
+    if span.is_recording():
+        return span if getattr(span, "kind", None) is SpanKind.SERVER else None
+    span_context = span.get_span_context()
+    if (
+        span_context.is_valid
+        and not span_context.is_remote
+        and not span_context.trace_flags.sampled
+    ):
         return span
     return None
 
