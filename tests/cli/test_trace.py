@@ -609,6 +609,42 @@ def test_a_request_seen_only_in_log_lines_is_shown_from_its_logs(tmp_path: Path)
     assert code == 1 and "no request found" in err  # exit 1: not found
 
 
+def test_a_request_the_sampler_left_out_is_found_by_its_log_lines_trace_id(
+    tmp_path: Path,
+) -> None:
+    """A request the sampler left out exports no span, but its log lines carry its trace ID (in
+    the JSON lines on stdout and in the store). `trace <that trace ID>` said "no request found"
+    (exit 1) where `trace <its correlation ID>` showed the lines; both show them now, with the
+    request's line logged outside the trace too."""
+    trace_id, other = "4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"
+    t = Topology("req-unsampled")
+    start = 1_700_000_000_000_000_000
+    cid = {"correlation.id": "req-unsampled"}
+    t.logs += [
+        LogRecordData(start, "shop", "INFO", 9, "paying order 7", trace_id, "00f067aa0ba902b7",
+                      attributes=cid),
+        LogRecordData(start + 5_000_000, "shop", "WARN", 13, "retrying", attributes=cid),
+        LogRecordData(start + 9_000_000, "shop", "INFO", 9, "another request's", other,
+                      "b7ad6b7169203331"),
+    ]  # fmt: skip
+    db = write_store(tmp_path / "unsampled.db", t)
+
+    for query in ("req-unsampled", trace_id, trace_id.upper()):
+        code, out, err = run("trace", query, "--store", str(db), "--format", "json")
+        assert (code, err) == (0, ""), query
+        doc = json.loads(out)
+        jsonschema.validate(doc, load_schema())
+        assert (doc["query"], doc["correlation_id"], doc["trace_ids"]) == (
+            query, "req-unsampled", [trace_id]
+        ), query  # fmt: skip
+        assert [log["body"] for log in doc["logs"]] == ["paying order 7", "retrying"], query
+        assert doc["warnings"] == ["no span carries this request: showing its log lines alone"]
+
+    code, out, err = run("trace", other, "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    assert "another request's" in out and "paying order 7" not in out
+
+
 def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
     """`tracekit trace req-checkout-1 --service nosuch` showed the request as if --service had
     narrowed the search: the store ignored it (only Jaeger searches per service)."""

@@ -73,12 +73,33 @@ def reconstruct(
 
 
 def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Path | None:
-    """A request no span carries (every service on its way in correlation-only mode): its
-    correlated log lines, when there are any, so the ID typed is not reported unknown."""
+    """A request no span carries (every service on its way in correlation-only mode, or a
+    request the sampler left out): its correlated log lines, when there are any, so the ID
+    typed is not reported unknown."""
     if not isinstance(source, CorrelatedLogSource):
         return None
+    correlation_id: str | None = query
     logs = _correlated_logs(source, query, warnings)
-    return build_log_path(query, logs, warnings) if logs else None
+    trace_id = trace_id_of(query)
+    if not logs and trace_id is not None:
+        in_trace = source.logs_by_trace_ids([trace_id])
+        correlation_id, logs = _logs_of_unexported_trace(source, in_trace, warnings)
+    return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
+
+
+def _logs_of_unexported_trace(
+    source: CorrelatedLogSource, in_trace: list[LogRecordData], warnings: list[str]
+) -> tuple[str | None, list[LogRecordData]]:
+    """The correlation ID and log lines of the request whose lines are ``in_trace``, those of a
+    trace none of whose spans was exported (the sampler left it out; its lines carry its ID all
+    the same): those lines, and the request's other lines, by its correlation ID."""
+    correlation_id = next((log.correlation_id for log in in_trace if log.correlation_id), None)
+    if correlation_id is None:
+        return None, in_trace
+    correlated = _correlated_logs(source, correlation_id, warnings)
+    return correlation_id, correlated + [
+        log for log in in_trace if log.correlation_id != correlation_id
+    ]
 
 
 def _logs(

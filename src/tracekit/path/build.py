@@ -72,16 +72,24 @@ def build_path(
     )
 
 
-def build_log_path(correlation_id: str, logs: list[LogRecordData], warnings: list[str]) -> Path:
-    """The path of a request only log lines carry: no span tree, the lines in time order."""
+def build_log_path(
+    correlation_id: str | None,
+    logs: list[LogRecordData],
+    warnings: list[str],
+    *,
+    query: str | None = None,
+) -> Path:
+    """The path of a request only log lines carry: no span tree, the lines in time order.
+    ``query``: what the user typed, when not the correlation ID (a trace ID of the lines)."""
     placed = _place_logs(logs, {})
     start = placed[0].time_unix_nano
     by_time = sorted(logs, key=lambda log: log.time_unix_nano)
     traced = [
         log.trace_id.lower() for log in by_time if log.trace_id and TRACE_ID.fullmatch(log.trace_id)
     ]
+    typed = query if query is not None else correlation_id or ""
     return Path(
-        query=correlation_id[:MAX_QUERY_CHARS],
+        query=typed[:MAX_QUERY_CHARS],
         correlation_id=correlation_id,
         trace_ids=list(dict.fromkeys(traced)),
         services=list(dict.fromkeys(log.service for log in placed)),
