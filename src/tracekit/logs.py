@@ -651,6 +651,9 @@ def log_attributes(record: logging.LogRecord) -> dict[str, Any]:
     cid = _record_fields(record).get("correlation_id") or correlation.correlation_id()
     if cid is not None:
         attributes[semconv.CORRELATION_ID] = cid
+    elif not correlation.is_valid(attributes.get(semconv.CORRELATION_ID)):
+        # ``extra={"correlation.id": ...}``, tracekit's own attribute: kept only if valid
+        attributes.pop(semconv.CORRELATION_ID, None)
     path = record.pathname  # a file's name as the file system gave it
     attributes["code.file.path"] = clean_text(path) if isinstance(path, str) else path
     attributes["code.function.name"] = record.funcName

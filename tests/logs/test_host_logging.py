@@ -676,6 +676,31 @@ def test_the_applications_own_service_and_trace_id_fields_are_exported(tmp_path:
     assert "span_id" not in paying.attributes
 
 
+def test_a_correlation_id_given_with_extra_is_exported_only_when_valid(tmp_path: Path) -> None:
+    """Outside a request, ``extra={"correlation.id": ...}`` (a job tagging its lines with the
+    ID a message brought) was exported as it came, as tracekit's own attribute: the store
+    indexed a value with terminal escapes as a request's correlation ID, past the validation
+    every other way in applies. A valid one is kept; any other is left out,
+    as a ``correlation_id`` given with ``extra=`` is on the JSON lines."""
+    run_python(
+        """
+        import logging, tracekit
+        tracekit.init("jobs", exporter="store", metrics_port=0)
+        log = logging.getLogger("jobs")
+        log.warning("tagged", extra={"correlation.id": "job-7"})
+        log.warning("forged", extra={"correlation.id": "job-8\x1b]0;owned\x07"})
+        tracekit.shutdown()
+        """,
+        tmp_path,
+    )
+    with closing(sqlite3.connect(tmp_path / "t.db")) as conn:
+        rows = conn.execute(
+            "SELECT l.body, c.value FROM logs l LEFT JOIN correlations c"
+            " ON c.id = l.correlation_ref ORDER BY l.time_ns, l.id"
+        ).fetchall()
+    assert rows == [("tagged", "job-7"), ("forged", None)]
+
+
 MULTIPROCESS_RECIPE = """
 import logging, logging.handlers, multiprocessing, tracekit
 
