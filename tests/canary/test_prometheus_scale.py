@@ -9,6 +9,11 @@ samples. Here a Prometheus that lets a query hold at most ``MAX_SAMPLES`` sample
 the old query held for these 300 bucket series) must judge a canary born in the window, whose
 series number ``ROUTES`` x 15 buckets, and count its requests exactly.
 
+A canary that crash-loops still needs the steps, and they held 3,000 samples per series in one
+query: 17,100 bucket series of such a canary (38 routes x 3 methods x 15 buckets x 10 pods) passed
+the 50 million and ended with exit 2. The steps now read one bucket bound at a time, so here the
+same Prometheus must count a crash-looping canary's requests exactly too.
+
 The series are written with ``promtool``'s backfill, as in test_prometheus_outage.py. Outside CI
 a missing binary skips; with CI=true it fails.
 """
@@ -36,16 +41,23 @@ WINDOW = 1800
 BORN = 60  # the canary's first sample, after the window's start
 PER_SCRAPE = 4  # requests each route serves between two scrapes, one of them failed
 MAX_SAMPLES = 90_000  # the old query held 3,000 per bucket series: 900,000
+RESTART = 600  # seconds between the crash-looping canary's restarts
+# its scrapes' worth of requests: each life counts from zero, its first scrape with one scrape's
+# worth already (the pod served before Prometheus found it); two lives of 40, one of 37
+LIVES = (RESTART // SCRAPE, RESTART // SCRAPE, (WINDOW - BORN - 2 * RESTART) // SCRAPE + 1)
 
 
-def _samples(version: str, first: int, last: int) -> list[str]:
+def _samples(version: str, first: int, last: int, restart: int | None = None) -> list[str]:
     """``PER_SCRAPE`` requests per route between scrapes from ``first`` to ``last`` (Unix
-    seconds), a quarter failed, the successes spread over the buckets."""
+    seconds), a quarter failed, the successes spread over the buckets; with ``restart``, the
+    counters fall back every ``restart`` seconds."""
     lines = []
     for route in range(ROUTES):
         labels = f'service_name="shop",service_version="{version}",http_route="/r{route}"'
         for t in range(first, last + 1, SCRAPE):
             scrapes = (t - first) // SCRAPE
+            if restart is not None:
+                scrapes = (t - first) % restart // SCRAPE + 1
             ok, failed = 3 * scrapes, scrapes
             for n, le in enumerate(BOUNDS, 1):
                 counted = ok * n // len(BOUNDS)
@@ -60,14 +72,15 @@ def _samples(version: str, first: int, last: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
-    """A Prometheus with a baseline scraped since an hour before the window and a canary born in
-    it, limited to ``MAX_SAMPLES`` per query."""
+    """A Prometheus with a baseline scraped since an hour before the window, a canary born in
+    it and one born in it that crash-loops, limited to ``MAX_SAMPLES`` per query."""
     binary = prometheus_binary()
     need(shutil.which("promtool") is not None, "the promtool binary (.ci/run installs prometheus)")
     directory = tmp_path_factory.mktemp("canary-scale")
     start = (int(time.time()) - 3 * WINDOW) // WINDOW * WINDOW
     end = start + WINDOW
     lines = _samples("1.0.0", start - 3600, end) + _samples("2.0.0", start + BORN, end)
+    lines += _samples("3.0.0", start + BORN, end, restart=RESTART)
     series = sorted(lines, key=lambda line: (line.split(" ")[0], int(line.split(" ")[2])))
     text = directory / "series.om"
     text.write_text(f"# TYPE {HISTOGRAM} histogram\n" + "\n".join(series) + "\n# EOF\n")
@@ -93,4 +106,13 @@ def test_a_canary_born_in_the_window_is_judged_within_the_sample_limit(run: Cana
     # the baseline's series existed: increase() extrapolates by a scrape's worth at most
     served = ROUTES * PER_SCRAPE * WINDOW // SCRAPE
     assert served <= document["baseline"]["requests"] <= served + ROUTES * PER_SCRAPE
+    assert code in (0, 3, 4)
+
+
+def test_a_crash_looping_canary_is_judged_within_the_sample_limit(run: CanaryRun) -> None:
+    code, document = canary_json(run, "1.0.0", "3.0.0", "--prometheus", run.prometheus)
+
+    assert document["canary"]["requests"] == ROUTES * PER_SCRAPE * sum(LIVES)
+    errors = [m["summary"]["canary"] for m in document["metrics"] if m["name"] == "error_rate"]
+    assert [route["errors"] for route in errors] == [sum(LIVES)] * ROUTES
     assert code in (0, 3, 4)

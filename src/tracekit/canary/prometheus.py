@@ -19,7 +19,9 @@ among smaller ones. That reading takes ``BORN_STEPS`` steps of every series of t
 3,000 samples held per series: a service of 17,000 bucket series passed Prometheus' default
 ``query.max-samples``. So a first query asks whether any born series reset in the window
 (``Family.resets_query``); where none did, as is usual, each born series counts the same from its
-values at the window's edges (``_since_birth``), one read of its samples.
+values at the window's edges (``_since_birth``), one read of its samples. Where one did (a
+crash-looping canary), the bucket series take the steps one bucket bound (``le``) at a time:
+a query holds a bound's share of them, as the counts are by route and bound.
 
 Durations inside a bucket are spread evenly (``samples.spread_histogram``), the assumption
 ``histogram_quantile`` makes, and keep their bucket's edges: a latency interval is never narrower
@@ -54,6 +56,7 @@ __all__ = [
     "FAMILIES",
     "LOOKBACK",
     "LOOKBACK_MS",
+    "MAX_BOUNDS_STEPPED",
     "MAX_BOUND_SECONDS",
     "MAX_REQUESTS",
     "MAX_SERIES",
@@ -77,6 +80,9 @@ BORN_STEPS = 1000
 # default lookback, the reach of an instant selector.
 LOOKBACK = "5m"
 LOOKBACK_MS = 5 * 60 * 1000  # the same, to add to a window's length
+# Bucket bounds whose series take the steps one query each; a histogram with more (none of
+# tracekit's) takes them in one query.
+MAX_BOUNDS_STEPPED = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +125,20 @@ class Family:
         return "{" + labels + (f", {extra}" if extra else "") + "}"
 
     def buckets_query(
-        self, service: str, version: str, window: Window, *, born: bool = False,
-        resets: bool = True,
+        self, service: str, version: str, window: Window, bound: str | None = None, *,
+        born: bool = False, resets: bool = True,
     ) -> str:  # fmt: skip
         """The succeeded requests' bucket counts per route over ``window`` (``born``,
-        ``resets``: see ``_counted``)."""
-        counted = _counted(self._buckets(service, version), window, born=born, resets=resets)
+        ``resets``: see ``_counted``), of every bucket bound or of ``bound`` only."""
+        series = self._buckets(service, version, bound)
+        counted = _counted(series, window, born=born, resets=resets)
         return f"sum by ({self.route_label}, le) ({counted})"
+
+    def bounds_query(self, service: str, version: str, window: Window) -> str:
+        """The bucket bounds (``le``) of the series ``buckets_query`` reads, each once: those
+        with a sample in the window, or in the window's length and ``LOOKBACK`` before it."""
+        reach = _duration(2 * (window.end_ms - window.start_ms) + LOOKBACK_MS)
+        return f"count by (le) (last_over_time({self._buckets(service, version)}[{reach}]))"
 
     def failed_query(
         self, service: str, version: str, window: Window, *, born: bool = False,
@@ -146,8 +159,9 @@ class Family:
         series = [self._buckets(service, version), *self._failed(service, version)]
         return f"count({' or '.join(f'({_reset_born(s, window)})' for s in series)})"
 
-    def _buckets(self, service: str, version: str) -> str:
-        return f"{self.histogram}_bucket{self.selector(service, version, self.succeeded)}"
+    def _buckets(self, service: str, version: str, bound: str | None = None) -> str:
+        matchers = self.succeeded + ("" if bound is None else f", le={_string(bound)}")
+        return f"{self.histogram}_bucket{self.selector(service, version, matchers)}"
 
     def _failed(self, service: str, version: str) -> list[str]:
         return [
@@ -277,9 +291,19 @@ def samples_from_prometheus(
         buckets, failed = [], []
         for born in (False, True):  # the two parts of each count, added up per route
             asked = {"born": born, "resets": resets}
-            buckets += query(family.buckets_query(service, version, window, **asked))
+            for bound in bounds(family, version) if born and resets else [None]:
+                buckets += query(family.buckets_query(service, version, window, bound, **asked))
             failed += query(family.failed_query(service, version, window, **asked))
         return _histograms(family, buckets, failed)
+
+    def bounds(family: Family, version: str) -> list[str | None]:
+        """The bounds to read the steps of one at a time (``_from_zero``): each of a version's
+        bucket series holds about 3,000 samples there, and a service's would not fit in one
+        query (50 million samples, Prometheus' default limit, at 17,000 series)."""
+        found = {
+            s["metric"].get("le", "") for s in query(family.bounds_query(service, version, window))
+        }
+        return [None] if len(found) > MAX_BOUNDS_STEPPED else sorted(found)
 
     read = [{family: histograms(family, version) for family in FAMILIES} for version in versions]
     found: tuple[Samples, Samples] = ({}, {})
