@@ -5,14 +5,15 @@ selector at 1,000 steps, holding about 3,000 samples per series (a subquery, two
 ``+ 0`` at each step): 1,800 bucket series took 8.6 s of the 10 s ``--timeout``, and a mid-size
 service's 17,000 passed Prometheus' default ``--query.max-samples`` (50 million), so every run
 ended with exit 2. Where no born series reset in the window, each now counts from one read of its
-samples. Here a Prometheus that lets a query hold at most ``MAX_SAMPLES`` samples (a tenth of what
-the old query held for these 300 bucket series) must judge a canary born in the window, whose
+samples. Here a Prometheus that lets a query hold at most ``MAX_SAMPLES`` samples (a thirtieth of
+what the old query held for these 300 bucket series) must judge a canary born in the window, whose
 series number ``ROUTES`` x 15 buckets, and count its requests exactly.
 
 A canary that crash-loops still needs the steps, and they held 3,000 samples per series in one
 query: 17,100 bucket series of such a canary (38 routes x 3 methods x 15 buckets x 10 pods) passed
-the 50 million and ended with exit 2. The steps now read one bucket bound at a time, so here the
-same Prometheus must count a crash-looping canary's requests exactly too.
+the 50 million and ended with exit 2. The steps now read one bucket bound at a time, and only as
+many as it takes to read each sample at a step of its own (288 here, not 1,000), so here the same
+Prometheus must count a crash-looping canary's requests exactly too.
 
 The series are written with ``promtool``'s backfill, as in test_prometheus_outage.py. Outside CI
 a missing binary skips; with CI=true it fails.
@@ -40,7 +41,8 @@ SCRAPE = 15  # seconds between samples
 WINDOW = 1800
 BORN = 60  # the canary's first sample, after the window's start
 PER_SCRAPE = 4  # requests each route serves between two scrapes, one of them failed
-MAX_SAMPLES = 90_000  # the old query held 3,000 per bucket series: 900,000
+# the old query held 3,000 per bucket series: 900,000; a bound's 20 at 1,000 steps, 60,000
+MAX_SAMPLES = 30_000
 RESTART = 600  # seconds between the crash-looping canary's restarts
 # its scrapes' worth of requests: each life counts from zero, its first scrape with one scrape's
 # worth already (the pod served before Prometheus found it); two lives of 40, one of 37
