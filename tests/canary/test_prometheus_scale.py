@@ -118,3 +118,13 @@ def test_a_crash_looping_canary_is_judged_within_the_sample_limit(run: CanaryRun
     errors = [m["summary"]["canary"] for m in document["metrics"] if m["name"] == "error_rate"]
     assert [route["errors"] for route in errors] == [sum(LIVES)] * ROUTES
     assert code in (0, 3, 4)
+
+
+def test_a_version_typed_otherwise_names_the_versions_within_the_sample_limit(
+    run: CanaryRun,
+) -> None:
+    code, document = canary_json(run, "1.0.0", "3.0", "--prometheus", run.prometheus)
+
+    versions = "versions of shop with requests in the window: 1.0.0, 2.0.0, 3.0.0"
+    assert versions in document["warnings"]
+    assert code == 4

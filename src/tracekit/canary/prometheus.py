@@ -364,8 +364,8 @@ def versions_from_prometheus(
 ) -> set[str | None]:
     """The ``service_version`` values (None: none recorded) of ``service``'s requests in the
     window: of its request histograms whose count grew there, counted as the samples are
-    (``_counted``); a series scraped there unchanged holds no request of the window. Raises
-    ``BackendError``."""
+    (``_counted``, ``_born_grew``); a series scraped there unchanged holds no request of the
+    window. Raises ``BackendError``."""
     from tracekit.backends._http import JsonClient
 
     client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
@@ -373,13 +373,24 @@ def versions_from_prometheus(
     found: set[str | None] = set()
     for family in FAMILIES:
         series = f"{family.histogram}_count{{service_name={_string(service)}}}"
-        resets = bool(_instant(client, f"count({_reset_born(series, window)})", window))
-        for born in (False, True):  # the two parts of each count, as ``samples_from_prometheus``
-            counted = _counted(series, window, born=born, resets=resets)
-            grew = f"count by (service_version) (({counted}) > 0)"
-            answer = _instant(client, grew, window)
+        # the two parts of each count, as ``samples_from_prometheus``
+        for grew in (f"({_counted(series, window)}) > 0", _born_grew(series, window)):
+            answer = _instant(client, f"count by (service_version) ({grew})", window)
             found |= {sample["metric"].get("service_version") or None for sample in answer}
     return found
+
+
+def _born_grew(series: str, window: Window) -> str:
+    """The series born in ``window`` whose count there (``_counted``) is above 0, from one read
+    of their samples: where one rose, or fell to above 0 (``increase()`` adds up each rise and
+    each value after a fall), or else where their highest, which is then the first, is above 0
+    and not the value before the window (``_at_start``). Read at steps instead (``_from_zero``),
+    a crash-looping canary's counters held 3,000 samples each: asking which versions of a
+    service of 17,100 bucket series had requests took 7.9 s of the 10 s ``--timeout``."""
+    over = f"{series}[{window.length}]"
+    highest = f"max_over_time({over})"
+    first_is_growth = f"({highest} > 0 unless {highest} == {_at_start(series, window)})"
+    return f"((increase({over}) > 0) or {first_is_growth}) unless {_existed(series, window)}"
 
 
 def _instant(client: JsonClient, promql: str, window: Window) -> list[dict[str, Any]]:
