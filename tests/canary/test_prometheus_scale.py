@@ -33,6 +33,8 @@ from conditions import need
 from prometheus_server import prometheus_binary, prometheus_configured
 from shop import CanaryRun, canary_json
 
+from tracekit.canary.prometheus import samples_from_prometheus
+
 HISTOGRAM = "http_server_request_duration_seconds"
 BOUNDS = ("0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1", "2.5",
           "5", "7.5", "10", "+Inf")  # fmt: skip
@@ -47,15 +49,19 @@ RESTART = 600  # seconds between the crash-looping canary's restarts
 # its scrapes' worth of requests: each life counts from zero, its first scrape with one scrape's
 # worth already (the pod served before Prometheus found it); two lives of 40, one of 37
 LIVES = (RESTART // SCRAPE, RESTART // SCRAPE, (WINDOW - BORN - 2 * RESTART) // SCRAPE + 1)
+# Another service, both of whose versions were deployed in the window's last 5 minutes, its
+# canary restarting every minute: 4 scrapes' worth a life, and one of the last scrape, 21 in all.
+YOUNG, YOUNG_RESTART, YOUNG_LIVES = 300, 60, 5 * 4 + 1
 
 
-def _samples(version: str, first: int, last: int, restart: int | None = None) -> list[str]:
+def _samples(version: str, first: int, last: int, restart: int | None = None,
+             service: str = "shop") -> list[str]:  # fmt: skip
     """``PER_SCRAPE`` requests per route between scrapes from ``first`` to ``last`` (Unix
     seconds), a quarter failed, the successes spread over the buckets; with ``restart``, the
     counters fall back every ``restart`` seconds."""
     lines = []
     for route in range(ROUTES):
-        labels = f'service_name="shop",service_version="{version}",http_route="/r{route}"'
+        labels = f'service_name="{service}",service_version="{version}",http_route="/r{route}"'
         for t in range(first, last + 1, SCRAPE):
             scrapes = (t - first) // SCRAPE
             if restart is not None:
@@ -83,6 +89,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
     end = start + WINDOW
     lines = _samples("1.0.0", start - 3600, end) + _samples("2.0.0", start + BORN, end)
     lines += _samples("3.0.0", start + BORN, end, restart=RESTART)
+    lines += _samples("1.0.0", end - YOUNG, end, service="young")
+    lines += _samples("2.0.0", end - YOUNG, end, restart=YOUNG_RESTART, service="young")
     series = sorted(lines, key=lambda line: (line.split(" ")[0], int(line.split(" ")[2])))
     text = directory / "series.om"
     text.write_text(f"# TYPE {HISTOGRAM} histogram\n" + "\n".join(series) + "\n# EOF\n")
@@ -128,3 +136,17 @@ def test_a_version_typed_otherwise_names_the_versions_within_the_sample_limit(
     versions = "versions of shop with requests in the window: 1.0.0, 2.0.0, 3.0.0"
     assert versions in document["warnings"]
     assert code == 4
+
+
+def test_a_service_deployed_late_in_the_window_is_read_at_steps_of_its_own_scrapes(
+    run: CanaryRun,
+) -> None:
+    """Its steps are counted from how often its series are scraped where they are: counted over
+    the whole window, 21 samples a series gave steps of 3 scrapes, and the growth before each
+    restart within one was lost."""
+    window = [round(datetime.fromisoformat(t).timestamp() * 1e9) for t in (run.start, run.end)]
+
+    _, canary = samples_from_prometheus(run.prometheus, "young", ("1.0.0", "2.0.0"), *window)
+
+    assert [s.requests for s in canary.values()] == [PER_SCRAPE * YOUNG_LIVES] * ROUTES
+    assert [s.errors for s in canary.values()] == [YOUNG_LIVES] * ROUTES
