@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from celery import Celery
@@ -397,6 +397,32 @@ def _seconds_to_stop(
     return stopped_after
 
 
+def _stops(
+    service: Service,
+    redis_url: str,
+    pool: list[str],
+    collector: str,
+    tmp_path: Path,
+    **kwargs: Any,
+) -> tuple[float, float]:
+    """Seconds from SIGTERM to exit of a worker exporting to ``collector``, then of the same
+    worker exporting to a collector that takes connections and never answers."""
+    answering = Service(tmp_path / "answering", tmp_path / "answering.db")
+    answering.workdir.mkdir()
+    try:
+        own_stop = _seconds_to_stop(answering, redis_url, pool, collector, **kwargs)
+    finally:
+        answering.kill()
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    try:
+        hung = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        return own_stop, _seconds_to_stop(service, redis_url, pool, hung, **kwargs)
+    finally:
+        blackhole.close()
+
+
 @pytest.mark.parametrize(
     "pool", [["--pool", "solo"], ["--pool", "prefork", "-c", "2"]], ids=["solo", "prefork"]
 )
@@ -410,20 +436,7 @@ def test_a_worker_with_a_hung_collector_stops_within_one_export_timeout(
 
     Compared with the same worker's stop when the collector answers: Celery's own stop (a second
     or two for a prefork pool) takes over 3 s on a loaded machine, so no fixed bound holds."""
-    answering = Service(tmp_path / "answering", tmp_path / "answering.db")
-    answering.workdir.mkdir()
-    try:
-        own_stop = _seconds_to_stop(answering, redis_url, pool, collector)
-    finally:
-        answering.kill()
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(16)
-    try:
-        hung = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
-        hung_stop = _seconds_to_stop(service, redis_url, pool, hung)
-    finally:
-        blackhole.close()
+    own_stop, hung_stop = _stops(service, redis_url, pool, collector, tmp_path)
 
     # One export timeout, not two or three.
     assert hung_stop - own_stop < 4.0 + STOP_NOISE_S, (own_stop, hung_stop, service.output())
@@ -441,24 +454,9 @@ def test_a_worker_running_its_tasks_itself_waits_for_a_hung_collector_once(
     worker_shutdown's flush exported it once the first export had given up: the collector was
     waited for twice (about 8 s here; 20 s with the defaults, where prefork stops in 13 s)."""
     timeouts = {"OTEL_EXPORTER_OTLP_TIMEOUT": "4", "OTEL_BSP_EXPORT_TIMEOUT": "12000"}
-    answering = Service(tmp_path / "answering", tmp_path / "answering.db")
-    answering.workdir.mkdir()
-    try:
-        own_stop = _seconds_to_stop(
-            answering, redis_url, pool, collector, slow_task_running=True, **timeouts
-        )
-    finally:
-        answering.kill()
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", 0))
-    blackhole.listen(16)
-    try:
-        hung = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
-        hung_stop = _seconds_to_stop(
-            service, redis_url, pool, hung, slow_task_running=True, **timeouts
-        )
-    finally:
-        blackhole.close()
+    own_stop, hung_stop = _stops(
+        service, redis_url, pool, collector, tmp_path, slow_task_running=True, **timeouts
+    )
 
     # One OTLP timeout, not two.
     assert hung_stop - own_stop < 4.0 + STOP_NOISE_S, (own_stop, hung_stop, service.output())

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry import propagate
 from opentelemetry.instrumentation.pika import PikaInstrumentor as ContribPikaInstrumentor
 from opentelemetry.trace import SpanKind
+from reference_propagators import B3_SPELLINGS
 
 import tracekit
 from tracekit import propagation
@@ -56,14 +57,7 @@ def test_contrib_consumer_span_and_callback_carry_the_producers_id(
     assert consumer.attributes["correlation.id"] == expected
 
 
-@pytest.mark.parametrize(
-    "names",
-    [
-        ("X-B3-TraceId", "X-B3-SpanId", "X-B3-Sampled"),  # OpenTelemetry Java's, .NET's, Brave's
-        ("x-b3-traceid", "x-b3-spanid", "x-b3-sampled"),  # Python's, JS's, Go's (and tracekit's)
-    ],
-    ids=["java", "python"],
-)
+@pytest.mark.parametrize("names", list(B3_SPELLINGS.values()), ids=list(B3_SPELLINGS))
 def test_contrib_consumer_continues_a_java_producers_b3_trace(
     amqp_url: str, queue_name: str, spans: Any, names: tuple[str, str, str]
 ) -> None:

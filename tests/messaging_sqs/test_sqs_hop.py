@@ -14,6 +14,7 @@ from hopscene import check_hop, check_wait_within, check_wait_within_spans, one,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from reference_propagators import B3_SPELLINGS
 
 import tracekit
 import tracekit.sqs
@@ -577,14 +578,7 @@ def test_an_aws_producers_x_ray_trace_header_continues_its_trace(
     assert consumer.context.trace_id == 0x5759E988BD862E3FE1BE46A994272793
 
 
-@pytest.mark.parametrize(
-    "names",
-    [
-        ("X-B3-TraceId", "X-B3-SpanId", "X-B3-Sampled"),  # OpenTelemetry Java's, .NET's, Brave's
-        ("x-b3-traceid", "x-b3-spanid", "x-b3-sampled"),  # Python's, JS's, Go's (and tracekit's)
-    ],
-    ids=["java", "python"],
-)
+@pytest.mark.parametrize("names", list(B3_SPELLINGS.values()), ids=list(B3_SPELLINGS))
 def test_b3_attributes_of_a_producer_in_another_language_continue_its_trace(
     sqs_client: Any,
     queue_url: str,

@@ -16,3 +16,10 @@ REFERENCES: dict[str, TextMapPropagator] = {
     "jaeger": JaegerPropagator(),
     "xray": AwsXRayPropagator(),
 }
+
+# B3 multi headers' names as each family of propagators writes them into a message's headers, a
+# case-sensitive map: a test parametrized with ``B3_SPELLINGS`` reads a producer of each.
+B3_SPELLINGS = {
+    "java": ("X-B3-TraceId", "X-B3-SpanId", "X-B3-Sampled"),  # OpenTelemetry Java, .NET, Brave
+    "python": ("x-b3-traceid", "x-b3-spanid", "x-b3-sampled"),  # Python, JS, Go, and tracekit
+}
