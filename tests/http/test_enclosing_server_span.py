@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import threading
 import time
 from typing import Any
 
 import pytest
+import uvicorn
+from conditions import wait_for
 from fastapi import FastAPI
 from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -17,12 +21,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind
 from rawhttp import send
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 import tracekit
@@ -225,3 +229,55 @@ def test_a_request_fastapis_span_left_out_of_the_sample_records_no_span_of_trace
     assert [s.name for s in recorded.get_finished_spans()] == []
     seen = json.loads(response.body)
     assert seen == {"trace_id": left_out, "correlation_id": "out-1"}  # FastAPI's trace, one
+
+
+def serve_inside_a_span(app: Any, tracer: trace.Tracer) -> tuple[str, Any]:
+    """uvicorn started while a span of the program's own is current: every request's task
+    starts in a copy of that context."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+
+    def run() -> None:
+        with tracer.start_as_current_span("startup"):
+            server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "uvicorn to start")
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
+
+
+def test_a_server_started_inside_a_span_left_out_still_continues_its_callers_traces() -> None:
+    """The program's startup span, left out by the sampler, is current in every request's task.
+    tracekit took it for the request's own span: no request was traced, a caller's sampled
+    trace ended at its CLIENT span, and every request's log lines named the startup's trace."""
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))  # follows callers, starts none
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+
+    async def hello(request: Request) -> JSONResponse:
+        current = trace.get_current_span().get_span_context()
+        return JSONResponse({"trace_id": f"{current.trace_id:032x}"})
+
+    app = asgi.TracekitMiddleware(
+        Starlette(routes=[Route("/hello", hello)]), tracer_provider=provider
+    )
+    url, stop = serve_inside_a_span(app, provider.get_tracer("startup"))
+    try:
+        response = send(url + "/hello", UNTRUSTED[:1])
+    finally:
+        stop()
+
+    assert response.status == 200
+    assert json.loads(response.body) == {"trace_id": CALLER_TRACE}
+    (server,) = recorded.get_finished_spans()
+    assert (server.name, server.kind) == ("GET /hello", SpanKind.SERVER)
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == CALLER_SPAN

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from dataclasses import dataclass
 from time import perf_counter
@@ -172,7 +172,7 @@ class ServerRequests:
         """Open the request's span (or stamp the one around it) and count it in flight."""
         cid = request.correlation_id
         if self._tracer is not None:
-            enclosing = self._stamped_enclosing_span(cid) if current else None
+            enclosing = self._stamped_enclosing_span(cid, headers) if current else None
             if enclosing is None:
                 try:
                     self._start_span(request, path, headers, attributes)
@@ -304,10 +304,12 @@ class ServerRequests:
                 return from_baggage
         return correlation.new_correlation_id()
 
-    def _stamped_enclosing_span(self, cid: str) -> trace.Span | None:
+    def _stamped_enclosing_span(
+        self, cid: str, headers: Mapping[str, list[str]]
+    ) -> trace.Span | None:
         """The SERVER span someone else opened, stamped with the correlation ID; None when
         tracekit opens its own (none there, or public-endpoint mode, whose new root it must be)."""
-        enclosing = _enclosing_server_span()
+        enclosing = _enclosing_server_span(lambda: self._callers_trace_id(headers))
         if enclosing is None:
             return None
         if self._public_endpoint:
@@ -315,6 +317,12 @@ class ServerRequests:
             return None
         enclosing.set_attribute(semconv.CORRELATION_ID, cid)
         return enclosing
+
+    def _callers_trace_id(self, headers: Mapping[str, list[str]]) -> int | None:
+        """The trace the request's trace headers continue, None where they name none."""
+        parent = self._propagator.extract_header_lists(headers, with_baggage=False, deciding=False)
+        caller = trace.get_current_span(parent).get_span_context()
+        return caller.trace_id if caller.is_valid else None
 
     def _start_span(
         self,
@@ -526,14 +534,16 @@ def _report_to_outer(outer: ActiveRequest, route: str | None, error: BaseExcepti
     outer.error = outer.error or error
 
 
-def _enclosing_server_span() -> trace.Span | None:
+def _enclosing_server_span(callers_trace_id: Callable[[], int | None]) -> trace.Span | None:
     """The SERVER span someone else already opened for this request, if any.
 
     FastAPI's native telemetry and OpenTelemetry's contrib ASGI/WSGI middleware open their SERVER
     span outside tracekit's middleware; tracekit then stamps that span instead of adding a second.
     One the sampler left out is no longer recording and has no kind: a span of this process
     (not a caller's) that is not sampled is taken to be it, and the request stays left out; a
-    span of tracekit's own would have been a new root, asked about again.
+    span of tracekit's own would have been a new root, asked about again. Not one in another
+    trace than the caller's (``callers_trace_id``): the request's own continues the caller's, so
+    that one was current before the request came (a server started inside a span).
     """
     span = trace.get_current_span()
     if span.is_recording():
@@ -543,6 +553,7 @@ def _enclosing_server_span() -> trace.Span | None:
         span_context.is_valid
         and not span_context.is_remote
         and not span_context.trace_flags.sampled
+        and callers_trace_id() in (None, span_context.trace_id)
     ):
         return span
     return None
