@@ -645,6 +645,33 @@ def test_a_request_the_sampler_left_out_is_found_by_its_log_lines_trace_id(
     assert "another request's" in out and "paying order 7" not in out
 
 
+def test_a_trace_left_out_is_found_by_its_lines_whose_correlation_id_is_too_long_to_index(
+    tmp_path: Path,
+) -> None:
+    """Lines of a trace none of whose spans was exported, carrying a correlation ID longer than
+    the store indexes (another SDK's 300-character request id, sent to `tracekit collector`):
+    `trace <their trace ID>` looked the lines up again by that ID, found none, and said "no
+    request found" (exit 1) though the store held them."""
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    long_id = {"correlation.id": "sess-" + "x" * 295}
+    t = Topology("long-id")
+    start = 1_700_000_000_000_000_000
+    t.logs += [
+        LogRecordData(start, "billing", "INFO", 9, "charging card", trace_id, "00f067aa0ba902b7",
+                      attributes=long_id),
+        LogRecordData(start + 1_000, "billing", "INFO", 9, "charged", trace_id,
+                      "00f067aa0ba902b7", attributes=long_id),
+    ]  # fmt: skip
+    db = write_store(tmp_path / "long-id.db", t)
+
+    code, out, err = run("trace", trace_id, "--store", str(db), "--format", "json")
+    assert (code, err) == (0, "")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (doc["query"], doc["trace_ids"]) == (trace_id, [trace_id])
+    assert [log["body"] for log in doc["logs"]] == ["charging card", "charged"]
+
+
 def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
     """`tracekit trace req-checkout-1 --service nosuch` showed the request as if --service had
     narrowed the search: the store ignored it (only Jaeger searches per service)."""

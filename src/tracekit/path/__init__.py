@@ -83,22 +83,26 @@ def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Pat
     trace_id = trace_id_of(query)
     if not logs and trace_id is not None:
         in_trace = source.logs_by_trace_ids([trace_id])
-        correlation_id, logs = _logs_of_unexported_trace(source, in_trace, warnings)
+        correlation_id, logs = _logs_of_unexported_trace(source, trace_id, in_trace, warnings)
     return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
 
 
 def _logs_of_unexported_trace(
-    source: CorrelatedLogSource, in_trace: list[LogRecordData], warnings: list[str]
+    source: CorrelatedLogSource,
+    trace_id: str,
+    in_trace: list[LogRecordData],
+    warnings: list[str],
 ) -> tuple[str | None, list[LogRecordData]]:
-    """The correlation ID and log lines of the request whose lines are ``in_trace``, those of a
-    trace none of whose spans was exported (the sampler left it out; its lines carry its ID all
-    the same): those lines, and the request's other lines, by its correlation ID."""
+    """The correlation ID and log lines of the request whose lines are ``in_trace``, those of
+    trace ``trace_id``, none of whose spans was exported (the sampler left it out; its lines
+    carry its ID all the same): those lines, and the request's lines outside the trace, by its
+    correlation ID (which a store may not index: one too long to be)."""
     correlation_id = next((log.correlation_id for log in in_trace if log.correlation_id), None)
     if correlation_id is None:
         return None, in_trace
     correlated = _correlated_logs(source, correlation_id, warnings)
-    return correlation_id, correlated + [
-        log for log in in_trace if log.correlation_id != correlation_id
+    return correlation_id, in_trace + [
+        log for log in correlated if (log.trace_id or "").lower() != trace_id
     ]
 
 
