@@ -1089,3 +1089,23 @@ def test_search_and_services_from_tempo_and_jaeger_are_documents_of_their_schema
     found = json.loads(run("search", "--since", "7d", flag, url, "--format", "json")[1])
     assert None in {r["correlation_id"] for r in found["requests"]}
     assert True in {r["error"] for r in found["requests"]}
+
+
+def test_search_from_a_tempo_that_counts_no_spans_and_refuses_the_trace_is_of_its_schema(
+    serve: Any,
+) -> None:
+    """A Tempo before 2.5 sends no span count; tracekit reads each trace to count them, and a
+    trace Tempo refuses (too large) counts none. `search --format json` printed "span_count": 0,
+    which the schema said a request never has: a script validating the output refused it."""
+    import jsonschema
+
+    from tracekit_cli.schemas import load_schema
+
+    tempo = FakeTempo(recent(checkout().spans), version=(2, 4), max_bytes_per_trace=1)
+    code, out, err = run("search", "--since", "7d", "--tempo", serve(tempo).url, "--format", "json")
+
+    assert code == 0
+    assert "refused trace" in err
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema("search"))
+    assert [r["span_count"] for r in document["requests"]] == [0]
