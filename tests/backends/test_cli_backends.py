@@ -1109,3 +1109,20 @@ def test_search_from_a_tempo_that_counts_no_spans_and_refuses_the_trace_is_of_it
     document = json.loads(out)
     jsonschema.validate(document, load_schema("search"))
     assert [r["span_count"] for r in document["requests"]] == [0]
+
+
+def test_search_from_tempo_names_a_root_service_sent_with_a_newline_as_trace_does(
+    serve: Any,
+) -> None:
+    """An SDK that read OTEL_SERVICE_NAME from a file sends 'gateway\\n'. `trace` and `services`
+    over Tempo name it 'gateway' (d853fab), but `search --format json` printed the root_service
+    of Tempo's search answer as sent: "gateway\\n", a name no other command printed."""
+    spans = [dataclasses.replace(s, service=s.service + "\n") for s in recent(checkout().spans)]
+    url = serve(FakeTempo(spans)).url
+
+    code, out, _ = run("search", "--since", "7d", "--tempo", url, "--format", "json")
+    (found,) = json.loads(out)["requests"]
+    path = json.loads(run("trace", found["trace_id"], "--tempo", url, "--format", "json")[1])
+
+    assert code == 0
+    assert found["root_service"] == path["services"][0] == "gateway"

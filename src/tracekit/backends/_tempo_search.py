@@ -27,7 +27,7 @@ from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError, of_another_api
 from tracekit.backends._otlp_json import MALFORMED, Dropped, TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
-from tracekit.records import BackendError
+from tracekit.records import BackendError, service_name
 from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
 
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
@@ -214,7 +214,7 @@ def _hit(hit: dict[str, Any]) -> Hit:
     correlation_id, grouped = _correlation_id(hit)
     return Hit(
         trace_id=hit_trace_id(hit["traceID"]),
-        root_service=cut(str(hit.get("rootServiceName") or NO_ROOT), MAX_NAME_CHARS),
+        root_service=cut(_root_service(hit.get("rootServiceName")), MAX_NAME_CHARS),
         root_name=cut(str(hit.get("rootTraceName") or ""), MAX_NAME_CHARS),
         start_unix_nano=unix_nano(hit.get("startTimeUnixNano")),
         duration_ms=float(hit.get("durationMs") or 0),
@@ -223,6 +223,12 @@ def _hit(hit: dict[str, Any]) -> Hit:
         span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,
         error_count=sum(int(s.get("errorCount") or 0) for s in stats.values()) if stats else None,
     )
+
+
+def _root_service(name: object) -> str:
+    """The hit's root service as the trace read from Tempo names it (``service_name``: without
+    the white space an SDK sent around it), or Tempo's words for a root it has not received."""
+    return service_name(name) if name else NO_ROOT
 
 
 def hit_trace_id(value: Any) -> str:
