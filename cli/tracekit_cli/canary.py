@@ -194,7 +194,8 @@ def _backwards(typed_start: tuple[str, str | None], typed_end: str | None) -> st
     """What to type when the window ends before it starts. A duration counts back from now in
     every option (as Grafana's ``now-30m`` and journalctl's ``--since -30m`` do), so ``--since
     30m --end 2h`` starts after it ends; its likely meaning, the 30 minutes before ``--end``, is
-    named as ``--start`` (both durations added up) with that ``--end``."""
+    named as ``--start`` (both durations added up) with that ``--end``. ``--start`` is a time,
+    not a length: ``--start 2h --end 3h`` is named the other way round."""
     option, start = typed_start[0], (typed_start[1] or "").strip()
     end = (typed_end or "now").strip()
     said = (f"the window must start before it ends: {option} {one_line(start, 40)} is not"
@@ -202,6 +203,11 @@ def _backwards(typed_start: tuple[str, str | None], typed_end: str | None) -> st
     length, back = DURATION.match(start), DURATION.match(end)
     if length is None or back is None:
         return said
+    if option == "--start":  # a time, not a length: the two were typed the wrong way round
+        if _seconds(length) == _seconds(back):
+            return said
+        return (f"{said} (a duration counts back from now); for the window between them, type"
+                f" --start {end} --end {start}")  # fmt: skip
     earlier = _duration(_seconds(back) + _seconds(length))
     return (f"{said} (a duration counts back from now); for the {start} before --end, type"
             f" --start {earlier} --end {end}")  # fmt: skip

@@ -307,6 +307,21 @@ def test_a_since_after_the_end_says_what_to_type(store: Path) -> None:
     assert abs(window["end_unix_nano"] / 1e9 - (then - 7200)) < 60
 
 
+def test_a_start_after_the_end_says_to_type_them_the_other_way_round(store: Path) -> None:
+    """``--start 2h --end 3h``: --start is a time, not a length. The line read it as one and
+    said to type ``--start 5h --end 3h`` (two hours ending three hours ago); the window between
+    the two times typed, ``--start 3h --end 2h``, is what it names now."""
+    installed = str(Path(sys.executable).with_name("tracekit"))
+    versions = [installed, "canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    versions += ["--store", str(store), "--format", "json"]
+    typed = subprocess.run(
+        [*versions, "--start", "2h", "--end", "3h"], capture_output=True, text=True, timeout=60
+    )
+    assert (typed.returncode, typed.stdout, typed.stderr.count("\n")) == (2, "", 1)
+    suggested = re.search(r"type (--start \S+ --end \S+)", typed.stderr)
+    assert suggested is not None and suggested.group(1) == "--start 3h --end 2h"
+
+
 def test_an_empty_or_broken_source_is_one_line_not_the_default_store(store: Path) -> None:
     """``--prometheus "$PROM_URL"`` with the variable unset must not judge the default store."""
     versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
