@@ -672,6 +672,34 @@ def test_a_trace_left_out_is_found_by_its_lines_whose_correlation_id_is_too_long
     assert [log["body"] for log in doc["logs"]] == ["charging card", "charged"]
 
 
+def test_a_trace_left_out_whose_request_has_spans_elsewhere_shows_those_spans(
+    tmp_path: Path,
+) -> None:
+    """A producer's trace the sampler left out (its log line carries the trace ID), and the
+    consumer's new trace, which its sampler kept. `trace <the producer's trace ID>` showed the
+    lines alone, "0 spans" and "no span carries this request", where `trace <the correlation
+    ID>` shows the consumer's span; it shows the same request now."""
+    left_out = "4bf92f3577b34da6a3ce929d0e0e4736"
+    t = Topology("req-mixed")
+    consumer = t.span("consumer", "process orders", "CONSUMER", 50, 80)
+    cid = {"correlation.id": "req-mixed"}
+    t.logs += [
+        LogRecordData(consumer.start_unix_nano - 50_000_000, "producer", "INFO", 9,
+                      "publishing order 7", left_out, "00f067aa0ba902b7", attributes=cid),
+    ]  # fmt: skip
+    db = write_store(tmp_path / "mixed.db", t)
+
+    code, out, err = run("trace", left_out, "--store", str(db), "--format", "json")
+    assert (code, err) == (0, "")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (doc["query"], doc["correlation_id"]) == (left_out, "req-mixed")
+    assert [span["name"] for span in doc["spans"]] == ["process orders"]
+    assert [log["body"] for log in doc["logs"]] == ["publishing order 7"]
+    by_id = json.loads(run("trace", "req-mixed", "--store", str(db), "--format", "json")[1])
+    assert doc["spans"] == by_id["spans"] and doc["warnings"] == by_id["warnings"]
+
+
 def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
     """`tracekit trace req-checkout-1 --service nosuch` showed the request as if --service had
     narrowed the search: the store ignored it (only Jaeger searches per service)."""

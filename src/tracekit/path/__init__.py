@@ -7,8 +7,16 @@ Pure library code (no click, no rich): the CLI, tests and other tools call ``rec
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tracekit.path.build import build_log_path, build_path, error_message
-from tracekit.path.collect import MAX_SPANS, collect, looks_like_trace_id, trace_id_of
+from tracekit.path.collect import (
+    MAX_SPANS,
+    Collected,
+    collect,
+    looks_like_trace_id,
+    trace_id_of,
+)
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
 from tracekit.path.servicemap import ServiceEdge, edges_from_samples, hop_samples, service_map
@@ -57,8 +65,22 @@ def reconstruct(
     answer.
     """
     found = collect(source, query, max_spans=max_spans, by_correlation=by_correlation)
-    if not found.spans:
-        return _from_logs_alone(source, query, found.warnings) if with_logs else None
+    if found.spans:
+        return _built(source, query, found, with_logs=with_logs, adjust_skew=adjust_skew)
+    if not with_logs:
+        return None
+
+    def spanned(correlation_id: str) -> Path | None:
+        again = collect(source, correlation_id, max_spans=max_spans, by_correlation=by_correlation)
+        return _built(source, query, again, adjust_skew=adjust_skew) if again.spans else None
+
+    return _from_logs_alone(source, query, found.warnings, spanned)
+
+
+def _built(
+    source: SpanSource, query: str, found: Collected, *, with_logs: bool = True, adjust_skew: bool
+) -> Path | None:
+    """The path of the spans ``found``, with the request's log lines."""
     notes = list(found.warnings)
     logs = _logs(source, found.trace_ids, found.correlation_id, notes) if with_logs else []
     return build_path(
@@ -72,10 +94,16 @@ def reconstruct(
     )
 
 
-def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Path | None:
+def _from_logs_alone(
+    source: SpanSource,
+    query: str,
+    warnings: list[str],
+    spanned: Callable[[str], Path | None],
+) -> Path | None:
     """A request no span carries (every service on its way in correlation-only mode, or a
     request the sampler left out): its correlated log lines, when there are any, so the ID
-    typed is not reported unknown."""
+    typed is not reported unknown. A trace ID of such lines whose correlation ID spans carry
+    (an asynchronous hop's new trace, which its sampler kept): that request, by ``spanned``."""
     if not isinstance(source, CorrelatedLogSource):
         return None
     correlation_id: str | None = query
@@ -83,27 +111,29 @@ def _from_logs_alone(source: SpanSource, query: str, warnings: list[str]) -> Pat
     trace_id = trace_id_of(query)
     if not logs and trace_id is not None:
         in_trace = source.logs_by_trace_ids([trace_id])
-        correlation_id, logs = _logs_of_unexported_trace(source, trace_id, in_trace, warnings)
+        correlation_id = next((log.correlation_id for log in in_trace if log.correlation_id), None)
+        path = spanned(correlation_id) if correlation_id is not None else None
+        if path is not None:
+            return path
+        logs = _logs_of_unexported_trace(source, trace_id, correlation_id, in_trace, warnings)
     return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
 
 
 def _logs_of_unexported_trace(
     source: CorrelatedLogSource,
     trace_id: str,
+    correlation_id: str | None,
     in_trace: list[LogRecordData],
     warnings: list[str],
-) -> tuple[str | None, list[LogRecordData]]:
-    """The correlation ID and log lines of the request whose lines are ``in_trace``, those of
-    trace ``trace_id``, none of whose spans was exported (the sampler left it out; its lines
-    carry its ID all the same): those lines, and the request's lines outside the trace, by its
-    correlation ID (which a store may not index: one too long to be)."""
-    correlation_id = next((log.correlation_id for log in in_trace if log.correlation_id), None)
+) -> list[LogRecordData]:
+    """The log lines of the request whose lines are ``in_trace``, those of trace ``trace_id``,
+    none of whose spans was exported (the sampler left it out; its lines carry its ID all the
+    same): those lines, and the request's lines outside the trace, by the ``correlation_id``
+    they carry (which a store may not index: one too long to be)."""
     if correlation_id is None:
-        return None, in_trace
+        return in_trace
     correlated = _correlated_logs(source, correlation_id, warnings)
-    return correlation_id, in_trace + [
-        log for log in correlated if (log.trace_id or "").lower() != trace_id
-    ]
+    return in_trace + [log for log in correlated if (log.trace_id or "").lower() != trace_id]
 
 
 def _logs(
