@@ -700,6 +700,31 @@ def test_a_trace_left_out_whose_request_has_spans_elsewhere_shows_those_spans(
     assert doc["spans"] == by_id["spans"] and doc["warnings"] == by_id["warnings"]
 
 
+def test_a_trace_left_out_around_several_requests_is_no_one_requests(tmp_path: Path) -> None:
+    """A span left out by the sampler around many requests (a server started inside it): each
+    request's line carries the span's trace ID and its own correlation ID. `trace <that trace
+    ID>` named the trace after the first line's request, and showed that request alone where it
+    had spans elsewhere. It is no one request's: every line of it is shown, and that is said."""
+    shared = "4bf92f3577b34da6a3ce929d0e0e4736"
+    t = Topology("req-a")
+    t.span("orders", "GET /orders", "SERVER", 0, 10)  # req-a's own trace, sampled
+    start = t.spans[0].start_unix_nano
+    t.logs += [
+        LogRecordData(start + n * 1_000_000, "orders", "INFO", 9, f"{cid} served", shared,
+                      "00f067aa0ba902b7", attributes={"correlation.id": cid})
+        for n, cid in enumerate(("req-a", "req-b"))
+    ]  # fmt: skip
+    db = write_store(tmp_path / "shared.db", t)
+
+    code, out, err = run("trace", shared, "--store", str(db), "--format", "json")
+    assert (code, err) == (0, "")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (doc["correlation_id"], doc["spans"]) == (None, [])
+    assert [log["body"] for log in doc["logs"]] == ["req-a served", "req-b served"]
+    assert "the log lines of this trace carry 2 correlation IDs" in doc["warnings"][0]
+
+
 def test_service_without_jaeger_is_a_usage_error(store: Path) -> None:
     """`tracekit trace req-checkout-1 --service nosuch` showed the request as if --service had
     narrowed the search: the store ignored it (only Jaeger searches per service)."""

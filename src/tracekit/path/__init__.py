@@ -111,12 +111,24 @@ def _from_logs_alone(
     trace_id = trace_id_of(query)
     if not logs and trace_id is not None:
         in_trace = source.logs_by_trace_ids([trace_id])
-        correlation_id = next((log.correlation_id for log in in_trace if log.correlation_id), None)
+        correlation_id = _one_request_of(in_trace, warnings)
         path = spanned(correlation_id) if correlation_id is not None else None
         if path is not None:
             return path
         logs = _logs_of_unexported_trace(source, trace_id, correlation_id, in_trace, warnings)
     return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
+
+
+def _one_request_of(in_trace: list[LogRecordData], warnings: list[str]) -> str | None:
+    """The correlation ID the lines of a trace carry, when they carry one; None, said, when
+    they carry several (a span left out around many requests: a server started inside one)."""
+    carried = {log.correlation_id for log in in_trace if log.correlation_id}
+    if len(carried) > 1:
+        warnings.append(
+            f"the log lines of this trace carry {len(carried)} correlation IDs: they are not "
+            "one request's, and are all shown"
+        )
+    return carried.pop() if len(carried) == 1 else None
 
 
 def _logs_of_unexported_trace(
