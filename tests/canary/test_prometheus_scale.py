@@ -52,6 +52,11 @@ LIVES = (RESTART // SCRAPE, RESTART // SCRAPE, (WINDOW - BORN - 2 * RESTART) // 
 # Another service, both of whose versions were deployed in the window's last 5 minutes, its
 # canary restarting every minute: 4 scrapes' worth a life, and one of the last scrape, 21 in all.
 YOUNG, YOUNG_RESTART, YOUNG_LIVES = 300, 60, 5 * 4 + 1
+# A third, deployed 105 s before the end of a window that ends 100 s after a multiple of its
+# 16th (as a window ending now mostly does), its canary restarting every 45 s: 8 scrapes, 8 in all.
+FRESH, FRESH_PAST_PART, FRESH_RESTART, FRESH_LIVES = 105, 100, 45, 8
+# Its first 60 s in a window of 90 s: 5 scrapes' worth, one restart among them.
+SHORT_WINDOW, SHORT_BEFORE_END, SHORT_LIVES = 130, 40, 5
 
 
 def _samples(version: str, first: int, last: int, restart: int | None = None,
@@ -91,6 +96,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
     lines += _samples("3.0.0", start + BORN, end, restart=RESTART)
     lines += _samples("1.0.0", end - YOUNG, end, service="young")
     lines += _samples("2.0.0", end - YOUNG, end, restart=YOUNG_RESTART, service="young")
+    fresh = (end + FRESH_PAST_PART - FRESH, end + FRESH_PAST_PART)
+    lines += _samples("1.0.0", *fresh, service="fresh")
+    lines += _samples("2.0.0", *fresh, restart=FRESH_RESTART, service="fresh")
     series = sorted(lines, key=lambda line: (line.split(" ")[0], int(line.split(" ")[2])))
     text = directory / "series.om"
     text.write_text(f"# TYPE {HISTOGRAM} histogram\n" + "\n".join(series) + "\n# EOF\n")
@@ -150,3 +158,31 @@ def test_a_service_deployed_late_in_the_window_is_read_at_steps_of_its_own_scrap
 
     assert [s.requests for s in canary.values()] == [PER_SCRAPE * YOUNG_LIVES] * ROUTES
     assert [s.errors for s in canary.values()] == [YOUNG_LIVES] * ROUTES
+
+
+def test_a_service_younger_than_two_parts_is_read_at_steps_of_its_own_scrapes(
+    run: CanaryRun,
+) -> None:
+    """A part its series were born in holds fewer samples than their scrapes give: the last 16th
+    before this window's end held one of them, and the steps were 28 s for scrapes every 15 s."""
+    window = [
+        round((datetime.fromisoformat(t).timestamp() + FRESH_PAST_PART) * 1e9)
+        for t in (run.start, run.end)
+    ]
+
+    _, canary = samples_from_prometheus(run.prometheus, "fresh", ("1.0.0", "2.0.0"), *window)
+
+    assert [s.requests for s in canary.values()] == [PER_SCRAPE * FRESH_LIVES] * ROUTES
+    assert [s.errors for s in canary.values()] == [FRESH_LIVES] * ROUTES
+
+
+def test_a_short_window_is_read_at_steps_of_its_own_scrapes(run: CanaryRun) -> None:
+    """A 90-second window's 16ths are shorter than a scrape interval: one sample each at most,
+    which 64 steps read one at a time (1,000 held 60,000 samples a query, twice the limit)."""
+    fresh_end = datetime.fromisoformat(run.end).timestamp() + FRESH_PAST_PART
+    window = [round((fresh_end - delta) * 1e9) for delta in (SHORT_WINDOW, SHORT_BEFORE_END)]
+
+    _, canary = samples_from_prometheus(run.prometheus, "fresh", ("1.0.0", "2.0.0"), *window)
+
+    assert [s.requests for s in canary.values()] == [PER_SCRAPE * SHORT_LIVES] * ROUTES
+    assert [s.errors for s in canary.values()] == [SHORT_LIVES] * ROUTES

@@ -63,6 +63,7 @@ __all__ = [
     "MAX_BOUND_SECONDS",
     "MAX_REQUESTS",
     "MAX_SERIES",
+    "YOUNG_DENSITY_PARTS",
     "Family",
     "Window",
     "samples_from_prometheus",
@@ -89,6 +90,9 @@ MAX_BOUNDS_STEPPED = 100
 # Parts of the window in which to count a service's samples, to find how often it is scraped
 # where it is scraped at all (a service deployed late in the window has samples in its last parts).
 DENSITY_PARTS = 16
+# The same for a service none of whose series existed through one of those parts (deployed in a
+# 30-minute window's last 4 minutes, or fewer where the window's end is not on the parts' grid).
+YOUNG_DENSITY_PARTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +170,17 @@ class Family:
         series = [self._buckets(service, version), *self._failed(service, version)]
         return f"count({' or '.join(f'({_reset_born(s, window)})' for s in series)})"
 
-    def density_query(self, service: str, window: Window) -> str:
+    def density_query(self, service: str, window: Window, parts: int = DENSITY_PARTS) -> str:
         """The most samples any of ``service``'s series of this histogram has in one of
-        ``DENSITY_PARTS`` parts of ``window``: how often Prometheus scrapes them, where a young
-        service's series span only the window's last parts."""
-        part = _duration((window.end_ms - window.start_ms) // DENSITY_PARTS)
+        ``parts`` parts of ``window``: how often Prometheus scrapes them, where a young
+        service's series span only the window's last parts. Only parts a series existed as
+        they began count (a sample in the ``LOOKBACK`` before): in the part it was born in it
+        has fewer samples than its scrapes give (no answer: none existed a whole part)."""
+        part = _duration((window.end_ms - window.start_ms) // parts)
         counters = f"{self.histogram}_count{{service_name={_string(service)}}}"
-        return f"max(max_over_time(count_over_time({counters}[{part}])[{window.length}:{part}]))"
+        existed = f"last_over_time({counters}[{LOOKBACK}] offset {part})"
+        counted = f"count_over_time({counters}[{part}]) and {existed}"
+        return f"max(max_over_time(({counted})[{window.length}:{part}]))"
 
     def _buckets(self, service: str, version: str, bound: str | None = None) -> str:
         matchers = self.succeeded + ("" if bound is None else f", le={_string(bound)}")
@@ -328,11 +336,15 @@ def samples_from_prometheus(
         bucket series of a crash-looping canary (15 s scrapes, a 30-minute window) took 49 s;
         at 288, 9 to 17 s. Measured in parts: a service deployed in a 1-hour window's last 10
         minutes has 41 samples a series there, and at twice that many steps, 44 s each, a
-        crash-looping canary's growth before some restarts was lost (764 requests of 848)."""
-        found = query(family.density_query(service, window))
-        if not found:
-            return BORN_STEPS
-        return min(BORN_STEPS, 2 * DENSITY_PARTS * (round(_value(found[0])) + 1))
+        crash-looping canary's growth before some restarts was lost (764 requests of 848). Only
+        in parts its series were scraped through: a 1-hour window's last 16th held 2 samples a
+        series of a service deployed 225 s before its end (200 s after that 16th began), and at
+        steps of 37.5 s its canary, restarting every 40 s, read 96 requests of 195."""
+        for parts in (DENSITY_PARTS, YOUNG_DENSITY_PARTS):
+            found = query(family.density_query(service, window, parts))
+            if found:
+                return min(BORN_STEPS, 2 * parts * (round(_value(found[0])) + 1))
+        return BORN_STEPS
 
     def bounds(family: Family, version: str) -> list[str | None]:
         """The bounds to read the steps of one at a time (``_from_zero``): each of a version's
