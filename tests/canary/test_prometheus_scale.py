@@ -57,20 +57,23 @@ YOUNG, YOUNG_RESTART, YOUNG_LIVES = 300, 60, 5 * 4 + 1
 FRESH, FRESH_PAST_PART, FRESH_RESTART, FRESH_LIVES = 105, 100, 45, 8
 # Its first 60 s in a window of 90 s: 5 scrapes' worth, one restart among them.
 SHORT_WINDOW, SHORT_BEFORE_END, SHORT_LIVES = 130, 40, 5
+# A fourth, its baseline scraped every minute through the window, its canary every 15 s since
+# 105 s before the end, restarting every 30 s: 8 scrapes' worth.
+SLOW_BASELINE, LATE_CANARY, LATE_RESTART, LATE_LIVES = 60, 105, 30, 8
 
 
 def _samples(version: str, first: int, last: int, restart: int | None = None,
-             service: str = "shop") -> list[str]:  # fmt: skip
-    """``PER_SCRAPE`` requests per route between scrapes from ``first`` to ``last`` (Unix
-    seconds), a quarter failed, the successes spread over the buckets; with ``restart``, the
-    counters fall back every ``restart`` seconds."""
+             service: str = "shop", every: int = SCRAPE) -> list[str]:  # fmt: skip
+    """``PER_SCRAPE`` requests per route between scrapes (``every`` seconds) from ``first`` to
+    ``last`` (Unix seconds), a quarter failed, the successes spread over the buckets; with
+    ``restart``, the counters fall back every ``restart`` seconds."""
     lines = []
     for route in range(ROUTES):
         labels = f'service_name="{service}",service_version="{version}",http_route="/r{route}"'
-        for t in range(first, last + 1, SCRAPE):
-            scrapes = (t - first) // SCRAPE
+        for t in range(first, last + 1, every):
+            scrapes = (t - first) // every
             if restart is not None:
-                scrapes = (t - first) % restart // SCRAPE + 1
+                scrapes = (t - first) % restart // every + 1
             ok, failed = 3 * scrapes, scrapes
             for n, le in enumerate(BOUNDS, 1):
                 counted = ok * n // len(BOUNDS)
@@ -99,6 +102,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanaryRun]:
     fresh = (end + FRESH_PAST_PART - FRESH, end + FRESH_PAST_PART)
     lines += _samples("1.0.0", *fresh, service="fresh")
     lines += _samples("2.0.0", *fresh, restart=FRESH_RESTART, service="fresh")
+    lines += _samples("1.0.0", start - 3600, end, service="slow", every=SLOW_BASELINE)
+    lines += _samples("2.0.0", end - LATE_CANARY, end, restart=LATE_RESTART, service="slow")
     series = sorted(lines, key=lambda line: (line.split(" ")[0], int(line.split(" ")[2])))
     text = directory / "series.om"
     text.write_text(f"# TYPE {HISTOGRAM} histogram\n" + "\n".join(series) + "\n# EOF\n")
@@ -174,6 +179,19 @@ def test_a_service_younger_than_two_parts_is_read_at_steps_of_its_own_scrapes(
 
     assert [s.requests for s in canary.values()] == [PER_SCRAPE * FRESH_LIVES] * ROUTES
     assert [s.errors for s in canary.values()] == [FRESH_LIVES] * ROUTES
+
+
+def test_a_canary_scraped_more_often_than_its_baseline_is_read_at_steps_of_its_own_scrapes(
+    run: CanaryRun,
+) -> None:
+    """Its steps are counted from its own series: from the service's, the baseline's minute
+    between scrapes gave steps longer than the canary's 15 s."""
+    window = [round(datetime.fromisoformat(t).timestamp() * 1e9) for t in (run.start, run.end)]
+
+    _, canary = samples_from_prometheus(run.prometheus, "slow", ("1.0.0", "2.0.0"), *window)
+
+    assert [s.requests for s in canary.values()] == [PER_SCRAPE * LATE_LIVES] * ROUTES
+    assert [s.errors for s in canary.values()] == [LATE_LIVES] * ROUTES
 
 
 def test_a_short_window_is_read_at_steps_of_its_own_scrapes(run: CanaryRun) -> None:

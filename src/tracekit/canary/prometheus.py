@@ -87,10 +87,10 @@ LOOKBACK_MS = 5 * 60 * 1000  # the same, to add to a window's length
 # Bucket bounds whose series take the steps one query each; a histogram with more (none of
 # tracekit's) takes them in one query.
 MAX_BOUNDS_STEPPED = 100
-# Parts of the window in which to count a service's samples, to find how often it is scraped
-# where it is scraped at all (a service deployed late in the window has samples in its last parts).
+# Parts of the window in which to count a version's samples, to find how often it is scraped
+# where it is scraped at all (a version deployed late in the window has samples in its last parts).
 DENSITY_PARTS = 16
-# The same for a service none of whose series existed through one of those parts (deployed in a
+# The same for a version none of whose series existed through one of those parts (deployed in a
 # 30-minute window's last 4 minutes, or fewer where the window's end is not on the parts' grid).
 YOUNG_DENSITY_PARTS = 64
 
@@ -170,14 +170,16 @@ class Family:
         series = [self._buckets(service, version), *self._failed(service, version)]
         return f"count({' or '.join(f'({_reset_born(s, window)})' for s in series)})"
 
-    def density_query(self, service: str, window: Window, parts: int = DENSITY_PARTS) -> str:
-        """The most samples any of ``service``'s series of this histogram has in one of
+    def density_query(
+        self, service: str, version: str, window: Window, parts: int = DENSITY_PARTS
+    ) -> str:
+        """The most samples any of the version's series of this histogram has in one of
         ``parts`` parts of ``window``: how often Prometheus scrapes them, where a young
-        service's series span only the window's last parts. Only parts a series existed as
+        version's series span only the window's last parts. Only parts a series existed as
         they began count (a sample in the ``LOOKBACK`` before): in the part it was born in it
         has fewer samples than its scrapes give (no answer: none existed a whole part)."""
         part = _duration((window.end_ms - window.start_ms) // parts)
-        counters = f"{self.histogram}_count{{service_name={_string(service)}}}"
+        counters = f"{self.histogram}_count{self.selector(service, version)}"
         existed = f"last_over_time({counters}[{LOOKBACK}] offset {part})"
         counted = f"count_over_time({counters}[{part}]) and {existed}"
         return f"max(max_over_time(({counted})[{window.length}:{part}]))"
@@ -318,7 +320,7 @@ def samples_from_prometheus(
         for born in (False, True):  # the two parts of each count, added up per route
             stepped = born and resets  # read at steps: see ``steps`` and ``bounds``
             asked = {"born": born, "resets": resets}
-            read_at = steps(family) if stepped else BORN_STEPS
+            read_at = steps(family, version) if stepped else BORN_STEPS
             for bound in bounds(family, version) if stepped else [None]:
                 bucket_counts = family.buckets_query(
                     service, version, window, bound, steps=read_at, **asked
@@ -327,7 +329,7 @@ def samples_from_prometheus(
             failed += query(family.failed_query(service, version, window, steps=read_at, **asked))
         return _histograms(family, buckets, failed)
 
-    def steps(family: Family) -> int:
+    def steps(family: Family, version: str) -> int:
         """Steps (``_from_zero``) shorter than half the time between two scrapes, at most
         ``BORN_STEPS``: each step reads one sample at most, so the count is the samples' own,
         every restart they show counted from zero and no growth before one lost. Scraped every
@@ -339,9 +341,11 @@ def samples_from_prometheus(
         crash-looping canary's growth before some restarts was lost (764 requests of 848). Only
         in parts its series were scraped through: a 1-hour window's last 16th held 2 samples a
         series of a service deployed 225 s before its end (200 s after that 16th began), and at
-        steps of 37.5 s its canary, restarting every 40 s, read 96 requests of 195."""
+        steps of 37.5 s its canary, restarting every 40 s, read 96 requests of 195. And from the
+        version's own series: from the service's, a baseline scraped every minute set steps of
+        19 s for a canary scraped every 5 s, which read 19 requests of 90."""
         for parts in (DENSITY_PARTS, YOUNG_DENSITY_PARTS):
-            found = query(family.density_query(service, window, parts))
+            found = query(family.density_query(service, version, window, parts))
             if found:
                 return min(BORN_STEPS, 2 * parts * (round(_value(found[0])) + 1))
         return BORN_STEPS
