@@ -29,6 +29,7 @@ from tracekit import correlation, semconv
 from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
+    OUTER_REQUEST_KEY,
     ActiveRequest,
     OptionsReadLate,
     ServerRequests,
@@ -49,7 +50,7 @@ from tracekit._runtime.guard import report_once
 __all__ = ["TracekitMiddleware"]
 
 _TRACED_SCOPES = frozenset(("http", "websocket"))
-_REQUEST_KEY = "tracekit.request"  # in the scope: the request the outermost layer traces
+_REQUEST_KEY = OUTER_REQUEST_KEY  # in the scope: the request the outermost layer traces
 # In the scope too: its id, by which a layer inside tells a copy (a middleware between the
 # layers that passes ``dict(scope)`` on) from the scope the outermost layer reads.
 _SCOPE_ID_KEY = "tracekit.scope"

@@ -34,6 +34,7 @@ from tracekit import correlation, semconv
 from tracekit._http.django_routes import route_of
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
+    OUTER_REQUEST_KEY,
     ActiveRequest,
     CurrentTokens,
     OptionsReadLate,
@@ -128,7 +129,9 @@ class TracekitMiddleware(OptionsReadLate):
             headers = headers_of(request.META, self._environ_keys)
             attributes = self._attributes(request.META)
             _add_asgi_protocol(attributes, request)
-            return self._requests.start(request.method, request.path, headers, attributes)
+            return self._requests.start(
+                request.method, request.path, headers, attributes, enclosing=_outer(request)
+            )
         except Exception as error:
             report_once("django request start", error)
             return None
@@ -435,6 +438,14 @@ def _enter_request_context(
 def _leave_request_context(tokens: CurrentTokens | None) -> None:
     if tokens is not None:
         restore_current(tokens)
+
+
+def _outer(request: Any) -> object:
+    """The request tracekit's WSGI or ASGI middleware around Django traces, from the environ or
+    scope it left it in: found also where OpenTelemetry's Django middleware made its own span
+    current in between, which hides it from the context."""
+    scope = getattr(request, "scope", None)  # under ASGI; under WSGI, META is the environ
+    return (scope if isinstance(scope, dict) else request.META).get(OUTER_REQUEST_KEY)
 
 
 @guarded(None)

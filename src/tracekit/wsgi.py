@@ -21,7 +21,13 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import semconv
 from tracekit._http import flask_hooks
-from tracekit._http.server import ActiveRequest, OptionsReadLate, ServerRequests, address_or_none
+from tracekit._http.server import (
+    OUTER_REQUEST_KEY,
+    ActiveRequest,
+    OptionsReadLate,
+    ServerRequests,
+    address_or_none,
+)
 from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     CONTEXT_KEY,
@@ -119,9 +125,13 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             headers = headers_of(environ, self._environ_keys)
             attributes = self._attributes(environ) if self._requests.records else {}
-            return self._requests.start(
-                environ.get("REQUEST_METHOD", "GET"), path, headers, attributes
-            )
+            request = self._requests.start(
+                environ.get("REQUEST_METHOD", "GET"), path, headers, attributes,
+                enclosing=environ.get(OUTER_REQUEST_KEY),
+            )  # fmt: skip
+            if request.outer is None:  # for a layer inside (Django's middleware)
+                environ[OUTER_REQUEST_KEY] = request
+            return request
         except Exception as error:
             report_once("wsgi request start", error)
             return None

@@ -75,8 +75,41 @@ def contrib_around_stacked_django(
     yield from _serve_stacked_django(tmp_path_factory, contrib_outside=True)
 
 
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def contrib_django_between_the_layers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path, str]]:
+    """The same site with OpenTelemetry's Django instrumentation, whose middleware runs between
+    the two tracekit layers, and a ratio sampler that keeps half of the requests: under
+    gunicorn, and wrapped in tracekit's ASGI middleware under uvicorn
+    (django_site/asgi_stacked.py)."""
+    sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    if request.param == "wsgi":
+        yield from _serve_stacked_django(
+            tmp_path_factory, contrib_outside=False, STACKED_DJANGO_CONTRIB="1", **sampler
+        )
+    else:
+        yield from _serve_stacked_django(
+            tmp_path_factory,
+            contrib_outside=False,
+            server=["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"],
+            **sampler,
+        )
+
+
 def _serve_stacked_django(
-    tmp_path_factory: pytest.TempPathFactory, *, contrib_outside: bool
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    contrib_outside: bool,
+    server: tuple[str, ...] | list[str] = (
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "django_site.wsgi_stacked",
+    ),
+    **more_env: str,
 ) -> Iterator[tuple[str, Path, str]]:
     store = tmp_path_factory.mktemp("stacked") / "tracekit.db"
     metrics_port, port = free_port(), free_port()
@@ -90,9 +123,9 @@ def _serve_stacked_django(
         "TRACEKIT_METRICS_PORT": str(metrics_port),
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "STACKED_CONTRIB_OUTSIDE": "1" if contrib_outside else "",
+        **more_env,
     }
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-               "django_site.wsgi_stacked"]  # fmt: skip
+    command = [sys.executable, "-m", *(part.format(port=port) for part in server)]
     log = store.parent / "server.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -454,3 +487,41 @@ def test_a_plain_asgi_app_mounted_in_a_sub_application_with_its_own_middleware_k
 
     wait_for(counts, 5, "the request counted")
     assert counts() == {("/shop/ws", "500"): 1.0}
+
+
+def test_contribs_django_span_between_the_layers_leaves_one_request_and_one_decision(
+    contrib_django_between_the_layers: tuple[str, Path, str],
+) -> None:
+    """OpenTelemetry's Django middleware made its span current between the layers: the inner
+    layer took the request for a new one, opened a second SERVER span, in a trace of its own
+    that the sampler was asked about again, and both layers counted it (the outer one as
+    ``_unmatched``). The view saw a trace that was not the request's; with 0.3, 16 of 40
+    requests stored a trace the view never saw, and 5 one of the view's alone."""
+    url, store, metrics_url = contrib_django_between_the_layers
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    seen = {}
+    for n in range(20):
+        cid = f"between-{n}-{uuid.uuid4().hex[:8]}"
+        response = requests.get(url + "/trace-seen", headers={"X-Correlation-ID": cid}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["X-Correlation-ID"] == cid
+        trace_id, sampled = response.text.split()
+        seen[cid] = (trace_id, sampled == "True")
+
+    wait_for(
+        lambda: sum(_counted_since(metrics_url, before).values()) >= 20, 5, "20 requests counted"
+    )
+    assert _counted_since(metrics_url, before) == {("/trace-seen", "200"): 20.0}
+    kept = [cid for cid, (_, sampled) in seen.items() if sampled]
+    assert 0 < len(kept) < 20  # (each request is kept with odds of one half)
+    for cid in kept:
+        (span,) = _server_spans(store, cid)
+        assert span["name"] == "GET /trace-seen"
+        assert span["trace_id"] == seen[cid][0]
+    wait_for(lambda: _stored_correlation_ids(store) >= set(kept), 15, "the kept requests")
+    assert _stored_correlation_ids(store) & set(seen) == set(kept)
+
+
+def _stored_correlation_ids(store: Path) -> set[str]:
+    with Store(store) as source:
+        return {r.correlation_id for r in source.recent_requests(limit=1000) if r.correlation_id}

@@ -50,6 +50,10 @@ _log = logging.getLogger("tracekit")
 _warned_outer_span = False
 # The ActiveRequest of the request under way, in the context tracekit attaches for its span.
 _REQUEST_KEY = otel_context.create_key("tracekit-request")
+# ... and in the ASGI scope or WSGI environ, where the outermost tracekit layer leaves it for a
+# layer inside (a mounted app's, Django's middleware) that finds another instrumentation's span
+# current (OpenTelemetry's Django middleware opens one between them).
+OUTER_REQUEST_KEY = "tracekit.request"
 
 
 @dataclass(slots=True)

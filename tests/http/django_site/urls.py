@@ -24,6 +24,7 @@ urlpatterns = [
     path("crash", views.crash),
     path("stream", views.stream),
     path("in-flight", views.in_flight),
+    path("trace-seen", views.trace_seen),
     path("refused", views.refused),
     path("slow", views.slow),
     path("hold", views.hold),

@@ -26,6 +26,12 @@ def show(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     return HttpResponse(f"{tracekit.correlation_id()} {args} {sorted(kwargs.items())}")
 
 
+def trace_seen(request: HttpRequest) -> HttpResponse:
+    """The trace the view runs in, and whether the sampler kept it."""
+    span_context = trace.get_current_span().get_span_context()
+    return HttpResponse(f"{span_context.trace_id:032x} {span_context.trace_flags.sampled}")
+
+
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     cid = tracekit.correlation_id()
     return StreamingHttpResponse(f"{cid}\n" for _ in range(3))
