@@ -97,6 +97,28 @@ def contrib_django_between_the_layers(
         )
 
 
+@pytest.fixture(scope="module")
+def contrib_around_django(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Path, str]]:
+    """The site with tracekit's Django middleware alone, under OpenTelemetry's WSGI middleware
+    and Django instrumentation (django_site/wsgi_contrib.py), and a ratio sampler of one half."""
+    yield from _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        server=[
+            "gunicorn",
+            "--bind",
+            "127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "django_site.wsgi_contrib",
+        ],
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG="0.5",
+    )
+
+
 def _serve_stacked_django(
     tmp_path_factory: pytest.TempPathFactory,
     *,
@@ -518,6 +540,38 @@ def test_contribs_django_span_between_the_layers_leaves_one_request_and_one_deci
         (span,) = _server_spans(store, cid)
         assert span["name"] == "GET /trace-seen"
         assert span["trace_id"] == seen[cid][0]
+    wait_for(lambda: _stored_correlation_ids(store) >= set(kept), 15, "the kept requests")
+    assert _stored_correlation_ids(store) & set(seen) == set(kept)
+
+
+def test_contribs_django_span_inside_contribs_wsgi_span_is_the_one_tracekit_stamps(
+    contrib_around_django: tuple[str, Path, str],
+) -> None:
+    """Contrib's Django span, INTERNAL inside contrib's WSGI SERVER span, was current as
+    tracekit's Django middleware started: tracekit opened a SERVER span of its own from the
+    headers alone, the root of another trace that the sampler was asked about again (0.3, 40
+    requests: 15 traces stored, 11 of them without the view's work), and a caller's trace got two
+    SERVER spans a request. Now tracekit stamps contrib's span and adds none."""
+    url, store, _ = contrib_around_django
+    seen = {}
+    for n in range(20):
+        cid = f"contrib-{n}-{uuid.uuid4().hex[:8]}"
+        response = requests.get(url + "/trace-seen", headers={"X-Correlation-ID": cid}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["X-Correlation-ID"] == cid
+        trace_id, sampled = response.text.split()
+        seen[cid] = (trace_id, sampled == "True")
+
+    kept = [cid for cid, (_, sampled) in seen.items() if sampled]
+    assert 0 < len(kept) < 20  # (each request is kept with odds of one half)
+    for cid in kept:
+        (span,) = _server_spans(store, cid)  # contrib's WSGI span
+        assert span["trace_id"] == seen[cid][0]
+        with Store(store) as source:
+            path = reconstruct(source, cid)
+        assert path is not None and path.to_json()["trace_ids"] == [seen[cid][0]]
+        stamped = [s for s in path.to_json()["spans"] if s["kind"] == "INTERNAL"]
+        assert [s["attributes"]["correlation.id"] for s in stamped] == [cid]  # contrib's Django
     wait_for(lambda: _stored_correlation_ids(store) >= set(kept), 15, "the kept requests")
     assert _stored_correlation_ids(store) & set(seen) == set(kept)
 

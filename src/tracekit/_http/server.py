@@ -543,6 +543,8 @@ def _enclosing_server_span(callers_trace_id: Callable[[], int | None]) -> trace.
 
     FastAPI's native telemetry and OpenTelemetry's contrib ASGI/WSGI middleware open their SERVER
     span outside tracekit's middleware; tracekit then stamps that span instead of adding a second.
+    Contrib's Django middleware under contrib's WSGI or ASGI middleware opens an INTERNAL one
+    inside it: stamped too, where a span of tracekit's own began another trace.
     One the sampler left out is no longer recording and has no kind: a span of this process
     (not a caller's) that is not sampled is taken to be it, and the request stays left out; a
     span of tracekit's own would have been a new root, asked about again. Not one in another
@@ -551,7 +553,10 @@ def _enclosing_server_span(callers_trace_id: Callable[[], int | None]) -> trace.
     """
     span = trace.get_current_span()
     if span.is_recording():
-        return span if getattr(span, "kind", None) is SpanKind.SERVER else None
+        kind = getattr(span, "kind", None)
+        if kind is SpanKind.SERVER or (kind is SpanKind.INTERNAL and _contrib_servers(span)):
+            return span
+        return None
     span_context = span.get_span_context()
     if (
         span_context.is_valid
@@ -561,6 +566,20 @@ def _enclosing_server_span(callers_trace_id: Callable[[], int | None]) -> trace.
     ):
         return span
     return None
+
+
+def _contrib_servers(span: trace.Span) -> bool:
+    """Whether ``span`` is the one an OpenTelemetry server instrumentation opened for the request
+    inside another's: finding a span current, they open theirs as its INTERNAL child (contrib's
+    Django middleware under contrib's WSGI or ASGI middleware)."""
+    scope = getattr(span, "instrumentation_scope", None)
+    return getattr(scope, "name", None) in _CONTRIB_SERVER_SCOPES
+
+
+_CONTRIB_SERVER_SCOPES = frozenset(
+    f"opentelemetry.instrumentation.{name}"
+    for name in ("asgi", "wsgi", "django", "flask", "starlette", "fastapi", "falcon", "pyramid")
+)
 
 
 def _without_caller(context: otel_context.Context) -> otel_context.Context:
