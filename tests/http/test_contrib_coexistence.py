@@ -15,10 +15,13 @@ import aiohttp
 import httpx
 import pytest
 import requests
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor as ContribInstrumentor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from prometheus_client import REGISTRY
 
 from tracekit import correlation, instrumentation
 
@@ -140,3 +143,52 @@ def test_one_span_and_one_parent_beside_contribs_httpx_and_aiohttp(
     assert span.kind is SpanKind.CLIENT
     assert seen["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
     assert seen["x-correlation-id"] == "coexist-7"
+
+
+def _client_calls() -> tuple[float, set[str]]:
+    """The calls tracekit's ``http_client_request_duration_seconds`` counted, and the trace ids
+    of its exemplars."""
+    (family,) = [m for m in REGISTRY.collect() if m.name == "http_client_request_duration_seconds"]
+    counted = sum(s.value for s in family.samples if s.name.endswith("_count"))
+    exemplars = {s.exemplar.labels["trace_id"] for s in family.samples if s.exemplar}
+    return counted, exemplars
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_aiohttp_calls_beside_contrib_are_counted_whether_sampled_or_not(
+    order: str, serve_wsgi: Any, spans: Any
+) -> None:
+    """Where contrib's aiohttp span traced the call, tracekit's client metrics went without it:
+    the calls the sampler kept were never counted (nor an exemplar), while those it left out
+    were, under a span of tracekit's below contrib's. With parentbased_traceidratio 0.3, 20
+    calls counted 13, the 7 kept missing. Each is counted once now, the kept one's exemplar
+    naming contrib's span."""
+    contrib = AioHttpClientInstrumentor()
+    steps = [
+        (contrib.instrument, contrib.uninstrument),
+        (lambda: instrumentation.instrument(["aiohttp"]), instrumentation.uninstrument),
+    ]
+    if order == "tracekit first":
+        steps.reverse()
+    for instrument, _ in steps:
+        instrument()
+    url = serve_wsgi(echo_app) + "/counted"
+    left_out = SpanContext(0xAB << 100, 0xCD << 40, False, TraceFlags(TraceFlags.DEFAULT))
+    counted_before, _ = _client_calls()
+    try:
+        call_aiohttp(url)  # no parent: the session's sampler keeps it
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(left_out)))
+        try:
+            seen = call_aiohttp(url)
+        finally:
+            otel_context.detach(token)
+    finally:
+        for _, uninstrument in reversed(steps):
+            uninstrument()
+
+    counted, exemplars = _client_calls()
+    assert counted - counted_before == 2
+    (kept,) = spans.get_finished_spans()
+    assert f"{kept.context.trace_id:032x}" in exemplars
+    assert seen["traceparent"].split("-")[1] == f"{left_out.trace_id:032x}"
+    assert seen["traceparent"].split("-")[3] in ("00", "02")  # left out downstream too

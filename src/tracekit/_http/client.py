@@ -49,6 +49,9 @@ class ClientCall:
     resends: int = 0
     seen: object = None  # what told the client's last resend (urllib3's ``Retry``)
     answer: int = 0  # the status of the request sent last, until it is sent again
+    # False: ``span`` is another instrumentation's (contrib's aiohttp client, which traces the
+    # call above tracekit): tracekit records the call's metrics and leaves the span alone.
+    owned: bool = True
 
 
 def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> ClientCall | None:
@@ -56,7 +59,9 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
 
     Returns None when instrumentation is suppressed (an exporter's own request, or another
     layer already traces this call; headers are then left alone), and in correlation-only mode
-    (headers get the correlation ID and incoming context, no span).
+    (headers get the correlation ID and incoming context, no span). A call whose span another
+    instrumentation opened and wrote into ``headers`` (``_traced_outside``) is counted in the
+    metrics, its span and headers left alone.
     """
     if http_call_suppressed(headers):
         keep_within_origin(url, headers)  # a redirect of a call of ours, maybe elsewhere
@@ -71,7 +76,8 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
         return None
     propagator = propagation.configured(options.response_header)
     if _traced_outside(headers, propagator):
-        return None
+        outside = trace.get_current_span()
+        return ClientCall(outside, None, _attributes(method, _split(url)), owned=False)
     parts = _split(url)
     attributes = _attributes(method, parts)
     name = _span_name(attributes)
@@ -342,6 +348,8 @@ def resend(
     headers name, as OpenTelemetry's HTTP conventions ask. Without ``end_before`` the span
     before is left to the caller (``end_answered``): a client that tells of a resend before it
     decides to send it (aiohttp's redirect limit)."""
+    if not call.owned:  # the other instrumentation's span covers the call's resends
+        return
     try:
         if end_before:
             _end_span(call.span, answer, error)
@@ -386,7 +394,7 @@ def note_protocol(call: ClientCall, version: object) -> None:
     (one of the known versions; anything else, from a server or a stand-in, is left out)."""
     try:
         name = _PROTOCOL_VERSIONS.get(version)
-        if name is not None:
+        if name is not None and call.owned:
             call.span.set_attribute(semconv.NETWORK_PROTOCOL_VERSION, name)
     except Exception as error:  # an unhashable stand-in
         report_once("http client protocol version", error)
@@ -399,8 +407,9 @@ def _span_name(attributes: dict[str, Any]) -> str:
 
 def end_call(call: ClientCall, status_code: int | None, error: BaseException | None = None) -> None:
     """Close the CLIENT span with the response status or the exception."""
-    otel_context.detach(call.token)  # type: ignore[arg-type]
-    _end_span(call.span, status_code, error)
+    if call.owned:
+        otel_context.detach(call.token)  # type: ignore[arg-type]
+        _end_span(call.span, status_code, error)
     _record_metrics(call, status_code, error)
 
 

@@ -124,7 +124,7 @@ def _trace_config(module: ModuleType, enabled: Callable[[], bool]) -> Any:
         # aiohttp sends every redirect with the headers given at the start: what tracekit wrote
         # there stays within the origin the caller called (aiohttp drops Authorization too).
         call = getattr(ctx, "tracekit_call", None)
-        if call is not None:
+        if call is not None and call.owned:
             _keep_within_origin(params)
             _note_protocol(ctx, params.response)
             _end_answered(ctx)  # this redirect answers its resend: that one was sent
