@@ -91,6 +91,20 @@ def test_deflate_bomb_gets_413(receiver: Receiver) -> None:
     assert reply.status == 413
 
 
+def test_a_protobuf_export_is_stored_on_protobuf_releases_before_5_28(
+    receiver: Receiver, reader: Store
+) -> None:
+    """The body arrives in a bytearray, which protobuf's parser refused before 5.28 (TypeError;
+    opentelemetry-proto allows protobuf 5.0 and up): every uncompressed protobuf export then
+    had its connection closed unanswered, the SDK retried it to the end and nothing was
+    stored."""
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "hello"
+    assert post(receiver, "/v1/traces", _spans(3)).status == 200
+    assert post(receiver, "/v1/logs", request.SerializeToString()).status == 200
+    assert reader.count_spans() == 3 and reader.count_logs() == 1
+
+
 def test_protobuf_partial_success(receiver: Receiver, reader: Store) -> None:
     request = ExportTraceServiceRequest.FromString(_spans(2))
     request.resource_spans[0].scope_spans[0].spans[1].span_id = b"\0" * 8
