@@ -341,6 +341,34 @@ def test_an_otlp_header_value_the_http_client_refuses_is_not_quoted_in_the_failu
     assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
 
 
+def test_a_header_value_refused_in_http_client_s_words_is_not_quoted_in_the_failure_line(
+    tmp_path: Path,
+) -> None:
+    """requests before 2.32 (the OTLP/HTTP exporter allows any 2.x) left such a value to
+    http.client, whose refusal reads "Invalid header value b'Bearer tok1\\ntok2'": the SDK's
+    failure line put the token in the application's log (requests 2.31.0). The line is logged
+    here as the SDK logs it: the requests CI runs refuses the value in its own words."""
+    with Receiver(Store(tmp_path / "collector.db"), ReceiverConfig(port=0)) as receiver:
+        result = run_python(
+            """
+            import logging, tracekit
+            tracekit.init("shop", metrics_port=0, logs=False)
+            logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").error(
+                "Failed to export %s batch code: %s, reason: %s", "spans", None,
+                "Invalid header value b'Bearer tok1\\ntok2'",
+            )
+            tracekit.shutdown()
+            """,
+            tmp_path,
+            TRACEKIT_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+        )
+    assert "tok1" not in result.stderr and "tok2" not in result.stderr, result.stderr
+    assert "Failed to export spans batch code: None, reason: Invalid header value …" in (
+        result.stderr.splitlines()
+    )
+
+
 def test_one_warning_naming_an_unreachable_otlp_endpoint(tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     result = run_python(

@@ -229,8 +229,9 @@ def _encoding_error(record: logging.LogRecord) -> bool:
 _BARE_USERINFO = re.compile(r"[^\s/@'\"]{1,256}@(?=[^\s@'\"])")
 
 
-# The HTTP client's refusal of a header value it cannot send (a line break in a token) quotes it.
-_HEADER_VALUE = re.compile(r"(in header value: ).+", re.DOTALL)
+# The HTTP client's refusal of a header value it cannot send (a line break in a token) quotes it:
+# requests' words, or http.client's where requests (before 2.32) left the value to it.
+_HEADER_VALUE = re.compile(r"(in header value: |Invalid header value ).+", re.DOTALL)
 
 
 def _cut_url_secrets(record: logging.LogRecord) -> None:
