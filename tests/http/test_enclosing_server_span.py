@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import threading
 import time
 from typing import Any
 
 import pytest
-import uvicorn
-from conditions import wait_for
 from fastapi import FastAPI
+from loopback import start_uvicorn
 from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import TracerProvider
@@ -231,29 +228,6 @@ def test_a_request_fastapis_span_left_out_of_the_sample_records_no_span_of_trace
     assert seen == {"trace_id": left_out, "correlation_id": "out-1"}  # FastAPI's trace, one
 
 
-def serve_inside_a_span(app: Any, tracer: trace.Tracer) -> tuple[str, Any]:
-    """uvicorn started while a span of the program's own is current: every request's task
-    starts in a copy of that context."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-
-    def run() -> None:
-        with tracer.start_as_current_span("startup"):
-            server.run(sockets=[sock])
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 10, "uvicorn to start")
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-    return f"http://127.0.0.1:{sock.getsockname()[1]}", stop
-
-
 def test_a_server_started_inside_a_span_left_out_still_continues_its_callers_traces() -> None:
     """The program's startup span, left out by the sampler, is current in every request's task.
     tracekit took it for the request's own span: no request was traced, a caller's sampled
@@ -269,7 +243,9 @@ def test_a_server_started_inside_a_span_left_out_still_continues_its_callers_tra
     app = asgi.TracekitMiddleware(
         Starlette(routes=[Route("/hello", hello)]), tracer_provider=provider
     )
-    url, stop = serve_inside_a_span(app, provider.get_tracer("startup"))
+    url, stop = start_uvicorn(
+        app, inside=lambda: provider.get_tracer("startup").start_as_current_span("startup")
+    )
     try:
         response = send(url + "/hello", UNTRUSTED[:1])
     finally:

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -21,16 +21,24 @@ from conditions import wait_for
 from werkzeug.serving import make_server
 
 
-def start_uvicorn(app: Any, **settings: Any) -> tuple[str, Callable[[], None]]:
-    """Serve ``app`` with uvicorn (``settings``: more of its Config, ``root_path="/api"``);
-    returns its base URL and a function that stops it."""
+def start_uvicorn(
+    app: Any, *, inside: Callable[[], AbstractContextManager[Any]] | None = None, **settings: Any
+) -> tuple[str, Callable[[], None]]:
+    """Serve ``app`` with uvicorn (``settings``: more of its Config, ``root_path="/api"``;
+    ``inside``: what the server runs within, e.g. a span made current, which every request's
+    task then starts in a copy of); returns its base URL and a function that stops it."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
         app, log_level="warning", lifespan="auto", ws="websockets-sansio", **settings
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+
+    def run() -> None:
+        with inside() if inside is not None else nullcontext():
+            server.run(sockets=[sock])
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, 10, "uvicorn to start")
 
