@@ -257,3 +257,34 @@ def test_a_server_started_inside_a_span_left_out_still_continues_its_callers_tra
     assert (server.name, server.kind) == ("GET /hello", SpanKind.SERVER)
     assert server.parent is not None
     assert f"{server.parent.span_id:016x}" == CALLER_SPAN
+
+
+@pytest.mark.parametrize("denial", [b"b3: 0", b"X-B3-Sampled: 0"])
+def test_a_callers_denial_without_ids_keeps_the_request_in_fastapis_trace(
+    serve_asgi: Any, monkeypatch: pytest.MonkeyPatch, denial: bytes
+) -> None:
+    """A B3 caller's "do not sample" sent without ids makes up a new trace id each time the
+    headers are read: tracekit compared FastAPI's left-out span with a trace made up again,
+    took it for a span of the program's own and opened a second span, asking the sampler a
+    second time, in yet another trace, which the handler's log lines and calls then named."""
+    monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
+    left_out = 0xAB << 120 | (2**64 - 1)
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=ScriptedIds(left_out)
+    )
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    app = FastAPI(telemetry={"tracer_provider": provider})
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, Any]:
+        current = trace.get_current_span().get_span_context()
+        return {"trace_id": current.trace_id, "correlation_id": tracekit.correlation_id()}
+
+    app.add_middleware(asgi.TracekitMiddleware, tracer_provider=provider)
+    response = send(serve_asgi(app) + "/orders/7", [denial, b"X-Correlation-ID: out-2"])
+
+    assert response.status == 200
+    time.sleep(0.1)
+    assert [s.name for s in recorded.get_finished_spans()] == []
+    assert json.loads(response.body) == {"trace_id": left_out, "correlation_id": "out-2"}

@@ -323,10 +323,11 @@ class ServerRequests:
         return enclosing
 
     def _callers_trace_id(self, headers: Mapping[str, list[str]]) -> int | None:
-        """The trace the request's trace headers continue, None where they name none."""
+        """The trace the request's trace headers continue, None where they name none (nor
+        where they send a decision alone, ``b3: 0``: the ids made up for it differ each read)."""
         parent = self._propagator.extract_header_lists(headers, with_baggage=False, deciding=False)
-        caller = trace.get_current_span(parent).get_span_context()
-        return caller.trace_id if caller.is_valid else None
+        caller = propagation.linked_caller(parent)
+        return caller.trace_id if caller is not None else None
 
     def _start_span(
         self,
