@@ -203,14 +203,16 @@ def _backwards(typed_start: tuple[str, str | None], typed_end: str | None) -> st
     length, back = DURATION.match(start), DURATION.match(end)
     if length is None or back is None:
         return said
+    # named as tracekit writes durations, not as typed: "0030m" of 300 digits stays "30m"
+    length_s, back_s = _seconds(length), _seconds(back)
     if option == "--start":  # a time, not a length: the two were typed the wrong way round
-        if _seconds(length) == _seconds(back):
+        if length_s == back_s:
             return said
         return (f"{said} (a duration counts back from now); for the window between them, type"
-                f" --start {end} --end {start}")  # fmt: skip
-    earlier = _duration(_seconds(back) + _seconds(length))
-    return (f"{said} (a duration counts back from now); for the {start} before --end, type"
-            f" --start {earlier} --end {end}")  # fmt: skip
+                f" --start {_duration(back_s)} --end {_duration(length_s)}")  # fmt: skip
+    earlier = _duration(back_s + length_s)
+    return (f"{said} (a duration counts back from now); for the {_duration(length_s)} before"
+            f" --end, type --start {earlier} --end {_duration(back_s)}")  # fmt: skip
 
 
 def _seconds(duration: re.Match[str]) -> float:
@@ -223,7 +225,8 @@ def _duration(seconds: float) -> str:
         count = seconds / UNIT_SECONDS[unit]
         if count == int(count):
             return f"{int(count)}{unit}"
-    return f"{round(seconds * 1000)}ms"
+    # to the nanosecond, as --since reads it: 1.5ms and 2ms are 3.5ms, not 4ms
+    return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
 
 
 def _read(

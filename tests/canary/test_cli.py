@@ -307,6 +307,35 @@ def test_a_since_after_the_end_says_what_to_type(store: Path) -> None:
     assert abs(window["end_unix_nano"] / 1e9 - (then - 7200)) < 60
 
 
+@pytest.mark.parametrize(
+    ("since", "end", "meant", "seconds"),
+    [
+        ("1.5ms", "2ms", "for the 1.5ms before --end, type --start 3.5ms --end 2ms", 0.0015),
+        ("0" * 300 + "30m", "2h", "for the 30m before --end, type --start 150m --end 2h", 1800),
+    ],
+)
+def test_the_window_a_backwards_since_meant_is_named_exactly(
+    store: Path, since: str, end: str, meant: str, seconds: float
+) -> None:
+    """The window suggested was named from the text typed: 1.5 ms before 2 ms was rounded to
+    ``--start 4ms`` (a window of 2 ms), and a duration typed with 300 leading zeros was echoed
+    whole, so the one-line error was cut before it said what to type."""
+    installed = str(Path(sys.executable).with_name("tracekit"))
+    versions = [installed, "canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    versions += ["--store", str(store), "--format", "json"]
+
+    def typing(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*versions, *args], capture_output=True, text=True, timeout=60)
+
+    typed = typing("--since", since, "--end", end)
+    assert (typed.returncode, typed.stdout, typed.stderr.count("\n")) == (2, "", 1)
+    assert meant in typed.stderr
+    suggested = re.search(r"type (--start \S+ --end \S+)", typed.stderr)
+    assert suggested is not None
+    window = json.loads(typing(*suggested.group(1).split()).stdout)["window"]
+    assert window["seconds"] == pytest.approx(seconds, abs=1e-6)  # (--since reads whole ns)
+
+
 def test_a_start_after_the_end_says_to_type_them_the_other_way_round(store: Path) -> None:
     """``--start 2h --end 3h``: --start is a time, not a length. The line read it as one and
     said to type ``--start 5h --end 3h`` (two hours ending three hours ago); the window between
