@@ -249,6 +249,7 @@ def _read(
 
 
 MAX_VERSIONS_SHOWN = 20
+MAX_VERSION_SHOWN = 80  # characters of each
 
 
 def _versions(
@@ -277,7 +278,8 @@ def _versions_served(subject: Subject, found: set[str | None]) -> str:
     if not found:
         return f"no requests of service {subject.service} in the window"
     named = sorted(version for version in found if version is not None)
-    shown = named[:MAX_VERSIONS_SHOWN]
+    # label values of the source's: as long and as odd as whoever set them made them
+    shown = [one_line(version, MAX_VERSION_SHOWN) for version in named[:MAX_VERSIONS_SHOWN]]
     if len(named) > len(shown):
         shown.append(f"and {len(named) - len(shown)} more")
     if None in found:

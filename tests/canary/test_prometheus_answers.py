@@ -306,3 +306,23 @@ def test_the_tenant_header_is_refused_without_prometheus() -> None:
 
     assert result.exit_code == 2
     assert result.stderr == "tracekit: --header is for a remote backend: use it with --prometheus\n"
+
+
+def test_versions_a_prometheus_names_are_shown_on_one_bounded_line(
+    answering: Callable[..., str],
+) -> None:
+    """Neither version had requests, so the verdict names the versions Prometheus found, from
+    its labels: one of 100,000 characters was shown whole (a warning of 100 KB, a thousand
+    lines in the text view), and one with escape sequences kept them for the terminal."""
+    hostile = ["\x1b[2J\x1b]0;owned\x07", "v" * 100_000, "1.1"]
+
+    def respond(query: str) -> dict[str, Any]:
+        found = query.startswith("count by (service_version)") and "http_server" in query
+        return vector([({"service_version": v}, 1.0) for v in hostile] if found else [])
+
+    code, document, stderr = canary(answering(respond))
+
+    assert (code, stderr) == (4, "")
+    (said,) = [w for w in document["warnings"] if w.startswith("versions of orders")]
+    assert len(said) < 400 and said.isprintable()
+    assert "1.1" in said and "vvvv…" in said and "owned" in said
