@@ -210,6 +210,8 @@ def _backwards(typed_start: tuple[str, str | None], typed_end: str | None) -> st
             return said
         return (f"{said} (a duration counts back from now); for the window between them, type"
                 f" --start {_duration(back_s)} --end {_duration(length_s)}")  # fmt: skip
+    if not length_s:  # --since 0s: a window of no length, which no --start names either
+        return said
     earlier = _duration(back_s + length_s)
     return (f"{said} (a duration counts back from now); for the {_duration(length_s)} before"
             f" --end, type --start {earlier} --end {_duration(back_s)}")  # fmt: skip

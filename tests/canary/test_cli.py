@@ -336,6 +336,17 @@ def test_the_window_a_backwards_since_meant_is_named_exactly(
     assert window["seconds"] == pytest.approx(seconds, abs=1e-6)  # (--since reads whole ns)
 
 
+def test_a_since_of_no_length_is_not_given_a_window_to_type() -> None:
+    """``--since 0s --end 1h``: a window of no length, read as the 0 seconds before --end, was
+    suggested as ``--start 1h --end 1h``, which ends where it starts and is refused again."""
+    versions = ["canary", "--service", "orders", "--baseline", "1.0", "--canary", "1.1"]
+    for typed in (["--since", "0s", "--end", "1h"], ["--since", "0.0ms", "--end", "2m"]):
+        result = CliRunner().invoke(cli, [*versions, *typed])
+        assert result.exit_code == 2
+        assert f"--since {typed[1]} is not before --end {typed[3]}" in result.stderr
+        assert "type --start" not in result.stderr
+
+
 def test_a_start_after_the_end_says_to_type_them_the_other_way_round(store: Path) -> None:
     """``--start 2h --end 3h``: --start is a time, not a length. The line read it as one and
     said to type ``--start 5h --end 3h`` (two hours ending three hours ago); the window between
