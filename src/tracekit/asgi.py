@@ -546,21 +546,38 @@ def _route(scope: Scope, top: object, inner: str | None = None) -> str | None:
     in the request's own path (``/tenants/acme``), which a client chooses: never used as is.
     """
     route = scope.get("route")
-    if route is None or _routes_further(route):
+    looked_up = route is None or _routes_further(route)
+    if looked_up:
         # FastAPI's router names no plain route, so under Starlette's Mount of a FastAPI app
         # that Mount is still named: the endpoint below it tells whether anything matched
         route = _route_of_endpoint(scope) or route
     template = _included_template(scope, route)
     if not isinstance(template, str):
         return None
-    if scope.get("root_path", "") != scope.get("app_root_path", ""):  # under a mount
+    mounted = scope.get("root_path", "") != scope.get("app_root_path", "")
+    if mounted:
         if _routes_further(route):
             return None  # a 404 below the mount: no route matched, as at the top level
         prefix = _mount_prefix(route, scope, top, scope.get("app"))
         template = template if prefix is None else prefix + template
-        if inner is not None and inner.startswith("/") and _is_mount(route):
-            template = template.rstrip("/") + inner
+    if looked_up and not _path_fits(template, route, scope):
+        return None  # found by an endpoint another route shares: not the route the request took
+    if mounted and inner is not None and inner.startswith("/") and _is_mount(route):
+        template = template.rstrip("/") + inner
     return template if ":" not in template else _without_convertors(template)
+
+
+def _path_fits(template: str, route: object, scope: Scope) -> bool:
+    """Whether the request's path below the server's root is one ``template`` matches (a
+    mount's: the start of it). A route found by its endpoint may be another route to that
+    endpoint: Starlette before 1.7 names no route in the scope, so under ``Mount("/tenants/
+    {tenant}")`` ``/files/{name:path}`` was found as the top-level ``/items/{item_id}``."""
+    path = _mounted_path(scope) + _below_root(scope)
+    pattern = _cached_pattern(template)
+    if not _is_mount(route):
+        return pattern.fullmatch(path) is not None
+    found = pattern.match(path)
+    return found is not None and path[found.end() :][:1] in ("", "/")
 
 
 def _included_template(scope: Scope, route: object) -> object:
@@ -840,14 +857,19 @@ def _prefix_taken(prefixes: tuple[str, ...], mounted: str) -> str:
     """The prefix template matching the path the mounts matched (else the first): the client's
     path only chooses among the application's own templates."""
     for prefix in prefixes:
-        pattern = _prefix_patterns.get(prefix)
-        if pattern is None:
-            pattern = _template_pattern(prefix)
-            if len(_prefix_patterns) < _MAX_KNOWN_ROUTES:
-                _prefix_patterns[prefix] = pattern
-        if pattern.fullmatch(mounted):
+        if _cached_pattern(prefix).fullmatch(mounted):
             return prefix
     return prefixes[0]
+
+
+def _cached_pattern(template: str) -> re.Pattern[str]:
+    """``_template_pattern`` of ``template``, kept (an application has few templates)."""
+    pattern = _template_patterns.get(template)
+    if pattern is None:
+        pattern = _template_pattern(template)
+        if len(_template_patterns) < _MAX_KNOWN_ROUTES:
+            _template_patterns[template] = pattern
+    return pattern
 
 
 def _template_pattern(template: str) -> re.Pattern[str]:
@@ -887,8 +909,8 @@ _PARAMETER = re.compile(r"\{[^{}]*\}")
 _mount_prefixes: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
 # (application, endpoint), by ids (both kept to tell a reused id) -> its routes to it.
 _endpoint_routes: dict[tuple[int, int], tuple[object, object, tuple[object, ...]]] = {}
-# Mount template -> a pattern of the paths it matches (templates of routes under two mounts).
-_prefix_patterns: dict[str, re.Pattern[str]] = {}
+# Template -> a pattern of the paths it matches (mounts' and routes' found by their endpoint).
+_template_patterns: dict[str, re.Pattern[str]] = {}
 _MAX_MOUNTS_OF_A_ROUTE = 16
 _MAX_KNOWN_ROUTES = 4096
 _MAX_MOUNT_DEPTH = 16
