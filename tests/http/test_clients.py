@@ -853,6 +853,35 @@ def test_correlation_only_a_redirect_back_to_the_called_origin_carries_them_agai
     assert "tenant=acme" in seen.get("baggage", ""), seen
 
 
+@pytest.fixture
+def away_then_within_elsewhere(serve_wsgi: Any) -> str:
+    """The called origin: ``/away`` sends the client to another origin's ``/stay``, which sends
+    it on within that other origin (a login page that redirects to its own form)."""
+    elsewhere = serve_wsgi(_redirecting("http://unused.invalid"))
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("302 Found", [("Location", elsewhere + "/stay"), ("Content-Length", "0")])
+        return [b""]
+
+    return serve_wsgi(app)
+
+
+@pytest.mark.parametrize("name", sorted(FOLLOWING))
+def test_correlation_only_a_redirect_within_another_origin_carries_no_baggage_or_correlation_id(
+    name: str,
+    away_then_within_elsewhere: str,
+    http_clients: None,
+    in_request: None,
+    correlation_only: None,
+) -> None:
+    """requests before 2.34 leaves the first response out of a redirect's history: the second
+    hop took the other origin for the one called, and sent it the baggage and correlation ID."""
+    seen = FOLLOWING[name](away_then_within_elsewhere + "/away")
+
+    assert "baggage" not in seen and "x-correlation-id" not in seen, seen
+    assert seen["traceparent"] == CALLERS_PARENT
+
+
 def test_correlation_only_a_call_from_a_hook_during_a_redirect_is_a_call_of_its_own(
     origins: str,
     serve_wsgi: Any,

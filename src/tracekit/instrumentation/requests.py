@@ -131,8 +131,7 @@ def _rebuild_auth(
         hop = args[0] if args else kwargs["prepared_request"]
         response = args[1] if len(args) > 1 else kwargs["response"]
         if current_options().correlation_only:
-            first = response.history[0] if response.history else response
-            setattr(hop, _REDIRECT_OF, getattr(first.request, "url", None))
+            setattr(hop, _REDIRECT_OF, _url_called(response))
         elif hop.headers is not None:
             call = call_resending(hop.headers)
             if call is not None:
@@ -140,6 +139,16 @@ def _rebuild_auth(
     except Exception as error:
         report_once("requests redirect", error)
     return result
+
+
+def _url_called(response: Any) -> str | None:
+    """The URL the application called, of which ``response`` answers the request or a redirect
+    of it: the mark the redirect's request was sent with, else its own URL. Not the first
+    response of ``response.history``: requests before 2.34 leaves the first out, so a second
+    redirect took the origin of the first for the one called."""
+    sent = response.request
+    called = getattr(sent, _REDIRECT_OF, None)
+    return called if called is not None else getattr(sent, "url", None)
 
 
 def _hooks_in_request_span(
