@@ -197,17 +197,12 @@ class ScriptedIds(RandomIdGenerator):
         return self.trace_ids.pop(0)
 
 
-def test_a_request_fastapis_span_left_out_of_the_sample_records_no_span_of_tracekits(
-    serve_asgi: Any,
-) -> None:
-    """With a ratio sampler, tracekit's middleware found FastAPI's SERVER span left out and
-    started a root of its own, in a new trace the sampler asked about again: 0.2 recorded
-    about 36% of requests (uvicorn, 400 requests: 39%), each in a trace FastAPI's own spans
-    were not in. The request follows the decision made for it once."""
-    left_out, kept = 0xAB << 120 | (2**64 - 1), 0xCD << 120 | 1  # half: the low 64 bits decide
-    recorded = InMemorySpanExporter()
+def _sampled_fastapi(recorded: InMemorySpanExporter, *trace_ids: int) -> FastAPI:
+    """FastAPI with its own tracing under a ratio sampler of one half (``trace_ids``: the ids
+    its new traces get, in turn) and tracekit's middleware; ``GET /orders/{id}`` answers the
+    trace and correlation ID its handler saw."""
     provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=ScriptedIds(left_out, kept)
+        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=ScriptedIds(*trace_ids)
     )
     provider.add_span_processor(SimpleSpanProcessor(recorded))
     app = FastAPI(telemetry={"tracer_provider": provider})
@@ -218,6 +213,19 @@ def test_a_request_fastapis_span_left_out_of_the_sample_records_no_span_of_trace
         return {"trace_id": current.trace_id, "correlation_id": tracekit.correlation_id()}
 
     app.add_middleware(asgi.TracekitMiddleware, tracer_provider=provider)
+    return app
+
+
+def test_a_request_fastapis_span_left_out_of_the_sample_records_no_span_of_tracekits(
+    serve_asgi: Any,
+) -> None:
+    """With a ratio sampler, tracekit's middleware found FastAPI's SERVER span left out and
+    started a root of its own, in a new trace the sampler asked about again: 0.2 recorded
+    about 36% of requests (uvicorn, 400 requests: 39%), each in a trace FastAPI's own spans
+    were not in. The request follows the decision made for it once."""
+    left_out, kept = 0xAB << 120 | (2**64 - 1), 0xCD << 120 | 1  # half: the low 64 bits decide
+    recorded = InMemorySpanExporter()
+    app = _sampled_fastapi(recorded, left_out, kept)
     response = send(serve_asgi(app) + "/orders/7", [b"X-Correlation-ID: out-1"])
 
     assert response.status == 200
@@ -270,18 +278,7 @@ def test_a_callers_denial_without_ids_keeps_the_request_in_fastapis_trace(
     monkeypatch.setenv("OTEL_PROPAGATORS", "b3multi")
     left_out = 0xAB << 120 | (2**64 - 1)
     recorded = InMemorySpanExporter()
-    provider = TracerProvider(
-        sampler=ParentBased(TraceIdRatioBased(0.5)), id_generator=ScriptedIds(left_out)
-    )
-    provider.add_span_processor(SimpleSpanProcessor(recorded))
-    app = FastAPI(telemetry={"tracer_provider": provider})
-
-    @app.get("/orders/{order_id}")
-    async def order(order_id: int) -> dict[str, Any]:
-        current = trace.get_current_span().get_span_context()
-        return {"trace_id": current.trace_id, "correlation_id": tracekit.correlation_id()}
-
-    app.add_middleware(asgi.TracekitMiddleware, tracer_provider=provider)
+    app = _sampled_fastapi(recorded, left_out)
     response = send(serve_asgi(app) + "/orders/7", [denial, b"X-Correlation-ID: out-2"])
 
     assert response.status == 200

@@ -511,6 +511,20 @@ def test_a_plain_asgi_app_mounted_in_a_sub_application_with_its_own_middleware_k
     assert counts() == {("/shop/ws", "500"): 1.0}
 
 
+def _traces_seen(url: str, prefix: str) -> dict[str, tuple[str, bool]]:
+    """20 requests to ``/trace-seen``, each with a correlation ID of its own: by ID, the trace
+    the view saw and whether it was sampled."""
+    seen = {}
+    for n in range(20):
+        cid = f"{prefix}-{n}-{uuid.uuid4().hex[:8]}"
+        response = requests.get(url + "/trace-seen", headers={"X-Correlation-ID": cid}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["X-Correlation-ID"] == cid
+        trace_id, sampled = response.text.split()
+        seen[cid] = (trace_id, sampled == "True")
+    return seen
+
+
 def test_contribs_django_span_between_the_layers_leaves_one_request_and_one_decision(
     contrib_django_between_the_layers: tuple[str, Path, str],
 ) -> None:
@@ -521,14 +535,7 @@ def test_contribs_django_span_between_the_layers_leaves_one_request_and_one_deci
     requests stored a trace the view never saw, and 5 one of the view's alone."""
     url, store, metrics_url = contrib_django_between_the_layers
     before = _request_counts(requests.get(metrics_url, timeout=10).text)
-    seen = {}
-    for n in range(20):
-        cid = f"between-{n}-{uuid.uuid4().hex[:8]}"
-        response = requests.get(url + "/trace-seen", headers={"X-Correlation-ID": cid}, timeout=10)
-        assert response.status_code == 200
-        assert response.headers["X-Correlation-ID"] == cid
-        trace_id, sampled = response.text.split()
-        seen[cid] = (trace_id, sampled == "True")
+    seen = _traces_seen(url, "between")
 
     wait_for(
         lambda: sum(_counted_since(metrics_url, before).values()) >= 20, 5, "20 requests counted"
@@ -553,14 +560,7 @@ def test_contribs_django_span_inside_contribs_wsgi_span_is_the_one_tracekit_stam
     requests: 15 traces stored, 11 of them without the view's work), and a caller's trace got two
     SERVER spans a request. Now tracekit stamps contrib's span and adds none."""
     url, store, _ = contrib_around_django
-    seen = {}
-    for n in range(20):
-        cid = f"contrib-{n}-{uuid.uuid4().hex[:8]}"
-        response = requests.get(url + "/trace-seen", headers={"X-Correlation-ID": cid}, timeout=10)
-        assert response.status_code == 200
-        assert response.headers["X-Correlation-ID"] == cid
-        trace_id, sampled = response.text.split()
-        seen[cid] = (trace_id, sampled == "True")
+    seen = _traces_seen(url, "contrib")
 
     kept = [cid for cid, (_, sampled) in seen.items() if sampled]
     assert 0 < len(kept) < 20  # (each request is kept with odds of one half)
