@@ -41,7 +41,7 @@ from tracekit._metrics.local import (
 )
 from tracekit._metrics.recorded import RecordedSeries, recorded_series
 from tracekit._runtime.guard import guarded, report_once
-from tracekit.config import signal_exporter
+from tracekit.config import ConfigError, signal_exporter
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -185,13 +185,12 @@ def _joined(family: _Family, registry: CollectorRegistry) -> _Family:
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
-    """The exemplar labels (trace_id, span_id) of a sampled span, else None."""
-    if span is None:
+    """The exemplar labels (trace_id, span_id) of ``span`` under the exemplar filter (by default
+    only a sampled span has them), else None."""
+    trace_id, span_id = _exemplar_ids(span)
+    if not trace_id:
         return None
-    span_context = span.get_span_context()
-    if not span_context.trace_flags.sampled:
-        return None
-    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
+    return {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
 
 
 class _ServiceMetrics:
@@ -373,11 +372,7 @@ class HttpServerMetrics(_ServiceMetrics):
             self.active.dec()
             self._child(self.duration, *labels).observe(seconds, exemplar_of(span))
             return
-        span_context = span.get_span_context() if span is not None else None
-        if span_context is not None and span_context.trace_flags & _SAMPLED:
-            self.duration.observe(labels, seconds, span_context.trace_id, span_context.span_id)
-        else:
-            self.duration.observe(labels, seconds)
+        self.duration.observe(labels, seconds, *_exemplar_ids(span))
 
     def _in_flight(self) -> int:
         finished = self.duration.observations  # first: a request finishing now is not negative
@@ -550,14 +545,34 @@ _QUEUE_WAIT_HELP = (
 )
 
 
+# Which measurements carry an exemplar: OTEL_METRICS_EXEMPLAR_FILTER, as OpenTelemetry's SDKs read
+# it (``install`` sets it at init): ``trace_based`` (the default) those made under a sampled span,
+# ``always_on`` those made under any span (its trace may never be exported), ``always_off`` none.
+_EXEMPLAR_FILTER_ENV = "OTEL_METRICS_EXEMPLAR_FILTER"
+_EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+_exemplar_filter = _EXEMPLAR_FILTERS[0]
+
+
 def _exemplar_ids(span: Span | None) -> tuple[int, int]:
-    """``(trace_id, span_id)`` of a sampled span, else ``(0, 0)``: no exemplar."""
-    if span is None:
+    """``(trace_id, span_id)`` of the span a measurement links to under the exemplar filter,
+    else ``(0, 0)``: no exemplar (an invalid span's IDs are 0 too)."""
+    if span is None or _exemplar_filter == "always_off":
         return 0, 0
     span_context = span.get_span_context()
-    if not span_context.trace_flags & _SAMPLED:
+    if not span_context.trace_flags & _SAMPLED and _exemplar_filter == "trace_based":
         return 0, 0
     return span_context.trace_id, span_context.span_id
+
+
+def _set_exemplar_filter(environ: Mapping[str, str]) -> None:
+    """Read ``OTEL_METRICS_EXEMPLAR_FILTER``; a value the SDK would refuse stops ``init``."""
+    global _exemplar_filter
+    value = environ.get(_EXEMPLAR_FILTER_ENV, "").strip().lower() or _EXEMPLAR_FILTERS[0]
+    if value not in _EXEMPLAR_FILTERS:
+        raise ConfigError(
+            f"{_EXEMPLAR_FILTER_ENV}: {value[:40]!r} is not one of {', '.join(_EXEMPLAR_FILTERS)}"
+        )
+    _exemplar_filter = value
 
 
 def _per_destination(
@@ -944,6 +959,7 @@ def install(options: Options, resource: Resource | None = None) -> MetricsServer
     Returns the server (``tracekit.init()``'s runtime keeps it and closes it at shutdown), or
     None when nothing is served.
     """
+    _set_exemplar_filter(os.environ)
     if not _port_wanted(options):
         return None
     from tracekit._metrics.server import serve
