@@ -2,8 +2,9 @@
 
 No Grafana server can run here. The checks cover what links the three data sources (exemplar
 label -> Tempo, trace -> Loki logs, log line -> Tempo) against what tracekit really emits: the
-exemplar labels of ``tracekit.metrics.exemplar_of`` and a log line from tracekit's own
-``JsonFormatter``, made inside a real SDK span with a correlation ID.
+exemplar labels of ``tracekit.metrics.exemplar_of``, a log line from tracekit's own
+``JsonFormatter``, made inside a real SDK span with a correlation ID, and a record tracekit
+exports over OTLP, as Loki's OTLP ingestion keeps it, against the query a span's logs link runs.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import pytest
 import yaml
 from grafana_model import DASHBOARDS
 from metric_contract import selectors, tracekit_metrics
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
 from tracekit import correlation
-from tracekit.logs import JsonFormatter, current_fields
+from tracekit.logs import JsonFormatter, LogExportHandler, current_fields
 from tracekit.metrics import exemplar_of
 
 PROVISIONING = DASHBOARDS / "provisioning"
@@ -97,6 +101,83 @@ def test_tempo_links_traces_to_loki_logs_and_prometheus(sources: dict[str, dict[
     for query in to_metrics["queries"]:
         assert "{$__tags}" in query["query"]
         assert all(s.names for s in selectors(query["query"], known)), query
+
+
+def _trace_to_logs_query(options: dict[str, Any], span_tags: dict[str, str], trace_id: str) -> str:
+    """The LogQL a span's "Logs for this span" link runs (Grafana's Tempo trace view, Loki
+    target): the custom query, else ``{${__tags}}`` with a line filter on the trace ID when
+    ``filterByTraceID`` is on; ``${__tags}`` holds ``label="value"`` of each mapped tag."""
+    tags = ", ".join(
+        f'{tag.get("value") or tag["key"]}="{span_tags[tag["key"]]}"'
+        for tag in options["tags"]
+        if tag["key"] in span_tags
+    )
+    if options.get("customQuery"):
+        query = str(options["query"])
+    else:
+        query = "{${__tags}}" + (' |="${__span.traceId}"' if options["filterByTraceID"] else "")
+    return query.replace("${__tags}", tags).replace("${__span.traceId}", trace_id)
+
+
+_LOGQL = re.compile(r"^\{(?P<selector>[^}]*)\}(?P<stages>.*)$")
+_MATCHER = re.compile(r'\s*(\w+)="([^"]*)"\s*')
+_STAGE = re.compile(r'\s*(?:\|=\s*"(?P<contains>[^"]*)"|\|\s*(?P<label>\w+)="(?P<value>[^"]*)")')
+
+
+def _loki_selects(query: str, entry: dict[str, Any]) -> bool:
+    """Whether Loki returns ``entry`` (stream labels, line, structured metadata) for ``query``:
+    a stream selector of ``=`` matchers, then line filters ``|= "text"`` (on the line only) and
+    label filters ``| name="value"`` (on labels and structured metadata). Anything else fails."""
+    parsed = _LOGQL.match(query.strip())
+    assert parsed, query
+    matchers = [_MATCHER.fullmatch(matcher) for matcher in parsed["selector"].split(",")]
+    selected = all(m and entry["labels"].get(m[1]) == m[2] for m in matchers)
+    stages, position = parsed["stages"].rstrip(), 0
+    while position < len(stages):
+        stage = _STAGE.match(stages, position)
+        assert stage, f"unsupported LogQL in {query!r}"
+        position = stage.end()
+        if stage["contains"] is not None:
+            selected = selected and stage["contains"] in entry["line"]
+        else:
+            known = {**entry["labels"], **entry["metadata"]}
+            selected = selected and known.get(stage["label"]) == stage["value"]
+    return selected
+
+
+def _otlp_log_as_loki_keeps_it(tracer_provider: Any) -> tuple[str, dict[str, Any]]:
+    """(trace id, Loki entry) of a record tracekit exports over OTLP inside a span. Loki's OTLP
+    ingestion keeps the body as the line, ``service.name`` as the ``service_name`` label, and
+    the record's trace ID as the structured metadata ``trace_id`` (lower-case hex)."""
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider(resource=Resource.create({"service.name": "orders"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    with tracer_provider.get_tracer("dash").start_as_current_span("charge") as span:
+        record = logging.LogRecord("shop", logging.INFO, __file__, 1, "paid %s", ("7",), None)
+        LogExportHandler(provider).emit(record)
+    (exported,) = exporter.get_finished_logs()
+    log = exported.log_record
+    assert log.trace_id == span.get_span_context().trace_id
+    entry = {
+        "labels": {"service_name": exported.resource.attributes["service.name"]},
+        "line": str(log.body),
+        "metadata": {"trace_id": f"{log.trace_id:032x}", "span_id": f"{log.span_id:016x}"},
+    }
+    return f"{log.trace_id:032x}", entry
+
+
+def test_a_spans_logs_link_finds_the_logs_the_sidecar_sent_to_loki(
+    sources: dict[str, dict[str, Any]], tracer_provider: Any
+) -> None:
+    """Tempo's "Logs for this span" opens the trace's log lines that sidecar.yaml sent to Loki
+    over OTLP, and not those of another trace of the same service."""
+    trace_id, entry = _otlp_log_as_loki_keeps_it(tracer_provider)
+    assert entry["line"] == "paid 7"
+    options = sources["tempo"]["jsonData"]["tracesToLogsV2"]
+    span_tags = {"service.name": "orders"}
+    assert _loki_selects(_trace_to_logs_query(options, span_tags, trace_id), entry)
+    other_trace = "0af7651916cd43dd8448eb211c80319c"
+    assert not _loki_selects(_trace_to_logs_query(options, span_tags, other_trace), entry)
 
 
 def test_loki_derived_fields_point_at_tempo_with_the_otlp_metadata_names(
