@@ -69,9 +69,12 @@ class TracekitMiddleware(OptionsReadLate):
         # which builds this middleware, and tracekit.init is often appended after it).
         super().__init__(None, None, dict(getattr(settings, "TRACEKIT", {}) or {}))
         _async_test_client_requests.instrument()  # (on its import: never, outside tests)
+        # On the import of Django's ASGI handler (never under WSGI). Not only where Django calls
+        # this middleware asynchronously: under ASGI it calls it synchronously too, in a worker
+        # thread, when the middleware below it runs only so (a function-style middleware).
+        _fresh_context_per_request.instrument()
         if iscoroutinefunction(get_response):  # under ASGI
             markcoroutinefunction(self)
-            _fresh_context_per_request.instrument()
 
     def _configure(self, requests: ServerRequests) -> None:
         self._environ_keys = header_keys(requests.wanted_headers)

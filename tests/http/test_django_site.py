@@ -388,6 +388,22 @@ def test_request_started_receivers_of_a_pipelined_request_see_nothing_of_the_one
     assert second.startswith("200") and _chunked_body(second) == "None", second
 
 
+# A synchronous-only middleware below tracekit's: under ASGI Django runs tracekit's synchronously.
+SYNC_BELOW = {"DJANGO_SETTINGS_MODULE": "django_site.settings_sync_middleware_below"}
+
+
+def test_with_a_sync_middleware_below_a_pipelined_request_sees_nothing_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """Django ran tracekit's middleware synchronously (it adapts each middleware to the one
+    below), and tracekit then left Django's ASGI handler as it was: a pipelined request's
+    ``request_started`` receivers saw the previous request's correlation ID."""
+    with _served_site("uvicorn", tmp_path / "t.db", **SYNC_BELOW) as (url, _, _):
+        first, second = _pipelined(url, "/orders/1", "/started-with")
+    assert "first-request () [('order_id', 1)]" in first
+    assert second.startswith("200") and _chunked_body(second) == "None", second
+
+
 @pytest.mark.parametrize(("path", "seen"), [("/health", "None False"), ("/started-with", "None")])
 def test_in_correlation_only_mode_a_pipelined_request_sees_nothing_of_the_one_before(
     tmp_path: Path, path: str, seen: str
