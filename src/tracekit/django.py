@@ -88,6 +88,11 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             response = self.get_response(request)
         except BaseException as error:
+            if isinstance(error, asyncio.CancelledError) and hasattr(request, "scope"):
+                # Under ASGI, run in a worker thread (a sync-only middleware below this one):
+                # the view Django cancelled, below, raises it here.
+                self._client_left(active, request)
+                raise
             # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the server answers
             active.status_code = server_answer(error, request.META)
             _finish(self._requests, active, request, error)
@@ -102,11 +107,7 @@ class TracekitMiddleware(OptionsReadLate):
         try:
             response = await self.get_response(request)
         except asyncio.CancelledError:
-            # Django cancels the view's task when the client disconnects: the client's doing,
-            # counted as nginx counts it ("499 client closed request"), not as a server error.
-            active.status_code = CLIENT_CLOSED_REQUEST
-            _note_cancelled(active)
-            _finish(self._requests, active, request, None)
+            self._client_left(active, request)
             raise
         except BaseException as error:
             # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the ASGI server
@@ -115,6 +116,13 @@ class TracekitMiddleware(OptionsReadLate):
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)
+
+    def _client_left(self, active: ActiveRequest, request: Any) -> None:
+        """Django cancels the view's task when the client disconnects: the client's doing,
+        counted as nginx counts it ("499 client closed request"), not as a server error."""
+        active.status_code = CLIENT_CLOSED_REQUEST
+        _note_cancelled(active)
+        _finish(self._requests, active, request, None)
 
     def process_exception(self, request: Any, exception: BaseException) -> None:
         """Remember the view's exception for the span; Django goes on to build its 500 page."""

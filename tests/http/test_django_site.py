@@ -258,7 +258,14 @@ def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_cl
     """Under ASGI Django cancels the view when the client disconnects and sends
     ``request_finished`` from its handler's task, where none of the request's context was:
     its receivers' lines showed ``-``, while those of a request that answered show its ID."""
-    url = site[0]
+    cid = _abandon_held_view(site[0])
+    # the client has gone: Django cancels the view and sends request_finished
+    seen = lambda: _finished_with(site[0], cid)  # noqa: E731
+    assert wait_for(seen, 10, f"request_finished with {cid}") == [f"{cid} True"]
+
+
+def _abandon_held_view(url: str) -> str:
+    """Request ``/hold`` and give up once its view runs; returns the request's ID."""
     cid = "dj-" + uuid.uuid4().hex[:12]
     host, port = url.removeprefix("http://").split(":")
     head = f"GET /hold HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: {cid}\r\n\r\n"
@@ -266,13 +273,13 @@ def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_cl
         sock.sendall(head.encode())
         held = lambda: cid in requests.get(url + "/held", timeout=10).text.split()  # noqa: E731
         wait_for(held, 10, f"the view holding {cid}")
-    # the client has gone: Django cancels the view and sends request_finished
+    return cid
 
-    def seen() -> list[str]:
-        lines = requests.get(url + "/finished-with", timeout=10).text.splitlines()
-        return [line for line in lines if line.startswith(cid)]
 
-    assert wait_for(seen, 10, f"request_finished with {cid}") == [f"{cid} True"]
+def _finished_with(url: str, cid: str) -> list[str]:
+    """What ``request_finished``'s receiver saw for the request ``cid``."""
+    lines = requests.get(url + "/finished-with", timeout=10).text.splitlines()
+    return [line for line in lines if line.startswith(cid)]
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
@@ -448,6 +455,27 @@ def test_a_client_that_disconnects_during_the_view_is_no_server_error(
 ) -> None:
     """Not an ERROR span, no error in ``tracekit trace``, not counted by the dashboards' error
     ratio (``http_response_status_code=~"5..|"``)."""
+    _assert_abandoned_request_is_no_error(
+        site, ABANDONED_STATUS[request.node.callspec.params["site"]]
+    )
+
+
+def test_with_a_sync_middleware_below_a_client_that_leaves_during_the_view_is_a_499(
+    tmp_path: Path,
+) -> None:
+    """Django ran tracekit's middleware synchronously and cancelled the view when the client
+    left: the ``CancelledError`` that came out of the view was taken for a server error (an
+    ERROR span, ``error_type="CancelledError"`` with an empty status, counted by the error
+    ratio), and ``request_finished``'s receivers saw no correlation ID."""
+    with _served_site("uvicorn", tmp_path / "t.db", **SYNC_BELOW) as site:
+        _assert_abandoned_request_is_no_error(site, 499)
+        cid = _abandon_held_view(site[0])
+        assert wait_for(lambda: _finished_with(site[0], cid), 10, cid) == [f"{cid} True"]
+
+
+def _assert_abandoned_request_is_no_error(site: tuple[str, Path, str], status: int) -> None:
+    """A client gives up on ``/slow`` while its view runs: its span and metrics say ``status``,
+    with no error."""
     url, store, metrics = site
     cid = "dj-" + uuid.uuid4().hex[:12]
     host, port = url.removeprefix("http://").split(":")
@@ -456,7 +484,6 @@ def test_a_client_that_disconnects_during_the_view_is_no_server_error(
         sock.sendall(head.encode())
         time.sleep(0.1)  # the view is running; the client gives up
 
-    status = ABANDONED_STATUS[request.node.callspec.params["site"]]
     path = path_of(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert (span["name"], span["status"]) == ("GET /slow", "UNSET")
