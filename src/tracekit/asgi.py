@@ -31,6 +31,7 @@ from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     OUTER_REQUEST_KEY,
     ActiveRequest,
+    CurrentTokens,
     OptionsReadLate,
     ServerRequests,
     address_or_none,
@@ -124,6 +125,8 @@ class TracekitMiddleware(OptionsReadLate):
         top = scope.get("app", self.app)
         inside = top if "app" in scope else None
         watched_send = self._watching(send, request, scope, top, arrived_in)
+        if scope["type"] == "http":
+            receive = _receiving_as_arrived(receive, arrived_in, request.correlation_token)
         error: BaseException | None = None
         try:
             await self.app(scope, receive, watched_send)
@@ -214,6 +217,8 @@ class TracekitMiddleware(OptionsReadLate):
                 return
             await send(message)
 
+        if scope["type"] == "http":
+            receive = _receiving_as_arrived(receive, arrived_in, tokens[0])
         try:
             await self.app(scope, receive, send_with_correlation)
         except BaseException as exc:
@@ -341,14 +346,41 @@ async def _send_as_arrived(
     request's ID; a request after a 5xx still at work taken for part of it). The request's
     context is current again afterwards, for the work the application does after answering.
     """
-    before = correlation_token.old_value
-    id_token = correlation._set_checked(None if before is Token.MISSING else before)
-    context_token = otel_context.attach(arrived_in)
+    tokens = _as_arrived(arrived_in, correlation_token)
     try:
         await send(message)
     finally:
-        otel_context.detach(context_token)
-        correlation._reset(id_token)
+        restore_current(tokens)
+
+
+def _receiving_as_arrived(
+    receive: Receive, arrived_in: otel_context.Context, correlation_token: Token[str | None]
+) -> Receive:
+    """``receive``, called in the context the request arrived in.
+
+    The server may read on from inside it: uvicorn stops reading a connection while more than
+    64 KiB of a body wait for the application, and reads on when the application asks for
+    more. What it reads then runs in the context current there, and the connection's next
+    requests start in it (their tasks copy it): with this request's correlation ID and span.
+    """
+
+    async def receive_as_arrived() -> Message:
+        tokens = _as_arrived(arrived_in, correlation_token)
+        try:
+            return await receive()
+        finally:
+            restore_current(tokens)
+
+    return receive_as_arrived
+
+
+def _as_arrived(
+    arrived_in: otel_context.Context, correlation_token: Token[str | None]
+) -> CurrentTokens:
+    """Make current the context the request arrived in, and the correlation ID before it."""
+    before = correlation_token.old_value
+    id_token = correlation._set_checked(None if before is Token.MISSING else before)
+    return id_token, otel_context.attach(arrived_in)
 
 
 async def _refuse_on_error(send: Send, scope: Scope, error: BaseException) -> None:
