@@ -94,7 +94,7 @@ class TracekitMiddleware(OptionsReadLate):
                 self._client_left(active, request)
                 raise
             # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the server answers
-            active.status_code = server_answer(error, request.META)
+            active.status_code = _server_answer(error, request)
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)
@@ -110,9 +110,8 @@ class TracekitMiddleware(OptionsReadLate):
             self._client_left(active, request)
             raise
         except BaseException as error:
-            # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the ASGI server
-            # answers any exception with its 500 (uvicorn's), an OSError too
-            active.status_code = 500 if isinstance(error, Exception) else 0
+            # Django let the view's exception out (DEBUG_PROPAGATE_EXCEPTIONS): the server answers
+            active.status_code = _server_answer(error, request)
             _finish(self._requests, active, request, error)
             raise
         return self._respond(active, request, response)
@@ -449,6 +448,16 @@ def _enter_request_context(
 def _leave_request_context(tokens: CurrentTokens | None) -> None:
     if tokens is not None:
         restore_current(tokens)
+
+
+def _server_answer(error: BaseException, request: Any) -> int:
+    """The status the server answers ``error`` with, which Django let out of the view: an ASGI
+    server answers any exception with its 500 (uvicorn's), an OSError too, however Django ran
+    this middleware (synchronously, in a worker thread, above a sync-only middleware); a WSGI
+    server as ``server_answer`` tells."""
+    if hasattr(request, "scope"):
+        return 500 if isinstance(error, Exception) else 0
+    return server_answer(error, request.META)
 
 
 def _outer(request: Any) -> object:

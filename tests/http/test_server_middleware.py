@@ -442,6 +442,9 @@ def django_application() -> Any:
     def crash(request: Any) -> HttpResponse:
         raise KeyError("django view failed")
 
+    def refused(request: Any) -> HttpResponse:
+        raise ConnectionRefusedError("the card service refused the connection")
+
     def streamed(request: Any) -> StreamingHttpResponse:
         def body() -> Iterator[bytes]:
             for i in range(3):
@@ -476,6 +479,7 @@ def django_application() -> Any:
         urlpatterns=[
             path("orders/<int:order_id>", order),
             path("crash", crash),
+            path("refused", refused),
             path("stream", streamed),
             path("broken-stream", broken_stream),
             path("stillborn-stream", stillborn_stream),
@@ -534,6 +538,38 @@ def test_an_exception_django_propagates_is_the_servers_500(
     assert span.name == "GET /crash" and span.status.status_code is StatusCode.ERROR
     assert span.attributes["http.response.status_code"] == 500
     assert span.attributes["error.type"] == "KeyError"
+
+
+def sync_only_middleware(get_response: Any) -> Any:
+    """A middleware that runs only synchronously (function-style): under ASGI Django then runs
+    tracekit's middleware above it synchronously too, in a worker thread."""
+
+    def middleware(request: Any) -> Any:
+        return get_response(request)
+
+    return middleware
+
+
+def test_an_oserror_django_propagates_under_asgi_is_uvicorns_500_also_run_synchronously(
+    django_application: Any, serve_asgi: Any, wait_for_spans: Any, caplog: Any
+) -> None:
+    """uvicorn answers any exception with its 500, an ``OSError`` too (gunicorn answers that
+    with nothing). Where Django ran tracekit's middleware synchronously under ASGI, tracekit
+    took uvicorn for gunicorn there: the span had no ``http.response.status_code`` and the
+    metrics an empty status."""
+    from django.core.asgi import get_asgi_application
+    from django.test import override_settings
+
+    caplog.set_level(logging.CRITICAL, logger="uvicorn.error")  # uvicorn logs the exception
+    middleware = ["tracekit.django.TracekitMiddleware", f"{__name__}.sync_only_middleware"]
+    with override_settings(MIDDLEWARE=middleware, DEBUG_PROPAGATE_EXCEPTIONS=True):
+        url = serve_asgi(get_asgi_application())
+        assert requests.get(url + "/refused", timeout=10).status_code == 500
+
+    (span,) = wait_for_spans(1)
+    assert span.name == "GET /refused" and span.status.status_code is StatusCode.ERROR
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "ConnectionRefusedError"
 
 
 def test_a_django_stream_that_fails_part_way_is_a_failed_request(
