@@ -720,6 +720,14 @@ class HeldDeliveries:
         if not self._to_end.empty():
             self._end_collected()
 
+    def release_then_call(
+        self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: Any
+    ) -> Any:
+        """A wrapt wrapper for a consumer's call that means it is done with its message (its
+        ``close()``, its next read): ``release(instance)``, then the call."""
+        self.release(instance)
+        return wrapped(*args, **kwargs)
+
     def held_by(self, consumer: object) -> Delivery | None:
         """``consumer``'s open delivery, if any."""
         try:

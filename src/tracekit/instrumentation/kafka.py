@@ -70,7 +70,7 @@ class KafkaInstrumentor(Instrumentor):
         consumer = module.KafkaConsumer
         self.wrap(consumer, "__next__", _traced_next)
         self.wrap(consumer, "poll", _traced_poll)
-        self.wrap(consumer, "close", _release_then_call)
+        self.wrap(consumer, "close", _held.release_then_call)
         if "__exit__" in vars(consumer):  # kafka-python 2.0's consumer is no context manager
             self.wrap(consumer, "__exit__", _release_on_exit)
         # Defined on kafka-python's Future; only a send's FutureRecordMetadata is changed.
@@ -238,13 +238,6 @@ def _traced_poll(
     if isinstance(batches, dict) and batches:
         _hold(instance, [record for records in batches.values() for record in records])
     return batches
-
-
-def _release_then_call(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    _held.release(instance)
-    return wrapped(*args, **kwargs)
 
 
 def _release_on_exit(

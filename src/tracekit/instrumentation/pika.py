@@ -99,10 +99,10 @@ class PikaInstrumentor(Instrumentor):
             self.wrap(cls, "basic_reject", functools.partial(_noting_rejection, _REJECT_PARAMETERS))
         self.wrap(channel, "basic_get", _traced_basic_get)
         self.wrap(channel, "consume", functools.partial(_traced_consume, self.latest_active))
-        self.wrap(channel, "close", _release_on_close)
+        self.wrap(channel, "close", _held.release_then_call)
         self.wrap(channel, "__exit__", _release_on_exit)
         self.wrap(module.BlockingConnection, "__exit__", _release_channels_on_exit)
-        self.wrap(channel, "cancel", _release_on_close)  # `break`, then cancel: the span ends
+        self.wrap(channel, "cancel", _held.release_then_call)  # `break`, then cancel: span ends
         # A worker thread's nack, handed to the consuming thread: see _in_delivery_context.
         self.wrap(module.BlockingConnection, "add_callback_threadsafe", _in_delivery_context)
         from pika.adapters import select_connection
@@ -394,13 +394,6 @@ def _held_generator(
         close = getattr(messages, "close", None)
         if close is not None:
             close()
-
-
-def _release_on_close(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    _held.release(instance)
-    return wrapped(*args, **kwargs)
 
 
 def _release_on_channel_closed(

@@ -104,10 +104,12 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(commands.StreamCommands, "xadd", functools.partial(_traced_xadd, idmpauto_at))
         self.wrap(commands.PubSubCommands, "publish", _traced_publish)
         self.wrap(module.client.PubSub, "handle_message", _traced_handle_message)
-        # get_message() and listen() read through it, before waiting for the next message
-        self.wrap(module.client.PubSub, "parse_response", _release_then_read)
+        # get_message() and listen() read through it, before waiting for the next message:
+        # the message read last is handled. Ended there, its span does not cover the wait for
+        # the next one, nor its ID stay current through polls that find nothing.
+        self.wrap(module.client.PubSub, "parse_response", _held.release_then_call)
         # reset(), which close(), leaving a ``with`` block and collection all call.
-        self.wrap(module.client.PubSub, "reset", _release_on_close)
+        self.wrap(module.client.PubSub, "reset", _held.release_then_call)
         for pipeline in (
             module.client.Pipeline,
             module.asyncio.client.Pipeline,
@@ -127,7 +129,7 @@ class RedisInstrumentor(Instrumentor):
         self.wrap(asyncio_pubsub, "parse_response", _release_then_read_async)
         # aclose() since redis-py 5.0.1, where close() and reset() call it; reset() before that.
         closing = "aclose" if "aclose" in vars(asyncio_pubsub) else "reset"
-        self.wrap(asyncio_pubsub, closing, _release_on_close)
+        self.wrap(asyncio_pubsub, closing, _held.release_then_call)
 
 
 def entries(
@@ -516,20 +518,11 @@ async def _traced_async_handle_message(
     return _handled(instance, message)
 
 
-def _release_then_read(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """The subscriber is back for more: the message it read last is handled. Ended here, its
-    span does not cover the wait for the next one, nor its ID stay current through polls
-    that find nothing."""
-    _held.release(instance)
-    return wrapped(*args, **kwargs)
-
-
 async def _release_then_read_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """The asyncio ``PubSub``'s ``parse_response``, a coroutine: the same as the sync one."""
+    """The asyncio ``PubSub``'s ``parse_response``, a coroutine: as ``_held.release_then_call``
+    for the sync one, the message read last is handled."""
     _held.release(instance)
     return await wrapped(*args, **kwargs)
 
@@ -665,13 +658,6 @@ def _is_resp3_nesting(stream_entries: Any) -> bool:
         and isinstance(stream_entries[0], list)
         and (not stream_entries[0] or isinstance(stream_entries[0][0], list | tuple))
     )
-
-
-def _release_on_close(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    _held.release(instance)
-    return wrapped(*args, **kwargs)
 
 
 def _text(value: object) -> str:
