@@ -306,60 +306,8 @@ def samples_from_prometheus(
 ) -> tuple[Samples, Samples]:
     """(baseline, canary) samples from tracekit's histograms, asked with ``headers`` (a
     tenant, credentials); raises ``BackendError``."""
-    from tracekit.backends._http import JsonClient
-
-    client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
-    window = Window.of(start_ns, end_ns)
-
-    def query(promql: str) -> list[dict[str, Any]]:
-        return _instant(client, promql, window)
-
-    def histograms(family: Family, version: str) -> _Histograms:
-        resets = bool(query(family.resets_query(service, version, window)))
-        buckets, failed = [], []
-        for born in (False, True):  # the two parts of each count, added up per route
-            stepped = born and resets  # read at steps: see ``steps`` and ``bounds``
-            asked = {"born": born, "resets": resets}
-            read_at = steps(family, version) if stepped else BORN_STEPS
-            for bound in bounds(family, version) if stepped else [None]:
-                bucket_counts = family.buckets_query(
-                    service, version, window, bound, steps=read_at, **asked
-                )
-                buckets += query(bucket_counts)
-            failed += query(family.failed_query(service, version, window, steps=read_at, **asked))
-        return _histograms(family, buckets, failed)
-
-    def steps(family: Family, version: str) -> int:
-        """Steps (``_from_zero``) shorter than half the time between two scrapes, at most
-        ``BORN_STEPS``: each step reads one sample at most, so the count is the samples' own,
-        every restart they show counted from zero and no growth before one lost. Scraped every
-        ``s`` seconds, a series has at most ``n`` samples in a part of the window only if ``s``
-        is over ``part / (n + 1)``. A step holds 3 samples per series: at 1,000 steps, 17,100
-        bucket series of a crash-looping canary (15 s scrapes, a 30-minute window) took 49 s;
-        at 288, 9 to 17 s. Measured in parts: a service deployed in a 1-hour window's last 10
-        minutes has 41 samples a series there, and at twice that many steps, 44 s each, a
-        crash-looping canary's growth before some restarts was lost (764 requests of 848). Only
-        in parts its series were scraped through: a 1-hour window's last 16th held 2 samples a
-        series of a service deployed 225 s before its end (200 s after that 16th began), and at
-        steps of 37.5 s its canary, restarting every 40 s, read 96 requests of 195. And from the
-        version's own series: from the service's, a baseline scraped every minute set steps of
-        19 s for a canary scraped every 5 s, which read 19 requests of 90."""
-        for parts in (DENSITY_PARTS, YOUNG_DENSITY_PARTS):
-            found = query(family.density_query(service, version, window, parts))
-            if found:
-                return min(BORN_STEPS, 2 * parts * (round(_value(found[0])) + 1))
-        return BORN_STEPS
-
-    def bounds(family: Family, version: str) -> list[str | None]:
-        """The bounds to read the steps of one at a time (``_from_zero``): each of a version's
-        bucket series holds 3 samples a step there, and a service's would not fit in one query
-        (50 million samples, Prometheus' default limit, at 17,000 series and 1,000 steps)."""
-        found = {
-            s["metric"].get("le", "") for s in query(family.bounds_query(service, version, window))
-        }
-        return [None] if len(found) > MAX_BOUNDS_STEPPED else sorted(found)
-
-    read = [{family: histograms(family, version) for family in FAMILIES} for version in versions]
+    asking = _Asking.of(url, service, start_ns, end_ns, timeout, headers)
+    read = [{family: asking.histograms(family, v) for family in FAMILIES} for v in versions]
     found: tuple[Samples, Samples] = ({}, {})
     for family in FAMILIES:
         baseline, canary = read[0][family], read[1][family]
@@ -382,16 +330,14 @@ def versions_from_prometheus(
     window: of its request histograms whose count grew there, counted as the samples are
     (``_counted``, ``_born_grew``); a series scraped there unchanged holds no request of the
     window. Raises ``BackendError``."""
-    from tracekit.backends._http import JsonClient
-
-    client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
-    window = Window.of(start_ns, end_ns)
+    asking = _Asking.of(url, service, start_ns, end_ns, timeout, headers)
+    window = asking.window
     found: set[str | None] = set()
     for family in FAMILIES:
         series = f"{family.histogram}_count{{service_name={_string(service)}}}"
         # the two parts of each count, as ``samples_from_prometheus``
         for grew in (f"({_counted(series, window)}) > 0", _born_grew(series, window)):
-            answer = _instant(client, f"count by (service_version) ({grew})", window)
+            answer = asking.query(f"count by (service_version) ({grew})")
             found |= {sample["metric"].get("service_version") or None for sample in answer}
     return found
 
@@ -409,15 +355,81 @@ def _born_grew(series: str, window: Window) -> str:
     return f"((increase({over}) > 0) or {first_is_growth}) unless {_existed(series, window)}"
 
 
-def _instant(client: JsonClient, promql: str, window: Window) -> list[dict[str, Any]]:
-    """The instant vector ``promql`` gives at the window's end."""
-    from tracekit.backends._http import NotFound
+@dataclass(frozen=True, slots=True)
+class _Asking:
+    """One Prometheus, asked about ``service``'s histograms over ``window``."""
 
-    try:
-        answer = client.get("/api/v1/query", {"query": promql, "time": window.at})
-    except NotFound:
-        raise BackendError(f"no Prometheus query API at {client.base_url}") from None
-    return _vector(answer)
+    client: JsonClient
+    service: str
+    window: Window
+
+    @classmethod
+    def of(
+        cls, url: str, service: str, start_ns: int, end_ns: int, timeout: float,
+        headers: Mapping[str, str] | None,
+    ) -> _Asking:  # fmt: skip
+        from tracekit.backends._http import JsonClient
+
+        client = JsonClient(url, name="Prometheus", timeout=timeout, headers=headers)
+        return cls(client, service, Window.of(start_ns, end_ns))
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The instant vector ``promql`` gives at the window's end."""
+        from tracekit.backends._http import NotFound
+
+        try:
+            answer = self.client.get("/api/v1/query", {"query": promql, "time": self.window.at})
+        except NotFound:
+            raise BackendError(f"no Prometheus query API at {self.client.base_url}") from None
+        return _vector(answer)
+
+    def histograms(self, family: Family, version: str) -> _Histograms:
+        """``version``'s histograms of ``family``: each count in two parts, added up per route
+        (the series that existed at the window's start, and those born in it)."""
+        service, window = self.service, self.window
+        resets = bool(self.query(family.resets_query(service, version, window)))
+        buckets, failed = [], []
+        for born in (False, True):
+            stepped = born and resets  # read at steps: see ``steps`` and ``bounds``
+            asked = {"born": born, "resets": resets}
+            read_at = self.steps(family, version) if stepped else BORN_STEPS
+            for bound in self.bounds(family, version) if stepped else [None]:
+                bucket_counts = family.buckets_query(
+                    service, version, window, bound, steps=read_at, **asked
+                )
+                buckets += self.query(bucket_counts)
+            failed_counts = family.failed_query(service, version, window, steps=read_at, **asked)
+            failed += self.query(failed_counts)
+        return _histograms(family, buckets, failed)
+
+    def steps(self, family: Family, version: str) -> int:
+        """Steps (``_from_zero``) shorter than half the time between two scrapes, at most
+        ``BORN_STEPS``: each step reads one sample at most, so the count is the samples' own,
+        every restart they show counted from zero and no growth before one lost. Scraped every
+        ``s`` seconds, a series has at most ``n`` samples in a part of the window only if ``s``
+        is over ``part / (n + 1)``. A step holds 3 samples per series: at 1,000 steps, 17,100
+        bucket series of a crash-looping canary (15 s scrapes, a 30-minute window) took 49 s;
+        at 288, 9 to 17 s. Measured in parts: a service deployed in a 1-hour window's last 10
+        minutes has 41 samples a series there, and at twice that many steps, 44 s each, a
+        crash-looping canary's growth before some restarts was lost (764 requests of 848). Only
+        in parts its series were scraped through: a 1-hour window's last 16th held 2 samples a
+        series of a service deployed 225 s before its end (200 s after that 16th began), and at
+        steps of 37.5 s its canary, restarting every 40 s, read 96 requests of 195. And from the
+        version's own series: from the service's, a baseline scraped every minute set steps of
+        19 s for a canary scraped every 5 s, which read 19 requests of 90."""
+        for parts in (DENSITY_PARTS, YOUNG_DENSITY_PARTS):
+            found = self.query(family.density_query(self.service, version, self.window, parts))
+            if found:
+                return min(BORN_STEPS, 2 * parts * (round(_value(found[0])) + 1))
+        return BORN_STEPS
+
+    def bounds(self, family: Family, version: str) -> list[str | None]:
+        """The bounds to read the steps of one at a time (``_from_zero``): each of a version's
+        bucket series holds 3 samples a step there, and a service's would not fit in one query
+        (50 million samples, Prometheus' default limit, at 17,000 series and 1,000 steps)."""
+        answer = self.query(family.bounds_query(self.service, version, self.window))
+        found = {series["metric"].get("le", "") for series in answer}
+        return [None] if len(found) > MAX_BOUNDS_STEPPED else sorted(found)
 
 
 def _vector(answer: Any) -> list[dict[str, Any]]:
