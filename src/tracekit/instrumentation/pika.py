@@ -346,7 +346,7 @@ def _traced_basic_get(
     result = wrapped(*args, **kwargs)
     method, properties, _ = result
     if method is not None:
-        settled_on = None if _auto_ack(args, kwargs, position=1) else instance
+        settled_on = None if _auto_ack(args, kwargs) else instance
         queue = _queue_of(args, kwargs)
         _held.hold(instance, delivery_of(queue, method, properties, settled_on, instance))
     return result
@@ -361,7 +361,7 @@ def _traced_consume(
 ) -> Any:
     """``consume()``'s generator, re-yielded with a span per message while ``active()``."""
     messages = wrapped(*args, **kwargs)
-    settled_on = None if _auto_ack(args, kwargs, position=1) else instance
+    settled_on = None if _auto_ack(args, kwargs) else instance
     return _held_generator(messages, instance, _queue_of(args, kwargs), active, settled_on)
 
 
@@ -453,9 +453,9 @@ def _bind(names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any])
     return bound
 
 
-def _auto_ack(args: tuple[Any, ...], kwargs: dict[str, Any], position: int) -> bool:
+def _auto_ack(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """The ``auto_ack`` argument of ``basic_get`` or ``consume`` (the second of both)."""
-    return bool(args[position] if len(args) > position else kwargs.get("auto_ack", False))
+    return bool(args[1] if len(args) > 1 else kwargs.get("auto_ack", False))
 
 
 def _queue_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
