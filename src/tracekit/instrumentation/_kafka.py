@@ -22,7 +22,6 @@ from opentelemetry.trace import Span
 from tracekit import messaging, semconv
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.headers import byte_length, replaced_names
-from tracekit._runtime.guard import report_once
 
 SYSTEM = "kafka"
 # kafka-python counts a record batch's header (61 bytes) with each record; librdkafka at most
@@ -226,17 +225,7 @@ class SpansAwaitingDelivery:
             del self._spans[oldest]
         except (RuntimeError, StopIteration, KeyError):  # changed by another thread meanwhile
             return
-        _end_outcome_unknown(oldest)
-
-
-def _end_outcome_unknown(publishing: messaging.Publishing) -> None:
-    try:
-        span = publishing.span
-        if span is not None and span.is_recording():
-            span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
-        publishing.end()
-    except Exception as failure:
-        report_once("Kafka span without delivery outcome", failure)
+        oldest._end_outcome_unknown()
 
 
 def _fits(

@@ -441,15 +441,7 @@ def _end_all_queued() -> None:
         except KeyError:  # none left (or collected meanwhile)
             return
         for publishing, _sent, _index in queued:
-            _end_outcome_unknown(publishing)
-
-
-@guarded(None)
-def _end_outcome_unknown(publishing: messaging.Publishing) -> None:
-    span = publishing.span
-    if span is not None and span.is_recording():
-        span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
-    publishing.end()
+            publishing._end_outcome_unknown()
 
 
 def _traced_reset(
