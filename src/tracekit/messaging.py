@@ -589,11 +589,7 @@ def consume(
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:
         return Delivery([], None, batch=False)
-    try:
-        received = Received.parse(headers, correlation_property, message_id, target.options)
-    except Exception as error:
-        report_once("messaging header extraction", error)
-        received = Received.empty(message_id)
+    received = Received.parse(headers, correlation_property, message_id, target.options)
     return Delivery((received,), target, batch=False)
 
 
@@ -611,8 +607,8 @@ def _consume_alone(
     if not options.correlation_only:
         return None
     target = Target.make(system, destination, "process", None, None, None)
+    received = Received.parse(headers, None, None, options)
     try:
-        received = Received.parse(headers, None, None, options)
         if received.correlation_id is None:
             prop = correlation_property_of(properties, options)
             received.correlation_id = correlation.first_valid([prop]) if prop is not None else None
@@ -645,11 +641,7 @@ def consume_batch(
     properties = list(correlation_properties or ())
     properties += [None] * (len(messages) - len(properties))
     received = [
-        safe(
-            "messaging header extraction",
-            lambda h=headers, p=prop: Received.parse(h, p, None, target.options),  # type: ignore[misc]
-        )
-        or Received.empty(None)
+        Received.parse(headers, prop, None, target.options)
         for headers, prop in zip(messages, properties, strict=False)
     ]
     return Delivery(received, target, batch=True)

@@ -526,21 +526,26 @@ class Received:
     def parse(
         cls, headers: Headers | None, prop: object, message_id: object, options: config.Options
     ) -> Received:
-        """Read a message's headers. In correlation-only mode, where no span continues the
-        trace, only the correlation ID is looked for (as the HTTP server does there)."""
-        reading = reading_for(options)
-        fields = _message_headers.read(headers, reading.limits)
-        if options.correlation_only:
+        """Read a message's headers; headers that could not be read (reported once) are
+        ``empty``. In correlation-only mode, where no span continues the trace, only the
+        correlation ID is looked for (as the HTTP server does there)."""
+        try:
+            reading = reading_for(options)
+            fields = _message_headers.read(headers, reading.limits)
+            if options.correlation_only:
+                cid = _correlation_from(fields, reading, prop)
+                return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
+            propagator = reading.propagator
+            # (a decision the producer left to this hop is taken as the span starts: _start_span)
+            context = propagator.extract_header_lists(fields, with_baggage=False, deciding=False)
+            _warn_unusable_traceparent(fields, context, reading.w3c_only)
+            if propagator.carries_baggage:
+                context = _with_baggage(fields, context)
             cid = _correlation_from(fields, reading, prop)
-            return cls(_NO_CONTEXT, cid, _publish_time(fields), message_id)
-        propagator = reading.propagator
-        # (a decision the producer left to this hop is taken as the span starts: _start_span)
-        context = propagator.extract_header_lists(fields, with_baggage=False, deciding=False)
-        _warn_unusable_traceparent(fields, context, reading.w3c_only)
-        if propagator.carries_baggage:
-            context = _with_baggage(fields, context)
-        cid = _correlation_from(fields, reading, prop)
-        return cls(context, cid, _publish_time(fields), message_id)
+            return cls(context, cid, _publish_time(fields), message_id)
+        except Exception as error:
+            report_once("messaging header extraction", error)
+            return cls.empty(message_id)
 
     @classmethod
     def empty(cls, message_id: object) -> Received:
