@@ -529,3 +529,52 @@ def test_a_callers_own_correlation_id_on_a_reused_headers_dict_goes_with_every_m
     client.delete(queue)
     client.close()
     assert received == [("nightly-17", "tenant=acme")] * 3
+
+
+@pytest.mark.parametrize("mapping", ["requests", "multidict"])
+def test_a_callers_correlation_id_in_case_insensitive_headers_is_kept_outside_a_request(
+    spans, mapping
+) -> None:
+    """A job posts its messages to a queue over HTTP, their headers kept in a case-insensitive
+    mapping (requests' ``CaseInsensitiveDict``, what ``Session.headers`` is; aiohttp's
+    ``CIMultiDict``) with its own ``X-Correlation-ID``. tracekit, with no ID of its own to
+    write, asked the mapping for its own spelling, which answered with the caller's header:
+    that was taken for tracekit's, and the caller's dropped as a second spelling. The message
+    went out with no correlation ID at all, and its consumer began a new one."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from multidict import CIMultiDict
+    from requests.structures import CaseInsensitiveDict
+
+    queued: list[list[tuple[str, str]]] = []
+
+    class Queue(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            queued.append(self.headers.items())
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    kind = CaseInsensitiveDict if mapping == "requests" else CIMultiDict
+    headers = kind({"X-Correlation-ID": "nightly-17", "X-App": "kept"})
+    messaging.inject(headers, system="http-queue", destination="jobs")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Queue)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection(*server.server_address, timeout=5)
+        connection.request("POST", "/jobs", b"{}", dict(headers))
+        assert connection.getresponse().status == 202
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    (sent,) = queued
+    with messaging.consume(sent, system="http-queue", destination="jobs") as message:
+        pass
+    assert message.correlation_id == "nightly-17"
+    assert ("X-App", "kept") in sent

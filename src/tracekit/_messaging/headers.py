@@ -287,15 +287,20 @@ def drop_other_spellings(headers: MutableMapping[Any, Any], written: dict[str, s
     ``headers``: a consumer would read the two as one header sent twice, and trust neither.
     ``written``: tracekit's header names by their lower-case form."""
     others = [
-        key
+        (key, ours)
         for key in headers
         if not (type(key) is str and written.get(key) == key)  # tracekit's own, as written
         and (ours := written.get(lower_name(key) or "")) is not None
         and (type(key) is not str or ours != key)  # (bytes never compared with str: -bb)
-        and ours in headers
     ]
-    for key in others:
-        del headers[key]
+    if not others:
+        return
+    # The keys as they are, not ``ours in headers``: a case-insensitive mapping (requests',
+    # multidict's) answers that with the caller's own header, which tracekit then dropped.
+    keys = {key for key in headers if type(key) is str}
+    for key, ours in others:
+        if ours in keys:
+            del headers[key]
 
 
 def reading_for(options: config.Options) -> Reading:
