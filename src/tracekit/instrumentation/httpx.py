@@ -106,6 +106,8 @@ def _build_redirect_request(
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if not args and "request" not in kwargs:
+        return wrapped(*args, **kwargs)  # httpx says the request is missing
     request, args = _request_of(args, kwargs)
     return run_traced(
         request.method,
@@ -120,6 +122,8 @@ def _traced_send(
 async def _traced_send_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if not args and "request" not in kwargs:
+        return await wrapped(*args, **kwargs)  # httpx says the request is missing
     request, args = _request_of(args, kwargs)
     return await run_traced_async(
         request.method,

@@ -41,6 +41,8 @@ def _traced_send(
 ) -> Any:
     from requests import PreparedRequest
 
+    if not args and "request" not in kwargs:
+        return wrapped(*args, **kwargs)  # requests says the request is missing
     request = args[0] if args else kwargs.pop("request")
     if not isinstance(request, PreparedRequest):  # requests refuses it in its own words
         return wrapped(request, *args[1:], **kwargs)
