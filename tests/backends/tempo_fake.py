@@ -30,7 +30,9 @@ sends:
   ``by(span.correlation.id)`` (2.2) answers a span set per correlation ID among the matched
   spans and one for those with none (``pkg/traceql/ast_execute.go``'s ``GroupOperation``), and
   ``{ ... } && { }`` matches every span of a trace the filter matched; ``||`` joins
-  correlation IDs. A string literal's escapes are decoded as ``strconv.Unquote`` decodes them,
+  correlation IDs. ``=~`` on the root service or ``resource.service.name`` is Go's regexp, found
+  anywhere in the name before 3.0 and matching the whole name from 3.0 (Prometheus' fast regexp,
+  grafana/tempo#4329). A string literal's escapes are decoded as ``strconv.Unquote`` decodes them,
   and one holding a raw newline or NUL is refused, as ``text/scanner`` refuses it
   (``pkg/traceql/lexer.go``).
   Tempo answers the first ``limit`` traces its parallel search finds; this fake, the first in
@@ -260,6 +262,15 @@ class Query:
         if m := re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', condition):
             wanted = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.correlation_id == wanted)
+        elif m := re.fullmatch(r'resource\.service\.name =~ "((?:[^"\\]|\\.)*)"', condition):
+            matches = _go_regex(_unquote(m.group(1)), anchored=version >= (3, 0))
+            self.span_tests.append(lambda s: matches(s.service))
+        elif m := re.fullmatch(r'(?:rootServiceName|trace:rootService) =~ "((?:[^"\\]|\\.)*)"',
+                               condition):  # fmt: skip
+            root_matches = _go_regex(_unquote(m.group(1)), anchored=version >= (3, 0))
+            self.trace_tests.append(
+                lambda t: any(not s.parent_span_id and root_matches(s.service) for s in t)
+            )
         elif m := re.fullmatch(r'resource\.service\.name = "((?:[^"\\]|\\.)*)"', condition):
             named = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.service == named)
@@ -306,6 +317,16 @@ def pruned(trace: list[SpanRecord]) -> list[SpanRecord]:
 
 def _trace_nanos(trace: list[SpanRecord]) -> int:
     return max(s.end_unix_nano for s in trace) - min(s.start_unix_nano for s in trace)
+
+
+def _go_regex(pattern: str, *, anchored: bool) -> Callable[[str], bool]:
+    """A TraceQL ``=~`` as Tempo matches it: Go's regexp, found anywhere in the value before
+    3.0, and from 3.0 (Prometheus' fast regexp) the whole value. Go's ``$`` (no multi-line
+    flag) is the end of the text, where Python's also matches before a final newline."""
+    compiled = re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
+    if anchored:
+        return lambda value: compiled.fullmatch(value) is not None
+    return lambda value: compiled.search(value) is not None
 
 
 def _unquote(literal: str) -> str:

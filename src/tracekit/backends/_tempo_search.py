@@ -41,6 +41,8 @@ _QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URL
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOO_MANY = re.compile(r"^limit [0-9]+ exceeds max limit ([0-9]{1,9})$")
+_GO_REGEX_META = re.compile(r"[\\.+*?()|\[\]{}^$]")  # what Go's regexp.QuoteMeta escapes
+_SPACES = r"\s*"  # Go's \s: space, tab, newline, carriage return, form feed
 
 
 def traceql_string(value: str) -> str:
@@ -51,7 +53,21 @@ def traceql_string(value: str) -> str:
     return '"' + _CONTROL.sub(lambda c: f"\\x{ord(c.group()):02x}", escaped) + '"'
 
 
-def search_query(service: str | None, min_duration_ms: float | None, errors: bool) -> str:
+def service_is(field: str, service: str, *, trimmed: bool = False) -> str:
+    """The TraceQL condition that ``field`` (``rootServiceName``, ``resource.service.name``)
+    is ``service``; ``trimmed``: or is it with white space around it, as an SDK that read
+    ``OTEL_SERVICE_NAME`` from a file sends it (``"checkout\\n"``), which Tempo keeps as sent and
+    the store keeps as ``checkout``. The regular expression is anchored at both ends: Tempo
+    before 3.0 finds it anywhere in the name, and from 3.0 anchors it itself."""
+    if not trimmed:
+        return f"{field} = {traceql_string(service)}"
+    literal = _GO_REGEX_META.sub(lambda c: "\\" + c.group(), service)
+    return f"{field} =~ {traceql_string('^' + _SPACES + literal + _SPACES + '$')}"
+
+
+def search_query(
+    service: str | None, min_duration_ms: float | None, errors: bool, *, trimmed: bool = False
+) -> str:
     """The TraceQL for ``tracekit search``: trace-level filters, error spans, correlation ids.
 
     The trace intrinsics by their first names, which every Tempo from 2.2 knows (with
@@ -59,10 +75,11 @@ def search_query(service: str | None, min_duration_ms: float | None, errors: boo
     Tempo keeps the old names beside them with no plan to remove them. The spans are grouped by
     correlation ID (``BY_CORRELATION_ID``); with ``errors``, ``&& { }`` makes every span of a
     trace with an error part of its groups, not only its error spans, which may carry no ID.
+    ``trimmed``: the root service is ``service`` with white space around it too (``service_is``).
     """
     conditions = []
     if service:
-        conditions.append("rootServiceName = " + traceql_string(service))
+        conditions.append(service_is("rootServiceName", service, trimmed=trimmed))
     if min_duration_ms is not None:
         conditions.append(f"traceDuration >= {go_duration(round(min_duration_ms * 1e6))}")
     if errors:

@@ -39,6 +39,7 @@ from tracekit.records import (
     LogRecordData,
     RequestSummary,
     SpanRecord,
+    service_name,
 )
 from tracekit.store._limits import MAX_NAME_CHARS
 
@@ -186,7 +187,7 @@ class JaegerSource(RemoteSource):
         Jaeger finds a trace by any of its spans: the requests whose root is in a service
         mostly called by others can be older than its newest hundred traces."""
         held: list[SpanRecord] = []
-        for page in self._pages(since, service, min_duration_ms):
+        for page in self._pages_of(since, service, min_duration_ms):
             held += page
             found = _matching(summaries(held), service, min_duration_ms, errors_only)
             if len(found) >= limit:
@@ -236,7 +237,7 @@ class JaegerSource(RemoteSource):
         newest ``limit`` before the next is read (``LimitedSpanSource``)."""
         since = since_unix_nano / 1e9
         answers = (
-            self._pages(since, self.newest_of)
+            self._pages_of(since, self.newest_of)
             if self.newest_of
             else self._searches(self._services(), {}, since, capped=self._say_capped)
         )
@@ -247,6 +248,25 @@ class JaegerSource(RemoteSource):
             if self.newest_of and len(kept) >= limit:
                 break  # one service's next page is older than every span held
         return kept
+
+    def _pages_of(
+        self, since: float, service: str, min_duration_ms: float | None = None
+    ) -> Iterator[list[SpanRecord]]:
+        """``_pages`` of ``service`` as typed; where they hold no trace, those of each name
+        Jaeger lists that is ``service`` once trimmed (``_trimmed_to``)."""
+        found = False
+        for page in self._pages(since, service, min_duration_ms):
+            found = found or bool(page)
+            yield page
+        for name in [] if found else self._trimmed_to(service):
+            yield from self._pages(since, name, min_duration_ms)
+
+    def _trimmed_to(self, service: str) -> list[str]:
+        """The names other than ``service`` that Jaeger lists and that are ``service`` without
+        the white space around them, as the store keeps a name: an SDK that read
+        ``OTEL_SERVICE_NAME`` from a file sends ``"checkout\\n"``, which Jaeger keeps as sent
+        and finds only for that name."""
+        return [n for n in self._listed_names() if n != service and service_name(n) == service]
 
     def _pages(
         self, since: float, service: str, min_duration_ms: float | None = None
@@ -266,7 +286,7 @@ class JaegerSource(RemoteSource):
             answered.update(s.trace_id for s in found)
             full = len({s.trace_id for s in found}) >= asked
             # api_v3 times are whole microseconds: the next page keeps the boundary's microsecond
-            boundary = _page_end(found, service, since, high) + 1e-6
+            boundary = _page_end(found, service_name(service), since, high) + 1e-6
             if not full or boundary >= high:
                 return
             high = boundary
@@ -279,9 +299,7 @@ class JaegerSource(RemoteSource):
     def _services(self) -> list[str]:
         if self.service:
             return [self.service]
-        if self._listed is None:  # once: the set form searches every service per request
-            self._listed = self._service_names(self._get("/api/v3/services"))
-        names = self._listed
+        names = self._listed_names()
         if self.newest_of:  # the set form's requests enter there: first, never past the cap
             names = [self.newest_of, *(n for n in names if n != self.newest_of)]
         if len(names) > MAX_SERVICES:
@@ -289,6 +307,13 @@ class JaegerSource(RemoteSource):
                 f"{self.client.where} lists {len(names)} services: {self._searched_of_too_many()}"
             )
         return names[:MAX_SERVICES]
+
+    def _listed_names(self) -> list[str]:
+        """The services Jaeger lists, asked for once (the set form searches every service per
+        request)."""
+        if self._listed is None:
+            self._listed = self._service_names(self._get("/api/v3/services"))
+        return self._listed
 
     def _searched_of_too_many(self) -> str:
         """Which services a correlation ID is searched in when Jaeger lists too many."""
@@ -429,7 +454,13 @@ class JaegerSource(RemoteSource):
 
         attributes = {CORRELATION_ATTRIBUTE: correlation_id}
         since = time.time() - LOOKBACK_SECONDS
+        found = False
         for spans in self._searches(self._services(), attributes, since, capped=full):
+            carrying = [s for s in spans if s.correlation_id == correlation_id]
+            found = found or bool(carrying)
+            yield from carrying
+        others = [] if found or not self.service else self._trimmed_to(self.service)
+        for spans in self._searches(others, attributes, since, capped=full) if others else []:
             yield from (s for s in spans if s.correlation_id == correlation_id)
 
     def _check_attributes_applied(

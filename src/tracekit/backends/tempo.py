@@ -38,6 +38,7 @@ from tracekit.backends._tempo_search import (
     refused_traceql,
     result_limit,
     search_query,
+    service_is,
     traceql_string,
     window,
     window_limit,
@@ -179,6 +180,9 @@ class TempoSource(RemoteSource):
         query = search_query(service, min_duration_ms, errors_only)
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
+        if service and not hits:  # a root service Tempo holds as sent: "checkout\n"
+            query = search_query(service, min_duration_ms, errors_only, trimmed=True)
+            hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
         rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
         matched = {row.trace_id for row in rows}
@@ -366,6 +370,9 @@ class TempoSource(RemoteSource):
         since = since_unix_nano / 1e9
         query, most, of = self._newest_traces_query()
         found = self._search(query, most + 1, since, newest=True)
+        if self.service is not None and not found:  # a name Tempo holds as sent: "checkout\n"
+            query, most, of = self._newest_traces_query(trimmed=True)
+            found = self._search(query, most + 1, since, newest=True)
         if len(found) > most:
             self.notes.once(
                 f"{self.client.where}: more than {most} traces{of} since "
@@ -380,13 +387,14 @@ class TempoSource(RemoteSource):
             kept += [s for s in spans if s.start_unix_nano >= since_unix_nano]
         return sorted(kept, key=lambda s: s.start_unix_nano)[-limit:]
 
-    def _newest_traces_query(self) -> tuple[str, int, str]:
+    def _newest_traces_query(self, *, trimmed: bool = False) -> tuple[str, int, str]:
         """The TraceQL for the newest traces, how many to read, and whose they are (said in a
         notice): every service's for the map; the service's own for ``diff``'s set form, more
-        of them, as a canary on a few percent of the traffic is a few percent of the traces."""
+        of them, as a canary on a few percent of the traffic is a few percent of the traces
+        (``trimmed``: its name with white space around it too, see ``service_is``)."""
         if self.service is None:
             return "{ }", MAX_TRACES_FOR_MAP, ""
-        query = "{ resource.service.name = " + traceql_string(self.service) + " }"
+        query = "{ " + service_is("resource.service.name", self.service, trimmed=trimmed) + " }"
         return query, MAX_TRACES_OF_A_SERVICE, f" of {self.service!r:.80}"
 
     def _linking_to(self, trace_id: str) -> list[str]:
