@@ -1126,3 +1126,28 @@ def test_search_from_tempo_names_a_root_service_sent_with_a_newline_as_trace_doe
 
     assert code == 0
     assert found["root_service"] == path["services"][0] == "gateway"
+
+
+def test_search_from_tempo_names_a_trace_without_its_root_as_the_store_does(
+    serve: Any, tmp_path: Path
+) -> None:
+    """A service that continues a caller's traceparent (a browser's, a proxy exporting
+    elsewhere) stores a trace whose first span's parent Tempo never receives. Tempo's search
+    names its root '<root span not yet received>' with no name; the store, and `trace` over
+    Tempo, name the request by the earliest span whose parent is missing: api 'GET /x'."""
+    t = Topology("req-continued-1")
+    server = t.span("api", "GET /x", "SERVER", 0, 40, parent_span_id="ab" * 8)
+    t.span("api", "SELECT x", "CLIENT", 5, 30, server)
+    spans = recent(t.spans)
+    with contextlib.closing(Store(tmp_path / "s.db")) as store:
+        store.write_spans(spans)
+    listed = {}
+    for option, where in (
+        ("--store", str(tmp_path / "s.db")),
+        ("--tempo", serve(FakeTempo(spans)).url),
+    ):
+        code, out, err = run("search", "--since", "1h", option, where, "--format", "json")
+        assert (code, err) == (0, ""), option
+        listed[option] = [(r["root_service"], r["root_name"]) for r in json.loads(out)["requests"]]
+
+    assert listed == {"--store": [("api", "GET /x")], "--tempo": [("api", "GET /x")]}

@@ -31,6 +31,7 @@ from tracekit.backends._remote import RemoteSource
 from tracekit.backends._requests import by_correlation_id, carried_correlation_id, root_span
 from tracekit.backends._tempo_search import (
     DEFAULT_WINDOW_SECONDS,
+    NO_ROOT,
     Hit,
     carrying_any,
     few_at_a_time,
@@ -184,7 +185,8 @@ class TempoSource(RemoteSource):
             query = search_query(service, min_duration_ms, errors_only, trimmed=True)
             hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        rows = [self._with_correlation_id(self._summary(hit), hit) for hit in started]
+        rows = [self._with_root(self._with_correlation_id(self._summary(hit), hit), hit)
+                for hit in started]  # fmt: skip
         matched = {row.trace_id for row in rows}
         if service or min_duration_ms is not None or errors_only:
             rows += self._other_traces(rows, since_unix_nano)
@@ -327,10 +329,25 @@ class TempoSource(RemoteSource):
         carried = carried_correlation_id(self._unnamed_trace(row.trace_id))
         return dataclasses.replace(row, correlation_id=carried) if carried else row
 
-    def _unnamed_trace(self, trace_id: str) -> list[SpanRecord]:
-        """The trace of a hit that shows no correlation ID; none once a read has failed: the
-        hits still list the traces, so a failing read (each taking up to the timeout and its
-        retries) is said once and not tried again."""
+    def _with_root(self, row: RequestSummary, hit: Hit) -> RequestSummary:
+        """``row`` named, as the store and Jaeger name it, by the earliest span whose parent is
+        missing when Tempo names no root (``NO_ROOT``): a trace whose root it has not received,
+        such as one continuing a caller's ``traceparent`` whose span is exported elsewhere. The
+        trace is read (and kept for ``_continued``)."""
+        if hit.root_service != NO_ROOT:
+            return row
+        spans = self._unnamed_trace(row.trace_id, "whose search hit names no root")
+        if not spans:
+            return row
+        root = root_span(spans)
+        return dataclasses.replace(row, root_service=root.service, root_name=root.name)
+
+    def _unnamed_trace(
+        self, trace_id: str, unnamed: str = "whose search hit shows no correlation ID"
+    ) -> list[SpanRecord]:
+        """The trace of a hit that does not name its request (``unnamed`` says how); none once
+        a read has failed: the hits still list the traces, so a failing read (each taking up to
+        the timeout and its retries) is said once and not tried again."""
         if self._unnamed_unreadable:
             return []
         try:
@@ -339,8 +356,7 @@ class TempoSource(RemoteSource):
             self._unnamed_unreadable = True
             self.notes.once(
                 f"{self.client.where} failed to answer trace {trace_id} ({error}): search "
-                "lists the traces whose search hit shows no correlation ID as Tempo found "
-                "them, unread"
+                f"lists the traces {unnamed} as Tempo found them, unread"
             )
             return []
 
