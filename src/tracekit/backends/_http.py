@@ -284,7 +284,9 @@ class JsonClient:
 
     def _decode(self, body: bytes) -> Any:
         try:  # an empty body too: neither Tempo nor Jaeger answers 200 with nothing
-            return json.loads(body, parse_int=_int_or_float)
+            # bytes that are no UTF-8 as U+FFFD, as Go's encoding/json writes them: Jaeger's
+            # pdata marshaler copies a string's bytes raw, and one bad attribute sank the answer
+            return json.loads(body.decode("utf-8-sig", "replace"), parse_int=_int_or_float)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise BackendError(self._not_json(body)) from None
         except MemoryError:  # as Python objects, JSON takes several times its size
