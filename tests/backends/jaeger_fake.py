@@ -18,6 +18,13 @@ and ``query_parser.go``, ``internal/tenancy/http.go``, the query server's routes
   (``jaeger_adjusters``: warnings as a span attribute, spans moved when ``max_clock_skew_adjust``
   is set) unless the request asks ``raw_traces=true`` (a search: ``query.raw_traces=true``),
   read as Go's ``strconv.ParseBool`` reads it.
+- parameter names (``paramResolver``, ``query_parser.go``): before 2.19, the snake_case names
+  alone (``query.service_name``, ``query.num_traces``, ``raw_traces``...); from 2.19
+  (jaegertracing/jaeger#8625) the camelCase name first (``query.serviceName``,
+  ``query.searchDepth``, ``rawTraces``...), the snake_case one as a deprecated alias, whose use
+  sets ``Deprecation: true`` and is logged as a warning per request (``deprecated_params``
+  keeps what this Jaeger would log); ``snake_case=False``: a Jaeger that removed the aliases, as
+  its code says v2.20 would (``Sunset: Mon, 01 Nov 2026``).
 """
 
 from __future__ import annotations
@@ -54,9 +61,11 @@ class FakeJaeger:
         tenant: str | None = None,
         base_path: str = "",
         max_clock_skew_adjust: int = 0,
+        snake_case: bool = True,
     ) -> None:
         """``max_clock_skew_adjust``: nanoseconds, as ``query.max_clock_skew_adjust`` (0, the
-        default, moves no span: the adjuster only warns)."""
+        default, moves no span: the adjuster only warns); ``snake_case``: whether the
+        deprecated snake_case parameter names are still read."""
         self.spans = spans
         self.traces: dict[str, list[SpanRecord]] = {}
         for span in spans:
@@ -66,8 +75,19 @@ class FakeJaeger:
         self.tenant = tenant
         self.base_path = base_path
         self.max_clock_skew_adjust = max_clock_skew_adjust
+        self.snake_case = snake_case
+        self.deprecated_params: list[str] = []  # what Jaeger's WARN lines name, request by request
 
     def __call__(self, request: Request) -> Response:
+        params = Params(request.args, self.version >= (2, 19), self.snake_case)
+        answer = self.answer(request, params)
+        if params.deprecated:
+            self.deprecated_params += params.deprecated
+            answer.headers["Deprecation"] = "true"
+            answer.headers["Deprecated-Params"] = ",".join(params.deprecated)
+        return answer
+
+    def answer(self, request: Request, params: Params) -> Response:
         if self.tenant and not request.headers.get("x-tenant"):
             return Response("missing tenant header", 401)  # written raw, no newline
         if self.tenant and request.headers.get("x-tenant") != self.tenant:
@@ -83,12 +103,12 @@ class FakeJaeger:
             if not found:
                 return gateway_error(404, "No traces found")
             try:
-                raw = _parse_bool(request.args.get("raw_traces", "false"), "raw_traces")
+                raw = _parse_bool(*params.get("rawTraces", "raw_traces", default="false"))
             except ValueError as error:
                 return gateway_error(400, str(error))
             return json_answer(jaeger_v3(self.answered([found], raw)))
         if path == "/api/v3/traces":
-            return self.find(request.args)
+            return self.find(params)
         return text_answer(PAGE_NOT_FOUND, 404)
 
     def answered(self, traces: list[list[SpanRecord]], raw: bool) -> list[SpanRecord]:
@@ -98,10 +118,10 @@ class FakeJaeger:
             return [span for trace in traces for span in trace]
         return [s for trace in traces for s in adjusted(trace, self.max_clock_skew_adjust)]
 
-    def find(self, args: Any) -> Response:
+    def find(self, params: Params) -> Response:
         try:
-            wanted = Search(args, checked=self.version >= (2, 19))
-            raw = _parse_bool(args.get("query.raw_traces", "false"), "query.raw_traces")
+            wanted = Search(params, checked=self.version >= (2, 19))
+            raw = _parse_bool(*params.get("query.rawTraces", "query.raw_traces", default="false"))
         except ValueError as error:
             return gateway_error(400, str(error))
         if not wanted.service:
@@ -113,29 +133,48 @@ class FakeJaeger:
         return json_answer(jaeger_v3(self.answered(hits[: wanted.depth], raw)))
 
 
-class Search:
-    """The search parameters as ``parseFindTracesQuery`` reads them (snake_case names)."""
+class Params:
+    """A request's query parameters as this Jaeger's gateway resolves them (see the module)."""
 
-    def __init__(self, args: Any, *, checked: bool) -> None:
+    def __init__(self, args: Any, camel_case: bool, snake_case: bool) -> None:
+        self.args, self.camel_case, self.snake_case = args, camel_case, snake_case
+        self.deprecated: list[str] = []
+
+    def get(self, canonical: str, *aliases: str, default: str = "") -> tuple[str, str]:
+        """The value and the name it was found under: the camelCase name first (from 2.19),
+        else the first snake_case alias present (the only names before 2.19)."""
+        if self.camel_case and self.args.get(canonical):
+            return self.args[canonical], canonical
+        for alias in aliases if self.snake_case or not self.camel_case else ():
+            if self.args.get(alias):
+                if self.camel_case:
+                    self.deprecated.append(alias)
+                return self.args[alias], alias
+        return default, canonical if self.camel_case else aliases[0]
+
+
+class Search:
+    """The search parameters as ``parseFindTracesQuery`` reads them."""
+
+    def __init__(self, params: Params, *, checked: bool) -> None:
         """``checked``: as Jaeger 2.19 and later read them (attributes, the order of times)."""
-        self.service = args.get("query.service_name", "")
+        self.service = params.get("query.serviceName", "query.service_name")[0]
         self.attributes: dict[str, str] = {}
-        if checked and args.get("query.attributes"):
+        if checked and params.args.get("query.attributes"):
             try:
-                self.attributes = json.loads(args["query.attributes"])
+                self.attributes = json.loads(params.args["query.attributes"])
             except ValueError as error:
                 raise ValueError(f"malformed parameter query.attributes: {error}") from None
-        low, high = args.get("query.start_time_min"), args.get("query.start_time_max")
-        if not low or not high:
+        low = params.get("query.startTimeMin", "query.start_time_min")
+        high = params.get("query.startTimeMax", "query.start_time_max")
+        if not low[0] or not high[0]:
             raise ValueError("query.startTimeMin and query.startTimeMax are required")
-        self.low, self.high = (
-            _time(low, "query.start_time_min"),
-            _time(high, "query.start_time_max"),
-        )
+        self.low, self.high = _time(*low), _time(*high)
         if checked and not self.low < self.high:
             raise ValueError("query.startTimeMin must be before query.startTimeMax")
-        self.depth = int(args.get("query.num_traces") or 100)
-        self.min_nanos = _duration(args.get("query.duration_min"), "query.duration_min")
+        depth = params.get("query.searchDepth", "query.num_traces", "query.search_depth")[0]
+        self.depth = int(depth or 100)
+        self.min_nanos = _duration(*params.get("query.durationMin", "query.duration_min"))
 
     def matches(self, span: SpanRecord) -> bool:
         return (

@@ -6,7 +6,9 @@ Jaeger 1.54 or later, or any 2.x (the base URL may carry Jaeger's ``--query.base
   {"resourceSpans": [...]}}``; raw (``query.raw_traces=true`` in a search): the spans as the
   services sent them, as the store holds them, not as Jaeger's adjusters rewrite them;
 - search: ``GET /api/v3/traces?query.service_name=&query.attributes=&query.start_time_min=
-  &query.start_time_max=&query.num_traces=&query.duration_min=`` (RFC 3339 times, Go durations).
+  &query.start_time_max=&query.num_traces=&query.duration_min=`` (RFC 3339 times, Go durations),
+  each snake_case parameter also by its camelCase name, which Jaeger reads first from 2.19 on
+  (``_CAMEL_CASE``).
   Most storages need a service name, so without one the client asks ``GET /api/v3/services`` and
   searches each service (a bounded number of them). Jaeger before 2.19 ignores
   ``query.attributes``: tracekit then filters the traces it gets client-side and says so once;
@@ -65,6 +67,16 @@ MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces
 # a parameter it does not know
 _RAW_TRACE = {"raw_traces": "true"}
 _RAW_SEARCH = {"query.raw_traces": "true"}
+# Each parameter also by its camelCase name: from Jaeger 2.19 (jaegertracing/jaeger#8625) that is
+# the name read first, the snake_case one a deprecated alias whose every use Jaeger logs as a
+# warning and answers with "Deprecation: true", to be removed; an earlier Jaeger reads the
+# snake_case name and ignores the other, as it ignores any parameter it does not know
+_CAMEL_CASE = {
+    "raw_traces": "rawTraces", "query.raw_traces": "query.rawTraces",
+    "query.service_name": "query.serviceName", "query.num_traces": "query.searchDepth",
+    "query.start_time_min": "query.startTimeMin", "query.start_time_max": "query.startTimeMax",
+    "query.duration_min": "query.durationMin",
+}  # fmt: skip
 _SERVICES_KEYS = frozenset({"services"})
 # told of a search answer holding as many traces as tracekit asks for: the service, the spans
 _Capped = Callable[[str, list[SpanRecord]], None]
@@ -492,7 +504,7 @@ class JaegerSource(RemoteSource):
         404 (a route Jaeger does not have, a proxy's page for a path it does not serve) and for
         a JSON null, which no api_v3 release answers."""
         try:
-            answer = self.client.get(path, params)
+            answer = self.client.get(path, params and _both_names(params))
         except NotFound as missing:
             if _not_found_by_jaeger(missing.document):
                 return None
@@ -523,6 +535,11 @@ def _matching(
         and (service is None or r.root_service == service)  # a root, not any span, there
         and (min_duration_ms is None or r.duration_ms >= min_duration_ms)
     ]
+
+
+def _both_names(params: Mapping[str, str]) -> dict[str, str]:
+    """``params`` with each also under its camelCase name (``_CAMEL_CASE``)."""
+    return {**params, **{_CAMEL_CASE[k]: v for k, v in params.items() if k in _CAMEL_CASE}}
 
 
 def _once_each(spans: list[SpanRecord]) -> list[SpanRecord]:
