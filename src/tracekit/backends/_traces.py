@@ -35,6 +35,10 @@ class Traces:
             self._kept_spans -= len(self._kept.pop(next(iter(self._kept))))  # the first read
         return spans
 
+    def held(self) -> list[SpanRecord]:
+        """Every span of the traces kept."""
+        return [span for spans in self._kept.values() for span in spans]
+
     def first_spans(self, trace_ids: Iterable[str], limit: int) -> list[SpanRecord]:
         """The ``limit`` earliest spans of the traces read in the order given until ``limit``
         spans are held: the traces after that are not fetched."""

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tracekit import semconv
 from tracekit.backends._duration import go_duration
 from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound, of_another_api
 from tracekit.backends._jaeger_summary import summaries
@@ -153,8 +154,26 @@ class JaegerSource(RemoteSource):
         return self.notes.warnings_for(trace_ids)
 
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
-        """Jaeger cannot search by link."""
+        """Jaeger cannot search by link: none are found, and the path of a trace that published
+        a message no span read consumes says so (a pull consumer that began a trace of its own
+        without the correlation ID is not shown: the path ended at the publish, without a word)."""
+        held = self._traces.held()
+        consumed = {s.parent_span_id for s in held if s.kind == "CONSUMER"}
+        consumed |= {link.span_id for s in held for link in s.links}
+        wanted = set(trace_ids)
+        for trace_id in sorted({s.trace_id for s in held if s.trace_id in wanted}):
+            sent = [s for s in held if s.trace_id == trace_id and _publishes(s)]
+            if any(s.span_id not in consumed for s in sent):
+                self.notes.warn(trace_id, self._unconsumed())
         return set()
+
+    def _unconsumed(self) -> str:
+        return (
+            f"{self.client.where} cannot search span links: a message published in this request "
+            "has no consumer here, and a consumer that began a trace of its own without the "
+            "correlation ID is not shown (tracekit trace <its trace id> shows it with this "
+            "request)"
+        )
 
     def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
         """Jaeger holds no logs."""
@@ -535,6 +554,13 @@ def _matching(
         and (service is None or r.root_service == service)  # a root, not any span, there
         and (min_duration_ms is None or r.duration_ms >= min_duration_ms)
     ]
+
+
+def _publishes(span: SpanRecord) -> bool:
+    """A PRODUCER span, or a messaging CLIENT span (a send), as a queue hop starts."""
+    return span.kind == "PRODUCER" or (
+        span.kind == "CLIENT" and semconv.MESSAGING_SYSTEM in span.attributes
+    )
 
 
 def _both_names(params: Mapping[str, str]) -> dict[str, str]:
