@@ -259,3 +259,31 @@ def test_a_certificate_for_another_host_is_not_said_to_want_its_ca(
         "address mismatch, certificate is not valid for '127.0.0.2'.); the URL must name a host "
         "the certificate was issued for\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("named", "said"),
+    [
+        ("missing.pem", "which cannot be read (no such file or directory): name the private CA's "
+         "PEM file"),
+        (".", "which cannot be read (is a directory): name the private CA's PEM file"),
+        ("not-pem.pem", "which holds no PEM certificate: name the private CA's PEM file"),
+        (str(TLS / "server.pem"),  # a certificate, but not the CA's
+         "whose CAs did not sign it: name the PEM file of the CA that did"),
+    ],
+)  # fmt: skip
+def test_a_ca_file_that_does_not_trust_the_certificate_is_named_with_why(
+    serve_tls: Any, tmp_path: Path, named: str, said: str
+) -> None:
+    """OpenSSL passes over an SSL_CERT_FILE it cannot read, or one without a certificate in it
+    (a typo, a folder, a DER file), without a word: the error told a user who had named their
+    CA's file in SSL_CERT_FILE to do just that."""
+    (tmp_path / "not-pem.pem").write_text("MIIB (a DER certificate, base64, no PEM header)\n")
+    path = str(tmp_path / named) if not named.startswith("/") else named
+    url = serve_tls(FakeTempo(recent(checkout().spans))).url
+    done = tracekit("trace", "req-checkout-1", "--tempo", url, env={"SSL_CERT_FILE": path})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: Tempo at {url}: its TLS certificate is not trusted (unable to get local "
+        f"issuer certificate); SSL_CERT_FILE names {path}, {said}\n"
+    )

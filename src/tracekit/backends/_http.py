@@ -14,6 +14,7 @@ import email.utils
 import html as html_text
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
@@ -250,8 +251,24 @@ class JsonClient:
                     "must name a host the certificate was issued for")  # fmt: skip
         if error.verify_code not in _UNKNOWN_SIGNER:
             return f"{self.where}: its TLS certificate is not valid ({why})"
-        return (f"{self.where}: its TLS certificate is not trusted ({why}); if a private CA "
-                "signed it, name that CA's PEM file in SSL_CERT_FILE")  # fmt: skip
+        return f"{self.where}: its TLS certificate is not trusted ({why}); {self._ca_file()}"
+
+    def _ca_file(self) -> str:
+        """What to do about a certificate whose signer is not trusted, given SSL_CERT_FILE: a
+        path OpenSSL cannot read, or a file with no certificate in it, is passed over without a
+        word, and "name that CA's PEM file in SSL_CERT_FILE" was told to a user who had."""
+        named = os.environ.get("SSL_CERT_FILE")
+        if not named:
+            return "if a private CA signed it, name that CA's PEM file in SSL_CERT_FILE"
+        shown = self.printable(named, 120)
+        try:
+            ssl.create_default_context(cafile=named)
+        except OSError as error:  # ssl.SSLError too: a file without a PEM certificate
+            why = error.strerror if not isinstance(error, ssl.SSLError) else None
+            what = f"cannot be read ({why.lower()})" if why else "holds no PEM certificate"
+            return f"SSL_CERT_FILE names {shown}, which {what}: name the private CA's PEM file"
+        return (f"SSL_CERT_FILE names {shown}, whose CAs did not sign it: name the PEM file of "
+                "the CA that did")  # fmt: skip
 
     def _http_error(self, error: urllib.error.HTTPError) -> Exception:
         body = _error_body(error)
