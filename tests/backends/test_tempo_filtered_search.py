@@ -252,3 +252,54 @@ def test_a_correlation_id_too_long_for_a_url_leaves_the_others_measured_whole(
     rows = listed("--errors", *since, "--tempo", serve(FakeTempo(spans)).url)
     assert rows == [(long_id, 5, 100.0, True), ("req-1", 6, 120.0, True),
                     ("req-0", 6, 120.0, True)]  # fmt: skip
+
+
+def request_with_failing_uncorrelated_consumer(n: int) -> list[SpanRecord]:
+    """gateway publishes a job; a worker that does not carry the correlation ID pulls it 300 ms
+    later in a trace of its own, linked to the publish, and fails there."""
+    t = Topology(f"req-job-{n}")
+    root = t.span("gateway", "POST /jobs", "SERVER", 0, 50)
+    sent = t.publish(root, "jobs", 10, 12)
+    t.new_trace()
+    job = t.consume("worker", "jobs", 300, 400, links=[sent], correlated=False)
+    t.span("worker", "UPDATE jobs", "CLIENT", 310, 390, job, status="ERROR", correlated=False)
+    shift = NOW - (10 - n) * 20 * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+def test_errors_lists_the_request_an_uncorrelated_failing_consumer_links_into(
+    serve: Any, tmp_path: Path
+) -> None:
+    """The consumer's trace is the only hit of `--errors`, and it carries no correlation ID: it
+    was listed on its own, (None, 2 spans, 100 ms, worker's), where the store lists the request
+    its root links into, measured over both traces, as `trace` shows it."""
+    spans = [span for n in range(3) for span in request_with_failing_uncorrelated_consumer(n)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed("--errors", "--store", str(tmp_path / "store.db"))
+    assert from_store == [(f"req-job-{n}", 4, 400.0, True) for n in (2, 1, 0)]
+    assert listed("--errors", "--tempo", serve(FakeTempo(spans)).url) == from_store
+
+
+def test_a_tempo_that_cannot_search_by_trace_id_lists_the_consumer_alone_and_says_why(
+    serve: Any,
+) -> None:
+    """Tempo 2.4 refuses TraceQL ``trace:id``: the consumer's trace is listed on its own, as
+    before, and stderr says why once."""
+    url = serve(FakeTempo(request_with_failing_uncorrelated_consumer(0), version=(2, 4))).url
+    result = CliRunner().invoke(cli, ["search", "--errors", "--tempo", url, "--format", "json"],
+                                env={"TRACEKIT_BACKEND_HEADERS": ""})  # fmt: skip
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)["requests"]
+    assert [(r["correlation_id"], r["root_service"]) for r in rows] == [(None, "worker")]
+    said = [line for line in result.stderr.splitlines() if "traces by id" in line]
+    assert said == [
+        f"tracekit: warning: Tempo at {url} failed to search traces by id (TraceQL trace:id "
+        "needs Tempo 2.5 or later): a trace carrying no correlation ID that the filter matched "
+        "is listed on its own, not in the request it links into"
+    ]

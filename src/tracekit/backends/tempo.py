@@ -185,10 +185,10 @@ class TempoSource(RemoteSource):
             query = search_query(service, min_duration_ms, errors_only, trimmed=True)
             hits = self._search(query, limit * HITS_PER_REQUEST, since, newest=True)
         started = [h for h in hits if h.start_unix_nano >= (since_unix_nano or 0)]
-        rows = [self._with_root(self._with_correlation_id(self._summary(hit), hit), hit)
-                for hit in started]  # fmt: skip
+        rows = [self._row(hit) for hit in started]
         matched = {row.trace_id for row in rows}
         if service or min_duration_ms is not None or errors_only:
+            rows += self._linked_entries(rows, since_unix_nano)
             rows += self._other_traces(rows, since_unix_nano)
         found = by_correlation_id(rows, self._continued(rows), named_by=matched)
         if since_unix_nano is not None:
@@ -201,6 +201,41 @@ class TempoSource(RemoteSource):
                 if r.correlation_id not in begun_before and r.trace_id not in continuing
             ]
         return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+
+    def _row(self, hit: Hit) -> RequestSummary:
+        """The search row of one hit, named by its correlation ID and root."""
+        return self._with_root(self._with_correlation_id(self._summary(hit), hit), hit)
+
+    def _linked_entries(
+        self, rows: list[RequestSummary], since_unix_nano: int | None
+    ) -> list[RequestSummary]:
+        """The traces started since then that the roots of listed traces carrying no
+        correlation ID link into, but that are not among them: a filter matches traces, so a
+        pull consumer's trace in error is a hit of ``--errors`` and its producer's trace is not,
+        and the consumer was listed on its own, where the store (and ``trace``) list the
+        producer's request with the consumer's error in it. Searched by TraceQL ``trace:id``
+        (Tempo >= 2.5), 20 a search; a failed search is said once, and the traces are listed
+        as found."""
+        held = {row.trace_id for row in rows}
+        linked: set[str] = set()
+        for row in rows:
+            spans = [] if row.correlation_id else self._unnamed_trace(row.trace_id)
+            linked |= {link.trace_id for link in root_span(spans).links} if spans else set()
+        since = None if since_unix_nano is None else since_unix_nano / 1e9
+        more: dict[str, RequestSummary] = {}
+        try:
+            for query in with_trace_ids(sorted(linked - held)):
+                for hit in self._search_once(query, MAX_TRACES_PER_SEARCH, since):
+                    if hit.trace_id not in held and hit.start_unix_nano >= (since_unix_nano or 0):
+                        more[hit.trace_id] = self._row(hit)
+        except BackendError as error:
+            why = "TraceQL trace:id needs Tempo 2.5 or later" if refused_traceql(error) else error
+            self.notes.once(
+                f"{self.client.where} failed to search traces by id ({why}): a trace carrying "
+                "no correlation ID that the filter matched is listed on its own, not in the "
+                "request it links into"
+            )
+        return list(more.values())
 
     def _other_traces(
         self, rows: list[RequestSummary], since_unix_nano: int | None
