@@ -161,10 +161,10 @@ class JaegerSource(RemoteSource):
         consumed = {s.parent_span_id for s in held if s.kind == "CONSUMER"}
         consumed |= {link.span_id for s in held for link in s.links}
         wanted = set(trace_ids)
-        for trace_id in sorted({s.trace_id for s in held if s.trace_id in wanted}):
-            sent = [s for s in held if s.trace_id == trace_id and _publishes(s)]
-            if any(s.span_id not in consumed for s in sent):
-                self.notes.warn(trace_id, self._unconsumed())
+        unconsumed = {s.trace_id for s in held if s.trace_id in wanted and _publishes(s)
+                      and s.span_id not in consumed}  # fmt: skip
+        for trace_id in sorted(unconsumed):
+            self.notes.warn(trace_id, self._unconsumed())
         return set()
 
     def _unconsumed(self) -> str:
