@@ -228,7 +228,10 @@ def test_aggregator_waits_for_the_slow_middle_reply(store_file: FilePath) -> Non
         "~ waited 0.0 ms in queue redis pricing.replies",
         "~ also consumed pricing.replies from pricing: waited 601.8 ms, sent +46.4 ms",
         "~ also consumed pricing.replies from pricing: waited 593.7 ms, sent +54.5 ms",
+        "* request ends here, 639.2 ms after the entry span ended",
     ])  # fmt: skip
+    # (not under the price update's server span, which closed after the batch had its answer)
+    assert mark_and_notes(view, "orders: GET /orders/{order_id}/price") == ("*", [])
 
 
 def test_fire_and_forget_consumer_that_ends_last_is_the_request_end(store_file: FilePath) -> None:
@@ -263,6 +266,62 @@ def test_fire_and_forget_consumer_that_ends_early_is_off_the_path(store_file: Fi
     assert {producer.span_id, insert.span_id} <= set(path.critical_path)
     assert path_total_ms(path) == pytest.approx(100)
     assert "request ends here" not in text_view(store_file, "req-7f3a")
+
+
+def test_a_server_span_closing_after_the_entry_answered_is_not_noted_as_the_end(
+    store_file: FilePath,
+) -> None:
+    """A 502 measured on a real estate: orders (Flask under gunicorn) answered 500, the gateway
+    answered 502 at once, and orders' WSGI span closed 0.3 ms after the gateway's entry span.
+    The view said "request ends here, 0.3 ms after the entry span ended" under orders, as if
+    orders had worked on after the request; the gateway waited for that call."""
+    t = Topology()
+    root = t.span("gateway", "GET /checkout/{n}", "SERVER", 0, 123.4)
+    call(t, root, "users", "/users/{n}/", (34.2, 64.6), (47.2, 53.2))
+    call(t, root, "orders", "/orders/{n}", (67.2, 122.9), (68.5, 123.7))
+    path = stored_path(store_file, t)
+    assert path_total_ms(path) == pytest.approx(123.7)
+    view = text_view(store_file, "req-7f3a")
+    assert "request ends here" not in view, view
+
+
+def test_the_request_end_is_noted_under_the_consumer_not_a_server_closing_late(
+    store_file: FilePath,
+) -> None:
+    """The consumer's call to inventory returned at 89.9 ms and the consumer ended at 90;
+    inventory's WSGI span closed at 90.2. The note went under inventory's row; the request
+    ends with the consumer's work, which waited for that call."""
+    t = Topology()
+    root = t.span("web", "POST /orders", "SERVER", 0, 20)
+    producer = send(t, root, "orders", 5, 8)
+    consumer = process(t, "fulfilment", "orders", 30, 90, producer)
+    call(t, consumer, "inventory", "/stock/{sku}", (40, 89.9), (41, 90.2))
+    stored_path(store_file, t)
+    view = text_view(store_file, "req-7f3a")
+    assert mark_and_notes(view, "fulfilment: process orders") == ("*", [
+        "~ waited 22.0 ms in queue redis orders",
+        "* request ends here, 70.0 ms after the entry span ended",
+    ])  # fmt: skip
+    assert mark_and_notes(view, "inventory: GET /stock/{sku}") == ("*", [])
+
+
+def test_the_request_end_is_noted_only_under_a_span_on_the_critical_path(
+    store_file: FilePath,
+) -> None:
+    """A consumer ended 0.3 ms after the entry span, inside the tail of a server span closing
+    after its client had the answer: the walk starts at that server span (it ended last), so
+    the consumer is off the path and no "request ends here" may sit under it."""
+    t = Topology()
+    root = t.span("web", "POST /orders", "SERVER", 0, 100)
+    producer = send(t, root, "orders", 5, 8)
+    consumer = process(t, "fulfilment", "orders", 30, 100.3, producer)
+    call(t, root, "inventory", "/stock/{sku}", (10, 99.9), (11, 100.5))
+    path = stored_path(store_file, t)
+    assert consumer.span_id not in path.critical_path
+    view = text_view(store_file, "req-7f3a")
+    _, notes = mark_and_notes(view, "fulfilment: process orders")
+    assert notes == ["~ waited 22.0 ms in queue redis orders"]
+    assert "request ends here" not in view, view
 
 
 def test_self_time_leaves_out_synchronous_children_only(store_file: FilePath) -> None:

@@ -83,5 +83,4 @@ def test_the_view_does_not_say_the_request_ends_after_the_call(
     lines = text.splitlines()
     rows = [i for i, line in enumerate(lines) if "script: GET" in line]
     assert len(rows) == 3 and all(" ms * " in lines[i] for i in rows), text
-    # (a WSGI server's span may end just after its client read the answer, and be noted so)
     assert not [i for i in rows if "request ends here" in lines[i + 1]], text

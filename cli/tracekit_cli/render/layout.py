@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from tracekit import semconv
 from tracekit.path import Hop, Path, PathLog, PathSpan
+from tracekit.path.critical import request_end_in_callers_time
 from tracekit.path.hops import resent_under_first_request
 from tracekit.records import SpanRecord
 from tracekit_cli.options import one_line
@@ -124,9 +125,10 @@ def _note_request_end(path: Path, rows: list[Row]) -> None:
 
     The critical path starts at the span that ended last; when that span ended after the entry
     span it descends from (the tree's root: fire-and-forget work, a queue consumer), it is on the
-    path because it is the request's end, and the reader is told so.
+    path because it is the request's end, and the reader is told so. A span of a call its caller
+    waited for ends, here as on the path, when the caller had its answer.
     """
-    end = path.request_end()
+    end = request_end_in_callers_time(path.spans)
     if end is None or end.parent is None:
         return
     entry = end

@@ -31,6 +31,7 @@ __all__ = [
     "critical_path",
     "is_async_child",
     "replies_awaited",
+    "request_end_in_callers_time",
     "request_start",
     "set_self_times",
     "windows",
@@ -47,6 +48,26 @@ def is_async_child(node: PathSpan) -> bool:
     if node.attached_by == ATTACHED_BY_LINK or hop_type(parent.record, node.record) == "messaging":
         return True
     return node.start_unix_nano > parent.end_unix_nano
+
+
+def request_end_in_callers_time(ordered: list[PathSpan]) -> PathSpan | None:
+    """Of the spans on the critical path, the one that ended last, a synchronous span counted
+    only inside its caller's time, as the walk counts it (``ordered``: parents first): a WSGI
+    server span that closes just after its client read the answer is not where the request
+    ends. On a tie, a span that ended in its own time, then the last in tree order."""
+    ends: dict[PathSpan, int] = {}
+    last: PathSpan | None = None
+    for node in ordered:
+        end = node.end_unix_nano
+        if node.parent is not None and not is_async_child(node):
+            end = min(end, ends[node.parent])
+        ends[node] = end
+        if node.on_critical_path and (
+            last is None
+            or (end, end == node.end_unix_nano) >= (ends[last], ends[last] == last.end_unix_nano)
+        ):
+            last = node
+    return last
 
 
 def request_start(node: PathSpan) -> int:
