@@ -147,7 +147,8 @@ def _error(node: PathSpan) -> PathError:
 
 
 def error_message(record: SpanRecord) -> str:
-    """The most telling reason a span failed: status message, exception, or HTTP status."""
+    """The most telling reason a span failed: status message, exception, HTTP status, or the
+    class of error alone (``error.type``: FastAPI's own spans, others' SDKs)."""
     if record.status_message:
         return record.status_message[:MAX_MESSAGE_CHARS]
     for event in record.events:
@@ -158,7 +159,11 @@ def error_message(record: SpanRecord) -> str:
             if parts:
                 return ": ".join(parts)[:MAX_MESSAGE_CHARS]
     status = attribute(record, semconv.HTTP_RESPONSE_STATUS_CODE)
-    return f"HTTP {status}" if status is not None else "error"
+    if status is not None:
+        return f"HTTP {status}"
+    kind = attribute(record, semconv.ERROR_TYPE)
+    # "_OTHER" is the conventions' "no better name known": it says no more than "error"
+    return str(kind)[:MAX_MESSAGE_CHARS] if kind not in (None, "", "_OTHER") else "error"
 
 
 # OpenTelemetry's log data model: numbers 1-24 in six ranges of four, each range's first number
