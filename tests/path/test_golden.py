@@ -238,6 +238,26 @@ def test_siblings_whose_parent_is_missing_are_not_hung_under_each_other() -> Non
     assert document["duration_ms"] == pytest.approx(10.0 + 2.0 + 3.0)
 
 
+def test_a_request_entering_from_a_caller_whose_spans_are_elsewhere_is_said_as_such() -> None:
+    """Behind an API gateway or a mesh proxy that traces, every request arrives with a
+    traceparent whose span is kept elsewhere: the entry span's parent is never here. That is
+    said as where the trace came from, not as a span missing in the middle of the request; a
+    service inside the request that exported nothing still is."""
+    t = Topology()
+    gateway = t.span("gateway", "GET /checkout/{n}", "SERVER", 0, 300, parent_span_id="ab" * 8)
+    client = t.span("gateway", "POST", "CLIENT", 10, 290, gateway)
+    orders = t.span("orders", "POST /orders", "SERVER", 20, 280, parent_span_id="cd" * 8)
+    path = run(t)
+    assert path.warnings == [
+        f"the trace began before gateway 'GET /checkout/{{n}}' ({gateway.span_id}): its parent"
+        f" span {'ab' * 8} is not here (a caller that keeps its spans elsewhere, such as a"
+        " gateway or mesh proxy, or a span not received yet)",
+        f"parent span missing for orders 'POST /orders' ({orders.span_id}): parent {'cd' * 8};"
+        f" attached under gateway 'POST' ({client.span_id})",
+    ]
+    assert [s.record for s in path.spans] == [gateway, client, orders]
+
+
 def test_a_correlation_id_on_too_many_traces_says_how_many_were_left_out() -> None:
     t = Topology("busy")
     for n in range(700):

@@ -13,6 +13,7 @@ the tree).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -193,6 +194,8 @@ def _attach_orphans(
     roots = {trace_id: _first_root(trace) for trace_id, trace in by_trace.items()}
     scans: dict[str, int] = {}
     notes: list[str] = []
+    # how many spans here have each missing parent: one alone is where its trace enters
+    children_of_missing = Counter((o.record.trace_id, o.record.parent_span_id) for o in orphans)
     for orphan in sorted(orphans, key=_start_order):
         trace_id = orphan.record.trace_id
         scans[trace_id] = scans.get(trace_id, 0) + 1
@@ -205,11 +208,25 @@ def _attach_orphans(
             linked = _attach_by_link(orphan, nodes)
             if linked is not None:
                 missing += f"; attached under {linked.label()}, the message it links to"
+            elif children_of_missing[trace_id, orphan.record.parent_span_id] == 1:
+                missing = _entered_from_outside(orphan)
             notes.append(missing)
             continue
         attach(orphan, host, ATTACHED_AS_ORPHAN)
         notes.append(f"{missing}; attached under {host.label()}")
     warnings.extend(_bounded_orphan_notes(notes))
+
+
+def _entered_from_outside(entry: PathSpan) -> str:
+    """The note on a span that stands at the top of its trace's part here, the only child of a
+    span that is not: the request came from a caller whose spans are kept elsewhere (an API
+    gateway, a mesh proxy, another team's collector) or not received yet. Ordinary behind a
+    gateway that traces, so said as what it is, not as a fault."""
+    return (
+        f"the trace began before {entry.label()}: its parent span"
+        f" {entry.record.parent_span_id} is not here (a caller that keeps its spans elsewhere,"
+        " such as a gateway or mesh proxy, or a span not received yet)"
+    )
 
 
 def _bounded_orphan_notes(notes: list[str]) -> list[str]:
