@@ -550,16 +550,17 @@ _QUEUE_WAIT_HELP = (
 # ``always_on`` those made under any span (its trace may never be exported), ``always_off`` none.
 _EXEMPLAR_FILTER_ENV = "OTEL_METRICS_EXEMPLAR_FILTER"
 _EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
-_exemplar_filter = _EXEMPLAR_FILTERS[0]
+_exemplar_filter: str | None = None  # None: no init has read it (a middleware used without one)
 
 
 def _exemplar_ids(span: Span | None) -> tuple[int, int]:
     """``(trace_id, span_id)`` of the span a measurement links to under the exemplar filter,
     else ``(0, 0)``: no exemplar (an invalid span's IDs are 0 too)."""
-    if span is None or _exemplar_filter == "always_off":
+    chosen = _exemplar_filter or _exemplar_filter_without_init()
+    if span is None or chosen == "always_off":
         return 0, 0
     span_context = span.get_span_context()
-    if not span_context.trace_flags & _SAMPLED and _exemplar_filter == "trace_based":
+    if not span_context.trace_flags & _SAMPLED and chosen == "trace_based":
         return 0, 0
     return span_context.trace_id, span_context.span_id
 
@@ -567,12 +568,29 @@ def _exemplar_ids(span: Span | None) -> tuple[int, int]:
 def _set_exemplar_filter(environ: Mapping[str, str]) -> None:
     """Read ``OTEL_METRICS_EXEMPLAR_FILTER``; a value the SDK would refuse stops ``init``."""
     global _exemplar_filter
+    _exemplar_filter = _exemplar_filter_in(environ)
+
+
+def _exemplar_filter_without_init() -> str:
+    """The filter for a middleware recording metrics without ``init`` (its own ``registry``):
+    read from the environment at its first measurement, as the middleware reads its other
+    options. A value init would refuse cannot stop a request: one warning, and the default."""
+    global _exemplar_filter
+    try:
+        _exemplar_filter = _exemplar_filter_in(os.environ)
+    except ConfigError as error:
+        _log.warning("tracekit: %s; using %s", error, _EXEMPLAR_FILTERS[0])
+        _exemplar_filter = _EXEMPLAR_FILTERS[0]
+    return _exemplar_filter
+
+
+def _exemplar_filter_in(environ: Mapping[str, str]) -> str:
     value = environ.get(_EXEMPLAR_FILTER_ENV, "").strip().lower() or _EXEMPLAR_FILTERS[0]
     if value not in _EXEMPLAR_FILTERS:
         raise ConfigError(
             f"{_EXEMPLAR_FILTER_ENV}: {value[:40]!r} is not one of {', '.join(_EXEMPLAR_FILTERS)}"
         )
-    _exemplar_filter = value
+    return value
 
 
 def _per_destination(

@@ -21,6 +21,7 @@ import pytest
 from conditions import wait_for
 from loopback import UNREACHABLE, free_port, interrupt
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from scripted_metrics import script_output
 
 APP = Path(__file__).parent / "apps" / "prom_service.py"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -99,3 +100,48 @@ def test_an_unknown_exemplar_filter_stops_init_naming_the_variable() -> None:
     assert last.startswith("tracekit.config.ConfigError: OTEL_METRICS_EXEMPLAR_FILTER: 'sometimes")
     assert "trace_based, always_on, always_off" in last
     assert "\x1b" not in result.stderr
+
+
+# A service that calls no init: tracekit's middleware with the application's own tracer provider
+# and registry (docs/middleware.md), under uvicorn; prints the registry in OpenMetrics.
+_WITHOUT_INIT = """
+import sys
+import httpx
+from loopback import start_uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from tracekit.asgi import TracekitMiddleware
+
+registry = CollectorRegistry()
+app = Starlette(routes=[Route("/orders/{n}", lambda request: PlainTextResponse("ok"))])
+app.add_middleware(TracekitMiddleware, tracer_provider=TracerProvider(), registry=registry)
+url, stop = start_uvicorn(app)
+for n in range(3):
+    parent = f"00-%s-00f067aa0ba902b{n}-%s"
+    assert httpx.get(f"{url}/orders/{n}", headers={"traceparent": parent}).status_code == 200
+stop()
+print(generate_latest(registry).decode(), end="")
+"""
+
+
+@pytest.mark.parametrize(
+    ("exemplar_filter", "sampled", "linked"),
+    [("always_off", True, False), ("always_on", False, True), ("trace_based", True, True)],
+)
+def test_the_exemplar_filter_holds_for_a_middleware_used_without_init(
+    exemplar_filter: str, sampled: bool, linked: bool
+) -> None:
+    """The middleware reads its other options from the environment without init; this one was
+    read only by init: always_off still linked every sampled request to its trace (and
+    always_on none of the others)."""
+    script = _WITHOUT_INIT % (TRACE_ID, "01" if sampled else "00")
+    scrape = script_output(script, OTEL_METRICS_EXEMPLAR_FILTER=exemplar_filter)
+    families = {f.name: f for f in text_string_to_metric_families(scrape)}
+    samples = families["http_server_request_duration_seconds"].samples
+    assert [s.value for s in samples if s.name.endswith("_count")] == [3], "each is counted"
+    traces = {s.exemplar.labels["trace_id"] for s in samples if s.exemplar is not None}
+    assert traces == ({TRACE_ID} if linked else set())
