@@ -72,6 +72,7 @@ FIRST_TEMPO_WITH = {
 }
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
+_GO_REGEX_PART = re.compile(r"\\(x\{[0-9a-fA-F]{1,6}\}|.)|\$$")  # an escape, or the final $
 _GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[abfnrtv\\"])')
 
 
@@ -322,11 +323,24 @@ def _trace_nanos(trace: list[SpanRecord]) -> int:
 def _go_regex(pattern: str, *, anchored: bool) -> Callable[[str], bool]:
     """A TraceQL ``=~`` as Tempo matches it: Go's regexp, found anywhere in the value before
     3.0, and from 3.0 (Prometheus' fast regexp) the whole value. Go's ``$`` (no multi-line
-    flag) is the end of the text, where Python's also matches before a final newline."""
-    compiled = re.compile(re.sub(r"(?<!\\)\$$", r"\\Z", pattern))
+    flag) is the end of the text, where Python's also matches before a final newline; Go's
+    ``\\s`` is ``[\\t\\n\\f\\r ]``, where Python's is any white space Unicode names."""
+    compiled = re.compile(_GO_REGEX_PART.sub(_as_python, pattern))
     if anchored:
         return lambda value: compiled.fullmatch(value) is not None
     return lambda value: compiled.search(value) is not None
+
+
+def _as_python(part: re.Match[str]) -> str:
+    """One escape of a Go regular expression (or its final ``$``) as Python's ``re`` reads it."""
+    escape = part.group(1)
+    if escape is None:
+        return r"\Z"
+    if escape == "s":
+        return r"[\t\n\f\r ]"
+    if escape.startswith("x{"):
+        return f"\\U{int(escape[2:-1], 16):08x}"
+    return "\\" + escape
 
 
 def _unquote(literal: str) -> str:

@@ -60,6 +60,28 @@ def test_search_over_tempo_finds_the_root_service_sent_with_a_newline(
     ]
 
 
+@pytest.mark.parametrize("version", [(2, 9), (3, 0)])
+@pytest.mark.parametrize("sent", ["gateway\v", "gateway\u00a0", "\u2028gateway\x1f"])
+def test_search_over_tempo_trims_the_white_space_the_store_trims(
+    serve: Any, version: tuple[int, int], sent: str
+) -> None:
+    """The store keeps a name as ``str.strip`` leaves it (a vertical tab, a no-break space,
+    a line separator gone); Go's ``\\s`` is only space, tab, newline, carriage return and form
+    feed, and ``search --service gateway`` over Tempo said "no requests match" (exit 1) for
+    the request the store lists as gateway's."""
+    spans = recent(renamed(checkout().spans, {"gateway": sent}))
+    url = serve(FakeTempo(spans, version=version)).url
+
+    code, out, err = run("search", "--since", "7d", "--tempo", url, "--service", "gateway",
+                         "--format", "json")  # fmt: skip
+
+    assert (code, err) == (0, "")
+    found = json.loads(out)["requests"]
+    assert [(r["correlation_id"], r["root_service"]) for r in found] == [
+        ("req-checkout-1", "gateway")
+    ]
+
+
 def test_search_trace_and_services_over_jaeger_find_a_service_sent_with_a_newline(
     serve: Any, spans: list[SpanRecord]
 ) -> None:

@@ -42,7 +42,13 @@ _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. rece
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOO_MANY = re.compile(r"^limit [0-9]+ exceeds max limit ([0-9]{1,9})$")
 _GO_REGEX_META = re.compile(r"[\\.+*?()|\[\]{}^$]")  # what Go's regexp.QuoteMeta escapes
-_SPACES = r"\s*"  # Go's \s: space, tab, newline, carriage return, form feed
+# The white space str.strip removes, as the store trims a name (records.service_name): Go's \s
+# is only space, tab, newline, carriage return and form feed, and left "checkout\v" or
+# "checkout\u00a0" unfound over Tempo where the store and Jaeger find them
+_SPACES = (
+    r"[\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]*"
+)
 
 
 def traceql_string(value: str) -> str:
