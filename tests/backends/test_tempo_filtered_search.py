@@ -303,3 +303,45 @@ def test_a_tempo_that_cannot_search_by_trace_id_lists_the_consumer_alone_and_say
         "needs Tempo 2.5 or later): a trace carrying no correlation ID that the filter matched "
         "is listed on its own, not in the request it links into"
     ]
+
+
+def batch_consumer_failing_uncorrelated(n: int) -> list[SpanRecord]:
+    """Five gateway requests of one correlation ID each publish a job; a worker without the ID
+    takes the five in one batch, its root linked to each publish, and fails there."""
+    t = Topology(f"req-batch-{n}")
+    sent = []
+    for k in range(5):
+        if k:
+            t.new_trace()
+        root = t.span("gateway", "POST /jobs", "SERVER", k, k + 50)
+        sent.append(t.publish(root, "jobs", k + 10, k + 12))
+    t.new_trace()
+    job = t.consume("worker", "jobs", 300, 400, links=sent, correlated=False)
+    t.span("worker", "UPDATE jobs", "CLIENT", 310, 390, job, status="ERROR", correlated=False)
+    shift = NOW - (10 - n) * 20 * 10**9 - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in t.spans
+    ]
+
+
+def test_the_traces_an_uncorrelated_consumer_links_into_are_not_each_read_whole(
+    serve: Any, tmp_path: Path
+) -> None:
+    """The traces the failing batch consumers' roots link into were searched for by id without
+    their spans grouped by correlation ID, so no hit named its request and each was then read
+    whole to find it: 3 consumers of 5 messages, 18 reads for 3 rows (a consumer of 100
+    messages, 100 reads). The hits name their requests now: only the consumers' own traces,
+    which carry no ID, are read; the rows are the store's."""
+    spans = [span for n in range(3) for span in batch_consumer_failing_uncorrelated(n)]
+    with Store(tmp_path / "store.db") as store:
+        store.write_spans(spans)
+    from_store = listed("--errors", "--store", str(tmp_path / "store.db"))
+    assert from_store == [(f"req-batch-{n}", 12, 400.0, True) for n in (2, 1, 0)]
+    tempo = serve(FakeTempo(spans))
+
+    assert listed("--errors", "--tempo", tempo.url) == from_store
+    reads = [path for path in tempo.paths() if "/traces/" in path]
+    assert len(reads) == 3  # the three consumers' traces

@@ -139,12 +139,14 @@ def _searchable(correlation_ids: list[str]) -> dict[str, str]:
     return {value: term for value, term in terms.items() if len(term) <= _QUERY_CHARS}
 
 
-def with_trace_ids(trace_ids: list[str]) -> list[str]:
+def with_trace_ids(trace_ids: list[str], *, grouped: bool = False) -> list[str]:
     """TraceQL searches for the traces of ``trace_ids`` (``trace:id``, Tempo >= 2.5), a few
     each. An ID is written without its leading zeros, as Tempo's hits write it: a Tempo
-    before 2.10 compares it so where it cannot look the trace up by its bytes (in an ``||``)."""
+    before 2.10 compares it so where it cannot look the trace up by its bytes (in an ``||``).
+    ``grouped``: their spans grouped by correlation ID, so that each hit names its request."""
     terms = ["trace:id = " + traceql_string(t.lstrip("0") or "0") for t in trace_ids]
-    return ["{ " + " || ".join(each) + " }" for each in _a_few_at_a_time(terms)]
+    end = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)" if grouped else " }"
+    return ["{ " + " || ".join(each) + end for each in _a_few_at_a_time(terms)]
 
 
 def _a_few_at_a_time(terms: list[str]) -> list[list[str]]:

@@ -214,8 +214,9 @@ class TempoSource(RemoteSource):
         pull consumer's trace in error is a hit of ``--errors`` and its producer's trace is not,
         and the consumer was listed on its own, where the store (and ``trace``) list the
         producer's request with the consumer's error in it. Searched by TraceQL ``trace:id``
-        (Tempo >= 2.5), 20 a search; a failed search is said once, and the traces are listed
-        as found."""
+        (Tempo >= 2.5), 20 a search, grouped by correlation ID: a hit that named none would be
+        read whole to find it, one read per trace linked into (a batch consumer's root links to
+        each message's). A failed search is said once, and the traces are listed as found."""
         held = {row.trace_id for row in rows}
         linked: set[str] = set()
         for row in rows:
@@ -224,7 +225,7 @@ class TempoSource(RemoteSource):
         since = None if since_unix_nano is None else since_unix_nano / 1e9
         more: dict[str, RequestSummary] = {}
         try:
-            for query in with_trace_ids(sorted(linked - held)):
+            for query in with_trace_ids(sorted(linked - held), grouped=True):
                 for hit in self._search_once(query, MAX_TRACES_PER_SEARCH, since):
                     if hit.trace_id not in held and hit.start_unix_nano >= (since_unix_nano or 0):
                         more[hit.trace_id] = self._row(hit)
