@@ -51,3 +51,26 @@ def test_a_publish_whose_consumer_is_shown_is_no_warning(serve: Any) -> None:
 
     assert warnings_of(url, "req-checkout-1") == []
     assert warnings_of(url, "req-pull-2") == []
+
+
+def test_a_consumers_receive_or_settle_span_is_no_publish(serve: Any) -> None:
+    """OpenTelemetry's messaging conventions make a pull "receive" and a "settle" (an ack, a
+    nack: tracekit records a late rejection so) CLIENT spans of the messaging system, as a
+    "send" is. Each was taken for a publish no span consumes, and checkout's path, whose every
+    message is consumed, warned that a message published in this request has no consumer."""
+    t = checkout()
+    consumer = next(s for s in t.spans if s.kind == "CONSUMER")
+    for operation, name in [("receive", "poll orders.created"), ("settle", "nack orders.created")]:
+        t.span("payments", name, "CLIENT", 195, 195, consumer,
+               attrs={"messaging.system": "kafka", "messaging.destination.name": "orders.created",
+                      "messaging.operation.type": operation})  # fmt: skip
+    legacy = Topology("req-legacy-3")  # the older attribute, messaging.operation
+    root = legacy.span("web", "POST /jobs", "SERVER", 0, 50)
+    sent = legacy.publish(root, "jobs", 10, 12, system="rabbitmq")
+    job = legacy.consume("worker", "jobs", 30, 40, sent, system="rabbitmq")
+    older = {"messaging.system": "rabbitmq", "messaging.operation": "receive"}
+    legacy.span("worker", "jobs receive", "CLIENT", 25, 28, job, attrs=older)
+    url = serve(FakeJaeger(recent(t.spans + legacy.spans))).url
+
+    assert warnings_of(url, "req-checkout-1") == []
+    assert warnings_of(url, "req-legacy-3") == []

@@ -79,6 +79,7 @@ _CAMEL_CASE = {
     "query.duration_min": "query.durationMin",
 }  # fmt: skip
 _SERVICES_KEYS = frozenset({"services"})
+_NOT_SENT = frozenset({"receive", "settle", "process"})  # messaging CLIENT spans, no publish
 # told of a search answer holding as many traces as tracekit asks for: the service, the spans
 _Capped = Callable[[str, list[SpanRecord]], None]
 
@@ -557,10 +558,14 @@ def _matching(
 
 
 def _publishes(span: SpanRecord) -> bool:
-    """A PRODUCER span, or a messaging CLIENT span (a send), as a queue hop starts."""
-    return span.kind == "PRODUCER" or (
-        span.kind == "CLIENT" and semconv.MESSAGING_SYSTEM in span.attributes
-    )
+    """A PRODUCER span, or a messaging CLIENT span that is a send, as a queue hop starts: not
+    a pull's "receive" nor a "settle" (an ack, a nack), CLIENT spans of the system too."""
+    if span.kind != "CLIENT" or semconv.MESSAGING_SYSTEM not in span.attributes:
+        return span.kind == "PRODUCER"
+    operation = span.attributes.get(semconv.MESSAGING_OPERATION_TYPE)
+    if operation is None:
+        operation = span.attributes.get("messaging.operation")  # the older name
+    return operation not in _NOT_SENT
 
 
 def _both_names(params: Mapping[str, str]) -> dict[str, str]:
