@@ -137,7 +137,9 @@ def test_a_read_held_past_the_wal_bound_costs_an_sdk_exporter_no_spans(tmp_path:
     started = time.monotonic()
     while after_bound < 10 * rate and made < 120 * rate:  # 10 s past the bound, at most 2 min
         for _ in range(rate // 100):
-            with tracer.start_as_current_span("GET /orders/{id}", attributes={"n": made}):
+            # 2 KiB of unique text a span: the WAL reaches its bound in about 7 s, not 24 s
+            attributes = {"n": made, "payload": os.urandom(1024).hex()}
+            with tracer.start_as_current_span("GET /orders/{id}", attributes=attributes):
                 made += 1
         if after_bound or wal.stat().st_size > WAL_BOUND_BYTES:
             after_bound += rate // 100
