@@ -37,3 +37,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def tracer_provider() -> TracerProvider:
     """The session's global SDK tracer provider."""
     return _PROVIDER
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked ``slow``) first, the rest in their order.
+
+    ``make test`` runs two processes that take over half of each other's remaining tests when
+    they run out (``--dist worksteal``), but never part of a test: a 60 s load test started late
+    kept one process working alone while the other had nothing left to take. Started first, the
+    other process's short tests fill that time.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
