@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from conditions import wait_for
 from loopback import start_werkzeug
+from venvs import make_venv
 from werkzeug.wrappers import Request, Response
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +58,7 @@ def command_in_first_line(code: str) -> list[str]:
 @pytest.fixture(scope="module")
 def clean_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtual environment with ``tracekit[celery]`` and ``requests``; its bin directory."""
-    venv = tmp_path_factory.mktemp("clean") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = [str(venv / "bin" / "pip"), "install", "--quiet", f"{ROOT}[celery]", "requests"]
-    result = subprocess.run(install, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return venv / "bin"
+    return make_venv(tmp_path_factory.mktemp("clean") / "venv", f"{ROOT}[celery]", "requests")
 
 
 class Warehouse:
