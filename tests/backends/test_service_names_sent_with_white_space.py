@@ -99,6 +99,24 @@ def test_search_trace_and_services_over_jaeger_find_a_service_sent_with_a_newlin
     assert (searched[0], traced[0], mapped[0]) == (0, 0, 0)
 
 
+def test_jaeger_searches_a_bounded_number_of_spellings_of_the_service_and_says_so(
+    serve: Any, spans: list[SpanRecord]
+) -> None:
+    """A sender that wrote the name with new white space each time left Jaeger 200 names that
+    trim to 'gateway': each was one more search of every command (202 requests for one
+    search). The first ten are searched, and that is said once."""
+    spellings = {f"gateway{' ' * n}": f"gateway{' ' * n}" for n in range(1, 201)}
+    noise = [dataclasses.replace(s, service=name) for s in spans[:1] for name in spellings]
+    backend = serve(FakeJaeger(spans + recent(noise)))
+    code, out, err = run("search", "--since", "7d", "--jaeger", backend.url, "--service",
+                         "gateway", "--format", "json")  # fmt: skip
+    assert code == 0
+    assert [r["correlation_id"] for r in json.loads(out)["requests"]] == ["req-checkout-1"]
+    searches = [r for r in backend.requests if r.path.endswith("/api/v3/traces")]
+    assert len(searches) <= 1 + 10
+    assert err.count("names that are 'gateway' with white space around them") == 1
+
+
 @pytest.mark.parametrize("backend", ["--tempo", "--jaeger"])
 def test_diffs_set_form_finds_the_requests_of_a_service_sent_with_a_newline(
     serve: Any, spans: list[SpanRecord], backend: str

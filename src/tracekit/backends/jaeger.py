@@ -59,6 +59,7 @@ __all__ = [
 
 LOOKBACK_SECONDS = 2 * 24 * 3600
 MAX_SERVICES = 200  # one search each: `--service` makes it one
+_MAX_SPELLINGS = 10  # names Jaeger lists that trim to `--service`: one search each
 MAX_TRACES_PER_SEARCH = 100
 MAX_SEARCH_SPANS = 100_000  # what `search` holds of the traces Jaeger's searches answer
 MAX_PAGES = 20  # searches of one service's window, MAX_TRACES_PER_SEARCH traces each
@@ -297,8 +298,15 @@ class JaegerSource(RemoteSource):
         """The names other than ``service`` that Jaeger lists and that are ``service`` without
         the white space around them, as the store keeps a name: an SDK that read
         ``OTEL_SERVICE_NAME`` from a file sends ``"checkout\\n"``, which Jaeger keeps as sent
-        and finds only for that name."""
-        return [n for n in self._listed_names() if n != service and service_name(n) == service]
+        and finds only for that name. At most ``_MAX_SPELLINGS`` of them, one search each (a
+        sender writing a new spelling every time would make each command hundreds), said once."""
+        names = [n for n in self._listed_names() if n != service and service_name(n) == service]
+        if len(names) > _MAX_SPELLINGS:
+            self.notes.once(
+                f"{self.client.where} lists {len(names)} names that are {service!r:.80} with white"
+                f" space around them: searching the first {_MAX_SPELLINGS}"
+            )
+        return names[:_MAX_SPELLINGS]
 
     def _pages(
         self, since: float, service: str, min_duration_ms: float | None = None
