@@ -34,6 +34,15 @@ def renamed(spans: list[SpanRecord], names: dict[str, str]) -> list[SpanRecord]:
     return [dataclasses.replace(s, service=names.get(s.service, s.service)) for s in spans]
 
 
+def gateway_requests_over_tempo(url: str) -> list[tuple[str, str]]:
+    """(correlation ID, root service) of what ``search --service gateway`` lists over Tempo,
+    once it exited 0 with nothing on stderr."""
+    code, out, err = run("search", "--since", "7d", "--tempo", url, "--service", "gateway",
+                         "--format", "json")  # fmt: skip
+    assert (code, err) == (0, "")
+    return [(r["correlation_id"], r["root_service"]) for r in json.loads(out)["requests"]]
+
+
 @pytest.fixture
 def spans() -> list[SpanRecord]:
     """req-checkout-1 enters at 'gateway\\n'; req-incident-9 at ' my-gateway\\n', which holds
@@ -50,14 +59,7 @@ def test_search_over_tempo_finds_the_root_service_sent_with_a_newline(
 ) -> None:
     url = serve(FakeTempo(spans, version=version)).url
 
-    code, out, err = run("search", "--since", "7d", "--tempo", url, "--service", "gateway",
-                         "--format", "json")  # fmt: skip
-
-    assert (code, err) == (0, "")
-    found = json.loads(out)["requests"]
-    assert [(r["correlation_id"], r["root_service"]) for r in found] == [
-        ("req-checkout-1", "gateway")
-    ]
+    assert gateway_requests_over_tempo(url) == [("req-checkout-1", "gateway")]
 
 
 @pytest.mark.parametrize("version", [(2, 9), (3, 0)])
@@ -72,14 +74,7 @@ def test_search_over_tempo_trims_the_white_space_the_store_trims(
     spans = recent(renamed(checkout().spans, {"gateway": sent}))
     url = serve(FakeTempo(spans, version=version)).url
 
-    code, out, err = run("search", "--since", "7d", "--tempo", url, "--service", "gateway",
-                         "--format", "json")  # fmt: skip
-
-    assert (code, err) == (0, "")
-    found = json.loads(out)["requests"]
-    assert [(r["correlation_id"], r["root_service"]) for r in found] == [
-        ("req-checkout-1", "gateway")
-    ]
+    assert gateway_requests_over_tempo(url) == [("req-checkout-1", "gateway")]
 
 
 def test_search_trace_and_services_over_jaeger_find_a_service_sent_with_a_newline(

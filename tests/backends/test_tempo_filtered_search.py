@@ -29,6 +29,17 @@ from tracekit_cli.main import cli
 NOW = time.time_ns() - 120 * 10**9
 
 
+def _starting_at(spans: list[SpanRecord], start_unix_nano: int) -> list[SpanRecord]:
+    """``spans`` moved so that the topology's time 0 is ``start_unix_nano``."""
+    shift = start_unix_nano - T0
+    return [
+        dataclasses.replace(
+            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
+        )
+        for s in spans
+    ]
+
+
 def request_with_pull_consumer(n: int) -> list[SpanRecord]:
     """gateway -> api (its database call fails) -> publish; a worker pulls the message 15 ms
     after, in a trace of its own linked to it, and ends the request 20 ms after the gateway."""
@@ -39,13 +50,7 @@ def request_with_pull_consumer(n: int) -> list[SpanRecord]:
     sent = t.publish(api, "jobs", 50, 55)
     t.new_trace()
     t.consume("worker", "jobs", 70, 120, links=[sent])
-    shift = NOW - (10 - n) * 20 * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - (10 - n) * 20 * 10**9)
 
 
 def listed(*args: str) -> list[tuple[Any, ...]]:
@@ -109,13 +114,7 @@ def request_after_its_client(n: int) -> list[SpanRecord]:
     t.new_trace()
     root = t.span("gateway", "GET /items", "SERVER", 20, 100)
     t.http(root, "api", "/items/{id}", 25, 90)
-    shift = NOW - (10 - n) * 20 * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - (10 - n) * 20 * 10**9)
 
 
 @pytest.mark.parametrize("given", [["--service", "gateway"], ["--min-duration", "50"]])
@@ -150,13 +149,7 @@ def session_poll(n: int) -> list[SpanRecord]:
     t = Topology("session-1")
     t.trace = f"{n + 1:032x}"
     t.span("gateway", "GET /poll", "SERVER", 0, 10, status="ERROR")
-    shift = NOW - 1800 * 10**9 + n * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - 1800 * 10**9 + n * 10**9)
 
 
 def test_an_id_on_many_traces_leaves_the_others_measured_whole(serve: Any, tmp_path: Path) -> None:
@@ -184,13 +177,7 @@ def request_fanned_out(n: int, workers: int) -> list[SpanRecord]:
     for w in range(workers):
         t.new_trace()
         t.consume("worker", "jobs", 70 + w, 120 + w, links=[sent])
-    shift = NOW - (n + 1) * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - (n + 1) * 10**9)
 
 
 def test_requests_of_a_few_traces_each_are_searched_for_together(
@@ -263,13 +250,7 @@ def request_with_failing_uncorrelated_consumer(n: int) -> list[SpanRecord]:
     t.new_trace()
     job = t.consume("worker", "jobs", 300, 400, links=[sent], correlated=False)
     t.span("worker", "UPDATE jobs", "CLIENT", 310, 390, job, status="ERROR", correlated=False)
-    shift = NOW - (10 - n) * 20 * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - (10 - n) * 20 * 10**9)
 
 
 def test_errors_lists_the_request_an_uncorrelated_failing_consumer_links_into(
@@ -318,13 +299,7 @@ def batch_consumer_failing_uncorrelated(n: int) -> list[SpanRecord]:
     t.new_trace()
     job = t.consume("worker", "jobs", 300, 400, links=sent, correlated=False)
     t.span("worker", "UPDATE jobs", "CLIENT", 310, 390, job, status="ERROR", correlated=False)
-    shift = NOW - (10 - n) * 20 * 10**9 - T0
-    return [
-        dataclasses.replace(
-            s, start_unix_nano=s.start_unix_nano + shift, end_unix_nano=s.end_unix_nano + shift
-        )
-        for s in t.spans
-    ]
+    return _starting_at(t.spans, NOW - (10 - n) * 20 * 10**9)
 
 
 def test_the_traces_an_uncorrelated_consumer_links_into_are_not_each_read_whole(
