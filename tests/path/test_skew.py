@@ -94,6 +94,33 @@ def test_skew_of_200_ms_across_hosts_is_adjusted(skew_ms: int) -> None:
     ]
 
 
+def test_node_spans_stamped_in_whole_milliseconds_are_no_skew() -> None:
+    """OpenTelemetry JS stamps a span's start with ``Date.now()`` (whole milliseconds) and its
+    end as that start plus a finer duration. On one machine, a Node server read as starting
+    0.1 ms before the Python client that called it, and a Python server as starting 0.1 ms after
+    the Node client it answered had ended: 3 of 70 requests through a real Node service said
+    'clock skew adjusted on ...', one Python server moved 1.5 ms ahead of where it ran."""
+    t = Topology()
+    root = t.span("gateway", "GET /checkout", "SERVER", 0.395, 7.509)
+    call = t.span("gateway", "GET", "CLIENT", 1.098, 5.803, root)
+    node = t.span("pricing-node", "GET", "SERVER", 1, 5.412, call)  # began in 1.000-1.999
+    node_call = t.span("pricing-node", "GET", "CLIENT", 2, 2.051, node)  # ended by 3.050
+    inventory = t.span("inventory", "GET /stock", "SERVER", 2.144, 2.852, node_call)
+    path = run(t)
+    assert path.warnings == []
+    assert [placed_start_ms(path, s) for s in (node, inventory)] == [1.0, 2.144]
+
+
+def test_node_server_a_whole_millisecond_before_its_caller_is_skew() -> None:
+    t = Topology()
+    root = t.span("gateway", "GET /checkout", "SERVER", 0, 10)
+    call = t.span("gateway", "GET", "CLIENT", 2, 8, root)
+    node = t.span("pricing-node", "GET", "SERVER", 1, 5, call)  # began by 1.999: before 2
+    path = run(t)
+    assert placed_start_ms(path, node) == 3.0
+    assert path.warnings[0].startswith("clock skew adjusted on pricing-node: shifted +2.0 ms")
+
+
 def test_replicas_of_one_service_on_two_hosts_have_two_clocks() -> None:
     t = Topology()
     root = t.span("orders", "GET /o", "SERVER", 300, 400)

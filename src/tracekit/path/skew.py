@@ -19,6 +19,11 @@ and cannot fit, made to start with it; a consumer that "started" before its prod
 the producer's end. Work in another clock straight under a consumer (a call its handler made
 through a client that records no span) is a synchronous call, not a message.
 
+A span whose start falls on a whole millisecond was stamped by a millisecond clock: OpenTelemetry
+JS takes a span's start from ``Date.now()`` and its end as that start plus a finer duration, so
+both may read up to a millisecond early. Only a relation that holds however late within that
+millisecond the span really began is evidence.
+
 Spans that share a clock are never moved against each other: two spans whose resources both name
 the same ``host.id`` (or ``host.name``), or, when the resources do not say, two spans of one
 service, unless one was called or sent its message before the other began (two replicas of the
@@ -47,6 +52,7 @@ from tracekit.records import SpanRecord
 __all__ = ["ASYNC_KINDS", "HOST_ATTRIBUTES", "adjust_clock_skew", "same_clock"]
 
 ASYNC_KINDS = ("PRODUCER", "CONSUMER")
+MS = 1_000_000
 HOST_ATTRIBUTES = ("host.id", "host.name")
 
 
@@ -150,8 +156,8 @@ def _call_bounds(server: PathSpan) -> tuple[int, int, int]:
     the end by the server's end: (lowest, highest by start, highest by both)."""
     client, record = server.parent, server.record
     assert client is not None  # a call has its client
-    lowest = client.record.start_unix_nano - record.start_unix_nano
-    by_start = client.record.end_unix_nano - record.start_unix_nano
+    lowest = client.record.start_unix_nano - record.start_unix_nano - _early_by(record)
+    by_start = client.record.end_unix_nano + _early_by(client.record) - record.start_unix_nano
     by_end = client.record.end_unix_nano - record.end_unix_nano
     fits = record.end_unix_nano - record.start_unix_nano <= (
         client.record.end_unix_nano - client.record.start_unix_nano
@@ -290,10 +296,14 @@ def _needed_shift(
 ) -> int:
     """How far ``node`` must move to sit plausibly against ``parent`` (0 when it already does)."""
     start, end = node.record.start_unix_nano, node.record.end_unix_nano
+    latest_start = start + _early_by(node.record)
     if _sent_message(node.record, parent.record):
         received = _received(node)
-        return parent.end_unix_nano - received if received < parent.start_unix_nano else 0
-    if start >= parent.start_unix_nano and not _served_after_call_ended(node, parent, parent_of):
+        early = received + _early_by(node.record) < parent.start_unix_nano
+        return parent.end_unix_nano - received if early else 0
+    if latest_start >= parent.start_unix_nano and not _served_after_call_ended(
+        node, parent, parent_of
+    ):
         return 0
     slack = (parent.end_unix_nano - parent.start_unix_nano) - (end - start)
     if slack < 0:
@@ -335,7 +345,13 @@ def _served_after_call_ended(
         is_call = any(_answers_call(child.record, parent_of) for child in node.children)
     else:
         return _served_after_attempts_ended(node, parent, parent_of)
-    return is_call and record.start_unix_nano > parent.end_unix_nano
+    return is_call and record.start_unix_nano > parent.end_unix_nano + _early_by(parent.record)
+
+
+def _early_by(record: SpanRecord) -> int:
+    """How much earlier than they happened ``record``'s times may read: up to a millisecond
+    (less a nanosecond) for a start on a whole millisecond (see the module's docstring)."""
+    return MS - 1 if record.start_unix_nano % MS == 0 else 0
 
 
 def _answers_call(record: SpanRecord, parent_of: Callable[[SpanRecord], SpanRecord | None]) -> bool:
