@@ -645,6 +645,44 @@ def test_a_request_the_sampler_left_out_is_found_by_its_log_lines_trace_id(
     assert "another request's" in out and "paying order 7" not in out
 
 
+def test_a_request_the_sampler_left_out_shows_the_lines_of_a_service_between(
+    tmp_path: Path,
+) -> None:
+    """FastAPI -> Node.js (OpenTelemetry JS, its logs SDK) -> Flask, the sampler leaving the
+    request out: Node's line carries the trace ID but no correlation ID. `trace <correlation
+    ID>` showed the two Python lines alone, 'path: gateway -> inventory', where `trace <trace
+    ID>` showed all three; both show all three now. A trace whose lines carry another request's
+    ID too (a span left out around many requests) lends no line without one."""
+    trace_id, shared = "2af7651916cd43dd8448eb211c80319c", "3bf92f3577b34da6a3ce929d0e0e4736"
+    t = Topology("order-7")
+    start = 1_700_000_000_000_000_000
+    cid, other = {"correlation.id": "order-7"}, {"correlation.id": "order-8"}
+    t.logs += [
+        LogRecordData(start, "gateway", "WARN", 13, "checkout", trace_id, "00f067aa0ba902b7",
+                      attributes=cid),
+        LogRecordData(start + 3_000_000, "pricing-node", "INFO", 9, "pricing", trace_id,
+                      "b7ad6b7169203331"),
+        LogRecordData(start + 5_000_000, "inventory", "WARN", 13, "stock", trace_id,
+                      "53995c3f42cd8ad8", attributes=cid),
+        LogRecordData(start + 6_000_000, "worker", "INFO", 9, "batch of 7", shared,
+                      "0000000000000001", attributes=cid),
+        LogRecordData(start + 7_000_000, "worker", "INFO", 9, "batch of 8", shared,
+                      "0000000000000001", attributes=other),
+        LogRecordData(start + 8_000_000, "worker", "INFO", 9, "batch done", shared,
+                      "0000000000000001"),
+    ]  # fmt: skip
+    db = write_store(tmp_path / "unsampled-node.db", t)
+
+    for query in ("order-7", trace_id):
+        code, out, err = run("trace", query, "--store", str(db), "--format", "json")
+        assert (code, err) == (0, ""), query
+        doc = json.loads(out)
+        jsonschema.validate(doc, load_schema())
+        assert doc["services"] == ["gateway", "pricing-node", "inventory", "worker"], query
+        bodies = [log["body"] for log in doc["logs"]]
+        assert bodies == ["checkout", "pricing", "stock", "batch of 7"], query
+
+
 def test_a_trace_left_out_is_found_by_its_lines_whose_correlation_id_is_too_long_to_index(
     tmp_path: Path,
 ) -> None:

@@ -116,7 +116,30 @@ def _from_logs_alone(
         if path is not None:
             return path
         logs = _logs_of_unexported_trace(source, trace_id, correlation_id, in_trace, warnings)
+    elif logs:
+        logs += _uncorrelated_lines_of_their_traces(source, query, logs)
     return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
+
+
+def _uncorrelated_lines_of_their_traces(
+    source: SpanSource, correlation_id: str, correlated: list[LogRecordData]
+) -> list[LogRecordData]:
+    """The lines that carry no correlation ID in the traces ``correlated`` carry: a service
+    that passes the trace on but does not stamp the ID (a Node.js service with OpenTelemetry
+    JS between two tracekit services) logged them in this request, as ``trace <trace ID>``
+    shows. Not those of a trace whose lines carry another ID too (a span left out around many
+    requests): they are no more this request's than another's."""
+    traces = sorted({log.trace_id.lower() for log in correlated if log.trace_id})
+    by_trace: dict[str, list[LogRecordData]] = {}
+    for log in source.logs_by_trace_ids(traces) if traces else []:
+        by_trace.setdefault((log.trace_id or "").lower(), []).append(log)
+    return [
+        log
+        for lines in by_trace.values()
+        if {line.correlation_id for line in lines} <= {None, correlation_id}
+        for log in lines
+        if log.correlation_id is None
+    ]
 
 
 def _one_request_of(in_trace: list[LogRecordData], warnings: list[str]) -> str | None:
