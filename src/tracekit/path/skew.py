@@ -52,7 +52,7 @@ from tracekit.records import SpanRecord
 __all__ = ["ASYNC_KINDS", "HOST_ATTRIBUTES", "adjust_clock_skew", "same_clock"]
 
 ASYNC_KINDS = ("PRODUCER", "CONSUMER")
-MS = 1_000_000
+_MS = 1_000_000
 HOST_ATTRIBUTES = ("host.id", "host.name")
 
 
@@ -351,7 +351,7 @@ def _served_after_call_ended(
 def _early_by(record: SpanRecord) -> int:
     """How much earlier than they happened ``record``'s times may read: up to a millisecond
     (less a nanosecond) for a start on a whole millisecond (see the module's docstring)."""
-    return MS - 1 if record.start_unix_nano % MS == 0 else 0
+    return _MS - 1 if record.start_unix_nano % _MS == 0 else 0
 
 
 def _answers_call(record: SpanRecord, parent_of: Callable[[SpanRecord], SpanRecord | None]) -> bool:
