@@ -23,7 +23,7 @@ import numpy as np
 
 from tracekit.canary.proportions import fisher_greater, newcombe_difference
 from tracekit.canary.ranks import LOG_TICKS, Ticks, edge_ticks, log_ticks, mann_whitney, shift
-from tracekit.canary.samples import RouteKey, RouteSamples
+from tracekit.canary.samples import Floats, RouteKey, RouteSamples
 from tracekit.canary.settings import ERROR_RATE, LATENCY, TAIL_LATENCY, Settings
 from tracekit.canary.tail import (
     bucketed_quantile_interval,
@@ -48,6 +48,9 @@ _METHODS = {
 _EXPECTED_ABOVE = 5  # per version, above the tail quantile, before the tail test is run
 _MAX_FACTOR = 1024.0  # beyond 1024 times the current traffic, "more requests" is not a number
 _SMALLEST_SECONDS = 1e-9
+# clock steps a version's durations may be multiples of (an SDK timing to the millisecond, .NET's
+# 100 ns ticks), coarsest first, in nanoseconds
+_CLOCK_STEPS_NS = (10**6, 10**5, 10**4, 10**3, 10**2, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,6 @@ class _Route:
     canary: RouteSamples
     settings: Settings
     z_decide: float  # normal quantile a test must pass to decide (Bonferroni over the run)
-
-    @property
-    def ticks(self) -> tuple[Ticks, Ticks]:
-        """Canary and baseline log-durations."""
-        return log_ticks(self.canary.durations), log_ticks(self.baseline.durations)
 
     @property
     def bucketed(self) -> bool:
@@ -193,9 +191,10 @@ def _latency(route: _Route) -> Check:
     untested = route.too_few(LATENCY, method, tolerance, MIN_RANK_REQUESTS)
     if untested is not None:
         return untested
-    test = mann_whitney(route.canary.durations, route.baseline.durations, "greater")
+    canary, baseline = _on_one_clock(route)
+    test = mann_whitney(canary, baseline, "greater")
     alpha = route.settings.alpha_per_look
-    found = shift(*route.ticks, alpha)
+    found = shift(log_ticks(canary), log_ticks(baseline), alpha)
     effect = (found.estimate, found.lower, found.upper)
     detail = {"u": test.u}
     if not route.bucketed:
@@ -216,7 +215,8 @@ def _tail(route: _Route) -> Check:
     untested = route.too_few(TAIL_LATENCY, method, tolerance, tail_floor(q))
     if untested is not None:
         return untested
-    ticks = route.ticks
+    canary, baseline = _on_one_clock(route)
+    ticks = log_ticks(canary), log_ticks(baseline)
     test = exceedance_test(*ticks, q)
     alpha = route.settings.alpha_per_look
     lower, upper = quantile_shift_interval(*ticks, q, alpha, LOG_TICKS)
@@ -236,6 +236,44 @@ def _tail(route: _Route) -> Check:
         more = _more_for_log_effect(effect, tolerance, route)
         return route.check(TAIL_LATENCY, method, test.p_value, effect, tolerance, more, detail)
     return _bucketed_tail(route, test.p_value, effect, detail)
+
+
+def _on_one_clock(route: _Route) -> tuple[Floats, Floats]:
+    """(canary, baseline) durations, the finer-timed version's as the other's clock would have
+    timed them (durations read from histogram buckets as they are).
+
+    A version timed by a millisecond clock ties its requests on whole milliseconds; counted
+    against the pooled p95, which lands on such a tie, its requests there are all below it while
+    the other version's, timed to the nanosecond, are split: an identical canary timed finer than
+    its baseline had more requests above and read as significantly slower at p95. Ranked against
+    one another, a version timed to the millisecond and one timed finer differ too.
+    """
+    canary, baseline = route.canary.durations, route.baseline.durations
+    if route.bucketed:
+        return canary, baseline
+    step = max(_clock_step_ns(canary), _clock_step_ns(baseline))
+    return _clocked(canary, step), _clocked(baseline, step)
+
+
+def _clock_step_ns(seconds: Floats) -> int:
+    """The coarsest of ``_CLOCK_STEPS_NS`` every nonzero duration is a multiple of (1: none)."""
+    nanoseconds = np.rint(seconds * 1e9)
+    nanoseconds = nanoseconds[nanoseconds > 0]
+    if not nanoseconds.size:
+        return 1
+    return next((step for step in _CLOCK_STEPS_NS if not (nanoseconds % step).any()), 1)
+
+
+def _clocked(seconds: Floats, step_ns: int) -> Floats:
+    """Durations (sorted) as a clock ticking every ``step_ns`` times them: a request starts
+    anywhere between two ticks, so one lasting 2.3 steps reads 3 steps with a chance of 0.3, else
+    2. Where the request started is drawn from a fixed seed: the same data, the same verdict.
+    Durations already on that clock are left as they are."""
+    if step_ns == 1 or _clock_step_ns(seconds) == step_ns:
+        return seconds
+    steps = seconds * (1e9 / step_ns)
+    started = np.random.default_rng(0).random(len(steps))
+    return np.sort(np.floor(steps + started)) * (step_ns / 1e9)
 
 
 def _bucketed_tail(
