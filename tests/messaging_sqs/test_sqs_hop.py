@@ -874,3 +874,20 @@ def test_a_batch_sent_outside_a_request_gives_each_entry_one_id_when_received_ag
     assert ids["mine"] == ["job-41", "job-41"]
     plain = ids["plain"]
     assert plain[0] is not None and plain == [plain[0], plain[0]]
+
+
+def test_sends_and_polls_make_no_http_span_of_their_own(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """boto3 sends over urllib3, which ``tracekit.init()`` instruments too: an idle worker's
+    long poll was a root trace "POST" of its own every second (``tracekit search`` listed one
+    per poll as a request), and each send had a second span, "POST", under its PRODUCER span."""
+    instrumentation.instrument(["urllib3"])
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="o")
+    [message] = receive(sqs_client, queue_url)
+    sqs_client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)  # an idle poll
+    with tracekit.sqs.consume(message, queue=queue_url):
+        pass
+    finished = [(span.name, span.kind) for span in spans.get_finished_spans()]
+    name = tracekit.sqs.queue_name(queue_url)
+    assert finished == [(f"send {name}", SpanKind.PRODUCER), (f"process {name}", SpanKind.CONSUMER)]

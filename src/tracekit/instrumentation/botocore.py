@@ -21,6 +21,8 @@ Why a wrapper on ``BaseClient._make_api_call`` and not botocore's events: ``befo
 fires before parameter validation, and no event follows a validation failure, so a PRODUCER span
 (and its attached context) opened there could never be closed. The wrapper sees exactly one call
 and re-raises its exception unchanged. Other services and operations pass straight through.
+The HTTP request below a call traced here gets no span of its own (nor trace headers): the
+PRODUCER span stands for a send, and a receive is a poll, not a request.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from tracekit import correlation, messaging, propagation, semconv, sqs
 from tracekit._messaging import headers as _message_headers
 from tracekit._messaging.consumer import correlation_id_in
 from tracekit._propagation.trace_formats import B3
-from tracekit._runtime.guard import mark_failed, report_once, safe
+from tracekit._runtime.guard import mark_failed, report_once, safe, suppress_nested_http_in
 from tracekit._runtime.state import current_options
 from tracekit.instrumentation._base import Instrumentor
 
@@ -61,7 +65,19 @@ def _traced_api_call(
     handler = _HANDLERS.get((_service_of(instance), operation))
     if handler is None or not isinstance(params, dict):
         return wrapped(*args, **kwargs)
-    return handler(lambda new_params: wrapped(operation, new_params), params, instance)
+    return handler(
+        lambda new_params: _without_http_span(wrapped, operation, new_params), params, instance
+    )
+
+
+def _without_http_span(wrapped: Callable[..., Any], operation: str, params: dict[str, Any]) -> Any:
+    """The call, its HTTP request untraced: a send's PRODUCER span stands for it, and a
+    receive is a poll (an idle worker's, every few seconds), not a request of its own."""
+    token = suppress_nested_http_in(otel_context.get_current(), None)
+    try:
+        return wrapped(operation, params)
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]  # attach's token, typed object
 
 
 def _bind(operation_name: Any, api_params: Any) -> tuple[Any, Any]:
