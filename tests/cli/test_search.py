@@ -102,11 +102,35 @@ def test_a_request_is_listed_once_with_every_trace_joined_into_it(tmp_path: Path
     code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
     assert code == 0
     assert json.loads(out)["requests"] == [{
-        "correlation_id": "req-retried", "trace_id": second.trace_id, "root_service": "edge",
+        "correlation_id": "req-retried", "trace_id": first.trace_id, "root_service": "edge",
         "root_name": "POST /pay", "start_unix_nano": first.start_unix_nano,
         "duration_ms": 900.0, "span_count": 4, "error": True,
     }]  # fmt: skip
     assert first.trace_id != second.trace_id
+
+
+def test_a_request_is_named_by_where_it_entered(tmp_path: Path) -> None:
+    """A worker in correlation-only mode makes no span: its call to inventory starts a trace of
+    its own, carrying the request's ID. The row named that later trace's root, "inventory: GET
+    /stock/{sku}", for every request that went through the worker, beside the start of the
+    request's entry, "api: POST /order/{n}", where `trace` begins it."""
+    t = Topology("df2-5")
+    entry = t.span("api", "POST /order/{n}", "SERVER", 0, 120)
+    t.publish(entry, "orders-stream", 30, 40)
+    t.new_trace()
+    t.span("inventory", "GET /stock/{sku}", "SERVER", 200, 210)
+    path = tmp_path / "mixed-modes.db"
+    with Store(path) as s:
+        s.write_spans(t.spans)
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    assert code == 0
+    [row] = json.loads(out)["requests"]
+    assert (row["trace_id"], row["root_service"], row["root_name"]) == (
+        entry.trace_id,
+        "api",
+        "POST /order/{n}",
+    )
+    assert row["start_unix_nano"] == entry.start_unix_nano
 
 
 def listed(store: Path, *args: str) -> list[tuple[str, int]]:

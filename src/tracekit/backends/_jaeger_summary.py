@@ -23,7 +23,7 @@ def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
     a new trace) continues that request, as ``tracekit trace`` shows it, and is measured in it
     (a batch's, in each request it links into); a link to a context not in the answer (a public
     endpoint's caller) leaves the trace an entry point. Entry points sharing a correlation ID (a
-    retry) are one request, listed as the newest of them, as the store lists it.
+    retry) are one request, named by the earliest of them, as the store names it.
     """
     by_trace: dict[str, list[SpanRecord]] = {}
     for span in spans:
@@ -35,7 +35,7 @@ def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
         if trace_id not in continues:
             requests.setdefault(_request_key(rows[trace_id]), []).append(trace_id)
     return [
-        joined([rows[t] for t in with_continuations(entries, continues)], rows[entries[-1]])
+        joined([rows[t] for t in with_continuations(entries, continues)], rows[entries[0]])
         for entries in requests.values()
     ]
 

@@ -289,12 +289,16 @@ class StoreReader:
         Entry points are read newest root first by one query (filtered by root service and
         start, and by the duration and error filters' candidates, below), a page at a time, and
         each request is measured on its own (``_REQUEST_EXTENT``). Entries sharing a
-        correlation ID are one request, listed once (as its newest entry). No request starts
+        correlation ID are one request, listed once (named by its earliest entry, but with
+        ``min_duration_ms`` or ``errors_only``: by its newest). No request starts
         after its entry's root, so the pages stop once no older root can start a request newer
         than the ``limit`` found.
         """
         found: list[RequestSummary] = []
-        seen: set[str] = set()
+        seen: dict[str, RequestSummary] = {}
+        # --min-duration and --errors match a trace on Tempo, which names the request by it;
+        # here they match the request whole, and its newest entry names it, as before
+        filtered = min_duration_ms is not None or errors_only
         size = max(1, limit)
         entries = self._entries(service, since_unix_nano, min_duration_ms, errors_only)
         try:
@@ -305,11 +309,13 @@ class StoreReader:
                 size = min(2 * size, ENTRY_PAGE)
                 for summary in self._measured(page):
                     key = summary.correlation_id or summary.trace_id
-                    if key in seen or not _matches(
-                        summary, since_unix_nano, min_duration_ms, errors_only
-                    ):
+                    if key in seen:
+                        if not filtered:
+                            _name_by_earlier_entry(seen[key], summary)
                         continue
-                    seen.add(key)
+                    if not _matches(summary, since_unix_nano, min_duration_ms, errors_only):
+                        continue
+                    seen[key] = summary
                     found.append(summary)
                 # a stable sort: a tie goes to the entry read first, as it would with no limit
                 found = sorted(found, key=lambda s: s.start_unix_nano, reverse=True)[:limit]
@@ -527,6 +533,14 @@ def _is_log_row(row: Sequence[Any]) -> bool:
 def _named(names: Sequence[str], code: object, default: str) -> str:
     """The name of an enum code (a span's kind or status), ``default`` for any other value."""
     return names[code] if type(code) is int and 0 <= code < len(names) else default
+
+
+def _name_by_earlier_entry(listed: RequestSummary, earlier: RequestSummary) -> None:
+    """Name a request of several entries (read newest root first) by its earliest: where it
+    entered, as ``trace`` shows it, not a later trace carrying its ID (a retry, or the call of
+    a worker in correlation-only mode, which starts a trace of its own)."""
+    listed.trace_id = earlier.trace_id
+    listed.root_service, listed.root_name = earlier.root_service, earlier.root_name
 
 
 def _matches(
