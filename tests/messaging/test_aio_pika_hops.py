@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aio_pika
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 import tracekit
+from tracekit import config, logs
 
 DELAY_S = 0.5
 SLACK_MS = 150.0
@@ -986,3 +988,45 @@ def test_a_routing_key_aio_pika_refuses_is_refused_as_without_tracekit(
                 await channel.default_exchange.publish(aio_pika.Message(b"ask"), routing_key)
 
     asyncio.run(run())
+
+
+@pytest.fixture
+def stamping() -> Iterator[None]:
+    """tracekit's log record fields (``correlation_id``…), export off, as ``init`` installs them."""
+    original = logging.getLogRecordFactory()
+    logs.install(config.resolve("orders", environ={}, export_logs=False))
+    yield
+    logs.uninstall()
+    logging.setLogRecordFactory(original)
+
+
+@pytest.mark.usefixtures("stamping")
+def test_the_lines_on_a_callback_that_raised_name_its_message(amqp_url, queue_name, caplog) -> None:
+    """aiormq logs "Consumer callback failed" (and asyncio "Exception in callback") once the
+    callback's task is over, outside the message's context: in a worker whose format shows
+    ``%(correlation_id)s`` they read '[-]', beside the handler's own lines naming the message."""
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            failed = asyncio.Event()
+
+            async def on_message(message: Any) -> None:
+                async with message.process(requeue=False):
+                    failed.set()
+                    raise OutOfStock(message.body.decode())
+
+            token = tracekit.correlation.set_correlation_id("order-failed-7")
+            await channel.default_exchange.publish(aio_pika.Message(b"sku-7"), queue_name)
+            tracekit.correlation.reset_correlation_id(token)
+            await queue.consume(on_message)
+            await asyncio.wait_for(failed.wait(), 10)
+            await asyncio.sleep(0.2)  # the task's done callbacks log
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(run())
+    failed = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], OutOfStock)]
+    assert "Consumer callback failed" in [r.getMessage() for r in failed]
+    assert [r.correlation_id for r in failed] == ["order-failed-7"] * len(failed)  # type: ignore[attr-defined]

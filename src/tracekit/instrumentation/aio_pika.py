@@ -40,7 +40,7 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
 
-from tracekit import messaging
+from tracekit import correlation, messaging
 from tracekit._messaging import amqp
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
 from tracekit._runtime.guard import guarded, report_once
@@ -135,6 +135,8 @@ class AioPikaInstrumentor(Instrumentor):
             try:
                 result = await handle(message)
             except BaseException as error:
+                # aiormq and asyncio log it once the task is over, outside the message's context
+                correlation._remember_context(error)
                 delivery.end(error)
                 raise
             delivery.end()
