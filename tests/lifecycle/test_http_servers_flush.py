@@ -7,13 +7,14 @@ tracekit flushes on the way out. The exit status is the server's own.
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import socket
 import time
 
 import httpx
 import pytest
-from conditions import wait_for
+from conditions import need, wait_for
 from loopback import free_port
 from stopping import Service, server_spans
 
@@ -121,6 +122,47 @@ def test_uvicorn_lifespan_shutdown_flushes_before_sigterm_is_re_raised(service: 
     assert status == -signal.SIGTERM
     assert "Application shutdown complete" in service.output()
     _assert_all_flushed(service)
+
+
+KAFKA_APP = """
+import os, tracekit
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from tracekit.asgi import TracekitMiddleware
+
+tracekit.init("stopping-kafka")
+from confluent_kafka import Producer
+producer = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"]})
+
+async def ship(request):
+    producer.produce("shipments", b"parcel", partition=0)
+    producer.poll(0)  # serves the reports come so far: not the one of this message
+    return PlainTextResponse("ok")
+
+app = TracekitMiddleware(Starlette(routes=[Route("/ship", ship)]))
+"""
+
+
+def test_uvicorn_stopping_records_a_send_still_awaiting_its_delivery_report(
+    service: Service,
+) -> None:
+    """The last message a confluent-kafka producer sent before the stop has no delivery report
+    yet: its PRODUCER span, kept open for the report, is recorded with its outcome unknown at
+    ``tracekit.shutdown()`` and at exit, but uvicorn's stop (a lifespan flush, then SIGTERM
+    raised again, which runs no exit hook) lost it: the request's trace had no send."""
+    need(importlib.util.find_spec("confluent_kafka") is not None, "confluent-kafka")
+    service.write("kafka_app.py", KAFKA_APP)
+    port = free_port()
+    bootstrap = f"127.0.0.1:{free_port()}"  # no broker: the report never comes
+    service.start("-m", "uvicorn", "kafka_app:app", "--port", str(port), BOOTSTRAP=bootstrap)
+    service.wait_http(f"http://127.0.0.1:{port}/ship")
+
+    assert service.terminate() == -signal.SIGTERM
+    sends = [s for s in service.spans() if s.kind == "PRODUCER"]
+    assert [(s.name, s.attributes.get("tracekit.delivery.outcome")) for s in sends] == [
+        ("send shipments", "unknown")
+    ], service.output()
 
 
 def test_uvicorn_workers_each_flush_when_the_supervisor_stops(service: Service) -> None:

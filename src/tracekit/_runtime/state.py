@@ -361,6 +361,8 @@ def flush_for_stop() -> None:
     left = _left_of_stop_budget()
     if left <= 0:
         return
+    if _current is not None:  # recorded now, they go out with this flush: the process may end
+        _safely("record awaiting", lambda: _part("instrumentation").record_awaiting())
     started, deadline = time.monotonic(), Deadline(left)
     flush_current(left)
     if deadline.left_millis() == 0:

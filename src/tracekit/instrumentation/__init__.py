@@ -56,6 +56,15 @@ def instrument(names: Iterable[str]) -> None:
             report_once(f"instrumentation {name}", error)
 
 
+def record_awaiting() -> None:
+    """Record the sends still waiting for their delivery's outcome (a Kafka delivery report),
+    outcome unknown: the process is stopping, and may end without exit hooks (uvicorn raises
+    SIGTERM again after its lifespan shutdown). A report coming later is handled as for a
+    span recorded past the bound."""
+    for instrumentor in list(_active.values()):
+        instrumentor.record_awaiting()
+
+
 def uninstrument(names: Iterable[str] | None = None) -> None:
     """Undo the named instrumentations (default: every one tracekit applied)."""
     for name in list(_active) if names is None else names:

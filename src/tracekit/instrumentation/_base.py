@@ -101,6 +101,10 @@ class Instrumentor:
         if self.held is not None:
             self.held.release_all()
 
+    def record_awaiting(self) -> None:
+        """Record, outcome unknown, the sends whose delivery's outcome has not come yet (the
+        process is about to end without exit hooks). Most libraries keep none."""
+
     def patch(self, module: ModuleType) -> None:
         """Apply the patches to the freshly imported ``module`` (use ``wrap``)."""
         raise NotImplementedError

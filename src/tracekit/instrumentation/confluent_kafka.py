@@ -111,6 +111,10 @@ class ConfluentKafkaInstrumentor(Instrumentor):
         """Put the library's classes back; spans still waiting for delivery reports (which
         may never be served, as at shutdown) are recorded now, outcome unknown."""
         super().uninstrument()
+        self.record_awaiting()
+
+    def record_awaiting(self) -> None:
+        """Record the spans still waiting for delivery reports, outcome unknown."""
         _awaiting_reports.end_all()
 
     def patch(self, module: ModuleType) -> None:

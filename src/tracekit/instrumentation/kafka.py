@@ -63,6 +63,10 @@ class KafkaInstrumentor(Instrumentor):
         still lingering, as when ``tracekit.shutdown()`` comes first) are recorded now,
         outcome unknown."""
         super().uninstrument()
+        self.record_awaiting()
+
+    def record_awaiting(self) -> None:
+        """Record the spans of sends whose futures are not resolved yet, outcome unknown."""
         _awaiting_futures.end_all()
 
     def patch(self, module: ModuleType) -> None:
