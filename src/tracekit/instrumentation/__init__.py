@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from tracekit._runtime.guard import report_once
 from tracekit.instrumentation._base import Instrumentor
 
-__all__ = ["INSTRUMENTORS", "instrument", "selected", "uninstrument"]
+__all__ = ["INSTRUMENTORS", "instrument", "record_awaiting", "selected", "uninstrument"]
 
 # name -> "module:class"; TRACEKIT_INSTRUMENT and TRACEKIT_DISABLED_INSTRUMENTATIONS take the names
 INSTRUMENTORS = {
