@@ -251,7 +251,7 @@ def test_a_request_entering_from_a_caller_whose_spans_are_elsewhere_is_said_as_s
     assert path.warnings == [
         f"the trace began before gateway 'GET /checkout/{{n}}' ({gateway.span_id}): its parent"
         f" span {'ab' * 8} is not here (a caller that keeps its spans elsewhere, such as a"
-        " gateway or mesh proxy, or a span not received yet)",
+        " gateway or mesh proxy, a span its sampler left out, or one not received yet)",
         f"parent span missing for orders 'POST /orders' ({orders.span_id}): parent {'cd' * 8};"
         f" attached under gateway 'POST' ({client.span_id})",
     ]

@@ -220,12 +220,13 @@ def _attach_orphans(
 def _entered_from_outside(entry: PathSpan) -> str:
     """The note on a span that stands at the top of its trace's part here, the only child of a
     span that is not: the request came from a caller whose spans are kept elsewhere (an API
-    gateway, a mesh proxy, another team's collector) or not received yet. Ordinary behind a
-    gateway that traces, so said as what it is, not as a fault."""
+    gateway, a mesh proxy, another team's collector), left out by its sampler (a service sampling
+    less than the next one), or not received yet. Ordinary behind a gateway that traces, so said
+    as what it is, not as a fault."""
     return (
         f"the trace began before {entry.label()}: its parent span"
         f" {entry.record.parent_span_id} is not here (a caller that keeps its spans elsewhere,"
-        " such as a gateway or mesh proxy, or a span not received yet)"
+        " such as a gateway or mesh proxy, a span its sampler left out, or one not received yet)"
     )
 
 
