@@ -867,3 +867,63 @@ def test_span_ids_repeated_across_traces_keep_each_span_its_own_notes(tmp_path: 
         "worker: charge": ["! ERROR card declined",
                            "> 22:13:20.040 INFO declined by the bank"],
     }  # fmt: skip
+
+
+def test_a_consumer_whose_producer_was_sampled_out_shows_the_wait_it_measured(
+    tmp_path: Path,
+) -> None:
+    """The API samples 30% of requests (parentbased_traceidratio), its consumer always_on: in
+    most requests the consumer span is there, with the wait it measured from the message's
+    publish time (tracekit.queue_wait_ms), but its producer span is not. `trace` showed no
+    queue wait at all; every view shows the one the consumer measured now, saying why the
+    producer's span is missing."""
+    t = Topology("order-41")
+    consumer = t.span(
+        "worker", "orders process", "CONSUMER", 0, 30, parent_span_id="00f067aa0ba902b7",
+        attrs={"messaging.system": "rabbitmq", "messaging.destination.name": "orders",
+               "tracekit.queue_wait_ms": 412.5},
+    )  # fmt: skip
+    t.span("worker", "charge", "INTERNAL", 5, 25, consumer)
+    db = write_store(tmp_path / "sampled.db", t)
+    said = (
+        "waited 412.5 ms in queue rabbitmq orders (measured by the consumer; the producer's "
+        "span is not here)"
+    )
+
+    code, out, err = run("trace", "order-41", "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    assert f"~ {said}" in out
+    code, out, err = run(
+        "trace", "order-41", "--store", str(db), "--format", "rich",
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert f"⏳ {said}" in out
+    code, out, err = run("trace", "order-41", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (code, doc["hops"]) == (0, [])
+    assert (
+        "worker 'orders process' (0000000000000001) waited 412.5 ms in queue, as the consumer "
+        "measured it: the producer's span is not here (left out by its sampler, or not exported)"
+    ) in doc["warnings"]
+
+
+def test_a_measured_wait_is_shown_only_where_no_queue_hop_shows_one(tmp_path: Path) -> None:
+    """A consumer whose producer span is on the path shows the hop's wait, once; a wait that
+    is not a plausible number (a bad clock, a forged header) is not shown."""
+    t = Topology("order-42")
+    api = t.span("api", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(api, "orders", 5, 10, system="rabbitmq")
+    consumer = t.consume("worker", "orders", 40, 60, producer, system="rabbitmq")
+    consumer.attributes["tracekit.queue_wait_ms"] = 30.0
+    t.span(
+        "worker", "orders process", "CONSUMER", 70, 80, parent_span_id="00f067aa0ba902b7",
+        attrs={"tracekit.queue_wait_ms": float("inf")},
+    )  # fmt: skip
+    db = write_store(tmp_path / "hop.db", t)
+
+    code, out, err = run("trace", "order-42", "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    assert out.count("~ waited") == 1 and "~ waited 30.0 ms in queue rabbitmq orders" in out
+    assert "measured by the consumer" not in out

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from tracekit import semconv
 from tracekit.path import Hop, Path, PathLog, PathSpan
+from tracekit.path.conventions import text as text_of
 from tracekit.path.critical import request_end_in_callers_time
-from tracekit.path.hops import resent_under_first_request
+from tracekit.path.hops import measured_queue_wait_ms, resent_under_first_request
 from tracekit.records import SpanRecord
 from tracekit_cli.options import one_line
 
@@ -41,11 +42,16 @@ class Row:
     consumed: list[str] = field(default_factory=list)  # a batch's other messages, described
     ends_request: str | None = None  # under the last span to end, if after the entry span
     logs: list[PathLog] = field(default_factory=list)
+    # the wait a consumer measured itself, when no queue hop shows one (no producer span here)
+    measured_wait: str | None = None
 
     @property
     def has_notes(self) -> bool:
         """Whether anything is written under the row."""
-        return bool(self.queue or self.consumed or self.ends_request or self.error or self.logs)
+        return bool(
+            self.queue or self.measured_wait or self.consumed or self.ends_request
+            or self.error or self.logs
+        )  # fmt: skip
 
 
 def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) -> list[Row]:
@@ -72,6 +78,7 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
                 one_line(errors[key], limit or 300) if key in errors else None,
                 waited, _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(key, []),
+                None if waited else _measured_wait(span.record, limit),
             )
         )  # fmt: skip
     _note_request_end(path, rows)
@@ -89,6 +96,21 @@ def _task_name(record: SpanRecord | None) -> str:
     """The Celery task ``record`` ran or sent, or ``""``."""
     task = record.attributes.get(semconv.CELERY_TASK_NAME) if record is not None else None
     return task if isinstance(task, str) else ""
+
+
+def _measured_wait(record: SpanRecord, limit: int | None) -> str | None:
+    """``12.0ms in queue rabbitmq orders (measured by the consumer; ...)`` for a consumer
+    whose producer's span is not on the path (its sampler left it out)."""
+    wait = measured_queue_wait_ms(record)
+    if wait is None:
+        return None
+    parts = [text_of(record, name) for name in (semconv.MESSAGING_SYSTEM,
+                                                semconv.MESSAGING_DESTINATION_NAME)]  # fmt: skip
+    queue = " ".join(one_line(part, limit or 80) for part in parts if part) or "messaging"
+    return (
+        f"{format_ms(wait)} in queue {queue} (measured by the consumer; "
+        "the producer's span is not here)"
+    )
 
 
 def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:

@@ -8,7 +8,7 @@ from tracekit import semconv
 from tracekit.path.collect import TRACE_ID_PATTERN as TRACE_ID
 from tracekit.path.conventions import attribute
 from tracekit.path.critical import critical_path, request_start
-from tracekit.path.hops import find_hops, mark_redeliveries, mark_resends
+from tracekit.path.hops import find_hops, mark_redeliveries, mark_resends, measured_queue_wait_ms
 from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.skew import adjust_clock_skew
 from tracekit.path.tree import build_tree, index_spans, preorder
@@ -18,6 +18,7 @@ __all__ = [
     "MAX_LOG_BODY_CHARS",
     "MAX_MESSAGE_CHARS",
     "MAX_QUERY_CHARS",
+    "MAX_WAIT_NOTES",
     "build_log_path",
     "build_path",
     "error_message",
@@ -27,6 +28,7 @@ __all__ = [
 MAX_MESSAGE_CHARS = 1_000
 MAX_LOG_BODY_CHARS = 4_000
 MAX_QUERY_CHARS = 256
+MAX_WAIT_NOTES = 20  # one per consumer whose producer's span is missing, then a count
 
 
 def build_path(
@@ -56,6 +58,7 @@ def build_path(
     hops = _hops_by_start(ordered, nodes)
     if not adjust_skew:
         notes.extend(_received_before_sent(hops, ordered))
+    notes.extend(_waits_without_producer(hops, ordered))
     return Path(
         query=query[:MAX_QUERY_CHARS],
         correlation_id=correlation_id,
@@ -139,6 +142,28 @@ def _received_before_sent(hops: list[Hop], ordered: list[PathSpan]) -> list[str]
                 "recorded times: their clocks disagree (--raw-times skips clock-skew correction)"
             )
     return notes
+
+
+def _waits_without_producer(hops: list[Hop], ordered: list[PathSpan]) -> list[str]:
+    """A note per consumer that measured its message's queue wait but has no queue hop to
+    show it on: its producer's span is not on the path (left out by its sampler, or not
+    exported), so the wait the consumer measured from the publish time is all there is."""
+    received = {hop.receiver_key for hop in hops if hop.type == "messaging"}
+    notes = []
+    for node in ordered:
+        wait = measured_queue_wait_ms(node.record)
+        if wait is not None and node.key not in received:
+            notes.append(
+                f"{node.label()[:200]} waited {wait} ms in queue, as the consumer measured it: "
+                "the producer's span is not here (left out by its sampler, or not exported)"
+            )
+    if len(notes) <= MAX_WAIT_NOTES:
+        return notes
+    more = len(notes) - MAX_WAIT_NOTES
+    return [
+        *notes[:MAX_WAIT_NOTES],
+        f"{more} more consumers measured a queue wait with no producer span here",
+    ]
 
 
 def _error(node: PathSpan) -> PathError:

@@ -20,6 +20,7 @@ from tracekit.path.model import Hop, PathSpan
 from tracekit.records import SpanRecord
 
 __all__ = [
+    "MAX_MEASURED_WAIT_MS",
     "MAX_SPANS_BETWEEN",
     "Key",
     "calling_span",
@@ -28,6 +29,7 @@ __all__ = [
     "make_hop",
     "mark_redeliveries",
     "mark_resends",
+    "measured_queue_wait_ms",
     "queue_wait_ns",
     "resend_count",
     "resent_under_first_request",
@@ -37,6 +39,8 @@ Key = tuple[str, str]
 
 # INTERNAL spans looked through between a CLIENT span and the SERVER span that answered it
 MAX_SPANS_BETWEEN = 8
+# a queue wait a consumer measured past this (a day, in ms) is a bad clock or header: not shown
+MAX_MEASURED_WAIT_MS = 86_400_000.0
 
 
 def hop_type(sender: SpanRecord, receiver: SpanRecord) -> str | None:
@@ -84,6 +88,16 @@ def queue_wait_ns(sender: PathSpan, receiver: PathSpan) -> int:
     # A fast consumer can take the message before the producer's broker call has returned
     # (and its span ended): no time was spent queued then, never a negative wait.
     return max(0, receiver.start_unix_nano - queued_at)
+
+
+def measured_queue_wait_ms(record: SpanRecord) -> float | None:
+    """The queue wait a CONSUMER span measured itself from the message's publish time
+    (``tracekit.queue_wait_ms``): the only wait there is to show when the producer's span is
+    not on the path (its sampler left it out). None when absent or not a plausible number."""
+    wait = record.attributes.get(semconv.QUEUE_WAIT_MS)
+    if record.kind != "CONSUMER" or isinstance(wait, bool) or not isinstance(wait, int | float):
+        return None
+    return round(float(wait), 3) if 0 <= wait <= MAX_MEASURED_WAIT_MS else None
 
 
 def mark_redeliveries(ordered: list[PathSpan]) -> None:
