@@ -30,6 +30,7 @@ from .model import ADDED, CHANGED, REMOVED, SAME, Change, NodeDiff, PairDiff, Si
 from .nodes import Measure, Node, NodeIndex, measure, timed
 from .resources import resource_changes
 from .settings import Thresholds
+from .unrecorded import recorded_nothing_of, unrecorded_note, without_unrecorded
 
 __all__ = ["Measures", "compare_paths", "tree_order"]
 
@@ -47,10 +48,16 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     timing = {n: () if untimed else changed_metrics(before.get(n), after.get(n), limits)
               for n in order}  # fmt: skip
     a_side, b_side = _side(a), _side(b)
+    missing_in_a, missing_in_b = recorded_nothing_of(a, b), recorded_nothing_of(b, a)
+    sides = (("A", missing_in_a), ("B", missing_in_b))
+    unrecorded = [unrecorded_note(side, services) for side, services in sides if services]
+    whole = not untimed and not unrecorded
     changes = list(
         chain(
-            () if untimed else duration_change(a_side.duration_ns, b_side.duration_ns, limits),
-            structure_changes(nodes, order, before, after),
+            duration_change(a_side.duration_ns, b_side.duration_ns, limits) if whole else (),
+            without_unrecorded(
+                structure_changes(nodes, order, before, after), nodes, missing_in_a, missing_in_b
+            ),
             call_changes(nodes, order, before, after),
             error_changes(nodes, order, before, after),
             arrangement_changes(nodes, order, before, after, limits),
@@ -60,11 +67,13 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     )
     touched = _touched(changes)
     moved = moved_parts(nodes, order, _parts(before), _parts(after))
-    parts = [] if untimed else shares(order, *moved, b_side.duration_ns - a_side.duration_ns)
+    parts = shares(order, *moved, b_side.duration_ns - a_side.duration_ns) if whole else []
     gap = gap_place((a, b))
     lead = _untimed_headline(untimed) if untimed else headline(
         nodes, parts, a_side.duration_ns, b_side.duration_ns, limits,
         notes=_notes(changes, before, after), gap=gap)  # fmt: skip
+    if unrecorded and not untimed:
+        lead = f"time not attributed: {'; '.join(unrecorded)}"
     return PairDiff(
         a=a_side,
         b=b_side,
@@ -74,7 +83,11 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
         headline=lead,
         min_delta_ms=limits.min_delta_ms,
         min_delta_pct=limits.min_delta_pct,
-        warnings=[f"A: {w}" for w in a.warnings] + [f"B: {w}" for w in b.warnings],
+        warnings=[
+            *(f"{note}: its nodes are not counted as added or removed" for note in unrecorded),
+            *(f"A: {w}" for w in a.warnings),
+            *(f"B: {w}" for w in b.warnings),
+        ],
         gap=gap,
     )
 

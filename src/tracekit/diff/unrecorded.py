@@ -1,0 +1,69 @@
+"""Services one request recorded no spans for: left out by a sampler, or not exported.
+
+A service sampling 30% of requests (``parentbased_traceidratio``) in front of a consumer that
+keeps every message (``always_on``) leaves most requests with the consumer's spans alone: their
+trace begins at a span whose parent is not there. Compared with a request the sampler kept, the
+services of the kept one that the other has no span of did not go away (the request took no
+other route): nothing recorded them. Their nodes are not a structure change, and no time is
+attributed across the two requests, which cover different parts of the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tracekit.path import Path
+
+from .model import ADDED, REMOVED, Change
+from .nodes import Node
+
+__all__ = ["MAX_NAMED", "recorded_nothing_of", "unrecorded_note", "without_unrecorded"]
+
+MAX_NAMED = 10  # services named in one note
+
+
+def recorded_nothing_of(path: Path, other: Path) -> list[str]:
+    """The services ``path`` has no span of that, in ``other``, stand above where ``path``'s
+    spans begin: a trace of ``path`` begins at a span whose parent is not there (a consumer
+    whose producer was left out), and in ``other`` a span of that service hangs under theirs.
+    Those below it (a call one request made and the other did not) are not: they are removed."""
+    entries = {span.service for span in path.spans
+               if span.parent is None and span.record.parent_span_id}  # fmt: skip
+    own = {span.service for span in path.spans}
+    above: set[str] = set()
+    seen: set[tuple[str, str]] = set()  # each ancestor walked once: a deep chain stays linear
+    for span in other.spans if entries else []:
+        node = span.parent if span.service in entries else None
+        while node is not None and node.key not in seen:
+            seen.add(node.key)
+            above.add(node.service)
+            node = node.parent
+    return sorted(above - own)
+
+
+def unrecorded_note(side: str, services: list[str]) -> str:
+    """``B recorded no spans for api (left out by the sampler, or not exported)``: said instead
+    of ``removed api: ...``."""
+    named = ", ".join(name[:80] for name in services[:MAX_NAMED])
+    more = f" and {len(services) - MAX_NAMED} more" if len(services) > MAX_NAMED else ""
+    return f"{side} recorded no spans for {named}{more} (left out by the sampler, or not exported)"
+
+
+def without_unrecorded(
+    changes: Iterable[Change], nodes: list[Node], missing_in_a: list[str], missing_in_b: list[str]
+) -> list[Change]:
+    """``changes`` less the added and removed nodes that only the left-out spans explain: those
+    of a service the other side recorded nothing of, and the top of the side that lost its
+    caller's spans (its consumer, under no producer there)."""
+    kept = []
+    for change in changes:
+        node = nodes[change.node] if change.node is not None else None
+        if node is None or change.kind not in (ADDED, REMOVED):
+            kept.append(change)
+            continue
+        gone, partial = (missing_in_a, missing_in_b) if change.kind == ADDED else (
+            missing_in_b, missing_in_a)  # fmt: skip
+        if node.key.service in gone or (partial and node.parent is None):
+            continue
+        kept.append(change)
+    return kept
