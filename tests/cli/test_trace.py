@@ -905,7 +905,8 @@ def test_a_consumer_whose_producer_was_sampled_out_shows_the_wait_it_measured(
     assert (code, doc["hops"]) == (0, [])
     assert (
         "worker 'orders process' (0000000000000001) waited 412.5 ms in queue, as the consumer "
-        "measured it: the producer's span is not here (left out by its sampler, or not exported)"
+        "measured it: the producer's span is not here (left out by its sampler, not exported, or"
+        " never made: a producer in correlation-only mode)"
     ) in doc["warnings"]
 
 

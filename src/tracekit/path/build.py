@@ -154,8 +154,9 @@ def _waits_without_producer(hops: list[Hop], ordered: list[PathSpan]) -> list[st
         wait = measured_queue_wait_ms(node.record)
         if wait is not None and node.key not in received:
             notes.append(
-                f"{node.label()[:200]} waited {wait} ms in queue, as the consumer measured it: "
-                "the producer's span is not here (left out by its sampler, or not exported)"
+                f"{node.label()[:200]} waited {wait} ms in queue, as the consumer measured it:"
+                " the producer's span is not here (left out by its sampler, not exported, or"
+                " never made: a producer in correlation-only mode)"
             )
     if len(notes) <= MAX_WAIT_NOTES:
         return notes
