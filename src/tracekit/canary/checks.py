@@ -150,7 +150,8 @@ def check_route(
         ]
     if baseline.all_failed:
         return [_errors(route)]
-    return [_latency(route), _tail(route), _errors(route)]
+    durations = _on_one_clock(route)
+    return [_latency(route, durations), _tail(route, durations), _errors(route)]
 
 
 def check_errors_among_all(
@@ -185,13 +186,14 @@ def tail_floor(q: float) -> int:
     return math.ceil(_EXPECTED_ABOVE / (1 - q))
 
 
-def _latency(route: _Route) -> Check:
+def _latency(route: _Route, durations: tuple[Floats, Floats]) -> Check:
+    """``durations``: (canary, baseline) as ``_on_one_clock`` gives them."""
     tolerance = route.settings.log_tolerance(LATENCY)
     method = _METHODS[LATENCY]
     untested = route.too_few(LATENCY, method, tolerance, MIN_RANK_REQUESTS)
     if untested is not None:
         return untested
-    canary, baseline = _on_one_clock(route)
+    canary, baseline = durations
     test = mann_whitney(canary, baseline, "greater")
     alpha = route.settings.alpha_per_look
     found = shift(log_ticks(canary), log_ticks(baseline), alpha)
@@ -208,14 +210,15 @@ def _latency(route: _Route) -> Check:
     return route.check(LATENCY, method, test.p_value, widened, tolerance, more, detail, coarse)
 
 
-def _tail(route: _Route) -> Check:
+def _tail(route: _Route, durations: tuple[Floats, Floats]) -> Check:
+    """``durations``: (canary, baseline) as ``_on_one_clock`` gives them."""
     q = route.settings.tail_quantile
     tolerance = route.settings.log_tolerance(TAIL_LATENCY)
     method = _METHODS[TAIL_LATENCY]
     untested = route.too_few(TAIL_LATENCY, method, tolerance, tail_floor(q))
     if untested is not None:
         return untested
-    canary, baseline = _on_one_clock(route)
+    canary, baseline = durations
     ticks = log_ticks(canary), log_ticks(baseline)
     test = exceedance_test(*ticks, q)
     alpha = route.settings.alpha_per_look
