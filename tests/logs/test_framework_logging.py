@@ -426,3 +426,26 @@ def test_werkzeugs_lines_on_an_exception_the_app_raised_carry_the_requests_ids(
     assert f"werkzeug ERROR [werkzeug-fail-1 {trace_id}] Error on request:" in output, output
     access = rf'werkzeug INFO \[werkzeug-fail-1 {trace_id}\] .*GET /fail HTTP/1\.1.*" 500'
     assert re.search(access, output) is not None, output
+
+
+def test_loguru_lines_carry_the_requests_ids(tmp_path: Path) -> None:
+    """loguru set up as docs/logs.md says, under uvicorn: its own lines and uvicorn's (handed to
+    it) show the request's IDs; so does the line of a FastAPI handler for ``Exception``, which
+    runs outside the middleware ``add_middleware`` adds, after the request's context was put
+    back."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "loguru_app:app", "--port", str(port)]
+    headers = {"X-Correlation-ID": "loguru-1", "traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"}
+    log = tmp_path / "server.log"
+    with running(command, environment(tmp_path), log) as server:
+        get_when_up(f"http://127.0.0.1:{port}/order", "server-up", server)
+        httpx.get(f"http://127.0.0.1:{port}/order", headers=headers, timeout=10)
+        assert _get(f"http://127.0.0.1:{port}/fail", "loguru-2").status_code == 500
+        wait_for(lambda: "unexpected error" in log.read_text(), 20, "the handler's line")
+    output = log.read_text()
+    assert f"loguru INFO [loguru-1 {'ab' * 16}] loguru view: order page" in output, output
+    access = rf'loguru INFO \[loguru-1 {"ab" * 16}\] 127\.0\.0\.1:\d+ - "GET /order'
+    assert re.search(access, output) is not None, output  # uvicorn's, a stdlib record
+    handler_line = re.search(r"loguru ERROR \[(\S+) (\S+)\] loguru handler", output)
+    assert handler_line is not None, output
+    assert handler_line[1] == "loguru-2" and re.fullmatch("[0-9a-f]{32}", handler_line[2])
