@@ -1,5 +1,6 @@
 """What a view's log lines show when its work moves to another thread (docs/logs.md, "Work
-on other threads"): a Flask app behind tracekit's WSGI middleware on a real server.
+on other threads"): a Flask app behind tracekit's WSGI middleware and a Starlette app behind
+its ASGI middleware, on real servers.
 
 Python gives a new thread, and each thread of a ``ThreadPoolExecutor``, an empty context:
 their lines carry no correlation ID, and never the ID of an earlier request that thread helped
@@ -11,6 +12,7 @@ A process pool's processes start with no ID either, also when they are forked in
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import io
 import logging
@@ -21,16 +23,23 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import anyio.to_thread
 import flask
 import pytest
 import requests
-from loopback import free_port
+from asgiref.sync import async_to_sync, sync_to_async
+from loopback import free_port, start_uvicorn
 from opentelemetry import context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from stopping import Service
 
-from tracekit import config, logs, wsgi
+from tracekit import asgi, config, logs, wsgi
 
 FORMAT = "%(correlation_id)s %(trace_id)s %(message)s"
 
@@ -123,6 +132,50 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
     assert by_message["pool idle"] == [("-", "-")]
     assert by_message["flask copied"] == [("-", "-")] * 2  # Flask's request, not the IDs
     assert by_message["both copied"] == views
+
+
+def test_async_views_threads_show_the_id_where_python_copies_the_context(
+    lines: io.StringIO, tracer_provider: TracerProvider
+) -> None:
+    """The table of docs/logs.md, row by row, under uvicorn: what copies the context (as
+    OpenTelemetry's own context is copied) carries the request's IDs; an executor does not."""
+    log = logging.getLogger("shop.threads")
+    pool = ThreadPoolExecutor(1)
+
+    async def logged_in_a_task() -> None:
+        log.info("task")
+
+    async def view(request: Request) -> PlainTextResponse:
+        log.info("view")
+        await asyncio.to_thread(log.info, "asyncio.to_thread")
+        await anyio.to_thread.run_sync(log.info, "anyio.to_thread")
+        await run_in_threadpool(log.info, "run_in_threadpool")
+        await sync_to_async(log.info)("sync_to_async")
+        await sync_to_async(async_to_sync(logged_in_a_task))()
+        await asyncio.create_task(logged_in_a_task())
+        await asyncio.get_running_loop().run_in_executor(pool, log.info, "run_in_executor")
+        return PlainTextResponse("ok")
+
+    app = asgi.TracekitMiddleware(
+        Starlette(routes=[Route("/", view)]), tracer_provider=tracer_provider
+    )
+    url, stop = start_uvicorn(app)
+    try:
+        for cid in ("order-1", "order-2"):
+            requests.get(url, headers={"X-Correlation-ID": cid}, timeout=10)
+    finally:
+        stop()
+        pool.shutdown()
+    by_message: dict[str, list[tuple[str, str]]] = {}
+    for line in lines.getvalue().splitlines():
+        cid, trace_id, message = line.split(" ", 2)
+        by_message.setdefault(message, []).append((cid, trace_id))
+    views = by_message.pop("view")
+    assert [cid for cid, _ in views] == ["order-1", "order-2"]
+    assert by_message.pop("run_in_executor") == [("-", "-")] * 2
+    carried = ["asyncio.to_thread", "anyio.to_thread", "run_in_threadpool", "sync_to_async"]
+    assert by_message.pop("task") == [views[0], views[0], views[1], views[1]]  # two per request
+    assert by_message == dict.fromkeys(carried, views)
 
 
 PROCESS_POOL_APP = """
