@@ -108,8 +108,7 @@ def set_correlation_id(value: str | None) -> Token[str | None]:
 
 _refused = RateLimitedWarning(
     60.0,
-    "tracekit: set_correlation_id() refused a %s (%s) and set a new one;"
-    " %d more refused since the last warning",
+    "tracekit: set_correlation_id() refused a %s (%s) and set a new one",
 )
 
 

@@ -99,10 +99,7 @@ def test_dropping_warns_at_most_once_a_minute_naming_the_header_never_a_value() 
     )
 
     lines = [line for line in result.stderr.splitlines() if line]
-    assert lines == [
-        "tracekit: dropped members of the baggage header (1 invalid); "
-        "0 more such warnings suppressed"
-    ]
+    assert lines == ["tracekit: dropped members of the baggage header (1 invalid)"]
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def test_over_the_limits_the_correlation_member_stays_and_no_content_is_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # (a fresh limiter: another test may have used this minute's warning)
-    monkeypatch.setattr(_baggage, "dropped_members", RateLimitedWarning(60, "%s: %s (%d)"))
+    monkeypatch.setattr(_baggage, "dropped_members", RateLimitedWarning(60, "%s: %s"))
     entries = {f"SECRET-{i}": "v" * 100 for i in range(100)}  # about 11 KB
     header = _written(entries, "order-9")["baggage"]
     members = header.split(",")

@@ -326,10 +326,7 @@ def test_bad_header_warnings_are_rate_limited_and_name_no_value() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     lines = [line for line in result.stderr.splitlines() if "tracekit" in line]
-    assert lines == [
-        "tracekit: ignored message header traceparent (not UTF-8); "
-        "0 more ignored since the last warning"
-    ]
+    assert lines == ["tracekit: ignored message header traceparent (not UTF-8)"]
 
 
 def test_baggage_travels_and_supplies_the_correlation_id(spans) -> None:

@@ -466,7 +466,7 @@ def test_an_exporter_that_cannot_write_says_why_once(
     assert warnings == [
         "tracekit: writing spans to the store failed: "
         "OperationalError: unable to open database file (SQLITE_CANTOPEN)"
-        f" (store {str(folder)!r}); 0 more such warnings suppressed"
+        f" (store {str(folder)!r})"
     ]
     assert exporter.export([]) is SpanExportResult.FAILURE
 
@@ -489,7 +489,7 @@ def test_an_exporter_names_the_store_it_cannot_write_and_the_system_s_reason(
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "tracekit"]
     assert warning == (
         "tracekit: writing spans to the store failed: NotADirectoryError: Not a directory"
-        f" (store '{tmp_path}/not-a-folder\\x1b[31m/tracekit.db'); 0 more such warnings suppressed"
+        f" (store '{tmp_path}/not-a-folder\\x1b[31m/tracekit.db')"
     )
 
 
@@ -515,11 +515,13 @@ def test_an_exporter_that_still_cannot_write_says_so_again_a_minute_later(
     clock.now += 61
     assert exporter.export([]) is SpanExportResult.FAILURE
 
-    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
+    failed = (
         "tracekit: writing spans to the store failed: OperationalError: unable to open database"
-        f" file (SQLITE_CANTOPEN) (store {str(folder)!r}); {suppressed} more such warnings"
-        " suppressed"
-        for suppressed in (0, 2)
+        f" file (SQLITE_CANTOPEN) (store {str(folder)!r})"
+    )
+    assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
+        failed,
+        failed + "; 2 more such warnings suppressed",
     ]
 
 
@@ -585,8 +587,7 @@ def test_one_log_record_the_store_cannot_keep_leaves_the_others_stored(
     assert [log.body for log in stored] == [f"good {n}" for n in range(10)]
     assert [r.getMessage() for r in caplog.records if r.name == "tracekit"] == [
         "tracekit: a log record the store cannot keep was left out: log time before 2000 or more"
-        " than a day ahead (a clock that stepped back, or set before 2000 or a day ahead); 0 more"
-        " such warnings suppressed"
+        " than a day ahead (a clock that stepped back, or set before 2000 or a day ahead)"
     ]
 
 

@@ -46,13 +46,13 @@ Fields = dict[str, list[str]]
 
 bad_header = RateLimitedWarning(
     WARNING_INTERVAL_S,
-    "tracekit: ignored message header %s (%s); %d more ignored since the last warning",
+    "tracekit: ignored message header %s (%s)",
 )
 
 
 context_left_out = RateLimitedWarning(
     WARNING_INTERVAL_S,
-    "tracekit: sent a %s without trace context (%s); %d more since the last warning",
+    "tracekit: sent a %s without trace context (%s)",
 )
 
 

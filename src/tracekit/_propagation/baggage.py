@@ -74,7 +74,7 @@ _NO_PROPERTIES: Mapping[str, tuple[str, str]] = MappingProxyType({})
 
 dropped_members = RateLimitedWarning(
     WARNING_INTERVAL_S,
-    "tracekit: dropped members of the %s header (%s); %d more such warnings suppressed",
+    "tracekit: dropped members of the %s header (%s)",
 )
 
 

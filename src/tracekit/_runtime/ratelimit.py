@@ -7,12 +7,13 @@ import threading
 import time
 
 _log = logging.getLogger("tracekit")
+_SUPPRESSED = "; %d more such warnings suppressed"
 
 
 class RateLimitedWarning:
-    """At most one warning per interval; the next one says how many were suppressed.
+    """At most one warning per interval; the next one says how many were suppressed, if any.
 
-    ``message`` takes the field's name, the reason and the number suppressed: never a value.
+    ``message`` takes the field's name and the reason: never a value.
     """
 
     def __init__(self, interval_s: float, message: str) -> None:
@@ -30,4 +31,7 @@ class RateLimitedWarning:
                 return
             suppressed, self._suppressed = self._suppressed, 0
             self._next_at = now + self._interval_s
-        _log.warning(self._message, field, reason, suppressed)
+        if suppressed:
+            _log.warning(self._message + _SUPPRESSED, field, reason, suppressed)
+        else:
+            _log.warning(self._message, field, reason)

@@ -80,7 +80,7 @@ _held = messaging.HeldDeliveries()
 _awaiting_reports = _kafka.SpansAwaitingDelivery()
 # Apart from other records sent bare (a size limit), so that those do not hide this one.
 _batch_sent_bare = RateLimitedWarning(
-    WARNING_INTERVAL_S, "tracekit: sent a %s without trace context (%s); %d more since the last"
+    WARNING_INTERVAL_S, "tracekit: sent a %s without trace context (%s)"
 )
 
 __all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]

@@ -38,11 +38,11 @@ from tracekit.store._rows import SpanRows
 from tracekit.store._writer import SpanIdClashes
 
 _log = logging.getLogger("tracekit.receiver")
-_WRITE_FAILED = "tracekit receiver: write failed: %s: %s; %d more such warnings suppressed"
+_WRITE_FAILED = "tracekit receiver: write failed: %s: %s"
 # Only the store's own hex of the ids is said, never the client's text.
 _SPAN_ID_CLASH = (
     "tracekit receiver: %s was sent for two different spans (a client reusing span ids): only the"
-    " first is stored (%s); %d more such warnings suppressed"
+    " first is stored (%s)"
 )
 # Batches handed to the writer process at once: while it commits one, the next is already in
 # its pipe, so it never waits for this process (whose threads take turns with the GIL).

@@ -47,9 +47,9 @@ __all__ = [
 _log = logging.getLogger("tracekit")
 _LEFT_OUT = (
     "tracekit: a %s the store cannot keep was left out: %s (a clock that stepped back, or set"
-    " before 2000 or a day ahead); %d more such warnings suppressed"
+    " before 2000 or a day ahead)"
 )
-_FAILED = "tracekit: writing %ss to the store failed: %s; %d more such warnings suppressed"
+_FAILED = "tracekit: writing %ss to the store failed: %s"
 
 
 class _StoreWriter:
