@@ -717,6 +717,47 @@ def test_a_lost_connection_ends_the_message_its_channel_held(amqp_url, queue_nam
     assert consumer.attributes["error.type"] == "StreamLostError"
 
 
+@pytest.mark.parametrize("closed_by", ["broker", "lost connection"])
+def test_a_channel_closed_under_a_callback_fails_its_message(
+    amqp_url, queue_name, spans, closed_by
+) -> None:
+    """A consume callback's channel closes while it handles its message: the broker closes it
+    (a passive declare of a reply queue that is gone) or the connection drops before its ack.
+    The callback catches pika's error and returns; the message was never acked and the broker
+    delivers it again, so its span ends failed with the reason, as a ``basic_get`` one does."""
+    link = _CuttableLink(amqp_url)
+    connection = pika.BlockingConnection(pika.URLParameters(link.url))
+    channel = connection.channel()
+    _publish_in_request(channel, queue_name, b"needs a reply", "reply-78")
+    caught: list[Exception] = []
+
+    def handle(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        try:
+            if closed_by == "broker":
+                ch.queue_declare(f"{queue_name}-gone", passive=True)
+            else:
+                link.cut()
+                ch.basic_ack(method.delivery_tag)
+                connection.process_data_events(time_limit=5)
+        except pika.exceptions.AMQPError as error:
+            caught.append(error)
+
+    channel.basic_consume(queue_name, handle)
+    with contextlib.suppress(pika.exceptions.AMQPError):  # no channel left to consume on
+        channel.start_consuming()
+    assert len(caught) == 1
+    with contextlib.suppress(pika.exceptions.AMQPError):
+        connection.close()
+
+    consumer = _one(spans.get_finished_spans(), SpanKind.CONSUMER, f"process {queue_name}")
+    assert consumer.attributes["correlation.id"] == "reply-78"
+    assert consumer.status.status_code.name == "ERROR"
+    expected = "ChannelClosedByBroker" if closed_by == "broker" else "StreamLostError"
+    assert consumer.attributes["error.type"] == expected
+    with _connection(amqp_url) as fresh:  # the message is back in the queue
+        assert fresh.channel().queue_declare(queue_name, passive=True).method.message_count == 1
+
+
 def test_rpc_replies_to_broker_named_queues_share_one_name(
     amqp_url, queue_name, spans, monkeypatch
 ) -> None:

@@ -9,6 +9,9 @@
   The destination is the exchange, or the routing key (the queue) on the default exchange.
   (A ``BlockingChannel`` publishes through a ``Channel`` beneath it: that one call is one hop.)
 - ``basic_consume`` callbacks run inside ``messaging.consume``: the span covers the callback.
+  If the channel closes under the callback (by the broker, or with its connection lost, as a
+  pika call in it finds), the span ends failed with the reason, though the callback catches
+  pika's error (a message not acked yet is delivered again).
 
 ``BlockingChannel`` only (the asynchronous ``Channel.basic_get`` takes a callback; not traced):
 - ``basic_get`` and the ``consume()`` generator hand a message back to the caller, so the span
@@ -402,10 +405,19 @@ def _release_on_channel_closed(
     """pika's one step for every way a channel closes: by the app, by the broker (a failed
     passive declare, an unknown delivery tag) or with its connection lost. The message its
     ``BlockingChannel`` holds can no longer be acked, so its span ends, failed by the reason
-    unless the app closed it. (An app that goes on with a new channel never ended it before.)"""
+    unless the app closed it. (An app that goes on with a new channel never ended it before.)
+    A consume callback's span, when its channel closes while it runs (seen in a pika call it
+    makes: its ack, a passive declare), is failed by the reason too, though the callback
+    catches pika's error (a message not acked yet is delivered again)."""
     blocking_channel = safe("pika channel", instance._get_cookie)
+    failure = _failure_of(getattr(instance, "_closing_reason", None))
     if blocking_channel is not None:
-        _held.release(blocking_channel, _failure_of(getattr(instance, "_closing_reason", None)))
+        _held.release(blocking_channel, failure)
+    handled = messaging.current_delivery()  # a callback's, on this channel (pika's call in it)
+    if failure is not None and handled is not None and handled.is_open:
+        key = handled.settle_key
+        if isinstance(key, tuple) and (key[0] is instance or key[0] is blocking_channel):
+            handled.fail(failure)
     return wrapped(*args, **kwargs)
 
 
