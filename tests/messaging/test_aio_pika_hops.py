@@ -593,6 +593,47 @@ def test_a_message_got_before_the_broker_closed_the_channel_is_still_processed(
     assert consumer.attributes["error.type"] == "ChannelInvalidStateError"
 
 
+@pytest.mark.parametrize("settle", ["ack", "nack"])
+def test_an_ack_that_fails_fails_the_attempt_the_broker_delivers_again(
+    amqp_url, queue_name, spans, settle
+) -> None:
+    """A robust connection's channel closes while the loop handles a message (the broker closed
+    it; a dropped connection does the same): its ack (or nack) raises, the app logs that and
+    carries on, aio-pika reopens the channel and the broker delivers the message again. The
+    first attempt's span said processed, as if the message had been acked: it ends failed with
+    the error, and the redelivery continues the same trace with the same correlation ID."""
+    redelivered: list[bool] = []
+
+    async def run() -> None:
+        connection = await aio_pika.connect_robust(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name)
+            await _publish_orders(channel, queue_name, "order-9")
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    redelivered.append(bool(message.redelivered))
+                    if len(redelivered) > 1:
+                        await message.ack()
+                        break
+                    await message.channel.basic_ack(9999)  # the broker closes the channel
+                    await asyncio.sleep(0.5)
+                    with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+                        await (message.ack() if settle == "ack" else message.nack())
+
+    asyncio.run(asyncio.wait_for(run(), 20))
+    assert redelivered == [False, True]
+    finished = spans.get_finished_spans()
+    (producer,) = _kind(finished, SpanKind.PRODUCER)
+    failed, redelivery = _kind(finished, SpanKind.CONSUMER)
+    assert failed.status.status_code.name == "ERROR"
+    assert failed.attributes["error.type"] == "ChannelInvalidStateError"
+    assert redelivery.status.status_code.name == "UNSET"
+    for attempt in (failed, redelivery):
+        assert attempt.attributes["correlation.id"] == "order-9"
+        assert attempt.parent is not None and attempt.parent.span_id == producer.context.span_id
+
+
 def test_messages_collected_from_an_iterator_are_handled_as_their_own(
     amqp_url, queue_name, spans
 ) -> None:

@@ -21,7 +21,10 @@
   iterator's ``async with`` block. Either way an ack or reject that fails as the block exits
   (the channel gone: the message comes back) fails the span too.
 - ``message.nack()`` / ``message.reject()`` of the message an open span is for fail that span
-  with ``messaging.MessageRejected``, saying whether the broker requeues the message.
+  with ``messaging.MessageRejected``, saying whether the broker requeues the message. An
+  ``ack()``, ``nack()`` or ``reject()`` that fails, leaving the message unsettled (its channel
+  or connection gone: the broker delivers it again), fails that span with its error, though
+  the app catches it.
 - ``aio_pika.patterns.RPC`` (and ``JsonRPC``) answers a registered function's exception to its
   caller rather than raising it: the call's CONSUMER span ends failed with that exception all
   the same (noted as the pattern's ``serialize_exception`` turns it into the answer).
@@ -90,6 +93,7 @@ class AioPikaInstrumentor(Instrumentor):
         self.wrap(module.queue.QueueIterator, "close", _release_on_close)
         self.wrap(module.queue.QueueIterator, "__aexit__", _release_on_exit)
         self.wrap(module.IncomingMessage, "process", _traced_process)
+        self.wrap(module.IncomingMessage, "ack", _noting_failed_ack)
         for operation in ("nack", "reject"):
             rejecting = functools.partial(_noting_rejection, operation)
             self.wrap(module.IncomingMessage, operation, rejecting)
@@ -201,11 +205,38 @@ async def _noting_rejection(
 ) -> Any:
     """``message.nack()`` or ``reject()``: once done, the span open for that message (its
     callback's, the iterator's latest, its ``process()`` block's) ends failed, saying so."""
-    result = await wrapped(*args, **kwargs)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except Exception as error:
+        _fail_unsettled(instance, error)
+        raise
     delivery = messaging.current_delivery()
     if delivery is not None and delivery.settle_key is instance:
         delivery.note_rejected(operation, _requeues(operation, args, kwargs))
     return result
+
+
+async def _noting_failed_ack(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``message.ack()``: one that fails fails the span open for that message (see
+    ``_fail_unsettled``), though the app catches the error."""
+    try:
+        return await wrapped(*args, **kwargs)
+    except Exception as error:
+        _fail_unsettled(instance, error)
+        raise
+
+
+@guarded(None)
+def _fail_unsettled(message: Any, error: Exception) -> None:
+    """An ack, nack or reject of ``message`` failed and left it unsettled (its channel or
+    connection gone: the broker delivers it again): the span open for it ends failed."""
+    if message.processed:  # settled before the error (acked twice): nothing comes back
+        return
+    delivery = messaging.current_delivery()
+    if delivery is not None and delivery.settle_key is message:
+        delivery.fail(error)
 
 
 def _rpc_classes(module: ModuleType) -> list[type]:
