@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import jsonschema
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import Topology, write_store
+from trace_topologies import MS, Topology, write_store
 
 from tracekit.diff import load_schema
 from tracekit_cli.main import cli
@@ -107,3 +108,62 @@ def test_behind_a_tracing_gateway_a_call_not_made_is_still_removed(tmp_path: Pat
         "removed api -> worker: orders"
     ]
     assert not any("recorded no spans" in w for w in doc["warnings"])
+
+
+def test_the_work_both_recorded_is_still_compared(tmp_path: Path) -> None:
+    """The worker's call to inventory took 100 times as long in the request whose API spans
+    were left out: it read "no difference that counts" (exit 0), every node below the API
+    left out of the comparison; the worker's part is compared with the kept request's now."""
+    kept, left = Topology("order-7"), Topology("order-8")
+    order(kept, wait_ms=5)
+    kept.http(kept.spans[-1], "inventory", "/stock", 10, 16)
+    sampled_out(left)
+    left.http(left.spans[-1], "inventory", "/stock", 2, 302)
+    left.spans[0] = replace(left.spans[0], end_unix_nano=left.spans[0].start_unix_nano + 305 * MS)
+
+    for a, b in (("order-7", "order-8"), ("order-8", "order-7")):
+        code, doc = diff(tmp_path / a, kept, left, a=a, b=b)
+
+        timing = [c["message"] for c in doc["changes"] if c["kind"] == "timing"]
+        assert (code, doc["reasons"]) == (1, ["timing"])
+        assert [m.split(":")[0] for m in timing] == ["worker -> inventory"]
+        assert not any(c["kind"] in ("added", "removed") for c in doc["changes"])
+        assert doc["headline"].startswith("time not attributed: ")
+
+
+def test_the_same_work_is_not_a_change_for_the_critical_path_it_is_not_on(
+    tmp_path: Path,
+) -> None:
+    """In the kept request the API answered after its consumer was done, which was not on the
+    critical path; in the sampled-out one the consumer is all there is, and on it: the same
+    10 ms of work is no timing change."""
+    kept, left = Topology("order-9"), Topology("order-10")
+    api = kept.span("api", "POST /order/{n}", "SERVER", 0, 40, attrs={"http.route": "/order/{n}"})
+    publish = kept.publish(api, "orders", 1, 3, system="rabbitmq")
+    kept.consume("worker", "orders", 5, 15, publish, system="rabbitmq")
+    sampled_out(left)
+
+    code, doc = diff(tmp_path, kept, left, a="order-9", b="order-10")
+
+    assert (code, [c["message"] for c in doc["changes"]]) == (0, [])
+
+
+def test_a_callers_error_is_not_compared_with_a_request_that_lost_the_caller(
+    tmp_path: Path,
+) -> None:
+    """The gateway's client gave up on orders (its span failed: a timeout) while orders
+    answered; the other request has orders' span alone, its caller left out: orders did not
+    stop failing, nothing recorded the caller there."""
+    kept, left = Topology("order-11"), Topology("order-12")
+    gateway = kept.span("gateway", "POST /checkout", "SERVER", 0, 30)
+    client = kept.span(
+        "gateway", "POST /order", "CLIENT", 1, 20, gateway, status="ERROR", message="timed out",
+        attrs={"http.request.method": "POST", "url.path": "/order"},
+    )  # fmt: skip
+    kept.span("orders", "POST /order", "SERVER", 2, 25, client, attrs={"http.route": "/order"})
+    left.span("orders", "POST /order", "SERVER", 0, 23, parent_span_id=UNSENT_PRODUCER,
+              attrs={"http.route": "/order"})  # fmt: skip
+
+    code, doc = diff(tmp_path, kept, left, a="order-11", b="order-12")
+
+    assert (code, [c["message"] for c in doc["changes"]]) == (0, [])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from tracekit.path import Path
@@ -72,13 +74,15 @@ class NodeIndex:
             self._ids[(parent, key)] = found
         return found
 
-    def place(self, units: list[Unit]) -> list[int]:
-        """The node of each unit (``units`` parents first)."""
+    def place(self, units: list[Unit], grafts: Mapping[NodeKey, int] | None = None) -> list[int]:
+        """The node of each unit (``units`` parents first); a top unit whose key ``grafts``
+        holds, at that node (the same work, below callers the request recorded nothing of)."""
         placed: dict[int, int] = {}
         out = []
         for unit in units:
             parent = placed[id(unit.parent)] if unit.parent is not None else None
-            node = self.node_id(parent, unit.key, unit.sender)
+            grafted = grafts.get(unit.key) if grafts and parent is None else None
+            node = self.node_id(parent, unit.key, unit.sender) if grafted is None else grafted
             placed[id(unit)] = node
             out.append(node)
         return out
@@ -142,15 +146,23 @@ def error_shape(message: str) -> str:
     return _OCCURRENCE.sub("#", message)
 
 
-def measure(path: Path, index: NodeIndex) -> dict[int, Measure]:
-    """Node id -> what ``path`` measured there."""
+def measure(
+    path: Path,
+    index: NodeIndex,
+    grafts: Mapping[NodeKey, int] | None = None,
+    received_only: AbstractSet[int] = frozenset(),
+) -> dict[int, Measure]:
+    """Node id -> what ``path`` measured there (``grafts``: see ``NodeIndex.place``); at the
+    nodes ``received_only`` names, what the calls' receiving side measured alone."""
     units = units_of(path)
     errors = {id(unit): unit.error() for unit in units}
     causes = _retry_causes(units, errors)
     out: dict[int, Measure] = {}
-    for unit, node in zip(units, index.place(units), strict=True):
+    for unit, node in zip(units, index.place(units, grafts), strict=True):
+        counted = unit.received() if node in received_only else unit
+        error = errors[id(unit)] if counted is unit else counted.error()
         out.setdefault(node, Measure()).add(
-            unit, path.start_unix_nano, errors[id(unit)], causes.get(id(unit))
+            counted, path.start_unix_nano, error, causes.get(id(unit))
         )
     return out
 

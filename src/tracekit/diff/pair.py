@@ -30,7 +30,7 @@ from .model import ADDED, CHANGED, REMOVED, SAME, Change, NodeDiff, PairDiff, Si
 from .nodes import Measure, Node, NodeIndex, measure, timed
 from .resources import resource_changes
 from .settings import Thresholds
-from .unrecorded import recorded_nothing_of, unrecorded_note, without_unrecorded
+from .unrecorded import grafts_onto, recorded_nothing_of, unrecorded_note, without_unrecorded
 
 __all__ = ["Measures", "compare_paths", "tree_order"]
 
@@ -41,16 +41,16 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     """What differs between request ``a`` and request ``b``."""
     limits = thresholds or Thresholds()
     index = NodeIndex()
-    before, after = measure(a, index), measure(b, index)
+    missing_in_a, missing_in_b = recorded_nothing_of(a, b), recorded_nothing_of(b, a)
+    before, after = _measure_both(a, b, index, missing_in_a, missing_in_b)
     nodes = index.nodes
     order = tree_order(index, _first_starts(before, after))
     untimed = [name for name, path in (("A", a), ("B", b)) if not timed(path)]
-    timing = {n: () if untimed else changed_metrics(before.get(n), after.get(n), limits)
-              for n in order}  # fmt: skip
     a_side, b_side = _side(a), _side(b)
-    missing_in_a, missing_in_b = recorded_nothing_of(a, b), recorded_nothing_of(b, a)
     sides = (("A", missing_in_a), ("B", missing_in_b))
     unrecorded = [unrecorded_note(side, services) for side, services in sides if services]
+    timing = {n: () if untimed else _changed(before.get(n), after.get(n), limits, unrecorded)
+              for n in order}  # fmt: skip
     whole = not untimed and not unrecorded
     changes = list(
         chain(
@@ -90,6 +90,40 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
         ],
         gap=gap,
     )
+
+
+def _measure_both(
+    a: Path, b: Path, index: NodeIndex, missing_in_a: list[str], missing_in_b: list[str]
+) -> tuple[Measures, Measures]:
+    """What ``a`` and ``b`` measured at each node; when one of them recorded nothing of some
+    services the other did, the work both recorded is compared (``_measure_grafted``)."""
+    if missing_in_a and not missing_in_b:
+        after, before = _measure_grafted(b, a, index, missing_in_a)
+        return before, after
+    if missing_in_b and not missing_in_a:
+        return _measure_grafted(a, b, index, missing_in_b)
+    return measure(a, index), measure(b, index)
+
+
+def _measure_grafted(
+    kept: Path, partial: Path, index: NodeIndex, left_out: list[str]
+) -> tuple[Measures, Measures]:
+    """``kept`` and ``partial`` measured, the top spans of ``partial`` at the nodes where the
+    same work hangs in ``kept`` (``grafts_onto``); there ``kept`` counts its receiving side
+    alone: the caller's span and the queue wait are what ``partial`` did not record."""
+    measure(kept, index)  # its nodes, where the grafts are found
+    grafts = grafts_onto(index.nodes, partial, left_out)
+    return measure(kept, index, received_only=set(grafts.values())), measure(partial, index, grafts)
+
+
+def _changed(
+    a: Measure | None, b: Measure | None, limits: Thresholds, unrecorded: list[str]
+) -> tuple[str, ...]:
+    """The timing metrics that changed at a node; where a side recorded nothing of some
+    services, not its share of the critical path, which runs through what the other side
+    alone recorded (the consumer the request did not wait for is all a partial one is)."""
+    changed = changed_metrics(a, b, limits)
+    return tuple(name for name in changed if name != "critical") if unrecorded else changed
 
 
 def tree_order(index: NodeIndex, starts: dict[int, int]) -> list[int]:

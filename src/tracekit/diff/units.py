@@ -46,6 +46,7 @@ __all__ = [
     "Unit",
     "batch_anchors",
     "common_ancestor",
+    "top_key",
     "units_of",
 ]
 
@@ -73,6 +74,7 @@ class Unit:
     sender: str | None = None  # the calling or publishing service of a hop
     queue_wait_ns: int = 0
     measured: PathSpan | None = field(default=None, repr=False)  # whose duration is the unit's
+    waited: bool = True  # its queue wait counts (not in ``received``)
 
     @property
     def start_ns(self) -> int:
@@ -98,12 +100,18 @@ class Unit:
     @property
     def critical_ns(self) -> int:
         """Time the unit is on the critical path, its queue wait included."""
-        return sum(span.critical_ns + span.critical_wait_ns for span in self.spans)
+        return sum(span.critical_ns for span in self.spans) + self.critical_wait_ns
 
     @property
     def critical_wait_ns(self) -> int:
         """The part of ``critical_ns`` spent waiting in a queue."""
-        return sum(span.critical_wait_ns for span in self.spans)
+        return sum(span.critical_wait_ns for span in self.spans) if self.waited else 0
+
+    def received(self) -> Unit:
+        """The call as its receiving side recorded it: without the caller's or producer's span
+        and the queue wait, which a request whose sampler left them out has no part of."""
+        spans = self.spans[1:] if len(self.spans) > 1 else self.spans
+        return Unit(self.key, spans, self.parent, self.sender, waited=False)
 
     def error(self) -> str | None:
         """Why the call failed (the receiving side's reason first), or None."""
@@ -194,7 +202,7 @@ def _place(span: PathSpan, unit_of: dict[int, Unit], anchors: dict[int, PathSpan
     """The unit ``span`` belongs to: its sender's (joined), a new hop unit, or its own."""
     parent = span.parent
     if parent is None:
-        return Unit(_span_key(span), [span], None)
+        return Unit(top_key(span), [span], None)
     kind = hop_type(parent.record, span.record)
     anchor = anchors.get(id(span), parent)
     if anchor is not None and id(anchor) not in unit_of:
@@ -216,6 +224,11 @@ def _place(span: PathSpan, unit_of: dict[int, Unit], anchors: dict[int, PathSpan
         sender_unit.spans.append(span)
         return sender_unit
     return unit
+
+
+def top_key(span: PathSpan) -> NodeKey:
+    """The key of the unit of a span at the top of its request's tree (a span alone)."""
+    return _span_key(span)
 
 
 def _span_key(span: PathSpan) -> NodeKey:

@@ -5,7 +5,9 @@ keeps every message (``always_on``) leaves most requests with the consumer's spa
 trace begins at a span whose parent is not there. Compared with a request the sampler kept, the
 services of the kept one that the other has no span of did not go away (the request took no
 other route): nothing recorded them. Their nodes are not a structure change, and no time is
-attributed across the two requests, which cover different parts of the work.
+attributed across the two requests, which cover different parts of the work. The work both
+recorded is compared all the same: the other side's top spans are taken for the node where the
+same work hangs in the kept request, below the services left out (``grafts_onto``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ from tracekit.path import Path
 
 from .model import ADDED, REMOVED, Change
 from .nodes import Node
+from .units import SPAN, NodeKey, top_key
 
-__all__ = ["MAX_NAMED", "recorded_nothing_of", "unrecorded_note", "without_unrecorded"]
+__all__ = [
+    "MAX_NAMED",
+    "grafts_onto",
+    "recorded_nothing_of",
+    "unrecorded_note",
+    "without_unrecorded",
+]
 
 MAX_NAMED = 10  # services named in one note
 
@@ -67,3 +76,24 @@ def without_unrecorded(
             continue
         kept.append(change)
     return kept
+
+
+def grafts_onto(nodes: list[Node], partial: Path, left_out: list[str]) -> dict[NodeKey, int]:
+    """Where the top spans of ``partial``, which recorded nothing of ``left_out``, hang in the
+    request that did (``nodes``, its nodes, parents first): the key of such a top span -> the
+    first node below ``left_out`` of that service and name (``api -> worker: orders``). A key
+    two such nodes could take is left alone: which of them it is, nothing says."""
+    tops = {top_key(span) for span in partial.spans if span.parent is None}
+    missing = set(left_out)
+    # per node: whether every node above it is of a service left out (one pass, parents first)
+    below_left_out: list[bool] = []
+    found: dict[NodeKey, int | None] = {}
+    for node in nodes:
+        parent = nodes[node.parent] if node.parent is not None else None
+        below_left_out.append(
+            parent is None or (below_left_out[parent.id] and parent.key.service in missing)
+        )
+        key = NodeKey(node.key.service, node.key.name, SPAN)
+        if parent is not None and below_left_out[node.id] and key in tops:
+            found[key] = node.id if key not in found else None
+    return {key: node_id for key, node_id in found.items() if node_id is not None}
