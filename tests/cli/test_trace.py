@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
-from trace_topologies import Topology, checkout, incident, write_store
+from trace_topologies import T0, Topology, checkout, incident, write_store
 
 from tracekit.path import load_schema
 from tracekit.records import LogRecordData, SpanRecord
@@ -928,3 +928,32 @@ def test_a_measured_wait_is_shown_only_where_no_queue_hop_shows_one(tmp_path: Pa
     assert (code, err) == (0, "")
     assert out.count("~ waited") == 1 and "~ waited 30.0 ms in queue rabbitmq orders" in out
     assert "measured by the consumer" not in out
+
+
+def test_a_consumer_whose_clock_is_behind_its_publisher_shows_no_measured_wait(
+    tmp_path: Path,
+) -> None:
+    """The worker's clock is 250 ms behind the API's and the API's span was sampled out: the
+    wait the worker measured from the publish time came out below 0, which it records as 0.
+    `trace` read "~ waited 0.0 ms in queue" as a wait; it shows none now, and says why."""
+    t = Topology("order-43")
+    t.span(
+        "worker", "orders process", "CONSUMER", 0, 30, parent_span_id="00f067aa0ba902b7",
+        attrs={"messaging.system": "rabbitmq", "messaging.destination.name": "orders",
+               "tracekit.queue_wait_ms": 0.0,
+               "tracekit.publish_time_unix_nano": T0 + 250_000_000},
+    )  # fmt: skip
+    db = write_store(tmp_path / "behind.db", t)
+
+    code, out, err = run("trace", "order-43", "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    assert "~ waited" not in out
+    code, out, err = run("trace", "order-43", "--store", str(db), "--format", "json")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert code == 0
+    assert [w for w in doc["warnings"] if "queue" in w] == [
+        "worker 'orders process' (0000000000000001) measured no queue wait: its message's publish"
+        " time is 250.0 ms after it began (its clock is behind the publisher's), and the"
+        " producer's span is not here to place it"
+    ]

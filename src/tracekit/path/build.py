@@ -8,7 +8,14 @@ from tracekit import semconv
 from tracekit.path.collect import TRACE_ID_PATTERN as TRACE_ID
 from tracekit.path.conventions import attribute
 from tracekit.path.critical import critical_path, request_start
-from tracekit.path.hops import find_hops, mark_redeliveries, mark_resends, measured_queue_wait_ms
+from tracekit.path.hops import (
+    MAX_MEASURED_WAIT_MS,
+    find_hops,
+    mark_redeliveries,
+    mark_resends,
+    measured_queue_wait_ms,
+    published_after_start_ms,
+)
 from tracekit.path.model import Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.skew import adjust_clock_skew
 from tracekit.path.tree import build_tree, index_spans, preorder
@@ -151,12 +158,21 @@ def _waits_without_producer(hops: list[Hop], ordered: list[PathSpan]) -> list[st
     received = {hop.receiver_key for hop in hops if hop.type == "messaging"}
     notes = []
     for node in ordered:
+        if node.key in received or semconv.QUEUE_WAIT_MS not in node.record.attributes:
+            continue
         wait = measured_queue_wait_ms(node.record)
-        if wait is not None and node.key not in received:
+        ahead = published_after_start_ms(node.record)
+        if wait is not None:
             notes.append(
                 f"{node.label()[:200]} waited {wait} ms in queue, as the consumer measured it:"
                 " the producer's span is not here (left out by its sampler, not exported, or"
                 " never made: a producer in correlation-only mode)"
+            )
+        elif ahead is not None and ahead <= MAX_MEASURED_WAIT_MS:
+            notes.append(
+                f"{node.label()[:200]} measured no queue wait: its message's publish time is"
+                f" {ahead} ms after it began (its clock is behind the publisher's), and the"
+                " producer's span is not here to place it"
             )
     if len(notes) <= MAX_WAIT_NOTES:
         return notes

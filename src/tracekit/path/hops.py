@@ -30,6 +30,7 @@ __all__ = [
     "mark_redeliveries",
     "mark_resends",
     "measured_queue_wait_ms",
+    "published_after_start_ms",
     "queue_wait_ns",
     "resend_count",
     "resent_under_first_request",
@@ -97,7 +98,21 @@ def measured_queue_wait_ms(record: SpanRecord) -> float | None:
     wait = record.attributes.get(semconv.QUEUE_WAIT_MS)
     if record.kind != "CONSUMER" or isinstance(wait, bool) or not isinstance(wait, int | float):
         return None
+    if published_after_start_ms(record) is not None:
+        return None  # its clock is behind the publisher's: it measured 0, which is no wait
     return round(float(wait), 3) if 0 <= wait <= MAX_MEASURED_WAIT_MS else None
+
+
+def published_after_start_ms(record: SpanRecord) -> float | None:
+    """How long after a CONSUMER span began its message was published, by the times the span
+    carries (``tracekit.publish_time_unix_nano``, on the publisher's or broker's clock; its
+    start, on the consumer's): a consumer whose clock is behind theirs measures a wait below 0,
+    which it records as 0. None when the publish time came first, or is not said."""
+    published = record.attributes.get(semconv.PUBLISH_TIME)
+    if record.kind != "CONSUMER" or type(published) is not int:
+        return None
+    ahead = published - record.start_unix_nano
+    return round(ahead / 1e6, 3) if ahead > 0 else None
 
 
 def mark_redeliveries(ordered: list[PathSpan]) -> None:
