@@ -56,25 +56,33 @@ class HttpxInstrumentor(Instrumentor):
             self.wrap(module.AsyncClient, "_send_single_request", _sending_async)
 
 
-def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, tuple[Any, ...]]:
-    """The request to send and the call's arguments with it in place.
-
-    A copy when the request is an ``httpx.Request``, so one the caller sends again never
-    carries the headers of an earlier call: a correlation ID of another request, or a trace
-    header the next call would take for the caller's own, and join that call's trace.
-    """
+def _request_sent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The ``httpx.Request`` the call sends; None when it names none (missing, or something
+    else: a URL, a dict), for httpx to refuse in its own words, as without tracekit."""
     import httpx
 
-    request = args[0] if args else kwargs.pop("request")
-    if isinstance(request, httpx.Request):
-        # of the same class (an application's subclass keeps its own methods), body and
-        # extensions, with headers of its own; not ``copy.copy``: httpx's pickling support
-        # leaves a copy's body and extensions behind
-        copy = object.__new__(type(request))
-        copy.__dict__.update(vars(request))
-        copy.headers = httpx.Headers(request.headers)
-        request = copy
-    return request, (request, *args[1:])
+    request = args[0] if args else kwargs.get("request")
+    return request if isinstance(request, httpx.Request) else None
+
+
+def _with_a_copy(
+    request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """A copy of ``request`` and the call's arguments with it in place, so one the caller
+    sends again never carries the headers of an earlier call: a correlation ID of another
+    request, or a trace header the next call would take for the caller's own, and join that
+    call's trace."""
+    import httpx
+
+    # of the same class (an application's subclass keeps its own methods), body and
+    # extensions, with headers of its own; not ``copy.copy``: httpx's pickling support
+    # leaves a copy's body and extensions behind
+    copy = object.__new__(type(request))
+    copy.__dict__.update(vars(request))
+    copy.headers = httpx.Headers(request.headers)
+    if args:
+        return copy, (copy, *args[1:]), kwargs
+    return copy, args, {**kwargs, "request": copy}
 
 
 def _redirect_headers(
@@ -106,9 +114,10 @@ def _build_redirect_request(
 def _traced_send(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not args and "request" not in kwargs:
-        return wrapped(*args, **kwargs)  # httpx says the request is missing
-    request, args = _request_of(args, kwargs)
+    request = _request_sent(args, kwargs)
+    if request is None:
+        return wrapped(*args, **kwargs)  # httpx refuses it in its own words
+    request, args, kwargs = _with_a_copy(request, args, kwargs)
     return run_traced(
         request.method,
         str(request.url),
@@ -122,9 +131,10 @@ def _traced_send(
 async def _traced_send_async(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not args and "request" not in kwargs:
-        return await wrapped(*args, **kwargs)  # httpx says the request is missing
-    request, args = _request_of(args, kwargs)
+    request = _request_sent(args, kwargs)
+    if request is None:
+        return await wrapped(*args, **kwargs)  # httpx refuses it in its own words
+    request, args, kwargs = _with_a_copy(request, args, kwargs)
     return await run_traced_async(
         request.method,
         str(request.url),

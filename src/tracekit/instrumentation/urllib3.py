@@ -11,7 +11,7 @@ of its own with ``http.request.resend_count``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
@@ -55,6 +55,8 @@ class Urllib3Instrumentor(Instrumentor):
 def _traced_urlopen(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if not isinstance(_headers_given(args, kwargs), Mapping | None):
+        return wrapped(*args, **kwargs)  # urllib3 refuses them in its own words
     method = args[0] if args else kwargs.get("method", "GET")
     url = args[1] if len(args) > 1 else kwargs.get("url", "/")
     args, kwargs, headers = _with_own_headers(instance, args, kwargs)
@@ -164,13 +166,18 @@ def _with_own_headers(
     """
     from urllib3._collections import HTTPHeaderDict
 
-    given = args[_HEADERS_POSITION] if len(args) > _HEADERS_POSITION else kwargs.get("headers")
+    given = _headers_given(args, kwargs)
     headers = HTTPHeaderDict(given if given is not None else pool.headers)
     if len(args) > _HEADERS_POSITION:
         args = (*args[:_HEADERS_POSITION], headers, *args[_HEADERS_POSITION + 1 :])
     else:
         kwargs = {**kwargs, "headers": headers}
     return args, kwargs, headers
+
+
+def _headers_given(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The headers the caller passed to ``urlopen``; None when it passed none."""
+    return args[_HEADERS_POSITION] if len(args) > _HEADERS_POSITION else kwargs.get("headers")
 
 
 def _as_sent(url: str) -> str:
