@@ -38,7 +38,7 @@ from __future__ import annotations
 import queue
 import time
 import weakref
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from time import perf_counter
 from types import TracebackType
@@ -619,11 +619,11 @@ def _consume_alone(
 
 
 def consume_batch(
-    messages: Sequence[Headers | None],
+    messages: Iterable[Headers | None],
     *,
     system: str,
     destination: str,
-    correlation_properties: Sequence[object] | None = None,
+    correlation_properties: Iterable[object] | None = None,
     operation_name: str = "process",
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
@@ -633,11 +633,13 @@ def consume_batch(
 
     The span starts a new trace; each link carries its message's correlation ID and queue wait.
     The handler runs with the first message's correlation ID; ``tracekit.queue_wait_ms`` is the
-    longest wait in the batch. ``correlation_properties`` aligns with ``messages``.
+    longest wait in the batch. ``correlation_properties`` aligns with ``messages``. Both may
+    be any iterable (a list, a generator), read once.
     """
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:
         return Delivery([], None, batch=True)
+    messages = list(messages)  # a generator has no length, and is read once
     properties = list(correlation_properties or ())
     properties += [None] * (len(messages) - len(properties))
     received = [

@@ -214,6 +214,33 @@ def test_a_batch_handler_is_measured_once_shared_by_its_messages(spans) -> None:
     assert scraped[(f"{process}_bucket", "0.025")] == 10  # each message's share: ~0.01 s
 
 
+def test_a_batch_given_as_a_generator_links_every_message(spans) -> None:
+    """``consume_batch`` takes any iterable of headers, read once: before, a generator (as in
+    ``(m.headers for m in messages)``) raised tracekit's ``TypeError: ... has no len()`` into
+    the application's consumer."""
+    sent = []
+    for order in ("order-1", "order-2", "order-3"):
+        token = correlation.set_correlation_id(order)
+        try:
+            sent.append(messaging.inject({}, system="test", destination="b"))
+        finally:
+            correlation.reset_correlation_id(token)
+    batch = (headers for headers in sent)
+    properties = iter([None, None, None])
+    with messaging.consume_batch(
+        batch, system="test", destination="b", correlation_properties=properties
+    ):
+        seen = correlation.correlation_id()
+    consumer = _consumer(spans)
+    assert seen == "order-1"
+    assert consumer.attributes["messaging.batch.message_count"] == 3
+    assert [link.attributes["correlation.id"] for link in consumer.links] == [
+        "order-1",
+        "order-2",
+        "order-3",
+    ]
+
+
 def test_correlation_only_mode_moves_ids_without_spans(spans, monkeypatch) -> None:
     monkeypatch.setenv("TRACEKIT_MODE", "correlation")
     token = correlation.set_correlation_id("quiet-1")
