@@ -163,7 +163,7 @@ class CeleryInstrumentor(Instrumentor):
 
     def __init__(self) -> None:
         super().__init__()
-        self._canvas_hooked = False
+        self._hooked_modules: set[str] = set()
 
     def patch(self, module: ModuleType) -> None:
         from celery import signals
@@ -171,7 +171,8 @@ class CeleryInstrumentor(Instrumentor):
         with _lock:  # instrumented again: the lingering receivers are the ones connected now
             _lingering.clear()
         self.wrap(module.Celery, "send_task", _traced_send_task)
-        self._patch_canvas_when_imported()
+        self._when_imported("celery.canvas", self._patch_canvas)
+        self._when_imported("celery.worker.consumer.consumer", self._patch_worker_consumer)
         self._connect(signals.before_task_publish, _before_publish)
         self._connect(signals.task_failure, _task_failure, _RunEnding)
         self._connect(signals.task_retry, _task_retry, _RunEnding)
@@ -182,13 +183,15 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_unknown, _task_unknown)
         self._connect(signals.task_rejected, _task_rejected)
 
-    def _patch_canvas_when_imported(self) -> None:
-        """``celery.canvas`` (groups, chords) is imported apart from the app, when first used."""
-        if "celery.canvas" in sys.modules:
-            self._patch_canvas(sys.modules["celery.canvas"])
-        elif not self._canvas_hooked:
-            self._canvas_hooked = True
-            wrapt.register_post_import_hook(self._patch_canvas, "celery.canvas")
+    def _when_imported(self, name: str, patch: Callable[[ModuleType], None]) -> None:
+        """Run ``patch`` on module ``name`` now, or when it is imported: ``celery.canvas``
+        (groups, chords) is imported apart from the app, when first used, and the worker's
+        modules only by a worker."""
+        if name in sys.modules:
+            patch(sys.modules[name])
+        elif name not in self._hooked_modules:
+            self._hooked_modules.add(name)
+            wrapt.register_post_import_hook(patch, name)
 
     def _patch_canvas(self, canvas: ModuleType) -> None:
         """(Also run by the import of ``celery.canvas``, which must not fail for it.)"""
@@ -198,6 +201,15 @@ class CeleryInstrumentor(Instrumentor):
     def _wrap_canvas(self, canvas: ModuleType) -> None:
         self.wrap(canvas.group, "apply_async", _traced_canvas("group"))
         self.wrap(canvas._chord, "apply_async", _traced_canvas("chord"))
+
+    def _patch_worker_consumer(self, module: ModuleType) -> None:
+        """(Also run by the import of the worker's consumer, which must not fail for it.)"""
+        consumer = module.Consumer
+        if self.active and not any(p.owner is consumer for p in self._patches):
+            safe(
+                "instrumenting celery.worker.consumer",
+                lambda: self.wrap(consumer, "create_task_handler", _task_handler_with_ids),
+            )
 
     def _connect(
         self, signal: Any, receiver: Callable[..., None], kind: type[_Connection] = _Connection
@@ -223,6 +235,37 @@ def _traced_send_task(
         kind = type(error) if error is not None else None
         for publishing in reversed(sending):  # the last begun is the innermost
             publishing.__exit__(kind, error, None)
+
+
+def _task_handler_with_ids(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Consumer.create_task_handler()``: the worker's handler of every task message, in its
+    main process, before any signal of the task. It runs with the message's correlation ID
+    current, so what Celery logs of the message there ("Task ... received", an unregistered
+    task, an invalid message) carries the ID, as the task's own lines do."""
+    handler = wrapped(*args, **kwargs)
+
+    def on_task_received(message: Any) -> Any:
+        token = safe("celery received message", lambda: _received_correlation_id(message))
+        try:
+            return handler(message)
+        finally:
+            if token is not None:
+                correlation.reset_correlation_id(token)
+
+    return on_task_received
+
+
+def _received_correlation_id(message: Any) -> Token[str | None] | None:
+    """Make the correlation ID ``message`` carries current (none: nothing, as no ID is known
+    yet); the token to put back what was current."""
+    headers = getattr(message, "headers", None)
+    if not isinstance(headers, Mapping) or not CeleryInstrumentor.latest_active():
+        return None
+    reading = reading_for(_state.current_options())
+    found = correlation_id_in(_raw_message_headers(headers), None, reading)
+    return correlation.set_correlation_id(found) if found is not None else None
 
 
 def _traced_canvas(kind: str) -> Callable[..., Any]:
