@@ -287,3 +287,19 @@ def test_a_ca_file_that_does_not_trust_the_certificate_is_named_with_why(
         f"tracekit: Tempo at {url}: its TLS certificate is not trusted (unable to get local "
         f"issuer certificate); SSL_CERT_FILE names {path}, {said}\n"
     )
+
+
+def test_a_ca_file_that_is_a_fifo_is_refused_at_once(serve_tls: Any, tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer: SSL_CERT_FILE naming one held each of the three tries
+    for the whole timeout, and after 30 s the backend was said to be unreachable."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    url = serve_tls(FakeTempo(recent(checkout().spans))).url
+    started = time.monotonic()
+    done = tracekit("trace", "req-checkout-1", "--tempo", url, env={"SSL_CERT_FILE": str(fifo)})
+    assert time.monotonic() - started < 5
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"tracekit: Tempo at {url}: SSL_CERT_FILE names {fifo}, which is a FIFO, not a regular "
+        "file: name the PEM file of the CAs to trust\n"
+    )

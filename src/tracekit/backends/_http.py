@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import threading
 import time
 import urllib.error
@@ -181,6 +182,12 @@ class JsonClient:
             if isinstance(reason, TimeoutError):
                 raise self._timed_out(_connections.opened or []) from None
             raise _Retryable(f"unreachable ({self.printable(str(reason))})") from None
+        except _CaFileThatWaits as error:  # nothing was sent: SSL_CERT_FILE is the problem
+            shown = self.printable(error.path, 120)
+            raise BackendError(
+                f"{self.where}: SSL_CERT_FILE names {shown}, which is {error.kind}, not a "
+                "regular file: name the PEM file of the CAs to trust"
+            ) from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
             raise BackendError(
                 f"{self.name} URL is not valid: {self.printable(str(error))}"
@@ -356,7 +363,35 @@ class _TrackedHTTPHandler(urllib.request.HTTPHandler):
 
 class _TrackedHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        _refuse_a_ca_file_that_waits()
         return self.do_open(_TrackedHTTPSConnection, req, context=_tracked_tls_context())
+
+
+class _CaFileThatWaits(Exception):
+    """SSL_CERT_FILE names what OpenSSL would wait on as it reads the CAs (a FIFO, a device)."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(path)
+        self.path, self.kind = path, kind
+
+
+_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+                  stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}  # fmt: skip
+
+
+def _refuse_a_ca_file_that_waits() -> None:
+    """Raise ``_CaFileThatWaits`` when SSL_CERT_FILE names a FIFO or a device: opening a FIFO
+    waits for a writer, and the TLS context read it before every try (three timeouts, then
+    "unreachable"). A missing file or a folder OpenSSL passes over at once, as it did."""
+    named = os.environ.get("SSL_CERT_FILE")
+    if not named:
+        return
+    try:
+        kind = _SPECIAL_FILES.get(stat.S_IFMT(os.stat(named).st_mode))
+    except (OSError, ValueError):  # no such file; a NUL in the name
+        return
+    if kind is not None:
+        raise _CaFileThatWaits(named, kind)
 
 
 class _TrackedSSLSocket(ssl.SSLSocket):
