@@ -423,7 +423,10 @@ def _error_page_status(app: object, scope: Scope, error: BaseException) -> int:
     With no app at all (``None``: no Starlette app routed the request on its way here, which
     names itself in the scope) the exception goes on to the server, which answers an HTTP
     request with its 500 (uvicorn, hypercorn), as a WSGI server does, when this layer is
-    the one the server called (``_server_called``)."""
+    the one the server called (``_server_called``). ``SystemExit`` or ``KeyboardInterrupt``
+    raised by the application is answered by no framework (``_exit_answered``)."""
+    if not isinstance(error, Exception):
+        return _exit_answered(scope, error)
     if app is None:
         answered = scope["type"] == "http" and isinstance(error, Exception) and _server_called()
         return 500 if answered else 0
@@ -451,15 +454,39 @@ def _server_called() -> bool:
     a generic middleware around this one, which may answer it its own way (a catch-all's 503),
     nor an in-process client (httpx's ASGITransport, Starlette's TestClient). OpenTelemetry's
     own ASGI middleware around this one raises the exception again, on to the server."""
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None and _passes_on(frame.f_globals.get("__name__")):
+    return _caller(_passes_on) in _SERVERS
+
+
+def _exit_answered(scope: Scope, error: BaseException) -> int:
+    """The status the client gets for ``SystemExit`` or ``KeyboardInterrupt`` the application
+    raised (``sys.exit()`` in a view): no framework catches them (Starlette's error middleware
+    catches ``Exception`` alone), and uvicorn answers them with its 500, as any exception; 0
+    under another server (hypercorn lets them out of the task it runs the request in: it may
+    stop), a middleware of the application's, or an in-process client."""
+    if scope["type"] != "http" or not isinstance(error, SystemExit | KeyboardInterrupt):
+        return 0
+    return 500 if _caller(_passes_exit_on) == "uvicorn" else 0
+
+
+def _caller(passes_on: Callable[[object], bool]) -> str | None:
+    """The top-level package of the first caller of this layer that does not pass the
+    exception on (``passes_on`` its module's name)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and passes_on(frame.f_globals.get("__name__")):
         frame = frame.f_back  # this layer's own calls, and a middleware that raises it again
     caller = frame.f_globals.get("__name__") if frame is not None else None
-    return isinstance(caller, str) and caller.partition(".")[0] in _SERVERS
+    return caller.partition(".")[0] if isinstance(caller, str) else None
 
 
 def _passes_on(module: object) -> bool:
     return module == __name__ or module in _RAISE_AGAIN
+
+
+def _passes_exit_on(module: object) -> bool:
+    """Starlette's and FastAPI's own layers too, which catch no ``SystemExit``."""
+    return _passes_on(module) or (
+        isinstance(module, str) and module.partition(".")[0] in ("starlette", "fastapi")
+    )
 
 
 # The ASGI servers known to answer an HTTP request whose application raised with a 500 and to

@@ -208,6 +208,48 @@ def test_a_bare_asgi_apps_exception_is_the_servers_500(
     assert [status for _, status, _ in _counted(registry)] == ["500"]
 
 
+def _exits(error: BaseException) -> Any:
+    async def view(request: Request) -> PlainTextResponse:
+        raise error
+
+    return view
+
+
+def _bare_exit(error: BaseException) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise error
+
+    return app
+
+
+EXITING = {  # the app, given the error its view raises and a registry
+    "bare": lambda error, registry: asgi.TracekitMiddleware(_bare_exit(error), registry=registry),
+    "starlette": lambda error, registry: _added(
+        Starlette(routes=[Route("/crash", _exits(error))]), registry
+    ),
+    "fastapi": lambda error, registry: _added(
+        FastAPI(telemetry={"tracing": False}, routes=[Route("/crash", _exits(error))]), registry
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXITING))
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt()])
+def test_sys_exit_in_a_view_is_uvicorns_500(
+    kind: str, error: BaseException, serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """``sys.exit()`` (or a ``KeyboardInterrupt``) raised in a view: no framework catches it,
+    and uvicorn answers it with its 500 as any exception. The span had no status and the
+    metrics counted the request under an empty status, outside every 5xx panel."""
+    registry = CollectorRegistry()
+    assert send(serve_asgi(EXITING[kind](error, registry)) + "/crash", []).status == 500
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind is SpanKind.SERVER]
+    assert span.attributes.get("http.response.status_code") == 500
+    assert span.status.status_code is StatusCode.ERROR
+    assert [status for _, status, _ in _counted(registry)] == ["500"]
+
+
 async def _unavailable(request: Request, exc: Exception) -> PlainTextResponse:
     return PlainTextResponse("later", status_code=503)
 
