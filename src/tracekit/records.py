@@ -297,6 +297,13 @@ class CorrelatedLogSource(Protocol):
         """Log records stamped with ``correlation_id``, oldest first (the first ``limit``)."""
         ...
 
+    def first_logs_by_trace_ids(
+        self, trace_ids: Iterable[str], limit: int
+    ) -> tuple[list[LogRecordData], int]:
+        """The ``limit`` earliest log records of the given traces, oldest first, and how many
+        those traces hold in all."""
+        ...
+
 
 @runtime_checkable
 class WarningSource(Protocol):

@@ -573,6 +573,32 @@ def test_correlated_log_lines_are_read_up_to_a_bound(
     ]
 
 
+def test_the_log_lines_of_the_requests_traces_are_read_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service logging in a loop inside the request (millions of lines in its trace): every
+    line was read, and `trace` took gigabytes. It reads the earliest MAX_TRACE_LOGS (lowered
+    here) and says how many it left out, by correlation ID and by trace ID."""
+    import tracekit.path
+
+    monkeypatch.setattr(tracekit.path, "MAX_TRACE_LOGS", 3, raising=False)
+    t = Topology("req-loop")
+    entry = t.span("api", "POST /bulk", "SERVER", 0, 20)
+    for i in reversed(range(5)):  # stored out of time order
+        t.logs.append(LogRecordData(entry.start_unix_nano + i, "api", "INFO", 9, f"item {i}",
+                                    entry.trace_id, entry.span_id))  # fmt: skip
+    db = write_store(tmp_path / "loop.db", t)
+
+    for query in ("req-loop", entry.trace_id):
+        code, out, _ = run("trace", query, "--store", str(db), "--format", "json")
+        doc = json.loads(out)
+        assert code == 0
+        assert [log["body"] for log in doc["logs"]] == ["item 0", "item 1", "item 2"]
+        assert doc["warnings"] == [
+            "5 log lines in the request's traces: showing the first 3 by time, 2 left out"
+        ]
+
+
 def test_a_request_seen_only_in_log_lines_is_shown_from_its_logs(tmp_path: Path) -> None:
     """Every service on the request's way runs in correlation-only mode: its lines carry the
     correlation ID and no span exists. `trace` said "no request found" (exit 1) though the store

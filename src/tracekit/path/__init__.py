@@ -25,6 +25,7 @@ from tracekit.records import CorrelatedLogSource, LogRecordData, SpanSource
 __all__ = [
     "MAX_CORRELATED_LOGS",
     "MAX_SPANS",
+    "MAX_TRACE_LOGS",
     "SCHEMA_ID",
     "Hop",
     "Path",
@@ -46,6 +47,9 @@ __all__ = [
 
 
 MAX_CORRELATED_LOGS = 10_000
+# The log lines of the request's traces read at most, the earliest: as many as spans, so a
+# trace whose service logs in a loop (millions of lines) does not take the memory they would.
+MAX_TRACE_LOGS = MAX_SPANS
 
 
 def reconstruct(
@@ -110,19 +114,22 @@ def _from_logs_alone(
     logs = _correlated_logs(source, query, warnings)
     trace_id = trace_id_of(query)
     if not logs and trace_id is not None:
-        in_trace = source.logs_by_trace_ids([trace_id])
+        in_trace = _trace_logs(source, [trace_id], warnings)
         correlation_id = _one_request_of(in_trace, warnings)
         path = spanned(correlation_id) if correlation_id is not None else None
         if path is not None:
             return path
         logs = _logs_of_unexported_trace(source, trace_id, correlation_id, in_trace, warnings)
     elif logs:
-        logs += _uncorrelated_lines_of_their_traces(source, query, logs)
+        logs += _uncorrelated_lines_of_their_traces(source, query, logs, warnings)
     return build_log_path(correlation_id, logs, warnings, query=query) if logs else None
 
 
 def _uncorrelated_lines_of_their_traces(
-    source: SpanSource, correlation_id: str, correlated: list[LogRecordData]
+    source: SpanSource,
+    correlation_id: str,
+    correlated: list[LogRecordData],
+    warnings: list[str],
 ) -> list[LogRecordData]:
     """The lines that carry no correlation ID in the traces ``correlated`` carry: a service
     that passes the trace on but does not stamp the ID (a Node.js service with OpenTelemetry
@@ -131,7 +138,7 @@ def _uncorrelated_lines_of_their_traces(
     requests): they are no more this request's than another's."""
     traces = sorted({log.trace_id.lower() for log in correlated if log.trace_id})
     by_trace: dict[str, list[LogRecordData]] = {}
-    for log in source.logs_by_trace_ids(traces) if traces else []:
+    for log in _trace_logs(source, traces, warnings) if traces else []:
         by_trace.setdefault((log.trace_id or "").lower(), []).append(log)
     return [
         log
@@ -178,12 +185,30 @@ def _logs(
     trace of it (a service in correlation-only mode, a line logged outside any span): at most
     ``MAX_CORRELATED_LOGS`` of those, the earliest, so a correlation ID stamped on every line
     of a busy service does not make the path read them all."""
-    logs = source.logs_by_trace_ids(trace_ids)
+    logs = _trace_logs(source, trace_ids, warnings)
     if correlation_id is None or not isinstance(source, CorrelatedLogSource):
         return logs
     read = {trace_id.lower() for trace_id in trace_ids}
     correlated = _correlated_logs(source, correlation_id, warnings)
     return logs + [log for log in correlated if (log.trace_id or "").lower() not in read]
+
+
+def _trace_logs(
+    source: SpanSource, trace_ids: list[str], warnings: list[str]
+) -> list[LogRecordData]:
+    """The first ``MAX_TRACE_LOGS`` log lines of the traces, by time, and a warning naming how
+    many were left out. A source that holds logs (the store) reads just those."""
+    if isinstance(source, CorrelatedLogSource):
+        logs, total = source.first_logs_by_trace_ids(trace_ids, MAX_TRACE_LOGS)
+    else:
+        logs = sorted(source.logs_by_trace_ids(trace_ids), key=lambda log: log.time_unix_nano)
+        total = len(logs)
+    if total > MAX_TRACE_LOGS:
+        warnings.append(
+            f"{total} log lines in the request's traces: showing the first {MAX_TRACE_LOGS} "
+            f"by time, {total - MAX_TRACE_LOGS} left out"
+        )
+    return logs[:MAX_TRACE_LOGS]
 
 
 def _correlated_logs(

@@ -36,6 +36,13 @@ _LOG_SELECT = (
     " FROM logs l LEFT JOIN traces t ON t.id = l.trace_ref"
     " LEFT JOIN correlations c ON c.id = l.correlation_ref"
 )
+
+
+def _in_traces(count: int) -> str:
+    """The condition on ``l`` of a log record of one of ``count`` traces (their ids bound)."""
+    return f"l.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(count)}))"
+
+
 # A root is a span without a parent, or whose parent this store does not hold.
 _IS_ROOT = (
     "(s.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans p"
@@ -267,11 +274,21 @@ class StoreReader:
     def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
         """Log records emitted inside spans of the given traces."""
         ids = hex_ids(trace_ids, 16)
+        return self.logs_where(_in_traces(len(ids)), ids) if ids else []
+
+    def first_logs_by_trace_ids(
+        self, trace_ids: Iterable[str], limit: int
+    ) -> tuple[list[LogRecordData], int]:
+        """The ``limit`` earliest log records of the given traces, and how many they hold (only
+        counted when there are ``limit``: a trace of millions of lines is not read whole)."""
+        ids = hex_ids(trace_ids, 16)
         if not ids:
-            return []
-        return self.logs_where(
-            f"l.trace_ref IN (SELECT id FROM traces WHERE trace_id IN ({marks(len(ids))}))", ids
-        )
+            return [], 0
+        logs = self.logs_where(_in_traces(len(ids)), ids, limit)
+        if len(logs) < limit:
+            return logs, len(logs)
+        query = f"SELECT count(*) FROM logs l WHERE {_in_traces(len(ids))}"
+        return logs, int(self.conn.execute(query, ids).fetchone()[0])
 
     def recent_requests(
         self,

@@ -233,6 +233,14 @@ class Store:
         ids = list(trace_ids)
         return self._read(lambda r: r.logs_by_trace_ids(ids))
 
+    def first_logs_by_trace_ids(
+        self, trace_ids: Iterable[str], limit: int
+    ) -> tuple[list[LogRecordData], int]:
+        """The ``limit`` earliest log records of the given traces, and how many they hold in
+        all (``CorrelatedLogSource``)."""
+        ids = list(trace_ids)
+        return self._read(lambda r: r.first_logs_by_trace_ids(ids, limit))
+
     def warnings_for(self, trace_ids: Iterable[str]) -> list[str]:
         """What a path of these traces should warn about (``WarningSource``): a span id that
         was sent for two different spans, of which the store kept the first."""
