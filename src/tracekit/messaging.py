@@ -255,17 +255,18 @@ class Publishing:
         except Exception as failure:
             report_once("messaging publish end", failure)
 
-    def _end_outcome_unknown(self) -> None:
+    def _end_outcome_unknown(self, error: BaseException | None = None) -> None:
         """``end`` for a span kept open whose message's fate tracekit will not learn (a Kafka
-        delivery report never served, a Redis pipeline never executed before shutdown): it is
-        marked ``tracekit.delivery.outcome`` ``unknown``."""
+        delivery report never served, a Redis pipeline never executed before shutdown, a
+        publisher confirm whose channel closed first: failed with ``error``, its reason): it
+        is marked ``tracekit.delivery.outcome`` ``unknown``."""
         span = self.span
         try:
             if span is not None and span.is_recording():
                 span.set_attribute(semconv.DELIVERY_OUTCOME, "unknown")
         except Exception as failure:
             report_once("messaging publish end", failure)
-        self.end()
+        self.end(error)
 
     def fail_after_end(self, error: BaseException, operation_name: str) -> None:
         """The message failed after the block (a Kafka delivery report): the span ends failed

@@ -8,6 +8,16 @@
   when none is given); the caller's object is left as it was.
   The destination is the exchange, or the routing key (the queue) on the default exchange.
   (A ``BlockingChannel`` publishes through a ``Channel`` beneath it: that one call is one hop.)
+- Publisher confirms on a ``Channel`` (``confirm_delivery(callback)``): the broker's ack or nack
+  comes after ``basic_publish`` returned, so the span keeps the call's timing and is recorded
+  when it comes, failed on a nack (pika's ``NackError``) or when a ``mandatory`` message comes
+  back (``UnroutableError``; its ``Basic.Return`` is matched by the trace context in its
+  headers), as a ``BlockingChannel`` raises them. If its channel closes first, the span is
+  recorded then, outcome unknown, failed with the reason unless the app closed it; so is the
+  oldest of more than 10,000 waiting on one channel, and every one left when tracekit is
+  uninstrumented. (``confirm_delivery`` called while the channel awaits the answer to another
+  call is not followed: pika sends it after that answer, and messages published meanwhile go
+  unconfirmed, unnumbered.)
 - ``basic_consume`` callbacks run inside ``messaging.consume``: the span covers the callback.
   If the channel closes under the callback (by the broker, or with its connection lost, as a
   pika call in it finds), the span ends failed with the reason, though the callback catches
@@ -39,6 +49,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
@@ -46,6 +57,8 @@ from typing import Any
 from tracekit import messaging
 from tracekit._messaging import amqp
 from tracekit._messaging.amqp import ROUTING_KEY, SYSTEM
+from tracekit._messaging.consumer import Received
+from tracekit._runtime import state
 from tracekit._runtime.guard import report_once, safe
 from tracekit.instrumentation._base import Instrumentor
 
@@ -65,6 +78,9 @@ _NACK_PARAMETERS = ("delivery_tag", "multiple", "requeue")
 _REJECT_PARAMETERS = ("delivery_tag", "requeue")
 
 _held = messaging.HeldDeliveries()
+# A confirming channel's PRODUCER spans waiting for the broker's ack or nack: past this many (a
+# broker that does not confirm) the oldest is recorded, outcome unknown.
+_MOST_AWAITING_CONFIRM = 10_000
 # messaging.publishing() without a frame of its own: asked twice per message (BlockingChannel's
 # publish, then its Channel's beneath it)
 _publishing = messaging._publishing_now.get
@@ -77,6 +93,18 @@ class PikaInstrumentor(Instrumentor):
     held = _held
 
     target = "pika.adapters.blocking_connection"
+
+    def uninstrument(self) -> None:
+        """Undo the patches; spans still waiting for publisher confirms are recorded now,
+        outcome unknown, and channels in confirm mode are no longer followed."""
+        super().uninstrument()
+        self.record_awaiting()
+        _confirming.clear()
+
+    def record_awaiting(self) -> None:
+        """Record the spans still waiting for publisher confirms, outcome unknown."""
+        for confirms in list(_confirming.values()):
+            confirms.end_all()
 
     def patch(self, module: ModuleType) -> None:
         from pika import channel as async_channel
@@ -113,6 +141,9 @@ class PikaInstrumentor(Instrumentor):
         self.wrap(select_connection.IOLoop, "add_callback_threadsafe", _in_delivery_context)
         if "_transition_to_closed" in vars(async_channel.Channel):  # every way a channel closes
             self.wrap(async_channel.Channel, "_transition_to_closed", _release_on_channel_closed)
+            # (followed only where a closing channel lets go of what it waits for)
+            self.wrap(async_channel.Channel, "confirm_delivery", _following_confirms)
+            self.wrap(async_channel.Channel, "_on_return", _noting_return)
 
     def _traced_basic_consume(
         self,
@@ -276,6 +307,9 @@ def _traced_publish(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    confirms = _confirming.get(id(instance)) if _confirming else None
+    if confirms is not None:  # every message the broker numbers is counted, traced or not
+        wrapped = functools.partial(confirms.counted, wrapped)
     if _publishing():  # inside BlockingChannel's publish, or the caller's own block
         return wrapped(*args, **kwargs)
     if len(args) > len(_PUBLISH_PARAMETERS):
@@ -298,7 +332,7 @@ def _traced_publish(
     exchange = amqp.given_name(args[0] if args else kwargs.get("exchange"))
     routing_key = amqp.given_name(args[1] if len(args) > 1 else kwargs.get("routing_key"))
     destination = amqp.destination_of(exchange or routing_key)
-    with messaging._publish_own(  # (the headers are a copy: see _own_properties)
+    publishing = messaging._publish_own(  # (the headers are a copy: see _own_properties)
         headers,
         SYSTEM,
         destination,
@@ -310,8 +344,12 @@ def _traced_publish(
             conversation_id=getattr(properties, "correlation_id", None),
         ),
         properties,
-    ):
-        return wrapped(*args, **kwargs)
+    )
+    with publishing:
+        result = wrapped(*args, **kwargs)
+        if confirms is not None:
+            safe("pika publisher confirms", functools.partial(confirms.wait_for, publishing))
+        return result
 
 
 def _own_properties(given: Any, properties_type: type) -> tuple[Any, dict[str, Any]] | None:
@@ -413,12 +451,148 @@ def _release_on_channel_closed(
     failure = _failure_of(getattr(instance, "_closing_reason", None))
     if blocking_channel is not None:
         _held.release(blocking_channel, failure)
+    confirms = _confirming.pop(id(instance), None)
+    if confirms is not None:
+        safe("pika publisher confirms", lambda: confirms.end_all(failure))
     handled = messaging.current_delivery()  # a callback's, on this channel (pika's call in it)
     if failure is not None and handled is not None and handled.is_open:
         key = handled.settle_key
         if isinstance(key, tuple) and (key[0] is instance or key[0] is blocking_channel):
             handled.fail(failure)
     return wrapped(*args, **kwargs)
+
+
+class _Confirms:
+    """One asynchronous ``Channel`` in confirm mode: its messages counted as the broker numbers
+    them (delivery tags 1, 2, ... from ``confirm_delivery``), and the PRODUCER spans of those
+    whose ack or nack has not come yet, by tag, oldest first."""
+
+    __slots__ = ("awaiting", "channel", "published")
+
+    def __init__(self, channel: object) -> None:
+        self.channel = channel  # (so that no other object takes its id while it is followed)
+        self.published = 0
+        # (an OrderedDict: taken from the front as acks come, which a dict slows down)
+        self.awaiting: OrderedDict[int, messaging.Publishing] = OrderedDict()
+
+    def counted(self, publish: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``publish(*args, **kwargs)``: once it returns, the broker numbers the message."""
+        result = publish(*args, **kwargs)
+        self.published += 1
+        return result
+
+    def wait_for(self, publishing: messaging.Publishing) -> None:
+        """Inside the publish block, the message sent: its span keeps the block's timing and
+        is recorded when the broker confirms it."""
+        if publishing.span is None:
+            return
+        publishing.settle_later()
+        self.awaiting[self.published] = publishing
+        if len(self.awaiting) > _MOST_AWAITING_CONFIRM:
+            self.awaiting.popitem(last=False)[1]._end_outcome_unknown()
+
+    def confirmed(self, method: Any) -> None:
+        """The broker's ``Basic.Ack`` or ``Basic.Nack`` of one tag, or with ``multiple`` of
+        every one up to it: a nack fails the span as ``BlockingChannel`` raises."""
+        error = None
+        if getattr(method, "NAME", None) == "Basic.Nack":
+            from pika.exceptions import NackError
+
+            error = NackError([])
+        tag = method.delivery_tag
+        if not method.multiple:
+            publishing = self.awaiting.pop(tag, None)
+            if publishing is not None:
+                publishing.end(error)
+            return
+        while self.awaiting and (tag == 0 or next(iter(self.awaiting)) <= tag):
+            self.awaiting.popitem(last=False)[1].end(error)
+
+    def returned(self, method: Any, properties: Any, body: bytes) -> None:
+        """A ``mandatory`` message no queue took (its ``Basic.Return`` comes before its ack):
+        its span, named by the trace context in its headers, ends failed as
+        ``BlockingChannel`` raises."""
+        sent_by = _sent_span_id(getattr(properties, "headers", None))
+        for tag, publishing in self.awaiting.items():
+            span = publishing.span
+            if span is not None and span.get_span_context().span_id == sent_by:
+                del self.awaiting[tag]
+                from pika.adapters.blocking_connection import ReturnedMessage
+                from pika.exceptions import UnroutableError
+
+                publishing.end(UnroutableError([ReturnedMessage(method, properties, body)]))
+                return
+
+    def end_all(self, error: BaseException | None = None) -> None:
+        """No confirm will come (the channel closed, failed with ``error`` when not by the app;
+        tracekit shut down): every waiting span is recorded, outcome unknown."""
+        while self.awaiting:
+            try:
+                _, publishing = self.awaiting.popitem(last=False)
+            except KeyError:  # (emptied by the channel's thread meanwhile: a shutdown's call)
+                return
+            publishing._end_outcome_unknown(error)
+
+
+# The asynchronous channels in confirm mode, by id (a subclass may be unhashable); empty, the
+# publish path looks no further.
+_confirming: dict[int, _Confirms] = {}
+
+
+def _following_confirms(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``confirm_delivery(ack_nack_callback, callback=None)``: from then on the channel's
+    messages are counted, and the broker's ack or nack of each, on its way to the app's
+    callback, records its span."""
+    callback = args[0] if args else kwargs.get("ack_nack_callback")
+    if not callable(callback):
+        return wrapped(*args, **kwargs)  # pika refuses it, as without tracekit
+    confirms = safe("pika publisher confirms", lambda: _confirms_from_now(instance))
+    if confirms is None:
+        return wrapped(*args, **kwargs)
+    on_confirm = functools.partial(_settling, confirms, callback)
+    if args:
+        result = wrapped(on_confirm, *args[1:], **kwargs)
+    else:
+        result = wrapped(**{**kwargs, "ack_nack_callback": on_confirm})
+    _confirming[id(instance)] = confirms  # (pika took the call: the broker numbers from here)
+    return result
+
+
+def _confirms_from_now(channel: Any) -> _Confirms | None:
+    """What ``channel`` counts from its ``confirm_delivery``; None where tracekit leaves it be:
+    a ``BlockingChannel``'s (whose publish waits for the confirm itself), or a channel waiting
+    for the answer to another call (pika sends ``Confirm.Select`` after it, and a message
+    published meanwhile goes before it, unnumbered)."""
+    if channel._get_cookie() is not None or channel._blocking:
+        return None
+    return _confirming.get(id(channel)) or _Confirms(channel)
+
+
+def _settling(confirms: _Confirms, callback: Callable[[Any], object], method_frame: Any) -> object:
+    safe("pika publisher confirm", lambda: confirms.confirmed(method_frame.method))
+    return callback(method_frame)
+
+
+def _noting_return(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Basic.Return`` of a message: on a channel in confirm mode, its span fails."""
+    confirms = _confirming.get(id(instance)) if _confirming else None
+    if confirms is not None and confirms.awaiting and len(args) == 3:
+        method_frame, header_frame, body = args
+        safe(
+            "pika returned message",
+            lambda: confirms.returned(method_frame.method, header_frame.properties, body),
+        )
+    return wrapped(*args, **kwargs)
+
+
+def _sent_span_id(headers: Any) -> int:
+    """The id of the PRODUCER span a message's headers name, read as a consumer reads them
+    (bounded, checked); 0 for none."""
+    return Received.parse(headers, None, None, state.current_options()).parent.span_id
 
 
 def _failure_of(reason: object) -> Exception | None:
