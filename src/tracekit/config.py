@@ -270,15 +270,19 @@ def _instrumentations(allow_all: bool) -> Callable[[object], None]:
 class Options:
     """Every setting of ``tracekit.init()``; see docs/configuration.md for the table."""
 
+    # Names are stripped as OTEL_SERVICE_NAME is: "orders " from an env file labelled every
+    # metric service_name="orders ", which a dashboard or `canary --service orders` never finds.
     service_name: str = field(
         default_factory=default_service_name,
-        metadata={"env": "TRACEKIT_SERVICE_NAME", "check": _text},
+        metadata={"env": "TRACEKIT_SERVICE_NAME", "parse": str.strip, "check": _text},
     )
     service_version: str | None = field(
-        default=None, metadata={"env": "TRACEKIT_SERVICE_VERSION", "check": _optional_text}
+        default=None,
+        metadata={"env": "TRACEKIT_SERVICE_VERSION", "parse": str.strip, "check": _optional_text},
     )
     environment: str | None = field(
-        default=None, metadata={"env": "TRACEKIT_ENVIRONMENT", "check": _optional_text}
+        default=None,
+        metadata={"env": "TRACEKIT_ENVIRONMENT", "parse": str.strip, "check": _optional_text},
     )
     exporter: str = field(
         default="otlp", metadata={"env": "TRACEKIT_EXPORTER", "check": _one_of(EXPORTERS)}
@@ -333,7 +337,11 @@ class Options:
     )
     message_correlation_property: str = field(
         default="correlation_id",
-        metadata={"env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY", "check": _text},
+        metadata={
+            "env": "TRACEKIT_MESSAGE_CORRELATION_PROPERTY",
+            "parse": str.strip,
+            "check": _text,
+        },
     )
     redis_pubsub_channels: tuple[str, ...] = field(
         default=(),

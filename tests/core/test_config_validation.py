@@ -167,3 +167,34 @@ def test_a_comma_inside_an_excluded_url_expression_stays_in_it() -> None:
     assert [bool(excluded.search(p)) for p in ("/v12/health", "/live", "/,x", "/v1/orders")] == [
         True, True, True, False,
     ]  # fmt: skip
+
+
+def test_spaces_around_a_name_from_the_environment_are_not_part_of_it() -> None:
+    """An env file's ``TRACEKIT_SERVICE_NAME=orders `` (``docker stack deploy`` keeps the space)
+    named spans and labelled every metric ``service_name="orders "``: a dashboard's
+    ``service_name="orders"`` and ``tracekit canary --service orders`` found nothing, while
+    ``OTEL_SERVICE_NAME=orders `` gave ``orders``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRACEKIT_")}
+    env.update({"TRACEKIT_SERVICE_NAME": "orders ", "TRACEKIT_SERVICE_VERSION": " 1.4.2\t",
+                "TRACEKIT_ENVIRONMENT": "prod ", "TRACEKIT_EXPORTER": "none",
+                "TRACEKIT_METRICS_PORT": "0", "TRACEKIT_EXPORT_LOGS": "false"})  # fmt: skip
+    code = (
+        "import tracekit; tracekit.init(); from tracekit import messaging\n"
+        "with messaging.publish({}, system='rabbitmq', destination='q'): pass\n"
+        "from opentelemetry import trace; from prometheus_client import generate_latest\n"
+        "print(dict(trace.get_tracer_provider().resource.attributes))\n"
+        "print(generate_latest().decode())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    resource, scrape = result.stdout.split("\n", 1)
+    assert "'service.name': 'orders'" in resource and "'service.version': '1.4.2'" in resource
+    assert "'deployment.environment.name': 'prod'" in resource
+    sent = [line for line in scrape.splitlines() if line.startswith("messaging_client_sent")]
+    assert sent and all('service_name="orders",service_version="1.4.2"' in s for s in sent), sent
+
+
+def test_spaces_around_the_correlation_property_are_not_part_of_it() -> None:
+    options = config.resolve(environ={"TRACEKIT_MESSAGE_CORRELATION_PROPERTY": "app_id "})
+    assert options.message_correlation_property == "app_id"
