@@ -9,7 +9,8 @@ template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i1
 for ``StreamingHttpResponse``, ends the span when the server closes the response. The request's
 context stays current until then, so Django's own "Not Found: /x" line carries its IDs. A view
 Django cancels because the client disconnected (ASGI) is a 499, not a server error. Optional
-settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes any ``tracekit.init`` option.
+settings: ``TRACEKIT = {"excluded_urls": [...]}`` takes the ``tracekit.init`` options that concern
+one app's requests; the others (``exporter``, ``metrics_port``…) are ignored with one warning.
 """
 
 from __future__ import annotations
