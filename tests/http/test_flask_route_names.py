@@ -206,6 +206,50 @@ def test_a_flask_app_mounted_twice_is_named_by_the_mount_the_request_came_throug
     assert labelled == {"/v1/items/{item_id}", "/v2/items/{item_id}"}
 
 
+def test_flask_apps_wrapped_together_in_the_generic_middleware_are_named_by_their_routes(
+    serve_wsgi, wait_for_spans, caplog
+):
+    """Flask's application dispatching (``DispatcherMiddleware(frontend, {"/shop": shop})``)
+    or a ``ProxyFix`` around the app, wrapped whole in ``tracekit.wsgi.TracekitMiddleware`` as
+    the module says any WSGI app is: every request was one series, ``http_route="_unmatched"``
+    beside a 200, its span named ``GET``, and a view's exception was not recorded."""
+    caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception
+    main, shop = flask.Flask("main"), flask.Flask("shop")
+
+    @main.get("/items/<int:item_id>")
+    def main_item(item_id: int) -> str:
+        return "main"
+
+    @shop.get("/items/<int:item_id>")
+    def shop_item(item_id: int) -> str:
+        return "shop"
+
+    @shop.get("/pay")
+    def pay() -> str:
+        raise LookupError("card declined")
+
+    registry = CollectorRegistry()
+    combined = DispatcherMiddleware(ProxyFix(main), {"/shop": shop})
+    url = serve_wsgi(wsgi.TracekitMiddleware(combined, registry=registry))
+
+    assert requests.get(url + "/items/1", timeout=10).text == "main"
+    assert requests.get(url + "/shop/items/2", timeout=10).text == "shop"
+    assert requests.get(url + "/shop/pay", timeout=10).status_code == 500
+    assert requests.get(url + "/shop/nowhere", timeout=10).status_code == 404
+
+    spans = {span.attributes["url.path"]: span for span in wait_for_spans(4)}
+    assert {path: span.name for path, span in spans.items()} == {
+        "/items/1": "GET /items/{item_id}",
+        "/shop/items/2": "GET /shop/items/{item_id}",
+        "/shop/pay": "GET /shop/pay",
+        "/shop/nowhere": "GET",
+    }
+    assert spans["/shop/pay"].attributes["error.type"] == "LookupError"
+    labelled = {sample.labels["http_route"] for metric in registry.collect()
+                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
+    assert labelled == {"/items/{item_id}", "/shop/items/{item_id}", "/shop/pay", "_unmatched"}
+
+
 def test_a_method_the_rule_does_not_allow_is_named_by_the_rule(serve_wsgi, wait_for_spans):
     """A 405 (the path matched a url rule, the method did not) was named as a 404 is, by its
     method alone, and counted under ``_unmatched``; OpenTelemetry's ``http.route`` is the rule

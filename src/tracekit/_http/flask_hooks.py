@@ -31,16 +31,30 @@ _MAX_MOUNTS_OF_AN_APP = 16  # mount paths kept for one Flask app mounted several
 
 
 def connect(app: object) -> bool:
-    """Hook up the Flask app ``app`` is, or whose bound ``wsgi_app`` it is (so that
-    ``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``);
-    False for any other WSGI app."""
+    """Hook up the Flask apps of ``app``: the one it is, whose bound ``wsgi_app`` it is (so that
+    ``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``), or
+    the ones below the wrappers it is made of (``ProxyFix``, ``DispatcherMiddleware``, which
+    keep the app they wrap as ``app`` and their mounts as ``mounts``); False for any other
+    WSGI app."""
     flask = sys.modules.get("flask")
-    if flask is None:
+    if flask is None or not _holds_flask_app(app, flask, 0):
         return False
-    owner = app if isinstance(app, flask.Flask) else getattr(app, "__self__", None)
-    if isinstance(owner, flask.Flask):
-        _connect_signals(owner)
-        return True
+    _connect_signals(app)
+    return True
+
+
+def _holds_flask_app(app: object, flask: Any, depth: int) -> bool:
+    """Whether ``app``, or an app it wraps or mounts, is a Flask app (or its ``wsgi_app``)."""
+    for _ in range(_MAX_WRAPPERS):
+        if app is None:
+            return False
+        if isinstance(app, flask.Flask) or isinstance(getattr(app, "__self__", None), flask.Flask):
+            return True
+        mounts = getattr(app, "mounts", None)
+        mounted = mounts.values() if isinstance(mounts, dict) and depth < _MAX_WRAPPERS else ()
+        if any(_holds_flask_app(inner, flask, depth + 1) for inner in mounted):
+            return True
+        app = getattr(app, "app", None)
     return False
 
 
