@@ -621,8 +621,11 @@ def _route(scope: Scope, top: object, inner: str | None = None) -> str | None:
         template = template if prefix is None else prefix + template
     if looked_up and not _path_fits(template, route, scope):
         return None  # found by an endpoint another route shares: not the route the request took
-    if mounted and inner is not None and inner.startswith("/") and _is_mount(route):
+    at_root = template == ""  # a mount of the whole path: Mount("/", app=StaticFiles(...))
+    if (mounted or at_root) and inner is not None and inner.startswith("/") and _is_mount(route):
         template = template.rstrip("/") + inner
+    elif at_root:  # the mount is the route, as /static is; "/" as Starlette's telemetry names it
+        return None if _routes_further(route) else "/"
     return template if ":" not in template else _without_convertors(template)
 
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tracekit import asgi
@@ -213,6 +213,38 @@ def test_one_application_mounted_at_a_path_and_under_it_is_named_by_the_mount_ta
     app.mount("/v2/static", files)
     app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-nested")
     expected = {"/static/a.txt": (200, "/static"), "/v2/static/a.txt": (200, "/v2/static")}
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
+def test_files_mounted_at_the_root_are_named_by_that_mount(
+    wait_for_spans: Any, static: Path
+) -> None:
+    # A single-page app's files mounted under the API (app.mount("/", StaticFiles(...))): the
+    # mount's template is empty, so every file it served was a 200 under "_unmatched", its
+    # span named "GET", where the same files at /static are the route /static
+    registry = CollectorRegistry()
+    app = FastAPI(telemetry={"tracing": False})
+    app.add_route("/healthz", plain)
+    spa = Starlette(routes=[Mount("/", routes=[Route("/about", plain)])])  # one that routes
+    app.mount("/spa", spa)
+    app.mount("/", StaticFiles(directory=static, html=True))  # last: it takes every path
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="fastapi-spa")
+    expected = {
+        "/healthz": (200, "/healthz"),
+        "/a.txt": (200, "/"),
+        "/missing.js": (404, "/"),  # the files' own 404, as /static/missing.js is /static
+        "/spa/about": (200, "/spa/about"),
+    }
+    _assert_named(app, registry, expected, wait_for_spans)
+
+
+def test_a_router_mounted_at_the_root_that_matches_nothing_names_no_route(
+    wait_for_spans: Any,
+) -> None:
+    registry = CollectorRegistry()
+    app = Starlette(routes=[Mount("/", routes=[Route("/about", plain)])])
+    app.add_middleware(asgi.TracekitMiddleware, registry=registry, service_name="root-router")
+    expected = {"/about": (200, "/about"), "/typo": (404, None)}
     _assert_named(app, registry, expected, wait_for_spans)
 
 
