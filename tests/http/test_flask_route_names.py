@@ -378,3 +378,38 @@ def test_a_405_is_named_when_the_apps_rule_class_takes_arguments_of_its_own(
 
     assert [span.name for span in wait_for_spans(1)] == ["POST /orders/{oid}"]
     assert [r for r in caplog.records if r.name.startswith("tracekit")] == []
+
+
+class _AppReadingItsSettings:
+    """A WSGI app that looks unknown attributes up in its settings, raising their own error."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, object] = {}
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self.settings[name]
+        except KeyError:
+            raise LookupError(f"no setting {name}") from None
+
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+
+def test_an_app_whose_attributes_raise_is_served_as_without_tracekit(
+    serve_wsgi: Any, wait_for_spans: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Looking for a Flask app in the app it wraps, the middleware read attributes of it that
+    such an app answers with its own exception: every request failed with a 500, the app
+    never called."""
+    caplog.set_level(logging.CRITICAL)  # tracekit logs the lookup's failure once
+    url = serve_wsgi(
+        wsgi.TracekitMiddleware(_AppReadingItsSettings(), registry=CollectorRegistry())
+    )
+
+    response = requests.get(url + "/page", timeout=10)
+
+    assert (response.status_code, response.text) == (200, "served")
+    assert "X-Correlation-ID" in response.headers
+    assert [span.name for span in wait_for_spans(1)] == ["GET"]

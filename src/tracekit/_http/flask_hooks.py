@@ -30,6 +30,7 @@ _MAX_WRAPPERS = 16
 _MAX_MOUNTS_OF_AN_APP = 16  # mount paths kept for one Flask app mounted several times
 
 
+@guarded(False)  # an app whose attributes raise (a __getattr__ of its own) is no Flask app
 def connect(app: object) -> bool:
     """Hook up the Flask apps of ``app``: the one it is, whose bound ``wsgi_app`` it is (so that
     ``TracekitMiddleware(flask_app.wsgi_app)`` gets the same route names as ``init_app``), or
