@@ -25,6 +25,7 @@ from tests.receiver._collector_process import _children, start_collector
 from tests.receiver.test_address import _link_local
 
 from tracekit.store import Store
+from tracekit.store._schema import MIGRATIONS, SCHEMA_VERSION
 from tracekit_cli.main import cli
 
 ENTRY = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector"]
@@ -178,6 +179,33 @@ def test_store_from_a_newer_tracekit_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"tracekit collector: cannot open store {path}: ")
     assert "newer" in result.stderr
+
+
+def _schema_1_store(path: Path) -> None:
+    """A store as the tracekit before migration 2 left it: its first migration's SQL alone."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+
+
+def test_upgrading_an_older_store_says_so_once(tmp_path: Path) -> None:
+    """Numbering a store up makes every older tracekit still writing it fail each write as
+    "newer" (an older collector printed a traceback per request and lost its spans): the newer
+    collector, where the operator looks, said nothing of it."""
+    path = tmp_path / "v1.db"
+    _schema_1_store(path)
+    runs = []
+    for _ in range(2):
+        process, _port = start_collector(path)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert process.stderr is not None
+        runs.append(process.stderr.read())
+    assert runs == [
+        f"tracekit: upgraded store {path} from schema 1 to {SCHEMA_VERSION}: a tracekit of"
+        " schema 1 still writing it (a collector, a service's store exporter) now fails every"
+        " write; upgrade it too\n",
+        "",
+    ]
 
 
 def test_a_store_path_that_cannot_be_made_is_named_once(tmp_path: Path) -> None:

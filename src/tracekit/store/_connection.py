@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import sqlite3
@@ -14,10 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from tracekit._utf8 import escaped_line
-from tracekit.store._schema import NotAStoreError, holds_other_tables, migrate, schema_version
+from tracekit._utf8 import escaped, escaped_line
+from tracekit.store._schema import (
+    SCHEMA_VERSION,
+    NotAStoreError,
+    holds_other_tables,
+    migrate,
+    schema_version,
+)
 
 T = TypeVar("T")
+
+_log = logging.getLogger("tracekit")
 
 BUSY_TIMEOUT_MS = 5000
 # Span attributes and log bodies are private: the file (and so SQLite's -wal and -shm, which it
@@ -57,11 +66,24 @@ def open_writer(path: Path) -> sqlite3.Connection:
     retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
     for pragma in _WRITE_PRAGMAS:
         conn.execute(pragma)
-    retry_busy(lambda: migrate(conn))
+    _say_if_upgraded(path, retry_busy(lambda: migrate(conn)))
     retry_busy(lambda: _check_writable(conn))
     retry_busy(lambda: _number_generations_apart(conn))
     _refuse_files_left_meanwhile(conn, path)
     return conn
+
+
+def _say_if_upgraded(path: Path, found: int) -> None:
+    """Say, once, that this writer numbered an older store up: every tracekit of the older
+    schema still writing it (a collector, a service's store exporter) now fails each write as
+    "newer", and its operator, looking at this newer collector, would otherwise see no cause."""
+    if 0 < found < SCHEMA_VERSION:
+        _log.warning(
+            "tracekit: upgraded store %s from schema %d to %d: a tracekit of schema %d still"
+            " writing it (a collector, a service's store exporter) now fails every write;"
+            " upgrade it too",
+            escaped(str(path)), found, SCHEMA_VERSION, found,
+        )  # fmt: skip
 
 
 def _refuse_files_left_meanwhile(conn: sqlite3.Connection, path: Path) -> None:

@@ -126,11 +126,11 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration and addition the database lacks (the connection must be in
-    autocommit mode)."""
+    autocommit mode); returns the schema it found (0 for a new file)."""
     if schema_version(conn) == SCHEMA_VERSION and _has_additions(conn):
-        return
+        return SCHEMA_VERSION
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)  # re-read under the write lock: another process may have won
@@ -146,6 +146,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return current
 
 
 def _has_additions(conn: sqlite3.Connection) -> bool:
