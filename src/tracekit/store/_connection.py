@@ -336,9 +336,9 @@ def _create_private_folders(folder: Path) -> None:
 def open_reader(path: Path) -> sqlite3.Connection:
     """A connection for reading only; never creates the file (``FileNotFoundError`` if absent).
 
-    Reading needs no write access. In a folder this user may not write, or on a read-only file
-    system, SQLite cannot create the WAL's index (``-shm``); when there is no ``-wal`` file
-    either, no writer has the store open and every commit is in the file, which is then read as
+    Reading needs no write access. In a folder this user may not write, on a read-only file
+    system, or on a full disk, SQLite cannot create the WAL's index (``-shm``); when there is no
+    ``-wal`` file either, no writer has the store open and every commit is in the file, read as
     immutable (without locks: a writer that starts meanwhile could only disturb that one read).
     A ``-wal`` file there without a ``-shm`` is a copy taken while a writer had the store open
     (see ``_open_wal_copy``). Opened ``rw`` otherwise (SQLite falls back to reading a file it
@@ -382,8 +382,15 @@ def _open_wal_copy(file: Path) -> sqlite3.Connection:
 
 
 # SQLite's words for "cannot make the -shm file": in a folder this user may not write
-# (EACCES), and on a read-only file system (EROFS: a backup mounted read-only, a ':ro' volume).
-_NO_SHM_HERE = ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN")
+# (EACCES), on a read-only file system (EROFS: a backup mounted read-only, a ':ro' volume), and
+# on a full disk (ENOSPC: it cannot write the new file's first bytes or give it its size, and
+# said "disk I/O error").
+_NO_SHM_HERE = (
+    "SQLITE_READONLY_DIRECTORY",
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR_SHMOPEN",
+    "SQLITE_IOERR_SHMSIZE",
+)
 
 
 def _has_wal(file: Path) -> bool:
