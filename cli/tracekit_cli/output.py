@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import functools
 import io
+import itertools
 import json
 import re
 import sys
@@ -51,21 +52,47 @@ def _json_escape(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+# Encoder chunks joined into one piece of the output. json.dumps(indent=2) holds every chunk
+# (a key, a value, a separator) as a string of its own before joining them: a path of 50,000
+# spans took the command from 140 MB to 467 MB for a 38 MB document.
+_CHUNKS_PER_PIECE = 10_000
+
+
 def emit_json(document: Any) -> None:
     """Indented JSON on stdout: non-ASCII kept, every character a terminal acts on escaped."""
+    pieces = json_pieces(document, getattr(sys.stdout, "encoding", None))
     with _stdout_reader_may_leave():
-        click.echo(json_for_terminal(document, getattr(sys.stdout, "encoding", None)))
+        for piece in pieces:
+            click.echo(piece, nl=False)
+        click.echo()
 
 
 def json_for_terminal(document: Any, encoding: str | None = None) -> str:
     """``document`` as indented, standard JSON with no raw character that is not printable
     (controls, bidi, separators, invisible ones); NaN and infinities (attribute values OTLP
     allows) as OTLP/JSON's strings. Characters ``encoding`` (stdout's) lacks are escaped too."""
+    return "".join(json_pieces(document, encoding))
+
+
+def json_pieces(document: Any, encoding: str | None = None) -> list[str]:
+    """``json_for_terminal(document, encoding)`` in pieces, whose concatenation it is."""
     try:
-        text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+        return _escaped_pieces(_INDENTED.iterencode(document), encoding)
     except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
-        text = json.dumps(finite_json(document), indent=2, ensure_ascii=False)
-    return _escaped_unencodable(_JSON_STRING.sub(_escaped, text), encoding)
+        return _escaped_pieces(_INDENTED_ANY.iterencode(finite_json(document)), encoding)
+
+
+_INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False)
+_INDENTED_ANY = json.JSONEncoder(indent=2, ensure_ascii=False)
+
+
+def _escaped_pieces(chunks: Iterator[str], encoding: str | None) -> list[str]:
+    """The encoder's chunks joined a number at a time, each piece escaped: a chunk holds a JSON
+    string whole (with what precedes it), so no string is cut between pieces."""
+    pieces = []
+    while batch := list(itertools.islice(chunks, _CHUNKS_PER_PIECE)):
+        pieces.append(_escaped_unencodable(_JSON_STRING.sub(_escaped, "".join(batch)), encoding))
+    return pieces
 
 
 def _escaped_unencodable(text: str, encoding: str | None) -> str:
