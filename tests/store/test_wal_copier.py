@@ -6,11 +6,12 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conditions import wait_for
 from tests.store.test_wal_bound import batch
 
 from tracekit.store import Store
-from tracekit.store._process import WriterProcess
+from tracekit.store._process import WalCopier, WriterProcess
 
 
 def test_the_wal_a_long_read_held_back_is_copied_into_the_file_without_a_commit(
@@ -43,3 +44,36 @@ def test_the_wal_a_long_read_held_back_is_copied_into_the_file_without_a_commit(
         store.close()
     with Store(path) as reading:
         assert reading.count_spans() == 60 * 200
+
+
+def test_a_wal_a_long_read_held_back_is_emptied_once_copied_while_no_one_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits only cut a WAL back to its bound when the WAL starts over, on the first commit
+    after a checkpoint. A collector whose exporters went quiet after a burst that long reads held
+    back (`search --min-duration` and `diff --since 7d` in loops beside 8 exporters) kept a
+    473 MB WAL beside its 686 MB store for as long as nothing arrived (without --retention or
+    --max-size, no pass empties it either). Once every frame is in the file and no read needs
+    them, the copier empties a WAL past its bound."""
+    monkeypatch.setattr("tracekit.store._process.WAL_BOUND_BYTES", 500_000)
+    path, wal = tmp_path / "s.db", tmp_path / "s.db-wal"
+    store = Store(path)
+    store.create()
+    store.leave_checkpoints_to_others()  # as in the writer process
+    copier = WalCopier(str(path))
+    try:
+        store.write_spans(batch(0))
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM spans").fetchone()  # its snapshot: batch 0
+        for number in range(1, 40):
+            store.write_spans(batch(number))
+        assert wal.stat().st_size > 2_000_000
+        reader.execute("COMMIT")
+        reader.close()
+        wait_for(lambda: wal.stat().st_size <= 500_000, timeout=10)
+    finally:
+        copier.close()
+        store.close()
+    with Store(path) as reading:
+        assert reading.count_spans() == 40 * 200
