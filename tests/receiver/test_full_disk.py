@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from tests.receiver._collector_process import start_collector
+
+from tracekit.store import Store
 
 
 def _request(spans: int) -> bytes:
@@ -43,3 +50,40 @@ def test_a_full_disk_is_said_once_not_once_per_request(tmp_path: Path) -> None:
     assert statuses[0] == 200 and statuses.count(503) > 10  # the client is told to retry
     assert stderr.count("write failed") == 1, stderr
     assert "disk I/O error" in stderr  # EFBIG: SQLite says "database or disk is full" for ENOSPC
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs holding a store, then filled up (needs root to mount)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        with Store(disk / "t.db") as store:
+            store.create()
+        with (disk / "filler").open("wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_collector_started_on_a_full_disk_says_so(full_disk: Path) -> None:
+    """Before: 'cannot open store PATH: disk I/O error' (SQLite could not make the -shm file),
+    which reads as failing hardware."""
+    store = full_disk / "t.db"
+    result = subprocess.run(
+        [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector",
+         "--store", str(store), "--port", "0", "--grpc-port", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"tracekit collector: cannot open store {store}: No space left on device\n"
+    )

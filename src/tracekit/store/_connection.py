@@ -51,7 +51,34 @@ _descriptors = threading.Lock()
 
 
 def open_writer(path: Path) -> sqlite3.Connection:
-    """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum."""
+    """A connection that may write: creates the file and schema, WAL, incremental auto-vacuum.
+
+    On a full disk SQLite says ``disk I/O error`` (it cannot make the ``-shm`` file), which
+    reads as failing hardware: that is ``OSError`` (ENOSPC) instead."""
+    try:
+        return _open_writer(path)
+    except sqlite3.OperationalError as error:
+        if _said_of_no_room(error) and _no_room_left(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        raise
+
+
+def _said_of_no_room(error: sqlite3.OperationalError) -> bool:
+    name = getattr(error, "sqlite_errorname", None) or ""
+    return name.startswith("SQLITE_IOERR") or name in ("SQLITE_FULL", "SQLITE_CANTOPEN")
+
+
+def _no_room_left(path: Path) -> bool:
+    """Whether the store's file system has no block (or, where it counts them, no inode) left
+    for this user."""
+    try:
+        status = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return status.f_bavail == 0 or (status.f_files > 0 and status.f_favail == 0)
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
     create_private(path)
     require_a_file(path)
     _refuse_read_only_file_system(path)
