@@ -20,6 +20,7 @@ __all__ = [
     "DROPPED_EVENTS",
     "DROPPED_LINKS",
     "ERROR_TYPE",
+    "HTTP_KNOWN_METHODS",
     "HTTP_REQUEST_METHOD",
     "HTTP_REQUEST_METHOD_ORIGINAL",
     "HTTP_REQUEST_RESEND_COUNT",
@@ -59,6 +60,10 @@ HTTP_REQUEST_METHOD: Final = "http.request.method"
 HTTP_REQUEST_METHOD_ORIGINAL: Final = "http.request.method_original"
 HTTP_REQUEST_RESEND_COUNT: Final = "http.request.resend_count"
 HTTP_ROUTE: Final = "http.route"
+# The methods the HTTP conventions know (RFC 9110's, PATCH, and QUERY); any other is _OTHER.
+HTTP_KNOWN_METHODS: Final = frozenset(
+    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
+)
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 URL_PATH: Final = "url.path"
 URL_SCHEME: Final = "url.scheme"

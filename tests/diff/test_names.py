@@ -67,6 +67,8 @@ def test_route_then_destination_then_name() -> None:
     assert node_name(record("run", "CONSUMER", **task)) == "celery shop.charge"
     client = {"url.full": "http://legacy:8080/orders/1042?x=1"}
     assert node_name(record("GET", "CLIENT", **client)) == "GET /orders/{id}"
+    search = {"url.full": "http://catalog:8080/search/1042"}  # QUERY: the safe method with a body
+    assert node_name(record("QUERY", "CLIENT", **search)) == "QUERY /search/{id}"
     assert node_name(record("x" * 500)) == "x" * 199 + "…"
 
 

@@ -27,9 +27,7 @@ from tracekit._runtime.guard import guarded, mark_failed, mark_failed_status, re
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
 
-KNOWN_METHODS = frozenset(
-    ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY")
-)
+KNOWN_METHODS = semconv.HTTP_KNOWN_METHODS
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away first
 USER_AGENT = "user-agent"
 # The caller's own text: at most this much of it goes on the span (real ones are shorter).

@@ -31,9 +31,7 @@ __all__ = [
 
 MAX_NAME_CHARS = 200
 ID_PLACEHOLDER = "{id}"
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER"}
-)
+HTTP_METHODS = semconv.HTTP_KNOWN_METHODS | {"_OTHER"}
 TASK_NAME = semconv.CELERY_TASK_NAME  # many Celery tasks share one queue: this tells them apart
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
