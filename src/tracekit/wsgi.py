@@ -1,10 +1,12 @@
 """WSGI middleware: one correlation ID and one SERVER span per request.
 
-Works for Flask, Django and any WSGI app::
+Works for Flask and any WSGI app::
 
     from tracekit.wsgi import TracekitMiddleware
     app.wsgi_app = TracekitMiddleware(app.wsgi_app)   # Flask (or tracekit.flask.init_app(app))
-    application = TracekitMiddleware(get_wsgi_application())   # Django's wsgi.py
+
+Django: ``tracekit.django.TracekitMiddleware`` in ``MIDDLEWARE`` (this layer around Django's
+application alone sees no URL pattern: every request would be named by its method only).
 
 The span ends when the last chunk of the body has been handed to the server (at the latest when
 the server closes the response), so streamed responses are covered.
