@@ -202,8 +202,8 @@ def test_upgrading_an_older_store_says_so_once(tmp_path: Path) -> None:
         runs.append(process.stderr.read())
     assert runs == [
         f"tracekit: upgraded store {path} from schema 1 to {SCHEMA_VERSION}: a tracekit of"
-        " schema 1 still writing it (a collector, a service's store exporter) now fails every"
-        " write; upgrade it too\n",
+        " schema 1 still writing it (a collector, a service's store exporter) cannot write it any"
+        " more, at once or when it opens it again; upgrade it too\n",
         "",
     ]
 

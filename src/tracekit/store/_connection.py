@@ -102,13 +102,14 @@ def _open_writer(path: Path) -> sqlite3.Connection:
 
 def _say_if_upgraded(path: Path, found: int) -> None:
     """Say, once, that this writer numbered an older store up: every tracekit of the older
-    schema still writing it (a collector, a service's store exporter) now fails each write as
-    "newer", and its operator, looking at this newer collector, would otherwise see no cause."""
+    schema still writing it (a collector, a service's store exporter) fails its writes as
+    "newer" (at once, or when it opens the store again), and its operator, looking at this
+    newer collector, would otherwise see no cause."""
     if 0 < found < SCHEMA_VERSION:
         _log.warning(
             "tracekit: upgraded store %s from schema %d to %d: a tracekit of schema %d still"
-            " writing it (a collector, a service's store exporter) now fails every write;"
-            " upgrade it too",
+            " writing it (a collector, a service's store exporter) cannot write it any more,"
+            " at once or when it opens it again; upgrade it too",
             escaped(str(path)), found, SCHEMA_VERSION, found,
         )  # fmt: skip
 
