@@ -29,6 +29,7 @@ __all__ = [
     "Attributes",
     "BackendError",
     "CorrelatedLogSource",
+    "EntrySpanSource",
     "HopSample",
     "HopSampleSource",
     "LimitedSpanSource",
@@ -240,6 +241,21 @@ class HopSampleSource(Protocol):
     ) -> tuple[list[HopSample], bool]:
         """The calls ``service_map`` finds among the ``limit`` spans that started last, at or
         after ``since_unix_nano``; and whether the window holds more spans than that."""
+        ...
+
+
+@runtime_checkable
+class EntrySpanSource(Protocol):
+    """A read backend that picks a window's requests of one service itself, without handing
+    over every span of the window (the embedded store: ``tracekit diff``'s sets over 200,000
+    spans)."""
+
+    def newest_spans_entering(
+        self, services: Sequence[str], kinds: Sequence[str], since_unix_nano: int, *, limit: int
+    ) -> tuple[list[SpanRecord], bool]:
+        """Of the spans ``newest_spans(self, since_unix_nano, limit)`` returns, those of the
+        traces in which one of ``services`` has a span of one of ``kinds``, earliest first; and
+        whether the window holds more than ``limit`` spans."""
         ...
 
 

@@ -24,7 +24,7 @@ from tracekit import semconv
 from tracekit.correlation import MAX_LENGTH
 from tracekit.path import Path, reconstruct
 from tracekit.path.conventions import text
-from tracekit.records import SpanRecord, SpanSource, newest_spans
+from tracekit.records import EntrySpanSource, SpanRecord, SpanSource, newest_spans
 
 from .names import node_name
 
@@ -98,11 +98,11 @@ def find_request_sets(
 
     Raises ``tracekit.records.BackendError`` when the source cannot answer.
     """
-    spans = newest_spans(source, since_unix_nano, MAX_SPANS + 1)
+    spans, more = _window(source, (a.service, b.service), since_unix_nano)
     warnings = []
-    if len(spans) > MAX_SPANS:
+    if more:
         warnings.append(f"read only the newest {MAX_SPANS} spans of the window: narrow --since")
-    newest_first = sorted(spans[-MAX_SPANS:], key=lambda s: -s.start_unix_nano)
+    newest_first = sorted(spans, key=lambda s: -s.start_unix_nano)
     entries_a = [span for span in newest_first if a.selects(span)]
     entries_b = [span for span in newest_first if b.selects(span)]
     correlation = _Correlation.of(newest_first, a.service)
@@ -114,6 +114,20 @@ def find_request_sets(
         keys_a = {k: v for k, v in keys_a.items() if k not in both}
         keys_b = {k: v for k, v in keys_b.items() if k not in both}
     return _paths(source, keys_a, limit), _paths(source, keys_b, limit), warnings
+
+
+def _window(
+    source: SpanSource, services: Sequence[str], since_unix_nano: int
+) -> tuple[list[SpanRecord], bool]:
+    """The newest ``MAX_SPANS`` spans of the window, earliest first, and whether it holds more.
+    Only the traces that enter ``services`` matter (their entry spans, and the correlation IDs
+    their other spans carry): a source that can pick those out hands over no others."""
+    if isinstance(source, EntrySpanSource):
+        return source.newest_spans_entering(
+            sorted(set(services)), ENTRY_KINDS, since_unix_nano, limit=MAX_SPANS
+        )
+    spans = newest_spans(source, since_unix_nano, MAX_SPANS + 1)
+    return spans[-MAX_SPANS:], len(spans) > MAX_SPANS
 
 
 # what ``reconstruct`` is asked for a request: a correlation ID (or the trace ID of a request

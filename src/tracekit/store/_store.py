@@ -23,6 +23,7 @@ from tracekit.store._connection import (
     open_reader,
     open_writer,
 )
+from tracekit.store._encoding import KIND_CODES
 from tracekit.store._interner import Interner
 from tracekit.store._limits import bounded_log
 from tracekit.store._paths import default_store_path
@@ -287,6 +288,17 @@ class Store:
         """The ``limit`` spans that started last, at or after ``since_unix_nano``, oldest first
         (``spans_since`` keeps the first ``limit``)."""
         return self._read(lambda r: r.newest_spans_since(since_unix_nano, limit))
+
+    def newest_spans_entering(
+        self, services: Sequence[str], kinds: Sequence[str], since_unix_nano: int, *, limit: int
+    ) -> tuple[list[SpanRecord], bool]:
+        """Of the ``limit`` spans that started last, at or after ``since_unix_nano``, those of
+        the traces in which one of ``services`` has a span of one of ``kinds``, oldest first
+        (``EntrySpanSource``); and whether the window holds more spans than ``limit``."""
+        codes = [KIND_CODES[kind] for kind in kinds]
+        return self._read(
+            lambda r: r.newest_spans_entering(services, codes, since_unix_nano, limit)
+        )
 
     def newest_hop_samples(
         self, since_unix_nano: int, *, limit: int
