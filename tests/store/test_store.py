@@ -627,3 +627,35 @@ def test_one_export_of_spans_from_two_providers_stores_each_with_its_own_resourc
         for service, version in (("cart", "1.0"), ("pay", "2.0"))
         for n in range(3)
     }
+
+
+def vm_steps_of_a_search(path: Path, width: int) -> int:
+    """SQLite's steps (thousands) for a search of a store holding one trace of ``width`` spans
+    under its root, whose span ids grow as their starts go back in time."""
+    root = span(T1, "f" * 16, None, name="run", start_unix_nano=1_000, end_unix_nano=10**9)
+    children = [
+        span(T1, f"{n + 1:016x}", "f" * 16, name="item", kind="INTERNAL",
+             start_unix_nano=2_000 + (width - n) * 1_000, end_unix_nano=2_500 + (width - n) * 1_000)
+        for n in range(width)
+    ]  # fmt: skip
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    with Store(path) as store:
+        store.write_spans([root, *children])
+        store._reader_side().conn.set_progress_handler(count, 1_000)
+        [request] = store.recent_requests()
+    assert (request.root_name, request.span_count) == ("run", width + 1)
+    return steps[0]
+
+
+def test_a_search_reads_a_wide_trace_once_per_span(tmp_path: Path) -> None:
+    """Whether a span opens a trace whose parent ids all lead into a loop was asked by walking
+    its trace for an earlier span, for every span that is not a root: a batch job's trace of
+    8,000 spans took 3.5 s to search (twice as wide, four times as long), now 12 ms."""
+    narrow = vm_steps_of_a_search(tmp_path / "narrow.db", 1_000)
+    wide = vm_steps_of_a_search(tmp_path / "wide.db", 2_000)
+    assert wide < 2.5 * narrow

@@ -50,9 +50,14 @@ _IS_ROOT = (
 )
 # A trace whose parent ids all lead into a loop (A's parent is B and B's is A, or a span is its own
 # parent) holds no root: its earliest span stands for it (`tracekit trace` cuts a loop at its
-# earliest span), so that search lists every trace stored.
+# earliest span), so that search lists every trace stored. Asked of every span that is not a
+# root, so the span's parent is asked first: it is stored (else the span were a root) and has
+# mostly started before it, which answers in one look-up what a walk of the trace answers.
 _OPENS_A_ROOTLESS_TRACE = (
-    "(s.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref"
+    "(s.parent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM spans b WHERE b.trace_ref = s.trace_ref"
+    " AND b.span_id = s.parent_id AND (b.start_ns < s.start_ns OR (b.start_ns = s.start_ns"
+    " AND b.id < s.id)))"
+    " AND NOT EXISTS (SELECT 1 FROM spans e WHERE e.trace_ref = s.trace_ref"
     " AND (e.start_ns < s.start_ns OR (e.start_ns = s.start_ns AND e.id < s.id)))"
     " AND NOT EXISTS (SELECT 1 FROM spans o WHERE o.trace_ref = s.trace_ref"
     " AND (o.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM spans q"
