@@ -5,9 +5,6 @@ span, and no span waits for a confirm that cannot come any more."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -15,6 +12,7 @@ from typing import Any
 
 import pika
 import pytest
+from loopback import CuttableLink
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 from pika.adapters.asyncio_connection import AsyncioConnection
@@ -127,38 +125,6 @@ def test_the_brokers_ack_nack_or_return_is_on_each_messages_span(amqp_url, spans
     assert traced_pika._confirming == {}
 
 
-class _Relay:
-    """A TCP relay on loopback between one client and the broker, which the test can cut."""
-
-    def __init__(self, amqp_url: str) -> None:
-        broker = pika.URLParameters(amqp_url)
-        self._broker = (broker.host, broker.port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = amqp_url.replace(f":{broker.port}/", f":{self._listener.getsockname()[1]}/")
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        client, _ = self._listener.accept()
-        upstream = socket.create_connection(self._broker)
-        self._sockets += [client, upstream]
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def cut(self) -> None:
-        for end in self._sockets:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-        self._listener.close()
-
-
 @pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize("closed_by", ["broker", "lost connection"])
 def test_a_channel_closed_with_confirms_pending_fails_their_spans(
@@ -168,7 +134,7 @@ def test_a_channel_closed_with_confirms_pending_fails_their_spans(
     that is not there (the broker closes the channel), or sent as the connection drops. Its
     span is recorded then, failed with the reason (the app has to publish it again), its
     outcome unknown."""
-    relay = _Relay(amqp_url)
+    relay = CuttableLink(amqp_url)
 
     def on_channel(channel: Any) -> None:
         def on_select_ok(_: Any) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import socket
 import threading
 import time
 from types import MappingProxyType
@@ -13,6 +12,7 @@ from typing import Any
 import pika
 import pytest
 import requests
+from loopback import CuttableLink
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
@@ -660,46 +660,13 @@ def test_a_channel_the_broker_closes_ends_the_message_it_held(amqp_url, queue_na
     assert "NOT_FOUND" in (consumer.status.description or "")
 
 
-class _CuttableLink:
-    """A TCP relay on loopback between one client and the broker, which the test can cut: the
-    connection is lost as when the network or the broker goes away."""
-
-    def __init__(self, amqp_url: str) -> None:
-        broker = pika.URLParameters(amqp_url)
-        self._broker = (broker.host, broker.port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = amqp_url.replace(f":{broker.port}/", f":{self._listener.getsockname()[1]}/")
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        client, _ = self._listener.accept()
-        upstream = socket.create_connection(self._broker)
-        self._sockets += [client, upstream]
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-
-    def cut(self) -> None:
-        for end in self._sockets:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-        self._listener.close()
-
-
 def test_a_lost_connection_ends_the_message_its_channel_held(amqp_url, queue_name, spans) -> None:
     """The connection drops while the app handles a ``basic_get`` message; it catches pika's
     error and reconnects. The message (requeued by the broker) ends failed with the loss, and
     its correlation ID is no longer current."""
     import tracekit
 
-    link = _CuttableLink(amqp_url)
+    link = CuttableLink(amqp_url)
     connection = pika.BlockingConnection(pika.URLParameters(link.url))
     channel = connection.channel()
     _publish_in_request(channel, queue_name, b"in flight", "lost-5")
@@ -725,7 +692,7 @@ def test_a_channel_closed_under_a_callback_fails_its_message(
     (a passive declare of a reply queue that is gone) or the connection drops before its ack.
     The callback catches pika's error and returns; the message was never acked and the broker
     delivers it again, so its span ends failed with the reason, as a ``basic_get`` one does."""
-    link = _CuttableLink(amqp_url)
+    link = CuttableLink(amqp_url)
     connection = pika.BlockingConnection(pika.URLParameters(link.url))
     channel = connection.channel()
     _publish_in_request(channel, queue_name, b"needs a reply", "reply-78")

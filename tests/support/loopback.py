@@ -1,8 +1,9 @@
 """Servers on loopback: uvicorn (ASGI) and werkzeug (WSGI) in threads, a free port, waiting for a
-port to accept connections, stopping a served app with Ctrl-C."""
+port to accept connections, stopping a served app with Ctrl-C, a link to a server a test can cut."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -165,3 +167,38 @@ def interrupt(process: subprocess.Popen[Any], timeout: float = 20) -> None:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class CuttableLink:
+    """A TCP relay on loopback between one client and the server ``url`` names, which the test
+    can cut: the connection is lost as when the network or the server goes away. ``self.url``
+    is ``url`` through the relay."""
+
+    def __init__(self, url: str) -> None:
+        server = urlsplit(url)
+        assert server.hostname is not None and server.port is not None, url
+        self._server = (server.hostname, server.port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = url.replace(f":{server.port}/", f":{self._listener.getsockname()[1]}/", 1)
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(self._server)
+        self._sockets += [client, upstream]
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def cut(self) -> None:
+        for end in self._sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+        self._listener.close()
