@@ -138,19 +138,7 @@ def test_a_flask_app_mounted_with_dispatcher_middleware_is_named_with_its_mount(
     ``GET /items/{item_id}``, the main app's route, in one metrics series with it). The mount
     comes from the configuration; a prefix a client sends through ``ProxyFix`` never joins it."""
     caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception
-    main, shop = flask.Flask("main"), flask.Flask("shop")
-
-    @main.get("/items/<int:item_id>")
-    def main_item(item_id: int) -> str:
-        return "main"
-
-    @shop.get("/items/<int:item_id>")
-    def shop_item(item_id: int) -> str:
-        return "shop"
-
-    @shop.get("/pay")
-    def pay() -> str:
-        raise LookupError("card declined")
+    main, shop = _main_and_shop()
 
     dispatcher = DispatcherMiddleware(main.wsgi_app, {"/shop": ProxyFix(shop.wsgi_app)})
     main.wsgi_app = ProxyFix(dispatcher, x_prefix=1)  # type: ignore[method-assign]
@@ -214,19 +202,7 @@ def test_flask_apps_wrapped_together_in_the_generic_middleware_are_named_by_thei
     the module says any WSGI app is: every request was one series, ``http_route="_unmatched"``
     beside a 200, its span named ``GET``, and a view's exception was not recorded."""
     caplog.set_level(logging.CRITICAL)  # Flask logs the view's exception
-    main, shop = flask.Flask("main"), flask.Flask("shop")
-
-    @main.get("/items/<int:item_id>")
-    def main_item(item_id: int) -> str:
-        return "main"
-
-    @shop.get("/items/<int:item_id>")
-    def shop_item(item_id: int) -> str:
-        return "shop"
-
-    @shop.get("/pay")
-    def pay() -> str:
-        raise LookupError("card declined")
+    main, shop = _main_and_shop()
 
     registry = CollectorRegistry()
     combined = DispatcherMiddleware(ProxyFix(main), {"/shop": shop})
@@ -413,3 +389,22 @@ def test_an_app_whose_attributes_raise_is_served_as_without_tracekit(
     assert (response.status_code, response.text) == (200, "served")
     assert "X-Correlation-ID" in response.headers
     assert [span.name for span in wait_for_spans(1)] == ["GET"]
+
+
+def _main_and_shop() -> tuple[flask.Flask, flask.Flask]:
+    """Two apps with a route of the same template; the shop's ``/pay`` raises."""
+    main, shop = flask.Flask("main"), flask.Flask("shop")
+
+    @main.get("/items/<int:item_id>")
+    def main_item(item_id: int) -> str:
+        return "main"
+
+    @shop.get("/items/<int:item_id>")
+    def shop_item(item_id: int) -> str:
+        return "shop"
+
+    @shop.get("/pay")
+    def pay() -> str:
+        raise LookupError("card declined")
+
+    return main, shop
