@@ -237,3 +237,36 @@ def test_confirms_asked_for_behind_another_call_are_not_followed(amqp_url, spans
     for span in _producers(spans).values():
         assert "tracekit.delivery.outcome" not in span.attributes
     assert traced_pika._confirming == {}
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_confirm_delivery_asked_twice_calls_the_apps_callback_once_per_confirm(
+    amqp_url, spans, adapter
+) -> None:
+    """pika registers an ack/nack callback it already has only once: an app that turns confirm
+    mode on twice with the same callback (as on a reconnect path) sees each confirm once, as
+    without tracekit, and its spans are recorded when the broker confirms them."""
+    seen: list[int] = []
+
+    def on_channel(channel: Any) -> None:
+        def on_confirm(frame: Any) -> None:
+            seen.append(frame.method.delivery_tag)
+            if len(seen) == 2:  # (a second call of each confirm would come at once)
+                channel.connection.ioloop.call_later(0.3, channel.connection.close)
+
+        def on_second_select_ok(_: Any) -> None:
+            _publish(channel, "nowhere", "first")
+            _publish(channel, "nowhere", "second")
+
+        channel.confirm_delivery(
+            on_confirm, callback=lambda _: channel.confirm_delivery(on_confirm, on_second_select_ok)
+        )
+
+    _run(adapter, amqp_url, on_channel)
+
+    assert seen == [1, 2]
+    producers = _producers(spans)
+    assert sorted(producers) == ["first", "second"]
+    for span in producers.values():
+        assert "tracekit.delivery.outcome" not in span.attributes
+    assert traced_pika._confirming == {}

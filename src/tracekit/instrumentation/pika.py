@@ -48,6 +48,7 @@ configured property (``TRACEKIT_MESSAGE_CORRELATION_PROPERTY``, default AMQP ``c
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -551,7 +552,7 @@ def _following_confirms(
     confirms = safe("pika publisher confirms", lambda: _confirms_from_now(instance))
     if confirms is None:
         return wrapped(*args, **kwargs)
-    on_confirm = functools.partial(_settling, confirms, callback)
+    on_confirm = _Settling(confirms, callback)
     if args:
         result = wrapped(on_confirm, *args[1:], **kwargs)
     else:
@@ -570,9 +571,17 @@ def _confirms_from_now(channel: Any) -> _Confirms | None:
     return _confirming.get(id(channel)) or _Confirms(channel)
 
 
-def _settling(confirms: _Confirms, callback: Callable[[Any], object], method_frame: Any) -> object:
-    safe("pika publisher confirm", lambda: confirms.confirmed(method_frame.method))
-    return callback(method_frame)
+@dataclasses.dataclass(eq=True)
+class _Settling:
+    """The app's ack/nack callback, behind tracekit's reading of the confirm. Equal for the same
+    channel and callback, so that pika, given it twice, keeps one, as it does the app's own."""
+
+    confirms: _Confirms
+    callback: Callable[[Any], object]
+
+    def __call__(self, method_frame: Any) -> object:
+        safe("pika publisher confirm", lambda: self.confirms.confirmed(method_frame.method))
+        return self.callback(method_frame)
 
 
 def _noting_return(
