@@ -32,6 +32,7 @@ __all__ = [
     "EntrySpanSource",
     "HopSample",
     "HopSampleSource",
+    "LimitedLogSource",
     "LimitedSpanSource",
     "LogRecordData",
     "RequestSummary",
@@ -312,6 +313,12 @@ class CorrelatedLogSource(Protocol):
     ) -> list[LogRecordData]:
         """Log records stamped with ``correlation_id``, oldest first (the first ``limit``)."""
         ...
+
+
+@runtime_checkable
+class LimitedLogSource(Protocol):
+    """A read backend that can stop after the first log records of traces (the embedded store);
+    from any other the engine reads them all and keeps the earliest."""
 
     def first_logs_by_trace_ids(
         self, trace_ids: Iterable[str], limit: int

@@ -20,7 +20,7 @@ from tracekit.path.collect import (
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
 from tracekit.path.servicemap import ServiceEdge, edges_from_samples, hop_samples, service_map
-from tracekit.records import CorrelatedLogSource, LogRecordData, SpanSource
+from tracekit.records import CorrelatedLogSource, LimitedLogSource, LogRecordData, SpanSource
 
 __all__ = [
     "MAX_CORRELATED_LOGS",
@@ -198,7 +198,7 @@ def _trace_logs(
 ) -> list[LogRecordData]:
     """The first ``MAX_TRACE_LOGS`` log lines of the traces, by time, and a warning naming how
     many were left out. A source that holds logs (the store) reads just those."""
-    if isinstance(source, CorrelatedLogSource):
+    if isinstance(source, LimitedLogSource):
         logs, total = source.first_logs_by_trace_ids(trace_ids, MAX_TRACE_LOGS)
     else:
         logs = sorted(source.logs_by_trace_ids(trace_ids), key=lambda log: log.time_unix_nano)

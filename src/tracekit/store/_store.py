@@ -238,7 +238,7 @@ class Store:
         self, trace_ids: Iterable[str], limit: int
     ) -> tuple[list[LogRecordData], int]:
         """The ``limit`` earliest log records of the given traces, and how many they hold in
-        all (``CorrelatedLogSource``)."""
+        all (``LimitedLogSource``)."""
         ids = list(trace_ids)
         return self._read(lambda r: r.first_logs_by_trace_ids(ids, limit))
 
