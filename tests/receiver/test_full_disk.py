@@ -73,10 +73,17 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(disk)], check=False)
 
 
-def test_a_collector_started_on_a_full_disk_says_so(full_disk: Path) -> None:
+@pytest.mark.parametrize("named", ["as it is", "through a symbolic link elsewhere"])
+def test_a_collector_started_on_a_full_disk_says_so(
+    full_disk: Path, tmp_path: Path, named: str
+) -> None:
     """Before: 'cannot open store PATH: disk I/O error' (SQLite could not make the -shm file),
-    which reads as failing hardware."""
+    which reads as failing hardware; also for a store named through a link on another disk,
+    where SQLite writes beside the file the link names."""
     store = full_disk / "t.db"
+    if named != "as it is":
+        store = tmp_path / "link.db"
+        store.symlink_to(full_disk / "t.db")
     result = subprocess.run(
         [sys.executable, "-c", "from tracekit_cli.main import main; main()", "collector",
          "--store", str(store), "--port", "0", "--grpc-port", "0"],

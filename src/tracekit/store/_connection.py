@@ -70,9 +70,9 @@ def _said_of_no_room(error: sqlite3.OperationalError) -> bool:
 
 def _no_room_left(path: Path) -> bool:
     """Whether the store's file system has no block (or, where it counts them, no inode) left
-    for this user."""
+    for this user: the file system of the file a symbolic link names, where SQLite writes."""
     try:
-        status = os.statvfs(path.parent)
+        status = os.statvfs(path.resolve().parent)
     except OSError:
         return False
     return status.f_bavail == 0 or (status.f_files > 0 and status.f_favail == 0)
