@@ -171,8 +171,11 @@ def _rows_to_free(conn: sqlite3.Connection, used: int, target: int) -> int:
 
 
 def _approximate_rows(conn: sqlite3.Connection, table: str) -> int:
-    # max(id) - min(id) approximates the row count in O(log n): deletes mostly trim the start.
-    row = conn.execute(f"SELECT max(id) - min(id) + 1 FROM {table}").fetchone()  # noqa: S608
+    # max(id) - min(id) approximates the row count: deletes mostly trim the start. Each in a
+    # subquery of its own, which SQLite answers from the end of the index (O(log n)); written
+    # as one expression, max(id) - min(id) reads every row, 0.45 s a chunk at 3 million rows.
+    query = f"SELECT (SELECT max(id) FROM {table}) - (SELECT min(id) FROM {table}) + 1"  # noqa: S608
+    row = conn.execute(query).fetchone()
     return int(row[0] or 0)
 
 
