@@ -46,17 +46,26 @@ def test_the_wal_a_long_read_held_back_is_copied_into_the_file_without_a_commit(
         assert reading.count_spans() == 60 * 200
 
 
+@pytest.mark.parametrize("through_a_link", [False, True], ids=["file", "symlink-to-file"])
 def test_a_wal_a_long_read_held_back_is_emptied_once_copied_while_no_one_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_a_link: bool
 ) -> None:
     """Commits only cut a WAL back to its bound when the WAL starts over, on the first commit
     after a checkpoint. A collector whose exporters went quiet after a burst that long reads held
     back (`search --min-duration` and `diff --since 7d` in loops beside 8 exporters) kept a
     473 MB WAL beside its 686 MB store for as long as nothing arrived (without --retention or
     --max-size, no pass empties it either). Once every frame is in the file and no read needs
-    them, the copier empties a WAL past its bound."""
+    them, the copier empties a WAL past its bound.
+
+    So too for a store named through a symlink to its file (``--store`` on a link to a bigger
+    disk): SQLite keeps the WAL beside the file the link points to, and the copier, looking for
+    one beside the link, never emptied it."""
     monkeypatch.setattr("tracekit.store._process.WAL_BOUND_BYTES", 500_000)
     path, wal = tmp_path / "s.db", tmp_path / "s.db-wal"
+    if through_a_link:
+        (tmp_path / "elsewhere").mkdir()
+        path.symlink_to(tmp_path / "elsewhere" / "s.db")
+        wal = tmp_path / "elsewhere" / "s.db-wal"
     store = Store(path)
     store.create()
     store.leave_checkpoints_to_others()  # as in the writer process

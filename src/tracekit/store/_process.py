@@ -213,7 +213,8 @@ class WalCopier:
 
     def __init__(self, path: str) -> None:
         self._conn = connect(path)
-        self._wal = Path(f"{path}-wal")
+        # where SQLite keeps it: beside the file a symlinked store path points to, not the link
+        self._wal = Path(self._conn.execute("PRAGMA database_list").fetchone()[2] + "-wal")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracekit-wal-copier", daemon=True)
         self._thread.start()
