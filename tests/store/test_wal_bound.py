@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from tracekit.records import SpanRecord
 from tracekit.store import Store
+from tracekit.store._writer import FIRST_WAIT_MS
 
 BOUND = 500_000
 START = 1_700_000_000_000_000_000
@@ -143,3 +145,41 @@ def test_one_read_that_outlasts_the_wait_pauses_the_writer_once(
         emptied = wal.stat().st_size < BOUND
     assert len(waited) == 1
     assert emptied
+
+
+def test_a_wal_another_connection_emptied_makes_the_next_wait_short_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try that gave up to a long read doubled the writer's next wait, and only a try of
+    its own that emptied the WAL made it short again. In the collector the WAL copier empties
+    the WAL within 0.1 s of a read's end, before the writer tries again: with 3 OTel SDK
+    exporters and 8 s reads 2 s apart, each new read paused every write longer, 0.6, 1.0, then
+    2.0 s (up to 5 s). Once another connection emptied the WAL (no read held it then), the next
+    read is waited for FIRST_WAIT_MS again."""
+    monkeypatch.setattr("tracekit.store._writer.WAL_BOUND_BYTES", BOUND, raising=False)
+    path = tmp_path / "s.db"
+    wal = Path(f"{path}-wal")
+    longest_per_read = []
+    with Store(path) as store:
+        store.write_spans(batch(0))
+        number = 1
+        for _ in range(3):
+            long_read = sqlite3.connect(path, isolation_level=None)
+            long_read.execute("BEGIN")
+            long_read.execute("SELECT count(*) FROM spans").fetchone()
+            longest = 0.0
+            while wal.stat().st_size < 3 * BOUND:  # a try past the bound gives up
+                started = time.monotonic()
+                store.write_spans(batch(number))
+                longest = max(longest, time.monotonic() - started)
+                number += 1
+            longest_per_read.append(longest)
+            long_read.execute("COMMIT")
+            long_read.close()
+            copier = sqlite3.connect(path, isolation_level=None)  # as the WAL copier does
+            assert copier.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            copier.close()
+    assert longest_per_read[0] >= FIRST_WAIT_MS / 1000  # the first read was waited for
+    assert all(longest < 1.5 * FIRST_WAIT_MS / 1000 for longest in longest_per_read), (
+        longest_per_read
+    )

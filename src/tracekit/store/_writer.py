@@ -117,7 +117,8 @@ class StoreWriter:
         waits for the reads begun before it (a read that starts once the WAL is all copied reads
         the file alone and is not waited for), then empties the WAL. It waits 0.5 s, twice as long
         after each try that gave up, up to the time a writer waits for a lock (``busy_timeout``,
-        5 s), and 0.5 s again once a try emptied the WAL; a read lasting longer keeps its
+        5 s), and 0.5 s again once the WAL was emptied (by a try, the collector's WAL copier or a
+        retention pass); a read lasting longer keeps its
         snapshot, and the writer tries again once the WAL has grown by another quarter of the
         bound, not after every commit; once the WAL is found smaller than it was then (emptied or
         restarted meanwhile), the bound is the bound again. While the read that made a try give
@@ -131,8 +132,10 @@ class StoreWriter:
             return  # no WAL (yet): nothing to bound
         if size < self._next_try - WAL_BOUND_BYTES // 4:
             # smaller than when the last try gave up: emptied since (another writer, retention)
-            # or restarted and cut back to journal_size_limit, the bound itself
+            # or restarted and cut back to journal_size_limit, the bound itself: no read held
+            # it then, so the reads that made tries give up are over and the wait is short again
             self._next_try = self._gave_up_at = 0
+            self._wait_ms = FIRST_WAIT_MS
         if size <= max(WAL_BOUND_BYTES, self._next_try):
             return
         if self._gave_up_at and self._copied_back() < self._gave_up_at:
