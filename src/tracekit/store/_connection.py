@@ -478,6 +478,12 @@ def retry_busy(action: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
+def wal_path(conn: sqlite3.Connection) -> str:
+    """The WAL file of ``conn``'s store, where SQLite keeps it: beside the file a symbolic link
+    to the store names, not beside the link."""
+    return str(conn.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
+
+
 def truncate_checkpoint(conn: sqlite3.Connection, wait_ms: int) -> tuple[int, int, int]:
     """``PRAGMA wal_checkpoint(TRUNCATE)`` waiting at most ``wait_ms`` for the writer and the
     reads in flight (its busy, log and checkpointed counts); the busy timeout is restored."""

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracekit.records import LogRecordData
-from tracekit.store._connection import connect, one_line, truncate_checkpoint
+from tracekit.store._connection import connect, one_line, truncate_checkpoint, wal_path
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
@@ -213,8 +213,7 @@ class WalCopier:
 
     def __init__(self, path: str) -> None:
         self._conn = connect(path)
-        # where SQLite keeps it: beside the file a symlinked store path points to, not the link
-        self._wal = Path(self._conn.execute("PRAGMA database_list").fetchone()[2] + "-wal")
+        self._wal = Path(wal_path(self._conn))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tracekit-wal-copier", daemon=True)
         self._thread.start()

@@ -9,7 +9,12 @@ from typing import NamedTuple, cast
 
 from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
-from tracekit.store._connection import BUSY_TIMEOUT_MS, retry_busy, truncate_checkpoint
+from tracekit.store._connection import (
+    BUSY_TIMEOUT_MS,
+    retry_busy,
+    truncate_checkpoint,
+    wal_path,
+)
 from tracekit.store._encoding import (
     StringTable,
     encoded_attributes,
@@ -96,7 +101,7 @@ class StoreWriter:
         self._pending_resources: dict[bytes, int] = {}
         self._batch_resources: dict[tuple[int, str | None], int] = {}
         self._generation = -1
-        self._wal = conn.execute("PRAGMA database_list").fetchone()[2] + "-wal"
+        self._wal = wal_path(conn)
         self._next_try = 0
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
         self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
