@@ -692,10 +692,12 @@ def _task_rejected(message: Any = None, exc: Any = None, **_: Any) -> None:
 
 def _raw_message_headers(headers: Mapping[Any, Any]) -> dict[str, Any]:
     """The headers tracekit reads, from a message the worker did not turn into a request: by
-    their exact names first, as a request's attributes are, then in any spelling."""
+    their exact names first, as a request's attributes are, then in any spelling. Only those the
+    message has: one it lacks is no header whose value tracekit would refuse (every message
+    without a ``tracestate`` made the worker warn "ignored message header tracestate")."""
     found = {field: headers.get(field) for field in _header_names()}
     _fill_from(found, headers)
-    return found
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def _record_discard(
