@@ -256,6 +256,40 @@ def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service)
     _assert_all_flushed(service)
 
 
+# Servers of the event libraries, as their documentation starts them: monkey-patched first.
+SERVE_IN_EVENT_LOOP = {
+    "gevent": """
+        from gevent import monkey; monkey.patch_all()
+        import sys
+        from gevent.pywsgi import WSGIServer
+        from wsgi_app import app
+        WSGIServer(("127.0.0.1", int(sys.argv[1])), app, log=None).serve_forever()
+        """,
+}
+
+
+@pytest.mark.parametrize("library", sorted(SERVE_IN_EVENT_LOOP))
+def test_a_server_in_an_event_loop_flushes_on_sigterm_and_still_dies_of_it(
+    service: Service, library: str
+) -> None:
+    """A monkey-patched process runs a signal handler in the library's event loop, where nothing
+    may wait: tracekit's flush failed there (gevent's "Impossible to call blocking function in
+    the event loop callback"), and the server died of that error, with its traceback and exit
+    status 1, not of SIGTERM."""
+    need(importlib.util.find_spec(library) is not None, library)
+    service.write("wsgi_app.py", WSGI_APP)
+    service.write("serve.py", SERVE_IN_EVENT_LOOP[library])
+    port = free_port()
+    service.start("serve.py", str(port), PYTHONWARNINGS="ignore::DeprecationWarning")
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+    time.sleep(0.5)  # the server idle, its loop waiting for the next request, as it is told to stop
+
+    assert service.terminate() == -signal.SIGTERM, service.output()
+    assert "Traceback" not in service.output()
+    _assert_all_flushed(service)
+
+
 def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service: Service) -> None:
     """The collector accepts connections but never answers: SIGTERM still ends the process."""
     service.write("wsgi_app.py", WSGI_APP)

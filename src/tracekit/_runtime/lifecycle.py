@@ -34,12 +34,13 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from types import FrameType, ModuleType
-from typing import Any
+from typing import Any, cast
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -170,6 +171,13 @@ def _hook_sigterm() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Flush (bounded), then let SIGTERM do what it would have done without us."""
     global _terminating, _sigterms_handled
+    spawn = _event_loop_spawn()
+    if spawn is not None:
+        # Called in gevent's or eventlet's event loop, where nothing may wait (the flush waits
+        # for its exports): a server of theirs (gevent.pywsgi, eventlet.wsgi) died of the
+        # library's error, with a traceback and exit status 1. The loop goes on meanwhile.
+        spawn(_on_sigterm, signum, frame)
+        return
     _sigterms_handled += 1
     if signal.getsignal(signum) is not _on_sigterm:
         # A handler the host installed after init called ours, the one it replaced: what
@@ -187,6 +195,22 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # A flush, not a stop: the process may outlive the signal (below).
         _bounded(_flush_for_stop)
     _raise_again(signum)
+
+
+_NO_EVENT_LOOP: Callable[..., object] | None = None
+
+
+@guarded(_NO_EVENT_LOOP)
+def _event_loop_spawn() -> Callable[..., object] | None:
+    """gevent's or eventlet's ``spawn`` when this runs in that library's event loop (its hub,
+    where a signal handler of a monkey-patched process usually runs), else None."""
+    gevent: Any = sys.modules.get("gevent")
+    if gevent is not None and isinstance(gevent.getcurrent(), gevent.hub.Hub):
+        return cast("Callable[..., object]", gevent.spawn)
+    eventlet: Any = sys.modules.get("eventlet")
+    if eventlet is not None and eventlet.hubs.get_hub().greenlet is eventlet.getcurrent():
+        return cast("Callable[..., object]", eventlet.spawn)
+    return None
 
 
 def _raise_again(signum: int) -> None:
