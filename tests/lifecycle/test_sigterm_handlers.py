@@ -311,6 +311,39 @@ def test_a_forked_childs_sigterm_leaves_its_parent_alone(service: Service) -> No
     assert f"child {-signal.SIGTERM} parent still here" in service.output()
 
 
+WORKER_STARTING_TRACEKIT_AFTER_FORK = """
+    import logging, os, signal, time  # logging imports threading, as nearly every program does
+
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker that starts tracekit itself, as after a pre-fork server's fork
+        import tracekit
+        from tracekit.correlation import set_correlation_id
+
+        tracekit.init("forked-worker")
+        set_correlation_id("job-1")
+        logging.getLogger("worker").warning("took a message")
+        os.write(ready_write, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(ready_read, 1)
+    os.kill(pid, signal.SIGTERM)
+    print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+def test_a_child_of_fork_that_starts_tracekit_flushes_on_sigterm(service: Service) -> None:
+    """The child's main thread is the one that forked, where its SIGTERM handler belongs,
+    though threading still names the parent's system thread id there (Python 3.11)."""
+    service.write("parent.py", WORKER_STARTING_TRACEKIT_AFTER_FORK)
+    service.start("parent.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert f"child {-signal.SIGTERM}" in service.output()
+    assert _stored_bodies(service) == ["took a message"], service.output()
+
+
 ASYNCIO_APP_RELOADING_ON_SIGHUP = """
     import asyncio, os, signal
     import tracekit

@@ -158,7 +158,13 @@ def _stop(*_: Any, **__: Any) -> None:
 
 
 def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+    """Whether this runs on the main thread, the one that may set signal handlers. eventlet's
+    monkey-patching gives ``threading`` a main thread object of its own, which
+    ``current_thread()`` never is: there, the system's thread id tells (an eventlet process got
+    no SIGTERM handler, and lost what was batched at every stop). The id alone would not do: a
+    child of ``fork()`` keeps its parent's in ``main_thread()`` (Python 3.11)."""
+    main = threading.main_thread()
+    return threading.current_thread() is main or threading.get_native_id() == main.native_id
 
 
 def _hook_sigterm() -> None:
