@@ -298,6 +298,27 @@ def test_a_server_in_an_event_loop_flushes_on_sigterm_and_still_dies_of_it(
     _assert_all_flushed(service)
 
 
+def test_preloaded_gevent_workers_boot_and_stop_without_tracebacks(service: Service) -> None:
+    """``gunicorn --preload -k gevent`` with the app module monkey-patching first, as gevent
+    asks: ``init`` runs in the master, and every worker is forked with the master's green
+    threads, tracekit's SIGTERM watcher among them. That copy failed in each worker as it
+    booted: two tracebacks a worker ("File descriptor was closed in another greenlet", then a
+    ``KeyError`` from threading's record of the threads of a fork)."""
+    need(importlib.util.find_spec("gevent") is not None, "gevent")
+    service.write("app_module.py", "from gevent import monkey; monkey.patch_all()\n" + WSGI_APP)
+    port = free_port()
+    service.start(
+        "-m", "gunicorn", "--preload", "-w", "2", "-k", "gevent", "-b", f"127.0.0.1:{port}",
+        "app_module:app",
+    )  # fmt: skip
+    service.wait_http(f"http://127.0.0.1:{port}/hello/warmup")
+    _send_requests(port)
+
+    assert service.terminate() == 0
+    assert "Traceback" not in service.output()
+    _assert_all_flushed(service)
+
+
 def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service: Service) -> None:
     """The collector accepts connections but never answers: SIGTERM still ends the process."""
     service.write("wsgi_app.py", WSGI_APP)

@@ -265,17 +265,39 @@ def _watch_sigterm() -> None:
         writer.close()
         return
     _wakeup = reader, writer.detach()
+    green_spawn = _green_threads_spawn()
+    if green_spawn is not None:
+        green_spawn(_nudge_on_sigterm, reader)
+        return
     thread = threading.Thread(
         target=_nudge_on_sigterm, args=(reader,), name="tracekit-sigterm", daemon=True
     )
     thread.start()
 
 
+_NO_GREEN_THREADS: Callable[..., object] | None = None
+
+
+@guarded(_NO_GREEN_THREADS)
+def _green_threads_spawn() -> Callable[..., object] | None:
+    """gevent's or eventlet's ``spawn`` when that library made ``threading``'s threads green
+    (monkey-patching), else None. A green thread is copied into a child of ``fork()`` with the
+    process: a ``threading.Thread`` copied there that ends fails in threading's record of the
+    fork's threads (a ``KeyError`` and its traceback in every gunicorn ``--preload`` worker)."""
+    gevent_monkey: Any = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("threading"):
+        return cast("Callable[..., object]", sys.modules["gevent"].spawn)
+    eventlet_patcher: Any = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("thread"):
+        return cast("Callable[..., object]", sys.modules["eventlet"].spawn)
+    return None
+
+
 def _nudge_on_sigterm(reader: socket.socket) -> None:
     """Interrupt the main thread's wait when SIGTERM came and its handler has not run."""
     main = threading.main_thread().ident
     handled = _sigterms_handled
-    while signals := reader.recv(64):
+    while signals := _received(reader):
         if signal.SIGTERM in signals:
             time.sleep(_NUDGE_AFTER_S)
             # Not handled since the last SIGTERM heard (a handler that ran may have put itself
@@ -283,6 +305,15 @@ def _nudge_on_sigterm(reader: socket.socket) -> None:
             if _sigterms_handled == handled and _handler_is_ours() and main is not None:
                 signal.pthread_kill(main, signal.SIGTERM)
             handled = _sigterms_handled
+
+
+def _received(reader: socket.socket) -> bytes:
+    """The signal numbers the wakeup fd brought; none once ``reader`` is closed: under it, in a
+    child of ``fork()`` that copied this watcher with its green threads (``_watch_in_child``)."""
+    try:
+        return reader.recv(64)
+    except OSError:
+        return b""
 
 
 def _handler_is_ours() -> bool:
