@@ -10,7 +10,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from tracekit.metrics import HttpClientMetrics, MessagingMetrics, _ServiceMetrics
+from tracekit.metrics import HttpClientMetrics, HttpServerMetrics, MessagingMetrics, _ServiceMetrics
 
 
 def _forked_child_builds_metrics(seconds: float) -> bool:
@@ -49,6 +49,51 @@ def test_a_lock_a_parent_thread_held_at_the_fork_does_not_hang_the_worker() -> N
     try:
         assert holding.wait(10)
         assert _forked_child_builds_metrics(seconds=10)
+    finally:
+        release.set()
+        thread.join()
+
+
+def _forked_child_counts_a_request(metrics: HttpServerMetrics, seconds: float) -> bool:
+    """Whether a forked child counts one request in ``metrics`` within ``seconds`` (it is killed
+    otherwise)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            metrics.request_finished("GET", "/orders", 200, 0.01, None)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return False
+
+
+def test_a_scrape_in_progress_at_the_fork_does_not_hang_the_childs_requests() -> None:
+    """A scrape copies each family's series under the family's lock; a process forked in the
+    meantime (a pool in a request, a worker of a preloaded master) waited for ever in its first
+    request: 3 of 900 children forked while two threads scraped the metrics port."""
+    registry = CollectorRegistry()
+    metrics = HttpServerMetrics.get("forked-worker", registry=registry)
+    metrics.request_finished("GET", "/orders", 200, 0.01, None)
+    scraping, release = threading.Event(), threading.Event()
+
+    def scrape_in_progress() -> None:
+        with metrics.duration._lock:  # where collect() copies the series
+            scraping.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=scrape_in_progress)
+    thread.start()
+    try:
+        assert scraping.wait(10)
+        assert _forked_child_counts_a_request(metrics, seconds=10)
     finally:
         release.set()
         thread.join()

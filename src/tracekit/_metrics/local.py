@@ -13,7 +13,9 @@ Multiprocess mode keeps prometheus-client's classes, whose values live in shared
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from time import time
@@ -29,6 +31,21 @@ from prometheus_client.utils import INF, floatToGoString
 from tracekit._metrics.families import join
 
 __all__ = ["LocalCounter", "LocalGauge", "LocalHistogram", "LockFreeCounter", "local_values"]
+
+
+# The families counting under a lock of their own, whose locks a child of fork() renews: a
+# thread of the parent held one as it forked (a scrape copying a family's series, a request
+# counting), and that thread does not exist in the child, so the lock stayed held there for
+# ever: the child's first observation (a request, a message) waited for good.
+_locking: weakref.WeakSet[LocalHistogram | LockFreeCounter] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for family in list(_locking):
+        family._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def local_values() -> bool:
@@ -82,6 +99,7 @@ class LocalHistogram(Collector):
         self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
         self._series: dict[tuple[str, ...], _Series] = {}
         self._lock = threading.Lock()
+        _locking.add(self)
         self.observations = 0  # over every series: lets a caller count finished requests
         join(registry, self)
 
@@ -233,6 +251,7 @@ class LockFreeCounter:
         self._count = itertools.count()
         self._reads = 0
         self._lock = threading.Lock()
+        _locking.add(self)
 
     def add(self) -> None:
         """Count one event."""
