@@ -132,11 +132,25 @@ def format_option(command: F) -> F:
     )(command)
 
 
+# What the rich views draw beyond ASCII: tree guides, markers, bars, arrows, separators.
+RICH_GLYPHS = "◆└├─│⏳✗→█…·⚠"
+
+
 def resolve_format(requested: str | None) -> str:
-    """The format to use: the one asked for, else rich on a terminal and text otherwise."""
+    """The format to use: the one asked for, else rich on a terminal that can show its
+    characters, and text otherwise (a pipe, or a latin-1 or ascii terminal: there the rich
+    view's guides, markers and bars were each a '?'; the text view draws them in ASCII)."""
     if requested:
         return requested
-    return "rich" if sys.stdout.isatty() else "text"
+    return "rich" if sys.stdout.isatty() and _stdout_writes(RICH_GLYPHS) else "text"
+
+
+def _stdout_writes(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeError, LookupError):
+        return False
+    return True
 
 
 def require_value(option: str, value: str | None) -> None:

@@ -330,3 +330,36 @@ def test_a_terminal_that_reports_no_size_gets_the_default_width(
     assert narrowest_widest < max(len(line) for line in shown.splitlines()) <= 100, shown
     told = on_a_terminal_of_no_size(commands(store, "rich")[name], {**env, "COLUMNS": "100"})
     assert shown == told[1]  # laid out as for a terminal said to be 100 columns wide
+
+
+def on_a_terminal(args: list[str], encoding: str) -> str:
+    """What ``tracekit`` shows on a pseudo-terminal 100 columns wide whose encoding is
+    ``encoding``, as its lines (the terminal ends each with CR LF)."""
+    primary, replica = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PYTHONIOENCODING": encoding}
+    process = subprocess.Popen([TRACEKIT, *args], stdin=subprocess.DEVNULL, stdout=replica,
+                               stderr=replica, env=env)  # fmt: skip
+    os.close(replica)
+    chunks = []
+    with contextlib.suppress(OSError):  # EIO once the command has exited
+        while chunk := os.read(primary, 65536):
+            chunks.append(chunk)
+    os.close(primary)
+    assert process.wait(timeout=60) in (0, 1)
+    return b"".join(chunks).decode(encoding).replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+@pytest.mark.parametrize("name", ["trace", "search", "services", "diff"])
+def test_a_terminal_whose_encoding_lacks_the_rich_views_characters_gets_the_text_view(
+    store: Path, encoding: str, name: str
+) -> None:
+    """On a latin-1 or ascii terminal the default rich view drew every tree guide, critical-path
+    and error marker and waterfall bar as '?' (`?? ? orders POST /orders  ???????`, a legend of
+    `? critical path ? queue wait ? error`). The text view, which draws the same in ASCII, is
+    the default there now, as in a pipe."""
+    text = commands(store, "text")[name]
+
+    shown = on_a_terminal(text[:-2], encoding)  # no --format: the default
+
+    assert shown == run(text, encoding).stdout.decode(encoding)
