@@ -10,6 +10,9 @@ import importlib
 import io
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import NoReturn, TextIO
 
 import click
 
@@ -65,6 +68,11 @@ def main() -> None:
     """Run the ``tracekit`` command; usage errors are one line on stderr and exit 2."""
     _replace_unencodable_output()
     _stdout_may_be_closed()
+    with _blocking_output():
+        _run()
+
+
+def _run() -> NoReturn:
     try:
         code = cli.main(standalone_mode=False, prog_name="tracekit")
     except _NO_ARGS as error:  # bare `tracekit`: the help is the answer (click 8.2+)
@@ -102,6 +110,35 @@ def _replace_unencodable_output() -> None:
     ascii) as '?', the way stderr already escapes it, instead of failing with a traceback."""
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="replace")
+
+
+@contextmanager
+def _blocking_output() -> Iterator[None]:
+    """Run with stdout and stderr blocking, as they were again afterwards. One left non-blocking
+    (by ssh, or a Node.js tool sharing the pipe or terminal) lost output without a word: Python's
+    text layer counted what the full pipe refused as written, and ``tracekit trace ID | less``
+    showed the first 64 KiB, ``--format json > file`` wrote half a document, both with exit 0."""
+    made_blocking = [fd for fd in map(_file_descriptor, (sys.stdout, sys.stderr))
+                     if fd is not None and not os.get_blocking(fd)]  # fmt: skip
+    for fd in made_blocking:
+        os.set_blocking(fd, True)
+    try:
+        yield
+    finally:
+        try:  # what is left goes out while the descriptor still waits
+            sys.stdout.flush()
+        except OSError:
+            stop_writing(sys.stdout)
+        for fd in made_blocking:
+            with suppress(OSError):  # replaced by /dev/null meanwhile: nothing to give back
+                os.set_blocking(fd, False)
+
+
+def _file_descriptor(stream: TextIO | None) -> int | None:
+    try:
+        return None if stream is None else stream.fileno()
+    except (ValueError, OSError):  # a closed stream, or one that is no file
+        return None
 
 
 def _stdout_may_be_closed() -> None:
