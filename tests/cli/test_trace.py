@@ -176,12 +176,14 @@ def test_a_fan_out_under_a_parent_never_exported_is_one_warning_per_span_then_a_
     assert sum("parent span missing" in line for line in footer) == 21
 
 
-@pytest.mark.parametrize("name", ["处理订单", "处理订单" * 20])
+@pytest.mark.parametrize("name", ["处理订单", "处理订单" * 20, "ที่นี่ดีที่สุด"])
 def test_the_text_view_keeps_the_waterfall_aligned_past_wide_characters(
     tmp_path: Path, name: str
 ) -> None:
     """The text view padded the span column by characters: a span named in Chinese (two
-    columns a character) pushed its waterfall 8 columns right of every other row's."""
+    columns a character) pushed its waterfall 8 columns right of every other row's. One named
+    in Thai pushed it right too: its vowel marks, drawn over the letter before them,
+    were counted as a column each (their combining class is 0, which was taken for "spacing")."""
     from rich.cells import cell_len
 
     t = Topology("req-wide")

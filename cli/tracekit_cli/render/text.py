@@ -8,13 +8,12 @@ anything tracekit's own exporters write), so a hostile span cannot flood a pipe.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
 from tracekit_cli.options import one_line
-from tracekit_cli.render.columns import pack, wrap_keeping_units
+from tracekit_cli.render.columns import pack, text_width, wrap_keeping_units
 from tracekit_cli.render.layout import (
     Row,
     bar_span,
@@ -72,16 +71,10 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
 
 
 def _cells(text: str) -> int:
-    """Columns ``text`` takes on a terminal: a wide (CJK) character two, a combining mark none."""
-    if text.isascii():
-        return len(text)
-    return sum(_char_cells(ch) for ch in text)
-
-
-def _char_cells(ch: str) -> int:
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    """Columns ``text`` takes on a terminal: a wide (CJK) character two, a mark set on the
+    character before it none (Thai's and Devanagari's vowel marks too, whose combining class
+    is 0: counted as a column each, they pushed a row's waterfall right of the others')."""
+    return text_width(text)
 
 
 def _pad(text: str, width: int) -> str:
