@@ -220,11 +220,11 @@ def existing_store(store: str | None) -> Path:
     try:
         is_folder = stat.S_ISDIR(path.stat().st_mode)
     except (FileNotFoundError, NotADirectoryError):
-        fail(f"no tracekit store at {path} yet: 'tracekit demo' makes one, as do 'tracekit"
-             " collector' and services run with TRACEKIT_EXPORTER=store (--store reads"
-             " another)", EXIT_ERROR)  # fmt: skip
+        fail(f"no tracekit store at {shown_path(path)} yet: 'tracekit demo' makes one, as do"
+             " 'tracekit collector' and services run with TRACEKIT_EXPORTER=store (--store"
+             " reads another)", EXIT_ERROR)  # fmt: skip
     except OSError as error:  # another account's private folder, a symlink loop
-        fail(f"store {path}: {reason(error)}", EXIT_ERROR)
+        fail(f"store {shown_path(path)}: {reason(error)}", EXIT_ERROR)
     if is_folder:
         refuse_folder(path)
     return path
@@ -239,8 +239,8 @@ def refuse_folder(path: Path) -> None:
     except OSError:  # is_dir raises all but "no such file" and its kind
         return
     if folder:
-        fail(f"{path} is a folder, not a store: name the store file in it (such as"
-             f" {path / 'tracekit.db'})", EXIT_ERROR)  # fmt: skip
+        fail(f"{shown_path(path)} is a folder, not a store: name the store file in it (such"
+             f" as {shown_path(path / 'tracekit.db')})", EXIT_ERROR)  # fmt: skip
 
 
 def warn(message: str) -> None:

@@ -223,3 +223,28 @@ def test_a_named_pipe_given_as_the_store_is_named_as_one(home: Path, name: str) 
 
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == f"tracekit: store {home / 'pipe.db'}: a named pipe, not a file\n"
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_store_path_with_a_character_a_line_hides_is_shown_escaped(
+    tmp_path: Path, name: str
+) -> None:
+    """``--store "$(cat store-path.txt)"``, the file saved with Windows line ends, names the
+    store with a carriage return at its end. The error said ``no tracekit store at
+    /data/x.db yet`` of a store that is right there (the return shown as a space), and a
+    folder named with an escape sequence was a path that did not exist either. Such a path is
+    now shown escaped, the stray character with it."""
+    args, _ = COMMANDS[name]
+    typed = f"{write_store(tmp_path / 'x.db')}\r"
+    folder = tmp_path / "dir\x1b[31m"
+    folder.mkdir()
+
+    missing = CliRunner().invoke(cli, [*args, "--store", typed])
+    a_folder = CliRunner().invoke(cli, [*args, "--store", str(folder)])
+
+    assert missing.exit_code == a_folder.exit_code == 2
+    assert missing.stderr.startswith(f"tracekit: no tracekit store at {typed!r} yet: ")
+    assert a_folder.stderr == (
+        f"tracekit: {str(folder)!r} is a folder, not a store: name the store file in it"
+        f" (such as {str(folder / 'tracekit.db')!r})\n"
+    )
