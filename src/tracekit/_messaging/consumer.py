@@ -26,6 +26,7 @@ from tracekit._messaging.headers import PUBLISH_TIME_HEADER, Headers, Reading, r
 from tracekit._messaging.spans import base_attributes, record_failed_after, tracer_for
 from tracekit._propagation import baggage as _baggage
 from tracekit._runtime import state as _state
+from tracekit._runtime import unfinished
 from tracekit._runtime.guard import error_type, mark_failed, report_once
 from tracekit.metrics import MessagingMetrics
 
@@ -222,6 +223,7 @@ class Delivery:
             links,
             now_ns,
         )
+        unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
         # One new Context holding the span (what trace.set_span_in_context builds).
         self._context = otel_context.Context(
             {
@@ -265,7 +267,7 @@ class Delivery:
             return
         self._tokens, self._ended = None, True
         try:
-            if self.span is not None:
+            if self.span is not None and unfinished.claim(self.span):
                 self._end_span(self.span, error if error is not None else self._failure)
         finally:
             self._leave(tokens)
@@ -282,7 +284,7 @@ class Delivery:
             self._leave(tokens)
         except Exception as failure:
             report_once("messaging consume end", failure)
-        if span is None:
+        if span is None or not unfinished.claim(span):
             return _nothing
         return lambda: self._end_span(span, self._failure)
 

@@ -47,8 +47,8 @@ from opentelemetry import context as otel_context
 
 from tracekit import correlation
 from tracekit._http.asgi_types import Message, Send
-from tracekit._runtime import state
-from tracekit._runtime.guard import guarded
+from tracekit._runtime import state, unfinished
+from tracekit._runtime.guard import guarded, safe
 
 _LIFESPAN_ENDS = frozenset(("lifespan.shutdown.complete", "lifespan.shutdown.failed"))
 _installed = False
@@ -199,7 +199,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         if state.when_stops_end(lambda: _raise_again(signum)):
             return
         # A flush, not a stop: the process may outlive the signal (below).
-        _bounded(_flush_for_stop)
+        _bounded(_flush_before_default_action)
     _raise_again(signum)
 
 
@@ -217,6 +217,16 @@ def _event_loop_spawn() -> Callable[..., object] | None:
     if eventlet is not None and eventlet.hubs.get_hub().greenlet is eventlet.getcurrent():
         return cast("Callable[..., object]", eventlet.spawn)
     return None
+
+
+@guarded(None)
+def _flush_before_default_action() -> None:
+    """SIGTERM's default action ends the process next, handlers of messages and all: their
+    spans would never end, so they are recorded now (failed), then flushed. Not in a PID 1,
+    which that action does not end: its handlers go on and end their spans themselves."""
+    if os.getpid() != 1:  # (a failure here must not cost the flush)
+        safe("unfinished spans", unfinished.record_all)
+    state.flush_for_stop()
 
 
 def _raise_again(signum: int) -> None:

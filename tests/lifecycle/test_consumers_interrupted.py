@@ -1,0 +1,166 @@
+"""A consumer stopped with SIGTERM while it handles a message (a pod's rollout in mid-work).
+
+SIGTERM's default action ends the process in the middle of the handler: the message's CONSUMER
+span never ends by itself. tracekit records it, failed, before the process goes, so the path
+still shows the message reaching the consumer (and the log lines it wrote belong to a span).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from conditions import need
+from stopping import Service
+
+AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+START_CONSUMING = """
+    import logging, sys, time
+    import pika, tracekit
+
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+    connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+    channel = connection.channel()
+
+    def on_message(channel, method, properties, body):
+        log.warning("handling %s", body.decode())
+        print("handling", flush=True)
+        time.sleep(60)
+        channel.basic_ack(method.delivery_tag)
+
+    channel.basic_consume(sys.argv[2], on_message)
+    channel.start_consuming()
+"""
+
+CONSUME_GENERATOR = """
+    import logging, sys, time
+    import pika, tracekit
+
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+    connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+    channel = connection.channel()
+    for method, properties, body in channel.consume(sys.argv[2]):
+        log.warning("handling %s", body.decode())
+        print("handling", flush=True)
+        time.sleep(60)
+        channel.basic_ack(method.delivery_tag)
+"""
+
+IN_A_THREAD = """
+    import logging, sys, threading, time
+    import pika, tracekit
+
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+
+    def on_message(channel, method, properties, body):
+        log.warning("handling %s", body.decode())
+        print("handling", flush=True)
+        time.sleep(60)
+
+    def consume():
+        connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+        channel = connection.channel()
+        channel.basic_consume(sys.argv[2], on_message)
+        channel.start_consuming()
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    worker.join()
+"""
+
+AIO_PIKA = """
+    import asyncio, logging, sys
+    import aio_pika, tracekit
+
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+
+    async def on_message(message):
+        async with message.process():
+            log.warning("handling %s", message.body.decode())
+            print("handling", flush=True)
+            await asyncio.sleep(60)
+
+    async def main():
+        connection = await aio_pika.connect(sys.argv[1])
+        queue = await (await connection.channel()).get_queue(sys.argv[2])
+        await queue.consume(on_message)
+        await asyncio.Future()
+
+    asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def queue(service: Service) -> Iterator[str]:
+    import pika
+
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    except Exception:
+        need(False, f"RabbitMQ at {AMQP_URL}")
+    name = f"tracekit-test-{uuid.uuid4().hex[:10]}"
+    channel = connection.channel()
+    channel.queue_declare(name)
+    channel.basic_publish("", name, b"order-1")
+    yield name
+    service.kill()  # (its connection's unacked message back in the queue first)
+    channel.queue_delete(name)
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    "consumer",
+    [START_CONSUMING, CONSUME_GENERATOR, IN_A_THREAD, AIO_PIKA],
+    ids=["callback", "consume", "thread", "aio"],
+)
+def test_a_message_handled_as_sigterm_lands_keeps_its_span(
+    service: Service, queue: str, consumer: str
+) -> None:
+    service.write("consumer.py", consumer)
+    service.start("consumer.py", AMQP_URL, queue)
+    service.wait_output("handling")
+
+    assert service.terminate() == -signal.SIGTERM, service.output()
+    [span] = [s for s in service.spans() if s.kind == "CONSUMER"]
+    assert span.name == f"process {queue}"
+    assert span.status == "ERROR"
+    assert span.status_message == (
+        "HandlerInterrupted: SIGTERM ended the process before the handler returned"
+    )
+    assert service.log_bodies() == ["handling order-1"]
+
+
+POOL_IN_A_HANDLER = """
+    import multiprocessing, tracekit
+    from tracekit import messaging
+
+    tracekit.init("consumer")
+
+    def square(x):
+        return x * x
+
+    with messaging.consume({}, system="rabbitmq", destination="orders"):
+        # Leaving the block terminates the pool: SIGTERM to its idle workers, forked here.
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            print(pool.map(square, range(4)), flush=True)
+"""
+
+
+def test_a_pool_forked_in_a_handler_and_terminated_leaves_the_handlers_span_alone(
+    service: Service,
+) -> None:
+    service.write("consumer.py", POOL_IN_A_HANDLER)
+    service.start("consumer.py")
+
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+    [span] = service.spans()
+    assert (span.name, span.status) == ("process orders", "UNSET")
