@@ -7,9 +7,11 @@ tracekit flushes on the way out. The exit status is the server's own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import signal
 import socket
+import threading
 import time
 
 import httpx
@@ -317,6 +319,53 @@ def test_preloaded_gevent_workers_boot_and_stop_without_tracebacks(service: Serv
     assert service.terminate() == 0
     assert "Traceback" not in service.output()
     _assert_all_flushed(service)
+
+
+SLOW_WSGI_APP = """
+import logging, time, tracekit
+from tracekit.wsgi import TracekitMiddleware
+
+tracekit.init("stopping-wsgi")
+log = logging.getLogger("app")
+
+def hello(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        log.warning("handling the slow request")
+        print("handling", flush=True)
+        time.sleep(60)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+app = TracekitMiddleware(hello)
+"""
+
+
+def test_a_request_in_flight_when_sigterm_ends_a_plain_server_keeps_its_span(
+    service: Service,
+) -> None:
+    service.write("wsgi_app.py", SLOW_WSGI_APP)
+    service.write("serve.py", SERVE_WERKZEUG)
+    port = free_port()
+    service.start("serve.py", str(port))
+    service.wait_http(f"http://127.0.0.1:{port}/warmup")
+    in_flight = threading.Thread(
+        target=lambda: _ask_cut_short(f"http://127.0.0.1:{port}/slow"), daemon=True
+    )
+    in_flight.start()
+    service.wait_output("handling")
+
+    assert service.terminate() == -signal.SIGTERM
+    [span] = [s for s in server_spans(service.spans()) if s.attributes.get("url.path") == "/slow"]
+    assert span.status == "ERROR"
+    assert span.status_message == (
+        "HandlerInterrupted: SIGTERM ended the process before the handler returned"
+    )
+    assert "handling the slow request" in service.log_bodies()
+
+
+def _ask_cut_short(url: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server ends before it answers
+        httpx.get(url, timeout=60)
 
 
 def test_a_hanging_export_delays_the_stop_by_the_export_timeout_at_most(service: Service) -> None:

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, propagation, semconv
 from tracekit._propagation import baggage as _baggage
-from tracekit._runtime import state
+from tracekit._runtime import state, unfinished
 from tracekit._runtime.guard import guarded, mark_failed, mark_failed_status, report_once
 from tracekit.config import Options, compile_excluded
 from tracekit.metrics import HttpServerMetrics
@@ -365,6 +365,7 @@ class ServerRequests:
             attributes=attributes,
             links=links,
         )
+        unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
         # One new Context holding the span (what trace.set_span_in_context builds, minus a call)
         # and the request, which a second tracekit layer inside this one finds there.
         request.context_token = otel_context.attach(
@@ -606,6 +607,8 @@ def _warn_outer_span_continues_caller() -> None:
 def _end_span(request: ActiveRequest, route: str | None, error: BaseException | None) -> None:
     span = request.span
     assert span is not None
+    if not unfinished.claim(span):  # ended as SIGTERM ends the process
+        return
     try:
         # One set_attribute per value: cheaper in the SDK than set_attributes with a mapping.
         if route:
