@@ -21,7 +21,7 @@ from tracekit.records import (
     SpanRecord,
 )
 from tracekit.store._encoding import StringResolver, attribute_refs, stored_text
-from tracekit.store._schema import has_table
+from tracekit.store._schema import has_table, trace_tables_filled
 
 _SPAN_SELECT = (
     "SELECT s.trace_ref, t.trace_id, s.span_id, s.parent_id, s.service_ref, s.name_ref, s.kind,"
@@ -96,7 +96,7 @@ MAX_JOINED_TRACES = 500  # per request, as path.collect: a link storm cannot rea
 # out, but from an entry without a correlation ID, which is opened by its trace ID, as
 # `trace` follows a typed trace's batch). Then the request's measures over all their spans.
 # UNION drops pairs already found.
-_REQUEST_EXTENT = (
+_REQUEST_TRACES = (
     "WITH RECURSIVE page(entry, trace_ref, correlation_ref) AS (VALUES (?, ?, ?)),"
     " joined(entry, trace_ref) AS ("
     " SELECT entry, trace_ref FROM page"
@@ -111,8 +111,20 @@ _REQUEST_EXTENT = (
     " UNION SELECT j.entry, l.trace_ref FROM joined j JOIN traces t ON t.id = j.trace_ref"
     " JOIN links l ON l.linked_trace_id = t.trace_id"
     " LIMIT ?)"
+)
+_REQUEST_EXTENT = (
+    f"{_REQUEST_TRACES} SELECT j.entry, min(s.start_ns), max(s.start_ns + s.duration_ns),"
+    " count(*), max(s.status = 2) FROM joined j JOIN spans s ON s.trace_ref = j.trace_ref"
+    " GROUP BY j.entry"
+)
+# The same, only of a request lasting at least ``?``, told first from the extents of the traces
+# it joins (no span read): a request that cannot match costs the walk of its traces alone.
+_REQUEST_EXTENT_LASTING = (
+    f"{_REQUEST_TRACES}, bounds(lasts) AS (SELECT (max(e.end_ns) - min(e.start_ns)) / 1e6"
+    " FROM joined j JOIN trace_extents e ON e.trace_ref = j.trace_ref)"
     " SELECT j.entry, min(s.start_ns), max(s.start_ns + s.duration_ns), count(*),"
-    " max(s.status = 2) FROM joined j JOIN spans s ON s.trace_ref = j.trace_ref GROUP BY j.entry"
+    " max(s.status = 2) FROM joined j JOIN spans s ON s.trace_ref = j.trace_ref"
+    " WHERE (SELECT lasts FROM bounds) >= ? GROUP BY j.entry"
 )
 
 
@@ -136,12 +148,28 @@ _MAY_HOLD_AN_ERROR = (
 # that long, or it can join another trace: through a link either way, or through its
 # correlation ID carried by another trace.
 _MAY_LAST = (
-    "((SELECT max(d.start_ns + d.duration_ns) - min(d.start_ns) FROM spans d"
-    " WHERE d.trace_ref = s.trace_ref) / 1e6 >= ?"
+    "({lasts} / 1e6 >= ?"
     " OR EXISTS (SELECT 1 FROM links l WHERE l.trace_ref = s.trace_ref)"
     " OR EXISTS (SELECT 1 FROM links l WHERE l.linked_trace_id = t.trace_id)"
-    f" OR EXISTS (SELECT 1 FROM spans c WHERE c.correlation_ref = {_DOMINANT_CORRELATION}"
+    " OR EXISTS (SELECT 1 FROM spans c WHERE c.correlation_ref = {correlation}"
     " AND c.trace_ref != s.trace_ref))"
+)
+_TRACE_LASTS = (
+    "(SELECT max(d.start_ns + d.duration_ns) - min(d.start_ns) FROM spans d"
+    " WHERE d.trace_ref = s.trace_ref)"
+)
+_TRACE_LASTS_BY_EXTENT = (
+    "(SELECT e.end_ns - e.start_ns FROM trace_extents e WHERE e.trace_ref = s.trace_ref)"
+)
+# _MAY_LAST read from the per-trace tables (trace_extents, trace_correlations): the traces
+# whose roots it can pass, found without reading a span.
+_TRACES_LASTING = "SELECT trace_ref FROM trace_extents WHERE (end_ns - start_ns) / 1e6 >= ?"
+_MAY_LAST_TRACES = (
+    f"{_TRACES_LASTING} UNION SELECT trace_ref FROM links"
+    " UNION SELECT t.id FROM links l JOIN traces t ON t.trace_id = l.linked_trace_id"
+    " UNION SELECT a.trace_ref FROM trace_correlations a WHERE EXISTS (SELECT 1"
+    " FROM trace_correlations b WHERE b.correlation_ref = a.correlation_ref"
+    " AND b.trace_ref != a.trace_ref)"
 )
 
 
@@ -184,6 +212,7 @@ class StoreReader:
         self.conn = conn
         self.strings = StringResolver()
         self._resources: dict[int, tuple[Attributes, str | None]] = {}
+        self._by_extents = False  # whether the search under way reads the per-trace tables
 
     def spans_where(
         self, condition: str, params: Sequence[object], limit: int = -1
@@ -353,6 +382,7 @@ class StoreReader:
         # here they match the request whole, and its newest entry names it, as before
         filtered = min_duration_ms is not None or errors_only
         size = max(1, limit)
+        self._by_extents = min_duration_ms is not None and trace_tables_filled(self.conn)
         entries = self._entries(service, since_unix_nano, min_duration_ms, errors_only)
         try:
             while limit > 0:
@@ -360,7 +390,7 @@ class StoreReader:
                 if not page:
                     break
                 size = min(2 * size, ENTRY_PAGE)
-                for summary in self._measured(page):
+                for summary in self._measured(page, min_duration_ms):
                     key = summary.correlation_id or summary.trace_id
                     if key in seen:
                         if not filtered:
@@ -397,7 +427,7 @@ class StoreReader:
         if errors_only:
             conditions.append(f"s.trace_ref IN ({_MAY_HOLD_AN_ERROR})")
         if min_duration_ms is not None:
-            conditions.append(_MAY_LAST)
+            conditions.append(self._may_last_condition(min_duration_ms))
             params.append(min_duration_ms)
         conditions.append(_IS_ENTRY)
         query = (
@@ -407,13 +437,35 @@ class StoreReader:
         )
         return self.conn.execute(query, params)
 
-    def _measured(self, page: list[Any]) -> list[RequestSummary]:
-        """Each entry of ``page`` with its request's start, duration, span count and errors."""
+    def _may_last_condition(self, min_duration_ms: float) -> str:
+        """What a root whose request may last ``min_duration_ms`` passes. Where few traces can
+        (a quarter at most), they are read by their ids; else roots are read newest first,
+        where the matches, many, come soon."""
+        if not self._by_extents:
+            return _MAY_LAST.format(lasts=_TRACE_LASTS, correlation=_DOMINANT_CORRELATION)
+        quarter = self.conn.execute("SELECT count(*) FROM trace_extents").fetchone()[0] // 4
+        if self._count(_TRACES_LASTING, min_duration_ms, quarter) < quarter and (
+            self._count(_MAY_LAST_TRACES, min_duration_ms, quarter) < quarter
+        ):
+            return f"s.trace_ref IN ({_MAY_LAST_TRACES})"
+        return _MAY_LAST.format(lasts=_TRACE_LASTS_BY_EXTENT, correlation=_DOMINANT_CORRELATION)
+
+    def _count(self, query: str, min_duration_ms: float, most: int) -> int:
+        """How many rows ``query`` gives, counted up to ``most``."""
+        counting = f"SELECT count(*) FROM (SELECT 1 FROM ({query}) LIMIT ?)"
+        return int(self.conn.execute(counting, [min_duration_ms, most]).fetchone()[0])
+
+    def _measured(self, page: list[Any], min_duration_ms: float | None) -> list[RequestSummary]:
+        """Each entry of ``page`` with its request's start, duration, span count and errors
+        (with ``min_duration_ms``, where the traces' extents are kept: only those lasting it)."""
         # One query per entry: the cap on joined traces is each request's own, so a request
         # joined to many traces (a busy correlation ID) cannot use up the others' share.
+        query, params = _REQUEST_EXTENT, [MAX_JOINED_TRACES]  # type: str, list[object]
+        if min_duration_ms is not None and self._by_extents:
+            query, params = _REQUEST_EXTENT_LASTING, [MAX_JOINED_TRACES, min_duration_ms]
         extents = {}
         for row in page:
-            for entry, *extent in self.conn.execute(_REQUEST_EXTENT, [*row[:3], MAX_JOINED_TRACES]):
+            for entry, *extent in self.conn.execute(query, [*row[:3], *params]):
                 extents[entry] = extent
         correlations = self._correlation_values([row[2] for row in page if row[2] is not None])
         self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page])

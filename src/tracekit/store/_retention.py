@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tracekit.store._connection import retry_busy, truncate_checkpoint
 from tracekit.store._reclaim import string_heavy
+from tracekit.store._schema import THROUGH_ROW
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -216,6 +217,7 @@ def _delete_chunk_once(
         ).fetchall()
         _touch(conn, logs)
         deleted += len(logs)
+        _shrink_trace_tables(conn)
         _delete_orphans(conn)
         conn.execute("COMMIT")
     except BaseException:
@@ -259,6 +261,30 @@ def _touch(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO temp.touched_correlations VALUES (?)",
         [r[1:2] for r in rows if r[1] is not None],
+    )
+
+
+def _shrink_trace_tables(conn: sqlite3.Connection) -> None:
+    """Measure the touched traces' extents and correlations again over the spans left."""
+    conn.execute(
+        "DELETE FROM trace_correlations"
+        " WHERE correlation_ref IN (SELECT ref FROM temp.touched_correlations)"
+        " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_ref = trace_correlations.trace_ref"
+        " AND s.correlation_ref = trace_correlations.correlation_ref)"
+    )
+    conn.execute(
+        "DELETE FROM trace_extents WHERE trace_ref IN (SELECT ref FROM temp.touched_traces)"
+        " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_ref = trace_extents.trace_ref)"
+    )
+    conn.execute(
+        "UPDATE trace_extents SET (start_ns, end_ns) = (SELECT min(s.start_ns),"
+        " max(s.start_ns + s.duration_ns) FROM spans s WHERE s.trace_ref = trace_extents.trace_ref)"
+        " WHERE trace_ref IN (SELECT ref FROM temp.touched_traces)"
+    )
+    conn.execute(  # the newest spans deleted: the ids past the last left are handed out again
+        "UPDATE trace_extents SET start_ns = min(start_ns, (SELECT coalesce(max(id), 0)"
+        " FROM spans)) WHERE trace_ref = ?",
+        (THROUGH_ROW,),
     )
 
 

@@ -98,8 +98,49 @@ ADDITIONS: tuple[str, ...] = (
         trace_ref INTEGER NOT NULL, span_id BLOB NOT NULL, PRIMARY KEY (trace_ref, span_id)
     ) WITHOUT ROWID
     """,
+    # What `search --min-duration` filters on, per trace: its first start and last end, and the
+    # correlation ids its spans carry. The writer keeps them as it stores spans, retention as
+    # it deletes them; see docs/design-notes.md for how spans stored by an older tracekit, which
+    # keeps neither, are counted in (THROUGH_ROW, and meta's trace_tables_fill).
+    """
+    CREATE TABLE IF NOT EXISTS trace_extents (
+        trace_ref INTEGER PRIMARY KEY, start_ns INTEGER, end_ns INTEGER
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS trace_correlations (
+        correlation_ref INTEGER NOT NULL, trace_ref INTEGER NOT NULL,
+        PRIMARY KEY (correlation_ref, trace_ref)
+    ) WITHOUT ROWID
+    """,
 )
-_ADDITION_NAMES = ("span_id_clashes",)
+_ADDITION_NAMES = ("span_id_clashes", "trace_extents", "trace_correlations")
+# The spans counted in trace_extents are those up to the span id in its row THROUGH_ROW (in
+# start_ns; no trace has that ref, and its end_ns is NULL, so no search finds it). It sits last
+# in the table, on the page new traces are written to: keeping it writes no page of its own.
+THROUGH_ROW = 1 << 62
+# Made with the tables: the spans already stored are to be counted in a chunk at a time, those
+# stored from now on by the writer.
+_START_TRACE_TABLES = (
+    "INSERT OR REPLACE INTO meta SELECT 'trace_tables_fill', 0 WHERE EXISTS (SELECT 1 FROM spans)",
+    "INSERT OR REPLACE INTO trace_extents SELECT ?, coalesce(max(id), 0), NULL FROM spans",
+)
+# The per-trace tables of a store made before them are filled from its spans a chunk of traces
+# per transaction, one after each batch a writer stores (a 2.2-million-span store in 22 chunks
+# of about 0.2 s): the writer starts at once, and other writers wait no longer than for a batch.
+# Until the last chunk, meta holds the next trace ref to fill and readers do without the
+# tables. A row a writer made meanwhile is merged, not replaced.
+FILL_CHUNK_TRACES = 10_000
+_FILL_EXTENTS = (
+    "INSERT INTO trace_extents SELECT trace_ref, min(start_ns), max(start_ns + duration_ns)"
+    " FROM spans WHERE trace_ref >= ?1 AND trace_ref < ?2 GROUP BY trace_ref"
+    " ON CONFLICT (trace_ref) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
+    " end_ns = max(end_ns, excluded.end_ns)"
+)
+_FILL_CORRELATIONS = (
+    "INSERT OR IGNORE INTO trace_correlations SELECT DISTINCT correlation_ref, trace_ref"
+    " FROM spans WHERE trace_ref >= ?1 AND trace_ref < ?2 AND correlation_ref IS NOT NULL"
+)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -139,14 +180,66 @@ def migrate(conn: sqlite3.Connection) -> int:
         for number in range(current, SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
                 conn.execute(statement)
+        start_trace_tables = not has_table(conn, "trace_extents")
         for statement in ADDITIONS:
             conn.execute(statement)
+        if start_trace_tables:
+            conn.execute(_START_TRACE_TABLES[0])
+            conn.execute(_START_TRACE_TABLES[1], (THROUGH_ROW,))
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return current
+
+
+def trace_tables_filled(conn: sqlite3.Connection) -> bool:
+    """Whether the per-trace tables count in every stored span (readers may use them): not
+    while being filled, nor after a tracekit that does not keep them stored spans."""
+    if not has_table(conn, "trace_extents"):
+        return False
+    row = conn.execute(
+        "SELECT (SELECT coalesce(max(id), 0) FROM spans) ="
+        " (SELECT start_ns FROM trace_extents WHERE trace_ref = ?)"
+        " AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'trace_tables_fill')",
+        (THROUGH_ROW,),
+    ).fetchone()
+    return bool(row[0])
+
+
+def fill_trace_tables_step(conn: sqlite3.Connection) -> bool:
+    """Fill the next chunk of the per-trace tables of an upgraded store in one transaction
+    (autocommit connection); returns whether chunks are left."""
+    if not _fill_pending(conn):  # every store but one just upgraded: no write lock asked
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        left = _fill_next_chunk(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return left
+
+
+def _fill_pending(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'trace_tables_fill'").fetchone() is not None
+
+
+def _fill_next_chunk(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'trace_tables_fill'").fetchone()
+    if row is None:  # another writer filled the last chunk meanwhile
+        return False
+    start, end = row[0], row[0] + FILL_CHUNK_TRACES
+    conn.execute(_FILL_EXTENTS, (start, end))
+    conn.execute(_FILL_CORRELATIONS, (start, end))
+    # traces numbered from here on were stored with the triggers in place
+    if end > conn.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]:
+        conn.execute("DELETE FROM meta WHERE key = 'trace_tables_fill'")
+        return False
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'trace_tables_fill'", (end,))
+    return True
 
 
 def _has_additions(conn: sqlite3.Connection) -> bool:

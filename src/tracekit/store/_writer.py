@@ -24,6 +24,7 @@ from tracekit.store._encoding import (
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._reclaim import StaleRows, generation
 from tracekit.store._rows import SpanRow, SpanRows, indexed_correlation
+from tracekit.store._schema import THROUGH_ROW, fill_trace_tables_step
 
 # A row's first value holds its ids: trace id (16 bytes), span id (8), parent span id (8, zeros
 # for none); trace and correlation are resolved here, "absent" is '' or 0 (see _rows.py).
@@ -61,6 +62,18 @@ _CLASHES_WITH_STORED = (
     " WHERE trace_ref = (SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16))"
     " AND span_id = substr(?1, 17, 8)"
     " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
+)
+# The per-trace tables (schema 3) updated with the spans a batch stored (rows past ``?``): a row
+# per trace, not per span, merged with the trace's row of earlier batches.
+_EXTEND_TRACES = (
+    "INSERT INTO trace_extents SELECT trace_ref, min(start_ns), max(start_ns + duration_ns)"
+    " FROM spans NOT INDEXED WHERE id > ? GROUP BY trace_ref"
+    " ON CONFLICT (trace_ref) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
+    " end_ns = max(end_ns, excluded.end_ns)"
+)
+_NOTE_TRACE_CORRELATIONS = (
+    "INSERT OR IGNORE INTO trace_correlations SELECT DISTINCT correlation_ref, trace_ref"
+    " FROM spans NOT INDEXED WHERE id > ? AND correlation_ref IS NOT NULL"
 )
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
@@ -105,6 +118,7 @@ class StoreWriter:
         self._next_try = 0
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
         self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
+        self._filling = True  # whether the per-trace tables may have stored spans to count in
 
     def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
         """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped);
@@ -113,6 +127,8 @@ class StoreWriter:
             return None
         clashes = retry_busy(lambda: self._write_once(spans, logs))
         self._bound_wal()
+        if self._filling:  # after the batch, in a transaction of its own: see _schema
+            self._filling = retry_busy(lambda: fill_trace_tables_step(self.conn))
         return clashes
 
     def _bound_wal(self) -> None:
@@ -199,11 +215,31 @@ class StoreWriter:
         last_before = self._last_span_id() if rows.links else 0  # (_INSERT_LINK)
         changes_before = self.conn.total_changes
         execute(_INSERT_SPAN, rows.spans)
+        self._extend_trace_tables()
         clashes = None
         if self.conn.total_changes - changes_before < len(rows.spans):  # some were ignored
             clashes = self._note_clashes(rows.spans)
         execute(_INSERT_LINK, [(*link, last_before) for link in rows.links])
         return clashes
+
+    def _extend_trace_tables(self) -> None:
+        """Count the spans stored since the per-trace tables were last kept in: this batch's,
+        and any an older tracekit, which keeps no such tables, stored meanwhile."""
+        through = self.conn.execute(
+            "SELECT start_ns FROM trace_extents WHERE trace_ref = ?", (THROUGH_ROW,)
+        ).fetchone()
+        last = self._last_span_id()
+        if through is None or through[0] == last:
+            return
+        if through[0] > last:  # spans deleted by an older tracekit, their ids handed out again
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('trace_tables_fill', 0)")
+            self._filling = True
+        else:
+            self.conn.execute(_EXTEND_TRACES, through)
+            self.conn.execute(_NOTE_TRACE_CORRELATIONS, through)
+        self.conn.execute(
+            "UPDATE trace_extents SET start_ns = ? WHERE trace_ref = ?", (last, THROUGH_ROW)
+        )
 
     def _note_clashes(self, spans: list[SpanRow]) -> SpanIdClashes | None:
         """Note the span ids stored for a span other than the one of ``spans`` that the
