@@ -116,6 +116,46 @@ def test_consume_batch_links_every_message(
     check_batch(consumers[0], producers, DELAY_S)
 
 
+def test_a_consume_of_two_topics_counts_each_message_under_its_own_topic(
+    kafka_bootstrap: str, mock_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consume(num_messages=N) returns messages of every assigned topic at once: they were
+    counted consumed under "orders-a,orders-b", a name no producer sent to, so neither topic
+    showed a message consumed and the dashboard's publish-minus-process backlog of each grew
+    for ever."""
+    service = f"two-topics-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    topics = [f"orders-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+    for name in topics:
+        mock_cluster.list_topics(name, timeout=10)
+        producer.produce(name, b"order", partition=0)
+    producer.flush(10)
+    cc = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "workers"})
+    cc.assign(
+        [confluent_kafka.TopicPartition(n, 0, confluent_kafka.OFFSET_BEGINNING) for n in topics]
+    )
+    batches: list[int] = []
+    deadline = time.monotonic() + 10
+    while sum(batches) < 2 and time.monotonic() < deadline:
+        messages = [m for m in cc.consume(num_messages=2, timeout=5) if m.error() is None]
+        if messages:
+            batches.append(len(messages))
+    cc.close()
+
+    def counted(*labels: str) -> float:
+        value = prometheus_client.REGISTRY.get_sample_value(
+            "messaging_client_consumed_messages_total",
+            {"messaging_system": "kafka", "messaging_destination_name": ",".join(labels),
+             "service_name": service, "service_version": ""},
+        )  # fmt: skip
+        return value or 0.0
+
+    assert batches == [2], "the mock handed both topics' messages over in one consume()"
+    assert [counted(name) for name in topics] == [1.0, 1.0]
+    assert counted(*sorted(topics)) == 0.0
+
+
 def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

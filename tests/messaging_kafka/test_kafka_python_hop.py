@@ -157,6 +157,52 @@ def test_poll_batch_links_every_record(
     check_batch(batch_spans[0], producers, DELAY_S)
 
 
+def test_a_poll_of_two_topics_counts_each_record_under_its_own_topic(
+    kafka_bootstrap: str, mock_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll returns the records of every assigned topic at once: they were counted consumed
+    under "orders-a,orders-b", a name no producer sent to, so neither topic showed a record
+    consumed and the dashboard's publish-minus-process backlog of each grew for ever. A
+    service of its own: the suite's other tests fill the default one's destinations."""
+    from prometheus_client import REGISTRY
+
+    service = f"two-topics-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+    topics = [f"orders-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in topics:
+        mock_cluster.list_topics(name, timeout=10)
+    kp = producer(kafka_bootstrap)
+    for name in topics:
+        kp.send(name, b"order", partition=0).get(timeout=10)
+    kc = kafka.KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, api_version=KAFKA_PYTHON_API_VERSION,
+        group_id="workers", enable_auto_commit=False,
+    )  # fmt: skip
+    partitions = [kafka.TopicPartition(name, 0) for name in topics]
+    kc.assign(partitions)
+    kc.seek_to_beginning(*partitions)
+    polls: list[int] = []
+    deadline = time.monotonic() + 10
+    while sum(polls) < 2 and time.monotonic() < deadline:
+        batch = kc.poll(timeout_ms=500)
+        if batch:
+            polls.append(sum(map(len, batch.values())))
+    kc.close()
+    kp.close()
+
+    def counted(*labels: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "messaging_client_consumed_messages_total",
+            {"messaging_system": "kafka", "messaging_destination_name": ",".join(labels),
+             "service_name": service, "service_version": ""},
+        )  # fmt: skip
+        return value or 0.0
+
+    assert polls == [2], "the mock handed both topics' records over in one poll"
+    assert [counted(name) for name in topics] == [1.0, 1.0]
+    assert counted(*sorted(topics)) == 0.0
+
+
 def test_a_tombstone_says_so_on_its_producer_and_consumer_spans(
     kafka_bootstrap: str, topic: str, spans: InMemorySpanExporter
 ) -> None:

@@ -161,6 +161,26 @@ def consumed_record_attributes(value: object, key: object) -> dict[str, Any]:
     return attributes
 
 
+def consume_batch(
+    headers: list[Any], topics: list[str], attributes: dict[str, Any]
+) -> messaging.Delivery:
+    """The (not yet started) ``Delivery`` of several records (their ``headers`` and ``topics``,
+    in order): one span named by their topics (``destination_of``), each record counted in
+    the metrics under its own topic, as its producer's were sent."""
+    delivery = messaging.consume_batch(
+        headers, system=SYSTEM, destination=destination_of(topics), attributes=attributes
+    )
+    if len(set(topics)) > 1:  # (the usual batch: one topic, the span's name)
+        delivery._count_under(topics)
+    return delivery
+
+
+def destination_of(topics: Iterable[object]) -> str:
+    """The one topic of a batch, or the sorted topics joined by commas (bounded)."""
+    names = sorted({str(topic) for topic in topics})
+    return ",".join(names)[:256]
+
+
 def tombstone_attributes(value: object) -> dict[str, Any] | None:
     """What marks a record without a value (a tombstone: it deletes its key from a compacted
     topic) on its span, as OpenTelemetry's Kafka conventions require; None for any other

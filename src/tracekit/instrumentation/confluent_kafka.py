@@ -521,13 +521,8 @@ def delivery_of(messages: Sequence[Any], group: str | None = None) -> messaging.
         return messaging.consume(
             _headers_of(message), system=SYSTEM, destination=str(message.topic()), attributes=extra
         )
-    topics = sorted({str(message.topic()) for message in messages})
-    return messaging.consume_batch(
-        [_headers_of(message) for message in messages],
-        system=SYSTEM,
-        destination=",".join(topics)[:256],
-        attributes=extra,
-    )
+    headers = [_headers_of(message) for message in messages]
+    return _kafka.consume_batch(headers, [str(message.topic()) for message in messages], extra)
 
 
 def _headers_of(message: Any) -> Any:

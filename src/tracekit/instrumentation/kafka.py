@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from types import ModuleType
 from typing import Any
@@ -38,7 +38,7 @@ from tracekit._messaging import headers as _message_headers
 from tracekit._runtime.guard import report_once
 from tracekit.instrumentation import _kafka
 from tracekit.instrumentation._base import Instrumentor
-from tracekit.instrumentation._kafka import SYSTEM
+from tracekit.instrumentation._kafka import SYSTEM, destination_of
 
 _HEADERS_POSITION = 3  # send(topic, value, key, headers, partition, timestamp_ms)
 _PARTITION_POSITION = 4
@@ -282,12 +282,8 @@ def delivery_of(records: Sequence[Any], group: str | None = None) -> messaging.D
         return messaging.consume(
             _headers_of(record), system=SYSTEM, destination=str(record.topic), attributes=extra
         )
-    return messaging.consume_batch(
-        [_headers_of(record) for record in records],
-        system=SYSTEM,
-        destination=destination_of(record.topic for record in records),
-        attributes=extra,
-    )
+    headers = [_headers_of(record) for record in records]
+    return _kafka.consume_batch(headers, [str(record.topic) for record in records], extra)
 
 
 def _headers_of(record: Any) -> Any:
@@ -305,9 +301,3 @@ def _sent_value(record: Any) -> object:
     whose serialized size kafka-python gives as -1."""
     size = getattr(record, "serialized_value_size", None)
     return None if type(size) is int and size < 0 else record.value
-
-
-def destination_of(topics: Iterable[object]) -> str:
-    """The one topic of a batch, or the sorted topics joined by commas (bounded)."""
-    names = sorted({str(topic) for topic in topics})
-    return ",".join(names)[:256]
