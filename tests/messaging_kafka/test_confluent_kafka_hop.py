@@ -33,6 +33,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import tracekit
 from tracekit import correlation, instrumentation, semconv
+from tracekit._messaging import headers as _message_headers
+from tracekit._runtime.ratelimit import RateLimitedWarning
 from tracekit.instrumentation import confluent_kafka as traced_confluent
 from tracekit.instrumentation._kafka import SpansAwaitingDelivery
 from tracekit.path import reconstruct
@@ -654,6 +656,26 @@ def test_a_message_near_message_max_bytes_goes_without_headers(
     assert (big.value(), big.headers()) == (b"x" * 900, None)
     assert "traceparent" in dict(small.headers())
     assert len([s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]) == 2
+
+
+def test_a_message_too_large_on_its_own_is_refused_without_a_warning_about_context(
+    kafka_bootstrap: str, topic: str, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    """1100 bytes pass message.max.bytes of 1000 without tracekit's headers too: produce()
+    raises MSG_SIZE_TOO_LARGE as without tracekit. The log said "sent a Kafka record without
+    trace context" just before, of a record never sent (and, once a minute, in place of a
+    record really sent bare); it now warns of the 900 bytes alone, which do go out bare."""
+    fresh = RateLimitedWarning(60, "tracekit: sent a %s without trace context (%s)")
+    monkeypatch.setattr(_message_headers, "context_left_out", fresh)
+    producer = confluent_kafka.Producer(
+        {"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 1000}
+    )
+    with pytest.raises(confluent_kafka.KafkaException, match="MSG_SIZE_TOO_LARGE"):
+        producer.produce(topic, b"x" * 1100, partition=0, headers={"app": "1"})
+    assert "without trace context" not in caplog.text
+    producer.produce(topic, b"x" * 900, partition=0)
+    producer.flush(10)
+    assert caplog.text.count("without trace context") == 1
 
 
 def _unreachable_producer(**config: Any) -> Any:
