@@ -115,13 +115,17 @@ def published_after_start_ms(record: SpanRecord) -> float | None:
     return round(ahead / 1e6, 3) if ahead > 0 else None
 
 
+# A delivery's message: service, destination, message id and consumer group of its consumer
+_Message = tuple[str, str | None, str | None, str | None]
+
+
 def mark_redeliveries(ordered: list[PathSpan]) -> None:
     """Set ``redelivery_of`` on every consumer that took a message another delivery of it had
-    taken first: a consumer of the same service, destination and message id under the same
-    producer, that ended before it began. Sorted once per message: a poison message delivered
-    thousands of times must not make the engine quadratic."""
+    taken first: a consumer of the same service, destination, message id and consumer group
+    under the same producer, that ended before it began. Sorted once per message: a poison
+    message delivered thousands of times must not make the engine quadratic."""
     for sender in ordered:
-        deliveries: dict[tuple[str, str | None, str | None], list[PathSpan]] = {}
+        deliveries: dict[_Message, list[PathSpan]] = {}
         for child in sender.children:
             if child.record.kind == "CONSUMER" and hop_type(sender.record, child.record):
                 deliveries.setdefault(_message_of(child.record), []).append(child)
@@ -130,9 +134,13 @@ def mark_redeliveries(ordered: list[PathSpan]) -> None:
                 _mark_in_order(same)
 
 
-def _message_of(consumer: SpanRecord) -> tuple[str, str | None, str | None]:
+def _message_of(consumer: SpanRecord) -> _Message:
+    """A delivery's message, as its consumer's group took it: two Kafka consumer groups of one
+    service each get every record once, and the second group's is no redelivery of the
+    first's (its queue wait was shown from that one's end, and the path ran through both)."""
     return (consumer.service, text(consumer, semconv.MESSAGING_DESTINATION_NAME),
-            text(consumer, semconv.MESSAGING_MESSAGE_ID))  # fmt: skip
+            text(consumer, semconv.MESSAGING_MESSAGE_ID),
+            text(consumer, semconv.MESSAGING_CONSUMER_GROUP_NAME))  # fmt: skip
 
 
 def _mark_in_order(deliveries: list[PathSpan]) -> None:
