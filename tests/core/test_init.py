@@ -363,6 +363,36 @@ tracekit.shutdown()
 """
 
 
+def test_init_shutdown_cycles_do_not_grow_memory_for_libraries_not_imported_yet() -> None:
+    """A test suite that inits and shuts down around each test, in a service that imports some
+    of the instrumented libraries only later (or never): each cycle kept a whole instrumentor
+    alive for each of them (about 2 KB a cycle), so memory grew with every test."""
+    out = run(GROWTH, {"TRACEKIT_EXPORTER": "none"}, timeout=120)
+    not_imported, per_cycle = out.split()
+
+    assert int(not_imported) > 0  # (some instrumented library the cycles had to wait for)
+    assert float(per_cycle) < 300, f"{per_cycle} bytes more after each init and shutdown"
+
+
+GROWTH = """
+import gc, sys, tracemalloc, tracekit
+targets = {"kafka": "kafka", "confluent_kafka": "confluent_kafka", "botocore": "botocore",
+           "aio_pika": "aio_pika", "celery": "celery"}
+not_imported = [name for name in targets.values() if name not in sys.modules]
+def cycles(n):
+    for _ in range(n):
+        tracekit.init("cycles")
+        tracekit.shutdown()
+    gc.collect()
+cycles(20)
+tracemalloc.start()
+before = tracemalloc.get_traced_memory()[0]
+cycles(200)
+after = tracemalloc.get_traced_memory()[0]
+print(len(not_imported), (after - before) / 200)
+"""
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
     env.update(QUIET)

@@ -30,6 +30,10 @@ INSTRUMENTORS = {
 }
 
 _active: dict[str, Instrumentor] = {}
+# Every instrumentor made in this process, by name, instrumented again by the next init: its
+# import hook stays registered in wrapt, which cannot remove one, so a new instrumentor per init
+# added a hook (and kept the old instrumentor) for each library not imported yet.
+_made: dict[str, Instrumentor] = {}
 
 
 def selected(include: Iterable[str], exclude: Iterable[str]) -> list[str]:
@@ -48,12 +52,18 @@ def instrument(names: Iterable[str]) -> None:
         if name in _active:
             continue
         try:
-            module_name, _, class_name = INSTRUMENTORS[name].partition(":")
-            instrumentor: Instrumentor = getattr(importlib.import_module(module_name), class_name)()
+            instrumentor = _made.get(name) or _make(name)
             instrumentor.instrument()
             _active[name] = instrumentor
         except Exception as error:
             report_once(f"instrumentation {name}", error)
+
+
+def _make(name: str) -> Instrumentor:
+    module_name, _, class_name = INSTRUMENTORS[name].partition(":")
+    instrumentor: Instrumentor = getattr(importlib.import_module(module_name), class_name)()
+    _made[name] = instrumentor
+    return instrumentor
 
 
 def record_awaiting() -> None:
