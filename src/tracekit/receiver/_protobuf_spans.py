@@ -56,6 +56,10 @@ BAD_SPAN = "span is not a valid OTLP Span (a string that is not UTF-8?)"
 # OTLP SpanKind numbers -> stored kind codes (INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER)
 _KIND_CODES = (0, 0, 1, 2, 3, 4)
 _MAX_CACHED = 100_000
+# Resources and scopes: each process that exports is one resource, kept with all its attributes
+# (about 4 KB for a Kubernetes pod). Processes come and go (deploys, autoscaling, jobs), and at
+# 100,000 entries those seen once cost hundreds of MB; the live ones are far fewer than this.
+_MAX_CACHED_RESOURCES = 1024
 _SLOW_CHUNK = 2000
 # Attributes cached by their bytes at most this long: the cache is bounded in entries, and long
 # values (SQL, payloads, stack traces) are the unique ones that would fill it for nothing.
@@ -242,7 +246,7 @@ class SpanRowDecoder:
             self.encoder.interner.add([service], [document])
             ref = self.encoder.interner.resources[resource_digest(document)]
             found = _Resource(ref, service, self.encoder.strings[service], version, resource)
-            _remember(self._resources, raw, found)
+            _remember(self._resources, raw, found, _MAX_CACHED_RESOURCES)
         return found
 
     def _scope(self, raw: bytes) -> tuple[int, str | None]:
@@ -255,7 +259,7 @@ class SpanRowDecoder:
             if name:
                 self.encoder.interner.add([name], [])
             found = (self.encoder.strings[name] if name else 0, name)
-            _remember(self._scopes, raw, found)
+            _remember(self._scopes, raw, found, _MAX_CACHED_RESOURCES)
         return found
 
 
@@ -284,8 +288,8 @@ def _key_value(raw: bytes) -> tuple[str, AttributeValue]:
     return pair.key, any_value(pair.value)
 
 
-def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+def _remember(cache: dict[bytes, Any], key: bytes, value: Any, bound: int = _MAX_CACHED) -> None:
     """Cache ``value``; a cache that grew past its bound starts over (high-cardinality input)."""
-    if len(cache) >= _MAX_CACHED:
+    if len(cache) >= bound:
         cache.clear()
     cache[key] = value
