@@ -7,13 +7,16 @@ the request context), a 404 (no rule), and a streamed response, under both ways 
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import flask
 import pytest
 import requests
+from loopback import serving_werkzeug
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -408,3 +411,23 @@ def _main_and_shop() -> tuple[flask.Flask, flask.Flask]:
         raise LookupError("card declined")
 
     return main, shop
+
+
+@pytest.mark.parametrize(
+    "around",
+    [ProxyFix, lambda app: DispatcherMiddleware(_not_found, {"/shop": app})],
+    ids=["proxyfix", "dispatcher"],
+)
+def test_a_flask_app_behind_a_wrapper_is_freed_once_no_longer_served(around: Any) -> None:
+    """An app factory makes one app per test (or per tenant, per reload): each app tracekit
+    named the mounts of was kept for good, with its config, extensions and their pools."""
+    app = flask.Flask("made_by_a_factory")
+    app.get("/orders/<int:number>")(lambda number: {"number": number})
+    gone = weakref.ref(app)
+    prefix = "" if around is ProxyFix else "/shop"
+    with serving_werkzeug(wsgi.TracekitMiddleware(around(app))) as url:
+        assert requests.get(url + prefix + "/orders/7", timeout=10).json() == {"number": 7}
+    del app
+    gc.collect()
+
+    assert gone() is None

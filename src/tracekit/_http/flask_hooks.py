@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import weakref
 from typing import Any
 
 from tracekit._http.server import braced_route
@@ -24,8 +25,10 @@ from tracekit._http.wsgi_environ import CACHE_LIMIT, ERROR_KEY, ROOT_KEY, ROUTE_
 from tracekit._runtime.guard import guarded, report_once
 
 _TEMPLATES: dict[str, str] = {}
-# (id of the app tracekit wraps, id of a Flask app below it) -> both, and the mounts between
-_MOUNTS: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
+# (id of the app tracekit wraps, id of a Flask app below it) -> weak references to both, and
+# the mounts between: an app no longer served (one an app factory made per test) is freed, and
+# its entry goes with it
+_MOUNTS: dict[tuple[int, int], tuple[weakref.ref[Any], weakref.ref[Any], tuple[str, ...]]] = {}
 _MAX_WRAPPERS = 16
 _MAX_MOUNTS_OF_AN_APP = 16  # mount paths kept for one Flask app mounted several times
 
@@ -182,14 +185,25 @@ def _mount_of(environ: Environ) -> str:
         return ""
     handler = flask.current_app._get_current_object()
     known = _MOUNTS.get((id(root), id(handler)))
-    if known is None or known[0] is not root or known[1] is not handler:
+    if known is not None and known[0]() is root and known[1]() is handler:
+        paths = known[2]
+    else:
         found: list[str] = []
         _mount_paths(root, handler, "", 0, found)
-        known = (root, handler, tuple(found) or ("",))
+        paths = tuple(found) or ("",)
         if len(_MOUNTS) < CACHE_LIMIT:
-            _MOUNTS[(id(root), id(handler))] = known
-    paths = known[2]
+            _remember_mounts(root, handler, paths)
     return paths[0] if len(paths) == 1 else _mount_taken(paths, environ.get("SCRIPT_NAME"))
+
+
+def _remember_mounts(root: object, handler: object, paths: tuple[str, ...]) -> None:
+    key = (id(root), id(handler))
+
+    def forget(_: object) -> None:  # (called as one of the two is freed: before its id is reused)
+        _MOUNTS.pop(key, None)
+
+    with contextlib.suppress(TypeError):  # an app that cannot be weakly referenced: not kept
+        _MOUNTS[key] = (weakref.ref(root, forget), weakref.ref(handler, forget), paths)
 
 
 def _is_flask_own(app: object, flask: Any) -> bool:
