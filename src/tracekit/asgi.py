@@ -14,8 +14,10 @@ middleware (``tracekit._http.server_errors``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
+import weakref
 from collections.abc import Callable
 from contextvars import Token
 from types import FrameType
@@ -689,16 +691,14 @@ def _effective_route_context(scope: Scope) -> object:
 
 def _routes_of_endpoint(app: object, endpoint: object) -> tuple[object, ...]:
     """The routes of ``app`` to ``endpoint``, found once (a walk through every route)."""
-    key = (id(app), id(endpoint))
-    known = _endpoint_routes.get(key)
-    if known is None or known[0] is not app or known[1] is not endpoint:
+
+    def find() -> tuple[object, ...]:
         routes = _routes_of(app)
         routes = routes if isinstance(routes, list) else []
-        found = tuple(route for route in routes if _leads_to(route, endpoint))
-        if len(_endpoint_routes) >= _MAX_KNOWN_ROUTES:
-            _endpoint_routes.clear()
-        known = _endpoint_routes[key] = (app, endpoint, found)
-    return known[2]
+        return tuple(route for route in routes if _leads_to(route, endpoint))
+
+    routes: tuple[object, ...] = _known(_endpoint_routes, app, endpoint, find)
+    return routes
 
 
 def _leads_to(route: object, endpoint: object) -> bool:
@@ -832,14 +832,29 @@ def _known_prefixes(
 ) -> tuple[str, ...]:
     """The mount templates leading from ``origin`` to ``target``, found once by ``find``;
     none found is kept too (a route of a router FastAPI included, which no search shows)."""
-    key = (id(target), id(origin))
-    known = _mount_prefixes.get(key)
-    if known is None or known[0] is not target or known[1] is not origin:
-        prefixes = find()
-        if len(_mount_prefixes) >= _MAX_KNOWN_ROUTES:
-            _mount_prefixes.clear()
-        known = _mount_prefixes[key] = (target, origin, prefixes)
-    return known[2]
+    prefixes: tuple[str, ...] = _known(_mount_prefixes, target, origin, find)
+    return prefixes
+
+
+def _known(cache: _ByPair, first: object, second: object, find: Callable[[], Any]) -> Any:
+    """``find()``, kept in ``cache`` by the ids of ``first`` and ``second`` with weak references
+    to both (to tell a reused id): an app no longer served (one an app factory made per test)
+    is freed, and its entries go with it. Objects that cannot be weakly referenced are looked
+    up each time."""
+    key = (id(first), id(second))
+    known = cache.get(key)
+    if known is not None and known[0]() is first and known[1]() is second:
+        return known[2]
+    found = find()
+    if len(cache) >= _MAX_KNOWN_ROUTES:
+        cache.clear()
+
+    def forget(_: object) -> None:  # (called as one of the two is freed: before its id is reused)
+        cache.pop(key, None)
+
+    with contextlib.suppress(TypeError):
+        cache[key] = (weakref.ref(first, forget), weakref.ref(second, forget), found)
+    return found
 
 
 def _prefixes_of(route: object, apps: tuple[object, ...]) -> tuple[str, ...]:
@@ -966,11 +981,12 @@ _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[A-Za-z_][A-Za-z0-9_]*\}")
 _plain_templates: dict[str, str] = {}
 # A parameter in a template, with or without its convertor: {tenant}, {name:path}.
 _PARAMETER = re.compile(r"\{[^{}]*\}")
-# (route, or an application mounted, and app searched from), by ids (both kept to tell a reused
-# id) -> the templates of the mounts above it.
-_mount_prefixes: dict[tuple[int, int], tuple[object, object, tuple[str, ...]]] = {}
-# (application, endpoint), by ids (both kept to tell a reused id) -> its routes to it.
-_endpoint_routes: dict[tuple[int, int], tuple[object, object, tuple[object, ...]]] = {}
+# Found once for a pair of objects, by their ids, with weak references to both (see _known).
+_ByPair = dict[tuple[int, int], tuple[weakref.ref[Any], weakref.ref[Any], Any]]
+# (route, or an application mounted, and app searched from) -> the templates of the mounts above.
+_mount_prefixes: _ByPair = {}
+# (application, endpoint) -> its routes to it.
+_endpoint_routes: _ByPair = {}
 # Template -> a pattern of the paths it matches (mounts' and routes' found by their endpoint).
 _template_patterns: dict[str, re.Pattern[str]] = {}
 _MAX_MOUNTS_OF_A_ROUTE = 16

@@ -9,9 +9,12 @@ framework matched; a 404 has none, as at the top level (span ``GET``, ``http_rou
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import requests
+from loopback import start_uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -81,3 +84,23 @@ def test_a_404_under_a_mount_claims_no_route(serve_asgi: Any, wait_for_spans: An
     }
     assert counted == {("_unmatched", "404"): 3.0, ("/v1/items/{item_id}", "200"): 1.0,
                        ("/static", "200"): 1.0, ("/other", "200"): 1.0}  # fmt: skip
+
+
+def test_a_mounted_app_is_freed_once_no_longer_served() -> None:
+    """An app factory makes one app per test (or per reload): each app whose mounts tracekit
+    named was kept (up to 4,096), with its state, extensions and their pools."""
+
+    async def order(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.path_params["number"])
+
+    shop = Starlette(routes=[Route("/orders/{number}", order)])
+    app = Starlette(routes=[Mount("/shop", app=shop)])
+    app.add_middleware(asgi.TracekitMiddleware, registry=CollectorRegistry())
+    gone = weakref.ref(app), weakref.ref(shop)
+    url, stop = start_uvicorn(app)
+    assert requests.get(url + "/shop/orders/7", timeout=10).text == "7"
+    stop()
+    del app, shop, stop
+    gc.collect()
+
+    assert [ref() for ref in gone] == [None, None]
