@@ -158,6 +158,7 @@ class TracekitMiddleware(OptionsReadLate):
         if not getattr(response, "streaming", False):
             _complete(self._requests, active, request)
         else:
+            _tell_outer_the_route(self._requests, active, request)
             _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
@@ -315,6 +316,11 @@ async def _in_context_of(
         return await sending
     finally:
         _leave_request_context(tokens)
+
+
+@guarded(None)
+def _tell_outer_the_route(requests: ServerRequests, active: ActiveRequest, request: Any) -> None:
+    requests.routed(active, _route_of(request))
 
 
 def _watch_stream(

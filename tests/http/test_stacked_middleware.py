@@ -93,7 +93,24 @@ def contrib_django_between_the_layers(
             tmp_path_factory,
             contrib_outside=False,
             server=["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"],
+            STACKED_DJANGO_CONTRIB="1",
             **sampler,
+        )
+
+
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def stacked_django_either(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path, str]]:
+    """The stacked site under gunicorn (django_site/wsgi_stacked.py) and under uvicorn
+    (django_site/asgi_stacked.py: tracekit's ASGI middleware around Django's handler)."""
+    if request.param == "wsgi":
+        yield from _serve_stacked_django(tmp_path_factory, contrib_outside=False)
+    else:
+        yield from _serve_stacked_django(
+            tmp_path_factory,
+            contrib_outside=False,
+            server=["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"],
         )
 
 
@@ -251,6 +268,25 @@ def test_a_view_error_under_both_layers_is_recorded_with_its_exception(
     assert span["name"] == "GET /crash"
     assert span["status"] == "ERROR"
     assert span["attributes"]["error.type"] == "LookupError"
+
+
+def test_a_streamed_response_under_both_layers_is_named_by_its_route(
+    stacked_django_either: tuple[str, Path, str],
+) -> None:
+    """Under ASGI, Django sends a streamed body's last chunk, then closes the response: the
+    outer layer ended the request at that last chunk, before the Django middleware, which names
+    it at the close, told it the route: a bare ``GET`` span, counted as ``_unmatched``."""
+    url, store, metrics_url = stacked_django_either
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    cid = f"stack-stream-{uuid.uuid4().hex[:8]}"
+    response = requests.get(url + "/stream", headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.text == f"{cid}\n" * 3
+
+    (span,) = _server_spans(store, cid)
+    assert span["name"] == "GET /stream"
+    assert span["attributes"]["http.route"] == "/stream"
+    wait_for(lambda: _counted_since(metrics_url, before), 5, "the request counted")
+    assert _counted_since(metrics_url, before) == {("/stream", "200"): 1.0}
 
 
 def test_request_started_receivers_see_their_own_request_under_both_layers(

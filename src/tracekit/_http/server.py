@@ -226,6 +226,13 @@ class ServerRequests:
             if not request.responded_ns:
                 self._record(request, route, error)
 
+    def routed(self, request: ActiveRequest, route: str | None) -> None:
+        """The route is known while the response is still under way (a streamed body): an outer
+        tracekit layer, which may see the response end before this one does (Django's ASGI
+        handler sends the last chunk, then closes the response), names the request with it."""
+        if request.outer is not None and route:
+            request.outer.route = request.outer.route or route
+
     def responded(self, request: ActiveRequest, route: str | None) -> None:
         """The response has gone: ``complete`` the request, except a 5xx's span, which waits
         for the exception that comes after its response (Starlette's ``ServerErrorMiddleware``
