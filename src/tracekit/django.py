@@ -4,8 +4,9 @@
 
 It works under WSGI and ASGI (sync and async capable), names spans by the resolver's route
 template (``GET /orders/{order_id}``, also for ``re_path``, ``include`` and ``i18n_patterns``:
-``tracekit._http.django_routes``), records the view's exception when Django answers it with a 500
-(``Http404`` and the other exceptions Django answers with a 4xx are the client's error) and,
+``tracekit._http.django_routes``), records the exception Django answers with a 500, the view's
+or a middleware's below this one (``Http404`` and the other exceptions Django answers with a
+4xx are the client's error) and,
 for ``StreamingHttpResponse``, ends the span when the server closes the response. The request's
 context stays current until then, so Django's own "Not Found: /x" line carries its IDs. A view
 Django cancels because the client disconnected (ASGI) is a 499, not a server error. Optional
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -62,6 +64,7 @@ class TracekitMiddleware(OptionsReadLate):
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         from django.conf import settings
+        from django.core.signals import got_request_exception
 
         self.get_response = get_response
         self._attributes = ServerAttributes()
@@ -69,6 +72,7 @@ class TracekitMiddleware(OptionsReadLate):
         # waits for the first request (a project's wsgi.py ends with get_wsgi_application(),
         # which builds this middleware, and tracekit.init is often appended after it).
         super().__init__(None, None, dict(getattr(settings, "TRACEKIT", {}) or {}))
+        got_request_exception.connect(_remember_answered_exception, dispatch_uid=__name__)
         _async_test_client_requests.instrument()  # (on its import: never, outside tests)
         # On the import of Django's ASGI handler (never under WSGI). Not only where Django calls
         # this middleware asynchronously: under ASGI it calls it synchronously too, in a worker
@@ -162,6 +166,17 @@ class TracekitMiddleware(OptionsReadLate):
             _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
+
+
+@guarded(None)
+def _remember_answered_exception(sender: object, request: Any = None, **kwargs: Any) -> None:
+    """``got_request_exception``: Django answers with its 500 page an exception that a middleware
+    below tracekit's raised too (never passed to ``process_exception``, which sees the view's
+    alone, also one Django answered with a 4xx before); it is the one being handled as Django
+    sends this signal."""
+    error = sys.exc_info()[1]
+    if request is not None and error is not None:
+        setattr(request, _ERROR_ATTRIBUTE, error)
 
 
 class _FreshContextPerRequest(Instrumentor):

@@ -163,6 +163,27 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("request_path", ["/middleware-crash", "/missing/9?fail-after"])
+def test_a_middleware_below_that_raises_is_recorded_with_its_exception(
+    site: tuple[str, Path, str], request_path: str
+) -> None:
+    """Django answers it with its 500 page, as it does a view's exception, but never passes it
+    to ``process_exception``: the span was an error without a message, ``error.type`` "500"
+    (after a view's ``Http404``, the 500 was that ``Http404``'s)."""
+    url, store, _ = site
+    cid = "dj-" + uuid.uuid4().hex[:12]
+    response = requests.get(url + request_path, headers={"X-Correlation-ID": cid}, timeout=10)
+    assert response.status_code == 500
+    assert response.headers["X-Correlation-ID"] == cid
+
+    path = path_of(store, cid)
+    (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
+    assert span["status"] == "ERROR"
+    assert span["attributes"]["error.type"] == "ConnectionError"
+    assert span["status_message"] == "ConnectionError: the session store is unreachable"
+    assert [e["message"] for e in path["errors"]] == [span["status_message"]]
+
+
 def test_server_is_described_as_the_wsgi_middleware_describes_it(
     site: tuple[str, Path, str],
 ) -> None:

@@ -1,5 +1,5 @@
-"""Settings of the test site: tracekit's middleware first, then Django's locale middleware;
-``/health`` is excluded from tracing."""
+"""Settings of the test site: tracekit's middleware first, then Django's locale middleware and
+one that fails on ``/middleware-crash``; ``/health`` is excluded from tracing."""
 
 SECRET_KEY = "test-only"
 DEBUG = False
@@ -14,4 +14,5 @@ TRACEKIT = {"excluded_urls": ["^/health$"]}
 MIDDLEWARE = [
     "tracekit.django.TracekitMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "django_site.failing.FailingMiddleware",
 ]
