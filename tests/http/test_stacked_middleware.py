@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,6 +289,31 @@ def test_a_streamed_response_under_both_layers_is_named_by_its_route(
     assert span["attributes"]["http.route"] == "/stream"
     wait_for(lambda: _counted_since(metrics_url, before), 5, "the request counted")
     assert _counted_since(metrics_url, before) == {("/stream", "200"): 1.0}
+
+
+def test_a_client_that_leaves_during_the_view_under_both_layers_is_a_499(
+    stacked_django_either: tuple[str, Path, str], request: pytest.FixtureRequest
+) -> None:
+    """Under ASGI Django cancels the view and sends nothing: only the Django middleware saw the
+    client leave, and the outer layer ended the request without a status (no
+    ``http.response.status_code``, counted with an empty status, which the dashboards' error
+    ratio, ``=~"5..|"``, takes for a server error). Under WSGI the view runs to its end."""
+    url, store, metrics_url = stacked_django_either
+    status = {"wsgi": 200, "asgi": 499}[request.node.callspec.params["stacked_django_either"]]
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    cid = f"stack-left-{uuid.uuid4().hex[:8]}"
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"GET /slow HTTP/1.1\r\nHost: {host}\r\nX-Correlation-ID: {cid}\r\n\r\n".encode()
+        )
+        time.sleep(0.1)  # the view is running; the client gives up
+
+    (span,) = _server_spans(store, cid)
+    assert (span["name"], span["status"]) == ("GET /slow", "UNSET")
+    assert span["attributes"]["http.response.status_code"] == status
+    wait_for(lambda: _counted_since(metrics_url, before), 5, "the request counted")
+    assert _counted_since(metrics_url, before) == {("/slow", str(status)): 1.0}
 
 
 def test_request_started_receivers_see_their_own_request_under_both_layers(

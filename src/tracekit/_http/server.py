@@ -211,7 +211,7 @@ class ServerRequests:
             return
         request.completed, request.completed_ns = True, time.time_ns()
         if request.outer is not None:
-            _report_to_outer(request.outer, route, error)
+            _report_to_outer(request.outer, route, error, request.status_code)
             return
         route, error = route or request.route, error or request.error
         try:
@@ -538,11 +538,16 @@ def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveReques
     )  # fmt: skip
 
 
-def _report_to_outer(outer: ActiveRequest, route: str | None, error: BaseException | None) -> None:
-    """What only the inner layer knows (Django's resolver route, the view's exception), for the
-    outer layer to name its span and label its metrics with, if it knows none itself."""
+def _report_to_outer(
+    outer: ActiveRequest, route: str | None, error: BaseException | None, status_code: int
+) -> None:
+    """What only the inner layer knows (Django's resolver route, the view's exception, the
+    client that left while Django's view ran, which no response tells), for the outer layer to
+    name its span and label its metrics with, if it knows none itself."""
     outer.route = outer.route or route
     outer.error = outer.error or error
+    if status_code == CLIENT_CLOSED_REQUEST and not outer.status_code:
+        outer.status_code = status_code
 
 
 def _enclosing_server_span(callers_trace_id: Callable[[], int | None]) -> trace.Span | None:
