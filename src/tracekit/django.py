@@ -444,12 +444,30 @@ def _finish_on_close(
             close_request()
 
     try:
-        response.close = close_and_finish
+        response.close = _ClosingHook(response, close_and_finish)
         if close_request is not None:
             request.close = close_request_and_finish
     except Exception as error:  # a class that refuses the attribute: finish now
         report_once("django response close", error)
         finish()
+
+
+class _ClosingHook:
+    """``response.close`` until the server closes the response. Django's cache middleware
+    pickles the response it caches (``UpdateCacheMiddleware``, listed above this middleware, as
+    Django's docs list it, first): a function here made every cacheable page a 500 ("Can't
+    pickle local object"). A cached copy has no part in this request: it gets its own close."""
+
+    def __init__(self, response: Any, close_and_finish: Callable[[], None]) -> None:
+        self._response = response
+        self._close_and_finish = close_and_finish
+
+    def __call__(self) -> None:
+        self._close_and_finish()
+
+    def __reduce__(self) -> tuple[Callable[[Any, str], Any], tuple[Any, str]]:
+        # Unpickled before the copy's attributes are: its class's close, bound to the copy.
+        return getattr, (self._response, "close")
 
 
 def _enter_request_context(

@@ -374,6 +374,24 @@ def _server_span(store: Path, correlation_id: str) -> dict[str, Any]:
     return span
 
 
+CACHED = {"DJANGO_SETTINGS_MODULE": "django_site.settings_cached"}
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
+def test_a_page_djangos_cache_middleware_caches_is_served_and_served_again(
+    server: str, tmp_path: Path
+) -> None:
+    """``UpdateCacheMiddleware`` pickles the response: the close tracekit's middleware had put
+    on it could not be, and every cacheable page was a 500 ("Can't pickle local object")."""
+    with _served_site(server, tmp_path / "t.db", **CACHED) as (url, store, _):
+        first = requests.get(url + "/orders/7", headers={"X-Correlation-ID": "cache-1"}, timeout=10)
+        again = requests.get(url + "/orders/7", headers={"X-Correlation-ID": "cache-2"}, timeout=10)
+
+        assert (first.status_code, first.text) == (200, "cache-1 () [('order_id', 7)]")
+        assert (again.status_code, again.text) == (200, first.text)  # from the cache
+        assert _server_span(store, "cache-1")["name"] == "GET /orders/{order_id}"
+
+
 def test_a_response_replaced_above_the_middleware_leaves_nothing_of_its_request(
     tmp_path: Path,
 ) -> None:
