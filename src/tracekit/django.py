@@ -54,6 +54,9 @@ __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
 _ROUTE_ATTRIBUTE = "_tracekit_route"
+# On a response whose correlation header tracekit set: a copy Django's per-site cache (listed
+# above this middleware) kept and serves again names an earlier request, and gets this one's.
+_HEADER_ATTRIBUTE = "_tracekit_set_header"
 
 
 class TracekitMiddleware(OptionsReadLate):
@@ -154,8 +157,10 @@ class TracekitMiddleware(OptionsReadLate):
     def _respond(self, active: ActiveRequest, request: Any, response: Any) -> Any:
         try:
             active.status_code = response.status_code
-            if self._requests.response_header not in response:
-                response[self._requests.response_header] = active.correlation_id
+            header = self._requests.response_header
+            if header not in response or getattr(response, _HEADER_ATTRIBUTE, False):
+                response[header] = active.correlation_id
+                setattr(response, _HEADER_ATTRIBUTE, True)
         except Exception as error:
             report_once("django response header", error)
         _keep_route(request)

@@ -382,13 +382,19 @@ def test_a_page_djangos_cache_middleware_caches_is_served_and_served_again(
     server: str, tmp_path: Path
 ) -> None:
     """``UpdateCacheMiddleware`` pickles the response: the close tracekit's middleware had put
-    on it could not be, and every cacheable page was a 500 ("Can't pickle local object")."""
+    on it could not be, and every cacheable page was a 500 ("Can't pickle local object"). Each
+    request served from the cache gets its own correlation ID, not the cached page's."""
     with _served_site(server, tmp_path / "t.db", **CACHED) as (url, store, _):
         first = requests.get(url + "/orders/7", headers={"X-Correlation-ID": "cache-1"}, timeout=10)
         again = requests.get(url + "/orders/7", headers={"X-Correlation-ID": "cache-2"}, timeout=10)
 
         assert (first.status_code, first.text) == (200, "cache-1 () [('order_id', 7)]")
         assert (again.status_code, again.text) == (200, first.text)  # from the cache
+        # the cached copy carried the header of the request it was made for
+        assert [first.headers["X-Correlation-ID"], again.headers["X-Correlation-ID"]] == [
+            "cache-1",
+            "cache-2",
+        ]
         assert _server_span(store, "cache-1")["name"] == "GET /orders/{order_id}"
 
 
