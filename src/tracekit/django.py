@@ -418,7 +418,7 @@ def _finish_on_close(
     Django also closes the request with the response it sends: where a middleware listed
     above tracekit's sends one of its own instead (CommonMiddleware's APPEND_SLASH redirect in
     place of a 404), the server never closes this response, and the request ends then."""
-    close = response.close
+    close = _own_close(response)
     close_request = getattr(request, "close", None)  # (a test's stand-in request may have none)
     carried = otel_context.get_current()  # the request's: its span and correlation ID
     closing = finished = False
@@ -449,7 +449,7 @@ def _finish_on_close(
             close_request()
 
     try:
-        response.close = _ClosingHook(response, close_and_finish)
+        response.close = _ClosingHook(response, close, close_and_finish)
         if close_request is not None:
             request.close = close_request_and_finish
     except Exception as error:  # a class that refuses the attribute: finish now
@@ -463,8 +463,11 @@ class _ClosingHook:
     Django's docs list it, first): a function here made every cacheable page a 500 ("Can't
     pickle local object"). A cached copy has no part in this request: it gets its own close."""
 
-    def __init__(self, response: Any, close_and_finish: Callable[[], None]) -> None:
+    def __init__(
+        self, response: Any, own_close: Callable[[], None], close_and_finish: Callable[[], None]
+    ) -> None:
         self._response = response
+        self.own_close = own_close
         self._close_and_finish = close_and_finish
 
     def __call__(self) -> None:
@@ -473,6 +476,14 @@ class _ClosingHook:
     def __reduce__(self) -> tuple[Callable[[Any, str], Any], tuple[Any, str]]:
         # Unpickled before the copy's attributes are: its class's close, bound to the copy.
         return getattr, (self._response, "close")
+
+
+def _own_close(response: Any) -> Callable[[], None]:
+    """``response.close`` without the hook of an earlier request that the same response object
+    answered (a view that returns one module-level response): each request's hook called the one
+    before it, and after some hundred requests closing it overflowed the stack."""
+    close: Callable[[], None] = response.close
+    return close.own_close if isinstance(close, _ClosingHook) else close
 
 
 def _enter_request_context(

@@ -272,6 +272,25 @@ def test_request_finished_receivers_see_the_requests_correlation_id(
     assert wait_for(seen, 5, f"request_finished with {cid}") == [f"{cid} True"]
 
 
+def test_a_view_that_returns_one_response_object_for_every_request_has_it_closed_each_time(
+    site: tuple[str, Path, str],
+) -> None:
+    """tracekit's close on that response called the one it had put there for the request
+    before: after some hundred requests closing it overflowed the stack ("RecursionError" in
+    the server's log for every request), and Django's ``request_finished`` (which closes the
+    database connections) was no longer sent."""
+    url, store, _ = site
+    with requests.Session() as session:
+        for n in range(400):
+            headers = {"X-Correlation-ID": f"shared-{n}"}
+            response = session.get(url + "/shared", headers=headers, timeout=10)
+            assert (response.text, response.headers["X-Correlation-ID"]) == ("ok", f"shared-{n}")
+
+    finished = requests.get(url + "/finished-with", timeout=10).text.splitlines()
+    assert "shared-399 True" in finished
+    assert "RecursionError" not in _log_of(store).read_text()
+
+
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn runs the view to its end
 def test_request_finished_receivers_see_the_correlation_id_of_a_request_whose_client_left(
     site: tuple[str, Path, str],

@@ -32,6 +32,7 @@ urlpatterns = [
     path("health", views.health),
     path("started-with", views.started_with),
     path("finished-with", views.finished_with),
+    path("shared", views.shared),
 ]
 urlpatterns += i18n_patterns(
     path("about/", views.show),

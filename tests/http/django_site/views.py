@@ -122,6 +122,14 @@ def finished_with(request: HttpRequest) -> HttpResponse:
     return HttpResponse("\n".join(_finished_with))
 
 
+# One response answering every request, as a project's health check may keep it.
+_SHARED = HttpResponse("ok")
+
+
+def shared(request: HttpRequest) -> HttpResponse:
+    return _SHARED
+
+
 def in_english(request: HttpRequest) -> HttpResponse:
     """A view that makes English the active language (a user's saved preference), whatever
     language the URL's prefix chose."""
