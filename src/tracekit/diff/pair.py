@@ -30,7 +30,15 @@ from .model import ADDED, CHANGED, REMOVED, SAME, Change, NodeDiff, PairDiff, Si
 from .nodes import Measure, Node, NodeIndex, measure, timed
 from .resources import resource_changes
 from .settings import Thresholds
-from .unrecorded import grafts_onto, recorded_nothing_of, unrecorded_note, without_unrecorded
+from .unrecorded import (
+    entry_grafts,
+    entry_note,
+    grafts_onto,
+    recorded_nothing_of,
+    unreceived_entry,
+    unrecorded_note,
+    without_unrecorded,
+)
 
 __all__ = ["Measures", "compare_paths", "tree_order"]
 
@@ -42,13 +50,19 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
     limits = thresholds or Thresholds()
     index = NodeIndex()
     missing_in_a, missing_in_b = recorded_nothing_of(a, b), recorded_nothing_of(b, a)
-    before, after = _measure_both(a, b, index, missing_in_a, missing_in_b)
+    without_entry = None if missing_in_a or missing_in_b else _measure_without_entry(a, b)
+    if without_entry is not None:
+        index, before, after, entry_missing = without_entry
+    else:
+        before, after = _measure_both(a, b, index, missing_in_a, missing_in_b)
     nodes = index.nodes
     order = tree_order(index, _first_starts(before, after))
     untimed = [name for name, path in (("A", a), ("B", b)) if not timed(path)]
     a_side, b_side = _side(a), _side(b)
     sides = (("A", missing_in_a), ("B", missing_in_b))
     unrecorded = [unrecorded_note(side, services) for side, services in sides if services]
+    if without_entry is not None:
+        unrecorded.append(entry_missing)
     timing = {n: () if untimed else _changed(before.get(n), after.get(n), limits, unrecorded)
               for n in order}  # fmt: skip
     whole = not untimed and not unrecorded
@@ -56,7 +70,11 @@ def compare_paths(a: Path, b: Path, thresholds: Thresholds | None = None) -> Pai
         chain(
             duration_change(a_side.duration_ns, b_side.duration_ns, limits) if whole else (),
             without_unrecorded(
-                structure_changes(nodes, order, before, after), nodes, missing_in_a, missing_in_b
+                structure_changes(nodes, order, before, after),
+                nodes,
+                missing_in_a,
+                missing_in_b,
+                tops_unrecorded=without_entry is not None,
             ),
             call_changes(nodes, order, before, after),
             error_changes(nodes, order, before, after),
@@ -103,6 +121,26 @@ def _measure_both(
     if missing_in_b and not missing_in_a:
         return _measure_grafted(a, b, index, missing_in_b)
     return measure(a, index), measure(b, index)
+
+
+def _measure_without_entry(a: Path, b: Path) -> tuple[NodeIndex, Measures, Measures, str] | None:
+    """Where one request has no entry span (``unreceived_entry``) and its top calls are found
+    below the other's: both measured, those calls at those nodes; and what to say of it."""
+    for side, partial, kept in (("B", b, a), ("A", a, b)):
+        entry = unreceived_entry(partial, kept)
+        if entry is None:
+            continue
+        index = NodeIndex()
+        kept_measures = measure(kept, index)
+        grafts = entry_grafts(index.nodes, partial)
+        if not grafts:
+            return None
+        partial_measures = measure(partial, index, grafts)
+        note = entry_note(side, entry)
+        if side == "B":
+            return index, kept_measures, partial_measures, note
+        return index, partial_measures, kept_measures, note
+    return None
 
 
 def _measure_grafted(

@@ -8,22 +8,31 @@ other route): nothing recorded them. Their nodes are not a structure change, and
 attributed across the two requests, which cover different parts of the work. The work both
 recorded is compared all the same: the other side's top spans are taken for the node where the
 same work hangs in the kept request, below the services left out (``grafts_onto``).
+
+The same holds where one request lacks only its entry span (``unreceived_entry``): the span that
+ends last is exported last, so a request diffed seconds after it ran begins at its entry
+service's calls, their parent not stored yet. Those calls hang where the other request has them,
+right below its entry span (``entry_grafts``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tracekit.path import Path
+from tracekit.path import Path, PathSpan
 
 from .model import ADDED, REMOVED, Change
+from .names import node_name
 from .nodes import Node
-from .units import SPAN, NodeKey, top_key
+from .units import SPAN, NodeKey, top_key, units_of
 
 __all__ = [
     "MAX_NAMED",
+    "entry_grafts",
+    "entry_note",
     "grafts_onto",
     "recorded_nothing_of",
+    "unreceived_entry",
     "unrecorded_note",
     "without_unrecorded",
 ]
@@ -59,11 +68,13 @@ def unrecorded_note(side: str, services: list[str]) -> str:
 
 
 def without_unrecorded(
-    changes: Iterable[Change], nodes: list[Node], missing_in_a: list[str], missing_in_b: list[str]
-) -> list[Change]:
+    changes: Iterable[Change], nodes: list[Node], missing_in_a: list[str], missing_in_b: list[str],
+    *, tops_unrecorded: bool = False,
+) -> list[Change]:  # fmt: skip
     """``changes`` less the added and removed nodes that only the left-out spans explain: those
     of a service the other side recorded nothing of, and the top of the side that lost its
-    caller's spans (its consumer, under no producer there)."""
+    caller's spans (its consumer, under no producer there), or of both sides where one lost
+    its entry span (``tops_unrecorded``)."""
     kept = []
     for change in changes:
         node = nodes[change.node] if change.node is not None else None
@@ -72,7 +83,7 @@ def without_unrecorded(
             continue
         gone, partial = (missing_in_a, missing_in_b) if change.kind == ADDED else (
             missing_in_b, missing_in_a)  # fmt: skip
-        if node.key.service in gone or (partial and node.parent is None):
+        if node.key.service in gone or ((partial or tops_unrecorded) and node.parent is None):
             continue
         kept.append(change)
     return kept
@@ -97,3 +108,32 @@ def grafts_onto(nodes: list[Node], partial: Path, left_out: list[str]) -> dict[N
         if parent is not None and below_left_out[node.id] and key in tops:
             found[key] = node.id if key not in found else None
     return {key: node_id for key, node_id in found.items() if node_id is not None}
+
+
+def unreceived_entry(partial: Path, kept: Path) -> PathSpan | None:
+    """``kept``'s entry span where ``partial`` has none: ``kept`` began at one root span, and
+    every top span of ``partial`` has a parent that is not there (not stored yet, or never
+    exported)."""
+    kept_tops = [span for span in kept.spans if span.parent is None]
+    partial_tops = [span for span in partial.spans if span.parent is None]
+    if len(kept_tops) != 1 or kept_tops[0].record.parent_span_id or not partial_tops:
+        return None
+    return kept_tops[0] if all(s.record.parent_span_id for s in partial_tops) else None
+
+
+def entry_grafts(nodes: list[Node], partial: Path) -> dict[NodeKey, int]:
+    """The top calls of ``partial`` -> the node of the same key right below the other
+    request's entry (``nodes``: its nodes); a key two such nodes have is left alone."""
+    below_entry: dict[NodeKey, int | None] = {}
+    for node in nodes:
+        if node.parent is not None and nodes[node.parent].parent is None:
+            below_entry[node.key] = node.id if node.key not in below_entry else None
+    tops = {unit.key for unit in units_of(partial) if unit.parent is None}
+    return {key: n for key, n in below_entry.items() if key in tops and n is not None}
+
+
+def entry_note(side: str, entry: PathSpan) -> str:
+    """``B has no span of gw: POST /checkout, where the request entered (...)``."""
+    label = f"{entry.service[:80]}: {node_name(entry.record)[:200]}"
+    return (f"{side} has no span of {label}, where the request entered (not stored yet, or "
+            "never exported)")  # fmt: skip

@@ -1,0 +1,89 @@
+"""``tracekit diff A B`` run while B is still arriving: its entry span is not stored yet.
+
+A gateway's entry span ends last, so the SDK's batch exporter sends it last, seconds after its
+client spans and everything below them are stored. Diffed in between, B's trace begins at the
+gateway's CLIENT spans, their parent not there. Built with the OpenTelemetry SDK into a real
+store (the gateway's entry span from a provider with no exporter yet), compared by the real
+command.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+from click.testing import CliRunner
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from sdk_requests import Deployment, Request
+
+from tracekit.diff import load_schema
+from tracekit_cli.main import cli
+
+NOTE = (
+    "B has no span of gw: POST /checkout, where the request entered (not stored yet, or never "
+    "exported)"
+)
+
+
+def checkout(deployment: Deployment, cid: str, *, arriving: bool, inventory_ms: float) -> None:
+    """gw POST /checkout calls orders (which calls inventory), then pricing."""
+    request = deployment.request(cid)
+    entering = request
+    if arriving:
+        unsent = Deployment(deployment.store)
+        resource = Resource.create({"service.name": "gw", "service.version": "1.0"})
+        unsent.providers[("gw", "1.0", "gw-host")] = TracerProvider(resource=resource)
+        entering = Request(unsent, cid, request.origin_ns, {}, {}, {})
+    entry = entering.entry("gw", "/checkout", 0, 100 + inventory_ms)
+    _, orders = request.call(entry, "orders", "/orders", 2, 60 + inventory_ms)
+    request.call(orders, "inv", "/stock/{sku}", 10, 30 + inventory_ms)
+    request.call(entry, "pricing", "/price", 62 + inventory_ms, 90 + inventory_ms)
+
+
+def diff(deployment: Deployment, a: str, b: str) -> tuple[int, dict[str, Any]]:
+    deployment.flush()
+    store = str(deployment.store.path)
+    result = CliRunner().invoke(cli, ["diff", a, b, "--store", store, "--format", "json"])
+    assert result.stderr == ""
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, load_schema())
+    return result.exit_code, doc
+
+
+def test_a_request_whose_entry_span_is_not_stored_yet_is_not_another_shape(
+    deployment: Deployment,
+) -> None:
+    """It read "removed gw: POST /checkout with 3 nodes below", "added gw -> orders", "added
+    gw -> pricing" (exit 1) for the same request; now the calls match and nothing differs."""
+    checkout(deployment, "done-1", arriving=False, inventory_ms=0)
+    checkout(deployment, "arriving-1", arriving=True, inventory_ms=0)
+
+    code, doc = diff(deployment, "done-1", "arriving-1")
+
+    assert doc["headline"] == f"time not attributed: {NOTE}"
+    assert f"{NOTE}: its nodes are not counted as added or removed" in doc["warnings"]
+    assert [c["message"] for c in doc["changes"]] == []
+    assert (code, doc["different"], doc["attribution"]) == (0, False, [])
+    both = [n["label"] for n in doc["nodes"] if n["a"] and n["b"]]
+    assert both == ["gw -> orders: GET /orders", "orders -> inv: GET /stock/{sku}",
+                    "gw -> pricing: GET /price"]  # fmt: skip
+
+    code, doc = diff(deployment, "arriving-1", "done-1")
+    assert doc["headline"] == f"time not attributed: {NOTE.replace('B has', 'A has')}"
+    assert (code, doc["changes"]) == (0, [])
+
+
+def test_a_slower_call_below_is_still_reported(deployment: Deployment) -> None:
+    """The work both stored is compared: inventory 80 ms slower is a timing change at its node,
+    not a removed and an added subtree."""
+    checkout(deployment, "done-2", arriving=False, inventory_ms=0)
+    checkout(deployment, "arriving-2", arriving=True, inventory_ms=80)
+
+    code, doc = diff(deployment, "done-2", "arriving-2")
+
+    assert [c["message"] for c in doc["changes"]] == [
+        "orders -> inv: GET /stock/{sku}: self time 20.0 ms -> 100.0 ms (+80.0 ms)"
+    ]
+    assert (code, doc["reasons"]) == (1, ["timing"])
