@@ -12,7 +12,7 @@ flattened to one printable line before anything is drawn.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tracekit.diff import Change, FailOn, NodeDiff, PairDiff, Share, Side, reasons
 from tracekit.diff.changes import TIMING_METRICS
@@ -318,7 +318,25 @@ def drawn_nodes(nodes: list[NodeDiff]) -> list[NodeDiff]:
         while n is not None and n not in kept:
             kept.add(n)
             n = parents[n]
-    return [d for d in nodes if d.node.id in kept]
+    drawn = [d for d in nodes if d.node.id in kept]
+    return drawn if len(drawn) <= MAX_PAIR_ROWS else _deep_context_left_out(drawn)
+
+
+def _deep_context_left_out(drawn: list[NodeDiff]) -> list[NodeDiff]:
+    """Of a tree whose changed nodes alone have too many nodes above them (one call at the
+    bottom of a recursion 10,000 deep), the unchanged ones deeper than the guides go too: each
+    node drawn hangs from its nearest ancestor drawn, and its depth, in brackets there, says
+    how far below it is."""
+    nearest: dict[int, int | None] = {}  # node -> the nearest drawn one at or above it
+    out = []
+    for d in drawn:  # parents first
+        parent = d.node.parent
+        above = None if parent is None else nearest[parent]
+        shown = d.status != "same" or d.node.depth <= MAX_GUIDES
+        nearest[d.node.id] = d.node.id if shown else above
+        if shown:
+            out.append(d if above == parent else replace(d, node=replace(d.node, parent=above)))
+    return out
 
 
 def _title(side: Side) -> str:
