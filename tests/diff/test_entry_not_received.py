@@ -87,3 +87,27 @@ def test_a_slower_call_below_is_still_reported(deployment: Deployment) -> None:
         "orders -> inv: GET /stock/{sku}: self time 20.0 ms -> 100.0 ms (+80.0 ms)"
     ]
     assert (code, doc["reasons"]) == (1, ["timing"])
+
+
+def test_a_request_read_while_a_call_below_its_entry_still_ran(deployment: Deployment) -> None:
+    """Read while orders still worked: stored were the gateway's auth call, done before, and
+    inventory's call below orders; each is compared where it hangs in the other request."""
+    unsent = Deployment(deployment.store)
+    for service in ("gw", "orders"):
+        resource = Resource.create({"service.name": service, "service.version": "1.0"})
+        unsent.providers[(service, "1.0", f"{service}-host")] = TracerProvider(resource=resource)
+    for cid, running, inventory_ms in (("done-3", False, 0), ("running-3", True, 80)):
+        request = deployment.request(cid)
+        entering = Request(unsent, cid, request.origin_ns, {}, {}, {}) if running else request
+        entry = entering.entry("gw", "/checkout", 0, 100 + inventory_ms)
+        request.call(entry, "auth", "/token", 1, 9)
+        _, orders = entering.call(entry, "orders", "/orders", 10, 60 + inventory_ms)
+        request.call(orders, "inv", "/stock/{sku}", 20, 40 + inventory_ms)
+
+    code, doc = diff(deployment, "done-3", "running-3")
+
+    assert doc["headline"] == f"time not attributed: {NOTE}"
+    assert [c["message"] for c in doc["changes"]] == [
+        "orders -> inv: GET /stock/{sku}: self time 20.0 ms -> 100.0 ms (+80.0 ms)"
+    ]
+    assert code == 1

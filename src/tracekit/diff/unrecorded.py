@@ -11,8 +11,8 @@ same work hangs in the kept request, below the services left out (``grafts_onto`
 
 The same holds where one request lacks only its entry span (``unreceived_entry``): the span that
 ends last is exported last, so a request diffed seconds after it ran begins at its entry
-service's calls, their parent not stored yet. Those calls hang where the other request has them,
-right below its entry span (``entry_grafts``).
+service's calls (or those of a call still running), their parent not stored yet. Those calls
+hang where the other request has them, below its entry span (``entry_grafts``).
 """
 
 from __future__ import annotations
@@ -122,11 +122,12 @@ def unreceived_entry(partial: Path, kept: Path) -> PathSpan | None:
 
 
 def entry_grafts(nodes: list[Node], partial: Path) -> dict[NodeKey, int]:
-    """The top calls of ``partial`` -> the node of the same key right below the other
-    request's entry (``nodes``: its nodes); a key two such nodes have is left alone."""
+    """The top calls of ``partial`` -> the node of the same key below the other request's
+    entry (``nodes``: its nodes): right below it, or deeper where a call still running when
+    ``partial`` was read has not been stored either. A key two such nodes have is left alone."""
     below_entry: dict[NodeKey, int | None] = {}
     for node in nodes:
-        if node.parent is not None and nodes[node.parent].parent is None:
+        if node.parent is not None:
             below_entry[node.key] = node.id if node.key not in below_entry else None
     tops = {unit.key for unit in units_of(partial) if unit.parent is None}
     return {key: n for key, n in below_entry.items() if key in tops and n is not None}
