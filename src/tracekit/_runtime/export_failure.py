@@ -44,6 +44,16 @@ def failure_of(record: logging.LogRecord, endpoint: str) -> str | None:
     return None if error is None else _connection_failure(error, endpoint)
 
 
+def refused(record: logging.LogRecord) -> bool:
+    """Whether the SDK's line ``record`` says the endpoint refused the connection: nothing
+    listens there (the HTTP client's ``ConnectionRefusedError``, or gRPC core's words)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    errors = [e for a in args if isinstance(a, BaseException) for e in _chain(a)]
+    if any(isinstance(e, ConnectionRefusedError) for e in errors):
+        return True
+    return any(isinstance(a, str) and "Connection refused" in a for a in args)
+
+
 _CREDENTIALS = "Set the credentials it wants in OTEL_EXPORTER_OTLP_HEADERS (name=value)."
 # The gRPC exporter's final line names the call's status code (``StatusCode.UNAUTHENTICATED``);
 # its details, which the server chose, are left out.

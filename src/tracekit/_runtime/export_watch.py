@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
-from tracekit._runtime.export_failure import failure_of
+from tracekit._runtime.export_failure import failure_of, refused
 from tracekit._runtime.guard import guarded, instrumentation_suppressed, without_url_secrets
 from tracekit._runtime.otlp_settings import endpoint, exporter_arguments
 from tracekit._utf8 import clean_text, clean_value, escaped
@@ -136,7 +136,9 @@ class ExportWatch(logging.Filter):
             if name.startswith("opentelemetry.exporter.")
         ]
         for logger in self._loggers:
-            logger.addFilter(self)
+            # First: the SDK's own filter on some of them (DuplicateFilter) drops a line said
+            # again within 20 s, the retry line of the next export among them, unseen.
+            logger.filters.insert(0, self)
         self._request_lines = _ExportRequestLines()
         logging.getLogger(_HTTP_CLIENT_LOGGER).addFilter(self._request_lines)
 
@@ -145,6 +147,8 @@ class ExportWatch(logging.Filter):
         to be failing; its "Failed to encode" line of a batch with text UTF-8 cannot hold is
         left out too: tracekit sends that batch again (``WatchedSpanExporter.export``)."""
         self._note_failure(record)
+        if getattr(_export_failure, "one_attempt", False) and _refused_retry(record):
+            raise RetriesSkipped  # out of the SDK's export, before its wait (one_attempt_only)
         if self.failing or (self.resends_unencodable and _encoding_error(record)):
             return False
         _cut_url_secrets(record)
@@ -160,6 +164,21 @@ class ExportWatch(logging.Filter):
         failure = failure_of(record, self.endpoint)
         if failure is not None and record.levelno >= logging.WARNING:
             _export_failure.text = failure
+            _export_failure.refused = refused(record)
+
+    @contextmanager
+    def one_attempt_only(self) -> Iterator[None]:
+        """Around one export on this thread: while its endpoint is known to refuse connections
+        (nothing listens there: no collector in a test run or on a laptop), a refused attempt
+        ends it, raising ``RetriesSkipped``, instead of the SDK waiting 1, 2 and 4 s to try
+        again. Each stop's flush (a test client's lifespan, ``tracekit.shutdown()`` in a
+        fixture, the exit) waited those 7 s. The first refusal is retried as before (a
+        collector starting beside the service), and an export that succeeds ends the rule."""
+        _export_failure.one_attempt = self.endpoint in _refusing
+        try:
+            yield
+        finally:
+            _export_failure.one_attempt = False
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
@@ -176,7 +195,12 @@ class ExportWatch(logging.Filter):
         self.failing = failed
         self.dropped += dropped
         failure = getattr(_export_failure, "text", "")
-        _export_failure.text = ""
+        was_refused = getattr(_export_failure, "refused", False)
+        _export_failure.text, _export_failure.refused = "", False
+        if failed and was_refused:
+            _refusing.add(self.endpoint)
+        else:
+            _refusing.discard(self.endpoint)
         if began and failure:
             _log.warning(
                 "tracekit: could not export %s to the OTLP endpoint %s: %s",
@@ -216,6 +240,19 @@ class ExportWatch(logging.Filter):
 
 # What the SDK's lines said of the failure of the export this thread is making (``failure_of``).
 _export_failure = threading.local()
+# The endpoints whose last export was refused a connection (``ExportWatch.one_attempt_only``),
+# for every exporter of this process: ``init`` after ``shutdown`` makes new ones.
+_refusing: set[str] = set()
+# The SDK's line before it waits to try an export again (OTLP/HTTP's and OTLP/gRPC's).
+_RETRY_LINE = "retrying in"
+
+
+class RetriesSkipped(Exception):
+    """Ends an export at its refused attempt (``ExportWatch.one_attempt_only``)."""
+
+
+def _refused_retry(record: logging.LogRecord) -> bool:
+    return _RETRY_LINE in str(record.msg) and refused(record)
 
 
 def _encoding_error(record: logging.LogRecord) -> bool:
@@ -336,11 +373,11 @@ class WatchedSpanExporter(SpanExporter):
         if _encoder_silenced() and not all(map(_utf8_attributes, spans)):
             spans = [_cleaned_span(span) for span in spans]
         try:
-            with _refusing_unencodable_attributes() as refused:
+            with _refusing_unencodable_attributes() as unencodable, self.watch.one_attempt_only():
                 result = self.inner.export(spans)
-        except UnicodeEncodeError:  # the gRPC exporter lets the encoder's error out
+        except (UnicodeEncodeError, RetriesSkipped):  # gRPC lets the encoder's error out
             result = SpanExportResult.FAILURE
-        if result is SpanExportResult.FAILURE and (refused or not all(map(_utf8_span, spans))):
+        if result is SpanExportResult.FAILURE and (unencodable or not all(map(_utf8_span, spans))):
             result = self.inner.export([_cleaned_span(span) for span in spans])
         return result
 
@@ -373,13 +410,20 @@ class WatchedLogExporter(LogRecordExporter):
         batch is dropped, as a whole batch was: the collector is not taking any."""
         result, sent = LogRecordExportResult.SUCCESS, 0
         for records in _export_requests(batch, _text_size):
-            result = self.inner.export(records)
+            result = self._export_request(records)
             if result is LogRecordExportResult.FAILURE:
                 break
             sent += len(records)
         failed = result is LogRecordExportResult.FAILURE
         self.watch.saw(failed, len(batch) - sent if failed else 0)
         return result
+
+    def _export_request(self, records: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        try:
+            with self.watch.one_attempt_only():
+                return self.inner.export(records)
+        except RetriesSkipped:
+            return LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
