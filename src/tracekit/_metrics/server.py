@@ -158,13 +158,23 @@ def _server_class(host: str, port: int) -> type[_Server]:
     return _Server6 if family == socket.AF_INET6 else _Server
 
 
+# How often the serving thread looks for a stop: ``shutdown`` waits up to that long, and a test
+# suite calling ``tracekit.shutdown()`` per test waited the default 0.5 s each time.
+POLL_INTERVAL_S = 0.05
+
+
 def serve(
     port: int, registry: Collector, host: str = "0.0.0.0"
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``registry`` at ``host``:``port`` from a daemon thread (what prometheus-client's
     ``start_http_server(port, host, registry)`` does)."""
     httpd = bind(port, registry, host)
-    thread = threading.Thread(target=httpd.serve_forever, name="tracekit-metrics", daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever,
+        kwargs={"poll_interval": POLL_INTERVAL_S},
+        name="tracekit-metrics",
+        daemon=True,
+    )
     thread.start()
     return httpd, thread
 
@@ -199,7 +209,7 @@ class Standby:
                     httpd = self._httpd = bind(self._port, self._registry, self._host)
                 except OSError:
                     continue
-            httpd.serve_forever()
+            httpd.serve_forever(POLL_INTERVAL_S)
             return
 
     def shutdown(self) -> None:
