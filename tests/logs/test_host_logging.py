@@ -206,11 +206,12 @@ def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: P
     port = free_port()  # nobody listens there
     result = run_python(
         """
-        import logging, tracekit
+        import logging, time, tracekit
         from opentelemetry import trace
         tracekit.init("shop", metrics_port=0)
         with trace.get_tracer("t").start_as_current_span("work"):
             logging.getLogger("shop").warning("working")
+        time.sleep(3)  # the batches' own exports retry (a stop's tries a refused endpoint once)
         tracekit.shutdown()
         """,
         tmp_path,
@@ -218,6 +219,8 @@ def test_the_sdk_exporters_lines_leave_the_endpoints_credentials_out(tmp_path: P
         OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces?api_key=tok1",
         OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=f"http://127.0.0.1:{port}/v1/logs?api_key=tok2",
         OTEL_EXPORTER_OTLP_TIMEOUT="2",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_BLRP_SCHEDULE_DELAY="100",
     )
     retries = [line for line in result.stderr.splitlines() if line.startswith("Transient error")]
     assert {line.split(" batch")[0].rsplit(" ", 1)[1] for line in retries} == {"spans", "logs"}

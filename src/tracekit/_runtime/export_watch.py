@@ -28,6 +28,7 @@ from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
+from tracekit._runtime import state
 from tracekit._runtime.export_failure import failure_of, refused
 from tracekit._runtime.guard import guarded, instrumentation_suppressed, without_url_secrets
 from tracekit._runtime.otlp_settings import endpoint, exporter_arguments
@@ -147,7 +148,7 @@ class ExportWatch(logging.Filter):
         to be failing; its "Failed to encode" line of a batch with text UTF-8 cannot hold is
         left out too: tracekit sends that batch again (``WatchedSpanExporter.export``)."""
         self._note_failure(record)
-        if getattr(_export_failure, "one_attempt", False) and _refused_retry(record):
+        if _retry_skipped(record):
             raise RetriesSkipped  # out of the SDK's export, before its wait (one_attempt_only)
         if self.failing or (self.resends_unencodable and _encoding_error(record)):
             return False
@@ -172,13 +173,15 @@ class ExportWatch(logging.Filter):
         (nothing listens there: no collector in a test run or on a laptop), a refused attempt
         ends it, raising ``RetriesSkipped``, instead of the SDK waiting 1, 2 and 4 s to try
         again. Each stop's flush (a test client's lifespan, ``tracekit.shutdown()`` in a
-        fixture, the exit) waited those 7 s. The first refusal is retried as before (a
-        collector starting beside the service), and an export that succeeds ends the rule."""
-        _export_failure.one_attempt = self.endpoint in _refusing
+        fixture, the exit) waited those 7 s. So does any export while the process stops
+        (``state.stopping``): a collector that refuses then is not coming back in time. The
+        first refusal of a running service is retried as before (a collector starting beside
+        it), and an export that succeeds ends the rule."""
+        _export_failure.endpoint = self.endpoint
         try:
             yield
         finally:
-            _export_failure.one_attempt = False
+            _export_failure.endpoint = None
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
@@ -251,7 +254,13 @@ class RetriesSkipped(Exception):
     """Ends an export at its refused attempt (``ExportWatch.one_attempt_only``)."""
 
 
-def _refused_retry(record: logging.LogRecord) -> bool:
+def _retry_skipped(record: logging.LogRecord) -> bool:
+    """Whether ``record`` is the SDK's line before it waits to try a refused export again, in
+    an export ``one_attempt_only`` ends there. Asked at each retry: an export that began
+    before a stop ends at its next one (its lock held up the stop's flush)."""
+    endpoint = getattr(_export_failure, "endpoint", None)
+    if endpoint is None or not (endpoint in _refusing or state.stopping()):
+        return False
     return _RETRY_LINE in str(record.msg) and refused(record)
 
 

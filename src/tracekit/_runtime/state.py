@@ -163,6 +163,10 @@ class _StopsUnderWay:
             for action in then:
                 action()
 
+    def under_way(self) -> bool:
+        """Whether one runs now."""
+        return self._running > 0
+
     def then(self, action: Callable[[], None]) -> bool:
         """Run ``action`` when the stops under way have ended; False (not kept) if none is."""
         with self._lock:
@@ -173,6 +177,15 @@ class _StopsUnderWay:
 
 
 _stops = _StopsUnderWay()
+_stop_flushes = _StopsUnderWay()  # ``flush_for_stop`` calls running
+
+
+def stopping() -> bool:
+    """Whether a stop, or a flush as a step of one, is under way: the process (or an application
+    a test client served) is stopping, and its exports try an endpoint that refuses connections
+    once, without waiting to retry (``export_watch``): nothing is listening, and a reload of a
+    development server waited 7 s for it at every change of a file."""
+    return _stops.under_way() or _stop_flushes.under_way()
 
 
 def when_stops_end(action: Callable[[], None]) -> bool:
@@ -364,7 +377,8 @@ def flush_for_stop() -> None:
     if _current is not None:  # recorded now, they go out with this flush: the process may end
         _safely("record awaiting", lambda: _part("instrumentation").record_awaiting())
     started, deadline = time.monotonic(), Deadline(left)
-    flush_current(left)
+    with _stop_flushes.running():
+        flush_current(left)
     if deadline.left_millis() == 0:
         _stop_flushes_timed_out_s += time.monotonic() - started
 
