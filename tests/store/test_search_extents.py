@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tracekit.records import RequestSummary, SpanLink, SpanRecord
-from tracekit.store import Retention, Store
+from tracekit.store import Retention, Store, _retention
 from tracekit.store import _schema as schema
 from tracekit.store._schema import trace_tables_filled
 from tracekit.store._writer import StoreWriter
@@ -190,3 +190,42 @@ def _steps_of_a_search_for_nothing(path: Path) -> int:
         store._reader_side().conn.set_progress_handler(step, 1_000)
         assert store.recent_requests(min_duration_ms=100) == []
     return steps[0]
+
+
+@pytest.mark.parametrize("writer", ["older", "current"])
+def test_span_ids_handed_out_again_after_an_older_tracekit_deleted_the_newest_are_counted_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    """An older tracekit's retention deletes the spans stored last (an hour old by their times:
+    a host whose clock is behind), so SQLite hands their ids out again to the next spans stored.
+    Those had ids already counted in: a request lasting 900 ms was missing from the search."""
+    path = tmp_path / "s.db"
+    with Store(path) as store:
+        for number in range(1, 21):
+            store.write_spans([SpanRecord(f"{number:032x}", f"{number:016x}", None, "svc",
+                                          "GET /", "SERVER", T0 + number * MS, T0 + number * MS
+                                          + 5 * MS)])  # fmt: skip
+        store.write_spans([SpanRecord(f"{number:032x}", f"{number:016x}", None, "behind", "GET /",
+                                      "SERVER", T0 - 3600 * 10**9, T0 - 3600 * 10**9 + MS)
+                           for number in range(100, 103)])  # fmt: skip
+    long_children = [SpanRecord(f"{1:032x}", f"{number:016x}", f"{1:016x}", "svc", "work",
+                                "INTERNAL", T0 + 10 * MS, T0 + 900 * MS)
+                     for number in range(200, 203)]  # fmt: skip
+    others = [SpanRecord(f"{number:032x}", f"{number:016x}", None, "svc", "GET /", "SERVER",
+                         T0 + 60 * MS, T0 + 61 * MS) for number in range(300, 302)]  # fmt: skip
+    with monkeypatch.context() as older:
+        older.setattr(_retention, "_shrink_trace_tables", lambda conn: None)
+        if writer == "older":
+            older.setattr(StoreWriter, "_extend_trace_tables", lambda self: None)
+        with Store(path) as store:
+            assert store.apply_retention(Retention(max_age_ns=60 * 10**9), now_ns=T0 + 10**9)
+            store.write_spans(long_children + others)
+    with Store(path) as store:  # a current writer
+        store.write_spans([SpanRecord("d" * 32, "d" * 16, None, "svc", "GET /", "SERVER",
+                                      T0 + 70 * MS, T0 + 71 * MS)])  # fmt: skip
+
+    found = _searches(path)
+    assert found == _measured_over_every_span(path, tmp_path / "old.db")
+    assert [(r.trace_id, r.duration_ms) for r in found[THRESHOLDS.index(120) * 2 + 1]] == [
+        (f"{1:032x}", 899.0)
+    ]

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 from tracekit.store._connection import retry_busy, truncate_checkpoint
 from tracekit.store._reclaim import string_heavy
-from tracekit.store._schema import THROUGH_ROW
+from tracekit.store._schema import (
+    MARK_COUNTED,
+    THROUGH_ROW,
+    THROUGH_SPAN_ROW,
+    counted_through,
+    last_span_id,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$", re.IGNORECASE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -281,11 +287,10 @@ def _shrink_trace_tables(conn: sqlite3.Connection) -> None:
         " max(s.start_ns + s.duration_ns) FROM spans s WHERE s.trace_ref = trace_extents.trace_ref)"
         " WHERE trace_ref IN (SELECT ref FROM temp.touched_traces)"
     )
-    conn.execute(  # the newest spans deleted: the ids past the last left are handed out again
-        "UPDATE trace_extents SET start_ns = min(start_ns, (SELECT coalesce(max(id), 0)"
-        " FROM spans)) WHERE trace_ref = ?",
-        (THROUGH_ROW,),
-    )
+    # The newest spans deleted: the ids past the last left are handed out again
+    counted, last = counted_through(conn), last_span_id(conn)
+    if counted is not None and counted[0] > last:
+        conn.execute(MARK_COUNTED, (THROUGH_ROW, THROUGH_SPAN_ROW, last))
 
 
 def _delete_orphans(conn: sqlite3.Connection) -> None:

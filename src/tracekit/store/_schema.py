@@ -119,11 +119,27 @@ _ADDITION_NAMES = ("span_id_clashes", "trace_extents", "trace_correlations")
 # start_ns; no trace has that ref, and its end_ns is NULL, so no search finds it). It sits last
 # in the table, on the page new traces are written to: keeping it writes no page of its own.
 THROUGH_ROW = 1 << 62
-# Made with the tables: the spans already stored are to be counted in a chunk at a time, those
-# stored from now on by the writer.
+# The row after it holds that span's start: an id is handed out again once the spans from it up
+# are deleted (by an older tracekit, which leaves THROUGH_ROW as it was: the newest spans, old
+# by their times, as a host whose clock is behind sends them). A span then stored under an id
+# already counted in was never counted: its trace was too short for `search --min-duration`.
+# Its start, not the one counted, tells.
+THROUGH_SPAN_ROW = THROUGH_ROW + 1
+# Marks the spans up to id ?3 counted in (?1: THROUGH_ROW, ?2: THROUGH_SPAN_ROW).
+MARK_COUNTED = (
+    "INSERT OR REPLACE INTO trace_extents VALUES (?1, ?3, NULL),"
+    " (?2, (SELECT start_ns FROM spans WHERE id = ?3), NULL)"
+)
+# The last span id counted in, and whether the span of that id is still the one counted.
+_COUNTED_THROUGH = (
+    "SELECT c.start_ns, (SELECT s.start_ns FROM spans s WHERE s.id = c.start_ns)"
+    " IS (SELECT e.start_ns FROM trace_extents e WHERE e.trace_ref = ?2)"
+    " FROM trace_extents c WHERE c.trace_ref = ?1"
+)
+# Made with the tables (then MARK_COUNTED): the spans already stored are to be counted in a
+# chunk at a time, those stored from now on by the writer.
 _START_TRACE_TABLES = (
-    "INSERT OR REPLACE INTO meta SELECT 'trace_tables_fill', 0 WHERE EXISTS (SELECT 1 FROM spans)",
-    "INSERT OR REPLACE INTO trace_extents SELECT ?, coalesce(max(id), 0), NULL FROM spans",
+    "INSERT OR REPLACE INTO meta SELECT 'trace_tables_fill', 0 WHERE EXISTS (SELECT 1 FROM spans)"
 )
 # The per-trace tables of a store made before them are filled from its spans a chunk of traces
 # per transaction, one after each batch a writer stores (a 2.2-million-span store in 22 chunks
@@ -184,8 +200,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         for statement in ADDITIONS:
             conn.execute(statement)
         if start_trace_tables:
-            conn.execute(_START_TRACE_TABLES[0])
-            conn.execute(_START_TRACE_TABLES[1], (THROUGH_ROW,))
+            conn.execute(_START_TRACE_TABLES)
+            conn.execute(MARK_COUNTED, (THROUGH_ROW, THROUGH_SPAN_ROW, last_span_id(conn)))
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -199,13 +215,18 @@ def trace_tables_filled(conn: sqlite3.Connection) -> bool:
     while being filled, nor after a tracekit that does not keep them stored spans."""
     if not has_table(conn, "trace_extents"):
         return False
-    row = conn.execute(
-        "SELECT (SELECT coalesce(max(id), 0) FROM spans) ="
-        " (SELECT start_ns FROM trace_extents WHERE trace_ref = ?)"
-        " AND NOT EXISTS (SELECT 1 FROM meta WHERE key = 'trace_tables_fill')",
-        (THROUGH_ROW,),
-    ).fetchone()
-    return bool(row[0])
+    return counted_through(conn) == (last_span_id(conn), True) and not _fill_pending(conn)
+
+
+def counted_through(conn: sqlite3.Connection) -> tuple[int, bool] | None:
+    """The last span id the per-trace tables count in, and whether the span of that id is still
+    the one counted (None: no such mark)."""
+    row = conn.execute(_COUNTED_THROUGH, (THROUGH_ROW, THROUGH_SPAN_ROW)).fetchone()
+    return None if row is None else (int(row[0]), bool(row[1]))
+
+
+def last_span_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
 
 
 def fill_trace_tables_step(conn: sqlite3.Connection) -> bool:

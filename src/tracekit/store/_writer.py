@@ -24,7 +24,13 @@ from tracekit.store._encoding import (
 from tracekit.store._interner import resource_digest, resource_document
 from tracekit.store._reclaim import StaleRows, generation
 from tracekit.store._rows import SpanRow, SpanRows, indexed_correlation
-from tracekit.store._schema import THROUGH_ROW, fill_trace_tables_step
+from tracekit.store._schema import (
+    MARK_COUNTED,
+    THROUGH_ROW,
+    THROUGH_SPAN_ROW,
+    counted_through,
+    fill_trace_tables_step,
+)
 
 # A row's first value holds its ids: trace id (16 bytes), span id (8), parent span id (8, zeros
 # for none); trace and correlation are resolved here, "absent" is '' or 0 (see _rows.py).
@@ -225,21 +231,20 @@ class StoreWriter:
     def _extend_trace_tables(self) -> None:
         """Count the spans stored since the per-trace tables were last kept in: this batch's,
         and any an older tracekit, which keeps no such tables, stored meanwhile."""
-        through = self.conn.execute(
-            "SELECT start_ns FROM trace_extents WHERE trace_ref = ?", (THROUGH_ROW,)
-        ).fetchone()
+        counted = counted_through(self.conn)
         last = self._last_span_id()
-        if through is None or through[0] == last:
+        if counted is None or counted == (last, True):
             return
-        if through[0] > last:  # spans deleted by an older tracekit, their ids handed out again
+        through, same = counted
+        # An older tracekit deleted the spans counted last: their ids were (or are to be)
+        # handed out again, to spans of this batch or of that tracekit's, counted in by none.
+        if through > last or not same:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('trace_tables_fill', 0)")
             self._filling = True
         else:
-            self.conn.execute(_EXTEND_TRACES, through)
-            self.conn.execute(_NOTE_TRACE_CORRELATIONS, through)
-        self.conn.execute(
-            "UPDATE trace_extents SET start_ns = ? WHERE trace_ref = ?", (last, THROUGH_ROW)
-        )
+            self.conn.execute(_EXTEND_TRACES, (through,))
+            self.conn.execute(_NOTE_TRACE_CORRELATIONS, (through,))
+        self.conn.execute(MARK_COUNTED, (THROUGH_ROW, THROUGH_SPAN_ROW, last))
 
     def _note_clashes(self, spans: list[SpanRow]) -> SpanIdClashes | None:
         """Note the span ids stored for a span other than the one of ``spans`` that the
