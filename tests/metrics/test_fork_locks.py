@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -94,6 +95,36 @@ def test_a_scrape_in_progress_at_the_fork_does_not_hang_the_childs_requests() ->
     try:
         assert scraping.wait(10)
         assert _forked_child_counts_a_request(metrics, seconds=10)
+    finally:
+        release.set()
+        thread.join()
+
+
+class _SlowRegistry(CollectorRegistry):
+    """A registry whose ``register`` waits: a thread building a service's metrics in it is held
+    where it joins a family to the registry."""
+
+    def __init__(self, inside: threading.Event, release: threading.Event) -> None:
+        super().__init__()
+        self.inside, self.release = inside, release
+
+    def register(self, collector: Any) -> None:
+        self.inside.set()
+        self.release.wait(30)
+        super().register(collector)
+
+
+def test_a_parent_thread_joining_a_family_at_the_fork_does_not_hang_the_worker() -> None:
+    """The thread building a service's metrics holds, besides the services' lock, the lock of
+    the families it joins them to; the worker waited for ever on that one at its first call or
+    message for a new service."""
+    inside, release = threading.Event(), threading.Event()
+    registry = _SlowRegistry(inside, release)
+    thread = threading.Thread(target=lambda: HttpClientMetrics.get("parent", registry=registry))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        assert _forked_child_builds_metrics(seconds=10)
     finally:
         release.set()
         thread.join()

@@ -9,6 +9,7 @@ service's collectors ``join`` the family of their name, which the registry holds
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterable
@@ -55,6 +56,17 @@ _families: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Family]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
+
+
+def _renew_lock_in_child() -> None:
+    """A child of fork() gets a new lock: a thread of the parent joining a service's metrics to
+    their families as it forked held this one, and that thread does not exist in the child (its
+    first call or message for a new service waited for ever)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_lock_in_child)
 
 
 def join(registry: CollectorRegistry, collector: Described) -> None:
