@@ -229,3 +229,37 @@ def test_span_ids_handed_out_again_after_an_older_tracekit_deleted_the_newest_ar
     assert [(r.trace_id, r.duration_ms) for r in found[THRESHOLDS.index(120) * 2 + 1]] == [
         (f"{1:032x}", 899.0)
     ]
+
+
+def test_a_refill_a_writer_left_unfinished_is_finished_by_a_writer_still_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that starts a refill (an older tracekit deleted the newest spans) and exits
+    before its last chunk (a job with the store exporter, a service stopped or killed) leaves
+    it to the collector still writing: until it is done, every duration search measures every
+    span (seconds on a large store)."""
+    path = tmp_path / "s.db"
+    _write_shuffled(path, random.Random(3), 150)
+    monkeypatch.setattr(schema, "FILL_CHUNK_TRACES", 40)
+    behind = [SpanRecord(f"{number:032x}", f"{number:016x}", None, "behind", "GET /", "SERVER",
+                         T0 - 3600 * 10**9, T0 - 3600 * 10**9 + MS)
+              for number in range(900, 903)]  # fmt: skip
+
+    def span(number: int) -> SpanRecord:
+        return SpanRecord(f"{number:032x}", f"{number:016x}", None, "svc", "GET /", "SERVER",
+                          T0 + 70 * MS, T0 + 71 * MS)  # fmt: skip
+
+    with Store(path) as collector:
+        collector.write_spans(behind)
+        with monkeypatch.context() as older:
+            older.setattr(_retention, "_shrink_trace_tables", lambda conn: None)
+            with Store(path) as store:
+                assert store.apply_retention(Retention(max_age_ns=10**12), now_ns=T0)
+        with Store(path) as job:
+            job.write_spans([span(1000)])  # starts the refill, fills a chunk, exits
+            assert not job._read(lambda r: trace_tables_filled(r.conn))
+        for number in range(1001, 1011):
+            collector.write_spans([span(number)])
+        assert collector._read(lambda r: trace_tables_filled(r.conn))
+
+    assert _searches(path) == _measured_over_every_span(path, tmp_path / "old.db")

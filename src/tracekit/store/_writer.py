@@ -124,7 +124,6 @@ class StoreWriter:
         self._next_try = 0
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
         self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
-        self._filling = True  # whether the per-trace tables may have stored spans to count in
 
     def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
         """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped);
@@ -133,8 +132,9 @@ class StoreWriter:
             return None
         clashes = retry_busy(lambda: self._write_once(spans, logs))
         self._bound_wal()
-        if self._filling:  # after the batch, in a transaction of its own: see _schema
-            self._filling = retry_busy(lambda: fill_trace_tables_step(self.conn))
+        # After the batch, in a transaction of its own (see _schema). Asked at every batch: a
+        # refill another writer started may be left to this one (that writer exited).
+        retry_busy(lambda: fill_trace_tables_step(self.conn))
         return clashes
 
     def _bound_wal(self) -> None:
@@ -240,7 +240,6 @@ class StoreWriter:
         # handed out again, to spans of this batch or of that tracekit's, counted in by none.
         if through > last or not same:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('trace_tables_fill', 0)")
-            self._filling = True
         else:
             self.conn.execute(_EXTEND_TRACES, (through,))
             self.conn.execute(_NOTE_TRACE_CORRELATIONS, (through,))
