@@ -10,6 +10,15 @@ document. Deterministic: the same samples give the same document, byte for byte.
 
 from __future__ import annotations
 
+try:  # the statistics run on numpy, which ``pip install tracekit`` leaves out
+    import numpy  # noqa: F401 - only whether it imports
+except ModuleNotFoundError as error:
+    if error.name != "numpy":
+        raise
+    raise ModuleNotFoundError(
+        "tracekit.canary needs numpy: pip install 'tracekit[canary]'", name="numpy"
+    ) from None
+
 from tracekit.canary.prometheus import samples_from_prometheus
 from tracekit.canary.report import EXIT_CODES, SCHEMA_ID, exit_code, load_schema, to_json
 from tracekit.canary.samples import HTTP, MESSAGING, RouteKey, RouteSamples, VersionSamples
