@@ -209,6 +209,8 @@ def _announce(line: str) -> None:
 
 
 _GRPC_PORT_ADVICE = "--grpc-port PORT for another port, --grpc-port 0 for none"
+# the receiver's own text (a RuntimeError) tells a Python caller to pass grpc_port=None
+_NO_GRPCIO = "OTLP/gRPC needs grpcio: pip install 'tracekit[cli]'"
 
 
 def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Receiver:
@@ -219,8 +221,9 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
     except (OSError, RuntimeError) as error:
         if grpc_port is not None or getattr(error, "strerror", None):  # asked for, or HTTP's
             _fail(_listen_error(config, error))
+        reason = _NO_GRPCIO if isinstance(error, RuntimeError) else one_line(str(error))
         say(
-            f"tracekit collector: OTLP/gRPC not started: {one_line(str(error))}; serving"
+            f"tracekit collector: OTLP/gRPC not started: {reason}; serving"
             f" OTLP/HTTP only ({_GRPC_PORT_ADVICE})"
         )
     try:
@@ -238,7 +241,7 @@ def _listen_error(config: ReceiverConfig, error: Exception) -> str:
         return f"{where} (another collector? --port PORT for another port)" if taken else where
     if isinstance(error, OSError):  # the gRPC socket: its text says where and why, not what to do
         return f"{error} ({_GRPC_PORT_ADVICE})"
-    return str(error)
+    return f"{_NO_GRPCIO} (--grpc-port 0 for OTLP/HTTP only)"
 
 
 def _where(receiver: Receiver) -> str:

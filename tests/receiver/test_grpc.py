@@ -756,3 +756,41 @@ def test_connections_from_one_address_do_not_keep_an_exporter_from_another_out(
     assert results == [SpanExportResult.SUCCESS] * 3
     with Store(store_path) as reader:
         assert reader.count_spans() == 6
+
+
+# `tracekit collector` where grpcio cannot be imported (installed without the cli extra's grpcio)
+_WITHOUT_GRPCIO = [
+    sys.executable, "-c",
+    "import sys; sys.modules['grpc'] = None\n"  # what a missing package looks like
+    "from tracekit_cli.main import main; main()", "collector", "--port", "0",
+]  # fmt: skip
+
+
+def test_without_grpcio_an_asked_for_grpc_port_says_what_to_do(tmp_path: Path) -> None:
+    """One line in the command's terms: it said 'pass grpc_port=None', a Python argument."""
+    result = subprocess.run(
+        [*_WITHOUT_GRPCIO, "--grpc-port", "4399", "--store", str(tmp_path / "n.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "tracekit collector: OTLP/gRPC needs grpcio: pip install 'tracekit[cli]'"
+        " (--grpc-port 0 for OTLP/HTTP only)\n"
+    )
+
+
+def test_without_grpcio_the_default_serves_http_and_says_why_not_grpc(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [*_WITHOUT_GRPCIO, "--store", str(tmp_path / "n.db")], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    line = process.stdout.readline()
+    process.terminate()
+    assert process.wait(60) == 0
+    assert "(OTLP/HTTP)" in line and "OTLP/gRPC" not in line
+    assert process.stderr.read() == (
+        "tracekit collector: OTLP/gRPC not started: OTLP/gRPC needs grpcio: pip install"
+        " 'tracekit[cli]'; serving OTLP/HTTP only (--grpc-port PORT for another port,"
+        " --grpc-port 0 for none)\n"
+    )
