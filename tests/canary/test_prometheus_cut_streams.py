@@ -72,9 +72,18 @@ def _errors_on_export(run: Run, *source: str) -> dict[str, Any]:
     return metric_on(document, "error_rate", EXPORT)
 
 
+def _stored_in_full(run: Run) -> dict[str, Any] | None:
+    """The store's errors on the export route once it holds every export of both versions (the
+    spans reach it in batches, after Prometheus may have scraped their metrics)."""
+    errors = _errors_on_export(run, "--store", str(run.store))
+    summary = errors["summary"]
+    stored = (summary["baseline"]["requests"], summary["canary"]["requests"])
+    return errors if stored == (EXPORTS, EXPORTS) else None
+
+
 def test_prometheus_counts_the_cut_streams_as_the_store_does(run: Run) -> None:
     from_prometheus = _errors_on_export(run, "--prometheus", run.prometheus)
-    from_store = _errors_on_export(run, "--store", str(run.store))
+    from_store = wait_for(lambda: _stored_in_full(run), 60, "every export in the store")
 
     for errors in (from_prometheus, from_store):
         assert errors["summary"]["canary"]["errors"] == EXPORTS // 3
