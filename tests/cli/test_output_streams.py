@@ -299,6 +299,13 @@ def test_a_terminal_size_that_is_no_number_is_ignored_by_the_rich_views(
 def on_a_terminal_of_no_size(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     """Run ``tracekit`` on a new pseudo-terminal, whose size is 0x0 until someone sets it (as
     ``script``, ``docker exec -t`` and CI runners leave it); returns its status and output."""
+    status, output = _on_a_pty(args, env)
+    return status, re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", output.decode())
+
+
+def _on_a_pty(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run ``tracekit`` with a new pseudo-terminal as its stdout and stderr: its status and what
+    it wrote there."""
     primary, replica = pty.openpty()
     process = subprocess.Popen([TRACEKIT, *args], stdin=subprocess.DEVNULL, stdout=replica,
                                stderr=replica, env=env)  # fmt: skip
@@ -308,9 +315,7 @@ def on_a_terminal_of_no_size(args: list[str], env: dict[str, str]) -> tuple[int,
         while chunk := os.read(primary, 65536):
             chunks.append(chunk)
     os.close(primary)
-    return process.wait(timeout=60), re.sub(
-        r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode()
-    )
+    return process.wait(timeout=60), b"".join(chunks)
 
 
 @pytest.mark.parametrize("columns", [None, "0"])
@@ -340,18 +345,10 @@ def test_a_terminal_that_reports_no_size_gets_the_default_width(
 def on_a_terminal(args: list[str], encoding: str) -> str:
     """What ``tracekit`` shows on a pseudo-terminal 100 columns wide whose encoding is
     ``encoding``, as its lines (the terminal ends each with CR LF)."""
-    primary, replica = pty.openpty()
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PYTHONIOENCODING": encoding}
-    process = subprocess.Popen([TRACEKIT, *args], stdin=subprocess.DEVNULL, stdout=replica,
-                               stderr=replica, env=env)  # fmt: skip
-    os.close(replica)
-    chunks = []
-    with contextlib.suppress(OSError):  # EIO once the command has exited
-        while chunk := os.read(primary, 65536):
-            chunks.append(chunk)
-    os.close(primary)
-    assert process.wait(timeout=60) in (0, 1)
-    return b"".join(chunks).decode(encoding).replace("\r\n", "\n")
+    status, output = _on_a_pty(args, env)
+    assert status in (0, 1)
+    return output.decode(encoding).replace("\r\n", "\n")
 
 
 @pytest.mark.parametrize("encoding", ["latin-1", "ascii"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -14,15 +15,12 @@ from prometheus_client import CollectorRegistry
 from tracekit.metrics import HttpClientMetrics, HttpServerMetrics, MessagingMetrics, _ServiceMetrics
 
 
-def _forked_child_builds_metrics(seconds: float) -> bool:
-    """Whether a forked child gets a new service's client and messaging metrics within
-    ``seconds`` (it is killed otherwise)."""
+def _forked_child_finishes(work: Callable[[], object], seconds: float) -> bool:
+    """Whether a forked child runs ``work`` within ``seconds`` (it is killed otherwise)."""
     pid = os.fork()
     if pid == 0:  # the worker
         try:
-            registry = CollectorRegistry()
-            HttpClientMetrics.get("forked-worker", registry=registry)
-            MessagingMetrics.get("forked-worker", registry=registry)
+            work()
         except BaseException:
             os._exit(1)
         os._exit(0)
@@ -35,6 +33,17 @@ def _forked_child_builds_metrics(seconds: float) -> bool:
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return False
+
+
+def _forked_child_builds_metrics(seconds: float) -> bool:
+    """Whether a forked child gets a new service's client and messaging metrics in time."""
+
+    def build() -> None:
+        registry = CollectorRegistry()
+        HttpClientMetrics.get("forked-worker", registry=registry)
+        MessagingMetrics.get("forked-worker", registry=registry)
+
+    return _forked_child_finishes(build, seconds)
 
 
 def test_a_lock_a_parent_thread_held_at_the_fork_does_not_hang_the_worker() -> None:
@@ -56,24 +65,10 @@ def test_a_lock_a_parent_thread_held_at_the_fork_does_not_hang_the_worker() -> N
 
 
 def _forked_child_counts_a_request(metrics: HttpServerMetrics, seconds: float) -> bool:
-    """Whether a forked child counts one request in ``metrics`` within ``seconds`` (it is killed
-    otherwise)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            metrics.request_finished("GET", "/orders", 200, 0.01, None)
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status) == 0
-        time.sleep(0.02)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return False
+    """Whether a forked child counts one request in ``metrics`` in time."""
+    return _forked_child_finishes(
+        lambda: metrics.request_finished("GET", "/orders", 200, 0.01, None), seconds
+    )
 
 
 def test_a_scrape_in_progress_at_the_fork_does_not_hang_the_childs_requests() -> None:
