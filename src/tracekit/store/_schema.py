@@ -13,6 +13,7 @@ in the span row.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
@@ -147,15 +148,17 @@ _START_TRACE_TABLES = (
 # Until the last chunk, meta holds the next trace ref to fill and readers do without the
 # tables. A row a writer made meanwhile is merged, not replaced.
 FILL_CHUNK_TRACES = 10_000
-_FILL_EXTENTS = (
+# The spans a condition on ``spans`` selects ({spans}: "spans WHERE ..."), merged into the
+# per-trace tables: a row per trace, not per span, merged with the trace's row counted before.
+_MERGE_EXTENTS = (
     "INSERT INTO trace_extents SELECT trace_ref, min(start_ns), max(start_ns + duration_ns)"
-    " FROM spans WHERE trace_ref >= ?1 AND trace_ref < ?2 GROUP BY trace_ref"
+    " FROM {spans} GROUP BY trace_ref"
     " ON CONFLICT (trace_ref) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
     " end_ns = max(end_ns, excluded.end_ns)"
 )
-_FILL_CORRELATIONS = (
+_MERGE_CORRELATIONS = (
     "INSERT OR IGNORE INTO trace_correlations SELECT DISTINCT correlation_ref, trace_ref"
-    " FROM spans WHERE trace_ref >= ?1 AND trace_ref < ?2 AND correlation_ref IS NOT NULL"
+    " FROM {spans} AND correlation_ref IS NOT NULL"
 )
 
 
@@ -229,6 +232,13 @@ def last_span_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
 
 
+def count_in(conn: sqlite3.Connection, spans: str, params: Sequence[object]) -> None:
+    """Merge the spans ``spans`` selects (``"spans WHERE ..."`` with ``params``) into the
+    per-trace tables: the writer's batch, or a chunk of an upgraded store's traces."""
+    conn.execute(_MERGE_EXTENTS.format(spans=spans), params)
+    conn.execute(_MERGE_CORRELATIONS.format(spans=spans), params)
+
+
 def fill_trace_tables_step(conn: sqlite3.Connection) -> bool:
     """Fill the next chunk of the per-trace tables of an upgraded store in one transaction
     (autocommit connection); returns whether chunks are left."""
@@ -253,9 +263,8 @@ def _fill_next_chunk(conn: sqlite3.Connection) -> bool:
     if row is None:  # another writer filled the last chunk meanwhile
         return False
     start, end = row[0], row[0] + FILL_CHUNK_TRACES
-    conn.execute(_FILL_EXTENTS, (start, end))
-    conn.execute(_FILL_CORRELATIONS, (start, end))
-    # traces numbered from here on were stored with the triggers in place
+    count_in(conn, "spans WHERE trace_ref >= ?1 AND trace_ref < ?2", (start, end))
+    # traces numbered from here on were stored by writers that count their batches in
     if end > conn.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]:
         conn.execute("DELETE FROM meta WHERE key = 'trace_tables_fill'")
         return False

@@ -28,8 +28,10 @@ from tracekit.store._schema import (
     MARK_COUNTED,
     THROUGH_ROW,
     THROUGH_SPAN_ROW,
+    count_in,
     counted_through,
     fill_trace_tables_step,
+    last_span_id,
 )
 
 # A row's first value holds its ids: trace id (16 bytes), span id (8), parent span id (8, zeros
@@ -68,18 +70,6 @@ _CLASHES_WITH_STORED = (
     " WHERE trace_ref = (SELECT id FROM traces WHERE trace_id = substr(?1, 1, 16))"
     " AND span_id = substr(?1, 17, 8)"
     " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
-)
-# The per-trace tables (schema 3) updated with the spans a batch stored (rows past ``?``): a row
-# per trace, not per span, merged with the trace's row of earlier batches.
-_EXTEND_TRACES = (
-    "INSERT INTO trace_extents SELECT trace_ref, min(start_ns), max(start_ns + duration_ns)"
-    " FROM spans NOT INDEXED WHERE id > ? GROUP BY trace_ref"
-    " ON CONFLICT (trace_ref) DO UPDATE SET start_ns = min(start_ns, excluded.start_ns),"
-    " end_ns = max(end_ns, excluded.end_ns)"
-)
-_NOTE_TRACE_CORRELATIONS = (
-    "INSERT OR IGNORE INTO trace_correlations SELECT DISTINCT correlation_ref, trace_ref"
-    " FROM spans NOT INDEXED WHERE id > ? AND correlation_ref IS NOT NULL"
 )
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
@@ -218,7 +208,7 @@ class StoreWriter:
         execute = self.conn.executemany
         execute(_INSERT_TRACE, [(bytearray(t),) for t in rows.trace_ids])
         execute(_INSERT_CORRELATION, [(c,) for c in rows.correlations])
-        last_before = self._last_span_id() if rows.links else 0  # (_INSERT_LINK)
+        last_before = last_span_id(self.conn) if rows.links else 0  # (_INSERT_LINK)
         changes_before = self.conn.total_changes
         execute(_INSERT_SPAN, rows.spans)
         self._extend_trace_tables()
@@ -232,7 +222,7 @@ class StoreWriter:
         """Count the spans stored since the per-trace tables were last kept in: this batch's,
         and any an older tracekit, which keeps no such tables, stored meanwhile."""
         counted = counted_through(self.conn)
-        last = self._last_span_id()
+        last = last_span_id(self.conn)
         if counted is None or counted == (last, True):
             return
         through, same = counted
@@ -241,8 +231,7 @@ class StoreWriter:
         if through > last or not same:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('trace_tables_fill', 0)")
         else:
-            self.conn.execute(_EXTEND_TRACES, (through,))
-            self.conn.execute(_NOTE_TRACE_CORRELATIONS, (through,))
+            count_in(self.conn, "spans NOT INDEXED WHERE id > ?", (through,))
         self.conn.execute(MARK_COUNTED, (THROUGH_ROW, THROUGH_SPAN_ROW, last))
 
     def _note_clashes(self, spans: list[SpanRow]) -> SpanIdClashes | None:
@@ -256,9 +245,6 @@ class StoreWriter:
         clashing = (r for r in spans if self.conn.execute(_CLASHES_WITH_STORED, r[:6]).fetchone())
         ids = bytes(cast("bytearray", next(clashing)[0]))  # (_INSERT_SPAN)
         return SpanIdClashes(ids[:16].hex(), ids[16:24].hex(), noted)
-
-    def _last_span_id(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM spans").fetchone()[0])
 
     def _insert_logs(self, logs: Sequence[LogRecordData]) -> None:
         if not logs:
