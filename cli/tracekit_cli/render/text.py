@@ -42,7 +42,7 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     """The whole trace view as text: ``width`` columns unless a span's label needs more."""
     lane = max(10, width // 4)
     rows = build_rows(path, with_logs=with_logs, limit=VALUE_LIMIT)
-    longest = max((_cells(_label(row)) for row in rows), default=0)
+    longest = max((text_width(_label(row)) for row in rows), default=0)
     label_width = max(20, width - TIMING_WIDTH - lane - 3, longest)  # " |" and "|" by the lane
     lines = [
         f"request {_text(path.correlation_id or path.query)}",
@@ -70,16 +70,9 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def _cells(text: str) -> int:
-    """Columns ``text`` takes on a terminal: a wide (CJK) character two, a mark set on the
-    character before it none (Thai's and Devanagari's vowel marks too, whose combining class
-    is 0: counted as a column each, they pushed a row's waterfall right of the others')."""
-    return text_width(text)
-
-
 def _pad(text: str, width: int) -> str:
     """``text`` padded to ``width`` columns (``str.ljust`` counts a wide character as one)."""
-    return text + " " * (width - _cells(text))
+    return text + " " * (width - text_width(text))
 
 
 def _label(row: Row) -> str:
@@ -160,7 +153,7 @@ def _footer(path: Path) -> list[str]:
 def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
     """``tracekit search`` as a text table (``-`` where a request has no correlation ID)."""
     ids = [_text(r.correlation_id) if r.correlation_id else "-" for r in requests]
-    id_width = max([len("correlation id"), *map(_cells, ids)])
+    id_width = max([len("correlation id"), *map(text_width, ids)])
     lines = [
         f"{'start (UTC)':<23}  {'duration':>9}  {'spans':>5}  {'err':<3}  "
         f"{'correlation id':<{id_width}}  {'trace id':<32}  root"
@@ -177,8 +170,8 @@ def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
 def render_edges(edges: Sequence[ServiceEdge], width: int) -> str:
     """``tracekit services`` as a text table."""
     ends = [(_text(e.from_service), _text(e.to_service)) for e in edges]
-    first = max([20, *(_cells(caller) for caller, _ in ends)])
-    second = max([20, *(_cells(callee) for _, callee in ends)])
+    first = max([20, *(text_width(caller) for caller, _ in ends)])
+    second = max([20, *(text_width(callee) for _, callee in ends)])
     lines = [
         f"{'from':<{first}} {'to':<{second}} {'type':<9} {'calls':>7} {'errors':>7} "
         f"{'p50':>10} {'p95':>10}"

@@ -239,37 +239,35 @@ def count_in(conn: sqlite3.Connection, spans: str, params: Sequence[object]) -> 
     conn.execute(_MERGE_CORRELATIONS.format(spans=spans), params)
 
 
-def fill_trace_tables_step(conn: sqlite3.Connection) -> bool:
-    """Fill the next chunk of the per-trace tables of an upgraded store in one transaction
-    (autocommit connection); returns whether chunks are left."""
+def fill_trace_tables_step(conn: sqlite3.Connection) -> None:
+    """Fill the next chunk of the per-trace tables of an upgraded store, if one is pending, in
+    one transaction (autocommit connection)."""
     if not _fill_pending(conn):  # every store but one just upgraded: no write lock asked
-        return False
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        left = _fill_next_chunk(conn)
+        _fill_next_chunk(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return left
 
 
 def _fill_pending(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM meta WHERE key = 'trace_tables_fill'").fetchone() is not None
 
 
-def _fill_next_chunk(conn: sqlite3.Connection) -> bool:
+def _fill_next_chunk(conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'trace_tables_fill'").fetchone()
     if row is None:  # another writer filled the last chunk meanwhile
-        return False
+        return
     start, end = row[0], row[0] + FILL_CHUNK_TRACES
     count_in(conn, "spans WHERE trace_ref >= ?1 AND trace_ref < ?2", (start, end))
     # traces numbered from here on were stored by writers that count their batches in
     if end > conn.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]:
         conn.execute("DELETE FROM meta WHERE key = 'trace_tables_fill'")
-        return False
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'trace_tables_fill'", (end,))
-    return True
+    else:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'trace_tables_fill'", (end,))
 
 
 def _has_additions(conn: sqlite3.Connection) -> bool:
