@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.receiver.conftest import Reply, post, read_response
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.receiver._admission import ClientStream
 from tracekit.records import SpanRecord
 from tracekit.store import Store
 
@@ -362,3 +363,35 @@ def test_an_absolute_form_target_is_routed_by_its_path(
     with socket.create_connection(receiver.address, timeout=10) as sock:
         sock.sendall(head.encode())
         assert read_response(sock).status == status
+
+
+def test_a_request_not_yet_read_at_stop_is_stored_not_cut_off(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its handler thread not yet run (a loaded machine) when the stop began, a request's first
+    bytes waited in the socket unread: the stop took the connection for an idle one and shut
+    it, and the exporter was told 400 "body shorter than Content-Length" (found by CI)."""
+    arm = ClientStream.arm
+    started = threading.Event()
+
+    def late(stream: ClientStream) -> None:
+        started.set()
+        time.sleep(0.5)  # the stop begins meanwhile
+        arm(stream)
+
+    monkeypatch.setattr(ClientStream, "arm", late)
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    body = _spans(40)
+    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
+        started.wait(10)
+        stopping = threading.Thread(target=receiver.stop)
+        stopping.start()
+        wait_for(lambda: receiver.service.stopping)
+        time.sleep(0.8)
+        sock.sendall(body[100:])
+        answer = read_response(sock)
+    stopping.join(30)
+    assert answer.status == 200 and answer.header("Connection") == "close"
+    assert not stopping.is_alive() and Store(store_path).count_spans() == 40

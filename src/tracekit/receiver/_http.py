@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import select
 import socket
 import sys
 import time
@@ -127,14 +128,16 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
         """Wake idle keep-alive handlers and wait (up to ``wait`` s) for every handler to end.
 
         A request whose body is still arriving is let finish (within its own deadline): cut
-        off, its exporter would be told 400, which it does not retry, and lose the batch.
+        off, its exporter would be told 400, which it does not retry, and lose the batch. So is
+        one whose first bytes wait unread, its handler not yet run (a loaded machine).
         """
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if not self.connections.sockets():
                 return
             for sock in self.connections.idle_sockets():
-                shutdown_socket(sock)
+                if not _bytes_waiting(sock):
+                    shutdown_socket(sock)
             time.sleep(0.02)
 
 
@@ -397,6 +400,17 @@ def _spare_descriptor() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
+
+
+def _bytes_waiting(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (a request's first bytes, or its client's close),
+    asked without waiting and without taking it from the handler that reads it."""
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed meanwhile: nothing to wake
+        return False
 
 
 def shutdown_socket(sock: socket.socket) -> None:
