@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conditions import need, wait_for
+from redis_server import answers_ping
 
 from tracekit.path import reconstruct
 from tracekit.store import Store
 from tracekit_cli.demo.services import BULK_QUANTITY, FAILING_SKU
-from tracekit_cli.demo.topology import SentRequest, Topology, checkout_for
+from tracekit_cli.demo.topology import HTTP_ROLES, SentRequest, Topology, checkout_for
 
 REQUESTS = 9  # covers plain, bulk (slow) and discontinued (failing) orders
 
@@ -158,6 +161,42 @@ def test_a_port_taken_before_its_service_binds_it_gets_new_ports(
             sent = topology.send(0)
             assert topology.ports["gateway"] != taken_port
     assert (sent.status, bool(sent.correlation_id)) == (202, True)
+
+
+def test_a_redis_port_taken_by_another_redis_server_gets_a_new_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port chosen for the demo's redis-server was taken by another one (a CI run: another
+    test's) before it bound it: the demo's exited ("Address already in use"), the checkouts were
+    queued in the other, and when that one stopped the demo died of "internal error
+    (ConnectionError ... Connection refused)". The demo's own server starts on a new port, and
+    nothing is read from or written into the other."""
+    from tracekit_cli.demo import topology as topology_module
+
+    need(shutil.which("redis-server") is not None, "redis-server")
+    choose_free = topology_module._free_port
+    foreign_port = choose_free()
+    foreign = subprocess.Popen(
+        ["redis-server", "--port", str(foreign_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: answers_ping(foreign_port), 10, "the other redis-server")
+        calls = iter(range(1000))  # the HTTP services' ports are chosen first, then Redis's
+        monkeypatch.setattr(topology_module, "_free_port", lambda: foreign_port
+                            if next(calls) == len(HTTP_ROLES) else choose_free())  # fmt: skip
+        with Topology(tmp_path / "demo.db", queue="redis") as topology:
+            assert f":{foreign_port}" not in topology.queue_description
+            topology.start()
+            sent = [topology.send(number) for number in range(3)]
+            assert topology.wait_until_idle()
+        assert [r.status for r in sent] == [202] * 3
+        with socket.create_connection(("127.0.0.1", foreign_port), timeout=5) as sock:
+            sock.sendall(b"DBSIZE\r\n")
+            assert sock.recv(64) == b":0\r\n"  # nothing queued in the other server
+    finally:
+        foreign.terminate()
+        foreign.wait(10)
 
 
 def test_demo_on_redis(tmp_path: Path) -> None:

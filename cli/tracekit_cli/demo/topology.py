@@ -6,8 +6,10 @@ the progress; tests drive it directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -102,36 +104,73 @@ class Topology:
         self._redis: subprocess.Popen[bytes] | None = None
         try:
             self.queue_url, self.queue_description = self._choose_queue(queue)
-        except BaseException:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)  # a redis-server stopped too
             raise
 
     def _choose_queue(self, choice: str) -> tuple[str, str]:
         redis_server = shutil.which("redis-server")
         if choice in ("auto", "redis") and redis_server and _has_module("redis"):
-            port = _free_port()
-            with self._redis_log.open("wb") as log:  # the child has its own copy
-                self._redis = subprocess.Popen(  # noqa: S603 (redis-server found on PATH, fixed args)
-                    [
-                        redis_server,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            return f"redis://127.0.0.1:{port}/0", f"Redis (redis-server on 127.0.0.1:{port})"
+            return self._start_redis(redis_server)
         if choice == "redis":
             raise RuntimeError("--queue redis needs redis-server on PATH and the redis package")
         path = self.workdir / "queue.db"
         return f"sqlite:{path}", f"embedded SQLite queue ({path})"
+
+    def _start_redis(self, binary: str, timeout: float = 30.0) -> tuple[str, str]:
+        """Start a redis-server of the demo's own and wait until it answers.
+
+        Its port is chosen free, then bound by it: in between another process may take it,
+        another Redis even, which would answer the demo's commands. So the demo's server holds
+        a password of its own (given on its standard input, not its command line, which other
+        users see), and one that finds its port taken is started again on a new port.
+        """
+        password = secrets.token_hex(16)
+        deadline = time.monotonic() + timeout
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            port = _free_port()
+            config = f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\n'
+            with self._redis_log.open("wb") as log:  # the child has its own copy
+                self._redis = subprocess.Popen(  # noqa: S603 (redis-server found on PATH, fixed args)
+                    [binary, "-"],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            assert self._redis.stdin is not None
+            with contextlib.suppress(BrokenPipeError), self._redis.stdin as stdin:
+                stdin.write(f"{config}requirepass {password}\n".encode())  # gone: see its log
+            url = f"redis://:{password}@127.0.0.1:{port}/0"
+            if self._redis_answers(url, deadline):
+                return url, f"Redis (redis-server on 127.0.0.1:{port})"
+            if attempt == _START_ATTEMPTS or b"already in use" not in self._redis_log.read_bytes():
+                break
+        raise RuntimeError(
+            f"redis-server exited as it started (see {self._redis_log});"
+            " --queue embedded runs the demo without it"
+        )
+
+    def _redis_answers(self, url: str, deadline: float) -> bool:
+        """True once the demo's redis-server answers at ``url`` (not another one that holds its
+        port: redis-py takes a server without a password for one that accepted it); False when
+        it exited first."""
+        import redis
+
+        assert self._redis is not None
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        answer = "nothing yet"
+        while self._redis.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the demo's queue did not answer: {answer}")
+            try:
+                if client.info("server").get("process_id") == self._redis.pid:
+                    return True
+                answer = "another redis-server holds its port"
+            except redis.RedisError as error:
+                answer = str(error)
+            time.sleep(0.05)
+        return False
 
     def __enter__(self) -> Topology:
         return self
@@ -147,7 +186,7 @@ class Topology:
         finally:
             # A service or queue that failed says so naming its log in the folder: keep it then.
             # Ctrl-C, output that cannot be written (a full disk) and the like name none.
-            if not isinstance(error, (RuntimeError, OSError)):
+            if str(self.workdir) not in str(error):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def environment(self, role: str) -> dict[str, str]:
@@ -173,7 +212,6 @@ class Topology:
         outgoing connection may take it (the ports are ephemeral ones). A service that finds its
         port taken starts them all again on new ports, a few times at most.
         """
-        self._wait_for_queue(timeout)
         for attempt in range(1, _START_ATTEMPTS + 1):
             try:
                 self._start_services(timeout)
@@ -207,27 +245,6 @@ class Topology:
     @property
     def _redis_log(self) -> Path:
         return self.workdir / "redis-server.log"
-
-    def _wait_for_queue(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_redis_running()
-            try:
-                open_queue(self.queue_url).pending()
-                return
-            except Exception as error:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the demo's queue did not answer: {error}") from None
-                time.sleep(0.05)
-
-    def _check_redis_running(self) -> None:
-        """A redis-server that exits as it starts (a broken install, a config it refuses) will
-        never answer: say so at once, naming its log, rather than after the whole timeout."""
-        if self._redis is not None and self._redis.poll() is not None:
-            raise RuntimeError(
-                f"redis-server exited as it started (see {self._redis_log});"
-                " --queue embedded runs the demo without it"
-            )
 
     def _wait_healthy(self, role: str, deadline: float) -> None:
         url = f"http://127.0.0.1:{self.ports[role]}/health"
