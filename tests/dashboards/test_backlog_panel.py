@@ -81,6 +81,10 @@ def test_backlog_grows_at_the_publish_rate_while_no_consumer_runs(tmp_path: Path
             wait_for(lambda: _scraped(url, UP) == 1, 20, "the consumer's scrape failing")
             _send(client, [publisher], 7)  # longer than the rate interval: none consumed in it
             at = time.time()
+            # both panels read the same samples: a scrape begun before ``at`` but stored between
+            # the two queries made them differ by one sample (a loaded CI run: 9.61 against 9.76)
+            wait_for(lambda: _scraped(url, 'max(timestamp(up{job="queue"} == 1))') > at, 20,
+                     "the publisher's scrape after the last message")  # fmt: skip
             selected_range = f"{math.ceil(at - start) + 1}s"  # the consumer's run within it
             published = _shown(url, "Publish rate", selected_range, at)
             backlog = _shown(url, "Publish minus process rate", selected_range, at)
