@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from rawhttp import RawResponse
 from tests.receiver.conftest import Reply, post, read_response
 
 from tracekit.receiver import Receiver, ReceiverConfig
@@ -323,26 +325,43 @@ def test_writer_process_ends_with_the_receiver(store_path: Path) -> None:
     assert _writer_processes() == []
 
 
-def test_a_body_still_arriving_at_stop_is_stored_not_cut_off(store_path: Path) -> None:
-    """Stopping (SIGTERM) while an exporter uploads: its request finishes, it is told 200."""
+def _stopped_mid_upload(
+    store_path: Path, begun: Callable[[Receiver], object], pause: float
+) -> RawResponse:
+    """Send an exporter's 40 spans, stop the receiver once ``begun(receiver)`` holds after the
+    first 100 bytes, send the rest ``pause`` s into the stop; the answer, once the stop ended
+    (within 30 s)."""
     receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
     body = _spans(40)
     head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-    idle = socket.create_connection(receiver.address, timeout=10)  # a keep-alive one, waiting
     with socket.create_connection(receiver.address, timeout=10) as sock:
         sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
-        wait_for(lambda: len(receiver.httpd.connections.sockets()) == 2)
+        wait_for(lambda: begun(receiver))
         stopping = threading.Thread(target=receiver.stop)
         stopping.start()
         wait_for(lambda: receiver.service.stopping)
-        time.sleep(0.3)
+        time.sleep(pause)
         sock.sendall(body[100:])
         answer = read_response(sock)
     stopping.join(30)
-    assert idle.recv(100) == b""  # the idle connection was closed, not waited for
-    idle.close()
+    assert not stopping.is_alive()
+    return answer
+
+
+def test_a_body_still_arriving_at_stop_is_stored_not_cut_off(store_path: Path) -> None:
+    """Stopping (SIGTERM) while an exporter uploads: its request finishes, it is told 200."""
+    idle: list[socket.socket] = []  # a keep-alive connection, waiting for its next request
+
+    def both_connected(receiver: Receiver) -> bool:
+        if not idle:
+            idle.append(socket.create_connection(receiver.address, timeout=10))
+        return len(receiver.httpd.connections.sockets()) == 2
+
+    answer = _stopped_mid_upload(store_path, both_connected, pause=0.3)
+    assert idle[0].recv(100) == b""  # the idle connection was closed, not waited for
+    idle[0].close()
     assert answer.status == 200 and answer.header("Connection") == "close"
-    assert not stopping.is_alive() and Store(store_path).count_spans() == 40
+    assert Store(store_path).count_spans() == 40
 
 
 @pytest.mark.parametrize(
@@ -380,18 +399,6 @@ def test_a_request_not_yet_read_at_stop_is_stored_not_cut_off(
         arm(stream)
 
     monkeypatch.setattr(ClientStream, "arm", late)
-    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
-    body = _spans(40)
-    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-    with socket.create_connection(receiver.address, timeout=10) as sock:
-        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
-        started.wait(10)
-        stopping = threading.Thread(target=receiver.stop)
-        stopping.start()
-        wait_for(lambda: receiver.service.stopping)
-        time.sleep(0.8)
-        sock.sendall(body[100:])
-        answer = read_response(sock)
-    stopping.join(30)
+    answer = _stopped_mid_upload(store_path, lambda _: started.is_set(), pause=0.8)
     assert answer.status == 200 and answer.header("Connection") == "close"
-    assert not stopping.is_alive() and Store(store_path).count_spans() == 40
+    assert Store(store_path).count_spans() == 40
