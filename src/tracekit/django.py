@@ -216,14 +216,16 @@ class _AsyncTestClientRequests(Instrumentor):
     task of its own, and closes the response from another thread: what the request made current
     (kept until the response closes, so that Django's own log line for it carries its IDs)
     stayed current in the test, and, through ``async_to_sync``, which copies a context back, in
-    the tests that ran after it. (The very first request of a process builds the middleware,
-    hence this patch, as it runs: the next request it makes starts afresh all the same.)
+    the tests that ran after it. Not ``__call__``: the first request of a process builds this
+    middleware, hence this patch, inside it; the handler looks ``get_response_async`` up after
+    that, so the first request is covered too (it was left current for the whole test run).
     """
 
     target = "django.test.client"
 
     def patch(self, module: ModuleType) -> None:
-        self.wrap(module.AsyncClientHandler, "__call__", _in_a_context_of_its_own)
+        # BaseHandler's (AsyncClientHandler has no own): the wrapper passes a server's through.
+        self.wrap(module.BaseHandler, "get_response_async", _in_a_context_of_its_own)
 
 
 _async_test_client_requests = _AsyncTestClientRequests()
@@ -232,6 +234,8 @@ _async_test_client_requests = _AsyncTestClientRequests()
 async def _in_a_context_of_its_own(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    if not _is_async_test_client(instance):
+        return await wrapped(*args, **kwargs)
     tokens = _keep_current()
     forget_answered_request()  # one an earlier test left open (a streamed body never read)
     response = None
@@ -243,6 +247,12 @@ async def _in_a_context_of_its_own(
         # its close puts back (as Django's Client does): it stays current until then.
         if not getattr(response, "streaming", False):
             _leave_request_context(tokens)
+
+
+def _is_async_test_client(handler: object) -> bool:
+    from django.test.client import AsyncClientHandler
+
+    return isinstance(handler, AsyncClientHandler)
 
 
 def _keep_current() -> CurrentTokens | None:
