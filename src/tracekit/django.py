@@ -42,6 +42,7 @@ from tracekit._http.server import (
     CurrentTokens,
     OptionsReadLate,
     ServerRequests,
+    exclude_enclosing,
     forget_answered_request,
     make_current,
     restore_current,
@@ -142,6 +143,7 @@ class TracekitMiddleware(OptionsReadLate):
         forget_answered_request()
         # Below SCRIPT_NAME (a proxy's /api prefix), as the WSGI and ASGI middleware match it.
         if self._requests.is_excluded(request.path_info):
+            exclude_enclosing(_outer(request))  # an outer layer's span and metrics too
             return None
         try:
             headers = headers_of(request.META, self._environ_keys)

@@ -325,6 +325,7 @@ class HttpServerMetrics(_ServiceMetrics):
             )  # fmt: skip
             # In flight = started - finished; the histogram counts the finished ones anyway.
             self._started = LockFreeCounter()
+            self._dropped = LockFreeCounter()
             self.active: Any = LocalGauge(
                 _SERVER_ACTIVE, _SERVER_ACTIVE_HELP, service, registry, self._in_flight
             )
@@ -348,6 +349,13 @@ class HttpServerMetrics(_ServiceMetrics):
             self._started.add()
         else:
             self.active.inc()
+
+    def request_dropped(self) -> None:
+        """A request counted in flight is no longer, and is not recorded (an excluded path)."""
+        if self._local:
+            self._dropped.add()
+        else:
+            self.active.dec()
 
     def request_finished(
         self,
@@ -375,7 +383,8 @@ class HttpServerMetrics(_ServiceMetrics):
         self.duration.observe(labels, seconds, *_exemplar_ids(span))
 
     def _in_flight(self) -> int:
-        finished = self.duration.observations  # first: a request finishing now is not negative
+        # first: a request finishing now is not negative
+        finished = self.duration.observations + self._dropped.value()
         return int(self._started.value() - finished)
 
 

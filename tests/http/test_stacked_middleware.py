@@ -316,6 +316,32 @@ def test_a_client_that_leaves_during_the_view_under_both_layers_is_a_499(
     assert _counted_since(metrics_url, before) == {("/slow", str(status)): 1.0}
 
 
+def test_a_path_djangos_settings_exclude_is_excluded_under_both_layers(
+    stacked_django_either: tuple[str, Path, str],
+) -> None:
+    """The site's ``TRACEKIT = {"excluded_urls": ["^/health$"]}`` is read by the Django
+    middleware alone: wrapped in tracekit's WSGI or ASGI middleware too, as docs/middleware.md
+    advises, every health check was a stored span named ``GET`` and a request counted under
+    ``_unmatched``."""
+    url, store, metrics_url = stacked_django_either
+    before = _request_counts(requests.get(metrics_url, timeout=10).text)
+    checks = [f"stack-health-{n}-{uuid.uuid4().hex[:8]}" for n in range(3)]
+    for cid in checks:
+        response = requests.get(url + "/health", headers={"X-Correlation-ID": cid}, timeout=10)
+        assert response.status_code == 200
+        assert response.text.startswith(cid)  # the ID still works inside the view
+    order = f"stack-order-{uuid.uuid4().hex[:8]}"
+    requests.get(url + "/orders/4", headers={"X-Correlation-ID": order}, timeout=10)
+
+    (span,) = _server_spans(store, order)  # exported after the health checks' would have been
+    assert span["name"] == "GET /orders/{order_id}"
+    wait_for(lambda: _counted_since(metrics_url, before), 5, "the order counted")
+    assert _counted_since(metrics_url, before) == {("/orders/{order_id}", "200"): 1.0}
+    with Store(store) as source:
+        assert [reconstruct(source, cid) for cid in checks] == [None, None, None]
+    assert _in_flight(requests.get(metrics_url, timeout=10).text) == [0.0]
+
+
 def test_request_started_receivers_see_their_own_request_under_both_layers(
     stacked_django: tuple[str, Path, str],
 ) -> None:

@@ -82,6 +82,9 @@ class ActiveRequest:
     # The context current as the request started: what ``forget_answered_request`` puts back
     # where the request is abandoned without ever restoring it.
     arrived_in: otel_context.Context | None = None
+    # An inner layer excludes the request (Django's ``TRACEKIT`` setting, which the outer layer
+    # never read): no span is exported and no metrics are recorded for it.
+    excluded: bool = False
 
 
 class ServerRequests:
@@ -213,6 +216,9 @@ class ServerRequests:
         if request.outer is not None:
             _report_to_outer(request.outer, route, error, request.status_code)
             return
+        if request.excluded:
+            _drop(request)
+            return
         route, error = route or request.route, error or request.error
         try:
             if request.span is not None and request.owns_span:
@@ -248,7 +254,9 @@ class ServerRequests:
     def _record(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
-        if request.metrics is not None:
+        if request.metrics is not None and request.excluded:
+            request.metrics.request_dropped()
+        elif request.metrics is not None:
             request.metrics.request_finished(
                 request.method,
                 route,
@@ -283,7 +291,7 @@ class ServerRequests:
         trailers): the request's span has ended, so the exception gets a span of its own under
         it, from the response to now."""
         span = request.span
-        if self._tracer is None or span is None or not request.owns_span:
+        if self._tracer is None or span is None or not request.owns_span or request.excluded:
             return
         name = getattr(span, "name", None) or "HTTP"
         after = self._tracer.start_span(
@@ -536,6 +544,26 @@ def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveReques
         outer.correlation_id, outer.method, outer.span, None, token, 0.0,
         owns_span=False, measured=False, outer=outer,
     )  # fmt: skip
+
+
+def exclude_enclosing(enclosing: object) -> None:
+    """An inner layer excludes the request an outer tracekit layer traces (Django's ``TRACEKIT``
+    ``excluded_urls``, which tracekit's WSGI or ASGI middleware around Django never read): the
+    outer layer exports no span and records no metrics for it. ``enclosing``: as for ``start``."""
+    outer = otel_context.get_value(_REQUEST_KEY)
+    if not (isinstance(outer, ActiveRequest) and _encloses(outer, otel_context.get_current())):
+        outer = enclosing
+    if isinstance(outer, ActiveRequest) and _serving(outer):
+        outer.excluded = True
+
+
+def _drop(request: ActiveRequest) -> None:
+    """Leave an excluded request out: its span, started already, is never ended (so never
+    exported), and it is no longer in flight."""
+    if request.span is not None and request.owns_span:
+        unfinished.claim(request.span)  # nor ended as SIGTERM ends the process
+    if request.metrics is not None and not request.responded_ns:
+        request.metrics.request_dropped()
 
 
 def _report_to_outer(
