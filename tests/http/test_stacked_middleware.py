@@ -272,6 +272,34 @@ def test_a_view_error_under_both_layers_is_recorded_with_its_exception(
     assert span["attributes"]["error.type"] == "LookupError"
 
 
+def test_a_view_error_under_both_layers_is_counted_with_its_exception(
+    stacked_django_either: tuple[str, Path, str],
+) -> None:
+    """The metrics' ``error_type`` is the view's exception, as on the span and as with Django's
+    middleware alone. Under tracekit's ASGI middleware the outer layer counted the 500 as it
+    went out, with ``error_type="500"``, though the Django layer had already told it the
+    exception."""
+    url, _, metrics_url = stacked_django_either
+
+    def crashes_counted() -> dict[str, float]:
+        families = text_string_to_metric_families(requests.get(metrics_url, timeout=10).text)
+        (duration,) = [f for f in families if f.name == "http_server_request_duration_seconds"]
+        return {
+            s.labels["error_type"]: s.value
+            for s in duration.samples
+            if s.name.endswith("_count") and s.labels["http_route"] == "/crash"
+        }
+
+    before = crashes_counted()
+    assert requests.get(url + "/crash", timeout=10).status_code == 500
+
+    wait_for(lambda: crashes_counted() != before, 5, "the crash counted")
+    after = crashes_counted()
+    assert {k: n - before.get(k, 0.0) for k, n in after.items() if n != before.get(k)} == {
+        "LookupError": 1.0
+    }
+
+
 def test_a_streamed_response_under_both_layers_is_named_by_its_route(
     stacked_django_either: tuple[str, Path, str],
 ) -> None:

@@ -243,13 +243,14 @@ class ServerRequests:
         """The response has gone: ``complete`` the request, except a 5xx's span, which waits
         for the exception that comes after its response (Starlette's ``ServerErrorMiddleware``
         sends its 500 page, then raises) and ends at this time; its metrics are recorded now,
-        before any work the application does after answering. (An inner tracekit layer's
-        5xx waits whole: it reports the exception to the outer layer.)"""
+        before any work the application does after answering, with the exception an inner
+        tracekit layer reported already (Django's view's). (An inner tracekit layer's 5xx
+        waits whole: it reports the exception to the outer layer.)"""
         if request.status_code < 500:
             self.complete(request, route)
         elif request.outer is None and not request.completed and not request.responded_ns:
             request.responded_ns = time.time_ns()
-            self._record(request, route or request.route)
+            self._record(request, route or request.route, request.error)
 
     def _record(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
