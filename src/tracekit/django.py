@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import sys
 from collections.abc import (
     AsyncIterable,
@@ -55,6 +56,11 @@ __all__ = ["TracekitMiddleware"]
 
 _ERROR_ATTRIBUTE = "_tracekit_error"
 _ROUTE_ATTRIBUTE = "_tracekit_route"
+# Listed above tracekit's, as Django's docs list it, it answers no request itself: it caches.
+_FIRST_BY_ITS_DOCS = frozenset({"django.middleware.cache.UpdateCacheMiddleware"})
+_log = logging.getLogger("tracekit")
+_NONE_ABOVE: tuple[str, ...] = ()
+_warned_above: set[tuple[str, ...]] = set()
 # On a response whose correlation header tracekit set: a copy Django's per-site cache (listed
 # above this middleware) kept and serves again names an earlier request, and gets this one's.
 _HEADER_ATTRIBUTE = "_tracekit_set_header"
@@ -72,6 +78,7 @@ class TracekitMiddleware(OptionsReadLate):
 
         self.get_response = get_response
         self._attributes = ServerAttributes()
+        self._listed_above = _listed_above(type(self), getattr(settings, "MIDDLEWARE", None))
         # An invalid option stops the project now, as it starts; the rest, metrics included,
         # waits for the first request (a project's wsgi.py ends with get_wsgi_application(),
         # which builds this middleware, and tracekit.init is often appended after it).
@@ -138,6 +145,8 @@ class TracekitMiddleware(OptionsReadLate):
 
     def _start(self, request: Any) -> ActiveRequest | None:
         self._read_options()  # (two first requests at once both read them: the same options)
+        if self._listed_above:  # said at the first request, where an outer layer shows
+            self._listed_above = _warn_listed_above(self._listed_above, request)
         # A request answered in this thread or task and never closed (Django's test client
         # closes a streamed response only once its body is read) has no part in this one.
         forget_answered_request()
@@ -173,6 +182,37 @@ class TracekitMiddleware(OptionsReadLate):
             _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
+
+
+@guarded(_NONE_ABOVE)
+def _listed_above(middleware: type, listed: object) -> tuple[str, ...]:
+    """The entries of ``MIDDLEWARE`` above this middleware's, which Django runs before it."""
+    if not isinstance(listed, list | tuple):
+        return ()
+    name = f"{middleware.__module__}.{middleware.__qualname__}"
+    above = listed[: listed.index(name)] if name in listed else []
+    return tuple(
+        str(entry)[:200]
+        for entry in above
+        if entry not in _FIRST_BY_ITS_DOCS and not str(entry).startswith("opentelemetry.")
+    )
+
+
+@guarded(_NONE_ABOVE)
+def _warn_listed_above(above: tuple[str, ...], request: Any) -> tuple[str, ...]:
+    """Say once that what a middleware above answers itself goes unseen (OpenTelemetry's Django
+    instrumentation puts its own first; tracekit leaves ``MIDDLEWARE`` as the user wrote it),
+    unless tracekit's WSGI or ASGI middleware around Django sees every request. Once in the
+    process: a test suite's every client builds the middleware anew."""
+    if _outer(request) is None and above not in _warned_above:
+        _warned_above.add(above)
+        _log.warning(
+            "tracekit: MIDDLEWARE lists %s above tracekit.django.TracekitMiddleware: a response"
+            " one of them makes itself (an HTTPS or APPEND_SLASH redirect, an early answer) is"
+            " not traced or counted and has no correlation header; list tracekit's first",
+            ", ".join(above[:5]) + (", ..." if len(above) > 5 else ""),
+        )
+    return ()
 
 
 @guarded(None)

@@ -435,6 +435,38 @@ def test_a_response_replaced_above_the_middleware_leaves_nothing_of_its_request(
     assert after.text == "None"
 
 
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
+def test_a_middleware_listed_above_tracekits_is_named_once_in_a_warning(
+    tmp_path: Path, server: str
+) -> None:
+    """Django runs the middleware listed above tracekit's first: what one of them answers itself
+    (SecurityMiddleware's HTTPS redirect, CommonMiddleware's APPEND_SLASH redirect, a
+    maintenance page) was never traced nor counted, without a word. OpenTelemetry's Django
+    instrumentation puts its middleware first by itself; tracekit leaves MIDDLEWARE as the user
+    wrote it, and says which ones are above it."""
+    below_common = {"DJANGO_SETTINGS_MODULE": "django_site.settings_below_common"}
+    with _served_site(server, tmp_path / "t.db", **below_common) as (url, _, _):
+        for _ in range(3):
+            redirect = requests.get(url + "/legacy/abc", allow_redirects=False, timeout=10)
+            assert redirect.status_code == 301
+    warnings = [
+        line
+        for line in _log_of(tmp_path / "t.db").read_text().splitlines()
+        if "above tracekit.django.TracekitMiddleware" in line
+    ]
+    assert len(warnings) == 1, warnings
+    assert "django.middleware.common.CommonMiddleware" in warnings[0]
+
+
+def test_a_site_that_lists_tracekits_middleware_first_has_no_such_warning(
+    site: tuple[str, Path, str],
+) -> None:
+    """The test site lists it first (and under both layers the outer one sees every request)."""
+    url, store, _ = site
+    assert requests.get(url + "/orders/3", timeout=10).status_code == 200
+    assert "above tracekit.django" not in _log_of(store).read_text()
+
+
 @pytest.mark.parametrize("site", ["uvicorn"], indirect=True)  # gunicorn's sync worker: one
 def test_a_request_pipelined_behind_another_sees_nothing_of_it(  # request per connection
     site: tuple[str, Path, str],

@@ -370,6 +370,30 @@ def test_a_path_djangos_settings_exclude_is_excluded_under_both_layers(
     assert _in_flight(requests.get(metrics_url, timeout=10).text) == [0.0]
 
 
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
+def test_under_both_layers_a_middleware_listed_above_tracekits_is_no_warning(
+    tmp_path_factory: pytest.TempPathFactory, server: str
+) -> None:
+    """The outer layer sees what a middleware above tracekit's Django middleware answers
+    itself (CommonMiddleware's APPEND_SLASH redirect): nothing goes unseen to warn about."""
+    where = {} if server == "wsgi" else {
+        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
+    }  # fmt: skip
+    served = _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        DJANGO_SETTINGS_MODULE="django_site.settings_below_common",
+        **where,  # type: ignore[arg-type]
+    )
+    url, store, _ = next(served)
+    try:
+        redirect = requests.get(url + "/legacy/abc", allow_redirects=False, timeout=10)
+        assert redirect.status_code == 301 and "X-Correlation-ID" in redirect.headers
+    finally:
+        served.close()
+    assert "above tracekit.django" not in (store.parent / "server.log").read_text()
+
+
 def test_request_started_receivers_see_their_own_request_under_both_layers(
     stacked_django: tuple[str, Path, str],
 ) -> None:
