@@ -77,6 +77,20 @@ def test_a_middleware_listed_above_tracekits_is_one_warning_for_a_whole_test_run
     assert run.stderr.count("above tracekit.django.TracekitMiddleware") == 1, run.stderr
 
 
+def test_a_process_wide_option_in_the_tracekit_setting_is_one_warning_for_a_test_run(
+    tmp_path: Path,
+) -> None:
+    """``TRACEKIT = {"exporter": ...}`` is ignored with a warning (``tracekit.init`` configures
+    the process): said as each test's client built Django's middleware anew, once a test."""
+    (tmp_path / "exporting_settings.py").write_text(
+        "from django_site.settings import *  # noqa: F403\n"
+        'TRACEKIT = {"excluded_urls": ["^/health$"], "exporter": "console"}\n'
+    )
+    run = _run_suite(tmp_path, BELOW_COMMON_SUITE, "exporting_settings")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("the middleware ignores exporter") == 1, run.stderr
+
+
 def test_the_first_async_client_request_of_a_test_run_leaves_the_tests_as_they_were(
     tmp_path: Path,
 ) -> None:

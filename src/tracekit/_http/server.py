@@ -427,12 +427,18 @@ PER_APP_OPTIONS = frozenset({
 })  # fmt: skip
 
 
-def check_overrides(overrides: dict[str, Any]) -> None:
+_said_ignored: set[tuple[type | None, tuple[str, ...]]] = set()
+
+
+def check_overrides(overrides: dict[str, Any], middleware: type | None = None) -> None:
     """Refuse an invalid option now, as the application starts, and say which ones a
-    middleware does not apply: given to it, ``exporter="console"`` would silently do nothing."""
+    middleware does not apply: given to it, ``exporter="console"`` would silently do nothing.
+    Said once for each kind of ``middleware``: Django's test client builds the middleware of
+    the ``TRACEKIT`` setting anew for each test."""
     ServerRequests(state.current_options(**overrides))
-    ignored = sorted(set(overrides) - PER_APP_OPTIONS)
-    if ignored:
+    ignored = tuple(sorted(set(overrides) - PER_APP_OPTIONS))
+    if ignored and (middleware, ignored) not in _said_ignored:
+        _said_ignored.add((middleware, ignored))
         _log.warning(
             "tracekit: the middleware ignores %s: they apply to the whole process; give them"
             " to tracekit.init()",
@@ -462,7 +468,7 @@ class OptionsReadLate:
         options: dict[str, Any],
     ) -> None:
         self._setup = (tracer_provider, registry, options)
-        check_overrides(options)
+        check_overrides(options, type(self))
 
     def _read_options(self) -> None:
         """Read the options at the first request and at the first under each new
