@@ -77,6 +77,7 @@ from tracekit._messaging.spans import (
     tracer_for,
 )
 from tracekit._runtime import state as _state
+from tracekit._runtime import unfinished as _unfinished
 from tracekit._runtime.guard import (
     error_type,
     instrumentation_suppressed,
@@ -443,6 +444,7 @@ def _start_publish(
         SpanKind.PRODUCER,
         span_attributes,
     )
+    _unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
     # One new Context holding the span (as trace.set_span_in_context would).
     inside = otel_context.Context({**ctx, propagation.CURRENT_SPAN_KEY: span})
     known = (span.get_span_context(), cid)
@@ -531,7 +533,7 @@ def _end_publish(
     error: BaseException | None,
 ) -> None:
     span = publication.span
-    if span is None:
+    if span is None or not _unfinished.claim(span):  # (ended as SIGTERM ends the process)
         return
     error = error if error is not None else publication._failure
     if error is not None:

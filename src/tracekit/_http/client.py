@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 from tracekit import correlation, propagation, semconv
 from tracekit._http.server import KNOWN_METHODS, MAX_URL, METHOD_TOKEN
 from tracekit._propagation import baggage as _baggage
+from tracekit._runtime import unfinished
 from tracekit._runtime.guard import (
     SentHeader,
     http_call_suppressed,
@@ -85,6 +86,7 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     callers_fields = _fields_set_by_caller(present, propagator)
     parent = _callers_parent(headers, callers_fields, propagator)
     span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
+    unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
     ctx = trace.set_span_in_context(span, parent)
     private = _private_headers(propagator, options.response_header)
     callers_own = _callers_values(headers, present, private)
@@ -360,6 +362,7 @@ def resend(
         call.span = _tracer.start_span(
             _span_name(attributes), call.parent, kind=SpanKind.CLIENT, attributes=attributes
         )
+        unfinished.track(call.span)
         _rewrite_trace_headers(call, headers)
     except Exception as exc:
         report_once("http client resend", exc)
@@ -442,7 +445,8 @@ def _end_span(
     error: BaseException | None,
     end_time: int | None = None,
 ) -> None:
-    if not span.is_recording():  # ended before the client paused to send it again
+    # Ended as SIGTERM ends the process, or before the client paused to send it again.
+    if not unfinished.claim(span) or not span.is_recording():
         return
     if status_code:
         span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, status_code)

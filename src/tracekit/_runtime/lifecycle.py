@@ -225,6 +225,8 @@ def _flush_before_default_action() -> None:
     spans would never end, so they are recorded now (failed), then flushed. Not in a PID 1,
     which that action does not end: its handlers go on and end their spans themselves."""
     if os.getpid() != 1:  # (a failure here must not cost the flush)
+        # First the sends a producer took, waiting for their outcome: not cut short, unknown.
+        state.record_awaiting()
         safe("unfinished spans", unfinished.record_all)
     state.flush_for_stop()
 

@@ -374,13 +374,18 @@ def flush_for_stop() -> None:
     left = _left_of_stop_budget()
     if left <= 0:
         return
-    if _current is not None:  # recorded now, they go out with this flush: the process may end
-        _safely("record awaiting", lambda: _part("instrumentation").record_awaiting())
+    record_awaiting()  # recorded now, they go out with this flush: the process may end
     started, deadline = time.monotonic(), Deadline(left)
     with _stop_flushes.running():
         flush_current(left)
     if deadline.left_millis() == 0:
         _stop_flushes_timed_out_s += time.monotonic() - started
+
+
+def record_awaiting() -> None:
+    """Record the sends still waiting for their delivery's outcome, outcome unknown."""
+    if _current is not None:
+        _safely("record awaiting", lambda: _part("instrumentation").record_awaiting())
 
 
 def stop_outlived() -> None:
