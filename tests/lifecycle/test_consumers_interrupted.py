@@ -164,3 +164,44 @@ def test_a_pool_forked_in_a_handler_and_terminated_leaves_the_handlers_span_alon
     assert service.process.wait(60) == 0, service.output()
     [span] = service.spans()
     assert (span.name, span.status) == ("process orders", "UNSET")
+
+
+DAEMON_THREAD = """
+    import logging, sys, threading
+    import pika, tracekit
+
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+    handling = threading.Event()
+
+    def on_message(channel, method, properties, body):
+        log.warning("handling %s", body.decode())
+        handling.set()
+        threading.Event().wait(60)
+
+    def consume():
+        connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+        channel = connection.channel()
+        channel.basic_consume(sys.argv[2], on_message)
+        channel.start_consuming()
+
+    threading.Thread(target=consume, daemon=True).start()
+    handling.wait(60)  # then the script ends, its consumer thread in the middle of a message
+"""
+
+
+def test_a_message_a_daemon_thread_handles_as_the_process_exits_keeps_its_span(
+    service: Service, queue: str
+) -> None:
+    service.write("consumer.py", DAEMON_THREAD)
+    service.start("consumer.py", AMQP_URL, queue)
+
+    assert service.process is not None
+    assert service.process.wait(60) == 0, service.output()
+    [span] = [s for s in service.spans() if s.kind == "CONSUMER"]
+    assert span.name == f"process {queue}"
+    assert span.status == "ERROR"
+    assert span.status_message == (
+        "HandlerInterrupted: the process exited before the handler returned"
+    )
+    assert service.log_bodies() == ["handling order-1"]

@@ -146,6 +146,10 @@ _exit_hooks_end: _ExitHooksEnd | None = None
 
 @guarded(None)
 def _exit_hooks_ending() -> None:
+    # The exit hooks are done: a handler still running is a daemon thread's (the others were
+    # joined before them), which the interpreter stops where it is. Recorded now, its span
+    # goes out with the late records.
+    safe("unfinished spans", lambda: unfinished.record_all("the process exited"))
     state.exit_hooks_ending()
 
 
@@ -227,7 +231,7 @@ def _flush_before_default_action() -> None:
     if os.getpid() != 1:  # (a failure here must not cost the flush)
         # First the sends a producer took, waiting for their outcome: not cut short, unknown.
         state.record_awaiting()
-        safe("unfinished spans", unfinished.record_all)
+        safe("unfinished spans", lambda: unfinished.record_all("SIGTERM ended the process"))
     state.flush_for_stop()
 
 

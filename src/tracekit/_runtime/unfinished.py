@@ -1,11 +1,12 @@
-"""The spans of work under way, recorded when SIGTERM's default action is about to end the process.
+"""The spans of work under way, recorded when the process is about to end in the middle of it.
 
-That action ends the process in the middle of a message's handler or a request's, and of the
-call out (an HTTP request, a publish) the handler was waiting on: their spans would never end,
-and the path lost the hop, the call it was stuck in, the handler's log lines their span. Each
-such span is kept here while open (weakly: a span never ended is not kept), and ``record_all``
-ends those still open, failed with ``HandlerInterrupted``. Taking a span out is how its end is
-claimed: whoever takes it (its handler or client, or ``record_all``) ends it, once.
+SIGTERM's default action ends the process in the middle of a message's handler or a request's,
+and of the call out (an HTTP request, a publish) the handler was waiting on; so does the
+interpreter's exit for a daemon thread's. Their spans would never end: the path lost the hop,
+the call it was stuck in, the handler's log lines their span. Each such span is kept here while
+open (weakly: a span never ended is not kept), and ``record_all`` ends those still open, failed
+with ``HandlerInterrupted``. Taking a span out is how its end is claimed: whoever takes it (its
+handler or client, or ``record_all``) ends it, once.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tracekit._runtime.guard import mark_failed
 
 
 class HandlerInterrupted(Exception):
-    """The process ended (SIGTERM's default action) while a message or a request was being
-    handled, or a call out was waiting for its answer: how its span ends, failed, recorded
-    just before the process goes."""
+    """The process ended (SIGTERM's default action, or the interpreter's exit for a daemon
+    thread) while a message or a request was being handled, or a call out was waiting for its
+    answer: how its span ends, failed, recorded just before the process goes."""
 
 
 # Weak references to the open spans, each removing itself as its span is collected: a set of
@@ -55,9 +56,10 @@ def claim(span: trace.Span) -> bool:
     return True
 
 
-def record_all() -> None:
+def record_all(cause: str) -> None:
     """The process is about to end, handlers still running (in any thread): end every span
-    still open, failed, all at one instant (a call no later than the handler waiting on it).
+    still open, failed with ``cause`` ("SIGTERM ended the process"), all at one instant (a
+    call no later than the handler waiting on it).
     What the handlers made current is left as it is: they never get to go on. Nor are metrics
     counted: a process that ends is scraped no more, and the fewer locks this takes, the fewer
     the interrupted thread may hold."""
@@ -69,8 +71,8 @@ def record_all() -> None:
             break
         except RuntimeError:
             continue
-    handler = HandlerInterrupted("SIGTERM ended the process before the handler returned")
-    call = HandlerInterrupted("SIGTERM ended the process before the call returned")
+    handler = HandlerInterrupted(f"{cause} before the handler returned")
+    call = HandlerInterrupted(f"{cause} before the call returned")
     now = time.time_ns()
     for span_ref in refs:
         span = span_ref()
