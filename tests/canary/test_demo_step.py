@@ -7,10 +7,13 @@ suggests must reach the same verdict from the same store.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shlex
+import socket
 import subprocess
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +24,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from tracekit.canary import to_json
+from tracekit_cli.demo import canary as canary_module
 from tracekit_cli.demo.canary import (
     BASELINE,
     CANARY,
@@ -28,6 +32,7 @@ from tracekit_cli.demo.canary import (
     SERVICE,
     _show_command,
     canary_store,
+    deployed,
     run_canary_step,
 )
 from tracekit_cli.main import cli
@@ -108,6 +113,40 @@ def test_two_demos_at_once_on_one_store_each_judge_their_own_traffic(tmp_path: P
     assert [(v.baseline_requests, v.canary_requests) for v in verdicts] == [(600, 600)] * 2
     assert all("requests: baseline 600, canary 600" in s.getvalue() for s in screens)
     assert sum("waiting for another demo's canary step" in s.getvalue() for s in screens) == 1
+
+
+def test_a_port_another_process_takes_before_a_version_starts_stays_the_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step chose each version's port free, then the version bound it as it started: in
+    between any process could take it (an outgoing connection, another test's server), and the
+    version exited, and ``tracekit demo`` with it ("the demo's catalog service exited before it
+    answered"). Here another process tries to take each port right before its version starts."""
+    start = subprocess.Popen
+    thieves: list[socket.socket] = []
+
+    def taken_first(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        thief = socket.socket()
+        thieves.append(thief)
+        with contextlib.suppress(OSError):  # held by the step: nothing to take
+            thief.bind(("127.0.0.1", int(argv[-1])))
+            thief.listen()
+        return start(argv, **options)
+
+    monkeypatch.setattr(canary_module.subprocess, "Popen", taken_first)
+    try:
+        with deployed(tmp_path / "canary.db") as ports:
+            answers = {version: _get_json(f"http://127.0.0.1:{port}/search?q=x")["version"]
+                       for version, port in ports.items()}  # fmt: skip
+    finally:
+        for thief in thieves:
+            thief.close()
+    assert answers == {BASELINE: BASELINE, CANARY: CANARY}
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def suggested_command(out: str) -> str:

@@ -18,6 +18,7 @@ import fcntl
 import os
 import random
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,6 @@ from typing import Any
 import tracekit
 from tracekit.store._connection import left_by_another_user
 from tracekit_cli.demo.topology import (
-    _free_port,
     inherited_environment,
     open_loopback,
     stop_processes,
@@ -45,6 +45,8 @@ SEARCH_SECONDS = {BASELINE: 0.015, CANARY: 0.03}  # the canary's regression
 PRODUCT_SECONDS = 0.02  # long beside scheduling noise: both versions serve it alike
 CONCURRENCY = 8
 START_TIMEOUT = 30.0
+# The listening socket the step hands a version, by its descriptor number in the version's process
+LISTEN_FD = "TRACEKIT_DEMO_LISTEN_FD"
 
 
 def catalog_app(version: str) -> Any:
@@ -82,12 +84,18 @@ async def _work(median_seconds: float, subject: str) -> None:
 
 
 def main(version: str, port: int) -> None:
-    """Serve one version until SIGTERM; its spans are flushed into the store on the way out."""
+    """Serve one version until SIGTERM (on the socket the step handed it, else on ``port``);
+    its spans are flushed into the store on the way out."""
     import uvicorn
 
     tracekit.init(SERVICE, service_version=version, environment="demo")
+    inherited = os.environ.pop(LISTEN_FD, None)
     try:
-        uvicorn.run(catalog_app(version), host="127.0.0.1", port=port, log_level="warning")
+        if inherited is None:
+            uvicorn.run(catalog_app(version), host="127.0.0.1", port=port, log_level="warning")
+        else:
+            config = uvicorn.Config(catalog_app(version), log_level="warning")
+            uvicorn.Server(config).run(sockets=[socket.socket(fileno=int(inherited))])
     finally:
         tracekit.shutdown()
 
@@ -111,24 +119,40 @@ def environment(store_path: Path, version: str) -> dict[str, str]:
 
 @contextmanager
 def deployed(store_path: Path) -> Iterator[dict[str, int]]:
-    """Both versions running; yields version -> port, and stops both (flushing) on the way out."""
-    ports = {version: _free_port() for version in (BASELINE, CANARY)}
-    processes = {
-        version: subprocess.Popen(  # noqa: S603 (this interpreter, our module)
-            [sys.executable, "-m", "tracekit_cli.demo.canary", version, str(port)],
-            env=environment(store_path, version),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for version, port in ports.items()
-    }
+    """Both versions running; yields version -> port, and stops both (flushing) on the way out.
+
+    Each version is handed a socket already listening: a port chosen free and bound later by
+    the version could be taken meanwhile (any process's outgoing connection may take it), and
+    the version would exit, and the demo with it.
+    """
+    listening = {version: socket.create_server(("127.0.0.1", 0)) for version in (BASELINE, CANARY)}
+    ports = {version: int(sock.getsockname()[1]) for version, sock in listening.items()}
+    try:
+        processes = {version: _start_version(store_path, version, sock)
+                     for version, sock in listening.items()}  # fmt: skip
+    finally:
+        for sock in listening.values():
+            sock.close()  # each version holds its own copy
     try:
         for version, port in ports.items():
             _wait_until_up(processes[version], port)
         yield ports
     finally:
         stop_processes(list(processes.values()))
+
+
+def _start_version(
+    store_path: Path, version: str, listening: socket.socket
+) -> subprocess.Popen[bytes]:
+    port = listening.getsockname()[1]
+    return subprocess.Popen(  # noqa: S603 (this interpreter, our module)
+        [sys.executable, "-m", "tracekit_cli.demo.canary", version, str(port)],
+        env={**environment(store_path, version), LISTEN_FD: str(listening.fileno())},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        pass_fds=(listening.fileno(),),
+    )
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], port: int) -> None:
