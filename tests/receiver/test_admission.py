@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.receiver.conftest import post, read_response
 
 from tracekit.receiver import Receiver, ReceiverConfig, _admission
-from tracekit.receiver._admission import RECORD_COST
+from tracekit.receiver._admission import RECORD_COST, ClientStream
 from tracekit.store import Store
 
 
@@ -141,6 +142,50 @@ def test_an_address_making_room_gives_up_an_idle_connection_before_a_request_arr
         for sock in behind_nat:
             sock.close()
     assert answer == 200
+    with Store(tmp_path / "small.db") as store:
+        assert store.count_spans() == 2
+
+
+def test_a_request_waiting_unread_is_not_taken_for_an_idle_connection(
+    small: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind one NAT address an exporter has sent a whole batch, whose handler thread has not
+    run yet (a loaded machine); three more connections wait idle. A newcomer from another
+    address displaced the batch's connection, the oldest, taken for an idle one as nothing of
+    it had been read: its exporter was told 503 while an idle connection, which nothing is lost
+    by closing, was there to close."""
+    monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
+    body = _request(span_id=7)
+    sending = socket.socket()
+    sending.bind(("127.0.0.2", 0))
+    arm, newcomer_answered = ClientStream.arm, threading.Event()
+
+    def late_for_the_batch(stream: ClientStream) -> None:
+        if stream.sock.getpeername() == sending.getsockname():
+            newcomer_answered.wait(10)  # the batch's handler runs only after the newcomer
+        arm(stream)
+
+    monkeypatch.setattr(ClientStream, "arm", late_for_the_batch)
+    sending.connect(small.address)
+    sending.sendall(_head(len(body)) + body)
+    idle = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.connect(small.address)
+        idle.append(sock)
+    try:
+        assert post(small, "/v1/traces", _request(span_id=1)).status == 200  # from 127.0.0.1
+        newcomer_answered.set()
+        sending.settimeout(5)
+        answer = read_response(sending).status
+        readable, _, _ = select.select(idle, [], [], 4)
+        closed = [sock.recv(65536) for sock in readable]
+    finally:
+        for sock in [sending, *idle]:
+            sock.close()
+    assert answer == 200
+    assert closed == [b""]  # an idle one made room, told nothing
     with Store(tmp_path / "small.db") as store:
         assert store.count_spans() == 2
 

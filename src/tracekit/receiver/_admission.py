@@ -25,6 +25,7 @@ calls waiting could hold the whole budget, and every other request be refused un
 from __future__ import annotations
 
 import io
+import select
 import socket
 import threading
 import time
@@ -233,6 +234,11 @@ class ClientStream(io.RawIOBase):
         """Wait at most ``seconds`` from now for the rest of the request."""
         self._deadline = min(self._deadline, time.monotonic() + seconds)
 
+    def waiting_idle(self) -> bool:
+        """Waiting for its next request, none of which has arrived: not even its first bytes
+        waiting unread for a handler thread not yet run (a loaded machine)."""
+        return self.state == IDLE and not _bytes_waiting(self.sock)
+
     def evict(self) -> None:
         """Make room for a newcomer: wake this connection's reader, which then answers 503."""
         self.evicted = True
@@ -265,8 +271,13 @@ class ConnectionTable:
 
     def _victim(self) -> ClientStream | None:
         oldest = time.monotonic() - MIN_AGE
-        candidates = [s for s in self.streams.values() if s.state != BUSY and s.since <= oldest]
+        candidates = [s for s in self._displaceable() if s.since <= oldest]
         return min(candidates, key=lambda s: (s.state, s.since), default=None)
+
+    def _displaceable(self) -> list[ClientStream]:
+        """Connections not being answered, nor holding a request that waits unread: cut off,
+        its exporter would be told 503 for a request that had arrived whole."""
+        return [s for s in self.streams.values() if s.state == READING or s.waiting_idle()]
 
     def _hogging(self, newcomer: str) -> ClientStream | None:
         """The oldest connection not being answered of another client address than
@@ -277,7 +288,7 @@ class ConnectionTable:
         address, count = next(iter(held.most_common(1)), ("", 0))
         if address == newcomer or 2 * count <= self.cap:
             return None
-        candidates = [s for s in self.streams.values() if s.address == address and s.state != BUSY]
+        candidates = [s for s in self._displaceable() if s.address == address]
         return min(candidates, key=lambda s: (s.state != IDLE, s.since), default=None)
 
     def stream(self, sock: socket.socket) -> ClientStream:
@@ -302,4 +313,15 @@ class ConnectionTable:
     def idle_sockets(self) -> list[socket.socket]:
         """The connections waiting for their next request (none of it has arrived yet)."""
         with self.lock:
-            return [sock for sock, stream in self.streams.items() if stream.state == IDLE]
+            return [sock for sock, stream in self.streams.items() if stream.waiting_idle()]
+
+
+def _bytes_waiting(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (a request's first bytes, or its client's close),
+    asked without waiting and without taking it from the handler that reads it."""
+    poller = select.poll()
+    try:
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):  # closed meanwhile: nothing to wake
+        return False

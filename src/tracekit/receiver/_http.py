@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import select
 import socket
 import sys
 import time
@@ -136,8 +135,7 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
             if not self.connections.sockets():
                 return
             for sock in self.connections.idle_sockets():
-                if not _bytes_waiting(sock):
-                    shutdown_socket(sock)
+                shutdown_socket(sock)
             time.sleep(0.02)
 
 
@@ -400,17 +398,6 @@ def _spare_descriptor() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
-
-
-def _bytes_waiting(sock: socket.socket) -> bool:
-    """Whether ``sock`` has something to read (a request's first bytes, or its client's close),
-    asked without waiting and without taking it from the handler that reads it."""
-    poller = select.poll()
-    try:
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError):  # closed meanwhile: nothing to wake
-        return False
 
 
 def shutdown_socket(sock: socket.socket) -> None:
