@@ -12,8 +12,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from loopback import free_port, wait_for_port
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from stopping import BATCH_DELAY_MS, Service
 
 from tracekit.store import Store
@@ -59,6 +61,20 @@ class Collector:
         command += ["--store", str(self.store)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(self.port, self.process, timeout=15)
+        self._wait_until_it_stores()
+
+    def _wait_until_it_stores(self) -> None:
+        """Wait until the collector has stored an export (a log record: the tests count spans).
+        It listens before its writer process has started, which a loaded machine makes take
+        over a second: the service's exports, with a 1 s timeout, timed out (CI: "at least 4
+        were dropped" over two outages, and one warning)."""
+        request = ExportLogsServiceRequest()
+        request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "up"
+        answer = httpx.post(
+            f"http://127.0.0.1:{self.port}/v1/logs", content=request.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"}, timeout=30,
+        )  # fmt: skip
+        assert answer.status_code == 200, answer.text
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
