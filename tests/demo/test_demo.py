@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -197,6 +198,34 @@ def test_a_redis_port_taken_by_another_redis_server_gets_a_new_port(
     finally:
         foreign.terminate()
         foreign.wait(10)
+
+
+@pytest.mark.parametrize("queue", ["embedded", "redis"])
+def test_a_handler_still_running_when_the_queues_are_empty_is_waited_for(
+    tmp_path: Path, queue: str
+) -> None:
+    """The demo took its queues being empty for a second for its work being done, and stopped
+    its services: a pricing replica held back that long (a loaded machine) still had a bulk
+    order's reply to send, which no aggregator was left to take, and the checkout's path ended
+    at pricing. Here the slow replica is held back for 3 s once it has taken the order."""
+    if queue == "redis":
+        need(shutil.which("redis-server") is not None, "redis-server")
+    bulk = next(n for n in range(10) if checkout_for(n)[1] >= BULK_QUANTITY)
+    with Topology(tmp_path / "demo.db", queue=queue) as topology:
+        topology.start()
+        replica = topology.processes["pricing-3"]
+        sent = topology.send(bulk)
+        log = topology.workdir / "pricing-3.log"
+        wait_for(lambda: b"recomputing volume discounts" in log.read_bytes(), 20, "the order")
+        os.kill(replica.pid, signal.SIGSTOP)
+        resume = threading.Timer(3.0, os.kill, (replica.pid, signal.SIGCONT))
+        resume.start()  # whatever happens meanwhile: the stop waits for the replica to exit
+        assert topology.wait_until_idle(timeout=30)
+    resume.join()
+    path = path_of(Store(tmp_path / "demo.db"), sent)
+    assert ("pricing", "aggregator", "pricing.replies") in {
+        (h["from_service"], h["to_service"], h["destination"]) for h in path["hops"]
+    }, path["hops"]
 
 
 def test_demo_on_redis(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 Both carry a JSON body and a header mapping, which is all ``tracekit.messaging`` needs to follow a
 request across the hop. The SQLite queue lets the demo run with nothing installed: several processes
 share one database file, and a consumer claims a message in one ``UPDATE … RETURNING`` statement.
+A consumer says when it has handled a message (``done``): until then the message counts as
+pending, so that the demo does not stop its services while a handler still runs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Message:
 
     body: dict[str, Any]
     headers: dict[str, str]
+    receipt: Any = None  # what ``Queue.done`` needs to find it
 
 
 class Queue(Protocol):
@@ -35,8 +38,11 @@ class Queue(Protocol):
     def get(self, queue: str, timeout: float) -> Message | None:
         """Take the oldest message of ``queue``, waiting up to ``timeout`` seconds."""
 
+    def done(self, message: Message) -> None:
+        """``message``, taken by ``get``, is handled."""
+
     def pending(self) -> int:
-        """Messages not yet taken, across all queues."""
+        """Messages not yet handled (waiting, or being handled), across all queues."""
 
 
 class SqliteQueue:
@@ -62,17 +68,20 @@ class SqliteQueue:
         while True:
             row = self._db.execute(
                 "UPDATE messages SET taken = 1 WHERE id = (SELECT id FROM messages"
-                " WHERE queue = ? AND taken = 0 ORDER BY id LIMIT 1) RETURNING payload",
+                " WHERE queue = ? AND taken = 0 ORDER BY id LIMIT 1) RETURNING id, payload",
                 (queue,),
             ).fetchone()
             if row is not None:
-                return _decode(row[0])
+                return _decode(row[1], receipt=row[0])
             if time.monotonic() >= deadline:
                 return None
             time.sleep(POLL_SECONDS)
 
+    def done(self, message: Message) -> None:
+        self._db.execute("UPDATE messages SET taken = 2 WHERE id = ?", (message.receipt,))
+
     def pending(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM messages WHERE taken = 0").fetchone()[0])
+        return int(self._db.execute("SELECT count(*) FROM messages WHERE taken < 2").fetchone()[0])
 
 
 class RedisQueue:
@@ -89,8 +98,12 @@ class RedisQueue:
         self._client.lpush(_redis_key(queue), json.dumps({"body": body, "headers": headers}))
 
     def get(self, queue: str, timeout: float) -> Message | None:
-        item = self._client.brpop([_redis_key(queue)], timeout=max(timeout, 0.01))
-        return None if item is None else _decode(item[1])
+        # moved, not popped: a message being handled is still pending (BRPOPLPUSH: Redis < 6.2)
+        item = self._client.brpoplpush(_redis_key(queue), _HANDLING, timeout=max(timeout, 0.01))
+        return None if item is None else _decode(item, receipt=item)
+
+    def done(self, message: Message) -> None:
+        self._client.lrem(_HANDLING, 1, message.receipt)
 
     def pending(self) -> int:
         keys = self._client.keys(_redis_key("*"))
@@ -101,9 +114,12 @@ def _redis_key(queue: str) -> str:
     return f"tracekit-demo:{queue}"
 
 
-def _decode(payload: str | bytes) -> Message:
+_HANDLING = _redis_key("(being handled)")  # counted by ``pending`` with the queues
+
+
+def _decode(payload: str | bytes, receipt: Any) -> Message:
     data = json.loads(payload)
-    return Message(body=data["body"], headers=data["headers"])
+    return Message(body=data["body"], headers=data["headers"], receipt=receipt)
 
 
 def open_queue(url: str) -> Queue:

@@ -175,6 +175,7 @@ class Aggregator:
             if len(replies) == len(PRICING_REPLICAS):
                 del self.replies[message.body["order_id"]]
                 self._complete(replies)
+            self.queue.done(message)
 
     def _complete(self, replies: list[Message]) -> None:
         order_id = replies[0].body["order_id"]
@@ -205,6 +206,7 @@ def consume_forever(queue: Queue, destination: str, handler: Any, stop: threadin
                 handler(message)
         except Exception:
             log.exception("handling a message from %s failed", destination)
+        queue.done(message)
 
 
 # --- process entry --------------------------------------------------------------------------

@@ -289,7 +289,7 @@ class Topology:
         return SentRequest(number, sku, quantity, status, headers.get("X-Correlation-ID"))
 
     def wait_until_idle(self, timeout: float = 15.0, settle: float = 1.0) -> bool:
-        """Wait until every queued message was taken and handlers had time to finish."""
+        """Wait until every queued message was handled, and nothing new came for ``settle`` s."""
         queue = open_queue(self.queue_url)
         deadline = time.monotonic() + timeout
         idle_since: float | None = None
