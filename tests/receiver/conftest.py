@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conditions import wait_for
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from rawhttp import RawResponse, parse
 
 from tracekit.receiver import Receiver, ReceiverConfig
@@ -41,6 +43,19 @@ def post(
         )
     finally:
         conn.close()
+
+
+def storing(receiver: Receiver) -> Receiver:
+    """``receiver`` once it has stored a request (a log record: tests count spans) and closed
+    its connection. Its writer process imports as the receiver starts, which a loaded machine
+    makes take seconds: the first request waits for it, and a test timing its requests (or
+    holding them to a 2 s deadline) timed that wait too."""
+    request = ExportLogsServiceRequest()
+    request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "up"
+    assert post(receiver, "/v1/logs", request.SerializeToString()).status == 200
+    # its connection closed, counted no more against a cap the test then fills
+    wait_for(lambda: not receiver.httpd.connections.sockets(), 10, "the connection forgotten")
+    return receiver
 
 
 def read_response(sock: socket.socket) -> RawResponse:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from tests.receiver.conftest import post, read_response
+from tests.receiver.conftest import post, read_response, storing
 
 from tracekit.receiver import Receiver, ReceiverConfig, _admission
 from tracekit.receiver._admission import RECORD_COST, ClientStream
@@ -46,7 +46,7 @@ def small(tmp_path: Path) -> Iterator[Receiver]:
         port=0, max_connections=4, max_memory_bytes=1024 * 1024, request_timeout=2.0,
         idle_timeout=5.0,
     )  # fmt: skip
-    receiver = Receiver(Store(tmp_path / "small.db"), config).start()
+    receiver = storing(Receiver(Store(tmp_path / "small.db"), config).start())
     yield receiver
     receiver.stop()
 
