@@ -190,6 +190,43 @@ def test_a_request_waiting_unread_is_not_taken_for_an_idle_connection(
         assert store.count_spans() == 2
 
 
+def test_a_connection_made_room_of_before_its_handler_ran_is_closed_quietly(
+    small: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exporter behind a NAT address opened a connection and has sent nothing yet; its
+    handler thread has not run (a loaded machine) when a newcomer from another address makes
+    room. It is closed unanswered, as an idle one is; its handler failed instead, logging
+    "tracekit collector: request failed: AttributeError" as if the collector had a bug."""
+    monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
+    first = socket.socket()
+    first.bind(("127.0.0.2", 0))
+    arm, newcomer_answered = ClientStream.arm, threading.Event()
+
+    def late_for_the_first(stream: ClientStream) -> None:
+        if stream.sock.getpeername() == first.getsockname():
+            newcomer_answered.wait(10)  # its handler runs only after the newcomer's answer
+        arm(stream)
+
+    monkeypatch.setattr(ClientStream, "arm", late_for_the_first)
+    first.connect(small.address)
+    others = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.connect(small.address)
+        others.append(sock)
+    try:
+        assert post(small, "/v1/traces", _request()).status == 200  # from 127.0.0.1
+        newcomer_answered.set()
+        first.settimeout(5)
+        received = first.recv(65536)  # (its handler's failure was logged first)
+    finally:
+        for sock in [first, *others]:
+            sock.close()
+    assert received == b""  # closed, told nothing
+    assert "request failed" not in caplog.text
+
+
 def test_an_idle_keep_alive_connection_making_room_is_closed_unanswered(small: Receiver) -> None:
     """Four exporters' keep-alive connections wait for their next request; after a second, a
     fifth client displaces one. It asked nothing, so it is told nothing: closed, as at its idle

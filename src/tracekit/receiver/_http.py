@@ -176,14 +176,13 @@ class OtlpHandler(BaseHTTPRequestHandler):
         asked for, and would read as the answer to its next)."""
         self.stream.arm()
         self._answered = self._expect_continue = False
-        waited_idle = False
-        if not self.stream.evicted:
-            self.raw_requestline = b""
+        self.raw_requestline = b""
+        if not self.stream.evicted:  # (else evicted before this thread first ran: nothing read)
             try:
                 super().handle_one_request()
             except ConnectionError:
                 self.close_connection = True
-            waited_idle = not self.raw_requestline  # woken by the eviction with nothing read
+        waited_idle = not self.raw_requestline  # woken by the eviction with nothing read
         if self.stream.evicted:
             if not (self._answered or waited_idle):
                 self.send_error(503)
