@@ -164,6 +164,23 @@ def test_a_port_taken_before_its_service_binds_it_gets_new_ports(
     assert (sent.status, bool(sent.correlation_id)) == (202, True)
 
 
+def test_a_service_that_does_not_start_in_time_names_its_kept_log(tmp_path: Path) -> None:
+    """A service that did not answer in time (a slow or stuck machine) said only "demo service
+    gateway did not start", and the work folder with the log that tells why was removed."""
+    with (
+        pytest.raises(TimeoutError) as raised,
+        Topology(tmp_path / "demo.db", queue="embedded") as topology,
+    ):
+        topology.start(timeout=0.01)
+    message = str(raised.value)
+    log = topology.workdir / "gateway.log"
+    try:
+        assert message == f"demo service gateway did not start in time; see {log}"
+        assert log.is_file()
+    finally:
+        shutil.rmtree(topology.workdir, ignore_errors=True)
+
+
 def test_a_redis_port_taken_by_another_redis_server_gets_a_new_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -162,7 +162,9 @@ class Topology:
         answer = "nothing yet"
         while self._redis.poll() is None:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the demo's queue did not answer: {answer}")
+                raise TimeoutError(
+                    f"the demo's queue did not answer: {answer} (see {self._redis_log})"
+                )
             try:
                 if client.info("server").get("process_id") == self._redis.pid:
                     return True
@@ -259,7 +261,7 @@ class Topology:
                     return
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"demo service {role} did not start") from None
+                    raise TimeoutError(_did_not_start(role, self.workdir)) from None
                 time.sleep(0.1)
 
     def _wait_ready(self, role: str, deadline: float) -> None:
@@ -269,7 +271,7 @@ class Topology:
             if self.processes[role].poll() is not None:
                 raise RuntimeError(f"demo service {role} exited; see {log}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"demo service {role} did not start")
+                raise TimeoutError(_did_not_start(role, self.workdir))
             time.sleep(0.05)
 
     def send(self, number: int) -> SentRequest:
@@ -341,6 +343,11 @@ def _terminate_and_wait(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _did_not_start(role: str, workdir: Path) -> str:
+    """Names the service's log: an error naming the work folder keeps it (see ``__exit__``)."""
+    return f"demo service {role} did not start in time; see {workdir / f'{role}.log'}"
 
 
 def _has_module(name: str) -> bool:
