@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conditions import wait_for
@@ -364,6 +365,16 @@ def test_a_body_still_arriving_at_stop_is_stored_not_cut_off(store_path: Path) -
     assert Store(store_path).count_spans() == 40
 
 
+def test_a_receiver_that_cannot_listen_leaves_no_descriptor_open(store_path: Path) -> None:
+    """An embedding service retrying on a port in use must not run out of descriptors."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            with pytest.raises(OSError):
+                Receiver(Store(store_path), ReceiverConfig(port=taken.getsockname()[1]))
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
 @pytest.mark.parametrize(
     ("target", "status"),
     [("http://{host}/v1/traces", 200), ("HTTP://{host}/v1/traces?x=1", 200),
@@ -402,3 +413,44 @@ def test_a_request_not_yet_read_at_stop_is_stored_not_cut_off(
     answer = _stopped_mid_upload(store_path, lambda _: started.is_set(), pause=0.8)
     assert answer.status == 200 and answer.header("Connection") == "close"
     assert Store(store_path).count_spans() == 40
+
+
+def test_a_request_begun_as_the_stop_wakes_its_idle_connection_is_stored(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive exporter sent its next batch as the stop began; its handler, preempted
+    right after reading the request's first bytes (a loaded machine), had not yet marked the
+    connection as reading one. The stop found it idle with nothing left to read, shut its
+    reading side, and the rest of the body read as cut short: the exporter was told 400 "body
+    shorter than Content-Length", which it does not retry, and the batch was lost."""
+    armed, paused, resume = threading.Event(), threading.Event(), threading.Event()
+    recv_into = socket.socket.recv_into
+
+    def late(sock: socket.socket, *args: Any) -> int:
+        count = recv_into(sock, *args)
+        if count and armed.is_set() and not paused.is_set():
+            paused.set()
+            resume.wait(10)  # the handler thread does not run meanwhile
+        return count
+
+    monkeypatch.setattr(socket.socket, "recv_into", late)
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    head = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    first, body = _spans(1, first=100), _spans(40)
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(first) + first)
+        assert read_response(sock).status == 200  # the connection is kept alive, idle
+        armed.set()
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body[:100])
+        assert paused.wait(10)
+        stopping = threading.Thread(target=receiver.stop)
+        stopping.start()
+        wait_for(lambda: receiver.httpd.socket.fileno() == -1)  # next: the connections
+        time.sleep(0.3)
+        resume.set()
+        time.sleep(0.3)  # the body's last bytes come later, as a large one's do
+        sock.sendall(body[100:])
+        answer = read_response(sock)
+    stopping.join(30)
+    assert answer.status == 200 and answer.header("Connection") == "close"
+    assert not stopping.is_alive() and Store(store_path).count_spans() == 41

@@ -25,6 +25,7 @@ calls waiting could hold the whole budget, and every other request be refused un
 from __future__ import annotations
 
 import io
+import os
 import select
 import socket
 import threading
@@ -198,9 +199,10 @@ class ClientStream(io.RawIOBase):
     read waits only for what is left of that time, so trickling bytes cannot extend it.
     """
 
-    def __init__(self, sock: socket.socket, idle: float, whole: float) -> None:
+    def __init__(self, sock: socket.socket, idle: float, whole: float, stop: int) -> None:
         super().__init__()
         self.sock = sock
+        self._stop = stop  # a descriptor readable once the receiver stops
         self.address = _client_address(sock)
         self.idle = idle
         self.whole = whole
@@ -223,12 +225,27 @@ class ClientStream(io.RawIOBase):
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("request deadline passed")
-        self.sock.settimeout(remaining)
+        if self.state == IDLE and not self._request_begins(remaining):
+            return 0  # the receiver stops, and no next request has begun: the connection ends
+        self.sock.settimeout(max(remaining, 0.001))
         count = self.sock.recv_into(buffer)
         if count and self.state == IDLE:
             self.state, self.since = READING, time.monotonic()
             self._deadline = self.since + self.whole
         return count
+
+    def _request_begins(self, timeout: float) -> bool:
+        """Wait (up to ``timeout`` s) for the next request's first bytes, or its client's close;
+        False when the receiver stops first. Decided here, by the thread that reads them: the
+        stopping thread, looking from outside, found a connection idle whose handler had read
+        a request's first bytes and not yet said so, shut it, and the body was cut off (400)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        poller.register(self._stop, select.POLLIN)
+        ready = dict(poller.poll(timeout * 1000))
+        if not ready:
+            raise TimeoutError("no request came")
+        return self.sock.fileno() in ready
 
     def hurry(self, seconds: float) -> None:
         """Wait at most ``seconds`` from now for the rest of the request."""
@@ -255,11 +272,14 @@ class ConnectionTable:
         self.whole = whole
         self.streams: dict[socket.socket, ClientStream] = {}
         self.lock = threading.Lock()
+        # readable once the receiver stops (``_pipe``: both ends while open)
+        self._stop_read, self._stop_write = os.pipe()
+        self._pipe: tuple[int, ...] = (self._stop_read, self._stop_write)
 
     def admit(self, sock: socket.socket) -> bool:
         """Register ``sock``; False when it must be refused (full of busy or young connections)."""
         with self.lock:
-            stream = ClientStream(sock, self.idle, self.whole)
+            stream = ClientStream(sock, self.idle, self.whole, self._stop_read)
             if len(self.streams) >= self.cap:
                 victim = self._victim() or self._hogging(stream.address)
                 if victim is None:
@@ -296,7 +316,7 @@ class ConnectionTable:
         with self.lock:
             found = self.streams.get(sock)
         if found is None:
-            found = ClientStream(sock, self.idle, self.whole)
+            found = ClientStream(sock, self.idle, self.whole, self._stop_read)
             found.evicted = True
         return found
 
@@ -310,10 +330,17 @@ class ConnectionTable:
         with self.lock:
             return list(self.streams)
 
-    def idle_sockets(self) -> list[socket.socket]:
-        """The connections waiting for their next request (none of it has arrived yet)."""
-        with self.lock:
-            return [sock for sock, stream in self.streams.items() if stream.waiting_idle()]
+    def stop_waiting(self) -> None:
+        """End every connection waiting for its next request, now and from now on; one whose
+        next request has begun (a byte of it has arrived) is answered first."""
+        if self._pipe:
+            os.write(self._stop_write, b"s")  # one byte, never read: it stays readable
+
+    def close(self) -> None:
+        """Release the descriptors, once no handler reads (or none was started)."""
+        pipe, self._pipe = self._pipe, ()
+        for descriptor in pipe:
+            os.close(descriptor)
 
 
 def _bytes_waiting(sock: socket.socket) -> bool:

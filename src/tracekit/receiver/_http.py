@@ -80,8 +80,12 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
         self.budget = budget
         self.connections = connections
         self._spare: int | None = _spare_descriptor()
-        self.address_family = family(address[0])
-        super().__init__(socket_address(*address), OtlpHandler)
+        try:
+            self.address_family = family(address[0])
+            super().__init__(socket_address(*address), OtlpHandler)
+        except BaseException:  # not listening (an address in use): no handler will ever read
+            connections.close()
+            raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Start a handler thread, or answer 503 at once when no connection can make room."""
@@ -124,19 +128,19 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
             self._spare = None
 
     def close_connections(self, wait: float) -> None:
-        """Wake idle keep-alive handlers and wait (up to ``wait`` s) for every handler to end.
+        """End idle keep-alive connections and wait (up to ``wait`` s) for every handler to end.
 
         A request whose body is still arriving is let finish (within its own deadline): cut
         off, its exporter would be told 400, which it does not retry, and lose the batch. So is
         one whose first bytes wait unread, its handler not yet run (a loaded machine).
         """
+        self.connections.stop_waiting()
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not self.connections.sockets():
-                return
-            for sock in self.connections.idle_sockets():
-                shutdown_socket(sock)
+        while self.connections.sockets():
+            if time.monotonic() > deadline:
+                return  # a handler may yet read the stop's descriptor: left open
             time.sleep(0.02)
+        self.connections.close()
 
 
 class OtlpHandler(BaseHTTPRequestHandler):
@@ -397,9 +401,3 @@ def _spare_descriptor() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
-
-
-def shutdown_socket(sock: socket.socket) -> None:
-    """Wake a handler blocked reading from ``sock`` (used when stopping)."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RD)

@@ -99,6 +99,7 @@ class Receiver:
             from tracekit.receiver._grpc import GrpcReceiver
         except ImportError:
             self.httpd.server_close()
+            self.httpd.connections.close()
             raise RuntimeError(
                 "OTLP/gRPC needs grpcio: pip install 'tracekit[cli]' (or pass grpc_port=None)"
             ) from None
@@ -110,6 +111,7 @@ class Receiver:
             )  # fmt: skip
         except OSError:
             self.httpd.server_close()
+            self.httpd.connections.close()
             raise
 
     def _grpc_connection_cap(self) -> int:
