@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -457,3 +458,44 @@ def test_the_listening_line_shows_no_control_characters_of_the_path(tmp_path: Pa
     assert line.startswith("tracekit collector listening on http://127.0.0.1:")
     assert line.rstrip().endswith(f"storing in {str(path)!r}")
     assert not any(ch in line for ch in "\x1b\x07")
+
+
+def test_a_second_ctrl_c_while_a_batch_is_written_shows_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C twice while the writer process committed a batch: the collector exited at once,
+    the writer's answer then met a closed pipe, and its BrokenPipeError traceback (twice over)
+    was printed on the terminal after the collector's own line."""
+    store_path = tmp_path / "busy.db"
+    process, port = start_collector(store_path)
+    writer = wait_for(lambda: _writer_process(process.pid), what="the writer process")
+    os.kill(writer, signal.SIGSTOP)  # a long commit: the batch waits in its pipe meanwhile
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            body = _one_span()
+            client.sendall(
+                b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+            time.sleep(1)  # decoded and queued by now
+            wait_for(lambda: _health(port)["queued"] == 0, what="the batch handed to the writer")
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            process.send_signal(signal.SIGINT)  # the user does not want to wait
+            assert process.wait(10) == 130
+    finally:
+        os.kill(writer, signal.SIGCONT)
+    _, stderr = process.communicate(timeout=30)  # the writer holds stderr until it ends
+    assert stderr == (
+        "tracekit collector: stopped without waiting for the requests in flight"
+        " (none of them was acknowledged)\n"
+    )
+    assert Store(store_path).count_spans() == 1  # written, though never acknowledged
+
+
+def _health(port: int) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/health")
+        answer: dict[str, Any] = json.loads(conn.getresponse().read())
+        return answer
+    finally:
+        conn.close()

@@ -170,18 +170,27 @@ def _serve(path: str, conn: Connection) -> None:
             spans, logs = pickle.loads(payload)  # noqa: S301
         except (EOFError, OSError):
             break
+        answer = _written(store, spans, logs)
         try:
-            clashes = store.write_rows(spans, logs)
-            conn.send((None, None if clashes is None else tuple(clashes)))
-        except Exception as error:
-            text = f"{type(error).__name__}: {one_line(error)}"
-            conn.send(((is_damage(error), text), None))
+            conn.send(answer)
+        except OSError:  # the parent is gone (a second Ctrl-C, killed): no one to answer
+            break
         if len(payload) > _LARGE_BATCH:
             del spans, logs, payload
             trim()  # a big batch's memory goes back rather than stay with the writer
     if copier is not None:
         copier.close()
     store.close()
+
+
+def _written(store: Store, spans: SpanRows, logs: list[LogRecordData]) -> tuple[object, object]:
+    """Write one batch: the answer to send, (None, its span id clashes or None) or
+    ((damaged, error text), None)."""
+    try:
+        clashes = store.write_rows(spans, logs)
+    except Exception as error:
+        return (is_damage(error), f"{type(error).__name__}: {one_line(error)}"), None
+    return None, None if clashes is None else tuple(clashes)
 
 
 def _copier(store: Store, path: str) -> WalCopier | None:
