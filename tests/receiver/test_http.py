@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -34,7 +35,7 @@ from tests.receiver.conftest import Reply, post, read_response
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.receiver._admission import ClientStream
 from tracekit.records import SpanRecord
-from tracekit.store import Store
+from tracekit.store import Store, _process
 
 
 def _spans(
@@ -454,3 +455,37 @@ def test_a_request_begun_as_the_stop_wakes_its_idle_connection_is_stored(
     stopping.join(30)
     assert answer.status == 200 and answer.header("Connection") == "close"
     assert not stopping.is_alive() and Store(store_path).count_spans() == 41
+
+
+@pytest.mark.parametrize("count", [3, 5000], ids=["answer-awaited", "batch-past-the-pipe"])
+def test_a_stalled_writer_process_is_replaced_and_the_stop_ends(
+    count: int, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer process that stopped answering (SIGSTOP here; hung, in the field) held every
+    request that reached it, and a stop (SIGTERM to ``tracekit collector``) waited for it for
+    ever: still running 100 s later (a batch larger than its pipe takes, the handing over
+    itself never ended). Taken for dead past its answer timeout, it is replaced, what it held
+    is written again and acknowledged, and the stop ends."""
+    monkeypatch.setattr(_process, "ANSWER_TIMEOUT", 3.0)
+    receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
+    assert post(receiver, "/v1/traces", _spans(1, first=10_000)).status == 200
+    (writer,) = _writer_processes()
+    os.kill(writer.pid or 0, signal.SIGSTOP)
+    try:
+        answers: list[int] = []
+        posting = threading.Thread(
+            target=lambda: answers.append(post(receiver, "/v1/traces", _spans(count)).status)
+        )
+        posting.start()
+        time.sleep(0.5)  # decoded and handed to the writer process
+        stopping = threading.Thread(target=receiver.stop)
+        stopping.start()
+        stopping.join(30)
+        assert not stopping.is_alive()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer.pid or 0, signal.SIGCONT)  # let a failed test end
+        stopping.join(60)
+    posting.join(10)
+    assert answers == [200] and Store(store_path).count_spans() == 1 + count
+    assert _writer_processes() == []

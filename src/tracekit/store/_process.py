@@ -22,7 +22,9 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import signal
+import socket
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -40,6 +42,11 @@ from tracekit.store._writer import WAL_BOUND_BYTES, SpanIdClashes
 
 _LARGE_BATCH = 4 * 1024 * 1024  # pickled bytes past which the writer trims its heap after
 COPY_EVERY = 0.1  # seconds between the WAL copier's looks for frames to copy back
+# Seconds the writer process may read nothing of a batch, or take to answer it, before it is taken
+# for dead (stopped, hung): killed, and its batches written again by a new one. A write on a
+# locked file takes at most about 45 s (SQLite's busy timeout, 5 s, over ``retry_busy``'s
+# attempts). A batch larger than the pipe holds, part of it handed over, waits twice that at most.
+ANSWER_TIMEOUT = 60.0
 
 
 class WriterProcessError(RuntimeError):
@@ -89,7 +96,8 @@ class WriterProcess:
         conn = self._connection()
         try:
             conn.send_bytes(payload)
-        except OSError as lost:
+        except OSError as lost:  # it died, or read nothing for ANSWER_TIMEOUT (_send_timeout)
+            self._kill()
             self._lost(lost)
 
     def receive(self) -> SpanIdClashes | None:
@@ -98,6 +106,9 @@ class WriterProcess:
         if self._conn is None:
             raise WriterProcessDied("the writer process died")
         try:
+            if not self._conn.poll(ANSWER_TIMEOUT):
+                self._kill()
+                raise EOFError(f"the writer process answered nothing in {ANSWER_TIMEOUT:g} s")
             error, clashes = self._conn.recv()
         except (EOFError, OSError) as lost:
             self._lost(lost)
@@ -120,6 +131,7 @@ class WriterProcess:
             with _stop_signals_blocked():  # inherited: the child starts with them blocked
                 self._process.start()
             child_end.close()  # so that the child alone holds it, and sees our end close
+            _send_timeout(parent_end, ANSWER_TIMEOUT)
             self._conn = parent_end
         return self._conn
 
@@ -130,7 +142,26 @@ class WriterProcess:
             self._conn = None
         if self._process is not None:
             self._process.join(30)
+            self._kill()  # one that ignored the end of its pipe (stopped, hung) leaves no orphan
+            self._process.join()
             self._process = None
+
+    def _kill(self) -> None:
+        """Take the child for dead: its pipe then reads end-of-file."""
+        process = self._process
+        if process is not None and process.is_alive():
+            process.kill()  # SIGKILL: a stopped process ends too; SQLite rolls back
+
+
+def _send_timeout(conn: Connection, seconds: float) -> None:
+    """Make a send that cannot go on for ``seconds`` (the child reads nothing) fail rather than
+    wait: a batch larger than the pipe holds is otherwise handed over to a stopped child for
+    ever. Set on the socket itself (a Pipe is a socket pair), so it costs no batch anything."""
+    whole, part = divmod(seconds, 1)
+    with socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as end:  # a copy
+        end.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(whole), int(part * 1e6))
+        )
 
 
 # A terminal's Ctrl-C reaches the whole process group, systemd's stop every process of the
