@@ -171,6 +171,16 @@ def _remember_context(error: BaseException) -> None:
     _last_escaped.escaped, _last_escaped.asked = (error, None) if together else escaped, False
 
 
+def _request_context() -> Context:
+    """A copy of the current context for a request's own records (its access-log line), without
+    the exception an earlier request in this thread left for its server's record: that
+    exception's traceback holds the earlier request's environ, and so its copy, and so on
+    through every request the thread served that raised."""
+    context = copy_context()
+    context.run(_escaped.set, None)
+    return context
+
+
 def _remember_context_here(error: BaseException, context: Context) -> None:
     """Keep ``context``, the request's, for the server's record of ``error`` in this task: the
     request ran in a task of its own (Django's ASGI handler runs one per request), whose

@@ -14,14 +14,13 @@ the server closes the response), so streamed responses are covered.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from tracekit import semconv
+from tracekit import correlation, semconv
 from tracekit._http import flask_hooks
 from tracekit._http.server import (
     OUTER_REQUEST_KEY,
@@ -92,7 +91,7 @@ class TracekitMiddleware(OptionsReadLate):
         request = self._start(environ, url_path(environ, path))
         if request is None:
             return self.app(environ, start_response)
-        environ[CONTEXT_KEY] = contextvars.copy_context()
+        environ[CONTEXT_KEY] = correlation._request_context()
         echo = (self._requests.response_header, request.correlation_id)
         echo_lower, flask = self._echo_lower, self._flask
         if flask:  # where a Flask app mounted below (DispatcherMiddleware) is found
