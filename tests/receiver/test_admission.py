@@ -51,6 +51,16 @@ def small(tmp_path: Path) -> Iterator[Receiver]:
     receiver.stop()
 
 
+def _behind_nat(receiver: Receiver | None = None) -> socket.socket:
+    """A client socket of the address 127.0.0.2 (exporters behind one NAT address), connected
+    to ``receiver`` when given."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.2", 0))
+    if receiver is not None:
+        sock.connect(receiver.address)
+    return sock
+
+
 def test_over_the_connection_cap_a_client_gets_503_at_once(small: Receiver) -> None:
     held = [socket.create_connection(small.address, timeout=10) for _ in range(4)]
     try:
@@ -95,9 +105,7 @@ def test_connections_from_one_address_make_room_for_another_however_young(
     monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
     crowd = []
     for _ in range(4):
-        sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
-        sock.connect(small.address)
+        sock = _behind_nat(small)
         sock.sendall(b"PO")
         crowd.append(sock)
     time.sleep(0.2)  # the receiver has accepted all four
@@ -126,9 +134,7 @@ def test_an_address_making_room_gives_up_an_idle_connection_before_a_request_arr
     body = _request(span_id=7)
     behind_nat = []
     for _ in range(4):
-        sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
-        sock.connect(small.address)
+        sock = _behind_nat(small)
         behind_nat.append(sock)
     sending = behind_nat[-1]
     sending.sendall(_head(len(body)) + body[:10])
@@ -156,8 +162,7 @@ def test_a_request_waiting_unread_is_not_taken_for_an_idle_connection(
     by closing, was there to close."""
     monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
     body = _request(span_id=7)
-    sending = socket.socket()
-    sending.bind(("127.0.0.2", 0))
+    sending = _behind_nat()
     arm, newcomer_answered = ClientStream.arm, threading.Event()
 
     def late_for_the_batch(stream: ClientStream) -> None:
@@ -170,9 +175,7 @@ def test_a_request_waiting_unread_is_not_taken_for_an_idle_connection(
     sending.sendall(_head(len(body)) + body)
     idle = []
     for _ in range(3):
-        sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
-        sock.connect(small.address)
+        sock = _behind_nat(small)
         idle.append(sock)
     try:
         assert post(small, "/v1/traces", _request(span_id=1)).status == 200  # from 127.0.0.1
@@ -198,8 +201,7 @@ def test_a_connection_made_room_of_before_its_handler_ran_is_closed_quietly(
     room. It is closed unanswered, as an idle one is; its handler failed instead, logging
     "tracekit collector: request failed: AttributeError" as if the collector had a bug."""
     monkeypatch.setattr(_admission, "MIN_AGE", 60.0)  # none of them is old enough
-    first = socket.socket()
-    first.bind(("127.0.0.2", 0))
+    first = _behind_nat()
     arm, newcomer_answered = ClientStream.arm, threading.Event()
 
     def late_for_the_first(stream: ClientStream) -> None:
@@ -211,9 +213,7 @@ def test_a_connection_made_room_of_before_its_handler_ran_is_closed_quietly(
     first.connect(small.address)
     others = []
     for _ in range(3):
-        sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
-        sock.connect(small.address)
+        sock = _behind_nat(small)
         others.append(sock)
     try:
         assert post(small, "/v1/traces", _request()).status == 200  # from 127.0.0.1
