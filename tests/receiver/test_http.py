@@ -376,6 +376,22 @@ def test_a_receiver_that_cannot_listen_leaves_no_descriptor_open(store_path: Pat
         assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_a_stop_that_outwaits_a_slow_upload_leaves_no_descriptor_open(store_path: Path) -> None:
+    """A stop gives up waiting for a handler (an upload slower than its wait) and left the
+    stop's pipe open for that handler: two descriptors lost for good on every such stop of an
+    embedded receiver. They are closed once the last handler ends."""
+    before = len(os.listdir("/proc/self/fd"))
+    config = ReceiverConfig(port=0, commit_timeout=0.1, request_timeout=20, writer_process=False)
+    receiver = Receiver(Store(store_path), config).start()
+    with socket.create_connection(receiver.address, timeout=10) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")  # and nothing more, for now
+        wait_for(lambda: receiver.httpd.connections.sockets() != [])
+        receiver.stop()  # gives up on the upload after 5.1 s
+        assert receiver.httpd.connections.sockets() != []
+    wait_for(lambda: receiver.httpd.connections.sockets() == [])
+    wait_for(lambda: len(os.listdir("/proc/self/fd")) == before)
+
+
 @pytest.mark.parametrize(
     ("target", "status"),
     [("http://{host}/v1/traces", 200), ("HTTP://{host}/v1/traces?x=1", 200),

@@ -275,6 +275,7 @@ class ConnectionTable:
         # readable once the receiver stops (``_pipe``: both ends while open)
         self._stop_read, self._stop_write = os.pipe()
         self._pipe: tuple[int, ...] = (self._stop_read, self._stop_write)
+        self._closing = False  # close() was called: the last handler to end releases them
 
     def admit(self, sock: socket.socket) -> bool:
         """Register ``sock``; False when it must be refused (full of busy or young connections)."""
@@ -324,6 +325,9 @@ class ConnectionTable:
         """The connection closed."""
         with self.lock:
             self.streams.pop(sock, None)
+            last = self._closing and not self.streams
+        if last:
+            self.close()
 
     def sockets(self) -> list[socket.socket]:
         """Every open connection."""
@@ -333,12 +337,17 @@ class ConnectionTable:
     def stop_waiting(self) -> None:
         """End every connection waiting for its next request, now and from now on; one whose
         next request has begun (a byte of it has arrived) is answered first."""
-        if self._pipe:
-            os.write(self._stop_write, b"s")  # one byte, never read: it stays readable
+        with self.lock:  # (not while the last handler to end closes it)
+            if self._pipe:
+                os.write(self._stop_write, b"s")  # one byte, never read: it stays readable
 
     def close(self) -> None:
-        """Release the descriptors, once no handler reads (or none was started)."""
-        pipe, self._pipe = self._pipe, ()
+        """Release the descriptors now if no handler reads, else once the last one ends."""
+        with self.lock:
+            self._closing = True
+            if self.streams:
+                return
+            pipe, self._pipe = self._pipe, ()
         for descriptor in pipe:
             os.close(descriptor)
 

@@ -136,11 +136,9 @@ class ReceiverHTTPServer(ThreadingHTTPServer):
         """
         self.connections.stop_waiting()
         deadline = time.monotonic() + wait
-        while self.connections.sockets():
-            if time.monotonic() > deadline:
-                return  # a handler may yet read the stop's descriptor: left open
+        while self.connections.sockets() and time.monotonic() <= deadline:
             time.sleep(0.02)
-        self.connections.close()
+        self.connections.close()  # (or, if a handler still reads, once the last one ends)
 
 
 class OtlpHandler(BaseHTTPRequestHandler):
