@@ -177,7 +177,8 @@ def _request_context() -> Context:
     exception's traceback holds the earlier request's environ, and so its copy, and so on
     through every request the thread served that raised."""
     context = copy_context()
-    context.run(_escaped.set, None)
+    if _escaped.get() is not None:  # (most requests: none to leave out, nothing to run)
+        context.run(_escaped.set, None)
     return context
 
 
