@@ -9,17 +9,12 @@ command.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import jsonschema
-from click.testing import CliRunner
+from diff_cli import diff_document
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from sdk_requests import Deployment, Request
-
-from tracekit.diff import load_schema
-from tracekit_cli.main import cli
 
 NOTE = (
     "B has no span of gw: POST /checkout, where the request entered (not stored yet, or never "
@@ -44,12 +39,7 @@ def checkout(deployment: Deployment, cid: str, *, arriving: bool, inventory_ms: 
 
 def diff(deployment: Deployment, a: str, b: str) -> tuple[int, dict[str, Any]]:
     deployment.flush()
-    store = str(deployment.store.path)
-    result = CliRunner().invoke(cli, ["diff", a, b, "--store", store, "--format", "json"])
-    assert result.stderr == ""
-    doc = json.loads(result.stdout)
-    jsonschema.validate(doc, load_schema())
-    return result.exit_code, doc
+    return diff_document(deployment.store.path, a, b)
 
 
 def test_a_request_whose_entry_span_is_not_stored_yet_is_not_another_shape(

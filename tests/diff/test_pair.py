@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from checkout import Shape, build
 from click.testing import CliRunner
+from diff_cli import diff_document
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import Span
 from sdk_requests import Deployment, Request, recent_origin
 
-from tracekit.diff import load_schema
 from tracekit_cli.main import cli
 
 HOUR_NS = 3600 * 10**9
@@ -47,11 +46,7 @@ def run(deployment: Deployment, *args: str) -> tuple[int, str, str]:
 
 
 def document(deployment: Deployment, a: str, b: str, *options: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = run(deployment, a, b, "--format", "json", *options)
-    assert err == "", err
-    doc = json.loads(out)
-    jsonschema.validate(doc, load_schema())
-    return code, doc
+    return diff_document(deployment.store.path, a, b, *options)
 
 
 def node(doc: dict[str, Any], label: str) -> dict[str, Any]:

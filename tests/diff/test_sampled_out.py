@@ -8,20 +8,14 @@ command.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-from click.testing import CliRunner
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
+from diff_cli import diff_document
 from trace_topologies import MS, Topology, write_store
-
-from tracekit.diff import load_schema
-from tracekit_cli.main import cli
 
 UNSENT_PRODUCER = "00f067aa0ba902b7"  # the span id the consumer's parent has: never exported
 
@@ -44,12 +38,7 @@ def sampled_out(t: Topology) -> None:
 
 
 def diff(tmp_path: Path, *topologies: Topology, a: str, b: str) -> tuple[int, dict[str, Any]]:
-    store = write_store(tmp_path / "tracekit.db", *topologies)
-    result = CliRunner().invoke(cli, ["diff", a, b, "--store", str(store), "--format", "json"])
-    assert result.stderr == ""
-    doc = json.loads(result.stdout)
-    jsonschema.validate(doc, load_schema())
-    return result.exit_code, doc
+    return diff_document(write_store(tmp_path / "tracekit.db", *topologies), a, b)
 
 
 def test_a_request_whose_api_spans_were_sampled_out_did_not_take_another_route(
