@@ -245,19 +245,26 @@ def test_grpc_port_taken_is_exit_2_when_asked_for(tmp_path: Path) -> None:
     )
 
 
+def _first_line_and_stderr(argv: list[str]) -> tuple[str, str]:
+    """Start the collector ``argv``, read the first line it prints, stop it with SIGTERM (it
+    exits 0): that line, and all it wrote on stderr."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    line = process.stdout.readline()
+    process.terminate()
+    assert process.wait(60) == 0
+    return line, process.stderr.read()
+
+
 def test_default_grpc_port_taken_leaves_http_running(tmp_path: Path) -> None:
     """4317 held by someone else: one line on stderr, OTLP/HTTP serves on."""
     holder = _hold_default_grpc_port()
     try:
-        process = subprocess.Popen(
-            [*ENTRY, "--port", "0", "--store", str(tmp_path / "d.db")], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        assert process.stdout is not None and process.stderr is not None
-        line = process.stdout.readline()
-        process.terminate()
-        assert process.wait(60) == 0
-        warning = process.stderr.read()
+        line, warning = _first_line_and_stderr([*ENTRY, "--port", "0", "--store",
+                                                str(tmp_path / "d.db")])  # fmt: skip
     finally:
         holder.close()
     assert "(OTLP/HTTP)" in line and "OTLP/gRPC" not in line
@@ -780,16 +787,9 @@ def test_without_grpcio_an_asked_for_grpc_port_says_what_to_do(tmp_path: Path) -
 
 
 def test_without_grpcio_the_default_serves_http_and_says_why_not_grpc(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [*_WITHOUT_GRPCIO, "--store", str(tmp_path / "n.db")], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert process.stdout is not None and process.stderr is not None
-    line = process.stdout.readline()
-    process.terminate()
-    assert process.wait(60) == 0
+    line, warning = _first_line_and_stderr([*_WITHOUT_GRPCIO, "--store", str(tmp_path / "n.db")])
     assert "(OTLP/HTTP)" in line and "OTLP/gRPC" not in line
-    assert process.stderr.read() == (
+    assert warning == (
         "tracekit collector: OTLP/gRPC not started: OTLP/gRPC needs grpcio: pip install"
         " 'tracekit[cli]'; serving OTLP/HTTP only (--grpc-port PORT for another port,"
         " --grpc-port 0 for none)\n"
