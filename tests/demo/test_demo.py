@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -243,6 +244,17 @@ def test_a_handler_still_running_when_the_queues_are_empty_is_waited_for(
     assert ("pricing", "aggregator", "pricing.replies") in {
         (h["from_service"], h["to_service"], h["destination"]) for h in path["hops"]
     }, path["hops"]
+
+
+def test_the_embedded_queue_is_made_before_its_services_open_it(tmp_path: Path) -> None:
+    """Eight services opening a new SQLite queue at once each set it to WAL mode: one found it
+    locked and exited ("demo service fulfilment exited", sqlite3 "database is locked", seen in
+    CI). The demo makes it, in WAL mode, before it starts them."""
+    with Topology(tmp_path / "demo.db", queue="embedded") as topology:
+        path = topology.queue_url.removeprefix("sqlite:")
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert db.execute("SELECT count(*) FROM messages").fetchone() == (0,)
 
 
 def test_demo_on_redis(tmp_path: Path) -> None:

@@ -115,6 +115,8 @@ class Topology:
         if choice == "redis":
             raise RuntimeError("--queue redis needs redis-server on PATH and the redis package")
         path = self.workdir / "queue.db"
+        # made now (WAL mode, its table): the services, all opening it at once, found it locked
+        open_queue(f"sqlite:{path}").pending()
         return f"sqlite:{path}", f"embedded SQLite queue ({path})"
 
     def _start_redis(self, binary: str, timeout: float = 30.0) -> tuple[str, str]:
