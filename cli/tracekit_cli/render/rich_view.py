@@ -19,7 +19,7 @@ from rich.style import Style
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
-from tracekit_cli.options import MAX_ID_CHARS, one_line
+from tracekit_cli.options import MAX_ID_CHARS, log_body, one_line
 from tracekit_cli.render.columns import pack, words
 from tracekit_cli.render.layout import (
     Row,
@@ -115,7 +115,7 @@ def _unplaced(path: Path, colours: dict[str, str]) -> list[Line]:
             ("  │ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
             (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
             (one_line(log.service, 40), colours.get(log.service, "")),
-            (": " + one_line(log.body), "dim"),
+            (": " + log_body(log.body), "dim"),
         ])  # fmt: skip
     return lines
 
@@ -325,7 +325,7 @@ def _notes(row: Row) -> list[tuple[str, Line, bool]]:
         notes.append((pad, [
             ("│ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
             (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
-            (one_line(log.body), "dim"),
+            (log_body(log.body), "dim"),
         ], False))  # fmt: skip
     return notes
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
-from tracekit_cli.options import one_line
+from tracekit_cli.options import log_body, one_line
 from tracekit_cli.render.columns import pack, text_width, wrap_keeping_units
 from tracekit_cli.render.layout import (
     Row,
@@ -62,7 +62,9 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     for log in unplaced:
         clock = format_time(log.time_unix_nano)[11:23]
         service = one_line(log.service, 60)
-        lines.append(f"  > {clock} {one_line(log.severity, 10)} {service}: {_text(log.body)}")
+        lines.append(
+            f"  > {clock} {one_line(log.severity, 10)} {service}: {log_body(log.body, VALUE_LIMIT)}"
+        )
     if path.spans:
         lines += ["", *pack(LEGEND, width)]
     for line in _footer(path):
@@ -118,7 +120,9 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
         lines.append(f"{pad}! ERROR {row.error}")
     for log in row.logs:
         clock = format_time(log.time_unix_nano)[11:23]
-        lines.append(f"{pad}> {clock} {one_line(log.severity, 10)} {_text(log.body)}")
+        lines.append(
+            f"{pad}> {clock} {one_line(log.severity, 10)} {log_body(log.body, VALUE_LIMIT)}"
+        )
     return lines
 
 
