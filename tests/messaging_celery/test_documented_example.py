@@ -109,6 +109,11 @@ def test_documented_example_runs_as_written(
             ["python", "web.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
         )
         assert web.returncode == 0, web.stderr
+        # the one line docs/queues/celery.md tells web.py's reader to expect
+        assert (
+            "init() was called again while running, asking for other options (service_name)"
+            in web.stderr
+        )
         wait_for(lambda: warehouse[1].seen, 30, "the task's call to the warehouse")
         path = wait_for(lambda: _two_services(env), 30, "the path in the store")
     finally:
