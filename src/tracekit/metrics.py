@@ -1032,15 +1032,18 @@ def _stand_by(options: Options, registry: Collector, error: OSError) -> MetricsS
 
 
 def _unserved_remedy(expected: bool, in_use: bool) -> str:
-    """The end of the port-unavailable warning. A port in use outside multiprocess mode is most
-    often a sibling worker of the same server (gunicorn ``-w 4``), whose scrapes then show its
-    own counts only: a fraction of the traffic, which nothing else reveals."""
+    """The end of the port-unavailable warning. A port in use outside multiprocess mode is held
+    by another service on the same machine (a gateway and the app it calls, both on the default
+    port), which wants a port of its own, or by a sibling worker of the same server (gunicorn
+    ``-w 4``), whose scrapes then show its own counts only: a fraction of the traffic, which
+    nothing else reveals."""
     if not in_use:
         return ""
     if expected:
         return " until it frees"
     return (
-        " until it frees; if a worker of this server holds it, its scrapes miss this worker's "
+        " until it frees; if another service holds it, give this one TRACEKIT_METRICS_PORT=PORT"
+        " (0 for none); if a worker of this server holds it, its scrapes miss this worker's "
         f"metrics: set {MULTIPROC_DIR_ENV} (docs/metrics.md)"
     )
 

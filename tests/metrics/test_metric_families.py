@@ -440,6 +440,26 @@ def test_taken_port_is_a_warning_not_a_crash_and_served_once_it_frees(
         server.close()
 
 
+def test_a_port_another_service_holds_names_the_variable_that_moves_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two services on one machine (a FastAPI gateway and the Flask app it calls), both on the
+    default port: the second was told only about PROMETHEUS_MULTIPROC_DIR, the remedy for
+    workers of one server, and not how to give it a port of its own."""
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    with caplog.at_level(logging.WARNING, logger="tracekit"):
+        server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
+    try:
+        assert "if another service holds it, give this one TRACEKIT_METRICS_PORT" in caplog.text
+    finally:
+        taken.close()
+        if server is not None:
+            server.close()
+
+
 def _client_destinations(registry: CollectorRegistry) -> set[tuple[str, str]]:
     return {
         (s.labels["server_address"], s.labels["server_port"])
