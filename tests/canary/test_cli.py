@@ -162,6 +162,16 @@ def test_terminal_views_never_print_control_characters_from_route_names(store: P
         assert "/stock/ [31m{sku}" in out
 
 
+@pytest.mark.parametrize("view", ["text", "rich"])
+def test_a_version_with_no_requests_draws_no_empty_table(store: Path, view: str) -> None:
+    """``--canary 3.0`` that never ran: after the verdict and its reasons came the table's
+    header with no row under it, and the legend of columns that were not there."""
+    code, out, _ = run(store, "3.0", "--format", view)
+
+    assert code == 4 and "INCONCLUSIVE" in out and "no requests of canary version 3.0" in out
+    assert "effect (interval)" not in out and "Holm-corrected" not in out
+
+
 def test_a_version_with_no_requests_names_the_versions_that_have_some(store: Path) -> None:
     """``--canary 1.1.0`` where the service's requests say ``1.1`` (or a misspelled service) only
     said "no requests of canary version 1.1.0 in the window", exit 4: nothing told the user

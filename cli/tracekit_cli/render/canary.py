@@ -115,8 +115,14 @@ def _p(value: float | None) -> str:
 
 def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
     """The whole view as ASCII text in ``width`` columns: long lines wrap, and a table too wide
-    for them is drawn narrow (``_narrow_lines``), so no value is ever cut."""
-    rows = [HEADERS, *table_rows(verdict)]
+    for them is drawn narrow (``_narrow_lines``), so no value is ever cut. With nothing compared
+    (a version without requests) there is no table, nor a legend of its columns."""
+    lines = [part for line in header_lines(verdict, strict=strict) for part in _wrap(line, width)]
+    lines += ["", *[part for line in reason_lines(verdict) for part in _wrap(line, width)]]
+    compared = table_rows(verdict)
+    if not compared:
+        return "\n".join(lines) + "\n"
+    rows = [HEADERS, *compared]
     widths = _widths(rows)
     if sum(widths) + 2 * (len(widths) - 1) <= width:
         table = [_text_line(0, list(enumerate(row)), widths) for row in rows]
@@ -124,8 +130,6 @@ def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
         table = [
             _text_line(indent, cells, widths) for _, indent, cells in _narrow_lines(rows, width)
         ]
-    lines = [part for line in header_lines(verdict, strict=strict) for part in _wrap(line, width)]
-    lines += ["", *[part for line in reason_lines(verdict) for part in _wrap(line, width)]]
     lines += ["", *table, "", *_legend_lines(verdict, width)]
     return "\n".join(lines) + "\n"
 
@@ -202,8 +206,10 @@ def render_rich(console: Console, verdict: Verdict, *, strict: bool = False) -> 
     for line in reason_lines(verdict):
         for part in _wrap(line, console.width):
             console.print(Text(part, style="yellow" if line.startswith("warning") else ""))
-    console.print()
     rows = table_rows(verdict)
+    if not rows:  # nothing compared: no table, nor a legend of its columns
+        return
+    console.print()
     widths = _widths([HEADERS, *rows])
     # a table while the route has ROUTE_FOLD columns to fold into and the rest fit whole (a
     # column takes 3 more: padding and rule); narrower, the text view's narrow lines, in colour
