@@ -88,7 +88,7 @@ def test_a_narrow_terminal_wraps_queue_waits_and_errors_under_their_span(store: 
         guides + "  80.0 ms after the entry",
         guides + "  span ended",
     ]
-    assert lines[at + 5].startswith(guides + "│ 22:13:20.070 INFO chargin")
+    assert lines[at + 5] == guides + "│ 22:13:20.070 INFO chargi…"  # cut, and says so
 
 
 @pytest.mark.parametrize("columns", [30, 40, 64, 100])  # 30: laid out at 40 before, wrapping
@@ -311,6 +311,22 @@ def test_a_log_line_coloured_by_its_logger_reads_without_the_colour_codes(
         _, out, _ = run("trace", "req-coloured", "--store", str(db), "--format", fmt,
                         env={"NO_COLOR": "1", "COLUMNS": "200"})  # fmt: skip
         assert '"GET /stock/bad HTTP/1.1" 500 -' in out and "[35m" not in out
+
+
+def test_a_log_line_cut_at_the_edge_of_a_narrow_terminal_says_so(tmp_path: Path) -> None:
+    """The rich view crops a log line to the terminal: "ERROR Exception on /stock/bad [" read
+    as the whole message, nothing marking that the rest was cut. A cut line now ends in …"""
+    t = Topology("req-long-log")
+    server = t.span("inventory", "GET /stock/{sku}", "SERVER", 0, 5)
+    t.log(server, 1, "Exception on /stock/bad [GET] while reading the stock of every warehouse")
+    t.log(server, 2, "short line")
+    db = write_store(tmp_path / "long.db", t)
+    _, out, _ = run("trace", "req-long-log", "--store", str(db), "--format", "rich",
+                    env={"NO_COLOR": "1", "COLUMNS": "60"})  # fmt: skip
+    (cut,) = [line for line in out.splitlines() if "Exception on" in line]
+    (whole,) = [line for line in out.splitlines() if "short line" in line]
+    assert len(cut) == 60 and cut.endswith("…") and "warehouse" not in cut
+    assert whole.endswith("short line")
 
 
 def cli_process(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -190,11 +190,15 @@ def _append(line: Line, text: str, style: str) -> None:
         line.append((text, style))
 
 
-def crop(line: Line, width: int) -> Line:
-    """The pieces that fit in ``width`` cells (a row never wraps: the tree would break)."""
+def crop(line: Line, width: int, *, marked: bool = False) -> Line:
+    """The pieces that fit in ``width`` cells (a row never wraps: the tree would break);
+    ``marked``: a line cut short ends in ``…``, so its last words are not taken for the end."""
     sizes = [len(text) if text.isascii() else cell_len(text) for text, _ in line]
     if sum(sizes) <= width:
         return line
+    if marked and width > 1:
+        shown = crop(line, width - 1)
+        return [*shown, ("…", shown[-1][1] if shown else "")]
     out: Line = []
     room = width
     for (text, style), size in zip(line, sizes, strict=True):
@@ -253,7 +257,7 @@ class _SpanLines:
             if wraps:
                 lines += wrap(line, self.width, (pad + "  ", "dim"))
             else:
-                lines.append(crop(line, self.width))
+                lines.append(crop(line, self.width, marked=True))
         return lines
 
     def row_pieces(self, row: Row) -> Line:
