@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from stopping import Service
+from stopping import Service, pid_namespace_prefix
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
@@ -82,26 +82,10 @@ PID_ONE_WORKER = """
     print("pid", os.getpid(), "outlived SIGTERM", flush=True)
 """
 
-_NEW_PID_NAMESPACE = (
-    ("unshare", "--pid", "--fork"),
-    ("unshare", "--user", "--map-root-user", "--pid", "--fork"),
-)
-
-
-def _pid_namespace_prefix() -> tuple[str, ...]:
-    for prefix in _NEW_PID_NAMESPACE:
-        try:
-            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
-            return prefix
-    pytest.skip("no PID namespace can be made here (unshare)")
-
 
 def test_pid_one_outlives_sigterm_with_tracekit_still_exporting(service: Service) -> None:
     """A container's PID 1 without an init: the kernel ignores SIGTERM's default action."""
-    prefix = _pid_namespace_prefix()
+    prefix = pid_namespace_prefix()
     script = service.write("worker.py", PID_ONE_WORKER)
     result = subprocess.run(
         [*prefix, sys.executable, str(script)],
@@ -131,7 +115,7 @@ def test_pid_one_gets_no_second_sigterm_nobody_sent(service: Service) -> None:
     """tracekit wakes a main thread whose SIGTERM handler has not run a second after the
     signal. A PID 1 ran it and lived on, with tracekit's handler back in place: taken for one
     that had not run, it was sent SIGTERM again, a signal nobody had sent."""
-    prefix = _pid_namespace_prefix()
+    prefix = pid_namespace_prefix()
     script = service.write("worker.py", PID_ONE_AFTER_SIGTERM)
     result = subprocess.run(
         [*prefix, sys.executable, str(script)],
@@ -523,7 +507,7 @@ def test_pid_one_flushes_at_a_second_sigterm_after_one_that_waited_for_a_stop(
     """A SIGTERM that lands while a stop runs is raised again when that stop is done. A PID 1
     outlived it, and tracekit took itself for still terminating: the next SIGTERM flushed
     nothing."""
-    prefix = _pid_namespace_prefix()
+    prefix = pid_namespace_prefix()
     script = service.write("worker.py", PID_ONE_SIGTERM_DURING_SHUTDOWN)
     result = subprocess.run(
         [*prefix, sys.executable, str(script)],

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from conditions import wait_for
 from loopback import POLLING, UNREACHABLE
 
@@ -114,3 +115,22 @@ class Service:
 
 def server_spans(spans: list[SpanRecord]) -> list[SpanRecord]:
     return [s for s in spans if s.kind == "SERVER"]
+
+
+_NEW_PID_NAMESPACE = (
+    ("unshare", "--pid", "--fork"),
+    ("unshare", "--user", "--map-root-user", "--pid", "--fork"),
+)
+
+
+def pid_namespace_prefix() -> tuple[str, ...]:
+    """The command that runs its arguments as PID 1 of a new PID namespace (a container's first
+    process without an init: the kernel ignores SIGTERM's default action there)."""
+    for prefix in _NEW_PID_NAMESPACE:
+        try:
+            probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return prefix
+    pytest.skip("no PID namespace can be made here (unshare)")

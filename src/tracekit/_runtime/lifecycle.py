@@ -242,9 +242,10 @@ def _raise_again(signum: int) -> None:
     signal.raise_signal(signum)
     # Still here: SIGTERM's default action did nothing, as for the first process of a PID
     # namespace (a container's PID 1 without an init) until SIGKILL. The process goes on, and
-    # so does tracekit, ready to flush at the next SIGTERM. (Raised again after a stop, this may
-    # run in the thread that ended it: only the main thread may set a handler, and the next
-    # init puts it back.)
+    # so does tracekit, exporting what ends as it ends (SIGKILL comes unannounced), and ready to
+    # flush at the next SIGTERM. (Raised again after a stop, this may run in the thread that
+    # ended it: only the main thread may set a handler, and the next init puts it back.)
+    safe("export as spans end", state.export_as_they_end)
     if _in_main_thread() and signal.getsignal(signum) is signal.SIG_DFL:
         signal.signal(signum, _on_sigterm)
     _terminating = False

@@ -14,6 +14,7 @@ runtime's processors: init/shutdown cycles never pile processors up, and a span 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 
 from tracekit import config
 from tracekit._runtime.guard import report_once
+
+_log = logging.getLogger("tracekit")
 
 if TYPE_CHECKING:
     from tracekit.config import Options
@@ -410,9 +413,12 @@ def shut_down_at_exit(provider: TracerProvider) -> None:
 def flush_late() -> None:
     """After ``flush_at_exit``: a span or log record was just emitted. It waits for the end of
     the exit hooks (``exit_hooks_ending``) with the others, unless a whole export batch waits
-    already or that end has passed: then they are flushed now, while time is left."""
+    already or that end has passed: then they are flushed now, while time is left. After a
+    SIGTERM the process outlived, it is exported at once (``export_as_they_end``)."""
     global _late_unflushed
     if _exit_budget is None:
+        if _ended_since_sigterm is not None:
+            _ended_since_sigterm.set()
         return
     _late_unflushed += 1
     if _logging_shut_down or _late_unflushed >= _late_batch:
@@ -438,6 +444,57 @@ def _flush_late_records() -> None:
     left = _exit_budget.left_millis() if _exit_budget is not None else 0
     if left > 0:
         flush_current(left)
+
+
+# --- a process that outlived SIGTERM --------------------------------------------------------------
+# SIGTERM's default action does not end a container's PID 1 with no init in front of it: after
+# tracekit's flush it goes on, handling messages, until it exits or the platform's SIGKILL (10 s
+# later under Docker, 30 s under Kubernetes), which nothing hears. What it ended meanwhile waited
+# in the batches (``OTEL_BSP_SCHEDULE_DELAY``, 5 s) and died with it: a consumer's last seconds
+# of messages were missing from every path. From then on, each is exported as it ends.
+_ended_since_sigterm: threading.Event | None = None
+_PROMPT_EXPORTS_APART_S = 0.05  # at most 20 exports a second, however many spans end
+
+_OUTLIVED_SIGTERM = (
+    "tracekit: this process goes on after SIGTERM (%s); its spans and log records are exported"
+    " as they end from now on, until it exits or is killed (SIGKILL, which loses what is still"
+    " being exported). Put an init in front of it (docker run --init, tini, ECS"
+    " initProcessEnabled) or stop it on SIGTERM yourself"
+)
+
+
+def export_as_they_end() -> None:
+    """SIGTERM was outlived: export each span and log record as soon as it ends (once called,
+    for the life of the process; a forked child starts without it)."""
+    global _ended_since_sigterm
+    if _ended_since_sigterm is not None:
+        return
+    _ended_since_sigterm = threading.Event()
+    threading.Thread(
+        target=_export_as_they_end,
+        args=(_ended_since_sigterm,),
+        name="tracekit-export-as-they-end",
+        daemon=True,
+    ).start()
+
+
+def _export_as_they_end(ended: threading.Event) -> None:
+    ended.wait()  # said once the process goes on working, not at the end of a server that stops
+    why = "PID 1 with no init in front of it" if os.getpid() == 1 else "its default action"
+    _log.warning(_OUTLIVED_SIGTERM, why)
+    while True:
+        ended.wait()
+        ended.clear()
+        _safely("export as spans end", flush_current)
+        time.sleep(_PROMPT_EXPORTS_APART_S)
+
+
+def _forget_sigterm_outlived() -> None:
+    global _ended_since_sigterm
+    _ended_since_sigterm = None  # the flushing thread is not copied into a child
+
+
+os.register_at_fork(after_in_child=_forget_sigterm_outlived)
 
 
 def _export_batch_size() -> int:
