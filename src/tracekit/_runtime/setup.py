@@ -31,7 +31,7 @@ from tracekit import (
     propagation,
     semconv,
 )
-from tracekit._runtime import lifecycle, limits, state
+from tracekit._runtime import lifecycle, limits, state, unfinished
 from tracekit._runtime.guard import error_message, report_once
 from tracekit._utf8 import clean_text, clean_value
 
@@ -239,16 +239,16 @@ def _tracing(opts: config.Options, resource: Resource) -> tuple[SpanProcessor, .
     if current is not _own_provider:
         # The application configured the SDK itself: add correlation stamping, keep its export.
         _warn_if_host_names_another(current, opts.service_name)
-        return (CorrelationSpanProcessor(),)
+        return (CorrelationSpanProcessor(), unfinished.OpenSpanProcessor())
     _warn_if_resource_kept(current.resource, resource)
     exporter = build_exporter(opts)
     if exporter is None:
-        return (CorrelationSpanProcessor(),)
+        return (CorrelationSpanProcessor(), unfinished.OpenSpanProcessor())
     try:
         batch = BatchSpanProcessor(exporter)
     except ValueError as error:  # the SDK refuses an OTEL_BSP_* value, naming its parameter
         raise config.batch_setting_error(error, "OTEL_BSP") from None
-    return (CorrelationSpanProcessor(), batch)
+    return (CorrelationSpanProcessor(), unfinished.OpenSpanProcessor(), batch)
 
 
 class XRayIdGenerator(RandomIdGenerator):

@@ -6,7 +6,9 @@ interpreter's exit for a daemon thread's. Their spans would never end: the path 
 the call it was stuck in, the handler's log lines their span. Each such span is kept here while
 open (weakly: a span never ended is not kept), and ``record_all`` ends those still open, failed
 with ``HandlerInterrupted``. Taking a span out is how its end is claimed: whoever takes it (its
-handler or client, or ``record_all``) ends it, once.
+handler or client, or ``record_all``) ends it, once. The spans tracekit did not open (the
+application's own, a contrib instrumentation's) are kept too, by ``OpenSpanProcessor``: their
+code ends them, and nothing of it runs after ``record_all``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from weakref import ref
 
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tracekit._runtime.guard import mark_failed
@@ -45,6 +49,21 @@ def track(span: trace.Span) -> None:
         _open.add(ref(span, _open.discard))
     except TypeError:  # a span class of a host's own without weak references
         pass
+
+
+class OpenSpanProcessor(SpanProcessor):
+    """Keeps every span the tracer provider starts, whoever starts it, until it ends: at SIGTERM
+    an application's own span (``tracer.start_as_current_span``) or a contrib instrumentation's
+    still open is recorded, failed, with tracekit's. About half a microsecond a span."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        track(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:  # noqa: SIM105 (on every span, as in track)
+            _open.discard(ref(span))
+        except TypeError:
+            pass
 
 
 def claim(span: trace.Span) -> bool:

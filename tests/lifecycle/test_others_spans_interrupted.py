@@ -1,0 +1,127 @@
+"""Spans tracekit did not open, still open as SIGTERM ends the process: the application's own
+(``tracer.start_as_current_span``) and a contrib instrumentation's. tracekit records them,
+failed, with its own, so the path shows where the handler was when the process went, and the
+log lines written inside them belong to a span that is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stopping import Service
+
+BIN = Path(sys.executable).parent
+
+OWN_SPAN_IN_A_HANDLER = """
+    import logging, time
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.messaging import consume
+
+    tracekit.init("worker")
+    tracer = trace.get_tracer("worker")
+    with consume({"X-Correlation-ID": "job-1"}, system="stdin", destination="jobs"):
+        with tracer.start_as_current_span("charge card"):
+            logging.getLogger("worker").warning("charging")
+            print("ready", flush=True)
+            time.sleep(60)
+"""
+
+OWN_SPANS_ONLY = """
+    import logging, time
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.correlation import set_correlation_id
+
+    tracekit.init("worker")
+    tracer = trace.get_tracer("worker")
+    set_correlation_id("job-1")
+    with tracer.start_as_current_span("nightly export"):
+        with tracer.start_as_current_span("charge card"):
+            logging.getLogger("worker").warning("charging")
+            print("ready", flush=True)
+            time.sleep(60)
+"""
+
+
+def _path(service: Service, query: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [str(BIN / "tracekit"), "trace", query, "--store", str(service.store), "--format", "json"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path: dict[str, Any] = json.loads(result.stdout)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("script", "names"),
+    [
+        (OWN_SPAN_IN_A_HANDLER, ["process jobs", "charge card"]),
+        (OWN_SPANS_ONLY, ["nightly export", "charge card"]),
+    ],
+    ids=["inside-tracekits-consumer-span", "the-applications-spans-alone"],
+)
+def test_the_applications_own_open_spans_are_recorded_at_sigterm(
+    service: Service, script: str, names: list[str]
+) -> None:
+    service.write("worker.py", script)
+    service.start("worker.py")
+    service.wait_output("ready")
+    assert service.terminate() == -signal.SIGTERM, service.output()
+
+    path = _path(service, "job-1")
+    assert [span["name"] for span in path["spans"]] == names
+    charge = path["spans"][1]
+    assert charge["status"] == "ERROR"
+    assert charge["status_message"] == (
+        "HandlerInterrupted: SIGTERM ended the process before the handler returned"
+    )
+    assert [(log["span_id"], log["body"]) for log in path["logs"]] == [
+        (charge["span_id"], "charging")
+    ]
+    assert "Traceback" not in service.output()
+
+
+CONTRIB_CALL_IN_A_HANDLER = """
+    import socket, threading
+    import requests, tracekit
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from tracekit.messaging import consume
+
+    tracekit.init("worker", disabled_instrumentations=["requests", "urllib3"])
+    RequestsInstrumentor().instrument()
+    silent = socket.create_server(("127.0.0.1", 0))  # takes the request, never answers
+
+    def take_and_hold():
+        held = silent.accept()
+        print("request taken", flush=True)
+        threading.Event().wait()
+
+    threading.Thread(target=take_and_hold, daemon=True).start()
+    with consume({"X-Correlation-ID": "job-1"}, system="stdin", destination="jobs"):
+        requests.get(f"http://127.0.0.1:{silent.getsockname()[1]}/quote")
+"""
+
+
+def test_a_contrib_instrumentations_open_call_is_recorded_at_sigterm(service: Service) -> None:
+    pytest.importorskip("opentelemetry.instrumentation.requests")
+    service.write("worker.py", CONTRIB_CALL_IN_A_HANDLER)
+    service.start("worker.py")
+    service.wait_output("request taken")
+    assert service.terminate() == -signal.SIGTERM, service.output()
+
+    spans = _path(service, "job-1")["spans"]
+    assert [(s["name"], s["kind"], s["status"]) for s in spans] == [
+        ("process jobs", "CONSUMER", "ERROR"),
+        ("GET", "CLIENT", "ERROR"),
+    ]
+    assert spans[1]["status_message"] == (
+        "HandlerInterrupted: SIGTERM ended the process before the call returned"
+    )
