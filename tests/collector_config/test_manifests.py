@@ -104,6 +104,13 @@ def test_ecs_app_waits_for_a_healthy_sidecar() -> None:
     assert health_port(config) == 13133
 
 
+def test_ecs_app_runs_under_an_init() -> None:
+    """Without one, an app image whose command is a plain worker is its container's PID 1, which
+    SIGTERM's default action does not end (tests/lifecycle/test_pid_one.py): ECS's stop took
+    its whole stopTimeout, ending in a SIGKILL."""
+    assert ecs_container("app")["linuxParameters"]["initProcessEnabled"] is True
+
+
 def test_ecs_queue_volume_is_mounted_where_the_config_writes() -> None:
     _, config = ecs_config()
     volumes = {v["name"] for v in ecs_task()["volumes"]}
