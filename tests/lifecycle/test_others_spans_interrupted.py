@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,46 @@ def test_a_contrib_instrumentations_open_call_is_recorded_at_sigterm(service: Se
     assert spans[1]["status_message"] == (
         "HandlerInterrupted: SIGTERM ended the process before the call returned"
     )
+
+
+HOLDING_A_SPANS_LOCK = """
+    import time
+    from collections.abc import Sequence
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.correlation import set_correlation_id
+
+    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            if index > 0:
+                raise IndexError(index)
+            print("reading", flush=True)
+            time.sleep(60)
+            return "row"
+
+    tracekit.init("worker")
+    tracer = trace.get_tracer("worker")
+    set_correlation_id("job-1")
+    with tracer.start_as_current_span("done before"):
+        pass
+    with tracer.start_as_current_span("export rows") as span:
+        span.set_attribute("rows", LazyRows())  # inside the span's lock
+"""
+
+
+def test_sigterm_inside_a_spans_lock_still_flushes_at_once(service: Service) -> None:
+    """SIGTERM's handler runs in the thread it interrupted, here inside ``set_attribute`` with
+    the span's lock held (a tight loop of ``set_attribute`` got there in 3 runs of 5). Ending
+    that span waited for the lock, and the handler for the ending: the stop took the whole
+    export timeout and flushed nothing, not even the spans that had ended long before."""
+    service.write("worker.py", HOLDING_A_SPANS_LOCK)
+    service.start("worker.py", OTEL_BSP_EXPORT_TIMEOUT="20000")
+    service.wait_output("reading")
+    started = time.monotonic()
+    assert service.terminate() == -signal.SIGTERM, service.output()
+
+    assert time.monotonic() - started < 10
+    assert [span["name"] for span in _path(service, "job-1")["spans"]] == ["done before"]

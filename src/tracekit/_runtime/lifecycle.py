@@ -231,8 +231,26 @@ def _flush_before_default_action() -> None:
     if os.getpid() != 1:  # (a failure here must not cost the flush)
         # First the sends a producer took, waiting for their outcome: not cut short, unknown.
         state.record_awaiting()
-        safe("unfinished spans", lambda: unfinished.record_all("SIGTERM ended the process"))
+        _record_unfinished("SIGTERM ended the process")
     state.flush_for_stop()
+
+
+_RECORDING_BOUND_S = 1.0  # ending the open spans takes milliseconds
+
+
+def _record_unfinished(cause: str) -> None:
+    """End the spans still open (``unfinished.record_all``) in a thread of its own, waited for a
+    second at most: the thread SIGTERM interrupted may hold the lock of a span it was writing to
+    (inside ``set_attribute``), and that span's end waits for it, while it waits for this flush.
+    The stop took the whole export timeout then, and flushed nothing at all."""
+    recording = threading.Thread(
+        target=safe,
+        args=("unfinished spans", lambda: unfinished.record_all(cause)),
+        name="tracekit-record",
+        daemon=True,
+    )
+    recording.start()
+    recording.join(_RECORDING_BOUND_S)
 
 
 def _raise_again(signum: int) -> None:
