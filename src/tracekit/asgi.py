@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, semconv
 from tracekit._http.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from tracekit._http.django_settings import django_options
 from tracekit._http.server import (
     CLIENT_CLOSED_REQUEST,
     OUTER_REQUEST_KEY,
@@ -87,6 +88,9 @@ class TracekitMiddleware(OptionsReadLate):
         self.app = app
         echo_on_server_error_pages()
 
+    def _options_below(self) -> dict[str, Any]:
+        return django_options(self.app)
+
     def _configure(self, requests: ServerRequests) -> None:
         self._echo_name = requests.response_header.lower().encode("latin-1")
         # Looked up as bytes, so only the few wanted headers are ever decoded.
@@ -109,7 +113,10 @@ class TracekitMiddleware(OptionsReadLate):
         ):
             await self.app(scope, receive, send)
             return
-        if not self._requests.records:
+        untraced = self.untraced_search  # paths a Django project's TRACEKIT setting excludes
+        if not self._requests.records or (
+            untraced is not None and untraced(_below_root(scope)) is not None
+        ):
             await self._correlate(scope, receive, send)
             return
         await self._trace(scope, receive, send)

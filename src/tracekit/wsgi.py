@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tracekit import correlation, semconv
 from tracekit._http import flask_hooks
+from tracekit._http.django_settings import django_options
 from tracekit._http.server import (
     OUTER_REQUEST_KEY,
     ActiveRequest,
@@ -76,6 +77,9 @@ class TracekitMiddleware(OptionsReadLate):
         self._flask_app = flask_app or app
         self._attributes = ServerAttributes()
 
+    def _options_below(self) -> dict[str, Any]:
+        return django_options(self.app)
+
     def _configure(self, requests: ServerRequests) -> None:
         # Correlation-only mode needs no route names, so no Flask hooks either.
         self._flask = requests.records and flask_hooks.connect(self._flask_app)
@@ -88,7 +92,9 @@ class TracekitMiddleware(OptionsReadLate):
         excluded = self._requests.excluded_search
         if excluded is not None and excluded(path) is not None:
             return self.app(environ, start_response)
-        request = self._start(environ, url_path(environ, path))
+        untraced = self.untraced_search  # paths a Django project's TRACEKIT setting excludes
+        traced = untraced is None or untraced(path) is None
+        request = self._start(environ, url_path(environ, path), traced)
         if request is None:
             return self.app(environ, start_response)
         environ[CONTEXT_KEY] = correlation._request_context()
@@ -122,13 +128,13 @@ class TracekitMiddleware(OptionsReadLate):
         response = (_SizedResponse if sized else _Response)(body, self._requests, request, environ)
         return _file_or(response, body, environ)
 
-    def _start(self, environ: Environ, path: str) -> ActiveRequest | None:
+    def _start(self, environ: Environ, path: str, traced: bool) -> ActiveRequest | None:
         try:
             headers = headers_of(environ, self._environ_keys)
-            attributes = self._attributes(environ) if self._requests.records else {}
+            attributes = self._attributes(environ) if self._requests.records and traced else {}
             request = self._requests.start(
                 environ.get("REQUEST_METHOD", "GET"), path, headers, attributes,
-                enclosing=environ.get(OUTER_REQUEST_KEY),
+                enclosing=environ.get(OUTER_REQUEST_KEY), traced=traced,
             )  # fmt: skip
             if request.outer is None:  # for a layer inside (Django's middleware)
                 environ[OUTER_REQUEST_KEY] = request

@@ -370,6 +370,114 @@ def test_a_path_djangos_settings_exclude_is_excluded_under_both_layers(
     assert _in_flight(requests.get(metrics_url, timeout=10).text) == [0.0]
 
 
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def stacked_django_configured_in_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path, str]]:
+    """The stacked site under gunicorn and uvicorn, its tracekit configuration in the
+    ``TRACEKIT`` setting alone (django_site/settings_own_header.py)."""
+    where = {} if request.param == "wsgi" else {
+        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
+    }  # fmt: skip
+    yield from _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        DJANGO_SETTINGS_MODULE="django_site.settings_own_header",
+        **where,  # type: ignore[arg-type]
+    )
+
+
+def _services_counted(metrics_url: str) -> dict[str, float]:
+    """``service_name`` -> requests counted, from a scrape."""
+    families = text_string_to_metric_families(requests.get(metrics_url, timeout=10).text)
+    counted: dict[str, float] = {}
+    for family in families:
+        if family.name == "http_server_request_duration_seconds":
+            for s in family.samples:
+                if s.name.endswith("_count"):
+                    service = s.labels["service_name"]
+                    counted[service] = counted.get(service, 0.0) + s.value
+    return counted
+
+
+def test_the_tracekit_setting_configures_both_layers(
+    stacked_django_configured_in_settings: tuple[str, Path, str],
+) -> None:
+    """The outer layer read ``tracekit.init``'s options alone: a response carried both
+    ``X-Correlation-ID`` and the setting's ``X-Request-ID``, a request's ``X-Correlation-ID``
+    was read though the setting names ``X-Request-ID`` alone, and the request was counted under
+    the service ``tracekit.init`` named, not the setting's ``shop``."""
+    url, store, metrics_url = stacked_django_configured_in_settings
+    cid = f"own-{uuid.uuid4().hex[:8]}"
+    response = requests.get(url + "/orders/1", headers={"X-Request-ID": cid}, timeout=10)
+    assert response.headers["X-Request-ID"] == cid
+    assert "X-Correlation-ID" not in response.headers
+    assert response.text.startswith(cid)
+
+    unread = requests.get(url + "/orders/2", headers={"X-Correlation-ID": "not-read"}, timeout=10)
+    assert unread.headers["X-Request-ID"] != "not-read"
+    assert "X-Correlation-ID" not in unread.headers
+    assert unread.text.startswith(unread.headers["X-Request-ID"])
+
+    (span,) = _server_spans(store, cid)
+    assert (span["name"], span["attributes"]["correlation.id"]) == ("GET /orders/{order_id}", cid)
+    wait_for(lambda: _services_counted(metrics_url).get("shop", 0) >= 2, 5, "2 requests counted")
+    assert _services_counted(metrics_url) == {"shop": 2.0}
+
+
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
+def test_a_public_endpoint_in_the_tracekit_setting_is_one_under_both_layers(
+    tmp_path_factory: pytest.TempPathFactory, server: str
+) -> None:
+    """``TRACEKIT = {"public_endpoint": True}``: the outer layer did not read it and continued
+    the caller's trace, whatever trace context a client on the internet sent."""
+    where = {} if server == "wsgi" else {
+        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
+    }  # fmt: skip
+    served = _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        DJANGO_SETTINGS_MODULE="django_site.settings_public_endpoint",
+        **where,  # type: ignore[arg-type]
+    )
+    url, store, _ = next(served)
+    caller = "0af7651916cd43dd8448eb211c80319c"
+    cid = f"public-{uuid.uuid4().hex[:8]}"
+    headers = {"traceparent": f"00-{caller}-b7ad6b7169203331-01", "X-Correlation-ID": cid}
+    try:
+        seen = requests.get(url + "/trace-seen", headers=headers, timeout=10).text.split()[0]
+        (span,) = _server_spans(store, cid)
+    finally:
+        served.close()
+    assert seen != caller and span["trace_id"] == seen
+    assert span["links"] == [{"trace_id": caller, "span_id": "b7ad6b7169203331"}]
+
+
+def test_a_path_the_tracekit_setting_excludes_is_left_out_whole_under_both_layers(
+    stacked_django_configured_in_settings: tuple[str, Path, str],
+) -> None:
+    """The outer layer opened a span and counted the request in flight, and dropped both once
+    the Django layer excluded it: the request was in flight while it ran, and a span made in
+    its view (a health check's own) named that span, never exported, as its parent ("parent
+    span missing"). Now a span made there starts a trace of its own, as under OpenTelemetry's
+    instrumentations, and carries the request's correlation ID."""
+    url, store, _ = stacked_django_configured_in_settings
+    assert _in_flight(requests.get(url + "/in-flight", timeout=10).text) == [0.0]
+
+    cid = f"own-health-{uuid.uuid4().hex[:8]}"
+    response = requests.get(url + "/health/deep", headers={"X-Request-ID": cid}, timeout=10)
+    assert (response.text, response.headers["X-Request-ID"]) == (cid, cid)
+
+    def stored() -> dict[str, Any] | None:
+        with Store(store) as source:
+            path = reconstruct(source, cid)
+        return path.to_json() if path is not None else None
+
+    path = wait_for(stored, 15, "the health check's span")
+    assert [(s["name"], s["parent_span_id"]) for s in path["spans"]] == [("check database", None)]
+    assert path["warnings"] == []
+
+
 @pytest.mark.parametrize("server", ["wsgi", "asgi"])
 def test_under_both_layers_a_middleware_listed_above_tracekits_is_no_warning(
     tmp_path_factory: pytest.TempPathFactory, server: str

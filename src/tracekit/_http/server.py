@@ -137,9 +137,12 @@ class ServerRequests:
         *,
         measured: bool = True,
         enclosing: object = None,
+        traced: bool = True,
     ) -> ActiveRequest:
         """Begin a request: pick the correlation ID, extract context, open the SERVER span.
         ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket).
+        ``traced=False``: the correlation ID alone, no span and no metrics (a path the
+        application's own setting excludes).
         ``enclosing``: what an outer layer left in the request itself (the ASGI scope), found
         even where the context it attached was replaced on the way in."""
         current = otel_context.get_current()
@@ -155,10 +158,12 @@ class ServerRequests:
             if isinstance(method, str) and METHOD_TOKEN.fullmatch(method):
                 attributes[semconv.HTTP_REQUEST_METHOD_ORIGINAL] = method
             method = semconv.OTHER_METHOD
-        request = ActiveRequest(cid, method, None, None, cid_token, 0.0, measured=measured)
+        request = ActiveRequest(
+            cid, method, None, None, cid_token, 0.0, measured=measured and traced
+        )
         request.arrived_in = current
         try:
-            self._begin(request, current, path, headers, attributes)
+            self._begin(request, current, path, headers, attributes, traced)
         except BaseException:
             # The caller serves the request without tracekit: nothing of it may stay current,
             # or the thread's next request (a WSGI server's) and its idle lines would show it.
@@ -173,10 +178,11 @@ class ServerRequests:
         path: str,
         headers: Mapping[str, list[str]],
         attributes: dict[str, Any],
+        traced: bool,
     ) -> None:
         """Open the request's span (or stamp the one around it) and count it in flight."""
         cid = request.correlation_id
-        if self._tracer is not None:
+        if self._tracer is not None and traced:
             enclosing = self._stamped_enclosing_span(cid, headers) if current else None
             if enclosing is None:
                 try:
@@ -459,6 +465,7 @@ class OptionsReadLate:
     starts; no metric series exists until the first request."""
 
     _requests: ServerRequests
+    untraced_search: Callable[[str], object] | None = None
     _read_under: object = _UNREAD  # the runtime whose options were read (None: before init)
 
     def __init__(
@@ -478,13 +485,24 @@ class OptionsReadLate:
         runtime, read_under = state.current(), self._read_under
         if runtime is read_under or (runtime is None and read_under is not _UNREAD):
             return
-        self._requests = server_requests(*self._setup)
+        tracer_provider, registry, options = self._setup
+        below = self._options_below()
+        # Paths the application's own setting leaves out keep the ID this layer gives them (as
+        # they did), untraced; this layer's own ``excluded_urls`` pass straight through.
+        untraced = compile_excluded(below.pop("excluded_urls", ()))
+        self.untraced_search = untraced.search if untraced is not None else None
+        self._requests = server_requests(tracer_provider, registry, {**below, **options})
         self._configure(self._requests)
         # Last: a request on another thread that sees it set finds everything above set.
         self._read_under = runtime
 
     def _configure(self, requests: ServerRequests) -> None:
         """What the middleware derives from freshly read options."""
+
+    def _options_below(self) -> dict[str, Any]:
+        """Options the application below configures for itself (a Django project's
+        ``TRACEKIT`` setting), under those this middleware is given."""
+        return {}
 
 
 @guarded(None)

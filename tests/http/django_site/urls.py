@@ -30,6 +30,7 @@ urlpatterns = [
     path("hold", views.hold),
     path("held", views.held),
     path("health", views.health),
+    path("health/deep", views.health_deep),
     path("started-with", views.started_with),
     path("finished-with", views.finished_with),
     path("shared", views.shared),

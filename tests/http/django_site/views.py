@@ -90,6 +90,12 @@ def health(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"{tracekit.correlation_id()} {span_context.is_valid}")
 
 
+def health_deep(request: HttpRequest) -> HttpResponse:
+    """A health check that checks a dependency under a span of its own."""
+    with trace.get_tracer("django_site").start_as_current_span("check database"):
+        return HttpResponse(str(tracekit.correlation_id()))
+
+
 @receiver(request_started)
 def note_whose_request_started(sender: Any, **named: Any) -> None:
     """A project's receiver of ``request_started`` (connected when the URLconf is first loaded):
