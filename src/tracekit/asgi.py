@@ -196,7 +196,9 @@ class TracekitMiddleware(OptionsReadLate):
         """
         arrived_in = otel_context.get_current()
         try:
-            cid = self._requests.choose_correlation_id(self._headers(scope))
+            cid = self._requests.correlation_id_within(
+                self._headers(scope), scope.get(_REQUEST_KEY)
+            )
             # In correlation-only mode no span carries the ID in OpenTelemetry's context: it
             # rides there alone, for what carries only that context into a pool thread
             # (OpenTelemetry's threading instrumentation) or saves it for later sends.
@@ -208,6 +210,9 @@ class TracekitMiddleware(OptionsReadLate):
             return
         echo = (self._echo_name, cid.encode("ascii"))
         scope[ECHO_KEY] = echo
+        if _REQUEST_KEY not in scope:  # for a layer below, which keeps this ID
+            method = scope.get("method", "GET")
+            scope[_REQUEST_KEY] = ActiveRequest(cid, method, None, None, tokens[0], 0.0)
 
         trailers = False  # the response ends with its trailers (ASGI HTTP trailers extension)
         answered = False  # a response started, or a WebSocket closed (the server answers it)

@@ -479,6 +479,34 @@ def test_a_path_the_tracekit_setting_excludes_is_left_out_whole_under_both_layer
 
 
 @pytest.mark.parametrize("server", ["wsgi", "asgi"])
+def test_a_correlation_only_request_under_both_layers_has_one_id(
+    tmp_path_factory: pytest.TempPathFactory, server: str
+) -> None:
+    """Without a span to share, the outer layer's request was no request to the Django layer:
+    for a request without a correlation header each layer made up an ID, and what Django's
+    ``request_started`` receivers saw (the outer layer's) was not the ID the view, its logs and
+    the response had (the Django layer's)."""
+    where = {} if server == "wsgi" else {
+        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
+    }  # fmt: skip
+    served = _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        DJANGO_SETTINGS_MODULE="django_site.settings_correlation_only",
+        **where,  # type: ignore[arg-type]
+    )
+    url, _, _ = next(served)
+    try:
+        requests.get(url + "/started-with", timeout=10)  # loads the URLconf, which connects them
+        answers = [requests.get(url + "/started-with", timeout=10) for _ in range(3)]
+        shown = [requests.get(url + "/orders/5", timeout=10) for _ in range(3)]
+    finally:
+        served.close()
+    assert [r.text for r in answers] == [r.headers["X-Correlation-ID"] for r in answers]
+    assert [r.text.split()[0] for r in shown] == [r.headers["X-Correlation-ID"] for r in shown]
+
+
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
 def test_under_both_layers_a_middleware_listed_above_tracekits_is_no_warning(
     tmp_path_factory: pytest.TempPathFactory, server: str
 ) -> None:
@@ -637,6 +665,26 @@ def test_a_traced_layer_inside_a_correlation_only_one_keeps_its_span(
     assert response.headers["X-Correlation-ID"] == "layered-1"
     (span,) = wait_for_spans(1)
     assert (span.name, span.attributes["correlation.id"]) == ("GET", "layered-1")
+
+
+def test_a_correlation_only_layer_inside_a_traced_one_keeps_its_id(
+    serve_asgi: Any, wait_for_spans: Any
+) -> None:
+    """A sub-application mounted with ``mode="correlation"`` made up an ID of its own for a
+    request without a correlation header: the view and the response had it, the request's span
+    another one."""
+    import tracekit
+
+    async def item(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(tracekit.correlation_id()))
+
+    shop = TracekitMiddleware(Starlette(routes=[Route("/items/{n}", item)]), mode="correlation")
+    app = TracekitMiddleware(Starlette(routes=[Mount("/shop", app=shop)]))
+    response = requests.get(serve_asgi(app) + "/shop/items/1", timeout=10)
+
+    (span,) = [s for s in wait_for_spans(1) if s.kind.name == "SERVER"]
+    assert response.text == response.headers["X-Correlation-ID"]
+    assert span.attributes["correlation.id"] == response.text
 
 
 @pytest.mark.parametrize("outer", ["starlette", "fastapi-tracing-off"])

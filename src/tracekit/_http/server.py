@@ -152,7 +152,7 @@ class ServerRequests:
             return _nested(outer, current)
         if isinstance(enclosing, ActiveRequest) and _serving(enclosing):
             return _nested(enclosing, current)
-        cid = self.choose_correlation_id(headers)
+        cid = self.correlation_id_within(headers, enclosing)
         cid_token = correlation._set_checked(cid)  # chosen valid
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
             if isinstance(method, str) and METHOD_TOKEN.fullmatch(method):
@@ -311,6 +311,14 @@ class ServerRequests:
             mark_failed(after, error)
         finally:
             after.end()
+
+    def correlation_id_within(self, headers: Mapping[str, list[str]], enclosing: object) -> str:
+        """The ID an outer tracekit layer without a span to share (correlation-only) gave the
+        request already: what ran before this layer (Django's ``request_started`` receivers)
+        and the response it echoes see that one. Else ``choose_correlation_id``."""
+        if isinstance(enclosing, ActiveRequest) and not enclosing.completed:
+            return enclosing.correlation_id
+        return self.choose_correlation_id(headers)
 
     def choose_correlation_id(self, headers: Mapping[str, list[str]]) -> str:
         """The first valid ID among the accepted headers, else from baggage, else a new one."""
