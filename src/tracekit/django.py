@@ -100,7 +100,10 @@ class TracekitMiddleware(OptionsReadLate):
             return self.__acall__(request)
         active = self._start(request)
         if active is None:
-            return self.get_response(request)
+            try:
+                return self.get_response(request)
+            finally:
+                _leave_excluded(request)
         try:
             response = self.get_response(request)
         except BaseException as error:
@@ -119,7 +122,10 @@ class TracekitMiddleware(OptionsReadLate):
         """The async path, used when Django runs this middleware chain under ASGI."""
         active = self._start(request)
         if active is None:
-            return await self.get_response(request)
+            try:
+                return await self.get_response(request)
+            finally:
+                _leave_excluded(request)
         try:
             response = await self.get_response(request)
         except asyncio.CancelledError:
@@ -152,7 +158,8 @@ class TracekitMiddleware(OptionsReadLate):
         forget_answered_request()
         # Below SCRIPT_NAME (a proxy's /api prefix), as the WSGI and ASGI middleware match it.
         if self._requests.is_excluded(request.path_info):
-            exclude_enclosing(_outer(request))  # an outer layer's span and metrics too
+            # an outer layer's span and metrics too
+            setattr(request, _EXCLUDED_ATTRIBUTE, exclude_enclosing(_outer(request)))
             return None
         try:
             headers = headers_of(request.META, self._environ_keys)
@@ -182,6 +189,18 @@ class TracekitMiddleware(OptionsReadLate):
             _watch_stream(self._requests, active, request, response)
         _finish_on_close(self._requests, active, request, response)
         return response
+
+
+_EXCLUDED_ATTRIBUTE = "_tracekit_excluded"
+
+
+@guarded(None)
+def _leave_excluded(request: Any) -> None:
+    """Make the outer layer's span current again, once an excluded request's view has run."""
+    token = getattr(request, _EXCLUDED_ATTRIBUTE, None)
+    if token is not None:
+        delattr(request, _EXCLUDED_ATTRIBUTE)
+        otel_context.detach(token)
 
 
 @guarded(_NONE_ABOVE)

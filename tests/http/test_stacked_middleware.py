@@ -190,6 +190,21 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _stored_path(store: Path, correlation_id: str) -> dict[str, Any]:
+    """What ``tracekit trace ID --format json`` shows, once the request's spans are stored."""
+
+    def found() -> dict[str, Any] | None:
+        try:
+            with Store(store) as source:
+                path = reconstruct(source, correlation_id)
+        except BackendError:
+            return None  # the server's first export has not created the store yet
+        return path.to_json() if path is not None and path.spans else None
+
+    stored: dict[str, Any] = wait_for(found, 15, f"the spans of {correlation_id}")
+    return stored
+
+
 def _server_spans(store: Path, correlation_id: str) -> list[dict[str, Any]]:
     """The SERVER spans ``tracekit trace ID`` shows, once the request's spans are stored."""
 
@@ -468,12 +483,40 @@ def test_a_path_the_tracekit_setting_excludes_is_left_out_whole_under_both_layer
     response = requests.get(url + "/health/deep", headers={"X-Request-ID": cid}, timeout=10)
     assert (response.text, response.headers["X-Request-ID"]) == (cid, cid)
 
-    def stored() -> dict[str, Any] | None:
-        with Store(store) as source:
-            path = reconstruct(source, cid)
-        return path.to_json() if path is not None else None
+    path = _stored_path(store, cid)
+    assert [(s["name"], s["parent_span_id"]) for s in path["spans"]] == [("check database", None)]
+    assert path["warnings"] == []
 
-    path = wait_for(stored, 15, "the health check's span")
+
+@pytest.mark.parametrize("server", ["wsgi", "asgi"])
+def test_a_path_excluded_below_a_layer_that_cannot_read_the_setting_is_left_out_whole(
+    tmp_path_factory: pytest.TempPathFactory, server: str
+) -> None:
+    """Django's handler behind a function of the project's: the outer layer cannot read the
+    ``TRACEKIT`` setting, and learns of the exclusion from the Django layer once it started the
+    request. The request was in flight for the whole view, and a span the view made named the
+    outer layer's span, never exported, as its parent ("parent span missing")."""
+    server_command = {
+        "wsgi": ["gunicorn", "--bind", "127.0.0.1:{port}", "django_site.wsgi_stacked_hidden"],
+        "asgi": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked_hidden:application"],
+    }[server]
+    served = _serve_stacked_django(
+        tmp_path_factory,
+        contrib_outside=False,
+        server=server_command,
+        DJANGO_SETTINGS_MODULE="django_site.settings_excluding_in_flight",
+    )
+    url, store, _ = next(served)
+    try:
+        during = requests.get(url + "/in-flight", timeout=10).text
+        cid = f"hidden-{uuid.uuid4().hex[:8]}"
+        response = requests.get(url + "/health/deep", headers={"X-Correlation-ID": cid}, timeout=10)
+
+        path = _stored_path(store, cid)
+    finally:
+        served.close()
+    assert _in_flight(during) == [0.0]
+    assert response.text == cid
     assert [(s["name"], s["parent_span_id"]) for s in path["spans"]] == [("check database", None)]
     assert path["warnings"] == []
 

@@ -579,15 +579,23 @@ def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveReques
     )  # fmt: skip
 
 
-def exclude_enclosing(enclosing: object) -> None:
+def exclude_enclosing(enclosing: object) -> Token[otel_context.Context] | None:
     """An inner layer excludes the request an outer tracekit layer traces (Django's ``TRACEKIT``
-    ``excluded_urls``, which tracekit's WSGI or ASGI middleware around Django never read): the
-    outer layer exports no span and records no metrics for it. ``enclosing``: as for ``start``."""
+    ``excluded_urls``, where tracekit's WSGI or ASGI middleware does not find Django's handler
+    below it to read them): the outer layer exports no span and records no metrics for it, and
+    it is no longer in flight. ``enclosing``: as for ``start``. The outer layer's span is no
+    longer current (the token puts it back): spans the application makes from here start
+    traces of their own, as for any excluded request, not children of a span never exported."""
     outer = otel_context.get_value(_REQUEST_KEY)
     if not (isinstance(outer, ActiveRequest) and _encloses(outer, otel_context.get_current())):
         outer = enclosing
-    if isinstance(outer, ActiveRequest) and _serving(outer):
-        outer.excluded = True
+    if not (isinstance(outer, ActiveRequest) and _serving(outer)):
+        return None
+    outer.excluded = True
+    if outer.metrics is not None:
+        outer.metrics.request_dropped()
+        outer.metrics = None
+    return otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
 
 
 def _drop(request: ActiveRequest) -> None:
