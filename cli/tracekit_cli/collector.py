@@ -182,9 +182,14 @@ def collector(
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
     try:
         receiver.start()
-        _announce(
-            f"tracekit collector listening on {_where(receiver)}, storing in {shown_path(path)}"
-        )
+        # said once records can be stored, as /health says "ok": exports sent meanwhile are
+        # taken and wait for the writer process, which opens the store while the ports serve
+        while not receiver.wait_ready(0.5) and not stop.is_set():
+            pass
+        if not stop.is_set():
+            _announce(
+                f"tracekit collector listening on {_where(receiver)}, storing in {shown_path(path)}"
+            )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -209,6 +209,7 @@ def test_metrics_are_acknowledged_not_stored(receiver: Receiver, reader: Store) 
 
 
 def test_health_endpoint(receiver: Receiver) -> None:
+    assert receiver.wait_ready(30)  # "starting" (503) until its writer process can commit
     conn = http.client.HTTPConnection(*receiver.address, timeout=10)
     conn.request("GET", "/health")
     response = conn.getresponse()
@@ -218,6 +219,7 @@ def test_health_endpoint(receiver: Receiver) -> None:
 
 def test_head_answers_like_get_without_a_body(receiver: Receiver) -> None:
     """Load balancers and probes check health with HEAD; RFC 9110: the GET's head, no content."""
+    assert receiver.wait_ready(30)  # "starting" (503) until its writer process can commit
 
     def exchange(method: str, path: str) -> tuple[str, dict[str, str], bytes]:
         with socket.create_connection(receiver.address, timeout=10) as sock:

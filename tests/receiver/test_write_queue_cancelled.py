@@ -59,6 +59,7 @@ def test_a_call_cancelled_while_waiting_for_room_is_not_stored(store_path: Path)
     config = ReceiverConfig(port=0, grpc_port=0, queue_capacity=CALL, batch_size=CALL)
     receiver = Receiver(Store(store_path), config).start()
     assert receiver.grpc_address is not None
+    assert receiver.wait_ready(30)  # a writer that opened the store, then stalls: it takes calls
     writer = _writer_pid()
     queue = receiver.queue
     os.kill(writer, signal.SIGSTOP)
@@ -93,6 +94,7 @@ def test_a_call_cancelled_once_queued_before_the_writer_took_it_is_not_stored(
     config = ReceiverConfig(port=0, grpc_port=0, queue_capacity=2 * CALL, batch_size=CALL)
     receiver = Receiver(Store(store_path), config).start()
     assert receiver.grpc_address is not None
+    assert receiver.wait_ready(30)  # a writer that opened the store, then stalls: it takes calls
     writer = _writer_pid()
     queue = receiver.queue
     os.kill(writer, signal.SIGSTOP)

@@ -209,13 +209,13 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """Health check, or 405 on the OTLP paths (and the same for HEAD, without bodies)."""
         path = self._route()
         if path in ("/health", "/healthz", "/"):
-            stopping = self.server.service.stopping
+            status = _health_status(self.server.service)
             body = {
-                "status": "stopping" if stopping else "ok",
+                "status": status,
                 "queued": self.server.service.queue.depth,
                 "written": self.server.service.queue.committed,
             }
-            self._send(503 if stopping else 200, JSON, json.dumps(body).encode())
+            self._send(200 if status == "ok" else 503, JSON, json.dumps(body).encode())
         else:
             self._refuse_method()
 
@@ -399,3 +399,12 @@ def _spare_descriptor() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
+
+
+def _health_status(service: IngestService) -> str:
+    """``ok`` once records sent can be committed; ``starting`` while the writer process opens
+    the store (requests are taken and wait for it: an orchestrator's readiness probe should
+    not send traffic yet); ``stopping`` once a stop began."""
+    if service.stopping:
+        return "stopping"
+    return "ok" if service.queue.ready else "starting"

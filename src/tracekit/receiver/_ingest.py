@@ -128,10 +128,19 @@ class IngestQueue:
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
-        """Start the writer thread (and the writer process)."""
+        """Start the writer process and the writer thread, which waits for it (see ``ready``)."""
         if self._process is not None:
             self._process.start()
         self._thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Whether a batch can be committed now: the writer process has opened the store."""
+        return self._process is None or self._process.ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for ``ready``; returns it."""
+        return self._process is None or self._process.ready.wait(timeout)
 
     @property
     def depth(self) -> int:
@@ -282,7 +291,20 @@ class IngestQueue:
                 self._commit(batch)
             yield
 
+    def _start_process(self) -> None:
+        """Wait for the writer process here, not in ``start``: the receiver serves meanwhile."""
+        if self._process is None:
+            return
+        try:
+            self._process.await_ready()
+        except WriterProcessDied as error:  # the first batch starts another one
+            _log.warning(
+                "tracekit receiver: the writer process did not start: %s",
+                one_line(error.__cause__ or error),
+            )
+
     def _run(self) -> None:
+        self._start_process()
         retention = _RetentionRunner(
             self.store, self.retention, self.retention_interval, self._quiesced
         )

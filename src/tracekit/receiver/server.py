@@ -61,8 +61,10 @@ class ReceiverConfig:
 class Receiver:
     """An OTLP/HTTP receiver writing into ``store``.
 
-    ``start()`` binds and serves in a background thread; ``stop()`` stops accepting, lets
-    in-flight requests finish, writes everything acknowledged, and closes the store.
+    ``start()`` serves in a background thread at once (the ports are bound by then), while its
+    writer process starts; ``ready`` (and ``/health``) tells once records can be committed.
+    ``stop()`` stops accepting, lets in-flight requests finish, writes everything acknowledged,
+    and closes the store.
     """
 
     def __init__(self, store: Store, config: ReceiverConfig | None = None) -> None:
@@ -141,8 +143,19 @@ class Receiver:
         # a URL writes the % before an interface as %25 (RFC 6874), as curl reads it
         return "http://" + host_port(*self.address).replace("%", "%25")
 
+    @property
+    def ready(self) -> bool:
+        """Whether records sent now can be committed (the writer process has opened the store);
+        ``/health`` answers 503 ``starting`` until then."""
+        return self.queue.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for ``ready``; returns it."""
+        return self.queue.wait_ready(timeout)
+
     def start(self) -> Receiver:
-        """Create the store if needed, start the writer, and serve in a background thread."""
+        """Create the store if needed, start the writer, and serve in a background thread
+        (without waiting for the writer: see ``ready``)."""
         self.store.create()
         self.queue.start()
         self._thread = threading.Thread(

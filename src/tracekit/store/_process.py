@@ -79,9 +79,17 @@ class WriterProcess:
         self.path = path
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
+        self.ready = threading.Event()  # set once a child has opened the store and said so
+        self._greeted = False  # the child running now said it opened the store
 
     def start(self) -> None:
         """Start the child now rather than on the first write (it takes a moment to import)."""
+        if self._conn is None:
+            self._spawn()
+
+    def await_ready(self) -> None:
+        """Wait until the child has opened the store (``ready``); ``WriterProcessDied`` if it
+        never does."""
         self._connection()
 
     def write_rows(self, spans: SpanRows, logs: list[LogRecordData]) -> SpanIdClashes | None:
@@ -123,17 +131,38 @@ class WriterProcess:
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            context = multiprocessing.get_context("spawn")  # fork would copy our threads' locks
-            parent_end, child_end = context.Pipe()
-            self._process = context.Process(
-                target=_serve, args=(str(self.path), child_end), name="tracekit-writer", daemon=True
-            )
-            with _stop_signals_blocked():  # inherited: the child starts with them blocked
-                self._process.start()
-            child_end.close()  # so that the child alone holds it, and sees our end close
-            _send_timeout(parent_end, ANSWER_TIMEOUT)
-            self._conn = parent_end
+            self._spawn()
+        if not self._greeted:
+            self._await_greeting()
+        assert self._conn is not None  # (_lost raised otherwise)
         return self._conn
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")  # fork would copy our threads' locks
+        parent_end, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(str(self.path), child_end), name="tracekit-writer", daemon=True
+        )
+        with _stop_signals_blocked():  # inherited: the child starts with them blocked
+            self._process.start()
+        child_end.close()  # so that the child alone holds it, and sees our end close
+        _send_timeout(parent_end, ANSWER_TIMEOUT)
+        self._conn = parent_end
+        self._greeted = False
+
+    def _await_greeting(self) -> None:
+        """Wait for the child's first word, sent once it has opened the store: a receiver is
+        ready to store only then (a batch sent earlier would wait for it all the same)."""
+        assert self._conn is not None
+        try:
+            if not self._conn.poll(ANSWER_TIMEOUT):
+                self._kill()
+                raise EOFError(f"the writer process did not start in {ANSWER_TIMEOUT:g} s")
+            self._conn.recv()
+        except (EOFError, OSError) as lost:
+            self._lost(lost)
+        self._greeted = True
+        self.ready.set()
 
     def close(self) -> None:
         """Stop the child after the write in progress (nothing is queued inside it)."""
@@ -186,14 +215,16 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 def _serve(path: str, conn: Connection) -> None:
-    """The child: write each batch received, answer (None, its span id clashes or None) or
-    ((damaged, error text), None), until end-of-file."""
+    """The child: say None once the store is open, then write each batch received, answer
+    (None, its span id clashes or None) or ((damaged, error text), None), until end-of-file."""
     for signum in _STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # which discards one pending since the start
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     map_large_buffers()
     store = Store(path)
     copier = _copier(store, path)
+    with suppress(OSError):  # (a parent already gone: the first read below ends us)
+        conn.send(None)  # the greeting: ready to write
     while True:
         try:
             payload = conn.recv_bytes()
