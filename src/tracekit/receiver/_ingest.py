@@ -327,8 +327,8 @@ class IngestQueue:
             return
         try:
             self._process.send(*_merged(batch))
-        except WriterProcessDied:
-            self._recover([*sent, batch], sent)
+        except WriterProcessDied as died:
+            self._recover([*sent, batch], sent, died.committed)
             return
         except Exception:  # not even handed over (cannot happen with rows the decoders build)
             self._isolate(batch, sent)
@@ -341,8 +341,8 @@ class IngestQueue:
         batch = sent.popleft()
         try:
             clashes = self._process.receive()
-        except WriterProcessDied:
-            self._recover([batch, *sent], sent)
+        except WriterProcessDied as died:
+            self._recover([batch, *sent], sent, died.committed)
             return
         except WriterProcessError:  # this batch only: the child goes on with the next ones
             self._isolate(batch, sent)
@@ -356,10 +356,13 @@ class IngestQueue:
         for ticket in batch:  # find the request that cannot be written; keep the others
             self._commit([ticket])
 
-    def _recover(self, lost: list[list[Ticket]], sent: deque[list[Ticket]]) -> None:
-        """The writer process died: write again, one at a time, every batch it had."""
+    def _recover(self, lost: list[list[Ticket]], sent: deque[list[Ticket]], committed: int) -> None:
+        """The writer process died: the oldest ``committed`` batches it had were written (it died
+        before answering them); write the others again, one at a time."""
         sent.clear()
-        for batch in lost:
+        for batch in lost[:committed]:
+            self._acknowledge(batch, None)
+        for batch in lost[committed:]:
             self._commit(batch)
 
     def _commit(self, batch: list[Ticket]) -> None:
@@ -371,6 +374,9 @@ class IngestQueue:
             else:
                 clashes = self.store.write_rows(rows, logs)
         except Exception as error:
+            if isinstance(error, WriterProcessDied) and error.committed:
+                self._acknowledge(batch, None)  # it died between its commit and its answer
+                return
             if len(batch) == 1:
                 self._failed(batch[0], error)
                 return

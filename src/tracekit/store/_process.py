@@ -19,13 +19,16 @@ connection of its own, does (``WalCopier``).
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import pickle
+import secrets
 import signal
 import socket
 import sqlite3
 import struct
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from multiprocessing import resource_tracker
@@ -38,7 +41,7 @@ from tracekit.store._connection import connect, one_line, truncate_checkpoint, w
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
-from tracekit.store._writer import WAL_BOUND_BYTES, SpanIdClashes
+from tracekit.store._writer import WAL_BOUND_BYTES, BatchMark, SpanIdClashes
 
 _LARGE_BATCH = 4 * 1024 * 1024  # pickled bytes past which the writer trims its heap after
 COPY_EVERY = 0.1  # seconds between the WAL copier's looks for frames to copy back
@@ -54,7 +57,12 @@ class WriterProcessError(RuntimeError):
 
 
 class WriterProcessDied(WriterProcessError):
-    """The writer process died: every batch sent and not yet answered may be lost."""
+    """The writer process died: of the batches sent and not yet answered, the oldest
+    ``committed`` were written (it died before answering them), the others are lost."""
+
+    def __init__(self, text: str, committed: int = 0) -> None:
+        super().__init__(text)
+        self.committed = committed
 
 
 class WriterProcessDamaged(WriterProcessError):
@@ -73,6 +81,10 @@ class WriterProcess:
 
     Not thread-safe: one thread (the receiver's batching writer) uses it. Each ``send`` is
     answered by one ``receive``, in order.
+
+    Batches are numbered, and each one's transaction records its number (a ``BatchMark`` under
+    a key of this object's): when a child dies, the last number it committed tells which of the
+    batches it had not answered were written, so that they are not written twice.
     """
 
     def __init__(self, path: Path) -> None:
@@ -80,6 +92,9 @@ class WriterProcess:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.ready = threading.Event()  # set once a child has opened the store and said so
+        self._mark = f"written_batch {secrets.token_hex(8)}"  # this collector's, in meta
+        self._numbers = itertools.count(1)
+        self._unanswered: deque[int] = deque()  # numbers of the batches sent, oldest first
         self._greeted = False  # the child running now said it opened the store
 
     def start(self) -> None:
@@ -100,8 +115,10 @@ class WriterProcess:
 
     def send(self, spans: SpanRows, logs: list[LogRecordData]) -> None:
         """Hand the child one batch to write in one transaction; ``receive`` tells how it went."""
-        payload = pickle.dumps((spans, logs), protocol=5)
+        number = next(self._numbers)
+        payload = pickle.dumps((number, spans, logs), protocol=5)
         conn = self._connection()
+        self._unanswered.append(number)  # from here on it may be written, whatever follows
         try:
             conn.send_bytes(payload)
         except OSError as lost:  # it died, or read nothing for ANSWER_TIMEOUT (_send_timeout)
@@ -120,14 +137,34 @@ class WriterProcess:
             error, clashes = self._conn.recv()
         except (EOFError, OSError) as lost:
             self._lost(lost)
+        self._unanswered.popleft()
         if error is not None:
             damaged, text = error
             raise (WriterProcessDamaged if damaged else WriterProcessError)(text)
         return SpanIdClashes(*clashes) if clashes is not None else None
 
     def _lost(self, cause: BaseException) -> NoReturn:
+        self._kill()  # dead for sure before its marks are read: it commits nothing more
         self.close()  # the next send starts a new child
-        raise WriterProcessDied("the writer process died") from cause
+        committed = self._committed()
+        self._unanswered.clear()
+        raise WriterProcessDied("the writer process died", committed) from cause
+
+    def _committed(self) -> int:
+        """How many of the batches not answered (the oldest) the dead child had committed: it
+        wrote them in order, each with its number; none when the mark cannot be read."""
+        if not self._unanswered:
+            return 0
+        try:
+            conn = connect(str(self.path))
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (self._mark,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return 0  # written again: logs may be stored twice, nothing is lost
+        last = row[0] if row else 0
+        return sum(1 for number in self._unanswered if number <= last)
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -141,7 +178,10 @@ class WriterProcess:
         context = multiprocessing.get_context("spawn")  # fork would copy our threads' locks
         parent_end, child_end = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(str(self.path), child_end), name="tracekit-writer", daemon=True
+            target=_serve,
+            args=(str(self.path), child_end, self._mark),
+            name="tracekit-writer",
+            daemon=True,
         )
         with _stop_signals_blocked():  # inherited: the child starts with them blocked
             self._process.start()
@@ -214,7 +254,7 @@ def _stop_signals_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _serve(path: str, conn: Connection) -> None:
+def _serve(path: str, conn: Connection, mark: str) -> None:
     """The child: say None once the store is open, then write each batch received, answer
     (None, its span id clashes or None) or ((damaged, error text), None), until end-of-file."""
     for signum in _STOP_SIGNALS:
@@ -229,10 +269,10 @@ def _serve(path: str, conn: Connection) -> None:
         try:
             payload = conn.recv_bytes()
             # S301: the bytes come from our own parent over a private pipe, never from outside
-            spans, logs = pickle.loads(payload)  # noqa: S301
+            number, spans, logs = pickle.loads(payload)  # noqa: S301
         except (EOFError, OSError):
             break
-        answer = _written(store, spans, logs)
+        answer = _written(store, spans, logs, BatchMark(mark, number))
         try:
             conn.send(answer)
         except OSError:  # the parent is gone (a second Ctrl-C, killed): no one to answer
@@ -242,14 +282,18 @@ def _serve(path: str, conn: Connection) -> None:
             trim()  # a big batch's memory goes back rather than stay with the writer
     if copier is not None:
         copier.close()
+    with suppress(Exception):  # a clean end: no batch of ours is to be told apart any more
+        store.forget_mark(mark)
     store.close()
 
 
-def _written(store: Store, spans: SpanRows, logs: list[LogRecordData]) -> tuple[object, object]:
+def _written(
+    store: Store, spans: SpanRows, logs: list[LogRecordData], mark: BatchMark
+) -> tuple[object, object]:
     """Write one batch: the answer to send, (None, its span id clashes or None) or
     ((damaged, error text), None)."""
     try:
-        clashes = store.write_rows(spans, logs)
+        clashes = store.write_rows(spans, logs, mark)
     except Exception as error:
         return (is_damage(error), f"{type(error).__name__}: {one_line(error)}"), None
     return None, None if clashes is None else tuple(clashes)

@@ -37,7 +37,7 @@ from tracekit.store._schema import (
     holds_other_tables,
     schema_version,
 )
-from tracekit.store._writer import SpanIdClashes, StoreWriter
+from tracekit.store._writer import BatchMark, SpanIdClashes, StoreWriter
 
 T = TypeVar("T")
 MAX_CLASHES_SAID = 5  # span id clashes a path warns of one by one
@@ -108,15 +108,21 @@ class Store:
                 self.encoder.interner.refresh()  # ids were reclaimed meanwhile: encode again
 
     def write_rows(
-        self, spans: SpanRows, logs: Sequence[LogRecordData] = ()
+        self, spans: SpanRows, logs: Sequence[LogRecordData] = (), mark: BatchMark | None = None
     ) -> SpanIdClashes | None:
         """Store rows built by ``encoder`` (and log records) in one transaction; returns the
-        span ids it found sent for two different spans, if any (the first span stays)."""
+        span ids it found sent for two different spans, if any (the first span stays).
+        ``mark`` is recorded in the same transaction (the collector's writer process)."""
         logs = [bounded_log(record) for record in logs]
         with self._write_lock:
             writer = self._writer_side()
             self._check_still_at_path()
-            return writer.write(spans, logs)
+            return writer.write(spans, logs, mark)
+
+    def forget_mark(self, key: str) -> None:
+        """Delete the batch mark kept under ``key`` (a writer process that ends cleanly)."""
+        with self._write_lock:
+            self._writer_side().conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def _check_still_at_path(self) -> None:
         """Refuse to write into a file that is no longer at ``path`` (removed, or replaced by

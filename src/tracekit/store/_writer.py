@@ -100,6 +100,18 @@ class SpanIdClashes(NamedTuple):
     noted: int
 
 
+class BatchMark(NamedTuple):
+    """A batch's number, recorded under ``key`` in ``meta`` by the transaction that writes it.
+
+    The collector's writer process may die after a commit and before its answer; its batches
+    are then written again, and logs, which have no id, were stored twice. The number of the
+    last batch committed tells which of those were written already (see ``store._process``).
+    """
+
+    key: str
+    number: int
+
+
 class StoreWriter:
     """Writes rows on one write connection; not thread-safe (the Store locks)."""
 
@@ -115,12 +127,15 @@ class StoreWriter:
         self._gave_up_at = 0  # the WAL's frames when the last try gave up (0: it did not)
         self._wait_ms = FIRST_WAIT_MS  # how long the next try waits
 
-    def write(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
+    def write(
+        self, spans: SpanRows, logs: Sequence[LogRecordData], mark: BatchMark | None = None
+    ) -> SpanIdClashes | None:
         """Insert ``spans`` and ``logs`` in one transaction (spans already stored are skipped);
-        returns the span id clashes it noted, if any."""
+        returns the span id clashes it noted, if any. ``mark``, if given, is recorded in the
+        same transaction (see ``BatchMark``)."""
         if not spans.spans and not logs:
             return None
-        clashes = retry_busy(lambda: self._write_once(spans, logs))
+        clashes = retry_busy(lambda: self._write_once(spans, logs, mark))
         self._bound_wal()
         # After the batch, in a transaction of its own (see _schema). Asked at every batch: a
         # refill another writer started may be left to this one (that writer exited).
@@ -174,7 +189,9 @@ class StoreWriter:
         except sqlite3.Error:
             return -1
 
-    def _write_once(self, spans: SpanRows, logs: Sequence[LogRecordData]) -> SpanIdClashes | None:
+    def _write_once(
+        self, spans: SpanRows, logs: Sequence[LogRecordData], mark: BatchMark | None
+    ) -> SpanIdClashes | None:
         self.conn.execute("BEGIN IMMEDIATE")
         self._check_generation(spans)
         self.strings.begin(self.conn)
@@ -183,6 +200,8 @@ class StoreWriter:
         try:
             clashes = self._insert_spans(spans)
             self._insert_logs(logs)
+            if mark is not None:
+                self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", mark)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
