@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import gzip
 import http.client
 import json
@@ -382,6 +383,7 @@ def test_a_stop_that_outwaits_a_slow_upload_leaves_no_descriptor_open(store_path
     """A stop gives up waiting for a handler (an upload slower than its wait) and left the
     stop's pipe open for that handler: two descriptors lost for good on every such stop of an
     embedded receiver. They are closed once the last handler ends."""
+    gc.collect()  # earlier tests' unclosed Store(...) readers, closed now rather than meanwhile
     before = len(os.listdir("/proc/self/fd"))
     config = ReceiverConfig(port=0, commit_timeout=0.1, request_timeout=20, writer_process=False)
     receiver = Receiver(Store(store_path), config).start()
