@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -167,17 +168,28 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Graceful shutdown: nothing acknowledged is lost."""
+        """Graceful shutdown: nothing acknowledged is lost.
+
+        gRPC and HTTP stop accepting at once and drain side by side, each for at most the same
+        grace: one after the other, HTTP went on accepting while gRPC drained, and the worst
+        stop was twice as long (past systemd's 90 s once the writer's wait was added)."""
         self.service.stopping = True
-        if self.grpc is not None:
-            self.grpc.stop(grace=self.config.commit_timeout + 5)
+        grace = self.config.commit_timeout + 5
+        with ThreadPoolExecutor(1, thread_name_prefix="tracekit-grpc-stop") as beside:
+            grpc_side = beside.submit(self.grpc.stop, grace) if self.grpc is not None else None
+            self._stop_http(grace)
+            if grpc_side is not None:
+                grpc_side.result()
+        self.queue.close()
+        self.store.close()
+
+    def _stop_http(self, grace: float) -> None:
+        """Stop accepting HTTP connections and wait up to ``grace`` s for the requests begun."""
         if self._thread is not None:
             self.httpd.shutdown()
             self._thread.join()
         self.httpd.server_close()
-        self.httpd.close_connections(wait=self.config.commit_timeout + 5)
-        self.queue.close()
-        self.store.close()
+        self.httpd.close_connections(wait=grace)
 
     def __enter__(self) -> Receiver:
         return self.start()
