@@ -75,7 +75,7 @@ def _summary_json(r: RequestSummary) -> dict[str, object]:
         "correlation_id": r.correlation_id, "trace_id": r.trace_id,
         "root_service": r.root_service, "root_name": r.root_name,
         "start_unix_nano": r.start_unix_nano, "duration_ms": round(r.duration_ms, 3),
-        "span_count": r.span_count, "error": r.error,
+        "span_count": r.span_count, "error": r.error, "root_task": r.root_task,
     }  # fmt: skip
 
 

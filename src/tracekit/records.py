@@ -44,6 +44,7 @@ __all__ = [
     "finite_json",
     "newest_spans",
     "service_name",
+    "task_name",
 ]
 
 AttributeValue: TypeAlias = (
@@ -154,6 +155,15 @@ class RequestSummary:
     duration_ms: float
     span_count: int
     error: bool
+    # the Celery task the root span sent or ran: one queue carries many tasks, and its spans
+    # are named by the queue ("send celery"), so ``trace`` names the task beside it
+    root_task: str | None = None
+
+
+def task_name(attributes: Attributes) -> str | None:
+    """The Celery task a span with ``attributes`` sent or ran, if it names one."""
+    task = attributes.get(semconv.CELERY_TASK_NAME)
+    return task if isinstance(task, str) and task else None
 
 
 def service_name(value: object) -> str:

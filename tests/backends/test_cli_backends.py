@@ -1151,3 +1151,21 @@ def test_search_from_tempo_names_a_trace_without_its_root_as_the_store_does(
         listed[option] = [(r["root_service"], r["root_name"]) for r in json.loads(out)["requests"]]
 
     assert listed == {"--store": [("api", "GET /x")], "--tempo": [("api", "GET /x")]}
+
+
+def test_a_celery_rooted_request_from_jaeger_is_named_by_its_task(serve: Any) -> None:
+    """Jaeger answers the root span whole, its attributes with it: `search --jaeger` listed a
+    request a scheduler began by sending a Celery task as "scheduler: send fhq", where `trace`
+    names the span "send fhq (tasks.explode)". It now names the task as `trace` does."""
+    t = Topology("req-fhq")
+    attrs = {"messaging.system": "celery", "messaging.destination.name": "fhq",
+             "tracekit.celery.task_name": "tasks.explode"}  # fmt: skip
+    sent = t.span("scheduler", "send fhq", "PRODUCER", 0, 4, attrs=attrs)
+    t.span("worker", "process fhq", "CONSUMER", 7, 9, sent, attrs=attrs)
+    url = serve(FakeJaeger(recent(t.spans))).url
+
+    code, out, _ = run("search", "--jaeger", url, "--format", "text")
+    assert code == 0 and "scheduler: send fhq (tasks.explode)" in out
+    code, out, _ = run("search", "--jaeger", url, "--format", "json")
+    [row] = json.loads(out)["requests"]
+    assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")

@@ -104,7 +104,7 @@ def test_a_request_is_listed_once_with_every_trace_joined_into_it(tmp_path: Path
     assert json.loads(out)["requests"] == [{
         "correlation_id": "req-retried", "trace_id": first.trace_id, "root_service": "edge",
         "root_name": "POST /pay", "start_unix_nano": first.start_unix_nano,
-        "duration_ms": 900.0, "span_count": 4, "error": True,
+        "duration_ms": 900.0, "span_count": 4, "error": True, "root_task": None,
     }]  # fmt: skip
     assert first.trace_id != second.trace_id
 
@@ -453,3 +453,35 @@ def test_an_empty_store_searched_without_filters_is_named_as_empty(tmp_path: Pat
     assert (code, json.loads(out)) == (1, {"requests": []})
     assert err == f"tracekit: no requests in the store {path} yet\n"
     assert run("--store", str(path), "--errors") == (1, "", "tracekit: no requests match\n")
+
+
+def celery_rooted(correlation_id: str = "req-fhq") -> Topology:
+    """A request that a scheduler began by sending a Celery task through the queue ``fhq``, as
+    tracekit's Celery integration records it: both spans are named by the queue."""
+    t = Topology(correlation_id)
+    attrs = {"messaging.system": "celery", "messaging.destination.name": "fhq",
+             "tracekit.celery.task_name": "tasks.explode"}  # fmt: skip
+    sent = t.span("scheduler", "send fhq", "PRODUCER", 0, 4, attrs=attrs)
+    t.span("worker", "process fhq", "CONSUMER", 7, 9, sent, attrs=attrs)
+    return t
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_a_celery_rooted_request_is_named_by_its_task_as_trace_names_it(
+    tmp_path: Path, fmt: str
+) -> None:
+    """`trace` names the root "scheduler: send fhq (tasks.explode)"; `search` listed it as
+    "scheduler: send fhq", and every task sent through that queue read the same. Its row now
+    names the task as `trace` does, and the JSON gives it as root_task beside root_name."""
+    path = write_store(tmp_path / "tracekit.db", celery_rooted())
+    shown = CliRunner().invoke(cli, ["trace", "req-fhq", "--store", str(path), "--format", fmt],
+                               env={"COLUMNS": "120", "NO_COLOR": "1"})  # fmt: skip
+    assert "send fhq (tasks.explode)" in shown.stdout
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", fmt)
+    assert code == 0
+    assert "scheduler: send fhq (tasks.explode)" in out
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    [row] = json.loads(out)["requests"]
+    assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")

@@ -15,7 +15,7 @@ from tracekit.path import Hop, Path, PathLog, PathSpan
 from tracekit.path.conventions import text as text_of
 from tracekit.path.critical import request_end_in_callers_time
 from tracekit.path.hops import measured_queue_wait_ms, resent_under_first_request
-from tracekit.records import SpanRecord
+from tracekit.records import RequestSummary, SpanRecord
 from tracekit_cli.options import one_line
 
 # Deeper spans are drawn at this indentation with their depth written out, so a 10,000-deep
@@ -90,6 +90,12 @@ def _name(record: SpanRecord) -> str:
     their spans are named by it ("process celery (shop.charge)")."""
     task = _task_name(record)
     return f"{record.name} ({task})" if task else record.name
+
+
+def request_name(request: RequestSummary, limit: int) -> str:
+    """A listed request's root, named as ``trace`` names that span: the Celery task after it."""
+    name = one_line(request.root_name, limit)
+    return f"{name} ({one_line(request.root_task, limit)})" if request.root_task else name
 
 
 def _task_name(record: SpanRecord | None) -> str:

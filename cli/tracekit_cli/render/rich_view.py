@@ -31,6 +31,7 @@ from tracekit_cli.render.layout import (
     format_time,
     hop_text,
     receivers,
+    request_name,
     summary_line,
     unplaced_logs,
     unplaced_title,
@@ -431,7 +432,7 @@ def _request_cells(r: RequestSummary) -> tuple[str, str, str, str]:
 
 
 def _root_of(r: RequestSummary) -> str:
-    return f"{one_line(r.root_service, 40)}: {one_line(r.root_name, 80)}"
+    return f"{one_line(r.root_service, 40)}: {request_name(r, 80)}"
 
 
 def _table_fits(widths: list[int], width: int) -> bool:

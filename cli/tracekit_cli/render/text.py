@@ -24,6 +24,7 @@ from tracekit_cli.render.layout import (
     format_time,
     hop_text,
     receivers,
+    request_name,
     summary_line,
     unplaced_logs,
     unplaced_title,
@@ -166,7 +167,7 @@ def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
         lines.append(
             f"{format_time(r.start_unix_nano)[:23]:<23}  {format_ms(r.duration_ms):>9}  "
             f"{r.span_count:>5}  {'yes' if r.error else '':<3}  {_pad(cid, id_width)}  "
-            f"{r.trace_id:<32}  {_text(r.root_service)}: {_text(r.root_name)}"
+            f"{r.trace_id:<32}  {_text(r.root_service)}: {request_name(r, VALUE_LIMIT)}"
         )
     return "\n".join(line.rstrip() for line in lines) + "\n"
 

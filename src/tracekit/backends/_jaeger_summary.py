@@ -13,7 +13,7 @@ from tracekit.backends._requests import (
     root_span,
     with_continuations,
 )
-from tracekit.records import RequestSummary, SpanRecord
+from tracekit.records import RequestSummary, SpanRecord, task_name
 
 
 def summaries(spans: list[SpanRecord]) -> list[RequestSummary]:
@@ -67,5 +67,5 @@ def _summary(trace: list[SpanRecord], root: SpanRecord) -> RequestSummary:
     return RequestSummary(
         carried_correlation_id(trace), root.trace_id, root.service, root.name,
         root.start_unix_nano, (end - root.start_unix_nano) / 1e6, len(trace),
-        any(s.status == "ERROR" for s in trace),
+        any(s.status == "ERROR" for s in trace), task_name(root.attributes),
     )  # fmt: skip

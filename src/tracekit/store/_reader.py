@@ -19,6 +19,7 @@ from tracekit.records import (
     SpanEvent,
     SpanLink,
     SpanRecord,
+    task_name,
 )
 from tracekit.store._encoding import StringResolver, attribute_refs, stored_text
 from tracekit.store._schema import has_table, trace_tables_filled
@@ -432,7 +433,8 @@ class StoreReader:
         conditions.append(_IS_ENTRY)
         query = (
             f"SELECT s.id, s.trace_ref, {_DOMINANT_CORRELATION}, t.trace_id, s.start_ns,"
-            " s.service_ref, s.name_ref FROM spans s JOIN traces t ON t.id = s.trace_ref"
+            " s.service_ref, s.name_ref, s.attributes"
+            " FROM spans s JOIN traces t ON t.id = s.trace_ref"
             f" WHERE {' AND '.join(conditions)} ORDER BY s.start_ns DESC, s.id DESC"
         )
         return self.conn.execute(query, params)
@@ -468,10 +470,13 @@ class StoreReader:
             for entry, *extent in self.conn.execute(query, [*row[:3], *params]):
                 extents[entry] = extent
         correlations = self._correlation_values([row[2] for row in page if row[2] is not None])
-        self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page])
+        roots = [loads_list(row[7]) for row in page]
+        refs = [ref for attributes in roots for ref in attribute_refs(attributes)]
+        self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page] + refs)
+        tasks = [task_name(self.strings.decode(attributes)) for attributes in roots]
         return [
-            self._summary(row, correlations.get(row[2]), extents[row[0]])
-            for row in page
+            self._summary(row, correlations.get(row[2]), extents[row[0]], task)
+            for row, task in zip(page, tasks, strict=True)
             if row[0] in extents
         ]
 
@@ -482,7 +487,7 @@ class StoreReader:
         return {ref: stored_text(value) for ref, value in self.conn.execute(query, refs)}
 
     def _summary(
-        self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any]
+        self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any], task: str | None
     ) -> RequestSummary:
         start, end, count, error = extent
         return RequestSummary(
@@ -494,6 +499,7 @@ class StoreReader:
             duration_ms=(end - start) / 1e6,
             span_count=count,
             error=bool(error),
+            root_task=task,
         )
 
     def _spans(self, rows: list[Any]) -> list[SpanRecord]:
@@ -646,6 +652,7 @@ def _name_by_earlier_entry(listed: RequestSummary, earlier: RequestSummary) -> N
     a worker in correlation-only mode, which starts a trace of its own)."""
     listed.trace_id = earlier.trace_id
     listed.root_service, listed.root_name = earlier.root_service, earlier.root_name
+    listed.root_task = earlier.root_task
 
 
 def _matches(
