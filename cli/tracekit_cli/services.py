@@ -47,13 +47,17 @@ def services(
     require_jaeger_for_service(service, jaeger)
     source = open_source(store, tempo, jaeger, timeout=timeout, service=service)
     try:
-        edges = edges_from_samples(_window_samples(source, since_ns, since))
+        samples, requests = _window_samples(source, since_ns, since)
     except BackendError as error:
         fail(str(error), EXIT_ERROR)
+    edges = edges_from_samples(samples)
+    seen = sorted(requests.items(), key=lambda item: (-item[1], item[0]))
     chosen = resolve_format(output_format)
     if chosen == "json":  # an empty map too: a script reading it gets a document either way
-        emit_json({"since_unix_nano": since_ns, "edges": [e.to_json() for e in edges]})
+        emit_json({"since_unix_nano": since_ns, "edges": [e.to_json() for e in edges],
+                   "services": [{"name": name, "requests": n} for name, n in seen]})  # fmt: skip
     if not edges:
+        _emit_services(seen, chosen)
         fail(f"no calls between services since {since}", EXIT_NOT_FOUND)
     if chosen == "text":
         from tracekit_cli.render.text import render_edges
@@ -65,18 +69,38 @@ def services(
         emit_rich(lambda console: rich_view.render_edges(console, edges), NARROWEST_READ_VIEW)
 
 
-def _window_samples(source: SpanSource, since_ns: int, since: str) -> list[HopSample]:
-    """The window's calls; past ``MAX_SPANS`` spans, those among the newest and a warning that
-    says so. (The store finds them itself; from another backend, in the spans it answers.)"""
-    from tracekit.path import hop_samples
+def _emit_services(seen: list[tuple[str, int]], chosen: str) -> None:
+    """A map without edges: the services seen and the requests each took in, so one service
+    alone, or services that never called each other, are still named."""
+    if not seen or chosen == "json":
+        return
+    if chosen == "text":
+        from tracekit_cli.render.text import render_services
+
+        emit_text(lambda width: render_services(seen, width), NARROWEST_READ_VIEW)
+    else:
+        from tracekit_cli.render import rich_view
+
+        emit_rich(lambda console: rich_view.render_services(console, seen), NARROWEST_READ_VIEW)
+
+
+def _window_samples(
+    source: SpanSource, since_ns: int, since: str
+) -> tuple[list[HopSample], dict[str, int]]:
+    """The window's calls and the requests each service took in; past ``MAX_SPANS`` spans,
+    those among the newest and a warning that says so. (The store finds them itself; from
+    another backend, in the spans it answers.)"""
+    from tracekit.path import hop_samples, requests_by_service
     from tracekit.records import newest_spans
 
     if isinstance(source, HopSampleSource):
         samples, more = source.newest_hop_samples(since_ns, limit=MAX_SPANS)
+        requests = source.newest_requests_by_service(since_ns, limit=MAX_SPANS)
     else:
         spans = newest_spans(source, since_ns, MAX_SPANS + 1)
-        samples, more = hop_samples(spans[-MAX_SPANS:]), len(spans) > MAX_SPANS
+        more, spans = len(spans) > MAX_SPANS, spans[-MAX_SPANS:]
+        samples, requests = hop_samples(spans), requests_by_service(spans)
     if more:
         warn(f"more than {MAX_SPANS} spans since {since}: the map covers only the newest "
              f"{MAX_SPANS} (narrow --since)")  # fmt: skip
-    return samples
+    return samples, requests

@@ -254,6 +254,10 @@ class HopSampleSource(Protocol):
         after ``since_unix_nano``; and whether the window holds more spans than that."""
         ...
 
+    def newest_requests_by_service(self, since_unix_nano: int, *, limit: int) -> dict[str, int]:
+        """``tracekit.path.requests_by_service`` of those same spans."""
+        ...
+
 
 @runtime_checkable
 class EntrySpanSource(Protocol):

@@ -1169,3 +1169,29 @@ def test_a_celery_rooted_request_from_jaeger_is_named_by_its_task(serve: Any) ->
     code, out, _ = run("search", "--jaeger", url, "--format", "json")
     [row] = json.loads(out)["requests"]
     assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")
+
+
+@pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
+def test_services_that_never_called_each_other_are_named_as_from_the_store(
+    serve: Any, tmp_path: Path, flag: str, fake: Any
+) -> None:
+    """`services` over a web app alone drew only "no calls between services": it now names
+    each service seen and the requests it took in, the same from Tempo and Jaeger as from a
+    store holding the same spans."""
+    t = Topology("req-alone")
+    for n in range(3):
+        t.new_trace()
+        t.span("shop web", "GET /items/{n}", "SERVER", 10 * n, 10 * n + 2)
+    t.new_trace()
+    t.span("nightly", "scan", "INTERNAL", 51, 59, t.span("nightly", "rebuild", "INTERNAL", 50, 60))
+    spans = recent(t.spans)
+    with Store(tmp_path / "tracekit.db") as store:
+        store.write_spans(spans)
+    url = serve(fake(spans)).url
+
+    stored = run("services", "--store", str(tmp_path / "tracekit.db"), "--format", "json")
+    code, out, err = run("services", flag, url, "--format", "json")
+    assert (code, err) == (1, "tracekit: no calls between services since 1h\n")
+    assert json.loads(out)["services"] == json.loads(stored[1])["services"] == [
+        {"name": "shop web", "requests": 3}, {"name": "nightly", "requests": 1},
+    ]  # fmt: skip

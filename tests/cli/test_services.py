@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tracemalloc
 from pathlib import Path
@@ -228,3 +229,51 @@ def test_the_map_of_a_busy_window_holds_its_calls_not_its_spans(tmp_path: Path) 
         ("web", "api", 10_000)
     ]
     assert peak < 5_000_000  # 30,000 spans; 45 MB before
+
+
+def services_that_never_call_each_other() -> Topology:
+    """A web app that served three requests, and a nightly job (one root, one step under it)."""
+    t = Topology("req-alone")
+    for n in range(3):
+        t.new_trace()
+        t.span("shop web", "GET /items/{n}", "SERVER", 10 * n, 10 * n + 2)
+    t.new_trace()
+    job = t.span("nightly", "rebuild index", "INTERNAL", 50, 60)
+    t.span("nightly", "scan", "INTERNAL", 51, 59, job)
+    return t
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_services_that_never_called_each_other_are_named_with_their_requests(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A store of one web app (or of services that never called each other) drew only "no
+    calls between services since 1h": nothing said which services were seen. They are now
+    listed with the requests each took in, and the map's absence is still said (exit 1)."""
+    path = write_store(tmp_path / "tracekit.db", services_that_never_call_each_other())
+    result = CliRunner().invoke(
+        cli, ["services", "--store", str(path), "--since", SINCE, "--format", fmt],
+        env={"COLUMNS": "80", "NO_COLOR": "1"},
+    )  # fmt: skip
+
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"tracekit: no calls between services since {SINCE}\n",
+    )
+    listed = [re.split(r"\s{2,}| · ", line.strip()) for line in result.stdout.splitlines()]
+    expected = {"text": [["service", "requests"], ["shop web", "3"], ["nightly", "1"]],
+                "rich": [["shop web", "3 requests"], ["nightly", "1 request"]]}  # fmt: skip
+    assert listed == expected[fmt]
+
+
+def test_json_names_every_service_seen_whether_it_called_another_or_not(tmp_path: Path) -> None:
+    t = services_that_never_call_each_other()
+    root = t.span("gateway", "POST /checkout", "SERVER", 100, 150)
+    t.http(root, "orders", "/orders", 110, 140, method="POST")
+    path = write_store(tmp_path / "tracekit.db", t)
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    assert code == 0
+    assert json.loads(out)["services"] == [
+        {"name": "shop web", "requests": 3}, {"name": "gateway", "requests": 1},
+        {"name": "nightly", "requests": 1}, {"name": "orders", "requests": 1},
+    ]  # fmt: skip

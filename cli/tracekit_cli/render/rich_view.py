@@ -493,6 +493,15 @@ def render_edges(console: Console, edges: Sequence[ServiceEdge]) -> None:
     console.print(table)
 
 
+def render_services(console: Console, seen: Sequence[tuple[str, int]]) -> None:
+    """``tracekit services`` with no calls between services: a line per service seen, its name
+    and its requests, wrapped between words on a narrow terminal."""
+    print_lines(console, [
+        ([(one_line(name, 40), "bold"), (f" · {n} request{'' if n == 1 else 's'}", "")], True)
+        for name, n in seen
+    ])  # fmt: skip
+
+
 _EDGE_COLUMNS = ("from", "to", "type", "calls", "errors", "p50", "p95")
 
 

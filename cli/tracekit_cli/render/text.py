@@ -172,6 +172,15 @@ def render_requests(requests: Sequence[RequestSummary], width: int) -> str:
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+def render_services(seen: Sequence[tuple[str, int]], width: int) -> str:
+    """``tracekit services`` with no calls between services: each service seen, its requests."""
+    names = [_text(name) for name, _ in seen]
+    first = max([20, *map(text_width, names)])
+    lines = [f"{'service':<{first}} {'requests':>9}"]
+    lines += [f"{_pad(name, first)} {n:>9}" for name, (_, n) in zip(names, seen, strict=True)]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
 def render_edges(edges: Sequence[ServiceEdge], width: int) -> str:
     """``tracekit services`` as a text table."""
     ends = [(_text(e.from_service), _text(e.to_service)) for e in edges]

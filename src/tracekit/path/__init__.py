@@ -19,7 +19,13 @@ from tracekit.path.collect import (
 )
 from tracekit.path.model import SCHEMA_ID, Hop, Path, PathError, PathLog, PathSpan
 from tracekit.path.schema import load_schema
-from tracekit.path.servicemap import ServiceEdge, edges_from_samples, hop_samples, service_map
+from tracekit.path.servicemap import (
+    ServiceEdge,
+    edges_from_samples,
+    hop_samples,
+    requests_by_service,
+    service_map,
+)
 from tracekit.records import CorrelatedLogSource, LimitedLogSource, LogRecordData, SpanSource
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "load_schema",
     "looks_like_trace_id",
     "reconstruct",
+    "requests_by_service",
     "service_map",
     "trace_id_of",
 ]

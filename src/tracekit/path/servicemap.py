@@ -15,7 +15,14 @@ from typing import Any
 from tracekit.path.hops import calling_span, hop_type
 from tracekit.records import HopSample, SpanRecord
 
-__all__ = ["ServiceEdge", "edges_from_samples", "hop_samples", "percentile", "service_map"]
+__all__ = [
+    "ServiceEdge",
+    "edges_from_samples",
+    "hop_samples",
+    "percentile",
+    "requests_by_service",
+    "service_map",
+]
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,6 +82,16 @@ def hop_samples(spans: Iterable[SpanRecord]) -> list[HopSample]:
                 latency_ms, error = _sample(kind, sender, receiver)
                 samples.append(HopSample(sender.service, receiver.service, kind, latency_ms, error))
     return samples
+
+
+def requests_by_service(spans: Iterable[SpanRecord]) -> dict[str, int]:
+    """How many requests each service of ``spans`` took in: its SERVER and CONSUMER spans and
+    its roots (a scheduler's send, a batch job's run). A service with none is there with 0."""
+    counts: dict[str, int] = {}
+    for span in spans:
+        entered = span.kind in ("SERVER", "CONSUMER") or not span.parent_span_id
+        counts[span.service] = counts.get(span.service, 0) + entered
+    return counts
 
 
 def edges_from_samples(samples: Iterable[HopSample]) -> list[ServiceEdge]:

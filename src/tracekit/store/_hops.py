@@ -111,6 +111,29 @@ def newest_hop_samples(
     return samples, more
 
 
+def newest_requests_by_service(
+    reader: StoreReader, since_unix_nano: int, limit: int
+) -> dict[str, int]:
+    """``tracekit.path.requests_by_service`` of the ``limit`` spans that started last since
+    ``since_unix_nano``, counted by SQLite."""
+    start, first, _ = _window(reader, since_unix_nano, limit)
+    if limit < 1:
+        return {}
+    rows = reader.conn.execute(_REQUESTS_BY_SERVICE, {"start": start, "first": first}).fetchall()
+    reader.strings.load(reader.conn, [row[0] for row in rows])
+    counts: dict[str, int] = {}
+    for ref, requests in rows:  # two refs may read as one name ("" for a lost string)
+        name = reader.strings.get(ref) or ""
+        counts[name] = counts.get(name, 0) + requests
+    return counts
+
+
+_REQUESTS_BY_SERVICE = (
+    f"SELECT s.service_ref, sum(s.kind IN ({_SERVER}, {_CONSUMER}) OR s.parent_id IS NULL)"
+    f" FROM spans s WHERE {_in_window('s')} GROUP BY s.service_ref"
+)
+
+
 def _window(reader: StoreReader, since_unix_nano: int, limit: int) -> tuple[int, int, bool]:
     """The (start, row id) of the oldest of the ``limit`` spans that started last, as
     ``newest_spans_since`` orders them; and whether more spans started since

@@ -314,6 +314,12 @@ class Store:
         the window holds more spans than ``limit``."""
         return self._read(lambda r: _hops.newest_hop_samples(r, since_unix_nano, limit))
 
+    def newest_requests_by_service(self, since_unix_nano: int, *, limit: int) -> dict[str, int]:
+        """How many requests each service took in among the ``limit`` spans that started last
+        since ``since_unix_nano`` (``tracekit.path.requests_by_service``), counted without
+        reading the spans (``HopSampleSource``)."""
+        return self._read(lambda r: _hops.newest_requests_by_service(r, since_unix_nano, limit))
+
     def spans_linking_to(self, trace_id: str, span_id: str) -> list[SpanRecord]:
         """Spans that carry a link to the span ``trace_id``/``span_id``."""
         return self._read(lambda r: r.spans_linking_to(trace_id, span_id))
