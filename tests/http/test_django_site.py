@@ -21,11 +21,9 @@ import pytest
 import requests
 from conditions import wait_for
 from loopback import free_port
+from stored import stored_path
 
 from tracekit._runtime.guard import MAX_MESSAGE
-from tracekit.path import reconstruct
-from tracekit.records import BackendError
-from tracekit.store import Store
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,22 +102,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def path_of(store: Path, correlation_id: str) -> dict[str, Any]:
-    """The JSON document ``tracekit trace ID --format json`` prints, once the span is stored."""
-
-    def found() -> dict[str, Any] | None:
-        try:
-            with Store(store) as source:
-                path = reconstruct(source, correlation_id)
-        except BackendError:
-            return None  # the server's first export has not created the store yet
-
-        return path.to_json() if path is not None and path.spans else None
-
-    result: dict[str, Any] = wait_for(found, 15, f"the path of {correlation_id}")
-    return result
-
-
 @pytest.mark.parametrize(("request_path", "route", "status"), ROUTES)
 def test_route_names_and_client_errors(
     site: tuple[str, Path, str], request_path: str, route: str, status: int
@@ -130,7 +112,7 @@ def test_route_names_and_client_errors(
     assert response.status_code == status
     assert response.headers["X-Correlation-ID"] == cid
 
-    path = path_of(store, cid)
+    path = stored_path(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert span["name"] == f"GET {route}"
     assert span["attributes"]["http.route"] == route
@@ -150,7 +132,7 @@ def test_server_error_is_recorded_with_its_message(site: tuple[str, Path, str]) 
     assert response.status_code == 500
     assert response.headers["X-Correlation-ID"] == cid
     time.sleep(0.1)
-    path = path_of(store, cid)
+    path = stored_path(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert span["status"] == "ERROR" and span["attributes"]["error.type"] == "LookupError"
     # The exception's own words, as for a failed task: bounded, on one printable line.
@@ -176,7 +158,7 @@ def test_a_middleware_below_that_raises_is_recorded_with_its_exception(
     assert response.status_code == 500
     assert response.headers["X-Correlation-ID"] == cid
 
-    path = path_of(store, cid)
+    path = stored_path(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert span["status"] == "ERROR"
     assert span["attributes"]["error.type"] == "ConnectionError"
@@ -193,7 +175,7 @@ def test_server_is_described_as_the_wsgi_middleware_describes_it(
     url, store, _ = site
     cid = "dj-" + uuid.uuid4().hex[:12]
     requests.get(url + "/orders/7", headers={"X-Correlation-ID": cid}, timeout=10)
-    (span,) = [s for s in path_of(store, cid)["spans"] if s["kind"] == "SERVER"]
+    (span,) = [s for s in stored_path(store, cid)["spans"] if s["kind"] == "SERVER"]
     described = {k: v for k, v in span["attributes"].items() if k in WSGI_DESCRIBES}
     assert described == {
         "url.scheme": "http",
@@ -219,7 +201,7 @@ def test_a_streamed_response_ends_its_span_when_closed_and_logs_nothing(
     response = requests.get(url + "/stream", headers={"X-Correlation-ID": cid}, timeout=10)
     assert (response.status_code, response.text) == (200, f"{cid}\n" * 3)
 
-    (span,) = [s for s in path_of(store, cid)["spans"] if s["kind"] == "SERVER"]
+    (span,) = [s for s in stored_path(store, cid)["spans"] if s["kind"] == "SERVER"]
     assert (span["name"], span["status"]) == ("GET /stream", "UNSET")
     log = _log_of(store).read_text()
     assert "Failed to detach context" not in log and "tracekit" not in log, log
@@ -242,7 +224,7 @@ def test_djangos_own_log_line_for_a_4xx_is_the_requests(
     assert response.status_code in (400, 404)
 
     def logged() -> dict[str, Any] | None:
-        path = path_of(store, cid)
+        path = stored_path(store, cid)
         return path if line in [log["body"] for log in path["logs"]] else None
 
     path = wait_for(logged, 15, f"{line!r} in the path of {cid}")
@@ -389,7 +371,7 @@ def test_a_default_language_page_whose_path_starts_like_a_language_has_no_prefix
 
 
 def _server_span(store: Path, correlation_id: str) -> dict[str, Any]:
-    (span,) = [s for s in path_of(store, correlation_id)["spans"] if s["kind"] == "SERVER"]
+    (span,) = [s for s in stored_path(store, correlation_id)["spans"] if s["kind"] == "SERVER"]
     return span
 
 
@@ -580,7 +562,7 @@ def _assert_abandoned_request_is_no_error(site: tuple[str, Path, str], status: i
         sock.sendall(head.encode())
         time.sleep(0.1)  # the view is running; the client gives up
 
-    path = path_of(store, cid)
+    path = stored_path(store, cid)
     (span,) = [s for s in path["spans"] if s["kind"] == "SERVER"]
     assert (span["name"], span["status"]) == ("GET /slow", "UNSET")
     assert span["attributes"]["http.response.status_code"] == status

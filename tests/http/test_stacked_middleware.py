@@ -30,10 +30,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
+from stored import stored_path
 
 from tracekit.asgi import TracekitMiddleware
 from tracekit.path import reconstruct
-from tracekit.records import BackendError
 from tracekit.store import Store
 
 DJANGO_SITE = Path(__file__).resolve().parent
@@ -94,7 +94,7 @@ def contrib_django_between_the_layers(
         yield from _serve_stacked_django(
             tmp_path_factory,
             contrib_outside=False,
-            server=["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"],
+            server=_UVICORN,
             STACKED_DJANGO_CONTRIB="1",
             **sampler,
         )
@@ -112,7 +112,7 @@ def stacked_django_either(
         yield from _serve_stacked_django(
             tmp_path_factory,
             contrib_outside=False,
-            server=["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"],
+            server=_UVICORN,
         )
 
 
@@ -138,18 +138,16 @@ def contrib_around_django(
     )
 
 
+_GUNICORN = ("gunicorn", "--bind", "127.0.0.1:{port}", "--workers", "1", "django_site.wsgi_stacked")
+_UVICORN = ("uvicorn", "--port", "{port}", "django_site.asgi_stacked:application")
+_UNDER = {"wsgi": _GUNICORN, "asgi": _UVICORN}  # the stacked site under either server
+
+
 def _serve_stacked_django(
     tmp_path_factory: pytest.TempPathFactory,
     *,
     contrib_outside: bool,
-    server: tuple[str, ...] | list[str] = (
-        "gunicorn",
-        "--bind",
-        "127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "django_site.wsgi_stacked",
-    ),
+    server: tuple[str, ...] | list[str] = _GUNICORN,
     **more_env: str,
 ) -> Iterator[tuple[str, Path, str]]:
     store = tmp_path_factory.mktemp("stacked") / "tracekit.db"
@@ -190,36 +188,14 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _stored_path(store: Path, correlation_id: str) -> dict[str, Any]:
-    """What ``tracekit trace ID --format json`` shows, once the request's spans are stored."""
-
-    def found() -> dict[str, Any] | None:
-        try:
-            with Store(store) as source:
-                path = reconstruct(source, correlation_id)
-        except BackendError:
-            return None  # the server's first export has not created the store yet
-        return path.to_json() if path is not None and path.spans else None
-
-    stored: dict[str, Any] = wait_for(found, 15, f"the spans of {correlation_id}")
-    return stored
-
-
 def _server_spans(store: Path, correlation_id: str) -> list[dict[str, Any]]:
     """The SERVER spans ``tracekit trace ID`` shows, once the request's spans are stored."""
+    path = stored_path(store, correlation_id, lambda path: any(map(_is_server, path["spans"])))
+    return [span for span in path["spans"] if _is_server(span)]
 
-    def found() -> list[dict[str, Any]] | None:
-        try:
-            with Store(store) as source:
-                path = reconstruct(source, correlation_id)
-        except BackendError:
-            return None  # the server's first export has not created the store yet
-        if path is None or not path.spans:
-            return None
-        return [s for s in path.to_json()["spans"] if s["kind"] == "SERVER"]
 
-    spans: list[dict[str, Any]] = wait_for(found, 15, f"the spans of {correlation_id}")
-    return spans
+def _is_server(span: dict[str, Any]) -> bool:
+    return bool(span["kind"] == "SERVER")
 
 
 def test_django_under_the_wsgi_middleware_is_one_request_with_its_route(
@@ -391,14 +367,11 @@ def stacked_django_configured_in_settings(
 ) -> Iterator[tuple[str, Path, str]]:
     """The stacked site under gunicorn and uvicorn, its tracekit configuration in the
     ``TRACEKIT`` setting alone (django_site/settings_own_header.py)."""
-    where = {} if request.param == "wsgi" else {
-        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
-    }  # fmt: skip
     yield from _serve_stacked_django(
         tmp_path_factory,
         contrib_outside=False,
+        server=_UNDER[request.param],
         DJANGO_SETTINGS_MODULE="django_site.settings_own_header",
-        **where,  # type: ignore[arg-type]
     )
 
 
@@ -446,14 +419,11 @@ def test_a_public_endpoint_in_the_tracekit_setting_is_one_under_both_layers(
 ) -> None:
     """``TRACEKIT = {"public_endpoint": True}``: the outer layer did not read it and continued
     the caller's trace, whatever trace context a client on the internet sent."""
-    where = {} if server == "wsgi" else {
-        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
-    }  # fmt: skip
     served = _serve_stacked_django(
         tmp_path_factory,
         contrib_outside=False,
+        server=_UNDER[server],
         DJANGO_SETTINGS_MODULE="django_site.settings_public_endpoint",
-        **where,  # type: ignore[arg-type]
     )
     url, store, _ = next(served)
     caller = "0af7651916cd43dd8448eb211c80319c"
@@ -483,7 +453,7 @@ def test_a_path_the_tracekit_setting_excludes_is_left_out_whole_under_both_layer
     response = requests.get(url + "/health/deep", headers={"X-Request-ID": cid}, timeout=10)
     assert (response.text, response.headers["X-Request-ID"]) == (cid, cid)
 
-    path = _stored_path(store, cid)
+    path = stored_path(store, cid)
     assert [(s["name"], s["parent_span_id"]) for s in path["spans"]] == [("check database", None)]
     assert path["warnings"] == []
 
@@ -512,7 +482,7 @@ def test_a_path_excluded_below_a_layer_that_cannot_read_the_setting_is_left_out_
         cid = f"hidden-{uuid.uuid4().hex[:8]}"
         response = requests.get(url + "/health/deep", headers={"X-Correlation-ID": cid}, timeout=10)
 
-        path = _stored_path(store, cid)
+        path = stored_path(store, cid)
     finally:
         served.close()
     assert _in_flight(during) == [0.0]
@@ -529,14 +499,11 @@ def test_a_correlation_only_request_under_both_layers_has_one_id(
     for a request without a correlation header each layer made up an ID, and what Django's
     ``request_started`` receivers saw (the outer layer's) was not the ID the view, its logs and
     the response had (the Django layer's)."""
-    where = {} if server == "wsgi" else {
-        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
-    }  # fmt: skip
     served = _serve_stacked_django(
         tmp_path_factory,
         contrib_outside=False,
+        server=_UNDER[server],
         DJANGO_SETTINGS_MODULE="django_site.settings_correlation_only",
-        **where,  # type: ignore[arg-type]
     )
     url, _, _ = next(served)
     try:
@@ -555,14 +522,11 @@ def test_under_both_layers_a_middleware_listed_above_tracekits_is_no_warning(
 ) -> None:
     """The outer layer sees what a middleware above tracekit's Django middleware answers
     itself (CommonMiddleware's APPEND_SLASH redirect): nothing goes unseen to warn about."""
-    where = {} if server == "wsgi" else {
-        "server": ["uvicorn", "--port", "{port}", "django_site.asgi_stacked:application"]
-    }  # fmt: skip
     served = _serve_stacked_django(
         tmp_path_factory,
         contrib_outside=False,
+        server=_UNDER[server],
         DJANGO_SETTINGS_MODULE="django_site.settings_below_common",
-        **where,  # type: ignore[arg-type]
     )
     url, store, _ = next(served)
     try:
