@@ -418,7 +418,9 @@ def test_taken_port_is_a_warning_not_a_crash_and_served_once_it_frees(
 ) -> None:
     """A second process holds the port (the old worker of a gunicorn reload, which starts the
     new worker first): this one says so and carries on. It gave up for good, and once the holder
-    had gone nobody served the metrics; it now takes the port over."""
+    had gone nobody served the metrics; it now takes the port over. The warning names the
+    variable that moves a service to a port of its own (two services on one machine, both on
+    the default port, were told only of the remedy for workers of one server)."""
     monkeypatch.setattr(metrics_server.Standby, "RETRY_S", 0.1)
     taken = socket.socket()
     taken.bind(("0.0.0.0", 0))
@@ -429,6 +431,7 @@ def test_taken_port_is_a_warning_not_a_crash_and_served_once_it_frees(
     assert server is not None
     try:
         assert f"metrics port {port} unavailable" in caplog.text
+        assert "if another service holds it, give this one TRACEKIT_METRICS_PORT" in caplog.text
         taken.close()  # the holder goes
         answer = wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": OPENMETRICS}), 5,
@@ -438,26 +441,6 @@ def test_taken_port_is_a_warning_not_a_crash_and_served_once_it_frees(
     finally:
         taken.close()
         server.close()
-
-
-def test_a_port_another_service_holds_names_the_variable_that_moves_it(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Two services on one machine (a FastAPI gateway and the Flask app it calls), both on the
-    default port: the second was told only about PROMETHEUS_MULTIPROC_DIR, the remedy for
-    workers of one server, and not how to give it a port of its own."""
-    taken = socket.socket()
-    taken.bind(("0.0.0.0", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    with caplog.at_level(logging.WARNING, logger="tracekit"):
-        server = metrics.install(config.resolve("svc", environ={}, metrics_port=port))
-    try:
-        assert "if another service holds it, give this one TRACEKIT_METRICS_PORT" in caplog.text
-    finally:
-        taken.close()
-        if server is not None:
-            server.close()
 
 
 def _client_destinations(registry: CollectorRegistry) -> set[tuple[str, str]]:
