@@ -41,6 +41,9 @@ _ending = False
 os.register_at_fork(after_in_child=_open.clear)
 
 _OUTGOING = (SpanKind.CLIENT, SpanKind.PRODUCER)
+# Long enough for another thread to finish a write to a span (microseconds); a lock held longer
+# is held for good, by the thread SIGTERM interrupted.
+_LOCK_WAIT_S = 0.1
 
 
 def track(span: trace.Span) -> None:
@@ -95,7 +98,20 @@ def record_all(cause: str) -> None:
     now = time.time_ns()
     for span_ref in refs:
         span = span_ref()
-        if span is not None and claim(span) and span.is_recording():
+        if span is not None and _free(span) and claim(span) and span.is_recording():
             outgoing = getattr(span, "kind", None) in _OUTGOING
             mark_failed(span, call if outgoing else handler)
             span.end(now)
+
+
+def _free(span: trace.Span) -> bool:
+    """False for a span whose lock (the SDK's ``Span._lock``) stays held: the thread SIGTERM
+    interrupted was inside its ``set_attribute``, and waits for this recording. Ending that span
+    would wait for good, and every span after it with it: that one alone is left out."""
+    lock = getattr(span, "_lock", None)
+    if lock is None or not hasattr(lock, "acquire"):
+        return True
+    if not lock.acquire(timeout=_LOCK_WAIT_S):
+        return False
+    lock.release()
+    return True
