@@ -1,6 +1,6 @@
 """What keeping every open span costs a span, against what tracekit's middleware costs a request.
 
-tracekit keeps each span the tracer provider starts until it ends (``OpenSpanProcessor``), so
+tracekit keeps each span the tracer provider starts, weakly (``OpenSpanProcessor``), so
 that SIGTERM's handler can record, failed, the application's own spans and contrib
 instrumentations' still open. One application span (``start_as_current_span``, through the SDK's
 ``BatchSpanProcessor`` to an exporter that discards it) with and without that processor, and, in

@@ -19,7 +19,7 @@ from weakref import ref
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tracekit._runtime.guard import mark_failed
@@ -55,18 +55,14 @@ def track(span: trace.Span) -> None:
 
 
 class OpenSpanProcessor(SpanProcessor):
-    """Keeps every span the tracer provider starts, whoever starts it, until it ends: at SIGTERM
-    an application's own span (``tracer.start_as_current_span``) or a contrib instrumentation's
-    still open is recorded, failed, with tracekit's. About half a microsecond a span."""
+    """Keeps every span the tracer provider starts, whoever starts it: at SIGTERM an
+    application's own span (``tracer.start_as_current_span``) or a contrib instrumentation's
+    still open is recorded, failed, with tracekit's. About half a microsecond a span. Kept
+    weakly, a span leaves as it is collected; ``record_all`` passes over those ended. (Nothing
+    to do at its end: the SDK hands ``on_end`` a copy, a ``ReadableSpan``, not the span.)"""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         track(span)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        try:  # noqa: SIM105 (on every span, as in track)
-            _open.discard(ref(span))
-        except TypeError:
-            pass
 
 
 def claim(span: trace.Span) -> bool:
