@@ -306,11 +306,15 @@ def test_a_log_line_coloured_by_its_logger_reads_without_the_colour_codes(
     server = t.span("inventory", "GET /stock/{sku}", "SERVER", 0, 5, status="ERROR")
     t.log(server, 4, '127.0.0.1 - - [07/Dec/2026 07:21:59] "\x1b[35m\x1b[1mGET /stock/bad '
           'HTTP/1.1\x1b[0m" 500 -')  # fmt: skip
+    # an OSC 8 hyperlink around "stock page", tput sgr0's ESC ( B, a colour behind a stray ESC
+    t.log(server, 5, "see \x1b]8;;http://inventory/stock\x1b\\stock page\x1b]8;;\x1b\\"
+          " now\x1b(B\x1b[m, \x1b\x1b[0m[31mred")  # fmt: skip
     db = write_store(tmp_path / "coloured.db", t)
     for fmt in ("text", "rich"):
         _, out, _ = run("trace", "req-coloured", "--store", str(db), "--format", fmt,
                         env={"NO_COLOR": "1", "COLUMNS": "200"})  # fmt: skip
         assert '"GET /stock/bad HTTP/1.1" 500 -' in out and "[35m" not in out
+        assert "see stock page now, red" in out and "\x1b" not in out
 
 
 def test_a_log_line_cut_at_the_edge_of_a_narrow_terminal_says_so(tmp_path: Path) -> None:
