@@ -218,3 +218,52 @@ def test_sigterm_inside_a_spans_lock_still_records_the_other_open_spans(
         assert span["status_message"] == (
             "HandlerInterrupted: SIGTERM ended the process before the handler returned"
         )
+
+
+DAEMON_THREAD_HOLDING_A_SPANS_LOCK = """
+    import threading, time
+    from collections.abc import Sequence
+    import tracekit
+    from opentelemetry import trace
+    from tracekit.correlation import set_correlation_id
+
+    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            if index > 0:
+                raise IndexError(index)
+            reading.set()
+            time.sleep(60)
+            return "row"
+
+    tracekit.init("worker")
+    tracer = trace.get_tracer("worker")
+    reading = threading.Event()
+
+    def export():
+        set_correlation_id("job-1")
+        with tracer.start_as_current_span("done before"):
+            pass
+        with tracer.start_as_current_span("export rows") as span:
+            span.set_attribute("rows", LazyRows())  # inside the span's lock
+
+    threading.Thread(target=export, daemon=True).start()
+    reading.wait(60)  # then the script ends, its daemon thread inside the span's lock
+"""
+
+
+def test_a_daemon_thread_inside_a_spans_lock_does_not_hold_the_exit(service: Service) -> None:
+    """At exit the spans a daemon thread left open are recorded; the one whose lock that thread
+    holds (parked in ``set_attribute``) cannot be. Ended on the main thread, the exit waited for
+    that lock as long as the thread held it: for ever for a thread that never comes back."""
+    service.write("worker.py", DAEMON_THREAD_HOLDING_A_SPANS_LOCK)
+    service.start("worker.py")
+    assert service.process is not None
+    started = time.monotonic()
+
+    assert service.process.wait(30) == 0, service.output()
+    assert time.monotonic() - started < 15
+    assert [span["name"] for span in _path(service, "job-1")["spans"]] == ["done before"]
+    assert "Traceback" not in service.output()

@@ -149,7 +149,7 @@ def _exit_hooks_ending() -> None:
     # The exit hooks are done: a handler still running is a daemon thread's (the others were
     # joined before them), which the interpreter stops where it is. Recorded now, its span
     # goes out with the late records.
-    safe("unfinished spans", lambda: unfinished.record_all("the process exited"))
+    _record_unfinished("the process exited")
     state.exit_hooks_ending()
 
 
@@ -242,7 +242,8 @@ def _record_unfinished(cause: str) -> None:
     """End the spans still open (``unfinished.record_all``) in a thread of its own, waited for a
     second at most: the thread SIGTERM interrupted may hold the lock of a span it was writing to
     (inside ``set_attribute``), and that span's end waits for it, while it waits for this flush.
-    The stop took the whole export timeout then, and flushed nothing at all."""
+    The stop took the whole export timeout then, and flushed nothing at all. At exit, a daemon
+    thread may be parked inside that lock: ended on the main thread, the exit never ended."""
     recording = threading.Thread(
         target=safe,
         args=("unfinished spans", lambda: unfinished.record_all(cause)),
