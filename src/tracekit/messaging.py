@@ -36,6 +36,7 @@ IDs and headers still travel.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
@@ -652,6 +653,21 @@ def consume_batch(
     return Delivery(received, target, batch=True)
 
 
+def _take(held: dict[Any, Delivery], key: object, exiting: bool) -> Delivery | None:
+    """Take ``held[key]`` to end it, unless the interpreter is ``exiting`` and a thread other
+    than this one, still running, is handling it."""
+    delivery = held.get(key)
+    if delivery is None or (exiting and _handled_elsewhere(delivery)):
+        return None
+    return held.pop(key, None)
+
+
+def _handled_elsewhere(delivery: Delivery) -> bool:
+    """Whether a thread other than this one, still running, holds ``delivery``."""
+    holder = delivery.holder
+    return holder is not None and holder is not threading.current_thread() and holder.is_alive()
+
+
 class HeldDeliveries:
     """At most one open ``Delivery`` per consumer object, for pull APIs without a handler block.
 
@@ -682,6 +698,7 @@ class HeldDeliveries:
         """End ``consumer``'s open delivery, then start and keep ``delivery``."""
         self.release(consumer)
         releases_all = self._releases_all
+        delivery.holder = threading.current_thread()
         start_held(delivery)
         try:
             self._weak[weakref.ref(consumer, self._collected)] = delivery
@@ -696,7 +713,10 @@ class HeldDeliveries:
 
         A delivery held in another thread or task gets its span ended, but only that thread
         can put its own context back: there the message's ID stays current until it next
-        consumes through tracekit, or ends.
+        consumes through tracekit, or ends. At the interpreter's exit, a delivery that another
+        thread still running holds is left open: a daemon thread's handler, which the exit
+        stops where it is, recorded as interrupted once the exit hooks are done
+        (``unfinished.record_all``), not as handled.
         """
         self._releases_all += 1
         while True:
@@ -705,8 +725,9 @@ class HeldDeliveries:
                 break
             except RuntimeError:
                 continue
-        ended = [self._weak.pop(ref, None) for ref in consumers] + [
-            self._by_id.pop(i, None) for i in ids
+        exiting = _state.exiting()
+        ended = [_take(self._weak, ref, exiting) for ref in consumers] + [
+            _take(self._by_id, i, exiting) for i in ids
         ]
         for delivery in reversed(ended):
             if delivery is not None:  # popped here, so ended once, here

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -189,11 +190,38 @@ DAEMON_THREAD = """
     handling.wait(60)  # then the script ends, its consumer thread in the middle of a message
 """
 
+# The message is held (its span open) by tracekit until the loop asks for the next one; the
+# exit hook's undoing of the instrumentation ended it as handled, the thread still in it.
+DAEMON_THREAD_CONSUME_GENERATOR = """
+    import logging, sys, threading
+    import pika, tracekit
 
+    tracekit.init("consumer")
+    log = logging.getLogger("consumer")
+    handling = threading.Event()
+
+    def consume():
+        connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+        channel = connection.channel()
+        for method, properties, body in channel.consume(sys.argv[2]):
+            log.warning("handling %s", body.decode())
+            handling.set()
+            threading.Event().wait(60)
+
+    threading.Thread(target=consume, daemon=True).start()
+    handling.wait(60)  # then the script ends, its consumer thread in the middle of a message
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [DAEMON_THREAD, DAEMON_THREAD_CONSUME_GENERATOR],
+    ids=["start_consuming", "consume-generator"],
+)
 def test_a_message_a_daemon_thread_handles_as_the_process_exits_keeps_its_span(
-    service: Service, queue: str
+    service: Service, queue: str, script: str
 ) -> None:
-    service.write("consumer.py", DAEMON_THREAD)
+    service.write("consumer.py", script)
     service.start("consumer.py", AMQP_URL, queue)
 
     assert service.process is not None
@@ -205,3 +233,49 @@ def test_a_message_a_daemon_thread_handles_as_the_process_exits_keeps_its_span(
         "HandlerInterrupted: the process exited before the handler returned"
     )
     assert service.log_bodies() == ["handling order-1"]
+
+
+DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK = """
+    import sys, threading, time
+    from collections.abc import Sequence
+    import pika, tracekit
+    from opentelemetry import trace
+
+    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            if index > 0:
+                raise IndexError(index)
+            reading.set()
+            time.sleep(60)
+            return "row"
+
+    tracekit.init("consumer")
+    reading = threading.Event()
+
+    def consume():
+        connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
+        for method, properties, body in connection.channel().consume(sys.argv[2]):
+            trace.get_current_span().set_attribute("rows", LazyRows())  # inside its lock
+
+    threading.Thread(target=consume, daemon=True).start()
+    reading.wait(60)  # then the script ends, its consumer thread inside the span's lock
+"""
+
+
+def test_a_daemon_thread_inside_its_held_messages_span_lock_does_not_hold_the_exit(
+    service: Service, queue: str
+) -> None:
+    """The exit hook ended the message a daemon thread held on the main thread, waiting for
+    the span's lock that thread held: as long as it held it, for ever for one that never came
+    back. That span is lost; the exit is not."""
+    service.write("consumer.py", DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK)
+    service.start("consumer.py", AMQP_URL, queue)
+    assert service.process is not None
+    started = time.monotonic()
+
+    assert service.process.wait(30) == 0, service.output()
+    assert time.monotonic() - started < 15
+    assert "Traceback" not in service.output()

@@ -8,6 +8,7 @@ shares with it lives in ``_messaging.spans`` (attributes, the tracer) and ``_mes
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
@@ -58,6 +59,8 @@ class Delivery:
     # as the span starts (set there and in _record_waits), for its metrics as it ends.
     _named_by = ""
     _metrics: MessagingMetrics | None = None
+    # The thread handling it, for a pull API's delivery (``HeldDeliveries.hold``).
+    holder: threading.Thread | None = None
 
     def __init__(
         self,

@@ -402,6 +402,11 @@ def _left_of_stop_budget() -> int:
     return max(0, export_timeout_millis() - int(_stop_flushes_timed_out_s * 1000))
 
 
+def exiting() -> bool:
+    """Whether the interpreter is exiting: tracekit's exit hook has run."""
+    return _exit_budget is not None
+
+
 def shut_down_at_exit(provider: TracerProvider) -> None:
     """Shut ``provider`` (tracekit's own, made without the SDK's exit hook) down at exit, right
     after tracekit's flush: as the SDK's hook would, but never before the hooks registered
