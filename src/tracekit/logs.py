@@ -908,6 +908,6 @@ def _flushed_within(provider: LoggerProvider, timeout_millis: int) -> bool:
         finally:
             finished.set()
 
-    threading.Thread(target=flush_provider, name="tracekit log flush", daemon=True).start()
+    state.in_a_thread(flush_provider, "tracekit log flush")
     finished.wait(timeout_millis / 1000)
     return outcome == [True]

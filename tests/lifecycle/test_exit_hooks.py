@@ -422,3 +422,36 @@ def test_an_export_timeout_longer_than_a_thread_can_wait_still_stops_and_stores(
     assert "Traceback" not in service.output() and "OverflowError" not in service.output()
     assert [span.name for span in service.spans()] == ["work"]
     assert ("shut down" in service.output()) == (how == "shutdown")
+
+
+NO_THREAD_STARTS_AT_EXIT = """
+    import atexit, logging, threading
+    from opentelemetry import trace
+
+    import tracekit
+
+    tracekit.init("app")
+    with trace.get_tracer("app").start_as_current_span("work"):
+        logging.getLogger("app").warning("working")
+
+    def no_thread_starts(thread):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    # What Python 3.12.0 and 3.12.1 do from the first exit hook on (run before tracekit's).
+    atexit.register(lambda: setattr(threading.Thread, "start", no_thread_starts))
+"""
+
+
+def test_an_exit_where_no_thread_may_start_still_stores_what_was_batched(
+    service: Service,
+) -> None:
+    """Python 3.12.0 and 3.12.1 refuse to start a thread in an exit hook; tracekit's flush at
+    exit starts one to bound each export, and failed: a traceback on stderr, nothing stored."""
+    service.write("app.py", NO_THREAD_STARTS_AT_EXIT)
+    service.start("app.py")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert "Traceback" not in service.output()
+    assert [span.name for span in service.spans()] == ["work"]
+    assert service.log_bodies() == ["working"]

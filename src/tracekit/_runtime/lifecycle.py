@@ -244,14 +244,11 @@ def _record_unfinished(cause: str) -> None:
     (inside ``set_attribute``), and that span's end waits for it, while it waits for this flush.
     The stop took the whole export timeout then, and flushed nothing at all. At exit, a daemon
     thread may be parked inside that lock: ended on the main thread, the exit never ended."""
-    recording = threading.Thread(
-        target=safe,
-        args=("unfinished spans", lambda: unfinished.record_all(cause)),
-        name="tracekit-record",
-        daemon=True,
+    recording = state.in_a_thread(
+        lambda: safe("unfinished spans", lambda: unfinished.record_all(cause)), "tracekit-record"
     )
-    recording.start()
-    recording.join(_RECORDING_BOUND_S)
+    if recording is not None:
+        recording.join(_RECORDING_BOUND_S)
 
 
 def _raise_again(signum: int) -> None:

@@ -13,6 +13,7 @@ runtime's processors: init/shutdown cycles never pile processors up, and a span 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -214,6 +215,20 @@ def _flush_processors(processors: tuple[SpanProcessor, ...], deadline: Deadline)
         processor.force_flush(deadline.left_millis())
 
 
+def in_a_thread(action: Callable[[], None], name: str) -> threading.Thread | None:
+    """Run ``action`` in a daemon thread of its own, started, to be waited for as long as the
+    caller will; None once it has run in this thread instead: at exit, Python 3.12.0 and 3.12.1
+    start no thread ("can't create new thread at interpreter shutdown"), and the flush at exit
+    failed with a traceback, every span and log record still batched lost."""
+    thread = threading.Thread(target=action, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        action()
+        return None
+    return thread
+
+
 def _within(deadline: Deadline, *groups: list[tuple[str, Any]]) -> None:
     """Run each group's ``(where, action)`` steps in turn, the groups side by side in daemon
     threads, waited for until ``deadline``."""
@@ -223,14 +238,11 @@ def _within(deadline: Deadline, *groups: list[tuple[str, Any]]) -> None:
             _safely(where, action)
 
     workers = [
-        threading.Thread(target=run, args=(steps,), name="tracekit stop", daemon=True)
-        for steps in groups
-        if steps
+        in_a_thread(functools.partial(run, steps), "tracekit stop") for steps in groups if steps
     ]
     for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(deadline.left_millis() / 1000)
+        if worker is not None:
+            worker.join(deadline.left_millis() / 1000)
 
 
 def _flush_spans(deadline: Deadline) -> None:
