@@ -106,7 +106,7 @@ __all__ = [
 
 # The caller's own message, where an integration sends tracekit's headers beside it (Kafka
 # headers, stream fields, SQS attributes, AMQP properties): its fields (a mapping or ``(key,
-# value)`` pairs; for a batch, a list of them) and the properties whose correlation property
+# value)`` pairs) and the properties whose correlation property
 # (``correlation_property_of``) it may carry, either None. The property is read only where no
 # correlation ID is current: a publish inside a request does not pay for it.
 _CallersMessage = tuple[Any, object]
@@ -510,21 +510,12 @@ def _callers_correlation_id(
     opts: config.Options,
 ) -> str | None:
     """A correlation ID the caller put in the message itself (its headers, or beside them:
-    ``callers``), which its consumer will take; for a batch, the first entry's when every entry
-    has one (else None: the batch gets a new ID, which the integration writes into each entry
-    without one of its own)."""
+    ``callers``), which its consumer will take."""
     found = correlation_id_in(headers, None, reading) if headers else None
     if found is not None or callers is None:
         return found
     fields, properties = callers
-    prop = correlation_property_of(properties, opts)
-    batch = fields if isinstance(fields, list) and all(map(_is_mapping, fields)) else [fields]
-    own = [correlation_id_in(entry, prop, reading) for entry in batch]
-    return own[0] if own and None not in own else None
-
-
-def _is_mapping(value: object) -> bool:
-    return isinstance(value, Mapping)
+    return correlation_id_in(fields, correlation_property_of(properties, opts), reading)
 
 
 def _end_publish(

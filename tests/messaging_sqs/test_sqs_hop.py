@@ -6,6 +6,7 @@ import gzip
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,16 @@ from tracekit._runtime.ratelimit import RateLimitedWarning
 pytestmark = pytest.mark.usefixtures("instrumented")
 
 DELAY_S = 0.4
+
+
+@pytest.fixture
+def in_request() -> Iterator[None]:
+    """A request's correlation ID current, as in a web handler: a batch sent there is one
+    PRODUCER span whose context every entry carries (outside any request, each entry has
+    its own: see test_a_batch_sent_outside_a_request_is_one_hop_per_entry)."""
+    token = tracekit.correlation.set_correlation_id("request-1")
+    yield
+    tracekit.correlation.reset_correlation_id(token)
 
 
 def receive(client: Any, queue_url: str, count: int = 1, **params: Any) -> list[dict[str, Any]]:
@@ -101,6 +112,7 @@ def test_ten_user_attributes_are_sent_unchanged(
     assert warning.exc_info is None
 
 
+@pytest.mark.usefixtures("in_request")
 def test_batch_send_and_batch_consume_link_each_message(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
@@ -121,6 +133,7 @@ def test_batch_send_and_batch_consume_link_each_message(
     check_wait_within_spans(consumer, [producer], DELAY_S)
 
 
+@pytest.mark.usefixtures("in_request")
 @pytest.mark.parametrize("refused", [1, 2], ids=["one-of-two", "both"])
 def test_a_batch_with_entries_sqs_refused_shows_a_failed_send(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, refused: int
@@ -141,6 +154,7 @@ def test_a_batch_with_entries_sqs_refused_shows_a_failed_send(
     assert producer.attributes is not None and producer.attributes["error.type"] == "ClientError"
 
 
+@pytest.mark.usefixtures("in_request")
 def test_a_batch_sqs_took_whole_ends_unset(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
@@ -168,6 +182,7 @@ def test_a_batch_entry_botocore_refuses_is_refused_as_without_tracekit(
     assert nothing_sent.get("Messages", []) == []
 
 
+@pytest.mark.usefixtures("in_request")
 def test_a_batch_given_as_a_tuple_carries_the_context(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
@@ -355,6 +370,7 @@ def test_a_message_at_the_size_limit_goes_without_context(
     assert len(warnings) == 1 and "é" not in warnings[0] and "xxx" not in warnings[0]
 
 
+@pytest.mark.usefixtures("in_request")
 def test_under_x_ray_a_message_at_the_size_limit_keeps_its_aws_trace_header(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -381,6 +397,7 @@ def test_under_x_ray_a_message_at_the_size_limit_keeps_its_aws_trace_header(
         assert f"Parent={producer.context.span_id:016x}" in header
 
 
+@pytest.mark.usefixtures("in_request")
 def test_batch_entries_and_batches_at_the_size_limit_go_without_context(
     sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
@@ -489,11 +506,12 @@ def test_a_publish_to_sns_is_traced_and_its_queues_consumers_continue_it(
     assert body == "placed"
 
 
+@pytest.mark.usefixtures("in_request")
 def test_a_batch_published_to_sns_is_traced_and_its_consumers_link_to_it(
     sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter
 ) -> None:
-    """SNS PublishBatch: one PRODUCER span whose context every entry carries, as for SQS's
-    SendMessageBatch (each fanned-out message started a new trace)."""
+    """SNS PublishBatch in a request: one PRODUCER span whose context every entry carries, as
+    for SQS's SendMessageBatch (each fanned-out message started a new trace)."""
     topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw=False)
     entries = [{"Id": str(n), "Message": f"m{n}"} for n in range(2)]
     answer = sns_client.publish_batch(TopicArn=topic, PublishBatchRequestEntries=entries)
@@ -874,6 +892,73 @@ def test_a_batch_sent_outside_a_request_gives_each_entry_one_id_when_received_ag
     assert ids["mine"] == ["job-41", "job-41"]
     plain = ids["plain"]
     assert plain[0] is not None and plain == [plain[0], plain[0]]
+
+
+def test_a_batch_sent_outside_a_request_is_one_hop_per_entry(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A cron job sends three jobs in one SendMessageBatch, one with a correlation ID of its
+    own: all three went out under one PRODUCER span, so every consumer joined its trace and
+    ``tracekit trace job-41`` showed the other two jobs' work as well (and a send carrying
+    another ID); the two without an ID shared one. Now each entry is a hop of its own, as a
+    SendMessage is. (moto's server stands in for SQS: real HTTP, real boto3 answers.)"""
+    from tracekit.path import reconstruct
+    from tracekit.store import Store
+    from tracekit.store.exporter import StoreSpanExporter
+
+    own = {"X-Correlation-ID": {"DataType": "String", "StringValue": "job-41"}}
+    entries = [{"Id": "a", "MessageBody": "a", "MessageAttributes": own}]
+    entries += [{"Id": body, "MessageBody": body} for body in ("b", "c")]
+    answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    message_ids = {entry["Id"]: entry["MessageId"] for entry in answer["Successful"]}
+    ids = {}
+    for message in receive(sqs_client, queue_url, count=3):
+        with tracekit.sqs.consume(message, queue=queue_url):
+            ids[message["Body"]] = tracekit.correlation_id()
+    with Store(tmp_path / "t.db") as store:
+        StoreSpanExporter(store=store).export(spans.get_finished_spans())
+        path = reconstruct(store, "job-41")
+    assert path is not None
+    document = path.to_json()
+    kinds = [(span["kind"], span["attributes"]["correlation.id"]) for span in document["spans"]]
+    assert kinds == [("PRODUCER", "job-41"), ("CONSUMER", "job-41")]
+    [sent, _] = document["spans"]
+    assert sent["attributes"][semconv.MESSAGING_MESSAGE_ID] == message_ids["a"]
+    assert semconv.MESSAGING_BATCH_MESSAGE_COUNT not in sent["attributes"]
+    assert [hop["type"] for hop in document["hops"]] == ["messaging"]
+    assert ids["a"] == "job-41" and len({ids["a"], ids["b"], ids["c"]}) == 3
+
+
+def test_an_entry_sqs_refused_outside_a_request_fails_its_own_span(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """Outside a request each entry has its span: the one SQS refused fails with its code, the
+    one it took ends unset with its message ID."""
+    refused = {"Id": "late", "MessageBody": "x", "DelaySeconds": 901}  # SQS allows up to 900
+    answer = sqs_client.send_message_batch(
+        QueueUrl=queue_url, Entries=[{"Id": "ok", "MessageBody": "y"}, refused]
+    )
+    [taken] = answer["Successful"]
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert [p.status.status_code for p in producers] == [StatusCode.UNSET, StatusCode.ERROR]
+    sent, failed = (p.attributes or {} for p in producers)
+    assert sent[semconv.MESSAGING_MESSAGE_ID] == taken["MessageId"]
+    assert failed["error.type"] == "ClientError"
+    description = producers[1].status.description or ""
+    assert "InvalidParameterValue" in description and "refused the message" in description
+
+
+def test_a_batch_outside_a_request_at_the_size_limit_goes_without_context(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """Outside a request too, a batch whose entries' attributes would take it past SQS's
+    limit goes as the caller made it; each entry's span is still recorded, in its own trace."""
+    sent = _sent_attributes(sqs_client, "SendMessageBatch")
+    halves = [{"Id": str(n), "MessageBody": "x" * 131_072} for n in range(2)]  # 262,144 in all
+    sqs_client.send_message_batch(QueueUrl=queue_url, Entries=halves)
+    assert sent == [{}, {}]
+    producers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER]
+    assert len({p.context.trace_id for p in producers}) == 2
 
 
 def test_sends_and_polls_make_no_http_span_of_their_own(

@@ -4,8 +4,10 @@ attributes.
 - ``SendMessage`` runs inside ``messaging.publish``; the context goes into ``MessageAttributes``
   within SQS's limit of 10 (see ``tracekit.sqs``), and under ``OTEL_PROPAGATORS=xray`` the X-Ray
   header into the ``AWSTraceHeader`` system attribute too, unless the caller set it.
-  ``SendMessageBatch`` is one PRODUCER span whose context every entry carries; it ends failed
-  when SQS refused any entry (answering 200 with a ``Failed`` list). A message (or
+  ``SendMessageBatch`` inside a request is one PRODUCER span whose context every entry
+  carries; it ends failed when SQS refused any entry (answering 200 with a ``Failed`` list).
+  Outside any request each entry is a job of its own with a PRODUCER span of its own, failed
+  when SQS refused that entry: one span for all put unrelated jobs into one trace. A message (or
   batch) that tracekit's attributes would take past SQS's size limit goes out without them,
   with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
@@ -15,7 +17,8 @@ attributes.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
   there is no handler boundary to trace automatically.
 - SNS ``Publish`` and ``PublishBatch`` to a topic are PRODUCER spans whose context goes into
-  the message attributes as for SQS; the queues subscribed to the topic hand it on.
+  the message attributes as for SQS (a batch as SQS's is); the queues subscribed to the topic
+  hand it on.
 
 Why a wrapper on ``BaseClient._make_api_call`` and not botocore's events: ``before-parameter-build``
 fires before parameter validation, and no event follows a validation failure, so a PRODUCER span
@@ -38,7 +41,6 @@ from opentelemetry import context as otel_context
 
 from tracekit import correlation, messaging, propagation, semconv, sqs
 from tracekit._messaging import headers as _message_headers
-from tracekit._messaging.consumer import correlation_id_in
 from tracekit._propagation.trace_formats import B3
 from tracekit._runtime.guard import mark_failed, report_once, safe, suppress_nested_http_in
 from tracekit._runtime.state import current_options
@@ -123,26 +125,113 @@ def _send_one(
 def _send_batch(
     how: _Sending, call: Callable[[dict[str, Any]], Any], params: dict[str, Any], client: Any
 ) -> Any:
-    """SQS ``SendMessageBatch``, SNS ``PublishBatch``: one PRODUCER span whose context every
-    entry carries."""
+    """SQS ``SendMessageBatch``, SNS ``PublishBatch``: inside a request, one PRODUCER span whose
+    context every entry carries; outside any request, one span per entry (``_send_each``)."""
     entries = params.get(how.entries)
     destination = how.destination(params)
     if destination is None or not isinstance(entries, list | tuple):  # (botocore takes either)
         return call(params)
+    if correlation.correlation_id() is None:
+        return _send_each(how, call, params, client, entries, destination)
     carrier: dict[str, str] = {}
     count = {semconv.MESSAGING_BATCH_MESSAGE_COUNT: len(entries)}
     publishing = messaging.publish(
         carrier, system=how.system, destination=destination, attributes=count
     )
-    with publishing._beside([_callers_attributes(entry) for entry in entries]) as sent:
-        traced = [_with_attributes(e, _entry_carrier(e, carrier), how) for e in entries]
-        if _pushed_over(_batch_size(traced, how), lambda: _batch_size(entries, how)):
-            # SQS and SNS bound a batch's total by the same size as one message
-            _left_out(f"message batch to {how.service}")
-            traced = [_with_x_ray_only(entry, carrier, how) for entry in entries]
+    with publishing as sent:
+        traced = _traced_batch(entries, [carrier] * len(entries), how)
         result = call({**params, how.entries: traced})
         _settle_batch(sent, result, len(entries), client, how.batch_operation)
         return result
+
+
+def _send_each(
+    how: _Sending,
+    call: Callable[[dict[str, Any]], Any],
+    params: dict[str, Any],
+    client: Any,
+    entries: Sequence[Any],
+    destination: str,
+) -> Any:
+    """A batch sent outside any request (a script, a cron job): its entries are as many jobs,
+    each a message of its own as if sent alone, with its own PRODUCER span (a trace of its own
+    where no span is current), its own correlation ID (the entry's, else a new one) and its own
+    outcome. One span for all put every job's consumer into one trace, shown by ``tracekit
+    trace`` of any of them."""
+    sends = [_start_entry(how, destination, entry) for entry in entries]
+    traced = _traced_batch(entries, [carrier for _, _, carrier in sends], how)
+    try:
+        result = call({**params, how.entries: traced})
+    except BaseException as error:
+        for publishing, _, _ in sends:
+            publishing.end(error)
+        raise
+    try:
+        safe("aws batch result", lambda: _settle_each(sends, entries, result, client, how))
+    finally:
+        for publishing, _, _ in sends:
+            publishing.end()
+    return result
+
+
+def _start_entry(
+    how: _Sending, destination: str, entry: object
+) -> tuple[messaging.Publishing, messaging.Publication, dict[str, str]]:
+    """A PRODUCER span for one entry, kept open until the batch is answered, and the entry's
+    carrier."""
+    carrier: dict[str, str] = {}
+    publishing = messaging.publish(carrier, system=how.system, destination=destination)
+    with publishing._beside(_callers_attributes(entry)) as sent:
+        publishing.keep_open()
+    return publishing, sent, carrier
+
+
+def _traced_batch(
+    entries: Sequence[Any], carriers: list[dict[str, str]], how: _Sending
+) -> list[Any]:
+    """``entries``, each with its carrier's attributes, unless they take the batch past the
+    size SQS and SNS bound a batch's total by (the same as one message's): then as the caller
+    made them (with the X-Ray header, which does not count)."""
+    pairs = list(zip(entries, carriers, strict=True))
+    traced = [_with_attributes(entry, carrier, how) for entry, carrier in pairs]
+    if not _pushed_over(_batch_size(traced, how), lambda: _batch_size(entries, how)):
+        return traced
+    _left_out(f"message batch to {how.service}")
+    return [_with_x_ray_only(entry, carrier, how) for entry, carrier in pairs]
+
+
+def _settle_each(
+    sends: list[tuple[messaging.Publishing, messaging.Publication, dict[str, str]]],
+    entries: Sequence[Any],
+    result: Any,
+    client: Any,
+    how: _Sending,
+) -> None:
+    """Each entry's span takes its message ID from the answer's ``Successful``, or fails as a
+    send refused for its ``Failed`` code does."""
+    answered = _answers_by_id(result)
+    for (_, sent, _), entry in zip(sends, entries, strict=True):
+        answer = answered.get(entry.get("Id")) if isinstance(entry, dict) else None
+        if answer is None:
+            continue
+        accepted, details = answer
+        if accepted:
+            sent.set_message_id(details.get("MessageId"))
+        else:
+            service = (_service_of(client) or "aws").upper()
+            message = f"{service} refused the message of the batch"
+            sent.fail(_refusal(client, _error_code(details), message, how.batch_operation))
+
+
+def _answers_by_id(result: Any) -> dict[object, tuple[bool, dict[str, Any]]]:
+    """A batch's answer per entry ``Id``: accepted or not, and SQS's or SNS's details."""
+    answers: dict[object, tuple[bool, dict[str, Any]]] = {}
+    for key, accepted in (("Successful", True), ("Failed", False)):
+        listed = result.get(key) if isinstance(result, dict) else None
+        for details in listed if isinstance(listed, list) else ():
+            if isinstance(details, dict) and isinstance(details.get("Id"), str):
+                answers[details["Id"]] = (accepted, details)
+    return answers
 
 
 def _settle_batch(
@@ -164,15 +253,19 @@ def _note_refused(
     failed = result.get("Failed") if isinstance(result, dict) else None
     if not isinstance(failed, list) or not failed:
         return
-    code = _error_code(failed[0])
     service = _service_of(client) or "aws"
     message = f"{service.upper()} refused {len(failed)} of {total} messages of the batch"
-    refusal = client.exceptions.from_code(code)  # botocore's class for the code, as raised
-    error = refusal({"Error": {"Code": code, "Message": message}}, operation)
+    error = _refusal(client, _error_code(failed[0]), message, operation)
     if len(failed) >= total:
         sent.fail(error)
     elif sent.span is not None:
         mark_failed(sent.span, error)
+
+
+def _refusal(client: Any, code: str, message: str, operation: str) -> BaseException:
+    """The error botocore raises for ``code`` (its class for the code, as a refused send)."""
+    refusal = client.exceptions.from_code(code)
+    return refusal({"Error": {"Code": code, "Message": message}}, operation)  # type: ignore[no-any-return]
 
 
 def _error_code(entry: object) -> str:
@@ -197,18 +290,6 @@ def _callers_attributes(message: object) -> dict[str, str]:
     if not isinstance(message, dict):
         return {}
     return sqs.headers_of({"MessageAttributes": message.get("MessageAttributes")})
-
-
-def _entry_carrier(entry: object, carrier: dict[str, str]) -> dict[str, str]:
-    """``carrier`` for one entry of a batch sent outside any request: without the batch's new
-    correlation ID where the entry has one of its own, which it keeps (its consumer reads the
-    correlation attribute before baggage)."""
-    if not carrier or correlation.correlation_id() is not None:  # (a request's ID: every entry's)
-        return carrier
-    reading = _message_headers.reading_for(current_options())
-    if correlation_id_in(_callers_attributes(entry), None, reading) is None:
-        return carrier
-    return {name: value for name, value in carrier.items() if name.lower() not in reading.names}
 
 
 def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
