@@ -300,14 +300,23 @@ def test_a_server_in_an_event_loop_flushes_on_sigterm_and_still_dies_of_it(
     _assert_all_flushed(service)
 
 
-def test_preloaded_gevent_workers_boot_and_stop_without_tracebacks(service: Service) -> None:
+@pytest.mark.parametrize("patch_first", [True, False], ids=["app-patches", "worker-patches"])
+def test_preloaded_gevent_workers_boot_and_stop_without_tracebacks(
+    service: Service, patch_first: bool
+) -> None:
     """``gunicorn --preload -k gevent`` with the app module monkey-patching first, as gevent
     asks: ``init`` runs in the master, and every worker is forked with the master's green
     threads, tracekit's SIGTERM watcher among them. That copy failed in each worker as it
     booted: two tracebacks a worker ("File descriptor was closed in another greenlet", then a
-    ``KeyError`` from threading's record of the threads of a fork)."""
+    ``KeyError`` from threading's record of the threads of a fork).
+
+    Without that line gunicorn's gevent worker patches after the fork. Each worker then ended
+    with "Exception ignored in: <function _removeHandlerRef ...>" and a ``TypeError``
+    traceback: the handler that hears logging's exit hook was collected as the interpreter tore
+    its modules down, and logging's callback for it reached gevent's cleared ``get_ident``."""
     need(importlib.util.find_spec("gevent") is not None, "gevent")
-    service.write("app_module.py", "from gevent import monkey; monkey.patch_all()\n" + WSGI_APP)
+    patch = "from gevent import monkey; monkey.patch_all()\n" if patch_first else ""
+    service.write("app_module.py", patch + WSGI_APP)
     port = free_port()
     service.start(
         "-m", "gunicorn", "--preload", "-w", "2", "-k", "gevent", "-b", f"127.0.0.1:{port}",

@@ -139,6 +139,17 @@ class _ExitHooksEnd(logging.Handler):
     def close(self) -> None:
         _exit_hooks_ending()
         super().close()
+        _forget_handler(self)
+
+
+def _forget_handler(handler: logging.Handler) -> None:
+    """Take ``handler`` out of logging's list of every handler once it is closed at exit. Left
+    there, logging's callback runs when the interpreter collects the handler as it clears its
+    modules: under gevent patched after the fork (gunicorn's gevent worker) that callback takes
+    a lock whose ``get_ident`` is gone by then, and every worker ended with a traceback."""
+    handlers = getattr(logging, "_handlerList", [])  # (weak references, in every Python)
+    for ref in [ref for ref in handlers if ref() is handler]:
+        handlers.remove(ref)
 
 
 _exit_hooks_end: _ExitHooksEnd | None = None
