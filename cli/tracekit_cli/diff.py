@@ -20,6 +20,7 @@ from tracekit.records import BackendError, SpanSource
 from tracekit_cli.options import (
     EXIT_ERROR,
     MAX_ID_CHARS,
+    NARROWEST_READ_VIEW,
     Number,
     backend_options,
     check_id,
@@ -318,10 +319,10 @@ def _emit(result: PairDiff | SetDiff, chosen: str, counted: FailOn) -> None:
     else:
         document = set_document(result, glyphs, counted)
     if chosen == "text":
-        emit_text(lambda width: to_text(document, width))
+        emit_text(lambda width: to_text(document, width), NARROWEST_READ_VIEW)
     else:
         color = not no_color()
-        emit_text(lambda width: to_rich(document, width, color=color))
+        emit_text(lambda width: to_rich(document, width, color=color), NARROWEST_READ_VIEW)
 
 
 def _exit_status(result: PairDiff | SetDiff, counted: FailOn) -> int:

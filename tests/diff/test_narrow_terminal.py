@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.cells import cell_len
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from trace_topologies import write_store
@@ -64,7 +65,6 @@ def test_the_text_view_fits_the_width_with_wide_characters(tmp_path: Path) -> No
     """Span names and services in Japanese: each character takes two columns. The text view
     counted characters, so at 60 columns its rows and notes ran to 90 and the terminal broke
     the tree over two lines."""
-    from rich.cells import cell_len
 
     from tracekit.records import SpanRecord
     from tracekit.store import Store
@@ -226,3 +226,32 @@ def test_a_note_under_a_tree_row_wraps_with_the_trees_guide(tmp_path: Path, fmt:
     words = " ".join(line[column + 1 :] for line in [lines[at], *below]).split()
     assert " ".join(words) == ("new error: stock service answered 503 while rebuilding its index"
                                " for warehouse seven")  # fmt: skip
+
+
+@pytest.mark.parametrize("width", ["30", "20"])
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_under_40_columns_each_node_is_named_then_its_figures_in_words(
+    store: Path, fmt: str, width: str
+) -> None:
+    """Under 40 columns the view was drawn for 40 all the same: the terminal broke each of
+    its lines in two (`trace`, `search` and `services` lay out down to 20). Drawn for the
+    width, the 34 columns of figures were cut ('-  120.0 ms         -  -12'), their heading
+    read 'A' alone. Now each node is named whole, then its A, B and delta in words, wrapped
+    between words; the result line keeps its exit status."""
+    result = _diff(store, fmt, width)
+
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(cell_len(line) for line in lines) <= int(width)
+    assert not [line for line in lines if line.split()[:2] == ["A", "B"]]  # the heading
+    text = " ".join(" ".join(lines).split())
+    arrow = "→" if fmt == "rich" else "->"
+    for node, figures in [
+        ("gateway: POST /checkout", "A 120.0 ms, B -, delta -120.0 ms"),
+        (f"payments {arrow} bank: POST /charge", "A 110.0 ms, B -, delta -110.0 ms"),
+        (f"web {arrow} api: POST /jobs", "A -, B 70.0 ms, delta +70.0 ms"),
+        ("ledger: POST /entries", "A -, B 60.0 ms, delta +60.0 ms"),
+    ]:
+        marker = "+" if figures.startswith("A -") else "-"
+        assert f"{marker} {node} {figures}" in text
+    assert text.endswith("exit 1")

@@ -3,7 +3,9 @@ changed with the delta (slower yellow, faster cyan).
 
 One layout for both views: lines of styled pieces, each either a row (cropped to the width: the
 tree must not break) or a note (wrapped); a tree row whose node would keep fewer than
-``MIN_LABEL_WIDTH`` columns beside its figures and guides has its node drawn on the next line.
+``MIN_LABEL_WIDTH`` columns beside its figures and guides has its node drawn on the next line,
+and on a terminal narrower than the figures' columns (under 34 for two requests) each row is
+its node, then its figures in words, both wrapped, and the columns' heading is left out.
 The text view drops the styles and draws ASCII; the rich view paints them (``Painter``, never
 ``rich.console``, as ``tracekit trace`` does). Names come from spans (untrusted) and are
 flattened to one printable line before anything is drawn.
@@ -58,23 +60,31 @@ NODE_INDENT = "    "  # where such a node goes
 
 @dataclass(slots=True)
 class Document:
-    """The view as lines, each a ``row`` (cropped), a ``note`` (wrapped) or a ``tree`` row
-    (cropped, its last piece the node's label, see ``laid_out``)."""
+    """The view as lines, each a ``row`` (cropped), a ``note`` (wrapped), a ``heading`` (a
+    row over the tree's columns) or a ``tree`` row (cropped, its last piece the node's label,
+    see ``laid_out``), with the notes drawn instead of it on a terminal narrower than
+    ``columns``, the width of the figures before the tree."""
 
     glyphs: Glyphs
-    lines: list[tuple[Line, str]]
+    lines: list[tuple[Line, str, list[Line]]]
+    columns: int = 0
 
     def row(self, *pieces: Piece) -> None:
         """A line that is cropped at the width."""
-        self.lines.append((list(pieces), "row"))
+        self.lines.append((list(pieces), "row", []))
 
     def note(self, *pieces: Piece) -> None:
         """A line that wraps at the width."""
-        self.lines.append((list(pieces), "note"))
+        self.lines.append((list(pieces), "note", []))
 
-    def tree_row(self, *pieces: Piece) -> None:
-        """A row of the tree: figures, guides, then the node's label (the last piece)."""
-        self.lines.append((list(pieces), "tree"))
+    def heading(self, *pieces: Piece) -> None:
+        """The row naming the tree's columns, left out where they are not drawn."""
+        self.lines.append((list(pieces), "heading", []))
+
+    def tree_row(self, *pieces: Piece, narrow: Sequence[Line] = ()) -> None:
+        """A row of the tree: figures, guides, then the node's label (the last piece); the
+        notes ``narrow`` instead on a terminal narrower than ``columns``."""
+        self.lines.append((list(pieces), "tree", list(narrow)))
 
     def text(self, text: str) -> str:
         """An untrusted or library sentence, flattened, with the view's arrows."""
@@ -91,8 +101,14 @@ def laid_out(document: Document, width: int) -> Iterator[tuple[Line, bool]]:
     node would keep fewer than ``MIN_LABEL_WIDTH`` columns (a deep node, a narrow terminal)
     is its figures and guides, then its node on a note of its own, whole rather than cut to
     a few letters; a node with more columns than that, but fewer than it needs, is cut there
-    and ends in an ellipsis, never read as a whole name."""
-    for line, kind in document.lines:
+    and ends in an ellipsis, never read as a whole name. Narrower than the figures' columns,
+    a tree row is its ``narrow`` notes, and the heading over the columns is left out: cut at
+    the terminal's edge, the figures lost their delta and the heading read "A" alone."""
+    narrow = width < document.columns
+    for line, kind, instead in document.lines:
+        if narrow and (kind == "heading" or instead):
+            yield from ((each, True) for each in instead)
+            continue
         room = width - sum(text_width(text) for text, _ in line[:-1])
         if kind != "tree" or room >= text_width(line[-1][0]):
             yield line, kind == "note"
@@ -276,14 +292,14 @@ MAX_PAIR_ROWS = 200  # nodes drawn whatever changed; past that, the changed ones
 
 def pair_document(diff: PairDiff, glyphs: Glyphs, fail_on: FailOn) -> Document:
     """The whole view of a pair comparison."""
-    document = Document(glyphs, [])
+    document = Document(glyphs, [], COLUMNS)
     for name, side in (("A", diff.a), ("B", diff.b)):
         document.note((f"{name} ", "bold"), (_title(side), "bold"),
                       (f"  {_timed_ms(side.duration_ns, side)}, start "
                        f"{format_time(side.start_unix_nano)}", "dim"))  # fmt: skip
     headline(document, diff.headline, diff.changes)
     document.row(("", ""))
-    document.row((f"  {'A':>9} {'B':>9} {'delta':>10}  node", "bold"))
+    document.heading((f"  {'A':>9} {'B':>9} {'delta':>10}  node", "bold"))
     by_node: dict[int, list[Change]] = {}
     for change in diff.changes:
         if change.node is not None and change.kind not in ("added", "removed", "timing"):
@@ -349,18 +365,31 @@ def _title(side: Side) -> str:
 
 
 def _pair_row(document: Document, d: NodeDiff, prefix: str, sides: tuple[Side, Side]) -> None:
+    """A node's row: its marker, A, B and the delta, its guides and its label; narrower than
+    those columns, its marker and label, then A, B and the delta in words, without guides
+    (those a note can keep are cut at different depths, and read as another tree)."""
     a = d.a.duration_ns if d.a is not None else None
     b = d.b.duration_ns if d.b is not None else None
     delta = (b or 0) - (a or 0)
     row_style = ROW_STYLES[d.status]
-    delta_style = row_style or ("yellow" if delta > 0 else "cyan")
-    shown_delta = signed(delta) if sides[0].timed and sides[1].timed else "-"
+    marker = (f"{MARKERS[d.status]} ", f"bold {row_style or 'yellow'}")
+    figures = (_timed_ms(a, sides[0]), _timed_ms(b, sides[1]))
+    delta_piece = (
+        signed(delta) if sides[0].timed and sides[1].timed else "-",
+        (row_style or ("yellow" if delta > 0 else "cyan")) if d.status == "changed" else row_style,
+    )
+    label = (document.label(d.node), row_style)
+    in_words: list[Line] = [
+        [("", ""), marker, label],
+        [("  ", ""), (f"A {figures[0]}, B {figures[1]}, delta ", row_style), delta_piece],
+    ]
     document.tree_row(
-        (f"{MARKERS[d.status]} ", f"bold {row_style or 'yellow'}"),
-        (f"{_timed_ms(a, sides[0]):>9} {_timed_ms(b, sides[1]):>9} ", row_style),
-        (f"{shown_delta:>10}", delta_style if d.status == "changed" else row_style),
+        marker,
+        (f"{figures[0]:>9} {figures[1]:>9} ", row_style),
+        (f"{delta_piece[0]:>10}", delta_piece[1]),
         (f"  {prefix}", "dim"),
-        (document.label(d.node), row_style),
+        label,
+        narrow=in_words,
     )
 
 
