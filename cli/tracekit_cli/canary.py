@@ -23,6 +23,7 @@ from tracekit_cli.headers import HEADERS_ENV, parse_headers
 from tracekit_cli.options import (
     DURATION,
     EXIT_ERROR,
+    NARROWEST_READ_VIEW,
     UNIT_SECONDS,
     Number,
     StoreOption,
@@ -296,6 +297,10 @@ def _emit(verdict: Verdict, chosen: str, *, strict: bool) -> None:
     if chosen == "json":
         emit_json(to_json(verdict))
     elif chosen == "text":
-        emit_text(lambda width: view.render_text(verdict, width, strict=strict))
+        emit_text(
+            lambda width: view.render_text(verdict, width, strict=strict), NARROWEST_READ_VIEW
+        )
     else:
-        emit_rich(lambda console: view.render_rich(console, verdict, strict=strict))
+        emit_rich(
+            lambda console: view.render_rich(console, verdict, strict=strict), NARROWEST_READ_VIEW
+        )

@@ -727,3 +727,27 @@ def test_the_legend_wraps_between_its_items(two_routes: Path, view: str) -> None
     assert any("* critical;" in line for line in narrow), narrow
     assert all(line == line.rstrip() and len(line) <= 40 for line in narrow), narrow
     assert all(line.startswith("      ") for line in narrow[1:]), narrow
+
+
+@pytest.mark.parametrize("view", ["text", "rich"])
+@pytest.mark.parametrize("columns", [30, 20])
+def test_under_40_columns_the_view_is_drawn_for_the_terminal(
+    two_routes: Path, view: str, columns: int
+) -> None:
+    """Under 40 columns the view was drawn for 40 all the same, and the terminal broke each of
+    its lines in two (`trace`, `search` and `services` lay out down to 20). Drawn for the
+    width, a cell alone on its line wider than the line ('21.8 ms -> 43.6 ms', '2.00x
+    (1.9..2.1)') wraps under itself; a route longer than the line folds. Every character of
+    the wide view is there, in its order."""
+    wide = view_at(two_routes, view, 400)
+    narrow = view_at(two_routes, view, columns)
+
+    assert max(len(line) for line in narrow.splitlines()) <= columns
+    assert "".join(words(narrow)) == "".join(words(wide))
+    lines = narrow.splitlines()
+    at = lines.index("/search")
+    block = lines[at + 1 : next(i for i in range(at, len(lines)) if "tail_latency" in lines[i])]
+    assert " ".join(" ".join(block).split()).startswith("latency fail ")  # under its route
+    assert all(line.startswith("  ") for line in block), block
+    values = next(line for line in block if " ms ->" in line)
+    assert values.startswith("    ") and len(values) - len(values.lstrip()) == 4, block

@@ -1,4 +1,4 @@
-"""The diff views at 40 columns, the narrowest width the CLI lays out: notes under a deep tree
+"""The diff views on narrow terminals (down to 20 columns, the narrowest the CLI lays out): notes
 wrap between words instead of standing one letter a line."""
 
 from __future__ import annotations

@@ -128,7 +128,9 @@ def render_text(verdict: Verdict, width: int, *, strict: bool = False) -> str:
         table = [_text_line(0, list(enumerate(row)), widths) for row in rows]
     else:
         table = [
-            _text_line(indent, cells, widths) for _, indent, cells in _narrow_lines(rows, width)
+            part
+            for _, indent, cells in _narrow_lines(rows, width)
+            for part in _fitted(_text_line(indent, cells, widths), indent, width)
         ]
     lines += ["", *table, "", *_legend_lines(verdict, width)]
     return "\n".join(lines) + "\n"
@@ -164,6 +166,15 @@ def _narrow_lines(
 
 def _text_line(indent: int, cells: list[tuple[int, str]], widths: list[int]) -> str:
     return (" " * indent + "  ".join(pad(cell, widths[i]) for i, cell in cells)).rstrip()
+
+
+def _fitted(line: str, indent: int, width: int) -> list[str]:
+    """A line of the narrow table in ``width`` columns: under 40, a cell alone on its line may
+    still be wider (``baseline -> canary`` and ``effect (interval)`` take 20 and more), and
+    wraps between words, continuing under itself, indented 2 more."""
+    if text_width(line) <= width:
+        return [line]
+    return wrap_text(line, width, " " * (indent + 2), break_on_hyphens=False)
 
 
 def _legend(verdict: Verdict) -> list[str]:
@@ -231,7 +242,11 @@ def _print_narrow(console: Console, rows: list[tuple[str, ...]]) -> None:
         for column, cell in cells:
             line.append(pad(cell, widths[column] + 2), STYLES.get(cell) if column == 2 else None)
         line.rstrip()
-        console.print(line)
+        if line.cell_len <= console.width:
+            console.print(line)
+            continue
+        for part in _fitted(line.plain, indent, console.width):  # one cell: one style
+            console.print(Text(part, style=line.style), soft_wrap=True)
 
 
 def _rich_table(rows: list[tuple[str, ...]]) -> Table:
