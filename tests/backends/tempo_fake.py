@@ -69,6 +69,12 @@ FIRST_TEMPO_WITH = {
     "trace:duration": (2, 5),
     "link:traceID": (2, 6),
     "trace:id": (2, 5),
+    "nestedSetParent": (2, 2),  # the nested set columns behind structural operators (2.2)
+    "span.tracekit.celery.task_name": (2, 0),
+}
+_SELECTS = {  # what tracekit selects, and the unscoped name a hit's spans carry it by
+    " | select(span.correlation.id)": "correlation.id",
+    " | select(span.tracekit.celery.task_name)": "tracekit.celery.task_name",
 }
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
@@ -209,11 +215,9 @@ class FakeTempo:
         if most_recent and self.version < (2, 4):
             return None
         query = query.removesuffix(" with (most_recent=true)")
-        if query.endswith(" | select(span.correlation.id)") and self.version >= (2, 2):
-            query, selected = (
-                query.removesuffix(" | select(span.correlation.id)"),
-                ("correlation.id",),
-            )
+        for suffix, name in _SELECTS.items():
+            if query.endswith(suffix) and self.version >= (2, 2):
+                query, selected = query.removesuffix(suffix), (name,)
         grouped = query.endswith(" | by(span.correlation.id)") and self.version >= (2, 2)
         query = query.removesuffix(" | by(span.correlation.id)") if grouped else query
         whole = query.endswith(" && { }")  # every span of a trace the filter matched
@@ -245,6 +249,8 @@ class Query:
 
     def add(self, condition: str, version: tuple[int, int]) -> bool:
         """Add one condition; False for one this version of Tempo refuses."""
+        if condition.startswith("(") and condition.endswith(")"):  # only trace:id terms
+            condition = condition[1:-1]
         if version < FIRST_TEMPO_WITH.get(condition.partition(" ")[0], (99, 0)):
             return False
         if condition.startswith("trace:id = "):  # one trace or several, by id
@@ -289,6 +295,10 @@ class Query:
             self.trace_tests.append(lambda t: _trace_nanos(t) >= least)
         elif condition == "status = error":
             self.span_tests.append(lambda s: s.status == "ERROR")
+        elif condition == "nestedSetParent < 0":  # a root span
+            self.span_tests.append(lambda s: not s.parent_span_id)
+        elif condition == "span.tracekit.celery.task_name != nil":
+            self.span_tests.append(lambda s: "tracekit.celery.task_name" in s.attributes)
         else:
             return False
         return True

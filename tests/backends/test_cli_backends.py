@@ -1171,6 +1171,49 @@ def test_a_celery_rooted_request_from_jaeger_is_named_by_its_task(serve: Any) ->
     assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")
 
 
+def test_a_celery_rooted_request_from_tempo_is_named_by_its_task(serve: Any) -> None:
+    """Tempo's search hit names its root's service and span, not its attributes: `search
+    --tempo` gave `root_task` null and "scheduler: send fhq" where the store and Jaeger name
+    the task. The roots of the listed traces that name one are now searched for, one search
+    for up to 20 traces; a request whose root names none keeps null."""
+    t = Topology("req-fhq")
+    attrs = {"messaging.system": "celery", "messaging.destination.name": "fhq",
+             "tracekit.celery.task_name": "tasks.explode"}  # fmt: skip
+    sent = t.span("scheduler", "send fhq", "PRODUCER", 0, 4, attrs=attrs)
+    t.span("worker", "process fhq", "CONSUMER", 7, 9, sent, attrs=attrs)
+    plain = Topology("req-web")  # a web request: a worker under it names a task, its root none
+    root = plain.span("web", "POST /jobs", "SERVER", 20, 40)
+    plain.span("web", "send fhq", "PRODUCER", 22, 24, root, attrs=attrs)
+    backend = serve(FakeTempo(recent(t.spans + plain.spans)))
+    url = backend.url
+
+    code, out, _ = run("search", "--tempo", url, "--format", "text")
+    assert code == 0 and "scheduler: send fhq (tasks.explode)" in out
+    code, out, err = run("search", "--tempo", url, "--format", "json")
+    rows = {row["root_name"]: row["root_task"] for row in json.loads(out)["requests"]}
+    assert (rows, err) == ({"send fhq": "tasks.explode", "POST /jobs": None}, "")
+    queries = [r.args.get("q", "") for r in backend.requests]
+    assert len([q for q in queries if "nestedSetParent" in q]) == 2  # one a run
+
+
+def test_a_tempo_before_2_5_names_the_task_from_the_traces_it_reads(serve: Any) -> None:
+    """Tempo before 2.5 has no TraceQL trace:id to search roots by, and sends no serviceStats:
+    each trace found is read to count its spans already, and its root names the task. No
+    search more, and nothing more said on stderr."""
+    t = Topology("req-fhq")
+    attrs = {"tracekit.celery.task_name": "tasks.explode"}
+    t.span("scheduler", "send fhq", "PRODUCER", 0, 4, attrs=attrs)
+    backend = serve(FakeTempo(recent(t.spans), version=(2, 4)))
+
+    code, out, err = run("search", "--tempo", backend.url, "--format", "json")
+    [row] = json.loads(out)["requests"]
+    assert (code, row["root_name"], row["root_task"]) == (0, "send fhq", "tasks.explode")
+    assert [line.split(": ", 2)[2][:40] for line in err.splitlines()] == [
+        f"Tempo at {backend.url} sent no serviceStats"[:40]
+    ]
+    assert not [r for r in backend.requests if "nestedSetParent" in r.args.get("q", "")]
+
+
 @pytest.mark.parametrize(("flag", "fake"), [("--tempo", FakeTempo), ("--jaeger", FakeJaeger)])
 def test_services_that_never_called_each_other_are_named_as_from_the_store(
     serve: Any, tmp_path: Path, flag: str, fake: Any

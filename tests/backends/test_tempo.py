@@ -126,7 +126,7 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
     assert [(r.root_service, r.root_name, r.correlation_id) for r in found] == [
         ("web", "POST /jobs", "req-incident-9")
     ]
-    first, then = (search.args["q"] for search in searches(backend))
+    first, then, roots = (search.args["q"] for search in searches(backend))
     assert first == (
         '{ rootServiceName = "web" && traceDuration >= 50us && status = error } && { }'
         " | by(span.correlation.id) | select(span.correlation.id) with (most_recent=true)"
@@ -135,6 +135,12 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
     assert then == (
         '{ span.correlation.id = "req-incident-9" } | by(span.correlation.id)'
         " | select(span.correlation.id)"
+    )
+    # the Celery task its root names, which a hit does not carry
+    trace_id = found[0].trace_id.lstrip("0")
+    assert roots == (
+        f'{{ (trace:id = "{trace_id}") && nestedSetParent < 0 && span.tracekit.celery.task_name'
+        " != nil } | select(span.tracekit.celery.task_name)"
     )
 
 

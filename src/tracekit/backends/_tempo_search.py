@@ -141,12 +141,28 @@ def _searchable(correlation_ids: list[str]) -> dict[str, str]:
 
 def with_trace_ids(trace_ids: list[str], *, grouped: bool = False) -> list[str]:
     """TraceQL searches for the traces of ``trace_ids`` (``trace:id``, Tempo >= 2.5), a few
-    each. An ID is written without its leading zeros, as Tempo's hits write it: a Tempo
-    before 2.10 compares it so where it cannot look the trace up by its bytes (in an ``||``).
-    ``grouped``: their spans grouped by correlation ID, so that each hit names its request."""
-    terms = ["trace:id = " + traceql_string(t.lstrip("0") or "0") for t in trace_ids]
+    each (``_trace_id_terms``). ``grouped``: their spans grouped by correlation ID, so that
+    each hit names its request."""
     end = f" }} | {BY_CORRELATION_ID} | select(span.correlation.id)" if grouped else " }"
-    return ["{ " + " || ".join(each) + end for each in _a_few_at_a_time(terms)]
+    return ["{ " + " || ".join(each) + end for each in _trace_id_terms(trace_ids)]
+
+
+def root_tasks_of(trace_ids: list[str]) -> list[str]:
+    """TraceQL searches for the root spans of ``trace_ids`` that name a Celery task, with
+    the task selected (``Hit.task``), a few traces each: ``nestedSetParent < 0`` is a span
+    whose parent is not in its trace, as Tempo's nested set model holds it (Grafana's Traces
+    Drilldown finds roots so), and ``trace:id`` needs Tempo >= 2.5."""
+    task = "span." + semconv.CELERY_TASK_NAME
+    roots = f") && nestedSetParent < 0 && {task} != nil }} | select({task})"
+    return ["{ (" + " || ".join(each) + roots for each in _trace_id_terms(trace_ids)]
+
+
+def _trace_id_terms(trace_ids: list[str]) -> list[list[str]]:
+    """``trace:id`` terms for ``trace_ids``, grouped a search each. An ID is written without
+    its leading zeros, as Tempo's hits write it: a Tempo before 2.10 compares it so where it
+    cannot look the trace up by its bytes (in an ``||``)."""
+    terms = ["trace:id = " + traceql_string(t.lstrip("0") or "0") for t in trace_ids]
+    return _a_few_at_a_time(terms)
 
 
 def _a_few_at_a_time(terms: list[str]) -> list[list[str]]:
@@ -202,6 +218,7 @@ class Hit:
     names_its_request: bool  # spans grouped by correlation ID: correlation_id is the trace's
     span_count: int | None  # None: this Tempo sent no serviceStats
     error_count: int | None
+    task: str | None = None  # the Celery task its earliest span shown names (root_tasks_of)
 
 
 def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
@@ -247,6 +264,7 @@ def _hit(hit: dict[str, Any]) -> Hit:
         names_its_request=grouped,
         span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,
         error_count=sum(int(s.get("errorCount") or 0) for s in stats.values()) if stats else None,
+        task=_selected_task(hit),
     )
 
 
@@ -276,6 +294,20 @@ def _correlation_id(hit: dict[str, Any]) -> tuple[str | None, bool]:
             counts[value] += max(1, int(span_set.get("matched") or 1))
     found = counts.most_common(1)[0][0] if counts else None
     return found, grouped
+
+
+def _selected_task(hit: dict[str, Any]) -> str | None:
+    """The selected Celery task name of the earliest span the hit shows that has one (a
+    trace may have more than one span without a parent in it: the earliest is its root)."""
+    named = []
+    for span_set in hit.get("spanSets") or []:
+        for span in span_set.get("spans") or []:
+            attributes = {a.get("key"): a.get("value") or {} for a in span.get("attributes") or []}
+            task = attributes.get(semconv.CELERY_TASK_NAME, {}).get("stringValue")
+            if isinstance(task, str) and task:
+                start = str(span.get("startTimeUnixNano"))  # unread where it is no number
+                named.append((int(start) if start.isdigit() else math.inf, task))
+    return cut(min(named)[1], MAX_VALUE_CHARS) if named else None  # the store's bound
 
 
 def _selected_id(span_set: dict[str, Any]) -> str | None:

@@ -38,6 +38,7 @@ from tracekit.backends._tempo_search import (
     read_hits,
     refused_traceql,
     result_limit,
+    root_tasks_of,
     search_query,
     service_is,
     traceql_string,
@@ -45,7 +46,7 @@ from tracekit.backends._tempo_search import (
     window_limit,
     with_trace_ids,
 )
-from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord
+from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord, task_name
 
 __all__ = [
     "HITS_PER_REQUEST",
@@ -101,6 +102,7 @@ class TempoSource(RemoteSource):
         self._unreadable: dict[str, str] = {}  # trace id -> what Tempo did instead of answering
         self._read_by_id = False  # whether a trace asked for by id has been read yet
         self._unnamed_unreadable = False  # a search hit's trace could not be read
+        self._counted_by_reading: set[str] = set()  # hits without serviceStats: traces read
 
     def spans_by_correlation_id(self, correlation_id: str) -> list[SpanRecord]:
         """Spans carrying ``correlation.id``, found with a TraceQL search."""
@@ -200,7 +202,31 @@ class TempoSource(RemoteSource):
                 for r in found
                 if r.correlation_id not in begun_before and r.trace_id not in continuing
             ]
-        return sorted(found, key=lambda r: -r.start_unix_nano)[:limit]
+        return self._with_root_tasks(sorted(found, key=lambda r: -r.start_unix_nano)[:limit], since)
+
+    def _with_root_tasks(
+        self, rows: list[RequestSummary], since: float | None
+    ) -> list[RequestSummary]:
+        """``rows`` with the Celery task each root sent or ran (``root_task``), as the store
+        lists them: a search hit names its root's service and span, not its attributes, so the
+        roots of the listed traces that name a task are searched for, 20 traces a search
+        (``root_tasks_of``), in the search's window; but for the traces read to count their
+        spans (no serviceStats: Tempo before 2.5, whose TraceQL has no trace:id), whose roots
+        are known. A failed search is said once, and the rows are listed without the tasks
+        not found."""
+        unread = [row.trace_id for row in rows if row.trace_id not in self._counted_by_reading]
+        tasks: dict[str, str] = {}
+        try:
+            for query in root_tasks_of(unread):
+                hits = self._search_once(query, MAX_TRACES_PER_SEARCH, since)
+                tasks.update({hit.trace_id: hit.task for hit in hits if hit.task})
+        except BackendError as error:
+            why = "it needs Tempo 2.5 or later" if refused_traceql(error) else error
+            self.notes.once(
+                f"{self.client.where} failed to search the roots of the traces listed for the "
+                f"Celery task they name ({why}): root_task is null"
+            )
+        return [dataclasses.replace(r, root_task=tasks.get(r.trace_id, r.root_task)) for r in rows]
 
     def _row(self, hit: Hit) -> RequestSummary:
         """The search row of one hit, named by its correlation ID and root."""
@@ -481,7 +507,7 @@ class TempoSource(RemoteSource):
         )
 
     def _summary(self, hit: Hit) -> RequestSummary:
-        spans, errors = hit.span_count, hit.error_count
+        spans, errors, task = hit.span_count, hit.error_count, None
         if spans is None or errors is None:  # no serviceStats: count the trace itself
             self.notes.once(
                 f"{self.client.where} sent no serviceStats (Tempo before "
@@ -490,9 +516,12 @@ class TempoSource(RemoteSource):
             )
             trace = self._listed_trace(hit.trace_id)
             spans, errors = len(trace), sum(1 for s in trace if s.status == "ERROR")
+            self._counted_by_reading.add(hit.trace_id)
+            task = task_name(root_span(trace).attributes) if trace else None
         return RequestSummary(
             hit.correlation_id, hit.trace_id, hit.root_service, hit.root_name,
             hit.start_unix_nano, hit.duration_ms, spans, errors > 0,
+            task,
         )  # fmt: skip
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
