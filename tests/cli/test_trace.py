@@ -122,6 +122,29 @@ def test_a_narrow_terminal_folds_long_words_instead_of_cutting_them(
     assert f"'{wide}'" in unfolded  # the warning naming the orphan's host
 
 
+@pytest.mark.parametrize("columns", [20, 30, 39])
+def test_under_40_columns_each_span_is_named_then_timed(store: Path, columns: int) -> None:
+    """Under 40 columns a row kept its offset and duration and 20 cells or fewer for the rest:
+    at 20 no span was named at all ('+5.0 ms   95.0 ms'), at 30 a name kept a letter or two
+    ('└─ ◆ g'). Each span is now its guides, marker, service and name, folded over lines,
+    then its offset and duration under them."""
+    import re
+
+    code, out, _ = run("trace", "req-incident-9", "--store", str(store), "--format", "rich",
+                       env={"COLUMNS": str(columns), "NO_COLOR": "1"})  # fmt: skip
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= columns
+    words = " ".join(re.sub("[│├└─…]", " ", out).split())
+    for span, times in [
+        ("◆ web POST /jobs", "+0.0 ms 90.0 ms"),
+        ("◆ api POST /jobs", "+7.0 ms 16.0 ms"),
+        ("◆ worker process jobs", "+55.0 ms 160.0 ms"),
+        ("◆ ledger POST /entries", "+75.0 ms 60.0 ms"),
+    ]:
+        assert f"{span} {times}" in words
+    assert "offset" not in out  # no heading over columns that are not drawn
+
+
 @pytest.mark.parametrize("columns", [64, 100, 160])
 def test_a_span_named_in_wide_characters_keeps_its_waterfall_bar(
     tmp_path: Path, columns: int

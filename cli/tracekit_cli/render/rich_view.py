@@ -49,6 +49,7 @@ TIMING_WIDTH = 20  # "+offset duration " before the tree
 WRAP_INDENT = "    "
 MIN_LANE = 10  # cells of waterfall kept however long the names
 MIN_NOTE_ROOM = 16  # cells a wrapped note needs beside its guides, else it drops them
+MIN_LABEL = 20  # cells of guides, marker, service and name a row keeps beside its times
 LEGEND = ["◆ critical path", "⏳ queue wait", "✗ error"]
 PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta",
            "bright_green", "bright_yellow", "bright_blue")  # fmt: skip
@@ -219,7 +220,7 @@ class _SpanLines:
         self.path, self.colours, self.width = path, colours, width
         self.rows = build_rows(path, with_logs=with_logs)
         lane = max(MIN_LANE, width // 4)
-        label_width = max(20, width - TIMING_WIDTH - lane - 2)
+        label_width = max(MIN_LABEL, width - TIMING_WIDTH - lane - 2)
         # the lane gives way before a name is cut: "send pricing.1" and "send pricing.2" both
         # read "send pric…" at 80 columns, and the end of a name is often what tells rows apart
         given = min(max(self._widest_label() - label_width, 0), lane - MIN_LANE)
@@ -235,9 +236,15 @@ class _SpanLines:
         return max((g + 2 + n for g, n in zip(guides, names, strict=True)), default=0)
 
     def lines(self) -> list[Line]:
+        narrow = self.width < TIMING_WIDTH + MIN_LABEL
         header = f"{'offset':>9} {'duration':>9} {'span':<{self.label_width}}  waterfall"
-        out: list[Line] = [[(header[: self.width], "bold")]]
+        out: list[Line] = [[(header[: self.width], "bold")]] if not narrow else []
         for row in self.rows:
+            if narrow:
+                out += self.narrow_row(row)
+                if row.has_notes:
+                    out += self.note_lines(row, narrow=True)
+                continue
             pieces = self.row_pieces(row)
             fits = self.fits and row.service.isascii() and row.name.isascii()
             out.append(pieces if fits else crop(pieces, self.width))
@@ -245,14 +252,18 @@ class _SpanLines:
                 out += self.note_lines(row)
         return out
 
-    def note_lines(self, row: Row) -> list[Line]:
+    def note_lines(self, row: Row, *, narrow: bool = False) -> list[Line]:
         """A row's notes under it: queue waits, the request's end and errors wrap (a narrow
         terminal must not cut what they say), log lines are cropped (a preview: JSON has them
-        whole). Deep trees keep the nearest guides, as the rows do."""
+        whole). Deep trees keep the nearest guides, as the rows do. ``narrow``: rows drawn
+        without times beside them (``narrow_row``), whose log lines move left too."""
         lines: list[Line] = []
         for pad, text, wraps in _notes(row):
-            pad = " " * TIMING_WIDTH + _keep_right(pad, self.guides_width + 5)  # as its row
-            if wraps and self.width - cell_len(pad) < MIN_NOTE_ROOM:
+            if narrow:  # as its row: no times before the guides, the nearest of them kept
+                pad = _keep_right(pad, self.width // 3)
+            else:
+                pad = " " * TIMING_WIDTH + _keep_right(pad, self.guides_width + 5)
+            if (wraps or narrow) and self.width - cell_len(pad) < MIN_NOTE_ROOM:
                 pad = WRAP_INDENT  # too narrow for the guides: the note keeps room for its words
             line = [(pad, "dim"), *text]
             if wraps:
@@ -260,6 +271,28 @@ class _SpanLines:
             else:
                 lines.append(crop(line, self.width, marked=True))
         return lines
+
+    def narrow_row(self, row: Row) -> list[Line]:
+        """A row on a terminal too narrow for its times beside a name (under 40 cells: the
+        name was cut to nothing, a row read '+0.0 ms  120.0 ms' alone): its guides, marker,
+        service and name, folded over lines, then its offset and duration under them."""
+        connector = "" if row.span.parent is None else ("└─ " if row.last else "├─ ")
+        below = "" if row.span.parent is None else ("   " if row.last else "│  ")
+        keep = self.width // 3  # the nearest guides; the outermost give way to "…"
+        guides = _keep_right(_guides(row) + connector + depth_marker(row), keep)
+        under = _keep_right(_guides(row) + below, keep) + ("│  " if row.span.children else "   ")
+        name: Line = [
+            (guides, "dim"),
+            ("◆ " if row.critical else "  ", "bold yellow" if row.critical else ""),
+            (one_line(row.service, 200), f"bold {self.colours.get(row.span.service, '')}"),
+            (" " + one_line(row.name, 500), "red" if row.error else ""),
+        ]
+        times: Line = [
+            (under, "dim"),
+            (f"{format_offset(row.offset_ms)} ", "dim"),
+            (format_ms(row.duration_ms), "red" if row.error else ""),
+        ]
+        return [*wrap(name, self.width, (under, "dim")), *wrap(times, self.width, (under, "dim"))]
 
     def row_pieces(self, row: Row) -> Line:
         colour = self.colours.get(row.span.service, "")
