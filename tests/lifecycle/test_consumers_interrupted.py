@@ -236,32 +236,21 @@ def test_a_message_a_daemon_thread_handles_as_the_process_exits_keeps_its_span(
 
 
 DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK = """
-    import sys, threading, time
-    from collections.abc import Sequence
+    import sys, threading
     import pika, tracekit
+    from lazy_rows import LazyRows
     from opentelemetry import trace
 
-    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, index):
-            if index > 0:
-                raise IndexError(index)
-            reading.set()
-            time.sleep(60)
-            return "row"
-
     tracekit.init("consumer")
-    reading = threading.Event()
+    rows = LazyRows()
 
     def consume():
         connection = pika.BlockingConnection(pika.URLParameters(sys.argv[1]))
         for method, properties, body in connection.channel().consume(sys.argv[2]):
-            trace.get_current_span().set_attribute("rows", LazyRows())  # inside its lock
+            trace.get_current_span().set_attribute("rows", rows)  # inside its lock
 
     threading.Thread(target=consume, daemon=True).start()
-    reading.wait(60)  # then the script ends, its consumer thread inside the span's lock
+    rows.reading.wait(60)  # then the script ends, its consumer thread inside the span's lock
 """
 
 

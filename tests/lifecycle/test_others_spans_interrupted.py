@@ -129,22 +129,10 @@ def test_a_contrib_instrumentations_open_call_is_recorded_at_sigterm(service: Se
 
 
 HOLDING_A_SPANS_LOCK = """
-    import time
-    from collections.abc import Sequence
     import tracekit
+    from lazy_rows import LazyRows
     from opentelemetry import trace
     from tracekit.correlation import set_correlation_id
-
-    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, index):
-            if index > 0:
-                raise IndexError(index)
-            print("reading", flush=True)
-            time.sleep(60)
-            return "row"
 
     tracekit.init("worker")
     tracer = trace.get_tracer("worker")
@@ -172,22 +160,10 @@ def test_sigterm_inside_a_spans_lock_still_flushes_at_once(service: Service) -> 
 
 
 HOLDING_ONE_OF_MANY_SPANS_LOCKS = """
-    import time
-    from collections.abc import Sequence
     import tracekit
+    from lazy_rows import LazyRows
     from opentelemetry import trace
     from tracekit.messaging import consume
-
-    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, index):
-            if index > 0:
-                raise IndexError(index)
-            print("reading", flush=True)
-            time.sleep(60)
-            return "row"
 
     tracekit.init("worker")
     tracer = trace.get_tracer("worker")
@@ -221,36 +197,25 @@ def test_sigterm_inside_a_spans_lock_still_records_the_other_open_spans(
 
 
 DAEMON_THREAD_HOLDING_A_SPANS_LOCK = """
-    import threading, time
-    from collections.abc import Sequence
+    import threading
     import tracekit
+    from lazy_rows import LazyRows
     from opentelemetry import trace
     from tracekit.correlation import set_correlation_id
 
-    class LazyRows(Sequence):  # read as they are used (a cursor's): set_attribute reads them
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, index):
-            if index > 0:
-                raise IndexError(index)
-            reading.set()
-            time.sleep(60)
-            return "row"
-
     tracekit.init("worker")
     tracer = trace.get_tracer("worker")
-    reading = threading.Event()
+    rows = LazyRows()
 
     def export():
         set_correlation_id("job-1")
         with tracer.start_as_current_span("done before"):
             pass
         with tracer.start_as_current_span("export rows") as span:
-            span.set_attribute("rows", LazyRows())  # inside the span's lock
+            span.set_attribute("rows", rows)  # inside the span's lock
 
     threading.Thread(target=export, daemon=True).start()
-    reading.wait(60)  # then the script ends, its daemon thread inside the span's lock
+    rows.reading.wait(60)  # then the script ends, its daemon thread inside the span's lock
 """
 
 

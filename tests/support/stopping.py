@@ -2,7 +2,8 @@
 
 Every process exports into a temporary SQLite store (``TRACEKIT_EXPORTER=store``) with batch
 delays of a minute (``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_BLRP_SCHEDULE_DELAY``): whatever reaches
-the store was flushed on the way out, not by the batch schedule.
+the store was flushed on the way out, not by the batch schedule. Its ``PYTHONPATH`` is its own
+folder, then this one, so a script can use the process-side helpers here (``lazy_rows``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 BATCH_DELAY_MS = "60000"
+SUPPORT = Path(__file__).resolve().parent
 
 
 class Service:
@@ -48,7 +50,7 @@ class Service:
             TRACEKIT_METRICS_PORT="0",
             OTEL_BSP_SCHEDULE_DELAY=BATCH_DELAY_MS,
             OTEL_BLRP_SCHEDULE_DELAY=BATCH_DELAY_MS,
-            PYTHONPATH=str(self.workdir),
+            PYTHONPATH=os.pathsep.join([str(self.workdir), str(SUPPORT)]),
         )
         env.update(extra)
         return env
