@@ -1,4 +1,5 @@
-"""Shared fixtures: one SDK tracer provider for the whole session, recording finished spans.
+"""Shared fixtures: one SDK tracer provider for the whole session, recording finished spans;
+a process of the test's own to stop and count (``service``).
 
 OpenTelemetry allows one global tracer provider per process, so tests install it once and clear
 the recorded spans before each test.
@@ -7,12 +8,14 @@ the recorded spans before each test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from stopping import Service
 
 from tracekit import propagation
 from tracekit._runtime.setup import CorrelationSpanProcessor
@@ -37,6 +40,15 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def tracer_provider() -> TracerProvider:
     """The session's global SDK tracer provider."""
     return _PROVIDER
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """A process started from ``tmp_path``, storing into ``spans.db`` there (tests/support/
+    stopping.py); killed after the test if it still runs."""
+    running = Service(tmp_path, tmp_path / "spans.db")
+    yield running
+    running.kill()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

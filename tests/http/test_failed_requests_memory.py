@@ -8,9 +8,6 @@ gthread workers, a Flask app.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 from loopback import free_port
@@ -37,13 +34,6 @@ def failures_alive():
 
 tracekit.flask.init_app(app)
 """
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 @pytest.mark.parametrize("worker", ["sync", "gthread"])

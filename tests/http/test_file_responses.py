@@ -5,10 +5,6 @@ back is an instance of its own wrapper, and tracekit's middleware sits between t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import requests
 from loopback import free_port
 from stopping import Service, server_spans
@@ -37,13 +33,6 @@ def app(environ, start_response):
 wsgi_app = TracekitMiddleware(app)
 """
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 def test_a_file_response_is_sent_by_gunicorn_with_sendfile_and_traced(service: Service) -> None:

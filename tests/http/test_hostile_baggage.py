@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from loopback import free_port
@@ -67,13 +65,6 @@ SERVERS = {
     "gunicorn": ("-m", "gunicorn", "-b", "127.0.0.1:{port}", "app:wsgi_app"),
 }
 CONTROL_BYTES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 @pytest.mark.parametrize("public", [False, True], ids=["trusting", "public-endpoint"])

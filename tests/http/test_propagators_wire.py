@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,13 +65,6 @@ def downstream() -> Iterator[tuple[str, list[dict[str, str]]]]:
     url, stop = start_werkzeug(app)
     yield url, received
     stop()
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 def _caller_headers(name: str) -> list[bytes]:

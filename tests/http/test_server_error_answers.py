@@ -8,9 +8,6 @@ socket failing). The span and the metrics say what the client got, under real gu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 from loopback import free_port
@@ -37,13 +34,6 @@ def export():
 tracekit.flask.init_app(app)
 wsgi_app = DispatcherMiddleware(app, {"/metrics": wsgi_metrics_app()})
 """
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 def _counts(exposition: str) -> dict[tuple[str, str, str], float]:

@@ -6,9 +6,6 @@ the view ran. Real gunicorn, a real sync worker timing out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import requests
 from loopback import free_port
@@ -55,13 +52,6 @@ urlpatterns = [
 tracekit.init("shop")
 app = get_wsgi_application()
 """
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 @pytest.mark.parametrize("source", [FLASK_APP, DJANGO_APP], ids=["flask", "django"])

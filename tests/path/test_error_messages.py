@@ -8,10 +8,7 @@ status alone: no description, no exception event.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import requests
 from click.testing import CliRunner
 from loopback import free_port
@@ -33,13 +30,6 @@ app.add_middleware(TracekitMiddleware)
 def order(order_id: int) -> dict[str, int]:
     raise LookupError(f"no order {order_id}")
 """
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path, tmp_path / "spans.db")
-    yield running
-    running.kill()
 
 
 def test_a_span_marked_failed_by_error_type_alone_is_named_by_it(service: Service) -> None:
