@@ -17,6 +17,7 @@ import pytest
 from conditions import wait_for
 
 from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.records import SpanRecord
 from tracekit.store import Store
 
 SCRIPT = """
@@ -130,15 +131,9 @@ LONE_SURROGATE = """
 def test_a_span_with_a_lone_surrogate_loses_neither_itself_nor_its_batch(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
-    receiver, store = grpc_receiver
-    variables = _exporting_to(receiver, protocol)
-    result = _run(variables, script=LONE_SURROGATE)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    receiver.stop()
-    with Store(store) as source:
-        spans = source.spans_by_correlation_id("order-9")
-    assert sorted(s.name for s in spans) == ["after", "before", "charge \ufffdx"]
+    spans, stderr = _order_9_spans(grpc_receiver, protocol, LONE_SURROGATE)
+    assert stderr == ""
+    assert [s.name for s in spans] == ["after", "before", "charge \ufffdx"]
     charge = next(s for s in spans if s.name.startswith("charge"))
     assert [e.name for e in charge.events] == ["retry \ufffdx"]
     assert (charge.status, charge.status_message) == ("ERROR", "declined \ufffdx")
@@ -168,9 +163,10 @@ LARGE_SPANS = """
 def test_a_batch_of_large_spans_reaches_the_collector_whole(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
-    names, stderr = _order_9_stored(grpc_receiver, protocol, LARGE_SPANS)
+    spans, stderr = _order_9_spans(grpc_receiver, protocol, LARGE_SPANS)
     assert "could not export" not in stderr
-    assert names == sorted(["before", "after", *(f"export {n}" for n in range(20))])
+    expected = ["before", "after", *(f"export {n}" for n in range(20))]
+    assert [s.name for s in spans] == sorted(expected)
 
 
 # One span larger than the collector takes (a 20 MB attribute): it is refused, and the spans
@@ -193,22 +189,22 @@ ONE_SPAN_TOO_LARGE = """
 def test_a_span_too_large_for_the_collector_loses_no_other_span(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
-    names, _ = _order_9_stored(grpc_receiver, protocol, ONE_SPAN_TOO_LARGE)
-    assert names == ["after", "before"]
+    spans, _ = _order_9_spans(grpc_receiver, protocol, ONE_SPAN_TOO_LARGE)
+    assert [s.name for s in spans] == ["after", "before"]
 
 
-def _order_9_stored(
+def _order_9_spans(
     grpc_receiver: tuple[Receiver, Path], protocol: str, script: str
-) -> tuple[list[str], str]:
-    """The names of the spans of ``order-9`` the collector stored once ``script`` exported over
-    ``protocol`` and ended; and the script's stderr."""
+) -> tuple[list[SpanRecord], str]:
+    """The spans of ``order-9`` the collector stored once ``script`` exported over ``protocol``
+    and ended, by name; and the script's stderr."""
     receiver, store = grpc_receiver
     result = _run(_exporting_to(receiver, protocol), script=script)
     assert result.returncode == 0, result.stderr
     receiver.stop()
     with Store(store) as source:
         spans = source.spans_by_correlation_id("order-9")
-    return sorted(s.name for s in spans), result.stderr
+    return sorted(spans, key=lambda s: s.name), result.stderr
 
 
 # The same text in attributes: the SDK's encoder dropped each such attribute (the span kept)
@@ -231,14 +227,16 @@ LONE_SURROGATE_ATTRIBUTES = """
 def test_an_attribute_with_a_lone_surrogate_is_kept_with_a_replacement_character(
     grpc_receiver: tuple[Receiver, Path], protocol: str
 ) -> None:
-    receiver, store = grpc_receiver
-    variables = _exporting_to(receiver, protocol)
-    result = _run(variables, script=LONE_SURROGATE_ATTRIBUTES)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    receiver.stop()
-    with Store(store) as source:
-        (charge,) = source.spans_by_correlation_id("order-9")
+    _check_lone_surrogate_attributes_kept(grpc_receiver, protocol, LONE_SURROGATE_ATTRIBUTES)
+
+
+def _check_lone_surrogate_attributes_kept(
+    grpc_receiver: tuple[Receiver, Path], protocol: str, script: str
+) -> None:
+    """``script`` (``LONE_SURROGATE_ATTRIBUTES`` or a form of it) printed nothing, and its
+    span's attributes and event attribute are stored with a replacement character."""
+    (charge,), stderr = _order_9_spans(grpc_receiver, protocol, script)
+    assert stderr == ""
     assert charge.attributes["customer"] == "\ufffdx"
     assert charge.attributes["tags"] == ["vip", "\ufffdx"]
     assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]
@@ -375,23 +373,10 @@ SILENCED_ENCODER = {
 def test_an_attribute_with_a_lone_surrogate_is_kept_when_the_host_silences_the_encoder(
     grpc_receiver: tuple[Receiver, Path], protocol: str, silenced: str
 ) -> None:
-    receiver, store = grpc_receiver
-    assert receiver.grpc_address is not None
-    host, port = receiver.grpc_address
-    endpoint = f"http://{host}:{port}" if protocol == "grpc" else receiver.endpoint
-    variables = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
     script = LONE_SURROGATE_ATTRIBUTES.replace(
         'tracekit.init("shop")\n', f'tracekit.init("shop")\n    {SILENCED_ENCODER[silenced]}\n'
     )
-    result = _run(variables, script=script)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    receiver.stop()
-    with Store(store) as source:
-        (charge,) = source.spans_by_correlation_id("order-9")
-    assert charge.attributes["customer"] == "\ufffdx"
-    assert charge.attributes["tags"] == ["vip", "\ufffdx"]
-    assert [(e.name, e.attributes) for e in charge.events] == [("retry", {"reason": "\ufffdx"})]
+    _check_lone_surrogate_attributes_kept(grpc_receiver, protocol, script)
 
 
 def test_an_otlp_http_endpoint_without_http_is_warned_of_and_left_out(
