@@ -152,65 +152,62 @@ def asgi_stacks() -> list[Stack]:
     """Bare Starlette, asgi-correlation-id, OpenTelemetry's ASGI middleware, tracekit x2, floor."""
     from asgi_correlation_id import CorrelationIdMiddleware
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-    from prometheus_client import CollectorRegistry
 
     from tracekit.asgi import TracekitMiddleware
 
     app = starlette_app
-    otel_provider, otel_exporter = traced_provider()
-    tk_provider, tk_exporter = traced_provider()
-    ref_provider, ref_exporter = traced_provider()
-    registry = CollectorRegistry()
     return [
         Stack("bare Starlette", app()),
         Stack("asgi-correlation-id", CorrelationIdMiddleware(app(), header_name=HEADER)),
-        Stack(
-            "OpenTelemetry ASGI",
-            OpenTelemetryMiddleware(app(), tracer_provider=otel_provider),
-            otel_exporter,
-            otel_provider,
-        ),
-        Stack("tracekit correlation", TracekitMiddleware(app(), mode="correlation")),
-        Stack(
-            "tracekit full",
-            TracekitMiddleware(app(), tracer_provider=tk_provider, registry=registry),
-            tk_exporter,
-            tk_provider,
-            registry,
-        ),
-        Stack(REFERENCE, AsgiSpanOnly(app(), ref_provider), ref_exporter, ref_provider),
+        *_tracing_stacks("ASGI", app, OpenTelemetryMiddleware, TracekitMiddleware, AsgiSpanOnly),
     ]
 
 
 def wsgi_stacks() -> list[Stack]:
     """Bare Flask, OpenTelemetry's WSGI middleware, tracekit correlation-only and full, floor."""
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
-    from prometheus_client import CollectorRegistry
 
     from tracekit.wsgi import TracekitMiddleware
 
     def app() -> Any:
         return flask_app().wsgi_app  # what ``app.wsgi_app = Middleware(app.wsgi_app)`` wraps
 
+    return [
+        Stack("bare Flask", app()),
+        *_tracing_stacks("WSGI", app, OpenTelemetryMiddleware, TracekitMiddleware, WsgiSpanOnly),
+    ]
+
+
+def _tracing_stacks(
+    kind: str,
+    app: Callable[[], Any],
+    opentelemetry: Callable[..., Any],
+    tracekit: Callable[..., Any],
+    span_only: type[_SpanOnly],
+) -> list[Stack]:
+    """The stacks both suites compare, each around an ``app()`` of its own: OpenTelemetry's
+    ``kind`` middleware, tracekit correlation-only and full, and the reference floor. Each
+    traced stack has a provider of its own."""
+    from prometheus_client import CollectorRegistry
+
     otel_provider, otel_exporter = traced_provider()
     tk_provider, tk_exporter = traced_provider()
     ref_provider, ref_exporter = traced_provider()
     registry = CollectorRegistry()
     return [
-        Stack("bare Flask", app()),
         Stack(
-            "OpenTelemetry WSGI",
-            OpenTelemetryMiddleware(app(), tracer_provider=otel_provider),
+            f"OpenTelemetry {kind}",
+            opentelemetry(app(), tracer_provider=otel_provider),
             otel_exporter,
             otel_provider,
         ),
-        Stack("tracekit correlation", TracekitMiddleware(app(), mode="correlation")),
+        Stack("tracekit correlation", tracekit(app(), mode="correlation")),
         Stack(
             "tracekit full",
-            TracekitMiddleware(app(), tracer_provider=tk_provider, registry=registry),
+            tracekit(app(), tracer_provider=tk_provider, registry=registry),
             tk_exporter,
             tk_provider,
             registry,
         ),
-        Stack(REFERENCE, WsgiSpanOnly(app(), ref_provider), ref_exporter, ref_provider),
+        Stack(REFERENCE, span_only(app(), ref_provider), ref_exporter, ref_provider),
     ]
