@@ -197,25 +197,13 @@ def extract(values: Iterable[str], context: Context, header: str = BAGGAGE) -> C
     return Context({**context, _BAGGAGE_CONTEXT_KEY: entries, _PROPERTIES_KEY: properties})
 
 
-def properties_in(context: Context | None) -> Mapping[str, tuple[str, str]]:
-    """The properties of the baggage members ``extract`` read into ``context`` (the current one
-    when None), by key, with the value they came with."""
-    found = (context if context is not None else get_current()).get(_PROPERTIES_KEY)
-    return found if isinstance(found, dict) else _NO_PROPERTIES
-
-
-def entries_in(context: Context | None) -> Mapping[str, object]:
-    """The baggage of ``context`` (the current one when None): what ``baggage.get_all`` returns,
-    without its read-only copy. Callers never change it."""
-    found = (context if context is not None else get_current()).get(_BAGGAGE_CONTEXT_KEY)
-    return found if isinstance(found, dict) else _NO_ENTRIES
-
-
 def carried_in(
     context: Context | None,
 ) -> tuple[Mapping[str, object], Mapping[str, tuple[str, str]]]:
-    """``entries_in`` and ``properties_in`` of ``context`` in one look (every published message
-    and outgoing request asks for both)."""
+    """The baggage of ``context`` (the current one when None), and the properties of the
+    members ``extract`` read into it, by key, with the value they came with; in one look (every
+    published message and outgoing request asks for both). The baggage is what
+    ``baggage.get_all`` returns, without its read-only copy: callers never change either."""
     ctx = context if context is not None else get_current()
     entries, properties = ctx.get(_BAGGAGE_CONTEXT_KEY), ctx.get(_PROPERTIES_KEY)
     return (
