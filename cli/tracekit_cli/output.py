@@ -67,15 +67,11 @@ def emit_json(document: Any) -> None:
         click.echo()
 
 
-def json_for_terminal(document: Any, encoding: str | None = None) -> str:
+def json_pieces(document: Any, encoding: str | None = None) -> list[str]:
     """``document`` as indented, standard JSON with no raw character that is not printable
     (controls, bidi, separators, invisible ones); NaN and infinities (attribute values OTLP
-    allows) as OTLP/JSON's strings. Characters ``encoding`` (stdout's) lacks are escaped too."""
-    return "".join(json_pieces(document, encoding))
-
-
-def json_pieces(document: Any, encoding: str | None = None) -> list[str]:
-    """``json_for_terminal(document, encoding)`` in pieces, whose concatenation it is."""
+    allows) as OTLP/JSON's strings. Characters ``encoding`` (stdout's) lacks are escaped too.
+    In pieces, to be written one after the other."""
     try:
         return _escaped_pieces(_INDENTED.iterencode(document), encoding)
     except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
