@@ -16,6 +16,7 @@ import pytest
 import requests
 from fastapi import APIRouter, FastAPI
 from loopback import start_uvicorn
+from metric_labels import routes_labelled
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -267,9 +268,7 @@ def _assert_named(
     assert named == {
         path: (f"GET {route}" if route else "GET", route) for path, (_, route) in expected.items()
     }
-    labelled = {sample.labels["http_route"] for metric in registry.collect()
-                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
-    assert labelled == {route or "_unmatched" for _, route in expected.values()}
+    assert routes_labelled(registry) == {route or "_unmatched" for _, route in expected.values()}
 
 
 class _CountingMount(Mount):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 from loopback import start_uvicorn
+from metric_labels import routes_labelled
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -63,6 +64,4 @@ def test_a_route_mounted_twice_is_named_by_the_mount_the_request_came_through(
         for span in wait_for_spans(len(expected))
     }
     assert routes == expected
-    labelled = {sample.labels["http_route"] for metric in registry.collect()
-                for sample in metric.samples if "http_route" in sample.labels}  # fmt: skip
-    assert labelled == set(expected.values())
+    assert routes_labelled(registry) == set(expected.values())
