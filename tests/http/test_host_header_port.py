@@ -40,6 +40,14 @@ def _get(sock_path: Path, host: bytes) -> bytes:
         return client.recv(100).split(b"\r\n")[0]
 
 
+def _accepts(sock_path: Path) -> bool:
+    """Whether gunicorn listens on ``sock_path``: the file appears as it binds, a moment before
+    it listens, and a connection between the two is refused."""
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(sock_path))
+    return True
+
+
 def _served(tmp_path: Path, hosts: list[bytes]) -> tuple[list[Any], str]:
     """The spans of one request per Host header to the app under gunicorn on a unix socket,
     exported over OTLP/HTTP into a real receiver and store; and gunicorn's output."""
@@ -61,7 +69,7 @@ def _served(tmp_path: Path, hosts: list[bytes]) -> tuple[list[Any], str]:
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            wait_for(sock_path.exists, 30, "gunicorn's socket")
+            wait_for(lambda: _accepts(sock_path), 30, "gunicorn's socket", ignoring=(OSError,))
             assert [_get(sock_path, host) for host in hosts] == [b"HTTP/1.1 200 OK"] * len(hosts)
             spans = wait_for(
                 lambda: len(found := receiver.store.spans_since(0)) == len(hosts) and found,
