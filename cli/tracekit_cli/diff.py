@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from tracekit.path import Path
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
-SET_OPTIONS = ("--service", "--a", "--b", "--route")
 
 
 @click.command(cls=Command, short_help="Show what differs between two requests or two sets.")
