@@ -157,12 +157,18 @@ class GrpcReceiver:
         self._run(self.server.start())
 
     def stop(self, grace: float) -> None:
-        """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s); once."""
-        if self._loop.is_closed():  # stopped already, as the HTTP side may be again
-            return
-        self._run(self.server.stop(grace))
-        self._workers.shutdown(wait=True)  # what was received is stored before the queue closes
-        self._end_loop()
+        """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s); once.
+
+        A call cancelled at the end of ``grace`` may leave its worker waiting for a commit:
+        ``close`` waits for it once the write queue has closed (and so answered every ticket)."""
+        if not self._loop.is_closed():  # stopped already, as the HTTP side may be again
+            self._run(self.server.stop(grace))
+
+    def close(self) -> None:
+        """Wait for the workers (after the write queue closed) and end the event loop; once."""
+        if not self._loop.is_closed():
+            self._workers.shutdown(wait=True)
+            self._end_loop()
 
     def _end_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

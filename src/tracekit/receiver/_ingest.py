@@ -29,6 +29,7 @@ from tracekit.records import LogRecordData
 from tracekit.store import Retention, Store
 from tracekit.store._connection import one_line
 from tracekit.store._process import (
+    EXIT_TIMEOUT,
     WriterProcess,
     WriterProcessDied,
     WriterProcessError,
@@ -253,16 +254,25 @@ class IngestQueue:
         return True
 
     def close(self, timeout: float | None = None) -> None:
-        """Write everything queued, then stop the writer thread."""
+        """Write everything queued, then stop the writer thread and process, within ``timeout``
+        s (None: however long the writes take). What the writer process has not committed by
+        then is given up: it is killed, and the requests waiting for those records are told to
+        retry. None of them was acknowledged: a handler answers only after the commit."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._closing = True
             self._cond.notify()
             for room in self._line.values():
                 room.notify()
+        self._thread.join(timeout)
+        if self._process is None:
+            self._thread.join()  # a write in this process cannot be cut short
+            return
         if self._thread.is_alive():
-            self._thread.join(timeout)
-        if self._process is not None:
-            self._process.close()
+            self._process.abandon()  # what waits for it fails now: the rest fails without it
+            self._thread.join()
+        left = EXIT_TIMEOUT if deadline is None else deadline - time.monotonic()
+        self._process.stop(max(0.0, min(EXIT_TIMEOUT, left)))
 
     def _take(self, wait: float) -> list[Ticket]:
         with self._cond:

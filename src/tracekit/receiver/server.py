@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 DEFAULT_GRPC_PORT = 4317
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # after decompression; larger requests get 413
+# Seconds of a stop kept for writing what the requests drained had queued.
+_WRITE_RESERVE = 5.0
 # File descriptors kept free of client connections (SQLite, the writer's pipe, gRPC, logs).
 _RESERVED_DESCRIPTORS = 64
 
@@ -55,6 +58,8 @@ class ReceiverConfig:
     max_grpc_calls: int = 4096  # gRPC calls open at once; past it UNAVAILABLE (exporters retry)
     retention: Retention | None = None
     retention_interval: float = 60.0
+    # a stop's whole length at most: Kubernetes' default grace is 30 s (docs/store.md: give 40)
+    stop_timeout: float = 35.0
     # SQLite work in a child process: decoding and writing then use two cores (see docs/store.md)
     writer_process: bool = True
 
@@ -168,19 +173,26 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Graceful shutdown: nothing acknowledged is lost.
+        """Graceful shutdown within ``stop_timeout`` s: nothing acknowledged is lost.
 
         gRPC and HTTP stop accepting at once and drain side by side, each for at most the same
         grace: one after the other, HTTP went on accepting while gRPC drained, and the worst
-        stop was twice as long (past systemd's 90 s once the writer's wait was added)."""
+        stop was twice as long. What is left of ``stop_timeout`` (``_WRITE_RESERVE`` s at
+        least) writes what the requests queued; a writer process that has not committed by then
+        is killed: those records were never acknowledged, and their exporters send them again.
+        Before, a writer process held (stopped, hung) at the stop was waited for up to 60 s
+        more, past any platform's grace period."""
+        deadline = time.monotonic() + self.config.stop_timeout
         self.service.stopping = True
-        grace = self.config.commit_timeout + 5
+        grace = max(0.0, min(self.config.commit_timeout + 5, _left(deadline) - _WRITE_RESERVE))
         with ThreadPoolExecutor(1, thread_name_prefix="tracekit-grpc-stop") as beside:
             grpc_side = beside.submit(self.grpc.stop, grace) if self.grpc is not None else None
             self._stop_http(grace)
             if grpc_side is not None:
                 grpc_side.result()
-        self.queue.close()
+        self.queue.close(_left(deadline))
+        if self.grpc is not None:
+            self.grpc.close()
         self.store.close()
 
     def _stop_http(self, grace: float) -> None:
@@ -196,6 +208,10 @@ class Receiver:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def connection_cap(wanted: int) -> int:

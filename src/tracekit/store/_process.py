@@ -50,6 +50,10 @@ COPY_EVERY = 0.1  # seconds between the WAL copier's looks for frames to copy ba
 # locked file takes at most about 45 s (SQLite's busy timeout, 5 s, over ``retry_busy``'s
 # attempts). A batch larger than the pipe holds, part of it handed over, waits twice that at most.
 ANSWER_TIMEOUT = 60.0
+# Seconds a writer process with nothing left to write may take to end (it closes the store) at
+# a stop before it is killed: everything it was sent is committed by then, so killing it loses
+# nothing; one stopped or hung held the collector's stop 30 s more.
+EXIT_TIMEOUT = 5.0
 
 
 class WriterProcessError(RuntimeError):
@@ -96,6 +100,8 @@ class WriterProcess:
         self._numbers = itertools.count(1)
         self._unanswered: deque[int] = deque()  # numbers of the batches sent, oldest first
         self._greeted = False  # the child running now said it opened the store
+        self._abandoned = False  # stopping past its deadline, or stopped: no new child
+        self._mark_left = False  # the last child was killed: its batch mark is still in meta
 
     def start(self) -> None:
         """Start the child now rather than on the first write (it takes a moment to import)."""
@@ -175,6 +181,8 @@ class WriterProcess:
         return self._conn
 
     def _spawn(self) -> None:
+        if self._abandoned:
+            raise WriterProcessDied("the stop's deadline passed before the writer committed it")
         context = multiprocessing.get_context("spawn")  # fork would copy our threads' locks
         parent_end, child_end = context.Pipe()
         self._process = context.Process(
@@ -204,16 +212,37 @@ class WriterProcess:
         self._greeted = True
         self.ready.set()
 
-    def close(self) -> None:
-        """Stop the child after the write in progress (nothing is queued inside it)."""
+    def abandon(self) -> None:
+        """Give up on what the child has not committed (a stop's deadline passed): kill it, and
+        start none again, so that whatever waits for it fails at once."""
+        self._abandoned = True
+        self._kill()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the child after the write in progress (nothing is queued inside it), or kill it
+        after ``timeout`` s."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._process is not None:
-            self._process.join(30)
+            self._process.join(timeout)
             self._kill()  # one that ignored the end of its pipe (stopped, hung) leaves no orphan
             self._process.join()
+            self._mark_left = self._process.exitcode != 0  # it forgets its mark as it ends
             self._process = None
+
+    def stop(self, timeout: float) -> None:
+        """The last close: the child is given ``timeout`` s to end. One killed left its batch
+        mark in ``meta``, needed no more: removed from here (one try, busy timeout included)."""
+        self._abandoned = True
+        self.close(timeout)
+        if self._mark_left:
+            with suppress(sqlite3.Error):  # a store locked or damaged keeps one row of no harm
+                conn = connect(str(self.path))
+                try:
+                    conn.execute("DELETE FROM meta WHERE key = ?", (self._mark,))
+                finally:
+                    conn.close()
 
     def _kill(self) -> None:
         """Take the child for dead: its pipe then reads end-of-file."""
