@@ -185,7 +185,8 @@ def collector(
         # said once records can be stored, as /health says "ok": exports sent meanwhile are
         # taken and wait for the writer process, which opens the store while the ports serve
         while not receiver.wait_ready(0.5) and not stop.is_set():
-            pass
+            if receiver.start_failure is not None:
+                stop.set()  # exits 2 once stopped: a collector that can store nothing
         if not stop.is_set():
             _announce(
                 f"tracekit collector listening on {_where(receiver)}, storing in {shown_path(path)}"
@@ -198,6 +199,8 @@ def collector(
         receiver.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if receiver.start_failure is not None and not receiver.ready:
+        _fail(f"cannot store in {path}: the writer process did not start: {receiver.start_failure}")
 
 
 def _announce(line: str) -> None:

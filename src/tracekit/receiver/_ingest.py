@@ -126,6 +126,8 @@ class IngestQueue:
         self._line: dict[Ticket, threading.Condition] = {}
         self._turn: Ticket | None = None  # the one of them to be given room next
         self._closing = False
+        # why the writer process did not start (it died, or said nothing in ANSWER_TIMEOUT)
+        self.start_failure: str | None = None
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
@@ -302,16 +304,15 @@ class IngestQueue:
             yield
 
     def _start_process(self) -> None:
-        """Wait for the writer process here, not in ``start``: the receiver serves meanwhile."""
+        """Wait for the writer process here, not in ``start``: the receiver serves meanwhile.
+        One that never says it is ready is told by ``start_failure`` (the first batch starts
+        another one)."""
         if self._process is None:
             return
         try:
             self._process.await_ready()
-        except WriterProcessDied as error:  # the first batch starts another one
-            _log.warning(
-                "tracekit receiver: the writer process did not start: %s",
-                one_line(error.__cause__ or error),
-            )
+        except WriterProcessDied as error:
+            self.start_failure = one_line(error.__cause__ or error)
 
     def _run(self) -> None:
         self._start_process()

@@ -155,6 +155,12 @@ class Receiver:
         ``/health`` answers 503 ``starting`` until then."""
         return self.queue.ready
 
+    @property
+    def start_failure(self) -> str | None:
+        """Why the writer process did not start (it ended, or did not open the store within
+        60 s), or None; ``ready`` stays False then (the first export starts another one)."""
+        return self.queue.start_failure
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` s for ``ready``; returns it."""
         return self.queue.wait_ready(timeout)

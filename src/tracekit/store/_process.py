@@ -102,6 +102,7 @@ class WriterProcess:
         self._greeted = False  # the child running now said it opened the store
         self._abandoned = False  # stopping past its deadline, or stopped: no new child
         self._mark_left = False  # the last child was killed: its batch mark is still in meta
+        self._sent_any = False  # a batch was sent: there may be a mark (none opens the store)
 
     def start(self) -> None:
         """Start the child now rather than on the first write (it takes a moment to import)."""
@@ -125,6 +126,7 @@ class WriterProcess:
         payload = pickle.dumps((number, spans, logs), protocol=5)
         conn = self._connection()
         self._unanswered.append(number)  # from here on it may be written, whatever follows
+        self._sent_any = True
         try:
             conn.send_bytes(payload)
         except OSError as lost:  # it died, or read nothing for ANSWER_TIMEOUT (_send_timeout)
@@ -205,12 +207,22 @@ class WriterProcess:
         try:
             if not self._conn.poll(ANSWER_TIMEOUT):
                 self._kill()
-                raise EOFError(f"the writer process did not start in {ANSWER_TIMEOUT:g} s")
+                raise EOFError(f"it did not open the store in {ANSWER_TIMEOUT:g} s")
             self._conn.recv()
         except (EOFError, OSError) as lost:
-            self._lost(lost)
+            self._lost(lost if str(lost) else EOFError(self._how_it_ended()))
         self._greeted = True
         self.ready.set()
+
+    def _how_it_ended(self) -> str:
+        """Why a child closed its pipe before its greeting (it is ending: reaped first)."""
+        assert self._process is not None
+        self._process.join(EXIT_TIMEOUT)
+        code = self._process.exitcode
+        if code is None:
+            return "it closed its pipe before it opened the store"
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return f"it ended ({how}) before it opened the store"
 
     def abandon(self) -> None:
         """Give up on what the child has not committed (a stop's deadline passed): kill it, and
@@ -228,7 +240,8 @@ class WriterProcess:
             self._process.join(timeout)
             self._kill()  # one that ignored the end of its pipe (stopped, hung) leaves no orphan
             self._process.join()
-            self._mark_left = self._process.exitcode != 0  # it forgets its mark as it ends
+            # a child forgets its mark as it ends; one killed cannot
+            self._mark_left = self._sent_any and self._process.exitcode != 0
             self._process = None
 
     def stop(self, timeout: float) -> None:
