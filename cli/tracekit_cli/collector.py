@@ -161,7 +161,8 @@ def collector(
     Point any OpenTelemetry SDK or Collector at it (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:PORT,
     or http://HOST:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc: without http:// an SDK's gRPC
     exporter would use TLS). Metrics are acknowledged and dropped: they belong in Prometheus.
-    Health: GET /health. Ctrl-C or SIGTERM stops it after writing everything it acknowledged.
+    Health: GET /health, or gRPC's grpc.health.v1.Health/Check. Ctrl-C or SIGTERM stops it
+    after writing everything it acknowledged.
     """  # fmt: skip
     retention = _retention(max_age, max_size)
     map_large_buffers()  # freed request bodies go back to the system (see tracekit.store._heap)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conditions import wait_for
@@ -16,6 +18,7 @@ from rawhttp import RawResponse, parse
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.records import SpanRecord
 from tracekit.store import Store
+from tracekit.store._process import WriterProcess
 from tracekit.store._rows import SpanRows
 
 
@@ -107,3 +110,19 @@ def _server_span(trace_id: str, number: int) -> SpanRecord:
         name="GET /orders", kind="SERVER", start_unix_nano=1_000 + number,
         end_unix_nano=2_000 + number,
     )  # fmt: skip
+
+
+@pytest.fixture
+def writer_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The writer process's start held until the event is set (a loaded machine, where its
+    interpreter takes seconds to import the store), or 20 s at most."""
+    gate = threading.Event()
+    start = WriterProcess._connection
+
+    def held(self: WriterProcess) -> Any:
+        gate.wait(20)
+        return start(self)
+
+    monkeypatch.setattr(WriterProcess, "_connection", held)
+    yield gate
+    gate.set()

@@ -5,17 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from tests.receiver.conftest import Reply, post
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
-from tracekit.store._process import WriterProcess
 
 
 def _health(receiver: Receiver) -> tuple[int, dict[str, Any]]:
@@ -32,22 +29,6 @@ def _one_log() -> bytes:
     request = ExportLogsServiceRequest()
     request.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "early"
     return request.SerializeToString()
-
-
-@pytest.fixture
-def writer_held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """The writer process's start held until the event is set (a loaded machine, where its
-    interpreter takes seconds to import the store), or 20 s at most."""
-    gate = threading.Event()
-    start = WriterProcess._connection
-
-    def held(self: WriterProcess) -> Any:
-        gate.wait(20)
-        return start(self)
-
-    monkeypatch.setattr(WriterProcess, "_connection", held)
-    yield gate
-    gate.set()
 
 
 def test_health_says_starting_until_the_writer_process_can_commit(

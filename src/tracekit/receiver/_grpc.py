@@ -45,6 +45,7 @@ from grpc import aio
 from tracekit.receiver._address import client_address, family, host_port, socket_address
 from tracekit.receiver._admission import MIN_AGE, MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
+from tracekit.receiver._grpc_health import health_handler
 from tracekit.receiver._service import PROTOBUF, IngestService
 
 _SERVICES = {
@@ -124,7 +125,10 @@ class GrpcReceiver:
         self, host: str, port: int, max_body: int, max_connections: int
     ) -> tuple[aio.Server, int]:
         server = aio.server(
-            handlers=[_handler(name, signal, self._export) for name, signal in _SERVICES.items()],
+            handlers=[
+                *(_handler(name, signal, self._export) for name, signal in _SERVICES.items()),
+                health_handler(_SERVICES, lambda: self.service.health == "ok"),
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_body),
                 # a call not reading (one waiting in line) keeps HTTP/2's window (_WINDOW): grpc's

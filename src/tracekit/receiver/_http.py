@@ -209,7 +209,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """Health check, or 405 on the OTLP paths (and the same for HEAD, without bodies)."""
         path = self._route()
         if path in ("/health", "/healthz", "/"):
-            status = _health_status(self.server.service)
+            status = self.server.service.health
             body = {
                 "status": status,
                 "queued": self.server.service.queue.depth,
@@ -399,12 +399,3 @@ def _spare_descriptor() -> int | None:
         return os.open(os.devnull, os.O_RDONLY)
     except OSError:
         return None
-
-
-def _health_status(service: IngestService) -> str:
-    """``ok`` once records sent can be committed; ``starting`` while the writer process opens
-    the store (requests are taken and wait for it: an orchestrator's readiness probe should
-    not send traffic yet); ``stopping`` once a stop began."""
-    if service.stopping:
-        return "stopping"
-    return "ok" if service.queue.ready else "starting"

@@ -50,6 +50,16 @@ class IngestService:
         self.decode_lock = queue.decode_lock
         self._metrics_logged = threading.Event()
 
+    @property
+    def health(self) -> str:
+        """``ok`` once records sent can be committed; ``starting`` while the writer process opens
+        the store (requests are taken and wait for it: an orchestrator's readiness probe should
+        not send traffic yet); ``stopping`` once a stop began. ``/health`` and gRPC's health
+        service both say it."""
+        if self.stopping:
+            return "stopping"
+        return "ok" if self.queue.ready else "starting"
+
     def export(
         self,
         signal: str,
