@@ -22,7 +22,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import pickle
-import secrets
 import signal
 import socket
 import sqlite3
@@ -39,6 +38,7 @@ from typing import NoReturn
 from tracekit.records import LogRecordData
 from tracekit.store._connection import connect, one_line, truncate_checkpoint, wal_path
 from tracekit.store._heap import map_large_buffers, trim
+from tracekit.store._marks import delete_mark, forget_marks_of_the_gone, new_mark
 from tracekit.store._rows import SpanRows
 from tracekit.store._store import Store
 from tracekit.store._writer import WAL_BOUND_BYTES, BatchMark, SpanIdClashes
@@ -96,7 +96,7 @@ class WriterProcess:
         self._conn: Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
         self.ready = threading.Event()  # set once a child has opened the store and said so
-        self._mark = f"written_batch {secrets.token_hex(8)}"  # this collector's, in meta
+        self._mark = new_mark()  # this collector's, in meta
         self._numbers = itertools.count(1)
         self._unanswered: deque[int] = deque()  # numbers of the batches sent, oldest first
         self._greeted = False  # the child running now said it opened the store
@@ -250,12 +250,7 @@ class WriterProcess:
         self._abandoned = True
         self.close(timeout)
         if self._mark_left:
-            with suppress(sqlite3.Error):  # a store locked or damaged keeps one row of no harm
-                conn = connect(str(self.path))
-                try:
-                    conn.execute("DELETE FROM meta WHERE key = ?", (self._mark,))
-                finally:
-                    conn.close()
+            delete_mark(str(self.path), self._mark)
 
     def _kill(self) -> None:
         """Take the child for dead: its pipe then reads end-of-file."""
@@ -307,6 +302,7 @@ def _serve(path: str, conn: Connection, mark: str) -> None:
     copier = _copier(store, path)
     with suppress(OSError):  # (a parent already gone: the first read below ends us)
         conn.send(None)  # the greeting: ready to write
+    forget_marks_of_the_gone(path)  # killed with their collectors, they could not
     while True:
         try:
             payload = conn.recv_bytes()
