@@ -181,27 +181,34 @@ def collector(
     )
     stop = threading.Event()
     previous = _on_stop_signals(stop)  # before the line: whoever reads it may signal at once
+    failure = None
     try:
         receiver.start()
-        # said once records can be stored, as /health says "ok": exports sent meanwhile are
-        # taken and wait for the writer process, which opens the store while the ports serve
-        while not receiver.wait_ready(0.5) and not stop.is_set():
-            if receiver.start_failure is not None:
-                stop.set()  # exits 2 once stopped: a collector that can store nothing
-        if not stop.is_set():
+        failure = _start_failure(receiver, stop)
+        if failure is None and not stop.is_set():
             _announce(
                 f"tracekit collector listening on {_where(receiver)}, storing in {shown_path(path)}"
             )
-        while not stop.wait(0.5):
-            pass
+            while not stop.wait(0.5):
+                pass
     except KeyboardInterrupt:
         pass
     finally:
         receiver.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if receiver.start_failure is not None and not receiver.ready:
-        _fail(f"cannot store in {path}: the writer process did not start: {receiver.start_failure}")
+    if failure is not None:  # a collector that can store nothing: its supervisor restarts it
+        _fail(f"cannot store in {path}: the writer process did not start: {failure}")
+
+
+def _start_failure(receiver: Receiver, stop: threading.Event) -> str | None:
+    """Wait until the receiver can store (its line is said then, as /health says "ok": exports
+    sent meanwhile are taken and wait for the writer process, which opens the store while the
+    ports serve), or a stop is asked; why the writer process did not start, if it did not."""
+    while not receiver.wait_ready(0.5) and not stop.is_set():
+        if receiver.start_failure is not None:
+            return receiver.start_failure
+    return None
 
 
 def _announce(line: str) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conditions import wait_for
+from tests.receiver._collector_process import _children
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store, _process
@@ -75,3 +77,33 @@ def test_a_writer_process_that_hangs_at_its_start_is_told_after_a_bound(
         assert _health(receiver) == (503, "starting")
     finally:
         receiver.stop()
+
+
+def test_a_stop_asked_while_the_writer_process_starts_is_no_failure(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM while the writer process is still starting (here, never will): the
+    stop waited its whole 35 s for it, though nothing was queued, then said the writer did not
+    start (killed by the stop itself) and exited 2. It stops at once now, as asked: exit 0."""
+    store = tmp_path / "t.db"
+    collector = subprocess.Popen(
+        [*ENTRY, "--port", "0", "--grpc-port", "0", "--store", str(store)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_writer_that(tmp_path, "import time; time.sleep(600)"),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _writer_started(collector.pid), 30, "the writer process spawned")
+        collector.send_signal(signal.SIGTERM)
+        out, err = collector.communicate(timeout=20)  # was 35 s
+    finally:
+        collector.kill()
+    assert (collector.returncode, out, err) == (0, "", "")
+
+
+def _writer_started(pid: int) -> bool:
+    return any("--multiprocessing-fork" in _command(child) for child in _children(pid))
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""

@@ -266,7 +266,8 @@ class IngestQueue:
             self._cond.notify()
             for room in self._line.values():
                 room.notify()
-        self._thread.join(timeout)
+        # a writer process still starting, with nothing queued for it, has nothing to write
+        self._thread.join(timeout if self.ready or self._items else 0.0)
         if self._process is None:
             self._thread.join()  # a write in this process cannot be cut short
             return
