@@ -9,11 +9,12 @@ it tried to send and what to do about it, and one line as the outage ends, with 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -25,13 +26,14 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
+from opentelemetry.util.re import parse_env_headers
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from tracekit import config
 from tracekit._runtime import state
 from tracekit._runtime.export_failure import failure_of, refused
 from tracekit._runtime.guard import guarded, instrumentation_suppressed, without_url_secrets
-from tracekit._runtime.otlp_settings import endpoint, exporter_arguments
+from tracekit._runtime.otlp_settings import endpoint, exporter_arguments, with_grpc_compression
 from tracekit._utf8 import clean_text, clean_value, escaped
 
 _log = logging.getLogger("tracekit")
@@ -44,25 +46,54 @@ def otlp_endpoint(signal: str, protocol: str) -> str:
     return _without_credentials(endpoint(signal, protocol))
 
 
-def otlp_exporter(signal: str) -> tuple[Any, str]:
-    """A new OTLP exporter of ``signal`` (``traces``, ``logs``) in the protocol the SDK's variables
-    choose (``config.otlp_protocol``), and where it sends."""
+def otlp_protocol(signal: str) -> str:
+    """The protocol the SDK's variables choose for ``signal``'s (``traces``, ``logs``) OTLP
+    exporter (``config.otlp_protocol``), once that exporter is known to be installed: found,
+    not imported (``_ExporterOfThisProcess`` imports it at the first export)."""
     protocol, variable = config.otlp_protocol(signal.upper())
-    package = "grpc" if protocol == "grpc" else "http"
-    module_name, class_name = _EXPORTERS[signal]
-    try:
-        module = importlib.import_module(
-            f"opentelemetry.exporter.otlp.proto.{package}.{module_name}"
-        )
-    except ImportError:
+    if protocol == "grpc" and not all(map(_installed, ("grpc", _GRPC_EXPORTER_PACKAGE))):
         raise config.ConfigError(
             f"{variable}=grpc needs OpenTelemetry's gRPC exporter: pip install 'tracekit[grpc]'"
-        ) from None
-    # The exporter reads OTEL_EXPORTER_OTLP_HEADERS as it is made (it is made once per signal,
-    # and addFilter adds one filter once).
-    logging.getLogger(_HEADER_PARSER_LOGGER).addFilter(_header_values_hidden)
-    arguments = exporter_arguments(signal, protocol)
-    return getattr(module, class_name)(**arguments), otlp_endpoint(signal, protocol)
+        )
+    return protocol
+
+
+def exporter_module(signal: str, protocol: str) -> str:
+    """The module of the class of ``signal``'s OTLP exporter in ``protocol``: the name of the
+    logger it logs to."""
+    package = "grpc" if protocol == "grpc" else "http"
+    return f"opentelemetry.exporter.otlp.proto.{package}.{_EXPORTERS[signal][0]}"
+
+
+def otlp_exporter(signal: str, protocol: str, arguments: dict[str, Any]) -> Any:
+    """A new OTLP exporter of ``signal`` in ``protocol``, made with ``arguments``
+    (``exporter_arguments``)."""
+    module = importlib.import_module(exporter_module(signal, protocol))
+    class_name = _EXPORTERS[signal][1]
+    _making.exporter = True
+    try:
+        return getattr(module, class_name)(**with_grpc_compression(arguments))
+    finally:
+        _making.exporter = False
+
+
+def check_headers(signal: str) -> None:
+    """Parse the headers ``signal``'s exporter will send (``OTEL_EXPORTER_OTLP_[<SIGNAL>_]
+    HEADERS``) as it does, so that the SDK warns of a malformed member as ``init`` runs, not at
+    the first export, where the exporter is made and parses them again, quietly."""
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_HEADERS")
+    logging.getLogger(_HEADER_PARSER_LOGGER).addFilter(_header_values_hidden)  # added once
+    parse_env_headers(specific or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""), liberal=True)
+
+
+_GRPC_EXPORTER_PACKAGE = "opentelemetry.exporter.otlp.proto.grpc"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails to import, or is hidden
+        return False
 
 
 # The SDK's parser of OTEL_EXPORTER_OTLP_HEADERS, which logs nothing but this warning.
@@ -72,9 +103,12 @@ _HEADER_PARSER_LOGGER = "opentelemetry.util.re"
 class _HeaderValuesHidden(logging.Filter):
     """The SDK warns of a malformed ``OTEL_EXPORTER_OTLP_HEADERS`` member by quoting it whole,
     its value (an API key, ``Authorization="Bearer …"``) included: only its name is kept, and
-    only when it is a header name (``Bearer abc`` is all value)."""
+    only when it is a header name (``Bearer abc`` is all value). The warnings of an exporter
+    being made are left out: ``check_headers`` gave them in ``init``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_making, "exporter", False):
+            return False
         if isinstance(record.args, tuple) and record.args and isinstance(record.args[0], str):
             record.args = (_name_of_member(record.args[0]), *record.args[1:])
         return True
@@ -91,6 +125,7 @@ def _name_of_member(member: str) -> str:
 
 
 _header_values_hidden = _HeaderValuesHidden()
+_making = threading.local()  # .exporter: whether this thread is making an exporter
 
 
 _EXPORTERS = {
@@ -121,7 +156,7 @@ class ExportWatch(logging.Filter):
     """
 
     def __init__(
-        self, what: str, endpoint: str, exporter: object, *, resends_unencodable: bool = False
+        self, what: str, endpoint: str, exporter_module: str, *, resends_unencodable: bool = False
     ) -> None:
         super().__init__()
         self.what = what
@@ -130,18 +165,24 @@ class ExportWatch(logging.Filter):
         self.failing = False
         self.dropped = 0  # during the current outage
         self._pid = os.getpid()
-        # The loggers of the exporter's classes (the gRPC exporters log from their base's module).
-        self._loggers = [
-            logging.getLogger(name)
-            for name in dict.fromkeys(c.__module__ for c in type(exporter).__mro__)
-            if name.startswith("opentelemetry.exporter.")
-        ]
-        for logger in self._loggers:
-            # First: the SDK's own filter on some of them (DuplicateFilter) drops a line said
-            # again within 20 s, the retry line of the next export among them, unseen.
-            logger.filters.insert(0, self)
+        self._loggers: dict[str, logging.Logger] = {}
+        self._filter_loggers([exporter_module])
         self._request_lines = _ExportRequestLines()
         logging.getLogger(_HTTP_CLIENT_LOGGER).addFilter(self._request_lines)
+
+    def following(self, exporter: T) -> T:
+        """``exporter``, the loggers of whose classes' modules this watch filters too (the gRPC
+        exporters log from their base's): it is made at the first export, after the watch."""
+        self._filter_loggers(c.__module__ for c in type(exporter).__mro__)
+        return exporter
+
+    def _filter_loggers(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name.startswith("opentelemetry.exporter.") and name not in self._loggers:
+                logger = self._loggers[name] = logging.getLogger(name)
+                # First: the SDK's own filter on some of them (DuplicateFilter) drops a line
+                # said again within 20 s, the retry line of the next export among them, unseen.
+                logger.filters.insert(0, self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Let the exporter's lines through, without URL secrets, unless its endpoint is known
@@ -185,7 +226,7 @@ class ExportWatch(logging.Filter):
 
     def close(self) -> None:
         """Take the filter off the exporter's loggers."""
-        for logger in self._loggers:
+        for logger in self._loggers.values():
             logger.removeFilter(self)
         logging.getLogger(_HTTP_CLIENT_LOGGER).removeFilter(self._request_lines)
 
@@ -311,26 +352,46 @@ class _ExportRequestLines(logging.Filter):
 
 
 class _ExporterOfThisProcess:
-    """The OTLP exporter of ``signal``, made anew in a child of ``fork()``.
+    """The OTLP exporter of ``signal``, made at the first export of each process; its settings
+    are read, and refused, as this is made (in ``init``).
 
-    An exporter keeps its connection to the collector open between exports (an HTTP session,
-    a gRPC channel), and a forked child inherits it: parent and children then wrote their
-    requests onto one socket, interleaved (the collector answered 400), and read each other's
-    answers (exports waited out their timeout), so batches were lost.
+    Not in ``init``: the exporter imports its HTTP client (``requests``, ``urllib3``) or gRPC,
+    which keep ``ssl``'s names. gunicorn's gevent worker monkey-patches after the fork, and
+    could not patch those the preloaded app's ``init`` had imported in the master: every HTTPS
+    call the app made in a worker through ``requests`` failed with ``RecursionError``.
+
+    And anew in a child of ``fork()``: an exporter keeps its connection to the collector open
+    between exports (an HTTP session, a gRPC channel), and a forked child inherits it: parent
+    and children then wrote their requests onto one socket, interleaved (the collector answered
+    400), and read each other's answers (exports waited out their timeout), so batches were lost.
     """
 
     def __init__(self, signal: str) -> None:
         self._signal = signal
-        self._exporter, self.endpoint = otlp_exporter(signal)
-        self._pid = os.getpid()
+        self._protocol = otlp_protocol(signal)
+        self._arguments = exporter_arguments(signal, self._protocol)
+        check_headers(signal)
+        self.endpoint = otlp_endpoint(signal, self._protocol)
+        self.module = exporter_module(signal, self._protocol)
+        self._exporter: Any = None
+        self._pid: int | None = None
 
     def get(self) -> Any:
         """This process's exporter (no lock: one held at a fork would stay held in the child;
         two threads of a new child may each make one, and one of them is dropped)."""
         if self._pid != os.getpid():
-            self._exporter, _ = otlp_exporter(self._signal)
+            self._exporter = otlp_exporter(self._signal, self._protocol, self._arguments)
             self._pid = os.getpid()
         return self._exporter
+
+    def shutdown(self) -> None:
+        """Shut this process's exporter down, if it made one."""
+        if self._pid == os.getpid():
+            self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int) -> bool:
+        """Flush this process's exporter, if it made one."""
+        return self._pid != os.getpid() or bool(self._exporter.force_flush(timeout_millis))
 
 
 class WatchedSpanExporter(SpanExporter):
@@ -339,14 +400,14 @@ class WatchedSpanExporter(SpanExporter):
     def __init__(self) -> None:
         self._exporters = _ExporterOfThisProcess("traces")
         self.watch = ExportWatch(
-            "spans", self._exporters.endpoint, self.inner, resends_unencodable=True
+            "spans", self._exporters.endpoint, self._exporters.module, resends_unencodable=True
         )
         logging.getLogger(_ATTRIBUTE_ENCODER_LOGGER).addFilter(_unencodable_attribute)
 
     @property
     def inner(self) -> SpanExporter:
         """The wrapped OTLP exporter, this process's own."""
-        exporter: SpanExporter = self._exporters.get()
+        exporter: SpanExporter = self.watch.following(self._exporters.get())
         return exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -393,11 +454,11 @@ class WatchedSpanExporter(SpanExporter):
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
         self.watch.close()
-        self.inner.shutdown()
+        self._exporters.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush the wrapped exporter."""
-        return self.inner.force_flush(timeout_millis)
+        return self._exporters.force_flush(timeout_millis)
 
 
 class WatchedLogExporter(LogRecordExporter):
@@ -405,12 +466,12 @@ class WatchedLogExporter(LogRecordExporter):
 
     def __init__(self) -> None:
         self._exporters = _ExporterOfThisProcess("logs")
-        self.watch = ExportWatch("log records", self._exporters.endpoint, self.inner)
+        self.watch = ExportWatch("log records", self._exporters.endpoint, self._exporters.module)
 
     @property
     def inner(self) -> LogRecordExporter:
         """The wrapped OTLP exporter, this process's own."""
-        exporter: LogRecordExporter = self._exporters.get()
+        exporter: LogRecordExporter = self.watch.following(self._exporters.get())
         return exporter
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
@@ -437,11 +498,11 @@ class WatchedLogExporter(LogRecordExporter):
     def shutdown(self) -> None:
         """Shut the wrapped exporter down."""
         self.watch.close()
-        self.inner.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+        self._exporters.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Flush the wrapped exporter."""
-        return self.inner.force_flush(timeout_millis)
+        return self._exporters.force_flush(timeout_millis)
 
 
 # The text one export request of spans or log records holds at most: each character is at most

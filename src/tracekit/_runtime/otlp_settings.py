@@ -37,8 +37,10 @@ _warned: set[str] = set()
 
 def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
     """Keyword arguments for ``signal``'s (``traces``, ``logs``) OTLP exporter in ``protocol``:
-    the timeout; over HTTP the endpoint, over gRPC the compression. Always given, so that the
-    gRPC exporter does not read the variables again: it refused an empty one, which is unset."""
+    the timeout; over HTTP the endpoint, over gRPC the compression, by its name in
+    ``grpc.Compression`` (``with_grpc_compression`` makes it the member: read here, in
+    ``init``, without importing grpc). Always given, so that the gRPC exporter does not read the
+    variables again: it refused an empty one, which is unset."""
     arguments: dict[str, Any] = {"timeout": _timeout(signal)}
     if protocol != "grpc":
         arguments["endpoint"] = endpoint(signal, protocol)
@@ -46,6 +48,16 @@ def exporter_arguments(signal: str, protocol: str) -> dict[str, Any]:
         _check_grpc_timeout(signal)
         arguments["compression"] = _grpc_compression(signal)
     return arguments
+
+
+def with_grpc_compression(arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with the compression's name, if any, replaced by ``grpc.Compression``'s
+    member, as the gRPC exporter takes it."""
+    if "compression" not in arguments:
+        return arguments
+    import grpc
+
+    return {**arguments, "compression": getattr(grpc.Compression, arguments["compression"])}
 
 
 def endpoint(signal: str, protocol: str) -> str:
@@ -130,18 +142,16 @@ def _check_grpc_timeout(signal: str) -> None:
         ) from None
 
 
-def _grpc_compression(signal: str) -> Any:
-    import grpc
-
+def _grpc_compression(signal: str) -> str:
     found = _setting(signal, "COMPRESSION")
     if found is None:
-        return grpc.Compression.NoCompression  # the exporter's default
+        return "NoCompression"  # the exporter's default
     name, value = found
     member = _GRPC_COMPRESSION.get(value.lower())
     if member is None:
         warn_once(name, value, "is not gzip, deflate or none", "none")
         member = "NoCompression"
-    return getattr(grpc.Compression, member)
+    return member
 
 
 def warn_once(name: str, value: str, problem: str, used: str) -> None:
