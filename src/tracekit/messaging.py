@@ -659,6 +659,12 @@ def _handled_elsewhere(delivery: Delivery) -> bool:
     return holder is not None and holder is not threading.current_thread() and holder.is_alive()
 
 
+def _end_all(deliveries: list[Delivery]) -> None:
+    """End each delivery (taken from its ``HeldDeliveries``)."""
+    for delivery in deliveries:
+        safe("messaging consume end", delivery.end)
+
+
 class HeldDeliveries:
     """At most one open ``Delivery`` per consumer object, for pull APIs without a handler block.
 
@@ -707,7 +713,8 @@ class HeldDeliveries:
         consumes through tracekit, or ends. At the interpreter's exit, a delivery that another
         thread still running holds is left open: a daemon thread's handler, which the exit
         stops where it is, recorded as interrupted once the exit hooks are done
-        (``unfinished.record_all``), not as handled.
+        (``unfinished.record_all``), not as handled. Otherwise the deliveries other threads
+        hold are ended in a thread of their own, waited for ``state.SPAN_ENDS_BOUND_S``.
         """
         self._releases_all += 1
         while True:
@@ -720,9 +727,16 @@ class HeldDeliveries:
         ended = [_take(self._weak, ref, exiting) for ref in consumers] + [
             _take(self._by_id, i, exiting) for i in ids
         ]
+        here: list[Delivery] = []
+        elsewhere: list[Delivery] = []
         for delivery in reversed(ended):
             if delivery is not None:  # popped here, so ended once, here
-                delivery.end()
+                (elsewhere if _handled_elsewhere(delivery) else here).append(delivery)
+        _end_all(here)
+        if elsewhere:
+            # That thread may be parked inside its span's lock (set_attribute reading a lazy
+            # sequence): the span's end would wait for it, and the stop with it, for ever.
+            _state.bounded(lambda: _end_all(elsewhere), "tracekit-release")
         self._end_collected()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:

@@ -268,3 +268,28 @@ def test_a_daemon_thread_inside_its_held_messages_span_lock_does_not_hold_the_ex
     assert service.process.wait(30) == 0, service.output()
     assert time.monotonic() - started < 15
     assert "Traceback" not in service.output()
+
+
+SHUTDOWN_WHILE_A_THREAD_IS_INSIDE_ITS_MESSAGES_SPAN_LOCK = (
+    DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK
+    + """
+    tracekit.shutdown()
+    print("shut down", flush=True)
+"""
+)
+
+
+def test_shutdown_is_not_held_by_a_thread_inside_its_held_messages_span_lock(
+    service: Service, queue: str
+) -> None:
+    """``tracekit.shutdown()`` (and a Celery prefork child's stop, which calls it) ends the
+    messages pull APIs hold for other threads. It ended them in the calling thread, with no
+    bound: a consumer thread parked inside its message's span lock held the stop for ever, and
+    a Celery worker's warm shutdown with it. That span is lost; the stop is not."""
+    service.write("consumer.py", SHUTDOWN_WHILE_A_THREAD_IS_INSIDE_ITS_MESSAGES_SPAN_LOCK)
+    service.start("consumer.py", AMQP_URL, queue)
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert "shut down" in service.output()
+    assert "Traceback" not in service.output()

@@ -246,20 +246,15 @@ def _flush_before_default_action() -> None:
     state.flush_for_stop()
 
 
-_RECORDING_BOUND_S = 1.0  # ending the open spans takes milliseconds
-
-
 def _record_unfinished(cause: str) -> None:
     """End the spans still open (``unfinished.record_all``) in a thread of its own, waited for a
     second at most: the thread SIGTERM interrupted may hold the lock of a span it was writing to
     (inside ``set_attribute``), and that span's end waits for it, while it waits for this flush.
     The stop took the whole export timeout then, and flushed nothing at all. At exit, a daemon
     thread may be parked inside that lock: ended on the main thread, the exit never ended."""
-    recording = state.in_a_thread(
+    state.bounded(
         lambda: safe("unfinished spans", lambda: unfinished.record_all(cause)), "tracekit-record"
     )
-    if recording is not None:
-        recording.join(_RECORDING_BOUND_S)
 
 
 def _raise_again(signum: int) -> None:
@@ -423,10 +418,7 @@ def _watch_in_child() -> None:
 def _bounded(action: Callable[[], None]) -> None:
     """Run ``action`` (a stop or a flush) in a helper thread, waited for until the export
     timeout: the interrupted main thread may hold a lock it needs."""
-    timeout_s = state.export_timeout_millis() / 1000
-    helper = threading.Thread(target=action, name="tracekit-stop", daemon=True)
-    helper.start()
-    helper.join(timeout_s)
+    state.bounded(action, "tracekit-stop", state.export_timeout_millis() / 1000)
 
 
 # --- Celery and multiprocessing ---------------------------------------------------------------

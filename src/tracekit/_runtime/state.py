@@ -229,6 +229,20 @@ def in_a_thread(action: Callable[[], None], name: str) -> threading.Thread | Non
     return thread
 
 
+# Ending the spans still open takes milliseconds: a span's lock held longer than this is held for
+# good, by a thread parked inside ``set_attribute`` or the one a signal interrupted.
+SPAN_ENDS_BOUND_S = 1.0
+
+
+def bounded(action: Callable[[], None], name: str, timeout_s: float = SPAN_ENDS_BOUND_S) -> None:
+    """Run ``action`` in a daemon thread of its own, waited for ``timeout_s`` at most: it may
+    wait for a lock that another thread (or the one asking) holds for good, and a stop or an
+    exit must not wait with it. Past the bound it goes on alone, and the caller goes on."""
+    thread = in_a_thread(action, name)
+    if thread is not None:
+        thread.join(timeout_s)
+
+
 def _within(deadline: Deadline, *groups: list[tuple[str, Any]]) -> None:
     """Run each group's ``(where, action)`` steps in turn, the groups side by side in daemon
     threads, waited for until ``deadline``."""
