@@ -908,6 +908,6 @@ def _flushed_within(provider: LoggerProvider, timeout_millis: int) -> bool:
         finally:
             finished.set()
 
-    state.in_a_thread(flush_provider, "tracekit log flush")
+    state.in_a_thread(flush_provider, "tracekit log flush", timeout_millis)
     finished.wait(timeout_millis / 1000)
     return outcome == [True]

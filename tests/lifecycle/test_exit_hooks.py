@@ -205,7 +205,9 @@ def test_an_exit_hook_registered_before_init_is_stored_when_a_later_init_starts_
     assert sorted(span.name for span in service.spans()) == ["close", "work"], service.output()
 
 
-def _exit_hooks_seconds(service: Service, script: str, *, export_timeout_ms: int) -> float:
+def _exit_hooks_seconds(
+    service: Service, script: str, *, export_timeout_ms: int, **env: str
+) -> float:
     """Run ``script`` against a backend that takes connections and never answers: the seconds
     its exit hooks took, from its first-run hook to its last-run one ("exit hooks took S s")."""
     blackhole = socket.socket()
@@ -217,7 +219,8 @@ def _exit_hooks_seconds(service: Service, script: str, *, export_timeout_ms: int
         service.start(
             "app.py",
             TRACEKIT_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
-            OTEL_EXPORTER_OTLP_TIMEOUT="60", OTEL_BSP_EXPORT_TIMEOUT=str(export_timeout_ms),
+            OTEL_BSP_EXPORT_TIMEOUT=str(export_timeout_ms),
+            **{"OTEL_EXPORTER_OTLP_TIMEOUT": "60", **env},
         )  # fmt: skip
         assert service.process is not None
         assert service.process.wait(30) == 0, service.output()
@@ -455,3 +458,46 @@ def test_an_exit_where_no_thread_may_start_still_stores_what_was_batched(
     assert "Traceback" not in service.output()
     assert [span.name for span in service.spans()] == ["work"]
     assert service.log_bodies() == ["working"]
+
+
+MANY_BATCHES_WHERE_NO_THREAD_MAY_START = """
+    import atexit, threading, time
+    from opentelemetry import trace
+
+    def report():
+        print(f"exit hooks took {time.monotonic() - began[0]:.1f} s", flush=True)
+
+    atexit.register(report)  # runs after tracekit's
+
+    import tracekit
+
+    tracekit.init("app")
+    for n in range(400):  # eight export batches of 50
+        with trace.get_tracer("app").start_as_current_span(f"work-{n}"):
+            pass
+
+    def no_thread_starts(thread):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    # What Python 3.12.0 and 3.12.1 do from the first exit hook on (run before tracekit's).
+    atexit.register(lambda: setattr(threading.Thread, "start", no_thread_starts))
+    began = []
+    atexit.register(lambda: began.append(time.monotonic()))  # runs first
+"""
+
+
+def test_an_exit_where_no_thread_may_start_waits_one_export_timeout_for_a_hung_backend(
+    service: Service,
+) -> None:
+    """Python 3.12.0 and 3.12.1 start no thread in an exit hook, so tracekit's flush at exit
+    runs in the hook's own thread, where no thread's join bounds it. Run on this machine's
+    Python (3.11), the script makes ``Thread.start`` fail from its first exit hook on, as those
+    versions do, which forces that path. The flush waited for every batch's export in turn,
+    each its exporter's whole timeout (eight batches, 2 s each: 16 s); no export starts past
+    the export timeout now, and the one under way ends by its own timeout."""
+    took = _exit_hooks_seconds(
+        service, MANY_BATCHES_WHERE_NO_THREAD_MAY_START, export_timeout_ms=2000,
+        OTEL_EXPORTER_OTLP_TIMEOUT="2", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="50",
+    )  # fmt: skip
+    assert took < 6  # the export timeout, and the 2 s of the export under way at its end
+    assert "Traceback" not in service.output()

@@ -418,6 +418,8 @@ class WatchedSpanExporter(SpanExporter):
         The SDK batches by count, whatever the spans hold: 20 spans with a 1 MB attribute each
         made one request a collector refused whole (413, or gRPC's largest message), and every
         span batched with them was lost."""
+        if state.out_of_time():
+            return SpanExportResult.FAILURE  # dropped: what the bound of a flush says
         result, sent = SpanExportResult.SUCCESS, 0
         for request in _export_requests(spans, _span_text_size):
             result = self._export_request(request)
@@ -478,6 +480,8 @@ class WatchedLogExporter(LogRecordExporter):
         """Export through the wrapped exporter, in requests a collector takes
         (``_export_requests``), and note a failure. After a failed request the rest of the
         batch is dropped, as a whole batch was: the collector is not taking any."""
+        if state.out_of_time():
+            return LogRecordExportResult.FAILURE  # dropped: what the bound of a flush says
         result, sent = LogRecordExportResult.SUCCESS, 0
         for records in _export_requests(batch, _text_size):
             result = self._export_request(records)

@@ -215,18 +215,39 @@ def _flush_processors(processors: tuple[SpanProcessor, ...], deadline: Deadline)
         processor.force_flush(deadline.left_millis())
 
 
-def in_a_thread(action: Callable[[], None], name: str) -> threading.Thread | None:
-    """Run ``action`` in a daemon thread of its own, started, to be waited for as long as the
-    caller will; None once it has run in this thread instead: at exit, Python 3.12.0 and 3.12.1
-    start no thread ("can't create new thread at interpreter shutdown"), and the flush at exit
-    failed with a traceback, every span and log record still batched lost."""
+# The bound of a step that runs in its caller's thread, where no thread may start (below). For
+# the whole process: the batch processors' own threads make the exports such a flush waits for.
+_bound_of_step_here: Deadline | None = None
+
+
+def in_a_thread(
+    action: Callable[[], None], name: str, timeout_millis: int
+) -> threading.Thread | None:
+    """Run ``action`` in a daemon thread of its own, started, to be waited for ``timeout_millis``
+    by the caller; None once it has run in this thread instead: at exit, Python 3.12.0 and
+    3.12.1 start no thread ("can't create new thread at interpreter shutdown"), and the flush at
+    exit failed with a traceback, every span and log record still batched lost. Run here, no
+    export starts after ``timeout_millis`` (``out_of_time``; one under way ends by its
+    exporter's own timeout): it ran unbounded, every batch waiting for that timeout in turn."""
     thread = threading.Thread(target=action, name=name, daemon=True)
     try:
         thread.start()
     except RuntimeError:
-        action()
+        global _bound_of_step_here
+        outer, _bound_of_step_here = _bound_of_step_here, Deadline(timeout_millis)
+        try:
+            action()
+        finally:
+            _bound_of_step_here = outer
         return None
     return thread
+
+
+def out_of_time() -> bool:
+    """Whether a step ``in_a_thread`` could not give a thread runs past its bound: an export
+    then drops its batch instead of sending it (the SDK's flush ignores its timeout)."""
+    deadline = _bound_of_step_here
+    return deadline is not None and deadline.left_millis() == 0
 
 
 # Ending the spans still open takes milliseconds: a span's lock held longer than this is held for
@@ -238,7 +259,7 @@ def bounded(action: Callable[[], None], name: str, timeout_s: float = SPAN_ENDS_
     """Run ``action`` in a daemon thread of its own, waited for ``timeout_s`` at most: it may
     wait for a lock that another thread (or the one asking) holds for good, and a stop or an
     exit must not wait with it. Past the bound it goes on alone, and the caller goes on."""
-    thread = in_a_thread(action, name)
+    thread = in_a_thread(action, name, int(timeout_s * 1000))
     if thread is not None:
         thread.join(timeout_s)
 
@@ -252,7 +273,9 @@ def _within(deadline: Deadline, *groups: list[tuple[str, Any]]) -> None:
             _safely(where, action)
 
     workers = [
-        in_a_thread(functools.partial(run, steps), "tracekit stop") for steps in groups if steps
+        in_a_thread(functools.partial(run, steps), "tracekit stop", deadline.left_millis())
+        for steps in groups
+        if steps
     ]
     for worker in workers:
         if worker is not None:
