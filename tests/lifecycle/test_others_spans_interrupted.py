@@ -232,3 +232,52 @@ def test_a_daemon_thread_inside_a_spans_lock_does_not_hold_the_exit(service: Ser
     assert time.monotonic() - started < 15
     assert [span["name"] for span in _path(service, "job-1")["spans"]] == ["done before"]
     assert "Traceback" not in service.output()
+
+
+STEPS_ENDING_DURING_THE_FLUSH = """
+    import logging, threading, time
+    import tracekit
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+    from tracekit.correlation import set_correlation_id
+
+    logging.basicConfig(format="app log: %(name)s %(message)s")
+
+    class SlowToFlush(SpanProcessor):  # a host's own exporter, slow to flush: 1 s
+        def force_flush(self, timeout_millis=30000):
+            time.sleep(1)
+            return True
+
+    tracekit.init("worker")
+    trace.get_tracer_provider().add_span_processor(SlowToFlush())
+    tracer = trace.get_tracer("worker")
+
+    def work():
+        set_correlation_id("job-1")
+        with tracer.start_as_current_span("nightly export"):
+            print("ready", flush=True)
+            while True:
+                with tracer.start_as_current_span("step"):
+                    time.sleep(0.05)
+
+    threading.Thread(target=work).start()
+"""
+
+
+def test_a_span_the_application_ends_during_the_sigterm_flush_is_recorded_once_quietly(
+    service: Service,
+) -> None:
+    """SIGTERM's flush runs while the application's other threads go on: a span tracekit had
+    recorded as interrupted was then ended by its own code too, and the SDK's warning
+    "Calling end() on an ended span." reached the application's log."""
+    service.write("worker.py", STEPS_ENDING_DURING_THE_FLUSH)
+    service.start("worker.py")
+    service.wait_output("ready")
+    time.sleep(0.2)
+    assert service.terminate() == -signal.SIGTERM, service.output()
+
+    assert "ended span" not in service.output()
+    spans = _path(service, "job-1")["spans"]
+    assert len({span["span_id"] for span in spans}) == len(spans)
+    interrupted = [span["name"] for span in spans if span["status"] == "ERROR"]
+    assert interrupted == ["nightly export", "step"]

@@ -13,6 +13,7 @@ code ends them, and nothing of it runs after ``record_all``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from weakref import ref
@@ -74,6 +75,20 @@ def claim(span: trace.Span) -> bool:
     return True
 
 
+class _EndedAgain(logging.Filter):
+    """Drops the SDK's warning for a span ended twice, once ``record_all`` has run: the other
+    threads go on while the process ends (during SIGTERM's flush, or the exit's last hooks),
+    and their code ends the spans recorded as interrupted as it unwinds. The SDK keeps the
+    first end; its warning reached the application's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Calling end() on an ended span."
+
+
+_ENDED_AGAIN = _EndedAgain()
+_SDK_LOGGER = "opentelemetry.sdk.trace"  # where the SDK's Span.end logs that warning
+
+
 def record_all(cause: str) -> None:
     """The process is about to end, handlers still running (in any thread): end every span
     still open, failed with ``cause`` ("SIGTERM ended the process"), all at one instant (a
@@ -83,6 +98,7 @@ def record_all(cause: str) -> None:
     the interrupted thread may hold."""
     global _ending
     _ending = True
+    logging.getLogger(_SDK_LOGGER).addFilter(_ENDED_AGAIN)  # (takes no lock)
     while True:
         try:  # another thread may start or end a span meanwhile: a stable snapshot
             refs = list(_open)
