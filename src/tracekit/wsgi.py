@@ -135,6 +135,7 @@ class TracekitMiddleware(OptionsReadLate):
             request = self._requests.start(
                 environ.get("REQUEST_METHOD", "GET"), path, headers, attributes,
                 enclosing=environ.get(OUTER_REQUEST_KEY), traced=traced,
+                route_of=(lambda: flask_hooks.matched_route(environ)) if self._flask else None,
             )  # fmt: skip
             if request.outer is None:  # for a layer inside (Django's middleware)
                 environ[OUTER_REQUEST_KEY] = request

@@ -258,6 +258,69 @@ def test_plain_process_flushes_on_sigterm_and_still_dies_of_it(service: Service)
     _assert_all_flushed(service)
 
 
+FLASK_ORDER_HANDLED_FOR_A_MINUTE = """
+import sys, time
+import tracekit
+from flask import Flask
+from werkzeug.serving import make_server
+from tracekit.flask import init_app
+
+tracekit.init("shop")
+app = init_app(Flask("shop"))
+
+@app.get("/orders/<int:order_id>")
+def order(order_id):
+    print("handling", flush=True)
+    time.sleep(60)
+    return "ok"
+
+make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
+"""
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "cut_by"),
+    [
+        (signal.SIGTERM, -signal.SIGTERM, "SIGTERM ended the process"),
+        (signal.SIGINT, 0, "the process exited"),  # werkzeug's server returns on Ctrl-C
+    ],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_flask_request_cut_short_keeps_the_route_flask_matched(
+    service: Service, stop: signal.Signals, status: int, cut_by: str
+) -> None:
+    """A Flask request under way as SIGTERM (or Ctrl-C of werkzeug's threaded server, whose
+    request threads the exit stops) ends the process: Flask had matched its route before the
+    view ran, but its span was stored as "GET" without ``http.route``, and a search by route
+    missed it."""
+    service.write("shop.py", FLASK_ORDER_HANDLED_FOR_A_MINUTE)
+    port = free_port()
+    service.start("shop.py", str(port))
+    wait_for(lambda: _listening(port), what="the shop to listen")
+    threading.Thread(target=_get_quietly, args=(port, "/orders/42"), daemon=True).start()
+    service.wait_output("handling")
+    assert service.process is not None
+
+    service.process.send_signal(stop)
+
+    assert service.process.wait(30) == status, service.output()
+    [span] = server_spans(service.spans())
+    assert span.name == "GET /orders/{order_id}"
+    assert span.attributes["http.route"] == "/orders/{order_id}"
+    assert span.status_message == f"HandlerInterrupted: {cut_by} before the handler returned"
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _get_quietly(port: int, path: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+
+
 # Servers of the event libraries, as their documentation starts them: monkey-patched first.
 SERVE_IN_EVENT_LOOP = {
     "gevent": """

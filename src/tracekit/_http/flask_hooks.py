@@ -80,6 +80,13 @@ def remember_route(environ: Environ) -> None:
         report_once("wsgi flask route", error)
 
 
+def matched_route(environ: Environ) -> str | None:
+    """The route template of the url rule Flask matched for this request so far, if any."""
+    remember_route(environ)
+    route = environ.get(ROUTE_KEY)
+    return route if isinstance(route, str) else None
+
+
 def _rule_of_a_405(request: object) -> object:
     """The url rule whose path a 405 matched (werkzeug's ``MethodNotAllowed``: a rule has the
     path, not the method), which Flask leaves out of ``url_rule``: found again with a method

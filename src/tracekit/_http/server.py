@@ -85,6 +85,9 @@ class ActiveRequest:
     # An inner layer excludes the request (Django's ``TRACEKIT`` setting, which the outer layer
     # never read): no span is exported and no metrics are recorded for it.
     excluded: bool = False
+    # The route the framework matched, read if SIGTERM or the exit ends the request before it
+    # returns (its span then has the route it would have had).
+    route_of: Callable[[], str | None] | None = None
 
 
 class ServerRequests:
@@ -138,13 +141,15 @@ class ServerRequests:
         measured: bool = True,
         enclosing: object = None,
         traced: bool = True,
+        route_of: Callable[[], str | None] | None = None,
     ) -> ActiveRequest:
         """Begin a request: pick the correlation ID, extract context, open the SERVER span.
         ``measured=False``: traced, but not an HTTP request for the metrics (a WebSocket).
         ``traced=False``: the correlation ID alone, no span and no metrics (a path the
         application's own setting excludes).
         ``enclosing``: what an outer layer left in the request itself (the ASGI scope), found
-        even where the context it attached was replaced on the way in."""
+        even where the context it attached was replaced on the way in.
+        ``route_of``: the route the framework matched so far (``ActiveRequest.route_of``)."""
         current = otel_context.get_current()
         # An empty current context (the usual case) holds no enclosing request or span.
         outer = current.get(_REQUEST_KEY) if current else None
@@ -162,6 +167,7 @@ class ServerRequests:
             cid, method, None, None, cid_token, 0.0, measured=measured and traced
         )
         request.arrived_in = current
+        request.route_of = route_of
         try:
             self._begin(request, current, path, headers, attributes, traced)
         except BaseException:
@@ -395,7 +401,8 @@ class ServerRequests:
             attributes=attributes,
             links=links,
         )
-        unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
+        # Recorded if SIGTERM's default action ends the process first.
+        unfinished.track(span, None if request.route_of is None else _routed_now(request))
         # One new Context holding the span (what trace.set_span_in_context builds, minus a call)
         # and the request, which a second tracekit layer inside this one finds there.
         request.context_token = otel_context.attach(
@@ -693,9 +700,7 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
     try:
         # One set_attribute per value: cheaper in the SDK than set_attributes with a mapping.
         if route:
-            method = "HTTP" if request.method == semconv.OTHER_METHOD else request.method
-            span.update_name(f"{method} {route}")
-            span.set_attribute(semconv.HTTP_ROUTE, route)
+            _name_by_route(span, request.method, route)
         if request.status_code:
             span.set_attribute(semconv.HTTP_RESPONSE_STATUS_CODE, request.status_code)
         if error is not None:
@@ -704,6 +709,23 @@ def _end_span(request: ActiveRequest, route: str | None, error: BaseException | 
             mark_failed_status(span, request.status_code)
     finally:  # whatever failed above, the span is exported
         span.end(request.responded_ns or None)
+
+
+def _name_by_route(span: trace.Span, method: str, route: str) -> None:
+    span.update_name(f"{'HTTP' if method == semconv.OTHER_METHOD else method} {route}")
+    span.set_attribute(semconv.HTTP_ROUTE, route)
+
+
+def _routed_now(request: ActiveRequest) -> unfinished.Completing:
+    """What completes the span of ``request`` that SIGTERM or the exit ends: the route matched
+    by then (a Flask request is matched before its view runs)."""
+
+    def name(span: trace.Span) -> None:
+        route = request.route_of() if request.route_of is not None else None
+        if route:
+            _name_by_route(span, request.method, route)
+
+    return name
 
 
 def address_or_none(value: object) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from weakref import ref
 
 from opentelemetry import trace
@@ -23,7 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from tracekit._runtime.guard import mark_failed
+from tracekit._runtime.guard import mark_failed, safe
 
 
 class HandlerInterrupted(Exception):
@@ -47,12 +48,35 @@ _OUTGOING = (SpanKind.CLIENT, SpanKind.PRODUCER)
 _LOCK_WAIT_S = 0.1
 
 
-def track(span: trace.Span) -> None:
-    """Keep ``span``, just started, until its handler (or client) ``claim``s it."""
-    try:  # noqa: SIM105 (on every span: contextlib.suppress would cost a context manager)
-        _open.add(ref(span, _open.discard))
+Completing = Callable[[trace.Span], None]
+
+
+class _KeptWith(ref[trace.Span]):
+    """A kept span's reference (equal to a plain one), with what ``record_all`` adds to the span
+    before ending it: what its handler would have added had it returned."""
+
+    __slots__ = ("completing",)
+    completing: Completing
+
+    # (ref's __init__ only checks that it has one or two arguments: __new__ set the callback.)
+    def __new__(cls, span: trace.Span, completing: Completing) -> _KeptWith:
+        kept = super().__new__(cls, span, _open.discard)
+        kept.completing = completing
+        return kept
+
+
+def track(span: trace.Span, completing: Completing | None = None) -> None:
+    """Keep ``span``, just started, until its handler (or client) ``claim``s it; if
+    ``record_all`` ends it instead, ``completing(span)`` runs first."""
+    try:
+        if completing is None:
+            _open.add(ref(span, _open.discard))
+            return
+        kept = _KeptWith(span, completing)
     except TypeError:  # a span class of a host's own without weak references
-        pass
+        return
+    _open.discard(kept)  # kept already as it started (OpenSpanProcessor), without it
+    _open.add(kept)
 
 
 class OpenSpanProcessor(SpanProcessor):
@@ -111,6 +135,8 @@ def record_all(cause: str) -> None:
     for span_ref in refs:
         span = span_ref()
         if span is not None and _free(span) and claim(span) and span.is_recording():
+            if isinstance(span_ref, _KeptWith):
+                safe("interrupted span", lambda: span_ref.completing(span))  # noqa: B023 (now)
             outgoing = getattr(span, "kind", None) in _OUTGOING
             mark_failed(span, call if outgoing else handler)
             span.end(now)
