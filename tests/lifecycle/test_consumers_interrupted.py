@@ -293,3 +293,39 @@ def test_shutdown_is_not_held_by_a_thread_inside_its_held_messages_span_lock(
     assert service.process.wait(30) == 0, service.output()
     assert "shut down" in service.output()
     assert "Traceback" not in service.output()
+
+
+# A Celery worker whose prefork child runs the consumer above beside its tasks.
+TASKS_WITH_THAT_CONSUMER_IN_EACH_CHILD = """
+    import os, sys
+    from celery import Celery
+    from celery.signals import worker_process_init
+
+    app = Celery("tasks", broker=os.environ["BROKER"])
+
+    @worker_process_init.connect
+    def consume_beside_the_tasks(**_):
+        sys.argv[1:] = [os.environ["AMQP_URL"], os.environ["QUEUE"]]
+        import consumer  # returns once its thread is inside its message's span lock
+        print("consumer inside the span's lock", flush=True)
+"""
+
+
+def test_a_celery_workers_warm_shutdown_is_not_held_by_a_childs_thread_inside_a_span_lock(
+    service: Service, queue: str, redis_url: str
+) -> None:
+    """A prefork child stops through ``tracekit.shutdown()`` (``worker_process_shutdown``):
+    with a thread of the child's inside its message's span lock, the worker's warm shutdown
+    waited for that child for ever."""
+    service.write("consumer.py", DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK)
+    service.write("tasks.py", TASKS_WITH_THAT_CONSUMER_IN_EACH_CHILD)
+    service.start(
+        "-m", "celery", "-A", "tasks", "worker", "-l", "info", "--without-heartbeat",
+        "--without-gossip", "--without-mingle", "--pool", "prefork", "-c", "1",
+        BROKER=redis_url, AMQP_URL=AMQP_URL, QUEUE=queue,
+    )  # fmt: skip
+    service.wait_output("ready.")
+    service.wait_output("consumer inside the span's lock")
+
+    assert service.terminate() == 0, service.output()
+    assert "worker: Warm shutdown" in service.output()
