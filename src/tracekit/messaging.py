@@ -659,10 +659,14 @@ def _handled_elsewhere(delivery: Delivery) -> bool:
     return holder is not None and holder is not threading.current_thread() and holder.is_alive()
 
 
-def _end_all(deliveries: list[Delivery]) -> None:
-    """End each delivery (taken from its ``HeldDeliveries``)."""
+def _end_all(
+    deliveries: list[Delivery], free: Callable[[trace.Span], bool] = lambda _: True
+) -> None:
+    """End each delivery (taken from its ``HeldDeliveries``) whose span, if any, is ``free``;
+    the others are left open (their span lost)."""
     for delivery in deliveries:
-        safe("messaging consume end", delivery.end)
+        if delivery.span is None or free(delivery.span):
+            safe("messaging consume end", delivery.end)
 
 
 class HeldDeliveries:
@@ -735,8 +739,9 @@ class HeldDeliveries:
         _end_all(here)
         if elsewhere:
             # That thread may be parked inside its span's lock (set_attribute reading a lazy
-            # sequence): the span's end would wait for it, and the stop with it, for ever.
-            _state.bounded(lambda: _end_all(elsewhere), "tracekit-release")
+            # sequence): the span's end would wait for it, and the stop with it, for ever. Where
+            # no thread may start (Python 3.12.0 and 3.12.1 at exit) only the lock check bounds it.
+            _state.bounded(lambda: _end_all(elsewhere, _unfinished.free), "tracekit-release")
         self._end_collected()
 
     def release(self, consumer: object, error: BaseException | None = None) -> None:

@@ -329,3 +329,34 @@ def test_a_celery_workers_warm_shutdown_is_not_held_by_a_childs_thread_inside_a_
 
     assert service.terminate() == 0, service.output()
     assert "worker: Warm shutdown" in service.output()
+
+
+SHUTDOWN_IN_AN_EXIT_HOOK_WHERE_NO_THREAD_MAY_START = (
+    DAEMON_THREAD_INSIDE_ITS_MESSAGES_SPAN_LOCK
+    + """
+    import atexit
+
+    def no_thread_starts(thread):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    atexit.register(tracekit.shutdown)  # after init: runs before tracekit's own exit hook
+    # What Python 3.12.0 and 3.12.1 do from the first exit hook on.
+    atexit.register(lambda: setattr(threading.Thread, "start", no_thread_starts))
+"""
+)
+
+
+def test_shutdown_in_an_exit_hook_where_no_thread_may_start_is_not_held_by_a_span_lock(
+    service: Service, queue: str
+) -> None:
+    """Python 3.12.0 and 3.12.1 start no thread in an exit hook, so the stop ends the messages
+    other threads hold in the hook's own thread, where no join bounds it. This machine's Python
+    (3.11) is made to refuse threads from the first exit hook on, as those versions do, which
+    forces that path: the exit waited for ever on the consumer thread inside its message's
+    span lock (so did the real 3.12.1). That span is lost; the exit is not."""
+    service.write("consumer.py", SHUTDOWN_IN_AN_EXIT_HOOK_WHERE_NO_THREAD_MAY_START)
+    service.start("consumer.py", AMQP_URL, queue)
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert "Traceback" not in service.output()

@@ -134,7 +134,7 @@ def record_all(cause: str) -> None:
     now = time.time_ns()
     for span_ref in refs:
         span = span_ref()
-        if span is not None and _free(span) and claim(span) and span.is_recording():
+        if span is not None and free(span) and claim(span) and span.is_recording():
             if isinstance(span_ref, _KeptWith):
                 safe("interrupted span", lambda: span_ref.completing(span))  # noqa: B023 (now)
             outgoing = getattr(span, "kind", None) in _OUTGOING
@@ -142,7 +142,7 @@ def record_all(cause: str) -> None:
             span.end(now)
 
 
-def _free(span: trace.Span) -> bool:
+def free(span: trace.Span) -> bool:
     """False for a span whose lock (the SDK's ``Span._lock``) stays held: the thread SIGTERM
     interrupted was inside its ``set_attribute``, and waits for this recording. Ending that span
     would wait for good, and every span after it with it: that one alone is left out."""
