@@ -166,8 +166,9 @@ class TracekitMiddleware(OptionsReadLate):
             attributes = self._attributes(request.META)
             _add_asgi_protocol(attributes, request)
             return self._requests.start(
-                request.method, request.path, headers, attributes, enclosing=_outer(request)
-            )
+                request.method, request.path, headers, attributes, enclosing=_outer(request),
+                route_of=lambda: route_of(request),  # resolved before the view runs
+            )  # fmt: skip
         except Exception as error:
             report_once("django request start", error)
             return None

@@ -310,6 +310,80 @@ def test_a_flask_request_cut_short_keeps_the_route_flask_matched(
     assert span.status_message == f"HandlerInterrupted: {cut_by} before the handler returned"
 
 
+DJANGO_ORDER_HANDLED_FOR_A_MINUTE = """
+import sys, time
+import tracekit
+from django.conf import settings
+
+tracekit.init("shop")
+settings.configure(
+    DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, SECRET_KEY="test",
+    MIDDLEWARE=["tracekit.django.TracekitMiddleware"],
+)
+import django
+from django.http import HttpResponse
+from django.urls import path
+
+def order(request, order_id):
+    print("handling", flush=True)
+    time.sleep(60)
+    return HttpResponse("ok")
+
+urlpatterns = [path("orders/<int:order_id>", order)]
+django.setup()
+from django.core.asgi import get_asgi_application
+from django.core.wsgi import get_wsgi_application
+from tracekit import asgi as tracekit_asgi
+from tracekit.wsgi import TracekitMiddleware
+asgi = get_asgi_application()
+asgi_inside_middleware = tracekit_asgi.TracekitMiddleware(asgi)
+
+if __name__ == "__main__":
+    from werkzeug.serving import make_server
+    app = get_wsgi_application()
+    if sys.argv[2] == "inside-wsgi-middleware":
+        app = TracekitMiddleware(app)
+    make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True).serve_forever()
+"""
+
+
+UVICORN_CANCELLING_AFTER_1S = ("--port", "{port}", "--timeout-graceful-shutdown", "1")
+
+
+@pytest.mark.parametrize(
+    "serving",
+    [
+        ("shop.py", "{port}", "alone"),
+        ("shop.py", "{port}", "inside-wsgi-middleware"),
+        # uvicorn's stop cancels the ASGI handler's task; the view's thread goes on until the
+        # SIGTERM uvicorn raises again, whose default action ends it.
+        ("-m", "uvicorn", "shop:asgi", *UVICORN_CANCELLING_AFTER_1S),
+        ("-m", "uvicorn", "shop:asgi_inside_middleware", *UVICORN_CANCELLING_AFTER_1S),
+    ],
+    ids=["werkzeug", "werkzeug-wsgi-middleware", "uvicorn-asgi", "uvicorn-asgi-middleware"],
+)
+def test_a_django_request_cut_short_by_sigterm_keeps_the_route_django_resolved(
+    service: Service, serving: tuple[str, ...]
+) -> None:
+    """Django resolves the URL before its view runs, but the span of a request SIGTERM cut short
+    was stored as "GET" without ``http.route``, also where tracekit's WSGI or ASGI middleware
+    around Django held the span."""
+    service.write("shop.py", DJANGO_ORDER_HANDLED_FOR_A_MINUTE)
+    port = free_port()
+    service.start(*(arg.format(port=port) for arg in serving))
+    wait_for(lambda: _listening(port), what="the shop to listen")
+    threading.Thread(target=_get_quietly, args=(port, "/orders/42"), daemon=True).start()
+    service.wait_output("handling")
+
+    assert service.terminate(30) == -signal.SIGTERM, service.output()
+    [span] = server_spans(service.spans())
+    assert span.name == "GET /orders/{order_id}"
+    assert span.attributes["http.route"] == "/orders/{order_id}"
+    assert span.status_message == (
+        "HandlerInterrupted: SIGTERM ended the process before the handler returned"
+    )
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True

@@ -154,9 +154,9 @@ class ServerRequests:
         # An empty current context (the usual case) holds no enclosing request or span.
         outer = current.get(_REQUEST_KEY) if current else None
         if isinstance(outer, ActiveRequest) and _encloses(outer, current):
-            return _nested(outer, current)
+            return _nested(outer, current, route_of)
         if isinstance(enclosing, ActiveRequest) and _serving(enclosing):
-            return _nested(enclosing, current)
+            return _nested(enclosing, current, route_of)
         cid = self.correlation_id_within(headers, enclosing)
         cid_token = correlation._set_checked(cid)  # chosen valid
         if method not in KNOWN_METHODS:  # PROPFIND, a typo: one _OTHER, the method kept beside
@@ -572,10 +572,20 @@ def _encloses(outer: ActiveRequest, current: otel_context.Context) -> bool:
     )
 
 
-def _nested(outer: ActiveRequest, current: otel_context.Context) -> ActiveRequest:
+def _nested(
+    outer: ActiveRequest,
+    current: otel_context.Context,
+    route_of: Callable[[], str | None] | None,
+) -> ActiveRequest:
     """This layer's share of a request an outer tracekit layer handles: its correlation ID and
     span, no span or metrics of its own. A SERVER span opened between the layers is stamped
-    with the correlation ID, as the outer layer stamps one it finds."""
+    with the correlation ID, as the outer layer stamps one it finds. ``route_of``: the route
+    this layer's framework matches (Django's inside the WSGI middleware), which the outer
+    layer's span takes if SIGTERM or the exit ends it."""
+    if route_of is not None and outer.route_of is None and outer.owns_span:
+        outer.route_of = route_of
+        if outer.span is not None:
+            unfinished.track(outer.span, _routed_now(outer))
     span = current.get(propagation.CURRENT_SPAN_KEY)
     if span is not outer.span and isinstance(span, trace.Span) and span.is_recording():
         span.set_attribute(semconv.CORRELATION_ID, outer.correlation_id)
