@@ -659,6 +659,14 @@ def _handled_elsewhere(delivery: Delivery) -> bool:
     return holder is not None and holder is not threading.current_thread() and holder.is_alive()
 
 
+def _end_awaiting(end_all: Callable[[], None]) -> None:
+    """``end_all`` the sends still awaiting their outcome (a publisher confirm, a delivery
+    report), in a thread of its own waited for ``state.SPAN_ENDS_BOUND_S`` at most: a thread
+    parked inside one such span's lock (``set_attribute`` reading a lazy sequence, or the one
+    SIGTERM interrupted) would make that span's end, and the stop, wait for it."""
+    _state.bounded(lambda: safe("messaging awaiting outcome", end_all), "tracekit-awaiting")
+
+
 def _end_all(
     deliveries: list[Delivery], free: Callable[[trace.Span], bool] = lambda _: True
 ) -> None:

@@ -360,3 +360,80 @@ def test_shutdown_in_an_exit_hook_where_no_thread_may_start_is_not_held_by_a_spa
 
     assert service.process.wait(30) == 0, service.output()
     assert "Traceback" not in service.output()
+
+
+# A publisher with confirms (SelectConnection): its connection's thread, once the message is sent
+# and before the broker's confirm is read, parks inside that PRODUCER span's lock, which a span
+# processor of the application's own kept.
+PUBLISHER_INSIDE_ITS_AWAITING_SPANS_LOCK = """
+    import sys, threading, time
+    import pika, tracekit
+    from lazy_rows import LazyRows
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    tracekit.init("publisher")
+    rows = LazyRows()
+    tracer = trace.get_tracer("app")
+    published = []
+
+    class KeepPublished(SpanProcessor):
+        def on_start(self, span, parent_context=None):
+            if span.kind == trace.SpanKind.PRODUCER:
+                published.append(span)
+
+    trace.get_tracer_provider().add_span_processor(KeepPublished())
+
+    def on_confirming(channel):
+        with tracer.start_as_current_span("send order"):
+            channel.basic_publish("", sys.argv[2], b"order-2")
+        published[0].set_attribute("rows", rows)  # inside its lock, its confirm not read
+
+    def on_channel(channel):
+        channel.confirm_delivery(lambda frame: None, callback=lambda _: on_confirming(channel))
+
+    def publish():
+        parameters = pika.URLParameters(sys.argv[1])
+        on_open = lambda connection: connection.channel(on_open_callback=on_channel)
+        pika.SelectConnection(parameters, on_open_callback=on_open).ioloop.start()
+
+    threading.Thread(target=publish, daemon=True).start()
+    rows.reading.wait(60)
+    if sys.argv[3] == "shutdown":
+        tracekit.shutdown()
+        print("shut down", flush=True)
+    else:
+        print("parked", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_shutdown_is_not_held_by_a_thread_inside_a_span_awaiting_its_confirm(
+    service: Service, queue: str
+) -> None:
+    """The stop records the publishes still awaiting the broker's confirm, outcome unknown. It
+    ended them in the calling thread with no bound: the connection's thread parked inside such a
+    span's lock held ``tracekit.shutdown()`` (and the exit) as long as it stayed there. That
+    span is lost; the stop is not."""
+    service.write("publisher.py", PUBLISHER_INSIDE_ITS_AWAITING_SPANS_LOCK)
+    service.start("publisher.py", AMQP_URL, queue, "shutdown")
+    assert service.process is not None
+
+    assert service.process.wait(30) == 0, service.output()
+    assert "shut down" in service.output()
+    assert "Traceback" not in service.output()
+
+
+def test_sigterm_is_not_held_by_a_thread_inside_a_span_awaiting_its_confirm(
+    service: Service, queue: str
+) -> None:
+    """SIGTERM's flush first records the publishes awaiting their confirm: with the connection's
+    thread parked inside one's span lock it waited the whole export timeout, and the process
+    died of SIGTERM having flushed nothing at all. Now the rest is stored."""
+    service.write("publisher.py", PUBLISHER_INSIDE_ITS_AWAITING_SPANS_LOCK)
+    # (a shorter export timeout than the default 30 s, which bounded that wait)
+    service.start("publisher.py", AMQP_URL, queue, "sigterm", OTEL_BSP_EXPORT_TIMEOUT="5000")
+    service.wait_output("parked")
+
+    assert service.terminate(30) == -signal.SIGTERM, service.output()
+    assert [span.name for span in service.spans()] == ["send order"]

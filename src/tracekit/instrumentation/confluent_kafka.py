@@ -114,8 +114,9 @@ class ConfluentKafkaInstrumentor(Instrumentor):
         self.record_awaiting()
 
     def record_awaiting(self) -> None:
-        """Record the spans still waiting for delivery reports, outcome unknown."""
-        _awaiting_reports.end_all()
+        """Record the spans still waiting for delivery reports, outcome unknown (within a
+        bound: ``messaging._end_awaiting``)."""
+        messaging._end_awaiting(_awaiting_reports.end_all)
 
     def patch(self, module: ModuleType) -> None:
         producer = self._swap(module, "Producer", _traced_producer_class)

@@ -66,8 +66,9 @@ class KafkaInstrumentor(Instrumentor):
         self.record_awaiting()
 
     def record_awaiting(self) -> None:
-        """Record the spans of sends whose futures are not resolved yet, outcome unknown."""
-        _awaiting_futures.end_all()
+        """Record the spans of sends whose futures are not resolved yet, outcome unknown
+        (within a bound: ``messaging._end_awaiting``)."""
+        messaging._end_awaiting(_awaiting_futures.end_all)
 
     def patch(self, module: ModuleType) -> None:
         self.wrap(module.KafkaProducer, "send", _traced_send)

@@ -103,9 +103,10 @@ class PikaInstrumentor(Instrumentor):
         _confirming.clear()
 
     def record_awaiting(self) -> None:
-        """Record the spans still waiting for publisher confirms, outcome unknown."""
-        for confirms in list(_confirming.values()):
-            confirms.end_all()
+        """Record the spans still waiting for publisher confirms, outcome unknown (within a
+        bound: ``messaging._end_awaiting``)."""
+        if _confirming:
+            messaging._end_awaiting(_end_all_awaiting_confirms)
 
     def patch(self, module: ModuleType) -> None:
         from pika import channel as async_channel
@@ -538,6 +539,11 @@ class _Confirms:
 # The asynchronous channels in confirm mode, by id (a subclass may be unhashable); empty, the
 # publish path looks no further.
 _confirming: dict[int, _Confirms] = {}
+
+
+def _end_all_awaiting_confirms() -> None:
+    for confirms in list(_confirming.values()):
+        confirms.end_all()
 
 
 def _following_confirms(
