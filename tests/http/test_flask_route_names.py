@@ -7,6 +7,7 @@ the request context), a 404 (no rule), and a streamed response, under both ways 
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import logging
 import weakref
@@ -18,6 +19,7 @@ import pytest
 import requests
 from loopback import serving_werkzeug
 from metric_labels import routes_labelled
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -433,3 +435,30 @@ def test_a_flask_app_behind_a_wrapper_is_freed_once_no_longer_served(around: Any
     gc.collect()
 
     assert gone() is None
+
+
+def test_a_request_whose_response_is_never_closed_is_not_kept_alive() -> None:
+    """A caller that drops a response without closing it (a test calling the WSGI app by hand,
+    a server that breaks WSGI's contract) leaves its span never ended: it was let go with the
+    request. What names an interrupted request by its Flask route (kept for a stop with the
+    span) held the request, and through it the span, in tracekit's set of open spans for the
+    life of the process: one span, environ and request more with each such call."""
+    from werkzeug.test import EnvironBuilder
+
+    app = flask.Flask("dropped")
+    seen: list[weakref.ref[Any]] = []
+
+    @app.get("/orders/<int:number>")
+    def order(number: int) -> str:
+        seen.append(weakref.ref(trace.get_current_span()))
+        return "ok"
+
+    traced = wsgi.TracekitMiddleware(app)
+    environ = EnvironBuilder(path="/orders/7").get_environ()
+    # in a context of its own, as a server's thread: what the request made current goes with it
+    body = contextvars.Context().run(traced, environ, lambda *_: None)  # never read nor closed
+    assert seen and seen[0]() is not None and seen[0]().is_recording()
+    del body, environ
+    gc.collect()
+
+    assert seen[0]() is None

@@ -14,6 +14,7 @@ from contextvars import Token
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
+from weakref import ref
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -54,7 +55,7 @@ _REQUEST_KEY = otel_context.create_key("tracekit-request")
 OUTER_REQUEST_KEY = "tracekit.request"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class ActiveRequest:
     """State of one request between ``ServerRequests.start`` and ``finish``."""
 
@@ -728,11 +729,15 @@ def _name_by_route(span: trace.Span, method: str, route: str) -> None:
 
 def _routed_now(request: ActiveRequest) -> unfinished.Completing:
     """What completes the span of ``request`` that SIGTERM or the exit ends: the route matched
-    by then (a Flask request is matched before its view runs)."""
+    by then (a Flask request is matched before its view runs). It holds the request weakly, as
+    the span is kept: the request holds its span, and a response its caller dropped unclosed
+    (the span never ended) kept both, and the environ, for the life of the process."""
+    weak = ref(request)
 
     def name(span: trace.Span) -> None:
-        route = request.route_of() if request.route_of is not None else None
-        if route:
+        request = weak()
+        route = request.route_of() if request is not None and request.route_of else None
+        if request is not None and route:
             _name_by_route(span, request.method, route)
 
     return name
