@@ -23,11 +23,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from bench._queue_stacks import CORRELATION_ID, Providers
+from bench._queue_stacks import CORRELATION_ID, Providers, activate
 from tracekit import config, correlation, messaging, propagation
 from tracekit._messaging import consumer as _consumer
 from tracekit._messaging import spans
-from tracekit._runtime import state as _runtime
 from tracekit.metrics import MessagingMetrics
 
 ROUTING = {"messaging.rabbitmq.destination.routing_key": "orders"}
@@ -51,7 +50,7 @@ def parts(shared: Providers, n: int = 20_000, rounds: int = 5) -> dict[str, dict
     token = correlation.set_correlation_id(CORRELATION_ID)
     try:
         measured = {
-            mode: _Parts(config.resolve("queue-bench", mode=mode), n, rounds).measure()
+            mode: _Parts(config.resolve("queue-bench", mode=mode), shared, n, rounds).measure()
             for mode in ("full", "correlation")
         }
     finally:
@@ -92,8 +91,8 @@ def _opentelemetry_pika(shared: Providers, n: int, rounds: int) -> dict[str, flo
 
 
 class _Parts:
-    def __init__(self, options: config.Options, n: int, rounds: int) -> None:
-        _runtime.activate(_runtime.Runtime(options))
+    def __init__(self, options: config.Options, shared: Providers, n: int, rounds: int) -> None:
+        activate(options, shared)
         self.options, self.n, self.rounds = options, n, rounds
         self.registry = CollectorRegistry()
         self.tracer = trace.get_tracer("tracekit.messaging")

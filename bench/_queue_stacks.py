@@ -6,8 +6,10 @@ correlation-only mode, and OpenTelemetry's instrumentation of the same client. E
 way its users get it:
 
 - tracekit: what ``tracekit.init()`` leaves behind, without init's other work: options resolved
-  once, tracekit's propagator as the global one, and a global tracer provider with tracekit's
-  correlation span processor and a batch processor.
+  once, tracekit's propagator as the global one, and a global tracer provider whose one
+  forwarding processor hands each span to the running runtime's: tracekit's correlation span
+  processor, the one keeping open spans for a stop, and a batch processor (none in
+  correlation-only mode).
 - OpenTelemetry: its instrumentation with a tracer provider of its own (just the batch
   processor) and OpenTelemetry's default propagators (W3C trace context and baggage).
 
@@ -29,12 +31,13 @@ from typing import Any, Protocol
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tracekit import config, propagation
 from tracekit._runtime import state as _runtime
+from tracekit._runtime import unfinished
 from tracekit._runtime.setup import CorrelationSpanProcessor
 
 BARE, FULL, CORRELATION, PEER = "bare", "tracekit", "tracekit correlation-only", "OpenTelemetry"
@@ -58,30 +61,43 @@ class DropExporter(SpanExporter):
 
 @dataclass
 class Providers:
-    """tracekit's (global) and OpenTelemetry's tracer providers, and both propagators."""
+    """tracekit's (global) and OpenTelemetry's tracer providers, tracekit's runtime's span
+    processors, and both propagators."""
 
     tracekit: TracerProvider
     peer: TracerProvider
+    tracekit_processors: tuple[SpanProcessor, ...]
     tracekit_propagator: Any
     peer_propagator: Any
 
     def flush(self) -> None:
-        self.tracekit.force_flush()
+        for processor in self.tracekit_processors:  # (the runtime current may have none)
+            processor.force_flush()
         self.peer.force_flush()
 
 
 def providers() -> Providers:
     """Build both stacks' providers once per process; tracekit's becomes the global one."""
     ours = TracerProvider()
-    ours.add_span_processor(CorrelationSpanProcessor())
-    ours.add_span_processor(_batch())
+    _runtime.attach_to(ours)
     trace.set_tracer_provider(ours)
+    processors = (CorrelationSpanProcessor(), unfinished.KEEP_OPEN, _batch())
     theirs = TracerProvider()
     theirs.add_span_processor(_batch())
     opentelemetry_default = CompositePropagator(
         [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
     )
-    return Providers(ours, theirs, propagation.TracekitPropagator(), opentelemetry_default)
+    return Providers(
+        ours, theirs, processors, propagation.TracekitPropagator(), opentelemetry_default
+    )
+
+
+def activate(options: config.Options, shared: Providers) -> None:
+    """Make a runtime of ``options`` the running one, with the span processors init gives it."""
+    runtime = _runtime.Runtime(options)
+    if not options.correlation_only:
+        runtime.span_processors = shared.tracekit_processors
+    _runtime.activate(runtime)
 
 
 def _batch() -> BatchSpanProcessor:
@@ -137,7 +153,7 @@ def in_stack(
         ours = broker.tracekit()
 
         def set_up() -> None:
-            _runtime.activate(_runtime.Runtime(_OPTIONS[stack]))
+            activate(_OPTIONS[stack], shared)
             propagate.set_global_textmap(shared.tracekit_propagator)
             ours.instrument()
 
