@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from tracekit import semconv
-from tracekit._messaging.spans import bounded_id
+from tracekit._messaging.spans import TEXT, bounded_id
 
 SYSTEM = "rabbitmq"
 ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
@@ -68,7 +68,7 @@ def attributes_of(
         attributes[DELIVERY_TAG] = delivery_tag
     # Text only: str() of another object is the application's code (its __str__ raising, or an
     # int past 4,300 digits), which ran before pika's own check refused the property.
-    if isinstance(conversation_id, str | bytes | bytearray) and conversation_id:
+    if isinstance(conversation_id, TEXT) and conversation_id:
         attributes[semconv.MESSAGING_MESSAGE_CONVERSATION_ID] = bounded_id(conversation_id)
     return attributes
 

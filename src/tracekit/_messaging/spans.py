@@ -16,6 +16,9 @@ from tracekit import semconv
 from tracekit._runtime.guard import mark_failed
 
 MAX_MESSAGE_ID = 256
+# Built once: ``bytes | bytearray`` written in the call builds a union on every message.
+BYTES = (bytes, bytearray)
+TEXT = (str, bytes, bytearray)
 
 
 def base_attributes(
@@ -39,7 +42,7 @@ def base_attributes(
 
 def bounded_id(message_id: object) -> str:
     """A broker's message ID as text of at most ``MAX_MESSAGE_ID`` characters."""
-    if isinstance(message_id, bytes | bytearray):
+    if isinstance(message_id, BYTES):
         message_id = bytes(message_id[:MAX_MESSAGE_ID]).decode("utf-8", "replace")
     return str(message_id)[:MAX_MESSAGE_ID]
 
