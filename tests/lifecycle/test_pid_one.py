@@ -28,6 +28,18 @@ BIN = Path(sys.executable).parent
 AMQP_URL = os.environ.get("TRACEKIT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WARNING = "tracekit: this process goes on after SIGTERM (PID 1 with no init in front of it)"
 
+# The scripts' lines share one log with tracekit's warning, which its export thread writes as
+# the first span or log record ends after SIGTERM: meanwhile the script prints "done job-2".
+# print("done", job) is four write()s under PYTHONUNBUFFERED (make test's environment), and the
+# warning landed between them ("donetracekit: ..."); one write() per line keeps each line whole.
+SAY = """
+    import sys
+
+    def say(line):
+        sys.stdout.write(f"{line}\\n")
+        sys.stdout.flush()
+"""
+
 LOOP_WORKER = """
     import logging, sys
     import tracekit
@@ -40,7 +52,7 @@ LOOP_WORKER = """
         job = line.strip()
         with consume({"X-Correlation-ID": job}, system="stdin", destination="jobs"):
             log.warning("handled %s", job)
-        print("done", job, flush=True)
+        say(f"done {job}")
 """
 
 PIKA_CONSUMER = """
@@ -55,7 +67,7 @@ PIKA_CONSUMER = """
     def on_message(channel, method, properties, body):
         log.warning("handled %s", body.decode())
         channel.basic_ack(method.delivery_tag)
-        print("done", body.decode(), flush=True)
+        say(f"done {body.decode()}")
 
     channel.basic_consume(sys.argv[2], on_message)
     print("ready", flush=True)
@@ -66,7 +78,7 @@ PIKA_CONSUMER = """
 def _start_as_pid_one(service: Service, source: str, *args: str) -> int:
     """Run ``source`` as PID 1 of a new PID namespace; its PID as seen from outside."""
     unshare, *options = pid_namespace_prefix()
-    script = service.write("worker.py", source)
+    script = service.write("worker.py", SAY + source)
     with service.log.open("ab") as out:
         service.process = subprocess.Popen(
             [unshare, "--kill-child", *options, sys.executable, str(script), *args],
