@@ -76,7 +76,10 @@ def test_a_log_batch_retried_after_a_slow_commit_is_stored_once(
 ) -> None:
     """Before: the handler answered 503 after 0.5 s, the batch was committed anyway once the
     lock went, and the exporter's retry stored every log record a second time."""
-    post(receiver, "/v1/logs", _logs("warm-up"))  # the file and schema exist
+    # The file and schema exist. The writer process may still be starting (over 0.5 s on a
+    # loaded machine): the warm-up is then answered 503 and, as by any exporter, sent again.
+    warm_up = _export_with_retries(receiver, _logs("warm-up"), [], threading.Event())
+    assert warm_up.status == 200, warm_up
     refused = threading.Event()
     holder = _hold_write_lock(store_path, refused)
     replies: list[list[int]] = [[], [], []]
