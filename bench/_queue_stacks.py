@@ -81,7 +81,7 @@ def providers() -> Providers:
     ours = TracerProvider()
     _runtime.attach_to(ours)
     trace.set_tracer_provider(ours)
-    processors = (CorrelationSpanProcessor(), unfinished.KEEP_OPEN, _batch())
+    processors = (CorrelationSpanProcessor(), unfinished.OpenSpanProcessor(), _batch())
     theirs = TracerProvider()
     theirs.add_span_processor(_batch())
     opentelemetry_default = CompositePropagator(
