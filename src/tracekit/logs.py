@@ -898,16 +898,12 @@ def _flushed_within(provider: LoggerProvider, timeout_millis: int) -> bool:
     """Flush ``provider`` in a daemon thread waited for ``timeout_millis`` at most: the SDK's
     flush ignores its timeout and waits out the exporter's own, retries included."""
     outcome: list[bool] = []
-    finished = threading.Event()
 
     def flush_provider() -> None:
         try:
             outcome.append(bool(provider.force_flush(timeout_millis)))
         except Exception as error:
             report_once("log flush", error)
-        finally:
-            finished.set()
 
-    state.in_a_thread(flush_provider, "tracekit log flush", timeout_millis)
-    finished.wait(timeout_millis / 1000)
+    state.bounded(flush_provider, "tracekit log flush", timeout_millis / 1000)
     return outcome == [True]
