@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TextIO, TypeVar
 import click
 
 from tracekit._digits import ascii_int
+from tracekit._utf8 import without_terminal_sequences
 from tracekit.records import BackendError, SpanSource
 from tracekit_cli.headers import HEADERS_ENV, parse_headers
 
@@ -32,12 +33,6 @@ FORMATS = ("rich", "text", "json")
 MAX_ID_CHARS = 256
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-# a terminal control sequence a logger may write into a message (ECMA-48): a CSI (colours,
-# cursor moves, clearing the screen), an OSC up to its BEL or ST (a window title, the markers
-# around an OSC 8 hyperlink's text) or a two-character escape (ESC ( B of ``tput sgr0``)
-TERMINAL_SEQUENCE = re.compile(
-    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])"
-)
 # --since, --start and --end are unix nanoseconds below this in magnitude: 64 signed bits, as the
 # store (SQLite's INTEGER) keeps times; that is from 1677-09-21 00:12:43 to 2262-04-11.
 UNIX_NANO_LIMIT = 2**63
@@ -298,14 +293,8 @@ def one_line(text: str, limit: int = 300) -> str:
 def log_body(text: str, limit: int = 300) -> str:
     """A log record's body as ``one_line`` shows it, without the colour codes a logger wrote
     into the message (werkzeug's access lines): with only their escape character blanked they
-    read ``[35m[1mGET /``. Names keep them blanked, so a name cannot pass for another. A few
-    passes, for a sequence that only removing another makes (``ESC ESC[0m[31m``); an escape
-    character left is blanked with the other controls."""
-    for _ in range(3):
-        if "\x1b" not in text:
-            break
-        text = TERMINAL_SEQUENCE.sub("", text)
-    return one_line(text, limit)
+    read ``[35m[1mGET /``. Names keep them blanked, so a name cannot pass for another."""
+    return one_line(without_terminal_sequences(text), limit)
 
 
 def shown_path(path: Path) -> str:

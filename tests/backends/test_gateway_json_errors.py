@@ -44,7 +44,7 @@ def answering(document: Any, status: int) -> Any:
         (
             {"status": "error", "error": "tenant disabled\x1b[2J"},
             400,
-            "HTTP 400: tenant disabled [2J",
+            "HTTP 400: tenant disabled",
         ),
     ],
 )

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tracekit._utf8 import clean_text
+from tracekit._utf8 import clean_text, without_terminal_sequences
 from tracekit.records import BackendError
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -329,7 +329,9 @@ class JsonClient:
 
     def printable(self, text: str, limit: int = 200) -> str:
         """``text`` as one line of printable characters, at most ``limit``, secrets redacted:
-        what a server sent, fit for an error or a warning."""
+        what a server sent, fit for an error or a warning: its terminal sequences taken out (a
+        colour code's ``[31m`` is noise in the line), other control characters blanked."""
+        text = without_terminal_sequences(text)
         flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
         return self.redact(flat)[:limit]
 
