@@ -14,6 +14,7 @@ import pytest
 from conditions import wait_for
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from rawhttp import RawResponse, parse
+from tests.receiver._js_sdk import installed_node
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.records import SpanRecord
@@ -74,6 +75,12 @@ def read_response(sock: socket.socket) -> RawResponse:
     while len(body) < length and (chunk := sock.recv(65536)):
         body += chunk
     return parse(head + b"\r\n\r\n" + body)
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary, with the pinned OpenTelemetry JS SDK installed (``js_sdk/``)."""
+    return installed_node()
 
 
 @pytest.fixture

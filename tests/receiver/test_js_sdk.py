@@ -12,11 +12,8 @@ round trip keeps the sampling decision, the baggage and the correlation ID.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -26,40 +23,17 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from conditions import need, wait_for
+from conditions import wait_for
 from loopback import free_port
+from tests.receiver._js_sdk import JS, start_service, stop_service
 
 from tracekit.path import reconstruct
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.records import SpanRecord
 from tracekit.store import Store
 
-JS = Path(__file__).parent / "js_sdk"
 TRACE = [sys.executable, "-c", "from tracekit_cli.main import main; main()", "trace"]
 T = TypeVar("T")
-
-
-def _required(what: str) -> str:
-    found = shutil.which(what)
-    need(found is not None, what)
-    assert found is not None
-    return found
-
-
-@pytest.fixture(scope="session")
-def node() -> str:
-    """The node binary, with the pinned SDK installed by ``npm ci`` (again if the lock changed)."""
-    binary, npm = _required("node"), _required("npm")
-    lock = hashlib.sha256((JS / "package-lock.json").read_bytes()).hexdigest()
-    stamp = JS / "node_modules" / ".tracekit-lock-sha256"
-    if not stamp.is_file() or stamp.read_text() != lock:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-            timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
-        stamp.write_text(lock)
-    return binary
 
 
 def _export(  # type: ignore[type-arg]
@@ -237,21 +211,6 @@ PYTHON_SERVICE = textwrap.dedent(
 )
 
 
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("listening"), f"{command[:2]} did not start: {process.stderr.read()}"  # type: ignore[union-attr]
-    return process
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0, process.stderr.read() if process.stderr else ""
-
-
 @pytest.fixture
 def services(node: str, receiver: Receiver) -> Iterator[str]:
     """The Node service and the Python service, exporting to the receiver; yields Node's URL."""
@@ -270,16 +229,16 @@ def _node_and_python(
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEKIT_"))}
     base |= {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "NODE": node_url}
     base |= {"TRACEKIT_METRICS_PORT": str(free_port()), **env}
-    python = _start([sys.executable, "-c", python_code, str(python_port)], base)
+    python = start_service([sys.executable, "-c", python_code, str(python_port)], base)
     try:
         node_env = {**base, "PEER": python_url, "PORT": str(node_port)}
-        js = _start([node, str(JS / script)], node_env)
+        js = start_service([node, str(JS / script)], node_env)
         try:
             yield node_url
         finally:
-            _stop(js)
+            stop_service(js)
     finally:
-        _stop(python)
+        stop_service(python)
 
 
 def _at_least(count: int, spans: list[SpanRecord]) -> list[SpanRecord] | None:

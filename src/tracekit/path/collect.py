@@ -80,7 +80,7 @@ def collect(
     if trace_id is not None:
         typed = _first_spans_of_traces(source, [trace_id], max_spans + 1)
         starts = _trace_starts(typed)
-        correlation_id = dominant_correlation_id(typed) if typed else query
+        correlation_id = _entry_correlation_id(typed) if typed else query
         named = {trace_id} if typed else set()
     if correlation_id is not None and (by_correlation or not named):
         starts += _correlated_trace_starts(source, correlation_id)
@@ -99,6 +99,19 @@ def dominant_correlation_id(spans: list[SpanRecord]) -> str | None:
     """The correlation ID most spans carry (None when none carries one)."""
     counts = Counter(s.correlation_id for s in spans if s.correlation_id)
     return counts.most_common(1)[0][0] if counts else None
+
+
+def _entry_correlation_id(spans: list[SpanRecord]) -> str | None:
+    """The correlation ID the request entered with: its earliest root span's (a span whose
+    parent is not among ``spans``), else the one most spans carry, as ``search`` names it.
+
+    Past a hop that does not carry the ID (a Node.js service sending no baggage), the next
+    tracekit service makes up one of its own, and its spans may outnumber the caller's.
+    """
+    held = {span.span_id for span in spans}
+    roots = [span for span in spans if span.parent_span_id not in held]
+    first = min(roots, key=lambda span: span.start_unix_nano, default=None)
+    return (first.correlation_id if first else None) or dominant_correlation_id(spans)
 
 
 def _trace_starts(spans: list[SpanRecord]) -> list[tuple[str, int]]:
