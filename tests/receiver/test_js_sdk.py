@@ -7,7 +7,7 @@ protobuf, gRPC) and its metric exporters are taken too. A Node service and a tra
 service call each other, and the store must hold one trace with the parents right in both
 directions. With
 OpenTelemetry JS's own propagators (W3C, B3 single and multi, X-Ray) on the Node side, the same
-round trip keeps the sampling decision, the baggage and the correlation ID.
+round trip keeps the sampling decision (B3's debug flag too), the baggage and the correlation ID.
 """
 
 from __future__ import annotations
@@ -328,9 +328,10 @@ def propagating_services(
     yield from _node_and_python(node, "propagation.js", PYTHON_PEER, env, receiver)
 
 
-def _round_trip(node_url: str, sampled: bool) -> dict:  # type: ignore[type-arg]
-    url = f"{node_url}/start?sampled={int(sampled)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
+def _round_trip(node_url: str, sampled: bool, **headers: str) -> dict:  # type: ignore[type-arg]
+    """Node's /start, with the trace ``headers`` of its caller (none: Node starts the trace)."""
+    request = urllib.request.Request(f"{node_url}/start?sampled={int(sampled)}", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
@@ -356,3 +357,33 @@ def test_js_propagators_and_tracekit_carry_one_context_both_ways(
             assert python["parent"] == node["client"]
             (call,) = [s for s in _python_spans(reader, node["trace_id"]) if s.kind == "CLIENT"]
             assert (call.span_id, call.parent_span_id) == (back["parent"], python["span_id"])
+
+
+DEBUG_TRACE, DEBUG_PARENT = "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1"
+DEBUG_HEADERS = {
+    "b3": {"b3": f"{DEBUG_TRACE}-{DEBUG_PARENT}-d"},
+    "b3multi": {"X-B3-TraceId": DEBUG_TRACE, "X-B3-SpanId": DEBUG_PARENT, "X-B3-Flags": "1"},
+}
+
+
+@pytest.mark.parametrize("propagating_services", ["b3", "b3multi"], indirect=True)
+def test_b3_debug_flag_crosses_node_and_tracekit_both_ways(
+    propagating_services: str, request: pytest.FixtureRequest
+) -> None:
+    """A debug request (Envoy's ``x-b3-flags: 1``, a Zipkin UI's) entering Node: Node sends it
+    on as debug to the tracekit service, which sends it on as debug to Node again, in the
+    encoding each side was told to write."""
+    encoding = request.node.callspec.params["propagating_services"]
+    # (the caller's flag decides, not ?sampled)
+    node = _round_trip(propagating_services, False, **DEBUG_HEADERS[encoding])
+    python, back = node["peer"], node["peer"]["stock"]
+    assert node["trace_id"] == python["trace_id"] == back["trace_id"] == DEBUG_TRACE
+    assert python["sampled"] is python["recording"] is back["sampled"] is True
+    assert python["parent"] == node["client"]
+    sent, onward = node["sent"], back["onward"]  # Node's to Python; Node's after Python's
+    if encoding == "b3":
+        assert sent["b3"] == f"{DEBUG_TRACE}-{node['client']}-d"
+        assert onward["b3"] == f"{DEBUG_TRACE}-{back['parent']}-d"
+    else:
+        assert (sent["x-b3-flags"], onward["x-b3-flags"]) == ("1", "1")
+        assert "x-b3-sampled" not in sent and "x-b3-sampled" not in onward  # debug implies it

@@ -154,6 +154,52 @@ def _cli(estate: Estate, *args: str) -> tuple[int, Any]:
     return shown.returncode, json.loads(shown.stdout)
 
 
+@pytest.mark.parametrize("estate", [None], indirect=True, ids=["sdk-default-propagators"])
+def test_a_request_through_node_is_one_path_in_every_command(estate: Estate) -> None:
+    """One trace, the Node hop in its place under its service name, the correlation ID carried
+    on through Node in baggage, the Node service's log line under its span."""
+    _checkout(estate, "order-1")
+    _checkout(estate, "order-2")
+    _stored(estate, 2)
+    code, path = _cli(estate, "trace", "order-1")
+    assert code == 0 and len(path["trace_ids"]) == 1
+    assert path["services"] == ["gateway", "inventory-node", "pricing"]
+    assert [(h["from_service"], h["to_service"], h["type"]) for h in path["hops"]] == [
+        ("gateway", "inventory-node", "http"),
+        ("inventory-node", "pricing", "http"),
+    ]
+    by_id = {span["span_id"]: span for span in path["spans"]}
+    node_server, node_client = (
+        next(s for s in path["spans"] if (s["service"], s["kind"]) == ("inventory-node", kind))
+        for kind in ("SERVER", "CLIENT")
+    )
+    assert by_id[node_server["parent_span_id"]]["service"] == "gateway"
+    assert by_id[node_server["parent_span_id"]]["kind"] == "CLIENT"
+    assert node_client["parent_span_id"] == node_server["span_id"]
+    priced = next(s for s in path["spans"] if s["name"] == "GET /price/{order_id}")
+    assert priced["parent_span_id"] == node_client["span_id"]
+    assert priced["attributes"]["correlation.id"] == "order-1"  # from baggage
+    assert {(log["service"], log["body"], log["span_id"]) for log in path["logs"]} == {
+        ("inventory-node", "reserving order-1", node_server["span_id"]),
+        ("pricing", "pricing order-1", priced["span_id"]),
+    }
+    code, found = _cli(estate, "search")
+    assert code == 0
+    assert [(r["correlation_id"], r["root_service"]) for r in found["requests"]] == [
+        ("order-2", "gateway"),
+        ("order-1", "gateway"),
+    ]
+    code, graph = _cli(estate, "services")
+    assert code == 0
+    assert sorted((e["from"], e["to"], e["calls"]) for e in graph["edges"]) == [
+        ("gateway", "inventory-node", 2),
+        ("inventory-node", "pricing", 2),
+    ]
+    code, diff = _cli(estate, "diff", "order-1", "order-2")
+    assert code in (0, 1)  # the same calls; their times may differ
+    assert {change["kind"] for change in diff["changes"]} <= {"duration", "timing"}
+
+
 @pytest.mark.parametrize("estate", ["tracecontext"], indirect=True, ids=["no-baggage"])
 def test_a_request_whose_id_node_dropped_is_named_by_the_id_it_entered_with(
     estate: Estate,

@@ -1,9 +1,11 @@
 // A Node.js service that carries context with OpenTelemetry JS's own propagators, named in
 // PROPAGATORS as OTEL_PROPAGATORS names them (tracecontext, baggage, b3, b3multi, xray).
-//   GET /start?sampled=1|0  starts a trace (sampled or not), puts baggage on it, calls
+//   GET /start?sampled=1|0  starts a trace (sampled or not; or continues the one of the
+//                           request's own trace headers), puts baggage on it, calls
 //                           PEER/price (a tracekit Python service) from a CLIENT span, and
 //                           answers what it sent and what the peer answered, as JSON
-//   GET /stock              answers, as JSON, the context it extracted from the request
+//   GET /stock              answers, as JSON, the context it extracted from the request and
+//                           the trace headers it would send on from there (B3's debug flag)
 // Env: PEER, PORT, PROPAGATORS. Prints "listening PORT"; exits on SIGTERM. Exports nothing:
 // the ids on the wire are what the test checks.
 'use strict';
@@ -55,9 +57,10 @@ function entries(context) {
   return bag ? Object.fromEntries(bag.getAllEntries().map(([key, e]) => [key, e.value])) : {};
 }
 
-async function start(sampled) {
-  const root = tracer.startSpan('checkout', { kind: api.SpanKind.SERVER, attributes: { sampled } });
-  let context = api.trace.setSpan(api.ROOT_CONTEXT, root);
+async function start(request, sampled) {
+  const caller = propagator.extract(api.ROOT_CONTEXT, request.headers, api.defaultTextMapGetter);
+  const root = tracer.startSpan('checkout', { kind: api.SpanKind.SERVER, attributes: { sampled } }, caller);
+  let context = api.trace.setSpan(caller, root);
   context = api.propagation.setBaggage(context, api.propagation.createBaggage({
     'correlation.id': { value: 'order-42' },
     'user name': { value: 'Amélie Dupont' },
@@ -75,12 +78,15 @@ async function start(sampled) {
 function stock(request) {
   const context = propagator.extract(api.ROOT_CONTEXT, request.headers, api.defaultTextMapGetter);
   const parent = api.trace.getSpanContext(context);
+  const onward = {};
+  propagator.inject(context, onward, api.defaultTextMapSetter);
   return {
     trace_id: parent ? parent.traceId : null,
     parent: parent ? parent.spanId : null,
     sampled: parent ? (parent.traceFlags & api.TraceFlags.SAMPLED) === api.TraceFlags.SAMPLED : null,
     baggage: entries(context),
     correlation_id: request.headers['x-correlation-id'] || null,
+    onward,
   };
 }
 
@@ -88,7 +94,7 @@ const server = http.createServer(async (request, response) => {
   const url = new URL(request.url, 'http://localhost');
   try {
     let body;
-    if (url.pathname === '/start') body = await start(url.searchParams.get('sampled') === '1');
+    if (url.pathname === '/start') body = await start(request, url.searchParams.get('sampled') === '1');
     else if (url.pathname === '/stock') body = stock(request);
     else { response.writeHead(404); response.end(); return; }
     response.writeHead(200, { 'Content-Type': 'application/json' });
