@@ -13,17 +13,8 @@ const sdk = new NodeSDK({ instrumentations: [new HttpInstrumentation()] });
 sdk.start();
 
 const http = require('http');
+const get = require('./get');
 const log = logs.getLogger('inventory');
-
-function get(url) {
-  return new Promise((resolve, reject) => {
-    http.get(url, (response) => {
-      let body = '';
-      response.on('data', (chunk) => { body += chunk; });
-      response.on('end', () => resolve({ status: response.statusCode, body }));
-    }).on('error', reject);
-  });
-}
 
 const server = http.createServer(async (request, response) => {
   const reserve = request.url.match(/^\/reserve\/([\w-]+)$/);

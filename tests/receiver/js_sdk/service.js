@@ -20,16 +20,7 @@ provider.register();
 registerInstrumentations({ instrumentations: [new HttpInstrumentation()] });
 
 const http = require('http');
-
-function get(url) {
-  return new Promise((resolve, reject) => {
-    http.get(url, (response) => {
-      let body = '';
-      response.on('data', (chunk) => { body += chunk; });
-      response.on('end', () => resolve({ status: response.statusCode, body }));
-    }).on('error', reject);
-  });
-}
+const get = require('./get');
 
 const server = http.createServer(async (request, response) => {
   if (request.url.startsWith('/checkout')) {
