@@ -236,3 +236,25 @@ def test_grpc_over_tls_to_a_plaintext_port_says_the_handshake_failed(
         " failed (WRONG_VERSION_NUMBER); they are dropped until it succeeds. Does it serve gRPC"
         " over TLS on that port?"
     ]
+
+
+def test_http_to_a_grpc_port_says_which_port_or_protocol_to_use(grpc_refusing: object) -> None:
+    """OTLP/HTTP sent to a collector's OTLP/gRPC port (4317, the port most examples show) read
+    "unreachable or refusing ... Start a collector there", though a collector was answering."""
+    port = grpc_refusing(grpc.StatusCode.UNAUTHENTICATED)  # type: ignore[operator]
+    assert _warnings(f"http://127.0.0.1:{port}") == [
+        _could_not(port) + "it answered in HTTP/2, as an OTLP/gRPC port (4317) does, not in"
+        " OTLP/HTTP; they are dropped until it takes them. Send to its OTLP/HTTP port (4318),"
+        " or set OTEL_EXPORTER_OTLP_PROTOCOL=grpc."
+    ]
+
+
+def test_grpc_to_an_http_port_says_which_port_or_protocol_to_use(serve: object) -> None:
+    port = serve(200)  # type: ignore[operator]
+    endpoint = f"http://127.0.0.1:{port}"
+    assert _warnings(endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc") == [
+        f"tracekit: could not export spans to the OTLP endpoint {endpoint}: it answered, but"
+        " not in HTTP/2 as OTLP/gRPC does (an OTLP/HTTP port, 4318, answers in HTTP/1.1); they"
+        " are dropped until it takes them. Send to its OTLP/gRPC port (4317), or unset"
+        " OTEL_EXPORTER_OTLP_PROTOCOL for OTLP/HTTP."
+    ]

@@ -74,6 +74,21 @@ _GRPC_FAILURES = {
 # 1.60 wrote "Ssl handshake failed"; one built on OpenSSL, "SSL routines::certificate verify
 # failed").
 _GRPC_NOT_CONNECTED = "failed to connect to all addresses;"
+# gRPC core's words for a server that answered, but not in HTTP/2 (an HTTP/1.1 server, such as
+# an OTLP/HTTP port: "...: Failed parsing HTTP/2 (Expected SETTINGS frame as the first frame, got
+# frame type 80) (Trying to connect an http1.x server (HTTP status 505))").
+_GRPC_NOT_HTTP2 = "Expected SETTINGS frame as the first frame"
+# An exporter at the other OTLP protocol's port: the collector is there, on another port.
+_HTTP_AT_GRPC_PORT = (
+    "it answered in HTTP/2, as an OTLP/gRPC port (4317) does, not in OTLP/HTTP; they are"
+    " dropped until it takes them. Send to its OTLP/HTTP port (4318), or set"
+    " OTEL_EXPORTER_OTLP_PROTOCOL=grpc."
+)
+_GRPC_AT_HTTP_PORT = (
+    "it answered, but not in HTTP/2 as OTLP/gRPC does (an OTLP/HTTP port, 4318, answers in"
+    " HTTP/1.1); they are dropped until it takes them. Send to its OTLP/gRPC port (4317), or"
+    " unset OTEL_EXPORTER_OTLP_PROTOCOL for OTLP/HTTP."
+)
 _GRPC_HANDSHAKE = re.compile(
     r"handshake failed\b.*?SSL routines:[^:]*:([^:]+)(?::\s*([^:]*))?", re.I
 )
@@ -83,10 +98,12 @@ _GRPC_UNKNOWN_SIGNER = ("self signed", "self-signed", "local issuer", "the first
 
 def _grpc_failure(code: str, details: object) -> str:
     """The gRPC exporter's line: a status the server answered (its details, the server's
-    choice, left out), or, for a channel that could not connect, a TLS handshake that failed,
-    as gRPC core tells it in the details."""
+    choice, left out), or, for a channel that could not connect, a server that answered, but
+    not in HTTP/2, or a TLS handshake that failed, as gRPC core tells it in the details."""
     if code != "UNAVAILABLE" or not str(details).startswith(_GRPC_NOT_CONNECTED):
         return _GRPC_FAILURES.get(code, "")
+    if _GRPC_NOT_HTTP2 in str(details):
+        return _GRPC_AT_HTTP_PORT
     if _GRPC_WRONG_HOST in str(details):
         return _certificate_refused("hostname mismatch", unknown_signer=False)
     handshake = _GRPC_HANDSHAKE.search(str(details))
@@ -135,6 +152,8 @@ def _connection_failure(error: BaseException, endpoint: str) -> str:
     if tls is not None:
         why = _reason(tls.reason or type(tls).__name__)
         return _handshake_failed(why, "Does it serve HTTPS on that port?")
+    if any(_http2_settings(e) for e in causes):
+        return _HTTP_AT_GRPC_PORT
     closed = (ConnectionResetError, http.client.RemoteDisconnected)
     if endpoint.startswith("http://") and any(isinstance(e, closed) for e in causes):
         return (
@@ -142,6 +161,16 @@ def _connection_failure(error: BaseException, endpoint: str) -> str:
             " answers. If it serves HTTPS, the endpoint must start with https://."
         )
     return ""
+
+
+def _http2_settings(error: BaseException) -> bool:
+    """Whether ``error`` is the HTTP client reading, where a status line belongs, the SETTINGS
+    frame an HTTP/2 server (every gRPC server) sends first: a 9-byte frame header of type 4 on
+    stream 0."""
+    if not isinstance(error, http.client.BadStatusLine) or not error.args:
+        return False
+    line = str(error.args[0])  # what came where the status line belongs
+    return len(line) >= 9 and line[3] == "\x04" and line[5:9] == "\x00" * 4
 
 
 def _chain(error: BaseException) -> list[BaseException]:
