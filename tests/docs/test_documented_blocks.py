@@ -6,9 +6,11 @@ following the page in one terminal would: a block that activates ``.venv`` leave
 the next. Programs that call ``tracekit.init()`` without choosing an exporter write into that
 store (``TRACEKIT_EXPORTER=store``) and serve no metrics port unless they say so; brokers are
 real: RabbitMQ on 127.0.0.1:5672, a redis-server of the test's own; Kafka is librdkafka's mock
-cluster (no broker can run here). The only edits to a block are the addresses of those servers,
-free ports for the fixed ones a page uses, and installing tracekit from this checkout rather than
-PyPI; each is listed in ``substitutions``.
+cluster (no broker can run here); Amazon SQS is moto's server, which boto3 reaches through its
+standard ``AWS_*`` variables (``environment``), with the page's queue made first. The only edits
+to a block are the addresses of those servers and of the services a page calls, free ports for
+the fixed ones a page uses, and installing tracekit from this checkout rather than PyPI; each is
+listed in ``substitutions``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "path"))
 from doc_blocks import KINDS, ROOT, Block, blocks, documents
-from loopback import free_port, wait_for_port
+from loopback import free_port, serving_werkzeug, wait_for_port
+from moto_server import running_moto
 from redis_server import running_redis
 from trace_topologies import checkout, incident
 
@@ -67,6 +70,43 @@ def kafka_bootstrap() -> Iterator[str]:
     anchor.flush(5)
 
 
+@pytest.fixture(scope="module")
+def sqs_endpoint() -> Iterator[str]:
+    """moto's SQS with the queue docs/queues/sqs.md looks up, ``orders``."""
+    import boto3
+
+    with running_moto() as url:
+        sqs = boto3.client("sqs", endpoint_url=url, **_AWS_CLIENT)
+        sqs.create_queue(QueueName="orders")
+        yield url
+
+
+_AWS_CLIENT = {"region_name": "us-east-1", "aws_access_key_id": "testing",
+               "aws_secret_access_key": "testing"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def billing_url() -> Iterator[str]:
+    """An HTTP service answering every request, for the pages' ``http://billing.internal``."""
+
+    def answer(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"charged"]
+
+    with serving_werkzeug(answer) as url:
+        yield url
+
+
+def environment(document: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Variables a reader's machine has set for the page's servers (AWS credentials, region)."""
+    if str(document.relative_to(ROOT)) == "docs/queues/sqs.md":
+        return {"AWS_ENDPOINT_URL": request.getfixturevalue("sqs_endpoint"),
+                "AWS_DEFAULT_REGION": _AWS_CLIENT["region_name"],
+                "AWS_ACCESS_KEY_ID": _AWS_CLIENT["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": _AWS_CLIENT["aws_secret_access_key"]}  # fmt: skip
+    return {}
+
+
 def substitutions(document: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     """Server addresses and package sources that differ between a reader's machine and this one."""
     name = str(document.relative_to(ROOT))
@@ -77,6 +117,8 @@ def substitutions(document: Path, request: pytest.FixtureRequest) -> dict[str, s
         return {"redis.Redis()": f"redis.Redis.from_url({request.getfixturevalue('redis_url')!r})"}
     if name == "docs/queues/kafka.md":
         return {"localhost:9092": request.getfixturevalue("kafka_bootstrap")}
+    if name == "docs/queues/sqs.md":
+        return {"http://billing.internal": request.getfixturevalue("billing_url")}
     return {}
 
 
@@ -86,7 +128,7 @@ def substitutions(document: Path, request: pytest.FixtureRequest) -> dict[str, s
 def test_the_blocks_of_a_document_work_as_written(
     document: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    reader = Reader(tmp_path, substitutions(document, request))
+    reader = Reader(tmp_path, substitutions(document, request), environment(document, request))
     if document.name == "cli.md":
         reader.store_with_example_requests()
     try:
@@ -107,10 +149,11 @@ def test_the_blocks_of_a_document_work_as_written(
 class Reader:
     """Follows one page: runs its blocks in its folder, keeps its servers until the end."""
 
-    def __init__(self, folder: Path, replace: dict[str, str]) -> None:
+    def __init__(self, folder: Path, replace: dict[str, str], settings: dict[str, str]) -> None:
         self.folder = folder
         self.home = _home_like_the_pages()
         self.replace = dict(replace)
+        self.settings = dict(settings)
         self.servers: list[subprocess.Popen[bytes]] = []
         self.served_logs: list[Path] = []
         self.counter = 0
@@ -119,7 +162,8 @@ class Reader:
         """The reader's environment: nothing of this test's, tracekit's or the SDK's settings."""
         theirs = ("TRACEKIT_", "OTEL_", "XDG_", "VIRTUAL_ENV", "PYTHON")
         keep = {k: v for k, v in os.environ.items() if not k.startswith(theirs)}
-        return {**keep, "HOME": str(self.home), "PATH": f"{BIN}:{keep['PATH']}", **extra}
+        path = f"{BIN}:{keep['PATH']}"
+        return {**keep, **self.settings, "HOME": str(self.home), "PATH": path, **extra}
 
     def text(self, block: Block) -> str:
         text = block.text

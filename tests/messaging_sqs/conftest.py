@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conditions import need
+from moto_server import running_moto
 
 from tracekit import instrumentation
 
@@ -15,15 +15,8 @@ from tracekit import instrumentation
 @pytest.fixture(scope="module")
 def sqs_endpoint() -> Iterator[str]:
     """The URL of a moto server (ThreadedMotoServer, free loopback port) standing in for SQS."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        need(False, "moto[server] (it stands in for SQS)")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with running_moto() as url:
+        yield url
 
 
 def _client(service: str, endpoint: str) -> Any:
