@@ -44,10 +44,10 @@ ROUTES = [  # (request path, route template, status)
 ]
 
 
-def _command(server: str, port: int) -> list[str]:
+def _command(server: str, port: int, wsgi: str = "django_site.wsgi") -> list[str]:
     bind = ["--bind", f"127.0.0.1:{port}"]
     if server == "gunicorn":
-        return [sys.executable, "-m", "gunicorn", *bind, "--workers", "1", "django_site.wsgi"]
+        return [sys.executable, "-m", "gunicorn", *bind, "--workers", "1", wsgi]
     return [sys.executable, "-m", "uvicorn", "--port", str(port), "django_site.asgi:application"]
 
 
@@ -60,8 +60,11 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 @contextmanager
-def _served_site(server: str, store: Path, **settings: str) -> Iterator[tuple[str, Path, str]]:
-    """The site served by ``server`` with more ``TRACEKIT_*`` ``settings``, until the end."""
+def _served_site(
+    server: str, store: Path, wsgi: str = "django_site.wsgi", **settings: str
+) -> Iterator[tuple[str, Path, str]]:
+    """The site served by ``server`` (gunicorn: the WSGI application ``wsgi``) with more
+    ``TRACEKIT_*`` ``settings``, until the end."""
     env = {
         **os.environ,
         # the caller's path too: the servers run the tracekit under test (as tests/support/shop.py)
@@ -76,7 +79,7 @@ def _served_site(server: str, store: Path, **settings: str) -> Iterator[tuple[st
     port = free_port()
     with _log_of(store).open("wb") as log:  # the server's stderr, beside the store
         process = subprocess.Popen(
-            _command(server, port), env=env, stdout=subprocess.DEVNULL, stderr=log
+            _command(server, port, wsgi), env=env, stdout=subprocess.DEVNULL, stderr=log
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -572,6 +575,33 @@ def _assert_abandoned_request_is_no_error(site: tuple[str, Path, str], status: i
             if line.startswith("http_server_request_duration_seconds_count")
             and 'http_route="/slow"' in line]  # fmt: skip
     assert len(slow) == 1 and f'http_response_status_code="{status}"' in slow[0], slow
+
+
+NO_INIT = "tracekit: a request arrived before tracekit.init() ran in this process"
+
+
+def test_a_project_without_init_says_once_what_to_call(tmp_path: Path) -> None:
+    """The README's Django lines are a ``MIDDLEWARE`` entry and an ``init`` in wsgi.py. A project
+    with the first and not the second answered with correlation IDs, exported nothing and said
+    nothing about it (``tracekit trace`` found no store): Django's own application, no init."""
+    store = tmp_path / "tracekit.db"
+    with _served_site("gunicorn", store, "django.core.wsgi:get_wsgi_application()") as served:
+        for _ in range(3):
+            response = requests.get(
+                served[0] + "/orders/7", headers={"X-Correlation-ID": "o-7"}, timeout=10
+            )
+            assert response.headers["X-Correlation-ID"] == "o-7"
+    said = [line for line in _log_of(store).read_text().splitlines() if NO_INIT in line]
+    assert said == [
+        f"{NO_INIT}: it gets a correlation ID, but no span or log record is exported. Call"
+        " tracekit.init() as the application starts (Django: in wsgi.py or asgi.py)."
+    ]
+
+
+def test_a_project_that_calls_init_hears_nothing_of_it(site: tuple[str, Path, str]) -> None:
+    url, store, _ = site
+    requests.get(url + "/orders/7", timeout=10)
+    assert NO_INIT not in _log_of(store).read_text()
 
 
 def test_init_after_get_wsgi_application_configures_the_middleware(tmp_path: Path) -> None:

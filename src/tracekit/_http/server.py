@@ -508,6 +508,8 @@ class OptionsReadLate:
         untraced = compile_excluded(below.pop("excluded_urls", ()))
         self.untraced_search = untraced.search if untraced is not None else None
         self._requests = server_requests(tracer_provider, registry, {**below, **options})
+        if runtime is None and read_under is _UNREAD:
+            _say_if_nothing_is_exported(tracer_provider, self._requests.options)
         self._configure(self._requests)
         # Last: a request on another thread that sees it set finds everything above set.
         self._read_under = runtime
@@ -519,6 +521,26 @@ class OptionsReadLate:
         """Options the application below configures for itself (a Django project's
         ``TRACEKIT`` setting), under those this middleware is given."""
         return {}
+
+
+_said_no_init: list[bool] = []
+
+
+def _say_if_nothing_is_exported(tracer_provider: TracerProvider | None, options: Options) -> None:
+    """Once in the process: a middleware serving before any ``tracekit.init()``, with no tracer
+    provider of its own or set globally (``opentelemetry-instrument``'s), gives each request its
+    correlation ID and exports nothing, which left a Django project with the ``MIDDLEWARE`` line
+    and no ``init`` call looking for its requests in an empty store, with no word why."""
+    if _said_no_init or options.correlation_only or tracer_provider is not None:
+        return
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
+    _said_no_init.append(True)
+    _log.warning(
+        "tracekit: a request arrived before tracekit.init() ran in this process: it gets a"
+        " correlation ID, but no span or log record is exported. Call tracekit.init() as the"
+        " application starts (Django: in wsgi.py or asgi.py)."
+    )
 
 
 @guarded(None)
