@@ -258,3 +258,18 @@ def test_grpc_to_an_http_port_says_which_port_or_protocol_to_use(serve: object) 
         " are dropped until it takes them. Send to its OTLP/gRPC port (4317), or unset"
         " OTEL_EXPORTER_OTLP_PROTOCOL for OTLP/HTTP."
     ]
+
+
+def test_grpc_to_an_endpoint_without_a_scheme_says_it_went_over_tls(
+    grpc_refusing: object,
+) -> None:
+    """``OTEL_EXPORTER_OTLP_ENDPOINT=host:4317`` (no ``http://``) makes the gRPC exporter use
+    TLS; a plaintext collector there was only asked whether it serves TLS."""
+    port = grpc_refusing(grpc.StatusCode.UNAUTHENTICATED)  # type: ignore[operator]
+    endpoint = f"127.0.0.1:{port}"
+    assert _warnings(endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc") == [
+        f"tracekit: could not export spans to the OTLP endpoint {endpoint}: the TLS handshake"
+        " failed (WRONG_VERSION_NUMBER); they are dropped until it succeeds. Does it serve gRPC"
+        " over TLS on that port? Without http:// the exporter uses TLS: for plaintext,"
+        f" http://{endpoint}."
+    ]

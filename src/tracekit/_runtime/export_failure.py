@@ -39,7 +39,7 @@ def failure_of(record: logging.LogRecord, endpoint: str) -> str | None:
         (getattr(a, "name", None) for a in args if type(a).__name__ == "StatusCode"), None
     )
     if isinstance(grpc_status, str):
-        return _grpc_failure(grpc_status, args[-1])
+        return _grpc_failure(grpc_status, args[-1], endpoint)
     error = next((a for a in args if isinstance(a, BaseException)), None)
     return None if error is None else _connection_failure(error, endpoint)
 
@@ -96,7 +96,7 @@ _GRPC_WRONG_HOST = "Hostname Verification Check failed"
 _GRPC_UNKNOWN_SIGNER = ("self signed", "self-signed", "local issuer", "the first certificate")
 
 
-def _grpc_failure(code: str, details: object) -> str:
+def _grpc_failure(code: str, details: object, endpoint: str) -> str:
     """The gRPC exporter's line: a status the server answered (its details, the server's
     choice, left out), or, for a channel that could not connect, a server that answered, but
     not in HTTP/2, or a TLS handshake that failed, as gRPC core tells it in the details."""
@@ -113,7 +113,10 @@ def _grpc_failure(code: str, details: object) -> str:
     if reason.replace("_", " ").lower() == "certificate verify failed":  # BoringSSL's, OpenSSL's
         unknown = any(words in message for words in _GRPC_UNKNOWN_SIGNER)
         return _certificate_refused(_reason(message or reason), unknown_signer=unknown)
-    return _handshake_failed(_reason(reason), "Does it serve gRPC over TLS on that port?")
+    question = "Does it serve gRPC over TLS on that port?"
+    if "://" not in endpoint:  # OTEL_EXPORTER_OTLP_ENDPOINT=collector:4317, a common form
+        question += f" Without http:// the exporter uses TLS: for plaintext, http://{endpoint}."
+    return _handshake_failed(_reason(reason), question)
 
 
 def _certificate_refused(why: str, unknown_signer: bool) -> str:
