@@ -1128,8 +1128,7 @@ def _release_port() -> None:
     runtime = state.current()
     if runtime is None or runtime.metrics_server is None:
         return
-    server, runtime.metrics_server = runtime.metrics_server, None
-    server.close()
+    runtime.stop_serving_metrics()
     _log.debug("tracekit: metrics port freed for the workers of a reloader or supervisor")
 
 

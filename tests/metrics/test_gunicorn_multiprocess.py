@@ -251,6 +251,28 @@ def test_after_a_reload_the_new_worker_serves_the_metrics_port(tmp_path: Path) -
         assert 'http_route="/hello"' in scrape.text
 
 
+def test_a_worker_recycled_by_max_requests_frees_the_metrics_port_as_it_starts_exiting(
+    tmp_path: Path,
+) -> None:
+    """The worker serving the metrics port for all kept it through its whole exit (the flush at
+    exit, the interpreter's finalization): scrapes in that time were taken and then reset as the
+    process ended, and its siblings could take the port over only once it had gone (measured:
+    2.0-2.6 s without a served scrape at each such recycle). It frees the port as its exit
+    begins: the application's own exit hooks already find it free."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    probe = tmp_path / "probe"
+    options = ("-w", "1", "--max-requests", "2")
+    env = {"GUNISVC_EXIT_PROBE": str(probe)}
+    with _gunicorn(
+        tmp_path, *options, multiproc=multiproc, metrics_port=free_port(), extra_env=env
+    ) as (url, _):
+        for _ in range(2):
+            httpx.get(f"{url}/hello").raise_for_status()
+        wait_for(probe.exists, 20, "a worker's exit")
+    assert probe.read_text().splitlines()[0] == "bound"
+
+
 def test_a_missing_multiprocess_directory_does_not_stop_the_workers_booting(
     tmp_path: Path,
 ) -> None:

@@ -190,7 +190,7 @@ class Standby:
     serves; ``shutdown`` and ``server_close`` stop either.
     """
 
-    RETRY_S = 2.0
+    RETRY_S = 0.5
 
     def __init__(self, port: int, registry: Collector, host: str = "0.0.0.0") -> None:
         self._port, self._registry, self._host = port, registry, host

@@ -118,8 +118,13 @@ class Runtime:
         # An export blocks for as long as its exporter's own timeout, retries included: the
         # deadline bounds them all; past it they go on in the background (daemon threads).
         _within(deadline, spans, logs)
-        if self.metrics_server is not None:
-            _safely("metrics shutdown", self.metrics_server.close)
+        self.stop_serving_metrics()
+
+    def stop_serving_metrics(self) -> None:
+        """Close the metrics port, if this runtime serves it (or stands by to), and free it."""
+        server, self.metrics_server = self.metrics_server, None
+        if server is not None:
+            _safely("metrics shutdown", server.close)
 
     def uninstrument(self) -> None:
         """Undo the instrumentation, once: what it holds open ends (``_uninstrument``)."""
@@ -396,13 +401,17 @@ def flush_at_exit() -> None:
     registered before ``init`` run after this one, and what they emit would otherwise wait in a
     batch that never goes out. So the pipelines keep running; only the instrumentation is undone,
     as a stop would, to end the spans it holds open (a consumer's message, a send awaiting its
-    delivery report). One export timeout bounds this flush and all the later ones together."""
+    delivery report), and the metrics port closed. One export timeout bounds this flush and all
+    the later ones together."""
     global _exit_budget, _late_batch
     _late_batch = _export_batch_size()
     _exit_budget = Deadline(_left_of_stop_budget())
     with _stops.running():  # a SIGTERM meanwhile ends the process once this flush is done
         runtime = _current
         if runtime is not None:
+            # First: a scrape from now on would be taken and then reset as the process ends,
+            # and a sibling worker (multiprocess mode, a gunicorn reload) can take the port.
+            runtime.stop_serving_metrics()
             runtime.uninstrument()
         if _exit_budget.left_millis() > 0:
             flush_current(_exit_budget.left_millis())

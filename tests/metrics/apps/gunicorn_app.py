@@ -4,13 +4,17 @@ Each worker imports this module, so each calls tracekit.init() (TRACEKIT_* varia
 test). Responses carry the worker's pid; ``/metrics`` is mounted with ``wsgi_metrics_app``;
 ``/call?PORT`` or ``/call?PORT/PATH`` makes one outgoing HTTP call; ``/consume?NAME`` consumes one
 message from the destination it names. With ``GUNISVC_CALL_AT_START=PORT`` it calls that port
-as it is imported (in gunicorn's master under ``--preload``).
+as it is imported (in gunicorn's master under ``--preload``). With ``GUNISVC_EXIT_PROBE=FILE`` a
+worker, as it exits, binds the metrics port as a sibling taking it over would, and writes to FILE
+whether it could.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +27,23 @@ from tracekit.messaging import consume
 from tracekit.metrics import wsgi_metrics_app
 from tracekit.wsgi import ROUTE_KEY, TracekitMiddleware
 
+
+def probe_the_metrics_port_at_exit() -> None:
+    """Bind the metrics port as a sibling worker taking it over does (registered before init:
+    runs after tracekit's exit hook), and write the outcome to GUNISVC_EXIT_PROBE."""
+    outcome = "bound"
+    with socket.socket() as sibling:
+        sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sibling.bind(("0.0.0.0", int(os.environ["TRACEKIT_METRICS_PORT"])))
+        except OSError as error:
+            outcome = f"refused: {error.strerror}"
+    with open(os.environ["GUNISVC_EXIT_PROBE"], "a") as probe:
+        probe.write(f"{outcome}\n")
+
+
+if os.environ.get("GUNISVC_EXIT_PROBE"):
+    atexit.register(probe_the_metrics_port_at_exit)
 tracekit.init("gunisvc")
 
 
