@@ -169,6 +169,11 @@ class Receiver:
         """Create the store if needed, start the writer, and serve in a background thread
         (without waiting for the writer: see ``ready``)."""
         self.store.create()
+        # Open the interner's connection now, not on the first request: opened under another
+        # process's write lock, its checks waited out eight busy timeouts each, twice, so that
+        # request held the decode lock (every other request) and a stop for 85 s. Open, one
+        # request's interning waits at most two busy timeouts before its 503.
+        self.store.encoder.interner.refresh()
         self.queue.start()
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="tracekit-http"
