@@ -16,6 +16,8 @@ from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
 
 JSON = {"Content-Type": "application/json"}
+TRACE_ID = "1" * 32
+STOP_TIMEOUT = 3.0
 
 
 def _held(lock: threading.RLock) -> bool:
@@ -26,12 +28,12 @@ def _held(lock: threading.RLock) -> bool:
     return False
 
 
-def _spans_with_new_strings() -> bytes:
-    """A request whose span name is new to the store: it must be interned, a write."""
+def _spans(trace_id: str, name: str, span: int = 2) -> bytes:
+    """One span of ``trace_id`` named ``name`` (id ``span``) in OTLP/JSON."""
     now = time.time_ns()
-    span = {"traceId": "1" * 32, "spanId": "2" * 16, "name": f"never seen {now}",
-            "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000)}  # fmt: skip
-    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+    record = {"traceId": trace_id, "spanId": f"{span:016x}", "name": name,
+              "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000)}  # fmt: skip
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [record]}]}]}).encode()
 
 
 def test_an_export_meeting_a_write_locked_store_gets_503_soon_and_the_stop_ends(
@@ -47,7 +49,9 @@ def test_an_export_meeting_a_write_locked_store_gets_503_soon_and_the_stop_ends(
     holder.execute("BEGIN IMMEDIATE")
     replies: list[Reply] = []
     exporter = threading.Thread(
-        target=lambda: replies.append(post(receiver, "/v1/traces", _spans_with_new_strings(), JSON))
+        target=lambda: replies.append(
+            post(receiver, "/v1/traces", _spans(TRACE_ID, f"new {time.time_ns()}"), JSON)
+        )
     )
     try:
         exporter.start()
@@ -62,3 +66,36 @@ def test_an_export_meeting_a_write_locked_store_gets_503_soon_and_the_stop_ends(
     assert replies and replies[0].status == 503, replies
     assert replies[0].headers["retry-after"] == "5"
     assert took < 20, took  # was 84 s
+
+
+def test_a_stop_with_the_in_process_writer_waiting_on_the_lock_keeps_its_deadline(
+    store_path: Path,
+) -> None:
+    """With ``writer_process=False`` the writer is a thread of the receiver, whose write cannot
+    be cut short: a stop waited for it (SQLite's busy timeouts, eight times, then each queued
+    request's alone), 41 s with one export at the default 35 s deadline. The stop now returns
+    at its deadline, and the write ends in the background: committed once the lock is gone."""
+    config = ReceiverConfig(port=0, writer_process=False, stop_timeout=STOP_TIMEOUT)
+    receiver = Receiver(Store(store_path), config).start()
+    assert post(receiver, "/v1/traces", _spans(TRACE_ID, "warm up"), JSON).status == 200
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    exporter = threading.Thread(
+        target=post, args=(receiver, "/v1/traces", _spans(TRACE_ID, "warm up", 3), JSON)
+    )
+    try:
+        exporter.start()  # its strings are interned already: it waits in the writer's write
+        queue = receiver.queue  # taken from the queue, not written yet:
+        wait_for(lambda: queue.depth == 0 and bool(queue._unwritten_by), 10, "the write")
+        began = time.monotonic()
+        receiver.stop()
+        took = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert took < STOP_TIMEOUT + 3, took  # was 41 s at the default 35 s, 42 s at 3 s
+    reader = Store(store_path)
+    try:
+        wait_for(lambda: len(reader.spans_by_trace_ids([TRACE_ID])) == 2, 60, "the commit")
+    finally:
+        reader.close()

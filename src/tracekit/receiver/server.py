@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,6 +39,10 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024  # after decompression; larger requests get 
 _WRITE_RESERVE = 5.0
 # File descriptors kept free of client connections (SQLite, the writer's pipe, gRPC, logs).
 _RESERVED_DESCRIPTORS = 64
+# What a close may take past the deadline before a stop stops waiting for it: the writer process
+# killed at the deadline is reaped, the store closed (milliseconds when nothing is stuck).
+_CLOSE_MARGIN = 0.5
+_log = logging.getLogger("tracekit.receiver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,10 @@ class Receiver:
             self._stop_http(grace)
             if grpc_side is not None:
                 grpc_side.result()
+        _finish_by(deadline, lambda: self._close(deadline))
+
+    def _close(self, deadline: float) -> None:
+        """Write what the requests queued, then close the gRPC workers and the store."""
         self.queue.close(_left(deadline))
         if self.grpc is not None:
             self.grpc.close()
@@ -223,6 +233,34 @@ class Receiver:
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def _finish_by(deadline: float, close: Callable[[], None]) -> None:
+    """Run ``close`` and wait for it until ``deadline``; past it, it goes on in the background.
+
+    Whatever waits on SQLite may outlast a stop's deadline: a write of the in-process writer
+    (``writer_process=False``) or a request's interning under another process's write lock
+    waits out SQLite's busy timeouts, and a thread cannot be cut short. Nothing acknowledged
+    is lost by not waiting: a request is answered only after its commit.
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as error:  # told to the caller of stop() while it still waits
+            failure.append(error)
+
+    closing = threading.Thread(target=run, name="tracekit-receiver-close", daemon=True)
+    closing.start()
+    closing.join(_left(deadline) + _CLOSE_MARGIN)
+    if closing.is_alive():
+        _log.warning(
+            "tracekit receiver: stopped at its deadline while a write still waits for the store"
+            " (locked by another process?); that write ends in the background"
+        )
+    elif failure:
+        raise failure[0]
 
 
 def connection_cap(wanted: int) -> int:
