@@ -11,6 +11,8 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+from tracekit._runtime.ratelimit import RateLimitedWarning
+from tracekit._utf8 import escaped
 from tracekit.receiver import _json, _json_metrics, _protobuf
 from tracekit.receiver._admission import Reservation
 from tracekit.receiver._decoded import Admit, Decoded, MalformedRequest
@@ -25,6 +27,10 @@ from tracekit.store._reclaim import StaleRows
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _log = logging.getLogger("tracekit.receiver")
 _LARGE_BODY = 4 * 1024 * 1024
+# OpenTelemetry SDKs say nothing of a partial success (Python's exporters read no answer to a
+# 200), so records refused from a request are said here, or no one would know they are missing.
+_REFUSED = "tracekit collector: refused %s: %s (told to the exporter, which may not log it)"
+_RECORDS = {"traces": "span", "logs": "log record"}
 _DECODERS: dict[tuple[str, str], Callable[[bytes, Admit], Decoded]] = {
     (PROTOBUF, "traces"): _protobuf.decode_traces,
     (PROTOBUF, "logs"): _protobuf.decode_logs,
@@ -49,6 +55,7 @@ class IngestService:
         # 15% more spans a second with eight exporters, and less CPU per span: docs/store.md).
         self.decode_lock = queue.decode_lock
         self._metrics_logged = threading.Event()
+        self._refusals = RateLimitedWarning(60.0, _REFUSED)
 
     @property
     def health(self) -> str:
@@ -79,6 +86,9 @@ class IngestService:
         """
         try:
             decoded = self._decode(content_type, signal, body, reservation)
+            self._note_refused(signal, decoded, client)
+            if decoded.total and decoded.rejected == decoded.total:
+                raise RequestError(400, f"every record was rejected: {decoded.reason}")
             if signal == "metrics":
                 self._note_metrics()
             else:
@@ -112,8 +122,6 @@ class IngestService:
             if is_damage(error):  # a retry cannot help
                 raise RequestError(500, "store is damaged; see the collector's log") from None
             raise RequestError(503, "store unavailable, retry later", retry_after=5) from None
-        if decoded.total and decoded.rejected == decoded.total:
-            raise RequestError(400, f"every record was rejected: {decoded.reason}")
         return decoded
 
     def _decode_locked(
@@ -141,6 +149,13 @@ class IngestService:
         while not ticket.done.wait(self.commit_timeout):
             if not self.queue.writing:
                 raise RequestError(503, "store writer stopped, retry later", retry_after=5)
+
+    def _note_refused(self, signal: str, decoded: Decoded, client: str) -> None:
+        """Say (at most once a minute) that records of a request were refused, and why."""
+        if decoded.rejected:
+            plural = "" if decoded.total == 1 else "s"
+            what = f"{decoded.rejected} of {decoded.total} {_RECORDS.get(signal, 'metric')}{plural}"
+            self._refusals.warn(f"{what} from {client or 'a client'}", escaped(decoded.reason))
 
     def _note_metrics(self) -> None:
         if not self._metrics_logged.is_set():
