@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -690,3 +691,23 @@ def test_a_search_reads_a_wide_trace_once_per_span(tmp_path: Path) -> None:
     narrow = vm_steps_of_a_search(tmp_path / "narrow.db", 1_000)
     wide = vm_steps_of_a_search(tmp_path / "wide.db", 2_000)
     assert wide < 2.5 * narrow
+
+
+def test_the_store_exporter_writes_a_nan_in_a_log_body_as_json(tmp_path: Path) -> None:
+    """``TRACEKIT_EXPORTER=store`` (``StoreLogExporter``) wrote a structured body holding a NaN
+    or infinite double as non-JSON text (``{"ratio": NaN, ...}``), as the collector did."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from tests.receiver.test_log_body_json import BODY, STORED, strict_json
+
+    from tracekit.store.exporter import StoreLogExporter
+
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(StoreLogExporter(tmp_path / "s.db")))
+    provider.get_logger("test").emit(
+        body=BODY, timestamp=time.time_ns(), attributes={"correlation.id": "c-nan-body"}
+    )
+    provider.shutdown()
+    with Store(tmp_path / "s.db") as store:
+        (stored,) = store.logs_by_correlation_id("c-nan-body")
+    assert strict_json(stored.body) == STORED

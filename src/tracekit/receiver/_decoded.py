@@ -13,6 +13,7 @@ from tracekit.records import (
     AttributeValue,
     LogRecordData,
     SpanRecord,
+    finite_json,
     service_name,
 )
 from tracekit.store._limits import (
@@ -121,10 +122,11 @@ def span_problem(record: SpanRecord | None, bounds: tuple[int, int]) -> str | No
 def log_body_text(body: AttributeValue) -> str:
     """A log record's body as stored: a string as sent, a structured value as JSON, and no
     value at all (no body, or an AnyValue holding none, as OpenTelemetry JS sends for a record
-    emitted without one) as the empty string, not ``null``."""
+    emitted without one) as the empty string, not ``null``. A NaN or infinite double in it is
+    written as OTLP/JSON writes it (``"NaN"``), as in attributes: ``NaN`` is no JSON."""
     if body is None:
         return ""
-    return body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    return body if isinstance(body, str) else json.dumps(finite_json(body), ensure_ascii=False)
 
 
 def log_time(time_ns: int, observed_ns: int, bounds: tuple[int, int]) -> int | None:

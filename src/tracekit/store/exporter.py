@@ -29,6 +29,7 @@ from tracekit.records import (
     SpanEvent,
     SpanLink,
     SpanRecord,
+    finite_json,
     service_name,
 )
 from tracekit.store._connection import one_line
@@ -246,7 +247,7 @@ def _shown(path: os.PathLike[str]) -> str:
 def _body_text(body: object) -> str:
     import json
 
-    return "" if body is None else json.dumps(plain_value(body), ensure_ascii=False)
+    return "" if body is None else json.dumps(finite_json(plain_value(body)), ensure_ascii=False)
 
 
 def _service(resource: Resource) -> str:
