@@ -40,9 +40,10 @@ def test_an_export_meeting_a_write_locked_store_gets_503_soon_and_the_stop_ends(
     store_path: Path,
 ) -> None:
     """The first request after the lock was taken opened the interner's connection, whose
-    checks each waited out eight busy timeouts, twice: its 503 came after 85 s (an exporter
-    gives up after 10 s), every other request waited behind it, and a stop begun meanwhile
-    took 84 s, past the 35 s promised. Its interning now waits two busy timeouts (5 s each)."""
+    write check waited out eight busy timeouts, and the interner tried twice: its 503 came
+    after 85 s (an exporter gives up after 10 s), every other request waited behind it, and a
+    stop begun meanwhile took 84 s, past the 35 s promised. Its interning now waits two busy
+    timeouts (5 s each)."""
     receiver = Receiver(Store(store_path), ReceiverConfig(port=0)).start()
     assert receiver.wait_ready(30)
     holder = sqlite3.connect(store_path, isolation_level=None)

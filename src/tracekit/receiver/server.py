@@ -176,9 +176,9 @@ class Receiver:
         (without waiting for the writer: see ``ready``)."""
         self.store.create()
         # Open the interner's connection now, not on the first request: opened under another
-        # process's write lock, its checks waited out eight busy timeouts each, twice, so that
-        # request held the decode lock (every other request) and a stop for 85 s. Open, one
-        # request's interning waits at most two busy timeouts before its 503.
+        # process's write lock, its write check waited out eight busy timeouts (42 s), and the
+        # interner tried twice, so that request held the decode lock (every other request) and
+        # a stop for 85 s. Open, one request's interning waits two busy timeouts for its 503.
         self.store.encoder.interner.refresh()
         self.queue.start()
         self._thread = threading.Thread(
