@@ -368,3 +368,46 @@ def test_a_log_record_without_a_body_has_an_empty_body_whatever_the_encoding(
     record.body.SetInParent()  # set, and holding no value
     assert post(receiver, "/v1/logs", request.SerializeToString()).status == 200
     assert [r.body for r in reader.logs_by_trace_ids([trace_id])] == ["", "", ""]
+
+
+@pytest.mark.parametrize(
+    ("field", "spelling"),
+    [
+        ("traceId", "5b 8e ff f7 98 03 81 03 d2 69 b6 33 81 3f c6 0c"),
+        ("startTimeUnixNano", f" {NOW}"),
+        ("startTimeUnixNano", f"+{NOW}"),
+        ("startTimeUnixNano", "1_700_000_000_000_000_000"),
+        ("doubleValue", "nan"),
+        ("doubleValue", "inf"),
+        ("doubleValue", "infinity"),
+        ("doubleValue", "1_0"),
+        ("doubleValue", " 2.5"),
+    ],
+)
+def test_python_spellings_that_are_no_json_are_refused(
+    field: str, spelling: str, receiver: Receiver
+) -> None:
+    """Python's readers took them (``bytes.fromhex`` skips white space, ``int()`` and ``float()``
+    take signs, spaces and digit separators, ``float()`` reads ``inf`` and ``nan``): a double of
+    ``"1_0"`` was stored as 10.0 and an id with spaces as a valid id. The spec's JSON takes hex
+    digits, decimal digits and ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` only: the span is
+    refused alone, its neighbour stored."""
+    good = {"traceId": "01" * 16, "spanId": "02" * 8, **WHEN}
+    bad = {"traceId": "03" * 16, "spanId": "04" * 8, **WHEN}
+    if field == "doubleValue":
+        bad["attributes"] = [{"key": "ratio", "value": {"doubleValue": spelling}}]
+    else:
+        bad[field] = spelling
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]}
+    reply = post(receiver, "/v1/traces", json.dumps(document).encode(), JSON)
+    assert reply.status == 200
+    assert json.loads(reply.body)["partialSuccess"]["rejectedSpans"] == "1"
+
+
+@pytest.mark.parametrize("spelling", ["2.5", "-0.5", "1e3", "1.5E-3", "7", "NaN", "-Infinity"])
+def test_json_number_spellings_of_a_double_are_read(spelling: str) -> None:
+    span = {"traceId": "01" * 16, "spanId": "02" * 8, **WHEN,
+            "attributes": [{"key": "d", "value": {"doubleValue": spelling}}]}  # fmt: skip
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    (decoded,) = decode_traces(json.dumps(document).encode()).spans
+    assert repr(decoded.attributes["d"]) == repr(float(spelling))

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any
 
 from tracekit.receiver._decoded import (
@@ -52,6 +53,10 @@ _SEVERITY_BY_NAME = {"SEVERITY_NUMBER_UNSPECIFIED": 0} | {
     for step in range(1, 5)
 }
 _SPECIAL_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# What a 64-bit integer or a double may be spelled as in a JSON string (proto3's JSON mapping)
+_DECIMAL = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_HEX_DIGITS = "0123456789abcdefABCDEF"
 _INT64 = (-(2**63), 2**64 - 1)  # signed and unsigned 64-bit fields share this decoder
 
 
@@ -131,11 +136,10 @@ def as_int(value: Any, where: str) -> int:
         raise MalformedRequest(f"{where} must be an integer")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    elif isinstance(value, str) and 0 < len(value) <= 21:
-        try:
-            value = int(value.strip(), 10)
-        except ValueError:
-            raise MalformedRequest(f"{where} must be an integer") from None
+    elif isinstance(value, str) and len(value) <= 21:
+        if not _DECIMAL.fullmatch(value):  # Python's int() takes " 5", "+5" and "1_000" too
+            raise MalformedRequest(f"{where} must be an integer")
+        value = int(value)
     if not isinstance(value, int) or not _INT64[0] <= value <= _INT64[1]:
         raise MalformedRequest(f"{where} must be a 64-bit integer")
     return value
@@ -151,11 +155,9 @@ def as_enum(value: Any, names: dict[str, int], where: str) -> int:
 def as_id(value: Any, length: int, where: str) -> str | None:
     """A hex id of ``length`` bytes, any case; None when empty or all zero."""
     text = as_str(value, where)
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise MalformedRequest(f"{where} must be hex") from None
-    return check_id(raw, length, where)
+    if text.strip(_HEX_DIGITS) or len(text) % 2:  # bytes.fromhex() skips white space
+        raise MalformedRequest(f"{where} must be hex")
+    return check_id(bytes.fromhex(text), length, where)
 
 
 def any_value(value: Any, where: str, depth: int = 0) -> AttributeValue:
@@ -203,6 +205,8 @@ def _bool(value: Any, where: str) -> bool:
 def _double(value: Any, where: str) -> float:
     if isinstance(value, str) and value in _SPECIAL_FLOATS:
         return _SPECIAL_FLOATS[value]
+    if isinstance(value, str) and not _NUMBER.fullmatch(value):  # float() takes "nan", "1_0"
+        raise MalformedRequest(f"{where} doubleValue must be a number")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise MalformedRequest(f"{where} doubleValue must be a number")
     try:
