@@ -383,7 +383,9 @@ def test_a_log_record_without_a_body_has_an_empty_body_whatever_the_encoding(
         ("doubleValue", "1_0"),
         ("doubleValue", " 2.5"),
     ],
-)
+    ids=["spaced id", "spaced time", "signed time", "grouped time", "nan", "inf", "infinity",
+         "grouped double", "spaced double"],
+)  # fmt: skip
 def test_python_spellings_that_are_no_json_are_refused(
     field: str, spelling: str, receiver: Receiver
 ) -> None:
