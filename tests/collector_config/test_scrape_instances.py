@@ -11,7 +11,6 @@ whose target list shows the labels that relabeling leaves.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,44 +21,78 @@ from prometheus_server import api, prometheus_binary, prometheus_configured
 from .otelcol import CONFIG_DIR, with_defaults
 from .test_consistency import SIDECARS
 
+HOST = {"HOSTNAME": "orders-7d9f-x2k4q"}  # Kubernetes: the pod's name; Docker, ECS: the host's
+GATEWAY_HOST = {"HOSTNAME": "otelcol-gateway-0"}
+GATEWAYS = ("gateway.yaml", "gateway-sampling.yaml")
+# (config, environment) of every case below, all scraped by one Prometheus
+CASES = [
+    *((sidecar, environ) for sidecar in SIDECARS for environ in (HOST, {})),
+    *((gateway, environ) for gateway in GATEWAYS for environ in (GATEWAY_HOST, {})),
+]
 
-def _instances(tmp_path: Path, sidecar: str, environ: dict[str, str]) -> dict[str, str]:
-    """job -> instance label of each target the sidecar's scrape configs define."""
-    receiver = yaml.safe_load(with_defaults((CONFIG_DIR / sidecar).read_text(), environ))
-    config: dict[str, Any] = {"scrape_configs": receiver["receivers"]["prometheus"]["config"][
-        "scrape_configs"
-    ]}  # fmt: skip
-    jobs = len(config["scrape_configs"])
-    with prometheus_configured(prometheus_binary(), tmp_path, yaml.safe_dump(config)) as url:
+
+def _scrape_configs(config: str, environ: dict[str, str]) -> list[dict[str, Any]]:
+    """The config's scrape configs, placeholders expanded with ``environ``."""
+    receiver = yaml.safe_load(with_defaults((CONFIG_DIR / config).read_text(), environ))
+    configs: list[dict[str, Any]] = receiver["receivers"]["prometheus"]["config"]["scrape_configs"]
+    return configs
+
+
+@pytest.fixture(scope="module")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, str]]:
+    """(config, HOSTNAME or "") -> job -> instance label of each target its scrape configs define.
+
+    One Prometheus for every case, each case's jobs renamed ``JOB@CASE`` (job names must differ
+    in one config): its discovery publishes targets in 5 s ticks, which a Prometheus per case
+    waited out eight times. Relabeling is per scrape config, and these set only ``instance``,
+    from nothing the job's name enters, so each case's targets come out as in a config alone.
+    """
+    jobs = []
+    for case, (config, environ) in enumerate(CASES):
+        for job in _scrape_configs(config, environ):
+            jobs.append({**job, "job_name": f"{job['job_name']}@{case}"})
+    directory = tmp_path_factory.mktemp("scrape-instances")
+    text = yaml.safe_dump({"scrape_configs": jobs})
+    with prometheus_configured(prometheus_binary(), directory, text) as url:
         # targets appear once discovery has run, shortly after Prometheus says it is ready
-        wait_for(lambda: len(api(url, "targets")["activeTargets"]) == jobs, 20, "targets listed")
+        wait_for(lambda: len(api(url, "targets")["activeTargets"]) == len(jobs), 20, "targets")
         targets = api(url, "targets")["activeTargets"]
-    return {t["labels"]["job"]: t["labels"]["instance"] for t in targets}
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for target in targets:
+        job, case = target["labels"]["job"].rsplit("@", 1)
+        config, environ = CASES[int(case)]
+        found.setdefault((config, environ.get("HOSTNAME", "")), {})[job] = target["labels"][
+            "instance"
+        ]
+    return found
 
 
 @pytest.mark.parametrize("sidecar", SIDECARS)
-def test_each_sidecar_names_its_scrapes_after_its_task_or_pod(tmp_path: Path, sidecar: str) -> None:
-    # Kubernetes sets HOSTNAME to the pod's name; Docker and ECS to the container's host name
-    instances = _instances(tmp_path, sidecar, {"HOSTNAME": "orders-7d9f-x2k4q"})
-
-    assert instances == {"tracekit-service": "orders-7d9f-x2k4q", "otelcol": "orders-7d9f-x2k4q"}
+def test_each_sidecar_names_its_scrapes_after_its_task_or_pod(
+    instances: dict[tuple[str, str], dict[str, str]], sidecar: str
+) -> None:
+    assert instances[sidecar, HOST["HOSTNAME"]] == {
+        "tracekit-service": "orders-7d9f-x2k4q",
+        "otelcol": "orders-7d9f-x2k4q",
+    }
 
 
 @pytest.mark.parametrize("sidecar", SIDECARS)
 def test_without_a_host_name_the_instance_is_the_scraped_address(
-    tmp_path: Path, sidecar: str
+    instances: dict[tuple[str, str], dict[str, str]], sidecar: str
 ) -> None:
-    instances = _instances(tmp_path, sidecar, {})
+    assert instances[sidecar, ""] == {
+        "tracekit-service": "localhost:9464",
+        "otelcol": "localhost:8888",
+    }
 
-    assert instances == {"tracekit-service": "localhost:9464", "otelcol": "localhost:8888"}
 
-
-@pytest.mark.parametrize("gateway", ["gateway.yaml", "gateway-sampling.yaml"])
-@pytest.mark.parametrize("environ", [{"HOSTNAME": "otelcol-gateway-0"}, {}])
+@pytest.mark.parametrize("gateway", GATEWAYS)
+@pytest.mark.parametrize("environ", [GATEWAY_HOST, {}])
 def test_each_gateway_names_its_scrape_of_itself_after_its_pod(
-    tmp_path: Path, gateway: str, environ: dict[str, str]
+    instances: dict[tuple[str, str], dict[str, str]], gateway: str, environ: dict[str, str]
 ) -> None:
     # every instance serves its own telemetry: its series must stay apart
-    instances = _instances(tmp_path, gateway, environ)
-
-    assert instances == {"otelcol": environ.get("HOSTNAME", "localhost:8888")}
+    assert instances[gateway, environ.get("HOSTNAME", "")] == {
+        "otelcol": environ.get("HOSTNAME", "localhost:8888")
+    }
