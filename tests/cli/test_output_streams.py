@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -88,6 +89,14 @@ EXPECTED_STATUS = {"diff": 1, "canary-fail": 1}  # "different", "fail"; the othe
 
 
 def run(args: list[str], encoding: str = "utf-8") -> subprocess.CompletedProcess[bytes]:
+    """``tracekit *args`` writing in ``encoding`` into a pipe. Several tests compare with the
+    same command's output (in UTF-8, or on a terminal): it runs once per module, as the stores
+    it reads are module fixtures nothing writes to after."""
+    return _run(tuple(args), encoding)
+
+
+@functools.cache
+def _run(args: tuple[str, ...], encoding: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "PYTHONIOENCODING": encoding}
     return subprocess.run([TRACEKIT, *args], capture_output=True, env=env, timeout=60)
 
