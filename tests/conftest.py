@@ -7,6 +7,8 @@ the recorded spans before each test.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,14 @@ from stopping import Service
 
 from tracekit import propagation
 from tracekit._runtime.setup import CorrelationSpanProcessor
+
+# Bytecode is cached during the suite even where the shell says not to (PYTHONDONTWRITEBYTECODE=1
+# on the development machines): the suite starts thousands of Python processes (tracekit
+# commands, services, workers), and each compiled tracekit's modules from source again, as each
+# test process rewrote every test module's asserts at collection. Popped here, before the xdist
+# processes start, so they and every process they start inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 _EXPORTER = InMemorySpanExporter()
 _PROVIDER = TracerProvider()
