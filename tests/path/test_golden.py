@@ -329,9 +329,9 @@ def test_orphans_inside_a_ten_thousand_deep_chain_are_placed_in_seconds() -> Non
     for k in range(64):
         at = 10_000 + k / 100  # apart: an orphan never encloses another
         t.span("a", f"lost {k}", "INTERNAL", at, at, parent_span_id=f"{0xDEAD00 + k:016x}")
-    started = time.monotonic()
+    started = time.process_time()  # CPU: wall time waits on the machine's other processes
     path = run(t)
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     lost = [s for s in path.spans if s.record.name.startswith("lost")]
     assert len(lost) == 64
     assert {s.parent.record.span_id for s in lost if s.parent} == {parent.span_id}
