@@ -98,7 +98,12 @@ def billing_url() -> Iterator[str]:
 
 
 def environment(document: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """Variables a reader's machine has set for the page's servers (AWS credentials, region)."""
+    """Variables a reader's machine has set for the page's servers (AWS credentials, region), or
+    that this one needs: the README's first server takes tracekit's default metrics port, 9464,
+    which another run on a shared machine may hold (its workers then warn, which fails the page):
+    it takes a free one."""
+    if str(document.relative_to(ROOT)) == "README.md":
+        return {"TRACEKIT_METRICS_PORT": str(free_port())}
     if str(document.relative_to(ROOT)) == "docs/queues/sqs.md":
         return {"AWS_ENDPOINT_URL": request.getfixturevalue("sqs_endpoint"),
                 "AWS_DEFAULT_REGION": _AWS_CLIENT["region_name"],
