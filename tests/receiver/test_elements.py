@@ -74,11 +74,11 @@ def test_millions_of_empty_messages_are_refused_at_once(receiver: Receiver, read
     for name, (body, path) in HOSTILE.items():
         packed = gzip.compress(body)
         assert len(packed) < 16 * 1024, name
-        started = time.monotonic()
+        started = time.process_time()  # CPU: wall time waits on other processes
         reply = post(receiver, path, packed, {"Content-Encoding": "gzip"})
         assert reply.status == 413, name
         assert b"send smaller batches" in reply.body, name
-        assert time.monotonic() - started < 2, name
+        assert time.process_time() - started < 2, name
     good = _traces(_span(_field(9, _field(1, b"k") + _field(2, _field(1, b"v")))))
     assert post(receiver, "/v1/traces", good).status == 200
     assert reader.count_spans() == 1
@@ -90,10 +90,10 @@ def test_json_of_millions_of_empty_objects_is_refused(receiver: Receiver) -> Non
     text = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
     body = text.replace('"@"', ",".join(["{}"] * MIB)).encode()
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    started = time.monotonic()
+    started = time.process_time()  # CPU: wall time waits on other processes
     reply = post(receiver, "/v1/traces", gzip.compress(body), headers)
     assert reply.status == 413 and "smaller batches" in json.loads(reply.body)["message"]
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_json_of_many_empty_attributes_is_refused(store_path: Path) -> None:
@@ -149,9 +149,9 @@ def test_metrics_of_many_data_points_are_still_acknowledged(receiver: Receiver) 
     for n in range(120_000):
         point = gauge.gauge.data_points.add(time_unix_nano=NOW, as_int=n)
         point.attributes.add(key="q").value.string_value = "o"
-    started = time.monotonic()
+    started = time.process_time()  # CPU: wall time waits on other processes
     assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_json_metrics_of_many_data_points_are_acknowledged_as_protobuf_ones(
@@ -168,10 +168,10 @@ def test_json_metrics_of_many_data_points_are_acknowledged_as_protobuf_ones(
     headers = {"Content-Type": "application/json"}
     with Receiver(Store(store_path), ReceiverConfig(port=0)) as receiver:
         assert post(receiver, "/v1/metrics", request.SerializeToString()).status == 200
-        started = time.monotonic()
+        started = time.process_time()  # CPU: wall time waits on other processes
         reply = post(receiver, "/v1/metrics", body, headers)
         assert reply.status == 200, reply.body
-        assert time.monotonic() - started < 2
+        assert time.process_time() - started < 2
 
 
 def test_json_metrics_of_millions_of_empty_metrics_are_refused(receiver: Receiver) -> None:
@@ -179,10 +179,10 @@ def test_json_metrics_of_millions_of_empty_metrics_are_refused(receiver: Receive
     text = json.dumps({"resourceMetrics": [{"scopeMetrics": [{"metrics": ["@"]}]}]})
     body = gzip.compress(text.replace('"@"', ",".join(["{}"] * MIB)).encode())
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    started = time.monotonic()
+    started = time.process_time()  # CPU: wall time waits on other processes
     reply = post(receiver, "/v1/metrics", body, headers)
     assert reply.status == 413 and "smaller batches" in json.loads(reply.body)["message"]
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 @pytest.mark.parametrize(
@@ -327,10 +327,10 @@ def test_a_group_cannot_hide_the_messages_after_it(receiver: Receiver) -> None:
     stopped there as at a corrupt message, the events after it would have been decoded."""
     group = b"\x9b\x01\x9c\x01"  # field 19: start group, end group
     body = _traces(_span(group + _field(11, b"") * COUNT))
-    started = time.monotonic()
+    started = time.process_time()  # CPU: wall time waits on other processes
     reply = post(receiver, "/v1/traces", gzip.compress(body), {"Content-Encoding": "gzip"})
     assert reply.status == 400 and b"group" in reply.body
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_the_same_collector_batch_in_json_is_stored_whole(store_path: Path) -> None:
