@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
+from tracekit.diff.names import root_name
 from tracekit.records import BackendError, RequestSummary
 from tracekit_cli.options import (
     EXIT_ERROR,
@@ -54,7 +57,13 @@ def search(
             emit_json({"requests": []})
         filtered = service or since or min_duration is not None or errors
         fail("no requests match" if filtered else _nothing_yet(source), EXIT_NOT_FOUND)
-    _emit(found, chosen)
+    _emit([_named(r) for r in found], chosen)
+
+
+def _named(r: RequestSummary) -> RequestSummary:
+    """``r`` with its root named as ``diff`` names it where its span is named only by its
+    method (``GET``, an SDK's span without a route): ``GET /reserve/{id}``."""
+    return dataclasses.replace(r, root_name=root_name(r.root_name, r.root_attributes))
 
 
 def _emit(found: list[RequestSummary], chosen: str) -> None:

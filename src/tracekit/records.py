@@ -158,6 +158,9 @@ class RequestSummary:
     # the Celery task the root span sent or ran: one queue carries many tasks, and its spans
     # are named by the queue ("send celery"), so ``trace`` names the task beside it
     root_task: str | None = None
+    # the root span's attributes, where the backend read them: a root named only by its
+    # method (``GET``, another SDK's span without a route) is listed by its URL path
+    root_attributes: Attributes = field(default_factory=dict, repr=False)
 
 
 def task_name(attributes: Attributes) -> str | None:

@@ -1171,6 +1171,21 @@ def test_a_celery_rooted_request_from_jaeger_is_named_by_its_task(serve: Any) ->
     assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")
 
 
+def test_a_root_without_a_route_from_jaeger_is_listed_as_the_store_lists_it(serve: Any) -> None:
+    """An OpenTelemetry JS SDK's server span without a route is named ``GET``: `search
+    --jaeger`, which gets the root whole, lists it by its path as the store and `diff` do."""
+    t = Topology("req-node")
+    attrs = {"http.request.method": "GET", "url.path": "/reserve/42"}
+    t.span("inventory-node", "GET", "SERVER", 0, 30, attrs=attrs)
+    url = serve(FakeJaeger(recent(t.spans))).url
+
+    code, out, _ = run("search", "--jaeger", url, "--format", "text")
+    assert code == 0 and "inventory-node: GET /reserve/{id}" in out
+    code, out, _ = run("search", "--jaeger", url, "--format", "json")
+    [row] = json.loads(out)["requests"]
+    assert row["root_name"] == "GET /reserve/{id}"
+
+
 def test_a_celery_rooted_request_from_tempo_is_named_by_its_task(serve: Any) -> None:
     """Tempo's search hit names its root's service and span, not its attributes: `search
     --tempo` gave `root_task` null and "scheduler: send fhq" where the store and Jaeger name

@@ -485,3 +485,36 @@ def test_a_celery_rooted_request_is_named_by_its_task_as_trace_names_it(
     code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
     [row] = json.loads(out)["requests"]
     assert (row["root_name"], row["root_task"]) == ("send fhq", "tasks.explode")
+
+
+def node_rooted(correlation_id: str, order: str) -> Topology:
+    """A request whose root is an OpenTelemetry JS SDK's HTTP server span without a route: it
+    names the span by the method alone, ``GET``, and the path is in ``url.path``."""
+    t = Topology(correlation_id)
+    attrs = {"http.request.method": "GET", "url.path": f"/reserve/{order}", "url.scheme": "http"}
+    t.span("inventory-node", "GET", "SERVER", 0, 30, attrs=attrs)
+    return t
+
+
+@pytest.mark.parametrize("fmt", ["text", "rich"])
+def test_a_root_without_a_route_is_listed_as_diff_names_it(tmp_path: Path, fmt: str) -> None:
+    """Every such request was listed "inventory-node: GET", whatever it served, while `diff`
+    names it "GET /reserve/{id}": search lists it so too, ids stripped as from a route."""
+    path = write_store(
+        tmp_path / "tracekit.db",
+        node_rooted("req-a", "42"),
+        node_rooted("req-b", "alice@example.com"),
+    )
+    compared = CliRunner().invoke(
+        cli, ["diff", "req-a", "req-b", "--store", str(path), "--format", "text"]
+    )
+    assert "inventory-node: GET /reserve/{id}" in compared.stdout
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", fmt)
+    assert code == 0
+    assert out.count("inventory-node: GET /reserve/{id}") == 2
+    assert "alice" not in out
+
+    code, out, _ = run("--store", str(path), "--since", SINCE, "--format", "json")
+    names = [(row["root_service"], row["root_name"]) for row in json.loads(out)["requests"]]
+    assert names == [("inventory-node", "GET /reserve/{id}")] * 2

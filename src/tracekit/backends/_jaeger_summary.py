@@ -67,5 +67,5 @@ def _summary(trace: list[SpanRecord], root: SpanRecord) -> RequestSummary:
     return RequestSummary(
         carried_correlation_id(trace), root.trace_id, root.service, root.name,
         root.start_unix_nano, (end - root.start_unix_nano) / 1e6, len(trace),
-        any(s.status == "ERROR" for s in trace), task_name(root.attributes),
+        any(s.status == "ERROR" for s in trace), task_name(root.attributes), root.attributes,
     )  # fmt: skip

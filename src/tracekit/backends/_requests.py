@@ -83,7 +83,7 @@ def joined(parts: Sequence[RequestSummary], entry: RequestSummary) -> RequestSum
     return RequestSummary(
         entry.correlation_id, entry.trace_id, entry.root_service, entry.root_name, start,
         (end - start) / 1e6, sum(part.span_count for part in parts),
-        any(part.error for part in parts), entry.root_task,
+        any(part.error for part in parts), entry.root_task, entry.root_attributes,
     )  # fmt: skip
 
 

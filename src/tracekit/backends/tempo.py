@@ -46,7 +46,14 @@ from tracekit.backends._tempo_search import (
     window_limit,
     with_trace_ids,
 )
-from tracekit.records import BackendError, LogRecordData, RequestSummary, SpanRecord, task_name
+from tracekit.records import (
+    Attributes,
+    BackendError,
+    LogRecordData,
+    RequestSummary,
+    SpanRecord,
+    task_name,
+)
 
 __all__ = [
     "HITS_PER_REQUEST",
@@ -402,7 +409,9 @@ class TempoSource(RemoteSource):
         if not spans:
             return row
         root = root_span(spans)
-        return dataclasses.replace(row, root_service=root.service, root_name=root.name)
+        return dataclasses.replace(
+            row, root_service=root.service, root_name=root.name, root_attributes=root.attributes
+        )
 
     def _unnamed_trace(
         self, trace_id: str, unnamed: str = "whose search hit shows no correlation ID"
@@ -507,7 +516,8 @@ class TempoSource(RemoteSource):
         )
 
     def _summary(self, hit: Hit) -> RequestSummary:
-        spans, errors, task = hit.span_count, hit.error_count, None
+        spans, errors = hit.span_count, hit.error_count
+        root: Attributes = {}  # the root's attributes, where the trace is read
         if spans is None or errors is None:  # no serviceStats: count the trace itself
             self.notes.once(
                 f"{self.client.where} sent no serviceStats (Tempo before "
@@ -517,11 +527,11 @@ class TempoSource(RemoteSource):
             trace = self._listed_trace(hit.trace_id)
             spans, errors = len(trace), sum(1 for s in trace if s.status == "ERROR")
             self._counted_by_reading.add(hit.trace_id)
-            task = task_name(root_span(trace).attributes) if trace else None
+            root = root_span(trace).attributes if trace else {}
         return RequestSummary(
             hit.correlation_id, hit.trace_id, hit.root_service, hit.root_name,
             hit.start_unix_nano, hit.duration_ms, spans, errors > 0,
-            task,
+            task_name(root), root,
         )  # fmt: skip
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:

@@ -8,6 +8,10 @@ different places stay two nodes. A queue RabbitMQ named (an RPC client's ``amq.g
 queue, direct reply-to) is ``(anonymous)``, as tracekit's own instrumentation names it, so other
 SDKs' spans match from client to client too. Attributes are read under either conventions
 (``tracekit.path.conventions``): an SDK writing ``http.method`` tells GET from POST too.
+
+A server span named only by its method is another SDK's without a route (OpenTelemetry JS names
+one ``GET`` when no framework set ``http.route``): ``root_name`` names it as ``node_name`` does,
+so ``search`` lists it as ``diff`` shows it (``GET /reserve/{id}``), bounded like a route.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from functools import lru_cache
 
 from tracekit import semconv
 from tracekit._messaging import amqp
-from tracekit.path.conventions import text, url_path
-from tracekit.records import SpanRecord
+from tracekit.path.conventions import text, url_path_in
+from tracekit.records import Attributes, SpanRecord
 
 __all__ = [
     "HTTP_METHODS",
@@ -26,6 +30,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "TASK_NAME",
     "node_name",
+    "root_name",
     "strip_ids",
 ]
 
@@ -107,13 +112,21 @@ def node_name(record: SpanRecord) -> str:
         destination = amqp.destination_of(destination)  # one reply queue per client: not a name
         task = _text(record, TASK_NAME)
         return _bounded(f"{destination} {task}" if task else destination)
-    name = record.name
+    return _by_path(record.name, record.attributes) or _bounded(strip_ids(record.name))
+
+
+def root_name(name: str, attributes: Attributes) -> str:
+    """A request's name in a listing, from its root span's ``name`` and ``attributes``: the
+    name, but a span named only by its method by its method and path, ids stripped, as
+    ``node_name`` names it (``GET`` with ``url.path`` ``/reserve/42``: ``GET /reserve/{id}``)."""
+    return _by_path(name, attributes) or name
+
+
+def _by_path(name: str, attributes: Attributes) -> str | None:
+    """``GET /reserve/{id}`` for a span named only ``GET`` whose URL path is ``/reserve/42``."""
     method = _method_only(name)
-    if method is not None:
-        path = url_path(record)
-        if path:
-            name = f"{method} {path[: MAX_NAME_CHARS * 2]}"
-    return _bounded(strip_ids(name))
+    path = url_path_in(attributes) if method else None
+    return _bounded(strip_ids(f"{method} {path[: MAX_NAME_CHARS * 2]}")) if path else None
 
 
 def _method_only(name: str) -> str | None:

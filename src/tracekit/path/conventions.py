@@ -12,9 +12,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from tracekit import semconv
-from tracekit.records import AttributeValue, SpanRecord
+from tracekit.records import Attributes, AttributeValue, SpanRecord
 
-__all__ = ["OLDER_NAMES", "attribute", "clock_stepped_back", "text", "url_path"]
+__all__ = ["OLDER_NAMES", "attribute", "clock_stepped_back", "text", "url_path", "url_path_in"]
 
 # stable name -> the older names that meant the same, most likely first
 OLDER_NAMES: dict[str, tuple[str, ...]] = {
@@ -33,10 +33,14 @@ OLDER_NAMES: dict[str, tuple[str, ...]] = {
 
 def attribute(record: SpanRecord, name: str) -> AttributeValue:
     """The value of the stable attribute ``name``, else of its older equivalent (or None)."""
-    value = record.attributes.get(name)
+    return _attribute_in(record.attributes, name)
+
+
+def _attribute_in(attributes: Attributes, name: str) -> AttributeValue:
+    value = attributes.get(name)
     if value is None:
         for older in OLDER_NAMES.get(name, ()):
-            value = record.attributes.get(older)
+            value = attributes.get(older)
             if value is not None:
                 break
     return value
@@ -50,16 +54,21 @@ def text(record: SpanRecord, name: str) -> str | None:
 
 def url_path(record: SpanRecord) -> str | None:
     """The request path: ``url.path``, else the older ``http.target`` or a full URL's path."""
-    found = record.attributes.get(semconv.URL_PATH)
+    return url_path_in(record.attributes)
+
+
+def url_path_in(attributes: Attributes) -> str | None:
+    """``url_path`` of a span with ``attributes``."""
+    found = attributes.get(semconv.URL_PATH)
     if found is None:
-        found = record.attributes.get("http.target")
+        found = attributes.get("http.target")
     if isinstance(found, str):
         return found.split("?", 1)[0] or "/"
-    full = text(record, semconv.URL_FULL)
+    full = _attribute_in(attributes, semconv.URL_FULL)
     if full is None:
         return None
     try:
-        return urlsplit(full).path or "/"
+        return urlsplit(str(full)).path or "/"
     except ValueError:
         return None
 

@@ -473,10 +473,10 @@ class StoreReader:
         roots = [loads_list(row[7]) for row in page]
         refs = [ref for attributes in roots for ref in attribute_refs(attributes)]
         self.strings.load(self.conn, [r[5] for r in page] + [r[6] for r in page] + refs)
-        tasks = [task_name(self.strings.decode(attributes)) for attributes in roots]
+        decoded = [self.strings.decode(attributes) for attributes in roots]
         return [
-            self._summary(row, correlations.get(row[2]), extents[row[0]], task)
-            for row, task in zip(page, tasks, strict=True)
+            self._summary(row, correlations.get(row[2]), extents[row[0]], attributes)
+            for row, attributes in zip(page, decoded, strict=True)
             if row[0] in extents
         ]
 
@@ -487,7 +487,7 @@ class StoreReader:
         return {ref: stored_text(value) for ref, value in self.conn.execute(query, refs)}
 
     def _summary(
-        self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any], task: str | None
+        self, row: Sequence[Any], correlation: str | None, extent: Sequence[Any], root: Attributes
     ) -> RequestSummary:
         start, end, count, error = extent
         return RequestSummary(
@@ -499,7 +499,8 @@ class StoreReader:
             duration_ms=(end - start) / 1e6,
             span_count=count,
             error=bool(error),
-            root_task=task,
+            root_task=task_name(root),
+            root_attributes=root,
         )
 
     def _spans(self, rows: list[Any]) -> list[SpanRecord]:
@@ -652,7 +653,7 @@ def _name_by_earlier_entry(listed: RequestSummary, earlier: RequestSummary) -> N
     a worker in correlation-only mode, which starts a trace of its own)."""
     listed.trace_id = earlier.trace_id
     listed.root_service, listed.root_name = earlier.root_service, earlier.root_name
-    listed.root_task = earlier.root_task
+    listed.root_task, listed.root_attributes = earlier.root_task, earlier.root_attributes
 
 
 def _matches(
