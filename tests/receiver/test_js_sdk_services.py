@@ -85,6 +85,7 @@ PRICING = textwrap.dedent(
 @dataclass
 class Estate:
     gateway: str  # its URL
+    node: str  # the Node service's URL
     store: Path
 
 
@@ -119,7 +120,8 @@ def estate(request: pytest.FixtureRequest, node: str, tmp_path: Path) -> Iterato
                 running.callback(lambda process=process: node_errors.append(stop_service(process)))
             else:
                 running.callback(stop_service, process, -signal.SIGTERM)
-        yield Estate(f"http://127.0.0.1:{ports['gateway']}", store)
+        url = "http://127.0.0.1:{}".format
+        yield Estate(url(ports["gateway"]), url(ports["node"]), store)
     assert node_errors == [""], node_errors
     # (Node's metrics, the HTTP instrumentation's, go at its stop: acknowledged, not stored)
     assert "metrics received and dropped" in estate_said[0]
@@ -225,3 +227,27 @@ def test_a_request_whose_id_node_dropped_is_named_by_the_id_it_entered_with(
     assert path["services"] == ["gateway", "inventory-node", "pricing"]
     priced = next(s for s in path["spans"] if s["name"] == "GET /price/{order_id}")
     assert priced["attributes"]["correlation.id"] != "order-3"  # what Node did not carry
+
+
+@pytest.mark.parametrize("estate", [None], indirect=True, ids=["sdk-default-propagators"])
+def test_a_request_entering_at_node_is_listed_as_diff_names_it(estate: Estate) -> None:
+    """Node's HTTP server span has no route: the SDK names it ``GET``, its path in ``url.path``.
+    ``search`` listed each such request as "inventory-node: GET", where ``diff`` names the same
+    entry "GET /reserve/{id}"; it lists it so too."""
+    for order in ("42", "43"):
+        headers = {"X-Correlation-ID": f"order-{order}"}  # not carried: Node does not read it
+        request = urllib.request.Request(f"{estate.node}/reserve/{order}", headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.read() == b"12.50"
+    with Store(estate.store) as reader:
+        wait_for(lambda: sum(s.kind == "SERVER" for s in reader.spans_since(0)) >= 4, 15, "stored")
+    code, found = _cli(estate, "search")
+    assert code == 0
+    listed = [(r["root_service"], r["root_name"]) for r in found["requests"]]
+    assert listed == [("inventory-node", "GET /reserve/{id}")] * 2
+    shown = subprocess.run([*CLI, "search", "--store", str(estate.store), "--format", "text"],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert shown.stdout.count("inventory-node: GET /reserve/{id}") == 2
+    first, second = (r["trace_id"] for r in found["requests"])
+    code, diff = _cli(estate, "diff", first, second)
+    assert "GET /reserve/{id}" in {node["name"] for node in diff["nodes"]}
