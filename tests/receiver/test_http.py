@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from conditions import wait_for
+from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -245,6 +246,30 @@ def test_error_bodies_name_the_matching_rpc_code(receiver: Receiver) -> None:
     """OTLP/HTTP error bodies are google.rpc.Status: a 404 says NOT_FOUND, not UNKNOWN."""
     reply = post(receiver, "/v1/nowhere", b"", {"Content-Type": "application/json"})
     assert reply.status == 404 and json.loads(reply.body)["code"] == 5  # NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [("POST", "/v1/trace", 404, code_pb2.NOT_FOUND), ("GET", "/v1/traces", 405,
+     code_pb2.UNIMPLEMENTED), ("PUT", "/v1/logs", 405, code_pb2.UNIMPLEMENTED),
+     ("GET", "/v1/nowhere", 404, code_pb2.NOT_FOUND)],
+)  # fmt: skip
+def test_refusals_of_a_protobuf_request_are_protobuf(
+    method: str, path: str, status: int, code: int, receiver: Receiver
+) -> None:
+    """A response uses the request's Content-Type (OTLP/HTTP), and an SDK decodes a protobuf
+    request's failure as a google.rpc.Status: 404 and 405 answered in JSON, which it cannot
+    decode, so an exporter sent to a wrong path could not say why."""
+    connection = http.client.HTTPConnection(*receiver.address, timeout=30)
+    try:
+        connection.request(method, path, b"", {"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == status
+    assert response.getheader("Content-Type") == "application/x-protobuf"
+    assert status_pb2.Status.FromString(body).code == code
 
 
 def test_full_queue_answers_503_with_retry_after(store_path: Path) -> None:

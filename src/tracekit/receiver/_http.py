@@ -222,7 +222,7 @@ class OtlpHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         """One OTLP export request."""
         signal = _SIGNALS.get(self._route())
-        content_type = JSON
+        content_type = self._answer_type()
         self._pieces, self._body_read = None, False
         try:
             if signal is None:
@@ -265,13 +265,22 @@ class OtlpHandler(BaseHTTPRequestHandler):
         path = self._route()
         if path in _SIGNALS:
             error = RequestError(405, "use POST")
-            self._send_error(error, JSON, extra={"Allow": "POST"})
+            self._send_error(error, self._answer_type(), extra={"Allow": "POST"})
         else:
-            self._send_error(RequestError(404, "not found"), JSON)
+            self._send_error(RequestError(404, "not found"), self._answer_type())
+
+    def _declared_type(self) -> str | None:
+        """The request's Content-Type, when it is one OTLP speaks."""
+        raw = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        return _CONTENT_TYPES.get(raw)
+
+    def _answer_type(self) -> str:
+        """What an answer is written in: the request's own encoding (the OTLP spec; an SDK
+        reads a protobuf request's failure as a google.rpc.Status), else JSON."""
+        return self._declared_type() or JSON
 
     def _content_type(self) -> str:
-        raw = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        content_type = _CONTENT_TYPES.get(raw)
+        content_type = self._declared_type()
         if content_type is None:
             raise RequestError(
                 415, "Content-Type must be application/x-protobuf or application/json", close=True
