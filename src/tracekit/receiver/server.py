@@ -17,6 +17,7 @@ from tracekit.receiver._http import ReceiverHTTPServer
 from tracekit.receiver._ingest import IngestQueue
 from tracekit.receiver._service import IngestService
 from tracekit.store import Retention, Store
+from tracekit.store._process import importing_main_again
 
 if TYPE_CHECKING:
     from tracekit.receiver._grpc import GrpcReceiver
@@ -43,6 +44,11 @@ _RESERVED_DESCRIPTORS = 64
 # killed at the deadline is reaped, the store closed (milliseconds when nothing is stuck).
 _CLOSE_MARGIN = 0.5
 _log = logging.getLogger("tracekit.receiver")
+_IMPORTED_AGAIN = (
+    "tracekit: a Receiver is created as the main module is imported, which the writer process"
+    " it starts imports again (multiprocessing's spawn): create and start it under"
+    ' `if __name__ == "__main__":`'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,18 +98,22 @@ class Receiver:
         )
         self.service = IngestService(self.queue, self.config.commit_timeout)
         self.budget = MemoryBudget(self.config.max_memory_bytes)
-        self.httpd = ReceiverHTTPServer(
-            (self.config.host, self.config.port),
-            self.service,
-            max_body=self.config.max_body_bytes,
-            budget=self.budget,
-            connections=ConnectionTable(
-                connection_cap(self.config.max_connections),
-                self.config.idle_timeout,
-                self.config.request_timeout,
-            ),
-        )
-        self.grpc = self._grpc_side()
+        try:
+            self.httpd = ReceiverHTTPServer(
+                (self.config.host, self.config.port),
+                self.service,
+                max_body=self.config.max_body_bytes,
+                budget=self.budget,
+                connections=ConnectionTable(
+                    connection_cap(self.config.max_connections),
+                    self.config.idle_timeout,
+                    self.config.request_timeout,
+                ),
+            )
+            self.grpc = self._grpc_side()
+        except OSError:  # (its ports are the parent's: "Address already in use")
+            self._refuse_main_imported_again()
+            raise
         self._thread: threading.Thread | None = None
 
     def _grpc_side(self) -> GrpcReceiver | None:
@@ -174,6 +184,7 @@ class Receiver:
     def start(self) -> Receiver:
         """Create the store if needed, start the writer, and serve in a background thread
         (without waiting for the writer: see ``ready``)."""
+        self._refuse_main_imported_again()
         self.store.create()
         # Open the interner's connection now, not on the first request: opened under another
         # process's write lock, its write check waited out eight busy timeouts (42 s), and the
@@ -223,6 +234,15 @@ class Receiver:
             self._thread.join()
         self.httpd.server_close()
         self.httpd.close_connections(wait=grace)
+
+    def _refuse_main_imported_again(self) -> None:
+        """Where a script starts its receiver without an ``if __name__ == "__main__":`` guard,
+        the writer process runs that script again as it starts, and fails there: say so in one
+        line rather than with multiprocessing's 60-line traceback (or, its ports being the
+        parent's, with "Address already in use"). That process can be neither the script nor
+        the writer."""
+        if self.config.writer_process and importing_main_again():
+            raise SystemExit(_IMPORTED_AGAIN)
 
     def __enter__(self) -> Receiver:
         return self.start()

@@ -259,6 +259,13 @@ class WriterProcess:
             process.kill()  # SIGKILL: a stopped process ends too; SQLite rolls back
 
 
+def importing_main_again() -> bool:
+    """Whether this process is a child that multiprocessing spawned and that is still importing
+    its parent's main module (the test multiprocessing's own refusal to start a process then
+    makes): code run there that starts a writer process would start one more of itself."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def _send_timeout(conn: Connection, seconds: float) -> None:
     """Make a send that cannot go on for ``seconds`` (the child reads nothing) fail rather than
     wait: a batch larger than the pipe holds is otherwise handed over to a stopped child for
