@@ -222,13 +222,19 @@ class OtlpHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         """One OTLP export request."""
         signal = _SIGNALS.get(self._route())
-        content_type = self._answer_type()
+        declared = self._declared_type()
+        content_type = declared or JSON  # what the answer is written in (``_answer_type``)
         self._pieces, self._body_read = None, False
         try:
             if signal is None:
                 raise RequestError(404, "unknown path: use /v1/traces, /v1/logs or /v1/metrics")
-            content_type = self._content_type()
-            answer = self._export(signal, content_type)
+            if declared is None:
+                raise RequestError(
+                    415,
+                    "Content-Type must be application/x-protobuf or application/json",
+                    close=True,
+                )
+            answer = self._export(signal, declared)
         except TimeoutError:  # the body did not arrive whole within the request's deadline
             self._pieces = None
             self._send_error(_TOO_SLOW, content_type)
@@ -278,14 +284,6 @@ class OtlpHandler(BaseHTTPRequestHandler):
         """What an answer is written in: the request's own encoding (the OTLP spec; an SDK
         reads a protobuf request's failure as a google.rpc.Status), else JSON."""
         return self._declared_type() or JSON
-
-    def _content_type(self) -> str:
-        content_type = self._declared_type()
-        if content_type is None:
-            raise RequestError(
-                415, "Content-Type must be application/x-protobuf or application/json", close=True
-            )
-        return content_type
 
     def _export(self, signal: str, content_type: str) -> bytes:
         """Read the body, store it. The memory budget is charged for the body bytes held as they
