@@ -165,6 +165,51 @@ def test_the_configured_correlation_header_is_the_one_sent(
     assert "x-correlation-id" not in seen
 
 
+def _sending_header(name: str, url: str, header: dict[str, str]) -> dict[str, str]:
+    """``CLIENTS[name]``'s call, with ``header`` set by the caller."""
+    if name == "requests":
+        return requests.get(url, headers=header, timeout=10).json()
+    if name == "httpx":
+        return httpx.get(url, headers=header, timeout=10).json()
+    if name == "urllib3":
+        with urllib3.PoolManager() as pool:
+            return json.loads(pool.request("GET", url, headers=header).data)
+
+    async def go() -> dict[str, str]:
+        if name == "httpx-async":
+            async with httpx.AsyncClient() as client:
+                return (await client.get(url, headers=header, timeout=10)).json()
+        async with aiohttp.ClientSession() as session, session.get(url, headers=header) as got:
+            return json.loads(await got.read())
+
+    return _run(go())
+
+
+@pytest.mark.parametrize("name", sorted(CLIENTS))
+def test_outside_a_request_the_span_carries_the_id_the_caller_sends(
+    name: str, echo_url: str, http_clients: None, wait_for_spans: Any
+) -> None:
+    """A job naming its calls with its own X-Correlation-ID (no request current): the called
+    service records that ID, and so does the call's span, which ``tracekit trace job-7`` then
+    finds where the service called records nothing. A value that is no valid ID names nothing."""
+    seen = _sending_header(name, echo_url, {"X-Correlation-ID": "job-7"})
+    _sending_header(name, echo_url, {"X-Correlation-ID": "job 7 <script>"})
+
+    named, unnamed = sorted(wait_for_spans(2), key=lambda span: span.start_time)
+    assert seen["x-correlation-id"] == "job-7"
+    assert named.attributes["correlation.id"] == "job-7"
+    assert "correlation.id" not in unnamed.attributes
+
+
+def test_inside_a_request_the_span_keeps_the_requests_id(
+    echo_url: str, http_clients: None, in_request: None, wait_for_spans: Any
+) -> None:
+    _sending_header("requests", echo_url, {"X-Correlation-ID": "job-7"})
+
+    (span,) = wait_for_spans(1)
+    assert span.attributes["correlation.id"] == "client-test-1"
+
+
 def test_a_request_sent_again_carries_no_header_of_an_earlier_call(
     echo_url: str, http_clients: None, wait_for_spans: Any
 ) -> None:

@@ -85,7 +85,8 @@ def start_call(method: str, url: str, headers: MutableMapping[str, Any]) -> Clie
     present = _names_in(headers)
     callers_fields = _fields_set_by_caller(present, propagator)
     parent = _callers_parent(headers, callers_fields, propagator)
-    span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=attributes)
+    span_attributes = _with_callers_id(attributes, headers, present, options.response_header)
+    span = _tracer.start_span(name, parent, kind=SpanKind.CLIENT, attributes=span_attributes)
     unfinished.track(span)  # recorded if SIGTERM's default action ends the process first
     ctx = trace.set_span_in_context(span, parent)
     private = _private_headers(propagator, options.response_header)
@@ -237,6 +238,23 @@ def _names_in(headers: MutableMapping[str, Any]) -> set[str]:
     """The header names the caller set, lower-case. One pass over the names: a missing key
     costs an exception in requests' header dict."""
     return {str(name).lower() for name in headers}
+
+
+def _with_callers_id(
+    attributes: dict[str, Any],
+    headers: MutableMapping[str, Any],
+    present: set[str],
+    correlation_header: str,
+) -> dict[str, Any]:
+    """The span's attributes: with the correlation ID the caller put in its own header when no
+    request's ID is current here (a script or job naming its calls), which is the ID the called
+    service records, so that ``tracekit trace`` finds the call by it too. Inside a request the
+    span keeps the request's ID, whatever the caller sends on. (``attributes`` themselves are
+    the call's metric labels: a copy gets the ID.)"""
+    if correlation_header.lower() not in present or correlation.correlation_id() is not None:
+        return attributes
+    callers_id = correlation.first_valid(_header_values(headers, correlation_header))
+    return attributes if callers_id is None else {**attributes, semconv.CORRELATION_ID: callers_id}
 
 
 def _fields_set_by_caller(
