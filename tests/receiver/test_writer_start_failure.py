@@ -59,6 +59,23 @@ def test_a_collector_whose_writer_process_dies_at_its_start_exits_2(tmp_path: Pa
     )
 
 
+def test_wait_ready_returns_as_soon_as_the_writer_process_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedding program that waits for its receiver learns at once that it cannot store:
+    ``wait_ready`` waited its whole timeout after the writer process had ended (for ever with
+    none; pytest-timeout ends this test then)."""
+    monkeypatch.setenv("PYTHONPATH", _writer_that(tmp_path, "import os; os._exit(3)")["PYTHONPATH"])
+    config = ReceiverConfig(port=0, grpc_port=None, stop_timeout=5)
+    receiver = Receiver(Store(tmp_path / "t.db"), config).start()
+    try:
+        assert receiver.wait_ready() is False
+        assert receiver.start_failure == "it ended (exit status 3) before it opened the store"
+        assert _health(receiver) == (503, "starting")
+    finally:
+        receiver.stop()
+
+
 def test_a_writer_process_that_hangs_at_its_start_is_told_after_a_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

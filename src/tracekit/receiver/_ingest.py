@@ -128,6 +128,7 @@ class IngestQueue:
         self._closing = False
         # why the writer process did not start (it died, or said nothing in ANSWER_TIMEOUT)
         self.start_failure: str | None = None
+        self._start_settled = threading.Event()  # the writer process's start went one way or other
         self._thread = threading.Thread(target=self._run, name="tracekit-writer", daemon=False)
 
     def start(self) -> None:
@@ -142,8 +143,12 @@ class IngestQueue:
         return self._process is None or self._process.ready.is_set()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s for ``ready``; returns it."""
-        return self._process is None or self._process.ready.wait(timeout)
+        """Wait up to ``timeout`` s for ``ready``; returns it, False at once when the writer
+        process's start failed (``start_failure`` says why)."""
+        if self._process is None:
+            return True
+        self._start_settled.wait(timeout)
+        return self.ready
 
     @property
     def depth(self) -> int:
@@ -314,6 +319,8 @@ class IngestQueue:
             self._process.await_ready()
         except WriterProcessDied as error:
             self.start_failure = one_line(error.__cause__ or error)
+        finally:
+            self._start_settled.set()
 
     def _run(self) -> None:
         self._start_process()

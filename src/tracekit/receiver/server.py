@@ -178,7 +178,8 @@ class Receiver:
         return self.queue.start_failure
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s for ``ready``; returns it."""
+        """Wait up to ``timeout`` s for ``ready``; returns it. False as soon as the writer
+        process's start failed: ``start_failure`` says why."""
         return self.queue.wait_ready(timeout)
 
     def start(self) -> Receiver:
