@@ -72,10 +72,8 @@ FIRST_TEMPO_WITH = {
     "nestedSetParent": (2, 2),  # the nested set columns behind structural operators (2.2)
     "span.tracekit.celery.task_name": (2, 0),
 }
-_SELECTS = {  # what tracekit selects, and the unscoped name a hit's spans carry it by
-    " | select(span.correlation.id)": "correlation.id",
-    " | select(span.tracekit.celery.task_name)": "tracekit.celery.task_name",
-}
+# `` | select(span.a, span.b)``: a hit's spans carry each by its unscoped name
+_SELECT = re.compile(r" \| select\((span\.[\w.]+(?:, span\.[\w.]+)*)\)$")
 SpanTest = Callable[[SpanRecord], bool]
 TraceTest = Callable[[list[SpanRecord]], bool]
 _GO_REGEX_PART = re.compile(r"\\(x\{[0-9a-fA-F]{1,6}\}|.)|\$$")  # an escape, or the final $
@@ -215,9 +213,9 @@ class FakeTempo:
         if most_recent and self.version < (2, 4):
             return None
         query = query.removesuffix(" with (most_recent=true)")
-        for suffix, name in _SELECTS.items():
-            if query.endswith(suffix) and self.version >= (2, 2):
-                query, selected = query.removesuffix(suffix), (name,)
+        if (chosen := _SELECT.search(query)) and self.version >= (2, 2):
+            query = query[: chosen.start()]
+            selected = tuple(name.removeprefix("span.") for name in chosen.group(1).split(", "))
         grouped = query.endswith(" | by(span.correlation.id)") and self.version >= (2, 2)
         query = query.removesuffix(" | by(span.correlation.id)") if grouped else query
         whole = query.endswith(" && { }")  # every span of a trace the filter matched

@@ -1186,6 +1186,27 @@ def test_a_root_without_a_route_from_jaeger_is_listed_as_the_store_lists_it(serv
     assert row["root_name"] == "GET /reserve/{id}"
 
 
+def test_a_root_without_a_route_from_tempo_is_listed_as_the_store_lists_it(serve: Any) -> None:
+    """Tempo's search hit names the root ``GET`` and carries none of its attributes: `search
+    --tempo` listed "inventory-node: GET" where the store, Jaeger and `diff` say "GET
+    /reserve/{id}". The search for the roots' tasks selects their URL path too (``url.path``,
+    or the older conventions' ``http.target``): no trace is read, no search added."""
+    t = Topology("req-node")
+    t.span("inventory-node", "GET", "SERVER", 0, 30, attrs={"url.path": "/reserve/42"})
+    older = Topology("req-node-old")  # an OpenTelemetry JS SDK before the stable conventions
+    older.span("inventory-node", "GET", "SERVER", 40, 60, attrs={"http.target": "/stock/7?x=1"})
+    backend = serve(FakeTempo(recent(t.spans + older.spans)))
+
+    code, out, _ = run("search", "--tempo", backend.url, "--format", "text")
+    assert code == 0 and "inventory-node: GET /reserve/{id}" in out
+    code, out, err = run("search", "--tempo", backend.url, "--format", "json")
+    names = sorted(row["root_name"] for row in json.loads(out)["requests"])
+    assert (names, err) == (["GET /reserve/{id}", "GET /stock/{id}"], "")
+    assert not [r for r in backend.requests if "/traces/" in r.path]  # no trace read
+    queries = [r.args.get("q", "") for r in backend.requests]
+    assert len([q for q in queries if "nestedSetParent" in q]) == 2  # one a run
+
+
 def test_a_celery_rooted_request_from_tempo_is_named_by_its_task(serve: Any) -> None:
     """Tempo's search hit names its root's service and span, not its attributes: `search
     --tempo` gave `root_task` null and "scheduler: send fhq" where the store and Jaeger name

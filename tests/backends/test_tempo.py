@@ -136,11 +136,11 @@ def test_search_query_asks_tempo_for_what_the_options_say(serve: Any) -> None:
         '{ span.correlation.id = "req-incident-9" } | by(span.correlation.id)'
         " | select(span.correlation.id)"
     )
-    # the Celery task its root names, which a hit does not carry
+    # the Celery task and URL path its root names, which a hit does not carry
     trace_id = found[0].trace_id.lstrip("0")
     assert roots == (
-        f'{{ (trace:id = "{trace_id}") && nestedSetParent < 0 && span.tracekit.celery.task_name'
-        " != nil } | select(span.tracekit.celery.task_name)"
+        f'{{ (trace:id = "{trace_id}") && nestedSetParent < 0 }}'
+        " | select(span.tracekit.celery.task_name, span.url.path, span.http.target)"
     )
 
 

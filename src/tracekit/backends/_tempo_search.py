@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tracekit import semconv
@@ -27,7 +27,7 @@ from tracekit.backends._duration import go_duration, parse_go_duration
 from tracekit.backends._http import HTTPStatusError, of_another_api
 from tracekit.backends._otlp_json import MALFORMED, Dropped, TimeOutOfRange, unix_nano
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS
-from tracekit.records import BackendError, service_name
+from tracekit.records import Attributes, BackendError, service_name
 from tracekit.store._limits import MAX_NAME_CHARS, MAX_VALUE_CHARS, cut
 
 DEFAULT_WINDOW_SECONDS = 168 * 3600  # Tempo's default query_frontend.search.max_duration
@@ -36,6 +36,9 @@ HIT_TIME_OUT_OF_RANGE = "a search hit whose start is no time from 1970 to 2262"
 HIT_UNREADABLE = "a search hit whose trace id or fields are unreadable"
 BY_CORRELATION_ID = "by(span.correlation.id)"  # also the key of each group's span set attribute
 _IDS_PER_SEARCH = 20
+# What a listing reads of a root span that a search hit does not carry: the Celery task it
+# names (``root_task``), and the URL path a root named only by its method (``GET``) is listed by
+ROOT_SELECTED = (semconv.CELERY_TASK_NAME, semconv.URL_PATH, "http.target")
 _SEARCH_KEYS = frozenset({"traces", "metrics"})  # SearchResponse's fields
 _QUERY_CHARS = 2_000  # past this, no more IDs join a search (proxies refuse URLs over 8 KiB)
 _TOO_LONG = re.compile(r"^range specified by start and end exceeds (\S+?)\. received ")
@@ -147,13 +150,16 @@ def with_trace_ids(trace_ids: list[str], *, grouped: bool = False) -> list[str]:
     return ["{ " + " || ".join(each) + end for each in _trace_id_terms(trace_ids)]
 
 
-def root_tasks_of(trace_ids: list[str]) -> list[str]:
-    """TraceQL searches for the root spans of ``trace_ids`` that name a Celery task, with
-    the task selected (``Hit.task``), a few traces each: ``nestedSetParent < 0`` is a span
-    whose parent is not in its trace, as Tempo's nested set model holds it (Grafana's Traces
-    Drilldown finds roots so), and ``trace:id`` needs Tempo >= 2.5."""
-    task = "span." + semconv.CELERY_TASK_NAME
-    roots = f") && nestedSetParent < 0 && {task} != nil }} | select({task})"
+def roots_of(trace_ids: list[str]) -> list[str]:
+    """TraceQL searches for the root spans of ``trace_ids`` with what ``ROOT_SELECTED`` names
+    of them selected (``Hit.root_attributes``; Tempo fills in those a span has), a few traces
+    each: ``nestedSetParent < 0`` is a span whose parent is not in its trace, as Tempo's nested
+    set model holds it (Grafana's Traces Drilldown finds roots so), and ``trace:id`` needs
+    Tempo >= 2.5. No ``!= nil`` test: an ``||`` of them would be one more form a Tempo may
+    evaluate wrongly where an attribute is missing (grafana/tempo#7957), for no fewer
+    requests."""
+    selected = ", ".join("span." + name for name in ROOT_SELECTED)
+    roots = f") && nestedSetParent < 0 }} | select({selected})"
     return ["{ (" + " || ".join(each) + roots for each in _trace_id_terms(trace_ids)]
 
 
@@ -218,7 +224,8 @@ class Hit:
     names_its_request: bool  # spans grouped by correlation ID: correlation_id is the trace's
     span_count: int | None  # None: this Tempo sent no serviceStats
     error_count: int | None
-    task: str | None = None  # the Celery task its earliest span shown names (root_tasks_of)
+    # the attributes its earliest span shown has of ROOT_SELECTED (roots_of): its root's
+    root_attributes: Attributes = field(default_factory=dict)
 
 
 def read_hits(answer: Any, dropped: Dropped = lambda reason: None) -> list[Hit]:
@@ -264,7 +271,7 @@ def _hit(hit: dict[str, Any]) -> Hit:
         names_its_request=grouped,
         span_count=sum(int(s.get("spanCount") or 0) for s in stats.values()) if stats else None,
         error_count=sum(int(s.get("errorCount") or 0) for s in stats.values()) if stats else None,
-        task=_selected_task(hit),
+        root_attributes=_selected_root(hit),
     )
 
 
@@ -296,18 +303,24 @@ def _correlation_id(hit: dict[str, Any]) -> tuple[str | None, bool]:
     return found, grouped
 
 
-def _selected_task(hit: dict[str, Any]) -> str | None:
-    """The selected Celery task name of the earliest span the hit shows that has one (a
-    trace may have more than one span without a parent in it: the earliest is its root)."""
-    named = []
-    for span_set in hit.get("spanSets") or []:
-        for span in span_set.get("spans") or []:
-            attributes = {a.get("key"): a.get("value") or {} for a in span.get("attributes") or []}
-            task = attributes.get(semconv.CELERY_TASK_NAME, {}).get("stringValue")
-            if isinstance(task, str) and task:
-                start = str(span.get("startTimeUnixNano"))  # unread where it is no number
-                named.append((int(start) if start.isdigit() else math.inf, task))
-    return cut(min(named)[1], MAX_VALUE_CHARS) if named else None  # the store's bound
+def _selected_root(hit: dict[str, Any]) -> Attributes:
+    """What the earliest span the hit shows has of ``ROOT_SELECTED`` (a trace may have more
+    than one span without a parent in it: the earliest is its root), each value a string."""
+    shown = [span for span_set in hit.get("spanSets") or [] for span in span_set.get("spans") or []]
+    if not shown:
+        return {}
+    earliest = min(shown, key=_start)
+    selected: Attributes = {}
+    for attribute in earliest.get("attributes") or []:
+        value = (attribute.get("value") or {}).get("stringValue")
+        if attribute.get("key") in ROOT_SELECTED and isinstance(value, str) and value:
+            selected[attribute["key"]] = cut(value, MAX_VALUE_CHARS)  # the store's bound
+    return selected
+
+
+def _start(span: dict[str, Any]) -> float:
+    start = str(span.get("startTimeUnixNano"))
+    return int(start) if start.isdigit() else math.inf  # unread where it is no number
 
 
 def _selected_id(span_set: dict[str, Any]) -> str | None:

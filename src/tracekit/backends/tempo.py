@@ -38,7 +38,7 @@ from tracekit.backends._tempo_search import (
     read_hits,
     refused_traceql,
     result_limit,
-    root_tasks_of,
+    roots_of,
     search_query,
     service_is,
     traceql_string,
@@ -209,31 +209,30 @@ class TempoSource(RemoteSource):
                 for r in found
                 if r.correlation_id not in begun_before and r.trace_id not in continuing
             ]
-        return self._with_root_tasks(sorted(found, key=lambda r: -r.start_unix_nano)[:limit], since)
+        return self._with_roots(sorted(found, key=lambda r: -r.start_unix_nano)[:limit], since)
 
-    def _with_root_tasks(
-        self, rows: list[RequestSummary], since: float | None
-    ) -> list[RequestSummary]:
-        """``rows`` with the Celery task each root sent or ran (``root_task``), as the store
-        lists them: a search hit names its root's service and span, not its attributes, so the
-        roots of the listed traces that name a task are searched for, 20 traces a search
-        (``root_tasks_of``), in the search's window; but for the traces read to count their
-        spans (no serviceStats: Tempo before 2.5, whose TraceQL has no trace:id), whose roots
-        are known. A failed search is said once, and the rows are listed without the tasks
-        not found."""
+    def _with_roots(self, rows: list[RequestSummary], since: float | None) -> list[RequestSummary]:
+        """``rows`` with what their roots name that a search hit does not carry, as the store
+        lists them: the Celery task each root sent or ran (``root_task``), and the URL path of
+        a root named only by its method (``GET /reserve/{id}``). The roots of the listed traces
+        that name either are searched for, 20 traces a search (``roots_of``), in the search's
+        window; but for the traces read to count their spans (no serviceStats: Tempo before
+        2.5, whose TraceQL has no trace:id), whose roots are known. A failed search is said
+        once, and the rows are listed without what it did not find."""
         unread = [row.trace_id for row in rows if row.trace_id not in self._counted_by_reading]
-        tasks: dict[str, str] = {}
+        roots: dict[str, Attributes] = {}
         try:
-            for query in root_tasks_of(unread):
+            for query in roots_of(unread):
                 hits = self._search_once(query, MAX_TRACES_PER_SEARCH, since)
-                tasks.update({hit.trace_id: hit.task for hit in hits if hit.task})
+                roots.update({hit.trace_id: hit.root_attributes for hit in hits})
         except BackendError as error:
             why = "it needs Tempo 2.5 or later" if refused_traceql(error) else error
             self.notes.once(
                 f"{self.client.where} failed to search the roots of the traces listed for the "
-                f"Celery task they name ({why}): root_task is null"
+                f"Celery task and URL path they name ({why}): root_task is null, and a root "
+                "named only by its method is listed so"
             )
-        return [dataclasses.replace(r, root_task=tasks.get(r.trace_id, r.root_task)) for r in rows]
+        return [_with_root_attributes(row, roots.get(row.trace_id, {})) for row in rows]
 
     def _row(self, hit: Hit) -> RequestSummary:
         """The search row of one hit, named by its correlation ID and root."""
@@ -672,6 +671,18 @@ class TempoSource(RemoteSource):
             f"at a time: searching only since {_moment(start)}",
             key="window narrowed",  # one notice, though each search starts a moment later
         )
+
+
+def _with_root_attributes(row: RequestSummary, selected: Attributes) -> RequestSummary:
+    """``row`` with the task its root names and the attributes a search selected of it
+    (``roots_of``), where the row does not hold its root's attributes already (read)."""
+    if not selected:
+        return row
+    return dataclasses.replace(
+        row,
+        root_task=task_name(selected) or row.root_task,
+        root_attributes=row.root_attributes or selected,
+    )
 
 
 def _moment(unix_seconds: float) -> str:
