@@ -36,7 +36,7 @@ from tracekit.store._heap import map_large_buffers
 from tracekit_cli.options import (
     StoreOption,
     default_store,
-    one_line,
+    message_line,
     reason,
     refuse_folder,
     say,
@@ -175,7 +175,7 @@ def collector(
     try:
         store.create()
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
-        _fail(f"cannot open store {path}: {reason(error)}")
+        _fail(f"cannot open store {shown_path(path)}: {reason(error)}")
     receiver = _receiver(
         store, ReceiverConfig(host=host, port=port, retention=retention), grpc_port
     )
@@ -198,7 +198,7 @@ def collector(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if failure is not None:  # a collector that can store nothing: its supervisor restarts it
-        _fail(f"cannot store in {path}: the writer process did not start: {failure}")
+        _fail(f"cannot store in {shown_path(path)}: the writer process did not start: {failure}")
 
 
 def _start_failure(receiver: Receiver, stop: threading.Event) -> str | None:
@@ -237,7 +237,7 @@ def _receiver(store: Store, config: ReceiverConfig, grpc_port: int | None) -> Re
     except (OSError, RuntimeError) as error:
         if grpc_port is not None or getattr(error, "strerror", None):  # asked for, or HTTP's
             _fail(_listen_error(config, error))
-        reason = _NO_GRPCIO if isinstance(error, RuntimeError) else one_line(str(error))
+        reason = _NO_GRPCIO if isinstance(error, RuntimeError) else message_line(str(error))
         say(
             f"tracekit collector: OTLP/gRPC not started: {reason}; serving"
             f" OTLP/HTTP only ({_GRPC_PORT_ADVICE})"
@@ -268,7 +268,7 @@ def _where(receiver: Receiver) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    say(f"tracekit collector: {one_line(message)}")
+    say(f"tracekit collector: {message_line(message)}")
     sys.exit(EXIT_ERROR)
 
 

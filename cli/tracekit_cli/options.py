@@ -246,12 +246,12 @@ def refuse_folder(path: Path) -> None:
 
 def warn(message: str) -> None:
     """One line on stderr that does not stop the command (a backend's notice)."""
-    say(f"tracekit: warning: {one_line(message)}")
+    say(f"tracekit: warning: {message_line(message)}")
 
 
 def fail(message: str, code: int) -> NoReturn:
     """Print one clear line on stderr and exit with ``code``."""
-    say(f"tracekit: {one_line(message)}")
+    say(f"tracekit: {message_line(message)}")
     sys.exit(code)
 
 
@@ -290,10 +290,12 @@ def one_line(text: str, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def log_body(text: str, limit: int = 300) -> str:
-    """A log record's body as ``one_line`` shows it, without the colour codes a logger wrote
-    into the message (werkzeug's access lines): with only their escape character blanked they
-    read ``[35m[1mGET /``. Names keep them blanked, so a name cannot pass for another."""
+def message_line(text: str, limit: int = 300) -> str:
+    """Free text as ``one_line`` shows it (a log record's body, a span's error message, an
+    exception's or a server's words in an error line), without the terminal sequences in it:
+    with only their escape character blanked, a logger's colour codes read ``[35m[1mGET /``
+    (werkzeug's access lines) and a screen clear ``[2J``. Names keep them blanked, so a name
+    cannot pass for another."""
     return one_line(without_terminal_sequences(text), limit)
 
 

@@ -310,6 +310,9 @@ def test_no_color_keeps_rich_layout_without_escape_codes(store: Path) -> None:
 
 
 def test_hostile_span_names_cannot_reach_the_terminal(tmp_path: Path) -> None:
+    """Names are blanked where a terminal would act on them (a name cannot pass for another);
+    an error message is free text, its terminal sequences taken out whole: it read "boom
+    [31m red", the colour code's remnant in the line."""
     t = Topology("req-evil")
     t.span("web\x1b[2J", "GET /\x1b]0;pwned\x07\nnext", "SERVER", 0, 5, status="ERROR",
            message="boom\x1b[31m red\r\n")  # fmt: skip
@@ -319,6 +322,7 @@ def test_hostile_span_names_cannot_reach_the_terminal(tmp_path: Path) -> None:
                         env={"NO_COLOR": "1"})  # fmt: skip
         assert "\x1b" not in out and "\x07" not in out and "\r" not in out
         assert "GET / ]0;pwned  next" in out or "GET / ]0;pwned next" in out
+        assert "boom red" in out and "[31m" not in out
 
 
 def test_a_log_line_coloured_by_its_logger_reads_without_the_colour_codes(

@@ -154,7 +154,7 @@ def _create_store(path: FilePath) -> None:
     try:
         Store(path).create()
     except (sqlite3.Error, OSError, SchemaTooNewError) as error:
-        fail(f"cannot open store {path}: {reason(error)}", EXIT_ERROR)
+        fail(f"cannot open store {shown_path(path)}: {reason(error)}", EXIT_ERROR)
 
 
 class _Terminated(KeyboardInterrupt):

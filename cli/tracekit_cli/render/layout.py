@@ -16,7 +16,7 @@ from tracekit.path.conventions import text as text_of
 from tracekit.path.critical import request_end_in_callers_time
 from tracekit.path.hops import measured_queue_wait_ms, resent_under_first_request
 from tracekit.records import RequestSummary, SpanRecord
-from tracekit_cli.options import one_line
+from tracekit_cli.options import message_line, one_line
 
 # Deeper spans are drawn at this indentation with their depth written out, so a 10,000-deep
 # chain still fits on a line.
@@ -75,7 +75,7 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
                 (span.start_unix_nano - path.start_unix_nano) / 1e6, span.duration_ms,
                 span.on_critical_path, one_line(span.service, limit or 60),
                 one_line(_name(span.record), limit or 200),
-                one_line(errors[key], limit or 300) if key in errors else None,
+                message_line(errors[key], limit or 300) if key in errors else None,
                 waited, _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(key, []),
                 None if waited else _measured_wait(span.record, limit),

@@ -19,7 +19,7 @@ from rich.style import Style
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
-from tracekit_cli.options import MAX_ID_CHARS, log_body, one_line
+from tracekit_cli.options import MAX_ID_CHARS, message_line, one_line
 from tracekit_cli.render.columns import pack, words
 from tracekit_cli.render.layout import (
     Row,
@@ -117,7 +117,7 @@ def _unplaced(path: Path, colours: dict[str, str]) -> list[Line]:
             ("  │ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
             (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
             (one_line(log.service, 40), colours.get(log.service, "")),
-            (": " + log_body(log.body), "dim"),
+            (": " + message_line(log.body), "dim"),
         ])  # fmt: skip
     return lines
 
@@ -363,7 +363,7 @@ def _notes(row: Row) -> list[tuple[str, Line, bool]]:
         notes.append((pad, [
             ("│ " + format_time(log.time_unix_nano)[11:23] + " ", "dim"),
             (one_line(log.severity, 10) + " ", _severity_style(log.severity)),
-            (log_body(log.body), "dim"),
+            (message_line(log.body), "dim"),
         ], False))  # fmt: skip
     return notes
 
@@ -392,7 +392,9 @@ def _footer(path: Path, colours: dict[str, str]) -> list[Line]:
         hidden = len(path.hops) - MAX_FOOTER_HOPS
         lines.append([(f"  … {hidden} more hops (--format text or json lists them all)", "dim")])
     for error in path.errors:
-        message = f"  ✗ {one_line(error.service, 40)} ({error.span_id}): {one_line(error.message)}"
+        message = (
+            f"  ✗ {one_line(error.service, 40)} ({error.span_id}): {message_line(error.message)}"
+        )
         lines.append([(message, "red")])
     lines += [[(f"  ⚠ {one_line(w)}", "yellow")] for w in path.warnings]
     return lines

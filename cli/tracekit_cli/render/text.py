@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from tracekit.path import Path, ServiceEdge
 from tracekit.records import RequestSummary
-from tracekit_cli.options import log_body, one_line
+from tracekit_cli.options import message_line, one_line
 from tracekit_cli.render.columns import pack, text_width, wrap_keeping_units
 from tracekit_cli.render.layout import (
     Row,
@@ -39,6 +39,10 @@ def _text(value: str) -> str:
     return one_line(value, VALUE_LIMIT)
 
 
+def _message(value: str) -> str:
+    return message_line(value, VALUE_LIMIT)
+
+
 def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     """The whole trace view as text: ``width`` columns unless a span's label needs more."""
     lane = max(10, width // 4)
@@ -63,9 +67,7 @@ def render_path(path: Path, width: int, *, with_logs: bool = True) -> str:
     for log in unplaced:
         clock = format_time(log.time_unix_nano)[11:23]
         service = one_line(log.service, 60)
-        lines.append(
-            f"  > {clock} {one_line(log.severity, 10)} {service}: {log_body(log.body, VALUE_LIMIT)}"
-        )
+        lines.append(f"  > {clock} {one_line(log.severity, 10)} {service}: {_message(log.body)}")
     if path.spans:
         lines += ["", *pack(LEGEND, width)]
     for line in _footer(path):
@@ -121,9 +123,7 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
         lines.append(f"{pad}! ERROR {row.error}")
     for log in row.logs:
         clock = format_time(log.time_unix_nano)[11:23]
-        lines.append(
-            f"{pad}> {clock} {one_line(log.severity, 10)} {log_body(log.body, VALUE_LIMIT)}"
-        )
+        lines.append(f"{pad}> {clock} {one_line(log.severity, 10)} {_message(log.body)}")
     return lines
 
 
@@ -149,7 +149,7 @@ def _footer(path: Path) -> list[str]:
             )
     if path.errors:
         lines += ["", "errors:"]
-        lines += [f"  {_text(e.service)} ({e.span_id}): {_text(e.message)}" for e in path.errors]
+        lines += [f"  {_text(e.service)} ({e.span_id}): {_message(e.message)}" for e in path.errors]
     if path.warnings:
         lines += ["", "warnings:"] + [f"  {_text(w)}" for w in path.warnings]
     return lines
