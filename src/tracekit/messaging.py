@@ -571,6 +571,7 @@ def consume(
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    due_unix_nano: int | None = None,
 ) -> Delivery:
     """Handle one message inside a CONSUMER span: ``with consume(...)`` or ``async with``.
 
@@ -580,11 +581,15 @@ def consume(
     configured one): it is the correlation ID when the headers carry none. ``attributes`` go on
     the span; a ``messaging.destination.template`` among them (``semconv``) names it in place of
     ``destination``, which publishers may choose (a pattern subscription's channels).
+    ``due_unix_nano``: for a delayed message, when its producer asked for it to be delivered.
+    The span's queue wait is still counted from the publish, with the part asked for as
+    ``tracekit.scheduled_delay_ms``; the queue-wait metric counts only the wait past it.
     """
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:
         return Delivery([], None, batch=False)
     received = Received.parse(headers, correlation_property, message_id, target.options)
+    received.due_time_ns = due_unix_nano
     return Delivery((received,), target, batch=False)
 
 

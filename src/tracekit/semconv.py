@@ -47,6 +47,7 @@ __all__ = [
     "RPC_METHOD",
     "RPC_SERVICE",
     "RPC_SYSTEM",
+    "SCHEDULED_DELAY_MS",
     "SERVER_ADDRESS",
     "SERVER_PORT",
     "URL_FULL",
@@ -104,6 +105,9 @@ RPC_METHOD: Final = "rpc.method"
 CORRELATION_ID: Final = "correlation.id"
 QUEUE_WAIT_MS: Final = "tracekit.queue_wait_ms"
 PUBLISH_TIME: Final = "tracekit.publish_time_unix_nano"
+# the part of a CONSUMER span's queue wait that its producer asked for (a Celery countdown or eta):
+# the message was not due before then
+SCHEDULED_DELAY_MS: Final = "tracekit.scheduled_delay_ms"
 # on a span stored with no duration because it ended before it started: how far back its clock went
 CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
 # on Celery spans: the task, which tells apart the many tasks one queue carries

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import tracekit
 from tracekit import semconv
 from tracekit._runtime.guard import MAX_MESSAGE
+from tracekit._runtime.state import current_options
 from tracekit.instrumentation.celery import FIRST_ATTEMPT_HEADER, RETRY_COUNT, TASK_STATE
 
 pytestmark = pytest.mark.usefixtures("instrumented")
@@ -147,6 +148,42 @@ def _unix_ns(eta: datetime | str) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_a_countdown_is_a_scheduled_delay_not_a_backlog_on_the_dashboard(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """A task sent with a countdown waits in the queue because it was asked to: its CONSUMER
+    span says how much of its queue wait was asked for (``tracekit.scheduled_delay_ms``), and
+    the queue-wait histogram that dashboards alert on counts only the wait past its eta. It
+    counted the countdown: a task scheduled an hour ahead was an hour of backlog at p95."""
+    options = current_options()
+    labels = {"messaging_system": "celery", "messaging_destination_name": "orders",
+              "service_name": options.service_name,
+              "service_version": options.service_version or ""}  # fmt: skip
+    count_before, sum_before = _queue_wait_metric(labels)
+    app.tasks["shop.whoami"].apply_async(countdown=DELAY_S)
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    count_after, sum_after = _queue_wait_metric(labels)
+
+    assert consumer.attributes is not None
+    waited_ms = consumer.attributes[semconv.QUEUE_WAIT_MS]
+    scheduled_ms = consumer.attributes[semconv.SCHEDULED_DELAY_MS]
+    # Celery reckons the eta before the publish time is stamped: asked for a little less
+    assert 0 < scheduled_ms <= DELAY_S * 1e3 and scheduled_ms <= waited_ms
+    assert count_after - count_before == 1
+    assert sum_after - sum_before == pytest.approx((waited_ms - scheduled_ms) / 1e3, abs=1e-5)
+
+
+def _queue_wait_metric(labels: dict[str, str]) -> tuple[float, float]:
+    """The queue-wait histogram's count and sum for ``labels`` in the global registry."""
+    from prometheus_client import REGISTRY
+
+    def value(suffix: str) -> float:
+        found = REGISTRY.get_sample_value(f"tracekit_messaging_queue_wait_seconds_{suffix}", labels)
+        return found or 0.0
+
+    return value("count"), value("sum")
 
 
 def test_a_correlation_header_in_any_spelling_is_the_tasks_id(app: Celery) -> None:

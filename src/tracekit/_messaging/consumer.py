@@ -217,7 +217,7 @@ class Delivery:
     def _start_span(self, target: Target, now_ns: int) -> Token[otel_context.Context]:
         received = self._received
         parent = _NO_CONTEXT if self._batch else received[0].context
-        attributes, tracer, links = self._attributes(target), target.tracer, None
+        attributes, tracer, links = self._attributes(target, now_ns), target.tracer, None
         self._named_by = named_by = target.named_by
         name = f"{target.operation_name} {named_by}"
         if self._batch:
@@ -251,12 +251,12 @@ class Delivery:
         self._metrics = metrics = target.metrics()
         named_by = self._named_by
         for message in self._received:
-            wait_ms = message.wait_ms(now_ns)
+            wait_ms = message.overdue_ms(now_ns)
             if wait_ms is not None:
                 where = message.destination or named_by
                 metrics.waited(target.system, where, wait_ms / 1e3, self.span)
 
-    def _attributes(self, target: Target) -> dict[str, Any]:
+    def _attributes(self, target: Target, now_ns: int) -> dict[str, Any]:
         first = self._received[0]
         attributes = base_attributes(
             target.system,
@@ -273,6 +273,9 @@ class Delivery:
             attributes[semconv.PUBLISH_TIME] = first.publish_time_ns
         if self.queue_wait_ms is not None:
             attributes[semconv.QUEUE_WAIT_MS] = round(self.queue_wait_ms, 3)
+        scheduled_ms = None if self._batch else first.scheduled_ms(now_ns)
+        if scheduled_ms is not None:
+            attributes[semconv.SCHEDULED_DELAY_MS] = round(scheduled_ms, 3)
         return attributes
 
     def _end(self, error: BaseException | None) -> None:
@@ -525,7 +528,9 @@ class Target:
 class Received:
     """What tracekit learned from one message's headers."""
 
-    __slots__ = ("context", "correlation_id", "destination", "message_id", "publish_time_ns")
+    __slots__ = (
+        "context", "correlation_id", "destination", "due_time_ns", "message_id", "publish_time_ns",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -539,6 +544,8 @@ class Received:
         self.publish_time_ns = publish_time_ns
         self.message_id = message_id
         self.destination: str | None = None  # its own, in a batch of several (_count_under)
+        # when the producer asked for it to be delivered, not before (a delayed message)
+        self.due_time_ns: int | None = None
 
     @classmethod
     def parse(
@@ -585,6 +592,23 @@ class Received:
         if self.publish_time_ns is None:
             return None
         return max(0.0, (now_ns - self.publish_time_ns) / 1e6)
+
+    def scheduled_ms(self, now_ns: int) -> float | None:
+        """The part of the queue wait the producer asked for: from the publish to when the
+        message was due, at most the whole wait. None when it was due at once."""
+        if self.due_time_ns is None or self.publish_time_ns is None:
+            return None
+        wait_ms = max(0.0, (now_ns - self.publish_time_ns) / 1e6)
+        asked_ms = (self.due_time_ns - self.publish_time_ns) / 1e6
+        return min(asked_ms, wait_ms) if asked_ms > 0 else None
+
+    def overdue_ms(self, now_ns: int) -> float | None:
+        """The queue wait past the time the message was due: what the queue-wait metric counts,
+        so that a task scheduled an hour ahead is not an hour of backlog on a dashboard."""
+        wait_ms = self.wait_ms(now_ns)
+        if wait_ms is None:
+            return None
+        return wait_ms - (self.scheduled_ms(now_ns) or 0.0)
 
     def link(self, now_ns: int) -> Link:
         attributes: dict[str, Any] = {}

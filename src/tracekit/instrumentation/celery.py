@@ -55,6 +55,7 @@ import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any, TypeGuard
 
@@ -419,11 +420,35 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         destination=_routed_queue_of(task, request) if eager else _queue_of(request),
         message_id=task_id,
         attributes=_task(getattr(task, "name", None)),
+        due_unix_nano=None if eager else _due_of(request),
     )
     with _lock:
         key = _run_key(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, retries, first)
+
+
+def _due_of(request: Any) -> int | None:
+    """When a task with a ``countdown`` or ``eta`` (a retry's included) was due, in unix ns:
+    its wait until then was asked for. The message's ``eta`` is ISO 8601 text from any
+    producer; a time without a zone is UTC, as Celery reads it. None when it has none or it
+    cannot be read."""
+    eta = getattr(request, "eta", None)
+    if isinstance(eta, str) and len(eta) <= 64:
+        try:
+            eta = datetime.fromisoformat(eta)
+        except ValueError:
+            return None
+    if not isinstance(eta, datetime):
+        return None
+    moment = eta if eta.tzinfo is not None else eta.replace(tzinfo=UTC)
+    try:
+        return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+    except OverflowError:
+        return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _continue_caller(present: dict[str, Any]) -> None:
@@ -716,6 +741,7 @@ def _record_discard(
         destination=_queue_of(message),
         message_id=task_id if task_id is not None else getattr(message, "id", None),
         attributes=attributes,
+        due_unix_nano=_due_of(message),
     )
     delivery.start()
     delivery.end(error)
