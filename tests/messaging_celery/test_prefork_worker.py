@@ -103,7 +103,9 @@ def _path(store: Path, query: str) -> dict[str, Any] | None:
 
 def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redis_url: str) -> None:
     """At the hard time limit billiard sends the child SIGTERM, which raises SystemExit in the
-    task; Celery then sends task_postrun without a state. The span said the task succeeded."""
+    task; Celery then sends task_postrun without a state. The span said the task succeeded,
+    then ``SystemExit: -241``; it says what the result backend records and the caller's
+    ``result.get()`` raises."""
     sender = Celery("prefork", broker=redis_url, set_as_current=False)
     sender.conf.task_default_queue = "prefork"
     cid = "stuck-" + uuid.uuid4().hex
@@ -113,7 +115,9 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
     [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
     assert consumer["attributes"]["messaging.message.id"] == task_id
     assert consumer["status"] == "ERROR"
-    assert consumer["attributes"]["error.type"] == "SystemExit"
+    assert consumer["attributes"]["error.type"] == "TimeLimitExceeded"
+    assert consumer["status_message"] == "TimeLimitExceeded: TimeLimitExceeded(0.5,)"
+    assert consumer["attributes"]["tracekit.celery.task_state"] == "FAILURE"
     assert path["errors"] == [
         {"span_id": consumer["span_id"], "service": "prefork-worker",
          "message": consumer["status_message"], "trace_id": consumer["trace_id"]}

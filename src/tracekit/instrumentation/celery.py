@@ -9,8 +9,9 @@
 - ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
   ends it, with Celery's final state (``tracekit.celery.task_state``). A run stopped by an
-  exception Celery does not handle (a hard time limit, ``revoke(terminate=True)``) has no final
-  state: it is failed with that exception. So is one that raised ``Reject`` (state
+  exception Celery does not handle (``revoke(terminate=True)``) has no final state: it is
+  failed with that exception; one stopped so at its hard time limit with ``TimeLimitExceeded``,
+  state ``FAILURE``, as Celery records it. So is one that raised ``Reject`` (state
   ``REJECTED``), with the reason it gave, from the task or from its ``on_success`` or
   ``after_return``. The span covers the task function, and queue wait covers any
   ``countdown``/``eta``.
@@ -50,11 +51,13 @@ have ended).
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, MutableMapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any, TypeGuard
@@ -104,6 +107,7 @@ class _Running:
     # A run under the same task id that this one interrupted (an eager Task.replace() runs the
     # replacement inside the task it replaces): current again when this one ends.
     outer: _Running | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 # (task id, thread) -> its run in this worker. Two runs of one task id can overlap in a threads
@@ -638,7 +642,9 @@ def _retry_cause(retry: BaseException) -> BaseException | None:
 
 
 @guarded(None)
-def _task_postrun(task_id: Any = None, state: Any = None, retval: Any = None, **_: Any) -> None:
+def _task_postrun(
+    task_id: Any = None, task: Any = None, state: Any = None, retval: Any = None, **_: Any
+) -> None:
     with _lock:
         key = _run_key(task_id)
         running = _running.pop(key, None)
@@ -651,10 +657,54 @@ def _task_postrun(task_id: Any = None, state: Any = None, retval: Any = None, **
     rejected = _rejection_under_way()
     if rejected is not None:
         state, retval = "REJECTED", rejected
+    stopped = _interrupting(state)
+    timed_out = _hard_time_limit_exceeded(task, running, stopped)
+    if timed_out is not None:
+        state, stopped = "FAILURE", timed_out
     span = running.delivery.span
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
-    running.delivery.end(running.error or _interrupting(state) or _rejection(state, retval))
+    running.delivery.end(running.error or stopped or _rejection(state, retval))
+
+
+def _hard_time_limit_exceeded(
+    task: Any, running: _Running, stopped: BaseException | None
+) -> BaseException | None:
+    """At a task's hard time limit billiard sends its child SIGTERM, which the child turns into
+    ``SystemExit(-241)``: the span said ``SystemExit: -241``. Stopped so once the limit has
+    passed, the run failed as the worker records it: state FAILURE in the result backend, and
+    ``TimeLimitExceeded(1,)``, what the caller's ``result.get()`` raises. (The worker logs
+    ``Hard time limit (1s) exceeded``.) ``revoke(terminate=True)`` sends the same signal,
+    before the limit."""
+    if not isinstance(stopped, SystemExit) or stopped.code != _SIGTERM_EXIT:
+        return None
+    limit = _hard_time_limit(task)
+    if limit is None or time.monotonic() - running.started < limit - _TIMER_SLACK_S:
+        return None
+    from celery.exceptions import TimeLimitExceeded
+
+    error: BaseException = TimeLimitExceeded(limit)
+    return error
+
+
+# billiard's child exits with -(256 - signum) on SIGTERM
+_SIGTERM_EXIT = -(256 - signal.SIGTERM)
+# The pool times a task from when the child took it, a little before task_prerun.
+_TIMER_SLACK_S = 0.1
+
+
+def _hard_time_limit(task: Any) -> float | int | None:
+    """The hard time limit of the run under way, in seconds: the one it was sent with
+    (``apply_async(time_limit=...)``), else the task's, else the app's ``task_time_limit``."""
+    given = getattr(getattr(task, "request", None), "timelimit", None)
+    limit = given[0] if isinstance(given, list | tuple) and given else None
+    if limit is None:
+        limit = getattr(task, "time_limit", None)
+    if limit is None:
+        limit = getattr(getattr(getattr(task, "app", None), "conf", None), "task_time_limit", None)
+    if not isinstance(limit, int | float) or isinstance(limit, bool) or not 0 < limit < 2**31:
+        return None
+    return limit
 
 
 def _rejection_under_way() -> BaseException | None:
