@@ -616,7 +616,8 @@ def test_a_countdown_on_a_quorum_queue_is_named_by_its_queue(
 ) -> None:
     """On RabbitMQ quorum queues Celery delays a countdown or eta through its native delayed
     delivery: the routing key is the delay in seconds, as 28 binary digits, then the queue's
-    key. Each delay made its own span name and metric series ("send 0.0.[...].1.0.pay-xxx")."""
+    key. Each delay made its own span name and metric series ("send 0.0.[...].1.0.pay-xxx").
+    The delay asked for is still the run's scheduled delay, not queue wait on the dashboard."""
     queue = "pay-" + uuid.uuid4().hex[:8]
     app = Celery("pay", broker=amqp_url, backend=None, set_as_current=False)
     exchange = Exchange(queue, type="topic")
@@ -653,3 +654,7 @@ def test_a_countdown_on_a_quorum_queue_is_named_by_its_queue(
     for span in sent_and_run:
         assert span.attributes is not None
         assert span.attributes[semconv.MESSAGING_DESTINATION_NAME] == queue
+    for span in finished_of(spans, SpanKind.CONSUMER):  # the eta is read as without them
+        assert span.attributes is not None
+        waited_ms = span.attributes[semconv.QUEUE_WAIT_MS]
+        assert 0 < span.attributes[semconv.SCHEDULED_DELAY_MS] <= waited_ms
