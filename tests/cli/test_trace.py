@@ -1020,6 +1020,36 @@ def test_a_measured_wait_is_shown_only_where_no_queue_hop_shows_one(tmp_path: Pa
     assert "measured by the consumer" not in out
 
 
+def test_a_scheduled_task_shows_how_much_of_its_wait_was_asked_for(tmp_path: Path) -> None:
+    """A Celery task sent with a countdown waits until it is due: `trace` said only "waited
+    3.00 s in queue", as if no worker had been free. Its CONSUMER span says how much of that
+    its producer asked for (tracekit.scheduled_delay_ms): every view says it under the wait,
+    with the part past due; a value no producer sends is not shown."""
+    t = Topology("order-43")
+    api = t.span("api", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(api, "orders", 5, 10, system="celery")
+    consumer = t.consume("worker", "orders", 3010, 3020, producer, system="celery")
+    consumer.attributes["tracekit.scheduled_delay_ms"] = 2500.0
+    for bad in ("2500", float("nan"), -1.0, 1e300, True):
+        forged = t.consume("worker", "orders", 3030, 3040, producer, system="celery")
+        forged.attributes["tracekit.scheduled_delay_ms"] = bad
+    db = write_store(tmp_path / "scheduled.db", t)
+    said = "2.50 s of it scheduled (not due before), 500.0 ms past due"
+
+    code, out, err = run("trace", "order-43", "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "~ waited 3.00 s in queue celery orders" in line)
+    assert lines[at + 1].split("~ ", 1) == [lines[at].split("~ ", 1)[0], said]  # right under it
+    assert out.count("of it scheduled") == 1
+    code, out, err = run(
+        "trace", "order-43", "--store", str(db), "--format", "rich",
+        env={"COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert f"⏳ {said}" in out and out.count("of it scheduled") == 1
+
+
 def test_a_consumer_whose_clock_is_behind_its_publisher_shows_no_measured_wait(
     tmp_path: Path,
 ) -> None:

@@ -23,6 +23,8 @@ from tracekit_cli.options import message_line, one_line
 MAX_GUIDES = 12
 # A batch consumer may link to thousands of messages; the view names this many, JSON has all.
 MAX_CONSUMED_NOTES = 5
+# a scheduled delay past this (ten years, in ms) is a forged header: not shown
+MAX_SCHEDULED_MS = 10 * 365 * 86_400_000.0
 
 
 @dataclass(slots=True)
@@ -39,6 +41,8 @@ class Row:
     name: str
     error: str | None = None
     queue: Hop | None = None  # the messaging hop of the message this span waited for
+    # how much of that wait its producer asked for (a Celery countdown or eta), and the rest
+    scheduled: str | None = None
     consumed: list[str] = field(default_factory=list)  # a batch's other messages, described
     ends_request: str | None = None  # under the last span to end, if after the entry span
     logs: list[PathLog] = field(default_factory=list)
@@ -49,7 +53,8 @@ class Row:
     def has_notes(self) -> bool:
         """Whether anything is written under the row."""
         return bool(
-            self.queue or self.measured_wait or self.consumed or self.ends_request
+            self.queue or self.scheduled or self.measured_wait or self.consumed
+            or self.ends_request
             or self.error or self.logs
         )  # fmt: skip
 
@@ -76,7 +81,8 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
                 span.on_critical_path, one_line(span.service, limit or 60),
                 one_line(_name(span.record), limit or 200),
                 message_line(errors[key], limit or 300) if key in errors else None,
-                waited, _consumed(others, senders, path.start_unix_nano, limit), None,
+                waited, _scheduled(span.record, waited),
+                _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(key, []),
                 None if waited else _measured_wait(span.record, limit),
             )
@@ -117,6 +123,20 @@ def _measured_wait(record: SpanRecord, limit: int | None) -> str | None:
         f"{format_ms(wait)} in queue {queue} (measured by the consumer; "
         "the producer's span is not here)"
     )
+
+
+def _scheduled(record: SpanRecord, waited: Hop | None) -> str | None:
+    """``15.00 s of it scheduled (not due before), 11.69 s past due`` under a queue wait whose
+    consumer says its producer asked for a delay (``tracekit.scheduled_delay_ms``: a Celery
+    countdown or eta): a task scheduled an hour ahead did not wait an hour for a worker."""
+    asked = record.attributes.get(semconv.SCHEDULED_DELAY_MS)
+    wait = waited.queue_wait_ms if waited is not None else None
+    if wait is None or isinstance(asked, bool) or not isinstance(asked, int | float):
+        return None
+    if not 0 < asked <= MAX_SCHEDULED_MS:  # (NaN too)
+        return None
+    late = max(0.0, wait - asked)
+    return f"{format_ms(asked)} of it scheduled (not due before), {format_ms(late)} past due"
 
 
 def _arrivals(span: PathSpan, hops: list[Hop]) -> tuple[Hop | None, list[Hop]]:
