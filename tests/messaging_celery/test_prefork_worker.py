@@ -4,6 +4,7 @@ reads: what is recorded for a task whose child process the worker stops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -71,6 +72,13 @@ BIN = Path(sys.executable).parent
 @pytest.fixture
 def store(redis_url: str, tmp_path: Path) -> Iterator[Path]:
     """A prefork worker consuming from ``redis_url`` (in ``tmp_path``); the store it writes to."""
+    with _prefork_worker(redis_url, tmp_path) as written:
+        yield written
+
+
+@contextlib.contextmanager
+def _prefork_worker(redis_url: str, tmp_path: Path, *options: str) -> Iterator[Path]:
+    """``celery -A tasks worker --pool=prefork -c 1 [options]`` in ``tmp_path``; the store."""
     (tmp_path / "tasks.py").write_text(TASKS_MODULE)
     env = {
         "PATH": str(BIN),
@@ -83,6 +91,7 @@ def store(redis_url: str, tmp_path: Path) -> Iterator[Path]:
     }
     command = [str(BIN / "celery"), "-A", "tasks", "worker", "--pool=prefork", "-c", "1"]
     command += ["--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "INFO"]
+    command += options
     with worker_process(command, tmp_path, env, tmp_path / "worker.log", 30):
         yield tmp_path / "tracekit.db"
 
@@ -122,6 +131,22 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
         {"span_id": consumer["span_id"], "service": "prefork-worker",
          "message": consumer["status_message"], "trace_id": consumer["trace_id"]}
     ]  # fmt: skip
+
+
+def test_the_workers_own_hard_time_limit_is_a_time_limit_too(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """``celery worker --time-limit`` is known only to the worker that forks the children: a
+    task with no limit of its own stopped at it said ``SystemExit: -241`` too."""
+    with _prefork_worker(redis_url, tmp_path, "--time-limit", "1") as store:
+        sender = Celery("prefork", broker=redis_url, set_as_current=False)
+        sender.conf.task_default_queue = "prefork"
+        cid = "long-limited-" + uuid.uuid4().hex
+        sender.send_task("prefork.long", headers={"x-correlation-id": cid})
+        path = wait_for(lambda: _path(store, cid), 20, "the killed task's span")
+    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumer["status_message"] == "TimeLimitExceeded: TimeLimitExceeded(1.0,)"
+    assert consumer["attributes"]["tracekit.celery.task_state"] == "FAILURE"
 
 
 def test_a_task_terminated_by_revoke_is_one_failed_span(

@@ -187,6 +187,7 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_revoked, _task_revoked)
         self._connect(signals.task_unknown, _task_unknown)
         self._connect(signals.task_rejected, _task_rejected)
+        self._connect(signals.worker_init, _worker_init)
 
     def _when_imported(self, name: str, patch: Callable[[ModuleType], None]) -> None:
         """Run ``patch`` on module ``name`` now, or when it is imported: ``celery.canvas``
@@ -687,6 +688,17 @@ def _hard_time_limit_exceeded(
     return error
 
 
+# The worker's hard time limit (``celery worker --time-limit``, else ``task_time_limit``), which
+# only the worker knows: its prefork children inherit it, as they are forked after worker_init.
+_worker_time_limit: object = None
+
+
+@guarded(None)
+def _worker_init(sender: Any = None, **_: Any) -> None:
+    global _worker_time_limit
+    _worker_time_limit = getattr(sender, "time_limit", None)
+
+
 # billiard's child exits with -(256 - signum) on SIGTERM
 _SIGTERM_EXIT = -(256 - signal.SIGTERM)
 # The pool times a task from when the child took it, a little before task_prerun.
@@ -695,11 +707,14 @@ _TIMER_SLACK_S = 0.1
 
 def _hard_time_limit(task: Any) -> float | int | None:
     """The hard time limit of the run under way, in seconds: the one it was sent with
-    (``apply_async(time_limit=...)``), else the task's, else the app's ``task_time_limit``."""
+    (``apply_async(time_limit=...)``), else the task's, else the worker's (``--time-limit``,
+    else the app's ``task_time_limit``)."""
     given = getattr(getattr(task, "request", None), "timelimit", None)
     limit = given[0] if isinstance(given, list | tuple) and given else None
     if limit is None:
         limit = getattr(task, "time_limit", None)
+    if limit is None:
+        limit = _worker_time_limit
     if limit is None:
         limit = getattr(getattr(getattr(task, "app", None), "conf", None), "task_time_limit", None)
     if not isinstance(limit, int | float) or isinstance(limit, bool) or not 0 < limit < 2**31:
