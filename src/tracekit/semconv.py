@@ -44,6 +44,7 @@ __all__ = [
     "OTHER_METHOD",
     "PUBLISH_TIME",
     "QUEUE_WAIT_MS",
+    "RETRY_COUNT",
     "RPC_METHOD",
     "RPC_SERVICE",
     "RPC_SYSTEM",
@@ -112,6 +113,8 @@ SCHEDULED_DELAY_MS: Final = "tracekit.scheduled_delay_ms"
 CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
 # on Celery spans: the task, which tells apart the many tasks one queue carries
 CELERY_TASK_NAME: Final = "tracekit.celery.task_name"
+# on a retry's CONSUMER span: which retry it is (1 for the second attempt)
+RETRY_COUNT: Final = "tracekit.retry_count"
 # "unknown": the PRODUCER span ended before the client reported the delivery's outcome
 DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"
 # on a batch's CONSUMER span: links to producers left out past the span's link limit (the

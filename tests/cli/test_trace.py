@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pty
+import re
 import sqlite3
 import subprocess
 import sys
@@ -1048,6 +1049,36 @@ def test_a_scheduled_task_shows_how_much_of_its_wait_was_asked_for(tmp_path: Pat
     )  # fmt: skip
     assert (code, err) == (0, "")
     assert f"⏳ {said}" in out and out.count("of it scheduled") == 1
+
+
+def test_each_attempt_of_a_retried_task_says_which_it_is(tmp_path: Path) -> None:
+    """A Celery task retried twice: three spans "process celery (shop.charge)", each attempt
+    a descendant of the one before. Which was the first and which a retry was left to the
+    JSON's tracekit.retry_count; every view names the retries now."""
+    t = Topology("order-44")
+    api = t.span("api", "POST /orders", "SERVER", 0, 20)
+    sender = api
+    for attempt, start in enumerate((30, 1030, 2030)):
+        publish = t.publish(sender, "celery", start - 25, start - 20, system="celery")
+        ran = t.consume("worker", "celery", start, start + 10, publish, system="celery")
+        ran.attributes["tracekit.celery.task_name"] = "shop.charge"
+        if attempt:
+            ran.attributes["tracekit.retry_count"] = attempt
+        sender = ran
+    db = write_store(tmp_path / "retries.db", t)
+
+    for view in ("text", "rich"):
+        code, out, err = run(
+            "trace", "order-44", "--store", str(db), "--format", view,
+            env={"COLUMNS": "200", "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert (code, err) == (0, "")
+        names = re.findall(r"process celery \(shop\.charge[^)]*\)", out)
+        assert names == [
+            "process celery (shop.charge)",
+            "process celery (shop.charge, retry 1)",
+            "process celery (shop.charge, retry 2)",
+        ], view
 
 
 def test_a_consumer_whose_clock_is_behind_its_publisher_shows_no_measured_wait(

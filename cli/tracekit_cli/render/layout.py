@@ -93,8 +93,12 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
 
 def _name(record: SpanRecord) -> str:
     """The span's name, and a Celery task's name after it: one queue carries many tasks, and
-    their spans are named by it ("process celery (shop.charge)")."""
+    their spans are named by it ("process celery (shop.charge)"); a retry's attempt after that
+    ("process celery (shop.charge, retry 2)"), or every attempt would read the same."""
     task = _task_name(record)
+    retry = record.attributes.get(semconv.RETRY_COUNT)
+    if task and type(retry) is int and retry > 0:
+        task = f"{task}, retry {retry}"
     return f"{record.name} ({task})" if task else record.name
 
 

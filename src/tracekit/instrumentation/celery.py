@@ -87,7 +87,7 @@ __all__ = [
 SYSTEM = "celery"
 TASK_NAME = semconv.CELERY_TASK_NAME
 TASK_STATE = "tracekit.celery.task_state"
-RETRY_COUNT = "tracekit.retry_count"
+RETRY_COUNT = semconv.RETRY_COUNT
 FIRST_ATTEMPT_HEADER = "tracekit-first-attempt"
 
 _HEADER_NAMES = (
