@@ -175,6 +175,20 @@ def test_a_countdown_is_a_scheduled_delay_not_a_backlog_on_the_dashboard(
     assert sum_after - sum_before == pytest.approx((waited_ms - scheduled_ms) / 1e3, abs=1e-5)
 
 
+def test_an_eta_without_a_time_zone_is_read_as_the_worker_reads_it(
+    app: Celery, spans: InMemorySpanExporter
+) -> None:
+    """``apply_async(eta=datetime.utcnow() + ...)``, as older code and docs write it, sends an
+    eta without a time zone, which the worker reads as UTC: so is its scheduled delay."""
+    eta = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=DELAY_S)
+    app.tasks["shop.whoami"].apply_async(eta=eta)
+    consumer = wait_for(lambda: finished_of(spans, SpanKind.CONSUMER), what="the task")[0]
+    assert consumer.attributes is not None
+    scheduled_ms = consumer.attributes[semconv.SCHEDULED_DELAY_MS]
+    assert 0 < scheduled_ms <= DELAY_S * 1e3
+    assert scheduled_ms <= consumer.attributes[semconv.QUEUE_WAIT_MS]
+
+
 def _queue_wait_metric(labels: dict[str, str]) -> tuple[float, float]:
     """The queue-wait histogram's count and sum for ``labels`` in the global registry."""
     from prometheus_client import REGISTRY

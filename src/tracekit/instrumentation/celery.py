@@ -436,8 +436,9 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
 def _due_of(request: Any) -> int | None:
     """When a task with a ``countdown`` or ``eta`` (a retry's included) was due, in unix ns:
     its wait until then was asked for. The message's ``eta`` is ISO 8601 text from any
-    producer; a time without a zone is UTC, as Celery reads it. None when it has none or it
-    cannot be read."""
+    producer; a time without a zone (``apply_async(eta=datetime.utcnow() + ...)``) is UTC, as
+    the worker reads it, whatever the app's ``timezone``. None when it has none or it cannot be
+    read."""
     eta = getattr(request, "eta", None)
     if isinstance(eta, str) and len(eta) <= 64:
         try:
