@@ -39,6 +39,7 @@ __all__ = [
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
     "MESSAGING_OPERATION_TYPE",
+    "MESSAGING_REDELIVERED",
     "MESSAGING_SYSTEM",
     "NETWORK_PROTOCOL_VERSION",
     "OTHER_METHOD",
@@ -115,6 +116,9 @@ CLOCK_STEPPED_BACK_NS: Final = "tracekit.clock_stepped_back_ns"
 CELERY_TASK_NAME: Final = "tracekit.celery.task_name"
 # on a retry's CONSUMER span: which retry it is (1 for the second attempt)
 RETRY_COUNT: Final = "tracekit.retry_count"
+# true on a CONSUMER span of a message the broker delivered again: an earlier delivery was not
+# acknowledged (its consumer stopped, was killed, or gave it back)
+MESSAGING_REDELIVERED: Final = "tracekit.messaging.redelivered"
 # "unknown": the PRODUCER span ended before the client reported the delivery's outcome
 DELIVERY_OUTCOME: Final = "tracekit.delivery.outcome"
 # on a batch's CONSUMER span: links to producers left out past the span's link limit (the

@@ -1051,6 +1051,34 @@ def test_a_scheduled_task_shows_how_much_of_its_wait_was_asked_for(tmp_path: Pat
     assert f"⏳ {said}" in out and out.count("of it scheduled") == 1
 
 
+def test_a_message_delivered_again_says_so_under_its_wait(tmp_path: Path) -> None:
+    """A task whose worker was killed is delivered again: its row showed a long queue wait and
+    nothing of why. Its span says it was redelivered (tracekit.messaging.redelivered); the
+    views say it under the wait."""
+    t = Topology("order-45")
+    api = t.span("api", "POST /orders", "SERVER", 0, 20)
+    producer = t.publish(api, "orders", 5, 10, system="celery")
+    again = t.consume("worker", "orders", 9010, 9020, producer, system="celery")
+    again.attributes["tracekit.messaging.redelivered"] = True
+    db = write_store(tmp_path / "redelivered.db", t)
+    said = (
+        "redelivered: an earlier delivery was not acknowledged (its consumer stopped, was killed"
+        " or gave it back)"
+    )
+
+    code, out, err = run("trace", "order-45", "--store", str(db), "--format", "text")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "~ waited 9.00 s in queue celery orders" in line)
+    assert lines[at + 1].split("~ ", 1) == [lines[at].split("~ ", 1)[0], said]
+    code, out, err = run(
+        "trace", "order-45", "--store", str(db), "--format", "rich",
+        env={"COLUMNS": "300", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert f"⏳ {said}" in out
+
+
 def test_each_attempt_of_a_retried_task_says_which_it_is(tmp_path: Path) -> None:
     """A Celery task retried twice: three spans "process celery (shop.charge)", each attempt
     a descendant of the one before. Which was the first and which a retry was left to the

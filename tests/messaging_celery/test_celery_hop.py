@@ -89,6 +89,12 @@ def make_app(broker: str) -> Celery:
     def refuse() -> None:
         raise Reject(ValueError("malformed order payload"), requeue=False)
 
+    @app.task(shared=False, name="shop.hand_back", acks_late=True)
+    def hand_back() -> None:
+        seen["deliveries"] = seen.get("deliveries", 0) + 1
+        if seen["deliveries"] == 1:  # not now: back to the queue, for this or another worker
+            raise Reject("busy", requeue=True)
+
     @app.task(shared=False, name="shop.ship", base=RejectingAfterSuccess, acks_late=True)
     def ship() -> str:
         return "label printed"
@@ -187,6 +193,23 @@ def test_an_eta_without_a_time_zone_is_read_as_the_worker_reads_it(
     scheduled_ms = consumer.attributes[semconv.SCHEDULED_DELAY_MS]
     assert 0 < scheduled_ms <= DELAY_S * 1e3
     assert scheduled_ms <= consumer.attributes[semconv.QUEUE_WAIT_MS]
+
+
+def test_a_message_delivered_again_says_so(app: Celery, spans: InMemorySpanExporter) -> None:
+    """A task message the broker delivers again (an ``acks_late`` task whose worker was killed,
+    or that gave it back): the run's span looked like any other, its long queue wait and the
+    run missing before it unexplained. It is marked ``tracekit.messaging.redelivered``."""
+    app.tasks["shop.hand_back"].apply_async()
+    runs = wait_for(lambda: _two(finished_of(spans, SpanKind.CONSUMER)), what="both deliveries")
+    first, again = sorted(runs, key=lambda span: span.start_time or 0)
+    assert first.attributes is not None and again.attributes is not None
+    assert semconv.MESSAGING_REDELIVERED not in first.attributes
+    assert again.attributes[semconv.MESSAGING_REDELIVERED] is True
+    assert again.parent is not None and again.parent == first.parent  # the same publish
+
+
+def _two(found: list[Any]) -> list[Any]:
+    return found if len(found) == 2 else []
 
 
 def _queue_wait_metric(labels: dict[str, str]) -> tuple[float, float]:

@@ -41,8 +41,9 @@ class Row:
     name: str
     error: str | None = None
     queue: Hop | None = None  # the messaging hop of the message this span waited for
-    # how much of that wait its producer asked for (a Celery countdown or eta), and the rest
-    scheduled: str | None = None
+    # what else its consumer said of that wait: how much of it was asked for (a Celery
+    # countdown or eta), a message delivered again
+    queue_notes: list[str] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)  # a batch's other messages, described
     ends_request: str | None = None  # under the last span to end, if after the entry span
     logs: list[PathLog] = field(default_factory=list)
@@ -53,7 +54,7 @@ class Row:
     def has_notes(self) -> bool:
         """Whether anything is written under the row."""
         return bool(
-            self.queue or self.scheduled or self.measured_wait or self.consumed
+            self.queue or self.queue_notes or self.measured_wait or self.consumed
             or self.ends_request
             or self.error or self.logs
         )  # fmt: skip
@@ -81,7 +82,7 @@ def build_rows(path: Path, *, with_logs: bool = True, limit: int | None = None) 
                 span.on_critical_path, one_line(span.service, limit or 60),
                 one_line(_name(span.record), limit or 200),
                 message_line(errors[key], limit or 300) if key in errors else None,
-                waited, _scheduled(span.record, waited),
+                waited, _queue_notes(span.record, waited),
                 _consumed(others, senders, path.start_unix_nano, limit), None,
                 logs.get(key, []),
                 None if waited else _measured_wait(span.record, limit),
@@ -127,6 +128,24 @@ def _measured_wait(record: SpanRecord, limit: int | None) -> str | None:
         f"{format_ms(wait)} in queue {queue} (measured by the consumer; "
         "the producer's span is not here)"
     )
+
+
+def _queue_notes(record: SpanRecord, waited: Hop | None) -> list[str]:
+    """What the consumer said of the wait shown above: how much of it was asked for, and
+    whether the broker delivered the message again (which is why it waited so long)."""
+    if waited is None:
+        return []
+    scheduled = _scheduled(record, waited)
+    notes = [scheduled] if scheduled is not None else []
+    if record.attributes.get(semconv.MESSAGING_REDELIVERED) is True:
+        notes.append(REDELIVERED_NOTE)
+    return notes
+
+
+REDELIVERED_NOTE = (
+    "redelivered: an earlier delivery was not acknowledged (its consumer stopped, was killed "
+    "or gave it back)"
+)
 
 
 def _scheduled(record: SpanRecord, waited: Hop | None) -> str | None:

@@ -352,8 +352,7 @@ def _notes(row: Row) -> list[tuple[str, Line, bool]]:
     if row.queue is not None:
         wait = format_ms(row.queue.queue_wait_ms or 0.0)
         notes.append((pad, [(f"⏳ waited {wait} in queue {hop_text(row.queue)}", "yellow")], True))
-    if row.scheduled is not None:
-        notes.append((pad, [(f"⏳ {row.scheduled}", "dim yellow")], True))
+    notes += [(pad, [(f"⏳ {note}", "dim yellow")], True) for note in row.queue_notes]
     if row.measured_wait is not None:
         notes.append((pad, [(f"⏳ waited {row.measured_wait}", "yellow")], True))
     notes += [(pad, [(f"⏳ {note}", "dim yellow")], True) for note in row.consumed]

@@ -114,8 +114,7 @@ def _row_lines(row: Row, total_ms: float, label_width: int, lane: int) -> list[s
     if row.queue is not None:
         wait = row.queue.queue_wait_ms or 0.0
         lines.append(f"{pad}~ waited {format_ms(wait)} in queue {hop_text(row.queue, VALUE_LIMIT)}")
-    if row.scheduled is not None:
-        lines.append(f"{pad}~ {row.scheduled}")
+    lines += [f"{pad}~ {note}" for note in row.queue_notes]
     if row.measured_wait is not None:
         lines.append(f"{pad}~ waited {row.measured_wait}")
     lines += [f"{pad}~ {note}" for note in row.consumed]

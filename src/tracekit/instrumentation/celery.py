@@ -6,7 +6,8 @@
   wrapped for this) returns or raises, so the span and the publish metrics cover the broker call
   and a publish that raised is failed, not sent. (No signal follows a failed publish.) Outside
   ``send_task`` the span ends at once.
-- ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span, and
+- ``task_prerun`` opens the CONSUMER span ``process <queue>`` as a child of the PRODUCER span
+  (``tracekit.messaging.redelivered`` when the broker delivered the message again), and
   makes the message's correlation ID current; ``task_failure`` marks it failed; ``task_postrun``
   ends it, with Celery's final state (``tracekit.celery.task_state``). A run stopped by an
   exception Celery does not handle (``revoke(terminate=True)``) has no final state: it is
@@ -424,13 +425,23 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         system=SYSTEM,
         destination=_routed_queue_of(task, request) if eager else _queue_of(request),
         message_id=task_id,
-        attributes=_task(getattr(task, "name", None)),
+        attributes={**_task(getattr(task, "name", None)), **_redelivery(request)},
         due_unix_nano=None if eager else _due_of(request),
     )
     with _lock:
         key = _run_key(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, retries, first)
+
+
+def _redelivery(request: Any) -> dict[str, bool]:
+    """Marks a message the broker delivered again (an ``acks_late`` task whose worker was
+    killed, an ETA task held by a worker that stopped, a ``Reject(requeue=True)``): the run
+    before it left no span, or one that did not finish, and its queue wait counts from the
+    first publish."""
+    info = getattr(request, "delivery_info", None)
+    redelivered = isinstance(info, dict) and info.get("redelivered") is True
+    return {semconv.MESSAGING_REDELIVERED: True} if redelivered else {}
 
 
 def _due_of(request: Any) -> int | None:
