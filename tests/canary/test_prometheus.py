@@ -36,7 +36,7 @@ from prometheus_server import (
     prometheus_configured,
     running_prometheus,
 )
-from shop import Shop, start_shop
+from shop import Shop, shared_cpu, start_shop
 
 from tracekit.canary import (
     HTTP,
@@ -101,9 +101,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     binary = prometheus_binary()
     directory = tmp_path_factory.mktemp("canary-prometheus")
     store = directory / "tracekit.db"
+    cpu = shared_cpu()  # one process per version: the same CPU, the same competition for it
     shops = [
-        start_shop(APP, BASELINE, store, 0.02, 0),
-        start_shop(APP, CANARY, store, 0.06, FAIL_EVERY),
+        start_shop(APP, BASELINE, store, 0.02, 0, cpu=cpu),
+        start_shop(APP, CANARY, store, 0.06, FAIL_EVERY, cpu=cpu),
     ]
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
