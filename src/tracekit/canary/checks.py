@@ -249,13 +249,26 @@ def _on_one_clock(route: _Route) -> tuple[Floats, Floats]:
     against the pooled p95, which lands on such a tie, its requests there are all below it while
     the other version's, timed to the nanosecond, are split: an identical canary timed finer than
     its baseline had more requests above and read as significantly slower at p95. Ranked against
-    one another, a version timed to the millisecond and one timed finer differ too.
+    one another, a version timed to the millisecond and one timed finer differ too. Readings of
+    a clock are then spread over the durations they allow (``_untied``).
     """
     canary, baseline = route.canary.durations, route.baseline.durations
     if route.bucketed:
         return canary, baseline
     step = max(_clock_step_ns(canary), _clock_step_ns(baseline))
-    return _clocked(canary, step), _clocked(baseline, step)
+    return _untied(_clocked(canary, step), step, 1), _untied(_clocked(baseline, step), step, 2)
+
+
+def _untied(ticked: Floats, step_ns: int, seed: int) -> Floats:
+    """Durations read on a clock of ``step_ns`` (sorted), each moved to a place its reading
+    allows: ``k`` steps read lasted between ``k - 1`` and ``k + 1`` steps (0: under one), most
+    likely ``k``; a triangular draw, from each version's own fixed seed. Requests of a few steps
+    tie on a few readings without lasting the same: ranked as ties, the shift's interval closed
+    on the grid's ratios (a canary 1.3x slower read "1x, 1x to 1x")."""
+    if step_ns == 1:
+        return ticked
+    spread = np.random.default_rng(seed).triangular(-1.0, 0.0, 1.0, len(ticked))
+    return np.sort(np.abs(ticked + spread * (step_ns / 1e9)))
 
 
 def _clock_step_ns(seconds: Floats) -> int:
