@@ -163,6 +163,23 @@ def test_a_failing_critical_metric_fails_the_verdict_with_score_zero() -> None:
     assert verdict.reasons[0].startswith("error_rate of /r2: errors 0.00% -> 5.00%")
 
 
+def test_a_canary_one_percent_slower_over_many_requests_passes() -> None:
+    """100,000 requests a version make a 1% slowdown significant (adjusted p 3e-05; 0.013 at p95),
+    and an interval ending at 1.014x rules out anything near the 1.2x tolerance: it read
+    "significantly slower, but within the 1.2x tolerance", marginal, which a strict gate fails.
+    Kayenta passes a change under its allowed increase however significant; a change ruled out
+    beyond half the tolerance passes here."""
+    verdict = verdict_of(100_000, 0, 0, scale=1.01)
+    latency = next(r for r in verdict.metrics if r.check.metric == "latency")
+
+    assert (verdict.verdict, exit_code(verdict.verdict, strict=True)) == ("pass", 0)
+    assert latency.explanation.startswith("typical request 1.01x")
+    assert latency.explanation.endswith(
+        ": significantly slower (adjusted p 3e-05), but a slowdown beyond half the 1.2x"
+        " tolerance is ruled out"
+    ), latency.explanation
+
+
 def test_a_non_critical_failure_fails_a_small_service_and_is_marginal_in_a_large_one() -> None:
     def with_slow_route(routes: int) -> Verdict:
         keys = [RouteKey(HTTP, f"/r{i}") for i in range(routes)]

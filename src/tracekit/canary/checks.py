@@ -82,6 +82,13 @@ class Check:
     coarse: bool = False  # histogram buckets, not traffic, keep the tolerance from being cleared
     among_all: bool = False  # one route's errors among all requests (check_errors_among_all)
 
+    @property
+    def well_within(self) -> bool:
+        """Whether the interval rules out a change beyond half the tolerance (half the log of
+        the ratio, half the percentage points): a change that small passes even where it is
+        significant, as a canary 1% slower over 100,000 requests a version is."""
+        return self.upper is not None and self.upper <= self.tolerance / 2
+
 
 @dataclass(frozen=True, slots=True)
 class _Route:

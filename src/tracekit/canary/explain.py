@@ -23,8 +23,12 @@ PASS, MARGINAL, FAIL, INCONCLUSIVE = "pass", "marginal", "fail", "inconclusive"
 CLASSES = (PASS, MARGINAL, FAIL, INCONCLUSIVE)
 
 
-def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float, q: float) -> str:
-    """Why ``check`` got class ``cls``, in words."""
+def explain(
+    check: Check, cls: str, adjusted_p: float | None, confidence: float, q: float,
+    significant: bool = False,
+) -> str:  # fmt: skip
+    """Why ``check`` got class ``cls``, in words; ``significant``: its adjusted p-value is under
+    alpha (a pass then says by how little it is worse)."""
     if not check.canary.requests:
         return (
             f"no canary requests ({check.baseline.requests} baseline): a route the canary"
@@ -47,6 +51,11 @@ def explain(check: Check, cls: str, adjusted_p: float | None, confidence: float,
         )
     if cls == MARGINAL:
         return f"{measured}: significantly {worse} ({_p(adjusted_p)}), but within {tolerance}"
+    if cls == PASS and significant:
+        return (
+            f"{measured}: significantly {worse} ({_p(adjusted_p)}), but {excess} beyond half"
+            f" {tolerance} is ruled out"
+        )
     if cls == PASS:
         return (
             f"{measured}: not significantly {worse}, and {excess} beyond {tolerance} is ruled out"

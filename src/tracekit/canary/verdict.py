@@ -6,8 +6,9 @@ A metric's class combines two questions, each at the look's error budget:
   metric tested, below alpha)
 - is "worse than the tolerance" ruled out? (the interval's upper end at or under the tolerance)
 
-worse and not ruled out: fail; worse but within tolerance: marginal; not worse and ruled out:
-pass; neither: inconclusive, with the number of requests that would settle it. A pass needs every
+worse and not ruled out: fail; worse but within tolerance: marginal, or pass where even half the
+tolerance is ruled out (a significant 1% on 100,000 requests); not worse and ruled out: pass;
+neither: inconclusive, with the number of requests that would settle it. A pass needs every
 metric ruled within tolerance (an intersection of tests, valid at alpha without correction), so
 too little data can never pass.
 
@@ -213,7 +214,8 @@ def _classify(checks: list[Check], settings: Settings) -> list[MetricResult]:
     results = []
     for check, p in zip(checks, adjusted, strict=True):
         cls = _class_of(check, p, settings.alpha_per_look)
-        words = explain(check, cls, p, settings.confidence, settings.tail_quantile)
+        significant = p is not None and p < settings.alpha_per_look
+        words = explain(check, cls, p, settings.confidence, settings.tail_quantile, significant)
         results.append(MetricResult(check, check.metric in settings.critical, p, cls, words))
     return results
 
@@ -223,8 +225,10 @@ def _class_of(check: Check, adjusted_p: float | None, alpha: float) -> str:
         return INCONCLUSIVE
     worse = adjusted_p < alpha
     within = check.upper is not None and check.upper <= check.tolerance
-    if worse:
-        return MARGINAL if within else FAIL
+    if worse and not within:
+        return FAIL
+    if worse and not check.well_within:
+        return MARGINAL
     return PASS if within else INCONCLUSIVE
 
 
