@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import json
 import time
+import tracemalloc
 import uuid
 from types import MappingProxyType
 from typing import Any
@@ -961,3 +962,38 @@ def test_an_entry_with_a_correlation_id_field_of_its_own_keeps_it(client, spans)
     assert handled == "nightly-7" and b"x-correlation-id" not in fields
     (sent,) = _kind(list(spans.get_finished_spans()), SpanKind.PRODUCER)
     assert sent.attributes["correlation.id"] == "nightly-7"
+
+
+def _peak_bytes_reading(subscriber: Any) -> tuple[Any, int]:
+    """The next message ``get_message`` returns, and the most memory Python held reading it."""
+    tracemalloc.start()
+    try:
+        message = subscriber.get_message(timeout=5)
+        return message, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_payload_posing_as_an_envelope_costs_what_any_payload_costs(
+    redis_url: str, spans
+) -> None:
+    """Subscribers read at most 16 KiB of an envelope's headers. A payload that began with the
+    envelope's mark and had its separator 8 MiB further on was copied and decoded whole before
+    being found too long: reading it held 40 MiB where a plain payload of that size holds 25.
+    (Over RESP2: the RESP3 reader's own peak, 89 MiB, hides the difference.)"""
+    client = redis.Redis.from_url(redis_url, protocol=2)
+    channel = f"ticks-{uuid.uuid4().hex[:8]}"
+    subscriber = client.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(channel)
+    subscriber.get_message(timeout=1)  # the subscribe confirmation
+    plain = b"\xff" * (8 << 20)
+    posing = traced_redis.ENVELOPE_MARK.encode() + plain + traced_redis.SEPARATOR.encode()
+    client.publish(channel, plain)
+    plain_message, plain_peak = _peak_bytes_reading(subscriber)
+    client.publish(channel, posing)
+    posing_message, posing_peak = _peak_bytes_reading(subscriber)
+    subscriber.close()
+    assert plain_message is not None and plain_message["data"] == plain
+    assert posing_message is not None and posing_message["data"] == posing  # handed over as sent
+    assert posing_peak < plain_peak + (1 << 20)
+    assert _kind(spans.get_finished_spans(), SpanKind.CONSUMER) == []

@@ -44,7 +44,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from types import ModuleType
-from typing import Any
+from typing import Any, AnyStr
 from urllib.parse import parse_qsl, urlencode
 
 from tracekit import messaging, propagation, semconv
@@ -589,24 +589,29 @@ def _fits(encoded_headers: str) -> bool:
 def _open_envelope(payload: object) -> tuple[dict[str, str], Any] | None:
     """Split a payload into (headers, original payload), or None if it is not an envelope."""
     if isinstance(payload, bytes):
-        if not payload.startswith(ENVELOPE_MARK.encode("ascii")):
-            return None
-        end = payload.find(SEPARATOR.encode("ascii"), len(ENVELOPE_MARK))
-        raw = payload[len(ENVELOPE_MARK) : end].decode("ascii", "replace") if end > 0 else ""
+        end = _envelope_end(payload, ENVELOPE_MARK.encode("ascii"), SEPARATOR.encode("ascii"))
     elif isinstance(payload, str):
-        if not payload.startswith(ENVELOPE_MARK):
-            return None
-        end = payload.find(SEPARATOR, len(ENVELOPE_MARK))
-        raw = payload[len(ENVELOPE_MARK) : end] if end > 0 else ""
+        end = _envelope_end(payload, ENVELOPE_MARK, SEPARATOR)
     else:
         return None
-    if end < 0 or end > MAX_ENVELOPE_HEADERS:
+    if end < 0:
         return None  # not ours after all (or hostile): hand the payload over untouched
+    raw = payload[len(ENVELOPE_MARK) : end]
     try:
-        headers = dict(parse_qsl(raw, max_num_fields=16))
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
+        headers = dict(parse_qsl(text, max_num_fields=16))
     except ValueError:
         headers = {}  # a mangled envelope still yields the original payload, with a new trace
     return headers, payload[end + 1 :]
+
+
+def _envelope_end(payload: AnyStr, mark: AnyStr, separator: AnyStr) -> int:
+    """Where the headers of the envelope ``payload`` begins with end; -1 if it begins with none
+    or they would run past ``MAX_ENVELOPE_HEADERS``. Looked for that far only: a payload that
+    merely begins with the mark (a hostile one of megabytes) is neither copied nor decoded."""
+    if not payload.startswith(mark):
+        return -1
+    return payload.find(separator, len(mark), MAX_ENVELOPE_HEADERS + 1)
 
 
 def _claimed(reply: Any) -> Any:
