@@ -22,6 +22,7 @@ from tracekit import semconv
 
 __all__ = [
     "CORRELATION_ATTRIBUTE",
+    "MAX_CORRELATION_ID_LENGTH",
     "MAX_SPAN_LINKS",
     "SPAN_KINDS",
     "STATUS_CODES",
@@ -43,6 +44,7 @@ __all__ = [
     "WarningSource",
     "finite_json",
     "newest_spans",
+    "request_correlation_id",
     "service_name",
     "task_name",
 ]
@@ -59,6 +61,10 @@ SPAN_KINDS = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 STATUS_CODES = ("UNSET", "OK", "ERROR")
 
 CORRELATION_ATTRIBUTE = semconv.CORRELATION_ID
+# The longest correlation ID a request is known by: the store indexes none longer, so no search
+# lists a request by it and no `tracekit trace` finds one. Longer text in ``correlation.id`` (a
+# hostile client's, another SDK's) is an attribute like any other, never a request's name.
+MAX_CORRELATION_ID_LENGTH = 256
 _UNKNOWN_SERVICE = "unknown_service"  # OpenTelemetry's name for a service that gave none
 
 # The links one span holds: tracekit's tracer provider keeps this many (the SDK's default is
@@ -112,9 +118,9 @@ class SpanRecord:
 
     @property
     def correlation_id(self) -> str | None:
-        """The request's correlation ID (span attribute ``correlation.id``), if any."""
-        value = self.attributes.get(CORRELATION_ATTRIBUTE)
-        return value if isinstance(value, str) else None
+        """The request's correlation ID (span attribute ``correlation.id``), if any: none
+        longer than ``MAX_CORRELATION_ID_LENGTH``, which no request can be found by."""
+        return request_correlation_id(self.attributes.get(CORRELATION_ATTRIBUTE))
 
     @property
     def duration_ms(self) -> float:
@@ -138,9 +144,9 @@ class LogRecordData:
 
     @property
     def correlation_id(self) -> str | None:
-        """The correlation ID stamped on the record (attribute ``correlation.id``), if any."""
-        value = self.attributes.get(CORRELATION_ATTRIBUTE)
-        return value if isinstance(value, str) else None
+        """The correlation ID stamped on the record (attribute ``correlation.id``), if any: none
+        longer than ``MAX_CORRELATION_ID_LENGTH``."""
+        return request_correlation_id(self.attributes.get(CORRELATION_ATTRIBUTE))
 
 
 @dataclass(slots=True)
@@ -161,6 +167,14 @@ class RequestSummary:
     # the root span's attributes, where the backend read them: a root named only by its
     # method (``GET``, another SDK's span without a route) is listed by its URL path
     root_attributes: Attributes = field(default_factory=dict, repr=False)
+
+
+def request_correlation_id(value: object) -> str | None:
+    """``value`` (a ``correlation.id`` attribute's) as a request's correlation ID: text of 1 to
+    ``MAX_CORRELATION_ID_LENGTH`` characters, else None."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_CORRELATION_ID_LENGTH:
+        return value
+    return None
 
 
 def task_name(attributes: Attributes) -> str | None:

@@ -1127,3 +1127,27 @@ def test_a_consumer_whose_clock_is_behind_its_publisher_shows_no_measured_wait(
         " time is 250.0 ms after it began (its clock is behind the publisher's), and the"
         " producer's span is not here to place it"
     ]
+
+
+def test_a_correlation_id_too_long_to_find_does_not_name_the_request(tmp_path: Path) -> None:
+    """Spans whose ``correlation.id`` is longer than any ID a request can be found by (another
+    SDK's, or a hostile client's, 5,000 characters; the store indexes at most 256, search lists
+    such a request under '-' and `tracekit trace` refuses so long an ID): `trace <trace ID>`
+    named the request by it, a heading of 5,008 characters and the JSON's ``correlation_id``.
+    It is named as search names it, by its trace ID."""
+    long_id = "C" * 5000
+    t = Topology(long_id)
+    entry = t.span("gateway", "GET /checkout", "SERVER", 0, 120)
+    t.span("gateway", "POST", "CLIENT", 10, 100, entry)
+    db = write_store(tmp_path / "long-id.db", t)
+
+    code, out, err = run("trace", t.trace, "--store", str(db), "--format", "json")
+    assert (code, err) == (0, "")
+    doc = json.loads(out)
+    jsonschema.validate(doc, load_schema())
+    assert (doc["correlation_id"], doc["trace_ids"]) == (None, [t.trace])
+    assert [span["attributes"]["correlation.id"] for span in doc["spans"]] == [long_id] * 2
+    code, out, err = run("trace", t.trace, "--store", str(db), "--format", "text")
+    assert (code, err, out.splitlines()[0]) == (0, "", f"request {t.trace}")
+    code, out, err = run("search", "--store", str(db), "--format", "json")
+    assert [r["correlation_id"] for r in json.loads(out)["requests"]] == [None]

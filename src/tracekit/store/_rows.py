@@ -18,7 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tracekit._utf8 import clean_text
-from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, AttributeValue, SpanRecord
+from tracekit.records import (
+    CORRELATION_ATTRIBUTE,
+    Attributes,
+    AttributeValue,
+    SpanRecord,
+    request_correlation_id,
+)
 from tracekit.store._encoding import (
     INTERN_MAX_LENGTH,
     INTERN_MAX_VALUES_PER_KEY,
@@ -31,8 +37,6 @@ from tracekit.store._interner import Interner, resource_digest, resource_documen
 from tracekit.store._limits import bounded_span, bounded_value, clock_step_mended
 from tracekit.store._reclaim import StaleRows
 
-# Longer correlation ids are kept as plain attributes: the index is for real request ids.
-MAX_INDEXED_CORRELATION_ID = 256
 _MAX_CACHED_PAIRS = 100_000
 _NO_PARENT = bytes(8)
 
@@ -46,10 +50,10 @@ def span_ids(trace_id: bytes, span_id: bytes, parent: bytes) -> bytearray:
 
 
 def indexed_correlation(value: object) -> str | None:
-    """The correlation id to index, or None when absent or unreasonably long."""
-    if isinstance(value, str) and 0 < len(value) <= MAX_INDEXED_CORRELATION_ID:
-        return clean_text(value)
-    return None
+    """The correlation id to index, or None when absent or longer than a request's ID can be
+    (``records.MAX_CORRELATION_ID_LENGTH``: such text stays a plain attribute)."""
+    found = request_correlation_id(value)
+    return None if found is None else clean_text(found)
 
 
 @dataclass(slots=True)
