@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from tracekit import semconv
 from tracekit._metrics.families import join
+from tracekit._metrics.fold import fold_exited, process_exited, reading
 from tracekit._metrics.local import (
     LocalCounter,
     LocalGauge,
@@ -824,6 +825,10 @@ class _WorkerFiles(Collector):
     prometheus-client creates a worker's file empty and sizes it after, and a worker killed in
     between (or a scrape at that moment) made every scrape of the server fail. Such a file stays
     left out until it changes, so later scrapes merge the others once, as usual.
+
+    Each scrape first folds the files of exited workers into one per kind
+    (``tracekit._metrics.fold``): a worker recycled by gunicorn's ``--max-requests`` leaves no
+    file of its own for every later scrape to read.
     """
 
     def __init__(self) -> None:
@@ -831,13 +836,17 @@ class _WorkerFiles(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """The samples of every worker's readable files, summed."""
-        from prometheus_client.multiprocess import MultiProcessCollector
-
         directory = _multiprocess_directory()
         if not os.path.isdir(directory):
             error = NotADirectoryError(f"{MULTIPROC_DIR_ENV} is not set or not a directory")
             report_once(f"metrics exposition of {MULTIPROC_DIR_ENV}", error)
             return []
+        with reading(directory, fold=True):  # exited workers' files folded first
+            return self._merged(directory)
+
+    def _merged(self, directory: str) -> Iterable[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         paths = [
             path  # (the directory's name escaped: "metrics[blue]" is no pattern)
             for path in glob.glob(os.path.join(glob.escape(directory), "*.db"))
@@ -920,15 +929,7 @@ def _of_dead_process(path: str) -> bool:
     removes those, but only where the server calls it: uvicorn ``--workers`` has no hook): its
     requests in flight stayed in ``http_server_active_requests`` for ever."""
     match = _LIVE_GAUGE_FILE.fullmatch(os.path.basename(path))
-    if match is None:
-        return False
-    try:
-        os.kill(int(match[1]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's process: alive
-        return False
-    return False
+    return match is not None and process_exited(int(match[1]))
 
 
 def _readable(path: str) -> bool:
@@ -970,13 +971,16 @@ def wsgi_metrics_app(registry: CollectorRegistry | None = None) -> Callable[...,
 
 
 def mark_process_dead(pid: int) -> None:
-    """Forget a dead worker's live gauges (multiprocess mode; call from gunicorn's child_exit)."""
+    """Forget a dead worker's live gauges and fold its other files into those of the exited
+    workers (multiprocess mode; call from gunicorn's child_exit)."""
     directory = _multiprocess_directory()
     if directory:
         from prometheus_client import multiprocess
 
         # (named: prometheus-client looks only under the new name, unset here under the former)
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        if os.path.isdir(directory):
+            fold_exited(directory)
 
 
 def install(options: Options, resource: Resource | None = None) -> MetricsServer | None:

@@ -8,6 +8,7 @@ that the first worker bound — reports the whole server's count.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -452,3 +453,43 @@ def test_workers_recycled_by_max_requests_keep_a_destinations_status_codes_cappe
     )  # fmt: skip
     assert len(statuses) == MAX_CLIENT_STATUS_CODES + 1, sorted(statuses)  # and "_other"
     assert total == len(codes)
+
+
+def test_workers_recycled_many_times_keep_exact_totals_in_few_files(tmp_path: Path) -> None:
+    """Every worker gunicorn's ``--max-requests`` recycled left its files in the directory, and
+    every scrape read them all: a server recycling its workers all day gathered thousands, and
+    its scrapes took longer than Prometheus waits (1,000 exited workers: 20 s a scrape). A
+    scrape of the metrics port now folds the exited workers' files into one per kind (and so
+    does ``mark_process_dead`` in the master as it reaps one): the count stays that of the
+    requests served, and the directory holds the files of a few workers at most."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_CONF)
+    metrics_port = free_port()
+    metrics_url = f"http://127.0.0.1:{metrics_port}/"
+    options = ("-w", "2", "--max-requests", "5", "-c", str(conf))
+    nobody = free_port()  # each request calls it out, refused at once
+    served = 0
+    workers: set[str] = set()
+    with (
+        _gunicorn(tmp_path, *options, multiproc=multiproc, metrics_port=metrics_port) as (url, _),
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        for _ in range(8):
+            for _ in range(10):
+                workers.add(client.get(f"/call?{nobody}").text)
+                served += 1
+            # the worker serving the port may be recycled: another takes it within half a second
+            scrape = wait_for(lambda: httpx.get(metrics_url, timeout=5), 10, "a scrape",
+                              ignoring=UNREACHABLE)  # fmt: skip
+            server = _samples(scrape.text, "http_server_request_duration_seconds_count")
+            client_calls = _samples(scrape.text, "http_client_request_duration_seconds_count")
+            assert sum(server.values()) == sum(client_calls.values()) == served
+            files = os.listdir(multiproc)
+            pids = {found[1] for name in files if (found := re.fullmatch(r"\D+_(\d+)\.db", name))}
+            assert len(pids) <= 4, sorted(files)  # 2 workers, 2 being replaced
+    assert len(workers) >= 12  # (80 requests and 8 scrapes, 5 requests a worker)
+    assert sorted(os.listdir(multiproc)) == [
+        "histogram_folded.db", "tracekit-fold.lock"
+    ]  # fmt: skip

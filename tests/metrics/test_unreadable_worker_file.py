@@ -44,14 +44,10 @@ def _served(exposition: bytes) -> float:
 def test_a_file_that_cannot_be_read_is_left_out_until_it_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = tmp_path / "multiproc"
-    directory.mkdir()
-    worker_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    subprocess.run([sys.executable, "-c", _WORKER], env=worker_env, check=True, timeout=60)
+    directory = _directory_with_a_worker(tmp_path, monkeypatch)
     (written,) = directory.glob("*.db")
     killed = directory / "histogram_4194301.db"  # a pid that never returns
     killed.touch()
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     read: list[str] = []
     merge = MultiProcessCollector.merge
 
@@ -79,11 +75,14 @@ def test_a_file_that_cannot_be_read_is_left_out_until_it_changes(
 
 
 def _directory_with_a_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A multiprocess directory holding one real worker's file (3 requests served)."""
+    """A multiprocess directory holding one real worker's file (3 requests served), named for a
+    live process (this one): an exited worker's would be folded into another at a scrape."""
     directory = tmp_path / "multiproc"
     directory.mkdir()
     worker_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     subprocess.run([sys.executable, "-c", _WORKER], env=worker_env, check=True, timeout=60)
+    (exited,) = directory.glob("*.db")
+    exited.rename(directory / f"histogram_{os.getpid()}.db")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     return directory
 
@@ -96,7 +95,7 @@ def test_a_file_sized_while_it_was_found_unreadable_is_read_at_the_next_scrape(
     every scrape while its size and time stayed the same (an idle worker: for good)."""
     directory = _directory_with_a_worker(tmp_path, monkeypatch)
     (written,) = directory.glob("*.db")
-    starting = directory / "histogram_4194302.db"  # a worker just created, not yet sized
+    starting = directory / f"histogram_{os.getppid()}.db"  # a live worker, not yet sized
     starting.touch()
     merge = MultiProcessCollector.merge
 
@@ -124,7 +123,7 @@ def test_an_unreadable_file_replaced_by_one_of_the_same_size_and_time_is_read(
     directory = _directory_with_a_worker(tmp_path, monkeypatch)
     (written,) = directory.glob("*.db")
     values = written.read_bytes()
-    broken = directory / "histogram_4194303.db"
+    broken = directory / f"histogram_{os.getppid()}.db"  # a live worker's
     broken.write_bytes(b"\xff\xff\xff\x7f" + values[4:])  # says it holds more than its size
     exposition = metrics.exposition_registry()
     assert _served(generate_latest(exposition)) == 3  # type: ignore[arg-type]

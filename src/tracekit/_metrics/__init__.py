@@ -4,5 +4,7 @@
   collectors add to.
 - ``local``: single-process metric families that count under one lock and format only when
   scraped, exposed exactly as prometheus-client's own classes would be.
+- ``fold``: exited processes' multiprocess files folded into one per kind, under a lock tracekit's
+  readers of the directory take, so that recycled workers' files do not pile up.
 - ``server``: the metrics port's HTTP server, its connections bounded in number and time.
 """

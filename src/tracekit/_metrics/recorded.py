@@ -19,6 +19,7 @@ import os
 
 from prometheus_client.mmap_dict import MmapedDict
 
+from tracekit._metrics.fold import reading
 from tracekit._runtime.guard import report_once
 
 __all__ = ["RecordedSeries", "recorded_series"]
@@ -33,11 +34,12 @@ def recorded_series(directory: str) -> RecordedSeries:
     said once."""
     seen: set[str] = set()
     series: RecordedSeries = []
-    for path in glob.glob(os.path.join(glob.escape(directory), "histogram_*.db")):
-        try:
-            _add_series_of(path, seen, series)
-        except Exception as error:
-            report_once(f"reading metrics file {os.path.basename(path)!r}", error)
+    with reading(directory):  # (not as a fold replaces files)
+        for path in glob.glob(os.path.join(glob.escape(directory), "histogram_*.db")):
+            try:
+                _add_series_of(path, seen, series)
+            except Exception as error:
+                report_once(f"reading metrics file {os.path.basename(path)!r}", error)
     return series
 
 

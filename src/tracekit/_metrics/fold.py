@@ -1,0 +1,258 @@
+"""Exited processes' multiprocess files folded into one file per kind.
+
+prometheus-client's multiprocess mode gives each process files of its own
+(``counter_<pid>.db``, ``histogram_<pid>.db``...) in ``PROMETHEUS_MULTIPROC_DIR``, and every
+scrape reads them all. An exited process's counters and histograms are part of the totals, so
+its files stayed: a server whose workers are recycled (gunicorn's ``--max-requests``) gathered
+thousands, and a scrape of 1,000 took 20 s, past Prometheus' scrape timeout.
+
+Here the values of the files of processes that have exited are added into ``<kind>_folded.db``
+(a name prometheus-client's reader takes for one more process of that kind), and those files are
+removed. Live gauges of exited processes (``livesum``, ``liveall``...) are removed, as
+prometheus-client's ``mark_process_dead`` does; ``sum``, ``max`` and ``min`` gauges are folded
+with their own arithmetic; ``all`` and ``mostrecent`` gauges are left as they are.
+
+A fold holds an exclusive ``flock`` on ``tracekit-fold.lock`` in the directory, and tracekit's
+readers a shared one, so no reader sees a fold half done. A fold is committed by one rename, of
+its journal, which names the files it replaces and those it removes: a process killed before it
+left the old files as they were (its new files, not named ``*.db``, are removed by the next
+fold); one killed after left a journal that the next fold, or scrape, carries out before it reads
+anything. Every value is counted once either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import operator
+import os
+import re
+from collections.abc import Callable, Iterator
+
+from prometheus_client.mmap_dict import MmapedDict
+
+from tracekit._runtime.guard import report_once
+
+__all__ = ["LOCK_FILE", "fold_exited", "process_exited", "reading"]
+
+LOCK_FILE = "tracekit-fold.lock"
+_JOURNAL = "tracekit-fold.journal"
+_NEW = ".new"  # a folded file being written: no reader globs it
+
+# How the values of one key in several processes' files make one: as prometheus-client's
+# reader combines them at a scrape.
+_COMBINE: dict[str, Callable[[float, float], float]] = {
+    "counter": operator.add,
+    "histogram": operator.add,  # each bucket's own count (not cumulative) and the sum
+    "summary": operator.add,
+    "gauge_sum": operator.add,
+    "gauge_max": max,
+    "gauge_min": min,
+}
+_PROCESS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db")
+_LIVE_GAUGE = re.compile(r"gauge_live[a-z]*")
+_FOLDED_FILE = re.compile(r"(counter|histogram|summary|gauge_(?:sum|max|min))_folded\.db")
+
+# Lock files held open in this process: a child forked meanwhile closes its copies, or it would
+# hold the lock (flock's belongs to the open file, which the child shares) for its whole life.
+_held: set[int] = set()
+
+
+def process_exited(pid: int) -> bool:
+    """Whether no process ``pid`` exists (in this PID namespace). Another user's process exists;
+    a number no process can have (``counter_99999999999999999999.db``) is no exited process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # another user's; a number too large for a process
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def reading(directory: str, fold: bool = False) -> Iterator[None]:
+    """Hold ``directory`` shared while the block reads its files: no fold changes them
+    meanwhile. ``fold``: first fold the exited processes' files, waiting for the readers and
+    folds under way.
+
+    A directory where the lock file cannot be made (read-only) is read without it; no process
+    can fold there either."""
+    with _lock_file(directory) as lock:
+        try:
+            if lock is not None and fold:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _fold_locked(directory)
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_SH)
+        except OSError as error:  # (a file system without locks)
+            report_once(f"locking {LOCK_FILE}", error)
+        yield
+
+
+def fold_exited(directory: str) -> None:
+    """Fold the files of ``directory``'s exited processes now, unless a reader or another fold
+    holds the directory: the next scrape folds them then (gunicorn's master, which calls this
+    as it reaps a worker, must not wait for a scrape)."""
+    with _lock_file(directory) as lock:
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _fold_locked(directory)
+        except OSError:  # held (BlockingIOError), or a file system without locks
+            pass
+
+
+@contextlib.contextmanager
+def _lock_file(directory: str) -> Iterator[int | None]:
+    """The directory's lock file, open for the block (None, said once, where it cannot be)."""
+    try:
+        # (read-only: flock needs no more, and another user's lock file can still be opened)
+        path = os.path.join(directory, LOCK_FILE)
+        lock = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        report_once(f"locking {LOCK_FILE}", error)
+        yield None
+        return
+    _held.add(lock)
+    try:
+        yield lock
+    finally:
+        _held.discard(lock)
+        os.close(lock)
+
+
+def _fold_locked(directory: str) -> None:
+    try:
+        _finish_interrupted(directory)
+        _fold(directory)
+    except Exception as error:
+        report_once("folding exited processes' metrics files", error)
+
+
+def _fold(directory: str) -> None:
+    """Write each kind's new folded file, then commit them with the journal."""
+    replace: dict[str, str] = {}
+    remove: list[str] = []
+    for kind, names in _exited_files(directory).items():
+        if _LIVE_GAUGE.fullmatch(kind):
+            remove += names
+        elif kind in _COMBINE:
+            folded = _write_folded(directory, kind, names)
+            if folded:
+                replace[f"{_folded(kind)}{_NEW}"] = _folded(kind)
+                remove += folded
+    if not remove:
+        return
+    journal = os.path.join(directory, _JOURNAL)
+    with open(journal + _NEW, "w") as out:
+        json.dump({"replace": replace, "remove": remove}, out)
+    os.replace(journal + _NEW, journal)  # the commit
+    _carry_out(directory, replace, remove)
+
+
+def _exited_files(directory: str) -> dict[str, list[str]]:
+    """The names of the files of exited processes, by kind (``counter``, ``gauge_max``...)."""
+    found: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(directory)):
+        match = _PROCESS_FILE.fullmatch(name)
+        if match is not None and process_exited(int(match[2])):
+            found.setdefault(match[1], []).append(name)
+    return found
+
+
+def _folded(kind: str) -> str:
+    """The name of the file of ``kind`` (``counter``, ``gauge_max``...) exited processes'
+    values are folded into: one prometheus-client's reader takes for one more process."""
+    return f"{kind}_folded.db"
+
+
+def _write_folded(directory: str, kind: str, names: list[str]) -> list[str]:
+    """Write ``<kind>_folded.db.new``: the kind's folded file with the values of ``names``
+    added. Returns the names added (a file that cannot be read is left as it is)."""
+    totals: dict[str, float] = {}
+    combine = _COMBINE[kind]
+    target = os.path.join(directory, _folded(kind))
+    if os.path.exists(target) and not _added(target, totals, combine):
+        return []  # (its values must not be lost: scrapes leave such a file out anyway)
+    added = [name for name in names if _added(os.path.join(directory, name), totals, combine)]
+    if added:
+        values = MmapedDict(target + _NEW)  # type: ignore[no-untyped-call]
+        try:
+            for key, value in totals.items():
+                values.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+        finally:
+            values.close()  # type: ignore[no-untyped-call]
+    return added
+
+
+def _added(path: str, totals: dict[str, float], combine: Callable[[float, float], float]) -> bool:
+    """Combine the values of the file at ``path`` into ``totals``; False (said once) if it
+    cannot be read: a process killed as it made it, another program's."""
+    read_all = MmapedDict.read_all_values_from_file
+    try:
+        values = [(key, value) for key, value, _, _ in read_all(path)]  # type: ignore[no-untyped-call]
+    except Exception as error:
+        report_once(f"reading metrics file {os.path.basename(path)!r}", error)
+        return False
+    for key, value in values:
+        totals[key] = value if key not in totals else combine(totals[key], value)
+    return True
+
+
+def _finish_interrupted(directory: str) -> None:
+    """Carry out the fold a killed process committed, or drop the files of one it did not."""
+    journal = os.path.join(directory, _JOURNAL)
+    replace: dict[str, str] = {}
+    remove: list[str] = []
+    try:
+        with open(journal) as source:
+            replace, remove = _journal_entries(json.load(source))
+    except FileNotFoundError:
+        pass
+    except (ValueError, RecursionError) as error:  # no fold wrote it (a fold's is whole): dropped
+        report_once(f"reading {_JOURNAL}", error)
+    _carry_out(directory, replace, remove)
+    for name in os.listdir(directory):
+        if name.endswith(_NEW) and name.startswith((*_COMBINE, "tracekit-fold")):
+            os.unlink(os.path.join(directory, name))
+
+
+def _journal_entries(document: object) -> tuple[dict[str, str], list[str]]:
+    """The files a journal replaces and removes: only names a fold writes, in the directory
+    itself (the journal lies in a directory others write: its names are checked)."""
+    if not isinstance(document, dict):
+        raise ValueError(f"{_JOURNAL} is not a fold's journal")
+    replace = document.get("replace")
+    remove = document.get("remove")
+    if not isinstance(replace, dict) or not isinstance(remove, list):
+        raise ValueError(f"{_JOURNAL} is not a fold's journal")
+    if not all(
+        isinstance(target, str) and new == f"{target}{_NEW}" and _FOLDED_FILE.fullmatch(target)
+        for new, target in replace.items()
+    ) or not all(isinstance(name, str) and _PROCESS_FILE.fullmatch(name) for name in remove):
+        raise ValueError(f"{_JOURNAL} names files no fold writes")
+    return replace, remove
+
+
+def _carry_out(directory: str, replace: dict[str, str], remove: list[str]) -> None:
+    """Put the new folded files in place, remove the files folded into them, then the journal
+    (each step again after a kill: a file already moved or removed is skipped)."""
+    for new, target in replace.items():
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(os.path.join(directory, new), os.path.join(directory, target))
+    for name in remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, _JOURNAL))
+
+
+def _close_held_in_child() -> None:
+    for lock in _held:
+        os.close(lock)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)

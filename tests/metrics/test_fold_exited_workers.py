@@ -1,0 +1,250 @@
+"""Exited processes' multiprocess files folded into one per kind (``tracekit._metrics.fold``).
+
+Every file here is written by a real prometheus-client in multiprocess mode, in a process of its
+own that has exited, as a worker recycled by gunicorn's ``--max-requests`` leaves them; scrapes
+are tracekit's exposition of the directory. Each exited worker's files stayed and every scrape
+read them all (1,000 exited workers: 20 s a scrape). A scrape now folds them first: the totals
+are the same, the files one per kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tracekit import metrics
+from tracekit._metrics.fold import LOCK_FILE, reading
+
+_WORKER = """
+import sys
+from prometheus_client import Counter, Gauge, Histogram
+served = int(sys.argv[1])
+requests = Counter("served", "Requests served", ["route"])
+took = Histogram("took_seconds", "Time taken", ["route"], buckets=(0.1, 1.0))
+for number in range(served):
+    requests.labels("/orders").inc()
+    took.labels("/orders").observe(0.25)
+for mode in sys.argv[2:]:
+    Gauge(f"pool_{mode}", "Connections", multiprocess_mode=mode).set(served)
+"""
+_GAUGE_MODES = ("livesum", "sum", "max", "min", "all", "mostrecent")
+_FOLDED = [
+    "counter_folded.db",
+    "gauge_max_folded.db",
+    "gauge_min_folded.db",
+    "gauge_sum_folded.db",
+    "histogram_folded.db",
+]
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _exit_workers(directory: Path, served: list[int], modes: tuple[str, ...]) -> None:
+    """Run a worker per number in ``served``, each serving that many requests, then exiting."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    for count in served:
+        argv = [sys.executable, "-c", _WORKER, str(count), *modes]
+        subprocess.run(argv, env=env, check=True, timeout=60)
+
+
+def _scrape(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Samples:
+    """The samples of one scrape of tracekit's exposition of ``directory``."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    text = generate_latest(metrics.exposition_registry()).decode()  # type: ignore[arg-type]
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _process_files(directory: Path) -> list[str]:
+    """The names of the files of processes (not folded ones) in ``directory``."""
+    return sorted(
+        path.name for path in directory.glob("*.db") if path.stem.rpartition("_")[2].isdigit()
+    )
+
+
+ROUTE = (("route", "/orders"),)
+
+
+def test_exited_workers_are_folded_with_their_totals_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exit_workers(tmp_path, [1, 2, 3], _GAUGE_MODES)
+    first = _scrape(tmp_path, monkeypatch)
+    _exit_workers(tmp_path, [4, 5], _GAUGE_MODES)
+    second = _scrape(tmp_path, monkeypatch)
+
+    assert first[("served_total", ROUTE)] == 6
+    assert first[("took_seconds_count", ROUTE)] == 6
+    assert second[("served_total", ROUTE)] == 15
+    assert second[("took_seconds_bucket", (("le", "0.1"), *ROUTE))] == 0
+    assert second[("took_seconds_bucket", (("le", "1.0"), *ROUTE))] == 15
+    assert second[("took_seconds_bucket", (("le", "+Inf"), *ROUTE))] == 15
+    assert second[("took_seconds_count", ROUTE)] == 15
+    assert second[("took_seconds_sum", ROUTE)] == 3.75
+    # gauges as prometheus-client combines them: live ones of exited workers gone, the others
+    # summed, the largest, the smallest, one per process (by pid), the most recent
+    assert ("pool_livesum", ()) not in second
+    assert second[("pool_sum", ())] == 15
+    assert second[("pool_max", ())] == 5
+    assert second[("pool_min", ())] == 1
+    assert sorted(v for (name, _), v in second.items() if name == "pool_all") == [1, 2, 3, 4, 5]
+    assert ("pool_mostrecent", ()) in second
+    # one file per kind, and those of the gauges kept per process (all, mostrecent)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [*_FOLDED, LOCK_FILE, *_process_files(tmp_path)]
+    )
+    kept = {name.rpartition("_")[0] for name in _process_files(tmp_path)}
+    assert kept == {"gauge_all", "gauge_mostrecent"}
+    assert len(_process_files(tmp_path)) == 10
+
+
+def test_a_live_workers_files_are_not_folded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _exit_workers(tmp_path, [3], ("livesum",))
+    (exited,) = tmp_path.glob("counter_*.db")
+    live = exited.rename(tmp_path / f"counter_{os.getpid()}.db")  # this process's: alive
+    _exit_workers(tmp_path, [2], ("livesum",))
+
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 5
+    assert live.exists()
+    assert (tmp_path / "counter_folded.db").exists()
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 5
+
+
+# Folds the directory (argv[1]) in a process killed (SIGKILL) at its file-system step argv[2]:
+# a value written into a new folded file, a file moved or removed.
+_FOLD_KILLED = """
+import os, signal, sys
+from prometheus_client.mmap_dict import MmapedDict
+from tracekit._metrics import fold
+
+steps = 0
+
+def killed_at_its_step(call):
+    def step(*args, **kwargs):
+        global steps
+        steps += 1
+        if steps == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return call(*args, **kwargs)
+    return step
+
+os.replace = killed_at_its_step(os.replace)
+os.unlink = killed_at_its_step(os.unlink)
+MmapedDict.write_value = killed_at_its_step(MmapedDict.write_value)
+fold.fold_exited(sys.argv[1])
+"""
+
+
+def test_a_fold_killed_at_any_step_loses_and_doubles_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed (``kill -9``) as it folded, at each of its steps in turn: the next scrape
+    counts every request once, and its fold leaves one file per kind."""
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    _exit_workers(workers, [1, 2], ("livesum", "sum", "max"))
+    _scrape(workers, monkeypatch)  # folded once: a fold adds to a folded file
+    _exit_workers(workers, [3, 4], ("livesum", "sum", "max"))
+    killed_at = 0
+    while True:
+        killed_at += 1
+        directory = tmp_path / f"killed-at-{killed_at}"
+        shutil.copytree(workers, directory)
+        argv = [sys.executable, "-c", _FOLD_KILLED, str(directory), str(killed_at)]
+        folding = subprocess.run(argv, timeout=60, capture_output=True)
+
+        scrape = _scrape(directory, monkeypatch)
+        assert scrape[("served_total", ROUTE)] == 10, killed_at
+        assert scrape[("took_seconds_count", ROUTE)] == 10, killed_at
+        assert scrape[("pool_sum", ())] == 10, killed_at
+        assert scrape[("pool_max", ())] == 4, killed_at
+        assert _process_files(directory) == [], killed_at
+        assert sorted(path.name for path in directory.iterdir()) == [
+            "counter_folded.db", "gauge_max_folded.db", "gauge_sum_folded.db",
+            "histogram_folded.db", LOCK_FILE,
+        ], killed_at  # fmt: skip
+        if folding.returncode == 0:  # not killed: every step was tried
+            break
+        assert folding.returncode == -signal.SIGKILL, folding.stderr.decode()
+    assert killed_at > 20  # (24 steps: values written, files moved and removed)
+
+
+def test_a_journal_no_fold_wrote_removes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal lies in a directory others can write: one naming files that are no worker's
+    (outside the directory, another program's) is dropped, and the fold goes on."""
+    outside = tmp_path / "counter_123.db"
+    outside.write_bytes(b"kept")
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    other = directory / "notes.db"
+    other.write_bytes(b"kept")
+    _exit_workers(directory, [2], ())
+    journals = [
+        json.dumps({"replace": {}, "remove": ["../counter_123.db"]}).encode(),
+        json.dumps({"replace": {}, "remove": ["notes.db"]}).encode(),
+        json.dumps({"replace": {"notes.db.new": "notes.db"}, "remove": []}).encode(),
+        json.dumps({"replace": {"5.new": 5}, "remove": []}).encode(),
+        json.dumps({"replace": {}, "remove": "not a list"}).encode(),
+        b"\xff{",
+        b"[" * 100_000,
+    ]
+    for journal in journals:
+        (directory / "tracekit-fold.journal").write_bytes(journal)
+        assert _scrape(directory, monkeypatch)[("served_total", ROUTE)] == 2
+        assert not (directory / "tracekit-fold.journal").exists()
+    assert outside.read_bytes() == other.read_bytes() == b"kept"
+
+
+def test_a_file_named_for_no_possible_process_does_not_fail_the_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live gauge's file named with a number too large for a process ID failed every scrape
+    (``OverflowError`` asking whether that process lived)."""
+    _exit_workers(tmp_path, [2], ("livesum",))
+    (livesum,) = tmp_path.glob("gauge_livesum_*.db")
+    shutil.copy(livesum, tmp_path / f"gauge_livesum_{10**30}.db")
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
+
+
+def test_the_master_reaping_a_worker_leaves_the_fold_to_a_scrape_it_would_wait_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn's master folds a worker's files as it reaps it (``mark_process_dead`` in
+    ``child_exit``). While a scrape reads the directory it does not wait (its workers would
+    wait with it): the fold is the next scrape's."""
+    _exit_workers(tmp_path, [2], ("livesum",))
+    (livesum,) = tmp_path.glob("gauge_livesum_*.db")
+    pid = int(livesum.stem.rpartition("_")[2])
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    reaped = threading.Event()
+
+    def reap() -> None:
+        metrics.mark_process_dead(pid)
+        reaped.set()
+
+    with reading(str(tmp_path)):  # a scrape reading the directory
+        master = threading.Thread(target=reap, daemon=True)
+        master.start()
+        master.join(30)
+        assert reaped.is_set()
+        assert _process_files(tmp_path) == [f"counter_{pid}.db", f"histogram_{pid}.db"]
+    metrics.mark_process_dead(pid)
+    assert _process_files(tmp_path) == []
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
