@@ -7,8 +7,8 @@ copied under the numbers of N exited workers, as gunicorn's ``--max-requests`` l
 reader over the whole directory); "first scrape" is tracekit's exposition, which folds the
 exited workers' files into one as it begins, and "next scrape" each one after it.
 
-    python -m bench.multiproc_scrape_bench            # full run; rewrites docs/benchmarks.md's section
-    python -m bench.multiproc_scrape_bench --quick    # a smoke run; prints only
+    python -m bench.multiproc_scrape_bench          # rewrites docs/benchmarks.md's section
+    python -m bench.multiproc_scrape_bench --quick  # a smoke run; prints only
 """
 
 from __future__ import annotations
