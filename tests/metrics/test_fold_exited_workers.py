@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -247,4 +248,27 @@ def test_the_master_reaping_a_worker_leaves_the_fold_to_a_scrape_it_would_wait_f
         assert _process_files(tmp_path) == [f"counter_{pid}.db", f"histogram_{pid}.db"]
     metrics.mark_process_dead(pid)
     assert _process_files(tmp_path) == []
+    assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
+
+
+def test_a_process_forked_during_a_scrape_does_not_keep_the_directory_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gunicorn ``--preload``: the master serves the metrics port and forks workers while a
+    scrape reads the directory. An ``flock`` belongs to the open file, which a forked child
+    shares: each worker forked then held the lock for as long as it lived, and no fold could
+    happen (files piled up as before)."""
+    with reading(str(tmp_path)):  # a scrape reading the directory
+        child = os.fork()
+        if child == 0:  # a worker, living on
+            time.sleep(60)
+            os._exit(0)
+    try:
+        _exit_workers(tmp_path, [2], ())  # (after the fork: their numbers are not the child's)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        metrics.mark_process_dead(child)  # (alive: a fold of the others' files)
+        assert _process_files(tmp_path) == []
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
     assert _scrape(tmp_path, monkeypatch)[("served_total", ROUTE)] == 2
