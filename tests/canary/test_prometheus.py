@@ -108,10 +108,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     ]
     per_round = len(shops) * (len(PATHS) + 1)  # each path, and the message /publish queued
     try:
-        for shop in shops:
-            shop.wait_up()
         targets = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
         with running_prometheus(binary, directory, "shop", targets, interval="200ms") as url:
+            for shop in shops:  # while Prometheus waits for its first targets
+                shop.wait_up()
             _send(shops, range(FAIL_EVERY, FAIL_EVERY + 2))  # on the canary n = 10 fails, 11 not
             wait_for(
                 lambda: _seen(url) == 2 * per_round, 30, "warm-up scraped", ignoring=UNREACHABLE

@@ -86,11 +86,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     binary = prometheus_binary()
     shops = [start_shop(APP, version, SERVICE) for version in (BASELINE, CANARY)]
     try:
-        for shop in shops:
-            wait_for(partial(_answers, shop.url), 20, "shop up", ignoring=UNREACHABLE)
         scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops]
         directory = tmp_path_factory.mktemp("awkward-names")
         with running_prometheus(binary, directory, "shop", scrape) as url:
+            for shop in shops:  # while Prometheus waits for its first targets
+                wait_for(partial(_answers, shop.url), 20, "shop up", ignoring=UNREACHABLE)
             up = 'sum(up{job="shop"})'
             wait_for(lambda: _scraped(url, up) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
             with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as c:

@@ -67,13 +67,13 @@ def test_backlog_grows_at_the_publish_rate_while_no_consumer_runs(tmp_path: Path
     every message published."""
     publisher, consumer = (start_shop(APP, "1.0.0", role) for role in ("publisher", "consumer"))
     try:
-        for shop in (publisher, consumer):
-            shop.wait_up()
         scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in (publisher, consumer)]
         with (
             running_prometheus(prometheus_binary(), tmp_path, "queue", scrape) as url,
             httpx.Client(timeout=10) as client,
         ):
+            for shop in (publisher, consumer):  # while Prometheus waits for its first targets
+                shop.wait_up()
             wait_for(lambda: _scraped(url, UP) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
             start = time.time()
             _send(client, [publisher, consumer], 3)
@@ -102,10 +102,10 @@ def test_backlog_shows_no_line_while_prometheus_saw_nothing(tmp_path: Path) -> N
     publisher, consumer = (start_shop(APP, "1.0.0", role) for role in ("publisher", "consumer"))
     scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in (publisher, consumer)]
     try:
-        for shop in (publisher, consumer):
-            shop.wait_up()
         with httpx.Client(timeout=10) as client:
             with running_prometheus(prometheus_binary(), tmp_path, "queue", scrape) as url:
+                for shop in (publisher, consumer):  # while Prometheus waits for its targets
+                    shop.wait_up()
                 wait_for(lambda: _scraped(url, UP) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
                 start = time.time()
                 _send(client, [publisher, consumer], 3)

@@ -33,12 +33,12 @@ def test_a_service_that_only_calls_out_is_listed_and_its_calls_shown(tmp_path: P
     service that only calls out was not among them, and its calls showed only under "All"."""
     caller = start_shop(APP, "2.0.0", "caller")
     try:
-        caller.wait_up()
         scrape = [f"127.0.0.1:{caller.metrics_port}"]
         with (
             running_prometheus(prometheus_binary(), tmp_path, "jobs", scrape) as url,
             httpx.Client(base_url=caller.url, timeout=10) as client,
         ):
+            caller.wait_up()  # while Prometheus waits for its first targets (see prometheus_server)
             wait_for(lambda: instant(url, "up == 1"), 20, "a first scrape", ignoring=UNREACHABLE)
             start = time.time()
             for _ in range(CALLS):

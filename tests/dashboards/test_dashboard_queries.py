@@ -74,12 +74,9 @@ def _warm_up(shop: Shop) -> int:
 
 @pytest.fixture(scope="module")
 def shops() -> Iterator[dict[str, Shop]]:
+    """Both versions, started: ``prometheus`` waits for their warm-up requests."""
     started = {version: start_shop(APP, version) for version in (BASELINE, CANARY)}
     try:
-        for shop in started.values():
-            wait_for(
-                partial(_warm_up, shop), 20, f"shop {shop.version} to answer", ignoring=UNREACHABLE
-            )
         yield started
     finally:
         for shop in started.values():
@@ -92,6 +89,10 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, shops: dict[str, Shop])
     scrape = [f"127.0.0.1:{shop.metrics_port}" for shop in shops.values()]
     directory = tmp_path_factory.mktemp("dash-prometheus")
     with running_prometheus(binary, directory, "shop", scrape) as url:
+        for shop in shops.values():  # while Prometheus waits for its first targets
+            wait_for(
+                partial(_warm_up, shop), 20, f"shop {shop.version} to answer", ignoring=UNREACHABLE
+            )
         wait_for(
             lambda: len(instant(url, 'up{job="shop"} == 1')) == 2,
             20,

@@ -36,13 +36,13 @@ def test_destinations_listed_are_those_of_the_service_chosen(tmp_path: Path) -> 
     offered, and one of another service's showed empty panels."""
     workers = [start_shop(APP, "1.0.0", role, queue) for role, queue in ENDS.items()]
     try:
-        for worker in workers:
-            worker.wait_up()
         scrape = [f"127.0.0.1:{worker.metrics_port}" for worker in workers]
         with (
             running_prometheus(prometheus_binary(), tmp_path, "queues", scrape) as url,
             httpx.Client(timeout=10) as client,
         ):
+            for worker in workers:  # while Prometheus waits for its first targets
+                worker.wait_up()
             wait_for(lambda: _scraped(url, UP) == 2, 20, "first scrapes", ignoring=UNREACHABLE)
             start = time.time()
             for worker in workers:
