@@ -596,18 +596,17 @@ class Received:
     def scheduled_ms(self, now_ns: int) -> float | None:
         """The part of the queue wait the producer asked for: from the publish to when the
         message was due, at most the whole wait. None when it was due at once."""
-        if self.due_time_ns is None or self.publish_time_ns is None:
+        due, sent = self.due_time_ns, self.publish_time_ns
+        if due is None or sent is None or due <= sent:
             return None
-        wait_ms = max(0.0, (now_ns - self.publish_time_ns) / 1e6)
-        asked_ms = (self.due_time_ns - self.publish_time_ns) / 1e6
-        return min(asked_ms, wait_ms) if asked_ms > 0 else None
+        return min((due - sent) / 1e6, self.wait_ms(now_ns) or 0.0)
 
     def overdue_ms(self, now_ns: int) -> float | None:
         """The queue wait past the time the message was due: what the queue-wait metric counts,
         so that a task scheduled an hour ahead is not an hour of backlog on a dashboard."""
         wait_ms = self.wait_ms(now_ns)
-        if wait_ms is None:
-            return None
+        if wait_ms is None or self.due_time_ns is None:  # (most messages: due at once)
+            return wait_ms
         return wait_ms - (self.scheduled_ms(now_ns) or 0.0)
 
     def link(self, now_ns: int) -> Link:
