@@ -213,17 +213,17 @@ def _classify(checks: list[Check], settings: Settings) -> list[MetricResult]:
     adjusted = holm([check.p_value for check in checks])
     results = []
     for check, p in zip(checks, adjusted, strict=True):
-        cls = _class_of(check, p, settings.alpha_per_look)
-        significant = p is not None and p < settings.alpha_per_look
-        words = explain(check, cls, p, settings.confidence, settings.tail_quantile, significant)
+        worse = p is not None and p < settings.alpha_per_look
+        cls = _class_of(check, p, worse)
+        words = explain(check, cls, p, settings.confidence, settings.tail_quantile, worse)
         results.append(MetricResult(check, check.metric in settings.critical, p, cls, words))
     return results
 
 
-def _class_of(check: Check, adjusted_p: float | None, alpha: float) -> str:
+def _class_of(check: Check, adjusted_p: float | None, worse: bool) -> str:
+    """``worse``: the adjusted p-value is under the look's alpha."""
     if adjusted_p is None:
         return INCONCLUSIVE
-    worse = adjusted_p < alpha
     within = check.upper is not None and check.upper <= check.tolerance
     if worse and not within:
         return FAIL
