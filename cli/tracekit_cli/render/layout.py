@@ -148,12 +148,12 @@ REDELIVERED_NOTE = (
 )
 
 
-def _scheduled(record: SpanRecord, waited: Hop | None) -> str | None:
+def _scheduled(record: SpanRecord, waited: Hop) -> str | None:
     """``15.00 s of it scheduled (not due before), 11.69 s past due`` under a queue wait whose
     consumer says its producer asked for a delay (``tracekit.scheduled_delay_ms``: a Celery
     countdown or eta): a task scheduled an hour ahead did not wait an hour for a worker."""
     asked = record.attributes.get(semconv.SCHEDULED_DELAY_MS)
-    wait = waited.queue_wait_ms if waited is not None else None
+    wait = waited.queue_wait_ms
     if wait is None or isinstance(asked, bool) or not isinstance(asked, int | float):
         return None
     if not 0 < asked <= MAX_SCHEDULED_MS:  # (NaN too)
