@@ -8,6 +8,9 @@ and adds nothing when the caller already uses all 10 (the message goes out uncha
 it add any when they would take a message past ``MAX_MESSAGE_SIZE``, which SQS counts as the body
 plus every attribute's name, data type and value (``message_size``).
 
+A message sent with ``DelaySeconds`` also carries when it was due (``tracekit-due-time``), so
+that the delay asked for is not counted as a backlog on the consumer's side.
+
 A receiver opens the CONSUMER span around its handler::
 
     response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
@@ -42,9 +45,12 @@ MAX_PACKED_LENGTH = 16_384  # our fields are bounded far below this; anything lo
 MAX_MESSAGE_SIZE = 262_144  # bytes: SQS's long-standing limit (MaximumMessageSize's old default)
 MAX_ENVELOPE_LENGTH = 2 * 1_048_576  # an SNS envelope of the largest message, JSON-escaped
 TRACE_HEADER_ATTRIBUTE = "AWSTraceHeader"  # the system attribute AWS keeps X-Ray's header in
+# When a message sent with ``DelaySeconds`` was due (unix ns): its wait until then was asked for
+DUE_TIME_ATTRIBUTE = "tracekit-due-time"
 X_RAY_HEADER = "x-amzn-trace-id"
 
 __all__ = [
+    "DUE_TIME_ATTRIBUTE",
     "MAX_ATTRIBUTES",
     "MAX_ENVELOPE_LENGTH",
     "MAX_MESSAGE_SIZE",
@@ -75,13 +81,15 @@ def queue_name(queue: str) -> str:
 def add_context(attributes: Mapping[str, Any] | None, fields: Mapping[str, str]) -> dict[str, Any]:
     """``attributes`` plus tracekit's ``fields``, as separate or packed String attributes.
 
-    Attributes the caller set under tracekit's names, in any capitals, are replaced. When there
+    Attributes the caller set under tracekit's names, in any capitals, are replaced (a
+    ``tracekit-due-time`` of a message relayed is left out, unless ``fields`` has one). When there
     is no room even for the packed attribute, the caller's attributes come back unchanged.
     Fields named as SQS refuses an attribute name (a configured header such as ``X-Corr!d``)
     are always packed.
     """
     own = callers_own(attributes or {}, fields)
     own.pop(PACKED_ATTRIBUTE, None)
+    own.pop(DUE_TIME_ATTRIBUTE, None)  # a relayed message's: this one is due as it is sent
     if len(own) + len(fields) <= MAX_ATTRIBUTES and all(map(is_attribute_name, fields)):
         return {**own, **{name: _string(value) for name, value in fields.items()}}
     if len(own) < MAX_ATTRIBUTES:
@@ -255,11 +263,13 @@ def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> 
     (``tracer_provider``, ``registry``...).
     """
     fields = safe("sqs message attributes", lambda: _as_mapping(message)) or {}
+    headers = headers_of(fields)
     return messaging.consume(
-        headers_of(fields),
+        headers,
         system=SYSTEM,
         destination=queue_name(queue),
         message_id=fields.get("MessageId"),
+        due_unix_nano=ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19),
         **options,
     )
 

@@ -976,3 +976,64 @@ def test_sends_and_polls_make_no_http_span_of_their_own(
     finished = [(span.name, span.kind) for span in spans.get_finished_spans()]
     name = tracekit.sqs.queue_name(queue_url)
     assert finished == [(f"send {name}", SpanKind.PRODUCER), (f"process {name}", SpanKind.CONSUMER)]
+
+
+def test_a_delay_asked_for_is_a_scheduled_delay_not_a_backlog_on_the_dashboard(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages sent with ``DelaySeconds`` (a retry with backoff, a reminder) wait in the queue
+    because they were asked to: the CONSUMER span says how much of the wait was asked for
+    (``tracekit.scheduled_delay_ms``), and the queue-wait histogram dashboards alert on counts
+    only the wait past it. It counted the delay: every delayed message was that much backlog.
+    One message of the batch has 9 attributes of its own, so its due time travels packed."""
+    from prometheus_client import REGISTRY
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sqs-delayed")
+    queue = queue_url.rsplit("/")[-1]
+    labels = {"messaging_system": "aws_sqs", "messaging_destination_name": queue,
+              "service_name": "sqs-delayed", "service_version": ""}  # fmt: skip
+    own = {f"app{n}": {"DataType": "String", "StringValue": "v"} for n in range(9)}
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="later", DelaySeconds=1)
+    sqs_client.send_message_batch(
+        QueueUrl=queue_url,
+        Entries=[
+            {"Id": "a", "MessageBody": "later too", "DelaySeconds": 1},
+            {"Id": "b", "MessageBody": "packed", "DelaySeconds": 1, "MessageAttributes": own},
+        ],
+    )
+    messages = receive(sqs_client, queue_url, count=3)
+    for message in messages:
+        with tracekit.sqs.consume(message, queue=queue_url):
+            pass
+
+    consumers = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert len(messages) == len(consumers) == 3
+    packed = next(m for m in messages if m["Body"] == "packed")
+    assert "tracekit-context" in packed["MessageAttributes"]
+    waits = [(s.attributes or {})[semconv.QUEUE_WAIT_MS] for s in consumers]
+    assert all(wait >= 1000 for wait in waits)  # moto holds a delayed message back, as SQS
+    assert [(s.attributes or {}).get(semconv.SCHEDULED_DELAY_MS) for s in consumers] == [1000.0] * 3
+    past_due_s = sum(wait - 1000.0 for wait in waits) / 1e3
+    name = "tracekit_messaging_queue_wait_seconds"
+    assert REGISTRY.get_sample_value(f"{name}_count", labels) == 3
+    assert REGISTRY.get_sample_value(f"{name}_sum", labels) == pytest.approx(past_due_s, abs=1e-5)
+
+
+def test_a_delayed_message_relayed_without_a_delay_is_not_sent_its_due_time(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """A worker relays a message it received (a delayed retry) to another queue with all its
+    attributes, as a dead-letter or fan-out step does: the first message's due time went along,
+    an attribute of the 10 spent on a time already past."""
+    relay_url = sqs_client.create_queue(QueueName=f"relay-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs_client.send_message(QueueUrl=queue_url, MessageBody="retry", DelaySeconds=1)
+    [delayed] = receive(sqs_client, queue_url, MessageAttributeNames=["All"])
+    assert "tracekit-due-time" in delayed["MessageAttributes"]
+
+    sqs_client.send_message(
+        QueueUrl=relay_url, MessageBody="retry", MessageAttributes=delayed["MessageAttributes"]
+    )
+    [relayed] = receive(sqs_client, relay_url, MessageAttributeNames=["All"])
+
+    assert "tracekit-due-time" not in relayed["MessageAttributes"]
+    assert "traceparent" in relayed["MessageAttributes"]

@@ -40,6 +40,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from tracekit import correlation, messaging, propagation, semconv, sqs
+from tracekit._digits import ascii_int
 from tracekit._messaging import headers as _message_headers
 from tracekit._propagation.trace_formats import B3
 from tracekit._runtime.guard import mark_failed, report_once, safe, suppress_nested_http_in
@@ -104,6 +105,7 @@ class _Sending:
     entries: str  # the batch operation's parameter listing its messages
     batch_operation: str
     x_ray: bool  # whether the X-Ray header goes into the ``AWSTraceHeader`` system attribute
+    delays: bool  # whether a message may ask to be delivered later (SQS's ``DelaySeconds``)
 
 
 def _send_one(
@@ -301,6 +303,8 @@ def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> An
     attributes = message.get("MessageAttributes")
     if not (attributes is None or isinstance(attributes, dict)):
         return message
+    if how.delays:
+        carrier = _with_due_time(message, carrier)
     merged = _with_context(attributes, carrier, how.service)
     x_ray = _x_ray_system_attribute(message, carrier) if how.x_ray else {}
     traced = {**message, "MessageAttributes": merged, **x_ray}
@@ -308,6 +312,20 @@ def _with_attributes(message: Any, carrier: dict[str, str], how: _Sending) -> An
         _left_out(f"message to {how.service}")
         return {**message, **x_ray}  # SQS does not count a system attribute towards the size
     return traced
+
+
+def _with_due_time(message: dict[str, Any], carrier: dict[str, str]) -> dict[str, str]:
+    """``carrier`` with the time a message sent with ``DelaySeconds`` becomes due, its publish
+    time plus the delay: its consumer counts the wait until then as asked for, not as a
+    backlog (``tracekit.scheduled_delay_ms``). SQS refuses a delay past 900 seconds itself."""
+    delay = message.get("DelaySeconds")
+    published = ascii_int(carrier.get(messaging.PUBLISH_TIME_HEADER), 19)
+    if type(delay) is not int or not 0 < delay <= _MOST_DELAY_S or published is None:
+        return carrier
+    return {**carrier, sqs.DUE_TIME_ATTRIBUTE: str(published + delay * 1_000_000_000)}
+
+
+_MOST_DELAY_S = 900
 
 
 def _with_x_ray_only(message: Any, carrier: dict[str, str], how: _Sending) -> Any:
@@ -413,6 +431,7 @@ def _attribute_names() -> list[str]:
         *(name.lower() for name in correlation_headers),
         *correlation_headers,
         messaging.PUBLISH_TIME_HEADER,
+        sqs.DUE_TIME_ATTRIBUTE,
         sqs.PACKED_ATTRIBUTE,
     )
     return [name for name in dict.fromkeys(names) if sqs.is_attribute_name(name)]
@@ -446,13 +465,14 @@ def _topic_name(params: dict[str, Any]) -> str | None:
 
 _SQS = _Sending(
     service="SQS", system=sqs.SYSTEM, destination=_queue_name, body="MessageBody",
-    entries="Entries", batch_operation="SendMessageBatch", x_ray=True,
+    entries="Entries", batch_operation="SendMessageBatch", x_ray=True, delays=True,
 )  # fmt: skip
 # A subscribed queue gets the attributes as its own with raw delivery, else in SNS's envelope,
 # where ``tracekit.sqs.consume`` reads them.
 _SNS = _Sending(
     service="SNS", system="aws.sns", destination=_topic_name, body="Message",
     entries="PublishBatchRequestEntries", batch_operation="PublishBatch", x_ray=False,
+    delays=False,
 )  # fmt: skip
 
 _Handler = Callable[[Callable[[dict[str, Any]], Any], dict[str, Any], Any], Any]
