@@ -628,13 +628,16 @@ def consume_batch(
     attributes: Mapping[str, Any] | None = None,
     tracer_provider: TracerProvider | None = None,
     registry: CollectorRegistry | None = None,
+    due_unix_nanos: Iterable[int | None] | None = None,
 ) -> Delivery:
     """Handle a batch inside one CONSUMER span linked to every message's producer.
 
     The span starts a new trace; each link carries its message's correlation ID and queue wait.
     The handler runs with the first message's correlation ID; ``tracekit.queue_wait_ms`` is the
-    longest wait in the batch. ``correlation_properties`` aligns with ``messages``. Both may
-    be any iterable (a list, a generator), read once.
+    longest wait in the batch. ``correlation_properties`` and ``due_unix_nanos`` (each delayed
+    message's due time, None for one due at once, as ``consume``'s ``due_unix_nano``: the
+    queue-wait metric counts only the wait past it) align with ``messages``. All may be any
+    iterable (a list, a generator), read once.
     """
     target = Target.make(system, destination, operation_name, attributes, tracer_provider, registry)
     if target is None:
@@ -646,6 +649,8 @@ def consume_batch(
         Received.parse(headers, prop, None, target.options)
         for headers, prop in zip(messages, properties, strict=False)
     ]
+    for message, due in zip(received, due_unix_nanos or (), strict=False):
+        message.due_time_ns = due
     return Delivery(received, target, batch=True)
 
 

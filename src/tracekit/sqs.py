@@ -269,7 +269,7 @@ def consume(message: Mapping[str, Any] | Any, *, queue: str, **options: Any) -> 
         system=SYSTEM,
         destination=queue_name(queue),
         message_id=fields.get("MessageId"),
-        due_unix_nano=ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19),
+        due_unix_nano=_due_time(headers),
         **options,
     )
 
@@ -278,9 +278,16 @@ def consume_batch(
     messages: Sequence[Mapping[str, Any] | Any], *, queue: str, **options: Any
 ) -> messaging.Delivery:
     """One CONSUMER span around a handler of several messages, linked to each producer."""
+    headers = [headers_of(message) for message in messages]
     return messaging.consume_batch(
-        [headers_of(message) for message in messages],
+        headers,
         system=SYSTEM,
         destination=queue_name(queue),
+        due_unix_nanos=map(_due_time, headers),
         **options,
     )
+
+
+def _due_time(headers: Mapping[str, str]) -> int | None:
+    """When a message sent with ``DelaySeconds`` was due (unix ns), as its producer wrote it."""
+    return ascii_int(headers.get(DUE_TIME_ATTRIBUTE), 19)

@@ -1037,3 +1037,36 @@ def test_a_delayed_message_relayed_without_a_delay_is_not_sent_its_due_time(
 
     assert "tracekit-due-time" not in relayed["MessageAttributes"]
     assert "traceparent" in relayed["MessageAttributes"]
+
+
+def test_delays_asked_for_are_no_backlog_for_a_batch_consumer_either(
+    sqs_client: Any, queue_url: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``consume_batch`` of messages sent with ``DelaySeconds`` and without: the histogram
+    counted every delayed message's whole wait. Now each counts its wait past its delay; each
+    link still carries the whole wait (``tracekit.queue_wait_ms``)."""
+    from prometheus_client import REGISTRY
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sqs-delayed-batch")
+    queue = queue_url.rsplit("/")[-1]
+    labels = {"messaging_system": "aws_sqs", "messaging_destination_name": queue,
+              "service_name": "sqs-delayed-batch", "service_version": ""}  # fmt: skip
+    sqs_client.send_message_batch(
+        QueueUrl=queue_url,
+        Entries=[
+            {"Id": "now", "MessageBody": "now"},
+            {"Id": "later", "MessageBody": "later", "DelaySeconds": 1},
+        ],
+    )
+    time.sleep(1.2)  # both visible: one receive, one batch
+    messages = receive(sqs_client, queue_url, count=2)
+    with tracekit.sqs.consume_batch(messages, queue=queue_url):
+        pass
+
+    [consumer] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    waits = [(link.attributes or {})[semconv.QUEUE_WAIT_MS] for link in consumer.links]
+    assert len(messages) == len(waits) == 2 and min(waits) >= 1000
+    past_due_s = (sum(waits) - 1000.0) / 1e3  # the delayed one's delay is no backlog
+    name = "tracekit_messaging_queue_wait_seconds"
+    assert REGISTRY.get_sample_value(f"{name}_count", labels) == 2
+    assert REGISTRY.get_sample_value(f"{name}_sum", labels) == pytest.approx(past_due_s, abs=1e-5)
