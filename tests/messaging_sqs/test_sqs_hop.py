@@ -433,6 +433,15 @@ def test_message_from_a_producer_without_tracekit_uses_sent_timestamp(
 SNS_TRACE = 0x5A5
 
 
+def _publish_under(sns_client: Any, topic: str, message: str, correlation_id: str) -> None:
+    """Publish ``message`` to ``topic`` with ``correlation_id`` current, as in a request."""
+    token = tracekit.correlation.set_correlation_id(correlation_id)
+    try:
+        sns_client.publish(TopicArn=topic, Message=message)
+    finally:
+        tracekit.correlation.reset_correlation_id(token)
+
+
 @pytest.mark.parametrize("raw", [False, True], ids=["sns-envelope", "raw-delivery"])
 def test_a_message_fanned_out_by_sns_continues_the_publishers_trace(
     sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter, raw: bool
@@ -535,11 +544,7 @@ def test_a_message_fanned_out_by_sns_continues_the_trace_through_the_resource_ap
     import boto3
 
     topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw=False)
-    token = tracekit.correlation.set_correlation_id("order-res-sns-1")
-    try:
-        sns_client.publish(TopicArn=topic, Message="placed")
-    finally:
-        tracekit.correlation.reset_correlation_id(token)
+    _publish_under(sns_client, topic, "placed", "order-res-sns-1")
     queue = boto3.resource(
         "sqs", endpoint_url=sqs_endpoint, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -1070,3 +1075,40 @@ def test_delays_asked_for_are_no_backlog_for_a_batch_consumer_either(
     name = "tracekit_messaging_queue_wait_seconds"
     assert REGISTRY.get_sample_value(f"{name}_count", labels) == 2
     assert REGISTRY.get_sample_value(f"{name}_sum", labels) == pytest.approx(past_due_s, abs=1e-5)
+
+
+def test_the_documented_sns_lambda_handler_continues_the_publishers_trace(
+    sqs_client: Any, sns_client: Any, queue_url: str, spans: InMemorySpanExporter
+) -> None:
+    """docs/queues/sqs.md's handler for a Lambda function subscribed to a topic, run on a
+    record made of the envelope SNS delivered to a queue (the same fields Lambda's ``Sns``
+    holds): its CONSUMER span is a child of the publish, under the publisher's ID."""
+    topic = _subscribed_topic(sqs_client, sns_client, queue_url, raw=False)
+    _publish_under(sns_client, topic, '{"id": 9}', "order-sns-lambda")
+    [message] = receive(sqs_client, queue_url)
+    handled: list[tuple[str, str | None]] = []
+
+    def handle(body: str) -> None:
+        handled.append((body, tracekit.correlation_id()))
+
+    def handler(event: dict[str, Any], context: object) -> None:  # as the page writes it
+        for record in event["Records"]:
+            sns = record["Sns"]
+            headers = {
+                name: attribute["Value"]
+                for name, attribute in (sns.get("MessageAttributes") or {}).items()
+                if attribute.get("Type") == "String"
+            }
+            topic = sns["TopicArn"].rsplit(":", 1)[-1]
+            with tracekit.messaging.consume(
+                headers, system="aws.sns", destination=topic, message_id=sns["MessageId"]
+            ):
+                handle(sns["Message"])
+
+    handler({"Records": [{"EventSource": "aws:sns", "Sns": json.loads(message["Body"])}]}, None)
+
+    finished = list(spans.get_finished_spans())
+    producer, consumer = one(finished, SpanKind.PRODUCER), one(finished, SpanKind.CONSUMER)
+    assert handled == [('{"id": 9}', "order-sns-lambda")]
+    assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
+    assert consumer.name == f"process {topic.rsplit(':', 1)[-1]}"
