@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from time import process_time
+from time import process_time, time_ns
 from types import SimpleNamespace
 from typing import Any
 
@@ -153,7 +153,10 @@ class _Parts:
     def consumer_span(self) -> None:
         received, delivery, target = self.received, self.delivery, self.target
         span = self.tracer.start_span(
-            "process orders", received.context, SpanKind.CONSUMER, delivery._attributes(target)
+            "process orders",
+            received.context,
+            SpanKind.CONSUMER,
+            delivery._attributes(target, time_ns()),
         )
         context = otel_context.Context({**received.context, propagation.CURRENT_SPAN_KEY: span})
         otel_context.detach(otel_context.attach(context))
