@@ -1112,3 +1112,29 @@ def test_the_documented_sns_lambda_handler_continues_the_publishers_trace(
     assert handled == [('{"id": 9}', "order-sns-lambda")]
     assert consumer.parent is not None and consumer.parent.span_id == producer.context.span_id
     assert consumer.name == f"process {topic.rsplit(':', 1)[-1]}"
+
+
+def test_a_receive_asks_for_the_x_ray_header_only_where_it_is_read(
+    sqs_client: Any, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the default propagators (no ``xray``) nothing reads ``AWSTraceHeader``, yet every
+    receive asked for it: a message from Lambda, SNS or an X-Ray-enabled SDK came back with it
+    among the caller's ``Attributes``. Under ``xray`` it is still asked for."""
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    system = {"AWSTraceHeader": {"DataType": "String", "StringValue": header}}
+    for _ in range(2):
+        sqs_client.send_message(
+            QueueUrl=queue_url, MessageBody="from aws", MessageSystemAttributes=system
+        )
+
+    def receive_one() -> dict[str, Any]:
+        asked = {"AttributeNames": ["ApproximateReceiveCount"], "WaitTimeSeconds": 5}
+        [message] = sqs_client.receive_message(QueueUrl=queue_url, **asked)["Messages"]
+        return dict(message)
+
+    default = receive_one()
+    monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,xray")
+    x_ray = receive_one()
+
+    assert sorted(default["Attributes"]) == ["ApproximateReceiveCount", "SentTimestamp"]
+    assert x_ray["Attributes"]["AWSTraceHeader"] == header

@@ -11,7 +11,7 @@ attributes.
   batch) that tracekit's attributes would take past SQS's size limit goes out without them,
   with a rate-limited warning.
 - ``ReceiveMessage`` adds tracekit's attribute names to ``MessageAttributeNames`` and
-  ``SentTimestamp`` and ``AWSTraceHeader`` to ``MessageSystemAttributeNames``
+  ``SentTimestamp`` (and under ``xray`` ``AWSTraceHeader``) to ``MessageSystemAttributeNames``
   (``AttributeNames`` on a botocore whose model predates it, or when the caller asked under
   that older name alone) unless the caller already asked for all.
   The handler runs in ``tracekit.sqs.consume(message, queue=...)``: boto3 returns a list, so
@@ -398,10 +398,17 @@ def _asking_for_context(params: dict[str, Any], system_parameter: str) -> dict[s
     asked_all = any(_asks_all(given) for given in (system, legacy))
     new = {**params, "MessageAttributeNames": wanted}
     if not asked_all:
-        new[system_parameter] = _with_names(
-            params.get(system_parameter), ["SentTimestamp", sqs.TRACE_HEADER_ATTRIBUTE]
-        )
+        new[system_parameter] = _with_names(params.get(system_parameter), _system_names())
     return new
+
+
+def _system_names() -> list[str]:
+    """The system attributes tracekit reads: ``SentTimestamp`` (the queue wait of a message
+    from a producer without tracekit), and ``AWSTraceHeader`` where a configured propagator
+    reads X-Ray's header; elsewhere it was one more attribute in the caller's messages, which
+    nothing read."""
+    x_ray = any(name.lower() == sqs.X_RAY_HEADER for name in propagation.carried_fields())
+    return ["SentTimestamp", sqs.TRACE_HEADER_ATTRIBUTE] if x_ray else ["SentTimestamp"]
 
 
 def _system_names_parameter(client: Any) -> str:
