@@ -358,12 +358,18 @@ async def _send_as_arrived(
     does, when a response completes), and that request's task copies the current context: it
     would carry this request's correlation ID and span (a health check's logs with another
     request's ID; a request after a 5xx still at work taken for part of it). The request's
-    context is current again afterwards, for the work the application does after answering.
+    context is current again afterwards, for the work the application does after answering;
+    the server's lines about the response logged during this send (uvicorn's access line, when
+    a middleware outside this one held the response's start back) find it too.
     """
+    answering = [correlation._request_context()]
     tokens = _as_arrived(arrived_in, correlation_token)
+    answering_token = correlation._answering.set(answering)
     try:
         await send(message)
     finally:
+        answering.clear()  # the connection's next request, started in this send, copied it
+        correlation._answering.reset(answering_token)
         restore_current(tokens)
 
 

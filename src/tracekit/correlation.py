@@ -202,6 +202,21 @@ def _context_of(error: object) -> Context | None:
     return None
 
 
+# The server's lines about a response come as it starts (uvicorn's access line), and a
+# middleware outside tracekit's may hold that start back until the body (Starlette's
+# GZipMiddleware): it then goes out within the send that ends the response, which tracekit makes
+# in the context the request arrived in (the server starts the connection's next request from
+# inside it). For that send alone, the request's context waits here for those lines; emptied as
+# the send returns, so the next request, whose task copies this variable, finds nothing in it.
+_answering: ContextVar[list[Context] | None] = ContextVar("tracekit_answering", default=None)
+
+
+def _answered_context() -> Context | None:
+    """The context of the request whose response is being sent here, if one is."""
+    answering = _answering.get()
+    return answering[0] if answering else None
+
+
 def reset_correlation_id(token: Token[str | None]) -> None:
     """Restore the correlation ID that was current before ``set_correlation_id``."""
     _current.reset(token)

@@ -239,8 +239,12 @@ def _request_fields(args: tuple[Any, ...]) -> dict[str, str]:
 
 
 def _fields_logged_with(exc_info: object) -> dict[str, str]:
-    """The fields of the current context, or, outside any request, of the request a logged
+    """The fields of the request whose response is being sent here (the server's line about
+    it), else of the current context, or, outside any request, of the request a logged
     exception escaped: ``exc_info`` as a logging call gives it, else the one being handled."""
+    answered = correlation._answered_context()
+    if answered is not None:
+        return _fields_in(answered)
     fields = _safe_fields()
     if fields["correlation_id"] == EMPTY and fields["trace_id"] == EMPTY:
         context = _error_context(exc_info)

@@ -275,6 +275,21 @@ def test_uvicorns_line_carries_the_requests_id_below_a_function_middleware(
     assert "uvicorn-config ERROR [below-fail-1] Exception in ASGI application" in output, output
 
 
+@pytest.mark.parametrize("below", [[], ["gzip"]], ids=["alone", "below-gzip"])
+def test_uvicorns_access_line_carries_the_requests_id(tmp_path: Path, below: list[str]) -> None:
+    """uvicorn logs its access line as the response starts; GZipMiddleware, outside tracekit's
+    (added after it), holds the start back and sends it with the body, in the send that ends
+    the response, which tracekit makes in the context the request arrived in: the line showed
+    '[-]'."""
+    port = free_port()
+    command = [sys.executable, "asgi_logging.py", str(port), "uvicorn_log_config.json", *below]
+    request, awaited = ("/order", "access-line-1", 200), '"GET /order HTTP/1.1" 200'
+    output = _server_log(command, port, tmp_path, request, awaited)
+    start = "uvicorn-config INFO [access-line-1] 127.0.0.1:"
+    lines = output.splitlines()
+    assert any(line.startswith(start) and line.endswith(awaited) for line in lines), output
+
+
 @pytest.mark.parametrize("below", [[], ["below"]], ids=["alone", "below-a-function-middleware"])
 def test_uvicorns_line_on_an_exception_two_requests_raised_carries_each_requests_id(
     tmp_path: Path, below: list[str]

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -84,8 +85,16 @@ below_function_middleware = Starlette(
     middleware=[Middleware(BaseHTTPMiddleware, dispatch=timed), Middleware(TracekitMiddleware)],
 )
 
+# tracekit's middleware below GZip, which holds a response's start back until its body comes
+# (``python asgi_logging.py PORT FILE gzip``): Starlette's order for ``add_middleware(Tracekit…)``
+# followed by ``add_middleware(GZipMiddleware)``.
+below_gzip = Starlette(
+    routes=routes, middleware=[Middleware(GZipMiddleware), Middleware(TracekitMiddleware)]
+)
+SERVED = {"below": below_function_middleware, "gzip": below_gzip}
+
 if __name__ == "__main__":
     import uvicorn
 
-    served = below_function_middleware if sys.argv[3:] == ["below"] else app
+    served = SERVED.get(sys.argv[3], app) if len(sys.argv) > 3 else app
     uvicorn.run(served, host="127.0.0.1", port=int(sys.argv[1]), log_config=sys.argv[2])
