@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import requests
 from conditions import wait_for
+from fastapi import BackgroundTasks, Depends, FastAPI
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -140,6 +142,62 @@ def test_a_background_task_that_fails_is_a_failed_span_under_the_request(
     assert after.start_time is not None and request.end_time is not None
     assert after.start_time >= request.end_time - 1_000_000  # from the response on
     assert after.attributes is not None and after.attributes["correlation.id"]
+
+
+def _fastapi_failing_after_its_response(how: str) -> FastAPI:
+    """A FastAPI app whose ``POST /signup`` answers, then fails: in a background task, or in
+    the exit code of a dependency with ``yield``, which FastAPI runs after the response."""
+    app = FastAPI()  # native telemetry on: FastAPI opens the SERVER span itself
+
+    def send_mail() -> None:
+        time.sleep(0.2)
+        raise LookupError("no such mailbox")
+
+    async def mailer() -> AsyncIterator[None]:
+        yield
+        send_mail()
+
+    if how == "background task":
+
+        @app.post("/signup")
+        async def signup(tasks: BackgroundTasks) -> dict[str, str]:
+            tasks.add_task(send_mail)
+            return {"ok": "yes"}
+
+    else:
+
+        @app.post("/signup")
+        async def signup_with_mailer(mailed: None = Depends(mailer)) -> dict[str, str]:
+            return {"ok": "yes"}
+
+    return app
+
+
+@pytest.mark.parametrize("how", ["background task", "dependency exit"])
+def test_a_failure_after_fastapis_own_span_ended_is_a_failed_span_under_it(
+    how: str, serve_asgi: Any, spans: Any, caplog: Any
+) -> None:
+    """FastAPI's own SERVER span (tracekit adds none of its own) ends with the response; what
+    the app raised after it was in no span at all: ``tracekit trace`` showed a request without
+    an error, and uvicorn's log line alone had it."""
+    caplog.set_level(logging.CRITICAL)  # uvicorn logs the exception
+    app = _fastapi_failing_after_its_response(how)
+    app.add_middleware(asgi.TracekitMiddleware, registry=CollectorRegistry())
+    url = serve_asgi(app)
+
+    assert requests.post(url + "/signup", timeout=10).status_code == 200
+
+    def after_response() -> list[Any]:
+        return [s for s in spans.get_finished_spans() if s.name.endswith("after response")]
+
+    (after,) = wait_for(after_response, 5, "the span after the response")
+    (request,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert after.name == "POST /signup after response"
+    assert after.parent is not None and after.parent.span_id == request.context.span_id
+    assert after.status.status_code is StatusCode.ERROR
+    assert after.status.description == "LookupError: no such mailbox"
+    assert request.attributes is not None and after.attributes is not None
+    assert after.attributes["correlation.id"] == request.attributes["correlation.id"]
 
 
 async def _with_trailers(scope: Any, receive: Any, send: Any) -> None:

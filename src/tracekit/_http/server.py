@@ -302,10 +302,12 @@ class ServerRequests:
 
     def _failed_after_response(self, request: ActiveRequest, error: BaseException) -> None:
         """The application raised after its response had gone (a background task, its
-        trailers): the request's span has ended, so the exception gets a span of its own under
-        it, from the response to now."""
+        trailers, a FastAPI dependency's exit code): the request's span has ended (FastAPI's
+        own too, which it ends with the response), so the exception gets a span of its own
+        under it, from the response to now. An inner tracekit layer leaves it to the outer
+        one, which the exception reaches next."""
         span = request.span
-        if self._tracer is None or span is None or not request.owns_span or request.excluded:
+        if self._tracer is None or span is None or request.outer is not None or request.excluded:
             return
         name = getattr(span, "name", None) or "HTTP"
         after = self._tracer.start_span(
