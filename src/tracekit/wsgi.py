@@ -34,6 +34,7 @@ from tracekit._http.wsgi_environ import (
     CACHE_LIMIT,
     CONTEXT_KEY,
     ERROR_KEY,
+    HANDLED_ERROR_KEY,
     ROOT_KEY,
     ROUTE_KEY,
     Environ,
@@ -232,12 +233,20 @@ def _finish(
     try:
         _client_named_below(request, environ)
         route = environ.get(ROUTE_KEY) if requests.records else None
-        if error is None:  # the view's exception a framework answered with its 500 page
-            found = environ.get(ERROR_KEY)
-            error = found if isinstance(found, BaseException) else None
+        if error is None:
+            error = _answered_error(environ, request.status_code)
         requests.finish(request, route if isinstance(route, str) else None, error)
     except Exception as exc:
         report_once("wsgi request finish", exc)
+
+
+def _answered_error(environ: Environ, status_code: int) -> BaseException | None:
+    """The view's exception a framework answered with its 500 page, else one the application's
+    own error handler answered with a 5xx (with a 4xx, it was the client's error)."""
+    found = environ.get(ERROR_KEY)
+    if found is None and status_code >= 500:
+        found = environ.get(HANDLED_ERROR_KEY)
+    return found if isinstance(found, BaseException) else None
 
 
 def _client_named_below(request: ActiveRequest, environ: Environ) -> None:

@@ -18,11 +18,20 @@ from __future__ import annotations
 import contextlib
 import sys
 import weakref
+from types import ModuleType
 from typing import Any
 
 from tracekit._http.server import braced_route
-from tracekit._http.wsgi_environ import CACHE_LIMIT, ERROR_KEY, ROOT_KEY, ROUTE_KEY, Environ
+from tracekit._http.wsgi_environ import (
+    CACHE_LIMIT,
+    ERROR_KEY,
+    HANDLED_ERROR_KEY,
+    ROOT_KEY,
+    ROUTE_KEY,
+    Environ,
+)
 from tracekit._runtime.guard import guarded, report_once
+from tracekit.instrumentation._base import Instrumentor
 
 _TEMPLATES: dict[str, str] = {}
 # (id of the app tracekit wraps, id of a Flask app below it) -> weak references to both, and
@@ -274,6 +283,7 @@ def _connect_signals(app: Any) -> None:
 
     flask.got_request_exception.connect(_record_exception, weak=False)
     flask.request_tearing_down.connect(_remember_route_of_an_exit, weak=False)
+    _handled_exceptions.instrument()
 
 
 @guarded(None)
@@ -295,3 +305,37 @@ def _remember_route_of_an_exit(sender: Any, exc: BaseException | None = None, **
     environ = flask.request.environ
     if ROOT_KEY in environ:
         remember_route(environ)
+
+
+class _HandledExceptions(Instrumentor):
+    """The exceptions of views that an application's error handler answers
+    (``@app.errorhandler(Exception)`` making an API's JSON 500): Flask sends no
+    ``got_request_exception`` for them. ``handle_user_exception`` is where Flask hands an
+    exception to its handler; an ``HTTPException`` (``abort(503)``) is an answer, not one."""
+
+    target = "flask.app"
+
+    def patch(self, module: ModuleType) -> None:
+        self.wrap(module.Flask, "handle_user_exception", _leave_handled_exception)
+
+
+_handled_exceptions = _HandledExceptions()
+
+
+def _leave_handled_exception(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    answer = wrapped(*args, **kwargs)  # no handler: raised again, for got_request_exception
+    _remember_handled(args[0] if args else kwargs.get("e"))
+    return answer
+
+
+@guarded(None)
+def _remember_handled(exception: object) -> None:
+    import flask
+    from werkzeug.exceptions import HTTPException
+
+    environ = flask.request.environ
+    answered = isinstance(exception, Exception) and not isinstance(exception, HTTPException)
+    if answered and ROOT_KEY in environ:
+        environ[HANDLED_ERROR_KEY] = exception

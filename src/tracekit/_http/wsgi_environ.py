@@ -24,6 +24,8 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 CACHE_LIMIT = 256  # entries per cache of values read from environs: bounded whatever clients send
 ROUTE_KEY = "tracekit.route"  # frameworks' adapters leave the matched route template here
 ERROR_KEY = "tracekit.error"  # ... and the view's exception they answered with a 500 page
+# ... or that the application's own error handler answered (recorded if its answer is a 5xx)
+HANDLED_ERROR_KEY = "tracekit.handled_error"
 ROOT_KEY = "tracekit.wsgi_app"  # the app tracekit's WSGI middleware wraps: where mounts are
 # The request's context (its correlation ID and span), for what the server logs about the request
 # after the middleware put the context back: gunicorn's access line (``tracekit.logs``).
