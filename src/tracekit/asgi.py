@@ -165,6 +165,8 @@ class TracekitMiddleware(OptionsReadLate):
             kind = message["type"]
             if kind in _RESPONSE_STARTS:
                 request.status_code = message.get("status", 101)
+                if request.status_code >= 500:
+                    self._answering_handled_error(request)
                 trailers = bool(message.get("trailers", False))
                 message = with_header(message, echo)
             elif kind == "websocket.close" and not request.status_code:
@@ -327,6 +329,18 @@ class TracekitMiddleware(OptionsReadLate):
             self._requests.complete(request, route, error)
         except Exception as exc:
             report_once("asgi request finish", exc)
+
+    def _answering_handled_error(self, request: ActiveRequest) -> None:
+        """A 5xx starts while an exception is being handled: the page of the application's
+        own handler for it (Starlette's ``ExceptionMiddleware``, inside this middleware, sends
+        it from its ``except`` block). An ``HTTPException`` is the app's answer, not a failure."""
+        error = sys.exc_info()[1]
+        if error is None or _is_http_exception(error):
+            return
+        try:
+            self._requests.answering(request, error)
+        except Exception as exc:
+            report_once("asgi handled exception", exc)
 
     def _responded(self, request: ActiveRequest, scope: Scope, top: object) -> None:
         try:
@@ -564,6 +578,14 @@ def _client_closed_websocket(error: BaseException) -> bool:
     while the endpoint waited for its next message, and the endpoint let it out, as FastAPI's
     documented echo loop does."""
     return _is_starlettes(error, "WebSocketDisconnect")
+
+
+def _is_http_exception(error: BaseException) -> bool:
+    """Whether ``error`` is Starlette's ``HTTPException`` or a subclass (FastAPI's)."""
+    return any(
+        kind.__name__ == "HTTPException" and kind.__module__.startswith("starlette.")
+        for kind in type(error).__mro__
+    )
 
 
 def _is_starlettes(error: BaseException, name: str) -> bool:

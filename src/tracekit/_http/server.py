@@ -265,6 +265,20 @@ class ServerRequests:
             request.responded_ns = time.time_ns()
             self._record(request, route or request.route, request.error)
 
+    def answering(self, request: ActiveRequest, error: BaseException) -> None:
+        """A 5xx response starts as the application's own handler answers ``error`` (out of
+        tracekit's sight): the request's exception, unless it has one. Someone else's span
+        ends with the response (FastAPI's own, contrib's) and its owner names its error there
+        (FastAPI: by the status): the exception is recorded on it now, and the metrics keep
+        the status, as that span does. An outer tracekit layer sees the response start too."""
+        if request.error is not None or request.outer is not None:
+            return
+        span = request.span
+        if request.owns_span:
+            request.error = error
+        elif span is not None and span.is_recording():
+            mark_failed(span, error)
+
     def _record(
         self, request: ActiveRequest, route: str | None, error: BaseException | None = None
     ) -> None:
