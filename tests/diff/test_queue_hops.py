@@ -9,7 +9,8 @@ import json
 from typing import Any
 
 from click.testing import CliRunner
-from sdk_requests import Deployment, Request, _context
+from diff_cli import diff_document
+from sdk_requests import Deployment, Request, _carried, _context
 
 from tracekit_cli.main import cli
 
@@ -86,3 +87,36 @@ def test_a_longer_long_poll_before_the_request_is_no_difference(deployment: Depl
     doc: dict[str, Any] = json.loads(result.stdout)
     assert (result.exit_code, doc["changes"]) == (0, [])
     assert (doc["a"]["duration_ms"], doc["b"]["duration_ms"]) == (150.0, 150.0)
+
+
+def timed_out_order(request: Request, stock_ms: float) -> None:
+    """gateway gives up on orders after 90 ms (a read timeout); orders goes on: it waits
+    ``stock_ms`` for stock, then publishes, and mailer takes the message 40 ms later."""
+    root = request.entry("gateway", "/orders", 0, 100)
+    client = request.span("gateway", "POST", "CLIENT", 10, 100, _context(root),
+                          attrs={"http.request.method": "POST"}, error="ReadTimeout")  # fmt: skip
+    route = {"http.route": "/orders", "http.request.method": "POST"}
+    orders = request.span("orders", "POST /orders", "SERVER", 12, stock_ms + 40,
+                          _carried(client), attrs=route)  # fmt: skip
+    request.call(orders, "stock", "/reserve", 20, 20 + stock_ms)
+    sent = request.publish(orders, "orders.created", stock_ms + 25, stock_ms + 30)
+    request.consume("mailer", sent, stock_ms + 70, stock_ms + 80)
+
+
+def test_work_after_the_caller_timed_out_is_where_the_time_went_not_the_queue(
+    deployment: Deployment,
+) -> None:
+    """The gateway timed out on orders, which went on to call stock and publish a message; in
+    B stock took 200 ms longer. The diff put all of it in the queue wait (`100% queue wait on
+    orders.created`) as if the message had waited from the timeout: the path stopped at the
+    moment the caller gave up, and the wait was counted from there. The message waited 40 ms
+    in both."""
+    a, b = deployment.request(), deployment.request()
+    timed_out_order(a, 220)
+    timed_out_order(b, 420)
+    deployment.flush()
+    status, doc = diff_document(deployment.store.path, a.correlation_id, b.correlation_id)
+    assert status == 1
+    assert doc["headline"] == "+200.0 ms end to end (+67%): 100% in orders -> stock: GET /reserve"
+    mailer = next(n for n in doc["nodes"] if n["label"] == "orders -> mailer: orders.created")
+    assert (mailer["a"]["queue_wait_ms"], mailer["b"]["queue_wait_ms"]) == (40.0, 40.0)

@@ -209,6 +209,29 @@ def test_queue_wait_of_a_consumer_started_long_after_its_producer_is_on_the_path
     assert path_total_ms(path) == pytest.approx(path.duration_ms) == pytest.approx(430)
 
 
+def test_work_a_server_went_on_with_after_its_caller_timed_out_is_on_the_path(
+    store_file: FilePath,
+) -> None:
+    """The gateway gave up on orders at 100 ms (a read timeout); orders went on: stock for
+    220 ms, then a publish, taken by mailer 40 ms later. The path counted mailer's wait from the
+    moment the gateway gave up (190 ms, of a 40 ms queue wait) and gave stock's 216 ms of work
+    78 ms: every span under the timed-out call was cut off at its caller's end, the publish too."""
+    t = Topology()
+    root = t.span("gateway", "POST /orders", "SERVER", 0, 100, status="ERROR")
+    client = t.span("gateway", "POST", "CLIENT", 10, 100, root, status="ERROR",
+                    message="ReadTimeout")  # fmt: skip
+    orders = t.span("orders", "POST /orders", "SERVER", 12, 260, client)
+    _, stock = call(t, orders, "stock", "/reserve", (20, 240), (22, 238))
+    created = send(t, orders, "orders.created", 245, 250)
+    mailer = process(t, "mailer", "orders.created", 290, 300, created)
+    path = stored_path(store_file, t)
+    assert wait_ms(path, mailer) == pytest.approx(40)
+    assert critical_ms(path, stock) == pytest.approx(216)
+    assert critical_ms(path, created) == pytest.approx(5)
+    assert critical_ms(path, orders) == pytest.approx(8 + 5)  # 12..20 and 240..245
+    assert path_total_ms(path) == pytest.approx(path.duration_ms) == pytest.approx(300)
+
+
 def test_aggregator_waits_for_the_slow_middle_reply(store_file: FilePath) -> None:
     shape = ScatterGather(slow=2)
     path = stored_path(store_file, shape.t)

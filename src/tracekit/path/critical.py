@@ -5,8 +5,10 @@ The walk starts at the span that ended last, across every joined trace, and goes
 - inside a span, the synchronous child that ended last before the current moment is on the path,
   then the one that ended last before that child started, and so on; a synchronous child's time
   counts only inside its parent's (a WSGI server span that closes after its client read the
-  response ends, for the path, when the client did); children that overlap a chosen one ran in
-  parallel and are not on the path;
+  response ends, for the path, when the client did), but up to where the walk comes back to it
+  from work it started later (a server that went on after its caller timed out, then published
+  the message the request ended with); children that overlap a chosen one ran in parallel and
+  are not on the path;
 - at a span's start the walk moves to what started it: its caller for a synchronous span; for a
   consumer, the message it waited for (its producer, or for a batch consumer the linked message
   that arrived last, the one it hangs under in the tree), with the queue wait on the path; for
@@ -119,23 +121,37 @@ def _sent_from(waiter: PathSpan, reply: PathSpan) -> PathSpan:
 
 
 def windows(
-    ordered: list[PathSpan], end: PathSpan, detached: set[PathSpan]
+    ordered: list[PathSpan],
+    end: PathSpan,
+    detached: set[PathSpan],
+    reopened: dict[PathSpan, int] | None = None,
 ) -> dict[PathSpan, Window]:
     """Each span -> the part of its time that can be on the path (``ordered``: parents first).
 
-    A synchronous child is clamped into its parent's window; the request's end and asynchronous
-    spans keep their own times.
+    A synchronous child is clamped into its parent's window, or up to the moment ``reopened``
+    gives it, if later; the request's end and asynchronous spans keep their own times.
     """
     out: dict[PathSpan, Window] = {}
     for node in ordered:
-        own = (request_start(node), node.end_unix_nano)
-        parent = node.parent
-        if parent is None or node is end or node in detached:
-            out[node] = own
-            continue
-        lo, hi = out[parent]
-        out[node] = (min(max(own[0], lo), hi), min(max(own[1], lo), hi))
+        out[node] = _window(node, out, end, detached, reopened or {})
     return out
+
+
+def _window(
+    node: PathSpan,
+    out: dict[PathSpan, Window],
+    end: PathSpan,
+    detached: set[PathSpan],
+    reopened: dict[PathSpan, int],
+) -> Window:
+    """``node``'s window, its parent's being in ``out`` (see ``windows``)."""
+    own = (request_start(node), node.end_unix_nano)
+    parent = node.parent
+    if parent is None or node is end or node in detached:
+        return own
+    lo, hi = out[parent]
+    hi = max(hi, reopened.get(node, hi))
+    return (min(max(own[0], lo), hi), min(max(own[1], lo), hi))
 
 
 # ancestors looked through, from a consumer, for the span of its own service awaiting it
@@ -176,22 +192,44 @@ def _awaiting(reply: PathSpan) -> PathSpan | None:
 
 
 class _Walk:
-    """The backward walk's state: each span's untried synchronous children (and the replies
-    it awaited), latest end last."""
+    """The backward walk's state: each span's window, its untried synchronous children (and
+    the replies it awaited), latest end last."""
 
     def __init__(
         self,
-        spans: dict[PathSpan, Window],
+        ordered: list[PathSpan],
         roots: list[PathSpan],
-        detached: set[PathSpan],
+        end: PathSpan,
         replies: dict[PathSpan, list[PathSpan]],
     ) -> None:
-        self.spans = spans
+        self.ordered = ordered
         self.roots = roots
-        self.detached = detached
+        self.end = end
+        self.detached = {n for n in ordered if is_async_child(n)}
+        self.spans = windows(ordered, end, self.detached)
         self.replies = replies
+        self.reopened: dict[PathSpan, int] = {}
         self.untried: dict[PathSpan | None, list[PathSpan]] = {}
         self.on_path: set[PathSpan] = set()
+
+    def reopen(self, cause: PathSpan, moment: int) -> None:
+        """Widen the windows of ``cause`` and the spans around it to ``moment`` (at most their
+        own ends), where the walk came back to it from work started then: a server that went on
+        after its caller timed out and then published a message ran until that publish, and the
+        consumer's wait begins there, not where the caller gave up."""
+        node: PathSpan | None = cause
+        top: PathSpan | None = None
+        while node is not None and self.spans[node][1] < min(node.end_unix_nano, moment):
+            self.reopened[node] = min(node.end_unix_nano, moment)
+            node, top = node.parent, node
+        if top is None:
+            return
+        below = [top]  # the windows clamped under the widest span reopened, parents first
+        while below:
+            span = below.pop()
+            self.spans[span] = _window(span, self.spans, self.end, self.detached, self.reopened)
+            below.extend(c for c in span.children if c not in self.detached and c is not self.end)
+        self.untried.clear()  # sorted by the old windows: a child tried again still ends too late
 
     def latest_child_before(self, node: PathSpan | None, moment: int) -> PathSpan | None:
         """The untried synchronous child of ``node`` (None: the roots), or reply it awaited,
@@ -219,12 +257,10 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
     """Span ids on the critical path, in tree order; sets each span's time fields."""
     if not ordered:
         return []
-    detached = {n for n in ordered if is_async_child(n)}
     replies = replies_awaited(ordered)
-    set_self_times(ordered, detached, replies)
     end = last_to_end(ordered)
-    spans = windows(ordered, end, detached)
-    walk = _Walk(spans, roots, detached, replies)
+    walk = _Walk(ordered, roots, end, replies)
+    set_self_times(ordered, walk.detached, replies)
     node: PathSpan | None = end
     moment = end.end_unix_nano
     while True:
@@ -232,13 +268,13 @@ def critical_path(ordered: list[PathSpan], roots: list[PathSpan]) -> list[str]:
             walk.on_path.add(node)
         child = walk.latest_child_before(node, moment)
         if child is not None:
-            child_end = spans[child][1]
+            child_end = walk.spans[child][1]
             _credit(node, child_end, moment)
             node, moment = child, child_end
         elif node is None:
             break
         else:
-            node, moment = _cause(node, spans, moment)
+            node, moment = _cause(node, walk, moment)
     for node in walk.on_path:
         node.on_critical_path = True
     return [n.record.span_id for n in ordered if n in walk.on_path]
@@ -250,9 +286,7 @@ def _credit(node: PathSpan | None, start: int, end: int) -> None:
         node.critical_ns += end - start
 
 
-def _cause(
-    node: PathSpan, spans: dict[PathSpan, Window], moment: int
-) -> tuple[PathSpan | None, int]:
+def _cause(node: PathSpan, walk: _Walk, moment: int) -> tuple[PathSpan | None, int]:
     """Past ``node``'s start: what started it and when; the wait in between is on the path.
 
     A span's cause is its parent in the tree: the caller, the producer of a consumer's message,
@@ -260,7 +294,7 @@ def _cause(
     before it, whose end sent the message back to the queue. The roots hang under a virtual
     span covering the whole request (None).
     """
-    start = min(spans[node][0], moment)  # never forward, even on raw (unadjusted) times
+    start = min(walk.spans[node][0], moment)  # never forward, even on raw (unadjusted) times
     _credit(node, start, moment)
     # A request sent again under its call's first request (the call began the trace): the
     # call waited for each request in turn, and the walk goes back through them; the time
@@ -270,7 +304,8 @@ def _cause(
     cause = node.redelivery_of or (node.resend_of if resent else None) or node.parent
     if cause is None:
         return None, start
-    lo, hi = spans[cause]
+    walk.reopen(cause, start)
+    lo, hi = walk.spans[cause]
     resumed = min(max(lo, min(hi, start)), start)
     if resent:
         _credit(node, resumed, start)
