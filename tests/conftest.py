@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from stopping import Service
+from venvs import built_wheel
 
 from tracekit import propagation
 from tracekit._runtime.setup import CorrelationSpanProcessor
@@ -59,6 +60,14 @@ def service(tmp_path: Path) -> Iterator[Service]:
     running = Service(tmp_path, tmp_path / "spans.db")
     yield running
     running.kill()
+
+
+@pytest.fixture(scope="session")
+def tracekit_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tracekit's wheel, built once for the session's test processes (tests/support/venvs.py)."""
+    own = tmp_path_factory.getbasetemp()
+    # pytest-xdist gives each process a folder of its own inside the session's
+    return built_wheel(own.parent if os.environ.get("PYTEST_XDIST_WORKER") else own)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,8 +50,10 @@ def core_floors() -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_service_works_with_every_core_dependency_at_its_floor(tmp_path: Path) -> None:
-    bin_dir = make_venv(tmp_path / "venv", str(ROOT), *core_floors())
+def test_a_service_works_with_every_core_dependency_at_its_floor(
+    tmp_path: Path, tracekit_wheel: Path
+) -> None:
+    bin_dir = make_venv(tmp_path / "venv", str(tracekit_wheel), *core_floors())
     result = subprocess.run(
         [str(bin_dir / "python"), "-c", _SERVICE, str(tmp_path / "store.db")],
         capture_output=True, text=True, timeout=120,

@@ -116,7 +116,7 @@ def substitutions(document: Path, request: pytest.FixtureRequest) -> dict[str, s
     """Server addresses and package sources that differ between a reader's machine and this one."""
     name = str(document.relative_to(ROOT))
     if name == "README.md":
-        return {"'tracekit[cli]'": f"'{ROOT}[cli]'",
+        return {"'tracekit[cli]'": f"'{request.getfixturevalue('tracekit_wheel')}[cli]'",
                 "TRACEKIT_METRICS_PORT=9465": f"TRACEKIT_METRICS_PORT={free_port()}"}  # fmt: skip
     if name == "docs/queues/redis.md":
         return {"redis.Redis()": f"redis.Redis.from_url({request.getfixturevalue('redis_url')!r})"}

@@ -7,12 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from venvs import ROOT, make_venv
+from venvs import make_venv
 
 
 @pytest.mark.slow
-def test_plain_install_library_works_and_the_command_names_the_cli_extra(tmp_path: Path) -> None:
-    bin_dir = make_venv(tmp_path / "venv", str(ROOT))
+def test_plain_install_library_works_and_the_command_names_the_cli_extra(
+    tmp_path: Path, tracekit_wheel: Path
+) -> None:
+    bin_dir = make_venv(tmp_path / "venv", str(tracekit_wheel))
     imported = subprocess.run(
         [str(bin_dir / "python"), "-c",
          "import tracekit, tracekit.asgi, tracekit.wsgi, sys; tracekit.init('svc', exporter='none',"

@@ -56,9 +56,10 @@ def command_in_first_line(code: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clean_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def clean_install(tmp_path_factory: pytest.TempPathFactory, tracekit_wheel: Path) -> Path:
     """A new virtual environment with ``tracekit[celery]`` and ``requests``; its bin directory."""
-    return make_venv(tmp_path_factory.mktemp("clean") / "venv", f"{ROOT}[celery]", "requests")
+    where = tmp_path_factory.mktemp("clean") / "venv"
+    return make_venv(where, f"{tracekit_wheel}[celery]", "requests")
 
 
 class Warehouse:

@@ -4,10 +4,15 @@ pip reaches PyPI (or its cache) for the dependencies; tracekit itself is built f
 checkout, since it is what these tests are about. The venv is made without pip, and this
 interpreter's pip installs into it (``pip --python``): what a venv's own pip would install,
 without the 3-9 s ``ensurepip`` takes to put pip in each new venv.
+
+tracekit's wheel is built once per test session (``built_wheel``): installing the checkout's
+folder had pip build it again for each venv, about 10 s each time, where a user installs the
+wheel a registry serves.
 """
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +39,21 @@ def pip_install(bin_dir: Path, *requirements: str) -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def built_wheel(shared: Path) -> Path:
+    """tracekit's wheel, built from the checkout into ``shared`` by the first test process to
+    ask; the others (pytest-xdist's, sharing the folder) wait for it and use the same file."""
+    wheels = shared / "tracekit-wheel"
+    wheels.mkdir(exist_ok=True)
+    with open(wheels / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not any(wheels.glob("tracekit-*.whl")):
+            result = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                 "--disable-pip-version-check", "--wheel-dir", str(wheels), str(ROOT)],
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = wheels.glob("tracekit-*.whl")
+    return wheel
