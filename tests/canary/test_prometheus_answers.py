@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
+from loopback import serve_in_thread
 
 from tracekit_cli.main import cli
 
@@ -35,7 +35,7 @@ def vector(series: list[tuple[dict[str, str], float]]) -> dict[str, Any]:
 def answering() -> Iterator[Callable[..., str]]:
     """Serve ``/api/v1/query`` with the JSON body a function gives for each query; with a
     ``tenant``, as a multi-tenant API (Mimir, Cortex): 401 without ``X-Scope-OrgID: tenant``."""
-    servers: list[http.server.HTTPServer] = []
+    stops: list[Callable[[], None]] = []
 
     def serve(respond: Callable[[str], dict[str, Any]], tenant: str | None = None) -> str:
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -57,14 +57,12 @@ def answering() -> Iterator[Callable[..., str]]:
                 pass
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
+        stops.append(serve_in_thread(server))
         return f"http://127.0.0.1:{server.server_port}"
 
     yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    for stop in stops:
+        stop()
 
 
 @pytest.fixture

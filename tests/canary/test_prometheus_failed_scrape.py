@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.server
 import random
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from conditions import wait_for
-from loopback import UNREACHABLE
+from loopback import UNREACHABLE, serve_in_thread
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_server import instant, prometheus_binary, running_prometheus
 from shop import CanaryRun, canary_json, metric_on
@@ -51,7 +50,7 @@ class Target:
             buckets=DURATION_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._stop = serve_in_thread(self.server)
         self.address = f"127.0.0.1:{self.server.server_port}"
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
@@ -78,8 +77,7 @@ class Target:
             observed.observe(0.05 * rng.lognormvariate(0, 0.5))
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stop()
 
 
 def _scraped(url: str, version: str) -> float:

@@ -13,13 +13,13 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import serve_in_thread
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tracekit.store import Store
@@ -69,11 +69,9 @@ class _CaptureHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def collector() -> Iterator[Capture]:
     server = Capture()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     yield server
-    server.shutdown()
-    server.server_close()
+    stop()
 
 
 def run(script: str, env: dict[str, str], timeout: float = 60) -> str:

@@ -5,13 +5,13 @@ gthread workers) runs the next requests on that same thread."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import requests
+from loopback import serve_in_thread
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
@@ -58,12 +58,11 @@ def url() -> Iterator[str]:
     provider = TracerProvider(sampler=RaisesOnSomePaths())
     middleware = wsgi.TracekitMiddleware(app, tracer_provider=provider, excluded_urls=["^/health$"])
     server = make_server("127.0.0.1", 0, middleware, handler_class=_Quiet)  # one thread
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = serve_in_thread(server)
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
 
 
 def test_a_failed_start_leaves_no_id_for_the_next_requests(

@@ -7,7 +7,6 @@ HTTP/1.1.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +16,7 @@ import httpx
 import pytest
 import requests
 import urllib3
+from loopback import serve_in_thread
 
 VERSION = "network.protocol.version"
 
@@ -47,12 +47,9 @@ def _handler(version: str) -> type[BaseHTTPRequestHandler]:
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A server answering in the version asked for: its base URL and what the span says."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(request.param))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(httpd)
     yield f"http://127.0.0.1:{httpd.server_port}", request.param.removeprefix("HTTP/")
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    stop()
 
 
 def _aiohttp(url: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
@@ -16,6 +15,7 @@ from typing import Any
 import flask
 import pytest
 import requests
+from loopback import serve_in_thread
 from metric_labels import routes_labelled
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.applications import Starlette
@@ -1019,13 +1019,11 @@ def test_wsgiref_still_frames_a_one_chunk_body_with_content_length(wait_for_span
         return [b"hello, world"]
 
     server = make_server("127.0.0.1", 0, wsgi.TracekitMiddleware(app), handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     try:
         response = requests.get(f"http://127.0.0.1:{server.server_port}/hello", timeout=10)
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
     assert response.headers.get("Content-Length") == "12" and response.text == "hello, world"
     (span,) = wait_for_spans(1)
     assert span.attributes["http.response.status_code"] == 200

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from loopback import serve_in_thread
 from stopping import Service
 
 from tracekit.receiver import Receiver, ReceiverConfig
@@ -384,13 +384,11 @@ def _counting_requests(upstream: str) -> Iterator[tuple[str, Counter[str]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), PassOn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     try:
         yield f"http://127.0.0.1:{server.server_port}", requests
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
         client.close()
 
 

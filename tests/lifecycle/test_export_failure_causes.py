@@ -14,14 +14,14 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 from conditions import need
+from loopback import serve_in_thread
 
 SERVICE = """
     import tracekit
@@ -48,21 +48,19 @@ class _Answering(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def serve() -> Iterator[object]:
     """Start an HTTP server answering every POST with a status, over TLS with a context."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    stops: list[Callable[[], None]] = []
 
     def start(status: int, tls: ssl.SSLContext | None = None) -> int:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
         server.status = status  # type: ignore[attr-defined]
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
+        stops.append(serve_in_thread(server))
         return server.server_address[1]
 
     yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    for stop in stops:
+        stop()
 
 
 @pytest.fixture

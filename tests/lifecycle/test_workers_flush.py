@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +19,7 @@ from typing import Any, ClassVar
 import pytest
 from celery import Celery
 from conditions import wait_for
-from loopback import free_port
+from loopback import free_port, serve_in_thread
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from stopping import Service
@@ -310,11 +309,9 @@ def _names(path: str, body: bytes) -> list[str]:
 def collector() -> Iterator[str]:
     _KeepAliveCollector.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveCollector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    stop()
 
 
 FORKED_AFTER_EXPORTING = """

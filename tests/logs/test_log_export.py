@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from loopback import free_port, wait_for_port
+from loopback import free_port, serve_in_thread, wait_for_port
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tracekit.receiver import Receiver, ReceiverConfig
@@ -121,11 +120,9 @@ class _OtlpSink(BaseHTTPRequestHandler):
 def otlp_sink() -> Iterator[tuple[str, list[ExportLogsServiceRequest]]]:
     _OtlpSink.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}", _OtlpSink.received
-    server.shutdown()
-    server.server_close()
+    stop()
 
 
 def test_request_logs_are_exported_over_otlp_http(

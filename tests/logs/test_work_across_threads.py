@@ -28,7 +28,7 @@ import flask
 import pytest
 import requests
 from asgiref.sync import async_to_sync, sync_to_async
-from loopback import free_port, start_uvicorn
+from loopback import free_port, serve_in_thread, start_uvicorn
 from opentelemetry import context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
@@ -109,15 +109,14 @@ def test_pool_threads_show_no_id_unless_the_context_is_copied(
 
     app.wsgi_app = wsgi.TracekitMiddleware(app.wsgi_app, tracer_provider=tracer_provider)  # type: ignore[method-assign]
     server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = serve_in_thread(server)
     try:
         for cid in ("order-1", "order-2"):
             url = f"http://127.0.0.1:{server.server_port}/"
             requests.get(url, headers={"X-Correlation-ID": cid}, timeout=10)
         pool.submit(log.info, "pool idle").result()
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
         pool.shutdown()
     shown = [line.split(" ", 2) for line in lines.getvalue().splitlines()]
     by_message: dict[str, list[tuple[str, str]]] = {}

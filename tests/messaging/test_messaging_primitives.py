@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from loopback import serve_in_thread
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -587,15 +588,14 @@ def test_a_callers_correlation_id_in_case_insensitive_headers_is_kept_outside_a_
     headers = kind({"X-Correlation-ID": "nightly-17", "X-App": "kept"})
     messaging.inject(headers, system="http-queue", destination="jobs")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Queue)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = serve_in_thread(server)
     try:
         connection = http.client.HTTPConnection(*server.server_address, timeout=5)
         connection.request("POST", "/jobs", b"{}", dict(headers))
         assert connection.getresponse().status == 202
         connection.close()
     finally:
-        server.shutdown()
-        server.server_close()
+        stop()
 
     (sent,) = queued
     with messaging.consume(sent, system="http-queue", destination="jobs") as message:

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conditions import wait_for
-from loopback import UNREACHABLE, free_port
+from loopback import UNREACHABLE, free_port, serve_in_thread
 from prometheus_client.parser import text_string_to_metric_families
 
 from tracekit.metrics import MAX_CLIENT_DESTINATIONS, MAX_CLIENT_STATUS_CODES
@@ -433,11 +432,9 @@ class _AnswerWithThePath(BaseHTTPRequestHandler):
 def peer() -> Iterator[int]:
     """The port of a loopback HTTP server answering each path's status code."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _AnswerWithThePath)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    stop = serve_in_thread(server)
     yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    stop()
 
 
 def test_workers_recycled_by_max_requests_keep_a_destinations_status_codes_capped(
