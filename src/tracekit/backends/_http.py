@@ -45,6 +45,7 @@ REDACTED = "[redacted]"
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
 _ASCII = "".join(map(chr, range(0x80)))
+_NO_PROXY = "NO_PROXY lists the hosts to reach without it"
 
 
 class NotFound(Exception):
@@ -97,6 +98,7 @@ class JsonClient:
         self._secrets = _secrets(sent.values())
         self.timeout = timeout
         self.retries = retries
+        self._proxy = _proxy_for(self.base_url)
         self._opener = urllib.request.build_opener(
             _SameHostRedirects(), _TrackedHTTPHandler(), _TrackedHTTPSHandler()
         )
@@ -181,7 +183,7 @@ class JsonClient:
                 raise BackendError(self._tls_failure(reason)) from None
             if isinstance(reason, TimeoutError):
                 raise self._timed_out(_connections.opened or []) from None
-            raise _Retryable(f"unreachable ({self.printable(str(reason))})") from None
+            raise self._unreachable(self.printable(str(reason))) from None
         except _CaFileThatWaits as error:  # nothing was sent: SSL_CERT_FILE is the problem
             shown = self.printable(error.path, 120)
             raise BackendError(
@@ -189,9 +191,8 @@ class JsonClient:
                 "regular file: name the PEM file of the CAs to trust"
             ) from None
         except http.client.InvalidURL as error:  # nothing was sent: the URL is the problem
-            raise BackendError(
-                f"{self.name} URL is not valid: {self.printable(str(error))}"
-            ) from None
+            url_of = f"the proxy {self._proxy}," if self._proxy else f"{self.name} URL"
+            raise BackendError(f"{url_of} is not valid: {self.printable(str(error))}") from None
         except http.client.HTTPException as error:  # not HTTP, or cut short
             raise self._broken_answer(type(error).__name__) from None
         if len(body) > MAX_RESPONSE_BYTES:
@@ -223,13 +224,21 @@ class JsonClient:
         that took the connection and never finished the TLS handshake (a port that is not
         HTTPS and waits, a proxy holding the connection) is neither."""
         if not opened:
-            return _Retryable("unreachable (timed out)")
+            return self._unreachable("timed out")
         if any(isinstance(s, _TrackedSSLSocket) and not s.handshaken for s in opened):
             return _Retryable(f"took the connection but finished no TLS handshake within "
                               f"{self.timeout:g} s (timed out): does it serve HTTPS on that "
                               "port?")  # fmt: skip
         return _Retryable(f"no whole answer within {self.timeout:g} s (timed out: a slow "
                           "search may need a longer timeout)")  # fmt: skip
+
+    def _unreachable(self, why: str) -> _Retryable:
+        """No connection made, to the backend or to the proxy the environment sends it through:
+        "unreachable" alone sent users to look at a backend that was up, when the proxy in
+        ``HTTPS_PROXY`` was down or refused the connection."""
+        if self._proxy is None:
+            return _Retryable(f"unreachable ({why})")
+        return _Retryable(f"unreachable through the proxy {self._proxy} ({why}; {_NO_PROXY})")
 
     def _broken_answer(self, why: str) -> BackendError:
         return BackendError(f"{self.where} sent a broken HTTP answer ({why})")
@@ -287,6 +296,8 @@ class JsonClient:
         if error.code in RETRYABLE_STATUS:
             return _Retryable(message, _retry_after(error.headers.get("Retry-After")))
         hint = " (check the tenant and credential headers)" if error.code in (401, 403) else ""
+        if error.code == 407 and self._proxy is not None:  # the proxy's answer, not the backend's
+            hint = f" from the proxy {self._proxy} (give its user and password in that variable)"
         if 300 <= error.code < 400:
             hint = self._not_followed(error.url, error.headers.get("Location"))
         return HTTPStatusError(f"{self.where} answered {message}{hint}", error.code, detail)
@@ -479,6 +490,29 @@ def _followed(old_url: str, new_url: str) -> bool:
     old, new = urllib.parse.urlsplit(old_url), urllib.parse.urlsplit(new_url)
     upgrade = (old.scheme, new.scheme) == ("http", "https") and old.hostname == new.hostname
     return upgrade or (old.scheme, old.netloc) == (new.scheme, new.netloc)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy urllib sends requests for ``url`` through, as the environment names it
+    (``http_proxy``, ``HTTPS_PROXY``; not for the hosts ``no_proxy`` lists), shown as
+    ``http://host:port that HTTPS_PROXY names``, without its user and password; None for none."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    # urllib prefers the lower-case variable, takes any case (Http_Proxy), and on macOS and
+    # Windows reads the system's proxy settings where no variable names one
+    spellings = sorted(
+        (n for n in os.environ if n.lower() == f"{parts.scheme}_proxy"), reverse=True
+    )
+    named = next((n for n in spellings if os.environ[n]), "the system's proxy setting")
+    try:
+        where = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        shown = f"{where.scheme}://{where.netloc.rpartition('@')[2]}"
+    except ValueError:  # an unclosed "[": urllib fails on it too, as it connects
+        shown = "(not a valid URL)"
+    text = " ".join("".join(c if c.isprintable() else " " for c in shown).split())
+    return f"{text[:80]} that {named[:40]} names"
 
 
 def _split_url(raw: str, name: str) -> tuple[str, dict[str, str]]:
