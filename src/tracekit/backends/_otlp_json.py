@@ -66,6 +66,9 @@ MALFORMED = (ValueError, TypeError, AttributeError, KeyError, OverflowError)
 T = TypeVar("T")
 # Told why a record was left out of an answer (one of the reasons above), to say once.
 Dropped = Callable[[str], None]
+# Asked of each span's trace id whether its spans are read: no for a trace read before, which
+# another answer holds again (Jaeger answers whole traces, whichever service's search found them)
+Wanted = Callable[[str], bool]
 
 
 class UnreadableAttribute(ValueError):
@@ -227,8 +230,11 @@ def _key_value(item: Any, depth: int) -> tuple[str, AttributeValue]:
     return item["key"], decode_value(item.get("value"), depth)
 
 
-def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> list[SpanRecord]:
-    """Every span in a list of OTLP/JSON resource spans; BackendError if it is malformed. A span
+def spans_from_batches(
+    batches: Any, dropped: Dropped = lambda reason: None, wanted: Wanted = lambda trace_id: True
+) -> list[SpanRecord]:
+    """Every span in a list of OTLP/JSON resource spans but those of the traces ``wanted``
+    refuses, which are not read; BackendError if it is malformed. A span
     timed out of range, without ids or unreadable (so too the spans of a resource spans entry
     whose resource or scopes are unreadable) is left out, and ``dropped`` told
     (``SPAN_TIME_OUT_OF_RANGE``, ``SPAN_WITHOUT_ID``, ``SPAN_UNREADABLE``); an answer of
@@ -240,7 +246,7 @@ def spans_from_batches(batches: Any, dropped: Dropped = lambda reason: None) -> 
     spans: list[SpanRecord] = []
     for batch in (batch for batch in batches if isinstance(batch, dict)):
         try:  # read whole first: an unreadable resource or scope costs only its own spans
-            spans += list(_spans_of_batch(batch, dropped, unreadable.append))
+            spans += list(_spans_of_batch(batch, dropped, unreadable.append, wanted))
         except MALFORMED as error:
             unreadable.append(_unreadable_trace(error))
     if unreadable and not spans:
@@ -259,7 +265,7 @@ def _unreadable_trace(error: Exception) -> BackendError:
 
 def _spans_of_batch(
     batch: dict[str, Any], dropped: Dropped,
-    unreadable: Callable[[BackendError], None],
+    unreadable: Callable[[BackendError], None], wanted: Wanted,
 ) -> Iterator[SpanRecord]:  # fmt: skip
     resource = decode_attributes((batch.get("resource") or {}).get("attributes"), dropped)
     service = service_name(resource.get("service.name"))  # no string: the collector's default too
@@ -267,7 +273,8 @@ def _spans_of_batch(
         scope = scope_spans.get("scope") or {}
         for span in scope_spans.get("spans") or []:
             try:
-                yield _span(span, service, resource, scope.get("name"), dropped)
+                if wanted(decode_id(span.get("traceId"), 16)):
+                    yield _span(span, service, resource, scope.get("name"), dropped)
             except TimeOutOfRange:
                 dropped(SPAN_TIME_OUT_OF_RANGE)
             except WithoutId:

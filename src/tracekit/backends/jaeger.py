@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from tracekit.backends._duration import go_duration
 from tracekit.backends._http import AnswerTooLarge, HTTPStatusError, NotFound, of_another_api
 from tracekit.backends._jaeger_summary import summaries
 from tracekit.backends._notes import Notify
-from tracekit.backends._otlp_json import spans_from_batches
+from tracekit.backends._otlp_json import Wanted, spans_from_batches
 from tracekit.backends._remote import CLOCK_SLACK_SECONDS, RemoteSource
 from tracekit.backends._requests import carried_correlation_id, root_span
 from tracekit.records import (
@@ -81,8 +81,9 @@ _CAMEL_CASE = {
 }  # fmt: skip
 _SERVICES_KEYS = frozenset({"services"})
 _NOT_SENT = frozenset({"receive", "settle", "process"})  # messaging CLIENT spans, no publish
-# told of a search answer holding as many traces as tracekit asks for: the service, the spans
-_Capped = Callable[[str, list[SpanRecord]], None]
+# told of a search answer holding as many traces as tracekit asks for: the service, the traces
+# it answered, and the spans of those not answered before
+_Capped = Callable[[str, set[str], list[SpanRecord]], None]
 
 
 def rfc3339(unix_seconds: float) -> str:
@@ -321,7 +322,7 @@ class JaegerSource(RemoteSource):
                 return
             window = (since, high)
             params = _search_params(service, {}, window, MAX_TRACES_PER_SEARCH, min_duration_ms)
-            found, asked = self._search(params)
+            found, _, asked = self._search(params)
             yield [s for s in found if s.trace_id not in answered]
             answered.update(s.trace_id for s in found)
             full = len({s.trace_id for s in found}) >= asked
@@ -421,14 +422,15 @@ class JaegerSource(RemoteSource):
         try:
             for service in services:
                 params = _search_params(service, attributes, (since, until), limit, min_duration_ms)
-                found = self._search_answer(service, params, failed)
-                if found is None:
+                searched = self._search_answer(service, params, failed, answered)
+                if searched is None:
                     continue
+                found, traces = searched
                 self._check_attributes_applied(found, attributes, limit)
-                if capped and len({s.trace_id for s in found}) >= limit:
-                    capped(service, found)
-                yield [s for s in found if s.trace_id not in answered]
-                answered.update(s.trace_id for s in found)
+                if capped and len(traces) >= limit:
+                    capped(service, traces, found)
+                yield found
+                answered |= traces
         finally:  # also when the reader stops early: what failed until then is said
             if 0 < len(failed) < len(set(services)):
                 self._say_search_failed(*next(iter(failed.items())))
@@ -436,27 +438,34 @@ class JaegerSource(RemoteSource):
             raise next(iter(failed.values()))  # nothing else to show: the error is the answer
 
     def _search_answer(
-        self, service: str, params: dict[str, str], failed: dict[str, HTTPStatusError]
-    ) -> list[SpanRecord] | None:
-        """One service's search answer; None when Jaeger's storage failed it (HTTP 500), which
-        ``failed`` keeps: the other services' answers still tell (Jaeger answers whole traces)."""
+        self, service: str, params: dict[str, str], failed: dict[str, HTTPStatusError],
+        answered: set[str],
+    ) -> tuple[list[SpanRecord], set[str]] | None:  # fmt: skip
+        """The spans of one service's search answer but those of the traces ``answered``
+        before, and every trace it answered; None when Jaeger's storage failed it (HTTP 500),
+        which ``failed`` keeps: the other services' answers still tell (Jaeger answers whole
+        traces)."""
         try:
-            return self._search(params)[0]
+            found, traces, _ = self._search(params, answered)
+            return found, traces
         except HTTPStatusError as error:
             if error.status != 500:  # a refusal of the query itself: every search would fail
                 raise
             failed[service] = error
             return None
 
-    def _search(self, params: dict[str, str]) -> tuple[list[SpanRecord], int]:
-        """The spans a search answers, and how many traces it asked for: fewer than
-        ``query.num_traces`` when that many whole traces are more than any answer may hold (a
-        quarter as many each time, said once), rather than no answer at all."""
+    def _search(
+        self, params: dict[str, str], held: Container[str] = frozenset()
+    ) -> tuple[list[SpanRecord], set[str], int]:
+        """The spans a search answers but those of the traces ``held`` (read before: a request
+        over ten services was answered, and read, ten times whole), every trace it answered,
+        and how many traces it asked for: fewer than ``query.num_traces`` when that many whole
+        traces are more than any answer may hold (a quarter as many each time, said once),
+        rather than no answer at all."""
         asked = int(params["query.num_traces"])
         while True:
             try:
-                answer = self._get("/api/v3/traces", {**params, "query.num_traces": str(asked)})
-                return self._spans(answer), asked
+                return *self._answer(params, asked, held), asked
             except AnswerTooLarge:
                 if asked == 1:
                     raise
@@ -468,7 +477,20 @@ class JaegerSource(RemoteSource):
                     key="fewer traces",
                 )
 
-    def _say_capped(self, service: str, found: list[SpanRecord]) -> None:
+    def _answer(
+        self, params: dict[str, str], asked: int, held: Container[str]
+    ) -> tuple[list[SpanRecord], set[str]]:
+        """One search for ``asked`` traces: the spans of those not ``held``, and every trace."""
+        traces: set[str] = set()
+
+        def unread(trace_id: str) -> bool:
+            traces.add(trace_id)
+            return trace_id not in held
+
+        answer = self._get("/api/v3/traces", {**params, "query.num_traces": str(asked)})
+        return self._spans(answer, unread), traces
+
+    def _say_capped(self, service: str, traces: set[str], found: list[SpanRecord]) -> None:
         self.notes.once(
             f"{self.client.where}: a service's search answered {MAX_TRACES_PER_SEARCH} "
             "traces, the most tracekit asks for: that service's older traces in the "
@@ -487,19 +509,20 @@ class JaegerSource(RemoteSource):
         the services whose answer held as many traces carrying it as tracekit asks for (not
         those of a Jaeger that ignored the filter: its traces need not carry the ID)."""
 
-        def full(service: str, found: list[SpanRecord]) -> None:
+        carried: set[str] = set()  # the traces read so far that carry it
+
+        def full(service: str, traces: set[str], found: list[SpanRecord]) -> None:
             carrying = {s.trace_id for s in found if s.correlation_id == correlation_id}
-            if len(carrying) >= MAX_TRACES_PER_SEARCH:
+            if len(carrying | (traces & carried)) >= MAX_TRACES_PER_SEARCH:
                 capped.append(service)
 
         attributes = {CORRELATION_ATTRIBUTE: correlation_id}
         since = time.time() - LOOKBACK_SECONDS
-        found = False
         for spans in self._searches(self._services(), attributes, since, capped=full):
             carrying = [s for s in spans if s.correlation_id == correlation_id]
-            found = found or bool(carrying)
+            carried.update(s.trace_id for s in carrying)
             yield from carrying
-        others = [] if found or not self.service else self._trimmed_to(self.service)
+        others = [] if carried or not self.service else self._trimmed_to(self.service)
         for spans in self._searches(others, attributes, since, capped=full) if others else []:
             yield from (s for s in spans if s.correlation_id == correlation_id)
 
@@ -518,14 +541,16 @@ class JaegerSource(RemoteSource):
                 f"{limit} traces of each service, so older requests can be missed"
             )
 
-    def _spans(self, answer: Any) -> list[SpanRecord]:
-        """The spans of one api_v3 answer (``{"result": {"resourceSpans": [...]}}``)."""
+    def _spans(self, answer: Any, wanted: Wanted = lambda trace_id: True) -> list[SpanRecord]:
+        """The spans of one api_v3 answer (``{"result": {"resourceSpans": [...]}}``), but those
+        of the traces ``wanted`` refuses."""
         if answer is None:
             return []
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, dict):
             raise BackendError("Jaeger answered something that is not an api_v3 traces document")
-        return _once_each(spans_from_batches(result.get("resourceSpans") or [], self._left_out))
+        batches = result.get("resourceSpans") or []
+        return _once_each(spans_from_batches(batches, self._left_out, wanted))
 
     def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """The answer at ``path``; None for Jaeger's own "not found", an error for any other
