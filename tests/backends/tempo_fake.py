@@ -258,6 +258,12 @@ class Query:
             wanted_traces = {m.group(1) for m in ids if m}
             self.span_tests.append(lambda s: s.trace_id.lstrip("0") in wanted_traces)
             return all(ids)
+        if condition.startswith("link:traceID = "):  # links into one trace or several
+            links = [re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', c)
+                     for c in condition.split(" || ")]  # fmt: skip
+            linked = {m.group(1) for m in links if m}
+            self.span_tests.append(lambda s: any(ln.trace_id in linked for ln in s.links))
+            return all(links)
         if " || " in condition:  # one of several correlation IDs
             alternatives = [re.fullmatch(r'span\.correlation\.id = "((?:[^"\\]|\\.)*)"', c)
                             for c in condition.split(" || ")]  # fmt: skip
@@ -279,9 +285,6 @@ class Query:
         elif m := re.fullmatch(r'resource\.service\.name = "((?:[^"\\]|\\.)*)"', condition):
             named = _unquote(m.group(1))
             self.span_tests.append(lambda s: s.service == named)
-        elif m := re.fullmatch(r'link:traceID = "([0-9a-f]{32})"', condition):
-            linked = m.group(1)
-            self.span_tests.append(lambda s: any(ln.trace_id == linked for ln in s.links))
         elif m := re.fullmatch(r'(?:rootServiceName|trace:rootService) = "((?:[^"\\]|\\.)*)"',
                                condition):  # fmt: skip
             service = _unquote(m.group(1))

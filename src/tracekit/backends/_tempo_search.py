@@ -142,6 +142,15 @@ def _searchable(correlation_ids: list[str]) -> dict[str, str]:
     return {value: term for value, term in terms.items() if len(term) <= _QUERY_CHARS}
 
 
+def linking_to_any(trace_ids: list[str]) -> list[tuple[list[str], str]]:
+    """TraceQL searches for the traces with a span linking into any of ``trace_ids``
+    (``link:traceID``, Tempo >= 2.6), a few IDs each, with the IDs each searches for: one
+    search a trace sent a request of 60 traces' 60 searches over Tempo's whole window."""
+    terms = ["link:traceID = " + traceql_string(t) for t in trace_ids]
+    ids = iter(trace_ids)
+    return [([next(ids) for _ in g], "{ " + " || ".join(g) + " }") for g in _a_few_at_a_time(terms)]
+
+
 def with_trace_ids(trace_ids: list[str], *, grouped: bool = False) -> list[str]:
     """TraceQL searches for the traces of ``trace_ids`` (``trace:id``, Tempo >= 2.5), a few
     each (``_trace_id_terms``). ``grouped``: their spans grouped by correlation ID, so that

@@ -35,6 +35,7 @@ from tracekit.backends._tempo_search import (
     Hit,
     carrying_any,
     few_at_a_time,
+    linking_to_any,
     read_hits,
     refused_traceql,
     result_limit,
@@ -161,7 +162,8 @@ class TempoSource(RemoteSource):
     def trace_ids_linking_to(self, trace_ids: Iterable[str]) -> set[str]:
         """Traces with a span linking into ``trace_ids`` (what cannot be searched is warned)."""
         wanted = list(trace_ids)
-        return {found for t in wanted for found in self._linking_to(t)} - set(wanted)
+        found = {f for ids, query in linking_to_any(wanted) for f in self._linking_to(ids, query)}
+        return found - set(wanted)
 
     def logs_by_trace_ids(self, trace_ids: Iterable[str]) -> list[LogRecordData]:
         """Tempo holds no logs."""
@@ -483,27 +485,34 @@ class TempoSource(RemoteSource):
         query = "{ " + service_is("resource.service.name", self.service, trimmed=trimmed) + " }"
         return query, MAX_TRACES_OF_A_SERVICE, f" of {self.service!r:.80}"
 
-    def _linking_to(self, trace_id: str) -> list[str]:
+    def _linking_to(self, trace_ids: list[str], query: str) -> list[str]:
+        """The traces ``query`` finds linking into ``trace_ids``; where it answers as many as it
+        asks for (100 a trace), each trace alone, so the one with more is named."""
         if not self._can_search_links:
-            self.notes.warn(trace_id, self._no_link_search())
+            for trace_id in trace_ids:
+                self.notes.warn(trace_id, self._no_link_search())
             return []
-        query = "{ link:traceID = " + traceql_string(trace_id) + " }"
         try:
-            hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH)
+            hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH * len(trace_ids))
         except BackendError as error:
             if refused_traceql(error):
                 self._can_search_links = False
-                return self._linking_to(trace_id)
-            self.notes.warn(
-                trace_id,
-                f"traces linking to {trace_id} could not be searched "
-                f"({error}); a trace joined only by such a link may be missing",
-            )
+                return self._linking_to(trace_ids, query)
+            for trace_id in trace_ids:
+                self.notes.warn(
+                    trace_id,
+                    f"traces linking to {trace_id} could not be searched "
+                    f"({error}); a trace joined only by such a link may be missing",
+                )
             return []
+        full = more or len(hits) >= (self._max_results or len(hits) + 1)
+        if full and len(trace_ids) > 1:
+            alone = [linking_to_any([trace_id])[0] for trace_id in trace_ids]
+            return [f for ids, one in alone for f in self._linking_to(ids, one)]
         if more:
             self.notes.warn(
-                trace_id,
-                f"more than {MAX_TRACES_PER_SEARCH} traces link to trace {trace_id}: joining "
+                trace_ids[0],
+                f"more than {MAX_TRACES_PER_SEARCH} traces link to trace {trace_ids[0]}: joining "
                 f"the {MAX_TRACES_PER_SEARCH} Tempo found first",
             )
         return [hit.trace_id for hit in hits]
