@@ -3,12 +3,12 @@ traces they fetch whole by id."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from tracekit.backends._http import JsonClient
 from tracekit.backends._notes import Notes, Notify
 from tracekit.backends._traces import Traces
-from tracekit.records import SpanRecord
+from tracekit.records import BackendError, SpanRecord
 
 CLOCK_SLACK_SECONDS = 60  # a search ends this far ahead: spans from a host whose clock runs ahead
 
@@ -35,6 +35,27 @@ class RemoteSource:
         """The ``limit`` earliest spans of the traces read in the order given until ``limit``
         are held; the traces after that are not read (``LimitedSpanSource``)."""
         return self._traces.first_spans(trace_ids, limit)
+
+    def _beside_traces_read(
+        self, correlation_id: str, search: Callable[[], list[tuple[str, int]]]
+    ) -> list[tuple[str, int]]:
+        """``search()`` for the traces of ``correlation_id``; where it fails once a trace was
+        read by its id (``trace <trace id>``, whose request's ID is then searched), none, and
+        a warning of that trace's path: a Tempo whose searches time out (a busy week of
+        traces) or a search tier answering 503 made the trace typed, read whole, exit 2."""
+        try:
+            return search()
+        except BackendError as error:
+            read = sorted({span.trace_id for span in self._traces.held()})
+            if not read:
+                raise
+            for trace_id in read:
+                self.notes.warn(
+                    trace_id,
+                    f"the other traces of request {correlation_id!r:.80} could not be searched "
+                    f"({error}): the path shows trace {trace_id} and the traces linked to it",
+                )
+            return []
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace (lower-case hex id); none when the backend lacks it."""
