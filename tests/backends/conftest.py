@@ -87,6 +87,7 @@ class RawBackend:
 
     def __init__(self, answer: bytes) -> None:
         self.answer = answer
+        self.connections = 0  # how many it has answered
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -97,6 +98,7 @@ class RawBackend:
                 connection, _ = self._listener.accept()
             except OSError:  # closed
                 return
+            self.connections += 1
             with connection:
                 head = b""
                 while b"\r\n\r\n" not in head and (chunk := connection.recv(65536)):

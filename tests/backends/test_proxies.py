@@ -109,3 +109,23 @@ def test_a_proxy_url_that_is_not_valid_is_named_not_the_backend_url(serve: Any) 
         "tracekit: the proxy http://proxy:port that https_proxy names, is not valid: "
         "nonnumeric port: 'port'\n"
     )
+
+
+def test_a_proxy_refusing_the_tunnel_to_an_https_backend_is_one_answer_not_retried(
+    serve_raw: Any,
+) -> None:
+    refusing = serve_raw(
+        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+        b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n'
+    )
+    proxy = {"HTTPS_PROXY": refusing.url.replace("http://", "http://ops:s3cret@")}
+
+    done = tracekit_with(proxy, "search", "--tempo", "https://tempo.example.invalid")
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tracekit: Tempo at https://tempo.example.invalid: the proxy "
+        f"{refusing.url} that HTTPS_PROXY names refused a connection to it (407 Proxy "
+        "Authentication Required) (give its user and password in that variable)\n"
+    )
+    assert refusing.connections == 1

@@ -46,6 +46,7 @@ _TITLE = re.compile(r"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]*>?")  # an unclosed tag too: the body may be cut at MAX_ERROR_BYTES
 _ASCII = "".join(map(chr, range(0x80)))
 _NO_PROXY = "NO_PROXY lists the hosts to reach without it"
+_TUNNEL_REFUSED = "Tunnel connection failed: "  # http.client's words for a CONNECT refused
 
 
 class NotFound(Exception):
@@ -183,6 +184,8 @@ class JsonClient:
                 raise BackendError(self._tls_failure(reason)) from None
             if isinstance(reason, TimeoutError):
                 raise self._timed_out(_connections.opened or []) from None
+            if self._proxy and str(reason).startswith(_TUNNEL_REFUSED):  # the proxy answered
+                raise BackendError(self._tunnel_refused(str(reason))) from None
             raise self._unreachable(self.printable(str(reason))) from None
         except _CaFileThatWaits as error:  # nothing was sent: SSL_CERT_FILE is the problem
             shown = self.printable(error.path, 120)
@@ -239,6 +242,14 @@ class JsonClient:
         if self._proxy is None:
             return _Retryable(f"unreachable ({why})")
         return _Retryable(f"unreachable through the proxy {self._proxy} ({why}; {_NO_PROXY})")
+
+    def _tunnel_refused(self, reason: str) -> str:
+        """The proxy's refusal of a tunnel to an https:// backend (``CONNECT``), its status and
+        reason as http.client words them (``Tunnel connection failed: 407 Proxy Authentication
+        Required``): an answer, which a retry would get again, not an unreachable backend."""
+        status = self.printable(reason.removeprefix(_TUNNEL_REFUSED), 80)
+        hint = " (give its user and password in that variable)" if status[:4] == "407 " else ""
+        return f"{self.where}: the proxy {self._proxy} refused a connection to it ({status}){hint}"
 
     def _broken_answer(self, why: str) -> BackendError:
         return BackendError(f"{self.where} sent a broken HTTP answer ({why})")
