@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from otlp_fixtures import recent
 from tempo_fake import FakeTempo
 from trace_topologies import Topology
+from werkzeug.wrappers import Request, Response
 
 from tracekit.records import SpanRecord
 from tracekit_cli.main import cli
@@ -87,3 +88,23 @@ def test_a_trace_with_more_links_into_it_than_searched_for_is_still_named(serve:
     assert path["warnings"] == [
         f"more than 100 traces link to trace {publish.trace_id}: joining the 100 Tempo found first"
     ]
+
+
+def test_a_tempo_refusing_link_terms_joined_by_or_is_searched_a_trace_at_a_time(
+    serve: Any,
+) -> None:
+    """Should a Tempo refuse ``link:traceID`` terms joined by ``||``, it is not taken for one
+    that cannot search links at all: each trace is searched alone, as before."""
+    tempo = FakeTempo(batch_job(workers=3))
+
+    def answer(request: Request) -> Response:
+        query = request.args.get("q", "")
+        if "link:traceID" in query and " || " in query:
+            return Response("invalid TraceQL query: parse error", 400)
+        return tempo(request)
+
+    backend = serve(answer)
+    code, path, err = trace_json("req-batch", "--tempo", backend.url)
+
+    assert (code, err, path["warnings"]) == (0, "", [])
+    assert len(path["trace_ids"]) == 1 + 3 + 3

@@ -501,6 +501,8 @@ class TempoSource(RemoteSource):
         try:
             hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH * len(trace_ids))
         except BackendError as error:
+            if refused_traceql(error) and len(trace_ids) > 1:  # the || too: each alone tells
+                return self._linking_to_each(trace_ids)
             if refused_traceql(error):
                 self._can_search_links = False
                 return self._linking_to(trace_ids, query)
@@ -513,8 +515,7 @@ class TempoSource(RemoteSource):
             return []
         full = more or len(hits) >= (self._max_results or len(hits) + 1)
         if full and len(trace_ids) > 1:
-            alone = [linking_to_any([trace_id])[0] for trace_id in trace_ids]
-            return [f for ids, one in alone for f in self._linking_to(ids, one)]
+            return self._linking_to_each(trace_ids)
         if more:
             self.notes.warn(
                 trace_ids[0],
@@ -522,6 +523,11 @@ class TempoSource(RemoteSource):
                 f"the {MAX_TRACES_PER_SEARCH} Tempo found first",
             )
         return [hit.trace_id for hit in hits]
+
+    def _linking_to_each(self, trace_ids: list[str]) -> list[str]:
+        """``_linking_to`` one trace a search."""
+        alone = [linking_to_any([trace_id])[0] for trace_id in trace_ids]
+        return [found for ids, query in alone for found in self._linking_to(ids, query)]
 
     def _no_link_search(self) -> str:
         return (
