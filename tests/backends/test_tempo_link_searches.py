@@ -108,3 +108,20 @@ def test_a_tempo_refusing_link_terms_joined_by_or_is_searched_a_trace_at_a_time(
 
     assert (code, err, path["warnings"]) == (0, "", [])
     assert len(path["trace_ids"]) == 1 + 3 + 3
+
+
+def test_once_a_link_search_has_failed_the_others_are_not_sent(serve: Any) -> None:
+    """A Tempo answering every link search 504 (after its timeout, on a busy week): each search
+    is tried three times, so each one more cost three timeouts to learn the same. The first
+    failure is said for every trace of the path, and no other link search is sent."""
+    spans = batch_job(workers=59)
+    backend = serve(FakeTempo(spans, link_search_status=504))
+
+    code, path, err = trace_json("req-batch", "--tempo", backend.url)
+
+    assert (code, err) == (0, "")
+    assert len(path["trace_ids"]) == 1 + 59  # the audits, found only by links, are not shown
+    unsearched = [w for w in path["warnings"] if w.startswith("traces linking to ")]
+    assert len(unsearched) == 60
+    assert all("context deadline exceeded" in w for w in unsearched)
+    assert len(link_searches(backend)) == 3  # one search, tried three times

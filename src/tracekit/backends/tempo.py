@@ -107,6 +107,7 @@ class TempoSource(RemoteSource):
         self._max_window: tuple[float, str] | None = None  # learnt from Tempo's refusal
         self._max_results: int | None = None  # its max_result_limit, learnt likewise
         self._can_search_links = True
+        self._link_search_failed: BackendError | None = None  # not tried again: said instead
         self._takes_hints = True  # TraceQL query hints: Tempo >= 2.4
         self._unreadable: dict[str, str] = {}  # trace id -> what Tempo did instead of answering
         self._read_by_id = False  # whether a trace asked for by id has been read yet
@@ -493,7 +494,11 @@ class TempoSource(RemoteSource):
 
     def _linking_to(self, trace_ids: list[str], query: str) -> list[str]:
         """The traces ``query`` finds linking into ``trace_ids``; where it answers as many as it
-        asks for (100 a trace), each trace alone, so the one with more is named."""
+        asks for (100 a trace), each trace alone, so the one with more is named. Once a link
+        search has failed (after its retries), the others are not sent: each would wait as long
+        to fail, a timing-out Tempo three timeouts a search; their traces are warned alike."""
+        if self._link_search_failed is not None:
+            return self._unsearched(trace_ids, self._link_search_failed)
         if not self._can_search_links:
             for trace_id in trace_ids:
                 self.notes.warn(trace_id, self._no_link_search())
@@ -506,13 +511,8 @@ class TempoSource(RemoteSource):
             if refused_traceql(error):
                 self._can_search_links = False
                 return self._linking_to(trace_ids, query)
-            for trace_id in trace_ids:
-                self.notes.warn(
-                    trace_id,
-                    f"traces linking to {trace_id} could not be searched "
-                    f"({error}); a trace joined only by such a link may be missing",
-                )
-            return []
+            self._link_search_failed = error
+            return self._unsearched(trace_ids, error)
         full = more or len(hits) >= (self._max_results or len(hits) + 1)
         if full and len(trace_ids) > 1:
             return self._linking_to_each(trace_ids)
@@ -523,6 +523,16 @@ class TempoSource(RemoteSource):
                 f"the {MAX_TRACES_PER_SEARCH} Tempo found first",
             )
         return [hit.trace_id for hit in hits]
+
+    def _unsearched(self, trace_ids: list[str], error: BackendError) -> list[str]:
+        """None found: a warning of each trace's path that its links could not be searched."""
+        for trace_id in trace_ids:
+            self.notes.warn(
+                trace_id,
+                f"traces linking to {trace_id} could not be searched "
+                f"({error}); a trace joined only by such a link may be missing",
+            )
+        return []
 
     def _linking_to_each(self, trace_ids: list[str]) -> list[str]:
         """``_linking_to`` one trace a search."""
