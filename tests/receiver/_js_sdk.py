@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import signal
@@ -21,17 +22,24 @@ def _required(what: str) -> str:
 
 
 def installed_node() -> str:
-    """The node binary, with the pinned SDK installed by ``npm ci`` (again if the lock changed)."""
+    """The node binary, with the pinned SDK installed by ``npm ci`` (again if the lock changed).
+
+    One test process installs while the others wait (an exclusive lock on package-lock.json):
+    ``npm ci`` first deletes node_modules, so in a fresh clone under ``pytest -n 3`` one
+    process's install removed what another's had just put there, and that one's tests could not
+    find the SDK (``Cannot find module '@opentelemetry/api'``) or its ``npm ci`` failed."""
     binary, npm = _required("node"), _required("npm")
-    lock = hashlib.sha256((JS / "package-lock.json").read_bytes()).hexdigest()
-    stamp = JS / "node_modules" / ".tracekit-lock-sha256"
-    if not stamp.is_file() or stamp.read_text() != lock:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
-            timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
-        stamp.write_text(lock)
+    with (JS / "package-lock.json").open("rb") as package_lock:
+        fcntl.flock(package_lock, fcntl.LOCK_EX)  # released when the file closes
+        lock = hashlib.sha256(package_lock.read()).hexdigest()
+        stamp = JS / "node_modules" / ".tracekit-lock-sha256"
+        if not stamp.is_file() or stamp.read_text() != lock:
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True, text=True,
+                timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0, f"npm ci failed: {done.stderr[-2000:]}"
+            stamp.write_text(lock)
     return binary
 
 
