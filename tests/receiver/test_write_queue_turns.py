@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conditions import wait_for
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -31,8 +33,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.receiver.conftest import storing
 
-from tracekit.receiver import Receiver, ReceiverConfig
+from tracekit.receiver import Receiver, ReceiverConfig, _http
 from tracekit.receiver._admission import BODY_COST, RECORD_COST
 from tracekit.store import Store
 
@@ -139,27 +142,91 @@ def test_a_grpc_client_retrying_nothing_gets_its_turn_in_a_queue_a_grpc_flood_ke
         assert len(stored) == 500
 
 
-def test_grpc_calls_waiting_for_room_leave_memory_for_http_exporters(store_path: Path) -> None:
+def _call_cost() -> int:
+    """What one flooding call holds of the memory budget once decoded."""
+    return len(_request("flood", QUEUE)) * BODY_COST[PROTOBUF_TYPE] + QUEUE * RECORD_COST
+
+
+def _in_line(receiver: Receiver, size: int) -> bool:
+    """Whether a request of ``size`` records waits in line for room in the write queue."""
+    return any(ticket.size == size for ticket in list(receiver.queue._line))
+
+
+def _writer_pid(receiver: Receiver) -> int:
+    process = receiver.queue._process
+    assert process is not None and process._process is not None and process._process.pid
+    return process._process.pid
+
+
+def _post(receiver: Receiver, body: bytes) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(*receiver.address, timeout=60)
+    try:
+        connection.request("POST", "/v1/traces", body, PROTOBUF)
+        response = connection.getresponse()
+        return response.status, response.read()[:60]
+    finally:
+        connection.close()
+
+
+def test_grpc_calls_waiting_for_room_leave_memory_for_http_exporters(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """12 gRPC calls at once, each as large as the queue, with a memory budget of 10 such calls:
     the calls waiting for room held nearly all of it, and about half of 40 OTLP/HTTP requests
     were told 503 (memory limit) at once. Calls waiting long for room now hold at most half the
-    budget (the others are told UNAVAILABLE at once, and retry), so HTTP requests find room."""
-    call_cost = len(_request("flood", QUEUE)) * BODY_COST[PROTOBUF_TYPE] + QUEUE * RECORD_COST
+    budget (the others are told UNAVAILABLE at once, and retry), so HTTP requests find room.
+    What this asserts is memory: the HTTP requests wait for their turn in the queue as long as
+    it takes (a loaded machine's writer took over a second per call, their 1 s wait)."""
+    monkeypatch.setattr(_http, "_WAIT_FOR_ROOM", 30.0)
+    call_cost = _call_cost()
     config = ReceiverConfig(
         port=0, grpc_port=0, queue_capacity=QUEUE, max_memory_bytes=10 * call_cost
     )
     receiver = Receiver(Store(store_path), config).start()
     flood = Flood(_target(receiver), callers=12)
     replies = []
-    try:
-        time.sleep(2)  # its calls are waiting for room
-        for _ in range(20):
-            connection = http.client.HTTPConnection(*receiver.address, timeout=30)
-            connection.request("POST", "/v1/traces", _request("checkout", 100), PROTOBUF)
-            response = connection.getresponse()
-            replies.append((response.status, response.read()[:60]))
-            connection.close()
+    try:  # its calls are waiting for room, holding the share they may
+        wait_for(lambda: receiver.budget.waiting > 4 * call_cost, 60, "the calls waiting")
+        replies = [_post(receiver, _request("checkout", 100)) for _ in range(20)]
     finally:
         flood.close()
         receiver.stop()
     assert replies == [(200, b"")] * 20
+
+
+def test_grpc_calls_queued_behind_a_held_writer_count_in_the_waiting_share(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer held (a store on a hung disk, or a loaded machine's writer) with 7 calls as
+    large as the queue and a budget of 10 such calls: the calls queued and being written held
+    their memory outside the waiting share, beside 5 calls waiting, so 7 of 10 were held and an
+    HTTP request of 3.5 such calls' worth was told 503 (memory limit). The share (half the
+    budget) now holds them from their wait to their commit: 5 of 10, the request is stored."""
+    monkeypatch.setattr(_http, "_WAIT_FOR_ROOM", 30.0)
+    call_cost = _call_cost()
+    config = ReceiverConfig(
+        port=0, grpc_port=0, queue_capacity=QUEUE, max_memory_bytes=10 * call_cost
+    )
+    receiver = storing(Receiver(Store(store_path), config).start())
+    writer = _writer_pid(receiver)
+    os.kill(writer, signal.SIGSTOP)
+    flood = Flood(_target(receiver), callers=7)
+    try:
+        wait_for(lambda: receiver.budget.waiting > 4 * call_cost, 60, "the share taken")
+        replies: list[tuple[int, bytes]] = []
+        count = 16 * QUEUE // 5  # 3.2 calls' worth of memory
+        posting = threading.Thread(
+            target=lambda: replies.append(_post(receiver, _request("checkout", count)))
+        )
+        posting.start()  # answered at once if refused, else in line for room
+        wait_for(
+            lambda: replies or _in_line(receiver, count), 60, "the request's fate",
+            ignoring=(RuntimeError,),  # the line changed as it was read
+        )  # fmt: skip
+        os.kill(writer, signal.SIGCONT)
+        posting.join(60)
+    finally:
+        os.kill(writer, signal.SIGCONT)
+        flood.close()
+        receiver.stop()
+    assert replies == [(200, b"")]

@@ -17,9 +17,11 @@ Every request must arrive whole within a deadline that trickling bytes cannot ex
 (``ClientStream``).
 
 Requests that may wait long for room in a full write queue (gRPC calls: up to half their
-deadline, 30 s at most) hold at most half the budget while they wait; past that such a request
-is let in only if there is room at once, else told to retry. Without that share a few large
-calls waiting could hold the whole budget, and every other request be refused until they left.
+deadline, 30 s at most) hold at most half the budget from their wait to their commit; past that
+such a request is let in only if there is room at once, else told to retry. Without that share a
+few large calls waiting could hold the whole budget, and every other request be refused until
+they left; counting them only while they waited, those queued and being written behind a slow
+writer took most of the other half.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ class MemoryBudget:
     @contextmanager
     def waiting_room(self, size: int) -> Iterator[bool]:
         """Whether a request holding ``size`` bytes may wait long for room in the write queue
-        (counted as waiting until the block ends): while waiting requests hold half the budget
-        or less with it. One larger than half may wait alone: slow, not refused for ever."""
+        (counted as waiting until the block ends: its commit): while waiting requests hold half
+        the budget or less with it. One larger than half may wait alone: slow, not refused for
+        ever."""
         with self._lock:
             allowed = self.waiting + size <= self.limit // 2 or not self.waiting
             if allowed:

@@ -175,12 +175,14 @@ class IngestService:
     ) -> None:
         if not decoded.rows.spans and not decoded.logs:
             return
-        try:
-            with reservation.waiting(wait_for_room) as wait:
+        # a request that waited long holds its share until committed: queued or being written,
+        # it still holds its memory, and under load the writer's backlog filled the other half
+        with reservation.waiting(wait_for_room) as wait:
+            try:
                 ticket = self.queue.submit(decoded.rows, decoded.logs, wait, client, gone)
-        except QueueFull:
-            raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
-        self._wait_for_commit(ticket)
+            except QueueFull:
+                raise RequestError(503, "write queue is full, retry later", retry_after=1) from None
+            self._wait_for_commit(ticket)
         if is_damage(ticket.error):
             raise RequestError(500, "store is damaged; see the collector's log")
         if ticket.error is not None:
