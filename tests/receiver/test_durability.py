@@ -8,14 +8,17 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conditions import wait_for
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Tracer, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from tests.receiver._collector_process import start_collector
 
 from tracekit.store import Store
@@ -115,45 +118,84 @@ def test_sixty_second_load_count_sent_equals_count_stored(tmp_path: Path) -> Non
     assert elapsed >= seconds - 1
 
 
+class _CountingExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter, counting the spans the collector acknowledged."""
+
+    acknowledged = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = super().export(spans)
+        if result == SpanExportResult.SUCCESS:
+            self.acknowledged += len(spans)
+        return result
+
+
+def _make_spans(tracer: Tracer, first: int, count: int) -> None:
+    for n in range(first, first + count):
+        # 4 KiB of unique text a span: the WAL grows by its bound every 16,000 spans
+        attributes = {"n": n, "payload": os.urandom(2048).hex()}
+        with tracer.start_as_current_span("GET /orders/{id}", attributes=attributes):
+            pass
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_read_held_past_the_wal_bound_costs_an_sdk_exporter_no_spans(tmp_path: Path) -> None:
-    """A read holds its snapshot (a backup, a long search) while an OTel SDK exports 1,000
-    spans/s and the WAL grows past its bound. The writer's checkpoint waited 5 s for that read,
-    holding the write lock; the exporter waited for its answer meanwhile, and the SDK's queue
-    (2,048 spans) dropped what the application made during the wait: 13,000 of 180,000 spans
-    at 3,000 spans/s ("Queue full, dropping Span.")."""
+    """A read holds its snapshot (a backup, a long search) while an OTel SDK exports and the WAL
+    grows past its bound. The writer's checkpoint waited 5 s for that read, holding the write
+    lock; the exporter waited for its answer meanwhile, and the SDK's queue dropped what the
+    application made during the wait: 13,000 of 180,000 spans at 3,000 spans/s ("Queue full,
+    dropping Span.").
+
+    Paced by this machine, not by the clock (a fixed 1,000 spans/s was more than a loaded
+    machine's collector could take, held read or not): until the WAL passes its bound, spans are
+    made as fast as the collector acknowledges them, which measures what it takes now; for the
+    10 s after, at half that pace, with an SDK queue of 2 s of it. The writer pausing 5 s at a
+    time (storing 29% of it) overflows that queue, however fast the machine."""
     store_path = tmp_path / "held.db"
     wal = Path(f"{store_path}-wal")
     process, port = start_collector(store_path)
-    provider = TracerProvider(resource=Resource.create({"service.name": "load"}))
-    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    tracer = provider.get_tracer("load")
+    exporter = _CountingExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
     reader = sqlite3.connect(store_path, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM spans").fetchone()
-    # 1,000 spans/s: the SDK's queue holds about 2 s of them, so a writer pausing for 5 s makes it
-    # drop thousands, while the test's own exporter keeps up beside another suite's load
-    rate, made, after_bound = 1000, 0, 0
-    started = time.monotonic()
-    while after_bound < 10 * rate and made < 120 * rate:  # 10 s past the bound, at most 2 min
-        for _ in range(rate // 100):
-            # 4 KiB of unique text a span: the WAL reaches its bound in about 13 s
-            attributes = {"n": made, "payload": os.urandom(2048).hex()}
-            with tracer.start_as_current_span("GET /orders/{id}", attributes=attributes):
-                made += 1
-        if after_bound or wal.stat().st_size > WAL_BOUND_BYTES:
-            after_bound += rate // 100
-        time.sleep(max(0.0, started + made / rate - time.monotonic()))
+    step, made = 10, 0
+    with _batch_tracer(exporter, queue=2048) as tracer:
+        started = time.monotonic()
+        while wal.stat().st_size <= WAL_BOUND_BYTES and made < 100_000:
+            _make_spans(tracer, made, step)
+            made += step
+            behind = made - 1024  # never near the queue's 2,048
+            wait_for(lambda: exporter.acknowledged >= behind, 60, "the exports")  # noqa: B023 (called here, at once)
+        pace = made / (time.monotonic() - started)  # spans a second the collector takes now
+        passed_bound = wal.stat().st_size > WAL_BOUND_BYTES
+    past_bound = made
+    rate = max(50, int(pace / 2))  # a 5 s pause makes 5 s of spans, the queue holds 2
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+    with _batch_tracer(exporter, queue=2 * rate) as tracer:
+        started = time.monotonic()
+        while made - past_bound < 10 * rate:  # 10 s past the bound
+            _make_spans(tracer, made, step)
+            made += step
+            time.sleep(max(0.0, started + (made - past_bound) / rate - time.monotonic()))
     reader.execute("COMMIT")
     reader.close()
-    provider.shutdown()
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0
-    assert after_bound  # the WAL passed its bound while the read held its snapshot
+    assert passed_bound  # the WAL passed its bound while the read held its snapshot
     with Store(store_path) as store:
-        assert store.count_spans() == made
+        assert store.count_spans() == made, f"{pace:.0f} spans/s before the bound"
+
+
+@contextmanager
+def _batch_tracer(exporter: SpanExporter, queue: int) -> Iterator[Tracer]:
+    """A tracer exporting through the SDK's batch processor with a queue of ``queue`` spans;
+    flushed and shut down at the end."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "load"}))
+    batches = BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=queue // 4)
+    provider.add_span_processor(batches)
+    yield provider.get_tracer("load")
+    provider.shutdown()
 
 
 @pytest.mark.parametrize("damaged", ["strings", "spans"])
