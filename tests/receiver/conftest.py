@@ -62,6 +62,13 @@ def storing(receiver: Receiver) -> Receiver:
     return receiver
 
 
+def writer_pid(receiver: Receiver) -> int:
+    """The pid of ``receiver``'s writer process (to stop it, as a hung disk would)."""
+    process = receiver.queue._process
+    assert process is not None and process._process is not None and process._process.pid
+    return process._process.pid
+
+
 def read_response(sock: socket.socket) -> RawResponse:
     """Read one response (head, then Content-Length bytes); IndexError if closed unanswered."""
     received = b""

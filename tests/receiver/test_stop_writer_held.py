@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tests.receiver.conftest import storing
+from tests.receiver.conftest import storing, writer_pid
 
 from tracekit.receiver import Receiver, ReceiverConfig
 from tracekit.store import Store
@@ -36,12 +36,6 @@ def _one_span() -> list[ReadableSpan]:
     with provider.get_tracer("held").start_as_current_span("not acknowledged"):
         pass
     return list(memory.get_finished_spans())
-
-
-def _writer_pid(receiver: Receiver) -> int:
-    process = receiver.queue._process
-    assert process is not None and process._process is not None and process._process.pid
-    return process._process.pid
 
 
 @pytest.fixture
@@ -88,7 +82,7 @@ def test_a_stop_with_the_writer_held_ends_by_its_deadline(
         if protocol == "http"
         else GrpcSpanExporter(endpoint=f"http://127.0.0.1:{grpc_address[1]}", timeout=15)
     )
-    writer = _writer_pid(receiver)
+    writer = writer_pid(receiver)
     os.kill(writer, signal.SIGSTOP)
     results: list[SpanExportResult] = []
     exporting = threading.Thread(target=lambda: results.append(exporter.export(_one_span())))
@@ -112,7 +106,7 @@ def test_a_stop_with_the_writer_held_and_nothing_to_write_ends_soon(
 ) -> None:
     """Nothing in flight, the writer process stopped: the stop waited 30 s for it to end (30.3 s
     with the CLI); everything it was sent is committed, so it is killed after a short wait."""
-    writer = _writer_pid(receiver)
+    writer = writer_pid(receiver)
     os.kill(writer, signal.SIGSTOP)
     try:
         assert _stopped_within(receiver, EXIT_TIMEOUT + 10)  # was 30 s

@@ -33,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tests.receiver.conftest import storing
+from tests.receiver.conftest import storing, writer_pid
 
 from tracekit.receiver import Receiver, ReceiverConfig, _http
 from tracekit.receiver._admission import BODY_COST, RECORD_COST
@@ -152,12 +152,6 @@ def _in_line(receiver: Receiver, size: int) -> bool:
     return any(ticket.size == size for ticket in list(receiver.queue._line))
 
 
-def _writer_pid(receiver: Receiver) -> int:
-    process = receiver.queue._process
-    assert process is not None and process._process is not None and process._process.pid
-    return process._process.pid
-
-
 def _post(receiver: Receiver, body: bytes) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection(*receiver.address, timeout=60)
     try:
@@ -208,7 +202,7 @@ def test_grpc_calls_queued_behind_a_held_writer_count_in_the_waiting_share(
         port=0, grpc_port=0, queue_capacity=QUEUE, max_memory_bytes=10 * call_cost
     )
     receiver = storing(Receiver(Store(store_path), config).start())
-    writer = _writer_pid(receiver)
+    writer = writer_pid(receiver)
     os.kill(writer, signal.SIGSTOP)
     flood = Flood(_target(receiver), callers=7)
     try:
