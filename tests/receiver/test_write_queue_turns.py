@@ -100,10 +100,16 @@ def flooded(store_path: Path) -> Iterator[Receiver]:
     receiver = Receiver(Store(store_path), config).start()
     assert receiver.grpc_address is not None
     flood = Flood(_target(receiver), callers=24)
-    time.sleep(1)  # its calls are waiting for room
+    wait_for(lambda: _flood_waiting(receiver), 60, "the flood's calls waiting for room")
     yield receiver
     flood.close()
     receiver.stop()
+
+
+def _flood_waiting(receiver: Receiver) -> bool:
+    """The queue is full and calls wait in line for room (not a second of sleep: a loaded
+    machine took longer, and the test then ran beside no flood at all)."""
+    return receiver.queue.depth == QUEUE and bool(receiver.queue._line)
 
 
 def _batch(service: str) -> list[object]:
