@@ -69,7 +69,8 @@ def test_kill_9_during_ingest_loses_nothing_acknowledged(tmp_path: Path) -> None
     threads = [threading.Thread(target=sender) for _ in range(3)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    # ingest under way (not 1.5 s of it: a loaded machine's writer takes seconds to start)
+    wait_for(lambda: len(acked) > 1000, 60, "1,000 spans acknowledged")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     stop.set()
