@@ -73,9 +73,9 @@ def tracekit_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long tests (marked ``slow``) first, the rest in their order.
 
-    ``make test`` runs two processes that take over half of each other's remaining tests when
+    ``make test`` runs three processes that take over half of another's remaining tests when
     they run out (``--dist worksteal``), but never part of a test: a 60 s load test started late
-    kept one process working alone while the other had nothing left to take. Started first, the
-    other process's short tests fill that time.
+    kept one process working alone while the others had nothing left to take. Started first, the
+    other processes' short tests fill that time.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
