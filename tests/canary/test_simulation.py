@@ -3,7 +3,10 @@
 Every scenario draws its requests with fixed seeds (``random.Random``, stable across Python
 versions), builds them as finished SERVER spans of the OpenTelemetry SDK (``ReadableSpan``, what
 a ``TracerProvider`` hands its exporters, with ``service.version`` on each version's resource)
-and exports them through ``StoreSpanExporter`` into a real store, written once per scenario.
+and exports them through ``StoreSpanExporter`` into a real store. Scenarios with the same
+baseline share one store: the baseline's requests are written once (exporting is most of a
+scenario's time, the verdicts a tenth of it) and each scenario adds its canary under a version of
+its own, drawn exactly as in a store of its own.
 The spans are built directly rather than started and ended one by one through a tracer: the
 subject here is the store and the canary verdict, and 120,000 trips through ``start_span`` took
 most of a scenario's time while proving nothing the tracer tests do not. Each seed gets its own
@@ -21,6 +24,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -91,45 +95,87 @@ def _context(number: int) -> SpanContext:
     return SpanContext(number, number, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
 
-def write_scenario(directory: Path, scenario: Scenario) -> Path:
-    """Every seed's requests of both versions, exported into a fresh store in batches of
-    10,000 spans (as a ``BatchSpanProcessor`` with that batch size would hand them over)."""
-    store = directory / "simulation.db"
-    resources = {
-        name: Resource.create({"service.name": SERVICE, "service.version": name})
-        for name in (BASELINE, CANARY)
-    }
-    spans: dict[str, list[ReadableSpan]] = {BASELINE: [], CANARY: []}
-    ids = itertools.count(1)
-    for seed in range(scenario.seeds):
-        rng = random.Random(seed)
-        for name, version in ((BASELINE, scenario.baseline), (CANARY, scenario.canary)):
-            spans[name] += _record(
-                resources[name], _draw(version, scenario.requests, rng), seed, ids
-            )
+def _export(store: Path, spans: list[ReadableSpan]) -> None:
+    """``spans`` exported into the store in batches of 10,000 (as a ``BatchSpanProcessor`` with
+    that batch size would hand them over)."""
     exporter = StoreSpanExporter(store)
-    for batch in (s[i : i + _BATCH] for s in spans.values() for i in range(0, len(s), _BATCH)):
+    for batch in (spans[i : i + _BATCH] for i in range(0, len(spans), _BATCH)):
         assert exporter.export(batch) is SpanExportResult.SUCCESS
     exporter.shutdown()
-    return store
 
 
-def verdicts(store_path: Path, seeds: int) -> list[Verdict]:
+def _resource(version: str) -> Resource:
+    return Resource.create({"service.name": SERVICE, "service.version": version})
+
+
+@dataclass
+class _Baseline:
+    """A store holding one baseline's requests, and each seed's generator as the baseline left it
+    (the canary's requests are drawn next from the same generator)."""
+
+    path: Path
+    after_baseline: list[tuple[Any, ...]]
+    canaries: int = 0
+
+
+class Rollouts:
+    """Simulated rollouts in real stores, one store per baseline: scenarios with the same
+    baseline share its requests, written once, and each adds its canary under a version of its
+    own. A canary's requests are the ones it would draw in a store of its own."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._baselines: dict[tuple[Version, int, int], _Baseline] = {}
+        self._ids = itertools.count(1)
+
+    def verdicts(self, scenario: Scenario) -> list[Verdict]:
+        """The verdict of each seed's minute on the scenario's canary, read back from the store."""
+        baseline = self._baseline(scenario)
+        baseline.canaries += 1
+        version = f"{CANARY}-{baseline.canaries}"
+        spans = []
+        for seed, state in enumerate(baseline.after_baseline):
+            rng = random.Random()
+            rng.setstate(state)
+            requests = _draw(scenario.canary, scenario.requests, rng)
+            spans += _record(_resource(version), requests, seed, self._ids)
+        _export(baseline.path, spans)
+        return verdicts(baseline.path, version, scenario.seeds)
+
+    def _baseline(self, scenario: Scenario) -> _Baseline:
+        key = (scenario.baseline, scenario.requests, scenario.seeds)
+        if key not in self._baselines:
+            path = self._directory / f"simulation-{len(self._baselines)}.db"
+            resource, spans, states = _resource(BASELINE), [], []
+            for seed in range(scenario.seeds):
+                rng = random.Random(seed)
+                requests = _draw(scenario.baseline, scenario.requests, rng)
+                spans += _record(resource, requests, seed, self._ids)
+                states.append(rng.getstate())
+            _export(path, spans)
+            self._baselines[key] = _Baseline(path, states)
+        return self._baselines[key]
+
+
+def verdicts(store_path: Path, canary: str, seeds: int) -> list[Verdict]:
     """The verdict of each seed's minute, read back from the store."""
     found = []
     with Store(store_path) as store:
         for seed in range(seeds):
             start = T0 + seed * SEED_NS
             window = (start, start + SEED_NS)
-            samples = samples_from_store(store, SERVICE, (BASELINE, CANARY), *window)
-            found.append(judge(Subject(SERVICE, BASELINE, CANARY, *window, "store"), *samples))
+            samples = samples_from_store(store, SERVICE, (BASELINE, canary), *window)
+            found.append(judge(Subject(SERVICE, BASELINE, canary, *window, "store"), *samples))
     return found
 
 
-def run(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) -> list[Verdict]:
-    results = verdicts(
-        write_scenario(tmp_path_factory.mktemp("simulation"), scenario), scenario.seeds
-    )
+@pytest.fixture(scope="module")
+def rollouts(tmp_path_factory: pytest.TempPathFactory) -> Rollouts:
+    return Rollouts(tmp_path_factory.mktemp("simulation"))
+
+
+def run(rollouts: Rollouts, scenario: Scenario) -> list[Verdict]:
+    results = rollouts.verdicts(scenario)
     assert all(v.canary_requests == v.baseline_requests == scenario.requests for v in results)
     return results
 
@@ -149,8 +195,8 @@ def report(name: str, results: list[Verdict]) -> None:
         print(f"  {metric}: {dict(count(results, metric_class(metric)))}")
 
 
-def test_a_canary_twenty_percent_slower_fails(tmp_path_factory: pytest.TempPathFactory) -> None:
-    results = run(tmp_path_factory, Scenario(Version(), Version(scale=1.2), 300, SEEDS))
+def test_a_canary_twenty_percent_slower_fails(rollouts: Rollouts) -> None:
+    results = run(rollouts, Scenario(Version(), Version(scale=1.2), 300, SEEDS))
     report("latency x1.2, 300 requests per version", results)
 
     verdicts_seen = count(results, lambda v: v.verdict)
@@ -158,8 +204,8 @@ def test_a_canary_twenty_percent_slower_fails(tmp_path_factory: pytest.TempPathF
     assert verdicts_seen["pass"] <= 0.03 * SEEDS
 
 
-def test_an_identical_canary_passes(tmp_path_factory: pytest.TempPathFactory) -> None:
-    results = run(tmp_path_factory, Scenario(Version(), Version(), 300, SEEDS))
+def test_an_identical_canary_passes(rollouts: Rollouts) -> None:
+    results = run(rollouts, Scenario(Version(), Version(), 300, SEEDS))
     report("identical, 300 requests per version", results)
 
     verdicts_seen = count(results, lambda v: v.verdict)
@@ -168,9 +214,9 @@ def test_an_identical_canary_passes(tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_a_wider_tail_at_the_same_median_fails_on_the_tail_metric(
-    tmp_path_factory: pytest.TempPathFactory,
+    rollouts: Rollouts,
 ) -> None:
-    results = run(tmp_path_factory, Scenario(Version(), Version(sigma=0.8), 300, SEEDS))
+    results = run(rollouts, Scenario(Version(), Version(sigma=0.8), 300, SEEDS))
     report("sigma 0.5 -> 0.8 at the same median, 300 requests per version", results)
 
     tail = count(results, metric_class("tail_latency"))
@@ -180,8 +226,8 @@ def test_a_wider_tail_at_the_same_median_fails_on_the_tail_metric(
     assert count(results, metric_class("latency"))["fail"] <= 0.05 * SEEDS
 
 
-def test_ten_errors_against_none_in_300_fail(tmp_path_factory: pytest.TempPathFactory) -> None:
-    results = run(tmp_path_factory, Scenario(Version(), Version(errors=10), 300, 20))
+def test_ten_errors_against_none_in_300_fail(rollouts: Rollouts) -> None:
+    results = run(rollouts, Scenario(Version(), Version(errors=10), 300, 20))
     report("0 vs 10 errors in 300", results)
 
     assert count(results, metric_class("error_rate")) == {"fail": 20}
@@ -189,8 +235,8 @@ def test_ten_errors_against_none_in_300_fail(tmp_path_factory: pytest.TempPathFa
     assert all(v.score == 0 for v in results)  # error rate is critical
 
 
-def test_five_errors_against_five_in_1000_pass(tmp_path_factory: pytest.TempPathFactory) -> None:
-    results = run(tmp_path_factory, Scenario(Version(errors=5), Version(errors=5), 1000, 20))
+def test_five_errors_against_five_in_1000_pass(rollouts: Rollouts) -> None:
+    results = run(rollouts, Scenario(Version(errors=5), Version(errors=5), 1000, 20))
     report("5 vs 5 errors in 1000", results)
 
     assert count(results, metric_class("error_rate")) == {"pass": 20}
