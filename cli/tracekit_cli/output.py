@@ -9,7 +9,7 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -52,9 +52,9 @@ def _json_escape(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
-# Encoder chunks joined into one piece of the output. json.dumps(indent=2) holds every chunk
-# (a key, a value, a separator) as a string of its own before joining them: a path of 50,000
-# spans took the command from 140 MB to 467 MB for a 38 MB document.
+# Encoder chunks joined into one piece of the output. json.dumps(indent=2) held every chunk (a
+# key, a value, a separator) as a string of its own before joining them: a path of 50,000 spans
+# took the command from 140 MB to 467 MB for a 38 MB document.
 _CHUNKS_PER_PIECE = 10_000
 
 
@@ -73,13 +73,61 @@ def json_pieces(document: Any, encoding: str | None = None) -> list[str]:
     allows) as OTLP/JSON's strings. Characters ``encoding`` (stdout's) lacks are escaped too.
     In pieces, to be written one after the other."""
     try:
-        return _escaped_pieces(_INDENTED.iterencode(document), encoding)
+        return _escaped_pieces(_indented(document, allow_nan=False), encoding)
     except ValueError:  # a NaN or an infinity: from a backend, or a store that kept it bare
-        return _escaped_pieces(_INDENTED_ANY.iterencode(finite_json(document)), encoding)
+        return _escaped_pieces(_indented(finite_json(document), allow_nan=True), encoding)
 
 
-_INDENTED = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False)
-_INDENTED_ANY = json.JSONEncoder(indent=2, ensure_ascii=False)
+_CONTAINERS = (dict, list, tuple)
+
+
+def _indented(value: Any, allow_nan: bool, indent: str = "\n") -> Iterator[str]:
+    """``value`` in chunks, exactly as ``json.dumps(value, indent=2, ensure_ascii=False)`` writes
+    it at the depth ``indent`` ends. That encoder runs in Python when it indents, a call per key,
+    value and separator (most of what ``--format json`` took over text). Here each run of
+    members holding no container is encoded in one call of the C encoder, with the separator
+    indentation puts between members at that depth: only the containers are walked in Python."""
+    if not isinstance(value, _CONTAINERS) or not value:  # a scalar, [] or {}: written flat
+        yield _flat_encoder(indent, allow_nan).encode(value)
+        return
+    inner = indent + "  "
+    encoder = _flat_encoder(inner, allow_nan)
+    is_dict = isinstance(value, dict)
+    members: Iterable[Any] = value.items() if isinstance(value, dict) else value
+    yield "{" if is_dict else "["
+    separator, run = inner, []
+    for member in members:
+        item = member[1] if is_dict else member
+        if not isinstance(item, _CONTAINERS):
+            run.append(member)
+            continue
+        if run:
+            yield separator + _members(run, is_dict, encoder)
+            separator, run = "," + inner, []
+        yield separator + (_json_key(member[0], encoder) + ": " if is_dict else "")
+        yield from _indented(item, allow_nan, inner)
+        separator = "," + inner
+    if run:
+        yield separator + _members(run, is_dict, encoder)
+    yield indent + ("}" if is_dict else "]")
+
+
+def _members(run: list[Any], is_dict: bool, encoder: json.JSONEncoder) -> str:
+    """Members (key-value pairs if ``is_dict``) as ``encoder`` writes them, brackets left out."""
+    return encoder.encode(dict(run) if is_dict else run)[1:-1]
+
+
+@functools.cache
+def _flat_encoder(inner: str, allow_nan: bool) -> json.JSONEncoder:
+    """The C encoder writing members at the depth ``inner`` (a newline and indentation) gives."""
+    return json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan, separators=("," + inner, ": "))
+
+
+def _json_key(key: Any, encoder: json.JSONEncoder) -> str:
+    """A dictionary key as JSON writes it: a string, or a number, boolean or null in quotes."""
+    if isinstance(key, str):
+        return json.encoder.encode_basestring(key)
+    return encoder.encode({key: None})[1:-7]  # '{"1": null}': the key, as json converts it
 
 
 def _escaped_pieces(chunks: Iterator[str], encoding: str | None) -> list[str]:
@@ -87,8 +135,18 @@ def _escaped_pieces(chunks: Iterator[str], encoding: str | None) -> list[str]:
     string whole (with what precedes it), so no string is cut between pieces."""
     pieces = []
     while batch := list(itertools.islice(chunks, _CHUNKS_PER_PIECE)):
-        pieces.append(_escaped_unencodable(_JSON_STRING.sub(_escaped, "".join(batch)), encoding))
+        pieces.append(_escaped_unencodable(_escaped_nonprintable("".join(batch)), encoding))
     return pieces
+
+
+def _escaped_nonprintable(text: str) -> str:
+    """``text`` (JSON) with each string holding a character that is not printable escaped. Only
+    strings can hold one: outside them the encoder writes ASCII, newlines and spaces. So a piece
+    printable once its newlines are dropped, nearly every one, is looked at in one call in C
+    (a call per string made nearly a second of a 20,000-span path's 5.6 s)."""
+    if text.replace("\n", "").isprintable():
+        return text
+    return _JSON_STRING.sub(_escaped, text)
 
 
 def _escaped_unencodable(text: str, encoding: str | None) -> str:
