@@ -36,7 +36,7 @@ from tracekit_cli.options import (
     typed_route,
     warn,
 )
-from tracekit_cli.output import Command, emit_json, emit_text
+from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text
 
 if TYPE_CHECKING:
     from tracekit.diff import FailOn, PairDiff, SetDiff, Thresholds
@@ -111,6 +111,7 @@ EXIT_SAME, EXIT_DIFFERENT, EXIT_MISSING = 0, 1, 3
 @click.option("--fail-on", metavar="KINDS", help="Only these make the exit status 1: "
               "structure, retries, errors, order, timing, resources, slower[=20%|=50ms] "
               "(comma-separated) [default: all].")  # fmt: skip
+@collecting_less_often()
 def diff(
     requests: tuple[str, ...], store: str | None, tempo: str | None, jaeger: str | None,
     timeout: float, output_format: str | None, service: str | None, a_match: tuple[str, ...],

@@ -26,7 +26,7 @@ from tracekit_cli.options import (
     service_name,
     traceparent_trace_id,
 )
-from tracekit_cli.output import Command, emit_json, emit_text
+from tracekit_cli.output import Command, collecting_less_often, emit_json, emit_text
 
 # far more than memory holds (about 1.5 kB a span), and what the store's 64-bit LIMIT can take
 MAX_SPANS_LIMIT = 10_000_000
@@ -44,6 +44,7 @@ MAX_SPANS_LIMIT = 10_000_000
 @click.option("--max-spans", type=click.IntRange(1, MAX_SPANS_LIMIT), default=MAX_SPANS,
               show_default=True,
               help="Show at most this many spans, the earliest (a warning says so).")  # fmt: skip
+@collecting_less_often()
 def trace(
     request_id: str, store: str | None, tempo: str | None, jaeger: str | None, timeout: float,
     output_format: str | None, logs: bool, raw_times: bool, service: str | None, max_spans: int,
