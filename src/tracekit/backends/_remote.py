@@ -3,7 +3,7 @@ traces they fetch whole by id."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from tracekit.backends._http import JsonClient
 from tracekit.backends._notes import Notes, Notify
@@ -36,15 +36,17 @@ class RemoteSource:
         are held; the traces after that are not read (``LimitedSpanSource``)."""
         return self._traces.first_spans(trace_ids, limit)
 
-    def _beside_traces_read(
-        self, correlation_id: str, search: Callable[[], list[tuple[str, int]]]
+    def trace_starts_by_correlation_id(
+        self, correlation_id: str, limit: int
     ) -> list[tuple[str, int]]:
-        """``search()`` for the traces of ``correlation_id``; where it fails once a trace was
-        read by its id (``trace <trace id>``, whose request's ID is then searched), none, and
-        a warning of that trace's path: a Tempo whose searches time out (a busy week of
-        traces) or a search tier answering 503 made the trace typed, read whole, exit 2."""
+        """Traces with spans carrying ``correlation_id``, each with its start, earliest first,
+        the first ``limit`` (``LimitedSpanSource``), as the backend's search finds them
+        (``_trace_starts``). Where the search fails once a trace was read by its id (``trace
+        <trace id>``, whose request's ID is then searched), none, and a warning of that trace's
+        path: a Tempo whose searches time out (a busy week of traces) or a search tier
+        answering 503 made the trace typed, read whole, exit 2."""
         try:
-            return search()
+            return self._trace_starts(correlation_id, limit)
         except BackendError as error:
             read = sorted({span.trace_id for span in self._traces.held()})
             if not read:
@@ -59,6 +61,10 @@ class RemoteSource:
 
     def _fetch_trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace (lower-case hex id); none when the backend lacks it."""
+        raise NotImplementedError
+
+    def _trace_starts(self, correlation_id: str, limit: int) -> list[tuple[str, int]]:
+        """``trace_starts_by_correlation_id`` as the backend's search answers it."""
         raise NotImplementedError
 
     def _left_out(self, what: str) -> None:

@@ -22,7 +22,6 @@ Jaeger 1.54 or later, or any 2.x (the base URL may carry Jaeger's ``--query.base
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
@@ -123,17 +122,9 @@ class JaegerSource(RemoteSource):
         self._say_more_carry_it(list(dict.fromkeys(s.trace_id for s in spans)), capped)
         return spans
 
-    def trace_starts_by_correlation_id(
-        self, correlation_id: str, limit: int
-    ) -> list[tuple[str, int]]:
-        """Traces with spans carrying ``correlation_id``, each with the earliest such span's
-        start, earliest first, the first ``limit`` (``LimitedSpanSource``): no more than one
-        search answer is held at a time. A failed search beside a trace read by id is a warning
-        (``_beside_traces_read``)."""
-        search = functools.partial(self._trace_starts, correlation_id, limit)
-        return self._beside_traces_read(correlation_id, search)
-
     def _trace_starts(self, correlation_id: str, limit: int) -> list[tuple[str, int]]:
+        """Searched service by service, each trace's start its earliest span carrying the ID:
+        no more than one search answer is held at a time."""
         starts: dict[str, int] = {}
         capped: list[str] = []
         for span in self._correlated(correlation_id, capped):

@@ -20,7 +20,6 @@ Tempo stores no logs, so ``logs_by_trace_ids`` is empty.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -141,16 +140,8 @@ class TempoSource(RemoteSource):
         self._read_by_id = self._read_by_id or bool(spans)
         return spans
 
-    def trace_starts_by_correlation_id(
-        self, correlation_id: str, limit: int
-    ) -> list[tuple[str, int]]:
-        """Traces with spans carrying ``correlation_id``, each with its start, earliest first,
-        the first ``limit``: from a TraceQL search, without reading them (``LimitedSpanSource``);
-        a failed search beside a trace read by id is a warning (``_beside_traces_read``)."""
-        search = functools.partial(self._trace_starts, correlation_id, limit)
-        return self._beside_traces_read(correlation_id, search)
-
     def _trace_starts(self, correlation_id: str, limit: int) -> list[tuple[str, int]]:
+        """From a TraceQL search, without reading the traces."""
         query = "{ span.correlation.id = " + traceql_string(correlation_id) + " }"
         hits, more = self._search_at_most(query, MAX_TRACES_PER_SEARCH)
         if more:
