@@ -45,7 +45,7 @@ WRITERS = {
 }
 REPORT = """
     import os, sys
-    for p in [path, path + "-wal", path + "-shm", *sys.argv[3:]]:
+    for p in [path, path + "-wal", path + "-shm", path + "-lock", *sys.argv[3:]]:
         print(p, oct(os.stat(p).st_mode & 0o777))
 """
 
@@ -59,7 +59,7 @@ def mode(path: Path) -> str:
 
 
 def expected(path: Path, made: list[Path]) -> dict[str, str]:
-    files = {str(path) + suffix: "0o600" for suffix in ("", "-wal", "-shm")}
+    files = {str(path) + suffix: "0o600" for suffix in ("", "-wal", "-shm", "-lock")}
     return {**files, **{str(d): "0o700" for d in made}}
 
 

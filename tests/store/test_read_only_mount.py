@@ -54,7 +54,7 @@ def test_search_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> None
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     requests = json.loads(result.stdout)["requests"]
     assert [r["correlation_id"] for r in requests] == ["req-1"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db", "t.db-lock"]
 
 
 def test_search_reads_a_snapshot_whose_last_commits_are_only_in_its_wal(tmp_path: Path) -> None:

@@ -10,12 +10,17 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from tracekit._utf8 import escaped, escaped_line
+from tracekit.store._locking import (
+    BUSY_TIMEOUT_MS,
+    LOCK_SUFFIX,
+    StoreConnection,
+    exclusive,
+)
 from tracekit.store._schema import (
     SCHEMA_VERSION,
     NotAStoreError,
@@ -28,7 +33,6 @@ T = TypeVar("T")
 
 _log = logging.getLogger("tracekit")
 
-BUSY_TIMEOUT_MS = 5000
 # Span attributes and log bodies are private: the file (and so SQLite's -wal and -shm, which it
 # creates with the file's mode) is the owner's alone, and so is every folder tracekit creates.
 PRIVATE_FILE_MODE = 0o600
@@ -83,10 +87,19 @@ def _open_writer(path: Path) -> sqlite3.Connection:
     require_a_file(path)
     _refuse_read_only_file_system(path)
     conn = _connect(str(path), uri=False)
+    try:
+        with exclusive(conn):  # what follows may write (see _locking)
+            _prepare_writer(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare_writer(conn: sqlite3.Connection, path: Path) -> None:
     # TRACEKIT_STORE pointed at the app's own database must not turn it into a store: vacuumed,
     # switched to WAL, tracekit's tables added to it.
     if retry_busy(lambda: holds_other_tables(conn)):
-        conn.close()
         raise NotAStoreError("not a tracekit store: the file holds another database's tables")
     if schema_version(conn) == 0:  # (on a store, it would only wait for another writer's lock)
         _vacuum_incrementally(conn)
@@ -96,8 +109,7 @@ def _open_writer(path: Path) -> sqlite3.Connection:
     _say_if_upgraded(path, retry_busy(lambda: migrate(conn)))
     retry_busy(lambda: _check_writable(conn))
     retry_busy(lambda: _number_generations_apart(conn))
-    _refuse_files_left_meanwhile(conn, path)
-    return conn
+    _refuse_files_left_meanwhile(path)
 
 
 def _say_if_upgraded(path: Path, found: int) -> None:
@@ -114,14 +126,10 @@ def _say_if_upgraded(path: Path, found: int) -> None:
         )  # fmt: skip
 
 
-def _refuse_files_left_meanwhile(conn: sqlite3.Connection, path: Path) -> None:
+def _refuse_files_left_meanwhile(path: Path) -> None:
     """``_refuse_foreign_files`` again, now that SQLite has opened its ``-wal`` and ``-shm``:
     one another user made in the moment since ``create_private`` looked gets no span."""
-    try:
-        _refuse_foreign_files(Path(os.path.realpath(path)))
-    except PermissionError:
-        conn.close()
-        raise
+    _refuse_foreign_files(Path(os.path.realpath(path)))
 
 
 def _refuse_read_only_file_system(path: Path) -> None:
@@ -285,7 +293,7 @@ def _pointed_at(link: Path) -> Path:
 
 
 # The store's file and SQLite's beside it: SQLite opens one it finds there as it is
-_COMPANIONS = ("", "-wal", "-shm", "-journal")
+_COMPANIONS = ("", "-wal", "-shm", "-journal", LOCK_SUFFIX)
 
 
 def _refuse_foreign_files(target: Path) -> None:
@@ -438,6 +446,7 @@ def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,
             check_same_thread=False,
+            factory=StoreConnection,
         )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.text_factory = _text
@@ -484,25 +493,24 @@ def wal_path(conn: sqlite3.Connection) -> str:
     return str(conn.execute("PRAGMA database_list").fetchone()[2]) + "-wal"
 
 
-def truncate_checkpoint(conn: sqlite3.Connection, wait_ms: int) -> tuple[int, int, int]:
-    """``PRAGMA wal_checkpoint(TRUNCATE)`` waiting at most ``wait_ms`` for the writer and the
-    reads in flight (its busy, log and checkpointed counts); the busy timeout is restored."""
-    conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
-    try:
-        busy, log, checkpointed = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+# How long a checkpoint that waits for no one waits for the store's lock: the commit under way
+LOCK_WAIT_FLOOR_MS = 250
+
+
+def checkpoint(conn: sqlite3.Connection, mode: str = "PASSIVE") -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(mode)`` under the store's lock (see ``_locking``): its busy, log
+    and checkpointed counts. Raises the lock's busy error when a commit holds it too long."""
+    with exclusive(conn, LOCK_WAIT_FLOOR_MS):
+        busy, log, checkpointed = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
     return busy, log, checkpointed
 
 
-@contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def truncate_checkpoint(conn: sqlite3.Connection, wait_ms: int) -> tuple[int, int, int]:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` waiting at most ``wait_ms`` for the writer and the
+    reads in flight (its busy, log and checkpointed counts); the busy timeout is restored."""
+    with exclusive(conn, max(wait_ms, LOCK_WAIT_FLOOR_MS)):
+        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+        try:
+            return checkpoint(conn, "TRUNCATE")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

@@ -19,6 +19,7 @@ from tracekit._utf8 import clean_value
 from tracekit.records import Attributes
 from tracekit.store._connection import open_writer, retry_busy
 from tracekit.store._encoding import intern_resource, intern_string
+from tracekit.store._locking import write_transaction
 from tracekit.store._reclaim import StaleRows, generation
 
 # Cached ids at most (a cache, not the table: past this it starts over, rows keep their ids).
@@ -81,8 +82,7 @@ class Interner:
 
     def _add_once(self, texts: list[str], docs: dict[bytes, str]) -> None:
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             current = generation(conn)
             if current != self.generation:
                 if self.generation >= 0:  # ids were reclaimed: trust none cached, start over
@@ -91,11 +91,6 @@ class Interner:
                 self.generation = current  # the first look: nothing cached yet
             found = {text: intern_string(conn, text) for text in texts}
             found_docs = {d: intern_resource(conn, d, doc) for d, doc in docs.items()}
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.strings.update(found)  # only now: a rolled-back id must never be cached
         self.resources.update(found_docs)
 

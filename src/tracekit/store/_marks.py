@@ -20,6 +20,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 
 from tracekit.store._connection import connect
+from tracekit.store._locking import exclusive
 
 PREFIX = "written_batch "
 _PID_MAX = 4_194_304  # Linux's highest (pid_max's limit)
@@ -34,7 +35,7 @@ def new_mark() -> str:
 def delete_mark(path: str, key: str) -> None:
     """Delete the mark ``key`` from the store at ``path`` (one try; a store locked past the busy
     timeout, or damaged, keeps a row of no harm)."""
-    with suppress(sqlite3.Error), closing(connect(path)) as conn:
+    with suppress(sqlite3.Error), closing(connect(path)) as conn, exclusive(conn):
         conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
@@ -43,7 +44,8 @@ def forget_marks_of_the_gone(path: str) -> None:
     with suppress(sqlite3.Error), closing(connect(path)) as conn:
         keys = conn.execute("SELECT key FROM meta WHERE key LIKE ?", (f"{PREFIX}%",)).fetchall()
         gone = [(key,) for (key,) in keys if _gone(str(key))]
-        conn.executemany("DELETE FROM meta WHERE key = ?", gone)
+        with exclusive(conn):
+            conn.executemany("DELETE FROM meta WHERE key = ?", gone)
 
 
 def _owner(pid: int) -> str | None:

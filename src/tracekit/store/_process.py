@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracekit.records import LogRecordData
-from tracekit.store._connection import connect, one_line, truncate_checkpoint, wal_path
+from tracekit.store._connection import (
+    checkpoint,
+    connect,
+    one_line,
+    truncate_checkpoint,
+    wal_path,
+)
 from tracekit.store._heap import map_large_buffers, trim
 from tracekit.store._marks import delete_mark, forget_marks_of_the_gone, new_mark
 from tracekit.store._rows import SpanRows
@@ -364,7 +370,10 @@ class WalCopier:
     batch after waits for them: when a long read ended, for the whole WAL the read had held
     back. With 300 MB of it, the first commit after took 745 ms, and OpenTelemetry SDK exporters,
     whose queues overflow meanwhile, dropped spans. A PASSIVE checkpoint takes no write lock and
-    waits for no one, so commits go on while this one copies.
+    waits for no one; it copies every 0.1 s's commits between batches, while the writer waits
+    for the next. It holds the store's lock file while it copies (SQLite's WAL-reset bug, see
+    ``_locking``), so a commit that arrives meanwhile waits for the copy: after a long read, for
+    the copy of all the read held back.
 
     A WAL past its bound (``WAL_BOUND_BYTES``) whose frames are all copied is emptied too:
     commits cut it back only when the WAL starts over, so after a burst that long reads held
@@ -381,9 +390,7 @@ class WalCopier:
     def _run(self) -> None:
         while not self._stop.wait(COPY_EVERY):
             with suppress(sqlite3.Error, OSError):  # busy, a full disk, no WAL: next time
-                busy, frames, copied = self._conn.execute(
-                    "PRAGMA wal_checkpoint(PASSIVE)"
-                ).fetchone()
+                busy, frames, copied = checkpoint(self._conn)
                 if busy == 0 and frames == copied and self._wal.stat().st_size > WAL_BOUND_BYTES:
                     # nothing left to copy: takes the write lock only to empty the file, and
                     # gives up at once if a commit or a read is under way

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from tracekit.store._connection import GENERATION, write_transaction
+from tracekit.store._connection import GENERATION
+from tracekit.store._locking import write_transaction
 
 # Integers in attribute, event and link lists: key ids, value ids and plain integer values. Any
 # of them may be a string id; keeping a string some integer happens to equal is safe.

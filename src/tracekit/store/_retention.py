@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from tracekit.store._connection import retry_busy, truncate_checkpoint
+from tracekit.store._locking import exclusive, write_transaction
 from tracekit.store._reclaim import string_heavy
 from tracekit.store._schema import (
     MARK_COUNTED,
@@ -113,7 +115,7 @@ def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
     while free > 0:
         # executescript steps the pragma to its end: execute() steps a statement that returns
         # no columns once, and incremental_vacuum frees one page per step.
-        retry_busy(lambda: conn.executescript("PRAGMA incremental_vacuum(2048)"))
+        retry_busy(lambda: _vacuum_step(conn))
         yield 0
         # A file whose auto_vacuum is not INCREMENTAL (made by an older tracekit in a file that
         # held a table before) gives nothing back: its free pages are only reused.
@@ -126,6 +128,11 @@ def _vacuum_steps(conn: sqlite3.Connection) -> Iterator[int]:
     _checkpoint_without_waiting(conn)
 
 
+def _vacuum_step(conn: sqlite3.Connection) -> None:
+    with exclusive(conn):  # a write transaction of its own
+        conn.executescript("PRAGMA incremental_vacuum(2048)")
+
+
 def _checkpoint_without_waiting(conn: sqlite3.Connection) -> None:
     """Copy the WAL back into the file, and empty the WAL if no one is using it just now.
 
@@ -133,7 +140,8 @@ def _checkpoint_without_waiting(conn: sqlite3.Connection) -> None:
     a later write. Without a busy timeout, TRUNCATE never waits for the writer or a reader: it
     then copies what it can, as PASSIVE does, and the next pass tries again.
     """
-    truncate_checkpoint(conn, wait_ms=0)
+    with contextlib.suppress(sqlite3.OperationalError):  # the lock held past its wait: next pass
+        truncate_checkpoint(conn, wait_ms=0)
 
 
 def _free_pages(conn: sqlite3.Connection) -> int:
@@ -213,8 +221,7 @@ def _delete_chunk(
 def _delete_chunk_once(
     conn: sqlite3.Connection, span_condition: str, log_condition: str, params: tuple[int, ...]
 ) -> int:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         deleted = _delete_spans(conn, span_condition, params)
         logs = conn.execute(
             f"DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE {log_condition}"  # noqa: S608
@@ -225,11 +232,6 @@ def _delete_chunk_once(
         deleted += len(logs)
         _shrink_trace_tables(conn)
         _delete_orphans(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return deleted
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from tracekit.store._locking import write_transaction
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
     """
@@ -191,8 +193,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     autocommit mode); returns the schema it found (0 for a new file)."""
     if schema_version(conn) == SCHEMA_VERSION and _has_additions(conn):
         return SCHEMA_VERSION
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         current = schema_version(conn)  # re-read under the write lock: another process may have won
         if current > SCHEMA_VERSION:
             raise SchemaTooNewError(f"store schema {current} is newer than {SCHEMA_VERSION}")
@@ -206,10 +207,6 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute(_START_TRACE_TABLES)
             conn.execute(MARK_COUNTED, (THROUGH_ROW, THROUGH_SPAN_ROW, last_span_id(conn)))
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return current
 
 
@@ -244,13 +241,8 @@ def fill_trace_tables_step(conn: sqlite3.Connection) -> None:
     one transaction (autocommit connection)."""
     if not _fill_pending(conn):  # every store but one just upgraded: no write lock asked
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         _fill_next_chunk(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _fill_pending(conn: sqlite3.Connection) -> bool:

@@ -10,7 +10,7 @@ from typing import NamedTuple, cast
 from tracekit._utf8 import clean_text
 from tracekit.records import CORRELATION_ATTRIBUTE, Attributes, LogRecordData
 from tracekit.store._connection import (
-    BUSY_TIMEOUT_MS,
+    checkpoint,
     retry_busy,
     truncate_checkpoint,
     wal_path,
@@ -22,6 +22,7 @@ from tracekit.store._encoding import (
     intern_resource,
 )
 from tracekit.store._interner import resource_digest, resource_document
+from tracekit.store._locking import BUSY_TIMEOUT_MS, write_transaction
 from tracekit.store._reclaim import StaleRows, generation
 from tracekit.store._rows import SpanRow, SpanRows, indexed_correlation
 from tracekit.store._schema import (
@@ -71,6 +72,7 @@ _CLASHES_WITH_STORED = (
     " AND span_id = substr(?1, 17, 8)"
     " AND (service_ref, name_ref, kind, start_ns, duration_ns) IS NOT (?2, ?3, ?4, ?5, ?6)"
 )
+_INSERT_MARK = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"
 _INSERT_TRACE = "INSERT OR IGNORE INTO traces (trace_id) VALUES (?)"
 _INSERT_CORRELATION = "INSERT OR IGNORE INTO correlations (value) VALUES (?)"
 _INSERT_LOG = (
@@ -185,27 +187,24 @@ class StoreWriter:
         """How many of the WAL's frames are in the file once those no read needs are copied
         (a PASSIVE checkpoint, which waits for no one; -1 when it could not run)."""
         try:
-            return int(self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[2])
+            return checkpoint(self.conn)[2]
         except sqlite3.Error:
             return -1
 
     def _write_once(
         self, spans: SpanRows, logs: Sequence[LogRecordData], mark: BatchMark | None
     ) -> SpanIdClashes | None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        self._check_generation(spans)
-        self.strings.begin(self.conn)
-        self._pending_resources = {}
-        self._batch_resources = {}
         try:
-            clashes = self._insert_spans(spans)
-            self._insert_logs(logs)
-            if mark is not None:
-                self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", mark)
-            self.conn.execute("COMMIT")
+            with write_transaction(self.conn):
+                self._check_generation(spans)
+                self.strings.begin(self.conn)
+                self._pending_resources = {}
+                self._batch_resources = {}
+                clashes = self._insert_spans(spans)
+                self._insert_logs(logs)
+                if mark is not None:
+                    self.conn.execute(_INSERT_MARK, mark)
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
             self.strings.rollback()
             raise
         self.strings.commit()
@@ -220,7 +219,6 @@ class StoreWriter:
             self._resources = {}
             self._generation = current
         if spans.spans and spans.generation is not None and spans.generation != current:
-            self.conn.execute("ROLLBACK")
             raise StaleRows("rows carry ids from before strings were reclaimed")
 
     def _insert_spans(self, rows: SpanRows) -> SpanIdClashes | None:

@@ -1,0 +1,155 @@
+"""One commit or checkpoint at a time on a store, across every connection and process.
+
+SQLite from 3.7.0 to 3.51.2 (Debian 12 ships 3.40.1) has the WAL-reset bug
+(sqlite.org/wal.html#walresetbug): a checkpoint that starts just as another connection's commit
+starts the WAL over can miss that, and a later checkpoint then skips part of a transaction; the
+file is corrupt ("database disk image is malformed"). A store is written by several connections
+at once (the collector's writer process, its WAL copier and retention; services exporting to it
+directly, whose commits checkpoint too), so tracekit takes an exclusive ``flock`` on a file
+beside the store, ``<store>-lock``, around each of its write transactions (and the automatic
+checkpoint SQLite runs in the commit) and each checkpoint it asks for. Readers take nothing.
+
+``flock`` belongs to the open file description: each connection opens the file itself, so its
+lock also keeps out the other connections of its own process, each thread in turn.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LOCK_SUFFIX = "-lock"
+BUSY_TIMEOUT_MS = 5000  # as long as a connection waits for SQLite's own locks
+_FIRST_PAUSE_S = 0.0002
+_LONGEST_PAUSE_S = 0.005
+
+
+class StoreLock:
+    """The exclusive ``flock`` on ``<file>-lock`` one connection takes; reentrant, and held by
+    one thread at a time (threads sharing the connection wait for each other)."""
+
+    def __init__(self, file: str) -> None:
+        self.path = file + LOCK_SUFFIX
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._fd = -1
+        self._pid = 0
+
+    @contextmanager
+    def held(self, wait_s: float) -> Iterator[None]:
+        """Hold the lock in the block; ``sqlite3.OperationalError`` ("database is locked", as
+        SQLite's own busy error, which callers retry) when it is not free within ``wait_s``."""
+        if not self._threads.acquire(timeout=max(wait_s, 0.0)):
+            raise self._busy()
+        try:
+            if self._depth == 0:
+                self._take(time.monotonic() + wait_s)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _take(self, deadline: float) -> None:
+        fd = self._descriptor()
+        pause = _FIRST_PAUSE_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                # flock has no timeout: a holder that stopped (SIGSTOP, a debugger) must cost a
+                # busy error, as SQLite's own lock would, not a writer hung for good
+                now = time.monotonic()
+                if now >= deadline:
+                    raise self._busy() from None
+                time.sleep(min(pause, deadline - now))
+                pause = min(2 * pause, _LONGEST_PAUSE_S)
+
+    def _descriptor(self) -> int:
+        """This process's descriptor of the lock file: one a fork() inherited shares the
+        parent's open file description, and so its lock, so a child opens its own."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            return self._fd
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o600)  # beside the store: see _connection
+        self._pid = os.getpid()
+        return self._fd
+
+    def _busy(self) -> sqlite3.OperationalError:
+        return sqlite3.OperationalError(
+            f"database is locked: another writer held {self.path} too long"
+        )
+
+    def close(self) -> None:
+        """Close this process's descriptor (its lock, if held, goes with it)."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = -1
+
+
+class StoreConnection(sqlite3.Connection):
+    """A connection that carries its ``StoreLock`` (made at its first write)."""
+
+    store_lock: StoreLock | None = None
+
+    def close(self) -> None:
+        if self.store_lock is not None:
+            self.store_lock.close()
+        super().close()
+
+
+_making = threading.Lock()
+
+
+def _lock_of(conn: StoreConnection) -> StoreLock:
+    with _making:
+        if conn.store_lock is None:
+            conn.store_lock = StoreLock(_file_of(conn))
+        return conn.store_lock
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    return str(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
+@contextmanager
+def exclusive(
+    conn: sqlite3.Connection, wait_ms: int = BUSY_TIMEOUT_MS
+) -> Iterator[sqlite3.Connection]:
+    """Hold the store's lock for a write or checkpoint on ``conn``, waiting at most
+    ``wait_ms`` for it (a connection not opened by tracekit opens the lock file for the block)."""
+    if isinstance(conn, StoreConnection):
+        with _lock_of(conn).held(wait_ms / 1000):
+            yield conn
+        return
+    lock = StoreLock(_file_of(conn))
+    try:
+        with lock.held(wait_ms / 1000):
+            yield conn
+    finally:
+        lock.close()
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` under the store's lock, rolled back if the block
+    raises (``conn`` in autocommit mode)."""
+    with exclusive(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
