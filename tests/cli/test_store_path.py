@@ -139,7 +139,9 @@ def test_a_folder_given_to_the_commands_that_write_is_named_as_one(
         f"tracekit: {home} is a folder, not a store: name the store file in it"
         f" (such as {home / 'tracekit.db'})\n"
     )
-    assert sorted(p.name for p in home.iterdir()) == ["x.db"], "nothing made in the folder"
+    assert sorted(p.name for p in home.iterdir()) == ["x.db", "x.db-lock"], (
+        "nothing made in the folder"
+    )
 
 
 @pytest.mark.parametrize("name", list(WRITERS))
