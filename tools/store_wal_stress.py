@@ -12,7 +12,7 @@ integrity_check``; exit 1 when the file is damaged.
 ``--without-lock`` turns the store's lock file off (``tracekit.store._locking``), for a SQLite
 without the fix (3.7.0 to 3.51.2, see docs/store.md). The race is rare: on Debian 12's 3.40.1,
 3 of 6 four-minute runs of this load made with bare ``sqlite3`` calls ended in "database disk
-image is malformed"; see docs/store.md for what runs of this script found.
+image is malformed"; this script, without the lock, has not hit it in 9 such runs.
 """
 
 from __future__ import annotations
