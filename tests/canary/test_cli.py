@@ -751,3 +751,30 @@ def test_under_40_columns_the_view_is_drawn_for_the_terminal(
     assert all(line.startswith("  ") for line in block), block
     values = next(line for line in block if " ms ->" in line)
     assert values.startswith("    ") and len(values) - len(values.lstrip()) == 4, block
+
+
+def test_a_new_route_failing_every_one_of_its_few_requests_fails_the_gate(tmp_path: Path) -> None:
+    """Canary 4.1 fails all 3 requests of a new endpoint beside 3,000 healthy ones: 0.1% of its
+    requests, within the 1 pp tolerance, and the command passed, exit 0, under --gate strict
+    too. Judged on its own requests, against the baseline's none failed of 3,000, it fails."""
+    path = tmp_path / "tracekit.db"
+    spans = requests("4.0", "/orders/{id}", 3000, seed=1)
+    spans += requests("4.1", "/orders/{id}", 3000, seed=2)
+    spans += requests("4.1", "/refunds/{id}", 3, seed=3, errors=3)
+    with Store(path) as writer:
+        writer.write_spans(spans)
+
+    code, out, _ = run(path, "4.1", "--format", "json", baseline="4.0")
+    strict, text, _ = run(path, "4.1", "--gate", "strict", "--format", "text", baseline="4.0")
+
+    document = json.loads(out)
+    jsonschema.validate(document, load_schema())
+    (refunds,) = [m for m in document["metrics"] if m["route"] == "/refunds/{id}"]
+    assert (refunds["name"], refunds["class"], refunds["n"]) == (
+        "error_rate", "fail", {"baseline": 3000, "canary": 3},
+    )  # fmt: skip
+    assert (document["verdict"], code, strict) == ("fail", 1, 1)
+    assert "verdict: FAIL" in text
+    assert "of its own requests: as a share of all requests they would hide under" in " ".join(
+        text.split()
+    )

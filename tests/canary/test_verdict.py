@@ -270,6 +270,36 @@ def test_a_route_only_the_canary_serves_is_judged_by_its_errors_among_all_reques
     assert healthy.verdict != "fail"
 
 
+@pytest.mark.parametrize("requests", [2, 14])
+def test_a_new_route_failing_its_few_requests_among_many_healthy_ones_fails(requests: int) -> None:
+    """Two versions under uvicorn, spans through a real collector: a canary failing every request
+    of a new endpoint (2, then 14 of them) beside 6,900 healthy requests passed, exit 0, its
+    failures 0.03% and 0.2% of all requests, within the 1 pp tolerance. Judged on its own
+    requests against the baseline's rate among all of its requests, it fails; a new endpoint
+    with as few requests and no failures still passes."""
+    new = RouteKey(HTTP, "/new/{n}")
+    baseline = {ORDERS: served(6000, 0, 1)}
+    failing = judge(
+        SUBJECT, baseline, {ORDERS: served(6000, 0, 2), new: served(requests, requests, 3)}
+    )
+    healthy = judge(SUBJECT, baseline, {ORDERS: served(6000, 0, 2), new: served(requests, 0, 3)})
+
+    assert (failing.verdict, exit_code(failing.verdict)) == ("fail", 1)
+    errors = next(m for m in to_json(failing)["metrics"] if m["route"] == "/new/{n}")
+    assert errors["n"] == {"baseline": 6000, "canary": requests}
+    assert errors["summary"]["canary"]["error_rate"] == 1.0
+    assert failing.reasons[0].startswith(
+        "error_rate of /new/{n}: failed on a route only the canary serves (of its requests; the"
+        " baseline's: of all) 0.00% -> 100.00%"
+    ), failing.reasons
+    assert failing.warnings == (
+        f"route '/new/{{n}}': only version 1.1 has requests ({requests}); only its errors are"
+        " compared, of its own requests: as a share of all requests they would hide under the"
+        " tolerance",
+    )
+    assert healthy.verdict == "pass"
+
+
 def test_a_new_queue_consumer_is_judged_by_its_errors_among_every_request() -> None:
     """A new queue consumer beside HTTP routes was only warned about ("the baseline consumed
     nothing to count among"): a canary failing all 200 of its messages passed, even under

@@ -35,6 +35,7 @@ __all__ = [
     "MIN_RANK_REQUESTS",
     "Check",
     "check_errors_among_all",
+    "check_new_route_errors",
     "check_route",
     "tail_floor",
 ]
@@ -64,7 +65,9 @@ class Check:
     buckets the durations came from cannot rule out a change beyond the tolerance. ``among_all``:
     an error rate of one route's requests (those that matched no route, or a route only the
     canary serves), counted among every request of the version (``baseline`` and ``canary`` hold
-    them all), see ``check_errors_among_all``.
+    them all), see ``check_errors_among_all``. ``against_all``: the error rate of a route only
+    the canary serves, on its own requests, against the baseline's among all of its requests,
+    see ``check_new_route_errors``.
     """
 
     metric: str
@@ -81,6 +84,7 @@ class Check:
     detail: Mapping[str, float] = field(default_factory=dict)
     coarse: bool = False  # histogram buckets, not traffic, keep the tolerance from being cleared
     among_all: bool = False  # one route's errors among all requests (check_errors_among_all)
+    against_all: bool = False  # a new route's own errors (check_new_route_errors)
 
     @property
     def well_within(self) -> bool:
@@ -175,6 +179,20 @@ def check_errors_among_all(
     """
     errors = _errors(_route(key, baseline, canary, settings, tests))
     return replace(errors, among_all=True)
+
+
+def check_new_route_errors(
+    key: RouteKey, baseline: RouteSamples, canary: RouteSamples, settings: Settings, tests: int
+) -> Check:
+    """The error rate of a route only the canary serves, on its own requests (``canary``),
+    against the baseline's among every request (``baseline`` holds them all, with all their
+    failures): what the baseline fails of its requests is the best guess of what it would have
+    failed of the route's. For where counting the route's failures among every request
+    (``check_errors_among_all``) hides them under the tolerance: a new endpoint failing all of
+    its few requests among thousands of healthy ones.
+    """
+    errors = _errors(_route(key, baseline, canary, settings, tests))
+    return replace(errors, against_all=True)
 
 
 def _route(

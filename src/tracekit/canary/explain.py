@@ -100,6 +100,10 @@ def _measured(check: Check, confidence: float, q: float) -> str:
                 else "on a route only the canary serves"
             )
             what = f"failed {where} (of all requests)"
+        if check.against_all:
+            what = (
+                "failed on a route only the canary serves (of its requests; the baseline's: of all)"
+            )
         return (
             f"{what} {before:.2%} -> {after:.2%}"
             f" ({_points(check.estimate)}, {level} interval {_points(check.lower)}"

@@ -23,8 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from tracekit._stats import holm
-from tracekit.canary.checks import Check, check_errors_among_all, check_route
+from tracekit.canary.checks import (
+    Check,
+    check_errors_among_all,
+    check_new_route_errors,
+    check_route,
+)
 from tracekit.canary.explain import FAIL, INCONCLUSIVE, MARGINAL, PASS, explain, round_requests
+from tracekit.canary.proportions import fisher_greater
 from tracekit.canary.samples import UNMATCHED_ROUTE, RouteKey, RouteSamples, VersionSamples
 from tracekit.canary.settings import Settings
 
@@ -89,19 +95,14 @@ def judge(
 ) -> Verdict:
     """Compare ``canary`` with ``baseline`` route by route and decide."""
     settings = settings or Settings()
-    keys, errors_only, warnings = _routes(subject, baseline, canary, routes)
+    keys, errors_only, warnings = _routes(subject, baseline, canary, routes, settings)
     tests = 3 * len(keys) + len(errors_only)
     checks = [
         check
         for key in keys
         for check in check_route(key, baseline[key], canary.get(key, _NONE), settings, tests)
     ]
-    checks += [
-        check_errors_among_all(key, _everything(baseline, key, kinds),
-                               _everything(canary, key, kinds), settings, tests)
-        for key in errors_only
-        for kinds in [_counted_among(baseline, key)]
-    ]  # fmt: skip
+    checks += [_errors_only(key, baseline, canary, settings, tests) for key in errors_only]
     results = _classify(checks, settings)
     verdict, score, decided = _decide(results)
     reasons = _reasons(subject, verdict, decided, results, baseline, canary)
@@ -118,17 +119,18 @@ def _routes(
     baseline: VersionSamples,
     canary: VersionSamples,
     routes: Sequence[str] | None,
+    settings: Settings,
 ) -> tuple[list[RouteKey], list[RouteKey], list[str]]:
     """The routes to compare (those asked for, else all but unmatched ones), those whose errors
-    alone are compared among all requests (the unmatched ones, and routes only the canary
-    serves), and warnings.
+    alone are compared (the unmatched ones, and routes only the canary serves), and warnings.
 
     A route is compared when both versions served it, or only the baseline did while the canary
     served others: a route the canary stopped serving has no evidence and cannot pass. A route
     only the canary serves (a new endpoint) has no baseline to be slower than, but its failures
     are failures the baseline did not have: they are counted among all the canary's requests
     (of its kind, or of every kind when the baseline served none of its kind: a new queue
-    consumer beside HTTP routes).
+    consumer beside HTTP routes), or on its own requests where that would hide them under the
+    tolerance (``_on_its_own``).
     """
     keys, errors_only, warnings = _asked_routes(baseline, canary, routes)
     served_any = bool(canary)  # then a route only the baseline served is one it stopped serving
@@ -144,7 +146,12 @@ def _routes(
         said = f"route {key.route!r}: only version {version} has requests ({samples[key].requests})"
         if key not in baseline and baseline:
             errors_only.append(key)
-            said += "; only its errors are compared, as a share of all requests"
+            said += (
+                "; only its errors are compared, of its own requests: as a share of all requests"
+                " they would hide under the tolerance"
+                if _on_its_own(key, baseline, canary, settings)
+                else "; only its errors are compared, as a share of all requests"
+            )
         warnings.append(said)
     return compared, errors_only, warnings + _untimed(subject, baseline, canary, compared)
 
@@ -198,13 +205,47 @@ def _counted_among(baseline: VersionSamples, key: RouteKey) -> frozenset[str] | 
     return frozenset({key.kind}) if _serves(baseline, key.kind) else None
 
 
+def _errors_only(
+    key: RouteKey, baseline: VersionSamples, canary: VersionSamples, settings: Settings, tests: int
+) -> Check:
+    """The one check of a route whose errors alone are compared: its failures among every
+    request of the version (of the kinds ``_counted_among`` gives), or its own (``_on_its_own``)."""
+    kinds = _counted_among(baseline, key)
+    if _on_its_own(key, baseline, canary, settings):
+        everything = _everything(baseline, kinds)
+        return check_new_route_errors(key, everything, canary[key], settings, tests)
+    return check_errors_among_all(key, _everything(baseline, kinds, key),
+                                  _everything(canary, kinds, key), settings, tests)  # fmt: skip
+
+
+def _on_its_own(
+    key: RouteKey, baseline: VersionSamples, canary: VersionSamples, settings: Settings
+) -> bool:
+    """Whether a route only the canary serves is judged on its own requests, against the
+    baseline's rate among all of its requests (``check_new_route_errors``): where its failures,
+    counted among every request of the version, are within the tolerance, while its own
+    requests fail beyond it, and significantly more often than the baseline's. Among thousands
+    of healthy requests, a new endpoint that failed every one of its own passed."""
+    if key.route == UNMATCHED_ROUTE or key in baseline:
+        return False
+    kinds = _counted_among(baseline, key)
+    own, usual = canary[key], _everything(baseline, kinds)
+    rise = own.errors / own.requests - usual.errors / max(1, usual.requests)
+    among = own.errors / _everything(canary, kinds).requests
+    p = fisher_greater(own.errors, own.requests, usual.errors, usual.requests)
+    return among <= settings.error_tolerance < rise and p < settings.alpha_per_look
+
+
 def _everything(
-    samples: VersionSamples, counted: RouteKey, kinds: frozenset[str] | None
+    samples: VersionSamples, kinds: frozenset[str] | None, counted: RouteKey | None = None
 ) -> RouteSamples:
     """Every request of a version of ``kinds`` (None: of every kind), failed where it was one
-    of the ``counted`` key's failures."""
-    errors = samples[counted].errors if counted in samples else 0
+    of the ``counted`` key's failures (None: where it failed)."""
     parts = [part for key, part in samples.items() if kinds is None or key.kind in kinds]
+    if counted is None:
+        errors = sum(part.errors for part in parts)
+    else:
+        errors = samples[counted].errors if counted in samples else 0
     joined = RouteSamples.joined(parts, errors)
     return replace(joined, uncounted=sum(part.requests for part in parts) - joined.requests)
 
