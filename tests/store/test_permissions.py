@@ -245,7 +245,9 @@ def test_a_symlink_another_user_left_is_not_followed_where_this_users_own_link_l
     assert (private / "tracekit.db").is_file()
 
 
-@pytest.mark.parametrize("planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm"])
+@pytest.mark.parametrize(
+    "planted", ["tracekit.db", "tracekit.db-wal", "tracekit.db-shm", "tracekit.db-lock"]
+)
 def test_a_file_another_user_left_in_a_shared_folder_is_not_written(
     tmp_path: Path, planted: str
 ) -> None:
