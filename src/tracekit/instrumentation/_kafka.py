@@ -33,6 +33,8 @@ _HEADER_OVERHEAD = 10
 MOST_AWAITING_DELIVERY = 10_000
 # The operation name of the span recording a failure reported after the send's span ended.
 DELIVERY_REPORT = "delivery_report"
+# The operation name of the span marking a message of a transaction its producer aborted.
+ABORT_TRANSACTION = "abort_transaction"
 # A record key is the application's data: at most this many characters of it go on a span.
 MAX_KEY = 256
 _KEY_POSITION = 2  # send(topic, value, key, ...) and produce(topic, value, key, ...) alike
@@ -246,6 +248,11 @@ class SpansAwaitingDelivery:
         except (RuntimeError, StopIteration, KeyError):  # changed by another thread meanwhile
             return
         oldest._end_outcome_unknown()
+
+
+class TransactionAborted(Exception):
+    """The producer aborted the Kafka transaction a message was sent in: the broker may have
+    stored it, but no ``read_committed`` consumer will see it."""
 
 
 def _fits(

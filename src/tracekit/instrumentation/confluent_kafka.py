@@ -25,6 +25,10 @@ is not traced.
   reports that are never served (no ``poll``/``flush``) are recorded, outcome unknown, past
   a bound (the oldest) and at shutdown (``_kafka.SpansAwaitingDelivery``); a failure reported
   after that is a failed ``delivery_report {topic}`` span under the send's too.
+- A transactional producer's messages are followed from ``begin_transaction`` to its commit or
+  abort: when ``abort_transaction`` returns, each send its reports did not fail (the broker may
+  have stored it, but ``read_committed`` consumers never see it) gets a failed
+  ``abort_transaction {topic}`` span under it (``_kafka.TransactionAborted``).
 - ``produce_batch`` (where confluent-kafka has it) sends no headers, librdkafka's batch API
   taking none: the batch gets one PRODUCER span, and no context travels with its messages.
   Its delivery callbacks (each message's own, the batch's, the producer's setting) run in the
@@ -171,11 +175,15 @@ def _traced_producer_class(base: type) -> type:
             self._tracekit_limit = _message_max_bytes(config)
             self._tracekit_settle = _settling(config)
             self._tracekit_on_delivery = config.get("on_delivery")
+            self._tracekit_transaction: _Transaction | None = None
 
         def produce(self, *args: Any, **kwargs: Any) -> Any:
             if not _traced(self):
                 return super().produce(*args, **kwargs)
             args, kwargs = _delivered_in_callers_context(args, kwargs, self._tracekit_on_delivery)
+            settle, transaction = self._tracekit_settle, self._tracekit_transaction
+            if transaction is not None:
+                settle = functools.partial(transaction.settling, settle)
             return _kafka.traced_send(
                 super().produce,
                 args,
@@ -183,8 +191,25 @@ def _traced_producer_class(base: type) -> type:
                 _HEADERS_POSITION,
                 _PARTITION_POSITION,
                 self._tracekit_limit,
-                self._tracekit_settle,
+                settle,
             )
+
+        def begin_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().begin_transaction(*args, **kwargs)
+            self._tracekit_transaction = _Transaction()
+            return result
+
+        def commit_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().commit_transaction(*args, **kwargs)
+            self._tracekit_transaction = None
+            return result
+
+        def abort_transaction(self, *args: Any, **kwargs: Any) -> Any:
+            result = super().abort_transaction(*args, **kwargs)
+            transaction, self._tracekit_transaction = self._tracekit_transaction, None
+            if transaction is not None:
+                transaction.aborted()
+            return result
 
         def produce_batch(self, *args: Any, **kwargs: Any) -> Any:
             if not _traced(self):
@@ -199,6 +224,61 @@ def _traced_producer_class(base: type) -> type:
         del Producer.produce_batch
     Producer.__module__ = base.__module__
     return Producer
+
+
+class _Transaction:
+    """The sends of a producer's open transaction (at most ``MOST_AWAITING_DELIVERY``) that no
+    delivery report failed: when the producer aborts the transaction, each is marked aborted (a
+    failed ``abort_transaction <topic>`` span under its send, recorded by then). The messages
+    the abort purges fail by their own reports, which ``abort_transaction`` serves first."""
+
+    __slots__ = ("_sent",)
+
+    def __init__(self) -> None:
+        self._sent: dict[messaging.Publishing, None] = {}
+
+    def settling(
+        self,
+        settle: _kafka.Settling,
+        publishing: messaging.Publishing,
+        produce: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """``settle``, with the message noted in the transaction until a report fails it."""
+        slot, callback = _delivery_callback(args, kwargs)
+        if callback is not None and not callable(callback):
+            return settle(publishing, produce, args, kwargs)  # refused, as without tracekit
+        if len(self._sent) < _kafka.MOST_AWAITING_DELIVERY:
+            self._sent[publishing] = None
+        args, kwargs = _with_callback(
+            args, kwargs, slot, self._forgetting_failed(publishing, callback)
+        )
+        try:
+            return settle(publishing, produce, args, kwargs)
+        except BaseException:
+            self._sent.pop(publishing, None)  # produce() refused it: its span is failed
+            raise
+
+    def _forgetting_failed(
+        self, publishing: messaging.Publishing, callback: Callable[..., Any] | None
+    ) -> Callable[[Any, Any], Any]:
+        def report(error: Any, message: Any) -> Any:
+            if error is not None:
+                self._sent.pop(publishing, None)
+            return callback(error, message) if callback is not None else None
+
+        return report
+
+    def aborted(self) -> None:
+        """The producer aborted the transaction: each message not failed already is marked."""
+        error = _kafka.TransactionAborted(
+            "the producer aborted the transaction this message was sent in"
+        )
+        for publishing in list(self._sent):
+            _awaiting_reports.discard(publishing)  # (a report not served yet ends it no more)
+            publishing.fail_after_end(error, _kafka.ABORT_TRANSACTION)
+        self._sent.clear()
 
 
 def _traced_wrapper_class(traced: type, wrapper: type) -> type:
