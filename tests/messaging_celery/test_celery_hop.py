@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import prometheus_client
 import pytest
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -695,3 +696,50 @@ def test_a_countdown_on_a_quorum_queue_is_named_by_its_queue(
         assert span.attributes is not None
         waited_ms = span.attributes[semconv.QUEUE_WAIT_MS]
         assert 0 < span.attributes[semconv.SCHEDULED_DELAY_MS] <= waited_ms
+
+
+def test_tasks_routed_by_a_topic_exchange_make_one_name_however_many_keys(
+    amqp_url: str, spans: InMemorySpanExporter
+) -> None:
+    """A topic exchange routes each task by a key of its own (``orders.eu.<order>``) to a queue
+    bound with a pattern (``orders.#``). Named by that routing key, every order made a span
+    name and a metric series of its own ("send orders.eu.1234", "process orders.eu.1234").
+    Named by the exchange, as OpenTelemetry's RabbitMQ conventions name a destination, they
+    make one however many keys there are."""
+    queue = "orders-" + uuid.uuid4().hex[:8]
+    exchange = Exchange(f"{queue}-topic", type="topic")
+    app = Celery("shop", broker=amqp_url, backend=None, set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        task_queues=[Queue(queue, exchange, routing_key="orders.#")],
+        broker_connection_retry_on_startup=True,
+        broker_heartbeat=4,  # (see the quorum-queue test: the in-process worker stops sooner)
+        worker_enable_remote_control=False,
+    )
+
+    @app.task(shared=False, name="shop.route")
+    def route() -> None:
+        """An order routed by its region and number."""
+
+    keys = [f"orders.eu.{n}" for n in range(20)]
+    try:
+        with running_worker(app):
+            for key in keys:
+                route.apply_async(exchange=exchange.name, routing_key=key)
+            wait_for(lambda: len(finished_of(spans, SpanKind.CONSUMER)) == len(keys), 30, "all")
+    finally:
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            channel.queue_delete(queue)
+            channel.exchange_delete(exchange.name)
+    sent_and_run = finished_of(spans, SpanKind.PRODUCER) + finished_of(spans, SpanKind.CONSUMER)
+    assert {span.name for span in sent_and_run} == {
+        f"send {exchange.name}",
+        f"process {exchange.name}",
+    }
+    assert {span.attributes[semconv.MESSAGING_DESTINATION_NAME] for span in sent_and_run} == {
+        exchange.name
+    }
+    scraped = prometheus_client.generate_latest().decode()
+    assert not any(f'"{key}"' in scraped for key in keys)
+    assert f'messaging_destination_name="{exchange.name}"' in scraped

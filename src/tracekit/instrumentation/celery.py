@@ -1,7 +1,9 @@
 """Celery, through its signals: context in task headers, the task run as the CONSUMER span.
 
 - ``before_task_publish`` writes trace context, correlation ID and publish time into the task
-  message's headers with ``messaging.publish``: a PRODUCER span ``send <queue>``. It ends when
+  message's headers with ``messaging.publish``: a PRODUCER span ``send <queue>`` (the queue its
+  routing key names; a key that names none of the app's queues, as a topic exchange's, names
+  the exchange: ``_destination_of``). It ends when
   ``Celery.send_task`` (which every ``apply_async``, retry and canvas goes through, and which is
   wrapped for this) returns or raises, so the span and the publish metrics cover the broker call
   and a publish that raised is failed, not sent. (No signal follows a failed publish.) Outside
@@ -115,10 +117,18 @@ class _Running:
 # pool (a caller's own task_id sent twice, a redelivery): each thread ends its own.
 _running: dict[tuple[str, int], _Running] = {}
 _lock = threading.Lock()
-# The publishes begun by before_task_publish inside the Celery.send_task call under way.
-_sending: ContextVar[list[messaging.Publishing] | None] = ContextVar(
-    "tracekit_celery_sending", default=None
-)
+
+
+@dataclass(slots=True)
+class _Sending:
+    """The ``Celery.send_task`` call under way: its app, and the publishes before_task_publish
+    began inside it."""
+
+    app: Any
+    publishings: list[messaging.Publishing] = field(default_factory=list)
+
+
+_sending: ContextVar[_Sending | None] = ContextVar("tracekit_celery_sending", default=None)
 
 
 def _run_key(task_id: object) -> tuple[str, int]:
@@ -229,7 +239,7 @@ class CeleryInstrumentor(Instrumentor):
 def _traced_send_task(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    sending: list[messaging.Publishing] = []
+    sending = _Sending(instance)
     token = _sending.set(sending)
     error: BaseException | None = None
     try:
@@ -240,7 +250,7 @@ def _traced_send_task(
     finally:
         _sending.reset(token)
         kind = type(error) if error is not None else None
-        for publishing in reversed(sending):  # the last begun is the innermost
+        for publishing in reversed(sending.publishings):  # the last begun is the innermost
             publishing.__exit__(kind, error, None)
 
 
@@ -354,12 +364,18 @@ def _end_canvas(span: trace.Span, error: BaseException | None) -> None:
 
 @guarded(None)
 def _before_publish(
-    sender: Any = None, headers: Any = None, body: Any = None, routing_key: Any = None, **_: Any
+    sender: Any = None,
+    headers: Any = None,
+    body: Any = None,
+    routing_key: Any = None,
+    exchange: Any = None,
+    **_: Any,
 ) -> None:
     if not isinstance(headers, MutableMapping):
         return  # nowhere to carry context
     carrier: dict[str, str] = {}
-    queue = _queue_named(routing_key)
+    sending = _sending.get()
+    queue = _destination_of(routing_key, exchange, sending.app if sending is not None else None)
     task = _task_fields(headers, body)
     publishing = messaging.publish(
         carrier,
@@ -369,11 +385,10 @@ def _before_publish(
         attributes=_task(sender),
     )._beside(headers)  # a caller's own X-Correlation-ID there is the task's outside a request
     publishing.__enter__()
-    sending = _sending.get()
     if sending is None:  # not under send_task: a span that ends at once, as inject's
         publishing.__exit__(None, None, None)
     else:
-        sending.append(publishing)
+        sending.publishings.append(publishing)
     headers.update(carrier)
     first = _first_attempt_of(task)
     if first is not None:
@@ -423,7 +438,9 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
     delivery = messaging.consume(
         present,
         system=SYSTEM,
-        destination=_routed_queue_of(task, request) if eager else _queue_of(request),
+        destination=(
+            _routed_queue_of(task, request) if eager else _queue_of(request, _app_of(task))
+        ),
         message_id=task_id,
         attributes={**_task(getattr(task, "name", None)), **_redelivery(request)},
         due_unix_nano=None if eager else _due_of(request),
@@ -522,8 +539,41 @@ def _header_names() -> tuple[str, ...]:
 _last_header_names: tuple[object, tuple[str, ...]] | None = None
 
 
-def _queue_of(request: Any) -> str:
-    return _queue_named(_routing_key_of(request))[:256]
+def _queue_of(message: Any, app: Any = None) -> str:
+    """The destination of a task message (a request, or a kombu message the worker dropped), as
+    ``_destination_of`` names it after its delivery's routing key and exchange."""
+    info = getattr(message, "delivery_info", None)
+    exchange = info.get("exchange") if isinstance(info, dict) else None
+    return _destination_of(_routing_key_of(message), exchange, app)
+
+
+def _destination_of(routing_key: object, exchange: object, app: Any) -> str:
+    """The destination a task message's spans and metrics name: the queue its routing key
+    names, as Celery routes a task (the queue's name on the default exchange, or the key a
+    queue of ``app`` is bound with). A key that names no queue of ``app``'s (a topic
+    exchange's ``orders.eu.1234``, one per order) names the exchange it was sent to instead, as
+    OpenTelemetry's RabbitMQ conventions name a destination: each key would otherwise be a span
+    name and a metric series of its own. ``app`` None (not known): the key."""
+    key = _queue_named(routing_key)[:256]
+    if not isinstance(exchange, str) or not exchange or _names_a_queue(key, app):
+        return key
+    return exchange[:256]
+
+
+def _names_a_queue(key: str, app: Any) -> bool:
+    """Whether ``key`` names one of ``app``'s queues, or the key one is bound with; True when
+    ``app`` is None or its queues cannot be read (the key then names the destination)."""
+    queues = safe("celery queues", lambda: app.amqp.queues) if app is not None else None
+    if not isinstance(queues, Mapping):
+        return True
+    # (``in``: Celery's Queues creates a missing queue on a lookup by [] alone)
+    return key in queues or any(getattr(q, "routing_key", None) == key for q in queues.values())
+
+
+def _app_of(task: Any) -> Any:
+    """The Celery app of ``task`` (a task object, or a signal's sender), else the worker's."""
+    app = getattr(task, "app", None)
+    return app if app is not None else _worker_app
 
 
 def _queue_named(routing_key: object) -> str:
@@ -546,12 +596,12 @@ def _routed_queue_of(task: Any, request: Any) -> str:
     """For a task run eagerly, which was not sent: the queue its routes would have sent it to
     (the task's ``queue``, ``task_routes``, ``task_default_queue``), as a worker names it."""
     if _routing_key_of(request):  # apply(routing_key=...) keeps the key it was given
-        return _queue_of(request)
+        return _queue_of(request, task.app)
     try:
         options = {"queue": task.queue} if getattr(task, "queue", None) else {}
         route = task.app.amqp.router.route(options, task.name, request.args, request.kwargs)
     except Exception:  # a user's router that fails here would fail a real send too
-        return _queue_of(request)
+        return _queue_of(request, task.app)
     queue = route.get("queue")
     return str(route.get("routing_key") or getattr(queue, "routing_key", None) or "celery")[:256]
 
@@ -609,7 +659,8 @@ def _record_lost(task: Any, task_id: object, error: BaseException, state: str = 
     if request is None:
         return
     attributes = {**_task(getattr(task, "name", None)), TASK_STATE: state}
-    _record_discard(request, _message_headers(request), attributes, error, task_id)
+    headers = _message_headers(request)
+    _record_discard(request, headers, attributes, error, task_id, _app_of(task))
 
 
 @guarded(None)
@@ -703,12 +754,15 @@ def _hard_time_limit_exceeded(
 # The worker's hard time limit (``celery worker --time-limit``, else ``task_time_limit``), which
 # only the worker knows: its prefork children inherit it, as they are forked after worker_init.
 _worker_time_limit: object = None
+# The worker's app: what names the queue of a message it dropped without a task to ask.
+_worker_app: Any = None
 
 
 @guarded(None)
 def _worker_init(sender: Any = None, **_: Any) -> None:
-    global _worker_time_limit
+    global _worker_time_limit, _worker_app
     _worker_time_limit = getattr(sender, "time_limit", None)
+    _worker_app = getattr(sender, "app", None)
 
 
 # billiard's child exits with -(256 - signum) on SIGTERM
@@ -764,7 +818,8 @@ def _task_revoked(
     if request is None or terminated:
         return
     attributes = {**_task(getattr(sender, "name", None)), TASK_STATE: "REVOKED"}
-    _record_discard(request, _message_headers(request), attributes, _expiry() if expired else None)
+    error = _expiry() if expired else None
+    _record_discard(request, _message_headers(request), attributes, error, app=_app_of(sender))
 
 
 @guarded(None)
@@ -808,14 +863,16 @@ def _record_discard(
     attributes: dict[str, str],
     error: BaseException | None,
     task_id: object = None,
+    app: Any = None,
 ) -> None:
-    """A CONSUMER span that ends at once, for a task message the worker did not run."""
+    """A CONSUMER span that ends at once, for a task message the worker did not run (``app``:
+    its task's, default the worker's)."""
     present = {k: v for k, v in headers.items() if v is not None}
     present.pop(FIRST_ATTEMPT_HEADER, None)
     delivery = messaging.consume(
         present,
         system=SYSTEM,
-        destination=_queue_of(message),
+        destination=_queue_of(message, app if app is not None else _worker_app),
         message_id=task_id if task_id is not None else getattr(message, "id", None),
         attributes=attributes,
         due_unix_nano=_due_of(message),
