@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 import tracekit
 from tracekit import config, logs
+from tracekit.instrumentation import aio_pika as traced_aio_pika
 
 DELAY_S = 0.5
 SLACK_MS = 150.0
@@ -1071,3 +1072,41 @@ def test_the_lines_on_a_callback_that_raised_name_its_message(amqp_url, queue_na
     failed = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], OutOfStock)]
     assert "Consumer callback failed" in [r.getMessage() for r in failed]
     assert [r.correlation_id for r in failed] == ["order-failed-7"] * len(failed)  # type: ignore[attr-defined]
+
+
+def test_a_batch_past_what_is_remembered_is_named_by_its_exchange_not_each_key(
+    amqp_url, queue_name, spans, monkeypatch
+) -> None:
+    """A loop collecting a large batch from a topic exchange (each message routed by a key of
+    its own, ``orders.eu.<n>``), then processing it: tracekit remembers the queue of the last
+    1,024 messages fetched, and a ``process()`` block of one fetched before them was named by
+    its routing key, a span name and metric series per key. It is named by the exchange, as
+    OpenTelemetry's RabbitMQ conventions name a destination. (Remembering 8 here: the same
+    path with fewer messages.)"""
+    monkeypatch.setattr(traced_aio_pika, "_FETCHED_MAX", 8)
+    count = 12
+    exchange_name = f"{queue_name}-topic"
+
+    async def run() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC)
+            queue = await channel.declare_queue(queue_name)
+            await queue.bind(exchange, "orders.#")
+            for n in range(count):
+                await exchange.publish(aio_pika.Message(b"order"), routing_key=f"orders.eu.{n}")
+            batch: list[Any] = []
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    batch.append(message)
+                    if len(batch) == count:
+                        break
+            for message in batch:
+                async with message.process():
+                    pass
+            await exchange.delete()
+
+    asyncio.run(run())
+    names = {span.name for span in _kind(spans.get_finished_spans(), SpanKind.CONSUMER)}
+    assert names <= {f"process {queue_name}", f"process {exchange_name}"}

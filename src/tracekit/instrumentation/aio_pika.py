@@ -506,11 +506,15 @@ def _note_queue(message: Any, queue: str) -> None:
 
 def _queue_of(message: Any) -> str:
     """The queue ``message`` was fetched from (by ``Queue.get``, an iterator or a consume
-    callback), else its routing key."""
+    callback), else (not remembered: past the last ``_FETCHED_MAX`` fetched) its exchange, as
+    OpenTelemetry's RabbitMQ conventions name a destination, or on the default exchange its
+    routing key, the queue's name. (Not the routing key of another exchange: a topic
+    exchange's, ``orders.eu.1234``, would name a span and a metric series per key.)"""
     tag, queue = _fetched_from.pop(id(message), (None, None))
     if queue is not None and tag == getattr(message, "delivery_tag", None):
         return queue
-    return str(getattr(message, "routing_key", ""))
+    exchange = amqp.given_name(getattr(message, "exchange", None))
+    return exchange or amqp.given_name(getattr(message, "routing_key", None))
 
 
 def _traced_process(
