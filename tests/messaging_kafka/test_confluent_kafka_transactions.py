@@ -4,6 +4,7 @@ records from ``read_committed`` consumers: what is checked is what the producer'
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from typing import Any
 
@@ -44,11 +45,9 @@ def test_a_message_delivered_in_an_aborted_transaction_is_marked_aborted(
     ``abort_transaction`` span saying the message was aborted."""
     producer = transactional_producer(kafka_bootstrap)
     producer.begin_transaction()
-    token = tracekit.correlation.set_correlation_id("order-abort-1")
-    try:
-        producer.produce(topic, b"charge", partition=0)
-    finally:
-        tracekit.correlation.reset_correlation_id(token)
+    in_request = contextvars.copy_context()  # as a request handler sends it
+    in_request.run(tracekit.correlation.set_correlation_id, "order-abort-1")
+    in_request.run(producer.produce, topic, b"charge", partition=0)
     assert producer.flush(10) == 0
     (send,) = of_kind(spans, SpanKind.PRODUCER)
     assert send.status.status_code is StatusCode.UNSET  # delivered, as far as anyone knew
