@@ -38,6 +38,12 @@ def stuck():
     time.sleep(30)
 
 
+@app.task(name="prefork.crunch", time_limit=1)
+def crunch():
+    open("started", "w").close()
+    return sum(range(10**12))  # one C call: no signal handler runs before it returns
+
+
 @app.task(name="prefork.long")
 def long():
     open("started", "w").close()
@@ -115,13 +121,8 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
     task; Celery then sends task_postrun without a state. The span said the task succeeded,
     then ``SystemExit: -241``; it says what the result backend records and the caller's
     ``result.get()`` raises."""
-    sender = Celery("prefork", broker=redis_url, set_as_current=False)
-    sender.conf.task_default_queue = "prefork"
-    cid = "stuck-" + uuid.uuid4().hex
-    task_id = sender.send_task("prefork.stuck", headers={"x-correlation-id": cid}).id
-
-    path = wait_for(lambda: _path(store, cid), 20, "the killed task's span")
-    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    cid, task_id = _sent("stuck", redis_url)
+    path, consumer = _run_of(store, cid)
     assert consumer["attributes"]["messaging.message.id"] == task_id
     assert consumer["status"] == "ERROR"
     assert consumer["attributes"]["error.type"] == "TimeLimitExceeded"
@@ -131,6 +132,40 @@ def test_a_task_killed_at_its_hard_time_limit_is_a_failed_span(store: Path, redi
         {"span_id": consumer["span_id"], "service": "prefork-worker",
          "message": consumer["status_message"], "trace_id": consumer["trace_id"]}
     ]  # fmt: skip
+
+
+def test_a_task_stopped_at_its_hard_time_limit_inside_a_c_call_is_a_failed_span(
+    store: Path, redis_url: str
+) -> None:
+    """A task inside a long C call runs no signal handler before the call returns: billiard's
+    SIGTERM at the hard time limit waits, and its SIGKILL 0.1 s later ends the child, which
+    recorded nothing. The path showed the task's ``received`` log line and no span, ``0
+    errors``. The worker's main process, which reports the time limit, records the run as a
+    failed CONSUMER span once the child is gone without having ended it."""
+    cid, task_id = _sent("crunch", redis_url)
+    path, consumer = _run_of(store, cid)
+    assert consumer["name"] == "process prefork"
+    assert consumer["attributes"]["messaging.message.id"] == task_id
+    assert consumer["attributes"]["correlation.id"] == cid
+    assert consumer["status"] == "ERROR"
+    assert consumer["attributes"]["error.type"] == "TimeLimitExceeded"
+    assert consumer["status_message"] == "TimeLimitExceeded: TimeLimitExceeded(1,)"
+    assert consumer["attributes"]["tracekit.celery.task_state"] == "FAILURE"
+    assert [error["span_id"] for error in path["errors"]] == [consumer["span_id"]]
+
+
+def test_a_task_that_ended_its_own_span_at_its_hard_time_limit_gets_no_second(
+    store: Path, redis_url: str
+) -> None:
+    """The child that acts on the SIGTERM records its run itself: the main process, which
+    cannot tell which case it is when it reports the time limit, adds nothing then."""
+    cid, _ = _sent("stuck", redis_url)
+    _run_of(store, cid)
+    time.sleep(2)  # the main process looks 1 s after the limit: its span would be stored by now
+    path = _path(store, cid)
+    assert path is not None
+    consumers = [s["status_message"] for s in path["spans"] if s["kind"] == "CONSUMER"]
+    assert consumers == ["TimeLimitExceeded: TimeLimitExceeded(0.5,)"]
 
 
 def test_the_workers_own_hard_time_limit_is_a_time_limit_too(
@@ -235,6 +270,21 @@ def test_a_task_that_exits_its_child_is_one_failed_span(store: Path, redis_url: 
     assert path is not None
     consumers = [s["status_message"] for s in path["spans"] if s["kind"] == "CONSUMER"]
     assert consumers == ["SystemExit: 3"]
+
+
+def _sent(task: str, redis_url: str) -> tuple[str, str]:
+    """Send ``prefork.<task>`` with a correlation ID of its own; the ID and the task's id."""
+    sender = Celery("prefork", broker=redis_url, set_as_current=False)
+    sender.conf.task_default_queue = "prefork"
+    cid = f"{task}-{uuid.uuid4().hex}"
+    return cid, sender.send_task(f"prefork.{task}", headers={"x-correlation-id": cid}).id
+
+
+def _run_of(store: Path, cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The path of ``cid`` once its run's span is stored, and that one CONSUMER span."""
+    path = wait_for(lambda: _path(store, cid), 20, "the killed task's span")
+    [consumer] = [s for s in path["spans"] if s["kind"] == "CONSUMER"]
+    return path, consumer
 
 
 def _killed_while_running(task: str, redis_url: str, tmp_path: Path) -> tuple[str, str]:

@@ -26,7 +26,9 @@
   message): failed with Celery's reason, state ``REJECTED``. ``task_failure`` with
   ``WorkerLostError`` for a child killed by a signal (in the main process: a prefork child killed
   in the middle of a task, which recorded nothing) records a CONSUMER span failed with it, state
-  ``FAILURE``.
+  ``FAILURE``; ``task_failure`` with ``TimeLimitExceeded`` there, a run its child was stopped in
+  at its hard time limit without ending its span (a long C call: SIGKILL), once the child is
+  gone (``_prefork``, ``_time_limit_reported``).
 - A task run eagerly (``task_always_eager``, ``Task.apply()``) is not published: its CONSUMER
   span is a child of the caller's current span, and it keeps the caller's correlation ID (when
   the caller has none, the one it passed in its headers), as a worker would. It is named by the
@@ -53,6 +55,7 @@ have ended).
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import sys
@@ -77,6 +80,7 @@ from tracekit._messaging.spans import tracer_for
 from tracekit._runtime import state as _state
 from tracekit._runtime.guard import guarded, instrumentation_suppressed, mark_failed, safe
 from tracekit.instrumentation._base import Instrumentor, Patch
+from tracekit.instrumentation._prefork import RunsUnderWay
 
 __all__ = [
     "FIRST_ATTEMPT_HEADER",
@@ -449,6 +453,8 @@ def _task_prerun(task_id: Any = None, task: Any = None, **_: Any) -> None:
         key = _run_key(task_id)
         _running[key] = _Running(delivery.start(), first, outer=_running.get(key))
     _mark_retry(delivery, retries, first)
+    if _runs_in_children is not None and not eager and isinstance(task_id, str):
+        _runs_in_children.started(task_id)
 
 
 def _redelivery(request: Any) -> dict[str, bool]:
@@ -637,6 +643,8 @@ def _task_failure(task_id: Any = None, exception: Any = None, sender: Any = None
         running.error = exception
     elif running is None and _is_worker_lost(exception):
         _record_lost(sender, task_id, exception)
+    elif running is None and _is_time_limit(exception) and isinstance(task_id, str):
+        _time_limit_reported(sender, task_id, exception)
 
 
 def _is_worker_lost(exception: object) -> TypeGuard[BaseException]:
@@ -655,12 +663,67 @@ def _record_lost(task: Any, task_id: object, error: BaseException, state: str = 
     nothing; the worker's main process, which sends ``task_failure`` with ``WorkerLostError``
     (``task_retry`` when it retries the task) and the task's request current, records a failed
     CONSUMER span in its place."""
+    record = _lost_run(task, task_id, error, state)
+    if record is not None:
+        record()
+
+
+def _lost_run(
+    task: Any, task_id: object, error: BaseException, state: str = "FAILURE"
+) -> Callable[[], None] | None:
+    """What records the failed CONSUMER span of a run its child did not record, taken while the
+    task's request is current; None without one."""
     request = getattr(task, "request", None)
     if request is None:
-        return
+        return None
     attributes = {**_task(getattr(task, "name", None)), TASK_STATE: state}
     headers = _message_headers(request)
-    _record_discard(request, headers, attributes, error, task_id, _app_of(task))
+    app = _app_of(task)
+    return functools.partial(_record_discard, request, headers, attributes, error, task_id, app)
+
+
+def _is_time_limit(exception: object) -> TypeGuard[BaseException]:
+    from celery.exceptions import TimeLimitExceeded  # (billiard's, the process pool's)
+
+    return isinstance(exception, TimeLimitExceeded)
+
+
+def _time_limit_reported(task: Any, task_id: str, error: BaseException) -> None:
+    """The worker's main process reports a hard time limit twice before billiard stops the
+    child (SIGTERM, then SIGKILL 0.1 s later): from the pool's failure callback, with the task's
+    request current, then from ``Request.on_timeout``, without it, just before the stop. The
+    first is kept; at the second, a look is planned for once the child is gone: a run it began
+    and never ended (a long C call, no signal handler run) is recorded then, failed, as a
+    killed child's is. (A Celery whose ``on_timeout`` sends no ``task_failure``: nothing.)"""
+    runs = _runs_in_children
+    if runs is None or not runs.under_way(task_id):
+        return  # no children marking their runs, or this one ended its span
+    request = getattr(task, "request", None)
+    if getattr(request, "id", None) == task_id:
+        while len(_timed_out) >= _MOST_TIMED_OUT:  # (a Celery that never sends the second)
+            _timed_out.pop(next(iter(_timed_out)), None)
+        _timed_out[task_id] = _lost_run(task, task_id, error)
+        return
+    record = _timed_out.pop(task_id, None)
+    if record is not None:
+        look = threading.Timer(_CHILD_GONE_S, _record_unless_ended, (runs, task_id, record))
+        look.daemon = True
+        look.start()
+
+
+@guarded(None)
+def _record_unless_ended(runs: RunsUnderWay, task_id: str, record: Callable[[], None]) -> None:
+    if runs.under_way(task_id):
+        runs.ended(task_id)  # (recorded once)
+        record()
+
+
+# Runs whose hard time limit the main process reported once, by task id (see
+# _time_limit_reported); a handful at most.
+_timed_out: dict[str, Callable[[], None] | None] = {}
+_MOST_TIMED_OUT = 1000
+# billiard sends SIGKILL 0.1 s after SIGTERM: by then the child is gone, or has ended its run.
+_CHILD_GONE_S = 1.0
 
 
 @guarded(None)
@@ -729,6 +792,10 @@ def _task_postrun(
     if span is not None and isinstance(state, str):
         span.set_attribute(TASK_STATE, state[:32])
     running.delivery.end(running.error or stopped or _rejection(state, retval))
+    if _runs_in_children is not None and isinstance(task_id, str):
+        if timed_out is not None:  # billiard's SIGKILL follows in 0.1 s: the span goes out
+            _state.flush_current()  # first, else the main process records the run
+        _runs_in_children.ended(task_id)
 
 
 def _hard_time_limit_exceeded(
@@ -756,13 +823,17 @@ def _hard_time_limit_exceeded(
 _worker_time_limit: object = None
 # The worker's app: what names the queue of a message it dropped without a task to ask.
 _worker_app: Any = None
+# The runs its prefork children have under way, made before they are forked: see _prefork.
+_runs_in_children: RunsUnderWay | None = None
 
 
 @guarded(None)
 def _worker_init(sender: Any = None, **_: Any) -> None:
-    global _worker_time_limit, _worker_app
+    global _worker_time_limit, _worker_app, _runs_in_children
     _worker_time_limit = getattr(sender, "time_limit", None)
     _worker_app = getattr(sender, "app", None)
+    if _runs_in_children is None:
+        _runs_in_children = RunsUnderWay()
 
 
 # billiard's child exits with -(256 - signum) on SIGTERM
