@@ -52,9 +52,16 @@ def shutdown() -> None:
 
 
 def uninstrument() -> None:
-    """Remove tracekit's patches from HTTP clients and queue libraries (middleware stays)."""
-    from tracekit import instrumentation
+    """Remove tracekit's patches from HTTP clients and queue libraries (middleware stays).
 
+    ``init()`` puts them back (the running configuration's), as does ``shutdown()`` then ``init()``.
+    """
+    from tracekit import instrumentation
+    from tracekit._runtime import state
+
+    runtime = state.current()
+    if runtime is not None:
+        runtime.uninstrument()  # so that the next init() instruments again
     instrumentation.uninstrument()
 
 

@@ -227,6 +227,58 @@ def test_init_is_idempotent_and_can_restart_after_shutdown() -> None:
     assert out.split("\n")[:4] == ["first first True", "True True", "True None", "third"]
 
 
+def test_init_after_uninstrument_instruments_again() -> None:
+    """``tracekit.uninstrument()`` then ``init()``: the clients stayed bare for good (``init``
+    saw tracekit running and did nothing), with no word of it; only a ``shutdown()`` first
+    brought the trace headers back."""
+    out = run(
+        """
+        import http.server, threading, requests, tracekit
+
+        class Echo(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = ",".join(sorted(k.lower() for k in self.headers)).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/"
+        original = requests.Session.__dict__["send"]
+
+        def sent():
+            names = requests.get(url, timeout=10).text.split(",")
+            is_original = requests.Session.__dict__["send"] is original
+            print("traceparent" in names, "original" if is_original else "patched")
+
+        tracekit.init("svc", exporter="none")
+        sent()
+        tracekit.uninstrument()
+        sent()
+        tracekit.init("svc", exporter="none")
+        sent()
+        tracekit.init("svc", exporter="none")
+        sent()
+        tracekit.shutdown()
+        sent()
+        server.shutdown()
+        """,
+        {},
+    )
+
+    assert out.splitlines() == [
+        "True patched",
+        "False original",
+        "True patched",
+        "True patched",
+        "False original",
+    ]
+
+
 def test_a_second_init_asking_for_other_options_says_they_are_not_taken(tmp_path: Any) -> None:
     """A second init() while the first runs keeps the first configuration: a service whose
     framework plugin called init() first, then its own init("orders", exporter="store"), had

@@ -27,7 +27,6 @@ from opentelemetry.trace import SpanKind
 from tracekit import (
     config,
     correlation,
-    instrumentation,
     propagation,
     semconv,
 )
@@ -125,6 +124,7 @@ def _init(service_name: str | None, options: dict[str, Any]) -> config.Options:
         if running is not None:
             _log.debug("tracekit.init() called again; keeping the first configuration")
             _warn_if_options_not_taken(running.options, service_name, options)
+            running.instrument()  # put back if tracekit.uninstrument() removed it
             return running.options
         opts = config.resolve(service_name, **options)
         runtime = state.Runtime(opts)
@@ -193,10 +193,7 @@ def _start(runtime: state.Runtime, opts: config.Options) -> None:
     if not opts.correlation_only:
         runtime.span_processors = _tracing(opts, resource)
     runtime.metrics_server = _start_optional("metrics", opts, resource)
-    runtime.instrumented = tuple(
-        instrumentation.selected(opts.instrument, opts.disabled_instrumentations)
-    )
-    instrumentation.instrument(runtime.instrumented)
+    runtime.instrument()
     lifecycle.install()
 
 

@@ -126,6 +126,18 @@ class Runtime:
         if server is not None:
             _safely("metrics shutdown", server.close)
 
+    def instrument(self) -> None:
+        """Instrument the libraries the options select, unless they are already: ``init``
+        again after ``tracekit.uninstrument()`` puts them back."""
+        if self.instrumented:
+            return
+        instrumentation = _part("instrumentation")
+        options = self.options
+        self.instrumented = tuple(
+            instrumentation.selected(options.instrument, options.disabled_instrumentations)
+        )
+        instrumentation.instrument(self.instrumented)
+
     def uninstrument(self) -> None:
         """Undo the instrumentation, once: what it holds open ends (``_uninstrument``)."""
         instrumented, self.instrumented = self.instrumented, ()
