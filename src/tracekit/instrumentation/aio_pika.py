@@ -54,6 +54,9 @@ __all__ = ["ROUTING_KEY", "SYSTEM", "AioPikaInstrumentor", "delivery_of"]
 _held = messaging.HeldDeliveries()
 # Set while a wrapped ``__anext__`` runs: one that calls its base class's gets one span, not two.
 _fetching: ContextVar[bool] = ContextVar("tracekit_aio_pika_fetching", default=False)
+# Set while a queue iterator registers its consumer: the callback it passes (its own, or another
+# instrumentation's wrapper of it) gets no span of its own; its ``__anext__`` gives each one.
+_iterator_consuming: ContextVar[bool] = ContextVar("tracekit_aio_pika_iterating", default=False)
 # The queue each message fetched came from, until its ``process()``: keyed by id (aio-pika
 # messages take no attributes or weak references) and checked by delivery tag; bounded, so
 # messages never processed are forgotten.
@@ -90,6 +93,7 @@ class AioPikaInstrumentor(Instrumentor):
         self.wrap(module.Queue, "get", _noting_queue_get)
         for iterator in _iterator_classes(module):
             self.wrap(iterator, "__anext__", _traced_next)
+        self.wrap(module.queue.QueueIterator, "consume", _consuming_for_iterator)
         self.wrap(module.queue.QueueIterator, "close", _release_on_close)
         self.wrap(module.queue.QueueIterator, "__aexit__", _release_on_exit)
         self.wrap(module.IncomingMessage, "process", _traced_process)
@@ -109,7 +113,7 @@ class AioPikaInstrumentor(Instrumentor):
     ) -> Any:
         callback = args[0] if args else kwargs.get("callback")
         # The queue iterator consumes through its own ``on_message``: it gets spans per item.
-        if not callable(callback) or _is_iterator_callback(callback):
+        if not callable(callback) or _iterator_consuming.get() or _is_iterator_callback(callback):
             return wrapped(*args, **kwargs)
         traced = self._traced_callback(str(getattr(instance, "name", "")), callback)
         if args:
@@ -575,6 +579,20 @@ class _ProcessWithDelivery:
             raise
         finally:
             self._delivery.end(failure)
+
+
+async def _consuming_for_iterator(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``QueueIterator.consume()``: OpenTelemetry's contrib instrumentation, applied after
+    tracekit's, hands ``Queue.consume`` its own wrapper of the iterator's callback, which
+    ``_is_iterator_callback`` cannot tell (a robust queue's reconnect hands it the callback
+    itself, outside this call)."""
+    token = _iterator_consuming.set(True)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _iterator_consuming.reset(token)
 
 
 def _is_iterator_callback(callback: Callable[..., Any]) -> bool:
