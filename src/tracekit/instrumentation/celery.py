@@ -181,9 +181,13 @@ class CeleryInstrumentor(Instrumentor):
 
     target = "celery.app.base"  # imports celery.signals: both are there when it is
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._hooked_modules: set[str] = set()
+    def instrument(self) -> None:
+        """Also hooks the modules patched apart from the app (``_patch_later_modules``), before
+        any of them is imported."""
+        if not self._hooked:
+            for name, patch in self._later_modules().items():
+                wrapt.register_post_import_hook(patch, name)  # (run now if imported: inactive)
+        super().instrument()
 
     def patch(self, module: ModuleType) -> None:
         from celery import signals
@@ -191,8 +195,7 @@ class CeleryInstrumentor(Instrumentor):
         with _lock:  # instrumented again: the lingering receivers are the ones connected now
             _lingering.clear()
         self.wrap(module.Celery, "send_task", _traced_send_task)
-        self._when_imported("celery.canvas", self._patch_canvas)
-        self._when_imported("celery.worker.consumer.consumer", self._patch_worker_consumer)
+        self._patch_later_modules()
         self._connect(signals.before_task_publish, _before_publish)
         self._connect(signals.task_failure, _task_failure, _RunEnding)
         self._connect(signals.task_retry, _task_retry, _RunEnding)
@@ -204,15 +207,22 @@ class CeleryInstrumentor(Instrumentor):
         self._connect(signals.task_rejected, _task_rejected)
         self._connect(signals.worker_init, _worker_init)
 
-    def _when_imported(self, name: str, patch: Callable[[ModuleType], None]) -> None:
-        """Run ``patch`` on module ``name`` now, or when it is imported: ``celery.canvas``
-        (groups, chords) is imported apart from the app, when first used, and the worker's
-        modules only by a worker."""
-        if name in sys.modules:
-            patch(sys.modules[name])
-        elif name not in self._hooked_modules:
-            self._hooked_modules.add(name)
-            wrapt.register_post_import_hook(patch, name)
+    def _later_modules(self) -> dict[str, Callable[[ModuleType], None]]:
+        """The modules imported apart from the app, and what patches each: ``celery.canvas``
+        (groups, chords) when first used, the worker's consumer only by a worker."""
+        return {
+            "celery.canvas": self._patch_canvas,
+            "celery.worker.consumer.consumer": self._patch_worker_consumer,
+        }
+
+    def _patch_later_modules(self) -> None:
+        """Patch those already imported; the hooks ``instrument`` registered patch the others
+        when their import is complete. ``import celery.canvas`` imports the app, whose patch
+        runs here, while canvas is still half made (no ``group`` yet): its hook patches it."""
+        for name, patch in self._later_modules().items():
+            module = sys.modules.get(name)
+            if module is not None and not getattr(module.__spec__, "_initializing", False):
+                patch(module)
 
     def _patch_canvas(self, canvas: ModuleType) -> None:
         """(Also run by the import of ``celery.canvas``, which must not fail for it.)"""
