@@ -405,10 +405,15 @@ class _Started(NamedTuple):
     context: Token[otel_context.Context] | None  # None in correlation-only mode: no span
     publishing: Token[bool]
     options: config.Options
+    inside: otel_context.Context | None = None  # the context ``context`` made current
 
 
 def _leave_block(started: _Started) -> None:
-    if started.context is not None:
+    # Put back what the block found only while its own context is still current. A block begun
+    # inside another's and left after it (Celery's signals: OpenTelemetry's receiver, connected
+    # first, puts its context back in ``after_task_publish``; tracekit's block ends with
+    # ``send_task``) would otherwise bring back that other's, its span ended, for good.
+    if started.context is not None and otel_context.get_current() is started.inside:
         otel_context.detach(started.context)
     try:  # noqa: SIM105 (once per message: contextlib.suppress would cost a context manager)
         _publishing_now.reset(started.publishing)
@@ -453,7 +458,7 @@ def _start_publish(
     if cid is None and sent is not None:  # the message's own ID, made or the caller's
         span.set_attribute(semconv.CORRELATION_ID, sent)
     token = otel_context.attach(inside)
-    return Publication(span), _Started(token, _publishing_now.set(True), opts)
+    return Publication(span), _Started(token, _publishing_now.set(True), opts, inside)
 
 
 def _write_headers(
