@@ -59,6 +59,17 @@ def consumer(bootstrap: str, topic: str, partitions: int = 4) -> Any:
     return cc
 
 
+def produce_as(correlation_id: str, bootstrap: str, topic: str) -> None:
+    """Produce one record to partition 0 with ``correlation_id`` current, and flush."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
+    token = correlation.set_correlation_id(correlation_id)
+    try:
+        producer.produce(topic, b"order-1", partition=0)
+    finally:
+        correlation.reset_correlation_id(token)
+    producer.flush(10)
+
+
 def poll_one(cc: Any, timeout: float = 10.0) -> Any:
     """The next message the consumer polls (the broker may need a moment to assign partitions)."""
 
@@ -350,13 +361,7 @@ def test_a_consumer_closed_from_another_thread_leaves_the_polling_thread_clean(
     """A shutdown closes the consumer from another thread while the polling thread handles a
     message: its span ends there, and the polling thread, back for more (its poll now raising,
     the consumer closed), no longer runs with that message's correlation ID."""
-    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
-    token = correlation.set_correlation_id("order-closed-elsewhere")
-    try:
-        producer.produce(topic, b"order-1", partition=0)
-    finally:
-        correlation.reset_correlation_id(token)
-    producer.flush(10)
+    produce_as("order-closed-elsewhere", kafka_bootstrap, topic)
     cc = consumer(kafka_bootstrap, topic)
     handling, closed = threading.Event(), threading.Event()
     seen: dict[str, object] = {}

@@ -12,7 +12,7 @@ originals do, so objects built before instrumenting and the ``SerializingProduce
 confluent-kafka is imported, so ``confluent_kafka.SerializingProducer`` and
 ``DeserializingConsumer`` are swapped too, for subclasses built on the tracing ones. Code that
 bound the classes before tracekit instrumented (``from confluent_kafka.cimpl import Producer``)
-is not traced.
+is not traced, nor are classes another instrumentation swapped in first (``_swap_own``).
 
 - ``produce`` runs inside ``messaging.publish``; trace context, correlation ID and publish time
   are added to ``headers`` (a list of pairs or a dict, as the caller gave), replacing same-named
@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ _batch_sent_bare = RateLimitedWarning(
 
 __all__ = ["ConfluentKafkaInstrumentor", "delivery_of", "finish"]
 
+_log = logging.getLogger("tracekit")
+
 
 @dataclass(slots=True)
 class _ClassSwap(Patch):
@@ -123,13 +126,35 @@ class ConfluentKafkaInstrumentor(Instrumentor):
         messaging._end_awaiting(_awaiting_reports.end_all)
 
     def patch(self, module: ModuleType) -> None:
-        producer = self._swap(module, "Producer", _traced_producer_class)
-        consumer = self._swap(module, "Consumer", _traced_consumer_class)
+        producer = self._swap_own(module, "Producer", _traced_producer_class)
+        consumer = self._swap_own(module, "Consumer", _traced_consumer_class)
         wrappers = (("SerializingProducer", producer), ("DeserializingConsumer", consumer))
         for name, traced in wrappers:
             wrapper = module.__dict__.get(name)
-            if isinstance(wrapper, type) and wrapper.__base__ is traced.__base__:
+            if traced is None or not isinstance(wrapper, type):
+                continue
+            if wrapper.__base__ is traced.__base__:
                 self._swap(module, name, functools.partial(_traced_wrapper_class, traced))
+
+    def _swap_own(
+        self, module: ModuleType, name: str, build: Callable[[type], type]
+    ) -> type | None:
+        """Swap the library's own class; None, with a warning, for another instrumentation's
+        (OpenTelemetry's ``ConfluentKafkaInstrumentor``, applied first): a tracing class built
+        on it sent every message with two ``traceparent`` headers, and the consumer, which
+        cannot tell which one to follow, followed neither."""
+        own = getattr(sys.modules.get("confluent_kafka.cimpl"), name, None)
+        found = module.__dict__[name]
+        if own is None or found is own:
+            return self._swap(module, name, build)
+        _log.warning(
+            "tracekit: confluent_kafka.%s is already %s.%s (another instrumentation's);"
+            " tracekit leaves it to that one (see docs/queues/kafka.md)",
+            name,
+            getattr(found, "__module__", "?"),
+            getattr(found, "__qualname__", "?"),
+        )
+        return None
 
     def _swap(self, module: ModuleType, name: str, build: Callable[[type], type]) -> type:
         original = module.__dict__[name]
