@@ -1,4 +1,5 @@
-"""Run ``tracekit collector`` as a real subprocess and find the port it bound; read its /proc."""
+"""Run ``tracekit collector`` as a real subprocess and find the port it bound; read its /proc
+and what it has not read yet of its clients."""
 
 from __future__ import annotations
 
@@ -58,6 +59,19 @@ def threads(pid: int) -> int:
     """Threads of ``pid`` now."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+def unread(port: int) -> int:
+    """What the server listening on ``port`` has not taken yet: connections waiting in its
+    accept queue, and bytes waiting in the receive queue of each connection it accepted (read
+    from /proc/net/tcp and tcp6, where a listening socket's receive queue is its accept queue)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:  # the server's end
+                waiting += int(fields[4].split(":")[1], 16)
+    return waiting
 
 
 def _rss(pid: int) -> int:

@@ -38,7 +38,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tests.receiver._collector_process import cpu_seconds, start_collector, threads, tree_rss
+from tests.receiver._collector_process import (
+    cpu_seconds,
+    start_collector,
+    threads,
+    tree_rss,
+    unread,
+)
 from tests.receiver.conftest import read_response
 
 from tracekit.store import Store
@@ -165,7 +171,9 @@ def test_requests_declaring_16_mib_and_sending_a_byte_do_not_starve_an_exporter(
     exporter = OTLPSpanExporter(endpoint=url, timeout=5)
     statuses, exported, took = [], [], []
     try:
-        time.sleep(1.0)  # the collector has read every head and first byte
+        # every holder's head and first byte read, its handler parked waiting for the rest
+        # (a fixed second was not enough on a loaded machine: the exports then went first)
+        wait_for(lambda: unread(port) == 0, 60, "the collector to read every holder's head")
         for _ in range(3):
             body = encode_spans(_finished_spans(50)).SerializeToString()  # type: ignore[arg-type]
             reply = httpx.post(url, content=body, headers={"Content-Type": kinds[1]})
@@ -243,7 +251,8 @@ def test_idle_grpc_connections_do_not_take_the_descriptors_otlp_http_needs(tmp_p
                 sock = socket.create_connection(("127.0.0.1", grpc_port), timeout=2)
                 idle.append(sock)
                 sock.sendall(HTTP2_PREFACE)
-        time.sleep(2.0)  # grpc has accepted what it will
+        # every connection accepted (and those past the cap closed), every preface read
+        wait_for(lambda: unread(grpc_port) == 0, 60, "grpc to take every connection")
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=5)
         results = [exporter.export(_finished_spans(5)) for _ in range(3)]  # type: ignore[arg-type]
         exporter.shutdown()
