@@ -794,3 +794,63 @@ def test_without_grpcio_the_default_serves_http_and_says_why_not_grpc(tmp_path: 
         " 'tracekit[cli]'; serving OTLP/HTTP only (--grpc-port PORT for another port,"
         " --grpc-port 0 for none)\n"
     )
+
+
+def test_idle_connections_at_the_cap_make_room_for_an_exporter(store_path: Path) -> None:
+    """Connections left open and idle at grpc's connection cap (a service leaking a channel per
+    export, or a client opening connections and sending nothing) kept every exporter out: grpc
+    closed each newcomer, and the exporter gave up (beside 600 idle connections at the default
+    cap of 512, 3 of 3 exports failed). The longest-idle connections past seven eighths of the
+    cap are now closed, as the HTTP side displaces its idle ones; a client on one of them
+    connects again when it next calls."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_connections=8)
+    receiver = Receiver(Store(store_path), config).start()
+    leaked = [_own_connection(receiver) for _ in range(8)]
+    try:
+        for channel in leaked:
+            grpc.channel_ready_future(channel).result(timeout=10)  # grpc holds all 8
+        exporter = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=5)
+        results = [exporter.export(_finished_spans(2)) for _ in range(2)]  # type: ignore[arg-type]
+        exporter.shutdown()
+        again = OTLPSpanExporter(endpoint=_target(receiver), insecure=True, timeout=5)
+        results.append(again.export(_finished_spans(2)))  # type: ignore[arg-type]
+        again.shutdown()
+    finally:
+        for channel in leaked:
+            channel.close()
+        receiver.stop()
+    assert results == [SpanExportResult.SUCCESS] * 3
+    with Store(store_path) as reader:
+        assert reader.count_spans() == 6
+
+
+def test_a_connection_with_a_call_open_is_not_closed_for_idle(store_path: Path) -> None:
+    """A connection whose call waits (for its message, for room in the write queue, for its
+    commit) receives nothing meanwhile; making room at the connection cap, it is not taken for
+    an idle one: an older idle connection without a call is closed instead."""
+    config = ReceiverConfig(port=0, grpc_port=0, max_connections=8)
+    receiver = Receiver(Store(store_path), config).start()
+    held, closed = threading.Event(), threading.Event()
+    calling = _own_connection(receiver)
+    waiting = calling.stream_unary(TRACES).future(_never_sends(held))
+    assert receiver.grpc is not None
+    wait_for(lambda: receiver.grpc._open_calls == 1)  # its connection the longest idle then
+    leaked = [_own_connection(receiver) for _ in range(7)]
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        if state is not grpc.ChannelConnectivity.READY:
+            closed.set()
+
+    try:
+        for channel in leaked:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            channel.subscribe(seen)
+        # one connection closed, as 8 > 7 (seven eighths of 8): a leaked one, not the call's
+        wait_for(lambda: closed.is_set() or waiting.done(), 10, "a connection closed")
+        assert not waiting.done()
+        assert closed.is_set()
+    finally:
+        held.set()
+        for channel in [calling, *leaked]:
+            channel.close()
+        receiver.stop()

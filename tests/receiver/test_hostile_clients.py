@@ -237,7 +237,8 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("00000004000
 def test_idle_grpc_connections_do_not_take_the_descriptors_otlp_http_needs(tmp_path: Path) -> None:
     """1,500 connections to the gRPC port, each sending HTTP/2's preface and then nothing, at a
     limit of 1024 descriptors: they took every one, and every OTLP/HTTP export was told 503
-    for as long as they stayed. gRPC now holds at most what the HTTP side leaves."""
+    for as long as they stayed. gRPC now holds at most what the HTTP side leaves, and closes
+    the longest idle of them to let a gRPC exporter in (which grpc's cap kept out)."""
     grpc_port = free_port()
     process, port = start_collector(
         tmp_path / "t.db", "--grpc-port", str(grpc_port), open_files=1024
@@ -256,6 +257,9 @@ def test_idle_grpc_connections_do_not_take_the_descriptors_otlp_http_needs(tmp_p
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=5)
         results = [exporter.export(_finished_spans(5)) for _ in range(3)]  # type: ignore[arg-type]
         exporter.shutdown()
+        over_grpc = GrpcSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True, timeout=10)
+        results += [over_grpc.export(_finished_spans(5)) for _ in range(3)]  # type: ignore[arg-type]
+        over_grpc.shutdown()
         descriptors = len(os.listdir(f"/proc/{process.pid}/fd"))
     finally:
         for sock in idle:
@@ -263,8 +267,9 @@ def test_idle_grpc_connections_do_not_take_the_descriptors_otlp_http_needs(tmp_p
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         process.terminate()
         process.wait(60)
-    assert results == [SpanExportResult.SUCCESS] * 3
+    assert results == [SpanExportResult.SUCCESS] * 6
     assert descriptors < 1024 - 64, descriptors
+    assert Store(tmp_path / "t.db").count_spans() == 30
 
 
 @pytest.mark.timeout(120)

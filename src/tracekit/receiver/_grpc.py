@@ -20,12 +20,15 @@ cannot keep the others out; else it waits in line, unread, for a place to free o
 call to have waited a second (then displaced), so calls renewed faster than that cannot keep the
 others out either. Client addresses are served fairly too: a call from an address with fewer
 calls receiving goes first in line, and displaces a call of an address holding over half the
-places, so many connections from one address cannot keep the others out.
+places, so many connections from one address cannot keep the others out. Past seven eighths of
+the connection cap the longest-idle connections are closed (``_grpc_connections``), so that
+connections left open cannot keep a new exporter out either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -45,6 +48,7 @@ from grpc import aio
 from tracekit.receiver._address import client_address, family, host_port, socket_address
 from tracekit.receiver._admission import MIN_AGE, MemoryBudget, Reservation
 from tracekit.receiver._errors import RequestError
+from tracekit.receiver._grpc_connections import IdleConnections
 from tracekit.receiver._grpc_health import health_handler
 from tracekit.receiver._service import PROTOBUF, IngestService
 
@@ -67,8 +71,10 @@ _WORKERS = 16  # messages decoded and stored at once; whole messages wait for a 
 # RetryInfo, which the OTLP specification tells exporters not to retry: the batch would be lost.
 # It stays as a backstop, above ours, for calls arriving faster than ours are refused.)
 MAX_CALLS = 4096
+_SWEEP_EVERY = 0.5  # seconds between looks at grpc's connections (_displace_idle_connections)
 _WINDOW = 65_535  # bytes HTTP/2 lets a client send on a call before the server reads from it
 _T = TypeVar("_T")
+_log = logging.getLogger("tracekit.receiver")
 Export = Callable[[str, AsyncIterator[bytes], Any], Awaitable[bytes]]
 
 
@@ -97,6 +103,7 @@ class GrpcReceiver:
         # calls receiving at once may hold about the memory budget's worth of message limits
         self.max_receiving = max(1, budget.limit // max_body)
         self._open_calls = 0  # only ever changed on the event loop's thread
+        self._calls_per_peer: Counter[str] = Counter()  # open calls of each connection (loop)
         # calls still waiting for their message, oldest first, with when each began and the
         # connection it came on (grpc's peer: address and port) (loop thread)
         self._receiving: dict[asyncio.Future[bytes], tuple[float, str]] = {}
@@ -117,6 +124,9 @@ class GrpcReceiver:
         except BaseException:
             self._end_loop()
             raise
+        # grpc closes a newcomer past max_connections: idle ones past 7/8 of it are shut first
+        keep = max_connections - max(1, max_connections // 8)
+        self._idle_connections = IdleConnections(self.port, keep, MIN_AGE)
 
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -139,9 +149,9 @@ class GrpcReceiver:
                 # too: 1,500 connections that sent HTTP/2's preface and then nothing took every
                 # descriptor, and every OTLP/HTTP export was told 503 for as long as they stayed.
                 # Past the cap grpc closes a newcomer; one that does not finish its handshake
-                # within the request deadline is closed, as an HTTP request head is. (Idle
-                # connections are not closed: each GOAWAY prints a line on the stderr of the
-                # service whose exporter receives it.)
+                # within the request deadline is closed, as an HTTP request head is. (Idle ones
+                # are closed past 7/8 of the cap, without grpc's idle timeout: each GOAWAY prints
+                # a line on the stderr of the service whose exporter receives it.)
                 ("grpc.max_allowed_incoming_connections", max_connections),
                 ("grpc.server_handshake_timeout_ms", int(self.receive_timeout * 1000)),
             ],
@@ -159,6 +169,18 @@ class GrpcReceiver:
     def start(self) -> None:
         """Serve on the event loop's thread."""
         self._run(self.server.start())
+        self._loop.call_soon_threadsafe(self._displace_idle_connections)
+
+    def _displace_idle_connections(self) -> None:
+        """Keep room under grpc's connection cap (see ``_grpc_connections``): the connections
+        past seven eighths of the cap that have no call open and have sent nothing for
+        ``MIN_AGE`` are shut down, longest idle first; again every ``_SWEEP_EVERY`` s."""
+        try:
+            self._idle_connections.displace(self._calls_per_peer.__contains__)
+        except Exception as error:  # never the receiver's end: the cap still holds
+            _log.warning("tracekit collector: idle gRPC connections not looked at: %r", error)
+        else:
+            self._loop.call_later(_SWEEP_EVERY, self._displace_idle_connections)
 
     def stop(self, grace: float) -> None:
         """Refuse new RPCs and let the ones in flight finish (up to ``grace`` s); once.
@@ -183,6 +205,7 @@ class GrpcReceiver:
         if self._open_calls >= self.max_calls and not self._make_room(context.peer()):
             await _abort(context, _too_many_calls())
         self._open_calls += 1
+        self._calls_per_peer[context.peer()] += 1
         try:
             await self._wait_turn(context.peer())
             request = await self._receive(requests, context.peer())
@@ -192,6 +215,9 @@ class GrpcReceiver:
             raise  # abort raised already; this line only tells type checkers so
         finally:
             self._open_calls -= 1
+            self._calls_per_peer[context.peer()] -= 1
+            if not self._calls_per_peer[context.peer()]:
+                del self._calls_per_peer[context.peer()]
 
     async def _wait_turn(self, peer: str) -> None:
         """Wait in line until a place among the calls receiving is free or may be made (see
